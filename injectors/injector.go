@@ -1,0 +1,46 @@
+// Package injectors rewrites an outbound request with a credential. An
+// Injector is chosen by the `as:` field of a rule's `inject:` block and
+// registered by name, like providers.
+//
+// The gateway calls Inject only after identity, policy and the credential
+// fetch have all succeeded, on a request whose client-supplied
+// Proxy-Authorization and hop-by-hop headers were already removed.
+package injectors
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/credgate/credgate/providers"
+)
+
+// ErrMissingField marks a credential that lacks a field the injector needs.
+var ErrMissingField = errors.New("credential lacks a field the injector needs")
+
+// Injector rewrites r with cred.
+//
+// Inject checks everything that can fail (fields present, template
+// renders) before it changes r, so a failed Inject leaves r untouched and
+// the gateway answers 502 without forwarding. Headers it sets replace any
+// value the client sent (Set, never Add), so a client cannot choose or
+// override the credential. Implementations are safe for concurrent use and
+// never put a secret value in an error.
+type Injector interface {
+	Inject(r *http.Request, cred *providers.Credential) error
+}
+
+// HeaderNames is implemented by injectors that set headers. The gateway
+// removes these names from the client's request before injecting, and
+// `credgate explain` lists them.
+type HeaderNames interface {
+	Headers() []string
+}
+
+// Provisioner, Validator and CleanerUpper mirror the provider lifecycle.
+type (
+	// Provisioner is implemented by injectors that prepare state (parse a
+	// template, load a key) after their settings were decoded.
+	Provisioner interface{ Provision() error }
+	// Validator is implemented by injectors that check their settings.
+	Validator interface{ Validate() error }
+)

@@ -1,0 +1,106 @@
+package policy
+
+import (
+	"net/http"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/providers"
+)
+
+// Action is what the gateway does with a connection or request.
+type Action int
+
+// Actions. Deny is the zero value so that a forgotten decision denies.
+const (
+	// Deny refuses with 403 and a machine-readable reason.
+	Deny Action = iota
+	// Tunnel (CONNECT only) splices bytes to the destination without
+	// interception: the client sees the upstream's own certificate.
+	Tunnel
+	// Intercept (CONNECT only) terminates TLS with a gateway leaf
+	// certificate so that each request inside is decided on its own.
+	Intercept
+	// Forward (request only) sends the request on unchanged, without a
+	// credential (a tunnel rule matched on an intercepted host).
+	Forward
+	// Inject (request only) fetches the rule's credential and injects it.
+	Inject
+)
+
+// String returns the lower-case name used in audit lines and metrics.
+func (a Action) String() string {
+	switch a {
+	case Deny:
+		return "deny"
+	case Tunnel:
+		return "tunnel"
+	case Intercept:
+		return "intercept"
+	case Forward:
+		return "forward"
+	case Inject:
+		return "inject"
+	}
+	return "unknown"
+}
+
+// Query is everything a decision depends on. New inputs are added as
+// fields, so callers do not break when the policy grows.
+type Query struct {
+	// Workload is the verified caller.
+	Workload identity.Workload
+	// Connect is true for a CONNECT request: Method, Path and Header are
+	// unknown and the answer is Deny, Tunnel or Intercept.
+	Connect bool
+	// Scheme is "https" for requests inside an intercepted tunnel and
+	// "http" for plain absolute-URI requests.
+	Scheme string
+	// Host is the destination host name or IP literal, lower case, without
+	// port or trailing dot.
+	Host string
+	// Port is the destination port.
+	Port int
+	// Method, Path and Header describe the request (not set for CONNECT).
+	Method string
+	Path   string
+	Header http.Header
+}
+
+// Decision is the answer to a Query, with the words `credgate explain` and
+// the audit line print.
+type Decision struct {
+	// Action is what to do.
+	Action Action
+	// Rule is the name of the rule that decided, "" for the default.
+	Rule string
+	// Destination is the name of the matched destination, "" if none.
+	Destination string
+	// Code is a stable machine-readable reason, e.g. "no_rule",
+	// "denied_by_rule", "method_not_allowed", "path_not_allowed",
+	// "plaintext_not_allowed".
+	Code string
+	// Reason is one human sentence saying why.
+	Reason string
+	// AllowPrivate is true when the matched destination explicitly allows
+	// addresses in loopback, private, link-local or metadata ranges.
+	AllowPrivate bool
+	// Inject is set when Action is Inject.
+	Inject *InjectPlan
+}
+
+// InjectPlan is the credential and injector a rule names, built when the
+// policy was loaded.
+type InjectPlan struct {
+	// Credential is the policy's name for the credential.
+	Credential string
+	// CredentialVersion changes whenever the credential's settings change,
+	// so cache keys of an edited credential do not collide with the old.
+	CredentialVersion string
+	// Provider fetches the credential.
+	Provider providers.Provider
+	// As is the injector's registered name.
+	As string
+	// Injector rewrites the request.
+	Injector injectors.Injector
+}

@@ -1,0 +1,88 @@
+// Package providers defines where credentials come from: the Provider
+// interface, the Credential and Secret types they return, a registry of
+// provider modules keyed by the `provider:` field of a policy credential,
+// and the cache that sits in front of every provider.
+//
+// Providers are public so that third parties can write them: a provider is
+// one file with a type implementing Provider and an init function calling
+// Register. providers never imports policy or injectors.
+package providers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/credgate/credgate/identity"
+)
+
+// Well-known credential field names. Injectors read these; providers may
+// add others.
+const (
+	FieldToken    = "token"
+	FieldUsername = "username"
+	FieldPassword = "password"
+)
+
+// ErrUnavailable marks a credential that cannot be obtained now (source
+// down, sealed, throttled). The gateway answers 503 and never forwards.
+var ErrUnavailable = errors.New("credential unavailable")
+
+// Credential is a fetched credential. Treat it as immutable once returned:
+// it may be shared between concurrent requests through the cache.
+type Credential struct {
+	// Fields are the secret parts by name (FieldToken, FieldUsername, ...).
+	Fields map[string]Secret
+	// Expiry is when the credential stops being valid; zero means it does
+	// not expire (the cache then applies its configured TTL).
+	Expiry time.Time
+}
+
+// Field returns the named field and whether it is present and non-empty.
+func (c *Credential) Field(name string) (Secret, bool) {
+	if c == nil {
+		return Secret{}, false
+	}
+	s, ok := c.Fields[name]
+	return s, ok && !s.IsZero()
+}
+
+// Request says what credential is wanted and for whom.
+type Request struct {
+	// Credential is the credential's name in the policy.
+	Credential string
+	// Workload is the verified caller.
+	Workload identity.Workload
+}
+
+// Provider fetches credentials. Implementations are safe for concurrent
+// use; Fetch honours ctx cancellation and returns errors that name the
+// operation but never contain a secret value.
+type Provider interface {
+	Fetch(ctx context.Context, req Request) (*Credential, error)
+}
+
+// Scoped is implemented by providers whose result depends on the caller.
+// CacheScope returns the part of the cache key that distinguishes callers
+// (for example the workload name); "" means one credential for everyone.
+type Scoped interface {
+	CacheScope(req Request) string
+}
+
+// Provisioner is implemented by providers that set up clients or read
+// files after their settings were decoded.
+type Provisioner interface {
+	Provision(ctx context.Context) error
+}
+
+// Validator is implemented by providers that check their settings.
+type Validator interface {
+	Validate() error
+}
+
+// CleanerUpper is implemented by providers holding resources (clients,
+// goroutines, leases) that must be released when the policy that created
+// them is replaced or the gateway stops.
+type CleanerUpper interface {
+	Cleanup() error
+}
