@@ -1,6 +1,6 @@
 module github.com/credgate/credgate
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/elazarl/goproxy v1.9.3 // indirect

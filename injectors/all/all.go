@@ -1,0 +1,10 @@
+// Package all is the list of compiled-in injectors. The built-ins
+// (header, bearer, basic, query) live in package injectors itself and are
+// registered by its init; injector plugins (per-SaaS, SigV4, ...) live in
+// their own packages and are added to the binary by one blank import
+// here. cmd/credgate imports this package.
+package all
+
+import (
+	_ "github.com/credgate/credgate/injectors" // header, bearer, basic, query
+)

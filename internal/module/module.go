@@ -1,0 +1,120 @@
+// Package module is the machinery shared by the provider and injector
+// registries: a name → constructor map that panics on empty or duplicate
+// names, and the lifecycle that turns a name plus YAML settings into a
+// ready module (New, strict decode, Provision, Validate, Cleanup on
+// failure), in the style of Caddy's modules.
+//
+// It exists so that providers and injectors do not each carry a copy of
+// this code. It is internal because its generic shape is not an API third
+// parties should depend on: they use providers.Register and
+// injectors.Register.
+package module
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/yamlstrict"
+)
+
+// Registry maps module names to constructors of T. It is safe for
+// concurrent use. Kind ("provider", "injector") appears in panics and
+// errors.
+type Registry[T any] struct {
+	kind string
+	mu   sync.RWMutex
+	news map[string]func() T
+}
+
+// New returns an empty registry for modules of the given kind.
+func New[T any](kind string) *Registry[T] {
+	return &Registry[T]{kind: kind, news: map[string]func() T{}}
+}
+
+// Register adds a module. It panics if name is empty, newFn is nil or
+// the name is taken: these are programming errors in an init function.
+func (r *Registry[T]) Register(name string, newFn func() T) {
+	if name == "" {
+		panic(fmt.Sprintf("%s module registered with an empty name", r.kind))
+	}
+	if newFn == nil {
+		panic(fmt.Sprintf("%s module %q registered without a New function", r.kind, name))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.news[name]; dup {
+		panic(fmt.Sprintf("%s module %q registered twice", r.kind, name))
+	}
+	r.news[name] = newFn
+}
+
+// Lookup returns the constructor registered under name.
+func (r *Registry[T]) Lookup(name string) (func() T, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	f, ok := r.news[name]
+	return f, ok
+}
+
+// Names returns the registered names, sorted.
+func (r *Registry[T]) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.news))
+	for n := range r.news {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Load builds the module registered under name: New(), strict decoding
+// of settings into it (a nil node means no settings), Provision, then
+// Validate. If Provision or Validate fails, Cleanup is called (when the
+// module has one) so a half-built module leaks nothing.
+//
+// Provision may be Provision(context.Context) error or Provision() error.
+// Decoding errors are returned as the *yaml.TypeError from yamlstrict
+// (messages "line N: ..."). Errors from Provision and Validate are
+// returned unchanged (joined with any Cleanup error): the module names
+// its own problem and the caller knows which module it loaded.
+func (r *Registry[T]) Load(ctx context.Context, name string, settings *yaml.Node) (T, error) {
+	var zero T
+	newFn, ok := r.Lookup(name)
+	if !ok {
+		return zero, fmt.Errorf("unknown %s %q; available: %v", r.kind, name, r.Names())
+	}
+	m := newFn()
+	if any(m) == nil {
+		return zero, fmt.Errorf("%s %q: New returned nil", r.kind, name)
+	}
+	if err := yamlstrict.Decode(settings, m); err != nil {
+		return zero, err
+	}
+	var err error
+	switch p := any(m).(type) {
+	case interface{ Provision(context.Context) error }:
+		err = p.Provision(ctx)
+	case interface{ Provision() error }:
+		err = p.Provision()
+	}
+	if err == nil {
+		if v, ok := any(m).(interface{ Validate() error }); ok {
+			err = v.Validate()
+		}
+	}
+	if err != nil {
+		if c, ok := any(m).(interface{ Cleanup() error }); ok {
+			if cerr := c.Cleanup(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("%s %q: cleanup after failed load: %w", r.kind, name, cerr))
+			}
+		}
+		return zero, err
+	}
+	return m, nil
+}

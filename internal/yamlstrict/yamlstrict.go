@@ -1,0 +1,208 @@
+// Package yamlstrict decodes a yaml.Node into a Go value and rejects
+// mapping keys the value has no field for.
+//
+// It exists because gopkg.in/yaml.v3 only offers strict decoding
+// (Decoder.KnownFields) on a byte stream, while providers and injectors
+// receive their settings as a *yaml.Node cut out of the policy file:
+// re-encoding the node would lose the line numbers that policy errors
+// report. Errors come back as a *yaml.TypeError whose messages start
+// with "line N: ", the same shape yaml.v3 uses, so callers that map them
+// to file:line:col keep working.
+package yamlstrict
+
+import (
+	"cmp"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Decode decodes n into v (a pointer) like n.Decode(v), and additionally
+// reports every mapping key that has no matching field in v's struct
+// types (recursively, through pointers, slices, arrays and maps). A nil
+// node decodes nothing and returns nil. Errors are a *yaml.TypeError with
+// one "line N: message" per problem, sorted by line; decoding errors of
+// custom yaml.Unmarshaler implementations are returned as they are.
+func Decode(n *yaml.Node, v any) error {
+	if n == nil {
+		return nil
+	}
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return nil
+		}
+		n = n.Content[0]
+	}
+	var probs []problem
+	if t := reflect.TypeOf(v); t != nil {
+		check(n, t, &probs)
+	}
+	err := n.Decode(v)
+	if err != nil {
+		te, ok := err.(*yaml.TypeError)
+		if !ok {
+			return err
+		}
+		for _, m := range te.Errors {
+			probs = append(probs, problem{line: lineOf(m), msg: m})
+		}
+	}
+	if len(probs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(probs, func(a, b problem) int { return cmp.Compare(a.line, b.line) })
+	te := &yaml.TypeError{}
+	for _, p := range probs {
+		te.Errors = append(te.Errors, p.msg)
+	}
+	return te
+}
+
+type problem struct {
+	line int
+	msg  string
+}
+
+// lineOf extracts N from a "line N: ..." message, or returns 0.
+func lineOf(msg string) int {
+	var n int
+	if _, err := fmt.Sscanf(msg, "line %d:", &n); err != nil {
+		return 0
+	}
+	return n
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+// check walks n alongside type t and records unknown mapping keys.
+func check(n *yaml.Node, t reflect.Type, probs *[]problem) {
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+		if n == nil {
+			return
+		}
+	}
+	for t.Kind() == reflect.Pointer {
+		if t.Implements(unmarshalerType) {
+			return
+		}
+		t = t.Elem()
+	}
+	if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return // the type decodes itself
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return // n.Decode reports the type mismatch
+		}
+		fs := fieldsOf(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+				checkMerge(val, t, probs)
+				continue
+			}
+			if ft, ok := fs.types[k.Value]; ok && k.Kind == yaml.ScalarNode {
+				check(val, ft, probs)
+				continue
+			}
+			if fs.inlineMap {
+				continue
+			}
+			msg := fmt.Sprintf("line %d: unknown field %q", k.Line, k.Value)
+			if len(fs.names) > 0 {
+				msg += "; known fields are " + strings.Join(fs.names, ", ")
+			}
+			*probs = append(*probs, problem{line: k.Line, msg: msg})
+		}
+	case reflect.Slice, reflect.Array:
+		if n.Kind == yaml.SequenceNode {
+			for _, c := range n.Content {
+				check(c, t.Elem(), probs)
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for i := 1; i < len(n.Content); i += 2 {
+				check(n.Content[i], t.Elem(), probs)
+			}
+		}
+	}
+}
+
+// checkMerge checks the mapping(s) merged in with a "<<" key.
+func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem) {
+	if val.Kind == yaml.AliasNode {
+		val = val.Alias
+	}
+	if val == nil {
+		return
+	}
+	if val.Kind == yaml.SequenceNode {
+		for _, c := range val.Content {
+			checkMerge(c, t, probs)
+		}
+		return
+	}
+	check(val, t, probs)
+}
+
+// fields describes the keys a struct type accepts.
+type fields struct {
+	names     []string // in declaration order
+	types     map[string]reflect.Type
+	inlineMap bool // an ",inline" map takes any other key
+}
+
+// fieldsOf follows yaml.v3's rules: the key is the tag name or the
+// lower-cased field name, "-" skips the field, ",inline" merges a struct's
+// fields or makes a map take all other keys.
+func fieldsOf(t reflect.Type) fields {
+	fs := fields{types: map[string]reflect.Type{}}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() && !f.Anonymous {
+				continue
+			}
+			tag := f.Tag.Get("yaml")
+			if tag == "-" {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if slices.Contains(strings.Split(opts, ","), "inline") {
+				ft := f.Type
+				for ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				switch ft.Kind() {
+				case reflect.Struct:
+					walk(ft)
+				case reflect.Map:
+					fs.inlineMap = true
+				}
+				continue
+			}
+			if !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			if _, dup := fs.types[name]; !dup {
+				fs.names = append(fs.names, name)
+			}
+			fs.types[name] = f.Type
+		}
+	}
+	walk(t)
+	return fs
+}

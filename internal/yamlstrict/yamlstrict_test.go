@@ -1,0 +1,111 @@
+package yamlstrict
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+)
+
+type inner struct {
+	Port int `yaml:"port"`
+}
+
+type embedded struct {
+	Shared string `yaml:"shared"`
+}
+
+type settings struct {
+	Name     string            `yaml:"name"`
+	Inner    inner             `yaml:"inner"`
+	List     []inner           `yaml:"list"`
+	ByName   map[string]*inner `yaml:"by_name"`
+	Skipped  string            `yaml:"-"`
+	Untagged string
+	embedded `yaml:",inline"`
+}
+
+type withExtra struct {
+	Name  string         `yaml:"name"`
+	Extra map[string]any `yaml:",inline"`
+}
+
+func node(t *testing.T, src string) *yaml.Node {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	return &doc
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []string // TypeError messages; nil means success
+	}{
+		{"ok", "name: a\ninner: {port: 1}\nlist: [{port: 2}]\nby_name: {x: {port: 3}}\nuntagged: u\nshared: s\n", nil},
+		{"unknown top", "name: a\nnmae: b\n", []string{`line 2: unknown field "nmae"; known fields are name, inner, list, by_name, untagged, shared`}},
+		{"unknown nested", "inner:\n  port: 1\n  host: x\n", []string{`line 3: unknown field "host"; known fields are port`}},
+		{"unknown in list", "list:\n  - port: 1\n  - prot: 2\n", []string{`line 3: unknown field "prot"; known fields are port`}},
+		{"unknown in map value", "by_name:\n  a: {porty: 1}\n", []string{`line 2: unknown field "porty"; known fields are port`}},
+		{"skipped is unknown", "Skipped: x\n", []string{`line 1: unknown field "Skipped"; known fields are name, inner, list, by_name, untagged, shared`}},
+		{"type error and unknown, by line", "zzz: 1\ninner: {port: [1]}\n", []string{
+			`line 1: unknown field "zzz"; known fields are name, inner, list, by_name, untagged, shared`,
+			"line 2: cannot unmarshal !!seq into int",
+		}},
+		{"alias", "base: &b {port: 1, bad: 2}\n", []string{`line 1: unknown field "base"; known fields are name, inner, list, by_name, untagged, shared`}},
+		{"inline map takes any key", "name: a\nanything: {port: 1, bad: 2}\n", nil}, // decoded into withExtra below
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if tt.name == "inline map takes any key" {
+				var v withExtra
+				err = Decode(node(t, tt.src), &v)
+			} else {
+				var v settings
+				err = Decode(node(t, tt.src), &v)
+			}
+			var got []string
+			if err != nil {
+				var te *yaml.TypeError
+				if !errors.As(err, &te) {
+					t.Fatalf("error %v is not a *yaml.TypeError", err)
+				}
+				got = te.Errors
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecodeMergeKey(t *testing.T) {
+	src := "defaults: &d {port: 1, bogus: 2}\nval:\n  <<: *d\n"
+	var doc struct {
+		Defaults map[string]any `yaml:"defaults"`
+		Val      inner          `yaml:"val"`
+	}
+	err := Decode(node(t, src), &doc)
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		t.Fatalf("Decode = %v, want a TypeError for the merged unknown key", err)
+	}
+	if diff := cmp.Diff([]string{`line 1: unknown field "bogus"; known fields are port`}, te.Errors); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestDecodeNil(t *testing.T) {
+	var v settings
+	if err := Decode(nil, &v); err != nil {
+		t.Fatalf("Decode(nil) = %v", err)
+	}
+	if diff := cmp.Diff(settings{}, v, cmp.AllowUnexported(settings{})); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

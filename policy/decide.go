@@ -1,0 +1,340 @@
+package policy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// candidate is a rule that may apply to a host, with the rule's
+// destinations that list that host.
+type candidate struct {
+	r     *rule
+	dests []*destination
+}
+
+// index finds the candidate rules for a host without scanning all rules.
+//
+// exact maps a host (or IP literal) to its candidates; wild maps the
+// suffix of a "*." pattern ("stripe.com" for "*.stripe.com") to its
+// candidates. Both lists are pre-merged in rule order: an exact entry
+// already contains the candidates of every wildcard covering that host,
+// and a wildcard entry those of every shorter wildcard covering it. So a
+// lookup is one exact probe, or a walk over the host's suffixes that stops
+// at the first (longest) wildcard present.
+type index struct {
+	exact map[string][]candidate
+	wild  map[string][]candidate
+}
+
+func buildIndex(rules []*rule) index {
+	exact := map[string][]candidate{}
+	wild := map[string][]candidate{}
+	ips := map[string]bool{}
+	add := func(m map[string][]candidate, key string, r *rule, d *destination) {
+		l := m[key]
+		if n := len(l); n > 0 && l[n-1].r == r {
+			if !containsDest(l[n-1].dests, d) {
+				l[n-1].dests = append(l[n-1].dests, d)
+			}
+			return
+		}
+		m[key] = append(l, candidate{r: r, dests: []*destination{d}})
+	}
+	for _, r := range rules {
+		for _, d := range r.to {
+			for _, h := range d.hosts {
+				switch {
+				case h.wildcard:
+					add(wild, h.name, r, d)
+				default:
+					add(exact, h.name, r, d)
+					if h.ip {
+						ips[h.name] = true
+					}
+				}
+			}
+		}
+	}
+	// Merge the wildcards covering each key into its list. Work from the
+	// raw wildcard lists so that merging order does not matter.
+	rawWild := make(map[string][]candidate, len(wild))
+	for k, v := range wild {
+		rawWild[k] = v
+	}
+	covering := func(name string) [][]candidate {
+		var out [][]candidate
+		for s := name; ; {
+			i := strings.IndexByte(s, '.')
+			if i < 0 {
+				return out
+			}
+			s = s[i+1:]
+			if l, ok := rawWild[s]; ok {
+				out = append(out, l)
+			}
+		}
+	}
+	for k, v := range exact {
+		if ips[k] {
+			continue
+		}
+		if c := covering(k); len(c) > 0 {
+			exact[k] = mergeCandidates(append(c, v))
+		}
+	}
+	for k, v := range rawWild {
+		if c := covering(k); len(c) > 0 {
+			wild[k] = mergeCandidates(append(c, v))
+		}
+	}
+	return index{exact: exact, wild: wild}
+}
+
+func containsDest(ds []*destination, d *destination) bool {
+	for _, x := range ds {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+// mergeCandidates merges lists sorted by rule index into one, joining the
+// destinations of a rule that appears in several.
+func mergeCandidates(lists [][]candidate) []candidate {
+	var out []candidate
+	pos := make([]int, len(lists))
+	for {
+		best := -1
+		for i, l := range lists {
+			if pos[i] < len(l) && (best < 0 || l[pos[i]].r.index < lists[best][pos[best]].r.index) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return out
+		}
+		c := lists[best][pos[best]]
+		pos[best]++
+		if n := len(out); n > 0 && out[n-1].r == c.r {
+			for _, d := range c.dests {
+				if !containsDest(out[n-1].dests, d) {
+					out[n-1].dests = append(out[n-1].dests, d)
+				}
+			}
+			continue
+		}
+		out = append(out, candidate{r: c.r, dests: append([]*destination(nil), c.dests...)})
+	}
+}
+
+func (ix *index) lookup(host string, isIP bool) []candidate {
+	if l, ok := ix.exact[host]; ok {
+		return l
+	}
+	if isIP {
+		return nil
+	}
+	for s := host; ; {
+		i := strings.IndexByte(s, '.')
+		if i < 0 {
+			return nil
+		}
+		s = s[i+1:]
+		if l, ok := ix.wild[s]; ok {
+			return l
+		}
+	}
+}
+
+// destFor returns the first of c's destinations that admits port, where
+// defPort is the port a destination without `ports` admits.
+func (c *candidate) destFor(port, defPort int) *destination {
+	for _, d := range c.dests {
+		if d.ports == nil {
+			if port == defPort {
+				return d
+			}
+			continue
+		}
+		for _, p := range d.ports {
+			if p == port {
+				return d
+			}
+		}
+	}
+	return nil
+}
+
+// Decide answers q. It never blocks and does not allocate on the paths
+// that allow a request, apart from the reason sentence.
+//
+// For a CONNECT (q.Connect) the candidates are the rules whose `from`
+// matches the caller and whose `to` covers the host and port, in file
+// order, up to the first one that does not look at the request (no methods
+// or paths): rules after it can never decide a request inside the tunnel.
+// No candidate: Deny "no_rule". Any candidate injects, or denies by method
+// or path: Intercept, naming the first such rule. Otherwise the first
+// candidate decides: Tunnel, or Deny "denied_by_rule".
+//
+// For a request the first candidate whose methods and paths also match
+// decides: Inject (a plain http request additionally needs the rule's
+// plaintext: true, else Deny "plaintext_not_allowed"), Forward for a
+// tunnel rule, Deny "denied_by_rule" for a deny rule. None: Deny
+// "method_not_allowed" or "path_not_allowed" when a rule for this caller
+// and host exists but does not admit the method or path, else "no_rule".
+//
+// A destination without `ports` admits 443 for CONNECT and https, 80 for
+// http. q.Port 0 means that default.
+func (p *Policy) Decide(q Query) Decision {
+	host, isIP := normaliseQueryHost(q.Host)
+	defPort := 443
+	if !q.Connect && q.Scheme == "http" {
+		defPort = 80
+	}
+	port := q.Port
+	if port == 0 {
+		port = defPort
+	}
+	who := q.Workload.Name
+	cands := p.index.lookup(host, isIP)
+	if q.Connect {
+		return p.decideConnect(cands, who, host, port, defPort)
+	}
+	return p.decideRequest(q, cands, who, host, port, defPort)
+}
+
+func (p *Policy) decideConnect(cands []candidate, who, host string, port, defPort int) Decision {
+	var first, forcing *candidate
+	var firstDest, forcingDest *destination
+	for i := range cands {
+		c := &cands[i]
+		if !c.r.matchesFrom(who) {
+			continue
+		}
+		d := c.destFor(port, defPort)
+		if d == nil {
+			continue
+		}
+		if first == nil {
+			first, firstDest = c, d
+		}
+		if forcing == nil && (c.r.act == ruleInject || c.r.act == ruleDeny && c.r.conditional()) {
+			forcing, forcingDest = c, d
+		}
+		if !c.r.conditional() {
+			break
+		}
+	}
+	switch {
+	case first == nil:
+		return Decision{Action: Deny, Code: "no_rule",
+			Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}
+	case forcing != nil:
+		return Decision{Action: Intercept, Rule: forcing.r.name, Destination: forcingDest.name, AllowPrivate: forcingDest.allowPrivate,
+			Reason: fmt.Sprintf("rule %q must see the requests %s sends to %s, so the connection is intercepted", forcing.r.name, caller(who), hostPort(host, port))}
+	case first.r.act == ruleTunnel:
+		return Decision{Action: Tunnel, Rule: first.r.name, Destination: firstDest.name, AllowPrivate: firstDest.allowPrivate,
+			Reason: fmt.Sprintf("rule %q lets %s tunnel to %s without interception", first.r.name, caller(who), hostPort(host, port))}
+	default:
+		return Decision{Action: Deny, Rule: first.r.name, Destination: firstDest.name, Code: "denied_by_rule",
+			Reason: fmt.Sprintf("rule %q denies %s access to %s", first.r.name, caller(who), hostPort(host, port))}
+	}
+}
+
+func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, port, defPort int) Decision {
+	method := q.Method
+	for i := 0; i < len(method); i++ {
+		if c := method[i]; c >= 'a' && c <= 'z' {
+			method = strings.ToUpper(method)
+			break
+		}
+	}
+	var methodMiss, pathMiss *candidate
+	for i := range cands {
+		c := &cands[i]
+		if !c.r.matchesFrom(who) {
+			continue
+		}
+		d := c.destFor(port, defPort)
+		if d == nil {
+			continue
+		}
+		pathOK := c.r.matchesPath(q.Path)
+		if !c.r.matchesMethod(method) {
+			if pathOK {
+				if methodMiss == nil {
+					methodMiss = c
+				}
+			} else if pathMiss == nil {
+				pathMiss = c
+			}
+			continue
+		}
+		if !pathOK {
+			if pathMiss == nil {
+				pathMiss = c
+			}
+			continue
+		}
+		r := c.r
+		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate}
+		switch r.act {
+		case ruleInject:
+			if q.Scheme == "http" && !r.plaintext {
+				dec.Code = "plaintext_not_allowed"
+				dec.Reason = fmt.Sprintf("rule %q would inject credential %q, but %s is plain http and the rule does not set plaintext: true", r.name, r.plan.Credential, requestLine(method, q.Scheme, host, port, defPort, q.Path))
+				return dec
+			}
+			dec.Action = Inject
+			dec.Inject = r.plan
+			dec.Reason = fmt.Sprintf("rule %q injects credential %q as %s into %s from %s", r.name, r.plan.Credential, r.plan.As, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+		case ruleTunnel:
+			dec.Action = Forward
+			dec.Reason = fmt.Sprintf("rule %q forwards %s from %s without a credential", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+		default:
+			dec.Code = "denied_by_rule"
+			dec.Reason = fmt.Sprintf("rule %q denies %s from %s", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+		}
+		return dec
+	}
+	switch {
+	case methodMiss != nil:
+		return Decision{Action: Deny, Code: "method_not_allowed",
+			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}
+	case pathMiss != nil:
+		return Decision{Action: Deny, Code: "path_not_allowed",
+			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not %s %s", pathMiss.r.name, caller(who), hostPort(host, port), method, q.Path)}
+	}
+	return Decision{Action: Deny, Code: "no_rule",
+		Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}
+}
+
+func caller(name string) string {
+	if name == "" {
+		return "anonymous callers"
+	}
+	return "workload " + strconv.Quote(name)
+}
+
+func hostPort(host string, port int) string {
+	if strings.IndexByte(host, ':') >= 0 {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+func requestLine(method, scheme, host string, port, defPort int, path string) string {
+	if scheme == "" {
+		scheme = "https"
+	}
+	h := host
+	if strings.IndexByte(h, ':') >= 0 {
+		h = "[" + h + "]"
+	}
+	if port != defPort {
+		h += ":" + strconv.Itoa(port)
+	}
+	return method + " " + scheme + "://" + h + path
+}

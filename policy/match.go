@@ -1,0 +1,195 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// hostPattern is a validated destination host: an exact name, an IP literal
+// or a "*." wildcard.
+type hostPattern struct {
+	// name is the normalised exact host, or for a wildcard the suffix after
+	// "*." (the apex, which the wildcard itself does not match).
+	name     string
+	wildcard bool
+	ip       bool
+}
+
+// parseHostPattern validates and normalises a host as written in a
+// destination's hosts list. The returned message, when not "", says what
+// is wrong and what to write instead.
+func parseHostPattern(s string) (hostPattern, string) {
+	if s == "" {
+		return hostPattern{}, "host is empty"
+	}
+	if strings.ContainsAny(s, "/ \t@?#") {
+		return hostPattern{}, fmt.Sprintf("host %q must be a bare host name, not a URL; write it like api.example.com", s)
+	}
+	// IP literals, bracketed or not.
+	if ip, ok := parseIPLiteral(s); ok {
+		return hostPattern{name: ip.String(), ip: true}, ""
+	}
+	if strings.Contains(s, "%") {
+		return hostPattern{}, fmt.Sprintf("host %q: IPv6 zones and percent-encoding are not allowed in host names", s)
+	}
+	if strings.HasPrefix(s, "[") {
+		return hostPattern{}, fmt.Sprintf("host %q is not a valid IP literal; remove any port (ports go in `ports:`)", s)
+	}
+	if strings.Contains(s, ":") {
+		return hostPattern{}, fmt.Sprintf("host %q must not contain a port; list ports under `ports:` instead", s)
+	}
+	h := strings.ToLower(s)
+	h = strings.TrimSuffix(h, ".")
+	wildcard := false
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		wildcard = true
+		h = rest
+	}
+	if len(h) > 253 {
+		return hostPattern{}, fmt.Sprintf("host %q is longer than 253 characters", s)
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if msg := checkLabel(s, label); msg != "" {
+			return hostPattern{}, msg
+		}
+	}
+	return hostPattern{name: h, wildcard: wildcard}, ""
+}
+
+func checkLabel(host, label string) string {
+	switch {
+	case label == "":
+		return fmt.Sprintf("host %q has an empty label (two dots in a row, or a leading dot)", host)
+	case strings.Contains(label, "*"):
+		return fmt.Sprintf("host %q: a wildcard is only allowed as a whole leading label, like *.example.com", host)
+	case len(label) > 63:
+		return fmt.Sprintf("host %q has a label longer than 63 characters", host)
+	case label[0] == '-' || label[len(label)-1] == '-':
+		return fmt.Sprintf("host %q has a label that starts or ends with '-'", host)
+	}
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if c >= 0x80 {
+			return fmt.Sprintf("host %q is not ASCII; write internationalised names in their xn-- (punycode) form", host)
+		}
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Sprintf("host %q contains %q; host names may contain only letters, digits, '-' and '_'", host, string(c))
+		}
+	}
+	return ""
+}
+
+// parseIPLiteral parses "1.2.3.4", "::1" or "[::1]", without zone, and
+// unmaps IPv4-mapped IPv6 addresses.
+func parseIPLiteral(s string) (netip.Addr, bool) {
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		s = s[1 : len(s)-1]
+		if !strings.Contains(s, ":") {
+			return netip.Addr{}, false
+		}
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}
+
+// normaliseQueryHost brings a query host to the form hosts are indexed by:
+// lower case, no trailing dot, IP literals canonical and unbracketed. It
+// allocates only when the host is not already in that form.
+func normaliseQueryHost(h string) (host string, isIP bool) {
+	if strings.IndexByte(h, ':') >= 0 || strings.HasPrefix(h, "[") {
+		if ip, ok := parseIPLiteral(h); ok {
+			return ip.String(), true
+		}
+		return h, false
+	}
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 'A' && c <= 'Z' {
+			h = strings.ToLower(h)
+			break
+		}
+	}
+	if len(h) > 0 && h[len(h)-1] >= '0' && h[len(h)-1] <= '9' {
+		if ip, err := netip.ParseAddr(h); err == nil {
+			return ip.Unmap().String(), true
+		}
+	}
+	return h, false
+}
+
+// glob is a precompiled path pattern in which '*' matches any run of
+// characters, including '/'. Everything else matches itself.
+type glob struct {
+	src string
+	// parts are the literal pieces between stars. With no star, parts has
+	// one element and the match is exact.
+	parts []string
+}
+
+// compileGlob validates a path glob. The returned message, when not "",
+// says what is wrong.
+func compileGlob(s string) (glob, string) {
+	if s == "" {
+		return glob{}, "path is empty; write a path such as /v1/charges or /v1/*"
+	}
+	if s[0] != '/' {
+		return glob{}, fmt.Sprintf("path %q must start with '/'", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c <= ' ' || c == 0x7f:
+			return glob{}, fmt.Sprintf("path %q contains a space or control character; percent-encode it", s)
+		case c == '?' || c == '#':
+			return glob{}, fmt.Sprintf("path %q contains %q; paths are matched without the query string or fragment", s, string(c))
+		case c == '[' || c == ']' || c == '{' || c == '}':
+			return glob{}, fmt.Sprintf("path %q contains %q; only '*' is special in a path glob (it matches any run of characters, including '/')", s, string(c))
+		}
+	}
+	if strings.Contains(s, "**") {
+		return glob{}, fmt.Sprintf("path %q contains \"**\"; a single '*' already matches across '/'", s)
+	}
+	return glob{src: s, parts: strings.Split(s, "*")}, ""
+}
+
+// match reports whether path matches g. It does not allocate.
+func (g *glob) match(path string) bool {
+	if len(g.parts) == 1 {
+		return path == g.parts[0]
+	}
+	first, last := g.parts[0], g.parts[len(g.parts)-1]
+	if len(path) < len(first)+len(last) || !strings.HasPrefix(path, first) || !strings.HasSuffix(path, last) {
+		return false
+	}
+	rest := path[len(first) : len(path)-len(last)]
+	for _, p := range g.parts[1 : len(g.parts)-1] {
+		i := strings.Index(rest, p)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(p):]
+	}
+	return true
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 tchar), as a
+// method must be.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,79 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/providers"
+)
+
+// Test-only modules, registered under names no real module uses, so the
+// policy tests do not depend on the built-in providers and injectors.
+const (
+	testProviderName = "policytest"
+	testInjectorName = "policytest-inj"
+)
+
+func init() {
+	providers.Register(providers.Module{Name: testProviderName, New: func() providers.Provider { return &testProvider{} }})
+	injectors.Register(injectors.Module{Name: testInjectorName, New: func() injectors.Injector { return &testInjector{} }})
+}
+
+// testProvider returns Value as the token. Fail makes Validate fail with
+// that message; Cleanups counts Cleanup calls.
+type testProvider struct {
+	Value string `yaml:"value"`
+	Fail  string `yaml:"fail"`
+
+	cleanups atomic.Int32
+}
+
+func (p *testProvider) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
+	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(p.Value)}}, nil
+}
+
+// builtProviders maps each testProvider's Value to the instance, so tests
+// can see providers built by a Parse that then failed.
+var builtProviders sync.Map
+
+func (p *testProvider) Validate() error {
+	builtProviders.Store(p.Value, p)
+	if p.Fail != "" {
+		return errors.New(p.Fail)
+	}
+	return nil
+}
+
+func (p *testProvider) Cleanup() error {
+	p.cleanups.Add(1)
+	return nil
+}
+
+// testInjector sets Header (default X-Test) to the token.
+type testInjector struct {
+	Header string `yaml:"header"`
+}
+
+func (i *testInjector) Inject(r *http.Request, cred *providers.Credential) error {
+	tok, ok := cred.Field(providers.FieldToken)
+	if !ok {
+		return injectors.ErrMissingField
+	}
+	h := i.Header
+	if h == "" {
+		h = "X-Test"
+	}
+	r.Header.Set(h, tok.Reveal())
+	return nil
+}
+
+var (
+	_ providers.Provider     = (*testProvider)(nil)
+	_ providers.Validator    = (*testProvider)(nil)
+	_ providers.CleanerUpper = (*testProvider)(nil)
+	_ injectors.Injector     = (*testInjector)(nil)
+)

@@ -1,0 +1,195 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/providers"
+)
+
+// Policy is a parsed, validated and compiled policy file. It is immutable
+// and safe for concurrent use; Decide never blocks. The providers and
+// injectors it names were built when it was parsed and are released by
+// Close.
+type Policy struct {
+	file      string
+	hash      string
+	workloads []identity.Spec
+	dests     map[string]*destination
+	creds     []*credential
+	injectors []injectors.Injector
+	rules     []*rule
+	index     index
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Stats summarises a policy, for logs, metrics and `credgate validate`.
+type Stats struct {
+	// Rules, Destinations, Credentials and Workloads count the entries of
+	// each section.
+	Rules, Destinations, Credentials, Workloads int
+	// Hash is the hex SHA-256 of the policy file's bytes.
+	Hash string
+}
+
+// destination is a compiled `destinations:` entry.
+type destination struct {
+	name         string
+	hosts        []hostPattern
+	ports        []int // nil: the scheme's default port
+	allowPrivate bool
+}
+
+// credential is a compiled `credentials:` entry.
+type credential struct {
+	name     string
+	provider string
+	version  string
+	p        providers.Provider
+}
+
+// ruleAction is what a rule does; distinct from Action, which is what a
+// decision does.
+type ruleAction int
+
+const (
+	ruleDeny ruleAction = iota
+	ruleTunnel
+	ruleInject
+)
+
+func (a ruleAction) String() string {
+	switch a {
+	case ruleTunnel:
+		return "tunnel"
+	case ruleInject:
+		return "inject"
+	}
+	return "deny"
+}
+
+// rule is a compiled `rules:` entry.
+type rule struct {
+	index int
+	name  string
+	act   ruleAction
+	// from
+	fromAny  bool // "*": any identified workload
+	fromAnon bool // "anonymous"
+	from     []string
+	to       []*destination
+	methods  []string // nil: any
+	paths    []glob   // nil: any
+	// plaintext allows injecting into plain http:// requests.
+	plaintext bool
+	plan      *InjectPlan
+}
+
+// conditional reports whether the rule looks at the request (method or
+// path), so that deciding it needs an intercepted connection.
+func (r *rule) conditional() bool { return r.methods != nil || r.paths != nil }
+
+// matchesFrom reports whether the rule applies to the caller.
+func (r *rule) matchesFrom(name string) bool {
+	if name == "" {
+		return r.fromAnon
+	}
+	if r.fromAny {
+		return true
+	}
+	for _, f := range r.from {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rule) matchesMethod(m string) bool {
+	if r.methods == nil {
+		return true
+	}
+	for _, x := range r.methods {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rule) matchesPath(p string) bool {
+	if r.paths == nil {
+		return true
+	}
+	for i := range r.paths {
+		if r.paths[i].match(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// LoadFile reads and parses the policy file at path. Errors in the file
+// are an ErrorList; an unreadable file is an error naming the path.
+func LoadFile(ctx context.Context, path string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return Parse(ctx, path, data)
+}
+
+// Workloads returns the workload definitions in file order, for the
+// identity resolver (the first one a caller satisfies names it). The
+// caller must not modify the result.
+func (p *Policy) Workloads() []identity.Spec { return p.workloads }
+
+// Stats returns the policy's counts and content hash.
+func (p *Policy) Stats() Stats {
+	return Stats{
+		Rules:        len(p.rules),
+		Destinations: len(p.dests),
+		Credentials:  len(p.creds),
+		Workloads:    len(p.workloads),
+		Hash:         p.hash,
+	}
+}
+
+// File returns the file name the policy was parsed from.
+func (p *Policy) File() string { return p.file }
+
+// Close releases the providers and injectors the policy built (those
+// implementing providers.CleanerUpper, or the same Cleanup method). It is
+// safe to call more than once; later calls return the first call's
+// result. Decisions made afterwards still work, but their providers may
+// fail to fetch.
+func (p *Policy) Close() error {
+	p.closeOnce.Do(func() { p.closeErr = cleanup(p.creds, p.injectors) })
+	return p.closeErr
+}
+
+func cleanup(creds []*credential, injs []injectors.Injector) error {
+	var errs []error
+	for _, c := range creds {
+		if cu, ok := c.p.(providers.CleanerUpper); ok {
+			if err := cu.Cleanup(); err != nil {
+				errs = append(errs, fmt.Errorf("policy: clean up credential %q: %w", c.name, err))
+			}
+		}
+	}
+	for _, inj := range injs {
+		if cu, ok := inj.(providers.CleanerUpper); ok {
+			if err := cu.Cleanup(); err != nil {
+				errs = append(errs, fmt.Errorf("policy: clean up injector: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,265 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Default StoreOptions values.
+const (
+	// DefaultCloseDelay is how long a replaced policy's providers stay open.
+	DefaultCloseDelay = time.Minute
+	// DefaultDebounce is how long Watch waits for file events to settle.
+	DefaultDebounce = 250 * time.Millisecond
+)
+
+// StoreOptions configures a Store. The zero value is usable.
+type StoreOptions struct {
+	// Logger receives reload results; nil means slog.Default(). Messages
+	// carry file names, counts and validation errors, never secret values.
+	Logger *slog.Logger
+	// OnReload, if set, is called after every reload attempt (not the
+	// initial load) with nil on success or the error that was rejected,
+	// for example to count reloads in a metric. It runs without locks held.
+	OnReload func(err error)
+	// CloseDelay is the grace period between replacing a policy and
+	// releasing its providers (Close), so that requests that already hold
+	// the old *Policy can still fetch their credential. Default
+	// DefaultCloseDelay; it should exceed the credential fetch timeout.
+	CloseDelay time.Duration
+	// Debounce is how long Watch waits after the last file event before
+	// reloading, so that an editor's write-rename sequence or a ConfigMap
+	// symlink swap causes one reload. Default DefaultDebounce.
+	Debounce time.Duration
+}
+
+// Store holds the current policy of a policy file and replaces it on
+// reload. Current is lock-free.
+//
+// Lifetime of replaced policies: a request calls Current once and keeps
+// the *Policy it got for its whole life, so a reload never changes the
+// decision of a request in flight. The replaced policy's providers are
+// released after a grace period (StoreOptions.CloseDelay), not by
+// reference counting: the provider is only used between a decision and
+// the credential fetch, which the fetch timeout bounds.
+type Store struct {
+	path string
+	opts StoreOptions
+	log  *slog.Logger
+	cur  atomic.Pointer[Policy]
+
+	mu       sync.Mutex // serialises loads; guards the fields below
+	lastBad  string     // hash of the last rejected file content
+	retiring map[*Policy]*time.Timer
+	closed   bool
+
+	watching atomic.Bool // set once Watch has its watches in place (tests)
+}
+
+// NewStore loads the policy file at path. It fails if the file cannot be
+// read or is invalid; there is no last good policy to fall back on yet.
+func NewStore(ctx context.Context, path string, opts StoreOptions) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.CloseDelay <= 0 {
+		opts.CloseDelay = DefaultCloseDelay
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = DefaultDebounce
+	}
+	p, err := LoadFile(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{path: path, opts: opts, log: opts.Logger, retiring: map[*Policy]*time.Timer{}}
+	s.cur.Store(p)
+	return s, nil
+}
+
+// Current returns the policy in force. Callers keep the returned pointer
+// for the duration of one connection or request.
+func (s *Store) Current() *Policy { return s.cur.Load() }
+
+// Path returns the policy file's path.
+func (s *Store) Path() string { return s.path }
+
+// Reload re-reads and re-parses the policy file (for SIGHUP). On success
+// the new policy replaces the current one; on error the current policy
+// stays in force, the error is logged and returned. OnReload is called
+// either way.
+func (s *Store) Reload(ctx context.Context) error {
+	_, err := s.reload(ctx, true)
+	return err
+}
+
+// reload loads the file. Unless force, content identical to the current
+// policy or to the last rejected content is not parsed again. It reports
+// whether a load was attempted.
+func (s *Store) reload(ctx context.Context, force bool) (bool, error) {
+	attempted, err := s.reloadLocked(ctx, force)
+	if attempted && s.opts.OnReload != nil {
+		s.opts.OnReload(err)
+	}
+	return attempted, err
+}
+
+func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, errors.New("policy: reload after the store was closed")
+	}
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		if !force {
+			// Mid-rename or mid-swap: a later event will bring it back.
+			s.log.Debug("policy file not readable, waiting for the next change", "file", s.path, "error", err)
+			return false, nil
+		}
+		err = fmt.Errorf("policy: %w", err)
+		s.log.Error("policy reload failed; keeping the last good policy", "file", s.path, "error", err)
+		return true, err
+	}
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	if !force && (hash == s.cur.Load().hash || hash == s.lastBad) {
+		return false, nil
+	}
+	p, err := Parse(ctx, s.path, data)
+	if err != nil {
+		s.lastBad = hash
+		s.log.Error("policy reload rejected; keeping the last good policy", "file", s.path, "error", err)
+		return true, err
+	}
+	s.lastBad = ""
+	old := s.cur.Swap(p)
+	st := p.Stats()
+	s.log.Info("policy reloaded", "file", s.path, "rules", st.Rules, "destinations", st.Destinations,
+		"credentials", st.Credentials, "workloads", st.Workloads, "hash", st.Hash)
+	s.retire(old)
+	return true, nil
+}
+
+// retire closes old after the grace period. Called with s.mu held.
+func (s *Store) retire(old *Policy) {
+	if old == nil {
+		return
+	}
+	s.retiring[old] = time.AfterFunc(s.opts.CloseDelay, func() {
+		s.mu.Lock()
+		_, still := s.retiring[old]
+		delete(s.retiring, old)
+		s.mu.Unlock()
+		if !still {
+			return // Close got there first
+		}
+		if err := old.Close(); err != nil {
+			s.log.Warn("releasing a replaced policy's providers failed", "file", s.path, "error", err)
+		}
+	})
+}
+
+// Close releases the current policy and every replaced policy still in its
+// grace period. Call it once the gateway has drained; Current keeps
+// returning the last policy, whose providers are released.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var pending []*Policy
+	for p, t := range s.retiring {
+		t.Stop()
+		pending = append(pending, p)
+	}
+	clear(s.retiring)
+	s.mu.Unlock()
+	errs := []error{}
+	for _, p := range pending {
+		errs = append(errs, p.Close())
+	}
+	errs = append(errs, s.cur.Load().Close())
+	return errors.Join(errs...)
+}
+
+// Watch reloads the policy whenever its file changes, until ctx is done;
+// it then returns nil. It watches the file's directory (and, when the path
+// is a symbolic link, its target's directory), so that editors that write
+// a new file and rename it over the old one, and Kubernetes ConfigMap
+// volumes that swap a symbolic link, are seen. Events are debounced, and a
+// reload happens only when the file's content differs from the policy in
+// force and from the last rejected content. It returns an error only if
+// watching cannot start.
+func (s *Store) Watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("policy: watch %s: %w", s.path, err)
+	}
+	defer w.Close()
+	dir := filepath.Dir(s.path)
+	if err := w.Add(dir); err != nil {
+		return fmt.Errorf("policy: watch %s: %w", dir, err)
+	}
+	s.watchTarget(w, dir)
+	s.watching.Store(true)
+	defer s.watching.Store(false)
+
+	var timer *time.Timer
+	var fire <-chan time.Time
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if timer == nil {
+				timer = time.NewTimer(s.opts.Debounce)
+			} else {
+				timer.Reset(s.opts.Debounce)
+			}
+			fire = timer.C
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			s.log.Warn("policy file watch error", "file", s.path, "error", err)
+		case <-fire:
+			fire = nil
+			_, _ = s.reload(ctx, false)
+			s.watchTarget(w, dir)
+		}
+	}
+}
+
+// watchTarget adds the directory of the path's symlink target, if it is
+// not dir. Errors are ignored: the target may be mid-swap.
+func (s *Store) watchTarget(w *fsnotify.Watcher, dir string) {
+	real, err := filepath.EvalSymlinks(s.path)
+	if err != nil {
+		return
+	}
+	if td := filepath.Dir(real); td != dir {
+		_ = w.Add(td)
+	}
+}

@@ -1,0 +1,256 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// storePolicy is a valid policy with n rules.
+func storePolicy(n int) string {
+	s := `workloads:
+  w: {cidrs: [10.0.0.0/8]}
+destinations:
+  d: {hosts: [d.test]}
+credentials:
+  c: {provider: policytest, value: x}
+rules:
+`
+	for i := range n {
+		s += fmt.Sprintf("  - {name: r%d, from: w, to: d, inject: {credential: c, as: policytest-inj}}\n", i)
+	}
+	return s + "default: deny\n"
+}
+
+const brokenPolicy = "rules:\n  - name: x\n    from: nobody\ndefault: deny\n"
+
+// writeFile replaces path atomically, as editors and config tools do.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// reloads records OnReload calls.
+type reloads struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *reloads) record(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+}
+
+func (r *reloads) snapshot() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]error(nil), r.errs...)
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newTestStore(t *testing.T, path string, opts StoreOptions) *Store {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quietLogger()
+	}
+	s, err := NewStore(context.Background(), path, opts)
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestNewStoreRejectsInvalid(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	writeFile(t, path, brokenPolicy)
+	_, err := NewStore(context.Background(), path, StoreOptions{Logger: quietLogger()})
+	var el ErrorList
+	if !errors.As(err, &el) {
+		t.Fatalf("NewStore error = %v, want an ErrorList", err)
+	}
+	if _, err := NewStore(context.Background(), filepath.Join(dir, "missing.yaml"), StoreOptions{}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("NewStore(missing) error = %v, want ErrNotExist", err)
+	}
+}
+
+func TestStoreReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, storePolicy(1))
+	var rec reloads
+	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, CloseDelay: time.Hour})
+	first := s.Current()
+	oldProv := first.Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
+
+	// A broken file is rejected and the last good policy stays.
+	writeFile(t, path, brokenPolicy)
+	err := s.Reload(context.Background())
+	var el ErrorList
+	if !errors.As(err, &el) {
+		t.Fatalf("Reload(broken) = %v, want an ErrorList", err)
+	}
+	if s.Current() != first {
+		t.Fatal("Reload(broken) replaced the policy")
+	}
+	if got := first.Decide(request("w", "GET", "https", "d.test", 443, "/")); got.Action != Inject {
+		t.Fatalf("last good policy no longer injects: %+v", got)
+	}
+
+	// A valid change is picked up; the old policy stays usable (grace period).
+	writeFile(t, path, storePolicy(2))
+	if err := s.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload(valid): %v", err)
+	}
+	if got := s.Current().Stats().Rules; got != 2 {
+		t.Fatalf("rules after reload = %d, want 2", got)
+	}
+	if n := oldProv.cleanups.Load(); n != 0 {
+		t.Fatalf("replaced policy cleaned up before its grace period (%d)", n)
+	}
+	got := rec.snapshot()
+	if len(got) != 2 || got[0] == nil || got[1] != nil {
+		t.Fatalf("OnReload calls = %v, want [error, nil]", got)
+	}
+
+	// Close releases the current and the retiring policy at once.
+	newProv := s.Current().Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := oldProv.cleanups.Load(), newProv.cleanups.Load(); a != 1 || b != 1 {
+		t.Fatalf("cleanups after Close = %d, %d, want 1, 1", a, b)
+	}
+	if err := s.Reload(context.Background()); err == nil {
+		t.Fatal("Reload after Close succeeded")
+	}
+}
+
+func TestStoreClosesReplacedPolicyAfterGrace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, storePolicy(1))
+	s := newTestStore(t, path, StoreOptions{CloseDelay: 10 * time.Millisecond})
+	old := s.Current().Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
+	writeFile(t, path, storePolicy(3))
+	if err := s.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replaced policy's provider to be cleaned up", func() bool { return old.cleanups.Load() == 1 })
+}
+
+func TestStoreWatch(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	writeFile(t, path, storePolicy(1))
+	var rec reloads
+	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 20 * time.Millisecond, CloseDelay: time.Millisecond})
+	startWatch(t, s)
+	first := s.Current()
+
+	writeFile(t, path, brokenPolicy)
+	waitFor(t, "the broken policy to be rejected", func() bool { return len(rec.snapshot()) == 1 })
+	if s.Current() != first {
+		t.Fatal("a broken policy replaced the last good one")
+	}
+	if err := rec.snapshot()[0]; err == nil {
+		t.Fatal("OnReload(nil) for a broken policy")
+	}
+
+	writeFile(t, path, storePolicy(4))
+	waitFor(t, "the valid policy to load", func() bool { return s.Current().Stats().Rules == 4 })
+
+	// In-place write (no rename) is seen too.
+	if err := os.WriteFile(path, []byte(storePolicy(5)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the in-place edit to load", func() bool { return s.Current().Stats().Rules == 5 })
+	// Unrelated files in the directory cause no reload.
+	n := len(rec.snapshot())
+	writeFile(t, filepath.Join(dir, "other.txt"), "x")
+	writeFile(t, path, storePolicy(6)) // a change after it, to know events were processed
+	// OnReload runs after the swap, so wait for both.
+	waitFor(t, "the next change to load", func() bool { return s.Current().Stats().Rules == 6 && len(rec.snapshot()) > n })
+	if got := len(rec.snapshot()); got != n+1 {
+		t.Errorf("reloads = %d, want %d (unrelated file must not reload)", got, n+1)
+	}
+}
+
+// TestStoreWatchConfigMap swaps a symlinked directory the way Kubernetes
+// updates ConfigMap volumes: policy.yaml -> ..data/policy.yaml, and ..data
+// -> ..v1 is atomically replaced by a link to ..v2.
+func TestStoreWatchConfigMap(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, content string) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "policy.yaml"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap := func(target string) {
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(target, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", storePolicy(1))
+	swap("..v1")
+	path := filepath.Join(dir, "policy.yaml")
+	if err := os.Symlink(filepath.Join("..data", "policy.yaml"), path); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestStore(t, path, StoreOptions{Debounce: 20 * time.Millisecond, CloseDelay: time.Millisecond})
+	startWatch(t, s)
+
+	version("..v2", storePolicy(2))
+	swap("..v2")
+	if err := os.RemoveAll(filepath.Join(dir, "..v1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the swapped ConfigMap to load", func() bool { return s.Current().Stats().Rules == 2 })
+}
+
+func startWatch(t *testing.T, s *Store) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Watch(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	})
+	waitFor(t, "the watch to start", s.watching.Load)
+}

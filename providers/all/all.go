@@ -1,0 +1,9 @@
+// Package all is the list of compiled-in providers. Importing it (for its
+// side effects) registers every provider below with
+// providers.DefaultRegistry; cmd/credgate imports it. To add a provider
+// to the binary, add one blank import here.
+package all
+
+import (
+	_ "github.com/credgate/credgate/providers/static" // static: env var or file, for development and platform-mounted secrets
+)

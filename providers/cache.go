@@ -1,0 +1,347 @@
+package providers
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Cache defaults, applied by NewCache to zero CacheOptions fields.
+const (
+	DefaultCacheTTL          = 5 * time.Minute
+	DefaultCacheRefreshAhead = 30 * time.Second
+	DefaultCacheErrorBackoff = 5 * time.Second
+	DefaultCacheFetchTimeout = 15 * time.Second
+	DefaultCacheMaxEntries   = 10000
+)
+
+// ErrCacheClosed is returned to callers waiting on a fetch that Close
+// cancelled.
+var ErrCacheClosed = errors.New("credential cache closed")
+
+// CacheOptions configure a Cache. Zero fields take the defaults above.
+type CacheOptions struct {
+	// DefaultTTL is how long a credential without its own Expiry is kept.
+	DefaultTTL time.Duration
+	// RefreshAhead is how long before expiry a Get starts a background
+	// refresh while still returning the cached value. It is capped at a
+	// third of the credential's lifetime. Negative disables refresh ahead.
+	RefreshAhead time.Duration
+	// ErrorBackoff is how long a failed fetch is remembered: Gets within
+	// it return the same error without calling the provider. Negative
+	// disables error caching.
+	ErrorBackoff time.Duration
+	// FetchTimeout bounds each provider call.
+	FetchTimeout time.Duration
+	// MaxEntries bounds the number of cached keys; the least recently
+	// used entry is evicted first.
+	MaxEntries int
+	// Now returns the current time; tests pass a fake clock. Default
+	// time.Now. (Fetch durations given to the Observer use the real
+	// clock.)
+	Now func() time.Time
+	// Observer, if set, is told about every Get and every fetch (the
+	// gateway turns these into Prometheus metrics).
+	Observer CacheObserver
+}
+
+// CacheKey identifies one cached credential.
+type CacheKey struct {
+	// Credential is the credential's name in the policy.
+	Credential string
+	// Version changes when the credential's definition changes (a hash of
+	// the provider name and settings), so a policy reload that changes a
+	// credential never serves the old value.
+	Version string
+	// Scope is the provider's Scoped.CacheScope for the caller, or "".
+	Scope string
+	// Provider is the provider's registered name. It is part of the key
+	// and is what the Observer reports per provider.
+	Provider string
+}
+
+// CacheResult is what a Get found, as reported to a CacheObserver.
+type CacheResult string
+
+// Cache results.
+const (
+	// CacheHit: a valid cached credential was returned.
+	CacheHit CacheResult = "hit"
+	// CacheMiss: the caller waited for a provider fetch (its own or one
+	// already in flight).
+	CacheMiss CacheResult = "miss"
+	// CacheError: a cached fetch error was returned without calling the
+	// provider (within ErrorBackoff).
+	CacheError CacheResult = "error"
+)
+
+// CacheObserver receives cache events. Implementations must be safe for
+// concurrent use and fast (they are called on the request path); they
+// receive no secret values.
+type CacheObserver interface {
+	// CacheLookup is called once per Get.
+	CacheLookup(key CacheKey, result CacheResult)
+	// ProviderFetch is called after every provider call, including
+	// background refreshes, with its duration and error (nil on success).
+	ProviderFetch(key CacheKey, d time.Duration, err error)
+}
+
+// Cache sits in front of providers. Per key it runs at most one fetch at
+// a time (N concurrent first requests make one provider call), keeps the
+// result until its Expiry (or DefaultTTL), refreshes it in the background
+// shortly before expiry, never returns an expired credential, and
+// remembers failures for at most ErrorBackoff. It is safe for concurrent
+// use. Close stops background fetches.
+type Cache struct {
+	opts CacheOptions
+
+	// closing is cancelled by Close; every fetch context is tied to it.
+	closing   context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	entries map[CacheKey]*list.Element // values are *entry
+	lru     list.List                  // front = most recently used
+}
+
+// entry is one key's state. Fields are guarded by Cache.mu.
+type entry struct {
+	key       CacheKey
+	cred      *Credential // nil until a fetch succeeds
+	expires   time.Time   // cred is valid before this
+	refreshAt time.Time   // a Get at or after this starts a refresh
+	err       error       // the last fetch error, if it failed
+	errUntil  time.Time   // err is returned before this
+	call      *call       // the fetch in flight, if any
+}
+
+// call is one provider fetch that several Gets may wait for.
+type call struct {
+	done chan struct{}
+	cred *Credential
+	err  error
+}
+
+// NewCache returns a Cache with opts, zero fields defaulted.
+func NewCache(opts CacheOptions) *Cache {
+	if opts.DefaultTTL <= 0 {
+		opts.DefaultTTL = DefaultCacheTTL
+	}
+	if opts.RefreshAhead == 0 {
+		opts.RefreshAhead = DefaultCacheRefreshAhead
+	}
+	if opts.ErrorBackoff == 0 {
+		opts.ErrorBackoff = DefaultCacheErrorBackoff
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = DefaultCacheFetchTimeout
+	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = DefaultCacheMaxEntries
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}}
+	c.closing, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// Get returns the credential for key, calling fetch when there is no
+// valid cached one. hit reports whether the value came from the cache
+// without waiting for a fetch.
+//
+// The fetch runs on a context detached from ctx (it keeps ctx's values,
+// not its cancellation) and bounded by FetchTimeout, so one caller giving
+// up does not fail the others waiting for the same key; each caller waits
+// only as long as its own ctx allows. A fetch that times out returns an
+// error wrapping ErrUnavailable.
+//
+// After Close, Get calls fetch directly on ctx and caches nothing.
+func (c *Cache) Get(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error)) (cred *Credential, hit bool, err error) {
+	now := c.opts.Now()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+		defer cancel()
+		cred, err := c.fetch(fctx, key, fetch, now)
+		return cred, false, err
+	}
+	var e *entry
+	if el, ok := c.entries[key]; ok {
+		c.lru.MoveToFront(el)
+		e = el.Value.(*entry)
+		if e.cred != nil && now.Before(e.expires) {
+			if !now.Before(e.refreshAt) && e.call == nil {
+				c.start(ctx, e, fetch)
+			}
+			cred := e.cred
+			c.mu.Unlock()
+			c.observe(key, CacheHit)
+			return cred, true, nil
+		}
+		if e.err != nil && now.Before(e.errUntil) {
+			err := e.err
+			c.mu.Unlock()
+			c.observe(key, CacheError)
+			return nil, false, fmt.Errorf("credential %q: last fetch failed, retrying after backoff: %w", key.Credential, err)
+		}
+	} else {
+		e = &entry{key: key}
+		c.entries[key] = c.lru.PushFront(e)
+		c.evictLocked()
+	}
+	if e.call == nil {
+		c.start(ctx, e, fetch)
+	}
+	cl := e.call
+	c.mu.Unlock()
+	c.observe(key, CacheMiss)
+
+	select {
+	case <-cl.done:
+		return cl.cred, false, cl.err
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("credential %q: waiting for fetch: %w", key.Credential, context.Cause(ctx))
+	}
+}
+
+// start begins a fetch for e in the background. c.mu is held.
+func (c *Cache) start(ctx context.Context, e *entry, fetch func(context.Context) (*Credential, error)) {
+	cl := &call{done: make(chan struct{})}
+	e.call = cl
+	c.wg.Add(1)
+	go c.run(context.WithoutCancel(ctx), e, cl, fetch)
+}
+
+// run performs one fetch and publishes its result to e (if e is still
+// cached) and to everyone waiting on cl.
+func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context.Context) (*Credential, error)) {
+	defer c.wg.Done()
+	fctx, cancel := context.WithTimeout(base, c.opts.FetchTimeout)
+	defer cancel()
+	stop := context.AfterFunc(c.closing, cancel)
+	defer stop()
+
+	cred, err := c.fetch(fctx, e.key, fetch, c.opts.Now())
+	if err != nil && c.closing.Err() != nil {
+		err = fmt.Errorf("credential %q: %w: %w", e.key.Credential, ErrCacheClosed, err)
+	}
+	now := c.opts.Now()
+
+	c.mu.Lock()
+	if el, ok := c.entries[e.key]; ok && el.Value == e {
+		if err == nil {
+			e.cred, e.err = cred, nil
+			e.expires = cred.Expiry
+			if e.expires.IsZero() {
+				e.expires = now.Add(c.opts.DefaultTTL)
+			}
+			ahead := max(c.opts.RefreshAhead, 0)
+			ahead = min(ahead, e.expires.Sub(now)/3)
+			e.refreshAt = e.expires.Add(-ahead)
+		} else if c.opts.ErrorBackoff > 0 {
+			e.err = err
+			e.errUntil = now.Add(c.opts.ErrorBackoff)
+			// A failed refresh leaves a still-valid credential in place;
+			// try again after the backoff, not on every Get.
+			if e.cred != nil && e.refreshAt.Before(e.errUntil) {
+				e.refreshAt = e.errUntil
+			}
+		}
+		e.call = nil
+	}
+	c.mu.Unlock()
+
+	cl.cred, cl.err = cred, err
+	close(cl.done)
+}
+
+// fetch calls the provider's fetch function, turning a nil credential,
+// an expired one, a timeout or a panic into an error, and reports the
+// call to the Observer.
+func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error), now time.Time) (cred *Credential, err error) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			// The panic value may hold anything; do not print it.
+			cred, err = nil, fmt.Errorf("credential %q: provider %s panicked", key.Credential, key.Provider)
+		}
+		if c.opts.Observer != nil {
+			c.opts.Observer.ProviderFetch(key, time.Since(start), err)
+		}
+	}()
+	cred, err = fetch(ctx)
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable):
+		return nil, fmt.Errorf("credential %q: fetch timed out after %s: %w: %w", key.Credential, c.opts.FetchTimeout, ErrUnavailable, err)
+	case err != nil:
+		return nil, err
+	case cred == nil:
+		return nil, fmt.Errorf("credential %q: provider %s returned no credential", key.Credential, key.Provider)
+	case !cred.Expiry.IsZero() && !now.Before(cred.Expiry):
+		return nil, fmt.Errorf("credential %q: provider %s returned a credential that has already expired: %w", key.Credential, key.Provider, ErrUnavailable)
+	}
+	return cred, nil
+}
+
+// evictLocked drops least recently used entries beyond MaxEntries. c.mu
+// is held. A fetch in flight for an evicted entry still completes for its
+// waiters; its result is just not kept.
+func (c *Cache) evictLocked() {
+	for len(c.entries) > c.opts.MaxEntries {
+		el := c.lru.Back()
+		c.lru.Remove(el)
+		delete(c.entries, el.Value.(*entry).key)
+	}
+}
+
+// Invalidate forgets key, so the next Get fetches again. A fetch already
+// in flight finishes for its waiters but its result is not kept.
+func (c *Cache) Invalidate(key CacheKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[key]; ok {
+		c.lru.Remove(el)
+		delete(c.entries, key)
+	}
+}
+
+// Len returns the number of cached keys (including failed and in-flight
+// ones).
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+// Close cancels fetches in flight (their waiters get an error wrapping
+// ErrCacheClosed), waits for them to return, and drops every entry. It is
+// safe to call more than once. A provider that ignores its context delays
+// Close until it returns.
+func (c *Cache) Close() {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.cancel()
+		c.wg.Wait()
+		c.mu.Lock()
+		clear(c.entries)
+		c.lru.Init()
+		c.mu.Unlock()
+	})
+}
+
+func (c *Cache) observe(key CacheKey, r CacheResult) {
+	if c.opts.Observer != nil {
+		c.opts.Observer.CacheLookup(key, r)
+	}
+}

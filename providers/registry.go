@@ -1,0 +1,79 @@
+package providers
+
+import (
+	"context"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/module"
+)
+
+// Module is a provider plugin: the name policy files use in
+// `provider: NAME`, and a constructor returning a new, unconfigured
+// Provider (usually a pointer to a struct whose yaml-tagged fields are
+// the provider's settings).
+type Module struct {
+	// Name is the registry key. It must be unique and non-empty.
+	Name string
+	// New returns a fresh Provider for one credential definition.
+	New func() Provider
+}
+
+// Registry maps provider names to modules. The zero value is not usable;
+// use NewRegistry. Most code uses the package-level functions, which act
+// on DefaultRegistry; tests build their own Registry.
+type Registry struct {
+	r *module.Registry[Provider]
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{r: module.New[Provider]("provider")}
+}
+
+// DefaultRegistry holds the compiled-in providers, which register
+// themselves in init functions (see providers/all).
+var DefaultRegistry = NewRegistry()
+
+// Register adds m. It panics if m.Name is empty, m.New is nil or the name
+// is already registered.
+func (r *Registry) Register(m Module) { r.r.Register(m.Name, m.New) }
+
+// Lookup returns the module registered under name.
+func (r *Registry) Lookup(name string) (Module, bool) {
+	f, ok := r.r.Lookup(name)
+	if !ok {
+		return Module{}, false
+	}
+	return Module{Name: name, New: f}, true
+}
+
+// Names returns the registered provider names, sorted.
+func (r *Registry) Names() []string { return r.r.Names() }
+
+// Load builds the provider registered under name from its settings:
+// New(), strict decoding of settings (unknown keys are errors; a nil node
+// means no settings), Provision(ctx) if it is a Provisioner, Validate() if
+// it is a Validator, and Cleanup() if either of those fails.
+//
+// Decoding errors are a *yaml.TypeError whose messages start with
+// "line N: " (N is the line in the file the node came from). Provision and
+// Validate errors are returned as the provider wrote them.
+func (r *Registry) Load(ctx context.Context, name string, settings *yaml.Node) (Provider, error) {
+	return r.r.Load(ctx, name, settings)
+}
+
+// Register adds m to DefaultRegistry; call it from an init function. It
+// panics if m.Name is empty, m.New is nil or the name is taken.
+func Register(m Module) { DefaultRegistry.Register(m) }
+
+// Lookup returns the module registered in DefaultRegistry under name.
+func Lookup(name string) (Module, bool) { return DefaultRegistry.Lookup(name) }
+
+// Names returns the provider names in DefaultRegistry, sorted.
+func Names() []string { return DefaultRegistry.Names() }
+
+// Load builds a provider from DefaultRegistry; see Registry.Load.
+func Load(ctx context.Context, name string, settings *yaml.Node) (Provider, error) {
+	return DefaultRegistry.Load(ctx, name, settings)
+}
