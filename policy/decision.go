@@ -97,6 +97,9 @@ type InjectPlan struct {
 	// CredentialVersion changes whenever the credential's settings change,
 	// so cache keys of an edited credential do not collide with the old.
 	CredentialVersion string
+	// ProviderName is the registered name of the credential's provider
+	// (the `provider:` key), for cache keys, metrics and audit lines.
+	ProviderName string
 	// Provider fetches the credential.
 	Provider providers.Provider
 	// As is the injector's registered name.

@@ -792,6 +792,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 	r.plan = &InjectPlan{
 		Credential:        cred.name,
 		CredentialVersion: cred.version,
+		ProviderName:      cred.provider,
 		Provider:          cred.p,
 		As:                as,
 		Injector:          inject,

@@ -38,7 +38,7 @@ func Decode(n *yaml.Node, v any) error {
 	}
 	var probs []problem
 	if t := reflect.TypeOf(v); t != nil {
-		check(n, t, &probs)
+		check(n, t, &probs, nil)
 	}
 	err := n.Decode(v)
 	if err != nil {
@@ -66,6 +66,37 @@ type problem struct {
 	msg  string
 }
 
+// Problem is one unknown mapping key, at its position.
+type Problem struct {
+	// Line and Col are the key's 1-based position.
+	Line, Col int
+	// Msg says which key is unknown and lists the known ones, without a
+	// position prefix.
+	Msg string
+}
+
+// UnknownKeys reports every mapping key in n that v's struct types
+// (recursively) have no field for, with its line and column. It decodes
+// nothing; callers that need the positions of unknown keys (yaml.v3's
+// errors carry a line only) use it before or instead of Decode.
+func UnknownKeys(n *yaml.Node, v any) []Problem {
+	if n == nil {
+		return nil
+	}
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return nil
+		}
+		n = n.Content[0]
+	}
+	var out []Problem
+	if t := reflect.TypeOf(v); t != nil {
+		var probs []problem
+		check(n, t, &probs, &out)
+	}
+	return out
+}
+
 // lineOf extracts N from a "line N: ..." message, or returns 0.
 func lineOf(msg string) int {
 	var n int
@@ -78,7 +109,7 @@ func lineOf(msg string) int {
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
 // check walks n alongside type t and records unknown mapping keys.
-func check(n *yaml.Node, t reflect.Type, probs *[]problem) {
+func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 	if n == nil {
 		return
 	}
@@ -106,39 +137,42 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
 			if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
-				checkMerge(val, t, probs)
+				checkMerge(val, t, probs, pos)
 				continue
 			}
 			if ft, ok := fs.types[k.Value]; ok && k.Kind == yaml.ScalarNode {
-				check(val, ft, probs)
+				check(val, ft, probs, pos)
 				continue
 			}
 			if fs.inlineMap {
 				continue
 			}
-			msg := fmt.Sprintf("line %d: unknown field %q", k.Line, k.Value)
+			msg := fmt.Sprintf("unknown field %q", k.Value)
 			if len(fs.names) > 0 {
 				msg += "; known fields are " + strings.Join(fs.names, ", ")
 			}
-			*probs = append(*probs, problem{line: k.Line, msg: msg})
+			*probs = append(*probs, problem{line: k.Line, msg: fmt.Sprintf("line %d: %s", k.Line, msg)})
+			if pos != nil {
+				*pos = append(*pos, Problem{Line: k.Line, Col: k.Column, Msg: msg})
+			}
 		}
 	case reflect.Slice, reflect.Array:
 		if n.Kind == yaml.SequenceNode {
 			for _, c := range n.Content {
-				check(c, t.Elem(), probs)
+				check(c, t.Elem(), probs, pos)
 			}
 		}
 	case reflect.Map:
 		if n.Kind == yaml.MappingNode {
 			for i := 1; i < len(n.Content); i += 2 {
-				check(n.Content[i], t.Elem(), probs)
+				check(n.Content[i], t.Elem(), probs, pos)
 			}
 		}
 	}
 }
 
 // checkMerge checks the mapping(s) merged in with a "<<" key.
-func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem) {
+func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 	if val.Kind == yaml.AliasNode {
 		val = val.Alias
 	}
@@ -147,11 +181,11 @@ func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem) {
 	}
 	if val.Kind == yaml.SequenceNode {
 		for _, c := range val.Content {
-			checkMerge(c, t, probs)
+			checkMerge(c, t, probs, pos)
 		}
 		return
 	}
-	check(val, t, probs)
+	check(val, t, probs, pos)
 }
 
 // fields describes the keys a struct type accepts.

@@ -1,0 +1,167 @@
+// Command credgate-bench measures credgate against the direct call and a
+// bare goproxy MITM proxy on the same machine, in one run, and prints the
+// figures issue 2 asks for. `make bench` runs it through bench/run.sh.
+//
+//	credgate-bench [run] [flags]   start the origin, the baseline and credgate; measure; report
+//	credgate-bench origin ...      the local HTTPS origin (started by run)
+//	credgate-bench baseline ...    the bare goproxy baseline (started by run)
+//
+// Everything listens on 127.0.0.1 and stops by itself; see bench/README.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/credgate/credgate/bench/internal/baseline"
+	"github.com/credgate/credgate/bench/internal/certs"
+	"github.com/credgate/credgate/bench/internal/origin"
+)
+
+const (
+	// originHost is the name every client asks for. It does not resolve;
+	// the direct client dials the origin's address, the proxies map it
+	// through their resolve maps.
+	originHost = "api.origin.test"
+	// tokenEnv carries the bearer token to the origin (which checks it),
+	// the baseline and credgate (which inject it).
+	tokenEnv = "CREDGATE_BENCH_TOKEN"
+)
+
+func main() {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = cmdRun(args)
+	case "origin":
+		err = cmdOrigin(args)
+	case "baseline":
+		err = cmdBaseline(args)
+	default:
+		fmt.Fprintf(os.Stderr, "usage: credgate-bench [run|origin|baseline] [flags]\n")
+		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "credgate-bench %s: %v\n", cmd, err)
+		os.Exit(1)
+	}
+}
+
+func cmdOrigin(args []string) error {
+	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	caCert := fs.String("ca-cert", "", "CA certificate that signs the origin's leaf")
+	caKey := fs.String("ca-key", "", "CA key")
+	http1 := fs.Bool("http1", false, "offer HTTP/1.1 only (no h2)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ca, err := certs.LoadAuthority(*caCert, *caKey)
+	if err != nil {
+		return err
+	}
+	leaf, err := ca.Leaf(originHost)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s := origin.Start(ln, origin.Config{Certificate: leaf, Token: os.Getenv(tokenEnv), HTTP1Only: *http1})
+	select {
+	case <-s.Done():
+		return s.Wait()
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return s.Close(sctx)
+}
+
+func cmdBaseline(args []string) error {
+	fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	caCert := fs.String("ca-cert", "", "interception CA certificate")
+	caKey := fs.String("ca-key", "", "interception CA key")
+	upstreamCA := fs.String("upstream-ca", "", "PEM bundle that verifies the upstream")
+	resolve := fs.String("resolve", "", "host:port=addr, like curl --resolve")
+	header := fs.String("header", "Authorization", "header to inject; its value is \"Bearer $"+tokenEnv+"\"")
+	h2 := fs.Bool("upstream-h2", false, "let the upstream transport negotiate HTTP/2")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ca, err := certs.LoadAuthority(*caCert, *caKey)
+	if err != nil {
+		return err
+	}
+	caPair, err := ca.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	roots, err := certs.ReadPool(*upstreamCA)
+	if err != nil {
+		return err
+	}
+	from, to, ok := strings.Cut(*resolve, "=")
+	if !ok {
+		return fmt.Errorf("-resolve %q: want host:port=addr", *resolve)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return baseline.Serve(ctx, ln, baseline.Config{
+		CA:            caPair,
+		UpstreamRoots: roots,
+		Resolve:       map[string]string{from: to},
+		Header:        *header,
+		Value:         "Bearer " + os.Getenv(tokenEnv),
+		UpstreamHTTP2: *h2,
+		Log:           os.Stderr,
+	})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b)
+}
+
+// childEnv is the environment for child processes: this one's, without
+// proxy settings (nothing here may go through another proxy), plus the
+// token.
+func childEnv(token string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(k) {
+		case "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", tokenEnv:
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, tokenEnv+"="+token)
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a child process: the origin, the goproxy baseline or credgate.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	log     *os.File
+	exited  chan struct{}
+	waitErr error // set before exited is closed
+}
+
+// startProc starts argv with its stdout and stderr in logPath, pinned to
+// cpus (a taskset list) when cpus is not empty. The child gets SIGKILL if
+// the benchmark dies first.
+func startProc(name, cpus, dir, logPath string, env []string, argv ...string) (*proc, error) {
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, log: logf, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		_ = logf.Close()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM and, if the process has not exited after grace,
+// SIGKILL.
+func (p *proc) stop(grace time.Duration) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// tail returns the last n lines of the process's output.
+func (p *proc) tail(n int) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitTCP polls addr until it accepts a connection, the process exits or
+// the deadline passes.
+func (p *proc) waitTCP(ctx context.Context, addr string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited before listening on %s (%v); output:\n%s", p.name, addr, p.waitErr, p.tail(20))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not listening on %s after %s; output:\n%s", p.name, addr, within, p.tail(20))
+		case <-tick.C:
+		}
+	}
+}
+
+// memStat reads VmRSS and VmHWM of pid, in bytes.
+func memStat(pid int) (rss, hwm int64, err error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read memory of %d: %w", pid, err)
+	}
+	for line := range bytes.Lines(b) {
+		f := strings.Fields(string(line))
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 {
+		return 0, 0, errors.New("no VmRSS in /proc status")
+	}
+	return rss, hwm, nil
+}
+
+// clockTick is USER_HZ, 100 on every Linux architecture Go supports here.
+const clockTick = 10 * time.Millisecond
+
+// cpuTime reads the user+system CPU time pid has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces; fields after it start
+	// after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: too few fields", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(u+s) * clockTick, nil
+}
+
+// settledRSS polls VmRSS until three readings 200 ms apart agree within
+// 1%, or two seconds pass, and returns the last reading.
+func settledRSS(ctx context.Context, pid int) (int64, error) {
+	var last []int64
+	deadline := time.Now().Add(2 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rss, _, err := memStat(pid)
+		if err != nil {
+			return 0, err
+		}
+		last = append(last, rss)
+		if n := len(last); n >= 3 {
+			lo, hi := min(last[n-1], last[n-2], last[n-3]), max(last[n-1], last[n-2], last[n-3])
+			if float64(hi-lo) <= 0.01*float64(hi) || time.Now().After(deadline) {
+				return rss, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return rss, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// freePort asks the kernel for an unused 127.0.0.1 port. Another process
+// could take it before the child binds it; on this machine the window is
+// small enough.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		return "", fmt.Errorf("free port: %w", err)
+	}
+	return addr, nil
+}

@@ -1,0 +1,758 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/credgate/credgate/bench/internal/certs"
+	"github.com/credgate/credgate/bench/internal/loadgen"
+	"github.com/credgate/credgate/bench/internal/report"
+)
+
+// runConfig holds the run flags.
+type runConfig struct {
+	credgate   string
+	targets    []string
+	scenarios  map[string]bool
+	conns      int
+	window     time.Duration
+	rounds     int
+	warmup     time.Duration
+	rate       float64
+	rateWindow time.Duration
+	pool       int
+	idleConns  int
+	pin        string
+	audit      string
+	keep       bool
+	jsonOut    string
+	mdOut      string
+	originH1   bool
+	upstreamH2 bool
+	perf       string
+	perfTarget string
+}
+
+// target is one measured thing and, for proxies, its process.
+type target struct {
+	lg   *loadgen.Target
+	proc *proc // nil for direct
+}
+
+func cmdRun(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var rc runConfig
+	var targets, scenarios string
+	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
+	fs.StringVar(&targets, "targets", "direct,goproxy,credgate", "targets to measure")
+	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,rate", "scenarios to run, in this order")
+	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
+	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
+	fs.IntVar(&rc.rounds, "rounds", 2, "rounds per scenario; targets alternate within each round and the rounds are merged")
+	fs.DurationVar(&rc.warmup, "warmup", time.Second, "warm-up before each measured window (not counted)")
+	fs.Float64Var(&rc.rate, "rate", 1500, "requests per second in the fixed-rate scenario")
+	fs.DurationVar(&rc.rateWindow, "rate-duration", 3*time.Second, "measured window per target and round in the fixed-rate scenario")
+	fs.IntVar(&rc.pool, "pool", 64, "warm keep-alive connections for the fixed-rate scenario")
+	fs.IntVar(&rc.idleConns, "idle-conns", 1000, "idle client connections held open in the memory scenario")
+	fs.StringVar(&rc.pin, "pin", "auto", `CPU pinning: auto (split roles on >= 4 CPUs, share on fewer), none, or "loadgen=0;proxy=1;origin=1"`)
+	fs.StringVar(&rc.audit, "audit", "file", "credgate audit output: file (JSON lines in the work directory) or discard (/dev/null)")
+	fs.BoolVar(&rc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
+	fs.StringVar(&rc.jsonOut, "json", "", "also write the results as JSON to this file")
+	fs.StringVar(&rc.mdOut, "out", "", "also write the Markdown report to this file")
+	fs.BoolVar(&rc.originH1, "origin-http1", false, "origin offers HTTP/1.1 only (default: h2 and http/1.1)")
+	fs.BoolVar(&rc.upstreamH2, "baseline-upstream-h2", false, "let the goproxy baseline use HTTP/2 to the origin")
+	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
+	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate or goproxy)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rc.targets = splitList(targets)
+	rc.scenarios = map[string]bool{}
+	for _, s := range splitList(scenarios) {
+		switch s {
+		case "memory", "keepalive", "newconn", "rate":
+			rc.scenarios[s] = true
+		default:
+			return fmt.Errorf("-scenarios: unknown %q (memory, keepalive, newconn, rate)", s)
+		}
+	}
+	if rc.rounds < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", rc.rounds)
+	}
+	if rc.audit != "file" && rc.audit != "discard" {
+		return fmt.Errorf("-audit %q: want file or discard", rc.audit)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, rc)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func run(ctx context.Context, rc runConfig) (err error) {
+	ncpu := runtime.NumCPU()
+	pins, err := parsePinning(rc.pin, ncpu)
+	if err != nil {
+		return err
+	}
+	if pins.loadgen != "" {
+		if err := pinSelf(pins.loadgen); err != nil {
+			return err
+		}
+	}
+	work, err := os.MkdirTemp("", "credgate-bench-")
+	if err != nil {
+		return fmt.Errorf("work directory: %w", err)
+	}
+	defer func() {
+		if rc.keep || err != nil {
+			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	}()
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	token := randomHex(24)
+	env := childEnv(token)
+	want := map[string]bool{}
+	for _, t := range rc.targets {
+		want[t] = true
+	}
+
+	res := &report.Results{Env: map[string]string{}, Titles: map[string]string{}}
+	setEnv := func(k, v string) {
+		if _, ok := res.Env[k]; !ok {
+			res.Order = append(res.Order, k)
+		}
+		res.Env[k] = v
+	}
+	setEnv("date", time.Now().UTC().Format(time.RFC3339))
+	setEnv("machine", fmt.Sprintf("%d CPUs (%s), %s, Linux %s", ncpu, cpuModel(), memTotal(), readTrim("/proc/sys/kernel/osrelease")))
+	setEnv("go", runtime.Version())
+	setEnv("load average before", loadAvg())
+	setEnv("pinning", pins.String())
+
+	// The origin.
+	originCA, err := certs.NewAuthority("credgate-bench origin CA")
+	if err != nil {
+		return err
+	}
+	originCACert, originCAKey, err := originCA.WriteFiles(work, "origin-ca")
+	if err != nil {
+		return err
+	}
+	originAddr, err := freePort()
+	if err != nil {
+		return err
+	}
+	oargs := []string{self, "origin", "-listen", originAddr, "-ca-cert", originCACert, "-ca-key", originCAKey}
+	if rc.originH1 {
+		oargs = append(oargs, "-http1")
+		setEnv("origin", "Go net/http over TLS 1.3, HTTP/1.1 only, 100-byte JSON body, checks the bearer token")
+	} else {
+		setEnv("origin", "Go net/http over TLS 1.3, offers h2 and http/1.1, 100-byte JSON body, checks the bearer token")
+	}
+	originProc, err := startProc("origin", pins.origin, work, filepath.Join(work, "origin.log"), env, oargs...)
+	if err != nil {
+		return err
+	}
+	defer originProc.stop(3 * time.Second)
+	if err := originProc.waitTCP(ctx, originAddr, 15*time.Second); err != nil {
+		return err
+	}
+
+	var ts []target
+	skipped := map[string]string{}
+	for _, name := range rc.targets {
+		switch name {
+		case report.Direct:
+			ts = append(ts, target{lg: &loadgen.Target{
+				Name: report.Direct, Addr: originAddr, Host: originHost, Port: 443, Path: "/v1/charges",
+				Roots:  originCA.Pool(),
+				Header: http.Header{"Authorization": {"Bearer " + token}},
+			}})
+		case report.Goproxy:
+			t, err := startBaseline(ctx, rc, self, work, originAddr, originCACert, pins, env)
+			if err != nil {
+				skipped[name] = err.Error()
+				continue
+			}
+			defer t.proc.stop(3 * time.Second)
+			ts = append(ts, t)
+			setEnv("goproxy baseline", "github.com/elazarl/goproxy v1.9.3, MITM every CONNECT (ECDSA P-256 CA, leaf cached per host), sets Authorization, verifies upstream TLS, "+map[bool]string{false: "HTTP/1.1", true: "HTTP/2 allowed"}[rc.upstreamH2]+" upstream keep-alive (64 idle per host)")
+		case report.Credgate:
+			if rc.credgate == "" {
+				skipped[name] = "no -credgate binary given"
+				continue
+			}
+			t, info, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env)
+			for _, kv := range info {
+				setEnv(kv[0], kv[1])
+			}
+			if err != nil {
+				skipped[name] = err.Error()
+				fmt.Fprintf(os.Stderr, "credgate not measured: %v\n", err)
+				continue
+			}
+			defer t.proc.stop(5 * time.Second)
+			ts = append(ts, t)
+		default:
+			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate)", name)
+		}
+	}
+	// One request through each target before measuring anything: a target
+	// that does not deliver the token to the origin is not measured.
+	var ok []target
+	for _, t := range ts {
+		if err := loadgen.Check(ctx, t.lg); err != nil {
+			msg := err.Error()
+			if t.proc != nil {
+				msg += "; last output: " + t.proc.tail(5)
+			}
+			skipped[t.lg.Name] = msg
+			fmt.Fprintf(os.Stderr, "%s not measured: %s\n", t.lg.Name, msg)
+			continue
+		}
+		ok = append(ok, t)
+	}
+	ts = ok
+
+	progress := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+
+	if rc.scenarios["memory"] {
+		res.Titles["memory"] = fmt.Sprintf("Memory — proxy RSS with %d idle client connections (each CONNECT + TLS + one request, then kept open)", rc.idleConns)
+		for _, t := range ts {
+			if t.proc == nil {
+				continue
+			}
+			progress("memory: %s, %d idle connections", t.lg.Name, rc.idleConns)
+			res.Memory = append(res.Memory, measureMemory(ctx, t, rc.idleConns))
+		}
+		for name, why := range skipped {
+			if name != report.Direct {
+				res.Memory = append(res.Memory, report.Memory{Target: name, Err: why})
+			}
+		}
+	}
+	if rc.scenarios["keepalive"] {
+		res.Titles["keep_alive"] = fmt.Sprintf("Keep-alive throughput — %d connections, closed loop, %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
+		res.KeepAlive = closedLoop(ctx, rc, ts, skipped, false, originProc.pid(), progress)
+	}
+	if rc.scenarios["newconn"] {
+		res.Titles["new_conn"] = fmt.Sprintf("New connection per request — %d workers, each request on a fresh TCP (+ CONNECT) + full TLS handshake, %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
+		res.NewConn = closedLoop(ctx, rc, ts, skipped, true, originProc.pid(), progress)
+	}
+	if rc.scenarios["rate"] {
+		res.Titles["fixed_rate"] = fmt.Sprintf("Fixed rate — %.0f rps open loop over %d warm keep-alive connections, %d × %s measured, each after %s warm-up", rc.rate, rc.pool, rc.rounds, rc.rateWindow, rc.warmup)
+		res.FixedRate = fixedRate(ctx, rc, ts, skipped, originProc.pid(), progress)
+	}
+	for i := range res.Memory {
+		for _, t := range ts {
+			if t.lg.Name == res.Memory[i].Target && t.proc != nil {
+				res.Memory[i].After, res.Memory[i].Peak, _ = memStat(t.proc.pid())
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	setEnv("load average after", loadAvg()+" (includes the benchmark itself)")
+
+	res.Write(os.Stdout)
+	if rc.mdOut != "" {
+		f, err := os.Create(rc.mdOut)
+		if err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		res.Write(f)
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+	}
+	if rc.jsonOut != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode results: %w", err)
+		}
+		if err := os.WriteFile(rc.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write results: %w", err)
+		}
+	}
+	return nil
+}
+
+func measureMemory(ctx context.Context, t target, n int) report.Memory {
+	m := report.Memory{Target: t.lg.Name, Conns: n}
+	var err error
+	if m.Idle, err = settledRSS(ctx, t.proc.pid()); err != nil {
+		m.Err = err.Error()
+		return m
+	}
+	conns, err := loadgen.OpenIdle(ctx, t.lg, n, 32)
+	if err != nil {
+		m.Err = err.Error()
+		return m
+	}
+	defer loadgen.CloseAll(conns)
+	if m.Loaded, err = settledRSS(ctx, t.proc.pid()); err != nil {
+		m.Err = err.Error()
+	}
+	return m
+}
+
+// cpuWindow samples CPU time at the start and the end of a measured
+// window: the proxy's, and the whole machine's minus what the benchmark's
+// own processes used (other work on the machine, which skews a run).
+type cpuWindow struct {
+	start, end chan cpuSample
+	span       time.Duration
+}
+
+type cpuSample struct {
+	proxy, ours, busy time.Duration
+	err               error
+}
+
+func sampleCPU(proxy *proc, originPID int, warmup, window time.Duration) *cpuWindow {
+	w := &cpuWindow{start: make(chan cpuSample, 1), end: make(chan cpuSample, 1), span: window}
+	sample := func(ch chan cpuSample) func() {
+		return func() {
+			var s cpuSample
+			var errs []error
+			add := func(pid int) time.Duration {
+				d, err := cpuTime(pid)
+				errs = append(errs, err)
+				return d
+			}
+			if proxy != nil {
+				s.proxy = add(proxy.pid())
+			}
+			s.ours = s.proxy + add(os.Getpid()) + add(originPID)
+			var err error
+			s.busy, err = machineBusy()
+			s.err = errors.Join(append(errs, err)...)
+			ch <- s
+		}
+	}
+	time.AfterFunc(warmup, sample(w.start))
+	time.AfterFunc(warmup+window, sample(w.end))
+	return w
+}
+
+// result waits for both samples and returns the proxy's CPU time in the
+// window (ok false without a proxy) and the share of the machine's CPU
+// that other processes used.
+func (w *cpuWindow) result() (proxy time.Duration, ok bool, foreign float64) {
+	if w == nil {
+		return 0, false, 0
+	}
+	a, b := <-w.start, <-w.end
+	if a.err != nil || b.err != nil {
+		return 0, false, 0
+	}
+	other := (b.busy - a.busy) - (b.ours - a.ours)
+	foreign = max(0, float64(other)/float64(w.span*time.Duration(runtime.NumCPU())))
+	return b.proxy - a.proxy, b.proxy > 0, foreign
+}
+
+// machineBusy reads the non-idle CPU time of all CPUs from /proc/stat.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("parse /proc/stat")
+	}
+	var busy int64
+	// user nice system idle iowait irq softirq steal: all but idle and
+	// iowait are busy.
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc/stat: %w", err)
+		}
+		busy += n
+	}
+	return time.Duration(busy) * clockTick, nil
+}
+
+// rounds runs one scenario rc.rounds times over every target, reversing the
+// target order every other round so that no target always follows the same
+// one, and merges each target's rounds. measure runs one target once and
+// returns its result and the CPU sampler it started (nil for none).
+func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, measure func(round int, t target) (loadgen.Result, *cpuWindow, error)) *report.Run {
+	run := &report.Run{CPUPerRequest: map[string]time.Duration{}, Foreign: map[string]float64{}, Skipped: map[string]string{}}
+	for k, v := range skipped {
+		run.Skipped[k] = v
+	}
+	per := map[string][]loadgen.Result{}
+	cpu := map[string]time.Duration{}
+	cpuReqs := map[string]int{}
+	foreign := map[string][]float64{}
+	for round := range rc.rounds {
+		order := slices.Clone(ts)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, t := range order {
+			if ctx.Err() != nil {
+				break
+			}
+			name := t.lg.Name
+			if _, bad := run.Skipped[name]; bad {
+				continue
+			}
+			// Start every window from a collected heap so one target's
+			// garbage is not collected during the next one's window.
+			runtime.GC()
+			r, cw, err := measure(round, t)
+			if err != nil {
+				run.Skipped[name] = err.Error()
+				continue
+			}
+			per[name] = append(per[name], r)
+			d, ok, f := cw.result()
+			if ok && r.Requests > 0 {
+				cpu[name] += d
+				cpuReqs[name] += r.Requests
+			}
+			foreign[name] = append(foreign[name], f)
+		}
+	}
+	for _, t := range ts {
+		name := t.lg.Name
+		if _, bad := run.Skipped[name]; bad || len(per[name]) == 0 {
+			continue
+		}
+		run.Results = append(run.Results, loadgen.Merge(per[name]...))
+		run.Foreign[name] = slices.Max(foreign[name])
+		if cpuReqs[name] > 0 {
+			run.CPUPerRequest[name] = cpu[name] / time.Duration(cpuReqs[name])
+		}
+	}
+	return run
+}
+
+func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, newConn bool, originPID int, progress func(string, ...any)) *report.Run {
+	kind := "keep-alive"
+	if newConn {
+		kind = "new connection per request"
+	}
+	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
+		progress("%s: %s, %d connections, %s (round %d/%d)", kind, t.lg.Name, rc.conns, rc.warmup+rc.window, round+1, rc.rounds)
+		cw := sampleCPU(t.proc, originPID, rc.warmup, rc.window)
+		var perf *exec.Cmd
+		if rc.perf != "" && !newConn && round == 0 && t.lg.Name == rc.perfTarget && t.proc != nil {
+			perf = startPerf(rc, t.proc.pid())
+		}
+		r := loadgen.ClosedLoop(ctx, t.lg, rc.conns, rc.warmup, rc.window, newConn)
+		if perf != nil {
+			if err := perf.Wait(); err != nil {
+				progress("perf record: %v", err)
+			}
+		}
+		return r, cw, nil
+	})
+}
+
+// startPerf records the process's stacks for the measured window.
+func startPerf(rc runConfig, pid int) *exec.Cmd {
+	cmd := exec.Command("perf", "record", "-F", "999", "-g", "-p", fmt.Sprint(pid), "-o", rc.perf, "--", "sleep", fmt.Sprint((rc.warmup/2 + rc.window).Seconds()))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "perf record: %v\n", err)
+		return nil
+	}
+	return cmd
+}
+
+func fixedRate(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, originPID int, progress func(string, ...any)) *report.Run {
+	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
+		progress("fixed rate: %s, %.0f rps, %s (round %d/%d)", t.lg.Name, rc.rate, rc.warmup+rc.rateWindow, round+1, rc.rounds)
+		var cw *cpuWindow
+		r, err := loadgen.OpenLoop(ctx, t.lg, rc.rate, rc.pool, rc.warmup, rc.rateWindow, func() { cw = sampleCPU(t.proc, originPID, rc.warmup, rc.rateWindow) })
+		return r, cw, err
+	})
+}
+
+func startBaseline(ctx context.Context, rc runConfig, self, work, originAddr, originCACert string, pins pinning, env []string) (target, error) {
+	ca, err := certs.NewAuthority("credgate-bench goproxy CA")
+	if err != nil {
+		return target{}, err
+	}
+	caCert, caKey, err := ca.WriteFiles(work, "goproxy-ca")
+	if err != nil {
+		return target{}, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return target{}, err
+	}
+	args := []string{self, "baseline", "-listen", addr, "-ca-cert", caCert, "-ca-key", caKey,
+		"-upstream-ca", originCACert, "-resolve", originHost + ":443=" + originAddr}
+	if rc.upstreamH2 {
+		args = append(args, "-upstream-h2")
+	}
+	p, err := startProc(report.Goproxy, pins.proxy, work, filepath.Join(work, "goproxy.log"), env, args...)
+	if err != nil {
+		return target{}, err
+	}
+	if err := p.waitTCP(ctx, addr, 15*time.Second); err != nil {
+		p.stop(time.Second)
+		return target{}, err
+	}
+	return target{proc: p, lg: &loadgen.Target{Name: report.Goproxy, Proxy: addr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: ca.Pool()}}, nil
+}
+
+const credgatePolicy = `# credgate-bench: one workload (this machine), one destination, one
+# injecting rule. Written by bench/cmd/credgate-bench.
+workloads:
+  bench:
+    cidrs: [127.0.0.1/32]
+    require: [source]
+destinations:
+  origin:
+    hosts: [%s]
+    ports: [443]
+    allow_private: true
+credentials:
+  bench-token:
+    provider: static
+    env: %s
+rules:
+  - name: bench-inject
+    from: bench
+    to: origin
+    inject:
+      credential: bench-token
+      as: bearer
+default: deny
+`
+
+const credgateConfig = `# credgate-bench configuration. Written by bench/cmd/credgate-bench.
+listen: "%s"
+admin_listen: "%s"
+policy: policy.yaml
+ca:
+  cert: %s
+  key: %s
+upstream:
+  ca_bundle: origin-ca.pem
+resolve:
+  "%s:443": "%s"
+audit:
+  output: %s
+log:
+  level: info
+`
+
+// startCredgate writes a CA, a policy and a config and starts the real
+// credgate binary. info carries set-up details for the report.
+func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *certs.Authority, pins pinning, env []string) (target, [][2]string, error) {
+	var info [][2]string
+	dir := filepath.Join(work, "credgate")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return target{}, info, fmt.Errorf("credgate directory: %w", err)
+	}
+	if out, err := exec.CommandContext(ctx, rc.credgate, "version").CombinedOutput(); err == nil {
+		info = append(info, [2]string{"credgate", strings.TrimSpace(firstLine(string(out)))})
+	}
+	caCert, caKey, how, err := credgateCA(ctx, rc.credgate, dir)
+	if err != nil {
+		return target{}, info, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "origin-ca.pem"), originCA.CertPEM, 0o644); err != nil {
+		return target{}, info, fmt.Errorf("write origin CA: %w", err)
+	}
+	proxyAddr, err := freePort()
+	if err != nil {
+		return target{}, info, err
+	}
+	adminAddr, err := freePort()
+	if err != nil {
+		return target{}, info, err
+	}
+	audit := "audit.jsonl"
+	auditDesc := "on, JSON lines to a file (audit.output: <workdir>/audit.jsonl)"
+	if rc.audit == "discard" {
+		audit, auditDesc = "/dev/null", "on, written to /dev/null"
+	}
+	info = append(info, [2]string{"credgate set-up", fmt.Sprintf("real binary, `credgate serve -c credgate.yaml`; static bearer rule from a workload identified by source CIDR; upstream TLS verified with ca_bundle; resolve map; allow_private; log level info; interception CA %s; audit %s", how, auditDesc)})
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), fmt.Appendf(nil, credgatePolicy, originHost, tokenEnv), 0o644); err != nil {
+		return target{}, info, fmt.Errorf("write policy: %w", err)
+	}
+	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKey, originHost, originAddr, audit)
+	if err := os.WriteFile(filepath.Join(dir, "credgate.yaml"), []byte(cfg), 0o644); err != nil {
+		return target{}, info, fmt.Errorf("write config: %w", err)
+	}
+	p, err := startProc(report.Credgate, pins.proxy, dir, filepath.Join(dir, "credgate.log"), env, rc.credgate, "serve", "-c", "credgate.yaml")
+	if err != nil {
+		return target{}, info, err
+	}
+	if err := p.waitTCP(ctx, proxyAddr, 30*time.Second); err != nil {
+		p.stop(time.Second)
+		return target{}, info, err
+	}
+	if err := waitReady(ctx, "http://"+adminAddr+"/readyz", 10*time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "credgate: %v (measuring anyway)\n", err)
+	}
+	pem, err := os.ReadFile(filepath.Join(dir, caCert))
+	if err != nil {
+		p.stop(time.Second)
+		return target{}, info, fmt.Errorf("read credgate CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		p.stop(time.Second)
+		return target{}, info, fmt.Errorf("credgate CA %s holds no certificate", caCert)
+	}
+	return target{proc: p, lg: &loadgen.Target{Name: report.Credgate, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}}, info, nil
+}
+
+// credgateCA makes the interception CA with `credgate ca init` and falls
+// back to writing one itself. Paths are relative to dir.
+func credgateCA(ctx context.Context, bin, dir string) (cert, key, how string, err error) {
+	out, err := exec.CommandContext(ctx, bin, "ca", "init", "--out", filepath.Join(dir, "ca")).CombinedOutput()
+	if err == nil {
+		entries, _ := os.ReadDir(filepath.Join(dir, "ca"))
+		for _, e := range entries {
+			n := e.Name()
+			switch {
+			case !strings.HasSuffix(n, ".pem"):
+			case strings.Contains(n, "key"):
+				key = filepath.Join("ca", n)
+			default:
+				cert = filepath.Join("ca", n)
+			}
+		}
+		if cert != "" && key != "" {
+			return cert, key, "from `credgate ca init`", nil
+		}
+	}
+	why := strings.TrimSpace(firstLine(string(out)))
+	if err != nil {
+		why = fmt.Sprintf("%v: %s", err, why)
+	}
+	ca, gerr := certs.NewAuthority("credgate-bench gateway CA")
+	if gerr != nil {
+		return "", "", "", gerr
+	}
+	if _, _, gerr := ca.WriteFiles(dir, "ca"); gerr != nil {
+		return "", "", "", gerr
+	}
+	return "ca.pem", "ca-key.pem", "generated by the bench (credgate ca init: " + why + ")", nil
+}
+
+func waitReady(ctx context.Context, url string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("readiness: %w", err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s: %w", url, within, errors.Join(last, ctx.Err()))
+		case <-tick.C:
+		}
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			var kb int64
+			_, _ = fmt.Sscan(f[1], &kb)
+			return fmt.Sprintf("%.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "?"
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages: other work on the
+// machine during a run shows here.
+func loadAvg() string {
+	f := strings.Fields(readTrim("/proc/loadavg"))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

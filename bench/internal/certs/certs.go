@@ -1,0 +1,189 @@
+// Package certs makes the throw-away certificate authorities and leaf
+// certificates a benchmark run needs: one CA for the local origin, one for
+// the goproxy baseline, and (when credgate cannot make its own) one for the
+// gateway. Everything is ECDSA P-256, the key type credgate's interception CA
+// uses, so the baseline and the gateway pay the same handshake cost.
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Authority is a certificate authority held in memory.
+type Authority struct {
+	// Cert is the parsed CA certificate.
+	Cert *x509.Certificate
+	// Key is the CA's private key.
+	Key *ecdsa.PrivateKey
+	// CertPEM and KeyPEM are the PEM encodings of Cert and Key (PKCS #8).
+	CertPEM, KeyPEM []byte
+}
+
+// NewAuthority generates a self-signed CA valid for one day.
+func NewAuthority(name string) (*Authority, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("certs: generate CA key: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"credgate bench"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("certs: create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("certs: parse CA certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("certs: marshal CA key: %w", err)
+	}
+	return &Authority{
+		Cert:    cert,
+		Key:     key,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}, nil
+}
+
+// Leaf issues a server certificate for the given DNS names and IP
+// addresses, valid for one day.
+func (a *Authority) Leaf(names ...string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certs: generate leaf key: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: names[0]},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, &key.PublicKey, a.Key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certs: create leaf for %v: %w", names, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certs: parse leaf: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// TLSCertificate returns the CA itself as a tls.Certificate, the form
+// goproxy wants for signing.
+func (a *Authority) TLSCertificate() (tls.Certificate, error) {
+	c, err := tls.X509KeyPair(a.CertPEM, a.KeyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certs: load CA key pair: %w", err)
+	}
+	c.Leaf = a.Cert
+	return c, nil
+}
+
+// Pool returns a certificate pool holding only this CA.
+func (a *Authority) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(a.Cert)
+	return p
+}
+
+// WriteFiles writes the CA as cert and key PEM files into dir (key 0600)
+// and returns their paths.
+func (a *Authority) WriteFiles(dir, prefix string) (certPath, keyPath string, err error) {
+	certPath = filepath.Join(dir, prefix+".pem")
+	keyPath = filepath.Join(dir, prefix+"-key.pem")
+	if err := os.WriteFile(certPath, a.CertPEM, 0o644); err != nil {
+		return "", "", fmt.Errorf("certs: write %s: %w", certPath, err)
+	}
+	if err := os.WriteFile(keyPath, a.KeyPEM, 0o600); err != nil {
+		return "", "", fmt.Errorf("certs: write %s: %w", keyPath, err)
+	}
+	return certPath, keyPath, nil
+}
+
+// LoadAuthority reads a CA written by WriteFiles (or any PEM certificate
+// and PKCS #8 / SEC 1 ECDSA key pair).
+func LoadAuthority(certPath, keyPath string) (*Authority, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("certs: read CA: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("certs: read CA key: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certs: load CA %s: %w", certPath, err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("certs: parse CA %s: %w", certPath, err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("certs: CA key %s is %T, want ECDSA", keyPath, pair.PrivateKey)
+	}
+	return &Authority{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// ReadPool reads a PEM bundle into a new certificate pool.
+func ReadPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("certs: read bundle: %w", err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("certs: %s holds no PEM certificate", path)
+	}
+	return p, nil
+}
+
+func serialNumber() (*big.Int, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("certs: serial number: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,322 @@
+// Package report turns benchmark results into the tables `make bench`
+// prints and docs/performance.md quotes: one table per scenario with the
+// three targets, the credgate/direct and credgate/goproxy ratios, and the
+// issue's target for the scenario marked PASS or MISS. The figures are
+// information, not a test: nothing here fails a build.
+package report
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/credgate/credgate/bench/internal/loadgen"
+)
+
+// Target names used across the benchmark.
+const (
+	Direct   = "direct"
+	Goproxy  = "goproxy"
+	Credgate = "credgate"
+)
+
+// Thresholds from issue 2 (Benchmark section).
+const (
+	// KeepAliveRatio is the minimum credgate/goproxy keep-alive rps ratio.
+	KeepAliveRatio = 0.90
+	// NewConnRatio is the minimum credgate/goproxy new-connection rps ratio.
+	NewConnRatio = 0.90
+	// AddedP50 is the maximum p50 credgate adds over direct at the fixed rate.
+	AddedP50 = 350 * time.Microsecond
+	// MaxRSS is the maximum gateway RSS with the idle connections open.
+	MaxRSS = 64 << 20
+)
+
+// Run is one scenario's results, one entry per target.
+type Run struct {
+	// Results holds the per-target results, in target order.
+	Results []loadgen.Result `json:"results"`
+	// CPUPerRequest is the proxy process's CPU time (user+system) per
+	// successful request, by target; empty for direct.
+	CPUPerRequest map[string]time.Duration `json:"cpu_per_request_ns,omitempty"`
+	// Foreign is, by target, the largest share (0..1) of the machine's
+	// CPU that processes outside the benchmark used during one of the
+	// target's windows. More than a few percent means the figures are
+	// disturbed.
+	Foreign map[string]float64 `json:"foreign_cpu,omitempty"`
+	// Skipped says why a target did not run, by target.
+	Skipped map[string]string `json:"skipped,omitempty"`
+}
+
+// Get returns the result for a target.
+func (r *Run) Get(target string) (loadgen.Result, bool) {
+	if r == nil {
+		return loadgen.Result{}, false
+	}
+	for _, x := range r.Results {
+		if x.Target == target {
+			return x, true
+		}
+	}
+	return loadgen.Result{}, false
+}
+
+// Memory is one proxy's memory figures.
+type Memory struct {
+	// Target is the proxy's name.
+	Target string `json:"target"`
+	// Idle is VmRSS after start-up and one request.
+	Idle int64 `json:"idle_rss_bytes"`
+	// Loaded is VmRSS with Conns idle client connections open.
+	Loaded int64 `json:"loaded_rss_bytes"`
+	// Conns is the number of idle connections held open.
+	Conns int `json:"conns"`
+	// After is VmRSS after every scenario finished; Peak is VmHWM then.
+	After int64 `json:"after_rss_bytes,omitempty"`
+	Peak  int64 `json:"peak_rss_bytes,omitempty"`
+	// Err is set when the measurement failed.
+	Err string `json:"error,omitempty"`
+}
+
+// PerConn is the memory each idle connection added.
+func (m Memory) PerConn() int64 {
+	if m.Conns == 0 {
+		return 0
+	}
+	return (m.Loaded - m.Idle) / int64(m.Conns)
+}
+
+// Results is everything one `make bench` measured.
+type Results struct {
+	// Env describes the machine and the set-up.
+	Env map[string]string `json:"env"`
+	// Order lists the environment keys in print order.
+	Order []string `json:"-"`
+	// KeepAlive, NewConn and FixedRate are the three load scenarios.
+	KeepAlive *Run `json:"keep_alive,omitempty"`
+	NewConn   *Run `json:"new_conn,omitempty"`
+	FixedRate *Run `json:"fixed_rate,omitempty"`
+	// Memory holds the proxies' RSS figures.
+	Memory []Memory `json:"memory,omitempty"`
+	// Titles are the scenario headings (they carry the parameters).
+	Titles map[string]string `json:"titles"`
+}
+
+// Verdict is one target line of the summary.
+type Verdict struct {
+	Name   string
+	Want   string
+	Got    string
+	Pass   bool
+	Absent bool
+}
+
+// Verdicts evaluates the issue's targets.
+func (r *Results) Verdicts() []Verdict {
+	var out []Verdict
+	ratio := func(name string, run *Run, min float64) {
+		v := Verdict{Name: name, Want: fmt.Sprintf("≥ %.2f× goproxy", min)}
+		c, ok1 := run.Get(Credgate)
+		g, ok2 := run.Get(Goproxy)
+		if !ok1 || !ok2 || g.RPS == 0 {
+			v.Absent = true
+		} else {
+			x := c.RPS / g.RPS
+			v.Got = fmt.Sprintf("%.2f×", x)
+			v.Pass = x >= min
+		}
+		out = append(out, v)
+	}
+	ratio("keep-alive rps", r.KeepAlive, KeepAliveRatio)
+	ratio("new-connection rps", r.NewConn, NewConnRatio)
+	v := Verdict{Name: "added p50 at fixed rate", Want: "≤ " + Dur(AddedP50) + " over direct"}
+	c, ok1 := r.FixedRate.Get(Credgate)
+	d, ok2 := r.FixedRate.Get(Direct)
+	if !ok1 || !ok2 || c.Requests == 0 || d.Requests == 0 {
+		v.Absent = true
+	} else {
+		added := c.P50 - d.P50
+		v.Got = Dur(added)
+		v.Pass = added <= AddedP50
+	}
+	out = append(out, v)
+	v = Verdict{Name: "RSS with idle connections", Want: "≤ " + MiB(MaxRSS)}
+	v.Absent = true
+	for _, m := range r.Memory {
+		if m.Target == Credgate && m.Err == "" {
+			v.Absent = false
+			v.Got = MiB(m.Loaded) + fmt.Sprintf(" (%d conns)", m.Conns)
+			v.Pass = m.Loaded <= MaxRSS
+		}
+	}
+	out = append(out, v)
+	return out
+}
+
+// Write prints the whole report as Markdown.
+func (r *Results) Write(w io.Writer) {
+	fmt.Fprintf(w, "## Set-up\n\n")
+	for _, k := range r.Order {
+		fmt.Fprintf(w, "- %s: %s\n", k, r.Env[k])
+	}
+	fmt.Fprintf(w, "\nLatencies are per request (new-connection: including TCP, CONNECT and the TLS handshake). \"proxy CPU/req\" is the proxy process's user+system CPU time divided by the requests it served in the measured windows. \"other CPU\" is the largest share of the machine's CPU that processes outside the benchmark used during one of the target's windows: above a few percent, that target's figures are disturbed.\n\n")
+	if r.KeepAlive != nil {
+		writeRun(w, r.Titles["keep_alive"], r.KeepAlive, false)
+		writeRatio(w, r.KeepAlive, KeepAliveRatio)
+	}
+	if r.NewConn != nil {
+		writeRun(w, r.Titles["new_conn"], r.NewConn, false)
+		writeRatio(w, r.NewConn, NewConnRatio)
+	}
+	if r.FixedRate != nil {
+		writeRun(w, r.Titles["fixed_rate"], r.FixedRate, true)
+		writeAdded(w, r.FixedRate)
+	}
+	if len(r.Memory) > 0 {
+		writeMemory(w, r.Titles["memory"], r.Memory)
+	}
+	fmt.Fprintf(w, "## Targets (issue 2)\n\n| target | want | got | |\n|---|---|---|---|\n")
+	for _, v := range r.Verdicts() {
+		mark := "MISS"
+		switch {
+		case v.Absent:
+			mark, v.Got = "not measured", "–"
+		case v.Pass:
+			mark = "PASS"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", v.Name, v.Want, v.Got, mark)
+	}
+	fmt.Fprintln(w)
+}
+
+func writeRun(w io.Writer, title string, run *Run, fixed bool) {
+	fmt.Fprintf(w, "## %s\n\n", title)
+	if fixed {
+		fmt.Fprintf(w, "| target | rps | p50 | p99 | p99.9 | max | errors | proxy CPU/req | sender lag p99 | extra dials | other CPU |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	} else {
+		fmt.Fprintf(w, "| target | rps | rps per round | p50 | p99 | p99.9 | errors | proxy CPU/req | other CPU |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	}
+	for _, x := range run.Results {
+		cpu := "–"
+		if d, ok := run.CPUPerRequest[x.Target]; ok {
+			cpu = Dur(d)
+		}
+		other := "–"
+		if f, ok := run.Foreign[x.Target]; ok {
+			other = fmt.Sprintf("%.0f%%", 100*f)
+		}
+		if fixed {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %d | %s | %s | %d | %s |\n", x.Target, Rate(x.RPS), Dur(x.P50), Dur(x.P99), Dur(x.P999), Dur(x.Max), x.Errors, cpu, Dur(x.LagP99), x.ExtraDials, other)
+		} else {
+			var per []string
+			for _, r := range x.RoundRPS {
+				per = append(per, Rate(r))
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", x.Target, Rate(x.RPS), strings.Join(per, " / "), Dur(x.P50), Dur(x.P99), Dur(x.P999), x.Errors, cpu, other)
+		}
+	}
+	fmt.Fprintln(w)
+	for t, why := range run.Skipped {
+		fmt.Fprintf(w, "%s not measured: %s\n\n", t, oneLine(why))
+	}
+	for _, x := range run.Results {
+		if x.FirstError != "" {
+			fmt.Fprintf(w, "first error (%s): %s\n\n", x.Target, oneLine(x.FirstError))
+		}
+	}
+}
+
+func writeRatio(w io.Writer, run *Run, want float64) {
+	c, okc := run.Get(Credgate)
+	d, okd := run.Get(Direct)
+	g, okg := run.Get(Goproxy)
+	var parts []string
+	if okc && okd && d.RPS > 0 {
+		parts = append(parts, fmt.Sprintf("credgate/direct **%.2f×**", c.RPS/d.RPS))
+	}
+	if okg && okd && d.RPS > 0 {
+		parts = append(parts, fmt.Sprintf("goproxy/direct %.2f×", g.RPS/d.RPS))
+	}
+	if okc && okg && g.RPS > 0 {
+		x := c.RPS / g.RPS
+		parts = append(parts, fmt.Sprintf("credgate/goproxy **%.2f×** (target ≥ %.2f×: %s)", x, want, passMiss(x >= want)))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "%s\n\n", strings.Join(parts, " · "))
+	}
+}
+
+func writeAdded(w io.Writer, run *Run) {
+	d, okd := run.Get(Direct)
+	if !okd {
+		return
+	}
+	var parts []string
+	for _, t := range []string{Goproxy, Credgate} {
+		x, ok := run.Get(t)
+		if !ok {
+			continue
+		}
+		s := fmt.Sprintf("%s adds p50 %s, p99 %s over direct", t, Dur(x.P50-d.P50), Dur(x.P99-d.P99))
+		if t == Credgate {
+			s += fmt.Sprintf(" (target p50 ≤ %s: %s)", Dur(AddedP50), passMiss(x.P50-d.P50 <= AddedP50))
+		}
+		parts = append(parts, s)
+	}
+	fmt.Fprintf(w, "%s\n\n", strings.Join(parts, " · "))
+}
+
+func writeMemory(w io.Writer, title string, mem []Memory) {
+	fmt.Fprintf(w, "## %s\n\n| proxy | RSS idle | RSS with conns | per connection | RSS after all scenarios | peak RSS | target ≤ %s |\n|---|--:|--:|--:|--:|--:|---|\n", title, MiB(MaxRSS))
+	for _, m := range mem {
+		if m.Err != "" {
+			fmt.Fprintf(w, "| %s | – | – | – | – | – | not measured: %s |\n", m.Target, oneLine(m.Err))
+			continue
+		}
+		verdict := "–"
+		if m.Target == Credgate {
+			verdict = passMiss(m.Loaded <= MaxRSS)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", m.Target, MiB(m.Idle), MiB(m.Loaded), KiB(m.PerConn()), MiB(m.After), MiB(m.Peak), verdict)
+	}
+	fmt.Fprintln(w)
+}
+
+func passMiss(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 240 {
+		s = s[:240] + "…"
+	}
+	return s
+}
+
+// Dur formats a duration in milliseconds with three decimals.
+func Dur(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond))
+}
+
+// Rate formats requests per second.
+func Rate(x float64) string { return fmt.Sprintf("%.0f", x) }
+
+// MiB formats bytes as MiB with one decimal.
+func MiB(b int64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+// KiB formats bytes as KiB with one decimal.
+func KiB(b int64) string { return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10)) }

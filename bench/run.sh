@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# bench/run.sh: what `make bench` runs. Builds the real credgate binary and
+# the benchmark driver into a temporary directory, then measures direct
+# HTTPS, a bare goproxy MITM baseline and credgate against a local origin,
+# all on 127.0.0.1, and prints the tables (about 1.5 minutes on 2 cores).
+#
+# The figures are information, not a test: a MISS does not fail the run.
+# Flags are passed to `credgate-bench run` (see bench/README.md), e.g.
+#   bench/run.sh -duration 10s -keep -out /tmp/bench.md
+# Environment: GO (default go), BENCH_OUT (also write the Markdown report
+# there), BENCH_JSON (also write JSON results there).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+GO="${GO:-go}"
+
+bin="$(mktemp -d "${TMPDIR:-/tmp}/credgate-bench-bin.XXXXXX")"
+trap 'rm -rf "$bin"' EXIT
+
+echo "bench: building credgate and the benchmark driver" >&2
+"$GO" build -o "$bin/credgate-bench" ./bench/cmd/credgate-bench
+"$GO" build -o "$bin/credgate" ./cmd/credgate
+
+args=(-credgate "$bin/credgate")
+if [ -n "${BENCH_OUT:-}" ]; then args+=(-out "$BENCH_OUT"); fi
+if [ -n "${BENCH_JSON:-}" ]; then args+=(-json "$BENCH_JSON"); fi
+
+"$bin/credgate-bench" run "${args[@]}" "$@"

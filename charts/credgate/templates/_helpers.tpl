@@ -1,0 +1,130 @@
+{{/* Chart name. */}}
+{{- define "credgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, unless the release name already contains the chart name. */}}
+{{- define "credgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "credgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "credgate.labels" -}}
+helm.sh/chart: {{ include "credgate.chart" . }}
+{{ include "credgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of the gateway pods. */}}
+{{- define "credgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "credgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "credgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "credgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The container image reference. */}}
+{{- define "credgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Secret with the interception CA key pair (tls.crt, tls.key). */}}
+{{- define "credgate.caSecretName" -}}
+{{- default (printf "%s-ca-keypair" (include "credgate.fullname" .)) .Values.ca.existingSecret }}
+{{- end }}
+
+{{/* ConfigMap with only the CA certificate, for applications. */}}
+{{- define "credgate.caConfigMapName" -}}
+{{- default (printf "%s-ca" (include "credgate.fullname" .)) .Values.ca.configMapName }}
+{{- end }}
+
+{{- define "credgate.policyConfigMapName" -}}
+{{- default (printf "%s-policy" (include "credgate.fullname" .)) .Values.existingPolicyConfigMap }}
+{{- end }}
+
+{{/* The public CA certificate: from values, or (cert-manager, on upgrade) from the issued Secret. Never the key. */}}
+{{- define "credgate.caCertificate" -}}
+{{- if .Values.ca.certificate }}
+{{- .Values.ca.certificate }}
+{{- else if .Values.ca.certManager.enabled }}
+{{- $s := lookup "v1" "Secret" .Release.Namespace (include "credgate.caSecretName" .) }}
+{{- if and $s $s.data (index $s.data "tls.crt") }}
+{{- index $s.data "tls.crt" | b64dec }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway config file (keys per the gateway's strict config schema). */}}
+{{- define "credgate.config" -}}
+{{- $c := .Values.config -}}
+listen: ":{{ .Values.proxyPort }}"
+{{- if .Values.tls.enabled }}
+tls_listen: ":{{ .Values.tls.port }}"
+tls:
+  cert: tls/tls.crt
+  key: tls/tls.key
+  {{- if .Values.tls.clientCAConfigMap }}
+  client_ca: client-ca/{{ .Values.tls.clientCAKey }}
+  {{- end }}
+{{- end }}
+admin_listen: ":{{ .Values.adminPort }}"
+policy: policy/{{ .Values.policyKey }}
+ca:
+  cert: ca/tls.crt
+  key: ca/tls.key
+  leaf_ttl: {{ $c.ca.leafTTL }}
+  leaf_cache_size: {{ $c.ca.leafCacheSize }}
+upstream:
+  {{- if $c.upstream.caBundleConfigMap }}
+  ca_bundle: upstream-ca/{{ $c.upstream.caBundleKey }}
+  {{- end }}
+  dial_timeout: {{ $c.upstream.dialTimeout }}
+  tls_handshake_timeout: {{ $c.upstream.tlsHandshakeTimeout }}
+  response_header_timeout: {{ $c.upstream.responseHeaderTimeout }}
+  idle_conn_timeout: {{ $c.upstream.idleConnTimeout }}
+  max_idle_conns_per_host: {{ $c.upstream.maxIdleConnsPerHost }}
+{{- with $c.resolve }}
+resolve:
+  {{- range $k, $v := . }}
+  {{ $k | quote }}: {{ $v | quote }}
+  {{- end }}
+{{- end }}
+limits:
+  max_header_bytes: {{ $c.limits.maxHeaderBytes }}
+  read_header_timeout: {{ $c.limits.readHeaderTimeout }}
+  idle_timeout: {{ $c.limits.idleTimeout }}
+cache:
+  default_ttl: {{ $c.cache.defaultTTL }}
+  refresh_ahead: {{ $c.cache.refreshAhead }}
+  error_backoff: {{ $c.cache.errorBackoff }}
+  fetch_timeout: {{ $c.cache.fetchTimeout }}
+audit:
+  output: {{ $c.auditOutput }}
+log:
+  level: {{ $c.logLevel }}
+shutdown_timeout: {{ $c.shutdownTimeout }}
+{{- end }}

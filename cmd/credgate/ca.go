@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/credgate/credgate/gateway/mitm"
+)
+
+func newCACmd() *cobra.Command {
+	ca := &cobra.Command{
+		Use:   "ca",
+		Short: "Manage the interception CA",
+	}
+	var out string
+	initCmd := &cobra.Command{
+		Use:   "init --out DIR",
+		Short: "Write a new interception CA (ECDSA P-256) into DIR",
+		Long: `Write a new interception CA into DIR: ca.pem (the certificate clients trust)
+and ca-key.pem (the private key, mode 0600, which only the gateway reads).
+Existing files are never overwritten.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("ca init: --out DIR is required")
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return fmt.Errorf("ca init: %w", err)
+			}
+			certPath, keyPath, err := mitm.WriteCA(out)
+			if err != nil {
+				return fmt.Errorf("ca init: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), `wrote %s (certificate: give this to clients)
+wrote %s (private key, mode 0600: only the gateway reads it)
+
+Point the gateway at them in its config:
+  ca:
+    cert: %s
+    key: %s
+
+Make clients trust the certificate, for example:
+  curl:    curl --cacert %[1]s ...   or  CURL_CA_BUNDLE=%[1]s
+  Python:  REQUESTS_CA_BUNDLE=%[1]s  (requests)  SSL_CERT_FILE=%[1]s  (urllib, ssl)
+  Node:    NODE_EXTRA_CA_CERTS=%[1]s
+  Go:      SSL_CERT_FILE=%[1]s  (replaces the system roots for that process)
+  Java:    keytool -importcert -noprompt -alias credgate -file %[1]s -keystore credgate.jks -storepass changeit
+           java -Djavax.net.ssl.trustStore=credgate.jks -Djavax.net.ssl.trustStorePassword=changeit ...
+Keep ca-key.pem secret: anyone holding it can impersonate any site to clients that trust ca.pem.
+`, certPath, keyPath, certPath, keyPath)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&out, "out", "", "directory to write ca.pem and ca-key.pem into (created if missing)")
+	ca.AddCommand(initCmd)
+	return ca
+}

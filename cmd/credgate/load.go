@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/policy"
+)
+
+// fileKind is what a YAML file given to validate or explain holds.
+type fileKind int
+
+const (
+	kindPolicy fileKind = iota
+	kindConfig
+)
+
+// Top-level keys that only one kind of file has.
+var (
+	policyKeys = []string{"workloads", "destinations", "credentials", "rules", "default"}
+	configKeys = []string{"listen", "tls_listen", "tls", "admin_listen", "policy", "ca",
+		"upstream", "resolve", "limits", "cache", "audit", "log", "shutdown_timeout"}
+)
+
+// detectKind tells a gateway config from a policy by its top-level keys.
+// A file that does not parse as a YAML mapping is treated as a policy, so
+// that the policy loader reports the syntax error with its position.
+func detectKind(path string, data []byte) (fileKind, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return kindPolicy, nil
+	}
+	var isPolicy, isConfig bool
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k := m.Content[i].Value
+		isPolicy = isPolicy || slices.Contains(policyKeys, k)
+		isConfig = isConfig || slices.Contains(configKeys, k)
+	}
+	switch {
+	case isConfig && !isPolicy:
+		return kindConfig, nil
+	case isPolicy && !isConfig:
+		return kindPolicy, nil
+	case isConfig && isPolicy:
+		return 0, fmt.Errorf("%s: has both gateway config keys (listen, policy, ca, ...) and policy keys (workloads, rules, ...); keep them in two files", path)
+	}
+	return 0, fmt.Errorf("%s: neither a gateway config (no policy: key) nor a policy (no rules: key)", path)
+}
+
+// loaded is what validate and explain work on.
+type loaded struct {
+	kind       fileKind
+	config     *gateway.Config // nil for a policy file
+	policyPath string
+	policy     *policy.Policy
+}
+
+// load reads path as a gateway config or a policy. A config's policy is
+// loaded too. The caller closes l.policy.
+func load(ctx context.Context, path string) (*loaded, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kind, err := detectKind(path, data)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{kind: kind, policyPath: path}
+	if kind == kindConfig {
+		cfg, err := gateway.LoadConfig(path)
+		if err != nil {
+			return nil, err
+		}
+		l.config = cfg
+		l.policyPath = cfg.PolicyPath()
+		l.policy, err = policy.LoadFile(ctx, l.policyPath)
+		if err != nil {
+			return l, err
+		}
+		return l, nil
+	}
+	l.policy, err = policy.Parse(ctx, path, data)
+	if err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+// errorLines splits err into one message per line: a policy ErrorList
+// prints one "FILE:LINE:COL: message" line per problem.
+func errorLines(err error) []string {
+	return strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/gateway/mitm"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// result is one in-process run of the command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCLI(t *testing.T, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// golden compares got with testdata/name.golden, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run go test -update to create it): %v", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
+	}
+}
+
+// setEnv gives the static credentials in testdata policies their values.
+func setEnv(t *testing.T) {
+	t.Setenv("CREDGATE_TEST_STRIPE_KEY", "sk_test_not_a_real_key_0123456789")
+	t.Setenv("CREDGATE_TEST_PARTNER_KEY", "partner-not-a-real-key-0123456789")
+}
+
+// gatewayDir writes a gateway config, its policy (testdata/good-policy.yaml)
+// and a fresh CA into a temporary directory and returns the config path.
+func gatewayDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	pol, err := os.ReadFile(filepath.Join("testdata", "good-policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), pol, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "ca"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := mitm.WriteCA(filepath.Join(dir, "ca")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+policy: policy.yaml
+ca:
+  cert: ca/ca.pem
+  key: ca/ca-key.pem
+log:
+  level: info
+shutdown_timeout: 5s
+`
+	path := filepath.Join(dir, "credgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestVersion(t *testing.T) {
+	r := runCLI(t, "version")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	got := strings.ReplaceAll(r.stdout, runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH, "GOVERSION GOOS/GOARCH")
+	golden(t, "version", got)
+}
+
+func TestValidate(t *testing.T) {
+	setEnv(t)
+	tests := []struct {
+		name     string
+		file     string
+		wantCode int
+	}{
+		{name: "validate-good-policy", file: "testdata/good-policy.yaml", wantCode: 0},
+		{name: "validate-bad-policy", file: "testdata/bad-policy.yaml", wantCode: 1},
+		{name: "validate-syntax", file: "testdata/syntax.yaml", wantCode: 1},
+		{name: "validate-neither", file: "testdata/neither.yaml", wantCode: 1},
+		{name: "validate-bad-gateway", file: "testdata/bad-gateway.yaml", wantCode: 1},
+		{name: "validate-missing", file: "testdata/no-such-file.yaml", wantCode: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, "validate", "-c", tt.file)
+			if r.code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (stdout %q, stderr %q)", r.code, tt.wantCode, r.stdout, r.stderr)
+			}
+			golden(t, tt.name, r.stdout+r.stderr)
+		})
+	}
+}
+
+func TestValidateGatewayConfig(t *testing.T) {
+	setEnv(t)
+	path := gatewayDir(t)
+	r := runCLI(t, "validate", "-c", path)
+	if r.code != 0 {
+		t.Fatalf("exit %d, stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	got := strings.ReplaceAll(r.stdout, filepath.Dir(path), "DIR")
+	golden(t, "validate-gateway", got)
+}
+
+func TestValidateExamples(t *testing.T) {
+	t.Setenv("STRIPE_SECRET_KEY", "sk_test_not_a_real_key_0123456789")
+	t.Setenv("OPENAI_API_KEY", "sk-not-a-real-key-0123456789")
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if filepath.Base(f) == "credgate.yaml" {
+				t.Skip("the example gateway config names a CA that ca init writes on the user's machine")
+			}
+			r := runCLI(t, "validate", "-c", f)
+			if r.code != 0 || !strings.Contains(r.stdout, ": ok (") {
+				t.Errorf("validate %s: exit %d\n%s%s", f, r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+func TestValidateList(t *testing.T) {
+	r := runCLI(t, "validate", "--list")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"providers:", "static", "injectors:", "bearer", "header", "basic", "query", "factors:", "source"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("validate --list output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestExplain(t *testing.T) {
+	setEnv(t)
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+	}{
+		{name: "explain-inject", args: []string{"--source", "10.1.2.3", "POST", "https://api.stripe.com/v1/charges"}, wantCode: 0},
+		{name: "explain-path-denied", args: []string{"--source", "10.1.2.3", "GET", "https://api.stripe.com/v1/balance"}, wantCode: 3},
+		{name: "explain-method-denied", args: []string{"--source", "10.1.2.3", "DELETE", "https://api.stripe.com/v1/customers/cus_1"}, wantCode: 3},
+		{name: "explain-wrong-workload", args: []string{"--source", "192.0.2.9", "GET", "https://api.stripe.com/v1/charges"}, wantCode: 3},
+		{name: "explain-anonymous", args: []string{"--workload-less", "GET", "https://http-intake.logs.datadoghq.com/api/v2/logs"}, wantCode: 3},
+		{name: "explain-tunnel", args: []string{"--source", "10.1.2.3", "POST", "https://http-intake.logs.datadoghq.com/api/v2/logs"}, wantCode: 0},
+		{name: "explain-plaintext", args: []string{"GET", "http://api.partner.test/v2/items?x=1"}, wantCode: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"explain", "-c", "testdata/good-policy.yaml"}, tt.args...)
+			r := runCLI(t, args...)
+			if r.code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (stdout %q, stderr %q)", r.code, tt.wantCode, r.stdout, r.stderr)
+			}
+			golden(t, tt.name, r.stdout+r.stderr)
+		})
+	}
+}
+
+func TestExplainErrors(t *testing.T) {
+	setEnv(t)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "bad source", args: []string{"--source", "nope", "GET", "https://api.stripe.com/"}, want: "is not an IP address"},
+		{name: "bad scheme", args: []string{"GET", "ftp://api.stripe.com/"}, want: "scheme must be https or http"},
+		{name: "both", args: []string{"--source", "10.0.0.1", "--workload-less", "GET", "https://api.stripe.com/"}, want: "exclude each other"},
+		{name: "one arg", args: []string{"GET"}, want: "accepts 2 arg(s)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"explain", "-c", "testdata/good-policy.yaml"}, tt.args...)
+			r := runCLI(t, args...)
+			if r.code != exitError || !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit 1 and %q", r.code, r.stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestCAInit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	r := runCLI(t, "ca", "init", "--out", dir)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, f := range []string{"ca.pem", "ca-key.pem"} {
+		if !strings.Contains(r.stdout, filepath.Join(dir, f)) {
+			t.Errorf("output does not name %s:\n%s", f, r.stdout)
+		}
+	}
+	st, err := os.Stat(filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("ca-key.pem mode = %v, want 0600", st.Mode().Perm())
+	}
+	if _, err := mitm.LoadCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")); err != nil {
+		t.Errorf("LoadCA: %v", err)
+	}
+	again := runCLI(t, "ca", "init", "--out", dir)
+	if again.code != exitError {
+		t.Errorf("second ca init: exit %d, want 1 (refuse to overwrite); stderr %q", again.code, again.stderr)
+	}
+}
+
+func TestServeBadConfig(t *testing.T) {
+	r := runCLI(t, "serve", "-c", "testdata/bad-gateway.yaml")
+	if r.code != exitError {
+		t.Fatalf("exit %d, want 1", r.code)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "credgate: testdata/bad-gateway.yaml:2:") {
+		t.Errorf("stderr = %q, want one line credgate: testdata/bad-gateway.yaml:2:...", r.stderr)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the gateway's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestServeReloadAndStop(t *testing.T) {
+	setEnv(t)
+	path := gatewayDir(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "-c", path}, &stdout, &stderr) }()
+
+	waitFor(t, "credgate serving", func() bool { return strings.Contains(stderr.String(), `"msg":"credgate serving"`) })
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reload on SIGHUP", func() bool { return strings.Contains(stderr.String(), "SIGHUP") })
+	if !strings.Contains(stderr.String(), `"msg":"policy reloaded on SIGHUP"`) {
+		t.Errorf("reload of an unchanged valid policy failed:\n%s", stderr.String())
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve exit %d:\n%s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop after its context was cancelled")
+	}
+}
+
+func TestDemoOnce(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	r := runCLI(t, "demo", "--once")
+	if r.code != 0 {
+		t.Fatalf("demo --once: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{
+		`"credential_injected": true`,
+		`"Authorization": "Bearer demo…(32 chars)"`,
+		"ok: the origin received Bearer demo…(32 chars)",
+		"gateway answered: 200 OK",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("demo left %d entries in its temp dir parent, want 0 (cleanup)", len(left))
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/credgate/credgate/gateway"
+)
+
+func newServeCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "serve -c FILE",
+		Short: "Run the gateway",
+		Long: `Run the gateway with the config FILE until SIGINT or SIGTERM, then drain
+in-flight requests for up to shutdown_timeout. SIGHUP reloads the policy
+(a bad policy is rejected and the last good one stays in force).
+Logs are JSON lines on stderr.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return errors.New("serve: -c FILE is required")
+			}
+			cfg, err := gateway.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			logger, err := newLogger(cmd.ErrOrStderr(), cfg.Log.Level)
+			if err != nil {
+				return fmt.Errorf("%s: log.level: %w", configPath, err)
+			}
+			return serve(cmd.Context(), cfg, gateway.Options{Logger: logger}, nil)
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "gateway config file (YAML)")
+	return cmd
+}
+
+// serve runs a gateway until ctx is done or SIGINT/SIGTERM arrives, then
+// waits for it to drain. SIGHUP reloads the policy. When ready is non-nil
+// it is called once the listeners are up.
+func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready func(*gateway.Gateway)) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// After the first signal, the default action returns: a second ^C
+	// kills a gateway that is slow to drain.
+	go func() { <-ctx.Done(); stop() }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	gw, err := gateway.New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- gw.Run(ctx) }()
+
+	select {
+	case <-gw.Ready():
+	case err := <-errc:
+		return err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	attrs := []any{slog.String("proxy", gw.ProxyAddr().String()), slog.String("admin", gw.AdminAddr().String())}
+	if a := gw.TLSProxyAddr(); a != nil {
+		attrs = append(attrs, slog.String("tls_proxy", a.String()))
+	}
+	logger.Info("credgate serving", attrs...)
+	if ready != nil {
+		ready(gw)
+	}
+	for {
+		select {
+		case <-hup:
+			if err := gw.ReloadPolicy(ctx); err != nil {
+				// The gateway keeps the last good policy; it has logged
+				// and counted the failure.
+				logger.Warn("policy reload on SIGHUP rejected", slog.Any("error", err))
+			} else {
+				logger.Info("policy reloaded on SIGHUP")
+			}
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+			logger.Info("credgate stopped")
+			return nil
+		}
+	}
+}
+
+// newLogger returns a JSON logger on w at the named level ("" = info).
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if level != "" {
+		if err := l.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
+			return nil, fmt.Errorf("unknown level %q (use debug, info, warn or error)", level)
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,510 @@
+package helm_test
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+)
+
+func TestLint(t *testing.T) {
+	for _, v := range variants() {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"lint", "--strict", chartDir, "--namespace", namespace, "--kube-version", k8sVersion}, valuesArgs(t, v)...)
+			run(t, helmBin, args...)
+		})
+	}
+}
+
+// TestKubeconform validates every rendered object of every variant against
+// the Kubernetes 1.34 schemas in strict mode (unknown fields are errors). A
+// kind without a schema is an error too, except the listed CRDs.
+func TestKubeconform(t *testing.T) {
+	for _, v := range variants() {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			manifest := render(t, v)
+			file := filepath.Join(t.TempDir(), v.name+".yaml")
+			if err := os.WriteFile(file, manifest, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			results, err := kubeconformRun(file)
+			if err != nil {
+				t.Errorf("kubeconform: %v", err)
+			}
+			objs := parse(t, manifest)
+			if len(results) != len(objs) {
+				t.Errorf("kubeconform reported %d resources, helm rendered %d", len(results), len(objs))
+			}
+			for _, r := range results {
+				gvk := r.Version + "/" + r.Kind
+				switch {
+				case r.Status == "statusSkipped" && slices.Contains(skippedKinds, gvk):
+				case r.Status == "statusValid":
+				default:
+					t.Errorf("%s %s: %s %s", gvk, r.Name, r.Status, r.Msg)
+				}
+			}
+		})
+	}
+}
+
+// TestKubeconformIsStrict proves the generated schemas reject an unknown
+// field and a kind without a schema, so a passing TestKubeconform means
+// something.
+func TestKubeconformIsStrict(t *testing.T) {
+	tests := []struct {
+		name, manifest string
+	}{
+		{"unknown field", `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: x}
+spec:
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec:
+      containers:
+        - name: x
+          image: x
+          imagePullPolcy: Always
+`},
+		{"wrong type", `
+apiVersion: v1
+kind: Service
+metadata: {name: x}
+spec:
+  ports: [{port: "not-a-number"}]
+`},
+		{"kind without schema", `
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: x}
+`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			file := filepath.Join(t.TempDir(), "m.yaml")
+			if err := os.WriteFile(file, []byte(tt.manifest), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kubeconformRun(file); err == nil {
+				t.Fatal("kubeconform accepted an invalid manifest")
+			}
+		})
+	}
+}
+
+// TestValuesSchema checks that values.schema.json rejects typos and bad
+// values at template time, and that the template guards fire.
+func TestValuesSchema(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string // substring of helm's error
+	}{
+		{"top-level typo", []string{"--set", "replicaCont=3"}, "replicaCont"},
+		{"nested typo", []string{"--set", "config.cache.defaultTtl=1m"}, "defaultTtl"},
+		{"bad log level", []string{"--set", "config.logLevel=verbose"}, "logLevel"},
+		{"bad duration", []string{"--set", "config.shutdownTimeout=30"}, "shutdownTimeout"},
+		{"bad port", []string{"--set", "proxyPort=70000"}, "proxyPort"},
+		{"private key in CA ConfigMap", []string{"--set", "ca.certificate=-----BEGIN EC PRIVATE KEY-----"}, "certificate"},
+		{"both CA sources", []string{"--set", "ca.existingSecret=x", "--set", "ca.certManager.enabled=true"}, "not both"},
+		{"tls without secret", []string{"--set", "tls.enabled=true"}, "tls.existingSecret"},
+		{"redis without address", []string{"--set", "redis.enabled=true"}, "redis.address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := runErr(helmBin, templateArgs(tt.args...)...)
+			if err == nil {
+				t.Fatalf("helm template %v succeeded, want an error mentioning %q", tt.args, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("helm template %v: error does not mention %q:\n%v", tt.args, tt.wantErr, err)
+			}
+		})
+	}
+}
+
+// TestManifests asserts fields of the rendered objects, variant by variant.
+func TestManifests(t *testing.T) {
+	const (
+		deploy = "Deployment"
+		pod    = "spec.template.spec."
+		ctr    = pod + "containers.[name=credgate]."
+	)
+	tests := []struct {
+		variant, kind, name, path string
+		want                      string // YAML; "~" means absent
+	}{
+		// Restricted security context.
+		{"default", deploy, fullname, pod + "securityContext", `
+{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: {type: RuntimeDefault}}`},
+		{"default", deploy, fullname, ctr + "securityContext", `
+runAsNonRoot: true
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+capabilities: {drop: [ALL]}
+seccompProfile: {type: RuntimeDefault}`},
+		{"default", deploy, fullname, ctr + "args", `[serve, -c, /etc/credgate/config.yaml]`},
+		{"default", deploy, fullname, ctr + "image", `ghcr.io/credgate/credgate:0.1.0`},
+		{"default", deploy, fullname, "spec.replicas", `2`},
+		// Probes on the admin port.
+		{"default", deploy, fullname, ctr + "livenessProbe.httpGet", `{path: /healthz, port: admin}`},
+		{"default", deploy, fullname, ctr + "readinessProbe.httpGet", `{path: /readyz, port: admin}`},
+		{"default", deploy, fullname, ctr + "ports", `
+- {name: proxy, containerPort: 3128, protocol: TCP}
+- {name: admin, containerPort: 9090, protocol: TCP}`},
+		// Services: proxy ports and a separate admin Service.
+		{"default", "Service", fullname, "spec.ports", `[{name: proxy, port: 3128, targetPort: proxy, protocol: TCP}]`},
+		{"default", "Service", fullname + "-admin", "spec.ports", `[{name: admin, port: 9090, targetPort: admin, protocol: TCP}]`},
+		{"networkpolicy", "Service", fullname, "spec.ports", `
+- {name: proxy, port: 3128, targetPort: proxy, protocol: TCP}
+- {name: proxy-tls, port: 3129, targetPort: proxy-tls, protocol: TCP}`},
+		// Policy ConfigMap mounted as a directory (no subPath), reloadable.
+		{"default", deploy, fullname, ctr + "volumeMounts.[name=policy]", `{name: policy, mountPath: /etc/credgate/policy, readOnly: true}`},
+		{"default", deploy, fullname, pod + "volumes.[name=policy]", `
+{name: policy, configMap: {name: cg-credgate-policy, items: [{key: policy.yaml, path: policy.yaml}]}}`},
+		{"existing-secret-ca", deploy, fullname, pod + "volumes.[name=policy]", `
+{name: policy, configMap: {name: corp-policy, items: [{key: egress.yaml, path: egress.yaml}]}}`},
+		{"existing-secret-ca", "ConfigMap", fullname + "-policy", "", `~`},
+		// Interception CA key pair: from the chart's Secret name, an existing Secret, or cert-manager.
+		{"default", deploy, fullname, pod + "volumes.[name=ca].secret.secretName", `cg-credgate-ca-keypair`},
+		{"existing-secret-ca", deploy, fullname, pod + "volumes.[name=ca].secret.secretName", `corp-ca`},
+		{"cert-manager", "Certificate", fullname + "-ca", "spec", `
+isCA: true
+commonName: credgate interception CA
+secretName: cg-credgate-ca-keypair
+duration: 8760h
+renewBefore: 720h
+privateKey: {algorithm: ECDSA, size: 256, rotationPolicy: Always}
+usages: [cert sign, crl sign, digital signature]
+issuerRef: {name: cg-credgate-selfsigned, kind: Issuer, group: cert-manager.io}`},
+		{"cert-manager", "Issuer", fullname + "-selfsigned", "spec", `{selfSigned: {}}`},
+		{"cert-manager", "ServiceMonitor", fullname, "spec.endpoints", `[{port: admin, path: /metrics, interval: 30s, scrapeTimeout: 10s}]`},
+		// The CA ConfigMap holds only the certificate.
+		{"default", "ConfigMap", fullname + "-ca", "", `~`},
+		// Projected service-account token with an audience; no default API token.
+		{"default", deploy, fullname, pod + "volumes.[name=sa-token].projected.sources", `
+[{serviceAccountToken: {audience: credgate, expirationSeconds: 3600, path: token}}]`},
+		{"default", deploy, fullname, ctr + "volumeMounts.[name=sa-token]", `
+{name: sa-token, mountPath: /var/run/secrets/credgate/serviceaccount, readOnly: true}`},
+		{"default", deploy, fullname, pod + "automountServiceAccountToken", `false`},
+		{"existing-secret-ca", deploy, fullname, pod + "volumes.[name=sa-token].projected.sources.0.serviceAccountToken", `
+{audience: vault, expirationSeconds: 7200, path: token}`},
+		{"existing-secret-ca", deploy, fullname, pod + "automountServiceAccountToken", `true`},
+		{"existing-secret-ca", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: cg-credgate-egress-auth-delegator
+  labels: {helm.sh/chart: credgate-0.1.0, app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg, app.kubernetes.io/version: "0.1.0", app.kubernetes.io/managed-by: Helm}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{kind: ServiceAccount, name: cg-credgate, namespace: egress}]`},
+		{"default", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `~`},
+		// PDB and topology spread.
+		{"default", "PodDisruptionBudget", fullname, "spec", `
+{maxUnavailable: 1, selector: {matchLabels: {app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg}}}`},
+		{"default", deploy, fullname, pod + "topologySpreadConstraints", `
+- {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway,
+   labelSelector: {matchLabels: {app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg}}}
+- {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway,
+   labelSelector: {matchLabels: {app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg}}}`},
+		// HPA replaces the fixed replica count.
+		{"hpa", deploy, fullname, "spec.replicas", `~`},
+		{"hpa", "HorizontalPodAutoscaler", fullname, "spec", `
+scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: cg-credgate}
+minReplicas: 3
+maxReplicas: 12
+metrics:
+  - {type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}}
+  - {type: Resource, resource: {name: memory, target: {type: Utilization, averageUtilization: 80}}}`},
+		{"default", "HorizontalPodAutoscaler", fullname, "", `~`},
+		// Prometheus scrape annotations.
+		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/port]", `"9090"`},
+		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/scrape]", `"true"`},
+		// Redis: wired as env (placeholder), opened in the gateway NetworkPolicy.
+		{"redis", deploy, fullname, ctr + "env", `
+- {name: CREDGATE_REDIS_ADDRESS, value: "redis.cache.svc:6380"}
+- {name: CREDGATE_REDIS_TLS, value: "true"}
+- {name: CREDGATE_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}`},
+		{"redis", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 6380, protocol: TCP}]}`},
+		{"default", deploy, fullname, ctr + "env", `~`},
+		// NetworkPolicy for application namespaces: only the gateway and DNS.
+		{"networkpolicy", "NetworkPolicy", fullname + "-egress-via-gateway", "", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: cg-credgate-egress-via-gateway
+  namespace: shop
+  labels: {helm.sh/chart: credgate-0.1.0, app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg, app.kubernetes.io/version: "0.1.0", app.kubernetes.io/managed-by: Helm}
+spec:
+  podSelector: {matchLabels: {egress: credgate}}
+  policyTypes: [Egress]
+  egress:
+    - to:
+        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: egress}}
+          podSelector: {matchLabels: {app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg}}
+      ports: [{port: 3128, protocol: TCP}, {port: 3129, protocol: TCP}]
+    - to:
+        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+          podSelector: {matchLabels: {k8s-app: kube-dns}}
+      ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]`},
+		{"networkpolicy", "NetworkPolicy", fullname, "spec.ingress.0.ports", `[{port: 3128, protocol: TCP}, {port: 3129, protocol: TCP}]`},
+		{"networkpolicy", "NetworkPolicy", fullname, "spec.ingress.1.ports", `[{port: 9090, protocol: TCP}]`},
+		{"default", "NetworkPolicy", fullname, "", `~`},
+		// TLS listener mounts.
+		{"networkpolicy", deploy, fullname, pod + "volumes.[name=tls].secret", `
+{secretName: gw-tls, defaultMode: 0440, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%s/%s/%s", tt.variant, tt.kind, tt.name, tt.path), func(t *testing.T) {
+			t.Parallel()
+			objs := parse(t, render(t, variantByName(t, tt.variant)))
+			var want any
+			if err := yaml.Unmarshal([]byte(tt.want), &want); err != nil {
+				t.Fatalf("bad want: %v", err)
+			}
+			o := find(objs, tt.kind, tt.name)
+			var got any
+			if o != nil {
+				got = map[string]any(o)
+				if tt.path != "" {
+					got = get(o, tt.path)
+				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", tt.path, diff)
+			}
+		})
+	}
+}
+
+// gatewayConfig returns the rendered gateway config file of a variant.
+func gatewayConfig(t *testing.T, objs []object) map[string]any {
+	t.Helper()
+	cm := mustFind(t, objs, "ConfigMap", fullname+"-config")
+	text, _ := get(cm, "data.[config.yaml]").(string)
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	return cfg
+}
+
+// TestConfigMatchesPod checks that every path and port in the gateway config
+// points at something the pod actually mounts or exposes.
+func TestConfigMatchesPod(t *testing.T) {
+	for _, v := range variants() {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			objs := parse(t, render(t, v))
+			cfg := gatewayConfig(t, objs)
+			d := mustFind(t, objs, "Deployment", fullname)
+			podSpec, _ := get(d, "spec.template.spec").(map[string]any)
+			ctr, _ := get(podSpec, "containers.[name=credgate]").(map[string]any)
+
+			// Config file location and the directory relative paths resolve against.
+			args, _ := ctr["args"].([]any)
+			if len(args) != 3 || args[2] != "/etc/credgate/config.yaml" {
+				t.Fatalf("args = %v", args)
+			}
+			confDir := "/etc/credgate"
+			files := []string{
+				get(cfg, "policy").(string),
+				get(cfg, "ca.cert").(string),
+				get(cfg, "ca.key").(string),
+			}
+			for _, k := range []string{"tls.cert", "tls.key", "tls.client_ca", "upstream.ca_bundle"} {
+				if s, ok := get(cfg, k).(string); ok {
+					files = append(files, s)
+				}
+			}
+			for _, f := range files {
+				p := f
+				if !path.IsAbs(p) {
+					p = path.Join(confDir, p)
+				}
+				if !mountedFile(podSpec, ctr, p) {
+					t.Errorf("config refers to %s (%s), which no volume provides", f, p)
+				}
+			}
+			// The policy is not mounted with subPath (so updates reach the pod).
+			for _, m := range ctr["volumeMounts"].([]any) {
+				mm := m.(map[string]any)
+				if mm["name"] == "policy" && mm["subPath"] != nil {
+					t.Errorf("policy mounted with subPath %v; updates would not reach the pod", mm["subPath"])
+				}
+			}
+			// Listeners on all interfaces, on the container's ports.
+			checkListen := func(key, port string) {
+				want := fmt.Sprintf(":%v", get(ctr, "ports.[name="+port+"].containerPort"))
+				if got := get(cfg, key); got != want {
+					t.Errorf("%s = %v, want %s (container port %s)", key, got, want, port)
+				}
+			}
+			checkListen("listen", "proxy")
+			checkListen("admin_listen", "admin")
+			if get(cfg, "tls_listen") != nil {
+				checkListen("tls_listen", "proxy-tls")
+			}
+			if got := get(cfg, "audit.output"); got != "stdout" {
+				t.Errorf("audit.output = %v, want stdout", got)
+			}
+			// Redis is a values-only placeholder: the strict gateway config never sees it.
+			if _, ok := cfg["redis"]; ok {
+				t.Error("gateway config has a redis key; the gateway config is strict and has none yet")
+			}
+		})
+	}
+}
+
+// mountedFile reports whether the container sees path through a volume
+// (ConfigMap/Secret items, or the whole config file via subPath).
+func mountedFile(podSpec, ctr map[string]any, p string) bool {
+	for _, m := range ctr["volumeMounts"].([]any) {
+		mm := m.(map[string]any)
+		mountPath, _ := mm["mountPath"].(string)
+		vol, _ := get(podSpec, "volumes.[name="+mm["name"].(string)+"]").(map[string]any)
+		src, _ := vol["configMap"].(map[string]any)
+		if src == nil {
+			src, _ = vol["secret"].(map[string]any)
+		}
+		if src == nil {
+			continue
+		}
+		if sub, ok := mm["subPath"].(string); ok {
+			if mountPath == p && hasItemPath(src, sub) {
+				return true
+			}
+			continue
+		}
+		if rel, ok := strings.CutPrefix(p, mountPath+"/"); ok && hasItemPath(src, rel) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasItemPath(src map[string]any, p string) bool {
+	items, ok := src["items"].([]any)
+	if !ok {
+		return true // whole ConfigMap/Secret: any key may be there
+	}
+	for _, it := range items {
+		if it.(map[string]any)["path"] == p {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCAConfigMap checks the ConfigMap applications mount: the certificate,
+// nothing else.
+func TestCAConfigMap(t *testing.T) {
+	objs := parse(t, render(t, variantByName(t, "existing-secret-ca")))
+	cm := mustFind(t, objs, "ConfigMap", fullname+"-ca")
+	data, _ := cm["data"].(map[string]any)
+	var keys []string
+	for k := range data {
+		keys = append(keys, k)
+	}
+	if diff := cmp.Diff([]string{"ca.crt"}, keys); diff != "" {
+		t.Errorf("CA ConfigMap keys (-want +got):\n%s", diff)
+	}
+	if _, ok := cm["binaryData"]; ok {
+		t.Error("CA ConfigMap has binaryData")
+	}
+	got, _ := data["ca.crt"].(string)
+	if strings.TrimSpace(got) != strings.TrimSpace(testCACert) {
+		t.Errorf("ca.crt = %q, want the configured certificate", got)
+	}
+	for _, o := range objs {
+		if o.kind() == "ConfigMap" {
+			b, _ := yaml.Marshal(o)
+			if strings.Contains(string(b), "PRIVATE KEY") {
+				t.Errorf("ConfigMap %s contains a private key", o.name())
+			}
+		}
+	}
+}
+
+var checksumRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// TestChecksumAnnotation checks that a gateway config change changes the pod
+// template (restart) and a policy change does not (it reloads in place).
+func TestChecksumAnnotation(t *testing.T) {
+	sum := func(t *testing.T, args ...string) string {
+		t.Helper()
+		objs := parse(t, run(t, helmBin, templateArgs(args...)...))
+		s, _ := get(mustFind(t, objs, "Deployment", fullname), "spec.template.metadata.annotations.[checksum/config]").(string)
+		if !checksumRE.MatchString(s) {
+			t.Fatalf("checksum/config = %q, want a sha256", s)
+		}
+		return s
+	}
+	base := sum(t)
+	tests := []struct {
+		name        string
+		args        []string
+		wantChanged bool
+	}{
+		{"log level", []string{"--set", "config.logLevel=debug"}, true},
+		{"proxy port", []string{"--set", "proxyPort=8080"}, true},
+		{"policy", []string{"--set-string", "policy=default: deny"}, false},
+		{"replicas", []string{"--set", "replicaCount=5"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if changed := sum(t, tt.args...) != base; changed != tt.wantChanged {
+				t.Errorf("checksum changed = %v, want %v", changed, tt.wantChanged)
+			}
+		})
+	}
+}
+
+// TestRenderedKinds lists what each variant renders, so an accidental
+// object (or a missing one) shows up in review.
+func TestRenderedKinds(t *testing.T) {
+	tests := map[string][]string{
+		"default": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
+			"PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
+		"cert-manager": {"Certificate/cg-credgate-ca", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
+			"Deployment/cg-credgate", "Issuer/cg-credgate-selfsigned", "PodDisruptionBudget/cg-credgate",
+			"Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate", "ServiceMonitor/cg-credgate"},
+		"networkpolicy": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
+			"NetworkPolicy/cg-credgate", "NetworkPolicy/cg-credgate-egress-via-gateway@billing", "NetworkPolicy/cg-credgate-egress-via-gateway@shop",
+			"PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
+		"existing-secret-ca": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-ca", "ConfigMap/cg-credgate-config",
+			"Deployment/cg-credgate", "PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
+	}
+	for name, want := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var got []string
+			for _, o := range parse(t, render(t, variantByName(t, name))) {
+				id := o.kind() + "/" + o.name()
+				if ns := o.namespace(); ns != "" && ns != namespace {
+					id += "@" + ns
+				}
+				got = append(got, id)
+			}
+			slices.Sort(got)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("rendered objects (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

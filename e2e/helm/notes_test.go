@@ -1,0 +1,74 @@
+package helm_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// renderNotes renders NOTES.txt, which `helm template` does not print: it
+// copies the chart, turns NOTES.txt into a named template and shows it
+// through a ConfigMap.
+func renderNotes(t *testing.T, args ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "credgate")
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	notes, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "templates", "_test_notes.tpl"), `{{- define "test.notes" -}}`+string(notes)+`{{- end }}`)
+	write(t, filepath.Join(dir, "templates", "test-notes.yaml"),
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  NOTES.txt: {{ include \"test.notes\" . | quote }}\n")
+	if err := os.Remove(filepath.Join(dir, "templates", "NOTES.txt")); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"template", releaseName, dir, "--namespace", namespace, "--kube-version", k8sVersion,
+		"--show-only", "templates/test-notes.yaml"}
+	objs := parse(t, run(t, helmBin, append(base, args...)...))
+	s, _ := get(objs[0], "data.[NOTES.txt]").(string)
+	return s
+}
+
+func TestNotes(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string
+		wantNot []string
+	}{
+		{"default", nil, []string{
+			"HTTPS_PROXY, value: \"http://cg-credgate.egress.svc:3128\"",
+			"kubectl -n egress create secret tls cg-credgate-ca-keypair",
+			"curl:", "Python:", "Node:", "Java:", "Go:",
+			"each of the 2 replicas keeps its own in-memory credential cache",
+		}, []string{"configmap cg-credgate-ca"}},
+		{"existing CA with certificate", []string{"--set", "ca.existingSecret=corp-ca", "--set-string", "ca.certificate=" + testCACert}, []string{
+			"get configmap cg-credgate-ca -o jsonpath='{.data.ca\\.crt}'",
+		}, []string{"create secret tls"}},
+		{"cert-manager", []string{"--set", "ca.certManager.enabled=true"}, []string{
+			"run `helm upgrade` again", "secret cg-credgate-ca-keypair -o jsonpath='{.data.tls\\.crt}'",
+		}, []string{"tls\\.key"}},
+		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379"}, nil,
+			[]string{"in-memory credential cache"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			notes := renderNotes(t, tt.args...)
+			for _, w := range tt.want {
+				if !strings.Contains(notes, w) {
+					t.Errorf("NOTES.txt lacks %q:\n%s", w, notes)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(notes, w) {
+					t.Errorf("NOTES.txt contains %q:\n%s", w, notes)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,54 @@
+package helm_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// documentedAsWhole are values documented by one README row rather than one
+// row per nested key.
+var documentedAsWhole = []string{
+	"resources", "livenessProbe", "readinessProbe",
+	"networkPolicy.gateway.monitoringNamespaceSelector", "networkPolicy.dns.podLabels",
+}
+
+// TestReadmeListsEveryValue checks that the chart README's values table has a
+// row for every key in values.yaml.
+func TestReadmeListsEveryValue(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			key := prefix + k
+			if sub, ok := v.(map[string]any); ok && len(sub) > 0 && !slices.Contains(documentedAsWhole, key) {
+				walk(key+".", sub)
+				continue
+			}
+			keys = append(keys, key)
+		}
+	}
+	walk("", values)
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !strings.Contains(string(readme), "| `"+k+"` |") {
+			t.Errorf("README.md values table has no row for %s", k)
+		}
+	}
+}

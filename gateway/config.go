@@ -1,0 +1,394 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/yamlstrict"
+)
+
+// Defaults applied by LoadConfig (and ApplyDefaults) to unset fields.
+const (
+	DefaultListen                = ":3128"
+	DefaultAdminListen           = "127.0.0.1:9090"
+	DefaultDialTimeout           = 10 * time.Second
+	DefaultTLSHandshakeTimeout   = 10 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultMaxIdleConnsPerHost   = 64
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultIdleTimeout           = 120 * time.Second
+	DefaultShutdownTimeout       = 30 * time.Second
+	DefaultAuditOutput           = "stdout"
+)
+
+// Config is the gateway config file (docs/config.md). It holds settings
+// only; runtime state lives in Gateway. Relative paths in it are resolved
+// against the config file's directory by LoadConfig.
+type Config struct {
+	// Listen is the plain proxy listener (absolute-URI HTTP and CONNECT).
+	Listen string `yaml:"listen"`
+	// TLSListen, when set, is a second listener on which the client to
+	// gateway hop is TLS ("HTTPS proxy"); it needs TLS.Cert and TLS.Key.
+	TLSListen string `yaml:"tls_listen"`
+	// TLS configures the TLS listener.
+	TLS ListenerTLS `yaml:"tls"`
+	// AdminListen serves /healthz, /readyz and /metrics.
+	AdminListen string `yaml:"admin_listen"`
+	// Policy is the policy file, watched and reloaded on change and SIGHUP.
+	Policy string `yaml:"policy"`
+	// CA is the interception CA.
+	CA CAConfig `yaml:"ca"`
+	// Upstream configures connections to destinations.
+	Upstream Upstream `yaml:"upstream"`
+	// Resolve pins "host:port" to "address:port", used instead of DNS.
+	Resolve map[string]string `yaml:"resolve"`
+	// Limits bound what clients may send.
+	Limits Limits `yaml:"limits"`
+	// Cache configures the credential cache.
+	Cache Cache `yaml:"cache"`
+	// Audit says where audit lines go.
+	Audit Audit `yaml:"audit"`
+	// Log configures the process log.
+	Log Log `yaml:"log"`
+	// ShutdownTimeout is how long in-flight requests may take to finish
+	// after SIGTERM.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// file is the config file's path, for PolicyPath and messages.
+	file string
+	// resolve is Resolve parsed.
+	resolve map[string]netip.AddrPort
+}
+
+// ListenerTLS is the TLS listener's own certificate and client trust.
+type ListenerTLS struct {
+	// Cert and Key are the gateway's server certificate and key (PEM).
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, when set, holds PEM roots against which a client
+	// certificate, if presented, is verified (the mtls factor).
+	ClientCA string `yaml:"client_ca"`
+}
+
+// CAConfig is the interception CA and its leaf certificates.
+type CAConfig struct {
+	// Cert and Key are the CA certificate and private key (PEM).
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// LeafTTL is each leaf certificate's lifetime (default 24h).
+	LeafTTL Duration `yaml:"leaf_ttl"`
+	// LeafCacheSize bounds the cached leaf certificates (default 1024).
+	LeafCacheSize int `yaml:"leaf_cache_size"`
+}
+
+// Upstream configures connections to destinations. Upstream TLS is always
+// verified; there is deliberately no setting to skip verification.
+type Upstream struct {
+	// CABundle adds PEM roots to the system roots.
+	CABundle string `yaml:"ca_bundle"`
+	// DialTimeout bounds the TCP connect.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// TLSHandshakeTimeout bounds the TLS handshake.
+	TLSHandshakeTimeout Duration `yaml:"tls_handshake_timeout"`
+	// ResponseHeaderTimeout bounds the wait for response headers.
+	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	// IdleConnTimeout closes idle keep-alive connections.
+	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
+	// MaxIdleConnsPerHost bounds idle keep-alive connections per upstream.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// Limits bound what clients may send.
+type Limits struct {
+	// MaxHeaderBytes is the largest request header block accepted.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// ReadHeaderTimeout is the time a client has to send request headers
+	// (and, on intercepted connections, to finish the TLS handshake).
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle client keep-alive connections.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// Cache configures the credential cache (providers.CacheOptions).
+type Cache struct {
+	// DefaultTTL applies to credentials without their own expiry.
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// RefreshAhead starts a background refresh this long before expiry.
+	RefreshAhead Duration `yaml:"refresh_ahead"`
+	// ErrorBackoff is the longest a failed fetch is remembered.
+	ErrorBackoff Duration `yaml:"error_backoff"`
+	// FetchTimeout bounds one provider fetch.
+	FetchTimeout Duration `yaml:"fetch_timeout"`
+}
+
+// Audit says where audit lines go.
+type Audit struct {
+	// Output is "stdout", "stderr" or a file path (appended to).
+	Output string `yaml:"output"`
+}
+
+// Log configures the process log (JSON lines on stderr).
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s").
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration such as 10s or 5m", n.Line)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 500ms, 10s, 5m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ConfigError is one problem in a config file, at a position.
+type ConfigError struct {
+	File      string
+	Line, Col int
+	Msg       string
+}
+
+// Error returns "FILE:LINE:COL: message" (or "FILE: message" when the
+// position is unknown).
+func (e *ConfigError) Error() string {
+	switch {
+	case e.Line > 0 && e.Col > 0:
+		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+	case e.Line > 0:
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// LoadConfig reads the config file at path, rejects unknown keys and bad
+// values (errors are "FILE:LINE:COL: message", one per line), resolves
+// relative paths against the file's directory and applies defaults.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig is LoadConfig on data already read from path.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, yamlError(path, err)
+	}
+	cfg := &Config{file: path}
+	var errs []error
+	if len(doc.Content) == 0 {
+		return nil, &ConfigError{File: path, Msg: "empty config; it needs at least policy: and ca:"}
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, &ConfigError{File: path, Line: root.Line, Col: root.Column, Msg: "the config must be a YAML mapping of keys such as listen, policy, ca"}
+	}
+	for _, p := range yamlstrict.UnknownKeys(root, cfg) {
+		errs = append(errs, &ConfigError{File: path, Line: p.Line, Col: p.Col, Msg: p.Msg})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := root.Decode(cfg); err != nil {
+		return nil, yamlError(path, err)
+	}
+	pos := func(key ...string) (int, int) { return position(root, key...) }
+	bad := func(msg string, key ...string) {
+		l, c := pos(key...)
+		errs = append(errs, &ConfigError{File: path, Line: l, Col: c, Msg: msg})
+	}
+	dir := filepath.Dir(path)
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	if cfg.Policy == "" {
+		bad("policy: is required (the policy file, e.g. policy.yaml)")
+	}
+	if cfg.CA.Cert == "" || cfg.CA.Key == "" {
+		bad("ca.cert and ca.key are required (write them with credgate ca init --out DIR)", "ca")
+	}
+	if cfg.TLSListen != "" && (cfg.TLS.Cert == "" || cfg.TLS.Key == "") {
+		bad("tls_listen needs tls.cert and tls.key (the gateway's own server certificate)", "tls_listen")
+	}
+	if cfg.TLSListen == "" && (cfg.TLS.Cert != "" || cfg.TLS.ClientCA != "") {
+		bad("tls: is set but tls_listen is not; set tls_listen or remove tls", "tls")
+	}
+	for _, l := range []struct{ key, val string }{{"listen", cfg.Listen}, {"tls_listen", cfg.TLSListen}, {"admin_listen", cfg.AdminListen}} {
+		if l.val == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l.val); err != nil || !validPort(port, true) {
+			bad(fmt.Sprintf("%s: %q is not host:port (e.g. 127.0.0.1:3128 or :3128)", l.key, l.val), l.key)
+		}
+	}
+	for _, f := range []*string{&cfg.Policy, &cfg.CA.Cert, &cfg.CA.Key, &cfg.TLS.Cert, &cfg.TLS.Key, &cfg.TLS.ClientCA, &cfg.Upstream.CABundle} {
+		rel(f)
+	}
+	if o := cfg.Audit.Output; o != "" && o != "stdout" && o != "stderr" {
+		rel(&cfg.Audit.Output)
+	}
+	switch strings.ToLower(cfg.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad(fmt.Sprintf("log.level: unknown level %q (use debug, info, warn or error)", cfg.Log.Level), "log", "level")
+	}
+	if cfg.CA.LeafCacheSize < 0 {
+		bad("ca.leaf_cache_size must not be negative", "ca", "leaf_cache_size")
+	}
+	if cfg.Upstream.MaxIdleConnsPerHost < 0 {
+		bad("upstream.max_idle_conns_per_host must not be negative", "upstream", "max_idle_conns_per_host")
+	}
+	if cfg.Limits.MaxHeaderBytes < 0 {
+		bad("limits.max_header_bytes must not be negative", "limits", "max_header_bytes")
+	}
+	cfg.resolve = map[string]netip.AddrPort{}
+	for from, to := range cfg.Resolve {
+		host, port, err := net.SplitHostPort(from)
+		if err != nil || host == "" || !validPort(port, false) {
+			bad(fmt.Sprintf("resolve: key %q must be host:port, e.g. \"api.example.com:443\"", from), "resolve", from)
+			continue
+		}
+		ap, err := netip.ParseAddrPort(to)
+		if err != nil || ap.Port() == 0 {
+			bad(fmt.Sprintf("resolve: %q: value %q must be an IP address and port, e.g. \"127.0.0.1:9443\"", from, to), "resolve", from)
+			continue
+		}
+		cfg.resolve[resolveKey(host, port)] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	cfg.ApplyDefaults()
+	return cfg, nil
+}
+
+// ApplyDefaults fills every unset field with its default. LoadConfig calls
+// it; code that builds a Config by hand calls it too.
+func (c *Config) ApplyDefaults() {
+	setS := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	setD := func(p *Duration, v time.Duration) {
+		if *p == 0 {
+			*p = Duration(v)
+		}
+	}
+	setI := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setS(&c.Listen, DefaultListen)
+	setS(&c.AdminListen, DefaultAdminListen)
+	setS(&c.Audit.Output, DefaultAuditOutput)
+	setS(&c.Log.Level, "info")
+	setD(&c.Upstream.DialTimeout, DefaultDialTimeout)
+	setD(&c.Upstream.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	setD(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	setD(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
+	setI(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	setI(&c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setD(&c.Limits.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setD(&c.Limits.IdleTimeout, DefaultIdleTimeout)
+	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.resolve == nil {
+		c.resolve = map[string]netip.AddrPort{}
+	}
+}
+
+// PolicyPath returns the policy file's path (relative paths in the config
+// are already resolved against the config file's directory).
+func (c *Config) PolicyPath() string { return c.Policy }
+
+// File returns the path the config was loaded from, "" when built by hand.
+func (c *Config) File() string { return c.file }
+
+func resolveKey(host, port string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), ".")) + ":" + port
+}
+
+func validPort(p string, zeroOK bool) bool {
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return false
+	}
+	if n == 0 {
+		return zeroOK
+	}
+	return n > 0 && n <= 65535
+}
+
+// position finds the key path in a mapping node and returns the position
+// of the last key found, or of the root.
+func position(n *yaml.Node, keys ...string) (int, int) {
+	line, col := n.Line, n.Column
+	for _, k := range keys {
+		if n.Kind != yaml.MappingNode {
+			break
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				line, col = n.Content[i].Line, n.Content[i].Column
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	return line, col
+}
+
+// yamlError turns a yaml.v3 error ("yaml: line N: msg" or a TypeError
+// with "line N: msg" entries) into ConfigErrors with the file name.
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	msgs := []string{err.Error()}
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	var errs []error
+	for _, m := range msgs {
+		m = strings.TrimPrefix(m, "yaml: ")
+		var line int
+		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr == nil {
+			_, rest, _ := strings.Cut(m, ":")
+			errs = append(errs, &ConfigError{File: path, Line: line, Msg: strings.TrimSpace(rest)})
+			continue
+		}
+		errs = append(errs, &ConfigError{File: path, Msg: m})
+	}
+	return errors.Join(errs...)
+}

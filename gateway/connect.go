@@ -1,0 +1,370 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/policy"
+)
+
+// target is the destination a CONNECT or an absolute-URI request names.
+type target struct {
+	// host is lower case, without a trailing dot or IPv6 brackets.
+	host string
+	port int
+	// ip is set when host is an IP literal.
+	ip bool
+}
+
+func (t target) hostPort() string { return net.JoinHostPort(t.host, strconv.Itoa(t.port)) }
+
+// parseTarget parses an authority "host:port" (port required unless
+// defPort is non-zero).
+func parseTarget(authority string, defPort int) (target, error) {
+	host, portStr, err := net.SplitHostPort(authority)
+	if err != nil {
+		if defPort == 0 {
+			return target{}, fmt.Errorf("%q is not host:port", authority)
+		}
+		host, portStr = authority, strconv.Itoa(defPort)
+		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1]
+		}
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return target{}, fmt.Errorf("%q has no valid port", authority)
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" {
+		return target{}, fmt.Errorf("%q has no host", authority)
+	}
+	t := target{host: host, port: port}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return target{}, fmt.Errorf("%q: zoned addresses are not allowed", authority)
+		}
+		t.host, t.ip = a.Unmap().String(), true
+		return t, nil
+	}
+	if !validHostName(host) {
+		return target{}, fmt.Errorf("%q is not a valid host name", authority)
+	}
+	return t, nil
+}
+
+// validHostName accepts letters, digits, '-', '_' and '.' separated labels.
+func validHostName(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// evidence is what the client connection presents for identity.
+func evidence(r *http.Request) identity.Evidence {
+	ev := identity.Evidence{ProxyAuthorization: r.Header.Get("Proxy-Authorization")}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ev.Source = ap
+	}
+	if r.TLS != nil {
+		ev.VerifiedChains = r.TLS.VerifiedChains
+	}
+	return ev
+}
+
+// tunnelConn is the client side of an intercepted CONNECT: the hijacked
+// connection plus what was established when the CONNECT was accepted.
+// The intercepting server finds it under the *tls.Conn it serves.
+type tunnelConn struct {
+	net.Conn
+	dest target
+	// addrs are the destination addresses checked at CONNECT time; every
+	// request in the tunnel dials one of these.
+	addrs []netip.AddrPort
+	// allowPrivate is the CONNECT decision's setting; addrs were checked
+	// with it.
+	allowPrivate bool
+	ev           identity.Evidence
+	done         func()
+	closeOnce    sync.Once
+}
+
+func (c *tunnelConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(c.done)
+	return err
+}
+
+// CloseWrite half-closes when the underlying connection can.
+func (c *tunnelConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+type ctxKey int
+
+const (
+	tunnelKey ctxKey = iota
+	stateKey
+)
+
+// interceptedConnContext puts the tunnel's *tunnelConn into the context of
+// every request on it.
+func interceptedConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		if t, ok := tc.NetConn().(*tunnelConn); ok {
+			return context.WithValue(ctx, tunnelKey, t)
+		}
+	}
+	return ctx
+}
+
+// errSNIMismatch refuses a TLS handshake whose SNI names another host than
+// the CONNECT did.
+var errSNIMismatch = errors.New("TLS server name does not match the CONNECT target")
+
+// leafCertificate presents the CONNECT target's leaf certificate, after
+// checking that the client's SNI names that target (invariant 1).
+func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	tc, ok := hello.Conn.(*tunnelConn)
+	if !ok {
+		return nil, errors.New("gateway: handshake on a connection that is not a tunnel")
+	}
+	sni := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if sni != "" && sni != tc.dest.host {
+		g.metrics.refusals.WithLabelValues(codeSNIMismatch).Inc()
+		g.auditConnect(time.Now(), tc.ev, identity.Workload{Source: tc.ev.Source.Addr().Unmap()}, tc.dest,
+			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0)
+		g.log.Info("refused TLS handshake: SNI differs from the CONNECT target",
+			slog.String("connect", tc.dest.hostPort()), slog.String("sni", sni))
+		return nil, errSNIMismatch
+	}
+	return g.issuer.Certificate(hello.Context(), tc.dest.host)
+}
+
+// handleConnect decides a CONNECT before any TLS with the client.
+func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+	r := pctx.Req
+	start := time.Now()
+	ev := evidence(r)
+	reject := func(w identity.Workload, dest target, d policy.Decision, f refusal) (*goproxy.ConnectAction, string) {
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		d.Code = f.Code
+		g.auditConnect(start, ev, w, dest, d, f.Status)
+		pctx.Resp = f.response(r)
+		return goproxy.RejectConnect, authority
+	}
+	if g.draining.Load() {
+		return reject(identity.Workload{}, target{}, policy.Decision{}, newRefusal(http.StatusServiceUnavailable, codeShuttingDown, "the gateway is shutting down; retry", ""))
+	}
+	dest, err := parseTarget(authority, 0)
+	if err != nil {
+		return reject(identity.Workload{}, target{}, policy.Decision{},
+			newRefusal(http.StatusBadRequest, codeBadConnectTarget, "CONNECT target "+err.Error()+"; send CONNECT host:port", ""))
+	}
+	pol := g.store.Current()
+	w, err := g.ids.Resolve(r.Context(), ev, pol.Workloads())
+	if err != nil {
+		g.log.Info("identity did not verify", slog.String("source", ev.Source.Addr().String()), slog.Any("error", err))
+		return reject(w, dest, policy.Decision{Action: policy.Deny},
+			newRefusal(http.StatusForbidden, codeInvalidIdentity, "a presented identity factor did not verify", ""))
+	}
+	d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: dest.host, Port: dest.port})
+	if d.Action == policy.Deny {
+		return reject(w, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+	}
+	addrs, err := g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
+	if err != nil {
+		f := addressRefusal(dest, err, d.Rule)
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
+	}
+	if d.Action == policy.Tunnel {
+		return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
+			g.splice(start, client, ev, w, dest, addrs, d)
+		}}, authority
+	}
+	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
+		g.intercept(client, ev, dest, addrs, d.AllowPrivate)
+	}}, authority
+}
+
+// addressRefusal answers a destination that cannot or may not be dialled.
+func addressRefusal(dest target, err error, rule string) refusal {
+	if errors.Is(err, errPrivateAddress) {
+		return newRefusal(http.StatusForbidden, codePrivateAddress,
+			fmt.Sprintf("%s resolves to a loopback, private, link-local or metadata address; its policy destination must set allow_private: true", dest.hostPort()), rule)
+	}
+	return newRefusal(http.StatusBadGateway, codeDNSError, fmt.Sprintf("%s does not resolve", dest.host), rule)
+}
+
+const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
+
+// intercept answers 200 and hands the connection to the intercepting
+// server, which does the TLS handshake (with the leaf certificate and the
+// SNI check) and serves the requests inside.
+func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, addrs []netip.AddrPort, allowPrivate bool) {
+	if _, err := io.WriteString(client, connectEstablished); err != nil {
+		_ = client.Close()
+		return
+	}
+	g.metrics.tunnels.Inc()
+	tc := &tunnelConn{Conn: client, dest: dest, addrs: addrs, allowPrivate: allowPrivate, ev: ev, done: func() { g.metrics.tunnels.Dec() }}
+	if err := g.mitmLn.hand(tls.Server(tc, g.mitmTLS)); err != nil {
+		_ = tc.Close()
+	}
+}
+
+// splice connects the client to the destination without interception.
+func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, d policy.Decision) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Upstream.DialTimeout.D())
+	upstream, err := g.dialer.dialAny(ctx, addrs)
+	cancel()
+	if err != nil {
+		g.log.Info("tunnel: destination unreachable", slog.String("connect", dest.hostPort()), slog.Any("error", err))
+		f := newRefusal(http.StatusBadGateway, codeUpstreamUnreach, fmt.Sprintf("%s is not reachable", dest.hostPort()), d.Rule)
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		d.Action, d.Code = policy.Deny, f.Code
+		g.auditConnect(start, ev, w, dest, d, f.Status)
+		_ = f.response(nil).Write(client)
+		_ = client.Close()
+		return
+	}
+	if _, err := io.WriteString(client, connectEstablished); err != nil {
+		_ = client.Close()
+		_ = upstream.Close()
+		return
+	}
+	g.auditConnect(start, ev, w, dest, d, http.StatusOK)
+	g.metrics.tunnels.Inc()
+	defer g.metrics.tunnels.Dec()
+	id := g.tunnels.add(client, upstream)
+	defer g.tunnels.remove(id)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(upstream, client)
+		if closeWrite(upstream) != nil {
+			_ = upstream.Close()
+		}
+	}()
+	_, _ = io.Copy(client, upstream)
+	if closeWrite(client) != nil {
+		_ = client.Close()
+	}
+	wg.Wait()
+	_ = client.Close()
+	_ = upstream.Close()
+}
+
+// auditConnect writes the audit line of a refused or tunnelled CONNECT.
+func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int) {
+	decision := d.Action.String()
+	g.metrics.request(decision, d.Rule, status, time.Since(start))
+	g.audit.write(&event{
+		Time:     start,
+		Workload: w.DisplayName(),
+		Factors:  w.FactorKinds(),
+		Source:   sourceString(ev),
+		Method:   http.MethodConnect,
+		Scheme:   "https",
+		Host:     dest.host,
+		Port:     dest.port,
+		Rule:     d.Rule,
+		Decision: decision,
+		Code:     d.Code,
+		Status:   status,
+		Duration: time.Since(start),
+	})
+}
+
+func sourceString(ev identity.Evidence) string {
+	if !ev.Source.IsValid() {
+		return ""
+	}
+	return ev.Source.Addr().Unmap().String()
+}
+
+// tunnelSet tracks spliced tunnels so that shutdown can wait for them and
+// then close what is left.
+type tunnelSet struct {
+	mu    sync.Mutex
+	next  int
+	conns map[int][2]net.Conn
+	empty chan struct{} // closed and replaced when the set drains
+}
+
+func (s *tunnelSet) add(a, b net.Conn) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = map[int][2]net.Conn{}
+	}
+	s.next++
+	s.conns[s.next] = [2]net.Conn{a, b}
+	return s.next
+}
+
+func (s *tunnelSet) remove(id int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, id)
+	if len(s.conns) == 0 && s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
+}
+
+// wait returns when no tunnel is open or ctx is done.
+func (s *tunnelSet) wait(ctx context.Context) {
+	s.mu.Lock()
+	if len(s.conns) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.empty == nil {
+		s.empty = make(chan struct{})
+	}
+	ch := s.empty
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// closeAll closes every open tunnel and returns how many there were.
+func (s *tunnelSet) closeAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.conns)
+	for _, c := range s.conns {
+		_ = c[0].Close()
+		_ = c[1].Close()
+	}
+	return n
+}

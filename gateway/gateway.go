@@ -1,0 +1,499 @@
+// Package gateway is credgate's proxy: it wires the request path
+// identity → policy → providers → injectors → upstream (DESIGN.md) behind
+// the listeners applications reach through HTTPS_PROXY, and serves the
+// admin endpoints.
+//
+// # Connections
+//
+// The plain listener (and the optional TLS listener, an "HTTPS proxy")
+// accepts absolute-URI HTTP requests and CONNECT. CONNECT is handled by
+// github.com/elazarl/goproxy and decided before any TLS with the client:
+// deny (403, JSON body, X-Credgate-Reason), tunnel (bytes are spliced to
+// the destination; the client sees the destination's own certificate), or
+// intercept. An intercepted connection is terminated with a per-host leaf
+// certificate from the interception CA (package mitm) and served by one
+// net/http server shared by all intercepted connections, so that header
+// limits, timeouts, HTTP/2 and graceful shutdown apply to them like to
+// any other request. goproxy's own MITM loop is not used because it has
+// no header size limit, no read timeout and no way to drain its
+// connections on shutdown.
+//
+// # Requests
+//
+// Every request, plain or inside an intercepted tunnel, is handled the
+// same way: the Host (and, for tunnels, the TLS SNI) must name the
+// destination the connection was opened for; the policy in force decides;
+// the credential is fetched through the cache; the injector sets it,
+// replacing whatever the client sent; and httputil.ReverseProxy forwards
+// the request over verified TLS to the address that was checked against
+// the private-address rule, streaming both bodies and never following a
+// redirect. Everything that can fail happens before the outbound request
+// is built; a failure is answered 403/421/502/503/504 with a reason code.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
+)
+
+// Options are the parts of a gateway that are not in the config file.
+type Options struct {
+	// Logger receives the process log; nil discards it. It never receives
+	// a secret value.
+	Logger *slog.Logger
+	// Audit, when set, receives the audit lines instead of
+	// cfg.Audit.Output. Writes may come from many goroutines; the gateway
+	// serialises them.
+	Audit io.Writer
+	// Resolver, when set, replaces DNS for destinations not in the
+	// config's resolve map (tests).
+	Resolver *net.Resolver
+}
+
+// Gateway is one running credgate. Build it with New, run it with Run.
+type Gateway struct {
+	cfg     *Config
+	log     *slog.Logger
+	store   *policy.Store
+	cache   *providers.Cache
+	ids     *identity.Resolver
+	issuer  *mitm.Issuer
+	metrics *metrics
+	audit   *auditor
+	closers []io.Closer
+
+	resolver  *resolver
+	dialer    *dialer
+	transport *http.Transport
+	forward   *httputil.ReverseProxy
+	connect   *goproxy.ProxyHttpServer
+	mitmTLS   *tls.Config
+
+	proxyLn, tlsLn, adminLn net.Listener
+	mitmLn                  *connListener
+	proxySrv, tlsSrv        *http.Server
+	mitmSrv, adminSrv       *http.Server
+
+	tunnels  tunnelSet
+	ready    chan struct{}
+	draining atomic.Bool
+	runOnce  sync.Once
+}
+
+// New builds a gateway from cfg: it loads the interception CA and the
+// policy and binds the listeners, so that every configuration error is
+// reported here, before Run. The caller must call Run (which releases
+// everything when it returns) or, if it never does, Close.
+func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error) {
+	cfg.ApplyDefaults()
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+
+	ca, err := mitm.LoadCA(cfg.CA.Cert, cfg.CA.Key)
+	if err != nil {
+		return nil, err
+	}
+	g.issuer = mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: cfg.CA.LeafTTL.D(), CacheSize: cfg.CA.LeafCacheSize})
+	g.metrics = newMetrics(func() float64 { return float64(g.issuer.Len()) })
+
+	auditW := opts.Audit
+	if auditW == nil {
+		switch cfg.Audit.Output {
+		case "stdout":
+			auditW = os.Stdout
+		case "stderr":
+			auditW = os.Stderr
+		default:
+			f, err := os.OpenFile(cfg.Audit.Output, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+			if err != nil {
+				return nil, fmt.Errorf("audit.output: %w", err)
+			}
+			g.closers = append(g.closers, f)
+			auditW = f
+		}
+	}
+	g.audit = newAuditor(auditW)
+
+	roots, err := upstreamRoots(cfg.Upstream.CABundle)
+	if err != nil {
+		return nil, err
+	}
+
+	g.store, err = policy.NewStore(ctx, cfg.Policy, policy.StoreOptions{
+		Logger:   logger,
+		OnReload: g.onReload,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
+
+	g.cache = providers.NewCache(providers.CacheOptions{
+		DefaultTTL:   cfg.Cache.DefaultTTL.D(),
+		RefreshAhead: cfg.Cache.RefreshAhead.D(),
+		ErrorBackoff: cfg.Cache.ErrorBackoff.D(),
+		FetchTimeout: cfg.Cache.FetchTimeout.D(),
+		Observer:     g.metrics,
+	})
+	g.ids = identity.NewResolver()
+
+	dns := opts.Resolver
+	if dns == nil {
+		dns = net.DefaultResolver
+	}
+	g.resolver = &resolver{pins: cfg.resolve, dns: dns}
+	g.dialer = newDialer(cfg.Upstream.DialTimeout.D())
+	g.transport = &http.Transport{
+		// Never a proxy: the gateway is the last hop before the
+		// destination, whatever HTTPS_PROXY its own environment has.
+		Proxy:                  nil,
+		DialContext:            g.dialUpstream,
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
+		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
+		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
+		ExpectContinueTimeout:  time.Second,
+		ForceAttemptHTTP2:      true,
+		MaxResponseHeaderBytes: 1 << 20,
+		// Bodies are passed through as the upstream sent them.
+		DisableCompression: true,
+	}
+	g.forward = &httputil.ReverseProxy{
+		Rewrite:        func(*httputil.ProxyRequest) {},
+		Transport:      timedTransport{g.transport},
+		ErrorHandler:   g.upstreamError,
+		ModifyResponse: g.upstreamResponse,
+		// ReverseProxy logs body-copy errors with their error text only;
+		// keep them out of the JSON log at info level.
+		ErrorLog: log.New(&debugWriter{log: logger}, "", 0),
+	}
+
+	g.connect = goproxy.NewProxyHttpServer()
+	g.connect.Logger = log.New(&debugWriter{log: logger}, "goproxy: ", 0)
+	g.connect.Tr = nil
+	g.connect.ConnectDial = nil
+	g.connect.OnRequest().HandleConnectFunc(g.handleConnect)
+
+	g.mitmTLS = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: g.leafCertificate,
+	}
+
+	if err := g.listen(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func upstreamRoots(bundle string) (*x509.CertPool, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if bundle == "" {
+		return roots, nil
+	}
+	pem, err := os.ReadFile(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("upstream.ca_bundle: %s holds no PEM certificate", bundle)
+	}
+	return roots, nil
+}
+
+// listen binds every listener and builds the servers.
+func (g *Gateway) listen(ctx context.Context) error {
+	var lc net.ListenConfig
+	cfg := g.cfg
+	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	g.proxyLn = &countingListener{Listener: ln, open: g.metrics.connections}
+
+	if cfg.TLSListen != "" {
+		tlsCfg, err := listenerTLS(cfg.TLS)
+		if err != nil {
+			return err
+		}
+		ln, err := lc.Listen(ctx, "tcp", cfg.TLSListen)
+		if err != nil {
+			return fmt.Errorf("tls_listen: %w", err)
+		}
+		g.tlsLn = tls.NewListener(&countingListener{Listener: ln, open: g.metrics.connections}, tlsCfg)
+	}
+
+	aln, err := lc.Listen(ctx, "tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("admin_listen: %w", err)
+	}
+	g.adminLn = aln
+	g.mitmLn = newConnListener(g.proxyLn.Addr())
+
+	errLog := log.New(&debugWriter{log: g.log}, "", 0)
+	base := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
+			ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(),
+			IdleTimeout:       cfg.Limits.IdleTimeout.D(),
+			ErrorLog:          errLog,
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+	}
+	g.proxySrv = base(http.HandlerFunc(g.serveProxy))
+	if g.tlsLn != nil {
+		g.tlsSrv = base(http.HandlerFunc(g.serveProxy))
+	}
+	g.mitmSrv = base(http.HandlerFunc(g.serveIntercepted))
+	g.mitmSrv.ConnContext = interceptedConnContext
+	g.adminSrv = &http.Server{
+		Handler:           g.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          errLog,
+	}
+	return nil
+}
+
+func listenerTLS(c ListenerTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert/tls.key: %w", err)
+	}
+	tc := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"http/1.1"},
+	}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.client_ca: %s holds no PEM certificate", c.ClientCA)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}
+
+// ProxyAddr is the plain proxy listener's address.
+func (g *Gateway) ProxyAddr() net.Addr { return g.proxyLn.Addr() }
+
+// TLSProxyAddr is the TLS proxy listener's address, nil when not
+// configured.
+func (g *Gateway) TLSProxyAddr() net.Addr {
+	if g.tlsLn == nil {
+		return nil
+	}
+	return g.tlsLn.Addr()
+}
+
+// AdminAddr is the admin listener's address.
+func (g *Gateway) AdminAddr() net.Addr { return g.adminLn.Addr() }
+
+// Ready is closed once Run serves.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// ReloadPolicy re-reads the policy file (SIGHUP). On error the policy in
+// force stays; the error has been logged and counted.
+func (g *Gateway) ReloadPolicy(ctx context.Context) error { return g.store.Reload(ctx) }
+
+func (g *Gateway) onReload(err error) {
+	if err != nil {
+		g.metrics.reloads.WithLabelValues("error").Inc()
+		return
+	}
+	g.metrics.reloads.WithLabelValues("ok").Inc()
+	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
+	// Pooled upstream connections were checked against the old policy's
+	// allow_private settings; new requests dial afresh.
+	g.transport.CloseIdleConnections()
+}
+
+// Run serves until ctx is done, then shuts down gracefully: /readyz turns
+// 503, the listeners close (new connections are refused), requests in
+// flight finish within shutdown_timeout, and whatever is left is closed.
+// Run returns nil after a clean shutdown, or the error that stopped a
+// listener. It may be called once.
+func (g *Gateway) Run(ctx context.Context) error {
+	err := errors.New("gateway: Run called twice")
+	g.runOnce.Do(func() { err = g.run(ctx) })
+	return err
+}
+
+func (g *Gateway) run(ctx context.Context) error {
+	errc := make(chan error, 4)
+	serve := func(name string, s *http.Server, ln net.Listener) {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	go serve("listen", g.proxySrv, g.proxyLn)
+	if g.tlsSrv != nil {
+		go serve("tls_listen", g.tlsSrv, g.tlsLn)
+	}
+	go serve("intercept", g.mitmSrv, g.mitmLn)
+	go serve("admin_listen", g.adminSrv, g.adminLn)
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if err := g.store.Watch(watchCtx); err != nil {
+			// Without a watch, SIGHUP still reloads.
+			g.log.Warn("policy file watch not running; reload with SIGHUP", slog.Any("error", err))
+		}
+	}()
+	close(g.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		g.log.Error("listener failed; shutting down", slog.Any("error", runErr))
+	}
+	stopWatch()
+	<-watchDone
+	g.shutdown()
+	return runErr
+}
+
+// shutdown drains and closes everything.
+func (g *Gateway) shutdown() {
+	g.draining.Store(true)
+	timeout := g.cfg.ShutdownTimeout.D()
+	g.log.Info("shutting down: draining in-flight requests", slog.Duration("timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	for _, s := range []*http.Server{g.proxySrv, g.tlsSrv, g.mitmSrv} {
+		if s == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Shutdown(ctx); err != nil {
+				// The deadline passed: cut what is left.
+				_ = s.Close()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.tunnels.wait(ctx)
+	}()
+	wg.Wait()
+	if n := g.tunnels.closeAll(); n > 0 {
+		g.log.Warn("closed tunnels still open at the end of shutdown_timeout", slog.Int("tunnels", n))
+	}
+	g.transport.CloseIdleConnections()
+	_ = g.adminSrv.Close()
+	g.Close()
+	g.log.Info("shut down")
+}
+
+// Close releases what New built: listeners, the policy's providers, the
+// cache and the audit file. Run calls it; call it only when Run is never
+// called.
+func (g *Gateway) Close() {
+	for _, l := range []net.Listener{g.proxyLn, g.tlsLn, g.adminLn} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+	if g.mitmLn != nil {
+		_ = g.mitmLn.Close()
+	}
+	if g.cache != nil {
+		g.cache.Close()
+	}
+	if g.store != nil {
+		if err := g.store.Close(); err != nil {
+			g.log.Warn("releasing the policy's providers failed", slog.Any("error", err))
+		}
+	}
+	for _, c := range g.closers {
+		_ = c.Close()
+	}
+	g.closers = nil
+}
+
+// adminHandler serves /healthz, /readyz and /metrics.
+func (g *Gateway) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		st := g.store.Current().Stats()
+		ready := !g.draining.Load()
+		select {
+		case <-g.ready:
+		default:
+			ready = false
+		}
+		status, word := http.StatusOK, "ready"
+		if !ready {
+			status, word = http.StatusServiceUnavailable, "draining"
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}}\n", word, g.store.Path(), st.Hash, st.Rules)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// debugWriter turns the standard library's log lines (TLS handshake
+// errors from clients, goproxy's messages) into debug records. They name
+// addresses and error texts, never a credential: credentials are only
+// ever on outbound requests, whose errors go through upstreamError.
+type debugWriter struct{ log *slog.Logger }
+
+func (d *debugWriter) Write(p []byte) (int, error) {
+	d.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

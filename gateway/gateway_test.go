@@ -1,0 +1,493 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/gateway/mitm"
+	_ "github.com/credgate/credgate/injectors/all"
+	_ "github.com/credgate/credgate/providers/all"
+)
+
+// Names the test origin answers to; the gateway's resolve map pins them.
+const (
+	apiHost    = "api.origin.test"
+	tunnelHost = "tunnel.origin.test"
+)
+
+// testPKI is an origin CA and a leaf for the origin names.
+type testPKI struct {
+	caPEM []byte
+	pool  *x509.CertPool
+	leaf  tls.Certificate
+}
+
+func newTestPKI(t *testing.T, names ...string) *testPKI {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test origin CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &testPKI{
+		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pool:  pool,
+		leaf:  tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+	}
+}
+
+// seen is what the origin received.
+type seen struct {
+	Proto  string
+	Host   string
+	SNI    string
+	Path   string
+	Query  string
+	Header http.Header
+}
+
+type testOrigin struct {
+	addr string
+	mu   sync.Mutex
+	reqs []seen
+}
+
+func (o *testOrigin) all() []seen {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]seen(nil), o.reqs...)
+}
+
+// startOrigin serves TLS with HTTP/2 on 127.0.0.1. Routes: /stream sends
+// two chunks, the second after the client acknowledged the first through
+// /stream-ack; /ws upgrades to an echo protocol; anything else echoes.
+func startOrigin(t *testing.T, pki *testPKI) *testOrigin {
+	t.Helper()
+	o := &testOrigin{}
+	ack := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := seen{Proto: r.Proto, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone()}
+		if r.TLS != nil {
+			s.SNI = r.TLS.ServerName
+		}
+		o.mu.Lock()
+		o.reqs = append(o.reqs, s)
+		o.mu.Unlock()
+		switch r.URL.Path {
+		case "/stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "first\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-ack:
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Second):
+			}
+			fmt.Fprint(w, "second\n")
+		case "/stream-ack":
+			ack <- struct{}{}
+		case "/ws":
+			if r.Header.Get("Upgrade") != "websocket" {
+				http.Error(w, "want upgrade", http.StatusBadRequest)
+				return
+			}
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			rw.Flush()
+			line, _ := rw.ReadString('\n')
+			fmt.Fprint(rw, "echo: "+line)
+			rw.Flush()
+		default:
+			fmt.Fprintf(w, "ok %s", r.URL.Path)
+		}
+	})
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	o.addr = srv.Listener.Addr().String()
+	return o
+}
+
+const testPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  tunnel:
+    hosts: [tunnel.origin.test]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+  missing:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_UNSET
+rules:
+  - name: unavailable
+    from: local
+    to: api
+    paths: [/unavailable*]
+    inject: {credential: missing, as: bearer}
+  - name: api
+    from: local
+    to: api
+    inject: {credential: token, as: bearer}
+  - name: tunnel
+    from: local
+    to: tunnel
+    action: tunnel
+default: deny
+`
+
+type testGateway struct {
+	gw      *Gateway
+	origin  *testOrigin
+	pki     *testPKI
+	caPool  *x509.CertPool
+	token   string
+	audit   *lockedBuffer
+	logs    *lockedBuffer
+	dir     string
+	tlsCert tls.Certificate // a client certificate the TLS listener trusts
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startGateway runs a gateway in-process with a plain and a TLS listener.
+func startGateway(t *testing.T) *testGateway {
+	t.Helper()
+	dir := t.TempDir()
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	o := startOrigin(t, pki)
+	token := "gw-test-secret-" + fmt.Sprint(time.Now().UnixNano())
+	t.Setenv("CREDGATE_GATEWAY_TEST_TOKEN", token)
+
+	caCert, caKey, err := mitm.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("origin-ca.pem", pki.caPEM)
+	write("policy.yaml", []byte(testPolicy))
+	leafDER := pki.leaf.Certificate[0]
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(pki.leaf.PrivateKey)
+	write("listener.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}))
+	write("listener-key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	cfgText := fmt.Sprintf(`listen: 127.0.0.1:0
+tls_listen: 127.0.0.1:0
+tls:
+  cert: listener.pem
+  key: listener-key.pem
+  client_ca: origin-ca.pem
+admin_listen: 127.0.0.1:0
+policy: policy.yaml
+ca: {cert: %q, key: %q}
+upstream: {ca_bundle: origin-ca.pem}
+resolve:
+  "api.origin.test:443": %q
+  "tunnel.origin.test:443": %q
+shutdown_timeout: 5s
+`, caCert, caKey, o.addr, o.addr)
+	cfgPath := write("credgate.yaml", []byte(cfgText))
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &testGateway{origin: o, pki: pki, token: token, audit: &lockedBuffer{}, logs: &lockedBuffer{}, dir: dir, tlsCert: pki.leaf}
+	logger := slog.New(slog.NewJSONHandler(tg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	gw, err := New(ctx, cfg, Options{Logger: logger, Audit: tg.audit})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	tg.gw = gw
+	done := make(chan error, 1)
+	go func() { done <- gw.Run(ctx) }()
+	<-gw.Ready()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {
+			if strings.Contains(s, token) {
+				t.Errorf("the credential appears in the %s output", where)
+			}
+		}
+	})
+	pem, _ := os.ReadFile(caCert)
+	tg.caPool = x509.NewCertPool()
+	tg.caPool.AppendCertsFromPEM(pem)
+	return tg
+}
+
+// client returns an HTTP client using the gateway as its proxy.
+func (tg *testGateway) client(t *testing.T, h2 bool) *http.Client {
+	t.Helper()
+	pu, _ := url.Parse("http://" + tg.gw.ProxyAddr().String())
+	tr := &http.Transport{
+		Proxy:             http.ProxyURL(pu),
+		TLSClientConfig:   &tls.Config{RootCAs: tg.caPool},
+		ForceAttemptHTTP2: h2,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func TestHTTP2BothWays(t *testing.T) {
+	tg := startGateway(t)
+	resp, err := tg.client(t, true).Get("https://" + apiHost + "/v1/h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("client saw %s over %s (%q), want 200 over HTTP/2", resp.Status, resp.Proto, body)
+	}
+	got := tg.origin.all()
+	if len(got) != 1 || got[0].Proto != "HTTP/2.0" || got[0].Header.Get("Authorization") != "Bearer "+tg.token || got[0].SNI != apiHost {
+		t.Fatalf("origin saw %+v, want one HTTP/2 request with the credential and SNI %s", got, apiHost)
+	}
+}
+
+func TestStreamingResponse(t *testing.T) {
+	tg := startGateway(t)
+	c := tg.client(t, false)
+	resp, err := c.Get("https://" + apiHost + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	// The first chunk must arrive while the origin still holds the
+	// response open: the gateway streams, it does not buffer.
+	first, err := br.ReadString('\n')
+	if err != nil || first != "first\n" {
+		t.Fatalf("first chunk %q, %v", first, err)
+	}
+	ack, err := c.Get("https://" + apiHost + "/stream-ack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack.Body.Close()
+	second, err := br.ReadString('\n')
+	if err != nil || second != "second\n" {
+		t.Fatalf("second chunk %q, %v", second, err)
+	}
+}
+
+func TestWebSocketUpgradeIntercepted(t *testing.T) {
+	tg := startGateway(t)
+	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}})
+	fmt.Fprintf(tc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", apiHost)
+	tbr := bufio.NewReader(tc)
+	resp, err = http.ReadResponse(tbr, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	fmt.Fprint(tc, "hello\n")
+	line, err := tbr.ReadString('\n')
+	if err != nil || line != "echo: hello\n" {
+		t.Fatalf("after the upgrade read %q, %v", line, err)
+	}
+	if got := tg.origin.all(); len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer "+tg.token {
+		t.Errorf("the upgrade request did not carry the injected credential")
+	}
+}
+
+func TestFailClosedWhenCredentialUnavailable(t *testing.T) {
+	tg := startGateway(t)
+	resp, err := tg.client(t, false).Get("https://" + apiHost + "/unavailable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != codeCredentialUnavail || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("got %s %s Retry-After %q, want 503 %s with Retry-After", resp.Status, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeCredentialUnavail)
+	}
+	if strings.Contains(string(body), "CREDGATE_GATEWAY_TEST_UNSET") {
+		t.Errorf("the client was told an internal detail: %s", body)
+	}
+	if got := tg.origin.all(); len(got) != 0 {
+		t.Errorf("origin saw %d requests; a request without its credential must not be forwarded", len(got))
+	}
+}
+
+func TestTLSListenerWithClientCertificate(t *testing.T) {
+	tg := startGateway(t)
+	pu, _ := url.Parse("https://credgate.test:" + portOf(tg.gw.TLSProxyAddr()))
+	dial := &net.Dialer{}
+	tr := &http.Transport{
+		Proxy: http.ProxyURL(pu),
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			// credgate.test is the TLS listener's name in its certificate.
+			return dial.DialContext(ctx, network, tg.gw.TLSProxyAddr().String())
+		},
+		TLSClientConfig: &tls.Config{RootCAs: tg.caPool, Certificates: []tls.Certificate{tg.tlsCert}},
+	}
+	// The proxy hop trusts the listener's CA (the origin PKI here).
+	tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(tg.pki.caPEM)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + apiHost + "/v1/over-tls-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if got := tg.origin.all(); len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer "+tg.token {
+		t.Errorf("origin saw %+v", got)
+	}
+}
+
+func portOf(a net.Addr) string {
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+func TestTunnelSplicesAndAudits(t *testing.T) {
+	tg := startGateway(t)
+	pu, _ := url.Parse("http://" + tg.gw.ProxyAddr().String())
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: tg.pki.pool}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + tunnelHost + "/v1/spliced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := tg.origin.all(); len(got) != 1 || got[0].Header.Get("Authorization") != "" {
+		t.Errorf("origin saw %+v, want one request without a credential", got)
+	}
+	if !strings.Contains(tg.audit.String(), `"decision":"tunnel"`) {
+		t.Errorf("no tunnel audit line:\n%s", tg.audit.String())
+	}
+}
+
+func TestReadyzAndMetrics(t *testing.T) {
+	tg := startGateway(t)
+	resp, err := http.Get("http://" + tg.gw.AdminAddr().String() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"rules":3`) {
+		t.Errorf("/readyz: %s %s", resp.Status, body)
+	}
+	if _, err := tg.client(t, false).Get("https://" + apiHost + "/v1/metrics"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.Get("http://" + tg.gw.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`credgate_requests_total{decision="inject",rule="api",status="200"} 1`,
+		`credgate_credential_cache_total{result="miss"} 1`,
+		`credgate_policy_rules 3`,
+		`credgate_provider_fetch_duration_seconds_count{provider="static"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), tg.token) {
+		t.Errorf("/metrics contains the credential")
+	}
+}

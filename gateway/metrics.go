@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/credgate/credgate/providers"
+)
+
+// metrics are the gateway's Prometheus metrics, on a registry of its own
+// (no global state: two gateways in one process do not collide). Label
+// values are decisions, rule names, status codes, reason codes, cache
+// results and provider names only: never a host, path, address or secret.
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	duration        prometheus.Histogram
+	upstreamLatency prometheus.Histogram
+	refusals        *prometheus.CounterVec
+	cache           *prometheus.CounterVec
+	fetchDuration   *prometheus.HistogramVec
+	providerErrors  *prometheus.CounterVec
+	reloads         *prometheus.CounterVec
+	rules           prometheus.Gauge
+	connections     prometheus.Gauge
+	tunnels         prometheus.Gauge
+	leafCerts       prometheus.GaugeFunc
+}
+
+func newMetrics(leafCount func() float64) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_requests_total",
+		Help: "Requests (and refused or tunnelled CONNECTs) by decision, rule and the status returned to the client.",
+	}, []string{"decision", "rule", "status"})
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "credgate_request_duration_seconds",
+		Help:    "Time in the gateway per request, until the response headers were sent.",
+		Buckets: latency,
+	})
+	m.upstreamLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "credgate_upstream_duration_seconds",
+		Help:    "Time from sending a request upstream to receiving its response headers.",
+		Buckets: latency,
+	})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_refusals_total",
+		Help: "Requests the gateway answered itself, by reason code.",
+	}, []string{"code"})
+	m.cache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_credential_cache_total",
+		Help: "Credential cache lookups by result (hit, miss, error).",
+	}, []string{"result"})
+	m.fetchDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "credgate_provider_fetch_duration_seconds",
+		Help:    "Provider fetch latency, including background refreshes.",
+		Buckets: latency,
+	}, []string{"provider"})
+	m.providerErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_provider_errors_total",
+		Help: "Failed provider fetches.",
+	}, []string{"provider"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_policy_reloads_total",
+		Help: "Policy reload attempts by result (ok, error). A rejected reload keeps the last good policy.",
+	}, []string{"result"})
+	m.rules = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_policy_rules",
+		Help: "Rules in the policy in force.",
+	})
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_connections_open",
+		Help: "Open client connections (plain and TLS listeners, including tunnels).",
+	})
+	m.tunnels = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_tunnels_open",
+		Help: "Open CONNECT tunnels, intercepted or spliced.",
+	})
+	m.leafCerts = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "credgate_leaf_certificates",
+		Help: "Leaf certificates in the interception cache.",
+	}, leafCount)
+	for _, r := range []string{"ok", "error"} {
+		m.reloads.WithLabelValues(r)
+	}
+	for _, r := range []providers.CacheResult{providers.CacheHit, providers.CacheMiss, providers.CacheError} {
+		m.cache.WithLabelValues(string(r))
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// request records one finished request or CONNECT.
+func (m *metrics) request(decision, rule string, status int, d time.Duration) {
+	m.requests.WithLabelValues(decision, rule, strconv.Itoa(status)).Inc()
+	m.duration.Observe(d.Seconds())
+}
+
+// CacheLookup implements providers.CacheObserver.
+func (m *metrics) CacheLookup(_ providers.CacheKey, r providers.CacheResult) {
+	m.cache.WithLabelValues(string(r)).Inc()
+}
+
+// ProviderFetch implements providers.CacheObserver.
+func (m *metrics) ProviderFetch(k providers.CacheKey, d time.Duration, err error) {
+	m.fetchDuration.WithLabelValues(k.Provider).Observe(d.Seconds())
+	if err != nil {
+		m.providerErrors.WithLabelValues(k.Provider).Inc()
+	}
+}
+
+var _ providers.CacheObserver = (*metrics)(nil)

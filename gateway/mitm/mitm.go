@@ -1,0 +1,311 @@
+// Package mitm holds the gateway's interception CA and issues the per-host
+// leaf certificates the gateway presents to clients on intercepted
+// connections.
+//
+// The CA is an ECDSA P-256 key and a self-signed certificate
+// (`credgate ca init` writes them with WriteCA). Leaf certificates are
+// ECDSA P-256, valid for one host (a DNS name or an IP address), short-
+// lived, and kept in a bounded least-recently-used cache; concurrent first
+// handshakes for one host sign one certificate.
+package mitm
+
+import (
+	"container/list"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// File names WriteCA writes into its directory.
+const (
+	CertFile = "ca.pem"
+	KeyFile  = "ca-key.pem"
+)
+
+// Defaults for Issuer.
+const (
+	DefaultLeafTTL       = 24 * time.Hour
+	DefaultLeafCacheSize = 1024
+	// caValidity is the lifetime of a CA written by WriteCA.
+	caValidity = 5 * 365 * 24 * time.Hour
+)
+
+// WriteCA creates a new CA in dir: ca.pem (the certificate, 0644) and
+// ca-key.pem (the PKCS#8 private key, 0600). It never overwrites an
+// existing file. It returns the two paths.
+func WriteCA(dir string) (certPath, keyPath string, err error) {
+	certPath, keyPath = filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
+	for _, p := range []string{certPath, keyPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return "", "", fmt.Errorf("mitm: %s already exists; remove it or choose another directory", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", "", fmt.Errorf("mitm: %w", err)
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("mitm: generate CA key: %w", err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	host, _ := os.Hostname()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "credgate interception CA", Organization: []string{"credgate"}, OrganizationalUnit: []string{host}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(caValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", fmt.Errorf("mitm: create CA certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", fmt.Errorf("mitm: encode CA key: %w", err)
+	}
+	// The key first, exclusively and 0600, so that a failure never leaves
+	// a certificate without its key.
+	if err := writeExclusive(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := writeExclusive(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		_ = os.Remove(keyPath)
+		return "", "", err
+	}
+	return certPath, keyPath, nil
+}
+
+func writeExclusive(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("mitm: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		_ = os.Remove(path)
+		return fmt.Errorf("mitm: write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("mitm: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func randomSerial() (*big.Int, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	if err != nil {
+		return nil, fmt.Errorf("mitm: serial number: %w", err)
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}
+
+// CA is a loaded interception CA.
+type CA struct {
+	// Cert is the CA certificate.
+	Cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	// leafKey is shared by every leaf: generating a P-256 key per host
+	// costs more than signing, and the leaf key never leaves the process.
+	leafKey *ecdsa.PrivateKey
+}
+
+// LoadCA reads a CA certificate and its private key (PKCS#8, SEC 1 "EC
+// PRIVATE KEY"), and checks that they belong together and that the
+// certificate is a CA that is valid now. Only ECDSA keys are supported.
+func LoadCA(certPath, keyPath string) (*CA, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: CA certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: CA key: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// The error names the mismatch or the PEM problem, never key bytes.
+		return nil, fmt.Errorf("mitm: CA %s with key %s: %w", certPath, keyPath, err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("mitm: CA certificate %s: %w", certPath, err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("mitm: CA key %s: only ECDSA keys are supported (credgate ca init writes one)", keyPath)
+	}
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("mitm: %s is not a CA certificate (needs basic constraints CA:true and keyCertSign)", certPath)
+	}
+	now := time.Now()
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return nil, fmt.Errorf("mitm: CA certificate %s is not valid now (valid %s to %s)", certPath,
+			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: generate leaf key: %w", err)
+	}
+	return &CA{Cert: cert, key: key, leafKey: leafKey}, nil
+}
+
+// IssuerOptions configure an Issuer. Zero fields take the defaults.
+type IssuerOptions struct {
+	// LeafTTL is each leaf certificate's lifetime (DefaultLeafTTL).
+	LeafTTL time.Duration
+	// CacheSize bounds the cached leaf certificates (DefaultLeafCacheSize).
+	CacheSize int
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Issuer signs and caches leaf certificates. It is safe for concurrent use.
+type Issuer struct {
+	ca   *CA
+	opts IssuerOptions
+	sf   singleflight.Group
+
+	mu    sync.Mutex
+	lru   list.List // of *leaf, front = most recently used
+	byKey map[string]*list.Element
+}
+
+type leaf struct {
+	host    string
+	cert    *tls.Certificate
+	renewAt time.Time
+}
+
+// NewIssuer returns an Issuer signing with ca.
+func NewIssuer(ca *CA, opts IssuerOptions) *Issuer {
+	if opts.LeafTTL <= 0 {
+		opts.LeafTTL = DefaultLeafTTL
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = DefaultLeafCacheSize
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Issuer{ca: ca, opts: opts, byKey: map[string]*list.Element{}}
+}
+
+// Certificate returns a leaf certificate for host (a DNS name or an IP
+// literal, without port), from the cache when one is there and not in the
+// last fifth of its lifetime.
+func (is *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificate, error) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" {
+		return nil, errors.New("mitm: leaf certificate for an empty host name")
+	}
+	now := is.opts.Now()
+	is.mu.Lock()
+	if el, ok := is.byKey[host]; ok {
+		l := el.Value.(*leaf)
+		if now.Before(l.renewAt) {
+			is.lru.MoveToFront(el)
+			is.mu.Unlock()
+			return l.cert, nil
+		}
+	}
+	is.mu.Unlock()
+
+	ch := is.sf.DoChan(host, func() (any, error) { return is.issue(host) })
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("mitm: leaf certificate for %s: %w", host, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*tls.Certificate), nil
+	}
+}
+
+// Len returns the number of cached leaf certificates.
+func (is *Issuer) Len() int {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.lru.Len()
+}
+
+func (is *Issuer) issue(host string) (*tls.Certificate, error) {
+	now := is.opts.Now()
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(is.opts.LeafTTL)
+	if notAfter.After(is.ca.Cert.NotAfter) {
+		notAfter = is.ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: host, Organization: []string{"credgate"}},
+		NotBefore:             now.Add(-5 * time.Minute),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip.AsSlice())
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.ca.Cert, &is.ca.leafKey.PublicKey, is.ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: sign leaf certificate for %s: %w", host, err)
+	}
+	parsed, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: parse leaf certificate for %s: %w", host, err)
+	}
+	cert := &tls.Certificate{
+		Certificate: [][]byte{der, is.ca.Cert.Raw},
+		PrivateKey:  is.ca.leafKey,
+		Leaf:        parsed,
+	}
+	life := notAfter.Sub(now)
+	l := &leaf{host: host, cert: cert, renewAt: now.Add(life * 4 / 5)}
+
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if el, ok := is.byKey[host]; ok {
+		el.Value = l
+		is.lru.MoveToFront(el)
+	} else {
+		is.byKey[host] = is.lru.PushFront(l)
+	}
+	for is.lru.Len() > is.opts.CacheSize {
+		old := is.lru.Back()
+		is.lru.Remove(old)
+		delete(is.byKey, old.Value.(*leaf).host)
+	}
+	return cert, nil
+}

@@ -1,0 +1,120 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// ReasonHeader carries the machine-readable reason of every answer the
+// gateway itself gives (refusals and upstream failures). It is a gateway
+// header: a client copy of it is never forwarded upstream.
+const ReasonHeader = "X-Credgate-Reason"
+
+// Reason codes the gateway itself produces, beside the policy's
+// (no_rule, denied_by_rule, method_not_allowed, path_not_allowed,
+// plaintext_not_allowed).
+const (
+	codePrivateAddress     = "private_address"
+	codeHostMismatch       = "host_mismatch"
+	codeSNIMismatch        = "sni_mismatch"
+	codeBadPath            = "bad_path"
+	codeBadRequest         = "bad_request"
+	codeNotProxyRequest    = "not_a_proxy_request"
+	codeBadConnectTarget   = "bad_connect_target"
+	codeInvalidIdentity    = "invalid_identity"
+	codeCredentialUnavail  = "credential_unavailable"
+	codeCredentialError    = "credential_error"
+	codeInjectFailed       = "inject_failed"
+	codeDNSError           = "dns_error"
+	codeUpstreamUnreach    = "upstream_unreachable"
+	codeUpstreamTLS        = "upstream_tls_error"
+	codeUpstreamTimeout    = "upstream_timeout"
+	codeUpstreamError      = "upstream_error"
+	codeShuttingDown       = "shutting_down"
+	codeRequestBodyAborted = "client_aborted"
+)
+
+// refusal is a gateway answer: status, reason code, human sentence and the
+// rule that decided, if any. Its JSON body is what clients parse.
+type refusal struct {
+	Status int    `json:"-"`
+	Error  string `json:"error"`
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+	Rule   string `json:"rule,omitempty"`
+	// RetryAfter, in seconds, is sent as Retry-After when positive.
+	RetryAfter int `json:"-"`
+}
+
+// errorWord is the body's "error" field for a status.
+func errorWord(status int) string {
+	switch status {
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusBadRequest:
+		return "bad_request"
+	case http.StatusMisdirectedRequest:
+		return "misdirected_request"
+	case http.StatusBadGateway:
+		return "bad_gateway"
+	case http.StatusServiceUnavailable:
+		return "service_unavailable"
+	case http.StatusGatewayTimeout:
+		return "gateway_timeout"
+	}
+	return "error"
+}
+
+func newRefusal(status int, code, reason, rule string) refusal {
+	return refusal{Status: status, Error: errorWord(status), Code: code, Reason: reason, Rule: rule}
+}
+
+func (f refusal) body() []byte {
+	b, _ := json.Marshal(f) // strings only: cannot fail
+	return append(b, '\n')
+}
+
+// write sends f on a ResponseWriter.
+func (f refusal) write(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set(ReasonHeader, f.Code)
+	if f.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
+	}
+	b := f.body()
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(f.Status)
+	_, _ = w.Write(b)
+}
+
+// response builds f as an *http.Response, for goproxy's CONNECT rejection
+// and for raw writes on hijacked connections. The connection is closed
+// after it.
+func (f refusal) response(req *http.Request) *http.Response {
+	b := f.body()
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set(ReasonHeader, f.Code)
+	if f.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
+	}
+	return &http.Response{
+		Status:        strconv.Itoa(f.Status) + " " + http.StatusText(f.Status),
+		StatusCode:    f.Status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          io.NopCloser(bytes.NewReader(b)),
+		ContentLength: int64(len(b)),
+		Close:         true,
+		Request:       req,
+	}
+}

@@ -1,0 +1,419 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
+)
+
+// gatewayHeaders are request headers scoped to the client-to-gateway hop.
+// They never reach an upstream, whatever the decision (invariant 3);
+// net/http/httputil removes the other hop-by-hop headers.
+var gatewayHeaders = []string{"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate", ReasonHeader}
+
+// reqState follows one request through the gateway; the upstream
+// round trip and the response hooks fill it in.
+type reqState struct {
+	addrs    []netip.AddrPort
+	upStart  time.Time
+	upDur    time.Duration
+	refusal  *refusal
+	upstatus int
+}
+
+// serveProxy handles requests on the proxy listeners: CONNECT goes to
+// goproxy, absolute-URI requests are forwarded, anything else is refused.
+func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		g.connect.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	ev := evidence(r)
+	if !r.URL.IsAbs() {
+		g.refuse(w, r, start, ev, target{}, newRefusal(http.StatusBadRequest, codeNotProxyRequest,
+			"this is a proxy: send absolute-URI requests (http://host/path) or CONNECT host:port", ""))
+		return
+	}
+	if r.URL.Scheme != "http" {
+		g.refuse(w, r, start, ev, target{}, newRefusal(http.StatusBadRequest, codeBadRequest,
+			fmt.Sprintf("scheme %q is not proxied as an absolute URI; use CONNECT for https", r.URL.Scheme), ""))
+		return
+	}
+	dest, err := parseTarget(r.URL.Host, 80)
+	if err != nil {
+		g.refuse(w, r, start, ev, target{}, newRefusal(http.StatusBadRequest, codeBadRequest, "request target "+err.Error(), ""))
+		return
+	}
+	// For an absolute-form request the URI is authoritative: net/http has
+	// already replaced the Host header with the URI's host (RFC 9112
+	// §3.2.2), so Host and destination agree by construction.
+	g.handle(w, r, start, ev, "http", dest, nil, false)
+}
+
+// serveIntercepted handles requests inside an intercepted tunnel.
+func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	tc, _ := r.Context().Value(tunnelKey).(*tunnelConn)
+	if tc == nil {
+		// Cannot happen: only tunnels are handed to this server.
+		http.Error(w, "not a tunnel", http.StatusInternalServerError)
+		return
+	}
+	// r.Host is the Host header (HTTP/1.1) or :authority (HTTP/2); an
+	// absolute-form request line must agree with it (net/http checks).
+	if h, err := parseTarget(r.Host, 443); err != nil || h != tc.dest {
+		g.refuse(w, r, start, tc.ev, tc.dest, newRefusal(http.StatusMisdirectedRequest, codeHostMismatch,
+			fmt.Sprintf("the Host header %q does not name the tunnel's destination %s", r.Host, tc.dest.hostPort()), ""))
+		return
+	}
+	g.handle(w, r, start, tc.ev, "https", tc.dest, tc.addrs, tc.allowPrivate)
+}
+
+// cleanPath checks the request path: it must be absolute and have no dot
+// segments, in raw or percent-encoded form, so that the path the policy
+// matched is the path the upstream serves.
+func cleanPath(u *url.URL) (string, bool) {
+	if u.Opaque != "" {
+		return "", false
+	}
+	p := u.Path
+	if p == "" {
+		return "/", true
+	}
+	if p[0] != '/' {
+		return "", false
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return "", false
+		}
+	}
+	// A decoded path may hide "/../" behind %2F; judge the raw form too.
+	if raw := u.RawPath; raw != "" {
+		if dec, err := url.PathUnescape(raw); err != nil || dec != p {
+			return "", false
+		}
+	}
+	if strings.ContainsAny(p, "\x00\r\n") {
+		return "", false
+	}
+	return p, true
+}
+
+// handle decides, fetches, injects and forwards one request. pinned are
+// the addresses checked when the tunnel was opened (nil for plain HTTP,
+// whose destination is resolved and checked here).
+func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, scheme string, dest target, pinned []netip.AddrPort, pinnedPrivate bool) {
+	path, ok := cleanPath(r.URL)
+	if !ok {
+		g.refuse(w, r, start, ev, dest, newRefusal(http.StatusBadRequest, codeBadPath,
+			"the request path is not absolute or has dot segments (/./ or /../, also percent-encoded); send a normalised path", ""))
+		return
+	}
+	if g.draining.Load() && scheme == "http" {
+		w.Header().Set("Connection", "close")
+	}
+	pol := g.store.Current()
+	wl, err := g.ids.Resolve(r.Context(), ev, pol.Workloads())
+	if err != nil {
+		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
+		g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, newRefusal(http.StatusForbidden, codeInvalidIdentity, "a presented identity factor did not verify", ""))
+		return
+	}
+	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: path, Header: r.Header})
+	if d.Action != policy.Inject && d.Action != policy.Forward {
+		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+		return
+	}
+
+	// The address to dial: the tunnel's, re-checked against this
+	// decision, or resolved and checked now.
+	addrs := pinned
+	if addrs == nil || (pinnedPrivate && !d.AllowPrivate) {
+		addrs, err = g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
+		if err != nil {
+			g.refuseAs(w, r, start, ev, wl, dest, d, addressRefusal(dest, err, d.Rule))
+			return
+		}
+	}
+
+	var cred *providers.Credential
+	var hit bool
+	if d.Action == policy.Inject {
+		plan := d.Inject
+		key := providers.CacheKey{Credential: plan.Credential, Version: plan.CredentialVersion, Provider: plan.ProviderName}
+		req := providers.Request{Credential: plan.Credential, Workload: wl}
+		if sc, ok := plan.Provider.(providers.Scoped); ok {
+			key.Scope = sc.CacheScope(req)
+		}
+		cred, hit, err = g.cache.Get(r.Context(), key, func(ctx context.Context) (*providers.Credential, error) {
+			return plan.Provider.Fetch(ctx, req)
+		})
+		if err != nil {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			// The error names the credential and the operation only;
+			// providers never put a value in an error.
+			g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err))
+			f := newRefusal(http.StatusBadGateway, codeCredentialError,
+				fmt.Sprintf("credential %q for rule %q could not be obtained; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
+			if errors.Is(err, providers.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+				f = newRefusal(http.StatusServiceUnavailable, codeCredentialUnavail,
+					fmt.Sprintf("credential %q for rule %q is unavailable right now; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
+				f.RetryAfter = int(max(1, g.cfg.Cache.ErrorBackoff.D()/time.Second))
+			}
+			g.refuseAs(w, r, start, ev, wl, dest, d, f)
+			return
+		}
+	}
+
+	// Build the outbound request on r itself (ReverseProxy clones it).
+	out := *r.URL
+	out.Scheme = scheme
+	out.Host = dest.host
+	if dest.ip && strings.Contains(dest.host, ":") {
+		out.Host = "[" + dest.host + "]"
+	}
+	if (scheme == "https" && dest.port != 443) || (scheme == "http" && dest.port != 80) {
+		out.Host = net.JoinHostPort(dest.host, strconv.Itoa(dest.port))
+	}
+	out.Opaque, out.User, out.Fragment = "", nil, ""
+	r.URL = &out
+	r.Host = ""
+	for _, h := range gatewayHeaders {
+		r.Header.Del(h)
+	}
+	if d.Action == policy.Inject {
+		if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok {
+			for _, h := range hn.Headers() {
+				r.Header.Del(h)
+			}
+		}
+		if err := d.Inject.Injector.Inject(r, cred); err != nil {
+			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
+			g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusBadGateway, codeInjectFailed,
+				fmt.Sprintf("credential %q could not be injected as %s; the request was not forwarded", d.Inject.Credential, d.Inject.As), d.Rule))
+			return
+		}
+	}
+
+	st := &reqState{addrs: addrs}
+	body := &countingBody{ReadCloser: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	g.forward.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
+
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	ev2 := g.event(start, ev, wl, dest, r, path, scheme, d)
+	if d.Action == policy.Inject {
+		ev2.Credential = d.Inject.Credential
+		ev2.CacheHit = hit
+	}
+	if st.refusal != nil {
+		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
+	}
+	ev2.Status = status
+	ev2.BytesIn = body.n.Load()
+	ev2.BytesOut = sw.n
+	ev2.Upstream = st.upDur
+	ev2.Duration = time.Since(start)
+	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
+	g.audit.write(ev2)
+}
+
+// event starts an audit event for a request.
+func (g *Gateway) event(start time.Time, ev identity.Evidence, wl identity.Workload, dest target, r *http.Request, path, scheme string, d policy.Decision) *event {
+	return &event{
+		Time:     start,
+		Workload: wl.DisplayName(),
+		Factors:  wl.FactorKinds(),
+		Source:   sourceString(ev),
+		Method:   r.Method,
+		Scheme:   scheme,
+		Host:     dest.host,
+		Port:     dest.port,
+		Path:     path,
+		Rule:     d.Rule,
+		Decision: d.Action.String(),
+		Code:     d.Code,
+	}
+}
+
+// refuse answers a request the gateway will not forward, before identity
+// was established.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, dest target, f refusal) {
+	wl := identity.Workload{}
+	if ev.Source.IsValid() {
+		wl.Source = ev.Source.Addr().Unmap()
+	}
+	g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, f)
+}
+
+// refuseAs answers a refusal, counts it and audits it.
+func (g *Gateway) refuseAs(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, wl identity.Workload, dest target, d policy.Decision, f refusal) {
+	f.write(w)
+	g.metrics.refusals.WithLabelValues(f.Code).Inc()
+	scheme := "https"
+	if r.TLS == nil && r.Context().Value(tunnelKey) == nil {
+		scheme = "http"
+	}
+	path := r.URL.EscapedPath()
+	if p, ok := cleanPath(r.URL); ok {
+		path = p
+	}
+	e := g.event(start, ev, wl, dest, r, path, scheme, d)
+	e.Decision, e.Code, e.Status = policy.Deny.String(), f.Code, f.Status
+	if f.Rule != "" {
+		e.Rule = f.Rule
+	}
+	e.Duration = time.Since(start)
+	g.metrics.request(e.Decision, e.Rule, f.Status, e.Duration)
+	g.audit.write(e)
+}
+
+// dialUpstream dials one of the addresses checked for this request.
+func (g *Gateway) dialUpstream(ctx context.Context, _, _ string) (net.Conn, error) {
+	st, _ := ctx.Value(stateKey).(*reqState)
+	if st == nil || len(st.addrs) == 0 {
+		// Every request the gateway forwards carries its checked
+		// addresses; refuse anything else rather than resolve here.
+		return nil, errors.New("gateway: upstream dial without checked addresses")
+	}
+	return g.dialer.dialAny(ctx, st.addrs)
+}
+
+// timedTransport measures the upstream round trip.
+type timedTransport struct{ t http.RoundTripper }
+
+func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	st, _ := r.Context().Value(stateKey).(*reqState)
+	t0 := time.Now()
+	resp, err := tt.t.RoundTrip(r)
+	if st != nil {
+		st.upStart, st.upDur = t0, time.Since(t0)
+	}
+	return resp, err
+}
+
+// upstreamResponse records the upstream's answer. Redirects pass through
+// untouched: the gateway never follows them (invariant 2).
+func (g *Gateway) upstreamResponse(resp *http.Response) error {
+	if st, _ := resp.Request.Context().Value(stateKey).(*reqState); st != nil {
+		st.upstatus = resp.StatusCode
+		g.metrics.upstreamLatency.Observe(st.upDur.Seconds())
+	}
+	return nil
+}
+
+// upstreamError answers a failed round trip with a reason code. The error
+// itself is logged without its URL, whose query may hold an injected
+// credential, and never sent to the client.
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(stateKey).(*reqState)
+	if r.Context().Err() != nil {
+		// The client went away; nothing to answer.
+		if st != nil {
+			f := newRefusal(499, codeRequestBodyAborted, "client closed the request", "")
+			st.refusal = &f
+		}
+		return
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	dest := r.URL.Host
+	var f refusal
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
+		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify; nothing was sent", dest), "")
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		f = newRefusal(http.StatusBadGateway, codeUpstreamUnreach, fmt.Sprintf("%s is not reachable", dest), "")
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		f = newRefusal(http.StatusGatewayTimeout, codeUpstreamTimeout, fmt.Sprintf("%s did not answer in time", dest), "")
+	default:
+		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the connection to %s failed", dest), "")
+	}
+	g.log.Info("upstream request failed", slog.String("host", dest), slog.String("code", f.Code), slog.String("error", err.Error()))
+	if st != nil {
+		st.refusal = &f
+	}
+	g.metrics.refusals.WithLabelValues(f.Code).Inc()
+	f.write(w)
+}
+
+// statusWriter records the status and body bytes sent to the client. It
+// unwraps for http.ResponseController, so flushing and the hijack that a
+// WebSocket upgrade needs still reach the server's writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	if code == http.StatusSwitchingProtocols {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(p)
+	s.n += int64(n)
+	return n, err
+}
+
+// Flush implements http.Flusher.
+func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+
+// Unwrap is for http.ResponseController.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// countingBody counts request body bytes.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}

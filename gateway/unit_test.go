@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/gateway/mitm"
+)
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       string // regexp over the error
+	}{
+		{"unknown-key", "policy: p.yaml\nca: {cert: c, key: k}\nlisten_addr: x\n", `^c\.yaml:3:1: unknown field "listen_addr"`},
+		{"unknown-nested", "policy: p.yaml\nca: {cert: c, key: k}\nupstream:\n  dial_timout: 1s\n", `^c\.yaml:4:3: unknown field "dial_timout"`},
+		{"no-policy", "ca: {cert: c, key: k}\n", `policy: is required`},
+		{"no-ca", "policy: p.yaml\n", `ca\.cert and ca\.key are required`},
+		{"bad-duration", "policy: p.yaml\nca: {cert: c, key: k}\nshutdown_timeout: soon\n", `^c\.yaml:3: .*not a duration`},
+		{"bad-listen", "policy: p.yaml\nca: {cert: c, key: k}\nlisten: 3128\n", `^c\.yaml:3:1: listen: "3128" is not host:port`},
+		{"tls-without-cert", "policy: p.yaml\nca: {cert: c, key: k}\ntls_listen: :3129\n", `tls_listen needs tls\.cert`},
+		{"bad-resolve", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  \"a.test:443\": localhost:1\n", `^c\.yaml:4:3: resolve: .* must be an IP address and port`},
+		{"resolve-no-port", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  a.test: 127.0.0.1:1\n", `resolve: key "a\.test" must be host:port`},
+		{"bad-level", "policy: p.yaml\nca: {cert: c, key: k}\nlog: {level: loud}\n", `^c\.yaml:3:7: log\.level: unknown level "loud"`},
+		{"syntax", "policy: [\n", `^c\.yaml:\d+: `},
+		{"not-a-mapping", "- a\n", `^c\.yaml:1:1: the config must be a YAML mapping`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("c.yaml", []byte(tt.text))
+			if err == nil {
+				t.Fatalf("no error, want %s", tt.want)
+			}
+			if !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+				t.Errorf("error %q does not match %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigDefaultsAndPaths(t *testing.T) {
+	cfg, err := ParseConfig("/etc/credgate/credgate.yaml", []byte("policy: policy.yaml\nca: {cert: ca.pem, key: /abs/ca-key.pem}\nresolve: {\"API.Example.COM:443\": \"127.0.0.1:9443\"}\naudit: {output: audit.log}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{cfg.PolicyPath(), cfg.CA.Cert, cfg.CA.Key, cfg.Audit.Output, cfg.Listen, cfg.AdminListen,
+		cfg.ShutdownTimeout.D(), cfg.Limits.MaxHeaderBytes, cfg.resolve["api.example.com:443"]}
+	want := []any{"/etc/credgate/policy.yaml", "/etc/credgate/ca.pem", "/abs/ca-key.pem", "/etc/credgate/audit.log", ":3128", "127.0.0.1:9090",
+		30 * time.Second, 65536, netip.MustParseAddrPort("127.0.0.1:9443")}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestIsRestricted(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1": true, "127.9.9.9": true, "10.1.2.3": true, "172.16.0.1": true, "192.168.1.1": true,
+		"169.254.169.254": true, "169.254.0.1": true, "100.64.0.1": true, "0.0.0.0": true, "255.255.255.255": true,
+		"224.0.0.1": true, "::1": true, "fe80::1": true, "fc00::1": true, "fd00:ec2::254": true, "::": true,
+		"::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true, "64:ff9b::a9fe:a9fe": true, "2002:7f00:1::": true,
+		"8.8.8.8": false, "93.184.216.34": false, "2606:4700::1111": false, "64:ff9b::808:808": false, "172.32.0.1": false,
+	} {
+		if got := isRestricted(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("isRestricted(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestResolverAllowed(t *testing.T) {
+	r := &resolver{pins: map[string]netip.AddrPort{
+		"pinned.test:443": netip.MustParseAddrPort("127.0.0.1:9443"),
+		"public.test:443": netip.MustParseAddrPort("93.184.216.34:443"),
+	}}
+	ctx := context.Background()
+	if _, err := r.allowed(ctx, "pinned.test", 443, false); err != errPrivateAddress {
+		t.Errorf("pinned to loopback without allow_private: %v, want errPrivateAddress", err)
+	}
+	if a, err := r.allowed(ctx, "pinned.test", 443, true); err != nil || a[0].String() != "127.0.0.1:9443" {
+		t.Errorf("with allow_private: %v %v", a, err)
+	}
+	if a, err := r.allowed(ctx, "public.test", 443, false); err != nil || a[0].String() != "93.184.216.34:443" {
+		t.Errorf("public: %v %v", a, err)
+	}
+	if _, err := r.allowed(ctx, "169.254.169.254", 80, false); err != errPrivateAddress {
+		t.Errorf("metadata literal: %v", err)
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	tests := []struct {
+		in      string
+		def     int
+		want    target
+		wantErr bool
+	}{
+		{in: "API.Example.com.:443", want: target{host: "api.example.com", port: 443}},
+		{in: "[::1]:8443", want: target{host: "::1", port: 8443, ip: true}},
+		{in: "[::ffff:127.0.0.1]:443", want: target{host: "127.0.0.1", port: 443, ip: true}},
+		{in: "example.com", def: 80, want: target{host: "example.com", port: 80}},
+		{in: "example.com", wantErr: true},
+		{in: ":443", wantErr: true},
+		{in: "example.com:99999", wantErr: true},
+		{in: "example.com:0", wantErr: true},
+		{in: "exa mple.com:443", wantErr: true},
+		{in: "[fe80::1%eth0]:443", wantErr: true},
+		{in: "a..b:443", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseTarget(tt.in, tt.def)
+		if (err != nil) != tt.wantErr || (!tt.wantErr && got != tt.want) {
+			t.Errorf("parseTarget(%q) = %+v, %v; want %+v, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	for raw, want := range map[string]string{
+		"/v1/charges":       "/v1/charges",
+		"":                  "/",
+		"/v1/a%20b":         "/v1/a b",
+		"/v1/../admin":      "",
+		"/v1/%2e%2e/admin":  "",
+		"/v1/%2E%2E/admin":  "",
+		"/v1/./x":           "",
+		"/v1%2f..%2fadmin":  "",
+		"/v1/..%2fadmin":    "",
+		"/v1/%00":           "",
+		"/v1/x%2Fy":         "/v1/x/y",
+		"/v1/...":           "/v1/...",
+		"/v1/..hidden/file": "/v1/..hidden/file",
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatalf("parse %q: %v", raw, err)
+		}
+		got, ok := cleanPath(u)
+		if want == "" && ok {
+			t.Errorf("cleanPath(%q) = %q, want refused", raw, got)
+		}
+		if want != "" && (!ok || got != want) {
+			t.Errorf("cleanPath(%q) = %q, %v; want %q", raw, got, ok, want)
+		}
+	}
+}
+
+func TestMITMIssuer(t *testing.T) {
+	dir := t.TempDir()
+	certPath, keyPath, err := mitm.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(keyPath); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key mode: %v %v", st.Mode(), err)
+	}
+	if _, _, err := mitm.WriteCA(dir); err == nil {
+		t.Fatal("WriteCA overwrote an existing CA")
+	}
+	if _, err := mitm.LoadCA(certPath, filepath.Join(dir, "nope.pem")); err == nil {
+		t.Fatal("LoadCA with a missing key succeeded")
+	}
+	ca, err := mitm.LoadCA(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: time.Hour, CacheSize: 2})
+	ctx := context.Background()
+	a1, err := is.Certificate(ctx, "A.example.com.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a1.Leaf.DNSNames; len(got) != 1 || got[0] != "a.example.com" {
+		t.Errorf("DNS names %v", got)
+	}
+	if err := a1.Leaf.CheckSignatureFrom(ca.Cert); err != nil {
+		t.Errorf("leaf not signed by the CA: %v", err)
+	}
+	if d := a1.Leaf.NotAfter.Sub(a1.Leaf.NotBefore); d > time.Hour+10*time.Minute {
+		t.Errorf("leaf lifetime %s, want about 1h", d)
+	}
+	a2, _ := is.Certificate(ctx, "a.example.com")
+	if a1 != a2 {
+		t.Errorf("second call signed a new certificate instead of using the cache")
+	}
+	ip, err := is.Certificate(ctx, "127.0.0.1")
+	if err != nil || len(ip.Leaf.IPAddresses) != 1 || len(ip.Leaf.DNSNames) != 0 {
+		t.Errorf("IP leaf: %v %v", ip.Leaf.IPAddresses, err)
+	}
+	_, _ = is.Certificate(ctx, "c.example.com")
+	if is.Len() != 2 {
+		t.Errorf("cache holds %d, want the bound 2", is.Len())
+	}
+}
+
+// FuzzRequestParse feeds arbitrary bytes to the proxy as a request: the
+// parser must refuse or the gateway must answer with a refusal, never
+// panic, and never forward (the policy allows nothing reachable).
+func FuzzRequestParse(f *testing.F) {
+	for _, s := range []string{
+		"GET http://plain.test/v1/x HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+		"GET http://plain.test/v1/../admin HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+		"GET /relative HTTP/1.1\r\nHost: x\r\n\r\n",
+		"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n",
+		"CONNECT :443 HTTP/1.1\r\n\r\n",
+		"GET http://[::1]:80/ HTTP/1.1\r\nHost: [::1]\r\n\r\n",
+		"POST http://plain.test/ HTTP/1.1\r\nHost: other.test\r\nContent-Length: 3\r\n\r\nabc",
+	} {
+		f.Add([]byte(s))
+	}
+	g := fuzzGateway(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			return
+		}
+		req.RemoteAddr = "127.0.0.1:40000"
+		rec := httptest.NewRecorder()
+		g.serveProxy(rec, req)
+		if rec.Code < 400 {
+			t.Fatalf("answered %d to %q; nothing is reachable, want a refusal", rec.Code, data)
+		}
+		if rec.Header().Get(ReasonHeader) == "" {
+			t.Fatalf("refusal %d without %s", rec.Code, ReasonHeader)
+		}
+	})
+}
+
+// fuzzGateway builds a gateway (not running) whose only rule injects for
+// a destination pinned to an unroutable address.
+func fuzzGateway(tb testing.TB) *Gateway {
+	dir := tb.TempDir()
+	certPath, keyPath, err := mitm.WriteCA(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pol := "workloads: {local: {cidrs: [127.0.0.1/32]}}\ndestinations: {plain: {hosts: [plain.test], ports: [80]}}\n" +
+		"rules:\n  - {name: deny-all, from: local, to: plain, action: deny}\ndefault: deny\n"
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(pol), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := ParseConfig(filepath.Join(dir, "c.yaml"), []byte("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\npolicy: policy.yaml\nca: {cert: "+certPath+", key: "+keyPath+"}\n"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g, err := New(context.Background(), cfg, Options{Audit: discard{}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(g.Close)
+	return g
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestRefusalBodies(t *testing.T) {
+	g := fuzzGateway(t)
+	for _, tc := range []struct {
+		req        string
+		wantStatus int
+		wantCode   string
+	}{
+		{"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 400, codeNotProxyRequest},
+		{"GET http://plain.test/v1/../x HTTP/1.1\r\nHost: plain.test\r\n\r\n", 400, codeBadPath},
+		{"GET http://plain.test/x HTTP/1.1\r\nHost: plain.test\r\n\r\n", 403, "denied_by_rule"},
+		{"GET http://nowhere.test/x HTTP/1.1\r\nHost: nowhere.test\r\n\r\n", 403, "no_rule"},
+		{"GET ftp://plain.test/x HTTP/1.1\r\nHost: plain.test\r\n\r\n", 400, codeBadRequest},
+	} {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tc.req)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.RemoteAddr = "127.0.0.1:40000"
+		rec := httptest.NewRecorder()
+		g.serveProxy(rec, req)
+		if rec.Code != tc.wantStatus || rec.Header().Get(ReasonHeader) != tc.wantCode || !strings.Contains(rec.Body.String(), `"code":"`+tc.wantCode+`"`) {
+			t.Errorf("%q: %d %s %s, want %d %s", tc.req, rec.Code, rec.Header().Get(ReasonHeader), rec.Body, tc.wantStatus, tc.wantCode)
+		}
+	}
+}

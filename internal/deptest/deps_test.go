@@ -1,0 +1,188 @@
+package deptest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/credgate/credgate"
+
+// rule forbids packages under From from depending, directly or
+// transitively, on packages under any key of BadDeps.
+type rule struct {
+	// From is a package path relative to the module; it covers its
+	// sub-packages.
+	From string
+	// BadDeps maps a forbidden package (relative, covering sub-packages) to
+	// why it is forbidden.
+	BadDeps map[string]string
+}
+
+// stages are the request-path packages; none of them knows the wiring.
+var stages = []string{"identity", "policy", "providers", "injectors"}
+
+func rules() []rule {
+	wiring := map[string]string{
+		"gateway": "stages are wired by gateway; a stage importing it inverts the request path",
+		"cmd":     "cmd is the binary; libraries never import main packages",
+	}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range wiring {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	return []rule{
+		{From: "identity", BadDeps: with(map[string]string{
+			"providers": "identity verifies who is calling; credentials come later in the path",
+			"policy":    "policy consumes identity (as []identity.Spec), not the other way round",
+			"injectors": "identity must not know how requests are rewritten",
+		})},
+		{From: "providers", BadDeps: with(map[string]string{
+			"policy":    "providers fetch credentials; they must not decide access",
+			"injectors": "injectors consume providers.Credential; providers must not know them",
+		})},
+		{From: "injectors", BadDeps: with(map[string]string{
+			"policy": "injectors rewrite a request with a credential; they must not decide access",
+		})},
+		{From: "policy", BadDeps: with(nil)},
+		{From: "gateway", BadDeps: map[string]string{
+			"cmd": wiring["cmd"],
+		}},
+	}
+}
+
+// pkg is the part of `go list -json` output this test reads.
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+	Error      *struct{ Err string }
+}
+
+// under reports whether path is the module package rel or one below it.
+func under(path, rel string) bool {
+	p := module + "/" + rel
+	return path == p || strings.HasPrefix(path, p+"/")
+}
+
+func listPackages(t *testing.T) map[string]*pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-e", "-json", module+"/...")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	pkgs := map[string]*pkg{}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		p := new(pkg)
+		if err := dec.Decode(p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode go list output: %v", err)
+		}
+		pkgs[p.ImportPath] = p
+	}
+	return pkgs
+}
+
+// chain returns an import path from 'from' to 'to' through module packages,
+// for the error message.
+func chain(pkgs map[string]*pkg, from, to string) []string {
+	prev := map[string]string{from: ""}
+	queue := []string{from}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		if cur == to {
+			var path []string
+			for p := cur; p != ""; p = prev[p] {
+				path = append([]string{p}, path...)
+			}
+			return path
+		}
+		p, ok := pkgs[cur]
+		if !ok {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if _, seen := prev[imp]; !seen && strings.HasPrefix(imp, module) {
+				prev[imp] = cur
+				queue = append(queue, imp)
+			}
+		}
+	}
+	return []string{from, "...", to}
+}
+
+func TestDeps(t *testing.T) {
+	pkgs := listPackages(t)
+
+	// The rules would pass vacuously if the packages vanished.
+	for _, s := range append(stages, "gateway") {
+		if _, ok := pkgs[module+"/"+s]; !ok {
+			t.Errorf("package %s/%s not found by go list; update the dependency rules if it moved", module, s)
+		}
+	}
+
+	var paths []string
+	for path := range pkgs {
+		paths = append(paths, path)
+	}
+	sort.Strings(paths)
+
+	for _, r := range rules() {
+		for _, path := range paths {
+			if !under(path, r.From) {
+				continue
+			}
+			p := pkgs[path]
+			// Deps is the transitive closure, direct imports included.
+			for _, dep := range p.Deps {
+				for bad, why := range r.BadDeps {
+					if under(dep, bad) {
+						t.Errorf("%s must not depend on %s: %s\n\timport chain: %s",
+							path, dep, why, strings.Join(chain(pkgs, path, dep), " -> "))
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRulesMatchLayout keeps the rule table itself honest: every From and
+// BadDeps key names a directory that is a package prefix in the module.
+func TestRulesMatchLayout(t *testing.T) {
+	pkgs := listPackages(t)
+	exists := func(rel string) bool {
+		for path := range pkgs {
+			if under(path, rel) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range rules() {
+		if !exists(r.From) {
+			t.Errorf("rule From %q matches no package", r.From)
+		}
+		for bad := range r.BadDeps {
+			if !exists(bad) {
+				t.Errorf("rule %q: BadDeps key %q matches no package", r.From, bad)
+			}
+		}
+	}
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# test-tools.sh installs what `make test` needs beyond Go, and caches it so a
+# second run does nothing:
+#   - curl and python3 (the e2e tests drive them as real proxy clients):
+#     installed with apt-get when missing (apt-get update only then);
+#   - staticcheck, pinned, built with `go install` into $CREDGATE_TOOLS_BIN
+#     (default ~/.cache/credgate/bin); skipped when that version is present.
+# Usage: bash scripts/test-tools.sh      (the Makefile's `tools` target runs it)
+set -euo pipefail
+
+# staticcheck 2026.2.2 (module v0.8.2) is the release that supports Go 1.26.
+STATICCHECK_VERSION=v0.8.2
+
+bin=${CREDGATE_TOOLS_BIN:-$HOME/.cache/credgate/bin}
+mkdir -p "$bin"
+
+log() { printf 'test-tools: %s\n' "$*" >&2; }
+
+# Debian package names for the commands the tests run.
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+	if ! command -v apt-get >/dev/null 2>&1; then
+		log "missing ${missing[*]} and no apt-get here: install them and rerun"
+		exit 1
+	fi
+	sudo=()
+	if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+	log "installing ${missing[*]} with apt-get"
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}"
+fi
+
+# have_version BINARY VERSION: the binary exists and was built from module VERSION
+# by the Go toolchain in use (staticcheck must be built by the Go it analyses for).
+have_version() {
+	[ -x "$1" ] || return 1
+	local info
+	info=$(go version -m "$1" 2>/dev/null) || return 1
+	printf '%s\n' "$info" | awk '$1=="mod"{print $3}' | grep -qx "$2" || return 1
+	[ "$(printf '%s\n' "$info" | head -n1 | awk '{print $2}')" = "$(go env GOVERSION)" ]
+}
+
+if have_version "$bin/staticcheck" "$STATICCHECK_VERSION"; then
+	log "staticcheck $STATICCHECK_VERSION present"
+else
+	log "installing staticcheck $STATICCHECK_VERSION into $bin"
+	# Outside the module so its go.mod is not touched.
+	(cd "$bin" && GOBIN="$bin" GOFLAGS= go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION")
+fi
