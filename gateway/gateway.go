@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 			auditW = f
 		}
 	}
-	g.audit = newAuditor(auditW)
+	g.audit = newAuditor(auditW, DefaultAuditFlushInterval)
 
 	roots, err := upstreamRoots(cfg.Upstream.CABundle)
 	if err != nil {
@@ -193,6 +193,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.forward = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {},
 		Transport:      timedTransport{g.transport},
+		BufferPool:     newBufferPool(),
 		ErrorHandler:   g.upstreamError,
 		ModifyResponse: g.upstreamResponse,
 		// ReverseProxy logs body-copy errors with their error text only;
@@ -449,6 +450,9 @@ func (g *Gateway) Close() {
 	if g.cache != nil {
 		g.cache.Close()
 	}
+	if g.audit != nil {
+		_ = g.audit.Close()
+	}
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {
 			g.log.Warn("releasing the policy's providers failed", slog.Any("error", err))
@@ -496,4 +500,21 @@ type debugWriter struct{ log *slog.Logger }
 func (d *debugWriter) Write(p []byte) (int, error) {
 	d.log.Debug(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers, which it would
+// otherwise allocate per request.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte { return *(b.p.Get().(*[]byte)) }
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) == 32<<10 {
+		buf = buf[:cap(buf)]
+		b.p.Put(&buf)
+	}
 }

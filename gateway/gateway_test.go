@@ -44,7 +44,7 @@ type testPKI struct {
 	leaf  tls.Certificate
 }
 
-func newTestPKI(t *testing.T, names ...string) *testPKI {
+func newTestPKI(t testing.TB, names ...string) *testPKI {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -106,7 +106,7 @@ func (o *testOrigin) all() []seen {
 // startOrigin serves TLS with HTTP/2 on 127.0.0.1. Routes: /stream sends
 // two chunks, the second after the client acknowledged the first through
 // /stream-ack; /ws upgrades to an echo protocol; anything else echoes.
-func startOrigin(t *testing.T, pki *testPKI) *testOrigin {
+func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 	t.Helper()
 	o := &testOrigin{}
 	ack := make(chan struct{}, 1)
@@ -225,7 +225,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // startGateway runs a gateway in-process with a plain and a TLS listener.
-func startGateway(t *testing.T) *testGateway {
+func startGateway(t testing.TB) *testGateway {
 	t.Helper()
 	dir := t.TempDir()
 	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
@@ -300,7 +300,7 @@ shutdown_timeout: 5s
 }
 
 // client returns an HTTP client using the gateway as its proxy.
-func (tg *testGateway) client(t *testing.T, h2 bool) *http.Client {
+func (tg *testGateway) client(t testing.TB, h2 bool) *http.Client {
 	t.Helper()
 	pu, _ := url.Parse("http://" + tg.gw.ProxyAddr().String())
 	tr := &http.Transport{
@@ -452,9 +452,9 @@ func TestTunnelSplicesAndAudits(t *testing.T) {
 	if got := tg.origin.all(); len(got) != 1 || got[0].Header.Get("Authorization") != "" {
 		t.Errorf("origin saw %+v, want one request without a credential", got)
 	}
-	if !strings.Contains(tg.audit.String(), `"decision":"tunnel"`) {
-		t.Errorf("no tunnel audit line:\n%s", tg.audit.String())
-	}
+	waitFor(t, 5*time.Second, "the tunnel's audit line", func() bool {
+		return strings.Contains(tg.audit.String(), `"decision":"tunnel"`)
+	})
 }
 
 func TestReadyzAndMetrics(t *testing.T) {
@@ -489,5 +489,17 @@ func TestReadyzAndMetrics(t *testing.T) {
 	}
 	if strings.Contains(string(body), tg.token) {
 		t.Errorf("/metrics contains the credential")
+	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

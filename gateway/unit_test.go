@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -289,5 +290,49 @@ func TestRefusalBodies(t *testing.T) {
 		if rec.Code != tc.wantStatus || rec.Header().Get(ReasonHeader) != tc.wantCode || !strings.Contains(rec.Body.String(), `"code":"`+tc.wantCode+`"`) {
 			t.Errorf("%q: %d %s %s, want %d %s", tc.req, rec.Code, rec.Header().Get(ReasonHeader), rec.Body, tc.wantStatus, tc.wantCode)
 		}
+	}
+}
+
+func TestAuditLineIsJSON(t *testing.T) {
+	ev := &event{
+		Time: time.Date(2026, 11, 25, 4, 0, 0, 123456789, time.FixedZone("x", 3600)), Workload: "billing \"api\"",
+		Factors: []string{"source", "mtls"}, Source: "10.0.0.1", Method: "GET", Scheme: "https", Host: "api.example.com",
+		Port: 443, Path: "/v1/\x00\n\t\\é\xff\u2028", Rule: "r", Decision: "inject", Credential: "c", CacheHit: true,
+		Status: 200, BytesIn: 5, BytesOut: 7, Duration: 1500 * time.Microsecond, Upstream: 250 * time.Microsecond,
+	}
+	line := appendEvent(nil, ev)
+	if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
+		t.Fatalf("not one line: %q", line)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, line)
+	}
+	want := map[string]any{
+		"time": "2026-11-25T03:00:00.123Z", "workload": "billing \"api\"", "factors": []any{"source", "mtls"},
+		"source": "10.0.0.1", "method": "GET", "scheme": "https", "host": "api.example.com", "port": 443.0,
+		"path": "/v1/\x00\n\t\\é\ufffd\u2028", "rule": "r", "decision": "inject", "code": "", "credential": "c",
+		"cache_hit": true, "status": 200.0, "bytes_in": 5.0, "bytes_out": 7.0, "duration_ms": 1.5, "upstream_ms": 0.25,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestAuditorFlushes(t *testing.T) {
+	var buf lockedBuffer
+	a := newAuditor(&buf, 10*time.Millisecond)
+	a.write(&event{Path: "/one"})
+	waitFor(t, 5*time.Second, "the periodic flush", func() bool { return strings.Contains(buf.String(), `"/one"`) })
+	a.write(&event{Path: "/two"})
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"/two"`) {
+		t.Errorf("Close did not flush")
+	}
+	a.write(&event{Path: "/three"})
+	if !strings.Contains(buf.String(), `"/three"`) {
+		t.Errorf("a write after Close was not written through")
 	}
 }

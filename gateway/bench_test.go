@@ -1,0 +1,36 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkInjectKeepAlive measures one intercepted, injected request on
+// a warm keep-alive connection (in-process: client, gateway and origin
+// share the CPUs). make bench has the end-to-end figures against direct
+// calls and a bare goproxy; this one is for profiling
+// (go test -bench InjectKeepAlive -cpuprofile cpu.out ./gateway).
+func BenchmarkInjectKeepAlive(b *testing.B) {
+	tg := startGateway(b)
+	c := tg.client(b, false)
+	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	url := "https://" + apiHost + "/v1/bench"
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %s", resp.Status)
+				return
+			}
+		}
+	})
+}
