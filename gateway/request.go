@@ -25,10 +25,16 @@ import (
 	"github.com/credgate/credgate/providers"
 )
 
-// gatewayHeaders are request headers scoped to the client-to-gateway hop.
-// They never reach an upstream, whatever the decision (invariant 3);
-// net/http/httputil removes the other hop-by-hop headers.
-var gatewayHeaders = []string{"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate", ReasonHeader}
+// gatewayHeaders are request headers scoped to the client-to-gateway hop
+// or asserting a client identity. They never reach an upstream, whatever
+// the decision (invariants 3 and 7): the destination sees the gateway as
+// its client, and internal addresses and certificates do not leak to a
+// SaaS. net/http/httputil removes the other hop-by-hop headers.
+var gatewayHeaders = []string{
+	"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate", ReasonHeader,
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
+	"X-Client-Cert", "X-Forwarded-Client-Cert", "X-Ssl-Client-Cert",
+}
 
 // reqState follows one request through the gateway; the upstream
 // round trip and the response hooks fill it in.
