@@ -1,0 +1,732 @@
+package vault
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/credgate/credgate/providers"
+)
+
+// Server defaults, applied by Server.withDefaults.
+const (
+	DefaultTimeout      = 10 * time.Second
+	DefaultRetries      = 2
+	DefaultRetryBackoff = 250 * time.Millisecond
+	// DefaultServiceAccountTokenFile is where the credgate Helm chart
+	// mounts the gateway's projected service-account token; it is the
+	// default token_file of the kubernetes and jwt login methods.
+	DefaultServiceAccountTokenFile = "/var/run/secrets/credgate/serviceaccount/token"
+
+	maxRetryBackoff = 5 * time.Second
+)
+
+// Login methods (Auth.Method).
+const (
+	MethodToken      = "token"
+	MethodAppRole    = "approle"
+	MethodKubernetes = "kubernetes"
+	MethodJWT        = "jwt"
+)
+
+// Server says which Vault server the gateway talks to and how it logs in.
+// Nothing in it is read or contacted when a policy loads: files
+// (ca_cert, token and secret_id files) are read at the first request.
+// It is the `server:` mapping of every vault credential; several
+// credentials can share one with a YAML anchor (`server: &vault {...}`,
+// then `server: *vault`).
+type Server struct {
+	// Address is Vault's URL, e.g. https://vault.internal:8200. Default:
+	// the VAULT_ADDR environment variable of the gateway.
+	Address string `yaml:"address"`
+	// Namespace is the Vault Enterprise / OpenBao namespace every request
+	// (login included) is made in. Default: VAULT_NAMESPACE, else none.
+	Namespace string `yaml:"namespace"`
+	// CACert is a PEM file of roots for Vault's TLS certificate, instead
+	// of the system roots.
+	CACert string `yaml:"ca_cert"`
+	// Timeout bounds each HTTP request to Vault. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Retries is how many times a request that failed because Vault was
+	// unreachable, sealed, overloaded or answered 5xx is tried again.
+	// Default 2; 0 disables retries.
+	Retries *int `yaml:"retries"`
+	// RetryBackoff is the wait before the first retry; it doubles for each
+	// further retry (at most 5s), with random jitter. Default 250ms.
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	// Auth says how the gateway logs in.
+	Auth Auth `yaml:"auth"`
+}
+
+// Auth is the gateway's login to Vault. Method picks the other fields
+// that apply: token (token_file or token_env), approle (role_id or
+// role_id_file, secret_id_file, secret_id_wrapped), kubernetes and jwt
+// (role, token_file).
+type Auth struct {
+	// Method is token, approle, kubernetes or jwt. Required.
+	Method string `yaml:"method"`
+	// Mount is the path the auth method is enabled at. Default: the
+	// method's name (approle, kubernetes, jwt). Not used by token.
+	Mount string `yaml:"mount"`
+	// TokenFile is, for token, a file holding a Vault token (for example
+	// written by Vault Agent); for kubernetes and jwt, the file holding the
+	// JWT presented at login (default DefaultServiceAccountTokenFile). It
+	// is read again at every login, so a rotated file is picked up.
+	TokenFile string `yaml:"token_file"`
+	// TokenEnv is, for token, the environment variable holding the token.
+	// Default VAULT_TOKEN when token_file is not set.
+	TokenEnv string `yaml:"token_env"`
+	// Role is the Vault role to log in as (kubernetes, jwt).
+	Role string `yaml:"role"`
+	// RoleID is the AppRole role_id (not a secret on its own).
+	RoleID string `yaml:"role_id"`
+	// RoleIDFile is a file holding the role_id, instead of RoleID.
+	RoleIDFile string `yaml:"role_id_file"`
+	// SecretIDFile is a file holding the AppRole secret_id: by default a
+	// response-wrapping token that the gateway unwraps (once) at login.
+	SecretIDFile string `yaml:"secret_id_file"`
+	// SecretIDWrapped says whether SecretIDFile holds a wrapping token
+	// (true, the default) or the plain secret_id (false).
+	SecretIDWrapped *bool `yaml:"secret_id_wrapped"`
+}
+
+// withDefaults returns s with defaults applied and environment defaults
+// read. It is the one place defaults are set.
+func (s Server) withDefaults() Server {
+	if s.Address == "" {
+		s.Address = os.Getenv("VAULT_ADDR")
+	}
+	if s.Namespace == "" {
+		s.Namespace = os.Getenv("VAULT_NAMESPACE")
+	}
+	s.Namespace = strings.Trim(s.Namespace, "/")
+	if s.Timeout == 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if s.Retries == nil {
+		n := DefaultRetries
+		s.Retries = &n
+	}
+	if s.RetryBackoff == 0 {
+		s.RetryBackoff = DefaultRetryBackoff
+	}
+	a := &s.Auth
+	if a.Mount == "" && a.Method != MethodToken {
+		a.Mount = a.Method
+	}
+	a.Mount = strings.Trim(a.Mount, "/")
+	switch a.Method {
+	case MethodToken:
+		if a.TokenFile == "" && a.TokenEnv == "" {
+			a.TokenEnv = "VAULT_TOKEN"
+		}
+	case MethodKubernetes, MethodJWT:
+		if a.TokenFile == "" {
+			a.TokenFile = DefaultServiceAccountTokenFile
+		}
+	case MethodAppRole:
+		if a.SecretIDWrapped == nil {
+			t := true
+			a.SecretIDWrapped = &t
+		}
+	}
+	return s
+}
+
+// validate checks settings that have had their defaults applied. Error
+// messages name the setting under server: and say what to change.
+func (s Server) validate() error {
+	if s.Address == "" {
+		return errors.New("server.address is not set and VAULT_ADDR is empty; set server.address to Vault's URL, e.g. https://vault.internal:8200")
+	}
+	u, err := url.Parse(s.Address)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("server.address %q must be an http:// or https:// URL such as https://vault.internal:8200", s.Address)
+	}
+	switch {
+	case s.Timeout < 0:
+		return fmt.Errorf("server.timeout %s must be positive", s.Timeout)
+	case *s.Retries < 0 || *s.Retries > 10:
+		return fmt.Errorf("server.retries %d must be between 0 and 10", *s.Retries)
+	case s.RetryBackoff < 0:
+		return fmt.Errorf("server.retry_backoff %s must be positive", s.RetryBackoff)
+	}
+	a := s.Auth
+	notFor := func(set bool, key string) error {
+		if set {
+			return fmt.Errorf("server.auth.%s does not apply to method %s; remove it", key, a.Method)
+		}
+		return nil
+	}
+	var errs []error
+	switch a.Method {
+	case "":
+		return errors.New("server.auth.method is not set; use token (development), approle, kubernetes or jwt")
+	case MethodToken:
+		if a.TokenFile != "" && a.TokenEnv != "" {
+			errs = append(errs, errors.New("server.auth: set only one of token_file and token_env"))
+		}
+		errs = append(errs, notFor(a.Mount != "", "mount"), notFor(a.Role != "", "role"),
+			notFor(a.RoleID != "" || a.RoleIDFile != "", "role_id"), notFor(a.SecretIDFile != "" || a.SecretIDWrapped != nil, "secret_id_file"))
+	case MethodAppRole:
+		if (a.RoleID == "") == (a.RoleIDFile == "") {
+			errs = append(errs, errors.New("server.auth: approle needs exactly one of role_id and role_id_file"))
+		}
+		if a.SecretIDFile == "" {
+			errs = append(errs, errors.New("server.auth: approle needs secret_id_file (a file holding a response-wrapped secret_id)"))
+		}
+		errs = append(errs, notFor(a.Role != "", "role"), notFor(a.TokenFile != "", "token_file"), notFor(a.TokenEnv != "", "token_env"))
+	case MethodKubernetes, MethodJWT:
+		if a.Role == "" {
+			errs = append(errs, fmt.Errorf("server.auth: %s needs role (the Vault role to log in as)", a.Method))
+		}
+		errs = append(errs, notFor(a.TokenEnv != "", "token_env"), notFor(a.RoleID != "" || a.RoleIDFile != "", "role_id"),
+			notFor(a.SecretIDFile != "" || a.SecretIDWrapped != nil, "secret_id_file"))
+	default:
+		return fmt.Errorf("server.auth.method %q is not known; use token, approle, kubernetes or jwt", a.Method)
+	}
+	if strings.Contains(a.Mount, "..") {
+		errs = append(errs, fmt.Errorf("server.auth.mount %q must not contain a .. segment", a.Mount))
+	}
+	return errors.Join(errs...)
+}
+
+// Client is the gateway's logged-in connection to one Vault server: it
+// logs in lazily on first use, renews its token ahead of expiry in the
+// background, logs in again when the token cannot be renewed or was
+// revoked, and retries requests that failed because Vault was unavailable.
+// It is safe for concurrent use. Close stops its background work.
+//
+// Providers in this package each own one Client; other providers (for
+// example an OAuth2 provider signing client assertions with a transit key,
+// see TransitSigner) can build their own with NewClient.
+type Client struct {
+	srv   Server
+	clock clock
+	http  *http.Client
+	tr    *http.Transport
+
+	// tlsMu guards loading server.ca_cert into tr, once, before the first
+	// request (not at load time, so a policy validates on a machine
+	// without the file).
+	tlsMu    sync.Mutex
+	tlsReady bool
+
+	api *api.Client // the current token is set on it
+
+	// sem serialises logins; a buffered channel so waiting honours ctx.
+	sem chan struct{}
+
+	mu      sync.Mutex
+	tok     *token // nil before the first login and after invalidation
+	gen     uint64 // incremented at every login
+	started bool   // the renewer goroutine runs
+	closed  bool   // Close was called: start no goroutine
+
+	// secretID is the unwrapped AppRole secret_id and wrapSum the SHA-256
+	// of the wrapping token it came from, so a new wrapping token written
+	// to the file is unwrapped again. Both are guarded by sem.
+	secretID providers.Secret
+	wrapSum  [32]byte
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{}
+}
+
+// token is one login's token and its lifetime.
+type token struct {
+	value     providers.Secret
+	gen       uint64
+	ttl       time.Duration // from login or the last renewal; 0 = never expires
+	loginTTL  time.Duration // the TTL at login, to see the max TTL approach
+	renewable bool
+	expires   time.Time // zero when ttl is 0
+	next      time.Time // when the renewer next acts on it
+}
+
+// NewClient returns a Client for s. Defaults are applied and the settings
+// checked; nothing is sent to Vault and no file is read until the first
+// request.
+func NewClient(s Server) (*Client, error) { return newClient(s, realClock{}) }
+
+func newClient(s Server, clk clock) (*Client, error) {
+	s = s.withDefaults()
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// Never send Vault traffic through HTTPS_PROXY: in a gateway's
+	// environment that may well point at the gateway itself.
+	tr.Proxy = nil
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	c := &Client{
+		srv:   s,
+		clock: clk,
+		tr:    tr,
+		http: &http.Client{
+			Transport: tr,
+			// Vault's own client follows one redirect itself (to the
+			// active node); net/http must not follow any.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		sem:  make(chan struct{}, 1),
+		wake: make(chan struct{}, 1),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	a, err := c.newAPI("")
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.api = a
+	return c, nil
+}
+
+// newAPI returns a vault/api client for c's server holding token (none
+// when ""). Environment variables the api package reads on its own
+// (VAULT_TOKEN, VAULT_HEADERS, VAULT_NAMESPACE) are overridden: only the
+// settings count.
+func (c *Client) newAPI(tok string) (*api.Client, error) {
+	a, err := api.NewClient(&api.Config{
+		Address:    c.srv.Address,
+		HttpClient: c.http,
+		Timeout:    c.srv.Timeout,
+		MaxRetries: 0, // Client.do retries, with its own classification
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vault: client for %s: %w", c.srv.Address, err)
+	}
+	h := http.Header{}
+	h.Set("X-Vault-Request", "true")
+	a.SetHeaders(h)
+	a.SetNamespace(c.srv.Namespace)
+	if tok == "" {
+		a.ClearToken()
+	} else {
+		a.SetToken(tok)
+	}
+	return a, nil
+}
+
+// Close stops background token renewal. It does not revoke the token:
+// leases the token created would be revoked with it. It is safe to call
+// more than once.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.http.CloseIdleConnections()
+	return nil
+}
+
+// errKind classifies a failed Vault request.
+type errKind int
+
+const (
+	kindPermanent errKind = iota // bad request, not found, ...: do not retry
+	kindTransient                // unreachable, sealed, 5xx, 429: retry, then ErrUnavailable
+	kindForbidden                // 403: the token may have been revoked
+	kindCanceled                 // the caller's context ended
+)
+
+func classify(ctx context.Context, err error) errKind {
+	if ctx.Err() != nil {
+		return kindCanceled
+	}
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		switch {
+		case re.StatusCode == http.StatusForbidden:
+			return kindForbidden
+		case re.StatusCode >= 500, re.StatusCode == http.StatusTooManyRequests, re.StatusCode == http.StatusPreconditionFailed:
+			return kindTransient
+		}
+		return kindPermanent
+	}
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return kindPermanent
+	}
+	// Network errors, resets, EOF from a dying server.
+	return kindTransient
+}
+
+// vaultError is a failed Vault request, described without the request
+// body (which may hold a secret_id or JWT) and without the multi-line
+// text of *api.ResponseError.
+type vaultError struct {
+	status int
+	msg    string
+	err    error
+}
+
+func (e *vaultError) Error() string {
+	if e.status != 0 {
+		return fmt.Sprintf("%s (HTTP %d)", e.msg, e.status)
+	}
+	return e.msg
+}
+
+func (e *vaultError) Unwrap() error { return e.err }
+
+// describe turns an error from vault/api into a vaultError.
+func describe(err error) error {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		var msgs []string
+		for _, m := range re.Errors {
+			if m = strings.TrimSpace(m); m != "" {
+				msgs = append(msgs, m)
+			}
+		}
+		msg := strings.Join(msgs, "; ")
+		if re.RawError {
+			msg = "non-JSON answer: " + truncate(msg, 120)
+		}
+		if msg == "" {
+			msg = strings.ToLower(http.StatusText(re.StatusCode))
+		}
+		return &vaultError{status: re.StatusCode, msg: msg, err: err}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// Drop the URL's method and address noise, keep the cause.
+		return &vaultError{msg: fmt.Sprintf("%s %s: %v", ue.Op, withoutQuery(ue.URL), ue.Err), err: err}
+	}
+	return err
+}
+
+// withoutQuery strips the query from a URL for messages.
+func withoutQuery(raw string) string {
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		return raw[:i]
+	}
+	return raw
+}
+
+// isStatus reports whether err is a Vault answer with one of codes.
+func isStatus(err error, codes ...int) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, c := range codes {
+		if re.StatusCode == c {
+			return true
+		}
+	}
+	return false
+}
+
+// do runs one Vault operation (op names it in errors, e.g. "read
+// secret/data/stripe") with the current token: it logs in first when there
+// is no valid token, retries transient failures up to Retries times with
+// jittered exponential backoff, and when Vault answers 403 because the
+// token was revoked it logs in again and retries once. Errors start with
+// "vault: OP: "; when Vault stayed unavailable they wrap
+// providers.ErrUnavailable.
+func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context, a *api.Client) (*api.Secret, error)) (*api.Secret, error) {
+	if err := c.loadCACert(); err != nil {
+		return nil, fmt.Errorf("vault: %s: %w", op, err)
+	}
+	attempts := 1 + *c.srv.Retries
+	relogged := false
+	var last error
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			if err := c.backoff(ctx, i); err != nil {
+				return nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), i, providers.ErrUnavailable)
+			}
+		}
+		tok, err := c.token(ctx)
+		if err != nil {
+			if errors.Is(err, providers.ErrUnavailable) && ctx.Err() == nil {
+				last = err
+				continue
+			}
+			return nil, fmt.Errorf("vault: %s: %w", op, err)
+		}
+		sec, err := fn(ctx, c.api)
+		if err == nil {
+			return sec, nil
+		}
+		switch classify(ctx, err) {
+		case kindTransient:
+			last = err
+			continue
+		case kindCanceled:
+			return nil, fmt.Errorf("vault: %s: %w: %w", op, context.Cause(ctx), providers.ErrUnavailable)
+		case kindForbidden:
+			if !relogged && c.tokenRejected(ctx, tok) {
+				relogged = true
+				c.invalidate(tok.gen)
+				i-- // the re-login does not use up a retry
+				continue
+			}
+		}
+		return nil, fmt.Errorf("vault: %s: %w", op, describe(err))
+	}
+	return nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), attempts, providers.ErrUnavailable)
+}
+
+// loadCACert installs server.ca_cert as the roots for Vault's TLS
+// certificate. It reads the file until it succeeds once.
+func (c *Client) loadCACert() error {
+	c.tlsMu.Lock()
+	defer c.tlsMu.Unlock()
+	if c.tlsReady || c.srv.CACert == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(c.srv.CACert)
+	if err != nil {
+		return fmt.Errorf("server.ca_cert: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("server.ca_cert %s holds no PEM certificate", c.srv.CACert)
+	}
+	// No request has used the transport yet: every request passes here
+	// first, and this is the only write.
+	c.tr.TLSClientConfig.RootCAs = pool
+	c.tlsReady = true
+	return nil
+}
+
+// backoff waits before retry n (1-based): RetryBackoff·2^(n-1), capped,
+// with jitter between half and all of it.
+func (c *Client) backoff(ctx context.Context, n int) error {
+	d := c.srv.RetryBackoff << (n - 1)
+	if d > maxRetryBackoff || d <= 0 {
+		d = maxRetryBackoff
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// token returns a valid token, logging in when there is none or it has
+// expired. Concurrent callers share one login.
+func (c *Client) token(ctx context.Context) (*token, error) {
+	if t := c.current(); t != nil {
+		return t, nil
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for login: %w: %w", context.Cause(ctx), providers.ErrUnavailable)
+	}
+	defer func() { <-c.sem }()
+	if t := c.current(); t != nil { // someone else logged in meanwhile
+		return t, nil
+	}
+	return c.loginLocked(ctx)
+}
+
+// current returns the token if it is valid for at least another second.
+func (c *Client) current() *token {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.tok
+	if t == nil || (!t.expires.IsZero() && !c.clock.Now().Before(t.expires.Add(-time.Second))) {
+		return nil
+	}
+	return t
+}
+
+// loginLocked logs in and installs the new token. c.sem is held.
+func (c *Client) loginLocked(ctx context.Context) (*token, error) {
+	lr, err := c.login(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := c.clock.Now()
+	c.mu.Lock()
+	c.gen++
+	t := &token{value: lr.token, gen: c.gen, ttl: lr.ttl, loginTTL: lr.ttl, renewable: lr.renewable}
+	t.schedule(now)
+	c.tok = t
+	c.api.SetToken(lr.token.Reveal())
+	start := !c.started && !c.closed && t.ttl > 0
+	if start {
+		c.started = true
+		c.wg.Add(1)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.renewLoop()
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return t, nil
+}
+
+// schedule sets t's expiry from its TTL and the renewer's next action at
+// two thirds of it.
+func (t *token) schedule(now time.Time) {
+	t.expires, t.next = time.Time{}, time.Time{}
+	if t.ttl > 0 {
+		t.expires = now.Add(t.ttl)
+		t.next = now.Add(t.ttl * 2 / 3)
+	}
+}
+
+// invalidate forgets the token of login gen (if it is still current), so
+// the next request logs in again.
+func (c *Client) invalidate(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tok != nil && c.tok.gen == gen {
+		c.tok = nil
+	}
+}
+
+// tokenRejected reports whether a 403 came from the token being invalid
+// (revoked, expired early) rather than from a policy that does not allow
+// the path: it asks Vault about the token itself. A token that was already
+// replaced by a newer login counts as rejected (retry with the new one).
+func (c *Client) tokenRejected(ctx context.Context, t *token) bool {
+	c.mu.Lock()
+	replaced := c.tok == nil || c.tok.gen != t.gen
+	c.mu.Unlock()
+	if replaced {
+		return true
+	}
+	a, err := c.newAPI(t.value.Reveal())
+	if err != nil {
+		return false
+	}
+	_, err = a.Auth().Token().LookupSelfWithContext(ctx)
+	return isStatus(err, http.StatusForbidden, http.StatusUnauthorized)
+}
+
+// renewLoop renews the token at two thirds of its TTL and logs in again
+// when renewal is refused or the token approaches its max TTL. It runs
+// until Close.
+func (c *Client) renewLoop() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		t := c.tok
+		var at time.Time
+		if t != nil {
+			at = t.next
+		}
+		c.mu.Unlock()
+		var fire <-chan time.Time
+		stop := func() {}
+		if !at.IsZero() {
+			fire, stop = c.clock.TimerAt(at)
+		}
+		select {
+		case <-c.ctx.Done():
+			stop()
+			return
+		case <-c.wake:
+			stop()
+			continue
+		case <-fire:
+		}
+		c.refresh(t)
+	}
+}
+
+// refresh renews t or replaces it by a new login. Failures are retried
+// later while t is still valid; once it expired, the next request logs in.
+func (c *Client) refresh(t *token) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.Timeout)
+	defer cancel()
+	if t.renewable {
+		sec, err := c.api.Auth().Token().RenewSelfWithContext(ctx, int(t.loginTTL.Seconds()))
+		now := c.clock.Now()
+		if err == nil && sec != nil && sec.Auth != nil {
+			ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+			if ttl >= t.loginTTL/3 {
+				c.mu.Lock()
+				if c.tok == t {
+					nt := *t
+					nt.ttl, nt.renewable = ttl, sec.Auth.Renewable
+					nt.schedule(now)
+					c.tok = &nt
+				}
+				c.mu.Unlock()
+				return
+			}
+			// Near the max TTL: log in again below.
+		} else if err != nil && classify(ctx, err) != kindPermanent && classify(ctx, err) != kindForbidden {
+			c.retryLater(t, now)
+			return
+		}
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-c.sem }()
+	c.mu.Lock()
+	stale := c.tok != t
+	c.mu.Unlock()
+	if stale {
+		return
+	}
+	if _, err := c.loginLocked(ctx); err != nil {
+		c.retryLater(t, c.clock.Now())
+	}
+}
+
+// retryLater schedules another renewal attempt for t, well before it
+// expires, or drops t if it has expired.
+func (c *Client) retryLater(t *token, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tok != t {
+		return
+	}
+	left := t.expires.Sub(now)
+	if left <= time.Second {
+		c.tok = nil
+		return
+	}
+	nt := *t
+	nt.next = now.Add(min(left/3, 30*time.Second))
+	c.tok = &nt
+}
+
+// revokeSelf revokes the client's token (used on cleanup when leases are
+// revoked too; revoking the token revokes every lease it created).
+func (c *Client) revokeSelf(ctx context.Context) error {
+	c.mu.Lock()
+	t := c.tok
+	c.tok = nil
+	c.mu.Unlock()
+	if t == nil || c.srv.Auth.Method == MethodToken {
+		return nil
+	}
+	if err := c.api.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+		return fmt.Errorf("vault: revoke the gateway's token: %w", describe(err))
+	}
+	return nil
+}
