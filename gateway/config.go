@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/yamlstrict"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 	// ShutdownTimeout is how long in-flight requests may take to finish
 	// after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Identity configures the factors that identify callers (mtls, jwt,
+	// kubernetes, posture); docs/config.md#identity.
+	Identity identity.Config `yaml:"identity"`
 
 	// file is the config file's path, for PolicyPath and messages.
 	file string
@@ -250,6 +254,13 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	for _, f := range []*string{&cfg.Policy, &cfg.CA.Cert, &cfg.CA.Key, &cfg.TLS.Cert, &cfg.TLS.Key, &cfg.TLS.ClientCA, &cfg.Upstream.CABundle} {
 		rel(f)
+	}
+	cfg.Identity.ResolvePaths(dir)
+	if err := cfg.Identity.Validate(); err != nil {
+		bad("identity: "+err.Error(), "identity")
+	}
+	if cfg.TLS.ClientCA != "" && len(cfg.Identity.MTLS.Bundles) > 0 {
+		bad("set either tls.client_ca (the listener verifies client certificates) or identity.mtls.bundles (identity verifies them, bundles reloaded on change), not both", "identity", "mtls")
 	}
 	if o := cfg.Audit.Output; o != "" && o != "stdout" && o != "stderr" {
 		rel(&cfg.Audit.Output)

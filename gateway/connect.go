@@ -94,8 +94,23 @@ func evidence(r *http.Request) identity.Evidence {
 	}
 	if r.TLS != nil {
 		ev.VerifiedChains = r.TLS.VerifiedChains
+		ev.PeerCertificates = r.TLS.PeerCertificates
 	}
 	return ev
+}
+
+// identityRefusal answers a failed identity resolution. The error names
+// subjects, issuers and files (never a token) and is logged, not sent.
+func identityRefusal(err error) refusal {
+	switch {
+	case errors.Is(err, identity.ErrFactorConflict):
+		return newRefusal(http.StatusForbidden, codeFactorConflict, "the verified identity factors name different workloads", "")
+	case errors.Is(err, identity.ErrUnavailable):
+		f := newRefusal(http.StatusServiceUnavailable, codeIdentityUnavail, "an identity factor could not be checked right now", "")
+		f.RetryAfter = 5
+		return f
+	}
+	return newRefusal(http.StatusForbidden, codeIdentityInvalid, "a presented identity factor did not verify", "")
 }
 
 // tunnelConn is the client side of an intercepted CONNECT: the hijacked
@@ -188,9 +203,8 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	pol := g.store.Current()
 	w, err := g.ids.Resolve(r.Context(), ev, pol.Workloads())
 	if err != nil {
-		g.log.Info("identity did not verify", slog.String("source", ev.Source.Addr().String()), slog.Any("error", err))
-		return reject(w, dest, policy.Decision{Action: policy.Deny},
-			newRefusal(http.StatusForbidden, codeInvalidIdentity, "a presented identity factor did not verify", ""))
+		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
+		return reject(w, dest, policy.Decision{Action: policy.Deny}, identityRefusal(err))
 	}
 	d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: dest.host, Port: dest.port})
 	if d.Action == policy.Deny {

@@ -87,6 +87,7 @@ type Gateway struct {
 	resolver  *resolver
 	dialer    *dialer
 	transport *http.Transport
+	certTrans *clientTransports
 	forward   *httputil.ReverseProxy
 	connect   *goproxy.ProxyHttpServer
 	mitmTLS   *tls.Config
@@ -165,7 +166,11 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		FetchTimeout: cfg.Cache.FetchTimeout.D(),
 		Observer:     g.metrics,
 	})
-	g.ids = identity.NewResolver()
+	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	g.closers = append(g.closers, g.ids)
 
 	dns := opts.Resolver
 	if dns == nil {
@@ -190,6 +195,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		// Bodies are passed through as the upstream sent them.
 		DisableCompression: true,
 	}
+	g.certTrans = newClientTransports(g.transport)
 	g.forward = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {},
 		Transport:      timedTransport{g.transport},
@@ -248,7 +254,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	g.proxyLn = &countingListener{Listener: ln, open: g.metrics.connections}
 
 	if cfg.TLSListen != "" {
-		tlsCfg, err := listenerTLS(cfg.TLS)
+		tlsCfg, err := listenerTLS(cfg.TLS, len(cfg.Identity.MTLS.Bundles) > 0)
 		if err != nil {
 			return err
 		}
@@ -291,7 +297,11 @@ func (g *Gateway) listen(ctx context.Context) error {
 	return nil
 }
 
-func listenerTLS(c ListenerTLS) (*tls.Config, error) {
+// listenerTLS is the TLS listener's configuration. With tls.client_ca the
+// listener verifies client certificates itself (VerifiedChains); with
+// identity.mtls.bundles it only requests them and identity verifies them
+// against the bundles, which it reloads (PeerCertificates).
+func listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
 	if err != nil {
 		return nil, fmt.Errorf("tls.cert/tls.key: %w", err)
@@ -312,6 +322,9 @@ func listenerTLS(c ListenerTLS) (*tls.Config, error) {
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	if identityVerifies {
+		tc.ClientAuth = tls.RequestClientCert
 	}
 	return tc, nil
 }
@@ -348,6 +361,7 @@ func (g *Gateway) onReload(err error) {
 	// Pooled upstream connections were checked against the old policy's
 	// allow_private settings; new requests dial afresh.
 	g.transport.CloseIdleConnections()
+	g.certTrans.closeIdle()
 }
 
 // Run serves until ctx is done, then shuts down gracefully: /readyz turns
@@ -430,6 +444,7 @@ func (g *Gateway) shutdown() {
 		g.log.Warn("closed tunnels still open at the end of shutdown_timeout", slog.Int("tunnels", n))
 	}
 	g.transport.CloseIdleConnections()
+	g.certTrans.closeIdle()
 	_ = g.adminSrv.Close()
 	g.Close()
 	g.log.Info("shut down")

@@ -39,7 +39,10 @@ var gatewayHeaders = []string{
 // reqState follows one request through the gateway; the upstream
 // round trip and the response hooks fill it in.
 type reqState struct {
-	addrs    []netip.AddrPort
+	addrs []netip.AddrPort
+	// transport, when set, presents a TLS client certificate.
+	transport *http.Transport
+
 	upStart  time.Time
 	upDur    time.Duration
 	refusal  *refusal
@@ -143,7 +146,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	wl, err := g.ids.Resolve(r.Context(), ev, pol.Workloads())
 	if err != nil {
 		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
-		g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, newRefusal(http.StatusForbidden, codeInvalidIdentity, "a presented identity factor did not verify", ""))
+		g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, identityRefusal(err))
 		return
 	}
 	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: path, Header: r.Header})
@@ -225,6 +228,18 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	}
 
 	st := &reqState{addrs: addrs}
+	if d.Action == policy.Inject {
+		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
+			cert, err := cc.Certificate(cred)
+			if err != nil {
+				g.log.Warn("client certificate not usable", slog.String("credential", d.Inject.Credential), slog.Any("error", err))
+				g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusBadGateway, codeInjectFailed,
+					fmt.Sprintf("credential %q is not a usable TLS client certificate; the request was not forwarded", d.Inject.Credential), d.Rule))
+				return
+			}
+			st.transport = g.certTrans.get(cert)
+		}
+	}
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
@@ -319,8 +334,12 @@ type timedTransport struct{ t http.RoundTripper }
 
 func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
+	t := tt.t
+	if st != nil && st.transport != nil {
+		t = st.transport
+	}
 	t0 := time.Now()
-	resp, err := tt.t.RoundTrip(r)
+	resp, err := t.RoundTrip(r)
 	if st != nil {
 		st.upStart, st.upDur = t0, time.Since(t0)
 	}

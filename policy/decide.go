@@ -168,12 +168,13 @@ func (c *candidate) destFor(port, defPort int) *destination {
 }
 
 // Decide answers q. It never blocks and does not allocate on the paths
-// that allow a request, apart from the reason sentence.
+// that allow a request, apart from the reason sentence and the
+// evaluation of `when:` conditions (bounded by a cost limit).
 //
 // For a CONNECT (q.Connect) the candidates are the rules whose `from`
 // matches the caller and whose `to` covers the host and port, in file
-// order, up to the first one that does not look at the request (no methods
-// or paths): rules after it can never decide a request inside the tunnel.
+// order, up to the first one that does not look at the request (no methods,
+// paths or condition): rules after it can never decide a request inside the tunnel.
 // No candidate: Deny "no_rule". Any candidate injects, or denies by method
 // or path: Intercept, naming the first such rule. Otherwise the first
 // candidate decides: Tunnel, or Deny "denied_by_rule".
@@ -182,8 +183,15 @@ func (c *candidate) destFor(port, defPort int) *destination {
 // decides: Inject (a plain http request additionally needs the rule's
 // plaintext: true, else Deny "plaintext_not_allowed"), Forward for a
 // tunnel rule, Deny "denied_by_rule" for a deny rule. None: Deny
+// "condition_not_met" when a rule matched all but its condition,
 // "method_not_allowed" or "path_not_allowed" when a rule for this caller
 // and host exists but does not admit the method or path, else "no_rule".
+//
+// A rule's `when:` condition makes it look at the request (except on a
+// tunnel rule, which cannot read the request and is evaluated at CONNECT);
+// a false condition skips the rule. A condition that fails to evaluate
+// answers Deny "condition_error" at once: skipping the rule could let a
+// later rule allow what it guarded.
 //
 // A destination without `ports` admits 443 for CONNECT and https, 80 for
 // http. q.Port 0 means that default.
@@ -200,14 +208,15 @@ func (p *Policy) Decide(q Query) Decision {
 	who := q.Workload.Name
 	cands := p.index.lookup(host, isIP)
 	if q.Connect {
-		return p.decideConnect(cands, who, host, port, defPort)
+		return p.decideConnect(&q, cands, who, host, port, defPort)
 	}
 	return p.decideRequest(q, cands, who, host, port, defPort)
 }
 
-func (p *Policy) decideConnect(cands []candidate, who, host string, port, defPort int) Decision {
-	var first, forcing *candidate
+func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, port, defPort int) Decision {
+	var first, forcing, condMiss *candidate
 	var firstDest, forcingDest *destination
+	var vars *conditionVarsFor
 	for i := range cands {
 		c := &cands[i]
 		if !c.r.matchesFrom(who) {
@@ -216,6 +225,23 @@ func (p *Policy) decideConnect(cands []candidate, who, host string, port, defPor
 		d := c.destFor(port, defPort)
 		if d == nil {
 			continue
+		}
+		if c.r.cond != nil && !c.r.conditional() {
+			// A tunnel rule's condition, decided now: it cannot read the
+			// request.
+			if vars == nil {
+				vars = newConditionVars(q)
+			}
+			ok, err := c.r.cond.eval(vars)
+			if err != nil {
+				return conditionError(c.r, d, who, hostPort(host, port), err)
+			}
+			if !ok {
+				if condMiss == nil {
+					condMiss = c
+				}
+				continue
+			}
 		}
 		if first == nil {
 			first, firstDest = c, d
@@ -228,6 +254,9 @@ func (p *Policy) decideConnect(cands []candidate, who, host string, port, defPor
 		}
 	}
 	switch {
+	case first == nil && condMiss != nil:
+		return Decision{Action: Deny, Code: "condition_not_met",
+			Reason: fmt.Sprintf("rule %q would let %s reach %s, but its condition is not met", condMiss.r.name, caller(who), hostPort(host, port))}
 	case first == nil:
 		return Decision{Action: Deny, Code: "no_rule",
 			Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}
@@ -251,7 +280,8 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			break
 		}
 	}
-	var methodMiss, pathMiss *candidate
+	var methodMiss, pathMiss, condMiss *candidate
+	var vars *conditionVarsFor
 	for i := range cands {
 		c := &cands[i]
 		if !c.r.matchesFrom(who) {
@@ -279,6 +309,21 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			continue
 		}
 		r := c.r
+		if r.cond != nil {
+			if vars == nil {
+				vars = newConditionVars(&q)
+			}
+			ok, err := r.cond.eval(vars)
+			if err != nil {
+				return conditionError(r, d, who, requestLine(method, q.Scheme, host, port, defPort, q.Path), err)
+			}
+			if !ok {
+				if condMiss == nil {
+					condMiss = c
+				}
+				continue
+			}
+		}
 		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate}
 		switch r.act {
 		case ruleInject:
@@ -300,6 +345,9 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		return dec
 	}
 	switch {
+	case condMiss != nil:
+		return Decision{Action: Deny, Code: "condition_not_met",
+			Reason: fmt.Sprintf("rule %q would apply to %s from %s, but its condition is not met", condMiss.r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))}
 	case methodMiss != nil:
 		return Decision{Action: Deny, Code: "method_not_allowed",
 			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}
@@ -309,6 +357,14 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 	}
 	return Decision{Action: Deny, Code: "no_rule",
 		Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}
+}
+
+// conditionError refuses when a rule's condition cannot be evaluated:
+// skipping the rule instead could let a later rule allow what a deny rule
+// was meant to stop.
+func conditionError(r *rule, d *destination, who, what string, err error) Decision {
+	return Decision{Action: Deny, Rule: r.name, Destination: d.name, Code: "condition_error",
+		Reason: fmt.Sprintf("rule %q: the condition could not be evaluated for %s from %s (%v), so it is refused", r.name, what, caller(who), err)}
 }
 
 func caller(name string) string {

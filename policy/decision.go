@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
@@ -65,6 +66,9 @@ type Query struct {
 	Method string
 	Path   string
 	Header http.Header
+	// Now is the time rule conditions see as `now`; zero means
+	// time.Now().
+	Now time.Time
 }
 
 // Decision is the answer to a Query, with the words `credgate explain` and
@@ -78,7 +82,9 @@ type Decision struct {
 	Destination string
 	// Code is a stable machine-readable reason, e.g. "no_rule",
 	// "denied_by_rule", "method_not_allowed", "path_not_allowed",
-	// "plaintext_not_allowed".
+	// "plaintext_not_allowed", "condition_not_met" (a rule would apply
+	// but its `when:` condition is false), "condition_error" (a condition
+	// could not be evaluated, so the request is refused).
 	Code string
 	// Reason is one human sentence saying why.
 	Reason string

@@ -7,9 +7,11 @@
 // A policy file has five sections:
 //
 //   - workloads: who is calling. Each workload is a set of selectors
-//     (source CIDRs, required factor kinds) that a verified identity must
-//     satisfy; they become []identity.Spec for the identity resolver. A
-//     caller that matches no workload is anonymous.
+//     (source CIDRs, SPIFFE IDs, Kubernetes namespace and service account,
+//     claims, required factor kinds, token-to-certificate binding) that
+//     a verified identity must satisfy; they become []identity.Spec for
+//     the identity resolver, which also refuses factors that select
+//     different workloads. A caller that matches no workload is anonymous.
 //   - destinations: where to. Exact host names, "*." wildcards (any
 //     subdomain depth, never the apex) and IP literals, with optional ports
 //     (default 443 for https and CONNECT, 80 for plain http).
@@ -18,8 +20,10 @@
 //     (providers.Load), so a bad setting is reported with file:line:col.
 //   - rules: in file order, the first rule whose `from` matches the caller
 //     and whose `to` matches the host and port (and, for requests, whose
-//     methods and paths match) decides: deny, tunnel, or inject a
-//     credential with a named injector (injectors.Load).
+//     methods, paths and `when:` condition match) decides: deny, tunnel,
+//     or inject a credential with a named injector (injectors.Load).
+//     Conditions are CEL expressions over workload, request and now,
+//     compiled and type-checked when the policy is parsed.
 //   - default: deny. Nothing else is accepted.
 //
 // # Decisions

@@ -37,7 +37,7 @@ const (
 // built (injectors.Load) here, so bad settings are caught at load time;
 // when Parse fails it releases whatever it built.
 func Parse(ctx context.Context, filename string, data []byte) (*Policy, error) {
-	ps := &parser{ctx: ctx, file: filename}
+	ps := &parser{ctx: ctx, file: filename, src: data}
 	p := ps.parse(data)
 	if len(ps.errs) > 0 {
 		_ = cleanup(ps.built, ps.builtInjectors)
@@ -48,10 +48,13 @@ func Parse(ctx context.Context, filename string, data []byte) (*Policy, error) {
 }
 
 type parser struct {
-	ctx   context.Context
-	file  string
-	errs  ErrorList
-	built []*credential // providers built so far, released on failure
+	ctx  context.Context
+	file string
+	src  []byte
+	errs ErrorList
+	// srcLines is src split into lines, for positions inside conditions.
+	srcLines []string
+	built    []*credential // providers built so far, released on failure
 	// builtInjectors are the injectors built so far, released on failure.
 	builtInjectors []injectors.Injector
 
@@ -275,10 +278,10 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 		}
 		what := fmt.Sprintf("workload %q", name)
 		if body := deref(e.val); !isNull(body) && body.Kind != yaml.MappingNode {
-			ps.errorf(body, "%s must be a mapping with cidrs and/or require", what)
+			ps.errorf(body, "%s must be a mapping of selectors (%s)", what, strings.Join(workloadFields, ", "))
 			continue
 		}
-		fs := ps.fields(e.val, what, "cidrs", "require")
+		fs := ps.fields(e.val, what, workloadFields...)
 		spec := identity.Spec{Name: name}
 		if c, ok := fs["cidrs"]; ok {
 			vals, nodes := ps.list(c.val, what+" cidrs", false)
@@ -300,6 +303,7 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 				}
 			}
 		}
+		ps.parseIdentitySelectors(&spec, fs, what)
 		if r, ok := fs["require"]; ok {
 			known := identity.Names()
 			vals, nodes := ps.list(r.val, what+" require", false)
@@ -313,14 +317,76 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 				}
 			}
 		}
-		if _, c := fs["cidrs"]; !c {
-			if _, r := fs["require"]; !r {
-				ps.errorf(e.key, "%s has no selector and would never match; set cidrs and/or require", what)
+		hasSelector := false
+		for _, k := range workloadFields {
+			if _, ok := fs[k]; ok && k != "bind_token_to_cert" {
+				hasSelector = true
 			}
+		}
+		if !hasSelector {
+			ps.errorf(e.key, "%s has no selector and would never match; set cidrs, spiffe, namespace, service_account, claims and/or require", what)
 		}
 		specs = append(specs, spec)
 	}
 	return specs
+}
+
+// workloadFields are the keys of a `workloads:` entry.
+var workloadFields = []string{"cidrs", "spiffe", "namespace", "service_account", "claims", "require", "bind_token_to_cert"}
+
+// parseIdentitySelectors reads the selectors on verified factor
+// attributes: spiffe, namespace, service_account, claims and
+// bind_token_to_cert.
+func (ps *parser) parseIdentitySelectors(spec *identity.Spec, fs map[string]field, what string) {
+	if f, ok := fs["spiffe"]; ok {
+		vals, nodes := ps.list(f.val, what+" spiffe", true)
+		for i, v := range vals {
+			p, err := identity.ParseSPIFFEPattern(v)
+			if err != nil {
+				ps.errorf(nodes[i], "%s: %v", what, err)
+				continue
+			}
+			spec.SPIFFE = append(spec.SPIFFE, p)
+		}
+	}
+	for _, sel := range []struct {
+		key string
+		dst *[]string
+	}{{"namespace", &spec.Namespaces}, {"service_account", &spec.ServiceAccounts}} {
+		f, ok := fs[sel.key]
+		if !ok {
+			continue
+		}
+		vals, nodes := ps.list(f.val, what+" "+sel.key, true)
+		for i, v := range vals {
+			if v == "" || strings.ContainsAny(v, " \t:/") {
+				ps.errorf(nodes[i], "%s: %s %q is not a Kubernetes name", what, sel.key, v)
+				continue
+			}
+			if !slices.Contains(*sel.dst, v) {
+				*sel.dst = append(*sel.dst, v)
+			}
+		}
+	}
+	if f, ok := fs["claims"]; ok {
+		entries := ps.entries(f.val, what+" claims")
+		if len(entries) == 0 && deref(f.val).Kind == yaml.MappingNode {
+			ps.errorf(deref(f.val), "%s claims is empty; list attribute: value pairs or remove it", what)
+		}
+		for _, c := range entries {
+			v, ok := ps.str(c.val, fmt.Sprintf("%s claims %s", what, c.key.Value))
+			if !ok {
+				continue
+			}
+			if spec.Claims == nil {
+				spec.Claims = map[string]string{}
+			}
+			spec.Claims[c.key.Value] = v
+		}
+	}
+	if f, ok := fs["bind_token_to_cert"]; ok {
+		spec.BindTokenToCert = ps.boolean(f.val, what+" bind_token_to_cert")
+	}
 }
 
 // checkName reports a problem with a user-chosen name, or "".
@@ -602,7 +668,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
-		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "inject", "plaintext")
+		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext")
 		r := &rule{index: len(out)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
@@ -654,6 +720,9 @@ func (ps *parser) parseRules(f field) []*rule {
 				}
 			}
 		}
+		if wf, ok := fs["when"]; ok {
+			ps.parseWhen(r, wf, what)
+		}
 		if pt, ok := fs["plaintext"]; ok {
 			if r.act != ruleInject {
 				ps.errorf(pt.key, "%s: plaintext applies only to inject rules; remove it", what)
@@ -664,6 +733,33 @@ func (ps *parser) parseRules(f field) []*rule {
 		out = append(out, r)
 	}
 	return out
+}
+
+// parseWhen compiles a rule's condition, reporting CEL errors at their
+// position in the file.
+func (ps *parser) parseWhen(r *rule, f field, what string) {
+	src, ok := ps.str(f.val, what+" when")
+	if !ok {
+		return
+	}
+	n := deref(f.val)
+	if strings.TrimSpace(src) == "" {
+		ps.errorf(n, "%s: when is empty; write a condition such as workload.posture.patched, or remove it", what)
+		return
+	}
+	c, issues := compileCondition(src)
+	for _, is := range issues {
+		line, col := ps.conditionPosition(n, src, is.line, is.col)
+		ps.errs = append(ps.errs, &Error{File: ps.file, Line: line, Col: col, Msg: fmt.Sprintf("%s when: %s", what, is.msg)})
+	}
+	if c == nil {
+		return
+	}
+	if r.act == ruleTunnel && c.usesRequest {
+		ps.errorf(n, "%s: a tunnel rule's condition cannot use request, because the gateway does not see requests inside a tunnel; use workload and now only, or use inject or deny", what)
+		return
+	}
+	r.cond = c
 }
 
 func (ps *parser) parseFrom(r *rule, fs map[string]field, rn *yaml.Node, what string) {

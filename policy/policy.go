@@ -90,11 +90,17 @@ type rule struct {
 	// plaintext allows injecting into plain http:// requests.
 	plaintext bool
 	plan      *InjectPlan
+	// cond is the compiled `when:` expression, nil when none.
+	cond *condition
 }
 
-// conditional reports whether the rule looks at the request (method or
-// path), so that deciding it needs an intercepted connection.
-func (r *rule) conditional() bool { return r.methods != nil || r.paths != nil }
+// conditional reports whether the rule looks at the request (method,
+// path, or a `when:` condition), so that deciding it needs an intercepted
+// connection. A tunnel rule's condition cannot read the request; it is
+// evaluated at CONNECT instead.
+func (r *rule) conditional() bool {
+	return r.methods != nil || r.paths != nil || r.cond != nil && r.act != ruleTunnel
+}
 
 // matchesFrom reports whether the rule applies to the caller.
 func (r *rule) matchesFrom(name string) bool {

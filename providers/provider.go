@@ -22,6 +22,12 @@ const (
 	FieldToken    = "token"
 	FieldUsername = "username"
 	FieldPassword = "password"
+	// FieldCertificate, FieldPrivateKey and FieldCAChain are a TLS client
+	// certificate (PEM), its private key (PEM) and the issuing chain
+	// (PEM, the leaf's issuer first), for the tlsclient injector.
+	FieldCertificate = "certificate"
+	FieldPrivateKey  = "private_key"
+	FieldCAChain     = "ca_chain"
 )
 
 // ErrUnavailable marks a credential that cannot be obtained now (source

@@ -18,12 +18,12 @@ import (
 // Fields of a "vault-pki" credential, for the tlsclient injector.
 const (
 	// FieldCertificate is the issued leaf certificate, PEM.
-	FieldCertificate = "certificate"
+	FieldCertificate = providers.FieldCertificate
 	// FieldPrivateKey is the leaf's private key, PEM.
-	FieldPrivateKey = "private_key"
+	FieldPrivateKey = providers.FieldPrivateKey
 	// FieldCAChain is the issuing CA chain, PEM, leaf's issuer first. To
 	// present the full chain, send FieldCertificate followed by it.
-	FieldCAChain = "ca_chain"
+	FieldCAChain = providers.FieldCAChain
 )
 
 // PKIProvider is the "vault-pki" provider: it issues a client certificate

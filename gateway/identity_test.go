@@ -1,0 +1,315 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/credgate/credgate/gateway/mitm"
+)
+
+const identityPolicy = `
+workloads:
+  billing:
+    spiffe: spiffe://test.example/ns/billing/sa/api
+    namespace: billing
+    require: [mtls, jwt]
+  web:
+    spiffe: spiffe://test.example/ns/web/sa/app
+    namespace: web
+    require: [mtls, jwt]
+  jobs:
+    namespace: jobs
+    require: [jwt]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: billing-api
+    from: billing
+    to: api
+    inject: {credential: token, as: bearer}
+  - name: jobs-api
+    from: jobs
+    to: api
+    inject: {credential: token, as: bearer}
+default: deny
+`
+
+// identityEnv is a gateway whose TLS listener verifies client
+// certificates and whose jwt factor accepts Kubernetes-style tokens.
+type identityEnv struct {
+	*testGateway
+	signer    jose.Signer
+	forger    jose.Signer
+	clientCA  *x509.Certificate
+	clientKey *ecdsa.PrivateKey
+	roots     *x509.CertPool
+}
+
+func (e *identityEnv) token(t *testing.T, ns string, forged bool) string {
+	t.Helper()
+	s := e.signer
+	if forged {
+		s = e.forger
+	}
+	claims := map[string]any{
+		"iss": "https://k8s.test", "aud": []string{"credgate"}, "sub": "system:serviceaccount:" + ns + ":api",
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "nbf": time.Now().Add(-time.Minute).Unix(),
+		"kubernetes.io": map[string]any{"namespace": ns, "serviceaccount": map[string]any{"name": "api", "uid": "u"}},
+	}
+	tok, err := jwt.Signed(s).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// clientCert issues a client certificate with a SPIFFE ID.
+func (e *identityEnv) clientCert(t *testing.T, spiffeID string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(spiffeID)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "client"}, URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, e.clientCA, &key.PublicKey, e.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func startIdentityGateway(t *testing.T) *identityEnv {
+	t.Helper()
+	dir := t.TempDir()
+	pki := newTestPKI(t, apiHost, "credgate.test")
+	o := startOrigin(t, pki)
+	token := "gw-id-secret-" + fmt.Sprint(time.Now().UnixNano())
+	t.Setenv("CREDGATE_GATEWAY_TEST_TOKEN", token)
+	e := &identityEnv{}
+
+	// Client CA for the TLS listener.
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	e.clientCA, _ = x509.ParseCertificate(caDER)
+	e.clientKey = caKey
+
+	// Token signing keys: one published in the JWKS, one not.
+	sk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	fk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var err error
+	e.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: sk, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.forger, _ = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: fk, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &sk.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+
+	caCert, caKeyPath, err := mitm.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("origin-ca.pem", pki.caPEM)
+	write("client-ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	write("jwks.json", jwks)
+	write("policy.yaml", []byte(identityPolicy))
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(pki.leaf.PrivateKey)
+	write("listener.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pki.leaf.Certificate[0]}))
+	write("listener-key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	cfgText := fmt.Sprintf(`listen: 127.0.0.1:0
+tls_listen: 127.0.0.1:0
+tls: {cert: listener.pem, key: listener-key.pem, client_ca: client-ca.pem}
+admin_listen: 127.0.0.1:0
+policy: policy.yaml
+ca: {cert: %q, key: %q}
+upstream: {ca_bundle: origin-ca.pem}
+resolve: {"api.origin.test:443": %q}
+identity:
+  jwt:
+    issuers:
+      - issuer: https://k8s.test
+        profile: kubernetes
+        audiences: [credgate]
+        jwks_file: jwks.json
+shutdown_timeout: 5s
+`, caCert, caKeyPath, o.addr)
+	write("credgate.yaml", []byte(cfgText))
+	cfg, err := LoadConfig(filepath.Join(dir, "credgate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &testGateway{origin: o, pki: pki, token: token, audit: &lockedBuffer{}, logs: &lockedBuffer{}, dir: dir}
+	logger := slog.New(slog.NewJSONHandler(tg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	gw, err := New(ctx, cfg, Options{Logger: logger, Audit: tg.audit})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	tg.gw = gw
+	done := make(chan error, 1)
+	go func() { done <- gw.Run(ctx) }()
+	<-gw.Ready()
+	pemCA, _ := os.ReadFile(caCert)
+	e.roots = x509.NewCertPool()
+	e.roots.AppendCertsFromPEM(pemCA)
+	e.roots.AppendCertsFromPEM(pki.caPEM)
+	e.testGateway = tg
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {
+			if strings.Contains(s, token) {
+				t.Errorf("the credential appears in the %s output", where)
+			}
+		}
+	})
+	return e
+}
+
+// get sends GET https://api.origin.test/PATH through the TLS listener,
+// presenting cert (if any) and the token as Bearer proxy credentials.
+func (e *identityEnv) get(t *testing.T, cert *tls.Certificate, bearer, path string) *http.Response {
+	t.Helper()
+	addr := e.gw.TLSProxyAddr().String()
+	pu, _ := url.Parse("https://credgate.test:" + portOf(e.gw.TLSProxyAddr()))
+	tc := &tls.Config{RootCAs: e.roots}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	var d net.Dialer
+	tr := &http.Transport{
+		Proxy:           http.ProxyURL(pu),
+		TLSClientConfig: tc,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	if bearer != "" {
+		tr.ProxyConnectHeader = http.Header{"Proxy-Authorization": {"Bearer " + bearer}}
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + apiHost + path)
+	if err != nil {
+		// A refused CONNECT surfaces as an error; turn it into its status.
+		var status int
+		if _, scanErr := fmt.Sscanf(errSuffix(err.Error()), "%d", &status); scanErr == nil {
+			return &http.Response{StatusCode: status, Header: http.Header{}, Body: http.NoBody}
+		}
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// errSuffix returns what follows the last ": " of a transport error,
+// where Go puts the proxy's CONNECT status ("Forbidden" and the code).
+func errSuffix(s string) string {
+	if i := strings.LastIndex(s, "proxyconnect tcp: "); i >= 0 {
+		s = s[i:]
+	}
+	for _, code := range []string{"403", "503", "407"} {
+		if strings.Contains(s, code) || strings.Contains(s, http.StatusText(atoi(code))) {
+			return code
+		}
+	}
+	return s
+}
+
+func atoi(s string) int { n := 0; fmt.Sscanf(s, "%d", &n); return n }
+
+func TestIdentityFactorsMustVerifyAndAgree(t *testing.T) {
+	e := startIdentityGateway(t)
+	billingCert := e.clientCert(t, "spiffe://test.example/ns/billing/sa/api")
+	tests := []struct {
+		name       string
+		cert       *tls.Certificate
+		token      string
+		wantStatus int
+		wantAudit  string // a fragment of the CONNECT or request audit line
+	}{
+		{"both-agree", &billingCert, e.token(t, "billing", false), 200, `"workload":"billing","factors":["source","mtls","jwt"]`},
+		{"cert-without-token", &billingCert, "", 403, `"code":"no_rule"`},
+		{"conflicting-token", &billingCert, e.token(t, "web", false), 403, `"code":"factor_conflict"`},
+		{"forged-token", &billingCert, e.token(t, "billing", true), 403, `"code":"identity_invalid"`},
+		{"token-only", nil, e.token(t, "jobs", false), 200, `"workload":"jobs","factors":["source","jwt"]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.get(t, tt.cert, tt.token, "/v1/"+tt.name)
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			waitFor(t, 5*time.Second, "audit line "+tt.wantAudit, func() bool { return strings.Contains(e.audit.String(), tt.wantAudit) })
+		})
+	}
+	for _, r := range e.origin.all() {
+		if !strings.HasSuffix(r.Path, "both-agree") && !strings.HasSuffix(r.Path, "token-only") {
+			t.Errorf("origin saw %s", r.Path)
+		}
+	}
+	for _, tt := range tests {
+		if tt.token != "" && (strings.Contains(e.audit.String(), tt.token) || strings.Contains(e.logs.String(), tt.token)) {
+			t.Errorf("a proxy token appears in the gateway's output")
+		}
+	}
+}
+
+// TestIdentityTokenInProxyURL: clients that only know proxy Basic auth put
+// the token in the proxy URL (HTTPS_PROXY=http://workload:<jwt>@gateway).
+func TestIdentityTokenInProxyURL(t *testing.T) {
+	e := startIdentityGateway(t)
+	pu, _ := url.Parse("http://" + e.gw.ProxyAddr().String())
+	pu.User = url.UserPassword("jobs", e.token(t, "jobs", false))
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: e.roots}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + apiHost + "/v1/basic-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if got := e.origin.all(); len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer "+e.testGateway.token || got[0].Header.Get("Proxy-Authorization") != "" {
+		t.Errorf("origin saw %+v", got)
+	}
+}

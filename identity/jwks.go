@@ -1,0 +1,357 @@
+package identity
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// maxFetchBytes bounds a fetched discovery document, JWKS or posture feed.
+const maxFetchBytes = 1 << 20
+
+// errRateLimited is returned by keySet.refetch when the last fetch was
+// too recent.
+var errRateLimited = errors.New("refetch rate-limited")
+
+// keySet holds one issuer's verification keys: from a file (reloaded
+// when it changes) or from a URL (refetched in the background, and on
+// demand when a token names an unknown key id, at most once per
+// MinRefetchInterval, with concurrent demands sharing one fetch).
+type keySet struct {
+	issuer string
+	cfg    IssuerConfig
+	client *http.Client
+	now    func() time.Time
+	log    *slog.Logger
+	file   *fileReloader // set for jwks_file
+
+	cur atomic.Pointer[[]jose.JSONWebKey]
+
+	mu          sync.Mutex // guards the fields below
+	lastAttempt time.Time
+	lastErr     error
+	inflight    *fetchCall
+	jwksURI     string // from discovery
+}
+
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+func newKeySet(ctx context.Context, cfg IssuerConfig, o options) (*keySet, error) {
+	k := &keySet{issuer: cfg.Issuer, cfg: cfg, now: o.now, log: o.log}
+	if cfg.JWKSFile != "" {
+		k.file = &fileReloader{path: cfg.JWKSFile, what: "JWKS", interval: cfg.RefreshInterval, log: o.log,
+			apply: func(data []byte) error {
+				keys, err := parseJWKS(data)
+				if err != nil {
+					return err
+				}
+				k.cur.Store(&keys)
+				return nil
+			}}
+		if _, err := k.file.load(); err != nil {
+			return nil, err
+		}
+		return k, nil
+	}
+	client, err := httpClient(cfg.CAFile, cfg.FetchTimeout)
+	if err != nil {
+		return nil, err
+	}
+	k.client = client
+	k.jwksURI = cfg.JWKSURL
+	// The first fetch may fail (the issuer is down, the network not up
+	// yet): tokens retry it, and the background refresh too.
+	if err := k.refetch(ctx); err != nil {
+		k.log.Warn("identity: cannot fetch the JWKS yet; will retry", "issuer", k.name(), "error", err)
+	}
+	return k, nil
+}
+
+// name names the issuer in logs and errors.
+func (k *keySet) name() string {
+	if k.issuer != "" {
+		return k.issuer
+	}
+	return "spiffe://" + k.cfg.TrustDomain
+}
+
+// run refreshes the keys every RefreshInterval until ctx is done.
+func (k *keySet) run(ctx context.Context) {
+	if k.file != nil {
+		k.file.run(ctx)
+		return
+	}
+	t := time.NewTicker(k.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		k.lastAttempt = time.Time{} // a scheduled refresh is never rate-limited
+		k.mu.Unlock()
+		if err := k.refetch(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			k.log.Warn("identity: JWKS refresh failed; keeping the last keys", "issuer", k.name(), "error", err)
+		}
+	}
+}
+
+// candidates returns the keys that may have signed a token with this kid
+// and alg. An unknown kid triggers one refetch (rate-limited).
+func (k *keySet) candidates(ctx context.Context, kid, alg string) ([]jose.JSONWebKey, error) {
+	if ks := k.match(kid, alg); len(ks) > 0 {
+		return ks, nil
+	}
+	err := k.refetch(ctx)
+	if ks := k.match(kid, alg); len(ks) > 0 {
+		return ks, nil
+	}
+	if cur := k.cur.Load(); cur == nil || len(*cur) == 0 {
+		// Nothing was ever fetched: the issuer is unreachable, which
+		// says nothing about the token.
+		if errors.Is(err, errRateLimited) {
+			k.mu.Lock()
+			err = k.lastErr
+			k.mu.Unlock()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("issuer %s: no keys yet: %v: %w", k.name(), err, ErrUnavailable)
+		}
+	}
+	return nil, fmt.Errorf("issuer %s has no %s key with key id %s: %w", k.name(), alg, quoteShort(kid), ErrInvalid)
+}
+
+// match returns the keys for kid ("" matches every key) usable with alg.
+func (k *keySet) match(kid, alg string) []jose.JSONWebKey {
+	cur := k.cur.Load()
+	if cur == nil {
+		return nil
+	}
+	var out []jose.JSONWebKey
+	for _, key := range *cur {
+		if kid != "" && key.KeyID != "" && key.KeyID != kid {
+			continue
+		}
+		if key.Algorithm != "" && key.Algorithm != alg {
+			continue
+		}
+		out = append(out, key)
+	}
+	return out
+}
+
+// refetch loads the keys again, unless the last attempt was less than
+// MinRefetchInterval ago (errRateLimited). Concurrent calls share one
+// fetch; a caller whose ctx ends stops waiting, not the fetch.
+func (k *keySet) refetch(ctx context.Context) error {
+	k.mu.Lock()
+	if c := k.inflight; c != nil {
+		k.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	now := k.now()
+	if !k.lastAttempt.IsZero() && now.Sub(k.lastAttempt) < k.cfg.MinRefetchInterval {
+		k.mu.Unlock()
+		return errRateLimited
+	}
+	k.lastAttempt = now
+	c := &fetchCall{done: make(chan struct{})}
+	k.inflight = c
+	k.mu.Unlock()
+
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.FetchTimeout)
+	c.err = k.fetch(fctx)
+	cancel()
+
+	k.mu.Lock()
+	k.inflight = nil
+	k.lastErr = c.err
+	k.mu.Unlock()
+	close(c.done)
+	return c.err
+}
+
+func (k *keySet) fetch(ctx context.Context) error {
+	if k.file != nil {
+		_, err := k.file.load()
+		return err
+	}
+	k.mu.Lock()
+	uri := k.jwksURI
+	k.mu.Unlock()
+	if k.cfg.DiscoveryURL != "" {
+		var doc struct {
+			Issuer  string `json:"issuer"`
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := getJSON(ctx, k.client, k.cfg.DiscoveryURL, k.cfg.BearerTokenFile, &doc); err != nil {
+			return fmt.Errorf("issuer %s: discovery: %w", k.name(), err)
+		}
+		if doc.Issuer != k.issuer {
+			return fmt.Errorf("issuer %s: discovery document %s names issuer %s; they must be equal", k.name(), k.cfg.DiscoveryURL, quoteShort(doc.Issuer))
+		}
+		if err := checkURL(doc.JWKSURI, true); err != nil {
+			return fmt.Errorf("issuer %s: discovery document's jwks_uri: %w", k.name(), err)
+		}
+		uri = doc.JWKSURI
+		k.mu.Lock()
+		k.jwksURI = uri
+		k.mu.Unlock()
+	}
+	body, err := get(ctx, k.client, uri, k.cfg.BearerTokenFile)
+	if err != nil {
+		return fmt.Errorf("issuer %s: JWKS: %w", k.name(), err)
+	}
+	keys, err := parseJWKS(body)
+	if err != nil {
+		return fmt.Errorf("issuer %s: JWKS %s: %w", k.name(), uri, err)
+	}
+	k.cur.Store(&keys)
+	return nil
+}
+
+// parseJWKS returns the public signing keys of a JSON Web Key Set. Keys
+// that do not parse, encryption keys and symmetric keys are skipped: a
+// symmetric key would let whoever knows it mint tokens, and a public key
+// must never be usable as an HMAC secret.
+func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("not a JSON Web Key Set: %w", err)
+	}
+	var out []jose.JSONWebKey
+	for _, raw := range set.Keys {
+		var key jose.JSONWebKey
+		if err := key.UnmarshalJSON(raw); err != nil {
+			continue
+		}
+		if key.Use == "enc" || !key.Valid() {
+			continue
+		}
+		if _, symmetric := key.Key.([]byte); symmetric {
+			continue
+		}
+		if !key.IsPublic() {
+			key = key.Public()
+			if !key.Valid() {
+				continue
+			}
+		}
+		out = append(out, key)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("holds no usable public signing key")
+	}
+	return out, nil
+}
+
+// httpClient returns a client that trusts caFile (PEM) instead of the
+// system roots when caFile is set, never follows redirects to another
+// scheme, and times out after timeout.
+func httpClient(caFile string, timeout time.Duration) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the gateway must not route its own verification through a proxy
+	if caFile != "" {
+		data, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("too many redirects")
+			}
+			if req.URL.Scheme != via[0].URL.Scheme {
+				return errors.New("redirect changes the scheme")
+			}
+			return nil
+		},
+	}, nil
+}
+
+// get fetches url and returns its body (at most maxFetchBytes). The
+// bearer token file, if any, is read now and sent; it never appears in
+// errors.
+func get(ctx context.Context, c *http.Client, url, bearerFile string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if bearerFile != "" {
+		tok, err := os.ReadFile(bearerFile)
+		if err != nil {
+			return nil, fmt.Errorf("read bearer token file: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFetchBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if len(body) > maxFetchBytes {
+		return nil, fmt.Errorf("GET %s: response larger than %d bytes", url, maxFetchBytes)
+	}
+	return body, nil
+}
+
+func getJSON(ctx context.Context, c *http.Client, url, bearerFile string, v any) error {
+	body, err := get(ctx, c, url, bearerFile)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return nil
+}
+
+// quoteShort quotes an untrusted value for an error message, cut to 64
+// bytes.
+func quoteShort(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}

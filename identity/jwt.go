@@ -1,0 +1,362 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// jwtVerifier produces the jwt factor from a token in Proxy-Authorization,
+// verified by the configured issuer its iss claim names.
+type jwtVerifier struct {
+	issuers  []*issuer
+	skew     time.Duration
+	maxBytes int
+	now      func() time.Time
+	log      *slog.Logger
+	cache    *tokenCache
+	stop     []func() error
+}
+
+// issuer is one configured token issuer.
+type issuer struct {
+	cfg     IssuerConfig
+	algs    []jose.SignatureAlgorithm
+	keys    *keySet
+	profile profile
+	td      spiffeid.TrustDomain // spiffe profile
+}
+
+func newJWTVerifier(ctx context.Context, cfg JWTConfig, o options) (*jwtVerifier, error) {
+	v := &jwtVerifier{skew: cfg.ClockSkew, maxBytes: cfg.MaxTokenBytes, now: o.now, log: o.log,
+		cache: newTokenCache(cfg.CacheSize)}
+	for _, ic := range cfg.Issuers {
+		is := &issuer{cfg: ic, profile: profiles[ic.Profile]}
+		for _, a := range ic.Algorithms {
+			is.algs = append(is.algs, jose.SignatureAlgorithm(a))
+		}
+		if ic.TrustDomain != "" {
+			td, err := spiffeid.TrustDomainFromString(ic.TrustDomain)
+			if err != nil {
+				return nil, fmt.Errorf("identity: jwt: trust domain %q: %w", ic.TrustDomain, err)
+			}
+			is.td = td
+		}
+		ks, err := newKeySet(ctx, ic, o)
+		if err != nil {
+			_ = v.Close()
+			return nil, fmt.Errorf("identity: jwt: issuer %s: %w", issuerName(ic), err)
+		}
+		is.keys = ks
+		v.issuers = append(v.issuers, is)
+		v.stop = append(v.stop, background(ks.run))
+	}
+	return v, nil
+}
+
+func issuerName(ic IssuerConfig) string {
+	if ic.Issuer != "" {
+		return ic.Issuer
+	}
+	return "spiffe://" + ic.TrustDomain
+}
+
+// Kind implements Verifier.
+func (v *jwtVerifier) Kind() string { return KindJWT }
+
+// ReadsProxyAuthorization implements ProxyAuthorizationReader.
+func (v *jwtVerifier) ReadsProxyAuthorization() {}
+
+// claims reports whether a token with these unverified claims is for one
+// of v's issuers.
+func (v *jwtVerifier) claims(c unverifiedClaims) bool { return v.issuerFor(c) != nil }
+
+// issuerFor picks the issuer of a token from its unverified claims: the
+// one whose issuer equals iss, or for JWT-SVIDs without iss, the spiffe
+// issuer whose trust domain the sub names.
+func (v *jwtVerifier) issuerFor(c unverifiedClaims) *issuer {
+	for _, is := range v.issuers {
+		if is.cfg.Issuer != "" && is.cfg.Issuer == c.Issuer {
+			return is
+		}
+	}
+	if c.Issuer == "" {
+		for _, is := range v.issuers {
+			if is.cfg.Issuer == "" && !is.td.IsZero() && strings.HasPrefix(c.Subject, is.td.IDString()+"/") {
+				return is
+			}
+		}
+	}
+	return nil
+}
+
+// Verify implements Verifier. A token that is not a JWT, or whose issuer
+// is not configured, is not this verifier's (nil, nil); the Resolver
+// refuses it unless another verifier accepts it.
+func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) {
+	tok, err := proxyToken(ev.ProxyAuthorization, v.maxBytes)
+	if errors.Is(err, errNoToken) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A token in the cache was verified by one of v's issuers: serve it
+	// without parsing it again.
+	now := v.now()
+	key := keyOf(tok)
+	if f := v.cache.get(key, now); f != nil {
+		return f, nil
+	}
+	uc, ok := peekClaims(tok)
+	if !ok {
+		return nil, nil
+	}
+	is := v.issuerFor(uc)
+	if is == nil {
+		return nil, nil
+	}
+	f, err := v.verify(ctx, is, tok, now)
+	if err != nil {
+		return nil, err
+	}
+	v.cache.put(key, f, f.Expires, now)
+	return f, nil
+}
+
+// tokenClaims are the claims read from a verified token besides the
+// registered ones.
+type tokenClaims struct {
+	Kubernetes *struct {
+		Namespace      string `json:"namespace"`
+		ServiceAccount struct {
+			Name string `json:"name"`
+		} `json:"serviceaccount"`
+		Pod *struct {
+			Name string `json:"name"`
+		} `json:"pod"`
+	} `json:"kubernetes.io"`
+	Confirmation *struct {
+		X5tS256 string `json:"x5t#S256"`
+	} `json:"cnf"`
+}
+
+func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now time.Time) (*Factor, error) {
+	name := issuerName(is.cfg)
+	parsed, err := jwt.ParseSigned(tok, is.algs)
+	if err != nil {
+		return nil, fmt.Errorf("issuer %s: token is not a compact JWS signed with an allowed algorithm (%s): %w", name, strings.Join(is.cfg.Algorithms, ", "), ErrInvalid)
+	}
+	if len(parsed.Headers) != 1 {
+		return nil, fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
+	}
+	h := parsed.Headers[0]
+	keys, err := is.keys.candidates(ctx, h.KeyID, h.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		std   jwt.Claims
+		extra tokenClaims
+		raw   map[string]any
+		ok    bool
+	)
+	for _, k := range keys {
+		std, extra, raw = jwt.Claims{}, tokenClaims{}, nil
+		if err := parsed.Claims(k.Key, &std, &extra, &raw); err == nil {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("issuer %s: token signature does not verify with the issuer's key %s: %w", name, quoteShort(h.KeyID), ErrInvalid)
+	}
+	if std.Expiry == nil {
+		return nil, fmt.Errorf("issuer %s: token has no exp claim; only expiring tokens are accepted: %w", name, ErrInvalid)
+	}
+	exp := jwt.Expected{Issuer: is.cfg.Issuer, AnyAudience: is.cfg.Audiences, Time: now}
+	if err := std.ValidateWithLeeway(exp, v.skew); err != nil {
+		return nil, fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
+	}
+	f := &Factor{Kind: KindJWT, Subject: std.Subject, Expires: std.Expiry.Time(), Attributes: map[string]string{
+		AttrIssuer: std.Issuer,
+		AttrSub:    std.Subject,
+	}}
+	if extra.Confirmation != nil && extra.Confirmation.X5tS256 != "" {
+		f.Attributes[AttrTokenCertThumbprint] = extra.Confirmation.X5tS256
+	}
+	if err := is.profile.apply(is, std, extra, raw, f); err != nil {
+		return nil, fmt.Errorf("issuer %s: %w", name, err)
+	}
+	for claim, attr := range is.cfg.Claims {
+		if s, ok := claimString(raw[claim]); ok {
+			if _, set := f.Attributes[attr]; !set {
+				f.Attributes[attr] = s
+			}
+		}
+	}
+	return f, nil
+}
+
+// claimProblem words a go-jose validation error.
+func claimProblem(err error, cfg IssuerConfig) string {
+	switch {
+	case errors.Is(err, jwt.ErrExpired):
+		return "token has expired"
+	case errors.Is(err, jwt.ErrNotValidYet):
+		return "token is not valid yet (nbf is in the future)"
+	case errors.Is(err, jwt.ErrIssuedInTheFuture):
+		return "token was issued in the future (iat)"
+	case errors.Is(err, jwt.ErrInvalidAudience):
+		return fmt.Sprintf("token audience is none of %s", strings.Join(cfg.Audiences, ", "))
+	case errors.Is(err, jwt.ErrInvalidIssuer):
+		return "token issuer does not match"
+	}
+	return "token claims are invalid"
+}
+
+// claimString formats a string, number or boolean claim.
+func claimString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case bool:
+		return strconv.FormatBool(x), true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	}
+	return "", false
+}
+
+// Close stops the key refreshers.
+func (v *jwtVerifier) Close() error {
+	var errs []error
+	for _, s := range v.stop {
+		errs = append(errs, s())
+	}
+	v.stop = nil
+	return errors.Join(errs...)
+}
+
+// profile maps a verified token's claims to attributes.
+type profile struct {
+	// attrs are the attributes the profile sets (Claims may not map
+	// onto them).
+	attrs []string
+	apply func(is *issuer, std jwt.Claims, extra tokenClaims, raw map[string]any, f *Factor) error
+}
+
+var profiles = map[string]profile{
+	ProfileOIDC: {apply: func(*issuer, jwt.Claims, tokenClaims, map[string]any, *Factor) error { return nil }},
+	ProfileKubernetes: {
+		attrs: []string{AttrNamespace, AttrServiceAccount, AttrPod},
+		apply: func(_ *issuer, std jwt.Claims, extra tokenClaims, _ map[string]any, f *Factor) error {
+			k := extra.Kubernetes
+			if k == nil || k.Namespace == "" || k.ServiceAccount.Name == "" {
+				return fmt.Errorf("token is not a Kubernetes service-account token (no kubernetes.io namespace and service account): %w", ErrInvalid)
+			}
+			if want := "system:serviceaccount:" + k.Namespace + ":" + k.ServiceAccount.Name; std.Subject != want {
+				return fmt.Errorf("token subject does not name the service account of its kubernetes.io claim: %w", ErrInvalid)
+			}
+			f.Attributes[AttrNamespace] = k.Namespace
+			f.Attributes[AttrServiceAccount] = k.ServiceAccount.Name
+			if k.Pod != nil && k.Pod.Name != "" {
+				f.Attributes[AttrPod] = k.Pod.Name
+			}
+			return nil
+		},
+	},
+	ProfileSPIFFE: {
+		attrs: []string{AttrSPIFFEID, AttrTrustDomain, AttrPath},
+		apply: func(is *issuer, std jwt.Claims, _ tokenClaims, _ map[string]any, f *Factor) error {
+			id, err := spiffeid.FromString(std.Subject)
+			if err != nil || id.Path() == "" {
+				return fmt.Errorf("JWT-SVID subject is not a SPIFFE ID of a workload: %w", ErrInvalid)
+			}
+			if !id.MemberOf(is.td) {
+				return fmt.Errorf("JWT-SVID subject %s is not of trust domain %s: %w", id, is.td.Name(), ErrInvalid)
+			}
+			f.Subject = id.String()
+			f.Attributes[AttrSPIFFEID] = id.String()
+			f.Attributes[AttrTrustDomain] = id.TrustDomain().Name()
+			f.Attributes[AttrPath] = id.Path()
+			return nil
+		},
+	},
+	ProfileGitHubActions: {
+		attrs: githubAttrs,
+		apply: func(_ *issuer, _ jwt.Claims, _ tokenClaims, raw map[string]any, f *Factor) error {
+			for _, a := range githubAttrs {
+				if s, ok := raw[a].(string); ok && s != "" {
+					f.Attributes[a] = s
+				}
+			}
+			if f.Attributes["repository"] == "" {
+				return fmt.Errorf("token is not a GitHub Actions token (no repository claim): %w", ErrInvalid)
+			}
+			return nil
+		},
+	},
+}
+
+// githubAttrs are the GitHub Actions claims mapped one to one.
+var githubAttrs = []string{"repository", "repository_owner", "ref", "workflow", "job_workflow_ref", "environment"}
+
+// tokenCache remembers verified tokens by SHA-256 until they expire. It
+// holds at most max entries: when full, expired entries are dropped, and
+// if none is, the cache starts over.
+type tokenCache struct {
+	mu  sync.Mutex
+	m   map[tokenKey]cachedFactor
+	max int
+}
+
+type cachedFactor struct {
+	f     *Factor
+	until time.Time
+}
+
+func newTokenCache(max int) *tokenCache {
+	return &tokenCache{m: map[tokenKey]cachedFactor{}, max: max}
+}
+
+func (c *tokenCache) get(k tokenKey, now time.Time) *Factor {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok {
+		return nil
+	}
+	if !now.Before(e.until) {
+		delete(c.m, k)
+		return nil
+	}
+	return e.f
+}
+
+func (c *tokenCache) put(k tokenKey, f *Factor, until, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		for key, e := range c.m {
+			if !now.Before(e.until) {
+				delete(c.m, key)
+			}
+		}
+		if len(c.m) >= c.max {
+			clear(c.m)
+		}
+	}
+	c.m[k] = cachedFactor{f: f, until: until}
+}
+
+var _ ProxyAuthorizationReader = (*jwtVerifier)(nil)

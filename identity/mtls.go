@@ -1,0 +1,281 @@
+package identity
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// mtlsVerifier produces the mtls factor from a client certificate: one
+// the listener verified (Evidence.VerifiedChains), or one it verifies
+// itself against the configured trust bundles (Evidence.PeerCertificates).
+type mtlsVerifier struct {
+	trustDomains  []spiffeid.TrustDomain
+	requireSPIFFE bool
+	now           func() time.Time
+	log           *slog.Logger
+
+	mu      sync.Mutex // guards certs
+	certs   [][]*x509.Certificate
+	domains []spiffeid.TrustDomain // per bundle; zero: any
+	state   atomic.Pointer[trustState]
+	// reloaders re-read the bundle files; tests call load directly.
+	reloaders []*fileReloader
+	stop      []func() error
+}
+
+// trustState is the merged content of the bundles in force.
+type trustState struct {
+	// any verifies certificates of bundles without a trust domain.
+	any *x509.CertPool
+	// domains holds the bundles restricted to a trust domain.
+	domains *x509bundle.Set
+	// all is every CA, for the listener's acceptable-CA list.
+	all  *x509.CertPool
+	size int
+}
+
+func newMTLSVerifier(cfg MTLSConfig, o options) (*mtlsVerifier, error) {
+	v := &mtlsVerifier{requireSPIFFE: cfg.RequireSPIFFE, now: o.now, log: o.log}
+	for _, s := range cfg.TrustDomains {
+		td, err := spiffeid.TrustDomainFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("identity: mtls: trust domain %q: %w", s, err)
+		}
+		v.trustDomains = append(v.trustDomains, td)
+	}
+	v.certs = make([][]*x509.Certificate, len(cfg.Bundles))
+	v.domains = make([]spiffeid.TrustDomain, len(cfg.Bundles))
+	var reloaders []*fileReloader
+	for i, b := range cfg.Bundles {
+		if b.TrustDomain != "" {
+			td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
+			if err != nil {
+				return nil, fmt.Errorf("identity: mtls: bundle %s: trust domain %q: %w", b.File, b.TrustDomain, err)
+			}
+			v.domains[i] = td
+		}
+		r := &fileReloader{path: b.File, what: "trust bundle", interval: cfg.ReloadInterval, log: o.log,
+			apply: func(data []byte) error { return v.setBundle(i, data) }}
+		if _, err := r.load(); err != nil {
+			return nil, fmt.Errorf("identity: mtls: %w", err)
+		}
+		reloaders = append(reloaders, r)
+	}
+	v.rebuild()
+	v.reloaders = reloaders
+	for _, r := range reloaders {
+		v.stop = append(v.stop, background(r.run))
+	}
+	return v, nil
+}
+
+// setBundle replaces bundle i with the certificates in data.
+func (v *mtlsVerifier) setBundle(i int, data []byte) error {
+	certs, err := parsePEMCerts(data)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.certs[i] = certs
+	v.mu.Unlock()
+	v.rebuild()
+	return nil
+}
+
+func (v *mtlsVerifier) rebuild() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st := &trustState{any: x509.NewCertPool(), domains: x509bundle.NewSet(), all: x509.NewCertPool()}
+	for i, certs := range v.certs {
+		for _, c := range certs {
+			st.all.AddCert(c)
+			st.size++
+			if v.domains[i].IsZero() {
+				st.any.AddCert(c)
+				continue
+			}
+			b, ok := st.domains.Get(v.domains[i])
+			if !ok {
+				b = x509bundle.New(v.domains[i])
+				st.domains.Add(b)
+			}
+			b.AddX509Authority(c)
+		}
+	}
+	v.state.Store(st)
+}
+
+// parsePEMCerts returns the certificates of a PEM file, which must hold
+// at least one and nothing but certificates.
+func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("holds a %q PEM block; a trust bundle holds only CERTIFICATE blocks", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return out, nil
+}
+
+// Kind implements Verifier.
+func (v *mtlsVerifier) Kind() string { return KindMTLS }
+
+// Verify implements Verifier.
+func (v *mtlsVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
+	now := v.now()
+	var chain []*x509.Certificate
+	switch {
+	case len(ev.VerifiedChains) > 0 && len(ev.VerifiedChains[0]) > 0:
+		// Verified by the listener at the handshake; the connection may
+		// have outlived the certificate since.
+		chain = ev.VerifiedChains[0]
+		for _, c := range chain {
+			if now.After(c.NotAfter) || now.Before(c.NotBefore) {
+				return nil, fmt.Errorf("client certificate chain is outside its validity period (%s): %w", describeCert(c), ErrInvalid)
+			}
+		}
+	case len(ev.PeerCertificates) > 0:
+		var err error
+		if chain, err = v.verifyChain(ev.PeerCertificates, now); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, nil
+	}
+	return v.factor(chain)
+}
+
+// verifyChain verifies the certificates a client sent against the trust
+// bundles in force. An X.509-SVID whose trust domain has its own bundle is
+// verified against that bundle only.
+func (v *mtlsVerifier) verifyChain(certs []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+	st := v.state.Load()
+	if st == nil || st.size == 0 {
+		return nil, fmt.Errorf("a client certificate was presented but nothing verified it: set tls.client_ca on the listener or identity.mtls.bundles: %w", ErrInvalid)
+	}
+	leaf := certs[0]
+	if hasSPIFFEURI(leaf) {
+		id, err := x509svid.IDFromCert(leaf)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate is not a valid X.509-SVID: %v: %w", err, ErrInvalid)
+		}
+		if st.domains.Has(id.TrustDomain()) {
+			_, chains, err := x509svid.Verify(certs, st.domains, x509svid.WithTime(now))
+			if err != nil {
+				return nil, fmt.Errorf("X.509-SVID %s did not verify against the bundle of trust domain %s: %v: %w", id, id.TrustDomain(), err, ErrInvalid)
+			}
+			return chains[0], nil
+		}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         st.any,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client certificate %s did not verify: %v: %w", describeCert(leaf), err, ErrInvalid)
+	}
+	return chains[0], nil
+}
+
+// factor turns a verified chain into the mtls factor.
+func (v *mtlsVerifier) factor(chain []*x509.Certificate) (*Factor, error) {
+	leaf := chain[0]
+	sum := sha256.Sum256(leaf.Raw)
+	f := &Factor{Kind: KindMTLS, Attributes: map[string]string{
+		AttrCertThumbprint: base64.RawURLEncoding.EncodeToString(sum[:]),
+	}}
+	for _, c := range chain {
+		if f.Expires.IsZero() || c.NotAfter.Before(f.Expires) {
+			f.Expires = c.NotAfter
+		}
+	}
+	if hasSPIFFEURI(leaf) {
+		id, err := x509svid.IDFromCert(leaf)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate is not a valid X.509-SVID: %v: %w", err, ErrInvalid)
+		}
+		if len(v.trustDomains) > 0 && !slices.Contains(v.trustDomains, id.TrustDomain()) {
+			return nil, fmt.Errorf("SPIFFE ID %s is of trust domain %s, which identity.mtls.trust_domains does not accept: %w", id, id.TrustDomain(), ErrInvalid)
+		}
+		f.Subject = id.String()
+		f.Attributes[AttrSPIFFEID] = id.String()
+		f.Attributes[AttrTrustDomain] = id.TrustDomain().Name()
+		f.Attributes[AttrPath] = id.Path()
+		return f, nil
+	}
+	if v.requireSPIFFE {
+		return nil, fmt.Errorf("client certificate %s has no SPIFFE ID and identity.mtls.require_spiffe is set: %w", describeCert(leaf), ErrInvalid)
+	}
+	f.Subject = leaf.Subject.String()
+	f.Attributes[AttrSubject] = f.Subject
+	return f, nil
+}
+
+func hasSPIFFEURI(c *x509.Certificate) bool {
+	for _, u := range c.URIs {
+		if strings.EqualFold(u.Scheme, "spiffe") {
+			return true
+		}
+	}
+	return false
+}
+
+// describeCert names a certificate for error messages: subject and serial.
+func describeCert(c *x509.Certificate) string {
+	return fmt.Sprintf("subject %q serial %s", c.Subject.String(), c.SerialNumber.Text(16))
+}
+
+// clientCAs returns every CA of the bundles in force, nil when none.
+func (v *mtlsVerifier) clientCAs() *x509.CertPool {
+	st := v.state.Load()
+	if st == nil || st.size == 0 {
+		return nil
+	}
+	return st.all
+}
+
+// Close stops the bundle reloaders.
+func (v *mtlsVerifier) Close() error {
+	var errs []error
+	for _, s := range v.stop {
+		errs = append(errs, s())
+	}
+	v.stop = nil
+	return errors.Join(errs...)
+}
+
+var _ Verifier = (*mtlsVerifier)(nil)

@@ -1,0 +1,95 @@
+package identity
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultMaxTokenBytes is the largest token accepted in
+// Proxy-Authorization unless JWTConfig.MaxTokenBytes says otherwise.
+const DefaultMaxTokenBytes = 16 << 10
+
+// errNoToken is returned by proxyToken when there is no Proxy-Authorization.
+var errNoToken = errors.New("no token")
+
+// proxyToken extracts the token from a Proxy-Authorization value:
+// "Bearer <token>", or "Basic base64(user:token)" so that clients that
+// only know proxy URLs with credentials (http://workload:<jwt>@proxy:3128)
+// can present one. The user name is ignored. Errors never contain the
+// header's value.
+func proxyToken(header string, maxBytes int) (string, error) {
+	header = strings.TrimSpace(header)
+	if header == "" {
+		return "", errNoToken
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxTokenBytes
+	}
+	// Base64 grows the token by a third; allow for it before decoding.
+	if len(header) > maxBytes*4/3+64 {
+		return "", fmt.Errorf("the Proxy-Authorization is larger than %d bytes: %w", maxBytes, ErrInvalid)
+	}
+	scheme, rest, _ := strings.Cut(header, " ")
+	rest = strings.TrimSpace(rest)
+	var tok string
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		tok = rest
+	case strings.EqualFold(scheme, "Basic"):
+		raw, err := base64.StdEncoding.DecodeString(rest)
+		if err != nil {
+			return "", fmt.Errorf("the Proxy-Authorization Basic credentials are not valid base64: %w", ErrInvalid)
+		}
+		_, pass, ok := strings.Cut(string(raw), ":")
+		if !ok {
+			return "", fmt.Errorf("the Proxy-Authorization Basic credentials have no ':'; put the token in the password: %w", ErrInvalid)
+		}
+		tok = pass
+	default:
+		return "", fmt.Errorf("the Proxy-Authorization scheme is neither Bearer nor Basic: %w", ErrInvalid)
+	}
+	if tok == "" {
+		return "", fmt.Errorf("the Proxy-Authorization carries an empty token: %w", ErrInvalid)
+	}
+	if len(tok) > maxBytes {
+		return "", fmt.Errorf("token is larger than %d bytes: %w", maxBytes, ErrInvalid)
+	}
+	return tok, nil
+}
+
+// unverifiedClaims are the claims read from a token before its signature
+// is checked, only to choose the verifier. Nothing in them is trusted.
+type unverifiedClaims struct {
+	Issuer  string  `json:"iss"`
+	Subject string  `json:"sub"`
+	Expiry  float64 `json:"exp"`
+}
+
+// peekClaims decodes a compact JWS's payload without verifying it. ok is
+// false when tok is not shaped like a JWT (three base64url parts whose
+// middle one is a JSON object).
+func peekClaims(tok string) (c unverifiedClaims, ok bool) {
+	first := strings.IndexByte(tok, '.')
+	last := strings.LastIndexByte(tok, '.')
+	if first < 0 || last == first {
+		return c, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(tok[first+1 : last])
+	if err != nil {
+		return c, false
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return c, false
+	}
+	return c, true
+}
+
+// tokenKey is the cache key of a token: its SHA-256, so the cache never
+// holds the token itself.
+type tokenKey [sha256.Size]byte
+
+func keyOf(tok string) tokenKey { return sha256.Sum256([]byte(tok)) }

@@ -1,0 +1,260 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/interpreter"
+	"gopkg.in/yaml.v3"
+)
+
+// Condition variables. A `when:` expression sees the verified workload,
+// the request and the time; nothing else.
+var conditionVars = []struct {
+	name string
+	typ  *cel.Type
+}{
+	{"workload.name", cel.StringType},
+	{"workload.source", cel.StringType},
+	{"workload.factors", cel.MapType(cel.StringType, cel.MapType(cel.StringType, cel.StringType))},
+	{"workload.attributes", cel.MapType(cel.StringType, cel.StringType)},
+	{"workload.posture", cel.MapType(cel.StringType, cel.DynType)},
+	{"request.method", cel.StringType},
+	{"request.scheme", cel.StringType},
+	{"request.host", cel.StringType},
+	{"request.port", cel.IntType},
+	{"request.path", cel.StringType},
+	{"request.headers", cel.MapType(cel.StringType, cel.StringType)},
+	{"now", cel.TimestampType},
+}
+
+// conditionCostLimit bounds the work of one evaluation, so that a
+// condition cannot make Decide slow (comprehensions over large maps).
+const conditionCostLimit = 100_000
+
+// hiddenHeaders are never visible to conditions: they carry credentials.
+var hiddenHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true}
+
+// conditionEnv is the CEL environment every condition is compiled in. It
+// is immutable once built.
+var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
+	opts := []cel.EnvOption{cel.CrossTypeNumericComparisons(true), cel.DefaultUTCTimeZone(true)}
+	for _, v := range conditionVars {
+		opts = append(opts, cel.Variable(v.name, v.typ))
+	}
+	return cel.NewEnv(opts...)
+})
+
+// condition is a compiled `when:` expression.
+type condition struct {
+	src string
+	prg cel.Program
+	// usesRequest is true when the expression reads request.*.
+	usesRequest bool
+}
+
+// conditionIssue is one compile error, at a 1-based line and 0-based
+// column of the expression.
+type conditionIssue struct {
+	line, col int
+	msg       string
+}
+
+// compileCondition parses and type-checks src; it must be a boolean.
+func compileCondition(src string) (*condition, []conditionIssue) {
+	env, err := conditionEnv()
+	if err != nil {
+		return nil, []conditionIssue{{1, 0, "condition environment: " + err.Error()}}
+	}
+	ast, iss := env.Compile(src)
+	if iss.Err() != nil {
+		var out []conditionIssue
+		for _, e := range iss.Errors() {
+			msg := e.Message
+			if strings.HasPrefix(msg, "undeclared reference") {
+				msg += "; conditions can use " + conditionNames()
+			}
+			out = append(out, conditionIssue{e.Location.Line(), e.Location.Column(), msg})
+		}
+		return nil, out
+	}
+	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
+		return nil, []conditionIssue{{1, 0, fmt.Sprintf("the condition must be true or false, but it is of type %s", t)}}
+	}
+	c := &condition{src: src}
+	for _, ref := range ast.NativeRep().ReferenceMap() {
+		if strings.HasPrefix(ref.Name, "request.") {
+			c.usesRequest = true
+		}
+	}
+	prg, err := env.Program(ast, cel.CostLimit(conditionCostLimit), cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, []conditionIssue{{1, 0, err.Error()}}
+	}
+	c.prg = prg
+	return c, nil
+}
+
+func conditionNames() string {
+	names := make([]string, len(conditionVars))
+	for i, v := range conditionVars {
+		names[i] = v.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// errNotBool is returned by eval when a dyn expression yields a non-bool.
+var errNotBool = errors.New("the condition did not evaluate to true or false")
+
+// eval evaluates the condition for vars.
+func (c *condition) eval(vars *conditionVarsFor) (bool, error) {
+	out, _, err := c.prg.Eval(vars)
+	if err != nil {
+		msg := err.Error()
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		return false, errors.New(msg)
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		return false, errNotBool
+	}
+	return bool(b), nil
+}
+
+// conditionVarsFor is the activation of one decision. Values are built
+// when an expression first reads them, so a decision whose rules have no
+// condition pays nothing.
+type conditionVarsFor struct {
+	q   *Query
+	now time.Time
+
+	factors map[string]map[string]string
+	attrs   map[string]string
+	headers map[string]string
+}
+
+func newConditionVars(q *Query) *conditionVarsFor {
+	now := q.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return &conditionVarsFor{q: q, now: now}
+}
+
+// ResolveName implements interpreter.Activation.
+func (v *conditionVarsFor) ResolveName(name string) (any, bool) {
+	w := &v.q.Workload
+	switch name {
+	case "workload.name":
+		return w.Name, true
+	case "workload.source":
+		if !w.Source.IsValid() {
+			return "", true
+		}
+		return w.Source.String(), true
+	case "workload.factors":
+		if v.factors == nil {
+			v.factors = make(map[string]map[string]string, len(w.Factors))
+			for _, f := range w.Factors {
+				m := make(map[string]string, len(f.Attributes)+1)
+				for k, a := range f.Attributes {
+					m[k] = a
+				}
+				m["subject"] = f.Subject
+				v.factors[f.Kind] = m
+			}
+		}
+		return v.factors, true
+	case "workload.attributes":
+		if v.attrs == nil {
+			v.attrs = w.Attributes()
+		}
+		return v.attrs, true
+	case "workload.posture":
+		if w.Posture == nil {
+			return map[string]any{}, true
+		}
+		return w.Posture, true
+	case "request.method":
+		return v.q.Method, true
+	case "request.scheme":
+		if v.q.Scheme == "" && !v.q.Connect {
+			return "https", true
+		}
+		return v.q.Scheme, true
+	case "request.host":
+		return v.q.Host, true
+	case "request.port":
+		return int64(v.q.Port), true
+	case "request.path":
+		return v.q.Path, true
+	case "request.headers":
+		if v.headers == nil {
+			v.headers = conditionHeaders(v.q.Header)
+		}
+		return v.headers, true
+	case "now":
+		return v.now, true
+	}
+	return nil, false
+}
+
+// Parent implements interpreter.Activation.
+func (v *conditionVarsFor) Parent() interpreter.Activation { return nil }
+
+// conditionHeaders lower-cases header names and joins repeated values
+// with ", ", leaving out headers that carry credentials.
+func conditionHeaders(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		lk := strings.ToLower(k)
+		if hiddenHeaders[lk] {
+			continue
+		}
+		out[lk] = strings.Join(vs, ", ")
+	}
+	return out
+}
+
+// conditionPosition maps a position inside a `when:` expression to the
+// file: exact for single-line plain and quoted scalars and for literal
+// blocks (|), the scalar's start otherwise.
+func (ps *parser) conditionPosition(n *yaml.Node, src string, line, col int) (int, int) {
+	switch {
+	case n.Style == yaml.LiteralStyle:
+		// The block's content starts on the line after the indicator, at
+		// the indentation of its first line; deeper indentation is part
+		// of the expression.
+		lines := ps.lines()
+		if first := n.Line; first < len(lines) && n.Line+line-1 < len(lines) {
+			text := lines[first]
+			indent := len(text) - len(strings.TrimLeft(text, " "))
+			return n.Line + line, indent + col + 1
+		}
+	case strings.Contains(src, "\n"):
+	case n.Style == 0:
+		return n.Line, n.Column + col
+	case n.Style == yaml.SingleQuotedStyle && !strings.Contains(src, "'"),
+		n.Style == yaml.DoubleQuotedStyle && !strings.ContainsAny(src, "\"\\"):
+		return n.Line, n.Column + 1 + col
+	}
+	return n.Line, n.Column
+}
+
+// lines returns the policy source split into lines, computed once.
+func (ps *parser) lines() []string {
+	if ps.srcLines == nil {
+		ps.srcLines = strings.Split(string(ps.src), "\n")
+	}
+	return ps.srcLines
+}
+
+var _ interpreter.Activation = (*conditionVarsFor)(nil)

@@ -1,0 +1,297 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/identity"
+)
+
+func TestParseWorkloadSelectors(t *testing.T) {
+	src := `workloads:
+  billing-api:
+    spiffe: spiffe://prod.example.org/ns/billing/sa/api
+    namespace: billing
+    service_account: [api, api-v2]
+    require: [mtls, jwt]
+    bind_token_to_cert: true
+  billing-any:
+    spiffe: ["spiffe://prod.example.org/ns/billing/*", "spiffe://staging.example.org/*"]
+  deploy:
+    claims: {repository: example/app, environment: prod}
+    cidrs: [10.0.0.0/8]
+default: deny
+`
+	p, err := Parse(context.Background(), "p.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	want := []identity.Spec{
+		{Name: "billing-api", Require: []string{"mtls", "jwt"}, SPIFFE: []identity.SPIFFEPattern{identity.MustParseSPIFFEPattern("spiffe://prod.example.org/ns/billing/sa/api")},
+			Namespaces: []string{"billing"}, ServiceAccounts: []string{"api", "api-v2"}, BindTokenToCert: true},
+		{Name: "billing-any", SPIFFE: []identity.SPIFFEPattern{identity.MustParseSPIFFEPattern("spiffe://prod.example.org/ns/billing/*"), identity.MustParseSPIFFEPattern("spiffe://staging.example.org/*")}},
+		{Name: "deploy", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Claims: map[string]string{"repository": "example/app", "environment": "prod"}},
+	}
+	byString := cmp.Comparer(func(a, b identity.SPIFFEPattern) bool { return a.String() == b.String() })
+	if diff := cmp.Diff(want, p.Workloads(), byString, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("workloads (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseSelectorErrors(t *testing.T) {
+	src := `workloads:
+  a:
+    spiffe: [spiffe://example.org, "spiffe://example.org/ns/*/x"]
+    namespace: "bad ns"
+    claims: [x]
+  b:
+    claims: {team: [a]}
+    bind_token_to_cert: "yes"
+  c:
+    bind_token_to_cert: true
+default: deny
+`
+	_, err := Parse(context.Background(), "p.yaml", []byte(src))
+	want := []string{
+		`p.yaml:3:14: workload "a": spiffe pattern "spiffe://example.org" names a trust domain, not a workload; write spiffe://example.org/* to select every ID in it`,
+		`p.yaml:3:36: workload "a": spiffe pattern "spiffe://example.org/ns/*/x": '*' is only allowed as the whole last segment, like spiffe://example.org/ns/billing/*`,
+		`p.yaml:4:16: workload "a": namespace "bad ns" is not a Kubernetes name`,
+		`p.yaml:5:13: workload "a" claims must be a mapping of name: settings`,
+		`p.yaml:7:20: workload "b" claims team must be a single value`,
+		`p.yaml:8:25: workload "b" bind_token_to_cert must be true or false`,
+		`p.yaml:9:3: workload "c" has no selector and would never match; set cidrs, spiffe, namespace, service_account, claims and/or require`,
+	}
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	if diff := cmp.Diff(want, strings.Split(err.Error(), "\n")); diff != "" {
+		t.Errorf("errors (-want +got):\n%s", diff)
+	}
+}
+
+const condBase = `workloads:
+  billing:
+    cidrs: [10.1.0.0/16]
+destinations:
+  stripe:
+    hosts: [api.stripe.com]
+credentials:
+  live:
+    provider: policytest
+    value: sk
+rules:
+`
+
+// TestConditionErrors: `when:` is compiled and type-checked at load, and
+// each problem is reported at its position in the file.
+func TestConditionErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		rule string
+		want []string
+	}{
+		{"undeclared variable, plain scalar", `  - name: r
+    from: billing
+    to: stripe
+    action: deny
+    when: workload.nme == "x"
+`, []string{`p.yaml:16:11: rule "r" when: undeclared reference to 'workload' (in container ''); conditions can use workload.name, workload.source, workload.factors, workload.attributes, workload.posture, request.method, request.scheme, request.host, request.port, request.path, request.headers, now`}},
+		{"type error, single-quoted", `  - name: r
+    from: billing
+    to: stripe
+    action: deny
+    when: 'workload.name + 1 == 2'
+`, []string{`p.yaml:16:26: rule "r" when: found no matching overload for '_+_' applied to '(string, int)'`}},
+		{"type error on the second line of a literal block", `  - name: r
+    from: billing
+    to: stripe
+    action: deny
+    when: |
+      request.method == "GET" &&
+        request.port == "443"
+`, []string{`p.yaml:18:22: rule "r" when: found no matching overload for '_==_' applied to '(int, string)'`}},
+		{"syntax error", `  - name: r
+    from: billing
+    to: stripe
+    action: deny
+    when: "request.method =="
+`, []string{`p.yaml:16:29: rule "r" when: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}`}},
+		{"not a boolean", `  - name: r
+    from: billing
+    to: stripe
+    action: deny
+    when: request.path
+`, []string{`p.yaml:16:11: rule "r" when: the condition must be true or false, but it is of type string`}},
+		{"tunnel rule reading the request", `  - name: r
+    from: billing
+    to: stripe
+    action: tunnel
+    when: request.method == "GET"
+`, []string{`p.yaml:16:11: rule "r": a tunnel rule's condition cannot use request, because the gateway does not see requests inside a tunnel; use workload and now only, or use inject or deny`}},
+		{"empty", `  - name: r
+    from: billing
+    to: stripe
+    action: deny
+    when: " "
+`, []string{`p.yaml:16:11: rule "r": when is empty; write a condition such as workload.posture.patched, or remove it`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(context.Background(), "p.yaml", []byte(condBase+tt.rule+"default: deny\n"))
+			var el ErrorList
+			if !errors.As(err, &el) {
+				t.Fatalf("error %v is not an ErrorList", err)
+			}
+			if diff := cmp.Diff(tt.want, strings.Split(err.Error(), "\n")); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+const condPolicy = `workloads:
+  billing:
+    spiffe: "spiffe://prod.example.org/ns/billing/*"
+  web:
+    cidrs: [10.2.0.0/16]
+destinations:
+  stripe:
+    hosts: [api.stripe.com]
+  datadog:
+    hosts: [intake.datadoghq.com]
+  github:
+    hosts: [api.github.com]
+credentials:
+  live:
+    provider: policytest
+    value: sk
+rules:
+  - name: quarantine
+    from: "*"
+    to: stripe
+    action: deny
+    when: has(workload.posture.quarantined) && workload.posture.quarantined
+  - name: charges
+    from: billing
+    to: stripe
+    methods: [POST]
+    when: >-
+      workload.posture.patched && now.getHours() < 22 &&
+      request.headers["x-change-ticket"].startsWith("CHG-") &&
+      workload.factors.mtls.trust_domain == "prod.example.org"
+    inject: {credential: live, as: policytest-inj}
+  - name: reads
+    from: billing
+    to: stripe
+    methods: [GET]
+    inject: {credential: live, as: policytest-inj}
+  - name: telemetry
+    from: "*"
+    to: datadog
+    action: tunnel
+    when: workload.posture.scan_age_days < 7
+  - name: gh
+    from: web
+    to: github
+    when: workload.posture.missing_key
+    inject: {credential: live, as: policytest-inj}
+default: deny
+`
+
+func TestDecideConditions(t *testing.T) {
+	p, err := Parse(context.Background(), "p.yaml", []byte(condPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	billing := identity.Workload{Name: "billing", Source: netip.MustParseAddr("10.9.0.1"),
+		Factors: []identity.Factor{{Kind: "mtls", Subject: "spiffe://prod.example.org/ns/billing/sa/api",
+			Attributes: map[string]string{"trust_domain": "prod.example.org", "spiffe_id": "spiffe://prod.example.org/ns/billing/sa/api"}}},
+		Posture: map[string]any{"patched": true, "scan_age_days": int64(3)}}
+	unpatched := billing
+	unpatched.Posture = map[string]any{"patched": false, "scan_age_days": 30.5}
+	quarantined := billing
+	quarantined.Posture = map[string]any{"patched": true, "quarantined": true}
+	web := identity.Workload{Name: "web", Source: netip.MustParseAddr("10.2.0.1")}
+	day := time.Date(2030, 1, 1, 10, 0, 0, 0, time.UTC)
+	night := time.Date(2030, 1, 1, 23, 0, 0, 0, time.UTC)
+	ticket := http.Header{"X-Change-Ticket": {"CHG-42"}, "Authorization": {"Bearer client-secret"}}
+
+	tests := []struct {
+		name     string
+		q        Query
+		wantAct  Action
+		wantRule string
+		wantCode string
+	}{
+		{"CONNECT to a host with conditional rules intercepts", Query{Workload: billing, Connect: true, Host: "api.stripe.com", Port: 443}, Intercept, "quarantine", ""},
+		{"all conditions hold", Query{Workload: billing, Scheme: "https", Host: "api.stripe.com", Method: "POST", Path: "/v1/charges", Header: ticket, Now: day}, Inject, "charges", ""},
+		{"after hours", Query{Workload: billing, Scheme: "https", Host: "api.stripe.com", Method: "POST", Path: "/v1/charges", Header: ticket, Now: night}, Deny, "", "condition_not_met"},
+		{"missing ticket header is an evaluation error, refused", Query{Workload: billing, Scheme: "https", Host: "api.stripe.com", Method: "POST", Path: "/v1/charges", Now: day}, Deny, "charges", "condition_error"},
+		{"unpatched", Query{Workload: unpatched, Scheme: "https", Host: "api.stripe.com", Method: "POST", Path: "/v1/charges", Header: ticket, Now: day}, Deny, "", "condition_not_met"},
+		{"a false condition on a deny rule lets later rules decide", Query{Workload: billing, Scheme: "https", Host: "api.stripe.com", Method: "GET", Path: "/v1/x", Now: day}, Inject, "reads", ""},
+		{"quarantined is denied by the conditional deny rule", Query{Workload: quarantined, Scheme: "https", Host: "api.stripe.com", Method: "GET", Path: "/v1/x", Now: day}, Deny, "quarantine", "denied_by_rule"},
+		{"tunnel condition holds at CONNECT", Query{Workload: billing, Connect: true, Host: "intake.datadoghq.com", Port: 443}, Tunnel, "telemetry", ""},
+		{"tunnel condition false at CONNECT", Query{Workload: unpatched, Connect: true, Host: "intake.datadoghq.com", Port: 443}, Deny, "", "condition_not_met"},
+		{"no posture: the key is missing, refused", Query{Workload: web, Scheme: "https", Host: "api.github.com", Method: "GET", Path: "/"}, Deny, "gh", "condition_error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Decide(tt.q)
+			if d.Action != tt.wantAct || d.Rule != tt.wantRule || d.Code != tt.wantCode {
+				t.Fatalf("Decide = %v rule %q code %q (%s), want %v rule %q code %q", d.Action, d.Rule, d.Code, d.Reason, tt.wantAct, tt.wantRule, tt.wantCode)
+			}
+			if strings.Contains(d.Reason, "client-secret") {
+				t.Errorf("reason %q contains a header secret", d.Reason)
+			}
+		})
+	}
+}
+
+// TestConditionHidesCredentials: conditions cannot read the headers that
+// carry credentials.
+func TestConditionHidesCredentials(t *testing.T) {
+	rule := `  - name: r
+    from: billing
+    to: stripe
+    when: '!("authorization" in request.headers) && !("proxy-authorization" in request.headers) && request.headers["x-a"] == "1, 2"'
+    inject: {credential: live, as: policytest-inj}
+`
+	p, err := Parse(context.Background(), "p.yaml", []byte(condBase+rule+"default: deny\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	d := p.Decide(Query{Workload: identity.Workload{Name: "billing"}, Scheme: "https", Host: "api.stripe.com", Method: "GET", Path: "/",
+		Header: http.Header{"Authorization": {"Bearer x"}, "Proxy-Authorization": {"Bearer y"}, "X-A": {"1", "2"}}})
+	if d.Action != Inject {
+		t.Fatalf("Decide = %v %s: %s", d.Action, d.Code, d.Reason)
+	}
+}
+
+func BenchmarkDecideCondition(b *testing.B) {
+	p, err := Parse(context.Background(), "p.yaml", []byte(condPolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	q := Query{Workload: identity.Workload{Name: "billing", Posture: map[string]any{"patched": true},
+		Factors: []identity.Factor{{Kind: "mtls", Attributes: map[string]string{"trust_domain": "prod.example.org"}}}},
+		Scheme: "https", Host: "api.stripe.com", Method: "POST", Path: "/v1/charges",
+		Header: http.Header{"X-Change-Ticket": {"CHG-1"}}, Now: time.Date(2030, 1, 1, 10, 0, 0, 0, time.UTC)}
+	if d := p.Decide(q); d.Action != Inject {
+		b.Fatalf("Decide = %v %s", d.Action, d.Reason)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Decide(q)
+	}
+}
