@@ -39,8 +39,14 @@ vet:
 staticcheck: tools
 	$(STATICCHECK) ./...
 
+# Tests that can use a real peer or an in-repo emulation of it (Vault)
+# append which one they used to CREDGATE_PEERS_LOG; it is printed after
+# the run.
 test-go:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@peers=$$(mktemp); \
+	CREDGATE_PEERS_LOG=$$peers $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...; rc=$$?; \
+	if [ -s $$peers ]; then echo "peers used by the tests:"; sed 's/^/  /' $$peers; fi; \
+	rm -f $$peers; exit $$rc
 
 build:
 	$(GO) build -o bin/credgate ./cmd/credgate

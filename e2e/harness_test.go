@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,6 +256,10 @@ type envOptions struct {
 	AllowLoopbackIP bool
 	// ShutdownTimeout is the gateway's shutdown_timeout; 10s when zero.
 	ShutdownTimeout time.Duration
+	// Resolve adds or replaces entries of the gateway's resolve map.
+	Resolve map[string]string
+	// Env adds KEY=VALUE entries to the gateway's environment.
+	Env []string
 }
 
 // env is one gateway process in front of one origin.
@@ -270,6 +276,12 @@ type env struct {
 	adminAddr  string
 	// proxyURL is what clients put in HTTPS_PROXY.
 	proxyURL string
+
+	// extraEnv is added to the gateway's environment.
+	extraEnv []string
+	// secrets are further values (beside token) that must never appear
+	// in the gateway's output.
+	secrets []string
 
 	cmd    *exec.Cmd
 	stdout *syncBuffer // audit lines
@@ -316,6 +328,7 @@ func startEnv(t *testing.T, opts envOptions) *env {
 	e.policyPath = filepath.Join(e.dir, "policy.yaml")
 	e.writePolicy(opts.Policy, opts)
 	e.writeConfig(opts)
+	e.extraEnv = opts.Env
 	e.start()
 	return e
 }
@@ -365,6 +378,21 @@ func (e *env) writeConfig(opts envOptions) {
 		shutdown = 10 * time.Second
 	}
 	tlsPort := strconv.Itoa(e.origin.TLSAddr.Port)
+	pins := map[string]string{
+		"api.origin.test:443":        "127.0.0.1:" + tlsPort,
+		"other.origin.test:443":      "127.0.0.1:" + tlsPort,
+		"tunnel.origin.test:443":     "127.0.0.1:" + tlsPort,
+		"private.origin.test:443":    "127.0.0.1:" + tlsPort,
+		"unrelated.example.test:443": "127.0.0.1:" + tlsPort,
+		"plain.origin.test:80":       "127.0.0.1:" + strconv.Itoa(e.origin.PlainAddr.Port),
+	}
+	for k, v := range opts.Resolve {
+		pins[k] = v
+	}
+	var resolve strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(pins)) {
+		fmt.Fprintf(&resolve, "  %q: %q\n", k, pins[k])
+	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 policy: policy.yaml
@@ -378,13 +406,7 @@ upstream:
   tls_handshake_timeout: 5s
   response_header_timeout: 20s
 resolve:
-  "api.origin.test:443": "127.0.0.1:%[4]s"
-  "other.origin.test:443": "127.0.0.1:%[4]s"
-  "tunnel.origin.test:443": "127.0.0.1:%[4]s"
-  "private.origin.test:443": "127.0.0.1:%[4]s"
-  "unrelated.example.test:443": "127.0.0.1:%[4]s"
-  "plain.origin.test:80": "127.0.0.1:%[5]d"
-limits:
+%[7]slimits:
   max_header_bytes: 65536
   read_header_timeout: 5s
 cache:
@@ -394,7 +416,7 @@ audit:
 log:
   level: debug
 shutdown_timeout: %[6]s
-`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown)
+`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String())
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
@@ -426,7 +448,7 @@ func (e *env) start() {
 	e.stdout, e.stderr = &syncBuffer{}, &syncBuffer{}
 	e.cmd = exec.Command(binPath, "serve", "-c", e.configPath)
 	e.cmd.Dir = e.dir
-	e.cmd.Env = gatewayEnv(e.token)
+	e.cmd.Env = append(gatewayEnv(e.token), e.extraEnv...)
 	e.cmd.Stdout, e.cmd.Stderr = e.stdout, e.stderr
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start credgate: %v", err)
@@ -522,7 +544,7 @@ func (e *env) stopAndCheck() {
 // appears in s.
 func (e *env) assertNoSecret(t *testing.T, where, s string) {
 	t.Helper()
-	for _, needle := range []string{e.token, e.token[len(e.token)-16:]} {
+	for _, needle := range append([]string{e.token, e.token[len(e.token)-16:]}, e.secrets...) {
 		if strings.Contains(s, needle) {
 			t.Errorf("the injected credential appears in the gateway's %s", where)
 		}

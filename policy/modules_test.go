@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -77,3 +78,42 @@ var (
 	_ providers.CleanerUpper = (*testProvider)(nil)
 	_ injectors.Injector     = (*testInjector)(nil)
 )
+
+// composeProvider reads its inputs (providers.Composer) and joins their
+// tokens with "+".
+type composeProvider struct {
+	From []string `yaml:"from"`
+
+	inputs map[string]providers.Provider
+}
+
+const testComposeName = "policytest-compose"
+
+func init() {
+	providers.Register(providers.Module{Name: testComposeName, New: func() providers.Provider { return &composeProvider{} }})
+}
+
+func (p *composeProvider) Inputs() []string { return p.From }
+
+func (p *composeProvider) SetInputs(in map[string]providers.Provider) { p.inputs = in }
+
+func (p *composeProvider) Fetch(ctx context.Context, req providers.Request) (*providers.Credential, error) {
+	var parts []string
+	for _, name := range p.From {
+		in, ok := p.inputs[name]
+		if !ok {
+			return nil, errors.New("compose: input " + name + " not set")
+		}
+		r := req
+		r.Credential = name
+		c, err := in.Fetch(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		tok, _ := c.Field(providers.FieldToken)
+		parts = append(parts, tok.Reveal())
+	}
+	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(strings.Join(parts, "+"))}}, nil
+}
+
+var _ providers.Composer = (*composeProvider)(nil)

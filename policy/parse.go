@@ -461,6 +461,7 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 
 func (ps *parser) parseCredentials(f field) []*credential {
 	ps.creds = map[string]*credential{}
+	keys := map[*credential]*yaml.Node{}
 	var out []*credential
 	for _, e := range ps.entries(f.val, "credentials") {
 		name := e.key.Value
@@ -497,9 +498,107 @@ func (ps *parser) parseCredentials(f field) []*credential {
 		c := &credential{name: name, provider: prov, version: settingsHash(prov, settings), p: pr}
 		ps.built = append(ps.built, c)
 		ps.creds[name] = c
+		keys[c] = e.key
 		out = append(out, c)
 	}
+	ps.composeCredentials(out, keys)
 	return out
+}
+
+// composeCredentials hands providers.Composer providers the credentials
+// they read, after checking that each exists and that no credential reads
+// itself through a chain of inputs. A composer's version includes its
+// inputs' versions, so editing an input re-keys the composer's cache.
+func (ps *parser) composeCredentials(creds []*credential, keys map[*credential]*yaml.Node) {
+	inputs := map[*credential][]*credential{}
+	for _, c := range creds {
+		comp, ok := c.p.(providers.Composer)
+		if !ok {
+			continue
+		}
+		for _, in := range comp.Inputs() {
+			ic, known := ps.creds[in]
+			switch {
+			case !known:
+				ps.errorf(keys[c], "credential %q reads credential %q, which is not defined under credentials (defined: %s)", c.name, in, ps.credNames())
+			case ic != nil:
+				inputs[c] = append(inputs[c], ic)
+			}
+		}
+	}
+	// Cycle check: depth-first, reporting each cycle once at the
+	// credential where it was entered.
+	const (
+		unseen = iota
+		active
+		done
+	)
+	state := map[*credential]int{}
+	var path []*credential
+	var visit func(c *credential) bool
+	visit = func(c *credential) bool {
+		switch state[c] {
+		case active:
+			names := []string{}
+			start := slices.Index(path, c)
+			for _, p := range path[start:] {
+				names = append(names, strconv.Quote(p.name))
+			}
+			names = append(names, strconv.Quote(c.name))
+			ps.errorf(keys[c], "credentials read each other in a cycle: %s", strings.Join(names, " -> "))
+			return false
+		case done:
+			return true
+		}
+		state[c] = active
+		path = append(path, c)
+		ok := true
+		for _, in := range inputs[c] {
+			ok = visit(in) && ok
+		}
+		path = path[:len(path)-1]
+		state[c] = done
+		return ok
+	}
+	acyclic := true
+	for _, c := range creds {
+		if state[c] == unseen {
+			acyclic = visit(c) && acyclic
+		}
+	}
+	if !acyclic {
+		return
+	}
+	var version func(c *credential) string
+	versioned := map[*credential]bool{}
+	version = func(c *credential) string {
+		if versioned[c] || len(inputs[c]) == 0 {
+			return c.version
+		}
+		h := sha256.New()
+		h.Write([]byte(c.version))
+		for _, in := range inputs[c] {
+			h.Write([]byte{0})
+			h.Write([]byte(in.name))
+			h.Write([]byte{0})
+			h.Write([]byte(version(in)))
+		}
+		c.version = hex.EncodeToString(h.Sum(nil))[:16]
+		versioned[c] = true
+		return c.version
+	}
+	for _, c := range creds {
+		comp, ok := c.p.(providers.Composer)
+		if !ok {
+			continue
+		}
+		version(c)
+		m := map[string]providers.Provider{}
+		for _, in := range inputs[c] {
+			m[in.name] = in.p
+		}
+		comp.SetInputs(m)
+	}
 }
 
 // split returns a copy of the mapping n without the given keys, and the

@@ -75,6 +75,23 @@ type Scoped interface {
 	CacheScope(req Request) string
 }
 
+// Composer is implemented by providers whose inputs are other credentials
+// of the same policy, named in their settings: an OAuth2 client secret or
+// a source AWS key kept in Vault, say ("providers compose by reference").
+// When the policy is loaded it checks that every input names a credential
+// of the policy and that inputs form no cycle, then calls SetInputs once,
+// before the first Fetch. A provider fetches an input when it needs it,
+// passing its own Request with Credential set to the input's name; its
+// own result is cached by the gateway, so inputs are fetched again only
+// when it refreshes. A change to an input's definition changes the
+// composer's cache version too.
+type Composer interface {
+	// Inputs lists the credential names the provider reads.
+	Inputs() []string
+	// SetInputs hands over a Provider for each name Inputs listed.
+	SetInputs(inputs map[string]Provider)
+}
+
 // Provisioner is implemented by providers that set up clients or read
 // files after their settings were decoded.
 type Provisioner interface {

@@ -45,6 +45,16 @@ func TestMain(m *testing.M) {
 	default:
 		fmt.Fprintln(os.Stderr, "vault tests: no real server (VAULT_ADDR+VAULT_TOKEN unset, no vault or bao on PATH); using the in-repo emulator (providers/vault/vaulttest)")
 	}
+	if p := os.Getenv("CREDGATE_PEERS_LOG"); p != "" {
+		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			kind := "in-repo emulator (providers/vault/vaulttest)"
+			if realServer != nil {
+				kind = "real " + realServer.Kind + " at " + realServer.Addr + " (fault tests: emulator)"
+			}
+			fmt.Fprintf(f, "providers/vault: vault: %s\n", kind)
+			f.Close()
+		}
+	}
 	code := m.Run()
 	realServer.Stop()
 	os.Exit(code)

@@ -1,0 +1,72 @@
+package policy
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/credgate/credgate/providers"
+)
+
+const composeBase = `
+workloads: {w: {cidrs: [10.0.0.0/8]}}
+destinations: {d: {hosts: [api.example.com]}}
+credentials:
+  vault-secret: {provider: policytest, value: from-vault}
+  other: {provider: policytest, value: other}
+  client: {provider: policytest-compose, from: [vault-secret, other]}
+rules:
+  - {name: r, from: w, to: d, inject: {credential: client, as: policytest-inj}}
+default: deny
+`
+
+func TestComposeByReference(t *testing.T) {
+	p, err := Parse(context.Background(), "p.yaml", []byte(composeBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	d := p.Decide(Query{Workload: wl("w"), Host: "api.example.com", Port: 443, Scheme: "https", Method: "GET", Path: "/"})
+	if d.Action != Inject {
+		t.Fatalf("decision %v", d)
+	}
+	c, err := d.Inject.Provider.Fetch(context.Background(), providers.Request{Credential: "client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, _ := c.Field(providers.FieldToken); tok.Reveal() != "from-vault+other" {
+		t.Errorf("composed token %q", tok.Reveal())
+	}
+
+	// Editing an input changes the composer's cache version.
+	p2, err := Parse(context.Background(), "p.yaml", []byte(strings.Replace(composeBase, "value: from-vault", "value: rotated", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	d2 := p2.Decide(Query{Workload: wl("w"), Host: "api.example.com", Port: 443, Scheme: "https", Method: "GET", Path: "/"})
+	if d2.Inject.CredentialVersion == d.Inject.CredentialVersion {
+		t.Errorf("version unchanged after an input was edited")
+	}
+}
+
+func TestComposeErrors(t *testing.T) {
+	tests := []struct {
+		name, replace, with, want string
+	}{
+		{"unknown-input", "from: [vault-secret, other]", "from: [vault-secret, nope]",
+			`^p\.yaml:7:3: credential "client" reads credential "nope", which is not defined`},
+		{"cycle", "other: {provider: policytest, value: other}", "other: {provider: policytest-compose, from: [client]}",
+			`credentials read each other in a cycle: "client" -> "other" -> "client"|"other" -> "client" -> "other"`},
+		{"self", "from: [vault-secret, other]", "from: [client]", `cycle: "client" -> "client"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(context.Background(), "p.yaml", []byte(strings.Replace(composeBase, tt.replace, tt.with, 1)))
+			if err == nil || !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+				t.Errorf("error %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
