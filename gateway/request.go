@@ -149,7 +149,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, identityRefusal(err))
 		return
 	}
-	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: path, Header: r.Header})
+	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: path, Header: r.Header, NoAllowReason: true})
 	if d.Action != policy.Inject && d.Action != policy.Forward {
 		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
 		return
@@ -211,7 +211,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	r.URL = &out
 	r.Host = ""
 	for _, h := range gatewayHeaders {
-		r.Header.Del(h)
+		delete(r.Header, h) // canonical already: no per-request canonicalisation
 	}
 	if d.Action == policy.Inject {
 		if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok {

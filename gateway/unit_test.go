@@ -336,3 +336,11 @@ func TestAuditorFlushes(t *testing.T) {
 		t.Errorf("a write after Close was not written through")
 	}
 }
+
+func TestGatewayHeadersAreCanonical(t *testing.T) {
+	for _, h := range gatewayHeaders {
+		if c := http.CanonicalHeaderKey(h); c != h {
+			t.Errorf("gatewayHeaders has %q, want the canonical %q (they are deleted from the map directly)", h, c)
+		}
+	}
+}

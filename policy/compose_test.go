@@ -70,3 +70,19 @@ func TestComposeErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestNoAllowReason(t *testing.T) {
+	p, err := Parse(context.Background(), "p.yaml", []byte(composeBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	q := Query{Workload: wl("w"), Host: "api.example.com", Port: 443, Scheme: "https", Method: "GET", Path: "/", NoAllowReason: true}
+	if d := p.Decide(q); d.Action != Inject || d.Reason != "" {
+		t.Errorf("allowed with NoAllowReason: %v %q, want inject without a reason", d.Action, d.Reason)
+	}
+	q.Host = "other.example.com"
+	if d := p.Decide(q); d.Action != Deny || d.Reason == "" {
+		t.Errorf("refused with NoAllowReason: %v %q, want a reason", d.Action, d.Reason)
+	}
+}

@@ -334,10 +334,14 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			}
 			dec.Action = Inject
 			dec.Inject = r.plan
-			dec.Reason = fmt.Sprintf("rule %q injects credential %q as %s into %s from %s", r.name, r.plan.Credential, r.plan.As, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+			if !q.NoAllowReason {
+				dec.Reason = fmt.Sprintf("rule %q injects credential %q as %s into %s from %s", r.name, r.plan.Credential, r.plan.As, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+			}
 		case ruleTunnel:
 			dec.Action = Forward
-			dec.Reason = fmt.Sprintf("rule %q forwards %s from %s without a credential", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+			if !q.NoAllowReason {
+				dec.Reason = fmt.Sprintf("rule %q forwards %s from %s without a credential", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
+			}
 		default:
 			dec.Code = "denied_by_rule"
 			dec.Reason = fmt.Sprintf("rule %q denies %s from %s", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))

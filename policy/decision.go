@@ -69,6 +69,11 @@ type Query struct {
 	// Now is the time rule conditions see as `now`; zero means
 	// time.Now().
 	Now time.Time
+	// NoAllowReason leaves Decision.Reason empty when the request is
+	// allowed (Inject, Forward, Tunnel, Intercept): the gateway prints a
+	// reason only for refusals, and building the sentence costs more than
+	// the rest of a decision. Refusals always carry their reason.
+	NoAllowReason bool
 }
 
 // Decision is the answer to a Query, with the words `credgate explain` and
