@@ -260,6 +260,9 @@ type envOptions struct {
 	Resolve map[string]string
 	// Env adds KEY=VALUE entries to the gateway's environment.
 	Env []string
+	// ExtraConfig is appended to the gateway config (top-level keys such
+	// as tls_listen, tls and identity).
+	ExtraConfig string
 }
 
 // env is one gateway process in front of one origin.
@@ -273,7 +276,9 @@ type env struct {
 	configPath string
 	policyPath string
 	proxyAddr  string // host:port of the plain proxy listener
-	adminAddr  string
+	// tlsProxyAddr is the TLS proxy listener's host:port, "" when none.
+	tlsProxyAddr string
+	adminAddr    string
 	// proxyURL is what clients put in HTTPS_PROXY.
 	proxyURL string
 
@@ -416,7 +421,7 @@ audit:
 log:
   level: debug
 shutdown_timeout: %[6]s
-`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String())
+%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig)
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
@@ -470,14 +475,17 @@ func (e *env) start() {
 		if line == "" {
 			return errors.New("no serving line yet")
 		}
-		var v struct{ Proxy, Admin string }
+		var v struct {
+			Proxy, Admin string
+			TLSProxy     string `json:"tls_proxy"`
+		}
 		if i := strings.LastIndex(line, "}"); i >= 0 {
 			line = "{" + line[:i+1]
 		}
 		if err := json.Unmarshal([]byte(line), &v); err != nil || v.Proxy == "" || v.Admin == "" {
 			return fmt.Errorf("cannot read addresses from %q: %v", line, err)
 		}
-		e.proxyAddr, e.adminAddr = v.Proxy, v.Admin
+		e.proxyAddr, e.adminAddr, e.tlsProxyAddr = v.Proxy, v.Admin, v.TLSProxy
 		return nil
 	})
 	e.proxyURL = "http://" + e.proxyAddr

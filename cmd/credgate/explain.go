@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -23,6 +28,8 @@ func newExplainCmd() *cobra.Command {
 		configPath   string
 		source       string
 		workloadLess bool
+		certFile     string
+		tokenFile    string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain -c FILE [--source IP | --workload-less] METHOD URL",
@@ -34,8 +41,16 @@ reason, and which credential and injector would apply. No credential is
 fetched and no value is printed.
 
 FILE is a gateway config or a policy. --workload-less asks for an anonymous
-caller (no verified factor). Only the source factor can be simulated here;
-rules that require other factors (mtls, jwt) do not match.
+caller (no verified factor).
+
+With a gateway config, the other factors can be presented too and are
+verified exactly as the gateway would: --cert FILE is a client certificate
+(PEM, leaf first, then intermediates) as the TLS listener would receive it,
+verified against tls.client_ca or identity.mtls.bundles; --token-file FILE
+holds a token as sent in Proxy-Authorization (JWT or Kubernetes
+TokenReview; "-" reads it from standard input). The output says which
+factors verified and which workload they resolved to; the token itself is
+never printed.
 
 Exit 0 when the request would be allowed (inject, forward or tunnel), 3 when
 it would be denied, 1 on errors.`,
@@ -44,15 +59,19 @@ it would be denied, 1 on errors.`,
 			if configPath == "" {
 				return fmt.Errorf("explain: -c FILE is required")
 			}
-			if workloadLess && cmd.Flags().Changed("source") {
-				return fmt.Errorf("explain: --source and --workload-less exclude each other")
+			if workloadLess && (cmd.Flags().Changed("source") || certFile != "" || tokenFile != "") {
+				return fmt.Errorf("explain: --workload-less and --source, --cert or --token-file exclude each other")
 			}
 			l, err := load(cmd.Context(), configPath)
 			if err != nil {
 				return err
 			}
 			defer l.policy.Close()
-			ex, err := explain(cmd.Context(), l.policy, source, workloadLess, args[0], args[1])
+			pres, err := presented(cmd.InOrStdin(), l, certFile, tokenFile)
+			if err != nil {
+				return err
+			}
+			ex, err := explain(cmd.Context(), l, pres, source, workloadLess, args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -66,7 +85,67 @@ it would be denied, 1 on errors.`,
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "gateway config or policy file (YAML)")
 	cmd.Flags().StringVar(&source, "source", "127.0.0.1", "client IP address the request comes from")
 	cmd.Flags().BoolVar(&workloadLess, "workload-less", false, "ask for an anonymous caller with no verified factor")
+	cmd.Flags().StringVar(&certFile, "cert", "", "client certificate chain (PEM) presented on the TLS listener; needs a gateway config")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the token sent in Proxy-Authorization (- for stdin); needs a gateway config")
 	return cmd
+}
+
+// presentation is what a simulated client presents beside its address.
+type presentation struct {
+	certs []*x509.Certificate
+	token string
+}
+
+// presented reads --cert and --token-file.
+func presented(stdin io.Reader, l *loaded, certFile, tokenFile string) (presentation, error) {
+	var p presentation
+	if certFile == "" && tokenFile == "" {
+		return p, nil
+	}
+	if l.config == nil {
+		return p, fmt.Errorf("explain: --cert and --token-file need the gateway config (-c credgate.yaml), which holds the identity settings")
+	}
+	if certFile != "" {
+		data, err := os.ReadFile(certFile)
+		if err != nil {
+			return p, fmt.Errorf("explain: --cert: %w", err)
+		}
+		for rest := data; ; {
+			var b *pem.Block
+			b, rest = pem.Decode(rest)
+			if b == nil {
+				break
+			}
+			if b.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return p, fmt.Errorf("explain: --cert %s: %w", certFile, err)
+			}
+			p.certs = append(p.certs, c)
+		}
+		if len(p.certs) == 0 {
+			return p, fmt.Errorf("explain: --cert %s holds no PEM certificate", certFile)
+		}
+	}
+	if tokenFile != "" {
+		var data []byte
+		var err error
+		if tokenFile == "-" {
+			data, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+		} else {
+			data, err = os.ReadFile(tokenFile)
+		}
+		if err != nil {
+			return p, fmt.Errorf("explain: --token-file: %w", err)
+		}
+		p.token = strings.TrimSpace(string(data))
+		if p.token == "" {
+			return p, fmt.Errorf("explain: --token-file %s is empty", tokenFile)
+		}
+	}
+	return p, nil
 }
 
 // explanation is everything explain prints.
@@ -79,9 +158,13 @@ type explanation struct {
 	request  *policy.Decision // nil when the CONNECT decision ended it
 	final    policy.Decision
 	allowed  bool
+	// identityErr is why the gateway would refuse the connection before
+	// deciding anything.
+	identityErr error
 }
 
-func explain(ctx context.Context, pol *policy.Policy, source string, anonymous bool, method, rawURL string) (*explanation, error) {
+func explain(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool, method, rawURL string) (*explanation, error) {
+	pol := l.policy
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("explain: URL: %w", err)
@@ -110,7 +193,7 @@ func explain(ctx context.Context, pol *policy.Policy, source string, anonymous b
 	}
 	method = strings.ToUpper(method)
 
-	w, err := resolveWorkload(ctx, pol, source, anonymous)
+	w, idErr, err := resolveWorkload(ctx, l, pres, source, anonymous)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +202,19 @@ func explain(ctx context.Context, pol *policy.Policy, source string, anonymous b
 		method:   method,
 		target:   scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + path,
 		scheme:   scheme,
+	}
+	if idErr != nil {
+		// The gateway refuses the connection before any policy decision.
+		code := "identity_invalid"
+		switch {
+		case errors.Is(idErr, identity.ErrFactorConflict):
+			code = "factor_conflict"
+		case errors.Is(idErr, identity.ErrUnavailable):
+			code = "identity_unavailable"
+		}
+		ex.identityErr = idErr
+		ex.final = policy.Decision{Action: policy.Deny, Code: code, Reason: idErr.Error()}
+		return ex, nil
 	}
 	if scheme == "https" {
 		d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: host, Port: port})
@@ -139,21 +235,65 @@ func explain(ctx context.Context, pol *policy.Policy, source string, anonymous b
 	return ex, nil
 }
 
-// resolveWorkload names the caller at source the way the gateway does, with
-// only the source factor available.
-func resolveWorkload(ctx context.Context, pol *policy.Policy, source string, anonymous bool) (identity.Workload, error) {
+// resolveWorkload names the caller at source the way the gateway does. With
+// a gateway config it builds the configured verifiers, so a presented
+// certificate or token is verified for real; idErr is the gateway's
+// reason to refuse the connection, err a failure to explain at all.
+func resolveWorkload(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool) (w identity.Workload, idErr, err error) {
 	if anonymous {
-		return identity.Workload{}, nil
+		return identity.Workload{}, nil, nil
 	}
 	addr, err := netip.ParseAddr(source)
 	if err != nil {
-		return identity.Workload{}, fmt.Errorf("explain: --source %q is not an IP address", source)
+		return identity.Workload{}, nil, fmt.Errorf("explain: --source %q is not an IP address", source)
 	}
-	w, err := identity.NewResolver().Resolve(ctx, identity.Evidence{Source: netip.AddrPortFrom(addr, 0)}, pol.Workloads())
+	ev := identity.Evidence{Source: netip.AddrPortFrom(addr, 0)}
+	if pres.token != "" {
+		ev.ProxyAuthorization = "Bearer " + pres.token
+	}
+	r := identity.NewResolver()
+	if l.config != nil {
+		cfg := l.config
+		r, err = identity.New(ctx, cfg.Identity, identity.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			return identity.Workload{}, nil, fmt.Errorf("explain: %w", err)
+		}
+		defer r.Close()
+		if len(pres.certs) > 0 {
+			switch {
+			case cfg.TLS.ClientCA != "":
+				chains, verr := verifyListener(cfg.TLS.ClientCA, pres.certs)
+				if verr != nil {
+					return identity.Workload{Source: addr}, fmt.Errorf("the TLS listener refuses the certificate: %w", verr), nil
+				}
+				ev.VerifiedChains = chains
+			case len(cfg.Identity.MTLS.Bundles) > 0:
+				ev.PeerCertificates = pres.certs
+			default:
+				return identity.Workload{}, nil, fmt.Errorf("explain: --cert: the config verifies no client certificates (set tls.client_ca or identity.mtls.bundles)")
+			}
+		}
+	}
+	w, idErr = r.Resolve(ctx, ev, l.policy.Workloads())
+	return w, idErr, nil
+}
+
+// verifyListener verifies certs as the TLS listener does with
+// tls.client_ca (tls.VerifyClientCertIfGiven).
+func verifyListener(caFile string, certs []*x509.Certificate) ([][]*x509.Certificate, error) {
+	data, err := os.ReadFile(caFile)
 	if err != nil {
-		return identity.Workload{}, fmt.Errorf("explain: %w", err)
+		return nil, err
 	}
-	return w, nil
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("tls.client_ca %s holds no certificate", caFile)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	return certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 }
 
 func (ex *explanation) print(out io.Writer) {
@@ -172,6 +312,14 @@ func (ex *explanation) print(out io.Writer) {
 	}
 	row("request:", ex.method+" "+ex.target)
 	row("workload:", wl)
+	if ex.identityErr != nil {
+		row("identity:", "refused: "+oneLine(ex.identityErr.Error()))
+		row("decision:", "deny")
+		row("code:", ex.final.Code)
+		row("result:", "denied (HTTP 403, X-Credgate-Reason: "+ex.final.Code+")")
+		tw.Flush()
+		return
+	}
 	if ex.connect != nil {
 		row("connect:", summary(*ex.connect))
 	} else {
