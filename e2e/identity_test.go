@@ -6,16 +6,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +21,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // identityPolicyE2E: billing must present its SPIFFE certificate AND a
@@ -64,11 +62,9 @@ default: deny
 // idPKI is the identity material of the identity e2e test.
 type idPKI struct {
 	dir                                     string
-	caKey                                   *ecdsa.PrivateKey
-	ca                                      *x509.Certificate
+	ca                                      *testpki.Authority
 	caFile                                  string // client and listener CA (PEM)
-	listenerCert                            string // the TLS listener's certificate (127.0.0.1)
-	listenerKey                             string
+	listenerCert, listenerKey               string // the TLS listener's (127.0.0.1)
 	signer, forger                          jose.Signer
 	jwksFile                                string
 	reviewURL, reviewCAFile, gatewaySAToken string
@@ -77,17 +73,16 @@ type idPKI struct {
 func newIDPKI(t *testing.T) *idPKI {
 	t.Helper()
 	p := &idPKI{dir: t.TempDir()}
-	p.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e identity CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
+	var err error
+	if p.ca, err = testpki.NewAuthority("e2e identity CA"); err != nil {
+		t.Fatal(err)
+	}
+	p.caFile = p.write(t, "id-ca.pem", p.ca.CertPEM)
+	listener, err := p.ca.Leaf("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.ca, _ = x509.ParseCertificate(der)
-	p.caFile = p.write(t, "id-ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	p.listenerCert, p.listenerKey = p.issue(t, "listener", nil, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
+	p.listenerCert, p.listenerKey = p.writePair(t, "listener", listener)
 
 	sk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	fk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -110,24 +105,23 @@ func (p *idPKI) write(t *testing.T, name string, data []byte) string {
 	return path
 }
 
-// issue writes a certificate and key signed by the test CA.
-func (p *idPKI) issue(t *testing.T, name string, uris []string, ips []net.IP, eku x509.ExtKeyUsage) (certFile, keyFile string) {
+func (p *idPKI) writePair(t *testing.T, name string, c tls.Certificate) (certFile, keyFile string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku}}
-	for _, u := range uris {
-		pu, _ := url.Parse(u)
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	certPEM, keyPEM, err := testpki.PEM(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kd, _ := x509.MarshalPKCS8PrivateKey(key)
-	return p.write(t, name+".pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		p.write(t, name+"-key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}))
+	return p.write(t, name+".pem", certPEM), p.write(t, name+"-key.pem", keyPEM)
+}
+
+// clientCert writes a client certificate with a SPIFFE ID.
+func (p *idPKI) clientCert(t *testing.T, name, spiffeID string) (certFile, keyFile string) {
+	t.Helper()
+	c, err := p.ca.ClientLeaf(name, spiffeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.writePair(t, name, c)
 }
 
 // token is a Kubernetes-style projected service-account token.
@@ -213,7 +207,7 @@ func TestIdentityFactors(t *testing.T) {
 	p := newIDPKI(t)
 	p.startTokenReview(t)
 	e := startEnv(t, envOptions{Policy: identityPolicyE2E, ExtraConfig: p.config()})
-	billingCert, billingKey := p.issue(t, "billing", []string{"spiffe://e2e.test/ns/billing/sa/api"}, nil, x509.ExtKeyUsageClientAuth)
+	billingCert, billingKey := p.clientCert(t, "billing", "spiffe://e2e.test/ns/billing/sa/api")
 	billingToken, webToken := p.token(t, "billing", false), p.token(t, "web", false)
 	e.secrets = append(e.secrets, billingToken, webToken)
 

@@ -2,21 +2,16 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // Names the origin answers to. None of them resolves in DNS: the gateway's
@@ -125,52 +120,17 @@ func loadPool(path string) (*x509.CertPool, error) {
 // makeOriginPKI creates the origin's own CA and a leaf for every origin
 // name (not unrelatedHost) plus 127.0.0.1.
 func makeOriginPKI(dir string) error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewAuthority("credgate e2e origin CA")
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "credgate e2e origin CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
+	if originLeaf, err = ca.Leaf(apiHost, otherHost, tunnelHost, privateHost, plainHost, "127.0.0.1"); err != nil {
 		return err
 	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: apiHost},
-		DNSNames:     []string{apiHost, otherHost, tunnelHost, privateHost, plainHost},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	originLeaf = tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
 	originCACert = filepath.Join(dir, "origin-ca.pem")
-	if err := os.WriteFile(originCACert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+	if err := os.WriteFile(originCACert, ca.CertPEM, 0o644); err != nil {
 		return err
 	}
-	originCAPool = x509.NewCertPool()
-	originCAPool.AddCert(caCert)
+	originCAPool = ca.Pool()
 	return nil
 }

@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +22,7 @@ import (
 
 	"github.com/credgate/credgate/gateway/mitm"
 	_ "github.com/credgate/credgate/injectors/all"
+	"github.com/credgate/credgate/internal/testpki"
 	_ "github.com/credgate/credgate/providers/all"
 )
 
@@ -37,8 +32,10 @@ const (
 	tunnelHost = "tunnel.origin.test"
 )
 
-// testPKI is an origin CA and a leaf for the origin names.
+// testPKI is an origin CA and a server leaf for the origin names (and
+// 127.0.0.1).
 type testPKI struct {
+	ca    *testpki.Authority
 	caPEM []byte
 	pool  *x509.CertPool
 	leaf  tls.Certificate
@@ -46,39 +43,25 @@ type testPKI struct {
 
 func newTestPKI(t testing.TB, names ...string) *testPKI {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewAuthority("test origin CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test origin CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	leaf, err := ca.Leaf(append(names, "127.0.0.1")...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:   now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
+	return &testPKI{ca: ca, caPEM: ca.CertPEM, pool: ca.Pool(), leaf: leaf}
+}
+
+// writeFile writes data into dir/name (0600) and returns the path.
+func writeFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &testPKI{
-		caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pool:  pool,
-		leaf:  tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-	}
+	return p
 }
 
 // seen is what the origin received.
@@ -227,50 +210,64 @@ func (l *lockedBuffer) String() string {
 // startGateway runs a gateway in-process with a plain and a TLS listener.
 func startGateway(t testing.TB) *testGateway {
 	t.Helper()
-	dir := t.TempDir()
 	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
-	o := startOrigin(t, pki)
-	token := "gw-test-secret-" + fmt.Sprint(time.Now().UnixNano())
-	t.Setenv("CREDGATE_GATEWAY_TEST_TOKEN", token)
-
-	caCert, caKey, err := mitm.WriteCA(dir)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	client, err := pki.ca.ClientLeaf("client")
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	write("origin-ca.pem", pki.caPEM)
-	write("policy.yaml", []byte(testPolicy))
-	leafDER := pki.leaf.Certificate[0]
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(pki.leaf.PrivateKey)
-	write("listener.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}))
-	write("listener-key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	cfgText := fmt.Sprintf(`listen: 127.0.0.1:0
-tls_listen: 127.0.0.1:0
+	tg.tlsCert = client
+	writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+	tg.run(t, fmt.Sprintf(`tls_listen: 127.0.0.1:0
 tls:
   cert: listener.pem
   key: listener-key.pem
   client_ca: origin-ca.pem
+resolve:
+  "api.origin.test:443": %q
+  "tunnel.origin.test:443": %q
+`, tg.origin.addr, tg.origin.addr))
+	return tg
+}
+
+// newTestGateway prepares a gateway's directory: interception CA, origin
+// CA, the TLS listener's certificate (the origin leaf) and the credential
+// the static provider serves.
+func newTestGateway(t testing.TB, pki *testPKI, o *testOrigin) *testGateway {
+	t.Helper()
+	tg := &testGateway{origin: o, pki: pki, token: "gw-test-secret-" + fmt.Sprint(time.Now().UnixNano()),
+		audit: &lockedBuffer{}, logs: &lockedBuffer{}, dir: t.TempDir()}
+	t.Setenv("CREDGATE_GATEWAY_TEST_TOKEN", tg.token)
+	writeFile(t, tg.dir, "origin-ca.pem", pki.caPEM)
+	certPEM, keyPEM, err := testpki.PEM(pki.leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, tg.dir, "listener.pem", certPEM)
+	writeFile(t, tg.dir, "listener-key.pem", keyPEM)
+	return tg
+}
+
+// run writes the gateway config (the common settings plus extra) and
+// runs the gateway until the test ends; cleanup checks that the
+// credential never reached the logs or the audit output.
+func (tg *testGateway) run(t testing.TB, extra string) {
+	t.Helper()
+	caCert, caKey, err := mitm.WriteCA(tg.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := writeFile(t, tg.dir, "credgate.yaml", []byte(fmt.Sprintf(`listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 policy: policy.yaml
 ca: {cert: %q, key: %q}
 upstream: {ca_bundle: origin-ca.pem}
-resolve:
-  "api.origin.test:443": %q
-  "tunnel.origin.test:443": %q
 shutdown_timeout: 5s
-`, caCert, caKey, o.addr, o.addr)
-	cfgPath := write("credgate.yaml", []byte(cfgText))
+`, caCert, caKey)+extra))
 	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := &testGateway{origin: o, pki: pki, token: token, audit: &lockedBuffer{}, logs: &lockedBuffer{}, dir: dir, tlsCert: pki.leaf}
 	logger := slog.New(slog.NewJSONHandler(tg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	gw, err := New(ctx, cfg, Options{Logger: logger, Audit: tg.audit})
@@ -288,15 +285,22 @@ shutdown_timeout: 5s
 			t.Errorf("Run: %v", err)
 		}
 		for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {
-			if strings.Contains(s, token) {
+			if strings.Contains(s, tg.token) {
 				t.Errorf("the credential appears in the %s output", where)
 			}
 		}
 	})
-	pem, _ := os.ReadFile(caCert)
 	tg.caPool = x509.NewCertPool()
-	tg.caPool.AppendCertsFromPEM(pem)
-	return tg
+	tg.caPool.AppendCertsFromPEM(mustRead(t, caCert))
+}
+
+func mustRead(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // client returns an HTTP client using the gateway as its proxy.

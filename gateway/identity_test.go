@@ -7,18 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +20,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 const identityPolicy = `
@@ -66,11 +60,10 @@ default: deny
 // certificates and whose jwt factor accepts Kubernetes-style tokens.
 type identityEnv struct {
 	*testGateway
-	signer    jose.Signer
-	forger    jose.Signer
-	clientCA  *x509.Certificate
-	clientKey *ecdsa.PrivateKey
-	roots     *x509.CertPool
+	signer   jose.Signer
+	forger   jose.Signer
+	clientCA *testpki.Authority
+	roots    *x509.CertPool
 }
 
 func (e *identityEnv) token(t *testing.T, ns string, forged bool) string {
@@ -94,72 +87,43 @@ func (e *identityEnv) token(t *testing.T, ns string, forged bool) string {
 // clientCert issues a client certificate with a SPIFFE ID.
 func (e *identityEnv) clientCert(t *testing.T, spiffeID string) tls.Certificate {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse(spiffeID)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "client"}, URIs: []*url.URL{u},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, e.clientCA, &key.PublicKey, e.clientKey)
+	c, err := e.clientCA.ClientLeaf("client", spiffeID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return c
+}
+
+func newSigner(t *testing.T) (jose.Signer, *ecdsa.PublicKey) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, &k.PublicKey
 }
 
 func startIdentityGateway(t *testing.T) *identityEnv {
 	t.Helper()
-	dir := t.TempDir()
 	pki := newTestPKI(t, apiHost, "credgate.test")
-	o := startOrigin(t, pki)
-	token := "gw-id-secret-" + fmt.Sprint(time.Now().UnixNano())
-	t.Setenv("CREDGATE_GATEWAY_TEST_TOKEN", token)
-	e := &identityEnv{}
-
-	// Client CA for the TLS listener.
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	e.clientCA, _ = x509.ParseCertificate(caDER)
-	e.clientKey = caKey
-
-	// Token signing keys: one published in the JWKS, one not.
-	sk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	fk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	e := &identityEnv{testGateway: newTestGateway(t, pki, startOrigin(t, pki))}
 	var err error
-	e.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: sk, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
+	if e.clientCA, err = testpki.NewAuthority("client CA"); err != nil {
 		t.Fatal(err)
 	}
-	e.forger, _ = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: fk, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
-	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &sk.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
-
-	caCert, caKeyPath, err := mitm.WriteCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, data []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("origin-ca.pem", pki.caPEM)
-	write("client-ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	write("jwks.json", jwks)
-	write("policy.yaml", []byte(identityPolicy))
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(pki.leaf.PrivateKey)
-	write("listener.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pki.leaf.Certificate[0]}))
-	write("listener-key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	cfgText := fmt.Sprintf(`listen: 127.0.0.1:0
-tls_listen: 127.0.0.1:0
+	var pub *ecdsa.PublicKey
+	e.signer, pub = newSigner(t)
+	e.forger, _ = newSigner(t) // same key id, key not published
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: pub, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	writeFile(t, e.dir, "client-ca.pem", e.clientCA.CertPEM)
+	writeFile(t, e.dir, "jwks.json", jwks)
+	writeFile(t, e.dir, "policy.yaml", []byte(identityPolicy))
+	e.run(t, fmt.Sprintf(`tls_listen: 127.0.0.1:0
 tls: {cert: listener.pem, key: listener-key.pem, client_ca: client-ca.pem}
-admin_listen: 127.0.0.1:0
-policy: policy.yaml
-ca: {cert: %q, key: %q}
-upstream: {ca_bundle: origin-ca.pem}
 resolve: {"api.origin.test:443": %q}
 identity:
   jwt:
@@ -168,39 +132,9 @@ identity:
         profile: kubernetes
         audiences: [credgate]
         jwks_file: jwks.json
-shutdown_timeout: 5s
-`, caCert, caKeyPath, o.addr)
-	write("credgate.yaml", []byte(cfgText))
-	cfg, err := LoadConfig(filepath.Join(dir, "credgate.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := &testGateway{origin: o, pki: pki, token: token, audit: &lockedBuffer{}, logs: &lockedBuffer{}, dir: dir}
-	logger := slog.New(slog.NewJSONHandler(tg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	gw, err := New(ctx, cfg, Options{Logger: logger, Audit: tg.audit})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	tg.gw = gw
-	done := make(chan error, 1)
-	go func() { done <- gw.Run(ctx) }()
-	<-gw.Ready()
-	pemCA, _ := os.ReadFile(caCert)
-	e.roots = x509.NewCertPool()
-	e.roots.AppendCertsFromPEM(pemCA)
+`, e.origin.addr))
+	e.roots = e.caPool.Clone()
 	e.roots.AppendCertsFromPEM(pki.caPEM)
-	e.testGateway = tg
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {
-			if strings.Contains(s, token) {
-				t.Errorf("the credential appears in the %s output", where)
-			}
-		}
-	})
 	return e
 }
 

@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/bench/internal/baseline"
-	"github.com/credgate/credgate/bench/internal/certs"
 	"github.com/credgate/credgate/bench/internal/origin"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 const (
@@ -74,7 +74,7 @@ func cmdOrigin(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ca, err := certs.LoadAuthority(*caCert, *caKey)
+	ca, err := testpki.LoadAuthority(*caCert, *caKey)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func cmdBaseline(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ca, err := certs.LoadAuthority(*caCert, *caKey)
+	ca, err := testpki.LoadAuthority(*caCert, *caKey)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func cmdBaseline(args []string) error {
 	if err != nil {
 		return err
 	}
-	roots, err := certs.ReadPool(*upstreamCA)
+	roots, err := testpki.ReadPool(*upstreamCA)
 	if err != nil {
 		return err
 	}

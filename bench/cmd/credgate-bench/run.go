@@ -20,9 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/credgate/credgate/bench/internal/certs"
 	"github.com/credgate/credgate/bench/internal/loadgen"
 	"github.com/credgate/credgate/bench/internal/report"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // runConfig holds the run flags.
@@ -160,7 +160,7 @@ func run(ctx context.Context, rc runConfig) (err error) {
 	setEnv("pinning", pins.String())
 
 	// The origin.
-	originCA, err := certs.NewAuthority("credgate-bench origin CA")
+	originCA, err := testpki.NewAuthority("credgate-bench origin CA")
 	if err != nil {
 		return err
 	}
@@ -509,7 +509,7 @@ func fixedRate(ctx context.Context, rc runConfig, ts []target, skipped map[strin
 }
 
 func startBaseline(ctx context.Context, rc runConfig, self, work, originAddr, originCACert string, pins pinning, env []string) (target, error) {
-	ca, err := certs.NewAuthority("credgate-bench goproxy CA")
+	ca, err := testpki.NewAuthority("credgate-bench goproxy CA")
 	if err != nil {
 		return target{}, err
 	}
@@ -581,7 +581,7 @@ log:
 
 // startCredgate writes a CA, a policy and a config and starts the real
 // credgate binary. info carries set-up details for the report.
-func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *certs.Authority, pins pinning, env []string) (target, [][2]string, error) {
+func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *testpki.Authority, pins pinning, env []string) (target, [][2]string, error) {
 	var info [][2]string
 	dir := filepath.Join(work, "credgate")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -666,7 +666,7 @@ func credgateCA(ctx context.Context, bin, dir string) (cert, key, how string, er
 	if err != nil {
 		why = fmt.Sprintf("%v: %s", err, why)
 	}
-	ca, gerr := certs.NewAuthority("credgate-bench gateway CA")
+	ca, gerr := testpki.NewAuthority("credgate-bench gateway CA")
 	if gerr != nil {
 		return "", "", "", gerr
 	}

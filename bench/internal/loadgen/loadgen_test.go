@@ -10,9 +10,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/bench/internal/baseline"
-	"github.com/credgate/credgate/bench/internal/certs"
 	"github.com/credgate/credgate/bench/internal/loadgen"
 	"github.com/credgate/credgate/bench/internal/origin"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 const host = "api.origin.test"
@@ -22,7 +22,7 @@ const host = "api.origin.test"
 // injects the wrong token.
 func setup(t *testing.T) (direct, proxied, wrong *loadgen.Target) {
 	t.Helper()
-	ca, err := certs.NewAuthority("test origin CA")
+	ca, err := testpki.NewAuthority("test origin CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func setup(t *testing.T) (direct, proxied, wrong *loadgen.Target) {
 	direct = &loadgen.Target{Name: "direct", Addr: o.Addr().String(), Host: host, Port: 443, Path: "/", Roots: ca.Pool(),
 		Header: http.Header{"Authorization": {"Bearer tok"}}}
 	proxy := func(value string) *loadgen.Target {
-		pca, err := certs.NewAuthority("test proxy CA")
+		pca, err := testpki.NewAuthority("test proxy CA")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,10 @@
-// Package certs makes the throw-away certificate authorities and leaf
-// certificates a benchmark run needs: one CA for the local origin, one for
-// the goproxy baseline, and (when credgate cannot make its own) one for the
-// gateway. Everything is ECDSA P-256, the key type credgate's interception CA
-// uses, so the baseline and the gateway pay the same handshake cost.
-package certs
+// Package testpki makes the throw-away certificate authorities, server
+// leaves and client certificates that tests and the benchmark need: origin
+// CAs, client CAs for the mtls factor, SPIFFE X.509-SVIDs. Everything is
+// ECDSA P-256, the key type credgate's interception CA uses, so benchmark
+// baselines and the gateway pay the same handshake cost. It is for tests
+// and benchmarks only; nothing in the gateway imports it.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,7 +37,7 @@ type Authority struct {
 func NewAuthority(name string) (*Authority, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("certs: generate CA key: %w", err)
+		return nil, fmt.Errorf("testpki: generate CA key: %w", err)
 	}
 	serial, err := serialNumber()
 	if err != nil {
@@ -53,15 +55,15 @@ func NewAuthority(name string) (*Authority, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("certs: create CA certificate: %w", err)
+		return nil, fmt.Errorf("testpki: create CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("certs: parse CA certificate: %w", err)
+		return nil, fmt.Errorf("testpki: parse CA certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("certs: marshal CA key: %w", err)
+		return nil, fmt.Errorf("testpki: marshal CA key: %w", err)
 	}
 	return &Authority{
 		Cert:    cert,
@@ -74,9 +76,32 @@ func NewAuthority(name string) (*Authority, error) {
 // Leaf issues a server certificate for the given DNS names and IP
 // addresses, valid for one day.
 func (a *Authority) Leaf(names ...string) (tls.Certificate, error) {
+	return a.issue(names[0], names, nil, x509.ExtKeyUsageServerAuth)
+}
+
+// ClientLeaf issues a client certificate with common name cn and the given
+// URI SANs (SPIFFE IDs), valid for one day.
+func (a *Authority) ClientLeaf(cn string, uris ...string) (tls.Certificate, error) {
+	return a.issue(cn, nil, uris, x509.ExtKeyUsageClientAuth)
+}
+
+// PEM returns a certificate issued by Leaf or ClientLeaf as PEM files'
+// contents: the certificate chain and the PKCS #8 key.
+func PEM(c tls.Certificate) (certPEM, keyPEM []byte, err error) {
+	for _, der := range c.Certificate {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("testpki: encode key: %w", err)
+	}
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
+}
+
+func (a *Authority) issue(cn string, names, uris []string, eku x509.ExtKeyUsage) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: generate leaf key: %w", err)
+		return tls.Certificate{}, fmt.Errorf("testpki: generate leaf key: %w", err)
 	}
 	serial, err := serialNumber()
 	if err != nil {
@@ -85,11 +110,18 @@ func (a *Authority) Leaf(names ...string) (tls.Certificate, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{eku},
+	}
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("testpki: URI SAN %q: %w", u, err)
+		}
+		tmpl.URIs = append(tmpl.URIs, pu)
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -100,11 +132,11 @@ func (a *Authority) Leaf(names ...string) (tls.Certificate, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, &key.PublicKey, a.Key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: create leaf for %v: %w", names, err)
+		return tls.Certificate{}, fmt.Errorf("testpki: create leaf for %s: %w", cn, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: parse leaf: %w", err)
+		return tls.Certificate{}, fmt.Errorf("testpki: parse leaf: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
@@ -114,7 +146,7 @@ func (a *Authority) Leaf(names ...string) (tls.Certificate, error) {
 func (a *Authority) TLSCertificate() (tls.Certificate, error) {
 	c, err := tls.X509KeyPair(a.CertPEM, a.KeyPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: load CA key pair: %w", err)
+		return tls.Certificate{}, fmt.Errorf("testpki: load CA key pair: %w", err)
 	}
 	c.Leaf = a.Cert
 	return c, nil
@@ -133,10 +165,10 @@ func (a *Authority) WriteFiles(dir, prefix string) (certPath, keyPath string, er
 	certPath = filepath.Join(dir, prefix+".pem")
 	keyPath = filepath.Join(dir, prefix+"-key.pem")
 	if err := os.WriteFile(certPath, a.CertPEM, 0o644); err != nil {
-		return "", "", fmt.Errorf("certs: write %s: %w", certPath, err)
+		return "", "", fmt.Errorf("testpki: write %s: %w", certPath, err)
 	}
 	if err := os.WriteFile(keyPath, a.KeyPEM, 0o600); err != nil {
-		return "", "", fmt.Errorf("certs: write %s: %w", keyPath, err)
+		return "", "", fmt.Errorf("testpki: write %s: %w", keyPath, err)
 	}
 	return certPath, keyPath, nil
 }
@@ -146,23 +178,23 @@ func (a *Authority) WriteFiles(dir, prefix string) (certPath, keyPath string, er
 func LoadAuthority(certPath, keyPath string) (*Authority, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
-		return nil, fmt.Errorf("certs: read CA: %w", err)
+		return nil, fmt.Errorf("testpki: read CA: %w", err)
 	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
-		return nil, fmt.Errorf("certs: read CA key: %w", err)
+		return nil, fmt.Errorf("testpki: read CA key: %w", err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certs: load CA %s: %w", certPath, err)
+		return nil, fmt.Errorf("testpki: load CA %s: %w", certPath, err)
 	}
 	cert, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
-		return nil, fmt.Errorf("certs: parse CA %s: %w", certPath, err)
+		return nil, fmt.Errorf("testpki: parse CA %s: %w", certPath, err)
 	}
 	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("certs: CA key %s is %T, want ECDSA", keyPath, pair.PrivateKey)
+		return nil, fmt.Errorf("testpki: CA key %s is %T, want ECDSA", keyPath, pair.PrivateKey)
 	}
 	return &Authority{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
@@ -171,11 +203,11 @@ func LoadAuthority(certPath, keyPath string) (*Authority, error) {
 func ReadPool(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("certs: read bundle: %w", err)
+		return nil, fmt.Errorf("testpki: read bundle: %w", err)
 	}
 	p := x509.NewCertPool()
 	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("certs: %s holds no PEM certificate", path)
+		return nil, fmt.Errorf("testpki: %s holds no PEM certificate", path)
 	}
 	return p, nil
 }
@@ -183,7 +215,7 @@ func ReadPool(path string) (*x509.CertPool, error) {
 func serialNumber() (*big.Int, error) {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, fmt.Errorf("certs: serial number: %w", err)
+		return nil, fmt.Errorf("testpki: serial number: %w", err)
 	}
 	return n, nil
 }
