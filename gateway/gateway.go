@@ -153,6 +153,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.store, err = policy.NewStore(ctx, cfg.Policy, policy.StoreOptions{
 		Logger:   logger,
 		OnReload: g.onReload,
+		OnRetire: g.onRetire,
 	})
 	if err != nil {
 		return nil, err
@@ -362,6 +363,21 @@ func (g *Gateway) onReload(err error) {
 	// allow_private settings; new requests dial afresh.
 	g.transport.CloseIdleConnections()
 	g.certTrans.closeIdle()
+}
+
+// onRetire drops the cached credentials of a replaced policy's providers
+// that release resources (leases, tokens) when they are closed: what they
+// handed out may be revoked now, and a provider of the new policy with the
+// same settings would otherwise be served it from the cache.
+func (g *Gateway) onRetire(old *policy.Policy) {
+	if g.cache == nil {
+		return
+	}
+	for _, c := range old.Credentials() {
+		if c.Releases {
+			g.cache.InvalidateCredential(c.Name, c.Version)
+		}
+	}
 }
 
 // Run serves until ctx is done, then shuts down gracefully: /readyz turns

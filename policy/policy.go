@@ -168,6 +168,28 @@ func (p *Policy) Stats() Stats {
 	}
 }
 
+// CredentialRef names one credential of a policy, for cache maintenance.
+type CredentialRef struct {
+	// Name and Version are the cache key parts (providers.CacheKey).
+	Name, Version string
+	// Provider is the registered provider name.
+	Provider string
+	// Releases is true when the provider holds resources it releases on
+	// Close (providers.CleanerUpper): leases, tokens, renewal loops. What
+	// it handed out may be revoked then.
+	Releases bool
+}
+
+// Credentials lists the policy's credentials.
+func (p *Policy) Credentials() []CredentialRef {
+	out := make([]CredentialRef, 0, len(p.creds))
+	for _, c := range p.creds {
+		_, rel := c.p.(providers.CleanerUpper)
+		out = append(out, CredentialRef{Name: c.name, Version: c.version, Provider: c.provider, Releases: rel})
+	}
+	return out
+}
+
 // File returns the file name the policy was parsed from.
 func (p *Policy) File() string { return p.file }
 

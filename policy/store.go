@@ -33,6 +33,10 @@ type StoreOptions struct {
 	// initial load) with nil on success or the error that was rejected,
 	// for example to count reloads in a metric. It runs without locks held.
 	OnReload func(err error)
+	// OnRetire, if set, is called with a replaced policy just before its
+	// providers are released (after CloseDelay), for example to drop
+	// cached credentials those providers are about to revoke.
+	OnRetire func(old *Policy)
 	// CloseDelay is the grace period between replacing a policy and
 	// releasing its providers (Close), so that requests that already hold
 	// the old *Policy can still fetch their credential. Default
@@ -164,6 +168,9 @@ func (s *Store) retire(old *Policy) {
 		s.mu.Unlock()
 		if !still {
 			return // Close got there first
+		}
+		if s.opts.OnRetire != nil {
+			s.opts.OnRetire(old)
 		}
 		if err := old.Close(); err != nil {
 			s.log.Warn("releasing a replaced policy's providers failed", "file", s.path, "error", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -253,4 +254,30 @@ func startWatch(t *testing.T, s *Store) {
 		}
 	})
 	waitFor(t, "the watch to start", s.watching.Load)
+}
+
+func TestStoreOnRetireBeforeClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, storePolicy(1))
+	var retired atomic.Pointer[Policy]
+	var cleanupsAtRetire atomic.Int32
+	var old *testProvider
+	s := newTestStore(t, path, StoreOptions{CloseDelay: 10 * time.Millisecond, OnRetire: func(p *Policy) {
+		cleanupsAtRetire.Store(old.cleanups.Load())
+		retired.Store(p)
+	}})
+	first := s.Current()
+	old = first.Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
+	writeFile(t, path, storePolicy(3))
+	if err := s.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replaced policy's provider to be cleaned up", func() bool { return old.cleanups.Load() == 1 })
+	if retired.Load() != first || cleanupsAtRetire.Load() != 0 {
+		t.Errorf("OnRetire got %p (want the replaced policy %p) with %d cleanups done (want 0: before Close)", retired.Load(), first, cleanupsAtRetire.Load())
+	}
+	refs := first.Credentials()
+	if len(refs) == 0 || refs[0].Releases != true || refs[0].Version == "" {
+		t.Errorf("Credentials() = %+v, want the test provider marked as releasing resources", refs)
+	}
 }

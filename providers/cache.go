@@ -314,6 +314,20 @@ func (c *Cache) Invalidate(key CacheKey) {
 	}
 }
 
+// InvalidateCredential forgets every cached key of one credential
+// definition (all scopes), for example when the provider that fetched them
+// is released and has revoked what it handed out.
+func (c *Cache) InvalidateCredential(credential, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, el := range c.entries {
+		if k.Credential == credential && k.Version == version {
+			c.lru.Remove(el)
+			delete(c.entries, k)
+		}
+	}
+}
+
 // Len returns the number of cached keys (including failed and in-flight
 // ones).
 func (c *Cache) Len() int {

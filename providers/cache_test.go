@@ -500,3 +500,34 @@ func BenchmarkCacheGetWarm(b *testing.B) {
 		}
 	})
 }
+
+func TestCacheInvalidateCredential(t *testing.T) {
+	c := newTestCache(t, CacheOptions{Now: newFakeClock().Now})
+	var calls atomic.Int32
+	fetch := func(context.Context) (*Credential, error) {
+		return tok(fmt.Sprintf("v%d", calls.Add(1)), time.Time{}), nil
+	}
+	keys := []CacheKey{
+		{Credential: "db", Version: "1", Scope: "a", Provider: "p"},
+		{Credential: "db", Version: "1", Scope: "b", Provider: "p"},
+		{Credential: "db", Version: "2", Scope: "a", Provider: "p"},
+		{Credential: "other", Version: "1", Provider: "p"},
+	}
+	for _, k := range keys {
+		if _, _, err := c.Get(context.Background(), k, fetch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.InvalidateCredential("db", "1")
+	var hits []bool
+	for _, k := range keys {
+		_, hit, err := c.Get(context.Background(), k, fetch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hits = append(hits, hit)
+	}
+	if diff := cmp.Diff([]bool{false, false, true, true}, hits); diff != "" {
+		t.Errorf("cache hits after invalidating db version 1 (-want +got):\n%s", diff)
+	}
+}
