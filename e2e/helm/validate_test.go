@@ -138,3 +138,18 @@ policy:
 		})
 	}
 }
+
+// TestGatewayRejectsUnknownKey shows that validateRendered would catch a
+// chart that writes a key the gateway does not have (say, a Redis setting
+// before the gateway supports Redis): the config is strict.
+func TestGatewayRejectsUnknownKey(t *testing.T) {
+	objs := parse(t, render(t, variantByName(t, "default")))
+	cm := mustFind(t, objs, "ConfigMap", fullname+"-config")
+	data := cm["data"].(map[string]any)
+	data["config.yaml"] = data["config.yaml"].(string) + "redis:\n  address: redis.cache.svc:6379\n"
+	p := newPod(t, objs, fixtures(t))
+	out, err := runErr(credgateBin(t), "validate", "-c", p.path("/etc/credgate/config.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "redis") {
+		t.Fatalf("credgate validate accepted an unknown key (err %v): %s", err, out)
+	}
+}
