@@ -398,6 +398,16 @@ func TestConfigMatchesPod(t *testing.T) {
 			}
 			checkListen("listen", "proxy")
 			checkListen("admin_listen", "admin")
+			// Every Service port targets a container port of the same number.
+			for _, svc := range []string{fullname, fullname + "-admin"} {
+				for _, sp := range get(mustFind(t, objs, "Service", svc), "spec.ports").([]any) {
+					sp := sp.(map[string]any)
+					cp := get(ctr, fmt.Sprintf("ports.[name=%v].containerPort", sp["targetPort"]))
+					if cp == nil || cp != sp["port"] {
+						t.Errorf("Service %s port %v targets %v, container port %v", svc, sp["port"], sp["targetPort"], cp)
+					}
+				}
+			}
 			// Probes and scrape annotations on the admin listener.
 			for _, probe := range []string{"livenessProbe", "readinessProbe"} {
 				if got := get(ctr, probe+".httpGet.port"); got != "admin" {
@@ -596,6 +606,35 @@ func TestRenderedKinds(t *testing.T) {
 			slices.Sort(got)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("rendered objects (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestOptionalObjects checks which toggles add or remove which objects.
+func TestOptionalObjects(t *testing.T) {
+	const crb = "ClusterRoleBinding/" + fullname + "-egress-auth-delegator"
+	tests := []struct {
+		name   string
+		args   []string
+		object string
+		want   bool
+	}{
+		{"TokenReview binds auth-delegator", []string{"--set", "identity.tokenReview.enabled=true"}, crb, true},
+		{"RBAC managed elsewhere", []string{"--set", "identity.tokenReview.enabled=true", "--set", "rbac.create=false"}, crb, false},
+		{"JWKS needs no binding", []string{"--set", "identity.jwt.kubernetes.enabled=true"}, crb, false},
+		{"no PDB", []string{"--set", "podDisruptionBudget.enabled=false"}, "PodDisruptionBudget/" + fullname, false},
+		{"no ServiceAccount", []string{"--set", "serviceAccount.create=false"}, "ServiceAccount/" + fullname, false},
+		{"ServiceMonitor", []string{"--set", "metrics.serviceMonitor.enabled=true"}, "ServiceMonitor/" + fullname, true},
+		{"HPA", []string{"--set", "autoscaling.enabled=true"}, "HorizontalPodAutoscaler/" + fullname, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			kind, name, _ := strings.Cut(tt.object, "/")
+			objs := parse(t, run(t, helmBin, templateArgs(tt.args...)...))
+			if got := find(objs, kind, name) != nil; got != tt.want {
+				t.Errorf("%s rendered = %v, want %v", tt.object, got, tt.want)
 			}
 		})
 	}
