@@ -2,6 +2,7 @@ package helm_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -122,6 +123,25 @@ func TestValuesSchema(t *testing.T) {
 		{"both CA sources", []string{"--set", "ca.existingSecret=x", "--set", "ca.certManager.enabled=true"}, "not both"},
 		{"tls without secret", []string{"--set", "tls.enabled=true"}, "tls.existingSecret"},
 		{"redis without address", []string{"--set", "redis.enabled=true"}, "redis.address"},
+		{"identity typo", []string{"--set", "identity.jwt.kubernetes.enable=true"}, "enable"},
+		{"issuer in config-file spelling", []string{"--set", "identity.jwt.issuers[0].issuer=https://idp.test",
+			"--set", "identity.jwt.issuers[0].audiences[0]=credgate", "--set", "identity.jwt.issuers[0].jwks_url=https://idp.test/keys"}, "jwks_url"},
+		{"issuer without keys", []string{"--set", "identity.jwt.issuers[0].issuer=https://idp.test",
+			"--set", "identity.jwt.issuers[0].audiences[0]=credgate"}, "issuers/0"},
+		{"issuer without audiences", []string{"--set", "identity.jwt.issuers[0].issuer=https://idp.test",
+			"--set", "identity.jwt.issuers[0].jwksURL=https://idp.test/keys"}, "audiences"},
+		{"plain http JWKS", []string{"--set", "identity.jwt.issuers[0].issuer=https://idp.test",
+			"--set", "identity.jwt.issuers[0].audiences[0]=credgate", "--set", "identity.jwt.issuers[0].jwksURL=http://idp.test/keys"}, "jwksURL"},
+		{"token review without audiences", []string{"--set", "identity.tokenReview.enabled=true", "--set-json", "identity.tokenReview.audiences=[]"}, "minItems"},
+		{"bundle with file and configMap", []string{"--set", "tls.enabled=true", "--set", "tls.existingSecret=gw",
+			"--set", "identity.mtls.bundles[0].file=/a.pem", "--set", "identity.mtls.bundles[0].configMap=b", "--set", "identity.mtls.bundles[0].key=c"}, "bundles/0"},
+		{"bundles without TLS listener", []string{"--set", "identity.mtls.bundles[0].file=/a.pem"}, "tls.enabled"},
+		{"bundles and client CA", []string{"--set", "tls.enabled=true", "--set", "tls.existingSecret=gw", "--set", "tls.clientCAConfigMap=cas",
+			"--set", "identity.mtls.bundles[0].file=/a.pem"}, "not both"},
+		{"posture file and url", []string{"--set", "identity.posture.file=/p.json", "--set", "identity.posture.url=https://posture.test"}, "not both"},
+		{"gateway token accepted from callers", []string{"--set", "identity.tokenReview.enabled=true", "--set", "serviceAccountToken.audience=credgate"}, "serviceAccountToken.audience"},
+		{"removed rbac.tokenReview", []string{"--set", "rbac.tokenReview=true"}, "tokenReview"},
+		{"negative preStop sleep", []string{"--set", "preStopSleepSeconds=-1"}, "preStopSleepSeconds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,15 +215,41 @@ issuerRef: {name: cg-credgate-selfsigned, kind: Issuer, group: cert-manager.io}`
 		{"cert-manager", "ServiceMonitor", fullname, "spec.endpoints", `[{port: admin, path: /metrics, interval: 30s, scrapeTimeout: 10s}]`},
 		// The CA ConfigMap holds only the certificate.
 		{"default", "ConfigMap", fullname + "-ca", "", `~`},
-		// Projected service-account token with an audience; no default API token.
+		// Projected service-account token with an audience (the vault
+		// provider's default token_file); no default API token.
 		{"default", deploy, fullname, pod + "volumes.[name=sa-token].projected.sources", `
-[{serviceAccountToken: {audience: credgate, expirationSeconds: 3600, path: token}}]`},
+[{serviceAccountToken: {audience: vault, expirationSeconds: 3600, path: token}}]`},
 		{"default", deploy, fullname, ctr + "volumeMounts.[name=sa-token]", `
 {name: sa-token, mountPath: /var/run/secrets/credgate/serviceaccount, readOnly: true}`},
 		{"default", deploy, fullname, pod + "automountServiceAccountToken", `false`},
 		{"existing-secret-ca", deploy, fullname, pod + "volumes.[name=sa-token].projected.sources.0.serviceAccountToken", `
-{audience: vault, expirationSeconds: 7200, path: token}`},
-		{"existing-secret-ca", deploy, fullname, pod + "automountServiceAccountToken", `true`},
+{audience: sts.amazonaws.com, expirationSeconds: 7200, path: token}`},
+		{"existing-secret-ca", deploy, fullname, pod + "automountServiceAccountToken", `false`},
+		// The API token, cluster CA and namespace only when identity needs the API server.
+		{"default", deploy, fullname, pod + "volumes.[name=kube-api]", `~`},
+		{"default", deploy, fullname, ctr + "volumeMounts.[name=kube-api]", `~`},
+		{"existing-secret-ca", deploy, fullname, ctr + "volumeMounts.[name=kube-api]", `
+{name: kube-api, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}`},
+		{"identity", deploy, fullname, pod + "volumes.[name=kube-api]", `
+name: kube-api
+projected:
+  sources:
+    - serviceAccountToken: {expirationSeconds: 3600, path: token}
+    - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
+    - downwardAPI: {items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]}`},
+		// Trust bundles from a ConfigMap: a directory mount, so updates reach the pod.
+		{"identity", deploy, fullname, pod + "volumes.[name=mtls-bundle-0]", `
+{name: mtls-bundle-0, configMap: {name: spire-bundle, items: [{key: bundle.crt, path: bundle.crt}]}}`},
+		{"identity", deploy, fullname, ctr + "volumeMounts.[name=mtls-bundle-0]", `
+{name: mtls-bundle-0, mountPath: /etc/credgate/identity/bundles/0, readOnly: true}`},
+		{"identity", deploy, fullname, ctr + "volumeMounts.[name=posture]", `
+{name: posture, mountPath: /run/credgate/posture, readOnly: true}`},
+		{"identity", deploy, fullname, pod + "volumes.[name=posture]", `{name: posture, configMap: {name: posture}}`},
+		// Egress to the API server for the JWKS and TokenReview.
+		{"identity", "NetworkPolicy", fullname, "spec.egress.2", `
+ports: [{port: 443, protocol: TCP}, {port: 6443, protocol: TCP}]
+to: [{ipBlock: {cidr: 192.0.2.10/32}}]`},
+		{"default", deploy, fullname, ctr + "lifecycle", `{preStop: {sleep: {seconds: 5}}}`},
 		{"existing-secret-ca", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -321,23 +367,19 @@ func TestConfigMatchesPod(t *testing.T) {
 				t.Fatalf("args = %v", args)
 			}
 			confDir := "/etc/credgate"
-			files := []string{
-				get(cfg, "policy").(string),
-				get(cfg, "ca.cert").(string),
-				get(cfg, "ca.key").(string),
-			}
-			for _, k := range []string{"tls.cert", "tls.key", "tls.client_ca", "upstream.ca_bundle"} {
-				if s, ok := get(cfg, k).(string); ok {
-					files = append(files, s)
+			files := configFiles("", cfg)
+			for _, k := range []string{"policy", "ca.cert", "ca.key"} {
+				if _, ok := files[k]; !ok {
+					t.Errorf("config has no %s", k)
 				}
 			}
-			for _, f := range files {
+			for k, f := range files {
 				p := f
 				if !path.IsAbs(p) {
 					p = path.Join(confDir, p)
 				}
 				if !mountedFile(podSpec, ctr, p) {
-					t.Errorf("config refers to %s (%s), which no volume provides", f, p)
+					t.Errorf("config %s refers to %s (%s), which no volume provides", k, f, p)
 				}
 			}
 			// The policy is not mounted with subPath (so updates reach the pod).
@@ -356,6 +398,25 @@ func TestConfigMatchesPod(t *testing.T) {
 			}
 			checkListen("listen", "proxy")
 			checkListen("admin_listen", "admin")
+			// Every Service port targets a container port of the same number.
+			for _, svc := range []string{fullname, fullname + "-admin"} {
+				for _, sp := range get(mustFind(t, objs, "Service", svc), "spec.ports").([]any) {
+					sp := sp.(map[string]any)
+					cp := get(ctr, fmt.Sprintf("ports.[name=%v].containerPort", sp["targetPort"]))
+					if cp == nil || cp != sp["port"] {
+						t.Errorf("Service %s port %v targets %v, container port %v", svc, sp["port"], sp["targetPort"], cp)
+					}
+				}
+			}
+			// Probes and scrape annotations on the admin listener.
+			for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+				if got := get(ctr, probe+".httpGet.port"); got != "admin" {
+					t.Errorf("%s port = %v, want admin", probe, got)
+				}
+			}
+			if got, want := get(d, "spec.template.metadata.annotations.[prometheus.io/port]"), fmt.Sprint(get(ctr, "ports.[name=admin].containerPort")); got != nil && got != want {
+				t.Errorf("prometheus.io/port = %v, want %s", got, want)
+			}
 			if get(cfg, "tls_listen") != nil {
 				checkListen("tls_listen", "proxy-tls")
 			}
@@ -370,34 +431,72 @@ func TestConfigMatchesPod(t *testing.T) {
 	}
 }
 
+// fileKeys are the gateway config keys (at any depth) that name files.
+var fileKeys = []string{"policy", "cert", "key", "client_ca", "ca_bundle", "file", "jwks_file", "ca_file", "bearer_token_file", "token_file"}
+
+// configFiles returns every file the gateway config names, by dotted key.
+func configFiles(prefix string, v any) map[string]string {
+	out := map[string]string{}
+	switch n := v.(type) {
+	case map[string]any:
+		for k, e := range n {
+			if s, ok := e.(string); ok && slices.Contains(fileKeys, k) && s != "" {
+				out[prefix+k] = s
+				continue
+			}
+			maps.Copy(out, configFiles(prefix+k+".", e))
+		}
+	case []any:
+		for i, e := range n {
+			maps.Copy(out, configFiles(fmt.Sprintf("%s%d.", prefix, i), e))
+		}
+	}
+	return out
+}
+
 // mountedFile reports whether the container sees path through a volume
-// (ConfigMap/Secret items, or the whole config file via subPath).
+// (ConfigMap/Secret items, projected sources, or the whole config file via
+// subPath).
 func mountedFile(podSpec, ctr map[string]any, p string) bool {
 	for _, m := range ctr["volumeMounts"].([]any) {
 		mm := m.(map[string]any)
 		mountPath, _ := mm["mountPath"].(string)
 		vol, _ := get(podSpec, "volumes.[name="+mm["name"].(string)+"]").(map[string]any)
-		src, _ := vol["configMap"].(map[string]any)
-		if src == nil {
-			src, _ = vol["secret"].(map[string]any)
+		var srcs []map[string]any
+		for _, k := range []string{"configMap", "secret"} {
+			if src, ok := vol[k].(map[string]any); ok {
+				srcs = append(srcs, src)
+			}
 		}
-		if src == nil {
-			continue
+		if pr, ok := get(vol, "projected.sources").([]any); ok {
+			for _, s := range pr {
+				for _, src := range s.(map[string]any) {
+					srcs = append(srcs, src.(map[string]any))
+				}
+			}
 		}
-		if sub, ok := mm["subPath"].(string); ok {
-			if mountPath == p && hasItemPath(src, sub) {
+		for _, src := range srcs {
+			if sub, ok := mm["subPath"].(string); ok {
+				if mountPath == p && hasItemPath(src, sub) {
+					return true
+				}
+				continue
+			}
+			if rel, ok := strings.CutPrefix(p, mountPath+"/"); ok && hasItemPath(src, rel) {
 				return true
 			}
-			continue
-		}
-		if rel, ok := strings.CutPrefix(p, mountPath+"/"); ok && hasItemPath(src, rel) {
-			return true
 		}
 	}
 	return false
 }
 
+// hasItemPath reports whether a volume source provides the file p: one of
+// its items, its own path (a projected token), or any key when it lists
+// none.
 func hasItemPath(src map[string]any, p string) bool {
+	if path, ok := src["path"].(string); ok {
+		return path == p
+	}
 	items, ok := src["items"].([]any)
 	if !ok {
 		return true // whole ConfigMap/Secret: any key may be there
@@ -489,6 +588,9 @@ func TestRenderedKinds(t *testing.T) {
 			"PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
 		"existing-secret-ca": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-ca", "ConfigMap/cg-credgate-config",
 			"Deployment/cg-credgate", "PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
+		"identity": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
+			"Deployment/cg-credgate", "NetworkPolicy/cg-credgate", "PodDisruptionBudget/cg-credgate",
+			"Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
 	}
 	for name, want := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -504,6 +606,35 @@ func TestRenderedKinds(t *testing.T) {
 			slices.Sort(got)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("rendered objects (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestOptionalObjects checks which toggles add or remove which objects.
+func TestOptionalObjects(t *testing.T) {
+	const crb = "ClusterRoleBinding/" + fullname + "-egress-auth-delegator"
+	tests := []struct {
+		name   string
+		args   []string
+		object string
+		want   bool
+	}{
+		{"TokenReview binds auth-delegator", []string{"--set", "identity.tokenReview.enabled=true"}, crb, true},
+		{"RBAC managed elsewhere", []string{"--set", "identity.tokenReview.enabled=true", "--set", "rbac.create=false"}, crb, false},
+		{"JWKS needs no binding", []string{"--set", "identity.jwt.kubernetes.enabled=true"}, crb, false},
+		{"no PDB", []string{"--set", "podDisruptionBudget.enabled=false"}, "PodDisruptionBudget/" + fullname, false},
+		{"no ServiceAccount", []string{"--set", "serviceAccount.create=false"}, "ServiceAccount/" + fullname, false},
+		{"ServiceMonitor", []string{"--set", "metrics.serviceMonitor.enabled=true"}, "ServiceMonitor/" + fullname, true},
+		{"HPA", []string{"--set", "autoscaling.enabled=true"}, "HorizontalPodAutoscaler/" + fullname, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			kind, name, _ := strings.Cut(tt.object, "/")
+			objs := parse(t, run(t, helmBin, templateArgs(tt.args...)...))
+			if got := find(objs, kind, name) != nil; got != tt.want {
+				t.Errorf("%s rendered = %v, want %v", tt.object, got, tt.want)
 			}
 		})
 	}

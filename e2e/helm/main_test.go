@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -24,6 +25,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 const k8sVersion = "1.34.4"
@@ -35,16 +38,26 @@ var (
 	kubeconform string
 	schemaRoot  string // kubeconform -schema-location
 	// testCACert is a freshly generated CA certificate (PEM, no key) for the
-	// existing-Secret variant.
+	// existing-Secret variant and the trust bundles the pod mounts.
 	testCACert string
+	// testSigner signs service-account tokens (ES256, key id testKeyID);
+	// testJWKS is its public key set.
+	testSigner *ecdsa.PrivateKey
+	testJWKS   string
 )
+
+const testKeyID = "helm-test"
 
 func TestMain(m *testing.M) {
 	if err := setup(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e/helm setup:", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if credgatePath != "" {
+		_ = os.RemoveAll(filepath.Dir(credgatePath))
+	}
+	os.Exit(code)
 }
 
 func setup() error {
@@ -77,6 +90,17 @@ func setup() error {
 	if err != nil {
 		return fmt.Errorf("test CA: %w", err)
 	}
+	testSigner, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("token key: %w", err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
+		{Key: testSigner.Public(), KeyID: testKeyID, Algorithm: string(jose.ES256), Use: "sig"},
+	}})
+	if err != nil {
+		return fmt.Errorf("JWKS: %w", err)
+	}
+	testJWKS = string(jwks)
 	return nil
 }
 

@@ -44,16 +44,32 @@ func TestNotes(t *testing.T) {
 			"HTTPS_PROXY, value: \"http://cg-credgate.egress.svc:3128\"",
 			"kubectl -n egress create secret tls cg-credgate-ca-keypair",
 			"curl:", "Python:", "Node:", "Java:", "Go:",
-			"each of the 2 replicas keeps its own in-memory credential cache",
-		}, []string{"configmap cg-credgate-ca"}},
+			"Each replica keeps its own in-memory credential cache.",
+			"identified by their source address only",
+			"give such clients a bundle of the system roots plus ca.crt",
+		}, []string{"configmap cg-credgate-ca", "redis", "Proxy-Authorization"}},
+		{"one replica", []string{"--set", "replicaCount=1"}, nil, []string{"Each replica"}},
+		{"autoscaled", []string{"--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}, []string{"Each replica"}, nil},
+		{"service-account tokens", []string{"--set", "identity.jwt.kubernetes.enabled=true", "--set", "identity.tokenReview.enabled=true"}, []string{
+			`a service-account token for the audience "credgate"`,
+			"(jwt factor, kubernetes factor via TokenReview)",
+			"serviceAccountToken: {audience: credgate, expirationSeconds: 3600, path: token}",
+			"HTTPS_PROXY=http://workload:$(cat /var/run/secrets/credgate/token)@cg-credgate.egress.svc:3128",
+		}, []string{"source address only"}},
+		{"token review only", []string{"--set", "identity.tokenReview.enabled=true", "--set", "identity.tokenReview.audiences[0]=egress"}, []string{
+			`for the audience "egress"`, "(kubernetes factor via TokenReview)",
+		}, nil},
 		{"existing CA with certificate", []string{"--set", "ca.existingSecret=corp-ca", "--set-string", "ca.certificate=" + testCACert}, []string{
 			"get configmap cg-credgate-ca -o jsonpath='{.data.ca\\.crt}'",
 		}, []string{"create secret tls"}},
 		{"cert-manager", []string{"--set", "ca.certManager.enabled=true"}, []string{
 			"run `helm upgrade` again", "secret cg-credgate-ca-keypair -o jsonpath='{.data.tls\\.crt}'",
 		}, []string{"tls\\.key"}},
-		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379"}, nil,
-			[]string{"in-memory credential cache"}},
+		// Redis is a placeholder: the notes must not suggest a shared cache.
+		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379"}, []string{
+			"redis.* is a placeholder: this credgate version does not use Redis",
+			"Each replica keeps its own in-memory credential cache.",
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package helm_test
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -51,4 +52,18 @@ func TestReadmeListsEveryValue(t *testing.T) {
 			t.Errorf("README.md values table has no row for %s", k)
 		}
 	}
+	// And no row for a value that does not exist (renamed or removed).
+	_, table, ok := strings.Cut(string(readme), "\n## Values\n")
+	if !ok {
+		t.Fatal("README.md has no ## Values section")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	for _, m := range valueRow.FindAllStringSubmatch(table, -1) {
+		if !slices.Contains(keys, m[1]) {
+			t.Errorf("README.md values table documents %s, which values.yaml does not have", m[1])
+		}
+	}
 }
+
+// valueRow matches the key of a row of the values table.
+var valueRow = regexp.MustCompile("(?m)^\\| `([^`]+)` \\|")

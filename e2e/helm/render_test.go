@@ -81,10 +81,11 @@ ca:
 ` + indent(testCACert, 4) + `
 existingPolicyConfigMap: corp-policy
 policyKey: egress.yaml
-rbac:
-  tokenReview: true
+identity:
+  tokenReview:
+    enabled: true
 serviceAccountToken:
-  audience: vault
+  audience: sts.amazonaws.com
   expirationSeconds: 7200
 config:
   logLevel: debug
@@ -93,8 +94,51 @@ config:
   resolve:
     "api.partner.test:443": "10.20.0.5:8443"
 `},
+		{name: "identity", values: identityValues},
 	}
 }
+
+// identityValues exercise every identity setting: the TLS listener with
+// trust bundles (a ConfigMap the chart mounts and a file from
+// extraVolumes), the cluster's service-account tokens verified with the API
+// server's JWKS, a SPIFFE JWT issuer with a JWKS file, TokenReview and a
+// posture file.
+const identityValues = `
+tls:
+  enabled: true
+  existingSecret: gw-tls
+identity:
+  mtls:
+    bundles:
+      - {configMap: spire-bundle, key: bundle.crt, trustDomain: prod.example.org}
+      - {file: /run/credgate/corp/ca.pem}
+    trustDomains: [prod.example.org]
+  jwt:
+    kubernetes:
+      enabled: true
+    issuers:
+      - profile: spiffe
+        trustDomain: prod.example.org
+        audiences: [credgate]
+        jwksFile: /run/credgate/spire/bundle.jwks
+  tokenReview:
+    enabled: true
+    issuers: [https://kubernetes.default.svc.cluster.local]
+  posture:
+    file: /run/credgate/posture/posture.json
+extraVolumes:
+  - {name: corp-ca, configMap: {name: corp-ca}}
+  - {name: spire-jwt, configMap: {name: spire-jwt-bundle}}
+  - {name: posture, configMap: {name: posture}}
+extraVolumeMounts:
+  - {name: corp-ca, mountPath: /run/credgate/corp, readOnly: true}
+  - {name: spire-jwt, mountPath: /run/credgate/spire, readOnly: true}
+  - {name: posture, mountPath: /run/credgate/posture, readOnly: true}
+networkPolicy:
+  gateway:
+    enabled: true
+    kubernetesAPICIDRs: [192.0.2.10/32]
+`
 
 func indent(s string, n int) string {
 	pad := strings.Repeat(" ", n)

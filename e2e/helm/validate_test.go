@@ -4,22 +4,117 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
-// TestPolicyValidates runs `credgate validate` on the gateway config and the
-// policy the chart renders, laid out as the pod sees them (/etc/credgate):
-// the embedded default policy, and the same policy given as a YAML object.
-func TestPolicyValidates(t *testing.T) {
-	if files, _ := filepath.Glob(filepath.Join(repoRoot, "cmd", "credgate", "*.go")); len(files) == 0 {
-		t.Skip("cmd/credgate is not written yet; nothing to validate with")
-	}
-	bin := filepath.Join(t.TempDir(), "credgate")
-	run(t, "go", "build", "-o", bin, "./cmd/credgate")
+var (
+	credgateOnce sync.Once
+	credgatePath string
+	credgateErr  error
+	caOnce       sync.Once
+	caCert       string
+	caKey        string
+	caErr        error
+)
 
-	tests := []variant{
-		{name: "default"},
-		{name: "policy-as-object", values: `
+// credgateBin builds ./cmd/credgate once per test binary and returns its path.
+func credgateBin(t *testing.T) string {
+	t.Helper()
+	credgateOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "credgate-helm-")
+		if err != nil {
+			credgateErr = err
+			return
+		}
+		credgatePath = filepath.Join(dir, "credgate")
+		_, credgateErr = runErr("go", "build", "-o", credgatePath, "./cmd/credgate")
+	})
+	if credgateErr != nil {
+		t.Fatalf("go build ./cmd/credgate: %v", credgateErr)
+	}
+	return credgatePath
+}
+
+// caPair returns the certificate and key PEM of a CA that `credgate ca init`
+// wrote (once per test binary): what the pod's CA Secret holds.
+func caPair(t *testing.T) (cert, key string) {
+	t.Helper()
+	bin := credgateBin(t)
+	caOnce.Do(func() {
+		dir := filepath.Join(filepath.Dir(bin), "ca")
+		if _, caErr = runErr(bin, "ca", "init", "--out", dir); caErr != nil {
+			return
+		}
+		var c, k []byte
+		if c, caErr = os.ReadFile(filepath.Join(dir, "ca.pem")); caErr != nil {
+			return
+		}
+		if k, caErr = os.ReadFile(filepath.Join(dir, "ca-key.pem")); caErr != nil {
+			return
+		}
+		caCert, caKey = string(c), string(k)
+	})
+	if caErr != nil {
+		t.Fatalf("credgate ca init: %v", caErr)
+	}
+	return caCert, caKey
+}
+
+// defaultPolicy is the policy embedded in values.yaml.
+func defaultPolicy(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ Policy string }
+	if err := yaml.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Policy
+}
+
+// fixtures returns what a variant's pod needs besides the rendered objects.
+func fixtures(t *testing.T) podFixtures {
+	return podFixtures{
+		configMaps: map[string]map[string]string{
+			"corp-policy":      {"egress.yaml": defaultPolicy(t)},
+			"corp-ca":          {"ca.pem": testCACert},
+			"spire-jwt-bundle": {"bundle.jwks": testJWKS},
+			"posture":          {"posture.json": `{"shop-api": {"patched": true}}`},
+		},
+		token: "projected-service-account-token",
+	}
+}
+
+// validateRendered lays out the pod's files for rendered objects and runs
+// the real `credgate validate -c /etc/credgate/config.yaml` on the config
+// exactly as rendered (its policy is read from where the pod mounts it).
+func validateRendered(t *testing.T, objs []object) string {
+	t.Helper()
+	bin := credgateBin(t)
+	p := newPod(t, objs, fixtures(t))
+	config := p.path("/etc/credgate/config.yaml")
+	out, err := runErr(bin, "validate", "-c", config)
+	if err != nil {
+		raw, _ := os.ReadFile(config)
+		t.Fatalf("credgate validate rejected the chart's config: %v\nconfig.yaml:\n%s", err, raw)
+	}
+	if !strings.Contains(string(out), ": ok (gateway config;") {
+		t.Fatalf("credgate validate: %s, want a gateway config that is ok", out)
+	}
+	return string(out)
+}
+
+// TestGatewayAcceptsRenderedConfig runs `credgate validate` on the gateway
+// config and policy the chart renders for every variant, plus the default
+// policy given as a YAML object. The gateway config is strict (an unknown
+// key is fatal), so this proves the chart writes only keys it accepts.
+func TestGatewayAcceptsRenderedConfig(t *testing.T) {
+	vs := append(variants(), variant{name: "policy-as-object", values: `
 policy:
   workloads:
     shop:
@@ -34,64 +129,27 @@ policy:
       to: github
       action: tunnel
   default: deny
-`},
-	}
-	for _, v := range tests {
+`})
+	for _, v := range vs {
 		t.Run(v.name, func(t *testing.T) {
-			objs := parse(t, run(t, helmBin, templateArgs(valuesArgs(t, v)...)...))
-			dir := t.TempDir()
-			cfg, _ := get(mustFind(t, objs, "ConfigMap", fullname+"-config"), "data.[config.yaml]").(string)
-			policy, _ := get(mustFind(t, objs, "ConfigMap", fullname+"-policy"), "data.[policy.yaml]").(string)
-			write(t, filepath.Join(dir, "config.yaml"), cfg)
-			write(t, filepath.Join(dir, "policy", "policy.yaml"), policy)
-			// The pod's CA Secret has tls.crt/tls.key; make them with the CLI.
-			initDir := filepath.Join(t.TempDir(), "ca")
-			run(t, bin, "ca", "init", "--out", initDir)
-			certPEM, keyPEM := readCA(t, initDir)
-			write(t, filepath.Join(dir, "ca", "tls.crt"), certPEM)
-			write(t, filepath.Join(dir, "ca", "tls.key"), keyPEM)
-
-			out, err := runErr(bin, "validate", "-c", filepath.Join(dir, "config.yaml"))
-			if err != nil {
-				t.Fatalf("credgate validate rejected the chart's config/policy: %v\nconfig.yaml:\n%s\npolicy.yaml:\n%s", err, cfg, policy)
-			}
+			t.Parallel()
+			out := validateRendered(t, parse(t, render(t, v)))
 			t.Logf("credgate validate: %s", out)
 		})
 	}
 }
 
-func write(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
+// TestGatewayRejectsUnknownKey shows that validateRendered would catch a
+// chart that writes a key the gateway does not have (say, a Redis setting
+// before the gateway supports Redis): the config is strict.
+func TestGatewayRejectsUnknownKey(t *testing.T) {
+	objs := parse(t, render(t, variantByName(t, "default")))
+	cm := mustFind(t, objs, "ConfigMap", fullname+"-config")
+	data := cm["data"].(map[string]any)
+	data["config.yaml"] = data["config.yaml"].(string) + "redis:\n  address: redis.cache.svc:6379\n"
+	p := newPod(t, objs, fixtures(t))
+	out, err := runErr(credgateBin(t), "validate", "-c", p.path("/etc/credgate/config.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "redis") {
+		t.Fatalf("credgate validate accepted an unknown key (err %v): %s", err, out)
 	}
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// readCA returns the certificate and key PEM that `credgate ca init` wrote,
-// whatever the file names.
-func readCA(t *testing.T, dir string) (cert, key string) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch s := string(b); {
-		case strings.Contains(s, "PRIVATE KEY"):
-			key = s
-		case strings.Contains(s, "BEGIN CERTIFICATE"):
-			cert = s
-		}
-	}
-	if cert == "" || key == "" {
-		t.Fatalf("credgate ca init --out %s wrote no certificate/key pair (%d files)", dir, len(entries))
-	}
-	return cert, key
 }

@@ -127,4 +127,128 @@ audit:
 log:
   level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
+{{- with include "credgate.identityConfig" . | trim }}
+identity:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Where the pod's Kubernetes API token, cluster CA and namespace are
+mounted when identity needs the API server (the in-cluster default paths). */}}
+{{- define "credgate.kubeAPIDir" -}}
+/var/run/secrets/kubernetes.io/serviceaccount
+{{- end }}
+
+{{/* "true" when identity talks to the Kubernetes API server. */}}
+{{- define "credgate.needsKubeAPI" -}}
+{{- if or .Values.identity.jwt.kubernetes.enabled .Values.identity.tokenReview.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The path, relative to /etc/credgate, of an identity.mtls.bundles entry
+from a ConfigMap; args: (list INDEX ENTRY). */}}
+{{- define "credgate.bundleFile" -}}
+{{- $i := index . 0 }}{{ $b := index . 1 -}}
+{{- if $b.file }}{{ $b.file }}{{ else }}identity/bundles/{{ $i }}/{{ $b.key }}{{ end }}
+{{- end }}
+
+{{/* One identity.jwt.issuers entry in the gateway's keys (camelCase values
+keys to the config's snake_case; values.schema.json allows no others). */}}
+{{- define "credgate.issuer" -}}
+{{- $names := dict "issuer" "issuer" "profile" "profile" "audiences" "audiences" "algorithms" "algorithms"
+  "jwksFile" "jwks_file" "jwksURL" "jwks_url" "discoveryURL" "discovery_url" "caFile" "ca_file"
+  "bearerTokenFile" "bearer_token_file" "trustDomain" "trust_domain" "claims" "claims"
+  "refreshInterval" "refresh_interval" "minRefetchInterval" "min_refetch_interval" "fetchTimeout" "fetch_timeout" -}}
+{{- $out := dict -}}
+{{- range $k, $v := . }}
+{{- $_ := set $out (required (printf "identity.jwt.issuers: unknown key %s" $k) (get $names $k)) $v }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* The identity: block of the gateway config (docs/config.md#identity);
+empty when no identity value is set. */}}
+{{- define "credgate.identityConfig" -}}
+{{- $id := .Values.identity -}}
+{{- $api := trimSuffix "/" $id.apiServer -}}
+{{- $kube := include "credgate.kubeAPIDir" . -}}
+{{- $m := $id.mtls -}}
+{{- if or $m.bundles $m.trustDomains $m.requireSPIFFE }}
+mtls:
+  {{- with $m.bundles }}
+  bundles:
+    {{- range $i, $b := . }}
+    - file: {{ include "credgate.bundleFile" (list $i $b) | quote }}
+      {{- with $b.trustDomain }}
+      trust_domain: {{ . | quote }}
+      {{- end }}
+    {{- end }}
+  {{- end }}
+  {{- with $m.trustDomains }}
+  trust_domains: {{ toJson . }}
+  {{- end }}
+  require_spiffe: {{ $m.requireSPIFFE }}
+  reload_interval: {{ $m.reloadInterval }}
+{{- end }}
+{{- $j := $id.jwt }}
+{{- if or $j.kubernetes.enabled $j.issuers }}
+jwt:
+  clock_skew: {{ $j.clockSkew }}
+  max_token_bytes: {{ $j.maxTokenBytes }}
+  cache_size: {{ $j.cacheSize }}
+  issuers:
+    {{- with $j.kubernetes }}
+    {{- if .enabled }}
+    # The cluster's service-account tokens, checked with the API server's keys.
+    - issuer: {{ .issuer | quote }}
+      profile: kubernetes
+      audiences: {{ toJson .audiences }}
+      {{- if .discovery }}
+      discovery_url: {{ printf "%s/.well-known/openid-configuration" $api | quote }}
+      {{- else }}
+      jwks_url: {{ printf "%s/openid/v1/jwks" $api | quote }}
+      {{- end }}
+      ca_file: {{ $kube }}/ca.crt
+      bearer_token_file: {{ $kube }}/token
+    {{- end }}
+    {{- end }}
+    {{- range $j.issuers }}
+    - {{ include "credgate.issuer" . | nindent 6 | trim }}
+    {{- end }}
+{{- end }}
+{{- with $id.tokenReview }}
+{{- if .enabled }}
+kubernetes:
+  api_server: {{ $api | quote }}
+  ca_file: {{ $kube }}/ca.crt
+  token_file: {{ $kube }}/token
+  audiences: {{ toJson .audiences }}
+  {{- with .issuers }}
+  issuers: {{ toJson . }}
+  {{- end }}
+  cache_ttl: {{ .cacheTTL }}
+  timeout: {{ .timeout }}
+{{- end }}
+{{- end }}
+{{- with $id.posture }}
+{{- if and .file .url }}
+{{- fail "identity.posture: set file or url, not both" }}
+{{- end }}
+{{- if or .file .url }}
+posture:
+  {{- if .file }}
+  file: {{ .file | quote }}
+  {{- else }}
+  url: {{ .url | quote }}
+  {{- end }}
+  {{- with .caFile }}
+  ca_file: {{ . | quote }}
+  {{- end }}
+  {{- with .bearerTokenFile }}
+  bearer_token_file: {{ . | quote }}
+  {{- end }}
+  interval: {{ .interval }}
+  timeout: {{ .timeout }}
+  max_age: {{ .maxAge }}
+{{- end }}
+{{- end }}
 {{- end }}
