@@ -247,6 +247,11 @@ type oidcServer struct {
 	jwksHits   atomic.Int32
 	issuerName string // defaults to srv.URL
 	block      chan struct{}
+	// jwksBase, when set, is where the discovery document says the JWKS
+	// is (another server), instead of srv.URL.
+	jwksBase string
+	// jwksAuth is the Authorization header of the last JWKS fetch.
+	jwksAuth atomic.Pointer[string]
 }
 
 func newOIDCServer(t *testing.T, keys []byte) *oidcServer {
@@ -258,10 +263,16 @@ func newOIDCServer(t *testing.T, keys []byte) *oidcServer {
 		if iss == "" {
 			iss = o.srv.URL
 		}
-		json.NewEncoder(w).Encode(map[string]string{"issuer": iss, "jwks_uri": o.srv.URL + "/jwks"})
+		base := o.jwksBase
+		if base == "" {
+			base = o.srv.URL
+		}
+		json.NewEncoder(w).Encode(map[string]string{"issuer": iss, "jwks_uri": base + "/jwks"})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		o.jwksHits.Add(1)
+		auth := r.Header.Get("Authorization")
+		o.jwksAuth.Store(&auth)
 		if b := o.block; b != nil {
 			<-b
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -221,7 +222,15 @@ func (k *keySet) fetch(ctx context.Context) error {
 		k.jwksURI = uri
 		k.mu.Unlock()
 	}
-	body, err := get(ctx, k.client, uri, k.cfg.BearerTokenFile)
+	// The bearer token goes only where it was configured to go: to the
+	// discovery document's own origin, or to a configured jwks_url. A
+	// jwks_uri on another origin (a discovery document can name any host)
+	// is fetched without it.
+	bearer := k.cfg.BearerTokenFile
+	if k.cfg.DiscoveryURL != "" && !sameOrigin(k.cfg.DiscoveryURL, uri) {
+		bearer = ""
+	}
+	body, err := get(ctx, k.client, uri, bearer)
 	if err != nil {
 		return fmt.Errorf("issuer %s: JWKS: %w", k.name(), err)
 	}
@@ -354,4 +363,23 @@ func quoteShort(s string) string {
 		s = s[:64] + "..."
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// sameOrigin reports whether two URLs have the same scheme, host and port.
+func sameOrigin(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if strings.EqualFold(u.Scheme, "http") {
+			return "80"
+		}
+		return "443"
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Hostname(), ub.Hostname()) && port(ua) == port(ub)
 }

@@ -433,3 +433,39 @@ func FuzzVerifyToken(f *testing.F) {
 		}
 	})
 }
+
+// TestDiscoveryBearerTokenStaysOnItsOrigin: bearer_token_file goes to the
+// discovery document's origin, and to its jwks_uri only on that same
+// origin; a document naming another host does not get the token sent
+// there.
+func TestDiscoveryBearerTokenStaysOnItsOrigin(t *testing.T) {
+	k := newRSAKey(t, "k")
+	tokenFile := writeFile(t, t.TempDir(), "sa-token", []byte("gateway-sa-token-value"))
+	for _, tc := range []struct {
+		name      string
+		otherHost bool
+		wantAuth  string
+	}{
+		{"same-origin", false, "Bearer gateway-sa-token-value"},
+		{"other-origin", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disc := newOIDCServer(t, jwks(t, k))
+			keysAt := disc
+			if tc.otherHost {
+				keysAt = newOIDCServer(t, jwks(t, k))
+				disc.jwksBase = keysAt.srv.URL
+			}
+			ic := disc.issuerConfig(ProfileOIDC, "credgate")
+			ic.BearerTokenFile = tokenFile
+			v := newTestJWT(t, newFakeClock(), JWTConfig{Issuers: []IssuerConfig{ic}})
+			if _, err := v.Verify(context.Background(), bearer(k.sign(t, std(ic.Issuer, "s", "credgate")))); err != nil {
+				t.Fatal(err)
+			}
+			got := keysAt.jwksAuth.Load()
+			if got == nil || *got != tc.wantAuth {
+				t.Errorf("JWKS fetch Authorization = %v, want %q", got, tc.wantAuth)
+			}
+		})
+	}
+}
