@@ -95,6 +95,8 @@ type testOrigin struct {
 	addr string
 	mu   sync.Mutex
 	reqs []seen
+	// accept is the one bearer token /auth/ paths accept (401 otherwise).
+	accept string
 }
 
 func (o *testOrigin) all() []seen {
@@ -118,6 +120,14 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 		o.mu.Lock()
 		o.reqs = append(o.reqs, s)
 		o.mu.Unlock()
+		o.mu.Lock()
+		accept := o.accept
+		o.mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/auth/") && r.Header.Get("Authorization") != "Bearer "+accept {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			http.Error(w, "token rejected", http.StatusUnauthorized)
+			return
+		}
 		switch r.URL.Path {
 		case "/stream":
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -178,7 +188,15 @@ credentials:
   missing:
     provider: static
     env: CREDGATE_GATEWAY_TEST_UNSET
+  reissuable:
+    provider: gwtest-reissuable
+    env: CREDGATE_GATEWAY_TEST_REISSUABLE
 rules:
+  - name: auth
+    from: local
+    to: api
+    paths: [/auth/*]
+    inject: {credential: reissuable, as: bearer}
   - name: unavailable
     from: local
     to: api
