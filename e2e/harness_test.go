@@ -260,6 +260,9 @@ type envOptions struct {
 	Resolve map[string]string
 	// Env adds KEY=VALUE entries to the gateway's environment.
 	Env []string
+	// Config is appended to the gateway's config file (top-level keys
+	// the harness does not write, such as identity:).
+	Config string
 }
 
 // env is one gateway process in front of one origin.
@@ -417,6 +420,7 @@ log:
   level: debug
 shutdown_timeout: %[6]s
 `, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String())
+	cfg += opts.Config
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

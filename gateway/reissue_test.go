@@ -40,8 +40,14 @@ var _ providers.Reissuer = (*reissuable)(nil)
 // body was consumed); an upstream that rejects every token sees exactly
 // two attempts per request.
 func TestUnauthorizedReissue(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) { testUnauthorizedReissue(t, h2) })
+	}
+}
+
+func testUnauthorizedReissue(t *testing.T, h2 bool) {
 	tg := startGateway(t)
-	c := tg.client(t, false)
+	c := tg.client(t, h2)
 	secrets := []string{"reissue-one-" + tg.token, "reissue-two-" + tg.token, "reissue-three-" + tg.token}
 	rotate := func(i int) {
 		t.Setenv("CREDGATE_GATEWAY_TEST_REISSUABLE", secrets[i])

@@ -380,7 +380,10 @@ func (g *Gateway) reissuePlan(r *http.Request, plan *policy.InjectPlan, wl ident
 		fetch: func(ctx context.Context) (*providers.Credential, error) { return plan.Provider.Fetch(ctx, req) }}
 	hn, headerOnly := plan.Injector.(injectors.HeaderNames)
 	_, clientCert := plan.Injector.(injectors.ClientCertificate)
-	noBody := r.Body == nil || r.Body == http.NoBody
+	// ContentLength 0 is "no body" on HTTP/1 (NoBody) and HTTP/2 (a
+	// stream ended with its headers, or content-length: 0, which the
+	// server enforces); -1 is a body of unknown length.
+	noBody := r.ContentLength == 0
 	upgrade := r.Header.Get("Upgrade") != ""
 	// Only injectors that declare what they set can be re-applied so that
 	// nothing of the rejected credential remains; a client certificate
