@@ -483,7 +483,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"rules":3`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"rules":4`) {
 		t.Errorf("/readyz: %s %s", resp.Status, body)
 	}
 	if _, err := tg.client(t, false).Get("https://" + apiHost + "/v1/metrics"); err != nil {
@@ -498,7 +498,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		`credgate_requests_total{decision="inject",rule="api",status="200"} 1`,
 		`credgate_credential_cache_total{result="miss"} 1`,
-		`credgate_policy_rules 3`,
+		`credgate_policy_rules 4`,
 		`credgate_provider_fetch_duration_seconds_count{provider="static"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
