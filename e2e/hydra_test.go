@@ -35,6 +35,10 @@ type authServer interface {
 	secretClient(t *testing.T, method, secret string) (id string)
 	// keyClient creates a private_key_jwt client with the public key.
 	keyClient(t *testing.T, key *rsa.PublicKey, kid string) (id string)
+	// bearerClient creates a client (client_secret_basic) allowed the
+	// JWT bearer grant, and trusts assertions of issuer for subject,
+	// signed with key.
+	bearerClient(t *testing.T, secret, issuer, subject string, key *rsa.PublicKey, kid string) (id string)
 	introspect(ctx context.Context, token string) (clientID string, active bool)
 	// revoke makes token inactive (as a client whose secret is known).
 	revoke(t *testing.T, token, clientID, secret string)
@@ -181,6 +185,28 @@ func (h *hydra) keyClient(t *testing.T, key *rsa.PublicKey, kid string) string {
 	})
 }
 
+func (h *hydra) bearerClient(t *testing.T, secret, issuer, subject string, key *rsa.PublicKey, kid string) string {
+	t.Helper()
+	jwk := jose.JSONWebKey{Key: key, KeyID: kid, Algorithm: "RS256", Use: "sig"}
+	b, _ := json.Marshal(map[string]any{
+		"issuer": issuer, "subject": subject, "scope": []string{"read"}, "jwk": jwk,
+		"expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+	})
+	resp, err := http.Post(h.admin+"/admin/trust/grants/jwt-bearer/issuers", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("hydra: trust issuer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("hydra: trust issuer: %s", resp.Status)
+	}
+	return h.createClient(t, map[string]any{
+		"client_name": "credgate-e2e-jwt-bearer", "client_secret": secret,
+		"grant_types":                []string{"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+		"token_endpoint_auth_method": "client_secret_basic", "scope": "read",
+	})
+}
+
 func (h *hydra) introspect(ctx context.Context, tok string) (string, bool) {
 	req, _ := http.NewRequestWithContext(ctx, "POST", h.admin+"/admin/oauth2/introspect", strings.NewReader(url.Values{"token": {tok}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -227,6 +253,11 @@ func (f fallbackServer) keyClient(t *testing.T, key *rsa.PublicKey, _ string) st
 	f.s.AddKeyClient("client-private-key-jwt", key)
 	return "client-private-key-jwt"
 }
+func (f fallbackServer) bearerClient(t *testing.T, secret, issuer, _ string, key *rsa.PublicKey, _ string) string {
+	f.s.TrustIssuer(issuer, key)
+	f.s.AddSecretClient("client-jwt-bearer", secret)
+	return "client-jwt-bearer"
+}
 func (f fallbackServer) introspect(ctx context.Context, tok string) (string, bool) {
 	info, ok := f.s.Introspect(ctx, tok)
 	return info.ClientID, ok
@@ -245,6 +276,17 @@ credentials:
   basic-secret: {provider: static, env: CREDGATE_E2E_BASIC_SECRET}
   post-secret: {provider: static, env: CREDGATE_E2E_POST_SECRET}
   client-key: {provider: static, file: KEY_FILE}
+  bearer-secret: {provider: static, env: CREDGATE_E2E_BEARER_SECRET}
+  bearer:
+    provider: oauth2
+    grant: jwt_bearer
+    token_url: TOKEN_URL
+    client_id: BEARER_ID
+    client_auth: client_secret_basic
+    client_secret: {credential: bearer-secret}
+    client_key: {file: KEY_FILE, key_id: e2e-bearer}
+    scopes: [read]
+    jwt_bearer: {issuer: https://credgate.e2e.test, subject: integration@example.com}
   basic:
     provider: oauth2
     token_url: TOKEN_URL
@@ -270,11 +312,13 @@ rules:
   - {name: basic, from: local, to: saas, paths: [/basic/*], inject: {credential: basic, as: bearer}}
   - {name: post, from: local, to: saas, paths: [/post/*], inject: {credential: post, as: bearer}}
   - {name: pkjwt, from: local, to: saas, paths: [/pkjwt/*], inject: {credential: pkjwt, as: bearer}}
+  - {name: bearer, from: local, to: saas, paths: [/bearer/*], inject: {credential: bearer, as: bearer}}
 default: deny
 `
 
 // TestOAuth2AuthorizationServer: client_secret_basic, client_secret_post
-// and private_key_jwt clients created through Ory Hydra's admin API; curl,
+// and private_key_jwt clients created through Ory Hydra's admin API, and a
+// JWT bearer grant (RFC 7523) from an issuer Hydra was told to trust; curl,
 // Go and Python call an origin that accepts a request only if Hydra's
 // introspection endpoint says the bearer token is active; a token revoked
 // at Hydra is replaced on the 401 and the request retried. Falls back to
@@ -314,17 +358,20 @@ func TestOAuth2AuthorizationServer(t *testing.T) {
 	basicID := as.secretClient(t, "client_secret_basic", basicSecret)
 	postID := as.secretClient(t, "client_secret_post", postSecret)
 	pkID := as.keyClient(t, &key.PublicKey, "e2e-1")
+	bearerSecret := randomToken(t)
+	bearerID := as.bearerClient(t, bearerSecret, "https://credgate.e2e.test", "integration@example.com", &key.PublicKey, "e2e-bearer")
 
 	in := func(ctx context.Context, tok string) (string, bool) { return as.introspect(ctx, tok) }
-	o := startAuthOrigin(t, map[string]introspector{"basic": in, "post": in, "pkjwt": in})
-	pol := strings.NewReplacer("TOKEN_URL", as.tokenURL(), "BASIC_ID", basicID, "POST_ID", postID, "PK_ID", pkID,
+	o := startAuthOrigin(t, map[string]introspector{"basic": in, "post": in, "pkjwt": in, "bearer": in})
+	pol := strings.NewReplacer("TOKEN_URL", as.tokenURL(), "BASIC_ID", basicID, "POST_ID", postID, "PK_ID", pkID, "BEARER_ID", bearerID,
 		"KEY_FILE", keyFile, "AUDIENCE", audience).Replace(hydraPolicy)
 	e := startEnv(t, envOptions{
 		Policy:  pol,
 		Resolve: map[string]string{otherHost + ":443": o.addr},
-		Env:     []string{"CREDGATE_E2E_BASIC_SECRET=" + basicSecret, "CREDGATE_E2E_POST_SECRET=" + postSecret},
+		Env: []string{"CREDGATE_E2E_BASIC_SECRET=" + basicSecret, "CREDGATE_E2E_POST_SECRET=" + postSecret,
+			"CREDGATE_E2E_BEARER_SECRET=" + bearerSecret},
 	})
-	e.secrets = append(e.secrets, basicSecret, postSecret, string(keyPEM[40:100]))
+	e.secrets = append(e.secrets, basicSecret, postSecret, bearerSecret, string(keyPEM[40:100]))
 	t.Cleanup(func() { e.secrets = append(e.secrets, o.tokens()...) })
 
 	for _, tc := range []struct {
@@ -334,6 +381,7 @@ func TestOAuth2AuthorizationServer(t *testing.T) {
 		{"/basic/curl", basicID, curlClient{}},
 		{"/post/python", postID, pythonClient{}},
 		{"/pkjwt/go", pkID, goClient{}},
+		{"/bearer/go", bearerID, goClient{}},
 	} {
 		resp := tc.c.Do(t, e, clientRequest{URL: "https://" + otherHost + tc.path})
 		if resp.Status != http.StatusOK || resp.Body != "hello "+tc.client {
