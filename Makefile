@@ -1,7 +1,7 @@
 # credgate — one command per job. A newcomer runs `make test`.
 #
-#   make test    install test tools (cached), gofmt check, go vet, staticcheck,
-#                then every test (unit + e2e) with -race
+#   make test    install test tools (cached: staticcheck, Ory Hydra), gofmt
+#                check, go vet, staticcheck, then every test (unit + e2e) with -race
 #   make build   build bin/credgate
 #   make demo    run `credgate demo` (a gateway plus a local SaaS echo origin)
 #   make bench   the benchmark in bench/ (figures, not a pass/fail test)
@@ -21,8 +21,12 @@ all: build
 
 test: tools fmt-check vet staticcheck test-go
 
+# Ory Hydra (the OAuth2 e2e peer) is built here too, outside go test's
+# timeout; a cold build takes minutes, later runs only check the version.
+# If it cannot be built, the e2e test says why and falls back.
 tools:
 	@bash scripts/test-tools.sh
+	@bash scripts/hydra.sh || echo "tools: Ory Hydra could not be built; TestOAuth2AuthorizationServer will fall back and say why"
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:
@@ -39,7 +43,8 @@ vet:
 staticcheck: tools
 	$(STATICCHECK) ./...
 
-# Tests that can use a real peer or an in-repo emulation of it (Vault)
+# Tests that can use a real peer or an in-repo emulation of it (Vault,
+# Ory Hydra or the go-oauth2 server)
 # append which one they used to CREDGATE_PEERS_LOG; it is printed after
 # the run.
 test-go:

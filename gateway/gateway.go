@@ -199,7 +199,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.certTrans = newClientTransports(g.transport)
 	g.forward = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {},
-		Transport:      timedTransport{g.transport},
+		Transport:      timedTransport{t: g.transport, g: g},
 		BufferPool:     newBufferPool(),
 		ErrorHandler:   g.upstreamError,
 		ModifyResponse: g.upstreamResponse,

@@ -78,6 +78,8 @@ type testOrigin struct {
 	addr string
 	mu   sync.Mutex
 	reqs []seen
+	// accept is the one bearer token /auth/ paths accept (401 otherwise).
+	accept string
 }
 
 func (o *testOrigin) all() []seen {
@@ -101,6 +103,14 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 		o.mu.Lock()
 		o.reqs = append(o.reqs, s)
 		o.mu.Unlock()
+		o.mu.Lock()
+		accept := o.accept
+		o.mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/auth/") && r.Header.Get("Authorization") != "Bearer "+accept {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			http.Error(w, "token rejected", http.StatusUnauthorized)
+			return
+		}
 		switch r.URL.Path {
 		case "/stream":
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -161,7 +171,15 @@ credentials:
   missing:
     provider: static
     env: CREDGATE_GATEWAY_TEST_UNSET
+  reissuable:
+    provider: gwtest-reissuable
+    env: CREDGATE_GATEWAY_TEST_REISSUABLE
 rules:
+  - name: auth
+    from: local
+    to: api
+    paths: [/auth/*]
+    inject: {credential: reissuable, as: bearer}
   - name: unavailable
     from: local
     to: api
@@ -469,7 +487,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"rules":3`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"rules":4`) {
 		t.Errorf("/readyz: %s %s", resp.Status, body)
 	}
 	if _, err := tg.client(t, false).Get("https://" + apiHost + "/v1/metrics"); err != nil {
@@ -484,7 +502,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		`credgate_requests_total{decision="inject",rule="api",status="200"} 1`,
 		`credgate_credential_cache_total{result="miss"} 1`,
-		`credgate_policy_rules 3`,
+		`credgate_policy_rules 4`,
 		`credgate_provider_fetch_duration_seconds_count{provider="static"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {

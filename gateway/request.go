@@ -47,6 +47,36 @@ type reqState struct {
 	upDur    time.Duration
 	refusal  *refusal
 	upstatus int
+
+	// reissue, when set, says how to react to a 401 from the upstream:
+	// the request carried a cached credential of a providers.Reissuer.
+	reissue *reissuePlan
+	// reissued is set when the request was sent again with a new
+	// credential.
+	reissued bool
+}
+
+// reissuePlan is what the round trip needs to drop a credential an
+// upstream rejected and, for a replayable request, send it once more with
+// a new one.
+type reissuePlan struct {
+	key   providers.CacheKey
+	used  *providers.Credential
+	fetch func(context.Context) (*providers.Credential, error)
+	// inj re-injects; headers are the names it sets (removed first, so
+	// nothing of the rejected credential is sent again).
+	inj     injectors.Injector
+	headers []string
+	// replay: the request is idempotent and has no body, so sending it
+	// again is safe (a consumed body is never resent).
+	replay bool
+}
+
+// idempotent are the methods RFC 9110 §9.2.2 calls idempotent. A request
+// with one of them and no body can be sent again after a 401.
+var idempotent = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true,
+	http.MethodTrace: true, http.MethodPut: true, http.MethodDelete: true,
 }
 
 // serveProxy handles requests on the proxy listeners: CONNECT goes to
@@ -229,6 +259,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 
 	st := &reqState{addrs: addrs}
 	if d.Action == policy.Inject {
+		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
 		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
 			cert, err := cc.Certificate(cred)
 			if err != nil {
@@ -254,7 +285,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	ev2 := g.event(start, ev, wl, dest, r, path, scheme, d)
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
-		ev2.CacheHit = hit
+		ev2.CacheHit = hit && !st.reissued
 	}
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
@@ -329,8 +360,47 @@ func (g *Gateway) dialUpstream(ctx context.Context, _, _ string) (net.Conn, erro
 	return g.dialer.dialAny(ctx, st.addrs)
 }
 
-// timedTransport measures the upstream round trip.
-type timedTransport struct{ t http.RoundTripper }
+// reissuePlan returns how to handle a 401 to this request, or nil when
+// the credential is not a cached one of a providers.Reissuer. It is
+// called before the body is wrapped, on the inbound request.
+func (g *Gateway) reissuePlan(r *http.Request, plan *policy.InjectPlan, wl identity.Workload, cred *providers.Credential, hit bool) *reissuePlan {
+	ri, ok := plan.Provider.(providers.Reissuer)
+	if !ok || !hit || !ri.ReissueOnUnauthorized() {
+		// A credential fetched for this very request and rejected at once
+		// is not dropped: fetching again for every request would turn a
+		// misconfigured upstream into load on the provider.
+		return nil
+	}
+	key := providers.CacheKey{Credential: plan.Credential, Version: plan.CredentialVersion, Provider: plan.ProviderName}
+	req := providers.Request{Credential: plan.Credential, Workload: wl}
+	if sc, ok := plan.Provider.(providers.Scoped); ok {
+		key.Scope = sc.CacheScope(req)
+	}
+	rp := &reissuePlan{key: key, used: cred, inj: plan.Injector,
+		fetch: func(ctx context.Context) (*providers.Credential, error) { return plan.Provider.Fetch(ctx, req) }}
+	hn, headerOnly := plan.Injector.(injectors.HeaderNames)
+	_, clientCert := plan.Injector.(injectors.ClientCertificate)
+	// ContentLength 0 is "no body" on HTTP/1 (NoBody) and HTTP/2 (a
+	// stream ended with its headers, or content-length: 0, which the
+	// server enforces); -1 is a body of unknown length.
+	noBody := r.ContentLength == 0
+	upgrade := r.Header.Get("Upgrade") != ""
+	// Only injectors that declare what they set can be re-applied so that
+	// nothing of the rejected credential remains; a client certificate
+	// would need another transport.
+	if headerOnly && !clientCert && idempotent[r.Method] && noBody && !upgrade {
+		rp.headers = hn.Headers()
+		rp.replay = true
+	}
+	return rp
+}
+
+// timedTransport measures the upstream round trip and handles a 401 to a
+// request that carried a cached, reissuable credential.
+type timedTransport struct {
+	t http.RoundTripper
+	g *Gateway
+}
 
 func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
@@ -340,10 +410,53 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	t0 := time.Now()
 	resp, err := t.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
+		resp, err = tt.g.reissue(t, r, resp, st)
+	}
 	if st != nil {
 		st.upStart, st.upDur = t0, time.Since(t0)
 	}
 	return resp, err
+}
+
+// reissue handles a 401 to a request that carried a cached credential of
+// a providers.Reissuer: the credential is dropped from the cache (unless
+// a newer one replaced it already), and a replayable request is rebuilt
+// from the outbound request — the injector's headers removed, a new
+// credential injected — and sent once more to the same checked
+// addresses. When no new credential can be had, or the request cannot be
+// replayed, the upstream's 401 is returned as it came.
+func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Response, st *reqState) (*http.Response, error) {
+	rp := st.reissue
+	st.reissue = nil // once per request
+	g.cache.Forget(rp.key, rp.used)
+	if !rp.replay || (r.Body != nil && r.Body != http.NoBody) {
+		return resp, nil
+	}
+	ctx := r.Context()
+	cred, _, err := g.cache.Get(ctx, rp.key, rp.fetch)
+	if err != nil {
+		g.log.Info("upstream rejected the credential; no new one to retry with",
+			slog.String("credential", rp.key.Credential), slog.Any("error", err))
+		return resp, nil
+	}
+	r2 := r.Clone(ctx)
+	r2.Body = nil
+	for _, h := range rp.headers {
+		r2.Header.Del(h)
+	}
+	if err := rp.inj.Inject(r2, cred); err != nil {
+		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.Any("error", err))
+		return resp, nil
+	}
+	// The 401 is discarded: drain a little of it so the connection can
+	// be reused, then close it.
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	_ = resp.Body.Close()
+	st.reissued = true
+	g.log.Info("upstream rejected a cached credential; retried once with a new one",
+		slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Host))
+	return t.RoundTrip(r2)
 }
 
 // upstreamResponse records the upstream's answer. Redirects pass through

@@ -128,6 +128,12 @@ type Factor struct {
 	// Expires is when the factor stops being valid (a token's exp, a
 	// certificate's NotAfter); zero when it does not expire.
 	Expires time.Time
+	// Token is the bearer token that verified (KindJWT, KindKubernetes),
+	// zero for factors that are not tokens. It is kept so that a provider
+	// can present the workload's own verified token onward, e.g. as the
+	// subject_token of an OAuth2 token exchange; every printed form of it
+	// is redacted.
+	Token Token
 }
 
 // Verifier checks one kind of factor.

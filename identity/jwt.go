@@ -187,7 +187,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 	if err := std.ValidateWithLeeway(exp, v.skew); err != nil {
 		return nil, fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
 	}
-	f := &Factor{Kind: KindJWT, Subject: std.Subject, Expires: std.Expiry.Time(), Attributes: map[string]string{
+	f := &Factor{Kind: KindJWT, Subject: std.Subject, Expires: std.Expiry.Time(), Token: NewToken(tok), Attributes: map[string]string{
 		AttrIssuer: std.Issuer,
 		AttrSub:    std.Subject,
 	}}

@@ -170,7 +170,7 @@ func (v *tokenReviewVerifier) review(ctx context.Context, tok string) (*Factor, 
 	if !isSA {
 		return nil, fmt.Errorf("token review: the token belongs to %s, not to a service account: %w", quoteShort(st.User.Username), ErrInvalid)
 	}
-	f := &Factor{Kind: KindKubernetes, Subject: st.User.Username, Attributes: map[string]string{
+	f := &Factor{Kind: KindKubernetes, Subject: st.User.Username, Token: NewToken(tok), Attributes: map[string]string{
 		AttrNamespace:      ns,
 		AttrServiceAccount: sa,
 	}}

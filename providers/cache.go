@@ -328,6 +328,23 @@ func (c *Cache) InvalidateCredential(credential, version string) {
 	}
 }
 
+// Forget drops key's cached credential if it is still cred: the caller
+// learned that cred was rejected (an upstream answered 401). A credential
+// fetched since, by a caller that saw the same rejection, is kept, so N
+// requests rejected together cause one new fetch, not N. It reports
+// whether an entry was dropped.
+func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[key]
+	if !ok || cred == nil || el.Value.(*entry).cred != cred {
+		return false
+	}
+	c.lru.Remove(el)
+	delete(c.entries, key)
+	return true
+}
+
 // Len returns the number of cached keys (including failed and in-flight
 // ones).
 func (c *Cache) Len() int {

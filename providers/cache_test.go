@@ -446,6 +446,33 @@ func TestCacheInvalidate(t *testing.T) {
 	}
 }
 
+// TestCacheForget: a rejected credential is dropped once; a second caller
+// rejecting the same old credential keeps the one fetched since.
+func TestCacheForget(t *testing.T) {
+	c := newTestCache(t, CacheOptions{Now: newFakeClock().Now})
+	var calls atomic.Int32
+	fetch := func(context.Context) (*Credential, error) {
+		return tok(fmt.Sprintf("v%d", calls.Add(1)), time.Time{}), nil
+	}
+	old, _, err := c.Get(context.Background(), testKey, fetch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Forget(testKey, old) {
+		t.Fatal("Forget(old) dropped nothing")
+	}
+	fresh, _, err := c.Get(context.Background(), testKey, fetch)
+	if err != nil || tokenOf(fresh) != "v2" {
+		t.Fatalf("after Forget: %q, %v; want v2", tokenOf(fresh), err)
+	}
+	if c.Forget(testKey, old) {
+		t.Error("Forget(old) dropped the credential fetched since")
+	}
+	if got, _, _ := c.Get(context.Background(), testKey, fetch); tokenOf(got) != "v2" || calls.Load() != 2 {
+		t.Errorf("Get = %q after %d fetches; want v2 after 2", tokenOf(got), calls.Load())
+	}
+}
+
 func TestCacheClose(t *testing.T) {
 	base := runtime.NumGoroutine()
 	c := NewCache(CacheOptions{Now: newFakeClock().Now})

@@ -92,6 +92,20 @@ type Composer interface {
 	SetInputs(inputs map[string]Provider)
 }
 
+// Reissuer is implemented by providers whose credentials an upstream can
+// reject before they expire (an OAuth2 access token that was revoked, or
+// forgotten by an authorization server that restarted). When
+// ReissueOnUnauthorized returns true and an upstream answers 401 to a
+// request that carried a cached credential of the provider, the gateway
+// drops that credential from the cache, so the next request fetches a new
+// one, and retries the request once with a new credential when the
+// request is idempotent and has no body (or can replay it). Providers of
+// long-lived keys do not implement it: a 401 there means the key is wrong,
+// and fetching it again would only add load.
+type Reissuer interface {
+	ReissueOnUnauthorized() bool
+}
+
 // Provisioner is implemented by providers that set up clients or read
 // files after their settings were decoded.
 type Provisioner interface {
