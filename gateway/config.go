@@ -31,6 +31,7 @@ const (
 	DefaultIdleTimeout           = 120 * time.Second
 	DefaultShutdownTimeout       = 30 * time.Second
 	DefaultAuditOutput           = "stdout"
+	DefaultReloadInterval        = 30 * time.Second
 )
 
 // Config is the gateway config file (docs/config.md). It holds settings
@@ -83,6 +84,9 @@ type ListenerTLS struct {
 	// ClientCA, when set, holds PEM roots against which a client
 	// certificate, if presented, is verified (the mtls factor).
 	ClientCA string `yaml:"client_ca"`
+	// ReloadInterval is how often Cert, Key and ClientCA are checked for
+	// changes; new content is used for the next handshakes.
+	ReloadInterval Duration `yaml:"reload_interval"`
 }
 
 // CAConfig is the interception CA and its leaf certificates.
@@ -94,6 +98,9 @@ type CAConfig struct {
 	LeafTTL Duration `yaml:"leaf_ttl"`
 	// LeafCacheSize bounds the cached leaf certificates (default 1024).
 	LeafCacheSize int `yaml:"leaf_cache_size"`
+	// ReloadInterval is how often Cert and Key are checked for changes
+	// (a rotated CA); the leaf cache is dropped when they change.
+	ReloadInterval Duration `yaml:"reload_interval"`
 }
 
 // Upstream configures connections to destinations. Upstream TLS is always
@@ -331,6 +338,8 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Limits.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setD(&c.Limits.IdleTimeout, DefaultIdleTimeout)
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
+	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)
 	if c.resolve == nil {
 		c.resolve = map[string]netip.AddrPort{}
 	}

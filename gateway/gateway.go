@@ -54,6 +54,7 @@ import (
 
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -97,6 +98,9 @@ type Gateway struct {
 	proxySrv, tlsSrv        *http.Server
 	mitmSrv, adminSrv       *http.Server
 
+	// reloaders re-read certificate files while the gateway runs.
+	reloaders []*filewatch.Reloader
+
 	tunnels  tunnelSet
 	ready    chan struct{}
 	draining atomic.Bool
@@ -120,11 +124,25 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		}
 	}()
 
-	ca, err := mitm.LoadCA(cfg.CA.Cert, cfg.CA.Key)
-	if err != nil {
+	// The interception CA is re-read when its files change (rotation);
+	// the leaf cache is dropped then.
+	caReloader := &filewatch.Reloader{Paths: []string{cfg.CA.Cert, cfg.CA.Key}, What: "interception CA", Interval: cfg.CA.ReloadInterval.D(), Log: logger,
+		Apply: func(files [][]byte) error {
+			ca, err := mitm.ParseCA(files[0], files[1], cfg.CA.Cert, cfg.CA.Key)
+			if err != nil {
+				return err
+			}
+			if g.issuer == nil {
+				g.issuer = mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: cfg.CA.LeafTTL.D(), CacheSize: cfg.CA.LeafCacheSize})
+			} else {
+				g.issuer.SetCA(ca)
+			}
+			return nil
+		}}
+	if _, err := caReloader.Load(); err != nil {
 		return nil, err
 	}
-	g.issuer = mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: cfg.CA.LeafTTL.D(), CacheSize: cfg.CA.LeafCacheSize})
+	g.reloaders = append(g.reloaders, caReloader)
 	g.metrics = newMetrics(func() float64 { return float64(g.issuer.Len()) })
 
 	auditW := opts.Audit
@@ -255,7 +273,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	g.proxyLn = &countingListener{Listener: ln, open: g.metrics.connections}
 
 	if cfg.TLSListen != "" {
-		tlsCfg, err := listenerTLS(cfg.TLS, len(cfg.Identity.MTLS.Bundles) > 0)
+		tlsCfg, err := g.listenerTLS(cfg.TLS, len(cfg.Identity.MTLS.Bundles) > 0)
 		if err != nil {
 			return err
 		}
@@ -298,36 +316,51 @@ func (g *Gateway) listen(ctx context.Context) error {
 	return nil
 }
 
-// listenerTLS is the TLS listener's configuration. With tls.client_ca the
-// listener verifies client certificates itself (VerifiedChains); with
-// identity.mtls.bundles it only requests them and identity verifies them
-// against the bundles, which it reloads (PeerCertificates).
-func listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return nil, fmt.Errorf("tls.cert/tls.key: %w", err)
-	}
-	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"http/1.1"},
-	}
+// listenerTLS is the TLS listener's configuration, rebuilt from the files
+// whenever tls.cert, tls.key or tls.client_ca change (a cert-manager
+// renewal, a rotated client CA): each handshake gets the current one. With
+// tls.client_ca the listener verifies client certificates itself
+// (VerifiedChains); with identity.mtls.bundles it only requests them and
+// identity verifies them against the bundles (PeerCertificates).
+func (g *Gateway) listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config, error) {
+	var cur atomic.Pointer[tls.Config]
+	paths := []string{c.Cert, c.Key}
 	if c.ClientCA != "" {
-		pem, err := os.ReadFile(c.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("tls.client_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.client_ca: %s holds no PEM certificate", c.ClientCA)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.VerifyClientCertIfGiven
+		paths = append(paths, c.ClientCA)
 	}
-	if identityVerifies {
-		tc.ClientAuth = tls.RequestClientCert
+	r := &filewatch.Reloader{Paths: paths, What: "TLS listener certificate", Interval: c.ReloadInterval.D(), Log: g.log,
+		Apply: func(files [][]byte) error {
+			cert, err := tls.X509KeyPair(files[0], files[1])
+			if err != nil {
+				return fmt.Errorf("tls.cert/tls.key: %w", err)
+			}
+			tc := &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{cert},
+				NextProtos:   []string{"http/1.1"},
+			}
+			if c.ClientCA != "" {
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(files[2]) {
+					return fmt.Errorf("tls.client_ca: %s holds no PEM certificate", c.ClientCA)
+				}
+				tc.ClientCAs = pool
+				tc.ClientAuth = tls.VerifyClientCertIfGiven
+			}
+			if identityVerifies {
+				tc.ClientAuth = tls.RequestClientCert
+			}
+			cur.Store(tc)
+			return nil
+		}}
+	if _, err := r.Load(); err != nil {
+		return nil, err
 	}
-	return tc, nil
+	g.reloaders = append(g.reloaders, r)
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
+	}, nil
 }
 
 // ProxyAddr is the plain proxy listener's address.
@@ -405,6 +438,9 @@ func (g *Gateway) run(ctx context.Context) error {
 	go serve("intercept", g.mitmSrv, g.mitmLn)
 	go serve("admin_listen", g.adminSrv, g.adminLn)
 
+	for _, r := range g.reloaders {
+		defer r.Start()()
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {

@@ -241,6 +241,7 @@ tls:
   cert: listener.pem
   key: listener-key.pem
   client_ca: origin-ca.pem
+  reload_interval: 50ms
 resolve:
   "api.origin.test:443": %q
   "tunnel.origin.test:443": %q
@@ -278,7 +279,7 @@ func (tg *testGateway) run(t testing.TB, extra string) {
 	cfgPath := writeFile(t, tg.dir, "credgate.yaml", []byte(fmt.Sprintf(`listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 policy: policy.yaml
-ca: {cert: %q, key: %q}
+ca: {cert: %q, key: %q, reload_interval: 50ms}
 upstream: {ca_bundle: origin-ca.pem}
 shutdown_timeout: 5s
 `, caCert, caKey)+extra))
@@ -523,5 +524,66 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCertificatesReloaded: a rotated interception CA and a renewed TLS
+// listener certificate are used for new handshakes without a restart.
+func TestCertificatesReloaded(t *testing.T) {
+	tg := startGateway(t)
+
+	// Interception CA: write a new one over the old files.
+	newDir := t.TempDir()
+	certPath, keyPath, err := mitm.WriteCA(newDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range [][2]string{{certPath, filepath.Join(tg.dir, mitm.CertFile)}, {keyPath, filepath.Join(tg.dir, mitm.KeyFile)}} {
+		writeFile(t, filepath.Dir(f[1]), filepath.Base(f[1])+".new", mustRead(t, f[0]))
+		if err := os.Rename(f[1]+".new", f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newPool := x509.NewCertPool()
+	newPool.AppendCertsFromPEM(mustRead(t, certPath))
+	waitFor(t, 5*time.Second, "leaves signed by the new CA", func() bool {
+		pu, _ := url.Parse("http://" + tg.gw.ProxyAddr().String())
+		tr := &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: newPool}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + apiHost + "/v1/after-ca-rotation")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	// TLS listener: a renewed certificate from another CA.
+	other, err := testpki.NewAuthority("renewed listener CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := other.Leaf("credgate.test", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := testpki.PEM(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Key first, then certificate: the reloader keeps the old pair until
+	// both match.
+	writeFile(t, tg.dir, "listener-key.pem", keyPEM)
+	writeFile(t, tg.dir, "listener.pem", certPEM)
+	waitFor(t, 5*time.Second, "the renewed listener certificate", func() bool {
+		c, err := tls.Dial("tcp", tg.gw.TLSProxyAddr().String(), &tls.Config{ServerName: "credgate.test", RootCAs: other.Pool()})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	if strings.Contains(tg.logs.String(), string(keyPEM[40:80])) {
+		t.Errorf("key material in the log")
 	}
 }

@@ -205,11 +205,11 @@ func TestPostureFeed(t *testing.T) {
 	}
 	writeFile(t, dir, "posture.json", []byte(`{"billing-api": {"patched": false}}`))
 	waitFor(t, "the changed feed", func() bool { return f.Lookup("billing-api")["patched"] == false })
-	if _, err := f.file.load(); err != nil {
+	if _, err := f.file.Load(); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, dir, "posture.json", []byte(`{"billing-api": 1}`))
-	if _, err := f.file.load(); err == nil {
+	if _, err := f.file.Load(); err == nil {
 		t.Fatal("a record that is not an object was accepted")
 	}
 	if f.Lookup("billing-api")["patched"] != false {

@@ -56,16 +56,16 @@ type fetchCall struct {
 func newKeySet(ctx context.Context, cfg IssuerConfig, o options) (*keySet, error) {
 	k := &keySet{issuer: cfg.Issuer, cfg: cfg, now: o.now, log: o.log}
 	if cfg.JWKSFile != "" {
-		k.file = &fileReloader{path: cfg.JWKSFile, what: "JWKS", interval: cfg.RefreshInterval, log: o.log,
-			apply: func(data []byte) error {
+		k.file = newFileReloader(cfg.JWKSFile, "JWKS", cfg.RefreshInterval, o.log,
+			func(data []byte) error {
 				keys, err := parseJWKS(data)
 				if err != nil {
 					return err
 				}
 				k.cur.Store(&keys)
 				return nil
-			}}
-		if _, err := k.file.load(); err != nil {
+			})
+		if _, err := k.file.Load(); err != nil {
 			return nil, err
 		}
 		return k, nil
@@ -95,7 +95,7 @@ func (k *keySet) name() string {
 // run refreshes the keys every RefreshInterval until ctx is done.
 func (k *keySet) run(ctx context.Context) {
 	if k.file != nil {
-		k.file.run(ctx)
+		k.file.Run(ctx)
 		return
 	}
 	t := time.NewTicker(k.cfg.RefreshInterval)
@@ -197,7 +197,7 @@ func (k *keySet) refetch(ctx context.Context) error {
 
 func (k *keySet) fetch(ctx context.Context) error {
 	if k.file != nil {
-		_, err := k.file.load()
+		_, err := k.file.Load()
 		return err
 	}
 	k.mu.Lock()

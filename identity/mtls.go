@@ -69,9 +69,9 @@ func newMTLSVerifier(cfg MTLSConfig, o options) (*mtlsVerifier, error) {
 			}
 			v.domains[i] = td
 		}
-		r := &fileReloader{path: b.File, what: "trust bundle", interval: cfg.ReloadInterval, log: o.log,
-			apply: func(data []byte) error { return v.setBundle(i, data) }}
-		if _, err := r.load(); err != nil {
+		r := newFileReloader(b.File, "trust bundle", cfg.ReloadInterval, o.log,
+			func(data []byte) error { return v.setBundle(i, data) })
+		if _, err := r.Load(); err != nil {
 			return nil, fmt.Errorf("identity: mtls: %w", err)
 		}
 		reloaders = append(reloaders, r)
@@ -79,7 +79,7 @@ func newMTLSVerifier(cfg MTLSConfig, o options) (*mtlsVerifier, error) {
 	v.rebuild()
 	v.reloaders = reloaders
 	for _, r := range reloaders {
-		v.stop = append(v.stop, background(r.run))
+		v.stop = append(v.stop, background(r.Run))
 	}
 	return v, nil
 }

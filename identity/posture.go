@@ -46,11 +46,11 @@ func NewPostureFeed(ctx context.Context, cfg PostureConfig, opts ...Option) (*Po
 	o := buildOptions(opts)
 	f := &PostureFeed{cfg: cfg, now: o.now, log: o.log}
 	if cfg.File != "" {
-		f.file = &fileReloader{path: cfg.File, what: "posture feed", interval: cfg.Interval, log: o.log, apply: f.set}
-		if _, err := f.file.load(); err != nil {
+		f.file = newFileReloader(cfg.File, "posture feed", cfg.Interval, o.log, f.set)
+		if _, err := f.file.Load(); err != nil {
 			return nil, fmt.Errorf("identity: posture: %w", err)
 		}
-		f.stop = background(f.file.run)
+		f.stop = background(f.file.Run)
 		return f, nil
 	}
 	client, err := httpClient(cfg.CAFile, cfg.Timeout)

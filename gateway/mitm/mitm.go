@@ -146,25 +146,31 @@ func LoadCA(certPath, keyPath string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mitm: CA key: %w", err)
 	}
+	return ParseCA(certPEM, keyPEM, certPath, keyPath)
+}
+
+// ParseCA is LoadCA on file contents already read; certName and keyName
+// name them in errors.
+func ParseCA(certPEM, keyPEM []byte, certName, keyName string) (*CA, error) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		// The error names the mismatch or the PEM problem, never key bytes.
-		return nil, fmt.Errorf("mitm: CA %s with key %s: %w", certPath, keyPath, err)
+		return nil, fmt.Errorf("mitm: CA %s with key %s: %w", certName, keyName, err)
 	}
 	cert, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
-		return nil, fmt.Errorf("mitm: CA certificate %s: %w", certPath, err)
+		return nil, fmt.Errorf("mitm: CA certificate %s: %w", certName, err)
 	}
 	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("mitm: CA key %s: only ECDSA keys are supported (credgate ca init writes one)", keyPath)
+		return nil, fmt.Errorf("mitm: CA key %s: only ECDSA keys are supported (credgate ca init writes one)", keyName)
 	}
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("mitm: %s is not a CA certificate (needs basic constraints CA:true and keyCertSign)", certPath)
+		return nil, fmt.Errorf("mitm: %s is not a CA certificate (needs basic constraints CA:true and keyCertSign)", certName)
 	}
 	now := time.Now()
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
-		return nil, fmt.Errorf("mitm: CA certificate %s is not valid now (valid %s to %s)", certPath,
+		return nil, fmt.Errorf("mitm: CA certificate %s is not valid now (valid %s to %s)", certName,
 			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -186,11 +192,12 @@ type IssuerOptions struct {
 
 // Issuer signs and caches leaf certificates. It is safe for concurrent use.
 type Issuer struct {
-	ca   *CA
 	opts IssuerOptions
 	sf   singleflight.Group
 
 	mu    sync.Mutex
+	ca    *CA
+	gen   int       // incremented by SetCA; leaves of older generations are not cached
 	lru   list.List // of *leaf, front = most recently used
 	byKey map[string]*list.Element
 }
@@ -247,6 +254,18 @@ func (is *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificat
 	}
 }
 
+// SetCA replaces the signing CA (a rotated interception CA) and drops
+// every cached leaf, so clients see certificates from the new CA at their
+// next handshake.
+func (is *Issuer) SetCA(ca *CA) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.ca = ca
+	is.gen++
+	is.lru.Init()
+	clear(is.byKey)
+}
+
 // Len returns the number of cached leaf certificates.
 func (is *Issuer) Len() int {
 	is.mu.Lock()
@@ -255,14 +274,17 @@ func (is *Issuer) Len() int {
 }
 
 func (is *Issuer) issue(host string) (*tls.Certificate, error) {
+	is.mu.Lock()
+	ca, gen := is.ca, is.gen
+	is.mu.Unlock()
 	now := is.opts.Now()
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
 	}
 	notAfter := now.Add(is.opts.LeafTTL)
-	if notAfter.After(is.ca.Cert.NotAfter) {
-		notAfter = is.ca.Cert.NotAfter
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -278,7 +300,7 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	} else {
 		tmpl.DNSNames = []string{host}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.ca.Cert, &is.ca.leafKey.PublicKey, is.ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &ca.leafKey.PublicKey, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("mitm: sign leaf certificate for %s: %w", host, err)
 	}
@@ -287,8 +309,8 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("mitm: parse leaf certificate for %s: %w", host, err)
 	}
 	cert := &tls.Certificate{
-		Certificate: [][]byte{der, is.ca.Cert.Raw},
-		PrivateKey:  is.ca.leafKey,
+		Certificate: [][]byte{der, ca.Cert.Raw},
+		PrivateKey:  ca.leafKey,
 		Leaf:        parsed,
 	}
 	life := notAfter.Sub(now)
@@ -296,6 +318,9 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 
 	is.mu.Lock()
 	defer is.mu.Unlock()
+	if gen != is.gen {
+		return cert, nil // signed by a CA replaced meanwhile: use once, do not cache
+	}
 	if el, ok := is.byKey[host]; ok {
 		el.Value = l
 		is.lru.MoveToFront(el)
