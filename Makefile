@@ -1,6 +1,6 @@
 # credgate — one command per job. A newcomer runs `make test`.
 #
-#   make test    install test tools (cached), gofmt check, go vet, staticcheck,
+#   make test    install test tools (cached: staticcheck, MinIO), gofmt check, go vet, staticcheck,
 #                then every test (unit + e2e) with -race
 #   make build   build bin/credgate
 #   make demo    run `credgate demo` (a gateway plus a local SaaS echo origin)
@@ -23,6 +23,7 @@ test: tools fmt-check vet staticcheck test-go
 
 tools:
 	@bash scripts/test-tools.sh
+	@bash scripts/minio-tools.sh
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:
