@@ -25,7 +25,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/injectors"
+	_ "github.com/credgate/credgate/injectors/sigv4" // the direct upload's signer
 	"github.com/credgate/credgate/internal/testpki"
+	"github.com/credgate/credgate/providers"
 )
 
 // minioHost is the name clients use for the MinIO server; the gateway's
@@ -160,6 +165,12 @@ credentials:
     ca_file: MINIO_CA
     duration: 15m
 rules:
+  - name: s3-small
+    from: local
+    to: minio
+    paths: [/e2e-bucket/small-*]
+    inject: {credential: s3-session, as: sigv4, service: s3, region: us-east-1,
+             max_chunk_size: 65536, max_hashed_body: 1024, unsigned_payload: false}
   - name: s3
     from: local
     to: minio
@@ -265,6 +276,35 @@ func TestAWSS3ThroughGateway(t *testing.T) {
 		}
 	}
 
+	// Limits: a body that must be hashed, or an aws-chunked chunk, larger
+	// than the rule allows is answered 413 and not stored.
+	big := bytes.Repeat([]byte("x"), 4096)
+	status, _ := chunkedPut(t, hc, endpoint+"/"+bucket+"/small-chunked", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", bytes.Repeat(big, 64), 128<<10, false)
+	if status != http.StatusRequestEntityTooLarge {
+		t.Errorf("chunk over max_chunk_size: status %d, want 413", status)
+	}
+	req, _ := http.NewRequest("PUT", endpoint+"/"+bucket+"/small-plain", bytes.NewReader(big))
+	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=PLACEHOLDER/20990101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Credgate-Reason") != "body_too_large" {
+		t.Errorf("body over max_hashed_body: %d %q, want 413 body_too_large", resp.StatusCode, resp.Header.Get("X-Credgate-Reason"))
+	}
+	req, _ = http.NewRequest("PUT", endpoint+"/"+bucket+"/small-hashed", bytes.NewReader(big[:1000]))
+	if resp, err = hc.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("hashed body under the cap: status %d", resp.StatusCode)
+	}
+	if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String("small-hashed")}); err != nil {
+		t.Errorf("DeleteObject small-hashed: %v", err)
+	}
+
 	list, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
 	if err != nil {
 		t.Fatalf("ListObjectsV2: %v", err)
@@ -288,7 +328,7 @@ func TestAWSS3ThroughGateway(t *testing.T) {
 	if !errors.As(err, &re) || re.HTTPStatusCode() != http.StatusForbidden {
 		t.Errorf("CreateBucket other-bucket: %v, want 403", err)
 	}
-	resp, err := hc.Get(endpoint + "/other-bucket/x")
+	resp, err = hc.Get(endpoint + "/other-bucket/x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,4 +424,162 @@ func chunkedPut(t *testing.T, hc *http.Client, url, mode string, data []byte, n 
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(rb)
+}
+
+// chunkedStream generates an aws-chunked body of size bytes in chunks of
+// n with placeholder signatures, without holding it in memory.
+type chunkedStream struct {
+	left, n int
+	buf     []byte // pending framing and data
+	final   bool
+	data    []byte
+}
+
+func newChunkedStream(size, n int) *chunkedStream {
+	return &chunkedStream{left: size, n: n, data: bytes.Repeat([]byte("credgate"), n/8+1)[:n]}
+}
+
+// chunkedLength is the encoded length of size bytes in chunks of n.
+func chunkedLength(size, n int) int64 {
+	frame := func(k int) int64 {
+		return int64(len(strconv.FormatInt(int64(k), 16)) + len(";chunk-signature=") + 64 + 2)
+	}
+	var total int64
+	for left := size; left > 0; left -= min(n, left) {
+		k := min(n, left)
+		total += frame(k) + int64(k) + 2
+	}
+	return total + frame(0) + 2
+}
+
+func (c *chunkedStream) Read(p []byte) (int, error) {
+	if len(c.buf) == 0 {
+		switch {
+		case c.left > 0:
+			k := min(c.n, c.left)
+			c.left -= k
+			c.buf = fmt.Appendf(c.buf[:0], "%x;chunk-signature=%s\r\n", k, strings.Repeat("0", 64))
+			c.buf = append(c.buf, c.data[:k]...)
+			c.buf = append(c.buf, '\r', '\n')
+		case !c.final:
+			c.final = true
+			c.buf = fmt.Appendf(c.buf[:0], "0;chunk-signature=%s\r\n\r\n", strings.Repeat("0", 64))
+		default:
+			return 0, io.EOF
+		}
+	}
+	k := copy(p, c.buf)
+	c.buf = c.buf[k:]
+	return k, nil
+}
+
+// peakRSS returns the VmHWM (peak resident set) of a process, in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmHWM in /proc status")
+	return 0
+}
+
+// TestAWSChunkedUploadMemory streams a large aws-chunked upload through
+// the gateway to MinIO and the same upload direct to MinIO (signed by the
+// sigv4 injector in the test process), and reports the throughput of both
+// and the gateway's peak RSS, which must stay flat: the gateway holds one
+// 64 KiB chunk at a time, not the body. The size is
+// CREDGATE_E2E_AWS_UPLOAD_MIB (default 128; the figure is 1024).
+func TestAWSChunkedUploadMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large upload")
+	}
+	m := startMinIO(t)
+	mib := 128
+	if v, err := strconv.Atoi(os.Getenv("CREDGATE_E2E_AWS_UPLOAD_MIB")); err == nil && v > 0 {
+		mib = v
+	}
+	size, chunk := mib<<20, 64<<10
+	pol := strings.NewReplacer("MINIO_PORT", strconv.Itoa(m.port), "MINIO_CA", m.caFile).Replace(awsPolicy)
+	e := startEnv(t, envOptions{
+		Policy:  pol,
+		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.port): "127.0.0.1:" + strconv.Itoa(m.port)},
+		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.root, "AWS_SECRET_ACCESS_KEY=" + m.password, "AWS_REGION=us-east-1"},
+	})
+	e.secrets = append(e.secrets, m.password)
+	hc := newGoClient(t, e.proxyURL, gwCACert, false)
+	hc.Timeout = 10 * time.Minute
+	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.port)
+	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider("PLACEHOLDER", "PLACEHOLDER", ""), HTTPClient: hc})
+	ctx := context.Background()
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("e2e-large")}); err != nil {
+		t.Fatalf("CreateBucket: %v", err)
+	}
+	put := func(c *http.Client, url string, sign func(*http.Request)) time.Duration {
+		t.Helper()
+		req, err := http.NewRequest("PUT", url, newChunkedStream(size, chunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = chunkedLength(size, chunk)
+		req.Header.Set("Content-Encoding", "aws-chunked")
+		req.Header.Set("X-Amz-Decoded-Content-Length", strconv.Itoa(size))
+		req.Header.Set("X-Amz-Content-Sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+		sign(req)
+		start := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("PUT %s: %v", url, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %s: %d %s", url, resp.StatusCode, b)
+		}
+		return time.Since(start)
+	}
+	before := peakRSS(t, e.cmd.Process.Pid)
+	through := put(hc, endpoint+"/e2e-large/through", func(*http.Request) {})
+	peak := peakRSS(t, e.cmd.Process.Pid)
+
+	// Direct: the same upload signed in this process with the real keys.
+	inj, err := injectors.Load("sigv4", yamlNode(t, "{service: s3, region: us-east-1}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: tlsConfigFor(originCAPool)}, Timeout: 10 * time.Minute}
+	directDur := put(direct, "https://127.0.0.1:"+strconv.Itoa(m.port)+"/e2e-large/direct", func(r *http.Request) {
+		cred := &providers.Credential{Fields: map[string]providers.Secret{
+			providers.FieldAccessKeyID: providers.NewSecret(m.root), providers.FieldSecretAccessKey: providers.NewSecret(m.password)}}
+		if err := inj.Inject(r, cred); err != nil {
+			t.Fatal(err)
+		}
+	})
+	rate := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
+	t.Logf("aws-chunked upload of %d MiB: through the gateway %.0f MiB/s, direct %.0f MiB/s (ratio %.2f); gateway peak RSS %.1f MiB before, %.1f MiB after",
+		mib, rate(through), rate(directDur), directDur.Seconds()/through.Seconds(), float64(before)/(1<<20), float64(peak)/(1<<20))
+	if grow := peak - before; grow > 64<<20 {
+		t.Errorf("gateway peak RSS grew by %.1f MiB during a %d MiB upload; the body must be streamed", float64(grow)/(1<<20), mib)
+	}
+	for _, k := range []string{"through", "direct"} {
+		if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("e2e-large"), Key: aws.String(k)}); err != nil {
+			t.Errorf("DeleteObject %s: %v", k, err)
+		}
+	}
+}
+
+func yamlNode(t *testing.T, s string) *yaml.Node {
+	t.Helper()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(s), &n); err != nil {
+		t.Fatal(err)
+	}
+	return n.Content[0]
 }

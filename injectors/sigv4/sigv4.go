@@ -226,10 +226,14 @@ func (s *Injector) scopeFor(r *http.Request) (service, region string, err error)
 // is changed, except that a body read for hashing and found too large is
 // consumed: the request is refused then anyway.
 func (s *Injector) Inject(r *http.Request, cred *providers.Credential) error {
-	q := r.URL.Query()
-	for _, k := range []string{"X-Amz-Signature", "X-Amz-Credential", "X-Amz-Algorithm"} {
-		if q.Has(k) {
-			return fmt.Errorf("sigv4: presigned URL (%s in the query) is not re-signed: %w", k, injectors.ErrUnsupportedRequest)
+	// Parse the query only when it may hold a presigned signature (also
+	// percent-encoded).
+	if raw := r.URL.RawQuery; strings.Contains(raw, "Amz") || strings.Contains(raw, "%") {
+		q := r.URL.Query()
+		for _, k := range []string{"X-Amz-Signature", "X-Amz-Credential", "X-Amz-Algorithm"} {
+			if q.Has(k) {
+				return fmt.Errorf("sigv4: presigned URL (%s in the query) is not re-signed: %w", k, injectors.ErrUnsupportedRequest)
+			}
 		}
 	}
 	akid, err := s.field(cred, s.AccessKeyField, true)

@@ -400,6 +400,7 @@ func TestPayloadModes(t *testing.T) {
 		{name: "sts unsigned declaration ignored", url: "https://sts.amazonaws.com/", declared: "UNSIGNED-PAYLOAD", body: "hello", wantHash: hash},
 		{name: "sts body over the cap", settings: "{max_hashed_body: 4}", url: "https://sts.amazonaws.com/", body: "hello", wantErr: injectors.ErrBodyTooLarge},
 		{name: "presigned refused", url: "https://s3.amazonaws.com/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00", wantErr: injectors.ErrUnsupportedRequest},
+		{name: "presigned, percent-encoded, refused", url: "https://s3.amazonaws.com/b/k?X%2DAmz%2DCredential=x", wantErr: injectors.ErrUnsupportedRequest},
 		{name: "custom host without settings", url: "https://minio.internal:9000/b/k", wantErr: errUnknownEndpoint},
 		{name: "custom host with settings", settings: "{service: s3, region: us-east-1}", url: "https://minio.internal:9000/b/k", body: "hello", wantHash: "UNSIGNED-PAYLOAD"},
 	}
