@@ -1,6 +1,6 @@
 # credgate — one command per job. A newcomer runs `make test`.
 #
-#   make test    install test tools (cached: staticcheck, Ory Hydra), gofmt
+#   make test    install test tools (cached: staticcheck, Ory Hydra, MinIO), gofmt
 #                check, go vet, staticcheck, then every test (unit + e2e) with -race
 #   make build   build bin/credgate
 #   make demo    run `credgate demo` (a gateway plus a local SaaS echo origin)
@@ -27,6 +27,7 @@ test: tools fmt-check vet staticcheck test-go
 tools:
 	@bash scripts/test-tools.sh
 	@bash scripts/hydra.sh || echo "tools: Ory Hydra could not be built; TestOAuth2AuthorizationServer will fall back and say why"
+	@bash scripts/minio-tools.sh || echo "tools: MinIO could not be built; the AWS e2e tests will skip and say why"
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:

@@ -38,6 +38,8 @@ var (
 	originCACert string
 	originCAPool *x509.CertPool
 	originLeaf   tls.Certificate
+	// originCA issues further leaves for real peers (MinIO).
+	originCA *testpki.Authority
 )
 
 func TestMain(m *testing.M) {
@@ -124,6 +126,7 @@ func makeOriginPKI(dir string) error {
 	if err != nil {
 		return err
 	}
+	originCA = ca
 	if originLeaf, err = ca.Leaf(apiHost, otherHost, tunnelHost, privateHost, plainHost, "127.0.0.1"); err != nil {
 		return err
 	}

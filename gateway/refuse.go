@@ -30,6 +30,8 @@ const (
 	codeCredentialUnavail  = "credential_unavailable"
 	codeCredentialError    = "credential_error"
 	codeInjectFailed       = "inject_failed"
+	codeBodyTooLarge       = "body_too_large"
+	codeUnsupportedRequest = "unsupported_request"
 	codeDNSError           = "dns_error"
 	codeUpstreamUnreach    = "upstream_unreachable"
 	codeUpstreamTLS        = "upstream_tls_error"
@@ -60,6 +62,8 @@ func errorWord(status int) string {
 		return "bad_request"
 	case http.StatusMisdirectedRequest:
 		return "misdirected_request"
+	case http.StatusRequestEntityTooLarge:
+		return "content_too_large"
 	case http.StatusBadGateway:
 		return "bad_gateway"
 	case http.StatusServiceUnavailable:

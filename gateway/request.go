@@ -251,8 +251,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 		if err := d.Inject.Injector.Inject(r, cred); err != nil {
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
-			g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusBadGateway, codeInjectFailed,
-				fmt.Sprintf("credential %q could not be injected as %s; the request was not forwarded", d.Inject.Credential, d.Inject.As), d.Rule))
+			g.refuseAs(w, r, start, ev, wl, dest, d, injectRefusal(err, d))
 			return
 		}
 	}
@@ -297,6 +296,23 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	ev2.Duration = time.Since(start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)
+}
+
+// injectRefusal answers a failed Inject: 413 for a body the injector
+// would have to buffer beyond its cap, 400 for a request form it cannot
+// rewrite (a presigned URL), 502 otherwise. The injector's error is
+// logged, never sent: the reason is a fixed sentence.
+func injectRefusal(err error, d policy.Decision) refusal {
+	switch {
+	case errors.Is(err, injectors.ErrBodyTooLarge):
+		return newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
+			fmt.Sprintf("the request body is larger than %s may hold to sign it; send a smaller body or one with a declared payload hash (x-amz-content-sha256)", d.Inject.As), d.Rule)
+	case errors.Is(err, injectors.ErrUnsupportedRequest):
+		return newRefusal(http.StatusBadRequest, codeUnsupportedRequest,
+			fmt.Sprintf("the request cannot be re-signed as %s (for example a presigned URL); send it signed with headers through the gateway", d.Inject.As), d.Rule)
+	}
+	return newRefusal(http.StatusBadGateway, codeInjectFailed,
+		fmt.Sprintf("credential %q could not be injected as %s; the request was not forwarded", d.Inject.Credential, d.Inject.As), d.Rule)
 }
 
 // event starts an audit event for a request.
@@ -493,6 +509,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	var hostErr x509.HostnameError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, injectors.ErrBodyTooLarge):
+		// A streaming injector met a part of the body (an aws-chunked
+		// chunk) larger than it may hold.
+		f = newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("a part of the request body to %s was larger than the injector may hold to sign it", dest), "")
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify; nothing was sent", dest), "")
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -19,6 +20,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/policy"
 )
 
 func TestParseConfigErrors(t *testing.T) {
@@ -341,6 +344,29 @@ func TestGatewayHeadersAreCanonical(t *testing.T) {
 	for _, h := range gatewayHeaders {
 		if c := http.CanonicalHeaderKey(h); c != h {
 			t.Errorf("gatewayHeaders has %q, want the canonical %q (they are deleted from the map directly)", h, c)
+		}
+	}
+}
+
+// TestInjectRefusal: an injector's sentinel errors choose the status; the
+// injector's own error text never reaches the client.
+func TestInjectRefusal(t *testing.T) {
+	d := policy.Decision{Rule: "s3", Inject: &policy.InjectPlan{Credential: "aws", As: "sigv4"}}
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("sigv4: body of 9 bytes SECRET_DETAIL: %w", injectors.ErrBodyTooLarge), http.StatusRequestEntityTooLarge, codeBodyTooLarge},
+		{fmt.Errorf("sigv4: presigned SECRET_DETAIL: %w", injectors.ErrUnsupportedRequest), http.StatusBadRequest, codeUnsupportedRequest},
+		{fmt.Errorf("sigv4: SECRET_DETAIL: %w", injectors.ErrMissingField), http.StatusBadGateway, codeInjectFailed},
+	} {
+		f := injectRefusal(tc.err, d)
+		if f.Status != tc.status || f.Code != tc.code || f.Rule != "s3" {
+			t.Errorf("%v: got %d %s rule %q, want %d %s", tc.err, f.Status, f.Code, f.Rule, tc.status, tc.code)
+		}
+		if strings.Contains(string(f.body()), "SECRET_DETAIL") {
+			t.Errorf("the injector's error reached the client: %s", f.body())
 		}
 	}
 }

@@ -17,6 +17,17 @@ import (
 // ErrMissingField marks a credential that lacks a field the injector needs.
 var ErrMissingField = errors.New("credential lacks a field the injector needs")
 
+// ErrBodyTooLarge marks a request whose body the injector would have to
+// hold in memory (to hash it for a signature) beyond its configured cap.
+// The gateway answers 413 and forwards nothing.
+var ErrBodyTooLarge = errors.New("request body too large for the injector")
+
+// ErrUnsupportedRequest marks a request the injector cannot rewrite in a
+// form the client chose (a presigned URL, an unknown payload signing
+// mode). It is the client's request that must change: the gateway
+// answers 400 and forwards nothing.
+var ErrUnsupportedRequest = errors.New("request form not supported by the injector")
+
 // Injector rewrites r with cred.
 //
 // Inject checks everything that can fail (fields present, template

@@ -28,6 +28,12 @@ const (
 	FieldCertificate = "certificate"
 	FieldPrivateKey  = "private_key"
 	FieldCAChain     = "ca_chain"
+	// FieldAccessKeyID, FieldSecretAccessKey and FieldSessionToken are AWS
+	// credentials (an access key id, its secret key and, for temporary
+	// credentials, the session token), for the sigv4 injector.
+	FieldAccessKeyID     = "access_key_id"
+	FieldSecretAccessKey = "secret_access_key"
+	FieldSessionToken    = "session_token"
 )
 
 // ErrUnavailable marks a credential that cannot be obtained now (source

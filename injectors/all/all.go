@@ -6,5 +6,6 @@
 package all
 
 import (
-	_ "github.com/credgate/credgate/injectors" // header, bearer, basic, query
+	_ "github.com/credgate/credgate/injectors"       // header, bearer, basic, query, tlsclient
+	_ "github.com/credgate/credgate/injectors/sigv4" // sigv4: AWS Signature Version 4 re-signing, streaming aws-chunked uploads
 )

@@ -1,0 +1,542 @@
+// Package awssts is the "awssts" credential provider: short-lived AWS
+// credentials per calling workload from AWS STS (or an STS-compatible
+// server such as MinIO), with github.com/aws/aws-sdk-go-v2/service/sts.
+// The sigv4 injector signs requests with them.
+//
+// # Settings
+//
+//	provider: awssts
+//	role_arn: arn:aws:iam::123456789012:role/billing-s3   # required
+//	region: eu-west-1                 # optional: STS region (default us-east-1)
+//	endpoint: https://minio.internal:9000   # optional: STS endpoint URL (MinIO, VPC endpoint)
+//	ca_file: /etc/credgate/sts-ca.pem # optional: CAs trusted for the endpoint, besides the system's
+//	source_credential: aws-source     # optional: another credential of the policy with the caller keys
+//	web_identity_token_file: /var/run/secrets/eks.amazonaws.com/serviceaccount/token  # optional
+//	session_name: "credgate-{{.workload.name}}"   # default
+//	source_identity: "{{.workload.name}}"        # optional
+//	session_tags: {team: team, workload: name}   # tag key: workload attribute
+//	transitive_tag_keys: [team]       # optional
+//	session_policy: '{"Version":"2012-10-17","Statement":[...]}'  # optional, narrows the role
+//	policy_arns: [arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess] # optional, narrows the role
+//	external_id: billing-7f3a         # optional
+//	duration: 1h                      # optional: DurationSeconds (900s..12h; default 1h)
+//	retries: 3                        # optional: retries of throttled or failed STS calls
+//
+// # Who calls STS with what
+//
+// Without web_identity_token_file the provider calls AssumeRole. Its
+// caller credentials are those of source_credential when set (a credential
+// of the policy, for example a Vault AWS key, with the fields
+// access_key_id, secret_access_key and optionally session_token; the
+// names of Vault's AWS engine work too), else the AWS SDK's default chain:
+// environment, shared config, IRSA/EKS Pod Identity web identity, ECS or
+// EC2 instance role. With web_identity_token_file it calls
+// AssumeRoleWithWebIdentity with the token read from the file at every
+// call (a projected Kubernetes service-account token rotates), needing no
+// AWS credentials at all.
+//
+// # Per workload
+//
+// session_name and source_identity may contain {{.workload.name}} (the
+// workload's name in the policy) and {{.workload.ATTR}} (an attribute of
+// a verified factor, for example namespace or service_account). The
+// result is sanitised to STS's character set ([A-Za-z0-9_+=,.@-], other
+// characters become '-') and cut to 64 characters. session_tags maps a
+// tag key to a workload attribute ("name" is the workload's name); a
+// missing attribute, or a value outside STS's tag character set, fails
+// the fetch (tags drive ABAC, so they are never guessed or rewritten).
+// AssumeRoleWithWebIdentity takes no tags or source identity from the
+// request (they come from the token), so those settings are refused with
+// it.
+//
+// The provider is Scoped: credentials are cached per role (the
+// credential's definition, with its session policy) and per workload (the
+// rendered session name, source identity and tags), and are refreshed by
+// the gateway's cache ahead of their Expiration.
+//
+// # Failures
+//
+// Throttling, 5xx answers and network errors are retried by the SDK's
+// standard retryer (jittered exponential backoff, at most retries
+// retries, at most 5 s between attempts); when they persist the error
+// wraps providers.ErrUnavailable (503). Other errors (AccessDenied, a
+// malformed policy) are plain errors (502). No error contains a key,
+// session token or web identity token.
+package awssts
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/providers"
+)
+
+func init() {
+	providers.Register(providers.Module{Name: "awssts", New: func() providers.Provider { return new(Provider) }})
+}
+
+// Defaults applied by Provision.
+const (
+	DefaultRegion      = "us-east-1"
+	DefaultSessionName = "credgate-{{.workload.name}}"
+	DefaultDuration    = time.Hour
+	DefaultRetries     = 3
+	maxBackoff         = 5 * time.Second
+)
+
+// ErrWorkloadAttribute marks a workload attribute that a session name,
+// source identity or tag needs and the caller does not have, or that STS
+// would not accept as a tag value.
+var ErrWorkloadAttribute = errors.New("workload attribute not usable for the STS session")
+
+// Provider is the "awssts" provider. See the package documentation.
+type Provider struct {
+	// RoleARN is the role to assume. Required.
+	RoleARN string `yaml:"role_arn"`
+	// Region is the STS signing region. Default DefaultRegion.
+	Region string `yaml:"region"`
+	// Endpoint is the STS endpoint URL; default the SDK's for Region.
+	Endpoint string `yaml:"endpoint"`
+	// CAFile is a PEM file of CAs trusted for Endpoint, added to the
+	// system roots.
+	CAFile string `yaml:"ca_file"`
+	// SourceCredential names the policy credential whose AWS keys call
+	// AssumeRole. Default: the SDK's default credential chain.
+	SourceCredential string `yaml:"source_credential"`
+	// WebIdentityTokenFile switches to AssumeRoleWithWebIdentity with the
+	// token in this file.
+	WebIdentityTokenFile string `yaml:"web_identity_token_file"`
+	// SessionName is the RoleSessionName template. Default
+	// DefaultSessionName.
+	SessionName string `yaml:"session_name"`
+	// SourceIdentity is the SourceIdentity template; empty sends none.
+	SourceIdentity string `yaml:"source_identity"`
+	// SessionTags maps session tag keys to workload attributes.
+	SessionTags map[string]string `yaml:"session_tags"`
+	// TransitiveTagKeys are session tags that pass on to chained roles.
+	TransitiveTagKeys []string `yaml:"transitive_tag_keys"`
+	// SessionPolicy is an inline session policy (JSON) narrowing the role.
+	SessionPolicy string `yaml:"session_policy"`
+	// PolicyARNs are managed policies narrowing the role.
+	PolicyARNs []string `yaml:"policy_arns"`
+	// ExternalID is the role's external id condition value.
+	ExternalID string `yaml:"external_id"`
+	// Duration is the session duration. Default DefaultDuration.
+	Duration time.Duration `yaml:"duration"`
+	// Retries is how often a throttled or failed call is retried.
+	// Default DefaultRetries; negative means none.
+	Retries *int `yaml:"retries"`
+
+	mu          sync.Mutex
+	client      *sts.Client        // built by stsClient
+	source      providers.Provider // the input named SourceCredential
+	sessionName template
+	sourceIDT   template
+	backoff     retry.BackoffDelayer // nil: the SDK's jittered exponential backoff
+}
+
+// Inputs implements providers.Composer.
+func (p *Provider) Inputs() []string {
+	if p.SourceCredential == "" {
+		return nil
+	}
+	return []string{p.SourceCredential}
+}
+
+// SetInputs implements providers.Composer.
+func (p *Provider) SetInputs(in map[string]providers.Provider) { p.source = in[p.SourceCredential] }
+
+// Validate checks the settings.
+func (p *Provider) Validate() error {
+	if !strings.HasPrefix(p.RoleARN, "arn:") || strings.Count(p.RoleARN, ":") < 5 {
+		return fmt.Errorf("awssts: role_arn %q is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)", p.RoleARN)
+	}
+	if p.Duration != 0 && (p.Duration < 15*time.Minute || p.Duration > 12*time.Hour) {
+		return fmt.Errorf("awssts: duration %s is outside STS's 15m..12h", p.Duration)
+	}
+	if p.WebIdentityTokenFile != "" {
+		if p.SourceCredential != "" {
+			return fmt.Errorf("awssts: web_identity_token_file and source_credential exclude each other")
+		}
+		if len(p.SessionTags) > 0 || p.SourceIdentity != "" || p.ExternalID != "" {
+			return fmt.Errorf("awssts: session_tags, source_identity and external_id are not sent with web_identity_token_file (AssumeRoleWithWebIdentity takes them from the token)")
+		}
+	}
+	for k := range p.SessionTags {
+		if !tagRE.MatchString(k) || len(k) > 128 {
+			return fmt.Errorf("awssts: session tag key %q is not a valid tag key", k)
+		}
+	}
+	if p.SessionPolicy != "" && !json.Valid([]byte(p.SessionPolicy)) {
+		return fmt.Errorf("awssts: session_policy is not a JSON document")
+	}
+	if len(p.SessionPolicy) > 2048 {
+		return fmt.Errorf("awssts: session_policy has %d characters, STS accepts 2048", len(p.SessionPolicy))
+	}
+	return nil
+}
+
+// Provision applies the defaults and parses the templates. It reads no
+// file and contacts nothing: the STS client is built at the first Fetch.
+func (p *Provider) Provision(context.Context) error {
+	if p.Region == "" {
+		p.Region = DefaultRegion
+	}
+	if p.SessionName == "" {
+		p.SessionName = DefaultSessionName
+	}
+	if p.Duration == 0 {
+		p.Duration = DefaultDuration
+	}
+	var err error
+	if p.sessionName, err = parseTemplate("session_name", p.SessionName); err != nil {
+		return err
+	}
+	if p.sourceIDT, err = parseTemplate("source_identity", p.SourceIdentity); err != nil {
+		return err
+	}
+	return nil
+}
+
+// stsClient returns the STS client, built at the first call (reading
+// ca_file and the SDK's shared configuration then, not when the policy
+// loads, so `credgate validate` passes on a machine without them). A
+// failed build is retried at the next call.
+func (p *Provider) stsClient(ctx context.Context) (*sts.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client != nil {
+		return p.client, nil
+	}
+	c, err := p.newClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.client = c
+	return c, nil
+}
+
+func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
+	retries := DefaultRetries
+	if p.Retries != nil {
+		retries = max(*p.Retries, 0)
+	}
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.Proxy = nil // the gateway's own calls to STS go direct
+	})
+	opts := []func(*config.LoadOptions) error{
+		config.WithRegion(p.Region),
+		config.WithHTTPClient(httpClient),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = retries + 1
+				o.MaxBackoff = maxBackoff
+				o.RateLimiter = ratelimit.None // the credential cache already spaces failures
+				if p.backoff != nil {
+					o.Backoff = p.backoff
+				}
+			})
+		}),
+	}
+	if p.CAFile != "" {
+		pem, err := os.ReadFile(p.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("awssts: read ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("awssts: ca_file %s holds no PEM certificate", p.CAFile)
+		}
+		// Added to the system roots; wins over AWS_CA_BUNDLE.
+		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
+	}
+	if p.SourceCredential != "" || p.WebIdentityTokenFile != "" {
+		// Per-call credentials (or none): do not resolve the default chain.
+		opts = append(opts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("awssts: load AWS SDK configuration: %w", err)
+	}
+	return sts.NewFromConfig(cfg, func(o *sts.Options) {
+		if p.Endpoint != "" {
+			o.BaseEndpoint = aws.String(p.Endpoint)
+		}
+	}), nil
+}
+
+// CacheScope implements providers.Scoped: one credential per rendered
+// session (name, source identity, tags) of the caller.
+func (p *Provider) CacheScope(req providers.Request) string {
+	in, err := p.session(req.Workload)
+	if err != nil {
+		// Fetch will fail with the same error; keep such callers apart.
+		return "invalid:" + req.Workload.Name
+	}
+	var b strings.Builder
+	b.WriteString(in.name)
+	b.WriteByte(0)
+	b.WriteString(in.sourceIdentity)
+	for _, t := range in.tags {
+		b.WriteByte(0)
+		b.WriteString(aws.ToString(t.Key))
+		b.WriteByte('=')
+		b.WriteString(aws.ToString(t.Value))
+	}
+	return b.String()
+}
+
+// sessionInput is what a workload contributes to the STS call.
+type sessionInput struct {
+	name, sourceIdentity string
+	tags                 []ststypes.Tag
+}
+
+func (p *Provider) session(w identity.Workload) (sessionInput, error) {
+	var in sessionInput
+	name, err := p.sessionName.render(w)
+	if err != nil {
+		return in, err
+	}
+	in.name = sanitizeSessionName(name)
+	if p.SourceIdentity != "" {
+		sid, err := p.sourceIDT.render(w)
+		if err != nil {
+			return in, err
+		}
+		in.sourceIdentity = sanitizeSessionName(sid)
+	}
+	keys := make([]string, 0, len(p.SessionTags))
+	for k := range p.SessionTags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v, err := attribute(w, p.SessionTags[k])
+		if err != nil {
+			return in, fmt.Errorf("session tag %s: %w", k, err)
+		}
+		if len(v) > 256 || !tagRE.MatchString(v) {
+			return in, fmt.Errorf("session tag %s: the value of attribute %s is outside STS's tag character set or longer than 256: %w", k, p.SessionTags[k], ErrWorkloadAttribute)
+		}
+		in.tags = append(in.tags, ststypes.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	return in, nil
+}
+
+// Fetch assumes the role for the caller.
+func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers.Credential, error) {
+	in, err := p.session(req.Workload)
+	if err != nil {
+		return nil, fmt.Errorf("awssts: %s for workload %s: %w", p.RoleARN, req.Workload.DisplayName(), err)
+	}
+	var creds *ststypes.Credentials
+	if p.WebIdentityTokenFile != "" {
+		creds, err = p.webIdentity(ctx, in)
+	} else {
+		creds, err = p.assumeRole(ctx, req, in)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if creds == nil || aws.ToString(creds.AccessKeyId) == "" || aws.ToString(creds.SecretAccessKey) == "" {
+		return nil, fmt.Errorf("awssts: assume %s: the answer holds no credentials", p.RoleARN)
+	}
+	c := &providers.Credential{Fields: map[string]providers.Secret{
+		providers.FieldAccessKeyID:     providers.NewSecret(aws.ToString(creds.AccessKeyId)),
+		providers.FieldSecretAccessKey: providers.NewSecret(aws.ToString(creds.SecretAccessKey)),
+	}}
+	if t := aws.ToString(creds.SessionToken); t != "" {
+		c.Fields[providers.FieldSessionToken] = providers.NewSecret(t)
+	}
+	if creds.Expiration != nil {
+		c.Expiry = *creds.Expiration
+	}
+	return c, nil
+}
+
+func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in sessionInput) (*ststypes.Credentials, error) {
+	input := &sts.AssumeRoleInput{
+		RoleArn:           aws.String(p.RoleARN),
+		RoleSessionName:   aws.String(in.name),
+		DurationSeconds:   aws.Int32(int32(p.Duration / time.Second)),
+		Tags:              in.tags,
+		TransitiveTagKeys: p.TransitiveTagKeys,
+		PolicyArns:        policyARNs(p.PolicyARNs),
+	}
+	if in.sourceIdentity != "" {
+		input.SourceIdentity = aws.String(in.sourceIdentity)
+	}
+	if p.SessionPolicy != "" {
+		input.Policy = aws.String(p.SessionPolicy)
+	}
+	if p.ExternalID != "" {
+		input.ExternalId = aws.String(p.ExternalID)
+	}
+	var optFns []func(*sts.Options)
+	if p.SourceCredential != "" {
+		if p.source == nil {
+			return nil, fmt.Errorf("awssts: source_credential %q was not provided by the policy", p.SourceCredential)
+		}
+		src, err := p.source.Fetch(ctx, providers.Request{Credential: p.SourceCredential, Workload: req.Workload})
+		if err != nil {
+			return nil, fmt.Errorf("awssts: fetch source credential %q: %w", p.SourceCredential, err)
+		}
+		ac, err := sourceKeys(src)
+		if err != nil {
+			return nil, fmt.Errorf("awssts: source credential %q: %w", p.SourceCredential, err)
+		}
+		optFns = append(optFns, func(o *sts.Options) { o.Credentials = aws.NewCredentialsCache(staticCreds(ac)) })
+	}
+	client, err := p.stsClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out, err := client.AssumeRole(ctx, input, optFns...)
+	if err != nil {
+		return nil, classify("assume role "+p.RoleARN, err)
+	}
+	return out.Credentials, nil
+}
+
+func (p *Provider) webIdentity(ctx context.Context, in sessionInput) (*ststypes.Credentials, error) {
+	tok, err := os.ReadFile(p.WebIdentityTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("awssts: read web_identity_token_file: %w", errors.Unwrap(err))
+	}
+	input := &sts.AssumeRoleWithWebIdentityInput{
+		RoleArn:          aws.String(p.RoleARN),
+		RoleSessionName:  aws.String(in.name),
+		WebIdentityToken: aws.String(strings.TrimSpace(string(tok))),
+		DurationSeconds:  aws.Int32(int32(p.Duration / time.Second)),
+		PolicyArns:       policyARNs(p.PolicyARNs),
+	}
+	if p.SessionPolicy != "" {
+		input.Policy = aws.String(p.SessionPolicy)
+	}
+	client, err := p.stsClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out, err := client.AssumeRoleWithWebIdentity(ctx, input)
+	if err != nil {
+		return nil, classify("assume role with web identity "+p.RoleARN, err)
+	}
+	return out.Credentials, nil
+}
+
+// classify wraps err: throttling, 5xx and network failures (after the
+// SDK's retries) are ErrUnavailable. The SDK's errors carry the STS
+// error code and message and request id, never a key or token.
+func classify(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == http.StatusTooManyRequests) {
+		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+			"IDPCommunicationError", "ServiceUnavailable", "InternalFailure":
+			return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
+		}
+		return fmt.Errorf("awssts: %s: %w", op, err)
+	}
+	var ne net.Error
+	var oe *net.OpError
+	if errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, new(*retry.MaxAttemptsError)) {
+		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
+	}
+	return fmt.Errorf("awssts: %s: %w", op, err)
+}
+
+func policyARNs(arns []string) []ststypes.PolicyDescriptorType {
+	var out []ststypes.PolicyDescriptorType
+	for _, a := range arns {
+		out = append(out, ststypes.PolicyDescriptorType{Arn: aws.String(a)})
+	}
+	return out
+}
+
+// sourceKeys reads AWS keys from a source credential: providers' names,
+// or those of Vault's AWS secrets engine.
+func sourceKeys(c *providers.Credential) (aws.Credentials, error) {
+	get := func(names ...string) string {
+		for _, n := range names {
+			if s, ok := c.Field(n); ok {
+				return s.Reveal()
+			}
+		}
+		return ""
+	}
+	ac := aws.Credentials{
+		AccessKeyID:     get(providers.FieldAccessKeyID, "access_key"),
+		SecretAccessKey: get(providers.FieldSecretAccessKey, "secret_key"),
+		SessionToken:    get(providers.FieldSessionToken, "security_token"),
+		Source:          "credgate source_credential",
+	}
+	if ac.AccessKeyID == "" || ac.SecretAccessKey == "" {
+		return aws.Credentials{}, fmt.Errorf("no %s/%s fields: %w", providers.FieldAccessKeyID, providers.FieldSecretAccessKey, providers.ErrUnavailable)
+	}
+	return ac, nil
+}
+
+// staticCreds is an aws.CredentialsProvider for keys already fetched.
+type staticCreds aws.Credentials
+
+func (s staticCreds) Retrieve(context.Context) (aws.Credentials, error) {
+	return aws.Credentials(s), nil
+}
+
+// sessionNameRE is STS's character set for RoleSessionName and
+// SourceIdentity; tagRE that of tag keys and values.
+var (
+	sessionBadRE = regexp.MustCompile(`[^\w+=,.@-]`)
+	tagRE        = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+)
+
+// sanitizeSessionName maps s to STS's RoleSessionName rules: characters
+// outside [\w+=,.@-] become '-', at most 64 characters, at least 2.
+func sanitizeSessionName(s string) string {
+	s = sessionBadRE.ReplaceAllString(s, "-")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	for len(s) < 2 {
+		s += "-"
+	}
+	return s
+}
+
+// Interface guards.
+var (
+	_ providers.Provider    = (*Provider)(nil)
+	_ providers.Provisioner = (*Provider)(nil)
+	_ providers.Validator   = (*Provider)(nil)
+	_ providers.Scoped      = (*Provider)(nil)
+	_ providers.Composer    = (*Provider)(nil)
+)
