@@ -12,6 +12,7 @@
 //	ca_file: /etc/credgate/sts-ca.pem # optional: CAs trusted for the endpoint, besides the system's
 //	source_credential: aws-source     # optional: another credential of the policy with the caller keys
 //	web_identity_token_file: /var/run/secrets/eks.amazonaws.com/serviceaccount/token  # optional
+//	web_identity_from: jwt            # optional: the caller's own verified token (jwt, kubernetes, any)
 //	session_name: "credgate-{{.workload.name}}"   # default
 //	source_identity: "{{.workload.name}}"        # optional
 //	session_tags: {team: team, workload: name}   # tag key: workload attribute
@@ -33,7 +34,12 @@
 // EC2 instance role. With web_identity_token_file it calls
 // AssumeRoleWithWebIdentity with the token read from the file at every
 // call (a projected Kubernetes service-account token rotates), needing no
-// AWS credentials at all.
+// AWS credentials at all. With web_identity_from it calls
+// AssumeRoleWithWebIdentity with the calling workload's own token, the one
+// its jwt (or kubernetes) factor verified: the role's trust policy then
+// names the workload's identity provider and subject, so AWS itself
+// checks which workload gets the role. Sessions are cached per caller
+// token.
 //
 // # Per workload
 //
@@ -67,7 +73,9 @@ package awssts
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,8 +134,14 @@ type Provider struct {
 	// AssumeRole. Default: the SDK's default credential chain.
 	SourceCredential string `yaml:"source_credential"`
 	// WebIdentityTokenFile switches to AssumeRoleWithWebIdentity with the
-	// token in this file.
+	// token in this file (the gateway's own projected token).
 	WebIdentityTokenFile string `yaml:"web_identity_token_file"`
+	// WebIdentityFrom switches to AssumeRoleWithWebIdentity with the
+	// calling workload's own verified token: "jwt" or "kubernetes" (the
+	// factor that verified it), or "any" for the first verified token. The
+	// role's trust policy then sees the workload's identity provider and
+	// subject, not the gateway's.
+	WebIdentityFrom string `yaml:"web_identity_from"`
 	// SessionName is the RoleSessionName template. Default
 	// DefaultSessionName.
 	SessionName string `yaml:"session_name"`
@@ -176,12 +190,20 @@ func (p *Provider) Validate() error {
 	if p.Duration != 0 && (p.Duration < 15*time.Minute || p.Duration > 12*time.Hour) {
 		return fmt.Errorf("awssts: duration %s is outside STS's 15m..12h", p.Duration)
 	}
-	if p.WebIdentityTokenFile != "" {
+	switch p.WebIdentityFrom {
+	case "", identity.KindJWT, identity.KindKubernetes, "any":
+	default:
+		return fmt.Errorf("awssts: web_identity_from %q: use jwt, kubernetes or any (the caller's verified token)", p.WebIdentityFrom)
+	}
+	if p.WebIdentityTokenFile != "" && p.WebIdentityFrom != "" {
+		return fmt.Errorf("awssts: web_identity_token_file and web_identity_from exclude each other")
+	}
+	if p.WebIdentityTokenFile != "" || p.WebIdentityFrom != "" {
 		if p.SourceCredential != "" {
-			return fmt.Errorf("awssts: web_identity_token_file and source_credential exclude each other")
+			return fmt.Errorf("awssts: web identity and source_credential exclude each other")
 		}
 		if len(p.SessionTags) > 0 || p.SourceIdentity != "" || p.ExternalID != "" {
-			return fmt.Errorf("awssts: session_tags, source_identity and external_id are not sent with web_identity_token_file (AssumeRoleWithWebIdentity takes them from the token)")
+			return fmt.Errorf("awssts: session_tags, source_identity and external_id are not sent with a web identity (AssumeRoleWithWebIdentity takes them from the token)")
 		}
 	}
 	for k := range p.SessionTags {
@@ -271,7 +293,7 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 		// Added to the system roots; wins over AWS_CA_BUNDLE.
 		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
 	}
-	if p.SourceCredential != "" || p.WebIdentityTokenFile != "" {
+	if p.SourceCredential != "" || p.WebIdentityTokenFile != "" || p.WebIdentityFrom != "" {
 		// Per-call credentials (or none): do not resolve the default chain.
 		opts = append(opts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
 	}
@@ -298,6 +320,15 @@ func (p *Provider) CacheScope(req providers.Request) string {
 	b.WriteString(in.name)
 	b.WriteByte(0)
 	b.WriteString(in.sourceIdentity)
+	if p.WebIdentityFrom != "" {
+		// One session per caller token: a digest, never the token.
+		tok, _ := p.callerToken(req.Workload)
+		d := sha256.Sum256([]byte(tok))
+		b.WriteByte(0)
+		b.WriteString(req.Workload.DisplayName())
+		b.WriteByte(0)
+		b.WriteString(hex.EncodeToString(d[:8]))
+	}
 	for _, t := range in.tags {
 		b.WriteByte(0)
 		b.WriteString(aws.ToString(t.Key))
@@ -352,9 +383,20 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		return nil, fmt.Errorf("awssts: %s for workload %s: %w", p.RoleARN, req.Workload.DisplayName(), err)
 	}
 	var creds *ststypes.Credentials
-	if p.WebIdentityTokenFile != "" {
-		creds, err = p.webIdentity(ctx, in)
-	} else {
+	switch {
+	case p.WebIdentityTokenFile != "":
+		tok, rerr := os.ReadFile(p.WebIdentityTokenFile)
+		if rerr != nil {
+			return nil, fmt.Errorf("awssts: read web_identity_token_file: %w", errors.Unwrap(rerr))
+		}
+		creds, err = p.webIdentity(ctx, in, strings.TrimSpace(string(tok)))
+	case p.WebIdentityFrom != "":
+		tok, terr := p.callerToken(req.Workload)
+		if terr != nil {
+			return nil, fmt.Errorf("awssts: %s: %w", p.RoleARN, terr)
+		}
+		creds, err = p.webIdentity(ctx, in, tok)
+	default:
 		creds, err = p.assumeRole(ctx, req, in)
 	}
 	if err != nil {
@@ -420,15 +462,25 @@ func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in ses
 	return out.Credentials, nil
 }
 
-func (p *Provider) webIdentity(ctx context.Context, in sessionInput) (*ststypes.Credentials, error) {
-	tok, err := os.ReadFile(p.WebIdentityTokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("awssts: read web_identity_token_file: %w", errors.Unwrap(err))
+// callerToken returns the workload's verified token that
+// web_identity_from names.
+func (p *Provider) callerToken(w identity.Workload) (string, error) {
+	for _, f := range w.Factors {
+		if f.Token.IsZero() {
+			continue
+		}
+		if p.WebIdentityFrom == "any" || p.WebIdentityFrom == f.Kind {
+			return f.Token.Reveal(), nil
+		}
 	}
+	return "", fmt.Errorf("workload %s presented no verified %s token for AssumeRoleWithWebIdentity", w.DisplayName(), p.WebIdentityFrom)
+}
+
+func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token string) (*ststypes.Credentials, error) {
 	input := &sts.AssumeRoleWithWebIdentityInput{
 		RoleArn:          aws.String(p.RoleARN),
 		RoleSessionName:  aws.String(in.name),
-		WebIdentityToken: aws.String(strings.TrimSpace(string(tok))),
+		WebIdentityToken: aws.String(token),
 		DurationSeconds:  aws.Int32(int32(p.Duration / time.Second)),
 		PolicyArns:       policyARNs(p.PolicyARNs),
 	}

@@ -410,3 +410,34 @@ func TestNoSecretInErrors(t *testing.T) {
 		t.Errorf("credential prints a secret: %s", s)
 	}
 }
+
+// TestWebIdentityFromWorkload: the caller's own verified token is the web
+// identity; sessions are cached per token; a caller without one fails.
+func TestWebIdentityFromWorkload(t *testing.T) {
+	sts := newFakeSTS(t, time.Now)
+	p := load(t, fmt.Sprintf("{role_arn: 'arn:aws:iam::1:role/r', endpoint: %s, web_identity_from: jwt}", sts.URL), nil)
+	w := billing()
+	w.Factors = append(w.Factors, identity.Factor{Kind: identity.KindJWT, Subject: "system:serviceaccount:billing:api",
+		Token: identity.NewToken("NO_LEAK_caller_jwt_1")})
+	if _, err := p.Fetch(context.Background(), providers.Request{Workload: w}); err != nil {
+		t.Fatal(err)
+	}
+	form, auth := sts.call(0)
+	if form.Get("Action") != "AssumeRoleWithWebIdentity" || form.Get("WebIdentityToken") != "NO_LEAK_caller_jwt_1" || auth != "" {
+		t.Errorf("form = %v, auth %q: want an unsigned AssumeRoleWithWebIdentity with the caller's token", form, auth)
+	}
+	w2 := billing()
+	w2.Factors = append(w2.Factors, identity.Factor{Kind: identity.KindJWT, Token: identity.NewToken("NO_LEAK_caller_jwt_2")})
+	s1, s2 := p.CacheScope(providers.Request{Workload: w}), p.CacheScope(providers.Request{Workload: w2})
+	if s1 == s2 || strings.Contains(s1, "NO_LEAK") {
+		t.Errorf("cache scopes %q and %q: want one per token, without the token", s1, s2)
+	}
+	_, err := p.Fetch(context.Background(), providers.Request{Workload: billing()})
+	if err == nil || !strings.Contains(err.Error(), "no verified jwt token") {
+		t.Errorf("caller without a token: %v", err)
+	}
+	bad := &Provider{RoleARN: "arn:aws:iam::1:role/r", WebIdentityFrom: "header"}
+	if err := bad.Validate(); err == nil {
+		t.Errorf("web_identity_from: header validated")
+	}
+}
