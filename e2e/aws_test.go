@@ -23,6 +23,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/minio/madmin-go/v3"
+	credentialsv4 "github.com/minio/minio-go/v7/pkg/credentials"
 
 	"gopkg.in/yaml.v3"
 
@@ -41,8 +43,12 @@ const minioHost = "minio.origin.test"
 type minioServer struct {
 	port           int
 	root, password string
-	caFile         string // the CA of its certificate (the origin CA)
-	bin            string
+	// gwUser and gwSecret are a regular MinIO user created through the
+	// madmin admin API with a policy allowing S3: the gateway's own AWS
+	// identity, which calls AssumeRole.
+	gwUser, gwSecret string
+	caFile           string // the CA of its certificate (the origin CA)
+	bin              string
 }
 
 // startMinIO runs the MinIO built by scripts/minio-tools.sh, or skips the
@@ -115,8 +121,35 @@ func startMinIO(t *testing.T) *minioServer {
 		}
 		return nil
 	})
-	reportPeer(t, "minio: real MinIO %s on 127.0.0.1:%d (TLS), STS AssumeRole as the root user", minioVersion(bin), m.port)
+	m.createGatewayUser(t)
+	reportPeer(t, "minio: real MinIO %s on 127.0.0.1:%d (TLS), STS AssumeRole as user %s created with madmin-go", minioVersion(bin), m.port, m.gwUser)
 	return m
+}
+
+// createGatewayUser adds the gateway's MinIO user with the admin API.
+func (m *minioServer) createGatewayUser(t *testing.T) {
+	t.Helper()
+	adm, err := madmin.NewWithOptions("127.0.0.1:"+strconv.Itoa(m.port), &madmin.Options{
+		Creds:     credentialsv4.NewStaticV4(m.root, m.password, ""),
+		Secure:    true,
+		Transport: &http.Transport{Proxy: nil, TLSClientConfig: tlsConfigFor(originCAPool)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.gwUser, m.gwSecret = "credgate-gateway", randomToken(t)
+	if err := adm.AddUser(ctx, m.gwUser, m.gwSecret); err != nil {
+		t.Fatalf("madmin AddUser: %v", err)
+	}
+	policy := []byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}]}`)
+	if err := adm.AddCannedPolicy(ctx, "credgate-gateway-s3", policy); err != nil {
+		t.Fatalf("madmin AddCannedPolicy: %v", err)
+	}
+	if _, err := adm.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{"credgate-gateway-s3"}, User: m.gwUser}); err != nil {
+		t.Fatalf("madmin AttachPolicy: %v", err)
+	}
 }
 
 func minioVersion(bin string) string {
@@ -190,14 +223,13 @@ func TestAWSS3ThroughGateway(t *testing.T) {
 	m := startMinIO(t)
 	pol := strings.NewReplacer("MINIO_PORT", strconv.Itoa(m.port), "MINIO_CA", m.caFile).Replace(awsPolicy)
 	// The gateway's own AWS identity comes from the SDK's default chain:
-	// here the environment, holding MinIO's root user (which may call
-	// AssumeRole; a madmin-created user is not needed for that).
+	// here the environment, holding the MinIO user created with madmin.
 	e := startEnv(t, envOptions{
 		Policy:  pol,
 		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.port): "127.0.0.1:" + strconv.Itoa(m.port)},
-		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.root, "AWS_SECRET_ACCESS_KEY=" + m.password, "AWS_REGION=us-east-1"},
+		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.gwUser, "AWS_SECRET_ACCESS_KEY=" + m.gwSecret, "AWS_REGION=us-east-1"},
 	})
-	e.secrets = append(e.secrets, m.password)
+	e.secrets = append(e.secrets, m.password, m.gwSecret)
 
 	hc := newGoClient(t, e.proxyURL, gwCACert, false)
 	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.port)
@@ -534,9 +566,9 @@ func TestAWSChunkedUploadMemory(t *testing.T) {
 	e := startEnv(t, envOptions{
 		Policy:  pol,
 		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.port): "127.0.0.1:" + strconv.Itoa(m.port)},
-		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.root, "AWS_SECRET_ACCESS_KEY=" + m.password, "AWS_REGION=us-east-1"},
+		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.gwUser, "AWS_SECRET_ACCESS_KEY=" + m.gwSecret, "AWS_REGION=us-east-1"},
 	})
-	e.secrets = append(e.secrets, m.password)
+	e.secrets = append(e.secrets, m.password, m.gwSecret)
 	hc := newGoClient(t, e.proxyURL, gwCACert, false)
 	hc.Timeout = 10 * time.Minute
 	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.port)
