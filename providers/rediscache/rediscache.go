@@ -616,6 +616,7 @@ func (s *Store) handle(payload string) {
 		}
 		s.mu.Unlock()
 		if ok {
+			s.opts.Logger.Debug("another replica invalidated a credential; dropped here", slog.String("credential", t.key.Credential))
 			s.notify(providers.Invalidation{Key: t.key})
 		}
 	case "credential":
@@ -629,6 +630,7 @@ func (s *Store) handle(payload string) {
 			}
 		}
 		s.mu.Unlock()
+		s.opts.Logger.Debug("another replica invalidated a credential definition; dropped here", slog.String("credential", m.Cred))
 		s.notify(providers.Invalidation{Credential: m.Cred, Version: m.Ver})
 	}
 }
