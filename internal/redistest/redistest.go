@@ -6,6 +6,7 @@ package redistest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os/exec"
@@ -26,16 +27,38 @@ type Server struct {
 	bin  string
 	port int
 
+	// tls, when set, makes the server listen with TLS only.
+	tls *TLSFiles
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 	out  bytes.Buffer
 }
 
+// TLSFiles are the PEM files of a TLS-only server.
+type TLSFiles struct {
+	Cert, Key, CA string
+	// Client verifies the server (RootCAs) for the readiness check.
+	Client *tls.Config
+}
+
+// StartTLS is Start with TLS only (no plaintext port); clients need not
+// present a certificate.
+func StartTLS(t *testing.T, files TLSFiles) *Server {
+	t.Helper()
+	return start(t, &files)
+}
+
 // Start runs redis-server on a free 127.0.0.1 port, waits until it
 // answers PING, and stops it at the end of the test. It fails the test,
 // naming the install command, when redis-server is not installed.
 func Start(t *testing.T) *Server {
+	t.Helper()
+	return start(t, nil)
+}
+
+func start(t *testing.T, tf *TLSFiles) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -47,7 +70,7 @@ func Start(t *testing.T) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	s := &Server{t: t, bin: bin, port: port}
+	s := &Server{t: t, bin: bin, port: port, tls: tf}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -61,8 +84,13 @@ func (s *Server) start() {
 	t.Helper()
 	s.mu.Lock()
 	s.out.Reset()
-	cmd := exec.Command(s.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(s.port),
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--dir", t.TempDir())
+	args := []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(s.port),
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--dir", t.TempDir()}
+	if s.tls != nil {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", s.tls.Cert,
+			"--tls-key-file", s.tls.Key, "--tls-ca-cert-file", s.tls.CA, "--tls-auth-clients", "no")
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = &s.out, &s.out
 	if err := cmd.Start(); err != nil {
 		s.mu.Unlock()
@@ -73,7 +101,7 @@ func (s *Server) start() {
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: time.Second})
+	c := s.newClient()
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -124,9 +152,17 @@ func (s *Server) Restart() {
 	s.start()
 }
 
+func (s *Server) newClient() *redis.Client {
+	o := &redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: time.Second}
+	if s.tls != nil {
+		o.TLSConfig = s.tls.Client
+	}
+	return redis.NewClient(o)
+}
+
 // Client returns a client of the server, closed at the end of the test.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := s.newClient()
 	s.t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -134,7 +170,7 @@ func (s *Server) Client() *redis.Client {
 // Dump returns every key and its string value (other types as their
 // type name), for tests that look for plaintext.
 func (s *Server) Dump(ctx context.Context) (map[string]string, error) {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := s.newClient()
 	defer c.Close()
 	out := map[string]string{}
 	var cursor uint64
