@@ -263,6 +263,9 @@ type envOptions struct {
 	// ExtraConfig is appended to the gateway config (top-level keys such
 	// as tls_listen, tls and identity).
 	ExtraConfig string
+	// CacheConfig is appended inside the config's cache: block (keys
+	// indented by two spaces, e.g. "  redis:\n    addrs: [...]\n").
+	CacheConfig string
 }
 
 // env is one gateway process in front of one origin.
@@ -416,12 +419,12 @@ resolve:
   read_header_timeout: 5s
 cache:
   fetch_timeout: 5s
-audit:
+%[9]saudit:
   output: stdout
 log:
   level: debug
 shutdown_timeout: %[6]s
-%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig)
+%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig)
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/yamlstrict"
+	"github.com/credgate/credgate/providers/rediscache"
 )
 
 // Defaults applied by LoadConfig (and ApplyDefaults) to unset fields.
@@ -141,7 +142,77 @@ type Cache struct {
 	ErrorBackoff Duration `yaml:"error_backoff"`
 	// FetchTimeout bounds one provider fetch.
 	FetchTimeout Duration `yaml:"fetch_timeout"`
+	// Redis, when its addrs are set, shares the cache between replicas
+	// (docs/config.md#cacheredis).
+	Redis Redis `yaml:"redis"`
 }
+
+// Redis defaults.
+const (
+	DefaultRedisNamespace = "credgate"
+	DefaultRedisTimeout   = 500 * time.Millisecond
+	DefaultRedisLockTTL   = 3 * time.Second
+	DefaultRedisSkew      = 5 * time.Second
+)
+
+// Redis is the shared credential cache (providers/rediscache). One
+// address is a standalone server; master_name selects Sentinel (addrs are
+// the sentinels); several addresses without master_name are a Cluster.
+type Redis struct {
+	// Addrs are host:port addresses; empty disables the shared cache.
+	Addrs []string `yaml:"addrs"`
+	// MasterName is the Sentinel master's name.
+	MasterName string `yaml:"master_name"`
+	// DB is the database number (standalone and Sentinel only).
+	DB int `yaml:"db"`
+	// Username is the ACL user ("" for the default user).
+	Username string `yaml:"username"`
+	// PasswordFile and PasswordEnv name where the password is: a file
+	// (trailing newline removed) or an environment variable. The password
+	// is never written in the config itself.
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+	// TLS, when enabled, connects with TLS verified against CA (or the
+	// system roots); Cert and Key are a client certificate.
+	TLS RedisTLS `yaml:"tls"`
+	// Namespace prefixes every key and channel (default "credgate"):
+	// deployments sharing a Redis need different ones.
+	Namespace string `yaml:"namespace"`
+	// EncryptionKeys seal entries (AES-256-GCM); the first seals, all
+	// open. At least one is required.
+	EncryptionKeys []RedisKey `yaml:"encryption_keys"`
+	// Timeout bounds each Redis operation (default 500ms).
+	Timeout Duration `yaml:"timeout"`
+	// LockTTL is the cross-replica fetch lock's lifetime (default 3s; the
+	// owner extends it while it fetches).
+	LockTTL Duration `yaml:"lock_ttl"`
+	// ExpirySkew: an entry expires in Redis this long before its
+	// credential does (default 5s).
+	ExpirySkew Duration `yaml:"expiry_skew"`
+}
+
+// RedisTLS is the TLS client configuration towards Redis.
+type RedisTLS struct {
+	Enabled    bool   `yaml:"enabled"`
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ServerName string `yaml:"server_name"`
+}
+
+// RedisKey is one encryption key: 32 random bytes, base64-encoded, read
+// from a file or an environment variable.
+type RedisKey struct {
+	// ID is written in clear into every entry the key seals.
+	ID string `yaml:"id"`
+	// File holds the base64 key.
+	File string `yaml:"file"`
+	// Env names an environment variable holding the base64 key.
+	Env string `yaml:"env"`
+}
+
+// Enabled reports whether the shared cache is configured.
+func (r Redis) Enabled() bool { return len(r.Addrs) > 0 }
 
 // Audit says where audit lines go.
 type Audit struct {
@@ -286,6 +357,50 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.Limits.MaxHeaderBytes < 0 {
 		bad("limits.max_header_bytes must not be negative", "limits", "max_header_bytes")
 	}
+	if r := &cfg.Cache.Redis; r.Enabled() {
+		for _, a := range r.Addrs {
+			if host, port, err := net.SplitHostPort(a); err != nil || host == "" || !validPort(port, false) {
+				bad(fmt.Sprintf("cache.redis.addrs: %q is not host:port (e.g. redis.internal:6379)", a), "cache", "redis", "addrs")
+			}
+		}
+		if r.PasswordFile != "" && r.PasswordEnv != "" {
+			bad("cache.redis: set password_file or password_env, not both", "cache", "redis")
+		}
+		if r.Namespace != "" && !rediscache.ValidNamespace(r.Namespace) {
+			bad(fmt.Sprintf("cache.redis.namespace: %q: use 1 to 64 letters, digits or _.:-", r.Namespace), "cache", "redis", "namespace")
+		}
+		if r.DB < 0 {
+			bad("cache.redis.db must not be negative", "cache", "redis", "db")
+		}
+		if len(r.EncryptionKeys) == 0 {
+			bad("cache.redis.encryption_keys: at least one key is required (32 random bytes, base64, in a file or env: head -c32 /dev/urandom | base64)", "cache", "redis")
+		}
+		ids := map[string]bool{}
+		for i, k := range r.EncryptionKeys {
+			switch {
+			case k.ID == "" || len(k.ID) > 64:
+				bad(fmt.Sprintf("cache.redis.encryption_keys[%d]: id is required (1 to 64 characters)", i), "cache", "redis", "encryption_keys")
+			case ids[k.ID]:
+				bad(fmt.Sprintf("cache.redis.encryption_keys: id %q appears twice", k.ID), "cache", "redis", "encryption_keys")
+			}
+			ids[k.ID] = true
+			if (k.File == "") == (k.Env == "") {
+				bad(fmt.Sprintf("cache.redis.encryption_keys[%d]: set exactly one of file or env", i), "cache", "redis", "encryption_keys")
+			}
+			rel(&r.EncryptionKeys[i].File)
+		}
+		if (r.TLS.Cert == "") != (r.TLS.Key == "") {
+			bad("cache.redis.tls: cert and key go together", "cache", "redis", "tls")
+		}
+		if !r.TLS.Enabled && (r.TLS.CA != "" || r.TLS.Cert != "") {
+			bad("cache.redis.tls: set enabled: true to use ca/cert/key", "cache", "redis", "tls")
+		}
+		for _, f := range []*string{&r.PasswordFile, &r.TLS.CA, &r.TLS.Cert, &r.TLS.Key} {
+			rel(f)
+		}
+	} else if len(cfg.Cache.Redis.EncryptionKeys) > 0 || cfg.Cache.Redis.PasswordFile != "" || cfg.Cache.Redis.PasswordEnv != "" {
+		bad("cache.redis: addrs is required to use Redis (host:port of the server, sentinels or cluster nodes)", "cache", "redis")
+	}
 	cfg.resolve = map[string]netip.AddrPort{}
 	for from, to := range cfg.Resolve {
 		host, port, err := net.SplitHostPort(from)
@@ -340,6 +455,12 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)
+	if c.Cache.Redis.Enabled() {
+		setS(&c.Cache.Redis.Namespace, DefaultRedisNamespace)
+		setD(&c.Cache.Redis.Timeout, DefaultRedisTimeout)
+		setD(&c.Cache.Redis.LockTTL, DefaultRedisLockTTL)
+		setD(&c.Cache.Redis.ExpirySkew, DefaultRedisSkew)
+	}
 	if c.resolve == nil {
 		c.resolve = map[string]netip.AddrPort{}
 	}

@@ -79,6 +79,7 @@ type Gateway struct {
 	log     *slog.Logger
 	store   *policy.Store
 	cache   *providers.Cache
+	shared  *sharedCache // nil without cache.redis
 	ids     *identity.Resolver
 	issuer  *mitm.Issuer
 	metrics *metrics
@@ -178,13 +179,23 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
 
-	g.cache = providers.NewCache(providers.CacheOptions{
+	cacheOpts := providers.CacheOptions{
 		DefaultTTL:   cfg.Cache.DefaultTTL.D(),
 		RefreshAhead: cfg.Cache.RefreshAhead.D(),
 		ErrorBackoff: cfg.Cache.ErrorBackoff.D(),
 		FetchTimeout: cfg.Cache.FetchTimeout.D(),
 		Observer:     g.metrics,
-	})
+	}
+	if cfg.Cache.Redis.Enabled() {
+		g.metrics.enableRedis()
+		g.shared, err = newSharedCache(ctx, cfg.Cache.Redis, logger, g.metrics)
+		if err != nil {
+			return nil, err
+		}
+		cacheOpts.Shared = g.shared.store
+		cacheOpts.SharedTimeout = cfg.Cache.Redis.Timeout.D()
+	}
+	g.cache = providers.NewCache(cacheOpts)
 	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
 	if err != nil {
 		return nil, err
@@ -517,6 +528,10 @@ func (g *Gateway) Close() {
 	if g.cache != nil {
 		g.cache.Close()
 	}
+	if g.shared != nil {
+		_ = g.shared.Close()
+		g.shared = nil
+	}
 	if g.audit != nil {
 		_ = g.audit.Close()
 	}
@@ -552,7 +567,16 @@ func (g *Gateway) adminHandler() http.Handler {
 			status, word = http.StatusServiceUnavailable, "draining"
 		}
 		w.WriteHeader(status)
-		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}}\n", word, g.store.Path(), st.Hash, st.Rules)
+		// Redis being down does not make a replica unready: it serves
+		// from its own cache and the providers meanwhile.
+		redisState := ""
+		if g.shared != nil {
+			redisState = ",\"redis\":\"down\""
+			if g.shared.store.Up() {
+				redisState = ",\"redis\":\"up\""
+			}
+		}
+		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux

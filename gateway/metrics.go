@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/rediscache"
 )
 
 // metrics are the gateway's Prometheus metrics, on a registry of its own
@@ -29,6 +30,9 @@ type metrics struct {
 	connections     prometheus.Gauge
 	tunnels         prometheus.Gauge
 	leafCerts       prometheus.GaugeFunc
+	redisUp         prometheus.Gauge
+	redisErrors     *prometheus.CounterVec
+	shared          *prometheus.CounterVec
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -85,6 +89,18 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_leaf_certificates",
 		Help: "Leaf certificates in the interception cache.",
 	}, leafCount)
+	m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_redis_up",
+		Help: "1 while Redis (cache.redis) answers, 0 while replicas serve from their own cache and direct provider calls. Absent without cache.redis.",
+	})
+	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_redis_errors_total",
+		Help: "Failed Redis operations by operation (get, set, lock, unlock, publish, delete, ping).",
+	}, []string{"op"})
+	m.shared = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_shared_cache_total",
+		Help: "Shared (Redis) cache lookups after an in-process miss, by result: hit, miss (this replica called the provider), waited (another replica did), bypass (Redis unavailable).",
+	}, []string{"result"})
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
 	}
@@ -116,4 +132,31 @@ func (m *metrics) ProviderFetch(k providers.CacheKey, d time.Duration, err error
 	}
 }
 
-var _ providers.CacheObserver = (*metrics)(nil)
+// enableRedis registers the Redis metrics (only gateways with
+// cache.redis show them).
+func (m *metrics) enableRedis() {
+	for _, r := range []string{"hit", "miss", "waited", "bypass"} {
+		m.shared.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared)
+}
+
+// RedisUp implements rediscache.Observer.
+func (m *metrics) RedisUp(up bool) {
+	if up {
+		m.redisUp.Set(1)
+	} else {
+		m.redisUp.Set(0)
+	}
+}
+
+// RedisError implements rediscache.Observer.
+func (m *metrics) RedisError(op string) { m.redisErrors.WithLabelValues(op).Inc() }
+
+// SharedLookup implements rediscache.Observer.
+func (m *metrics) SharedLookup(result string) { m.shared.WithLabelValues(result).Inc() }
+
+var (
+	_ providers.CacheObserver = (*metrics)(nil)
+	_ rediscache.Observer     = (*metrics)(nil)
+)

@@ -41,6 +41,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad-level", "policy: p.yaml\nca: {cert: c, key: k}\nlog: {level: loud}\n", `^c\.yaml:3:7: log\.level: unknown level "loud"`},
 		{"syntax", "policy: [\n", `^c\.yaml:\d+: `},
 		{"not-a-mapping", "- a\n", `^c\.yaml:1:1: the config must be a YAML mapping`},
+		{"redis-no-keys", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n", `^c\.yaml:4:3: cache\.redis\.encryption_keys: at least one key is required`},
+		{"redis-bad-addr", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [redis]\n    encryption_keys: [{id: a, env: K}]\n", `^c\.yaml:5:5: cache\.redis\.addrs: "redis" is not host:port`},
+		{"redis-inline-password", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    password: x\n", `^c\.yaml:5:5: unknown field "password"`},
+		{"redis-two-passwords", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    password_file: f\n    password_env: E\n    encryption_keys: [{id: a, env: K}]\n", `password_file or password_env, not both`},
+		{"redis-key-both", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K, file: f}]\n", `encryption_keys\[0\]: set exactly one of file or env`},
+		{"redis-key-dup", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}, {id: a, env: L}]\n", `id "a" appears twice`},
+		{"redis-namespace", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    namespace: \"a b*\"\n    encryption_keys: [{id: a, env: K}]\n", `cache\.redis\.namespace: "a b\*"`},
+		{"redis-keys-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    encryption_keys: [{id: a, env: K}]\n", `cache\.redis: addrs is required`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,6 +46,14 @@ type CacheOptions struct {
 	// Observer, if set, is told about every Get and every fetch (the
 	// gateway turns these into Prometheus metrics).
 	Observer CacheObserver
+	// Shared, if set, is a second level shared with other replicas
+	// (Redis): a miss here asks it before calling the provider, Forget
+	// and InvalidateCredential reach it, and what other replicas
+	// invalidate there is dropped here.
+	Shared SharedCache
+	// SharedTimeout bounds Forget's and InvalidateCredential's calls to
+	// Shared (default 2s).
+	SharedTimeout time.Duration
 }
 
 // CacheKey identifies one cached credential.
@@ -148,9 +156,24 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.SharedTimeout <= 0 {
+		opts.SharedTimeout = 2 * time.Second
+	}
 	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}}
 	c.closing, c.cancel = context.WithCancel(context.Background())
+	if opts.Shared != nil {
+		opts.Shared.Watch(c.remoteInvalidation)
+	}
 	return c
+}
+
+// remoteInvalidation drops what another replica invalidated, here only.
+func (c *Cache) remoteInvalidation(inv Invalidation) {
+	if inv.Credential != "" {
+		c.invalidateCredentialLocal(inv.Credential, inv.Version)
+		return
+	}
+	c.Invalidate(inv.Key)
 }
 
 // Get returns the credential for key, calling fetch when there is no
@@ -264,21 +287,29 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 	close(cl.done)
 }
 
-// fetch calls the provider's fetch function, turning a nil credential,
-// an expired one, a timeout or a panic into an error, and reports the
-// call to the Observer.
+// fetch calls the provider's fetch function (through the shared cache
+// when there is one), turning a nil credential, an expired one, a timeout
+// or a panic into an error, and reports provider calls to the Observer.
 func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error), now time.Time) (cred *Credential, err error) {
-	start := time.Now()
-	defer func() {
-		if p := recover(); p != nil {
-			// The panic value may hold anything; do not print it.
-			cred, err = nil, fmt.Errorf("credential %q: provider %s panicked", key.Credential, key.Provider)
-		}
-		if c.opts.Observer != nil {
-			c.opts.Observer.ProviderFetch(key, time.Since(start), err)
-		}
-	}()
-	cred, err = fetch(ctx)
+	call := func(ctx context.Context) (cred *Credential, err error) {
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				// The panic value may hold anything; do not print it.
+				cred, err = nil, fmt.Errorf("credential %q: provider %s panicked", key.Credential, key.Provider)
+			}
+			if c.opts.Observer != nil {
+				c.opts.Observer.ProviderFetch(key, time.Since(start), err)
+			}
+		}()
+		return fetch(ctx)
+	}
+	if c.opts.Shared != nil {
+		ahead := max(c.opts.RefreshAhead, 0)
+		cred, err = c.opts.Shared.Fetch(ctx, key, ahead, call)
+	} else {
+		cred, err = call(ctx)
+	}
 	switch {
 	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable):
 		return nil, fmt.Errorf("credential %q: fetch timed out after %s: %w: %w", key.Credential, c.opts.FetchTimeout, ErrUnavailable, err)
@@ -317,7 +348,19 @@ func (c *Cache) Invalidate(key CacheKey) {
 // InvalidateCredential forgets every cached key of one credential
 // definition (all scopes), for example when the provider that fetched them
 // is released and has revoked what it handed out.
+//
+// With a SharedCache, the shared entries go too and every other replica is
+// told to drop its own.
 func (c *Cache) InvalidateCredential(credential, version string) {
+	c.invalidateCredentialLocal(credential, version)
+	if c.opts.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
+		defer cancel()
+		c.opts.Shared.InvalidateCredential(ctx, credential, version)
+	}
+}
+
+func (c *Cache) invalidateCredentialLocal(credential, version string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, el := range c.entries {
@@ -333,15 +376,25 @@ func (c *Cache) InvalidateCredential(credential, version string) {
 // fetched since, by a caller that saw the same rejection, is kept, so N
 // requests rejected together cause one new fetch, not N. It reports
 // whether an entry was dropped.
+//
+// With a SharedCache, a dropped credential is also removed from the shared
+// store (if it still holds it) before Forget returns, so the next Get
+// fetches a new one, and the other replicas are told to drop it.
 func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	el, ok := c.entries[key]
 	if !ok || cred == nil || el.Value.(*entry).cred != cred {
+		c.mu.Unlock()
 		return false
 	}
 	c.lru.Remove(el)
 	delete(c.entries, key)
+	c.mu.Unlock()
+	if c.opts.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
+		defer cancel()
+		c.opts.Shared.Forget(ctx, key, cred)
+	}
 	return true
 }
 

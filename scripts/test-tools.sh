@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test-tools.sh installs what `make test` needs beyond Go, and caches it so a
 # second run does nothing:
-#   - curl and python3 (the e2e tests drive them as real proxy clients):
-#     installed with apt-get when missing (apt-get update only then);
+#   - curl and python3 (the e2e tests drive them as real proxy clients) and
+#     redis-server (the shared-cache tests start a real Redis): installed
+#     with apt-get when missing (apt-get update only then);
 #   - staticcheck, pinned, built with `go install` into $CREDGATE_TOOLS_BIN
 #     (default ~/.cache/credgate/bin); skipped when that version is present.
 # Usage: bash scripts/test-tools.sh      (the Makefile's `tools` target runs it)
@@ -20,6 +21,8 @@ log() { printf 'test-tools: %s\n' "$*" >&2; }
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# redis-server: the shared-cache tests start a real one on 127.0.0.1.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		log "missing ${missing[*]} and no apt-get here: install them and rerun"

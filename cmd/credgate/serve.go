@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/credgate/credgate/gateway"
@@ -38,6 +39,11 @@ Logs are JSON lines on stderr.`,
 			if err != nil {
 				return fmt.Errorf("%s: log.level: %w", configPath, err)
 			}
+			// go-redis logs through a process-wide logger (connection
+			// pool and pub/sub reconnect messages): make them debug
+			// records of the JSON log. Availability changes are logged
+			// by the gateway itself at warn/info.
+			redis.SetLogger(redisLog{logger})
 			return serve(cmd.Context(), cfg, gateway.Options{Logger: logger}, nil)
 		},
 	}
@@ -112,4 +118,11 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		}
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// redisLog turns go-redis's log lines into debug records.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

@@ -123,6 +123,7 @@ func TestValuesSchema(t *testing.T) {
 		{"both CA sources", []string{"--set", "ca.existingSecret=x", "--set", "ca.certManager.enabled=true"}, "not both"},
 		{"tls without secret", []string{"--set", "tls.enabled=true"}, "tls.existingSecret"},
 		{"redis without address", []string{"--set", "redis.enabled=true"}, "redis.address"},
+		{"redis without encryption keys", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379"}, "redis.encryptionKeys"},
 		{"identity typo", []string{"--set", "identity.jwt.kubernetes.enable=true"}, "enable"},
 		{"issuer in config-file spelling", []string{"--set", "identity.jwt.issuers[0].issuer=https://idp.test",
 			"--set", "identity.jwt.issuers[0].audiences[0]=credgate", "--set", "identity.jwt.issuers[0].jwks_url=https://idp.test/keys"}, "jwks_url"},
@@ -280,10 +281,11 @@ metrics:
 		// Prometheus scrape annotations.
 		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/port]", `"9090"`},
 		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/scrape]", `"true"`},
-		// Redis: wired as env (placeholder), opened in the gateway NetworkPolicy.
+		// Redis: keys and password from Secrets as env, cache.redis in the
+		// config, opened in the gateway NetworkPolicy.
 		{"redis", deploy, fullname, ctr + "env", `
-- {name: CREDGATE_REDIS_ADDRESS, value: "redis.cache.svc:6380"}
-- {name: CREDGATE_REDIS_TLS, value: "true"}
+- {name: CREDGATE_REDIS_KEY_0, valueFrom: {secretKeyRef: {name: redis-keys, key: k2}}}
+- {name: CREDGATE_REDIS_KEY_1, valueFrom: {secretKeyRef: {name: redis-keys, key: k1}}}
 - {name: CREDGATE_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}`},
 		{"redis", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 6380, protocol: TCP}]}`},
 		{"default", deploy, fullname, ctr + "env", `~`},
@@ -423,9 +425,26 @@ func TestConfigMatchesPod(t *testing.T) {
 			if got := get(cfg, "audit.output"); got != "stdout" {
 				t.Errorf("audit.output = %v, want stdout", got)
 			}
-			// Redis is a values-only placeholder: the strict gateway config never sees it.
+			// Redis settings live under cache.redis, with secrets from env only.
 			if _, ok := cfg["redis"]; ok {
-				t.Error("gateway config has a redis key; the gateway config is strict and has none yet")
+				t.Error("gateway config has a top-level redis key; it belongs under cache.redis")
+			}
+			if r, ok := get(cfg, "cache.redis").(map[string]any); ok {
+				if _, inline := r["password"]; inline {
+					t.Error("cache.redis has an inline password")
+				}
+				if r["password_env"] != nil && get(ctr, "env.[name=CREDGATE_REDIS_PASSWORD]") == nil {
+					t.Error("cache.redis.password_env names a variable the container does not set")
+				}
+				keys, _ := r["encryption_keys"].([]any)
+				if len(keys) == 0 {
+					t.Error("cache.redis has no encryption_keys")
+				}
+				for _, k := range keys {
+					if env := get(k, "env"); env == nil || get(ctr, fmt.Sprintf("env.[name=%v]", env)) == nil {
+						t.Errorf("cache.redis encryption key %v: env %v is not set by the container", get(k, "id"), env)
+					}
+				}
 			}
 		})
 	}

@@ -44,7 +44,7 @@ func TestNotes(t *testing.T) {
 			"HTTPS_PROXY, value: \"http://cg-credgate.egress.svc:3128\"",
 			"kubectl -n egress create secret tls cg-credgate-ca-keypair",
 			"curl:", "Python:", "Node:", "Java:", "Go:",
-			"Each replica keeps its own in-memory credential cache.",
+			"Each replica keeps its own in-memory credential cache; to share one, see Redis in the chart README.",
 			"identified by their source address only",
 			"give such clients a bundle of the system roots plus ca.crt",
 		}, []string{"configmap cg-credgate-ca", "redis", "Proxy-Authorization"}},
@@ -65,11 +65,11 @@ func TestNotes(t *testing.T) {
 		{"cert-manager", []string{"--set", "ca.certManager.enabled=true"}, []string{
 			"run `helm upgrade` again", "secret cg-credgate-ca-keypair -o jsonpath='{.data.tls\\.crt}'",
 		}, []string{"tls\\.key"}},
-		// Redis is a placeholder: the notes must not suggest a shared cache.
-		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379"}, []string{
-			"redis.* is a placeholder: this credgate version does not use Redis",
-			"Each replica keeps its own in-memory credential cache.",
-		}, nil},
+		// With Redis the replicas share one cache.
+		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379",
+			"--set", "redis.encryptionKeys[0].id=k1", "--set", "redis.encryptionKeys[0].secretName=s", "--set", "redis.encryptionKeys[0].secretKey=k"}, []string{
+			"Replicas share an encrypted credential cache in Redis at r:6379",
+		}, []string{"Each replica keeps its own"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

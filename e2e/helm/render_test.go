@@ -70,7 +70,12 @@ redis:
   enabled: true
   address: redis.cache.svc:6380
   tls: true
+  username: credgate
+  namespace: prod-eu
   passwordSecret: {name: redis-auth, key: password}
+  encryptionKeys:
+    - {id: "2026-11", secretName: redis-keys, secretKey: k2}
+    - {id: "2026-05", secretName: redis-keys, secretKey: k1}
 networkPolicy:
   gateway: {enabled: true}
 `},

@@ -140,8 +140,8 @@ policy:
 }
 
 // TestGatewayRejectsUnknownKey shows that validateRendered would catch a
-// chart that writes a key the gateway does not have (say, a Redis setting
-// before the gateway supports Redis): the config is strict.
+// chart that writes a key the gateway does not have (say, Redis settings
+// at the top level instead of under cache.redis): the config is strict.
 func TestGatewayRejectsUnknownKey(t *testing.T) {
 	objs := parse(t, render(t, variantByName(t, "default")))
 	cm := mustFind(t, objs, "ConfigMap", fullname+"-config")

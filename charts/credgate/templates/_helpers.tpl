@@ -122,6 +122,26 @@ cache:
   refresh_ahead: {{ $c.cache.refreshAhead }}
   error_backoff: {{ $c.cache.errorBackoff }}
   fetch_timeout: {{ $c.cache.fetchTimeout }}
+  {{- with .Values.redis }}
+  {{- if .enabled }}
+  redis:
+    addrs: [{{ .address | quote }}]
+    namespace: {{ .namespace | default (include "credgate.fullname" $) | quote }}
+    {{- if .username }}
+    username: {{ .username | quote }}
+    {{- end }}
+    {{- if .passwordSecret.name }}
+    password_env: CREDGATE_REDIS_PASSWORD
+    {{- end }}
+    {{- if .tls }}
+    tls: {enabled: true}
+    {{- end }}
+    encryption_keys:
+    {{- range $i, $k := .encryptionKeys }}
+      - {id: {{ $k.id | quote }}, env: CREDGATE_REDIS_KEY_{{ $i }}}
+    {{- end }}
+  {{- end }}
+  {{- end }}
 audit:
   output: {{ $c.auditOutput }}
 log:

@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/credgate/credgate/providers/rediscache"
+)
+
+// sharedCache is the Redis client and the shared cache built on it.
+type sharedCache struct {
+	rdb   redis.UniversalClient
+	store *rediscache.Store
+}
+
+// Close stops the cache's goroutines and closes the client.
+func (s *sharedCache) Close() error {
+	err := s.store.Close()
+	return errors.Join(err, s.rdb.Close())
+}
+
+// newSharedCache connects to Redis as cfg says. An unreachable Redis is
+// not an error (the cache starts "down" and recovers); a missing key,
+// password file or certificate is.
+func newSharedCache(ctx context.Context, cfg Redis, logger *slog.Logger, obs rediscache.Observer) (*sharedCache, error) {
+	keys := make([]rediscache.Key, 0, len(cfg.EncryptionKeys))
+	for _, k := range cfg.EncryptionKeys {
+		raw, where, err := readSecret(k.File, k.Env)
+		if err != nil {
+			return nil, fmt.Errorf("cache.redis.encryption_keys %q: %w", k.ID, err)
+		}
+		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
+		if err != nil || len(secret) != rediscache.KeySize {
+			return nil, fmt.Errorf("cache.redis.encryption_keys %q: %s must hold %d random bytes in base64 (head -c32 /dev/urandom | base64)", k.ID, where, rediscache.KeySize)
+		}
+		keys = append(keys, rediscache.Key{ID: k.ID, Secret: secret})
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:        cfg.Addrs,
+		MasterName:   cfg.MasterName,
+		DB:           cfg.DB,
+		Username:     cfg.Username,
+		DialTimeout:  cfg.Timeout.D(),
+		ReadTimeout:  cfg.Timeout.D(),
+		WriteTimeout: cfg.Timeout.D(),
+		PoolTimeout:  cfg.Timeout.D(),
+		// One attempt: while Redis is down the gateway goes to the
+		// provider at once instead of retrying on the request path.
+		MaxRetries:      -1,
+		DisableIdentity: true,
+		ClientName:      "credgate",
+	}
+	if cfg.PasswordFile != "" || cfg.PasswordEnv != "" {
+		pw, _, err := readSecret(cfg.PasswordFile, cfg.PasswordEnv)
+		if err != nil {
+			return nil, fmt.Errorf("cache.redis password: %w", err)
+		}
+		opts.Password = strings.TrimRight(pw, "\r\n")
+		if cfg.MasterName != "" {
+			opts.SentinelUsername, opts.SentinelPassword = cfg.Username, opts.Password
+		}
+	}
+	if cfg.TLS.Enabled {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLS.ServerName}
+		if cfg.TLS.CA != "" {
+			pem, err := os.ReadFile(cfg.TLS.CA)
+			if err != nil {
+				return nil, fmt.Errorf("cache.redis.tls.ca: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("cache.redis.tls.ca: %s holds no PEM certificate", cfg.TLS.CA)
+			}
+		}
+		if cfg.TLS.Cert != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+			if err != nil {
+				return nil, fmt.Errorf("cache.redis.tls.cert/key: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		opts.TLSConfig = tc
+	}
+	rdb := redis.NewUniversalClient(opts)
+	store, err := rediscache.New(ctx, rediscache.Options{
+		Client:     rdb,
+		Namespace:  cfg.Namespace,
+		Keys:       keys,
+		ExpirySkew: cfg.ExpirySkew.D(),
+		LockTTL:    cfg.LockTTL.D(),
+		OpTimeout:  cfg.Timeout.D(),
+		Logger:     logger.With(slog.String("component", "redis")),
+		Observer:   obs,
+	})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return &sharedCache{rdb: rdb, store: store}, nil
+}
+
+// readSecret reads a value from a file or an environment variable and
+// says where it came from (for messages; never the value).
+func readSecret(file, env string) (value, where string, err error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", file, fmt.Errorf("read: %w", err)
+		}
+		return string(b), file, nil
+	}
+	v, ok := os.LookupEnv(env)
+	if !ok || v == "" {
+		return "", "$" + env, fmt.Errorf("environment variable %s is not set", env)
+	}
+	return v, "$" + env, nil
+}

@@ -1,0 +1,195 @@
+// Package redistest starts a real redis-server (Debian's redis-server
+// package) on 127.0.0.1 for tests. It exists so that the shared-cache unit
+// tests and the end-to-end tests start Redis the same way.
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// InstallHint is the command that installs the server.
+const InstallHint = "apt-get install -y redis-server (scripts/test-tools.sh and .ci/run do this)"
+
+// Server is one redis-server process without persistence.
+type Server struct {
+	t    *testing.T
+	bin  string
+	port int
+
+	// tls, when set, makes the server listen with TLS only.
+	tls *TLSFiles
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  bytes.Buffer
+}
+
+// TLSFiles are the PEM files of a TLS-only server.
+type TLSFiles struct {
+	Cert, Key, CA string
+	// Client verifies the server (RootCAs) for the readiness check.
+	Client *tls.Config
+}
+
+// StartTLS is Start with TLS only (no plaintext port); clients need not
+// present a certificate.
+func StartTLS(t *testing.T, files TLSFiles) *Server {
+	t.Helper()
+	return start(t, &files)
+}
+
+// Start runs redis-server on a free 127.0.0.1 port, waits until it
+// answers PING, and stops it at the end of the test. It fails the test,
+// naming the install command, when redis-server is not installed.
+func Start(t *testing.T) *Server {
+	t.Helper()
+	return start(t, nil)
+}
+
+func start(t *testing.T, tf *TLSFiles) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found: install it with `%s`", InstallHint)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	s := &Server{t: t, bin: bin, port: port, tls: tf}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+func (s *Server) start() {
+	t := s.t
+	t.Helper()
+	s.mu.Lock()
+	s.out.Reset()
+	args := []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(s.port),
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--dir", t.TempDir()}
+	if s.tls != nil {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", s.tls.Cert,
+			"--tls-key-file", s.tls.Key, "--tls-ca-cert-file", s.tls.CA, "--tls-auth-clients", "no")
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Stdout, cmd.Stderr = &s.out, &s.out
+	if err := cmd.Start(); err != nil {
+		s.mu.Unlock()
+		t.Fatalf("start redis-server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+
+	c := s.newClient()
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-done:
+			t.Fatalf("redis-server exited at start:\n%s", s.output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s did not answer PING within 10s: %v\n%s", s.Addr(), err, s.output())
+		}
+		<-tick.C
+	}
+}
+
+func (s *Server) output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// Stop kills the server (an outage, not a clean shutdown) and waits for it
+// to exit. It is safe to call more than once.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Restart starts the server again on the same port, empty.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+func (s *Server) newClient() *redis.Client {
+	o := &redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: time.Second}
+	if s.tls != nil {
+		o.TLSConfig = s.tls.Client
+	}
+	return redis.NewClient(o)
+}
+
+// Client returns a client of the server, closed at the end of the test.
+func (s *Server) Client() *redis.Client {
+	c := s.newClient()
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Dump returns every key and its string value (other types as their
+// type name), for tests that look for plaintext.
+func (s *Server) Dump(ctx context.Context) (map[string]string, error) {
+	c := s.newClient()
+	defer c.Close()
+	out := map[string]string{}
+	var cursor uint64
+	for range 10000 {
+		keys, next, err := c.Scan(ctx, cursor, "*", 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redistest: scan: %w", err)
+		}
+		for _, k := range keys {
+			v, err := c.Get(ctx, k).Result()
+			if err != nil {
+				typ, _ := c.Type(ctx, k).Result()
+				v = "<" + typ + ">"
+			}
+			out[k] = v
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	return out, nil
+}
