@@ -1,93 +1,41 @@
 package awssts
 
 import (
+	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 
 	"github.com/credgate/credgate/identity"
 )
 
-// template is a string with {{.workload.NAME}} placeholders, parsed once
-// when the provider loads. There are no functions or pipelines: a
-// template only substitutes verified attribute values.
-type template struct {
-	src   string
-	parts []part
-}
-
-type part struct {
-	literal string
-	attr    string // non-empty for a placeholder
-}
-
-var actionRE = regexp.MustCompile(`\{\{\s*\.workload\.([A-Za-z0-9_]+)\s*\}\}`)
+// template is a session name or source identity template of verified
+// workload attributes (identity.Template).
+type template struct{ t identity.Template }
 
 // parseTemplate parses s; what names the setting in errors.
 func parseTemplate(what, s string) (template, error) {
-	t := template{src: s}
-	rest := s
-	for {
-		loc := actionRE.FindStringSubmatchIndex(rest)
-		lit := rest
-		if loc != nil {
-			lit = rest[:loc[0]]
-		}
-		if strings.Contains(lit, "{{") || strings.Contains(lit, "}}") {
-			return template{}, fmt.Errorf("awssts: %s %q: only {{.workload.NAME}} placeholders are allowed (for example {{.workload.name}} or {{.workload.namespace}})", what, s)
-		}
-		if lit != "" {
-			t.parts = append(t.parts, part{literal: lit})
-		}
-		if loc == nil {
-			return t, nil
-		}
-		t.parts = append(t.parts, part{attr: rest[loc[2]:loc[3]]})
-		rest = rest[loc[1]:]
+	t, err := identity.ParseTemplate(s)
+	if err != nil {
+		return template{}, fmt.Errorf("awssts: %s %w", what, err)
 	}
+	return template{t: t}, nil
 }
 
-// render substitutes w's attributes.
+// render substitutes w's attributes; errors wrap ErrWorkloadAttribute.
 func (t template) render(w identity.Workload) (string, error) {
-	var b strings.Builder
-	for _, p := range t.parts {
-		if p.attr == "" {
-			b.WriteString(p.literal)
-			continue
-		}
-		v, err := attribute(w, p.attr)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString(v)
-	}
-	return b.String(), nil
+	s, err := t.t.Render(w, nil)
+	return s, workloadErr(err)
 }
 
-// attribute returns a verified attribute of w: "name" is the workload's
-// name in the policy, anything else an attribute of a verified factor,
-// on whose value all factors that carry it must agree.
+// attribute returns a verified attribute of w; errors wrap
+// ErrWorkloadAttribute.
 func attribute(w identity.Workload, name string) (string, error) {
-	if name == "name" {
-		if w.Name == "" {
-			return "", fmt.Errorf("the caller matched no workload, so it has no name: %w", ErrWorkloadAttribute)
-		}
-		return w.Name, nil
+	v, err := w.Attribute(name)
+	return v, workloadErr(err)
+}
+
+func workloadErr(err error) error {
+	if err == nil || errors.Is(err, ErrWorkloadAttribute) {
+		return err
 	}
-	var v string
-	found := false
-	for _, f := range w.Factors {
-		fv, ok := f.Attributes[name]
-		if !ok {
-			continue
-		}
-		if found && fv != v {
-			return "", fmt.Errorf("attribute %s: verified factors disagree on its value: %w", name, ErrWorkloadAttribute)
-		}
-		v, found = fv, true
-	}
-	if !found || v == "" {
-		return "", fmt.Errorf("attribute %s: no verified factor of workload %s carries it: %w", name, w.DisplayName(), ErrWorkloadAttribute)
-	}
-	return v, nil
+	return fmt.Errorf("%w: %w", err, ErrWorkloadAttribute)
 }

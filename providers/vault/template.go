@@ -15,111 +15,34 @@ import (
 // request to another path ("../../sys/...") or another tenant's secret.
 var ErrTemplateValue = errors.New("workload attribute rejected for templating")
 
-// template is a string with {{.workload.NAME}} placeholders, parsed once
-// when the provider loads. Only that one form is accepted: there are no
-// functions, pipelines or conditionals, so a template can only ever
-// substitute checked attribute values.
-type template struct {
-	src   string
-	parts []part // alternating literal and placeholder parts
-}
+// template is a Vault path or certificate name template of verified
+// workload attributes (identity.Template); every substituted value must
+// pass checkValue.
+type template struct{ t identity.Template }
 
-type part struct {
-	literal string
-	attr    string // non-empty for a placeholder
-}
-
-var (
-	actionRE    = regexp.MustCompile(`\{\{\s*\.workload\.([A-Za-z0-9_]+)\s*\}\}`)
-	safeValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-)
+var safeValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
 // parseTemplate parses s. what names the setting in errors.
 func parseTemplate(what, s string) (template, error) {
-	t := template{src: s}
-	rest := s
-	for {
-		loc := actionRE.FindStringSubmatchIndex(rest)
-		lit := rest
-		if loc != nil {
-			lit = rest[:loc[0]]
-		}
-		if strings.Contains(lit, "{{") || strings.Contains(lit, "}}") {
-			return template{}, fmt.Errorf("%s %q: only {{.workload.NAME}} placeholders are allowed (for example {{.workload.name}} or {{.workload.namespace}})", what, s)
-		}
-		if lit != "" {
-			t.parts = append(t.parts, part{literal: lit})
-		}
-		if loc == nil {
-			return t, nil
-		}
-		t.parts = append(t.parts, part{attr: rest[loc[2]:loc[3]]})
-		rest = rest[loc[1]:]
+	t, err := identity.ParseTemplate(s)
+	if err != nil {
+		return template{}, fmt.Errorf("%s %w", what, err)
 	}
+	return template{t: t}, nil
 }
 
 // templated reports whether t has any placeholder.
-func (t template) templated() bool {
-	for _, p := range t.parts {
-		if p.attr != "" {
-			return true
-		}
-	}
-	return false
-}
+func (t template) templated() bool { return t.t.Templated() }
 
-// render substitutes the workload's verified attributes. "name" is the
-// workload's name in the policy; any other NAME is an attribute of a
-// verified factor (identity.Factor.Attributes). A missing attribute, two
-// factors disagreeing on it, or a value failing the safe-value check is an
-// error wrapping ErrTemplateValue.
+// render substitutes the workload's verified attributes. A missing
+// attribute, two factors disagreeing on it, or a value failing checkValue
+// is an error wrapping ErrTemplateValue.
 func (t template) render(w identity.Workload) (string, error) {
-	if !t.templated() {
-		return t.src, nil
+	s, err := t.t.Render(w, checkValue)
+	if err != nil && !errors.Is(err, ErrTemplateValue) {
+		err = fmt.Errorf("template %w: %w", err, ErrTemplateValue)
 	}
-	var b strings.Builder
-	for _, p := range t.parts {
-		if p.attr == "" {
-			b.WriteString(p.literal)
-			continue
-		}
-		v, err := attribute(w, p.attr)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString(v)
-	}
-	return b.String(), nil
-}
-
-// attribute returns one checked template value of w.
-func attribute(w identity.Workload, name string) (string, error) {
-	var v string
-	if name == "name" {
-		if w.Name == "" {
-			return "", fmt.Errorf("template needs {{.workload.name}} but the caller matched no workload: %w", ErrTemplateValue)
-		}
-		v = w.Name
-	} else {
-		found := false
-		for _, f := range w.Factors {
-			fv, ok := f.Attributes[name]
-			if !ok {
-				continue
-			}
-			if found && fv != v {
-				return "", fmt.Errorf("template attribute %s: verified factors disagree on its value: %w", name, ErrTemplateValue)
-			}
-			v, found = fv, true
-		}
-		if !found {
-			return "", fmt.Errorf("template attribute %s: no verified factor of workload %s carries it: %w", name, w.DisplayName(), ErrTemplateValue)
-		}
-	}
-	if err := checkValue(v); err != nil {
-		return "", fmt.Errorf("template attribute %s of workload %s: %w", name, w.DisplayName(), err)
-	}
-	return v, nil
+	return s, err
 }
 
 // checkValue rejects values that could escape a path segment.
