@@ -42,7 +42,8 @@ type Config struct {
 	// Listen is the plain proxy listener (absolute-URI HTTP and CONNECT).
 	Listen string `yaml:"listen"`
 	// TLSListen, when set, is a second listener on which the client to
-	// gateway hop is TLS ("HTTPS proxy"); it needs TLS.Cert and TLS.Key.
+	// gateway hop is TLS ("HTTPS proxy"); it needs TLS.Cert and TLS.Key,
+	// or TLS.SVID.
 	TLSListen string `yaml:"tls_listen"`
 	// TLS configures the TLS listener.
 	TLS ListenerTLS `yaml:"tls"`
@@ -88,6 +89,10 @@ type ListenerTLS struct {
 	// ReloadInterval is how often Cert, Key and ClientCA are checked for
 	// changes; new content is used for the next handshakes.
 	ReloadInterval Duration `yaml:"reload_interval"`
+	// SVID, instead of Cert and Key, serves the gateway's own X.509-SVID
+	// from the SPIFFE Workload API (identity.mtls.workload_api), the one
+	// in force at each handshake.
+	SVID bool `yaml:"svid"`
 }
 
 // CAConfig is the interception CA and its leaf certificates.
@@ -316,10 +321,15 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.CA.Cert == "" || cfg.CA.Key == "" {
 		bad("ca.cert and ca.key are required (write them with credgate ca init --out DIR)", "ca")
 	}
-	if cfg.TLSListen != "" && (cfg.TLS.Cert == "" || cfg.TLS.Key == "") {
-		bad("tls_listen needs tls.cert and tls.key (the gateway's own server certificate)", "tls_listen")
+	switch {
+	case cfg.TLS.SVID && (cfg.TLS.Cert != "" || cfg.TLS.Key != ""):
+		bad("tls: set either svid: true (the gateway's X.509-SVID from the Workload API) or cert and key, not both", "tls", "svid")
+	case cfg.TLS.SVID && cfg.Identity.MTLS.WorkloadAPI == nil:
+		bad("tls.svid needs identity.mtls.workload_api (where the gateway gets its X.509-SVID), e.g. socket: unix:///run/spire/agent.sock", "tls", "svid")
+	case cfg.TLSListen != "" && !cfg.TLS.SVID && (cfg.TLS.Cert == "" || cfg.TLS.Key == ""):
+		bad("tls_listen needs tls.cert and tls.key (the gateway's own server certificate), or tls.svid: true", "tls_listen")
 	}
-	if cfg.TLSListen == "" && (cfg.TLS.Cert != "" || cfg.TLS.ClientCA != "") {
+	if cfg.TLSListen == "" && (cfg.TLS.Cert != "" || cfg.TLS.ClientCA != "" || cfg.TLS.SVID) {
 		bad("tls: is set but tls_listen is not; set tls_listen or remove tls", "tls")
 	}
 	for _, l := range []struct{ key, val string }{{"listen", cfg.Listen}, {"tls_listen", cfg.TLSListen}, {"admin_listen", cfg.AdminListen}} {
@@ -337,8 +347,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if err := cfg.Identity.Validate(); err != nil {
 		bad("identity: "+err.Error(), "identity")
 	}
-	if cfg.TLS.ClientCA != "" && len(cfg.Identity.MTLS.Bundles) > 0 {
-		bad("set either tls.client_ca (the listener verifies client certificates) or identity.mtls.bundles (identity verifies them, bundles reloaded on change), not both", "identity", "mtls")
+	if cfg.TLS.ClientCA != "" && (len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil) {
+		bad("set either tls.client_ca (the listener verifies client certificates) or identity.mtls.bundles / identity.mtls.workload_api (identity verifies them, bundles rotated without restart), not both", "identity", "mtls")
 	}
 	if o := cfg.Audit.Output; o != "" && o != "stdout" && o != "stderr" {
 		rel(&cfg.Audit.Output)

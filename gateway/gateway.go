@@ -201,6 +201,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 	g.closers = append(g.closers, g.ids)
+	if src := g.ids.WorkloadAPI(); src != nil {
+		g.metrics.enableSVID(src.Status)
+	}
 
 	dns := opts.Resolver
 	if dns == nil {
@@ -284,7 +287,14 @@ func (g *Gateway) listen(ctx context.Context) error {
 	g.proxyLn = &countingListener{Listener: ln, open: g.metrics.connections}
 
 	if cfg.TLSListen != "" {
-		tlsCfg, err := g.listenerTLS(cfg.TLS, len(cfg.Identity.MTLS.Bundles) > 0)
+		identityVerifies := len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil
+		var tlsCfg *tls.Config
+		var err error
+		if cfg.TLS.SVID {
+			tlsCfg, err = g.listenerSVID()
+		} else {
+			tlsCfg, err = g.listenerTLS(cfg.TLS, identityVerifies)
+		}
 		if err != nil {
 			return err
 		}
@@ -371,6 +381,24 @@ func (g *Gateway) listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
+	}, nil
+}
+
+// listenerSVID is the TLS listener's configuration with tls.svid: each
+// handshake is served the gateway's X.509-SVID in force (the Workload API
+// rotates it), and client certificates are requested and left to
+// identity, which verifies them against the Workload API's bundles (and
+// identity.mtls.bundles) as they rotate.
+func (g *Gateway) listenerSVID() (*tls.Config, error) {
+	src := g.ids.WorkloadAPI()
+	if src == nil {
+		return nil, errors.New("tls.svid: identity.mtls.workload_api is not configured")
+	}
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"http/1.1"},
+		GetCertificate: src.GetCertificate,
+		ClientAuth:     tls.RequestClientCert,
 	}, nil
 }
 
@@ -566,6 +594,17 @@ func (g *Gateway) adminHandler() http.Handler {
 		if !ready {
 			status, word = http.StatusServiceUnavailable, "draining"
 		}
+		// With the Workload API, a replica without a valid X.509-SVID
+		// (the agent gone for longer than the SVID lives) cannot serve
+		// its TLS listener nor verify rotated client SVIDs.
+		svidState := ""
+		if src := g.ids.WorkloadAPI(); src != nil {
+			st := src.Status()
+			if !st.Held && ready {
+				status, word = http.StatusServiceUnavailable, "no_svid"
+			}
+			svidState = fmt.Sprintf(",\"svid\":{\"spiffe_id\":%q,\"expires\":%q,\"held\":%t}", st.ID, st.Expires.UTC().Format(time.RFC3339), st.Held)
+		}
 		w.WriteHeader(status)
 		// Redis being down does not make a replica unready: it serves
 		// from its own cache and the providers meanwhile.
@@ -576,7 +615,7 @@ func (g *Gateway) adminHandler() http.Handler {
 				redisState = ",\"redis\":\"up\""
 			}
 		}
-		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState)
+		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState, svidState)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux

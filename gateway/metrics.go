@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/rediscache"
 )
@@ -139,6 +140,35 @@ func (m *metrics) enableRedis() {
 		m.shared.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared)
+}
+
+// enableSVID registers the SPIFFE Workload API metrics (only gateways
+// with identity.mtls.workload_api show them), read from status at each
+// scrape.
+func (m *metrics) enableSVID(status func() identity.SVIDStatus) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgate_svid_expiry_timestamp_seconds",
+			Help: "Expiry (NotAfter, Unix time) of the gateway's X.509-SVID from the SPIFFE Workload API; 0 before the first.",
+		}, func() float64 {
+			if e := status().Expires; !e.IsZero() {
+				return float64(e.Unix())
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_svid_rotations_total",
+			Help: "Times the Workload API replaced the gateway's X.509-SVID with a new one.",
+		}, func() float64 { return float64(status().Rotations) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_workload_api_updates_total",
+			Help: "Updates (SVIDs and trust bundles) received from the SPIFFE Workload API.",
+		}, func() float64 { return float64(status().Updates) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_workload_api_errors_total",
+			Help: "Failed SPIFFE Workload API streams (retried with back-off) and rejected updates.",
+		}, func() float64 { return float64(status().Errors) }),
+	)
 }
 
 // RedisUp implements rediscache.Observer.

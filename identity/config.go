@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // Defaults applied by New (Config.WithDefaults) to unset fields.
@@ -44,6 +45,9 @@ const (
 	DefaultTokenReviewCacheTTL = 10 * time.Second
 	// DefaultPostureInterval is how often the posture feed is re-read.
 	DefaultPostureInterval = 30 * time.Second
+	// DefaultWorkloadAPIStartTimeout is how long New waits for the first
+	// X.509-SVID from the SPIFFE Workload API before it fails.
+	DefaultWorkloadAPIStartTimeout = 30 * time.Second
 )
 
 // Issuer profiles: how a token's claims become factor attributes.
@@ -94,6 +98,28 @@ type MTLSConfig struct {
 	// ReloadInterval is how often bundle files are checked for changes.
 	// Default DefaultReloadInterval.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// WorkloadAPI, when set, takes the X.509 bundles of the gateway's
+	// trust domains (and federated ones) from the SPIFFE Workload API, as
+	// they rotate, alongside Bundles; and the gateway's own X.509-SVID,
+	// which the TLS listener can serve (tls.svid).
+	WorkloadAPI *WorkloadAPIConfig `yaml:"workload_api"`
+}
+
+// WorkloadAPIConfig is the connection to a SPIFFE Workload API (a SPIRE
+// agent's socket).
+type WorkloadAPIConfig struct {
+	// Socket is the Workload API address: unix:///run/spire/agent.sock
+	// or tcp://127.0.0.1:8081. Default: the SPIFFE_ENDPOINT_SOCKET
+	// environment variable.
+	Socket string `yaml:"socket"`
+	// SPIFFEID picks the gateway's own SVID when the Workload API issues
+	// the gateway several. Default: the first one (the default SVID).
+	SPIFFEID string `yaml:"spiffe_id"`
+	// StartTimeout is how long New waits for the first X.509-SVID; if
+	// none arrived by then, New fails saying why (socket unreachable, no
+	// registration entry for the gateway). Default
+	// DefaultWorkloadAPIStartTimeout.
+	StartTimeout time.Duration `yaml:"start_timeout"`
 }
 
 // TrustBundle is one PEM file of CA certificates.
@@ -242,6 +268,11 @@ func (c Config) WithDefaults() Config {
 	}
 	c.MTLS.Bundles = slices.Clone(c.MTLS.Bundles)
 	setD(&c.MTLS.ReloadInterval, DefaultReloadInterval)
+	if c.MTLS.WorkloadAPI != nil {
+		w := *c.MTLS.WorkloadAPI
+		setD(&w.StartTimeout, DefaultWorkloadAPIStartTimeout)
+		c.MTLS.WorkloadAPI = &w
+	}
 	setD(&c.JWT.ClockSkew, DefaultClockSkew)
 	setI(&c.JWT.MaxTokenBytes, DefaultMaxTokenBytes)
 	setI(&c.JWT.CacheSize, DefaultTokenCacheSize)
@@ -329,6 +360,19 @@ func (c Config) Validate() error {
 				add(key+".trust_domain", "%q is not a trust domain name (%v); write it like example.org", b.TrustDomain, err)
 			}
 		}
+	}
+	if w := c.MTLS.WorkloadAPI; w != nil {
+		if w.Socket != "" {
+			if err := workloadapi.ValidateAddress(w.Socket); err != nil {
+				add("mtls.workload_api.socket", "%q: %v; write it like unix:///run/spire/agent.sock or tcp://127.0.0.1:8081", w.Socket, err)
+			}
+		}
+		if w.SPIFFEID != "" {
+			if _, err := spiffeid.FromString(w.SPIFFEID); err != nil {
+				add("mtls.workload_api.spiffe_id", "%q is not a SPIFFE ID (%v); write it like spiffe://example.org/credgate", w.SPIFFEID, err)
+			}
+		}
+		nonNeg("mtls.workload_api.start_timeout", w.StartTimeout)
 	}
 	for i, td := range c.MTLS.TrustDomains {
 		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
@@ -531,7 +575,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 		}
 		return nil, err
 	}
-	mv, err := newMTLSVerifier(cfg.MTLS, o)
+	mv, err := newMTLSVerifier(ctx, cfg.MTLS, o)
 	if err != nil {
 		return fail(err)
 	}

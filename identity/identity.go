@@ -12,7 +12,9 @@
 //   - source: the client's TCP address; always present.
 //   - mtls: a client certificate, verified by the gateway's TLS listener
 //     (Evidence.VerifiedChains) or by the trust bundles of Config.MTLS
-//     (Evidence.PeerCertificates). Its subject is the SPIFFE ID of the URI
+//     (Evidence.PeerCertificates): PEM files, and the bundles of a SPIFFE
+//     Workload API, which also provides the gateway's own X.509-SVID
+//     (Resolver.WorkloadAPI). Its subject is the SPIFFE ID of the URI
 //     SAN, else the certificate's subject DN.
 //   - jwt: a signed token in Proxy-Authorization ("Bearer <jwt>", or Basic
 //     with the token as password), verified against the JWKS of a
@@ -557,7 +559,8 @@ func conflictError(w Workload, specs []Spec, selecting []int) error {
 }
 
 // ClientCAs returns the roots of the mtls trust bundles in force (they
-// are reloaded when their files change), for the acceptable-CA list a TLS
+// are reloaded when their files change, and include the Workload API's
+// bundles as they rotate), for the acceptable-CA list a TLS
 // listener sends in its CertificateRequest; nil when no bundle is
 // configured. Verification itself happens in Resolve.
 func (r *Resolver) ClientCAs() *x509.CertPool {
@@ -565,6 +568,17 @@ func (r *Resolver) ClientCAs() *x509.CertPool {
 		return nil
 	}
 	return r.mtls.clientCAs()
+}
+
+// WorkloadAPI returns the SPIFFE Workload API source of a Resolver built
+// by New (identity.mtls.workload_api): the gateway's own X.509-SVID for
+// its TLS listener, and its status for readiness and metrics. Nil when
+// not configured.
+func (r *Resolver) WorkloadAPI() *WorkloadAPISource {
+	if r.mtls == nil {
+		return nil
+	}
+	return r.mtls.wl
 }
 
 // Posture returns the posture feed of a Resolver built by New, nil when

@@ -24,7 +24,7 @@ func init() {
 		if err := full.Validate(); err != nil {
 			return nil, err
 		}
-		return newMTLSVerifier(full.MTLS, buildOptions(nil))
+		return newMTLSVerifier(ctx, full.MTLS, buildOptions(nil))
 	}})
 	Register(Module{Name: KindJWT, New: func(ctx context.Context, settings map[string]any) (Verifier, error) {
 		var c JWTConfig

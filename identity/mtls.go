@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -35,7 +36,10 @@ type mtlsVerifier struct {
 	state   atomic.Pointer[trustState]
 	// reloaders re-read the bundle files; tests call load directly.
 	reloaders []*fileReloader
-	stop      []func() error
+	// wl streams bundles (and the gateway's SVID) from the SPIFFE
+	// Workload API; nil when not configured.
+	wl   *WorkloadAPISource
+	stop []func() error
 }
 
 // trustState is the merged content of the bundles in force.
@@ -47,9 +51,58 @@ type trustState struct {
 	// all is every CA, for the listener's acceptable-CA list.
 	all  *x509.CertPool
 	size int
+	// verified remembers the chains verified against this state, so that
+	// the requests of one connection (and the connections of one client)
+	// do not pay for the signature checks again; a new state starts empty.
+	verified *chainCache
 }
 
-func newMTLSVerifier(cfg MTLSConfig, o options) (*mtlsVerifier, error) {
+// maxVerifiedChains bounds a chainCache; when full it starts over.
+const maxVerifiedChains = 4096
+
+// chainCache maps the SHA-256 of the certificates a client sent to the
+// chain they verified to. Only successes are kept, and the validity
+// period is checked again on every use.
+type chainCache struct {
+	mu sync.RWMutex
+	m  map[[sha256.Size]byte][]*x509.Certificate
+}
+
+func newChainCache() *chainCache {
+	return &chainCache{m: map[[sha256.Size]byte][]*x509.Certificate{}}
+}
+
+func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
+	h := sha256.New()
+	var n [4]byte
+	for _, c := range certs {
+		h.Write(binary.BigEndian.AppendUint32(n[:0], uint32(len(c.Raw))))
+		h.Write(c.Raw)
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (c *chainCache) get(k [sha256.Size]byte) []*x509.Certificate {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.m[k]
+}
+
+func (c *chainCache) put(k [sha256.Size]byte, chain []*x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxVerifiedChains {
+		clear(c.m)
+	}
+	c.m[k] = chain
+}
+
+// newMTLSVerifier loads the bundle files and, with cfg.WorkloadAPI, waits
+// for the first update of the Workload API (bounded by its
+// start_timeout and ctx).
+func newMTLSVerifier(ctx context.Context, cfg MTLSConfig, o options) (*mtlsVerifier, error) {
 	v := &mtlsVerifier{requireSPIFFE: cfg.RequireSPIFFE, now: o.now, log: o.log}
 	for _, s := range cfg.TrustDomains {
 		td, err := spiffeid.TrustDomainFromString(s)
@@ -76,6 +129,14 @@ func newMTLSVerifier(cfg MTLSConfig, o options) (*mtlsVerifier, error) {
 		}
 		reloaders = append(reloaders, r)
 	}
+	if cfg.WorkloadAPI != nil {
+		wl, err := newWorkloadAPISource(ctx, *cfg.WorkloadAPI, o, v.rebuild)
+		if err != nil {
+			return nil, err
+		}
+		v.wl = wl
+		v.stop = append(v.stop, wl.Close)
+	}
 	v.rebuild()
 	v.reloaders = reloaders
 	for _, r := range reloaders {
@@ -100,21 +161,36 @@ func (v *mtlsVerifier) setBundle(i int, data []byte) error {
 func (v *mtlsVerifier) rebuild() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	st := &trustState{any: x509.NewCertPool(), domains: x509bundle.NewSet(), all: x509.NewCertPool()}
+	st := &trustState{any: x509.NewCertPool(), domains: x509bundle.NewSet(), all: x509.NewCertPool(), verified: newChainCache()}
+	add := func(td spiffeid.TrustDomain, c *x509.Certificate) {
+		st.all.AddCert(c)
+		st.size++
+		if td.IsZero() {
+			st.any.AddCert(c)
+			return
+		}
+		b, ok := st.domains.Get(td)
+		if !ok {
+			b = x509bundle.New(td)
+			st.domains.Add(b)
+		}
+		b.AddX509Authority(c)
+	}
 	for i, certs := range v.certs {
 		for _, c := range certs {
-			st.all.AddCert(c)
-			st.size++
-			if v.domains[i].IsZero() {
-				st.any.AddCert(c)
-				continue
+			add(v.domains[i], c)
+		}
+	}
+	// The Workload API's bundles (the agent's own trust domain and the
+	// federated ones) verify SVIDs of their trust domain only, alongside
+	// a PEM bundle of the same domain if one is configured.
+	if v.wl != nil {
+		if set := v.wl.bundles(); set != nil {
+			for _, b := range set.Bundles() {
+				for _, c := range b.X509Authorities() {
+					add(b.TrustDomain(), c)
+				}
 			}
-			b, ok := st.domains.Get(v.domains[i])
-			if !ok {
-				b = x509bundle.New(v.domains[i])
-				st.domains.Add(b)
-			}
-			b.AddX509Authority(c)
 		}
 	}
 	v.state.Store(st)
@@ -164,7 +240,7 @@ func (v *mtlsVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
 		}
 	case len(ev.PeerCertificates) > 0:
 		var err error
-		if chain, err = v.verifyChain(ev.PeerCertificates, now); err != nil {
+		if chain, err = v.verifyCached(ev.PeerCertificates, now); err != nil {
 			return nil, err
 		}
 	default:
@@ -173,13 +249,37 @@ func (v *mtlsVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
 	return v.factor(chain)
 }
 
-// verifyChain verifies the certificates a client sent against the trust
-// bundles in force. An X.509-SVID whose trust domain has its own bundle is
-// verified against that bundle only.
-func (v *mtlsVerifier) verifyChain(certs []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+// verifyCached is verifyChain with the chains verified against the trust
+// state in force remembered: a hit costs a hash of the certificates and
+// a check of their validity periods.
+func (v *mtlsVerifier) verifyCached(certs []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	st := v.state.Load()
+	if st == nil || st.verified == nil {
+		return v.verifyChain(st, certs, now)
+	}
+	k := chainKey(certs)
+	if chain := st.verified.get(k); chain != nil {
+		for _, c := range chain {
+			if now.After(c.NotAfter) || now.Before(c.NotBefore) {
+				return nil, fmt.Errorf("client certificate chain is outside its validity period (%s): %w", describeCert(c), ErrInvalid)
+			}
+		}
+		return chain, nil
+	}
+	chain, err := v.verifyChain(st, certs, now)
+	if err != nil {
+		return nil, err
+	}
+	st.verified.put(k, chain)
+	return chain, nil
+}
+
+// verifyChain verifies the certificates a client sent against the trust
+// bundles of st. An X.509-SVID whose trust domain has its own bundle is
+// verified against that bundle only.
+func (v *mtlsVerifier) verifyChain(st *trustState, certs []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	if st == nil || st.size == 0 {
-		return nil, fmt.Errorf("a client certificate was presented but nothing verified it: set tls.client_ca on the listener or identity.mtls.bundles: %w", ErrInvalid)
+		return nil, fmt.Errorf("a client certificate was presented but nothing verified it: set tls.client_ca on the listener, identity.mtls.bundles or identity.mtls.workload_api: %w", ErrInvalid)
 	}
 	leaf := certs[0]
 	if hasSPIFFEURI(leaf) {

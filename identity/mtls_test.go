@@ -33,7 +33,7 @@ func TestMTLSVerify(t *testing.T) {
 		},
 		TrustDomains: []string{"prod.example.org", "staging.example.org"},
 	}}.WithDefaults()
-	v, err := newMTLSVerifier(cfg.MTLS, testOptions(clock))
+	v, err := newMTLSVerifier(context.Background(), cfg.MTLS, testOptions(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestMTLSVerify(t *testing.T) {
 
 func TestMTLSWithoutBundles(t *testing.T) {
 	clock := newFakeClock()
-	v, err := newMTLSVerifier(Config{MTLS: MTLSConfig{RequireSPIFFE: true}}.WithDefaults().MTLS, testOptions(clock))
+	v, err := newMTLSVerifier(context.Background(), Config{MTLS: MTLSConfig{RequireSPIFFE: true}}.WithDefaults().MTLS, testOptions(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestMTLSBundleReload(t *testing.T) {
 	oldCA, newCA := newCA(t, "old"), newCA(t, "new")
 	path := writeFile(t, dir, "bundle.pem", oldCA.pem())
 	cfg := MTLSConfig{Bundles: []TrustBundle{{File: path, TrustDomain: "example.org"}}, ReloadInterval: 5 * time.Millisecond}
-	v, err := newMTLSVerifier(Config{MTLS: cfg}.WithDefaults().MTLS, testOptions(clock))
+	v, err := newMTLSVerifier(context.Background(), Config{MTLS: cfg}.WithDefaults().MTLS, testOptions(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,5 +145,42 @@ func TestMTLSBundleReload(t *testing.T) {
 	}
 	if v.clientCAs() == nil {
 		t.Fatal("clientCAs is nil with a bundle configured")
+	}
+}
+
+// TestMTLSVerifiedChainCache: a chain verified once is served from the
+// cache, still checked against the clock, and forgotten when the bundles
+// change.
+func TestMTLSVerifiedChainCache(t *testing.T) {
+	clock := newFakeClock()
+	dir := t.TempDir()
+	oldCA, newCA := newCA(t, "old"), newCA(t, "new")
+	path := writeFile(t, dir, "bundle.pem", oldCA.pem())
+	v, err := newMTLSVerifier(context.Background(), Config{MTLS: MTLSConfig{Bundles: []TrustBundle{{File: path, TrustDomain: "example.org"}}}}.WithDefaults().MTLS, testOptions(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	cert := oldCA.issue(t, leafOpts{uris: []string{"spiffe://example.org/w"}, notAfter: t0.Add(time.Minute)})
+	ev := Evidence{PeerCertificates: []*x509.Certificate{cert}}
+	for range 2 {
+		if _, err := v.Verify(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(v.state.Load().verified.m); got != 1 {
+		t.Fatalf("%d cached chains, want 1", got)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := v.Verify(context.Background(), ev); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "validity period") {
+		t.Fatalf("cached chain after expiry: %v, want ErrInvalid (validity period)", err)
+	}
+	clock.Advance(-2 * time.Minute)
+	writeFile(t, dir, "bundle.pem", newCA.pem())
+	if _, err := v.reloaders[0].Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), ev); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("cached chain of a CA no longer trusted: %v, want ErrInvalid", err)
 	}
 }

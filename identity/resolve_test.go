@@ -17,7 +17,7 @@ func TestResolveFactors(t *testing.T) {
 	clock := newFakeClock()
 	dir := t.TempDir()
 	ca := newCA(t, "prod")
-	mv, err := newMTLSVerifier(Config{MTLS: MTLSConfig{Bundles: []TrustBundle{{File: writeFile(t, dir, "b.pem", ca.pem()), TrustDomain: "prod.example.org"}}}}.WithDefaults().MTLS, testOptions(clock))
+	mv, err := newMTLSVerifier(context.Background(), Config{MTLS: MTLSConfig{Bundles: []TrustBundle{{File: writeFile(t, dir, "b.pem", ca.pem()), TrustDomain: "prod.example.org"}}}}.WithDefaults().MTLS, testOptions(clock))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -267,10 +267,10 @@ func resolveWorkload(ctx context.Context, l *loaded, pres presentation, source s
 					return identity.Workload{Source: addr}, fmt.Errorf("the TLS listener refuses the certificate: %w", verr), nil
 				}
 				ev.VerifiedChains = chains
-			case len(cfg.Identity.MTLS.Bundles) > 0:
+			case len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil:
 				ev.PeerCertificates = pres.certs
 			default:
-				return identity.Workload{}, nil, fmt.Errorf("explain: --cert: the config verifies no client certificates (set tls.client_ca or identity.mtls.bundles)")
+				return identity.Workload{}, nil, fmt.Errorf("explain: --cert: the config verifies no client certificates (set tls.client_ca, identity.mtls.bundles or identity.mtls.workload_api)")
 			}
 		}
 	}

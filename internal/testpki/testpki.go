@@ -85,6 +85,13 @@ func (a *Authority) ClientLeaf(cn string, uris ...string) (tls.Certificate, erro
 	return a.issue(cn, nil, uris, x509.ExtKeyUsageClientAuth)
 }
 
+// SVID issues an X.509-SVID the way SPIRE does: the SPIFFE ID as the
+// only URI SAN, usable for both server and client authentication, plus
+// optional DNS names and IP addresses; valid for one day.
+func (a *Authority) SVID(spiffeID string, names ...string) (tls.Certificate, error) {
+	return a.issue(spiffeID, names, []string{spiffeID}, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
 // PEM returns a certificate issued by Leaf or ClientLeaf as PEM files'
 // contents: the certificate chain and the PKCS #8 key.
 func PEM(c tls.Certificate) (certPEM, keyPEM []byte, err error) {
@@ -98,7 +105,7 @@ func PEM(c tls.Certificate) (certPEM, keyPEM []byte, err error) {
 	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
 }
 
-func (a *Authority) issue(cn string, names, uris []string, eku x509.ExtKeyUsage) (tls.Certificate, error) {
+func (a *Authority) issue(cn string, names, uris []string, eku ...x509.ExtKeyUsage) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("testpki: generate leaf key: %w", err)
@@ -114,7 +121,7 @@ func (a *Authority) issue(cn string, names, uris []string, eku x509.ExtKeyUsage)
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{eku},
+		ExtKeyUsage:  eku,
 	}
 	for _, u := range uris {
 		pu, err := url.Parse(u)
