@@ -129,13 +129,13 @@ func newWorkloadAPISource(ctx context.Context, cfg WorkloadAPIConfig, o options,
 			slog.String("spiffe_id", st.svid.ID.String()), slog.Time("expires", st.svid.Certificates[0].NotAfter))
 		return s, nil
 	case <-timer.C:
-		err = fmt.Errorf("no X.509-SVID within start_timeout %s", wait)
+		err = fmt.Errorf("within start_timeout %s", wait)
 	case <-ctx.Done():
-		err = fmt.Errorf("no X.509-SVID before start-up was cancelled: %w", ctx.Err())
+		err = fmt.Errorf("before start-up was cancelled (%w)", ctx.Err())
 	}
 	last := s.lastError()
 	_ = s.Close()
-	return nil, fmt.Errorf("identity.mtls.workload_api: %s from the SPIFFE Workload API at %s: %s", describeLast(last), addr, err)
+	return nil, fmt.Errorf("identity.mtls.workload_api: no X.509-SVID from the SPIFFE Workload API at %s %w: %s", addr, err, describeLast(last))
 }
 
 // describeLast turns the last stream error into advice.
