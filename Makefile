@@ -1,7 +1,8 @@
 # credgate — one command per job. A newcomer runs `make test`.
 #
-#   make test    install test tools (cached: staticcheck, Ory Hydra, MinIO), gofmt
+#   make test    install test tools (cached: staticcheck, Ory Hydra, MinIO, SPIRE), gofmt
 #                check, go vet, staticcheck, then every test (unit + e2e) with -race
+#   make test-spire  only the end-to-end test against a real SPIRE server and agent
 #   make build   build bin/credgate
 #   make demo    run `credgate demo` (a gateway plus a local SaaS echo origin)
 #   make bench   the benchmark in bench/ (figures, not a pass/fail test)
@@ -15,19 +16,21 @@ TEST_TIMEOUT ?= 30m
 
 export CREDGATE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: all test tools fmt-check vet staticcheck test-go build demo bench fuzz clean
+.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build demo bench fuzz clean
 
 all: build
 
 test: tools fmt-check vet staticcheck test-go
 
-# Ory Hydra (the OAuth2 e2e peer) is built here too, outside go test's
-# timeout; a cold build takes minutes, later runs only check the version.
-# If it cannot be built, the e2e test says why and falls back.
+# Ory Hydra (the OAuth2 e2e peer), MinIO and SPIRE are built here too,
+# outside go test's timeout; a cold build takes minutes (SPIRE: about 15 on
+# 2 cores), later runs only check the version. If one cannot be built, its
+# e2e tests say why and fall back or skip.
 tools:
 	@bash scripts/test-tools.sh
 	@bash scripts/hydra.sh || echo "tools: Ory Hydra could not be built; TestOAuth2AuthorizationServer will fall back and say why"
 	@bash scripts/minio-tools.sh || echo "tools: MinIO could not be built; the AWS e2e tests will skip and say why"
+	@bash scripts/spire.sh || echo "tools: SPIRE could not be built; TestSPIRE will skip and say why"
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:
@@ -53,6 +56,12 @@ test-go:
 	CREDGATE_PEERS_LOG=$$peers $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...; rc=$$?; \
 	if [ -s $$peers ]; then echo "peers used by the tests:"; sed 's/^/  /' $$peers; fi; \
 	rm -f $$peers; exit $$rc
+
+# The real-SPIRE end-to-end test alone (make test runs it too): builds
+# spire-server and spire-agent if missing, then runs e2e's TestSPIRE.
+test-spire:
+	@bash scripts/spire.sh
+	$(GO) test -race -count=1 -run '^TestSPIRE$$' -v ./e2e
 
 build:
 	$(GO) build -o bin/credgate ./cmd/credgate

@@ -25,9 +25,10 @@ mkdir -p "$bin" "$build"
 
 log() { printf 'spire: %s\n' "$*" >&2; }
 
-# have_version BINARY VERSION: the binary exists and was built from module VERSION.
+# have_version BINARY VERSION: the binary exists and was built from spire at
+# VERSION (its "mod" line: go build of a package of a required module).
 have_version() {
-	[ -x "$1" ] && go version -m "$1" 2>/dev/null | awk '$1=="dep" && $2=="github.com/spiffe/spire"{print $3}' | grep -qx "$2"
+	[ -x "$1" ] && go version -m "$1" 2>/dev/null | awk '($1=="mod" || $1=="dep") && $2=="github.com/spiffe/spire"{print $3}' | grep -qx "$2"
 }
 
 if have_version "$bin/spire-server" "$SPIRE_VERSION" && have_version "$bin/spire-agent" "$SPIRE_VERSION"; then
