@@ -60,7 +60,7 @@ func cmdRun(args []string) error {
 	var rc runConfig
 	var targets, scenarios string
 	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
-	fs.StringVar(&targets, "targets", "direct,goproxy,credgate", "targets to measure")
+	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa", "targets to measure (credgate-2fa: credgate requiring mtls + jwt over its TLS listener)")
 	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,rate", "scenarios to run, in this order")
 	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
 	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
@@ -207,12 +207,12 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			defer t.proc.stop(3 * time.Second)
 			ts = append(ts, t)
 			setEnv("goproxy baseline", "github.com/elazarl/goproxy v1.9.3, MITM every CONNECT (ECDSA P-256 CA, leaf cached per host), sets Authorization, verifies upstream TLS, "+map[bool]string{false: "HTTP/1.1", true: "HTTP/2 allowed"}[rc.upstreamH2]+" upstream keep-alive (64 idle per host)")
-		case report.Credgate:
+		case report.Credgate, report.Credgate2FA:
 			if rc.credgate == "" {
 				skipped[name] = "no -credgate binary given"
 				continue
 			}
-			t, info, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env)
+			t, info, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, name == report.Credgate2FA)
 			for _, kv := range info {
 				setEnv(kv[0], kv[1])
 			}
@@ -224,7 +224,7 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			defer t.proc.stop(5 * time.Second)
 			ts = append(ts, t)
 		default:
-			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate)", name)
+			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate, credgate-2fa)", name)
 		}
 	}
 	// One request through each target before measuring anything: a target
@@ -580,10 +580,16 @@ log:
 `
 
 // startCredgate writes a CA, a policy and a config and starts the real
-// credgate binary. info carries set-up details for the report.
-func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *testpki.Authority, pins pinning, env []string) (target, [][2]string, error) {
+// credgate binary. info carries set-up details for the report. With
+// twoFactor it is the credgate-2fa target: the workload must present a
+// client X.509-SVID on the TLS listener and a JWT-SVID (twofactor.go).
+func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *testpki.Authority, pins pinning, env []string, twoFactor bool) (target, [][2]string, error) {
 	var info [][2]string
-	dir := filepath.Join(work, "credgate")
+	name := report.Credgate
+	if twoFactor {
+		name = report.Credgate2FA
+	}
+	dir := filepath.Join(work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return target{}, info, fmt.Errorf("credgate directory: %w", err)
 	}
@@ -611,14 +617,26 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		audit, auditDesc = "/dev/null", "on, written to /dev/null"
 	}
 	info = append(info, [2]string{"credgate set-up", fmt.Sprintf("real binary, `credgate serve -c credgate.yaml`; static bearer rule from a workload identified by source CIDR; upstream TLS verified with ca_bundle; resolve map; allow_private; log level info; interception CA %s; audit %s", how, auditDesc)})
-	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), fmt.Appendf(nil, credgatePolicy, originHost, tokenEnv), 0o644); err != nil {
+	policy := fmt.Sprintf(credgatePolicy, originHost, tokenEnv)
+	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKey, originHost, originAddr, audit)
+	var tf *twoFactorSetup
+	if twoFactor {
+		if tf, err = newTwoFactorSetup(dir); err != nil {
+			return target{}, info, err
+		}
+		if proxyAddr, err = freePort(); err != nil {
+			return target{}, info, err
+		}
+		policy, cfg = tf.policy(policy), cfg+tf.config(proxyAddr)
+		info = append(info, [2]string{"credgate-2fa set-up", tf.describe()})
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
 		return target{}, info, fmt.Errorf("write policy: %w", err)
 	}
-	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKey, originHost, originAddr, audit)
 	if err := os.WriteFile(filepath.Join(dir, "credgate.yaml"), []byte(cfg), 0o644); err != nil {
 		return target{}, info, fmt.Errorf("write config: %w", err)
 	}
-	p, err := startProc(report.Credgate, pins.proxy, dir, filepath.Join(dir, "credgate.log"), env, rc.credgate, "serve", "-c", "credgate.yaml")
+	p, err := startProc(name, pins.proxy, dir, filepath.Join(dir, "credgate.log"), env, rc.credgate, "serve", "-c", "credgate.yaml")
 	if err != nil {
 		return target{}, info, err
 	}
@@ -639,7 +657,11 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		p.stop(time.Second)
 		return target{}, info, fmt.Errorf("credgate CA %s holds no certificate", caCert)
 	}
-	return target{proc: p, lg: &loadgen.Target{Name: report.Credgate, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}}, info, nil
+	lg := &loadgen.Target{Name: name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}
+	if tf != nil {
+		lg.ProxyTLS, lg.ProxyHeader = tf.proxyTLS(), tf.proxyHeader()
+	}
+	return target{proc: p, lg: lg}, info, nil
 }
 
 // credgateCA makes the interception CA with `credgate ca init` and falls

@@ -50,6 +50,13 @@ type Target struct {
 	// credential itself so the origin does the same work for every target;
 	// through a proxy the client sends none and the proxy injects it.
 	Header http.Header
+	// ProxyTLS, when set, makes the hop to the proxy TLS ("HTTPS proxy",
+	// credgate's tls_listen) with this configuration, e.g. a client
+	// certificate for the mtls factor; nil: plain TCP to the proxy.
+	ProxyTLS *tls.Config
+	// ProxyHeader holds headers sent with CONNECT, e.g.
+	// Proxy-Authorization with a token for the jwt factor.
+	ProxyHeader http.Header
 	// Timeout bounds one connection set-up or one request (default 10s).
 	Timeout time.Duration
 }
@@ -127,8 +134,16 @@ func Dial(ctx context.Context, t *Target) (*Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
+	if t.Proxy != "" && t.ProxyTLS != nil {
+		pc := tls.Client(raw, t.ProxyTLS)
+		if err := pc.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return nil, fmt.Errorf("loadgen: TLS handshake with the proxy %s: %w", addr, err)
+		}
+		raw = pc
+	}
 	if t.Proxy != "" {
-		if err := connect(raw, t.hostPort()); err != nil {
+		if err := connect(raw, t.hostPort(), t.ProxyHeader); err != nil {
 			_ = raw.Close()
 			return nil, err
 		}
@@ -147,9 +162,16 @@ func Dial(ctx context.Context, t *Target) (*Conn, error) {
 	return &Conn{t: t, tc: tc, br: bufio.NewReaderSize(tc, 4096), req: t.request()}, nil
 }
 
-// connect sends CONNECT and reads the proxy's answer.
-func connect(c net.Conn, hostPort string) error {
-	if _, err := io.WriteString(c, "CONNECT "+hostPort+" HTTP/1.1\r\nHost: "+hostPort+"\r\nUser-Agent: credgate-bench/1\r\n\r\n"); err != nil {
+// connect sends CONNECT, with the extra headers h, and reads the proxy's
+// answer.
+func connect(c net.Conn, hostPort string, h http.Header) error {
+	head := "CONNECT " + hostPort + " HTTP/1.1\r\nHost: " + hostPort + "\r\nUser-Agent: credgate-bench/1\r\n"
+	for k, vs := range h {
+		for _, v := range vs {
+			head += k + ": " + v + "\r\n"
+		}
+	}
+	if _, err := io.WriteString(c, head+"\r\n"); err != nil {
 		return fmt.Errorf("loadgen: write CONNECT: %w", err)
 	}
 	// Read byte by byte up to the end of the head: the proxy sends nothing

@@ -19,6 +19,9 @@ const (
 	Direct   = "direct"
 	Goproxy  = "goproxy"
 	Credgate = "credgate"
+	// Credgate2FA is credgate requiring two factors (an X.509-SVID on its
+	// TLS listener and a JWT-SVID) instead of the source address.
+	Credgate2FA = "credgate-2fa"
 )
 
 // Thresholds from issue 2 (Benchmark section).
@@ -31,6 +34,10 @@ const (
 	AddedP50 = 350 * time.Microsecond
 	// MaxRSS is the maximum gateway RSS with the idle connections open.
 	MaxRSS = 64 << 20
+	// TwoFactorRatio (issue 3) is the minimum keep-alive rps ratio of
+	// credgate requiring mtls + jwt over its TLS listener to credgate
+	// with the static source-address rule.
+	TwoFactorRatio = 0.90
 )
 
 // Run is one scenario's results, one entry per target.
@@ -60,6 +67,17 @@ func (r *Run) Get(target string) (loadgen.Result, bool) {
 		}
 	}
 	return loadgen.Result{}, false
+}
+
+// TwoFactorRatio is credgate-2fa's rps over credgate's; ok is false when
+// either was not measured.
+func (r *Run) TwoFactorRatio() (x float64, ok bool) {
+	c, okc := r.Get(Credgate)
+	m, okm := r.Get(Credgate2FA)
+	if !okc || !okm || c.RPS == 0 {
+		return 0, false
+	}
+	return m.RPS / c.RPS, true
 }
 
 // Memory is one proxy's memory figures.
@@ -130,6 +148,14 @@ func (r *Results) Verdicts() []Verdict {
 	}
 	ratio("keep-alive rps", r.KeepAlive, KeepAliveRatio)
 	ratio("new-connection rps", r.NewConn, NewConnRatio)
+	tf := Verdict{Name: "keep-alive rps, two factors (issue 3)", Want: fmt.Sprintf("≥ %.2f× credgate static rule", TwoFactorRatio)}
+	if x, ok := r.KeepAlive.TwoFactorRatio(); ok {
+		tf.Got = fmt.Sprintf("%.2f×", x)
+		tf.Pass = x >= TwoFactorRatio
+	} else {
+		tf.Absent = true
+	}
+	out = append(out, tf)
 	v := Verdict{Name: "added p50 at fixed rate", Want: "≤ " + Dur(AddedP50) + " over direct"}
 	c, ok1 := r.FixedRate.Get(Credgate)
 	d, ok2 := r.FixedRate.Get(Direct)
@@ -164,6 +190,9 @@ func (r *Results) Write(w io.Writer) {
 	if r.KeepAlive != nil {
 		writeRun(w, r.Titles["keep_alive"], r.KeepAlive, false)
 		writeRatio(w, r.KeepAlive, KeepAliveRatio)
+		if x, ok := r.KeepAlive.TwoFactorRatio(); ok {
+			fmt.Fprintf(w, "Two factors (issue 3): credgate-2fa/credgate keep-alive rps **%.2f×** (target ≥ %.2f×: %s)\n\n", x, TwoFactorRatio, passMiss(x >= TwoFactorRatio))
+		}
 	}
 	if r.NewConn != nil {
 		writeRun(w, r.Titles["new_conn"], r.NewConn, false)
@@ -176,7 +205,7 @@ func (r *Results) Write(w io.Writer) {
 	if len(r.Memory) > 0 {
 		writeMemory(w, r.Titles["memory"], r.Memory)
 	}
-	fmt.Fprintf(w, "## Targets (issue 2)\n\n| target | want | got | |\n|---|---|---|---|\n")
+	fmt.Fprintf(w, "## Targets (issues 2 and 3)\n\n| target | want | got | |\n|---|---|---|---|\n")
 	for _, v := range r.Verdicts() {
 		mark := "MISS"
 		switch {
