@@ -30,10 +30,12 @@ type mtlsVerifier struct {
 	now           func() time.Time
 	log           *slog.Logger
 
-	mu      sync.Mutex // guards certs
-	certs   [][]*x509.Certificate
-	domains []spiffeid.TrustDomain // per bundle; zero: any
-	state   atomic.Pointer[trustState]
+	mu    sync.Mutex // guards certs and wlBundles
+	certs [][]*x509.Certificate
+	// wlBundles are the X.509 bundles of the Workload API's last update.
+	wlBundles *x509bundle.Set
+	domains   []spiffeid.TrustDomain // per bundle; zero: any
+	state     atomic.Pointer[trustState]
 	// reloaders re-read the bundle files; tests call load directly.
 	reloaders []*fileReloader
 	// wl streams bundles (and the gateway's SVID) from the SPIFFE
@@ -130,7 +132,7 @@ func newMTLSVerifier(ctx context.Context, cfg MTLSConfig, o options) (*mtlsVerif
 		reloaders = append(reloaders, r)
 	}
 	if cfg.WorkloadAPI != nil {
-		wl, err := newWorkloadAPISource(ctx, *cfg.WorkloadAPI, o, v.rebuild)
+		wl, err := newWorkloadAPISource(ctx, *cfg.WorkloadAPI, o, v.setWorkloadBundles)
 		if err != nil {
 			return nil, err
 		}
@@ -143,6 +145,15 @@ func newMTLSVerifier(ctx context.Context, cfg MTLSConfig, o options) (*mtlsVerif
 		v.stop = append(v.stop, background(r.Run))
 	}
 	return v, nil
+}
+
+// setWorkloadBundles replaces the Workload API's bundles (called by the
+// source on every update).
+func (v *mtlsVerifier) setWorkloadBundles(set *x509bundle.Set) {
+	v.mu.Lock()
+	v.wlBundles = set
+	v.mu.Unlock()
+	v.rebuild()
 }
 
 // setBundle replaces bundle i with the certificates in data.
@@ -184,12 +195,10 @@ func (v *mtlsVerifier) rebuild() {
 	// The Workload API's bundles (the agent's own trust domain and the
 	// federated ones) verify SVIDs of their trust domain only, alongside
 	// a PEM bundle of the same domain if one is configured.
-	if v.wl != nil {
-		if set := v.wl.bundles(); set != nil {
-			for _, b := range set.Bundles() {
-				for _, c := range b.X509Authorities() {
-					add(b.TrustDomain(), c)
-				}
+	if v.wlBundles != nil {
+		for _, b := range v.wlBundles.Bundles() {
+			for _, c := range b.X509Authorities() {
+				add(b.TrustDomain(), c)
 			}
 		}
 	}

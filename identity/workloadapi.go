@@ -36,9 +36,9 @@ type WorkloadAPISource struct {
 	pick spiffeid.ID // zero: the default (first) SVID
 	log  *slog.Logger
 	now  func() time.Time
-	// onUpdate is called after each accepted update (the mtls verifier
-	// rebuilds its trust state).
-	onUpdate func()
+	// onUpdate is called with the bundles of each accepted update (the
+	// mtls verifier rebuilds its trust state).
+	onUpdate func(*x509bundle.Set)
 
 	client *workloadapi.Client
 	stop   func() error
@@ -54,11 +54,10 @@ type WorkloadAPISource struct {
 	lastErr   error
 }
 
-// svidState is one update of the Workload API, as served.
+// svidState is the SVID of one update of the Workload API, as served.
 type svidState struct {
-	svid    *x509svid.SVID
-	cert    *tls.Certificate
-	bundles *x509bundle.Set
+	svid *x509svid.SVID
+	cert *tls.Certificate
 }
 
 // SVIDStatus describes the SVID a WorkloadAPISource holds, for readiness
@@ -81,7 +80,7 @@ type SVIDStatus struct {
 // newWorkloadAPISource connects to the Workload API of cfg and waits, at
 // most cfg.StartTimeout (and as long as ctx allows), for the first
 // X.509-SVID. The error says what to check when none came.
-func newWorkloadAPISource(ctx context.Context, cfg WorkloadAPIConfig, o options, onUpdate func()) (*WorkloadAPISource, error) {
+func newWorkloadAPISource(ctx context.Context, cfg WorkloadAPIConfig, o options, onUpdate func(*x509bundle.Set)) (*WorkloadAPISource, error) {
 	addr := cfg.Socket
 	if addr == "" {
 		addr = os.Getenv(workloadapi.SocketEnv)
@@ -174,14 +173,14 @@ func (s *WorkloadAPISource) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	if bundles == nil {
 		bundles = x509bundle.NewSet()
 	}
-	prev := s.state.Swap(&svidState{svid: svid, cert: cert, bundles: bundles})
+	prev := s.state.Swap(&svidState{svid: svid, cert: cert})
 	if prev != nil && !prev.svid.Certificates[0].Equal(svid.Certificates[0]) {
 		s.rotations.Add(1)
 		s.log.Info("SPIFFE Workload API: X.509-SVID rotated", slog.String("spiffe_id", svid.ID.String()),
 			slog.Time("expires", svid.Certificates[0].NotAfter))
 	}
 	if s.onUpdate != nil {
-		s.onUpdate()
+		s.onUpdate(bundles)
 	}
 	s.firstOnce.Do(func() { close(s.first) })
 }
@@ -236,14 +235,6 @@ func (s *WorkloadAPISource) GetCertificate(*tls.ClientHelloInfo) (*tls.Certifica
 		return nil, errors.New("identity: no X.509-SVID from the SPIFFE Workload API yet")
 	}
 	return st.cert, nil
-}
-
-// bundles returns the X.509 bundles of the last update, nil before one.
-func (s *WorkloadAPISource) bundles() *x509bundle.Set {
-	if st := s.state.Load(); st != nil {
-		return st.bundles
-	}
-	return nil
 }
 
 // Status describes the SVID held now.

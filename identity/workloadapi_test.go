@@ -238,3 +238,62 @@ func TestWorkloadAPIConfigValidate(t *testing.T) {
 		t.Errorf("valid config: %v", err)
 	}
 }
+
+// TestWorkloadAPIConcurrentUpdates: updates arriving while connections
+// are verified and handshakes served (run with -race).
+func TestWorkloadAPIConcurrentUpdates(t *testing.T) {
+	api := spiffetest.Start(t)
+	ca := mustAuthority(t, "CA")
+	bundles := map[string][]*x509.Certificate{"example.org": {ca.Cert}}
+	if err := api.Set([]tls.Certificate{mustSVID(t, ca, "spiffe://example.org/credgate")}, bundles); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(context.Background(), Config{MTLS: MTLSConfig{WorkloadAPI: &WorkloadAPIConfig{Socket: api.Addr, StartTimeout: 10 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	client := clientSVID(t, ca, "spiffe://example.org/app")
+	done := make(chan struct{})
+	errc := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errc <- nil
+					return
+				default:
+				}
+				if _, err := r.Resolve(context.Background(), Evidence{PeerCertificates: client}, nil); err != nil {
+					errc <- err
+					return
+				}
+				if _, err := r.WorkloadAPI().GetCertificate(nil); err != nil {
+					errc <- err
+					return
+				}
+				_ = r.ClientCAs()
+			}
+		}()
+	}
+	// The fake API coalesces updates that come faster than the stream
+	// sends them, like an agent would: wait for the last one.
+	var last tls.Certificate
+	for range 20 {
+		last = mustSVID(t, ca, "spiffe://example.org/credgate")
+		if err := api.Set([]tls.Certificate{last}, bundles); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the last update", func() bool {
+		c, err := r.WorkloadAPI().GetCertificate(nil)
+		return err == nil && c.Leaf.Equal(last.Leaf)
+	})
+	close(done)
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
