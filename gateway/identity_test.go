@@ -66,7 +66,7 @@ type identityEnv struct {
 	roots    *x509.CertPool
 }
 
-func (e *identityEnv) token(t *testing.T, ns string, forged bool) string {
+func (e *identityEnv) token(t testing.TB, ns string, forged bool) string {
 	t.Helper()
 	s := e.signer
 	if forged {
@@ -94,7 +94,7 @@ func (e *identityEnv) clientCert(t *testing.T, spiffeID string) tls.Certificate 
 	return c
 }
 
-func newSigner(t *testing.T) (jose.Signer, *ecdsa.PublicKey) {
+func newSigner(t testing.TB) (jose.Signer, *ecdsa.PublicKey) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

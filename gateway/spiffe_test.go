@@ -134,7 +134,7 @@ func servedLeaf(t *testing.T, e *identityEnv) *x509.Certificate {
 	return c.ConnectionState().PeerCertificates[0]
 }
 
-func mustCA(t *testing.T, name string) *testpki.Authority {
+func mustCA(t testing.TB, name string) *testpki.Authority {
 	t.Helper()
 	a, err := testpki.NewAuthority(name)
 	if err != nil {
@@ -143,7 +143,7 @@ func mustCA(t *testing.T, name string) *testpki.Authority {
 	return a
 }
 
-func mustSVIDFor(t *testing.T, a *testpki.Authority, id string, names ...string) tls.Certificate {
+func mustSVIDFor(t testing.TB, a *testpki.Authority, id string, names ...string) tls.Certificate {
 	t.Helper()
 	c, err := a.SVID(id, names...)
 	if err != nil {
