@@ -56,6 +56,12 @@ func rules() []rule {
 			"policy": "injectors rewrite a request with a credential; they must not decide access",
 		})},
 		{From: "policy", BadDeps: with(nil)},
+		{From: "killswitch", BadDeps: with(map[string]string{
+			"policy":    "the kill switch holds names; the gateway matches them against decisions",
+			"identity":  "the kill switch holds names; the gateway matches them against decisions",
+			"providers": "the kill switch must not know where credentials come from",
+			"injectors": "the kill switch must not know how requests are rewritten",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},
