@@ -172,7 +172,7 @@ func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 	if sni != "" && sni != tc.dest.host {
 		g.metrics.refusals.WithLabelValues(codeSNIMismatch).Inc()
 		g.auditConnect(time.Now(), tc.ev, identity.Workload{Source: tc.ev.Source.Addr().Unmap()}, tc.dest,
-			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0)
+			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0, "")
 		g.log.Info("refused TLS handshake: SNI differs from the CONNECT target",
 			slog.String("connect", tc.dest.hostPort()), slog.String("sni", sni))
 		return nil, errSNIMismatch
@@ -188,7 +188,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	reject := func(w identity.Workload, dest target, d policy.Decision, f refusal) (*goproxy.ConnectAction, string) {
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		d.Code = f.Code
-		g.auditConnect(start, ev, w, dest, d, f.Status)
+		g.auditConnect(start, ev, w, dest, d, f.Status, f.Switch)
 		pctx.Resp = f.response(r)
 		return goproxy.RejectConnect, authority
 	}
@@ -209,6 +209,9 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: dest.host, Port: dest.port})
 	if d.Action == policy.Deny {
 		return reject(w, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+	}
+	if f, off := g.switchRefusal(w, d, true); off {
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
 	}
 	addrs, err := g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
 	if err != nil {
@@ -261,7 +264,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		f := newRefusal(http.StatusBadGateway, codeUpstreamUnreach, fmt.Sprintf("%s is not reachable", dest.hostPort()), d.Rule)
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		d.Action, d.Code = policy.Deny, f.Code
-		g.auditConnect(start, ev, w, dest, d, f.Status)
+		g.auditConnect(start, ev, w, dest, d, f.Status, "")
 		_ = f.response(nil).Write(client)
 		_ = client.Close()
 		return
@@ -271,10 +274,10 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		_ = upstream.Close()
 		return
 	}
-	g.auditConnect(start, ev, w, dest, d, http.StatusOK)
+	g.auditConnect(start, ev, w, dest, d, http.StatusOK, "")
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
-	id := g.tunnels.add(client, upstream)
+	id := g.tunnels.add(openTunnel{client: client, upstream: upstream, rule: d.Rule, workload: w.DisplayName()})
 	defer g.tunnels.remove(id)
 
 	var wg sync.WaitGroup
@@ -295,8 +298,9 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	_ = upstream.Close()
 }
 
-// auditConnect writes the audit line of a refused or tunnelled CONNECT.
-func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int) {
+// auditConnect writes the audit line of a refused or tunnelled CONNECT;
+// sw names the kill switch that refused it, if any.
+func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int, sw string) {
 	decision := d.Action.String()
 	g.metrics.request(decision, d.Rule, status, time.Since(start))
 	g.audit.write(&event{
@@ -312,6 +316,7 @@ func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity
 		Decision: decision,
 		Code:     d.Code,
 		Status:   status,
+		Switch:   sw,
 		Duration: time.Since(start),
 	})
 }
@@ -328,18 +333,25 @@ func sourceString(ev identity.Evidence) string {
 type tunnelSet struct {
 	mu    sync.Mutex
 	next  int
-	conns map[int][2]net.Conn
+	conns map[int]openTunnel
 	empty chan struct{} // closed and replaced when the set drains
 }
 
-func (s *tunnelSet) add(a, b net.Conn) int {
+// openTunnel is one spliced tunnel and what allowed it (for the kill
+// switch, which closes the tunnels it disables).
+type openTunnel struct {
+	client, upstream net.Conn
+	rule, workload   string
+}
+
+func (s *tunnelSet) add(t openTunnel) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
-		s.conns = map[int][2]net.Conn{}
+		s.conns = map[int]openTunnel{}
 	}
 	s.next++
-	s.conns[s.next] = [2]net.Conn{a, b}
+	s.conns[s.next] = t
 	return s.next
 }
 
@@ -377,8 +389,8 @@ func (s *tunnelSet) closeAll() int {
 	defer s.mu.Unlock()
 	n := len(s.conns)
 	for _, c := range s.conns {
-		_ = c[0].Close()
-		_ = c[1].Close()
+		_ = c.client.Close()
+		_ = c.upstream.Close()
 	}
 	return n
 }

@@ -35,6 +35,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,7 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/filewatch"
+	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -85,6 +87,12 @@ type Gateway struct {
 	metrics *metrics
 	audit   *auditor
 	closers []io.Closer
+
+	// switches is the kill switch; adminTok guards the admin API that
+	// changes it (nil: that API is off).
+	switches *killswitch.Switch
+	adminTok *adminToken
+	swm      *switchMetrics
 
 	resolver  *resolver
 	dialer    *dialer
@@ -196,6 +204,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		cacheOpts.SharedTimeout = cfg.Cache.Redis.Timeout.D()
 	}
 	g.cache = providers.NewCache(cacheOpts)
+	if err := g.startKillSwitch(ctx); err != nil {
+		return nil, err
+	}
 	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
 	if err != nil {
 		return nil, err
@@ -528,6 +539,10 @@ func (g *Gateway) Close() {
 	if g.cache != nil {
 		g.cache.Close()
 	}
+	if g.switches != nil {
+		_ = g.switches.Close()
+		g.switches = nil
+	}
 	if g.shared != nil {
 		_ = g.shared.Close()
 		g.shared = nil
@@ -546,7 +561,8 @@ func (g *Gateway) Close() {
 	g.closers = nil
 }
 
-// adminHandler serves /healthz, /readyz and /metrics.
+// adminHandler serves /healthz, /readyz, /metrics and the admin API
+// (admin.go).
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -576,8 +592,12 @@ func (g *Gateway) adminHandler() http.Handler {
 				redisState = ",\"redis\":\"up\""
 			}
 		}
-		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState)
+		// Disabled items are not unreadiness: the replica serves
+		// everything else. The detail says what is disabled.
+		switches, _ := json.Marshal(g.switchesView())
+		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s,\"kill_switch\":%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState, switches)
 	})
+	g.adminRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -51,6 +51,9 @@ type refusal struct {
 	Rule   string `json:"rule,omitempty"`
 	// RetryAfter, in seconds, is sent as Retry-After when positive.
 	RetryAfter int `json:"-"`
+	// Switch is the kill switch that refused ("rule:NAME"), for the
+	// audit line.
+	Switch string `json:"-"`
 }
 
 // errorWord is the body's "error" field for a status.

@@ -190,6 +190,17 @@ func (p *Policy) Credentials() []CredentialRef {
 	return out
 }
 
+// HasRule reports whether the policy has a rule named name (for the
+// kill switch's warning about names no policy uses).
+func (p *Policy) HasRule(name string) bool {
+	for _, r := range p.rules {
+		if r.name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // File returns the file name the policy was parsed from.
 func (p *Policy) File() string { return p.file }
 
