@@ -245,17 +245,6 @@ func (s *Snapshot) Match(rule, workload, credential string) *Entry {
 	return nil
 }
 
-// entryMap returns the snapshot's entries keyed by ID.
-func (s *Snapshot) entryMap() map[string]Entry {
-	m := make(map[string]Entry, s.Len())
-	if s != nil {
-		for _, e := range s.entries {
-			m[e.ID()] = e
-		}
-	}
-	return m
-}
-
 // sameEntries reports whether a and b hold the same entries.
 func sameEntries(a, b *Snapshot) bool {
 	if a.Len() != b.Len() {
