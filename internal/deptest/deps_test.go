@@ -56,6 +56,11 @@ func rules() []rule {
 			"policy": "injectors rewrite a request with a credential; they must not decide access",
 		})},
 		{From: "policy", BadDeps: with(nil)},
+		{From: "ratelimit", BadDeps: with(map[string]string{
+			"policy":    "the limiter counts requests against limits it is given; the gateway reads them from the policy",
+			"identity":  "limits are keyed by names the gateway chooses, not by identities",
+			"providers": "rate limiting knows nothing of credentials",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},

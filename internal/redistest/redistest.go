@@ -29,6 +29,8 @@ type Server struct {
 
 	// tls, when set, makes the server listen with TLS only.
 	tls *TLSFiles
+	// extra are further redis-server arguments.
+	extra []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -58,7 +60,35 @@ func Start(t *testing.T) *Server {
 	return start(t, nil)
 }
 
-func start(t *testing.T, tf *TLSFiles) *Server {
+// StartCluster runs a one-node Redis Cluster that owns every hash slot.
+// Redis then applies Cluster rules: a command or script whose keys hash to
+// different slots fails with CROSSSLOT. Restart does not re-create the
+// cluster.
+func StartCluster(t *testing.T) *Server {
+	t.Helper()
+	s := start(t, nil, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	c := s.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", "0", "16383").Err(); err != nil {
+		t.Fatalf("redis cluster: add slots: %v", err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && bytes.Contains([]byte(info), []byte("cluster_state:ok")) {
+			return s
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("redis cluster on %s not ok within 10s: %v %s", s.Addr(), err, info)
+		case <-tick.C:
+		}
+	}
+}
+
+func start(t *testing.T, tf *TLSFiles, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -70,7 +100,7 @@ func start(t *testing.T, tf *TLSFiles) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	s := &Server{t: t, bin: bin, port: port, tls: tf}
+	s := &Server{t: t, bin: bin, port: port, tls: tf, extra: extra}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -90,6 +120,7 @@ func (s *Server) start() {
 		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", s.tls.Cert,
 			"--tls-key-file", s.tls.Key, "--tls-ca-cert-file", s.tls.CA, "--tls-auth-clients", "no")
 	}
+	args = append(args, s.extra...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = &s.out, &s.out
 	if err := cmd.Start(); err != nil {
