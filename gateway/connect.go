@@ -210,6 +210,9 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	if d.Action == policy.Deny {
 		return reject(w, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
 	}
+	if f, ok := g.rateLimit(r.Context(), w, d); !ok {
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
+	}
 	addrs, err := g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
 	if err != nil {
 		f := addressRefusal(dest, err, d.Rule)

@@ -57,6 +57,7 @@ import (
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/ratelimit"
 )
 
 // Options are the parts of a gateway that are not in the config file.
@@ -80,6 +81,7 @@ type Gateway struct {
 	store   *policy.Store
 	cache   *providers.Cache
 	shared  *sharedCache // nil without cache.redis
+	limiter *ratelimit.Limiter
 	ids     *identity.Resolver
 	issuer  *mitm.Issuer
 	metrics *metrics
@@ -196,6 +198,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		cacheOpts.SharedTimeout = cfg.Cache.Redis.Timeout.D()
 	}
 	g.cache = providers.NewCache(cacheOpts)
+	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
+		return nil, err
+	}
 	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
 	if err != nil {
 		return nil, err
@@ -527,6 +532,10 @@ func (g *Gateway) Close() {
 	}
 	if g.cache != nil {
 		g.cache.Close()
+	}
+	if g.limiter != nil {
+		_ = g.limiter.Close()
+		g.limiter = nil
 	}
 	if g.shared != nil {
 		_ = g.shared.Close()
