@@ -384,3 +384,43 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 		return nil
 	})
 }
+
+// BenchmarkLocal is the in-process limiter's cost per request with a
+// workload and a rule limit, in parallel.
+func BenchmarkLocal(b *testing.B) {
+	l, err := New(context.Background(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	checks := []Check{{Key: "w", Limit: Limit{Rate: 1e6, Burst: 1e6}}, {Key: "r:rule", Limit: Limit{Rate: 1e6, Burst: 1e6}}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Allow(context.Background(), "bench", checks...)
+		}
+	})
+}
+
+// BenchmarkRedis is the shared limiter's cost per request (one EVALSHA
+// round trip to a local redis-server), in parallel.
+func BenchmarkRedis(b *testing.B) {
+	srv := redistest.Start(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	defer c.Close()
+	l, err := New(context.Background(), Options{Client: c})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	checks := []Check{{Key: "w", Limit: Limit{Rate: 1e6, Burst: 1e6}}, {Key: "r:rule", Limit: Limit{Rate: 1e6, Burst: 1e6}}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if !l.Allow(context.Background(), "bench", checks...).Shared {
+				b.Error("not decided by Redis")
+				return
+			}
+		}
+	})
+}

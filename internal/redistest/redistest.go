@@ -23,7 +23,7 @@ const InstallHint = "apt-get install -y redis-server (scripts/test-tools.sh and 
 
 // Server is one redis-server process without persistence.
 type Server struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	port int
 
@@ -47,7 +47,7 @@ type TLSFiles struct {
 
 // StartTLS is Start with TLS only (no plaintext port); clients need not
 // present a certificate.
-func StartTLS(t *testing.T, files TLSFiles) *Server {
+func StartTLS(t testing.TB, files TLSFiles) *Server {
 	t.Helper()
 	return start(t, &files)
 }
@@ -55,7 +55,7 @@ func StartTLS(t *testing.T, files TLSFiles) *Server {
 // Start runs redis-server on a free 127.0.0.1 port, waits until it
 // answers PING, and stops it at the end of the test. It fails the test,
 // naming the install command, when redis-server is not installed.
-func Start(t *testing.T) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	return start(t, nil)
 }
@@ -64,7 +64,7 @@ func Start(t *testing.T) *Server {
 // Redis then applies Cluster rules: a command or script whose keys hash to
 // different slots fails with CROSSSLOT. Restart does not re-create the
 // cluster.
-func StartCluster(t *testing.T) *Server {
+func StartCluster(t testing.TB) *Server {
 	t.Helper()
 	s := start(t, nil, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	c := s.Client()
@@ -88,7 +88,7 @@ func StartCluster(t *testing.T) *Server {
 	}
 }
 
-func start(t *testing.T, tf *TLSFiles, extra ...string) *Server {
+func start(t testing.TB, tf *TLSFiles, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
