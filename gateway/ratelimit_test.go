@@ -2,16 +2,21 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/internal/redistest"
 )
 
 const rateLimitTestPolicy = `
@@ -162,4 +167,89 @@ func metricsText(t *testing.T, tg *testGateway) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// aclCommands is the least a credgate ACL user needs (docs/scaling.md):
+// connection set-up, the shared cache's and the rate limiter's commands,
+// and those the scripts call.
+var aclCommands = []string{"-@all", "+@connection", "+get", "+set", "+del", "+exists", "+scan", "+pexpire", "+time",
+	"+evalsha", "+eval", "+publish", "+subscribe"}
+
+// TestRateLimitsSharedACL runs a gateway with cache.redis as an ACL user
+// restricted to the documented commands, keys and channel: the shared
+// cache and the shared rate limits work, without one Redis error.
+func TestRateLimitsSharedACL(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	args := append([]any{"ACL", "SETUSER", "credgate", "on", ">acl-pw", "resetkeys", "~rl-test:*", "resetchannels", "&rl-test:*"}, toAny(aclCommands)...)
+	if err := srv.Client().Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pki := newTestPKI(t, apiHost, tunnelHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(rateLimitTestPolicy))
+	writeFile(t, tg.dir, "redis-pw", []byte("acl-pw\n"))
+	key := testRedisKeyEnv(t)
+	tg.run(t, fmt.Sprintf(`resolve:
+  "api.origin.test:443": %q
+cache:
+  redis:
+    addrs: [%q]
+    username: credgate
+    password_file: redis-pw
+    namespace: rl-test
+    encryption_keys: [{id: %s, env: %s}]
+`, tg.origin.addr, srv.Addr(), key.ID, key.Env))
+	c := tg.client(t, false)
+	var got []int
+	for _, p := range []string{"/a", "/b", "/c"} {
+		resp, err := c.Get("https://" + apiHost + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got = append(got, resp.StatusCode)
+	}
+	if !cmp.Equal(got, []int{200, 200, 429}) {
+		t.Errorf("statuses %v, want the rule's burst of 2 then 429", got)
+	}
+	body := metricsText(t, tg)
+	for _, w := range []string{
+		`credgate_rate_limit_backend{backend="redis"} 1`,
+		`credgate_redis_up 1`,
+		`credgate_shared_cache_total{result="miss"} 1`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %s", w)
+		}
+	}
+	if strings.Contains(body, "credgate_redis_errors_total{") {
+		t.Errorf("Redis errors with the documented ACL:\n%s", grepLines(body, "credgate_redis_errors_total"))
+	}
+	keys, err := srv.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := keys["rl-test:rl:{local}:r:api"]; !ok {
+		names := slices.Sorted(maps.Keys(keys))
+		t.Errorf("no rate limit key for rule api in Redis; keys: %q", names)
+	}
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
