@@ -9,7 +9,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -223,4 +225,80 @@ func (s *Server) Dump(ctx context.Context) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// StartSentinel runs redis-server in Sentinel mode on a free 127.0.0.1
+// port, monitoring master under the name masterName (quorum 1), waits
+// until it names the master, and stops it at the end of the test. It
+// returns the sentinel's host:port.
+func StartSentinel(t testing.TB, master *Server, masterName string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found: install it with `%s`", InstallHint)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	dir := t.TempDir()
+	// Sentinel rewrites its config file, so it must be writable.
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 1000\n",
+		port, dir, masterName, master.port, masterName)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var mu sync.Mutex
+	cmd := exec.Command(bin, conf, "--sentinel")
+	cmd.Stdout, cmd.Stderr = &lockedWriter{mu: &mu, w: &out}, &lockedWriter{mu: &mu, w: &out}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis sentinel: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer sc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		got, err := sc.GetMasterAddrByName(ctx, masterName).Result()
+		cancel()
+		if err == nil && len(got) == 2 && got[1] == strconv.Itoa(master.port) {
+			return addr
+		}
+		select {
+		case <-done:
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("redis sentinel exited at start:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("redis sentinel on %s did not name master %q within 10s: %v %v\n%s", addr, masterName, got, err, out.String())
+		}
+		<-tick.C
+	}
+}
+
+// lockedWriter serialises writes of a process's stdout and stderr.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
