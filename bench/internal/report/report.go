@@ -297,6 +297,14 @@ func writeRedis(w io.Writer, r *Results) {
 			}
 			parts = append(parts, s)
 		}
+		if c, ok := run.CPUPerRequest[Credgate]; ok && c > 0 {
+			if x, ok := run.CPUPerRequest[CredgateRedis]; ok {
+				// CPU per request is far less disturbed by other load on
+				// the machine than rps; on a CPU-bound machine it bounds
+				// throughput.
+				parts = append(parts, fmt.Sprintf("credgate-redis uses %.2f× the CPU of credgate per request", float64(x+run.HelperCPUPerRequest[CredgateRedis])/float64(c)))
+			}
+		}
 		if len(parts) > 0 {
 			fmt.Fprintf(w, "CPU per keep-alive request: %s\n\n", strings.Join(parts, " · "))
 		}
