@@ -253,3 +253,55 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRateLimitReload: a policy with a bad rate_limit is rejected and the
+// limits in force stay; a good one changes the limit from the next request
+// and keeps what the limit has counted (the key is the rule's name).
+func TestRateLimitReload(t *testing.T) {
+	pki := newTestPKI(t, apiHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	pol := func(limit string) []byte {
+		return []byte(`workloads:
+  local: {cidrs: [127.0.0.1/32]}
+destinations:
+  api: {hosts: [api.origin.test], allow_private: true}
+credentials:
+  token: {provider: static, env: CREDGATE_GATEWAY_TEST_TOKEN}
+rules:
+  - name: api
+    from: local
+    to: api
+    inject: {credential: token, as: bearer}
+    rate_limit: ` + limit + `
+default: deny
+`)
+	}
+	writeFile(t, tg.dir, "policy.yaml", pol("{rps: 0.01, burst: 2}"))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+	c := tg.client(t, false)
+	status := func() int {
+		t.Helper()
+		resp, err := c.Get("https://" + apiHost + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var got []int
+	got = append(got, status(), status())
+	writeFile(t, tg.dir, "policy.yaml", pol("{rps: 0, burst: 2}"))
+	if err := tg.gw.ReloadPolicy(context.Background()); err == nil || !strings.Contains(err.Error(), "rps") {
+		t.Errorf("reload with rps 0: %v, want a rate_limit error", err)
+	}
+	got = append(got, status()) // the old limit, still exhausted
+	writeFile(t, tg.dir, "policy.yaml", pol("{rps: 0.01, burst: 3}"))
+	if err := tg.gw.ReloadPolicy(context.Background()); err != nil {
+		t.Fatalf("reload with burst 3: %v", err)
+	}
+	// Two of the three are used: one more, then refused.
+	got = append(got, status(), status())
+	if want := []int{200, 200, 429, 200, 429}; !cmp.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+}
