@@ -213,6 +213,9 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	if f, off := g.switchRefusal(w, d, true); off {
 		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
 	}
+	if f, ok := g.rateLimit(r.Context(), w, d); !ok {
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
+	}
 	addrs, err := g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
 	if err != nil {
 		f := addressRefusal(dest, err, d.Rule)

@@ -59,6 +59,7 @@ import (
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/ratelimit"
 )
 
 // Options are the parts of a gateway that are not in the config file.
@@ -82,6 +83,7 @@ type Gateway struct {
 	store   *policy.Store
 	cache   *providers.Cache
 	shared  *sharedCache // nil without cache.redis
+	limiter *ratelimit.Limiter
 	ids     *identity.Resolver
 	issuer  *mitm.Issuer
 	metrics *metrics
@@ -205,6 +207,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}
 	g.cache = providers.NewCache(cacheOpts)
 	if err := g.startKillSwitch(ctx); err != nil {
+		return nil, err
+	}
+	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
 		return nil, err
 	}
 	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
@@ -542,6 +547,10 @@ func (g *Gateway) Close() {
 	if g.switches != nil {
 		_ = g.switches.Close()
 		g.switches = nil
+	}
+	if g.limiter != nil {
+		_ = g.limiter.Close()
+		g.limiter = nil
 	}
 	if g.shared != nil {
 		_ = g.shared.Close()

@@ -39,6 +39,7 @@ const (
 	codeUpstreamError      = "upstream_error"
 	codeShuttingDown       = "shutting_down"
 	codeRequestBodyAborted = "client_aborted"
+	codeRateLimited        = "rate_limited"
 )
 
 // refusal is a gateway answer: status, reason code, human sentence and the
@@ -73,6 +74,8 @@ func errorWord(status int) string {
 		return "service_unavailable"
 	case http.StatusGatewayTimeout:
 		return "gateway_timeout"
+	case http.StatusTooManyRequests:
+		return "too_many_requests"
 	}
 	return "error"
 }

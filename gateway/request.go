@@ -188,6 +188,10 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		g.refuseAs(w, r, start, ev, wl, dest, d, f)
 		return
 	}
+	if f, ok := g.rateLimit(r.Context(), wl, d); !ok {
+		g.refuseAs(w, r, start, ev, wl, dest, d, f)
+		return
+	}
 
 	// The address to dial: the tunnel's, re-checked against this
 	// decision, or resolved and checked now.

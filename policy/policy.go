@@ -20,6 +20,8 @@ type Policy struct {
 	file      string
 	hash      string
 	workloads []identity.Spec
+	// wlLimits are the workloads' rate_limit settings by name.
+	wlLimits  map[string]*RateLimit
 	dests     map[string]*destination
 	creds     []*credential
 	injectors []injectors.Injector
@@ -92,6 +94,8 @@ type rule struct {
 	plan      *InjectPlan
 	// cond is the compiled `when:` expression, nil when none.
 	cond *condition
+	// limit is the rule's rate_limit, nil when none.
+	limit *RateLimit
 }
 
 // conditional reports whether the rule looks at the request (method,

@@ -62,6 +62,11 @@ func rules() []rule {
 			"providers": "the kill switch must not know where credentials come from",
 			"injectors": "the kill switch must not know how requests are rewritten",
 		})},
+		{From: "ratelimit", BadDeps: with(map[string]string{
+			"policy":    "the limiter counts requests against limits it is given; the gateway reads them from the policy",
+			"identity":  "limits are keyed by names the gateway chooses, not by identities",
+			"providers": "rate limiting knows nothing of credentials",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},
