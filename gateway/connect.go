@@ -242,9 +242,10 @@ func addressRefusal(dest target, err error, rule string) refusal {
 
 const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
 
-// intercept answers 200 and hands the connection to the intercepting
-// server, which does the TLS handshake (with the leaf certificate and the
-// SNI check) and serves the requests inside.
+// intercept answers 200, does the TLS handshake with the client (with the
+// leaf certificate and the SNI check) and serves the requests inside: an
+// HTTP/2 client on the intercepting net/http server, an HTTP/1.1 client
+// with serveH1.
 func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, addrs []netip.AddrPort, allowPrivate bool) {
 	if _, err := io.WriteString(client, connectEstablished); err != nil {
 		_ = client.Close()
@@ -252,9 +253,28 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 	}
 	g.metrics.tunnels.Inc()
 	tc := &tunnelConn{Conn: client, dest: dest, addrs: addrs, allowPrivate: allowPrivate, ev: ev, done: func() { g.metrics.tunnels.Dec() }}
-	if err := g.mitmLn.hand(tls.Server(tc, g.mitmTLS)); err != nil {
-		_ = tc.Close()
+	conn := tls.Server(tc, g.mitmTLS)
+	// The handshake presents the leaf certificate after the SNI check
+	// (leafCertificate); it must finish within read_header_timeout.
+	ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Limits.ReadHeaderTimeout.D())
+	err := conn.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		g.log.Debug("intercepted TLS handshake failed", slog.String("connect", dest.hostPort()), slog.Any("error", err))
+		_ = conn.Close()
+		return
 	}
+	if conn.ConnectionState().NegotiatedProtocol == "h2" {
+		// HTTP/2 clients are served by the net/http server.
+		if err := g.mitmLn.hand(conn); err != nil {
+			_ = conn.Close()
+		}
+		return
+	}
+	// A goroutine of its own: the one running this hook holds the proxy
+	// listener's net/http connection state (two 4 KiB buffers, the
+	// CONNECT request) until it returns.
+	go g.serveH1(conn, tc)
 }
 
 // splice connects the client to the destination without interception.

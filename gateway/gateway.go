@@ -112,7 +112,13 @@ type Gateway struct {
 	// reloaders re-read certificate files while the gateway runs.
 	reloaders []*filewatch.Reloader
 
-	tunnels  tunnelSet
+	tunnels tunnelSet
+	// h1 and h1buf serve intercepted HTTP/1.1 connections (h1.go).
+	h1    h1Set
+	h1buf h1Buffers
+	// baseCtx is the parent of every request context: New's, without its
+	// cancellation.
+	baseCtx  context.Context
 	ready    chan struct{}
 	draining atomic.Bool
 	runOnce  sync.Once
@@ -317,6 +323,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	}
 	g.adminLn = aln
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
+	g.baseCtx = context.WithoutCancel(ctx)
 
 	errLog := log.New(&debugWriter{log: g.log}, "", 0)
 	base := func(h http.Handler) *http.Server {
@@ -326,7 +333,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 			ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(),
 			IdleTimeout:       cfg.Limits.IdleTimeout.D(),
 			ErrorLog:          errLog,
-			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+			BaseContext:       func(net.Listener) context.Context { return g.baseCtx },
 		}
 	}
 	g.proxySrv = base(http.HandlerFunc(g.serveProxy))
@@ -513,10 +520,16 @@ func (g *Gateway) shutdown() {
 			}
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		g.tunnels.wait(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if n := g.h1.shutdown(ctx); n > 0 {
+			g.log.Warn("closed intercepted connections still busy at the end of shutdown_timeout", slog.Int("connections", n))
+		}
 	}()
 	wg.Wait()
 	if n := g.tunnels.closeAll(); n > 0 {

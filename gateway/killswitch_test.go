@@ -240,11 +240,6 @@ func TestKillSwitchClosesTunnels(t *testing.T) {
 	})
 }
 
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 func TestAdminConfig(t *testing.T) {
 	if _, err := ParseConfig("c.yaml", []byte("policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  token_file: t\n  token_env: T\n")); err == nil ||
 		!regexp.MustCompile(`^c\.yaml:3:1: admin: set token_file or token_env, not both`).MatchString(err.Error()) {
