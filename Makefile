@@ -82,6 +82,7 @@ bench:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./policy
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestParse$$' -fuzztime=$(FUZZTIME) ./gateway
+	$(GO) test -run='^$$' -fuzz='^FuzzH1Conn$$' -fuzztime=$(FUZZTIME) ./gateway
 
 clean:
 	rm -rf bin

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # bench/run.sh: what `make bench` runs. Builds the real credgate binary and
 # the benchmark driver into a temporary directory, then measures direct
-# HTTPS, a bare goproxy MITM baseline and credgate against a local origin,
-# all on 127.0.0.1, and prints the tables (about 2 minutes on 2 cores).
+# HTTPS, a bare goproxy MITM baseline and credgate (in memory, requiring two
+# identity factors over its TLS listener, with cache.redis on a
+# redis-server it starts, and with a rate limit that never refuses) against
+# a local origin, all on 127.0.0.1, and prints the tables (about 3 minutes
+# on 2 cores).
 #
 # The figures are information, not a test: a MISS does not fail the run.
 # Flags are passed to `credgate-bench run` (see bench/README.md), e.g.

@@ -32,6 +32,9 @@ type event struct {
 	BytesOut   int64
 	Duration   time.Duration
 	Upstream   time.Duration
+	// Switch names the kill switch ("rule:NAME") that refused the
+	// request, or that an admin request changed; written only when set.
+	Switch string
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -162,6 +165,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	b = strconv.AppendFloat(b, ms(ev.Duration), 'f', -1, 64)
 	b = append(b, `,"upstream_ms":`...)
 	b = strconv.AppendFloat(b, ms(ev.Upstream), 'f', -1, 64)
+	if ev.Switch != "" {
+		b = append(b, `,"switch":`...)
+		b = appendString(b, ev.Switch)
+	}
 	return append(b, "}\n"...)
 }
 

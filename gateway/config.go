@@ -71,6 +71,8 @@ type Config struct {
 	// Identity configures the factors that identify callers (mtls, jwt,
 	// kubernetes, posture); docs/config.md#identity.
 	Identity identity.Config `yaml:"identity"`
+	// Admin configures the admin API (the kill switch); docs/config.md#admin.
+	Admin Admin `yaml:"admin"`
 
 	// file is the config file's path, for PolicyPath and messages.
 	file string
@@ -411,6 +413,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	} else if len(cfg.Cache.Redis.EncryptionKeys) > 0 || cfg.Cache.Redis.PasswordFile != "" || cfg.Cache.Redis.PasswordEnv != "" {
 		bad("cache.redis: addrs is required to use Redis (host:port of the server, sentinels or cluster nodes)", "cache", "redis")
 	}
+	errs = append(errs, cfg.Admin.check(path, root, dir)...)
 	cfg.resolve = map[string]netip.AddrPort{}
 	for from, to := range cfg.Resolve {
 		host, port, err := net.SplitHostPort(from)
@@ -465,6 +468,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)
+	setD(&c.Admin.ResyncInterval, DefaultSwitchResync)
 	if c.Cache.Redis.Enabled() {
 		setS(&c.Cache.Redis.Namespace, DefaultRedisNamespace)
 		setD(&c.Cache.Redis.Timeout, DefaultRedisTimeout)

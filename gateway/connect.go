@@ -172,7 +172,7 @@ func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 	if sni != "" && sni != tc.dest.host {
 		g.metrics.refusals.WithLabelValues(codeSNIMismatch).Inc()
 		g.auditConnect(time.Now(), tc.ev, identity.Workload{Source: tc.ev.Source.Addr().Unmap()}, tc.dest,
-			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0)
+			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0, "")
 		g.log.Info("refused TLS handshake: SNI differs from the CONNECT target",
 			slog.String("connect", tc.dest.hostPort()), slog.String("sni", sni))
 		return nil, errSNIMismatch
@@ -188,7 +188,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	reject := func(w identity.Workload, dest target, d policy.Decision, f refusal) (*goproxy.ConnectAction, string) {
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		d.Code = f.Code
-		g.auditConnect(start, ev, w, dest, d, f.Status)
+		g.auditConnect(start, ev, w, dest, d, f.Status, f.Switch)
 		pctx.Resp = f.response(r)
 		return goproxy.RejectConnect, authority
 	}
@@ -209,6 +209,12 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: dest.host, Port: dest.port})
 	if d.Action == policy.Deny {
 		return reject(w, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+	}
+	if f, off := g.switchRefusal(w, d, true); off {
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
+	}
+	if f, ok := g.rateLimit(r.Context(), w, d); !ok {
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
 	}
 	addrs, err := g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
 	if err != nil {
@@ -236,9 +242,10 @@ func addressRefusal(dest target, err error, rule string) refusal {
 
 const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
 
-// intercept answers 200 and hands the connection to the intercepting
-// server, which does the TLS handshake (with the leaf certificate and the
-// SNI check) and serves the requests inside.
+// intercept answers 200, does the TLS handshake with the client (with the
+// leaf certificate and the SNI check) and serves the requests inside: an
+// HTTP/2 client on the intercepting net/http server, an HTTP/1.1 client
+// with serveH1.
 func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, addrs []netip.AddrPort, allowPrivate bool) {
 	if _, err := io.WriteString(client, connectEstablished); err != nil {
 		_ = client.Close()
@@ -246,9 +253,28 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 	}
 	g.metrics.tunnels.Inc()
 	tc := &tunnelConn{Conn: client, dest: dest, addrs: addrs, allowPrivate: allowPrivate, ev: ev, done: func() { g.metrics.tunnels.Dec() }}
-	if err := g.mitmLn.hand(tls.Server(tc, g.mitmTLS)); err != nil {
-		_ = tc.Close()
+	conn := tls.Server(tc, g.mitmTLS)
+	// The handshake presents the leaf certificate after the SNI check
+	// (leafCertificate); it must finish within read_header_timeout.
+	ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Limits.ReadHeaderTimeout.D())
+	err := conn.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		g.log.Debug("intercepted TLS handshake failed", slog.String("connect", dest.hostPort()), slog.Any("error", err))
+		_ = conn.Close()
+		return
 	}
+	if conn.ConnectionState().NegotiatedProtocol == "h2" {
+		// HTTP/2 clients are served by the net/http server.
+		if err := g.mitmLn.hand(conn); err != nil {
+			_ = conn.Close()
+		}
+		return
+	}
+	// A goroutine of its own: the one running this hook holds the proxy
+	// listener's net/http connection state (two 4 KiB buffers, the
+	// CONNECT request) until it returns.
+	go g.serveH1(conn, tc)
 }
 
 // splice connects the client to the destination without interception.
@@ -261,7 +287,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		f := newRefusal(http.StatusBadGateway, codeUpstreamUnreach, fmt.Sprintf("%s is not reachable", dest.hostPort()), d.Rule)
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		d.Action, d.Code = policy.Deny, f.Code
-		g.auditConnect(start, ev, w, dest, d, f.Status)
+		g.auditConnect(start, ev, w, dest, d, f.Status, "")
 		_ = f.response(nil).Write(client)
 		_ = client.Close()
 		return
@@ -271,10 +297,10 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		_ = upstream.Close()
 		return
 	}
-	g.auditConnect(start, ev, w, dest, d, http.StatusOK)
+	g.auditConnect(start, ev, w, dest, d, http.StatusOK, "")
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
-	id := g.tunnels.add(client, upstream)
+	id := g.tunnels.add(openTunnel{client: client, upstream: upstream, rule: d.Rule, workload: w.DisplayName()})
 	defer g.tunnels.remove(id)
 
 	var wg sync.WaitGroup
@@ -295,8 +321,9 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	_ = upstream.Close()
 }
 
-// auditConnect writes the audit line of a refused or tunnelled CONNECT.
-func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int) {
+// auditConnect writes the audit line of a refused or tunnelled CONNECT;
+// sw names the kill switch that refused it, if any.
+func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int, sw string) {
 	decision := d.Action.String()
 	g.metrics.request(decision, d.Rule, status, time.Since(start))
 	g.audit.write(&event{
@@ -312,6 +339,7 @@ func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity
 		Decision: decision,
 		Code:     d.Code,
 		Status:   status,
+		Switch:   sw,
 		Duration: time.Since(start),
 	})
 }
@@ -328,18 +356,25 @@ func sourceString(ev identity.Evidence) string {
 type tunnelSet struct {
 	mu    sync.Mutex
 	next  int
-	conns map[int][2]net.Conn
+	conns map[int]openTunnel
 	empty chan struct{} // closed and replaced when the set drains
 }
 
-func (s *tunnelSet) add(a, b net.Conn) int {
+// openTunnel is one spliced tunnel and what allowed it (for the kill
+// switch, which closes the tunnels it disables).
+type openTunnel struct {
+	client, upstream net.Conn
+	rule, workload   string
+}
+
+func (s *tunnelSet) add(t openTunnel) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
-		s.conns = map[int][2]net.Conn{}
+		s.conns = map[int]openTunnel{}
 	}
 	s.next++
-	s.conns[s.next] = [2]net.Conn{a, b}
+	s.conns[s.next] = t
 	return s.next
 }
 
@@ -377,8 +412,8 @@ func (s *tunnelSet) closeAll() int {
 	defer s.mu.Unlock()
 	n := len(s.conns)
 	for _, c := range s.conns {
-		_ = c[0].Close()
-		_ = c[1].Close()
+		_ = c.client.Close()
+		_ = c.upstream.Close()
 	}
 	return n
 }

@@ -35,6 +35,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,8 +56,10 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/filewatch"
+	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/ratelimit"
 )
 
 // Options are the parts of a gateway that are not in the config file.
@@ -80,11 +83,18 @@ type Gateway struct {
 	store   *policy.Store
 	cache   *providers.Cache
 	shared  *sharedCache // nil without cache.redis
+	limiter *ratelimit.Limiter
 	ids     *identity.Resolver
 	issuer  *mitm.Issuer
 	metrics *metrics
 	audit   *auditor
 	closers []io.Closer
+
+	// switches is the kill switch; adminTok guards the admin API that
+	// changes it (nil: that API is off).
+	switches *killswitch.Switch
+	adminTok *adminToken
+	swm      *switchMetrics
 
 	resolver  *resolver
 	dialer    *dialer
@@ -102,7 +112,13 @@ type Gateway struct {
 	// reloaders re-read certificate files while the gateway runs.
 	reloaders []*filewatch.Reloader
 
-	tunnels  tunnelSet
+	tunnels tunnelSet
+	// h1 and h1buf serve intercepted HTTP/1.1 connections (h1.go).
+	h1    h1Set
+	h1buf h1Buffers
+	// baseCtx is the parent of every request context: New's, without its
+	// cancellation.
+	baseCtx  context.Context
 	ready    chan struct{}
 	draining atomic.Bool
 	runOnce  sync.Once
@@ -196,6 +212,12 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		cacheOpts.SharedTimeout = cfg.Cache.Redis.Timeout.D()
 	}
 	g.cache = providers.NewCache(cacheOpts)
+	if err := g.startKillSwitch(ctx); err != nil {
+		return nil, err
+	}
+	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
+		return nil, err
+	}
 	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
 	if err != nil {
 		return nil, err
@@ -311,6 +333,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	}
 	g.adminLn = aln
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
+	g.baseCtx = context.WithoutCancel(ctx)
 
 	errLog := log.New(&debugWriter{log: g.log}, "", 0)
 	base := func(h http.Handler) *http.Server {
@@ -320,7 +343,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 			ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(),
 			IdleTimeout:       cfg.Limits.IdleTimeout.D(),
 			ErrorLog:          errLog,
-			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+			BaseContext:       func(net.Listener) context.Context { return g.baseCtx },
 		}
 	}
 	g.proxySrv = base(http.HandlerFunc(g.serveProxy))
@@ -525,10 +548,16 @@ func (g *Gateway) shutdown() {
 			}
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		g.tunnels.wait(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if n := g.h1.shutdown(ctx); n > 0 {
+			g.log.Warn("closed intercepted connections still busy at the end of shutdown_timeout", slog.Int("connections", n))
+		}
 	}()
 	wg.Wait()
 	if n := g.tunnels.closeAll(); n > 0 {
@@ -556,6 +585,14 @@ func (g *Gateway) Close() {
 	if g.cache != nil {
 		g.cache.Close()
 	}
+	if g.switches != nil {
+		_ = g.switches.Close()
+		g.switches = nil
+	}
+	if g.limiter != nil {
+		_ = g.limiter.Close()
+		g.limiter = nil
+	}
 	if g.shared != nil {
 		_ = g.shared.Close()
 		g.shared = nil
@@ -574,7 +611,8 @@ func (g *Gateway) Close() {
 	g.closers = nil
 }
 
-// adminHandler serves /healthz, /readyz and /metrics.
+// adminHandler serves /healthz, /readyz, /metrics and the admin API
+// (admin.go).
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -615,8 +653,12 @@ func (g *Gateway) adminHandler() http.Handler {
 				redisState = ",\"redis\":\"up\""
 			}
 		}
-		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState, svidState)
+		// Disabled items are not unreadiness: the replica serves
+		// everything else. The detail says what is disabled.
+		switches, _ := json.Marshal(g.switchesView())
+		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s%s,\"kill_switch\":%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState, svidState, switches)
 	})
+	g.adminRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }

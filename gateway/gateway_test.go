@@ -140,6 +140,23 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 			line, _ := rw.ReadString('\n')
 			fmt.Fprint(rw, "echo: "+line)
 			rw.Flush()
+		case "/echo":
+			n, err := io.Copy(io.Discard, r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			fmt.Fprintf(w, "len=%d", n)
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Sum")
+			fmt.Fprint(w, "body")
+			w.Header().Set("X-Sum", "42")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/early":
+			// Answers without reading the request body.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 		default:
 			fmt.Fprintf(w, "ok %s", r.URL.Path)
 		}
@@ -206,6 +223,9 @@ type testGateway struct {
 	logs    *lockedBuffer
 	dir     string
 	tlsCert tls.Certificate // a client certificate the TLS listener trusts
+	// stop shuts the gateway down and returns Run's error (once; later
+	// calls return the same).
+	stop func() error
 }
 
 type lockedBuffer struct {
@@ -298,9 +318,12 @@ shutdown_timeout: 5s
 	done := make(chan error, 1)
 	go func() { done <- gw.Run(ctx) }()
 	<-gw.Ready()
-	t.Cleanup(func() {
+	tg.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := tg.stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 		for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {

@@ -10,12 +10,14 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/rediscache"
+	"github.com/credgate/credgate/ratelimit"
 )
 
 // metrics are the gateway's Prometheus metrics, on a registry of its own
 // (no global state: two gateways in one process do not collide). Label
-// values are decisions, rule names, status codes, reason codes, cache
-// results and provider names only: never a host, path, address or secret.
+// values are decisions, rule and workload names, status codes, reason
+// codes, cache results and provider names only: never a host, path,
+// address or secret.
 type metrics struct {
 	reg *prometheus.Registry
 
@@ -34,6 +36,8 @@ type metrics struct {
 	redisUp         prometheus.Gauge
 	redisErrors     *prometheus.CounterVec
 	shared          *prometheus.CounterVec
+	rateLimited     *prometheus.CounterVec
+	limiterBackend  *prometheus.GaugeVec
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -102,6 +106,14 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_shared_cache_total",
 		Help: "Shared (Redis) cache lookups after an in-process miss, by result: hit, miss (this replica called the provider), waited (another replica did), bypass (Redis unavailable).",
 	}, []string{"result"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_rate_limited_total",
+		Help: "Requests (and tunnelled CONNECTs) refused with 429 by a rate limit, by the limit that refused (rule or workload), rule and workload.",
+	}, []string{"limit", "rule", "workload"})
+	m.limiterBackend = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "credgate_rate_limit_backend",
+		Help: "1 for the backend that enforces rate limits now: redis (shared by the fleet) or local (per replica; without cache.redis, or while Redis is unavailable).",
+	}, []string{"backend"})
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
 	}
@@ -109,7 +121,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts, m.rateLimited, m.limiterBackend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -183,10 +195,18 @@ func (m *metrics) RedisUp(up bool) {
 // RedisError implements rediscache.Observer.
 func (m *metrics) RedisError(op string) { m.redisErrors.WithLabelValues(op).Inc() }
 
+// LimiterShared implements ratelimit.Observer.
+func (m *metrics) LimiterShared(shared bool) {
+	v := map[bool]float64{true: 1, false: 0}
+	m.limiterBackend.WithLabelValues("redis").Set(v[shared])
+	m.limiterBackend.WithLabelValues("local").Set(v[!shared])
+}
+
 // SharedLookup implements rediscache.Observer.
 func (m *metrics) SharedLookup(result string) { m.shared.WithLabelValues(result).Inc() }
 
 var (
 	_ providers.CacheObserver = (*metrics)(nil)
 	_ rediscache.Observer     = (*metrics)(nil)
+	_ ratelimit.Observer      = (*metrics)(nil)
 )

@@ -39,6 +39,7 @@ const (
 	codeUpstreamError      = "upstream_error"
 	codeShuttingDown       = "shutting_down"
 	codeRequestBodyAborted = "client_aborted"
+	codeRateLimited        = "rate_limited"
 )
 
 // refusal is a gateway answer: status, reason code, human sentence and the
@@ -51,6 +52,9 @@ type refusal struct {
 	Rule   string `json:"rule,omitempty"`
 	// RetryAfter, in seconds, is sent as Retry-After when positive.
 	RetryAfter int `json:"-"`
+	// Switch is the kill switch that refused ("rule:NAME"), for the
+	// audit line.
+	Switch string `json:"-"`
 }
 
 // errorWord is the body's "error" field for a status.
@@ -70,6 +74,8 @@ func errorWord(status int) string {
 		return "service_unavailable"
 	case http.StatusGatewayTimeout:
 		return "gateway_timeout"
+	case http.StatusTooManyRequests:
+		return "too_many_requests"
 	}
 	return "error"
 }

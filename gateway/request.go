@@ -184,6 +184,14 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
 		return
 	}
+	if f, off := g.switchRefusal(wl, d, false); off {
+		g.refuseAs(w, r, start, ev, wl, dest, d, f)
+		return
+	}
+	if f, ok := g.rateLimit(r.Context(), wl, d); !ok {
+		g.refuseAs(w, r, start, ev, wl, dest, d, f)
+		return
+	}
 
 	// The address to dial: the tunnel's, re-checked against this
 	// decision, or resolved and checked now.
@@ -356,7 +364,7 @@ func (g *Gateway) refuseAs(w http.ResponseWriter, r *http.Request, start time.Ti
 		path = p
 	}
 	e := g.event(start, ev, wl, dest, r, path, scheme, d)
-	e.Decision, e.Code, e.Status = policy.Deny.String(), f.Code, f.Status
+	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	if f.Rule != "" {
 		e.Rule = f.Rule
 	}

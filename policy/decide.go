@@ -265,7 +265,8 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 			Reason: fmt.Sprintf("rule %q must see the requests %s sends to %s, so the connection is intercepted", forcing.r.name, caller(who), hostPort(host, port))}
 	case first.r.act == ruleTunnel:
 		return Decision{Action: Tunnel, Rule: first.r.name, Destination: firstDest.name, AllowPrivate: firstDest.allowPrivate,
-			Reason: fmt.Sprintf("rule %q lets %s tunnel to %s without interception", first.r.name, caller(who), hostPort(host, port))}
+			Reason:    fmt.Sprintf("rule %q lets %s tunnel to %s without interception", first.r.name, caller(who), hostPort(host, port)),
+			RuleLimit: first.r.limit, WorkloadLimit: p.WorkloadRateLimit(who)}
 	default:
 		return Decision{Action: Deny, Rule: first.r.name, Destination: firstDest.name, Code: "denied_by_rule",
 			Reason: fmt.Sprintf("rule %q denies %s access to %s", first.r.name, caller(who), hostPort(host, port))}
@@ -334,11 +335,13 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			}
 			dec.Action = Inject
 			dec.Inject = r.plan
+			dec.RuleLimit, dec.WorkloadLimit = r.limit, p.WorkloadRateLimit(who)
 			if !q.NoAllowReason {
 				dec.Reason = fmt.Sprintf("rule %q injects credential %q as %s into %s from %s", r.name, r.plan.Credential, r.plan.As, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
 			}
 		case ruleTunnel:
 			dec.Action = Forward
+			dec.RuleLimit, dec.WorkloadLimit = r.limit, p.WorkloadRateLimit(who)
 			if !q.NoAllowReason {
 				dec.Reason = fmt.Sprintf("rule %q forwards %s from %s without a credential", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
 			}

@@ -98,6 +98,12 @@ type Decision struct {
 	AllowPrivate bool
 	// Inject is set when Action is Inject.
 	Inject *InjectPlan
+	// RuleLimit is the deciding rule's rate_limit, and WorkloadLimit the
+	// caller's workload's, when the decision admits traffic (Inject,
+	// Forward, Tunnel); nil when there is none. The gateway counts a
+	// rule's limit per (rule, workload) and a workload's across all its
+	// rules.
+	RuleLimit, WorkloadLimit *RateLimit
 }
 
 // InjectPlan is the credential and injector a rule names, built when the

@@ -61,6 +61,9 @@ type parser struct {
 	workloads map[string]bool
 	dests     map[string]*destination
 	creds     map[string]*credential
+
+	// wlLimits are the workloads' rate_limit settings.
+	wlLimits map[string]*RateLimit
 }
 
 func (ps *parser) errorf(n *yaml.Node, format string, args ...any) {
@@ -88,6 +91,7 @@ func (ps *parser) parse(data []byte) *Policy {
 	p.hash = hex.EncodeToString(sum[:])
 
 	p.workloads = ps.parseWorkloads(sections["workloads"])
+	p.wlLimits = ps.wlLimits
 	p.dests = ps.parseDestinations(sections["destinations"])
 	p.creds = ps.parseCredentials(sections["credentials"])
 	p.rules = ps.parseRules(sections["rules"])
@@ -319,12 +323,20 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 		}
 		hasSelector := false
 		for _, k := range workloadFields {
-			if _, ok := fs[k]; ok && k != "bind_token_to_cert" {
+			if _, ok := fs[k]; ok && k != "bind_token_to_cert" && k != "rate_limit" {
 				hasSelector = true
 			}
 		}
 		if !hasSelector {
 			ps.errorf(e.key, "%s has no selector and would never match; set cidrs, spiffe, namespace, service_account, claims and/or require", what)
+		}
+		if rl, ok := fs["rate_limit"]; ok {
+			if l := ps.parseRateLimit(rl, what); l != nil {
+				if ps.wlLimits == nil {
+					ps.wlLimits = map[string]*RateLimit{}
+				}
+				ps.wlLimits[name] = l
+			}
 		}
 		specs = append(specs, spec)
 	}
@@ -332,7 +344,7 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 }
 
 // workloadFields are the keys of a `workloads:` entry.
-var workloadFields = []string{"cidrs", "spiffe", "namespace", "service_account", "claims", "require", "bind_token_to_cert"}
+var workloadFields = []string{"cidrs", "spiffe", "namespace", "service_account", "claims", "require", "bind_token_to_cert", "rate_limit"}
 
 // parseIdentitySelectors reads the selectors on verified factor
 // attributes: spiffe, namespace, service_account, claims and
@@ -767,7 +779,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
-		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext")
+		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit")
 		r := &rule{index: len(out)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
@@ -828,6 +840,9 @@ func (ps *parser) parseRules(f field) []*rule {
 			} else {
 				r.plaintext = ps.boolean(pt.val, what+" plaintext")
 			}
+		}
+		if rl, ok := fs["rate_limit"]; ok {
+			ps.rateLimitOn(r, rl, what)
 		}
 		out = append(out, r)
 	}

@@ -68,7 +68,7 @@ default: deny
 			`p.yaml:5:13: workload "billing": spiffe pattern "x": scheme is missing or invalid; write an ID like spiffe://example.org/ns/billing/sa/api or a prefix like spiffe://example.org/ns/billing/*`,
 			"p.yaml:6:3: workload name \"*\" is reserved (it is a `from` keyword); choose another name",
 			`p.yaml:8:3: workload "empty" has no selector and would never match; set cidrs, spiffe, namespace, service_account, claims and/or require`,
-			`p.yaml:9:10: workload "listy" must be a mapping of selectors (cidrs, spiffe, namespace, service_account, claims, require, bind_token_to_cert)`,
+			`p.yaml:9:10: workload "listy" must be a mapping of selectors (cidrs, spiffe, namespace, service_account, claims, require, bind_token_to_cert, rate_limit)`,
 			`p.yaml:10:3: workloads: "billing" is defined twice; remove or rename one`,
 		}},
 		{"destinations", `destinations:
@@ -192,7 +192,7 @@ default: deny
 			`p.yaml:15:11: rule name "r1" is already used by the rule at line 8; rule names must be unique`,
 			`p.yaml:18:13: rule 2: unknown action "allow"; use tunnel, deny or inject`,
 			"p.yaml:19:5: rule 3 has no name; add name: <unique name>",
-			`p.yaml:22:5: unknown field "whence" in rule 3; known fields are name, from, to, action, methods, paths, when, inject, plaintext`,
+			`p.yaml:22:5: unknown field "whence" in rule 3; known fields are name, from, to, action, methods, paths, when, inject, plaintext, rate_limit`,
 			`p.yaml:26:26: rule "r4": unknown credential "nope"; define it under credentials (defined: "c")`,
 			`p.yaml:26:36: rule "r4": unknown injector "bearz"; available injectors are ` + strings.Join(injectors.Names(), ", "),
 			`p.yaml:30:13: rule "r5": action inject needs an inject block with credential and as`,

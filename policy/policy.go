@@ -20,6 +20,8 @@ type Policy struct {
 	file      string
 	hash      string
 	workloads []identity.Spec
+	// wlLimits are the workloads' rate_limit settings by name.
+	wlLimits  map[string]*RateLimit
 	dests     map[string]*destination
 	creds     []*credential
 	injectors []injectors.Injector
@@ -92,6 +94,8 @@ type rule struct {
 	plan      *InjectPlan
 	// cond is the compiled `when:` expression, nil when none.
 	cond *condition
+	// limit is the rule's rate_limit, nil when none.
+	limit *RateLimit
 }
 
 // conditional reports whether the rule looks at the request (method,
@@ -188,6 +192,17 @@ func (p *Policy) Credentials() []CredentialRef {
 		out = append(out, CredentialRef{Name: c.name, Version: c.version, Provider: c.provider, Releases: rel})
 	}
 	return out
+}
+
+// HasRule reports whether the policy has a rule named name (for the
+// kill switch's warning about names no policy uses).
+func (p *Policy) HasRule(name string) bool {
+	for _, r := range p.rules {
+		if r.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // File returns the file name the policy was parsed from.

@@ -349,6 +349,12 @@ func (ex *explanation) print(out io.Writer) {
 		}
 		row("injector:", inj)
 	}
+	if l := d.RuleLimit; l != nil {
+		row("rate limit:", fmt.Sprintf("rule %s: %s, counted per workload", d.Rule, l))
+	}
+	if l := d.WorkloadLimit; l != nil {
+		row("rate limit:", fmt.Sprintf("workload %s: %s, counted across its rules", ex.workload.DisplayName(), l))
+	}
 	if ex.allowed {
 		row("result:", "allowed")
 	} else {

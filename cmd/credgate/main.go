@@ -1,7 +1,8 @@
 // Command credgate is the credential-injecting egress gateway: one binary
 // that serves the proxy (serve), runs a self-contained demonstration
 // (demo), checks and explains policy (validate, explain), writes an
-// interception CA (ca init) and prints its version.
+// interception CA (ca init), disables and enables rules, workloads and
+// credentials on running gateways (admin) and prints its version.
 //
 // Exit codes: 0 success; 1 error (bad config or policy, bad arguments, a
 // failed demo); 3 `explain` decided deny.
@@ -104,6 +105,7 @@ Try it with nothing installed:  credgate demo   (or: credgate demo --once)`,
 		newValidateCmd(),
 		newExplainCmd(),
 		newCACmd(),
+		newAdminCmd(),
 		newVersionCmd(),
 	)
 	return root

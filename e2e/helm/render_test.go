@@ -76,6 +76,8 @@ redis:
   encryptionKeys:
     - {id: "2026-11", secretName: redis-keys, secretKey: k2}
     - {id: "2026-05", secretName: redis-keys, secretKey: k1}
+admin:
+  tokenSecret: {name: credgate-admin}
 networkPolicy:
   gateway: {enabled: true}
 `},

@@ -86,6 +86,9 @@ func fixtures(t *testing.T) podFixtures {
 			"spire-jwt-bundle": {"bundle.jwks": testJWKS},
 			"posture":          {"posture.json": `{"shop-api": {"patched": true}}`},
 		},
+		secrets: map[string]map[string]string{
+			"credgate-admin": {"token": "helm-test-admin-token-0123456789"},
+		},
 		token: "projected-service-account-token",
 	}
 }

@@ -56,6 +56,17 @@ func rules() []rule {
 			"policy": "injectors rewrite a request with a credential; they must not decide access",
 		})},
 		{From: "policy", BadDeps: with(nil)},
+		{From: "killswitch", BadDeps: with(map[string]string{
+			"policy":    "the kill switch holds names; the gateway matches them against decisions",
+			"identity":  "the kill switch holds names; the gateway matches them against decisions",
+			"providers": "the kill switch must not know where credentials come from",
+			"injectors": "the kill switch must not know how requests are rewritten",
+		})},
+		{From: "ratelimit", BadDeps: with(map[string]string{
+			"policy":    "the limiter counts requests against limits it is given; the gateway reads them from the policy",
+			"identity":  "limits are keyed by names the gateway chooses, not by identities",
+			"providers": "rate limiting knows nothing of credentials",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},

@@ -9,7 +9,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -23,12 +25,14 @@ const InstallHint = "apt-get install -y redis-server (scripts/test-tools.sh and 
 
 // Server is one redis-server process without persistence.
 type Server struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	port int
 
 	// tls, when set, makes the server listen with TLS only.
 	tls *TLSFiles
+	// extra are further redis-server arguments.
+	extra []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -45,7 +49,7 @@ type TLSFiles struct {
 
 // StartTLS is Start with TLS only (no plaintext port); clients need not
 // present a certificate.
-func StartTLS(t *testing.T, files TLSFiles) *Server {
+func StartTLS(t testing.TB, files TLSFiles) *Server {
 	t.Helper()
 	return start(t, &files)
 }
@@ -53,12 +57,40 @@ func StartTLS(t *testing.T, files TLSFiles) *Server {
 // Start runs redis-server on a free 127.0.0.1 port, waits until it
 // answers PING, and stops it at the end of the test. It fails the test,
 // naming the install command, when redis-server is not installed.
-func Start(t *testing.T) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	return start(t, nil)
 }
 
-func start(t *testing.T, tf *TLSFiles) *Server {
+// StartCluster runs a one-node Redis Cluster that owns every hash slot.
+// Redis then applies Cluster rules: a command or script whose keys hash to
+// different slots fails with CROSSSLOT. Restart does not re-create the
+// cluster.
+func StartCluster(t testing.TB) *Server {
+	t.Helper()
+	s := start(t, nil, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	c := s.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", "0", "16383").Err(); err != nil {
+		t.Fatalf("redis cluster: add slots: %v", err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && bytes.Contains([]byte(info), []byte("cluster_state:ok")) {
+			return s
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("redis cluster on %s not ok within 10s: %v %s", s.Addr(), err, info)
+		case <-tick.C:
+		}
+	}
+}
+
+func start(t testing.TB, tf *TLSFiles, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -70,7 +102,7 @@ func start(t *testing.T, tf *TLSFiles) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	s := &Server{t: t, bin: bin, port: port, tls: tf}
+	s := &Server{t: t, bin: bin, port: port, tls: tf, extra: extra}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -90,6 +122,7 @@ func (s *Server) start() {
 		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", s.tls.Cert,
 			"--tls-key-file", s.tls.Key, "--tls-ca-cert-file", s.tls.CA, "--tls-auth-clients", "no")
 	}
+	args = append(args, s.extra...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = &s.out, &s.out
 	if err := cmd.Start(); err != nil {
@@ -192,4 +225,80 @@ func (s *Server) Dump(ctx context.Context) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// StartSentinel runs redis-server in Sentinel mode on a free 127.0.0.1
+// port, monitoring master under the name masterName (quorum 1), waits
+// until it names the master, and stops it at the end of the test. It
+// returns the sentinel's host:port.
+func StartSentinel(t testing.TB, master *Server, masterName string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found: install it with `%s`", InstallHint)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	dir := t.TempDir()
+	// Sentinel rewrites its config file, so it must be writable.
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 1000\n",
+		port, dir, masterName, master.port, masterName)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var mu sync.Mutex
+	cmd := exec.Command(bin, conf, "--sentinel")
+	cmd.Stdout, cmd.Stderr = &lockedWriter{mu: &mu, w: &out}, &lockedWriter{mu: &mu, w: &out}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis sentinel: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer sc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		got, err := sc.GetMasterAddrByName(ctx, masterName).Result()
+		cancel()
+		if err == nil && len(got) == 2 && got[1] == strconv.Itoa(master.port) {
+			return addr
+		}
+		select {
+		case <-done:
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("redis sentinel exited at start:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("redis sentinel on %s did not name master %q within 10s: %v %v\n%s", addr, masterName, got, err, out.String())
+		}
+		<-tick.C
+	}
+}
+
+// lockedWriter serialises writes of a process's stdout and stderr.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

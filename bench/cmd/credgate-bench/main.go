@@ -1,6 +1,8 @@
 // Command credgate-bench measures credgate against the direct call and a
 // bare goproxy MITM proxy on the same machine, in one run, and prints the
-// figures issue 2 asks for. `make bench` runs it through bench/run.sh.
+// figures issue 2 asks for; and credgate with its Redis backend (and a
+// rate limit that never refuses) against credgate in memory, the figure
+// issue 7 asks for. `make bench` runs it through bench/run.sh.
 //
 //	credgate-bench [run] [flags]   start the origin, the baseline and credgate; measure; report
 //	credgate-bench origin ...      the local HTTPS origin (started by run)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -53,6 +55,9 @@ type runConfig struct {
 type target struct {
 	lg   *loadgen.Target
 	proc *proc // nil for direct
+	// helpers are processes the proxy uses (redis-server), whose CPU
+	// time is the proxy's too.
+	helpers []*proc
 }
 
 func cmdRun(args []string) error {
@@ -60,7 +65,7 @@ func cmdRun(args []string) error {
 	var rc runConfig
 	var targets, scenarios string
 	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
-	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa", "targets to measure (credgate-2fa: credgate requiring mtls + jwt over its TLS listener)")
+	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl", "targets to measure (also: credgate-rl; credgate-2fa is credgate requiring mtls + jwt over its TLS listener)")
 	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,rate", "scenarios to run, in this order")
 	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
 	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
@@ -190,6 +195,26 @@ func run(ctx context.Context, rc runConfig) (err error) {
 
 	var ts []target
 	skipped := map[string]string{}
+	// One redis-server, started when a target needs it, serves every
+	// credgate-redis* target (each in its own namespace).
+	var redisAddr string
+	var redisProc *proc
+	var redisErr error
+	redisOnce := func() (string, *proc, error) {
+		if redisAddr == "" && redisErr == nil {
+			var version string
+			redisAddr, redisProc, version, redisErr = startRedis(ctx, work, pins, env)
+			if redisErr == nil {
+				setEnv("redis", version+", started by the bench on "+redisAddr+" without persistence (--save '' --appendonly no)")
+			}
+		}
+		return redisAddr, redisProc, redisErr
+	}
+	defer func() {
+		if redisProc != nil {
+			redisProc.stop(3 * time.Second)
+		}
+	}()
 	for _, name := range rc.targets {
 		switch name {
 		case report.Direct:
@@ -207,12 +232,22 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			defer t.proc.stop(3 * time.Second)
 			ts = append(ts, t)
 			setEnv("goproxy baseline", "github.com/elazarl/goproxy v1.9.3, MITM every CONNECT (ECDSA P-256 CA, leaf cached per host), sets Authorization, verifies upstream TLS, "+map[bool]string{false: "HTTP/1.1", true: "HTTP/2 allowed"}[rc.upstreamH2]+" upstream keep-alive (64 idle per host)")
-		case report.Credgate, report.Credgate2FA:
+		case report.Credgate, report.Credgate2FA, report.CredgateRedis, report.CredgateRedisRL, report.CredgateRL:
 			if rc.credgate == "" {
 				skipped[name] = "no -credgate binary given"
 				continue
 			}
-			t, info, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, name == report.Credgate2FA)
+			v := credgateVariant{name: name, rateLimit: name == report.CredgateRedisRL || name == report.CredgateRL, twoFactor: name == report.Credgate2FA}
+			if name == report.CredgateRedis || name == report.CredgateRedisRL {
+				addr, p, err := redisOnce()
+				if err != nil {
+					skipped[name] = err.Error()
+					fmt.Fprintf(os.Stderr, "%s not measured: %v\n", name, err)
+					continue
+				}
+				v.redis, v.redisProc = addr, p
+			}
+			t, info, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, v)
 			for _, kv := range info {
 				setEnv(kv[0], kv[1])
 			}
@@ -224,7 +259,7 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			defer t.proc.stop(5 * time.Second)
 			ts = append(ts, t)
 		default:
-			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate, credgate-2fa)", name)
+			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate, credgate-2fa, credgate-redis, credgate-redis-rl, credgate-rl)", name)
 		}
 	}
 	// One request through each target before measuring anything: a target
@@ -336,11 +371,11 @@ type cpuWindow struct {
 }
 
 type cpuSample struct {
-	proxy, ours, busy time.Duration
-	err               error
+	proxy, helper, ours, busy time.Duration
+	err                       error
 }
 
-func sampleCPU(proxy *proc, originPID int, warmup, window time.Duration) *cpuWindow {
+func sampleCPU(proxy *proc, helpers []*proc, originPID int, warmup, window time.Duration) *cpuWindow {
 	w := &cpuWindow{start: make(chan cpuSample, 1), end: make(chan cpuSample, 1), span: window}
 	sample := func(ch chan cpuSample) func() {
 		return func() {
@@ -354,7 +389,10 @@ func sampleCPU(proxy *proc, originPID int, warmup, window time.Duration) *cpuWin
 			if proxy != nil {
 				s.proxy = add(proxy.pid())
 			}
-			s.ours = s.proxy + add(os.Getpid()) + add(originPID)
+			for _, h := range helpers {
+				s.helper += add(h.pid())
+			}
+			s.ours = s.proxy + s.helper + add(os.Getpid()) + add(originPID)
 			var err error
 			s.busy, err = machineBusy()
 			s.err = errors.Join(append(errs, err)...)
@@ -366,20 +404,20 @@ func sampleCPU(proxy *proc, originPID int, warmup, window time.Duration) *cpuWin
 	return w
 }
 
-// result waits for both samples and returns the proxy's CPU time in the
-// window (ok false without a proxy) and the share of the machine's CPU
-// that other processes used.
-func (w *cpuWindow) result() (proxy time.Duration, ok bool, foreign float64) {
+// result waits for both samples and returns the proxy's and its helpers'
+// CPU time in the window (ok false without a proxy) and the share of the
+// machine's CPU that other processes used.
+func (w *cpuWindow) result() (proxy, helper time.Duration, ok bool, foreign float64) {
 	if w == nil {
-		return 0, false, 0
+		return 0, 0, false, 0
 	}
 	a, b := <-w.start, <-w.end
 	if a.err != nil || b.err != nil {
-		return 0, false, 0
+		return 0, 0, false, 0
 	}
 	other := (b.busy - a.busy) - (b.ours - a.ours)
 	foreign = max(0, float64(other)/float64(w.span*time.Duration(runtime.NumCPU())))
-	return b.proxy - a.proxy, b.proxy > 0, foreign
+	return b.proxy - a.proxy, b.helper - a.helper, b.proxy > 0, foreign
 }
 
 // machineBusy reads the non-idle CPU time of all CPUs from /proc/stat.
@@ -414,13 +452,14 @@ func machineBusy() (time.Duration, error) {
 // one, and merges each target's rounds. measure runs one target once and
 // returns its result and the CPU sampler it started (nil for none).
 func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, measure func(round int, t target) (loadgen.Result, *cpuWindow, error)) *report.Run {
-	run := &report.Run{CPUPerRequest: map[string]time.Duration{}, Foreign: map[string]float64{}, Skipped: map[string]string{}}
+	run := &report.Run{CPUPerRequest: map[string]time.Duration{}, HelperCPUPerRequest: map[string]time.Duration{}, Foreign: map[string]float64{}, Skipped: map[string]string{}}
 	for k, v := range skipped {
 		run.Skipped[k] = v
 	}
 	per := map[string][]loadgen.Result{}
 	cpu := map[string]time.Duration{}
 	cpuReqs := map[string]int{}
+	helperCPU := map[string]time.Duration{}
 	foreign := map[string][]float64{}
 	for round := range rc.rounds {
 		order := slices.Clone(ts)
@@ -444,9 +483,10 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 				continue
 			}
 			per[name] = append(per[name], r)
-			d, ok, f := cw.result()
+			d, h, ok, f := cw.result()
 			if ok && r.Requests > 0 {
 				cpu[name] += d
+				helperCPU[name] += h
 				cpuReqs[name] += r.Requests
 			}
 			foreign[name] = append(foreign[name], f)
@@ -461,6 +501,9 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 		run.Foreign[name] = slices.Max(foreign[name])
 		if cpuReqs[name] > 0 {
 			run.CPUPerRequest[name] = cpu[name] / time.Duration(cpuReqs[name])
+			if len(t.helpers) > 0 {
+				run.HelperCPUPerRequest[name] = helperCPU[name] / time.Duration(cpuReqs[name])
+			}
 		}
 	}
 	return run
@@ -473,7 +516,7 @@ func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[stri
 	}
 	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
 		progress("%s: %s, %d connections, %s (round %d/%d)", kind, t.lg.Name, rc.conns, rc.warmup+rc.window, round+1, rc.rounds)
-		cw := sampleCPU(t.proc, originPID, rc.warmup, rc.window)
+		cw := sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.window)
 		var perf *exec.Cmd
 		if rc.perf != "" && !newConn && round == 0 && t.lg.Name == rc.perfTarget && t.proc != nil {
 			perf = startPerf(rc, t.proc.pid())
@@ -503,7 +546,7 @@ func fixedRate(ctx context.Context, rc runConfig, ts []target, skipped map[strin
 	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
 		progress("fixed rate: %s, %.0f rps, %s (round %d/%d)", t.lg.Name, rc.rate, rc.warmup+rc.rateWindow, round+1, rc.rounds)
 		var cw *cpuWindow
-		r, err := loadgen.OpenLoop(ctx, t.lg, rc.rate, rc.pool, rc.warmup, rc.rateWindow, func() { cw = sampleCPU(t.proc, originPID, rc.warmup, rc.rateWindow) })
+		r, err := loadgen.OpenLoop(ctx, t.lg, rc.rate, rc.pool, rc.warmup, rc.rateWindow, func() { cw = sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.rateWindow) })
 		return r, cw, err
 	})
 }
@@ -543,6 +586,7 @@ workloads:
   bench:
     cidrs: [127.0.0.1/32]
     require: [source]
+%s
 destinations:
   origin:
     hosts: [%s]
@@ -559,8 +603,15 @@ rules:
     inject:
       credential: bench-token
       as: bearer
+%s
 default: deny
 `
+
+// benchRateLimit is the rate limit of the *-rl targets, on the workload
+// and on the rule: high enough never to refuse, so every request pays
+// for the check (one Redis script call with two keys, or the in-process
+// limiter) and nothing else changes.
+const benchRateLimit = "rate_limit: {rps: 1000000, burst: 1000000}"
 
 const credgateConfig = `# credgate-bench configuration. Written by bench/cmd/credgate-bench.
 listen: "%s"
@@ -577,24 +628,64 @@ audit:
   output: %s
 log:
   level: info
+%s`
+
+// credgateRedisConfig is the cache block of the credgate-redis* targets:
+// the shared cache (and with it the rate limiter) in the bench's
+// redis-server. The requests are L1 hits: Redis is read once per
+// credential, and the rate limiter's script runs per request.
+const credgateRedisConfig = `cache:
+  redis:
+    addrs: ["%s"]
+    namespace: %s
+    encryption_keys:
+      - {id: bench, file: redis.key}
 `
 
-// startCredgate writes a CA, a policy and a config and starts the real
-// credgate binary. info carries set-up details for the report. With
-// twoFactor it is the credgate-2fa target: the workload must present a
-// client X.509-SVID on the TLS listener and a JWT-SVID (twofactor.go).
-func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *testpki.Authority, pins pinning, env []string, twoFactor bool) (target, [][2]string, error) {
-	var info [][2]string
-	name := report.Credgate
-	if twoFactor {
-		name = report.Credgate2FA
+// credgateVariant is one credgate target: in memory (credgate), with the
+// shared cache in Redis (credgate-redis), and either with a rate limit
+// that never triggers (credgate-redis-rl, credgate-rl).
+type credgateVariant struct {
+	name      string
+	redis     string // redis-server address; "" for in memory
+	redisProc *proc
+	rateLimit bool
+	// twoFactor (credgate-2fa) selects the workload by SPIFFE ID with
+	// require: [mtls, jwt] over the TLS listener.
+	twoFactor bool
+}
+
+// describe says how the variant differs from the credgate target.
+func (v credgateVariant) describe() string {
+	var parts []string
+	if v.redis != "" {
+		parts = append(parts, "cache.redis on the bench's redis-server (credentials are L1 hits; the shared cache and the rate limiter use Redis)")
 	}
-	dir := filepath.Join(work, name)
+	if v.rateLimit {
+		where := "in process"
+		if v.redis != "" {
+			where = "in Redis: one EVALSHA per request"
+		}
+		parts = append(parts, "`"+benchRateLimit+"` on the workload and the rule, checked "+where+", never refusing")
+	}
+	return "as credgate, plus " + strings.Join(parts, "; ")
+}
+
+// startCredgate writes a CA, a policy and a config and starts the real
+// credgate binary. info carries set-up details for the report. The
+// credgate-2fa variant's workload must present a client X.509-SVID on the
+// TLS listener and a JWT-SVID (twofactor.go).
+func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, originCA *testpki.Authority, pins pinning, env []string, v credgateVariant) (target, [][2]string, error) {
+	var info [][2]string
+	dir := filepath.Join(work, v.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return target{}, info, fmt.Errorf("credgate directory: %w", err)
 	}
 	if out, err := exec.CommandContext(ctx, rc.credgate, "version").CombinedOutput(); err == nil {
 		info = append(info, [2]string{"credgate", strings.TrimSpace(firstLine(string(out)))})
+	}
+	if v.name != report.Credgate && !v.twoFactor {
+		info = append(info, [2]string{v.name + " set-up", v.describe()})
 	}
 	caCert, caKey, how, err := credgateCA(ctx, rc.credgate, dir)
 	if err != nil {
@@ -616,11 +707,24 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 	if rc.audit == "discard" {
 		audit, auditDesc = "/dev/null", "on, written to /dev/null"
 	}
-	info = append(info, [2]string{"credgate set-up", fmt.Sprintf("real binary, `credgate serve -c credgate.yaml`; static bearer rule from a workload identified by source CIDR; upstream TLS verified with ca_bundle; resolve map; allow_private; log level info; interception CA %s; audit %s", how, auditDesc)})
-	policy := fmt.Sprintf(credgatePolicy, originHost, tokenEnv)
-	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKey, originHost, originAddr, audit)
+	info = append(info, [2]string{report.Credgate + " set-up", fmt.Sprintf("real binary, `credgate serve -c credgate.yaml`; static bearer rule from a workload identified by source CIDR; upstream TLS verified with ca_bundle; resolve map; allow_private; log level info; interception CA %s; audit %s", how, auditDesc)})
+	limit := ""
+	if v.rateLimit {
+		limit = "    " + benchRateLimit
+	}
+	policy := fmt.Sprintf(credgatePolicy, limit, originHost, tokenEnv, limit)
+	cache := ""
+	if v.redis != "" {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key) // crypto/rand.Read never fails on Linux
+		if err := os.WriteFile(filepath.Join(dir, "redis.key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+			return target{}, info, fmt.Errorf("write redis key: %w", err)
+		}
+		cache = fmt.Sprintf(credgateRedisConfig, v.redis, "bench-"+v.name)
+	}
+	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKey, originHost, originAddr, audit, cache)
 	var tf *twoFactorSetup
-	if twoFactor {
+	if v.twoFactor {
 		if tf, err = newTwoFactorSetup(dir); err != nil {
 			return target{}, info, err
 		}
@@ -628,7 +732,7 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 			return target{}, info, err
 		}
 		policy, cfg = tf.policy(policy), cfg+tf.config(proxyAddr)
-		info = append(info, [2]string{"credgate-2fa set-up", tf.describe()})
+		info = append(info, [2]string{report.Credgate2FA + " set-up", tf.describe()})
 	}
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
 		return target{}, info, fmt.Errorf("write policy: %w", err)
@@ -636,7 +740,7 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 	if err := os.WriteFile(filepath.Join(dir, "credgate.yaml"), []byte(cfg), 0o644); err != nil {
 		return target{}, info, fmt.Errorf("write config: %w", err)
 	}
-	p, err := startProc(name, pins.proxy, dir, filepath.Join(dir, "credgate.log"), env, rc.credgate, "serve", "-c", "credgate.yaml")
+	p, err := startProc(v.name, pins.proxy, dir, filepath.Join(dir, "credgate.log"), env, rc.credgate, "serve", "-c", "credgate.yaml")
 	if err != nil {
 		return target{}, info, err
 	}
@@ -657,11 +761,45 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		p.stop(time.Second)
 		return target{}, info, fmt.Errorf("credgate CA %s holds no certificate", caCert)
 	}
-	lg := &loadgen.Target{Name: name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}
-	if tf != nil {
-		lg.ProxyTLS, lg.ProxyHeader = tf.proxyTLS(), tf.proxyHeader()
+	t := target{proc: p, lg: &loadgen.Target{Name: v.name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}}
+	if v.redisProc != nil {
+		t.helpers = []*proc{v.redisProc}
 	}
-	return target{proc: p, lg: lg}, info, nil
+	if tf != nil {
+		t.lg.ProxyTLS, t.lg.ProxyHeader = tf.proxyTLS(), tf.proxyHeader()
+	}
+	return t, info, nil
+}
+
+// startRedis starts redis-server on a free 127.0.0.1 port without
+// persistence, pinned with the proxy (its work is the proxy's).
+func startRedis(ctx context.Context, work string, pins pinning, env []string) (addr string, p *proc, version string, err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, "", errors.New("redis-server not found (apt-get install -y redis-server)")
+	}
+	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
+		version = strings.TrimSpace(firstLine(string(out)))
+	}
+	addr, err = freePort()
+	if err != nil {
+		return "", nil, "", err
+	}
+	_, port, _ := strings.Cut(addr, ":")
+	dir := filepath.Join(work, "redis")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, "", fmt.Errorf("redis directory: %w", err)
+	}
+	p, err = startProc("redis-server", pins.proxy, dir, filepath.Join(dir, "redis.log"), env, bin,
+		"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", dir)
+	if err != nil {
+		return "", nil, "", err
+	}
+	if err := p.waitTCP(ctx, addr, 15*time.Second); err != nil {
+		p.stop(time.Second)
+		return "", nil, "", err
+	}
+	return addr, p, version, nil
 }
 
 // credgateCA makes the interception CA with `credgate ca init` and falls

@@ -22,6 +22,15 @@ const (
 	// Credgate2FA is credgate requiring two factors (an X.509-SVID on its
 	// TLS listener and a JWT-SVID) instead of the source address.
 	Credgate2FA = "credgate-2fa"
+	// CredgateRedis is credgate with cache.redis (issue 7); its requests
+	// are in-memory (L1) cache hits.
+	CredgateRedis = "credgate-redis"
+	// CredgateRedisRL adds a rate limit that never refuses, checked in
+	// Redis on every request.
+	CredgateRedisRL = "credgate-redis-rl"
+	// CredgateRL is credgate in memory with that rate limit checked in
+	// process.
+	CredgateRL = "credgate-rl"
 )
 
 // Thresholds from issue 2 (Benchmark section).
@@ -38,6 +47,9 @@ const (
 	// credgate requiring mtls + jwt over its TLS listener to credgate
 	// with the static source-address rule.
 	TwoFactorRatio = 0.90
+	// RedisRatio (issue 7) is the minimum keep-alive rps ratio of
+	// credgate with cache.redis to credgate in memory.
+	RedisRatio = 0.95
 )
 
 // Run is one scenario's results, one entry per target.
@@ -47,6 +59,10 @@ type Run struct {
 	// CPUPerRequest is the proxy process's CPU time (user+system) per
 	// successful request, by target; empty for direct.
 	CPUPerRequest map[string]time.Duration `json:"cpu_per_request_ns,omitempty"`
+	// HelperCPUPerRequest is, for targets with a helper process (the
+	// redis-server of credgate-redis*), the helper's CPU time per
+	// successful request.
+	HelperCPUPerRequest map[string]time.Duration `json:"helper_cpu_per_request_ns,omitempty"`
 	// Foreign is, by target, the largest share (0..1) of the machine's
 	// CPU that processes outside the benchmark used during one of the
 	// target's windows. More than a few percent means the figures are
@@ -205,8 +221,16 @@ func (r *Results) Write(w io.Writer) {
 	if len(r.Memory) > 0 {
 		writeMemory(w, r.Titles["memory"], r.Memory)
 	}
-	fmt.Fprintf(w, "## Targets (issues 2 and 3)\n\n| target | want | got | |\n|---|---|---|---|\n")
-	for _, v := range r.Verdicts() {
+	writeVerdicts(w, "Targets (issues 2 and 3)", r.Verdicts())
+	if r.hasRedisTargets() {
+		writeRedis(w, r)
+		writeVerdicts(w, "Targets (issue 7)", r.RedisVerdicts())
+	}
+}
+
+func writeVerdicts(w io.Writer, title string, vs []Verdict) {
+	fmt.Fprintf(w, "## %s\n\n| target | want | got | |\n|---|---|---|---|\n", title)
+	for _, v := range vs {
 		mark := "MISS"
 		switch {
 		case v.Absent:
@@ -217,6 +241,103 @@ func (r *Results) Write(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", v.Name, v.Want, v.Got, mark)
 	}
 	fmt.Fprintln(w)
+}
+
+// hasRedisTargets reports whether any issue 7 target ran or was skipped.
+func (r *Results) hasRedisTargets() bool {
+	for _, run := range []*Run{r.KeepAlive, r.NewConn, r.FixedRate} {
+		if run == nil {
+			continue
+		}
+		for _, t := range []string{CredgateRedis, CredgateRedisRL, CredgateRL} {
+			if _, ok := run.Get(t); ok {
+				return true
+			}
+			if _, ok := run.Skipped[t]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// RedisVerdicts evaluates issue 7's benchmark target: keep-alive
+// throughput with the Redis backend configured against in memory.
+func (r *Results) RedisVerdicts() []Verdict {
+	v := Verdict{Name: "keep-alive rps with cache.redis (L1 hits)", Want: fmt.Sprintf("≥ %.2f× in memory", RedisRatio)}
+	c, ok1 := r.KeepAlive.Get(Credgate)
+	x, ok2 := r.KeepAlive.Get(CredgateRedis)
+	if !ok1 || !ok2 || c.RPS == 0 {
+		v.Absent = true
+	} else {
+		q := x.RPS / c.RPS
+		v.Got = fmt.Sprintf("%.2f×", q)
+		v.Pass = q >= RedisRatio
+	}
+	return []Verdict{v}
+}
+
+// writeRedis prints the issue 7 comparisons: Redis backend against in
+// memory, and the cost of a rate limit that never refuses.
+func writeRedis(w io.Writer, r *Results) {
+	fmt.Fprintf(w, "## Redis backend and rate limiter (issue 7)\n\n")
+	ratio := func(run *Run, a, b string) (float64, bool) {
+		x, ok1 := run.Get(a)
+		y, ok2 := run.Get(b)
+		if !ok1 || !ok2 || y.RPS == 0 {
+			return 0, false
+		}
+		return x.RPS / y.RPS, true
+	}
+	var parts []string
+	if q, ok := ratio(r.KeepAlive, CredgateRedis, Credgate); ok {
+		parts = append(parts, fmt.Sprintf("credgate-redis/credgate **%.2f×** (target ≥ %.2f×: %s)", q, RedisRatio, passMiss(q >= RedisRatio)))
+	}
+	if q, ok := ratio(r.KeepAlive, CredgateRedisRL, CredgateRedis); ok {
+		parts = append(parts, fmt.Sprintf("credgate-redis-rl/credgate-redis **%.2f×** (a shared rate limit that never refuses: one Redis script call per request)", q))
+	}
+	if q, ok := ratio(r.KeepAlive, CredgateRL, Credgate); ok {
+		parts = append(parts, fmt.Sprintf("credgate-rl/credgate **%.2f×** (the same limit checked in process)", q))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "Keep-alive rps: %s\n\n", strings.Join(parts, " · "))
+	}
+	parts = nil
+	for _, p := range [][2]string{{CredgateRedis, Credgate}, {CredgateRedisRL, CredgateRedis}, {CredgateRL, Credgate}} {
+		x, ok1 := r.FixedRate.Get(p[0])
+		y, ok2 := r.FixedRate.Get(p[1])
+		if ok1 && ok2 && x.Requests > 0 && y.Requests > 0 {
+			parts = append(parts, fmt.Sprintf("%s adds p50 %s, p99 %s over %s", p[0], Dur(x.P50-y.P50), Dur(x.P99-y.P99), p[1]))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "Fixed rate: %s\n\n", strings.Join(parts, " · "))
+	}
+	if run := r.KeepAlive; run != nil {
+		parts = nil
+		for _, t := range []string{Credgate, CredgateRedis, CredgateRedisRL, CredgateRL} {
+			d, ok := run.CPUPerRequest[t]
+			if !ok {
+				continue
+			}
+			s := fmt.Sprintf("%s %s", t, Dur(d))
+			if h, ok := run.HelperCPUPerRequest[t]; ok {
+				s += fmt.Sprintf(" + redis-server %s", Dur(h))
+			}
+			parts = append(parts, s)
+		}
+		if c, ok := run.CPUPerRequest[Credgate]; ok && c > 0 {
+			if x, ok := run.CPUPerRequest[CredgateRedis]; ok {
+				// CPU per request is far less disturbed by other load on
+				// the machine than rps; on a CPU-bound machine it bounds
+				// throughput.
+				parts = append(parts, fmt.Sprintf("credgate-redis uses %.2f× the CPU of credgate per request", float64(x+run.HelperCPUPerRequest[CredgateRedis])/float64(c)))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "CPU per keep-alive request: %s\n\n", strings.Join(parts, " · "))
+		}
+	}
 }
 
 func writeRun(w io.Writer, title string, run *Run, fixed bool) {
@@ -230,6 +351,9 @@ func writeRun(w io.Writer, title string, run *Run, fixed bool) {
 		cpu := "–"
 		if d, ok := run.CPUPerRequest[x.Target]; ok {
 			cpu = Dur(d)
+			if h, ok := run.HelperCPUPerRequest[x.Target]; ok {
+				cpu += " + " + Dur(h) + " redis"
+			}
 		}
 		other := "–"
 		if f, ok := run.Foreign[x.Target]; ok {

@@ -51,3 +51,40 @@ func TestVerdictsAbsent(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisVerdicts(t *testing.T) {
+	res := &Results{
+		KeepAlive: &Run{
+			Results:             []loadgen.Result{{Target: Credgate, RPS: 1000}, {Target: CredgateRedis, RPS: 970}, {Target: CredgateRedisRL, RPS: 800}},
+			CPUPerRequest:       map[string]time.Duration{Credgate: 80 * time.Microsecond, CredgateRedis: 84 * time.Microsecond, CredgateRedisRL: 95 * time.Microsecond},
+			HelperCPUPerRequest: map[string]time.Duration{CredgateRedisRL: 20 * time.Microsecond},
+		},
+		FixedRate: &Run{Results: []loadgen.Result{
+			{Target: CredgateRedis, Requests: 10, P50: 400 * time.Microsecond},
+			{Target: CredgateRedisRL, Requests: 10, P50: 500 * time.Microsecond},
+		}},
+	}
+	want := []Verdict{{Name: "keep-alive rps with cache.redis (L1 hits)", Want: "≥ 0.95× in memory", Got: "0.97×", Pass: true}}
+	if diff := cmp.Diff(want, res.RedisVerdicts()); diff != "" {
+		t.Errorf("RedisVerdicts (-want +got):\n%s", diff)
+	}
+	var b strings.Builder
+	res.Write(&b)
+	for _, s := range []string{
+		"credgate-redis/credgate **0.97×** (target ≥ 0.95×: PASS)",
+		"credgate-redis-rl/credgate-redis **0.82×**",
+		"credgate-redis-rl adds p50 0.100 ms",
+		"credgate-redis-rl 0.095 ms + redis-server 0.020 ms",
+		"credgate-redis uses 1.05× the CPU of credgate per request",
+		"| keep-alive rps with cache.redis (L1 hits) | ≥ 0.95× in memory | 0.97× | PASS |",
+	} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("report lacks %q:\n%s", s, b.String())
+		}
+	}
+	b.Reset()
+	(&Results{KeepAlive: &Run{Results: []loadgen.Result{{Target: Credgate, RPS: 1000}}}}).Write(&b)
+	if strings.Contains(b.String(), "issue 7") {
+		t.Error("the issue 7 section is printed without its targets")
+	}
+}

@@ -147,6 +147,10 @@ audit:
 log:
   level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
+{{- if .Values.admin.tokenSecret.name }}
+admin:
+  token_file: admin-token/{{ .Values.admin.tokenSecret.key }}
+{{- end }}
 {{- with include "credgate.identityConfig" . | trim }}
 identity:
   {{- . | nindent 2 }}

@@ -1,0 +1,350 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/killswitch"
+)
+
+// DefaultSwitchResync is how often a replica re-reads the kill switch
+// state from Redis beside the reads that messages trigger.
+const DefaultSwitchResync = 5 * time.Second
+
+// MinAdminTokenLen is the shortest admin token accepted.
+const MinAdminTokenLen = 16
+
+// Admin configures the admin API on admin_listen: the kill switch
+// (docs/config.md#admin).
+type Admin struct {
+	// TokenFile and TokenEnv name where the admin API's bearer token is:
+	// a file (re-read at every request, so it rotates without a restart)
+	// or an environment variable. Without either, the API that changes
+	// state is off; /readyz and GET /admin/v1/switches still answer.
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+	// StateFile, when set, keeps the kill switch state in a local JSON
+	// file, so that it survives a restart without Redis (and is what a
+	// replica enforces when it starts while Redis is down).
+	StateFile string `yaml:"state_file"`
+	// ResyncInterval is how often the kill switch state is re-read from
+	// Redis (default 5s).
+	ResyncInterval Duration `yaml:"resync_interval"`
+}
+
+// check validates the admin block and resolves its paths against dir.
+func (a *Admin) check(file string, root *yaml.Node, dir string) []error {
+	var errs []error
+	bad := func(msg string, key ...string) {
+		l, c := position(root, append([]string{"admin"}, key...)...)
+		errs = append(errs, &ConfigError{File: file, Line: l, Col: c, Msg: msg})
+	}
+	if a.TokenFile != "" && a.TokenEnv != "" {
+		bad("admin: set token_file or token_env, not both")
+	}
+	for _, p := range []*string{&a.TokenFile, &a.StateFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return errs
+}
+
+// adminToken checks the admin API's bearer token.
+type adminToken struct {
+	file string
+	// env is the digest of the token read from the environment at start.
+	env *[sha256.Size]byte
+}
+
+// newAdminToken reads and checks the configured token; nil without one.
+func newAdminToken(a Admin) (*adminToken, error) {
+	if a.TokenFile == "" && a.TokenEnv == "" {
+		return nil, nil
+	}
+	t := &adminToken{file: a.TokenFile}
+	tok, where, err := t.read(a.TokenEnv)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	if len(tok) < MinAdminTokenLen {
+		return nil, fmt.Errorf("admin token: %s holds %d characters; use at least %d random ones (head -c32 /dev/urandom | base64)", where, len(tok), MinAdminTokenLen)
+	}
+	if a.TokenFile == "" {
+		d := sha256.Sum256([]byte(tok))
+		t.env = &d
+	}
+	return t, nil
+}
+
+func (t *adminToken) read(env string) (token, where string, err error) {
+	raw, where, err := readSecret(t.file, env)
+	if err != nil {
+		return "", where, err
+	}
+	return strings.TrimSpace(raw), where, nil
+}
+
+// errNoBearer and errWrongToken are why an admin request was refused.
+var (
+	errNoBearer   = errors.New("no bearer token in the Authorization header")
+	errWrongToken = errors.New("the bearer token does not match")
+)
+
+// check compares the request's bearer token with the configured one in
+// constant time (over digests, so the length does not leak either).
+func (t *adminToken) check(r *http.Request) error {
+	scheme, presented, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	presented = strings.TrimSpace(presented)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || presented == "" {
+		return errNoBearer
+	}
+	want := t.env
+	if want == nil {
+		tok, _, err := t.read("")
+		if err != nil {
+			return fmt.Errorf("admin token file: %w", err)
+		}
+		d := sha256.Sum256([]byte(tok))
+		want = &d
+		if len(tok) < MinAdminTokenLen {
+			return fmt.Errorf("admin token file %s holds fewer than %d characters", t.file, MinAdminTokenLen)
+		}
+	}
+	got := sha256.Sum256([]byte(presented))
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		return errWrongToken
+	}
+	return nil
+}
+
+// Admin API reason codes.
+const (
+	codeUnauthorized   = "unauthorized"
+	codeAdminOff       = "admin_api_off"
+	codeAdminBadReq    = "bad_request"
+	codeSwitchUnavail  = "switch_unavailable"
+	codeAdminTokenFile = "admin_token_unreadable"
+)
+
+// adminRoutes adds the kill switch API to the admin mux.
+func (g *Gateway) adminRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /admin/v1/disable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "disable") })
+	mux.HandleFunc("POST /admin/v1/enable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "enable") })
+	mux.HandleFunc("GET /admin/v1/switches", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, g.switchesView())
+	})
+}
+
+// switchRequest is the body of POST /admin/v1/disable and /enable.
+type switchRequest struct {
+	Kind   string `json:"kind"`
+	Name   string `json:"name"`
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+// switchResponse answers a successful POST /admin/v1/disable or /enable.
+type switchResponse struct {
+	Action  string           `json:"action"`
+	Changed bool             `json:"changed"`
+	Scope   string           `json:"scope"`
+	Pending bool             `json:"pending,omitempty"`
+	Switch  killswitch.Entry `json:"switch"`
+	// Warnings are for the operator: a name the policy in force does not
+	// use, a change that applies to this replica only.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// switchesView is GET /admin/v1/switches and the kill_switch part of
+// /readyz.
+type switchesView struct {
+	Backend  string             `json:"backend"`
+	Redis    string             `json:"redis,omitempty"`
+	LastSync *time.Time         `json:"last_sync,omitempty"`
+	Pending  int                `json:"pending,omitempty"`
+	Disabled []killswitch.Entry `json:"disabled"`
+}
+
+func (g *Gateway) switchesView() switchesView {
+	st := g.switches.Status()
+	v := switchesView{Backend: st.Backend, Pending: st.Pending, Disabled: g.switches.Snapshot().Entries()}
+	if v.Disabled == nil {
+		v.Disabled = []killswitch.Entry{}
+	}
+	if st.Backend == "redis" {
+		v.Redis = "down"
+		if st.Up {
+			v.Redis = "up"
+		}
+		if !st.LastSync.IsZero() {
+			ls := st.LastSync.UTC()
+			v.LastSync = &ls
+		}
+	}
+	return v
+}
+
+// serveSwitch handles POST /admin/v1/disable and /enable.
+func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action string) {
+	start := time.Now()
+	ev := evidence(r)
+	audit := func(status int, code, sw string) {
+		decision := "admin"
+		if status >= 400 {
+			decision = "deny"
+		}
+		g.audit.write(&event{Time: start, Source: sourceString(ev), Method: r.Method, Scheme: "http", Host: "admin",
+			Path: r.URL.Path, Decision: decision, Code: code, Status: status, Switch: sw, Duration: time.Since(start)})
+	}
+	fail := func(status int, code, reason, sw string) {
+		g.swm.admin.WithLabelValues(action, code).Inc()
+		audit(status, code, sw)
+		adminError(w, status, code, reason)
+	}
+	if g.adminTok == nil {
+		g.log.Warn("admin API: request refused: no admin token is configured", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path))
+		fail(http.StatusForbidden, codeAdminOff, "the admin API that changes state is off: set admin.token_file or admin.token_env in the gateway config", "")
+		return
+	}
+	if err := g.adminTok.check(r); err != nil {
+		if errors.Is(err, errNoBearer) || errors.Is(err, errWrongToken) {
+			// The presented value is never logged: a near miss is as
+			// secret as the token.
+			g.log.Warn("admin API: request refused", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path), slog.String("why", err.Error()))
+			w.Header().Set("WWW-Authenticate", `Bearer realm="credgate admin"`)
+			fail(http.StatusUnauthorized, codeUnauthorized, "the admin token was missing or not accepted", "")
+			return
+		}
+		g.log.Error("admin API: cannot read the admin token", slog.Any("error", err))
+		fail(http.StatusServiceUnavailable, codeAdminTokenFile, "the gateway cannot read its admin token; see its log", "")
+		return
+	}
+	var req switchRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		fail(http.StatusBadRequest, codeAdminBadReq, "the body must be a JSON object {\"kind\":\"rule|workload|credential\",\"name\":\"...\",\"by\":\"...\",\"reason\":\"...\"}: "+err.Error(), "")
+		return
+	}
+	kind, err := killswitch.ParseKind(req.Kind)
+	if err != nil {
+		fail(http.StatusBadRequest, codeAdminBadReq, strings.TrimPrefix(err.Error(), "killswitch: "), "")
+		return
+	}
+	probe := killswitch.Entry{Kind: kind, Name: req.Name, By: req.By, Reason: req.Reason}
+	sw := probe.ID()
+	if err := probe.Validate(); err != nil {
+		fail(http.StatusBadRequest, codeAdminBadReq, strings.TrimPrefix(err.Error(), "killswitch: "), sw)
+		return
+	}
+	// A change is carried through even if the caller goes away: it must
+	// not be left half done on this replica or in Redis.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	var res killswitch.Result
+	if action == "disable" {
+		res, err = g.switches.Disable(ctx, probe)
+	} else {
+		res, err = g.switches.Enable(ctx, kind, req.Name)
+	}
+	if err != nil {
+		if errors.Is(err, killswitch.ErrUnavailable) {
+			fail(http.StatusServiceUnavailable, codeSwitchUnavail, fmt.Sprintf("Redis is unavailable: %s stays disabled on every replica; retry when Redis answers", probe), sw)
+			return
+		}
+		fail(http.StatusBadRequest, codeAdminBadReq, strings.TrimPrefix(err.Error(), "killswitch: "), sw)
+		return
+	}
+	resp := switchResponse{Action: action, Changed: res.Changed, Scope: string(res.Scope), Pending: res.Pending, Switch: res.Entry}
+	resp.Warnings = g.switchWarnings(action, probe, res)
+	result := "ok"
+	if !res.Changed {
+		result = "unchanged"
+	}
+	g.swm.admin.WithLabelValues(action, result).Inc()
+	g.log.Info("admin API: "+action, slog.String("switch", sw), slog.Bool("changed", res.Changed), slog.String("scope", string(res.Scope)),
+		slog.String("by", req.By), slog.String("reason", req.Reason), slog.String("source", sourceString(ev)))
+	audit(http.StatusOK, "", sw)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// switchWarnings are the notes for the operator on a change.
+func (g *Gateway) switchWarnings(action string, e killswitch.Entry, res killswitch.Result) []string {
+	var out []string
+	pol := g.store.Current()
+	known := false
+	switch e.Kind {
+	case killswitch.Rule:
+		known = pol.HasRule(e.Name)
+	case killswitch.Workload:
+		known = e.Name == "anonymous"
+		for _, s := range pol.Workloads() {
+			known = known || s.Name == e.Name
+		}
+	case killswitch.Credential:
+		for _, c := range pol.Credentials() {
+			known = known || c.Name == e.Name
+		}
+	}
+	if !known && action == "disable" {
+		out = append(out, fmt.Sprintf("%s is not in the policy in force (%s); it is disabled anyway and applies as soon as a policy names it", e, pol.File()))
+	}
+	switch {
+	case !res.Changed && action == "disable":
+		out = append(out, fmt.Sprintf("%s was already disabled (since %s by %s)", e, res.Entry.Since.UTC().Format(time.RFC3339), orDash(res.Entry.By)))
+	case !res.Changed:
+		out = append(out, fmt.Sprintf("%s was not disabled", e))
+	case res.Pending:
+		out = append(out, "Redis is unavailable: the switch is in force on this replica only, and is written to Redis (and so to every replica) when Redis answers again")
+	case res.Scope == killswitch.ScopeReplica && g.shared == nil:
+		msg := "no cache.redis: the change applies to this replica only"
+		if g.cfg.Admin.StateFile == "" && action == "disable" {
+			msg += ", and does not survive its restart (set admin.state_file)"
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// adminError writes an admin API error: the same JSON shape and
+// X-Credgate-Reason header as the proxy's refusals.
+func adminError(w http.ResponseWriter, status int, code, reason string) {
+	w.Header().Set(ReasonHeader, code)
+	writeJSON(w, status, map[string]string{"error": strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_")), "code": code, "reason": reason})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

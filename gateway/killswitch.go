@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/killswitch"
+	"github.com/credgate/credgate/policy"
+)
+
+// codeDisabled refuses a request whose rule, workload or credential an
+// operator disabled with the kill switch.
+const codeDisabled = "disabled"
+
+// startKillSwitch builds the kill switch (on the shared Redis client when
+// cache.redis is set), its metrics and the admin token.
+func (g *Gateway) startKillSwitch(ctx context.Context) error {
+	cfg := g.cfg
+	tok, err := newAdminToken(cfg.Admin)
+	if err != nil {
+		return err
+	}
+	g.adminTok = tok
+	g.swm = newSwitchMetrics(g.metrics.reg, g.shared != nil)
+	opts := killswitch.Options{
+		StateFile:      cfg.Admin.StateFile,
+		ResyncInterval: cfg.Admin.ResyncInterval.D(),
+		Logger:         g.log.With(slog.String("component", "killswitch")),
+		Observer:       switchObserver{g: g},
+	}
+	if g.shared != nil {
+		opts.Client = g.shared.rdb
+		opts.Namespace = cfg.Cache.Redis.Namespace
+		opts.OpTimeout = cfg.Cache.Redis.Timeout.D()
+	}
+	g.switches, err = killswitch.New(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("admin.state_file: %w", err)
+	}
+	return nil
+}
+
+// switchRefusal returns the refusal of decision d for workload wl when the
+// kill switch disables its rule, the workload or its credential. A
+// CONNECT that is intercepted is not final (every request inside is
+// decided again), so there only the workload is checked, and the rule of
+// a tunnel.
+func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect bool) (refusal, bool) {
+	snap := g.switches.Snapshot()
+	if snap.Len() == 0 {
+		return refusal{}, false
+	}
+	rule, cred := d.Rule, ""
+	if connect && d.Action != policy.Tunnel {
+		rule = ""
+	}
+	if d.Inject != nil {
+		cred = d.Inject.Credential
+	}
+	e := snap.Match(rule, wl.DisplayName(), cred)
+	if e == nil {
+		return refusal{}, false
+	}
+	g.swm.refusals.WithLabelValues(string(e.Kind)).Inc()
+	reason := fmt.Sprintf("%s is disabled by an operator (kill switch) since %s", e, e.Since.UTC().Format(time.RFC3339))
+	if e.Reason != "" {
+		reason += ": " + e.Reason
+	}
+	f := newRefusal(http.StatusForbidden, codeDisabled, reason, d.Rule)
+	f.Switch = e.ID()
+	return f, true
+}
+
+// switchMetrics are the kill switch's metrics.
+type switchMetrics struct {
+	disabled   *prometheus.GaugeVec
+	refusals   *prometheus.CounterVec
+	syncErrors *prometheus.CounterVec
+	lastSync   prometheus.Gauge
+	admin      *prometheus.CounterVec
+}
+
+func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
+	m := &switchMetrics{
+		disabled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "credgate_switches_disabled",
+			Help: "Rules, workloads and credentials disabled by the kill switch on this replica, by kind.",
+		}, []string{"kind"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_switch_refusals_total",
+			Help: "Requests and CONNECTs refused because the kill switch disables their rule, workload or credential, by the kind that matched.",
+		}, []string{"kind"}),
+		syncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_switch_sync_errors_total",
+			Help: "Failed kill switch operations by operation: read and write (Redis), state_file.",
+		}, []string{"op"}),
+		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "credgate_switch_last_sync_timestamp_seconds",
+			Help: "When this replica last read the whole kill switch state from Redis (Unix time). Absent without cache.redis.",
+		}),
+		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_admin_requests_total",
+			Help: "Admin API requests that change state, by action (disable, enable) and result (ok, unchanged, unauthorized, admin_api_off, bad_request, switch_unavailable, admin_token_unreadable).",
+		}, []string{"action", "result"}),
+	}
+	for _, k := range killswitch.Kinds {
+		m.disabled.WithLabelValues(string(k))
+		m.refusals.WithLabelValues(string(k))
+	}
+	for _, op := range []string{"read", "write", "state_file"} {
+		m.syncErrors.WithLabelValues(op)
+	}
+	reg.MustRegister(m.disabled, m.refusals, m.syncErrors, m.admin)
+	if redis {
+		reg.MustRegister(m.lastSync)
+	}
+	return m
+}
+
+// switchObserver puts every new kill switch state into the metrics and
+// closes the spliced tunnels it disables: a tunnel's bytes are never
+// looked at again, so without this a tunnel opened before the switch
+// would outlive it.
+type switchObserver struct{ g *Gateway }
+
+func (o switchObserver) Applied(s *killswitch.Snapshot) {
+	for _, k := range killswitch.Kinds {
+		o.g.swm.disabled.WithLabelValues(string(k)).Set(float64(s.Count(k)))
+	}
+	if s.Len() == 0 {
+		return
+	}
+	n := o.g.tunnels.closeMatching(func(rule, workload string) bool { return s.Match(rule, workload, "") != nil })
+	if n > 0 {
+		o.g.log.Warn("kill switch: closed open tunnels of disabled rules or workloads", slog.Int("tunnels", n))
+	}
+}
+
+func (o switchObserver) SyncError(op string) { o.g.swm.syncErrors.WithLabelValues(op).Inc() }
+
+func (o switchObserver) Synced(at time.Time) {
+	o.g.swm.lastSync.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// closeMatching closes the tunnels whose rule and workload match, and
+// returns how many it closed. Their splice goroutines then end.
+func (s *tunnelSet) closeMatching(match func(rule, workload string) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, t := range s.conns {
+		if match(t.rule, t.workload) {
+			_ = t.client.Close()
+			_ = t.upstream.Close()
+			n++
+		}
+	}
+	return n
+}
+
+var _ killswitch.Observer = switchObserver{}

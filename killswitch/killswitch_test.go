@@ -1,0 +1,476 @@
+package killswitch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/credgate/credgate/internal/redistest"
+)
+
+// waitFor polls cond until it returns nil or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		<-tick.C
+	}
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func entry(k Kind, name string) Entry {
+	return Entry{Kind: k, Name: name, By: "alice", Reason: "INC-42", Since: t0}
+}
+
+func TestParseKindAndNames(t *testing.T) {
+	for _, s := range []string{"rule", "Workload", " credential "} {
+		if _, err := ParseKind(s); err != nil {
+			t.Errorf("ParseKind(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseKind("destination"); err == nil || !strings.Contains(err.Error(), "use rule, workload or credential") {
+		t.Errorf("ParseKind(destination) = %v", err)
+	}
+	bad := []string{"", "*", "a b", "a,b", "a\nb", strings.Repeat("x", MaxNameLen+1), "\xff"}
+	for _, n := range bad {
+		if err := CheckName(n); !errors.Is(err, ErrInvalid) {
+			t.Errorf("CheckName(%q) = %v, want ErrInvalid", n, err)
+		}
+	}
+	for _, n := range []string{"billing-charges", "anonymous", "ns/a:b", "ünïcode"} {
+		if err := CheckName(n); err != nil {
+			t.Errorf("CheckName(%q) = %v", n, err)
+		}
+	}
+	e := entry(Rule, "r")
+	e.Reason = "line\nbreak"
+	if err := e.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("reason with a newline: %v", err)
+	}
+	e = entry(Rule, "r")
+	e.By = strings.Repeat("b", MaxByLen+1)
+	if err := e.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("long by: %v", err)
+	}
+	if err := (Entry{Kind: "RULE", Name: "r"}).Validate(); err == nil {
+		t.Error("upper-case kind accepted in an entry")
+	}
+}
+
+func TestSnapshot(t *testing.T) {
+	var nilSnap *Snapshot
+	if nilSnap.Match("r", "w", "c") != nil || nilSnap.Len() != 0 || nilSnap.Entries() != nil {
+		t.Error("nil snapshot is not empty")
+	}
+	s := newSnapshot(map[string]Entry{
+		"workload:w1":   entry(Workload, "w1"),
+		"rule:r1":       entry(Rule, "r1"),
+		"credential:c1": entry(Credential, "c1"),
+		"rule:r0":       entry(Rule, "r0"),
+	})
+	var ids []string
+	for _, e := range s.Entries() {
+		ids = append(ids, e.ID())
+	}
+	if d := cmp.Diff([]string{"credential:c1", "rule:r0", "rule:r1", "workload:w1"}, ids); d != "" {
+		t.Errorf("Entries order (-want +got):\n%s", d)
+	}
+	if s.Count(Rule) != 2 || s.Count(Workload) != 1 || s.Count(Credential) != 1 || s.Len() != 4 {
+		t.Errorf("counts: %d %d %d %d", s.Count(Rule), s.Count(Workload), s.Count(Credential), s.Len())
+	}
+	tests := []struct {
+		rule, wl, cred string
+		want           string
+	}{
+		{"r1", "w1", "c1", "rule:r1"},
+		{"other", "w1", "c1", "workload:w1"},
+		{"other", "other", "c1", "credential:c1"},
+		{"other", "other", "other", ""},
+		{"", "", "", ""},
+		{"w1", "r1", "", ""}, // names are per kind
+	}
+	for _, tt := range tests {
+		got := ""
+		if e := s.Match(tt.rule, tt.wl, tt.cred); e != nil {
+			got = e.ID()
+		}
+		if got != tt.want {
+			t.Errorf("Match(%q, %q, %q) = %q, want %q", tt.rule, tt.wl, tt.cred, got, tt.want)
+		}
+	}
+	if e, ok := s.Get(Rule, "r0"); !ok || e.By != "alice" {
+		t.Errorf("Get(rule, r0) = %+v, %v", e, ok)
+	}
+}
+
+// events is an Observer.
+type events struct {
+	mu      sync.Mutex
+	applied []int
+	errs    map[string]int
+	synced  int
+}
+
+func (e *events) Applied(s *Snapshot) {
+	e.mu.Lock()
+	e.applied = append(e.applied, s.Len())
+	e.mu.Unlock()
+}
+func (e *events) SyncError(op string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.errs == nil {
+		e.errs = map[string]int{}
+	}
+	e.errs[op]++
+}
+func (e *events) Synced(time.Time) { e.mu.Lock(); e.synced++; e.mu.Unlock() }
+func (e *events) errCount(op string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.errs[op]
+}
+
+func TestMemorySwitchAndStateFile(t *testing.T) {
+	ctx := context.Background()
+	state := filepath.Join(t.TempDir(), "switches.json")
+	obs := &events{}
+	s, err := New(ctx, Options{StateFile: state, Observer: obs, Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st := s.Status(); st.Backend != "memory" || !st.Up {
+		t.Errorf("Status = %+v", st)
+	}
+	res, err := s.Disable(ctx, Entry{Kind: Rule, Name: "charges", By: "alice", Reason: "INC-1"})
+	if err != nil || !res.Changed || res.Scope != ScopeReplica || !res.Entry.Since.Equal(t0) {
+		t.Fatalf("Disable = %+v, %v", res, err)
+	}
+	if s.Snapshot().Match("charges", "", "") == nil {
+		t.Fatal("rule not disabled in the snapshot")
+	}
+	// Disabling again keeps the first entry.
+	res, err = s.Disable(ctx, Entry{Kind: Rule, Name: "charges", By: "bob"})
+	if err != nil || res.Changed || res.Entry.By != "alice" {
+		t.Errorf("second Disable = %+v, %v", res, err)
+	}
+	if _, err := s.Disable(ctx, Entry{Kind: Workload, Name: "bad name"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Disable with a bad name: %v", err)
+	}
+	if _, err := s.Disable(ctx, Entry{Kind: Workload, Name: "billing"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new Switch on the same file (a restart) has both.
+	s2, err := New(ctx, Options{StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s2.Snapshot().Len(); n != 2 {
+		t.Errorf("after restart: %d switches, want 2", n)
+	}
+	s2.Close()
+
+	res, err = s.Enable(ctx, Rule, "charges")
+	if err != nil || !res.Changed || res.Entry.Reason != "INC-1" {
+		t.Errorf("Enable = %+v, %v", res, err)
+	}
+	res, err = s.Enable(ctx, Rule, "charges")
+	if err != nil || res.Changed {
+		t.Errorf("Enable of an enabled rule = %+v, %v", res, err)
+	}
+	s3, err := New(ctx, Options{StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s3.Snapshot().Entries(); len(got) != 1 || got[0].ID() != "workload:billing" {
+		t.Errorf("after enable and restart: %+v", got)
+	}
+	s3.Close()
+	obs.mu.Lock()
+	if d := cmp.Diff([]int{0, 1, 2, 1}, obs.applied); d != "" {
+		t.Errorf("Applied sizes (-want +got):\n%s", d)
+	}
+	obs.mu.Unlock()
+
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, Options{StateFile: state}); err == nil || !strings.Contains(err.Error(), "not valid JSON") {
+		t.Errorf("New with a corrupt state file: %v", err)
+	}
+}
+
+func newClient(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newRedisSwitch(t *testing.T, srv *redistest.Server, opts Options) *Switch {
+	t.Helper()
+	opts.Client = newClient(t, srv)
+	opts.Namespace = "test"
+	opts.OpTimeout = 200 * time.Millisecond
+	if opts.ResyncInterval == 0 {
+		opts.ResyncInterval = time.Hour // only messages and subscriptions
+	}
+	s, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func has(s *Switch, id string) func() error {
+	return func() error {
+		for _, e := range s.Snapshot().Entries() {
+			if e.ID() == id {
+				return nil
+			}
+		}
+		return errors.New(id + " not disabled")
+	}
+}
+
+func hasNot(s *Switch, id string) func() error {
+	return func() error {
+		if has(s, id)() == nil {
+			return errors.New(id + " still disabled")
+		}
+		return nil
+	}
+}
+
+func TestRedisPropagation(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newRedisSwitch(t, srv, Options{})
+	b := newRedisSwitch(t, srv, Options{})
+
+	start := time.Now()
+	res, err := a.Disable(ctx, entry(Rule, "charges"))
+	if err != nil || !res.Changed || res.Scope != ScopeFleet {
+		t.Fatalf("Disable = %+v, %v", res, err)
+	}
+	if has(a, "rule:charges")() != nil {
+		t.Fatal("the replica that wrote the switch does not enforce it on return")
+	}
+	waitFor(t, time.Second, "B to apply A's disable", has(b, "rule:charges"))
+	t.Logf("propagated to the other replica in %s", time.Since(start))
+	if e, _ := b.Snapshot().Get(Rule, "charges"); e.By != "alice" || e.Reason != "INC-42" || !e.Since.Equal(t0) {
+		t.Errorf("B's entry = %+v", e)
+	}
+
+	// Disabling on B again changes nothing and reports A's entry.
+	res, err = b.Disable(ctx, Entry{Kind: Rule, Name: "charges", By: "bob"})
+	if err != nil || res.Changed || res.Entry.By != "alice" {
+		t.Errorf("second Disable on B = %+v, %v", res, err)
+	}
+
+	res, err = b.Enable(ctx, Rule, "charges")
+	if err != nil || !res.Changed || res.Entry.By != "alice" || res.Scope != ScopeFleet {
+		t.Fatalf("Enable = %+v, %v", res, err)
+	}
+	waitFor(t, time.Second, "A to apply B's enable", hasNot(a, "rule:charges"))
+
+	// A replica started later reads the state.
+	if _, err := a.Disable(ctx, entry(Credential, "stripe")); err != nil {
+		t.Fatal(err)
+	}
+	c := newRedisSwitch(t, srv, Options{})
+	if has(c, "credential:stripe")() != nil {
+		t.Error("a new replica does not enforce the fleet's switches when New returns")
+	}
+	if st := c.Status(); st.Backend != "redis" || !st.Up || st.LastSync.IsZero() {
+		t.Errorf("Status = %+v", st)
+	}
+
+	// Redis holds the entries under the namespace, with a change count.
+	all, err := srv.Client().HGetAll(ctx, "test:switches").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := all["credential:stripe"]; !ok || all[genField] == "" || len(all) != 2 {
+		t.Errorf("Redis hash = %v", all)
+	}
+}
+
+func TestRedisMissedMessageHeals(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newRedisSwitch(t, srv, Options{ResyncInterval: 50 * time.Millisecond})
+	// A change written without a message (as if it were lost), and a
+	// value that does not parse: both are enforced.
+	rc := srv.Client()
+	if err := rc.HSet(ctx, "test:switches", "workload:batch", "garbage", "rule:x", `{"kind":"rule","name":"x","by":"ops"}`, genField, 7).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the periodic read", has(a, "workload:batch"))
+	if e, _ := a.Snapshot().Get(Rule, "x"); e.By != "ops" {
+		t.Errorf("entry = %+v", e)
+	}
+	if err := rc.HDel(ctx, "test:switches", "workload:batch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the periodic read", hasNot(a, "workload:batch"))
+}
+
+func TestRedisOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	var logs syncBuf
+	obs := &events{}
+	state := filepath.Join(t.TempDir(), "switches.json")
+	a := newRedisSwitch(t, srv, Options{ResyncInterval: 50 * time.Millisecond, Observer: obs, StateFile: state,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	b := newRedisSwitch(t, srv, Options{ResyncInterval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if _, err := a.Disable(ctx, entry(Rule, "charges")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "B", has(b, "rule:charges"))
+
+	srv.Stop()
+	waitFor(t, 2*time.Second, "A to notice the outage", func() error {
+		if a.Status().Up {
+			return errors.New("still up")
+		}
+		return nil
+	})
+	if has(a, "rule:charges")() != nil || has(b, "rule:charges")() != nil {
+		t.Fatal("a switch was lifted because Redis is down")
+	}
+	if obs.errCount("read") == 0 {
+		t.Error("no read error observed")
+	}
+
+	// A disable while Redis is down holds on this replica.
+	res, err := a.Disable(ctx, entry(Workload, "batch"))
+	if err != nil || !res.Changed || res.Scope != ScopeReplica || !res.Pending {
+		t.Fatalf("Disable during the outage = %+v, %v", res, err)
+	}
+	if st := a.Status(); st.Pending != 1 {
+		t.Errorf("Status.Pending = %d", st.Pending)
+	}
+	// An enable of a fleet switch cannot be done.
+	if _, err := a.Enable(ctx, Rule, "charges"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Enable during the outage: %v, want ErrUnavailable", err)
+	}
+	// A pending one can.
+	if _, err := a.Disable(ctx, entry(Credential, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Enable(ctx, Credential, "tmp"); err != nil || !res.Changed || res.Scope != ScopeReplica {
+		t.Errorf("Enable of a pending switch = %+v, %v", res, err)
+	}
+
+	// A replica that starts during the outage enforces its state file.
+	c, err := New(ctx, Options{Client: newClient(t, srv), Namespace: "test", OpTimeout: 100 * time.Millisecond, StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Snapshot().Len() != 2 {
+		t.Errorf("replica started during the outage enforces %v", c.Snapshot().Entries())
+	}
+	c.Close()
+
+	// Redis comes back empty (no persistence): the first replica to read
+	// it writes back what it had, A writes what was pending; B gets it
+	// all.
+	srv.Restart()
+	waitFor(t, 5*time.Second, "B to get the pending switch", has(b, "workload:batch"))
+	waitFor(t, 5*time.Second, "B to keep the restored switch", has(b, "rule:charges"))
+	if st := a.Status(); st.Pending != 0 || !st.Up {
+		t.Errorf("A after recovery: %+v", st)
+	}
+	all, _ := srv.Client().HGetAll(ctx, "test:switches").Result()
+	if _, ok := all["rule:charges"]; !ok {
+		t.Errorf("Redis after recovery: %v", all)
+	}
+	if _, ok := all["credential:tmp"]; ok {
+		t.Error("an enabled pending switch was written to Redis")
+	}
+	if !strings.Contains(logs.String(), "Redis held no switch state") {
+		t.Errorf("no log line about restoring the state:\n%s", logs.String())
+	}
+	// Enabling works again, fleet-wide.
+	if _, err := b.Enable(ctx, Workload, "batch"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "A to apply the enable", hasNot(a, "workload:batch"))
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// BenchmarkMatch is the request path's cost: the snapshot load and the
+// lookups, with nothing disabled (the usual case) and with 1000 switches
+// that do not match.
+func BenchmarkMatch(b *testing.B) {
+	s, err := New(context.Background(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("empty", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if s.Snapshot().Match("billing-charges", "billing-api", "stripe-live") != nil {
+				b.Fatal("match")
+			}
+		}
+	})
+	for i := range 1000 {
+		k := Kinds[i%3]
+		if _, err := s.Disable(context.Background(), Entry{Kind: k, Name: "item-" + string(rune('a'+i%26)) + "-" + time.Duration(i).String()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("1000-miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if s.Snapshot().Match("billing-charges", "billing-api", "stripe-live") != nil {
+				b.Fatal("match")
+			}
+		}
+	})
+}
+
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial of the outage tests through a
+	// process-wide logger; the tests check the Switch's own log.
+	redis.SetLogger(quietRedis{})
+	os.Exit(m.Run())
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

@@ -1,0 +1,70 @@
+package killswitch
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// stateFile is the state file's content.
+type stateFile struct {
+	// Version is 1.
+	Version  int     `json:"version"`
+	Switches []Entry `json:"switches"`
+}
+
+// readStateFile returns the entries of path; a missing file holds none.
+func readStateFile(path string) ([]Entry, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("killswitch: state file: %w", err)
+	}
+	var sf stateFile
+	if err := json.Unmarshal(b, &sf); err != nil {
+		return nil, fmt.Errorf("killswitch: state file %s is not valid JSON (%v); fix or remove it (switches it held are then enabled)", path, err)
+	}
+	if sf.Version != 1 {
+		return nil, fmt.Errorf("killswitch: state file %s: unknown version %d (want 1)", path, sf.Version)
+	}
+	for i, e := range sf.Switches {
+		if err := e.Validate(); err != nil {
+			return nil, fmt.Errorf("killswitch: state file %s: switch %d: %w", path, i, err)
+		}
+	}
+	return sf.Switches, nil
+}
+
+// writeStateFile replaces path atomically (a temporary file in the same
+// directory, synced, then renamed), so a crash leaves the old or the new
+// state, never half of one.
+func writeStateFile(path string, entries []Entry) error {
+	if entries == nil {
+		entries = []Entry{}
+	}
+	b, err := json.MarshalIndent(stateFile{Version: 1, Switches: entries}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("killswitch: state file: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("killswitch: state file: %w", err)
+	}
+	name := tmp.Name()
+	_, werr := tmp.Write(append(b, '\n'))
+	serr := tmp.Sync()
+	cerr := tmp.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(name)
+		return fmt.Errorf("killswitch: state file %s: %w", path, err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		_ = os.Remove(name)
+		return fmt.Errorf("killswitch: state file: %w", err)
+	}
+	return nil
+}
