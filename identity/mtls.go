@@ -63,15 +63,22 @@ type trustState struct {
 const maxVerifiedChains = 4096
 
 // chainCache maps the SHA-256 of the certificates a client sent to the
-// chain they verified to. Only successes are kept, and the validity
-// period is checked again on every use.
+// chain they verified to and the factor it made. Only successes are kept,
+// and the validity period is checked again on every use. The factor is
+// shared by every request that hits it, like the jwt verifier's cached
+// factors: nobody modifies a Factor's Attributes.
 type chainCache struct {
 	mu sync.RWMutex
-	m  map[[sha256.Size]byte][]*x509.Certificate
+	m  map[[sha256.Size]byte]verifiedChain
+}
+
+type verifiedChain struct {
+	chain  []*x509.Certificate
+	factor *Factor
 }
 
 func newChainCache() *chainCache {
-	return &chainCache{m: map[[sha256.Size]byte][]*x509.Certificate{}}
+	return &chainCache{m: map[[sha256.Size]byte]verifiedChain{}}
 }
 
 func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
@@ -86,19 +93,20 @@ func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
 	return k
 }
 
-func (c *chainCache) get(k [sha256.Size]byte) []*x509.Certificate {
+func (c *chainCache) get(k [sha256.Size]byte) (verifiedChain, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.m[k]
+	e, ok := c.m[k]
+	return e, ok
 }
 
-func (c *chainCache) put(k [sha256.Size]byte, chain []*x509.Certificate) {
+func (c *chainCache) put(k [sha256.Size]byte, e verifiedChain) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= maxVerifiedChains {
 		clear(c.m)
 	}
-	c.m[k] = chain
+	c.m[k] = e
 }
 
 // newMTLSVerifier loads the bundle files and, with cfg.WorkloadAPI, waits
@@ -248,39 +256,43 @@ func (v *mtlsVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
 			}
 		}
 	case len(ev.PeerCertificates) > 0:
-		var err error
-		if chain, err = v.verifyCached(ev.PeerCertificates, now); err != nil {
-			return nil, err
-		}
+		return v.verifyPeer(ev.PeerCertificates, now)
 	default:
 		return nil, nil
 	}
 	return v.factor(chain)
 }
 
-// verifyCached is verifyChain with the chains verified against the trust
-// state in force remembered: a hit costs a hash of the certificates and
-// a check of their validity periods.
-func (v *mtlsVerifier) verifyCached(certs []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+// verifyPeer verifies the certificates a client sent (verifyChain) and
+// makes the factor, remembering both for the trust state in force: a
+// repeated chain costs a hash of the certificates and a check of their
+// validity periods.
+func (v *mtlsVerifier) verifyPeer(certs []*x509.Certificate, now time.Time) (*Factor, error) {
 	st := v.state.Load()
-	if st == nil || st.verified == nil {
-		return v.verifyChain(st, certs, now)
-	}
-	k := chainKey(certs)
-	if chain := st.verified.get(k); chain != nil {
-		for _, c := range chain {
-			if now.After(c.NotAfter) || now.Before(c.NotBefore) {
-				return nil, fmt.Errorf("client certificate chain is outside its validity period (%s): %w", describeCert(c), ErrInvalid)
+	var k [sha256.Size]byte
+	if st != nil && st.verified != nil {
+		k = chainKey(certs)
+		if e, ok := st.verified.get(k); ok {
+			for _, c := range e.chain {
+				if now.After(c.NotAfter) || now.Before(c.NotBefore) {
+					return nil, fmt.Errorf("client certificate chain is outside its validity period (%s): %w", describeCert(c), ErrInvalid)
+				}
 			}
+			return e.factor, nil
 		}
-		return chain, nil
 	}
 	chain, err := v.verifyChain(st, certs, now)
 	if err != nil {
 		return nil, err
 	}
-	st.verified.put(k, chain)
-	return chain, nil
+	f, err := v.factor(chain)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil && st.verified != nil {
+		st.verified.put(k, verifiedChain{chain: chain, factor: f})
+	}
+	return f, nil
 }
 
 // verifyChain verifies the certificates a client sent against the trust
