@@ -100,9 +100,13 @@ type Gateway struct {
 	dialer    *dialer
 	transport *http.Transport
 	certTrans *clientTransports
-	forward   *httputil.ReverseProxy
-	connect   *goproxy.ProxyHttpServer
-	mitmTLS   *tls.Config
+	// upstream sends requests (forward.go); upgradeProxy relays protocol
+	// upgrades (WebSocket); buffers are their body-copy buffers.
+	upstream     http.RoundTripper
+	upgradeProxy *httputil.ReverseProxy
+	buffers      *bufferPool
+	connect      *goproxy.ProxyHttpServer
+	mitmTLS      *tls.Config
 
 	proxyLn, tlsLn, adminLn net.Listener
 	mitmLn                  *connListener
@@ -251,10 +255,12 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		DisableCompression: true,
 	}
 	g.certTrans = newClientTransports(g.transport)
-	g.forward = &httputil.ReverseProxy{
+	g.upstream = timedTransport{t: g.transport, g: g}
+	g.buffers = newBufferPool()
+	g.upgradeProxy = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {},
-		Transport:      timedTransport{t: g.transport, g: g},
-		BufferPool:     newBufferPool(),
+		Transport:      g.upstream,
+		BufferPool:     g.buffers,
 		ErrorHandler:   g.upstreamError,
 		ModifyResponse: g.upstreamResponse,
 		// ReverseProxy logs body-copy errors with their error text only;

@@ -151,6 +151,11 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 			w.Header().Set("Trailer", "X-Sum")
 			fmt.Fprint(w, "body")
 			w.Header().Set("X-Sum", "42")
+		case "/truncate":
+			// The body breaks off after a first part.
+			fmt.Fprint(w, "partial")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
 		case "/nocontent":
 			w.WriteHeader(http.StatusNoContent)
 		case "/early":

@@ -324,8 +324,11 @@ func (c *h1Conn) serveRequest() bool {
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	req = req.WithContext(ctx)
+	// No cancellation per request: nothing reads the connection while the
+	// handler runs (a client that leaves is noticed when a write fails),
+	// so there is nothing to cancel on, and a cancelable context costs
+	// every request an allocation and a channel the transport selects on.
+	req = req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
 	if c.bw == nil {
@@ -333,9 +336,16 @@ func (c *h1Conn) serveRequest() bool {
 	}
 
 	c.handle(w, req)
-	cancel()
 	if w.hijacked {
 		c.hijacked = true
+		return false
+	}
+	if w.aborted {
+		// The response broke off: send what was written, then close
+		// without ending the body, so the client sees it incomplete.
+		if w.wroteHeader {
+			_ = c.bw.Flush()
+		}
 		return false
 	}
 	keep := w.finish()
@@ -364,12 +374,10 @@ func (c *h1Conn) serveRequest() bool {
 func (c *h1Conn) handle(w *h1Writer, req *http.Request) {
 	defer func() {
 		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				w.closeAfter = true
-				return
+			w.aborted = true
+			if p != http.ErrAbortHandler {
+				c.g.log.Error("panic serving an intercepted request", slog.String("host", req.Host), slog.Any("panic", p))
 			}
-			c.g.log.Error("panic serving an intercepted request", slog.String("host", req.Host), slog.Any("panic", p))
-			w.closeAfter = true
 		}
 	}()
 	c.handler(w, req)
@@ -483,6 +491,7 @@ type h1Writer struct {
 	wantsClose bool // the request asked for it (or is HTTP/1.0)
 	closeAfter bool // the connection closes after this response
 	hijacked   bool
+	aborted    bool // the handler panicked (http.ErrAbortHandler)
 	continued  bool // 100 Continue was sent
 	err        error
 }
@@ -507,7 +516,7 @@ func (w *h1Writer) WriteHeader(code int) {
 			return
 		}
 		w.writeStatusLine(code)
-		_ = w.header.Write(w.c.bw)
+		writeHeaderFields(w.c.bw, w.header)
 		_, _ = w.c.bw.WriteString("\r\n")
 		w.setErr(w.c.bw.Flush())
 		return
@@ -570,24 +579,49 @@ func (w *h1Writer) WriteHeader(code int) {
 		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
 	}
 	w.writeStatusLine(code)
-	w.setErr(h.WriteSubset(w.c.bw, trailerPrefixed(h)))
+	writeHeaderFields(w.c.bw, h)
 	_, err := w.c.bw.WriteString("\r\n")
 	w.setErr(err)
 }
 
-// trailerPrefixed excludes the http.TrailerPrefix keys (set for the
-// trailer section, after the body) from the header section.
-func trailerPrefixed(h http.Header) map[string]bool {
-	var ex map[string]bool
-	for k := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			if ex == nil {
-				ex = map[string]bool{}
+// writeHeaderFields writes the header section, unsorted (field order is
+// not significant between different names). A CR or LF in a value becomes
+// a space and a field whose name is not a valid token is dropped, so
+// nothing an upstream sends can split the response; http.TrailerPrefix
+// keys are left for the trailer section.
+func writeHeaderFields(bw *bufio.Writer, h http.Header) {
+	for k, vv := range h {
+		if !validFieldName(k) {
+			continue
+		}
+		for _, v := range vv {
+			_, _ = bw.WriteString(k)
+			_, _ = bw.WriteString(": ")
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 			}
-			ex[k] = true
+			_, _ = bw.WriteString(strings.TrimSpace(v))
+			_, _ = bw.WriteString("\r\n")
 		}
 	}
-	return ex
+}
+
+// validFieldName reports whether k is an RFC 9110 token (and so not a
+// http.TrailerPrefix key, whose ':' is not a token character).
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *h1Writer) writeStatusLine(code int) {
@@ -740,7 +774,5 @@ func (w *h1Writer) writeTrailers() {
 			t[http.CanonicalHeaderKey(strings.TrimPrefix(k, http.TrailerPrefix))] = vv
 		}
 	}
-	if len(t) > 0 {
-		w.setErr(t.Write(w.c.bw))
-	}
+	writeHeaderFields(w.c.bw, t)
 }

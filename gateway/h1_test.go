@@ -170,6 +170,27 @@ func TestH1ResponseFraming(t *testing.T) {
 	expectClosed(t, c, br, 5*time.Second)
 }
 
+// TestH1TruncatedUpstreamBody: a body the upstream cuts off reaches the
+// client incomplete (no clean last chunk), the connection closes, and the
+// request is still audited.
+func TestH1TruncatedUpstreamBody(t *testing.T) {
+	tg := startGateway(t)
+	c, br := h1Tunnel(t, tg)
+	fmt.Fprintf(c, "GET /truncate HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the truncated body %q ended cleanly; want an error", b)
+	}
+	expectClosed(t, c, br, 5*time.Second)
+	waitFor(t, 5*time.Second, "the audit line of the truncated response", func() bool {
+		return strings.Contains(tg.audit.String(), `"path":"/truncate"`) && strings.Contains(tg.audit.String(), `"code":"upstream_error"`)
+	})
+}
+
 func TestH1HTTP10(t *testing.T) {
 	tg := startGateway(t)
 	c, br := h1Tunnel(t, tg)

@@ -54,6 +54,8 @@ type reqState struct {
 	// reissued is set when the request was sent again with a new
 	// credential.
 	reissued bool
+	// abortCode says why a response broke off after its headers.
+	abortCode string
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -283,7 +285,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		r.Body = body
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	g.forward.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
+	aborted := g.forwardRecovered(sw, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
 
 	status := sw.status
 	if status == 0 {
@@ -297,6 +299,14 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
 	}
+	if aborted && ev2.Code == "" {
+		// The response broke off after its headers (the upstream cut the
+		// body, or the client stopped reading).
+		ev2.Code = st.abortCode
+		if ev2.Code == "" {
+			ev2.Code = codeUpstreamError
+		}
+	}
 	ev2.Status = status
 	ev2.BytesIn = body.n.Load()
 	ev2.BytesOut = sw.n
@@ -304,6 +314,25 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	ev2.Duration = time.Since(start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)
+	if aborted {
+		panic(http.ErrAbortHandler) // the server cuts the client's response
+	}
+}
+
+// forwardRecovered forwards r and reports whether the response was
+// aborted (http.ErrAbortHandler), so that handle audits the request before
+// passing the abort on to the server.
+func (g *Gateway) forwardRecovered(w http.ResponseWriter, r *http.Request) (aborted bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			aborted = true
+		}
+	}()
+	g.forward(w, r)
+	return false
 }
 
 // injectRefusal answers a failed Inject: 413 for a body the injector
