@@ -126,7 +126,18 @@ type Upstream struct {
 	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost bounds idle keep-alive connections per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// HTTP2 says when HTTP/2 is used to upstreams that offer it:
+	// "match" (the client's protocol: HTTP/2 for HTTP/2 clients,
+	// HTTP/1.1 for HTTP/1.1 clients), "always" or "never".
+	HTTP2 string `yaml:"http2"`
 }
+
+// Values of upstream.http2.
+const (
+	HTTP2Match  = "match"
+	HTTP2Always = "always"
+	HTTP2Never  = "never"
+)
 
 // Limits bound what clients may send.
 type Limits struct {
@@ -366,6 +377,11 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.Upstream.MaxIdleConnsPerHost < 0 {
 		bad("upstream.max_idle_conns_per_host must not be negative", "upstream", "max_idle_conns_per_host")
 	}
+	switch cfg.Upstream.HTTP2 {
+	case "", HTTP2Match, HTTP2Always, HTTP2Never:
+	default:
+		bad(fmt.Sprintf("upstream.http2: unknown value %q (use match, always or never)", cfg.Upstream.HTTP2), "upstream", "http2")
+	}
 	if cfg.Limits.MaxHeaderBytes < 0 {
 		bad("limits.max_header_bytes must not be negative", "limits", "max_header_bytes")
 	}
@@ -462,6 +478,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	setD(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
 	setI(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	setS(&c.Upstream.HTTP2, HTTP2Match)
 	setI(&c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setD(&c.Limits.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setD(&c.Limits.IdleTimeout, DefaultIdleTimeout)

@@ -99,7 +99,9 @@ type Gateway struct {
 	resolver  *resolver
 	dialer    *dialer
 	transport *http.Transport
-	certTrans *clientTransports
+	// transportH1 never speaks HTTP/2 (upstream.http2).
+	transportH1 *http.Transport
+	certTrans   *clientTransports
 	// upstream sends requests (forward.go); upgradeProxy relays protocol
 	// upgrades (WebSocket); buffers are their body-copy buffers.
 	upstream     http.RoundTripper
@@ -254,8 +256,26 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		// Bodies are passed through as the upstream sent them.
 		DisableCompression: true,
 	}
+	// The HTTP/1.1-only transport (ALPN offers http/1.1 alone). Not a
+	// Clone: that would carry the h2 ALPN settings Clone puts in place.
+	g.transportH1 = &http.Transport{
+		DialContext:            g.transport.DialContext,
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:    g.transport.TLSHandshakeTimeout,
+		ResponseHeaderTimeout:  g.transport.ResponseHeaderTimeout,
+		IdleConnTimeout:        g.transport.IdleConnTimeout,
+		MaxIdleConnsPerHost:    g.transport.MaxIdleConnsPerHost,
+		ExpectContinueTimeout:  g.transport.ExpectContinueTimeout,
+		MaxResponseHeaderBytes: g.transport.MaxResponseHeaderBytes,
+		DisableCompression:     true,
+		Protocols:              new(http.Protocols),
+	}
+	g.transportH1.Protocols.SetHTTP1(true)
+	if cfg.Upstream.HTTP2 == HTTP2Never {
+		g.transport = g.transportH1
+	}
 	g.certTrans = newClientTransports(g.transport)
-	g.upstream = timedTransport{t: g.transport, g: g}
+	g.upstream = timedTransport{t: g.transport, h1: g.transportH1, g: g}
 	g.buffers = newBufferPool()
 	g.upgradeProxy = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {},
@@ -463,6 +483,7 @@ func (g *Gateway) onReload(err error) {
 	// Pooled upstream connections were checked against the old policy's
 	// allow_private settings; new requests dial afresh.
 	g.transport.CloseIdleConnections()
+	g.transportH1.CloseIdleConnections()
 	g.certTrans.closeIdle()
 }
 
@@ -570,6 +591,7 @@ func (g *Gateway) shutdown() {
 		g.log.Warn("closed tunnels still open at the end of shutdown_timeout", slog.Int("tunnels", n))
 	}
 	g.transport.CloseIdleConnections()
+	g.transportH1.CloseIdleConnections()
 	g.certTrans.closeIdle()
 	_ = g.adminSrv.Close()
 	g.Close()

@@ -231,6 +231,9 @@ type testGateway struct {
 	// stop shuts the gateway down and returns Run's error (once; later
 	// calls return the same).
 	stop func() error
+	// upstreamExtra is appended inside the config's upstream map
+	// (", http2: never").
+	upstreamExtra string
 }
 
 type lockedBuffer struct {
@@ -305,9 +308,9 @@ func (tg *testGateway) run(t testing.TB, extra string) {
 admin_listen: 127.0.0.1:0
 policy: policy.yaml
 ca: {cert: %q, key: %q, reload_interval: 50ms}
-upstream: {ca_bundle: origin-ca.pem}
+upstream: {ca_bundle: origin-ca.pem%s}
 shutdown_timeout: 5s
-`, caCert, caKey)+extra))
+`, caCert, caKey, tg.upstreamExtra)+extra))
 	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -378,6 +381,44 @@ func TestHTTP2BothWays(t *testing.T) {
 	got := tg.origin.all()
 	if len(got) != 1 || got[0].Proto != "HTTP/2.0" || got[0].Header.Get("Authorization") != "Bearer "+tg.token || got[0].SNI != apiHost {
 		t.Fatalf("origin saw %+v, want one HTTP/2 request with the credential and SNI %s", got, apiHost)
+	}
+}
+
+// TestUpstreamHTTP2Setting: upstream.http2 match (the default) speaks the
+// client's protocol to an origin that offers both; always and never force
+// it.
+func TestUpstreamHTTP2Setting(t *testing.T) {
+	for _, tc := range []struct {
+		setting  string
+		clientH2 bool
+		want     string
+	}{
+		{"", false, "HTTP/1.1"},
+		{"", true, "HTTP/2.0"},
+		{"always", false, "HTTP/2.0"},
+		{"never", true, "HTTP/1.1"},
+	} {
+		t.Run(fmt.Sprintf("%s/client-h2=%v", tc.setting, tc.clientH2), func(t *testing.T) {
+			pki := newTestPKI(t, apiHost)
+			tg := newTestGateway(t, pki, startOrigin(t, pki))
+			if tc.setting != "" {
+				tg.upstreamExtra = ", http2: " + tc.setting
+			}
+			writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+			tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+			resp, err := tg.client(t, tc.clientH2).Get("https://" + apiHost + "/v1/proto")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got := tg.origin.all()
+			if resp.StatusCode != 200 || len(got) != 1 || got[0].Proto != tc.want {
+				t.Fatalf("status %d, origin saw %+v; want one %s request", resp.StatusCode, got, tc.want)
+			}
+		})
+	}
+	if _, err := ParseConfig("c.yaml", []byte("policy: p.yaml\nca: {cert: c, key: k}\nupstream:\n  http2: sometimes\n")); err == nil || !strings.Contains(err.Error(), `c.yaml:4:3: upstream.http2: unknown value "sometimes"`) {
+		t.Errorf("bad upstream.http2: %v", err)
 	}
 }
 

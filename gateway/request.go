@@ -56,6 +56,8 @@ type reqState struct {
 	reissued bool
 	// abortCode says why a response broke off after its headers.
 	abortCode string
+	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
+	http1 bool
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -266,7 +268,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 	}
 
-	st := &reqState{addrs: addrs}
+	st := &reqState{addrs: addrs, http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2}
 	if d.Action == policy.Inject {
 		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
 		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
@@ -452,14 +454,20 @@ func (g *Gateway) reissuePlan(r *http.Request, plan *policy.InjectPlan, wl ident
 // request that carried a cached, reissuable credential.
 type timedTransport struct {
 	t http.RoundTripper
-	g *Gateway
+	// h1, when set, serves requests whose reqState says HTTP/1.1.
+	h1 http.RoundTripper
+	g  *Gateway
 }
 
 func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	t := tt.t
-	if st != nil && st.transport != nil {
+	switch {
+	case st == nil:
+	case st.transport != nil:
 		t = st.transport
+	case st.http1 && tt.h1 != nil:
+		t = tt.h1
 	}
 	t0 := time.Now()
 	resp, err := t.RoundTrip(r)
