@@ -454,3 +454,72 @@ func TestSealerRejectsBadKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestOnCluster runs two replicas against a (one-node) Redis Cluster
+// through a ClusterClient, as cache.redis does with several addresses:
+// the lock and compare scripts touch one key each, invalidations go over
+// pub/sub, and deleting a credential's entries scans every master.
+func TestOnCluster(t *testing.T) {
+	srv := redistest.StartCluster(t)
+	k := []Key{newKey(t, "k")}
+	newClusterStore := func() *Store {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}, MaxRetries: -1,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		t.Cleanup(func() { _ = c.Close() })
+		s, err := New(context.Background(), Options{
+			Client: c, Namespace: "cluster", Keys: k,
+			HealthInterval: 100 * time.Millisecond, PollInterval: 20 * time.Millisecond, LockTTL: time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := newClusterStore(), newClusterStore()
+	var mu sync.Mutex
+	var got []providers.Invalidation
+	b.Watch(func(inv providers.Invalidation) { mu.Lock(); got = append(got, inv); mu.Unlock() })
+
+	var calls atomic.Int64
+	fetch := func(context.Context) (*providers.Credential, error) {
+		n := calls.Add(1)
+		return secretCred(fmt.Sprintf("tok-%d", n), time.Now().Add(time.Hour)), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if cred, err := s.Fetch(ctx, testKey, 10*time.Second, fetch); err != nil || cred.Fields[providers.FieldToken].Reveal() != "tok-1" {
+				t.Errorf("fetch: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d provider calls over two replicas on a cluster, want 1", n)
+	}
+	other := testKey
+	other.Scope = "workload-b"
+	if _, err := a.Fetch(ctx, other, 0, fetch); err != nil {
+		t.Fatal(err)
+	}
+	a.InvalidateCredential(ctx, testKey.Credential, testKey.Version)
+	waitFor(t, 5*time.Second, "b told to drop the credential over cluster pub/sub", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	dump, err := srv.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key := range dump {
+		if strings.Contains(key, ":cred:") {
+			t.Errorf("entry %s survived InvalidateCredential on the cluster", key)
+		}
+	}
+}
