@@ -143,6 +143,13 @@ func TestValuesSchema(t *testing.T) {
 		{"gateway token accepted from callers", []string{"--set", "identity.tokenReview.enabled=true", "--set", "serviceAccountToken.audience=credgate"}, "serviceAccountToken.audience"},
 		{"removed rbac.tokenReview", []string{"--set", "rbac.tokenReview=true"}, "tokenReview"},
 		{"negative preStop sleep", []string{"--set", "preStopSleepSeconds=-1"}, "preStopSleepSeconds"},
+		{"spire without TLS listener", []string{"--set", "spire.enabled=true"}, "tls.enabled"},
+		{"SVID listener and certificate Secret", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "tls.existingSecret=gw"}, "not both"},
+		{"certificate listener without Secret", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.svidListener=false"}, "tls.existingSecret"},
+		{"spire and client CA", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "tls.clientCAConfigMap=cas"}, "not both"},
+		{"unknown socket volume", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.volume=emptyDir"}, "volume"},
+		{"relative socket mount", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.mountPath=spire"}, "mountPath"},
+		{"not a SPIFFE ID", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.spiffeID=prod.example.org/credgate"}, "spiffeID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -312,6 +319,25 @@ spec:
 		{"networkpolicy", "NetworkPolicy", fullname, "spec.ingress.0.ports", `[{port: 3128, protocol: TCP}, {port: 3129, protocol: TCP}]`},
 		{"networkpolicy", "NetworkPolicy", fullname, "spec.ingress.1.ports", `[{port: 9090, protocol: TCP}]`},
 		{"default", "NetworkPolicy", fullname, "", `~`},
+		// SPIRE: the agent's socket directory from the SPIFFE CSI driver or
+		// the node, SPIFFE_ENDPOINT_SOCKET into it, and no certificate
+		// Secret when the listener serves the SVID.
+		{"spire", deploy, fullname, pod + "volumes.[name=spire-agent-socket]", `
+{name: spire-agent-socket, csi: {driver: csi.spiffe.io, readOnly: true}}`},
+		{"spire", deploy, fullname, ctr + "volumeMounts.[name=spire-agent-socket]", `
+{name: spire-agent-socket, mountPath: /spiffe-workload-api, readOnly: true}`},
+		{"spire", deploy, fullname, ctr + "env", `
+[{name: SPIFFE_ENDPOINT_SOCKET, value: "unix:///spiffe-workload-api/spire-agent.sock"}]`},
+		{"spire", deploy, fullname, pod + "volumes.[name=tls]", `~`},
+		{"spire", deploy, fullname, ctr + "volumeMounts.[name=tls]", `~`},
+		{"spire", deploy, fullname, ctr + "ports.[name=proxy-tls]", `{name: proxy-tls, containerPort: 3129, protocol: TCP}`},
+		{"spire", deploy, fullname, ctr + "readinessProbe.httpGet", `{path: /readyz, port: admin}`},
+		{"spire-hostpath", deploy, fullname, pod + "volumes.[name=spire-agent-socket]", `
+{name: spire-agent-socket, hostPath: {path: /run/spire/sockets, type: Directory}}`},
+		{"spire-hostpath", deploy, fullname, ctr + "env.[name=SPIFFE_ENDPOINT_SOCKET]", `
+{name: SPIFFE_ENDPOINT_SOCKET, value: "unix:///run/spire/sockets/agent.sock"}`},
+		{"spire-hostpath", deploy, fullname, pod + "volumes.[name=tls].secret.secretName", `gw-tls`},
+		{"default", deploy, fullname, pod + "volumes.[name=spire-agent-socket]", `~`},
 		// TLS listener mounts.
 		{"networkpolicy", deploy, fullname, pod + "volumes.[name=tls].secret", `
 {secretName: gw-tls, defaultMode: 0440, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}`},
@@ -425,6 +451,20 @@ func TestConfigMatchesPod(t *testing.T) {
 			if got := get(cfg, "audit.output"); got != "stdout" {
 				t.Errorf("audit.output = %v, want stdout", got)
 			}
+			// The Workload API socket is in the agent's socket directory the
+			// pod mounts, and SPIFFE_ENDPOINT_SOCKET names the same one.
+			if sock, ok := get(cfg, "identity.mtls.workload_api.socket").(string); ok {
+				file, ok := strings.CutPrefix(sock, "unix://")
+				if !ok || !agentSocketMounted(podSpec, ctr, path.Dir(file)) {
+					t.Errorf("identity.mtls.workload_api.socket %s is not in a mounted SPIRE agent socket directory", sock)
+				}
+				if env := get(ctr, "env.[name=SPIFFE_ENDPOINT_SOCKET].value"); env != sock {
+					t.Errorf("SPIFFE_ENDPOINT_SOCKET = %v, want %s", env, sock)
+				}
+			}
+			if get(cfg, "tls.svid") == true && get(podSpec, "volumes.[name=tls]") != nil {
+				t.Error("the TLS listener serves the SVID, yet the pod mounts a certificate Secret")
+			}
 			// Redis settings live under cache.redis, with secrets from env only.
 			if _, ok := cfg["redis"]; ok {
 				t.Error("gateway config has a top-level redis key; it belongs under cache.redis")
@@ -504,6 +544,19 @@ func mountedFile(podSpec, ctr map[string]any, p string) bool {
 			if rel, ok := strings.CutPrefix(p, mountPath+"/"); ok && hasItemPath(src, rel) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// agentSocketMounted reports whether the container mounts the SPIRE
+// agent's socket directory (a SPIFFE CSI driver or hostPath volume) at dir.
+func agentSocketMounted(podSpec, ctr map[string]any, dir string) bool {
+	for _, m := range ctr["volumeMounts"].([]any) {
+		mm := m.(map[string]any)
+		vol, _ := get(podSpec, "volumes.[name="+mm["name"].(string)+"]").(map[string]any)
+		if mm["mountPath"] == dir && agentSocketVolume(vol) {
+			return true
 		}
 	}
 	return false
@@ -610,6 +663,9 @@ func TestRenderedKinds(t *testing.T) {
 		"identity": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
 			"Deployment/cg-credgate", "NetworkPolicy/cg-credgate", "PodDisruptionBudget/cg-credgate",
 			"Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
+		"spire": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
+			"NetworkPolicy/cg-credgate", "PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin",
+			"ServiceAccount/cg-credgate"},
 	}
 	for name, want := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -156,6 +156,21 @@ mtls:
     - {file: /run/partner/ca.pem, trust_domain: partner.example.com}
   require_spiffe: false
   reload_interval: 30s`},
+		{"SPIRE agent with the SVID listener", `
+tls: {enabled: true}
+spire:
+  enabled: true
+  spiffeID: spiffe://prod.example.org/ns/egress/sa/credgate
+identity:
+  mtls: {requireSPIFFE: true}
+`, `
+mtls:
+  workload_api:
+    socket: unix:///spiffe-workload-api/spire-agent.sock
+    spiffe_id: spiffe://prod.example.org/ns/egress/sa/credgate
+    start_timeout: 30s
+  require_spiffe: true
+  reload_interval: 10s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

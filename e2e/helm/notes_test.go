@@ -65,6 +65,14 @@ func TestNotes(t *testing.T) {
 		{"cert-manager", []string{"--set", "ca.certManager.enabled=true"}, []string{
 			"run `helm upgrade` again", "secret cg-credgate-ca-keypair -o jsonpath='{.data.tls\\.crt}'",
 		}, []string{"tls\\.key"}},
+		{"spire", []string{"--set", "tls.enabled=true", "--set", "spire.enabled=true", "--set", "spire.spiffeID=" + gatewayID}, []string{
+			"its X.509-SVID (" + gatewayID + "), served on the TLS listener, and the bundles that verify client SVIDs from the agent's Workload API at unix:///spiffe-workload-api/spire-agent.sock",
+			"(namespace egress, service account cg-credgate)",
+			"Callers present their SVIDs to https://cg-credgate.egress.svc:3129",
+		}, []string{"source address only"}},
+		{"spire bundles only", []string{"--set", "tls.enabled=true", "--set", "tls.existingSecret=gw", "--set", "spire.enabled=true", "--set", "spire.svidListener=false"}, []string{
+			"SPIRE: the gateway takes the bundles that verify client SVIDs",
+		}, []string{"its X.509-SVID"}},
 		// With Redis the replicas share one cache.
 		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379",
 			"--set", "redis.encryptionKeys[0].id=k1", "--set", "redis.encryptionKeys[0].secretName=s", "--set", "redis.encryptionKeys[0].secretKey=k"}, []string{

@@ -23,6 +23,10 @@ type podFixtures struct {
 	secrets map[string]map[string]string
 	// token is the content of every projected service-account token.
 	token string
+	// agentSocketDir is the directory of a (fake) SPIRE agent's Workload
+	// API socket, which the SPIFFE CSI driver's and hostPath volumes show
+	// in the pod (as a symlink to it); empty: an empty directory.
+	agentSocketDir string
 }
 
 // pod is the credgate container's view of the files of a rendered
@@ -60,6 +64,10 @@ func newPod(t *testing.T, objs []object, fx podFixtures) *pod {
 			mkdir(t, p.path(mountPath))
 			continue
 		}
+		if agentSocketVolume(vol) {
+			p.mountAgentSocket(mountPath)
+			continue
+		}
 		files := p.volumeFiles(vol)
 		if sub, ok := mm["subPath"].(string); ok {
 			data, ok := files[sub]
@@ -72,6 +80,27 @@ func newPod(t *testing.T, objs []object, fx podFixtures) *pod {
 		p.writeAtomic(p.path(mountPath), files)
 	}
 	return p
+}
+
+// agentSocketVolume reports whether vol shows the SPIRE agent's socket
+// directory: a SPIFFE CSI driver volume or a hostPath directory.
+func agentSocketVolume(vol map[string]any) bool {
+	return get(vol, "csi.driver") == "csi.spiffe.io" || get(vol, "hostPath.type") == "Directory"
+}
+
+// mountAgentSocket shows fx.agentSocketDir at mountPath, or an empty
+// directory when there is none.
+func (p *pod) mountAgentSocket(mountPath string) {
+	t := p.t
+	t.Helper()
+	if p.fx.agentSocketDir == "" {
+		mkdir(t, p.path(mountPath))
+		return
+	}
+	mkdir(t, filepath.Dir(p.path(mountPath)))
+	if err := os.Symlink(p.fx.agentSocketDir, p.path(mountPath)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // path is where the container's absolute path abs is under root.

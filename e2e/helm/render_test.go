@@ -102,8 +102,47 @@ config:
     "api.partner.test:443": "10.20.0.5:8443"
 `},
 		{name: "identity", values: identityValues},
+		{name: "spire", values: spireValues},
+		// The agent's socket directory from the node, the Workload API's
+		// bundles alongside a ConfigMap bundle, and the listener keeping
+		// its certificate from a Secret.
+		{name: "spire-hostpath", values: `
+tls:
+  enabled: true
+  existingSecret: gw-tls
+spire:
+  enabled: true
+  svidListener: false
+  agentSocket:
+    volume: hostPath
+    hostPath: /run/spire/sockets
+    mountPath: /run/spire/sockets
+    fileName: agent.sock
+identity:
+  mtls:
+    bundles:
+      - {configMap: corp-ca, key: ca.pem}
+`},
 	}
 }
+
+// spireValues take the trust bundles and the TLS listener's certificate
+// (the gateway's X.509-SVID) from the SPIRE agent through the SPIFFE CSI
+// driver, with no certificate Secret.
+const spireValues = `
+tls:
+  enabled: true
+spire:
+  enabled: true
+  spiffeID: spiffe://prod.example.org/ns/egress/sa/cg-credgate
+  startTimeout: 1m
+identity:
+  mtls:
+    trustDomains: [prod.example.org]
+    requireSPIFFE: true
+networkPolicy:
+  gateway: {enabled: true}
+`
 
 // identityValues exercise every identity setting: the TLS listener with
 // trust bundles (a ConfigMap the chart mounts and a file from

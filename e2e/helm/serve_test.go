@@ -12,6 +12,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -179,6 +181,7 @@ func startGateway(t *testing.T, p *pod) *gatewayProcess {
 		t.Fatal(err)
 	}
 	rootPaths(p, cfg)
+	rootSocket(t, p, cfg)
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +239,25 @@ func rootPaths(p *pod, v any) {
 			rootPaths(p, e)
 		}
 	}
+}
+
+// rootSocket points the config's Workload API socket (unix:///...) into
+// the pod's root. The socket's directory is resolved (it is a symlink to
+// the fake agent's) so that the address stays within the ~100 bytes a unix
+// socket path may have.
+func rootSocket(t *testing.T, p *pod, cfg map[string]any) {
+	t.Helper()
+	wl, _ := get(cfg, "identity.mtls.workload_api").(map[string]any)
+	sock, _ := wl["socket"].(string)
+	file, ok := strings.CutPrefix(sock, "unix://")
+	if !ok {
+		return
+	}
+	dir, err := filepath.EvalSymlinks(p.path(path.Dir(file)))
+	if err != nil {
+		t.Fatalf("workload_api.socket %s: its directory is not in the pod: %v", sock, err)
+	}
+	wl["socket"] = "unix://" + filepath.Join(dir, path.Base(file))
 }
 
 // containerPort is the credgate container's port of that name.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -154,5 +155,27 @@ func TestGatewayRejectsUnknownKey(t *testing.T) {
 	out, err := runErr(credgateBin(t), "validate", "-c", p.path("/etc/credgate/config.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "redis") {
 		t.Fatalf("credgate validate accepted an unknown key (err %v): %s", err, out)
+	}
+}
+
+// TestGatewayValidatesWorkloadAPIOffline shows what `credgate validate`
+// does with the SPIRE variant's identity.mtls.workload_api: it checks the
+// settings without asking the agent (the pod's socket directory is empty
+// here, and validate answers at once rather than after start_timeout),
+// and it does reject a socket address the gateway could not use (http://).
+func TestGatewayValidatesWorkloadAPIOffline(t *testing.T) {
+	objs := parse(t, render(t, variantByName(t, "spire")))
+	start := time.Now()
+	validateRendered(t, objs)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("credgate validate took %s: it waited for the agent", d)
+	}
+	cm := mustFind(t, objs, "ConfigMap", fullname+"-config")
+	data := cm["data"].(map[string]any)
+	data["config.yaml"] = strings.Replace(data["config.yaml"].(string), "unix:///spiffe-workload-api/", "http:///spiffe-workload-api/", 1)
+	p := newPod(t, objs, fixtures(t))
+	out, err := runErr(credgateBin(t), "validate", "-c", p.path("/etc/credgate/config.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "workload_api.socket") {
+		t.Fatalf("credgate validate accepted an http socket address (err %v): %s", err, out)
 	}
 }

@@ -85,8 +85,12 @@ listen: ":{{ .Values.proxyPort }}"
 {{- if .Values.tls.enabled }}
 tls_listen: ":{{ .Values.tls.port }}"
 tls:
+  {{- if include "credgate.svidListener" . }}
+  svid: true
+  {{- else }}
   cert: tls/tls.crt
   key: tls/tls.key
+  {{- end }}
   {{- if .Values.tls.clientCAConfigMap }}
   client_ca: client-ca/{{ .Values.tls.clientCAKey }}
   {{- end }}
@@ -163,6 +167,17 @@ mounted when identity needs the API server (the in-cluster default paths). */}}
 /var/run/secrets/kubernetes.io/serviceaccount
 {{- end }}
 
+{{/* "true" when the TLS listener serves the gateway's X.509-SVID from the
+SPIRE agent (tls.svid) instead of the tls.existingSecret certificate. */}}
+{{- define "credgate.svidListener" -}}
+{{- if and .Values.tls.enabled .Values.spire.enabled .Values.spire.svidListener }}true{{ end }}
+{{- end }}
+
+{{/* The SPIRE agent's Workload API socket in the container. */}}
+{{- define "credgate.spireSocket" -}}
+{{- with .Values.spire.agentSocket }}{{ printf "unix://%s/%s" (trimSuffix "/" .mountPath) .fileName }}{{ end }}
+{{- end }}
+
 {{/* "true" when identity talks to the Kubernetes API server. */}}
 {{- define "credgate.needsKubeAPI" -}}
 {{- if or .Values.identity.jwt.kubernetes.enabled .Values.identity.tokenReview.enabled }}true{{ end }}
@@ -196,7 +211,7 @@ empty when no identity value is set. */}}
 {{- $api := trimSuffix "/" $id.apiServer -}}
 {{- $kube := include "credgate.kubeAPIDir" . -}}
 {{- $m := $id.mtls -}}
-{{- if or $m.bundles $m.trustDomains $m.requireSPIFFE }}
+{{- if or $m.bundles $m.trustDomains $m.requireSPIFFE .Values.spire.enabled }}
 mtls:
   {{- with $m.bundles }}
   bundles:
@@ -209,6 +224,17 @@ mtls:
   {{- end }}
   {{- with $m.trustDomains }}
   trust_domains: {{ toJson . }}
+  {{- end }}
+  {{- with .Values.spire }}
+  {{- if .enabled }}
+  # Bundles (and the gateway's SVID) from the SPIRE agent on the node.
+  workload_api:
+    socket: {{ include "credgate.spireSocket" $ | quote }}
+    {{- with .spiffeID }}
+    spiffe_id: {{ . | quote }}
+    {{- end }}
+    start_timeout: {{ .startTimeout }}
+  {{- end }}
   {{- end }}
   require_spiffe: {{ $m.requireSPIFFE }}
   reload_interval: {{ $m.reloadInterval }}
