@@ -42,6 +42,10 @@ type Admin struct {
 	// ResyncInterval is how often the kill switch state is re-read from
 	// Redis (default 5s).
 	ResyncInterval Duration `yaml:"resync_interval"`
+	// TLS, when Cert and Key are set, serves admin_listen over HTTPS
+	// (admintls.go), so that the token does not cross the network in
+	// clear.
+	TLS AdminTLS `yaml:"tls"`
 }
 
 // check validates the admin block and resolves its paths against dir.
@@ -54,7 +58,8 @@ func (a *Admin) check(file string, root *yaml.Node, dir string) []error {
 	if a.TokenFile != "" && a.TokenEnv != "" {
 		bad("admin: set token_file or token_env, not both")
 	}
-	for _, p := range []*string{&a.TokenFile, &a.StateFile} {
+	a.TLS.check(bad)
+	for _, p := range []*string{&a.TokenFile, &a.StateFile, &a.TLS.Cert, &a.TLS.Key, &a.TLS.ClientCA} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -132,11 +137,12 @@ func (t *adminToken) check(r *http.Request) error {
 
 // Admin API reason codes.
 const (
-	codeUnauthorized   = "unauthorized"
-	codeAdminOff       = "admin_api_off"
-	codeAdminBadReq    = "bad_request"
-	codeSwitchUnavail  = "switch_unavailable"
-	codeAdminTokenFile = "admin_token_unreadable"
+	codeUnauthorized    = "unauthorized"
+	codeAdminOff        = "admin_api_off"
+	codeAdminBadReq     = "bad_request"
+	codeSwitchUnavail   = "switch_unavailable"
+	codeAdminTokenFile  = "admin_token_unreadable"
+	codeAdminClientCert = "client_certificate_required"
 )
 
 // adminRoutes adds the kill switch API to the admin mux.
@@ -206,7 +212,11 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		if status >= 400 {
 			decision = "deny"
 		}
-		g.audit.write(&event{Time: start, Source: sourceString(ev), Method: r.Method, Scheme: "http", Host: "admin",
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		g.audit.write(&event{Time: start, Source: sourceString(ev), Method: r.Method, Scheme: scheme, Host: "admin",
 			Path: r.URL.Path, Decision: decision, Code: code, Status: status, Switch: sw, Duration: time.Since(start)})
 	}
 	fail := func(status int, code, reason, sw string) {
@@ -217,6 +227,11 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 	if g.adminTok == nil {
 		g.log.Warn("admin API: request refused: no admin token is configured", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path))
 		fail(http.StatusForbidden, codeAdminOff, "the admin API that changes state is off: set admin.token_file or admin.token_env in the gateway config", "")
+		return
+	}
+	if !g.adminClientCert(r) {
+		g.log.Warn("admin API: request refused: no client certificate", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path))
+		fail(http.StatusForbidden, codeAdminClientCert, "admin.tls.client_ca is set: changes need a client certificate signed by it (credgate admin --cert FILE --key FILE)", "")
 		return
 	}
 	if err := g.adminTok.check(r); err != nil {

@@ -486,6 +486,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)
 	setD(&c.Admin.ResyncInterval, DefaultSwitchResync)
+	setD(&c.Admin.TLS.ReloadInterval, DefaultReloadInterval)
 	if c.Cache.Redis.Enabled() {
 		setS(&c.Cache.Redis.Namespace, DefaultRedisNamespace)
 		setD(&c.Cache.Redis.Timeout, DefaultRedisTimeout)

@@ -358,6 +358,13 @@ func (g *Gateway) listen(ctx context.Context) error {
 		return fmt.Errorf("admin_listen: %w", err)
 	}
 	g.adminLn = aln
+	if cfg.Admin.TLS.Enabled() {
+		tc, err := g.adminTLS(cfg.Admin.TLS)
+		if err != nil {
+			return err
+		}
+		g.adminLn = tls.NewListener(aln, tc)
+	}
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
 	g.baseCtx = context.WithoutCancel(ctx)
 

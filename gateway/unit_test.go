@@ -52,6 +52,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"redis-key-both", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K, file: f}]\n", `encryption_keys\[0\]: set exactly one of file or env`},
 		{"redis-key-dup", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}, {id: a, env: L}]\n", `id "a" appears twice`},
 		{"redis-namespace", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    namespace: \"a b*\"\n    encryption_keys: [{id: a, env: K}]\n", `cache\.redis\.namespace: "a b\*"`},
+		{"admin-tls-cert-without-key", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls:\n    cert: admin.pem\n", `^c\.yaml:5:5: admin\.tls: cert is set but key is not`},
+		{"admin-tls-key-without-cert", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {key: admin-key.pem}\n", `^c\.yaml:4:9: admin\.tls: key is set but cert is not`},
+		{"admin-tls-client-ca-alone", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {client_ca: ops.pem}\n", `^c\.yaml:4:3: admin\.tls: set cert and key`},
+		{"admin-tls-unknown-key", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {cert: a, key: b, svid: true}\n", `^c\.yaml:4:\d+: unknown field "svid"`},
 		{"redis-keys-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    encryption_keys: [{id: a, env: K}]\n", `cache\.redis: addrs is required`},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/credgate/credgate/internal/filewatch"
+)
+
+// AdminTLS serves admin_listen over HTTPS (docs/config.md#admin). It is
+// off unless Cert and Key are set.
+type AdminTLS struct {
+	// Cert and Key are the admin listener's server certificate and key
+	// (PEM), re-read every ReloadInterval when they change.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, when set, holds PEM roots against which a client
+	// certificate is verified when one is presented; the admin API calls
+	// that change state (POST /admin/v1/disable and /enable) then need
+	// one, beside the token. /healthz, /readyz, /metrics and GET
+	// /admin/v1/switches do not, so that kubelet probes and Prometheus
+	// keep working without one.
+	ClientCA string `yaml:"client_ca"`
+	// ReloadInterval is how often Cert, Key and ClientCA are checked for
+	// changes (default 30s).
+	ReloadInterval Duration `yaml:"reload_interval"`
+}
+
+// Enabled reports whether the admin listener speaks TLS.
+func (a AdminTLS) Enabled() bool { return a.Cert != "" && a.Key != "" }
+
+// check reports what is missing in admin.tls through bad.
+func (a AdminTLS) check(bad func(msg string, key ...string)) {
+	switch {
+	case a.Cert != "" && a.Key == "":
+		bad("admin.tls: cert is set but key is not; the admin listener needs both (its server certificate and key, PEM)", "tls", "cert")
+	case a.Key != "" && a.Cert == "":
+		bad("admin.tls: key is set but cert is not; the admin listener needs both (its server certificate and key, PEM)", "tls", "key")
+	case a.Cert == "" && (a.ClientCA != "" || a.ReloadInterval != 0):
+		bad("admin.tls: set cert and key (the admin listener's server certificate) to serve the admin listener over HTTPS, or remove admin.tls", "tls")
+	}
+}
+
+// adminTLS is the admin listener's TLS configuration, rebuilt from the
+// files whenever admin.tls.cert, key or client_ca change (a cert-manager
+// renewal): each handshake gets the current one.
+func (g *Gateway) adminTLS(c AdminTLS) (*tls.Config, error) {
+	var cur atomic.Pointer[tls.Config]
+	paths := []string{c.Cert, c.Key}
+	if c.ClientCA != "" {
+		paths = append(paths, c.ClientCA)
+	}
+	r := &filewatch.Reloader{Paths: paths, What: "admin listener certificate", Interval: c.ReloadInterval.D(), Log: g.log,
+		Apply: func(files [][]byte) error {
+			cert, err := tls.X509KeyPair(files[0], files[1])
+			if err != nil {
+				return fmt.Errorf("admin.tls.cert/admin.tls.key: %w", err)
+			}
+			tc := &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{cert},
+				NextProtos:   []string{"http/1.1"},
+			}
+			if c.ClientCA != "" {
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(files[2]) {
+					return fmt.Errorf("admin.tls.client_ca: %s holds no PEM certificate", c.ClientCA)
+				}
+				tc.ClientCAs = pool
+				tc.ClientAuth = tls.VerifyClientCertIfGiven
+			}
+			cur.Store(tc)
+			return nil
+		}}
+	if _, err := r.Load(); err != nil {
+		return nil, err
+	}
+	g.reloaders = append(g.reloaders, r)
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
+	}, nil
+}
+
+// adminClientCert reports whether an admin API call that changes state
+// came with the client certificate admin.tls.client_ca asks for: always
+// true without client_ca. The handshake already refused a certificate
+// that does not verify.
+func (g *Gateway) adminClientCert(r *http.Request) bool {
+	if g.cfg.Admin.TLS.ClientCA == "" {
+		return true
+	}
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+}
