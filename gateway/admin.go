@@ -231,7 +231,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 	}
 	if !g.adminClientCert(r) {
 		g.log.Warn("admin API: request refused: no client certificate", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path))
-		fail(http.StatusForbidden, codeAdminClientCert, "admin.tls.client_ca is set: changes need a client certificate signed by it (credgate admin --cert FILE --key FILE)", "")
+		fail(http.StatusForbidden, codeAdminClientCert, "admin.tls.client_ca is set: changes need a client certificate signed by it", "")
 		return
 	}
 	if err := g.adminTok.check(r); err != nil {

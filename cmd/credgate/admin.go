@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,11 @@ type adminClient struct {
 	tokenFile string
 	timeout   time.Duration
 	json      bool
+	// caCert, cert and key are --cacert, --cert and --key: for an https
+	// admin URL (the gateway's admin.tls).
+	caCert, cert, key string
+	// transport is built from them once the flags are parsed.
+	transport *http.Transport
 }
 
 func newAdminCmd() *cobra.Command {
@@ -43,6 +50,10 @@ second and survives restarts; without it, it applies to that replica only.
 Changes need the admin token the gateway reads from admin.token_file or
 admin.token_env: pass --token-file FILE, or set CREDGATE_ADMIN_TOKEN.
 
+When the gateway serves its admin listener over HTTPS (admin.tls), use an
+https:// URL and trust its certificate with --cacert FILE (or the system
+roots); with admin.tls.client_ca, changes also need --cert and --key.
+
   credgate admin disable rule billing-charges --reason "INC-42 key leaked"
   credgate admin enable rule billing-charges
   credgate admin list`,
@@ -52,6 +63,11 @@ admin.token_env: pass --token-file FILE, or set CREDGATE_ADMIN_TOKEN.
 				return err
 			}
 			ac.base = u
+			tr, err := ac.newTransport()
+			if err != nil {
+				return err
+			}
+			ac.transport = tr
 			return nil
 		},
 	}
@@ -64,6 +80,9 @@ admin.token_env: pass --token-file FILE, or set CREDGATE_ADMIN_TOKEN.
 	fl.StringVar(&ac.tokenFile, "token-file", os.Getenv("CREDGATE_ADMIN_TOKEN_FILE"), "file holding the admin token (env CREDGATE_ADMIN_TOKEN_FILE; or the token itself in CREDGATE_ADMIN_TOKEN)")
 	fl.DurationVar(&ac.timeout, "timeout", 10*time.Second, "how long to wait for the gateway")
 	fl.BoolVar(&ac.json, "json", false, "print the API's JSON answer")
+	fl.StringVar(&ac.caCert, "cacert", os.Getenv("CREDGATE_ADMIN_CACERT"), "PEM roots that verify an https admin URL's certificate (admin.tls.cert's CA), instead of the system roots (env CREDGATE_ADMIN_CACERT)")
+	fl.StringVar(&ac.cert, "cert", os.Getenv("CREDGATE_ADMIN_CERT"), "client certificate (PEM) for an admin listener with admin.tls.client_ca (env CREDGATE_ADMIN_CERT)")
+	fl.StringVar(&ac.key, "key", os.Getenv("CREDGATE_ADMIN_KEY"), "the client certificate's key (PEM; env CREDGATE_ADMIN_KEY)")
 	cmd.AddCommand(newSwitchCmd(ac, "disable"), newSwitchCmd(ac, "enable"), newListCmd(ac))
 	return cmd
 }
@@ -229,6 +248,77 @@ func parseAdminURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// newTransport is the admin API's HTTP transport: never through a proxy
+// from the environment (which could be the gateway itself), and with
+// --cacert, --cert and --key for an https URL.
+func (ac *adminClient) newTransport() (*http.Transport, error) {
+	tr := &http.Transport{Proxy: nil}
+	if ac.base.Scheme != "https" {
+		if ac.caCert != "" || ac.cert != "" || ac.key != "" {
+			return nil, fmt.Errorf("admin: --cacert, --cert and --key are for an https admin URL; --admin is %s (use https://%s if the gateway sets admin.tls)", ac.base, ac.base.Host)
+		}
+		return tr, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ac.caCert != "" {
+		pem, err := os.ReadFile(ac.caCert)
+		if err != nil {
+			return nil, fmt.Errorf("admin: --cacert: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("admin: --cacert %s holds no PEM certificate", ac.caCert)
+		}
+	}
+	switch {
+	case ac.cert != "" && ac.key != "":
+		c, err := tls.LoadX509KeyPair(ac.cert, ac.key)
+		if err != nil {
+			return nil, fmt.Errorf("admin: --cert/--key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	case ac.cert != "" || ac.key != "":
+		return nil, errors.New("admin: --cert and --key go together (the client certificate and its key, PEM)")
+	}
+	tr.TLSClientConfig = tc
+	return tr, nil
+}
+
+// tlsHint says what to change for a TLS error reaching the admin API, ""
+// when err is not one.
+func (ac *adminClient) tlsHint(err error) string {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		header   tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		if ac.caCert != "" {
+			return fmt.Sprintf("the admin certificate does not verify against --cacert %s (it must hold the CA that signed admin.tls.cert)", ac.caCert)
+		}
+		return "the admin certificate is not signed by a trusted CA: pass --cacert FILE (the CA that signed admin.tls.cert) or set CREDGATE_ADMIN_CACERT"
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("the admin certificate is not valid for %s: use --admin with a name or address the certificate holds", ac.base.Hostname())
+	case errors.As(err, &invalid):
+		return "the admin certificate is not valid (expired or not yet valid?)"
+	case errors.As(err, &verify):
+		return "the admin certificate does not verify"
+	case errors.As(err, &header) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return "the admin listener does not speak TLS: use an http:// --admin URL (the gateway has no admin.tls)"
+	case strings.Contains(err.Error(), "remote error: tls:"):
+		// The gateway's alert (a client certificate it refused) has no
+		// exported type.
+		if ac.cert == "" {
+			return "the gateway refused the TLS handshake: with admin.tls.client_ca, pass --cert and --key"
+		}
+		return "the gateway refused the TLS handshake: is --cert signed by the gateway's admin.tls.client_ca?"
+	}
+	return ""
+}
+
 // token reads the admin token: --token-file, else CREDGATE_ADMIN_TOKEN.
 func (ac *adminClient) token() (string, error) {
 	if ac.tokenFile != "" {
@@ -274,11 +364,18 @@ func (ac *adminClient) call(ctx context.Context, method, path string, body []byt
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	// The admin API is reached directly, never through a proxy from the
-	// environment (which could be the gateway itself).
-	c := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	tr := ac.transport
+	if tr == nil {
+		if tr, err = ac.newTransport(); err != nil {
+			return nil, err
+		}
+	}
+	c := &http.Client{Transport: tr}
 	resp, err := c.Do(req)
 	if err != nil {
+		if hint := ac.tlsHint(err); hint != "" {
+			return nil, fmt.Errorf("admin API %s: TLS: %s", ac.base, hint)
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
@@ -293,11 +390,17 @@ func (ac *adminClient) call(ctx context.Context, method, path string, body []byt
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Code, Reason string }
 		if json.Unmarshal(raw, &e) != nil || e.Code == "" {
+			if resp.StatusCode == http.StatusBadRequest && ac.base.Scheme == "http" && bytes.Contains(raw, []byte("HTTPS server")) {
+				return nil, fmt.Errorf("admin API %s: the admin listener speaks HTTPS (admin.tls): use --admin https://%s and --cacert FILE", ac.base, ac.base.Host)
+			}
 			return nil, fmt.Errorf("admin API %s%s: %s (is --admin the gateway's admin_listen?)", ac.base, path, resp.Status)
 		}
 		hint := ""
-		if e.Code == "unauthorized" {
+		switch e.Code {
+		case "unauthorized":
 			hint = " (check --token-file or CREDGATE_ADMIN_TOKEN against the gateway's admin.token_file)"
+		case "client_certificate_required":
+			hint = " (pass --cert and --key, or set CREDGATE_ADMIN_CERT and CREDGATE_ADMIN_KEY)"
 		}
 		return nil, fmt.Errorf("admin API %s: %d %s: %s%s", ac.base, resp.StatusCode, e.Code, e.Reason, hint)
 	}
