@@ -290,8 +290,13 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		result = "unchanged"
 	}
 	g.swm.admin.WithLabelValues(action, result).Inc()
-	g.log.Info("admin API: "+action, slog.String("switch", sw), slog.Bool("changed", res.Changed), slog.String("scope", string(res.Scope)),
-		slog.String("by", req.By), slog.String("reason", req.Reason), slog.String("source", sourceString(ev)))
+	attrs := []any{slog.String("switch", sw), slog.Bool("changed", res.Changed), slog.String("scope", string(res.Scope)),
+		slog.String("by", req.By), slog.String("reason", req.Reason), slog.String("source", sourceString(ev))}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		// The operator's verified client certificate (admin.tls.client_ca).
+		attrs = append(attrs, slog.String("client_cert", r.TLS.VerifiedChains[0][0].Subject.String()))
+	}
+	g.log.Info("admin API: "+action, attrs...)
 	audit(http.StatusOK, "", sw)
 	writeJSON(w, http.StatusOK, resp)
 }

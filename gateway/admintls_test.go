@@ -166,4 +166,7 @@ func TestAdminTLSClientCA(t *testing.T) {
 	if st, body, err := adminDo(withCert, http.MethodPost, base+"/admin/v1/disable", token, disable); err != nil || st != http.StatusOK {
 		t.Errorf("disable with a client certificate and the token: %d %v %s", st, err, body)
 	}
+	if !strings.Contains(tg.logs.String(), `"client_cert":"CN=alice"`) {
+		t.Errorf("the change's log line does not name the client certificate:\n%s", tg.logs.String())
+	}
 }
