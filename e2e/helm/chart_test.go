@@ -191,6 +191,24 @@ seccompProfile: {type: RuntimeDefault}`},
 		// Probes on the admin port.
 		{"default", deploy, fullname, ctr + "livenessProbe.httpGet", `{path: /healthz, port: admin}`},
 		{"default", deploy, fullname, ctr + "readinessProbe.httpGet", `{path: /readyz, port: admin}`},
+		// admin.tls: HTTPS probes and scrapes, the Secret and the client CA mounted as directories.
+		{"admin-tls", deploy, fullname, ctr + "livenessProbe.httpGet", `{path: /healthz, port: admin, scheme: HTTPS}`},
+		{"admin-tls", deploy, fullname, ctr + "readinessProbe.httpGet", `{path: /readyz, port: admin, scheme: HTTPS}`},
+		{"admin-tls", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/scheme]", `https`},
+		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/scheme]", `~`},
+		{"admin-tls", deploy, fullname, ctr + "volumeMounts.[name=admin-tls]", `{name: admin-tls, mountPath: /etc/credgate/admin-tls, readOnly: true}`},
+		{"admin-tls", deploy, fullname, pod + "volumes.[name=admin-tls]", `
+{name: admin-tls, secret: {secretName: credgate-admin-tls, defaultMode: 0440, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}}`},
+		{"admin-tls", deploy, fullname, pod + "volumes.[name=admin-client-ca]", `
+{name: admin-client-ca, configMap: {name: credgate-operators, items: [{key: ca.crt, path: ca.crt}]}}`},
+		{"admin-tls", "ServiceMonitor", fullname, "spec.endpoints.0", `
+port: admin
+path: /metrics
+interval: 30s
+scrapeTimeout: 10s
+scheme: https
+tlsConfig: {ca: {configMap: {name: credgate-admin-ca, key: ca.crt}}, serverName: cg-credgate-admin.egress.svc}`},
+		{"cert-manager", "ServiceMonitor", fullname, "spec.endpoints.0.scheme", `~`},
 		{"default", deploy, fullname, ctr + "ports", `
 - {name: proxy, containerPort: 3128, protocol: TCP}
 - {name: admin, containerPort: 9090, protocol: TCP}`},
@@ -666,6 +684,9 @@ func TestRenderedKinds(t *testing.T) {
 		"spire": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
 			"NetworkPolicy/cg-credgate", "PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin",
 			"ServiceAccount/cg-credgate"},
+		"admin-tls": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
+			"PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate",
+			"ServiceMonitor/cg-credgate"},
 	}
 	for name, want := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -48,6 +48,9 @@ func TestNotes(t *testing.T) {
 			"identified by their source address only",
 			"give such clients a bundle of the system roots plus ca.crt",
 		}, []string{"configmap cg-credgate-ca", "redis", "Proxy-Authorization"}},
+		{"admin over TLS", []string{"--set", "admin.tls.enabled=true", "--set", "admin.tls.existingSecret=a"}, []string{
+			"Admin:  https://cg-credgate-admin.egress.svc:9090",
+		}, []string{"Admin:  http://"}},
 		{"one replica", []string{"--set", "replicaCount=1"}, nil, []string{"Each replica"}},
 		{"autoscaled", []string{"--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}, []string{"Each replica"}, nil},
 		{"service-account tokens", []string{"--set", "identity.jwt.kubernetes.enabled=true", "--set", "identity.tokenReview.enabled=true"}, []string{

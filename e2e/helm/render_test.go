@@ -123,6 +123,7 @@ identity:
     bundles:
       - {configMap: corp-ca, key: ca.pem}
 `},
+		{name: "admin-tls", values: adminTLSValues},
 	}
 }
 

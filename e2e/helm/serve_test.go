@@ -131,6 +131,11 @@ policy:
 				}
 			},
 		},
+		{
+			name:    "admin over TLS",
+			variant: "admin-tls",
+			check:   func(t *testing.T, g *gatewayProcess, _ *fakeAPIServer) { checkAdminTLS(t, g) },
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,7 +168,10 @@ type gatewayProcess struct {
 	waitErr   error
 	proxyPort int64
 	adminPort int64
-	client    *http.Client
+	// scheme and client reach the admin port the way kubelet's probes
+	// do (https without verifying the certificate, with admin.tls).
+	scheme string
+	client *http.Client
 }
 
 // startGateway rewrites the pod's config so that its absolute paths point
@@ -195,6 +203,10 @@ func startGateway(t *testing.T, p *pod) *gatewayProcess {
 		proxyPort: containerPort(t, p, "proxy"),
 		adminPort: containerPort(t, p, "admin"),
 		client:    &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second},
+		scheme:    "http",
+	}
+	if s, _ := get(p.ctr, "readinessProbe.httpGet.scheme").(string); s == "HTTPS" {
+		g.scheme, g.client = "https", kubeletClient()
 	}
 	g.cmd = exec.Command(credgateBin(t), "serve", "-c", cfgPath)
 	g.cmd.Dir = p.root
@@ -301,7 +313,7 @@ func (g *gatewayProcess) probe(path string) error {
 }
 
 func (g *gatewayProcess) adminGet(path string) (string, error) {
-	resp, err := g.client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", g.adminPort, path))
+	resp, err := g.client.Get(fmt.Sprintf("%s://127.0.0.1:%d%s", g.scheme, g.adminPort, path))
 	if err != nil {
 		return "", err
 	}

@@ -80,15 +80,18 @@ func defaultPolicy(t *testing.T) string {
 
 // fixtures returns what a variant's pod needs besides the rendered objects.
 func fixtures(t *testing.T) podFixtures {
+	admin := testAdminPKI(t)
 	return podFixtures{
 		configMaps: map[string]map[string]string{
-			"corp-policy":      {"egress.yaml": defaultPolicy(t)},
-			"corp-ca":          {"ca.pem": testCACert},
-			"spire-jwt-bundle": {"bundle.jwks": testJWKS},
-			"posture":          {"posture.json": `{"shop-api": {"patched": true}}`},
+			"corp-policy":        {"egress.yaml": defaultPolicy(t)},
+			"corp-ca":            {"ca.pem": testCACert},
+			"spire-jwt-bundle":   {"bundle.jwks": testJWKS},
+			"posture":            {"posture.json": `{"shop-api": {"patched": true}}`},
+			"credgate-operators": {"ca.crt": admin.operatorsPEM},
 		},
 		secrets: map[string]map[string]string{
-			"credgate-admin": {"token": "helm-test-admin-token-0123456789"},
+			"credgate-admin":     {"token": "helm-test-admin-token-0123456789"},
+			"credgate-admin-tls": {"tls.crt": admin.certPEM, "tls.key": admin.keyPEM},
 		},
 		token: "projected-service-account-token",
 	}

@@ -151,9 +151,21 @@ audit:
 log:
   level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
-{{- if .Values.admin.tokenSecret.name }}
+{{- if or .Values.admin.tokenSecret.name .Values.admin.tls.enabled }}
 admin:
+  {{- if .Values.admin.tokenSecret.name }}
   token_file: admin-token/{{ .Values.admin.tokenSecret.key }}
+  {{- end }}
+  {{- with .Values.admin.tls }}
+  {{- if .enabled }}
+  tls:
+    cert: admin-tls/tls.crt
+    key: admin-tls/tls.key
+    {{- if .clientCAConfigMap }}
+    client_ca: admin-client-ca/{{ .clientCAKey }}
+    {{- end }}
+  {{- end }}
+  {{- end }}
 {{- end }}
 {{- with include "credgate.identityConfig" . | trim }}
 identity:
