@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"sync/atomic"
 
@@ -83,6 +84,13 @@ func (g *Gateway) adminTLS(c AdminTLS) (*tls.Config, error) {
 		MinVersion:         tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
 	}, nil
+}
+
+// loopback reports whether a listener's address is a loopback one (a
+// wildcard address is not).
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // adminClientCert reports whether an admin API call that changes state

@@ -364,6 +364,9 @@ func (g *Gateway) listen(ctx context.Context) error {
 			return err
 		}
 		g.adminLn = tls.NewListener(aln, tc)
+	} else if g.adminTok != nil && !loopback(aln.Addr()) {
+		g.log.Warn("admin API: the admin token crosses the network in clear: admin_listen is not on loopback and admin.tls is not set (docs/scaling.md#securing-the-admin-api)",
+			slog.String("admin_listen", aln.Addr().String()))
 	}
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
 	g.baseCtx = context.WithoutCancel(ctx)
