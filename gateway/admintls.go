@@ -2,13 +2,8 @@ package gateway
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"net"
 	"net/http"
-	"sync/atomic"
-
-	"github.com/credgate/credgate/internal/filewatch"
 )
 
 // AdminTLS serves admin_listen over HTTPS (docs/config.md#admin). It is
@@ -49,41 +44,7 @@ func (a AdminTLS) check(bad func(msg string, key ...string)) {
 // files whenever admin.tls.cert, key or client_ca change (a cert-manager
 // renewal): each handshake gets the current one.
 func (g *Gateway) adminTLS(c AdminTLS) (*tls.Config, error) {
-	var cur atomic.Pointer[tls.Config]
-	paths := []string{c.Cert, c.Key}
-	if c.ClientCA != "" {
-		paths = append(paths, c.ClientCA)
-	}
-	r := &filewatch.Reloader{Paths: paths, What: "admin listener certificate", Interval: c.ReloadInterval.D(), Log: g.log,
-		Apply: func(files [][]byte) error {
-			cert, err := tls.X509KeyPair(files[0], files[1])
-			if err != nil {
-				return fmt.Errorf("admin.tls.cert/admin.tls.key: %w", err)
-			}
-			tc := &tls.Config{
-				MinVersion:   tls.VersionTLS12,
-				Certificates: []tls.Certificate{cert},
-				NextProtos:   []string{"http/1.1"},
-			}
-			if c.ClientCA != "" {
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(files[2]) {
-					return fmt.Errorf("admin.tls.client_ca: %s holds no PEM certificate", c.ClientCA)
-				}
-				tc.ClientCAs = pool
-				tc.ClientAuth = tls.VerifyClientCertIfGiven
-			}
-			cur.Store(tc)
-			return nil
-		}}
-	if _, err := r.Load(); err != nil {
-		return nil, err
-	}
-	g.reloaders = append(g.reloaders, r)
-	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
-	}, nil
+	return g.reloadingServerTLS("admin listener certificate", "admin.tls", c.Cert, c.Key, c.ClientCA, c.ReloadInterval, false)
 }
 
 // loopback reports whether a listener's address is a loopback one (a

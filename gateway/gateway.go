@@ -403,31 +403,42 @@ func (g *Gateway) listen(ctx context.Context) error {
 // (VerifiedChains); with identity.mtls.bundles it only requests them and
 // identity verifies them against the bundles (PeerCertificates).
 func (g *Gateway) listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config, error) {
+	return g.reloadingServerTLS("TLS listener certificate", "tls", c.Cert, c.Key, c.ClientCA, c.ReloadInterval, identityVerifies)
+}
+
+// reloadingServerTLS is a server TLS configuration (HTTP/1.1) whose
+// certificate, key and optional client CA are read from files and re-read
+// every interval when they change; each handshake gets the current one.
+// With clientCA a presented client certificate must verify
+// (VerifiedChains); with requestOnly client certificates are only
+// requested and left to identity (PeerCertificates). prefix names the
+// config keys in errors.
+func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA string, interval Duration, requestOnly bool) (*tls.Config, error) {
 	var cur atomic.Pointer[tls.Config]
-	paths := []string{c.Cert, c.Key}
-	if c.ClientCA != "" {
-		paths = append(paths, c.ClientCA)
+	paths := []string{certFile, keyFile}
+	if clientCA != "" {
+		paths = append(paths, clientCA)
 	}
-	r := &filewatch.Reloader{Paths: paths, What: "TLS listener certificate", Interval: c.ReloadInterval.D(), Log: g.log,
+	r := &filewatch.Reloader{Paths: paths, What: what, Interval: interval.D(), Log: g.log,
 		Apply: func(files [][]byte) error {
 			cert, err := tls.X509KeyPair(files[0], files[1])
 			if err != nil {
-				return fmt.Errorf("tls.cert/tls.key: %w", err)
+				return fmt.Errorf("%s.cert/%s.key: %w", prefix, prefix, err)
 			}
 			tc := &tls.Config{
 				MinVersion:   tls.VersionTLS12,
 				Certificates: []tls.Certificate{cert},
 				NextProtos:   []string{"http/1.1"},
 			}
-			if c.ClientCA != "" {
+			if clientCA != "" {
 				pool := x509.NewCertPool()
 				if !pool.AppendCertsFromPEM(files[2]) {
-					return fmt.Errorf("tls.client_ca: %s holds no PEM certificate", c.ClientCA)
+					return fmt.Errorf("%s.client_ca: %s holds no PEM certificate", prefix, clientCA)
 				}
 				tc.ClientCAs = pool
 				tc.ClientAuth = tls.VerifyClientCertIfGiven
 			}
-			if identityVerifies {
+			if requestOnly {
 				tc.ClientAuth = tls.RequestClientCert
 			}
 			cur.Store(tc)
