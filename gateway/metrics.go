@@ -100,7 +100,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	})
 	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_redis_errors_total",
-		Help: "Failed Redis operations by operation (get, set, lock, unlock, publish, delete, ping).",
+		Help: "Failed Redis operations by operation (get, set, lock, unlock, publish, delete, ping; rate_limit for the rate limiter).",
 	}, []string{"op"})
 	m.shared = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_shared_cache_total",
