@@ -128,17 +128,58 @@ func TestH1RequestBodies(t *testing.T) {
 
 func TestH1UnreadBodyClosesConnection(t *testing.T) {
 	tg := startGateway(t)
-	c, br := h1Tunnel(t, tg)
-	// The origin answers without reading a body larger than the gateway
-	// drains (maxUnreadBody): the answer arrives and the connection ends.
 	size := 2 << 20
-	fmt.Fprintf(c, "POST /early HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", apiHost, size)
-	go func() { _, _ = c.Write(make([]byte, size)) }()
-	resp, _ := readResp(t, br, "POST")
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("status %s, want the origin's 413", resp.Status)
-	}
-	expectClosed(t, c, br, 10*time.Second)
+	t.Run("refused", func(t *testing.T) {
+		// The gateway refuses without reading a body larger than it
+		// drains (maxUnreadBody): the answer arrives and the connection
+		// ends.
+		c, br := h1Tunnel(t, tg)
+		fmt.Fprintf(c, "POST /v1/%%2e%%2e/x HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", apiHost, size)
+		go func() { _, _ = c.Write(make([]byte, size)) }()
+		resp, _ := readResp(t, br, "POST")
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %s, want the gateway's 400", resp.Status)
+		}
+		expectClosed(t, c, br, 10*time.Second)
+	})
+	t.Run("upstream-answers-early", func(t *testing.T) {
+		// The origin answers without reading the body. Whether the
+		// upstream connection took all of it (socket buffers) or not,
+		// the 413 arrives, and the connection then either ends or serves
+		// the next request correctly — never a request line read from
+		// the middle of the body.
+		c, br := h1Tunnel(t, tg)
+		fmt.Fprintf(c, "POST /early HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", apiHost, size)
+		wrote := make(chan error, 1)
+		go func() { _, err := c.Write(make([]byte, size)); wrote <- err }()
+		resp, _ := readResp(t, br, "POST")
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %s, want the origin's 413", resp.Status)
+		}
+		select {
+		case err := <-wrote:
+			if err != nil {
+				return // the gateway closed the connection
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the body was neither read nor refused within 10s")
+		}
+		if _, err := fmt.Fprintf(c, "GET /v1/next HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost); err != nil {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		next, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if isTimeout(err) {
+				t.Fatalf("neither closed nor answered: %v", err)
+			}
+			return // closed
+		}
+		b, _ := io.ReadAll(next.Body)
+		if next.StatusCode != 200 || string(b) != "ok /v1/next" {
+			t.Fatalf("next request on the connection: %s %q", next.Status, b)
+		}
+	})
 }
 
 func TestH1ResponseFraming(t *testing.T) {
