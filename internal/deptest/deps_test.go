@@ -67,6 +67,12 @@ func rules() []rule {
 			"identity":  "limits are keyed by names the gateway chooses, not by identities",
 			"providers": "rate limiting knows nothing of credentials",
 		})},
+		{From: "internal/canonical", BadDeps: with(map[string]string{
+			"policy":    "the canonical request is computed before any stage; it must depend on none",
+			"identity":  "the canonical request is computed before any stage; it must depend on none",
+			"providers": "the canonical request is computed before any stage; it must depend on none",
+			"injectors": "the canonical request is computed before any stage; it must depend on none",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},

@@ -1,0 +1,300 @@
+// Package canonical computes, once per request, the one form of a
+// request's method, path and CONNECT authority that the policy matches,
+// the `when:` conditions see, the audit line records and the upstream
+// receives (DESIGN.md invariant 11).
+//
+// It refuses rather than repairs: a spelling that common servers route
+// differently from a strict RFC 3986 reading (empty segments, dot
+// segments, backslashes, encoded slashes, double encoding, ';' path
+// parameters, control characters, invalid UTF-8, lower-case methods,
+// userinfo in an authority) is an error that says what is wrong, so the
+// gateway never forwards a request whose meaning on the upstream could
+// differ from what its policy judged.
+package canonical
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Path is a request path that passed the checks.
+type Path struct {
+	// Raw is the path as it is sent upstream (the escaped form on the
+	// wire), unchanged.
+	Raw string
+	// Decoded is Raw with its percent-encodings decoded once: the form
+	// the policy's path globs and conditions match.
+	Decoded string
+	// EncodedSlash is set when Raw encodes a '/' as %2F inside a segment.
+	// Such a path is only acceptable for a destination that opts in
+	// (PathOptions.EncodedSlashes); its Decoded form has a '/' there.
+	EncodedSlash bool
+}
+
+// PathError says why a path was refused. Problem is a fixed phrase that
+// names the spelling (never the client's bytes), fit for a refusal reason.
+type PathError struct {
+	Problem string
+}
+
+func (e *PathError) Error() string { return "canonical: the request path " + e.Problem }
+
+// The problems ParsePath reports; tests and callers compare with
+// errors.Is against these values.
+var (
+	ErrNotAbsolute    = &PathError{"does not start with '/'"}
+	ErrEmptySegment   = &PathError{"has an empty segment (//)"}
+	ErrDotSegment     = &PathError{"has a dot segment (/./ or /../, also percent-encoded)"}
+	ErrBackslash      = &PathError{"has a backslash (\\ or %5C)"}
+	ErrSemicolon      = &PathError{"has a ';' (path parameters, also %3B)"}
+	ErrControl        = &PathError{"has a control character, space or byte outside ASCII that is not percent-encoded"}
+	ErrBadEscape      = &PathError{"has a '%' that is not followed by two hex digits"}
+	ErrDoubleEncoded  = &PathError{"is percent-encoded twice (%25 followed by two hex digits)"}
+	ErrBadUTF8        = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
+	ErrEncodedControl = &PathError{"encodes a control character (%00-%1F or %7F)"}
+	ErrEncodedSlash   = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
+)
+
+// Is lets errors.Is compare a *PathError by its problem.
+func (e *PathError) Is(target error) bool {
+	var t *PathError
+	return errors.As(target, &t) && t.Problem == e.Problem
+}
+
+// ParsePath checks raw, the escaped path of a request (url.URL's
+// EscapedPath, which is what net/http sends upstream), and returns it with
+// its decoded form. An empty raw path is "/".
+//
+// Refused, because servers disagree on what they mean:
+//   - a path that does not start with '/';
+//   - empty segments ("//"), except a single trailing '/';
+//   - "." and ".." segments, raw or percent-encoded;
+//   - '\' raw or as %5C (some servers treat it as '/');
+//   - ';' raw or as %3B (path parameters, which some servers strip);
+//   - control characters, space and non-ASCII bytes not percent-encoded,
+//     and %00-%1F, %7F;
+//   - '%' not followed by two hex digits, and double encoding: a decoded
+//     path that still contains '%' followed by two hex digits;
+//   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF).
+//
+// %2F is reported through Path.EncodedSlash, not refused: whether it is
+// acceptable depends on the destination (CheckEncodedSlash).
+func ParsePath(raw string) (Path, error) {
+	if raw == "" {
+		return Path{Raw: "/", Decoded: "/"}, nil
+	}
+	if raw[0] != '/' {
+		return Path{}, ErrNotAbsolute
+	}
+	p := Path{Raw: raw}
+	escaped := false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				return Path{}, ErrBadEscape
+			}
+			b := unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			switch {
+			case b == '/':
+				p.EncodedSlash = true
+			case b == '\\':
+				return Path{}, ErrBackslash
+			case b == ';':
+				return Path{}, ErrSemicolon
+			case b < 0x20 || b == 0x7f:
+				return Path{}, ErrEncodedControl
+			}
+			escaped = true
+			i += 2
+		case c == '\\':
+			return Path{}, ErrBackslash
+		case c == ';':
+			return Path{}, ErrSemicolon
+		case c <= ' ' || c >= 0x7f:
+			return Path{}, ErrControl
+		}
+	}
+	p.Decoded = raw
+	if escaped {
+		p.Decoded = decode(raw)
+		if hasEscape(p.Decoded) {
+			return Path{}, ErrDoubleEncoded
+		}
+		if !utf8.ValidString(p.Decoded) {
+			return Path{}, ErrBadUTF8
+		}
+	}
+	// Segments are judged on the decoded form, so "%2E%2E" and, where
+	// encoded slashes are allowed, "a%2F..%2Fb" are dot segments too.
+	if err := checkSegments(p.Decoded); err != nil {
+		return Path{}, err
+	}
+	return p, nil
+}
+
+// CheckEncodedSlash refuses a path with %2F unless the destination allows
+// encoded slashes (for APIs such as GitLab's projects/group%2Fproject).
+func (p Path) CheckEncodedSlash(allowed bool) error {
+	if p.EncodedSlash && !allowed {
+		return ErrEncodedSlash
+	}
+	return nil
+}
+
+// checkSegments refuses empty (other than a single trailing one) and dot
+// segments of a decoded absolute path.
+func checkSegments(d string) error {
+	// d[0] == '/'. Walk the segments after each '/'.
+	for i := 1; i <= len(d); {
+		j := strings.IndexByte(d[i:], '/')
+		end := len(d)
+		if j >= 0 {
+			end = i + j
+		}
+		seg := d[i:end]
+		switch {
+		case seg == "" && end < len(d):
+			return ErrEmptySegment
+		case seg == "." || seg == "..":
+			return ErrDotSegment
+		}
+		i = end + 1
+	}
+	return nil
+}
+
+// hasEscape reports whether s contains '%' followed by two hex digits.
+func hasEscape(s string) bool {
+	for i := strings.IndexByte(s, '%'); i >= 0; {
+		if i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// decode percent-decodes s, whose escapes ParsePath has validated.
+func decode(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+// ErrMethod is returned for a method that is not an upper-case token.
+var ErrMethod = errors.New("canonical: the method must be an upper-case token such as GET or POST")
+
+// Method checks that m is an HTTP token (RFC 9110 §9.1) without
+// lower-case letters. Methods are case-sensitive: a server may route
+// "delete" as DELETE or not at all, so the gateway neither matches nor
+// forwards a method that is not in its canonical upper-case form.
+func Method(m string) error {
+	if m == "" {
+		return ErrMethod
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		switch {
+		case 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return ErrMethod
+		}
+	}
+	return nil
+}
+
+// Authority checks the request target of a CONNECT as it arrived on the
+// wire (http.Request.RequestURI): exactly "host:port" in authority form
+// (RFC 9110 §9.3.6), with no userinfo, path, query or fragment. It
+// returns the host (lower case, without brackets or trailing dot) and the
+// port. The host is not resolved or validated as a name here; the caller
+// does that.
+func Authority(target string) (host, port string, err error) {
+	if target == "" {
+		return "", "", errors.New("canonical: the CONNECT target is empty; send CONNECT host:port")
+	}
+	if i := strings.IndexAny(target, "@/?#\\"); i >= 0 {
+		if target[i] == '@' {
+			return "", "", errors.New("canonical: the CONNECT target has userinfo (user@); send CONNECT host:port and credentials in Proxy-Authorization")
+		}
+		return "", "", fmt.Errorf("canonical: the CONNECT target has %q; send CONNECT host:port (authority form, no scheme or path)", target[i])
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f {
+			return "", "", errors.New("canonical: the CONNECT target has a control character, space or byte outside ASCII; write internationalised names in their xn-- form")
+		}
+	}
+	var h, p string
+	if target[0] == '[' {
+		end := strings.IndexByte(target, ']')
+		if end < 0 || end+1 >= len(target) || target[end+1] != ':' {
+			return "", "", errors.New("canonical: the CONNECT target is not [ipv6]:port")
+		}
+		h, p = target[1:end], target[end+2:]
+		if !strings.Contains(h, ":") {
+			return "", "", errors.New("canonical: brackets in a CONNECT target are only for IPv6 addresses")
+		}
+	} else {
+		i := strings.LastIndexByte(target, ':')
+		if i < 0 {
+			return "", "", errors.New("canonical: the CONNECT target has no port; send CONNECT host:port")
+		}
+		h, p = target[:i], target[i+1:]
+		if strings.Contains(h, ":") {
+			return "", "", errors.New("canonical: an IPv6 CONNECT target must be in brackets: [ipv6]:port")
+		}
+	}
+	if strings.ContainsAny(h, "[]%") {
+		return "", "", errors.New("canonical: the CONNECT host has '[', ']' or '%'; send a host name, an IPv4 address or [ipv6]:port without a zone")
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if h == "" {
+		return "", "", errors.New("canonical: the CONNECT target has no host")
+	}
+	if p == "" || len(p) > 5 {
+		return "", "", errors.New("canonical: the CONNECT target has no valid port")
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return "", "", errors.New("canonical: the CONNECT target has no valid port")
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	if n < 1 || n > 65535 {
+		return "", "", errors.New("canonical: the CONNECT port must be 1-65535")
+	}
+	return h, p, nil
+}

@@ -1,0 +1,268 @@
+package canonical
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestParsePath(t *testing.T) {
+	ok := []struct{ raw, decoded string }{
+		{"", "/"},
+		{"/", "/"},
+		{"/v1/charges", "/v1/charges"},
+		{"/v1/charges/", "/v1/charges/"},
+		{"/v1/%61dmin", "/v1/admin"},
+		{"/v1/caf%C3%A9", "/v1/café"},
+		{"/v1/a%20b", "/v1/a b"},
+		{"/v1/projects/x:run", "/v1/projects/x:run"},
+		{"/v1/...", "/v1/..."},
+		{"/v1/.well-known/x", "/v1/.well-known/x"},
+		{"/v1/a..b", "/v1/a..b"},
+		{"/v1/%7Euser", "/v1/~user"},
+		{"/v1/100%25", "/v1/100%"},
+		{"/v1/%25zz", "/v1/%zz"},
+		{"/v1/a,b=c", "/v1/a,b=c"},
+	}
+	for _, c := range ok {
+		p, err := ParsePath(c.raw)
+		if err != nil {
+			t.Errorf("ParsePath(%q): %v, want ok", c.raw, err)
+			continue
+		}
+		if p.Decoded != c.decoded {
+			t.Errorf("ParsePath(%q).Decoded = %q, want %q", c.raw, p.Decoded, c.decoded)
+		}
+	}
+
+	bad := []struct {
+		raw  string
+		want error
+	}{
+		{"v1/charges", ErrNotAbsolute},
+		{"*", ErrNotAbsolute},
+		{"//v1/charges", ErrEmptySegment},
+		{"/v1//admin", ErrEmptySegment},
+		{"/v1/admin//", ErrEmptySegment},
+		{"/v1/./admin", ErrDotSegment},
+		{"/v1/../admin", ErrDotSegment},
+		{"/v1/..", ErrDotSegment},
+		{"/v1/.", ErrDotSegment},
+		{"/v1/%2e%2e/admin", ErrDotSegment},
+		{"/v1/%2E./admin", ErrDotSegment},
+		{"/v1/.%2e", ErrDotSegment},
+		{"/v1/%2e", ErrDotSegment},
+		{"/v1\\admin", ErrBackslash},
+		{"/v1/%5Cadmin", ErrBackslash},
+		{"/v1/%5cadmin", ErrBackslash},
+		{"/v1/admin;x=y", ErrSemicolon},
+		{"/v1/..;/admin", ErrSemicolon},
+		{"/v1;/admin", ErrSemicolon},
+		{"/v1/admin%3Bx", ErrSemicolon},
+		{"/v1/admin%3b", ErrSemicolon},
+		{"/v1/a\x00b", ErrControl},
+		{"/v1/a\rb", ErrControl},
+		{"/v1/a\nb", ErrControl},
+		{"/v1/a\tb", ErrControl},
+		{"/v1/a b", ErrControl},
+		{"/v1/a\x7fb", ErrControl},
+		{"/v1/caf\xc3\xa9", ErrControl},
+		{"/v1/%00", ErrEncodedControl},
+		{"/v1/%0d%0a", ErrEncodedControl},
+		{"/v1/%09", ErrEncodedControl},
+		{"/v1/%7F", ErrEncodedControl},
+		{"/v1/%", ErrBadEscape},
+		{"/v1/%2", ErrBadEscape},
+		{"/v1/%zz", ErrBadEscape},
+		{"/v1/%u002F", ErrBadEscape},
+		{"/v1/%252F", ErrDoubleEncoded},
+		{"/v1/%255C", ErrDoubleEncoded},
+		{"/v1/%252e%252e/admin", ErrDoubleEncoded},
+		{"/v1/%2561dmin", ErrDoubleEncoded},
+		{"/v1/%25%32%46", ErrDoubleEncoded},
+		{"/v1/%C0%AF", ErrBadUTF8},
+		{"/v1/%C0%AE%C0%AE/admin", ErrBadUTF8},
+		{"/v1/%E0%80%AF", ErrBadUTF8},
+		{"/v1/%FF", ErrBadUTF8},
+	}
+	for _, c := range bad {
+		_, err := ParsePath(c.raw)
+		if !errors.Is(err, c.want) {
+			t.Errorf("ParsePath(%q) = %v, want %v", c.raw, err, c.want)
+		}
+	}
+}
+
+func TestEncodedSlash(t *testing.T) {
+	cases := []struct {
+		raw     string
+		allowed bool
+		decoded string
+		want    error
+	}{
+		{"/api/v4/projects/group%2Fproject", true, "/api/v4/projects/group/project", nil},
+		{"/api/v4/projects/group%2fproject", true, "/api/v4/projects/group/project", nil},
+		{"/api/v4/projects/group%2Fproject", false, "", ErrEncodedSlash},
+		{"/api/v4/projects/a%2F..%2Fadmin", true, "", ErrDotSegment},
+		{"/api/v4/projects/a%2F%2Fb", true, "", ErrEmptySegment},
+		{"/api/v4/projects/%2F", true, "", ErrEmptySegment},
+	}
+	for _, c := range cases {
+		p, err := ParsePath(c.raw)
+		if err == nil {
+			err = p.CheckEncodedSlash(c.allowed)
+		}
+		if !errors.Is(err, c.want) || (err == nil && p.Decoded != c.decoded) {
+			t.Errorf("%q allowed=%v: %+v, %v; want %q, %v", c.raw, c.allowed, p, err, c.decoded, c.want)
+		}
+		if err == nil && p.Raw != c.raw {
+			t.Errorf("%q: Raw changed to %q; the encoded form must be forwarded unchanged", c.raw, p.Raw)
+		}
+	}
+}
+
+func TestMethod(t *testing.T) {
+	for _, m := range []string{"GET", "POST", "DELETE", "PROPFIND", "M-SEARCH", "X_CUSTOM", "BREW1"} {
+		if err := Method(m); err != nil {
+			t.Errorf("Method(%q) = %v, want ok", m, err)
+		}
+	}
+	for _, m := range []string{"", "get", "Delete", "dELETE", "GET ", "GE T", "GET\x00", "GÉT", "GET/1", "G(T"} {
+		if err := Method(m); !errors.Is(err, ErrMethod) {
+			t.Errorf("Method(%q) = %v, want ErrMethod", m, err)
+		}
+	}
+}
+
+func TestAuthority(t *testing.T) {
+	ok := []struct{ in, host, port string }{
+		{"api.example.com:443", "api.example.com", "443"},
+		{"API.Example.COM.:443", "api.example.com", "443"},
+		{"10.0.0.1:8443", "10.0.0.1", "8443"},
+		{"[::1]:443", "::1", "443"},
+		{"[2001:db8::1]:65535", "2001:db8::1", "65535"},
+	}
+	for _, c := range ok {
+		h, p, err := Authority(c.in)
+		if err != nil || h != c.host || p != c.port {
+			t.Errorf("Authority(%q) = %q, %q, %v; want %q, %q", c.in, h, p, err, c.host, c.port)
+		}
+	}
+	bad := []struct{ in, want string }{
+		{"", "empty"},
+		{"user@api.example.com:443", "userinfo"},
+		{"user:pass@api.example.com:443", "userinfo"},
+		{"@api.example.com:443", "userinfo"},
+		{"api.example.com", "no port"},
+		{"api.example.com:", "no valid port"},
+		{"api.example.com:0", "1-65535"},
+		{"api.example.com:65536", "1-65535"},
+		{"api.example.com:99999", "1-65535"},
+		{"api.example.com:443x", "no valid port"},
+		{"api.example.com:+443", "no valid port"},
+		{"api.example.com:123456", "no valid port"},
+		{"http://api.example.com:443", "'/'"},
+		{"api.example.com:443/path", "'/'"},
+		{"api.example.com:443?x", "'?'"},
+		{"api.example.com:443#x", "'#'"},
+		{"api.example.com\\:443", "'\\\\'"},
+		{"::1:443", "brackets"},
+		{"[::1]443", "[ipv6]:port"},
+		{"[::1]", "[ipv6]:port"},
+		{"[1.2.3.4]:443", "only for IPv6"},
+		{":443", "no host"},
+	}
+	for _, c := range bad {
+		_, _, err := Authority(c.in)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Authority(%q) = %v, want an error mentioning %q", c.in, err, c.want)
+		}
+	}
+}
+
+// FuzzParsePath checks the properties the gateway relies on for every
+// path it accepts: one decoding gives the form the policy matched and a
+// second decoding changes nothing; the decoded path is already clean by
+// RFC 3986 dot-segment removal and by slash merging; no backslash, ';' or
+// control character survives.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{"/", "/v1/charges", "/v1/%2e%2e/x", "/a//b", "/a%2Fb", "/%252F", "/a;b", "/a\\b",
+		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p, err := ParsePath(raw)
+		if err != nil {
+			var pe *PathError
+			if !errors.As(err, &pe) {
+				t.Fatalf("ParsePath(%q) error %v is not a *PathError", raw, err)
+			}
+			return
+		}
+		d := p.Decoded
+		if raw != "" {
+			u, err := url.PathUnescape(raw)
+			if err != nil || u != d {
+				t.Fatalf("ParsePath(%q).Decoded = %q; url.PathUnescape = %q, %v", raw, d, u, err)
+			}
+		}
+		if again, err := url.PathUnescape(d); err == nil && again != d {
+			t.Fatalf("ParsePath(%q): decoding %q again gives %q (double encoding accepted)", raw, d, again)
+		}
+		if !strings.HasPrefix(d, "/") || strings.Contains(d, "//") && !strings.HasSuffix(d, "/") {
+			t.Fatalf("ParsePath(%q): decoded %q is not absolute or has an empty segment", raw, d)
+		}
+		clean := path.Clean(d)
+		if strings.HasSuffix(d, "/") && d != "/" {
+			clean += "/"
+		}
+		if clean != d {
+			t.Fatalf("ParsePath(%q): decoded %q, but path.Clean gives %q", raw, d, clean)
+		}
+		if strings.ContainsAny(d, "\\;") || !utf8.ValidString(d) {
+			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';' or invalid UTF-8", raw, d)
+		}
+		for _, r := range d {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("ParsePath(%q): decoded %q has a control character", raw, d)
+			}
+		}
+		if !p.EncodedSlash && strings.Count(d, "/") != strings.Count(raw, "/") && raw != "" {
+			t.Fatalf("ParsePath(%q): segments changed without an encoded slash", raw)
+		}
+	})
+}
+
+// FuzzAuthority checks that an accepted CONNECT target is exactly
+// host:port, so that the destination judged is the one dialled.
+func FuzzAuthority(f *testing.F) {
+	for _, s := range []string{"api.example.com:443", "[::1]:443", "user@h:443", "h:0443", "h:443/x", "[::1", "a:b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		h, p, err := Authority(in)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(h, "@/?#\\[] \t") || h == "" {
+			t.Fatalf("Authority(%q) accepted host %q", in, h)
+		}
+		if strings.Contains(in, "@") {
+			t.Fatalf("Authority(%q) accepted userinfo", in)
+		}
+		got := net.JoinHostPort(h, p)
+		sent := in
+		if strings.HasPrefix(sent, "[") {
+			sent = strings.Replace(sent, ".]:", "]:", 1)
+		} else if i := strings.LastIndexByte(sent, ':'); i > 0 && sent[i-1] == '.' {
+			sent = sent[:i-1] + sent[i:]
+		}
+		if !strings.EqualFold(sent, got) {
+			t.Fatalf("Authority(%q) = %q: not the target as sent", in, got)
+		}
+	})
+}
