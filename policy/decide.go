@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"github.com/credgate/credgate/internal/canonical"
 	"strconv"
 	"strings"
 )
@@ -274,12 +275,20 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 }
 
 func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, port, defPort int) Decision {
+	// One canonical method: what the rule matches is what the conditions
+	// see and the upstream receives, so a method that is not an
+	// upper-case token is refused, never upper-cased here.
 	method := q.Method
-	for i := 0; i < len(method); i++ {
-		if c := method[i]; c >= 'a' && c <= 'z' {
-			method = strings.ToUpper(method)
-			break
+	if err := canonical.Method(method); err != nil {
+		return Decision{Action: Deny, Code: CodeBadMethod,
+			Reason: fmt.Sprintf("method %q is not an upper-case token; send the method in upper case (GET, POST, ...)", method)}
+	}
+	lowered := ""
+	lower := func() string {
+		if lowered == "" {
+			lowered = foldPath(q.Path)
 		}
+		return lowered
 	}
 	var methodMiss, pathMiss, condMiss *candidate
 	var vars *conditionVarsFor
@@ -292,7 +301,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		if d == nil {
 			continue
 		}
-		pathOK := c.r.matchesPath(q.Path)
+		pathOK := c.r.matchesPath(q.Path, lower, d)
 		if !c.r.matchesMethod(method) {
 			if pathOK {
 				if methodMiss == nil {
@@ -325,7 +334,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 				continue
 			}
 		}
-		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate}
+		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes}
 		switch r.act {
 		case ruleInject:
 			if q.Scheme == "http" && !r.plaintext {

@@ -33,6 +33,9 @@ destinations:
     hosts: [svc.internal.test, 10.0.0.5, "[::1]"]
     ports: [8443, 443]
     allow_private: true
+  folded:
+    hosts: [api.folded.test]
+    path_case: insensitive
 credentials:
   stripe-live:
     provider: policytest
@@ -46,6 +49,21 @@ rules:
     to: stripe
     paths: [/v1/refunds*]
     action: deny
+  - name: block-balance
+    from: billing
+    to: stripe
+    paths: [/v1/balance]
+    action: deny
+  - name: folded-admin
+    from: billing
+    to: folded
+    paths: [/api/items/admin*]
+    action: deny
+  - name: folded-items
+    from: billing
+    to: folded
+    paths: [/api/items/*]
+    inject: {credential: gh, as: policytest-inj}
   - name: billing-charges
     from: billing
     to: stripe
@@ -176,8 +194,26 @@ func TestDecide(t *testing.T) {
 		// requests
 		{"inject first match", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/charges/ch_1"),
 			got{Action: "inject", Rule: "billing-charges", Destination: "stripe", Credential: "stripe-live"}},
-		{"method lower-cased in query", request("billing", "get", "https", "api.stripe.com", 443, "/v1/charges"),
-			got{Action: "inject", Rule: "billing-charges", Destination: "stripe", Credential: "stripe-live"}},
+		{"method lower-case refused, not upper-cased", request("billing", "get", "https", "api.stripe.com", 443, "/v1/charges"),
+			got{Action: "deny", Code: "bad_method"}},
+		{"method mixed case refused", request("billing", "Post", "https", "api.stripe.com", 443, "/v1/charges"),
+			got{Action: "deny", Code: "bad_method"}},
+		{"method not a token refused", request("billing", "GET /x", "https", "api.stripe.com", 443, "/v1/charges"),
+			got{Action: "deny", Code: "bad_method"}},
+		{"deny matches upper case", request("billing", "POST", "https", "api.stripe.com", 443, "/V1/REFUNDS/re_1"),
+			got{Action: "deny", Rule: "block-refunds", Destination: "stripe", Code: "denied_by_rule"}},
+		{"deny matches mixed case", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/Refunds"),
+			got{Action: "deny", Rule: "block-refunds", Destination: "stripe", Code: "denied_by_rule"}},
+		{"deny exact path matches with a trailing slash", request("billing", "GET", "https", "api.stripe.com", 443, "/v1/balance/"),
+			got{Action: "deny", Rule: "block-balance", Destination: "stripe", Code: "denied_by_rule"}},
+		{"deny exact path matches in upper case", request("billing", "GET", "https", "api.stripe.com", 443, "/V1/Balance"),
+			got{Action: "deny", Rule: "block-balance", Destination: "stripe", Code: "denied_by_rule"}},
+		{"allow is case-sensitive by default", request("billing", "GET", "https", "api.stripe.com", 443, "/V1/CHARGES"),
+			got{Action: "forward", Rule: "stripe-tunnel", Destination: "stripe-all"}},
+		{"path_case insensitive: allow folds case", request("billing", "GET", "https", "api.folded.test", 443, "/API/Items/1"),
+			got{Action: "inject", Rule: "folded-items", Destination: "folded", Credential: "gh"}},
+		{"path_case insensitive: deny folds case", request("billing", "GET", "https", "api.folded.test", 443, "/API/Items/ADMIN/1"),
+			got{Action: "deny", Rule: "folded-admin", Destination: "folded", Code: "denied_by_rule"}},
 		{"deny by path before inject", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/refunds/re_1"),
 			got{Action: "deny", Rule: "block-refunds", Destination: "stripe", Code: "denied_by_rule"}},
 		{"glob in the middle", request("billing", "GET", "https", "api.stripe.com", 443, "/v1/customers/cus_1/cards"),

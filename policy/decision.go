@@ -9,6 +9,10 @@ import (
 	"github.com/credgate/credgate/providers"
 )
 
+// CodeBadMethod is the Decision code for a method that is not an
+// upper-case token: it is refused, never normalised (invariant 11).
+const CodeBadMethod = "bad_method"
+
 // Action is what the gateway does with a connection or request.
 type Action int
 
@@ -87,7 +91,8 @@ type Decision struct {
 	Destination string
 	// Code is a stable machine-readable reason, e.g. "no_rule",
 	// "denied_by_rule", "method_not_allowed", "path_not_allowed",
-	// "plaintext_not_allowed", "condition_not_met" (a rule would apply
+	// "plaintext_not_allowed", "bad_method" (the method is not an upper-case
+	// token), "condition_not_met" (a rule would apply
 	// but its `when:` condition is false), "condition_error" (a condition
 	// could not be evaluated, so the request is refused).
 	Code string
@@ -96,6 +101,10 @@ type Decision struct {
 	// AllowPrivate is true when the matched destination explicitly allows
 	// addresses in loopback, private, link-local or metadata ranges.
 	AllowPrivate bool
+	// EncodedSlashes is true when the matched destination admits paths
+	// with %2F (encoded_slashes: true); the gateway refuses such a path
+	// otherwise.
+	EncodedSlashes bool
 	// Inject is set when Action is Inject.
 	Inject *InjectPlan
 	// RuleLimit is the deciding rule's rate_limit, and WorkloadLimit the

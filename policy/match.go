@@ -128,6 +128,9 @@ type glob struct {
 	// parts are the literal pieces between stars. With no star, parts has
 	// one element and the match is exact.
 	parts []string
+	// folded are parts in lower case, for case-insensitive matching
+	// against a lower-cased path.
+	folded []string
 }
 
 // compileGlob validates a path glob. The returned message, when not "",
@@ -153,20 +156,26 @@ func compileGlob(s string) (glob, string) {
 	if strings.Contains(s, "**") {
 		return glob{}, fmt.Sprintf("path %q contains \"**\"; a single '*' already matches across '/'", s)
 	}
-	return glob{src: s, parts: strings.Split(s, "*")}, ""
+	return glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(strings.ToLower(s), "*")}, ""
 }
 
 // match reports whether path matches g. It does not allocate.
-func (g *glob) match(path string) bool {
-	if len(g.parts) == 1 {
-		return path == g.parts[0]
+func (g *glob) match(path string) bool { return matchParts(g.parts, path) }
+
+// matchFolded reports whether lowerPath, a path in lower case, matches g
+// case-insensitively.
+func (g *glob) matchFolded(lowerPath string) bool { return matchParts(g.folded, lowerPath) }
+
+func matchParts(parts []string, path string) bool {
+	if len(parts) == 1 {
+		return path == parts[0]
 	}
-	first, last := g.parts[0], g.parts[len(g.parts)-1]
+	first, last := parts[0], parts[len(parts)-1]
 	if len(path) < len(first)+len(last) || !strings.HasPrefix(path, first) || !strings.HasSuffix(path, last) {
 		return false
 	}
 	rest := path[len(first) : len(path)-len(last)]
-	for _, p := range g.parts[1 : len(g.parts)-1] {
+	for _, p := range parts[1 : len(parts)-1] {
 		i := strings.Index(rest, p)
 		if i < 0 {
 			return false
@@ -174,6 +183,17 @@ func (g *glob) match(path string) bool {
 		rest = rest[i+len(p):]
 	}
 	return true
+}
+
+// foldPath returns p in lower case, allocating only when p has an
+// upper-case or non-ASCII letter.
+func foldPath(p string) string {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(p)
+		}
+	}
+	return p
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110 tchar), as a

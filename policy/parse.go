@@ -428,10 +428,10 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 		}
 		what := fmt.Sprintf("destination %q", name)
 		if body := deref(e.val); !isNull(body) && body.Kind != yaml.MappingNode {
-			ps.errorf(body, "%s must be a mapping with hosts and optionally ports and allow_private", what)
+			ps.errorf(body, "%s must be a mapping with hosts and optionally ports, allow_private, path_case and encoded_slashes", what)
 			continue
 		}
-		fs := ps.fields(e.val, what, "hosts", "ports", "allow_private")
+		fs := ps.fields(e.val, what, "hosts", "ports", "allow_private", "path_case", "encoded_slashes")
 		if h, ok := fs["hosts"]; ok {
 			vals, nodes := ps.list(h.val, what+" hosts", false)
 			for i, v := range vals {
@@ -464,6 +464,20 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 		}
 		if ap, ok := fs["allow_private"]; ok {
 			d.allowPrivate = ps.boolean(ap.val, what+" allow_private")
+		}
+		if es, ok := fs["encoded_slashes"]; ok {
+			d.encodedSlashes = ps.boolean(es.val, what+" encoded_slashes")
+		}
+		if pc, ok := fs["path_case"]; ok {
+			if v, ok := ps.str(pc.val, what+" path_case"); ok {
+				switch v {
+				case "sensitive":
+				case "insensitive":
+					d.foldCase = true
+				default:
+					ps.errorf(deref(pc.val), "%s: path_case %q must be sensitive (the default) or insensitive (the API routes /V1/X and /v1/x alike)", what, v)
+				}
+			}
 		}
 	}
 	return ps.dests

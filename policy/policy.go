@@ -47,6 +47,12 @@ type destination struct {
 	hosts        []hostPattern
 	ports        []int // nil: the scheme's default port
 	allowPrivate bool
+	// encodedSlashes admits paths with %2F; rules match their decoded
+	// form and the encoded form is forwarded unchanged.
+	encodedSlashes bool
+	// foldCase: the API routes paths case-insensitively, so every rule
+	// to it matches paths case-insensitively (deny rules always do).
+	foldCase bool
 }
 
 // credential is a compiled `credentials:` entry.
@@ -134,12 +140,32 @@ func (r *rule) matchesMethod(m string) bool {
 	return false
 }
 
-func (r *rule) matchesPath(p string) bool {
+// matchesPath reports whether the rule's paths match the request path p
+// (decoded, canonical). lower returns p in lower case, computed once per
+// request. Paths match case-insensitively when the destination says its
+// API routes them so (path_case: insensitive), and always for a deny
+// rule, which also matches p without a trailing '/': a deny must not be
+// dodged by a spelling the upstream may route to the same handler.
+func (r *rule) matchesPath(p string, lower func() string, d *destination) bool {
 	if r.paths == nil {
 		return true
 	}
+	deny := r.act == ruleDeny
+	if deny || d.foldCase {
+		p = lower()
+	}
+	trimmed := ""
+	if deny && len(p) > 1 && p[len(p)-1] == '/' {
+		trimmed = p[:len(p)-1]
+	}
 	for i := range r.paths {
-		if r.paths[i].match(p) {
+		g := &r.paths[i]
+		switch {
+		case deny || d.foldCase:
+			if g.matchFolded(p) || trimmed != "" && g.matchFolded(trimmed) {
+				return true
+			}
+		case g.match(p):
 			return true
 		}
 	}

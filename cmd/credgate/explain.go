@@ -20,6 +20,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -228,7 +229,24 @@ func explain(ctx context.Context, l *loaded, pres presentation, source string, a
 			return ex, nil
 		}
 	}
-	d := pol.Decide(policy.Query{Workload: w, Scheme: scheme, Host: host, Port: port, Method: method, Path: path})
+	// The path as the gateway judges it (invariant 11): refused spellings
+	// are explained as the gateway refuses them.
+	cp, err := canonical.ParsePath(path)
+	if err != nil {
+		var pe *canonical.PathError
+		problem := "is not canonical"
+		if errors.As(err, &pe) {
+			problem = pe.Problem
+		}
+		d := policy.Decision{Action: policy.Deny, Code: "bad_path", Reason: "the request path " + problem + "; the gateway answers 400"}
+		ex.request, ex.final = &d, d
+		return ex, nil
+	}
+	d := pol.Decide(policy.Query{Workload: w, Scheme: scheme, Host: host, Port: port, Method: method, Path: cp.Decoded})
+	if (d.Action == policy.Inject || d.Action == policy.Forward) && cp.CheckEncodedSlash(d.EncodedSlashes) != nil {
+		d = policy.Decision{Action: policy.Deny, Rule: d.Rule, Destination: d.Destination, Code: "bad_path",
+			Reason: fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow (encoded_slashes: true)", d.Destination)}
+	}
 	ex.request = &d
 	ex.final = d
 	ex.allowed = d.Action == policy.Inject || d.Action == policy.Forward
