@@ -4,18 +4,28 @@ import (
 	"bufio"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/credgate/credgate/identity"
 )
 
 // event is one audit line. It names the credential, never its value, and
 // records the path without its query string (a query may carry a secret
 // the query injector put there, or one the client sent).
 type event struct {
-	Time       time.Time
-	Workload   string
-	Factors    []string
+	Time     time.Time
+	Workload string
+	Factors  []string
+	// Presented lists the kinds of evidence the client presented, for a
+	// request refused before (or at) identity, when Factors is empty:
+	// "source", "client_certificate", "proxy_authorization:SCHEME".
+	// Written only when set; never a value.
+	Presented  []string
 	Source     string
 	Method     string
 	Scheme     string
@@ -133,7 +143,18 @@ func appendEvent(b []byte, ev *event) []byte {
 		}
 		b = appendString(b, f)
 	}
-	b = append(b, `],"source":`...)
+	b = append(b, ']')
+	if len(ev.Presented) > 0 {
+		b = append(b, `,"presented":[`...)
+		for i, f := range ev.Presented {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, f)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"source":`...)
 	b = appendString(b, ev.Source)
 	b = append(b, `,"method":`...)
 	b = appendString(b, ev.Method)
@@ -225,4 +246,25 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// presented names the kinds of evidence a client presented, without any
+// value, for the audit line of a request refused before its identity was
+// established.
+func presented(ev identity.Evidence) []string {
+	var out []string
+	if ev.Source.IsValid() {
+		out = append(out, "source")
+	}
+	if len(ev.PeerCertificates) > 0 || len(ev.VerifiedChains) > 0 {
+		out = append(out, "client_certificate")
+	}
+	if pa := ev.ProxyAuthorization; pa != "" {
+		scheme, _, _ := strings.Cut(pa, " ")
+		if len(scheme) > 16 || !httpguts.ValidHeaderFieldName(scheme) {
+			scheme = "other"
+		}
+		out = append(out, "proxy_authorization:"+strings.ToLower(scheme))
+	}
+	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -195,6 +196,17 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	if g.draining.Load() {
 		return reject(identity.Workload{}, target{}, policy.Decision{}, newRefusal(http.StatusServiceUnavailable, codeShuttingDown, "the gateway is shutting down; retry", ""))
 	}
+	// The target as it arrived: net/http drops userinfo from r.URL (and
+	// goproxy's authority), so judge the raw request target.
+	raw := r.RequestURI
+	if raw == "" {
+		raw = authority
+	}
+	if _, _, err := canonical.Authority(raw); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "canonical: ")
+		return reject(identity.Workload{}, target{}, policy.Decision{},
+			newRefusal(http.StatusBadRequest, codeBadConnectTarget, msg, ""))
+	}
 	dest, err := parseTarget(authority, 0)
 	if err != nil {
 		return reject(identity.Workload{}, target{}, policy.Decision{},
@@ -326,21 +338,26 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int, sw string) {
 	decision := d.Action.String()
 	g.metrics.request(decision, d.Rule, status, time.Since(start))
+	var pres []string
+	if len(w.Factors) == 0 {
+		pres = presented(ev)
+	}
 	g.audit.write(&event{
-		Time:     start,
-		Workload: w.DisplayName(),
-		Factors:  w.FactorKinds(),
-		Source:   sourceString(ev),
-		Method:   http.MethodConnect,
-		Scheme:   "https",
-		Host:     dest.host,
-		Port:     dest.port,
-		Rule:     d.Rule,
-		Decision: decision,
-		Code:     d.Code,
-		Status:   status,
-		Switch:   sw,
-		Duration: time.Since(start),
+		Time:      start,
+		Presented: pres,
+		Workload:  w.DisplayName(),
+		Factors:   w.FactorKinds(),
+		Source:    sourceString(ev),
+		Method:    http.MethodConnect,
+		Scheme:    "https",
+		Host:      dest.host,
+		Port:      dest.port,
+		Rule:      d.Rule,
+		Decision:  decision,
+		Code:      d.Code,
+		Status:    status,
+		Switch:    sw,
+		Duration:  time.Since(start),
 	})
 }
 

@@ -66,10 +66,12 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 
 // seen is what the origin received.
 type seen struct {
-	Proto  string
-	Host   string
-	SNI    string
-	Path   string
+	Proto string
+	Host  string
+	SNI   string
+	Path  string
+	// URI is the request target as it arrived (the path's wire form).
+	URI    string
 	Query  string
 	Header http.Header
 }
@@ -96,7 +98,7 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 	o := &testOrigin{}
 	ack := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := seen{Proto: r.Proto, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone()}
+		s := seen{Proto: r.Proto, Host: r.Host, Path: r.URL.Path, URI: r.RequestURI, Query: r.URL.RawQuery, Header: r.Header.Clone()}
 		if r.TLS != nil {
 			s.SNI = r.TLS.ServerName
 		}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // The HTTP/1.1 side of interception. A client that negotiates HTTP/1.1
@@ -305,6 +307,10 @@ func (c *h1Conn) serveRequest() bool {
 	}
 	if req.ProtoAtLeast(1, 1) && req.Host == "" {
 		c.plainError(http.StatusBadRequest, "missing required Host header")
+		return false
+	}
+	if msg := checkHeaderFields(req); msg != "" {
+		c.plainError(http.StatusBadRequest, msg)
 		return false
 	}
 	_ = c.tc.SetReadDeadline(time.Time{})
@@ -775,4 +781,28 @@ func (w *h1Writer) writeTrailers() {
 		}
 	}
 	writeHeaderFields(w.c.bw, t)
+}
+
+// checkHeaderFields validates a parsed request's header fields as
+// net/http's server does before any handler runs (http.ReadRequest does
+// not): one Host field with a valid value, field names that are tokens,
+// values without control characters. It returns what is wrong, or "".
+func checkHeaderFields(req *http.Request) string {
+	if hosts := req.Header["Host"]; len(hosts) > 1 {
+		return "too many Host headers"
+	}
+	if !httpguts.ValidHostHeader(req.Host) {
+		return "malformed Host header"
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return "invalid header name"
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return "invalid header value"
+			}
+		}
+	}
+	return ""
 }

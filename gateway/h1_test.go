@@ -19,18 +19,24 @@ import (
 // it (ALPN http/1.1 only), as curl --http1.1 or Python do.
 func h1Tunnel(t *testing.T, tg *testGateway) (*tls.Conn, *bufio.Reader) {
 	t.Helper()
+	return h1TunnelTo(t, tg, apiHost)
+}
+
+// h1TunnelTo is h1Tunnel to another host.
+func h1TunnelTo(t *testing.T, tg *testGateway, host string) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
 	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", host, host)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %v %v", resp, err)
 	}
-	tc := tls.Client(conn, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}})
+	tc := tls.Client(conn, &tls.Config{ServerName: host, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}

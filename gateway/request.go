@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"os"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -132,47 +134,82 @@ func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	g.handle(w, r, start, tc.ev, "https", tc.dest, tc.addrs, tc.allowPrivate)
 }
 
-// cleanPath checks the request path: it must be absolute and have no dot
-// segments, in raw or percent-encoded form, so that the path the policy
-// matched is the path the upstream serves.
-func cleanPath(u *url.URL) (string, bool) {
-	if u.Opaque != "" {
-		return "", false
+// canonicalRequest checks the request's method and path once, before
+// identity and policy, and returns the path in the forms the rest of the
+// request uses (invariant 11): the policy and conditions match Decoded,
+// the audit line and the upstream get Raw. A refusal names the spelling
+// that was refused and what to send instead.
+func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
+	if err := canonical.Method(r.Method); err != nil {
+		f := newRefusal(http.StatusBadRequest, policy.CodeBadMethod,
+			"the method is not an upper-case token; send it in upper case (GET, POST, ...): methods are case-sensitive and servers route other spellings differently", "")
+		return canonical.Path{}, &f
 	}
-	p := u.Path
-	if p == "" {
-		return "/", true
+	if r.URL.Opaque != "" || r.URL.User != nil {
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			"the request target is not an absolute path (or has userinfo); send /path or http://host/path without user@", "")
+		return canonical.Path{}, &f
 	}
-	if p[0] != '/' {
-		return "", false
+	p, err := canonical.ParsePath(r.URL.EscapedPath())
+	if err != nil {
+		var pe *canonical.PathError
+		problem := "is not canonical"
+		if errors.As(err, &pe) {
+			problem = pe.Problem
+		}
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			"the request path "+problem+"; servers route such spellings differently, so send the normalised path", "")
+		return canonical.Path{}, &f
 	}
-	for _, seg := range strings.Split(p, "/") {
-		if seg == "." || seg == ".." {
-			return "", false
+	return p, nil
+}
+
+// stripConnectionNamed removes the request headers the client's
+// Connection field names (RFC 9110 §7.6.1) before the decision and the
+// injection, and leaves Connection naming only "upgrade" (the forwarder
+// removes the remaining hop-by-hop fields). Otherwise a client could name
+// a header the injector sets (Connection: Authorization) and have the
+// forwarder drop the credential after injection, or a condition could
+// judge a header the upstream never receives.
+func stripConnectionNamed(h http.Header) {
+	vv, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	upgrade := false
+	for _, f := range vv {
+		for name := range strings.SplitSeq(f, ",") {
+			name = textproto.TrimString(name)
+			switch {
+			case name == "":
+			case strings.EqualFold(name, "upgrade"):
+				upgrade = true
+			default:
+				k := textproto.CanonicalMIMEHeaderKey(name)
+				if k != "Upgrade" {
+					delete(h, k)
+				}
+			}
 		}
 	}
-	// A decoded path may hide "/../" behind %2F; judge the raw form too.
-	if raw := u.RawPath; raw != "" {
-		if dec, err := url.PathUnescape(raw); err != nil || dec != p {
-			return "", false
-		}
+	if upgrade {
+		h["Connection"] = []string{"Upgrade"}
+	} else {
+		delete(h, "Connection")
 	}
-	if strings.ContainsAny(p, "\x00\r\n") {
-		return "", false
-	}
-	return p, true
 }
 
 // handle decides, fetches, injects and forwards one request. pinned are
 // the addresses checked when the tunnel was opened (nil for plain HTTP,
 // whose destination is resolved and checked here).
 func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, scheme string, dest target, pinned []netip.AddrPort, pinnedPrivate bool) {
-	path, ok := cleanPath(r.URL)
-	if !ok {
-		g.refuse(w, r, start, ev, dest, newRefusal(http.StatusBadRequest, codeBadPath,
-			"the request path is not absolute or has dot segments (/./ or /../, also percent-encoded); send a normalised path", ""))
+	cp, f := canonicalRequest(r)
+	if f != nil {
+		g.refuse(w, r, start, ev, dest, *f)
 		return
 	}
+	path := cp.Raw
+	stripConnectionNamed(r.Header)
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
 	}
@@ -183,9 +220,14 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, identityRefusal(err))
 		return
 	}
-	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: path, Header: r.Header, NoAllowReason: true})
+	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true})
 	if d.Action != policy.Inject && d.Action != policy.Forward {
 		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+		return
+	}
+	if err := cp.CheckEncodedSlash(d.EncodedSlashes); err != nil {
+		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusBadRequest, codeBadPath,
+			fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule))
 		return
 	}
 	if f, off := g.switchRefusal(wl, d, false); off {
@@ -250,6 +292,9 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		out.Host = net.JoinHostPort(dest.host, strconv.Itoa(dest.port))
 	}
 	out.Opaque, out.User, out.Fragment = "", nil, ""
+	// The path goes upstream exactly as checked: cp.Raw on the wire, whose
+	// one decoding is what the policy matched.
+	out.Path, out.RawPath = cp.Decoded, cp.Raw
 	r.URL = &out
 	r.Host = ""
 	for _, h := range gatewayHeaders {
@@ -356,7 +401,7 @@ func injectRefusal(err error, d policy.Decision) refusal {
 
 // event starts an audit event for a request.
 func (g *Gateway) event(start time.Time, ev identity.Evidence, wl identity.Workload, dest target, r *http.Request, path, scheme string, d policy.Decision) *event {
-	return &event{
+	e := &event{
 		Time:     start,
 		Workload: wl.DisplayName(),
 		Factors:  wl.FactorKinds(),
@@ -370,6 +415,10 @@ func (g *Gateway) event(start time.Time, ev identity.Evidence, wl identity.Workl
 		Decision: d.Action.String(),
 		Code:     d.Code,
 	}
+	if len(wl.Factors) == 0 {
+		e.Presented = presented(ev)
+	}
+	return e
 }
 
 // refuse answers a request the gateway will not forward, before identity
@@ -391,9 +440,6 @@ func (g *Gateway) refuseAs(w http.ResponseWriter, r *http.Request, start time.Ti
 		scheme = "http"
 	}
 	path := r.URL.EscapedPath()
-	if p, ok := cleanPath(r.URL); ok {
-		path = p
-	}
 	e := g.event(start, ev, wl, dest, r, path, scheme, d)
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	if f.Rule != "" {

@@ -146,32 +146,78 @@ func TestParseTarget(t *testing.T) {
 	}
 }
 
-func TestCleanPath(t *testing.T) {
-	for raw, want := range map[string]string{
-		"/v1/charges":       "/v1/charges",
-		"":                  "/",
-		"/v1/a%20b":         "/v1/a b",
-		"/v1/../admin":      "",
-		"/v1/%2e%2e/admin":  "",
-		"/v1/%2E%2E/admin":  "",
-		"/v1/./x":           "",
-		"/v1%2f..%2fadmin":  "",
-		"/v1/..%2fadmin":    "",
-		"/v1/%00":           "",
-		"/v1/x%2Fy":         "/v1/x/y",
-		"/v1/...":           "/v1/...",
-		"/v1/..hidden/file": "/v1/..hidden/file",
+// TestCanonicalRequest covers the gateway's use of internal/canonical on
+// parsed requests: the path it judges is url.URL's EscapedPath, what
+// net/http sends upstream (the class of spellings is tested there).
+func TestCanonicalRequest(t *testing.T) {
+	for _, tt := range []struct {
+		method, target string
+		decoded, raw   string // "" decoded: refused
+		code           string
+	}{
+		{"GET", "/v1/charges", "/v1/charges", "/v1/charges", ""},
+		{"GET", "", "/", "/", ""},
+		{"GET", "/v1/a%20b", "/v1/a b", "/v1/a%20b", ""},
+		{"GET", "/v1/%61dmin", "/v1/admin", "/v1/%61dmin", ""},
+		{"GET", "/v1/x%2Fy", "/v1/x/y", "/v1/x%2Fy", ""},
+		{"GET", "/v1/...", "/v1/...", "/v1/...", ""},
+		{"GET", "/v1/..hidden/file", "/v1/..hidden/file", "/v1/..hidden/file", ""},
+		{"GET", "/v1/../admin", "", "", codeBadPath},
+		{"GET", "/v1/%2e%2e/admin", "", "", codeBadPath},
+		{"GET", "/v1%2f..%2fadmin", "", "", codeBadPath},
+		{"GET", "/v1/..%2fadmin", "", "", codeBadPath},
+		{"GET", "/v1/%00", "", "", codeBadPath},
+		{"GET", "//v1/admin", "", "", codeBadPath},
+		{"GET", "/v1//admin", "", "", codeBadPath},
+		{"GET", "/v1\\admin", "", "", codeBadPath},
+		{"GET", "/v1/%5Cadmin", "", "", codeBadPath},
+		{"GET", "/v1/..;/admin", "", "", codeBadPath},
+		{"GET", "/v1/admin;jsessionid=1", "", "", codeBadPath},
+		{"GET", "/v1/%252e%252e/admin", "", "", codeBadPath},
+		{"GET", "http://user:pw@api.example.com/v1", "", "", codeBadPath},
+		{"get", "/v1/charges", "", "", policy.CodeBadMethod},
+		{"Delete", "/v1/charges", "", "", policy.CodeBadMethod},
 	} {
-		u, err := url.Parse(raw)
+		// As http.ReadRequest parses a request target.
+		u, err := url.ParseRequestURI(tt.target)
+		if tt.target == "" {
+			u, err = &url.URL{}, nil
+		}
 		if err != nil {
-			t.Fatalf("parse %q: %v", raw, err)
+			t.Fatalf("parse %q: %v", tt.target, err)
 		}
-		got, ok := cleanPath(u)
-		if want == "" && ok {
-			t.Errorf("cleanPath(%q) = %q, want refused", raw, got)
+		p, f := canonicalRequest(&http.Request{Method: tt.method, URL: u})
+		switch {
+		case tt.decoded == "" && f == nil:
+			t.Errorf("%s %q: accepted as %+v, want %s", tt.method, tt.target, p, tt.code)
+		case tt.decoded == "" && f.Code != tt.code:
+			t.Errorf("%s %q: code %q, want %q", tt.method, tt.target, f.Code, tt.code)
+		case tt.decoded != "" && f != nil:
+			t.Errorf("%s %q: refused %s: %s", tt.method, tt.target, f.Code, f.Reason)
+		case tt.decoded != "" && (p.Decoded != tt.decoded || p.Raw != tt.raw):
+			t.Errorf("%s %q: decoded %q raw %q, want %q %q", tt.method, tt.target, p.Decoded, p.Raw, tt.decoded, tt.raw)
 		}
-		if want != "" && (!ok || got != want) {
-			t.Errorf("cleanPath(%q) = %q, %v; want %q", raw, got, ok, want)
+	}
+}
+
+func TestStripConnectionNamed(t *testing.T) {
+	for _, tt := range []struct {
+		in   http.Header
+		want http.Header
+	}{
+		{http.Header{"Connection": {"Authorization"}, "Authorization": {"client"}, "X-A": {"1"}},
+			http.Header{"X-A": {"1"}}},
+		{http.Header{"Connection": {"close, x-api-key", " DD-API-KEY "}, "X-Api-Key": {"c"}, "Dd-Api-Key": {"c"}, "X-A": {"1"}},
+			http.Header{"X-A": {"1"}}},
+		{http.Header{"Connection": {"Upgrade, Authorization"}, "Upgrade": {"websocket"}, "Authorization": {"c"}},
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}},
+		{http.Header{"Connection": {"keep-alive"}, "X-A": {"1"}}, http.Header{"X-A": {"1"}}},
+		{http.Header{"X-A": {"1"}}, http.Header{"X-A": {"1"}}},
+	} {
+		h := tt.in.Clone()
+		stripConnectionNamed(h)
+		if diff := cmp.Diff(tt.want, h); diff != "" {
+			t.Errorf("stripConnectionNamed(%v) (-want +got):\n%s", tt.in, diff)
 		}
 	}
 }

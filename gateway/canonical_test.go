@@ -1,0 +1,418 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// canonPolicy allows /v1/* with a credential and denies two paths under
+// it, for the tests of invariant 11.
+const canonPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  gitlab:
+    hosts: [tunnel.origin.test]
+    allow_private: true
+    encoded_slashes: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: no-admin
+    from: local
+    to: api
+    paths: [/v1/admin*]
+    action: deny
+  - name: no-secret
+    from: local
+    to: api
+    paths: [/v1/secret]
+    action: deny
+  - name: v1
+    from: local
+    to: api
+    methods: [GET, POST, DELETE]
+    paths: [/v1/*]
+    when: 'request.method != "DELETE" || request.path.startsWith("/v1/deletable/")'
+    inject: {credential: token, as: bearer}
+  - name: gitlab
+    from: local
+    to: gitlab
+    paths: [/api/v4/projects/*]
+    inject: {credential: token, as: bearer}
+default: deny
+`
+
+func startCanonGateway(t *testing.T) *testGateway {
+	t.Helper()
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(canonPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	return tg
+}
+
+// rawRequest sends one HTTP/1.1 request, written byte for byte, in a new
+// intercepted tunnel to host, and returns the answer's status and reason
+// header.
+func rawRequest(t *testing.T, tg *testGateway, host, req string) (int, string) {
+	t.Helper()
+	c, br := h1TunnelTo(t, tg, host)
+	defer c.Close()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("%q: no answer: %v", req, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get(ReasonHeader)
+}
+
+// TestMalformedRequestsRefused: every spelling a server could read
+// differently from the policy is refused by the gateway with 400 and a
+// reason code, and nothing reaches the origin.
+func TestMalformedRequestsRefused(t *testing.T) {
+	tg := startCanonGateway(t)
+	req := func(method, target string, extra ...string) string {
+		return method + " " + target + " HTTP/1.1\r\nHost: " + apiHost + "\r\n" + strings.Join(extra, "") + "\r\n"
+	}
+	for _, tt := range []struct {
+		name, req, code string
+	}{
+		{"lower-case method", req("get", "/v1/x"), "bad_method"},
+		{"mixed-case method", req("Delete", "/v1/deletable/x"), "bad_method"},
+		{"empty segment", req("GET", "/v1//admin"), codeBadPath},
+		{"leading double slash", req("GET", "//v1/admin"), codeBadPath},
+		{"dot-dot", req("GET", "/v1/x/../admin"), codeBadPath},
+		{"encoded dot-dot", req("GET", "/v1/x/%2E%2E/admin"), codeBadPath},
+		{"backslash", req("GET", "/v1/x\\..\\admin"), codeBadPath},
+		{"encoded backslash", req("GET", "/v1/x%5C..%5Cadmin"), codeBadPath},
+		{"encoded slash", req("GET", "/v1/x%2F..%2Fadmin"), codeBadPath},
+		{"encoded slash alone", req("GET", "/v1/a%2Fb"), codeBadPath},
+		{"path parameter", req("GET", "/v1/x/..;/admin"), codeBadPath},
+		{"matrix parameter", req("GET", "/v1/admin;a=b"), codeBadPath},
+		{"encoded semicolon", req("GET", "/v1/x%3B/admin"), codeBadPath},
+		{"double encoding", req("GET", "/v1/x/%252E%252E/admin"), codeBadPath},
+		{"encoded NUL", req("GET", "/v1/x%00"), codeBadPath},
+		{"overlong slash", req("GET", "/v1/x%C0%AF..%C0%AFadmin"), codeBadPath},
+		{"userinfo in absolute form", req("GET", "https://u:p@api.origin.test/v1/x"), codeBadPath},
+		{"header name with space", req("GET", "/v1/x", "X Bad: 1\r\n"), ""},
+		{"header name with paren", req("GET", "/v1/x", "X(Bad): 1\r\n"), ""},
+		{"header value with NUL", req("GET", "/v1/x", "X-Bad: a\x00b\r\n"), ""},
+		{"header value with control", req("GET", "/v1/x", "X-Bad: a\x01b\r\n"), ""},
+		{"two Host headers", req("GET", "/v1/x", "Host: "+apiHost+"\r\n"), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(tg.origin.all())
+			status, code := rawRequest(t, tg, apiHost, tt.req)
+			if status != http.StatusBadRequest || code != tt.code {
+				t.Errorf("got %d %q, want 400 %q", status, code, tt.code)
+			}
+			if n := len(tg.origin.all()); n != before {
+				t.Errorf("the origin received %d request(s)", n-before)
+			}
+		})
+	}
+}
+
+// TestEncodedSlashesOptIn: a destination with encoded_slashes: true
+// matches the decoded path and receives the encoded one unchanged.
+func TestEncodedSlashesOptIn(t *testing.T) {
+	tg := startCanonGateway(t)
+	for _, tt := range []struct {
+		target string
+		status int
+	}{
+		{"/api/v4/projects/group%2Fproject", 200},
+		{"/api/v4/projects/group%2Fsub%2Fproject/issues", 200},
+		{"/api/v4/projects/a%2F..%2F..%2Fadmin", 400},
+		{"/api/v4/projects/a%2F%2Fb", 400},
+		{"/api/v4%2Fprojects/x", 200},
+	} {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, tunnelHost, "GET "+tt.target+" HTTP/1.1\r\nHost: "+tunnelHost+"\r\n\r\n")
+		if status != tt.status {
+			t.Errorf("%s: %d %s, want %d", tt.target, status, code, tt.status)
+			continue
+		}
+		if status == 200 {
+			got := tg.origin.all()[before]
+			if got.URI != tt.target {
+				t.Errorf("%s: origin received %q, want it unchanged", tt.target, got.URI)
+			}
+		}
+	}
+}
+
+// TestConnectionHeaderCannotDropCredential: a header the client names in
+// Connection is removed before injection, so naming the injected header
+// there cannot strip the credential while the audit says "inject".
+func TestConnectionHeaderCannotDropCredential(t *testing.T) {
+	tg := startCanonGateway(t)
+	for _, conn := range []string{"Authorization", "close, authorization", "keep-alive, AUTHORIZATION, X-Other"} {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, apiHost, "GET /v1/conn HTTP/1.1\r\nHost: "+apiHost+
+			"\r\nConnection: "+conn+"\r\nAuthorization: Bearer client-chosen\r\nX-Other: 1\r\n\r\n")
+		if status != 200 {
+			t.Fatalf("Connection: %s: %d %s", conn, status, code)
+		}
+		got := tg.origin.all()[before]
+		if a := got.Header.Get("Authorization"); a != "Bearer "+tg.token {
+			t.Errorf("Connection: %s: origin got Authorization %q, want the injected credential", conn, a)
+		}
+		if got.Header.Get("X-Other") != "" && strings.Contains(strings.ToLower(conn), "x-other") {
+			t.Errorf("Connection: %s: X-Other was forwarded", conn)
+		}
+	}
+}
+
+// TestConnectUserinfoRefused: userinfo in a CONNECT authority is refused
+// (net/http would silently drop it), as are other non-authority forms.
+func TestConnectUserinfoRefused(t *testing.T) {
+	tg := startCanonGateway(t)
+	for _, target := range []string{
+		"user@" + apiHost + ":443",
+		"user:pw@" + apiHost + ":443",
+		"http://" + apiHost + ":443",
+		apiHost + ":443/x",
+	} {
+		c, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s:443\r\n\r\n", target, apiHost)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+		c.Close()
+		if err != nil {
+			t.Fatalf("CONNECT %s: %v", target, err)
+		}
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(ReasonHeader) != codeBadConnectTarget {
+			t.Errorf("CONNECT %s: %s %q, want 400 %s", target, resp.Status, resp.Header.Get(ReasonHeader), codeBadConnectTarget)
+		}
+	}
+	waitFor(t, 5*time.Second, "the refused CONNECTs' audit lines naming the presented factors", func() bool {
+		return strings.Count(tg.audit.String(), `"presented":["source"]`) >= 4
+	})
+}
+
+// TestMethodCanonicalForConditions: the method the condition judged is
+// the method the upstream receives; a lower-case DELETE cannot pass a
+// condition written for DELETE.
+func TestMethodCanonicalForConditions(t *testing.T) {
+	tg := startCanonGateway(t)
+	for _, tt := range []struct {
+		method, path string
+		status       int
+	}{
+		{"DELETE", "/v1/deletable/x", 200},
+		{"DELETE", "/v1/other", 403},
+		{"delete", "/v1/other", 400},
+		{"dElEtE", "/v1/other", 400},
+	} {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, apiHost, tt.method+" "+tt.path+" HTTP/1.1\r\nHost: "+apiHost+"\r\n\r\n")
+		if status != tt.status {
+			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, status, code, tt.status)
+		}
+		if status == 200 {
+			if got := tg.origin.all()[before]; got.Path != tt.path {
+				t.Errorf("%s %s: origin got %s", tt.method, tt.path, got.Path)
+			}
+		}
+	}
+}
+
+// TestPathDifferential generates path spellings around the allowed and
+// denied paths of canonPolicy, sends each through the gateway and, for
+// every one it forwards, reads the path the origin received the way
+// common servers do (strict RFC 3986, merged slashes, backslash as slash,
+// ';' parameters stripped, case folded, decoded twice, trailing slash
+// dropped): under every reading it must match the allowing rule and no
+// denying rule.
+func TestPathDifferential(t *testing.T) {
+	tg := startCanonGateway(t)
+	spellings := pathSpellings()
+	if len(spellings) < 200 {
+		t.Fatalf("only %d spellings generated", len(spellings))
+	}
+	forwarded := 0
+	for i, p := range spellings {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, apiHost, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nX-Probe: %d\r\n\r\n", p, apiHost, i))
+		all := tg.origin.all()
+		if status != http.StatusOK {
+			if len(all) != before {
+				t.Errorf("%q: refused %d %s, but the origin received it", p, status, code)
+			}
+			continue
+		}
+		if len(all) != before+1 {
+			t.Fatalf("%q: 200 but the origin saw %d requests", p, len(all)-before)
+		}
+		forwarded++
+		got := all[before].URI
+		for name, read := range serverReadings {
+			n, ok := read(got)
+			if !ok {
+				continue
+			}
+			if !differentialAllowed(n) {
+				t.Errorf("%q forwarded as %q: a server reading it by %q routes it to %q, which the policy does not allow", p, got, name, n)
+			}
+		}
+	}
+	t.Logf("%d spellings, %d forwarded, %d refused", len(spellings), forwarded, len(spellings)-forwarded)
+	if forwarded == 0 {
+		t.Fatal("nothing was forwarded: the test checks nothing")
+	}
+}
+
+// differentialAllowed applies canonPolicy's path rules to a path as a
+// server routes it: allowed under /v1/, and neither /v1/admin* nor
+// /v1/secret in any case.
+func differentialAllowed(p string) bool {
+	l := strings.ToLower(p)
+	if strings.HasPrefix(l, "/v1/admin") || l == "/v1/secret" || l == "/v1/secret/" {
+		return false
+	}
+	return strings.HasPrefix(p, "/v1/")
+}
+
+// serverReadings are the ways servers turn a request target's path into
+// the path they route. Each returns false when it cannot read the path.
+var serverReadings = map[string]func(string) (string, bool){
+	"strict RFC 3986": func(p string) (string, bool) { return decodeClean(removeDots(p), false) },
+	"merge slashes": func(p string) (string, bool) {
+		return decodeClean(regexp.MustCompile(`/+`).ReplaceAllString(p, "/"), true)
+	},
+	"backslash as slash": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		return cleanKeepSlash(strings.ReplaceAll(d, "\\", "/")), true
+	},
+	"strip ;params": func(p string) (string, bool) {
+		return decodeClean(regexp.MustCompile(`;[^/]*`).ReplaceAllString(p, ""), true)
+	},
+	"case fold": func(p string) (string, bool) { return decodeClean(strings.ToLower(p), true) },
+	"decode twice": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		return decodeClean(d, true)
+	},
+	"drop trailing slash": func(p string) (string, bool) {
+		d, ok := decodeClean(p, true)
+		if len(d) > 1 {
+			d = strings.TrimSuffix(d, "/")
+		}
+		return d, ok
+	},
+}
+
+func decodeClean(p string, clean bool) (string, bool) {
+	d, err := url.PathUnescape(p)
+	if err != nil {
+		return "", false
+	}
+	if clean {
+		d = cleanKeepSlash(d)
+	}
+	return d, true
+}
+
+func cleanKeepSlash(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// removeDots is RFC 3986 §5.2.4 on a raw path.
+func removeDots(p string) string {
+	var out []string
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		switch s {
+		case ".":
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, "/")
+}
+
+// pathSpellings builds spellings of allowed and denied paths: each
+// separator replaced or doubled, dot segments inserted, characters
+// percent-encoded once and twice, case changed, parameters appended.
+func pathSpellings() []string {
+	bases := []string{"/v1/admin/users", "/v1/secret", "/v1/charges/ch_1"}
+	inserts := []string{"//", "/./", "/../", "/%2e/", "/%2E%2E/", "/..;/", ";x/", "%2F", "%2f..%2f", "\\", "%5C", "%5c..%5c",
+		"/%252e%252e/", "%252F", "/.%2e/", "%00/", "%C0%AF", "/x/../", "/X/../", "/;/", "%3B/"}
+	seen := map[string]bool{}
+	var out []string
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, b := range bases {
+		add(b)
+		add(b + "/")
+		add(strings.ToUpper(b))
+		add(strings.Replace(b, "/v1/", "/V1/", 1))
+		add(b + ";jsessionid=1")
+		add(b + "/.")
+		add(b + "/..")
+		add(b + "%2F")
+		add(b + "%20")
+		for i := 0; i < len(b); i++ {
+			if b[i] == '/' {
+				for _, ins := range inserts {
+					add(b[:i] + ins + b[i+1:])
+				}
+				continue
+			}
+			enc := fmt.Sprintf("%%%02X", b[i])
+			add(b[:i] + enc + b[i+1:])
+			add(b[:i] + "%25" + enc[1:] + b[i+1:])
+			if c := b[i]; c >= 'a' && c <= 'z' {
+				add(b[:i] + string(c-32) + b[i+1:])
+			}
+		}
+	}
+	return out
+}
