@@ -36,6 +36,11 @@ type clientRequest struct {
 	Follow bool
 	// ProxyUserinfo, when set, goes into the proxy URL ("user:password").
 	ProxyUserinfo string
+	// PathAsIs asks curl not to squash /../ and /./ in the URL (Go and
+	// Python send the path as written anyway).
+	PathAsIs bool
+	// HTTP1 asks curl for HTTP/1.1 inside the tunnel.
+	HTTP1 bool
 }
 
 // clientResponse is what the client saw.
@@ -120,6 +125,12 @@ func (curlClient) Do(t *testing.T, e *env, r clientRequest) clientResponse {
 		"-w", "%{http_code} %{http_connect}"}
 	if r.Follow {
 		args = append(args, "-L")
+	}
+	if r.PathAsIs {
+		args = append(args, "--path-as-is")
+	}
+	if r.HTTP1 {
+		args = append(args, "--http1.1")
 	}
 	for k, vs := range r.Header {
 		for _, v := range vs {
