@@ -399,3 +399,29 @@ func TestGlob(t *testing.T) {
 }
 
 func compareDecision(want got, d Decision) string { return cmp.Diff(want, summarise(d)) }
+
+// TestGlobsThatCouldNeverMatch: a rule path the gateway's canonical
+// request could never match (it refuses such requests with bad_path, or
+// matches the decoded form) is a policy error, not a silent dead rule.
+func TestGlobsThatCouldNeverMatch(t *testing.T) {
+	for _, tt := range []struct{ pattern, want string }{
+		{"/v1//admin", "empty segment"},
+		{"/v1/../admin", "dot segment"},
+		{"/v1/./x*", "dot segment"},
+		{"/v1/..", "dot segment"},
+		{"/v1\\admin", `contains "\\"`},
+		{"/v1/admin;x", `contains ";"`},
+		{"/v1/caf%C3%A9", "write it decoded"},
+		{"/v1/group%2Fproject", "write it decoded"},
+		{"/v1/\x01", "control character"},
+	} {
+		if _, msg := compileGlob(tt.pattern); !strings.Contains(msg, tt.want) {
+			t.Errorf("compileGlob(%q) = %q, want a message containing %q", tt.pattern, msg, tt.want)
+		}
+	}
+	for _, ok := range []string{"/v1/a b", "/v1/café*", "/v1/...", "/v1/.well-known/*", "/v1/*", "/"} {
+		if _, msg := compileGlob(ok); msg != "" {
+			t.Errorf("compileGlob(%q): %s", ok, msg)
+		}
+	}
+}

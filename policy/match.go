@@ -145,13 +145,25 @@ func compileGlob(s string) (glob, string) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case c <= ' ' || c == 0x7f:
-			return glob{}, fmt.Sprintf("path %q contains a space or control character; percent-encode it", s)
+		case c < ' ' || c == 0x7f:
+			return glob{}, fmt.Sprintf("path %q contains a control character; the gateway refuses such requests, so the rule could never match", s)
+		case c == '%':
+			return glob{}, fmt.Sprintf("path %q contains '%%'; rules match the decoded path, so write it decoded (/v1/café, /v1/a b, and for encoded_slashes destinations group/project)", s)
+		case c == '\\' || c == ';':
+			return glob{}, fmt.Sprintf("path %q contains %q; the gateway refuses requests whose path has one (400 bad_path), so the rule could never match", s, string(c))
 		case c == '?' || c == '#':
 			return glob{}, fmt.Sprintf("path %q contains %q; paths are matched without the query string or fragment", s, string(c))
 		case c == '[' || c == ']' || c == '{' || c == '}':
 			return glob{}, fmt.Sprintf("path %q contains %q; only '*' is special in a path glob (it matches any run of characters, including '/')", s, string(c))
 		}
+	}
+	for seg := range strings.SplitSeq(s[1:], "/") {
+		if seg == "." || seg == ".." {
+			return glob{}, fmt.Sprintf("path %q has a dot segment; the gateway refuses requests with one (400 bad_path), so the rule could never match", s)
+		}
+	}
+	if i := strings.Index(s, "//"); i >= 0 {
+		return glob{}, fmt.Sprintf("path %q has an empty segment (//); the gateway refuses requests with one (400 bad_path), so the rule could never match", s)
 	}
 	if strings.Contains(s, "**") {
 		return glob{}, fmt.Sprintf("path %q contains \"**\"; a single '*' already matches across '/'", s)
