@@ -416,3 +416,47 @@ func pathSpellings() []string {
 	}
 	return out
 }
+
+// TestMalformedPathsHTTP2: the same checks hold for HTTP/2 clients, whose
+// :path net/http's HTTP/2 server hands over as it arrived.
+func TestMalformedPathsHTTP2(t *testing.T) {
+	tg := startCanonGateway(t)
+	c := tg.client(t, true)
+	for _, tt := range []struct{ method, raw, code string }{
+		{"GET", "/v1//admin", codeBadPath},
+		{"GET", "/v1/x/../admin", codeBadPath},
+		{"GET", "/v1/x/%2e%2e/admin", codeBadPath},
+		{"GET", "/v1/x;a=b", codeBadPath},
+		{"GET", "/v1/x%5Cadmin", codeBadPath},
+		{"GET", "/v1/x%2Fadmin", codeBadPath},
+		{"GET", "/v1/%252e", codeBadPath},
+		{"get", "/v1/x", "bad_method"},
+		{"GET", "/v1/ADMIN/users", "denied_by_rule"},
+	} {
+		req, err := http.NewRequest(tt.method, "https://"+apiHost+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Path, req.URL.RawPath = "", ""
+		req.URL.Opaque = "//" + apiHost + tt.raw
+		before := len(tg.origin.all())
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tt.method, tt.raw, err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("%s %s: spoke %s, want HTTP/2", tt.method, tt.raw, resp.Proto)
+		}
+		want := http.StatusBadRequest
+		if tt.code == "denied_by_rule" {
+			want = http.StatusForbidden
+		}
+		if resp.StatusCode != want || resp.Header.Get(ReasonHeader) != tt.code {
+			t.Errorf("%s %s: %s %q, want %d %s", tt.method, tt.raw, resp.Status, resp.Header.Get(ReasonHeader), want, tt.code)
+		}
+		if len(tg.origin.all()) != before {
+			t.Errorf("%s %s reached the origin", tt.method, tt.raw)
+		}
+	}
+}
