@@ -1,0 +1,221 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/providers"
+)
+
+func (ps *parser) parseCredentials(f field) []*credential {
+	ps.creds = map[string]*credential{}
+	keys := map[*credential]*yaml.Node{}
+	var out []*credential
+	for _, e := range ps.entries(f.val, "credentials") {
+		name := e.key.Value
+		what := fmt.Sprintf("credential %q", name)
+		if msg := checkName(name); msg != "" {
+			ps.errorf(e.key, "credential name %s", msg)
+			continue
+		}
+		ps.creds[name] = nil // known, even if broken: rules naming it get no second error
+		body := deref(e.val)
+		if body.Kind != yaml.MappingNode {
+			ps.errorf(body, "%s must be a mapping with a provider key, like {provider: static, env: API_KEY}", what)
+			continue
+		}
+		settings, extracted := ps.split(body, what, "provider")
+		pn, ok := extracted["provider"]
+		if !ok {
+			ps.errorf(e.key, "%s has no provider; add provider: <name> (available: %s)", what, strings.Join(providers.Names(), ", "))
+			continue
+		}
+		prov, ok := ps.str(pn.val, what+" provider")
+		if !ok {
+			continue
+		}
+		if _, ok := providers.Lookup(prov); !ok {
+			ps.errorf(deref(pn.val), "%s: unknown provider %q; available providers are %s", what, prov, strings.Join(providers.Names(), ", "))
+			continue
+		}
+		pr, err := providers.Load(ps.ctx, prov, settings)
+		if err != nil {
+			ps.moduleError(body, settings, fmt.Sprintf("%s (provider %s)", what, prov), err)
+			continue
+		}
+		c := &credential{name: name, provider: prov, version: settingsHash(prov, settings), p: pr}
+		ps.built = append(ps.built, c)
+		ps.creds[name] = c
+		keys[c] = e.key
+		out = append(out, c)
+	}
+	ps.composeCredentials(out, keys)
+	return out
+}
+
+// composeCredentials wires credentials that read other credentials
+// (providers.Composer): it resolves their inputs by name, refuses cycles,
+// folds each input's version into the reader's so that editing an input
+// changes the reader's cache keys, and hands each Composer its inputs.
+func (ps *parser) composeCredentials(creds []*credential, keys map[*credential]*yaml.Node) {
+	inputs := ps.credentialInputs(creds, keys)
+	cc := cycleCheck{ps: ps, keys: keys, inputs: inputs, state: map[*credential]int{}}
+	acyclic := true
+	for _, c := range creds {
+		if cc.state[c] == visitUnseen {
+			acyclic = cc.visit(c) && acyclic
+		}
+	}
+	if !acyclic {
+		return
+	}
+	versioned := map[*credential]bool{}
+	for _, c := range creds {
+		comp, ok := c.p.(providers.Composer)
+		if !ok {
+			continue
+		}
+		composedVersion(c, inputs, versioned)
+		m := map[string]providers.Provider{}
+		for _, in := range inputs[c] {
+			m[in.name] = in.p
+		}
+		comp.SetInputs(m)
+	}
+}
+
+// credentialInputs maps each Composer credential to the credentials it
+// reads, reporting names that are not defined.
+func (ps *parser) credentialInputs(creds []*credential, keys map[*credential]*yaml.Node) map[*credential][]*credential {
+	inputs := map[*credential][]*credential{}
+	for _, c := range creds {
+		comp, ok := c.p.(providers.Composer)
+		if !ok {
+			continue
+		}
+		for _, in := range comp.Inputs() {
+			ic, known := ps.creds[in]
+			switch {
+			case !known:
+				ps.errorf(keys[c], "credential %q reads credential %q, which is not defined under credentials (defined: %s)", c.name, in, ps.credNames())
+			case ic != nil:
+				inputs[c] = append(inputs[c], ic)
+			}
+		}
+	}
+	return inputs
+}
+
+// Depth-first states of the cycle check.
+const (
+	visitUnseen = iota
+	visitActive
+	visitDone
+)
+
+// cycleCheck walks the credential input graph depth-first and reports
+// each cycle once, at the credential where it was entered.
+type cycleCheck struct {
+	ps     *parser
+	keys   map[*credential]*yaml.Node
+	inputs map[*credential][]*credential
+	state  map[*credential]int
+	path   []*credential
+}
+
+// visit reports whether no cycle is reachable from c.
+func (cc *cycleCheck) visit(c *credential) bool {
+	switch cc.state[c] {
+	case visitActive:
+		names := []string{}
+		start := slices.Index(cc.path, c)
+		for _, p := range cc.path[start:] {
+			names = append(names, strconv.Quote(p.name))
+		}
+		names = append(names, strconv.Quote(c.name))
+		cc.ps.errorf(cc.keys[c], "credentials read each other in a cycle: %s", strings.Join(names, " -> "))
+		return false
+	case visitDone:
+		return true
+	}
+	cc.state[c] = visitActive
+	cc.path = append(cc.path, c)
+	ok := true
+	for _, in := range cc.inputs[c] {
+		ok = cc.visit(in) && ok
+	}
+	cc.path = cc.path[:len(cc.path)-1]
+	cc.state[c] = visitDone
+	return ok
+}
+
+// composedVersion folds the versions of c's inputs (recursively) into
+// c.version, once per credential, and returns it. The graph is acyclic.
+func composedVersion(c *credential, inputs map[*credential][]*credential, versioned map[*credential]bool) string {
+	if versioned[c] || len(inputs[c]) == 0 {
+		return c.version
+	}
+	h := sha256.New()
+	h.Write([]byte(c.version))
+	for _, in := range inputs[c] {
+		h.Write([]byte{0})
+		h.Write([]byte(in.name))
+		h.Write([]byte{0})
+		h.Write([]byte(composedVersion(in, inputs, versioned)))
+	}
+	c.version = hex.EncodeToString(h.Sum(nil))[:16]
+	versioned[c] = true
+	return c.version
+}
+
+// settingsHash is a stable digest of a module's settings: the same settings
+// give the same hash whatever their order, comments or layout.
+func settingsHash(module string, n *yaml.Node) string {
+	h := sha256.New()
+	io.WriteString(h, module)
+	budget := 1 << 16 // aliases can make a small tree huge; stop hashing there
+	var walk func(n *yaml.Node, depth int)
+	walk = func(n *yaml.Node, depth int) {
+		n = deref(n)
+		if budget--; depth > 64 || budget < 0 {
+			return
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			type kv struct {
+				k   string
+				key *yaml.Node
+				v   *yaml.Node
+			}
+			var kvs []kv
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				kvs = append(kvs, kv{deref(n.Content[i]).Value, n.Content[i], n.Content[i+1]})
+			}
+			sort.SliceStable(kvs, func(i, j int) bool { return kvs[i].k < kvs[j].k })
+			fmt.Fprintf(h, "{%d", len(kvs))
+			for _, e := range kvs {
+				walk(e.key, depth+1)
+				walk(e.v, depth+1)
+			}
+			io.WriteString(h, "}")
+		case yaml.SequenceNode:
+			fmt.Fprintf(h, "[%d", len(n.Content))
+			for _, c := range n.Content {
+				walk(c, depth+1)
+			}
+			io.WriteString(h, "]")
+		default:
+			fmt.Fprintf(h, "%q%q", n.ShortTag(), n.Value)
+		}
+	}
+	walk(n, 0)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
