@@ -207,6 +207,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		ErrorBackoff: cfg.Cache.ErrorBackoff.D(),
 		FetchTimeout: cfg.Cache.FetchTimeout.D(),
 		Observer:     g.metrics,
+		Log:          logger,
 	}
 	if cfg.Cache.Redis.Enabled() {
 		g.metrics.enableRedis()

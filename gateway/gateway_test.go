@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -491,6 +492,11 @@ func TestFailClosedWhenCredentialUnavailable(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != codeCredentialUnavail || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("got %s %s Retry-After %q, want 503 %s with Retry-After", resp.Status, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeCredentialUnavail)
+	}
+	// Retry-After is the cache's error backoff in force (5 s by
+	// default), not a fixed 1 s that would only meet the same error.
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 4 || ra > 5 {
+		t.Errorf("Retry-After %q, want the 5 s error backoff in force", resp.Header.Get("Retry-After"))
 	}
 	if strings.Contains(string(body), "CREDGATE_GATEWAY_TEST_UNSET") {
 		t.Errorf("the client was told an internal detail: %s", body)

@@ -274,7 +274,12 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 			if errors.Is(err, providers.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 				f = newRefusal(http.StatusServiceUnavailable, codeCredentialUnavail,
 					fmt.Sprintf("credential %q for rule %q is unavailable right now; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
-				f.RetryAfter = int(max(1, g.cfg.Cache.ErrorBackoff.D()/time.Second))
+				// Retry-After is the backoff the cache has in force for
+				// this credential: asking sooner gets the same error.
+				f.RetryAfter = 1
+				if ra, ok := providers.RetryAfter(err, time.Now()); ok {
+					f.RetryAfter = int(max(1, (ra+time.Second-1)/time.Second))
+				}
 			}
 			g.refuseAs(w, r, start, ev, wl, dest, d, f)
 			return

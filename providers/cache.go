@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -21,6 +22,36 @@ const (
 // ErrCacheClosed is returned to callers waiting on a fetch that Close
 // cancelled.
 var ErrCacheClosed = errors.New("credential cache closed")
+
+// BackoffError wraps a fetch error the cache remembers: Gets for the same
+// key return it without calling the provider until Until. It unwraps to
+// the fetch error, so errors.Is(err, ErrUnavailable) still works.
+type BackoffError struct {
+	// Credential is the credential's name.
+	Credential string
+	// Until is when the next Get calls the provider again.
+	Until time.Time
+	// Err is the fetch error.
+	Err error
+}
+
+func (e *BackoffError) Error() string {
+	return fmt.Sprintf("%v (the provider is asked again after the error backoff)", e.Err)
+}
+
+// Unwrap returns the fetch error.
+func (e *BackoffError) Unwrap() error { return e.Err }
+
+// RetryAfter returns how long after now a failed Get's credential is
+// worth asking for again: the error backoff the cache has in force for
+// it, and false when err carries none.
+func RetryAfter(err error, now time.Time) (time.Duration, bool) {
+	var be *BackoffError
+	if !errors.As(err, &be) {
+		return 0, false
+	}
+	return max(be.Until.Sub(now), 0), true
+}
 
 // CacheOptions configure a Cache. Zero fields take the defaults above.
 type CacheOptions struct {
@@ -54,6 +85,12 @@ type CacheOptions struct {
 	// SharedTimeout bounds Forget's and InvalidateCredential's calls to
 	// Shared (default 2s).
 	SharedTimeout time.Duration
+	// Log, if set, receives a warning when a background refresh fails
+	// while a still-valid credential stays in use — when it happens, not
+	// once the credential has expired. It is at most one line per key per
+	// ErrorBackoff, since the refresh is retried only after it. Errors
+	// name the credential and operation, never a value.
+	Log *slog.Logger
 }
 
 // CacheKey identifies one cached credential.
@@ -211,10 +248,10 @@ func (c *Cache) Get(ctx context.Context, key CacheKey, fetch func(context.Contex
 			return cred, true, nil
 		}
 		if e.err != nil && now.Before(e.errUntil) {
-			err := e.err
+			err := &BackoffError{Credential: key.Credential, Until: e.errUntil, Err: e.err}
 			c.mu.Unlock()
 			c.observe(key, CacheError)
-			return nil, false, fmt.Errorf("credential %q: last fetch failed, retrying after backoff: %w", key.Credential, err)
+			return nil, false, err
 		}
 	} else {
 		e = &entry{key: key}
@@ -259,6 +296,8 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 	}
 	now := c.opts.Now()
 
+	var refreshFailed bool
+	var expires time.Time
 	c.mu.Lock()
 	if el, ok := c.entries[e.key]; ok && el.Value == e {
 		if err == nil {
@@ -278,10 +317,19 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 			if e.cred != nil && e.refreshAt.Before(e.errUntil) {
 				e.refreshAt = e.errUntil
 			}
+			refreshFailed = e.cred != nil && now.Before(e.expires)
+			expires = e.expires
+			err = &BackoffError{Credential: e.key.Credential, Until: e.errUntil, Err: err}
 		}
 		e.call = nil
 	}
 	c.mu.Unlock()
+	if refreshFailed && c.opts.Log != nil {
+		c.opts.Log.Warn("credential refresh failed; the cached credential stays in use until it expires",
+			slog.String("credential", e.key.Credential), slog.String("provider", e.key.Provider),
+			slog.Duration("expires_in", expires.Sub(now).Round(time.Second)),
+			slog.Duration("retry_in", c.opts.ErrorBackoff), slog.Any("error", errors.Unwrap(err)))
+	}
 
 	cl.cred, cl.err = cred, err
 	close(cl.done)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -284,11 +285,17 @@ func TestCacheErrorBackoff(t *testing.T) {
 		calls.Add(1)
 		return nil, fmt.Errorf("%w: %w", sentinel, ErrUnavailable)
 	}
+	elapsed := time.Duration(0)
 	for i, adv := range []time.Duration{0, time.Second, 3 * time.Second} {
 		clock.Advance(adv)
+		elapsed += adv
 		_, _, err := c.Get(context.Background(), testKey, fetch)
 		if !errors.Is(err, sentinel) || !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Get %d error = %v, want the provider's error", i, err)
+		}
+		// The backoff left is what a client should wait (Retry-After).
+		if ra, ok := RetryAfter(err, clock.Now()); !ok || ra != 5*time.Second-elapsed {
+			t.Errorf("Get %d: RetryAfter = %v, %v; want %v", i, ra, ok, 5*time.Second-elapsed)
 		}
 	}
 	if n := calls.Load(); n != 1 {
@@ -340,6 +347,64 @@ func TestCacheFailedRefreshKeepsValidCredential(t *testing.T) {
 	if cred, _, err := c.Get(context.Background(), testKey, fetch); err == nil {
 		t.Errorf("Get after expiry returned %q, want an error", tokenOf(cred))
 	}
+}
+
+// TestCacheLogsFailedRefresh: a background refresh that fails while the
+// cached credential is still valid is logged when it happens, once per
+// backoff, without the credential's value.
+func TestCacheLogsFailedRefresh(t *testing.T) {
+	clock := newFakeClock()
+	var logs lockedLog
+	c := newTestCache(t, CacheOptions{Now: clock.Now, RefreshAhead: 30 * time.Second, ErrorBackoff: 5 * time.Second,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	var calls atomic.Int32
+	fetch := func(ctx context.Context) (*Credential, error) {
+		if calls.Add(1) == 1 {
+			return tok("secret-v1-value", clock.Now().Add(time.Minute)), nil
+		}
+		return nil, errors.New("fake: token endpoint 500")
+	}
+	if _, _, err := c.Get(context.Background(), testKey, fetch); err != nil {
+		t.Fatal(err)
+	}
+	if logs.String() != "" {
+		t.Fatalf("logged on success: %s", logs.String())
+	}
+	clock.Advance(45 * time.Second) // in the refresh window
+	_, _, _ = c.Get(context.Background(), testKey, fetch)
+	waitFor(t, "the failed refresh to be logged", func() bool { return strings.Contains(logs.String(), "credential refresh failed") })
+	got := logs.String()
+	for _, want := range []string{`credential=stripe`, `provider=fake`, `expires_in=15s`, `token endpoint 500`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log line lacks %q: %s", want, got)
+		}
+	}
+	if strings.Contains(got, "secret-v1-value") {
+		t.Errorf("the log holds the credential value: %s", got)
+	}
+	// Within the backoff nothing is retried, so nothing more is logged.
+	_, _, _ = c.Get(context.Background(), testKey, fetch)
+	if n := strings.Count(logs.String(), "credential refresh failed"); n != 1 {
+		t.Errorf("%d log lines within one backoff, want 1", n)
+	}
+}
+
+// lockedLog is a concurrency-safe log sink.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestCacheCallerCancellation(t *testing.T) {
