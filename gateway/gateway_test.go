@@ -72,9 +72,10 @@ type seen struct {
 	SNI   string
 	Path  string
 	// URI is the request target as it arrived (the path's wire form).
-	URI    string
-	Query  string
-	Header http.Header
+	URI     string
+	Query   string
+	Header  http.Header
+	Trailer http.Header
 }
 
 type testOrigin struct {
@@ -99,7 +100,7 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 	o := &testOrigin{}
 	ack := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := seen{Proto: r.Proto, Host: r.Host, Path: r.URL.Path, URI: r.RequestURI, Query: r.URL.RawQuery, Header: r.Header.Clone()}
+		s := seen{Trailer: r.Trailer, Proto: r.Proto, Host: r.Host, Path: r.URL.Path, URI: r.RequestURI, Query: r.URL.RawQuery, Header: r.Header.Clone()}
 		if r.TLS != nil {
 			s.SNI = r.TLS.ServerName
 		}

@@ -145,6 +145,13 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 			"the method is not an upper-case token; send it in upper case (GET, POST, ...): methods are case-sensitive and servers route other spellings differently", "")
 		return canonical.Path{}, &f
 	}
+	if r.Method == http.MethodConnect {
+		// Only reachable inside an intercepted connection: the proxy
+		// listener hands CONNECT to the tunnel code.
+		f := newRefusal(http.StatusBadRequest, policy.CodeBadMethod,
+			"CONNECT opens a tunnel to the gateway; it is not forwarded inside one", "")
+		return canonical.Path{}, &f
+	}
 	if r.URL.Opaque != "" || r.URL.User != nil {
 		f := newRefusal(http.StatusBadRequest, codeBadPath,
 			"the request target is not an absolute path (or has userinfo); send /path or http://host/path without user@", "")
@@ -305,6 +312,11 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	for _, h := range gatewayHeaders {
 		delete(r.Header, h) // canonical already: no per-request canonicalisation
 	}
+	if r.Trailer != nil {
+		for _, h := range trailerStrip(d) {
+			delete(r.Trailer, h)
+		}
+	}
 	if d.Action == policy.Inject {
 		if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok {
 			for _, h := range hn.Headers() {
@@ -333,6 +345,11 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 	}
 	body := &countingBody{ReadCloser: r.Body}
+	if r.Trailer != nil {
+		// An HTTP/1.1 chunked body adds every trailer it ends with to
+		// r.Trailer when it reaches EOF, declared or not: filter then too.
+		body.trailer, body.strip = r.Trailer, trailerStrip(d)
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
@@ -660,14 +677,39 @@ func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter
 // Unwrap is for http.ResponseController.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// countingBody counts request body bytes.
+// trailerStrip names the request trailers that never go upstream:
+// request trailers (a chunked body's trailing fields) are forwarded, and
+// some servers merge them into the headers, so none may carry a
+// gateway-scoped or hop-by-hop field, or one the injector sets.
+func trailerStrip(d policy.Decision) []string {
+	out := append(append([]string(nil), gatewayHeaders...), hopHeaders...)
+	if d.Action == policy.Inject {
+		if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok {
+			for _, h := range hn.Headers() {
+				out = append(out, textproto.CanonicalMIMEHeaderKey(h))
+			}
+		}
+	}
+	return out
+}
+
+// countingBody counts request body bytes and, at EOF, removes the
+// trailers in strip from trailer (the request's Trailer map, which the
+// body reader fills in at EOF and the transport sends after the body).
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n       atomic.Int64
+	trailer http.Header
+	strip   []string
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF && b.trailer != nil {
+		for _, h := range b.strip {
+			delete(b.trailer, h)
+		}
+	}
 	return n, err
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"github.com/credgate/credgate/internal/canonical"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -283,6 +284,10 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		return Decision{Action: Deny, Code: CodeBadMethod,
 			Reason: fmt.Sprintf("method %q is not an upper-case token; send the method in upper case (GET, POST, ...)", method)}
 	}
+	if method == http.MethodConnect {
+		return Decision{Action: Deny, Code: CodeBadMethod,
+			Reason: "CONNECT opens a tunnel to the gateway; it is not a request the gateway forwards inside one"}
+	}
 	lowered := ""
 	lower := func() string {
 		if lowered == "" {
@@ -302,7 +307,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			continue
 		}
 		pathOK := c.r.matchesPath(q.Path, lower, d)
-		if !c.r.matchesMethod(method) {
+		if !c.r.matchesMethod(method) || method == http.MethodTrace && c.r.act == ruleInject && !c.r.namesMethod(method) {
 			if pathOK {
 				if methodMiss == nil {
 					methodMiss = c

@@ -129,15 +129,7 @@ func (r *rule) matchesFrom(name string) bool {
 }
 
 func (r *rule) matchesMethod(m string) bool {
-	if r.methods == nil {
-		return true
-	}
-	for _, x := range r.methods {
-		if x == m {
-			return true
-		}
-	}
-	return false
+	return r.methods == nil || r.namesMethod(m)
 }
 
 // matchesPath reports whether the rule's paths match the request path p
@@ -146,6 +138,19 @@ func (r *rule) matchesMethod(m string) bool {
 // API routes them so (path_case: insensitive), and always for a deny
 // rule, which also matches p without a trailing '/': a deny must not be
 // dodged by a spelling the upstream may route to the same handler.
+// namesMethod reports whether the rule lists m in methods explicitly.
+// An inject rule without methods still does not inject into TRACE, which
+// echoes the request — the injected credential included — back to the
+// client; it must name TRACE to do that.
+func (r *rule) namesMethod(m string) bool {
+	for _, x := range r.methods {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *rule) matchesPath(p string, lower func() string, d *destination) bool {
 	if r.paths == nil {
 		return true
