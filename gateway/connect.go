@@ -235,7 +235,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 func addressRefusal(dest target, err error, rule string) refusal {
 	if errors.Is(err, errPrivateAddress) {
 		return newRefusal(http.StatusForbidden, codePrivateAddress,
-			fmt.Sprintf("%s resolves to a special-purpose address (%s); its policy destination must set allow_private: true to reach it", dest.hostPort(), restrictedReason(err)), rule)
+			privateAddressReason(dest.hostPort(), restrictedReason(err)), rule)
 	}
 	return newRefusal(http.StatusBadGateway, codeDNSError, fmt.Sprintf("%s does not resolve", dest.host), rule)
 }

@@ -213,6 +213,34 @@ func (e *restrictedError) Reason() string {
 	return e.entry.String()
 }
 
+// privateAddressReason is the reason of the private_address refusal of
+// hostPort, whose addresses are all in special-purpose ranges, the first
+// in entry.
+func privateAddressReason(hostPort, entry string) string {
+	return fmt.Sprintf("%s resolves to a special-purpose address (%s); its policy destination must set allow_private: true to reach it", hostPort, entry)
+}
+
+// CheckAddress is the gateway's check of one address that host:port
+// resolves to, for tools such as credgate explain: whether the address is
+// refused without allow_private, and if so the reason of the
+// private_address refusal (which names the special-purpose range, as the
+// gateway does).
+func CheckAddress(host string, port int, a netip.Addr) (reason string, refused bool) {
+	r, via, ok := restriction(a)
+	if !ok {
+		return "", false
+	}
+	e := &restrictedError{entry: r, via: via}
+	return privateAddressReason(net.JoinHostPort(host, strconv.Itoa(port)), e.Reason()), true
+}
+
+// Pinned returns the address the config's resolve map gives host:port,
+// which the gateway dials instead of asking DNS.
+func (c *Config) Pinned(host string, port int) (netip.AddrPort, bool) {
+	ap, ok := c.resolve[resolveKey(host, strconv.Itoa(port))]
+	return ap, ok
+}
+
 // restrictedReason is the range named by an errPrivateAddress, "" for
 // other errors.
 func restrictedReason(err error) string {
