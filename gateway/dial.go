@@ -96,6 +96,8 @@ var specialRanges = []specialRange{
 	// IANA IPv6 Special-Purpose Address Registry.
 	{pfx("::1/128"), "Loopback Address", "RFC 4291"},
 	{pfx("::/128"), "Unspecified Address", "RFC 4291"},
+	// These two never match: restriction judges the embedded IPv4
+	// address first. Listed to keep the table the whole registry.
 	{pfx("::ffff:0:0/96"), "IPv4-mapped Address", "RFC 4291"},
 	{pfx("64:ff9b::/96"), "IPv4-IPv6 Translat.", "RFC 6052"},
 	{pfx("64:ff9b:1::/48"), "IPv4-IPv6 Translat. (local-use)", "RFC 8215"},
