@@ -247,7 +247,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 func addressRefusal(dest target, err error, rule string) refusal {
 	if errors.Is(err, errPrivateAddress) {
 		return newRefusal(http.StatusForbidden, codePrivateAddress,
-			fmt.Sprintf("%s resolves to a loopback, private, link-local or metadata address; its policy destination must set allow_private: true", dest.hostPort()), rule)
+			privateAddressReason(dest.hostPort(), restrictedReason(err)), rule)
 	}
 	return newRefusal(http.StatusBadGateway, codeDNSError, fmt.Sprintf("%s does not resolve", dest.host), rule)
 }

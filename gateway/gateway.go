@@ -26,8 +26,10 @@
 // the credential is fetched through the cache; the injector sets it,
 // replacing whatever the client sent; and httputil.ReverseProxy forwards
 // the request over verified TLS to the address that was checked against
-// the private-address rule, streaming both bodies and never following a
-// redirect. Everything that can fail happens before the outbound request
+// the special-purpose address table (dial.go), streaming both bodies and
+// never following a redirect. A kept-alive connection to a special-purpose
+// address is reused only by requests allowed to reach it, within one
+// policy generation (pool.go). Everything that can fail happens before the outbound request
 // is built; a failure is answered 403/421/502/503/504 with a reason code.
 package gateway
 
@@ -96,12 +98,11 @@ type Gateway struct {
 	adminTok *adminToken
 	swm      *switchMetrics
 
-	resolver  *resolver
-	dialer    *dialer
-	transport *http.Transport
-	// transportH1 never speaks HTTP/2 (upstream.http2).
-	transportH1 *http.Transport
-	certTrans   *clientTransports
+	resolver *resolver
+	dialer   *dialer
+	// pools hold the upstream connections, apart by the class of address
+	// they go to (pool.go).
+	pools *upstreamPools
 	// upstream sends requests (forward.go); upgradeProxy relays protocol
 	// upgrades (WebSocket); buffers are their body-copy buffers.
 	upstream     http.RoundTripper
@@ -240,43 +241,10 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}
 	g.resolver = &resolver{pins: cfg.resolve, dns: dns}
 	g.dialer = newDialer(cfg.Upstream.DialTimeout.D())
-	g.transport = &http.Transport{
-		// Never a proxy: the gateway is the last hop before the
-		// destination, whatever HTTPS_PROXY its own environment has.
-		Proxy:                  nil,
-		DialContext:            g.dialUpstream,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
-		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
-		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
-		ExpectContinueTimeout:  time.Second,
-		ForceAttemptHTTP2:      true,
-		MaxResponseHeaderBytes: 1 << 20,
-		// Bodies are passed through as the upstream sent them.
-		DisableCompression: true,
-	}
-	// The HTTP/1.1-only transport (ALPN offers http/1.1 alone). Not a
-	// Clone: that would carry the h2 ALPN settings Clone puts in place.
-	g.transportH1 = &http.Transport{
-		DialContext:            g.transport.DialContext,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:    g.transport.TLSHandshakeTimeout,
-		ResponseHeaderTimeout:  g.transport.ResponseHeaderTimeout,
-		IdleConnTimeout:        g.transport.IdleConnTimeout,
-		MaxIdleConnsPerHost:    g.transport.MaxIdleConnsPerHost,
-		ExpectContinueTimeout:  g.transport.ExpectContinueTimeout,
-		MaxResponseHeaderBytes: g.transport.MaxResponseHeaderBytes,
-		DisableCompression:     true,
-		Protocols:              new(http.Protocols),
-	}
-	g.transportH1.Protocols.SetHTTP1(true)
-	if cfg.Upstream.HTTP2 == HTTP2Never {
-		g.transport = g.transportH1
-	}
-	g.certTrans = newClientTransports(g.transport)
-	g.upstream = timedTransport{t: g.transport, h1: g.transportH1, g: g}
+	g.pools = newUpstreamPools(func(private, keepAlive bool) *upstreamPool {
+		return g.newUpstreamPool(roots, private, keepAlive)
+	}, g.store.Current)
+	g.upstream = timedTransport{t: g.pools.public.t, g: g}
 	g.buffers = newBufferPool()
 	g.upgradeProxy = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {},
@@ -305,6 +273,53 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 	return g, nil
+}
+
+// newUpstreamPool builds the transports of one upstream pool: to
+// special-purpose addresses (private) or to others, keeping idle
+// connections or not.
+func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool) *upstreamPool {
+	cfg := g.cfg
+	p := &upstreamPool{private: private, dialer: g.dialer}
+	p.t = &http.Transport{
+		// Never a proxy: the gateway is the last hop before the
+		// destination, whatever HTTPS_PROXY its own environment has.
+		Proxy:                  nil,
+		DialContext:            p.dial,
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
+		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
+		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
+		DisableKeepAlives:      !keepAlive,
+		ExpectContinueTimeout:  time.Second,
+		ForceAttemptHTTP2:      true,
+		MaxResponseHeaderBytes: 1 << 20,
+		// Bodies are passed through as the upstream sent them.
+		DisableCompression: true,
+	}
+	// The HTTP/1.1-only transport (ALPN offers http/1.1 alone). Not a
+	// Clone: that would carry the h2 ALPN settings Clone puts in place.
+	p.h1 = &http.Transport{
+		DialContext:            p.dial,
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
+		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
+		IdleConnTimeout:        p.t.IdleConnTimeout,
+		MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
+		DisableKeepAlives:      !keepAlive,
+		ExpectContinueTimeout:  p.t.ExpectContinueTimeout,
+		MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
+		DisableCompression:     true,
+		Protocols:              new(http.Protocols),
+	}
+	p.h1.Protocols.SetHTTP1(true)
+	if cfg.Upstream.HTTP2 == HTTP2Never {
+		p.t = p.h1
+	}
+	p.certs = newClientTransports(p.t)
+	return p
 }
 
 func upstreamRoots(bundle string) (*x509.CertPool, error) {
@@ -502,11 +517,10 @@ func (g *Gateway) onReload(err error) {
 	}
 	g.metrics.reloads.WithLabelValues("ok").Inc()
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
-	// Pooled upstream connections were checked against the old policy's
-	// allow_private settings; new requests dial afresh.
-	g.transport.CloseIdleConnections()
-	g.transportH1.CloseIdleConnections()
-	g.certTrans.closeIdle()
+	// Connections to special-purpose addresses were allowed by the old
+	// policy's allow_private settings: retire them. Connections to other
+	// addresses are allowed under any policy and stay pooled.
+	g.pools.reload()
 }
 
 // onRetire drops the cached credentials of a replaced policy's providers
@@ -612,9 +626,7 @@ func (g *Gateway) shutdown() {
 	if n := g.tunnels.closeAll(); n > 0 {
 		g.log.Warn("closed tunnels still open at the end of shutdown_timeout", slog.Int("tunnels", n))
 	}
-	g.transport.CloseIdleConnections()
-	g.transportH1.CloseIdleConnections()
-	g.certTrans.closeIdle()
+	g.pools.closeIdle()
 	_ = g.adminSrv.Close()
 	g.Close()
 	g.log.Info("shut down")

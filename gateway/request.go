@@ -42,8 +42,11 @@ var gatewayHeaders = []string{
 // round trip and the response hooks fill it in.
 type reqState struct {
 	addrs []netip.AddrPort
-	// transport, when set, presents a TLS client certificate.
-	transport *http.Transport
+	// pool holds the upstream connections this request may use: those
+	// to the class of address its decision allows (pool.go).
+	pool *upstreamPool
+	// cert, when set, is the TLS client certificate to present.
+	cert *tls.Certificate
 
 	upStart  time.Time
 	upDur    time.Duration
@@ -330,7 +333,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 	}
 
-	st := &reqState{addrs: addrs, http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2}
+	st := &reqState{addrs: addrs, pool: g.pools.forRequest(pol, d.AllowPrivate, addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2}
 	if d.Action == policy.Inject {
 		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
 		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
@@ -341,7 +344,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 					fmt.Sprintf("credential %q is not a usable TLS client certificate; the request was not forwarded", d.Inject.Credential), d.Rule))
 				return
 			}
-			st.transport = g.certTrans.get(cert)
+			st.cert = cert
 		}
 	}
 	body := &countingBody{ReadCloser: r.Body}
@@ -472,17 +475,6 @@ func (g *Gateway) refuseAs(w http.ResponseWriter, r *http.Request, start time.Ti
 	g.audit.write(e)
 }
 
-// dialUpstream dials one of the addresses checked for this request.
-func (g *Gateway) dialUpstream(ctx context.Context, _, _ string) (net.Conn, error) {
-	st, _ := ctx.Value(stateKey).(*reqState)
-	if st == nil || len(st.addrs) == 0 {
-		// Every request the gateway forwards carries its checked
-		// addresses; refuse anything else rather than resolve here.
-		return nil, errors.New("gateway: upstream dial without checked addresses")
-	}
-	return g.dialer.dialAny(ctx, st.addrs)
-}
-
 // reissuePlan returns how to handle a 401 to this request, or nil when
 // the credential is not a cached one of a providers.Reissuer. It is
 // called before the body is wrapped, on the inbound request.
@@ -521,21 +513,17 @@ func (g *Gateway) reissuePlan(r *http.Request, plan *policy.InjectPlan, wl ident
 // timedTransport measures the upstream round trip and handles a 401 to a
 // request that carried a cached, reissuable credential.
 type timedTransport struct {
+	// t serves requests without a reqState (none are forwarded: their
+	// dial fails).
 	t http.RoundTripper
-	// h1, when set, serves requests whose reqState says HTTP/1.1.
-	h1 http.RoundTripper
-	g  *Gateway
+	g *Gateway
 }
 
 func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	t := tt.t
-	switch {
-	case st == nil:
-	case st.transport != nil:
-		t = st.transport
-	case st.http1 && tt.h1 != nil:
-		t = tt.h1
+	if st != nil && st.pool != nil {
+		t = st.pool.transport(st)
 	}
 	t0 := time.Now()
 	resp, err := t.RoundTrip(r)

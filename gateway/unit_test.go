@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -105,7 +106,7 @@ func TestResolverAllowed(t *testing.T) {
 		"public.test:443": netip.MustParseAddrPort("93.184.216.34:443"),
 	}}
 	ctx := context.Background()
-	if _, err := r.allowed(ctx, "pinned.test", 443, false); err != errPrivateAddress {
+	if _, err := r.allowed(ctx, "pinned.test", 443, false); !errors.Is(err, errPrivateAddress) {
 		t.Errorf("pinned to loopback without allow_private: %v, want errPrivateAddress", err)
 	}
 	if a, err := r.allowed(ctx, "pinned.test", 443, true); err != nil || a[0].String() != "127.0.0.1:9443" {
@@ -114,7 +115,7 @@ func TestResolverAllowed(t *testing.T) {
 	if a, err := r.allowed(ctx, "public.test", 443, false); err != nil || a[0].String() != "93.184.216.34:443" {
 		t.Errorf("public: %v %v", a, err)
 	}
-	if _, err := r.allowed(ctx, "169.254.169.254", 80, false); err != errPrivateAddress {
+	if _, err := r.allowed(ctx, "169.254.169.254", 80, false); !errors.Is(err, errPrivateAddress) {
 		t.Errorf("metadata literal: %v", err)
 	}
 }

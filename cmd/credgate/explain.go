@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/canonical"
@@ -162,6 +163,41 @@ type explanation struct {
 	// identityErr is why the gateway would refuse the connection before
 	// deciding anything.
 	identityErr error
+	// address is the address check, "" when explain does not know the
+	// address (a name it would have to look up in DNS).
+	address string
+}
+
+// checkAddress applies the gateway's special-purpose address check to
+// the address host:port is known to have without DNS: an IP literal, or
+// the gateway config's resolve map. It reports whether d survives it;
+// when not, ex.final becomes the private_address refusal.
+func (ex *explanation) checkAddress(l *loaded, host string, port int, d policy.Decision) bool {
+	var a netip.Addr
+	var from string
+	if ip, err := netip.ParseAddr(host); err == nil {
+		a, from = ip, "IP literal"
+	} else if l.config != nil {
+		if ap, ok := l.config.Pinned(host, port); ok {
+			a, from = ap.Addr(), "resolve map"
+		}
+	}
+	if !a.IsValid() {
+		return true
+	}
+	reason, refused := gateway.CheckAddress(host, port, a)
+	switch {
+	case !refused:
+		ex.address = a.String() + " (" + from + "): not special-purpose"
+	case d.AllowPrivate:
+		ex.address = a.String() + " (" + from + "): special-purpose, allowed by allow_private on destination " + d.Destination
+	default:
+		ex.address = a.String() + " (" + from + "): refused"
+		ex.final = policy.Decision{Action: policy.Deny, Rule: d.Rule, Destination: d.Destination, Code: "private_address", Reason: reason}
+		ex.allowed = false
+		return false
+	}
+	return true
 }
 
 func explain(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool, method, rawURL string) (*explanation, error) {
@@ -221,10 +257,10 @@ func explain(ctx context.Context, l *loaded, pres presentation, source string, a
 		d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: host, Port: port})
 		ex.connect = &d
 		ex.final = d
-		switch d.Action {
-		case policy.Deny:
+		if d.Action == policy.Deny || !ex.checkAddress(l, host, port, d) {
 			return ex, nil
-		case policy.Tunnel:
+		}
+		if d.Action == policy.Tunnel {
 			ex.allowed = true
 			return ex, nil
 		}
@@ -250,6 +286,9 @@ func explain(ctx context.Context, l *loaded, pres presentation, source string, a
 	ex.request = &d
 	ex.final = d
 	ex.allowed = d.Action == policy.Inject || d.Action == policy.Forward
+	if ex.allowed {
+		ex.checkAddress(l, host, port, d)
+	}
 	return ex, nil
 }
 
@@ -346,10 +385,13 @@ func (ex *explanation) print(out io.Writer) {
 	switch {
 	case ex.request != nil:
 		row("request decision:", summary(*ex.request))
-	case ex.connect != nil && ex.connect.Action == policy.Tunnel:
+	case ex.connect != nil && ex.connect.Action == policy.Tunnel && ex.allowed:
 		row("request decision:", "- (tunnelled: the gateway does not see requests inside the TLS tunnel)")
 	default:
 		row("request decision:", "- (refused at CONNECT, before any TLS)")
+	}
+	if ex.address != "" {
+		row("address:", ex.address)
 	}
 	d := ex.final
 	row("decision:", d.Action.String())

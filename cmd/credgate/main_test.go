@@ -197,6 +197,32 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainAddress: explain applies the gateway's special-purpose
+// address check to IP literals and resolve map entries, naming the range.
+func TestExplainAddress(t *testing.T) {
+	tests := []struct {
+		name     string
+		url      string
+		wantCode int
+	}{
+		{name: "explain-address-private", url: "https://10.0.0.5/v1", wantCode: 3},
+		{name: "explain-address-metadata", url: "https://169.254.169.254/latest/meta-data/", wantCode: 3},
+		{name: "explain-address-public", url: "https://93.184.216.34/", wantCode: 0},
+		{name: "explain-address-allowed", url: "https://10.0.0.6/", wantCode: 0},
+		{name: "explain-address-pinned-allowed", url: "https://internal.test/", wantCode: 0},
+		{name: "explain-address-pinned-refused", url: "https://pinned.test/", wantCode: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, "explain", "-c", "testdata/address-gateway.yaml", "GET", tt.url)
+			if r.code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (stdout %q, stderr %q)", r.code, tt.wantCode, r.stdout, r.stderr)
+			}
+			golden(t, tt.name, r.stdout+r.stderr)
+		})
+	}
+}
+
 func TestExplainErrors(t *testing.T) {
 	setEnv(t)
 	tests := []struct {
