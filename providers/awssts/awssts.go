@@ -98,6 +98,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -265,9 +266,11 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	if p.Retries != nil {
 		retries = max(*p.Retries, 0)
 	}
-	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.Proxy = nil // the gateway's own calls to STS go direct
-	})
+	// The gateway's own calls to STS go direct, never through
+	// HTTPS_PROXY. WithCustomCABundle below (and AWS_CA_BUNDLE) need the
+	// SDK's BuildableClient, so the shared settings are applied to the
+	// transport it builds.
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(httpclient.Configure)
 	opts := []func(*config.LoadOptions) error{
 		config.WithRegion(p.Region),
 		config.WithHTTPClient(httpClient),
