@@ -188,6 +188,13 @@ func (p *Provider) Validate() error {
 	if !strings.HasPrefix(p.RoleARN, "arn:") || strings.Count(p.RoleARN, ":") < 5 {
 		return fmt.Errorf("awssts: role_arn %q is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)", p.RoleARN)
 	}
+	if p.Endpoint != "" {
+		// Signed STS calls, web identity tokens and the issued keys cross
+		// this connection: https, or plain http to loopback only.
+		if err := httpclient.CheckURL(p.Endpoint); err != nil {
+			return fmt.Errorf("awssts: endpoint %w", err)
+		}
+	}
 	if p.Duration != 0 && (p.Duration < 15*time.Minute || p.Duration > 12*time.Hour) {
 		return fmt.Errorf("awssts: duration %s is outside STS's 15m..12h", p.Duration)
 	}

@@ -91,6 +91,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/vault"
 )
@@ -374,14 +375,13 @@ func (p *Provider) Provision(context.Context) error {
 
 // Validate checks the settings and says what to change.
 func (p *Provider) Validate() error {
-	u, err := url.Parse(p.TokenURL)
-	switch {
-	case p.TokenURL == "":
+	if p.TokenURL == "" {
 		return errors.New("oauth2: set token_url (the authorization server's token endpoint)")
-	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-		return fmt.Errorf("oauth2: token_url %q is not an http(s) URL", withoutQuery(p.TokenURL))
-	case u.User != nil:
-		return errors.New("oauth2: token_url must not carry credentials; use client_secret")
+	}
+	// The token request carries the client secret or a signed assertion:
+	// https, or plain http to loopback only.
+	if err := httpclient.CheckURL(p.TokenURL); err != nil {
+		return fmt.Errorf("oauth2: token_url %w", err)
 	}
 	switch p.Grant {
 	case GrantClientCredentials, GrantTokenExchange, GrantJWTBearer:

@@ -154,6 +154,11 @@ func (s Server) validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("server.address %q must be an http:// or https:// URL such as https://vault.internal:8200", s.Address)
 	}
+	// Vault tokens, secret_ids and secrets cross this connection: https,
+	// or plain http to loopback only (a dev server or a local agent).
+	if err := httpclient.CheckURL(s.Address); err != nil {
+		return fmt.Errorf("server.address %w", err)
+	}
 	switch {
 	case s.Timeout < 0:
 		return fmt.Errorf("server.timeout %s must be positive", s.Timeout)
