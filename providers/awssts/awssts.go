@@ -318,34 +318,44 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	}), nil
 }
 
-// CacheScope implements providers.Scoped: one credential per rendered
-// session (name, source identity, tags) of the caller.
+// CacheScope implements providers.Scoped: one credential per caller
+// inputs of the STS call, derived from their full values before they are
+// sanitised or cut to STS's 64 characters (two callers whose session
+// names differ only after the 64th character, or only in characters the
+// sanitiser replaces, get their own sessions): the rendered session name
+// and source identity, each session tag's attribute value and, with
+// web_identity_from, the caller and a digest of its token.
 func (p *Provider) CacheScope(req providers.Request) string {
-	in, err := p.session(req.Workload)
-	if err != nil {
-		// Fetch will fail with the same error; keep such callers apart.
-		return "invalid:" + req.Workload.Name
+	w := req.Workload
+	s := providers.NewScope("awssts")
+	s.AddTemplate("session_name", p.sessionName.t, w, nil)
+	if p.SourceIdentity != "" {
+		s.AddTemplate("source_identity", p.sourceIDT.t, w, nil)
 	}
-	var b strings.Builder
-	b.WriteString(in.name)
-	b.WriteByte(0)
-	b.WriteString(in.sourceIdentity)
+	keys := make([]string, 0, len(p.SessionTags))
+	for k := range p.SessionTags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v, err := w.Attribute(p.SessionTags[k])
+		if err != nil {
+			s.Add("session_tags."+k+"!", err.Error())
+			continue
+		}
+		s.Add("session_tags."+k, v)
+	}
 	if p.WebIdentityFrom != "" {
 		// One session per caller token: a digest, never the token.
-		tok, _ := p.callerToken(req.Workload)
+		tok, err := p.callerToken(w)
 		d := sha256.Sum256([]byte(tok))
-		b.WriteByte(0)
-		b.WriteString(req.Workload.DisplayName())
-		b.WriteByte(0)
-		b.WriteString(hex.EncodeToString(d[:8]))
+		s.Add("caller", w.DisplayName())
+		s.Add("caller_token_sha256", hex.EncodeToString(d[:]))
+		if err != nil {
+			s.Add("caller_token!", err.Error())
+		}
 	}
-	for _, t := range in.tags {
-		b.WriteByte(0)
-		b.WriteString(aws.ToString(t.Key))
-		b.WriteByte('=')
-		b.WriteString(aws.ToString(t.Value))
-	}
-	return b.String()
+	return s.String()
 }
 
 // sessionInput is what a workload contributes to the STS call.
@@ -582,11 +592,16 @@ var (
 )
 
 // sanitizeSessionName maps s to STS's RoleSessionName rules: characters
-// outside [\w+=,.@-] become '-', at most 64 characters, at least 2.
+// outside [\w+=,.@-] become '-', at most 64 characters, at least 2. A
+// longer name keeps its first 47 characters and ends in '-' and 16 hex
+// digits of the SHA-256 of s, so that names differing only after the
+// 64th character stay apart in CloudTrail too.
 func sanitizeSessionName(s string) string {
+	raw := s
 	s = sessionBadRE.ReplaceAllString(s, "-")
 	if len(s) > 64 {
-		s = s[:64]
+		d := sha256.Sum256([]byte(raw))
+		s = s[:47] + "-" + hex.EncodeToString(d[:8])
 	}
 	for len(s) < 2 {
 		s += "-"
