@@ -157,6 +157,9 @@ func (s Server) validate() error {
 	// Vault tokens, secret_ids and secrets cross this connection: https,
 	// or plain http to loopback only (a dev server or a local agent).
 	if err := httpclient.CheckURL(s.Address); err != nil {
+		if s.Address == os.Getenv("VAULT_ADDR") {
+			return fmt.Errorf("server.address (here VAULT_ADDR of the gateway's environment) %w", err)
+		}
 		return fmt.Errorf("server.address %w", err)
 	}
 	switch {

@@ -51,6 +51,8 @@ func TestSettings(t *testing.T) {
 		{"jwt with secret id", "server: {address: https://x, auth: {method: jwt, role: r, secret_id_file: f}}\npath: a/b", "secret_id_file does not apply to method jwt"},
 		{"token both", "server: {address: https://x, auth: {method: token, token_env: A, token_file: b}}\npath: a/b", "only one of token_file and token_env"},
 		{"retries", "server: {address: https://x, retries: 50, auth: {method: token}}\npath: a/b", "between 0 and 10"},
+		{"plain http address", "server: {address: 'http://vault.internal:8200', auth: {method: token}}\npath: a/b", `server.address "http://vault.internal:8200" uses plain http to a host that is not loopback; use https`},
+		{"plain http loopback", "server: {address: 'http://[::1]:8200', auth: {method: token}}\npath: a/b", ""},
 		{"pki ok", srv + "role: client\ncommon_name: '{{.workload.name}}.example.com'", ""},
 		{"pki no role", srv + "common_name: x", "role is not set"},
 		{"pki no cn", srv + "role: r", "common_name is not set"},
@@ -71,6 +73,16 @@ func TestSettings(t *testing.T) {
 				t.Errorf("Load error = %q, want one containing %q", got, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestPlainHTTPVaultAddr: an address taken from VAULT_ADDR is held to
+// the same rule as server.address, and the error says where it came from.
+func TestPlainHTTPVaultAddr(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "http://vault.internal:8200")
+	_, err := (*env)(nil).tryLoad(t, "vault", "server: {auth: {method: token}}\npath: a/b")
+	if got := errString(err); !strings.Contains(got, "VAULT_ADDR") || !strings.Contains(got, "use https") {
+		t.Errorf("Load error = %q, want one naming VAULT_ADDR and saying use https", got)
 	}
 }
 
