@@ -311,11 +311,19 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("awssts: load AWS SDK configuration: %w", err)
 	}
-	return sts.NewFromConfig(cfg, func(o *sts.Options) {
+	c := sts.NewFromConfig(cfg, func(o *sts.Options) {
 		if p.Endpoint != "" {
 			o.BaseEndpoint = aws.String(p.Endpoint)
 		}
-	}), nil
+	})
+	// Without endpoint, the SDK may take one from its own configuration;
+	// it is held to the rule endpoint is held to at load.
+	if ep := c.Options().BaseEndpoint; ep != nil && p.Endpoint == "" {
+		if err := httpclient.CheckURL(*ep); err != nil {
+			return nil, fmt.Errorf("awssts: the STS endpoint from the AWS SDK's configuration (AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL or endpoint_url in the shared config) %w", err)
+		}
+	}
+	return c, nil
 }
 
 // CacheScope implements providers.Scoped: one credential per caller
