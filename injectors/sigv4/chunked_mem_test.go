@@ -91,3 +91,27 @@ type trickle struct {
 }
 
 func (t *trickle) Read(p []byte) (int, error) { return t.r.Read(p[:min(len(p), t.n)]) }
+
+// FuzzChunkBuffer: whatever the body, the chunk buffer never holds more
+// than twice the bytes received (or the first 32 KiB), whatever sizes
+// the chunk headers declare.
+func FuzzChunkBuffer(f *testing.F) {
+	sig := strings.Repeat("0", 64)
+	f.Add([]byte("7fffffff;chunk-signature=" + sig + "\r\nabc"))
+	f.Add([]byte("8000000;chunk-signature=" + sig + "\r\n" + strings.Repeat("d", 40000)))
+	f.Add([]byte(chunkedBodyOf(make([]byte, 70000), 50000, nil, nil)))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c := newChunkedBody(io.NopCloser(&trickle{r: strings.NewReader(string(body)), n: 4096}),
+			newChunkSigner([]byte("k"), "20130524T000000Z", "20130524/us-east-1/s3/aws4_request", sig), false, 1<<30)
+		buf := make([]byte, 512)
+		for {
+			_, err := c.Read(buf)
+			if limit := max(2*len(body), minChunkBuf); cap(c.data) > limit {
+				t.Fatalf("chunk buffer of %d bytes for a body of %d", cap(c.data), len(body))
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
