@@ -557,7 +557,8 @@ func (p *Provider) CacheScope(req providers.Request) string {
 	}
 	tok, err := p.subjectToken(req)
 	d := sha256.Sum256([]byte(tok))
-	s := p.scopeBase().
+	s := providers.NewScope("oauth2").
+		Add("settings", p.scope). // scopeBase, computed once
 		Add("workload", req.Workload.DisplayName()).
 		Add("subject_token_sha256", hex.EncodeToString(d[:]))
 	if err != nil {
