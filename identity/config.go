@@ -14,6 +14,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/credgate/credgate/internal/httpclient"
 )
 
 // Defaults applied by New (Config.WithDefaults) to unset fields.
@@ -511,7 +513,8 @@ func (is IssuerConfig) validate(key string) []error {
 	return errs
 }
 
-// checkURL accepts an absolute http(s) URL; https only when httpsOnly.
+// checkURL accepts an absolute https URL, and an http URL to a loopback
+// host (httpclient.CheckURL) unless httpsOnly.
 func checkURL(s string, httpsOnly bool) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
@@ -523,7 +526,8 @@ func checkURL(s string, httpsOnly bool) error {
 	if u.User != nil {
 		return fmt.Errorf("the URL must not contain credentials; use bearer_token_file")
 	}
-	return nil
+	// Where plain http is allowed at all, it is allowed to loopback only.
+	return httpclient.CheckURL(s)
 }
 
 // Option adjusts runtime dependencies of New and NewPostureFeed (as

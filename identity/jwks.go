@@ -2,8 +2,6 @@ package identity
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/credgate/credgate/internal/httpclient"
 )
 
 // maxFetchBytes bounds a fetched discovery document, JWKS or posture feed.
@@ -283,18 +283,15 @@ func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 // system roots when caFile is set, never follows redirects to another
 // scheme, and times out after timeout.
 func httpClient(caFile string, timeout time.Duration) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = nil // the gateway must not route its own verification through a proxy
+	// The gateway must not route its own verification through a proxy
+	// (httpclient ignores HTTPS_PROXY and the rest).
+	tr := httpclient.NewTransport()
 	if caFile != "" {
-		data, err := os.ReadFile(caFile)
+		pool, err := httpclient.ReadRoots(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
+			return nil, fmt.Errorf("ca_file: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	return &http.Client{
 		Transport: tr,

@@ -93,6 +93,18 @@ func (t Template) Templated() bool {
 	return false
 }
 
+// Attributes returns the names of the attributes t substitutes, in order
+// of appearance (a name used twice appears twice).
+func (t Template) Attributes() []string {
+	var out []string
+	for _, p := range t.parts {
+		if p.attr != "" {
+			out = append(out, p.attr)
+		}
+	}
+	return out
+}
+
 // String returns the template's source.
 func (t Template) String() string { return t.src }
 

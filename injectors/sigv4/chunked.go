@@ -89,7 +89,8 @@ func (s *chunkSigner) sign(algorithm string, dataHash []byte) string {
 }
 
 // chunkedBody re-signs an aws-chunked body on the fly: it reads one chunk
-// of the client's body at a time (at most maxChunk bytes held), replaces
+// of the client's body at a time (at most maxChunk bytes held, and never
+// much more than the bytes received: see readData), replaces
 // its chunk-signature (and the trailer signature) with one chained from
 // the gateway's seed signature, and passes everything else through byte
 // for byte, so the length, and Content-Length, do not change.
@@ -158,6 +159,36 @@ func (c *chunkedBody) readLine() ([]byte, error) {
 	return line[:len(line)-2], nil
 }
 
+// minChunkBuf is the first allocation for a chunk's data; the buffer
+// then doubles as data arrives.
+const minChunkBuf = 32 << 10
+
+// readData reads the size bytes of the current chunk's data into c.data.
+// The chunk's signature comes before its data, so a chunk is held whole;
+// but memory follows the bytes received, not the size the client
+// declared: the buffer starts at minChunkBuf (or what earlier chunks
+// left) and at most doubles, so a client that declares max_chunk_size and
+// sends a few bytes holds minChunkBuf, not max_chunk_size.
+func (c *chunkedBody) readData(size int) error {
+	c.data = c.data[:0]
+	for len(c.data) < size {
+		if len(c.data) == cap(c.data) {
+			grown := make([]byte, len(c.data), min(size, max(2*cap(c.data), minChunkBuf)))
+			copy(grown, c.data)
+			c.data = grown
+		}
+		n, err := c.r.Read(c.data[len(c.data):min(cap(c.data), size)])
+		c.data = c.data[:len(c.data)+n]
+		if err != nil && len(c.data) < size {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("sigv4: read aws-chunked body: %w", err)
+		}
+	}
+	return nil
+}
+
 // next reads one chunk (or the last chunk and its trailers) and queues
 // its re-signed form in c.out.
 func (c *chunkedBody) next() error {
@@ -178,15 +209,8 @@ func (c *chunkedBody) next() error {
 	}
 	// sizeText points into the reader's buffer: copy it before reading on.
 	head := append(c.headBuf[:0], sizeText...)
-	if cap(c.data) < int(size) {
-		c.data = make([]byte, size)
-	}
-	c.data = c.data[:size]
-	if _, err := io.ReadFull(c.r, c.data); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return fmt.Errorf("sigv4: read aws-chunked body: %w", err)
+	if err := c.readData(int(size)); err != nil {
+		return err
 	}
 	c.s.sum = sha256.Sum256(c.data)
 	sig := c.s.sign("AWS4-HMAC-SHA256-PAYLOAD", c.s.sum[:])

@@ -47,7 +47,9 @@
 //     body is wrapped and each chunk's signature, and the trailer
 //     signature, is replaced on the fly by one chained from the gateway's
 //     seed signature; one chunk (at most max_chunk_size) is held at a time,
-//     and a larger chunk ends the upload with 413. STREAMING-UNSIGNED-
+//     in a buffer that grows with the bytes received, not with the size
+//     the chunk header declares, and a larger chunk ends the upload with
+//     413. STREAMING-UNSIGNED-
 //     PAYLOAD-TRAILER bodies pass through unchanged;
 //   - UNSIGNED-PAYLOAD for S3 without a declared hash (unless
 //     unsigned_payload is false);

@@ -98,6 +98,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -187,6 +188,13 @@ func (p *Provider) Validate() error {
 	if !strings.HasPrefix(p.RoleARN, "arn:") || strings.Count(p.RoleARN, ":") < 5 {
 		return fmt.Errorf("awssts: role_arn %q is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)", p.RoleARN)
 	}
+	if p.Endpoint != "" {
+		// Signed STS calls, web identity tokens and the issued keys cross
+		// this connection: https, or plain http to loopback only.
+		if err := httpclient.CheckURL(p.Endpoint); err != nil {
+			return fmt.Errorf("awssts: endpoint %w", err)
+		}
+	}
 	if p.Duration != 0 && (p.Duration < 15*time.Minute || p.Duration > 12*time.Hour) {
 		return fmt.Errorf("awssts: duration %s is outside STS's 15m..12h", p.Duration)
 	}
@@ -265,9 +273,11 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	if p.Retries != nil {
 		retries = max(*p.Retries, 0)
 	}
-	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.Proxy = nil // the gateway's own calls to STS go direct
-	})
+	// The gateway's own calls to STS go direct, never through
+	// HTTPS_PROXY. WithCustomCABundle below (and AWS_CA_BUNDLE) need the
+	// SDK's BuildableClient, so the shared settings are applied to the
+	// transport it builds.
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(httpclient.Configure)
 	opts := []func(*config.LoadOptions) error{
 		config.WithRegion(p.Region),
 		config.WithHTTPClient(httpClient),
@@ -301,41 +311,59 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("awssts: load AWS SDK configuration: %w", err)
 	}
-	return sts.NewFromConfig(cfg, func(o *sts.Options) {
+	c := sts.NewFromConfig(cfg, func(o *sts.Options) {
 		if p.Endpoint != "" {
 			o.BaseEndpoint = aws.String(p.Endpoint)
 		}
-	}), nil
+	})
+	// Without endpoint, the SDK may take one from its own configuration;
+	// it is held to the rule endpoint is held to at load.
+	if ep := c.Options().BaseEndpoint; ep != nil && p.Endpoint == "" {
+		if err := httpclient.CheckURL(*ep); err != nil {
+			return nil, fmt.Errorf("awssts: the STS endpoint from the AWS SDK's configuration (AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL or endpoint_url in the shared config) %w", err)
+		}
+	}
+	return c, nil
 }
 
-// CacheScope implements providers.Scoped: one credential per rendered
-// session (name, source identity, tags) of the caller.
+// CacheScope implements providers.Scoped: one credential per caller
+// inputs of the STS call, derived from their full values before they are
+// sanitised or cut to STS's 64 characters (two callers whose session
+// names differ only after the 64th character, or only in characters the
+// sanitiser replaces, get their own sessions): the rendered session name
+// and source identity, each session tag's attribute value and, with
+// web_identity_from, the caller and a digest of its token.
 func (p *Provider) CacheScope(req providers.Request) string {
-	in, err := p.session(req.Workload)
-	if err != nil {
-		// Fetch will fail with the same error; keep such callers apart.
-		return "invalid:" + req.Workload.Name
+	w := req.Workload
+	s := providers.NewScope("awssts")
+	s.AddTemplate("session_name", p.sessionName.t, w, nil)
+	if p.SourceIdentity != "" {
+		s.AddTemplate("source_identity", p.sourceIDT.t, w, nil)
 	}
-	var b strings.Builder
-	b.WriteString(in.name)
-	b.WriteByte(0)
-	b.WriteString(in.sourceIdentity)
+	keys := make([]string, 0, len(p.SessionTags))
+	for k := range p.SessionTags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v, err := w.Attribute(p.SessionTags[k])
+		if err != nil {
+			s.Add("session_tags."+k+"!", err.Error())
+			continue
+		}
+		s.Add("session_tags."+k, v)
+	}
 	if p.WebIdentityFrom != "" {
 		// One session per caller token: a digest, never the token.
-		tok, _ := p.callerToken(req.Workload)
+		tok, err := p.callerToken(w)
 		d := sha256.Sum256([]byte(tok))
-		b.WriteByte(0)
-		b.WriteString(req.Workload.DisplayName())
-		b.WriteByte(0)
-		b.WriteString(hex.EncodeToString(d[:8]))
+		s.Add("caller", w.DisplayName())
+		s.Add("caller_token_sha256", hex.EncodeToString(d[:]))
+		if err != nil {
+			s.Add("caller_token!", err.Error())
+		}
 	}
-	for _, t := range in.tags {
-		b.WriteByte(0)
-		b.WriteString(aws.ToString(t.Key))
-		b.WriteByte('=')
-		b.WriteString(aws.ToString(t.Value))
-	}
-	return b.String()
+	return s.String()
 }
 
 // sessionInput is what a workload contributes to the STS call.
@@ -572,11 +600,16 @@ var (
 )
 
 // sanitizeSessionName maps s to STS's RoleSessionName rules: characters
-// outside [\w+=,.@-] become '-', at most 64 characters, at least 2.
+// outside [\w+=,.@-] become '-', at most 64 characters, at least 2. A
+// longer name keeps its first 47 characters and ends in '-' and 16 hex
+// digits of the SHA-256 of s, so that names differing only after the
+// 64th character stay apart in CloudTrail too.
 func sanitizeSessionName(s string) string {
+	raw := s
 	s = sessionBadRE.ReplaceAllString(s, "-")
 	if len(s) > 64 {
-		s = s[:64]
+		d := sha256.Sum256([]byte(raw))
+		s = s[:47] + "-" + hex.EncodeToString(d[:8])
 	}
 	for len(s) < 2 {
 		s += "-"

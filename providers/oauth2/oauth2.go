@@ -79,6 +79,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,6 +92,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/vault"
 )
@@ -368,20 +370,19 @@ func (p *Provider) Provision(context.Context) error {
 		p.signer = &pemSigner{src: p.ClientKey, input: p.input}
 	}
 	p.opLabel = fmt.Sprintf("token request to %s (grant %s, client %s)", withoutQuery(p.TokenURL), p.Grant, orNone(p.ClientID))
-	p.scope = p.scopeBase()
+	p.scope = p.scopeBase().String()
 	return nil
 }
 
 // Validate checks the settings and says what to change.
 func (p *Provider) Validate() error {
-	u, err := url.Parse(p.TokenURL)
-	switch {
-	case p.TokenURL == "":
+	if p.TokenURL == "" {
 		return errors.New("oauth2: set token_url (the authorization server's token endpoint)")
-	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-		return fmt.Errorf("oauth2: token_url %q is not an http(s) URL", withoutQuery(p.TokenURL))
-	case u.User != nil:
-		return errors.New("oauth2: token_url must not carry credentials; use client_secret")
+	}
+	// The token request carries the client secret or a signed assertion:
+	// https, or plain http to loopback only.
+	if err := httpclient.CheckURL(p.TokenURL); err != nil {
+		return fmt.Errorf("oauth2: token_url %w", err)
 	}
 	switch p.Grant {
 	case GrantClientCredentials, GrantTokenExchange, GrantJWTBearer:
@@ -499,43 +500,71 @@ func (p *Provider) input(ctx context.Context, req providers.Request, name string
 	return providers.Secret{}, fmt.Errorf("oauth2: credential %q has no field %s", name, strings.Join(fields, " or "))
 }
 
-// scopeBase is the part of the cache scope common to all callers: a
-// digest of what selects a token (client, grant, scopes, audience,
-// resource, params). The cache key's Version already changes with any
-// setting; this keeps the key right for callers that build keys
-// themselves.
-func (p *Provider) scopeBase() string {
-	h := sha256.New()
-	put := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
-	put(p.TokenURL)
-	put(p.Grant)
-	put(p.ClientID)
-	put(p.Audience)
-	put(strings.Join(p.Scopes, " "))
-	put(strings.Join(p.Resource, " "))
-	keys := make([]string, 0, len(p.Params))
-	for k := range p.Params {
+// scopeBase is the part of the cache scope common to all callers: every
+// setting that selects a token (endpoint, grant, client, client
+// authentication, scopes, audience, resource, params, assertion issuer,
+// subject and claims, token types), each in full. The cache key's Version
+// already changes with any setting; this keeps the key right for callers
+// that build keys themselves.
+func (p *Provider) scopeBase() *providers.Scope {
+	s := providers.NewScope("oauth2").
+		Add("token_url", p.TokenURL).
+		Add("grant", p.Grant).
+		Add("client_id", p.ClientID).
+		Add("client_auth", p.auth).
+		Add("audience", p.Audience).
+		Add("assertion_audience", p.AssertionAudience).
+		AddList("scopes", p.Scopes).
+		AddList("resource", p.Resource).
+		Add("token_exchange.subject_factor", p.TokenExchange.SubjectFactor).
+		Add("token_exchange.subject_token_type", p.TokenExchange.SubjectTokenType).
+		Add("token_exchange.requested_token_type", p.TokenExchange.RequestedTokenType).
+		Add("jwt_bearer.issuer", p.JWTBearer.Issuer).
+		Add("jwt_bearer.subject", p.JWTBearer.Subject)
+	for _, k := range sortedKeys(p.Params) {
+		s.Add("params."+k, p.Params[k])
+	}
+	claims := make(map[string]string, len(p.JWTBearer.Claims))
+	for k, v := range p.JWTBearer.Claims {
+		b, err := json.Marshal(v) // map keys sorted: deterministic
+		if err != nil {
+			b = []byte(fmt.Sprintf("%#v", v))
+		}
+		claims[k] = string(b)
+	}
+	for _, k := range sortedKeys(claims) {
+		s.Add("jwt_bearer.claims."+k, claims[k])
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	for _, k := range keys {
-		put(k)
-		put(p.Params[k])
-	}
-	return p.Grant + ":" + hex.EncodeToString(h.Sum(nil)[:8])
+	return keys
 }
 
-// CacheScope keys tokens by client, grant, scopes and audience; a token
-// exchange also by workload and by the subject token (a digest, never the
-// token), so each workload gets its own token and a rotated workload
-// token gets a new one.
+// CacheScope keys tokens by every setting that selects one (scopeBase);
+// a token exchange also by workload and by the subject token (its full
+// SHA-256, never the token), so each workload gets its own token and a
+// rotated workload token gets a new one.
 func (p *Provider) CacheScope(req providers.Request) string {
 	if p.Grant != GrantTokenExchange {
 		return p.scope
 	}
-	tok, _ := p.subjectToken(req)
+	tok, err := p.subjectToken(req)
 	d := sha256.Sum256([]byte(tok))
-	return p.scope + "|" + req.Workload.DisplayName() + "|" + hex.EncodeToString(d[:8])
+	s := providers.NewScope("oauth2").
+		Add("settings", p.scope). // scopeBase, computed once
+		Add("workload", req.Workload.DisplayName()).
+		Add("subject_token_sha256", hex.EncodeToString(d[:]))
+	if err != nil {
+		s.Add("subject_token!", err.Error())
+	}
+	return s.String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an access token

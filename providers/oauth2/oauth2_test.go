@@ -328,7 +328,7 @@ func TestDefaultExpiresIn(t *testing.T) {
 func TestValidateErrors(t *testing.T) {
 	tests := []struct{ settings, want string }{
 		{"grant: client_credentials", "set token_url"},
-		{"token_url: ftp://x/token", "not an http(s) URL"},
+		{"token_url: ftp://x/token", "not an absolute http(s) URL"},
 		{"token_url: https://u:p@x/token", "must not carry credentials"},
 		{"token_url: https://x/token\ngrant: password", `grant "password"`},
 		{"token_url: https://x/token\nclient_auth: client_secret_post\nclient_id: c", "needs client_secret"},

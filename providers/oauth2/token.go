@@ -10,13 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	xoauth2 "golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -272,18 +272,15 @@ func isUnavailable(err error) bool { return errors.Is(err, providers.ErrUnavaila
 
 // newTransport returns the HTTP transport for the token endpoint.
 func newTransport(caFile string) (*http.Transport, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// Never through HTTPS_PROXY: the request carries the client secret.
+	tr := httpclient.NewTransport()
 	tr.MaxIdleConnsPerHost = 4
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := httpclient.ReadRoots(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("oauth2: ca_cert: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("oauth2: ca_cert %s holds no PEM certificate", caFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	return tr, nil
 }

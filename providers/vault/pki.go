@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,13 +131,19 @@ func (p *PKIProvider) Validate() error {
 
 // CacheScope implements providers.Scoped: certificates are per workload,
 // so that workloads never share a client certificate (nor, in the
-// gateway, a client-authenticated upstream connection).
+// gateway, a client-authenticated upstream connection), and per rendered
+// common name and SANs: two callers of one workload whose attributes
+// render different names get different certificates.
 func (p *PKIProvider) CacheScope(req providers.Request) string {
-	cn, err := p.cn.render(req.Workload)
-	if err != nil {
-		cn = "!unrenderable"
+	s := providers.NewScope("vault-pki").Add("workload", req.Workload.Name)
+	s.AddTemplate("common_name", p.cn.t, req.Workload, checkValue)
+	for i, t := range p.alts {
+		s.AddTemplate("alt_names["+strconv.Itoa(i)+"]", t.t, req.Workload, checkValue)
 	}
-	return "workload:" + req.Workload.Name + ";cn:" + cn
+	for i, t := range p.uris {
+		s.AddTemplate("uri_sans["+strconv.Itoa(i)+"]", t.t, req.Workload, checkValue)
+	}
+	return s.String()
 }
 
 // Fetch issues a certificate for the caller.

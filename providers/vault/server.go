@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -154,6 +154,14 @@ func (s Server) validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("server.address %q must be an http:// or https:// URL such as https://vault.internal:8200", s.Address)
 	}
+	// Vault tokens, secret_ids and secrets cross this connection: https,
+	// or plain http to loopback only (a dev server or a local agent).
+	if err := httpclient.CheckURL(s.Address); err != nil {
+		if s.Address == os.Getenv("VAULT_ADDR") {
+			return fmt.Errorf("server.address (here VAULT_ADDR of the gateway's environment) %w", err)
+		}
+		return fmt.Errorf("server.address %w", err)
+	}
 	switch {
 	case s.Timeout < 0:
 		return fmt.Errorf("server.timeout %s must be positive", s.Timeout)
@@ -267,11 +275,9 @@ func newClient(s Server, clk clock) (*Client, error) {
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
 	// Never send Vault traffic through HTTPS_PROXY: in a gateway's
 	// environment that may well point at the gateway itself.
-	tr.Proxy = nil
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	tr := httpclient.NewTransport()
 	c := &Client{
 		srv:   s,
 		clock: clk,
@@ -492,13 +498,9 @@ func (c *Client) loadCACert() error {
 	if c.tlsReady || c.srv.CACert == "" {
 		return nil
 	}
-	pem, err := os.ReadFile(c.srv.CACert)
+	pool, err := httpclient.ReadRoots(c.srv.CACert)
 	if err != nil {
 		return fmt.Errorf("server.ca_cert: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("server.ca_cert %s holds no PEM certificate", c.srv.CACert)
 	}
 	// No request has used the transport yet: every request passes here
 	// first, and this is the only write.

@@ -160,18 +160,13 @@ func isKV2Path(path string) bool {
 }
 
 // CacheScope implements providers.Scoped: with a templated path the scope
-// is the rendered path (callers reading the same path share it); without,
-// everyone shares one credential.
+// is derived from the full rendered path (callers reading the same path
+// share it); without, everyone shares one credential.
 func (p *Provider) CacheScope(req providers.Request) string {
 	if !p.path.templated() {
 		return ""
 	}
-	path, err := p.path.render(req.Workload)
-	if err != nil {
-		// Fetch fails for this caller; keep its failure apart from others.
-		return "unrenderable:" + req.Workload.Name
-	}
-	return "path:" + path
+	return providers.NewScope("vault").AddTemplate("path", p.path.t, req.Workload, checkValue).String()
 }
 
 // Fetch reads the secret for the caller. A dynamic secret whose lease is

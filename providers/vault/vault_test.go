@@ -40,17 +40,19 @@ func TestSettings(t *testing.T) {
 		{"ttl too small", srv + "path: secret/data/x\nttl: 500ms", "ttl 500ms must be at least 1s"},
 		{"ttl number", srv + "path: secret/data/x\nttl: 5", "cannot unmarshal"},
 		{"unknown key", srv + "path: secret/data/x\nfeild: key", `unknown field "feild"`},
-		{"unknown server key", "server: {address: http://x, adress: y, auth: {method: token}}\npath: a/b", `unknown field "adress"`},
+		{"unknown server key", "server: {address: https://x, adress: y, auth: {method: token}}\npath: a/b", `unknown field "adress"`},
 		{"bad template", srv + "path: db/creds/{{.workload.name | printf}}", "only {{.workload.NAME}} placeholders"},
 		{"no auth", "server: {address: http://127.0.0.1:1}\npath: a/b", "server.auth.method is not set"},
 		{"bad method", "server: {address: http://127.0.0.1:1, auth: {method: ldap}}\npath: a/b", `method "ldap" is not known`},
 		{"bad address", "server: {address: 'vault:8200', auth: {method: token}}\npath: a/b", "must be an http:// or https:// URL"},
-		{"approle no secret", "server: {address: http://x, auth: {method: approle, role_id: r}}\npath: a/b", "needs secret_id_file"},
-		{"approle two role ids", "server: {address: http://x, auth: {method: approle, role_id: r, role_id_file: f, secret_id_file: s}}\npath: a/b", "exactly one of role_id and role_id_file"},
-		{"kubernetes no role", "server: {address: http://x, auth: {method: kubernetes}}\npath: a/b", "kubernetes needs role"},
-		{"jwt with secret id", "server: {address: http://x, auth: {method: jwt, role: r, secret_id_file: f}}\npath: a/b", "secret_id_file does not apply to method jwt"},
-		{"token both", "server: {address: http://x, auth: {method: token, token_env: A, token_file: b}}\npath: a/b", "only one of token_file and token_env"},
-		{"retries", "server: {address: http://x, retries: 50, auth: {method: token}}\npath: a/b", "between 0 and 10"},
+		{"approle no secret", "server: {address: https://x, auth: {method: approle, role_id: r}}\npath: a/b", "needs secret_id_file"},
+		{"approle two role ids", "server: {address: https://x, auth: {method: approle, role_id: r, role_id_file: f, secret_id_file: s}}\npath: a/b", "exactly one of role_id and role_id_file"},
+		{"kubernetes no role", "server: {address: https://x, auth: {method: kubernetes}}\npath: a/b", "kubernetes needs role"},
+		{"jwt with secret id", "server: {address: https://x, auth: {method: jwt, role: r, secret_id_file: f}}\npath: a/b", "secret_id_file does not apply to method jwt"},
+		{"token both", "server: {address: https://x, auth: {method: token, token_env: A, token_file: b}}\npath: a/b", "only one of token_file and token_env"},
+		{"retries", "server: {address: https://x, retries: 50, auth: {method: token}}\npath: a/b", "between 0 and 10"},
+		{"plain http address", "server: {address: 'http://vault.internal:8200', auth: {method: token}}\npath: a/b", `server.address "http://vault.internal:8200" uses plain http to a host that is not loopback; use https`},
+		{"plain http loopback", "server: {address: 'http://[::1]:8200', auth: {method: token}}\npath: a/b", ""},
 		{"pki ok", srv + "role: client\ncommon_name: '{{.workload.name}}.example.com'", ""},
 		{"pki no role", srv + "common_name: x", "role is not set"},
 		{"pki no cn", srv + "role: r", "common_name is not set"},
@@ -71,6 +73,16 @@ func TestSettings(t *testing.T) {
 				t.Errorf("Load error = %q, want one containing %q", got, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestPlainHTTPVaultAddr: an address taken from VAULT_ADDR is held to
+// the same rule as server.address, and the error says where it came from.
+func TestPlainHTTPVaultAddr(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "http://vault.internal:8200")
+	_, err := (*env)(nil).tryLoad(t, "vault", "server: {auth: {method: token}}\npath: a/b")
+	if got := errString(err); !strings.Contains(got, "VAULT_ADDR") || !strings.Contains(got, "use https") {
+		t.Errorf("Load error = %q, want one naming VAULT_ADDR and saying use https", got)
 	}
 }
 

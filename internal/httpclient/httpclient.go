@@ -1,0 +1,133 @@
+// Package httpclient builds the HTTP transports credgate uses for its own
+// outbound calls to credential and identity sources: OAuth2 token
+// endpoints, Vault, AWS STS, JWKS and OpenID discovery documents, posture
+// feeds and the Kubernetes API server.
+//
+// It exists so that there is one copy of that plumbing, and so that every
+// such client ignores the proxy environment (HTTPS_PROXY, HTTP_PROXY,
+// ALL_PROXY, NO_PROXY and their lower-case forms). A gateway's own
+// environment often points HTTPS_PROXY at the gateway itself or at a
+// corporate proxy; sending client secrets, Vault tokens, signed STS calls
+// or service-account tokens there would hand them to a third party (an
+// outside review found the OAuth2 client doing exactly that). Provider
+// traffic goes straight to the configured endpoint, whatever the
+// environment says.
+//
+// It also holds the one rule for plain-http endpoint URLs: CheckURL
+// refuses http:// unless the host is loopback.
+package httpclient
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// NewTransport returns a new transport with the defaults of
+// http.DefaultTransport except that it never uses a proxy and requires
+// TLS 1.2 or later. Callers may set TLSClientConfig.RootCAs and
+// connection-pool limits; they must not set Proxy.
+func NewTransport() *http.Transport {
+	tr := &http.Transport{
+		DialContext: (&net.Dialer{
+			Timeout:   30 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: 1 * time.Second,
+	}
+	Configure(tr)
+	return tr
+}
+
+// Configure hardens a transport built elsewhere (the AWS SDK builds its
+// own): no proxy, whatever the environment says, and TLS 1.2 or later.
+// NewTransport calls it; use it directly only where a library owns the
+// transport's construction.
+func Configure(tr *http.Transport) {
+	tr.Proxy = nil
+	tr.OnProxyConnectResponse = nil
+	tr.GetProxyConnectHeader = nil
+	tr.ProxyConnectHeader = nil
+	if tr.TLSClientConfig == nil {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	} else if tr.TLSClientConfig.MinVersion < tls.VersionTLS12 {
+		tr.TLSClientConfig.MinVersion = tls.VersionTLS12
+	}
+}
+
+// ReadRoots reads a PEM file of CA certificates. The error names the
+// file (an *fs.PathError when it cannot be read) but says nothing of its
+// contents; callers prefix the setting's name.
+func ReadRoots(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// CheckURL accepts an absolute https URL, or an http URL whose host is
+// loopback (127.0.0.0/8, ::1 or localhost): plain http anywhere else
+// would send secrets, or accept keys and credentials, that anyone on the
+// path can read or forge. It refuses a URL carrying a user name or
+// password. Errors start with the quoted URL (without user information,
+// query or fragment, which may hold secrets), so that callers prefix the
+// setting's name: fmt.Errorf("token_url %w", err).
+func CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("%q is not an absolute http(s) URL such as https://host/path", display(raw))
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not carry credentials (a user name or password); configure them in their own settings", display(raw))
+	}
+	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("%q uses plain http to a host that is not loopback; use https (plain http is allowed only for 127.0.0.0/8, ::1 and localhost)", display(raw))
+	}
+	return nil
+}
+
+// IsLoopbackHost reports whether host (without port or brackets) is
+// "localhost" or a loopback IP address. No name is resolved.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback() && ip.Zone() == ""
+}
+
+// display is raw for an error message: without user information, query
+// and fragment, which may hold secrets.
+func display(raw string) string {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	start := 0
+	if j := strings.Index(raw, "://"); j >= 0 {
+		start = j + 3
+	}
+	end := len(raw)
+	if k := strings.IndexByte(raw[start:], '/'); k >= 0 {
+		end = start + k
+	}
+	if i := strings.LastIndexByte(raw[start:end], '@'); i >= 0 {
+		raw = raw[:start] + raw[start+i+1:]
+	}
+	return raw
+}
