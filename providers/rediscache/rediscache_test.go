@@ -390,7 +390,7 @@ func TestInvalidationPropagates(t *testing.T) {
 	// Forget of a credential that is not the current one does nothing.
 	a.Forget(ctx, testKey, secretCred("other", time.Time{}))
 	a.Forget(ctx, testKey, credA)
-	waitFor(t, 2*time.Second, "b told to forget", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	waitFor(t, 10*time.Second, "b told to forget", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	mu.Lock()
 	if got[0].Key != testKey {
 		t.Errorf("b was told %+v, want key %+v", got[0], testKey)
@@ -409,7 +409,7 @@ func TestInvalidationPropagates(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.InvalidateCredential(ctx, testKey.Credential, testKey.Version)
-	waitFor(t, 2*time.Second, "b told to drop the credential", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
+	waitFor(t, 10*time.Second, "b told to drop the credential", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
 	mu.Lock()
 	if got[1].Credential != testKey.Credential || got[1].Version != testKey.Version {
 		t.Errorf("b was told %+v", got[1])
