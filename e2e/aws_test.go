@@ -430,15 +430,19 @@ func TestAWSS3ThroughGateway(t *testing.T) {
 	if n := e.metric(t, `credgate_provider_errors_total{provider="awssts"}`); n != 0 {
 		t.Errorf("awssts errors: %v", n)
 	}
-	injected := 0
-	for _, ev := range e.audit() {
-		if strings.HasPrefix(ev.Credential, "s3-") && ev.Status/100 == 2 {
-			injected++
+	// Audit lines are flushed in batches: wait for the last ones.
+	waitFor(t, 10*time.Second, "an audit line with the STS session for every S3 call", func() error {
+		injected := 0
+		for _, ev := range e.audit() {
+			if strings.HasPrefix(ev.Credential, "s3-") && ev.Status/100 == 2 {
+				injected++
+			}
 		}
-	}
-	if injected < 15 {
-		t.Errorf("%d successful requests with the STS session in the audit log, want every S3 call", injected)
-	}
+		if injected < 15 {
+			return fmt.Errorf("%d successful requests with the STS session in the audit log", injected)
+		}
+		return nil
+	})
 }
 
 // chunkedPut uploads data as aws-chunked with chunk size n and
