@@ -67,6 +67,12 @@ func rules() []rule {
 			"identity":  "limits are keyed by names the gateway chooses, not by identities",
 			"providers": "rate limiting knows nothing of credentials",
 		})},
+		{From: "secret", BadDeps: with(map[string]string{
+			"policy":    "secret is the leaf both identity and providers keep values in; it depends on no stage",
+			"identity":  "secret is the leaf both identity and providers keep values in; it depends on no stage",
+			"providers": "secret is the leaf both identity and providers keep values in; it depends on no stage",
+			"injectors": "secret is the leaf both identity and providers keep values in; it depends on no stage",
+		})},
 		{From: "internal/canonical", BadDeps: with(map[string]string{
 			"policy":    "the canonical request is computed before any stage; it must depend on none",
 			"identity":  "the canonical request is computed before any stage; it must depend on none",

@@ -91,13 +91,13 @@ func ReadRoots(file string) (*x509.CertPool, error) {
 func CheckURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return fmt.Errorf("%q is not an absolute http(s) URL such as https://host/path", display(raw))
+		return fmt.Errorf("%q is not an absolute http(s) URL such as https://host/path", Display(raw))
 	}
 	if u.User != nil {
-		return fmt.Errorf("%q must not carry credentials (a user name or password); configure them in their own settings", display(raw))
+		return fmt.Errorf("%q must not carry credentials (a user name or password); configure them in their own settings", Display(raw))
 	}
 	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("%q uses plain http to a host that is not loopback; use https (plain http is allowed only for 127.0.0.0/8, ::1 and localhost)", display(raw))
+		return fmt.Errorf("%q uses plain http to a host that is not loopback; use https (plain http is allowed only for 127.0.0.0/8, ::1 and localhost)", Display(raw))
 	}
 	return nil
 }
@@ -112,9 +112,10 @@ func IsLoopbackHost(host string) bool {
 	return err == nil && ip.Unmap().IsLoopback() && ip.Zone() == ""
 }
 
-// display is raw for an error message: without user information, query
-// and fragment, which may hold secrets.
-func display(raw string) string {
+// Display is the URL raw for a log line or error message: without user
+// information, query and fragment, which may hold secrets. It is the one
+// copy of that rule for every endpoint URL credgate names.
+func Display(raw string) string {
 	if i := strings.IndexAny(raw, "?#"); i >= 0 {
 		raw = raw[:i]
 	}

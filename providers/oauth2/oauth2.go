@@ -369,7 +369,7 @@ func (p *Provider) Provision(context.Context) error {
 	} else if p.ClientKey.set() {
 		p.signer = &pemSigner{src: p.ClientKey, input: p.input}
 	}
-	p.opLabel = fmt.Sprintf("token request to %s (grant %s, client %s)", withoutQuery(p.TokenURL), p.Grant, orNone(p.ClientID))
+	p.opLabel = fmt.Sprintf("token request to %s (grant %s, client %s)", httpclient.Display(p.TokenURL), p.Grant, orNone(p.ClientID))
 	p.scope = p.scopeBase().String()
 	return nil
 }
@@ -584,7 +584,7 @@ func (p *Provider) Cleanup() error {
 // (input providers, signer, HTTP client) holds secrets in unexported
 // fields, which fmt would print raw.
 func (p *Provider) String() string {
-	return fmt.Sprintf("oauth2(%s, grant %s, client %s, auth %s)", withoutQuery(p.TokenURL), p.Grant, orNone(p.ClientID), p.auth)
+	return fmt.Sprintf("oauth2(%s, grant %s, client %s, auth %s)", httpclient.Display(p.TokenURL), p.Grant, orNone(p.ClientID), p.auth)
 }
 
 // GoString implements fmt.GoStringer.
@@ -601,14 +601,6 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
-}
-
-// withoutQuery drops the query and fragment of a URL for messages.
-func withoutQuery(raw string) string {
-	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		return raw[:i]
-	}
-	return raw
 }
 
 // Interface guards.

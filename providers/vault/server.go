@@ -412,17 +412,9 @@ func describe(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		// Drop the URL's method and address noise, keep the cause.
-		return &vaultError{msg: fmt.Sprintf("%s %s: %v", ue.Op, withoutQuery(ue.URL), ue.Err), err: err}
+		return &vaultError{msg: fmt.Sprintf("%s %s: %v", ue.Op, httpclient.Display(ue.URL), ue.Err), err: err}
 	}
 	return err
-}
-
-// withoutQuery strips the query from a URL for messages.
-func withoutQuery(raw string) string {
-	if i := strings.IndexByte(raw, '?'); i >= 0 {
-		return raw[:i]
-	}
-	return raw
 }
 
 // isStatus reports whether err is a Vault answer with one of codes.
