@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +15,7 @@ import (
 	xoauth2 "golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/credgate/credgate/internal/backoff"
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
@@ -26,7 +26,7 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	var last error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			if err := p.backoff(ctx, attempt); err != nil {
+			if err := backoff.Wait(ctx, p.RetryBackoff, maxRetryBackoff, attempt); err != nil {
 				return nil, fmt.Errorf("oauth2: %s: gave up waiting to retry after: %w: %w", p.opLabel, last, providers.ErrUnavailable)
 			}
 		}
@@ -178,24 +178,6 @@ func (p *Provider) subjectToken(req providers.Request) (string, error) {
 		return "", fmt.Errorf("workload %s presented no verified %s token to exchange", req.Workload.DisplayName(), k)
 	}
 	return "", fmt.Errorf("workload %s presented no verified token to exchange (token exchange needs a jwt or kubernetes factor)", req.Workload.DisplayName())
-}
-
-// backoff waits before retry n (1-based): RetryBackoff·2^(n-1), capped at
-// 2s, with jitter between half and all of it.
-func (p *Provider) backoff(ctx context.Context, n int) error {
-	d := p.RetryBackoff << (n - 1)
-	if d > maxRetryBackoff || d <= 0 {
-		d = maxRetryBackoff
-	}
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
 }
 
 // describe words a token request error without anything the server or

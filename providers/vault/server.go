@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/credgate/credgate/internal/backoff"
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
@@ -447,7 +447,7 @@ func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context,
 	var last error
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
-			if err := c.backoff(ctx, i); err != nil {
+			if err := backoff.Wait(ctx, c.srv.RetryBackoff, maxRetryBackoff, i); err != nil {
 				return nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), i, providers.ErrUnavailable)
 			}
 		}
@@ -499,24 +499,6 @@ func (c *Client) loadCACert() error {
 	c.tr.TLSClientConfig.RootCAs = pool
 	c.tlsReady = true
 	return nil
-}
-
-// backoff waits before retry n (1-based): RetryBackoff·2^(n-1), capped,
-// with jitter between half and all of it.
-func (c *Client) backoff(ctx context.Context, n int) error {
-	d := c.srv.RetryBackoff << (n - 1)
-	if d > maxRetryBackoff || d <= 0 {
-		d = maxRetryBackoff
-	}
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
 }
 
 // token returns a valid token, logging in when there is none or it has
