@@ -23,7 +23,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/credgate/credgate/providers/oauth2/oauth2test"
+	"github.com/credgate/credgate/internal/oauth2test"
 )
 
 // authServer is the authorization server of TestOAuth2AuthorizationServer:

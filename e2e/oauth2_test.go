@@ -21,7 +21,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/credgate/credgate/providers/oauth2/oauth2test"
+	"github.com/credgate/credgate/internal/oauth2test"
 )
 
 // authSeen is one request the OAuth2-protected origin received.
@@ -198,7 +198,7 @@ default: deny
 `
 
 // TestOAuth2FaultInjection drives the real binary against authorization
-// servers on github.com/go-oauth2/oauth2/v4 (providers/oauth2/oauth2test)
+// servers on github.com/go-oauth2/oauth2/v4 (internal/oauth2test)
 // with injected faults, behind an origin that accepts a request only if
 // the server says its token is active. It is not parallel: the 2 s token
 // lifetime run measures timing.
@@ -212,7 +212,7 @@ func TestOAuth2FaultInjection(t *testing.T) {
 		t.Cleanup(s.Close)
 		s.AddSecretClient("gateway", secret)
 	}
-	reportPeer(t, "oauth2: go-oauth2/oauth2/v4 fault-injection servers (providers/oauth2/oauth2test) at %s, %s, %s, %s", single.URL, slow.URL, short.URL, flaky.URL)
+	reportPeer(t, "oauth2: go-oauth2/oauth2/v4 fault-injection servers (internal/oauth2test) at %s, %s, %s, %s", single.URL, slow.URL, short.URL, flaky.URL)
 
 	// The workload's identity issuer, for token exchange.
 	idKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

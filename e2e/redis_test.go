@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/internal/redistest"
-	"github.com/credgate/credgate/providers/oauth2/oauth2test"
+	"github.com/credgate/credgate/internal/oauth2test"
 )
 
 // redisPolicy injects OAuth2 client-credentials tokens from one local

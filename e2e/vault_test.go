@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/credgate/credgate/providers/vault/vaulttest"
+	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // vaultServer is the Vault-compatible server the Vault e2e test uses: a

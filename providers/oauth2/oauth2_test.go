@@ -26,8 +26,8 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
-	"github.com/credgate/credgate/providers/oauth2/oauth2test"
-	"github.com/credgate/credgate/providers/vault/vaulttest"
+	"github.com/credgate/credgate/internal/oauth2test"
+	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // load builds an oauth2 provider from YAML settings through the registry

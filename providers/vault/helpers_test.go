@@ -25,7 +25,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
-	"github.com/credgate/credgate/providers/vault/vaulttest"
+	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // realServer is the real Vault or OpenBao the tests run against when
@@ -38,16 +38,16 @@ func TestMain(m *testing.M) {
 	cancel()
 	switch {
 	case err != nil:
-		fmt.Fprintf(os.Stderr, "vault tests: a real server was found but did not start (%v); using the in-repo emulator (providers/vault/vaulttest)\n", err)
+		fmt.Fprintf(os.Stderr, "vault tests: a real server was found but did not start (%v); using the in-repo emulator (internal/vaulttest)\n", err)
 	case r != nil:
 		realServer = r
 		fmt.Fprintf(os.Stderr, "vault tests: using a real server (%s) at %s; fault-injection tests use the in-repo emulator\n", r.Kind, r.Addr)
 	default:
-		fmt.Fprintln(os.Stderr, "vault tests: no real server (VAULT_ADDR+VAULT_TOKEN unset, no vault or bao on PATH); using the in-repo emulator (providers/vault/vaulttest)")
+		fmt.Fprintln(os.Stderr, "vault tests: no real server (VAULT_ADDR+VAULT_TOKEN unset, no vault or bao on PATH); using the in-repo emulator (internal/vaulttest)")
 	}
 	if p := os.Getenv("CREDGATE_PEERS_LOG"); p != "" {
 		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
-			kind := "in-repo emulator (providers/vault/vaulttest)"
+			kind := "in-repo emulator (internal/vaulttest)"
 			if realServer != nil {
 				kind = "real " + realServer.Kind + " at " + realServer.Addr + " (fault tests: emulator)"
 			}

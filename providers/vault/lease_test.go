@@ -12,7 +12,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
-	"github.com/credgate/credgate/providers/vault/vaulttest"
+	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // dbEnv is an emulator on a fake clock with a database engine whose role
