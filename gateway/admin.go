@@ -177,11 +177,17 @@ type switchResponse struct {
 // switchesView is GET /admin/v1/switches and the kill_switch part of
 // /readyz.
 type switchesView struct {
-	Backend  string             `json:"backend"`
-	Redis    string             `json:"redis,omitempty"`
-	LastSync *time.Time         `json:"last_sync,omitempty"`
-	Pending  int                `json:"pending,omitempty"`
-	Disabled []killswitch.Entry `json:"disabled"`
+	Backend  string     `json:"backend"`
+	Redis    string     `json:"redis,omitempty"`
+	LastSync *time.Time `json:"last_sync,omitempty"`
+	Pending  int        `json:"pending,omitempty"`
+	// State is "verified" or "unverified" with Redis: unverified means
+	// the state last read from Redis does not verify (Unverified says
+	// why) and the last verified one stays in force.
+	State      string             `json:"state,omitempty"`
+	Unverified string             `json:"unverified,omitempty"`
+	Generation uint64             `json:"generation,omitempty"`
+	Disabled   []killswitch.Entry `json:"disabled"`
 }
 
 func (g *Gateway) switchesView() switchesView {
@@ -198,6 +204,10 @@ func (g *Gateway) switchesView() switchesView {
 		if !st.LastSync.IsZero() {
 			ls := st.LastSync.UTC()
 			v.LastSync = &ls
+		}
+		v.State, v.Unverified, v.Generation = "verified", st.Unverified, st.Generation
+		if st.Unverified != "" {
+			v.State = "unverified"
 		}
 	}
 	return v
