@@ -36,6 +36,7 @@ type metrics struct {
 	redisUp         prometheus.Gauge
 	redisErrors     *prometheus.CounterVec
 	shared          *prometheus.CounterVec
+	sharedRejected  *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
 	limiterBackend  *prometheus.GaugeVec
 }
@@ -106,6 +107,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_shared_cache_total",
 		Help: "Shared (Redis) cache lookups after an in-process miss, by result: hit, miss (this replica called the provider), waited (another replica did), bypass (Redis unavailable).",
 	}, []string{"result"})
+	m.sharedRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_shared_cache_rejected_total",
+		Help: "Shared (Redis) cache entries read but not used (a miss), by reason: undecryptable (foreign, edited, moved from another key, or an unknown key), expired (past the expiry sealed into it), rollback (older than an entry this replica already saw).",
+	}, []string{"reason"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_rate_limited_total",
 		Help: "Requests (and tunnelled CONNECTs) refused with 429 by a rate limit, by the limit that refused (rule or workload), rule and workload.",
@@ -151,7 +156,10 @@ func (m *metrics) enableRedis() {
 	for _, r := range []string{"hit", "miss", "waited", "bypass"} {
 		m.shared.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared)
+	for _, r := range []string{rediscache.RejectUndecryptable, rediscache.RejectExpired, rediscache.RejectRollback} {
+		m.sharedRejected.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared, m.sharedRejected)
 }
 
 // enableSVID registers the SPIFFE Workload API metrics (only gateways
@@ -204,6 +212,9 @@ func (m *metrics) LimiterShared(shared bool) {
 
 // SharedLookup implements rediscache.Observer.
 func (m *metrics) SharedLookup(result string) { m.shared.WithLabelValues(result).Inc() }
+
+// Rejected implements rediscache.Observer.
+func (m *metrics) Rejected(reason string) { m.sharedRejected.WithLabelValues(reason).Inc() }
 
 var (
 	_ providers.CacheObserver = (*metrics)(nil)
