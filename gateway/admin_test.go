@@ -7,11 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/credgate/credgate/identity"
 )
 
 // TestReadyzDetailNeedsToken: /readyz answers everyone with its status
@@ -187,4 +192,30 @@ func adminGetStatus(t *testing.T, tg *testGateway, path, token string) (int, str
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
+}
+
+// TestTokenReviewMetrics: the TokenReview counters appear under their
+// documented names and labels.
+func TestTokenReviewMetrics(t *testing.T) {
+	m := newMetrics(func() float64 { return 0 })
+	m.enableTokenReview(func() identity.TokenReviewStats {
+		return identity.TokenReviewStats{Authenticated: 1, Rejected: 2, Errors: 3, PositiveHits: 4, NegativeHits: 5, Throttled: 6, Cached: 7, NegativeCached: 8}
+	})
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`credgate_tokenreview_requests_total{result="authenticated"} 1`,
+		`credgate_tokenreview_requests_total{result="rejected"} 2`,
+		`credgate_tokenreview_requests_total{result="error"} 3`,
+		`credgate_tokenreview_cache_hits_total{cache="positive"} 4`,
+		`credgate_tokenreview_cache_hits_total{cache="negative"} 5`,
+		`credgate_tokenreview_throttled_total 6`,
+		`credgate_tokenreview_cache_entries{cache="positive"} 7`,
+		`credgate_tokenreview_cache_entries{cache="negative"} 8`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }

@@ -231,6 +231,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if src := g.ids.WorkloadAPI(); src != nil {
 		g.metrics.enableSVID(src.Status)
 	}
+	if _, ok := g.ids.TokenReviewStats(); ok {
+		g.metrics.enableTokenReview(func() identity.TokenReviewStats { st, _ := g.ids.TokenReviewStats(); return st })
+	}
 
 	dns := opts.Resolver
 	if dns == nil {

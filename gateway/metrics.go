@@ -191,6 +191,33 @@ func (m *metrics) enableSVID(status func() identity.SVIDStatus) {
 	)
 }
 
+// enableTokenReview registers the TokenReview metrics (only gateways with
+// identity.kubernetes show them), read from status at each scrape.
+func (m *metrics) enableTokenReview(status func() identity.TokenReviewStats) {
+	counter := func(name, help string, labels prometheus.Labels, v func(identity.TokenReviewStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(v(status())) })
+	}
+	const reviews = "TokenReviews sent to the Kubernetes API server, by result: authenticated, rejected (the token is not valid for credgate), error (the API server did not answer usably)."
+	const hits = "Tokens answered from memory without a TokenReview, by cache: positive (accepted tokens), negative (rejected tokens)."
+	gauge := func(cache string, v func(identity.TokenReviewStats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "credgate_tokenreview_cache_entries",
+			Help: "Tokens remembered by the TokenReview verifier, by cache (positive, negative); each is bounded (identity.kubernetes.cache_size, negative_cache_size).", ConstLabels: prometheus.Labels{"cache": cache}},
+			func() float64 { return float64(v(status())) })
+	}
+	m.reg.MustRegister(
+		counter("credgate_tokenreview_requests_total", reviews, prometheus.Labels{"result": "authenticated"}, func(s identity.TokenReviewStats) uint64 { return s.Authenticated }),
+		counter("credgate_tokenreview_requests_total", reviews, prometheus.Labels{"result": "rejected"}, func(s identity.TokenReviewStats) uint64 { return s.Rejected }),
+		counter("credgate_tokenreview_requests_total", reviews, prometheus.Labels{"result": "error"}, func(s identity.TokenReviewStats) uint64 { return s.Errors }),
+		counter("credgate_tokenreview_cache_hits_total", hits, prometheus.Labels{"cache": "positive"}, func(s identity.TokenReviewStats) uint64 { return s.PositiveHits }),
+		counter("credgate_tokenreview_cache_hits_total", hits, prometheus.Labels{"cache": "negative"}, func(s identity.TokenReviewStats) uint64 { return s.NegativeHits }),
+		counter("credgate_tokenreview_throttled_total", "Tokens refused without a TokenReview because their source had used its budget (identity.kubernetes.review_rate, review_burst).", nil,
+			func(s identity.TokenReviewStats) uint64 { return s.Throttled }),
+		gauge("positive", func(s identity.TokenReviewStats) int { return s.Cached }),
+		gauge("negative", func(s identity.TokenReviewStats) int { return s.NegativeCached }),
+	)
+}
+
 // RedisUp implements rediscache.Observer.
 func (m *metrics) RedisUp(up bool) {
 	if up {
