@@ -47,7 +47,10 @@ func (g *Gateway) startKillSwitch(ctx context.Context) error {
 	}
 	g.switches, err = killswitch.New(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("admin.state_file: %w", err)
+		if opts.StateFile != "" {
+			return fmt.Errorf("admin.state_file: %w", err)
+		}
+		return fmt.Errorf("kill switch: %w", err)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -71,8 +70,8 @@ type macKeys struct {
 func newMACKeys(keys []Key) (*macKeys, error) {
 	m := &macKeys{keys: map[string][]byte{}}
 	for i, k := range keys {
-		if k.ID == "" || len(k.ID) > 64 || strings.Contains(k.ID, ":") {
-			return nil, fmt.Errorf("killswitch: key %d: id must be 1 to 64 bytes without ':'", i+1)
+		if k.ID == "" || len(k.ID) > 64 {
+			return nil, fmt.Errorf("killswitch: key %d: id must be 1 to 64 bytes", i+1)
 		}
 		if len(k.Secret) < MinKeySize {
 			return nil, fmt.Errorf("killswitch: key %q: %d bytes, want at least %d", k.ID, len(k.Secret), MinKeySize)
@@ -132,9 +131,14 @@ func (m *macKeys) verify(value string, parts []string) error {
 	if value == "" {
 		return &errVerify{ReasonUnsigned, "it carries no MAC (written by something other than a credgate replica, or by a version before 13)"}
 	}
-	id, hx, ok := strings.Cut(value, ":")
-	got, err := hex.DecodeString(hx)
-	if !ok || err != nil {
+	// The hex MAC holds no ':'; the key id may.
+	i := strings.LastIndexByte(value, ':')
+	if i < 0 {
+		return &errVerify{ReasonMalformed, "the MAC field is not KEYID:HEX"}
+	}
+	id := value[:i]
+	got, err := hex.DecodeString(value[i+1:])
+	if err != nil {
 		return &errVerify{ReasonMalformed, "the MAC field is not KEYID:HEX"}
 	}
 	if _, ok := m.keys[id]; !ok {
@@ -202,11 +206,4 @@ func (m *macKeys) verifyState(hash string, all map[string]string) remoteState {
 func messageParts(channel string, msg message) []string {
 	return []string{"message", channel, msg.Origin, msg.Op, strconv.FormatUint(msg.Gen, 10),
 		string(msg.Entry.Kind), msg.Entry.Name, msg.Entry.By, msg.Entry.Reason, strconv.FormatInt(msg.Entry.Since.UnixNano(), 10)}
-}
-
-// asVerify returns err as *errVerify, if it is one.
-func asVerify(err error) (*errVerify, bool) {
-	var v *errVerify
-	ok := errors.As(err, &v)
-	return v, ok
 }

@@ -209,3 +209,24 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestMACKeyRotation: the first key signs, every key verifies, and a key
+// id may hold ':' (cache.redis.encryption_keys ids are free text).
+func TestMACKeyRotation(t *testing.T) {
+	old := Key{ID: "2026:01", Secret: bytes.Repeat([]byte{4}, 32)}
+	next := Key{ID: "2026:02", Secret: bytes.Repeat([]byte{5}, 32)}
+	before, err := newMACKeys([]Key{old})
+	must(t, err)
+	after, err := newMACKeys([]Key{next, old})
+	must(t, err)
+	parts := stateParts("ns:switches", 3, map[string]string{"rule:a": "{}"})
+	if err := after.verify(before.sign(parts), parts); err != nil {
+		t.Errorf("a state signed with the old key does not verify after the rotation: %v", err)
+	}
+	if err := before.verify(after.sign(parts), parts); err == nil || !strings.Contains(err.Error(), "("+ReasonUnknownKey+")") {
+		t.Errorf("a state signed with a key not configured: %v, want %s", err, ReasonUnknownKey)
+	}
+	if _, err := newMACKeys([]Key{{ID: "short", Secret: []byte("too short")}}); err == nil {
+		t.Error("a short key was accepted")
+	}
+}

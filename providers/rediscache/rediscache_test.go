@@ -78,7 +78,6 @@ func (c *counts) Rejected(r string) {
 	}
 	c.rejected[r]++
 }
-func (c *counts) rejects(r string) int { c.mu.Lock(); defer c.mu.Unlock(); return c.rejected[r] }
 
 func newStore(t *testing.T, srv *redistest.Server, keys []Key, obs Observer) *Store {
 	t.Helper()
