@@ -5,8 +5,10 @@
 //
 // Entries are sealed with AES-256-GCM under a key that is not in Redis
 // (Key; the first of the configured keys seals, all of them open, so keys
-// rotate), bound to their Redis key name, namespaced per deployment, and
-// expire in Redis when the credential does (minus a skew). A fetch is
+// rotate), bound to their Redis key name, their expiry and a fleet-wide
+// version (so an entry moved to another key, kept past its expiry or
+// replaced by an older one is refused: seal.go), namespaced per
+// deployment, and expire in Redis when the credential does (minus a skew). A fetch is
 // single-flighted across the fleet with a short lock (SET NX PX with a
 // random token, released by a compare-and-delete script so only its owner
 // releases it); the others wait for a pub/sub notification, polling as a
