@@ -196,12 +196,12 @@ func TestKillSwitchFleet(t *testing.T) {
 		if v := b.metric(t, "credgate_switch_last_sync_timestamp_seconds"); v == 0 {
 			t.Error("B never synced the switch state")
 		}
-		ready := httpGet(t, "http://"+b.adminAddr+"/readyz")
+		ready := httpGetToken(t, "http://"+b.adminAddr+"/readyz", token)
 		if !strings.Contains(ready, `"status":"ready"`) || !strings.Contains(ready, `"kill_switch":{"backend":"redis","redis":"up"`) ||
 			!strings.Contains(ready, `{"kind":"rule","name":"api-inject","by":"e2e","reason":"INC-7 drill"`) {
 			t.Errorf("B /readyz: %s", ready)
 		}
-		out, code = adminCLI(t, b, "list")
+		out, code = adminCLI(t, b, "--token-file", tokFile, "list")
 		if code != 0 || !strings.Contains(out, "rule  api-inject") || !strings.Contains(out, "state: redis (up") {
 			t.Errorf("credgate admin list on B: exit %d\n%s", code, out)
 		}
@@ -329,7 +329,7 @@ func TestKillSwitchFleet(t *testing.T) {
 		srv.Stop()
 		for _, e := range []*env{a, b} {
 			waitFor(t, 5*time.Second, "/readyz to show Redis down", func() error {
-				if r := httpGet(t, "http://"+e.adminAddr+"/readyz"); !strings.Contains(r, `"kill_switch":{"backend":"redis","redis":"down"`) || !strings.Contains(r, `"name":"api-inject"`) {
+				if r := httpGetToken(t, "http://"+e.adminAddr+"/readyz", token); !strings.Contains(r, `"kill_switch":{"backend":"redis","redis":"down"`) || !strings.Contains(r, `"name":"api-inject"`) {
 					return fmt.Errorf("/readyz: %s", r)
 				}
 				return nil
@@ -426,10 +426,10 @@ func TestKillSwitchSingleReplica(t *testing.T) {
 	// A gateway without admin.token_file: the switch cannot be changed.
 	off := startEnv(t, envOptions{})
 	out, code = adminCLI(t, off, "--token-file", tokFile, "disable", "rule", "api-inject")
-	if code != 1 || !strings.Contains(out, "403 admin_api_off: the admin API that changes state is off: set admin.token_file or admin.token_env") {
+	if code != 1 || !strings.Contains(out, "403 admin_api_off: the admin API is off: set admin.token_file or admin.token_env") {
 		t.Errorf("gateway without a token: exit %d\n%s", code, out)
 	}
-	if out, code := adminCLI(t, off, "list"); code != 0 || !strings.Contains(out, "nothing is disabled") {
+	if out, code := adminCLI(t, off, "--token-file", tokFile, "list"); code != 1 || !strings.Contains(out, "403 admin_api_off") {
 		t.Errorf("list on a gateway without a token: exit %d\n%s", code, out)
 	}
 }

@@ -118,6 +118,7 @@ func TestRedisSharedCache(t *testing.T) {
 
 	keyDir := t.TempDir()
 	k1 := writeRedisKey(t, keyDir, "k1.key")
+	adminTokFile, adminTok := writeAdminToken(t, keyDir)
 	pol := strings.ReplaceAll(redisPolicy, "TOKEN_URL", as.TokenURL())
 	opts := func(cfg string) envOptions {
 		return envOptions{
@@ -125,13 +126,14 @@ func TestRedisSharedCache(t *testing.T) {
 			Resolve:     map[string]string{otherHost + ":443": o.addr},
 			Env:         []string{"CREDGATE_E2E_OAUTH2_SECRET=" + clientSecret},
 			CacheConfig: cfg,
+			ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\n", adminTokFile),
 		}
 	}
 	cfg1 := redisConfig(srv.Addr(), [2]string{"k1", k1})
 	a, b := startEnv(t, opts(cfg1)), startEnv(t, opts(cfg1))
 	envs := []*env{a, b}
 	for _, e := range envs {
-		e.secrets = append(e.secrets, clientSecret)
+		e.secrets = append(e.secrets, clientSecret, adminTok)
 	}
 	t.Cleanup(func() {
 		for _, e := range envs {
@@ -294,7 +296,7 @@ func TestRedisSharedCache(t *testing.T) {
 			if e.metric(t, `credgate_redis_errors_total{op="ping"}`) == 0 && e.metric(t, `credgate_redis_errors_total{op="get"}`) == 0 {
 				t.Error("credgate_redis_errors_total did not count the outage")
 			}
-			if body := httpGet(t, "http://"+e.adminAddr+"/readyz"); !strings.Contains(body, `"redis":"down"`) {
+			if body := httpGetToken(t, "http://"+e.adminAddr+"/readyz", adminTok); !strings.Contains(body, `"redis":"down"`) {
 				t.Errorf("/readyz during the outage: %s", body)
 			}
 		}
@@ -333,9 +335,19 @@ func keysOf(m map[string]string) []string {
 
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
+	return httpGetToken(t, url, "")
+}
+
+// httpGetToken is httpGet with the admin token ("" for none): /readyz
+// shows its detail only with it.
+func httpGetToken(t *testing.T, url, token string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)

@@ -354,7 +354,9 @@ func TestSPIRE(t *testing.T) {
 	bundleFile := filepath.Join(sp.dir, "bundle.pem")
 	writeFileT(t, bundleFile, string(bundlePEM))
 
+	adminTokFile, adminTok := writeAdminToken(t, t.TempDir())
 	e := startEnv(t, envOptions{Policy: spirePolicy, ExtraConfig: fmt.Sprintf(`tls_listen: 127.0.0.1:0
+admin: {token_file: %q}
 tls:
   svid: true
 identity:
@@ -371,7 +373,7 @@ identity:
         trust_domain: %s
         audiences: [credgate]
         jwks_file: %q
-`, sp.agentSock, spireGateway, spireTD, spireTD, jwksFile)})
+`, adminTokFile, sp.agentSock, spireGateway, spireTD, spireTD, jwksFile)})
 	_, tlsPort, _ := net.SplitHostPort(e.tlsProxyAddr)
 
 	// The listener serves the gateway's SVID, verified the SPIFFE way.
@@ -533,7 +535,12 @@ identity:
 			t.Errorf("the gateway did not log the rotation")
 		}
 	})
-	resp, err := http.Get("http://" + e.adminAddr + "/readyz")
+	req, err := http.NewRequest(http.MethodGet, "http://"+e.adminAddr+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

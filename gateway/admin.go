@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -25,6 +26,18 @@ const DefaultSwitchResync = 5 * time.Second
 
 // MinAdminTokenLen is the shortest admin token accepted.
 const MinAdminTokenLen = 16
+
+// Defaults of the admin listener's limits (Admin). The admin API's bodies
+// are at most 16 KiB and its answers small (/metrics is the largest), so
+// these are generous for operators and kubelets and short for a client
+// that holds connections open (slowloris).
+const (
+	DefaultAdminReadHeaderTimeout = 5 * time.Second
+	DefaultAdminReadTimeout       = 30 * time.Second
+	DefaultAdminWriteTimeout      = 30 * time.Second
+	DefaultAdminIdleTimeout       = 60 * time.Second
+	DefaultAdminMaxHeaderBytes    = 16 << 10
+)
 
 // Admin configures the admin API on admin_listen: the kill switch
 // (docs/config.md#admin).
@@ -46,6 +59,36 @@ type Admin struct {
 	// (admintls.go), so that the token does not cross the network in
 	// clear.
 	TLS AdminTLS `yaml:"tls"`
+	// ReadHeaderTimeout is the time a client of admin_listen has to send
+	// its request headers (default 5s).
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadTimeout is the time it has to send a whole request (default
+	// 30s).
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing an answer, from the end of the request
+	// headers (default 30s).
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout closes idle keep-alive connections (default 60s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes is the largest request header block accepted
+	// (default 16 KiB).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// applyDefaults fills the admin listener's limits.
+func (a *Admin) applyDefaults() {
+	for _, d := range []struct {
+		p *Duration
+		v time.Duration
+	}{{&a.ReadHeaderTimeout, DefaultAdminReadHeaderTimeout}, {&a.ReadTimeout, DefaultAdminReadTimeout},
+		{&a.WriteTimeout, DefaultAdminWriteTimeout}, {&a.IdleTimeout, DefaultAdminIdleTimeout}} {
+		if *d.p == 0 {
+			*d.p = Duration(d.v)
+		}
+	}
+	if a.MaxHeaderBytes == 0 {
+		a.MaxHeaderBytes = DefaultAdminMaxHeaderBytes
+	}
 }
 
 // check validates the admin block and resolves its paths against dir.
@@ -59,12 +102,141 @@ func (a *Admin) check(file string, root *yaml.Node, dir string) []error {
 		bad("admin: set token_file or token_env, not both")
 	}
 	a.TLS.check(bad)
+	if a.MaxHeaderBytes < 0 || (a.MaxHeaderBytes > 0 && a.MaxHeaderBytes < 1024) {
+		bad("admin.max_header_bytes: use at least 1024 (leave it out for 16384)", "max_header_bytes")
+	}
 	for _, p := range []*string{&a.TokenFile, &a.StateFile, &a.TLS.Cert, &a.TLS.Key, &a.TLS.ClientCA} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
 	return errs
+}
+
+// newAdminServer is the admin listener's server, with the admin
+// limits: a client that sends its headers or body slowly, or holds a
+// connection idle, is cut off.
+func (g *Gateway) newAdminServer(errLog *log.Logger) *http.Server {
+	a := g.cfg.Admin
+	return &http.Server{
+		Handler:           g.adminHandler(),
+		ReadHeaderTimeout: a.ReadHeaderTimeout.D(),
+		ReadTimeout:       a.ReadTimeout.D(),
+		WriteTimeout:      a.WriteTimeout.D(),
+		IdleTimeout:       a.IdleTimeout.D(),
+		MaxHeaderBytes:    a.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+}
+
+// readyzDetail is the body of /readyz for a caller that presented the
+// admin token: what makes the status, naming files, identities and the
+// operators' switches.
+type readyzDetail struct {
+	Status     string        `json:"status"`
+	Policy     readyzPolicy  `json:"policy"`
+	Redis      string        `json:"redis,omitempty"`
+	SVID       *readyzSVID   `json:"svid,omitempty"`
+	KillSwitch *switchesView `json:"kill_switch"`
+}
+
+type readyzPolicy struct {
+	File  string `json:"file"`
+	Hash  string `json:"hash"`
+	Rules int    `json:"rules"`
+}
+
+type readyzSVID struct {
+	SpiffeID string `json:"spiffe_id"`
+	Expires  string `json:"expires"`
+	Held     bool   `json:"held"`
+}
+
+// readyzCoarse is the body of /readyz for everyone else (kubelet
+// probes): the status word only, which is also the reason when not ready
+// (draining, no_svid).
+type readyzCoarse struct {
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+}
+
+// serveReadyz answers /readyz: 200 when ready, 503 otherwise, for
+// everyone; the detail only to a caller with the admin token (and the
+// client certificate admin.tls.client_ca asks for).
+func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	ready := !g.draining.Load()
+	select {
+	case <-g.ready:
+	default:
+		ready = false
+	}
+	status, word := http.StatusOK, "ready"
+	if !ready {
+		status, word = http.StatusServiceUnavailable, "draining"
+	}
+	// With the Workload API, a replica without a valid X.509-SVID (the
+	// agent gone for longer than the SVID lives) cannot serve its TLS
+	// listener nor verify rotated client SVIDs.
+	var svid *readyzSVID
+	if src := g.ids.WorkloadAPI(); src != nil {
+		st := src.Status()
+		if !st.Held && ready {
+			status, word = http.StatusServiceUnavailable, "no_svid"
+		}
+		svid = &readyzSVID{SpiffeID: st.ID, Expires: st.Expires.UTC().Format(time.RFC3339), Held: st.Held}
+	}
+	if !g.adminAuthorized(r) {
+		writeJSON(w, status, readyzCoarse{Status: word, Detail: "send the admin token (Authorization: Bearer, admin.token_file) for the detail"})
+		return
+	}
+	st := g.store.Current().Stats()
+	d := readyzDetail{Status: word, Policy: readyzPolicy{File: g.store.Path(), Hash: st.Hash, Rules: st.Rules}, SVID: svid}
+	// Redis being down does not make a replica unready: it serves from
+	// its own cache and the providers meanwhile.
+	if g.shared != nil {
+		d.Redis = "down"
+		if g.shared.store.Up() {
+			d.Redis = "up"
+		}
+	}
+	// Disabled items are not unreadiness: the replica serves everything
+	// else. The detail says what is disabled.
+	sv := g.switchesView()
+	d.KillSwitch = &sv
+	writeJSON(w, status, d)
+}
+
+// adminAuthorized reports whether r carries the admin token (and the
+// client certificate admin.tls.client_ca asks for). Without a configured
+// token nobody is.
+func (g *Gateway) adminAuthorized(r *http.Request) bool {
+	return g.adminTok != nil && g.adminClientCert(r) && g.adminTok.check(r) == nil
+}
+
+// adminRefusal checks that r may use the admin API (the token, and the
+// client certificate admin.tls.client_ca asks for). It returns 0 when it
+// may, else the status, code and reason to answer, and logs why.
+func (g *Gateway) adminRefusal(r *http.Request) (status int, code, reason string) {
+	src := sourceString(evidence(r))
+	if g.adminTok == nil {
+		g.log.Warn("admin API: request refused: no admin token is configured", slog.String("source", src), slog.String("path", r.URL.Path))
+		return http.StatusForbidden, codeAdminOff, "the admin API is off: set admin.token_file or admin.token_env in the gateway config"
+	}
+	if !g.adminClientCert(r) {
+		g.log.Warn("admin API: request refused: no client certificate", slog.String("source", src), slog.String("path", r.URL.Path))
+		return http.StatusForbidden, codeAdminClientCert, "admin.tls.client_ca is set: the admin API needs a client certificate signed by it"
+	}
+	if err := g.adminTok.check(r); err != nil {
+		if errors.Is(err, errNoBearer) || errors.Is(err, errWrongToken) {
+			// The presented value is never logged: a near miss is as
+			// secret as the token.
+			g.log.Warn("admin API: request refused", slog.String("source", src), slog.String("path", r.URL.Path), slog.String("why", err.Error()))
+			return http.StatusUnauthorized, codeUnauthorized, "the admin token was missing or not accepted"
+		}
+		g.log.Error("admin API: cannot read the admin token", slog.Any("error", err))
+		return http.StatusServiceUnavailable, codeAdminTokenFile, "the gateway cannot read its admin token; see its log"
+	}
+	return 0, "", ""
 }
 
 // adminToken checks the admin API's bearer token.
@@ -149,7 +321,16 @@ const (
 func (g *Gateway) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/v1/disable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "disable") })
 	mux.HandleFunc("POST /admin/v1/enable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "enable") })
-	mux.HandleFunc("GET /admin/v1/switches", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /admin/v1/switches", func(w http.ResponseWriter, r *http.Request) {
+		// It names the operators and their reasons, like /readyz's
+		// detail: the admin token is needed.
+		if st, code, reason := g.adminRefusal(r); st != 0 {
+			if st == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="credgate admin"`)
+			}
+			adminError(w, st, code, reason)
+			return
+		}
 		writeJSON(w, http.StatusOK, g.switchesView())
 	})
 }
@@ -177,11 +358,17 @@ type switchResponse struct {
 // switchesView is GET /admin/v1/switches and the kill_switch part of
 // /readyz.
 type switchesView struct {
-	Backend  string             `json:"backend"`
-	Redis    string             `json:"redis,omitempty"`
-	LastSync *time.Time         `json:"last_sync,omitempty"`
-	Pending  int                `json:"pending,omitempty"`
-	Disabled []killswitch.Entry `json:"disabled"`
+	Backend  string     `json:"backend"`
+	Redis    string     `json:"redis,omitempty"`
+	LastSync *time.Time `json:"last_sync,omitempty"`
+	Pending  int        `json:"pending,omitempty"`
+	// State is "verified" or "unverified" with Redis: unverified means
+	// the state last read from Redis does not verify (Unverified says
+	// why) and the last verified one stays in force.
+	State      string             `json:"state,omitempty"`
+	Unverified string             `json:"unverified,omitempty"`
+	Generation uint64             `json:"generation,omitempty"`
+	Disabled   []killswitch.Entry `json:"disabled"`
 }
 
 func (g *Gateway) switchesView() switchesView {
@@ -198,6 +385,10 @@ func (g *Gateway) switchesView() switchesView {
 		if !st.LastSync.IsZero() {
 			ls := st.LastSync.UTC()
 			v.LastSync = &ls
+		}
+		v.State, v.Unverified, v.Generation = "verified", st.Unverified, st.Generation
+		if st.Unverified != "" {
+			v.State = "unverified"
 		}
 	}
 	return v
@@ -224,27 +415,11 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		audit(status, code, sw)
 		adminError(w, status, code, reason)
 	}
-	if g.adminTok == nil {
-		g.log.Warn("admin API: request refused: no admin token is configured", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path))
-		fail(http.StatusForbidden, codeAdminOff, "the admin API that changes state is off: set admin.token_file or admin.token_env in the gateway config", "")
-		return
-	}
-	if !g.adminClientCert(r) {
-		g.log.Warn("admin API: request refused: no client certificate", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path))
-		fail(http.StatusForbidden, codeAdminClientCert, "admin.tls.client_ca is set: changes need a client certificate signed by it", "")
-		return
-	}
-	if err := g.adminTok.check(r); err != nil {
-		if errors.Is(err, errNoBearer) || errors.Is(err, errWrongToken) {
-			// The presented value is never logged: a near miss is as
-			// secret as the token.
-			g.log.Warn("admin API: request refused", slog.String("source", sourceString(ev)), slog.String("path", r.URL.Path), slog.String("why", err.Error()))
+	if st, code, reason := g.adminRefusal(r); st != 0 {
+		if st == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="credgate admin"`)
-			fail(http.StatusUnauthorized, codeUnauthorized, "the admin token was missing or not accepted", "")
-			return
 		}
-		g.log.Error("admin API: cannot read the admin token", slog.Any("error", err))
-		fail(http.StatusServiceUnavailable, codeAdminTokenFile, "the gateway cannot read its admin token; see its log", "")
+		fail(st, code, reason, "")
 		return
 	}
 	var req switchRequest

@@ -78,7 +78,7 @@ func TestAdminOverTLS(t *testing.T) {
 	c := httpsClient(t, ca.Pool())
 
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/admin/v1/switches"} {
-		if st, body, err := adminDo(c, http.MethodGet, base+path, "", ""); err != nil || st != http.StatusOK {
+		if st, body, err := adminDo(c, http.MethodGet, base+path, token, ""); err != nil || st != http.StatusOK {
 			t.Errorf("GET %s over https: %d %v %.200s", path, st, err, body)
 		}
 	}
@@ -99,7 +99,7 @@ func TestAdminOverTLS(t *testing.T) {
 	if st, body, err := adminDo(plain, http.MethodPost, "http://"+tg.gw.AdminAddr().String()+"/admin/v1/enable", token, `{"kind":"rule","name":"api"}`); err == nil && (st != http.StatusBadRequest || !strings.Contains(body, "HTTPS")) {
 		t.Errorf("plain HTTP to the admin TLS port: %d %q, want 400 or a failure", st, body)
 	}
-	if st, body, _ := adminDo(c, http.MethodGet, base+"/admin/v1/switches", "", ""); st != http.StatusOK || !strings.Contains(body, `"name":"api"`) {
+	if st, body, _ := adminDo(c, http.MethodGet, base+"/admin/v1/switches", token, ""); st != http.StatusOK || !strings.Contains(body, `"name":"api"`) {
 		t.Errorf("the plain HTTP enable changed something: %d %s", st, body)
 	}
 	// A client that does not trust the admin certificate fails.
@@ -155,10 +155,18 @@ func TestAdminTLSClientCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	noCert := httpsClient(t, ca.Pool())
-	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/admin/v1/switches"} {
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		if st, _, err := adminDo(noCert, http.MethodGet, base+path, "", ""); err != nil || st != http.StatusOK {
 			t.Errorf("GET %s without a client certificate: %d %v", path, st, err)
 		}
+	}
+	// The list and /readyz's detail name operators: they need the
+	// client certificate as well as the token.
+	if st, body, err := adminDo(noCert, http.MethodGet, base+"/admin/v1/switches", token, ""); err != nil || st != http.StatusForbidden || !strings.Contains(body, codeAdminClientCert) {
+		t.Errorf("GET /admin/v1/switches without a client certificate: %d %v %s, want 403", st, err, body)
+	}
+	if _, body, _ := adminDo(noCert, http.MethodGet, base+"/readyz", token, ""); strings.Contains(body, "kill_switch") {
+		t.Errorf("/readyz detail without a client certificate: %s", body)
 	}
 	disable := `{"kind":"rule","name":"api"}`
 	if st, body, err := adminDo(noCert, http.MethodPost, base+"/admin/v1/disable", token, disable); err != nil || st != http.StatusForbidden || !strings.Contains(body, codeAdminClientCert) {

@@ -487,6 +487,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)
 	setD(&c.Admin.ResyncInterval, DefaultSwitchResync)
 	setD(&c.Admin.TLS.ReloadInterval, DefaultReloadInterval)
+	c.Admin.applyDefaults()
 	if c.Cache.Redis.Enabled() {
 		setS(&c.Cache.Redis.Namespace, DefaultRedisNamespace)
 		setD(&c.Cache.Redis.Timeout, DefaultRedisTimeout)

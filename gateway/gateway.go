@@ -37,7 +37,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -234,6 +233,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if src := g.ids.WorkloadAPI(); src != nil {
 		g.metrics.enableSVID(src.Status)
 	}
+	if _, ok := g.ids.TokenReviewStats(); ok {
+		g.metrics.enableTokenReview(func() identity.TokenReviewStats { st, _ := g.ids.TokenReviewStats(); return st })
+	}
 
 	dns := opts.Resolver
 	if dns == nil {
@@ -404,11 +406,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	}
 	g.mitmSrv = base(http.HandlerFunc(g.serveIntercepted))
 	g.mitmSrv.ConnContext = interceptedConnContext
-	g.adminSrv = &http.Server{
-		Handler:           g.adminHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          errLog,
-	}
+	g.adminSrv = g.newAdminServer(errLog)
 	return nil
 }
 
@@ -681,45 +679,7 @@ func (g *Gateway) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		st := g.store.Current().Stats()
-		ready := !g.draining.Load()
-		select {
-		case <-g.ready:
-		default:
-			ready = false
-		}
-		status, word := http.StatusOK, "ready"
-		if !ready {
-			status, word = http.StatusServiceUnavailable, "draining"
-		}
-		// With the Workload API, a replica without a valid X.509-SVID
-		// (the agent gone for longer than the SVID lives) cannot serve
-		// its TLS listener nor verify rotated client SVIDs.
-		svidState := ""
-		if src := g.ids.WorkloadAPI(); src != nil {
-			st := src.Status()
-			if !st.Held && ready {
-				status, word = http.StatusServiceUnavailable, "no_svid"
-			}
-			svidState = fmt.Sprintf(",\"svid\":{\"spiffe_id\":%q,\"expires\":%q,\"held\":%t}", st.ID, st.Expires.UTC().Format(time.RFC3339), st.Held)
-		}
-		w.WriteHeader(status)
-		// Redis being down does not make a replica unready: it serves
-		// from its own cache and the providers meanwhile.
-		redisState := ""
-		if g.shared != nil {
-			redisState = ",\"redis\":\"down\""
-			if g.shared.store.Up() {
-				redisState = ",\"redis\":\"up\""
-			}
-		}
-		// Disabled items are not unreadiness: the replica serves
-		// everything else. The detail says what is disabled.
-		switches, _ := json.Marshal(g.switchesView())
-		fmt.Fprintf(w, "{\"status\":%q,\"policy\":{\"file\":%q,\"hash\":%q,\"rules\":%d}%s%s,\"kill_switch\":%s}\n", word, g.store.Path(), st.Hash, st.Rules, redisState, svidState, switches)
-	})
+	mux.HandleFunc("GET /readyz", g.serveReadyz)
 	g.adminRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux

@@ -566,7 +566,9 @@ func TestReadyzAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"rules":4`) {
+	// Without the admin token: the status only (admin_test.go has the
+	// detail).
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), `{"status":"ready"`) || strings.Contains(string(body), `"rules"`) {
 		t.Errorf("/readyz: %s %s", resp.Status, body)
 	}
 	if _, err := tg.client(t, false).Get("https://" + apiHost + "/v1/metrics"); err != nil {

@@ -38,10 +38,19 @@ func (g *Gateway) startKillSwitch(ctx context.Context) error {
 		opts.Client = g.shared.rdb
 		opts.Namespace = cfg.Cache.Redis.Namespace
 		opts.OpTimeout = cfg.Cache.Redis.Timeout.D()
+		// The state in Redis is authenticated with a key derived
+		// (HKDF-SHA256, its own label) from each encryption key: no new
+		// secret to distribute, and a Redis writer has neither.
+		for _, k := range g.shared.keys {
+			opts.Keys = append(opts.Keys, killswitch.Key{ID: k.ID, Secret: k.Secret})
+		}
 	}
 	g.switches, err = killswitch.New(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("admin.state_file: %w", err)
+		if opts.StateFile != "" {
+			return fmt.Errorf("admin.state_file: %w", err)
+		}
+		return fmt.Errorf("kill switch: %w", err)
 	}
 	return nil
 }
@@ -84,6 +93,7 @@ type switchMetrics struct {
 	syncErrors *prometheus.CounterVec
 	lastSync   prometheus.Gauge
 	admin      *prometheus.CounterVec
+	verify     *prometheus.CounterVec
 }
 
 func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
@@ -104,6 +114,10 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 			Name: "credgate_switch_last_sync_timestamp_seconds",
 			Help: "When this replica last read the whole kill switch state from Redis (Unix time). Absent without cache.redis.",
 		}),
+		verify: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_switch_verify_failures_total",
+			Help: "Kill switch states and messages read from Redis that were not put in force because they do not verify, by reason (unsigned, bad_mac, unknown_key, rollback, malformed). The last verified state stays in force.",
+		}, []string{"reason"}),
 		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_admin_requests_total",
 			Help: "Admin API requests that change state, by action (disable, enable) and result (ok, unchanged, unauthorized, admin_api_off, bad_request, switch_unavailable, admin_token_unreadable).",
@@ -118,7 +132,10 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 	}
 	reg.MustRegister(m.disabled, m.refusals, m.syncErrors, m.admin)
 	if redis {
-		reg.MustRegister(m.lastSync)
+		for _, r := range []string{killswitch.ReasonUnsigned, killswitch.ReasonBadMAC, killswitch.ReasonUnknownKey, killswitch.ReasonRollback, killswitch.ReasonMalformed} {
+			m.verify.WithLabelValues(r)
+		}
+		reg.MustRegister(m.lastSync, m.verify)
 	}
 	return m
 }
@@ -143,6 +160,8 @@ func (o switchObserver) Applied(s *killswitch.Snapshot) {
 }
 
 func (o switchObserver) SyncError(op string) { o.g.swm.syncErrors.WithLabelValues(op).Inc() }
+
+func (o switchObserver) VerifyFailed(reason string) { o.g.swm.verify.WithLabelValues(reason).Inc() }
 
 func (o switchObserver) Synced(at time.Time) {
 	o.g.swm.lastSync.Set(float64(at.UnixNano()) / 1e9)

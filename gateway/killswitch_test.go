@@ -53,7 +53,20 @@ func adminCall(t *testing.T, tg *testGateway, path, token, body string) (int, st
 
 func adminGet(t *testing.T, tg *testGateway, path string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + tg.gw.AdminAddr().String() + path)
+	return adminGetToken(t, tg, path, "")
+}
+
+// adminGetToken is adminGet with the admin token ("" for none).
+func adminGetToken(t *testing.T, tg *testGateway, path, token string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+tg.gw.AdminAddr().String()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +144,7 @@ func TestKillSwitchAdminAPI(t *testing.T) {
 		t.Errorf("no audit line for the refused admin call")
 	}
 
-	ready := adminGet(t, tg, "/readyz")
+	ready := adminGetToken(t, tg, "/readyz", token)
 	if !strings.Contains(ready, `"status":"ready"`) || !strings.Contains(ready, `"kill_switch":{"backend":"memory","disabled":[{"kind":"rule","name":"api","by":"alice","reason":"INC-42"`) {
 		t.Errorf("/readyz: %s", ready)
 	}
@@ -164,7 +177,7 @@ func TestKillSwitchAdminAPI(t *testing.T) {
 	if resp, err := http.Get("http://" + tg.gw.AdminAddr().String() + "/admin/v1/disable"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /admin/v1/disable: %v %v", resp.Status, err)
 	}
-	list := adminGet(t, tg, "/admin/v1/switches")
+	list := adminGetToken(t, tg, "/admin/v1/switches", token)
 	if !strings.Contains(list, `"name":"ghost"`) || !strings.Contains(list, `"name":"api"`) {
 		t.Errorf("GET /admin/v1/switches: %s", list)
 	}

@@ -36,6 +36,7 @@ type metrics struct {
 	redisUp         prometheus.Gauge
 	redisErrors     *prometheus.CounterVec
 	shared          *prometheus.CounterVec
+	sharedRejected  *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
 	limiterBackend  *prometheus.GaugeVec
 }
@@ -106,6 +107,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_shared_cache_total",
 		Help: "Shared (Redis) cache lookups after an in-process miss, by result: hit, miss (this replica called the provider), waited (another replica did), bypass (Redis unavailable).",
 	}, []string{"result"})
+	m.sharedRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_shared_cache_rejected_total",
+		Help: "Shared (Redis) cache entries read but not used (a miss), by reason: undecryptable (foreign, edited, moved from another key, or an unknown key), expired (past the expiry sealed into it), rollback (older than an entry this replica already saw).",
+	}, []string{"reason"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_rate_limited_total",
 		Help: "Requests (and tunnelled CONNECTs) refused with 429 by a rate limit, by the limit that refused (rule or workload), rule and workload.",
@@ -151,7 +156,10 @@ func (m *metrics) enableRedis() {
 	for _, r := range []string{"hit", "miss", "waited", "bypass"} {
 		m.shared.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared)
+	for _, r := range []string{rediscache.RejectUndecryptable, rediscache.RejectExpired, rediscache.RejectRollback} {
+		m.sharedRejected.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared, m.sharedRejected)
 }
 
 // enableSVID registers the SPIFFE Workload API metrics (only gateways
@@ -183,6 +191,33 @@ func (m *metrics) enableSVID(status func() identity.SVIDStatus) {
 	)
 }
 
+// enableTokenReview registers the TokenReview metrics (only gateways with
+// identity.kubernetes show them), read from status at each scrape.
+func (m *metrics) enableTokenReview(status func() identity.TokenReviewStats) {
+	counter := func(name, help string, labels prometheus.Labels, v func(identity.TokenReviewStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(v(status())) })
+	}
+	const reviews = "TokenReviews sent to the Kubernetes API server, by result: authenticated, rejected (the token is not valid for credgate), error (the API server did not answer usably)."
+	const hits = "Tokens answered from memory without a TokenReview, by cache: positive (accepted tokens), negative (rejected tokens)."
+	gauge := func(cache string, v func(identity.TokenReviewStats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "credgate_tokenreview_cache_entries",
+			Help: "Tokens remembered by the TokenReview verifier, by cache (positive, negative); each is bounded (identity.kubernetes.cache_size, negative_cache_size).", ConstLabels: prometheus.Labels{"cache": cache}},
+			func() float64 { return float64(v(status())) })
+	}
+	m.reg.MustRegister(
+		counter("credgate_tokenreview_requests_total", reviews, prometheus.Labels{"result": "authenticated"}, func(s identity.TokenReviewStats) uint64 { return s.Authenticated }),
+		counter("credgate_tokenreview_requests_total", reviews, prometheus.Labels{"result": "rejected"}, func(s identity.TokenReviewStats) uint64 { return s.Rejected }),
+		counter("credgate_tokenreview_requests_total", reviews, prometheus.Labels{"result": "error"}, func(s identity.TokenReviewStats) uint64 { return s.Errors }),
+		counter("credgate_tokenreview_cache_hits_total", hits, prometheus.Labels{"cache": "positive"}, func(s identity.TokenReviewStats) uint64 { return s.PositiveHits }),
+		counter("credgate_tokenreview_cache_hits_total", hits, prometheus.Labels{"cache": "negative"}, func(s identity.TokenReviewStats) uint64 { return s.NegativeHits }),
+		counter("credgate_tokenreview_throttled_total", "Tokens refused without a TokenReview because their source had used its budget (identity.kubernetes.review_rate, review_burst).", nil,
+			func(s identity.TokenReviewStats) uint64 { return s.Throttled }),
+		gauge("positive", func(s identity.TokenReviewStats) int { return s.Cached }),
+		gauge("negative", func(s identity.TokenReviewStats) int { return s.NegativeCached }),
+	)
+}
+
 // RedisUp implements rediscache.Observer.
 func (m *metrics) RedisUp(up bool) {
 	if up {
@@ -204,6 +239,9 @@ func (m *metrics) LimiterShared(shared bool) {
 
 // SharedLookup implements rediscache.Observer.
 func (m *metrics) SharedLookup(result string) { m.shared.WithLabelValues(result).Inc() }
+
+// Rejected implements rediscache.Observer.
+func (m *metrics) Rejected(reason string) { m.sharedRejected.WithLabelValues(reason).Inc() }
 
 var (
 	_ providers.CacheObserver = (*metrics)(nil)

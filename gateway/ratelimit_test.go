@@ -173,7 +173,7 @@ func metricsText(t *testing.T, tg *testGateway) string {
 // connection set-up, the shared cache's, the rate limiter's and the kill
 // switch's commands, and those the scripts call.
 var aclCommands = []string{"-@all", "+@connection", "+get", "+set", "+del", "+exists", "+scan", "+pexpire", "+time",
-	"+evalsha", "+eval", "+publish", "+subscribe", "+hget", "+hgetall", "+hset", "+hsetnx", "+hdel", "+hincrby"}
+	"+evalsha", "+eval", "+publish", "+subscribe", "+hget", "+hgetall", "+hset", "+incr"}
 
 // TestRateLimitsSharedACL runs a gateway with cache.redis as an ACL user
 // restricted to the documented commands, keys and channel: the shared

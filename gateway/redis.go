@@ -20,6 +20,9 @@ import (
 type sharedCache struct {
 	rdb   redis.UniversalClient
 	store *rediscache.Store
+	// keys are cache.redis.encryption_keys; the kill switch derives the
+	// key that authenticates its state in Redis from them.
+	keys []rediscache.Key
 }
 
 // Close stops the cache's goroutines and closes the client.
@@ -105,7 +108,7 @@ func newSharedCache(ctx context.Context, cfg Redis, logger *slog.Logger, obs red
 		_ = rdb.Close()
 		return nil, err
 	}
-	return &sharedCache{rdb: rdb, store: store}, nil
+	return &sharedCache{rdb: rdb, store: store, keys: keys}, nil
 }
 
 // readSecret reads a value from a file or an environment variable and

@@ -38,6 +38,8 @@ func TestTLSListenerServesSVID(t *testing.T) {
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: pub, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
 	writeFile(t, e.dir, "jwks.json", jwks)
 	writeFile(t, e.dir, "policy.yaml", []byte(identityPolicy))
+	const adminToken = "spiffe-admin-token-0123456789"
+	writeFile(t, e.dir, "admin.token", []byte(adminToken))
 	e.run(t, fmt.Sprintf(`tls_listen: 127.0.0.1:0
 tls: {svid: true}
 resolve: {"api.origin.test:443": %q}
@@ -51,6 +53,7 @@ identity:
         profile: kubernetes
         audiences: [credgate]
         jwks_file: jwks.json
+admin: {token_file: admin.token}
 `, e.origin.addr, api.Addr))
 	// The client trusts the SPIRE bundle for the proxy hop and the
 	// interception CA inside the tunnel.
@@ -85,7 +88,12 @@ identity:
 		t.Fatalf("the listener serves %v, want the gateway's SVID", got.URIs)
 	}
 	admin := func(path string) (int, string) {
-		resp, err := http.Get("http://" + e.gw.AdminAddr().String() + path)
+		req, err := http.NewRequest(http.MethodGet, "http://"+e.gw.AdminAddr().String()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,6 +45,22 @@ const (
 	// DefaultTokenReviewCacheTTL is how long a TokenReview answer is
 	// reused.
 	DefaultTokenReviewCacheTTL = 10 * time.Second
+	// DefaultTokenReviewNegativeTTL is how long a rejected token is
+	// answered without a review.
+	DefaultTokenReviewNegativeTTL = 30 * time.Second
+	// DefaultTokenReviewNegativeSize is how many rejected tokens are
+	// remembered.
+	DefaultTokenReviewNegativeSize = 10000
+	// DefaultTokenReviewRate and DefaultTokenReviewBurst are each
+	// source's budget of TokenReviews: a pod presents a new token about
+	// hourly, so a few reviews a second is far above what it needs.
+	DefaultTokenReviewRate  = 5
+	DefaultTokenReviewBurst = 20
+	// MaxTokenReviewRate bounds kubernetes.review_rate.
+	MaxTokenReviewRate = 10000
+	// DefaultTokenReviewSources is how many sources' budgets are
+	// tracked; beyond, the oldest is forgotten (a full bucket again).
+	DefaultTokenReviewSources = 10000
 	// DefaultPostureInterval is how often the posture feed is re-read.
 	DefaultPostureInterval = 30 * time.Second
 	// DefaultWorkloadAPIStartTimeout is how long New waits for the first
@@ -216,9 +232,28 @@ type KubernetesConfig struct {
 	// Issuers, when set, limits reviews to JWTs whose iss is one of them.
 	// Unset: every token that no jwt issuer claims is reviewed.
 	Issuers []string `yaml:"issuers"`
-	// CacheTTL is how long an answer is reused for the same token. Default
-	// DefaultTokenReviewCacheTTL.
+	// CacheTTL is how long an accepted token is reused without a review
+	// (never beyond its exp). Default DefaultTokenReviewCacheTTL.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// CacheSize bounds the accepted tokens remembered. Default
+	// DefaultTokenCacheSize.
+	CacheSize int `yaml:"cache_size"`
+	// NegativeCacheTTL is how long a rejected token is answered from
+	// memory. Default DefaultTokenReviewNegativeTTL.
+	NegativeCacheTTL time.Duration `yaml:"negative_cache_ttl"`
+	// NegativeCacheSize bounds the rejected tokens remembered, apart from
+	// the accepted ones. Default DefaultTokenReviewNegativeSize.
+	NegativeCacheSize int `yaml:"negative_cache_size"`
+	// ReviewRate and ReviewBurst are each source's budget of reviews
+	// (tokens not in either cache), per second sustained and at once;
+	// beyond it a token is refused unreviewed (ErrUnavailable). A source
+	// is an IPv4 address or an IPv6 /64. Defaults DefaultTokenReviewRate
+	// and DefaultTokenReviewBurst.
+	ReviewRate  float64 `yaml:"review_rate"`
+	ReviewBurst int     `yaml:"review_burst"`
+	// ReviewSources bounds the sources whose budget is tracked. Default
+	// DefaultTokenReviewSources.
+	ReviewSources int `yaml:"review_sources"`
 	// Timeout limits one review. Default DefaultFetchTimeout.
 	Timeout time.Duration `yaml:"timeout"`
 }
@@ -298,6 +333,14 @@ func (c Config) WithDefaults() Config {
 		setS(&k.CAFile, DefaultKubernetesCAFile)
 		setS(&k.TokenFile, DefaultKubernetesTokenFile)
 		setD(&k.CacheTTL, DefaultTokenReviewCacheTTL)
+		setI(&k.CacheSize, DefaultTokenCacheSize)
+		setD(&k.NegativeCacheTTL, DefaultTokenReviewNegativeTTL)
+		setI(&k.NegativeCacheSize, DefaultTokenReviewNegativeSize)
+		if k.ReviewRate == 0 {
+			k.ReviewRate = DefaultTokenReviewRate
+		}
+		setI(&k.ReviewBurst, DefaultTokenReviewBurst)
+		setI(&k.ReviewSources, DefaultTokenReviewSources)
 		setD(&k.Timeout, DefaultFetchTimeout)
 		c.Kubernetes = &k
 	}
@@ -413,6 +456,18 @@ func (c Config) Validate() error {
 			add("kubernetes.audiences", "is required: list the audience clients request their tokens for, e.g. [credgate], so that tokens meant for other services are refused")
 		}
 		nonNeg("kubernetes.cache_ttl", k.CacheTTL)
+		nonNeg("kubernetes.negative_cache_ttl", k.NegativeCacheTTL)
+		for _, n := range []struct {
+			key string
+			v   int
+		}{{"kubernetes.cache_size", k.CacheSize}, {"kubernetes.negative_cache_size", k.NegativeCacheSize}, {"kubernetes.review_burst", k.ReviewBurst}, {"kubernetes.review_sources", k.ReviewSources}} {
+			if n.v < 0 {
+				add(n.key, "must not be negative (leave it out for the default)")
+			}
+		}
+		if k.ReviewRate < 0 || k.ReviewRate > MaxTokenReviewRate {
+			add("kubernetes.review_rate", "must be between 0 (the default, %d) and %d reviews per second", DefaultTokenReviewRate, MaxTokenReviewRate)
+		}
 		nonNeg("kubernetes.timeout", k.Timeout)
 	}
 	if p := c.Posture; p != nil {
@@ -594,8 +649,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 		closers = append(closers, jv.Close)
 		vs = append(vs, jv)
 	}
+	var kv *tokenReviewVerifier
 	if cfg.Kubernetes != nil {
-		kv, err := newTokenReviewVerifier(*cfg.Kubernetes, jv, o)
+		kv, err = newTokenReviewVerifier(*cfg.Kubernetes, jv, o)
 		if err != nil {
 			return fail(err)
 		}
@@ -604,6 +660,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 	}
 	r := NewResolver(vs...)
 	r.mtls = mv
+	r.kube = kv
 	if cfg.Posture != nil {
 		pf, err := NewPostureFeed(ctx, *cfg.Posture, opts...)
 		if err != nil {

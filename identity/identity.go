@@ -399,6 +399,7 @@ type Resolver struct {
 	readsAuth bool
 	posture   *PostureFeed
 	mtls      *mtlsVerifier
+	kube      *tokenReviewVerifier
 	closers   []func() error
 	closeOnce sync.Once
 	closeErr  error

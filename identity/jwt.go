@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -23,7 +22,7 @@ type jwtVerifier struct {
 	maxBytes int
 	now      func() time.Time
 	log      *slog.Logger
-	cache    *tokenCache
+	cache    *ttlCache[tokenKey, *Factor]
 	stop     []func() error
 }
 
@@ -38,7 +37,7 @@ type issuer struct {
 
 func newJWTVerifier(ctx context.Context, cfg JWTConfig, o options) (*jwtVerifier, error) {
 	v := &jwtVerifier{skew: cfg.ClockSkew, maxBytes: cfg.MaxTokenBytes, now: o.now, log: o.log,
-		cache: newTokenCache(cfg.CacheSize)}
+		cache: newTTLCache[tokenKey, *Factor](cfg.CacheSize)}
 	for _, ic := range cfg.Issuers {
 		is := &issuer{cfg: ic, profile: profiles[ic.Profile]}
 		for _, a := range ic.Algorithms {
@@ -114,7 +113,7 @@ func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) 
 	// without parsing it again.
 	now := v.now()
 	key := keyOf(tok)
-	if f := v.cache.get(key, now); f != nil {
+	if f, ok := v.cache.get(key, now); ok && f != nil {
 		return f, nil
 	}
 	uc, ok := peekClaims(tok)
@@ -310,53 +309,5 @@ var profiles = map[string]profile{
 
 // githubAttrs are the GitHub Actions claims mapped one to one.
 var githubAttrs = []string{"repository", "repository_owner", "ref", "workflow", "job_workflow_ref", "environment"}
-
-// tokenCache remembers verified tokens by SHA-256 until they expire. It
-// holds at most max entries: when full, expired entries are dropped, and
-// if none is, the cache starts over.
-type tokenCache struct {
-	mu  sync.Mutex
-	m   map[tokenKey]cachedFactor
-	max int
-}
-
-type cachedFactor struct {
-	f     *Factor
-	until time.Time
-}
-
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{m: map[tokenKey]cachedFactor{}, max: max}
-}
-
-func (c *tokenCache) get(k tokenKey, now time.Time) *Factor {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[k]
-	if !ok {
-		return nil
-	}
-	if !now.Before(e.until) {
-		delete(c.m, k)
-		return nil
-	}
-	return e.f
-}
-
-func (c *tokenCache) put(k tokenKey, f *Factor, until, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		for key, e := range c.m {
-			if !now.Before(e.until) {
-				delete(c.m, key)
-			}
-		}
-		if len(c.m) >= c.max {
-			clear(c.m)
-		}
-	}
-	c.m[k] = cachedFactor{f: f, until: until}
-}
 
 var _ ProxyAuthorizationReader = (*jwtVerifier)(nil)

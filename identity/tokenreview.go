@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,8 +31,16 @@ type tokenReviewVerifier struct {
 	now    func() time.Time
 	// jwt, if set, claims tokens of its issuers; when cfg.Issuers is
 	// empty, those are not reviewed.
-	jwt   *jwtVerifier
-	cache *reviewCache
+	jwt *jwtVerifier
+	// accepted and rejected remember answers by token hash, apart, so a
+	// flood of bad tokens never evicts a good one; budget bounds the
+	// reviews each source causes.
+	accepted *ttlCache[tokenKey, *Factor]
+	rejected *ttlCache[tokenKey, error]
+	budget   *sourceBudget
+	n        struct {
+		authenticated, rejected, errors, positiveHits, negativeHits, throttled atomic.Uint64
+	}
 }
 
 func newTokenReviewVerifier(cfg KubernetesConfig, jwt *jwtVerifier, o options) (*tokenReviewVerifier, error) {
@@ -45,7 +55,10 @@ func newTokenReviewVerifier(cfg KubernetesConfig, jwt *jwtVerifier, o options) (
 		client: client,
 		now:    o.now,
 		jwt:    jwt,
-		cache:  &reviewCache{m: map[tokenKey]review{}, max: DefaultTokenCacheSize},
+
+		accepted: newTTLCache[tokenKey, *Factor](cfg.CacheSize),
+		rejected: newTTLCache[tokenKey, error](cfg.NegativeCacheSize),
+		budget:   newSourceBudget(cfg.ReviewRate, cfg.ReviewBurst, cfg.ReviewSources),
 	}, nil
 }
 
@@ -75,16 +88,35 @@ func (v *tokenReviewVerifier) Verify(ctx context.Context, ev Evidence) (*Factor,
 	}
 	now := v.now()
 	key := keyOf(tok)
-	if r, ok := v.cache.get(key, now); ok {
-		return r.f, r.err
+	if f, ok := v.accepted.get(key, now); ok {
+		v.n.positiveHits.Add(1)
+		return f, nil
+	}
+	if err, ok := v.rejected.get(key, now); ok {
+		v.n.negativeHits.Add(1)
+		return nil, err
+	}
+	// Only a review costs the source's budget: a client with a good
+	// token, or one retrying a rejected token, spends nothing.
+	if !v.budget.take(sourcePrefix(ev.Source), now) {
+		v.n.throttled.Add(1)
+		return nil, fmt.Errorf("token review: %s asked for more than %g reviews/s (burst %d) with tokens the gateway has not seen; retry later (kubernetes.review_rate, review_burst): %w",
+			sourcePrefix(ev.Source), v.cfg.ReviewRate, v.cfg.ReviewBurst, ErrUnavailable)
 	}
 	f, err := v.review(ctx, tok)
-	if err == nil || errors.Is(err, ErrInvalid) {
+	switch {
+	case err == nil:
+		v.n.authenticated.Add(1)
 		until := now.Add(v.cfg.CacheTTL)
-		if f != nil && !f.Expires.IsZero() && f.Expires.Before(until) {
+		if !f.Expires.IsZero() && f.Expires.Before(until) {
 			until = f.Expires
 		}
-		v.cache.put(key, review{f: f, err: err, until: until}, now)
+		v.accepted.put(key, f, until, now)
+	case errors.Is(err, ErrInvalid):
+		v.n.rejected.Add(1)
+		v.rejected.put(key, err, now.Add(v.cfg.NegativeCacheTTL), now)
+	default:
+		v.n.errors.Add(1)
 	}
 	return f, err
 }
@@ -200,47 +232,82 @@ func parseServiceAccountUser(u string) (ns, name string, ok bool) {
 // Close implements io.Closer; the verifier runs nothing in the background.
 func (v *tokenReviewVerifier) Close() error { return nil }
 
-// review is a cached TokenReview answer: a factor, or an ErrInvalid.
-type review struct {
-	f     *Factor
-	err   error
-	until time.Time
+// sourceBudget is the token bucket (GCRA) of TokenReviews each source
+// may cause: the theoretical arrival time of its next review is kept in a
+// bounded TTL map until the bucket is full again (when it means the same
+// as no entry).
+type sourceBudget struct {
+	mu        sync.Mutex
+	tats      *ttlCache[netip.Prefix, time.Time]
+	interval  time.Duration // between reviews at the sustained rate
+	tolerance time.Duration // burst-1 intervals
 }
 
-// reviewCache remembers answers by token hash for a short while, so a
-// client's burst of connections costs one review, and a flood of bad
-// tokens does not become a flood of reviews.
-type reviewCache struct {
-	mu  sync.Mutex
-	m   map[tokenKey]review
-	max int
-}
-
-func (c *reviewCache) get(k tokenKey, now time.Time) (review, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.m[k]
-	if !ok || !now.Before(r.until) {
-		delete(c.m, k)
-		return review{}, false
+func newSourceBudget(rate float64, burst, sources int) *sourceBudget {
+	if rate <= 0 {
+		rate = DefaultTokenReviewRate
 	}
-	return r, true
+	interval := time.Duration(float64(time.Second) / rate)
+	return &sourceBudget{tats: newTTLCache[netip.Prefix, time.Time](sources), interval: interval, tolerance: time.Duration(max(burst, 1)-1) * interval}
 }
 
-func (c *reviewCache) put(k tokenKey, r review, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		for key, e := range c.m {
-			if !now.Before(e.until) {
-				delete(c.m, key)
-			}
-		}
-		if len(c.m) >= c.max {
-			clear(c.m)
-		}
+// take charges one review to src's bucket; false when it is empty.
+func (b *sourceBudget) take(src netip.Prefix, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tat, ok := b.tats.get(src, now)
+	if !ok || tat.Before(now) {
+		tat = now
 	}
-	c.m[k] = r
+	next := tat.Add(b.interval)
+	if next.Sub(now) > b.tolerance+b.interval {
+		return false
+	}
+	b.tats.put(src, next, next, now)
+	return true
+}
+
+// sourcePrefix is the budget's key for a client address: the address
+// itself for IPv4, its /64 for IPv6 (one host usually holds a whole /64).
+func sourcePrefix(ap netip.AddrPort) netip.Prefix {
+	a := ap.Addr().Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// TokenReviewStats counts what the TokenReview verifier did, for metrics.
+type TokenReviewStats struct {
+	// Reviews are TokenReviews sent to the API server, by outcome.
+	Authenticated, Rejected, Errors uint64
+	// Hits are answers served from the cache of accepted tokens
+	// (positive) and of rejected ones (negative), without a review.
+	PositiveHits, NegativeHits uint64
+	// Throttled are tokens not reviewed because their source had used
+	// its budget (kubernetes.review_rate, review_burst).
+	Throttled uint64
+	// Cached and NegativeCached are the entries held.
+	Cached, NegativeCached int
+}
+
+// TokenReviewStats returns the TokenReview verifier's counters; false
+// when identity.kubernetes is not configured.
+func (r *Resolver) TokenReviewStats() (TokenReviewStats, bool) {
+	if r.kube == nil {
+		return TokenReviewStats{}, false
+	}
+	return r.kube.stats(), true
+}
+
+func (v *tokenReviewVerifier) stats() TokenReviewStats {
+	return TokenReviewStats{
+		Authenticated: v.n.authenticated.Load(), Rejected: v.n.rejected.Load(), Errors: v.n.errors.Load(),
+		PositiveHits: v.n.positiveHits.Load(), NegativeHits: v.n.negativeHits.Load(), Throttled: v.n.throttled.Load(),
+		Cached: v.accepted.len(), NegativeCached: v.rejected.len(),
+	}
 }
 
 var _ ProxyAuthorizationReader = (*tokenReviewVerifier)(nil)

@@ -3,10 +3,12 @@ package killswitch
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +37,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error
 		<-tick.C
 	}
 }
+
+// testKeys authenticate the state in the tests' Redis.
+var testKeys = []Key{{ID: "k1", Secret: bytes.Repeat([]byte{1}, 32)}}
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -129,6 +134,7 @@ type events struct {
 	applied []int
 	errs    map[string]int
 	synced  int
+	verify  map[string]int
 }
 
 func (e *events) Applied(s *Snapshot) {
@@ -145,6 +151,19 @@ func (e *events) SyncError(op string) {
 	e.errs[op]++
 }
 func (e *events) Synced(time.Time) { e.mu.Lock(); e.synced++; e.mu.Unlock() }
+func (e *events) VerifyFailed(reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.verify == nil {
+		e.verify = map[string]int{}
+	}
+	e.verify[reason]++
+}
+func (e *events) verifyCount(reason string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.verify[reason]
+}
 func (e *events) errCount(op string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -233,7 +252,12 @@ func newClient(t *testing.T, srv *redistest.Server) *redis.Client {
 func newRedisSwitch(t *testing.T, srv *redistest.Server, opts Options) *Switch {
 	t.Helper()
 	opts.Client = newClient(t, srv)
-	opts.Namespace = "test"
+	if opts.Namespace == "" {
+		opts.Namespace = "test"
+	}
+	if opts.Keys == nil {
+		opts.Keys = testKeys
+	}
 	opts.OpTimeout = 200 * time.Millisecond
 	if opts.ResyncInterval == 0 {
 		opts.ResyncInterval = time.Hour // only messages and subscriptions
@@ -315,28 +339,46 @@ func TestRedisPropagation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := all["credential:stripe"]; !ok || all[genField] == "" || len(all) != 2 {
+	if _, ok := all["credential:stripe"]; !ok || all[genField] == "" || all[macField] == "" || len(all) != 3 {
 		t.Errorf("Redis hash = %v", all)
+	}
+}
+
+// writeSigned replaces hash with the entries at generation gen, signed
+// with keys, without a message.
+func writeSigned(t *testing.T, rc *redis.Client, hash string, keys []Key, gen uint64, entries ...Entry) {
+	t.Helper()
+	mk, err := newMACKeys(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]string{genField: strconv.FormatUint(gen, 10)}
+	for _, e := range entries {
+		v, _ := json.Marshal(e)
+		fields[e.ID()] = string(v)
+	}
+	fields[macField] = mk.sign(stateParts(hash, gen, fields))
+	ctx := context.Background()
+	if err := rc.Del(ctx, hash).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.HSet(ctx, hash, fields).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func TestRedisMissedMessageHeals(t *testing.T) {
 	srv := redistest.Start(t)
-	ctx := context.Background()
 	a := newRedisSwitch(t, srv, Options{ResyncInterval: 50 * time.Millisecond})
-	// A change written without a message (as if it were lost), and a
-	// value that does not parse: both are enforced.
+	// A signed change written without a message (as if it were lost) is
+	// picked up by the periodic read.
 	rc := srv.Client()
-	if err := rc.HSet(ctx, "test:switches", "workload:batch", "garbage", "rule:x", `{"kind":"rule","name":"x","by":"ops"}`, genField, 7).Err(); err != nil {
-		t.Fatal(err)
-	}
+	writeSigned(t, rc, "test:switches", testKeys, 1, entry(Workload, "batch"))
 	waitFor(t, 2*time.Second, "the periodic read", has(a, "workload:batch"))
-	if e, _ := a.Snapshot().Get(Rule, "x"); e.By != "ops" {
+	if e, _ := a.Snapshot().Get(Workload, "batch"); e.By != "alice" {
 		t.Errorf("entry = %+v", e)
 	}
-	if err := rc.HDel(ctx, "test:switches", "workload:batch").Err(); err != nil {
-		t.Fatal(err)
-	}
+	writeSigned(t, rc, "test:switches", testKeys, 2)
 	waitFor(t, 2*time.Second, "the periodic read", hasNot(a, "workload:batch"))
 }
 
@@ -389,7 +431,7 @@ func TestRedisOutage(t *testing.T) {
 	}
 
 	// A replica that starts during the outage enforces its state file.
-	c, err := New(ctx, Options{Client: newClient(t, srv), Namespace: "test", OpTimeout: 100 * time.Millisecond, StateFile: state})
+	c, err := New(ctx, Options{Client: newClient(t, srv), Namespace: "test", Keys: testKeys, OpTimeout: 100 * time.Millisecond, StateFile: state})
 	if err != nil {
 		t.Fatal(err)
 	}

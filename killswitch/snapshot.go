@@ -15,7 +15,10 @@
 // is (re)established and periodically, so a lost message or a Redis outage
 // heals by itself. While Redis cannot be read, the last known state stays
 // in force: nothing is ever re-enabled because Redis is down or lost its
-// data (a replica that finds the hash gone writes its state back).
+// data (a replica that finds the hash gone writes its state back). The
+// state in Redis carries a MAC under a key that is not in Redis (mac.go):
+// a state that does not verify, or is older than the one in force, is not
+// put in force, so a Redis writer can neither lift a disable nor forge one.
 package killswitch
 
 import (

@@ -11,42 +11,46 @@ import (
 // stateFile is the state file's content.
 type stateFile struct {
 	// Version is 1.
-	Version  int     `json:"version"`
-	Switches []Entry `json:"switches"`
+	Version int `json:"version"`
+	// Generation is the state's generation in Redis, so that a replica
+	// that restarts still refuses an older state copied back into Redis.
+	Generation uint64  `json:"generation,omitempty"`
+	Switches   []Entry `json:"switches"`
 }
 
-// readStateFile returns the entries of path; a missing file holds none.
-func readStateFile(path string) ([]Entry, error) {
+// readStateFile returns the entries of path and their generation; a
+// missing file holds none.
+func readStateFile(path string) ([]Entry, uint64, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("killswitch: state file: %w", err)
+		return nil, 0, fmt.Errorf("killswitch: state file: %w", err)
 	}
 	var sf stateFile
 	if err := json.Unmarshal(b, &sf); err != nil {
-		return nil, fmt.Errorf("killswitch: state file %s is not valid JSON (%v); fix or remove it (switches it held are then enabled)", path, err)
+		return nil, 0, fmt.Errorf("killswitch: state file %s is not valid JSON (%v); fix or remove it (switches it held are then enabled)", path, err)
 	}
 	if sf.Version != 1 {
-		return nil, fmt.Errorf("killswitch: state file %s: unknown version %d (want 1)", path, sf.Version)
+		return nil, 0, fmt.Errorf("killswitch: state file %s: unknown version %d (want 1)", path, sf.Version)
 	}
 	for i, e := range sf.Switches {
 		if err := e.Validate(); err != nil {
-			return nil, fmt.Errorf("killswitch: state file %s: switch %d: %w", path, i, err)
+			return nil, 0, fmt.Errorf("killswitch: state file %s: switch %d: %w", path, i, err)
 		}
 	}
-	return sf.Switches, nil
+	return sf.Switches, sf.Generation, nil
 }
 
 // writeStateFile replaces path atomically (a temporary file in the same
 // directory, synced, then renamed), so a crash leaves the old or the new
 // state, never half of one.
-func writeStateFile(path string, entries []Entry) error {
+func writeStateFile(path string, gen uint64, entries []Entry) error {
 	if entries == nil {
 		entries = []Entry{}
 	}
-	b, err := json.MarshalIndent(stateFile{Version: 1, Switches: entries}, "", "  ")
+	b, err := json.MarshalIndent(stateFile{Version: 1, Generation: gen, Switches: entries}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("killswitch: state file: %w", err)
 	}

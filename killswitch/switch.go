@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +72,13 @@ type Status struct {
 	LastSync time.Time
 	// Pending counts disables waiting to be written to Redis.
 	Pending int
+	// Generation counts the changes of the state in force.
+	Generation uint64
+	// Unverified, when not empty, says why the state last read from
+	// Redis was not put in force (it does not verify against the keys,
+	// or is older than the state in force): the last verified state
+	// stays in force.
+	Unverified string
 }
 
 // Observer receives a Switch's events, for metrics. Implementations are
@@ -84,6 +93,10 @@ type Observer interface {
 	SyncError(op string)
 	// Synced is called after every full read of the state from Redis.
 	Synced(at time.Time)
+	// VerifyFailed is called for every state or message read from Redis
+	// that was not put in force because it does not verify, with the
+	// reason (ReasonUnsigned, ReasonBadMAC, ...).
+	VerifyFailed(reason string)
 }
 
 // Options configure a Switch.
@@ -91,6 +104,10 @@ type Options struct {
 	// Client, when set, shares the state through Redis; nil keeps it in
 	// this process. The Switch does not close it.
 	Client redis.UniversalClient
+	// Keys authenticate the state in Redis (required with Client): the
+	// MAC key is derived from each (HKDF-SHA256); the first signs, all
+	// verify. They never go to Redis.
+	Keys []Key
 	// Namespace prefixes the hash and the channel (the deployment's
 	// cache.redis.namespace).
 	Namespace string
@@ -124,6 +141,7 @@ type Switch struct {
 	hash    string
 	channel string
 	origin  string
+	mac     *macKeys
 
 	cur atomic.Pointer[Snapshot]
 	up  atomic.Bool
@@ -137,10 +155,17 @@ type Switch struct {
 	known map[string]Entry
 	// pending are disables made while Redis was unavailable.
 	pending map[string]Entry
+	// gen is the generation of known: a state read from Redis with a
+	// lower one is a rollback and is not put in force.
+	gen uint64
+	// unverified is why the state last read from Redis was not put in
+	// force; nil while it verifies.
+	unverified atomic.Pointer[string]
 	// lastSync (unix nanoseconds) and npending are Status's lock-free
 	// copies.
 	lastSync atomic.Int64
 	npending atomic.Int64
+	ngen     atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -151,8 +176,12 @@ type Switch struct {
 // the hash; they apply the message itself only when that read fails.
 type message struct {
 	Origin string `json:"o"`
-	Op     string `json:"op"` // disable, enable
+	Op     string `json:"op"` // disable, enable, state
 	Entry  Entry  `json:"e"`
+	// Gen is the generation the change made, MAC authenticates the
+	// message (messageParts).
+	Gen uint64 `json:"g"`
+	MAC string `json:"m"`
 }
 
 // New returns a Switch holding the state file's entries (if any) and,
@@ -190,14 +219,25 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 	}
 	s.cur.Store(newSnapshot(nil))
 	s.up.Store(true)
+	if opts.Client != nil {
+		if len(opts.Keys) == 0 {
+			return nil, errors.New("killswitch: the state in Redis needs a key to authenticate it (the gateway passes cache.redis.encryption_keys)")
+		}
+		mk, err := newMACKeys(opts.Keys)
+		if err != nil {
+			return nil, err
+		}
+		s.mac = mk
+	}
 	if opts.StateFile != "" {
-		entries, err := readStateFile(opts.StateFile)
+		entries, gen, err := readStateFile(opts.StateFile)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
 			s.known[e.ID()] = e
 		}
+		s.gen = gen
 	}
 	s.mu.Lock()
 	s.applyLocked("state file")
@@ -229,7 +269,10 @@ func (s *Switch) Status() Status {
 	if s.rdb == nil {
 		return Status{Backend: "memory", Up: true}
 	}
-	st := Status{Backend: "redis", Up: s.up.Load(), Pending: int(s.npending.Load())}
+	st := Status{Backend: "redis", Up: s.up.Load(), Pending: int(s.npending.Load()), Generation: s.ngen.Load()}
+	if u := s.unverified.Load(); u != nil {
+		st.Unverified = *u
+	}
 	if ns := s.lastSync.Load(); ns != 0 {
 		st.LastSync = time.Unix(0, ns)
 	}
@@ -270,7 +313,15 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 	if old, ok := s.pending[id]; ok {
 		return Result{Entry: old, Scope: ScopeReplica, Pending: true}, nil
 	}
-	stored, changed, err := s.writeDisable(ctx, e)
+	stored := e
+	changed, err := s.commitLocked(ctx, "disable", e, func(m map[string]Entry, _ remoteState) bool {
+		if old, ok := m[id]; ok {
+			stored = old
+			return false
+		}
+		m[id] = e
+		return true
+	})
 	if err != nil {
 		if old, ok := s.known[id]; ok {
 			// Disabled fleet-wide as far as this replica knows.
@@ -281,10 +332,6 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 			slog.String("switch", id), slog.Any("error", err))
 		s.applyLocked("admin API")
 		return Result{Entry: e, Changed: true, Scope: ScopeReplica, Pending: true}, nil
-	}
-	if err := s.resyncLocked(ctx); err != nil {
-		s.known[id] = stored
-		s.applyLocked("admin API")
 	}
 	return Result{Entry: stored, Changed: changed, Scope: ScopeFleet}, nil
 }
@@ -314,16 +361,21 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 		delete(s.pending, id)
 		s.applyLocked("admin API")
 	}
-	old, changed, err := s.writeEnable(ctx, kind, name)
+	old := probe
+	changed, err := s.commitLocked(ctx, "enable", probe, func(m map[string]Entry, _ remoteState) bool {
+		e, ok := m[id]
+		if !ok {
+			return false
+		}
+		old = e
+		delete(m, id)
+		return true
+	})
 	if err != nil {
 		if wasPending {
 			return Result{Entry: pend, Changed: true, Scope: ScopeReplica}, nil
 		}
 		return Result{}, fmt.Errorf("%w; %s stays disabled, retry when Redis answers: %v", ErrUnavailable, probe, err)
-	}
-	if err := s.resyncLocked(ctx); err != nil {
-		delete(s.known, id)
-		s.applyLocked("admin API")
 	}
 	switch {
 	case changed:
@@ -334,73 +386,113 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 	return Result{Entry: probe, Scope: ScopeFleet}, nil
 }
 
-// Lua: disable ARGV[1] (the field) with the entry ARGV[2] unless it is
-// disabled already, count the change and publish ARGV[4] on ARGV[3], all
-// at once. Returns {1, entry} when written, {0, existing} otherwise.
-var disableScript = redis.NewScript(`
-if redis.call("HSETNX", KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return {0, redis.call("HGET", KEYS[1], ARGV[1])}
+// Lua: replace the whole hash with the fields ARGV[5..] (pairs) when its
+// generation and MAC are still ARGV[1] and ARGV[2] (as the writer read
+// them; "" for absent), and publish ARGV[4] on ARGV[3], all at once.
+// Returns 1 when written, 0 when another writer came first.
+var stateScript = redis.NewScript(`
+local g = redis.call("HGET", KEYS[1], "` + genField + `") or ""
+local m = redis.call("HGET", KEYS[1], "` + macField + `") or ""
+if g ~= ARGV[1] or m ~= ARGV[2] then return 0 end
+redis.call("DEL", KEYS[1])
+for i = 5, #ARGV, 2 do
+  redis.call("HSET", KEYS[1], ARGV[i], ARGV[i+1])
 end
-redis.call("HINCRBY", KEYS[1], "` + genField + `", 1)
 redis.call("PUBLISH", ARGV[3], ARGV[4])
-return {1, ARGV[2]}`)
+return 1`)
 
-// Lua: enable ARGV[1], count the change and publish ARGV[3] on ARGV[2].
-// Returns {1, removed entry} or {0} when it was not disabled.
-var enableScript = redis.NewScript(`
-local old = redis.call("HGET", KEYS[1], ARGV[1])
-if not old then return {0} end
-redis.call("HDEL", KEYS[1], ARGV[1])
-redis.call("HINCRBY", KEYS[1], "` + genField + `", 1)
-redis.call("PUBLISH", ARGV[2], ARGV[3])
-return {1, old}`)
+// maxCommitAttempts bounds the retries of a write that another replica's
+// write overtook.
+const maxCommitAttempts = 5
 
-// writeDisable writes e to Redis. It returns the entry in Redis (e, or
-// the one already there) and whether it was written.
-func (s *Switch) writeDisable(ctx context.Context, e Entry) (Entry, bool, error) {
-	ev, _ := json.Marshal(e)
-	msg, _ := json.Marshal(message{Origin: s.origin, Op: "disable", Entry: e})
-	wctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
-	defer cancel()
-	res, err := disableScript.Run(wctx, s.rdb, []string{s.hash}, e.ID(), ev, s.channel, msg).Slice()
+// readLocked reads the hash and verifies it.
+func (s *Switch) readLocked(ctx context.Context) (remoteState, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
+	all, err := s.rdb.HGetAll(rctx, s.hash).Result()
+	cancel()
 	if err != nil {
-		s.fail("write", err)
-		return Entry{}, false, fmt.Errorf("killswitch: write %s: %w", e.ID(), err)
+		s.fail("read", err)
+		return remoteState{}, fmt.Errorf("killswitch: read %s: %w", s.hash, err)
 	}
 	s.markUp()
-	if len(res) == 2 {
-		if v, ok := res[1].(string); ok {
-			if stored, err := parseEntry(e.ID(), v); err == nil {
-				return stored, res[0] == int64(1), nil
-			}
-		}
-	}
-	return e, len(res) > 0 && res[0] == int64(1), nil
+	return s.mac.verifyState(s.hash, all), nil
 }
 
-// writeEnable removes kind/name from Redis and returns what was there.
-func (s *Switch) writeEnable(ctx context.Context, kind Kind, name string) (Entry, bool, error) {
-	probe := Entry{Kind: kind, Name: name}
-	msg, _ := json.Marshal(message{Origin: s.origin, Op: "enable", Entry: probe})
-	wctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
-	defer cancel()
-	res, err := enableScript.Run(wctx, s.rdb, []string{s.hash}, probe.ID(), s.channel, msg).Slice()
-	if err != nil {
-		s.fail("write", err)
-		return Entry{}, false, fmt.Errorf("killswitch: write %s: %w", probe.ID(), err)
+// acceptLocked takes a state read from Redis into account and returns
+// the state a change builds on and its generation. A verified state at
+// least as new as the one in force becomes the one in force; anything
+// else (absent, unverifiable, older) leaves the state in force as it is
+// (nothing is re-enabled because of data that does not verify), and the
+// change builds on it.
+func (s *Switch) acceptLocked(st remoteState) (map[string]Entry, uint64) {
+	switch {
+	case !st.exists:
+		return s.known, s.gen
+	case st.err == nil && st.gen < s.gen:
+		st.err = &errVerify{ReasonRollback, fmt.Sprintf("generation %d is older than generation %d already in force (an older state was copied back)", st.gen, s.gen)}
+	case st.err == nil:
+		s.known, s.gen = st.entries, st.gen
+		s.verified()
+		return s.known, s.gen
 	}
-	s.markUp()
-	if len(res) == 0 || res[0] != int64(1) {
-		return probe, false, nil
-	}
-	if len(res) == 2 {
-		if v, ok := res[1].(string); ok {
-			if old, err := parseEntry(probe.ID(), v); err == nil {
-				return old, true, nil
-			}
+	s.verifyFailed(st.err)
+	return s.known, max(s.gen, st.gen)
+}
+
+// commitLocked reads the state, lets change edit a copy of it and, when
+// change reports an edit, writes the result back signed, with the next
+// generation, unless another writer came first (then it starts over). The
+// state in force is then the one written. op and e are for the message
+// to the other replicas.
+func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change func(m map[string]Entry, st remoteState) bool) (bool, error) {
+	for range maxCommitAttempts {
+		st, err := s.readLocked(ctx)
+		if err != nil {
+			return false, err
 		}
+		base, gen := s.acceptLocked(st)
+		next := maps.Clone(base)
+		if next == nil {
+			next = map[string]Entry{}
+		}
+		if !change(next, st) {
+			s.syncedLocked()
+			return false, nil
+		}
+		gen++
+		fields := make(map[string]string, len(next)+2)
+		for id, e := range next {
+			v, _ := json.Marshal(e)
+			fields[id] = string(v)
+		}
+		fields[genField] = strconv.FormatUint(gen, 10)
+		fields[macField] = s.mac.sign(stateParts(s.hash, gen, fields))
+		msg := message{Origin: s.origin, Op: op, Entry: e, Gen: gen}
+		msg.MAC = s.mac.sign(messageParts(s.channel, msg))
+		mb, _ := json.Marshal(msg)
+		args := make([]any, 0, 4+2*len(fields))
+		args = append(args, st.rawGen, st.rawMAC, s.channel, string(mb))
+		for f, v := range fields {
+			args = append(args, f, v)
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
+		n, err := stateScript.Run(wctx, s.rdb, []string{s.hash}, args...).Int()
+		cancel()
+		if err != nil {
+			s.fail("write", err)
+			return false, fmt.Errorf("killswitch: write %s: %w", s.hash, err)
+		}
+		s.markUp()
+		if n != 1 {
+			continue
+		}
+		s.known, s.gen = next, gen
+		s.verified()
+		s.syncedLocked()
+		s.applyLocked("admin API")
+		return true, nil
 	}
-	return probe, true, nil
+	return false, fmt.Errorf("killswitch: write %s: %d other writers came first; retry", s.hash, maxCommitAttempts)
 }
 
 // parseEntry parses a hash field and its value. A value that does not
@@ -419,81 +511,69 @@ func parseEntry(field, value string) (Entry, error) {
 	return e, nil
 }
 
-// resyncLocked reads the whole state from Redis and puts it in force.
-// Disables this replica holds that Redis lacks are written first: the
-// pending ones, and, when the hash does not exist at all (Redis lost its
-// data), everything this replica had in force.
+// resyncLocked reads the whole state from Redis and puts it in force
+// when it verifies. Disables this replica holds that Redis lacks are
+// written first: the pending ones, and, when the hash does not exist at
+// all (Redis lost its data, or it was deleted), everything this replica
+// had in force.
 func (s *Switch) resyncLocked(ctx context.Context) error {
-	rctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
-	all, err := s.rdb.HGetAll(rctx, s.hash).Result()
-	cancel()
+	var restored, flushed int
+	_, err := s.commitLocked(ctx, "state", Entry{}, func(m map[string]Entry, st remoteState) bool {
+		restored, flushed = 0, 0
+		if !st.exists {
+			restored = len(m)
+		}
+		for id, e := range s.pending {
+			if _, ok := m[id]; !ok {
+				m[id] = e
+				flushed++
+			}
+		}
+		return restored+flushed > 0
+	})
 	if err != nil {
-		s.fail("read", err)
-		return fmt.Errorf("killswitch: read %s: %w", s.hash, err)
+		s.applyLocked("redis")
+		return err
 	}
-	s.markUp()
-	remote := make(map[string]Entry, len(all))
-	_, exists := all[genField]
-	for f, v := range all {
-		if f == genField {
-			continue
-		}
-		e, err := parseEntry(f, v)
-		if err != nil {
-			s.log.Warn("kill switch: ignoring a hash field that names no switch", slog.String("field", f))
-			continue
-		}
-		remote[f] = e
-	}
-	var restore []Entry
-	if !exists {
-		for id, e := range s.known {
-			if _, ok := remote[id]; !ok {
-				restore = append(restore, e)
-			}
-		}
-	}
-	var flush []Entry
-	for id, e := range s.pending {
-		if _, ok := remote[id]; !ok {
-			flush = append(flush, e)
-		}
-	}
-	var werr error
-	write := func(es []Entry, pendingOnFail bool) int {
-		n := 0
-		for _, e := range es {
-			if werr == nil {
-				stored, _, err := s.writeDisable(ctx, e)
-				if err == nil {
-					remote[e.ID()] = stored
-					delete(s.pending, e.ID())
-					n++
-					continue
-				}
-				werr = err
-			}
-			if pendingOnFail {
-				s.pending[e.ID()] = e
-			}
-		}
-		return n
-	}
-	if n := write(restore, true); n > 0 {
+	if restored > 0 {
 		s.log.Warn("kill switch: Redis held no switch state (restarted without persistence, or the key was deleted); wrote back the switches this replica had in force",
-			slog.Int("switches", n))
+			slog.Int("switches", restored))
 	}
-	if n := write(flush, true); n > 0 {
-		s.log.Info("kill switch: wrote the switches disabled while Redis was unavailable", slog.Int("switches", n))
+	if flushed > 0 {
+		s.log.Info("kill switch: wrote the switches disabled while Redis was unavailable", slog.Int("switches", flushed))
 	}
-	s.known = remote
+	clear(s.pending)
+	s.applyLocked("redis")
+	return nil
+}
+
+// syncedLocked records a full read of the state.
+func (s *Switch) syncedLocked() {
 	now := s.opts.Now()
 	s.lastSync.Store(now.UnixNano())
 	if s.opts.Observer != nil {
 		s.opts.Observer.Synced(now)
 	}
-	s.applyLocked("redis")
-	return werr
+}
+
+// verified records that the state in Redis verified.
+func (s *Switch) verified() {
+	if old := s.unverified.Swap(nil); old != nil {
+		s.log.Info("kill switch: the state in Redis verifies again", slog.Uint64("generation", s.gen))
+	}
+}
+
+// verifyFailed records a state (or message) that does not verify: an
+// error log line when the reason changes, a metric every time.
+func (s *Switch) verifyFailed(err *errVerify) {
+	msg := err.Error()
+	if s.opts.Observer != nil {
+		s.opts.Observer.VerifyFailed(err.reason)
+	}
+	if old := s.unverified.Swap(&msg); old == nil || *old != msg {
+		s.log.Error("kill switch: ignoring switch state in Redis that does not verify; the last verified state stays in force. Someone other than credgate wrote to Redis, or the replicas do not share cache.redis.encryption_keys; a disable or enable through the admin API writes a new signed state",
+			slog.String("reason", err.reason), slog.String("detail", err.detail), slog.Uint64("generation_in_force", s.gen))
+	}
 }
 
 // applyLocked puts known ∪ pending in force, logs what changed, writes
@@ -507,6 +587,7 @@ func (s *Switch) applyLocked(source string) {
 		all[id] = e
 	}
 	s.npending.Store(int64(len(s.pending)))
+	s.ngen.Store(s.gen)
 	next := newSnapshot(all)
 	prev := s.cur.Load()
 	if sameEntries(prev, next) {
@@ -525,7 +606,7 @@ func (s *Switch) applyLocked(source string) {
 		}
 	}
 	if s.opts.StateFile != "" {
-		if err := writeStateFile(s.opts.StateFile, next.entries); err != nil {
+		if err := writeStateFile(s.opts.StateFile, s.gen, next.entries); err != nil {
 			s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))
 			if s.opts.Observer != nil {
 				s.opts.Observer.SyncError("state_file")
@@ -573,11 +654,19 @@ func (s *Switch) run() {
 }
 
 // sync re-reads the state; when that fails after a message, the message
-// itself is applied so that a change another replica made is not lost.
+// itself is applied so that a change another replica made is not lost,
+// provided it verifies and is the change right after the state in force.
 func (s *Switch) sync(msg *message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.resyncLocked(s.ctx); err == nil || msg == nil || msg.Entry.Validate() != nil {
+		return
+	}
+	if err := s.mac.verify(msg.MAC, messageParts(s.channel, *msg)); err != nil {
+		s.verifyFailed(err.(*errVerify))
+		return
+	}
+	if msg.Gen != s.gen+1 {
 		return
 	}
 	switch msg.Op {
@@ -588,6 +677,7 @@ func (s *Switch) sync(msg *message) {
 	default:
 		return
 	}
+	s.gen = msg.Gen
 	s.applyLocked("redis message")
 }
 

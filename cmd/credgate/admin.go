@@ -176,7 +176,9 @@ func newListCmd(ac *adminClient) *cobra.Command {
 				Pending  int                `json:"pending"`
 				Disabled []killswitch.Entry `json:"disabled"`
 			}
-			raw, err := ac.call(cmd.Context(), http.MethodGet, "/admin/v1/switches", nil, false, &v)
+			// The list names operators and reasons: the gateway wants
+			// the token. Without one the gateway's answer says so.
+			raw, err := ac.call(cmd.Context(), http.MethodGet, "/admin/v1/switches", nil, ac.hasToken(), &v)
 			if err != nil {
 				return err
 			}
@@ -336,6 +338,12 @@ func (ac *adminClient) token() (string, error) {
 		return tok, nil
 	}
 	return "", errors.New("admin: no admin token: pass --token-file FILE or set CREDGATE_ADMIN_TOKEN (the token the gateway reads from admin.token_file or admin.token_env)")
+}
+
+// hasToken reports whether a token is given (--token-file or
+// CREDGATE_ADMIN_TOKEN).
+func (ac *adminClient) hasToken() bool {
+	return ac.tokenFile != "" || strings.TrimSpace(os.Getenv("CREDGATE_ADMIN_TOKEN")) != ""
 }
 
 // call sends one request and decodes the JSON answer into v; an error

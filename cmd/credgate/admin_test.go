@@ -95,12 +95,13 @@ func TestAdmin(t *testing.T) {
 		return r
 	}
 	step("list")
+	step("--token-file", tok, "list")
 	if r := step("--token-file", tok, "disable", "rule", "billing-charges", "--by", "alice", "--reason", "INC-42 key leaked"); r.code != 0 {
 		t.Fatalf("disable: %+v", r)
 	}
 	step("--token-file", tok, "disable", "rule", "billing-charges", "--by", "bob")
 	step("--token-file", tok, "disable", "workload", "ghost", "--by", "alice")
-	step("list")
+	step("--token-file", tok, "list")
 	step("--token-file", tok, "enable", "workload", "ghost", "--by", "alice")
 	step("--token-file", tok, "enable", "workload", "ghost", "--by", "alice")
 	// Errors.
@@ -192,15 +193,16 @@ func TestAdminTLS(t *testing.T) {
 		wantCode int
 		want     string // in stdout (exit 0) or stderr
 	}{
-		{"list with --cacert", []string{"--admin", url, "--cacert", caFile, "list"}, nil, 0, "nothing is disabled"},
-		{"list with CREDGATE_ADMIN_CACERT", []string{"--admin", url, "list"}, map[string]string{"CREDGATE_ADMIN_CACERT": caFile}, 0, "nothing is disabled"},
+		{"list with --cacert", append([]string{"--admin", url, "--cacert", caFile, "--token-file", tok}, append(clientFlags, "list")...), nil, 0, "nothing is disabled"},
+		{"list with CREDGATE_ADMIN_CACERT", append([]string{"--admin", url, "--token-file", tok}, append(clientFlags, "list")...), map[string]string{"CREDGATE_ADMIN_CACERT": caFile}, 0, "nothing is disabled"},
+		{"list without a client certificate", []string{"--admin", url, "--cacert", caFile, "--token-file", tok, "list"}, nil, exitError, "403 client_certificate_required"},
 		{"disable with a client certificate", append([]string{"--admin", url, "--cacert", caFile, "--token-file", tok}, append(clientFlags, "disable", "rule", "billing-charges", "--by", "alice")...), nil, 0, `disabled rule "billing-charges" on this replica (by alice)`},
 		{"client certificate from the environment", []string{"--admin", url, "--token-file", tok, "enable", "rule", "billing-charges"},
 			map[string]string{"CREDGATE_ADMIN_CACERT": caFile, "CREDGATE_ADMIN_CERT": filepath.Join(dir, "alice.pem"), "CREDGATE_ADMIN_KEY": filepath.Join(dir, "alice-key.pem")}, 0, `enabled rule "billing-charges"`},
 		{"no --cacert", []string{"--admin", url, "list"}, nil, exitError, "the admin certificate is not signed by a trusted CA: pass --cacert FILE"},
 		{"wrong --cacert", []string{"--admin", url, "--cacert", otherFile, "list"}, nil, exitError, "does not verify against --cacert " + otherFile},
 		{"name not in the certificate", []string{"--admin", strings.Replace(url, "127.0.0.1", "localhost", 1), "--cacert", caFile, "list"}, nil, exitError, "the admin certificate is not valid for localhost"},
-		{"no client certificate", []string{"--admin", url, "--cacert", caFile, "--token-file", tok, "disable", "rule", "billing-charges"}, nil, exitError, "403 client_certificate_required: admin.tls.client_ca is set: changes need a client certificate signed by it (pass --cert and --key"},
+		{"no client certificate", []string{"--admin", url, "--cacert", caFile, "--token-file", tok, "disable", "rule", "billing-charges"}, nil, exitError, "403 client_certificate_required: admin.tls.client_ca is set: the admin API needs a client certificate signed by it (pass --cert and --key"},
 		{"cert without key", []string{"--admin", url, "--cacert", caFile, "--cert", filepath.Join(dir, "alice.pem"), "list"}, nil, exitError, "--cert and --key go together"},
 		{"http URL to the TLS listener", []string{"--admin", plainURL, "list"}, nil, exitError, "the admin listener speaks HTTPS (admin.tls): use --admin https://"},
 		{"--cacert with an http URL", []string{"--admin", plainURL, "--cacert", caFile, "list"}, nil, exitError, "--cacert, --cert and --key are for an https admin URL"},

@@ -110,7 +110,7 @@ func checkAdminTLS(t *testing.T, g *gatewayProcess) {
 	if out, err := admin(append(client, "disable", "rule", "github-passthrough", "--by", "alice", "--reason", "helm test")...); err != nil || !strings.Contains(out, `disabled rule "github-passthrough"`) {
 		t.Fatalf("credgate admin disable over https: %v\n%s\nstderr:\n%s", err, out, g.stderr.String())
 	}
-	if out, err := admin("list"); err != nil || !strings.Contains(out, "github-passthrough") {
+	if out, err := admin(append(client, "list")...); err != nil || !strings.Contains(out, "github-passthrough") {
 		t.Errorf("credgate admin list over https: %v\n%s", err, out)
 	}
 	if _, err := admin("enable", "rule", "github-passthrough"); err == nil || !strings.Contains(err.Error(), "client_certificate_required") {

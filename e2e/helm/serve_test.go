@@ -352,22 +352,17 @@ func (g *gatewayProcess) checkAdminEndpoints(t *testing.T) {
 	}
 }
 
-// waitForRules waits until /readyz reports a policy with n rules.
+// waitForRules waits until /metrics reports a policy with n rules
+// (/readyz shows the policy only with the admin token).
 func (g *gatewayProcess) waitForRules(t *testing.T, n int) {
 	t.Helper()
 	g.waitFor(t, 15*time.Second, fmt.Sprintf("a policy with %d rules", n), func() error {
-		body, err := g.adminGet("/readyz")
+		body, err := g.adminGet("/metrics")
 		if err != nil {
 			return err
 		}
-		var st struct {
-			Policy struct{ Rules int } `json:"policy"`
-		}
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
-			return fmt.Errorf("/readyz: %v: %s", err, body)
-		}
-		if st.Policy.Rules != n {
-			return fmt.Errorf("/readyz reports %d rules", st.Policy.Rules)
+		if want := fmt.Sprintf("\ncredgate_policy_rules %d\n", n); !strings.Contains(body, want) {
+			return fmt.Errorf("/metrics does not report %d rules", n)
 		}
 		return nil
 	})

@@ -5,8 +5,10 @@
 //
 // Entries are sealed with AES-256-GCM under a key that is not in Redis
 // (Key; the first of the configured keys seals, all of them open, so keys
-// rotate), bound to their Redis key name, namespaced per deployment, and
-// expire in Redis when the credential does (minus a skew). A fetch is
+// rotate), bound to their Redis key name, their expiry and a fleet-wide
+// version (so an entry moved to another key, kept past its expiry or
+// replaced by an older one is refused: seal.go), namespaced per
+// deployment, and expire in Redis when the credential does (minus a skew). A fetch is
 // single-flighted across the fleet with a short lock (SET NX PX with a
 // random token, released by a compare-and-delete script so only its owner
 // releases it); the others wait for a pub/sub notification, polling as a
@@ -61,6 +63,10 @@ type Observer interface {
 	// (this replica called the provider), waited (another replica did)
 	// or bypass (Redis unavailable; the provider was called directly).
 	SharedLookup(result string)
+	// Rejected is called for every entry read from Redis that was not
+	// used, by reason: RejectUndecryptable, RejectExpired,
+	// RejectRollback. The read then counts as a miss.
+	Rejected(reason string)
 }
 
 // Options configure a Store.
@@ -119,14 +125,21 @@ type Store struct {
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // entry hash → waiters for a fill
 	tracked map[string]tracked         // entry hash → what this replica got
+	// minVersion is, per entry hash, the lowest entry version this
+	// replica still accepts: above every version it accepted, and above a
+	// version whose credential an upstream rejected (Forget). Bounded
+	// like tracked; an entry dropped from it is still refused once past
+	// the expiry sealed into it.
+	minVersion map[string]uint64
 }
 
 // tracked is the last credential this replica returned for a key: the
 // value it came from identifies it in Redis and in messages.
 type tracked struct {
-	key   providers.CacheKey
-	cred  *providers.Credential
-	value string // the sealed entry
+	key     providers.CacheKey
+	cred    *providers.Credential
+	value   string // the sealed entry
+	version uint64 // its version
 }
 
 // message is what replicas publish on the events channel. It names keys
@@ -182,6 +195,8 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		events:  opts.Namespace + ":events",
 		waiters: map[string][]chan struct{}{},
 		tracked: map[string]tracked{},
+
+		minVersion: map[string]uint64{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := s.ping(ctx); err != nil {
@@ -233,6 +248,11 @@ func shortHash(a, b string) string {
 
 func (s *Store) entryKey(hash string) string { return s.opts.Namespace + ":cred:" + hash }
 func (s *Store) lockKey(hash string) string  { return s.opts.Namespace + ":lock:" + hash }
+
+// genKey is the counter that versions entries, fleet-wide. A Redis writer
+// that resets it only makes new entries look old: they are refused and
+// fetched again (fail safe), never an old one accepted.
+func (s *Store) genKey() string { return s.opts.Namespace + ":gen" }
 
 // valueID identifies a sealed entry in messages.
 func valueID(v string) string {
@@ -324,14 +344,29 @@ func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refr
 		s.fail("get", err)
 		return nil, "", err
 	}
-	cred, fetchedAt, err := s.seal.open(ek, []byte(v))
+	e, err := s.seal.open(ek, []byte(v))
 	if err != nil {
 		// A key retired too early, or a foreign entry: fetch anew and
 		// overwrite it.
 		s.opts.Logger.Warn("shared cache entry cannot be opened; fetching anew", slog.String("credential", key.Credential), slog.Any("error", err))
-		return nil, "undecryptable", nil
+		s.reject(RejectUndecryptable)
+		return nil, RejectUndecryptable, nil
 	}
 	now := s.opts.Now()
+	hash := keyHash(key)
+	if !now.Before(e.notAfter) {
+		s.opts.Logger.Warn("shared cache entry is past the expiry sealed into it (copied back, or its Redis expiry removed); fetching anew",
+			slog.String("credential", key.Credential), slog.Uint64("version", e.version))
+		s.reject(RejectExpired)
+		return nil, RejectExpired, nil
+	}
+	if !s.acceptVersion(hash, e.version) {
+		s.opts.Logger.Warn("shared cache entry is older than one this replica already saw (an older sealed value copied back); fetching anew",
+			slog.String("credential", key.Credential), slog.Uint64("version", e.version))
+		s.reject(RejectRollback)
+		return nil, RejectRollback, nil
+	}
+	cred, fetchedAt := e.cred, e.fetchedAt
 	expires := cred.Expiry
 	if expires.IsZero() {
 		expires = fetchedAt.Add(s.opts.DefaultTTL)
@@ -340,7 +375,7 @@ func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refr
 	if !now.Before(expires.Add(-ahead)) {
 		return nil, "stale", nil
 	}
-	s.track(keyHash(key), tracked{key: key, cred: cred, value: v})
+	s.track(hash, tracked{key: key, cred: cred, value: v, version: e.version})
 	return cred, "", nil
 }
 
@@ -408,18 +443,24 @@ func (s *Store) store(ctx context.Context, key providers.CacheKey, hash, ek stri
 	if ttl < time.Millisecond {
 		return // too close to expiry to share
 	}
-	v, err := s.seal.seal(ek, cred, fetchedAt)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
+	defer cancel()
+	version, err := s.rdb.Incr(sctx, s.genKey()).Uint64()
+	if err != nil {
+		s.fail("set", err)
+		return
+	}
+	v, err := s.seal.seal(ek, cred, fetchedAt, version, s.opts.Now().Add(ttl))
 	if err != nil {
 		s.opts.Logger.Warn("shared cache: sealing an entry failed", slog.String("credential", key.Credential), slog.Any("error", err))
 		return
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
 	if err := s.rdb.Set(sctx, ek, v, ttl).Err(); err != nil {
 		s.fail("set", err)
 		return
 	}
-	s.track(hash, tracked{key: key, cred: cred, value: string(v)})
+	s.acceptVersion(hash, version)
+	s.track(hash, tracked{key: key, cred: cred, value: string(v), version: version})
 }
 
 // waitFill waits until a fill of hash is announced, a poll finds the
@@ -482,6 +523,33 @@ func (s *Store) unwait(hash string, ch chan struct{}) {
 	}
 }
 
+// acceptVersion reports whether an entry of version may be used for hash
+// and, if so, raises the lowest accepted version to it.
+func (s *Store) acceptVersion(hash string, version uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version < s.minVersion[hash] {
+		return false
+	}
+	s.raiseLocked(hash, version)
+	return true
+}
+
+// raiseLocked raises the lowest version accepted for hash to version.
+func (s *Store) raiseLocked(hash string, version uint64) {
+	cur, ok := s.minVersion[hash]
+	if ok && cur >= version {
+		return
+	}
+	if !ok && len(s.minVersion) >= maxTracked {
+		for h := range s.minVersion { // drop an arbitrary one
+			delete(s.minVersion, h)
+			break
+		}
+	}
+	s.minVersion[hash] = version
+}
+
 func (s *Store) track(hash string, t tracked) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -503,6 +571,8 @@ func (s *Store) Forget(ctx context.Context, key providers.CacheKey, cred *provid
 	t, ok := s.tracked[hash]
 	if ok && t.cred == cred {
 		delete(s.tracked, hash)
+		// The rejected entry must not come back.
+		s.raiseLocked(hash, t.version+1)
 	}
 	s.mu.Unlock()
 	if !ok || t.cred != cred || !s.up.Load() {
@@ -611,6 +681,7 @@ func (s *Store) handle(payload string) {
 		t, ok := s.tracked[m.Hash]
 		if ok && valueID(t.value) == m.Entry {
 			delete(s.tracked, m.Hash)
+			s.raiseLocked(m.Hash, t.version+1)
 		} else {
 			ok = false
 		}
@@ -695,6 +766,12 @@ func (s *Store) fail(op string, err error) {
 func (s *Store) observeUp(up bool) {
 	if s.opts.Observer != nil {
 		s.opts.Observer.RedisUp(up)
+	}
+}
+
+func (s *Store) reject(reason string) {
+	if s.opts.Observer != nil {
+		s.opts.Observer.Rejected(reason)
 	}
 }
 

@@ -48,6 +48,8 @@ type counts struct {
 	lookups map[string]int
 	errs    map[string]int
 	up      []bool
+
+	rejected map[string]int
 }
 
 func (c *counts) RedisUp(up bool) { c.mu.Lock(); c.up = append(c.up, up); c.mu.Unlock() }
@@ -68,6 +70,14 @@ func (c *counts) SharedLookup(r string) {
 	c.lookups[r]++
 }
 func (c *counts) lookup(r string) int { c.mu.Lock(); defer c.mu.Unlock(); return c.lookups[r] }
+func (c *counts) Rejected(r string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rejected == nil {
+		c.rejected = map[string]int{}
+	}
+	c.rejected[r]++
+}
 
 func newStore(t *testing.T, srv *redistest.Server, keys []Key, obs Observer) *Store {
 	t.Helper()
@@ -179,7 +189,7 @@ func TestEntriesAreSealedAndExpire(t *testing.T) {
 
 	// An entry moved to another key does not open (the key name is bound).
 	v, _ := srv.Client().Get(ctx, ek).Bytes()
-	if _, _, err := s.seal.open(ek+"x", v); err == nil {
+	if _, err := s.seal.open(ek+"x", v); err == nil {
 		t.Error("an entry opened under another key name")
 	}
 	// A credential without expiry gets DefaultTTL.
@@ -233,7 +243,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("an entry sealed with a retired key: err=%v calls=%d, want a new fetch", err, calls.Load())
 	}
 	v, _ := srv.Client().Get(ctx, retired.entryKey(keyHash(testKey))).Bytes()
-	if !bytes.HasPrefix(v, []byte("cg1\x072026-02")) {
+	if !bytes.HasPrefix(v, []byte("cg2\x072026-02")) {
 		t.Errorf("the new entry is not sealed with the first key: %q", v[:min(len(v), 12)])
 	}
 }

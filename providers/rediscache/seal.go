@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,10 +26,40 @@ type Key struct {
 	Secret []byte
 }
 
-// envelope layout: magic "cg1", one byte len(keyID), keyID, 12-byte nonce,
-// GCM ciphertext. The Redis key name is the additional data, so an entry
-// copied to another key (or namespace) does not open.
-const magic = "cg1"
+// envelope layout: magic "cg2", one byte len(keyID), keyID, the entry's
+// version (8 bytes, big endian), its expiry (8 bytes, unix nanoseconds,
+// big endian), 12-byte nonce, GCM ciphertext. The additional data is
+// that header and the Redis key name, so an entry copied to another key
+// (or namespace) does not open, and its version and expiry cannot be
+// changed: a stale or superseded entry copied back is recognised (Store
+// keeps the lowest version it accepts per key). Entries of the first
+// format ("cg1", bound to the key name only) are not opened: they are
+// misses and are overwritten.
+const magic = "cg2"
+
+// Reasons an entry was rejected (Observer.Rejected).
+const (
+	// RejectUndecryptable: unknown format, a key not configured, or an
+	// entry that does not open under its key name (copied from another
+	// key, or edited).
+	RejectUndecryptable = "undecryptable"
+	// RejectExpired: past the expiry sealed into it (copied back after
+	// it expired, or its Redis TTL was removed).
+	RejectExpired = "expired"
+	// RejectRollback: older than an entry this replica already accepted
+	// or rejected for the key (an older sealed value copied back).
+	RejectRollback = "rollback"
+)
+
+// sealed is an opened entry.
+type sealed struct {
+	cred      *providers.Credential
+	fetchedAt time.Time
+	// version is the entry's generation (a fleet-wide counter in Redis).
+	version uint64
+	// notAfter is when the entry stops being usable.
+	notAfter time.Time
+}
 
 // errUnknownKey marks an entry sealed with a key no longer configured.
 var errUnknownKey = errors.New("entry sealed with a key that is not configured")
@@ -76,7 +107,25 @@ type record struct {
 	FetchedAt int64             `json:"t"`
 }
 
-func (s *sealer) seal(redisKey string, cred *providers.Credential, fetchedAt time.Time) ([]byte, error) {
+// header is the envelope up to the nonce.
+func header(id string, version uint64, notAfter time.Time) []byte {
+	h := make([]byte, 0, len(magic)+1+len(id)+16)
+	h = append(h, magic...)
+	h = append(h, byte(len(id)))
+	h = append(h, id...)
+	h = binary.BigEndian.AppendUint64(h, version)
+	return binary.BigEndian.AppendUint64(h, uint64(notAfter.UnixNano()))
+}
+
+// additionalData binds an entry to its header and its Redis key name.
+func additionalData(hdr []byte, redisKey string) []byte {
+	ad := make([]byte, 0, len(hdr)+1+len(redisKey))
+	ad = append(ad, hdr...)
+	ad = append(ad, 0)
+	return append(ad, redisKey...)
+}
+
+func (s *sealer) seal(redisKey string, cred *providers.Credential, fetchedAt time.Time, version uint64, notAfter time.Time) ([]byte, error) {
 	rec := record{Fields: make(map[string]string, len(cred.Fields)), FetchedAt: fetchedAt.UnixNano()}
 	for name, v := range cred.Fields {
 		rec.Fields[name] = v.Reveal()
@@ -91,46 +140,49 @@ func (s *sealer) seal(redisKey string, cred *providers.Credential, fetchedAt tim
 	defer clear(plain)
 	id := s.ids[0]
 	aead := s.aeads[id]
-	out := make([]byte, 0, len(magic)+1+len(id)+aead.NonceSize()+len(plain)+aead.Overhead())
-	out = append(out, magic...)
-	out = append(out, byte(len(id)))
-	out = append(out, id...)
+	hdr := header(id, version, notAfter)
+	out := make([]byte, 0, len(hdr)+aead.NonceSize()+len(plain)+aead.Overhead())
+	out = append(out, hdr...)
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("rediscache: nonce: %w", err)
 	}
 	out = append(out, nonce...)
-	return aead.Seal(out, nonce, plain, []byte(redisKey)), nil
+	return aead.Seal(out, nonce, plain, additionalData(hdr, redisKey)), nil
 }
 
-func (s *sealer) open(redisKey string, data []byte) (*providers.Credential, time.Time, error) {
+// open opens an entry read from redisKey. Expiry and version are checked
+// by the caller.
+func (s *sealer) open(redisKey string, data []byte) (sealed, error) {
 	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic {
-		return nil, time.Time{}, errors.New("rediscache: entry has an unknown format")
+		return sealed{}, errors.New("rediscache: entry has an unknown format")
 	}
-	data = data[len(magic):]
-	n := int(data[0])
-	data = data[1:]
-	if len(data) < n {
-		return nil, time.Time{}, errors.New("rediscache: entry is truncated")
+	n := int(data[len(magic)])
+	hlen := len(magic) + 1 + n + 16
+	if len(data) < hlen {
+		return sealed{}, errors.New("rediscache: entry is truncated")
 	}
-	id := string(data[:n])
-	data = data[n:]
+	hdr := data[:hlen]
+	id := string(hdr[len(magic)+1 : len(magic)+1+n])
+	version := binary.BigEndian.Uint64(hdr[hlen-16:])
+	notAfter := time.Unix(0, int64(binary.BigEndian.Uint64(hdr[hlen-8:])))
+	data = data[hlen:]
 	aead, ok := s.aeads[id]
 	if !ok {
-		return nil, time.Time{}, fmt.Errorf("rediscache: key id %q: %w", id, errUnknownKey)
+		return sealed{}, fmt.Errorf("rediscache: key id %q: %w", id, errUnknownKey)
 	}
 	if len(data) < aead.NonceSize() {
-		return nil, time.Time{}, errors.New("rediscache: entry is truncated")
+		return sealed{}, errors.New("rediscache: entry is truncated")
 	}
-	plain, err := aead.Open(nil, data[:aead.NonceSize()], data[aead.NonceSize():], []byte(redisKey))
+	plain, err := aead.Open(nil, data[:aead.NonceSize()], data[aead.NonceSize():], additionalData(hdr, redisKey))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("rediscache: open entry sealed with key %q: %w", id, err)
+		return sealed{}, fmt.Errorf("rediscache: open entry sealed with key %q: %w", id, err)
 	}
 	defer clear(plain)
 	var rec record
 	if json.Unmarshal(plain, &rec) != nil {
 		// The decoder's message could quote the plaintext: leave it out.
-		return nil, time.Time{}, errors.New("rediscache: decode entry: not a credential record")
+		return sealed{}, errors.New("rediscache: decode entry: not a credential record")
 	}
 	cred := &providers.Credential{Fields: make(map[string]providers.Secret, len(rec.Fields))}
 	for name, v := range rec.Fields {
@@ -139,5 +191,5 @@ func (s *sealer) open(redisKey string, data []byte) (*providers.Credential, time
 	if rec.Expiry != 0 {
 		cred.Expiry = time.Unix(0, rec.Expiry)
 	}
-	return cred, time.Unix(0, rec.FetchedAt), nil
+	return sealed{cred: cred, fetchedAt: time.Unix(0, rec.FetchedAt), version: version, notAfter: notAfter}, nil
 }
