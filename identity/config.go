@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/internal/httpclient"
 )
@@ -99,6 +101,10 @@ type Config struct {
 	// Posture, when set, feeds per-workload posture records to rule
 	// conditions (workload.posture).
 	Posture *PostureConfig `yaml:"posture"`
+	// Verifiers configures verifier plugins (Register) by factor kind:
+	// each block is that plugin's settings. A policy names the kind in
+	// `require:` like a built-in one.
+	Verifiers map[string]yaml.Node `yaml:"verifiers"`
 }
 
 // MTLSConfig configures the mtls factor.
@@ -394,6 +400,14 @@ func (c Config) Validate() error {
 			add(key, "must not be negative")
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(c.Verifiers)) {
+		switch _, ok := DefaultRegistry.Lookup(name); {
+		case slices.Contains(builtinKinds, name):
+			add("verifiers."+name, "%q is a built-in factor; configure it under identity.%s", name, name)
+		case !ok:
+			add("verifiers."+name, "no verifier plugin %q is compiled in (compiled in: %v); build credgate with the plugin's package imported", name, DefaultRegistry.Plugins())
+		}
+	}
 	nonNeg("mtls.reload_interval", c.MTLS.ReloadInterval)
 	for i, b := range c.MTLS.Bundles {
 		key := fmt.Sprintf("mtls.bundles[%d]", i)
@@ -657,6 +671,20 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 		}
 		closers = append(closers, kv.Close)
 		vs = append(vs, kv)
+	}
+	names := slices.Sorted(maps.Keys(cfg.Verifiers))
+	for _, name := range names {
+		node := cfg.Verifiers[name]
+		v, err := DefaultRegistry.Load(ctx, name, &node)
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			err = errors.New(strings.Join(te.Errors, "; "))
+		}
+		if err != nil {
+			return fail(fmt.Errorf("identity.verifiers.%s (line %d, column %d): %w", name, node.Line, node.Column, err))
+		}
+		closers = append(closers, func() error { closeVerifier(v); return nil })
+		vs = append(vs, v)
 	}
 	r := NewResolver(vs...)
 	r.mtls = mv

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -353,26 +355,96 @@ func issueNow(t *testing.T, ca *testCA, uri string) *x509.Certificate {
 	return ca.issue(t, leafOpts{uris: []string{uri}, notBefore: time.Now().Add(-time.Hour), notAfter: time.Now().Add(time.Hour)})
 }
 
-// TestRegisteredModules: the built-in verifiers are registered by kind and
-// build from loosely typed settings.
-func TestRegisteredModules(t *testing.T) {
-	if diff := cmp.Diff([]string{"jwt", "kubernetes", "mtls", "source"}, Names()); diff != "" {
+// headerVerifier is a verifier plugin for the tests: a Proxy-Authorization
+// "Plugin <key>" whose key is in its settings makes a factor.
+type headerVerifier struct {
+	Key     string `yaml:"key"`
+	Subject string `yaml:"subject"`
+	closed  *atomic.Bool
+}
+
+func (h *headerVerifier) Kind() string             { return "testplugin" }
+func (h *headerVerifier) ReadsProxyAuthorization() {}
+func (h *headerVerifier) Validate() error {
+	if h.Key == "" {
+		return errors.New("testplugin: key is required")
+	}
+	return nil
+}
+func (h *headerVerifier) Close() error { h.closed.Store(true); return nil }
+func (h *headerVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
+	scheme, v, ok := strings.Cut(ev.ProxyAuthorization, " ")
+	if !ok || scheme != "Plugin" {
+		return nil, nil
+	}
+	if v != h.Key {
+		return nil, fmt.Errorf("testplugin: wrong key: %w", ErrInvalid)
+	}
+	return &Factor{Kind: "testplugin", Subject: h.Subject}, nil
+}
+
+var pluginClosed atomic.Bool
+
+func init() {
+	Register(Module{Name: "testplugin", New: func() Verifier { return &headerVerifier{closed: &pluginClosed} }})
+}
+
+// TestVerifierPlugins: a registered verifier plugin is built from its
+// identity.verifiers block through the module lifecycle, verifies
+// factors a policy can require, is closed with the resolver, and bad
+// blocks are errors that say where and what.
+func TestVerifierPlugins(t *testing.T) {
+	if diff := cmp.Diff([]string{"jwt", "kubernetes", "mtls", "source", "testplugin"}, Names()); diff != "" {
 		t.Errorf("Names (-want +got):\n%s", diff)
 	}
-	ca := newCA(t, "m")
-	path := writeFile(t, t.TempDir(), "b.pem", ca.pem())
-	m, _ := Lookup(KindMTLS)
-	v, err := m.New(context.Background(), map[string]any{"bundles": []any{map[string]any{"file": path}}})
+	block := func(src string) Config {
+		var c Config
+		if err := yaml.Unmarshal([]byte("verifiers:\n"+src), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cfg := block("  testplugin:\n    key: k1\n    subject: build-bot\n")
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.(*mtlsVerifier).Close()
-	if _, err := m.New(context.Background(), map[string]any{"bundlez": 1}); err == nil {
-		t.Error("unknown setting accepted")
+	specs := []Spec{{Name: "bot", Require: []string{"testplugin"}}}
+	ev := Evidence{Source: netip.MustParseAddrPort("10.0.0.1:1"), ProxyAuthorization: "Plugin k1"}
+	if w, err := r.Resolve(context.Background(), ev, specs); err != nil || w.Name != "bot" {
+		t.Errorf("Resolve with the plugin's factor = %q, %v; want bot", w.Name, err)
 	}
-	j, _ := Lookup(KindJWT)
-	if _, err := j.New(context.Background(), map[string]any{}); err == nil {
-		t.Error("jwt without issuers accepted")
+	ev.ProxyAuthorization = "Plugin wrong"
+	if _, err := r.Resolve(context.Background(), ev, specs); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Resolve with a bad key = %v, want ErrInvalid", err)
+	}
+	pluginClosed.Store(false)
+	r.Close()
+	if !pluginClosed.Load() {
+		t.Error("the plugin was not closed with the resolver")
+	}
+
+	for _, tt := range []struct{ src, want string }{
+		{"  testplugin:\n    key: k1\n    bogus: 1\n", `identity.verifiers.testplugin (line 3, column 5): line 4: unknown field "bogus"; known fields are key, subject`},
+		{"  testplugin:\n    subject: x\n", `testplugin: key is required`},
+		{"  nosuch:\n    a: 1\n", `no verifier plugin "nosuch" is compiled in (compiled in: [testplugin])`},
+		{"  mtls:\n    a: 1\n", `"mtls" is a built-in factor; configure it under identity.mtls`},
+	} {
+		_, err := New(context.Background(), block(tt.src))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("New(%q) = %v, want an error containing %q", tt.src, err, tt.want)
+		}
+	}
+	for _, tt := range []struct{ src, want string }{
+		{"  nosuch: {}\n", `identity.verifiers.nosuch: no verifier plugin "nosuch" is compiled in`},
+		{"  jwt: {}\n", `identity.verifiers.jwt: "jwt" is a built-in factor`},
+	} {
+		if err := block(tt.src).Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Validate(%q) = %v, want %q", tt.src, err, tt.want)
+		}
 	}
 }
 

@@ -34,7 +34,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -615,69 +614,3 @@ func (SourceVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
 	return &Factor{Kind: KindSource, Subject: a.String()}, nil
 }
 
-// Module registers a kind of verifier by name.
-type Module struct {
-	// Name is the factor kind, as written in `require:` lists.
-	Name string
-	// New returns a verifier from its decoded settings. It is called once
-	// per configuration load.
-	New func(ctx context.Context, settings map[string]any) (Verifier, error)
-}
-
-// Registry holds verifier modules. The process-wide one is filled by
-// init functions; tests may build their own.
-type Registry struct {
-	mu      sync.RWMutex
-	modules map[string]Module
-}
-
-var defaultRegistry = &Registry{}
-
-// Register adds m to the process-wide registry. It panics on an empty or
-// duplicate name: both are programming errors found at start-up.
-func Register(m Module) { defaultRegistry.Register(m) }
-
-// Lookup returns the registered module of that name.
-func Lookup(name string) (Module, bool) { return defaultRegistry.Lookup(name) }
-
-// Names lists the registered verifier kinds, sorted.
-func Names() []string { return defaultRegistry.Names() }
-
-// Register adds m; it panics on an empty or duplicate name.
-func (r *Registry) Register(m Module) {
-	if m.Name == "" || m.New == nil {
-		panic("identity: Register with empty name or nil New")
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.modules == nil {
-		r.modules = map[string]Module{}
-	}
-	if _, dup := r.modules[m.Name]; dup {
-		panic("identity: duplicate verifier " + m.Name)
-	}
-	r.modules[m.Name] = m
-}
-
-// Lookup returns the module of that name.
-func (r *Registry) Lookup(name string) (Module, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	m, ok := r.modules[name]
-	return m, ok
-}
-
-// Names lists registered names, sorted.
-func (r *Registry) Names() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make([]string, 0, len(r.modules)+1)
-	for n := range r.modules {
-		out = append(out, n)
-	}
-	if !slices.Contains(out, KindSource) {
-		out = append(out, KindSource)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -86,16 +86,16 @@ func TestDisplayName(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	var r identity.Registry
-	m := identity.Module{Name: "fake", New: func(context.Context, map[string]any) (identity.Verifier, error) { return fakeVerifier{}, nil }}
+	r := identity.NewRegistry()
+	m := identity.Module{Name: "fake", New: func() identity.Verifier { return fakeVerifier{} }}
 	r.Register(m)
 	if _, ok := r.Lookup("fake"); !ok {
 		t.Fatal("registered module not found")
 	}
-	if diff := cmp.Diff([]string{"fake", "source"}, r.Names()); diff != "" {
+	if diff := cmp.Diff([]string{"fake", "jwt", "kubernetes", "mtls", "source"}, r.Names()); diff != "" {
 		t.Errorf("Names (-want +got):\n%s", diff)
 	}
-	for _, bad := range []identity.Module{m, {Name: "", New: m.New}, {Name: "x"}} {
+	for _, bad := range []identity.Module{m, {Name: "", New: m.New}, {Name: "x"}, {Name: "mtls", New: m.New}, {Name: "source", New: m.New}} {
 		func() {
 			defer func() {
 				if recover() == nil {

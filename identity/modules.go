@@ -1,69 +1,115 @@
 package identity
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
+	"slices"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/module"
 )
 
-// The built-in verifiers register under their factor kinds, so that
-// `require:` in a policy can name them and `credgate validate` can list
-// them. New builds them from a typed Config; these modules build one from
-// loosely typed settings (the same keys as its block under `identity:`).
-func init() {
-	Register(Module{Name: KindMTLS, New: func(ctx context.Context, settings map[string]any) (Verifier, error) {
-		var c MTLSConfig
-		if err := decodeSettings(settings, &c); err != nil {
-			return nil, fmt.Errorf("identity: mtls: %w", err)
-		}
-		full := Config{MTLS: c}.WithDefaults()
-		if err := full.Validate(); err != nil {
-			return nil, err
-		}
-		return newMTLSVerifier(ctx, full.MTLS, buildOptions(nil))
-	}})
-	Register(Module{Name: KindJWT, New: func(ctx context.Context, settings map[string]any) (Verifier, error) {
-		var c JWTConfig
-		if err := decodeSettings(settings, &c); err != nil {
-			return nil, fmt.Errorf("identity: jwt: %w", err)
-		}
-		full := Config{JWT: c}.WithDefaults()
-		if err := full.Validate(); err != nil {
-			return nil, err
-		}
-		if len(full.JWT.Issuers) == 0 {
-			return nil, fmt.Errorf("identity: jwt: no issuers configured")
-		}
-		return newJWTVerifier(ctx, full.JWT, buildOptions(nil))
-	}})
-	Register(Module{Name: KindKubernetes, New: func(ctx context.Context, settings map[string]any) (Verifier, error) {
-		var c KubernetesConfig
-		if err := decodeSettings(settings, &c); err != nil {
-			return nil, fmt.Errorf("identity: kubernetes: %w", err)
-		}
-		full := Config{Kubernetes: &c}.WithDefaults()
-		if err := full.Validate(); err != nil {
-			return nil, err
-		}
-		return newTokenReviewVerifier(*full.Kubernetes, nil, buildOptions(nil))
-	}})
+// Module is an identity verifier plugin: a factor kind that policies name
+// in `require:`, and a constructor returning a new, unconfigured Verifier
+// (usually a pointer to a struct whose yaml-tagged fields are its
+// settings). The gateway builds one per `identity.verifiers.NAME` block of
+// its config through the same lifecycle as providers and injectors: New,
+// strict decoding of the block, Provision(ctx) and Validate() when the
+// verifier has them, Cleanup() when either fails, and Close() when the
+// identity configuration is replaced. Verify must be safe for concurrent
+// use; a verifier that reads Evidence.ProxyAuthorization implements
+// ProxyAuthorizationReader.
+type Module struct {
+	// Name is the factor kind. It must be unique, non-empty and not one of
+	// the built-in kinds; the Verifier's Kind() must return it.
+	Name string
+	// New returns a fresh, unconfigured Verifier.
+	New func() Verifier
 }
 
-// decodeSettings decodes settings into v strictly: unknown keys are
-// errors.
-func decodeSettings(settings map[string]any, v any) error {
-	data, err := yaml.Marshal(settings)
+// builtinKinds are the factors configured under their own identity keys
+// (identity.mtls, identity.jwt, identity.kubernetes) or always present.
+var builtinKinds = []string{KindSource, KindMTLS, KindJWT, KindKubernetes}
+
+// Registry maps verifier plugin names to modules. The zero value is not
+// usable; use NewRegistry. Most code uses the package-level functions,
+// which act on DefaultRegistry; tests build their own Registry.
+type Registry struct {
+	r *module.Registry[Verifier]
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{r: module.New[Verifier]("identity verifier")}
+}
+
+// DefaultRegistry holds the compiled-in verifier plugins, which register
+// themselves in init functions.
+var DefaultRegistry = NewRegistry()
+
+// Register adds m. It panics if m.Name is empty, a built-in kind or taken,
+// or m.New is nil: programming errors found at start-up.
+func (r *Registry) Register(m Module) {
+	if slices.Contains(builtinKinds, m.Name) {
+		panic(fmt.Sprintf("identity verifier %q is a built-in factor kind", m.Name))
+	}
+	r.r.Register(m.Name, m.New)
+}
+
+// Lookup returns the module registered under name.
+func (r *Registry) Lookup(name string) (Module, bool) {
+	f, ok := r.r.Lookup(name)
+	if !ok {
+		return Module{}, false
+	}
+	return Module{Name: name, New: f}, true
+}
+
+// Names lists the factor kinds a policy may require: the built-in ones
+// and the registered plugins, sorted.
+func (r *Registry) Names() []string {
+	out := append(slices.Clone(builtinKinds), r.r.Names()...)
+	slices.Sort(out)
+	return out
+}
+
+// Plugins lists the registered plugin names, sorted.
+func (r *Registry) Plugins() []string { return r.r.Names() }
+
+// Load builds the verifier plugin name from its settings block; see
+// Module for the lifecycle. A built-in kind or an unknown name is an error
+// that says what to write instead.
+func (r *Registry) Load(ctx context.Context, name string, settings *yaml.Node) (Verifier, error) {
+	if slices.Contains(builtinKinds, name) {
+		return nil, fmt.Errorf("%q is a built-in factor; configure it under identity.%s, not identity.verifiers", name, name)
+	}
+	if _, ok := r.r.Lookup(name); !ok {
+		return nil, fmt.Errorf("unknown identity verifier %q; compiled-in verifier plugins: %v", name, r.Plugins())
+	}
+	v, err := r.r.Load(ctx, name, settings)
 	if err != nil {
-		return fmt.Errorf("encode settings: %w", err)
+		return nil, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("decode settings: %w", err)
+	if v.Kind() != name {
+		closeVerifier(v)
+		return nil, fmt.Errorf("identity verifier %q: its Kind() is %q; a plugin's Kind must be the name it registered", name, v.Kind())
 	}
-	return nil
+	return v, nil
+}
+
+// Register adds m to DefaultRegistry; call it from an init function.
+func Register(m Module) { DefaultRegistry.Register(m) }
+
+// Lookup returns the module registered in DefaultRegistry under name.
+func Lookup(name string) (Module, bool) { return DefaultRegistry.Lookup(name) }
+
+// Names lists the factor kinds of DefaultRegistry; see Registry.Names.
+func Names() []string { return DefaultRegistry.Names() }
+
+// closeVerifier closes v if it holds resources.
+func closeVerifier(v Verifier) {
+	if c, ok := v.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
 }
