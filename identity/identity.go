@@ -613,4 +613,3 @@ func (SourceVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
 	a := ev.Source.Addr().Unmap()
 	return &Factor{Kind: KindSource, Subject: a.String()}, nil
 }
-
