@@ -107,16 +107,17 @@ type Server struct {
 	srv  *httptest.Server
 	opts Options
 
-	mu       sync.Mutex
-	apps     map[int64]App
-	insts    map[int64]Installation
-	tokens   map[string]Token
-	mints    int
-	lookups  int
-	fault    int // answer every app-JWT request with this status when non-zero
-	hold     chan struct{}
-	held     int
-	lastJWTs []string
+	mu        sync.Mutex
+	apps      map[int64]App
+	insts     map[int64]Installation
+	tokens    map[string]Token
+	mints     int
+	lookups   int
+	fault     int // answer every app-JWT request with this status when non-zero
+	hold      chan struct{}
+	held      int
+	lastJWTs  []string
+	gitDenied int
 }
 
 // New starts a Server; call Close when done.
@@ -214,6 +215,14 @@ func (s *Server) Lookups() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lookups
+}
+
+// GitDenied returns how many git requests carried a valid token whose
+// scope does not cover the repository (answered 403).
+func (s *Server) GitDenied() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gitDenied
 }
 
 // Tokens returns every installation token issued, for tests that check
@@ -524,6 +533,9 @@ func (s *Server) serveGit(w http.ResponseWriter, r *http.Request, owner, repo st
 		level = "write"
 	}
 	if !s.allows(t, owner, repo, "contents", level) {
+		s.mu.Lock()
+		s.gitDenied++
+		s.mu.Unlock()
 		http.Error(w, "Permission to "+owner+"/"+repo+".git denied.", http.StatusForbidden)
 		return
 	}
