@@ -164,9 +164,9 @@ func (p *Provider) Provision(context.Context) error {
 		p.PrivateKey.Algorithm = jwtsign.RS256
 	}
 	if p.PrivateKey.IsSet() {
-		s, err := jwtsign.New(p.PrivateKey, "github-app: private_key", jwtsign.FromInputs(p.inputsNow))
+		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.inputsNow))
 		if err != nil {
-			return err
+			return fmt.Errorf("github-app: %w", err)
 		}
 		p.signer = s
 	}
@@ -265,7 +265,10 @@ func (p *Provider) Validate() error {
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):
 		return fmt.Errorf("github-app: base_url %q must use https (http only for a loopback host)", p.BaseURL)
 	}
-	return p.PrivateKey.Validate("github-app: private_key")
+	if err := p.PrivateKey.Validate("private_key"); err != nil {
+		return fmt.Errorf("github-app: %w", err)
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {

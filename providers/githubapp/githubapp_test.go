@@ -330,7 +330,7 @@ func TestErrors(t *testing.T) {
 	})
 	t.Run("unreadable key", func(t *testing.T) {
 		check(t, fetchErr(t, "app_id: 4242\nprivate_key: {file: /nonexistent/app.pem}\ninstallation_id: 777"),
-			"github-app: sign the app JWT for app 4242: github-app: private_key.file /nonexistent/app.pem: cannot read the key", false)
+			"github-app: sign the app JWT for app 4242: private_key.file /nonexistent/app.pem: cannot read the key", false)
 	})
 	t.Run("ctx cancelled", func(t *testing.T) {
 		f.gh.Hold()
@@ -381,7 +381,7 @@ func TestSettingsErrors(t *testing.T) {
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\npermissions: {contents: all}", `contents: "all" is not read, write or admin`},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nbase_url: http://github.example.com/api/v3", "must use https"},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nbase_url: https://u:p@github.example.com", "without credentials"},
-		{"app_id: 1\nprivate_key: {file: KEY, credential: k}\ninstallation_id: 1", "set only one of file, credential and transit"},
+		{"app_id: 1\nprivate_key: {file: KEY, credential: k}\ninstallation_id: 1", "github-app: private_key: set one of file, credential and transit, not several"},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nunknown: x", "unknown"},
 		{"app_id: abc\nprivate_key: {file: KEY}\ninstallation_id: 1", "abc"},
 	}

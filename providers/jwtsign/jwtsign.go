@@ -130,7 +130,7 @@ func (k KeySource) Validate(setting string) error {
 	case n == 0:
 		return fmt.Errorf("%s: set one of file, credential and transit", setting)
 	case n > 1:
-		return fmt.Errorf("%s: set only one of file, credential and transit", setting)
+		return fmt.Errorf("%s: set one of file, credential and transit, not several", setting)
 	case k.Algorithm != "" && !slices.Contains(Algorithms, k.Algorithm):
 		return fmt.Errorf("%s.algorithm %q is not one of %s", setting, k.Algorithm, strings.Join(Algorithms, ", "))
 	case k.Transit != nil && (k.Transit.Key == "" || k.Algorithm == ""):

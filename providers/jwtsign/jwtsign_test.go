@@ -223,7 +223,7 @@ func TestSettings(t *testing.T) {
 		want string
 	}{
 		{jwtsign.KeySource{}, "private_key: set one of file, credential and transit"},
-		{jwtsign.KeySource{File: "a", Credential: "b"}, "set only one of"},
+		{jwtsign.KeySource{File: "a", Credential: "b"}, "set one of file, credential and transit, not several"},
 		{jwtsign.KeySource{File: "a", Algorithm: "HS256"}, `private_key.algorithm "HS256" is not one of RS256`},
 		{jwtsign.KeySource{Transit: &jwtsign.Transit{Key: "k"}}, "private_key.transit needs key, and private_key.algorithm"},
 		{jwtsign.KeySource{File: "a", Field: "pem"}, "private_key.field is set without private_key.credential"},
