@@ -213,9 +213,14 @@ func (p *Provider) Provision(context.Context) error {
 }
 
 var (
+	// namePattern is a GitHub account or repository name; "." and ".."
+	// are refused apart (they would be path segments).
 	namePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	permPattern = regexp.MustCompile(`^[a-z_]+$`)
 )
+
+// validName reports whether s is a GitHub account or repository name.
+func validName(s string) bool { return namePattern.MatchString(s) && s != "." && s != ".." }
 
 // Validate checks the settings and says what to change.
 func (p *Provider) Validate() error {
@@ -238,13 +243,13 @@ func (p *Provider) Validate() error {
 		return errors.New("github-app: set installation_id, or owner (an organisation or user, and optionally repo) to look the installation up")
 	case p.Repo != "" && p.Owner == "":
 		return errors.New("github-app: repo needs owner")
-	case p.Owner != "" && !namePattern.MatchString(p.Owner):
+	case p.Owner != "" && !validName(p.Owner):
 		return fmt.Errorf("github-app: owner %q is not a GitHub account name", p.Owner)
-	case p.Repo != "" && !namePattern.MatchString(p.Repo):
+	case p.Repo != "" && !validName(p.Repo):
 		return fmt.Errorf("github-app: repo %q is not a repository name (write it without the owner)", p.Repo)
 	}
 	for _, r := range p.Repositories {
-		if !namePattern.MatchString(r) {
+		if !validName(r) {
 			return fmt.Errorf("github-app: repositories: %q is not a repository name; write names without the owner (the installation's account is the owner)", r)
 		}
 	}

@@ -378,6 +378,8 @@ func TestSettingsErrors(t *testing.T) {
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nowner: acme", "not both"},
 		{"app_id: 1\nprivate_key: {file: KEY}\nrepo: widgets\ninstallation_id: 1", "not both"},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nrepositories: [acme/widgets]", "write names without the owner"},
+		{"app_id: 1\nprivate_key: {file: KEY}\nowner: acme\nrepo: ..", `repo ".." is not a repository name`},
+		{"app_id: 1\nprivate_key: {file: KEY}\nowner: ../orgs", `owner "../orgs" is not a GitHub account name`},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\npermissions: {contents: all}", `contents: "all" is not read, write or admin`},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nbase_url: http://github.example.com/api/v3", "must use https"},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nbase_url: https://u:p@github.example.com", "without credentials"},
