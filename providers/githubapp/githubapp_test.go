@@ -19,11 +19,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/vault/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/internal/githubtest"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/githubapp"
+	"github.com/credgate/credgate/providers/vault/vaulttest"
 )
 
 const (
@@ -499,4 +501,39 @@ type staticKey string
 
 func (s staticKey) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
 	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldPrivateKey: providers.NewSecret(string(s))}}, nil
+}
+
+// TestVaultTransitKey: the app JWT is signed by a Vault transit RSA key
+// (the in-repo Vault emulator) that never leaves Vault; the fake GitHub
+// verifies it with the transit key's public key.
+func TestVaultTransitKey(t *testing.T) {
+	f := newFixture(t, githubtest.Options{})
+	emu := vaulttest.NewServer(vaulttest.Options{})
+	t.Cleanup(emu.Close)
+	t.Setenv("CREDGATE_GITHUBAPP_TEST_VAULT_TOKEN", emu.RootToken)
+	cfg := api.DefaultConfig()
+	cfg.Address = emu.URL
+	vc, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetToken(emu.RootToken)
+	if _, err := vc.Logical().WriteWithContext(t.Context(), "sys/mounts/transit", map[string]any{"type": "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc.Logical().WriteWithContext(t.Context(), "transit/keys/github-app", map[string]any{"type": "rsa-2048"}); err != nil {
+		t.Fatal(err)
+	}
+	pub, ok := emu.TransitPublicKey("transit", "github-app").(*rsa.PublicKey)
+	if !ok {
+		t.Fatal("the transit key is not RSA")
+	}
+	f.gh.AddApp(githubtest.App{ID: 5151, PublicKey: pub})
+	f.gh.AddInstallation(githubtest.Installation{ID: 515, AppID: 5151, Account: "acme", Org: true,
+		Repositories: []string{"widgets"}, Permissions: map[string]string{"metadata": "read"}})
+	p := f.load(t, base+"app_id: 5151\ninstallation_id: 515\nprivate_key:\n  transit:\n    key: github-app\n    server: {address: "+emu.URL+", auth: {method: token, token_env: CREDGATE_GITHUBAPP_TEST_VAULT_TOKEN}}\n")
+	tok := fetch(t, p).Fields[providers.FieldToken].Reveal()
+	if info, ok := f.gh.Lookup(tok); !ok || info.Installation != 515 {
+		t.Errorf("token %+v (%v), want one for installation 515", info, ok)
+	}
 }
