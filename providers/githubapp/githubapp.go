@@ -89,6 +89,8 @@ const (
 	JWTLifetime = 9 * time.Minute
 	// apiVersion is the REST API version requested.
 	apiVersion = "2022-11-28"
+	// maxRepositories is the most repositories a token request may name.
+	maxRepositories = 500
 	// maxBody bounds what is read of an answer.
 	maxBody = 1 << 20
 )
@@ -247,6 +249,9 @@ func (p *Provider) Validate() error {
 		return fmt.Errorf("github-app: owner %q is not a GitHub account name", p.Owner)
 	case p.Repo != "" && !validName(p.Repo):
 		return fmt.Errorf("github-app: repo %q is not a repository name (write it without the owner)", p.Repo)
+	}
+	if len(p.Repositories) > maxRepositories {
+		return fmt.Errorf("github-app: repositories lists %d repositories; GitHub accepts at most %d per token (split them over several credentials)", len(p.Repositories), maxRepositories)
 	}
 	for _, r := range p.Repositories {
 		if !validName(r) {
