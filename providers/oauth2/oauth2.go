@@ -82,6 +82,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -94,7 +95,7 @@ import (
 
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
-	"github.com/credgate/credgate/providers/vault"
+	"github.com/credgate/credgate/providers/jwtsign"
 )
 
 func init() {
@@ -204,7 +205,7 @@ type Provider struct {
 	auth    string
 	retries int
 	client  *http.Client
-	signer  signer
+	signer  jwtsign.Signer
 	inputs  map[string]providers.Provider
 	scope   string // the CacheScope part common to every caller
 	opLabel string // "token request to URL (grant G, client C)"
@@ -241,40 +242,13 @@ func (s *InlineSecret) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// KeySource says where a signing key comes from. Set exactly one of File,
-// Credential and Transit.
-type KeySource struct {
-	// File is a PEM file holding the private key (PKCS#8, PKCS#1 or SEC 1).
-	// It is read at every signing, so a rotated key is picked up.
-	File string `yaml:"file"`
-	// Credential names another credential of the policy whose field holds
-	// the PEM private key.
-	Credential string `yaml:"credential"`
-	// Field is that credential's field. Default "private_key", then
-	// "token".
-	Field string `yaml:"field"`
-	// Transit signs with a Vault transit key that never leaves Vault.
-	Transit *Transit `yaml:"transit"`
-	// Algorithm is the JWS alg. Default: RS256 for RSA keys, ES256/ES384/
-	// ES512 for P-256/P-384/P-521, EdDSA for Ed25519. Required with
-	// Transit.
-	Algorithm string `yaml:"algorithm"`
-	// KeyID is the JWS kid header, if the server needs one.
-	KeyID string `yaml:"key_id"`
-}
-
-func (k KeySource) set() bool { return k.File != "" || k.Credential != "" || k.Transit != nil }
+// KeySource says where a signing key comes from: a PEM file, another
+// credential, or a Vault transit key (the shared providers/jwtsign
+// settings).
+type KeySource = jwtsign.KeySource
 
 // Transit is a Vault transit key used to sign assertions.
-type Transit struct {
-	// Server is the Vault server and the gateway's login to it (the same
-	// mapping as the vault provider's server:).
-	Server vault.Server `yaml:"server"`
-	// Mount is where the transit engine is enabled. Default "transit".
-	Mount string `yaml:"mount"`
-	// Key is the transit key's name. Required.
-	Key string `yaml:"key"`
-}
+type Transit = jwtsign.Transit
 
 // TokenExchange configures the token_exchange grant (RFC 8693).
 type TokenExchange struct {
@@ -314,7 +288,7 @@ func (p *Provider) Provision(context.Context) error {
 		switch {
 		case p.ClientSecret.set():
 			p.auth = AuthSecretBasic
-		case p.ClientKey.set() && p.Grant != GrantJWTBearer:
+		case p.ClientKey.IsSet() && p.Grant != GrantJWTBearer:
 			p.auth = AuthPrivateKey
 		default:
 			p.auth = AuthNone
@@ -359,15 +333,12 @@ func (p *Provider) Provision(context.Context) error {
 		// would send the client secret elsewhere.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	if p.ClientKey.Transit != nil {
-		c, err := vault.NewClient(p.ClientKey.Transit.Server)
+	if p.ClientKey.IsSet() {
+		sg, err := jwtsign.New(p.ClientKey, "client_key", jwtsign.FromInputs(func() map[string]providers.Provider { return p.inputs }))
 		if err != nil {
-			return fmt.Errorf("oauth2: client_key.transit: %w", err)
+			return fmt.Errorf("oauth2: %w", err)
 		}
-		p.signer = &transitSigner{ts: &vault.TransitSigner{Client: c, Mount: p.ClientKey.Transit.Mount,
-			Key: p.ClientKey.Transit.Key, Algorithm: p.ClientKey.Algorithm, KeyID: p.ClientKey.KeyID}, client: c}
-	} else if p.ClientKey.set() {
-		p.signer = &pemSigner{src: p.ClientKey, input: p.input}
+		p.signer = sg
 	}
 	p.opLabel = fmt.Sprintf("token request to %s (grant %s, client %s)", httpclient.Display(p.TokenURL), p.Grant, orNone(p.ClientID))
 	p.scope = p.scopeBase().String()
@@ -395,7 +366,7 @@ func (p *Provider) Validate() error {
 			return fmt.Errorf("oauth2: client_auth %s needs client_secret (credential: NAME)", p.auth)
 		}
 	case AuthPrivateKey:
-		if !p.ClientKey.set() {
+		if !p.ClientKey.IsSet() {
 			return errors.New("oauth2: client_auth private_key_jwt needs client_key (file, credential or transit)")
 		}
 	case AuthNone:
@@ -411,26 +382,16 @@ func (p *Provider) Validate() error {
 	if p.ClientSecret.set() && p.auth != AuthSecretBasic && p.auth != AuthSecretPost {
 		return fmt.Errorf("oauth2: client_secret is set but client_auth is %s", p.auth)
 	}
-	n := 0
-	for _, set := range []bool{p.ClientKey.File != "", p.ClientKey.Credential != "", p.ClientKey.Transit != nil} {
-		if set {
-			n++
+	if p.ClientKey.IsSet() {
+		if err := p.ClientKey.Validate("client_key"); err != nil {
+			return fmt.Errorf("oauth2: %w", err)
 		}
-	}
-	if n > 1 {
-		return errors.New("oauth2: client_key: set one of file, credential and transit")
-	}
-	if p.ClientKey.Algorithm != "" && !slices.Contains(algorithms, p.ClientKey.Algorithm) {
-		return fmt.Errorf("oauth2: client_key.algorithm %q is not one of %s", p.ClientKey.Algorithm, strings.Join(algorithms, ", "))
-	}
-	if t := p.ClientKey.Transit; t != nil && (t.Key == "" || p.ClientKey.Algorithm == "") {
-		return errors.New("oauth2: client_key.transit needs key and client_key.algorithm")
 	}
 	if p.Grant == GrantJWTBearer {
 		if p.JWTBearer.Issuer == "" {
 			return errors.New("oauth2: grant jwt_bearer needs jwt_bearer.issuer")
 		}
-		if !p.ClientKey.set() {
+		if !p.ClientKey.IsSet() {
 			return errors.New("oauth2: grant jwt_bearer needs client_key to sign the assertion")
 		}
 		for _, c := range reservedClaims {
@@ -573,8 +534,8 @@ func (p *Provider) ReissueOnUnauthorized() bool { return true }
 
 // Cleanup releases the Vault client of a transit key, if any.
 func (p *Provider) Cleanup() error {
-	if ts, ok := p.signer.(*transitSigner); ok {
-		return ts.client.Close()
+	if c, ok := p.signer.(io.Closer); ok {
+		return c.Close()
 	}
 	return nil
 }

@@ -45,6 +45,13 @@ var transitAlgs = map[string]struct{ hash, sig string }{
 // "vault: sign with transit key MOUNT/KEY"; an unavailable Vault wraps
 // providers.ErrUnavailable.
 func (s *TransitSigner) SignJWT(ctx context.Context, claims any) (string, error) {
+	return s.SignJWTWithHeader(ctx, nil, claims)
+}
+
+// SignJWTWithHeader is SignJWT with extra JWS header parameters (x5t#S256,
+// say). header may not set alg, which is always Algorithm; typ defaults to
+// "JWT" and kid to KeyID.
+func (s *TransitSigner) SignJWTWithHeader(ctx context.Context, header map[string]any, claims any) (string, error) {
 	mount := strings.Trim(s.Mount, "/")
 	if mount == "" {
 		mount = "transit"
@@ -59,11 +66,17 @@ func (s *TransitSigner) SignJWT(ctx context.Context, claims any) (string, error)
 	case !ok:
 		return "", fmt.Errorf("vault: %s: unsupported JWS algorithm %q (use RS256, PS256, ES256, EdDSA, ...)", op, s.Algorithm)
 	}
-	header := map[string]string{"alg": s.Algorithm, "typ": "JWT"}
-	if s.KeyID != "" {
-		header["kid"] = s.KeyID
+	if _, ok := header["alg"]; ok {
+		return "", fmt.Errorf("vault: %s: the header may not set alg; set Algorithm", op)
 	}
-	hj, err := json.Marshal(header)
+	hdr := map[string]any{"alg": s.Algorithm, "typ": "JWT"}
+	if s.KeyID != "" {
+		hdr["kid"] = s.KeyID
+	}
+	for k, v := range header {
+		hdr[k] = v
+	}
+	hj, err := json.Marshal(hdr)
 	if err != nil {
 		return "", fmt.Errorf("vault: %s: header: %w", op, err)
 	}

@@ -1,0 +1,534 @@
+// Package google is the "google" credential provider: Google Cloud and
+// Google Workspace credentials from a service account's key, so that
+// workloads call googleapis.com with no key of their own.
+//
+// Two modes:
+//
+//   - access_token (default): the OAuth 2.0 JWT bearer grant Google
+//     documents for service accounts (RFC 7523): the gateway signs an
+//     assertion (iss = the account's email, scope, aud = the token URI,
+//     iat, exp ≤ 1 h, sub for domain-wide delegation) and exchanges it at
+//     the token endpoint for an access token (about one hour);
+//   - self_signed_jwt: no token endpoint call; the gateway signs a JWT
+//     (iss = sub = the account's email, aud = https://SERVICE.googleapis.com/
+//     or the scope claim, exp = iat + 1 h) that googleapis.com accepts as the
+//     bearer token itself (Google AIP-4111).
+//
+// The key is a service-account JSON key (a file or another credential of
+// the policy), or a private key through providers/jwtsign (a PEM file,
+// another credential, or a Vault transit key that never leaves Vault) with
+// client_email and key_id. The credential has providers.FieldToken, for
+// the bearer injector.
+//
+// # Settings
+//
+//	provider: google
+//	key: {file: /run/secrets/sa.json}      # or {credential: NAME, field: token}
+//	# private_key: {transit: {...}, algorithm: RS256}   # instead of key:
+//	# client_email: sa@project.iam.gserviceaccount.com
+//	# key_id: 0123abcd
+//	mode: access_token                    # or self_signed_jwt
+//	scopes: [https://www.googleapis.com/auth/cloud-platform]
+//	audience: https://pubsub.googleapis.com/   # self_signed_jwt without scopes
+//	subject: admin@example.com            # domain-wide delegation (access_token)
+//	token_url: https://oauth2.googleapis.com/token   # default: the key's token_uri
+//	ca_cert: /etc/ssl/extra.pem
+//	timeout: 10s
+package google
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/jwtsign"
+)
+
+// Name is the provider's registered name.
+const Name = "google"
+
+func init() {
+	providers.Register(providers.Module{Name: Name, New: func() providers.Provider { return new(Provider) }})
+}
+
+// Modes (the mode setting).
+const (
+	ModeAccessToken   = "access_token"
+	ModeSelfSignedJWT = "self_signed_jwt"
+)
+
+// Defaults.
+const (
+	DefaultTokenURL = "https://oauth2.googleapis.com/token"
+	DefaultTimeout  = 10 * time.Second
+	// Lifetime is the lifetime of assertions and self-signed JWTs; Google
+	// accepts at most one hour.
+	Lifetime = time.Hour
+	// expiryMargin is how much earlier than Google says a token is
+	// treated as expired (clock skew, transit time).
+	expiryMargin   = time.Minute
+	grantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	maxBody        = 1 << 20
+)
+
+// Provider is the "google" provider. Its exported fields are its
+// settings; see the package documentation.
+type Provider struct {
+	// Key is where the service-account JSON key comes from.
+	Key KeyFile `yaml:"key"`
+	// PrivateKey, instead of Key, is the account's private key through
+	// providers/jwtsign (PEM file, another credential, Vault transit);
+	// ClientEmail and KeyID are then required.
+	PrivateKey jwtsign.KeySource `yaml:"private_key"`
+	// ClientEmail is the service account's email, with PrivateKey.
+	ClientEmail string `yaml:"client_email"`
+	// KeyID is the key's ID (the JWT kid), with PrivateKey.
+	KeyID string `yaml:"key_id"`
+	// Mode is access_token (default) or self_signed_jwt.
+	Mode string `yaml:"mode"`
+	// Scopes are OAuth scopes. Required for access_token; with
+	// self_signed_jwt they become the scope claim, unless Audience is set.
+	Scopes []string `yaml:"scopes"`
+	// Audience is the self-signed JWT's aud: https://SERVICE.googleapis.com/.
+	Audience string `yaml:"audience"`
+	// Subject is the user impersonated through domain-wide delegation
+	// (access_token only).
+	Subject string `yaml:"subject"`
+	// TokenURL is the token endpoint. Default: the key's token_uri, else
+	// https://oauth2.googleapis.com/token.
+	TokenURL string `yaml:"token_url"`
+	// CACert is a PEM file of roots for the token endpoint, instead of the
+	// system roots.
+	CACert string `yaml:"ca_cert"`
+	// Timeout bounds each token request. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+
+	client *http.Client
+	signer jwtsign.Signer // with PrivateKey
+	scope  string
+	now    func() time.Time
+
+	inputsMu sync.RWMutex
+	inputs   map[string]providers.Provider
+}
+
+// KeyFile says where a service-account JSON key comes from: a file, or
+// another credential's field.
+type KeyFile struct {
+	// File is the JSON key file, read at every fetch.
+	File string `yaml:"file"`
+	// Credential names another credential holding the JSON key.
+	Credential string `yaml:"credential"`
+	// Field is that credential's field. Default "token".
+	Field string `yaml:"field"`
+}
+
+func (k KeyFile) set() bool { return k.File != "" || k.Credential != "" }
+
+// serviceAccountKey is the part of a JSON key the provider reads.
+type serviceAccountKey struct {
+	Type         string `json:"type"`
+	PrivateKeyID string `json:"private_key_id"`
+	PrivateKey   string `json:"private_key"`
+	ClientEmail  string `json:"client_email"`
+	TokenURI     string `json:"token_uri"`
+}
+
+// Provision applies defaults and prepares the client and signer. It reads
+// nothing but ca_cert and contacts nothing.
+func (p *Provider) Provision(context.Context) error {
+	if p.Mode == "" {
+		p.Mode = ModeAccessToken
+	}
+	if p.Timeout <= 0 {
+		p.Timeout = DefaultTimeout
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.PrivateKey.IsSet() {
+		if p.PrivateKey.Algorithm == "" {
+			p.PrivateKey.Algorithm = jwtsign.RS256
+		}
+		if p.PrivateKey.KeyID == "" {
+			p.PrivateKey.KeyID = p.KeyID
+		}
+		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.inputsNow))
+		if err != nil {
+			return fmt.Errorf("google: %w", err)
+		}
+		p.signer = s
+	}
+	tr := &http.Transport{
+		Proxy:               nil, // the gateway's own calls never use the proxy environment
+		DialContext:         (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: p.Timeout,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	if p.CACert != "" {
+		pemData, err := os.ReadFile(p.CACert)
+		if err != nil {
+			return fmt.Errorf("google: ca_cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemData) {
+			return fmt.Errorf("google: ca_cert %s holds no PEM certificate", p.CACert)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.scope = p.scopeDigest()
+	return nil
+}
+
+// Validate checks the settings and says what to change.
+func (p *Provider) Validate() error {
+	switch {
+	case p.Key.set() == p.PrivateKey.IsSet():
+		return errors.New("google: set key (the service account's JSON key: file or credential), or private_key with client_email and key_id")
+	case p.Key.File != "" && p.Key.Credential != "":
+		return errors.New("google: key: set file or credential, not both")
+	case p.Key.Field != "" && p.Key.Credential == "":
+		return errors.New("google: key.field is set without key.credential")
+	case p.PrivateKey.IsSet() && p.ClientEmail == "":
+		return errors.New("google: private_key needs client_email (the service account's email)")
+	case p.Key.set() && (p.ClientEmail != "" || p.KeyID != ""):
+		return errors.New("google: client_email and key_id come from the JSON key; set them only with private_key")
+	case p.PrivateKey.IsSet() && p.PrivateKey.Algorithm != jwtsign.RS256:
+		return fmt.Errorf("google: private_key.algorithm is %s; Google service-account JWTs are RS256", p.PrivateKey.Algorithm)
+	}
+	switch p.Mode {
+	case ModeAccessToken:
+		if len(p.Scopes) == 0 {
+			return errors.New("google: mode access_token needs scopes (e.g. https://www.googleapis.com/auth/cloud-platform)")
+		}
+		if p.Audience != "" {
+			return errors.New("google: audience is for mode self_signed_jwt; an access token's reach is its scopes")
+		}
+	case ModeSelfSignedJWT:
+		if len(p.Scopes) == 0 && p.Audience == "" {
+			return errors.New("google: mode self_signed_jwt needs audience (https://SERVICE.googleapis.com/) or scopes")
+		}
+		if p.Subject != "" {
+			return errors.New("google: subject (domain-wide delegation) needs mode access_token")
+		}
+		if p.Audience != "" {
+			u, err := url.Parse(p.Audience)
+			if err != nil || u.Scheme != "https" || !strings.HasSuffix(u.Host, ".googleapis.com") || u.Path != "/" {
+				return fmt.Errorf("google: audience %q is not of the form https://SERVICE.googleapis.com/", p.Audience)
+			}
+		}
+	default:
+		return fmt.Errorf("google: mode %q is not access_token or self_signed_jwt", p.Mode)
+	}
+	if p.TokenURL != "" {
+		if err := checkTokenURL(p.TokenURL); err != nil {
+			return err
+		}
+	}
+	if p.PrivateKey.IsSet() {
+		if err := p.PrivateKey.Validate("private_key"); err != nil {
+			return fmt.Errorf("google: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkTokenURL requires https, except for a loopback host.
+func checkTokenURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		return fmt.Errorf("google: token_url %q is not an https URL", raw)
+	case u.User != nil:
+		return errors.New("google: token_url must not carry credentials")
+	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		return fmt.Errorf("google: token_url %q must use https (http only for a loopback host)", raw)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+// Inputs lists the credential holding the key, if any.
+func (p *Provider) Inputs() []string {
+	if p.Key.Credential != "" {
+		return []string{p.Key.Credential}
+	}
+	return p.PrivateKey.Inputs()
+}
+
+// SetInputs keeps the providers of Inputs.
+func (p *Provider) SetInputs(inputs map[string]providers.Provider) {
+	p.inputsMu.Lock()
+	defer p.inputsMu.Unlock()
+	p.inputs = inputs
+}
+
+func (p *Provider) inputsNow() map[string]providers.Provider {
+	p.inputsMu.RLock()
+	defer p.inputsMu.RUnlock()
+	return p.inputs
+}
+
+// scopeDigest covers every setting that shapes the credential.
+func (p *Provider) scopeDigest() string {
+	h := sha256.New()
+	put := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
+	for _, s := range []string{p.Mode, p.Key.File, p.Key.Credential, p.Key.Field, p.PrivateKey.File,
+		p.PrivateKey.Credential, p.PrivateKey.Field, p.ClientEmail, p.KeyID, p.Audience, p.Subject, p.TokenURL} {
+		put(s)
+	}
+	if t := p.PrivateKey.Transit; t != nil {
+		put(t.Server.Address + "|" + t.Mount + "|" + t.Key)
+	}
+	scopes := slices.Clone(p.Scopes)
+	slices.Sort(scopes)
+	put(strings.Join(scopes, " "))
+	return "google:" + p.Mode + ":" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// CacheScope keys credentials by every setting that shapes them; they do
+// not depend on the caller.
+func (p *Provider) CacheScope(providers.Request) string { return p.scope }
+
+// ReissueOnUnauthorized implements providers.Reissuer: an access token can
+// be revoked before it expires.
+func (p *Provider) ReissueOnUnauthorized() bool { return p.Mode == ModeAccessToken }
+
+// Cleanup releases idle connections and a transit key's Vault client.
+func (p *Provider) Cleanup() error {
+	if p.client != nil {
+		p.client.CloseIdleConnections()
+	}
+	if c, ok := p.signer.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// account is a resolved signing identity.
+type account struct {
+	email, tokenURI string
+	signer          jwtsign.Signer
+}
+
+// account reads the JSON key (or uses the configured private key).
+func (p *Provider) account(ctx context.Context, req providers.Request) (account, error) {
+	if p.signer != nil {
+		return account{email: p.ClientEmail, tokenURI: p.TokenURL, signer: p.signer}, nil
+	}
+	var data []byte
+	var where string
+	if p.Key.File != "" {
+		where = "key.file " + p.Key.File
+		b, err := os.ReadFile(p.Key.File)
+		if err != nil {
+			return account{}, fmt.Errorf("google: %s: cannot read the key (%w); check the path and the gateway's permission to read it", where, errors.Unwrap(err))
+		}
+		data = b
+	} else {
+		where = fmt.Sprintf("key.credential %q", p.Key.Credential)
+		in := p.inputsNow()[p.Key.Credential]
+		if in == nil {
+			return account{}, fmt.Errorf("google: %s: the input credential was not provided", where)
+		}
+		r := req
+		r.Credential = p.Key.Credential
+		c, err := in.Fetch(ctx, r)
+		if err != nil {
+			return account{}, fmt.Errorf("google: %s: %w", where, err)
+		}
+		field := p.Key.Field
+		if field == "" {
+			field = providers.FieldToken
+		}
+		s, ok := c.Field(field)
+		if !ok {
+			return account{}, fmt.Errorf("google: %s has no field %s holding the JSON key", where, field)
+		}
+		data = []byte(s.Reveal())
+	}
+	var k serviceAccountKey
+	if err := json.Unmarshal(data, &k); err != nil {
+		return account{}, fmt.Errorf("google: %s is not a JSON service-account key (download one from IAM > Service accounts > Keys)", where)
+	}
+	if k.Type != "service_account" || k.ClientEmail == "" || k.PrivateKey == "" {
+		return account{}, fmt.Errorf("google: %s: the JSON key is of type %q, want a service_account key with client_email and private_key", where, k.Type)
+	}
+	key, err := jwtsign.ParsePrivateKey([]byte(k.PrivateKey))
+	if err != nil {
+		return account{}, fmt.Errorf("google: %s: private_key: %w", where, err)
+	}
+	s, err := jwtsign.NewFromKey(key, jwtsign.RS256, k.PrivateKeyID)
+	if err != nil {
+		return account{}, fmt.Errorf("google: %s: %w", where, err)
+	}
+	uri := p.TokenURL
+	if uri == "" {
+		uri = k.TokenURI
+		if uri != "" {
+			if err := checkTokenURL(uri); err != nil {
+				return account{}, fmt.Errorf("google: %s: token_uri: %w", where, err)
+			}
+		}
+	}
+	return account{email: k.ClientEmail, tokenURI: uri, signer: s}, nil
+}
+
+// Fetch returns an access token or a self-signed JWT.
+func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers.Credential, error) {
+	ctx = jwtsign.WithRequest(ctx, req)
+	acct, err := p.account(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if acct.tokenURI == "" {
+		acct.tokenURI = DefaultTokenURL
+	}
+	now := p.now()
+	claims := map[string]any{"iss": acct.email, "iat": now.Unix(), "exp": now.Add(Lifetime).Unix()}
+	if p.Mode == ModeSelfSignedJWT {
+		claims["sub"] = acct.email
+		if p.Audience != "" {
+			claims["aud"] = p.Audience
+		} else {
+			claims["scope"] = strings.Join(p.Scopes, " ")
+		}
+		jwt, err := acct.signer.Sign(ctx, nil, claims)
+		if err != nil {
+			return nil, fmt.Errorf("google: sign a self-signed JWT for %s: %w", acct.email, err)
+		}
+		return &providers.Credential{
+			Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(jwt)},
+			Expiry: now.Add(Lifetime - expiryMargin),
+		}, nil
+	}
+	claims["aud"] = acct.tokenURI
+	claims["scope"] = strings.Join(p.Scopes, " ")
+	if p.Subject != "" {
+		claims["sub"] = p.Subject
+	}
+	assertion, err := acct.signer.Sign(ctx, nil, claims)
+	if err != nil {
+		return nil, fmt.Errorf("google: sign the assertion for %s: %w", acct.email, err)
+	}
+	return p.exchange(ctx, acct, assertion)
+}
+
+// exchange makes the JWT bearer token request.
+func (p *Provider) exchange(ctx context.Context, acct account, assertion string) (*providers.Credential, error) {
+	op := fmt.Sprintf("google: token request for %s to %s", acct.email, acct.tokenURI)
+	form := url.Values{"grant_type": {grantJWTBearer}, "assertion": {assertion}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, acct.tokenURI, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	start := p.now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("%s: %w", op, ctxErr)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%s: %w: %w", op, err, providers.ErrUnavailable)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("%s: read the answer: %w: %w", op, err, providers.ErrUnavailable)
+	}
+	var out struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		Error       string `json:"error"`
+	}
+	_ = json.Unmarshal(data, &out)
+	switch s := resp.StatusCode; {
+	case s == http.StatusOK:
+	case s == http.StatusTooManyRequests || s >= 500:
+		return nil, fmt.Errorf("%s: Google answered %s: %w", op, resp.Status, providers.ErrUnavailable)
+	case out.Error == "invalid_grant":
+		return nil, fmt.Errorf("%s: Google refused the assertion (invalid_grant): check that the key is a current key of %s, that the account is enabled, that subject (if set) is allowed by domain-wide delegation, and that the gateway's clock is correct", op, acct.email)
+	case out.Error == "invalid_client" || s == http.StatusUnauthorized:
+		return nil, fmt.Errorf("%s: Google does not know the key (invalid_client, %d): the key was deleted or the account disabled; create a new key", op, s)
+	case out.Error == "invalid_scope":
+		return nil, fmt.Errorf("%s: Google refused the scopes (invalid_scope): check scopes", op)
+	default:
+		code := out.Error
+		if code == "" || len(code) > 40 {
+			code = "no error code"
+		}
+		return nil, fmt.Errorf("%s: Google answered %s (%s)", op, resp.Status, code)
+	}
+	if out.AccessToken == "" {
+		return nil, fmt.Errorf("%s: the answer has no access_token", op)
+	}
+	exp := start.Add(time.Duration(out.ExpiresIn) * time.Second)
+	if out.ExpiresIn <= 0 {
+		exp = start.Add(Lifetime)
+	}
+	return &providers.Credential{
+		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},
+		Expiry: exp.Add(-expiryMargin),
+	}, nil
+}
+
+// String describes the provider; it is what every fmt verb and slog print.
+func (p *Provider) String() string {
+	src := p.Key.File
+	switch {
+	case p.Key.Credential != "":
+		src = "credential " + p.Key.Credential
+	case p.ClientEmail != "":
+		src = p.ClientEmail
+	}
+	return fmt.Sprintf("google(%s, %s)", p.Mode, src)
+}
+
+// GoString implements fmt.GoStringer.
+func (p *Provider) GoString() string { return p.String() }
+
+// Format implements fmt.Formatter.
+func (p *Provider) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(p.String())) }
+
+// LogValue implements slog.LogValuer.
+func (p *Provider) LogValue() slog.Value { return slog.StringValue(p.String()) }
+
+// Interface guards.
+var (
+	_ providers.Provider     = (*Provider)(nil)
+	_ providers.Provisioner  = (*Provider)(nil)
+	_ providers.Validator    = (*Provider)(nil)
+	_ providers.Composer     = (*Provider)(nil)
+	_ providers.Scoped       = (*Provider)(nil)
+	_ providers.Reissuer     = (*Provider)(nil)
+	_ providers.CleanerUpper = (*Provider)(nil)
+)
