@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgate/credgate/internal/redistest"
 	"github.com/credgate/credgate/internal/oauth2test"
+	"github.com/credgate/credgate/internal/redistest"
 )
 
 // redisPolicy injects OAuth2 client-credentials tokens from one local

@@ -20,12 +20,12 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/httpclient"
+	"github.com/credgate/credgate/internal/oauth2test"
+	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
 	_ "github.com/credgate/credgate/providers/awssts"
 	_ "github.com/credgate/credgate/providers/oauth2"
-	"github.com/credgate/credgate/internal/oauth2test"
 	_ "github.com/credgate/credgate/providers/vault"
-	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // proxyConns counts connections to the proxy that the environment names.

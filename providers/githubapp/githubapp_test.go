@@ -23,9 +23,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/internal/githubtest"
+	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/githubapp"
-	"github.com/credgate/credgate/providers/vault/vaulttest"
 )
 
 const (

@@ -22,10 +22,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/vault/api"
 
+	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/jwtsign"
 	"github.com/credgate/credgate/providers/vault"
-	"github.com/credgate/credgate/providers/vault/vaulttest"
 )
 
 var (

@@ -25,9 +25,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
-	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/internal/oauth2test"
 	"github.com/credgate/credgate/internal/vaulttest"
+	"github.com/credgate/credgate/providers"
 )
 
 // load builds an oauth2 provider from YAML settings through the registry

@@ -24,8 +24,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
-	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/internal/vaulttest"
+	"github.com/credgate/credgate/providers"
 )
 
 // realServer is the real Vault or OpenBao the tests run against when

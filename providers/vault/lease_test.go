@@ -11,8 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/identity"
-	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/internal/vaulttest"
+	"github.com/credgate/credgate/providers"
 )
 
 // dbEnv is an emulator on a fake clock with a database engine whose role
