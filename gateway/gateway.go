@@ -24,7 +24,7 @@
 // same way: the Host (and, for tunnels, the TLS SNI) must name the
 // destination the connection was opened for; the policy in force decides;
 // the credential is fetched through the cache; the injector sets it,
-// replacing whatever the client sent; and httputil.ReverseProxy forwards
+// replacing whatever the client sent; and forward (forward.go) sends
 // the request over verified TLS to the address that was checked against
 // the private-address rule, streaming both bodies and never following a
 // redirect. Everything that can fail happens before the outbound request
@@ -43,7 +43,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"strings"
 	"sync"
@@ -102,13 +101,12 @@ type Gateway struct {
 	// transportH1 never speaks HTTP/2 (upstream.http2).
 	transportH1 *http.Transport
 	certTrans   *clientTransports
-	// upstream sends requests (forward.go); upgradeProxy relays protocol
-	// upgrades (WebSocket); buffers are their body-copy buffers.
-	upstream     http.RoundTripper
-	upgradeProxy *httputil.ReverseProxy
-	buffers      *bufferPool
-	connect      *goproxy.ProxyHttpServer
-	mitmTLS      *tls.Config
+	// upstream sends requests (forward.go); buffers are the body-copy
+	// and relay buffers.
+	upstream http.RoundTripper
+	buffers  *bufferPool
+	connect  *goproxy.ProxyHttpServer
+	mitmTLS  *tls.Config
 
 	proxyLn, tlsLn, adminLn net.Listener
 	mitmLn                  *connListener
@@ -118,7 +116,8 @@ type Gateway struct {
 	// reloaders re-read certificate files while the gateway runs.
 	reloaders []*filewatch.Reloader
 
-	tunnels tunnelSet
+	// long holds the open long-lived connections (longlived.go).
+	long longSet
 	// h1 and h1buf serve intercepted HTTP/1.1 connections (h1.go).
 	h1    h1Set
 	h1buf h1Buffers
@@ -277,17 +276,6 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.certTrans = newClientTransports(g.transport)
 	g.upstream = timedTransport{t: g.transport, h1: g.transportH1, g: g}
 	g.buffers = newBufferPool()
-	g.upgradeProxy = &httputil.ReverseProxy{
-		Rewrite:        func(*httputil.ProxyRequest) {},
-		Transport:      g.upstream,
-		BufferPool:     g.buffers,
-		ErrorHandler:   g.upstreamError,
-		ModifyResponse: g.upstreamResponse,
-		// ReverseProxy logs body-copy errors with their error text only;
-		// keep them out of the JSON log at info level.
-		ErrorLog: log.New(&debugWriter{log: logger}, "", 0),
-	}
-
 	g.connect = goproxy.NewProxyHttpServer()
 	g.connect.Logger = log.New(&debugWriter{log: logger}, "goproxy: ", 0)
 	g.connect.Tr = nil
@@ -599,7 +587,7 @@ func (g *Gateway) shutdown() {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		g.tunnels.wait(ctx)
+		g.long.wait(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -608,8 +596,8 @@ func (g *Gateway) shutdown() {
 		}
 	}()
 	wg.Wait()
-	if n := g.tunnels.closeAll(); n > 0 {
-		g.log.Warn("closed tunnels still open at the end of shutdown_timeout", slog.Int("tunnels", n))
+	if n := g.long.closeAll(closedShutdown); n > 0 {
+		g.log.Warn("closed tunnels and WebSockets still open at the end of shutdown_timeout", slog.Int("connections", n))
 	}
 	g.transport.CloseIdleConnections()
 	g.transportH1.CloseIdleConnections()
@@ -723,8 +711,8 @@ func (d *debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// bufferPool recycles ReverseProxy's 32 KiB copy buffers, which it would
-// otherwise allocate per request.
+// bufferPool recycles the 32 KiB buffers that copy response bodies and
+// relay long-lived connections.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {

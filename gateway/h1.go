@@ -423,6 +423,9 @@ type h1Body struct {
 	rc       io.ReadCloser
 	eof      atomic.Bool
 	detached bool
+	// broken: a read failed (a timeout, the client gone); what is left
+	// cannot be drained.
+	broken bool
 	// cont, when set, sends 100 Continue before the first read.
 	cont *h1Writer
 }
@@ -441,8 +444,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.cont = nil
 	}
 	n, err := b.rc.Read(p)
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		b.eof.Store(true)
+	case err != nil:
+		b.broken = true
 	}
 	return n, err
 }
@@ -461,6 +467,9 @@ func (b *h1Body) detach() bool {
 	b.detached = true
 	if b.rc == nil || b.rc == http.NoBody || b.eof.Load() {
 		return true
+	}
+	if b.broken {
+		return false
 	}
 	if b.cont != nil {
 		// 100 Continue was never sent: the client has not sent the body
@@ -710,6 +719,11 @@ func (w *h1Writer) FlushError() error {
 
 // Flush implements http.Flusher.
 func (w *h1Writer) Flush() { _ = w.FlushError() }
+
+// SetReadDeadline sets the client connection's read deadline, for
+// http.ResponseController: limits.body_idle_timeout aborts a stalled body
+// read with it.
+func (w *h1Writer) SetReadDeadline(t time.Time) error { return w.c.tc.SetReadDeadline(t) }
 
 // Hijack implements http.Hijacker, for protocol upgrades (WebSocket).
 // The buffered reader holds what the client sent after the request.

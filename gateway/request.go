@@ -58,6 +58,12 @@ type reqState struct {
 	abortCode string
 	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
 	http1 bool
+	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
+	// long-lived connection it becomes when the upstream switches.
+	long *longConn
+	// bodyTimedOut: the client stalled the request body
+	// (limits.body_idle_timeout).
+	bodyTimedOut atomic.Bool
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -173,6 +179,11 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 			"the request path is not absolute or has dot segments (/./ or /../, also percent-encoded); send a normalised path", ""))
 		return
 	}
+	upgrade, uf := checkUpgrade(r)
+	if uf != nil {
+		g.refuse(w, r, start, ev, dest, *uf)
+		return
+	}
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
 	}
@@ -269,6 +280,9 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	}
 
 	st := &reqState{addrs: addrs, http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2}
+	if upgrade {
+		st.long = g.newLong(kindWebSocket, wl, d)
+	}
 	if d.Action == policy.Inject {
 		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
 		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
@@ -312,6 +326,9 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	ev2.Status = status
 	ev2.BytesIn = body.n.Load()
 	ev2.BytesOut = sw.n
+	if st.long != nil && status == http.StatusSwitchingProtocols {
+		ev2.Closed, ev2.BytesIn, ev2.BytesOut = st.long.endReason(), st.long.in.Load(), st.long.out.Load()
+	}
 	ev2.Upstream = st.upDur
 	ev2.Duration = time.Since(start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
@@ -535,6 +552,14 @@ func (g *Gateway) upstreamResponse(resp *http.Response) error {
 // credential, and never sent to the client.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
+	if st != nil && st.bodyTimedOut.Load() {
+		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
+			fmt.Sprintf("the client sent no byte of the request body for %s; the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
+		st.refusal = &f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
+		return
+	}
 	if r.Context().Err() != nil {
 		// The client went away; nothing to answer.
 		if st != nil {

@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// codeBodyTimeout answers a request whose client stopped sending the body
+// (limits.body_idle_timeout).
+const codeBodyTimeout = "body_timeout"
+
+// idleBody cuts off a request body the client stops sending: when one
+// read of it waits limits.body_idle_timeout for the client, the read is
+// aborted (through the server's http.ResponseController, which works on
+// the HTTP/1.1 loop, net/http's HTTP/1.1 server and HTTP/2 streams), the
+// read fails, and with it the upstream request, which the transport
+// cancels. Only time spent waiting for the client counts: while the
+// upstream does not ask for more of the body, no timer runs. The timer is
+// one per request with a body, reset per read.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	st   *reqState
+
+	timer *time.Timer // read only by Read's goroutine
+
+	mu   sync.Mutex
+	done bool // forward returned: the ResponseController is no longer valid
+}
+
+// idleBody wraps body (a request body being forwarded) with the
+// limits.body_idle_timeout watchdog; the caller calls stop before the
+// handler returns. It returns nil when the limit is off.
+func (g *Gateway) idleBody(w http.ResponseWriter, body io.ReadCloser, st *reqState) *idleBody {
+	idle := g.cfg.Limits.BodyIdleTimeout.D()
+	if idle <= 0 {
+		return nil
+	}
+	return &idleBody{ReadCloser: body, rc: http.NewResponseController(w), idle: idle, st: st}
+}
+
+// Read implements io.Reader.
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.idle, b.expire)
+	} else {
+		b.timer.Reset(b.idle)
+	}
+	n, err := b.ReadCloser.Read(p)
+	if !b.timer.Stop() && err == nil {
+		// The limit passed as the read returned: the client's read
+		// deadline is already in the past.
+		return n, errBodyIdle
+	}
+	return n, err
+}
+
+// errBodyIdle is what a body read returns when it waited too long.
+var errBodyIdle = &bodyIdleError{}
+
+type bodyIdleError struct{}
+
+func (*bodyIdleError) Error() string {
+	return "gateway: the client sent no byte of the request body within limits.body_idle_timeout"
+}
+func (*bodyIdleError) Timeout() bool   { return true }
+func (*bodyIdleError) Temporary() bool { return false }
+
+// expire aborts the pending read: a read deadline in the past ends it.
+func (b *idleBody) expire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.st.bodyTimedOut.Store(true)
+	_ = b.rc.SetReadDeadline(time.Unix(1, 0))
+}
+
+// stop ends the watchdog; after it the ResponseController is not used.
+func (b *idleBody) stop() {
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
+}
