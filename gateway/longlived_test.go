@@ -1,0 +1,465 @@
+package gateway
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// connectTLS opens a CONNECT tunnel to host:443 through the plain
+// listener (with a Proxy-Authorization bearer when set) and does TLS in
+// it with ALPN http/1.1, trusting roots.
+func connectTLS(t *testing.T, tg *testGateway, host, bearer string, roots *x509.CertPool) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	auth := ""
+	if bearer != "" {
+		auth = "Proxy-Authorization: Bearer " + bearer + "\r\n"
+	}
+	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n%s\r\n", host, host, auth)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %v %v", host, resp, err)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: host, RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return tc, bufio.NewReader(tc)
+}
+
+// longClient is one open long-lived connection as its client sees it.
+type longClient struct {
+	c  *tls.Conn
+	br *bufio.Reader
+	// alive does a round trip over the connection and reports whether it
+	// worked.
+	alive func() bool
+}
+
+// openLongClient opens a long-lived connection of kind: a spliced tunnel
+// to tunnelHost (HTTP requests inside) or a WebSocket to apiHost/ws (an
+// echo protocol).
+func openLongClient(t *testing.T, tg *testGateway, kind, bearer string) *longClient {
+	t.Helper()
+	if kind == kindTunnel {
+		tc, br := connectTLS(t, tg, tunnelHost, bearer, tg.pki.pool)
+		lc := &longClient{c: tc, br: br}
+		lc.alive = func() bool {
+			_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := fmt.Fprintf(tc, "GET /alive HTTP/1.1\r\nHost: %s\r\n\r\n", tunnelHost); err != nil {
+				return false
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return false
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			return err == nil && resp.StatusCode == 200
+		}
+		return lc
+	}
+	tc, br := connectTLS(t, tg, apiHost, bearer, tg.caPool)
+	fmt.Fprintf(tc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", apiHost)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	lc := &longClient{c: tc, br: br}
+	lc.alive = func() bool {
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprint(tc, "ping\n"); err != nil {
+			return false
+		}
+		line, err := br.ReadString('\n')
+		return err == nil && line == "echo: ping\n"
+	}
+	return lc
+}
+
+// closedByGateway reports whether the gateway closed the connection
+// (EOF or a reset within the wait), as opposed to a read timeout.
+func (lc *longClient) closedByGateway(within time.Duration) bool {
+	_ = lc.c.SetReadDeadline(time.Now().Add(within))
+	_, err := io.Copy(io.Discard, lc.br)
+	return err == nil || !isTimeout(err)
+}
+
+// metric returns the /metrics line that starts with prefix.
+func metric(t *testing.T, tg *testGateway, prefix string) string {
+	t.Helper()
+	for _, l := range strings.Split(adminGet(t, tg, "/metrics"), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestCheckUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		method    string
+		minor     int
+		header    http.Header
+		websocket bool
+		refused   string // a word the reason must contain; "" if accepted
+	}{
+		{"no upgrade", "GET", 1, http.Header{}, false, ""},
+		{"connection upgrade without Upgrade", "GET", 1, http.Header{"Connection": {"upgrade"}}, false, ""},
+		{"empty Upgrade", "GET", 1, http.Header{"Upgrade": {" , "}, "Connection": {"upgrade"}}, false, ""},
+		{"websocket", "GET", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, true, ""},
+		{"WebSocket, keep-alive", "GET", 1, http.Header{"Upgrade": {"WebSocket"}, "Connection": {"keep-alive, Upgrade"}}, true, ""},
+		{"WEBSOCKET twice", "GET", 1, http.Header{"Upgrade": {"WEBSOCKET", "websocket"}, "Connection": {"upgrade"}}, true, ""},
+		{"h2c", "GET", 1, http.Header{"Upgrade": {"h2c"}, "Connection": {"Upgrade, HTTP2-Settings"}, "Http2-Settings": {"AAMAAABkAAQAAP__"}}, false, `"h2c"`},
+		{"H2C", "GET", 1, http.Header{"Upgrade": {"H2C"}, "Connection": {"upgrade"}}, false, `"H2C"`},
+		{"websocket, h2c", "GET", 1, http.Header{"Upgrade": {"websocket, h2c"}, "Connection": {"upgrade"}}, false, `"h2c"`},
+		{"h2c then websocket fields", "GET", 1, http.Header{"Upgrade": {"websocket", "h2c"}, "Connection": {"upgrade"}}, false, `"h2c"`},
+		{"versioned websocket", "GET", 1, http.Header{"Upgrade": {"websocket/13"}, "Connection": {"upgrade"}}, false, `"websocket/13"`},
+		{"TLS/1.0", "GET", 1, http.Header{"Upgrade": {"TLS/1.0"}, "Connection": {"upgrade"}}, false, `"TLS/1.0"`},
+		{"websocket without Connection: upgrade", "GET", 1, http.Header{"Upgrade": {"websocket"}}, false, "Connection: upgrade"},
+		{"websocket on POST", "POST", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"upgrade"}}, false, "GET"},
+		{"websocket over HTTP/1.0", "GET", 0, http.Header{"Upgrade": {"websocket"}, "Connection": {"upgrade"}}, false, "HTTP/1.1"},
+		{"CONNECT in the tunnel", "CONNECT", 1, http.Header{}, false, "CONNECT"},
+		{"extended CONNECT", "CONNECT", 1, http.Header{":protocol": {"websocket"}}, false, "extended CONNECT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &http.Request{Method: tc.method, ProtoMajor: 1, ProtoMinor: tc.minor, Header: tc.header}
+			ws, f := checkUpgrade(r)
+			if ws != tc.websocket {
+				t.Errorf("websocket = %v, want %v", ws, tc.websocket)
+			}
+			switch {
+			case tc.refused == "" && f != nil:
+				t.Errorf("refused: %s", f.Reason)
+			case tc.refused != "" && f == nil:
+				t.Errorf("accepted, want a refusal naming %s", tc.refused)
+			case f != nil && (f.Code != codeUpgradeNotAllowed || f.Status != http.StatusBadRequest || !strings.Contains(f.Reason, tc.refused)):
+				t.Errorf("refusal %d %s %q, want 400 %s naming %s", f.Status, f.Code, f.Reason, codeUpgradeNotAllowed, tc.refused)
+			}
+		})
+	}
+}
+
+// TestUpgradeSpellingsThroughGateway sends each spelling of an upgrade
+// inside an intercepted tunnel to an origin that switches to whatever it
+// is asked: only WebSocket is relayed; nothing else reaches the origin.
+func TestUpgradeSpellingsThroughGateway(t *testing.T) {
+	tg := startGateway(t)
+	for _, tc := range []struct {
+		name       string
+		request    string // request line and fields, without the Host and the blank line
+		wantStatus int
+		wantCode   string
+		reachesOrg bool
+	}{
+		{"h2c", "GET /upgrade-any HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__", 400, codeUpgradeNotAllowed, false},
+		{"websocket, h2c", "GET /upgrade-any HTTP/1.1\r\nUpgrade: websocket, h2c\r\nConnection: Upgrade", 400, codeUpgradeNotAllowed, false},
+		{"h2c in a second field", "GET /upgrade-any HTTP/1.1\r\nUpgrade: websocket\r\nUpgrade: H2c\r\nConnection: Upgrade", 400, codeUpgradeNotAllowed, false},
+		{"websocket without Connection", "GET /upgrade-any HTTP/1.1\r\nUpgrade: websocket", 400, codeUpgradeNotAllowed, false},
+		{"websocket on POST", "POST /upgrade-any HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0", 400, codeUpgradeNotAllowed, false},
+		{"CONNECT in the tunnel", "CONNECT api.origin.test:443 HTTP/1.1", 400, codeUpgradeNotAllowed, false},
+		{"Connection: upgrade alone", "GET /upgrade-any HTTP/1.1\r\nConnection: upgrade", 200, "", true},
+		{"upstream switches to h2c", "GET /ws-wrong HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade", 502, codeUpstreamError, true},
+		{"WebSocket, any case", "GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade", 101, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(tg.origin.all())
+			tc2, br := h1Tunnel(t, tg)
+			host := "\r\nHost: " + apiHost
+			if strings.HasPrefix(tc.request, "CONNECT") {
+				host = "\r\nHost: " + apiHost + ":443"
+			}
+			fmt.Fprintf(tc2, "%s%s\r\n\r\n", tc.request, host)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.wantStatus || resp.Header.Get(ReasonHeader) != tc.wantCode {
+				t.Fatalf("got %s %q, want %d %q", resp.Status, resp.Header.Get(ReasonHeader), tc.wantStatus, tc.wantCode)
+			}
+			if tc.wantStatus == 101 {
+				fmt.Fprint(tc2, "ping\n")
+				if line, err := br.ReadString('\n'); err != nil || line != "echo: ping\n" {
+					t.Errorf("after the upgrade read %q, %v", line, err)
+				}
+				seen := tg.origin.all()[before]
+				if seen.Header.Get("Upgrade") != "websocket" || seen.Header.Get("Authorization") != "Bearer "+tg.token {
+					t.Errorf("origin saw Upgrade %q, credential set %v", seen.Header.Get("Upgrade"), seen.Header.Get("Authorization") != "")
+				}
+			} else {
+				body, _ := io.ReadAll(resp.Body)
+				if strings.Contains(string(body), "unchecked bytes") {
+					t.Errorf("the client got the origin's switched bytes: %q", body)
+				}
+			}
+			if got := len(tg.origin.all()) - before; (got > 0) != tc.reachesOrg {
+				t.Errorf("origin saw %d requests; want reached=%v", got, tc.reachesOrg)
+			}
+		})
+	}
+	waitFor(t, 5*time.Second, "the upgrade refusals' audit lines", func() bool {
+		return strings.Count(tg.audit.String(), `"code":"upgrade_not_allowed"`) == 6
+	})
+}
+
+// TestH2CUpgradeFromGoClient: a Go client asking for h2c through the
+// gateway, as an application would, is refused before the origin (which
+// would accept) sees anything.
+func TestH2CUpgradeFromGoClient(t *testing.T) {
+	tg := startGateway(t)
+	req, _ := http.NewRequest(http.MethodGet, "https://"+apiHost+"/upgrade-any", nil)
+	req.Header.Set("Upgrade", "h2c")
+	req.Header.Set("Connection", "Upgrade, HTTP2-Settings")
+	req.Header.Set("HTTP2-Settings", "AAMAAABkAAQAAP__")
+	resp, err := tg.client(t, false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get(ReasonHeader) != codeUpgradeNotAllowed || !strings.Contains(string(body), `\"h2c\"`) {
+		t.Errorf("got %s %s %s, want 400 %s naming h2c", resp.Status, resp.Header.Get(ReasonHeader), body, codeUpgradeNotAllowed)
+	}
+	if n := len(tg.origin.all()); n != 0 {
+		t.Errorf("origin saw %d requests", n)
+	}
+}
+
+func TestLongConnDue(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		expires    time.Time
+		idle, max  time.Duration
+		last, now  time.Time
+		wantReason string
+		wantWait   time.Duration
+	}{
+		{"nothing set", time.Time{}, 0, 0, t0, t0.Add(time.Hour), "", -1},
+		{"identity expires first", t0.Add(time.Minute), time.Hour, 2 * time.Hour, t0, t0, "", time.Minute},
+		{"identity expired", t0.Add(time.Minute), time.Hour, 2 * time.Hour, t0, t0.Add(time.Minute), closedIdentityExpired, 0},
+		{"idle next", time.Time{}, time.Minute, time.Hour, t0.Add(30 * time.Second), t0.Add(40 * time.Second), "", 50 * time.Second},
+		{"idle reached", time.Time{}, time.Minute, time.Hour, t0, t0.Add(time.Minute), closedIdle, 0},
+		{"max lifetime reached while busy", time.Time{}, time.Minute, time.Hour, t0.Add(time.Hour), t0.Add(time.Hour), closedMaxLifetime, 0},
+		{"expiry wins over max lifetime", t0.Add(time.Hour), time.Minute, time.Hour, t0, t0.Add(time.Hour), closedIdentityExpired, 0},
+		{"max lifetime next", time.Time{}, time.Hour, 90 * time.Minute, t0.Add(80 * time.Minute), t0.Add(85 * time.Minute), "", 5 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lc := &longConn{opened: t0, expires: tc.expires, idle: tc.idle, maxLife: tc.max}
+			lc.last.Store(tc.last.UnixNano())
+			reason, wait := lc.due(tc.now)
+			if reason != tc.wantReason || wait != tc.wantWait {
+				t.Errorf("due = %q, %s; want %q, %s", reason, wait, tc.wantReason, tc.wantWait)
+			}
+		})
+	}
+}
+
+// TestLongLivedKillSwitch: a kill switch on the rule, the workload or the
+// credential that allowed a spliced tunnel or a WebSocket closes it; one
+// on something else leaves it open.
+func TestLongLivedKillSwitch(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
+	tg := startSwitchGateway(t, "admin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n")
+	for _, tc := range []struct {
+		kind       string
+		switchKind string
+		name       string
+		closed     bool
+	}{
+		{kindTunnel, "rule", "tunnel", true},
+		{kindTunnel, "workload", "local", true},
+		{kindTunnel, "credential", "token", false}, // a tunnel carries no credential
+		{kindTunnel, "rule", "api", false},
+		{kindWebSocket, "rule", "api", true},
+		{kindWebSocket, "workload", "local", true},
+		{kindWebSocket, "credential", "token", true},
+		{kindWebSocket, "rule", "tunnel", false},
+		{kindWebSocket, "credential", "missing", false},
+	} {
+		t.Run(tc.kind+"/"+tc.switchKind+":"+tc.name, func(t *testing.T) {
+			lc := openLongClient(t, tg, tc.kind, "")
+			if !lc.alive() {
+				t.Fatal("the connection does not work before the switch")
+			}
+			before := strings.Count(tg.audit.String(), `"closed":"kill_switch"`)
+			sw := fmt.Sprintf(`{"kind":%q,"name":%q,"reason":"test"}`, tc.switchKind, tc.name)
+			if st, _, body := adminCall(t, tg, "/admin/v1/disable", token, sw); st != 200 {
+				t.Fatalf("disable: %d %v", st, body)
+			}
+			t.Cleanup(func() {
+				if st, _, body := adminCall(t, tg, "/admin/v1/enable", token, sw); st != 200 {
+					t.Errorf("enable: %d %v", st, body)
+				}
+			})
+			if tc.closed {
+				if !lc.closedByGateway(5 * time.Second) {
+					t.Fatal("the connection was not closed")
+				}
+				waitFor(t, 5*time.Second, "the close's audit line", func() bool {
+					return strings.Count(tg.audit.String(), `"closed":"kill_switch"`) > before
+				})
+			} else if !lc.alive() {
+				t.Fatal("the connection was closed by a switch that does not cover it")
+			}
+		})
+	}
+	for _, kind := range longKinds {
+		want := fmt.Sprintf(`credgate_long_lived_closed_total{kind=%q,reason="kill_switch"} 3`, kind)
+		if kind == kindTunnel {
+			want = fmt.Sprintf(`credgate_long_lived_closed_total{kind=%q,reason="kill_switch"} 2`, kind)
+		}
+		waitFor(t, 5*time.Second, want, func() bool { return metric(t, tg, want[:strings.LastIndexByte(want, ' ')]) == want })
+	}
+}
+
+// TestLongLivedLimits: limits.long_lived closes a silent connection after
+// idle_timeout and a busy one at max_lifetime, for each kind.
+func TestLongLivedLimits(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\nlimits:\n  long_lived: {idle_timeout: 400ms, max_lifetime: 1500ms}\n", tg.origin.addr, tg.origin.addr))
+	for _, kind := range longKinds {
+		for _, reason := range []string{closedIdle, closedMaxLifetime} {
+			t.Run(kind+"/"+reason, func(t *testing.T) {
+				t.Parallel()
+				lc := openLongClient(t, tg, kind, "")
+				opened := time.Now()
+				if reason == closedMaxLifetime {
+					// Busy: a round trip every 100ms until the gateway
+					// closes it.
+					for lc.alive() {
+						if time.Since(opened) > 10*time.Second {
+							t.Fatal("a busy connection outlived max_lifetime")
+						}
+						time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+					}
+					if d := time.Since(opened); d < 1300*time.Millisecond {
+						t.Errorf("closed after %s, before max_lifetime", d)
+					}
+				} else if !lc.closedByGateway(10 * time.Second) {
+					t.Fatal("a silent connection outlived idle_timeout")
+				}
+				waitFor(t, 5*time.Second, "the close's audit line", func() bool {
+					return regexp.MustCompile(`"decision":"(tunnel|inject)".*"closed":"` + reason + `"`).MatchString(tg.audit.String())
+				})
+			})
+		}
+	}
+	t.Cleanup(func() {
+		for _, kind := range longKinds {
+			for _, reason := range []string{closedIdle, closedMaxLifetime} {
+				prefix := fmt.Sprintf(`credgate_long_lived_closed_total{kind=%q,reason=%q}`, kind, reason)
+				waitFor(t, 5*time.Second, prefix+" 1", func() bool { return metric(t, tg, prefix) == prefix+" 1" })
+			}
+			open := fmt.Sprintf(`credgate_long_lived_connections{kind=%q}`, kind)
+			waitFor(t, 5*time.Second, open+" 0", func() bool { return metric(t, tg, open) == open+" 0" })
+		}
+	})
+}
+
+const expiryPolicy = `
+workloads:
+  jobs:
+    namespace: jobs
+    require: [jwt]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  tunnel:
+    hosts: [tunnel.origin.test]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: api
+    from: jobs
+    to: api
+    inject: {credential: token, as: bearer}
+  - name: tunnel
+    from: jobs
+    to: tunnel
+    action: tunnel
+default: deny
+`
+
+// TestLongLivedIdentityExpiry: a tunnel and a WebSocket opened with a
+// JWT close when the token expires, though they are busy.
+func TestLongLivedIdentityExpiry(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	signer, pub := newSigner(t)
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: pub, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	writeFile(t, tg.dir, "jwks.json", jwks)
+	writeFile(t, tg.dir, "policy.yaml", []byte(expiryPolicy))
+	tg.run(t, fmt.Sprintf(`resolve: {"api.origin.test:443": %q, "tunnel.origin.test:443": %q}
+identity:
+  jwt:
+    clock_skew: 1s
+    issuers:
+      - issuer: https://k8s.test
+        profile: kubernetes
+        audiences: [credgate]
+        jwks_file: jwks.json
+`, tg.origin.addr, tg.origin.addr))
+	// exp is in whole seconds: 2 to 3 seconds from now.
+	exp := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	tok, err := jwt.Signed(signer).Claims(map[string]any{
+		"iss": "https://k8s.test", "aud": []string{"credgate"}, "sub": "system:serviceaccount:jobs:runner",
+		"exp": exp.Unix(), "iat": time.Now().Unix(),
+		"kubernetes.io": map[string]any{"namespace": "jobs", "serviceaccount": map[string]any{"name": "runner", "uid": "u"}},
+	}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range longKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			lc := openLongClient(t, tg, kind, tok)
+			var rounds atomic.Int64
+			for lc.alive() {
+				rounds.Add(1)
+				if time.Now().After(exp.Add(5 * time.Second)) {
+					t.Fatal("the connection outlived its identity")
+				}
+				time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+			}
+			if now := time.Now(); now.Before(exp) || rounds.Load() == 0 {
+				t.Errorf("closed at %s after %d round trips; the identity expires at %s", now.Format(time.RFC3339Nano), rounds.Load(), exp)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for _, kind := range longKinds {
+			prefix := fmt.Sprintf(`credgate_long_lived_closed_total{kind=%q,reason="identity_expired"}`, kind)
+			waitFor(t, 5*time.Second, prefix+" 1", func() bool { return metric(t, tg, prefix) == prefix+" 1" })
+		}
+		waitFor(t, 5*time.Second, "two identity_expired audit lines", func() bool {
+			return strings.Count(tg.audit.String(), `"closed":"identity_expired"`) == 2
+		})
+	})
+}
