@@ -16,16 +16,25 @@ const codeBodyTimeout = "body_timeout"
 // aborted (through the server's http.ResponseController, which works on
 // the HTTP/1.1 loop, net/http's HTTP/1.1 server and HTTP/2 streams), the
 // read fails, and with it the upstream request, which the transport
-// cancels. Only time spent waiting for the client counts: while the
-// upstream does not ask for more of the body, no timer runs. The timer is
-// one per request with a body, reset per read.
+// cancels. With limits.body_min_rate, a client that trickles the body
+// slower than that rate, averaged over the time spent waiting for it
+// (once that reaches body_idle_timeout), is cut off the same way. Only
+// time spent waiting for the client counts: while the upstream does not
+// ask for more of the body, no timer runs. The timer is one per request
+// with a body, reset per read.
 type idleBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
 	idle time.Duration
-	st   *reqState
+	// minRate is limits.body_min_rate in bytes per second (0: off).
+	minRate int
+	st      *reqState
 
-	timer *time.Timer // read only by Read's goroutine
+	// Used only by Read's goroutine: the timer, and the time spent
+	// waiting for the client and the bytes it sent meanwhile.
+	timer  *time.Timer
+	waited time.Duration
+	got    int64
 
 	mu   sync.Mutex
 	done bool // forward returned: the ResponseController is no longer valid
@@ -39,7 +48,7 @@ func (g *Gateway) idleBody(w http.ResponseWriter, body io.ReadCloser, st *reqSta
 	if idle <= 0 {
 		return nil
 	}
-	return &idleBody{ReadCloser: body, rc: http.NewResponseController(w), idle: idle, st: st}
+	return &idleBody{ReadCloser: body, rc: http.NewResponseController(w), idle: idle, minRate: g.cfg.Limits.BodyMinRate, st: st}
 }
 
 // Read implements io.Reader.
@@ -49,11 +58,25 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	} else {
 		b.timer.Reset(b.idle)
 	}
+	var t0 time.Time
+	if b.minRate > 0 {
+		t0 = time.Now()
+	}
 	n, err := b.ReadCloser.Read(p)
 	if !b.timer.Stop() && err == nil {
 		// The limit passed as the read returned: the client's read
 		// deadline is already in the past.
 		return n, errBodyIdle
+	}
+	if b.minRate > 0 && err == nil {
+		// A trickle: judged once the client was waited for as long as
+		// body_idle_timeout in all.
+		b.waited += time.Since(t0)
+		b.got += int64(n)
+		if b.waited >= b.idle && float64(b.got) < float64(b.minRate)*b.waited.Seconds() {
+			b.expire()
+			return n, errBodyIdle
+		}
 	}
 	return n, err
 }
@@ -64,12 +87,13 @@ var errBodyIdle = &bodyIdleError{}
 type bodyIdleError struct{}
 
 func (*bodyIdleError) Error() string {
-	return "gateway: the client sent no byte of the request body within limits.body_idle_timeout"
+	return "gateway: the client stalled the request body (limits.body_idle_timeout, limits.body_min_rate)"
 }
 func (*bodyIdleError) Timeout() bool   { return true }
 func (*bodyIdleError) Temporary() bool { return false }
 
-// expire aborts the pending read: a read deadline in the past ends it.
+// expire aborts the pending read, or the next one: a read deadline in the
+// past ends it.
 func (b *idleBody) expire() {
 	b.mu.Lock()
 	defer b.mu.Unlock()

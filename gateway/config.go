@@ -155,6 +155,10 @@ type Limits struct {
 	// the body for this long while the gateway waits for one; the
 	// upstream request is cancelled.
 	BodyIdleTimeout Duration `yaml:"body_idle_timeout"`
+	// BodyMinRate, in bytes per second, cuts off a request whose client
+	// sends the body slower than this on average over the time the
+	// gateway waited for it, once that reaches BodyIdleTimeout; 0 is off.
+	BodyMinRate int `yaml:"body_min_rate"`
 	// LongLived bounds spliced tunnels and WebSockets.
 	LongLived LongLived `yaml:"long_lived"`
 }
@@ -405,6 +409,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	if cfg.Limits.MaxHeaderBytes < 0 {
 		bad("limits.max_header_bytes must not be negative", "limits", "max_header_bytes")
+	}
+	if cfg.Limits.BodyMinRate < 0 {
+		bad("limits.body_min_rate must not be negative (bytes per second; 0 is off)", "limits", "body_min_rate")
 	}
 	if ll := cfg.Limits.LongLived; ll.IdleTimeout > 0 {
 		maxLife := ll.MaxLifetime

@@ -423,9 +423,9 @@ type h1Body struct {
 	rc       io.ReadCloser
 	eof      atomic.Bool
 	detached bool
-	// broken: a read failed (a timeout, the client gone); what is left
-	// cannot be drained.
-	broken bool
+	// broken: a read failed (a timeout, the client gone) or was aborted
+	// (SetReadDeadline in the past); what is left cannot be drained.
+	broken atomic.Bool
 	// cont, when set, sends 100 Continue before the first read.
 	cont *h1Writer
 }
@@ -448,7 +448,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	case errors.Is(err, io.EOF):
 		b.eof.Store(true)
 	case err != nil:
-		b.broken = true
+		b.broken.Store(true)
 	}
 	return n, err
 }
@@ -468,7 +468,7 @@ func (b *h1Body) detach() bool {
 	if b.rc == nil || b.rc == http.NoBody || b.eof.Load() {
 		return true
 	}
-	if b.broken {
+	if b.broken.Load() {
 		return false
 	}
 	if b.cont != nil {
@@ -723,7 +723,15 @@ func (w *h1Writer) Flush() { _ = w.FlushError() }
 // SetReadDeadline sets the client connection's read deadline, for
 // http.ResponseController: limits.body_idle_timeout aborts a stalled body
 // read with it.
-func (w *h1Writer) SetReadDeadline(t time.Time) error { return w.c.tc.SetReadDeadline(t) }
+func (w *h1Writer) SetReadDeadline(t time.Time) error {
+	if !t.IsZero() && !t.After(time.Now()) {
+		// An abort: the rest of the body is not drained.
+		if b, ok := w.req.Body.(*h1Body); ok {
+			b.broken.Store(true)
+		}
+	}
+	return w.c.tc.SetReadDeadline(t)
+}
 
 // Hijack implements http.Hijacker, for protocol upgrades (WebSocket).
 // The buffered reader holds what the client sent after the request.

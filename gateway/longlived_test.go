@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -462,4 +463,162 @@ identity:
 			return strings.Count(tg.audit.String(), `"closed":"identity_expired"`) == 2
 		})
 	})
+}
+
+const bodyPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  plain:
+    hosts: [plain.origin.test]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: api
+    from: local
+    to: api
+    inject: {credential: token, as: bearer}
+  - name: plain
+    from: local
+    to: plain
+    plaintext: true
+    inject: {credential: token, as: bearer}
+default: deny
+`
+
+// TestBodyIdleTimeout: a client that sends the headers and part of a body,
+// then stalls, is cut off after limits.body_idle_timeout on every kind of
+// client connection, and one that trickles it below limits.body_min_rate
+// too; the upstream request is cancelled and the audit line says
+// body_timeout. A slow body with shorter pauses goes through.
+func TestBodyIdleTimeout(t *testing.T) {
+	pki := newTestPKI(t, apiHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	var plainErrs atomic.Int64
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			plainErrs.Add(1)
+			return
+		}
+		fmt.Fprintf(w, "len=%d", n)
+	}))
+	t.Cleanup(plain.Close)
+	writeFile(t, tg.dir, "policy.yaml", []byte(bodyPolicy))
+	tg.run(t, fmt.Sprintf("resolve: {\"api.origin.test:443\": %q, \"plain.origin.test:80\": %q}\nlimits: {body_idle_timeout: 300ms, body_min_rate: 1000}\n", tg.origin.addr, plain.Listener.Addr()))
+	upstreamErrs := func() int64 {
+		tg.origin.mu.Lock()
+		defer tg.origin.mu.Unlock()
+		return int64(tg.origin.bodyErrs) + plainErrs.Load()
+	}
+
+	// send posts a body written in parts with pause between them (or
+	// only the first part, then nothing), over the client kind, and
+	// returns the status.
+	send := func(t *testing.T, kind string, parts []string, pause time.Duration, stallAfterFirst bool) int {
+		t.Helper()
+		if kind == "h1 loop" {
+			tc, br := h1Tunnel(t, tg)
+			fmt.Fprintf(tc, "POST /echo HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", apiHost, len(strings.Join(parts, "")))
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				for i, p := range parts {
+					if i > 0 {
+						if stallAfterFirst {
+							return
+						}
+						select {
+						case <-stop:
+							return
+						case <-time.After(pause): // the client's pace
+						}
+					}
+					if _, err := fmt.Fprint(tc, p); err != nil {
+						return
+					}
+				}
+			}()
+			resp, _ := readResp(t, br, http.MethodPost)
+			return resp.StatusCode
+		}
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.Close() })
+		go func() {
+			for i, p := range parts {
+				if i > 0 {
+					if stallAfterFirst {
+						return // stalls until the test ends
+					}
+					time.Sleep(pause) // the client's pace, not synchronisation
+				}
+				if _, err := io.WriteString(pw, p); err != nil {
+					return
+				}
+			}
+			pw.Close()
+		}()
+		url := "https://" + apiHost + "/echo"
+		if kind == "plain h1" {
+			url = "http://plain.origin.test/echo"
+		}
+		req, _ := http.NewRequest(http.MethodPost, url, pr)
+		resp, err := tg.client(t, kind == "h2").Do(req)
+		if err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if kind == "h2" && resp.ProtoMajor != 2 {
+			t.Errorf("the client spoke %s, want HTTP/2", resp.Proto)
+		}
+		return resp.StatusCode
+	}
+
+	steady := []string{"0123456789", "abcdefghij", "ABCDEFGHIJ"}
+	trickle := strings.Split(strings.Repeat("x", 40), "")
+	for _, kind := range []string{"h1 loop", "h2", "plain h1"} {
+		for _, tc := range []struct {
+			name    string
+			parts   []string
+			pause   time.Duration
+			stall   bool
+			cut     bool
+			atLeast time.Duration
+		}{
+			{"stalled", steady, 0, true, true, 250 * time.Millisecond},
+			{"trickled below body_min_rate", trickle, 100 * time.Millisecond, false, true, 250 * time.Millisecond},
+			{"slow but steady", steady, 100 * time.Millisecond, false, false, 0},
+		} {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				before := upstreamErrs()
+				audits := strings.Count(tg.audit.String(), `"code":"body_timeout"`)
+				start := time.Now()
+				st := send(t, kind, tc.parts, tc.pause, tc.stall)
+				if !tc.cut {
+					if st != http.StatusOK {
+						t.Errorf("status %d, want 200", st)
+					}
+					return
+				}
+				if st != http.StatusRequestTimeout {
+					t.Errorf("status %d, want 408", st)
+				}
+				if d := time.Since(start); d < tc.atLeast || d > 3*time.Second {
+					t.Errorf("cut off after %s", d)
+				}
+				waitFor(t, 5*time.Second, "the upstream to see its request cancelled", func() bool { return upstreamErrs() > before })
+				waitFor(t, 5*time.Second, "a body_timeout audit line", func() bool {
+					return strings.Count(tg.audit.String(), `"code":"body_timeout"`) > audits
+				})
+			})
+		}
+	}
 }

@@ -554,7 +554,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	if st != nil && st.bodyTimedOut.Load() {
 		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
-			fmt.Sprintf("the client sent no byte of the request body for %s; the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
+			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		f.write(w)
