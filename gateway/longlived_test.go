@@ -622,3 +622,38 @@ func TestBodyIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsConfig(t *testing.T) {
+	const head = "policy: p.yaml\nca: {cert: c, key: k}\n"
+	for _, tc := range []struct {
+		name, text string
+		want       string // regexp over the error; "" for none
+	}{
+		{"defaults", "", ""},
+		{"idle longer than max lifetime", "limits:\n  long_lived:\n    idle_timeout: 2h\n    max_lifetime: 1h\n", `^c\.yaml:5:5: limits\.long_lived\.idle_timeout \(2h0m0s\) is longer than max_lifetime \(1h0m0s\)`},
+		{"idle longer than the default max lifetime", "limits:\n  long_lived: {idle_timeout: 48h}\n", `^c\.yaml:4:16: limits\.long_lived\.idle_timeout \(48h0m0s\) is longer than max_lifetime \(24h0m0s\)`},
+		{"tiny max lifetime", "limits:\n  long_lived: {max_lifetime: 1ms}\n", `^c\.yaml:4:16: limits\.long_lived\.max_lifetime: 1ms is too short`},
+		{"tiny body timeout", "limits:\n  body_idle_timeout: 10ms\n", `^c\.yaml:4:3: limits\.body_idle_timeout: 10ms is too short`},
+		{"negative rate", "limits:\n  body_min_rate: -5\n", `^c\.yaml:4:3: limits\.body_min_rate must not be negative`},
+		{"unknown key", "limits:\n  long_lived: {max_age: 1h}\n", `^c\.yaml:4:16: unknown field "max_age"`},
+		{"not a duration", "limits:\n  long_lived: {idle_timeout: forever}\n", `^c\.yaml:4: .*not a duration`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig("c.yaml", []byte(head+tc.text))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatal(err)
+			case tc.want == "":
+				l := cfg.Limits
+				if l.BodyIdleTimeout.D() != DefaultBodyIdleTimeout || l.BodyMinRate != 0 ||
+					l.LongLived.IdleTimeout.D() != DefaultLongLivedIdleTimeout || l.LongLived.MaxLifetime.D() != DefaultLongLivedMaxLifetime {
+					t.Errorf("defaults: %+v", l)
+				}
+			case err == nil:
+				t.Fatalf("no error, want %s", tc.want)
+			case !regexp.MustCompile(tc.want).MatchString(err.Error()):
+				t.Errorf("error %q does not match %s", err, tc.want)
+			}
+		})
+	}
+}
