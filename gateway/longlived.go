@@ -203,10 +203,12 @@ func (lc *longConn) copy(dst io.Writer, src io.Reader, buf []byte, n *atomic.Int
 }
 
 // relay copies both ways between client and upstream until both
-// directions ended or lc was closed, then closes both. A side that ends
-// its writing is half-closed on the other when the connection can
-// (tunnels); otherwise both are closed.
+// directions ended or lc was closed, then closes both. A tunnel (upstream
+// a net.Conn) is half-closed towards the side whose peer stopped writing,
+// as TCP allows; an upgraded connection is closed whole when either side
+// ends, as httputil.ReverseProxy does.
 func (g *Gateway) relay(lc *longConn, client net.Conn, upstream io.ReadWriteCloser) {
+	uc, tunnel := upstream.(net.Conn)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -214,14 +216,14 @@ func (g *Gateway) relay(lc *longConn, client net.Conn, upstream io.ReadWriteClos
 		buf := g.buffers.Get()
 		defer g.buffers.Put(buf)
 		_ = lc.copy(upstream, client, buf, &lc.in)
-		if uc, ok := upstream.(net.Conn); !ok || closeWrite(uc) != nil {
+		if !tunnel || closeWrite(uc) != nil {
 			_ = upstream.Close()
 		}
 	}()
 	buf := g.buffers.Get()
 	_ = lc.copy(client, upstream, buf, &lc.out)
 	g.buffers.Put(buf)
-	if closeWrite(client) != nil {
+	if !tunnel || closeWrite(client) != nil {
 		_ = client.Close()
 	}
 	wg.Wait()
@@ -294,19 +296,6 @@ func (s *longSet) closeMatching(match func(*longConn) bool, reason string) int {
 // there were.
 func (s *longSet) closeAll(reason string) int {
 	return s.closeMatching(func(*longConn) bool { return true }, reason)
-}
-
-// count returns how many connections of kind are open.
-func (s *longSet) count(kind string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for lc := range s.conns {
-		if lc.kind == kind {
-			n++
-		}
-	}
-	return n
 }
 
 // newLong describes a long-lived connection of kind that decision d
