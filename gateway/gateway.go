@@ -598,6 +598,11 @@ func (g *Gateway) shutdown() {
 	wg.Wait()
 	if n := g.long.closeAll(closedShutdown); n > 0 {
 		g.log.Warn("closed tunnels and WebSockets still open at the end of shutdown_timeout", slog.Int("connections", n))
+		// Their relays end now; let them write their audit lines before
+		// the audit output closes.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+		g.long.wait(wctx)
+		wcancel()
 	}
 	g.transport.CloseIdleConnections()
 	g.transportH1.CloseIdleConnections()

@@ -140,9 +140,13 @@ func (s *h1Set) shutdown(ctx context.Context) int {
 		case <-ctx.Done():
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			n := len(s.conns)
+			n := 0
 			for c := range s.conns {
+				if c.upgraded.Load() {
+					continue // closed by the longSet, which says why
+				}
 				_ = c.tc.Close()
+				n++
 			}
 			return n
 		case <-tick.C:
@@ -187,6 +191,9 @@ type h1Conn struct {
 
 	idle     atomic.Bool
 	hijacked bool
+	// upgraded: a handler took the connection over (a WebSocket); it is
+	// a long-lived connection, closed by the gateway's longSet.
+	upgraded atomic.Bool
 }
 
 // h1Source reads the TLS connection, after the byte the idle wait read.
@@ -753,6 +760,7 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		b.mu.Unlock()
 	}
 	c := w.c
+	c.upgraded.Store(true)
 	c.lr.N = math.MaxInt64
 	brw := bufio.NewReadWriter(c.br, c.bw)
 	return c.tc, brw, nil

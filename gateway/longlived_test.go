@@ -657,3 +657,22 @@ func TestLimitsConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestLongLivedShutdown: at the end of shutdown_timeout the gateway closes
+// the tunnels and WebSockets still open, and says so.
+func TestLongLivedShutdown(t *testing.T) {
+	tg := startSwitchGateway(t, "")
+	for _, kind := range longKinds {
+		if lc := openLongClient(t, tg, kind, ""); !lc.alive() {
+			t.Fatalf("%s does not work", kind)
+		}
+	}
+	if err := tg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"decision":"tunnel".*"closed":"shutdown"`, `"path":"/ws".*"status":101.*"closed":"shutdown"`} {
+		// A relay's line may follow Run's return by a moment (the
+		// audit output writes through once closed).
+		waitFor(t, 5*time.Second, want, func() bool { return regexp.MustCompile(want).MatchString(tg.audit.String()) })
+	}
+}
