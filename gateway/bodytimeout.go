@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +29,8 @@ type idleBody struct {
 	idle time.Duration
 	// minRate is limits.body_min_rate in bytes per second (0: off).
 	minRate int
-	st      *reqState
+	// timedOut is set when the body was cut off.
+	timedOut atomic.Bool
 
 	// Used only by Read's goroutine: the timer, and the time spent
 	// waiting for the client and the bytes it sent meanwhile.
@@ -40,16 +42,22 @@ type idleBody struct {
 	done bool // forward returned: the ResponseController is no longer valid
 }
 
-// idleBody wraps body (a request body being forwarded) with the
-// limits.body_idle_timeout watchdog; the caller calls stop before the
-// handler returns. It returns nil when the limit is off.
-func (g *Gateway) idleBody(w http.ResponseWriter, body io.ReadCloser, st *reqState) *idleBody {
+// idleBody wraps r's body with the limits.body_idle_timeout watchdog,
+// before anything reads it (an injector that signs the body reads it
+// before it is forwarded), and returns the wrapper, nil when r has no body
+// or the limit is off. The caller calls stop before the handler returns.
+func (g *Gateway) idleBody(w http.ResponseWriter, r *http.Request) *idleBody {
 	idle := g.cfg.Limits.BodyIdleTimeout.D()
-	if idle <= 0 {
+	if idle <= 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	return &idleBody{ReadCloser: body, rc: http.NewResponseController(w), idle: idle, minRate: g.cfg.Limits.BodyMinRate, st: st}
+	b := &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: idle, minRate: g.cfg.Limits.BodyMinRate}
+	r.Body = b
+	return b
 }
+
+// cutOff reports whether b (which may be nil) was cut off.
+func (b *idleBody) cutOff() bool { return b != nil && b.timedOut.Load() }
 
 // Read implements io.Reader.
 func (b *idleBody) Read(p []byte) (int, error) {
@@ -66,6 +74,11 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	if !b.timer.Stop() && err == nil {
 		// The limit passed as the read returned: the client's read
 		// deadline is already in the past.
+		return n, errBodyIdle
+	}
+	if err != nil && b.timedOut.Load() {
+		// Whoever reads the body (the transport, an injector) can tell
+		// why with errors.Is(err, errBodyIdle).
 		return n, errBodyIdle
 	}
 	if b.minRate > 0 && err == nil {
@@ -100,7 +113,7 @@ func (b *idleBody) expire() {
 	if b.done {
 		return
 	}
-	b.st.bodyTimedOut.Store(true)
+	b.timedOut.Store(true)
 	_ = b.rc.SetReadDeadline(time.Unix(1, 0))
 }
 

@@ -60,12 +60,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		r.Header["Connection"] = []string{"Upgrade"}
 		r.Header["Upgrade"] = []string{"websocket"}
 	}
-	if st != nil && r.Body != nil && r.Body != http.NoBody {
-		if ib := g.idleBody(w, r.Body, st); ib != nil {
-			defer ib.stop()
-			r.Body = ib
-		}
-	}
 	if _, ok := r.Header["User-Agent"]; !ok {
 		r.Header["User-Agent"] = []string{""} // not Go's default
 	}
@@ -130,7 +124,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if st != nil {
 			st.abortCode = codeUpstreamError
 			switch {
-			case st.bodyTimedOut.Load():
+			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite):
 				st.abortCode = codeRequestBodyAborted

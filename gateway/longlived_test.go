@@ -481,14 +481,20 @@ credentials:
     provider: static
     env: CREDGATE_GATEWAY_TEST_TOKEN
 rules:
-  - name: api
+  - name: signed
     from: local
     to: api
-    inject: {credential: token, as: bearer}
+    paths: [/signed/*]
+    inject: {credential: token, as: sigv4, service: s3, region: us-east-1, unsigned_payload: false,
+             access_key_field: token, secret_key_field: token}
   - name: plain
     from: local
     to: plain
     plaintext: true
+    inject: {credential: token, as: bearer}
+  - name: api
+    from: local
+    to: api
     inject: {credential: token, as: bearer}
 default: deny
 `
@@ -581,6 +587,21 @@ func TestBodyIdleTimeout(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
+
+	// An injector that reads the body to sign it meets the stall first:
+	// nothing reaches the upstream.
+	t.Run("sigv4 reading the body/stalled", func(t *testing.T) {
+		before := len(tg.origin.all())
+		tc, br := h1Tunnel(t, tg)
+		fmt.Fprintf(tc, "PUT /signed/object HTTP/1.1\r\nHost: %s\r\nContent-Length: 30\r\n\r\n0123456789", apiHost)
+		resp, _ := readResp(t, br, http.MethodPut)
+		if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(ReasonHeader) != codeBodyTimeout {
+			t.Errorf("got %s %q, want 408 %s", resp.Status, resp.Header.Get(ReasonHeader), codeBodyTimeout)
+		}
+		if n := len(tg.origin.all()) - before; n != 0 {
+			t.Errorf("the origin saw %d requests", n)
+		}
+	})
 
 	steady := []string{"0123456789", "abcdefghij", "ABCDEFGHIJ"}
 	trickle := strings.Split(strings.Repeat("x", 40), "")

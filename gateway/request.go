@@ -61,9 +61,9 @@ type reqState struct {
 	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
 	// long-lived connection it becomes when the upstream switches.
 	long *longConn
-	// bodyTimedOut: the client stalled the request body
-	// (limits.body_idle_timeout).
-	bodyTimedOut atomic.Bool
+	// body watches the request body (limits.body_idle_timeout); nil
+	// without a body.
+	body *idleBody
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -184,6 +184,10 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		g.refuse(w, r, start, ev, dest, *uf)
 		return
 	}
+	ib := g.idleBody(w, r)
+	if ib != nil {
+		defer ib.stop()
+	}
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
 	}
@@ -279,7 +283,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 	}
 
-	st := &reqState{addrs: addrs, http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2}
+	st := &reqState{addrs: addrs, http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if upgrade {
 		st.long = g.newLong(kindWebSocket, wl, d)
 	}
@@ -360,6 +364,10 @@ func (g *Gateway) forwardRecovered(w http.ResponseWriter, r *http.Request) (abor
 // logged, never sent: the reason is a fixed sentence.
 func injectRefusal(err error, d policy.Decision) refusal {
 	switch {
+	case errors.Is(err, errBodyIdle):
+		// The injector read the body (to sign it) and the client stalled.
+		return newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
+			"the client stalled the request body (limits.body_idle_timeout, limits.body_min_rate); the request was not forwarded", d.Rule)
 	case errors.Is(err, injectors.ErrBodyTooLarge):
 		return newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
 			fmt.Sprintf("the request body is larger than %s may hold to sign it; send a smaller body or one with a declared payload hash (x-amz-content-sha256)", d.Inject.As), d.Rule)
@@ -552,7 +560,7 @@ func (g *Gateway) upstreamResponse(resp *http.Response) error {
 // credential, and never sent to the client.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
-	if st != nil && st.bodyTimedOut.Load() {
+	if st != nil && st.body.cutOff() {
 		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
 			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
 		st.refusal = &f
