@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -136,9 +137,7 @@ func (lc *longConn) start(closers ...io.Closer) {
 	lc.closers = closers
 	if lc.reason != "" {
 		// Closed (by the kill switch) between registration and start.
-		for _, c := range closers {
-			_ = c.Close()
-		}
+		closeNow(closers)
 		return
 	}
 	if _, wait := lc.due(now); wait >= 0 {
@@ -147,14 +146,25 @@ func (lc *longConn) start(closers ...io.Closer) {
 }
 
 // close ends the connection for reason (the first reason given sticks)
-// by closing both sides; the relay then returns.
+// by closing both sides; the relay then returns and closes them properly.
+// It never blocks on a peer: a TLS connection's transport is closed
+// without the close_notify that tls.Conn.Close may wait to write (the
+// kill switch closes under its lock).
 func (lc *longConn) close(reason string) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	if lc.reason == "" {
 		lc.reason = reason
 	}
-	for _, c := range lc.closers {
+	closeNow(lc.closers)
+}
+
+func closeNow(cs []io.Closer) {
+	for _, c := range cs {
+		if tc, ok := c.(*tls.Conn); ok {
+			_ = tc.NetConn().Close()
+			continue
+		}
 		_ = c.Close()
 	}
 }
