@@ -697,3 +697,66 @@ func TestLongLivedShutdown(t *testing.T) {
 		waitFor(t, 5*time.Second, want, func() bool { return regexp.MustCompile(want).MatchString(tg.audit.String()) })
 	}
 }
+
+// TestWebSocketPlainListener: a ws:// WebSocket sent to the plain
+// listener as an absolute-URI request (net/http's server hijacks the
+// connection) is a long-lived connection like one in a tunnel: relayed,
+// then closed by a kill switch on its credential.
+func TestWebSocketPlainListener(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
+	pki := newTestPKI(t, apiHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	var seenAuth atomic.Value
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenAuth.Store(r.Header.Get("Authorization"))
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		for {
+			line, err := rw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			fmt.Fprint(rw, "echo: "+line)
+			rw.Flush()
+		}
+	}))
+	t.Cleanup(plain.Close)
+	writeFile(t, tg.dir, "policy.yaml", []byte(bodyPolicy))
+	tg.run(t, fmt.Sprintf("resolve: {\"api.origin.test:443\": %q, \"plain.origin.test:80\": %q}\nadmin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n", tg.origin.addr, plain.Listener.Addr()))
+
+	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET http://plain.origin.test/ws HTTP/1.1\r\nHost: plain.origin.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	fmt.Fprint(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo: ping\n" {
+		t.Fatalf("echo: %q %v", line, err)
+	}
+	if seenAuth.Load() != "Bearer "+tg.token {
+		t.Error("the upgrade request did not carry the injected credential")
+	}
+	if st, _, body := adminCall(t, tg, "/admin/v1/disable", token, `{"kind":"credential","name":"token"}`); st != 200 {
+		t.Fatalf("disable: %d %v", st, body)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil && isTimeout(err) {
+		t.Fatal("the WebSocket of a disabled credential is still open")
+	}
+	waitFor(t, 5*time.Second, "the WebSocket's audit line", func() bool {
+		return regexp.MustCompile(`"scheme":"http".*"path":"/ws".*"credential":"token".*"status":101.*"closed":"kill_switch"`).MatchString(tg.audit.String())
+	})
+}
