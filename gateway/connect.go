@@ -300,7 +300,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	g.auditConnect(start, ev, w, dest, d, http.StatusOK, "")
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
-	lc := g.newLong(kindTunnel, w, d)
+	lc := g.newLong(kindTunnel, ev, w, d)
 	g.openLong(lc)
 	lc.start(client, upstream)
 	g.relay(lc, client, upstream)

@@ -23,7 +23,9 @@ import (
 //
 //   - the kill switch disables its rule, workload or credential;
 //   - that identity expires (the earliest expiry of its verified
-//     factors: a token's exp, a certificate's NotAfter);
+//     factors: a token's exp, a certificate's NotAfter, a TokenReview
+//     answer's lifetime) and the same evidence, verified again then, no
+//     longer names the same workload;
 //   - no byte went either way for limits.long_lived.idle_timeout;
 //   - it has been open for limits.long_lived.max_lifetime;
 //   - the gateway shuts down (after shutdown_timeout).
@@ -64,6 +66,12 @@ type longConn struct {
 	opened, expires time.Time
 	// idle and maxLife are limits.long_lived (zero: not applied).
 	idle, maxLife time.Duration
+	// reverify, when set, verifies the evidence that opened the
+	// connection again when its identity expires, and returns the new
+	// expiry and whether it is still the same workload (a TokenReview's
+	// answer runs out before the token does; an expired token or
+	// certificate does not verify again).
+	reverify func() (time.Time, bool)
 
 	// last is when a byte last went either way (Unix nanoseconds).
 	last atomic.Int64
@@ -113,9 +121,20 @@ func (lc *longConn) due(now time.Time) (reason string, wait time.Duration) {
 }
 
 // check closes the connection when a time limit is reached, else re-arms
-// the timer for the next one.
+// the timer for the next one. At the identity's expiry the evidence is
+// verified again first, when it can be.
 func (lc *longConn) check() {
+	lc.mu.Lock()
 	reason, wait := lc.due(time.Now())
+	lc.mu.Unlock()
+	if reason == closedIdentityExpired && lc.reverify != nil {
+		if exp, ok := lc.reverify(); ok && (exp.IsZero() || exp.After(time.Now())) {
+			lc.mu.Lock()
+			lc.expires = exp
+			reason, wait = lc.due(time.Now())
+			lc.mu.Unlock()
+		}
+	}
 	if reason != "" {
 		lc.close(reason)
 		return
@@ -308,14 +327,28 @@ func (s *longSet) closeAll(reason string) int {
 	return s.closeMatching(func(*longConn) bool { return true }, reason)
 }
 
+// reverifyTimeout bounds verifying a long-lived connection's evidence
+// again (a TokenReview call).
+const reverifyTimeout = 10 * time.Second
+
 // newLong describes a long-lived connection of kind that decision d
-// allowed workload wl to open, with the limits in force.
-func (g *Gateway) newLong(kind string, wl identity.Workload, d policy.Decision) *longConn {
+// allowed workload wl, identified from evidence ev, to open, with the
+// limits in force.
+func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workload, d policy.Decision) *longConn {
 	lim := g.cfg.Limits.LongLived
 	lc := &longConn{kind: kind, rule: d.Rule, workload: wl.DisplayName(), expires: wl.Expires(),
 		idle: lim.IdleTimeout.D(), maxLife: lim.MaxLifetime.D()}
 	if d.Inject != nil {
 		lc.credential = d.Inject.Credential
+	}
+	lc.reverify = func() (time.Time, bool) {
+		ctx, cancel := context.WithTimeout(g.baseCtx, reverifyTimeout)
+		defer cancel()
+		w2, err := g.ids.Resolve(ctx, ev, g.store.Current().Workloads())
+		if err != nil || w2.Name != wl.Name {
+			return time.Time{}, false
+		}
+		return w2.Expires(), true
 	}
 	return lc
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -759,4 +760,66 @@ func TestWebSocketPlainListener(t *testing.T) {
 	waitFor(t, 5*time.Second, "the WebSocket's audit line", func() bool {
 		return regexp.MustCompile(`"scheme":"http".*"path":"/ws".*"credential":"token".*"status":101.*"closed":"kill_switch"`).MatchString(tg.audit.String())
 	})
+}
+
+// closeRecorder is an io.Closer that records its first close.
+type closeRecorder struct {
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newCloseRecorder() *closeRecorder { return &closeRecorder{closed: make(chan struct{})} }
+
+func (c *closeRecorder) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+// TestLongConnReverify: at the identity's expiry the evidence is verified
+// again: a later expiry keeps the connection open until then (a new
+// TokenReview answer); a failure, or the same expiry (a token inside its
+// clock-skew leeway), closes it as identity_expired.
+func TestLongConnReverify(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// answers are reverify's results, in turn (offsets from start;
+		// ok false ends the list).
+		answers   []time.Duration
+		wantAfter time.Duration
+		wantCalls int32
+	}{
+		{"fails", nil, 100 * time.Millisecond, 1},
+		{"same expiry", []time.Duration{100 * time.Millisecond}, 100 * time.Millisecond, 1},
+		{"extended twice, then fails", []time.Duration{250 * time.Millisecond, 400 * time.Millisecond}, 400 * time.Millisecond, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			var calls atomic.Int32
+			lc := &longConn{kind: kindWebSocket, expires: start.Add(100 * time.Millisecond), maxLife: time.Hour}
+			lc.reverify = func() (time.Time, bool) {
+				n := int(calls.Add(1))
+				if n > len(tc.answers) {
+					return time.Time{}, false
+				}
+				return start.Add(tc.answers[n-1]), true
+			}
+			c := newCloseRecorder()
+			lc.start(c)
+			select {
+			case <-c.closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("not closed")
+			}
+			if d := time.Since(start); d < tc.wantAfter {
+				t.Errorf("closed after %s, want at least %s", d, tc.wantAfter)
+			}
+			if got := lc.finish(); got != closedIdentityExpired {
+				t.Errorf("reason %q", got)
+			}
+			if got := calls.Load(); got != tc.wantCalls {
+				t.Errorf("reverify called %d times, want %d", got, tc.wantCalls)
+			}
+		})
+	}
 }

@@ -285,7 +285,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 
 	st := &reqState{addrs: addrs, http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if upgrade {
-		st.long = g.newLong(kindWebSocket, wl, d)
+		st.long = g.newLong(kindWebSocket, ev, wl, d)
 	}
 	if d.Action == policy.Inject {
 		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
