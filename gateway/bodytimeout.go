@@ -39,7 +39,7 @@ type idleBody struct {
 	got    int64
 
 	mu   sync.Mutex
-	done bool // forward returned: the ResponseController is no longer valid
+	done bool // the handler is returning: the ResponseController may not be used
 }
 
 // idleBody wraps r's body with the limits.body_idle_timeout watchdog,
