@@ -28,6 +28,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // waitFor polls cond every 20ms until it returns nil or timeout passes, then
@@ -68,6 +70,7 @@ type originRequest struct {
 //
 //	/redirect?to=URL   302 to URL
 //	/slow?ms=N         200 after N milliseconds (or when the client leaves)
+//	/ws                a WebSocket that echoes every message
 //	anything else      200 "ok PATH"
 type origin struct {
 	TLSAddr   *net.TCPAddr
@@ -111,6 +114,11 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	o.reqs = append(o.reqs, rec)
 	o.mu.Unlock()
 
+	if r.URL.Path == "/ws" {
+		// A WebSocket echo server (golang.org/x/net/websocket).
+		websocket.Handler(func(ws *websocket.Conn) { _, _ = io.Copy(ws, ws) }).ServeHTTP(w, r)
+		return
+	}
 	// Drain the body so that uploads complete.
 	_, _ = io.Copy(io.Discard, r.Body)
 	switch r.URL.Path {
@@ -583,6 +591,7 @@ type auditEvent struct {
 	Code       string `json:"code"`
 	Credential string `json:"credential"`
 	Status     int    `json:"status"`
+	Closed     string `json:"closed"`
 }
 
 // audit returns the audit events written so far.

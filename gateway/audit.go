@@ -45,6 +45,10 @@ type event struct {
 	// Switch names the kill switch ("rule:NAME") that refused the
 	// request, or that an admin request changed; written only when set.
 	Switch string
+	// Closed says how a long-lived connection (a spliced tunnel, a
+	// WebSocket) ended: ended, kill_switch, identity_expired, idle,
+	// max_lifetime or shutdown; written only when set.
+	Closed string
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -189,6 +193,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	if ev.Switch != "" {
 		b = append(b, `,"switch":`...)
 		b = appendString(b, ev.Switch)
+	}
+	if ev.Closed != "" {
+		b = append(b, `,"closed":`...)
+		b = appendString(b, ev.Closed)
 	}
 	return append(b, "}\n"...)
 }

@@ -30,6 +30,9 @@ const (
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultReadHeaderTimeout     = 10 * time.Second
 	DefaultIdleTimeout           = 120 * time.Second
+	DefaultBodyIdleTimeout       = 60 * time.Second
+	DefaultLongLivedIdleTimeout  = 15 * time.Minute
+	DefaultLongLivedMaxLifetime  = 24 * time.Hour
 	DefaultShutdownTimeout       = 30 * time.Second
 	DefaultAuditOutput           = "stdout"
 	DefaultReloadInterval        = 30 * time.Second
@@ -148,6 +151,28 @@ type Limits struct {
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes idle client keep-alive connections.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// BodyIdleTimeout cuts off a request whose client sends no byte of
+	// the body for this long while the gateway waits for one; the
+	// upstream request is cancelled.
+	BodyIdleTimeout Duration `yaml:"body_idle_timeout"`
+	// BodyMinRate, in bytes per second, cuts off a request whose client
+	// sends the body slower than this on average over the time the
+	// gateway waited for it, once that reaches BodyIdleTimeout; 0 is off.
+	BodyMinRate int `yaml:"body_min_rate"`
+	// LongLived bounds spliced tunnels and WebSockets.
+	LongLived LongLived `yaml:"long_lived"`
+}
+
+// LongLived bounds the connections whose bytes are relayed without a
+// decision per request: spliced tunnels and upgraded (WebSocket)
+// connections. They also close when the identity that opened them
+// expires and when the kill switch covers them.
+type LongLived struct {
+	// IdleTimeout closes one after this long without a byte either way.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxLifetime closes one this long after it opened, whatever it
+	// carries: the decision that opened it is made again on reconnect.
+	MaxLifetime Duration `yaml:"max_lifetime"`
 }
 
 // Cache configures the credential cache (providers.CacheOptions).
@@ -385,6 +410,30 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.Limits.MaxHeaderBytes < 0 {
 		bad("limits.max_header_bytes must not be negative", "limits", "max_header_bytes")
 	}
+	if cfg.Limits.BodyMinRate < 0 {
+		bad("limits.body_min_rate must not be negative (bytes per second; 0 is off)", "limits", "body_min_rate")
+	}
+	if ll := cfg.Limits.LongLived; ll.IdleTimeout > 0 {
+		maxLife := ll.MaxLifetime
+		if maxLife == 0 {
+			maxLife = Duration(DefaultLongLivedMaxLifetime)
+		}
+		if ll.IdleTimeout > maxLife {
+			bad(fmt.Sprintf("limits.long_lived.idle_timeout (%s) is longer than max_lifetime (%s) and would never apply; shorten it or raise max_lifetime", ll.IdleTimeout.D(), maxLife.D()), "limits", "long_lived", "idle_timeout")
+		}
+	}
+	for _, d := range []struct {
+		key []string
+		v   Duration
+	}{
+		{[]string{"limits", "body_idle_timeout"}, cfg.Limits.BodyIdleTimeout},
+		{[]string{"limits", "long_lived", "idle_timeout"}, cfg.Limits.LongLived.IdleTimeout},
+		{[]string{"limits", "long_lived", "max_lifetime"}, cfg.Limits.LongLived.MaxLifetime},
+	} {
+		if d.v > 0 && d.v < Duration(100*time.Millisecond) {
+			bad(fmt.Sprintf("%s: %s is too short to be meant (at least 100ms; they are usually seconds to hours)", strings.Join(d.key, "."), d.v.D()), d.key...)
+		}
+	}
 	if r := &cfg.Cache.Redis; r.Enabled() {
 		for _, a := range r.Addrs {
 			if host, port, err := net.SplitHostPort(a); err != nil || host == "" || !validPort(port, false) {
@@ -482,6 +531,9 @@ func (c *Config) ApplyDefaults() {
 	setI(&c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setD(&c.Limits.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setD(&c.Limits.IdleTimeout, DefaultIdleTimeout)
+	setD(&c.Limits.BodyIdleTimeout, DefaultBodyIdleTimeout)
+	setD(&c.Limits.LongLived.IdleTimeout, DefaultLongLivedIdleTimeout)
+	setD(&c.Limits.LongLived.MaxLifetime, DefaultLongLivedMaxLifetime)
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)

@@ -312,25 +312,30 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	g.auditConnect(start, ev, w, dest, d, http.StatusOK, "")
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
-	id := g.tunnels.add(openTunnel{client: client, upstream: upstream, rule: d.Rule, workload: w.DisplayName()})
-	defer g.tunnels.remove(id)
+	lc := g.newLong(kindTunnel, ev, w, d)
+	g.openLong(lc)
+	lc.start(client, upstream)
+	g.relay(lc, client, upstream)
+	reason := g.closeLong(lc)
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, _ = io.Copy(upstream, client)
-		if closeWrite(upstream) != nil {
-			_ = upstream.Close()
-		}
-	}()
-	_, _ = io.Copy(client, upstream)
-	if closeWrite(client) != nil {
-		_ = client.Close()
-	}
-	wg.Wait()
-	_ = client.Close()
-	_ = upstream.Close()
+	// The tunnel's second audit line says how it ended.
+	g.audit.write(&event{
+		Time:     start,
+		Workload: w.DisplayName(),
+		Factors:  w.FactorKinds(),
+		Source:   sourceString(ev),
+		Method:   http.MethodConnect,
+		Scheme:   "https",
+		Host:     dest.host,
+		Port:     dest.port,
+		Rule:     d.Rule,
+		Decision: d.Action.String(),
+		Status:   http.StatusOK,
+		BytesIn:  lc.in.Load(),
+		BytesOut: lc.out.Load(),
+		Duration: time.Since(start),
+		Closed:   reason,
+	})
 }
 
 // auditConnect writes the audit line of a refused or tunnelled CONNECT;
@@ -366,71 +371,4 @@ func sourceString(ev identity.Evidence) string {
 		return ""
 	}
 	return ev.Source.Addr().Unmap().String()
-}
-
-// tunnelSet tracks spliced tunnels so that shutdown can wait for them and
-// then close what is left.
-type tunnelSet struct {
-	mu    sync.Mutex
-	next  int
-	conns map[int]openTunnel
-	empty chan struct{} // closed and replaced when the set drains
-}
-
-// openTunnel is one spliced tunnel and what allowed it (for the kill
-// switch, which closes the tunnels it disables).
-type openTunnel struct {
-	client, upstream net.Conn
-	rule, workload   string
-}
-
-func (s *tunnelSet) add(t openTunnel) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.conns == nil {
-		s.conns = map[int]openTunnel{}
-	}
-	s.next++
-	s.conns[s.next] = t
-	return s.next
-}
-
-func (s *tunnelSet) remove(id int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, id)
-	if len(s.conns) == 0 && s.empty != nil {
-		close(s.empty)
-		s.empty = nil
-	}
-}
-
-// wait returns when no tunnel is open or ctx is done.
-func (s *tunnelSet) wait(ctx context.Context) {
-	s.mu.Lock()
-	if len(s.conns) == 0 {
-		s.mu.Unlock()
-		return
-	}
-	if s.empty == nil {
-		s.empty = make(chan struct{})
-	}
-	ch := s.empty
-	s.mu.Unlock()
-	select {
-	case <-ch:
-	case <-ctx.Done():
-	}
-}
-
-// closeAll closes every open tunnel and returns how many there were.
-func (s *tunnelSet) closeAll() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := len(s.conns)
-	for _, c := range s.conns {
-		_ = c.client.Close()
-		_ = c.upstream.Close()
-	}
-	return n
 }

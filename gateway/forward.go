@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -36,23 +38,27 @@ func removeHopHeaders(h http.Header) {
 // forward sends the outbound request r (built by handle: destination,
 // gateway headers removed, credential injected, reqState in its context)
 // upstream and relays the response to w. It does what
-// httputil.ReverseProxy does for a request that is not a protocol
-// upgrade — hop-by-hop fields removed both ways, TE: trailers kept,
-// trailers relayed, streaming responses flushed as they come, a response
-// cut short by the upstream aborts the client's response instead of
-// ending it cleanly — with less copying on every request. Upgrade
-// requests (WebSocket) still go through the ReverseProxy, which relays
-// the 101 and both directions; 1xx informational responses are not
-// relayed here.
+// httputil.ReverseProxy does — hop-by-hop fields removed both ways, TE:
+// trailers kept, trailers relayed, streaming responses flushed as they
+// come, a response cut short by the upstream aborts the client's response
+// instead of ending it cleanly — with less copying on every request. A
+// WebSocket upgrade that checkUpgrade accepted (reqState.long set) is sent
+// with Upgrade: websocket and, when the upstream switches protocols,
+// relayed as a registered long-lived connection (relayUpgrade); any other
+// 101 is refused. 1xx informational responses are not relayed here.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
-	if _, up := r.Header["Upgrade"]; up {
-		g.upgradeProxy.ServeHTTP(w, r)
-		return
-	}
+	st, _ := r.Context().Value(stateKey).(*reqState)
+	upgrade := st != nil && st.long != nil
 	keepTE := httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers")
 	removeHopHeaders(r.Header)
 	if keepTE {
 		r.Header["Te"] = []string{"trailers"}
+	}
+	if upgrade {
+		// The one upgrade relayed, spelled canonically whatever the
+		// client's case (checkUpgrade).
+		r.Header["Connection"] = []string{"Upgrade"}
+		r.Header["Upgrade"] = []string{"websocket"}
 	}
 	if _, ok := r.Header["User-Agent"]; !ok {
 		r.Header["User-Agent"] = []string{""} // not Go's default
@@ -79,8 +85,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// Only an upgrade request may be answered 101.
-		g.upstreamError(w, r, errors.New("upstream switched protocols without an upgrade request"))
+		if !upgrade {
+			// Only an upgrade request may be answered 101.
+			g.upstreamError(w, r, errors.New("upstream switched protocols without an upgrade request"))
+			return
+		}
+		g.relayUpgrade(w, r, resp, st.long)
 		return
 	}
 	removeHopHeaders(resp.Header)
@@ -111,9 +121,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		// The body broke off: the client must not see a complete
 		// response (a clean last chunk would make a truncated body look
 		// whole). The server closes the connection.
-		if st, _ := r.Context().Value(stateKey).(*reqState); st != nil {
+		if st != nil {
 			st.abortCode = codeUpstreamError
-			if errors.Is(err, errClientWrite) {
+			switch {
+			case st.body.cutOff():
+				st.abortCode = codeBodyTimeout
+			case errors.Is(err, errClientWrite):
 				st.abortCode = codeRequestBodyAborted
 			}
 		}
@@ -168,4 +181,114 @@ func isEventStream(ct string) bool {
 		ct = ct[:i]
 	}
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// codeUpgradeNotAllowed refuses a protocol upgrade other than WebSocket.
+const codeUpgradeNotAllowed = "upgrade_not_allowed"
+
+// checkUpgrade judges a request's protocol upgrade before anything else
+// is done with it. The one upgrade relayed is WebSocket (RFC 6455): an
+// Upgrade field whose every token is "websocket" (any case), on a GET
+// over HTTP/1.1 with Connection: upgrade; it reports true for that. Any
+// other Upgrade field — h2c, a list naming another protocol beside
+// websocket, a versioned token, websocket without Connection: upgrade or
+// on another method — and a CONNECT inside an intercepted connection (a
+// tunnel in the tunnel; HTTP/2 extended CONNECT, RFC 8441) are refused
+// with 400 upgrade_not_allowed: relayed, the upstream's 101 would turn
+// the rest of the connection into bytes no rule decides and no audit line
+// describes. Connection: upgrade without an Upgrade field upgrades
+// nothing and is removed with the other hop-by-hop fields.
+func checkUpgrade(r *http.Request) (bool, *refusal) {
+	refuse := func(reason string) (bool, *refusal) {
+		f := newRefusal(http.StatusBadRequest, codeUpgradeNotAllowed, reason, "")
+		return false, &f
+	}
+	if r.Method == http.MethodConnect {
+		what := "a CONNECT inside an intercepted connection"
+		if p := r.Header.Get(":protocol"); p != "" {
+			what = fmt.Sprintf("an HTTP/2 extended CONNECT for protocol %s", quoteToken(p))
+		}
+		return refuse(what + " is not relayed: it would open a tunnel no rule decides; use WebSocket over HTTP/1.1")
+	}
+	values, ok := r.Header["Upgrade"]
+	if !ok {
+		return false, nil
+	}
+	n := 0
+	for _, v := range values {
+		for _, tok := range strings.Split(v, ",") {
+			tok = textproto.TrimString(tok)
+			if tok == "" {
+				continue
+			}
+			n++
+			if !strings.EqualFold(tok, "websocket") {
+				return refuse(fmt.Sprintf("protocol upgrade to %s is not allowed: the gateway relays only Upgrade: websocket", quoteToken(tok)))
+			}
+		}
+	}
+	if n == 0 {
+		return false, nil // an empty field upgrades nothing; it is removed
+	}
+	if r.Method != http.MethodGet || r.ProtoMajor != 1 || r.ProtoMinor < 1 ||
+		!httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		return refuse("a WebSocket upgrade must be a GET over HTTP/1.1 with Connection: upgrade")
+	}
+	return true, nil
+}
+
+// quoteToken quotes a client-sent token for a refusal, cut to 40 bytes.
+func quoteToken(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// relayUpgrade completes a WebSocket upgrade the upstream accepted: the
+// 101 is passed to the client, whose connection is taken over, and bytes
+// are relayed both ways as a long-lived connection registered with the
+// rule, workload and credential that allowed the upgrade (closed by the
+// kill switch, at the identity's expiry, when idle and at the maximum
+// lifetime). The upstream must have switched to websocket.
+func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *http.Response, lc *longConn) {
+	up := resp.Header["Upgrade"]
+	if len(up) != 1 || !strings.EqualFold(textproto.TrimString(up[0]), "websocket") {
+		g.upstreamError(w, r, fmt.Errorf("upstream switched to %s, not to the websocket the client asked for", quoteToken(strings.Join(up, ", "))))
+		return
+	}
+	back, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		g.upstreamError(w, r, errors.New("upstream's switched connection is not writable"))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		g.upstreamError(w, r, fmt.Errorf("taking over the client connection: %w", err))
+		return
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.status = http.StatusSwitchingProtocols
+	}
+	removeHopHeaders(resp.Header)
+	resp.Header["Connection"] = []string{"Upgrade"}
+	resp.Header["Upgrade"] = []string{"websocket"}
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	writeHeaderFields(brw.Writer, resp.Header)
+	_, _ = brw.WriteString("\r\n")
+	if err := brw.Flush(); err != nil {
+		_ = conn.Close()
+		_ = back.Close()
+		return
+	}
+	g.openLong(lc)
+	lc.start(conn, back)
+	// What the client sent after the request is already buffered.
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		m, _ := back.Write(b)
+		lc.in.Add(int64(m))
+	}
+	g.relay(lc, conn, back)
+	g.closeLong(lc)
 }

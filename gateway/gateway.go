@@ -24,7 +24,7 @@
 // same way: the Host (and, for tunnels, the TLS SNI) must name the
 // destination the connection was opened for; the policy in force decides;
 // the credential is fetched through the cache; the injector sets it,
-// replacing whatever the client sent; and httputil.ReverseProxy forwards
+// replacing whatever the client sent; and forward (forward.go) sends
 // the request over verified TLS to the address that was checked against
 // the special-purpose address table (dial.go), streaming both bodies and
 // never following a redirect. A kept-alive connection to a special-purpose
@@ -44,7 +44,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"strings"
 	"sync"
@@ -102,13 +101,12 @@ type Gateway struct {
 	// pools hold the upstream connections, apart by the class of address
 	// they go to (pool.go).
 	pools *upstreamPools
-	// upstream sends requests (forward.go); upgradeProxy relays protocol
-	// upgrades (WebSocket); buffers are their body-copy buffers.
-	upstream     http.RoundTripper
-	upgradeProxy *httputil.ReverseProxy
-	buffers      *bufferPool
-	connect      *goproxy.ProxyHttpServer
-	mitmTLS      *tls.Config
+	// upstream sends requests (forward.go); buffers are the body-copy
+	// and relay buffers.
+	upstream http.RoundTripper
+	buffers  *bufferPool
+	connect  *goproxy.ProxyHttpServer
+	mitmTLS  *tls.Config
 
 	proxyLn, tlsLn, adminLn net.Listener
 	mitmLn                  *connListener
@@ -118,7 +116,8 @@ type Gateway struct {
 	// reloaders re-read certificate files while the gateway runs.
 	reloaders []*filewatch.Reloader
 
-	tunnels tunnelSet
+	// long holds the open long-lived connections (longlived.go).
+	long longSet
 	// h1 and h1buf serve intercepted HTTP/1.1 connections (h1.go).
 	h1    h1Set
 	h1buf h1Buffers
@@ -248,17 +247,6 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}, g.store.Current)
 	g.upstream = timedTransport{t: g.pools.public.t, g: g}
 	g.buffers = newBufferPool()
-	g.upgradeProxy = &httputil.ReverseProxy{
-		Rewrite:        func(*httputil.ProxyRequest) {},
-		Transport:      g.upstream,
-		BufferPool:     g.buffers,
-		ErrorHandler:   g.upstreamError,
-		ModifyResponse: g.upstreamResponse,
-		// ReverseProxy logs body-copy errors with their error text only;
-		// keep them out of the JSON log at info level.
-		ErrorLog: log.New(&debugWriter{log: logger}, "", 0),
-	}
-
 	g.connect = goproxy.NewProxyHttpServer()
 	g.connect.Logger = log.New(&debugWriter{log: logger}, "goproxy: ", 0)
 	g.connect.Tr = nil
@@ -612,7 +600,7 @@ func (g *Gateway) shutdown() {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		g.tunnels.wait(ctx)
+		g.long.wait(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -621,8 +609,13 @@ func (g *Gateway) shutdown() {
 		}
 	}()
 	wg.Wait()
-	if n := g.tunnels.closeAll(); n > 0 {
-		g.log.Warn("closed tunnels still open at the end of shutdown_timeout", slog.Int("tunnels", n))
+	if n := g.long.closeAll(closedShutdown); n > 0 {
+		g.log.Warn("closed tunnels and WebSockets still open at the end of shutdown_timeout", slog.Int("connections", n))
+		// Their relays end now; let them write their audit lines before
+		// the audit output closes.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+		g.long.wait(wctx)
+		wcancel()
 	}
 	g.pools.closeIdle()
 	_ = g.adminSrv.Close()
@@ -696,8 +689,8 @@ func (d *debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// bufferPool recycles ReverseProxy's 32 KiB copy buffers, which it would
-// otherwise allocate per request.
+// bufferPool recycles the 32 KiB buffers that copy response bodies and
+// relay long-lived connections.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {

@@ -84,6 +84,8 @@ type testOrigin struct {
 	reqs []seen
 	// accept is the one bearer token /auth/ paths accept (401 otherwise).
 	accept string
+	// bodyErrs counts /echo requests whose body broke off.
+	bodyErrs int
 }
 
 func (o *testOrigin) all() []seen {
@@ -141,12 +143,40 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 			defer c.Close()
 			fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			rw.Flush()
-			line, _ := rw.ReadString('\n')
-			fmt.Fprint(rw, "echo: "+line)
+			for {
+				line, err := rw.ReadString('\n')
+				if err != nil {
+					return
+				}
+				fmt.Fprint(rw, "echo: "+line)
+				rw.Flush()
+			}
+		case "/upgrade-any", "/ws-wrong":
+			// Switches to whatever the client asks for (an origin that
+			// would accept h2c), or, for /ws-wrong, to h2c whatever it
+			// asked for.
+			up := r.Header.Get("Upgrade")
+			if up == "" {
+				fmt.Fprint(w, "no upgrade")
+				return
+			}
+			if r.URL.Path == "/ws-wrong" {
+				up = "h2c"
+			}
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\nunchecked bytes", up)
 			rw.Flush()
+			_, _ = io.Copy(io.Discard, rw)
 		case "/echo":
 			n, err := io.Copy(io.Discard, r.Body)
 			if err != nil {
+				o.mu.Lock()
+				o.bodyErrs++
+				o.mu.Unlock()
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}

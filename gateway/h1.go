@@ -142,9 +142,13 @@ func (s *h1Set) shutdown(ctx context.Context) int {
 		case <-ctx.Done():
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			n := len(s.conns)
+			n := 0
 			for c := range s.conns {
+				if c.upgraded.Load() {
+					continue // closed by the longSet, which says why
+				}
 				_ = c.tc.Close()
+				n++
 			}
 			return n
 		case <-tick.C:
@@ -189,6 +193,9 @@ type h1Conn struct {
 
 	idle     atomic.Bool
 	hijacked bool
+	// upgraded: a handler took the connection over (a WebSocket); it is
+	// a long-lived connection, closed by the gateway's longSet.
+	upgraded atomic.Bool
 }
 
 // h1Source reads the TLS connection, after the byte the idle wait read.
@@ -429,6 +436,9 @@ type h1Body struct {
 	rc       io.ReadCloser
 	eof      atomic.Bool
 	detached bool
+	// broken: a read failed (a timeout, the client gone) or was aborted
+	// (SetReadDeadline in the past); what is left cannot be drained.
+	broken atomic.Bool
 	// cont, when set, sends 100 Continue before the first read.
 	cont *h1Writer
 }
@@ -447,8 +457,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.cont = nil
 	}
 	n, err := b.rc.Read(p)
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		b.eof.Store(true)
+	case err != nil:
+		b.broken.Store(true)
 	}
 	return n, err
 }
@@ -467,6 +480,9 @@ func (b *h1Body) detach() bool {
 	b.detached = true
 	if b.rc == nil || b.rc == http.NoBody || b.eof.Load() {
 		return true
+	}
+	if b.broken.Load() {
+		return false
 	}
 	if b.cont != nil {
 		// 100 Continue was never sent: the client has not sent the body
@@ -717,6 +733,19 @@ func (w *h1Writer) FlushError() error {
 // Flush implements http.Flusher.
 func (w *h1Writer) Flush() { _ = w.FlushError() }
 
+// SetReadDeadline sets the client connection's read deadline, for
+// http.ResponseController: limits.body_idle_timeout aborts a stalled body
+// read with it.
+func (w *h1Writer) SetReadDeadline(t time.Time) error {
+	if !t.IsZero() && !t.After(time.Now()) {
+		// An abort: the rest of the body is not drained.
+		if b, ok := w.req.Body.(*h1Body); ok {
+			b.broken.Store(true)
+		}
+	}
+	return w.c.tc.SetReadDeadline(t)
+}
+
 // Hijack implements http.Hijacker, for protocol upgrades (WebSocket).
 // The buffered reader holds what the client sent after the request.
 func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -737,6 +766,7 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		b.mu.Unlock()
 	}
 	c := w.c
+	c.upgraded.Store(true)
 	c.lr.N = math.MaxInt64
 	brw := bufio.NewReadWriter(c.br, c.bw)
 	return c.tc, brw, nil

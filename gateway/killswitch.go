@@ -141,9 +141,10 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 }
 
 // switchObserver puts every new kill switch state into the metrics and
-// closes the spliced tunnels it disables: a tunnel's bytes are never
-// looked at again, so without this a tunnel opened before the switch
-// would outlive it.
+// closes the long-lived connections (spliced tunnels, WebSockets) it
+// covers by rule, workload or credential: their bytes are never looked at
+// again, so without this a connection opened before the switch would
+// outlive it (invariant 12).
 type switchObserver struct{ g *Gateway }
 
 func (o switchObserver) Applied(s *killswitch.Snapshot) {
@@ -153,9 +154,11 @@ func (o switchObserver) Applied(s *killswitch.Snapshot) {
 	if s.Len() == 0 {
 		return
 	}
-	n := o.g.tunnels.closeMatching(func(rule, workload string) bool { return s.Match(rule, workload, "") != nil })
+	n := o.g.long.closeMatching(func(lc *longConn) bool {
+		return s.Match(lc.rule, lc.workload, lc.credential) != nil
+	}, closedKillSwitch)
 	if n > 0 {
-		o.g.log.Warn("kill switch: closed open tunnels of disabled rules or workloads", slog.Int("tunnels", n))
+		o.g.log.Warn("kill switch: closed open tunnels and WebSockets of disabled rules, workloads or credentials", slog.Int("connections", n))
 	}
 }
 
@@ -165,22 +168,6 @@ func (o switchObserver) VerifyFailed(reason string) { o.g.swm.verify.WithLabelVa
 
 func (o switchObserver) Synced(at time.Time) {
 	o.g.swm.lastSync.Set(float64(at.UnixNano()) / 1e9)
-}
-
-// closeMatching closes the tunnels whose rule and workload match, and
-// returns how many it closed. Their splice goroutines then end.
-func (s *tunnelSet) closeMatching(match func(rule, workload string) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, t := range s.conns {
-		if match(t.rule, t.workload) {
-			_ = t.client.Close()
-			_ = t.upstream.Close()
-			n++
-		}
-	}
-	return n
 }
 
 var _ killswitch.Observer = switchObserver{}

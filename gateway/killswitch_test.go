@@ -232,7 +232,7 @@ func TestKillSwitchClosesTunnels(t *testing.T) {
 	if _, err := tc.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Errorf("the open tunnel of a disabled workload was not closed: %v", err)
 	}
-	if !strings.Contains(tg.logs.String(), "closed open tunnels") {
+	if !strings.Contains(tg.logs.String(), "closed open tunnels and WebSockets") {
 		t.Error("no log line about closed tunnels")
 	}
 

@@ -32,6 +32,8 @@ type metrics struct {
 	rules           prometheus.Gauge
 	connections     prometheus.Gauge
 	tunnels         prometheus.Gauge
+	longLived       *prometheus.GaugeVec
+	longClosed      *prometheus.CounterVec
 	leafCerts       prometheus.GaugeFunc
 	redisUp         prometheus.Gauge
 	redisErrors     *prometheus.CounterVec
@@ -91,6 +93,20 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_tunnels_open",
 		Help: "Open CONNECT tunnels, intercepted or spliced.",
 	})
+	m.longLived = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "credgate_long_lived_connections",
+		Help: "Open long-lived connections whose bytes are relayed without a decision per request, by kind: tunnel (spliced) or websocket.",
+	}, []string{"kind"})
+	m.longClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_long_lived_closed_total",
+		Help: "Long-lived connections that ended, by kind and reason: ended (a side closed it), kill_switch, identity_expired, idle, max_lifetime, shutdown.",
+	}, []string{"kind", "reason"})
+	for _, k := range longKinds {
+		m.longLived.WithLabelValues(k)
+		for _, r := range closeReasons {
+			m.longClosed.WithLabelValues(k, r)
+		}
+	}
 	m.leafCerts = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "credgate_leaf_certificates",
 		Help: "Leaf certificates in the interception cache.",
@@ -126,7 +142,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

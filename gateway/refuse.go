@@ -64,6 +64,8 @@ func errorWord(status int) string {
 		return "forbidden"
 	case http.StatusBadRequest:
 		return "bad_request"
+	case http.StatusRequestTimeout:
+		return "request_timeout"
 	case http.StatusMisdirectedRequest:
 		return "misdirected_request"
 	case http.StatusRequestEntityTooLarge:

@@ -63,6 +63,12 @@ type reqState struct {
 	abortCode string
 	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
 	http1 bool
+	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
+	// long-lived connection it becomes when the upstream switches.
+	long *longConn
+	// body watches the request body (limits.body_idle_timeout); nil
+	// without a body.
+	body *idleBody
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -220,6 +226,15 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	}
 	path := cp.Raw
 	stripConnectionNamed(r.Header)
+	upgrade, uf := checkUpgrade(r)
+	if uf != nil {
+		g.refuse(w, r, start, ev, dest, *uf)
+		return
+	}
+	ib := g.idleBody(w, r)
+	if ib != nil {
+		defer ib.stop()
+	}
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
 	}
@@ -333,7 +348,10 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		}
 	}
 
-	st := &reqState{addrs: addrs, pool: g.pools.forRequest(pol, d.AllowPrivate, addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2}
+	st := &reqState{addrs: addrs, pool: g.pools.forRequest(pol, d.AllowPrivate, addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	if upgrade {
+		st.long = g.newLong(kindWebSocket, ev, wl, d)
+	}
 	if d.Action == policy.Inject {
 		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
 		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
@@ -382,6 +400,9 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	ev2.Status = status
 	ev2.BytesIn = body.n.Load()
 	ev2.BytesOut = sw.n
+	if st.long != nil && status == http.StatusSwitchingProtocols {
+		ev2.Closed, ev2.BytesIn, ev2.BytesOut = st.long.endReason(), st.long.in.Load(), st.long.out.Load()
+	}
 	ev2.Upstream = st.upDur
 	ev2.Duration = time.Since(start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
@@ -413,6 +434,10 @@ func (g *Gateway) forwardRecovered(w http.ResponseWriter, r *http.Request) (abor
 // logged, never sent: the reason is a fixed sentence.
 func injectRefusal(err error, d policy.Decision) refusal {
 	switch {
+	case errors.Is(err, errBodyIdle):
+		// The injector read the body (to sign it) and the client stalled.
+		return newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
+			"the client stalled the request body (limits.body_idle_timeout, limits.body_min_rate); the request was not forwarded", d.Rule)
 	case errors.Is(err, injectors.ErrBodyTooLarge):
 		return newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
 			fmt.Sprintf("the request body is larger than %s may hold to sign it; send a smaller body or one with a declared payload hash (x-amz-content-sha256)", d.Inject.As), d.Rule)
@@ -591,6 +616,14 @@ func (g *Gateway) upstreamResponse(resp *http.Response) error {
 // credential, and never sent to the client.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
+	if st != nil && st.body.cutOff() {
+		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
+			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
+		st.refusal = &f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
+		return
+	}
 	if r.Context().Err() != nil {
 		// The client went away; nothing to answer.
 		if st != nil {

@@ -423,6 +423,7 @@ func TestInjectRefusal(t *testing.T) {
 		{fmt.Errorf("sigv4: body of 9 bytes SECRET_DETAIL: %w", injectors.ErrBodyTooLarge), http.StatusRequestEntityTooLarge, codeBodyTooLarge},
 		{fmt.Errorf("sigv4: presigned SECRET_DETAIL: %w", injectors.ErrUnsupportedRequest), http.StatusBadRequest, codeUnsupportedRequest},
 		{fmt.Errorf("sigv4: SECRET_DETAIL: %w", injectors.ErrMissingField), http.StatusBadGateway, codeInjectFailed},
+		{fmt.Errorf("sigv4: read body to hash it: %w", errBodyIdle), http.StatusRequestTimeout, codeBodyTimeout},
 	} {
 		f := injectRefusal(tc.err, d)
 		if f.Status != tc.status || f.Code != tc.code || f.Rule != "s3" {

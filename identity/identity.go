@@ -127,7 +127,10 @@ type Factor struct {
 	// conditions (e.g. "namespace", "service_account"). Never secrets.
 	Attributes map[string]string
 	// Expires is when the factor stops being valid (a token's exp, a
-	// certificate's NotAfter); zero when it does not expire.
+	// certificate's NotAfter; for a TokenReview, when its answer does,
+	// at the latest the token's exp); zero when it does not expire.
+	// Verifying the same evidence again after it may give a later one
+	// (a new TokenReview) or fail.
 	Expires time.Time
 	// Token is the bearer token that verified (KindJWT, KindKubernetes),
 	// zero for factors that are not tokens. It is kept so that a provider

@@ -108,7 +108,14 @@ func (v *tokenReviewVerifier) Verify(ctx context.Context, ev Evidence) (*Factor,
 	case err == nil:
 		v.n.authenticated.Add(1)
 		until := now.Add(v.cfg.CacheTTL)
-		if !f.Expires.IsZero() && f.Expires.Before(until) {
+		if f != nil {
+			// The answer holds for cache_ttl, not until the token's exp:
+			// the API server stops authenticating a token whose pod is
+			// deleted. The factor expires with the answer, so that what
+			// keeps using it (a long-lived connection) asks again.
+			if f.Expires.IsZero() || until.Before(f.Expires) {
+				f.Expires = until
+			}
 			until = f.Expires
 		}
 		v.accepted.put(key, f, until, now)

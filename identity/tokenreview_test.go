@@ -125,7 +125,10 @@ func TestTokenReview(t *testing.T) {
 		inMsg   string
 	}{
 		{name: "authenticated service account", tok: "good-token",
-			want: &Factor{Kind: KindKubernetes, Subject: "system:serviceaccount:billing:api", Attributes: map[string]string{"namespace": "billing", "service_account": "api", "pod": "api-7f9"}}},
+			// An opaque token has no exp: the factor expires with the
+			// review's answer.
+			want: &Factor{Kind: KindKubernetes, Subject: "system:serviceaccount:billing:api", Attributes: map[string]string{"namespace": "billing", "service_account": "api", "pod": "api-7f9"},
+				Expires: t0.Add(DefaultTokenReviewCacheTTL)}},
 		{name: "revoked", tok: "revoked", wantErr: ErrInvalid, inMsg: "did not authenticate"},
 		{name: "valid for another audience only", tok: "other-audience", wantErr: ErrInvalid, inMsg: "none of the audiences credgate"},
 		{name: "not a service account", tok: "human", wantErr: ErrInvalid, inMsg: "not to a service account"},
@@ -252,7 +255,7 @@ func TestTokenReviewIssuers(t *testing.T) {
 	if err != nil || f.Attributes["namespace"] != "a" {
 		t.Fatalf("token of a listed issuer: %v, %v", f, err)
 	}
-	if !f.Expires.Equal(t0.Add(10 * time.Minute)) {
-		t.Errorf("Expires = %v, want the token's exp", f.Expires)
+	if want := t0.Add(DefaultTokenReviewCacheTTL); !f.Expires.Equal(want) {
+		t.Errorf("Expires = %v, want the review's lifetime %v (before the token's exp)", f.Expires, want)
 	}
 }

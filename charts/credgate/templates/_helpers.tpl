@@ -121,6 +121,11 @@ limits:
   max_header_bytes: {{ $c.limits.maxHeaderBytes }}
   read_header_timeout: {{ $c.limits.readHeaderTimeout }}
   idle_timeout: {{ $c.limits.idleTimeout }}
+  body_idle_timeout: {{ $c.limits.bodyIdleTimeout }}
+  body_min_rate: {{ $c.limits.bodyMinRate }}
+  long_lived:
+    idle_timeout: {{ $c.limits.longLived.idleTimeout }}
+    max_lifetime: {{ $c.limits.longLived.maxLifetime }}
 cache:
   default_ttl: {{ $c.cache.defaultTTL }}
   refresh_ahead: {{ $c.cache.refreshAhead }}

@@ -1,0 +1,376 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/policy"
+)
+
+// Long-lived connections are the ones whose bytes the gateway relays
+// without deciding each request again: spliced tunnels (action: tunnel)
+// and upgraded connections (WebSocket). Invariant 12: they obey what
+// opened them. Each is registered in one longSet with the rule, workload
+// and credential that allowed it and the expiry of the identity that
+// opened it, and is closed when
+//
+//   - the kill switch disables its rule, workload or credential;
+//   - that identity expires (the earliest expiry of its verified
+//     factors: a token's exp, a certificate's NotAfter, a TokenReview
+//     answer's lifetime) and the same evidence, verified again then, no
+//     longer names the same workload;
+//   - no byte went either way for limits.long_lived.idle_timeout;
+//   - it has been open for limits.long_lived.max_lifetime;
+//   - the gateway shuts down (after shutdown_timeout).
+//
+// One timer per connection, re-armed at most once per idle period, does
+// the time-based checks.
+
+// Kinds of long-lived connections (the kind label of the metrics).
+const (
+	kindTunnel    = "tunnel"
+	kindWebSocket = "websocket"
+)
+
+// longKinds lists the kinds, for the metrics' label values.
+var longKinds = []string{kindTunnel, kindWebSocket}
+
+// Why a long-lived connection ended: the reason label of
+// credgate_long_lived_closed_total and the audit line's "closed".
+const (
+	// closedEnded: the client or the destination closed it.
+	closedEnded           = "ended"
+	closedKillSwitch      = "kill_switch"
+	closedIdentityExpired = "identity_expired"
+	closedIdle            = "idle"
+	closedMaxLifetime     = "max_lifetime"
+	closedShutdown        = "shutdown"
+)
+
+// closeReasons lists the reasons, for the metrics' label values.
+var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdle, closedMaxLifetime, closedShutdown}
+
+// longConn is one long-lived connection and what allowed it.
+type longConn struct {
+	kind                       string
+	rule, workload, credential string
+	// opened is when the relay began; expires is when the identity that
+	// opened it expires (zero: none of its factors expires).
+	opened, expires time.Time
+	// idle and maxLife are limits.long_lived (zero: not applied).
+	idle, maxLife time.Duration
+	// reverify, when set, verifies the evidence that opened the
+	// connection again when its identity expires, and returns the new
+	// expiry and whether it is still the same workload (a TokenReview's
+	// answer runs out before the token does; an expired token or
+	// certificate does not verify again).
+	reverify func() (time.Time, bool)
+
+	// last is when a byte last went either way (Unix nanoseconds).
+	last atomic.Int64
+	// in and out count the bytes from the client and to it.
+	in, out atomic.Int64
+
+	mu       sync.Mutex
+	closers  []io.Closer
+	reason   string // set once, by the first close
+	timer    *time.Timer
+	finished bool
+}
+
+// due reports the reason the connection must close at now, or "" and how
+// long until the next check.
+func (lc *longConn) due(now time.Time) (reason string, wait time.Duration) {
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if !lc.expires.IsZero() {
+		if !now.Before(lc.expires) {
+			return closedIdentityExpired, 0
+		}
+		earliest(lc.expires)
+	}
+	if lc.maxLife > 0 {
+		end := lc.opened.Add(lc.maxLife)
+		if !now.Before(end) {
+			return closedMaxLifetime, 0
+		}
+		earliest(end)
+	}
+	if lc.idle > 0 {
+		end := time.Unix(0, lc.last.Load()).Add(lc.idle)
+		if !now.Before(end) {
+			return closedIdle, 0
+		}
+		earliest(end)
+	}
+	if next.IsZero() {
+		return "", -1
+	}
+	return "", next.Sub(now)
+}
+
+// check closes the connection when a time limit is reached, else re-arms
+// the timer for the next one. At the identity's expiry the evidence is
+// verified again first, when it can be.
+func (lc *longConn) check() {
+	lc.mu.Lock()
+	reason, wait := lc.due(time.Now())
+	lc.mu.Unlock()
+	if reason == closedIdentityExpired && lc.reverify != nil {
+		if exp, ok := lc.reverify(); ok && (exp.IsZero() || exp.After(time.Now())) {
+			lc.mu.Lock()
+			lc.expires = exp
+			reason, wait = lc.due(time.Now())
+			lc.mu.Unlock()
+		}
+	}
+	if reason != "" {
+		lc.close(reason)
+		return
+	}
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if !lc.finished && wait >= 0 {
+		lc.timer.Reset(wait)
+	}
+}
+
+// start records the relay's beginning and arms the timer.
+func (lc *longConn) start(closers ...io.Closer) {
+	now := time.Now()
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.opened = now
+	lc.last.Store(now.UnixNano())
+	lc.closers = closers
+	if lc.reason != "" {
+		// Closed (by the kill switch) between registration and start.
+		closeNow(closers)
+		return
+	}
+	if _, wait := lc.due(now); wait >= 0 {
+		lc.timer = time.AfterFunc(wait, lc.check)
+	}
+}
+
+// close ends the connection for reason (the first reason given sticks)
+// by closing both sides; the relay then returns and closes them properly.
+// It never blocks on a peer: a TLS connection's transport is closed
+// without the close_notify that tls.Conn.Close may wait to write (the
+// kill switch closes under its lock).
+func (lc *longConn) close(reason string) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.reason == "" {
+		lc.reason = reason
+	}
+	closeNow(lc.closers)
+}
+
+func closeNow(cs []io.Closer) {
+	for _, c := range cs {
+		if tc, ok := c.(*tls.Conn); ok {
+			_ = tc.NetConn().Close()
+			continue
+		}
+		_ = c.Close()
+	}
+}
+
+// endReason returns why the connection ended ("" while it is open).
+func (lc *longConn) endReason() string {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.reason
+}
+
+// finish stops the timer and returns why the connection ended.
+func (lc *longConn) finish() string {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.finished = true
+	if lc.timer != nil {
+		lc.timer.Stop()
+	}
+	if lc.reason == "" {
+		lc.reason = closedEnded
+	}
+	return lc.reason
+}
+
+// copy relays src to dst with buf, recording activity and counting bytes
+// in n. It returns nil at the end of src.
+func (lc *longConn) copy(dst io.Writer, src io.Reader, buf []byte, n *atomic.Int64) error {
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			lc.last.Store(time.Now().UnixNano())
+			nw, werr := dst.Write(buf[:nr])
+			n.Add(int64(nw))
+			if werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// relay copies both ways between client and upstream until both
+// directions ended or lc was closed, then closes both. A tunnel (upstream
+// a net.Conn) is half-closed towards the side whose peer stopped writing,
+// as TCP allows; an upgraded connection is closed whole when either side
+// ends, as httputil.ReverseProxy does.
+func (g *Gateway) relay(lc *longConn, client net.Conn, upstream io.ReadWriteCloser) {
+	uc, tunnel := upstream.(net.Conn)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := g.buffers.Get()
+		defer g.buffers.Put(buf)
+		_ = lc.copy(upstream, client, buf, &lc.in)
+		if !tunnel || closeWrite(uc) != nil {
+			_ = upstream.Close()
+		}
+	}()
+	buf := g.buffers.Get()
+	_ = lc.copy(client, upstream, buf, &lc.out)
+	g.buffers.Put(buf)
+	if !tunnel || closeWrite(client) != nil {
+		_ = client.Close()
+	}
+	wg.Wait()
+	_ = client.Close()
+	_ = upstream.Close()
+}
+
+// longSet tracks the open long-lived connections: the kill switch closes
+// those it covers, and shutdown waits for them and then closes what is
+// left. One set for every kind.
+type longSet struct {
+	mu    sync.Mutex
+	conns map[*longConn]struct{}
+	empty chan struct{} // closed and replaced when the set drains
+}
+
+func (s *longSet) add(lc *longConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = map[*longConn]struct{}{}
+	}
+	s.conns[lc] = struct{}{}
+}
+
+func (s *longSet) remove(lc *longConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, lc)
+	if len(s.conns) == 0 && s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
+}
+
+// wait returns when no long-lived connection is open or ctx is done.
+func (s *longSet) wait(ctx context.Context) {
+	s.mu.Lock()
+	if len(s.conns) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.empty == nil {
+		s.empty = make(chan struct{})
+	}
+	ch := s.empty
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// closeMatching closes the connections match selects, for reason, and
+// returns how many it closed. Their relays then end.
+func (s *longSet) closeMatching(match func(*longConn) bool, reason string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for lc := range s.conns {
+		if match(lc) {
+			lc.close(reason)
+			n++
+		}
+	}
+	return n
+}
+
+// closeAll closes every open connection for reason and returns how many
+// there were.
+func (s *longSet) closeAll(reason string) int {
+	return s.closeMatching(func(*longConn) bool { return true }, reason)
+}
+
+// reverifyTimeout bounds verifying a long-lived connection's evidence
+// again (a TokenReview call).
+const reverifyTimeout = 10 * time.Second
+
+// newLong describes a long-lived connection of kind that decision d
+// allowed workload wl, identified from evidence ev, to open, with the
+// limits in force.
+func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workload, d policy.Decision) *longConn {
+	lim := g.cfg.Limits.LongLived
+	lc := &longConn{kind: kind, rule: d.Rule, workload: wl.DisplayName(), expires: wl.Expires(),
+		idle: lim.IdleTimeout.D(), maxLife: lim.MaxLifetime.D()}
+	if d.Inject != nil {
+		lc.credential = d.Inject.Credential
+	}
+	lc.reverify = func() (time.Time, bool) {
+		ctx, cancel := context.WithTimeout(g.baseCtx, reverifyTimeout)
+		defer cancel()
+		w2, err := g.ids.Resolve(ctx, ev, g.store.Current().Workloads())
+		if err != nil || w2.Name != wl.Name {
+			return time.Time{}, false
+		}
+		return w2.Expires(), true
+	}
+	return lc
+}
+
+// openLong registers lc (before its relay starts: a kill switch applied
+// from now on closes it) and counts it.
+func (g *Gateway) openLong(lc *longConn) {
+	g.long.add(lc)
+	g.metrics.longLived.WithLabelValues(lc.kind).Inc()
+	// A switch applied after the decision and before the registration
+	// would not see lc: check the state in force now.
+	if g.switches != nil && g.switches.Snapshot().Match(lc.rule, lc.workload, lc.credential) != nil {
+		lc.close(closedKillSwitch)
+	}
+}
+
+// closeLong unregisters lc after its relay ended, counts why it ended and
+// returns the reason.
+func (g *Gateway) closeLong(lc *longConn) string {
+	reason := lc.finish()
+	g.long.remove(lc)
+	g.metrics.longLived.WithLabelValues(lc.kind).Dec()
+	g.metrics.longClosed.WithLabelValues(lc.kind, reason).Inc()
+	return reason
+}
