@@ -333,12 +333,7 @@ func keysOf(m map[string]string) []string {
 	return out
 }
 
-func httpGet(t *testing.T, url string) string {
-	t.Helper()
-	return httpGetToken(t, url, "")
-}
-
-// httpGetToken is httpGet with the admin token ("" for none): /readyz
+// httpGetToken GETs url with the admin token ("" for none): /readyz
 // shows its detail only with it.
 func httpGetToken(t *testing.T, url, token string) string {
 	t.Helper()

@@ -331,6 +331,7 @@ func (s *Server) withApp(w http.ResponseWriter, r *http.Request, fn func(App)) {
 func (s *Server) verifyJWT(raw string) (App, error) {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
+		//lint:ignore ST1005 GitHub's own words
 		return App{}, fmt.Errorf("A JSON web token could not be decoded")
 	}
 	var claims struct {
@@ -340,6 +341,7 @@ func (s *Server) verifyJWT(raw string) (App, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil || json.Unmarshal(b, &claims) != nil {
+		//lint:ignore ST1005 GitHub's own words
 		return App{}, fmt.Errorf("A JSON web token could not be decoded")
 	}
 	iss := strings.Trim(string(claims.Iss), `"`)
@@ -356,6 +358,7 @@ func (s *Server) verifyJWT(raw string) (App, error) {
 		return App{}, fmt.Errorf("'Issuer' claim ('iss') must be an Integer or the app's client ID")
 	}
 	if _, _, err := jwtsign.Verify(raw, jwtsign.RS256, app.PublicKey); err != nil {
+		//lint:ignore ST1005 GitHub's own words
 		return App{}, fmt.Errorf("A JSON web token could not be decoded") // GitHub's words for a bad signature or alg
 	}
 	now := s.opts.Now()

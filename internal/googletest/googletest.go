@@ -238,11 +238,13 @@ func (s *Server) verify(raw string) (claims, error) {
 		return c, fmt.Errorf("invalid_client")
 	}
 	if _, _, err := jwtsign.Verify(raw, jwtsign.RS256, &a.Key.PublicKey); err != nil {
+		//lint:ignore ST1005 Google's own words
 		return c, fmt.Errorf("Invalid JWT Signature.")
 	}
 	now := s.opts.Now()
 	if c.Iat == nil || c.Exp == nil || time.Unix(*c.Iat, 0).After(now.Add(ClockSkew)) ||
 		!time.Unix(*c.Exp, 0).After(now.Add(-ClockSkew)) || *c.Exp-*c.Iat > int64(time.Hour.Seconds()) {
+		//lint:ignore ST1005 Google's own words
 		return c, fmt.Errorf("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.")
 	}
 	return c, nil

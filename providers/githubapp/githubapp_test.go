@@ -62,8 +62,6 @@ func pemFile(t *testing.T, k *rsa.PrivateKey) string {
 type fixture struct {
 	gh     *githubtest.Server
 	caFile string
-	now    time.Time
-	mu     sync.Mutex
 }
 
 func newFixture(t *testing.T, opts githubtest.Options) *fixture {

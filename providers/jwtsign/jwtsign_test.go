@@ -81,7 +81,7 @@ func writeFile(t *testing.T, data []byte) string {
 // jwtsign's own Verify, and returns the claims.
 func verifyJose(t *testing.T, tok, alg string, pub crypto.PublicKey) map[string]any {
 	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	if err != nil {
 		t.Fatalf("go-jose cannot parse the JWS: %v", err)
 	}
