@@ -174,6 +174,9 @@ func TestRedisRateLimit(t *testing.T) {
 
 	t.Run("shared by two gateways within 10% of the limit", func(t *testing.T) {
 		backend("redis")
+		// A limiter key lives only as long as its bucket is not full
+		// again, so look for it while the load runs.
+		sawKey := watchKey(srv, "e2e:rl:{local}:r:limited")
 		shared("shared", 5*time.Second)
 		for _, e := range envs {
 			if v := e.metric(t, `credgate_rate_limited_total{limit="rule",rule="limited",workload="local"}`); v == 0 {
@@ -190,12 +193,8 @@ func TestRedisRateLimit(t *testing.T) {
 		if limited == 0 {
 			t.Error("no audit line with decision deny, code rate_limited, status 429")
 		}
-		keys, err := srv.Dump(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := keys["e2e:rl:{local}:r:limited"]; !ok {
-			t.Errorf("no limiter key e2e:rl:{local}:r:limited in Redis; keys %v", keysOf(keys))
+		if seen, keys := sawKey(); !seen {
+			t.Errorf("no limiter key e2e:rl:{local}:r:limited in Redis while the load ran; keys %v", keys)
 		}
 	})
 
@@ -249,4 +248,38 @@ func TestRedisRateLimit(t *testing.T) {
 		}
 		shared("after the restart", 4*time.Second)
 	})
+}
+
+// watchKey polls srv for key until the returned function is called; that
+// function stops the polling and reports whether key was ever present
+// (and the keys of the last poll).
+func watchKey(srv *redistest.Server, key string) func() (bool, []string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var seen bool
+	var last []string
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if keys, err := srv.Dump(ctx); err == nil {
+				last = keysOf(keys)
+				if _, ok := keys[key]; ok {
+					seen = true
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (bool, []string) {
+		cancel()
+		<-done
+		return seen, last
+	}
 }
