@@ -212,27 +212,11 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 		return reject(identity.Workload{}, target{}, policy.Decision{},
 			newRefusal(http.StatusBadRequest, codeBadConnectTarget, "CONNECT target "+err.Error()+"; send CONNECT host:port", ""))
 	}
-	pol := g.store.Current()
-	w, err := g.ids.Resolve(r.Context(), ev, pol.Workloads())
-	if err != nil {
-		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
-		return reject(w, dest, policy.Decision{Action: policy.Deny}, identityRefusal(err))
+	a, f := g.admit(r.Context(), ev, policy.Query{Connect: true, Host: dest.host, Port: dest.port}, dest, pinnedAddrs{}, nil)
+	if f != nil {
+		return reject(a.wl, dest, policy.Decision{Action: policy.Deny, Rule: a.d.Rule}, *f)
 	}
-	d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: dest.host, Port: dest.port})
-	if d.Action == policy.Deny {
-		return reject(w, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
-	}
-	if f, off := g.switchRefusal(w, d, true); off {
-		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
-	}
-	if f, ok := g.rateLimit(r.Context(), w, d); !ok {
-		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
-	}
-	addrs, err := g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
-	if err != nil {
-		f := addressRefusal(dest, err, d.Rule)
-		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, f)
-	}
+	w, d, addrs := a.wl, a.d, a.addrs
 	if d.Action == policy.Tunnel {
 		return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
 			g.splice(start, client, ev, w, dest, addrs, d)

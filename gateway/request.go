@@ -54,7 +54,7 @@ type reqState struct {
 	upstatus int
 
 	// reissue, when set, says how to react to a 401 from the upstream:
-	// the request carried a cached credential of a providers.Reissuer.
+	// the request carried a cached credential whose binding asks for that.
 	reissue *reissuePlan
 	// reissued is set when the request was sent again with a new
 	// credential.
@@ -78,10 +78,9 @@ type reissuePlan struct {
 	key   providers.CacheKey
 	used  *providers.Credential
 	fetch func(context.Context) (*providers.Credential, error)
-	// inj re-injects; headers are the names it sets (removed first, so
+	// inj re-injects (injectors.Apply removes the names it sets first, so
 	// nothing of the rejected credential is sent again).
-	inj     injectors.Injector
-	headers []string
+	inj injectors.Injector
 	// replay: the request is idempotent and has no body, so sending it
 	// again is safe (a consumed body is never resent).
 	replay bool
@@ -101,27 +100,27 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		g.connect.ServeHTTP(w, r)
 		return
 	}
-	start := time.Now()
-	ev := evidence(r)
+	x := &exchange{w: w, r: r, start: time.Now(), ev: evidence(r), scheme: "http"}
 	if !r.URL.IsAbs() {
-		g.refuse(w, r, start, ev, target{}, newRefusal(http.StatusBadRequest, codeNotProxyRequest,
+		g.refuse(x, newRefusal(http.StatusBadRequest, codeNotProxyRequest,
 			"this is a proxy: send absolute-URI requests (http://host/path) or CONNECT host:port", ""))
 		return
 	}
 	if r.URL.Scheme != "http" {
-		g.refuse(w, r, start, ev, target{}, newRefusal(http.StatusBadRequest, codeBadRequest,
+		g.refuse(x, newRefusal(http.StatusBadRequest, codeBadRequest,
 			fmt.Sprintf("scheme %q is not proxied as an absolute URI; use CONNECT for https", r.URL.Scheme), ""))
 		return
 	}
 	dest, err := parseTarget(r.URL.Host, 80)
 	if err != nil {
-		g.refuse(w, r, start, ev, target{}, newRefusal(http.StatusBadRequest, codeBadRequest, "request target "+err.Error(), ""))
+		g.refuse(x, newRefusal(http.StatusBadRequest, codeBadRequest, "request target "+err.Error(), ""))
 		return
 	}
 	// For an absolute-form request the URI is authoritative: net/http has
 	// already replaced the Host header with the URI's host (RFC 9112
 	// §3.2.2), so Host and destination agree by construction.
-	g.handle(w, r, start, ev, "http", dest, nil, false)
+	x.dest = dest
+	g.handle(x, pinnedAddrs{})
 }
 
 // serveIntercepted handles requests inside an intercepted tunnel.
@@ -133,14 +132,15 @@ func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a tunnel", http.StatusInternalServerError)
 		return
 	}
+	x := &exchange{w: w, r: r, start: start, ev: tc.ev, scheme: "https", dest: tc.dest}
 	// r.Host is the Host header (HTTP/1.1) or :authority (HTTP/2); an
 	// absolute-form request line must agree with it (net/http checks).
 	if h, err := parseTarget(r.Host, 443); err != nil || h != tc.dest {
-		g.refuse(w, r, start, tc.ev, tc.dest, newRefusal(http.StatusMisdirectedRequest, codeHostMismatch,
+		g.refuse(x, newRefusal(http.StatusMisdirectedRequest, codeHostMismatch,
 			fmt.Sprintf("the Host header %q does not name the tunnel's destination %s", r.Host, tc.dest.hostPort()), ""))
 		return
 	}
-	g.handle(w, r, start, tc.ev, "https", tc.dest, tc.addrs, tc.allowPrivate)
+	g.handle(x, pinnedAddrs{addrs: tc.addrs, private: tc.allowPrivate})
 }
 
 // canonicalRequest checks the request's method and path once, before
@@ -215,20 +215,152 @@ func stripConnectionNamed(h http.Header) {
 	}
 }
 
-// handle decides, fetches, injects and forwards one request. pinned are
-// the addresses checked when the tunnel was opened (nil for plain HTTP,
+// exchange is one request through the gateway, as smokescreen's request
+// context: what arrived and what each stage produced so far. Refusals and
+// the audit line read it; nothing reaches back into an earlier stage.
+type exchange struct {
+	w      http.ResponseWriter
+	r      *http.Request // the request as the client sent it
+	start  time.Time
+	ev     identity.Evidence
+	scheme string
+	dest   target
+	wl     identity.Workload // once identity verified
+	d      policy.Decision   // once the policy decided
+}
+
+// pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
+// that decision allowed special-purpose ones; zero for plain HTTP, whose
+// destination is resolved per request.
+type pinnedAddrs struct {
+	addrs   []netip.AddrPort
+	private bool
+}
+
+// admission is what admit found for one CONNECT or request.
+type admission struct {
+	pol   *policy.Policy
+	wl    identity.Workload
+	d     policy.Decision
+	addrs []netip.AddrPort
+}
+
+// admit is the one decision sequence of every CONNECT and every request
+// inside a tunnel, in order: identity, policy, the request's own check of
+// the decision (check, nil for a CONNECT), kill switch, rate limit, and
+// the addresses to dial (the pinned ones when the decision allows them,
+// else resolved and checked now). On a refusal it returns what to answer;
+// a's workload and decision say how far it got, for the audit line.
+func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Query, dest target, pin pinnedAddrs, check func(policy.Decision) *refusal) (a admission, f *refusal) {
+	refused := func(r refusal) (admission, *refusal) { return a, &r }
+	a.pol = g.store.Current()
+	wl, err := g.ids.Resolve(ctx, ev, a.pol.Workloads())
+	a.wl = wl
+	if err != nil {
+		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
+		return refused(identityRefusal(err))
+	}
+	q.Workload = wl
+	a.d = a.pol.Decide(q)
+	d := a.d
+	allowed := d.Action == policy.Inject || d.Action == policy.Forward
+	if q.Connect {
+		allowed = d.Action != policy.Deny
+	}
+	if !allowed {
+		return refused(newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+	}
+	if check != nil {
+		if f := check(d); f != nil {
+			return a, f
+		}
+	}
+	if f, off := g.switchRefusal(wl, d, q.Connect); off {
+		return refused(f)
+	}
+	if f, ok := g.rateLimit(ctx, wl, d); !ok {
+		return refused(f)
+	}
+	a.addrs = pin.addrs
+	if a.addrs == nil || (pin.private && !d.AllowPrivate) {
+		a.addrs, err = g.resolver.allowed(ctx, dest.host, dest.port, d.AllowPrivate)
+		if err != nil {
+			a.addrs = nil
+			return refused(addressRefusal(dest, err, d.Rule))
+		}
+	}
+	return a, nil
+}
+
+// credentialRefusal answers a credential the cache could not provide:
+// 503 with the backoff in force as Retry-After when the source is
+// unavailable, 502 otherwise. The error is logged, never sent.
+func (g *Gateway) credentialRefusal(plan *policy.InjectPlan, d policy.Decision, err error) refusal {
+	// The error names the credential and the operation only; providers
+	// never put a value in an error.
+	g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err))
+	if !errors.Is(err, providers.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		return newRefusal(http.StatusBadGateway, codeCredentialError,
+			fmt.Sprintf("credential %q for rule %q could not be obtained; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
+	}
+	f := newRefusal(http.StatusServiceUnavailable, codeCredentialUnavail,
+		fmt.Sprintf("credential %q for rule %q is unavailable right now; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
+	// Retry-After is the backoff the cache has in force for this
+	// credential: asking sooner gets the same error.
+	f.RetryAfter = 1
+	if ra, ok := providers.RetryAfter(err, time.Now()); ok {
+		f.RetryAfter = int(max(1, (ra+time.Second-1)/time.Second))
+	}
+	return f
+}
+
+// outbound builds the request sent upstream from the incoming one, as
+// httputil.ProxyRequest's Out beside In: the destination checked at
+// CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
+// the wire, whose one decoding the policy matched), and no gateway-scoped
+// header or trailer. The header map is handed over from the incoming
+// request, which is not read again, so no per-request copy is made.
+func (x *exchange) outbound(cp canonical.Path) *http.Request {
+	in, dest := x.r, x.dest
+	u := *in.URL
+	u.Scheme = x.scheme
+	u.Host = dest.host
+	if dest.ip && strings.Contains(dest.host, ":") {
+		u.Host = "[" + dest.host + "]"
+	}
+	if (x.scheme == "https" && dest.port != 443) || (x.scheme == "http" && dest.port != 80) {
+		u.Host = net.JoinHostPort(dest.host, strconv.Itoa(dest.port))
+	}
+	u.Opaque, u.User, u.Fragment = "", nil, ""
+	u.Path, u.RawPath = cp.Decoded, cp.Raw
+	out := *in
+	out.URL = &u
+	out.Host = ""
+	for _, h := range gatewayHeaders {
+		delete(out.Header, h) // canonical already: no per-request canonicalisation
+	}
+	if out.Trailer != nil {
+		for _, h := range trailerStrip(x.d) {
+			delete(out.Trailer, h)
+		}
+	}
+	return &out
+}
+
+// handle decides, fetches, injects and forwards one request. pin are the
+// addresses checked when the tunnel was opened (zero for plain HTTP,
 // whose destination is resolved and checked here).
-func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, scheme string, dest target, pinned []netip.AddrPort, pinnedPrivate bool) {
+func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
+	w, r, ev, scheme, dest := x.w, x.r, x.ev, x.scheme, x.dest
 	cp, f := canonicalRequest(r)
 	if f != nil {
-		g.refuse(w, r, start, ev, dest, *f)
+		g.refuse(x, *f)
 		return
 	}
-	path := cp.Raw
 	stripConnectionNamed(r.Header)
 	upgrade, uf := checkUpgrade(r)
 	if uf != nil {
-		g.refuse(w, r, start, ev, dest, *uf)
+		g.refuse(x, *uf)
 		return
 	}
 	ib := g.idleBody(w, r)
@@ -238,150 +370,78 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
 	}
-	pol := g.store.Current()
-	wl, err := g.ids.Resolve(r.Context(), ev, pol.Workloads())
-	if err != nil {
-		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
-		g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, identityRefusal(err))
-		return
-	}
-	d := pol.Decide(policy.Query{Workload: wl, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true})
-	if d.Action != policy.Inject && d.Action != policy.Forward {
-		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
-		return
-	}
-	if err := cp.CheckEncodedSlash(d.EncodedSlashes); err != nil {
-		g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusBadRequest, codeBadPath,
-			fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule))
-		return
-	}
-	if f, off := g.switchRefusal(wl, d, false); off {
-		g.refuseAs(w, r, start, ev, wl, dest, d, f)
-		return
-	}
-	if f, ok := g.rateLimit(r.Context(), wl, d); !ok {
-		g.refuseAs(w, r, start, ev, wl, dest, d, f)
-		return
-	}
-
-	// The address to dial: the tunnel's, re-checked against this
-	// decision, or resolved and checked now.
-	addrs := pinned
-	if addrs == nil || (pinnedPrivate && !d.AllowPrivate) {
-		addrs, err = g.resolver.allowed(r.Context(), dest.host, dest.port, d.AllowPrivate)
-		if err != nil {
-			g.refuseAs(w, r, start, ev, wl, dest, d, addressRefusal(dest, err, d.Rule))
-			return
+	ctx := r.Context()
+	q := policy.Query{Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true}
+	a, f := g.admit(ctx, ev, q, dest, pin, func(d policy.Decision) *refusal {
+		if cp.CheckEncodedSlash(d.EncodedSlashes) == nil {
+			return nil
 		}
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule)
+		return &f
+	})
+	x.wl, x.d = a.wl, a.d
+	if f != nil {
+		g.refuse(x, *f)
+		return
 	}
+	d := a.d
 
 	var cred *providers.Credential
 	var hit bool
+	var bind providers.Binding
 	if d.Action == policy.Inject {
-		plan := d.Inject
-		key := providers.CacheKey{Credential: plan.Credential, Version: plan.CredentialVersion, Provider: plan.ProviderName}
-		req := providers.Request{Credential: plan.Credential, Workload: wl}
-		if sc, ok := plan.Provider.(providers.Scoped); ok {
-			key.Scope = sc.CacheScope(req)
-		}
-		cred, hit, err = g.cache.Get(r.Context(), key, func(ctx context.Context) (*providers.Credential, error) {
-			return plan.Provider.Fetch(ctx, req)
-		})
+		var err error
+		bind = d.Inject.Bind(a.wl)
+		cred, hit, err = g.cache.GetBound(ctx, bind)
 		if err != nil {
-			if r.Context().Err() != nil {
+			if ctx.Err() != nil {
 				return // the client went away
 			}
-			// The error names the credential and the operation only;
-			// providers never put a value in an error.
-			g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err))
-			f := newRefusal(http.StatusBadGateway, codeCredentialError,
-				fmt.Sprintf("credential %q for rule %q could not be obtained; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
-			if errors.Is(err, providers.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-				f = newRefusal(http.StatusServiceUnavailable, codeCredentialUnavail,
-					fmt.Sprintf("credential %q for rule %q is unavailable right now; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
-				// Retry-After is the backoff the cache has in force for
-				// this credential: asking sooner gets the same error.
-				f.RetryAfter = 1
-				if ra, ok := providers.RetryAfter(err, time.Now()); ok {
-					f.RetryAfter = int(max(1, (ra+time.Second-1)/time.Second))
-				}
-			}
-			g.refuseAs(w, r, start, ev, wl, dest, d, f)
+			g.refuse(x, g.credentialRefusal(d.Inject, d, err))
 			return
 		}
 	}
 
-	// Build the outbound request on r itself (ReverseProxy clones it).
-	out := *r.URL
-	out.Scheme = scheme
-	out.Host = dest.host
-	if dest.ip && strings.Contains(dest.host, ":") {
-		out.Host = "[" + dest.host + "]"
-	}
-	if (scheme == "https" && dest.port != 443) || (scheme == "http" && dest.port != 80) {
-		out.Host = net.JoinHostPort(dest.host, strconv.Itoa(dest.port))
-	}
-	out.Opaque, out.User, out.Fragment = "", nil, ""
-	// The path goes upstream exactly as checked: cp.Raw on the wire, whose
-	// one decoding is what the policy matched.
-	out.Path, out.RawPath = cp.Decoded, cp.Raw
-	r.URL = &out
-	r.Host = ""
-	for _, h := range gatewayHeaders {
-		delete(r.Header, h) // canonical already: no per-request canonicalisation
-	}
-	if r.Trailer != nil {
-		for _, h := range trailerStrip(d) {
-			delete(r.Trailer, h)
-		}
-	}
+	out := x.outbound(cp)
+	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if d.Action == policy.Inject {
-		if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok {
-			for _, h := range hn.Headers() {
-				r.Header.Del(h)
-			}
-		}
-		if err := d.Inject.Injector.Inject(r, cred); err != nil {
+		if err := injectors.Apply(d.Inject.Injector, out, cred); err != nil {
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
-			g.refuseAs(w, r, start, ev, wl, dest, d, injectRefusal(err, d))
+			g.refuse(x, injectRefusal(err, d))
 			return
 		}
-	}
-
-	st := &reqState{addrs: addrs, pool: g.pools.forRequest(pol, d.AllowPrivate, addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
-	if upgrade {
-		st.long = g.newLong(kindWebSocket, ev, wl, d)
-	}
-	if d.Action == policy.Inject {
-		st.reissue = g.reissuePlan(r, d.Inject, wl, cred, hit)
-		if cc, ok := d.Inject.Injector.(injectors.ClientCertificate); ok {
-			cert, err := cc.Certificate(cred)
-			if err != nil {
-				g.log.Warn("client certificate not usable", slog.String("credential", d.Inject.Credential), slog.Any("error", err))
-				g.refuseAs(w, r, start, ev, wl, dest, d, newRefusal(http.StatusBadGateway, codeInjectFailed,
-					fmt.Sprintf("credential %q is not a usable TLS client certificate; the request was not forwarded", d.Inject.Credential), d.Rule))
-				return
-			}
-			st.cert = cert
+		cert, err := injectors.ClientCertificateOf(d.Inject.Injector, cred)
+		if err != nil {
+			g.log.Warn("client certificate not usable", slog.String("credential", d.Inject.Credential), slog.Any("error", err))
+			g.refuse(x, newRefusal(http.StatusBadGateway, codeInjectFailed,
+				fmt.Sprintf("credential %q is not a usable TLS client certificate; the request was not forwarded", d.Inject.Credential), d.Rule))
+			return
 		}
+		st.cert = cert
+		st.reissue = reissuePlanFor(r, d.Inject, bind, cred, hit)
 	}
-	body := &countingBody{ReadCloser: r.Body}
-	if r.Trailer != nil {
+	if upgrade {
+		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
+	}
+	body := &countingBody{ReadCloser: out.Body}
+	if out.Trailer != nil {
 		// An HTTP/1.1 chunked body adds every trailer it ends with to
-		// r.Trailer when it reaches EOF, declared or not: filter then too.
-		body.trailer, body.strip = r.Trailer, trailerStrip(d)
+		// the Trailer map when it reaches EOF, declared or not: filter
+		// then too.
+		body.trailer, body.strip = out.Trailer, trailerStrip(d)
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = body
+	if out.Body != nil && out.Body != http.NoBody {
+		out.Body = body
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	aborted := g.forwardRecovered(sw, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
+	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(ctx, stateKey, st)))
 
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	ev2 := g.event(start, ev, wl, dest, r, path, scheme, d)
+	ev2 := g.event(x, cp.Raw)
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
 		ev2.CacheHit = hit && !st.reissued
@@ -404,7 +464,7 @@ func (g *Gateway) handle(w http.ResponseWriter, r *http.Request, start time.Time
 		ev2.Closed, ev2.BytesIn, ev2.BytesOut = st.long.endReason(), st.long.in.Load(), st.long.out.Load()
 	}
 	ev2.Upstream = st.upDur
-	ev2.Duration = time.Since(start)
+	ev2.Duration = time.Since(x.start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)
 	if aborted {
@@ -449,77 +509,54 @@ func injectRefusal(err error, d policy.Decision) refusal {
 		fmt.Sprintf("credential %q could not be injected as %s; the request was not forwarded", d.Inject.Credential, d.Inject.As), d.Rule)
 }
 
-// event starts an audit event for a request.
-func (g *Gateway) event(start time.Time, ev identity.Evidence, wl identity.Workload, dest target, r *http.Request, path, scheme string, d policy.Decision) *event {
+// event starts the audit event of x, whose path (without query) is path.
+func (g *Gateway) event(x *exchange, path string) *event {
 	e := &event{
-		Time:     start,
-		Workload: wl.DisplayName(),
-		Factors:  wl.FactorKinds(),
-		Source:   sourceString(ev),
-		Method:   r.Method,
-		Scheme:   scheme,
-		Host:     dest.host,
-		Port:     dest.port,
+		Time:     x.start,
+		Workload: x.wl.DisplayName(),
+		Factors:  x.wl.FactorKinds(),
+		Source:   sourceString(x.ev),
+		Method:   x.r.Method,
+		Scheme:   x.scheme,
+		Host:     x.dest.host,
+		Port:     x.dest.port,
 		Path:     path,
-		Rule:     d.Rule,
-		Decision: d.Action.String(),
-		Code:     d.Code,
+		Rule:     x.d.Rule,
+		Decision: x.d.Action.String(),
+		Code:     x.d.Code,
 	}
-	if len(wl.Factors) == 0 {
-		e.Presented = presented(ev)
+	if len(x.wl.Factors) == 0 {
+		e.Presented = presented(x.ev)
 	}
 	return e
 }
 
-// refuse answers a request the gateway will not forward, before identity
-// was established.
-func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, dest target, f refusal) {
-	wl := identity.Workload{}
-	if ev.Source.IsValid() {
-		wl.Source = ev.Source.Addr().Unmap()
-	}
-	g.refuseAs(w, r, start, ev, wl, dest, policy.Decision{}, f)
-}
-
-// refuseAs answers a refusal, counts it and audits it.
-func (g *Gateway) refuseAs(w http.ResponseWriter, r *http.Request, start time.Time, ev identity.Evidence, wl identity.Workload, dest target, d policy.Decision, f refusal) {
-	f.write(w)
+// refuse answers a request the gateway will not forward, counts the
+// refusal and audits it with what x knows so far.
+func (g *Gateway) refuse(x *exchange, f refusal) {
+	f.write(x.w)
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	scheme := "https"
-	if r.TLS == nil && r.Context().Value(tunnelKey) == nil {
-		scheme = "http"
-	}
-	path := r.URL.EscapedPath()
-	e := g.event(start, ev, wl, dest, r, path, scheme, d)
+	e := g.event(x, x.r.URL.EscapedPath())
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	if f.Rule != "" {
 		e.Rule = f.Rule
 	}
-	e.Duration = time.Since(start)
+	e.Duration = time.Since(x.start)
 	g.metrics.request(e.Decision, e.Rule, f.Status, e.Duration)
 	g.audit.write(e)
 }
 
-// reissuePlan returns how to handle a 401 to this request, or nil when
-// the credential is not a cached one of a providers.Reissuer. It is
-// called before the body is wrapped, on the inbound request.
-func (g *Gateway) reissuePlan(r *http.Request, plan *policy.InjectPlan, wl identity.Workload, cred *providers.Credential, hit bool) *reissuePlan {
-	ri, ok := plan.Provider.(providers.Reissuer)
-	if !ok || !hit || !ri.ReissueOnUnauthorized() {
+// reissuePlanFor returns how to handle a 401 to the request r, or nil
+// when its credential is not a cached one whose provider asks for that
+// (providers.Binding.Reissue). It reads the incoming request.
+func reissuePlanFor(r *http.Request, plan *policy.InjectPlan, b providers.Binding, cred *providers.Credential, hit bool) *reissuePlan {
+	if !b.Reissue || !hit {
 		// A credential fetched for this very request and rejected at once
 		// is not dropped: fetching again for every request would turn a
 		// misconfigured upstream into load on the provider.
 		return nil
 	}
-	key := providers.CacheKey{Credential: plan.Credential, Version: plan.CredentialVersion, Provider: plan.ProviderName}
-	req := providers.Request{Credential: plan.Credential, Workload: wl}
-	if sc, ok := plan.Provider.(providers.Scoped); ok {
-		key.Scope = sc.CacheScope(req)
-	}
-	rp := &reissuePlan{key: key, used: cred, inj: plan.Injector,
-		fetch: func(ctx context.Context) (*providers.Credential, error) { return plan.Provider.Fetch(ctx, req) }}
-	hn, headerOnly := plan.Injector.(injectors.HeaderNames)
-	_, clientCert := plan.Injector.(injectors.ClientCertificate)
+	rp := &reissuePlan{key: b.Key, used: cred, inj: plan.Injector, fetch: b.Fetch}
 	// ContentLength 0 is "no body" on HTTP/1 (NoBody) and HTTP/2 (a
 	// stream ended with its headers, or content-length: 0, which the
 	// server enforces); -1 is a body of unknown length.
@@ -528,8 +565,7 @@ func (g *Gateway) reissuePlan(r *http.Request, plan *policy.InjectPlan, wl ident
 	// Only injectors that declare what they set can be re-applied so that
 	// nothing of the rejected credential remains; a client certificate
 	// would need another transport.
-	if headerOnly && !clientCert && idempotent[r.Method] && noBody && !upgrade {
-		rp.headers = hn.Headers()
+	if injectors.Replayable(plan.Injector) && idempotent[r.Method] && noBody && !upgrade {
 		rp.replay = true
 	}
 	return rp
@@ -561,8 +597,8 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// reissue handles a 401 to a request that carried a cached credential of
-// a providers.Reissuer: the credential is dropped from the cache (unless
+// reissue handles a 401 to a request that carried a cached credential
+// whose binding asks for reissue: the credential is dropped from the cache (unless
 // a newer one replaced it already), and a replayable request is rebuilt
 // from the outbound request — the injector's headers removed, a new
 // credential injected — and sent once more to the same checked
@@ -584,10 +620,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	}
 	r2 := r.Clone(ctx)
 	r2.Body = nil
-	for _, h := range rp.headers {
-		r2.Header.Del(h)
-	}
-	if err := rp.inj.Inject(r2, cred); err != nil {
+	if err := injectors.Apply(rp.inj, r2, cred); err != nil {
 		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.Any("error", err))
 		return resp, nil
 	}
@@ -705,10 +738,8 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 func trailerStrip(d policy.Decision) []string {
 	out := append(append([]string(nil), gatewayHeaders...), hopHeaders...)
 	if d.Action == policy.Inject {
-		if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok {
-			for _, h := range hn.Headers() {
-				out = append(out, textproto.CanonicalMIMEHeaderKey(h))
-			}
+		for _, h := range injectors.HeadersOf(d.Inject.Injector) {
+			out = append(out, textproto.CanonicalMIMEHeaderKey(h))
 		}
 	}
 	return out

@@ -133,3 +133,9 @@ type InjectPlan struct {
 	// Injector rewrites the request.
 	Injector injectors.Injector
 }
+
+// Bind binds the plan's credential to the caller wl: its cache key and
+// fetch (providers.Bind).
+func (p *InjectPlan) Bind(wl identity.Workload) providers.Binding {
+	return providers.Bind(p.Provider, providers.CacheKey{Credential: p.Credential, Version: p.CredentialVersion, Provider: p.ProviderName}, wl)
+}

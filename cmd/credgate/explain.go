@@ -404,8 +404,8 @@ func (ex *explanation) print(out io.Writer) {
 		inj := d.Inject.As
 		if q, ok := d.Inject.Injector.(*injectors.Query); ok {
 			inj += " (sets query parameter " + q.Param + "; client values replaced)"
-		} else if hn, ok := d.Inject.Injector.(injectors.HeaderNames); ok && len(hn.Headers()) > 0 {
-			inj += " (sets " + strings.Join(hn.Headers(), ", ") + "; client values replaced)"
+		} else if hs := injectors.HeadersOf(d.Inject.Injector); len(hs) > 0 {
+			inj += " (sets " + strings.Join(hs, ", ") + "; client values replaced)"
 		}
 		row("injector:", inj)
 	}

@@ -1,0 +1,36 @@
+package injectors
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/credgate/credgate/providers"
+)
+
+// TestApplyReplacesClientHeaders: Apply removes every client copy of the
+// headers an injector declares before injecting, so no client value
+// survives beside the credential.
+func TestApplyReplacesClientHeaders(t *testing.T) {
+	inj := &Header{Name: "X-Api-Key"}
+	if err := inj.Provision(); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest(http.MethodGet, "https://api.example/", nil)
+	r.Header["X-Api-Key"] = []string{"client-1", "client-2"}
+	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret("real")}}
+	if err := Apply(inj, r, cred); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Header["X-Api-Key"]; len(got) != 1 || got[0] != "real" {
+		t.Errorf("X-Api-Key = %q, want only the injected value", got)
+	}
+	if !Replayable(inj) {
+		t.Error("a header injector is replayable")
+	}
+	if Replayable(&TLSClient{}) {
+		t.Error("a client-certificate injector is not replayable")
+	}
+	if c, err := ClientCertificateOf(inj, cred); c != nil || err != nil {
+		t.Errorf("ClientCertificateOf(header) = %v, %v", c, err)
+	}
+}
