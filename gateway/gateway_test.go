@@ -481,7 +481,9 @@ func TestWebSocketUpgradeIntercepted(t *testing.T) {
 	}
 }
 
-func TestFailClosedWhenCredentialUnavailable(t *testing.T) {
+// An unset static variable: 502 credential_not_configured without
+// Retry-After (retrying cannot help), nothing forwarded.
+func TestFailClosedWhenCredentialNotConfigured(t *testing.T) {
 	tg := startGateway(t)
 	resp, err := tg.client(t, false).Get("https://" + apiHost + "/unavailable")
 	if err != nil {
@@ -489,8 +491,8 @@ func TestFailClosedWhenCredentialUnavailable(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != codeCredentialUnavail || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("got %s %s Retry-After %q, want 503 %s with Retry-After", resp.Status, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeCredentialUnavail)
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ReasonHeader) != codeCredentialNotConfigured || resp.Header.Get("Retry-After") != "" {
+		t.Errorf("got %s %s Retry-After %q, want 502 %s without Retry-After", resp.Status, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeCredentialNotConfigured)
 	}
 	if strings.Contains(string(body), "CREDGATE_GATEWAY_TEST_UNSET") {
 		t.Errorf("the client was told an internal detail: %s", body)
