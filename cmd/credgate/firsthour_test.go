@@ -92,8 +92,8 @@ func TestReadmeQuickstartHints(t *testing.T) {
 			t.Errorf("Quickstart does not mention %q", want)
 		}
 	}
-	if !strings.Contains(qs, `admin_listen: "127.0.0.1:3129"`) {
-		t.Error("the Quickstart's admin_listen is not 127.0.0.1:3129 (9090 is Prometheus's default)")
+	if !strings.Contains(qs, `admin_listen: "127.0.0.1:3180"`) {
+		t.Error("the Quickstart's admin_listen is not 127.0.0.1:3180 (9090 is Prometheus's default)")
 	}
 }
 

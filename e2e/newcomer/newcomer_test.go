@@ -2,7 +2,7 @@
 // clone of this repository: it runs the demo (`go run ./cmd/credgate demo`)
 // and every command the demo prints, then the Quickstart's shell block as
 // written, and checks that each works. Where another process holds one of
-// the README's fixed ports (3128, 3129, 8443) the test uses free ports
+// the README's fixed ports (3128, 3180, 8443) the test uses free ports
 // instead, replacing the numbers in the text, and says so.
 package newcomer_test
 
@@ -205,7 +205,7 @@ func TestQuickstart(t *testing.T) {
 	dir := clone(t)
 	block := readmeBlock(t, dir, "## Quickstart (5 minutes, offline)")
 	ports := map[int]int{}
-	for _, p := range []int{3128, 3129, 8443} {
+	for _, p := range []int{3128, 3180, 8443} {
 		if !strings.Contains(block, fmt.Sprint(p)) {
 			t.Fatalf("the Quickstart no longer uses port %d; update this test", p)
 		}
