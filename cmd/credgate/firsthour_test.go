@@ -462,3 +462,30 @@ func TestConfigChanges(t *testing.T) {
 		t.Errorf("configChanges of a config with itself = %v, want none", got)
 	}
 }
+
+// Every example config compares equal to itself read twice: SIGHUP names
+// only what really changed.
+func TestConfigChangesStable(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		a, err := gateway.LoadConfig(f)
+		if err != nil {
+			continue // a policy, not a gateway config
+		}
+		b, err := gateway.LoadConfig(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if got := configChanges(a, b); len(got) != 0 {
+			t.Errorf("%s read twice: configChanges = %v, want none", f, got)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no example gateway config found")
+	}
+}
