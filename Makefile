@@ -3,7 +3,10 @@
 #   make test    install test tools (cached: staticcheck, Ory Hydra, MinIO, SPIRE), gofmt
 #                check, go vet, staticcheck, then every test (unit + e2e) with -race
 #   make test-spire  only the end-to-end test against a real SPIRE server and agent
-#   make build   build bin/credgate
+#   make build   build bin/credgate (static, stamped with version, commit and commit date)
+#   make image   the container image (Containerfile, FROM scratch, offline) with podman,
+#                buildah or docker: $(IMAGE):$(VERSION), and bin/credgate-image.oci.tar
+#   make release cross-compiled binaries, SHA256SUMS and a CycloneDX SBOM in dist/
 #   make demo    run `credgate demo` (a gateway plus a local SaaS echo origin)
 #   make bench   the benchmark in bench/ (figures, not a pass/fail test)
 #   make fuzz    run the fuzz targets briefly (FUZZTIME each; not part of test)
@@ -16,7 +19,13 @@ TEST_TIMEOUT ?= 30m
 
 export CREDGATE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build demo bench fuzz clean
+# VERSION defaults to the chart's appVersion, so the image tag is what the
+# chart deploys; IMAGE is the repository the chart's image.repository names.
+VERSION   ?= $(shell awk '$$1=="appVersion:"{gsub(/"/,"",$$2); print $$2}' charts/credgate/Chart.yaml)
+IMAGE     ?= ghcr.io/credgate/credgate
+export VERSION IMAGE
+
+.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build image release demo bench fuzz clean
 
 all: build
 
@@ -64,7 +73,17 @@ test-spire:
 	$(GO) test -race -count=1 -run '^TestSPIRE$$' -v ./e2e
 
 build:
-	$(GO) build -o bin/credgate ./cmd/credgate
+	@bash scripts/gobuild.sh bin/credgate
+
+# scripts/image.sh builds the binary here and assembles the image FROM
+# scratch: nothing is pulled. Exit 3 when no builder works.
+image:
+	@bash scripts/image.sh bin
+
+# scripts/release.sh: linux and darwin, amd64 and arm64, reproducible
+# (stamped with the commit's date), SHA256SUMS and an SBOM, into dist/.
+release:
+	@bash scripts/release.sh dist
 
 demo:
 	$(GO) run ./cmd/credgate demo
@@ -89,4 +108,4 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthority$$' -fuzztime=$(FUZZTIME) ./internal/canonical
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -84,8 +84,10 @@ var unavailablePolicy = strings.Replace(strings.Replace(basePolicy, "credentials
 `, 1)
 
 // TestFailClosed: a credential that cannot be obtained makes the gateway
-// answer 503 with a reason and Retry-After, and the request is never
-// forwarded without it (invariant 6).
+// answer with a reason, and the request is never forwarded without it
+// (invariant 6). An unset variable is not temporary: 502
+// credential_not_configured, no Retry-After (503 with Retry-After is for a
+// source that is down: TestOAuth2*).
 func TestFailClosed(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, envOptions{Policy: unavailablePolicy})
@@ -96,12 +98,12 @@ func TestFailClosed(t *testing.T) {
 			if r.Err != "" {
 				t.Fatalf("client error: %s", r.Err)
 			}
-			d := checkDenialStatus(t, r.Status, r.Header, r.Body, http.StatusServiceUnavailable, "credential_unavailable")
+			d := checkDenialStatus(t, r.Status, r.Header, r.Body, http.StatusBadGateway, "credential_not_configured")
 			if d.Rule != "needs-missing" {
 				t.Errorf("body rule = %q, want needs-missing", d.Rule)
 			}
-			if r.Header.Get("Retry-After") == "" {
-				t.Errorf("no Retry-After on 503")
+			if ra := r.Header.Get("Retry-After"); ra != "" {
+				t.Errorf("Retry-After %q on a credential that is not configured; retrying cannot help", ra)
 			}
 			if strings.Contains(r.Body, "CREDGATE_E2E_NEVER_SET") {
 				t.Errorf("the answer names an internal detail: %s", r.Body)

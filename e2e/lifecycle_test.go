@@ -438,15 +438,34 @@ func TestDemoOnce(t *testing.T) {
 	}
 }
 
-// TestValidateExamples: every example under examples/ passes validate.
+// TestValidateExamples: every example under examples/ passes validate,
+// in a copy of the directory with the CA the example config names written
+// by `credgate ca init` (validate checks that the files a config names
+// exist).
 func TestValidateExamples(t *testing.T) {
 	t.Parallel()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "examples", "*.yaml"))
+	src, err := filepath.Glob(filepath.Join(repoRoot, "examples", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) == 0 {
+	if len(src) == 0 {
 		t.Fatalf("no examples/*.yaml to validate")
+	}
+	dir := t.TempDir()
+	var files []string
+	for _, f := range src {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, dst)
+	}
+	if out, code := runCLI(t, 20*time.Second, nil, "ca", "init", "--out", filepath.Join(dir, "ca")); code != 0 {
+		t.Fatalf("credgate ca init: exit %d\n%s", code, out)
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {

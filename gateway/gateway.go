@@ -48,6 +48,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -330,13 +331,32 @@ func upstreamRoots(bundle string) (*x509.CertPool, error) {
 	return roots, nil
 }
 
+// listenError explains a failed bind of the config key's address: an
+// address in use names the setting to change (and `--listen` for the
+// demo), a refused one the privilege or address to check.
+func listenError(key, addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		hint := fmt.Sprintf("set another address with %s: in the gateway config", key)
+		if key == "listen" {
+			hint += " (credgate demo: --listen ADDR)"
+		}
+		return fmt.Errorf("%s %s: address already in use: another process (perhaps another credgate) holds it; stop it or %s", key, addr, hint)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%s %s: permission denied: ports below 1024 need privileges; choose a port of 1024 or above with %s: in the gateway config", key, addr, key)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("%s %s: no interface of this machine has that address; use 127.0.0.1, 0.0.0.0 or an address this machine has in %s: in the gateway config", key, addr, key)
+	}
+	return fmt.Errorf("%s %s: %w", key, addr, err)
+}
+
 // listen binds every listener and builds the servers.
 func (g *Gateway) listen(ctx context.Context) error {
 	var lc net.ListenConfig
 	cfg := g.cfg
 	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return listenError("listen", cfg.Listen, err)
 	}
 	g.proxyLn = &countingListener{Listener: ln, open: g.metrics.connections}
 
@@ -354,14 +374,14 @@ func (g *Gateway) listen(ctx context.Context) error {
 		}
 		ln, err := lc.Listen(ctx, "tcp", cfg.TLSListen)
 		if err != nil {
-			return fmt.Errorf("tls_listen: %w", err)
+			return listenError("tls_listen", cfg.TLSListen, err)
 		}
 		g.tlsLn = tls.NewListener(&countingListener{Listener: ln, open: g.metrics.connections}, tlsCfg)
 	}
 
 	aln, err := lc.Listen(ctx, "tcp", cfg.AdminListen)
 	if err != nil {
-		return fmt.Errorf("admin_listen: %w", err)
+		return listenError("admin_listen", cfg.AdminListen, err)
 	}
 	g.adminLn = aln
 	if cfg.Admin.TLS.Enabled() {
@@ -579,7 +599,7 @@ func (g *Gateway) run(ctx context.Context) error {
 func (g *Gateway) shutdown() {
 	g.draining.Store(true)
 	timeout := g.cfg.ShutdownTimeout.D()
-	g.log.Info("shutting down: draining in-flight requests", slog.Duration("timeout", timeout))
+	g.log.Info("shutting down: draining in-flight requests", slog.String("timeout", timeout.String()))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 

@@ -513,7 +513,9 @@ func TestWebSocketUpgradeIntercepted(t *testing.T) {
 	}
 }
 
-func TestFailClosedWhenCredentialUnavailable(t *testing.T) {
+// An unset static variable: 502 credential_not_configured without
+// Retry-After (retrying cannot help), nothing forwarded.
+func TestFailClosedWhenCredentialNotConfigured(t *testing.T) {
 	tg := startGateway(t)
 	resp, err := tg.client(t, false).Get("https://" + apiHost + "/unavailable")
 	if err != nil {
@@ -521,16 +523,34 @@ func TestFailClosedWhenCredentialUnavailable(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != codeCredentialUnavail || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("got %s %s Retry-After %q, want 503 %s with Retry-After", resp.Status, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeCredentialUnavail)
-	}
-	// Retry-After is the cache's error backoff in force (5 s by
-	// default), not a fixed 1 s that would only meet the same error.
-	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 4 || ra > 5 {
-		t.Errorf("Retry-After %q, want the 5 s error backoff in force", resp.Header.Get("Retry-After"))
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ReasonHeader) != codeCredentialNotConfigured || resp.Header.Get("Retry-After") != "" {
+		t.Errorf("got %s %s Retry-After %q, want 502 %s without Retry-After", resp.Status, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeCredentialNotConfigured)
 	}
 	if strings.Contains(string(body), "CREDGATE_GATEWAY_TEST_UNSET") {
 		t.Errorf("the client was told an internal detail: %s", body)
+	}
+	if got := tg.origin.all(); len(got) != 0 {
+		t.Errorf("origin saw %d requests; a request without its credential must not be forwarded", len(got))
+	}
+}
+
+// TestRetryAfterIsTheBackoffInForce: a credential whose source is down
+// is answered 503 with Retry-After equal to the cache's error backoff
+// still in force (5 s by default), not a fixed 1 s that would only meet
+// the same error.
+func TestRetryAfterIsTheBackoffInForce(t *testing.T) {
+	t.Setenv("CREDGATE_GATEWAY_TEST_REISSUABLE", "")
+	tg := startGateway(t)
+	resp, err := tg.client(t, false).Get("https://" + apiHost + "/auth/down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != codeCredentialUnavail {
+		t.Fatalf("got %s %s, want 503 %s", resp.Status, resp.Header.Get(ReasonHeader), codeCredentialUnavail)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 4 || ra > 5 {
+		t.Errorf("Retry-After %q, want the 5 s error backoff in force", resp.Header.Get("Retry-After"))
 	}
 	if got := tg.origin.all(); len(got) != 0 {
 		t.Errorf("origin saw %d requests; a request without its credential must not be forwarded", len(got))

@@ -42,6 +42,11 @@ const (
 	codeRateLimited        = "rate_limited"
 )
 
+// codeCredentialNotConfigured: the credential's source is missing from the
+// gateway's environment or config (providers.ErrNotConfigured); 502
+// without Retry-After, since waiting will not help.
+const codeCredentialNotConfigured = "credential_not_configured"
+
 // refusal is a gateway answer: status, reason code, human sentence and the
 // rule that decided, if any. Its JSON body is what clients parse.
 type refusal struct {

@@ -299,6 +299,13 @@ func (g *Gateway) credentialRefusal(plan *policy.InjectPlan, d policy.Decision, 
 	// The error names the credential and the operation only; providers
 	// never put a value in an error.
 	g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err))
+	if errors.Is(err, providers.ErrNotConfigured) {
+		// Not temporary: no Retry-After. The setting to fix (a variable
+		// or file name) is the gateway's business: the log line above
+		// names it, the client is pointed there.
+		return newRefusal(http.StatusBadGateway, codeCredentialNotConfigured,
+			fmt.Sprintf("credential %q for rule %q is not configured on the gateway: its source (an environment variable or file of the gateway) is missing; the gateway's log line \"credential fetch failed\" names it and the fix. The request was not forwarded; retrying will not help until the gateway's configuration is fixed", plan.Credential, d.Rule), d.Rule)
+	}
 	if !errors.Is(err, providers.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 		return newRefusal(http.StatusBadGateway, codeCredentialError,
 			fmt.Sprintf("credential %q for rule %q could not be obtained; the request was not forwarded", plan.Credential, d.Rule), d.Rule)
@@ -681,7 +688,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// chunk) larger than it may hold.
 		f = newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("a part of the request body to %s was larger than the injector may hold to sign it", dest), "")
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
-		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify; nothing was sent", dest), "")
+		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify: %s; nothing was sent", dest, upstreamTLSWhy(err)), "")
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamUnreach, fmt.Sprintf("%s is not reachable", dest), "")
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
@@ -695,6 +702,30 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	f.write(w)
+}
+
+// upstreamTLSWhy says why an upstream certificate did not verify and what
+// to change. It names only what the server presented (issuer, names,
+// validity), never anything of the request.
+func upstreamTLSWhy(err error) string {
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknownAuth):
+		issuer := "an unknown CA"
+		if c := unknownAuth.Cert; c != nil && c.Issuer.String() != "" {
+			issuer = fmt.Sprintf("%q", c.Issuer.String())
+		}
+		return fmt.Sprintf("it is signed by %s, which the gateway does not trust (unknown authority); if the server uses a private CA, add that CA's certificate to upstream.ca_bundle in the gateway config", issuer)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("name mismatch: %s; the destination's host name must be one the certificate names (or fix the server's certificate)", hostErr.Error())
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Sprintf("the certificate is expired or not yet valid (%s); renew it on the server or check this machine's clock", invalid.Error())
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("the certificate is not acceptable (%s); fix the server's certificate or upstream.ca_bundle in the gateway config", invalid.Error())
+	}
+	return "the TLS handshake failed verification; check the server's certificate and upstream.ca_bundle in the gateway config"
 }
 
 // statusWriter records the status and body bytes sent to the client. It

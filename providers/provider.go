@@ -40,6 +40,14 @@ const (
 // down, sealed, throttled). The gateway answers 503 and never forwards.
 var ErrUnavailable = errors.New("credential unavailable")
 
+// ErrNotConfigured marks a credential that cannot be obtained until an
+// operator changes the gateway's environment or configuration (an unset
+// environment variable, a missing file): retrying will not help. The
+// gateway answers 502 credential_not_configured without Retry-After and
+// logs the error, so an error wrapping it names the setting to fix (never
+// a value).
+var ErrNotConfigured = errors.New("credential source not configured")
+
 // Credential is a fetched credential. Treat it as immutable once returned:
 // it may be shared between concurrent requests through the cache.
 type Credential struct {

@@ -4,6 +4,10 @@
 #   - curl and python3 (the e2e tests drive them as real proxy clients) and
 #     redis-server (the shared-cache tests start a real Redis): installed
 #     with apt-get when missing (apt-get update only then);
+#   - buildah (e2e/helm's TestImage builds the container image with it,
+#     offline, FROM scratch): installed with apt-get when no image builder
+#     works here (podman, buildah, or docker with a running daemon); if it
+#     cannot be installed, TestImage skips and says why;
 #   - staticcheck, pinned, built with `go install` into $CREDGATE_TOOLS_BIN
 #     (default ~/.cache/credgate/bin); skipped when that version is present.
 # Usage: bash scripts/test-tools.sh      (the Makefile's `tools` target runs it)
@@ -33,6 +37,22 @@ if [ ${#missing[@]} -gt 0 ]; then
 	log "installing ${missing[*]} with apt-get"
 	"${sudo[@]}" apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}"
+fi
+
+# An image builder for TestImage (about 25 s of apt-get on a cold machine).
+if ! command -v podman >/dev/null 2>&1 && ! command -v buildah >/dev/null 2>&1 &&
+	! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+	if command -v apt-get >/dev/null 2>&1; then
+		sudo=()
+		if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+		log "installing buildah with apt-get (the image test's builder)"
+		if ! { "${sudo[@]}" apt-get update -qq &&
+			DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends buildah; }; then
+			log "buildah could not be installed; TestImage will skip and say why"
+		fi
+	else
+		log "no image builder (podman, buildah, docker) and no apt-get: TestImage will skip"
+	fi
 fi
 
 # have_version BINARY VERSION: the binary exists and was built from module VERSION

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,12 +28,21 @@ Existing files are never overwritten.`,
 			if out == "" {
 				return fmt.Errorf("ca init: --out DIR is required")
 			}
+			for _, name := range []string{mitm.CertFile, mitm.KeyFile} {
+				p := filepath.Join(out, name)
+				if _, err := os.Lstat(p); err == nil {
+					return fmt.Errorf("ca init: %s already exists and is never overwritten; keep using it, or remove %s and %s (clients trusting the old ca.pem must then trust the new one), or choose another directory with --out",
+						p, filepath.Join(out, mitm.CertFile), filepath.Join(out, mitm.KeyFile))
+				}
+			}
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return fmt.Errorf("ca init: %w", err)
 			}
 			certPath, keyPath, err := mitm.WriteCA(out)
 			if err != nil {
-				return fmt.Errorf("ca init: %w", err)
+				// mitm's errors start with the package name, which
+				// means nothing to the user of this command.
+				return fmt.Errorf("ca init: %s", strings.TrimPrefix(err.Error(), "mitm: "))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), `wrote %s (certificate: give this to clients)
 wrote %s (private key, mode 0600: only the gateway reads it)

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,11 +25,14 @@ import (
 
 func newDemoCmd() *cobra.Command {
 	var (
-		once   bool
-		listen string
+		once       bool
+		listen     string
+		originOnly bool
+		originAddr string
+		originCA   string
 	)
 	cmd := &cobra.Command{
-		Use:   "demo [--once] [--listen ADDR]",
+		Use:   "demo [--once] [--listen ADDR] | demo --origin-only [--origin ADDR] [--origin-ca FILE]",
 		Short: "Run the gateway in front of a local echo \"SaaS\", with nothing installed",
 		Long: `Run a complete credgate on embedded defaults: a generated interception CA, a
 static credential in a file, a policy, and a local HTTPS echo origin named
@@ -39,9 +44,20 @@ the commands to try, and runs until interrupted.
 
 With --once it picks a free port, sends one request through the gateway as a
 client that holds no credential, prints what the origin received, and exits
-0 only if the origin got the credential the gateway injected.`,
+0 only if the origin got the credential the gateway injected.
+
+With --origin-only it runs no gateway: only the echo origin, on
+127.0.0.1:8443 (or --origin), with a new CA whose certificate it writes to
+origin-ca.pem (or --origin-ca). The Quickstart points its own gateway at it
+to work offline (see README.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if originOnly {
+				if once || listen != "" {
+					return errors.New("demo: --origin-only runs no gateway; drop --once and --listen")
+				}
+				return runOrigin(cmd.Context(), cmd.OutOrStdout(), originAddr, originCA)
+			}
 			if listen == "" {
 				listen = "127.0.0.1:3128"
 				if once {
@@ -53,6 +69,9 @@ client that holds no credential, prints what the origin received, and exits
 	}
 	cmd.Flags().BoolVar(&once, "once", false, "send one request through the gateway, report, and exit (0 = credential injected)")
 	cmd.Flags().StringVar(&listen, "listen", "", "proxy listen address (default 127.0.0.1:3128; a free port with --once)")
+	cmd.Flags().BoolVar(&originOnly, "origin-only", false, "run only the local echo origin "+demo.Host+" (for the Quickstart), no gateway")
+	cmd.Flags().StringVar(&originAddr, "origin", "127.0.0.1:8443", "with --origin-only: the origin's listen address")
+	cmd.Flags().StringVar(&originCA, "origin-ca", "origin-ca.pem", "with --origin-only: where to write the origin's CA certificate (for upstream.ca_bundle)")
 	return cmd
 }
 
@@ -131,6 +150,29 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, listen string, once 
 	return nil
 }
 
+// runOrigin serves only the echo origin until ctx is done or SIGINT or
+// SIGTERM arrives.
+func runOrigin(ctx context.Context, stdout io.Writer, addr, caFile string) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o, err := demo.StartOrigin(addr, caFile)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `credgate demo --origin-only: %[1]s is served at %[2]s (a local echo "SaaS"; Ctrl-C stops it)
+its CA certificate: %[3]s (new on every start)
+
+A gateway reaches it with, in its config:
+  upstream: {ca_bundle: %[3]s}
+  resolve: {"%[1]s:443": "%[2]s"}
+and, in its policy, a destination with hosts: [%[1]s] and allow_private: true.
+`, demo.Host, o.Addr(), caFile)
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return o.Close(cctx)
+}
+
 // demoRequest sends one GET through the gateway the way an application
 // does: a proxy URL and the gateway CA, and no credential.
 func demoRequest(ctx context.Context, proxyURL, caFile, target string) (status string, body []byte, err error) {
@@ -197,7 +239,10 @@ A path no rule allows is refused with 403 and a reason:
 Applications use the usual environment variables:
 
   HTTPS_PROXY=%[1]s SSL_CERT_FILE=%[6]s python3 -c 'import urllib.request; print(urllib.request.urlopen("%[7]s").read().decode())'
-  HTTPS_PROXY=%[1]s SSL_CERT_FILE=%[6]s go run ./your-program   # net/http honours both
+  HTTPS_PROXY=%[1]s CURL_CA_BUNDLE=%[6]s curl -s %[7]s
+
+A Go program (net/http) honours HTTPS_PROXY and SSL_CERT_FILE the same way;
+Node needs NODE_USE_ENV_PROXY=1 and NODE_EXTRA_CA_CERTS (docs/clients.md).
 
 Audit lines follow, one per request. Press Ctrl-C to stop.
 `, proxy, gw.AdminAddr(), demo.Host, env.Origin.Addr(), env.Dir, env.CACert, url)

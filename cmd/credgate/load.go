@@ -75,7 +75,7 @@ func load(ctx context.Context, path string) (*loaded, error) {
 	}
 	l := &loaded{kind: kind, policyPath: path}
 	if kind == kindConfig {
-		cfg, err := gateway.LoadConfig(path)
+		cfg, err := loadConfig(path)
 		if err != nil {
 			return nil, err
 		}

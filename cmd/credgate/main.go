@@ -24,10 +24,17 @@ import (
 	_ "github.com/credgate/credgate/providers/all"
 )
 
-// version is set at build time:
+// version, commit and date are set at build time by scripts/gobuild.sh
+// (make build, make image, make release):
 //
-//	go build -ldflags "-X main.version=v1.2.3" ./cmd/credgate
-var version = "dev"
+//	go build -ldflags "-X main.version=0.1.0 -X main.commit=HASH -X main.date=2026-12-01T10:00:00Z" ./cmd/credgate
+//
+// date is the commit's date, not the build's, so builds are reproducible.
+var (
+	version = "dev"
+	commit  = ""
+	date    = ""
+)
 
 // Exit codes.
 const (

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"syscall"
 
@@ -24,14 +25,15 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the gateway",
 		Long: `Run the gateway with the config FILE until SIGINT or SIGTERM, then drain
 in-flight requests for up to shutdown_timeout. SIGHUP reloads the policy
-(a bad policy is rejected and the last good one stays in force).
+(a bad policy is rejected and the last good one stays in force) and logs
+each other config setting that changed and needs a restart to apply.
 Logs are JSON lines on stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
 				return errors.New("serve: -c FILE is required")
 			}
-			cfg, err := gateway.LoadConfig(configPath)
+			cfg, err := loadConfig(configPath)
 			if err != nil {
 				return err
 			}
@@ -92,6 +94,7 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	for {
 		select {
 		case <-hup:
+			reportConfigChanges(logger, cfg)
 			if err := gw.ReloadPolicy(ctx); err != nil {
 				// The gateway keeps the last good policy; it has logged
 				// and counted the failure.
@@ -125,4 +128,46 @@ type redisLog struct{ log *slog.Logger }
 
 func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// reportConfigChanges re-reads the gateway config on SIGHUP and logs what
+// changed in it: a running gateway reloads its policy (and the CA and TLS
+// files on their reload_interval), but the rest of the config is read only
+// at start, so each changed setting is named with "needs a restart".
+func reportConfigChanges(logger *slog.Logger, running *gateway.Config) {
+	if running.File() == "" {
+		return
+	}
+	next, err := loadConfig(running.File())
+	if err != nil {
+		logger.Warn("SIGHUP: the gateway config has errors; the running config stays in force (the policy is still reloaded)",
+			slog.String("config", running.File()), slog.String("error", oneLine(err.Error())))
+		return
+	}
+	if changed := configChanges(running, next); len(changed) > 0 {
+		logger.Warn("SIGHUP: gateway config settings changed that only a restart applies; restart credgate serve to use them (the policy is reloaded now)",
+			slog.String("config", running.File()), slog.Any("needs_restart", changed))
+	}
+}
+
+// configChanges names the top-level config keys whose values differ
+// between a and b, in the order of the Config struct.
+func configChanges(a, b *gateway.Config) []string {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	t := va.Type()
+	var changed []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			changed = append(changed, name)
+		}
+	}
+	return changed
 }

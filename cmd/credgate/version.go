@@ -10,11 +10,21 @@ import (
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the credgate version and the Go version it was built with",
+		Short: "Print the credgate version, the commit and date it was built from, and the Go version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "credgate %s\ngo %s %s/%s\n",
-				version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			out := cmd.OutOrStdout()
+			if _, err := fmt.Fprintf(out, "credgate %s\n", version); err != nil {
+				return err
+			}
+			// A plain `go build` has no stamp; make build, image and
+			// release set both (scripts/gobuild.sh).
+			if commit != "" || date != "" {
+				if _, err := fmt.Fprintf(out, "commit %s %s\n", commit, date); err != nil {
+					return err
+				}
+			}
+			_, err := fmt.Fprintf(out, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return err
 		},
 	}

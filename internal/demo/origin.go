@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -48,7 +49,8 @@ type Echo struct {
 	// Headers are the received headers, credential headers masked.
 	Headers map[string]string `json:"headers"`
 	// CredentialInjected is true when Authorization carried exactly the
-	// demo credential.
+	// demo credential (for an origin started by StartOrigin: any bearer
+	// credential).
 	CredentialInjected bool `json:"credential_injected"`
 }
 
@@ -93,11 +95,31 @@ func Mask(v string) string {
 	return fmt.Sprintf("%s%s…(%d chars)", scheme, prefix, len(secret))
 }
 
-// startOrigin serves the echo API over TLS with cert on 127.0.0.1:0. token
-// is the credential the gateway is expected to inject as a bearer token.
-func startOrigin(cert tls.Certificate, token string) (*Origin, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// StartOrigin starts only the echo origin, for the Quickstart's offline
+// path: it serves Host over TLS on addr with a new throw-away CA, whose
+// certificate it writes to caFile (replacing one an earlier run wrote),
+// for a gateway's upstream.ca_bundle. Any bearer credential is echoed,
+// masked. The caller closes the origin.
+func StartOrigin(addr, caFile string) (*Origin, error) {
+	pki, err := newUpstreamPKI(time.Now())
 	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(caFile, pki.caPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("demo origin: write its CA certificate: %w", err)
+	}
+	return startOrigin(addr, pki.leaf, "")
+}
+
+// startOrigin serves the echo API over TLS with cert on addr. token is
+// the credential the gateway is expected to inject as a bearer token ("":
+// none is checked).
+func startOrigin(addr string, cert tls.Certificate, token string) (*Origin, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("demo origin: %s: address already in use (perhaps an origin from an earlier run); stop it or choose another address with --origin", addr)
+		}
 		return nil, fmt.Errorf("demo origin: listen: %w", err)
 	}
 	o := &Origin{ln: ln, token: token, done: make(chan error, 1)}
@@ -157,6 +179,10 @@ func (o *Origin) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	got := r.Header.Get("Authorization")
 	e.CredentialInjected = len(r.Header.Values("Authorization")) == 1 &&
 		subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	if o.token == "" {
+		// --origin-only expects no particular credential: any bearer.
+		e.CredentialInjected = len(r.Header.Values("Authorization")) == 1 && len(got) > len("Bearer ") && strings.HasPrefix(got, "Bearer ")
+	}
 
 	o.mu.Lock()
 	o.last = e

@@ -98,7 +98,7 @@ func Setup(ctx context.Context, opts Options) (env *Env, err error) {
 		return env, err
 	}
 
-	env.Origin, err = startOrigin(pki.leaf, token)
+	env.Origin, err = startOrigin("127.0.0.1:0", pki.leaf, token)
 	if err != nil {
 		return env, err
 	}

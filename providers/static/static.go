@@ -56,8 +56,8 @@ func (p *Provider) Validate() error {
 
 // Fetch returns the current value as the token field. A variable that is
 // unset or empty, or a file that is missing or empty, is an error wrapping
-// providers.ErrUnavailable that names the variable or file (never the
-// value).
+// providers.ErrUnavailable and providers.ErrNotConfigured that names the
+// variable or file (never the value) and says how to set it.
 func (p *Provider) Fetch(ctx context.Context, _ providers.Request) (*providers.Credential, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("static: %w", err)
@@ -66,20 +66,20 @@ func (p *Provider) Fetch(ctx context.Context, _ providers.Request) (*providers.C
 	if p.Env != "" {
 		v = os.Getenv(p.Env)
 		if v == "" {
-			return nil, fmt.Errorf("static: environment variable %s is not set or empty: %w", p.Env, providers.ErrUnavailable)
+			return nil, fmt.Errorf("static: environment variable %s is not set or empty in the gateway's environment; export it before starting credgate serve (or use file:): %w%.0w", p.Env, providers.ErrNotConfigured, providers.ErrUnavailable)
 		}
 	} else {
 		b, err := os.ReadFile(p.File)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("static: file %s does not exist: %w", p.File, providers.ErrUnavailable)
+			return nil, fmt.Errorf("static: file %s does not exist; create it holding the credential: %w%.0w", p.File, providers.ErrNotConfigured, providers.ErrUnavailable)
 		case err != nil:
 			// *fs.PathError names the operation, path and cause only.
 			return nil, fmt.Errorf("static: %w: %w", err, providers.ErrUnavailable)
 		}
 		v = strings.TrimRight(string(b), "\r\n")
 		if v == "" {
-			return nil, fmt.Errorf("static: file %s is empty: %w", p.File, providers.ErrUnavailable)
+			return nil, fmt.Errorf("static: file %s is empty; write the credential into it: %w%.0w", p.File, providers.ErrNotConfigured, providers.ErrUnavailable)
 		}
 	}
 	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(v)}}, nil

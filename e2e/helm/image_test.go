@@ -1,0 +1,361 @@
+package helm_test
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// imageSizeBudget is the most the image's files may add up to.
+const imageSizeBudget = 40 << 20
+
+// ociImage is what TestImage reads back from the OCI archive `make image`
+// writes: the image config and the files of its layers.
+type ociImage struct {
+	Config struct {
+		User       string            `json:"User"`
+		Entrypoint []string          `json:"Entrypoint"`
+		Cmd        []string          `json:"Cmd"`
+		Labels     map[string]string `json:"Labels"`
+	} `json:"config"`
+	files map[string]int64 // path => size (directories and links: 0)
+	size  int64            // sum of the file sizes
+}
+
+// TestImage builds the container image with scripts/image.sh (what `make
+// image` runs), inspects it (user, entrypoint, labels, no shell, size),
+// and runs its binary: `credgate version` and `credgate validate` on the
+// config the chart renders with its default values, in a container when
+// the builder can run one (buildah or podman run, docker run), else from
+// the image's extracted root filesystem (CREDGATE_IMAGE_RUN=rootfs forces
+// that). It says which. It is skipped, with the reason, where no image
+// builder works.
+func TestImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the image build takes a while")
+	}
+	out := t.TempDir()
+	cmd := exec.Command("bash", filepath.Join(repoRoot, "scripts", "image.sh"), out)
+	cmd.Dir = repoRoot
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 3 {
+		t.Skipf("no image builder here (scripts/image.sh: %s)", strings.TrimSpace(stderr.String()))
+	}
+	if err != nil {
+		t.Fatalf("scripts/image.sh: %v\n%s", err, stderr.String())
+	}
+	res := map[string]string{}
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			res[k] = v
+		}
+	}
+	builder, ref, archive := res["builder"], res["image"], res["archive"]
+	t.Logf("built %s with %s", ref, builder)
+
+	// The chart's default values deploy exactly this image.
+	objs := parse(t, render(t, variantByName(t, "default")))
+	d := mustFind(t, objs, "Deployment", fullname)
+	if got := get(d, "spec.template.spec.containers.[name=credgate].image"); got != ref {
+		t.Errorf("the chart deploys image %v, make image builds %s", got, ref)
+	}
+	version := strings.TrimPrefix(ref[strings.LastIndex(ref, ":")+1:], "v")
+
+	rootfs := t.TempDir()
+	img := readOCIArchive(t, archive, rootfs)
+	if img.Config.User != "65532:65532" {
+		t.Errorf("image user = %q, want 65532:65532 (the chart's runAsUser)", img.Config.User)
+	}
+	if diff := cmp.Diff([]string{"/usr/local/bin/credgate"}, img.Config.Entrypoint); diff != "" {
+		t.Errorf("entrypoint (-want +got):\n%s", diff)
+	}
+	commit := strings.TrimSpace(string(run(t, "git", "rev-parse", "HEAD")))
+	for k, want := range map[string]string{
+		"org.opencontainers.image.title":    "credgate",
+		"org.opencontainers.image.version":  version,
+		"org.opencontainers.image.revision": commit,
+	} {
+		if got := img.Config.Labels[k]; got != want {
+			t.Errorf("label %s = %q, want %q", k, got, want)
+		}
+	}
+	for _, f := range []string{"usr/local/bin/credgate", "etc/ssl/certs/ca-certificates.crt", "etc/passwd", "etc/group"} {
+		if _, ok := img.files[f]; !ok {
+			t.Errorf("image lacks /%s", f)
+		}
+	}
+	for f := range img.files {
+		base := path.Base(f)
+		if slices.Contains([]string{"sh", "bash", "ash", "dash", "busybox"}, base) {
+			t.Errorf("image has a shell: /%s", f)
+		}
+		if (strings.HasPrefix(f, "bin/") || strings.HasPrefix(f, "usr/bin/") || strings.HasPrefix(f, "sbin/")) && img.files[f] > 0 {
+			t.Errorf("image has a program besides credgate: /%s", f)
+		}
+	}
+	if img.size > imageSizeBudget {
+		t.Errorf("image files add up to %.1f MB, over the %d MB budget", float64(img.size)/(1<<20), imageSizeBudget>>20)
+	}
+	t.Logf("image: %d files, %.1f MB, user %s, entrypoint %v", len(img.files), float64(img.size)/(1<<20), img.Config.User, img.Config.Entrypoint)
+
+	// The chart's rendered config, laid out as the pod sees it; made
+	// readable to the image's user as fsGroup does.
+	p := newPod(t, objs, fixtures(t))
+	if err := filepath.Walk(p.root, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.Mode()&os.ModeSymlink != 0 {
+			return err
+		}
+		perm := info.Mode().Perm() | 0o044 // group and others read
+		if info.IsDir() {
+			perm |= 0o011 // and search
+		}
+		return os.Chmod(path, perm)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	where, runImage := imageRunner(t, builder, ref, rootfs, p.root)
+	t.Logf("running the image's binary %s", where)
+	v := runImage("version")
+	if !strings.Contains(v, "credgate "+version+"\n") || !strings.Contains(v, "commit "+commit) {
+		t.Errorf("credgate version in the image:\n%s\nwant credgate %s and commit %s", v, version, commit)
+	}
+	if out := runImage("validate", "-c", "/etc/credgate/config.yaml"); !strings.Contains(out, ": ok (gateway config;") {
+		t.Errorf("credgate validate in the image on the chart's config: %s", out)
+	}
+}
+
+// imageRunner returns how the image's binary is run, and a function that
+// runs it with args and returns its output (failing the test on an error):
+// in a container when the builder can run one, else from the extracted
+// root filesystem (chroot as the image's user when root, else directly).
+func imageRunner(t *testing.T, builder, ref, rootfs, podRoot string) (string, func(args ...string) string) {
+	t.Helper()
+	// Bind the pod's files over the image: everything under /etc the
+	// image does not have, and every other top-level directory.
+	var mounts [][2]string
+	entries, _ := os.ReadDir(podRoot)
+	for _, e := range entries {
+		if e.Name() != "etc" {
+			mounts = append(mounts, [2]string{filepath.Join(podRoot, e.Name()), "/" + e.Name()})
+			continue
+		}
+		etc, _ := os.ReadDir(filepath.Join(podRoot, "etc"))
+		for _, x := range etc {
+			mounts = append(mounts, [2]string{filepath.Join(podRoot, "etc", x.Name()), "/etc/" + x.Name()})
+		}
+	}
+	var storage []string
+	if os.Getuid() == 0 {
+		storage = []string{"--storage-driver", envOr("CREDGATE_STORAGE_DRIVER", "vfs")}
+	}
+	if os.Getenv("CREDGATE_IMAGE_RUN") == "rootfs" {
+		builder = "" // asked for the fallback
+	}
+	switch builder {
+	case "buildah":
+		ctr, err := runErr("buildah", append(storage, "from", "--pull-never", ref)...)
+		if err == nil {
+			name := strings.TrimSpace(string(ctr))
+			t.Cleanup(func() { _, _ = runErr("buildah", append(storage, "rm", name)...) })
+			runIn := func(args ...string) ([]byte, error) {
+				a := append(slices.Clone(storage), "run", "--isolation", "chroot")
+				for _, m := range mounts {
+					a = append(a, "-v", m[0]+":"+m[1]+":ro")
+				}
+				a = append(a, name, "--", "/usr/local/bin/credgate")
+				return runErr("buildah", append(a, args...)...)
+			}
+			if _, err := runIn("version"); err == nil {
+				return "in a container (buildah run, chroot isolation)", func(args ...string) string {
+					out, err := runIn(args...)
+					if err != nil {
+						t.Fatalf("buildah run credgate %v: %v", args, err)
+					}
+					return string(out)
+				}
+			}
+			t.Logf("buildah run does not work here (%v); falling back to the extracted root filesystem", err)
+		}
+	case "podman", "docker":
+		runIn := func(args ...string) ([]byte, error) {
+			a := slices.Clone(storage)
+			if builder == "docker" {
+				a = nil
+			}
+			a = append(a, "run", "--rm", "--read-only")
+			for _, m := range mounts {
+				a = append(a, "-v", m[0]+":"+m[1]+":ro")
+			}
+			a = append(a, ref)
+			return runErr(builder, append(a, args...)...)
+		}
+		if _, err := runIn("version"); err == nil {
+			return "in a container (" + builder + " run --read-only)", func(args ...string) string {
+				out, err := runIn(args...)
+				if err != nil {
+					t.Fatalf("%s run credgate %v: %v", builder, args, err)
+				}
+				return string(out)
+			}
+		} else {
+			t.Logf("%s run does not work here (%v); falling back to the extracted root filesystem", builder, err)
+		}
+	}
+	bin := filepath.Join(rootfs, "usr", "local", "bin", "credgate")
+	if os.Getuid() != 0 {
+		// No chroot: the binary reads the pod's files where they lie.
+		return "from the image's extracted root filesystem (not root: no chroot)", func(args ...string) string {
+			for i, a := range args {
+				if strings.HasPrefix(a, "/etc/credgate/") {
+					args[i] = filepath.Join(podRoot, a)
+				}
+			}
+			out, err := runErr(bin, args...)
+			if err != nil {
+				t.Fatalf("credgate %v from the extracted image: %v", args, err)
+			}
+			return string(out)
+		}
+	}
+	// chroot into the image's files with the pod's on top, as 65532.
+	if out, err := runErr("cp", "-a", podRoot+"/.", rootfs); err != nil {
+		t.Fatalf("lay the pod's files over the image: %v %s", err, out)
+	}
+	return "from the image's extracted root filesystem (chroot, UID 65532)", func(args ...string) string {
+		cmd := exec.Command("/usr/local/bin/credgate", args...)
+		cmd.Dir = "/"
+		cmd.Env = []string{}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: rootfs, Credential: &syscall.Credential{Uid: 65532, Gid: 65532}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("chroot credgate %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+}
+
+// readOCIArchive reads the image in the OCI archive at file (one
+// manifest), extracts its layers into dir and returns its config and files.
+func readOCIArchive(t *testing.T, file, dir string) *ociImage {
+	t.Helper()
+	blobs := map[string][]byte{}
+	var index []byte
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", file, err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		if name == "index.json" {
+			index = b
+		} else if strings.HasPrefix(name, "blobs/sha256/") {
+			blobs["sha256:"+strings.TrimPrefix(name, "blobs/sha256/")] = b
+		}
+	}
+	type desc struct {
+		MediaType string `json:"mediaType"`
+		Digest    string `json:"digest"`
+	}
+	var idx struct{ Manifests []desc }
+	if err := json.Unmarshal(index, &idx); err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("index.json: %v (%d manifests, want 1)", err, len(idx.Manifests))
+	}
+	var m struct {
+		Config desc
+		Layers []desc
+	}
+	if err := json.Unmarshal(blobs[idx.Manifests[0].Digest], &m); err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	img := &ociImage{files: map[string]int64{}}
+	if err := json.Unmarshal(blobs[m.Config.Digest], img); err != nil {
+		t.Fatalf("image config: %v", err)
+	}
+	for _, l := range m.Layers {
+		var r io.Reader = strings.NewReader(string(blobs[l.Digest]))
+		if strings.HasSuffix(l.MediaType, "gzip") {
+			zr, err := gzip.NewReader(r)
+			if err != nil {
+				t.Fatalf("layer %s: %v", l.Digest, err)
+			}
+			r = zr
+		}
+		extractLayer(t, img, tar.NewReader(r), dir)
+	}
+	return img
+}
+
+func extractLayer(t *testing.T, img *ociImage, tr *tar.Reader, dir string) {
+	t.Helper()
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("layer: %v", err)
+		}
+		name := path.Clean(strings.TrimPrefix(h.Name, "./"))
+		if name == "." || strings.HasPrefix(name, "../") {
+			continue
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		switch h.Typeflag {
+		case tar.TypeDir:
+			img.files[name] = 0
+			if err := os.MkdirAll(dst, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeReg:
+			img.files[name] = h.Size
+			img.size += h.Size
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			w, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode).Perm())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(w, tr); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeSymlink, tar.TypeLink:
+			img.files[name] = 0
+			t.Logf("image has a link /%s -> %s", name, h.Linkname)
+		default:
+			t.Errorf("image has /%s of unexpected type %c", name, h.Typeflag)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+// Package release_test checks `make release` (scripts/release.sh): two
+// builds of one commit, from two clones in different directories, give
+// byte-identical binaries, SBOMs and checksums; the binary prints the
+// version, the commit and the commit's date; the SBOM is CycloneDX and
+// lists the modules linked in. To stay cheap it builds one target (this
+// machine's) in each clone.
+package release_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+func TestReleaseReproducible(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds credgate twice")
+	}
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed: the release build stamps the commit")
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("git", "-C", repo, "rev-parse", "--git-dir").Run(); err != nil {
+		t.Skip("not a git checkout")
+	}
+	head := strings.TrimSpace(run(t, repo, nil, "git", "rev-parse", "HEAD"))
+	date := strings.TrimSpace(run(t, repo, []string{"TZ=UTC"}, "git", "log", "-1", "--date=format-local:%Y-%m-%dT%H:%M:%SZ", "--format=%cd", "HEAD"))
+	target := runtime.GOOS + "/" + runtime.GOARCH
+	env := []string{"RELEASE_TARGETS=" + target, "VERSION=9.8.7-test"}
+
+	// Two clones of the committed tree, in directories of different
+	// names and depths: the build must not depend on where it ran.
+	tmp := t.TempDir()
+	var outs []string
+	for _, dir := range []string{filepath.Join(tmp, "a"), filepath.Join(tmp, "b", "deeper")} {
+		run(t, tmp, nil, "git", "clone", "--quiet", repo, dir)
+		out := filepath.Join(dir, "dist")
+		run(t, dir, env, "bash", "scripts/release.sh", out)
+		outs = append(outs, out)
+	}
+
+	name := "credgate_9.8.7-test_" + runtime.GOOS + "_" + runtime.GOARCH
+	for _, f := range []string{name, name + ".cdx.json", "SHA256SUMS"} {
+		a, err := os.ReadFile(filepath.Join(outs[0], f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(outs[1], f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between two builds of %s", f, head[:12])
+		}
+	}
+
+	// SHA256SUMS holds the sums of the files beside it.
+	sums, err := os.ReadFile(filepath.Join(outs[0], "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(sums)), "\n")
+	if len(lines) != 2 {
+		t.Errorf("SHA256SUMS has %d lines, want 2 (binary, SBOM):\n%s", len(lines), sums)
+	}
+	for _, l := range lines {
+		sum, file, ok := strings.Cut(l, "  ")
+		if !ok {
+			t.Fatalf("SHA256SUMS line %q", l)
+		}
+		b, err := os.ReadFile(filepath.Join(outs[0], file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(b)
+		if got := hex.EncodeToString(h[:]); got != sum {
+			t.Errorf("SHA256SUMS says %s for %s, the file hashes to %s", sum, file, got)
+		}
+	}
+
+	// The binary is stamped with the version, the commit and its date.
+	v := run(t, tmp, nil, filepath.Join(outs[0], name), "version")
+	for _, want := range []string{"credgate 9.8.7-test\n", "commit " + head + " " + date + "\n"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("credgate version:\n%s\nlacks %q", v, want)
+		}
+	}
+
+	// The SBOM is CycloneDX, names credgate and the modules it links.
+	raw, err := os.ReadFile(filepath.Join(outs[0], name+".cdx.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bom struct {
+		BOMFormat string `json:"bomFormat"`
+		Metadata  struct {
+			Component struct{ Name, Version string }
+		}
+		Components []struct{ Name, Version string }
+	}
+	if err := json.Unmarshal(raw, &bom); err != nil {
+		t.Fatalf("SBOM: %v", err)
+	}
+	if bom.BOMFormat != "CycloneDX" || bom.Metadata.Component.Name != "github.com/credgate/credgate" || bom.Metadata.Component.Version != "9.8.7-test" {
+		t.Errorf("SBOM format %q, component %+v; want CycloneDX for github.com/credgate/credgate 9.8.7-test", bom.BOMFormat, bom.Metadata.Component)
+	}
+	var names []string
+	for _, c := range bom.Components {
+		names = append(names, c.Name)
+	}
+	for _, want := range []string{"github.com/elazarl/goproxy", "github.com/redis/go-redis/v9"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("SBOM does not list %s (components: %v)", want, names)
+		}
+	}
+	t.Logf("two builds of %s for %s byte-identical; SBOM lists %d components", head[:12], target, len(bom.Components))
+}
