@@ -212,9 +212,23 @@ func TestExplainAddress(t *testing.T) {
 		{name: "explain-address-pinned-allowed", url: "https://internal.test/", wantCode: 0},
 		{name: "explain-address-pinned-refused", url: "https://pinned.test/", wantCode: 3},
 	}
+	// The config names a CA, which must exist: copy it beside one.
+	dir := t.TempDir()
+	for _, f := range []string{"address-gateway.yaml", "address-policy.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := runCLI(t, "ca", "init", "--out", filepath.Join(dir, "ca")); r.code != 0 {
+		t.Fatalf("ca init: %s%s", r.stdout, r.stderr)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := runCLI(t, "explain", "-c", "testdata/address-gateway.yaml", "GET", tt.url)
+			r := runCLI(t, "explain", "-c", filepath.Join(dir, "address-gateway.yaml"), "GET", tt.url)
 			if r.code != tt.wantCode {
 				t.Errorf("exit code = %d, want %d (stdout %q, stderr %q)", r.code, tt.wantCode, r.stdout, r.stderr)
 			}
