@@ -282,9 +282,29 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 
 	// Walk the chain in seq order; the whole part ends at the first break.
 	whole := true
+	blamed := map[uint64]bool{} // link breaks already explained
 	mark := func(r rec) {
 		if whole {
 			c.VerifiedSeq, c.VerifiedPos = r.seq, r.pos
+		}
+	}
+	type signedAt struct {
+		seq uint64
+		pos Pos
+	}
+	var signed []signedAt
+	// unmark takes seq and what follows out of the whole part.
+	unmark := func(seq uint64) {
+		c.VerifiedSeq, c.VerifiedPos = 0, Pos{}
+		if i, ok := genuine[seq-1]; ok && seq-1 >= c.FirstSeq {
+			c.VerifiedSeq, c.VerifiedPos = seq-1, stream[i].pos
+		}
+		for len(signed) > 0 && signed[len(signed)-1].seq >= seq {
+			signed = signed[:len(signed)-1]
+		}
+		c.SignedSeq, c.SignedPos, c.Final = 0, Pos{}, false
+		if len(signed) > 0 {
+			c.SignedSeq, c.SignedPos = signed[len(signed)-1].seq, signed[len(signed)-1].pos
 		}
 	}
 	for k, s := range seqs {
@@ -307,8 +327,19 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 			whole = false
 		case k > 0:
 			p := stream[genuine[s-1]]
-			if r.prev != p.hash {
-				problem(p, KindEdited, "the line does not hash to the prev of the next line of its chain (%s, seq %d): this line, or the next one's prev, was edited", r.pos, r.seq)
+			if r.prev != p.hash && !blamed[s] {
+				// Two breaks in a row around one line: that line was
+				// edited (its prev with it). One break: the line before
+				// it was edited.
+				if n, ok := genuine[s+1]; ok && len(bySeq[s+1]) == 1 && stream[n].prev != r.hash {
+					problem(r, KindEdited, "the line was edited: its prev is not the hash of seq %d (%s) and its hash is not the prev of seq %d (%s)", s-1, p.pos, s+1, stream[n].pos)
+					blamed[s+1] = true
+				} else {
+					problem(p, KindEdited, "the line was edited: it does not hash to the prev of the next line of its chain (%s, seq %d)", r.pos, r.seq)
+					if whole {
+						unmark(s - 1)
+					}
+				}
 				whole = false
 			}
 			if i < genuine[s-1] {
@@ -334,6 +365,7 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 				case whole:
 					c.SignedSeq, c.SignedPos = s, r.pos
 					c.Final = r.cp.Final && s == c.LastSeq
+					signed = append(signed, signedAt{s, r.pos})
 				}
 			}
 		}
