@@ -150,6 +150,7 @@ type Writer struct {
 	sinceCP   int
 	lastCP    time.Time
 	out       []byte
+	outLines  int // lines in out
 }
 
 // NewWriter starts a Writer on sink. Close stops it.
@@ -310,6 +311,7 @@ func (w *Writer) flush(ctx context.Context, final bool) error {
 	w.mu.Unlock()
 
 	out := w.out[:0]
+	w.outLines = 0
 	now := w.now()
 	if dropped > 0 {
 		obj := append(w.timeObj(nil, "dropped", now), `,"count":`...)
@@ -328,7 +330,7 @@ func (w *Writer) flush(ctx context.Context, final bool) error {
 		(final || (w.sinceCP > 0 && now.Sub(w.lastCP) >= w.opts.CheckpointInterval)) {
 		out = w.checkpoint(ctx, out, now, final)
 	}
-	err := w.writeOut(ctx, out, len(ends))
+	err := w.writeOut(ctx, out, w.outLines)
 	if cap(out) <= 4*kickBytes {
 		w.out = out
 	}
@@ -390,6 +392,7 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // line appends obj to out as one line: chained (seq, replica, prev) unless
 // Unchained, then a newline.
 func (w *Writer) line(out, obj []byte) []byte {
+	w.outLines++
 	if w.opts.Unchained {
 		out = append(out, obj...)
 		return append(out, '\n')
