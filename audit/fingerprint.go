@@ -28,26 +28,38 @@ func NewFingerprinter(key []byte) *Fingerprinter {
 	}
 	key = append([]byte(nil), key...)
 	f := &Fingerprinter{}
-	f.pool.New = func() any { return hmac.New(sha256.New, key) }
+	f.pool.New = func() any { return &fpState{h: hmac.New(sha256.New, key)} }
 	return f
+}
+
+// fpState is a keyed HMAC and a scratch buffer, pooled.
+type fpState struct {
+	h   hash.Hash
+	buf []byte
 }
 
 // Sum returns the fingerprint of parts, each written with its length so
 // that ("ab","c") and ("a","bc") differ.
 func (f *Fingerprinter) Sum(parts ...string) string {
-	h := f.pool.Get().(hash.Hash)
-	h.Reset()
-	var n [4]byte
+	st := f.pool.Get().(*fpState)
+	b := st.buf[:0]
 	for _, p := range parts {
 		l := len(p)
-		n[0], n[1], n[2], n[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
-		_, _ = h.Write(n[:])
-		_, _ = h.Write([]byte(p))
+		b = append(b, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
+		b = append(b, p...)
 	}
+	st.h.Reset()
+	_, _ = st.h.Write(b)
+	clear(b) // the scratch held secret values
 	var sum [sha256.Size]byte
-	s := h.Sum(sum[:0])
-	f.pool.Put(h)
+	s := st.h.Sum(sum[:0])
 	var out [16]byte
 	appendHex(out[:0], s[:8])
+	if cap(b) <= 4<<10 {
+		st.buf = b
+	} else {
+		st.buf = nil
+	}
+	f.pool.Put(st)
 	return string(out[:])
 }

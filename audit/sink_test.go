@@ -210,3 +210,25 @@ func TestStallFailClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFingerprint(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	a, b := NewFingerprinter(key), NewFingerprinter(key)
+	fp := a.Sum("token", "sk_live_secret")
+	if len(fp) != 16 || strings.Trim(fp, "0123456789abcdef") != "" {
+		t.Fatalf("fingerprint %q is not 16 hex digits", fp)
+	}
+	if b.Sum("token", "sk_live_secret") != fp {
+		t.Error("the same key gives different fingerprints (replicas would disagree)")
+	}
+	for _, other := range []string{
+		a.Sum("token", "sk_live_secreT"),
+		a.Sum("tokens", "k_live_secret"),
+		NewFingerprinter([]byte("another key of at least 16 bytes")).Sum("token", "sk_live_secret"),
+		NewFingerprinter(nil).Sum("token", "sk_live_secret"),
+	} {
+		if other == fp {
+			t.Errorf("fingerprint %s collides", fp)
+		}
+	}
+}

@@ -319,21 +319,29 @@ func (w *Writer) flush(ctx context.Context, final bool) error {
 		out = w.line(out, append(obj, '}'))
 	}
 	start := 0
+	var err error
 	for _, end := range ends {
 		out = w.line(out, batch[start:end])
 		start = end
 		if w.opts.Signer != nil && !w.opts.Unchained && w.sinceCP >= w.opts.CheckpointLines {
 			out = w.checkpoint(ctx, out, now, false)
 		}
+		if len(out) >= kickBytes {
+			// Write in pieces of whole lines, so that out stays small.
+			if werr := w.writeOut(ctx, out, w.outLines); werr != nil {
+				err = werr
+			}
+			out, w.outLines = out[:0], 0
+		}
 	}
 	if w.opts.Signer != nil && !w.opts.Unchained && w.seq > 0 &&
 		(final || (w.sinceCP > 0 && now.Sub(w.lastCP) >= w.opts.CheckpointInterval)) {
 		out = w.checkpoint(ctx, out, now, final)
 	}
-	err := w.writeOut(ctx, out, w.outLines)
-	if cap(out) <= 4*kickBytes {
-		w.out = out
+	if werr := w.writeOut(ctx, out, w.outLines); werr != nil {
+		err = werr
 	}
+	w.out = out[:0] // at most kickBytes plus a line and a checkpoint
 	// The taken buffer becomes the spare for the next swap.
 	w.spare, w.spareEnds = batch[:0], ends[:0]
 	return err

@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/gateway/mitm"
+)
+
+// writeAuditKey writes an Ed25519 key as audit.checkpoint.key_file wants it.
+func writeAuditKey(t testing.TB, dir string) (string, ed25519.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeFile(t, dir, "audit.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), pub
+}
+
+// TestAuditReceiptsVerify: the gateway's lines name the policy version and
+// a fingerprint of the injected credential, carry the chain, and verify
+// with checkpoints to the end after shutdown.
+func TestAuditReceiptsVerify(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	_, pub := writeAuditKey(t, tg.dir)
+	policyFile := writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+	tg.run(t, fmt.Sprintf(`resolve:
+  "api.origin.test:443": %q
+audit:
+  replica: gw-test
+  checkpoint: {key_file: audit.key, lines: 2}
+`, tg.origin.addr))
+	c := tg.client(t, false)
+	for i := 0; i < 3; i++ {
+		resp, err := c.Get("https://" + apiHost + "/v1/receipt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err := tg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	out := tg.audit.String()
+	data, _ := os.ReadFile(policyFile)
+	sum := sha256.Sum256(data)
+	re := regexp.MustCompile(`"decision":"inject".*"policy_version":"` + hex.EncodeToString(sum[:]) + `","credential_fp":"([0-9a-f]{16})","seq":\d+,"replica":"gw-test-[0-9a-f]{8}","prev":"[0-9a-f]{64}"}`)
+	m := re.FindAllStringSubmatch(out, -1)
+	if len(m) != 3 {
+		t.Fatalf("want 3 injected lines with policy_version, credential_fp and the chain, got %d:\n%s", len(m), out)
+	}
+	if m[0][1] != m[1][1] || m[1][1] != m[2][1] {
+		t.Errorf("one credential, different fingerprints: %s %s %s", m[0][1], m[1][1], m[2][1])
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify([]string{path}, audit.VerifyOptions{Keys: []ed25519.PublicKey{pub}, RequireSignedTail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || len(rep.Chains) != 1 || !rep.Chains[0].Final {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Errorf("the gateway's audit log does not verify to a final checkpoint:\n%s", b.String())
+	}
+}
+
+// stuckSink blocks every write until released.
+type stuckSink struct {
+	once    sync.Once
+	release chan struct{}
+}
+
+func (s *stuckSink) Write(p []byte) (int, error) { <-s.release; return len(p), nil }
+func (s *stuckSink) open()                       { s.once.Do(func() { close(s.release) }) }
+
+// TestAuditFailClosed: with on_stall: fail_closed, requests are refused
+// with 503 audit_stalled while the sink is stuck, and served again when
+// it moves.
+func TestAuditFailClosed(t *testing.T) {
+	dir := t.TempDir()
+	certPath, keyPath, err := mitm.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := "workloads: {local: {cidrs: [127.0.0.1/32]}}\ndestinations: {plain: {hosts: [plain.test], ports: [80]}}\n" +
+		"rules:\n  - {name: deny-all, from: local, to: plain, action: deny}\ndefault: deny\n"
+	writeFile(t, dir, "policy.yaml", []byte(pol))
+	cfg, err := ParseConfig(filepath.Join(dir, "c.yaml"), []byte("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\npolicy: policy.yaml\nca: {cert: "+certPath+", key: "+keyPath+"}\n"+
+		"audit: {on_stall: fail_closed, stall_timeout: 20ms}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &stuckSink{release: make(chan struct{})}
+	g, err := New(context.Background(), cfg, Options{Audit: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	t.Cleanup(sink.open)
+	get := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "http://plain.test/v1/x", nil)
+		req.RemoteAddr = "127.0.0.1:40000"
+		rec := httptest.NewRecorder()
+		g.serveProxy(rec, req)
+		return rec
+	}
+	if rec := get(); rec.Code != http.StatusForbidden {
+		t.Fatalf("first request: %d, want 403 from the policy", rec.Code)
+	}
+	// Its line is flushed within 100 ms into the stuck sink.
+	waitFor(t, 5*time.Second, "a 503 audit_stalled while the sink is stuck", func() bool {
+		rec := get()
+		return rec.Code == http.StatusServiceUnavailable && rec.Header().Get(ReasonHeader) == codeAuditStalled
+	})
+	sink.open()
+	waitFor(t, 5*time.Second, "requests served again once the sink moves", func() bool { return get().Code == http.StatusForbidden })
+}
