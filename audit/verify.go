@@ -401,7 +401,7 @@ func (r *Report) WriteText(w io.Writer) {
 		default:
 			fmt.Fprintf(w, "; signed through seq %d (%s)", c.SignedSeq, c.SignedPos)
 		}
-		if r.SignaturesChecked && c.UnsignedTail() > 0 {
+		if r.SignaturesChecked && c.UnsignedTail() > 0 && c.VerifiedSeq == c.LastSeq {
 			fmt.Fprintf(w, "; unsigned tail: %d lines (chain only)", c.UnsignedTail())
 		}
 		if c.Final {
