@@ -207,6 +207,7 @@ func (w *Writer) Write(obj []byte) {
 	w.mu.Lock()
 	for len(w.pend) > 0 && len(w.pend)+len(obj) > w.opts.BufferBytes && !w.closed {
 		if w.opts.OnStall == Drop {
+			w.full.Store(true)
 			w.droppedSince++
 			w.mu.Unlock()
 			w.dropped.Add(1)
@@ -355,10 +356,12 @@ func (w *Writer) writeOut(ctx context.Context, out []byte, lines int) error {
 		return nil
 	}
 	backoff := 50 * time.Millisecond
+	// A write counts as in progress, for Stalled, until it succeeds or
+	// is given up: retries included.
+	w.writing.Store(time.Now().UnixNano())
+	defer w.writing.Store(0)
 	for {
-		w.writing.Store(time.Now().UnixNano())
 		n, err := w.sink.Write(out)
-		w.writing.Store(0)
 		if err == nil {
 			w.written.Add(uint64(lines))
 			return nil

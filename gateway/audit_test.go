@@ -141,3 +141,56 @@ func TestAuditFailClosed(t *testing.T) {
 	sink.open()
 	waitFor(t, 5*time.Second, "requests served again once the sink moves", func() bool { return get().Code == http.StatusForbidden })
 }
+
+// TestAuditConfigErrors: bad audit settings are reported at FILE:LINE:COL.
+func TestAuditConfigErrors(t *testing.T) {
+	const head = "policy: p.yaml\nca: {cert: c, key: k}\naudit:\n"
+	for _, tt := range []struct{ name, text, want string }{
+		{"on-stall", head + "  on_stall: panic\n", `^c\.yaml:4:3: audit\.on_stall: unknown stall policy "panic" \(use block, drop or fail_closed\)`},
+		{"replica", head + "  replica: \"gw 0\"\n", `^c\.yaml:4:3: audit\.replica: "gw 0": use 1 to 128 characters`},
+		{"buffer", head + "  buffer_bytes: 100\n", `^c\.yaml:4:3: audit\.buffer_bytes: at least 65536`},
+		{"rotate-stdout", head + "  rotate: {max_bytes: 1000}\n", `^c\.yaml:4:3: audit\.rotate needs audit\.output to be a file`},
+		{"checkpoint-without-key", head + "  checkpoint: {lines: 10}\n", `^c\.yaml:4:3: audit\.checkpoint: lines and every need key_file`},
+		{"key-without-chain", head + "  chain: false\n  checkpoint: {key_file: k.pem}\n", `^c\.yaml:5:16: audit\.checkpoint\.key_file signs the chain`},
+		{"unknown", head + "  rotation: {}\n", `^c\.yaml:4:3: unknown field "rotation"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("c.yaml", []byte(tt.text))
+			if err == nil || !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+				t.Errorf("error %v does not match %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAuditKeyFileErrors: an unusable checkpoint or fingerprint key stops
+// the gateway with an error naming the setting and the file, never a key.
+func TestAuditKeyFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	certPath, keyPath, err := mitm.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "policy.yaml", []byte("rules: []\n"))
+	writeFile(t, dir, "rsa.pem", []byte("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"))
+	writeFile(t, dir, "short.key", []byte("c2hvcnQ=\n"))
+	for _, tt := range []struct{ audit, want string }{
+		{"{checkpoint: {key_file: rsa.pem}}", `audit\.checkpoint\.key_file: audit signing key .*rsa\.pem: not a PEM "PRIVATE KEY" block \(write one with: openssl genpkey -algorithm ed25519`},
+		{"{checkpoint: {key_file: none.pem}}", `audit\.checkpoint\.key_file: audit signing key: open .*none\.pem: no such file`},
+		{"{fingerprint_key_file: short.key}", `audit\.fingerprint_key_file: .*short\.key: want at least 16 random bytes in base64`},
+	} {
+		cfg, err := ParseConfig(filepath.Join(dir, "c.yaml"), []byte("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\npolicy: policy.yaml\nca: {cert: "+certPath+", key: "+keyPath+"}\naudit: "+tt.audit+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := New(context.Background(), cfg, Options{Audit: discard{}})
+		if err == nil {
+			g.Close()
+			t.Errorf("%s: no error", tt.audit)
+			continue
+		}
+		if !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+			t.Errorf("%s: error %q does not match %s", tt.audit, err, tt.want)
+		}
+	}
+}
