@@ -103,8 +103,10 @@ type VerifyOptions struct {
 type rec struct {
 	pos  Pos
 	seq  uint64
-	prev string
-	hash string
+	prev [32]byte // decoded; prevOK is false when it was not 64 hex digits
+	hash [32]byte
+	// prevOK: prev was 64 lower-case hex digits.
+	prevOK bool
 	cp   *cpLine
 	fi   int // index of the file, for grouping
 }
@@ -125,7 +127,10 @@ type lineFields struct {
 	cpLine
 }
 
-var zeroHash = strings.Repeat("0", 64)
+var zeroHash [32]byte
+
+// links reports whether next's prev is the hash of r.
+func (r *rec) links(next *rec) bool { return next.prevOK && next.prev == r.hash }
 
 // Verify checks the audit lines in files: lines of several replicas may
 // be interleaved in one file or split one file per replica, and a
@@ -159,7 +164,11 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 				return
 			}
 			sum := sha256.Sum256(line)
-			r := rec{pos: pos, seq: *lf.Seq, prev: *lf.Prev, hash: hex.EncodeToString(sum[:]), fi: fi}
+			r := rec{pos: pos, seq: *lf.Seq, hash: sum, fi: fi}
+			if len(*lf.Prev) == 64 && strings.ToLower(*lf.Prev) == *lf.Prev {
+				_, err := hex.Decode(r.prev[:], []byte(*lf.Prev))
+				r.prevOK = err == nil
+			}
 			if lf.Type == "checkpoint" {
 				cp := lf.cpLine
 				r.cp = &cp
@@ -247,7 +256,7 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 		g := -1
 		if nx, ok := genuine[seq+1]; ok {
 			for _, i := range idx {
-				if stream[i].hash == stream[nx].prev {
+				if stream[i].links(&stream[nx]) {
 					g = i
 				}
 			}
@@ -314,8 +323,8 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 			whole = false
 		}
 		switch {
-		case k == 0 && s == 1 && r.prev != zeroHash:
-			problem(r, KindEdited, "the first line of the chain must have prev %s...; its prev field was edited", zeroHash[:8])
+		case k == 0 && s == 1 && (!r.prevOK || r.prev != zeroHash):
+			problem(r, KindEdited, "the first line of the chain must have a prev of 64 zeros; its prev field was edited")
 			whole = false
 		case k > 0 && seqs[k-1] != s-1:
 			p := stream[genuine[seqs[k-1]]]
@@ -327,11 +336,11 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 			whole = false
 		case k > 0:
 			p := stream[genuine[s-1]]
-			if r.prev != p.hash && !blamed[s] {
+			if !p.links(&r) && !blamed[s] {
 				// Two breaks in a row around one line: that line was
 				// edited (its prev with it). One break: the line before
 				// it was edited.
-				if n, ok := genuine[s+1]; ok && len(bySeq[s+1]) == 1 && stream[n].prev != r.hash {
+				if n, ok := genuine[s+1]; ok && len(bySeq[s+1]) == 1 && !r.links(&stream[n]) {
 					problem(r, KindEdited, "the line was edited: its prev is not the hash of seq %d (%s) and its hash is not the prev of seq %d (%s)", s-1, p.pos, s+1, stream[n].pos)
 					blamed[s+1] = true
 				} else {
@@ -359,7 +368,7 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 				case !ok:
 					problem(r, KindCheckpoint, "signed by key %s, which is not among the --pubkey keys", r.cp.KeyID)
 					whole = false
-				case err != nil || !ed25519.Verify(k, checkpointMessage(id, r.cp.HeadSeq, r.prev, r.cp.Time, r.cp.Final), sig):
+				case err != nil || !ed25519.Verify(k, checkpointMessage(id, r.cp.HeadSeq, hex.EncodeToString(r.prev[:]), r.cp.Time, r.cp.Final), sig):
 					problem(r, KindCheckpoint, "the signature does not verify: the checkpoint was forged or edited")
 					whole = false
 				case whole:
