@@ -107,8 +107,8 @@ type rec struct {
 	hash [32]byte
 	// prevOK: prev was 64 lower-case hex digits.
 	prevOK bool
-	cp   *cpLine
-	fi   int // index of the file, for grouping
+	cp     *cpLine
+	fi     int // index of the file, for grouping
 }
 
 type cpLine struct {
