@@ -232,3 +232,41 @@ func TestFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyFilePerReplica: one file per replica, given together; a line
+// deleted from one is found there, the other verifies.
+func TestVerifyFilePerReplica(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	for _, id := range []string{"gw-a", "gw-b"} {
+		path := filepath.Join(dir, id+".log")
+		f, err := OpenFile(path, FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := NewWriter(f, Options{Replica: id, FlushInterval: time.Hour})
+		for i := 1; i <= 5; i++ {
+			w.Write(event(i, id))
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+		files = append(files, path)
+	}
+	data, _ := os.ReadFile(files[1])
+	lines := strings.SplitAfter(string(data), "\n")
+	if err := os.WriteFile(files[1], []byte(strings.Join(append(lines[:2:2], lines[3:]...), "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(files, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Kind != KindDeleted || rep.Problems[0].Pos != (Pos{files[1], 3}) || rep.Problems[0].Seq != 4 {
+		t.Errorf("want seq 3 of gw-b reported deleted at %s:3, got %+v", files[1], rep.Problems)
+	}
+	if c := rep.Chains[0]; c.Replica != "gw-a" || c.VerifiedSeq != 5 {
+		t.Errorf("gw-a: %+v, want verified through seq 5", c)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/providers"
 )
 
 // writeAuditKey writes an Ed25519 key as audit.checkpoint.key_file wants it.
@@ -46,11 +48,14 @@ func TestAuditReceiptsVerify(t *testing.T) {
 	tg := newTestGateway(t, pki, startOrigin(t, pki))
 	_, pub := writeAuditKey(t, tg.dir)
 	policyFile := writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+	fpKey := []byte("a fingerprint key shared by all replicas")
+	writeFile(t, tg.dir, "fp.key", []byte(base64.StdEncoding.EncodeToString(fpKey)+"\n"))
 	tg.run(t, fmt.Sprintf(`resolve:
   "api.origin.test:443": %q
 audit:
   replica: gw-test
   checkpoint: {key_file: audit.key, lines: 2}
+  fingerprint_key_file: fp.key
 `, tg.origin.addr))
 	c := tg.client(t, false)
 	for i := 0; i < 3; i++ {
@@ -72,8 +77,14 @@ audit:
 	if len(m) != 3 {
 		t.Fatalf("want 3 injected lines with policy_version, credential_fp and the chain, got %d:\n%s", len(m), out)
 	}
-	if m[0][1] != m[1][1] || m[1][1] != m[2][1] {
-		t.Errorf("one credential, different fingerprints: %s %s %s", m[0][1], m[1][1], m[2][1])
+	// The documented construction: HMAC-SHA256 under the shared key over
+	// the credential's fields, so any replica (or an investigator with the
+	// key) finds the same fingerprint.
+	want := audit.NewFingerprinter(fpKey).Sum(providers.FieldToken, tg.token)
+	for _, mm := range m {
+		if mm[1] != want {
+			t.Errorf("credential_fp %s, want %s", mm[1], want)
+		}
 	}
 	path := filepath.Join(t.TempDir(), "audit.log")
 	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
