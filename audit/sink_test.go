@@ -270,3 +270,30 @@ func TestVerifyFilePerReplica(t *testing.T) {
 		t.Errorf("gw-a: %+v, want verified through seq 5", c)
 	}
 }
+
+// Rotated lists path's rotated files, oldest first, then path itself if
+// it exists: the order in which they were written.
+func Rotated(path string) ([]string, error) {
+	m, err := filepath.Glob(globEscape(path) + ".*")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range m {
+		suffix := strings.TrimPrefix(f, path+".")
+		if len(suffix) >= len(RotatedSuffixFormat) {
+			if _, err := time.Parse(RotatedSuffixFormat, suffix[:len(RotatedSuffixFormat)]); err == nil {
+				out = append(out, f)
+			}
+		}
+	}
+	if _, err := os.Stat(path); err == nil {
+		out = append(out, path)
+	}
+	return out, nil
+}
+
+func globEscape(s string) string {
+	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`)
+	return r.Replace(s)
+}
