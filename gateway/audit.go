@@ -1,17 +1,25 @@
 package gateway
 
 import (
-	"bufio"
+	"encoding/base64"
+	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
 )
 
 // event is one audit line. It names the credential, never its value, and
@@ -49,95 +57,191 @@ type event struct {
 	// WebSocket) ended: ended, kill_switch, identity_expired, idle,
 	// max_lifetime or shutdown; written only when set.
 	Closed string
+	// PolicyVersion is the hex SHA-256 of the policy file that decided
+	// (the policy in force when the line is written, unless set).
+	PolicyVersion string
+	// CredentialFP fingerprints the injected credential (auditor.
+	// fingerprint); written only when set; never the value.
+	CredentialFP string
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
 // buffer before it is written out.
 const DefaultAuditFlushInterval = 100 * time.Millisecond
 
-// auditor writes events as JSON lines (docs/audit-and-metrics.md). It sits
-// on every request, so it encodes with a fixed field list into a pooled
-// buffer instead of going through log/slog's generic handler (about five
-// times cheaper), and batches lines in a buffer that is flushed when it
-// fills, every DefaultAuditFlushInterval, and on Close, instead of one
-// write system call per request. Lines never interleave.
-type auditor struct {
-	mu     sync.Mutex
-	w      *bufio.Writer
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
-	pool   sync.Pool
-}
+// codeAuditStalled refuses requests while the audit sink is stalled
+// (audit.on_stall: fail_closed).
+const codeAuditStalled = "audit_stalled"
 
-func newAuditor(w io.Writer, flushEvery time.Duration) *auditor {
-	a := &auditor{
-		w:    bufio.NewWriterSize(w, 64<<10),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-		pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }},
+// refuseAuditStalled answers 503 when the audit sink is stalled under
+// audit.on_stall: fail_closed, and reports whether it did. The refusal is
+// counted, not audited: its line could not be written either.
+func (g *Gateway) refuseAuditStalled(w http.ResponseWriter) bool {
+	if !g.audit.stalled() {
+		return false
 	}
-	go a.flushLoop(flushEvery)
-	return a
+	g.metrics.refusals.WithLabelValues(codeAuditStalled).Inc()
+	newRefusal(http.StatusServiceUnavailable, codeAuditStalled,
+		"the gateway's audit log is not being written (its sink is stalled) and audit.on_stall is fail_closed; retry later", "").write(w)
+	return true
 }
 
-func (a *auditor) flushLoop(every time.Duration) {
-	defer close(a.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-a.stop:
-			return
-		case <-t.C:
-			a.mu.Lock()
-			if a.w.Buffered() > 0 {
-				// A failed write (full disk, closed pipe) is retried at
-				// the next flush; requests are not failed for it.
-				_ = a.w.Flush()
+// auditor encodes events and writes them through an audit.Writer
+// (docs/audit-and-metrics.md). It sits on every request, so it encodes
+// with a fixed field list into a pooled buffer instead of going through
+// log/slog's generic handler (about five times cheaper); the Writer only
+// copies the encoded object into its buffer, and numbers, chains, hashes,
+// signs and writes the lines on its own goroutine.
+type auditor struct {
+	w    *audit.Writer
+	fp   *audit.Fingerprinter
+	pool sync.Pool
+	// failClosed is audit.on_stall: fail_closed: requests are refused
+	// while w is stalled.
+	failClosed bool
+	// store, once set, names the policy version of lines that do not.
+	store *policy.Store
+	// file is the rotating file output, closed after w.
+	file io.Closer
+}
+
+// newAuditor builds the audit writer the config describes, writing to out
+// instead of audit.output when out is set.
+func newAuditor(cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
+	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+	if out == nil {
+		switch cfg.Output {
+		case "stdout", "":
+			out = os.Stdout
+		case "stderr":
+			out = os.Stderr
+		default:
+			f, err := audit.OpenFile(cfg.Output, audit.FileOptions{MaxBytes: cfg.Rotate.MaxBytes, Every: cfg.Rotate.Every.D()})
+			if err != nil {
+				return nil, fmt.Errorf("audit.output: %w", err)
 			}
-			a.mu.Unlock()
+			out, a.file = f, f
 		}
 	}
+	stall, err := audit.ParseStallPolicy(cfg.OnStall)
+	if err != nil {
+		return nil, fmt.Errorf("audit.on_stall: %w", err)
+	}
+	opts := audit.Options{
+		Replica:            audit.DefaultReplica(cfg.Replica),
+		Unchained:          !cfg.Chained(),
+		CheckpointLines:    cfg.Checkpoint.Lines,
+		CheckpointInterval: cfg.Checkpoint.Every.D(),
+		FlushInterval:      DefaultAuditFlushInterval,
+		BufferBytes:        cfg.BufferBytes,
+		OnStall:            stall,
+		StallTimeout:       cfg.StallTimeout.D(),
+		Log:                log,
+	}
+	if cfg.Checkpoint.KeyFile != "" {
+		if opts.Signer, err = audit.LoadKeyFile(cfg.Checkpoint.KeyFile); err != nil {
+			a.closeFile()
+			return nil, fmt.Errorf("audit.checkpoint.key_file: %w", err)
+		}
+	}
+	var fpKey []byte
+	if cfg.FingerprintKeyFile != "" {
+		if fpKey, err = readKeyFile(cfg.FingerprintKeyFile); err != nil {
+			a.closeFile()
+			return nil, fmt.Errorf("audit.fingerprint_key_file: %w", err)
+		}
+	}
+	a.fp = audit.NewFingerprinter(fpKey)
+	a.failClosed = stall == audit.FailClosed
+	a.w = audit.NewWriter(out, opts)
+	attrs := []any{slog.String("replica", a.w.Replica()), slog.Bool("chained", !opts.Unchained), slog.String("on_stall", stall.String())}
+	if opts.Signer != nil {
+		attrs = append(attrs, slog.String("checkpoint_key_id", audit.KeyID(opts.Signer.Public())),
+			slog.String("checkpoint_public_key", string(audit.MarshalPublicKey(opts.Signer.Public()))))
+	}
+	log.Info("audit log", attrs...)
+	return a, nil
 }
 
-// Close flushes what is buffered and stops the flusher. Events written
-// afterwards go straight to the writer.
-func (a *auditor) Close() error {
-	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
-		return nil
+// readKeyFile reads a base64 key of at least 16 bytes.
+func readKeyFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	a.closed = true
-	a.mu.Unlock()
-	close(a.stop)
-	<-a.done
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.w.Flush()
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(k) < 16 {
+		return nil, fmt.Errorf("%s: want at least 16 random bytes in base64 (head -c32 /dev/urandom | base64)", path)
+	}
+	return k, nil
 }
+
+func (a *auditor) closeFile() {
+	if a.file != nil {
+		_ = a.file.Close()
+	}
+}
+
+// Close writes what is buffered (and the final checkpoint) and closes the
+// file output.
+func (a *auditor) Close() error {
+	err := a.w.Close()
+	if a.file != nil {
+		if cerr := a.file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// stalled reports whether requests are to be refused because the audit
+// sink is stalled (audit.on_stall: fail_closed).
+func (a *auditor) stalled() bool { return a.failClosed && a.w.Stalled() }
 
 // write emits ev as one line.
 func (a *auditor) write(ev *event) {
+	if ev.PolicyVersion == "" && a.store != nil {
+		if p := a.store.Current(); p != nil {
+			ev.PolicyVersion = p.Stats().Hash
+		}
+	}
 	bp := a.pool.Get().(*[]byte)
 	b := appendEvent((*bp)[:0], ev)
-	a.mu.Lock()
-	_, _ = a.w.Write(b)
-	if a.closed {
-		_ = a.w.Flush()
-	}
-	a.mu.Unlock()
+	a.w.Write(b)
 	if cap(b) <= 4<<10 {
 		*bp = b
 		a.pool.Put(bp)
 	}
 }
 
-// appendEvent encodes ev as a JSON object and a newline.
+// fingerprint returns the credential_fp of cred: its fields, by name
+// order, under the fingerprint key; never a value.
+func (a *auditor) fingerprint(cred *providers.Credential) string {
+	if cred == nil || len(cred.Fields) == 0 {
+		return ""
+	}
+	if len(cred.Fields) == 1 {
+		for name, v := range cred.Fields {
+			return a.fp.Sum(name, v.Reveal())
+		}
+	}
+	names := make([]string, 0, len(cred.Fields))
+	for n := range cred.Fields {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, 2*len(names))
+	for _, n := range names {
+		parts = append(parts, n, cred.Fields[n].Reveal())
+	}
+	return a.fp.Sum(parts...)
+}
+
+// appendEvent encodes ev as a JSON object, without a newline: the Writer
+// adds the chain fields and the newline.
 func appendEvent(b []byte, ev *event) []byte {
 	b = append(b, `{"time":"`...)
-	b = ev.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = ev.Time.UTC().AppendFormat(b, audit.TimeFormat)
 	b = append(b, `","workload":`...)
 	b = appendString(b, ev.Workload)
 	b = append(b, `,"factors":[`...)
@@ -198,63 +302,20 @@ func appendEvent(b []byte, ev *event) []byte {
 		b = append(b, `,"closed":`...)
 		b = appendString(b, ev.Closed)
 	}
-	return append(b, "}\n"...)
+	// Fields added later go here, before the receipt fields.
+	b = append(b, `,"policy_version":`...)
+	b = appendString(b, ev.PolicyVersion)
+	if ev.CredentialFP != "" {
+		b = append(b, `,"credential_fp":`...)
+		b = appendString(b, ev.CredentialFP)
+	}
+	return append(b, '}')
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string: quotes, backslashes and control
-// characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028/U+2029
-// escaped so that a line is one line for every JSON reader.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+// appendString appends s as a JSON string (audit.AppendString).
+func appendString(b []byte, s string) []byte { return audit.AppendString(b, s) }
 
 // presented names the kinds of evidence a client presented, without any
 // value, for the audit line of a request refused before its identity was
@@ -275,4 +336,31 @@ func presented(ev identity.Evidence) []string {
 		out = append(out, "proxy_authorization:"+strings.ToLower(scheme))
 	}
 	return out
+}
+
+// auditWriter exports the audit writer's counters.
+func (m *metrics) auditWriter(w *audit.Writer) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_audit_lines_total",
+			Help: "Audit lines written to the sink (checkpoints included).",
+		}, func() float64 { return float64(w.Written()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_audit_dropped_total",
+			Help: "Audit lines discarded because the sink stalled and audit.on_stall is drop.",
+		}, func() float64 { return float64(w.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_audit_write_errors_total",
+			Help: "Failed writes to the audit sink (each is retried).",
+		}, func() float64 { return float64(w.Errors()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgate_audit_stalled",
+			Help: "1 while the audit sink is stalled (its buffer full, or a write taking longer than audit.stall_timeout).",
+		}, func() float64 {
+			if w.Stalled() {
+				return 1
+			}
+			return 0
+		}),
+	)
 }

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/yamlstrict"
 	"github.com/credgate/credgate/providers/rediscache"
@@ -257,10 +258,94 @@ type RedisKey struct {
 // Enabled reports whether the shared cache is configured.
 func (r Redis) Enabled() bool { return len(r.Addrs) > 0 }
 
-// Audit says where audit lines go.
+// Audit says where audit lines go and how they are chained, signed,
+// rotated and bounded (docs/config.md#audit).
 type Audit struct {
 	// Output is "stdout", "stderr" or a file path (appended to).
 	Output string `yaml:"output"`
+	// Replica is the base of the replica id every line carries (default:
+	// the host name); a random suffix per process is always added, so
+	// that each process run is a chain of its own.
+	Replica string `yaml:"replica"`
+	// Chain, true unless set to false, numbers and hash-chains the lines
+	// (seq, replica, prev).
+	Chain *bool `yaml:"chain"`
+	// Checkpoint signs the chain head now and then.
+	Checkpoint AuditCheckpoint `yaml:"checkpoint"`
+	// Rotate rotates a file output by size and age.
+	Rotate AuditRotate `yaml:"rotate"`
+	// OnStall is block (default), drop or fail_closed: what happens to a
+	// request's line while the sink does not keep up and the buffer is
+	// full.
+	OnStall string `yaml:"on_stall"`
+	// BufferBytes bounds the lines waiting for the sink (default 4 MiB).
+	BufferBytes int `yaml:"buffer_bytes"`
+	// StallTimeout: a sink write taking longer counts as stalled for
+	// fail_closed (default 1s).
+	StallTimeout Duration `yaml:"stall_timeout"`
+	// FingerprintKeyFile holds the base64 key (at least 16 bytes) of the
+	// credential fingerprints (credential_fp); with the same key on every
+	// replica the same credential has the same fingerprint everywhere.
+	// Unset: a random key per process.
+	FingerprintKeyFile string `yaml:"fingerprint_key_file"`
+}
+
+// AuditCheckpoint configures signed checkpoints.
+type AuditCheckpoint struct {
+	// KeyFile is an Ed25519 private key, PEM PKCS#8 (openssl genpkey
+	// -algorithm ed25519); unset: no checkpoints.
+	KeyFile string `yaml:"key_file"`
+	// Lines and Every: a checkpoint after this many lines or this long,
+	// whichever comes first (defaults 1000 and 10s), and one on shutdown.
+	Lines int      `yaml:"lines"`
+	Every Duration `yaml:"every"`
+}
+
+// AuditRotate configures the rotation of a file output.
+type AuditRotate struct {
+	// MaxBytes rotates before the file would grow past this; 0: never.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// Every rotates a file this old; 0: never.
+	Every Duration `yaml:"every"`
+}
+
+// Chained reports whether audit lines are chained (audit.chain).
+func (a Audit) Chained() bool { return a.Chain == nil || *a.Chain }
+
+// check validates the audit settings; paths are resolved by the caller.
+func (a *Audit) check(path string, root *yaml.Node) []error {
+	var errs []error
+	bad := func(msg string, key ...string) {
+		l, c := position(root, append([]string{"audit"}, key...)...)
+		errs = append(errs, &ConfigError{File: path, Line: l, Col: c, Msg: msg})
+	}
+	if a.Replica != "" {
+		if err := audit.ValidReplica(a.Replica); err != nil {
+			bad("audit.replica: "+err.Error(), "replica")
+		}
+	}
+	if _, err := audit.ParseStallPolicy(a.OnStall); err != nil {
+		bad("audit.on_stall: "+err.Error(), "on_stall")
+	}
+	if a.BufferBytes != 0 && a.BufferBytes < 64<<10 {
+		bad("audit.buffer_bytes: at least 65536 (64 KiB), or leave it unset for 4 MiB", "buffer_bytes")
+	}
+	if a.Checkpoint.Lines < 0 {
+		bad("audit.checkpoint.lines must not be negative", "checkpoint", "lines")
+	}
+	if a.Checkpoint.KeyFile != "" && !a.Chained() {
+		bad("audit.checkpoint.key_file signs the chain: it needs audit.chain (remove chain: false or the key)", "checkpoint", "key_file")
+	}
+	if a.Checkpoint.KeyFile == "" && (a.Checkpoint.Lines != 0 || a.Checkpoint.Every != 0) {
+		bad("audit.checkpoint: lines and every need key_file (an Ed25519 private key: openssl genpkey -algorithm ed25519 -out audit.key)", "checkpoint")
+	}
+	if a.Rotate.MaxBytes < 0 {
+		bad("audit.rotate.max_bytes must not be negative", "rotate", "max_bytes")
+	}
+	if (a.Rotate.MaxBytes != 0 || a.Rotate.Every != 0) && (a.Output == "" || a.Output == "stdout" || a.Output == "stderr") {
+		bad("audit.rotate needs audit.output to be a file (stdout and stderr are rotated by whoever collects them)", "rotate")
+	}
+	return errs
 }
 
 // Log configures the process log (JSON lines on stderr).
@@ -391,6 +476,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if o := cfg.Audit.Output; o != "" && o != "stdout" && o != "stderr" {
 		rel(&cfg.Audit.Output)
 	}
+	errs = append(errs, cfg.Audit.check(path, root)...)
+	rel(&cfg.Audit.Checkpoint.KeyFile)
+	rel(&cfg.Audit.FingerprintKeyFile)
 	switch strings.ToLower(cfg.Log.Level) {
 	case "", "debug", "info", "warn", "error":
 	default:

@@ -216,10 +216,10 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	if f != nil {
 		return reject(a.wl, dest, policy.Decision{Action: policy.Deny, Rule: a.d.Rule}, *f)
 	}
-	w, d, addrs := a.wl, a.d, a.addrs
+	w, d, addrs, polVersion := a.wl, a.d, a.addrs, a.pol.Stats().Hash
 	if d.Action == policy.Tunnel {
 		return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
-			g.splice(start, client, ev, w, dest, addrs, d)
+			g.splice(start, client, ev, w, dest, addrs, d, polVersion)
 		}}, authority
 	}
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
@@ -274,7 +274,9 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 }
 
 // splice connects the client to the destination without interception.
-func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, d policy.Decision) {
+// polVersion is the policy that decided, for the line written when the
+// tunnel ends (a reload may have come since).
+func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, d policy.Decision, polVersion string) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Upstream.DialTimeout.D())
 	upstream, err := g.dialer.dialAny(ctx, addrs)
 	cancel()
@@ -319,6 +321,8 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		BytesOut: lc.out.Load(),
 		Duration: time.Since(start),
 		Closed:   reason,
+
+		PolicyVersion: polVersion,
 	})
 }
 

@@ -168,23 +168,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.reloaders = append(g.reloaders, caReloader)
 	g.metrics = newMetrics(func() float64 { return float64(g.issuer.Len()) })
 
-	auditW := opts.Audit
-	if auditW == nil {
-		switch cfg.Audit.Output {
-		case "stdout":
-			auditW = os.Stdout
-		case "stderr":
-			auditW = os.Stderr
-		default:
-			f, err := os.OpenFile(cfg.Audit.Output, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-			if err != nil {
-				return nil, fmt.Errorf("audit.output: %w", err)
-			}
-			g.closers = append(g.closers, f)
-			auditW = f
-		}
+	if g.audit, err = newAuditor(cfg.Audit, opts.Audit, logger); err != nil {
+		return nil, err
 	}
-	g.audit = newAuditor(auditW, DefaultAuditFlushInterval)
 
 	roots, err := upstreamRoots(cfg.Upstream.CABundle)
 	if err != nil {
@@ -200,6 +186,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
+	g.audit.store = g.store
+	g.metrics.auditWriter(g.audit.w)
 
 	cacheOpts := providers.CacheOptions{
 		DefaultTTL:   cfg.Cache.DefaultTTL.D(),

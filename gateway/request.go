@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -57,8 +58,9 @@ type reqState struct {
 	// the request carried a cached credential whose binding asks for that.
 	reissue *reissuePlan
 	// reissued is set when the request was sent again with a new
-	// credential.
-	reissued bool
+	// credential, reissuedCred.
+	reissued     bool
+	reissuedCred *providers.Credential
 	// abortCode says why a response broke off after its headers.
 	abortCode string
 	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
@@ -96,6 +98,9 @@ var idempotent = map[string]bool{
 // serveProxy handles requests on the proxy listeners: CONNECT goes to
 // goproxy, absolute-URI requests are forwarded, anything else is refused.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
+	if g.refuseAuditStalled(w) {
+		return
+	}
 	if r.Method == http.MethodConnect {
 		g.connect.ServeHTTP(w, r)
 		return
@@ -125,6 +130,9 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 
 // serveIntercepted handles requests inside an intercepted tunnel.
 func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
+	if g.refuseAuditStalled(w) {
+		return
+	}
 	start := time.Now()
 	tc, _ := r.Context().Value(tunnelKey).(*tunnelConn)
 	if tc == nil {
@@ -449,9 +457,11 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		status = http.StatusOK
 	}
 	ev2 := g.event(x, cp.Raw)
+	ev2.PolicyVersion = a.pol.Stats().Hash // the policy that decided, even if reloaded since
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
 		ev2.CacheHit = hit && !st.reissued
+		ev2.CredentialFP = g.audit.fingerprint(cmp.Or(st.reissuedCred, cred))
 	}
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
@@ -635,7 +645,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	// be reused, then close it.
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
-	st.reissued = true
+	st.reissued, st.reissuedCred = true, cred
 	g.log.Info("upstream rejected a cached credential; retried once with a new one",
 		slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Host))
 	return t.RoundTrip(r2)

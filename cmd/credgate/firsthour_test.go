@@ -397,7 +397,9 @@ func TestListenAddressInUse(t *testing.T) {
 	setEnv(t)
 	r := runCLI(t, "serve", "-c", path)
 	want := "credgate: listen " + ln.Addr().String() + ": address already in use: another process (perhaps another credgate) holds it; stop it or set another address with listen: in the gateway config (credgate demo: --listen ADDR)"
-	if r.code != exitError || strings.TrimSpace(r.stderr) != want {
+	// The error is the last line (info lines of the start may precede it).
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if r.code != exitError || lines[len(lines)-1] != want {
 		t.Errorf("serve: exit %d, stderr %q\nwant exit 1, %q", r.code, r.stderr, want)
 	}
 }

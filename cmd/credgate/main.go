@@ -2,7 +2,8 @@
 // that serves the proxy (serve), runs a self-contained demonstration
 // (demo), checks and explains policy (validate, explain), writes an
 // interception CA (ca init), disables and enables rules, workloads and
-// credentials on running gateways (admin) and prints its version.
+// credentials on running gateways (admin), verifies audit logs (audit
+// verify) and prints its version.
 //
 // Exit codes: 0 success; 1 error (bad config or policy, bad arguments, a
 // failed demo); 3 `explain` decided deny.
@@ -113,6 +114,7 @@ Try it with nothing installed:  credgate demo   (or: credgate demo --once)`,
 		newExplainCmd(),
 		newCACmd(),
 		newAdminCmd(),
+		newAuditCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -105,6 +105,12 @@ func rules() []rule {
 			"providers/awssts":    "no plugin imports another plugin",
 			"providers/static":    "no plugin imports another plugin",
 		})},
+		{From: "audit", BadDeps: with(map[string]string{
+			"policy":    "the audit writer gets encoded lines; what decided them is the gateway's business",
+			"identity":  "the audit writer gets encoded lines; who called is the gateway's business",
+			"providers": "the audit log never sees a credential; the gateway passes its fingerprint's input",
+			"injectors": "the audit writer must not know how requests are rewritten",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},

@@ -1,0 +1,426 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// Problem kinds: each breaks verification (Report.OK is false).
+const (
+	KindEdited     = "edited"
+	KindDeleted    = "deleted"
+	KindInserted   = "inserted"
+	KindReordered  = "reordered"
+	KindUnchained  = "unchained"
+	KindCheckpoint = "bad_checkpoint"
+	KindUnsigned   = "unsigned_tail" // only with VerifyOptions.RequireSignedTail
+)
+
+// Pos is a line's place: file and 1-based line number.
+type Pos struct {
+	File string
+	Line int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
+
+// Problem is one break found by Verify.
+type Problem struct {
+	Pos     Pos
+	Kind    string
+	Replica string
+	Seq     uint64
+	Msg     string
+}
+
+func (p Problem) String() string {
+	if p.Replica == "" {
+		return fmt.Sprintf("%s: %s: %s", p.Pos, p.Kind, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s: replica %s seq %d: %s", p.Pos, p.Kind, p.Replica, p.Seq, p.Msg)
+}
+
+// Chain summarises one replica's chain.
+type Chain struct {
+	Replica string
+	// Lines counts the replica's lines; Files the files they were in.
+	Lines, Files int
+	// FirstSeq and LastSeq are the lowest and highest seq seen.
+	FirstSeq, LastSeq uint64
+	// Verified is the last line up to which the chain is whole (seq
+	// FirstSeq..VerifiedSeq present once, in order, each hashing to the
+	// next one's prev); zero VerifiedSeq when even the first is broken.
+	VerifiedSeq uint64
+	VerifiedPos Pos
+	// SignedSeq is the last checkpoint, within the whole part, whose
+	// signature verified; zero when none did (or no key was given).
+	SignedSeq uint64
+	SignedPos Pos
+	// Final is true when the chain ends with a verified final checkpoint
+	// (the replica shut down cleanly).
+	Final bool
+}
+
+// UnsignedTail returns how many whole lines come after the last signed
+// checkpoint: verified by the chain only.
+func (c Chain) UnsignedTail() uint64 { return c.VerifiedSeq - c.SignedSeq }
+
+// Report is what Verify found.
+type Report struct {
+	Problems []Problem
+	// Warnings do not break verification: cut lines (a write cut short by
+	// a crash; the chain shows whether anything whole is missing) and
+	// chains whose first lines are not in the files given.
+	Warnings []Problem
+	Chains   []Chain
+	// SignaturesChecked is false when no public key was given.
+	SignaturesChecked bool
+}
+
+// OK reports whether every chain verified.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	// Keys verify checkpoint signatures, chosen by key_id.
+	Keys []ed25519.PublicKey
+	// RequireSignedTail makes lines after a chain's last signed
+	// checkpoint a problem.
+	RequireSignedTail bool
+}
+
+// rec is one chained line.
+type rec struct {
+	pos  Pos
+	seq  uint64
+	prev [32]byte // decoded; prevOK is false when it was not 64 hex digits
+	hash [32]byte
+	// prevOK: prev was 64 lower-case hex digits.
+	prevOK bool
+	cp     *cpLine
+	fi     int // index of the file, for grouping
+}
+
+type cpLine struct {
+	Time    string `json:"time"`
+	HeadSeq uint64 `json:"head_seq"`
+	KeyID   string `json:"key_id"`
+	Sig     string `json:"sig"`
+	Final   bool   `json:"final"`
+}
+
+type lineFields struct {
+	Type    string  `json:"type"`
+	Seq     *uint64 `json:"seq"`
+	Replica *string `json:"replica"`
+	Prev    *string `json:"prev"`
+	cpLine
+}
+
+var zeroHash [32]byte
+
+// links reports whether next's prev is the hash of r.
+func (r *rec) links(next *rec) bool { return next.prevOK && next.prev == r.hash }
+
+// Verify checks the audit lines in files: lines of several replicas may
+// be interleaved in one file or split one file per replica, and a
+// replica's rotated files may be given in any order (its lines are put in
+// seq order file by file). It reports every line edited, deleted,
+// inserted or reordered, with its file and line.
+func Verify(files []string, opts VerifyOptions) (*Report, error) {
+	rep := &Report{SignaturesChecked: len(opts.Keys) > 0}
+	keys := map[string]ed25519.PublicKey{}
+	for _, k := range opts.Keys {
+		keys[KeyID(k)] = k
+	}
+	byReplica := map[string][]rec{}
+	var order []string
+	for fi, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: %w", err)
+		}
+		err = readLines(f, func(n int, line []byte, complete bool) {
+			pos := Pos{File: name, Line: n}
+			var lf lineFields
+			if !complete || json.Unmarshal(line, &lf) != nil {
+				rep.Warnings = append(rep.Warnings, Problem{Pos: pos, Kind: "cut_line",
+					Msg: "not a whole JSON line (a write cut short by a crash or a full disk); any line missing because of it shows as deleted"})
+				return
+			}
+			if lf.Seq == nil || lf.Replica == nil || lf.Prev == nil {
+				rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindUnchained,
+					Msg: "the line has no seq, replica or prev: it was not written by a chaining writer (inserted, or audit.chain is off)"})
+				return
+			}
+			sum := sha256.Sum256(line)
+			r := rec{pos: pos, seq: *lf.Seq, hash: sum, fi: fi}
+			if len(*lf.Prev) == 64 && strings.ToLower(*lf.Prev) == *lf.Prev {
+				_, err := hex.Decode(r.prev[:], []byte(*lf.Prev))
+				r.prevOK = err == nil
+			}
+			if lf.Type == "checkpoint" {
+				cp := lf.cpLine
+				r.cp = &cp
+			}
+			if _, ok := byReplica[*lf.Replica]; !ok {
+				order = append(order, *lf.Replica)
+			}
+			byReplica[*lf.Replica] = append(byReplica[*lf.Replica], r)
+		})
+		_ = f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: %s: %w", name, err)
+		}
+	}
+	sort.Strings(order)
+	for _, id := range order {
+		rep.Chains = append(rep.Chains, verifyChain(rep, id, byReplica[id], keys, opts))
+	}
+	return rep, nil
+}
+
+// readLines calls fn for each line of r; complete is false for a last
+// line without its newline.
+func readLines(r io.Reader, fn func(n int, line []byte, complete bool)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			complete := line[len(line)-1] == '\n'
+			fn(n, bytes.TrimSuffix(line, []byte{'\n'}), complete)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.PublicKey, opts VerifyOptions) Chain {
+	c := Chain{Replica: id, Lines: len(recs)}
+	problem := func(r rec, kind, format string, args ...any) {
+		rep.Problems = append(rep.Problems, Problem{Pos: r.pos, Kind: kind, Replica: id, Seq: r.seq, Msg: fmt.Sprintf(format, args...)})
+	}
+	// Stream order: the replica's lines file by file (files ordered by
+	// the first seq they hold of it), in line order within a file.
+	type seg struct {
+		first uint64
+		recs  []rec
+	}
+	var segs []*seg
+	segOf := map[int]*seg{}
+	for _, r := range recs {
+		s := segOf[r.fi]
+		if s == nil {
+			s = &seg{first: r.seq}
+			segOf[r.fi] = s
+			segs = append(segs, s)
+		}
+		s.recs = append(s.recs, r)
+	}
+	sort.SliceStable(segs, func(i, j int) bool { return segs[i].first < segs[j].first })
+	c.Files = len(segs)
+	var stream []rec
+	for _, s := range segs {
+		stream = append(stream, s.recs...)
+	}
+
+	// Duplicates: the genuine one is the one the next line chains to.
+	bySeq := map[uint64][]int{}
+	for i, r := range stream {
+		bySeq[r.seq] = append(bySeq[r.seq], i)
+	}
+	genuine := map[uint64]int{}
+	for seq, idx := range bySeq {
+		if len(idx) == 1 {
+			genuine[seq] = idx[0]
+		}
+	}
+	for seq, idx := range bySeq {
+		if len(idx) == 1 {
+			continue
+		}
+		g := -1
+		if nx, ok := genuine[seq+1]; ok {
+			for _, i := range idx {
+				if stream[i].links(&stream[nx]) {
+					g = i
+				}
+			}
+		}
+		for _, i := range idx {
+			if i == g {
+				continue
+			}
+			if g >= 0 {
+				problem(stream[i], KindInserted, "repeats seq %d of %s, to which the chain does not continue", seq, stream[g].pos)
+			} else {
+				problem(stream[i], KindInserted, "seq %d appears %d times (inserted or edited copies)", seq, len(idx))
+			}
+		}
+		if g >= 0 {
+			genuine[seq] = g
+		}
+	}
+	seqs := make([]uint64, 0, len(genuine))
+	for s := range genuine {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	if len(seqs) == 0 {
+		return c
+	}
+	c.FirstSeq, c.LastSeq = seqs[0], seqs[len(seqs)-1]
+	if c.FirstSeq != 1 {
+		rep.Warnings = append(rep.Warnings, Problem{Pos: stream[genuine[c.FirstSeq]].pos, Kind: "chain_start", Replica: id, Seq: c.FirstSeq,
+			Msg: fmt.Sprintf("the chain starts at seq %d: seq 1..%d are not in the files given (older rotated files?)", c.FirstSeq, c.FirstSeq-1)})
+	}
+
+	// Walk the chain in seq order; the whole part ends at the first break.
+	whole := true
+	blamed := map[uint64]bool{} // link breaks already explained
+	mark := func(r rec) {
+		if whole {
+			c.VerifiedSeq, c.VerifiedPos = r.seq, r.pos
+		}
+	}
+	type signedAt struct {
+		seq uint64
+		pos Pos
+	}
+	var signed []signedAt
+	// unmark takes seq and what follows out of the whole part.
+	unmark := func(seq uint64) {
+		c.VerifiedSeq, c.VerifiedPos = 0, Pos{}
+		if i, ok := genuine[seq-1]; ok && seq-1 >= c.FirstSeq {
+			c.VerifiedSeq, c.VerifiedPos = seq-1, stream[i].pos
+		}
+		for len(signed) > 0 && signed[len(signed)-1].seq >= seq {
+			signed = signed[:len(signed)-1]
+		}
+		c.SignedSeq, c.SignedPos, c.Final = 0, Pos{}, false
+		if len(signed) > 0 {
+			c.SignedSeq, c.SignedPos = signed[len(signed)-1].seq, signed[len(signed)-1].pos
+		}
+	}
+	for k, s := range seqs {
+		i := genuine[s]
+		r := stream[i]
+		if len(bySeq[s]) > 1 {
+			whole = false
+		}
+		switch {
+		case k == 0 && s == 1 && (!r.prevOK || r.prev != zeroHash):
+			problem(r, KindEdited, "the first line of the chain must have a prev of 64 zeros; its prev field was edited")
+			whole = false
+		case k > 0 && seqs[k-1] != s-1:
+			p := stream[genuine[seqs[k-1]]]
+			if s-1 == seqs[k-1]+1 {
+				problem(r, KindDeleted, "seq %d is missing: deleted between %s (seq %d) and here", s-1, p.pos, p.seq)
+			} else {
+				problem(r, KindDeleted, "seq %d..%d are missing: deleted between %s (seq %d) and here", seqs[k-1]+1, s-1, p.pos, p.seq)
+			}
+			whole = false
+		case k > 0:
+			p := stream[genuine[s-1]]
+			if !p.links(&r) && !blamed[s] {
+				// Two breaks in a row around one line: that line was
+				// edited (its prev with it). One break: the line before
+				// it was edited.
+				if n, ok := genuine[s+1]; ok && len(bySeq[s+1]) == 1 && !r.links(&stream[n]) {
+					problem(r, KindEdited, "the line was edited: its prev is not the hash of seq %d (%s) and its hash is not the prev of seq %d (%s)", s-1, p.pos, s+1, stream[n].pos)
+					blamed[s+1] = true
+				} else {
+					problem(p, KindEdited, "the line was edited: it does not hash to the prev of the next line of its chain (%s, seq %d)", r.pos, r.seq)
+					if whole {
+						unmark(s - 1)
+					}
+				}
+				whole = false
+			}
+			if i < genuine[s-1] {
+				problem(r, KindReordered, "comes before seq %d (%s), which precedes it in the chain", s-1, p.pos)
+				whole = false
+			}
+		}
+		if r.cp != nil {
+			switch {
+			case r.cp.HeadSeq != s-1:
+				problem(r, KindCheckpoint, "head_seq %d is not the seq before the checkpoint's own (%d)", r.cp.HeadSeq, s)
+				whole = false
+			case len(keys) > 0:
+				k, ok := keys[r.cp.KeyID]
+				sig, err := base64.RawURLEncoding.DecodeString(r.cp.Sig)
+				switch {
+				case !ok:
+					problem(r, KindCheckpoint, "signed by key %s, which is not among the --pubkey keys", r.cp.KeyID)
+					whole = false
+				case err != nil || !ed25519.Verify(k, checkpointMessage(id, r.cp.HeadSeq, hex.EncodeToString(r.prev[:]), r.cp.Time, r.cp.Final), sig):
+					problem(r, KindCheckpoint, "the signature does not verify: the checkpoint was forged or edited")
+					whole = false
+				case whole:
+					c.SignedSeq, c.SignedPos = s, r.pos
+					c.Final = r.cp.Final && s == c.LastSeq
+					signed = append(signed, signedAt{s, r.pos})
+				}
+			}
+		}
+		mark(r)
+	}
+	if opts.RequireSignedTail && whole && c.VerifiedSeq > c.SignedSeq {
+		r := stream[genuine[c.VerifiedSeq]]
+		problem(r, KindUnsigned, "%d lines after the last signed checkpoint (seq %d) are verified by the chain only", c.UnsignedTail(), c.SignedSeq)
+	}
+	return c
+}
+
+// WriteText prints the report as `credgate audit verify` does.
+func (r *Report) WriteText(w io.Writer) {
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "BREAK %s\n", p)
+	}
+	for _, p := range r.Warnings {
+		fmt.Fprintf(w, "warning %s\n", p)
+	}
+	for _, c := range r.Chains {
+		fmt.Fprintf(w, "replica %s: %d lines in %d files, seq %d..%d; ", c.Replica, c.Lines, c.Files, c.FirstSeq, c.LastSeq)
+		if c.VerifiedSeq == 0 {
+			fmt.Fprintf(w, "nothing verified")
+		} else {
+			fmt.Fprintf(w, "verified through seq %d (%s)", c.VerifiedSeq, c.VerifiedPos)
+		}
+		switch {
+		case !r.SignaturesChecked:
+			fmt.Fprintf(w, "; signatures not checked (no --pubkey)")
+		case c.SignedSeq == 0:
+			fmt.Fprintf(w, "; no signed checkpoint")
+		default:
+			fmt.Fprintf(w, "; signed through seq %d (%s)", c.SignedSeq, c.SignedPos)
+		}
+		if r.SignaturesChecked && c.UnsignedTail() > 0 && c.VerifiedSeq == c.LastSeq {
+			fmt.Fprintf(w, "; unsigned tail: %d lines (chain only)", c.UnsignedTail())
+		}
+		if c.Final {
+			fmt.Fprintf(w, "; closed by a final checkpoint")
+		}
+		fmt.Fprintln(w)
+	}
+	if r.OK() {
+		fmt.Fprintf(w, "OK: %d chains verified\n", len(r.Chains))
+	} else {
+		fmt.Fprintf(w, "FAIL: %d breaks\n", len(r.Problems))
+	}
+}
