@@ -2,20 +2,18 @@ package killswitch
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/credgate/credgate/internal/fleet"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -129,8 +127,6 @@ type Options struct {
 	Now func() time.Time
 }
 
-var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
-
 // Switch is the set of disabled items in force on this replica, kept in
 // step with the fleet through Redis when configured. It is safe for
 // concurrent use; Snapshot never blocks.
@@ -143,8 +139,8 @@ type Switch struct {
 	origin  string
 	mac     *macKeys
 
-	cur atomic.Pointer[Snapshot]
-	up  atomic.Bool
+	cur   atomic.Pointer[Snapshot]
+	redis fleet.Health
 
 	// mu serialises every change of the state and every Redis read or
 	// write of it, so that reads are applied in the order Redis answered
@@ -192,7 +188,7 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 	if opts.Namespace == "" {
 		opts.Namespace = DefaultNamespace
 	}
-	if !namespaceRE.MatchString(opts.Namespace) {
+	if !fleet.ValidNamespace(opts.Namespace) {
 		return nil, fmt.Errorf("killswitch: namespace %q: use 1 to 64 letters, digits or _.:-", opts.Namespace)
 	}
 	if opts.OpTimeout <= 0 {
@@ -213,12 +209,18 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		rdb:     opts.Client,
 		hash:    opts.Namespace + ":switches",
 		channel: opts.Namespace + ":switches:events",
-		origin:  randomHex(8),
+		origin:  fleet.NewOrigin(8),
 		known:   map[string]Entry{},
 		pending: map[string]Entry{},
 	}
 	s.cur.Store(newSnapshot(nil))
-	s.up.Store(true)
+	s.redis = fleet.Health{Log: s.log,
+		Down:      "kill switch: Redis unavailable; the last known switches stay in force",
+		Recovered: "kill switch: Redis available; switch state shared again"}
+	if opts.Observer != nil {
+		s.redis.OnError = opts.Observer.SyncError
+	}
+	s.redis.Set(true)
 	if opts.Client != nil {
 		if len(opts.Keys) == 0 {
 			return nil, errors.New("killswitch: the state in Redis needs a key to authenticate it (the gateway passes cache.redis.encryption_keys)")
@@ -269,7 +271,7 @@ func (s *Switch) Status() Status {
 	if s.rdb == nil {
 		return Status{Backend: "memory", Up: true}
 	}
-	st := Status{Backend: "redis", Up: s.up.Load(), Pending: int(s.npending.Load()), Generation: s.ngen.Load()}
+	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load()}
 	if u := s.unverified.Load(); u != nil {
 		st.Unverified = *u
 	}
@@ -411,10 +413,10 @@ func (s *Switch) readLocked(ctx context.Context) (remoteState, error) {
 	all, err := s.rdb.HGetAll(rctx, s.hash).Result()
 	cancel()
 	if err != nil {
-		s.fail("read", err)
+		s.redis.Fail("read", err)
 		return remoteState{}, fmt.Errorf("killswitch: read %s: %w", s.hash, err)
 	}
-	s.markUp()
+	s.redis.Succeed()
 	return s.mac.verifyState(s.hash, all), nil
 }
 
@@ -479,10 +481,10 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change fu
 		n, err := stateScript.Run(wctx, s.rdb, []string{s.hash}, args...).Int()
 		cancel()
 		if err != nil {
-			s.fail("write", err)
+			s.redis.Fail("write", err)
 			return false, fmt.Errorf("killswitch: write %s: %w", s.hash, err)
 		}
-		s.markUp()
+		s.redis.Succeed()
 		if n != 1 {
 			continue
 		}
@@ -679,28 +681,4 @@ func (s *Switch) sync(msg *message) {
 	}
 	s.gen = msg.Gen
 	s.applyLocked("redis message")
-}
-
-func (s *Switch) markUp() {
-	if !s.up.Swap(true) {
-		s.log.Info("kill switch: Redis available; switch state shared again")
-	}
-}
-
-func (s *Switch) fail(op string, err error) {
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	if s.opts.Observer != nil {
-		s.opts.Observer.SyncError(op)
-	}
-	if s.up.Swap(false) {
-		s.log.Warn("kill switch: Redis unavailable; the last known switches stay in force", slog.String("op", op), slog.Any("error", err))
-	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -28,15 +28,14 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/credgate/credgate/internal/fleet"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -141,7 +140,7 @@ type Limiter struct {
 	prefix string // "NS:rl:{"
 	local  *local
 
-	shared atomic.Bool
+	redis  fleet.Health
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -209,6 +208,13 @@ func New(ctx context.Context, opts Options) (*Limiter, error) {
 		local:  newLocal(opts.Now),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	l.redis = fleet.Health{Log: opts.Logger,
+		Down:      "redis unavailable; rate limits are enforced per replica (the fleet may admit up to N times the rate) until it answers",
+		Recovered: "redis available again; rate limits are shared by the fleet again",
+		OnChange:  l.observe}
+	if opts.Observer != nil {
+		l.redis.OnError = func(string) { opts.Observer.RedisError("rate_limit") }
+	}
 	if l.rdb == nil {
 		l.observe(false)
 		return l, nil
@@ -217,7 +223,7 @@ func New(ctx context.Context, opts Options) (*Limiter, error) {
 		l.opts.Logger.Warn("redis unavailable at start; rate limits are enforced per replica until it answers", slog.Any("error", err))
 		l.observe(false)
 	} else {
-		l.shared.Store(true)
+		l.redis.Set(true)
 		l.observe(true)
 	}
 	l.wg.Add(1)
@@ -226,7 +232,7 @@ func New(ctx context.Context, opts Options) (*Limiter, error) {
 }
 
 // Shared reports whether limits are enforced through Redis now.
-func (l *Limiter) Shared() bool { return l.shared.Load() }
+func (l *Limiter) Shared() bool { return l.redis.Up() }
 
 // Close stops the probe. It does not close the client.
 func (l *Limiter) Close() error {
@@ -244,7 +250,7 @@ func (l *Limiter) Allow(ctx context.Context, group string, checks ...Check) Resu
 	if len(checks) == 0 {
 		return Result{Allowed: true, Refused: -1}
 	}
-	if l.rdb != nil && l.shared.Load() {
+	if l.rdb != nil && l.redis.Up() {
 		res, err := l.allowShared(ctx, group, checks)
 		if err == nil {
 			return res
@@ -286,18 +292,7 @@ func (l *Limiter) key(group, key string) string {
 }
 
 // fail switches to local limiting after a failed Redis call.
-func (l *Limiter) fail(err error) {
-	if errors.Is(err, context.Canceled) {
-		return // the caller left; Redis is not at fault
-	}
-	if l.opts.Observer != nil {
-		l.opts.Observer.RedisError("rate_limit")
-	}
-	if l.shared.Swap(false) {
-		l.opts.Logger.Warn("redis unavailable; rate limits are enforced per replica (the fleet may admit up to N times the rate) until it answers", slog.Any("error", err))
-		l.observe(false)
-	}
-}
+func (l *Limiter) fail(err error) { l.redis.Fail("rate_limit", err) }
 
 // probeKey is charged by the probe: a limit that never refuses.
 var probeCheck = Check{Key: "probe", Limit: Limit{Rate: 1e6, Burst: 1e6}}
@@ -319,7 +314,7 @@ func (l *Limiter) probeLoop() {
 			return
 		case <-t.C:
 		}
-		if l.shared.Load() {
+		if l.redis.Up() {
 			continue
 		}
 		if err := l.probe(l.ctx); err != nil {
@@ -328,10 +323,7 @@ func (l *Limiter) probeLoop() {
 			}
 			continue
 		}
-		if !l.shared.Swap(true) {
-			l.opts.Logger.Info("redis available again; rate limits are shared by the fleet again")
-			l.observe(true)
-		}
+		l.redis.Succeed()
 	}
 }
 

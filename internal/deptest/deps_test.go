@@ -73,6 +73,12 @@ func rules() []rule {
 			"providers": "secret is the leaf both identity and providers keep values in; it depends on no stage",
 			"injectors": "secret is the leaf both identity and providers keep values in; it depends on no stage",
 		})},
+		{From: "internal/fleet", BadDeps: with(map[string]string{
+			"policy":    "fleet state is plumbing for Redis-backed features; it knows no stage",
+			"identity":  "fleet state is plumbing for Redis-backed features; it knows no stage",
+			"providers": "fleet state is plumbing for Redis-backed features; it knows no stage",
+			"injectors": "fleet state is plumbing for Redis-backed features; it knows no stage",
+		})},
 		{From: "internal/canonical", BadDeps: with(map[string]string{
 			"policy":    "the canonical request is computed before any stage; it must depend on none",
 			"identity":  "the canonical request is computed before any stage; it must depend on none",

@@ -19,20 +19,18 @@ package rediscache
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/credgate/credgate/internal/fleet"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -102,10 +100,8 @@ type Options struct {
 	Now func() time.Time
 }
 
-var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
-
 // ValidNamespace reports whether ns may be used as a Namespace.
-func ValidNamespace(ns string) bool { return namespaceRE.MatchString(ns) }
+func ValidNamespace(ns string) bool { return fleet.ValidNamespace(ns) }
 
 // Store is a providers.SharedCache on Redis. Close stops its goroutines.
 type Store struct {
@@ -115,7 +111,7 @@ type Store struct {
 	origin string // this process's id in published messages
 	events string // the pub/sub channel
 
-	up      atomic.Bool
+	redis   fleet.Health
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -191,7 +187,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		opts: opts, rdb: opts.Client, seal: seal,
-		origin:  randomHex(8),
+		origin:  fleet.NewOrigin(8),
 		events:  opts.Namespace + ":events",
 		waiters: map[string][]chan struct{}{},
 		tracked: map[string]tracked{},
@@ -199,11 +195,18 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		minVersion: map[string]uint64{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.redis = fleet.Health{Log: s.opts.Logger,
+		Down:      "redis unavailable; serving from the in-process cache and direct provider calls",
+		Recovered: "redis available again; shared credential cache resumed",
+		OnChange:  s.observeUp}
+	if s.opts.Observer != nil {
+		s.redis.OnError = s.opts.Observer.RedisError
+	}
 	if err := s.ping(ctx); err != nil {
 		s.opts.Logger.Warn("redis unavailable at start; serving from the in-process cache and direct provider calls until it answers", slog.Any("error", err))
 		s.observeUp(false)
 	} else {
-		s.up.Store(true)
+		s.redis.Set(true)
 		s.observeUp(true)
 	}
 	s.wg.Add(2)
@@ -213,7 +216,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 }
 
 // Up reports whether Redis answered the last operation.
-func (s *Store) Up() bool { return s.up.Load() }
+func (s *Store) Up() bool { return s.redis.Up() }
 
 // Close stops the listener and the health check. It does not close the
 // client.
@@ -269,7 +272,7 @@ var compareAndExpire = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1]
 
 // Fetch implements providers.SharedCache.
 func (s *Store) Fetch(ctx context.Context, key providers.CacheKey, refreshAhead time.Duration, fetch func(context.Context) (*providers.Credential, error)) (*providers.Credential, error) {
-	if !s.up.Load() {
+	if !s.redis.Up() {
 		s.lookup("bypass")
 		return fetch(ctx)
 	}
@@ -296,7 +299,7 @@ func (s *Store) Fetch(ctx context.Context, key providers.CacheKey, refreshAhead 
 		waitUntil = time.Now().Add(time.Until(dl) / 2)
 	}
 	for attempt := 0; attempt < 1000; attempt++ {
-		token := randomHex(16)
+		token := fleet.NewOrigin(16)
 		lctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
 		ok, err := s.rdb.SetNX(lctx, s.lockKey(hash), token, s.opts.LockTTL).Result()
 		cancel()
@@ -575,7 +578,7 @@ func (s *Store) Forget(ctx context.Context, key providers.CacheKey, cred *provid
 		s.raiseLocked(hash, t.version+1)
 	}
 	s.mu.Unlock()
-	if !ok || t.cred != cred || !s.up.Load() {
+	if !ok || t.cred != cred || !s.redis.Up() {
 		return
 	}
 	if err := compareAndDelete.Run(ctx, s.rdb, []string{s.entryKey(hash)}, t.value).Err(); err != nil {
@@ -595,7 +598,7 @@ func (s *Store) InvalidateCredential(ctx context.Context, credential, version st
 		}
 	}
 	s.mu.Unlock()
-	if !s.up.Load() {
+	if !s.redis.Up() {
 		return
 	}
 	if err := s.deleteMatching(ctx, s.opts.Namespace+":cred:"+ch+":*"); err != nil {
@@ -732,10 +735,7 @@ func (s *Store) health() {
 			}
 			continue
 		}
-		if !s.up.Swap(true) {
-			s.opts.Logger.Info("redis available again; shared credential cache resumed")
-			s.observeUp(true)
-		}
+		s.redis.Succeed()
 	}
 }
 
@@ -750,18 +750,7 @@ func (s *Store) ping(ctx context.Context) error {
 
 // fail records a failed operation and, on the first failure, marks
 // Redis down: until the health check succeeds, Fetch skips Redis.
-func (s *Store) fail(op string, err error) {
-	if errors.Is(err, context.Canceled) {
-		return // the caller left; Redis is not at fault
-	}
-	if s.opts.Observer != nil {
-		s.opts.Observer.RedisError(op)
-	}
-	if s.up.Swap(false) {
-		s.opts.Logger.Warn("redis unavailable; serving from the in-process cache and direct provider calls", slog.String("op", op), slog.Any("error", err))
-		s.observeUp(false)
-	}
-}
+func (s *Store) fail(op string, err error) { s.redis.Fail(op, err) }
 
 func (s *Store) observeUp(up bool) {
 	if s.opts.Observer != nil {
@@ -779,12 +768,6 @@ func (s *Store) lookup(result string) {
 	if s.opts.Observer != nil {
 		s.opts.Observer.SharedLookup(result)
 	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 var _ providers.SharedCache = (*Store)(nil)
