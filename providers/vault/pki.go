@@ -72,7 +72,7 @@ type PKIProvider struct {
 }
 
 // Provision parses the templates and prepares the Vault client.
-func (p *PKIProvider) Provision(context.Context) error {
+func (p *PKIProvider) Provision(ctx context.Context) error {
 	if p.clock == nil {
 		p.clock = realClock{}
 	}
@@ -98,7 +98,7 @@ func (p *PKIProvider) Provision(context.Context) error {
 		}
 		p.uris = append(p.uris, t)
 	}
-	c, err := newClient(p.Server, p.clock)
+	c, err := newClient(p.Server, p.clock, "vault-pki", providers.EnvFrom(ctx))
 	if err != nil {
 		return err
 	}

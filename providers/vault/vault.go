@@ -115,7 +115,7 @@ type Provider struct {
 
 // Provision parses the path template and prepares the Vault client. It
 // contacts nothing: login happens at the first Fetch.
-func (p *Provider) Provision(context.Context) error {
+func (p *Provider) Provision(ctx context.Context) error {
 	if p.clock == nil {
 		p.clock = realClock{}
 	}
@@ -124,7 +124,7 @@ func (p *Provider) Provision(context.Context) error {
 		return fmt.Errorf("vault: %w", err)
 	}
 	p.path = t
-	c, err := newClient(p.Server, p.clock)
+	c, err := newClient(p.Server, p.clock, "vault", providers.EnvFrom(ctx))
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,8 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		op = fmt.Sprintf("read %s version %d", path, p.Version)
 		query = map[string][]string{"version": {strconv.Itoa(p.Version)}}
 	}
-	sec, err := p.client.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+	sent := p.clock.Now() // a lease's TTL runs from no later than this
+	sec, tok, err := p.client.doToken(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
 		return a.Logical().ReadWithDataWithContext(ctx, path, query)
 	})
 	if err != nil {
@@ -207,7 +208,7 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		return nil, fmt.Errorf("vault: %s: %w", op, err)
 	}
 	if sec.LeaseID != "" && sec.LeaseDuration > 0 {
-		return p.leases.add(path, sec, fields), nil
+		return p.leases.add(path, sec, fields, tok, sent), nil
 	}
 	cred := &providers.Credential{Fields: fields}
 	if p.TTL > 0 {

@@ -172,7 +172,7 @@ func TestAppRoleWrappedSecretID(t *testing.T) {
 	}
 	// Logging in again (after the token is dropped) reuses the unwrapped
 	// secret_id: the wrapping token is single-use.
-	p.(*Provider).client.invalidate(p.(*Provider).client.tok.gen)
+	p.(*Provider).client.invalidate(p.(*Provider).client.tok, errTokenRevoked)
 	mustFetch(t, p, identity.Workload{})
 	if e.emu != nil {
 		if got := []int{e.emu.Count("unwrap"), e.emu.Count("login approle")}; !cmp.Equal(got, []int{1, 2}) {
