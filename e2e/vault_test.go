@@ -166,6 +166,14 @@ func TestVaultCredentials(t *testing.T) {
 	if got := e.origin.one(t, "/v1/vault-kv").Header.Get("Authorization"); got != "Bearer "+first {
 		t.Errorf("KV: origin did not get the Vault secret as a bearer token")
 	}
+	// The login is logged and counted (never the token: stopAndCheck
+	// greps the logs and /metrics for it).
+	if n := e.metric(t, `credgate_provider_events_total{event="login",provider="vault",result="ok"}`); n < 1 {
+		t.Errorf("credgate_provider_events_total{event=login,provider=vault,result=ok} = %v, want at least 1", n)
+	}
+	if !strings.Contains(e.stderr.String(), "vault: logged in") {
+		t.Errorf("no log line for the Vault login")
+	}
 
 	// A new version is in use within the credential's ttl (1s).
 	vwrite(t, admin, "secret/data/e2e-stripe", map[string]any{"data": map[string]any{"secret_key": second}})

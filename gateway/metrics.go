@@ -28,6 +28,7 @@ type metrics struct {
 	cache           *prometheus.CounterVec
 	fetchDuration   *prometheus.HistogramVec
 	providerErrors  *prometheus.CounterVec
+	providerEvents  *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	rules           prometheus.Gauge
 	connections     prometheus.Gauge
@@ -74,6 +75,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_provider_errors_total",
 		Help: "Failed provider fetches.",
 	}, []string{"provider"})
+	m.providerEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_provider_events_total",
+		Help: "Provider lifecycle events by provider, event and result: for vault, login, relogin, token_renewal, lease_renewal (refused: the secret was dropped), lease_revoke and token_revoke (on cleanup); results ok, refused, error.",
+	}, []string{"provider", "event", "result"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_policy_reloads_total",
 		Help: "Policy reload attempts by result (ok, error). A rejected reload keeps the last good policy.",
@@ -121,7 +126,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.providerEvents, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts, m.rateLimited, m.limiterBackend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -143,6 +148,11 @@ func (m *metrics) ProviderFetch(k providers.CacheKey, d time.Duration, err error
 	if err != nil {
 		m.providerErrors.WithLabelValues(k.Provider).Inc()
 	}
+}
+
+// ProviderEvent implements providers.EventObserver.
+func (m *metrics) ProviderEvent(provider, event, result string) {
+	m.providerEvents.WithLabelValues(provider, event, result).Inc()
 }
 
 // enableRedis registers the Redis metrics (only gateways with
@@ -207,6 +217,7 @@ func (m *metrics) SharedLookup(result string) { m.shared.WithLabelValues(result)
 
 var (
 	_ providers.CacheObserver = (*metrics)(nil)
+	_ providers.EventObserver = (*metrics)(nil)
 	_ rediscache.Observer     = (*metrics)(nil)
 	_ ratelimit.Observer      = (*metrics)(nil)
 )
