@@ -427,9 +427,10 @@ func classify(ctx context.Context, err error) errKind {
 	return kindTransient
 }
 
-// vaultError is a failed Vault request, described without the request
-// body (which may hold a secret_id or JWT) and without the multi-line
-// text of *api.ResponseError.
+// vaultError is a failed Vault request, described on one line: without
+// the request body (which may hold a secret_id or JWT), without the
+// multi-line text of *api.ResponseError, and with the line breaks of
+// Vault's messages folded.
 type vaultError struct {
 	status int
 	msg    string
@@ -451,7 +452,9 @@ func describe(err error) error {
 	if errors.As(err, &re) {
 		var msgs []string
 		for _, m := range re.Errors {
-			if m = strings.TrimSpace(m); m != "" {
+			// Vault's own messages are often multi-line (go-multierror's
+			// "1 error occurred:\n\t* ..."): one line, single spaces.
+			if m = strings.Join(strings.Fields(m), " "); m != "" {
 				msgs = append(msgs, m)
 			}
 		}
@@ -737,11 +740,7 @@ func (c *Client) tokenRejected(ctx context.Context, t *token) bool {
 	if replaced {
 		return true
 	}
-	a, err := c.newAPI(t.value.Reveal())
-	if err != nil {
-		return false
-	}
-	_, err = a.Auth().Token().LookupSelfWithContext(ctx)
+	_, err := t.api.Auth().Token().LookupSelfWithContext(ctx)
 	return isStatus(err, http.StatusForbidden, http.StatusUnauthorized)
 }
 
@@ -806,7 +805,15 @@ func (c *Client) refresh(t *token) {
 			}
 			// Near the max TTL: log in again below. The old token lives
 			// out its TTL; its leases are replaced before it dies.
-			t.line.setExpiry(sent.Add(ttl))
+			c.mu.Lock()
+			if c.tok == t {
+				nt := *t
+				nt.ttl, nt.renewable = ttl, false
+				nt.schedule(sent)
+				c.tok = &nt
+				t = &nt
+			}
+			c.mu.Unlock()
 			reason = fmt.Sprintf("the token reaches its max TTL in %s", ttl)
 		case err != nil && (classify(ctx, err) == kindPermanent || classify(ctx, err) == kindForbidden):
 			c.report(eventTokenRenewal, resultRefused)

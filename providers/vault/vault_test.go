@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -311,6 +313,64 @@ func TestNamespace(t *testing.T) {
 			}
 			if err != nil || reveal(cred)["token"] != "ns_value" {
 				t.Fatalf("Fetch = %v, %v", cred, err)
+			}
+		})
+	}
+}
+
+// TestErrorsAreOneLine: whatever Vault (or something in front of it)
+// answers, the error is one line naming the operation, the path, Vault's
+// messages and the status — never the multi-line text of the api
+// package's ResponseError ("URL: ...\nCode: ...\nErrors:\n* ...").
+func TestErrorsAreOneLine(t *testing.T) {
+	e := newEnv(t, envOpts{emulatorOnly: true})
+	kv := e.kv(t)
+	e.putKV(t, kv, "denied", map[string]any{"v": "value"})
+	e.emu.Deny(kv + "/data/denied")
+	db := e.mount(t, "database", nil)
+
+	// A server answering one fixed error to everything but lookup-self,
+	// for answers the emulator does not give.
+	fixed := func(status int, contentType, body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/auth/token/lookup-self" {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"data":{"ttl":0,"creation_ttl":0,"renewable":false}}`)
+				return
+			}
+			w.Header().Set("Content-Type", contentType)
+			w.WriteHeader(status)
+			fmt.Fprint(w, body)
+		}))
+		t.Cleanup(srv.Close)
+		return fmt.Sprintf("server: {address: %s, retries: 0, auth: %s}\n", srv.URL, tokenAuth)
+	}
+	tests := []struct {
+		name     string
+		settings string
+		want     string
+	}{
+		{"permission denied", e.serverYAML(tokenAuth) + "path: " + kv + "/data/denied",
+			"vault: read " + kv + "/data/denied: permission denied (HTTP 403)"},
+		{"bad request", e.serverYAML(tokenAuth) + "path: " + db + "/creds/nope",
+			"vault: read " + db + "/creds/nope: unknown role: nope (HTTP 400)"},
+		{"several messages", fixed(400, "application/json", `{"errors":["first problem","second problem"]}`) + "path: a/b",
+			"vault: read a/b: first problem; second problem (HTTP 400)"},
+		{"message with line breaks", fixed(500, "application/json", `{"errors":["1 error occurred:\n\t* backend down\n\n"]}`) + "path: a/b",
+			"vault: read a/b: 1 error occurred: * backend down (HTTP 500) after 1 attempts"},
+		{"not JSON", fixed(502, "text/html", "<html>\n<body>Bad Gateway</body>\n</html>") + "path: a/b",
+			"vault: read a/b: non-JSON answer: <html> <body>Bad Gateway</body> </html> (HTTP 502) after 1 attempts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := e.load(t, "vault", tt.settings)
+			_, err := fetch(t, p, identity.Workload{})
+			got := errString(err)
+			if strings.ContainsAny(got, "\n\r\t") || strings.Contains(got, "URL:") || strings.Contains(got, "Code:") {
+				t.Errorf("error is not one line:\n%s", got)
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("error = %q, want %q", got, tt.want)
 			}
 		})
 	}
