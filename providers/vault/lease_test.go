@@ -297,25 +297,60 @@ func TestTokenRevokedRelogin(t *testing.T) {
 	}
 }
 
-func TestCleanupRevokesToken(t *testing.T) {
-	e := newEnv(t, envOpts{emulatorOnly: true})
-	kv := e.kv(t)
-	e.putKV(t, kv, "x", map[string]any{"v": "value"})
-	mount, roleID, wrapped := e.appRole(t, "1h", "24h")
-	auth := fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, writeFile(t, "sid", wrapped()))
-	p, err := e.tryLoad(t, "vault", e.serverYAML(auth)+"path: "+kv+"/data/x\nrevoke_on_cleanup: true")
-	if err != nil {
-		t.Fatal(err)
+// TestCleanup is revoke_on_cleanup as docs/providers/vault.md states it,
+// per login method: with it, the leases are revoked, and the gateway's
+// token too unless it was given with the token method; without it,
+// neither (the leases die with the token, which is no longer renewed).
+// Either way the credentials handed out are withdrawn from the cache.
+func TestCleanup(t *testing.T) {
+	tests := []struct {
+		name          string
+		method        string
+		revoke        bool
+		wantRevoked   bool // the lease
+		wantTokenLive bool
+	}{
+		{"approle with revoke_on_cleanup", MethodAppRole, true, true, false},
+		{"token with revoke_on_cleanup", MethodToken, true, true, true},
+		{"approle", MethodAppRole, false, false, true},
+		{"token", MethodToken, false, false, true},
 	}
-	mustFetch(t, p, identity.Workload{})
-	if n := e.emu.LiveTokens(); n != 1 {
-		t.Fatalf("live tokens = %d, want 1", n)
-	}
-	if err := p.(providers.CleanerUpper).Cleanup(); err != nil {
-		t.Fatal(err)
-	}
-	if n := e.emu.LiveTokens(); n != 0 {
-		t.Errorf("live tokens after cleanup = %d, want 0", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, db := dbEnv(t)
+			auth := ""
+			switch tt.method {
+			case MethodAppRole:
+				mount, roleID, wrapped := e.appRole(t, "1h", "24h")
+				auth = fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, writeFile(t, "sid", wrapped()))
+			case MethodToken:
+				sec := e.write(t, "auth/token/create", map[string]any{"ttl": "1h", "policies": []string{e.policy}})
+				t.Setenv("CREDGATE_VAULT_TEST_GIVEN_TOKEN", sec.Auth.ClientToken)
+				auth = "{method: token, token_env: CREDGATE_VAULT_TEST_GIVEN_TOKEN}"
+			}
+			p, err := e.tryLoad(t, "vault", e.serverYAML(auth)+"path: "+db+"/creds/billing-ro"+fmt.Sprintf("\nrevoke_on_cleanup: %v", tt.revoke))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cred := mustFetch(t, p, identity.Workload{})
+			if err := p.(providers.CleanerUpper).Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			ls := e.emu.Leases()
+			if len(ls) != 1 || ls[0].Revoked != tt.wantRevoked {
+				t.Errorf("leases after cleanup = %+v, want one, revoked %v", ls, tt.wantRevoked)
+			}
+			if live := e.emu.LiveTokens() == 1; live != tt.wantTokenLive {
+				t.Errorf("token live after cleanup = %v, want %v", live, tt.wantTokenLive)
+			}
+			if cred.Revoked.Err() == nil {
+				t.Error("the credential handed out is still valid for the cache after cleanup")
+			}
+			want := map[bool]int{true: 1}[tt.revoke]
+			if n := e.events.count(p.(*Provider).client.name + " lease_revoke ok"); n != want {
+				t.Errorf("lease_revoke ok events = %d, want %d", n, want)
+			}
+		})
 	}
 }
 

@@ -257,7 +257,7 @@ type Client struct {
 	wrapSum  [32]byte
 
 	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
 }
@@ -344,10 +344,10 @@ func newClient(s Server, clk clock, name string, env providers.Env) (*Client, er
 		sem:  make(chan struct{}, 1),
 		wake: make(chan struct{}, 1),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	a, err := c.newAPI("")
 	if err != nil {
-		c.cancel()
+		c.cancel(errClientClosed)
 		return nil, err
 	}
 	c.api = a
@@ -389,7 +389,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
-	c.cancel()
+	c.cancel(errClientClosed)
 	c.wg.Wait()
 	c.http.CloseIdleConnections()
 	return nil
