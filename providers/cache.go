@@ -164,6 +164,9 @@ type entry struct {
 	err       error       // the last fetch error, if it failed
 	errUntil  time.Time   // err is returned before this
 	call      *call       // the fetch in flight, if any
+	// unwatch stops watching cred.Revoked (nil when not watched), so
+	// refreshes do not pile up watchers on a long-lived Revoked.
+	unwatch func() bool
 }
 
 // call is one provider fetch that several Gets may wait for.
@@ -312,13 +315,18 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 			ahead := max(c.opts.RefreshAhead, 0)
 			ahead = min(ahead, e.expires.Sub(now)/3)
 			e.refreshAt = e.expires.Add(-ahead)
+			if e.unwatch != nil {
+				e.unwatch()
+				e.unwatch = nil
+			}
 			if cred.Revoked != nil {
 				// Dropped at once when the provider revokes it, not at the
 				// next Get only (and, with Shared, on the other replicas
 				// too). Forget is a no-op once the entry holds another
-				// credential, so nothing needs unregistering.
+				// credential, so a watcher left behind by an entry that
+				// was removed is harmless.
 				key := e.key
-				context.AfterFunc(cred.Revoked, func() { c.Forget(key, cred) })
+				e.unwatch = context.AfterFunc(cred.Revoked, func() { c.Forget(key, cred) })
 			}
 		} else if c.opts.ErrorBackoff > 0 {
 			e.err = err
