@@ -222,25 +222,37 @@ func TestLeaseReplacedBeforeParentTokenDies(t *testing.T) {
 
 // TestTokenMethodRenewsWithCreationTTL: a token picked up 50s into its
 // 60s TTL is renewed for 60s (its creation TTL), not for the 10s it had
-// left when it was read.
+// left when it was read; renew_increment, when set, is asked for instead.
 func TestTokenMethodRenewsWithCreationTTL(t *testing.T) {
-	e := newEnv(t, envOpts{emulatorOnly: true, fakeClock: true})
-	kv := e.kv(t)
-	e.putKV(t, kv, "x", map[string]any{"v": "value"})
-	sec := e.write(t, "auth/token/create", map[string]any{"ttl": "60s", "renewable": true, "policies": []string{e.policy}})
-	e.clock.Advance(50 * time.Second)
-	t.Setenv("CREDGATE_VAULT_TEST_LATE_TOKEN", sec.Auth.ClientToken)
-	p := e.load(t, "vault", e.serverYAML("{method: token, token_env: CREDGATE_VAULT_TEST_LATE_TOKEN}")+"path: "+kv+"/data/x")
-	mustFetch(t, p, identity.Workload{})
+	tests := []struct {
+		name      string
+		increment string
+		want      time.Duration
+	}{
+		{"creation TTL", "", 60 * time.Second},
+		{"renew_increment", ", renew_increment: 45s", 45 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{emulatorOnly: true, fakeClock: true})
+			kv := e.kv(t)
+			e.putKV(t, kv, "x", map[string]any{"v": "value"})
+			sec := e.write(t, "auth/token/create", map[string]any{"ttl": "60s", "renewable": true, "policies": []string{e.policy}})
+			e.clock.Advance(50 * time.Second)
+			t.Setenv("CREDGATE_VAULT_TEST_LATE_TOKEN", sec.Auth.ClientToken)
+			p := e.load(t, "vault", e.serverYAML("{method: token, token_env: CREDGATE_VAULT_TEST_LATE_TOKEN"+tt.increment+"}")+"path: "+kv+"/data/x")
+			mustFetch(t, p, identity.Workload{})
 
-	e.clock.Advance(7 * time.Second) // two thirds of the 10s left
-	waitFor(t, "the token to be renewed", func() bool { return e.emu.Count("renew-self") == 1 })
-	waitFor(t, "the renewed TTL", func() bool {
-		tok := p.(*Provider).client.current()
-		return tok != nil && tok.ttl == 60*time.Second
-	})
-	if n := e.events.count("vault token_renewal ok"); n != 1 {
-		t.Errorf("token_renewal ok events = %d, want 1", n)
+			e.clock.Advance(7 * time.Second) // two thirds of the 10s left
+			waitFor(t, "the token to be renewed", func() bool { return e.emu.Count("renew-self") == 1 })
+			waitFor(t, "the renewed TTL", func() bool {
+				tok := p.(*Provider).client.current()
+				return tok != nil && tok.ttl == tt.want
+			})
+			if n := e.events.count("vault token_renewal ok"); n != 1 {
+				t.Errorf("token_renewal ok events = %d, want 1", n)
+			}
+		})
 	}
 }
 

@@ -100,6 +100,10 @@ type Auth struct {
 	// SecretIDWrapped says whether SecretIDFile holds a wrapping token
 	// (true, the default) or the plain secret_id (false).
 	SecretIDWrapped *bool `yaml:"secret_id_wrapped"`
+	// RenewIncrement is the TTL asked for at each renewal of the
+	// gateway's token. Default: the TTL the token was created with (for
+	// the token method, creation_ttl from auth/token/lookup-self).
+	RenewIncrement time.Duration `yaml:"renew_increment"`
 }
 
 // withDefaults returns s with defaults applied and environment defaults
@@ -205,6 +209,9 @@ func (s Server) validate() error {
 	default:
 		return fmt.Errorf("server.auth.method %q is not known; use token, approle, kubernetes or jwt", a.Method)
 	}
+	if a.RenewIncrement < 0 || (a.RenewIncrement > 0 && a.RenewIncrement < time.Second) {
+		errs = append(errs, fmt.Errorf("server.auth.renew_increment %s must be at least 1s (write it as a duration such as 1h), or left out to renew for the token's creation TTL", a.RenewIncrement))
+	}
 	if strings.Contains(a.Mount, "..") {
 		errs = append(errs, fmt.Errorf("server.auth.mount %q must not contain a .. segment", a.Mount))
 	}
@@ -270,7 +277,7 @@ type token struct {
 	line      *tokenLine
 	gen       uint64
 	ttl       time.Duration // from login or the last renewal; 0 = never expires
-	loginTTL  time.Duration // the token's creation TTL: the renewal increment, and to see the max TTL approach
+	loginTTL  time.Duration // the renewal increment (auth.renew_increment, else the creation TTL), also to see the max TTL approach
 	renewable bool
 	expires   time.Time // zero when ttl is 0
 	next      time.Time // when the renewer next acts on it
@@ -621,7 +628,10 @@ func (c *Client) loginLocked(ctx context.Context, reason string) (*token, error)
 		return nil, err
 	}
 	inc := lr.ttl
-	if lr.creationTTL > 0 {
+	switch {
+	case c.srv.Auth.RenewIncrement > 0:
+		inc = c.srv.Auth.RenewIncrement
+	case lr.creationTTL > 0:
 		inc = lr.creationTTL
 	}
 	c.mu.Lock()

@@ -53,6 +53,8 @@ func TestSettings(t *testing.T) {
 		{"jwt with secret id", "server: {address: https://x, auth: {method: jwt, role: r, secret_id_file: f}}\npath: a/b", "secret_id_file does not apply to method jwt"},
 		{"token both", "server: {address: https://x, auth: {method: token, token_env: A, token_file: b}}\npath: a/b", "only one of token_file and token_env"},
 		{"retries", "server: {address: https://x, retries: 50, auth: {method: token}}\npath: a/b", "between 0 and 10"},
+		{"renew increment ok", "server: {address: https://x, auth: {method: token, renew_increment: 1h}}\npath: a/b", ""},
+		{"renew increment too small", "server: {address: https://x, auth: {method: approle, role_id: r, secret_id_file: s, renew_increment: 10ms}}\npath: a/b", "renew_increment 10ms must be at least 1s"},
 		{"plain http address", "server: {address: 'http://vault.internal:8200', auth: {method: token}}\npath: a/b", `server.address "http://vault.internal:8200" uses plain http to a host that is not loopback; use https`},
 		{"plain http loopback", "server: {address: 'http://[::1]:8200', auth: {method: token}}\npath: a/b", ""},
 		{"pki ok", srv + "role: client\ncommon_name: '{{.workload.name}}.example.com'", ""},
