@@ -224,7 +224,8 @@ func (s *Server) Hold() (release func()) {
 func (s *Server) RefuseLeaseRenewals(refuse bool) { s.mu.Lock(); s.refuseRenew = refuse; s.mu.Unlock() }
 
 // Deny makes every request to a path starting with prefix answer 403
-// permission denied, as a policy without that path would.
+// permission denied, as a policy without that path would (with Vault's
+// multi-line "1 error occurred:\n\t* permission denied\n\n").
 func (s *Server) Deny(prefix string) { s.mu.Lock(); s.denied = append(s.denied, prefix); s.mu.Unlock() }
 
 // RevokeLoginTokens revokes every token except the root token (and the
@@ -310,6 +311,9 @@ func fail(code int, format string, args ...any) *errStatus {
 
 var (
 	errDenied   = &errStatus{code: 403, msgs: []string{"permission denied"}}
+	// errACLDenied is how Vault answers a valid token whose policies do
+	// not allow the path: the ACL check's go-multierror text.
+	errACLDenied = &errStatus{code: 403, msgs: []string{"1 error occurred:\n\t* permission denied\n\n"}}
 	errNotFound = &errStatus{code: 404, msgs: []string{}}
 )
 
@@ -479,7 +483,7 @@ func (s *Server) route(r *req) (int, any, error) {
 	}
 	for _, d := range s.denied {
 		if strings.HasPrefix(p, d) {
-			return 0, nil, errDenied
+			return 0, nil, errACLDenied
 		}
 	}
 	switch {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -459,11 +460,7 @@ func describe(err error) error {
 	if errors.As(err, &re) {
 		var msgs []string
 		for _, m := range re.Errors {
-			// Vault's own messages are often multi-line (go-multierror's
-			// "1 error occurred:\n\t* ..."): one line, single spaces.
-			if m = strings.Join(strings.Fields(m), " "); m != "" {
-				msgs = append(msgs, m)
-			}
+			msgs = append(msgs, foldMessage(m)...)
 		}
 		msg := strings.Join(msgs, "; ")
 		if re.RawError {
@@ -480,6 +477,28 @@ func describe(err error) error {
 		return &vaultError{msg: fmt.Sprintf("%s %s: %v", ue.Op, httpclient.Display(ue.URL), ue.Err), err: err}
 	}
 	return err
+}
+
+// multiErr matches the heading go-multierror puts before its list ("1
+// error occurred:", "2 errors occurred:"), as in Vault's answer to a
+// policy refusal: "1 error occurred:\n\t* permission denied\n\n".
+var multiErr = regexp.MustCompile(`^\d+ errors? occurred:\s*\*\s`)
+
+// foldMessage returns one Vault error message as one-line messages:
+// white space runs become one space, and a go-multierror list becomes
+// its items.
+func foldMessage(m string) []string {
+	if loc := multiErr.FindStringIndex(m); loc != nil {
+		var out []string
+		for _, item := range strings.Split(m[loc[1]:], "\n\t* ") {
+			out = append(out, foldMessage(item)...)
+		}
+		return out
+	}
+	if m = strings.Join(strings.Fields(m), " "); m != "" {
+		return []string{m}
+	}
+	return nil
 }
 
 // isStatus reports whether err is a Vault answer with one of codes.
@@ -676,8 +695,8 @@ func (c *Client) loginLocked(ctx context.Context, reason string) (*token, error)
 	return t, nil
 }
 
-// sameTokenLocked returns the line of the current or a replaced token
-// whose value is v, or nil. c.mu is held.
+// sameTokenLocked returns the line of the current token if its value is
+// v, or nil. c.mu is held.
 func (c *Client) sameTokenLocked(v providers.Secret) *tokenLine {
 	if c.tok != nil && c.tok.value.Reveal() == v.Reveal() {
 		return c.tok.line

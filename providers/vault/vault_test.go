@@ -325,11 +325,17 @@ func TestNamespace(t *testing.T) {
 // messages and the status — never the multi-line text of the api
 // package's ResponseError ("URL: ...\nCode: ...\nErrors:\n* ...").
 func TestErrorsAreOneLine(t *testing.T) {
-	e := newEnv(t, envOpts{emulatorOnly: true})
+	e := newEnv(t, envOpts{})
 	kv := e.kv(t)
 	e.putKV(t, kv, "denied", map[string]any{"v": "value"})
-	e.emu.Deny(kv + "/data/denied")
-	db := e.mount(t, "database", nil)
+	// A token whose policies do not allow the path: a real server answers
+	// 403 with go-multierror's "1 error occurred:\n\t* permission denied".
+	weak := e.write(t, "auth/token/create", map[string]any{"policies": []string{"default"}, "ttl": "1h"})
+	t.Setenv("CREDGATE_VAULT_TEST_WEAK_TOKEN", weak.Auth.ClientToken)
+	weakAuth := "{method: token, token_env: CREDGATE_VAULT_TEST_WEAK_TOKEN}"
+	if e.emu != nil {
+		e.emu.Deny(kv + "/data/denied") // the emulator enforces no policies
+	}
 
 	// A server answering one fixed error to everything but lookup-self,
 	// for answers the emulator does not give.
@@ -352,19 +358,27 @@ func TestErrorsAreOneLine(t *testing.T) {
 		settings string
 		want     string
 	}{
-		{"permission denied", e.serverYAML(tokenAuth) + "path: " + kv + "/data/denied",
+		{"permission denied", e.serverYAML(weakAuth) + "path: " + kv + "/data/denied",
 			"vault: read " + kv + "/data/denied: permission denied (HTTP 403)"},
-		{"bad request", e.serverYAML(tokenAuth) + "path: " + db + "/creds/nope",
-			"vault: read " + db + "/creds/nope: unknown role: nope (HTTP 400)"},
+		{"bad request", "emulator", // needs a database engine
+			"/creds/nope: unknown role: nope (HTTP 400)"},
 		{"several messages", fixed(400, "application/json", `{"errors":["first problem","second problem"]}`) + "path: a/b",
 			"vault: read a/b: first problem; second problem (HTTP 400)"},
-		{"message with line breaks", fixed(500, "application/json", `{"errors":["1 error occurred:\n\t* backend down\n\n"]}`) + "path: a/b",
-			"vault: read a/b: 1 error occurred: * backend down (HTTP 500) after 1 attempts"},
+		{"go-multierror list", fixed(500, "application/json", `{"errors":["2 errors occurred:\n\t* backend down\n\t* storage\n   sealed\n\n"]}`) + "path: a/b",
+			"vault: read a/b: backend down; storage sealed (HTTP 500) after 1 attempts"},
+		{"message with line breaks", fixed(400, "application/json", `{"errors":["first line\n\tsecond line\n"]}`) + "path: a/b",
+			"vault: read a/b: first line second line (HTTP 400)"},
 		{"not JSON", fixed(502, "text/html", "<html>\n<body>Bad Gateway</body>\n</html>") + "path: a/b",
 			"vault: read a/b: non-JSON answer: <html> <body>Bad Gateway</body> </html> (HTTP 502) after 1 attempts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.settings == "emulator" {
+				if e.emu == nil {
+					t.Skip("needs the emulator's database engine")
+				}
+				tt.settings = e.serverYAML(tokenAuth) + "path: " + e.mount(t, "database", nil) + "/creds/nope"
+			}
 			p := e.load(t, "vault", tt.settings)
 			_, err := fetch(t, p, identity.Workload{})
 			got := errString(err)
