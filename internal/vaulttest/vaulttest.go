@@ -310,11 +310,11 @@ func fail(code int, format string, args ...any) *errStatus {
 }
 
 var (
-	errDenied   = &errStatus{code: 403, msgs: []string{"permission denied"}}
+	errDenied = &errStatus{code: 403, msgs: []string{"permission denied"}}
 	// errACLDenied is how Vault answers a valid token whose policies do
 	// not allow the path: the ACL check's go-multierror text.
 	errACLDenied = &errStatus{code: 403, msgs: []string{"1 error occurred:\n\t* permission denied\n\n"}}
-	errNotFound = &errStatus{code: 404, msgs: []string{}}
+	errNotFound  = &errStatus{code: 404, msgs: []string{}}
 )
 
 // req is one decoded request.
