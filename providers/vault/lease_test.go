@@ -524,3 +524,31 @@ func TestCacheServesWhileVaultDown(t *testing.T) {
 		}
 	})
 }
+
+// TestLeaseServedWhileVaultSealed: a lease that cannot be renewed because
+// Vault is sealed keeps being handed out until its end (Vault revokes
+// nothing while sealed), with renewal tried again soon; once Vault is
+// back, the next refresh renews it.
+func TestLeaseServedWhileVaultSealed(t *testing.T) {
+	e, db := dbEnv(t)
+	p := e.load(t, "vault", e.serverYAML(tokenAuth)+"path: "+db+"/creds/billing-ro")
+	c1 := mustFetch(t, p, identity.Workload{})
+	e.emu.Seal()
+	e.clock.Advance(30 * time.Second) // in the last third of the renewal interval
+	c2 := mustFetch(t, p, identity.Workload{})
+	if reveal(c1)["username"] != reveal(c2)["username"] || c2.Revoked.Err() != nil {
+		t.Fatalf("with Vault sealed: username %q (revoked: %v), want the cached %q", reveal(c2)["username"], c2.Revoked.Err(), reveal(c1)["username"])
+	}
+	if now := e.clock.Now(); !c2.Expiry.After(now) || c2.Expiry.After(now.Add(30*time.Second)) {
+		t.Errorf("Expiry while sealed = %v, want a retry within 30s of %v", c2.Expiry, now)
+	}
+	if n := e.events.count("vault lease_renewal error"); n != 1 {
+		t.Errorf("lease_renewal error events = %d, want 1", n)
+	}
+	e.emu.Unseal()
+	e.clock.Advance(5 * time.Second)
+	c3 := mustFetch(t, p, identity.Workload{})
+	if reveal(c3)["username"] != reveal(c1)["username"] || e.emu.Leases()[0].Renewals != 1 {
+		t.Errorf("after unseal: username %q, renewals %d; want the same lease renewed once", reveal(c3)["username"], e.emu.Leases()[0].Renewals)
+	}
+}
