@@ -41,10 +41,9 @@ type lease struct {
 	path   string // the path it was read from; also its scope
 	fields map[string]providers.Secret
 	orig   time.Duration // lease_duration when issued
-	parent *tokenLine    // nil for leases tracked only for revocation
+	parent *tokenLine    // the token that read it
 	// ctx is done when the lease is known to be invalid; it is the
-	// Revoked of every credential handed out for it. nil (and cancel
-	// nil) for leases tracked only for revocation.
+	// Revoked of every credential handed out for it.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
@@ -92,11 +91,7 @@ func earliest(a, b time.Time) time.Time {
 
 // end stops tracking l's validity: its credentials are withdrawn with
 // cause.
-func (l *lease) end(cause error) {
-	if l.cancel != nil {
-		l.cancel(cause)
-	}
-}
+func (l *lease) end(cause error) { l.cancel(cause) }
 
 // leases tracks the dynamic secrets of one provider: it hands the same
 // secret back to Fetch while Vault still vouches for it, renews it when
@@ -203,15 +198,21 @@ func (ls *leases) add(path string, sec *api.Secret, fields map[string]providers.
 	return l.credential()
 }
 
-// track remembers a lease for revocation only (certificates: PKI leases
-// are not renewable).
-func (ls *leases) track(path string, sec *api.Secret) {
-	now := ls.clock.Now()
+// track remembers a lease that is not renewed, for revocation on close
+// (certificates from a PKI role with generate_lease), read with token tok,
+// the request sent at sent. It returns when its parent token dies (zero:
+// never, as far as known) and the context that is done when the lease is
+// known to be revoked, for the credential built from it. (The lease's own
+// end is the certificate's NotAfter: no earlier bound.)
+func (ls *leases) track(path string, sec *api.Secret, tok *token, sent time.Time) (time.Time, context.Context) {
 	d := time.Duration(sec.LeaseDuration) * time.Second
+	l := &lease{id: sec.LeaseID, path: path, orig: d, parent: tok.line, expires: sent.Add(d)}
+	l.ctx, l.cancel = context.WithCancelCause(tok.line.ctx)
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	ls.pruneLocked(now)
-	ls.retired = append(ls.retired, &lease{id: sec.LeaseID, path: path, orig: d, expires: now.Add(d)})
+	ls.pruneLocked(ls.clock.Now())
+	ls.retired = append(ls.retired, l)
+	return l.parent.expiry(), l.ctx
 }
 
 // pruneLocked forgets expired leases. ls.mu is held.
