@@ -28,7 +28,6 @@ type metrics struct {
 	cache           *prometheus.CounterVec
 	fetchDuration   *prometheus.HistogramVec
 	providerErrors  *prometheus.CounterVec
-	providerEvents  *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	rules           prometheus.Gauge
 	connections     prometheus.Gauge
@@ -39,6 +38,9 @@ type metrics struct {
 	shared          *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
 	limiterBackend  *prometheus.GaugeVec
+	// providerEvents counts providers' lifecycle events
+	// (providers.EventObserver).
+	providerEvents *prometheus.CounterVec
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -79,6 +81,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_provider_events_total",
 		Help: "Provider lifecycle events by provider, event and result: for vault, login, relogin, token_renewal, lease_renewal (refused: the secret was dropped), lease_revoke and token_revoke (on cleanup); results ok, refused, error.",
 	}, []string{"provider", "event", "result"})
+	m.reg.MustRegister(m.providerEvents)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_policy_reloads_total",
 		Help: "Policy reload attempts by result (ok, error). A rejected reload keeps the last good policy.",
@@ -126,7 +129,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.providerEvents, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.leafCerts, m.rateLimited, m.limiterBackend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -154,6 +157,8 @@ func (m *metrics) ProviderFetch(k providers.CacheKey, d time.Duration, err error
 func (m *metrics) ProviderEvent(provider, event, result string) {
 	m.providerEvents.WithLabelValues(provider, event, result).Inc()
 }
+
+var _ providers.EventObserver = (*metrics)(nil)
 
 // enableRedis registers the Redis metrics (only gateways with
 // cache.redis show them).
@@ -217,7 +222,6 @@ func (m *metrics) SharedLookup(result string) { m.shared.WithLabelValues(result)
 
 var (
 	_ providers.CacheObserver = (*metrics)(nil)
-	_ providers.EventObserver = (*metrics)(nil)
 	_ rediscache.Observer     = (*metrics)(nil)
 	_ ratelimit.Observer      = (*metrics)(nil)
 )
