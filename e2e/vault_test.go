@@ -166,6 +166,14 @@ func TestVaultCredentials(t *testing.T) {
 	if got := e.origin.one(t, "/v1/vault-kv").Header.Get("Authorization"); got != "Bearer "+first {
 		t.Errorf("KV: origin did not get the Vault secret as a bearer token")
 	}
+	// The login is logged and counted (never the token: stopAndCheck
+	// greps the logs and /metrics for it).
+	if n := e.metric(t, `credgate_provider_events_total{event="login",provider="vault",result="ok"}`); n < 1 {
+		t.Errorf("credgate_provider_events_total{event=login,provider=vault,result=ok} = %v, want at least 1", n)
+	}
+	if !strings.Contains(e.stderr.String(), "vault: logged in") {
+		t.Errorf("no log line for the Vault login")
+	}
 
 	// A new version is in use within the credential's ttl (1s).
 	vwrite(t, admin, "secret/data/e2e-stripe", map[string]any{"data": map[string]any{"secret_key": second}})
@@ -190,5 +198,102 @@ func TestVaultCredentials(t *testing.T) {
 	}
 	if resp.Body != "hello local.clients.test" {
 		t.Errorf("the bank saw %q, want the workload's certificate local.clients.test", resp.Body)
+	}
+}
+
+const vaultLeasePolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+credentials:
+  db:
+    provider: vault
+    server:
+      address: VAULT_ADDR_HERE
+      auth: {method: token, token_env: CREDGATE_E2E_VAULT_TOKEN}
+    path: database/creds/e2e-ro
+rules:
+  - name: db
+    from: local
+    to: api
+    inject: {credential: db, as: basic}
+default: deny
+`
+
+// TestVaultLeaseRevokedNotInjected: a database user injected from a
+// dynamic secret is revoked by an operator (vault lease revoke). The
+// gateway learns it at the renewal its cache's refresh triggers, drops
+// the secret at once and injects a new user: the revoked user is injected
+// for at most one renewal interval (two thirds of the 6s lease) after
+// Vault last vouched for it, and never after the switch. The refusal is
+// logged and counted. Against the emulator (a database engine needs a
+// database).
+func TestVaultLeaseRevokedNotInjected(t *testing.T) {
+	t.Parallel()
+	emu := vaulttest.NewServer(vaulttest.Options{})
+	t.Cleanup(emu.Close)
+	reportPeer(t, "vault: in-repo emulator at %s (a database engine)", emu.URL)
+	admin := (&vaultServer{addr: emu.URL, root: emu.RootToken}).client(t)
+	vwrite(t, admin, "sys/mounts/database", map[string]any{"type": "database"})
+	vwrite(t, admin, "database/roles/e2e-ro", map[string]any{"db_name": "pg", "default_ttl": "6s", "max_ttl": "1h"})
+
+	e := startEnv(t, envOptions{
+		Policy: strings.ReplaceAll(vaultLeasePolicy, "VAULT_ADDR_HERE", emu.URL),
+		Env:    []string{"CREDGATE_E2E_VAULT_TOKEN=" + emu.RootToken},
+		// A short refresh-ahead, so the bound does not come from the
+		// cache refreshing early anyway.
+		CacheConfig: "  refresh_ahead: 500ms\n",
+	})
+	e.secrets = append(e.secrets, emu.RootToken)
+	c := goClient{}
+	n := 0
+	user := func() string {
+		t.Helper()
+		n++
+		p := fmt.Sprintf("/v1/db-%d", n)
+		if r := c.Do(t, e, clientRequest{URL: "https://" + apiHost + p}); r.Err != "" || r.Status != http.StatusOK {
+			t.Fatalf("status %d err %s body %s", r.Status, r.Err, r.Body)
+		}
+		r := http.Request{Header: e.origin.one(t, p).Header}
+		u, _, _ := r.BasicAuth()
+		return u
+	}
+	first := user()
+	leases := emu.Leases()
+	if len(leases) != 1 || leases[0].Username != first {
+		t.Fatalf("leases = %+v, want one for %s", leases, first)
+	}
+	if err := admin.Sys().RevokeWithContext(context.Background(), leases[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	var switched time.Time
+	waitFor(t, 15*time.Second, "a new database user to be injected", func() error {
+		if u := user(); u == first {
+			return fmt.Errorf("still %s", u)
+		}
+		switched = time.Now()
+		return nil
+	})
+	// Vault vouched for the lease when it was issued, before the first
+	// request and the revocation: the bound is 4s from then.
+	t.Logf("the revoked user was injected for %s after the revocation", switched.Sub(revoked).Round(time.Millisecond))
+	if d := switched.Sub(revoked); d > 4500*time.Millisecond {
+		t.Errorf("the revoked user was injected for %s after the revocation, want at most one renewal interval (4s)", d)
+	}
+	for range 5 {
+		if u := user(); u == first {
+			t.Fatalf("the revoked user %s was injected again after the switch", u)
+		}
+	}
+	if v := e.metric(t, `credgate_provider_events_total{event="lease_renewal",provider="vault",result="refused"}`); v != 1 {
+		t.Errorf("lease_renewal refused events = %v, want 1", v)
+	}
+	if !strings.Contains(e.stderr.String(), "lease renewal refused") {
+		t.Errorf("no log line for the refused lease renewal")
 	}
 }

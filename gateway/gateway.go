@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 
-	g.store, err = policy.NewStore(ctx, cfg.Policy, policy.StoreOptions{
+	g.store, err = policy.NewStore(g.providerCtx(ctx), cfg.Policy, policy.StoreOptions{
 		Logger:   logger,
 		OnReload: g.onReload,
 		OnRetire: g.onRetire,
@@ -502,7 +502,14 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
 // ReloadPolicy re-reads the policy file (SIGHUP). On error the policy in
 // force stays; the error has been logged and counted.
-func (g *Gateway) ReloadPolicy(ctx context.Context) error { return g.store.Reload(ctx) }
+func (g *Gateway) ReloadPolicy(ctx context.Context) error { return g.store.Reload(g.providerCtx(ctx)) }
+
+// providerCtx returns ctx for loading a policy: its providers log through
+// the gateway's logger and report their events (logins, renewals,
+// revocations) to its metrics.
+func (g *Gateway) providerCtx(ctx context.Context) context.Context {
+	return providers.WithEnv(ctx, providers.Env{Log: g.log, Events: g.metrics})
+}
 
 func (g *Gateway) onReload(err error) {
 	if err != nil {
@@ -564,7 +571,7 @@ func (g *Gateway) run(ctx context.Context) error {
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		if err := g.store.Watch(watchCtx); err != nil {
+		if err := g.store.Watch(g.providerCtx(watchCtx)); err != nil {
 			// Without a watch, SIGHUP still reloads.
 			g.log.Warn("policy file watch not running; reload with SIGHUP", slog.Any("error", err))
 		}

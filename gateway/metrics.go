@@ -41,6 +41,9 @@ type metrics struct {
 	sharedRejected  *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
 	limiterBackend  *prometheus.GaugeVec
+	// providerEvents counts providers' lifecycle events
+	// (providers.EventObserver).
+	providerEvents *prometheus.CounterVec
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -77,6 +80,11 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_provider_errors_total",
 		Help: "Failed provider fetches.",
 	}, []string{"provider"})
+	m.providerEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_provider_events_total",
+		Help: "Provider lifecycle events by provider, event and result: for vault, login, relogin, token_renewal, lease_renewal (refused: the secret was dropped), lease_revoke and token_revoke (on cleanup); results ok, refused, error.",
+	}, []string{"provider", "event", "result"})
+	m.reg.MustRegister(m.providerEvents)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_policy_reloads_total",
 		Help: "Policy reload attempts by result (ok, error). A rejected reload keeps the last good policy.",
@@ -165,6 +173,13 @@ func (m *metrics) ProviderFetch(k providers.CacheKey, d time.Duration, err error
 		m.providerErrors.WithLabelValues(k.Provider).Inc()
 	}
 }
+
+// ProviderEvent implements providers.EventObserver.
+func (m *metrics) ProviderEvent(provider, event, result string) {
+	m.providerEvents.WithLabelValues(provider, event, result).Inc()
+}
+
+var _ providers.EventObserver = (*metrics)(nil)
 
 // enableRedis registers the Redis metrics (only gateways with
 // cache.redis show them).

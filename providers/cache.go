@@ -164,6 +164,9 @@ type entry struct {
 	err       error       // the last fetch error, if it failed
 	errUntil  time.Time   // err is returned before this
 	call      *call       // the fetch in flight, if any
+	// unwatch stops watching cred.Revoked (nil when not watched), so
+	// refreshes do not pile up watchers on a long-lived Revoked.
+	unwatch func() bool
 }
 
 // call is one provider fetch that several Gets may wait for.
@@ -238,6 +241,9 @@ func (c *Cache) Get(ctx context.Context, key CacheKey, fetch func(context.Contex
 	if el, ok := c.entries[key]; ok {
 		c.lru.MoveToFront(el)
 		e = el.Value.(*entry)
+		if e.cred.revoked() {
+			e.cred = nil // the provider said it is no longer valid: fetch anew
+		}
 		if e.cred != nil && now.Before(e.expires) {
 			if !now.Before(e.refreshAt) && e.call == nil {
 				c.start(ctx, e, fetch)
@@ -309,6 +315,19 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 			ahead := max(c.opts.RefreshAhead, 0)
 			ahead = min(ahead, e.expires.Sub(now)/3)
 			e.refreshAt = e.expires.Add(-ahead)
+			if e.unwatch != nil {
+				e.unwatch()
+				e.unwatch = nil
+			}
+			if cred.Revoked != nil {
+				// Dropped at once when the provider revokes it, not at the
+				// next Get only (and, with Shared, on the other replicas
+				// too). Forget is a no-op once the entry holds another
+				// credential, so a watcher left behind by an entry that
+				// was removed is harmless.
+				key := e.key
+				e.unwatch = context.AfterFunc(cred.Revoked, func() { c.Forget(key, cred) })
+			}
 		} else if c.opts.ErrorBackoff > 0 {
 			e.err = err
 			e.errUntil = now.Add(c.opts.ErrorBackoff)
@@ -367,6 +386,8 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 		return nil, fmt.Errorf("credential %q: provider %s returned no credential", key.Credential, key.Provider)
 	case !cred.Expiry.IsZero() && !now.Before(cred.Expiry):
 		return nil, fmt.Errorf("credential %q: provider %s returned a credential that has already expired: %w", key.Credential, key.Provider, ErrUnavailable)
+	case cred.revoked():
+		return nil, fmt.Errorf("credential %q: provider %s returned a credential that it has revoked: %w", key.Credential, key.Provider, ErrUnavailable)
 	}
 	return cred, nil
 }

@@ -263,6 +263,13 @@ func TestCacheRejectsBadProviderResults(t *testing.T) {
 		{"nil credential", func(context.Context) (*Credential, error) { return nil, nil }, "returned no credential"},
 		{"already expired", func(context.Context) (*Credential, error) { return tok("x", clock.Now()), nil }, "already expired"},
 		{"panic", func(context.Context) (*Credential, error) { panic("secret-ish " + testSecretValue) }, "panicked"},
+		{"already revoked", func(context.Context) (*Credential, error) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			c := tok("x", time.Time{})
+			c.Revoked = ctx
+			return c, nil
+		}, "it has revoked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -537,6 +544,56 @@ func TestCacheForget(t *testing.T) {
 		t.Errorf("Get = %q after %d fetches; want v2 after 2", tokenOf(got), calls.Load())
 	}
 }
+
+// TestCacheDropsRevoked: a credential whose provider revokes it (Vault
+// refused to renew its lease, or revoked it with its parent token) is
+// never returned again, whether a Get comes first or not, and the drop
+// reaches the shared cache.
+func TestCacheDropsRevoked(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// check runs after the revocation and before the next Get.
+		check func(t *testing.T, c *Cache, shared *forgetRecorder)
+	}{
+		{"dropped without a Get", func(t *testing.T, c *Cache, shared *forgetRecorder) {
+			waitFor(t, "the revoked credential to be dropped", func() bool { return c.Len() == 0 })
+			waitFor(t, "the shared cache to be told", func() bool { return shared.count() == 1 })
+		}},
+		{"next Get fetches anew", func(*testing.T, *Cache, *forgetRecorder) {}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			shared := &forgetRecorder{}
+			c := newTestCache(t, CacheOptions{Now: newFakeClock().Now, Shared: shared})
+			var calls atomic.Int32
+			var revoke context.CancelCauseFunc
+			fetch := func(context.Context) (*Credential, error) {
+				cred := tok(fmt.Sprintf("v%d", calls.Add(1)), time.Time{})
+				cred.Revoked, revoke = context.WithCancelCause(context.Background())
+				return cred, nil
+			}
+			if got, _, err := c.Get(context.Background(), testKey, fetch); err != nil || tokenOf(got) != "v1" {
+				t.Fatalf("first Get = %q, %v", tokenOf(got), err)
+			}
+			revoke(errors.New("lease renewal refused"))
+			tt.check(t, c, shared)
+			got, hit, err := c.Get(context.Background(), testKey, fetch)
+			if err != nil || tokenOf(got) != "v2" || hit {
+				t.Errorf("Get after revocation = %q (hit %v), %v; want a fresh v2", tokenOf(got), hit, err)
+			}
+		})
+	}
+}
+
+// forgetRecorder is a SharedCache that only counts Forget calls.
+type forgetRecorder struct{ n atomic.Int32 }
+
+func (f *forgetRecorder) Fetch(ctx context.Context, _ CacheKey, _ time.Duration, fetch func(context.Context) (*Credential, error)) (*Credential, error) {
+	return fetch(ctx)
+}
+func (f *forgetRecorder) Forget(context.Context, CacheKey, *Credential)        { f.n.Add(1) }
+func (f *forgetRecorder) InvalidateCredential(context.Context, string, string) {}
+func (f *forgetRecorder) Watch(func(Invalidation))                             {}
+func (f *forgetRecorder) count() int                                           { return int(f.n.Load()) }
 
 func TestCacheClose(t *testing.T) {
 	base := runtime.NumGoroutine()

@@ -56,6 +56,18 @@ type Credential struct {
 	// Expiry is when the credential stops being valid; zero means it does
 	// not expire (the cache then applies its configured TTL).
 	Expiry time.Time
+	// Revoked, if set, is done when the provider learns that the
+	// credential stopped being valid before Expiry (a Vault lease revoked
+	// with its parent token, or its renewal refused); context.Cause says
+	// why. The cache drops the credential at once then, so it is never
+	// handed out again. It is not stored in a shared cache: a replica
+	// that sees it done tells the others through Cache.Forget.
+	Revoked context.Context
+}
+
+// revoked reports whether the provider said c is no longer valid.
+func (c *Credential) revoked() bool {
+	return c != nil && c.Revoked != nil && c.Revoked.Err() != nil
 }
 
 // Field returns the named field and whether it is present and non-empty.

@@ -2,7 +2,14 @@
 // HashiCorp Vault HTTP API that providers/vault calls and that its tests
 // use to set Vault up, with Vault's request and response shapes
 // (lease_id, lease_duration, renewable, auth.client_token, wrap_info,
-// errors as {"errors": [...]}, 503 while sealed). It is for tests only:
+// errors as {"errors": [...]}, 503 while sealed) and the lifecycle rules
+// the gateway depends on: a token expires at its TTL unless renewed and
+// never beyond its max TTL; a lease dies with the token that created it
+// (revoked or expired); sys/leases/renew of a revoked or expired lease
+// answers 400 {"errors":["lease not found"]}, of a lease that cannot be
+// renewed 400 {"errors":["lease is not renewable"]} (OpenBao's wording);
+// auth/token/lookup-self returns the TTL left as ttl and the TTL the
+// token was created with as creation_ttl. It is for tests only:
 // nothing is persisted, authorisation is only "is the token valid", and
 // the JWT and TokenReview checks are simplified.
 //
@@ -138,7 +145,10 @@ type Lease struct {
 	Renewable bool
 	Renewals  int
 	Revoked   bool
-	token     string
+	// Username is the database user the lease stands for (database
+	// mounts), so tests can tell which lease a credential belongs to.
+	Username string
+	token    string
 }
 
 // NewServer starts an emulator with the KV v2 engine mounted at secret/
@@ -214,7 +224,8 @@ func (s *Server) Hold() (release func()) {
 func (s *Server) RefuseLeaseRenewals(refuse bool) { s.mu.Lock(); s.refuseRenew = refuse; s.mu.Unlock() }
 
 // Deny makes every request to a path starting with prefix answer 403
-// permission denied, as a policy without that path would.
+// permission denied, as a policy without that path would (with Vault's
+// multi-line "1 error occurred:\n\t* permission denied\n\n").
 func (s *Server) Deny(prefix string) { s.mu.Lock(); s.denied = append(s.denied, prefix); s.mu.Unlock() }
 
 // RevokeLoginTokens revokes every token except the root token (and the
@@ -248,9 +259,12 @@ func (s *Server) Count(kind string) int {
 }
 
 // Leases returns a copy of every lease issued, in no particular order.
+// A lease whose parent token has expired shows as revoked, as Vault
+// revokes it with the token.
 func (s *Server) Leases() []Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.expireLocked()
 	out := make([]Lease, 0, len(s.leases))
 	for _, l := range s.leases {
 		out = append(out, *l)
@@ -296,8 +310,11 @@ func fail(code int, format string, args ...any) *errStatus {
 }
 
 var (
-	errDenied   = &errStatus{code: 403, msgs: []string{"permission denied"}}
-	errNotFound = &errStatus{code: 404, msgs: []string{}}
+	errDenied = &errStatus{code: 403, msgs: []string{"permission denied"}}
+	// errACLDenied is how Vault answers a valid token whose policies do
+	// not allow the path: the ACL check's go-multierror text.
+	errACLDenied = &errStatus{code: 403, msgs: []string{"1 error occurred:\n\t* permission denied\n\n"}}
+	errNotFound  = &errStatus{code: 404, msgs: []string{}}
 )
 
 // req is one decoded request.
@@ -372,6 +389,7 @@ func (s *Server) serve(w http.ResponseWriter, hr *http.Request) {
 		writeErr(w, errDenied)
 		return
 	}
+	s.expireLocked()
 	if t := s.tokens[r.raw]; t != nil && s.validLocked(t) {
 		r.tok = t
 	}
@@ -425,6 +443,19 @@ func (s *Server) validLocked(t *token) bool {
 	return !t.revoked && (t.expires.IsZero() || s.now().Before(t.expires))
 }
 
+// expireLocked revokes the tokens whose TTL has run out, and with them
+// the leases they created, as Vault's expiration manager does when a
+// token's lease expires. The emulator's clock may be a fake one, so this
+// happens lazily, before every request and every look at the leases.
+func (s *Server) expireLocked() {
+	now := s.now()
+	for _, t := range s.tokens {
+		if !t.revoked && !t.expires.IsZero() && !now.Before(t.expires) {
+			s.revokeTokenLocked(t)
+		}
+	}
+}
+
 func (s *Server) revokeTokenLocked(t *token) {
 	t.revoked = true
 	for _, l := range s.leases {
@@ -452,7 +483,7 @@ func (s *Server) route(r *req) (int, any, error) {
 	}
 	for _, d := range s.denied {
 		if strings.HasPrefix(p, d) {
-			return 0, nil, errDenied
+			return 0, nil, errACLDenied
 		}
 	}
 	switch {
@@ -913,7 +944,8 @@ func (s *Server) dbOp(r *req, mount, rest string) (int, any, error) {
 			maxTTL = 24 * time.Hour
 		}
 		l := s.newLease(r, mount+"/creds/"+role, ttl, maxTTL, true)
-		return 200, secret(map[string]any{"username": "v-" + role + "-" + randHex(6), "password": "A1a-" + randHex(16)}, l.ID, ttl, true), nil
+		l.Username = "v-" + role + "-" + randHex(6)
+		return 200, secret(map[string]any{"username": l.Username, "password": "A1a-" + randHex(16)}, l.ID, ttl, true), nil
 	}
 	return 0, nil, fail(404, "no handler for route %q", mount+"/"+rest)
 }

@@ -12,10 +12,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +150,53 @@ type env struct {
 	// policy is a Vault policy allowing everything, for login roles (a
 	// real server gives login tokens only the default policy otherwise).
 	policy string
+	// events and logs receive what the providers loaded by e report.
+	events *eventLog
+	logs   *lockedBuffer
+}
+
+// eventLog is a providers.EventObserver that records events as
+// "provider event result".
+type eventLog struct {
+	mu  sync.Mutex
+	all []string
+}
+
+func (l *eventLog) ProviderEvent(provider, event, result string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, provider+" "+event+" "+result)
+}
+
+// count returns how many times "provider event result" was reported.
+func (l *eventLog) count(what string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.all {
+		if e == what {
+			n++
+		}
+	}
+	return n
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 type envOpts struct {
@@ -159,7 +208,7 @@ type envOpts struct {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	e := &env{}
+	e := &env{events: &eventLog{}, logs: &lockedBuffer{}}
 	if o.fakeClock {
 		e.clock = newFakeClock()
 	}
@@ -354,7 +403,14 @@ func (e *env) tryLoad(t *testing.T, name, settings string) (providers.Provider, 
 	if err := yaml.Unmarshal([]byte(settings), &doc); err != nil {
 		t.Fatalf("settings YAML: %v\n%s", err, settings)
 	}
-	return reg.Load(context.Background(), name, doc.Content[0])
+	ctx := context.Background()
+	if e != nil {
+		ctx = providers.WithEnv(ctx, providers.Env{
+			Log:    slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Events: e.events,
+		})
+	}
+	return reg.Load(ctx, name, doc.Content[0])
 }
 
 // writeFile writes content to a fresh file and returns its path.

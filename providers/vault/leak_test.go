@@ -64,7 +64,11 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	secrets["wrapping token"] = wt
 	wf := writeFile(t, "wrapped", wt)
 	auth := fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, wf)
-	mustFetch(t, e.load(t, "vault", e.serverYAML(auth)+"path: "+kv+"/data/stripe"), identity.Workload{})
+	approleP := e.load(t, "vault", e.serverYAML(auth)+"path: "+kv+"/data/stripe")
+	mustFetch(t, approleP, identity.Workload{})
+	secrets["login token"] = approleP.(*Provider).client.current().value.Reveal()
+	e.emu.RevokeLoginTokens() // the next fetch logs (at info) the dropped token and the re-login
+	mustFetch(t, approleP, identity.Workload{})
 	_, err = fetch(t, e.load(t, "vault", e.serverYAML(auth)+"path: "+kv+"/data/stripe"), identity.Workload{})
 	record("used wrapping token", err)
 
@@ -102,7 +106,8 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	record("cleanup", revoking.(providers.CleanerUpper).Cleanup())
 	e.emu.Unseal()
 
-	all := strings.Join(out, "\n") + "\n" + logs.String()
+	// What the providers logged themselves (debug level included).
+	all := strings.Join(out, "\n") + "\n" + logs.String() + "\n" + e.logs.String()
 	for name, v := range secrets {
 		if v == "" {
 			t.Fatalf("secret %s is empty; the test is broken", name)
@@ -111,7 +116,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 			t.Errorf("the %s appears in an error, a formatted credential or the log", name)
 		}
 	}
-	if !strings.Contains(all, "Vault is sealed") || !strings.Contains(all, "invalid role or secret ID") {
+	if !strings.Contains(all, "Vault is sealed") || !strings.Contains(all, "invalid role or secret ID") || !strings.Contains(all, "logged in again") {
 		t.Errorf("the captured output misses expected errors:\n%s", all)
 	}
 }

@@ -48,8 +48,13 @@ func TestDynamicLeaseRenewedAndRevoked(t *testing.T) {
 	if _, ok := c1.Field(providers.FieldPassword); !ok {
 		t.Fatalf("credential has no password: %v", c1.Fields)
 	}
-	if want := start.Add(60 * time.Second); !c1.Expiry.Equal(want) {
-		t.Errorf("Expiry = %v, want %v (the lease duration)", c1.Expiry, want)
+	// The credential expires at the end of the renewal interval, two
+	// thirds of the 60s lease: the cache's refresh then renews it.
+	if want := start.Add(40 * time.Second); !c1.Expiry.Equal(want) {
+		t.Errorf("Expiry = %v, want %v (two thirds of the lease duration)", c1.Expiry, want)
+	}
+	if c1.Revoked == nil || c1.Revoked.Err() != nil {
+		t.Errorf("Revoked = %v, want a live context", c1.Revoked)
 	}
 	leases := e.emu.Leases()
 	if len(leases) != 1 {
@@ -57,22 +62,29 @@ func TestDynamicLeaseRenewedAndRevoked(t *testing.T) {
 	}
 	id := leases[0].ID
 
-	// At two thirds of the lease the renewer renews it.
-	e.clock.Advance(41 * time.Second)
-	waitFor(t, "the lease to be renewed", func() bool { return leaseOf(e, id).Renewals == 1 })
-
-	// The cache asks again before the old expiry: same secret, new expiry,
-	// no new read.
-	e.clock.Advance(15 * time.Second)
+	// Early in the interval: the same secret, not renewed.
+	e.clock.Advance(20 * time.Second)
+	if c := mustFetch(t, p, billing); !c.Expiry.Equal(c1.Expiry) || leaseOf(e, id).Renewals != 0 {
+		t.Errorf("at 20s: Expiry %v, renewals %d; want %v and none", c.Expiry, leaseOf(e, id).Renewals, c1.Expiry)
+	}
+	// In its last third (where the cache refreshes): renewed first, same
+	// secret, a new interval.
+	e.clock.Advance(10 * time.Second)
 	c2 := mustFetch(t, p, billing)
 	if diff := cmp.Diff(reveal(c1), reveal(c2)); diff != "" {
 		t.Errorf("renewed credential differs (-first +second):\n%s", diff)
 	}
-	if want := start.Add(41*time.Second + 60*time.Second); !c2.Expiry.Equal(want) {
+	if n := leaseOf(e, id).Renewals; n != 1 {
+		t.Errorf("renewals = %d, want 1", n)
+	}
+	if want := start.Add(30*time.Second + 40*time.Second); !c2.Expiry.Equal(want) {
 		t.Errorf("Expiry after renewal = %v, want %v", c2.Expiry, want)
 	}
 	if n := e.emu.Count("creds"); n != 1 {
 		t.Errorf("creds reads = %d, want 1", n)
+	}
+	if n := e.events.count("vault lease_renewal ok"); n != 1 {
+		t.Errorf("lease_renewal ok events = %d, want 1", n)
 	}
 
 	// Another workload gets its own lease; the scopes differ.
@@ -89,50 +101,158 @@ func TestDynamicLeaseRenewedAndRevoked(t *testing.T) {
 			t.Errorf("lease %s not revoked on cleanup", l.Path)
 		}
 	}
-}
-
-func TestLeaseRenewalRefusedFetchesFresh(t *testing.T) {
-	e, db := dbEnv(t)
-	p := e.load(t, "vault", e.serverYAML(tokenAuth)+"path: "+db+"/creds/billing-ro")
-	c1 := mustFetch(t, p, identity.Workload{})
-	e.emu.RefuseLeaseRenewals(true)
-	e.clock.Advance(41 * time.Second)
-	waitFor(t, "a refused renewal", func() bool { return e.emu.Count("lease renew") >= 1 })
-	waitFor(t, "the lease marked not renewable", func() bool {
-		ls := p.(*Provider).leases
-		ls.mu.Lock()
-		defer ls.mu.Unlock()
-		l := ls.current[db+"/creds/billing-ro"]
-		return l != nil && !l.renewable
-	})
-	// The cache asks shortly before expiry: a fresh secret.
-	e.clock.Advance(14 * time.Second)
-	c2 := mustFetch(t, p, identity.Workload{})
-	if reveal(c1)["username"] == reveal(c2)["username"] {
-		t.Errorf("still the old username %q after renewal was refused", reveal(c2)["username"])
+	if n := e.events.count("vault lease_revoke ok"); n != 2 {
+		t.Errorf("lease_revoke ok events = %d, want 2", n)
 	}
-	if n := e.emu.Count("creds"); n != 2 {
-		t.Errorf("creds reads = %d, want 2", n)
+	if !strings.Contains(e.logs.String(), "revoked leases on cleanup") {
+		t.Errorf("no log line for the revocations on cleanup:\n%s", e.logs)
 	}
 }
 
-func TestLeaseIdleNotRenewed(t *testing.T) {
+// TestLeaseWithdrawnWhenVaultStopsVouching: whatever makes Vault stop
+// vouching for a lease — a refused renewal, an operator's lease revoke,
+// the parent token revoked — the secret is withdrawn (its credential's
+// Revoked is done, so the cache drops it) as soon as the gateway learns
+// of it, at the latest at the renewal the cache's refresh triggers, and a
+// fresh secret is read.
+func TestLeaseWithdrawnWhenVaultStopsVouching(t *testing.T) {
+	tests := []struct {
+		name      string
+		stop      func(t *testing.T, e *env, leaseID string)
+		wantCause string
+		wantEvent string
+	}{
+		{"renewal refused", func(t *testing.T, e *env, _ string) { e.emu.RefuseLeaseRenewals(true) },
+			"lease renewal refused", "vault lease_renewal refused"},
+		{"lease revoked by an operator", func(t *testing.T, e *env, id string) {
+			e.write(t, "sys/leases/revoke", map[string]any{"lease_id": id})
+		}, "lease not found (HTTP 400)", "vault lease_renewal refused"},
+		{"parent token revoked", func(t *testing.T, e *env, _ string) { e.emu.RevokeLoginTokens() },
+			errTokenRevoked.Error(), "vault relogin ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, db := dbEnv(t)
+			mount, roleID, wrapped := e.appRole(t, "1h", "24h")
+			auth := fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, writeFile(t, "sid", wrapped()))
+			p := e.load(t, "vault", e.serverYAML(auth)+"path: "+db+"/creds/billing-ro")
+			c1 := mustFetch(t, p, identity.Workload{})
+			tt.stop(t, e, e.emu.Leases()[0].ID)
+
+			e.clock.Advance(30 * time.Second) // the cache refreshes in the interval's last third
+			c2 := mustFetch(t, p, identity.Workload{})
+			if reveal(c1)["username"] == reveal(c2)["username"] {
+				t.Fatalf("still the old username %q", reveal(c2)["username"])
+			}
+			if n := e.emu.Count("creds"); n != 2 {
+				t.Errorf("creds reads = %d, want 2", n)
+			}
+			if c1.Revoked.Err() == nil {
+				t.Fatal("the old credential's Revoked is not done: the cache would keep serving it")
+			}
+			if cause := context.Cause(c1.Revoked); !strings.Contains(cause.Error(), tt.wantCause) {
+				t.Errorf("cause = %v, want %q", cause, tt.wantCause)
+			}
+			if c2.Revoked.Err() != nil {
+				t.Errorf("the fresh credential is revoked: %v", context.Cause(c2.Revoked))
+			}
+			if e.events.count(tt.wantEvent) == 0 {
+				t.Errorf("no %q event in %v", tt.wantEvent, e.events.all)
+			}
+			logs := e.logs.String()
+			for _, c := range []*providers.Credential{c1, c2} {
+				for k, v := range reveal(c) {
+					if strings.Contains(logs, v) {
+						t.Errorf("the %s of a credential is in the log:\n%s", k, logs)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLeaseReplacedBeforeParentTokenDies is the lease lineage: the
+// gateway's token (60s, max 100s) is renewed, then replaced by a new
+// login before its max TTL; Vault revokes the 1h database lease it read
+// when it dies. Through the cache, every second for 200s, the credential
+// handed out is never one whose lease Vault has revoked.
+func TestLeaseReplacedBeforeParentTokenDies(t *testing.T) {
 	e, db := dbEnv(t)
-	p := e.load(t, "vault", e.serverYAML(tokenAuth)+"path: "+db+"/creds/billing-ro")
-	mustFetch(t, p, identity.Workload{})
-	e.clock.Advance(41 * time.Second)
-	waitFor(t, "the first renewal", func() bool { return e.emu.Count("lease renew") == 1 })
-	// Nobody fetched it during the next period: it is left to expire.
-	e.clock.Advance(41 * time.Second)
-	waitFor(t, "the idle lease to stop renewing", func() bool {
-		ls := p.(*Provider).leases
-		ls.mu.Lock()
-		defer ls.mu.Unlock()
-		l := ls.current[db+"/creds/billing-ro"]
-		return l != nil && !l.renewable
-	})
-	if n := e.emu.Count("lease renew"); n != 1 {
-		t.Errorf("renewals = %d, want 1", n)
+	e.write(t, db+"/roles/long", map[string]any{"db_name": "pg", "default_ttl": "1h", "max_ttl": "24h"})
+	mount, roleID, wrapped := e.appRole(t, "60s", "100s")
+	auth := fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, writeFile(t, "sid", wrapped()))
+	p := e.load(t, "vault", e.serverYAML(auth)+"path: "+db+"/creds/long")
+	cache := providers.NewCache(providers.CacheOptions{Now: e.clock.Now})
+	t.Cleanup(cache.Close)
+	key := providers.CacheKey{Credential: "db", Provider: "vault"}
+
+	users := map[string]bool{}
+	for i := 0; i <= 200; i++ {
+		cred, _, err := cache.Get(context.Background(), key, func(ctx context.Context) (*providers.Credential, error) {
+			return p.Fetch(ctx, providers.Request{Credential: "db"})
+		})
+		if err != nil {
+			t.Fatalf("at %ds: %v", i, err)
+		}
+		user := reveal(cred)["username"]
+		users[user] = true
+		for _, l := range e.emu.Leases() {
+			if l.Username == user && l.Revoked {
+				t.Fatalf("at %ds: handed out %s, whose lease Vault revoked with its parent token", i, l.Path)
+			}
+		}
+		e.clock.Advance(time.Second)
+		waitFor(t, "the token renewer to catch up", func() bool {
+			c := p.(*Provider).client
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.tok == nil || c.tok.next.After(e.clock.Now())
+		})
+	}
+	if n := e.emu.Count("renew-self"); n < 2 {
+		t.Errorf("token renewals = %d, want the token renewed before the re-login", n)
+	}
+	if n := e.emu.Count("login approle"); n < 2 {
+		t.Errorf("logins = %d, want a re-login before the max TTL", n)
+	}
+	if len(users) < 2 {
+		t.Errorf("one database user for 200s; want the lease replaced with its parent token")
+	}
+}
+
+// TestTokenMethodRenewsWithCreationTTL: a token picked up 50s into its
+// 60s TTL is renewed for 60s (its creation TTL), not for the 10s it had
+// left when it was read; renew_increment, when set, is asked for instead.
+func TestTokenMethodRenewsWithCreationTTL(t *testing.T) {
+	tests := []struct {
+		name      string
+		increment string
+		want      time.Duration
+	}{
+		{"creation TTL", "", 60 * time.Second},
+		{"renew_increment", ", renew_increment: 45s", 45 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{emulatorOnly: true, fakeClock: true})
+			kv := e.kv(t)
+			e.putKV(t, kv, "x", map[string]any{"v": "value"})
+			sec := e.write(t, "auth/token/create", map[string]any{"ttl": "60s", "renewable": true, "policies": []string{e.policy}})
+			e.clock.Advance(50 * time.Second)
+			t.Setenv("CREDGATE_VAULT_TEST_LATE_TOKEN", sec.Auth.ClientToken)
+			p := e.load(t, "vault", e.serverYAML("{method: token, token_env: CREDGATE_VAULT_TEST_LATE_TOKEN"+tt.increment+"}")+"path: "+kv+"/data/x")
+			mustFetch(t, p, identity.Workload{})
+
+			e.clock.Advance(7 * time.Second) // two thirds of the 10s left
+			waitFor(t, "the token to be renewed", func() bool { return e.emu.Count("renew-self") == 1 })
+			waitFor(t, "the renewed TTL", func() bool {
+				tok := p.(*Provider).client.current()
+				return tok != nil && tok.ttl == tt.want
+			})
+			if n := e.events.count("vault token_renewal ok"); n != 1 {
+				t.Errorf("token_renewal ok events = %d, want 1", n)
+			}
+		})
 	}
 }
 
@@ -189,25 +309,60 @@ func TestTokenRevokedRelogin(t *testing.T) {
 	}
 }
 
-func TestCleanupRevokesToken(t *testing.T) {
-	e := newEnv(t, envOpts{emulatorOnly: true})
-	kv := e.kv(t)
-	e.putKV(t, kv, "x", map[string]any{"v": "value"})
-	mount, roleID, wrapped := e.appRole(t, "1h", "24h")
-	auth := fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, writeFile(t, "sid", wrapped()))
-	p, err := e.tryLoad(t, "vault", e.serverYAML(auth)+"path: "+kv+"/data/x\nrevoke_on_cleanup: true")
-	if err != nil {
-		t.Fatal(err)
+// TestCleanup is revoke_on_cleanup as docs/providers/vault.md states it,
+// per login method: with it, the leases are revoked, and the gateway's
+// token too unless it was given with the token method; without it,
+// neither (the leases die with the token, which is no longer renewed).
+// Either way the credentials handed out are withdrawn from the cache.
+func TestCleanup(t *testing.T) {
+	tests := []struct {
+		name          string
+		method        string
+		revoke        bool
+		wantRevoked   bool // the lease
+		wantTokenLive bool
+	}{
+		{"approle with revoke_on_cleanup", MethodAppRole, true, true, false},
+		{"token with revoke_on_cleanup", MethodToken, true, true, true},
+		{"approle", MethodAppRole, false, false, true},
+		{"token", MethodToken, false, false, true},
 	}
-	mustFetch(t, p, identity.Workload{})
-	if n := e.emu.LiveTokens(); n != 1 {
-		t.Fatalf("live tokens = %d, want 1", n)
-	}
-	if err := p.(providers.CleanerUpper).Cleanup(); err != nil {
-		t.Fatal(err)
-	}
-	if n := e.emu.LiveTokens(); n != 0 {
-		t.Errorf("live tokens after cleanup = %d, want 0", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, db := dbEnv(t)
+			auth := ""
+			switch tt.method {
+			case MethodAppRole:
+				mount, roleID, wrapped := e.appRole(t, "1h", "24h")
+				auth = fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", mount, roleID, writeFile(t, "sid", wrapped()))
+			case MethodToken:
+				sec := e.write(t, "auth/token/create", map[string]any{"ttl": "1h", "policies": []string{e.policy}})
+				t.Setenv("CREDGATE_VAULT_TEST_GIVEN_TOKEN", sec.Auth.ClientToken)
+				auth = "{method: token, token_env: CREDGATE_VAULT_TEST_GIVEN_TOKEN}"
+			}
+			p, err := e.tryLoad(t, "vault", e.serverYAML(auth)+"path: "+db+"/creds/billing-ro"+fmt.Sprintf("\nrevoke_on_cleanup: %v", tt.revoke))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cred := mustFetch(t, p, identity.Workload{})
+			if err := p.(providers.CleanerUpper).Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			ls := e.emu.Leases()
+			if len(ls) != 1 || ls[0].Revoked != tt.wantRevoked {
+				t.Errorf("leases after cleanup = %+v, want one, revoked %v", ls, tt.wantRevoked)
+			}
+			if live := e.emu.LiveTokens() == 1; live != tt.wantTokenLive {
+				t.Errorf("token live after cleanup = %v, want %v", live, tt.wantTokenLive)
+			}
+			if cred.Revoked.Err() == nil {
+				t.Error("the credential handed out is still valid for the cache after cleanup")
+			}
+			want := map[bool]int{true: 1}[tt.revoke]
+			if n := e.events.count(p.(*Provider).client.name + " lease_revoke ok"); n != want {
+				t.Errorf("lease_revoke ok events = %d, want %d", n, want)
+			}
+		})
 	}
 }
 
@@ -368,4 +523,32 @@ func TestCacheServesWhileVaultDown(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLeaseServedWhileVaultSealed: a lease that cannot be renewed because
+// Vault is sealed keeps being handed out until its end (Vault revokes
+// nothing while sealed), with renewal tried again soon; once Vault is
+// back, the next refresh renews it.
+func TestLeaseServedWhileVaultSealed(t *testing.T) {
+	e, db := dbEnv(t)
+	p := e.load(t, "vault", e.serverYAML(tokenAuth)+"path: "+db+"/creds/billing-ro")
+	c1 := mustFetch(t, p, identity.Workload{})
+	e.emu.Seal()
+	e.clock.Advance(30 * time.Second) // in the last third of the renewal interval
+	c2 := mustFetch(t, p, identity.Workload{})
+	if reveal(c1)["username"] != reveal(c2)["username"] || c2.Revoked.Err() != nil {
+		t.Fatalf("with Vault sealed: username %q (revoked: %v), want the cached %q", reveal(c2)["username"], c2.Revoked.Err(), reveal(c1)["username"])
+	}
+	if now := e.clock.Now(); !c2.Expiry.After(now) || c2.Expiry.After(now.Add(30*time.Second)) {
+		t.Errorf("Expiry while sealed = %v, want a retry within 30s of %v", c2.Expiry, now)
+	}
+	if n := e.events.count("vault lease_renewal error"); n != 1 {
+		t.Errorf("lease_renewal error events = %d, want 1", n)
+	}
+	e.emu.Unseal()
+	e.clock.Advance(5 * time.Second)
+	c3 := mustFetch(t, p, identity.Workload{})
+	if reveal(c3)["username"] != reveal(c1)["username"] || e.emu.Leases()[0].Renewals != 1 {
+		t.Errorf("after unseal: username %q, renewals %d; want the same lease renewed once", reveal(c3)["username"], e.emu.Leases()[0].Renewals)
+	}
 }

@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,8 +18,12 @@ import (
 // loginResult is what a login produced.
 type loginResult struct {
 	token     providers.Secret
-	ttl       time.Duration
+	ttl       time.Duration // the TTL left
 	renewable bool
+	// creationTTL is the TTL the token was created with, when it differs
+	// from ttl (a token read by the token method after some time): the
+	// increment its renewals ask for. 0: ttl.
+	creationTTL time.Duration
 }
 
 // login obtains a token with the configured method. Errors wrap
@@ -116,7 +121,15 @@ func (c *Client) loginToken(ctx context.Context) (loginResult, error) {
 		return loginResult{}, fmt.Errorf("token login: lookup-self: %w", err)
 	}
 	renewable, _ := sec.TokenIsRenewable()
-	return loginResult{token: providers.NewSecret(v), ttl: ttl, renewable: renewable}, nil
+	// lookup-self's ttl is what is left; renewals ask for the TTL the
+	// token was created with (creation_ttl), as Vault Agent does.
+	var creation time.Duration
+	if n, ok := sec.Data["creation_ttl"].(json.Number); ok {
+		if secs, err := n.Int64(); err == nil && secs > 0 {
+			creation = time.Duration(secs) * time.Second
+		}
+	}
+	return loginResult{token: providers.NewSecret(v), ttl: ttl, renewable: renewable, creationTTL: creation}, nil
 }
 
 // appRoleSecretID returns the secret_id, unwrapping the wrapping token in

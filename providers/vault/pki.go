@@ -72,7 +72,7 @@ type PKIProvider struct {
 }
 
 // Provision parses the templates and prepares the Vault client.
-func (p *PKIProvider) Provision(context.Context) error {
+func (p *PKIProvider) Provision(ctx context.Context) error {
 	if p.clock == nil {
 		p.clock = realClock{}
 	}
@@ -98,7 +98,7 @@ func (p *PKIProvider) Provision(context.Context) error {
 		}
 		p.uris = append(p.uris, t)
 	}
-	c, err := newClient(p.Server, p.clock)
+	c, err := newClient(p.Server, p.clock, "vault-pki", providers.EnvFrom(ctx))
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,8 @@ func (p *PKIProvider) Fetch(ctx context.Context, req providers.Request) (*provid
 	}
 	path := p.Mount + "/issue/" + p.Role
 	op := "issue a certificate for " + cn + " from " + path
-	sec, err := p.client.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+	sent := p.clock.Now() // a lease's TTL runs from no later than this
+	sec, tok, err := p.client.doToken(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
 		return a.Logical().WriteWithContext(ctx, path, body)
 	})
 	if err != nil {
@@ -193,8 +194,16 @@ func (p *PKIProvider) Fetch(ctx context.Context, req providers.Request) (*provid
 	if err != nil {
 		return nil, fmt.Errorf("vault-pki: %s: %w", op, err)
 	}
-	if sec.LeaseID != "" {
-		p.leases.track(path, sec)
+	if sec.LeaseID != "" && sec.LeaseDuration > 0 {
+		// generate_lease: the certificate's lease is the child of the
+		// gateway's token; Vault revokes the certificate when the token
+		// dies. Replace it before then, and drop it if the token is
+		// found revoked.
+		dies, revoked := p.leases.track(path, sec, tok, sent)
+		if !dies.IsZero() {
+			cred.Expiry = earliest(cred.Expiry, dies)
+		}
+		cred.Revoked = revoked
 	}
 	return cred, nil
 }

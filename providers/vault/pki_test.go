@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -10,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -237,4 +240,40 @@ func verifyJWS(alg string, pub crypto.PublicKey, input string, sig []byte) error
 		}
 	}
 	return nil
+}
+
+// TestPKICertificateTiedToToken: a certificate with a lease
+// (generate_lease) is the child of the gateway's token, which Vault
+// revokes with it: the credential expires no later than the token (60s
+// here, for a 1h certificate) and is withdrawn when the token is found
+// revoked. Runs against a real server when one is available.
+func TestPKICertificateTiedToToken(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	mount := pkiEnv(t, e)
+	approle, roleID, wrapped := e.appRole(t, "60s", "1h")
+	auth := fmt.Sprintf("{method: approle, mount: %s, role_id: %s, secret_id_file: %s}", approle, roleID, writeFile(t, "sid", wrapped()))
+	p := e.load(t, "vault-pki", e.serverYAML(auth)+fmt.Sprintf("mount: %s\nrole: partner-client\ncommon_name: settlement.clients.example.com\nttl: 1h\n", mount))
+	c1 := mustFetch(t, p, identity.Workload{})
+	if latest := time.Now().Add(60 * time.Second); c1.Expiry.After(latest) {
+		t.Errorf("Expiry = %v, want no later than the token's end %v (the certificate lives 1h)", c1.Expiry, latest)
+	}
+	if c1.Revoked == nil || c1.Revoked.Err() != nil {
+		t.Fatalf("Revoked = %v, want a live context", c1.Revoked)
+	}
+
+	// Someone revokes the gateway's token (here: the token itself).
+	tok := p.(*PKIProvider).client.current()
+	if err := tok.api.Auth().Token().RevokeSelfWithContext(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	c2 := mustFetch(t, p, identity.Workload{}) // 403, confirmed by lookup-self: re-login
+	if reveal(c1)[FieldCertificate] == reveal(c2)[FieldCertificate] {
+		t.Error("the same certificate after the token was revoked")
+	}
+	if err := context.Cause(c1.Revoked); !errors.Is(err, errTokenRevoked) {
+		t.Errorf("the first certificate's Revoked cause = %v, want errTokenRevoked", err)
+	}
+	if c2.Revoked.Err() != nil {
+		t.Errorf("the new certificate is revoked: %v", context.Cause(c2.Revoked))
+	}
 }

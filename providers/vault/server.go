@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -99,6 +101,10 @@ type Auth struct {
 	// SecretIDWrapped says whether SecretIDFile holds a wrapping token
 	// (true, the default) or the plain secret_id (false).
 	SecretIDWrapped *bool `yaml:"secret_id_wrapped"`
+	// RenewIncrement is the TTL asked for at each renewal of the
+	// gateway's token. Default: the TTL the token was created with (for
+	// the token method, creation_ttl from auth/token/lookup-self).
+	RenewIncrement time.Duration `yaml:"renew_increment"`
 }
 
 // withDefaults returns s with defaults applied and environment defaults
@@ -204,6 +210,9 @@ func (s Server) validate() error {
 	default:
 		return fmt.Errorf("server.auth.method %q is not known; use token, approle, kubernetes or jwt", a.Method)
 	}
+	if a.RenewIncrement < 0 || (a.RenewIncrement > 0 && a.RenewIncrement < time.Second) {
+		errs = append(errs, fmt.Errorf("server.auth.renew_increment %s must be at least 1s (write it as a duration such as 1h), or left out to renew for the token's creation TTL", a.RenewIncrement))
+	}
 	if strings.Contains(a.Mount, "..") {
 		errs = append(errs, fmt.Errorf("server.auth.mount %q must not contain a .. segment", a.Mount))
 	}
@@ -225,22 +234,29 @@ type Client struct {
 	http  *http.Client
 	tr    *http.Transport
 
+	// name is the provider name events are reported under, env where
+	// they and log lines go.
+	name string
+	env  providers.Env
+
 	// tlsMu guards loading server.ca_cert into tr, once, before the first
 	// request (not at load time, so a policy validates on a machine
 	// without the file).
 	tlsMu    sync.Mutex
 	tlsReady bool
 
-	api *api.Client // the current token is set on it
+	api *api.Client // without a token: each token has its own client
 
 	// sem serialises logins; a buffered channel so waiting honours ctx.
 	sem chan struct{}
 
 	mu      sync.Mutex
-	tok     *token // nil before the first login and after invalidation
-	gen     uint64 // incremented at every login
-	started bool   // the renewer goroutine runs
-	closed  bool   // Close was called: start no goroutine
+	tok     *token       // nil before the first login and after invalidation
+	gen     uint64       // incremented at every login
+	old     []*tokenLine // lines of replaced tokens, until they expire
+	logins  int          // successful logins, to tell a login from a re-login
+	started bool         // the renewer goroutine runs
+	closed  bool         // Close was called: start no goroutine
 
 	// secretID is the unwrapped AppRole secret_id and wrapSum the SHA-256
 	// of the wrapping token it came from, so a new wrapping token written
@@ -249,28 +265,70 @@ type Client struct {
 	wrapSum  [32]byte
 
 	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
 }
 
-// token is one login's token and its lifetime.
+// token is one login's token and its lifetime. A renewal replaces the
+// Client's *token by an updated copy; copies share the login's line.
 type token struct {
 	value     providers.Secret
+	api       *api.Client // holds value: requests made with this token
+	line      *tokenLine
 	gen       uint64
 	ttl       time.Duration // from login or the last renewal; 0 = never expires
-	loginTTL  time.Duration // the TTL at login, to see the max TTL approach
+	loginTTL  time.Duration // the renewal increment (auth.renew_increment, else the creation TTL), also to see the max TTL approach
 	renewable bool
 	expires   time.Time // zero when ttl is 0
 	next      time.Time // when the renewer next acts on it
 }
 
+// tokenLine is what the dynamic secrets a token read need to know about
+// it: Vault revokes a token's leases when the token is revoked or
+// expires, so a lease lives no longer than its parent token. It is shared
+// by the copies of one token (and by logins that got the same token back:
+// the token method re-reading an unchanged token).
+type tokenLine struct {
+	// ctx is done when the token is known to be dead (revoked, expired,
+	// the client closed); the leases' contexts are its children.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	expires time.Time // zero: the token does not expire
+}
+
+// expiry returns when the token dies (zero: never, as far as known).
+func (l *tokenLine) expiry() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.expires
+}
+
+func (l *tokenLine) setExpiry(t time.Time) {
+	l.mu.Lock()
+	l.expires = t
+	l.mu.Unlock()
+}
+
+// Errors a tokenLine ends with (context.Cause of the leases it read).
+var (
+	errTokenRevoked = errors.New("the gateway's Vault token was revoked, and the leases it created with it")
+	errTokenExpired = errors.New("the gateway's Vault token expired, and the leases it created with it")
+	errClientClosed = errors.New("the Vault client was closed")
+)
+
 // NewClient returns a Client for s. Defaults are applied and the settings
 // checked; nothing is sent to Vault and no file is read until the first
 // request.
-func NewClient(s Server) (*Client, error) { return newClient(s, realClock{}) }
+func NewClient(s Server) (*Client, error) {
+	return newClient(s, realClock{}, "vault", providers.Env{})
+}
 
-func newClient(s Server, clk clock) (*Client, error) {
+// newClient returns a Client reporting its events as provider name to env
+// (zero fields: discarded).
+func newClient(s Server, clk clock, name string, env providers.Env) (*Client, error) {
 	s = s.withDefaults()
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
@@ -278,9 +336,12 @@ func newClient(s Server, clk clock) (*Client, error) {
 	// Never send Vault traffic through HTTPS_PROXY: in a gateway's
 	// environment that may well point at the gateway itself.
 	tr := httpclient.NewTransport()
+	env = providers.EnvFrom(providers.WithEnv(context.Background(), env)) // defaults
 	c := &Client{
 		srv:   s,
 		clock: clk,
+		name:  name,
+		env:   env,
 		tr:    tr,
 		http: &http.Client{
 			Transport: tr,
@@ -291,10 +352,10 @@ func newClient(s Server, clk clock) (*Client, error) {
 		sem:  make(chan struct{}, 1),
 		wake: make(chan struct{}, 1),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	a, err := c.newAPI("")
 	if err != nil {
-		c.cancel()
+		c.cancel(errClientClosed)
 		return nil, err
 	}
 	c.api = a
@@ -328,13 +389,15 @@ func (c *Client) newAPI(tok string) (*api.Client, error) {
 }
 
 // Close stops background token renewal. It does not revoke the token:
-// leases the token created would be revoked with it. It is safe to call
-// more than once.
+// leases the token created would be revoked with it. Credentials of
+// leases read through c are withdrawn from the cache
+// (providers.Credential.Revoked): nothing keeps them alive any more. It
+// is safe to call more than once.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
-	c.cancel()
+	c.cancel(errClientClosed)
 	c.wg.Wait()
 	c.http.CloseIdleConnections()
 	return nil
@@ -372,9 +435,10 @@ func classify(ctx context.Context, err error) errKind {
 	return kindTransient
 }
 
-// vaultError is a failed Vault request, described without the request
-// body (which may hold a secret_id or JWT) and without the multi-line
-// text of *api.ResponseError.
+// vaultError is a failed Vault request, described on one line: without
+// the request body (which may hold a secret_id or JWT), without the
+// multi-line text of *api.ResponseError, and with the line breaks of
+// Vault's messages folded.
 type vaultError struct {
 	status int
 	msg    string
@@ -396,9 +460,7 @@ func describe(err error) error {
 	if errors.As(err, &re) {
 		var msgs []string
 		for _, m := range re.Errors {
-			if m = strings.TrimSpace(m); m != "" {
-				msgs = append(msgs, m)
-			}
+			msgs = append(msgs, foldMessage(m)...)
 		}
 		msg := strings.Join(msgs, "; ")
 		if re.RawError {
@@ -415,6 +477,28 @@ func describe(err error) error {
 		return &vaultError{msg: fmt.Sprintf("%s %s: %v", ue.Op, httpclient.Display(ue.URL), ue.Err), err: err}
 	}
 	return err
+}
+
+// multiErr matches the heading go-multierror puts before its list ("1
+// error occurred:", "2 errors occurred:"), as in Vault's answer to a
+// policy refusal: "1 error occurred:\n\t* permission denied\n\n".
+var multiErr = regexp.MustCompile(`^\d+ errors? occurred:\s*\*\s`)
+
+// foldMessage returns one Vault error message as one-line messages:
+// white space runs become one space, and a go-multierror list becomes
+// its items.
+func foldMessage(m string) []string {
+	if loc := multiErr.FindStringIndex(m); loc != nil {
+		var out []string
+		for _, item := range strings.Split(m[loc[1]:], "\n\t* ") {
+			out = append(out, foldMessage(item)...)
+		}
+		return out
+	}
+	if m = strings.Join(strings.Fields(m), " "); m != "" {
+		return []string{m}
+	}
+	return nil
 }
 
 // isStatus reports whether err is a Vault answer with one of codes.
@@ -439,8 +523,17 @@ func isStatus(err error, codes ...int) bool {
 // "vault: OP: "; when Vault stayed unavailable they wrap
 // providers.ErrUnavailable.
 func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context, a *api.Client) (*api.Secret, error)) (*api.Secret, error) {
+	sec, _, err := c.doToken(ctx, op, fn)
+	return sec, err
+}
+
+// doToken is do that also returns the token the successful request was
+// made with (a dynamic secret is that token's child in Vault). Each token
+// has its own api.Client, so the token returned is the one Vault saw,
+// even when a concurrent login replaced it meanwhile.
+func (c *Client) doToken(ctx context.Context, op string, fn func(ctx context.Context, a *api.Client) (*api.Secret, error)) (*api.Secret, *token, error) {
 	if err := c.loadCACert(); err != nil {
-		return nil, fmt.Errorf("vault: %s: %w", op, err)
+		return nil, nil, fmt.Errorf("vault: %s: %w", op, err)
 	}
 	attempts := 1 + *c.srv.Retries
 	relogged := false
@@ -448,7 +541,7 @@ func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context,
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := backoff.Wait(ctx, c.srv.RetryBackoff, maxRetryBackoff, i); err != nil {
-				return nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), i, providers.ErrUnavailable)
+				return nil, nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), i, providers.ErrUnavailable)
 			}
 		}
 		tok, err := c.token(ctx)
@@ -457,29 +550,29 @@ func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context,
 				last = err
 				continue
 			}
-			return nil, fmt.Errorf("vault: %s: %w", op, err)
+			return nil, nil, fmt.Errorf("vault: %s: %w", op, err)
 		}
-		sec, err := fn(ctx, c.api)
+		sec, err := fn(ctx, tok.api)
 		if err == nil {
-			return sec, nil
+			return sec, tok, nil
 		}
 		switch classify(ctx, err) {
 		case kindTransient:
 			last = err
 			continue
 		case kindCanceled:
-			return nil, fmt.Errorf("vault: %s: %w: %w", op, context.Cause(ctx), providers.ErrUnavailable)
+			return nil, nil, fmt.Errorf("vault: %s: %w: %w", op, context.Cause(ctx), providers.ErrUnavailable)
 		case kindForbidden:
 			if !relogged && c.tokenRejected(ctx, tok) {
 				relogged = true
-				c.invalidate(tok.gen)
+				c.invalidate(tok, errTokenRevoked)
 				i-- // the re-login does not use up a retry
 				continue
 			}
 		}
-		return nil, fmt.Errorf("vault: %s: %w", op, describe(err))
+		return nil, nil, fmt.Errorf("vault: %s: %w", op, describe(err))
 	}
-	return nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), attempts, providers.ErrUnavailable)
+	return nil, nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), attempts, providers.ErrUnavailable)
 }
 
 // loadCACert installs server.ca_cert as the roots for Vault's TLS
@@ -516,7 +609,13 @@ func (c *Client) token(ctx context.Context) (*token, error) {
 	if t := c.current(); t != nil { // someone else logged in meanwhile
 		return t, nil
 	}
-	return c.loginLocked(ctx)
+	reason := ""
+	c.mu.Lock()
+	if c.logins > 0 {
+		reason = "the token expired or was revoked"
+	}
+	c.mu.Unlock()
+	return c.loginLocked(ctx, reason)
 }
 
 // current returns the token if it is valid for at least another second.
@@ -530,19 +629,49 @@ func (c *Client) current() *token {
 	return t
 }
 
-// loginLocked logs in and installs the new token. c.sem is held.
-func (c *Client) loginLocked(ctx context.Context) (*token, error) {
+// loginLocked logs in and installs the new token. c.sem is held. reason
+// says why, for the log ("" for the first login).
+func (c *Client) loginLocked(ctx context.Context, reason string) (*token, error) {
+	event := eventLogin
+	if reason != "" {
+		event = eventRelogin
+	}
+	sent := c.clock.Now() // the token's TTL runs from no later than this
 	lr, err := c.login(ctx)
+	if err != nil {
+		c.report(event, resultOf(ctx, err))
+		return nil, err
+	}
+	a, err := c.newAPI(lr.token.Reveal())
 	if err != nil {
 		return nil, err
 	}
-	now := c.clock.Now()
+	inc := lr.ttl
+	switch {
+	case c.srv.Auth.RenewIncrement > 0:
+		inc = c.srv.Auth.RenewIncrement
+	case lr.creationTTL > 0:
+		inc = lr.creationTTL
+	}
 	c.mu.Lock()
 	c.gen++
-	t := &token{value: lr.token, gen: c.gen, ttl: lr.ttl, loginTTL: lr.ttl, renewable: lr.renewable}
-	t.schedule(now)
+	t := &token{value: lr.token, api: a, gen: c.gen, ttl: lr.ttl, loginTTL: inc, renewable: lr.renewable}
+	prev := c.tok
+	// The same token again (the token method re-reading an unchanged
+	// token): its leases are still its children, keep its line.
+	if line := c.sameTokenLocked(lr.token); line != nil {
+		t.line = line
+	} else {
+		lctx, cancel := context.WithCancelCause(c.ctx)
+		t.line = &tokenLine{ctx: lctx, cancel: cancel}
+		if prev != nil {
+			c.old = append(c.old, prev.line)
+		}
+	}
+	t.schedule(sent)
 	c.tok = t
-	c.api.SetToken(lr.token.Reveal())
+	c.logins++
+	c.pruneLinesLocked(sent)
 	start := !c.started && !c.closed && t.ttl > 0
 	if start {
 		c.started = true
@@ -556,27 +685,77 @@ func (c *Client) loginLocked(ctx context.Context) (*token, error) {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	c.report(event, resultOK)
+	attrs := []any{slog.String("method", c.srv.Auth.Method), slog.Duration("ttl", lr.ttl), slog.Bool("renewable", lr.renewable)}
+	if reason != "" {
+		c.env.Log.Info("vault: logged in again", append(attrs, slog.String("reason", reason))...)
+	} else {
+		c.env.Log.Info("vault: logged in", attrs...)
+	}
 	return t, nil
 }
 
-// schedule sets t's expiry from its TTL and the renewer's next action at
-// two thirds of it.
-func (t *token) schedule(now time.Time) {
-	t.expires, t.next = time.Time{}, time.Time{}
-	if t.ttl > 0 {
-		t.expires = now.Add(t.ttl)
-		t.next = now.Add(t.ttl * 2 / 3)
+// sameTokenLocked returns the line of the current token if its value is
+// v, or nil. c.mu is held.
+func (c *Client) sameTokenLocked(v providers.Secret) *tokenLine {
+	if c.tok != nil && c.tok.value.Reveal() == v.Reveal() {
+		return c.tok.line
 	}
+	return nil
 }
 
-// invalidate forgets the token of login gen (if it is still current), so
-// the next request logs in again.
-func (c *Client) invalidate(gen uint64) {
+// pruneLinesLocked ends the lines of replaced tokens that have expired:
+// Vault has revoked their leases. c.mu is held.
+func (c *Client) pruneLinesLocked(now time.Time) {
+	kept := c.old[:0]
+	for _, l := range c.old {
+		if e := l.expiry(); !e.IsZero() && !now.Before(e) {
+			l.cancel(errTokenExpired)
+			continue
+		}
+		kept = append(kept, l)
+	}
+	clear(c.old[len(kept):])
+	c.old = kept
+}
+
+// currentLine returns the line of the token requests use now, or nil
+// when there is none (the next request logs in).
+func (c *Client) currentLine() *tokenLine {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.tok != nil && c.tok.gen == gen {
+	if c.tok == nil {
+		return nil
+	}
+	return c.tok.line
+}
+
+// schedule sets t's expiry from its TTL counted from base (the time the
+// request that returned the TTL was sent, so the expiry is never later
+// than Vault's) and the renewer's next action at two thirds of it.
+func (t *token) schedule(base time.Time) {
+	t.expires, t.next = time.Time{}, time.Time{}
+	if t.ttl > 0 {
+		t.expires = base.Add(t.ttl)
+		t.next = base.Add(t.ttl * 2 / 3)
+	}
+	t.line.setExpiry(t.expires)
+}
+
+// invalidate forgets t, which is known to be dead (cause says why), so
+// the next request logs in again; the leases it created are withdrawn
+// with it.
+func (c *Client) invalidate(t *token, cause error) {
+	c.mu.Lock()
+	if c.tok != nil && c.tok.gen == t.gen {
 		c.tok = nil
 	}
+	c.mu.Unlock()
+	if t.line.ctx.Err() == nil {
+		c.env.Log.Info("vault: the gateway's token is no longer valid; secrets read with it are dropped and the next request logs in again",
+			slog.String("reason", cause.Error()))
+	}
+	t.line.cancel(cause)
 }
 
 // tokenRejected reports whether a 403 came from the token being invalid
@@ -590,11 +769,7 @@ func (c *Client) tokenRejected(ctx context.Context, t *token) bool {
 	if replaced {
 		return true
 	}
-	a, err := c.newAPI(t.value.Reveal())
-	if err != nil {
-		return false
-	}
-	_, err = a.Auth().Token().LookupSelfWithContext(ctx)
+	_, err := t.api.Auth().Token().LookupSelfWithContext(ctx)
 	return isStatus(err, http.StatusForbidden, http.StatusUnauthorized)
 }
 
@@ -631,29 +806,59 @@ func (c *Client) renewLoop() {
 
 // refresh renews t or replaces it by a new login. Failures are retried
 // later while t is still valid; once it expired, the next request logs in.
+// A renewal asks for the token's creation TTL (not the TTL left when it
+// was read), so a token picked up late is not renewed forever with a few
+// seconds to spare.
 func (c *Client) refresh(t *token) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.Timeout)
 	defer cancel()
+	reason := "the token is not renewable"
 	if t.renewable {
-		sec, err := c.api.Auth().Token().RenewSelfWithContext(ctx, int(t.loginTTL.Seconds()))
-		now := c.clock.Now()
-		if err == nil && sec != nil && sec.Auth != nil {
+		sent := c.clock.Now()
+		sec, err := t.api.Auth().Token().RenewSelfWithContext(ctx, int(t.loginTTL.Seconds()))
+		switch {
+		case err == nil && sec != nil && sec.Auth != nil:
 			ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+			c.report(eventTokenRenewal, resultOK)
 			if ttl >= t.loginTTL/3 {
 				c.mu.Lock()
 				if c.tok == t {
 					nt := *t
 					nt.ttl, nt.renewable = ttl, sec.Auth.Renewable
-					nt.schedule(now)
+					nt.schedule(sent)
 					c.tok = &nt
 				}
 				c.mu.Unlock()
+				c.env.Log.Debug("vault: token renewed", slog.Duration("ttl", ttl))
 				return
 			}
-			// Near the max TTL: log in again below.
-		} else if err != nil && classify(ctx, err) != kindPermanent && classify(ctx, err) != kindForbidden {
-			c.retryLater(t, now)
+			// Near the max TTL: log in again below. The old token lives
+			// out its TTL; its leases are replaced before it dies.
+			c.mu.Lock()
+			if c.tok == t {
+				nt := *t
+				nt.ttl, nt.renewable = ttl, false
+				nt.schedule(sent)
+				c.tok = &nt
+				t = &nt
+			}
+			c.mu.Unlock()
+			reason = fmt.Sprintf("the token reaches its max TTL in %s", ttl)
+		case err != nil && (classify(ctx, err) == kindPermanent || classify(ctx, err) == kindForbidden):
+			c.report(eventTokenRenewal, resultRefused)
+			reason = "token renewal refused: " + describe(err).Error()
+			if isStatus(err, http.StatusForbidden) {
+				// Revoked: so are the leases it created.
+				c.invalidate(t, fmt.Errorf("%w (%s)", errTokenRevoked, reason))
+			}
+		case err != nil:
+			c.report(eventTokenRenewal, resultError)
+			c.env.Log.Warn("vault: token renewal failed; retrying", slog.Any("error", describe(err)))
+			c.retryLater(t, c.clock.Now())
 			return
+		default:
+			c.report(eventTokenRenewal, resultError)
+			reason = "token renewal answered without auth"
 		}
 	}
 	select {
@@ -663,18 +868,19 @@ func (c *Client) refresh(t *token) {
 	}
 	defer func() { <-c.sem }()
 	c.mu.Lock()
-	stale := c.tok != t
+	stale := c.tok != t && c.tok != nil
 	c.mu.Unlock()
 	if stale {
 		return
 	}
-	if _, err := c.loginLocked(ctx); err != nil {
+	if _, err := c.loginLocked(ctx, reason); err != nil {
+		c.env.Log.Warn("vault: logging in again failed; retrying", slog.String("reason", reason), slog.Any("error", err))
 		c.retryLater(t, c.clock.Now())
 	}
 }
 
 // retryLater schedules another renewal attempt for t, well before it
-// expires, or drops t if it has expired.
+// expires, or drops t if it has expired (Vault has revoked its leases).
 func (c *Client) retryLater(t *token, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -684,6 +890,7 @@ func (c *Client) retryLater(t *token, now time.Time) {
 	left := t.expires.Sub(now)
 	if left <= time.Second {
 		c.tok = nil
+		t.line.cancel(errTokenExpired)
 		return
 	}
 	nt := *t
@@ -692,7 +899,10 @@ func (c *Client) retryLater(t *token, now time.Time) {
 }
 
 // revokeSelf revokes the client's token (used on cleanup when leases are
-// revoked too; revoking the token revokes every lease it created).
+// revoked too; revoking the token revokes every lease it created). A
+// token of the token method is not revoked: it was given to the gateway,
+// which did not create it, and other credentials (or the operator) may
+// use it.
 func (c *Client) revokeSelf(ctx context.Context) error {
 	c.mu.Lock()
 	t := c.tok
@@ -701,8 +911,12 @@ func (c *Client) revokeSelf(ctx context.Context) error {
 	if t == nil || c.srv.Auth.Method == MethodToken {
 		return nil
 	}
-	if err := c.api.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+	defer t.line.cancel(errTokenRevoked)
+	if err := t.api.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+		c.report(eventTokenRevoke, resultOf(ctx, err))
 		return fmt.Errorf("vault: revoke the gateway's token: %w", describe(err))
 	}
+	c.report(eventTokenRevoke, resultOK)
+	c.env.Log.Info("vault: revoked the gateway's token on cleanup")
 	return nil
 }

@@ -45,14 +45,22 @@
 //
 // A secret without a lease (KV) expires after ttl (zero: the cache's
 // default TTL), so a new KV version is picked up within ttl. A secret with
-// a lease expires with its lease. The provider renews each lease at about
-// two thirds of its duration as long as the cache keeps asking for it;
-// Fetch hands back the same secret while more than a third of its
-// duration is left, and reads a new one when the lease could not be
-// renewed or reached its max TTL. With revoke_on_cleanup the leases still
+// a lease is the child of the gateway token that read it: Vault revokes
+// it when that token dies. Its credential expires at the earliest of the
+// lease's end, that token's death and the end of the renewal interval (two
+// thirds of the lease duration after Vault last vouched for it); the
+// cache's refresh then renews the lease (same secret, new interval), or
+// reads a fresh one when the gateway logged in again since, the lease
+// cannot be renewed or reached its max TTL. A refused renewal, or the
+// token found revoked, withdraws the credential at once
+// (providers.Credential.Revoked): a secret Vault revoked is handed out for
+// at most one renewal interval. With revoke_on_cleanup the leases still
 // valid are revoked (sys/leases/revoke; the gateway's Vault policy must
-// allow it) and the gateway's own token too, when the provider is cleaned
-// up.
+// allow it) and the gateway's own token too (except a token given with
+// the token method), when the provider is cleaned up.
+//
+// Logins, renewals, refusals and revocations are logged and reported to
+// the providers.EventObserver of the Provision context's providers.Env.
 //
 // # Failures
 //
@@ -115,7 +123,7 @@ type Provider struct {
 
 // Provision parses the path template and prepares the Vault client. It
 // contacts nothing: login happens at the first Fetch.
-func (p *Provider) Provision(context.Context) error {
+func (p *Provider) Provision(ctx context.Context) error {
 	if p.clock == nil {
 		p.clock = realClock{}
 	}
@@ -124,7 +132,7 @@ func (p *Provider) Provision(context.Context) error {
 		return fmt.Errorf("vault: %w", err)
 	}
 	p.path = t
-	c, err := newClient(p.Server, p.clock)
+	c, err := newClient(p.Server, p.clock, "vault", providers.EnvFrom(ctx))
 	if err != nil {
 		return err
 	}
@@ -185,7 +193,8 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		op = fmt.Sprintf("read %s version %d", path, p.Version)
 		query = map[string][]string{"version": {strconv.Itoa(p.Version)}}
 	}
-	sec, err := p.client.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+	sent := p.clock.Now() // a lease's TTL runs from no later than this
+	sec, tok, err := p.client.doToken(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
 		return a.Logical().ReadWithDataWithContext(ctx, path, query)
 	})
 	if err != nil {
@@ -207,7 +216,7 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		return nil, fmt.Errorf("vault: %s: %w", op, err)
 	}
 	if sec.LeaseID != "" && sec.LeaseDuration > 0 {
-		return p.leases.add(path, sec, fields), nil
+		return p.leases.add(path, sec, fields, tok, sent), nil
 	}
 	cred := &providers.Credential{Fields: fields}
 	if p.TTL > 0 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,8 @@ func TestSettings(t *testing.T) {
 		{"jwt with secret id", "server: {address: https://x, auth: {method: jwt, role: r, secret_id_file: f}}\npath: a/b", "secret_id_file does not apply to method jwt"},
 		{"token both", "server: {address: https://x, auth: {method: token, token_env: A, token_file: b}}\npath: a/b", "only one of token_file and token_env"},
 		{"retries", "server: {address: https://x, retries: 50, auth: {method: token}}\npath: a/b", "between 0 and 10"},
+		{"renew increment ok", "server: {address: https://x, auth: {method: token, renew_increment: 1h}}\npath: a/b", ""},
+		{"renew increment too small", "server: {address: https://x, auth: {method: approle, role_id: r, secret_id_file: s, renew_increment: 10ms}}\npath: a/b", "renew_increment 10ms must be at least 1s"},
 		{"plain http address", "server: {address: 'http://vault.internal:8200', auth: {method: token}}\npath: a/b", `server.address "http://vault.internal:8200" uses plain http to a host that is not loopback; use https`},
 		{"plain http loopback", "server: {address: 'http://[::1]:8200', auth: {method: token}}\npath: a/b", ""},
 		{"pki ok", srv + "role: client\ncommon_name: '{{.workload.name}}.example.com'", ""},
@@ -172,7 +176,7 @@ func TestAppRoleWrappedSecretID(t *testing.T) {
 	}
 	// Logging in again (after the token is dropped) reuses the unwrapped
 	// secret_id: the wrapping token is single-use.
-	p.(*Provider).client.invalidate(p.(*Provider).client.tok.gen)
+	p.(*Provider).client.invalidate(p.(*Provider).client.tok, errTokenRevoked)
 	mustFetch(t, p, identity.Workload{})
 	if e.emu != nil {
 		if got := []int{e.emu.Count("unwrap"), e.emu.Count("login approle")}; !cmp.Equal(got, []int{1, 2}) {
@@ -311,6 +315,78 @@ func TestNamespace(t *testing.T) {
 			}
 			if err != nil || reveal(cred)["token"] != "ns_value" {
 				t.Fatalf("Fetch = %v, %v", cred, err)
+			}
+		})
+	}
+}
+
+// TestErrorsAreOneLine: whatever Vault (or something in front of it)
+// answers, the error is one line naming the operation, the path, Vault's
+// messages and the status — never the multi-line text of the api
+// package's ResponseError ("URL: ...\nCode: ...\nErrors:\n* ...").
+func TestErrorsAreOneLine(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	kv := e.kv(t)
+	e.putKV(t, kv, "denied", map[string]any{"v": "value"})
+	// A token whose policies do not allow the path: a real server answers
+	// 403 with go-multierror's "1 error occurred:\n\t* permission denied".
+	weak := e.write(t, "auth/token/create", map[string]any{"policies": []string{"default"}, "ttl": "1h"})
+	t.Setenv("CREDGATE_VAULT_TEST_WEAK_TOKEN", weak.Auth.ClientToken)
+	weakAuth := "{method: token, token_env: CREDGATE_VAULT_TEST_WEAK_TOKEN}"
+	if e.emu != nil {
+		e.emu.Deny(kv + "/data/denied") // the emulator enforces no policies
+	}
+
+	// A server answering one fixed error to everything but lookup-self,
+	// for answers the emulator does not give.
+	fixed := func(status int, contentType, body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/auth/token/lookup-self" {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"data":{"ttl":0,"creation_ttl":0,"renewable":false}}`)
+				return
+			}
+			w.Header().Set("Content-Type", contentType)
+			w.WriteHeader(status)
+			fmt.Fprint(w, body)
+		}))
+		t.Cleanup(srv.Close)
+		return fmt.Sprintf("server: {address: %s, retries: 0, auth: %s}\n", srv.URL, tokenAuth)
+	}
+	tests := []struct {
+		name     string
+		settings string
+		want     string
+	}{
+		{"permission denied", e.serverYAML(weakAuth) + "path: " + kv + "/data/denied",
+			"vault: read " + kv + "/data/denied: permission denied (HTTP 403)"},
+		{"bad request", "emulator", // needs a database engine
+			"/creds/nope: unknown role: nope (HTTP 400)"},
+		{"several messages", fixed(400, "application/json", `{"errors":["first problem","second problem"]}`) + "path: a/b",
+			"vault: read a/b: first problem; second problem (HTTP 400)"},
+		{"go-multierror list", fixed(500, "application/json", `{"errors":["2 errors occurred:\n\t* backend down\n\t* storage\n   sealed\n\n"]}`) + "path: a/b",
+			"vault: read a/b: backend down; storage sealed (HTTP 500) after 1 attempts"},
+		{"message with line breaks", fixed(400, "application/json", `{"errors":["first line\n\tsecond line\n"]}`) + "path: a/b",
+			"vault: read a/b: first line second line (HTTP 400)"},
+		{"not JSON", fixed(502, "text/html", "<html>\n<body>Bad Gateway</body>\n</html>") + "path: a/b",
+			"vault: read a/b: non-JSON answer: <html> <body>Bad Gateway</body> </html> (HTTP 502) after 1 attempts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.settings == "emulator" {
+				if e.emu == nil {
+					t.Skip("needs the emulator's database engine")
+				}
+				tt.settings = e.serverYAML(tokenAuth) + "path: " + e.mount(t, "database", nil) + "/creds/nope"
+			}
+			p := e.load(t, "vault", tt.settings)
+			_, err := fetch(t, p, identity.Workload{})
+			got := errString(err)
+			if strings.ContainsAny(got, "\n\r\t") || strings.Contains(got, "URL:") || strings.Contains(got, "Code:") {
+				t.Errorf("error is not one line:\n%s", got)
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("error = %q, want %q", got, tt.want)
 			}
 		})
 	}
