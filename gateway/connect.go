@@ -277,7 +277,7 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 // polVersion is the policy that decided, for the line written when the
 // tunnel ends (a reload may have come since).
 func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, d policy.Decision, polVersion string) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Upstream.DialTimeout.D())
+	ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Upstream.DialTimeout.D())
 	upstream, err := g.dialer.dialAny(ctx, addrs)
 	cancel()
 	if err != nil {
