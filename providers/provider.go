@@ -11,6 +11,7 @@ package providers
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/credgate/credgate/identity"
@@ -148,4 +149,26 @@ type Validator interface {
 // them is replaced or the gateway stops.
 type CleanerUpper interface {
 	Cleanup() error
+}
+
+// InputSet holds the input providers a Composer was given, safe for
+// concurrent use. Embed it: it implements Composer's SetInputs, and Map
+// returns the inputs (for jwtsign.FromInputs, say).
+type InputSet struct {
+	mu sync.RWMutex
+	m  map[string]Provider
+}
+
+// SetInputs implements Composer.
+func (s *InputSet) SetInputs(inputs map[string]Provider) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = inputs
+}
+
+// Map returns the inputs by credential name.
+func (s *InputSet) Map() map[string]Provider {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m
 }

@@ -41,10 +41,8 @@ package githubapp
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,8 +139,7 @@ type Provider struct {
 	scope  string
 	now    func() time.Time
 
-	inputsMu sync.RWMutex
-	inputs   map[string]providers.Provider
+	providers.InputSet `yaml:"-"`
 
 	// instMu guards inst, the installation ID found by a lookup.
 	instMu sync.Mutex
@@ -166,7 +163,7 @@ func (p *Provider) Provision(context.Context) error {
 		p.PrivateKey.Algorithm = jwtsign.RS256
 	}
 	if p.PrivateKey.IsSet() {
-		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.inputsNow))
+		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.Map))
 		if err != nil {
 			return fmt.Errorf("github-app: %w", err)
 		}
@@ -292,41 +289,27 @@ func isLoopback(host string) bool {
 // Inputs lists the credential holding the private key, if any.
 func (p *Provider) Inputs() []string { return p.PrivateKey.Inputs() }
 
-// SetInputs keeps the providers of Inputs.
-func (p *Provider) SetInputs(inputs map[string]providers.Provider) {
-	p.inputsMu.Lock()
-	defer p.inputsMu.Unlock()
-	p.inputs = inputs
-}
-
-func (p *Provider) inputsNow() map[string]providers.Provider {
-	p.inputsMu.RLock()
-	defer p.inputsMu.RUnlock()
-	return p.inputs
-}
-
 // scopeDigest is a digest of every input that shapes the token: the
 // API, the app, the installation (or its lookup), the repositories and
-// permissions.
+// permissions, in full (providers.Scope).
 func (p *Provider) scopeDigest() string {
-	h := sha256.New()
-	put := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
-	put(p.base)
-	put(strconv.FormatInt(p.AppID, 10))
-	put(p.ClientID)
-	put(strconv.FormatInt(p.InstallationID, 10))
-	put(p.Owner)
-	put(p.Repo)
 	repos := slices.Clone(p.Repositories)
 	sort.Strings(repos)
-	put(strings.Join(repos, ","))
 	perms := make([]string, 0, len(p.Permissions))
 	for k, v := range p.Permissions {
 		perms = append(perms, k+"="+v)
 	}
 	sort.Strings(perms)
-	put(strings.Join(perms, ","))
-	return "github-app:" + hex.EncodeToString(h.Sum(nil)[:12])
+	return providers.NewScope("github-app").
+		Add("base", p.base).
+		Add("app_id", strconv.FormatInt(p.AppID, 10)).
+		Add("client_id", p.ClientID).
+		Add("installation_id", strconv.FormatInt(p.InstallationID, 10)).
+		Add("owner", p.Owner).
+		Add("repo", p.Repo).
+		AddList("repositories", repos).
+		AddList("permissions", perms).
+		String()
 }
 
 // CacheScope keys tokens by API, app, installation, repositories and

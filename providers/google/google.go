@@ -38,10 +38,8 @@ package google
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,7 +51,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/credgate/credgate/providers"
@@ -124,8 +121,7 @@ type Provider struct {
 	scope  string
 	now    func() time.Time
 
-	inputsMu sync.RWMutex
-	inputs   map[string]providers.Provider
+	providers.InputSet `yaml:"-"`
 }
 
 // KeyFile says where a service-account JSON key comes from: a file, or
@@ -169,7 +165,7 @@ func (p *Provider) Provision(context.Context) error {
 		if p.PrivateKey.KeyID == "" {
 			p.PrivateKey.KeyID = p.KeyID
 		}
-		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.inputsNow))
+		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.Map))
 		if err != nil {
 			return fmt.Errorf("google: %w", err)
 		}
@@ -280,34 +276,18 @@ func (p *Provider) Inputs() []string {
 	return p.PrivateKey.Inputs()
 }
 
-// SetInputs keeps the providers of Inputs.
-func (p *Provider) SetInputs(inputs map[string]providers.Provider) {
-	p.inputsMu.Lock()
-	defer p.inputsMu.Unlock()
-	p.inputs = inputs
-}
-
-func (p *Provider) inputsNow() map[string]providers.Provider {
-	p.inputsMu.RLock()
-	defer p.inputsMu.RUnlock()
-	return p.inputs
-}
-
-// scopeDigest covers every setting that shapes the credential.
+// scopeDigest covers every setting that shapes the credential, in full
+// (providers.Scope).
 func (p *Provider) scopeDigest() string {
-	h := sha256.New()
-	put := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
-	for _, s := range []string{p.Mode, p.Key.File, p.Key.Credential, p.Key.Field, p.PrivateKey.File,
-		p.PrivateKey.Credential, p.PrivateKey.Field, p.ClientEmail, p.KeyID, p.Audience, p.Subject, p.TokenURL} {
-		put(s)
-	}
+	sc := providers.NewScope("google:"+p.Mode).
+		AddList("settings", []string{p.Mode, p.Key.File, p.Key.Credential, p.Key.Field, p.PrivateKey.File,
+			p.PrivateKey.Credential, p.PrivateKey.Field, p.ClientEmail, p.KeyID, p.Audience, p.Subject, p.TokenURL})
 	if t := p.PrivateKey.Transit; t != nil {
-		put(t.Server.Address + "|" + t.Mount + "|" + t.Key)
+		sc.AddList("transit", []string{t.Server.Address, t.Mount, t.Key})
 	}
 	scopes := slices.Clone(p.Scopes)
 	slices.Sort(scopes)
-	put(strings.Join(scopes, " "))
-	return "google:" + p.Mode + ":" + hex.EncodeToString(h.Sum(nil)[:12])
+	return sc.AddList("scopes", scopes).String()
 }
 
 // CacheScope keys credentials by every setting that shapes them; they do
@@ -351,7 +331,7 @@ func (p *Provider) account(ctx context.Context, req providers.Request) (account,
 		data = b
 	} else {
 		where = fmt.Sprintf("key.credential %q", p.Key.Credential)
-		in := p.inputsNow()[p.Key.Credential]
+		in := p.Map()[p.Key.Credential]
 		if in == nil {
 			return account{}, fmt.Errorf("google: %s: the input credential was not provided", where)
 		}

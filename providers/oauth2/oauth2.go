@@ -206,7 +206,7 @@ type Provider struct {
 	retries int
 	client  *http.Client
 	signer  jwtsign.Signer
-	inputs  map[string]providers.Provider
+	inputs  providers.InputSet
 	scope   string // the CacheScope part common to every caller
 	opLabel string // "token request to URL (grant G, client C)"
 	now     func() time.Time
@@ -334,7 +334,7 @@ func (p *Provider) Provision(context.Context) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	if p.ClientKey.IsSet() {
-		sg, err := jwtsign.New(p.ClientKey, "client_key", jwtsign.FromInputs(func() map[string]providers.Provider { return p.inputs }))
+		sg, err := jwtsign.New(p.ClientKey, "client_key", jwtsign.FromInputs(p.inputs.Map))
 		if err != nil {
 			return fmt.Errorf("oauth2: %w", err)
 		}
@@ -438,12 +438,12 @@ func (p *Provider) Inputs() []string {
 }
 
 // SetInputs keeps the providers of Inputs.
-func (p *Provider) SetInputs(inputs map[string]providers.Provider) { p.inputs = inputs }
+func (p *Provider) SetInputs(inputs map[string]providers.Provider) { p.inputs.SetInputs(inputs) }
 
 // input fetches the credential name and returns its field (or the first
 // of fields that is set).
 func (p *Provider) input(ctx context.Context, req providers.Request, name string, fields ...string) (providers.Secret, error) {
-	src := p.inputs[name]
+	src := p.inputs.Map()[name]
 	if src == nil {
 		return providers.Secret{}, fmt.Errorf("oauth2: input credential %q was not provided", name)
 	}
