@@ -11,12 +11,15 @@
 // deny (403, JSON body, X-Credgate-Reason), tunnel (bytes are spliced to
 // the destination; the client sees the destination's own certificate), or
 // intercept. An intercepted connection is terminated with a per-host leaf
-// certificate from the interception CA (package mitm) and served by one
-// net/http server shared by all intercepted connections, so that header
-// limits, timeouts, HTTP/2 and graceful shutdown apply to them like to
-// any other request. goproxy's own MITM loop is not used because it has
-// no header size limit, no read timeout and no way to drain its
-// connections on shutdown.
+// certificate from the interception CA (package mitm) and served with
+// serveIntercepted: an HTTP/2 client (ALPN h2) by one net/http server
+// shared by all intercepted connections, an HTTP/1.1 client by the
+// HTTP/1.1 server of package gateway/internal/h1, which holds no buffers
+// while a keep-alive connection is idle. Both apply the header limits,
+// timeouts and graceful shutdown of the config's limits like any other
+// listener. goproxy's own MITM loop is not used because it has no header
+// size limit, no read timeout and no way to drain its connections on
+// shutdown.
 //
 // # Requests
 //
