@@ -15,9 +15,9 @@ const codeBodyTimeout = "body_timeout"
 // idleBody cuts off a request body the client stops sending: when one
 // read of it waits limits.body_idle_timeout for the client, the read is
 // aborted (through the server's http.ResponseController, which works on
-// the HTTP/1.1 loop, net/http's HTTP/1.1 server and HTTP/2 streams), the
-// read fails, and with it the upstream request, which the transport
-// cancels. With limits.body_min_rate, a client that trickles the body
+// gateway/internal/h1's HTTP/1.1 server, net/http's HTTP/1.1 server and
+// HTTP/2 streams), the read fails, and with it the upstream request,
+// which the transport cancels. With limits.body_min_rate, a client that trickles the body
 // slower than that rate, averaged over the time spent waiting for it
 // (once that reaches body_idle_timeout), is cut off the same way. Only
 // time spent waiting for the client counts: while the upstream does not

@@ -241,7 +241,7 @@ const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
 // intercept answers 200, does the TLS handshake with the client (with the
 // leaf certificate and the SNI check) and serves the requests inside: an
 // HTTP/2 client on the intercepting net/http server, an HTTP/1.1 client
-// with serveH1.
+// on the h1 server (gateway/internal/h1), both with serveIntercepted.
 func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, addrs []netip.AddrPort, allowPrivate bool) {
 	if _, err := io.WriteString(client, connectEstablished); err != nil {
 		_ = client.Close()
@@ -270,7 +270,7 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 	// A goroutine of its own: the one running this hook holds the proxy
 	// listener's net/http connection state (two 4 KiB buffers, the
 	// CONNECT request) until it returns.
-	go g.serveH1(conn, tc)
+	go g.h1Srv.Serve(context.WithValue(g.baseCtx, tunnelKey, tc), conn, g.intercepted)
 }
 
 // splice connects the client to the destination without interception.

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/credgate/credgate/gateway/internal/h1"
 )
 
 // hopHeaders are the hop-by-hop fields of RFC 9110 §7.6.1 (and the
@@ -274,7 +276,7 @@ func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	resp.Header["Connection"] = []string{"Upgrade"}
 	resp.Header["Upgrade"] = []string{"websocket"}
 	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	writeHeaderFields(brw.Writer, resp.Header)
+	h1.WriteHeaderFields(brw.Writer, resp.Header)
 	_, _ = brw.WriteString("\r\n")
 	if err := brw.Flush(); err != nil {
 		_ = conn.Close()

@@ -11,12 +11,15 @@
 // deny (403, JSON body, X-Credgate-Reason), tunnel (bytes are spliced to
 // the destination; the client sees the destination's own certificate), or
 // intercept. An intercepted connection is terminated with a per-host leaf
-// certificate from the interception CA (package mitm) and served by one
-// net/http server shared by all intercepted connections, so that header
-// limits, timeouts, HTTP/2 and graceful shutdown apply to them like to
-// any other request. goproxy's own MITM loop is not used because it has
-// no header size limit, no read timeout and no way to drain its
-// connections on shutdown.
+// certificate from the interception CA (package mitm) and served with
+// serveIntercepted: an HTTP/2 client (ALPN h2) by one net/http server
+// shared by all intercepted connections, an HTTP/1.1 client by the
+// HTTP/1.1 server of package gateway/internal/h1, which holds no buffers
+// while a keep-alive connection is idle. Both apply the header limits,
+// timeouts and graceful shutdown of the config's limits like any other
+// listener. goproxy's own MITM loop is not used because it has no header
+// size limit, no read timeout and no way to drain its connections on
+// shutdown.
 //
 // # Requests
 //
@@ -54,6 +57,7 @@ import (
 	"github.com/elazarl/goproxy"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/credgate/credgate/gateway/internal/h1"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/filewatch"
@@ -119,9 +123,10 @@ type Gateway struct {
 
 	// long holds the open long-lived connections (longlived.go).
 	long longSet
-	// h1 and h1buf serve intercepted HTTP/1.1 connections (h1.go).
-	h1    h1Set
-	h1buf h1Buffers
+	// h1Srv serves intercepted HTTP/1.1 connections, mitmSrv the HTTP/2
+	// ones, both with intercepted (serveIntercepted).
+	h1Srv       *h1.Server
+	intercepted http.Handler
 	// baseCtx is the parent of every request context: New's, without its
 	// cancellation.
 	baseCtx  context.Context
@@ -400,8 +405,18 @@ func (g *Gateway) listen(ctx context.Context) error {
 	if g.tlsLn != nil {
 		g.tlsSrv = base(http.HandlerFunc(g.serveProxy))
 	}
-	g.mitmSrv = base(http.HandlerFunc(g.serveIntercepted))
+	g.intercepted = http.HandlerFunc(g.serveIntercepted)
+	g.mitmSrv = base(g.intercepted)
 	g.mitmSrv.ConnContext = interceptedConnContext
+	g.h1Srv = &h1.Server{
+		Limits: h1.Limits{
+			MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
+			ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(),
+			IdleTimeout:       cfg.Limits.IdleTimeout.D(),
+		},
+		Log:      g.log,
+		Draining: g.draining.Load,
+	}
 	g.adminSrv = g.newAdminServer(errLog)
 	return nil
 }
@@ -619,7 +634,7 @@ func (g *Gateway) shutdown() {
 	}()
 	go func() {
 		defer wg.Done()
-		if n := g.h1.shutdown(ctx); n > 0 {
+		if n := g.h1Srv.Shutdown(ctx); n > 0 {
 			g.log.Warn("closed intercepted connections still busy at the end of shutdown_timeout", slog.Int("connections", n))
 		}
 	}()

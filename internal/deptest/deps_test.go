@@ -117,6 +117,13 @@ func rules() []rule {
 			"providers": "the audit log never sees a credential; the gateway passes its fingerprint's input",
 			"injectors": "the audit writer must not know how requests are rewritten",
 		})},
+		{From: "gateway/internal/h1", BadDeps: with(map[string]string{
+			"gateway":   "the HTTP/1.1 server is machinery behind an http.Handler; the gateway hands it connections, not the other way round",
+			"policy":    "the HTTP/1.1 server serves requests with a handler it is given; deciding is the handler's business",
+			"identity":  "the HTTP/1.1 server serves requests with a handler it is given; who calls is the handler's business",
+			"providers": "the HTTP/1.1 server never sees a credential",
+			"injectors": "the HTTP/1.1 server must not know how requests are rewritten",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 		}},
