@@ -31,6 +31,7 @@ func rules() []rule {
 	wiring := map[string]string{
 		"gateway": "stages are wired by gateway; a stage importing it inverts the request path",
 		"cmd":     "cmd is the binary; libraries never import main packages",
+		"cli":     "cli is the command line; the request path never depends on it",
 	}
 	with := func(extra map[string]string) map[string]string {
 		m := map[string]string{}
@@ -113,6 +114,22 @@ func rules() []rule {
 		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
+			"cli": wiring["cli"],
+		}},
+		// The set of compiled-in plugins is the main package's list of
+		// blank imports (cmd/credgate, examples/custom-build): a cli that
+		// imported a plugin would force it into every custom build.
+		{From: "cli", BadDeps: map[string]string{
+			"cmd":                 wiring["cmd"],
+			"providers/all":       "the main package chooses the compiled-in providers",
+			"injectors/all":       "the main package chooses the compiled-in injectors",
+			"providers/static":    "plugins are chosen by the main package's imports",
+			"providers/vault":     "plugins are chosen by the main package's imports",
+			"providers/oauth2":    "plugins are chosen by the main package's imports",
+			"providers/awssts":    "plugins are chosen by the main package's imports",
+			"providers/githubapp": "plugins are chosen by the main package's imports",
+			"providers/google":    "plugins are chosen by the main package's imports",
+			"injectors/sigv4":     "plugins are chosen by the main package's imports",
 		}},
 	}
 }
