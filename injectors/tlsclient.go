@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	Register(Module{Name: "tlsclient", New: func() Injector { return new(TLSClient) }})
+	Register(Module{Name: "tlsclient", Doc: "present the credential as the upstream TLS client certificate (mTLS APIs)", New: func() Injector { return new(TLSClient) }})
 }
 
 // ClientCertificate is implemented by injectors that authenticate the

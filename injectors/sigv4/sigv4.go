@@ -89,7 +89,7 @@ import (
 )
 
 func init() {
-	injectors.Register(injectors.Module{Name: "sigv4", New: func() injectors.Injector { return new(Injector) }})
+	injectors.Register(injectors.Module{Name: "sigv4", Doc: "AWS Signature Version 4 re-signing, streaming aws-chunked uploads", New: func() injectors.Injector { return new(Injector) }})
 }
 
 // Defaults applied by Provision.

@@ -103,7 +103,7 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "awssts", New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{Name: "awssts", Doc: "AWS STS AssumeRole / AssumeRoleWithWebIdentity: temporary AWS keys per workload", New: func() providers.Provider { return new(Provider) }})
 }
 
 // Defaults applied by Provision.

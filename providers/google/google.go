@@ -64,7 +64,7 @@ import (
 const Name = "google"
 
 func init() {
-	providers.Register(providers.Module{Name: Name, New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{Name: Name, Doc: "Google service-account access tokens (JWT bearer grant) and self-signed JWTs for googleapis.com", New: func() providers.Provider { return new(Provider) }})
 }
 
 // Modes (the mode setting).

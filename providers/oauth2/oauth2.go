@@ -99,7 +99,7 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "oauth2", New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{Name: "oauth2", Doc: "OAuth2 access tokens: client credentials, private_key_jwt, token exchange, JWT bearer", New: func() providers.Provider { return new(Provider) }})
 }
 
 // Grant types (the grant setting).

@@ -79,8 +79,8 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "vault", New: func() providers.Provider { return new(Provider) }})
-	providers.Register(providers.Module{Name: "vault-pki", New: func() providers.Provider { return new(PKIProvider) }})
+	providers.Register(providers.Module{Name: "vault", Doc: "HashiCorp Vault / OpenBao: KV secrets and dynamic secrets, leases renewed and revoked", New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{Name: "vault-pki", Doc: "HashiCorp Vault PKI: short-lived TLS client certificates", New: func() providers.Provider { return new(PKIProvider) }})
 }
 
 // cleanupTimeout bounds the revocations done by Cleanup.
