@@ -42,7 +42,7 @@ type plugin struct {
 // builtinKinds describes the factor kinds the identity package
 // implements itself; they are configured under their own keys.
 var builtinKinds = map[string]string{
-	identity.KindSource:     "the client's network address, always present (workloads.NAME.sources)",
+	identity.KindSource:     "the client's network address, always present (a workload's cidrs)",
 	identity.KindMTLS:       "a client certificate verified on the TLS listener (identity.mtls)",
 	identity.KindJWT:        "a signed token in Proxy-Authorization (identity.jwt)",
 	identity.KindKubernetes: "a Kubernetes token in Proxy-Authorization, checked by TokenReview (identity.kubernetes)",
