@@ -91,6 +91,7 @@ func TestCustomBuild(t *testing.T) {
 		"  hello ", "sets one header to a greeting",
 		`header (string)    the header to set (default "X-Hello")`,
 		"  bearer ", "  static ", "  github-app ", // the standard set is still there
+		"require: NAME)\n  (none compiled in)\n", // no identity verifier plugin
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plugins output lacks %q:\n%s", want, out)

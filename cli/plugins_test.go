@@ -10,8 +10,9 @@ import (
 )
 
 // TestPlugins pins the listing of the standard plugins (cmd/credgate's
-// imports, which imports_test.go repeats): names, one-line docs, settings
-// with their types. A new plugin or setting updates the golden file
+// imports, which imports_test.go repeats) and of the test-attestation
+// verifier (verifier_test.go): names, one-line docs, settings with their
+// types. A new plugin or setting updates the golden file
 // (go test ./cli -run TestPlugins -update).
 func TestPlugins(t *testing.T) {
 	r := runCLI(t, "plugins")
