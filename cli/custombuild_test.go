@@ -98,6 +98,10 @@ func TestCustomBuild(t *testing.T) {
 		}
 	}
 
+	if out := run(0, "version"); !strings.Contains(out, "custom build example.com/credgate-custom with github.com/credgate/credgate v0.0.0 => "+root+"\n") {
+		t.Errorf("version does not name the custom build:\n%s", out)
+	}
+
 	if out := run(0, "validate", "-c", "policy.yaml"); !strings.HasPrefix(out, "policy.yaml: ok (1 rule,") {
 		t.Errorf("validate: %s", out)
 	}
