@@ -26,6 +26,13 @@ type Module struct {
 	Name string
 	// New returns a fresh, unconfigured Verifier.
 	New func() Verifier
+	// Doc is one line saying what the plugin does, printed by
+	// `credgate plugins`.
+	Doc string
+	// SettingDocs maps each setting (a yaml key of the value New returns)
+	// to one line for `credgate plugins`; keys without a line are listed
+	// with their type only.
+	SettingDocs map[string]string
 }
 
 // builtinKinds are the factors configured under their own identity keys
@@ -54,7 +61,7 @@ func (r *Registry) Register(m Module) {
 	if slices.Contains(builtinKinds, m.Name) {
 		panic(fmt.Sprintf("identity verifier %q is a built-in factor kind", m.Name))
 	}
-	r.r.Register(m.Name, m.New)
+	r.r.Register(m.Name, m.New, module.Info{Doc: m.Doc, SettingDocs: m.SettingDocs})
 }
 
 // Lookup returns the module registered under name.
@@ -63,7 +70,8 @@ func (r *Registry) Lookup(name string) (Module, bool) {
 	if !ok {
 		return Module{}, false
 	}
-	return Module{Name: name, New: f}, true
+	in := r.r.Info(name)
+	return Module{Name: name, New: f, Doc: in.Doc, SettingDocs: in.SettingDocs}, true
 }
 
 // Names lists the factor kinds a policy may require: the built-in ones

@@ -18,10 +18,27 @@ import (
 // The built-in injectors are registered here rather than in sub-packages:
 // every gateway needs them and they have no dependencies of their own.
 func init() {
-	Register(Module{Name: "header", New: func() Injector { return new(Header) }})
-	Register(Module{Name: "bearer", New: func() Injector { return new(Bearer) }})
-	Register(Module{Name: "basic", New: func() Injector { return new(Basic) }})
-	Register(Module{Name: "query", New: func() Injector { return new(Query) }})
+	Register(Module{Name: "header", Doc: "one header from a template over the credential's fields (X-Api-Key, PRIVATE-TOKEN)",
+		SettingDocs: map[string]string{
+			"name":  "the header to set, e.g. X-Api-Key",
+			"value": `text/template over the credential's fields (default "{{.token}}")`,
+		},
+		New: func() Injector { return new(Header) }})
+	Register(Module{Name: "bearer", Doc: "Authorization: Bearer <token>",
+		SettingDocs: map[string]string{"field": `credential field holding the token (default "token")`},
+		New:         func() Injector { return new(Bearer) }})
+	Register(Module{Name: "basic", Doc: "Authorization: Basic from a user name and a password field",
+		SettingDocs: map[string]string{
+			"username_field": `credential field holding the user name (default "username")`,
+			"password_field": `credential field holding the password (default "password")`,
+		},
+		New: func() Injector { return new(Basic) }})
+	Register(Module{Name: "query", Doc: "one query parameter (APIs that take the key in the URL)",
+		SettingDocs: map[string]string{
+			"param": "the query parameter name",
+			"field": `credential field holding the value (default "token")`,
+		},
+		New: func() Injector { return new(Query) }})
 }
 
 // ErrInvalidValue marks a credential value that cannot be put on the wire

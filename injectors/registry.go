@@ -16,6 +16,13 @@ type Module struct {
 	Name string
 	// New returns a fresh Injector for one rule.
 	New func() Injector
+	// Doc is one line saying what the plugin does, printed by
+	// `credgate plugins`.
+	Doc string
+	// SettingDocs maps each setting (a yaml key of the value New returns)
+	// to one line for `credgate plugins`; keys without a line are listed
+	// with their type only.
+	SettingDocs map[string]string
 }
 
 // Registry maps injector names to modules. The zero value is not usable;
@@ -37,7 +44,9 @@ var DefaultRegistry = NewRegistry()
 
 // Register adds m. It panics if m.Name is empty, m.New is nil or the name
 // is already registered.
-func (r *Registry) Register(m Module) { r.r.Register(m.Name, m.New) }
+func (r *Registry) Register(m Module) {
+	r.r.Register(m.Name, m.New, module.Info{Doc: m.Doc, SettingDocs: m.SettingDocs})
+}
 
 // Lookup returns the module registered under name.
 func (r *Registry) Lookup(name string) (Module, bool) {
@@ -45,7 +54,8 @@ func (r *Registry) Lookup(name string) (Module, bool) {
 	if !ok {
 		return Module{}, false
 	}
-	return Module{Name: name, New: f}, true
+	in := r.r.Info(name)
+	return Module{Name: name, New: f, Doc: in.Doc, SettingDocs: in.SettingDocs}, true
 }
 
 // Names returns the registered injector names, sorted.

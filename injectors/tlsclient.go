@@ -13,7 +13,16 @@ import (
 )
 
 func init() {
-	Register(Module{Name: "tlsclient", New: func() Injector { return new(TLSClient) }})
+	Register(Module{
+		Name: "tlsclient",
+		Doc:  "present the credential as the upstream TLS client certificate (mTLS APIs)",
+		SettingDocs: map[string]string{
+			"cert_field":  "credential field of the certificate (PEM; default certificate)",
+			"key_field":   "credential field of the private key (PEM; default private_key)",
+			"chain_field": `credential field of the issuing chain (default ca_chain; "-" sends the leaf only)`,
+		},
+		New: func() Injector { return new(TLSClient) },
+	})
 }
 
 // ClientCertificate is implemented by injectors that authenticate the

@@ -60,10 +60,10 @@ func TestRegisterPanics(t *testing.T) {
 		mods []Module
 		want string // substring of the panic; "" = no panic
 	}{
-		{"ok", []Module{{"a", newFake}, {"b", newFake}}, ""},
-		{"empty name", []Module{{"", newFake}}, "empty name"},
-		{"nil New", []Module{{"a", nil}}, "without a New function"},
-		{"duplicate", []Module{{"a", newFake}, {"a", newFake}}, `"a" registered twice`},
+		{"ok", []Module{{Name: "a", New: newFake}, {Name: "b", New: newFake}}, ""},
+		{"empty name", []Module{{Name: "", New: newFake}}, "empty name"},
+		{"nil New", []Module{{Name: "a", New: nil}}, "without a New function"},
+		{"duplicate", []Module{{Name: "a", New: newFake}, {Name: "a", New: newFake}}, `"a" registered twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

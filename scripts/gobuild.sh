@@ -9,7 +9,8 @@ out=${1:?usage: gobuild.sh OUT [GOOS GOARCH]}
 goos=${2:-$(go env GOOS)}
 goarch=${3:-$(go env GOARCH)}
 eval "$(bash "$root/scripts/stamp.sh")"
-ldflags="-s -w -buildid= -X main.version=$VERSION -X main.commit=$COMMIT -X main.date=$DATE"
+pkg=github.com/credgate/credgate/cli
+ldflags="-s -w -buildid= -X $pkg.version=$VERSION -X $pkg.commit=$COMMIT -X $pkg.date=$DATE"
 cd "$root"
 CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch GOFLAGS= \
 	go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$out" ./cmd/credgate

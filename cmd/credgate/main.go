@@ -1,121 +1,18 @@
-// Command credgate is the credential-injecting egress gateway: one binary
-// that serves the proxy (serve), runs a self-contained demonstration
-// (demo), checks and explains policy (validate, explain), writes an
-// interception CA (ca init), disables and enables rules, workloads and
-// credentials on running gateways (admin), verifies audit logs (audit
-// verify) and prints its version.
-//
-// Exit codes: 0 success; 1 error (bad config or policy, bad arguments, a
-// failed demo); 3 `explain` decided deny.
+// Command credgate is the credential-injecting egress gateway with the
+// standard set of plugins. The command line itself is package cli; this
+// file is only the list of compiled-in plugins and the call to cli.Main,
+// so that a build with other plugins is a main package of its own, not a
+// fork (see examples/custom-build and docs/plugins.md).
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"io"
-	"os"
-	"strings"
+	"github.com/credgate/credgate/cli"
 
-	"github.com/spf13/cobra"
-
-	// The compiled-in plugins: every provider, injector and identity
-	// factor registered by name.
+	// The compiled-in plugins: every provider and injector registered by
+	// name. Identity verifier plugins would be listed here too; the
+	// built-in factor kinds (source, mtls, jwt, kubernetes) need no import.
 	_ "github.com/credgate/credgate/injectors/all"
 	_ "github.com/credgate/credgate/providers/all"
 )
 
-// version, commit and date are set at build time by scripts/gobuild.sh
-// (make build, make image, make release):
-//
-//	go build -ldflags "-X main.version=0.1.0 -X main.commit=HASH -X main.date=2026-12-01T10:00:00Z" ./cmd/credgate
-//
-// date is the commit's date, not the build's, so builds are reproducible.
-var (
-	version = "dev"
-	commit  = ""
-	date    = ""
-)
-
-// Exit codes.
-const (
-	exitOK     = 0
-	exitError  = 1
-	exitDenied = 3
-)
-
-func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// exitCode carries a non-default exit code through cobra. When reported is
-// true the command already printed everything the user needs to see.
-type exitCode struct {
-	code     int
-	reported bool
-	err      error
-}
-
-func (e *exitCode) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *exitCode) Unwrap() error { return e.err }
-
-// run executes the command line args and returns the process exit code.
-// It is main without the process: tests call it in-process.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd(stdout, stderr)
-	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitOK
-	}
-	var ec *exitCode
-	if errors.As(err, &ec) {
-		if !ec.reported && ec.err != nil {
-			fmt.Fprintln(stderr, "credgate: "+oneLine(ec.err.Error()))
-		}
-		return ec.code
-	}
-	fmt.Fprintln(stderr, "credgate: "+oneLine(err.Error()))
-	return exitError
-}
-
-// oneLine folds a multi-line error into one line for the final message;
-// commands that print lists (validate) print them themselves.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
-}
-
-func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "credgate",
-		Short: "credential-injecting egress gateway",
-		Long: `credgate is an egress gateway that applications reach through HTTPS_PROXY.
-For every connection it identifies the calling workload, decides from policy
-whether it may reach the destination, and injects a short-lived credential
-into the request, so that applications hold no API keys of their own.
-
-Try it with nothing installed:  credgate demo   (or: credgate demo --once)`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(
-		newServeCmd(),
-		newDemoCmd(),
-		newValidateCmd(),
-		newExplainCmd(),
-		newCACmd(),
-		newAdminCmd(),
-		newAuditCmd(),
-		newVersionCmd(),
-	)
-	return root
-}
+func main() { cli.Main() }

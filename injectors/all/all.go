@@ -2,7 +2,8 @@
 // (header, bearer, basic, query) live in package injectors itself and are
 // registered by its init; injector plugins (per-SaaS, SigV4, ...) live in
 // their own packages and are added to the binary by one blank import
-// here. cmd/credgate imports this package.
+// here. cmd/credgate imports this package, as may a custom build
+// (examples/custom-build).
 package all
 
 import (

@@ -89,7 +89,21 @@ import (
 )
 
 func init() {
-	injectors.Register(injectors.Module{Name: "sigv4", New: func() injectors.Injector { return new(Injector) }})
+	injectors.Register(injectors.Module{
+		Name: "sigv4",
+		Doc:  "AWS Signature Version 4 re-signing, streaming aws-chunked uploads",
+		SettingDocs: map[string]string{
+			"service":             "the signing name (s3, sts, execute-api, ...)",
+			"region":              "the signing region",
+			"unsigned_payload":    "sign S3 bodies without a declared hash as UNSIGNED-PAYLOAD",
+			"max_hashed_body":     "bound on the bytes of a body read to be hashed",
+			"max_chunk_size":      "bound on one chunk of an aws-chunked upload",
+			"access_key_field":    "credential field of the access key ID",
+			"secret_key_field":    "credential field of the secret access key",
+			"session_token_field": "credential field of the session token",
+		},
+		New: func() injectors.Injector { return new(Injector) },
+	})
 }
 
 // Defaults applied by Provision.

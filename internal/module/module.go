@@ -26,19 +26,37 @@ import (
 // concurrent use. Kind ("provider", "injector") appears in panics and
 // errors.
 type Registry[T any] struct {
-	kind string
-	mu   sync.RWMutex
-	news map[string]func() T
+	kind  string
+	mu    sync.RWMutex
+	news  map[string]func() T
+	infos map[string]Info
+}
+
+// Info is what a module says about itself for people (`credgate
+// plugins`); the three registries' Module structs carry these fields.
+type Info struct {
+	// Doc is one line saying what the module does.
+	Doc string
+	// SettingDocs maps setting names (yaml keys) to one line each.
+	SettingDocs map[string]string
 }
 
 // New returns an empty registry for modules of the given kind.
 func New[T any](kind string) *Registry[T] {
-	return &Registry[T]{kind: kind, news: map[string]func() T{}}
+	return &Registry[T]{kind: kind, news: map[string]func() T{}, infos: map[string]Info{}}
+}
+
+// Info returns what the module registered under name says about itself.
+func (r *Registry[T]) Info(name string) Info {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.infos[name]
 }
 
 // Register adds a module. It panics if name is empty, newFn is nil or
 // the name is taken: these are programming errors in an init function.
-func (r *Registry[T]) Register(name string, newFn func() T) {
+// info is optional.
+func (r *Registry[T]) Register(name string, newFn func() T, info ...Info) {
 	if name == "" {
 		panic(fmt.Sprintf("%s module registered with an empty name", r.kind))
 	}
@@ -51,6 +69,9 @@ func (r *Registry[T]) Register(name string, newFn func() T) {
 		panic(fmt.Sprintf("%s module %q registered twice", r.kind, name))
 	}
 	r.news[name] = newFn
+	if len(info) > 0 {
+		r.infos[name] = info[0]
+	}
 }
 
 // Lookup returns the constructor registered under name.

@@ -1,6 +1,7 @@
 // Package all is the list of compiled-in providers. Importing it (for its
 // side effects) registers every provider below with
-// providers.DefaultRegistry; cmd/credgate imports it. To add a provider
+// providers.DefaultRegistry; cmd/credgate imports it (as may a custom build,
+// examples/custom-build). To add a provider
 // to the binary, add one blank import here.
 package all
 

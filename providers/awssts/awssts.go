@@ -103,7 +103,29 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "awssts", New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{
+		Name: "awssts",
+		Doc:  "AWS STS AssumeRole / AssumeRoleWithWebIdentity: temporary AWS keys per workload",
+		SettingDocs: map[string]string{
+			"role_arn":                "the role to assume",
+			"region":                  "the STS signing region",
+			"endpoint":                "the STS endpoint URL (default the SDK's for region)",
+			"ca_file":                 "PEM CAs trusted for endpoint, added to the system roots",
+			"source_credential":       "the policy credential whose AWS keys call AssumeRole",
+			"web_identity_token_file": "AssumeRoleWithWebIdentity with the token in this file",
+			"web_identity_from":       "AssumeRoleWithWebIdentity with the caller's verified token: jwt, kubernetes or any",
+			"session_name":            "the RoleSessionName template",
+			"source_identity":         "the SourceIdentity template (empty: none)",
+			"session_tags":            "session tag keys mapped to workload attributes",
+			"transitive_tag_keys":     "session tags that pass on to chained roles",
+			"session_policy":          "an inline session policy (JSON) narrowing the role",
+			"policy_arns":             "managed policies narrowing the role",
+			"external_id":             "the role's external id condition value",
+			"duration":                "the session duration",
+			"retries":                 "how often a throttled or failed call is retried",
+		},
+		New: func() providers.Provider { return new(Provider) },
+	})
 }
 
 // Defaults applied by Provision.

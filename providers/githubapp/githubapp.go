@@ -68,7 +68,24 @@ import (
 const Name = "github-app"
 
 func init() {
-	providers.Register(providers.Module{Name: Name, New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{
+		Name: Name,
+		Doc:  "GitHub App installation tokens, narrowed to the repositories and permissions a credential names",
+		SettingDocs: map[string]string{
+			"app_id":          "the app's numeric ID; set app_id or client_id",
+			"client_id":       "the app's client ID (Iv1.../Iv23...), accepted as the JWT's iss",
+			"private_key":     "the app's RS256 key: file, credential or Vault transit (providers/jwtsign)",
+			"installation_id": "the installation; when unset, looked up from owner (and repo)",
+			"owner":           "organisation or user the app is installed on, for the lookup",
+			"repo":            "a repository of owner, for the lookup",
+			"repositories":    "narrow the token to these repositories (default: all of the installation)",
+			"permissions":     "narrow the token to these permissions, e.g. contents: read",
+			"base_url":        "REST API root; https://HOST/api/v3 for GitHub Enterprise Server",
+			"ca_cert":         "PEM roots for base_url instead of the system roots",
+			"timeout":         "bound on each request to GitHub (default 10s)",
+		},
+		New: func() providers.Provider { return new(Provider) },
+	})
 }
 
 // Username is the Basic user name GitHub expects with an installation

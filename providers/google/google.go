@@ -61,7 +61,24 @@ import (
 const Name = "google"
 
 func init() {
-	providers.Register(providers.Module{Name: Name, New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{
+		Name: Name,
+		Doc:  "Google service-account access tokens (JWT bearer grant) and self-signed JWTs for googleapis.com",
+		SettingDocs: map[string]string{
+			"key":          "where the service-account JSON key comes from",
+			"private_key":  "instead of key: the account's private key (file, credential or Vault transit); needs client_email and key_id",
+			"client_email": "the service account's email, with private_key",
+			"key_id":       "the key's ID (the JWT kid), with private_key",
+			"mode":         "access_token (default) or self_signed_jwt",
+			"scopes":       "OAuth scopes",
+			"audience":     "the self-signed JWT's aud: https://SERVICE.googleapis.com/",
+			"subject":      "the user impersonated through domain-wide delegation (access_token only)",
+			"token_url":    "the token endpoint",
+			"ca_cert":      "PEM roots for the token endpoint instead of the system roots",
+			"timeout":      "bound on each token request",
+		},
+		New: func() providers.Provider { return new(Provider) },
+	})
 }
 
 // Modes (the mode setting).

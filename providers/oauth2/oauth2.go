@@ -99,7 +99,33 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "oauth2", New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{
+		Name: "oauth2",
+		Doc:  "OAuth2 access tokens: client credentials, private_key_jwt, token exchange, JWT bearer",
+		SettingDocs: map[string]string{
+			"token_url":          "the authorization server's token endpoint",
+			"grant":              "client_credentials (default), token_exchange or jwt_bearer",
+			"client_id":          "the OAuth2 client's ID",
+			"client_auth":        "client_secret_basic, client_secret_post, private_key_jwt or none",
+			"client_secret":      "where the client secret comes from",
+			"client_key":         "the signing key of private_key_jwt and jwt_bearer assertions (providers/jwtsign)",
+			"assertion_audience": "the aud of client and jwt_bearer assertions",
+			"assertion_lifetime": "how long an assertion is valid",
+			"scopes":             "requested as the space-separated scope parameter",
+			"audience":           "the audience parameter (token exchange; Auth0, Okta, Hydra client credentials)",
+			"resource":           "RFC 8707 resource indicators (absolute URIs)",
+			"params":             "extra form parameters of the token request",
+			"token_exchange":     "settings of the token_exchange grant",
+			"jwt_bearer":         "settings of the jwt_bearer grant",
+			"default_expires_in": "the lifetime of a token whose answer has no expires_in",
+			"expiry_margin":      "the most a token's lifetime is shortened by",
+			"retries":            "how often a request failing with 5xx, 429, a timeout or a connection error is retried",
+			"retry_backoff":      "the wait before the first retry; it doubles, with jitter",
+			"timeout":            "bound on each token request",
+			"ca_cert":            "PEM roots for the token endpoint instead of the system roots",
+		},
+		New: func() providers.Provider { return new(Provider) },
+	})
 }
 
 // Grant types (the grant setting).

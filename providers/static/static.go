@@ -30,7 +30,15 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "static", New: func() providers.Provider { return new(Provider) }})
+	providers.Register(providers.Module{
+		Name: "static",
+		Doc:  "a value from an environment variable or a file, for development and platform-mounted secrets",
+		SettingDocs: map[string]string{
+			"env":  "environment variable holding the value",
+			"file": "path of a file holding the value",
+		},
+		New: func() providers.Provider { return new(Provider) },
+	})
 }
 
 // Provider reads a credential from an environment variable or a file.

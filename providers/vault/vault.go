@@ -87,8 +87,34 @@ import (
 )
 
 func init() {
-	providers.Register(providers.Module{Name: "vault", New: func() providers.Provider { return new(Provider) }})
-	providers.Register(providers.Module{Name: "vault-pki", New: func() providers.Provider { return new(PKIProvider) }})
+	providers.Register(providers.Module{
+		Name: "vault",
+		Doc:  "HashiCorp Vault / OpenBao: KV secrets and dynamic secrets, leases renewed and revoked",
+		SettingDocs: map[string]string{
+			"server":            "the Vault server and the gateway's login to it",
+			"path":              "the API path to read (without /v1/), e.g. secret/data/stripe; may be templated",
+			"field":             "the one value of the secret that becomes the token field",
+			"version":           "pin a KV v2 version",
+			"ttl":               "how long a secret without a lease is cached",
+			"revoke_on_cleanup": "revoke the leases and the gateway's token when the policy is replaced",
+		},
+		New: func() providers.Provider { return new(Provider) },
+	})
+	providers.Register(providers.Module{
+		Name: "vault-pki",
+		Doc:  "HashiCorp Vault PKI: short-lived TLS client certificates",
+		SettingDocs: map[string]string{
+			"server":            "the Vault server and the gateway's login to it",
+			"mount":             "where the PKI engine is enabled",
+			"role":              "the PKI role to issue from",
+			"common_name":       "the certificate's CN; may be templated",
+			"alt_names":         "extra DNS or email SANs; each may be templated",
+			"uri_sans":          "URI SANs (such as a SPIFFE ID); each may be templated",
+			"ttl":               "the certificate lifetime requested (0: the role's)",
+			"revoke_on_cleanup": "revoke issued certificates' leases and the gateway's token on cleanup",
+		},
+		New: func() providers.Provider { return new(PKIProvider) },
+	})
 }
 
 // cleanupTimeout bounds the revocations done by Cleanup.

@@ -1,4 +1,4 @@
-package main
+package cli
 
 // The first hour with credgate (issue 19): every error a newcomer can cause
 // while following the README names its cause and its fix. One test per
@@ -33,7 +33,7 @@ import (
 // readme returns the repository's README.md.
 func readme(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestQuickstartFilesIgnored(t *testing.T) {
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Skip("git is not installed")
 	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +468,7 @@ func TestConfigChanges(t *testing.T) {
 // Every example config compares equal to itself read twice: SIGHUP names
 // only what really changed.
 func TestConfigChangesStable(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join("..", "examples", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

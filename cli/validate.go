@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -28,7 +28,8 @@ built from their settings, so a bad setting is reported like a YAML error.
 Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
 FILE:LINE:COL: message.
 
---list prints the compiled-in providers, injectors and identity factor kinds.`,
+--list prints the names of the compiled-in providers, injectors and identity
+factor kinds; credgate plugins describes them and their settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()

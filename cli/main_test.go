@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -141,7 +141,7 @@ func TestValidateGatewayConfig(t *testing.T) {
 func TestValidateExamples(t *testing.T) {
 	t.Setenv("STRIPE_SECRET_KEY", "sk_test_not_a_real_key_0123456789")
 	t.Setenv("OPENAI_API_KEY", "sk-not-a-real-key-0123456789")
-	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join("..", "examples", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples found: %v", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
 )
 
 func newExplainCmd() *cobra.Command {
@@ -401,6 +402,11 @@ func (ex *explanation) print(out io.Writer) {
 	row("reason:", orDash(d.Reason))
 	if d.Inject != nil {
 		row("credential:", d.Inject.Credential+" (fetched per request through the cache; value never shown)")
+		prov := orDash(d.Inject.ProviderName)
+		if m, ok := providers.Lookup(d.Inject.ProviderName); ok && m.Doc != "" {
+			prov += " (" + m.Doc + ")"
+		}
+		row("provider:", prov)
 		inj := d.Inject.As
 		if q, ok := d.Inject.Injector.(*injectors.Query); ok {
 			inj += " (sets query parameter " + q.Param + "; client values replaced)"

@@ -1,0 +1,323 @@
+package providertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
+)
+
+// Conformance describes a provider for CheckConformance: settings that
+// work against a fake of its service, and what the fake counts.
+type Conformance struct {
+	// Name is the provider's registered name (provider: NAME). Its package
+	// must be imported by the test, so that it is registered.
+	Name string
+	// Settings are valid settings, as the YAML keys beside provider: at
+	// the left margin ("env: X\n"), with which Fetch succeeds against the
+	// test's fake service (or environment, or file).
+	Settings string
+	// Bad are settings the provider must refuse when a policy loads.
+	Bad []BadSettings
+	// Request is the Fetch request. Its Credential defaults to
+	// "conformance".
+	Request providers.Request
+	// Issued, when set, returns how many credentials the service has
+	// issued so far (token grants, mints); CheckConformance checks that
+	// concurrent first Gets through a providers.Cache make one.
+	Issued func() int
+	// Stalled, when set, returns valid settings that point the provider
+	// at url, an https:// server on 127.0.0.1 that accepts connections and
+	// never answers; CheckConformance checks that Fetch returns soon after
+	// its context is cancelled. Nil for providers with no service.
+	Stalled func(url string) string
+}
+
+// BadSettings are settings a provider refuses, and a part of its error.
+type BadSettings struct {
+	// Settings are the YAML keys beside provider:, as Conformance.Settings.
+	Settings string
+	// Want is a substring of the error (after "FILE:LINE:COL: ").
+	Want string
+}
+
+// CheckConformance runs the checks every provider must pass, each as a
+// subtest:
+//
+//   - settings: an unknown key, and every Bad setting, fail the policy load
+//     with FILE:LINE:COL inside the credential's block;
+//   - redacted: a fetched credential's values appear in no printed form of
+//     the credential, its fields or the provider (fmt verbs, JSON, slog);
+//   - single-fetch: 32 concurrent first Gets through providers.Cache, each
+//     binding the provider as the gateway does, share one cache key and
+//     make one fetch (and, with Issued, one credential issued);
+//   - ctx: with Stalled, Fetch returns an error within 2s of its context's
+//     cancellation.
+func CheckConformance(t *testing.T, c Conformance) {
+	t.Helper()
+	if c.Request.Credential == "" {
+		c.Request.Credential = "conformance"
+	}
+	t.Run("settings", func(t *testing.T) { checkSettings(t, c) })
+	t.Run("redacted", func(t *testing.T) { checkRedacted(t, c) })
+	t.Run("single-fetch", func(t *testing.T) { checkSingleFetch(t, c) })
+	if c.Stalled != nil {
+		t.Run("ctx", func(t *testing.T) { checkCancel(t, c) })
+	}
+}
+
+// policyWith writes a policy whose one credential has settings, and
+// returns its path and the line range of the credential's block.
+func policyWith(t *testing.T, c Conformance, settings string) (path string, first, last int) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("credentials:\n  " + c.Request.Credential + ":\n    provider: " + c.Name + "\n")
+	lines := strings.Split(strings.TrimRight(settings, "\n"), "\n")
+	for _, l := range lines {
+		b.WriteString("    " + l + "\n")
+	}
+	path = filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, 2, 3 + len(lines)
+}
+
+// parse loads the policy at path, closing it at the end of the test.
+func parse(t *testing.T, path string) error {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse(t.Context(), path, data)
+	if err == nil {
+		_ = pol.Close()
+	}
+	return err
+}
+
+var position = regexp.MustCompile(`^(.*):(\d+):(\d+): `)
+
+func checkSettings(t *testing.T, c Conformance) {
+	path, _, _ := policyWith(t, c, c.Settings)
+	if err := parse(t, path); err != nil {
+		t.Fatalf("the valid settings do not load: %v", err)
+	}
+	bad := append([]BadSettings{{
+		Settings: strings.TrimRight(c.Settings, "\n") + "\nconformance_unknown_setting: 1",
+		Want:     `unknown field "conformance_unknown_setting"`,
+	}}, c.Bad...)
+	for _, b := range bad {
+		path, first, last := policyWith(t, c, b.Settings)
+		err := parse(t, path)
+		if err == nil {
+			t.Errorf("settings %q loaded; want an error containing %q", b.Settings, b.Want)
+			continue
+		}
+		msg := strings.Split(err.Error(), "\n")[0]
+		m := position.FindStringSubmatch(msg)
+		if m == nil || m[1] != path {
+			t.Errorf("settings %q: error %q does not start with %s:LINE:COL", b.Settings, msg, path)
+			continue
+		}
+		var line int
+		fmt.Sscan(m[2], &line)
+		if line < first || line > last {
+			t.Errorf("settings %q: error at line %d, outside the credential's block (lines %d-%d): %s", b.Settings, line, first, last, msg)
+		}
+		if !strings.Contains(msg, b.Want) {
+			t.Errorf("settings %q: error %q does not contain %q", b.Settings, msg, b.Want)
+		}
+	}
+}
+
+// load builds the provider from c.Settings, with Cleanup at the end of
+// the test.
+func load(t *testing.T, c Conformance, settings string) providers.Provider {
+	t.Helper()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(settings), &n); err != nil {
+		t.Fatalf("settings: %v", err)
+	}
+	var node *yaml.Node
+	if len(n.Content) > 0 {
+		node = n.Content[0]
+	}
+	p, err := providers.Load(t.Context(), c.Name, node)
+	if err != nil {
+		t.Fatalf("load %s: %v", c.Name, err)
+	}
+	if cu, ok := p.(providers.CleanerUpper); ok {
+		t.Cleanup(func() { _ = cu.Cleanup() })
+	}
+	return p
+}
+
+func checkRedacted(t *testing.T, c Conformance) {
+	p := load(t, c, c.Settings)
+	cred, err := p.Fetch(t.Context(), c.Request)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if cred == nil || len(cred.Fields) == 0 {
+		t.Fatalf("Fetch returned no credential fields")
+	}
+	if !cred.Expiry.IsZero() && !cred.Expiry.After(time.Now()) {
+		t.Errorf("Fetch returned a credential that expired at %v", cred.Expiry)
+	}
+	var values []string
+	for name, v := range cred.Fields {
+		// Short values (a user name like "x") would match by chance.
+		if s := v.Reveal(); len(s) >= 8 {
+			values = append(values, s)
+		} else if s == "" {
+			t.Errorf("field %q is empty", name)
+		}
+	}
+	var printed bytes.Buffer
+	for _, v := range []any{cred, *cred, cred.Fields, p} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			fmt.Fprintf(&printed, verb+"\n", v)
+		}
+		if b, err := json.Marshal(v); err == nil {
+			printed.Write(b)
+		}
+		slog.New(slog.NewJSONHandler(&printed, nil)).Info("x", "v", v)
+		slog.New(slog.NewTextHandler(&printed, nil)).Info("x", "v", v)
+	}
+	for _, s := range values {
+		if strings.Contains(printed.String(), s) {
+			t.Errorf("a credential value appears in a printed form of the credential or the provider")
+		}
+	}
+}
+
+func checkSingleFetch(t *testing.T, c Conformance) {
+	p := load(t, c, c.Settings)
+	cache := providers.NewCache(providers.CacheOptions{})
+	t.Cleanup(cache.Close)
+	before := 0
+	if c.Issued != nil {
+		before = c.Issued()
+	}
+	var (
+		mu      sync.Mutex
+		fetches int
+		keys    = map[providers.CacheKey]bool{}
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+	)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Each request binds the provider, as the gateway does.
+			b := providers.Bind(p, providers.CacheKey{Credential: c.Request.Credential, Version: "v1", Provider: c.Name}, c.Request.Workload)
+			fetch := b.Fetch
+			b.Fetch = func(ctx context.Context) (*providers.Credential, error) {
+				mu.Lock()
+				fetches++
+				mu.Unlock()
+				return fetch(ctx)
+			}
+			mu.Lock()
+			keys[b.Key] = true
+			mu.Unlock()
+			if _, _, err := cache.GetBound(t.Context(), b); err != nil {
+				t.Errorf("Get: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(keys) != 1 {
+		t.Errorf("32 bindings of one caller made %d cache keys, want 1 (CacheScope must be stable)", len(keys))
+	}
+	if fetches != 1 {
+		t.Errorf("32 concurrent first Gets made %d fetches, want 1", fetches)
+	}
+	if c.Issued != nil {
+		if n := c.Issued() - before; n != 1 {
+			t.Errorf("32 concurrent first Gets made the service issue %d credentials, want 1", n)
+		}
+	}
+}
+
+func checkCancel(t *testing.T, c Conformance) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, conn) // accepted, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		for _, conn := range held {
+			conn.Close()
+		}
+		mu.Unlock()
+	})
+	p := load(t, c, c.Stalled("https://"+ln.Addr().String()))
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Fetch(ctx, c.Request)
+		errc <- err
+	}()
+	// Let the fetch reach the stalled server, then cancel.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(held)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("Fetch returned before its context was cancelled (the stalled server never answers): %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Errorf("Fetch against a server that never answers returned no error")
+		}
+	case <-time.After(2 * time.Second):
+		t.Errorf("Fetch did not return within 2s of its context's cancellation")
+	}
+}

@@ -1,0 +1,21 @@
+package static
+
+import (
+	"testing"
+
+	"github.com/credgate/credgate/providers/providertest"
+)
+
+// TestConformance runs the checks every provider passes (an env value;
+// static has no service, so no ctx check).
+func TestConformance(t *testing.T) {
+	t.Setenv("CREDGATE_CONFORMANCE_STATIC", value)
+	providertest.CheckConformance(t, providertest.Conformance{
+		Name:     "static",
+		Settings: "env: CREDGATE_CONFORMANCE_STATIC\n",
+		Bad: []providertest.BadSettings{
+			{Settings: "", Want: "set one of env"},
+			{Settings: "env: A\nfile: /b", Want: "static:"},
+		},
+	})
+}
