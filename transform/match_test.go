@@ -1,0 +1,95 @@
+package transform
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// splitReader returns its data in reads of the given sizes, cycling.
+type splitReader struct {
+	data  []byte
+	sizes []int
+	i     int
+}
+
+func (s *splitReader) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(s.data)
+	if len(s.sizes) > 0 {
+		n = max(1, s.sizes[s.i%len(s.sizes)])
+		s.i++
+	}
+	n = min(n, len(p), len(s.data))
+	copy(p, s.data[:n])
+	s.data = s.data[n:]
+	return n, nil
+}
+
+func testMatcher() *matcher {
+	return newMatcher([]needle{
+		{find: []byte("SECRET-ONE"), repl: []byte("<1>")},
+		{find: []byte("SECRET"), repl: []byte("<s>")},
+		{find: []byte("abcabd"), repl: []byte("<a>")},
+	})
+}
+
+func TestMatcherApply(t *testing.T) {
+	m := testMatcher()
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"nothing here", "nothing here"},
+		{"SECRET", "<s>"},
+		{"SECRET-ONE", "<1>"}, // the longest at the same start wins
+		{"xSECRET-ONxSECRET-ONE", "x<s>-ONx<1>"},
+		{"abcabcabd", "abc<a>"}, // overlapping prefixes
+		{"SECRETSECRET", "<s><s>"},
+	} {
+		got, err := m.apply([]byte(tc.in), func(*needle) error { return nil })
+		if err != nil || string(got) != tc.want {
+			t.Errorf("apply(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+		for _, sizes := range [][]int{nil, {1}, {2, 3}, {5, 1, 7}} {
+			sr := newStreamReader(&splitReader{data: []byte(tc.in), sizes: sizes}, m, func(*needle) error { return nil })
+			got, err := io.ReadAll(iotest.OneByteReader(sr))
+			if err != nil || string(got) != tc.want {
+				t.Errorf("stream(%q, reads %v) = %q, %v; want %q", tc.in, sizes, got, err, tc.want)
+			}
+		}
+	}
+}
+
+func TestStreamReaderBoundedAndLarge(t *testing.T) {
+	m := testMatcher()
+	// Many chunks with needles straddling every chunk boundary.
+	var in, want strings.Builder
+	for in.Len() < 5*chunk {
+		in.WriteString(strings.Repeat("x", 997) + "SECRET")
+		want.WriteString(strings.Repeat("x", 997) + "<s>")
+	}
+	sr := newStreamReader(strings.NewReader(in.String()), m, func(*needle) error { return nil })
+	got, err := io.ReadAll(sr)
+	if err != nil || string(got) != want.String() {
+		t.Fatalf("large stream differs (err %v)", err)
+	}
+	if cap(sr.buf) != chunk+m.maxLen {
+		t.Errorf("buffer grew to %d", cap(sr.buf))
+	}
+}
+
+func TestStreamReaderError(t *testing.T) {
+	m := testMatcher()
+	boom := io.ErrUnexpectedEOF
+	sr := newStreamReader(io.MultiReader(strings.NewReader("data SECR"), iotest.ErrReader(boom)), m, func(*needle) error { return nil })
+	got, err := io.ReadAll(sr)
+	if err != boom {
+		t.Fatalf("err = %v, want %v", err, boom)
+	}
+	if bytes.Contains(got, []byte("SECR")) {
+		t.Errorf("held-back bytes of a failed body were emitted: %q", got)
+	}
+}
