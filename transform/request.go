@@ -219,7 +219,7 @@ func NewSubstituter(bindings []Binding, tripwires []Tripwire, opts Options) (*Su
 		for i, b := range bindings {
 			v := encode(encoding(enc), b.Value.Reveal())
 			same = same && len(v) == len(b.Placeholder)
-			ns = append(ns, needle{find: []byte(b.Placeholder), repl: []byte(v), id: i})
+			ns = append(ns, needle{find: []byte(b.Placeholder), repl: []byte(v), act: replace, id: i})
 		}
 		s.m[enc] = newMatcher(ns)
 		s.sameLength[enc] = same
@@ -536,4 +536,18 @@ func (s *Substituter) TextFrame(rep *Report, payload []byte, asJSON bool) ([]byt
 		enc = encJSON
 	}
 	return s.m[enc].apply(payload, s.onHit(rep, InWebSocket, ""))
+}
+
+// Format implements fmt.Formatter: every verb prints the binding and
+// tripwire names, never a value (the matchers hold the secrets).
+func (s Substituter) Format(f fmt.State, _ rune) {
+	var names []string
+	for _, b := range s.bindings {
+		names = append(names, b.Name)
+	}
+	var trips []string
+	for _, t := range s.trips {
+		trips = append(trips, t.Name)
+	}
+	fmt.Fprintf(f, "transform.Substituter{bindings: %q, tripwires: %q}", names, trips)
 }

@@ -67,7 +67,7 @@ func NewScrubber(values []secret.Value, opts ScrubOptions) *Scrubber {
 			continue
 		}
 		for _, f := range forms(v.Reveal(), minLen) {
-			ns = append(ns, needle{find: []byte(f), repl: []byte(marker), id: i})
+			ns = append(ns, needle{find: []byte(f), repl: []byte(marker), act: replace, id: i})
 		}
 	}
 	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding}
@@ -256,4 +256,14 @@ func readCloser(r io.Reader) io.ReadCloser {
 		return rc
 	}
 	return io.NopCloser(r)
+}
+
+// Format implements fmt.Formatter: every verb prints how many forms are
+// scrubbed, never one of them.
+func (s Scrubber) Format(f fmt.State, _ rune) {
+	n := 0
+	if s.m != nil {
+		n = len(s.m.needles)
+	}
+	fmt.Fprintf(f, "transform.Scrubber{forms: %d}", n)
 }
