@@ -31,10 +31,28 @@ type needle struct {
 // matcher finds the earliest of several needles, the longest one when two
 // start at the same byte. It is immutable once built and safe for
 // concurrent use.
+//
+// It searches with Wu-Manber: a window of the shortest needle's length
+// slides over the text by the shift its last two bytes allow, so text
+// that resembles no needle is skipped several bytes at a time, and the
+// needles are compared only where a window's last two bytes end the
+// prefix of one of them.
 type matcher struct {
 	needles []needle // longest first
 	maxLen  int
+	minLen  int
+	// shift is, for the hash of two bytes, how far the window may move
+	// when they are its last two; 0 marks a candidate.
+	shift [shiftSize]uint8
+	// last is each needle's hash of bytes minLen-2 and minLen-1.
+	last []uint16
 }
+
+// shiftSize is the size of the Wu-Manber shift table (hashes of two
+// bytes; a collision only shortens a shift).
+const shiftSize = 1 << 14
+
+func blockHash(a, b byte) uint16 { return (uint16(a)<<7 ^ uint16(b)) & (shiftSize - 1) }
 
 func newMatcher(ns []needle) *matcher {
 	m := &matcher{}
@@ -48,6 +66,25 @@ func newMatcher(ns []needle) *matcher {
 		m.maxLen = max(m.maxLen, len(n.find))
 	}
 	sort.SliceStable(m.needles, func(i, j int) bool { return len(m.needles[i].find) > len(m.needles[j].find) })
+	if len(m.needles) == 0 {
+		return m
+	}
+	m.minLen = len(m.needles[len(m.needles)-1].find)
+	if m.minLen < 2 {
+		return m
+	}
+	top := min(m.minLen-1, 255)
+	for i := range m.shift {
+		m.shift[i] = uint8(top)
+	}
+	for _, n := range m.needles {
+		p := n.find[:m.minLen]
+		for q := 1; q < len(p); q++ {
+			h := blockHash(p[q-1], p[q])
+			m.shift[h] = min(m.shift[h], uint8(min(len(p)-1-q, 255)))
+		}
+		m.last = append(m.last, blockHash(p[len(p)-2], p[len(p)-1]))
+	}
 	return m
 }
 
@@ -57,6 +94,9 @@ func (m *matcher) empty() bool { return m == nil || len(m.needles) == 0 }
 // first returns the start and needle index of the earliest match in b, or
 // -1.
 func (m *matcher) first(b []byte) (at, which int) {
+	if m.minLen >= 2 {
+		return m.wuManber(b)
+	}
 	at, which = -1, -1
 	for i := range m.needles {
 		hay := b
@@ -70,6 +110,25 @@ func (m *matcher) first(b []byte) (at, which int) {
 		}
 	}
 	return at, which
+}
+
+// wuManber is first for needles of two bytes or more.
+func (m *matcher) wuManber(b []byte) (at, which int) {
+	for pos := m.minLen - 1; pos < len(b); {
+		h := blockHash(b[pos-1], b[pos])
+		if sh := m.shift[h]; sh > 0 {
+			pos += int(sh)
+			continue
+		}
+		start := pos - m.minLen + 1
+		for i, n := range m.needles { // longest first
+			if m.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
+				return start, i
+			}
+		}
+		pos++
+	}
+	return -1, -1
 }
 
 // hit is what a transform reports for each match.
@@ -120,7 +179,9 @@ type streamReader struct {
 
 	buf  []byte
 	r, w int   // buf[r:w] is read but not yet emitted
-	pos  []int // per needle: next start in buf at or after r, -1 none in buf[r:w], -2 unknown
+	// found is the start of the next match in buf at or after r, w when
+	// there is none before w, or -1 when unknown; foundWhich is its needle.
+	found, foundWhich int
 	out  []byte
 	repl []byte // emitted after out
 	eof  bool
@@ -130,34 +191,29 @@ type streamReader struct {
 func newStreamReader(src io.Reader, m *matcher, onHit hit) *streamReader {
 	s := &streamReader{src: src, m: m, onHit: onHit}
 	s.buf = make([]byte, chunk+m.maxLen)
-	s.pos = make([]int, len(m.needles))
-	s.invalidate()
+	s.found = -1
 	return s
 }
 
-func (s *streamReader) invalidate() {
-	for i := range s.pos {
-		s.pos[i] = -2
-	}
-}
+func (s *streamReader) invalidate() { s.found = -1 }
 
-// next returns the earliest match starting in buf[r:w], or -1.
+// next returns the earliest match starting in buf[r:w], or -1. A match
+// found at or after the limit is remembered until the next fill, so the
+// held-back bytes are not searched twice.
 func (s *streamReader) next() (at, which int) {
-	at, which = -1, -1
-	for i := range s.m.needles {
-		p := s.pos[i]
-		if p == -2 || (p >= 0 && p < s.r) {
-			p = -1
-			if j := bytes.Index(s.buf[s.r:s.w], s.m.needles[i].find); j >= 0 {
-				p = s.r + j
-			}
-			s.pos[i] = p
+	if s.found >= s.r {
+		if s.found == s.w {
+			return -1, -1
 		}
-		if p >= 0 && (at < 0 || p < at) {
-			at, which = p, i
-		}
+		return s.found, s.foundWhich
 	}
-	return at, which
+	at, which = s.m.first(s.buf[s.r:s.w])
+	if at < 0 {
+		s.found = s.w // none before w
+		return -1, -1
+	}
+	s.found, s.foundWhich = s.r+at, which
+	return s.found, which
 }
 
 // Read implements io.Reader.
@@ -220,12 +276,9 @@ func (s *streamReader) fill() {
 	}
 	n, err := s.src.Read(s.buf[s.w:])
 	s.w += n
-	if n > 0 {
-		s.invalidate()
-	}
+	s.invalidate()
 	if err == io.EOF {
 		s.eof = true
-		s.invalidate()
 	} else if err != nil {
 		s.eof = true
 		s.err = err

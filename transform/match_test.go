@@ -93,3 +93,38 @@ func TestStreamReaderError(t *testing.T) {
 		t.Errorf("held-back bytes of a failed body were emitted: %q", got)
 	}
 }
+
+// naiveFirst is matcher.first by brute force.
+func naiveFirst(m *matcher, b []byte) (int, int) {
+	for at := 0; at < len(b); at++ {
+		for i, n := range m.needles {
+			if bytes.HasPrefix(b[at:], n.find) {
+				return at, i
+			}
+		}
+	}
+	return -1, -1
+}
+
+// FuzzMatcher checks the Wu-Manber search against brute force, and the
+// stream reader against the whole-buffer rewrite.
+func FuzzMatcher(f *testing.F) {
+	f.Add([]byte("abcabd"), []byte("ab"), []byte("xxabcabcabdyy"), byte(3))
+	f.Add([]byte("SECRET"), []byte("CRE"), []byte("SECRSECRETCREx"), byte(1))
+	f.Fuzz(func(t *testing.T, n1, n2, text []byte, size byte) {
+		if len(n1) < 2 || len(n2) < 2 || len(n1) > 64 || len(n2) > 64 {
+			return
+		}
+		m := newMatcher([]needle{{find: n1, repl: []byte("1")}, {find: n2, repl: []byte("2")}})
+		at, w := m.first(text)
+		nat, nw := naiveFirst(m, text)
+		if at != nat || (at >= 0 && w != nw) {
+			t.Fatalf("first = %d,%d; brute force %d,%d", at, w, nat, nw)
+		}
+		whole, _ := m.apply(text, func(*needle) error { return nil })
+		got, err := io.ReadAll(newStreamReader(&splitReader{data: text, sizes: []int{int(size)}}, m, func(*needle) error { return nil }))
+		if err != nil || !bytes.Equal(got, whole) {
+			t.Fatalf("stream %q, whole %q (%v)", got, whole, err)
+		}
+	})
+}

@@ -215,14 +215,20 @@ func NewSubstituter(bindings []Binding, tripwires []Tripwire, opts Options) (*Su
 	}
 	for enc := range s.m {
 		ns := append([]needle(nil), trips...)
-		same := true
+		same, asRaw := true, true
 		for i, b := range bindings {
 			v := encode(encoding(enc), b.Value.Reveal())
 			same = same && len(v) == len(b.Placeholder)
+			asRaw = asRaw && v == b.Value.Reveal()
 			ns = append(ns, needle{find: []byte(b.Placeholder), repl: []byte(v), act: replace, id: i})
 		}
-		s.m[enc] = newMatcher(ns)
 		s.sameLength[enc] = same
+		if enc > 0 && asRaw {
+			// Most API keys need no escaping: share the raw matcher.
+			s.m[enc] = s.m[encRaw]
+			continue
+		}
+		s.m[enc] = newMatcher(ns)
 	}
 	return s, nil
 }
