@@ -108,7 +108,6 @@ func BenchmarkScrub(b *testing.B) {
 	}
 }
 
-
 // BenchmarkScrubHTTP is the figure the gateway sees: a 1 MiB response
 // fetched over loopback HTTP and read by the client, with and without
 // scrubbing (one secret, echoed in it every 64 records).

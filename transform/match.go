@@ -178,14 +178,14 @@ type streamReader struct {
 	atEOF func() error
 
 	buf  []byte
-	r, w int   // buf[r:w] is read but not yet emitted
+	r, w int // buf[r:w] is read but not yet emitted
 	// found is the start of the next match in buf at or after r, w when
 	// there is none before w, or -1 when unknown; foundWhich is its needle.
 	found, foundWhich int
-	out  []byte
-	repl []byte // emitted after out
-	eof  bool
-	err  error // sticky
+	out               []byte
+	repl              []byte // emitted after out
+	eof               bool
+	err               error // sticky
 }
 
 func newStreamReader(src io.Reader, m *matcher, onHit hit) *streamReader {
