@@ -205,6 +205,10 @@ func NewSubstituter(bindings []Binding, tripwires []Tripwire, opts Options) (*Su
 		if err := check(b.Name, b.Placeholder); err != nil {
 			return nil, err
 		}
+		if b.Value.IsZero() {
+			// Substituting nothing would send an unauthenticated call.
+			return nil, fmt.Errorf("transform: binding %q has no value", b.Name)
+		}
 	}
 	var trips []needle
 	for i, t := range tripwires {

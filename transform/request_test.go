@@ -285,9 +285,10 @@ func TestNewSubstituterErrors(t *testing.T) {
 		b     []Binding
 		trips []Tripwire
 	}{
-		{"short", []Binding{{Name: "a", Placeholder: "short"}}, nil},
-		{"bad byte", []Binding{{Name: "a", Placeholder: "CREDGATE PH"}}, nil},
-		{"duplicate", []Binding{{Name: "a", Placeholder: ph}}, []Tripwire{{Name: "b", Placeholder: ph}}},
+		{"short", []Binding{{Name: "a", Placeholder: "short", Value: secret.New("v")}}, nil},
+		{"bad byte", []Binding{{Name: "a", Placeholder: "CREDGATE PH", Value: secret.New("v")}}, nil},
+		{"duplicate", []Binding{{Name: "a", Placeholder: ph, Value: secret.New("v")}}, []Tripwire{{Name: "b", Placeholder: ph}}},
+		{"no value", []Binding{{Name: "a", Placeholder: ph}}, nil},
 	} {
 		if _, err := NewSubstituter(tc.b, tc.trips, Options{}); err == nil {
 			t.Errorf("%s: no error", tc.name)

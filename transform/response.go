@@ -141,6 +141,9 @@ func (s *Scrubber) Header(h http.Header) int {
 // counting into c. It holds back at most the longest form minus one byte.
 // Close closes r when it is an io.Closer.
 func (s *Scrubber) Reader(r io.Reader, c *ScrubCount) io.ReadCloser {
+	if c == nil {
+		c = &ScrubCount{}
+	}
 	if s.m.empty() {
 		return readCloser(r)
 	}
@@ -175,12 +178,18 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 	resp.Header.Del("Content-Length")
 	resp.ContentLength = -1
 	resp.Uncompressed = false
+	raw := resp.Body
 	sr := newStreamReader(body, s.m, c.hit)
 	sr.atEOF = func() error {
+		// A decoder may stop at the end of its data before the raw body
+		// reached its end, where net/http fills in the trailers.
+		if _, err := io.Copy(io.Discard, io.LimitReader(raw, 64<<10)); err != nil {
+			return fmt.Errorf("transform: read response after its encoded data: %w", err)
+		}
 		c.n.Add(int64(s.Header(resp.Trailer)))
 		return nil
 	}
-	resp.Body = &closeBoth{Reader: sr, closers: []io.Closer{body, resp.Body}}
+	resp.Body = &closeBoth{Reader: sr, closers: []io.Closer{body, raw}}
 	return c, nil
 }
 

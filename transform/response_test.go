@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -273,4 +274,54 @@ func FuzzScrubSplit(f *testing.F) {
 			t.Fatalf("non-secret bytes changed: %q -> %q", plain, out)
 		}
 	})
+}
+
+// TestScrubOverHTTP runs a real upstream on 127.0.0.1 that echoes the
+// secret in a header, an encoded body and a trailer.
+func TestScrubOverHTTP(t *testing.T) {
+	plain := []byte(strings.Repeat("x", 70000) + testSecret + strings.Repeat("y", 10))
+	for _, coding := range []string{"gzip", "br", "deflate", ""} {
+		t.Run(coding, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if got := r.Header.Get("Accept-Encoding"); got != "gzip, deflate, br" {
+					t.Errorf("upstream saw Accept-Encoding %q", got)
+				}
+				w.Header().Set("Trailer", "X-Echo-Trailer")
+				w.Header().Set("X-Echo", testSecret)
+				body := plain
+				if coding != "" {
+					w.Header().Set("Content-Encoding", coding)
+					body = compress(t, coding, plain)
+				}
+				_, _ = w.Write(body)
+				w.Header().Set("X-Echo-Trailer", url.QueryEscape(testSecret))
+			}))
+			defer srv.Close()
+			s := scrubber(t)
+			r, _ := http.NewRequest("GET", srv.URL, nil)
+			s.PrepareRequest(r)
+			resp, err := srv.Client().Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			c, err := s.TransformResponse(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.Repeat("x", 70000) + secret.Redacted + strings.Repeat("y", 10); string(got) != want {
+				t.Errorf("body differs (len %d, want %d)", len(got), len(want))
+			}
+			if resp.Header.Get("X-Echo") != secret.Redacted || resp.Trailer.Get("X-Echo-Trailer") != secret.Redacted {
+				t.Errorf("header %q trailer %q", resp.Header.Get("X-Echo"), resp.Trailer.Get("X-Echo-Trailer"))
+			}
+			if c.Count() != 3 {
+				t.Errorf("count %d, want 3", c.Count())
+			}
+		})
+	}
 }
