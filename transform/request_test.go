@@ -320,3 +320,35 @@ func TestUnsafeHeaderValueAndNoSecretInErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamedBodySplitAtEveryOffset feeds a streamed form body in two
+// reads split at every offset: the placeholder is always substituted and
+// the tripwire always stops it.
+func TestStreamedBodySplitAtEveryOffset(t *testing.T) {
+	s := substituter(t, Options{MaxBuffered: -1})
+	body := "a=1&token=" + ph + "&b=2"
+	want := "a=1&token=" + url.QueryEscape(value) + "&b=2"
+	trip := "a=1&x=" + otherPh + "&b=2"
+	for i := 0; i <= len(body); i++ {
+		r := newRequest(t, "https://a.example/", "application/x-www-form-urlencoded", "")
+		r.Body = io.NopCloser(io.MultiReader(strings.NewReader(body[:i]), strings.NewReader(body[i:])))
+		r.ContentLength = int64(len(body))
+		if _, err := s.TransformRequest(r); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(r.Body); err != nil || string(got) != want {
+			t.Fatalf("split at %d: %q, %v", i, got, err)
+		}
+	}
+	for i := 0; i <= len(trip); i++ {
+		r := newRequest(t, "https://a.example/", "application/x-www-form-urlencoded", "")
+		r.Body = io.NopCloser(io.MultiReader(strings.NewReader(trip[:i]), strings.NewReader(trip[i:])))
+		r.ContentLength = -1
+		if _, err := s.TransformRequest(r); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(r.Body); !errors.Is(err, ErrPlaceholderMisuse) || strings.Contains(string(got), "CREDGATE_PH") {
+			t.Fatalf("tripwire split at %d: %q, %v", i, got, err)
+		}
+	}
+}
