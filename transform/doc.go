@@ -12,6 +12,17 @@
 // ResponseTransform interface) on the upstream response. It never sees
 // tunnelled bytes, and it imports no stage but secret.
 //
+// Wiring (pending in gateway/request.go and gateway/forward.go): after
+// injectors.Apply, call Substituter.TransformRequest on the outbound
+// request (a MisuseError is 403 placeholder_misuse, ErrPlaceholderMissing
+// a refusal of require_placeholder; the same errors can come back from
+// the round trip when a long body streams) and Scrubber.PrepareRequest;
+// right after the round trip, call Scrubber.TransformResponse once
+// (ErrUnsupportedEncoding is a 502) and audit ScrubCount.Count after the
+// body and trailers were copied. Both are immutable: build them once per
+// rule and credential (each holds a 16 KiB search table per encoding) and
+// share them between requests.
+//
 // Everything streams with bounded memory: a body is read a chunk at a time
 // and at most the longest needle minus one byte is held back between
 // reads, so a placeholder or secret split across reads is still found. No
