@@ -308,6 +308,13 @@ func (s *Substituter) TransformRequest(r *http.Request) (*Report, error) {
 			return nil, err
 		}
 		if changed {
+			for seg := range strings.SplitSeq(esc, "/") {
+				if seg == "." || seg == ".." {
+					// A value that is a whole dot-segment would move the
+					// request to another path than the one decided.
+					return nil, fmt.Errorf("transform: path: %w", ErrUnsafeValue)
+				}
+			}
 			p, err := url.PathUnescape(esc)
 			if err != nil {
 				return nil, fmt.Errorf("transform: substituted path: %w", err)

@@ -296,6 +296,17 @@ func TestNewSubstituterErrors(t *testing.T) {
 	}
 }
 
+func TestDotSegmentValueRefused(t *testing.T) {
+	s, err := NewSubstituter([]Binding{{Name: "b", Placeholder: ph, Value: secret.New("..")}}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRequest(t, "https://a.example/v1/"+ph+"/admin", "", "")
+	if _, err := s.TransformRequest(r); !errors.Is(err, ErrUnsafeValue) {
+		t.Fatalf("err = %v, want ErrUnsafeValue", err)
+	}
+}
+
 func TestUnsafeHeaderValueAndNoSecretInErrors(t *testing.T) {
 	s, err := NewSubstituter([]Binding{{Name: "b", Placeholder: ph, Value: secret.New("evil\r\nX-Injected: 1")}}, nil, Options{})
 	if err != nil {
