@@ -28,7 +28,7 @@ type rule struct {
 }
 
 // stages are the request-path packages; none of them knows the wiring.
-var stages = []string{"identity", "policy", "providers", "injectors"}
+var stages = []string{"identity", "policy", "providers", "injectors", "transform"}
 
 func rules() []rule {
 	wiring := map[string]string{
@@ -116,6 +116,11 @@ func rules() []rule {
 			"providers/githubapp": "no plugin imports another plugin",
 			"providers/awssts":    "no plugin imports another plugin",
 			"providers/static":    "no plugin imports another plugin",
+		})},
+		{From: "transform", BadDeps: with(map[string]string{
+			"policy":    "transform rewrites what a decision allows; it is handed bindings, it does not decide",
+			"identity":  "transform is handed the bindings for one caller; it must not know how callers are verified (so it takes secret.Value, not providers.Credential, since providers imports identity)",
+			"injectors": "transform is a stage beside injectors; the gateway runs both",
 		})},
 		{From: "audit", BadDeps: with(map[string]string{
 			"policy":    "the audit writer gets encoded lines; what decided them is the gateway's business",

@@ -1,0 +1,156 @@
+package transform
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/credgate/credgate/secret"
+)
+
+const mib = 1 << 20
+
+// jsonBody is about 1 MiB of JSON records, one in every 64 carrying the
+// placeholder.
+func jsonBody(withPh string) []byte {
+	var b bytes.Buffer
+	b.WriteString("[")
+	for i := 0; b.Len() < mib; i++ {
+		tok := "tok_" + fmt.Sprint(i)
+		if i%64 == 0 {
+			tok = withPh
+		}
+		fmt.Fprintf(&b, `{"id":%d,"name":"customer %d","email":"c%d@example.com","token":"%s","note":"lorem ipsum dolor sit amet"},`, i, i, i, tok)
+	}
+	b.WriteString("{}]")
+	return b.Bytes()
+}
+
+// drain copies r to nowhere through a 32 KiB buffer, as a proxy copies a
+// body: the same copy for the plain and the transformed body (no
+// WriterTo/ReaderFrom shortcut that would skip the copy of the plain one).
+func drain(b *testing.B, r io.Reader, buf []byte) {
+	if _, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{r}, buf); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRequestJSON compares a 1 MiB JSON request body sent as is with
+// the same body through TransformRequest (streamed: it is over
+// MaxBuffered).
+func BenchmarkRequestJSON(b *testing.B) {
+	body := jsonBody(ph)
+	s := substituter(b, Options{})
+	buf := make([]byte, 32<<10)
+	run := func(b *testing.B, transform bool) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			r, _ := http.NewRequest("POST", "https://api.example.com/v1", bytes.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			if transform {
+				if _, err := s.TransformRequest(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			drain(b, r.Body, buf)
+		}
+	}
+	b.Run("copy", func(b *testing.B) { run(b, false) })
+	b.Run("substitute", func(b *testing.B) { run(b, true) })
+}
+
+// BenchmarkScrub compares copying a 1 MiB response body with scrubbing it
+// of one secret (20 forms), with and without echoes in it, and through gzip.
+func BenchmarkScrub(b *testing.B) {
+	clean := jsonBody("tok_none")
+	echo := bytes.ReplaceAll(jsonBody("ECHO"), []byte("ECHO"), []byte(testSecret))
+	s := NewScrubber([]secret.Value{secret.New(testSecret)}, ScrubOptions{})
+	gz := compress(b, "gzip", echo)
+	buf := make([]byte, 32<<10)
+	for _, tc := range []struct {
+		name     string
+		body     []byte
+		scrub    bool
+		encoding string
+	}{
+		{"copy", clean, false, ""},
+		{"scrub/clean", clean, true, ""},
+		{"scrub/echoes", echo, true, ""},
+		{"gzip/decode-only", gz, false, "gzip"},
+		{"gzip/scrub", gz, true, "gzip"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(clean)))
+			b.ReportAllocs()
+			for b.Loop() {
+				resp := &http.Response{Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(tc.body))}
+				if tc.encoding != "" {
+					resp.Header.Set("Content-Encoding", tc.encoding)
+				}
+				if tc.scrub {
+					if _, err := s.TransformResponse(resp); err != nil {
+						b.Fatal(err)
+					}
+				} else if tc.encoding != "" {
+					body, err := decode(resp.Body, []string{tc.encoding})
+					if err != nil {
+						b.Fatal(err)
+					}
+					resp.Body = body
+				}
+				drain(b, resp.Body, buf)
+			}
+		})
+	}
+}
+
+// BenchmarkScrubHTTP is closer to the figure the gateway sees: a 1 MiB
+// response fetched over loopback HTTP (and HTTPS, as the gateway's
+// upstream leg is) and read by the client, with and without scrubbing
+// (one secret, echoed in it every 64 records).
+func BenchmarkScrubHTTP(b *testing.B) {
+	body := bytes.ReplaceAll(jsonBody("ECHO"), []byte("ECHO"), []byte(testSecret))
+	handler := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(body)
+	})
+	s := NewScrubber([]secret.Value{secret.New(testSecret)}, ScrubOptions{})
+	buf := make([]byte, 32<<10)
+	for _, tlsOn := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(handler)
+		proto := "http"
+		if tlsOn {
+			srv.StartTLS()
+			proto = "https"
+		} else {
+			srv.Start()
+		}
+		client := srv.Client()
+		for _, scrub := range []bool{false, true} {
+			name := proto + "/plain"
+			if scrub {
+				name = proto + "/scrub"
+			}
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					resp, err := client.Get(srv.URL)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if scrub {
+						if _, err := s.TransformResponse(resp); err != nil {
+							b.Fatal(err)
+						}
+					}
+					drain(b, resp.Body, buf)
+					_ = resp.Body.Close()
+				}
+			})
+		}
+		srv.Close()
+	}
+}

@@ -1,0 +1,297 @@
+package transform
+
+import (
+	"bytes"
+	"io"
+	"sort"
+)
+
+// chunk is how much a streaming transform reads from its source at a time.
+const chunk = 32 << 10
+
+// action says what a match of a needle does.
+type action uint8
+
+const (
+	// replace puts repl in place of the needle.
+	replace action = iota
+	// trip stops the transform with a misuse error (a tripwire).
+	trip
+)
+
+// needle is one byte string to find, and what to do with it.
+type needle struct {
+	find []byte
+	repl []byte
+	act  action
+	// id is the caller's index (a binding, a tripwire or a secret).
+	id int
+}
+
+// matcher finds the earliest of several needles, the longest one when two
+// start at the same byte. It is immutable once built and safe for
+// concurrent use.
+//
+// It searches with Wu-Manber: a window of the shortest needle's length
+// slides over the text by the shift its last two bytes allow, so text
+// that resembles no needle is skipped several bytes at a time, and the
+// needles are compared only where a window's last two bytes end the
+// prefix of one of them.
+type matcher struct {
+	needles []needle // longest first
+	maxLen  int
+	minLen  int
+	// shift is, for the hash of two bytes, how far the window may move
+	// when they are its last two; 0 marks a candidate.
+	shift [shiftSize]uint8
+	// last is each needle's hash of bytes minLen-2 and minLen-1.
+	last []uint16
+}
+
+// shiftSize is the size of the Wu-Manber shift table (hashes of two
+// bytes; a collision only shortens a shift).
+const shiftSize = 1 << 14
+
+func blockHash(a, b byte) uint16 { return (uint16(a)<<7 ^ uint16(b)) & (shiftSize - 1) }
+
+func newMatcher(ns []needle) *matcher {
+	m := &matcher{}
+	seen := map[string]bool{}
+	for _, n := range ns {
+		if len(n.find) == 0 || seen[string(n.find)] {
+			continue
+		}
+		seen[string(n.find)] = true
+		m.needles = append(m.needles, n)
+		m.maxLen = max(m.maxLen, len(n.find))
+	}
+	sort.SliceStable(m.needles, func(i, j int) bool { return len(m.needles[i].find) > len(m.needles[j].find) })
+	if len(m.needles) == 0 {
+		return m
+	}
+	m.minLen = len(m.needles[len(m.needles)-1].find)
+	if m.minLen < 2 {
+		return m
+	}
+	top := min(m.minLen-1, 255)
+	for i := range m.shift {
+		m.shift[i] = uint8(top)
+	}
+	for _, n := range m.needles {
+		p := n.find[:m.minLen]
+		for q := 1; q < len(p); q++ {
+			h := blockHash(p[q-1], p[q])
+			m.shift[h] = min(m.shift[h], uint8(min(len(p)-1-q, 255)))
+		}
+		m.last = append(m.last, blockHash(p[len(p)-2], p[len(p)-1]))
+	}
+	return m
+}
+
+// empty reports whether m finds nothing.
+func (m *matcher) empty() bool { return m == nil || len(m.needles) == 0 }
+
+// first returns the start and needle index of the earliest match in b, or
+// -1.
+func (m *matcher) first(b []byte) (at, which int) {
+	if m.minLen >= 2 {
+		return m.wuManber(b)
+	}
+	at, which = -1, -1
+	for i := range m.needles {
+		hay := b
+		if at >= 0 {
+			// A later needle only wins by starting earlier (it is no
+			// longer), so search only up to where the best one ends.
+			hay = b[:min(len(b), at+len(m.needles[i].find)-1)]
+		}
+		if j := bytes.Index(hay, m.needles[i].find); j >= 0 && (at < 0 || j < at) {
+			at, which = j, i
+		}
+	}
+	return at, which
+}
+
+// wuManber is first for needles of two bytes or more.
+func (m *matcher) wuManber(b []byte) (at, which int) {
+	for pos := m.minLen - 1; pos < len(b); {
+		h := blockHash(b[pos-1], b[pos])
+		if sh := m.shift[h]; sh > 0 {
+			pos += int(sh)
+			continue
+		}
+		start := pos - m.minLen + 1
+		for i, n := range m.needles { // longest first
+			if m.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
+				return start, i
+			}
+		}
+		pos++
+	}
+	return -1, -1
+}
+
+// hit is what a transform reports for each match.
+type hit func(n *needle) error
+
+// apply rewrites b whole (a header value, a path, a query, a frame),
+// calling onHit for each match; it returns b itself when nothing matched.
+func (m *matcher) apply(b []byte, onHit hit) ([]byte, error) {
+	if m.empty() {
+		return b, nil
+	}
+	var out []byte
+	rest := b
+	for {
+		at, w := m.first(rest)
+		if at < 0 {
+			break
+		}
+		n := &m.needles[w]
+		if err := onHit(n); err != nil {
+			return nil, err
+		}
+		if out == nil {
+			out = make([]byte, 0, len(b)+len(n.repl))
+		}
+		out = append(out, rest[:at]...)
+		out = append(out, n.repl...)
+		rest = rest[at+len(n.find):]
+	}
+	if out == nil {
+		return b, nil
+	}
+	return append(out, rest...), nil
+}
+
+// streamReader applies a matcher to a stream. It holds back at most the
+// longest needle minus one byte (a match may still start there), so
+// memory stays bounded by one chunk plus that look-behind whatever the
+// body's size, and a needle split across the source's reads is found.
+type streamReader struct {
+	src   io.Reader
+	m     *matcher
+	onHit hit
+	// atEOF, if set, runs once when src is exhausted, before EOF is
+	// returned (trailers are scrubbed there); an error it returns is
+	// returned instead of EOF.
+	atEOF func() error
+
+	buf  []byte
+	r, w int // buf[r:w] is read but not yet emitted
+	// found is the start of the next match in buf at or after r, w when
+	// there is none before w, or -1 when unknown; foundWhich is its needle.
+	found, foundWhich int
+	out               []byte
+	repl              []byte // emitted after out
+	eof               bool
+	err               error // sticky
+}
+
+func newStreamReader(src io.Reader, m *matcher, onHit hit) *streamReader {
+	s := &streamReader{src: src, m: m, onHit: onHit}
+	s.buf = make([]byte, chunk+m.maxLen)
+	s.found = -1
+	return s
+}
+
+func (s *streamReader) invalidate() { s.found = -1 }
+
+// next returns the earliest match starting in buf[r:w], or -1. A match
+// found at or after the limit is remembered until the next fill, so the
+// held-back bytes are not searched twice.
+func (s *streamReader) next() (at, which int) {
+	if s.found >= s.r {
+		if s.found == s.w {
+			return -1, -1
+		}
+		return s.found, s.foundWhich
+	}
+	at, which = s.m.first(s.buf[s.r:s.w])
+	if at < 0 {
+		s.found = s.w // none before w
+		return -1, -1
+	}
+	s.found, s.foundWhich = s.r+at, which
+	return s.found, which
+}
+
+// Read implements io.Reader.
+func (s *streamReader) Read(p []byte) (int, error) {
+	for {
+		if len(s.out) > 0 {
+			n := copy(p, s.out)
+			s.out = s.out[n:]
+			return n, nil
+		}
+		if len(s.repl) > 0 {
+			n := copy(p, s.repl)
+			s.repl = s.repl[n:]
+			return n, nil
+		}
+		if s.err != nil {
+			return 0, s.err
+		}
+		if s.r < s.w {
+			limit := s.w
+			if !s.eof {
+				limit = s.w - (s.m.maxLen - 1)
+			}
+			if limit > s.r {
+				at, w := s.next()
+				if at >= 0 && at < limit {
+					n := &s.m.needles[w]
+					if err := s.onHit(n); err != nil {
+						s.err = err
+						return 0, err
+					}
+					s.out = s.buf[s.r:at]
+					s.repl = n.repl
+					s.r = at + len(n.find)
+					continue
+				}
+				s.out = s.buf[s.r:limit]
+				s.r = limit
+				continue
+			}
+		}
+		if s.eof {
+			s.err = io.EOF
+			if s.atEOF != nil {
+				if err := s.atEOF(); err != nil {
+					s.err = err
+				}
+			}
+			continue
+		}
+		s.fill()
+	}
+}
+
+// fill moves the held-back bytes to the front and reads more.
+func (s *streamReader) fill() {
+	if s.r > 0 {
+		s.w = copy(s.buf, s.buf[s.r:s.w])
+		s.r = 0
+	}
+	n, err := s.src.Read(s.buf[s.w:])
+	s.w += n
+	s.invalidate()
+	if err == io.EOF {
+		s.eof = true
+	} else if err != nil {
+		s.eof = true
+		s.err = err
+		// Emit nothing more: a body that failed is not to be completed
+		// with bytes held back unchecked.
+		s.r = s.w
+	}
+}
+
+// Close closes the source when it is an io.Closer.
+func (s *streamReader) Close() error {
+	if c, ok := s.src.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package transform
+
+import (
+	"bufio"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/andybalholm/brotli"
+
+	"github.com/credgate/credgate/secret"
+)
+
+// DefaultMinLength is the shortest form of a secret a Scrubber redacts
+// unless ScrubOptions.MinLength says otherwise.
+const DefaultMinLength = 8
+
+// ErrUnsupportedEncoding is returned for a response whose Content-Encoding
+// the scrubber cannot decode; the gateway answers 502 rather than pass a
+// body it could not scrub (fail closed).
+var ErrUnsupportedEncoding = errors.New("transform: response content encoding cannot be scrubbed")
+
+// ScrubOptions configure a Scrubber. The zero value is usable.
+type ScrubOptions struct {
+	// Marker replaces every occurrence; "" means secret.Redacted.
+	Marker string
+	// MinLength is the shortest form redacted (0 means DefaultMinLength):
+	// shorter strings would redact unrelated bytes, so a secret shorter
+	// than this is not scrubbed at all, and its encoded forms only when
+	// they reach it.
+	MinLength int
+	// IdentityEncoding makes PrepareRequest ask upstream for an unencoded
+	// response (Accept-Encoding: identity) instead of advertising the
+	// encodings the scrubber decodes. A response encoded anyway is still
+	// decoded when it can be, or refused.
+	IdentityEncoding bool
+}
+
+// Scrubber replaces injected secret values echoed by an upstream in the
+// response headers, body and trailers. Build one per request from the
+// secrets injected into it; it is immutable and safe for concurrent use.
+type Scrubber struct {
+	m        *matcher
+	identity bool
+}
+
+// NewScrubber returns a Scrubber for values and each of their encoded
+// forms (see ScrubOptions.MinLength). Zero values are ignored.
+func NewScrubber(values []secret.Value, opts ScrubOptions) *Scrubber {
+	marker := opts.Marker
+	if marker == "" {
+		marker = secret.Redacted
+	}
+	minLen := opts.MinLength
+	if minLen <= 0 {
+		minLen = DefaultMinLength
+	}
+	var ns []needle
+	for i, v := range values {
+		if v.IsZero() {
+			continue
+		}
+		for _, f := range forms(v.Reveal(), minLen) {
+			ns = append(ns, needle{find: []byte(f), repl: []byte(marker), act: replace, id: i})
+		}
+	}
+	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding}
+}
+
+// ScrubCount counts the occurrences a Scrubber redacted in one response,
+// for the audit line. It is safe to read while the body is streaming; the
+// total is final once the body was read to its end.
+type ScrubCount struct{ n atomic.Int64 }
+
+// Count returns the occurrences redacted so far.
+func (c *ScrubCount) Count() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.n.Load()
+}
+
+func (c *ScrubCount) hit(*needle) error { c.n.Add(1); return nil }
+
+// ResponseTransform rewrites an upstream response before the client sees
+// it. The gateway calls it once per response, right after the upstream
+// round trip, and audits the count when the body is done.
+type ResponseTransform interface {
+	TransformResponse(resp *http.Response) (*ScrubCount, error)
+}
+
+var _ ResponseTransform = (*Scrubber)(nil)
+
+// PrepareRequest sets the outbound request's Accept-Encoding to what the
+// scrubber can decode ("gzip, deflate, br"), or to identity with
+// ScrubOptions.IdentityEncoding, replacing what the client asked for, so
+// an upstream never answers in an encoding that cannot be scrubbed.
+// Call it before the round trip (Go's transport then neither adds its own
+// gzip nor decompresses behind the gateway's back).
+func (s *Scrubber) PrepareRequest(r *http.Request) {
+	if s.identity {
+		r.Header.Set("Accept-Encoding", "identity")
+		return
+	}
+	r.Header.Set("Accept-Encoding", "gzip, deflate, br")
+}
+
+// Bytes returns b with every secret form redacted and how many were (a
+// WebSocket text frame from upstream, say). b is returned itself when
+// nothing matched.
+func (s *Scrubber) Bytes(b []byte) ([]byte, int) {
+	n := 0
+	out, _ := s.m.apply(b, func(*needle) error { n++; return nil })
+	return out, n
+}
+
+// Header redacts every value of h in place and returns how many
+// occurrences it redacted.
+func (s *Scrubber) Header(h http.Header) int {
+	total := 0
+	for k, vs := range h {
+		for i, v := range vs {
+			out, n := s.Bytes([]byte(v))
+			if n > 0 {
+				vs[i] = string(out)
+				total += n
+			}
+		}
+		h[k] = vs
+	}
+	return total
+}
+
+// Reader wraps r so that every secret form is redacted from what is read,
+// counting into c. It holds back at most the longest form minus one byte.
+// Close closes r when it is an io.Closer.
+func (s *Scrubber) Reader(r io.Reader, c *ScrubCount) io.ReadCloser {
+	if c == nil {
+		c = &ScrubCount{}
+	}
+	if s.m.empty() {
+		return readCloser(r)
+	}
+	return newStreamReader(r, s.m, c.hit)
+}
+
+// TransformResponse scrubs resp's headers now and wraps its body, which is
+// decoded first when it has a Content-Encoding (gzip, x-gzip, deflate —
+// zlib or raw — and br, in any combination). The client then gets the
+// decoded body without Content-Encoding, and with no Content-Length (it
+// changes with each redaction; the server sends it chunked or, for
+// HTTP/1.0, until close). Trailers are scrubbed when the body reaches its
+// end, before the reader returns io.EOF, so a caller copying trailers
+// after the body sees them scrubbed. An encoding it cannot decode returns
+// ErrUnsupportedEncoding and leaves the body untouched; the caller must
+// not forward it.
+func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
+	c := &ScrubCount{}
+	if s.m.empty() {
+		return c, nil
+	}
+	c.n.Add(int64(s.Header(resp.Header)))
+	if resp.Body == nil || resp.Body == http.NoBody {
+		c.n.Add(int64(s.Header(resp.Trailer)))
+		return c, nil
+	}
+	body, err := decode(resp.Body, resp.Header.Values("Content-Encoding"))
+	if err != nil {
+		return c, err
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = false
+	raw := resp.Body
+	sr := newStreamReader(body, s.m, c.hit)
+	sr.atEOF = func() error {
+		// A decoder may stop at the end of its data before the raw body
+		// reached its end, where net/http fills in the trailers.
+		if _, err := io.Copy(io.Discard, io.LimitReader(raw, 64<<10)); err != nil {
+			return fmt.Errorf("transform: read response after its encoded data: %w", err)
+		}
+		c.n.Add(int64(s.Header(resp.Trailer)))
+		return nil
+	}
+	resp.Body = &closeBoth{Reader: sr, closers: []io.Closer{body, raw}}
+	return c, nil
+}
+
+// decode returns body decoded through each coding of Content-Encoding, the
+// last applied first.
+func decode(body io.Reader, header []string) (io.ReadCloser, error) {
+	var codings []string
+	for _, h := range header {
+		for c := range strings.SplitSeq(h, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	for _, c := range codings {
+		switch c {
+		case "gzip", "x-gzip", "deflate", "br":
+		default:
+			return nil, fmt.Errorf("%w: %q (ask upstream for identity or drop the rule's scrubbing)", ErrUnsupportedEncoding, c)
+		}
+	}
+	r := io.Reader(body)
+	var closers []io.Closer
+	for i := len(codings) - 1; i >= 0; i-- {
+		switch codings[i] {
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(r)
+			if err != nil {
+				return nil, fmt.Errorf("transform: decode gzip response: %w", err)
+			}
+			closers = append(closers, zr)
+			r = zr
+		case "deflate":
+			// RFC 9110 deflate is zlib; some servers send raw deflate.
+			br := bufio.NewReader(r)
+			if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
+				zr, err := zlib.NewReader(br)
+				if err != nil {
+					return nil, fmt.Errorf("transform: decode deflate response: %w", err)
+				}
+				closers = append(closers, zr)
+				r = zr
+			} else {
+				fr := flate.NewReader(br)
+				closers = append(closers, fr)
+				r = fr
+			}
+		case "br":
+			r = brotli.NewReader(r)
+		}
+	}
+	return &closeBoth{Reader: r, closers: closers}, nil
+}
+
+// closeBoth closes each of its closers, returning the first error.
+type closeBoth struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (c *closeBoth) Close() error {
+	var first error
+	for _, cl := range c.closers {
+		if err := cl.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func readCloser(r io.Reader) io.ReadCloser {
+	if rc, ok := r.(io.ReadCloser); ok {
+		return rc
+	}
+	return io.NopCloser(r)
+}
+
+// Format implements fmt.Formatter: every verb prints how many forms are
+// scrubbed, never one of them.
+func (s Scrubber) Format(f fmt.State, _ rune) {
+	n := 0
+	if s.m != nil {
+		n = len(s.m.needles)
+	}
+	fmt.Fprintf(f, "transform.Scrubber{forms: %d}", n)
+}

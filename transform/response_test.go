@@ -1,0 +1,327 @@
+package transform
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/andybalholm/brotli"
+
+	"github.com/credgate/credgate/secret"
+)
+
+// testSecret has bytes every encoding rewrites.
+const testSecret = `sk_live/Ab+c=d"e<f>&g h%z`
+
+func scrubber(t testing.TB) *Scrubber {
+	t.Helper()
+	return NewScrubber([]secret.Value{secret.New(testSecret), {}}, ScrubOptions{})
+}
+
+// echoes returns each form in which an upstream may echo testSecret.
+func echoes() map[string]string {
+	b64 := func(e *base64.Encoding, s string) string { return e.EncodeToString([]byte(s)) }
+	return map[string]string{
+		"raw":             testSecret,
+		"base64":          b64(base64.StdEncoding, testSecret),
+		"base64 raw":      b64(base64.RawStdEncoding, testSecret),
+		"base64url":       b64(base64.URLEncoding, testSecret),
+		"base64url raw":   b64(base64.RawURLEncoding, testSecret),
+		"basic user:":     b64(base64.StdEncoding, "user:"+testSecret),
+		"basic ab:":       b64(base64.StdEncoding, "ab:"+testSecret),
+		"basic a:":        b64(base64.StdEncoding, "a:"+testSecret),
+		"query escape":    url.QueryEscape(testSecret),
+		"query lower hex": lowerHex(url.QueryEscape(testSecret)),
+		"path escape":     url.PathEscape(testSecret),
+		"path lower hex":  lowerHex(url.PathEscape(testSecret)),
+		"json":            `sk_live/Ab+c=d\"e\u003cf\u003e\u0026g h%z`,
+		"json no html":    `sk_live/Ab+c=d\"e<f>&g h%z`,
+		"json slash":      `sk_live\/Ab+c=d\"e<f>&g h%z`,
+	}
+}
+
+// leaks reports whether out still holds the secret or the part of an
+// encoded form that depends on it alone.
+func leaks(out string) bool {
+	for _, f := range forms(testSecret, DefaultMinLength) {
+		if strings.Contains(out, f) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestScrubBodyForms(t *testing.T) {
+	s := scrubber(t)
+	for name, form := range echoes() {
+		t.Run(name, func(t *testing.T) {
+			in := `{"echo":"` + form + `","other":"keep me"}`
+			var c ScrubCount
+			got, err := io.ReadAll(s.Reader(strings.NewReader(in), &c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if leaks(string(got)) || strings.Contains(string(got), testSecret) {
+				t.Errorf("leaked: %s", got)
+			}
+			if !strings.Contains(string(got), secret.Redacted) || !strings.HasSuffix(string(got), `","other":"keep me"}`) {
+				t.Errorf("got %s", got)
+			}
+			if c.Count() != 1 {
+				t.Errorf("count %d, want 1", c.Count())
+			}
+			// Split in two reads at every offset.
+			for i := 0; i <= len(in); i++ {
+				split, err := io.ReadAll(s.Reader(io.MultiReader(strings.NewReader(in[:i]), strings.NewReader(in[i:])), &ScrubCount{}))
+				if err != nil || string(split) != string(got) {
+					t.Fatalf("split at %d: %q, %v; want %q", i, split, err, got)
+				}
+			}
+		})
+	}
+}
+
+func TestScrubHeaderAndMarker(t *testing.T) {
+	s := NewScrubber([]secret.Value{secret.New(testSecret)}, ScrubOptions{Marker: "***"})
+	h := http.Header{
+		"X-Echo":     {"Bearer " + testSecret, "plain"},
+		"Set-Cookie": {"t=" + url.QueryEscape(testSecret) + "; Path=/"},
+	}
+	if n := s.Header(h); n != 2 {
+		t.Errorf("Header redacted %d, want 2", n)
+	}
+	want := http.Header{"X-Echo": {"Bearer ***", "plain"}, "Set-Cookie": {"t=***; Path=/"}}
+	if fmt.Sprint(h) != fmt.Sprint(want) {
+		t.Errorf("header = %v, want %v", h, want)
+	}
+}
+
+func TestScrubShortSecretSkipped(t *testing.T) {
+	s := NewScrubber([]secret.Value{secret.New("abc")}, ScrubOptions{})
+	got, _ := io.ReadAll(s.Reader(strings.NewReader("abc abc"), &ScrubCount{}))
+	if string(got) != "abc abc" {
+		t.Errorf("a secret shorter than MinLength was scrubbed: %q", got)
+	}
+}
+
+func compress(t testing.TB, coding string, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	var w io.WriteCloser
+	switch coding {
+	case "gzip":
+		w = gzip.NewWriter(&b)
+	case "deflate":
+		w = zlib.NewWriter(&b)
+	case "raw-deflate":
+		w, _ = flate.NewWriter(&b, flate.DefaultCompression)
+	case "br":
+		w = brotli.NewWriter(&b)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestTransformResponseEncodings(t *testing.T) {
+	s := scrubber(t)
+	plain := []byte(strings.Repeat("filler ", 10000) + testSecret + " and " + base64.StdEncoding.EncodeToString([]byte(testSecret)) + strings.Repeat(" tail", 5000))
+	for _, tc := range []struct{ header, coding string }{
+		{"", ""},
+		{"identity", ""},
+		{"gzip", "gzip"},
+		{"x-gzip", "gzip"},
+		{"deflate", "deflate"},
+		{"deflate", "raw-deflate"},
+		{"br", "br"},
+		{"BR", "br"},
+	} {
+		t.Run(tc.header+"/"+tc.coding, func(t *testing.T) {
+			body := plain
+			if tc.coding != "" {
+				body = compress(t, tc.coding, plain)
+			}
+			resp := &http.Response{
+				Header:        http.Header{"Content-Length": {fmt.Sprint(len(body))}, "X-Echo": {testSecret}},
+				ContentLength: int64(len(body)),
+				Body:          io.NopCloser(bytes.NewReader(body)),
+				Trailer:       http.Header{"X-Trailer-Echo": {testSecret}},
+			}
+			if tc.header != "" {
+				resp.Header.Set("Content-Encoding", tc.header)
+			}
+			c, err := s.TransformResponse(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Trailer.Get("X-Trailer-Echo") != testSecret {
+				t.Error("trailer scrubbed before the body ended (it is not known then)")
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := resp.Body.Close(); err != nil {
+				t.Fatal(err)
+			}
+			want := strings.Repeat("filler ", 10000) + secret.Redacted + " and " + secret.Redacted + strings.Repeat(" tail", 5000)
+			if string(got) != want {
+				t.Errorf("body differs from the scrubbed plain text (len %d, want %d)", len(got), len(want))
+			}
+			if resp.Header.Get("Content-Encoding") != "" || resp.Header.Get("Content-Length") != "" || resp.ContentLength != -1 {
+				t.Errorf("headers after: %v, ContentLength %d", resp.Header, resp.ContentLength)
+			}
+			if resp.Header.Get("X-Echo") != secret.Redacted || resp.Trailer.Get("X-Trailer-Echo") != secret.Redacted {
+				t.Errorf("header %q trailer %q", resp.Header.Get("X-Echo"), resp.Trailer.Get("X-Trailer-Echo"))
+			}
+			if c.Count() != 4 {
+				t.Errorf("count %d, want 4", c.Count())
+			}
+		})
+	}
+}
+
+func TestTransformResponseUnsupported(t *testing.T) {
+	s := scrubber(t)
+	for _, ce := range []string{"zstd", "gzip, compress"} {
+		resp := &http.Response{Header: http.Header{"Content-Encoding": {ce}}, Body: io.NopCloser(strings.NewReader("x"))}
+		body := resp.Body
+		if _, err := s.TransformResponse(resp); !errors.Is(err, ErrUnsupportedEncoding) {
+			t.Errorf("%s: err = %v, want ErrUnsupportedEncoding", ce, err)
+		}
+		if resp.Body != body {
+			t.Errorf("%s: body replaced on error", ce)
+		}
+	}
+	resp := &http.Response{Header: http.Header{"Content-Encoding": {"gzip"}}, Body: io.NopCloser(strings.NewReader("not gzip"))}
+	if _, err := s.TransformResponse(resp); err == nil || strings.Contains(err.Error(), testSecret) {
+		t.Errorf("bad gzip: err = %v", err)
+	}
+}
+
+func TestPrepareRequest(t *testing.T) {
+	for _, tc := range []struct {
+		identity bool
+		want     string
+	}{{false, "gzip, deflate, br"}, {true, "identity"}} {
+		r, _ := http.NewRequest("GET", "https://api.example.com/", nil)
+		r.Header.Set("Accept-Encoding", "zstd")
+		NewScrubber(nil, ScrubOptions{IdentityEncoding: tc.identity}).PrepareRequest(r)
+		if got := r.Header.Get("Accept-Encoding"); got != tc.want {
+			t.Errorf("identity=%v: Accept-Encoding %q, want %q", tc.identity, got, tc.want)
+		}
+	}
+}
+
+// FuzzScrubSplit puts the secret, in each form, between fuzzed bytes and
+// reads the result back through reads split at fuzzed sizes: the client
+// sees no form of the secret, and bytes that are not secrets pass
+// unchanged.
+func FuzzScrubSplit(f *testing.F) {
+	f.Add([]byte("prefix "), []byte(" suffix"), uint8(0), []byte{1})
+	f.Add([]byte{}, []byte{}, uint8(3), []byte{7, 1, 2})
+	f.Add([]byte("sk_live"), []byte("sk_live/A"), uint8(9), []byte{5, 0, 13})
+	s := scrubber(f)
+	all := echoes()
+	var names []string
+	for n := range all {
+		names = append(names, n)
+	}
+	f.Fuzz(func(t *testing.T, pre, post []byte, which uint8, sizes []byte) {
+		// Keep the fuzzed bytes free of the secret's forms themselves so
+		// the expected output is known.
+		if leaks(string(pre)) || leaks(string(post)) {
+			return
+		}
+		form := all[names[int(which)%len(names)]]
+		in := string(pre) + form + string(post)
+		var sz []int
+		for _, b := range sizes {
+			sz = append(sz, int(b))
+		}
+		var c ScrubCount
+		got, err := io.ReadAll(s.Reader(&splitReader{data: []byte(in), sizes: sz}, &c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if leaks(string(got)) {
+			t.Fatalf("leaked through reads %v: %q", sz, got)
+		}
+		whole, n := s.Bytes([]byte(in))
+		if string(got) != string(whole) || c.Count() != int64(n) {
+			t.Fatalf("stream %q (%d) != whole %q (%d)", got, c.Count(), whole, n)
+		}
+		// Bytes with no secret at all pass unchanged.
+		plain := append(append([]byte{}, pre...), post...)
+		if leaks(string(plain)) {
+			return
+		}
+		if out, _ := io.ReadAll(s.Reader(&splitReader{data: plain, sizes: sz}, &ScrubCount{})); !bytes.Equal(out, plain) {
+			t.Fatalf("non-secret bytes changed: %q -> %q", plain, out)
+		}
+	})
+}
+
+// TestScrubOverHTTP runs a real upstream on 127.0.0.1 that echoes the
+// secret in a header, an encoded body and a trailer.
+func TestScrubOverHTTP(t *testing.T) {
+	plain := []byte(strings.Repeat("x", 70000) + testSecret + strings.Repeat("y", 10))
+	for _, coding := range []string{"gzip", "br", "deflate", ""} {
+		t.Run(coding, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if got := r.Header.Get("Accept-Encoding"); got != "gzip, deflate, br" {
+					t.Errorf("upstream saw Accept-Encoding %q", got)
+				}
+				w.Header().Set("Trailer", "X-Echo-Trailer")
+				w.Header().Set("X-Echo", testSecret)
+				body := plain
+				if coding != "" {
+					w.Header().Set("Content-Encoding", coding)
+					body = compress(t, coding, plain)
+				}
+				_, _ = w.Write(body)
+				w.Header().Set("X-Echo-Trailer", url.QueryEscape(testSecret))
+			}))
+			defer srv.Close()
+			s := scrubber(t)
+			r, _ := http.NewRequest("GET", srv.URL, nil)
+			s.PrepareRequest(r)
+			resp, err := srv.Client().Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			c, err := s.TransformResponse(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.Repeat("x", 70000) + secret.Redacted + strings.Repeat("y", 10); string(got) != want {
+				t.Errorf("body differs (len %d, want %d)", len(got), len(want))
+			}
+			if resp.Header.Get("X-Echo") != secret.Redacted || resp.Trailer.Get("X-Echo-Trailer") != secret.Redacted {
+				t.Errorf("header %q trailer %q", resp.Header.Get("X-Echo"), resp.Trailer.Get("X-Echo-Trailer"))
+			}
+			if c.Count() != 3 {
+				t.Errorf("count %d, want 3", c.Count())
+			}
+		})
+	}
+}
