@@ -102,14 +102,7 @@ func newSwitchCmd(ac *adminClient, action string) *cobra.Command {
 				return fmt.Errorf("admin %s: %s", action, strings.TrimPrefix(err.Error(), "killswitch: invalid switch: "))
 			}
 			body, _ := json.Marshal(map[string]string{"kind": string(kind), "name": args[1], "by": by, "reason": reason})
-			var resp struct {
-				Action   string           `json:"action"`
-				Changed  bool             `json:"changed"`
-				Scope    string           `json:"scope"`
-				Pending  bool             `json:"pending"`
-				Switch   killswitch.Entry `json:"switch"`
-				Warnings []string         `json:"warnings"`
-			}
+			var resp gateway.SwitchResponse
 			raw, err := ac.call(cmd.Context(), http.MethodPost, "/admin/v1/"+action, body, true, &resp)
 			if err != nil {
 				return err
@@ -169,13 +162,7 @@ func newListCmd(ac *adminClient) *cobra.Command {
 		Short:   "List what is disabled, and where the state comes from",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var v struct {
-				Backend  string             `json:"backend"`
-				Redis    string             `json:"redis"`
-				LastSync *time.Time         `json:"last_sync"`
-				Pending  int                `json:"pending"`
-				Disabled []killswitch.Entry `json:"disabled"`
-			}
+			var v gateway.SwitchesView
 			// The list names operators and reasons: the gateway wants
 			// the token. Without one the gateway's answer says so.
 			raw, err := ac.call(cmd.Context(), http.MethodGet, "/admin/v1/switches", nil, ac.hasToken(), &v)

@@ -137,7 +137,7 @@ type readyzDetail struct {
 	Policy     readyzPolicy  `json:"policy"`
 	Redis      string        `json:"redis,omitempty"`
 	SVID       *readyzSVID   `json:"svid,omitempty"`
-	KillSwitch *switchesView `json:"kill_switch"`
+	KillSwitch *SwitchesView `json:"kill_switch"`
 }
 
 type readyzPolicy struct {
@@ -343,8 +343,10 @@ type switchRequest struct {
 	Reason string `json:"reason"`
 }
 
-// switchResponse answers a successful POST /admin/v1/disable or /enable.
-type switchResponse struct {
+// SwitchResponse answers a successful POST /admin/v1/disable or /enable.
+// SwitchResponse is the answer of POST /admin/v1/disable and /enable: the
+// admin API's wire type, shared with `credgate admin`.
+type SwitchResponse struct {
 	Action  string           `json:"action"`
 	Changed bool             `json:"changed"`
 	Scope   string           `json:"scope"`
@@ -355,9 +357,10 @@ type switchResponse struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// switchesView is GET /admin/v1/switches and the kill_switch part of
-// /readyz.
-type switchesView struct {
+// SwitchesView is the answer of GET /admin/v1/switches and the
+// kill_switch part of /readyz: the admin API's wire type, shared with
+// `credgate admin list`.
+type SwitchesView struct {
 	Backend  string     `json:"backend"`
 	Redis    string     `json:"redis,omitempty"`
 	LastSync *time.Time `json:"last_sync,omitempty"`
@@ -371,9 +374,9 @@ type switchesView struct {
 	Disabled   []killswitch.Entry `json:"disabled"`
 }
 
-func (g *Gateway) switchesView() switchesView {
+func (g *Gateway) switchesView() SwitchesView {
 	st := g.switches.Status()
-	v := switchesView{Backend: st.Backend, Pending: st.Pending, Disabled: g.switches.Snapshot().Entries()}
+	v := SwitchesView{Backend: st.Backend, Pending: st.Pending, Disabled: g.switches.Snapshot().Entries()}
 	if v.Disabled == nil {
 		v.Disabled = []killswitch.Entry{}
 	}
@@ -458,7 +461,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		fail(http.StatusBadRequest, codeAdminBadReq, strings.TrimPrefix(err.Error(), "killswitch: "), sw)
 		return
 	}
-	resp := switchResponse{Action: action, Changed: res.Changed, Scope: string(res.Scope), Pending: res.Pending, Switch: res.Entry}
+	resp := SwitchResponse{Action: action, Changed: res.Changed, Scope: string(res.Scope), Pending: res.Pending, Switch: res.Entry}
 	resp.Warnings = g.switchWarnings(action, probe, res)
 	result := "ok"
 	if !res.Changed {
