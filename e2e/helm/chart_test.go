@@ -149,6 +149,9 @@ func TestValuesSchema(t *testing.T) {
 		{"spire and client CA", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "tls.clientCAConfigMap=cas"}, "not both"},
 		{"unknown socket volume", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.volume=emptyDir"}, "volume"},
 		{"relative socket mount", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.mountPath=spire"}, "mountPath"},
+		{"prometheusRule typo", []string{"--set", "metrics.prometheusRule.enable=true"}, "enable"},
+		{"refusal ratio above 1", []string{"--set", "metrics.prometheusRule.refusalRatio=2"}, "refusalRatio"},
+		{"dashboard label not a string", []string{"--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.labels.grafana_dashboard=1"}, "grafana_dashboard"},
 		{"not a SPIFFE ID", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.spiffeID=prod.example.org/credgate"}, "spiffeID"},
 	}
 	for _, tt := range tests {

@@ -124,6 +124,7 @@ identity:
       - {configMap: corp-ca, key: ca.pem}
 `},
 		{name: "admin-tls", values: adminTLSValues},
+		{name: "monitoring", values: monitoringValues},
 	}
 }
 
@@ -401,9 +402,12 @@ func kubeconformRun(path string) ([]kubeconformResult, error) {
 }
 
 // skippedKinds are CRDs (cert-manager, prometheus-operator) without a schema
-// in the Kubernetes OpenAPI document; kubeconform skips them by GVK.
+// in the Kubernetes OpenAPI document; kubeconform skips them by GVK. The
+// PrometheusRule's content is checked by promtool and by the monitoring
+// tests instead (monitoring_test.go).
 var skippedKinds = []string{
 	"cert-manager.io/v1/Issuer",
 	"cert-manager.io/v1/Certificate",
 	"monitoring.coreos.com/v1/ServiceMonitor",
+	"monitoring.coreos.com/v1/PrometheusRule",
 }
