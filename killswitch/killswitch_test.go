@@ -460,8 +460,8 @@ func TestRedisOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Snapshot().Len() != 3 {
-		t.Errorf("replica started during the outage enforces %v", c.Snapshot().Entries())
+	if c.Snapshot().Len() != 3 || c.Status().Pending != 2 {
+		t.Errorf("replica started during the outage enforces %v, %d pending", c.Snapshot().Entries(), c.Status().Pending)
 	}
 	c.Close()
 
@@ -639,5 +639,55 @@ func TestRedisBackRereadRetried(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "wrote the switches disabled on this replica while it was unavailable") {
 		t.Errorf("no log line about the write-back:\n%s", logs.String())
+	}
+}
+
+// TestPendingSurvivesRestart: a disable taken while Redis could not be
+// read is still pending after the replica restarts (admin.state_file),
+// and is written back when Redis answers, even though Redis kept its
+// state meanwhile (which lacks it, at the generation the replica knew):
+// it is not taken for a switch the fleet had and dropped.
+func TestPendingSurvivesRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	state := filepath.Join(t.TempDir(), "switches.json")
+	f := &failReads{}
+	ca := newClient(t, srv)
+	ca.AddHook(f)
+	a, err := New(ctx, Options{Client: ca, Namespace: "test", Keys: testKeys, OpTimeout: 200 * time.Millisecond,
+		ResyncInterval: time.Hour, StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newRedisSwitch(t, srv, Options{})
+	if _, err := a.Disable(ctx, entry(Rule, "charges")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "B", has(b, "rule:charges"))
+	f.n.Store(1 << 20) // A cannot read Redis any more; B and Redis are fine
+	res, err := a.Disable(ctx, entry(Workload, "batch"))
+	if err != nil || !res.Pending {
+		t.Fatalf("Disable while A cannot read Redis = %+v, %v", res, err)
+	}
+	_ = a.Close()
+
+	a2 := newRedisSwitch(t, srv, Options{StateFile: state})
+	if err := has(a2, "workload:batch")(); err != nil {
+		t.Fatalf("A after its restart: %v", err)
+	}
+	waitFor(t, time.Second, "B to get the switch A held across its restart", has(b, "workload:batch"))
+	if st := a2.Status(); st.Pending != 0 {
+		t.Errorf("A after the write-back: %+v", st)
+	}
+	// Once written back, the file no longer says pending: enabling it
+	// fleet-wide and restarting A does not bring it back.
+	if _, err := b.Enable(ctx, Workload, "batch"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "A to apply the enable", hasNot(a2, "workload:batch"))
+	_ = a2.Close()
+	a3 := newRedisSwitch(t, srv, Options{StateFile: state})
+	if has(a3, "workload:batch")() == nil || has(b, "workload:batch")() == nil {
+		t.Errorf("an enabled switch came back from the state file: A %v, B %v", a3.Snapshot().Entries(), b.Snapshot().Entries())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,6 +170,12 @@ type Switch struct {
 	// unverified is why the state last read from Redis was not put in
 	// force; nil while it verifies.
 	unverified atomic.Pointer[string]
+	// file is what the state file was last written with.
+	file struct {
+		snap    *Snapshot
+		gen     uint64
+		pending []string
+	}
 	// lastSync (unix nanoseconds) and npending are Status's lock-free
 	// copies.
 	lastSync atomic.Int64
@@ -244,12 +251,16 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		s.mac = mk
 	}
 	if opts.StateFile != "" {
-		entries, gen, err := readStateFile(opts.StateFile)
+		entries, gen, pending, err := readStateFile(opts.StateFile)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
-			s.known[e.ID()] = e
+			if pending[e.ID()] && s.rdb != nil {
+				s.pending[e.ID()] = e
+			} else {
+				s.known[e.ID()] = e
+			}
 		}
 		s.gen = gen
 	}
@@ -629,9 +640,13 @@ func (s *Switch) applyLocked(source string) {
 	next := newSnapshot(all)
 	prev := s.cur.Load()
 	if sameEntries(prev, next) {
+		// The generation or what is pending may have changed (a pending
+		// disable written back): the file says so.
+		s.writeStateFileLocked(prev)
 		return
 	}
 	s.cur.Store(next)
+	s.writeStateFileLocked(next)
 	for _, e := range next.entries {
 		if _, ok := prev.Get(e.Kind, e.Name); !ok {
 			s.log.Warn("kill switch: disabled", slog.String("kind", string(e.Kind)), slog.String("name", e.Name),
@@ -643,16 +658,30 @@ func (s *Switch) applyLocked(source string) {
 			s.log.Warn("kill switch: enabled again", slog.String("kind", string(e.Kind)), slog.String("name", e.Name), slog.String("source", source))
 		}
 	}
-	if s.opts.StateFile != "" {
-		if err := writeStateFile(s.opts.StateFile, s.gen, next.entries); err != nil {
-			s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))
-			if s.opts.Observer != nil {
-				s.opts.Observer.SyncError("state_file")
-			}
-		}
-	}
 	if s.opts.Observer != nil {
 		s.opts.Observer.Applied(next)
+	}
+}
+
+// writeStateFileLocked writes the state in force, next, to the state
+// file, if there is one and what it would hold changed since the last
+// write.
+func (s *Switch) writeStateFileLocked(next *Snapshot) {
+	if s.opts.StateFile == "" {
+		return
+	}
+	pending := slices.Sorted(maps.Keys(s.pending))
+	if s.file.snap == next && s.file.gen == s.gen && slices.Equal(s.file.pending, pending) {
+		return
+	}
+	s.file.snap, s.file.gen, s.file.pending = next, s.gen, pending
+	if err := writeStateFile(s.opts.StateFile, s.gen, next.entries, pending); err != nil {
+		// Written again at the next change.
+		s.file.snap = nil
+		s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))
+		if s.opts.Observer != nil {
+			s.opts.Observer.SyncError("state_file")
+		}
 	}
 }
 
