@@ -132,7 +132,10 @@ func TestKillSwitchFleet(t *testing.T) {
 	key := writeRedisKey(t, dir, "k1.key")
 	opts := envOptions{
 		CacheConfig: redisConfig(srv.Addr(), [2]string{"k1", key}),
-		ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\n  resync_interval: 1s\n", tokFile),
+		// A minute between periodic reads: every change, and the recovery
+		// from a Redis outage, must travel by messages and
+		// resubscriptions, which the timings below then measure.
+		ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\n  resync_interval: 1m\n", tokFile),
 	}
 	a, b := startEnv(t, opts), startEnv(t, opts)
 	wrong := "admin-" + randomToken(t)
@@ -328,8 +331,10 @@ func TestKillSwitchFleet(t *testing.T) {
 		})
 		srv.Stop()
 		for _, e := range []*env{a, b} {
+			// The kill switch itself notices at its next read (a minute
+			// here); the shared cache pings every second.
 			waitFor(t, 5*time.Second, "/readyz to show Redis down", func() error {
-				if r := httpGetToken(t, "http://"+e.adminAddr+"/readyz", token); !strings.Contains(r, `"kill_switch":{"backend":"redis","redis":"down"`) || !strings.Contains(r, `"name":"api-inject"`) {
+				if r := httpGetToken(t, "http://"+e.adminAddr+"/readyz", token); !strings.Contains(r, `"redis":"down","kill_switch":{"backend":"redis"`) || !strings.Contains(r, `"name":"api-inject"`) {
 					return fmt.Errorf("/readyz: %s", r)
 				}
 				return nil
@@ -353,21 +358,65 @@ func TestKillSwitchFleet(t *testing.T) {
 			t.Errorf("B's tunnel during the outage: %s, want 200 (A could not tell B)", resp.Status)
 		}
 
-		// Redis comes back empty: the replicas write back what they had
-		// and what A held; B enforces both.
+		// Redis comes back empty, and refusing reads at first (as one
+		// loading its data answers LOADING): the re-read each replica's
+		// resubscription triggers fails. Once reads are allowed, every
+		// replica refuses both switches within 1s: the failed re-reads
+		// are retried with backoff (the periodic read is a minute away),
+		// the replicas write back what they had and A what it held, and
+		// A's write-back reaches B by its message.
+		readErrs := func(e *env) float64 { return e.metric(t, `credgate_switch_sync_errors_total{op="read"}`) }
+		errsA, errsB := readErrs(a), readErrs(b)
 		t0 := time.Now()
-		srv.Restart()
-		waitFor(t, 10*time.Second, "B to get the switch A made during the outage", func() error {
-			if _, resp := rawConnect(t, b, tunnelHost+":443"); resp.StatusCode != http.StatusForbidden {
+		srv.RestartWith("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-hgetall")
+		up := time.Since(t0)
+		waitFor(t, 5*time.Second, "both replicas' re-read after resubscribing to fail", func() error {
+			if na, nb := readErrs(a), readErrs(b); na == errsA || nb == errsB {
+				return fmt.Errorf("failed reads: A %v -> %v, B %v -> %v", errsA, na, errsB, nb)
+			}
+			return nil
+		})
+		rc := srv.Client()
+		if err := rc.Do(context.Background(), "ACL", "SETUSER", "default", "+hgetall").Err(); err != nil {
+			t.Fatalf("allow HGETALL again: %v", err)
+		}
+		t1 := time.Now()
+		var inRedis time.Duration
+		n := 0
+		waitFor(t, 10*time.Second, "B to refuse the switch A made during the outage", func() error {
+			if inRedis == 0 {
+				if ok, _ := rc.HExists(context.Background(), "e2e:switches", "rule:tunnel-pass").Result(); ok {
+					inRedis = time.Since(t1)
+				}
+			}
+			n++
+			c, resp := rawConnect(t, b, tunnelHost+":443")
+			c.Close()
+			if resp.StatusCode != http.StatusForbidden {
 				return fmt.Errorf("B's CONNECT: %s", resp.Status)
 			}
 			return nil
 		})
-		reportPeer(t, "kill switch: %s after Redis came back (empty), replica B enforced the switch replica A made during the outage", time.Since(t0).Round(time.Millisecond))
-		if st, _, _ := get(t, cb, "GET", base+"-post-outage", ""); st != http.StatusForbidden {
-			t.Errorf("B after the outage: %d, want api-inject still disabled", st)
+		took := time.Since(t1)
+		if inRedis == 0 {
+			inRedis = took
 		}
-		all, err := srv.Client().HGetAll(context.Background(), "e2e:switches").Result()
+		reportPeer(t, "kill switch: %s after Redis answered reads again (%s after it was restarted empty; it answered PING after %s and refused reads meanwhile), replica B refused the switch replica A made during the outage (written back to Redis by %s; %d CONNECTs polled)",
+			took.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), up.Round(time.Millisecond), inRedis.Round(time.Millisecond), n)
+		if took >= time.Second {
+			t.Errorf("B refused the switch A made during the outage %s after Redis answered reads again, want < 1s", took)
+		}
+		for _, e := range []*env{a, b} {
+			c := newGoClient(t, e.proxyURL, gwCACert, false)
+			if st, _, _ := get(t, c, "GET", base+"-post-outage", ""); st != http.StatusForbidden {
+				t.Errorf("%s after the outage: %d, want api-inject still disabled", e.adminAddr, st)
+			}
+			if c, resp := rawConnect(t, e, tunnelHost+":443"); resp.StatusCode != http.StatusForbidden {
+				c.Close()
+				t.Errorf("%s after the outage: CONNECT %s, want tunnel-pass disabled", e.adminAddr, resp.Status)
+			}
+		}
+		all, err := rc.HGetAll(context.Background(), "e2e:switches").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -376,6 +425,16 @@ func TestKillSwitchFleet(t *testing.T) {
 		}
 		if _, ok := all["rule:tunnel-pass"]; !ok {
 			t.Errorf("Redis after the outage: %v, want both switches written back", keysOf(all))
+		}
+		// A says and counts what it wrote back.
+		if v := a.metric(t, `credgate_switch_written_back_total{reason="pending"}`); v != 1 {
+			t.Errorf(`A credgate_switch_written_back_total{reason="pending"} = %v, want 1`, v)
+		}
+		if !strings.Contains(a.stderr.String(), "wrote the switches disabled on this replica while it was unavailable") {
+			t.Error("A's log does not say it wrote back the switch it held")
+		}
+		if v := a.metric(t, `credgate_switch_written_back_total{reason="restored"}`) + b.metric(t, `credgate_switch_written_back_total{reason="restored"}`); v < 1 {
+			t.Errorf(`credgate_switch_written_back_total{reason="restored"} = %v on A and B together, want >= 1`, v)
 		}
 	})
 }

@@ -455,7 +455,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 	}
 	if err != nil {
 		if errors.Is(err, killswitch.ErrUnavailable) {
-			fail(http.StatusServiceUnavailable, codeSwitchUnavail, fmt.Sprintf("Redis is unavailable: %s stays disabled on every replica; retry when Redis answers", probe), sw)
+			fail(http.StatusServiceUnavailable, codeSwitchUnavail, fmt.Sprintf("Redis is unavailable: %s stays disabled (one disabled on this replica during the outage is written to every replica when Redis answers); retry when Redis answers", probe), sw)
 			return
 		}
 		fail(http.StatusBadRequest, codeAdminBadReq, strings.TrimPrefix(err.Error(), "killswitch: "), sw)

@@ -94,6 +94,7 @@ type switchMetrics struct {
 	lastSync   prometheus.Gauge
 	admin      *prometheus.CounterVec
 	verify     *prometheus.CounterVec
+	wroteBack  *prometheus.CounterVec
 }
 
 func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
@@ -118,6 +119,10 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 			Name: "credgate_switch_verify_failures_total",
 			Help: "Kill switch states and messages read from Redis that were not put in force because they do not verify, by reason (unsigned, bad_mac, unknown_key, rollback, malformed). The last verified state stays in force.",
 		}, []string{"reason"}),
+		wroteBack: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_switch_written_back_total",
+			Help: "Switches this replica wrote back to Redis, by reason: pending (disabled on this replica while Redis was unavailable, written when it answered again) and restored (Redis held no switch state at all).",
+		}, []string{"reason"}),
 		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_admin_requests_total",
 			Help: "Admin API requests that change state, by action (disable, enable) and result (ok, unchanged, unauthorized, admin_api_off, bad_request, switch_unavailable, admin_token_unreadable).",
@@ -135,7 +140,10 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 		for _, r := range []string{killswitch.ReasonUnsigned, killswitch.ReasonBadMAC, killswitch.ReasonUnknownKey, killswitch.ReasonRollback, killswitch.ReasonMalformed} {
 			m.verify.WithLabelValues(r)
 		}
-		reg.MustRegister(m.lastSync, m.verify)
+		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored} {
+			m.wroteBack.WithLabelValues(r)
+		}
+		reg.MustRegister(m.lastSync, m.verify, m.wroteBack)
 	}
 	return m
 }
@@ -165,6 +173,10 @@ func (o switchObserver) Applied(s *killswitch.Snapshot) {
 func (o switchObserver) SyncError(op string) { o.g.swm.syncErrors.WithLabelValues(op).Inc() }
 
 func (o switchObserver) VerifyFailed(reason string) { o.g.swm.verify.WithLabelValues(reason).Inc() }
+
+func (o switchObserver) WroteBack(reason string, n int) {
+	o.g.swm.wroteBack.WithLabelValues(reason).Add(float64(n))
+}
 
 func (o switchObserver) Synced(at time.Time) {
 	o.g.swm.lastSync.Set(float64(at.UnixNano()) / 1e9)

@@ -14,43 +14,55 @@ type stateFile struct {
 	Version int `json:"version"`
 	// Generation is the state's generation in Redis, so that a replica
 	// that restarts still refuses an older state copied back into Redis.
-	Generation uint64  `json:"generation,omitempty"`
-	Switches   []Entry `json:"switches"`
+	Generation uint64 `json:"generation,omitempty"`
+	// Switches are the switches in force, Pending included.
+	Switches []Entry `json:"switches"`
+	// Pending are the IDs of the switches disabled on this replica while
+	// Redis was unavailable and not yet written to it: a replica that
+	// restarts before Redis answers still writes them back, rather than
+	// taking them for switches the fleet had and dropping them when the
+	// state in Redis lacks them. (A file written by a version without
+	// the field reads as having none pending.)
+	Pending []string `json:"pending,omitempty"`
 }
 
-// readStateFile returns the entries of path and their generation; a
-// missing file holds none.
-func readStateFile(path string) ([]Entry, uint64, error) {
+// readStateFile returns the entries of path, their generation and which
+// of them are pending; a missing file holds none.
+func readStateFile(path string) (entries []Entry, gen uint64, pending map[string]bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, nil
+		return nil, 0, nil, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("killswitch: state file: %w", err)
+		return nil, 0, nil, fmt.Errorf("killswitch: state file: %w", err)
 	}
 	var sf stateFile
 	if err := json.Unmarshal(b, &sf); err != nil {
-		return nil, 0, fmt.Errorf("killswitch: state file %s is not valid JSON (%v); fix or remove it (switches it held are then enabled)", path, err)
+		return nil, 0, nil, fmt.Errorf("killswitch: state file %s is not valid JSON (%v); fix or remove it (switches it held are then enabled)", path, err)
 	}
 	if sf.Version != 1 {
-		return nil, 0, fmt.Errorf("killswitch: state file %s: unknown version %d (want 1)", path, sf.Version)
+		return nil, 0, nil, fmt.Errorf("killswitch: state file %s: unknown version %d (want 1)", path, sf.Version)
 	}
 	for i, e := range sf.Switches {
 		if err := e.Validate(); err != nil {
-			return nil, 0, fmt.Errorf("killswitch: state file %s: switch %d: %w", path, i, err)
+			return nil, 0, nil, fmt.Errorf("killswitch: state file %s: switch %d: %w", path, i, err)
 		}
 	}
-	return sf.Switches, sf.Generation, nil
+	pending = make(map[string]bool, len(sf.Pending))
+	for _, id := range sf.Pending {
+		pending[id] = true
+	}
+	return sf.Switches, sf.Generation, pending, nil
 }
 
 // writeStateFile replaces path atomically (a temporary file in the same
 // directory, synced, then renamed), so a crash leaves the old or the new
-// state, never half of one.
-func writeStateFile(path string, gen uint64, entries []Entry) error {
+// state, never half of one. pending are the IDs of the pending entries.
+func writeStateFile(path string, gen uint64, entries []Entry, pending []string) error {
 	if entries == nil {
 		entries = []Entry{}
 	}
-	b, err := json.MarshalIndent(stateFile{Version: 1, Generation: gen, Switches: entries}, "", "  ")
+	b, err := json.MarshalIndent(stateFile{Version: 1, Generation: gen, Switches: entries, Pending: pending}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("killswitch: state file: %w", err)
 	}

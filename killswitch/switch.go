@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/credgate/credgate/internal/backoff"
 	"github.com/credgate/credgate/internal/fleet"
 	"github.com/redis/go-redis/v9"
 )
@@ -95,7 +97,18 @@ type Observer interface {
 	// that was not put in force because it does not verify, with the
 	// reason (ReasonUnsigned, ReasonBadMAC, ...).
 	VerifyFailed(reason string)
+	// WroteBack is called when switches this replica held and Redis
+	// lacked were written to Redis, by why Redis lacked them:
+	// WrotePending (disabled while Redis was unavailable) or
+	// WroteRestored (Redis held no state at all), with how many.
+	WroteBack(why string, n int)
 }
+
+// Why switches were written back (Observer.WroteBack).
+const (
+	WrotePending  = "pending"
+	WroteRestored = "restored"
+)
 
 // Options configure a Switch.
 type Options struct {
@@ -157,6 +170,12 @@ type Switch struct {
 	// unverified is why the state last read from Redis was not put in
 	// force; nil while it verifies.
 	unverified atomic.Pointer[string]
+	// file is what the state file was last written with.
+	file struct {
+		snap    *Snapshot
+		gen     uint64
+		pending []string
+	}
 	// lastSync (unix nanoseconds) and npending are Status's lock-free
 	// copies.
 	lastSync atomic.Int64
@@ -232,12 +251,16 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		s.mac = mk
 	}
 	if opts.StateFile != "" {
-		entries, gen, err := readStateFile(opts.StateFile)
+		entries, gen, pending, err := readStateFile(opts.StateFile)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
-			s.known[e.ID()] = e
+			if pending[e.ID()] && s.rdb != nil {
+				s.pending[e.ID()] = e
+			} else {
+				s.known[e.ID()] = e
+			}
 		}
 		s.gen = gen
 	}
@@ -312,9 +335,6 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 		s.applyLocked("admin API")
 		return Result{Entry: e, Changed: true, Scope: ScopeReplica}, nil
 	}
-	if old, ok := s.pending[id]; ok {
-		return Result{Entry: old, Scope: ScopeReplica, Pending: true}, nil
-	}
 	stored := e
 	changed, err := s.commitLocked(ctx, "disable", e, func(m map[string]Entry, _ remoteState) bool {
 		if old, ok := m[id]; ok {
@@ -329,6 +349,9 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 			// Disabled fleet-wide as far as this replica knows.
 			return Result{Entry: old, Scope: ScopeFleet}, nil
 		}
+		if old, ok := s.pending[id]; ok {
+			return Result{Entry: old, Scope: ScopeReplica, Pending: true}, nil
+		}
 		s.pending[id] = e
 		s.log.Warn("kill switch: Redis unavailable; the switch is in force on this replica and will be written to Redis when it answers",
 			slog.String("switch", id), slog.Any("error", err))
@@ -339,8 +362,12 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 }
 
 // Enable lifts the switch of kind and name. With Redis it fails with
-// ErrUnavailable when Redis does not answer, unless the switch was only
-// held on this replica (a pending disable).
+// ErrUnavailable when Redis does not answer, with no exception: not even
+// a pending disable (one this replica took while Redis was unavailable)
+// is lifted here alone, because a write that timed out may have reached
+// Redis and the other replicas all the same, and the next read would
+// then undo the enable on this replica only. Once Redis answers, the
+// pending disable is written back and enabled like any other.
 func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, error) {
 	probe := Entry{Kind: kind, Name: name}
 	if err := probe.Validate(); err != nil {
@@ -358,11 +385,6 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 		s.applyLocked("admin API")
 		return Result{Entry: old, Changed: true, Scope: ScopeReplica}, nil
 	}
-	pend, wasPending := s.pending[id]
-	if wasPending {
-		delete(s.pending, id)
-		s.applyLocked("admin API")
-	}
 	old := probe
 	changed, err := s.commitLocked(ctx, "enable", probe, func(m map[string]Entry, _ remoteState) bool {
 		e, ok := m[id]
@@ -374,16 +396,10 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 		return true
 	})
 	if err != nil {
-		if wasPending {
-			return Result{Entry: pend, Changed: true, Scope: ScopeReplica}, nil
-		}
 		return Result{}, fmt.Errorf("%w; %s stays disabled, retry when Redis answers: %v", ErrUnavailable, probe, err)
 	}
-	switch {
-	case changed:
+	if changed {
 		return Result{Entry: old, Changed: true, Scope: ScopeFleet}, nil
-	case wasPending:
-		return Result{Entry: pend, Changed: true, Scope: ScopeReplica}, nil
 	}
 	return Result{Entry: probe, Scope: ScopeFleet}, nil
 }
@@ -446,6 +462,12 @@ func (s *Switch) acceptLocked(st remoteState) (map[string]Entry, uint64) {
 // generation, unless another writer came first (then it starts over). The
 // state in force is then the one written. op and e are for the message
 // to the other replicas.
+//
+// Every write also writes back what this replica holds and Redis lacks
+// (writeBackLocked): the pending disables, and, when the hash does not
+// exist at all, everything in force. So the first call Redis answers,
+// whichever it is, writes them, and a read that finds something to write
+// back writes even when change edits nothing.
 func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change func(m map[string]Entry, st remoteState) bool) (bool, error) {
 	for range maxCommitAttempts {
 		st, err := s.readLocked(ctx)
@@ -457,9 +479,19 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change fu
 		if next == nil {
 			next = map[string]Entry{}
 		}
-		if !change(next, st) {
+		restored, flushed := s.writeBackLocked(next, st)
+		changed := change(next, st)
+		if !changed && restored+flushed == 0 {
+			// Redis answered and holds every pending disable already.
+			clear(s.pending)
 			s.syncedLocked()
+			s.applyLocked("redis")
 			return false, nil
+		}
+		if restored+flushed > 0 && op != "state" {
+			// The message then describes more than one change: receivers
+			// must re-read the state rather than apply it.
+			op, e = "state", Entry{}
 		}
 		gen++
 		fields := make(map[string]string, len(next)+2)
@@ -491,10 +523,50 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change fu
 		s.known, s.gen = next, gen
 		s.verified()
 		s.syncedLocked()
+		s.wroteBackLocked(restored, flushed, gen)
 		s.applyLocked("admin API")
-		return true, nil
+		return changed, nil
 	}
 	return false, fmt.Errorf("killswitch: write %s: %d other writers came first; retry", s.hash, maxCommitAttempts)
+}
+
+// writeBackLocked adds to m, the state about to be written, what this
+// replica holds and the state read from Redis (st) lacks: every switch in
+// force when the hash does not exist at all (Redis lost its data, or the
+// key was deleted: m is then the state this replica knew), and the
+// pending disables. It returns how many of each.
+func (s *Switch) writeBackLocked(m map[string]Entry, st remoteState) (restored, flushed int) {
+	if !st.exists {
+		restored = len(m)
+	}
+	for id, e := range s.pending {
+		if _, ok := m[id]; !ok {
+			m[id] = e
+			flushed++
+		}
+	}
+	return restored, flushed
+}
+
+// wroteBackLocked records a write that carried what writeBackLocked
+// added: the pending disables are now in Redis, and each kind of write-back
+// is logged and counted.
+func (s *Switch) wroteBackLocked(restored, flushed int, gen uint64) {
+	clear(s.pending)
+	if restored > 0 {
+		s.log.Warn("kill switch: Redis held no switch state (restarted without persistence, or the key was deleted); wrote back the switches this replica had in force",
+			slog.Int("switches", restored), slog.Uint64("generation", gen))
+		if s.opts.Observer != nil {
+			s.opts.Observer.WroteBack(WroteRestored, restored)
+		}
+	}
+	if flushed > 0 {
+		s.log.Info("kill switch: Redis answers again; wrote the switches disabled on this replica while it was unavailable, every replica now applies them",
+			slog.Int("switches", flushed), slog.Uint64("generation", gen))
+		if s.opts.Observer != nil {
+			s.opts.Observer.WroteBack(WrotePending, flushed)
+		}
+	}
 }
 
 // parseEntry parses a hash field and its value. A value that does not
@@ -515,38 +587,13 @@ func parseEntry(field, value string) (Entry, error) {
 
 // resyncLocked reads the whole state from Redis and puts it in force
 // when it verifies. Disables this replica holds that Redis lacks are
-// written first: the pending ones, and, when the hash does not exist at
-// all (Redis lost its data, or it was deleted), everything this replica
-// had in force.
+// written first (commitLocked): the pending ones, and, when the hash does
+// not exist at all (Redis lost its data, or it was deleted), everything
+// this replica had in force.
 func (s *Switch) resyncLocked(ctx context.Context) error {
-	var restored, flushed int
-	_, err := s.commitLocked(ctx, "state", Entry{}, func(m map[string]Entry, st remoteState) bool {
-		restored, flushed = 0, 0
-		if !st.exists {
-			restored = len(m)
-		}
-		for id, e := range s.pending {
-			if _, ok := m[id]; !ok {
-				m[id] = e
-				flushed++
-			}
-		}
-		return restored+flushed > 0
-	})
-	if err != nil {
-		s.applyLocked("redis")
-		return err
-	}
-	if restored > 0 {
-		s.log.Warn("kill switch: Redis held no switch state (restarted without persistence, or the key was deleted); wrote back the switches this replica had in force",
-			slog.Int("switches", restored))
-	}
-	if flushed > 0 {
-		s.log.Info("kill switch: wrote the switches disabled while Redis was unavailable", slog.Int("switches", flushed))
-	}
-	clear(s.pending)
+	_, err := s.commitLocked(ctx, "state", Entry{}, func(map[string]Entry, remoteState) bool { return false })
 	s.applyLocked("redis")
-	return nil
+	return err
 }
 
 // syncedLocked records a full read of the state.
@@ -593,9 +640,13 @@ func (s *Switch) applyLocked(source string) {
 	next := newSnapshot(all)
 	prev := s.cur.Load()
 	if sameEntries(prev, next) {
+		// The generation or what is pending may have changed (a pending
+		// disable written back): the file says so.
+		s.writeStateFileLocked(prev)
 		return
 	}
 	s.cur.Store(next)
+	s.writeStateFileLocked(next)
 	for _, e := range next.entries {
 		if _, ok := prev.Get(e.Kind, e.Name); !ok {
 			s.log.Warn("kill switch: disabled", slog.String("kind", string(e.Kind)), slog.String("name", e.Name),
@@ -607,21 +658,49 @@ func (s *Switch) applyLocked(source string) {
 			s.log.Warn("kill switch: enabled again", slog.String("kind", string(e.Kind)), slog.String("name", e.Name), slog.String("source", source))
 		}
 	}
-	if s.opts.StateFile != "" {
-		if err := writeStateFile(s.opts.StateFile, s.gen, next.entries); err != nil {
-			s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))
-			if s.opts.Observer != nil {
-				s.opts.Observer.SyncError("state_file")
-			}
-		}
-	}
 	if s.opts.Observer != nil {
 		s.opts.Observer.Applied(next)
 	}
 }
 
+// writeStateFileLocked writes the state in force, next, to the state
+// file, if there is one and what it would hold changed since the last
+// write.
+func (s *Switch) writeStateFileLocked(next *Snapshot) {
+	if s.opts.StateFile == "" {
+		return
+	}
+	pending := slices.Sorted(maps.Keys(s.pending))
+	if s.file.snap == next && s.file.gen == s.gen && slices.Equal(s.file.pending, pending) {
+		return
+	}
+	s.file.snap, s.file.gen, s.file.pending = next, s.gen, pending
+	if err := writeStateFile(s.opts.StateFile, s.gen, next.entries, pending); err != nil {
+		// Written again at the next change.
+		s.file.snap = nil
+		s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))
+		if s.opts.Observer != nil {
+			s.opts.Observer.SyncError("state_file")
+		}
+	}
+}
+
+// Bounds of the backoff between retries of a re-read that a message or
+// a (re)subscription triggered and that failed (retryLimit is capped by
+// Options.ResyncInterval).
+const (
+	retryBase  = 50 * time.Millisecond
+	retryLimit = time.Second
+)
+
 // run follows the channel until Close: every message and every
 // (re)subscription triggers a read of the whole state, as does a timer.
+// A triggered read that fails is retried with a jittered backoff
+// (internal/backoff) until one succeeds, rather than left to the timer:
+// the subscription coming back is how a replica learns that Redis is
+// back, and the first read then may still fail (Redis loading its data,
+// a write paused by a failover, a connection that went stale), while
+// pending disables wait for it and the other replicas wait for them.
 func (s *Switch) run() {
 	defer s.wg.Done()
 	ps := s.rdb.Subscribe(s.ctx, s.channel)
@@ -629,6 +708,25 @@ func (s *Switch) run() {
 	ch := ps.ChannelWithSubscriptions()
 	tick := time.NewTicker(s.opts.ResyncInterval)
 	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	limit := min(retryLimit, s.opts.ResyncInterval)
+	failures := 0 // failed reads since the last success, while retrying
+	resync := func(msg *message, triggered bool) {
+		if s.sync(msg) == nil {
+			failures = 0
+			retry.Stop()
+			return
+		}
+		if !triggered && failures == 0 {
+			// The timer's own reads during an outage are not retried:
+			// the resubscription will say when Redis is back.
+			return
+		}
+		failures++
+		retry.Reset(backoff.Delay(retryBase, limit, failures))
+	}
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -640,36 +738,40 @@ func (s *Switch) run() {
 			switch m := m.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
-					s.sync(nil)
+					resync(nil, true)
 				}
 			case *redis.Message:
 				var msg message
 				if json.Unmarshal([]byte(m.Payload), &msg) != nil || msg.Origin == s.origin {
 					continue
 				}
-				s.sync(&msg)
+				resync(&msg, true)
 			}
+		case <-retry.C:
+			resync(nil, true)
 		case <-tick.C:
-			s.sync(nil)
+			resync(nil, false)
 		}
 	}
 }
 
-// sync re-reads the state; when that fails after a message, the message
-// itself is applied so that a change another replica made is not lost,
-// provided it verifies and is the change right after the state in force.
-func (s *Switch) sync(msg *message) {
+// sync re-reads the state and returns why that failed; when it fails
+// after a message, the message itself is applied so that a change
+// another replica made is not lost, provided it verifies and is the
+// change right after the state in force.
+func (s *Switch) sync(msg *message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.resyncLocked(s.ctx); err == nil || msg == nil || msg.Entry.Validate() != nil {
-		return
+	err := s.resyncLocked(s.ctx)
+	if err == nil || msg == nil || msg.Entry.Validate() != nil {
+		return err
 	}
-	if err := s.mac.verify(msg.MAC, messageParts(s.channel, *msg)); err != nil {
-		s.verifyFailed(err.(*errVerify))
-		return
+	if verr := s.mac.verify(msg.MAC, messageParts(s.channel, *msg)); verr != nil {
+		s.verifyFailed(verr.(*errVerify))
+		return err
 	}
 	if msg.Gen != s.gen+1 {
-		return
+		return err
 	}
 	switch msg.Op {
 	case "disable":
@@ -677,8 +779,9 @@ func (s *Switch) sync(msg *message) {
 	case "enable":
 		delete(s.known, msg.Entry.ID())
 	default:
-		return
+		return err
 	}
 	s.gen = msg.Gen
 	s.applyLocked("redis message")
+	return err
 }

@@ -185,6 +185,26 @@ func (s *Server) Restart() {
 	s.start()
 }
 
+// RestartWith is Restart with extra redis-server arguments for this start
+// only: a test can bring Redis back in a state it then changes, for
+// example refusing a command at first ("--user", "default", "on",
+// "nopass", "~*", "&*", "+@all", "-hgetall") until the test allows it
+// with ACL SETUSER.
+func (s *Server) RestartWith(extra ...string) {
+	s.t.Helper()
+	s.Stop()
+	s.mu.Lock()
+	saved := s.extra
+	s.extra = append(append([]string(nil), saved...), extra...)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.extra = saved
+		s.mu.Unlock()
+	}()
+	s.start()
+}
+
 func (s *Server) newClient() *redis.Client {
 	o := &redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: time.Second}
 	if s.tls != nil {
