@@ -197,6 +197,13 @@ func (c *candidate) destFor(port, defPort int) *destination {
 //
 // A destination without `ports` admits 443 for CONNECT and https, 80 for
 // http. q.Port 0 means that default.
+//
+// In observe mode (`mode: observe` on the policy, the caller's workload,
+// or a destination listing the host and port) a refusal coded no_rule,
+// denied_by_rule, method_not_allowed, path_not_allowed or
+// condition_not_met becomes Tunnel (CONNECT) or Forward with WouldDeny
+// set: no credential, public addresses only. A CONNECT that a rule must
+// intercept is intercepted as in enforce mode.
 func (p *Policy) Decide(q Query) Decision {
 	host, isIP := normaliseQueryHost(q.Host)
 	defPort := 443
@@ -209,10 +216,16 @@ func (p *Policy) Decide(q Query) Decision {
 	}
 	who := q.Workload.Name
 	cands := p.index.lookup(host, isIP)
+	var d Decision
 	if q.Connect {
-		return p.decideConnect(&q, cands, who, host, port, defPort)
+		d = p.decideConnect(&q, cands, who, host, port, defPort)
+	} else {
+		d = p.decideRequest(q, cands, who, host, port, defPort)
 	}
-	return p.decideRequest(q, cands, who, host, port, defPort)
+	if d.Action == Deny && p.observe.on() && observable[d.Code] && p.observe.covers(who, host, isIP, port, defPort) {
+		return p.wouldDeny(d, q.Connect, who)
+	}
+	return d
 }
 
 func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, port, defPort int) Decision {
