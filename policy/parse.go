@@ -81,10 +81,10 @@ func (ps *parser) parse(data []byte) *Policy {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		ps.errorf(root, "the policy must be a mapping with keys mode, workloads, destinations, credentials, rules and default")
+		ps.errorf(root, "the policy must be a mapping with keys workloads, destinations, credentials, rules, default and optionally mode")
 		return nil
 	}
-	sections := ps.fields(root, "policy", "mode", "workloads", "destinations", "credentials", "rules", "default")
+	sections := ps.fields(root, "policy", "workloads", "destinations", "credentials", "rules", "default", "mode")
 	p := &Policy{file: ps.file}
 	sum := sha256.Sum256(data)
 	p.hash = hex.EncodeToString(sum[:])
