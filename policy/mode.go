@@ -63,15 +63,18 @@ func buildObserveIndex(dests []*destination) index {
 }
 
 // wouldDeny turns the refusal d into observe mode's answer: the request
-// (Forward) or connection (Tunnel) goes through without a credential, to
-// public addresses only, under the caller's workload rate limit, and is
-// audited as WouldDeny with d's code.
-func (p *Policy) wouldDeny(d Decision, connect bool, who string) Decision {
+// (Forward) or connection (Tunnel) goes through without a credential,
+// under the caller's workload rate limit, and is audited as WouldDeny with
+// d's code. It reaches public addresses only, unless miss is set: the
+// destination of a rule that lets this caller reach the host but not with
+// this method or path, whose allow_private then applies (the address is
+// one the policy already lets this caller reach).
+func (p *Policy) wouldDeny(d Decision, connect bool, who string, miss *destination) Decision {
 	act := Forward
 	if connect {
 		act = Tunnel
 	}
-	return Decision{
+	out := Decision{
 		Action:        act,
 		WouldDeny:     true,
 		Rule:          d.Rule,
@@ -80,6 +83,10 @@ func (p *Policy) wouldDeny(d Decision, connect bool, who string) Decision {
 		Reason:        d.Reason + "; observe mode lets it through without a credential",
 		WorkloadLimit: p.WorkloadRateLimit(who),
 	}
+	if miss != nil {
+		out.Destination, out.AllowPrivate = miss.name, miss.allowPrivate
+	}
+	return out
 }
 
 // parseMode reads a `mode:` setting (enforce, the default, or observe)

@@ -24,6 +24,9 @@ destinations:
   internal:
     hosts: [svc.internal.test]
     allow_private: true
+  internal-api:
+    hosts: [api.internal.test]
+    allow_private: true
   partner:
     hosts: ["*.partner.test"]
     ports: [8443]
@@ -48,6 +51,11 @@ rules:
     to: internal
     when: 'false'
     action: tunnel
+  - name: internal-ok
+    from: watched
+    to: internal-api
+    paths: [/ok]
+    inject: {credential: stripe-live, as: policytest-inj}
 default: deny
 `
 
@@ -82,6 +90,10 @@ func TestObserveMode(t *testing.T) {
 			observed{Outcome: WouldDeny, Action: "forward", Code: "method_not_allowed"}},
 		{"deny rule, connect", p, connect("watched", "api.github.com", 443),
 			observed{Outcome: WouldDeny, Action: "tunnel", Rule: "no-refunds", Code: "denied_by_rule"}},
+		{"path not allowed keeps the allowing rule's allow_private", p, request("watched", "GET", "https", "api.internal.test", 443, "/other"),
+			observed{Outcome: WouldDeny, Action: "forward", Code: "path_not_allowed", AllowPrivate: true}},
+		{"condition not met on a request never allows private", p, request("watched", "GET", "https", "svc.internal.test", 443, "/x"),
+			observed{Outcome: WouldDeny, Action: "forward", Code: "condition_not_met"}},
 		{"condition not met never allows private", p, connect("watched", "svc.internal.test", 443),
 			observed{Outcome: WouldDeny, Action: "tunnel", Code: "condition_not_met"}},
 		// What the policy allows is unchanged.
@@ -118,7 +130,7 @@ func TestObserveMode(t *testing.T) {
 			if diff := cmp.Diff(tt.want, observedOf(d)); diff != "" {
 				t.Errorf("Decide (-want +got):\n%s", diff)
 			}
-			if d.WouldDeny && (d.Inject != nil || d.AllowPrivate || d.EncodedSlashes || d.RuleLimit != nil) {
+			if d.WouldDeny && (d.Inject != nil || d.AllowPrivate && d.Code != "path_not_allowed" && d.Code != "method_not_allowed" || d.EncodedSlashes || d.RuleLimit != nil) {
 				t.Errorf("would_deny decision carries a credential or a loosening: %+v", d)
 			}
 			if d.WouldDeny && !strings.Contains(d.Reason, "observe mode") {
