@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/policy/suggest"
 )
 
 // observeTestPolicy lets workload local reach api.origin.test's
@@ -126,5 +130,71 @@ func TestObserveMode(t *testing.T) {
 				t.Errorf("/metrics has %s = %v, want %v", wantMetric, got, tt.mode == "observe")
 			}
 		})
+	}
+}
+
+// TestSuggestFromRecordedRun: traffic recorded in observe mode, turned
+// into a policy by policy suggest, is fully allowed (with its credential)
+// by a gateway running that policy, and a request to a path or with a
+// method never seen is refused.
+func TestSuggestFromRecordedRun(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	origin := startOrigin(t, pki)
+	resolve := fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", origin.addr)
+	recorded := strings.Replace(observeTestPolicy, "MODE", "observe", 1)
+	rec := newTestGateway(t, pki, origin)
+	writeFile(t, rec.dir, "policy.yaml", []byte(recorded))
+	rec.run(t, resolve)
+	type call struct{ method, path string }
+	seen := []call{{"GET", "/v1/listed/1"}, {"GET", "/v1/items/123"}, {"GET", "/v1/items/456"}, {"POST", "/v1/items"}}
+	c := rec.client(t, false)
+	do := func(c *http.Client, cl call) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(cl.method, "https://"+apiHost+cl.path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for _, cl := range seen {
+		if resp := do(c, cl); resp.StatusCode != 200 {
+			t.Fatalf("recording %s %s: %s", cl.method, cl.path, resp.Status)
+		}
+	}
+	waitFor(t, 5*time.Second, "the recorded audit lines", func() bool {
+		return strings.Count(rec.audit.String(), `"decision":"would_deny"`) == 3
+	})
+	auditFile := writeFile(t, rec.dir, "audit.log", []byte(rec.audit.String()))
+	var recs []audit.Record
+	if err := audit.ReadRecords([]string{auditFile}, func(r audit.Record) error { recs = append(recs, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var suggested bytes.Buffer
+	if err := suggest.Write(&suggested, recs, suggest.Options{BaseFile: "policy.yaml", Base: []byte(recorded)}); err != nil {
+		t.Fatal(err)
+	}
+
+	enf := newTestGateway(t, pki, origin)
+	writeFile(t, enf.dir, "policy.yaml", suggested.Bytes())
+	enf.run(t, resolve)
+	ec := enf.client(t, false)
+	for _, cl := range append(seen, call{"GET", "/v1/items/789"}) {
+		before := len(origin.all())
+		if resp := do(ec, cl); resp.StatusCode != 200 {
+			t.Errorf("%s %s under the suggested policy: %s %s\n%s", cl.method, cl.path, resp.Status, resp.Header.Get(ReasonHeader), suggested.String())
+			continue
+		}
+		got := origin.all()[before:]
+		if len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer "+enf.token {
+			t.Errorf("%s %s under the suggested policy: origin saw %d request(s) without the credential", cl.method, cl.path, len(got))
+		}
+	}
+	for _, cl := range []call{{"GET", "/v1/unseen"}, {"DELETE", "/v1/items/123"}, {"POST", "/v1/listed/1"}} {
+		if resp := do(ec, cl); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s %s under the suggested policy: %s, want 403", cl.method, cl.path, resp.Status)
+		}
 	}
 }

@@ -115,6 +115,7 @@ Try it with nothing installed:  credgate demo   (or: credgate demo --once)`,
 		newCACmd(),
 		newAdminCmd(),
 		newAuditCmd(),
+		newPolicyCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -211,7 +211,7 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		for _, name := range wls {
 			if b != nil && b.workloads[name] != nil {
 				fmt.Fprintf(&out, "  %s:\n", yamlString(name))
-				writeNode(&out, b.workloads[name], 4)
+				writeNode(&out, withoutKey(b.workloads[name], "mode"), 4)
 				continue
 			}
 			srcs := sources[name]
@@ -460,6 +460,23 @@ func yamlString(s string) string {
 	}
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// withoutKey returns the mapping n without key (a copy; n is unchanged):
+// the suggested policy is meant to be enforced, so a workload's
+// `mode: observe` is not carried over.
+func withoutKey(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return n
+	}
+	c := *n
+	c.Content = nil
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != key {
+			c.Content = append(c.Content, n.Content[i], n.Content[i+1])
+		}
+	}
+	return &c
 }
 
 // writeNode writes a YAML node indented by indent spaces.

@@ -66,6 +66,7 @@ mode: observe
 workloads:
   billing:
     cidrs: [10.1.0.0/16]
+    mode: observe
 destinations:
   stripe:
     hosts: [api.stripe.com]
@@ -138,6 +139,9 @@ func TestSuggestAllowsExactlyWhatWasSeen(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("the suggestion lacks %q:\n%s", want, got)
 		}
+	}
+	if strings.Contains(got, "mode:") {
+		t.Errorf("the suggestion carries observe mode over:\n%s", got)
 	}
 	if strings.Contains(got, "sk_test_suggest") {
 		t.Error("the suggestion contains the credential value")
