@@ -122,9 +122,10 @@ type Decision struct {
 
 // Outcome is the decision as the audit line and the requests metric name
 // it: WouldDeny for a refusal observe mode lets through, else
-// Action.String().
+// Action.String(). A WouldDeny decision the gateway turned into Deny
+// afterwards (the tunnel's upstream unreachable, say) is "deny".
 func (d Decision) Outcome() string {
-	if d.WouldDeny {
+	if d.WouldDeny && d.Action != Deny {
 		return WouldDeny
 	}
 	return d.Action.String()

@@ -140,6 +140,22 @@ func TestObserveMode(t *testing.T) {
 	}
 }
 
+func TestOutcome(t *testing.T) {
+	for _, tt := range []struct {
+		d    Decision
+		want string
+	}{
+		{Decision{Action: Forward, WouldDeny: true}, WouldDeny},
+		{Decision{Action: Tunnel, WouldDeny: true}, WouldDeny},
+		{Decision{Action: Deny, WouldDeny: true}, "deny"}, // refused later (upstream unreachable)
+		{Decision{Action: Inject}, "inject"},
+	} {
+		if got := tt.d.Outcome(); got != tt.want {
+			t.Errorf("%+v.Outcome() = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
+
 func TestModeErrors(t *testing.T) {
 	tests := []struct{ name, src, want string }{
 		{"top level", "mode: watch\nrules: []\ndefault: deny\n",
