@@ -77,8 +77,9 @@ type group struct {
 	key groupKey
 	// requests by decoded path, then method.
 	requests map[string]map[string]*seen
-	// tunnel counts CONNECTs spliced without interception.
-	tunnel seen
+	// tunnel counts CONNECTs spliced without interception, forward the
+	// requests a tunnel rule forwarded on an intercepted host.
+	tunnel, forward seen
 	// rules are the base rules named by the group's inject lines, by count.
 	rules map[string]int
 	// skipped are paths a glob cannot express, by count.
@@ -132,6 +133,12 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 		}
 		if r.Method == "CONNECT" {
 			g.tunnel.add(r.Time)
+			continue
+		}
+		if r.Decision == policy.Forward.String() {
+			// A tunnel rule forwarded it on an intercepted host: the
+			// suggestion has the tunnel rule, never a credential for it.
+			g.forward.add(r.Time)
 			continue
 		}
 		if r.Decision == policy.Inject.String() {
@@ -310,31 +317,29 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 				}
 			}
 		}
-		needTunnel := g.tunnel.n > 0 || len(g.requests) > 0 && inj == ""
-		if needTunnel {
-			what := fmt.Sprintf("%d CONNECT(s) tunnelled", g.tunnel.n)
-			first, last := g.tunnel.first, g.tunnel.last
-			if inj == "" && len(g.requests) > 0 {
-				n := 0
-				for _, ms := range g.requests {
-					for _, s := range ms {
-						n += s.n
-						if first.IsZero() || s.first.Before(first) {
-							first = s.first
-						}
-						if s.last.After(last) {
-							last = s.last
-						}
-					}
+		if len(g.requests) > 0 && inj == "" {
+			// Seen without a credential in observe mode, on a host no
+			// inject rule of the caller covers: a tunnel rule would open
+			// the whole host (past any deny rule that made the gateway
+			// intercept), so nothing is allowed; the comment says what.
+			for _, p := range sortedKeys(g.requests) {
+				for _, m := range sortedKeys(g.requests[p]) {
+					s := g.requests[p][m]
+					fmt.Fprintf(&out, "  # not allowed: %s %s://%s%s (%s ×%d, first %s, last %s) went through without a credential in observe mode; no rule allows a path without one: write an inject rule, or a tunnel rule for the whole host\n",
+						m, k.scheme, k.host, yamlString(p), m, s.n, stamp(s.first), stamp(s.last))
 				}
-				what = fmt.Sprintf("%d request(s) without a credential (a tunnel rule cannot restrict methods or paths)", n)
 			}
-			fmt.Fprintf(&out, "  # %s, first %s, last %s\n", what, stamp(first), stamp(last))
-			if k.scheme == "http" {
-				out.WriteString("  # plain http without a credential: a tunnel rule does not apply to it; not suggested\n")
-			} else {
-				fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    action: tunnel\n", yamlString(ruleName(k.workload+"-"+destName(k)+"-tunnel")), from, dest)
+		}
+		if g.tunnel.n > 0 || g.forward.n > 0 {
+			// Spliced tunnels, and requests a tunnel rule forwarded:
+			// exactly what a tunnel rule allows.
+			if g.tunnel.n > 0 {
+				fmt.Fprintf(&out, "  # %d CONNECT(s) tunnelled, first %s, last %s\n", g.tunnel.n, stamp(g.tunnel.first), stamp(g.tunnel.last))
 			}
+			if g.forward.n > 0 {
+				fmt.Fprintf(&out, "  # %d request(s) forwarded by a tunnel rule without a credential, first %s, last %s\n", g.forward.n, stamp(g.forward.first), stamp(g.forward.last))
+			}
+			fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    action: tunnel\n", yamlString(ruleName(k.workload+"-"+destName(k)+"-tunnel")), from, dest)
 		}
 		var skipped []string
 		for p := range g.skipped {
@@ -431,6 +436,16 @@ func (g *group) plans(maxLiterals int) []rulePlan {
 	for _, k := range order {
 		out = append(out, *byMethods[k])
 	}
+	return out
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
 	return out
 }
 

@@ -104,6 +104,7 @@ func TestSuggestAllowsExactlyWhatWasSeen(t *testing.T) {
 		record("would_deny", "", "POST", "api.stripe.com", "/v1/customers/cus_NffrFeUfNV2Hib/sources", 3),
 		record("would_deny", "", "CONNECT", "intake.example.com", "", 4),
 		record("deny", "", "GET", "api.stripe.com", "/v1/refused", 5), // refused: never suggested
+		record("would_deny", "", "GET", "api.other.test", "/v1/x", 6), // no credential, intercepted: not allowed
 	}
 	var out bytes.Buffer
 	if err := Write(&out, recs, Options{BaseFile: "recorded.yaml", Base: []byte(recordedPolicy), Now: time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)}); err != nil {
@@ -135,6 +136,7 @@ func TestSuggestAllowsExactlyWhatWasSeen(t *testing.T) {
 		`- "/v1/customers/*/sources"  # POST ×1`,
 		"# 1 CONNECT(s) tunnelled, first 2026-12-02T06:04:00Z",
 		"cidrs: [10.1.0.0/16]", // the base's workload, not the source seen
+		"# not allowed: GET https://api.other.test/v1/x (GET ×1,",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the suggestion lacks %q:\n%s", want, got)
@@ -176,6 +178,9 @@ func TestSuggestErrors(t *testing.T) {
 func TestSuggestWithoutBase(t *testing.T) {
 	recs := []audit.Record{record("would_deny", "", "CONNECT", "intake.example.com", "", 1), record("tunnel", "t", "CONNECT", "logs.example.com", "", 2)}
 	recs[1].Port = 8443
+	fwd := record("forward", "t", "GET", "plain.example.com", "/x", 3)
+	fwd.Scheme, fwd.Port = "http", 80
+	recs = append(recs, fwd)
 	var out bytes.Buffer
 	if err := Write(&out, recs, Options{}); err != nil {
 		t.Fatal(err)
@@ -189,8 +194,8 @@ func TestSuggestWithoutBase(t *testing.T) {
 		t.Errorf("no workload from the source seen:\n%s", out.String())
 	}
 	for _, r := range recs {
-		if o := replay.Decide(p, r); o.Decision != "tunnel" {
-			t.Errorf("%s:%d: %s, want tunnel", r.Host, r.Port, o)
+		if o := replay.Decide(p, r); o.Decision != "tunnel" && o.Decision != "forward" {
+			t.Errorf("%s:%d: %s, want tunnel or forward", r.Host, r.Port, o)
 		}
 	}
 }
