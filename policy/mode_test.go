@@ -176,3 +176,62 @@ func TestModeErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveNeverLoosensBeyondWouldDeny compares every decision of a
+// policy with the same policy in observe mode, over a cross product of
+// callers, hosts, ports, methods and paths: an allowed decision is the
+// same; a refusal either stays the same or (for the rules' own codes
+// only) becomes a would_deny Tunnel/Forward that injects nothing, allows
+// no special-purpose address unless a rule lets the caller reach the
+// destination, and admits no encoded slash.
+func TestObserveNeverLoosensBeyondWouldDeny(t *testing.T) {
+	enforce := mustParse(t, decidePolicy)
+	observe := mustParse(t, "mode: observe\n"+decidePolicy)
+	callers := []string{"billing", "web", ""}
+	hosts := []string{"api.stripe.com", "x.api.stripe.com", "plain.test", "api.github.com", "svc.internal.test", "10.0.0.5", "::1", "api.folded.test", "http-intake.datadoghq.com", "unknown.test"}
+	ports := []int{0, 80, 443, 8080, 8443}
+	methods := []string{"GET", "POST", "DELETE", "get", "TRACE", "CONNECT"}
+	paths := []string{"/", "/v1/refunds/1", "/v1/charges", "/v1/balance", "/repos/x", "/api/items/admin", "/API/ITEMS/ADMIN"}
+	var queries []Query
+	for _, who := range callers {
+		for _, h := range hosts {
+			for _, port := range ports {
+				queries = append(queries, connect(who, h, port))
+				for _, scheme := range []string{"https", "http"} {
+					for _, m := range methods {
+						for _, p := range paths {
+							queries = append(queries, request(who, m, scheme, h, port, p))
+						}
+					}
+				}
+			}
+		}
+	}
+	wouldDeny := 0
+	for _, q := range queries {
+		e, o := enforce.Decide(q), observe.Decide(q)
+		what := q.Workload.Name + " " + q.Method + " " + q.Scheme + "://" + q.Host + q.Path
+		if e.Action != Deny || !observable[e.Code] {
+			if diff := cmp.Diff(summarise(e), summarise(o)); diff != "" || o.WouldDeny {
+				t.Errorf("%s (connect %v): observe mode changed a decision it must not change (-enforce +observe):\n%s", what, q.Connect, diff)
+			}
+			continue
+		}
+		wouldDeny++
+		want := Forward
+		if q.Connect {
+			want = Tunnel
+		}
+		switch {
+		case !o.WouldDeny || o.Action != want || o.Code != e.Code:
+			t.Errorf("%s (connect %v): %+v, want a would_deny %s with code %s", what, q.Connect, summarise(o), want, e.Code)
+		case o.Inject != nil || o.RuleLimit != nil || o.EncodedSlashes:
+			t.Errorf("%s (connect %v): would_deny carries a credential, a rule limit or encoded slashes: %+v", what, q.Connect, o)
+		case o.AllowPrivate && e.Code != "path_not_allowed" && e.Code != "method_not_allowed":
+			t.Errorf("%s (connect %v): would_deny %s allows special-purpose addresses", what, q.Connect, e.Code)
+		}
+	}
+	if wouldDeny == 0 {
+		t.Fatal("no query became would_deny")
+	}
+}
