@@ -79,7 +79,10 @@ it would be denied, 1 on errors.`,
 				return err
 			}
 			ex.print(cmd.OutOrStdout())
-			if !ex.allowed {
+			// A request observe mode lets through is still one the
+			// policy refuses: exit as denied, so a script checking the
+			// policy is not fooled by observe mode.
+			if !ex.allowed || ex.final.WouldDeny {
 				return &exitCode{code: exitDenied, reported: true}
 			}
 			return nil
@@ -395,7 +398,7 @@ func (ex *explanation) print(out io.Writer) {
 		row("address:", ex.address)
 	}
 	d := ex.final
-	row("decision:", d.Action.String())
+	row("decision:", d.Outcome())
 	row("rule:", orDash(d.Rule))
 	row("destination:", orDash(d.Destination))
 	row("code:", orDash(d.Code))
@@ -421,16 +424,19 @@ func (ex *explanation) print(out io.Writer) {
 	if l := d.WorkloadLimit; l != nil {
 		row("rate limit:", fmt.Sprintf("workload %s: %s, counted across its rules", ex.workload.DisplayName(), l))
 	}
-	if ex.allowed {
+	switch {
+	case ex.allowed && d.WouldDeny:
+		row("result:", "would deny (observe mode): let through without a credential, audited as would_deny ("+d.Code+")")
+	case ex.allowed:
 		row("result:", "allowed")
-	} else {
+	default:
 		row("result:", "denied (HTTP 403, X-Credgate-Reason: "+orDash(d.Code)+")")
 	}
 	tw.Flush()
 }
 
 func summary(d policy.Decision) string {
-	s := d.Action.String()
+	s := d.Outcome()
 	if d.Rule != "" {
 		s += " by rule " + d.Rule
 	}

@@ -120,6 +120,7 @@ Try it with nothing installed:  credgate demo   (or: credgate demo --once)`,
 		newCACmd(),
 		newAdminCmd(),
 		newAuditCmd(),
+		newPolicyCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -315,7 +315,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		Host:     dest.host,
 		Port:     dest.port,
 		Rule:     d.Rule,
-		Decision: d.Action.String(),
+		Decision: d.Outcome(),
 		Status:   http.StatusOK,
 		BytesIn:  lc.in.Load(),
 		BytesOut: lc.out.Load(),
@@ -329,7 +329,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 // auditConnect writes the audit line of a refused or tunnelled CONNECT;
 // sw names the kill switch that refused it, if any.
 func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int, sw string) {
-	decision := d.Action.String()
+	decision := d.Outcome()
 	g.metrics.request(decision, d.Rule, status, time.Since(start))
 	var pres []string
 	if len(w.Factors) == 0 {

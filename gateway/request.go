@@ -539,7 +539,7 @@ func (g *Gateway) event(x *exchange, path string) *event {
 		Port:     x.dest.port,
 		Path:     path,
 		Rule:     x.d.Rule,
-		Decision: x.d.Action.String(),
+		Decision: x.d.Outcome(),
 		Code:     x.d.Code,
 	}
 	if len(x.wl.Factors) == 0 {

@@ -197,6 +197,17 @@ func (c *candidate) destFor(port, defPort int) *destination {
 //
 // A destination without `ports` admits 443 for CONNECT and https, 80 for
 // http. q.Port 0 means that default.
+//
+// In observe mode (`mode: observe` on the policy, the caller's workload,
+// or a destination listing the host and port) a refusal coded no_rule,
+// denied_by_rule, method_not_allowed, path_not_allowed or
+// condition_not_met becomes Tunnel (CONNECT) or Forward with WouldDeny
+// set: no credential, and public addresses only, except that a
+// method_not_allowed or path_not_allowed request keeps the allow_private
+// of the destination whose rule lets this caller reach the host (the
+// address is one the policy lets this caller reach; only the method or
+// path is not). A CONNECT that a rule must intercept is intercepted as in
+// enforce mode.
 func (p *Policy) Decide(q Query) Decision {
 	host, isIP := normaliseQueryHost(q.Host)
 	defPort := 443
@@ -209,10 +220,17 @@ func (p *Policy) Decide(q Query) Decision {
 	}
 	who := q.Workload.Name
 	cands := p.index.lookup(host, isIP)
+	var d Decision
+	var miss *destination
 	if q.Connect {
-		return p.decideConnect(&q, cands, who, host, port, defPort)
+		d = p.decideConnect(&q, cands, who, host, port, defPort)
+	} else {
+		d, miss = p.decideRequest(q, cands, who, host, port, defPort)
 	}
-	return p.decideRequest(q, cands, who, host, port, defPort)
+	if d.Action == Deny && p.observe.on() && observable[d.Code] && p.observe.covers(who, host, isIP, port, defPort) {
+		return p.wouldDeny(d, q.Connect, who, miss)
+	}
+	return d
 }
 
 func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, port, defPort int) Decision {
@@ -275,18 +293,22 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 	}
 }
 
-func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, port, defPort int) Decision {
+// decideRequest decides a request inside a tunnel or a plain http one.
+// For a method_not_allowed or path_not_allowed refusal it also returns the
+// destination of the rule that lets the caller reach the host (observe
+// mode's address check follows that destination's allow_private).
+func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, port, defPort int) (Decision, *destination) {
 	// One canonical method: what the rule matches is what the conditions
 	// see and the upstream receives, so a method that is not an
 	// upper-case token is refused, never upper-cased here.
 	method := q.Method
 	if err := canonical.Method(method); err != nil {
 		return Decision{Action: Deny, Code: CodeBadMethod,
-			Reason: fmt.Sprintf("method %q is not an upper-case token; send the method in upper case (GET, POST, ...)", method)}
+			Reason: fmt.Sprintf("method %q is not an upper-case token; send the method in upper case (GET, POST, ...)", method)}, nil
 	}
 	if method == http.MethodConnect {
 		return Decision{Action: Deny, Code: CodeBadMethod,
-			Reason: "CONNECT opens a tunnel to the gateway; it is not a request the gateway forwards inside one"}
+			Reason: "CONNECT opens a tunnel to the gateway; it is not a request the gateway forwards inside one"}, nil
 	}
 	lowered := ""
 	lower := func() string {
@@ -296,6 +318,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		return lowered
 	}
 	var methodMiss, pathMiss, condMiss *candidate
+	var methodMissDest, pathMissDest *destination
 	var vars *conditionVarsFor
 	for i := range cands {
 		c := &cands[i]
@@ -310,16 +333,16 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		if !c.r.matchesMethod(method) || method == http.MethodTrace && c.r.act == ruleInject && !c.r.namesMethod(method) {
 			if pathOK {
 				if methodMiss == nil {
-					methodMiss = c
+					methodMiss, methodMissDest = c, d
 				}
 			} else if pathMiss == nil {
-				pathMiss = c
+				pathMiss, pathMissDest = c, d
 			}
 			continue
 		}
 		if !pathOK {
 			if pathMiss == nil {
-				pathMiss = c
+				pathMiss, pathMissDest = c, d
 			}
 			continue
 		}
@@ -330,7 +353,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			}
 			ok, err := r.cond.eval(vars)
 			if err != nil {
-				return conditionError(r, d, who, requestLine(method, q.Scheme, host, port, defPort, q.Path), err)
+				return conditionError(r, d, who, requestLine(method, q.Scheme, host, port, defPort, q.Path), err), nil
 			}
 			if !ok {
 				if condMiss == nil {
@@ -345,7 +368,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			if q.Scheme == "http" && !r.plaintext {
 				dec.Code = "plaintext_not_allowed"
 				dec.Reason = fmt.Sprintf("rule %q would inject credential %q, but %s is plain http and the rule does not set plaintext: true", r.name, r.plan.Credential, requestLine(method, q.Scheme, host, port, defPort, q.Path))
-				return dec
+				return dec, nil
 			}
 			dec.Action = Inject
 			dec.Inject = r.plan
@@ -363,21 +386,21 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			dec.Code = "denied_by_rule"
 			dec.Reason = fmt.Sprintf("rule %q denies %s from %s", r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))
 		}
-		return dec
+		return dec, nil
 	}
 	switch {
 	case condMiss != nil:
 		return Decision{Action: Deny, Code: "condition_not_met",
-			Reason: fmt.Sprintf("rule %q would apply to %s from %s, but its condition is not met", condMiss.r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))}
+			Reason: fmt.Sprintf("rule %q would apply to %s from %s, but its condition is not met", condMiss.r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))}, nil
 	case methodMiss != nil:
 		return Decision{Action: Deny, Code: "method_not_allowed",
-			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}
+			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}, methodMissDest
 	case pathMiss != nil:
 		return Decision{Action: Deny, Code: "path_not_allowed",
-			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not %s %s", pathMiss.r.name, caller(who), hostPort(host, port), method, q.Path)}
+			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not %s %s", pathMiss.r.name, caller(who), hostPort(host, port), method, q.Path)}, pathMissDest
 	}
 	return Decision{Action: Deny, Code: "no_rule",
-		Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}
+		Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}, nil
 }
 
 // conditionError refuses when a rule's condition cannot be evaluated:

@@ -105,6 +105,11 @@ type Decision struct {
 	// with %2F (encoded_slashes: true); the gateway refuses such a path
 	// otherwise.
 	EncodedSlashes bool
+	// WouldDeny is true when the policy refuses the request but observe
+	// mode lets it through: Action is Tunnel (CONNECT) or Forward, never
+	// Inject, AllowPrivate and EncodedSlashes are false, Code is the
+	// refusal's code and Rule the deny rule, if one decided.
+	WouldDeny bool
 	// Inject is set when Action is Inject.
 	Inject *InjectPlan
 	// RuleLimit is the deciding rule's rate_limit, and WorkloadLimit the
@@ -113,6 +118,17 @@ type Decision struct {
 	// rule's limit per (rule, workload) and a workload's across all its
 	// rules.
 	RuleLimit, WorkloadLimit *RateLimit
+}
+
+// Outcome is the decision as the audit line and the requests metric name
+// it: WouldDeny for a refusal observe mode lets through, else
+// Action.String(). A WouldDeny decision the gateway turned into Deny
+// afterwards (the tunnel's upstream unreachable, say) is "deny".
+func (d Decision) Outcome() string {
+	if d.WouldDeny && d.Action != Deny {
+		return WouldDeny
+	}
+	return d.Action.String()
 }
 
 // InjectPlan is the credential and injector a rule names, built when the

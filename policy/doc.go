@@ -40,6 +40,16 @@
 // already merged in file order. A decision is one or a few map lookups and
 // a walk over the rules for that host; it never scans all rules.
 //
+// # Observe mode
+//
+// `mode: observe` (on the policy, a workload or a destination) turns the
+// rules' own refusals (no_rule, denied_by_rule, method_not_allowed,
+// path_not_allowed, condition_not_met) into a Tunnel or Forward decision
+// with WouldDeny set: no credential, public addresses only (except that
+// a method or path miss keeps the allow_private of the destination whose
+// rule lets the caller reach the host). Decision.Outcome names it
+// "would_deny" for the audit line and metrics. Every other refusal stays.
+//
 // # Loading and reloading
 //
 // Parse and LoadFile validate strictly and collect every problem into an

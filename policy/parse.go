@@ -59,6 +59,10 @@ type parser struct {
 
 	// wlLimits are the workloads' rate_limit settings.
 	wlLimits map[string]*RateLimit
+	// observeWorkloads and observeDests are the workloads and
+	// destinations whose mode is observe.
+	observeWorkloads map[string]bool
+	observeDests     []*destination
 }
 
 func (ps *parser) errorf(n *yaml.Node, format string, args ...any) {
@@ -77,14 +81,17 @@ func (ps *parser) parse(data []byte) *Policy {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		ps.errorf(root, "the policy must be a mapping with keys workloads, destinations, credentials, rules and default")
+		ps.errorf(root, "the policy must be a mapping with keys workloads, destinations, credentials, rules, default and optionally mode")
 		return nil
 	}
-	sections := ps.fields(root, "policy", "workloads", "destinations", "credentials", "rules", "default")
+	sections := ps.fields(root, "policy", "workloads", "destinations", "credentials", "rules", "default", "mode")
 	p := &Policy{file: ps.file}
 	sum := sha256.Sum256(data)
 	p.hash = hex.EncodeToString(sum[:])
 
+	if f, ok := sections["mode"]; ok {
+		p.observe.all = ps.parseMode(f, "policy")
+	}
 	p.workloads = ps.parseWorkloads(sections["workloads"])
 	p.wlLimits = ps.wlLimits
 	p.dests = ps.parseDestinations(sections["destinations"])
@@ -101,6 +108,10 @@ func (ps *parser) parse(data []byte) *Policy {
 	}
 	p.injectors = ps.builtInjectors
 	p.index = buildIndex(p.rules)
+	p.observe.workloads = ps.observeWorkloads
+	if len(ps.observeDests) > 0 {
+		p.observe.dests, p.observe.anyDest = buildObserveIndex(ps.observeDests), true
+	}
 	return p
 }
 

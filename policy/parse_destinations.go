@@ -20,10 +20,10 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 		}
 		what := fmt.Sprintf("destination %q", name)
 		if body := deref(e.val); !isNull(body) && body.Kind != yaml.MappingNode {
-			ps.errorf(body, "%s must be a mapping with hosts and optionally ports, allow_private, path_case and encoded_slashes", what)
+			ps.errorf(body, "%s must be a mapping with hosts and optionally ports, allow_private, path_case, encoded_slashes and mode", what)
 			continue
 		}
-		fs := ps.fields(e.val, what, "hosts", "ports", "allow_private", "path_case", "encoded_slashes")
+		fs := ps.fields(e.val, what, "hosts", "ports", "allow_private", "path_case", "encoded_slashes", "mode")
 		if h, ok := fs["hosts"]; ok {
 			vals, nodes := ps.list(h.val, what+" hosts", false)
 			for i, v := range vals {
@@ -59,6 +59,9 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 		}
 		if es, ok := fs["encoded_slashes"]; ok {
 			d.encodedSlashes = ps.boolean(es.val, what+" encoded_slashes")
+		}
+		if m, ok := fs["mode"]; ok && ps.parseMode(m, what) {
+			ps.observeDests = append(ps.observeDests, d)
 		}
 		if pc, ok := fs["path_case"]; ok {
 			if v, ok := ps.str(pc.val, what+" path_case"); ok {

@@ -28,7 +28,7 @@ func TestParseErrors(t *testing.T) {
 			"p.yaml:1:1: the policy file is empty; it needs at least rules and default: deny",
 		}},
 		{"not a mapping", "- a\n- b\n", []string{
-			"p.yaml:1:1: the policy must be a mapping with keys workloads, destinations, credentials, rules and default",
+			"p.yaml:1:1: the policy must be a mapping with keys workloads, destinations, credentials, rules, default and optionally mode",
 		}},
 		{"syntax", "rules: [\ndefault: deny\n", []string{
 			"p.yaml:2:1: invalid YAML: did not find expected ',' or ']'",
@@ -40,7 +40,7 @@ func TestParseErrors(t *testing.T) {
 			"p.yaml:2:1: only one YAML document is allowed in a policy file; remove the '---' separator",
 		}},
 		{"unknown top-level", "workloads: {}\nrulez: []\ndefault: deny\n", []string{
-			`p.yaml:2:1: unknown field "rulez" in policy; known fields are workloads, destinations, credentials, rules, default`,
+			`p.yaml:2:1: unknown field "rulez" in policy; known fields are workloads, destinations, credentials, rules, default, mode`,
 		}},
 		{"default", "default: allow\n", []string{
 			"p.yaml:1:10: default must be deny (the only default supported); add rules to allow traffic",
@@ -68,7 +68,7 @@ default: deny
 			`p.yaml:5:13: workload "billing": spiffe pattern "x": scheme is missing or invalid; write an ID like spiffe://example.org/ns/billing/sa/api or a prefix like spiffe://example.org/ns/billing/*`,
 			"p.yaml:6:3: workload name \"*\" is reserved (it is a `from` keyword); choose another name",
 			`p.yaml:8:3: workload "empty" has no selector and would never match; set cidrs, spiffe, namespace, service_account, claims and/or require`,
-			`p.yaml:9:10: workload "listy" must be a mapping of selectors (cidrs, spiffe, namespace, service_account, claims, require, bind_token_to_cert, rate_limit)`,
+			`p.yaml:9:10: workload "listy" must be a mapping of selectors (cidrs, spiffe, namespace, service_account, claims, require, bind_token_to_cert, rate_limit, mode)`,
 			`p.yaml:10:3: workloads: "billing" is defined twice; remove or rename one`,
 		}},
 		{"destinations", `destinations:
@@ -99,7 +99,7 @@ default: deny
 			`p.yaml:4:23: destination "a": port "443" is quoted; write it as a plain number`,
 			`p.yaml:4:30: destination "a": port "x" must be a number from 1 to 65535`,
 			`p.yaml:5:20: destination "a" allow_private must be true or false`,
-			`p.yaml:6:5: unknown field "host" in destination "a"; known fields are hosts, ports, allow_private, path_case, encoded_slashes`,
+			`p.yaml:6:5: unknown field "host" in destination "a"; known fields are hosts, ports, allow_private, path_case, encoded_slashes, mode`,
 			`p.yaml:7:3: destination "b" has no hosts; add hosts: [api.example.com]`,
 			`p.yaml:9:12: destination "c" hosts is empty; list at least one value or remove it`,
 			`p.yaml:11:12: destination "d" hosts must be a list, like [a, b]`,

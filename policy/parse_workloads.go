@@ -68,7 +68,7 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 		}
 		hasSelector := false
 		for _, k := range workloadFields {
-			if _, ok := fs[k]; ok && k != "bind_token_to_cert" && k != "rate_limit" {
+			if _, ok := fs[k]; ok && k != "bind_token_to_cert" && k != "rate_limit" && k != "mode" {
 				hasSelector = true
 			}
 		}
@@ -83,13 +83,19 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 				ps.wlLimits[name] = l
 			}
 		}
+		if m, ok := fs["mode"]; ok && ps.parseMode(m, what) {
+			if ps.observeWorkloads == nil {
+				ps.observeWorkloads = map[string]bool{}
+			}
+			ps.observeWorkloads[name] = true
+		}
 		specs = append(specs, spec)
 	}
 	return specs
 }
 
 // workloadFields are the keys of a `workloads:` entry.
-var workloadFields = []string{"cidrs", "spiffe", "namespace", "service_account", "claims", "require", "bind_token_to_cert", "rate_limit"}
+var workloadFields = []string{"cidrs", "spiffe", "namespace", "service_account", "claims", "require", "bind_token_to_cert", "rate_limit", "mode"}
 
 // parseIdentitySelectors reads the selectors on verified factor
 // attributes: spiffe, namespace, service_account, claims and

@@ -27,6 +27,8 @@ type Policy struct {
 	injectors []injectors.Injector
 	rules     []*rule
 	index     index
+	// observe says where `mode: observe` applies.
+	observe observeMode
 
 	closeOnce sync.Once
 	closeErr  error

@@ -1,0 +1,138 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/policy"
+	_ "github.com/credgate/credgate/providers/static"
+)
+
+const oldPolicy = `
+workloads:
+  billing:
+    cidrs: [10.1.0.0/16]
+destinations:
+  stripe:
+    hosts: [api.stripe.com]
+  intake:
+    hosts: [intake.example.com]
+credentials:
+  stripe-live:
+    provider: static
+    env: CREDGATE_REPLAY_TEST_KEY
+rules:
+  - name: charges
+    from: billing
+    to: stripe
+    methods: [GET, POST]
+    paths: [/v1/charges*]
+    inject: {credential: stripe-live, as: bearer}
+  - name: intake
+    from: billing
+    to: intake
+    action: tunnel
+default: deny
+`
+
+func parse(t *testing.T, src string) *policy.Policy {
+	t.Helper()
+	t.Setenv("CREDGATE_REPLAY_TEST_KEY", "sk_test_replay")
+	p, err := policy.Parse(context.Background(), "p.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func rec(wl, method, scheme, host, path string) audit.Record {
+	port := 443
+	if scheme == "http" {
+		port = 80
+	}
+	return audit.Record{Pos: audit.Pos{File: "a.log", Line: 1}, Time: time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC),
+		Workload: wl, Method: method, Scheme: scheme, Host: host, Port: port, Path: path}
+}
+
+func TestDecideMatchesTheGateway(t *testing.T) {
+	p := parse(t, oldPolicy)
+	tests := []struct {
+		name string
+		r    audit.Record
+		want Outcome
+	}{
+		{"inject", rec("billing", "POST", "https", "api.stripe.com", "/v1/charges"), Outcome{"inject", "", "charges"}},
+		{"path", rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds"), Outcome{"deny", "path_not_allowed", ""}},
+		{"method", rec("billing", "DELETE", "https", "api.stripe.com", "/v1/charges/ch_1"), Outcome{"deny", "method_not_allowed", ""}},
+		{"connect refused", rec("billing", "GET", "https", "unknown.test", "/"), Outcome{"deny", "no_rule", ""}},
+		{"tunnelled request", rec("billing", "POST", "https", "intake.example.com", "/v1/logs"), Outcome{"tunnel", "", "intake"}},
+		{"tunnel line", rec("billing", "CONNECT", "https", "intake.example.com", ""), Outcome{"tunnel", "", "intake"}},
+		{"anonymous", rec("anonymous", "GET", "https", "api.stripe.com", "/v1/charges"), Outcome{"deny", "no_rule", ""}},
+		{"bad path", rec("billing", "GET", "https", "api.stripe.com", "/v1/charges/..%2F"), Outcome{"deny", "bad_path", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, Decide(p, tt.r)); diff != "" {
+				t.Errorf("Decide (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDiff(t *testing.T) {
+	recs := []audit.Record{
+		rec("billing", "POST", "https", "api.stripe.com", "/v1/charges"),
+		rec("billing", "POST", "https", "api.stripe.com", "/v1/charges"),
+		rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds"),
+		rec("billing", "CONNECT", "https", "intake.example.com", ""),
+		rec("anonymous", "GET", "https", "api.stripe.com", "/v1/charges"),
+	}
+	ended := rec("billing", "CONNECT", "https", "intake.example.com", "")
+	ended.Closed = "ended"
+	recs = append(recs, ended)
+	tests := []struct {
+		name string
+		new  string
+		want []string // "OLD -> NEW: REQUEST xN"
+	}{
+		{"same policy", oldPolicy, nil},
+		{"narrowed methods", strings.Replace(oldPolicy, "methods: [GET, POST]", "methods: [GET]", 1),
+			[]string{"inject by rule charges -> deny [method_not_allowed]: POST https://api.stripe.com/v1/charges x2"}},
+		{"widened paths", strings.Replace(oldPolicy, "paths: [/v1/charges*]", "paths: [/v1/charges*, /v1/refunds*]", 1),
+			[]string{"deny [path_not_allowed] -> inject by rule charges: GET https://api.stripe.com/v1/refunds x1"}},
+		{"tunnel removed", strings.Replace(oldPolicy, "    to: intake\n    action: tunnel", "    to: intake\n    action: deny", 1),
+			[]string{"tunnel by rule intake -> deny [denied_by_rule] by rule intake: CONNECT intake.example.com x1"}},
+		{"observe mode", "mode: observe\n" + oldPolicy, []string{
+			"deny [no_rule] -> would_deny [no_rule]: GET https://api.stripe.com/v1/charges x1",
+			"deny [path_not_allowed] -> would_deny [path_not_allowed]: GET https://api.stripe.com/v1/refunds x1",
+		}},
+	}
+	oldP := parse(t, oldPolicy)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			changes := Diff(oldP, parse(t, tt.new), recs)
+			for _, c := range changes {
+				got = append(got, c.Old.String()+" -> "+c.New.String()+": "+c.Request()+" x"+strconv.Itoa(c.Count))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Diff (-want +got):\n%s", diff)
+			}
+			var buf bytes.Buffer
+			if err := WriteText(&buf, changes, len(recs)); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(buf.String(), strconv.Itoa(len(tt.want))+" request(s) change outcome, from 6 audit line(s) replayed\n") {
+				t.Errorf("WriteText summary:\n%s", buf.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,508 @@
+// Package suggest writes a least-privilege policy from recorded traffic:
+// the audit lines of requests the gateway let through (injected,
+// forwarded, tunnelled, or would_deny in observe mode). For each workload
+// and destination it allows the methods and path templates that were
+// used, and nothing else.
+package suggest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/policy"
+)
+
+// Options configure Write.
+type Options struct {
+	// BaseFile and Base are the policy in force when the traffic was
+	// recorded (optional). Its workloads and credentials are copied, the
+	// inject settings of the rules the lines name are reused, and its
+	// destinations' allow_private, path_case and encoded_slashes carry
+	// over to the hosts they list. Without it, workloads are written with
+	// the source addresses seen, and recorded injections are an error.
+	BaseFile string
+	Base     []byte
+	// MaxLiterals is how many distinct values a path segment may take
+	// under one prefix before it is collapsed into `*`; 0 means
+	// DefaultMaxLiterals.
+	MaxLiterals int
+	// Now stamps the header comment; zero means time.Now().
+	Now time.Time
+}
+
+// admitted are the audited decisions that let traffic through; refused
+// lines (deny) are never turned into rules.
+var admitted = map[string]bool{
+	policy.Inject.String():  true,
+	policy.Forward.String(): true,
+	policy.Tunnel.String():  true,
+	policy.WouldDeny:        true,
+}
+
+// groupKey is one workload × destination.
+type groupKey struct {
+	workload, scheme, host string
+	port                   int
+}
+
+// seen counts one method and path (or one CONNECT) of a group.
+type seen struct {
+	n           int
+	first, last time.Time
+}
+
+func (s *seen) add(t time.Time) {
+	if s.n == 0 || t.Before(s.first) {
+		s.first = t
+	}
+	if s.n == 0 || t.After(s.last) {
+		s.last = t
+	}
+	s.n++
+}
+
+type group struct {
+	key groupKey
+	// requests by decoded path, then method.
+	requests map[string]map[string]*seen
+	// tunnel counts CONNECTs spliced without interception, forward the
+	// requests a tunnel rule forwarded on an intercepted host.
+	tunnel, forward seen
+	// rules are the base rules named by the group's inject lines, by count.
+	rules map[string]int
+	// skipped are paths a glob cannot express, by count.
+	skipped map[string]int
+}
+
+// base is what Write reads from the base policy.
+type base struct {
+	workloads   map[string]*yaml.Node // name → value
+	credentials map[string]*yaml.Node
+	// injects are the inject rules' settings: rule → inject node,
+	// plaintext.
+	injects   map[string]*yaml.Node
+	plaintext map[string]bool
+	injCred   map[string]string
+	dests     []baseDest
+}
+
+type baseDest struct {
+	hosts []string
+	// settings are allow_private, path_case and encoded_slashes, as set.
+	settings []*yaml.Node // key, value pairs
+}
+
+// Write reads records and writes the suggested policy to w. The policy
+// validates (`credgate validate`) when the base's credentials do.
+func Write(w io.Writer, recs []audit.Record, opts Options) error {
+	b, err := readBase(opts)
+	if err != nil {
+		return err
+	}
+	groups := map[groupKey]*group{}
+	sources := map[string][]string{}
+	lines := 0
+	for _, r := range recs {
+		if !admitted[r.Decision] || r.Closed != "" {
+			continue
+		}
+		lines++
+		k := groupKey{workload: r.Workload, scheme: r.Scheme, host: r.Host, port: r.Port}
+		if r.Method == "CONNECT" {
+			k.scheme = "https"
+		}
+		g := groups[k]
+		if g == nil {
+			g = &group{key: k, requests: map[string]map[string]*seen{}, rules: map[string]int{}, skipped: map[string]int{}}
+			groups[k] = g
+		}
+		if r.Workload != policy.FromAnonymous && r.Source != "" && !slices.Contains(sources[r.Workload], r.Source) {
+			sources[r.Workload] = append(sources[r.Workload], r.Source)
+		}
+		if r.Method == "CONNECT" {
+			g.tunnel.add(r.Time)
+			continue
+		}
+		if r.Decision == policy.Forward.String() {
+			// A tunnel rule forwarded it on an intercepted host: the
+			// suggestion has the tunnel rule, never a credential for it.
+			g.forward.add(r.Time)
+			continue
+		}
+		if r.Decision == policy.Inject.String() {
+			if b == nil {
+				return fmt.Errorf("suggest: %s: the request injected credential %q; pass the policy in force when it was recorded (--policy FILE), so that its credential and injector can be reused", r.Pos, r.Credential)
+			}
+			if _, ok := b.injects[r.Rule]; !ok {
+				return fmt.Errorf("suggest: %s: the request was injected by rule %q, which the base policy %s does not have as an inject rule; pass the policy in force when it was recorded", r.Pos, r.Rule, opts.BaseFile)
+			}
+			g.rules[r.Rule]++
+		}
+		p, err := url.PathUnescape(r.Path)
+		if err != nil || strings.ContainsAny(p, "*?#[]{}\\;%") || strings.Contains(p, "//") || !strings.HasPrefix(p, "/") {
+			g.skipped[r.Path]++
+			continue
+		}
+		m := g.requests[p]
+		if m == nil {
+			m = map[string]*seen{}
+			g.requests[p] = m
+		}
+		s := m[r.Method]
+		if s == nil {
+			s = &seen{}
+			m[r.Method] = s
+		}
+		s.add(r.Time)
+	}
+	if len(groups) == 0 {
+		return fmt.Errorf("suggest: no admitted request in the audit lines (only inject, forward, tunnel and would_deny lines count)")
+	}
+	return emit(w, b, groups, sources, lines, opts)
+}
+
+// rulePlan is one suggested rule.
+type rulePlan struct {
+	methods []string
+	paths   []string
+	comment []string // one per path
+}
+
+func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][]string, lines int, opts Options) error {
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	keys := make([]groupKey, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, c := keys[i], keys[j]
+		if a.workload != c.workload {
+			return a.workload < c.workload
+		}
+		if a.host != c.host {
+			return a.host < c.host
+		}
+		if a.port != c.port {
+			return a.port < c.port
+		}
+		return a.scheme < c.scheme
+	})
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "# Suggested by `credgate policy suggest` on %s from %d audit lines.\n", now.UTC().Format(time.RFC3339), lines)
+	out.WriteString("# Each rule allows only the methods and paths seen (IDs collapsed into `*`; a `*` in a\n# policy glob also matches '/'). Review before use; check with `credgate policy diff`.\n")
+
+	// Workloads.
+	var wls []string
+	for _, k := range keys {
+		if k.workload != policy.FromAnonymous && !slices.Contains(wls, k.workload) {
+			wls = append(wls, k.workload)
+		}
+	}
+	if len(wls) > 0 {
+		out.WriteString("workloads:\n")
+		for _, name := range wls {
+			if b != nil && b.workloads[name] != nil {
+				fmt.Fprintf(&out, "  %s:\n", yamlString(name))
+				writeNode(&out, withoutKey(b.workloads[name], "mode"), 4)
+				continue
+			}
+			srcs := sources[name]
+			sort.Strings(srcs)
+			var cidrs []string
+			for _, s := range srcs {
+				bits := "/32"
+				if strings.Contains(s, ":") {
+					bits = "/128"
+				}
+				cidrs = append(cidrs, yamlString(s+bits))
+			}
+			if len(cidrs) == 0 {
+				return fmt.Errorf("suggest: workload %q has no source address in the audit lines and no base policy defines it; pass --policy FILE", name)
+			}
+			fmt.Fprintf(&out, "  %s:\n    # The source addresses seen; replace with the workload's real selectors (spiffe, namespace, ...).\n    cidrs: [%s]\n", yamlString(name), strings.Join(cidrs, ", "))
+		}
+	}
+
+	// Destinations: one per host and port.
+	out.WriteString("destinations:\n")
+	destName := func(k groupKey) string {
+		n := k.host
+		if k.port != defaultPort(k.scheme) {
+			n += "-" + strconv.Itoa(k.port)
+		}
+		return n
+	}
+	done := map[string]bool{}
+	for _, k := range keys {
+		n := destName(k)
+		if done[n] {
+			continue
+		}
+		done[n] = true
+		fmt.Fprintf(&out, "  %s:\n    hosts: [%s]\n", yamlString(n), yamlString(k.host))
+		if k.port != defaultPort(k.scheme) {
+			fmt.Fprintf(&out, "    ports: [%d]\n", k.port)
+		}
+		if b != nil {
+			if d := b.destFor(k.host); d != nil {
+				for i := 0; i+1 < len(d.settings); i += 2 {
+					fmt.Fprintf(&out, "    %s: %s\n", d.settings[i].Value, d.settings[i+1].Value)
+				}
+			}
+		}
+	}
+
+	// Credentials the inject rules use.
+	var creds []string
+	for _, k := range keys {
+		for r := range groups[k].rules {
+			if c := b.injCred[r]; c != "" && !slices.Contains(creds, c) {
+				creds = append(creds, c)
+			}
+		}
+	}
+	sort.Strings(creds)
+	if len(creds) > 0 {
+		out.WriteString("credentials:\n")
+		for _, c := range creds {
+			n := b.credentials[c]
+			if n == nil {
+				return fmt.Errorf("suggest: credential %q is not defined in the base policy %s", c, opts.BaseFile)
+			}
+			fmt.Fprintf(&out, "  %s:\n", yamlString(c))
+			writeNode(&out, n, 4)
+		}
+	}
+
+	// Rules.
+	out.WriteString("rules:\n")
+	names := map[string]int{}
+	ruleName := func(base string) string {
+		names[base]++
+		if names[base] == 1 {
+			return base
+		}
+		return base + "-" + strconv.Itoa(names[base])
+	}
+	for _, k := range keys {
+		g := groups[k]
+		from := yamlString(k.workload)
+		dest := yamlString(destName(k))
+		inj := g.injectRule()
+		if len(g.requests) > 0 && inj != "" {
+			for _, rp := range g.plans(opts.MaxLiterals) {
+				fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    methods: [%s]\n    paths:\n", yamlString(ruleName(k.workload+"-"+destName(k))), from, dest, strings.Join(rp.methods, ", "))
+				for i, p := range rp.paths {
+					fmt.Fprintf(&out, "      - %s  # %s\n", yamlString(p), rp.comment[i])
+				}
+				out.WriteString("    inject:\n")
+				writeNode(&out, b.injects[inj], 6)
+				if b.plaintext[inj] && k.scheme == "http" {
+					out.WriteString("    plaintext: true\n")
+				}
+			}
+		}
+		if len(g.requests) > 0 && inj == "" {
+			// Seen without a credential in observe mode, on a host no
+			// inject rule of the caller covers: a tunnel rule would open
+			// the whole host (past any deny rule that made the gateway
+			// intercept), so nothing is allowed; the comment says what.
+			for _, p := range sortedKeys(g.requests) {
+				for _, m := range sortedKeys(g.requests[p]) {
+					s := g.requests[p][m]
+					fmt.Fprintf(&out, "  # not allowed: %s %s://%s%s (%s ×%d, first %s, last %s) went through without a credential in observe mode; no rule allows a path without one: write an inject rule, or a tunnel rule for the whole host\n",
+						m, k.scheme, k.host, yamlString(p), m, s.n, stamp(s.first), stamp(s.last))
+				}
+			}
+		}
+		if g.tunnel.n > 0 || g.forward.n > 0 {
+			// Spliced tunnels, and requests a tunnel rule forwarded:
+			// exactly what a tunnel rule allows.
+			if g.tunnel.n > 0 {
+				fmt.Fprintf(&out, "  # %d CONNECT(s) tunnelled, first %s, last %s\n", g.tunnel.n, stamp(g.tunnel.first), stamp(g.tunnel.last))
+			}
+			if g.forward.n > 0 {
+				fmt.Fprintf(&out, "  # %d request(s) forwarded by a tunnel rule without a credential, first %s, last %s\n", g.forward.n, stamp(g.forward.first), stamp(g.forward.last))
+			}
+			fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    action: tunnel\n", yamlString(ruleName(k.workload+"-"+destName(k)+"-tunnel")), from, dest)
+		}
+		var skipped []string
+		for p := range g.skipped {
+			skipped = append(skipped, p)
+		}
+		sort.Strings(skipped)
+		for _, p := range skipped {
+			fmt.Fprintf(&out, "  # not expressible as a path glob, not allowed: %s (%d)\n", strconv.Quote(p), g.skipped[p])
+		}
+	}
+	out.WriteString("default: deny\n")
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+// injectRule names the base inject rule the group's requests use: the
+// one most lines name (a group's requests seen without a credential, in
+// observe mode, get the same credential). "" when none.
+func (g *group) injectRule() string {
+	best, n := "", 0
+	for r, c := range g.rules {
+		if c > n || c == n && r < best {
+			best, n = r, c
+		}
+	}
+	return best
+}
+
+// plans groups the group's path templates by their exact set of methods,
+// so that a rule's methods × paths is exactly what was seen.
+func (g *group) plans(maxLiterals int) []rulePlan {
+	paths := make([]string, 0, len(g.requests))
+	for p := range g.requests {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	tmpl := templates(paths, maxLiterals)
+	type agg struct {
+		methods map[string]*seen
+	}
+	byTmpl := map[string]*agg{}
+	for _, p := range paths {
+		t := tmpl[p]
+		a := byTmpl[t]
+		if a == nil {
+			a = &agg{methods: map[string]*seen{}}
+			byTmpl[t] = a
+		}
+		for m, s := range g.requests[p] {
+			x := a.methods[m]
+			if x == nil {
+				x = &seen{}
+				a.methods[m] = x
+			}
+			if x.n == 0 || s.first.Before(x.first) {
+				x.first = s.first
+			}
+			if s.last.After(x.last) {
+				x.last = s.last
+			}
+			x.n += s.n
+		}
+	}
+	byMethods := map[string]*rulePlan{}
+	var order []string
+	ts := make([]string, 0, len(byTmpl))
+	for t := range byTmpl {
+		ts = append(ts, t)
+	}
+	sort.Strings(ts)
+	for _, t := range ts {
+		a := byTmpl[t]
+		var ms []string
+		for m := range a.methods {
+			ms = append(ms, m)
+		}
+		sort.Strings(ms)
+		key := strings.Join(ms, ",")
+		rp := byMethods[key]
+		if rp == nil {
+			rp = &rulePlan{methods: ms}
+			byMethods[key] = rp
+			order = append(order, key)
+		}
+		var parts []string
+		for _, m := range ms {
+			s := a.methods[m]
+			parts = append(parts, fmt.Sprintf("%s ×%d first %s last %s", m, s.n, stamp(s.first), stamp(s.last)))
+		}
+		rp.paths = append(rp.paths, t)
+		rp.comment = append(rp.comment, strings.Join(parts, "; "))
+	}
+	out := make([]rulePlan, 0, len(order))
+	for _, k := range order {
+		out = append(out, *byMethods[k])
+	}
+	return out
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func defaultPort(scheme string) int {
+	if scheme == "http" {
+		return 80
+	}
+	return 443
+}
+
+var plainRE = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
+
+// yamlString writes s as a YAML scalar: bare when it cannot be misread,
+// else double-quoted (a JSON string is a valid YAML double-quoted one).
+func yamlString(s string) string {
+	if plainRE.MatchString(s) && !strings.HasPrefix(s, "-") && !strings.HasPrefix(s, ".") {
+		if _, err := strconv.ParseFloat(s, 64); err != nil && s != "true" && s != "false" && s != "null" && s != "yes" && s != "no" && s != "on" && s != "off" {
+			return s
+		}
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// withoutKey returns the mapping n without key (a copy; n is unchanged):
+// the suggested policy is meant to be enforced, so a workload's
+// `mode: observe` is not carried over.
+func withoutKey(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return n
+	}
+	c := *n
+	c.Content = nil
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != key {
+			c.Content = append(c.Content, n.Content[i], n.Content[i+1])
+		}
+	}
+	return &c
+}
+
+// writeNode writes a YAML node indented by indent spaces.
+func writeNode(out *bytes.Buffer, n *yaml.Node, indent int) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	_ = enc.Encode(n)
+	_ = enc.Close()
+	pad := strings.Repeat(" ", indent)
+	for _, l := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
+		out.WriteString(pad + l + "\n")
+	}
+}
