@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
 	"net/url"
@@ -71,6 +72,10 @@ type reqState struct {
 	// body watches the request body (limits.body_idle_timeout); nil
 	// without a body.
 	body *idleBody
+	// trace and w1xx relay the upstream's 1xx responses to the client
+	// (informational); part of reqState, so no allocation of their own.
+	trace httptrace.ClientTrace
+	w1xx  http.ResponseWriter
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -450,7 +455,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		out.Body = body
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(ctx, stateKey, st)))
+	octx := ctx
+	if r.ProtoAtLeast(1, 1) {
+		// A server must not send 1xx responses to an HTTP/1.0 client
+		// (RFC 9110 §15.2).
+		octx = st.informational(octx, sw)
+	}
+	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
 
 	status := sw.status
 	if status == 0 {
