@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,6 +148,84 @@ func TestResponseHeadersNotHeldBack(t *testing.T) {
 			res.resp.Body.Close()
 			if err != nil || string(body) != "0123456789" {
 				t.Fatalf("body %q, %v; want the whole body", body, err)
+			}
+		})
+	}
+}
+
+// pipelinedConn sends a CONNECT request in the same write as the first
+// bytes of what follows (a TLS ClientHello), before the gateway's 200,
+// as a client that does not wait for it would, and reads the 200 before
+// handing the rest of the stream to its user.
+type pipelinedConn struct {
+	net.Conn
+	connect string
+	br      *bufio.Reader
+	sent    bool
+}
+
+func (c *pipelinedConn) Write(p []byte) (int, error) {
+	if !c.sent {
+		c.sent = true
+		if _, err := c.Conn.Write(append([]byte(c.connect), p...)); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *pipelinedConn) Read(p []byte) (int, error) {
+	if c.br == nil {
+		c.br = bufio.NewReader(c.Conn)
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			return 0, fmt.Errorf("reading the CONNECT response: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("CONNECT answered %s", resp.Status)
+		}
+	}
+	return c.br.Read(p)
+}
+
+// TestBytesPipelinedAfterConnect: what a client sends right behind its
+// CONNECT, before the 200, reaches the intercepting TLS server or the
+// spliced destination (it was lost: the handshake hung).
+func TestBytesPipelinedAfterConnect(t *testing.T) {
+	tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "ok %s", r.Host)
+	}), nil)
+	for _, tc := range []struct {
+		name, host string
+		roots      func() *tls.Config
+	}{
+		{"intercepted", apiHost, func() *tls.Config { return &tls.Config{RootCAs: tg.caPool, ServerName: apiHost} }},
+		{"tunnel", tunnelHost, func() *tls.Config { return &tls.Config{RootCAs: tg.pki.pool, ServerName: tunnelHost} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+			pc := &pipelinedConn{Conn: raw, connect: fmt.Sprintf("CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", tc.host, tc.host)}
+			cfg := tc.roots()
+			cfg.NextProtos = []string{"http/1.1"}
+			tc2 := tls.Client(pc, cfg)
+			if err := tc2.Handshake(); err != nil {
+				t.Fatalf("TLS handshake after a pipelined CONNECT: %v", err)
+			}
+			fmt.Fprintf(tc2, "GET /x HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", tc.host)
+			resp, err := http.ReadResponse(bufio.NewReader(tc2), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "ok "+tc.host) {
+				t.Fatalf("got %s %q, want 200 from the origin", resp.Status, body)
 			}
 		})
 	}

@@ -107,7 +107,7 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		g.connect.ServeHTTP(w, r)
+		g.connect.ServeHTTP(connectWriter{w}, r)
 		return
 	}
 	x := &exchange{w: w, r: r, start: time.Now(), ev: evidence(r), scheme: "http"}
