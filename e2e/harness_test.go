@@ -87,7 +87,7 @@ func startOrigin(t *testing.T) *origin {
 
 	tlsSrv := httptest.NewUnstartedServer(h)
 	tlsSrv.EnableHTTP2 = true
-	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{originLeaf}}
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{originLeaf}, NextProtos: []string{"h2", "http/1.1"}} // as real servers offer (httptest alone offers h2 only)
 	// Refused and garbage handshakes are part of the tests; keep them
 	// out of the output.
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,13 +20,20 @@ import (
 
 // startEdgeGateway runs a gateway (testPolicy) in front of an origin
 // serving h on 127.0.0.1 with TLS for apiHost and tunnelHost; configure,
-// when set, adjusts the origin's server before it starts (its protocols).
-func startEdgeGateway(t *testing.T, h http.Handler, configure func(*httptest.Server)) *testGateway {
+// when set, adjusts the origin's server before it starts (its protocols);
+// resolve are more entries of the gateway's resolve map ("host:port": addr).
+func startEdgeGateway(t *testing.T, h http.Handler, configure func(*httptest.Server), resolve ...string) *testGateway {
+	t.Helper()
+	return startEdgeGatewayPolicy(t, h, configure, testPolicy, resolve...)
+}
+
+// startEdgeGatewayPolicy is startEdgeGateway with another policy.
+func startEdgeGatewayPolicy(t *testing.T, h http.Handler, configure func(*httptest.Server), policy string, resolve ...string) *testGateway {
 	t.Helper()
 	pki := newTestPKI(t, apiHost, tunnelHost)
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}, NextProtos: []string{"h2", "http/1.1"}}
 	if configure != nil {
 		configure(srv)
 	}
@@ -33,9 +41,18 @@ func startEdgeGateway(t *testing.T, h http.Handler, configure func(*httptest.Ser
 	t.Cleanup(srv.Close)
 	addr := srv.Listener.Addr().String()
 	tg := newTestGateway(t, pki, &testOrigin{addr: addr})
-	writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
-	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", addr, addr))
+	writeFile(t, tg.dir, "policy.yaml", []byte(policy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", addr, addr)+resolveLines(resolve))
 	return tg
+}
+
+// resolveLines formats resolve map entries for the gateway config.
+func resolveLines(entries []string) string {
+	var b strings.Builder
+	for _, e := range entries {
+		b.WriteString("  " + e + "\n")
+	}
+	return b.String()
 }
 
 // TestInformationalResponsesRelayed: 102 and 103 Early Hints (with its
@@ -226,6 +243,68 @@ func TestBytesPipelinedAfterConnect(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "ok "+tc.host) {
 				t.Fatalf("got %s %q, want 200 from the origin", resp.Status, body)
+			}
+		})
+	}
+}
+
+// TestHTTP2OnlyOrigin: under upstream.http2: match (the default), an
+// HTTP/1.1 client reaches an origin that speaks HTTP/2 alone (the request
+// is bridged to HTTP/2; it was a 502 with EOF), and still speaks HTTP/1.1
+// to an origin that offers it, and to one without ALPN.
+func TestHTTP2OnlyOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		protos []string // what the origin's TLS offers; nil: no ALPN
+		h2Only bool     // the origin serves nothing but HTTP/2
+		strict bool     // it refuses a handshake without h2 (no_application_protocol)
+		h2     bool     // the client speaks HTTP/2 to the gateway
+		want   string   // the protocol the origin sees
+	}{
+		{"h2-only/client-http1.1", []string{"h2"}, true, false, false, "HTTP/2.0"},
+		{"h2-only-strict/client-http1.1", []string{"h2"}, true, true, false, "HTTP/2.0"},
+		{"h2-only/client-http2", []string{"h2"}, true, false, true, "HTTP/2.0"},
+		{"both/client-http1.1", []string{"h2", "http/1.1"}, false, false, false, "HTTP/1.1"},
+		{"http1.1-only/client-http1.1", []string{"http/1.1"}, false, false, false, "HTTP/1.1"},
+		{"no-alpn/client-http1.1", nil, false, false, false, "HTTP/1.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, r.Proto)
+			}), func(srv *httptest.Server) {
+				srv.EnableHTTP2 = tc.h2Only || slices.Contains(tc.protos, "h2")
+				srv.TLS.NextProtos = tc.protos
+				if tc.protos == nil {
+					srv.TLS.NextProtos = []string{} // httptest fills in a nil list
+				}
+				if tc.strict {
+					// Go's server would let a handshake without h2 go on
+					// (its http/1.1 fallback); a strict one sends the alert.
+					base := srv.TLS.Clone()
+					srv.TLS.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+						cfg := base.Clone()
+						if !slices.Contains(hello.SupportedProtos, "h2") {
+							cfg.NextProtos = []string{"x-strict-h2-only"}
+						}
+						return cfg, nil
+					}
+				}
+				if tc.h2Only {
+					srv.Config.Protocols = new(http.Protocols)
+					srv.Config.Protocols.SetHTTP2(true)
+				}
+			})
+			c := tg.client(t, tc.h2)
+			for i := range 2 { // the second reuses what the first learned
+				resp, err := c.Get("https://" + apiHost + "/proto")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || string(body) != tc.want {
+					t.Fatalf("request %d: %s %q, want 200 with the origin seeing %s; log:\n%s", i, resp.Status, body, tc.want, tg.logs.String())
+				}
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/credgate/credgate/policy"
 )
@@ -37,8 +39,16 @@ type upstreamPool struct {
 	private bool
 	dialer  *dialer
 	// t speaks HTTP/2 where the upstream offers it (HTTP/1.1 only with
-	// upstream.http2: never); h1 never does.
-	t, h1 *http.Transport
+	// upstream.http2: never); h1 never does. match, under
+	// upstream.http2: match, serves HTTP/1.1 clients: HTTP/1.1 where the
+	// upstream speaks it, else HTTP/2 (dialMatch).
+	t, h1, match *http.Transport
+	// tlsConf and handshakeTimeout are match's upstream TLS settings.
+	tlsConf          *tls.Config
+	handshakeTimeout time.Duration
+	// alpn remembers what dialMatch learned of upstreams that did not
+	// select http/1.1.
+	alpn alpnMemo
 	// certs present a TLS client certificate (the tlsclient injector),
 	// one transport per certificate, in this pool's class.
 	certs *clientTransports
@@ -57,16 +67,125 @@ func (p *upstreamPool) transport(st *reqState) http.RoundTripper {
 	switch {
 	case st.cert != nil:
 		return p.certs.get(st.cert)
+	case st.http1 && p.match != nil && st.long == nil:
+		return p.match
 	case st.http1:
+		// A WebSocket upgrade needs HTTP/1.1 all the way.
 		return p.h1
 	}
 	return p.t
+}
+
+// alpnH1 and alpnH2 are what dialMatch offers: one protocol at a time,
+// since servers choose by their own preference and most prefer h2.
+var (
+	alpnH1 = []string{"http/1.1"}
+	alpnH2 = []string{"h2"}
+)
+
+// dialMatch is the match transport's DialTLSContext: TLS to one of the
+// request's checked addresses offering http/1.1 alone, so an upstream that
+// speaks HTTP/1.1 is spoken to in the client's protocol. An upstream that
+// speaks HTTP/2 alone (it refuses with no_application_protocol, or
+// negotiates nothing and then selects h2 when offered it alone: Go's
+// servers let such a handshake go on and close the connection at the
+// first HTTP/1.1 request) gets a connection that negotiated h2, and the
+// transport sends the HTTP/1.1 client's requests over HTTP/2. A server
+// that negotiates nothing either way speaks HTTP/1.1 without ALPN. What
+// was learned is remembered per host:port, so the second handshake is
+// made once.
+func (p *upstreamPool) dialMatch(ctx context.Context, network, addr string) (net.Conn, error) {
+	h2only, known := p.alpn.get(addr)
+	if known && h2only {
+		return p.dialTLS(ctx, network, addr, alpnH2)
+	}
+	c, err := p.dialTLS(ctx, network, addr, alpnH1)
+	switch {
+	case isNoALPN(err):
+		p.alpn.set(addr, true)
+		return p.dialTLS(ctx, network, addr, alpnH2)
+	case err != nil:
+		return nil, err
+	case c.ConnectionState().NegotiatedProtocol != "" || known:
+		return c, nil
+	}
+	c2, err := p.dialTLS(ctx, network, addr, alpnH2)
+	if err == nil && c2.ConnectionState().NegotiatedProtocol == "h2" {
+		_ = c.Close()
+		p.alpn.set(addr, true)
+		return c2, nil
+	}
+	if c2 != nil {
+		_ = c2.Close()
+	}
+	p.alpn.set(addr, false)
+	return c, nil
+}
+
+// dialTLS dials addr (one of the request's checked addresses) and does
+// the TLS handshake offering protos, verifying the server for addr's host.
+func (p *upstreamPool) dialTLS(ctx context.Context, network, addr string, protos []string) (*tls.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: upstream address %q: %w", addr, err)
+	}
+	raw, err := p.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := p.tlsConf.Clone()
+	cfg.ServerName = host
+	cfg.NextProtos = protos
+	c := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, p.handshakeTimeout)
+	defer cancel()
+	if err := c.HandshakeContext(hctx); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// isNoALPN reports whether a handshake failed with the server's
+// no_application_protocol alert (RFC 7301 §3.2).
+func isNoALPN(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: no application protocol"
+}
+
+// alpnMemo remembers, per upstream host:port, whether an upstream that
+// did not select http/1.1 speaks HTTP/2 alone (true) or HTTP/1.1 without
+// ALPN (false). Bounded: it is emptied when full.
+type alpnMemo struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+const maxALPNMemo = 4096
+
+func (a *alpnMemo) get(addr string) (h2only, known bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h2only, known = a.m[addr]
+	return h2only, known
+}
+
+func (a *alpnMemo) set(addr string, h2only bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil || len(a.m) >= maxALPNMemo {
+		a.m = make(map[string]bool)
+	}
+	a.m[addr] = h2only
 }
 
 // closeIdle closes the pool's idle connections.
 func (p *upstreamPool) closeIdle() {
 	p.t.CloseIdleConnections()
 	p.h1.CloseIdleConnections()
+	if p.match != nil {
+		p.match.CloseIdleConnections()
+	}
 	p.certs.closeIdle()
 }
 
