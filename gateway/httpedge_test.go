@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -305,6 +306,101 @@ func TestHTTP2OnlyOrigin(t *testing.T) {
 				if resp.StatusCode != http.StatusOK || string(body) != tc.want {
 					t.Fatalf("request %d: %s %q, want 200 with the origin seeing %s; log:\n%s", i, resp.Status, body, tc.want, tg.logs.String())
 				}
+			}
+		})
+	}
+}
+
+// readWatch is a request body that records whether it was read.
+type readWatch struct {
+	r    io.Reader
+	read atomic.Bool
+}
+
+func (b *readWatch) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.r.Read(p)
+}
+
+// TestExpectContinueEndToEnd: a client's Expect: 100-continue reaches the
+// origin through HTTP/2 and the plain listener, so the origin decides
+// whether the body is sent: refused before reading it, the client never
+// sends it; accepted, it arrives whole. (The HTTP/1.1 loop inside a
+// tunnel answers 100 itself today.)
+func TestExpectContinueEndToEnd(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		saw := r.Header.Get("Expect")
+		if r.ProtoMajor == 2 && h2ExpectsContinue(r.Body) {
+			saw = "100-continue" // Go's HTTP/2 server keeps it there only
+		}
+		w.Header().Set("X-Saw-Expect", saw)
+		if r.URL.Query().Get("refuse") == "1" {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "len=%d", n)
+	})
+	plain := httptest.NewServer(h)
+	t.Cleanup(plain.Close)
+	const plainHost = "plain.origin.test"
+	port := portOf(plain.Listener.Addr())
+	policy := strings.Replace(testPolicy, "\ncredentials:\n", fmt.Sprintf(`
+  plain:
+    hosts: [%s]
+    ports: [%s]
+    allow_private: true
+credentials:
+`, plainHost, port), 1)
+	policy = strings.Replace(policy, "\nrules:\n", `
+rules:
+  - name: plain
+    from: local
+    to: plain
+    inject: {credential: token, as: bearer}
+    plaintext: true
+`, 1)
+	tg := startEdgeGatewayPolicy(t, h, nil, policy, fmt.Sprintf("%q: %q", plainHost+":"+port, plain.Listener.Addr().String()))
+	for _, tc := range []struct {
+		name   string
+		h2     bool
+		url    string
+		refuse bool
+	}{
+		{"http2/refused", true, "https://" + apiHost + "/up?refuse=1", true},
+		{"http2/accepted", true, "https://" + apiHost + "/up", false},
+		{"plain/refused", false, plain.URL + "/up?refuse=1", true},
+		{"plain/accepted", false, plain.URL + "/up", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tg.client(t, tc.h2)
+			tr := c.Transport.(*http.Transport)
+			tr.ExpectContinueTimeout = 10 * time.Second // the origin decides, not a timeout
+			if strings.HasPrefix(tc.url, "http:") {
+				// The plain origin is reached by the gateway through the
+				// name the policy allows.
+				u := "http://" + plainHost + ":" + port + strings.TrimPrefix(tc.url, plain.URL)
+				tc.url = u
+			}
+			body := &readWatch{r: strings.NewReader(strings.Repeat("x", 1000))}
+			req, _ := http.NewRequest(http.MethodPut, tc.url, body)
+			req.ContentLength = 1000
+			req.Header.Set("Expect", "100-continue")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("X-Saw-Expect") != "100-continue" {
+				t.Errorf("the origin saw Expect %q, want 100-continue", resp.Header.Get("X-Saw-Expect"))
+			}
+			switch {
+			case tc.refuse && (resp.StatusCode != http.StatusRequestEntityTooLarge || body.read.Load()):
+				t.Errorf("got %s, body sent: %v; want 413 without the body sent", resp.Status, body.read.Load())
+			case !tc.refuse && (resp.StatusCode != http.StatusOK || string(got) != "len=1000"):
+				t.Errorf("got %s %q, want 200 len=1000", resp.Status, got)
 			}
 		})
 	}

@@ -107,7 +107,10 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		g.connect.ServeHTTP(connectWriter{w}, r)
+		if _, ok := w.(http.Hijacker); ok {
+			w = connectWriter{w}
+		}
+		g.connect.ServeHTTP(w, r)
 		return
 	}
 	x := &exchange{w: w, r: r, start: time.Now(), ev: evidence(r), scheme: "http"}
@@ -383,9 +386,20 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *uf)
 		return
 	}
+	// Before the body is wrapped: net/http's HTTP/2 server took the
+	// field off (it answers 100 itself when the body is first read).
+	expect := r.ProtoMajor == 2 && r.ContentLength != 0 && h2ExpectsContinue(r.Body)
 	ib := g.idleBody(w, r)
 	if ib != nil {
-		defer ib.stop()
+		defer func() {
+			ib.stop()
+			// net/http's server judges the body it handed out once the
+			// handler returns: an unread Expect: 100-continue body is
+			// not drained (the client never sends it), the connection
+			// is closed instead. Wrapped, it drained it before writing
+			// the response, which waited for the client's timeout.
+			r.Body = ib.ReadCloser
+		}()
 	}
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
@@ -424,6 +438,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 
 	out := x.outbound(cp)
+	if expect {
+		// The origin decides whether the body is sent: the transport
+		// reads it (and the server sends the client its 100) only when
+		// the origin answers 100.
+		out.Header["Expect"] = []string{"100-continue"}
+	}
 	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if d.Action == policy.Inject {
 		if err := injectors.Apply(d.Inject.Injector, out, cred); err != nil {
