@@ -298,14 +298,16 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	case HTTP2Never:
 		p.t = p.h1
 	case HTTP2Match:
-		// HTTP/1.1 clients: HTTP/1.1 to origins that speak it, HTTP/2
-		// to those that speak nothing else (dialMatch chooses per
-		// connection; the transport bridges).
+		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
+		// to those that speak nothing else (dialH1 tells them apart;
+		// the transport bridges).
 		p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		p.handshakeTimeout = p.t.TLSHandshakeTimeout
+		p.h1m = p.h1.Clone()
+		p.h1m.DialTLSContext = p.dialH1
 		p.match = &http.Transport{
 			DialContext:            p.dial,
-			DialTLSContext:         p.dialMatch,
+			DialTLSContext:         p.dialH2,
 			ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 			IdleConnTimeout:        p.t.IdleConnTimeout,
 			MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
@@ -316,7 +318,6 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 			ForceAttemptHTTP2:      true,
 			Protocols:              new(http.Protocols),
 		}
-		p.match.Protocols.SetHTTP1(true)
 		p.match.Protocols.SetHTTP2(true)
 	}
 	p.certs = newClientTransports(p.t)

@@ -271,7 +271,8 @@ func TestHTTP2OnlyOrigin(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				fmt.Fprint(w, r.Proto)
+				n, _ := io.Copy(io.Discard, r.Body)
+				fmt.Fprintf(w, "%s %d", r.Proto, n)
 			}), func(srv *httptest.Server) {
 				srv.EnableHTTP2 = tc.h2Only || slices.Contains(tc.protos, "h2")
 				srv.TLS.NextProtos = tc.protos
@@ -296,14 +297,16 @@ func TestHTTP2OnlyOrigin(t *testing.T) {
 				}
 			})
 			c := tg.client(t, tc.h2)
-			for i := range 2 { // the second reuses what the first learned
-				resp, err := c.Get("https://" + apiHost + "/proto")
+			// The first, with a body, finds out; the second reuses what
+			// the first learned.
+			for i, upload := range []string{"hello", ""} {
+				resp, err := c.Post("https://"+apiHost+"/proto", "text/plain", strings.NewReader(upload))
 				if err != nil {
 					t.Fatal(err)
 				}
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || string(body) != tc.want {
+				if want := fmt.Sprintf("%s %d", tc.want, len(upload)); resp.StatusCode != http.StatusOK || string(body) != want {
 					t.Fatalf("request %d: %s %q, want 200 with the origin seeing %s; log:\n%s", i, resp.Status, body, tc.want, tg.logs.String())
 				}
 			}

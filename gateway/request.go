@@ -632,10 +632,17 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	t := tt.t
 	if st != nil && st.pool != nil {
-		t = st.pool.transport(st)
+		t = st.pool.transport(st, r.URL)
 	}
 	t0 := time.Now()
 	resp, err := t.RoundTrip(r)
+	if errors.Is(err, errHTTP2Only) && st != nil {
+		// Found out while dialling, before anything of the request was
+		// sent (an HTTP/1.1 client's body, on the HTTP/1.1 loop, is
+		// still unread; the transport's Close of it is a no-op there):
+		// now sent through the pool's bridge to HTTP/2.
+		resp, err = st.pool.transport(st, r.URL).RoundTrip(r)
+	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
 		resp, err = tt.g.reissue(t, r, resp, st)
 	}
