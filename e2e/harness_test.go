@@ -122,6 +122,11 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	// Drain the body so that uploads complete.
 	_, _ = io.Copy(io.Discard, r.Body)
 	switch r.URL.Path {
+	case "/hints":
+		// 103 Early Hints before the answer.
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
 	case "/redirect":
 		http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
 		return
