@@ -476,9 +476,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	octx := ctx
-	if r.ProtoAtLeast(1, 1) {
+	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
 		// A server must not send 1xx responses to an HTTP/1.0 client
-		// (RFC 9110 §15.2).
+		// (RFC 9110 §15.2). Not on the plain listener with Expect:
+		// net/http's server writes its 100 Continue from the goroutine
+		// reading the body, under a lock a 1xx from the transport's
+		// goroutine cannot take.
 		octx = st.informational(octx, sw)
 	}
 	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
