@@ -87,7 +87,7 @@ func startOrigin(t *testing.T) *origin {
 
 	tlsSrv := httptest.NewUnstartedServer(h)
 	tlsSrv.EnableHTTP2 = true
-	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{originLeaf}}
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{originLeaf}, NextProtos: []string{"h2", "http/1.1"}} // as real servers offer (httptest alone offers h2 only)
 	// Refused and garbage handshakes are part of the tests; keep them
 	// out of the output.
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -122,6 +122,11 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	// Drain the body so that uploads complete.
 	_, _ = io.Copy(io.Discard, r.Body)
 	switch r.URL.Path {
+	case "/hints":
+		// 103 Early Hints before the answer.
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
 	case "/redirect":
 		http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
 		return

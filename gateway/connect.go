@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -235,6 +236,47 @@ func addressRefusal(dest target, err error, rule string) refusal {
 	}
 	return newRefusal(http.StatusBadGateway, codeDNSError, fmt.Sprintf("%s does not resolve", dest.host), rule)
 }
+
+// connectWriter is the ResponseWriter goproxy gets for a CONNECT. Its
+// Hijack keeps what the client sent right behind the CONNECT request,
+// before the 200 (an optimistic TLS ClientHello, the first bytes of a
+// tunnelled protocol): net/http read those into the buffer it parsed the
+// request from, and goproxy hands a ConnectHijack hook the bare
+// connection. The returned connection yields them first.
+type connectWriter struct{ http.ResponseWriter }
+
+// Hijack implements http.Hijacker.
+func (w connectWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil || brw == nil || brw.Reader.Buffered() == 0 {
+		return c, brw, err
+	}
+	// Only then wrapped: an unwrapped *net.TCPConn keeps its fast paths.
+	return &prereadConn{Conn: c, r: brw.Reader}, brw, nil
+}
+
+// Unwrap is for http.ResponseController.
+func (w connectWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// prereadConn is a client connection whose reads return the bytes r
+// buffered before reading the connection again.
+type prereadConn struct {
+	net.Conn
+	r *bufio.Reader // nil once drained
+}
+
+func (c *prereadConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p) // reads only what is buffered
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes when the underlying connection can.
+func (c *prereadConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
 

@@ -1,14 +1,20 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -47,7 +53,10 @@ func removeHopHeaders(h http.Header) {
 // WebSocket upgrade that checkUpgrade accepted (reqState.long set) is sent
 // with Upgrade: websocket and, when the upstream switches protocols,
 // relayed as a registered long-lived connection (relayUpgrade); any other
-// 101 is refused. 1xx informational responses are not relayed here.
+// 101 is refused. Other 1xx informational responses (103 Early Hints, 102)
+// reach HTTP/1.1 and HTTP/2 clients as they arrive (relay1xx). Response
+// headers are never held back for the body: a body that is not complete
+// after its first read is flushed as it comes, headers first.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	upgrade := st != nil && st.long != nil
@@ -114,12 +123,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 
 	// Server-sent events and bodies of unknown length are flushed as they
 	// come (ReverseProxy's flush interval -1); the headers go at once.
+	// Other bodies are flushed as they come too when their first read
+	// does not complete them (copyBody).
 	stream := resp.ContentLength == -1 || isEventStream(resp.Header.Get("Content-Type"))
 	rc := http.NewResponseController(w)
 	if stream {
 		_ = rc.Flush()
 	}
-	if err := g.copyBody(w, rc, resp.Body, stream); err != nil {
+	if err := g.copyBody(w, rc, resp.Body, stream, resp.ContentLength); err != nil {
 		// The body broke off: the client must not see a complete
 		// response (a clean last chunk would make a truncated body look
 		// whole). The server closes the connection.
@@ -149,24 +160,126 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// informational returns ctx with the client trace that relays the
+// upstream's 1xx responses to w (relay1xx), for the outbound request.
+func (st *reqState) informational(ctx context.Context, w http.ResponseWriter) context.Context {
+	st.w1xx = w
+	st.trace.Got1xxResponse = st.relay1xx
+	return httptrace.WithClientTrace(ctx, &st.trace)
+}
+
+// relay1xx passes an informational response the upstream sent before
+// its final one (103 Early Hints, 102 Processing) on to the client, with
+// its fields less the hop-by-hop ones: both the HTTP/1.1 loop and
+// net/http's servers write a 1xx given to WriteHeader at once, with the
+// fields then in the header map. It runs on the transport's goroutine
+// while the handler waits for the final response. A 100 Continue is not
+// relayed: the client's server sends its own when the body is first
+// read, which the transport does once the upstream said 100 (the
+// request's Expect: 100-continue is forwarded), so a client gets one.
+func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
+	if code == http.StatusContinue {
+		return nil
+	}
+	dst := st.w1xx.Header()
+	var kept http.Header
+	if len(dst) > 0 {
+		// Fields set for the final response (Connection: close while
+		// draining) are not the 1xx's.
+		kept = dst.Clone()
+		clear(dst)
+	}
+	removeHopHeaders(http.Header(h))
+	for k, vv := range h {
+		dst[k] = vv
+	}
+	st.w1xx.WriteHeader(code)
+	clear(dst)
+	for k, vv := range kept {
+		dst[k] = vv
+	}
+	return nil
+}
+
+// h2BodyField caches where net/http's HTTP/2 request body keeps whether
+// its client sent Expect: 100-continue (set by the first h2ExpectsContinue).
+var h2BodyField atomic.Pointer[struct {
+	typ reflect.Type
+	idx []int
+}]
+
+// h2ExpectsContinue reports whether the client of an HTTP/2 request whose
+// body is body sent Expect: 100-continue and waits for a 100 before
+// sending the body. net/http's HTTP/2 server removes that field from the
+// request and keeps it only in its body (an unexported needsContinue,
+// read here through reflection: there is no API), so the gateway could
+// not pass it on and the upstream could not decide. Reports false if a
+// later Go release moves it (TestExpectContinueEndToEnd fails then).
+func h2ExpectsContinue(body io.Reader) bool {
+	v := reflect.ValueOf(body)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	e := v.Elem()
+	if f := h2BodyField.Load(); f != nil && f.typ == e.Type() {
+		return e.FieldByIndex(f.idx).Bool()
+	}
+	if e.Type().Name() != "http2requestBody" {
+		return false
+	}
+	sf, ok := e.Type().FieldByName("needsContinue")
+	if !ok || sf.Type.Kind() != reflect.Bool {
+		return false
+	}
+	h2BodyField.Store(&struct {
+		typ reflect.Type
+		idx []int
+	}{e.Type(), sf.Index})
+	return e.FieldByIndex(sf.Index).Bool()
+}
+
 // errClientWrite marks a failed write to the client.
 var errClientWrite = errors.New("gateway: writing the response to the client failed")
 
-// copyBody copies the upstream body to the client with a pooled buffer,
-// flushing after every write when stream is set. A read error other than
-// the end of the body is returned; so is a failed write.
-func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, stream bool) error {
+// copyBody copies the upstream body, of length cl (-1: unknown), to the
+// client with a pooled buffer, flushing after every write when stream is
+// set. A body its first read does not complete (a slow one, or one larger
+// than the buffer) is streamed from then on: what has arrived, and the
+// headers before it, go to the client at once instead of waiting in the
+// server's write buffer for the rest (a flush costs nothing more for
+// large writes, which bypass that buffer). A body complete in one read,
+// the common small API answer, is sent with its headers in one write when
+// the handler returns; while the first read waits, the headers are
+// flushed alone after headerHold (readFirst). A read error other than the end of the body is
+// returned; so is a failed write.
+func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, stream bool, cl int64) error {
 	buf := g.buffers.Get()
 	defer g.buffers.Put(buf)
+	first := !stream
 	for {
-		n, rerr := body.Read(buf)
+		var n int
+		var rerr error
+		if first && cl > 0 {
+			n, rerr = readFirst(rc, body, buf)
+		} else {
+			n, rerr = body.Read(buf)
+		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return errClientWrite
 			}
-			if stream {
-				_ = rc.Flush()
+		}
+		if first {
+			first = false
+			if rerr == nil && (cl < 0 || int64(n) < cl) {
+				stream = true
+				if n == 0 {
+					_ = rc.Flush() // the headers, at least
+				}
 			}
+		}
+		if stream && n > 0 {
+			_ = rc.Flush()
 		}
 		if rerr == io.EOF {
 			return nil
@@ -175,6 +288,53 @@ func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Rea
 			return rerr
 		}
 	}
+}
+
+// headerHold is how long the first read of a body may keep its response
+// headers back: when it waits longer, the headers go alone.
+const headerHold = 2 * time.Millisecond
+
+// headerTimer flushes the response headers when the first read of a body
+// waits longer than headerHold (readFirst). Pooled: a response costs a
+// timer reset and stop, no allocation.
+type headerTimer struct {
+	t  *time.Timer
+	rc *http.ResponseController
+	// wg is done when the timer was stopped before firing or fire
+	// returned: the handler waits for it before it writes again, so the
+	// flush never overlaps its writes.
+	wg sync.WaitGroup
+}
+
+var headerTimers = sync.Pool{New: func() any {
+	h := &headerTimer{}
+	h.t = time.AfterFunc(time.Hour, h.fire)
+	h.t.Stop()
+	return h
+}}
+
+func (h *headerTimer) fire() {
+	defer h.wg.Done()
+	_ = h.rc.Flush()
+}
+
+// readFirst is the first read of a body of known length: the headers,
+// written but still buffered, wait for it (to leave in one write with a
+// body that came with them) only headerHold; a slow upstream's headers
+// reach the client as soon as they arrived.
+func readFirst(rc *http.ResponseController, body io.Reader, buf []byte) (int, error) {
+	h := headerTimers.Get().(*headerTimer)
+	h.rc = rc
+	h.wg.Add(1)
+	h.t.Reset(headerHold)
+	n, err := body.Read(buf)
+	if h.t.Stop() {
+		h.wg.Done()
+	}
+	h.wg.Wait()
+	h.rc = nil
+	headerTimers.Put(h)
+	return n, err
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream.

@@ -287,7 +287,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	// Clone: that would carry the h2 ALPN settings Clone puts in place.
 	p.h1 = &http.Transport{
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
@@ -299,8 +299,31 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		Protocols:              new(http.Protocols),
 	}
 	p.h1.Protocols.SetHTTP1(true)
-	if cfg.Upstream.HTTP2 == HTTP2Never {
+	switch cfg.Upstream.HTTP2 {
+	case HTTP2Never:
 		p.t = p.h1
+	case HTTP2Match:
+		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
+		// to those that speak nothing else (dialH1 tells them apart;
+		// the transport bridges).
+		p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		p.handshakeTimeout = p.t.TLSHandshakeTimeout
+		p.h1m = p.h1.Clone()
+		p.h1m.DialTLSContext = p.dialH1
+		p.match = &http.Transport{
+			DialContext:            p.dial,
+			DialTLSContext:         p.dialH2,
+			ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
+			IdleConnTimeout:        p.t.IdleConnTimeout,
+			MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
+			DisableKeepAlives:      !keepAlive,
+			ExpectContinueTimeout:  p.t.ExpectContinueTimeout,
+			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
+			DisableCompression:     true,
+			ForceAttemptHTTP2:      true,
+			Protocols:              new(http.Protocols),
+		}
+		p.match.Protocols.SetHTTP2(true)
 	}
 	p.certs = newClientTransports(p.t)
 	return p

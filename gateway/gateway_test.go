@@ -202,7 +202,9 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 	})
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}}
+	// Both protocols, as real servers offer them (httptest alone would
+	// offer h2 only, and still serve HTTP/1.1 without ALPN).
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}, NextProtos: []string{"h2", "http/1.1"}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	o.addr = srv.Listener.Addr().String()

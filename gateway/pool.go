@@ -2,14 +2,17 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/credgate/credgate/policy"
 )
@@ -37,8 +40,17 @@ type upstreamPool struct {
 	private bool
 	dialer  *dialer
 	// t speaks HTTP/2 where the upstream offers it (HTTP/1.1 only with
-	// upstream.http2: never); h1 never does.
-	t, h1 *http.Transport
+	// upstream.http2: never); h1 never does. Under upstream.http2: match,
+	// h1m serves HTTP/1.1 clients in HTTP/1.1 (dialH1), and match (HTTP/2
+	// to upstreams that speak nothing else, dialH2) those its dialer
+	// found to speak HTTP/2 alone; nil otherwise.
+	t, h1, h1m, match *http.Transport
+	// tlsConf and handshakeTimeout are h1m's and match's TLS settings.
+	tlsConf          *tls.Config
+	handshakeTimeout time.Duration
+	// alpn remembers what dialMatch learned of upstreams that did not
+	// select http/1.1.
+	alpn alpnMemo
 	// certs present a TLS client certificate (the tlsclient injector),
 	// one transport per certificate, in this pool's class.
 	certs *clientTransports
@@ -48,25 +60,167 @@ type upstreamPool struct {
 	fallback *upstreamPool
 }
 
-// transport returns the round tripper for one request: the client
-// certificate's, else HTTP/1.1 or the default one.
-func (p *upstreamPool) transport(st *reqState) http.RoundTripper {
+// transport returns the round tripper for one request to u: the client
+// certificate's, else HTTP/1.1 or the default one. An HTTP/1.1 client's
+// request under upstream.http2: match goes to h1m, or to match once h1m's
+// dialer found the upstream to speak HTTP/2 alone.
+func (p *upstreamPool) transport(st *reqState, u *url.URL) http.RoundTripper {
 	if p.retired.Load() && p.fallback != nil {
 		p = p.fallback
 	}
 	switch {
 	case st.cert != nil:
 		return p.certs.get(st.cert)
+	case st.http1 && p.h1m != nil && st.long == nil:
+		if p.alpn.get(alpnKeyOf(u)) == alpnHTTP2Only {
+			return p.match
+		}
+		return p.h1m
 	case st.http1:
+		// A WebSocket upgrade needs HTTP/1.1 all the way.
 		return p.h1
 	}
 	return p.t
+}
+
+// alpnH1 and alpnH2 are what dialH1 and dialH2 offer: one protocol at a time,
+// since servers choose by their own preference and most prefer h2.
+var (
+	alpnH1 = []string{"http/1.1"}
+	alpnH2 = []string{"h2"}
+)
+
+// errHTTP2Only is what dialH1 returns for an upstream that speaks HTTP/2
+// alone; timedTransport then sends the request through match.
+var errHTTP2Only = errors.New("gateway: the upstream speaks HTTP/2 only")
+
+// dialH1 is h1m's DialTLSContext: TLS to one of the request's checked
+// addresses offering http/1.1 alone (servers choose by their own
+// preference, and most prefer h2), so an upstream that speaks HTTP/1.1 is
+// spoken to in the client's protocol. An upstream that speaks HTTP/2
+// alone — it refuses with no_application_protocol, or negotiates nothing
+// and then selects h2 when offered it alone (Go's servers let the first
+// handshake go on and close the connection at the first HTTP/1.1 request)
+// — is remembered, and errHTTP2Only returned before anything of the
+// request was sent. A server that negotiates nothing either way speaks
+// HTTP/1.1 without ALPN; that too is remembered, so the second handshake
+// is made once per host and port.
+func (p *upstreamPool) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	key := alpnKeyOf(&url.URL{Host: addr})
+	c, err := p.dialTLS(ctx, network, addr, alpnH1)
+	switch {
+	case isNoALPN(err):
+		p.alpn.set(key, alpnHTTP2Only)
+		return nil, errHTTP2Only
+	case err != nil:
+		return nil, err
+	case c.ConnectionState().NegotiatedProtocol != "" || p.alpn.get(key) == alpnHTTP1:
+		return c, nil
+	}
+	c2, err := p.dialTLS(ctx, network, addr, alpnH2)
+	if c2 != nil {
+		_ = c2.Close()
+	}
+	if err == nil && c2.ConnectionState().NegotiatedProtocol == "h2" {
+		_ = c.Close()
+		p.alpn.set(key, alpnHTTP2Only)
+		return nil, errHTTP2Only
+	}
+	p.alpn.set(key, alpnHTTP1)
+	return c, nil
+}
+
+// dialH2 is match's DialTLSContext, for upstreams dialH1 found to speak
+// HTTP/2 alone: TLS offering h2 alone.
+func (p *upstreamPool) dialH2(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.dialTLS(ctx, network, addr, alpnH2)
+}
+
+// dialTLS dials addr (one of the request's checked addresses) and does
+// the TLS handshake offering protos, verifying the server for addr's host.
+func (p *upstreamPool) dialTLS(ctx context.Context, network, addr string, protos []string) (*tls.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: upstream address %q: %w", addr, err)
+	}
+	raw, err := p.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := p.tlsConf.Clone()
+	cfg.ServerName = host
+	cfg.NextProtos = protos
+	c := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, p.handshakeTimeout)
+	defer cancel()
+	if err := c.HandshakeContext(hctx); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// isNoALPN reports whether a handshake failed with the server's
+// no_application_protocol alert (RFC 7301 §3.2).
+func isNoALPN(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: no application protocol"
+}
+
+// alpnKind is what an upstream's TLS said about its protocols.
+type alpnKind uint8
+
+const (
+	alpnUnknown   alpnKind = iota
+	alpnHTTP1              // it speaks HTTP/1.1 (selected it, or has no ALPN)
+	alpnHTTP2Only          // it speaks HTTP/2 alone
+)
+
+// alpnKey is an upstream's host and port, substrings of the request's
+// URL: no allocation to look one up.
+type alpnKey struct{ host, port string }
+
+// alpnKeyOf is the key of an https URL's host.
+func alpnKeyOf(u *url.URL) alpnKey {
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return alpnKey{u.Hostname(), port}
+}
+
+// alpnMemo remembers what dialH1 learned per upstream. Bounded: it is
+// emptied when full.
+type alpnMemo struct {
+	mu sync.Mutex
+	m  map[alpnKey]alpnKind
+}
+
+const maxALPNMemo = 4096
+
+func (a *alpnMemo) get(k alpnKey) alpnKind {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m[k]
+}
+
+func (a *alpnMemo) set(k alpnKey, v alpnKind) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil || len(a.m) >= maxALPNMemo {
+		a.m = make(map[alpnKey]alpnKind)
+	}
+	a.m[k] = v
 }
 
 // closeIdle closes the pool's idle connections.
 func (p *upstreamPool) closeIdle() {
 	p.t.CloseIdleConnections()
 	p.h1.CloseIdleConnections()
+	if p.h1m != nil {
+		p.h1m.CloseIdleConnections()
+		p.match.CloseIdleConnections()
+	}
 	p.certs.closeIdle()
 }
 

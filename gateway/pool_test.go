@@ -40,7 +40,7 @@ func startCountingOrigin(t *testing.T, pki *testPKI) *countingOrigin {
 		fmt.Fprintf(w, "ok %s", r.URL.Path)
 	}))
 	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}, NextProtos: []string{"h2", "http/1.1"}} // as real servers offer
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			o.conns.Add(1)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
 	"net/url"
@@ -71,6 +72,10 @@ type reqState struct {
 	// body watches the request body (limits.body_idle_timeout); nil
 	// without a body.
 	body *idleBody
+	// trace and w1xx relay the upstream's 1xx responses to the client
+	// (informational); part of reqState, so no allocation of their own.
+	trace httptrace.ClientTrace
+	w1xx  http.ResponseWriter
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -102,6 +107,9 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
+		if _, ok := w.(http.Hijacker); ok {
+			w = connectWriter{w}
+		}
 		g.connect.ServeHTTP(w, r)
 		return
 	}
@@ -378,9 +386,20 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *uf)
 		return
 	}
+	// Before the body is wrapped: net/http's HTTP/2 server took the
+	// field off (it answers 100 itself when the body is first read).
+	expect := r.ProtoMajor == 2 && r.ContentLength != 0 && h2ExpectsContinue(r.Body)
 	ib := g.idleBody(w, r)
 	if ib != nil {
-		defer ib.stop()
+		defer func() {
+			ib.stop()
+			// net/http's server judges the body it handed out once the
+			// handler returns: an unread Expect: 100-continue body is
+			// not drained (the client never sends it), the connection
+			// is closed instead. Wrapped, it drained it before writing
+			// the response, which waited for the client's timeout.
+			r.Body = ib.ReadCloser
+		}()
 	}
 	if g.draining.Load() && scheme == "http" {
 		w.Header().Set("Connection", "close")
@@ -419,6 +438,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 
 	out := x.outbound(cp)
+	if expect {
+		// The origin decides whether the body is sent: the transport
+		// reads it (and the server sends the client its 100) only when
+		// the origin answers 100.
+		out.Header["Expect"] = []string{"100-continue"}
+	}
 	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if d.Action == policy.Inject {
 		if err := injectors.Apply(d.Inject.Injector, out, cred); err != nil {
@@ -450,7 +475,16 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		out.Body = body
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(ctx, stateKey, st)))
+	octx := ctx
+	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
+		// A server must not send 1xx responses to an HTTP/1.0 client
+		// (RFC 9110 §15.2). Not on the plain listener with Expect:
+		// net/http's server writes its 100 Continue from the goroutine
+		// reading the body, under a lock a 1xx from the transport's
+		// goroutine cannot take.
+		octx = st.informational(octx, sw)
+	}
+	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
 
 	status := sw.status
 	if status == 0 {
@@ -601,10 +635,17 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	t := tt.t
 	if st != nil && st.pool != nil {
-		t = st.pool.transport(st)
+		t = st.pool.transport(st, r.URL)
 	}
 	t0 := time.Now()
 	resp, err := t.RoundTrip(r)
+	if errors.Is(err, errHTTP2Only) && st != nil {
+		// Found out while dialling, before anything of the request was
+		// sent (an HTTP/1.1 client's body, on the HTTP/1.1 loop, is
+		// still unread; the transport's Close of it is a no-op there):
+		// now sent through the pool's bridge to HTTP/2.
+		resp, err = st.pool.transport(st, r.URL).RoundTrip(r)
+	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
 		resp, err = tt.g.reissue(t, r, resp, st)
 	}
