@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -37,6 +38,37 @@ type headerTemplate struct {
 	// constant is the checked value of a template that names no field.
 	constant string
 	isConst  bool
+	// parts is the template as text and plain {{.field}} pieces, nil when
+	// it uses more of text/template; rendered without reflection.
+	parts []templatePart
+}
+
+// templatePart is literal text, or the value of one credential field.
+type templatePart struct{ text, field string }
+
+// plainParts returns t as parts when it is only text and plain {{.name}}
+// actions (which text/template prints as is), else nil.
+func plainParts(t *template.Template) []templatePart {
+	var out []templatePart
+	for _, n := range t.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			out = append(out, templatePart{text: string(n.Text)})
+		case *parse.ActionNode:
+			p := n.Pipe
+			if len(p.Decl) != 0 || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+				return nil
+			}
+			f, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
+			if !ok || len(f.Ident) != 1 {
+				return nil
+			}
+			out = append(out, templatePart{field: f.Ident[0]})
+		default:
+			return nil
+		}
+	}
+	return out
 }
 
 // CompileHeaders parses m (header name ⇒ template) for who (the
@@ -60,7 +92,7 @@ func CompileHeaders(who string, m map[string]string) (*HeaderSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: value of header %s is not a valid template: %w", who, c, err)
 		}
-		ht := headerTemplate{name: c, tmpl: t, fields: templateFields(t.Tree.Root, nil)}
+		ht := headerTemplate{name: c, tmpl: t, fields: templateFields(t.Tree.Root, nil), parts: plainParts(t)}
 		if len(ht.fields) == 0 {
 			var b strings.Builder
 			if err := t.Execute(&b, map[string]string{}); err != nil {
@@ -87,8 +119,11 @@ func mapKeys(m map[string]string) func(func(string) bool) {
 	}
 }
 
-// checkHeaderName refuses names that are invalid or reserved for the
-// proxy.
+// CheckHeaderName refuses a header name that is invalid or reserved for
+// the proxy (Host, Content-Length, Proxy-Authorization, X-Credgate-*...),
+// for plugins that set headers of their own.
+func CheckHeaderName(who, name string) error { return checkHeaderName(who, name) }
+
 func checkHeaderName(who, name string) error {
 	c := http.CanonicalHeaderKey(name)
 	switch {
@@ -140,18 +175,32 @@ func (s *HeaderSet) Render(who string, cred *providers.Credential) (RenderedHead
 			out[i].Value = h.constant
 			continue
 		}
-		data := make(map[string]string, len(h.fields))
-		for _, f := range h.fields {
-			v, err := field(who+" header "+h.name, cred, f)
-			if err != nil {
-				return nil, err
-			}
-			data[f] = v
-		}
 		var b strings.Builder
-		if err := h.tmpl.Execute(&b, data); err != nil {
-			// The template error may quote data; do not include it.
-			return nil, fmt.Errorf("%s header %s: rendering the value template failed", who, h.name)
+		if h.parts != nil {
+			for _, p := range h.parts {
+				if p.field == "" {
+					b.WriteString(p.text)
+					continue
+				}
+				v, ok := cred.Field(p.field)
+				if !ok {
+					return nil, fmt.Errorf("%s header %s: credential has no %q field: %w", who, h.name, p.field, ErrMissingField)
+				}
+				b.WriteString(v.Reveal())
+			}
+		} else {
+			data := make(map[string]string, len(h.fields))
+			for _, f := range h.fields {
+				v, err := field(who+" header "+h.name, cred, f)
+				if err != nil {
+					return nil, err
+				}
+				data[f] = v
+			}
+			if err := h.tmpl.Execute(&b, data); err != nil {
+				// The template error may quote data; do not include it.
+				return nil, fmt.Errorf("%s header %s: rendering the value template failed", who, h.name)
+			}
 		}
 		if err := headerValue(who, h.name, b.String()); err != nil {
 			return nil, err
@@ -251,3 +300,13 @@ var (
 	_ Provisioner = (*Headers)(nil)
 	_ HeaderNames = (*Headers)(nil)
 )
+
+// TemplateFields returns the top-level names (.x in .x.y) that t uses,
+// in order of first use, so a plugin can check them when it loads and
+// know which inputs a request needs.
+func TemplateFields(t *template.Template) []string {
+	if t == nil || t.Tree == nil {
+		return nil
+	}
+	return templateFields(t.Tree.Root, nil)
+}

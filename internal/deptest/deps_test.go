@@ -111,6 +111,11 @@ func rules() []rule {
 			"providers/awssts":    "no plugin imports another plugin",
 			"providers/static":    "no plugin imports another plugin",
 		})},
+		{From: "injectors/hmac", BadDeps: with(map[string]string{
+			"injectors/sigv4":       "no plugin imports another plugin",
+			"providers/static":      "no plugin imports another plugin",
+			"internal/exchangetest": "test fakes are for tests",
+		})},
 		{From: "audit", BadDeps: with(map[string]string{
 			"policy":    "the audit writer gets encoded lines; what decided them is the gateway's business",
 			"identity":  "the audit writer gets encoded lines; who called is the gateway's business",
