@@ -101,7 +101,7 @@ func TestLLMProviders(t *testing.T) {
 		)
 		ctx := context.Background()
 		resp, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model:    openai.ChatModelGPT4oMini,
+			Model:    openai.ChatModelGPT5_6Luna,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("ping")},
 		})
 		if err != nil {
