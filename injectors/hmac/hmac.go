@@ -277,6 +277,14 @@ func (s *Injector) Validate() error {
 			return err
 		}
 	}
+	// Canonical once, so setting them per request allocates nothing.
+	s.Signature.Header = http.CanonicalHeaderKey(s.Signature.Header)
+	if s.Timestamp != nil {
+		s.Timestamp.Header = http.CanonicalHeaderKey(s.Timestamp.Header)
+	}
+	if s.Nonce != nil {
+		s.Nonce.Header = http.CanonicalHeaderKey(s.Nonce.Header)
+	}
 	s.names = slices.Sorted(func(yield func(string) bool) {
 		for n := range names {
 			if !yield(n) {
