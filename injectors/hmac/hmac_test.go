@@ -25,6 +25,10 @@ const (
 	okxKey        = "okx-key-7f3e"
 	okxSecret     = "okx-secret-22b1c9d0e8"
 	okxPassphrase = "okx-pass-phrase"
+	cbKey         = "cb-key-1e0d"
+	cbSecret      = "Y2Itc2VjcmV0LWJ5dGVzLTAxMjM0NTY3ODk=" // base64, as Coinbase issues it
+	cbPassphrase  = "cb-passphrase"
+	cbHost        = "api.exchange.coinbase.com"
 )
 
 // BinanceSettings and OKXSettings are the example configurations of
@@ -46,6 +50,17 @@ signature: {header: OK-ACCESS-SIGN}
 headers:
   OK-ACCESS-KEY: "{{.api_key}}"
   OK-ACCESS-PASSPHRASE: "{{.passphrase}}"
+`
+	CoinbaseSettings = `
+key_field: secret
+key_encoding: base64
+encoding: base64
+string_to_sign: "{{.timestamp}}{{.method}}{{.request_uri}}{{.body}}"
+timestamp: {format: unix, header: CB-ACCESS-TIMESTAMP}
+signature: {header: CB-ACCESS-SIGN}
+headers:
+  CB-ACCESS-KEY: "{{.api_key}}"
+  CB-ACCESS-PASSPHRASE: "{{.passphrase}}"
 `
 )
 
@@ -85,8 +100,11 @@ func TestExchanges(t *testing.T) {
 	fake := exchangetest.New(exchangetest.Options{
 		BinanceKey: binanceKey, BinanceSecret: binanceSecret,
 		OKXKey: okxKey, OKXSecret: okxSecret, OKXPassphrase: okxPassphrase,
+		CoinbaseKey: cbKey, CoinbaseSecret: cbSecret, CoinbasePassphrase: cbPassphrase,
 	})
 	t.Cleanup(fake.Close)
+	coinbase := load(t, CoinbaseSettings)
+	cbCred := cred("api_key", cbKey, "secret", cbSecret, "passphrase", cbPassphrase)
 	binance := load(t, BinanceSettings)
 	okx := load(t, OKXSettings)
 	binanceCred := cred("api_key", binanceKey, "secret", binanceSecret)
@@ -101,6 +119,7 @@ func TestExchanges(t *testing.T) {
 		method, path string
 		body         string
 		header       http.Header
+		host         string // the Host header, when not the fake's address
 		wantStatus   int
 		wantCode     string // the fake's error code when refused
 	}{
@@ -120,6 +139,12 @@ func TestExchanges(t *testing.T) {
 			header: http.Header{"Content-Type": {"application/json"}, "Ok-Access-Sign": {"client"}}, wantStatus: 200},
 		{name: "okx wrong secret is refused by the fake", inj: okx, cred: wrongOKX, method: "GET",
 			path: "/api/v5/account/balance", wantStatus: 401, wantCode: "50113"},
+		{name: "coinbase POST JSON", inj: coinbase, cred: cbCred, method: "POST", host: cbHost,
+			path: "/orders", body: `{"product_id":"BTC-USD","side":"buy","size":"0.01","price":"100"}`, wantStatus: 200},
+		{name: "coinbase GET with query", inj: coinbase, cred: cbCred, method: "GET", host: cbHost,
+			path: "/orders?status=open&limit=10", wantStatus: 200},
+		{name: "coinbase secret used raw is refused by the fake", inj: load(t, strings.Replace(CoinbaseSettings, "key_encoding: base64", "key_encoding: raw", 1)),
+			cred: cbCred, method: "GET", host: cbHost, path: "/accounts", wantStatus: 401, wantCode: "invalid signature"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +158,9 @@ func TestExchanges(t *testing.T) {
 			}
 			for k, v := range tt.header {
 				r.Header[k] = v
+			}
+			if tt.host != "" {
+				r.Host = tt.host
 			}
 			if err := injectors.Apply(tt.inj, r, tt.cred); err != nil {
 				t.Fatalf("Apply: %v", err)
@@ -279,6 +307,7 @@ func TestSettings(t *testing.T) {
 		{ok, ""},
 		{BinanceSettings, ""},
 		{OKXSettings, ""},
+		{CoinbaseSettings, ""},
 		{"signature: {header: X-Sig}", "string_to_sign is required"},
 		{"string_to_sign: x", "signature is required"},
 		{"string_to_sign: x\nsignature: {header: X, query: y}", "not both"},

@@ -19,6 +19,12 @@
 //     requestPath + body)), where requestPath includes "?query" when there
 //     is one. Errors: 401 {"code":"50111"} (key), 401 "50105"
 //     (passphrase), 401 "50102" (timestamp), 401 "50113" (signature).
+//   - Coinbase Exchange (Host api.exchange.coinbase.com, "Signing
+//     requests"): CB-ACCESS-KEY, CB-ACCESS-PASSPHRASE, CB-ACCESS-TIMESTAMP
+//     (Unix seconds, within 30 s), CB-ACCESS-SIGN = base64(HMAC-SHA256(
+//     base64-decoded secret, timestamp + METHOD + requestPath + body)).
+//     Errors: 401 {"message":"invalid signature"} (and "invalid api key",
+//     "invalid passphrase", "invalid timestamp").
 //
 // Accepted requests are answered 200 with a JSON echo of the method,
 // path, query and body the service authenticated.
@@ -54,6 +60,9 @@ type Options struct {
 	// OKXKey, OKXSecret and OKXPassphrase are the OKX API key, secret and
 	// passphrase.
 	OKXKey, OKXSecret, OKXPassphrase string
+	// CoinbaseKey, CoinbaseSecret (base64, as Coinbase issues it) and
+	// CoinbasePassphrase are the Coinbase Exchange credentials.
+	CoinbaseKey, CoinbaseSecret, CoinbasePassphrase string
 }
 
 // Server serves Binance under /api/ and /sapi/, OKX under /api/v5/.
@@ -125,7 +134,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	service := "binance"
 	var status int
 	var code, msg string
-	if strings.HasPrefix(r.URL.Path, "/api/v5/") {
+	if host, _, _ := strings.Cut(r.Host, ":"); host == "api.exchange.coinbase.com" {
+		service = "coinbase"
+		status, code, msg = s.coinbase(r, body)
+	} else if strings.HasPrefix(r.URL.Path, "/api/v5/") {
 		service = "okx"
 		status, code, msg = s.okx(r, body)
 	} else {
@@ -137,9 +149,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.refused = append(s.refused, code)
 		s.mu.Unlock()
 		w.WriteHeader(status)
-		if service == "okx" {
+		switch service {
+		case "coinbase":
+			_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
+		case "okx":
 			_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "msg": msg})
-		} else {
+		default:
 			c, _ := strconv.Atoi(code)
 			_ = json.NewEncoder(w).Encode(map[string]any{"code": c, "msg": msg})
 		}
@@ -225,6 +240,37 @@ func (s *Server) okx(r *http.Request, body []byte) (int, string, string) {
 	want := base64.StdEncoding.EncodeToString(m.Sum(nil))
 	if !hmac.Equal([]byte(h.Get("OK-ACCESS-SIGN")), []byte(want)) {
 		return http.StatusUnauthorized, "50113", "Invalid Sign."
+	}
+	return http.StatusOK, "", ""
+}
+
+// coinbase verifies a Coinbase Exchange request as Coinbase documents it.
+func (s *Server) coinbase(r *http.Request, body []byte) (int, string, string) {
+	h := r.Header
+	if !hmac.Equal([]byte(h.Get("CB-ACCESS-KEY")), []byte(s.opts.CoinbaseKey)) {
+		return http.StatusUnauthorized, "key", "invalid api key"
+	}
+	if !hmac.Equal([]byte(h.Get("CB-ACCESS-PASSPHRASE")), []byte(s.opts.CoinbasePassphrase)) {
+		return http.StatusUnauthorized, "passphrase", "invalid passphrase"
+	}
+	tsv := h.Get("CB-ACCESS-TIMESTAMP")
+	ts, err := strconv.ParseInt(tsv, 10, 64)
+	if d := s.opts.Now().Unix() - ts; err != nil || d > 30 || d < -30 {
+		return http.StatusUnauthorized, "timestamp", "invalid timestamp"
+	}
+	secret, err := base64.StdEncoding.DecodeString(s.opts.CoinbaseSecret)
+	if err != nil {
+		return http.StatusInternalServerError, "secret", "the fake's secret is not base64"
+	}
+	path := r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		path += "?" + r.URL.RawQuery
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(tsv + r.Method + path))
+	m.Write(body)
+	if !hmac.Equal([]byte(h.Get("CB-ACCESS-SIGN")), []byte(base64.StdEncoding.EncodeToString(m.Sum(nil)))) {
+		return http.StatusUnauthorized, "signature", "invalid signature"
 	}
 	return http.StatusOK, "", ""
 }
