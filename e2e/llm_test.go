@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/anthropics/anthropic-sdk-go"
+	anthropicoption "github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
@@ -60,8 +62,9 @@ rules:
 default: deny
 `
 
-// TestLLMProviders drives the official OpenAI Go SDK (openai-go), and
-// plain net/http for Anthropic and Gemini, through the gateway to
+// TestLLMProviders drives the official OpenAI and Anthropic Go SDKs
+// (openai-go, anthropic-sdk-go), and plain net/http for Gemini (its Go
+// SDK, google.golang.org/genai, is not a dependency), through the gateway to
 // internal/llmtest, which checks each API's key where the API documents
 // it. The clients hold a placeholder key only; the fake must see the real
 // key and never the placeholder.
@@ -135,9 +138,24 @@ func TestLLMProviders(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	t.Run("anthropic with a placeholder key and version", func(t *testing.T) {
-		post(t, "https://api.anthropic.com/v1/messages", http.Header{"X-Api-Key": {placeholder},
-			"Authorization": {"Bearer " + placeholder}, "Anthropic-Version": {"2001-01-01"}, "Content-Type": {"application/json"}})
+	t.Run("anthropic-sdk-go with a placeholder key", func(t *testing.T) {
+		client := anthropic.NewClient(
+			anthropicoption.WithAPIKey(placeholder),
+			anthropicoption.WithHeader("Anthropic-Version", "2001-01-01"),
+			anthropicoption.WithHTTPClient(newGoClient(t, e.proxyURL, gwCACert, false)),
+			anthropicoption.WithMaxRetries(0),
+		)
+		msg, err := client.Messages.New(context.Background(), anthropic.MessageNewParams{
+			Model:     anthropic.ModelClaudeSonnet5_5,
+			MaxTokens: 16,
+			Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("ping"))},
+		})
+		if err != nil {
+			t.Fatalf("Messages.New: %v", err)
+		}
+		if len(msg.Content) != 1 || msg.Content[0].Text != "pong" {
+			t.Errorf("message content %+v, want one text block \"pong\"", msg.Content)
+		}
 	})
 	t.Run("gemini with a placeholder key in the header and the query", func(t *testing.T) {
 		post(t, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent?key="+placeholder,
