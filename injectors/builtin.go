@@ -317,16 +317,8 @@ func (q *Query) Inject(r *http.Request, cred *providers.Credential) error {
 		return err
 	}
 	var parts []string
-	if r.URL.RawQuery != "" {
-		for _, kv := range strings.Split(r.URL.RawQuery, "&") {
-			k, _, _ := strings.Cut(kv, "=")
-			if uk, err := url.QueryUnescape(k); err == nil {
-				k = uk
-			}
-			if k != q.Param {
-				parts = append(parts, kv)
-			}
-		}
+	if rest := WithoutParams(r.URL.RawQuery, q.Param); rest != "" {
+		parts = append(parts, rest)
 	}
 	parts = append(parts, url.QueryEscape(q.Param)+"="+url.QueryEscape(v))
 	r.URL.RawQuery = strings.Join(parts, "&")

@@ -122,6 +122,29 @@ func rules() []rule {
 			"identity":  "transform is handed the bindings for one caller; it must not know how callers are verified (so it takes secret.Value, not providers.Credential, since providers imports identity)",
 			"injectors": "transform is a stage beside injectors; the gateway runs both",
 		})},
+		{From: "injectors/hmac", BadDeps: with(map[string]string{
+			"injectors/sigv4":       "no plugin imports another plugin",
+			"providers/static":      "no plugin imports another plugin",
+			"internal/exchangetest": "test fakes are for tests",
+		})},
+		{From: "injectors/openai", BadDeps: with(map[string]string{
+			"injectors/anthropic": "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/gemini":    "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/hmac":      "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/sigv4":     "no plugin imports another plugin; shared pieces live in package injectors",
+		})},
+		{From: "injectors/anthropic", BadDeps: with(map[string]string{
+			"injectors/openai": "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/gemini": "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/hmac":   "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/sigv4":  "no plugin imports another plugin; shared pieces live in package injectors",
+		})},
+		{From: "injectors/gemini", BadDeps: with(map[string]string{
+			"injectors/openai":    "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/anthropic": "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/hmac":      "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/sigv4":     "no plugin imports another plugin; shared pieces live in package injectors",
+		})},
 		{From: "audit", BadDeps: with(map[string]string{
 			"policy":    "the audit writer gets encoded lines; what decided them is the gateway's business",
 			"identity":  "the audit writer gets encoded lines; who called is the gateway's business",

@@ -10,11 +10,15 @@
 //	provider: static
 //	env: STRIPE_KEY            # the value of this environment variable
 //	file: /run/secrets/stripe  # the contents of this file, trailing newlines trimmed
+//	fields:                    # several fields, each from its own env or file
+//	  api_key: {env: DD_API_KEY}
+//	  app_key: {file: /run/secrets/dd-app-key}
 //
 // A relative file path is used as given (relative to the gateway's
 // working directory). The file is read again on every Fetch, so a rotated
 // mounted secret takes effect at the next cache refresh. The credential
-// has one field, providers.FieldToken, and no expiry (the cache applies
+// has one field, providers.FieldToken (or the fields named in fields:),
+// and no expiry (the cache applies
 // its default TTL).
 package static
 
@@ -34,63 +38,119 @@ func init() {
 		Name: "static",
 		Doc:  "a value from an environment variable or a file, for development and platform-mounted secrets",
 		SettingDocs: map[string]string{
-			"env":  "environment variable holding the value",
-			"file": "path of a file holding the value",
+			"env":    "environment variable holding the value",
+			"file":   "path of a file holding the value",
+			"fields": "several named fields of one credential, each {env: VAR} or {file: PATH}",
 		},
 		New: func() providers.Provider { return new(Provider) },
 	})
 }
 
-// Provider reads a credential from an environment variable or a file.
+// Provider reads a credential from an environment variable or a file,
+// or several named fields each from its own variable or file.
 type Provider struct {
+	// Env names the environment variable holding the value.
+	Env string `yaml:"env"`
+	// File is the path of a file holding the value.
+	File string `yaml:"file"`
+	// Fields, instead of env or file, names several fields of one
+	// credential, each read from its own env or file, for injectors that
+	// need more than one value (an API key and an application key, a key
+	// and an HMAC secret).
+	Fields map[string]Source `yaml:"fields"`
+}
+
+// Source is where one field of a fields: credential is read from.
+type Source struct {
 	// Env names the environment variable holding the value.
 	Env string `yaml:"env"`
 	// File is the path of a file holding the value.
 	File string `yaml:"file"`
 }
 
-// Validate checks that exactly one of env and file is set.
+// Validate checks that exactly one of env, file and fields is set, and
+// that each field has exactly one of env and file.
 func (p *Provider) Validate() error {
+	if p.Fields != nil {
+		if p.Env != "" || p.File != "" {
+			return errors.New("static: set fields, or one of env and file, not both")
+		}
+		if len(p.Fields) == 0 {
+			return errors.New("static: fields is empty; name at least one, e.g. fields: {api_key: {env: DD_API_KEY}}")
+		}
+		for name, src := range p.Fields {
+			if name == "" {
+				return errors.New("static: a field name is empty")
+			}
+			if err := src.validate("field " + name + ": "); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return Source{Env: p.Env, File: p.File}.validate("")
+}
+
+func (s Source) validate(where string) error {
 	switch {
-	case p.Env == "" && p.File == "":
-		return errors.New("static: set one of env (an environment variable name) or file (a path)")
-	case p.Env != "" && p.File != "":
-		return errors.New("static: set only one of env and file, not both")
-	case p.Env != "" && strings.ContainsAny(p.Env, "= \x00"):
-		return fmt.Errorf("static: env %q is not a valid environment variable name", p.Env)
+	case s.Env == "" && s.File == "":
+		return fmt.Errorf("static: %sset one of env (an environment variable name) or file (a path)", where)
+	case s.Env != "" && s.File != "":
+		return fmt.Errorf("static: %sset only one of env and file, not both", where)
+	case s.Env != "" && strings.ContainsAny(s.Env, "= \x00"):
+		return fmt.Errorf("static: %senv %q is not a valid environment variable name", where, s.Env)
 	}
 	return nil
 }
 
-// Fetch returns the current value as the token field. A variable that is
-// unset or empty, or a file that is missing or empty, is an error wrapping
-// providers.ErrUnavailable and providers.ErrNotConfigured that names the
-// variable or file (never the value) and says how to set it.
+// Fetch returns the current value as the token field, or with fields:
+// every named field. A variable that is unset or empty, or a file that is
+// missing or empty, is an error wrapping providers.ErrUnavailable and
+// providers.ErrNotConfigured that names the variable or file (never the
+// value) and says how to set it.
 func (p *Provider) Fetch(ctx context.Context, _ providers.Request) (*providers.Credential, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("static: %w", err)
 	}
-	var v string
-	if p.Env != "" {
-		v = os.Getenv(p.Env)
-		if v == "" {
-			return nil, fmt.Errorf("static: environment variable %s is not set or empty in the gateway's environment; export it before starting credgate serve (or use file:): %w%.0w", p.Env, providers.ErrNotConfigured, providers.ErrUnavailable)
+	if p.Fields == nil {
+		v, err := Source{Env: p.Env, File: p.File}.read()
+		if err != nil {
+			return nil, err
 		}
-	} else {
-		b, err := os.ReadFile(p.File)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("static: file %s does not exist; create it holding the credential: %w%.0w", p.File, providers.ErrNotConfigured, providers.ErrUnavailable)
-		case err != nil:
-			// *fs.PathError names the operation, path and cause only.
-			return nil, fmt.Errorf("static: %w: %w", err, providers.ErrUnavailable)
-		}
-		v = strings.TrimRight(string(b), "\r\n")
-		if v == "" {
-			return nil, fmt.Errorf("static: file %s is empty; write the credential into it: %w%.0w", p.File, providers.ErrNotConfigured, providers.ErrUnavailable)
-		}
+		return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(v)}}, nil
 	}
-	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(v)}}, nil
+	fields := make(map[string]providers.Secret, len(p.Fields))
+	for name, src := range p.Fields {
+		v, err := src.read()
+		if err != nil {
+			return nil, err
+		}
+		fields[name] = providers.NewSecret(v)
+	}
+	return &providers.Credential{Fields: fields}, nil
+}
+
+func (s Source) read() (string, error) {
+	if s.Env != "" {
+		v := os.Getenv(s.Env)
+		if v == "" {
+			return "", fmt.Errorf("static: environment variable %s is not set or empty in the gateway's environment; export it before starting credgate serve (or use file:): %w%.0w", s.Env, providers.ErrNotConfigured, providers.ErrUnavailable)
+		}
+		return v, nil
+	}
+	b, err := os.ReadFile(s.File)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("static: file %s does not exist; create it holding the credential: %w%.0w", s.File, providers.ErrNotConfigured, providers.ErrUnavailable)
+	case err != nil:
+		// *fs.PathError names the operation, path and cause only.
+		return "", fmt.Errorf("static: %w: %w", err, providers.ErrUnavailable)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", fmt.Errorf("static: file %s is empty; write the credential into it: %w%.0w", s.File, providers.ErrNotConfigured, providers.ErrUnavailable)
+	}
+	return v, nil
 }
 
 // Interface guards.

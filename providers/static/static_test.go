@@ -54,7 +54,14 @@ func TestSettings(t *testing.T) {
 		{"{}", "set one of env"},
 		{"env: X\nfile: y", "only one of env and file"},
 		{"env: A=B", "not a valid environment variable name"},
-		{"env: X\npath: y", `line 2: unknown field "path"; known fields are env, file`},
+		{"env: X\npath: y", `line 2: unknown field "path"; known fields are env, file, fields`},
+		{"fields: {api_key: {env: A}, app_key: {file: b}}", ""},
+		{"fields: {}", "fields is empty"},
+		{"env: X\nfields: {a: {env: A}}", "not both"},
+		{"fields: {a: {}}", "field a: set one of env"},
+		{"fields: {a: {env: A, file: b}}", "field a: set only one"},
+		{"fields: {a: {env: 'A B'}}", "not a valid environment variable name"},
+		{"fields: {a: {path: b}}", `unknown field "path"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.settings, func(t *testing.T) {
@@ -170,5 +177,36 @@ func TestRelativeFile(t *testing.T) {
 	}
 	if got, err := token(t, p); err != nil || got != value {
 		t.Errorf("relative file: %q, %v", got, err)
+	}
+}
+
+func TestFetchFields(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(file, []byte("app-"+value+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDGATE_TEST_STATIC", value)
+	p, err := load(t, "fields: {api_key: {env: CREDGATE_TEST_STATIC}, app_key: {file: "+file+"}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := p.Fetch(context.Background(), providers.Request{Credential: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for k, v := range cred.Fields {
+		got[k] = v.Reveal()
+	}
+	if diff := cmp.Diff(map[string]string{"api_key": value, "app_key": "app-" + value}, got); diff != "" {
+		t.Errorf("fields (-want +got):\n%s", diff)
+	}
+	p, err = load(t, "fields: {api_key: {env: CREDGATE_TEST_STATIC}, app_key: {env: CREDGATE_TEST_UNSET_VARIABLE}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Fetch(context.Background(), providers.Request{Credential: "c"})
+	if !errors.Is(err, providers.ErrUnavailable) || !strings.Contains(err.Error(), "CREDGATE_TEST_UNSET_VARIABLE") || strings.Contains(err.Error(), value) {
+		t.Errorf("one field unset: %v, want ErrUnavailable naming the variable and no value", err)
 	}
 }
