@@ -242,3 +242,27 @@ func TestWatchDoesNotCancelKeptContext(t *testing.T) {
 		}
 	}
 }
+
+// TestEarlyAnswerWhileBodyReadBlocks: the ordering that hung until a
+// timeout. The handler answers while another goroutine (the gateway's
+// upstream transport) is still blocked reading the body from a client
+// that sent part of it and waits for the answer before sending more.
+func TestEarlyAnswerWhileBodyReadBlocks(t *testing.T) {
+	addr := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() { _, _ = io.Copy(io.Discard, r.Body) }()
+		http.Error(w, "refused", http.StatusRequestEntityTooLarge)
+	}))
+	for _, size := range []int{10 << 10, 1 << 20} {
+		t.Run(fmt.Sprintf("%dKiB", size>>10), func(t *testing.T) {
+			c, br := dial(t, addr)
+			start := time.Now()
+			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+			_, _ = c.Write(make([]byte, 1<<10))
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("after %s: %v %v, want 413 within 1s", time.Since(start).Round(time.Millisecond), resp, err)
+			}
+		})
+	}
+}
