@@ -219,5 +219,9 @@ func TestH1ClientLeavesLongPoll(t *testing.T) {
 			t.Fatalf("%q: the origin's request was not cancelled within 5s of the client closing", req)
 		}
 	}
+	// Audited as the client's doing, not as an upstream failure.
+	waitFor(t, 5*time.Second, "two audit lines with client_aborted and status 499", func() bool {
+		return strings.Count(tg.audit.String(), `"code":"client_aborted"`) == 2 && strings.Count(tg.audit.String(), `"status":499`) == 2
+	})
 
 }
