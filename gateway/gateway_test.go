@@ -86,6 +86,19 @@ type testOrigin struct {
 	accept string
 	// bodyErrs counts /echo requests whose body broke off.
 	bodyErrs int
+	// routes are a test's own paths (set with route), tried before the
+	// default answer.
+	routes map[string]http.HandlerFunc
+}
+
+// route serves path with h on the origin.
+func (o *testOrigin) route(path string, h http.HandlerFunc) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.routes == nil {
+		o.routes = map[string]http.HandlerFunc{}
+	}
+	o.routes[path] = h
 }
 
 func (o *testOrigin) all() []seen {
@@ -197,6 +210,13 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 			w.Header().Set("Connection", "close")
 			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 		default:
+			o.mu.Lock()
+			route := o.routes[r.URL.Path]
+			o.mu.Unlock()
+			if route != nil {
+				route(w, r)
+				return
+			}
 			fmt.Fprintf(w, "ok %s", r.URL.Path)
 		}
 	})

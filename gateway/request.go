@@ -487,7 +487,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
 
 	status := sw.status
-	if status == 0 {
+	switch {
+	case status == 0 && st.refusal != nil:
+		status = st.refusal.Status // nothing was written (499: the client left)
+	case status == 0:
 		status = http.StatusOK
 	}
 	ev2 := g.event(x, cp.Raw)

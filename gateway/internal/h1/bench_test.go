@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -59,4 +60,59 @@ func BenchmarkServeKeepAlive(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// BenchmarkIdleConnMemory reports the heap held per idle keep-alive
+// connection after one request (both ends of the loopback connection are
+// in this process, so the figure includes the client's net.Conn).
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 2000
+	s := &Server{Limits: Limits{MaxHeaderBytes: 1 << 20, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Length"] = []string{"2"}
+		_, _ = io.WriteString(w, "ok")
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.Serve(context.Background(), c.(*net.TCPConn), h)
+		}
+	}()
+	req := []byte("GET /v1/bench HTTP/1.1\r\nHost: api.example\r\n\r\n")
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		open := make([]net.Conn, 0, conns)
+		for range conns {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			open = append(open, c)
+			if _, err := c.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric((float64(after.HeapInuse)-float64(before.HeapInuse))/conns, "heapB/conn")
+		b.ReportMetric((float64(after.StackInuse)-float64(before.StackInuse))/conns, "stackB/conn")
+		for _, c := range open {
+			c.Close()
+		}
+	}
 }

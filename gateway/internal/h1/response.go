@@ -18,6 +18,7 @@ type response struct {
 	c      *conn
 	req    *http.Request
 	header http.Header
+	body   *body // nil without a request body
 
 	wroteHeader   bool
 	status        int
@@ -51,8 +52,11 @@ func (w *response) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		// An informational response (103 Early Hints, a 100 the upstream
 		// sent): written at once; the final response follows.
-		if code == http.StatusContinue && w.continued {
-			return
+		if code == http.StatusContinue {
+			if w.continued {
+				return
+			}
+			w.continued = true
 		}
 		w.writeStatusLine(code)
 		WriteHeaderFields(w.c.bw, w.header)
@@ -106,7 +110,7 @@ func (w *response) WriteHeader(code int) {
 			w.closeAfter = true
 		}
 	}
-	if w.wantsClose || w.c.s.draining() {
+	if w.wantsClose || w.c.s.draining() || w.bodyLeft() {
 		w.closeAfter = true
 	}
 	if w.closeAfter {
@@ -172,6 +176,31 @@ func (w *response) writeStatusLine(code int) {
 	_ = bw.WriteByte(' ')
 	_, _ = bw.WriteString(http.StatusText(code))
 	_, _ = bw.WriteString("\r\n")
+}
+
+// bodyLeft reports, as the final response begins, that the request body
+// will not be read to its end: the client was never asked for it (100
+// Continue not sent: it waits, and the upstream answered without it), or
+// more is left than the server drains. The response then says
+// Connection: close. A body of unknown length is drained after the
+// response if it can be (net/http reads up to maxUnreadBody of it before
+// writing the header; here the response goes first).
+func (w *response) bodyLeft() bool {
+	b := w.body
+	if b == nil || b.eof.Load() {
+		return false
+	}
+	if b.cont != nil && !w.continued {
+		return true
+	}
+	return w.req.ContentLength >= 0 && w.req.ContentLength-b.n.Load() > maxUnreadBody
+}
+
+// continueSent reports whether 100 Continue was written.
+func (w *response) continueSent() bool {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
+	return w.continued
 }
 
 // writeContinue answers Expect: 100-continue when the handler first reads
@@ -273,6 +302,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
+	// Nothing else may read the connection once the hijacker has it.
+	w.c.stopWatching()
 	w.c.wmu.Lock()
 	w.hijacked = true
 	w.c.wmu.Unlock()

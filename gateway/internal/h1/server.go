@@ -11,8 +11,11 @@
 //     here (net/http keeps 8 KiB of bufio buffers per connection for its
 //     lifetime); the buffers come from the Server's pools while a request
 //     is served;
-//   - CPU: no background-read goroutine per request, no snapshot copy of
-//     the response header, one read deadline change per request phase.
+//   - CPU: no background-read goroutine for a request answered quickly
+//     (the connection is watched for the client leaving only once a
+//     handler has run for backgroundReadDelay after the request was
+//     read), no snapshot copy of the response header, one read deadline
+//     change per request phase.
 //
 // What it keeps of net/http's server: request parsing (http.ReadRequest,
 // the same parser, which validates header names and values and the body
@@ -20,7 +23,11 @@
 // the header size limit (431), the read-header and idle timeouts,
 // 100-continue, 1xx responses, chunked responses with trailers,
 // HEAD/204/304 without a body, a bounded drain of an unread request body
-// before the next request, Connection: close and HTTP/1.0, pipelined
+// before the next request (after the response is sent), a half-close and
+// a bounded linger before closing on a client that may still be sending
+// (an upload answered early), cancellation of the request's context when
+// the client leaves while the handler runs, Connection: close and
+// HTTP/1.0, pipelined
 // requests (served in order), the Hijacker that WebSocket upgrades use,
 // http.ResponseController's Flush and SetReadDeadline (the gateway's body
 // idle timeout aborts a stalled body read with it), a half-close before
@@ -52,6 +59,27 @@ import (
 // the server reads and discards to keep the connection; with more left
 // the connection is closed instead (net/http's maxPostHandlerReadBytes).
 const maxUnreadBody = 256 << 10
+
+// lingerTimeout and lingerBytes bound how long and how much the server
+// reads and discards after half-closing a connection whose client may
+// still be sending (an upload answered before its end): closing with
+// unread input would reset the connection, and a reset makes the
+// client's TCP stack drop the answer it has not read yet (RFC 9112
+// §9.6; net/http's closeWriteAndWait waits 500 ms without reading). A
+// client that read the answer closes its side and ends the wait at once.
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 32 << 20
+)
+
+// backgroundReadDelay is how long a handler runs, once the request is
+// read, before the server reads the connection in the background to
+// notice the client leaving (and cancel the request's context). Most
+// requests end sooner and cost no goroutine.
+const backgroundReadDelay = 50 * time.Millisecond
+
+// aLongTimeAgo is a deadline in the past: it aborts a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // Limits bound what a client may make the server wait for or hold.
 type Limits struct {
@@ -211,11 +239,16 @@ func (s *Server) Shutdown(ctx context.Context) int {
 
 // Serve serves HTTP/1.1 requests on tc with h until the client closes it,
 // a timeout, an error or Shutdown, and closes tc unless h hijacked it.
-// Every request's context is ctx (the gateway's carries the tunnel):
-// there is no cancellation per request. When tc is a *tls.Conn, its
-// connection state is each request's TLS.
+// Every request's context derives from ctx (the gateway's carries the
+// tunnel) and is cancelled when the client closes or resets the
+// connection while a handler runs (noticed once the request body is read
+// and the handler has run for backgroundReadDelay); one context serves
+// all the connection's requests, since a client that left ends them all.
+// When tc is a *tls.Conn, its connection state is each request's TLS.
 func (s *Server) Serve(ctx context.Context, tc Conn, h http.Handler) {
-	c := &conn{s: s, tc: tc, ctx: ctx, handler: h, remote: tc.RemoteAddr().String()}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := &conn{s: s, tc: tc, ctx: ctx, cancel: cancel, handler: h, remote: tc.RemoteAddr().String()}
 	if t, ok := tc.(*tls.Conn); ok {
 		state := t.ConnectionState()
 		c.tlsState = &state
@@ -230,6 +263,7 @@ type conn struct {
 	s       *Server
 	tc      Conn
 	ctx     context.Context
+	cancel  context.CancelFunc
 	handler http.Handler
 
 	remote   string
@@ -250,6 +284,17 @@ type conn struct {
 	hijacked bool
 	// upgraded: a handler took the connection over (a WebSocket).
 	upgraded atomic.Bool
+
+	// The watch for the client leaving while a handler runs: armed once
+	// the request is read, a timer starts a background read of one byte
+	// (kept in src for the next request) after backgroundReadDelay.
+	bgMu      sync.Mutex
+	handling  bool          // a handler runs
+	bgArmed   bool          // the timer is set or the read runs
+	bgReading bool          // the background read runs
+	bgDone    chan struct{} // closed when the background read returns
+	bgTimer   *time.Timer   // made on first use, kept for the connection
+	gone      bool          // the background read saw the client leave
 }
 
 // source reads the connection, after the byte the idle wait read.
@@ -295,7 +340,7 @@ func (c *conn) serve() {
 // holding buffers. It reports false when the connection is to close.
 func (c *conn) awaitRequest(first bool) bool {
 	s := c.s
-	if c.br != nil && c.br.Buffered() > 0 {
+	if c.br != nil && c.br.Buffered() > 0 || c.src.has {
 		return !s.draining() // a pipelined request is waiting
 	}
 	if c.br != nil {
@@ -360,23 +405,28 @@ func (c *conn) serveRequest() bool {
 
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1}
 	w.wantsClose = req.Close || !req.ProtoAtLeast(1, 1)
-	b := &body{rc: req.Body}
+	var b *body
+	if hasBody(req.Body) {
+		b = &body{rc: req.Body, c: c}
+		req.Body, w.body = b, b
+	}
 	if ex, ok := req.Header["Expect"]; ok {
-		if len(ex) == 1 && strings.EqualFold(ex[0], "100-continue") && req.ProtoAtLeast(1, 1) && req.ContentLength != 0 {
-			b.cont = w
-		} else {
+		switch {
+		case len(ex) != 1 || !strings.EqualFold(ex[0], "100-continue") || !req.ProtoAtLeast(1, 1):
 			c.plainError(http.StatusExpectationFailed, "unsupported Expect header")
 			return false
+		case b != nil:
+			// End to end: the field stays for the handler to pass on,
+			// and 100 Continue goes to the client when the body is
+			// first read (the transport reads it when the upstream
+			// asks for it).
+			b.cont = w
+		default:
+			delete(req.Header, "Expect") // no body to wait for
 		}
-		delete(req.Header, "Expect")
 	}
-	if req.Body != nil && req.Body != http.NoBody {
-		req.Body = b
-	}
-	// No cancellation per request: nothing reads the connection while the
-	// handler runs (a client that leaves is noticed when a write fails),
-	// so there is nothing to cancel on, and a cancelable context costs
-	// every request an allocation and a channel the transport selects on.
+	// One context for the connection's requests, cancelled when the
+	// client leaves (watch): no allocation per request.
 	req = req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
@@ -384,7 +434,14 @@ func (c *conn) serveRequest() bool {
 		c.bw = s.writer(c.tc)
 	}
 
+	c.bgMu.Lock()
+	c.handling = true
+	c.bgMu.Unlock()
+	if b == nil {
+		c.watch() // the request is read
+	}
 	c.handle(w, req)
+	c.stopWatching()
 	if w.hijacked {
 		c.hijacked = true
 		return false
@@ -398,17 +455,12 @@ func (c *conn) serveRequest() bool {
 		return false
 	}
 	keep := w.finish()
-	// Read what the handler left of the body (bounded) so that the next
-	// request starts at a request line; with more left, close. A
-	// transport goroutine may still be blocked reading it from a stalled
-	// client: the deadline ends that read.
-	if req.Body != http.NoBody && req.Body != nil && !b.eof.Load() {
-		_ = c.tc.SetReadDeadline(time.Now().Add(lim.ReadHeaderTimeout))
-	}
-	if !b.detach() {
+	// The response goes out before anything waits for the rest of the
+	// body: a client still uploading reads it while it sends.
+	if err := c.bw.Flush(); err != nil || c.isGone() {
 		keep = false
 	}
-	if err := c.bw.Flush(); err != nil {
+	if b != nil && !c.finishBody(b, keep) {
 		keep = false
 	}
 	if keep && c.br.Buffered() == 0 {
@@ -445,13 +497,131 @@ func (c *conn) plainError(status int, msg string) {
 	if c.bw.Flush() != nil {
 		return
 	}
-	// The client may still be sending (an oversized header block):
-	// closing with unread input would reset the connection before it
-	// reads the answer. Half-close, then read and drop what comes for a
-	// moment, as net/http does.
+	// The client may still be sending (an oversized header block).
+	c.linger()
+}
+
+// finishBody deals with what the handler left of the request body once
+// the response is sent, and reports whether the connection can carry
+// another request. With keep, up to maxUnreadBody of it is read and
+// discarded so that the next request starts at a request line (a
+// transport goroutine may still be blocked reading it from a stalled
+// client: the deadline ends that read). Otherwise, or when more is left,
+// the connection closes after a linger, so that a client still sending
+// reads the answer instead of a reset.
+func (c *conn) finishBody(b *body, keep bool) bool {
+	if b.eof.Load() {
+		b.detach(false)
+		return true
+	}
+	if keep && b.drainable() {
+		_ = c.tc.SetReadDeadline(time.Now().Add(c.s.Limits.ReadHeaderTimeout))
+		if b.detach(true) {
+			return true
+		}
+	} else {
+		// Abort a read in flight, then take the body from the handler.
+		_ = c.tc.SetReadDeadline(aLongTimeAgo)
+		b.detach(false)
+	}
+	if !c.isGone() {
+		c.linger()
+	}
+	return false
+}
+
+// linger half-closes the connection (a TLS close_notify, and a TCP FIN
+// when the connection under TLS can send one) and reads and discards
+// what the client still sends, until it closes its side or lingerTimeout
+// or lingerBytes, before the caller closes it (see lingerTimeout).
+func (c *conn) linger() {
 	_ = c.tc.CloseWrite()
-	_ = c.tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	_, _ = io.CopyN(io.Discard, c.tc, maxUnreadBody)
+	if t, ok := c.tc.(*tls.Conn); ok {
+		if cw, ok := t.NetConn().(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}
+	_ = c.tc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c.tc, lingerBytes)
+}
+
+// watch arms the watch for the client leaving, once the request is read
+// and while its handler runs: after backgroundReadDelay a background read
+// of the connection starts (backgroundRead). It is called by the server
+// for a request without a body, and by the body at its end (from
+// whichever goroutine reads it).
+func (c *conn) watch() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if !c.handling || c.bgArmed || c.gone {
+		return
+	}
+	c.bgArmed = true
+	if c.bgTimer == nil {
+		c.bgTimer = time.AfterFunc(backgroundReadDelay, c.backgroundRead)
+		return
+	}
+	c.bgTimer.Reset(backgroundReadDelay)
+}
+
+// backgroundRead reads one byte of the connection while a handler runs
+// (net/http's startBackgroundRead): a byte is the start of a pipelined
+// request, kept for it; the end of the stream or an error other than a
+// timeout means the client left, and cancels the connection's context
+// so that the handler's upstream request ends.
+func (c *conn) backgroundRead() {
+	c.bgMu.Lock()
+	if !c.bgArmed || c.bgReading || c.br != nil && c.br.Buffered() > 0 || c.src.has {
+		// Stopped meanwhile, or a pipelined request is already here.
+		c.bgMu.Unlock()
+		return
+	}
+	_ = c.tc.SetReadDeadline(time.Time{})
+	c.bgReading = true
+	c.bgDone = make(chan struct{})
+	c.bgMu.Unlock()
+	n, err := c.tc.Read(c.src.first[:])
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	c.bgReading = false
+	close(c.bgDone)
+	switch {
+	case n > 0:
+		c.src.has = true
+	case err != nil && !isTimeout(err):
+		c.gone = true
+		c.cancel()
+	}
+}
+
+// stopWatching ends the watch when the handler returns (or hijacks the
+// connection): a background read in progress is aborted and waited for,
+// so that the caller alone reads the connection afterwards.
+func (c *conn) stopWatching() {
+	c.bgMu.Lock()
+	c.handling = false
+	if !c.bgArmed {
+		c.bgMu.Unlock()
+		return
+	}
+	c.bgArmed = false
+	c.bgTimer.Stop()
+	if !c.bgReading {
+		c.bgMu.Unlock()
+		return
+	}
+	_ = c.tc.SetReadDeadline(aLongTimeAgo)
+	done := c.bgDone
+	c.bgMu.Unlock()
+	<-done
+	_ = c.tc.SetReadDeadline(time.Time{})
+}
+
+// isGone reports whether the background read saw the client leave.
+func (c *conn) isGone() bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	return c.gone
 }
 
 func isTimeout(err error) bool {
