@@ -10,18 +10,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	poll.True(t, 5*time.Second, what, cond)
 }
 
 // TestRotation: files rotate by size and by age, between whole lines; every

@@ -29,6 +29,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/credgate/credgate/internal/poll"
 	"golang.org/x/net/websocket"
 )
 
@@ -36,19 +37,7 @@ import (
 // fails the test with the last error. It is the only way these tests wait.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		<-tick.C
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 // ---------------------------------------------------------------------------

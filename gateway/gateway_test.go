@@ -23,6 +23,7 @@ import (
 
 	"github.com/credgate/credgate/gateway/mitm"
 	_ "github.com/credgate/credgate/injectors/all"
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/testpki"
 	_ "github.com/credgate/credgate/providers/all"
 )
@@ -670,13 +671,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.True(t, timeout, what, cond)
 }
 
 // TestCertificatesReloaded: a rotated interception CA and a renewed TLS

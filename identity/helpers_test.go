@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/poll"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
@@ -52,13 +53,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.True(t, 5*time.Second, what, cond)
 }
 
 // testCA is a certificate authority made for one test.

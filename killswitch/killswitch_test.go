@@ -19,25 +19,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/redistest"
 )
 
 // waitFor polls cond until it returns nil or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		<-tick.C
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 // testKeys authenticate the state in the tests' Redis.

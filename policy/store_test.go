@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // storePolicy is a valid policy with n rules.
@@ -47,13 +49,7 @@ func writeFile(t *testing.T, path, content string) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.True(t, 10*time.Second, what, cond)
 }
 
 // reloads records OnReload calls.

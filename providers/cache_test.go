@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -81,13 +82,7 @@ func (r *recorder) lookupCount() int {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.True(t, 10*time.Second, what, cond)
 }
 
 // inFlight reports whether a fetch is running for key.

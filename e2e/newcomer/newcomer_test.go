@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // clone makes a fresh clone of the committed tree, as a newcomer has.
@@ -127,13 +129,7 @@ func start(t *testing.T, dir, script string, out io.Writer) *exec.Cmd {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.True(t, d, what, cond)
 }
 
 // TestDemo runs the README's first command and every command it prints.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/vault/api"
 )
@@ -170,11 +171,5 @@ func (c *testClock) Advance(d time.Duration) {
 // revokes asynchronously; there is no event to wait on).
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.True(t, timeout, what, cond)
 }

@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -344,13 +345,7 @@ func TestRefreshAheadWithFakeClock(t *testing.T) {
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.True(t, 10*time.Second, "the condition", cond)
 }
 
 func TestValidate(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/internal/githubtest"
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/githubapp"
@@ -358,13 +359,7 @@ func TestErrors(t *testing.T) {
 // waitFor polls cond until it holds or 5s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.True(t, 5*time.Second, what, cond)
 }
 
 func TestSettingsErrors(t *testing.T) {

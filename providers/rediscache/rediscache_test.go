@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/redistest"
 	"github.com/credgate/credgate/providers"
 )
@@ -22,15 +23,7 @@ import (
 // waitFor polls cond until it is true or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	poll.True(t, timeout, what, cond)
 }
 
 func newKey(t *testing.T, id string) Key {

@@ -26,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
 )
@@ -126,15 +127,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	poll.True(t, 10*time.Second, what, cond)
 }
 
 // ---- test environment
