@@ -19,14 +19,12 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/internal/headerset"
 )
 
-// hopHeaders are the hop-by-hop fields of RFC 9110 §7.6.1 (and the
-// obsolete ones proxies still see): never forwarded in either direction.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
+// hopHeaders are the hop-by-hop fields (headerset.Hop): never forwarded
+// in either direction.
+var hopHeaders = headerset.Hop
 
 // removeHopHeaders deletes the hop-by-hop fields and those the Connection
 // field names.

@@ -25,6 +25,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/canonical"
+	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -33,12 +34,9 @@ import (
 // or asserting a client identity. They never reach an upstream, whatever
 // the decision (invariants 3 and 7): the destination sees the gateway as
 // its client, and internal addresses and certificates do not leak to a
-// SaaS. net/http/httputil removes the other hop-by-hop headers.
-var gatewayHeaders = []string{
-	"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate", ReasonHeader,
-	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
-	"X-Client-Cert", "X-Forwarded-Client-Cert", "X-Ssl-Client-Cert",
-}
+// SaaS: headerset.ProxyScoped and the gateway's own reason header. The
+// forwarder removes the other hop-by-hop headers.
+var gatewayHeaders = append(append([]string(nil), headerset.ProxyScoped...), ReasonHeader)
 
 // reqState follows one request through the gateway; the upstream
 // round trip and the response hooks fill it in.

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -65,15 +66,6 @@ func headerValue(who, header, v string) error {
 	return nil
 }
 
-// reservedHeaders are names an injector may not set: they frame the
-// message, belong to the proxy hop, or are connection-scoped.
-var reservedHeaders = map[string]bool{
-	"Host": true, "Content-Length": true, "Transfer-Encoding": true,
-	"Connection": true, "Keep-Alive": true, "Upgrade": true, "Te": true,
-	"Trailer": true, "Proxy-Authorization": true, "Proxy-Authenticate": true,
-	"Proxy-Connection": true,
-}
-
 // Header sets one header from a text/template over the credential's
 // fields, for APIs with their own header (X-Api-Key, PRIVATE-TOKEN,
 // "Authorization: token {{.token}}").
@@ -115,7 +107,7 @@ func (h *Header) Validate() error {
 		return errors.New("header: name is required, e.g. name: X-Api-Key")
 	case !httpguts.ValidHeaderFieldName(h.Name):
 		return fmt.Errorf("header: %q is not a valid header name", h.Name)
-	case reservedHeaders[h.canonical] || strings.HasPrefix(h.canonical, "X-Credgate-"):
+	case headerset.Reserved(h.canonical) || strings.HasPrefix(h.canonical, "X-Credgate-"):
 		return fmt.Errorf("header: %s is reserved for the proxy and cannot be injected", h.canonical)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -134,7 +135,7 @@ func checkHeaderName(who, name string) error {
 		return fmt.Errorf("%s: a header name is empty", who)
 	case !httpguts.ValidHeaderFieldName(name):
 		return fmt.Errorf("%s: %q is not a valid header name", who, name)
-	case reservedHeaders[c] || strings.HasPrefix(c, "X-Credgate-"):
+	case headerset.Reserved(c) || strings.HasPrefix(c, "X-Credgate-"):
 		return fmt.Errorf("%s: %s is reserved for the proxy and cannot be injected", who, c)
 	}
 	return nil

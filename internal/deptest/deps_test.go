@@ -79,6 +79,12 @@ func rules() []rule {
 			"providers": "secret is the leaf both identity and providers keep values in; it depends on no stage",
 			"injectors": "secret is the leaf both identity and providers keep values in; it depends on no stage",
 		})},
+		{From: "internal/headerset", BadDeps: with(map[string]string{
+			"policy":    "header sets are names shared by the gateway and injectors; they know no stage",
+			"identity":  "header sets are names shared by the gateway and injectors; they know no stage",
+			"providers": "header sets are names shared by the gateway and injectors; they know no stage",
+			"injectors": "injectors import the header sets, not the other way round",
+		})},
 		{From: "internal/fleet", BadDeps: with(map[string]string{
 			"policy":    "fleet state is plumbing for Redis-backed features; it knows no stage",
 			"identity":  "fleet state is plumbing for Redis-backed features; it knows no stage",

@@ -1,0 +1,42 @@
+// Package headerset names the sets of header fields that the gateway and
+// the injectors treat specially, so that the list of hop-by-hop fields
+// and the list of fields scoped to the client's hop to the gateway are
+// written once: the gateway removes them, and an injector may not set
+// them.
+package headerset
+
+// Hop are the hop-by-hop fields of RFC 9110 §7.6.1 (and the obsolete
+// ones proxies still see), in canonical form: never forwarded in either
+// direction.
+var Hop = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// ProxyScoped are request fields, in canonical form, scoped to the
+// client's hop to the gateway or asserting a client identity (invariants
+// 3 and 7): the proxy's own authentication and every forwarding or
+// client-certificate claim. An upstream never receives them.
+var ProxyScoped = []string{
+	"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate",
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
+	"X-Client-Cert", "X-Forwarded-Client-Cert", "X-Ssl-Client-Cert",
+}
+
+// framing are fields that frame the message or name its target.
+var framing = []string{"Host", "Content-Length"}
+
+var reserved = func() map[string]bool {
+	m := map[string]bool{}
+	for _, l := range [][]string{Hop, ProxyScoped, framing} {
+		for _, h := range l {
+			m[h] = true
+		}
+	}
+	return m
+}()
+
+// Reserved reports whether an injector may not set the field named by
+// canonical (a canonical MIME header key): it frames the message, belongs
+// to a hop, or is one the gateway removes.
+func Reserved(canonical string) bool { return reserved[canonical] }
