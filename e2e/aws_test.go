@@ -610,7 +610,7 @@ func TestAWSChunkedUploadMemory(t *testing.T) {
 	peak := peakRSS(t, e.cmd.Process.Pid)
 
 	// Direct: the same upload signed in this process with the real keys.
-	inj, err := injectors.Load("sigv4", yamlNode(t, "{service: s3, region: us-east-1}"))
+	inj, err := injectors.Load(context.Background(), "sigv4", yamlNode(t, "{service: s3, region: us-east-1}"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package injectors
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +30,7 @@ func loadInjector(t *testing.T, name, settings string) (Injector, error) {
 	if settings != "" {
 		n = yamlNodeFor(t, settings)
 	}
-	return Load(name, n)
+	return Load(context.Background(), name, n)
 }
 
 func yamlNodeFor(t *testing.T, src string) *yaml.Node {

@@ -69,8 +69,8 @@ func (r *Registry) Names() []string { return r.r.Names() }
 // Decoding errors are a *yaml.TypeError whose messages start with
 // "line N: ". Provision and Validate errors are returned as the injector
 // wrote them.
-func (r *Registry) Load(name string, settings *yaml.Node) (Injector, error) {
-	return r.r.Load(context.Background(), name, settings)
+func (r *Registry) Load(ctx context.Context, name string, settings *yaml.Node) (Injector, error) {
+	return r.r.Load(ctx, name, settings)
 }
 
 // Register adds m to DefaultRegistry; call it from an init function. It
@@ -84,6 +84,6 @@ func Lookup(name string) (Module, bool) { return DefaultRegistry.Lookup(name) }
 func Names() []string { return DefaultRegistry.Names() }
 
 // Load builds an injector from DefaultRegistry; see Registry.Load.
-func Load(name string, settings *yaml.Node) (Injector, error) {
-	return DefaultRegistry.Load(name, settings)
+func Load(ctx context.Context, name string, settings *yaml.Node) (Injector, error) {
+	return DefaultRegistry.Load(ctx, name, settings)
 }

@@ -1,6 +1,7 @@
 package injectors
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -74,7 +75,7 @@ func TestLoadLifecycle(t *testing.T) {
 			r := NewRegistry()
 			r.Register(Module{Name: "x", New: func() Injector { built = &lifecycleInjector{}; return built }})
 			n := yamlNodeFor(t, "fail: "+tt.fail)
-			_, err := r.Load("x", n)
+			_, err := r.Load(context.Background(), "x", n)
 			got := ""
 			if err != nil {
 				got = err.Error()

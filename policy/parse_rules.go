@@ -241,7 +241,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		ps.errorf(deref(asf.val), "%s: unknown injector %q; available injectors are %s", what, as, strings.Join(injectors.Names(), ", "))
 		return
 	}
-	inject, err := injectors.Load(as, settings)
+	inject, err := injectors.Load(ps.ctx, as, settings)
 	if err != nil {
 		ps.moduleError(body, settings, fmt.Sprintf("%s inject (as %s)", what, as), err)
 		return

@@ -1,6 +1,7 @@
 package gemini
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -26,7 +27,7 @@ func load(t *testing.T, settings string) (injectors.Injector, error) {
 	if len(doc.Content) > 0 {
 		n = doc.Content[0]
 	}
-	return injectors.Load("gemini", n)
+	return injectors.Load(context.Background(), "gemini", n)
 }
 
 func cred(kv ...string) *providers.Credential {

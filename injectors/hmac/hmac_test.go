@@ -2,6 +2,7 @@ package hmac
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -91,7 +92,7 @@ func loadErr(t testing.TB, settings string) (injectors.Injector, error) {
 	if len(doc.Content) > 0 {
 		n = doc.Content[0]
 	}
-	return injectors.Load("hmac", n)
+	return injectors.Load(context.Background(), "hmac", n)
 }
 
 // TestExchanges signs requests with the example configurations and sends

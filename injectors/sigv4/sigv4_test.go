@@ -2,6 +2,7 @@ package sigv4
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ func load(t testing.TB, settings string, now time.Time) *Injector {
 	if len(node.Content) > 0 {
 		n = node.Content[0]
 	}
-	inj, err := injectors.Load("sigv4", n)
+	inj, err := injectors.Load(context.Background(), "sigv4", n)
 	if err != nil {
 		t.Fatalf("load sigv4: %v", err)
 	}
@@ -462,7 +463,7 @@ func TestVaultFieldNames(t *testing.T) {
 	if !strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=AKID/20150830/eu-west-1/sqs/aws4_request,") {
 		t.Errorf("Authorization = %q", r.Header.Get("Authorization"))
 	}
-	if _, err := injectors.Load("sigv4", nil); err != nil {
+	if _, err := injectors.Load(context.Background(), "sigv4", nil); err != nil {
 		t.Fatal(err)
 	}
 	err := inj.Inject(httptest.NewRequest("GET", "https://sqs.eu-west-1.amazonaws.com/", nil), &providers.Credential{})
