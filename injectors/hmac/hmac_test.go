@@ -2,7 +2,6 @@ package hmac
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,9 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/injectors/injectortest"
 	"github.com/credgate/credgate/internal/exchangetest"
 	"github.com/credgate/credgate/providers"
 )
@@ -65,13 +64,7 @@ headers:
 `
 )
 
-func cred(kv ...string) *providers.Credential {
-	c := &providers.Credential{Fields: map[string]providers.Secret{}}
-	for i := 0; i+1 < len(kv); i += 2 {
-		c.Fields[kv[i]] = providers.NewSecret(kv[i+1])
-	}
-	return c
-}
+var cred = injectortest.Cred
 
 func load(t testing.TB, settings string) *Injector {
 	t.Helper()
@@ -84,15 +77,7 @@ func load(t testing.TB, settings string) *Injector {
 
 func loadErr(t testing.TB, settings string) (injectors.Injector, error) {
 	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(settings), &doc); err != nil {
-		t.Fatal(err)
-	}
-	var n *yaml.Node
-	if len(doc.Content) > 0 {
-		n = doc.Content[0]
-	}
-	return injectors.Load(context.Background(), "hmac", n)
+	return injectortest.Load(t, "hmac", settings)
 }
 
 // TestExchanges signs requests with the example configurations and sends

@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -9,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/injectors/injectortest"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -19,24 +18,10 @@ const key = "sk-proj-s3cr3t"
 
 func load(t *testing.T, settings string) (injectors.Injector, error) {
 	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(settings), &doc); err != nil {
-		t.Fatal(err)
-	}
-	var n *yaml.Node
-	if len(doc.Content) > 0 {
-		n = doc.Content[0]
-	}
-	return injectors.Load(context.Background(), "openai", n)
+	return injectortest.Load(t, "openai", settings)
 }
 
-func cred(kv ...string) *providers.Credential {
-	c := &providers.Credential{Fields: map[string]providers.Secret{}}
-	for i := 0; i+1 < len(kv); i += 2 {
-		c.Fields[kv[i]] = providers.NewSecret(kv[i+1])
-	}
-	return c
-}
+var cred = injectortest.Cred
 
 func TestInject(t *testing.T) {
 	tests := []struct {
