@@ -16,7 +16,8 @@ func TestConformance(t *testing.T) {
 	e := newEnv(t, envOpts{emulatorOnly: true})
 	mount := e.kv(t)
 	e.putKV(t, mount, "stripe", map[string]any{"secret_key": "sk_live_conformance_value"})
-	path := "path: " + mount + "/data/stripe\nfield: secret_key\n"
+	// ttl gives the KV secret an Expiry, for the expiry check.
+	path := "path: " + mount + "/data/stripe\nfield: secret_key\nttl: 1m\n"
 	stalled := func(url string) string {
 		return "server: {address: " + url + ", retries: 0, timeout: 30s, auth: " + tokenAuth + "}\n" + path
 	}
