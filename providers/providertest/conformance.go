@@ -45,6 +45,11 @@ type Conformance struct {
 	// never answers; CheckConformance checks that Fetch returns soon after
 	// its context is cancelled. Nil for providers with no service.
 	Stalled func(url string) string
+	// NoExpiry opts out of the expiry check, for providers whose
+	// credentials never expire (static: the cache keeps them for its
+	// DefaultTTL). Without it, a fetched credential with no Expiry fails
+	// that check, so a provider cannot drop its service's expiry unseen.
+	NoExpiry bool
 }
 
 // BadSettings are settings a provider refuses, and a part of its error.
@@ -65,6 +70,11 @@ type BadSettings struct {
 //   - single-fetch: 32 concurrent first Gets through providers.Cache, each
 //     binding the provider as the gateway does, share one cache key and
 //     make one fetch (and, with Issued, one credential issued);
+//   - expiry: a credential whose Expiry has passed on the cache's clock is
+//     never returned by providers.Cache for the provider's binding: a Get
+//     at or after it fetches anew and returns a credential that has not
+//     expired, or an error. Without NoExpiry, a credential with no Expiry
+//     fails it;
 //   - ctx: with Stalled, Fetch returns an error within 2s of its context's
 //     cancellation.
 func CheckConformance(t *testing.T, c Conformance) {
@@ -75,6 +85,9 @@ func CheckConformance(t *testing.T, c Conformance) {
 	t.Run("settings", func(t *testing.T) { checkSettings(t, c) })
 	t.Run("redacted", func(t *testing.T) { checkRedacted(t, c) })
 	t.Run("single-fetch", func(t *testing.T) { checkSingleFetch(t, c) })
+	if !c.NoExpiry {
+		t.Run("expiry", func(t *testing.T) { checkExpiry(t, c) })
+	}
 	if c.Stalled != nil {
 		t.Run("ctx", func(t *testing.T) { checkCancel(t, c) })
 	}
@@ -255,6 +268,78 @@ func checkSingleFetch(t *testing.T, c Conformance) {
 	if c.Issued != nil {
 		if n := c.Issued() - before; n != 1 {
 			t.Errorf("32 concurrent first Gets made the service issue %d credentials, want 1", n)
+		}
+	}
+}
+
+// fakeNow is a clock for the cache that moves only when set.
+type fakeNow struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fakeNow) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fakeNow) Set(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = t
+}
+
+// checkExpiry moves the cache's clock (not the provider's or its
+// service's) to and past the first credential's Expiry. The provider may
+// then return a fresh credential or one that is, on the cache's clock,
+// already expired (its service's clock did not move); the cache must
+// turn the second into an error, never serve it or the first.
+func checkExpiry(t *testing.T, c Conformance) {
+	p := load(t, c, c.Settings)
+	clock := &fakeNow{now: time.Now()}
+	// No refresh ahead, so that every fetch is one this check asks for,
+	// and no error backoff, so that each Get after the clock moves
+	// fetches again.
+	cache := providers.NewCache(providers.CacheOptions{Now: clock.Now, RefreshAhead: -1, ErrorBackoff: -1})
+	t.Cleanup(cache.Close)
+	b := providers.Bind(p, providers.CacheKey{Credential: c.Request.Credential, Version: "v1", Provider: c.Name}, c.Request.Workload)
+	var mu sync.Mutex
+	fetches := 0
+	fetch := b.Fetch
+	b.Fetch = func(ctx context.Context) (*providers.Credential, error) {
+		mu.Lock()
+		fetches++
+		mu.Unlock()
+		return fetch(ctx)
+	}
+	first, _, err := cache.GetBound(t.Context(), b)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if first.Expiry.IsZero() {
+		t.Fatalf("%s returned a credential with no Expiry; set Conformance.NoExpiry if its credentials never expire", c.Name)
+	}
+	for _, at := range []time.Time{first.Expiry, first.Expiry.Add(time.Second), first.Expiry.Add(24 * time.Hour)} {
+		clock.Set(at)
+		mu.Lock()
+		before := fetches
+		mu.Unlock()
+		cred, _, err := cache.GetBound(t.Context(), b)
+		mu.Lock()
+		after := fetches
+		mu.Unlock()
+		if after == before {
+			t.Errorf("Get %v after the credential's Expiry made no fetch", at.Sub(first.Expiry))
+		}
+		if err != nil {
+			continue // a credential expired on the cache's clock, refused
+		}
+		if cred == first {
+			t.Errorf("Get %v after the credential's Expiry returned that credential", at.Sub(first.Expiry))
+		}
+		if !cred.Expiry.IsZero() && !cred.Expiry.After(at) {
+			t.Errorf("Get %v after the first credential's Expiry returned one that expired at %v", at.Sub(first.Expiry), cred.Expiry)
 		}
 	}
 }
