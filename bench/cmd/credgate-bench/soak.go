@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -235,7 +236,36 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	fmt.Printf("- gateway: real binary, static bearer rule, identity by source CIDR, audit to a file; sampled every %s (RSS from /proc/%d/status; go_goroutines and process_open_fds from its /metrics, each the lowest of three reads 100 ms apart)\n\n", sc.sample, t.proc.pid())
 
 	samples := runMix(ctx, sc, t, keepAlive)
-	return verdicts(os.Stdout, sc, samples, t), nil
+	var exitErr error
+	select {
+	case <-t.proc.exited:
+		exitErr = fmt.Errorf("it exited: %v", t.proc.waitErr)
+	default:
+	}
+	if n, err := countLines(filepath.Join(work, report.Credgate, "audit.jsonl")); err == nil {
+		fmt.Printf("Audit: %d JSON lines written by the gateway during the run (peak probe included).\n\n", n)
+	}
+	return verdicts(os.Stdout, sc, samples, exitErr), nil
+}
+
+func countLines(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := f.Read(buf)
+		n += bytes.Count(buf[:k], []byte{'\n'})
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // runMix paces the mix for sc.duration and samples the gateway.
@@ -367,7 +397,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 			// mid-request; its counts go to the previous window's row
 			// only if they are meaningful: a window shorter than half a
 			// sample is dropped from the table.
-			if s.at-samples[len(samples)-1].at < sc.sample/2 {
+			if len(samples) > 0 && s.at-samples[len(samples)-1].at < sc.sample/2 {
 				break
 			}
 		}
@@ -575,7 +605,12 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // passed. The first and last windows are a minute each, or a quarter of
 // the run when it is shorter than four minutes; RSS and goroutines compare
 // their medians.
-func verdicts(w io.Writer, sc soakConfig, samples []sample, t target) bool {
+// exited is why the gateway is no longer running, nil if it is.
+func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
+	if len(samples) == 0 {
+		fmt.Fprintln(w, "- FAIL: no sample taken (the run stopped before its first -sample)")
+		return false
+	}
 	fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
 	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
 	prev := time.Duration(0)
@@ -661,10 +696,9 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, t target) bool {
 	// highest above the first window's highest by more than those.
 	slack := int64(2 * (4 + 4))
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
-	select {
-	case <-t.proc.exited:
-		verdict(false, "gateway still running at the end (it exited: %v)", t.proc.waitErr)
-	default:
+	if exited != nil {
+		verdict(false, "gateway still running at the end (%v)", exited)
+	} else {
 		verdict(true, "gateway still running at the end")
 	}
 	return ok
