@@ -103,6 +103,15 @@ func cmdSoak(args []string) error {
 	return nil
 }
 
+// Workers per kind of the mix. Upload and WebSocket workers open
+// connections of their own, which the fd verdict allows for.
+const (
+	h1Workers     = 32
+	h2Workers     = 32
+	uploadWorkers = 4
+	wsWorkers     = 4
+)
+
 // soakKinds are the request kinds of the mix, in table order.
 var soakKinds = []string{"h1", "h2", "upload", "ws"}
 
@@ -231,8 +240,8 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	rate := peak.RPS * sc.fraction
 	keepAlive := max(rate-sc.uploadRate-sc.wsRate*float64(sc.wsMessages), 1)
 	fmt.Printf("- peak: %.0f rps (HTTP/1.1 keep-alive, 32 connections, closed loop, %s, %d errors)\n", peak.RPS, sc.probe, peak.Errors)
-	fmt.Printf("- mix: %.0f%% of the peak = %.0f rps for %s: HTTP/1.1 GET %.0f/s on 32 keep-alive connections, HTTP/2 GET %.0f/s on one connection (32 streams), uploads of %d KiB %.1f/s (HTTP/1.1 and HTTP/2), WebSocket sessions %.1f/s of %d echoed messages\n",
-		sc.fraction*100, rate, sc.duration, keepAlive/2, keepAlive/2, sc.uploadSize>>10, sc.uploadRate, sc.wsRate, sc.wsMessages)
+	fmt.Printf("- mix: %.0f%% of the peak = %.0f rps for %s: HTTP/1.1 GET %.0f/s on %d keep-alive connections, HTTP/2 GET %.0f/s on one connection (%d streams), uploads of %d KiB %.1f/s (HTTP/1.1 and HTTP/2), WebSocket sessions %.1f/s of %d echoed messages\n",
+		sc.fraction*100, rate, sc.duration, keepAlive/2, h1Workers, keepAlive/2, h2Workers, sc.uploadSize>>10, sc.uploadRate, sc.wsRate, sc.wsMessages)
 	fmt.Printf("- gateway: real binary, static bearer rule, identity by source CIDR, audit to a file; sampled every %s (RSS from /proc/%d/status; go_goroutines and process_open_fds from its /metrics, each the lowest of three reads 100 ms apart)\n\n", sc.sample, t.proc.pid())
 
 	samples := runMix(ctx, sc, t, keepAlive)
@@ -322,8 +331,8 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 	}
 	// HTTP/1.1: the bench's lean client, one keep-alive connection per
 	// worker, dialled again after an error.
-	conns := make([]*loadgen.Conn, 32)
-	worker(32, h1, func(i int) {
+	conns := make([]*loadgen.Conn, h1Workers)
+	worker(h1Workers, h1, func(i int) {
 		if conns[i] == nil || !conns[i].Usable() {
 			if conns[i] != nil {
 				_ = conns[i].Close()
@@ -346,7 +355,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 		}
 		st.ok(0)
 	})
-	worker(32, h2, func(int) {
+	worker(h2Workers, h2, func(int) {
 		if err := get(ctx, h2Client, base+t.lg.Path, nil, 2); err != nil {
 			if ctx.Err() == nil {
 				st.fail(1, err)
@@ -356,7 +365,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 		st.ok(1)
 	})
 	payload := bytes.Repeat([]byte("credgate-soak-upload\n"), sc.uploadSize/21+1)[:sc.uploadSize]
-	worker(4, up, func(i int) {
+	worker(uploadWorkers, up, func(i int) {
 		c, proto := h1Client, 1
 		if i%2 == 1 {
 			c, proto = h2Client, 2
@@ -369,7 +378,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 		}
 		st.ok(2)
 	})
-	worker(4, ws, func(int) {
+	worker(wsWorkers, ws, func(int) {
 		if err := wsSession(ctx, t.lg, sc.wsMessages); err != nil {
 			if ctx.Err() == nil {
 				st.fail(3, err)
@@ -694,7 +703,7 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	// Upload and WebSocket workers open connections of their own, so the
 	// count moves by a few between samples; growth is the last window's
 	// highest above the first window's highest by more than those.
-	slack := int64(2 * (4 + 4))
+	slack := int64(2 * (uploadWorkers + wsWorkers))
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
 	if exited != nil {
 		verdict(false, "gateway still running at the end (%v)", exited)
