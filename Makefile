@@ -9,6 +9,10 @@
 #   make release cross-compiled binaries, SHA256SUMS and a CycloneDX SBOM in dist/
 #   make demo    run `credgate demo` (a gateway plus a local SaaS echo origin)
 #   make bench   the benchmark in bench/ (figures, not a pass/fail test)
+#   make soak    the long-running suite (not part of test): the real gateway for 10 minutes at
+#                80% of its measured keep-alive peak with HTTP/1.1, HTTP/2, uploads and WebSocket;
+#                fails on any error or on RSS, goroutine or fd growth (docs/reliability.md).
+#                SOAK_FLAGS="-duration 1m" to shorten
 #   make fuzz    run the fuzz targets briefly (FUZZTIME each; not part of test)
 
 GO        ?= go
@@ -25,7 +29,7 @@ VERSION   ?= $(shell awk '$$1=="appVersion:"{gsub(/"/,"",$$2); print $$2}' chart
 IMAGE     ?= ghcr.io/credgate/credgate
 export VERSION IMAGE
 
-.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build image release demo bench fuzz clean
+.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build image release demo bench soak fuzz clean
 
 all: build
 
@@ -97,6 +101,12 @@ bench:
 	else \
 		$(GO) run ./bench/cmd/...; \
 	fi
+
+# bench/run.sh soak builds credgate and the driver and runs the soak
+# (SOAK_FLAGS are passed on, e.g. SOAK_FLAGS="-duration 1m"); non-zero
+# exit when a verdict fails. docs/reliability.md.
+soak:
+	GO=$(GO) bash bench/run.sh soak $(SOAK_FLAGS)
 
 # -fuzz accepts one package and one target per run.
 fuzz:

@@ -12,6 +12,11 @@
 #   bench/run.sh -duration 10s -keep -out /tmp/bench.md
 # Environment: GO (default go), BENCH_OUT (also write the Markdown report
 # there), BENCH_JSON (also write JSON results there).
+#
+# `bench/run.sh soak [flags]` (what `make soak` runs) builds the same two
+# binaries and runs `credgate-bench soak` instead: the long-running suite
+# of docs/reliability.md (10 minutes by default; exits non-zero when a
+# verdict fails).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,6 +28,11 @@ trap 'rm -rf "$bin"' EXIT
 echo "bench: building credgate and the benchmark driver" >&2
 "$GO" build -o "$bin/credgate-bench" ./bench/cmd/credgate-bench
 "$GO" build -o "$bin/credgate" ./cmd/credgate
+
+if [ "${1:-}" = soak ]; then
+	shift
+	exec "$bin/credgate-bench" soak -credgate "$bin/credgate" "$@"
+fi
 
 args=(-credgate "$bin/credgate")
 if [ -n "${BENCH_OUT:-}" ]; then args+=(-out "$BENCH_OUT"); fi

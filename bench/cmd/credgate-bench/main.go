@@ -5,6 +5,7 @@
 // issue 7 asks for. `make bench` runs it through bench/run.sh.
 //
 //	credgate-bench [run] [flags]   start the origin, the baseline and credgate; measure; report
+//	credgate-bench soak [flags]    run credgate for a long time under a mixed load; table and verdicts (make soak)
 //	credgate-bench origin ...      the local HTTPS origin (started by run)
 //	credgate-bench baseline ...    the bare goproxy baseline (started by run)
 //
@@ -54,8 +55,10 @@ func main() {
 		err = cmdOrigin(args)
 	case "baseline":
 		err = cmdBaseline(args)
+	case "soak":
+		err = cmdSoak(args)
 	default:
-		fmt.Fprintf(os.Stderr, "usage: credgate-bench [run|origin|baseline] [flags]\n")
+		fmt.Fprintf(os.Stderr, "usage: credgate-bench [run|soak|origin|baseline] [flags]\n")
 		os.Exit(2)
 	}
 	if errors.Is(err, flag.ErrHelp) {

@@ -58,6 +58,9 @@ type target struct {
 	// helpers are processes the proxy uses (redis-server), whose CPU
 	// time is the proxy's too.
 	helpers []*proc
+	// admin is credgate's admin address (/metrics, /readyz); empty for
+	// the other targets.
+	admin string
 }
 
 func cmdRun(args []string) error {
@@ -165,32 +168,16 @@ func run(ctx context.Context, rc runConfig) (err error) {
 	setEnv("pinning", pins.String())
 
 	// The origin.
-	originCA, err := testpki.NewAuthority("credgate-bench origin CA")
-	if err != nil {
-		return err
-	}
-	originCACert, originCAKey, err := originCA.WriteFiles(work, "origin-ca")
-	if err != nil {
-		return err
-	}
-	originAddr, err := freePort()
-	if err != nil {
-		return err
-	}
-	oargs := []string{self, "origin", "-listen", originAddr, "-ca-cert", originCACert, "-ca-key", originCAKey}
-	if rc.originH1 {
-		oargs = append(oargs, "-http1")
-		setEnv("origin", "Go net/http over TLS 1.3, HTTP/1.1 only, 100-byte JSON body, checks the bearer token")
-	} else {
-		setEnv("origin", "Go net/http over TLS 1.3, offers h2 and http/1.1, 100-byte JSON body, checks the bearer token")
-	}
-	originProc, err := startProc("origin", pins.origin, work, filepath.Join(work, "origin.log"), env, oargs...)
+	originAddr, originCA, originProc, err := startOrigin(ctx, self, work, pins, env, rc.originH1)
 	if err != nil {
 		return err
 	}
 	defer originProc.stop(3 * time.Second)
-	if err := originProc.waitTCP(ctx, originAddr, 15*time.Second); err != nil {
-		return err
+	originCACert := filepath.Join(work, "origin-ca.pem")
+	if rc.originH1 {
+		setEnv("origin", "Go net/http over TLS 1.3, HTTP/1.1 only, 100-byte JSON body, checks the bearer token")
+	} else {
+		setEnv("origin", "Go net/http over TLS 1.3, offers h2 and http/1.1, 100-byte JSON body, checks the bearer token")
 	}
 
 	var ts []target
@@ -761,7 +748,7 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		p.stop(time.Second)
 		return target{}, info, fmt.Errorf("credgate CA %s holds no certificate", caCert)
 	}
-	t := target{proc: p, lg: &loadgen.Target{Name: v.name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}}
+	t := target{proc: p, lg: &loadgen.Target{Name: v.name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}, admin: adminAddr}
 	if v.redisProc != nil {
 		t.helpers = []*proc{v.redisProc}
 	}
@@ -769,6 +756,37 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		t.lg.ProxyTLS, t.lg.ProxyHeader = tf.proxyTLS(), tf.proxyHeader()
 	}
 	return t, info, nil
+}
+
+// startOrigin makes a throw-away CA for the origin (its certificate in
+// work/origin-ca.pem) and starts this binary's origin sub-command on a
+// free 127.0.0.1 port. The bench and the soak share it.
+func startOrigin(ctx context.Context, self, work string, pins pinning, env []string, http1 bool) (addr string, ca *testpki.Authority, p *proc, err error) {
+	ca, err = testpki.NewAuthority("credgate-bench origin CA")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	caCert, caKey, err := ca.WriteFiles(work, "origin-ca")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	addr, err = freePort()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	args := []string{self, "origin", "-listen", addr, "-ca-cert", caCert, "-ca-key", caKey}
+	if http1 {
+		args = append(args, "-http1")
+	}
+	p, err = startProc("origin", pins.origin, work, filepath.Join(work, "origin.log"), env, args...)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if err := p.waitTCP(ctx, addr, 15*time.Second); err != nil {
+		p.stop(time.Second)
+		return "", nil, nil, err
+	}
+	return addr, ca, p, nil
 }
 
 // startRedis starts redis-server on a free 127.0.0.1 port without

@@ -120,6 +120,17 @@ type Conn struct {
 // Dial opens a connection: TCP, CONNECT through the proxy if there is one,
 // then a full TLS handshake (no session resumption).
 func Dial(ctx context.Context, t *Target) (*Conn, error) {
+	tc, err := DialTLS(ctx, t, "http/1.1")
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{t: t, tc: tc, br: bufio.NewReaderSize(tc, 4096), req: t.request()}, nil
+}
+
+// DialTLS opens the TLS session to t.Host that Dial uses (through the
+// proxy's tunnel if there is one), offering alpn, for callers that speak
+// another protocol on it (a WebSocket).
+func DialTLS(ctx context.Context, t *Target, alpn ...string) (*tls.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout())
 	defer cancel()
 	addr := t.Addr
@@ -151,7 +162,7 @@ func Dial(ctx context.Context, t *Target) (*Conn, error) {
 	tc := tls.Client(raw, &tls.Config{
 		ServerName: t.Host,
 		RootCAs:    t.Roots,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: alpn,
 		MinVersion: tls.VersionTLS12,
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -159,7 +170,7 @@ func Dial(ctx context.Context, t *Target) (*Conn, error) {
 		return nil, fmt.Errorf("loadgen: TLS handshake with %s via %s: %w", t.Host, addr, err)
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return &Conn{t: t, tc: tc, br: bufio.NewReaderSize(tc, 4096), req: t.request()}, nil
+	return tc, nil
 }
 
 // connect sends CONNECT, with the extra headers h, and reads the proxy's

@@ -1,5 +1,6 @@
 // Package origin is the HTTPS server every benchmark target ends at: a
-// stand-in for a SaaS API that answers a small fixed JSON body, but only to
+// stand-in for a SaaS API that answers a small fixed JSON body (and, for
+// the soak, takes uploads and echoes WebSocket messages), but only to
 // requests that carry the expected bearer token. A request without it gets
 // 401, which the load generator counts as an error, so a run through a
 // gateway that failed to inject shows up in the figures instead of passing
@@ -12,10 +13,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // Body is the fixed response body (100 bytes).
@@ -40,6 +44,33 @@ type Server struct {
 	err  error // set before done is closed
 }
 
+// UploadPath reads the whole request body and answers 200 with Body if it
+// holds as many bytes as Content-Length says (400 otherwise), so an upload
+// cut short on the way is an error the client sees.
+const UploadPath = "/v1/upload"
+
+// EchoPath is a WebSocket (RFC 6455) endpoint that sends every message
+// back unchanged.
+const EchoPath = "/v1/echo"
+
+func upload(w http.ResponseWriter, r *http.Request) {
+	n, err := io.Copy(io.Discard, r.Body)
+	if err != nil || r.ContentLength < 0 || n != r.ContentLength {
+		http.Error(w, fmt.Sprintf("read %d bytes of %d: %v", n, r.ContentLength, err), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(Body)
+}
+
+// echo accepts any Origin: the credential check before it is the gate.
+var echo = websocket.Server{
+	Handshake: func(*websocket.Config, *http.Request) error { return nil },
+	Handler: func(ws *websocket.Conn) {
+		_, _ = io.Copy(ws, ws)
+	},
+}
+
 // Start serves on ln until Close. It takes ownership of ln.
 func Start(ln net.Listener, cfg Config) *Server {
 	want := []byte("Bearer " + cfg.Token)
@@ -50,6 +81,14 @@ func Start(ln net.Listener, cfg Config) *Server {
 			w.Header().Set("Content-Type", "text/plain")
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write([]byte("missing or wrong bearer token\n"))
+			return
+		}
+		switch r.URL.Path {
+		case UploadPath:
+			upload(w, r)
+			return
+		case EchoPath:
+			echo.ServeHTTP(w, r)
 			return
 		}
 		hdr := w.Header()

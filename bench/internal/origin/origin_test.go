@@ -1,0 +1,111 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+
+	"github.com/credgate/credgate/internal/testpki"
+)
+
+// start runs an origin on 127.0.0.1 that wants token, and returns its
+// address and a TLS config that trusts it.
+func start(t *testing.T, token string) (string, *tls.Config) {
+	t.Helper()
+	ca, err := testpki.NewAuthority("origin test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Leaf("api.origin.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Start(ln, Config{Certificate: leaf, Token: token})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return ln.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "api.origin.test"}
+}
+
+// Every path refuses a request without the token, and uploads and the
+// WebSocket echo work with it.
+func TestOriginPaths(t *testing.T) {
+	addr, tcfg := start(t, "s3cret")
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tcfg, ForceAttemptHTTP2: true}}
+	defer c.CloseIdleConnections()
+	body := bytes.Repeat([]byte("x"), 300<<10)
+	for _, tt := range []struct {
+		path, auth string
+		body       []byte
+		want       int
+	}{
+		{"/v1/charges", "", nil, 401},
+		{"/v1/charges", "Bearer s3cret", nil, 200},
+		{UploadPath, "", body, 401},
+		{UploadPath, "Bearer wrong", body, 401},
+		{UploadPath, "Bearer s3cret", body, 200},
+		{EchoPath, "", nil, 401},
+	} {
+		method, r := http.MethodGet, io.Reader(nil)
+		if tt.body != nil {
+			method, r = http.MethodPost, bytes.NewReader(tt.body)
+		}
+		req, err := http.NewRequest(method, "https://"+addr+tt.path, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "api.origin.test"
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, tt.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s %s with %q: status %d, want %d", method, tt.path, tt.auth, resp.StatusCode, tt.want)
+		}
+	}
+
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: tcfg.RootCAs, ServerName: tcfg.ServerName, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	cfg, err := websocket.NewConfig("wss://api.origin.test"+EchoPath, "https://api.origin.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Header = http.Header{"Authorization": {"Bearer s3cret"}}
+	ws, err := websocket.NewClient(cfg, tc)
+	if err != nil {
+		t.Fatalf("WebSocket handshake with the token: %v", err)
+	}
+	defer ws.Close()
+	msg := "hello " + strings.Repeat("y", 100)
+	if err := websocket.Message.Send(ws, msg); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := websocket.Message.Receive(ws, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got != msg {
+		t.Errorf("echo = %q, want %q", got, msg)
+	}
+}
