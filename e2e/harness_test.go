@@ -665,3 +665,16 @@ func sameLabels(got, name, want string) bool {
 	}
 	return true
 }
+
+// waitLog waits until the gateway's log holds s. Its stderr reaches the
+// test through a pipe, so a line can trail the event it reports (a metric
+// already changed, an answer already received).
+func (e *env) waitLog(t *testing.T, s string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the log line "+strconv.Quote(s), func() error {
+		if strings.Contains(e.stderr.String(), s) {
+			return nil
+		}
+		return errors.New("not logged yet")
+	})
+}

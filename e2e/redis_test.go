@@ -290,9 +290,7 @@ func TestRedisSharedCache(t *testing.T) {
 				}
 				return nil
 			})
-			if !strings.Contains(e.stderr.String(), "redis unavailable") {
-				t.Error("no log line says Redis is unavailable")
-			}
+			e.waitLog(t, "redis unavailable")
 			if e.metric(t, `credgate_redis_errors_total{op="ping"}`) == 0 && e.metric(t, `credgate_redis_errors_total{op="get"}`) == 0 {
 				t.Error("credgate_redis_errors_total did not count the outage")
 			}
@@ -311,9 +309,7 @@ func TestRedisSharedCache(t *testing.T) {
 				}
 				return nil
 			})
-			if !strings.Contains(e.stderr.String(), "redis available again") {
-				t.Error("no log line says Redis is back")
-			}
+			e.waitLog(t, "redis available again")
 		}
 		before := as.TokenRequests()
 		if n := burst(t, clients, base, "fresh", 100); n > 0 {
