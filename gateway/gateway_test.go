@@ -150,21 +150,7 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 				http.Error(w, "want upgrade", http.StatusBadRequest)
 				return
 			}
-			c, rw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-			rw.Flush()
-			for {
-				line, err := rw.ReadString('\n')
-				if err != nil {
-					return
-				}
-				fmt.Fprint(rw, "echo: "+line)
-				rw.Flush()
-			}
+			wsEcho(w)
 		case "/upgrade-any", "/ws-wrong":
 			// Switches to whatever the client asks for (an origin that
 			// would accept h2c), or, for /ws-wrong, to h2c whatever it
@@ -732,5 +718,25 @@ func TestCertificatesReloaded(t *testing.T) {
 	})
 	if strings.Contains(tg.logs.String(), string(keyPEM[40:80])) {
 		t.Errorf("key material in the log")
+	}
+}
+
+// wsEcho answers an upgrade request with 101 and then echoes each line
+// the client sends as "echo: LINE", the test origins' WebSocket stand-in.
+func wsEcho(w http.ResponseWriter) {
+	c, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	rw.Flush()
+	for {
+		line, err := rw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		fmt.Fprint(rw, "echo: "+line)
+		rw.Flush()
 	}
 }

@@ -712,21 +712,7 @@ func TestWebSocketPlainListener(t *testing.T) {
 	var seenAuth atomic.Value
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seenAuth.Store(r.Header.Get("Authorization"))
-		c, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rw.Flush()
-		for {
-			line, err := rw.ReadString('\n')
-			if err != nil {
-				return
-			}
-			fmt.Fprint(rw, "echo: "+line)
-			rw.Flush()
-		}
+		wsEcho(w)
 	}))
 	t.Cleanup(plain.Close)
 	writeFile(t, tg.dir, "policy.yaml", []byte(bodyPolicy))
