@@ -565,38 +565,12 @@ func (s *Injector) readBody(r *http.Request) (body []byte, sum256, sum512 string
 		}
 		return a, b
 	}
-	if r.Body == nil || r.Body == http.NoBody {
-		sum256, sum512 = sums()
-		return nil, sum256, sum512, nil
-	}
-	if r.ContentLength > s.MaxBody {
-		return nil, "", "", fmt.Errorf("hmac: body of %d bytes must be signed and is larger than max_body %d: %w", r.ContentLength, s.MaxBody, injectors.ErrBodyTooLarge)
-	}
-	n := r.ContentLength
-	if n < 0 || n > 64<<10 {
-		n = 64 << 10
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, n+bytes.MinRead))
-	var src io.Reader = io.LimitReader(r.Body, s.MaxBody+1)
-	if len(w) > 0 {
-		// Hashed as it is read: one pass, no second read of the buffer.
-		src = io.TeeReader(src, io.MultiWriter(w...))
-	}
-	_, err = buf.ReadFrom(src)
+	body, err = injectors.BufferBody(r, s.MaxBody, "hmac", w...)
 	if err != nil {
-		return nil, "", "", fmt.Errorf("hmac: read body to sign it: %w", err)
+		return nil, "", "", err
 	}
-	if int64(buf.Len()) > s.MaxBody {
-		return nil, "", "", fmt.Errorf("hmac: body must be signed and is larger than max_body %d: %w", s.MaxBody, injectors.ErrBodyTooLarge)
-	}
-	r.Body = readCloser{Reader: bytes.NewReader(buf.Bytes()), Closer: r.Body}
 	sum256, sum512 = sums()
-	return buf.Bytes(), sum256, sum512, nil
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
+	return body, sum256, sum512, nil
 }
 
 func decodeKey(enc, v string) ([]byte, error) {

@@ -80,6 +80,15 @@ type Signer interface {
 	Algorithm() string
 }
 
+// BytesSigner signs arbitrary bytes under the Signer's JWS algorithm and
+// returns the signature as a JWS carries it (r || s for ECDSA, PSS with a
+// salt as long as the hash). HTTP Message Signatures (RFC 9421) sign their
+// signature base this way. Every Signer New returns is a BytesSigner.
+type BytesSigner interface {
+	SignBytes(ctx context.Context, input []byte) ([]byte, error)
+	Algorithm() string
+}
+
 // KeySource says where a signing key comes from. Set exactly one of File,
 // Credential and Transit. Providers embed it under a setting of their own
 // and call Validate and New from Provision/Validate.
@@ -249,15 +258,17 @@ type pemSigner struct {
 
 func (s *pemSigner) Algorithm() string { return s.alg }
 
-func (s *pemSigner) Sign(ctx context.Context, header, claims map[string]any) (string, error) {
+// keyAndAlg reads and parses the key (or returns the fixed one) and the
+// algorithm to sign with, checked against it.
+func (s *pemSigner) keyAndAlg(ctx context.Context) (crypto.Signer, string, error) {
 	key := s.key
 	if key == nil {
 		data, err := s.read(ctx)
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
 		if key, err = ParsePrivateKey(data); err != nil {
-			return "", fmt.Errorf("%s: %w", s.where, err)
+			return nil, "", fmt.Errorf("%s: %w", s.where, err)
 		}
 	}
 	alg := s.alg
@@ -265,7 +276,28 @@ func (s *pemSigner) Sign(ctx context.Context, header, claims map[string]any) (st
 		alg = DefaultAlgorithm(key)
 	}
 	if err := CheckKey(alg, key); err != nil {
-		return "", fmt.Errorf("%s: %w", s.where, err)
+		return nil, "", fmt.Errorf("%s: %w", s.where, err)
+	}
+	return key, alg, nil
+}
+
+// SignBytes implements BytesSigner.
+func (s *pemSigner) SignBytes(ctx context.Context, input []byte) ([]byte, error) {
+	key, alg, err := s.keyAndAlg(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := signInput(alg, key, input)
+	if err != nil {
+		return nil, fmt.Errorf("%s: sign %s: %w", s.where, alg, err)
+	}
+	return sig, nil
+}
+
+func (s *pemSigner) Sign(ctx context.Context, header, claims map[string]any) (string, error) {
+	key, alg, err := s.keyAndAlg(ctx)
+	if err != nil {
+		return "", err
 	}
 	input, err := signingInput(alg, s.kid, header, claims)
 	if err != nil {
@@ -285,6 +317,11 @@ func (s *transitSigner) Algorithm() string { return s.ts.Algorithm }
 
 func (s *transitSigner) Sign(ctx context.Context, header, claims map[string]any) (string, error) {
 	return s.ts.SignJWTWithHeader(ctx, header, claims)
+}
+
+// SignBytes implements BytesSigner.
+func (s *transitSigner) SignBytes(ctx context.Context, input []byte) ([]byte, error) {
+	return s.ts.SignBytes(ctx, input)
 }
 
 // Close releases the Vault client.
@@ -540,4 +577,10 @@ func verifySig(alg string, pub crypto.PublicKey, input, sig []byte) error {
 var (
 	_ Signer = (*pemSigner)(nil)
 	_ Signer = (*transitSigner)(nil)
+)
+
+// Interface guards: every Signer New returns signs bytes too.
+var (
+	_ BytesSigner = (*pemSigner)(nil)
+	_ BytesSigner = (*transitSigner)(nil)
 )

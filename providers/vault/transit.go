@@ -52,19 +52,9 @@ func (s *TransitSigner) SignJWT(ctx context.Context, claims any) (string, error)
 // say). header may not set alg, which is always Algorithm; typ defaults to
 // "JWT" and kid to KeyID.
 func (s *TransitSigner) SignJWTWithHeader(ctx context.Context, header map[string]any, claims any) (string, error) {
-	mount := strings.Trim(s.Mount, "/")
-	if mount == "" {
-		mount = "transit"
-	}
-	op := fmt.Sprintf("sign with transit key %s/%s", mount, s.Key)
-	alg, ok := transitAlgs[s.Algorithm]
-	switch {
-	case s.Client == nil:
-		return "", fmt.Errorf("vault: %s: TransitSigner has no Client", op)
-	case s.Key == "" || strings.ContainsAny(s.Key, "/?#") || strings.Contains(mount, ".."):
-		return "", fmt.Errorf("vault: %s: the key must be a plain key name", op)
-	case !ok:
-		return "", fmt.Errorf("vault: %s: unsupported JWS algorithm %q (use RS256, PS256, ES256, EdDSA, ...)", op, s.Algorithm)
+	mount, op, alg, err := s.prepare()
+	if err != nil {
+		return "", err
 	}
 	if _, ok := header["alg"]; ok {
 		return "", fmt.Errorf("vault: %s: the header may not set alg; set Algorithm", op)
@@ -85,17 +75,58 @@ func (s *TransitSigner) SignJWTWithHeader(ctx context.Context, header map[string
 		return "", fmt.Errorf("vault: %s: claims: %w", op, err)
 	}
 	input := base64.RawURLEncoding.EncodeToString(hj) + "." + base64.RawURLEncoding.EncodeToString(cj)
+	raw, err := s.sign(ctx, mount, op, alg.hash, alg.sig, []byte(input))
+	if err != nil {
+		return "", err
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(raw), nil
+}
+
+// SignBytes signs input with the transit key under Algorithm and returns
+// the signature as a JWS carries it (r || s for ECDSA, PSS with a salt as
+// long as the hash): what an HTTP Message Signature (RFC 9421) over a
+// signature base needs. Errors are those of SignJWT.
+func (s *TransitSigner) SignBytes(ctx context.Context, input []byte) ([]byte, error) {
+	mount, op, alg, err := s.prepare()
+	if err != nil {
+		return nil, err
+	}
+	return s.sign(ctx, mount, op, alg.hash, alg.sig, input)
+}
+
+// prepare checks the settings and returns the mount, the operation
+// named in errors and the transit parameters of Algorithm.
+func (s *TransitSigner) prepare() (mount, op string, alg struct{ hash, sig string }, err error) {
+	mount = strings.Trim(s.Mount, "/")
+	if mount == "" {
+		mount = "transit"
+	}
+	op = fmt.Sprintf("sign with transit key %s/%s", mount, s.Key)
+	alg, ok := transitAlgs[s.Algorithm]
+	switch {
+	case s.Client == nil:
+		err = fmt.Errorf("vault: %s: TransitSigner has no Client", op)
+	case s.Key == "" || strings.ContainsAny(s.Key, "/?#") || strings.Contains(mount, ".."):
+		err = fmt.Errorf("vault: %s: the key must be a plain key name", op)
+	case !ok:
+		err = fmt.Errorf("vault: %s: unsupported JWS algorithm %q (use RS256, PS256, ES256, EdDSA, ...)", op, s.Algorithm)
+	}
+	return mount, op, alg, err
+}
+
+// sign sends input to MOUNT/sign/KEY and decodes the signature.
+func (s *TransitSigner) sign(ctx context.Context, mount, op, hash, sig string, input []byte) ([]byte, error) {
 	body := map[string]any{
-		"input":                base64.StdEncoding.EncodeToString([]byte(input)),
+		"input":                base64.StdEncoding.EncodeToString(input),
 		"marshaling_algorithm": "jws",
 	}
-	if alg.hash != "" {
-		body["hash_algorithm"] = alg.hash
+	if hash != "" {
+		body["hash_algorithm"] = hash
 	}
-	if alg.sig != "" {
-		body["signature_algorithm"] = alg.sig
+	if sig != "" {
+		body["signature_algorithm"] = sig
 	}
-	if alg.sig == "pss" {
+	if sig == "pss" {
 		body["salt_length"] = "hash" // RFC 7518 3.5: salt as long as the hash
 	}
 	path := mount + "/sign/" + s.Key
@@ -103,17 +134,17 @@ func (s *TransitSigner) SignJWTWithHeader(ctx context.Context, header map[string
 		return a.Logical().WriteWithContext(ctx, path, body)
 	})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var sig string
+	var out string
 	if sec != nil {
-		sig, _ = sec.Data["signature"].(string)
+		out, _ = sec.Data["signature"].(string)
 	}
-	raw, err := transitSignature(sig)
+	raw, err := transitSignature(out)
 	if err != nil {
-		return "", fmt.Errorf("vault: %s: %w", op, err)
+		return nil, fmt.Errorf("vault: %s: %w", op, err)
 	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(raw), nil
+	return raw, nil
 }
 
 // transitSignature decodes "vault:vN:SIG". With marshaling_algorithm jws,
