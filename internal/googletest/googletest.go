@@ -141,7 +141,9 @@ func (s *Server) AddAccount(a Account) {
 	s.accounts[a.Email] = a
 }
 
-// Fail makes the token endpoint answer status (0 restores service).
+// Fail makes the token endpoint answer status (0 restores service): 401
+// as invalid_client (a deleted key or disabled account), any other status
+// as internal_failure.
 func (s *Server) Fail(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -254,6 +256,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	fault := s.fault
 	s.mu.Unlock()
+	if fault == http.StatusUnauthorized {
+		oauthError(w, fault, "invalid_client", "The OAuth client was not found.")
+		return
+	}
 	if fault != 0 {
 		oauthError(w, fault, "internal_failure", http.StatusText(fault))
 		return

@@ -38,8 +38,6 @@ package google
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +51,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
@@ -188,24 +187,18 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	tr := &http.Transport{
-		Proxy:               nil, // the gateway's own calls never use the proxy environment
-		DialContext:         (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout: p.Timeout,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}
+	// internal/httpclient's transport ignores the proxy environment: the
+	// gateway's own calls never go through HTTPS_PROXY.
+	tr := httpclient.NewTransport()
+	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = p.Timeout
+	tr.MaxIdleConnsPerHost = 4
 	if p.CACert != "" {
-		pemData, err := os.ReadFile(p.CACert)
+		pool, err := httpclient.ReadRoots(p.CACert)
 		if err != nil {
 			return fmt.Errorf("google: ca_cert: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return fmt.Errorf("google: ca_cert %s holds no PEM certificate", p.CACert)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
