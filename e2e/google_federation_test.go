@@ -87,6 +87,7 @@ type cloudRun struct {
 
 	mu     sync.Mutex
 	served []string // emails of verified callers
+	tokens []string // the ID tokens it saw, for the leak check
 }
 
 func newCloudRun(t *testing.T, g *googletest.Server) *cloudRun {
@@ -110,6 +111,11 @@ func newCloudRun(t *testing.T, g *googletest.Server) *cloudRun {
 
 func (c *cloudRun) serve(w http.ResponseWriter, r *http.Request) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if ok && raw != "" {
+		c.mu.Lock()
+		c.tokens = append(c.tokens, raw)
+		c.mu.Unlock()
+	}
 	email, err := c.verify(r.Context(), raw)
 	if !ok || err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -151,6 +157,12 @@ func (c *cloudRun) verify(ctx context.Context, raw string) (string, error) {
 		return "", err
 	}
 	return extra.Email, nil
+}
+
+func (c *cloudRun) seen() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.tokens...)
 }
 
 func (c *cloudRun) callers() []string {
@@ -224,9 +236,12 @@ func TestGoogleIDTokenAndFederation(t *testing.T) {
         jwks_file: %s
 `, wifIssuer, jwksFile),
 	})
+	// Every token issued (access, federated, ID) must stay out of the
+	// gateway's output.
 	t.Cleanup(func() {
 		e.secrets = append(e.secrets, g.Tokens()...)
 		e.secrets = append(e.secrets, g.FederatedTokens()...)
+		e.secrets = append(e.secrets, run.seen()...)
 	})
 
 	t.Run("ID token for a Cloud Run service", func(t *testing.T) {
