@@ -92,7 +92,7 @@ type cloudRun struct {
 
 func newCloudRun(t *testing.T, g *googletest.Server) *cloudRun {
 	t.Helper()
-	leaf, err := originCA.Leaf(runHost)
+	leaf, err := originCA.Leaf(runHost, "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,6 +262,21 @@ func TestGoogleIDTokenAndFederation(t *testing.T) {
 		}
 		if n := g.Grants(); n != 1 {
 			t.Errorf("%d token requests for two calls, want 1 (the ID token cached)", n)
+		} // The origin is not a pushover: without the gateway, no token, or a
+		// token that is not a Google ID token for it, is refused.
+		for _, auth := range []string{"", "Bearer " + strings.Repeat("x", 40), "Bearer " + run.seen()[0] + "x"} {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "https://"+run.srv.Listener.Addr().String()+"/render", nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := run.ca.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("a direct call with Authorization %.20q...: %d, want 401", auth, resp.StatusCode)
+			}
 		}
 	})
 
