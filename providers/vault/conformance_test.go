@@ -55,6 +55,13 @@ func TestPKIConformance(t *testing.T) {
 			{Settings: e.serverYAML(tokenAuth) + "mount: " + mount + "\nrole: r\ncommon_name: x\nalt_names: ['a,b']", Want: "must not contain a comma"},
 		},
 		Issued: func() int { return e.emu.Count("issue") },
+		Unauthorized: func(on bool) {
+			if on {
+				e.emu.Deny(mount)
+			} else {
+				e.emu.Allow(mount)
+			}
+		},
 		Stalled: func(url string) string {
 			return "server: {address: " + url + ", retries: 0, timeout: 30s, auth: " + tokenAuth + "}\n" + issue
 		},
