@@ -1,6 +1,7 @@
 package google_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -318,4 +319,35 @@ func TestConformanceWorkloadIdentity(t *testing.T) {
 		},
 		Secrets: []string{subject},
 	})
+}
+
+// TestWorkloadIdentitySubjectFromCredential: the subject token comes from
+// another credential of the policy (composition), under its field.
+func TestWorkloadIdentitySubjectFromCredential(t *testing.T) {
+	f := newFixture(t, googletest.Options{})
+	wi, _ := f.federation(t)
+	p := f.load(t, f.wif(", subject_token: {credential: spiffe-jwt, field: svid}, service_account: "+email)+"scopes: ["+cloudScope+"]\n")
+	if got := p.(providers.Composer).Inputs(); len(got) != 1 || got[0] != "spiffe-jwt" {
+		t.Fatalf("Inputs = %v, want [spiffe-jwt]", got)
+	}
+	p.(providers.Composer).SetInputs(map[string]providers.Provider{"spiffe-jwt": fieldSource{"svid": wi.mint(t, "gateway", "https:"+poolAud)}})
+	tok, _ := token(t, p)
+	if f.callAPI(t, "storage.googleapis.com", tok) != http.StatusOK {
+		t.Errorf("the API refused the impersonated token")
+	}
+	p.(providers.Composer).SetInputs(map[string]providers.Provider{"spiffe-jwt": fieldSource{"other": "x"}})
+	if _, err := p.Fetch(t.Context(), providers.Request{Credential: "gcp"}); err == nil || !strings.Contains(err.Error(), "has no field svid") {
+		t.Errorf("err = %v, want the missing field named", err)
+	}
+}
+
+// fieldSource is an input credential with fixed fields.
+type fieldSource map[string]string
+
+func (s fieldSource) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
+	c := &providers.Credential{Fields: map[string]providers.Secret{}}
+	for k, v := range s {
+		c.Fields[k] = providers.NewSecret(v)
+	}
+	return c, nil
 }
