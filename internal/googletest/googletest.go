@@ -13,7 +13,30 @@
 //     with the scope Options.APIScope, or a self-signed JWT of a known
 //     account whose aud is https://HOST/ (HOST the request's Host, or
 //     Options.APIAudienceHost) or whose scope claim includes APIScope, and
-//     answers {"email": ...}; 401 otherwise.
+//     answers {"email": ...}; 401 otherwise. A federated access token
+//     from the STS below is accepted too (as its principal);
+//   - POST /token with an assertion carrying target_audience and no scope
+//     (Google's service-account ID token flow): the answer is
+//     {"id_token": ...}, an RS256 ID token signed by the fake's own
+//     Google key (iss Options.IDTokenIssuer, aud the target audience,
+//     sub and email the account, exp an hour on);
+//   - GET /oauth2/v3/certs: the JWKS of that key, for services that
+//     verify the ID tokens (Cloud Run, IAP);
+//   - POST /v1/token: Google's Security Token Service, the RFC 8693 token
+//     exchange of workload identity federation. The audience names a
+//     Pool added with AddPool; the subject token's signature is verified
+//     with the key its kid names in the pool's JWKS, its iss must be the
+//     pool's issuer, its aud one of the pool's allowed audiences, its
+//     exp in the future. The answer is a federated access token of the
+//     principal principal://iam.googleapis.com/projects/N/locations/
+//     global/workloadIdentityPools/P/subject/SUB;
+//   - POST /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken and
+//     :generateIdToken: the IAM Credentials API. Only a federated token
+//     the fake issued (Bearer) is accepted (401 otherwise), and only for
+//     an account whose WorkloadUsers list its principal or its pool's
+//     principalSet (403 otherwise). generateAccessToken answers an access
+//     token for the account and the requested scopes (accepted by the
+//     API above); generateIdToken an ID token as the token endpoint's.
 //
 // It exists under internal/ because it is test machinery, not API.
 package googletest
@@ -37,6 +60,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -55,6 +81,40 @@ type Options struct {
 	// APIAudienceHost, if set, is the host a self-signed JWT's aud must
 	// name (https://HOST/), instead of the request's Host.
 	APIAudienceHost string
+	// IDTokenIssuer is the iss of the ID tokens the fake signs. Default
+	// https://accounts.google.com.
+	IDTokenIssuer string
+}
+
+// Pool is a workload identity pool provider that trusts one OIDC issuer.
+type Pool struct {
+	// Provider is the pool provider's name, the STS audience:
+	// //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X.
+	Provider string
+	// Issuer is the issuer the provider trusts: the subject token's iss.
+	Issuer string
+	// JWKS is the issuer's key set (the provider's jwksJson).
+	JWKS jose.JSONWebKeySet
+	// AllowedAudiences are the audiences a subject token may carry (one
+	// of them). Default: the provider's name with https: in front, as
+	// Google's default.
+	AllowedAudiences []string
+}
+
+// poolPath is //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P.
+func (p Pool) poolPath() string {
+	path, _, _ := strings.Cut(p.Provider, "/providers/")
+	return path
+}
+
+// Principal is the principal:// identifier of a subject of the pool.
+func (p Pool) Principal(subject string) string {
+	return "principal:" + p.poolPath() + "/subject/" + subject
+}
+
+// PrincipalSet is the principalSet:// identifier of every identity of the pool.
+func (p Pool) PrincipalSet() string {
+	return "principalSet:" + p.poolPath() + "/*"
 }
 
 // Account is a service account with one key.
@@ -62,6 +122,10 @@ type Account struct {
 	Email string
 	KeyID string
 	Key   *rsa.PrivateKey
+	// WorkloadUsers are the federated principals allowed to impersonate
+	// the account (roles/iam.workloadIdentityUser): Pool.Principal or
+	// Pool.PrincipalSet values.
+	WorkloadUsers []string
 }
 
 // JSONKey returns the account's JSON key file content, with token_uri.
@@ -84,6 +148,9 @@ type Server struct {
 	URL, TokenURL string
 	// Addr is 127.0.0.1:PORT.
 	Addr string
+	// JWKSURL is URL + "/oauth2/v3/certs", the ID tokens' keys; STSURL is
+	// URL + "/v1/token".
+	JWKSURL, STSURL string
 
 	srv  *httptest.Server
 	opts Options
@@ -94,7 +161,26 @@ type Server struct {
 	grants   int
 	fault    int
 	apiCalls []string // emails the API served
+
+	idKey          *rsa.PrivateKey
+	idSigner       jwtsign.Signer
+	pools          map[string]Pool // by provider name
+	feds           map[string]federated
+	exchanges      int
+	impersonations int
+	idTokens       int
 }
+
+// federated is a federated access token the STS issued.
+type federated struct {
+	principal string
+	pool      Pool
+	scopes    []string
+	expires   time.Time
+}
+
+// idTokenKeyID is the kid of the fake's ID token key.
+const idTokenKeyID = "fake-google-id-1"
 
 type issued struct {
 	email, sub string
@@ -110,7 +196,19 @@ func New(opts Options) *Server {
 	if opts.APIScope == "" {
 		opts.APIScope = "https://www.googleapis.com/auth/cloud-platform"
 	}
-	s := &Server{opts: opts, accounts: map[string]Account{}, tokens: map[string]issued{}}
+	if opts.IDTokenIssuer == "" {
+		opts.IDTokenIssuer = "https://accounts.google.com"
+	}
+	idKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(fmt.Sprintf("googletest: generate the ID token key: %v", err))
+	}
+	idSigner, err := jwtsign.NewFromKey(idKey, jwtsign.RS256, idTokenKeyID)
+	if err != nil {
+		panic(fmt.Sprintf("googletest: ID token signer: %v", err))
+	}
+	s := &Server{opts: opts, accounts: map[string]Account{}, tokens: map[string]issued{},
+		idKey: idKey, idSigner: idSigner, pools: map[string]Pool{}, feds: map[string]federated{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if opts.Certificate != nil {
@@ -119,6 +217,8 @@ func New(opts Options) *Server {
 	s.srv.StartTLS()
 	s.URL = s.srv.URL
 	s.TokenURL = s.URL + "/token"
+	s.JWKSURL = s.URL + "/oauth2/v3/certs"
+	s.STSURL = s.URL + "/v1/token"
 	s.Addr = s.srv.Listener.Addr().String()
 	return s
 }
@@ -141,7 +241,9 @@ func (s *Server) AddAccount(a Account) {
 	s.accounts[a.Email] = a
 }
 
-// Fail makes the token endpoint answer status (0 restores service).
+// Fail makes the token endpoint and the STS answer status (0 restores
+// service): 401 as invalid_client (a deleted key or disabled account),
+// any other status as internal_failure.
 func (s *Server) Fail(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -195,11 +297,18 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/token" && r.Method == http.MethodPost {
+	switch {
+	case r.URL.Path == "/token" && r.Method == http.MethodPost:
 		s.token(w, r)
-		return
+	case r.URL.Path == "/oauth2/v3/certs" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.IDTokenJWKS())
+	case r.URL.Path == "/v1/token" && r.Method == http.MethodPost:
+		s.sts(w, r)
+	case strings.HasPrefix(r.URL.Path, "/v1/projects/-/serviceAccounts/") && r.Method == http.MethodPost:
+		s.iamCredentials(w, r)
+	default:
+		s.api(w, r)
 	}
-	s.api(w, r)
 }
 
 // claims are the JWT claims the fake reads.
@@ -208,8 +317,10 @@ type claims struct {
 	Sub   string `json:"sub"`
 	Aud   string `json:"aud"`
 	Scope string `json:"scope"`
-	Iat   *int64 `json:"iat"`
-	Exp   *int64 `json:"exp"`
+	// TargetAudience asks for an ID token.
+	TargetAudience string `json:"target_audience"`
+	Iat            *int64 `json:"iat"`
+	Exp            *int64 `json:"exp"`
 }
 
 // verify checks a JWT of a known account: signature by the key kid names,
@@ -254,6 +365,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	fault := s.fault
 	s.mu.Unlock()
+	if fault == http.StatusUnauthorized {
+		oauthError(w, fault, "invalid_client", "The OAuth client was not found.")
+		return
+	}
 	if fault != 0 {
 		oauthError(w, fault, "internal_failure", http.StatusText(fault))
 		return
@@ -272,6 +387,20 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	case c.Aud != s.TokenURL:
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "Invalid JWT: Failed audience check.")
+		return
+	case c.TargetAudience != "" && c.Scope != "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Either scope or target_audience, not both.")
+		return
+	case c.TargetAudience != "":
+		tok, err := s.signIDToken(r, c.Iss, c.TargetAudience)
+		if err != nil {
+			oauthError(w, http.StatusInternalServerError, "internal_failure", "sign")
+			return
+		}
+		s.mu.Lock()
+		s.grants++
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"id_token": tok})
 		return
 	case c.Scope == "":
 		oauthError(w, http.StatusBadRequest, "invalid_scope", "Invalid OAuth scope or ID token audience provided.")
@@ -292,6 +421,8 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	email := ""
 	if e, _, scopes, ok := s.TokenInfo(raw); ok && slices.Contains(scopes, s.opts.APIScope) {
 		email = e
+	} else if f, ok := s.federatedToken(raw); ok && slices.Contains(f.scopes, s.opts.APIScope) {
+		email = f.principal
 	} else if c, err := s.verify(raw); err == nil && c.Sub == c.Iss {
 		host := s.opts.APIAudienceHost
 		if host == "" {
@@ -310,4 +441,231 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	s.apiCalls = append(s.apiCalls, email)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]string{"email": email, "path": r.URL.Path})
+}
+
+// IDTokenJWKS is the key set of the ID tokens the fake signs (served at
+// JWKSURL).
+func (s *Server) IDTokenJWKS() jose.JSONWebKeySet {
+	return jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &s.idKey.PublicKey, KeyID: idTokenKeyID, Algorithm: string(jose.RS256), Use: "sig"}}}
+}
+
+// IDTokenIssuer is the iss of the fake's ID tokens.
+func (s *Server) IDTokenIssuer() string { return s.opts.IDTokenIssuer }
+
+// AddPool registers a workload identity pool provider.
+func (s *Server) AddPool(p Pool) {
+	if len(p.AllowedAudiences) == 0 {
+		p.AllowedAudiences = []string{"https:" + p.Provider}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pools[p.Provider] = p
+}
+
+// Exchanges returns how many federated tokens the STS issued.
+func (s *Server) Exchanges() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exchanges
+}
+
+// Impersonations returns how many tokens the IAM Credentials API issued.
+func (s *Server) Impersonations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.impersonations
+}
+
+// FederatedTokens returns the federated tokens the STS issued.
+func (s *Server) FederatedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for t := range s.feds {
+		out = append(out, t)
+	}
+	return out
+}
+
+// signIDToken signs an ID token of the account for audience.
+func (s *Server) signIDToken(r *http.Request, email, audience string) (string, error) {
+	now := s.opts.Now()
+	tok, err := s.idSigner.Sign(r.Context(), nil, map[string]any{
+		"iss": s.opts.IDTokenIssuer, "aud": audience, "azp": email, "sub": email, "email": email, "email_verified": true,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+	})
+	if err == nil {
+		s.mu.Lock()
+		s.idTokens++
+		s.mu.Unlock()
+	}
+	return tok, err
+}
+
+func (s *Server) federatedToken(tok string) (federated, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.feds[tok]
+	return f, ok && s.opts.Now().Before(f.expires)
+}
+
+// sts is Google's Security Token Service token exchange.
+func (s *Server) sts(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	fault := s.fault
+	s.mu.Unlock()
+	if fault == http.StatusUnauthorized {
+		oauthError(w, fault, "invalid_client", "The caller is not authorized.")
+		return
+	}
+	if fault != 0 {
+		oauthError(w, fault, "internal_failure", http.StatusText(fault))
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Invalid form")
+		return
+	}
+	f := r.PostForm
+	switch {
+	case f.Get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange":
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "Invalid grant_type")
+		return
+	case f.Get("requested_token_type") != "urn:ietf:params:oauth:token-type:access_token":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Invalid requested_token_type")
+		return
+	case f.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:jwt" && f.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:id_token":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Invalid subject_token_type")
+		return
+	case f.Get("scope") == "":
+		oauthError(w, http.StatusBadRequest, "invalid_scope", "Missing scope")
+		return
+	}
+	s.mu.Lock()
+	pool, ok := s.pools[f.Get("audience")]
+	s.mu.Unlock()
+	if !ok {
+		oauthError(w, http.StatusBadRequest, "invalid_target", "The target service indicated by the \"audience\" parameters is invalid.")
+		return
+	}
+	sub, refusal := s.verifySubject(pool, f.Get("subject_token"))
+	if refusal != "" {
+		oauthError(w, http.StatusBadRequest, "invalid_grant", refusal)
+		return
+	}
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	tok := "ya29.fed-" + hex.EncodeToString(b)
+	s.mu.Lock()
+	s.feds[tok] = federated{principal: pool.Principal(sub), pool: pool, scopes: strings.Fields(f.Get("scope")), expires: s.opts.Now().Add(time.Hour)}
+	s.exchanges++
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+		"token_type": "Bearer", "expires_in": 3599})
+}
+
+// verifySubject verifies a subject token against the pool's issuer and
+// key set, and returns its subject, or Google's error_description.
+func (s *Server) verifySubject(pool Pool, raw string) (sub, refusal string) {
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.PS256, jose.EdDSA})
+	if err != nil {
+		return "", "Unable to parse the ID Token."
+	}
+	var c jwt.Claims
+	if err := tok.Claims(pool.JWKS, &c); err != nil {
+		return "", "Invalid ID Token signature."
+	}
+	if c.Issuer != pool.Issuer {
+		return "", "The issuer in ID Token does not match the expected issuer."
+	}
+	if err := c.ValidateWithLeeway(jwt.Expected{Time: s.opts.Now()}, ClockSkew); err != nil || c.Expiry == nil {
+		return "", "The ID Token has expired or is not yet valid."
+	}
+	if !slices.ContainsFunc(pool.AllowedAudiences, func(a string) bool { return c.Audience.Contains(a) }) {
+		return "", "The audience in ID Token does not match the expected audience."
+	}
+	if c.Subject == "" {
+		return "", "The ID Token has no subject."
+	}
+	return c.Subject, ""
+}
+
+func apiError(w http.ResponseWriter, status int, st, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]any{"code": status, "message": msg, "status": st}})
+}
+
+// iamCredentials is generateAccessToken and generateIdToken.
+func (s *Server) iamCredentials(w http.ResponseWriter, r *http.Request) {
+	rest := strings.TrimPrefix(r.URL.Path, "/v1/projects/-/serviceAccounts/")
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 {
+		apiError(w, http.StatusNotFound, "NOT_FOUND", "Unknown method.")
+		return
+	}
+	email, method := rest[:i], rest[i+1:]
+	raw, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	fed, ok := s.federatedToken(raw)
+	if !ok {
+		apiError(w, http.StatusUnauthorized, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+		return
+	}
+	s.mu.Lock()
+	a, known := s.accounts[email]
+	s.mu.Unlock()
+	allowed := known && (slices.Contains(a.WorkloadUsers, fed.principal) || slices.Contains(a.WorkloadUsers, fed.pool.PrincipalSet()))
+	if !allowed || !slices.Contains(fed.scopes, "https://www.googleapis.com/auth/cloud-platform") {
+		apiError(w, http.StatusForbidden, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).")
+		return
+	}
+	var body struct {
+		Scope        []string `json:"scope"`
+		Lifetime     string   `json:"lifetime"`
+		Audience     string   `json:"audience"`
+		IncludeEmail bool     `json:"includeEmail"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+		apiError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid JSON payload.")
+		return
+	}
+	switch method {
+	case "generateAccessToken":
+		life := time.Hour
+		if body.Lifetime != "" {
+			d, err := time.ParseDuration(body.Lifetime)
+			if err != nil || !strings.HasSuffix(body.Lifetime, "s") || d <= 0 || d > 12*time.Hour {
+				apiError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid lifetime.")
+				return
+			}
+			life = d
+		}
+		if len(body.Scope) == 0 {
+			apiError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Scope required.")
+			return
+		}
+		b := make([]byte, 24)
+		_, _ = rand.Read(b)
+		tok := "ya29.imp-" + hex.EncodeToString(b)
+		exp := s.opts.Now().Add(life)
+		s.mu.Lock()
+		s.tokens[tok] = issued{email: email, scopes: body.Scope, expires: exp}
+		s.impersonations++
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"accessToken": tok, "expireTime": exp.UTC().Format(time.RFC3339)})
+	case "generateIdToken":
+		if body.Audience == "" {
+			apiError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Audience required.")
+			return
+		}
+		tok, err := s.signIDToken(r, email, body.Audience)
+		if err != nil {
+			apiError(w, http.StatusInternalServerError, "INTERNAL", "sign")
+			return
+		}
+		s.mu.Lock()
+		s.impersonations++
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"token": tok})
+	default:
+		apiError(w, http.StatusNotFound, "NOT_FOUND", "Unknown method.")
+	}
 }

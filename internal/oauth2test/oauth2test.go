@@ -132,7 +132,9 @@ func (s *Server) TrustIssuer(issuer string, pub crypto.PublicKey) {
 	s.issuers[issuer] = pub
 }
 
-// FailWith makes every token request answer status (0 heals).
+// FailWith makes every token request answer status (0 heals): 401 as
+// invalid_client (the client is unknown or its credentials revoked), any
+// other status as server_error.
 func (s *Server) FailWith(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,6 +211,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		}
 		s.held.Add(-1)
+	}
+	if fail == http.StatusUnauthorized {
+		// RFC 6749 5.2: client authentication failed.
+		writeError(w, fail, "invalid_client")
+		return
 	}
 	if fail != 0 {
 		writeError(w, fail, "server_error")

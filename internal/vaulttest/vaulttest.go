@@ -228,6 +228,13 @@ func (s *Server) RefuseLeaseRenewals(refuse bool) { s.mu.Lock(); s.refuseRenew =
 // multi-line "1 error occurred:\n\t* permission denied\n\n").
 func (s *Server) Deny(prefix string) { s.mu.Lock(); s.denied = append(s.denied, prefix); s.mu.Unlock() }
 
+// Allow undoes Deny(prefix).
+func (s *Server) Allow(prefix string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denied = slices.DeleteFunc(s.denied, func(d string) bool { return d == prefix })
+}
+
 // RevokeLoginTokens revokes every token except the root token (and the
 // leases they created), as an operator revoking the gateway's token would.
 func (s *Server) RevokeLoginTokens() {

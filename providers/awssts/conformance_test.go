@@ -1,6 +1,7 @@
 package awssts
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -32,6 +33,15 @@ func TestConformance(t *testing.T) {
 		},
 		Request: providers.Request{Workload: billing()},
 		Issued:  func() int { return int(sts.n.Load()) },
+		Unauthorized: func(on bool) {
+			sts.mu.Lock()
+			defer sts.mu.Unlock()
+			sts.fail = nil
+			if on {
+				sts.fail = func(int) (int, string) { return http.StatusBadRequest, "InvalidIdentityToken" }
+			}
+		},
+		Secrets: []string{"NO_LEAK_web_identity_jwt"},
 		Stalled: func(url string) string {
 			return role + "endpoint: " + url + "\nretries: 0\n"
 		},

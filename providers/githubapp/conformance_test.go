@@ -1,6 +1,7 @@
 package githubapp_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -26,6 +27,13 @@ func TestConformance(t *testing.T) {
 			{Settings: "app_id: abc\ninstallation_id: 1", Want: "value of type int64"},
 		},
 		Issued: f.gh.Mints,
+		Unauthorized: func(on bool) {
+			if on {
+				f.gh.Fail(http.StatusUnauthorized)
+			} else {
+				f.gh.Fail(0)
+			}
+		},
 		Stalled: func(url string) string {
 			return expand("base_url: " + url + "\napp_id: 4242\nprivate_key: {file: KEY}\ninstallation_id: 777\n")
 		},

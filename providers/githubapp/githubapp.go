@@ -41,8 +41,6 @@ package githubapp
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,7 +49,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -60,6 +57,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
@@ -186,26 +184,19 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	// A local transport without the proxy environment: the gateway's own
-	// calls never go through HTTPS_PROXY (it may be the gateway itself).
-	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout: p.Timeout,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}
+	// internal/httpclient's transport ignores the proxy environment: the
+	// gateway's own calls never go through HTTPS_PROXY (it may be the
+	// gateway itself).
+	tr := httpclient.NewTransport()
+	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = p.Timeout
+	tr.MaxIdleConnsPerHost = 4
 	if p.CACert != "" {
-		pemData, err := os.ReadFile(p.CACert)
+		pool, err := httpclient.ReadRoots(p.CACert)
 		if err != nil {
 			return fmt.Errorf("github-app: ca_cert: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return fmt.Errorf("github-app: ca_cert %s holds no PEM certificate", p.CACert)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	p.client = &http.Client{
 		Transport: tr,

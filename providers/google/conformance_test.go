@@ -1,6 +1,7 @@
 package google_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -24,6 +25,13 @@ func TestConformance(t *testing.T) {
 			{Settings: expand("key: {file: JSONKEY}\nscopes: [" + cloudScope + "]\ntoken_url: http://oauth2.example.com/token"), Want: "https"},
 		},
 		Issued: f.g.Grants,
+		Unauthorized: func(on bool) {
+			if on {
+				f.g.Fail(http.StatusUnauthorized)
+			} else {
+				f.g.Fail(0)
+			}
+		},
 		Stalled: func(url string) string {
 			return expand("key: {file: JSONKEY}\nscopes: [" + cloudScope + "]\ntoken_url: " + url + "/token\n")
 		},

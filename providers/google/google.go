@@ -2,7 +2,7 @@
 // Google Workspace credentials from a service account's key, so that
 // workloads call googleapis.com with no key of their own.
 //
-// Two modes:
+// Three modes:
 //
 //   - access_token (default): the OAuth 2.0 JWT bearer grant Google
 //     documents for service accounts (RFC 7523): the gateway signs an
@@ -12,13 +12,28 @@
 //   - self_signed_jwt: no token endpoint call; the gateway signs a JWT
 //     (iss = sub = the account's email, aud = https://SERVICE.googleapis.com/
 //     or the scope claim, exp = iat + 1 h) that googleapis.com accepts as the
-//     bearer token itself (Google AIP-4111).
+//     bearer token itself (Google AIP-4111);
+//   - id_token: an OpenID Connect ID token whose aud is target_audience
+//     (a Cloud Run URL, an IAP OAuth client ID), for services that check
+//     Google-signed ID tokens: the assertion carries target_audience
+//     instead of scope and the token endpoint answers an id_token. It
+//     expires at the ID token's exp.
 //
 // The key is a service-account JSON key (a file or another credential of
 // the policy), or a private key through providers/jwtsign (a PEM file,
 // another credential, or a Vault transit key that never leaves Vault) with
-// client_email and key_id. The credential has providers.FieldToken, for
-// the bearer injector.
+// client_email and key_id.
+//
+// Or no key at all: workload_identity (keyless workload identity
+// federation) exchanges a subject token — the calling workload's verified
+// JWT, or a token the gateway holds in a file or another credential — at
+// Google's Security Token Service (RFC 8693 token exchange, audience the
+// workload identity pool provider) for a federated access token, and
+// optionally impersonates a service account with it through the IAM
+// Credentials API (generateAccessToken, or generateIdToken for id_token).
+// See federation.go.
+//
+// The credential has providers.FieldToken, for the bearer injector.
 //
 // # Settings
 //
@@ -27,9 +42,12 @@
 //	# private_key: {transit: {...}, algorithm: RS256}   # instead of key:
 //	# client_email: sa@project.iam.gserviceaccount.com
 //	# key_id: 0123abcd
-//	mode: access_token                    # or self_signed_jwt
+//	# workload_identity: {audience: //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X,
+//	#   subject_token: {factor: jwt}, service_account: sa@p.iam.gserviceaccount.com}   # instead of a key
+//	mode: access_token                    # or self_signed_jwt, id_token
 //	scopes: [https://www.googleapis.com/auth/cloud-platform]
 //	audience: https://pubsub.googleapis.com/   # self_signed_jwt without scopes
+//	target_audience: https://hello-abc-uc.a.run.app   # id_token
 //	subject: admin@example.com            # domain-wide delegation (access_token)
 //	token_url: https://oauth2.googleapis.com/token   # default: the key's token_uri
 //	ca_cert: /etc/ssl/extra.pem
@@ -37,9 +55,11 @@
 package google
 
 import (
+	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +73,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
@@ -63,19 +84,21 @@ const Name = "google"
 func init() {
 	providers.Register(providers.Module{
 		Name: Name,
-		Doc:  "Google service-account access tokens (JWT bearer grant) and self-signed JWTs for googleapis.com",
+		Doc:  "Google service-account access tokens, self-signed JWTs and ID tokens; keyless workload identity federation",
 		SettingDocs: map[string]string{
-			"key":          "where the service-account JSON key comes from",
-			"private_key":  "instead of key: the account's private key (file, credential or Vault transit); needs client_email and key_id",
-			"client_email": "the service account's email, with private_key",
-			"key_id":       "the key's ID (the JWT kid), with private_key",
-			"mode":         "access_token (default) or self_signed_jwt",
-			"scopes":       "OAuth scopes",
-			"audience":     "the self-signed JWT's aud: https://SERVICE.googleapis.com/",
-			"subject":      "the user impersonated through domain-wide delegation (access_token only)",
-			"token_url":    "the token endpoint",
-			"ca_cert":      "PEM roots for the token endpoint instead of the system roots",
-			"timeout":      "bound on each token request",
+			"key":               "where the service-account JSON key comes from",
+			"private_key":       "instead of key: the account's private key (file, credential or Vault transit); needs client_email and key_id",
+			"client_email":      "the service account's email, with private_key",
+			"key_id":            "the key's ID (the JWT kid), with private_key",
+			"mode":              "access_token (default), self_signed_jwt or id_token",
+			"target_audience":   "id_token: the ID token's aud (a Cloud Run URL, an IAP OAuth client ID)",
+			"workload_identity": "instead of a key: workload identity federation (STS token exchange of a subject token, optional service-account impersonation)",
+			"scopes":            "OAuth scopes",
+			"audience":          "the self-signed JWT's aud: https://SERVICE.googleapis.com/",
+			"subject":           "the user impersonated through domain-wide delegation (access_token only)",
+			"token_url":         "the token endpoint",
+			"ca_cert":           "PEM roots for the token endpoint instead of the system roots",
+			"timeout":           "bound on each token request",
 		},
 		New: func() providers.Provider { return new(Provider) },
 	})
@@ -85,6 +108,7 @@ func init() {
 const (
 	ModeAccessToken   = "access_token"
 	ModeSelfSignedJWT = "self_signed_jwt"
+	ModeIDToken       = "id_token"
 )
 
 // Defaults.
@@ -114,8 +138,13 @@ type Provider struct {
 	ClientEmail string `yaml:"client_email"`
 	// KeyID is the key's ID (the JWT kid), with PrivateKey.
 	KeyID string `yaml:"key_id"`
-	// Mode is access_token (default) or self_signed_jwt.
+	// WorkloadIdentity, instead of Key or PrivateKey, is keyless workload
+	// identity federation.
+	WorkloadIdentity *Federation `yaml:"workload_identity"`
+	// Mode is access_token (default), self_signed_jwt or id_token.
 	Mode string `yaml:"mode"`
+	// TargetAudience is the ID token's aud, with mode id_token.
+	TargetAudience string `yaml:"target_audience"`
 	// Scopes are OAuth scopes. Required for access_token; with
 	// self_signed_jwt they become the scope claim, unless Audience is set.
 	Scopes []string `yaml:"scopes"`
@@ -175,6 +204,9 @@ func (p *Provider) Provision(context.Context) error {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	if p.WorkloadIdentity != nil {
+		p.WorkloadIdentity.defaults()
+	}
 	if p.PrivateKey.IsSet() {
 		if p.PrivateKey.Algorithm == "" {
 			p.PrivateKey.Algorithm = jwtsign.RS256
@@ -188,24 +220,18 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	tr := &http.Transport{
-		Proxy:               nil, // the gateway's own calls never use the proxy environment
-		DialContext:         (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout: p.Timeout,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}
+	// internal/httpclient's transport ignores the proxy environment: the
+	// gateway's own calls never go through HTTPS_PROXY.
+	tr := httpclient.NewTransport()
+	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = p.Timeout
+	tr.MaxIdleConnsPerHost = 4
 	if p.CACert != "" {
-		pemData, err := os.ReadFile(p.CACert)
+		pool, err := httpclient.ReadRoots(p.CACert)
 		if err != nil {
 			return fmt.Errorf("google: ca_cert: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return fmt.Errorf("google: ca_cert %s holds no PEM certificate", p.CACert)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -215,9 +241,12 @@ func (p *Provider) Provision(context.Context) error {
 
 // Validate checks the settings and says what to change.
 func (p *Provider) Validate() error {
+	if p.WorkloadIdentity != nil {
+		return p.validateFederation()
+	}
 	switch {
 	case p.Key.set() == p.PrivateKey.IsSet():
-		return errors.New("google: set key (the service account's JSON key: file or credential), or private_key with client_email and key_id")
+		return errors.New("google: set key (the service account's JSON key: file or credential), or private_key with client_email and key_id, or workload_identity (keyless)")
 	case p.Key.File != "" && p.Key.Credential != "":
 		return errors.New("google: key: set file or credential, not both")
 	case p.Key.Field != "" && p.Key.Credential == "":
@@ -228,6 +257,41 @@ func (p *Provider) Validate() error {
 		return errors.New("google: client_email and key_id come from the JSON key; set them only with private_key")
 	case p.PrivateKey.IsSet() && p.PrivateKey.Algorithm != jwtsign.RS256:
 		return fmt.Errorf("google: private_key.algorithm is %s; Google service-account JWTs are RS256", p.PrivateKey.Algorithm)
+	}
+	if err := p.validateMode(); err != nil {
+		return err
+	}
+	if p.Mode == ModeSelfSignedJWT {
+		if p.Subject != "" {
+			return errors.New("google: subject (domain-wide delegation) needs mode access_token")
+		}
+		if p.Audience != "" {
+			u, err := url.Parse(p.Audience)
+			if err != nil || u.Scheme != "https" || !strings.HasSuffix(u.Host, ".googleapis.com") || u.Path != "/" {
+				return fmt.Errorf("google: audience %q is not of the form https://SERVICE.googleapis.com/", p.Audience)
+			}
+		}
+	}
+	if p.Mode == ModeIDToken && p.Subject != "" {
+		return errors.New("google: subject (domain-wide delegation) needs mode access_token; an ID token is the service account's own")
+	}
+	if p.TokenURL != "" {
+		if err := checkTokenURL(p.TokenURL); err != nil {
+			return err
+		}
+	}
+	if p.PrivateKey.IsSet() {
+		if err := p.PrivateKey.Validate("private_key"); err != nil {
+			return fmt.Errorf("google: %w", err)
+		}
+	}
+	return nil
+}
+
+// validateMode checks the settings each mode needs or refuses.
+func (p *Provider) validateMode() error {
+	if p.TargetAudience != "" && p.Mode != ModeIDToken {
+		return errors.New("google: target_audience is for mode id_token")
 	}
 	switch p.Mode {
 	case ModeAccessToken:
@@ -241,27 +305,15 @@ func (p *Provider) Validate() error {
 		if len(p.Scopes) == 0 && p.Audience == "" {
 			return errors.New("google: mode self_signed_jwt needs audience (https://SERVICE.googleapis.com/) or scopes")
 		}
-		if p.Subject != "" {
-			return errors.New("google: subject (domain-wide delegation) needs mode access_token")
+	case ModeIDToken:
+		if p.TargetAudience == "" {
+			return errors.New("google: mode id_token needs target_audience (the receiving service's URL, e.g. https://hello-abc-uc.a.run.app, or an IAP OAuth client ID)")
 		}
-		if p.Audience != "" {
-			u, err := url.Parse(p.Audience)
-			if err != nil || u.Scheme != "https" || !strings.HasSuffix(u.Host, ".googleapis.com") || u.Path != "/" {
-				return fmt.Errorf("google: audience %q is not of the form https://SERVICE.googleapis.com/", p.Audience)
-			}
+		if len(p.Scopes) > 0 || p.Audience != "" {
+			return errors.New("google: mode id_token takes target_audience, not scopes or audience; remove them")
 		}
 	default:
-		return fmt.Errorf("google: mode %q is not access_token or self_signed_jwt", p.Mode)
-	}
-	if p.TokenURL != "" {
-		if err := checkTokenURL(p.TokenURL); err != nil {
-			return err
-		}
-	}
-	if p.PrivateKey.IsSet() {
-		if err := p.PrivateKey.Validate("private_key"); err != nil {
-			return fmt.Errorf("google: %w", err)
-		}
+		return fmt.Errorf("google: mode %q is not access_token, self_signed_jwt or id_token", p.Mode)
 	}
 	return nil
 }
@@ -285,8 +337,15 @@ func isLoopback(host string) bool {
 	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
-// Inputs lists the credential holding the key, if any.
+// Inputs lists the credential holding the key, or the subject token, if
+// any.
 func (p *Provider) Inputs() []string {
+	if f := p.WorkloadIdentity; f != nil {
+		if f.SubjectToken.Credential != "" {
+			return []string{f.SubjectToken.Credential}
+		}
+		return nil
+	}
 	if p.Key.Credential != "" {
 		return []string{p.Key.Credential}
 	}
@@ -298,7 +357,11 @@ func (p *Provider) Inputs() []string {
 func (p *Provider) scopeDigest() string {
 	sc := providers.NewScope("google:"+p.Mode).
 		AddList("settings", []string{p.Mode, p.Key.File, p.Key.Credential, p.Key.Field, p.PrivateKey.File,
-			p.PrivateKey.Credential, p.PrivateKey.Field, p.ClientEmail, p.KeyID, p.Audience, p.Subject, p.TokenURL})
+			p.PrivateKey.Credential, p.PrivateKey.Field, p.ClientEmail, p.KeyID, p.Audience, p.Subject, p.TokenURL, p.TargetAudience})
+	if f := p.WorkloadIdentity; f != nil {
+		sc.AddList("workload_identity", []string{f.Audience, f.SubjectToken.Factor, f.SubjectToken.File, f.SubjectToken.Credential,
+			f.SubjectToken.Field, f.SubjectTokenType, f.ServiceAccount, f.Lifetime.String(), f.STSURL, f.IAMCredentialsURL})
+	}
 	if t := p.PrivateKey.Transit; t != nil {
 		sc.AddList("transit", []string{t.Server.Address, t.Mount, t.Key})
 	}
@@ -307,13 +370,31 @@ func (p *Provider) scopeDigest() string {
 	return sc.AddList("scopes", scopes).String()
 }
 
-// CacheScope keys credentials by every setting that shapes them; they do
-// not depend on the caller.
-func (p *Provider) CacheScope(providers.Request) string { return p.scope }
+// CacheScope keys credentials by every setting that shapes them. They do
+// not depend on the caller, except with workload_identity's
+// subject_token.factor: then the workload and the full SHA-256 of its
+// token (never the token) are part of the scope, so each workload gets
+// its own federated token and a rotated workload token a new one.
+func (p *Provider) CacheScope(req providers.Request) string {
+	if p.WorkloadIdentity == nil || p.WorkloadIdentity.SubjectToken.Factor == "" {
+		return p.scope
+	}
+	tok, err := p.WorkloadIdentity.workloadToken(req)
+	d := sha256.Sum256([]byte(tok))
+	s := providers.NewScope("google").
+		Add("settings", p.scope).
+		Add("workload", req.Workload.DisplayName()).
+		Add("subject_token_sha256", hex.EncodeToString(d[:]))
+	if err != nil {
+		s.Add("subject_token!", err.Error())
+	}
+	return s.String()
+}
 
-// ReissueOnUnauthorized implements providers.Reissuer: an access token can
-// be revoked before it expires.
-func (p *Provider) ReissueOnUnauthorized() bool { return p.Mode == ModeAccessToken }
+// ReissueOnUnauthorized implements providers.Reissuer: an access token or
+// an ID token from Google can be revoked (or its account disabled) before
+// it expires; a self-signed JWT would only be signed again alike.
+func (p *Provider) ReissueOnUnauthorized() bool { return p.Mode != ModeSelfSignedJWT }
 
 // Cleanup releases idle connections and a transit key's Vault client.
 func (p *Provider) Cleanup() error {
@@ -395,8 +476,11 @@ func (p *Provider) account(ctx context.Context, req providers.Request) (account,
 	return account{email: k.ClientEmail, tokenURI: uri, signer: s}, nil
 }
 
-// Fetch returns an access token or a self-signed JWT.
+// Fetch returns an access token, a self-signed JWT or an ID token.
 func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers.Credential, error) {
+	if p.WorkloadIdentity != nil {
+		return p.federate(ctx, req)
+	}
 	ctx = jwtsign.WithRequest(ctx, req)
 	acct, err := p.account(ctx, req)
 	if err != nil {
@@ -424,6 +508,16 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		}, nil
 	}
 	claims["aud"] = acct.tokenURI
+	if p.Mode == ModeIDToken {
+		// Google's service-account ID token flow: target_audience instead
+		// of scope; the token endpoint answers an id_token.
+		claims["target_audience"] = p.TargetAudience
+		assertion, err := acct.signer.Sign(ctx, nil, claims)
+		if err != nil {
+			return nil, fmt.Errorf("google: sign the ID token assertion for %s: %w", acct.email, err)
+		}
+		return p.exchange(ctx, acct, assertion)
+	}
 	claims["scope"] = strings.Join(p.Scopes, " ")
 	if p.Subject != "" {
 		claims["sub"] = p.Subject
@@ -435,16 +529,122 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	return p.exchange(ctx, acct, assertion)
 }
 
-// exchange makes the JWT bearer token request.
+// exchange makes the JWT bearer token request: an access token, or an
+// ID token when the assertion carries target_audience.
 func (p *Provider) exchange(ctx context.Context, acct account, assertion string) (*providers.Credential, error) {
-	op := fmt.Sprintf("google: token request for %s to %s", acct.email, acct.tokenURI)
+	op := fmt.Sprintf("google: token request for %s to %s", acct.email, httpclient.Display(acct.tokenURI))
 	form := url.Values{"grant_type": {grantJWTBearer}, "assertion": {assertion}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, acct.tokenURI, strings.NewReader(form.Encode()))
+	a, err := p.post(ctx, op, acct.tokenURI, "application/x-www-form-urlencoded", []byte(form.Encode()), "")
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case a.status == http.StatusOK:
+	case a.code == "invalid_grant":
+		return nil, fmt.Errorf("%s: Google refused the assertion (invalid_grant): check that the key is a current key of %s, that the account is enabled, that subject (if set) is allowed by domain-wide delegation, and that the gateway's clock is correct", op, acct.email)
+	case a.code == "invalid_client" || a.status == http.StatusUnauthorized:
+		return nil, fmt.Errorf("%s: Google does not know the key (invalid_client, %d): the key was deleted or the account disabled; create a new key", op, a.status)
+	case a.code == "invalid_scope" && p.Mode == ModeIDToken:
+		return nil, fmt.Errorf("%s: Google refused the ID token request (invalid_scope): check target_audience", op)
+	case a.code == "invalid_scope":
+		return nil, fmt.Errorf("%s: Google refused the scopes (invalid_scope): check scopes", op)
+	default:
+		return nil, a.refused(op)
+	}
+	var out struct {
+		AccessToken string `json:"access_token"`
+		IDToken     string `json:"id_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	if err := json.Unmarshal(a.body, &out); err != nil {
+		return nil, fmt.Errorf("%s: the answer is not JSON: %w", op, providers.ErrUnavailable)
+	}
+	if p.Mode == ModeIDToken {
+		if out.IDToken == "" {
+			return nil, fmt.Errorf("%s: the answer has no id_token; check that token_url is Google's token endpoint", op)
+		}
+		return idTokenCredential(op, out.IDToken, a.start)
+	}
+	if out.AccessToken == "" {
+		return nil, fmt.Errorf("%s: the answer has no access_token", op)
+	}
+	return accessTokenCredential(out.AccessToken, a.start, out.ExpiresIn), nil
+}
+
+// accessTokenCredential is an access token that expires expiresIn
+// seconds after start (an hour when the answer gave no lifetime), a
+// margin early.
+func accessTokenCredential(tok string, start time.Time, expiresIn int64) *providers.Credential {
+	exp := start.Add(time.Duration(expiresIn) * time.Second)
+	if expiresIn <= 0 {
+		exp = start.Add(Lifetime)
+	}
+	return &providers.Credential{
+		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
+		Expiry: exp.Add(-expiryMargin),
+	}
+}
+
+// idTokenCredential is an ID token that expires at its exp claim, a
+// margin early. The token came from Google over verified TLS; its
+// signature is the receiving service's to check.
+func idTokenCredential(op, tok string, now time.Time) (*providers.Credential, error) {
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("%s: the ID token in the answer is not a JWT", op)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || json.Unmarshal(b, &claims) != nil || claims.Exp <= 0 {
+		return nil, fmt.Errorf("%s: the ID token in the answer has no readable exp claim", op)
+	}
+	exp := time.Unix(claims.Exp, 0)
+	if !exp.After(now.Add(expiryMargin)) {
+		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s, already past (check the gateway's clock): %w", op, exp.UTC().Format(time.RFC3339), providers.ErrUnavailable)
+	}
+	return &providers.Credential{
+		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
+		Expiry: exp.Add(-expiryMargin),
+	}, nil
+}
+
+// answer is a Google endpoint's answer that was not a transient failure.
+type answer struct {
+	status int
+	text   string // "403 Forbidden"
+	body   []byte
+	// code is the error code: an OAuth endpoint's "error" string, or the
+	// "status" of a Google API error (PERMISSION_DENIED). Never the
+	// description, which may echo what was sent.
+	code  string
+	start time.Time // when the request was sent
+}
+
+// refused words an answer no caller recognised: the status and the code.
+func (a *answer) refused(op string) error {
+	code := a.code
+	if code == "" || len(code) > 40 || strings.ContainsFunc(code, func(r rune) bool { return r != '_' && (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') }) {
+		code = "no error code"
+	}
+	return fmt.Errorf("%s: Google answered %s (%s)", op, a.text, code)
+}
+
+// post sends one POST to a Google endpoint, with a bearer token when
+// bearer is set. Transport failures, 429 and 5xx are returned as errors
+// wrapping providers.ErrUnavailable; every other answer is returned for
+// the caller to word.
+func (p *Provider) post(ctx context.Context, op, endpoint, contentType string, body []byte, bearer string) (*answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
 	start := p.now()
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -462,40 +662,25 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 	if err != nil {
 		return nil, fmt.Errorf("%s: read the answer: %w: %w", op, err, providers.ErrUnavailable)
 	}
-	var out struct {
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
-		Error       string `json:"error"`
-	}
-	_ = json.Unmarshal(data, &out)
-	switch s := resp.StatusCode; {
-	case s == http.StatusOK:
-	case s == http.StatusTooManyRequests || s >= 500:
+	if s := resp.StatusCode; s == http.StatusTooManyRequests || s >= 500 {
 		return nil, fmt.Errorf("%s: Google answered %s: %w", op, resp.Status, providers.ErrUnavailable)
-	case out.Error == "invalid_grant":
-		return nil, fmt.Errorf("%s: Google refused the assertion (invalid_grant): check that the key is a current key of %s, that the account is enabled, that subject (if set) is allowed by domain-wide delegation, and that the gateway's clock is correct", op, acct.email)
-	case out.Error == "invalid_client" || s == http.StatusUnauthorized:
-		return nil, fmt.Errorf("%s: Google does not know the key (invalid_client, %d): the key was deleted or the account disabled; create a new key", op, s)
-	case out.Error == "invalid_scope":
-		return nil, fmt.Errorf("%s: Google refused the scopes (invalid_scope): check scopes", op)
-	default:
-		code := out.Error
-		if code == "" || len(code) > 40 {
-			code = "no error code"
+	}
+	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start}
+	var e struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && len(e.Error) > 0 {
+		var code string
+		var apiErr struct {
+			Status string `json:"status"`
 		}
-		return nil, fmt.Errorf("%s: Google answered %s (%s)", op, resp.Status, code)
+		if json.Unmarshal(e.Error, &code) == nil {
+			a.code = code
+		} else if json.Unmarshal(e.Error, &apiErr) == nil {
+			a.code = apiErr.Status
+		}
 	}
-	if out.AccessToken == "" {
-		return nil, fmt.Errorf("%s: the answer has no access_token", op)
-	}
-	exp := start.Add(time.Duration(out.ExpiresIn) * time.Second)
-	if out.ExpiresIn <= 0 {
-		exp = start.Add(Lifetime)
-	}
-	return &providers.Credential{
-		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},
-		Expiry: exp.Add(-expiryMargin),
-	}, nil
+	return a, nil
 }
 
 // String describes the provider; it is what every fmt verb and slog print.
@@ -504,6 +689,10 @@ func (p *Provider) String() string {
 	switch {
 	case p.Key.Credential != "":
 		src = "credential " + p.Key.Credential
+	case p.WorkloadIdentity != nil && p.WorkloadIdentity.ServiceAccount != "":
+		src = "workload identity as " + p.WorkloadIdentity.ServiceAccount
+	case p.WorkloadIdentity != nil:
+		src = "workload identity"
 	case p.ClientEmail != "":
 		src = p.ClientEmail
 	}

@@ -30,6 +30,7 @@ const (
 	email      = "svc@fake-project.iam.gserviceaccount.com"
 	keyID      = "k-0123"
 	cloudScope = "https://www.googleapis.com/auth/cloud-platform"
+	poolAud    = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/ci/providers/workloads"
 )
 
 var (
@@ -248,7 +249,21 @@ func TestSettingsErrors(t *testing.T) {
 		{"key: {file: JSONKEY}\nmode: self_signed_jwt", "needs audience"},
 		{"key: {file: JSONKEY}\nmode: self_signed_jwt\naudience: https://example.com/", "not of the form https://SERVICE.googleapis.com/"},
 		{"key: {file: JSONKEY}\nmode: self_signed_jwt\naudience: https://pubsub.googleapis.com/\nsubject: u", "subject (domain-wide delegation) needs mode access_token"},
-		{"key: {file: JSONKEY}\nmode: id_token\nscopes: [s]", `mode "id_token"`},
+		{"key: {file: JSONKEY}\nmode: bogus\nscopes: [s]", `mode "bogus" is not access_token, self_signed_jwt or id_token`},
+		{"key: {file: JSONKEY}\nmode: id_token", "mode id_token needs target_audience"},
+		{"key: {file: JSONKEY}\nmode: id_token\ntarget_audience: https://a.run.app\nscopes: [s]", "not scopes or audience"},
+		{"key: {file: JSONKEY}\nscopes: [s]\ntarget_audience: https://a.run.app", "target_audience is for mode id_token"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}}\nscopes: [s]\nkey: {file: JSONKEY}", "workload_identity is keyless"},
+		{"workload_identity: {audience: //iam.googleapis.com/projects/p/pools/x, subject_token: {factor: jwt}}\nscopes: [s]", "is not a workload identity pool provider"},
+		{"workload_identity: {audience: " + poolAud + "}\nscopes: [s]", "set one of factor"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt, file: /t}}\nscopes: [s]", "set one of factor"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: mtls}}\nscopes: [s]", "not jwt or kubernetes"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}}\nmode: id_token\ntarget_audience: https://a.run.app", "needs service_account"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}}\nmode: self_signed_jwt\naudience: https://pubsub.googleapis.com/", "needs a service-account key"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}, service_account: not-an-email}\nscopes: [s]", "is not a service account's email"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}, service_account: " + email + ", lifetime: 13h}\nscopes: [s]", "maximum of 12h"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}, sts_url: 'http://sts.example.com/v1/token'}\nscopes: [s]", "workload_identity.sts_url"},
+		{"workload_identity: {audience: " + poolAud + ", subject_token: {factor: jwt}}\nscopes: [s]\nsubject: u@example.com", "needs a service-account key"},
 		{"private_key: {file: PEMKEY}\nscopes: [s]", "private_key needs client_email"},
 		{"key: {file: JSONKEY}\nclient_email: e\nscopes: [s]", "come from the JSON key"},
 		{"key: {file: JSONKEY}\nscopes: [s]\ntoken_url: http://oauth2.example.com/token", "must use https"},
@@ -272,6 +287,14 @@ func TestCacheScope(t *testing.T) {
 		"key: {file: JSONKEY}\nmode: self_signed_jwt\naudience: https://pubsub.googleapis.com/",
 		"key: {file: JSONKEY}\nmode: self_signed_jwt\naudience: https://storage.googleapis.com/",
 		"key: {file: JSONKEY}\nscopes: [a]\ntoken_url: https://oauth2.example.com/token",
+		"key: {file: JSONKEY}\nmode: id_token\ntarget_audience: https://a.run.app",
+		"key: {file: JSONKEY}\nmode: id_token\ntarget_audience: https://b.run.app",
+		"workload_identity: {audience: " + poolAud + ", subject_token: {file: /t}}\nscopes: [a]",
+		"workload_identity: {audience: " + poolAud + "2, subject_token: {file: /t}}\nscopes: [a]",
+		"workload_identity: {audience: " + poolAud + ", subject_token: {file: /t2}}\nscopes: [a]",
+		"workload_identity: {audience: " + poolAud + ", subject_token: {file: /t}, service_account: " + email + "}\nscopes: [a]",
+		"workload_identity: {audience: " + poolAud + ", subject_token: {file: /t}, service_account: " + email + ", lifetime: 2h}\nscopes: [a]",
+		"workload_identity: {audience: " + poolAud + ", subject_token: {file: /t}, service_account: " + email + "}\nmode: id_token\ntarget_audience: https://a.run.app",
 	}
 	seen := map[string]string{}
 	for _, v := range variants {

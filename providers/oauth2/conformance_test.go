@@ -3,6 +3,7 @@ package oauth2
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"net/http"
 	"testing"
 
 	"github.com/credgate/credgate/internal/oauth2test"
@@ -27,6 +28,13 @@ func TestConformance(t *testing.T) {
 			{Settings: "token_url: " + srv.TokenURL() + "\ngrant: password\n" + client, Want: "password"},
 		},
 		Issued: func() int { return len(srv.Requests()) },
+		Unauthorized: func(on bool) {
+			if on {
+				srv.FailWith(http.StatusUnauthorized)
+			} else {
+				srv.FailWith(0)
+			}
+		},
 		Stalled: func(url string) string {
 			return "token_url: " + url + "/token\n" + client
 		},

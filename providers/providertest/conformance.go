@@ -50,6 +50,16 @@ type Conformance struct {
 	// DefaultTTL). Without it, a fetched credential with no Expiry fails
 	// that check, so a provider cannot drop its service's expiry unseen.
 	NoExpiry bool
+	// Unauthorized, when set, makes the provider's service refuse the
+	// provider's own credentials from now on (on) or serve again (off),
+	// as it does when they were revoked or are wrong: a token endpoint's
+	// 401 invalid_client, GitHub's 401 to an app JWT, Vault's 403 to a
+	// revoked token. Nil for providers with no service.
+	Unauthorized func(on bool)
+	// Secrets are configured secret values (a client secret, a key, a
+	// Vault token, a subject token) that no error may contain; the
+	// fetched credential's own values are checked too.
+	Secrets []string
 }
 
 // BadSettings are settings a provider refuses, and a part of its error.
@@ -76,7 +86,24 @@ type BadSettings struct {
 //     expired, or an error. Without NoExpiry, a credential with no Expiry
 //     fails it;
 //   - ctx: with Stalled, Fetch returns an error within 2s of its context's
-//     cancellation.
+//     cancellation;
+//   - no-proxy: with HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (and their
+//     lower-case forms, VAULT_PROXY_ADDR, VAULT_HTTP_PROXY) pointing at a
+//     listener that fails the check if contacted, Fetch still reaches the
+//     service directly and, with Stalled, a fetch from a name only a
+//     proxy could resolve never connects to the proxy (providers must
+//     build their clients with internal/httpclient, which ignores the
+//     proxy environment). net/http reads that environment once per
+//     process, so the check runs in a fresh copy of the test binary
+//     started with it set;
+//   - unauthorized: with Unauthorized, a Fetch the service refuses
+//     returns an error that does not wrap providers.ErrUnavailable (the
+//     gateway answers 502 and does not retry: a revoked key or client
+//     is for an operator to fix) and contains no secret; an upstream's
+//     401 to the cached credential drops it exactly when the provider's
+//     binding asks for reissue (providers.Reissuer), the next Get then
+//     failing rather than serving it; once the service serves again, the
+//     provider fetches again (no failure is latched).
 func CheckConformance(t *testing.T, c Conformance) {
 	t.Helper()
 	if c.Request.Credential == "" {
@@ -90,6 +117,10 @@ func CheckConformance(t *testing.T, c Conformance) {
 	}
 	if c.Stalled != nil {
 		t.Run("ctx", func(t *testing.T) { checkCancel(t, c) })
+	}
+	t.Run("no-proxy", func(t *testing.T) { checkNoProxy(t, c) })
+	if c.Unauthorized != nil {
+		t.Run("unauthorized", func(t *testing.T) { checkUnauthorized(t, c) })
 	}
 }
 

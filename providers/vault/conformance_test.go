@@ -29,7 +29,14 @@ func TestConformance(t *testing.T) {
 			{Settings: e.serverYAML(tokenAuth) + "path: /v1/secret/data/x", Want: "leave out the /v1/ prefix"},
 			{Settings: "server: {address: 'http://vault.internal:8200', auth: {method: token}}\npath: a/b", Want: "use https"},
 		},
-		Issued:  func() int { return e.emu.Count("read kv") },
+		Issued: func() int { return e.emu.Count("read kv") },
+		Unauthorized: func(on bool) {
+			if on {
+				e.emu.Deny(mount)
+			} else {
+				e.emu.Allow(mount)
+			}
+		},
 		Stalled: stalled,
 	})
 }
@@ -48,6 +55,13 @@ func TestPKIConformance(t *testing.T) {
 			{Settings: e.serverYAML(tokenAuth) + "mount: " + mount + "\nrole: r\ncommon_name: x\nalt_names: ['a,b']", Want: "must not contain a comma"},
 		},
 		Issued: func() int { return e.emu.Count("issue") },
+		Unauthorized: func(on bool) {
+			if on {
+				e.emu.Deny(mount)
+			} else {
+				e.emu.Allow(mount)
+			}
+		},
 		Stalled: func(url string) string {
 			return "server: {address: " + url + ", retries: 0, timeout: 30s, auth: " + tokenAuth + "}\n" + issue
 		},

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
@@ -220,6 +222,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 	cfg := api.DefaultConfig()
 	cfg.Address = e.addr
 	cfg.MaxRetries = 0
+	// The test's own admin client goes direct too, whatever
+	// VAULT_PROXY_ADDR or HTTPS_PROXY say (providertest's no-proxy check
+	// sets them).
+	httpclient.Configure(cfg.HttpClient.Transport.(*http.Transport))
 	if o.tls {
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACertBytes: e.emu.CertPEM}); err != nil {
 			t.Fatal(err)
