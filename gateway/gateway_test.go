@@ -239,7 +239,16 @@ credentials:
   reissuable:
     provider: gwtest-reissuable
     env: CREDGATE_GATEWAY_TEST_REISSUABLE
+  pinned:
+    provider: gwtest-pinned
+    env: CREDGATE_GATEWAY_TEST_REISSUABLE
+    host_env: CREDGATE_GATEWAY_TEST_PINNED_HOST
 rules:
+  - name: pinned
+    from: local
+    to: api
+    paths: [/auth/pinned/*]
+    inject: {credential: pinned, as: bearer}
   - name: auth
     from: local
     to: api
