@@ -80,6 +80,19 @@ type Signer interface {
 	Algorithm() string
 }
 
+// KeyedSigner is a Signer whose claims may depend on the public key that
+// signs them: Snowflake's key-pair JWT names the key's fingerprint in its
+// iss claim. The claims are computed from the very key that signs, so a
+// key file rotated between two reads can never yield a token whose claims
+// name one key and whose signature is by another. Signers over a PEM key
+// (file or credential) implement it; a Vault transit signer does not.
+type KeyedSigner interface {
+	Signer
+	// SignKeyed reads the key once, calls claims with its public key and
+	// signs what claims returns.
+	SignKeyed(ctx context.Context, header map[string]any, claims func(pub crypto.PublicKey) (map[string]any, error)) (string, error)
+}
+
 // KeySource says where a signing key comes from. Set exactly one of File,
 // Credential and Transit. Providers embed it under a setting of their own
 // and call Validate and New from Provision/Validate.
@@ -250,6 +263,11 @@ type pemSigner struct {
 func (s *pemSigner) Algorithm() string { return s.alg }
 
 func (s *pemSigner) Sign(ctx context.Context, header, claims map[string]any) (string, error) {
+	return s.SignKeyed(ctx, header, func(crypto.PublicKey) (map[string]any, error) { return claims, nil })
+}
+
+// SignKeyed implements KeyedSigner.
+func (s *pemSigner) SignKeyed(ctx context.Context, header map[string]any, claimsOf func(crypto.PublicKey) (map[string]any, error)) (string, error) {
 	key := s.key
 	if key == nil {
 		data, err := s.read(ctx)
@@ -265,6 +283,10 @@ func (s *pemSigner) Sign(ctx context.Context, header, claims map[string]any) (st
 		alg = DefaultAlgorithm(key)
 	}
 	if err := CheckKey(alg, key); err != nil {
+		return "", fmt.Errorf("%s: %w", s.where, err)
+	}
+	claims, err := claimsOf(key.Public())
+	if err != nil {
 		return "", fmt.Errorf("%s: %w", s.where, err)
 	}
 	input, err := signingInput(alg, s.kid, header, claims)
@@ -538,6 +560,6 @@ func verifySig(alg string, pub crypto.PublicKey, input, sig []byte) error {
 
 // Interface guards.
 var (
-	_ Signer = (*pemSigner)(nil)
-	_ Signer = (*transitSigner)(nil)
+	_ KeyedSigner = (*pemSigner)(nil)
+	_ Signer      = (*transitSigner)(nil)
 )

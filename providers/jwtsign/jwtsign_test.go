@@ -296,6 +296,41 @@ func TestKeyFromCredential(t *testing.T) {
 	})
 }
 
+// TestSignKeyed: the claims are computed from the public key of the key
+// that signs (Snowflake's iss names its fingerprint); a claims error is
+// returned with the key's source.
+func TestSignKeyed(t *testing.T) {
+	keys(t)
+	in := &fakeProvider{cred: &providers.Credential{Fields: map[string]providers.Secret{
+		providers.FieldPrivateKey: providers.NewSecret(string(pemOf(t, ecKey, false))),
+	}}}
+	s, err := jwtsign.New(jwtsign.KeySource{Credential: "k"}, "private_key",
+		jwtsign.FromInputs(func() map[string]providers.Provider { return map[string]providers.Provider{"k": in} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, ok := s.(jwtsign.KeyedSigner)
+	if !ok {
+		t.Fatalf("%T is not a KeyedSigner", s)
+	}
+	var seen crypto.PublicKey
+	tok, err := ks.SignKeyed(t.Context(), nil, func(pub crypto.PublicKey) (map[string]any, error) {
+		seen = pub
+		return map[string]any{"iss": "x"}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ecKey.PublicKey.Equal(seen) {
+		t.Errorf("claims saw %T, want the signing key's public key", seen)
+	}
+	verifyJose(t, tok, "ES256", ecKey.Public())
+	_, err = ks.SignKeyed(t.Context(), nil, func(crypto.PublicKey) (map[string]any, error) { return nil, errors.New("boom") })
+	if err == nil || !strings.Contains(err.Error(), `private_key.credential "k": boom`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
 // TestVaultTransit signs with transit keys of the in-repo Vault emulator
 // and verifies with the public keys it publishes.
 func TestVaultTransit(t *testing.T) {
