@@ -64,6 +64,7 @@ type Server struct {
 	users    map[string][]*rsa.PublicKey // by ACCOUNT.USER
 	accepted []Claims
 	rejected []string // why each refused request was refused
+	jwts     []string // every bearer JWT presented
 }
 
 // Claims are the checked claims of an accepted JWT.
@@ -120,6 +121,13 @@ func (s *Server) Rejected() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.rejected...)
+}
+
+// JWTs returns every bearer token presented to the API, accepted or not.
+func (s *Server) JWTs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.jwts...)
 }
 
 // Fingerprint is "SHA256:" and the base64 SHA-256 of pub's DER
@@ -187,6 +195,9 @@ func (s *Server) verify(r *http.Request) (Claims, error) {
 	if !ok || tok == "" {
 		return Claims{}, errors.New("no Bearer token")
 	}
+	s.mu.Lock()
+	s.jwts = append(s.jwts, tok)
+	s.mu.Unlock()
 	// The claims are read before the signature is checked only to find
 	// the user whose key checks it.
 	parts := strings.Split(tok, ".")
