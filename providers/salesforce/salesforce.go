@@ -330,24 +330,24 @@ func (p *Provider) tokenError(resp *http.Response, code, desc string) error {
 	desc = strings.ToLower(desc)
 	switch s := resp.StatusCode; {
 	case s == http.StatusTooManyRequests || s >= 500:
-		return fmt.Errorf("Salesforce answered %s: %w", resp.Status, providers.ErrUnavailable)
+		return fmt.Errorf("the token endpoint answered %s: %w", resp.Status, providers.ErrUnavailable)
 	case code == "invalid_client_id":
-		return fmt.Errorf("Salesforce does not know client_id %s (invalid_client_id): set client_id to the connected app's consumer key, and check that login_url is the org's login host (https://test.salesforce.com for a sandbox)", p.ClientID)
+		return fmt.Errorf("unknown client_id %s (invalid_client_id): Salesforce knows no connected app with it; set client_id to the connected app's consumer key, and check that login_url is the org's login host (https://test.salesforce.com for a sandbox)", p.ClientID)
 	case code == "invalid_client":
-		return errors.New("Salesforce refused the connected app (invalid_client): check client_id and that the app is enabled for the JWT bearer flow")
+		return errors.New("connected app refused (invalid_client): check client_id and that the app is enabled for the JWT bearer flow")
 	case code == "invalid_grant" && strings.Contains(desc, "audience"):
-		return fmt.Errorf("Salesforce refused the assertion's audience %s (invalid_grant): set login_url to https://login.salesforce.com for production, https://test.salesforce.com for a sandbox, or the org's My Domain", p.aud)
+		return fmt.Errorf("wrong audience %s (invalid_grant): set login_url to https://login.salesforce.com for production, https://test.salesforce.com for a sandbox, or the org's My Domain", p.aud)
 	case code == "invalid_grant" && (strings.Contains(desc, "approved") || strings.Contains(desc, "authorized")):
-		return fmt.Errorf("Salesforce refused user %s (invalid_grant: not pre-authorized): in the connected app set Permitted Users to \"Admin approved users are pre-authorized\" and add the user's profile or permission set", p.Username)
-	case code == "invalid_grant" && (strings.Contains(desc, "expired") || strings.Contains(desc, "exp")):
-		return errors.New("Salesforce refused the assertion's expiry (invalid_grant): check the gateway's clock (NTP)")
+		return fmt.Errorf("user %s is not pre-authorized for the connected app (invalid_grant): in the connected app set Permitted Users to \"Admin approved users are pre-authorized\" and add the user's profile or permission set", p.Username)
+	case code == "invalid_grant" && strings.Contains(desc, "expired"):
+		return errors.New("assertion expired on arrival (invalid_grant): check the gateway's clock (NTP)")
 	case code == "invalid_grant":
-		return fmt.Errorf("Salesforce refused the assertion (invalid_grant): check that private_key matches the certificate uploaded to the connected app, that user %s is pre-authorized for it, that login_url is the org's login host, and the gateway's clock", p.Username)
+		return fmt.Errorf("assertion refused (invalid_grant): check that private_key matches the certificate uploaded to the connected app, that user %s is pre-authorized for it, that login_url is the org's login host, and the gateway's clock", p.Username)
 	}
 	if code == "" || len(code) > 40 || strings.ContainsAny(code, " \t\r\n") {
 		code = "no error code"
 	}
-	return fmt.Errorf("Salesforce answered %s (%s)", resp.Status, code)
+	return fmt.Errorf("the token endpoint answered %s (%s)", resp.Status, code)
 }
 
 // String describes the provider; it is what every fmt verb and slog print.

@@ -187,9 +187,9 @@ func TestServiceErrors(t *testing.T) {
 		want        string
 		unavailable bool
 	}{
-		"unknown consumer key":    {f: f, settings: strings.Replace(f.settings(""), consumerKey, "3MVG9WRONG", 1), want: "does not know client_id 3MVG9WRONG (invalid_client_id)"},
+		"unknown consumer key":    {f: f, settings: strings.Replace(f.settings(""), consumerKey, "3MVG9WRONG", 1), want: "unknown client_id 3MVG9WRONG (invalid_client_id)"},
 		"user not pre-authorized": {f: f, settings: strings.Replace(f.settings(""), user, "someone@acme.example", 1), want: "not pre-authorized"},
-		"wrong audience":          {f: f, settings: strings.Replace(f.settings(""), "login_url: "+f.sf.URL, "login_url: "+localhost, 1), want: "refused the assertion's audience"},
+		"wrong audience":          {f: f, settings: strings.Replace(f.settings(""), "login_url: "+f.sf.URL, "login_url: "+localhost, 1), want: "wrong audience"},
 		"clock":                   {f: late, settings: late.settings(""), want: "check the gateway's clock"},
 		"instance not allowed":    {f: f, settings: strings.Replace(f.settings(""), "[127.0.0.1, localhost]", `["*.my.salesforce.com"]`, 1), want: "which instance_hosts (*.my.salesforce.com) does not allow"},
 		"ec key":                  {f: f, settings: strings.Replace(f.settings(""), f.keyFile, ecFile, 1), want: "wrong key type for RS256"},
