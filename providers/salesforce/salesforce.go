@@ -64,7 +64,7 @@ func init() {
 			"login_url":       "the login host, the assertion's aud: https://login.salesforce.com (default), https://test.salesforce.com or a My Domain",
 			"client_id":       "the connected app's consumer key (the assertion's iss)",
 			"username":        "the Salesforce user the token acts as (the assertion's sub)",
-			"private_key":     "the connected app certificate's private key: a PEM file or another credential",
+			"private_key":     "the connected app certificate's private key: a PEM file, another credential or a Vault transit key",
 			"instance_hosts":  `hosts an instance_url may name ("*.my.salesforce.com" is any subdomain); default *.salesforce.com`,
 			"session_timeout": "how long an access token is reused (default 15m, Salesforce's shortest session timeout)",
 			"ca_cert":         "PEM roots for the login host instead of the system roots",
