@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -212,6 +213,46 @@ func TestServiceErrors(t *testing.T) {
 				t.Errorf("the error holds a JWT or token: %v", err)
 			}
 		})
+	}
+}
+
+// TestTokenEndpointTimeout: a login host that accepts and never answers
+// is ErrUnavailable after timeout (the gateway answers 503), not a hang.
+func TestTokenEndpointTimeout(t *testing.T) {
+	f := newFixture(t, salesforcetest.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	p := providertest.Load(t, salesforce.Name, strings.Replace(f.settings("timeout: 300ms\n"), f.sf.URL, "https://"+ln.Addr().String(), 1))
+	start := time.Now()
+	_, err = p.Fetch(t.Context(), providers.Request{Credential: "sf"})
+	if !errors.Is(err, providers.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Fetch took %s with timeout 300ms", d)
 	}
 }
 
