@@ -106,26 +106,37 @@ type Provider struct {
 var userName = regexp.MustCompile(`^[A-Za-z0-9_$@.\-]+$`)
 
 // AccountIdentifier returns the account part of a key-pair JWT's iss and
-// sub as Snowflake documents it: upper-cased, without "https://", the
-// ".snowflakecomputing.com" suffix and anything after the first "." (the
-// region and cloud of an account locator such as xy12345.us-east-2.aws);
-// an org-account identifier (MYORG-MYACCOUNT) is kept whole. For a
-// ".global" (connection redirect) host, the part before the first "-".
+// sub as Snowflake documents it: upper-cased, without "https://" and the
+// ".snowflakecomputing.com" (and ".privatelink") suffix;
+//
+//   - an org-account identifier is kept whole (myorg-myaccount →
+//     MYORG-MYACCOUNT), and its SQL spelling with a "." joined with "-"
+//     (myorg.my_account → MYORG-MY_ACCOUNT: account names have no "-");
+//   - an account locator loses its region and cloud (xy12345.us-east-2.aws
+//     → XY12345: region names always have a "-", or are a cloud name);
+//   - a ".global" (client redirect) host keeps the part before its first
+//     "-", as Snowflake's own JWT generator does.
 func AccountIdentifier(account string) string {
 	a := strings.TrimSpace(account)
 	a = strings.TrimPrefix(strings.TrimPrefix(a, "https://"), "http://")
 	a = strings.TrimSuffix(a, "/")
 	a = strings.TrimSuffix(strings.ToLower(a), ".snowflakecomputing.com")
 	a = strings.TrimSuffix(a, ".privatelink")
-	if strings.HasSuffix(a, ".global") {
-		if i := strings.IndexByte(a, '-'); i > 0 {
-			a = a[:i]
-		}
-	} else if i := strings.IndexByte(a, '.'); i > 0 {
-		a = a[:i]
+	first, rest, dotted := strings.Cut(a, ".")
+	switch {
+	case rest == "global":
+		first, _, _ = strings.Cut(first, "-")
+		a = first
+	case dotted && !strings.Contains(rest, ".") && !strings.Contains(rest, "-") && !clouds[rest]:
+		a = first + "-" + rest // orgname.account_name
+	case dotted:
+		a = first // locator.region[.cloud]
 	}
 	return strings.ToUpper(a)
 }
+
+// clouds are the cloud names that end an account locator's region.
+var clouds = map[string]bool{"aws": true, "gcp": true, "azure": true}
 
 // Fingerprint returns "SHA256:" and the base64 SHA-256 of pub's DER
 // SubjectPublicKeyInfo, the form DESCRIBE USER shows as RSA_PUBLIC_KEY_FP.

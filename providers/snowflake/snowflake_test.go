@@ -128,6 +128,10 @@ func TestAccountIdentifier(t *testing.T) {
 		"xy12345.eu-west-1.privatelink.snowflakecomputing.com": "XY12345",
 		"myorg-myaccount.privatelink.snowflakecomputing.com":   "MYORG-MYACCOUNT",
 		"xy12345-abcdefgh.global.snowflakecomputing.com":       "XY12345",
+		"myorg.my_account":        "MYORG-MY_ACCOUNT",
+		"xy12345.us-central1.gcp": "XY12345",
+		"xy12345.east-us-2.azure": "XY12345",
+		"xy12345.aws":             "XY12345",
 	} {
 		if got := snowflake.AccountIdentifier(in); got != want {
 			t.Errorf("AccountIdentifier(%q) = %q, want %q", in, got, want)
