@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/youmark/pkcs8"
+
 	"github.com/credgate/credgate/internal/snowflaketest"
 )
 
@@ -36,11 +38,14 @@ credentials:
   sf-key:
     provider: static
     file: KEY_FILE
+  sf-key-pass:
+    provider: static
+    env: E2E_SNOWFLAKE_KEY_PASSPHRASE
   sf-etl:
     provider: snowflake
     account: myorg-myaccount
     user: etl_service
-    private_key: {credential: sf-key}
+    private_key: {credential: sf-key, passphrase: {credential: sf-key-pass}}
   sf-stale:
     provider: snowflake
     account: xy12345.us-east-2.aws
@@ -75,7 +80,8 @@ default: deny
 // TestSnowflake runs SQL API statements with Go's net/http through the
 // gateway (HTTPS_PROXY and the gateway CA; the client sends a placeholder
 // token of the wrong type) to a fake Snowflake (internal/snowflaketest)
-// that verifies the key-pair JWT with the user's registered public key:
+// that verifies the key-pair JWT with the user's registered public key
+// (the key encrypted PKCS#8, its passphrase in the gateway's environment):
 // one JWT serves every statement, the client's headers are replaced, and a
 // key whose fingerprint is not the user's gets Snowflake's 401. Neither
 // the key nor any JWT appears in the gateway's output.
@@ -102,12 +108,24 @@ func TestSnowflake(t *testing.T) {
 	dir := t.TempDir()
 	var pieces []string
 	files := map[string]*rsa.PrivateKey{filepath.Join(dir, "rsa_key.p8"): key, filepath.Join(dir, "stale.p8"): stale}
+	// The user's key is an encrypted PKCS#8 key (what Snowflake's guide
+	// has openssl write), its passphrase in the gateway's environment.
+	passphrase := "e2e-" + randomToken(t)
 	for p, k := range files {
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		block := &pem.Block{Type: "PRIVATE KEY", Bytes: der}
+		if k == key {
+			enc, err := pkcs8.MarshalPrivateKey(k, []byte(passphrase), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			block = &pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: enc}
+			pieces = append(pieces, base64.StdEncoding.EncodeToString(enc)[64:128])
+		}
+		if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		pieces = append(pieces, base64.StdEncoding.EncodeToString(der)[64:128])
@@ -116,8 +134,10 @@ func TestSnowflake(t *testing.T) {
 	e := startEnv(t, envOptions{
 		Policy:  pol,
 		Resolve: map[string]string{"myorg-myaccount.snowflakecomputing.com:443": sf.Addr(), "xy12345.us-east-2.aws.snowflakecomputing.com:443": sf.Addr()},
+		Env:     []string{"E2E_SNOWFLAKE_KEY_PASSPHRASE=" + passphrase},
 	})
 	e.secrets = append(e.secrets, pieces...)
+	e.secrets = append(e.secrets, passphrase)
 	t.Cleanup(func() {
 		for _, j := range sf.JWTs() {
 			e.secrets = append(e.secrets, j, j[len(j)-20:]) // the whole JWT and its signature's tail

@@ -64,7 +64,7 @@ func init() {
 			"login_url":       "the login host, the assertion's aud: https://login.salesforce.com (default), https://test.salesforce.com or a My Domain",
 			"client_id":       "the connected app's consumer key (the assertion's iss)",
 			"username":        "the Salesforce user the token acts as (the assertion's sub)",
-			"private_key":     "the connected app certificate's private key: a PEM file, another credential or a Vault transit key",
+			"private_key":     "the connected app certificate's private key: a PEM file or another credential (encrypted PKCS#8 with passphrase: {credential: NAME}), or a Vault transit key",
 			"instance_hosts":  `hosts an instance_url may name ("*.my.salesforce.com" is any subdomain); default *.salesforce.com`,
 			"session_timeout": "how long an access token is reused (default 15m, Salesforce's shortest session timeout)",
 			"ca_cert":         "PEM roots for the login host instead of the system roots",
@@ -155,7 +155,8 @@ func (p *Provider) Provision(context.Context) error {
 	p.scope = providers.NewScope(Name).
 		AddList("settings", []string{p.aud, p.ClientID, p.Username, p.PrivateKey.File, p.PrivateKey.Credential,
 			p.PrivateKey.Field, p.SessionTimeout.String()}).
-		AddList("instance_hosts", p.InstanceHosts).String()
+		AddList("instance_hosts", p.InstanceHosts).
+		AddList("passphrase", passphrase(p.PrivateKey)).String()
 	if p.PrivateKey.IsSet() {
 		s, err := jwtsign.New(p.PrivateKey, "private_key", jwtsign.FromInputs(p.Map))
 		if err != nil {
@@ -177,6 +178,14 @@ func (p *Provider) Provision(context.Context) error {
 	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return nil
+}
+
+// passphrase lists the settings of k's passphrase, for the cache scope.
+func passphrase(k jwtsign.KeySource) []string {
+	if k.Passphrase == nil {
+		return nil
+	}
+	return []string{k.Passphrase.Credential, k.Passphrase.Field}
 }
 
 // Validate checks the settings and says what to change.

@@ -28,6 +28,7 @@
 //	account: myorg-myaccount           # or xy12345.us-east-2.aws, or the host
 //	user: etl_service
 //	private_key: {file: /run/secrets/snowflake.p8}   # or {credential: NAME}
+//	#   passphrase: {credential: NAME}  # for an encrypted PKCS#8 key
 //	lifetime: 1h                       # ≤ 1h (Snowflake's limit)
 package snowflake
 
@@ -58,7 +59,7 @@ func init() {
 		SettingDocs: map[string]string{
 			"account":     "the account identifier: orgname-accountname, or the account locator (region and .snowflakecomputing.com are dropped)",
 			"user":        "the Snowflake user the public key is assigned to",
-			"private_key": "the user's RSA private key: a PEM file (unencrypted PKCS#8 or PKCS#1) or another credential",
+			"private_key": "the user's RSA private key: a PEM file or another credential (PKCS#8, PKCS#1; encrypted PKCS#8 with passphrase: {credential: NAME})",
 			"lifetime":    "how long each JWT is valid (default and maximum 1h)",
 		},
 		New: func() providers.Provider { return new(Provider) },
@@ -162,8 +163,12 @@ func (p *Provider) Provision(context.Context) error {
 		p.now = time.Now
 	}
 	p.subject = AccountIdentifier(p.Account) + "." + strings.ToUpper(p.User)
+	var pass []string
+	if pp := p.PrivateKey.Passphrase; pp != nil {
+		pass = []string{pp.Credential, pp.Field}
+	}
 	p.scope = providers.NewScope(Name).AddList("settings", []string{p.subject, p.PrivateKey.File,
-		p.PrivateKey.Credential, p.PrivateKey.Field, p.Lifetime.String()}).String()
+		p.PrivateKey.Credential, p.PrivateKey.Field, p.Lifetime.String()}).AddList("passphrase", pass).String()
 	if !p.PrivateKey.IsSet() || p.PrivateKey.Transit != nil {
 		return nil // Validate says what to change
 	}

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/youmark/pkcs8"
+
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/snowflaketest"
 	"github.com/credgate/credgate/providers"
@@ -58,7 +60,7 @@ func writePEM(t testing.TB, typ string, der []byte) string {
 	return p
 }
 
-func pkcs8(t testing.TB, k any) []byte {
+func derOf(t testing.TB, k any) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
@@ -84,7 +86,7 @@ func newFixture(t testing.TB) *fixture {
 	tr := &http.Transport{Proxy: nil}
 	tr.TLSClientConfig = newTLS(pool)
 	t.Cleanup(tr.CloseIdleConnections)
-	return &fixture{sf: sf, keyFile: writePEM(t, "PRIVATE KEY", pkcs8(t, k)), client: &http.Client{Transport: tr}}
+	return &fixture{sf: sf, keyFile: writePEM(t, "PRIVATE KEY", derOf(t, k)), client: &http.Client{Transport: tr}}
 }
 
 // query sends a SQL API statement with the credential's JWT, as the
@@ -240,7 +242,7 @@ func TestKeyFromCredential(t *testing.T) {
 	if got := c.Inputs(); len(got) != 1 || got[0] != "sf-key" {
 		t.Fatalf("Inputs = %v", got)
 	}
-	c.SetInputs(map[string]providers.Provider{"sf-key": keyInput{string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8(t, k)}))}})
+	c.SetInputs(map[string]providers.Provider{"sf-key": keyInput{string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: derOf(t, k)}))}})
 	f.sf.SetUserKeys("XY12345.ETL_SERVICE", &k.PublicKey)
 	cred, err := p.Fetch(t.Context(), providers.Request{Credential: "sf", Workload: identity.Workload{Name: "etl"}})
 	if err != nil {
@@ -254,6 +256,44 @@ func TestKeyFromCredential(t *testing.T) {
 	}
 }
 
+// TestEncryptedKey: an encrypted PKCS#8 key (what Snowflake's guide has
+// openssl write by default) with its passphrase from another credential.
+func TestEncryptedKey(t *testing.T) {
+	f := newFixture(t)
+	k, _ := keys(t)
+	const pass = "snowflake key passphrase"
+	der, err := pkcs8.MarshalPrivateKey(k, []byte(pass), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writePEM(t, "ENCRYPTED PRIVATE KEY", der)
+	p := providertest.Load(t, snowflake.Name, "account: myorg-myaccount\nuser: etl_service\nprivate_key: {file: "+file+", passphrase: {credential: sf-pass}}\n")
+	if got := p.(providers.Composer).Inputs(); len(got) != 1 || got[0] != "sf-pass" {
+		t.Fatalf("Inputs = %v, want [sf-pass]", got)
+	}
+	passIn := &passInput{pass: pass}
+	p.(providers.Composer).SetInputs(map[string]providers.Provider{"sf-pass": passIn})
+	cred, err := p.Fetch(t.Context(), providers.Request{Credential: "sf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.query(t, cred); got != http.StatusOK {
+		t.Fatalf("status %d; refused: %v", got, f.sf.Rejected())
+	}
+	passIn.pass = "wrong"
+	_, err = p.Fetch(t.Context(), providers.Request{Credential: "sf"})
+	if err == nil || !strings.Contains(err.Error(), "does not decrypt with the passphrase") || strings.Contains(err.Error(), pass) {
+		t.Errorf("wrong passphrase: err = %v", err)
+	}
+}
+
+// passInput is a provider holding a passphrase, as static would.
+type passInput struct{ pass string }
+
+func (p *passInput) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
+	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(p.pass)}}, nil
+}
+
 // TestBadKeys: every wrong key format is a clear error naming the file and
 // the fix, with no key material in it.
 func TestBadKeys(t *testing.T) {
@@ -262,9 +302,9 @@ func TestBadKeys(t *testing.T) {
 	k, _ := keys(t)
 	encrypted := writePEM(t, "ENCRYPTED PRIVATE KEY", []byte("not really encrypted but marked so"))
 	for name, tc := range map[string]struct{ file, want string }{
-		"ec":        {writePEM(t, "PRIVATE KEY", pkcs8(t, ec)), "the key is ECDSA"},
-		"small rsa": {writePEM(t, "PRIVATE KEY", pkcs8(t, small)), "at least 2048"},
-		"encrypted": {encrypted, "encrypted"},
+		"ec":        {writePEM(t, "PRIVATE KEY", derOf(t, ec)), "the key is ECDSA"},
+		"small rsa": {writePEM(t, "PRIVATE KEY", derOf(t, small)), "at least 2048"},
+		"encrypted": {encrypted, "encrypted; set passphrase"},
 		"public":    {writePEM(t, "PUBLIC KEY", x509.MarshalPKCS1PublicKey(&k.PublicKey)), "no PEM private key"},
 		"garbage":   {writePEM(t, "PRIVATE KEY", []byte("garbage")), "not a PKCS#8"},
 		"missing":   {filepath.Join(t.TempDir(), "none.p8"), "cannot read the key"},
@@ -289,7 +329,7 @@ func TestBadKeys(t *testing.T) {
 // every request after the first gets it.
 func BenchmarkWarm(b *testing.B) {
 	k, _ := keys(b)
-	file := writePEM(b, "PRIVATE KEY", pkcs8(b, k))
+	file := writePEM(b, "PRIVATE KEY", derOf(b, k))
 	p := providertest.Load(&testing.T{}, snowflake.Name, "account: myorg-myaccount\nuser: etl_service\nprivate_key: {file: "+file+"}\n")
 	cache := providers.NewCache(providers.CacheOptions{})
 	defer cache.Close()
@@ -310,7 +350,7 @@ func BenchmarkWarm(b *testing.B) {
 // parsed, its fingerprint computed), about once an hour per credential.
 func BenchmarkMint(b *testing.B) {
 	k, _ := keys(b)
-	file := writePEM(b, "PRIVATE KEY", pkcs8(b, k))
+	file := writePEM(b, "PRIVATE KEY", derOf(b, k))
 	p := providertest.Load(&testing.T{}, snowflake.Name, "account: myorg-myaccount\nuser: etl_service\nprivate_key: {file: "+file+"}\n")
 	b.ReportAllocs()
 	for b.Loop() {
