@@ -59,7 +59,8 @@ default: deny
 // credential_host_mismatch, audited); after the org moves, the old
 // instance's 401 drops the token, requests follow the new instance and the
 // old one is refused. Neither the key nor any token appears in the
-// gateway's output.
+// gateway's output. A login host answering 503 makes the request 503
+// credential_unavailable, never forwarded without a token.
 func TestSalesforce(t *testing.T) {
 	t.Parallel()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -98,8 +99,9 @@ func TestSalesforce(t *testing.T) {
 	}
 	pol := strings.NewReplacer("LOGIN_URL", sf.URL, "CA_FILE", originCACert, "KEY_FILE", keyFile).Replace(salesforcePolicy)
 	e := startEnv(t, envOptions{
-		Policy:  pol,
-		Resolve: map[string]string{acme + ":443": sf.Addr, acme2 + ":443": sf.Addr, other + ":443": sf.Addr},
+		Policy:      pol,
+		Resolve:     map[string]string{acme + ":443": sf.Addr, acme2 + ":443": sf.Addr, other + ":443": sf.Addr},
+		CacheConfig: "  error_backoff: 500ms\n", // the outage subtest waits it out
 	})
 	e.secrets = append(e.secrets, base64.StdEncoding.EncodeToString(der)[64:128])
 	t.Cleanup(func() { e.secrets = append(e.secrets, sf.Tokens()...) })
@@ -129,6 +131,22 @@ func TestSalesforce(t *testing.T) {
 		}
 		return n
 	}
+
+	t.Run("login host down: 503, then served", func(t *testing.T) {
+		sf.Fail(http.StatusServiceUnavailable)
+		st, reason, _ := query(acme)
+		sf.Fail(0)
+		if st != http.StatusServiceUnavailable || reason != "credential_unavailable" {
+			t.Fatalf("token endpoint answering 503: %d %s, want 503 credential_unavailable", st, reason)
+		}
+		// The cache's error backoff holds the next fetch back a moment.
+		waitFor(t, 15*time.Second, "a query once the login host is back", func() error {
+			if st, reason, _ := query(acme); st != http.StatusOK {
+				return fmt.Errorf("status %d %s", st, reason)
+			}
+			return nil
+		})
+	})
 
 	t.Run("queries on the token's instance", func(t *testing.T) {
 		for range 2 {
