@@ -340,7 +340,7 @@ func (g *Gateway) credentialRefusal(plan *policy.InjectPlan, d policy.Decision, 
 // instance) than the destination, which the rule's pattern matched.
 func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host string) refusal {
 	return newRefusal(http.StatusForbidden, codeCredentialHostMismatch,
-		fmt.Sprintf("credential %q for rule %q is valid only on %s, not on %s (the service issued it for that host; an org that moved is now there); the request was not forwarded: send it to %s",
+		fmt.Sprintf("credential %q for rule %q is valid only on %s, not on %s (the service issued it for that host only); the request was not forwarded: send it to %s",
 			d.Inject.Credential, d.Rule, strings.Join(cred.Hosts, ", "), host, cred.Hosts[0]), d.Rule)
 }
 
