@@ -239,7 +239,16 @@ credentials:
   reissuable:
     provider: gwtest-reissuable
     env: CREDGATE_GATEWAY_TEST_REISSUABLE
+  pinned:
+    provider: gwtest-pinned
+    env: CREDGATE_GATEWAY_TEST_REISSUABLE
+    host_env: CREDGATE_GATEWAY_TEST_PINNED_HOST
 rules:
+  - name: pinned
+    from: local
+    to: api
+    paths: [/auth/pinned/*]
+    inject: {credential: pinned, as: bearer}
   - name: auth
     from: local
     to: api
@@ -642,7 +651,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		`credgate_requests_total{decision="inject",rule="api",status="200"} 1`,
 		`credgate_credential_cache_total{result="miss"} 1`,
-		`credgate_policy_rules 4`,
+		`credgate_policy_rules 5`,
 		`credgate_provider_fetch_duration_seconds_count{provider="static"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {

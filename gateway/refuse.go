@@ -42,6 +42,10 @@ const (
 	codeRateLimited        = "rate_limited"
 )
 
+// codeCredentialHostMismatch: the credential is valid only on other hosts
+// (providers.Credential.Hosts) than the request's destination; 403.
+const codeCredentialHostMismatch = "credential_host_mismatch"
+
 // codeCredentialNotConfigured: the credential's source is missing from the
 // gateway's environment or config (providers.ErrNotConfigured); 502
 // without Retry-After, since waiting will not help.

@@ -335,6 +335,15 @@ func (g *Gateway) credentialRefusal(plan *policy.InjectPlan, d policy.Decision, 
 	return f
 }
 
+// credentialHostRefusal answers a request whose credential is valid only
+// on other hosts (providers.Credential.Hosts: a Salesforce token and its
+// instance) than the destination, which the rule's pattern matched.
+func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host string) refusal {
+	return newRefusal(http.StatusForbidden, codeCredentialHostMismatch,
+		fmt.Sprintf("credential %q for rule %q is valid only on %s, not on %s (the service issued it for that host only); the request was not forwarded: send it to %s",
+			d.Inject.Credential, d.Rule, strings.Join(cred.Hosts, ", "), host, cred.Hosts[0]), d.Rule)
+}
+
 // outbound builds the request sent upstream from the incoming one, as
 // httputil.ProxyRequest's Out beside In: the destination checked at
 // CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
@@ -431,6 +440,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 				return // the client went away
 			}
 			g.refuse(x, g.credentialRefusal(d.Inject, d, err))
+			return
+		}
+		if !cred.AllowsHost(dest.host) {
+			g.refuse(x, credentialHostRefusal(d, cred, dest.host))
 			return
 		}
 	}
@@ -675,6 +688,14 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	if err != nil {
 		g.log.Info("upstream rejected the credential; no new one to retry with",
 			slog.String("credential", rp.key.Credential), slog.Any("error", err))
+		return resp, nil
+	}
+	if !cred.AllowsHost(r.URL.Hostname()) {
+		// The new credential is for another host (the org moved): it is
+		// never sent here; the client gets the 401, and its next request
+		// to this host is refused with credential_host_mismatch.
+		g.log.Info("upstream rejected the credential; the new one is for another host, not retried",
+			slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Hostname()), slog.Any("hosts", cred.Hosts))
 		return resp, nil
 	}
 	r2 := r.Clone(ctx)

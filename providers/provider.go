@@ -11,6 +11,7 @@ package providers
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +58,14 @@ type Credential struct {
 	// Expiry is when the credential stops being valid; zero means it does
 	// not expire (the cache then applies its configured TTL).
 	Expiry time.Time
+	// Hosts, when not empty, are the only destination hosts (names or
+	// IP literals, lower case, no port) the credential may be sent to: a
+	// token valid on one instance of a service, such as a Salesforce
+	// access token and its instance_url. The gateway refuses a request to
+	// any other host (403 credential_host_mismatch), even when the rule's
+	// destination matches it. Empty means the rule's destination alone
+	// decides. The Redis tier stores it with the fields.
+	Hosts []string
 	// Revoked, if set, is done when the provider learns that the
 	// credential stopped being valid before Expiry (a Vault lease revoked
 	// with its parent token, or its renewal refused); context.Cause says
@@ -69,6 +78,21 @@ type Credential struct {
 // revoked reports whether the provider said c is no longer valid.
 func (c *Credential) revoked() bool {
 	return c != nil && c.Revoked != nil && c.Revoked.Err() != nil
+}
+
+// AllowsHost reports whether the credential may be sent to host (as the
+// gateway's destination: without port, case-insensitive): Hosts is empty
+// or names it.
+func (c *Credential) AllowsHost(host string) bool {
+	if c == nil || len(c.Hosts) == 0 {
+		return true
+	}
+	for _, h := range c.Hosts {
+		if strings.EqualFold(h, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // Field returns the named field and whether it is present and non-empty.

@@ -14,11 +14,15 @@
 //	  # credential: app-key              # or another credential of the policy (composition)
 //	  # field: private_key               #   its field; default private_key, then token
 //	  # transit: {server: {...}, key: k}  # or a Vault transit key that never leaves Vault
+//	  passphrase: {credential: key-pass}  # for an encrypted PKCS#8 key: another credential holding the passphrase
 //	  algorithm: RS256                    # default from the key
 //	  key_id: k1                          # the JWS kid header, if wanted
 //
 // A PEM key is parsed at every signing, so a rotated file or credential is
-// picked up at the next token fetch. Errors name the key's source and what
+// picked up at the next token fetch. An encrypted PKCS#8 key (BEGIN
+// ENCRYPTED PRIVATE KEY: PBES2 with PBKDF2 or scrypt, AES or 3DES, what
+// `openssl pkcs8 -topk8` writes) is decrypted with a passphrase read from
+// another credential, through github.com/youmark/pkcs8. Errors name the key's source and what
 // to change (wrong key type for the algorithm, encrypted key, no key in
 // the file) and never contain key material.
 package jwtsign
@@ -41,6 +45,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/youmark/pkcs8"
 
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/vault"
@@ -89,12 +95,26 @@ type BytesSigner interface {
 	Algorithm() string
 }
 
+// KeyedSigner is a Signer whose claims may depend on the public key that
+// signs them: Snowflake's key-pair JWT names the key's fingerprint in its
+// iss claim. The claims are computed from the very key that signs, so a
+// key file rotated between two reads can never yield a token whose claims
+// name one key and whose signature is by another. Signers over a PEM key
+// (file or credential) implement it; a Vault transit signer does not.
+type KeyedSigner interface {
+	Signer
+	// SignKeyed reads the key once, calls claims with its public key and
+	// signs what claims returns.
+	SignKeyed(ctx context.Context, header map[string]any, claims func(pub crypto.PublicKey) (map[string]any, error)) (string, error)
+}
+
 // KeySource says where a signing key comes from. Set exactly one of File,
 // Credential and Transit. Providers embed it under a setting of their own
 // and call Validate and New from Provision/Validate.
 type KeySource struct {
 	// File is a PEM file holding the private key (PKCS#8, PKCS#1 RSA or
-	// SEC 1 EC), not encrypted. It is read at every signing.
+	// SEC 1 EC; an encrypted PKCS#8 key with Passphrase). It is read at
+	// every signing.
 	File string `yaml:"file"`
 	// Credential names another credential of the policy whose field holds
 	// the PEM private key (providers compose by reference).
@@ -104,12 +124,25 @@ type KeySource struct {
 	Field string `yaml:"field"`
 	// Transit signs with a Vault transit key that never leaves Vault.
 	Transit *Transit `yaml:"transit"`
+	// Passphrase, for an encrypted PKCS#8 key (File or Credential), names
+	// the credential holding its passphrase.
+	Passphrase *Passphrase `yaml:"passphrase"`
 	// Algorithm is the JWS alg. Default: RS256 for RSA keys, ES256/ES384/
 	// ES512 for P-256/P-384/P-521, EdDSA for Ed25519. Required with
 	// Transit.
 	Algorithm string `yaml:"algorithm"`
 	// KeyID is the JWS kid header, if the verifier needs one.
 	KeyID string `yaml:"key_id"`
+}
+
+// Passphrase is where an encrypted key's passphrase comes from: another
+// credential of the policy (static from the gateway's environment, Vault
+// KV, ...).
+type Passphrase struct {
+	// Credential names the credential holding the passphrase. Required.
+	Credential string `yaml:"credential"`
+	// Field is that credential's field. Default "password", then "token".
+	Field string `yaml:"field"`
 }
 
 // Transit is a Vault transit key used to sign.
@@ -146,6 +179,10 @@ func (k KeySource) Validate(setting string) error {
 		return fmt.Errorf("%s.transit needs key, and %s.algorithm (the transit key's JWS alg)", setting, setting)
 	case k.Field != "" && k.Credential == "":
 		return fmt.Errorf("%s.field is set without %s.credential", setting, setting)
+	case k.Passphrase != nil && k.Transit != nil:
+		return fmt.Errorf("%s.passphrase is for an encrypted PEM key (file or credential); a transit key never leaves Vault", setting)
+	case k.Passphrase != nil && k.Passphrase.Credential == "":
+		return fmt.Errorf("%s.passphrase: set credential (the credential holding the key's passphrase)", setting)
 	}
 	return nil
 }
@@ -153,10 +190,14 @@ func (k KeySource) Validate(setting string) error {
 // Inputs returns the credential the key is read from, if any, for a
 // providers.Composer's Inputs.
 func (k KeySource) Inputs() []string {
-	if k.Credential == "" {
-		return nil
+	var in []string
+	if k.Credential != "" {
+		in = append(in, k.Credential)
 	}
-	return []string{k.Credential}
+	if k.Passphrase != nil && k.Passphrase.Credential != "" && k.Passphrase.Credential != k.Credential {
+		in = append(in, k.Passphrase.Credential)
+	}
+	return in
 }
 
 // Fetcher fetches another credential of the policy by name; a composing
@@ -203,9 +244,11 @@ func New(k KeySource, setting string, fetch Fetcher) (Signer, error) {
 		}
 		return &transitSigner{ts: &vault.TransitSigner{Client: c, Mount: k.Transit.Mount, Key: k.Transit.Key,
 			Algorithm: k.Algorithm, KeyID: k.KeyID}}, nil
+	case k.Passphrase != nil && fetch == nil:
+		return nil, fmt.Errorf("%s.passphrase.credential %q: no way to read other credentials was given", setting, k.Passphrase.Credential)
 	case k.File != "":
 		where := setting + ".file " + k.File
-		return &pemSigner{alg: k.Algorithm, kid: k.KeyID, where: where, read: func(context.Context) ([]byte, error) {
+		return &pemSigner{alg: k.Algorithm, kid: k.KeyID, where: where, pass: passphraseReader(k, setting, fetch), read: func(context.Context) ([]byte, error) {
 			b, err := os.ReadFile(k.File)
 			if err != nil {
 				return nil, fmt.Errorf("%s: cannot read the key (%w); check the path and the gateway's permission to read it", where, errors.Unwrap(err))
@@ -221,7 +264,7 @@ func New(k KeySource, setting string, fetch Fetcher) (Signer, error) {
 		if k.Field != "" {
 			fields = []string{k.Field}
 		}
-		return &pemSigner{alg: k.Algorithm, kid: k.KeyID, where: where, read: func(ctx context.Context) ([]byte, error) {
+		return &pemSigner{alg: k.Algorithm, kid: k.KeyID, where: where, pass: passphraseReader(k, setting, fetch), read: func(ctx context.Context) ([]byte, error) {
 			c, err := fetch(ctx, k.Credential)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
@@ -233,6 +276,30 @@ func New(k KeySource, setting string, fetch Fetcher) (Signer, error) {
 			}
 			return nil, fmt.Errorf("%s has no field %s holding the PEM key", where, strings.Join(fields, " or "))
 		}}, nil
+	}
+}
+
+// passphraseReader returns how to read k's passphrase, nil without one.
+func passphraseReader(k KeySource, setting string, fetch Fetcher) func(context.Context) ([]byte, error) {
+	if k.Passphrase == nil {
+		return nil
+	}
+	where := fmt.Sprintf("%s.passphrase.credential %q", setting, k.Passphrase.Credential)
+	fields := []string{providers.FieldPassword, providers.FieldToken}
+	if k.Passphrase.Field != "" {
+		fields = []string{k.Passphrase.Field}
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		c, err := fetch(ctx, k.Passphrase.Credential)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		for _, f := range fields {
+			if s, ok := c.Field(f); ok {
+				return []byte(s.Reveal()), nil
+			}
+		}
+		return nil, fmt.Errorf("%s has no field %s holding the passphrase", where, strings.Join(fields, " or "))
 	}
 }
 
@@ -253,13 +320,16 @@ func NewFromKey(key crypto.Signer, alg, keyID string) (Signer, error) {
 type pemSigner struct {
 	alg, kid, where string
 	read            func(context.Context) ([]byte, error)
-	key             crypto.Signer
+	// pass reads the passphrase of an encrypted key; nil for none.
+	pass func(context.Context) ([]byte, error)
+	key  crypto.Signer
 }
 
 func (s *pemSigner) Algorithm() string { return s.alg }
 
-// keyAndAlg reads and parses the key (or returns the fixed one) and the
-// algorithm to sign with, checked against it.
+// keyAndAlg reads and parses the key (decrypting it with the passphrase,
+// if one is configured), or returns the fixed one, and the algorithm to
+// sign with, checked against it.
 func (s *pemSigner) keyAndAlg(ctx context.Context) (crypto.Signer, string, error) {
 	key := s.key
 	if key == nil {
@@ -267,7 +337,15 @@ func (s *pemSigner) keyAndAlg(ctx context.Context) (crypto.Signer, string, error
 		if err != nil {
 			return nil, "", err
 		}
-		if key, err = ParsePrivateKey(data); err != nil {
+		var pass []byte
+		if s.pass != nil {
+			if pass, err = s.pass(ctx); err != nil {
+				return nil, "", err
+			}
+		}
+		key, err = ParseEncryptedPrivateKey(data, pass)
+		clear(pass)
+		if err != nil {
 			return nil, "", fmt.Errorf("%s: %w", s.where, err)
 		}
 	}
@@ -295,9 +373,18 @@ func (s *pemSigner) SignBytes(ctx context.Context, input []byte) ([]byte, error)
 }
 
 func (s *pemSigner) Sign(ctx context.Context, header, claims map[string]any) (string, error) {
+	return s.SignKeyed(ctx, header, func(crypto.PublicKey) (map[string]any, error) { return claims, nil })
+}
+
+// SignKeyed implements KeyedSigner.
+func (s *pemSigner) SignKeyed(ctx context.Context, header map[string]any, claimsOf func(crypto.PublicKey) (map[string]any, error)) (string, error) {
 	key, alg, err := s.keyAndAlg(ctx)
 	if err != nil {
 		return "", err
+	}
+	claims, err := claimsOf(key.Public())
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", s.where, err)
 	}
 	input, err := signingInput(alg, s.kid, header, claims)
 	if err != nil {
@@ -453,13 +540,25 @@ func DefaultAlgorithm(k crypto.Signer) string {
 	return RS256
 }
 
-// ErrEncryptedKey is returned for a password-protected PEM key, which the
-// gateway cannot use.
-var ErrEncryptedKey = errors.New("the PEM private key is encrypted; store it unencrypted in a secret store (Vault, a Kubernetes Secret) or use a Vault transit key")
+// ErrEncryptedKey is returned for a password-protected PEM key read
+// without a passphrase, and for a legacy OpenSSL-encrypted PEM key
+// ("Proc-Type: 4,ENCRYPTED"), which the gateway does not decrypt.
+var ErrEncryptedKey = errors.New("the PEM private key is encrypted; set passphrase: {credential: NAME} beside the key (an encrypted PKCS#8 key), store it unencrypted in a secret store (Vault, a Kubernetes Secret), or use a Vault transit key")
+
+// ErrWrongPassphrase is returned when an encrypted PKCS#8 key does not
+// decrypt with the passphrase given.
+var ErrWrongPassphrase = errors.New("the encrypted PKCS#8 key does not decrypt with the passphrase (a wrong passphrase, or a cipher other than AES or 3DES with PBKDF2 or scrypt); check the passphrase credential")
 
 // ParsePrivateKey parses the first PEM private key in data: PKCS#8,
-// PKCS#1 RSA or SEC 1 EC. Errors never contain key material.
-func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+// PKCS#1 RSA or SEC 1 EC, not encrypted. Errors never contain key
+// material.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) { return ParseEncryptedPrivateKey(data, nil) }
+
+// ParseEncryptedPrivateKey is ParsePrivateKey that also decrypts an
+// encrypted PKCS#8 key (BEGIN ENCRYPTED PRIVATE KEY) with passphrase,
+// when passphrase is not nil. Errors never contain key material or the
+// passphrase.
+func ParseEncryptedPrivateKey(data, passphrase []byte) (crypto.Signer, error) {
 	for {
 		var b *pem.Block
 		b, data = pem.Decode(data)
@@ -469,9 +568,21 @@ func ParsePrivateKey(data []byte) (crypto.Signer, error) {
 		if !strings.Contains(b.Type, "PRIVATE KEY") {
 			continue
 		}
-		// PKCS#8 EncryptedPrivateKeyInfo, or legacy OpenSSL "Proc-Type: 4,ENCRYPTED".
-		if b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
+		// Legacy OpenSSL "Proc-Type: 4,ENCRYPTED" (MD5 key derivation,
+		// deprecated in crypto/x509): refused.
+		if strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") || b.Type == "ENCRYPTED PRIVATE KEY" && passphrase == nil {
 			return nil, ErrEncryptedKey
+		}
+		if b.Type == "ENCRYPTED PRIVATE KEY" {
+			k, err := pkcs8.ParsePKCS8PrivateKey(b.Bytes, passphrase)
+			if err != nil {
+				return nil, ErrWrongPassphrase // its message could say more than we want to print
+			}
+			s, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, errors.New("the PKCS#8 key is not a signing key")
+			}
+			return s, nil
 		}
 		if k, err := x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
 			if s, ok := k.(crypto.Signer); ok {
@@ -575,8 +686,8 @@ func verifySig(alg string, pub crypto.PublicKey, input, sig []byte) error {
 
 // Interface guards.
 var (
-	_ Signer = (*pemSigner)(nil)
-	_ Signer = (*transitSigner)(nil)
+	_ KeyedSigner = (*pemSigner)(nil)
+	_ Signer      = (*transitSigner)(nil)
 )
 
 // Interface guards: every Signer New returns signs bytes too.

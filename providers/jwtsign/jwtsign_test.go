@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/vault/api"
+	"github.com/youmark/pkcs8"
 
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
@@ -294,6 +296,126 @@ func TestKeyFromCredential(t *testing.T) {
 			t.Errorf("err = %v, want it to wrap ErrUnavailable", err)
 		}
 	})
+}
+
+// TestSignKeyed: the claims are computed from the public key of the key
+// that signs (Snowflake's iss names its fingerprint); a claims error is
+// returned with the key's source.
+func TestSignKeyed(t *testing.T) {
+	keys(t)
+	in := &fakeProvider{cred: &providers.Credential{Fields: map[string]providers.Secret{
+		providers.FieldPrivateKey: providers.NewSecret(string(pemOf(t, ecKey, false))),
+	}}}
+	s, err := jwtsign.New(jwtsign.KeySource{Credential: "k"}, "private_key",
+		jwtsign.FromInputs(func() map[string]providers.Provider { return map[string]providers.Provider{"k": in} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, ok := s.(jwtsign.KeyedSigner)
+	if !ok {
+		t.Fatalf("%T is not a KeyedSigner", s)
+	}
+	var seen crypto.PublicKey
+	tok, err := ks.SignKeyed(t.Context(), nil, func(pub crypto.PublicKey) (map[string]any, error) {
+		seen = pub
+		return map[string]any{"iss": "x"}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ecKey.PublicKey.Equal(seen) {
+		t.Errorf("claims saw %T, want the signing key's public key", seen)
+	}
+	verifyJose(t, tok, "ES256", ecKey.Public())
+	_, err = ks.SignKeyed(t.Context(), nil, func(crypto.PublicKey) (map[string]any, error) { return nil, errors.New("boom") })
+	if err == nil || !strings.Contains(err.Error(), `private_key.credential "k": boom`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// encryptedPKCS8 returns rsaKey as an encrypted PKCS#8 PEM: written by
+// the openssl command line with cipher (as Snowflake's and Salesforce's
+// guides do), or by github.com/youmark/pkcs8 when cipher is "".
+func encryptedPKCS8(t *testing.T, pass, cipher string) []byte {
+	t.Helper()
+	if cipher == "" {
+		der, err := pkcs8.MarshalPrivateKey(rsaKey, []byte(pass), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: der})
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl is not installed (Debian package openssl); the library-written key is tested without it")
+	}
+	in := writeFile(t, pemOf(t, rsaKey, false))
+	out := filepath.Join(t.TempDir(), "enc.p8")
+	cmd := exec.CommandContext(t.Context(), "openssl", "pkcs8", "-topk8", "-v2", cipher, "-in", in, "-out", out, "-passout", "env:CREDGATE_TEST_PASS")
+	cmd.Env = append(os.Environ(), "CREDGATE_TEST_PASS="+pass)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("openssl pkcs8: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEncryptedKey: an encrypted PKCS#8 key is decrypted with the
+// passphrase from another credential; a wrong or missing passphrase is an
+// error that names the setting and holds neither key nor passphrase.
+func TestEncryptedKey(t *testing.T) {
+	keys(t)
+	const pass = "correct horse battery staple"
+	for _, cipher := range []string{"", "aes-256-cbc", "des3"} {
+		t.Run("cipher="+cipher, func(t *testing.T) {
+			file := writeFile(t, encryptedPKCS8(t, pass, cipher))
+			in := &fakeProvider{cred: &providers.Credential{Fields: map[string]providers.Secret{
+				providers.FieldPassword: providers.NewSecret(pass),
+			}}}
+			fetch := jwtsign.FromInputs(func() map[string]providers.Provider { return map[string]providers.Provider{"key-pass": in} })
+			src := jwtsign.KeySource{File: file, Passphrase: &jwtsign.Passphrase{Credential: "key-pass"}}
+			if diff := cmp.Diff([]string{"key-pass"}, src.Inputs()); diff != "" {
+				t.Errorf("Inputs (-want +got):\n%s", diff)
+			}
+			s, err := jwtsign.New(src, "private_key", fetch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := s.Sign(t.Context(), nil, map[string]any{"iss": "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			verifyJose(t, tok, "RS256", rsaKey.Public())
+
+			in.cred = &providers.Credential{Fields: map[string]providers.Secret{providers.FieldPassword: providers.NewSecret("wrong " + pass)}}
+			_, err = s.Sign(t.Context(), nil, map[string]any{"iss": "x"})
+			if !errors.Is(err, jwtsign.ErrWrongPassphrase) || !strings.HasPrefix(err.Error(), "private_key.file ") || strings.Contains(err.Error(), pass) {
+				t.Errorf("wrong passphrase: err = %v, want ErrWrongPassphrase naming the file and not the passphrase", err)
+			}
+			in.cred = &providers.Credential{Fields: map[string]providers.Secret{"other": providers.NewSecret(pass)}}
+			if _, err = s.Sign(t.Context(), nil, nil); err == nil || !strings.Contains(err.Error(), `private_key.passphrase.credential "key-pass" has no field password or token`) {
+				t.Errorf("passphrase field missing: err = %v", err)
+			}
+
+			s, _ = jwtsign.New(jwtsign.KeySource{File: file}, "private_key", nil)
+			if _, err := s.Sign(t.Context(), nil, nil); !errors.Is(err, jwtsign.ErrEncryptedKey) || !strings.Contains(err.Error(), "set passphrase") {
+				t.Errorf("no passphrase: err = %v, want ErrEncryptedKey saying to set passphrase", err)
+			}
+		})
+	}
+	for _, bad := range []struct {
+		src  jwtsign.KeySource
+		want string
+	}{
+		{jwtsign.KeySource{Transit: &jwtsign.Transit{Key: "k"}, Algorithm: "RS256", Passphrase: &jwtsign.Passphrase{Credential: "p"}}, "a transit key never leaves Vault"},
+		{jwtsign.KeySource{File: "k.pem", Passphrase: &jwtsign.Passphrase{}}, "private_key.passphrase: set credential"},
+	} {
+		if err := bad.src.Validate("private_key"); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("Validate(%+v) = %v, want %q", bad.src, err, bad.want)
+		}
+	}
 }
 
 // TestVaultTransit signs with transit keys of the in-repo Vault emulator

@@ -455,7 +455,7 @@ var reservedClaims = []string{"iss", "sub", "aud", "iat", "exp", "nbf", "jti"}
 // and the signing key's.
 func (p *Provider) Inputs() []string {
 	var in []string
-	for _, n := range []string{p.ClientSecret.Credential, p.ClientKey.Credential} {
+	for _, n := range append([]string{p.ClientSecret.Credential}, p.ClientKey.Inputs()...) {
 		if n != "" && !slices.Contains(in, n) {
 			in = append(in, n)
 		}

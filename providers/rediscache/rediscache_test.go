@@ -526,3 +526,26 @@ func TestOnCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestSealKeepsHosts: a credential's Hosts (the only hosts it may be sent
+// to) survive the Redis tier, or a replica reading it would send it
+// anywhere its rule allows.
+func TestSealKeepsHosts(t *testing.T) {
+	s, err := newSealer([]Key{{ID: "k1", Secret: make([]byte, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := secretCred("tok", time.Now().Add(time.Hour))
+	cred.Hosts = []string{"acme.my.salesforce.com"}
+	b, err := s.seal("key", cred, time.Now(), 1, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.open("key", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.cred.Hosts) != 1 || got.cred.Hosts[0] != "acme.my.salesforce.com" {
+		t.Errorf("Hosts after the Redis tier = %v", got.cred.Hosts)
+	}
+}

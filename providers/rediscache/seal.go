@@ -104,6 +104,7 @@ func newSealer(keys []Key) (*sealer, error) {
 type record struct {
 	Fields    map[string]string `json:"f"`
 	Expiry    int64             `json:"e,omitempty"` // unix nanoseconds; 0 = none
+	Hosts     []string          `json:"h,omitempty"` // Credential.Hosts
 	FetchedAt int64             `json:"t"`
 }
 
@@ -133,6 +134,7 @@ func (s *sealer) seal(redisKey string, cred *providers.Credential, fetchedAt tim
 	if !cred.Expiry.IsZero() {
 		rec.Expiry = cred.Expiry.UnixNano()
 	}
+	rec.Hosts = cred.Hosts
 	plain, err := json.Marshal(rec)
 	if err != nil {
 		return nil, fmt.Errorf("rediscache: encode entry: %w", err)
@@ -191,5 +193,6 @@ func (s *sealer) open(redisKey string, data []byte) (sealed, error) {
 	if rec.Expiry != 0 {
 		cred.Expiry = time.Unix(0, rec.Expiry)
 	}
+	cred.Hosts = rec.Hosts
 	return sealed{cred: cred, fetchedAt: time.Unix(0, rec.FetchedAt), version: version, notAfter: notAfter}, nil
 }
