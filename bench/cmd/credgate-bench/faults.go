@@ -372,7 +372,9 @@ func rewritePolicy(dir string, broken bool) error {
 		if err != nil {
 			return err
 		}
-		content = b
+		// A content the gateway has not seen, so that it reloads (and
+		// says so) rather than recognising the policy in force.
+		content = append(b, fmt.Sprintf("# rewritten by the soak at %s\n", time.Now().UTC().Format(time.RFC3339Nano))...)
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, content, 0o644); err != nil {
@@ -486,5 +488,20 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 		}
 	}
 	verdict(leaks == 0, "secret values (the injected token, the Vault token) in the gateway's log and audit file: %d", leaks)
+	// Each policy fault writes a broken policy, then a new valid one: the
+	// gateway must have rejected the first and loaded the second (the
+	// log says both), while the requests above went on.
+	policyFaults := 0
+	for _, ev := range fe.events {
+		if strings.HasPrefix(ev.name, "policy") {
+			policyFaults++
+		}
+	}
+	if policyFaults > 0 && len(files) > 0 {
+		b, _ := os.ReadFile(files[0])
+		rejected := bytes.Count(b, []byte(`"msg":"policy reload rejected; keeping the last good policy"`))
+		reloaded := bytes.Count(b, []byte(`"msg":"policy reloaded"`))
+		verdict(rejected >= policyFaults && reloaded >= policyFaults, "policy faults seen by the gateway: %d broken policies rejected, %d valid ones loaded, for %d faults", rejected, reloaded, policyFaults)
+	}
 	return ok
 }
