@@ -13,6 +13,10 @@
 #                80% of its measured keep-alive peak with HTTP/1.1, HTTP/2, uploads and WebSocket;
 #                fails on any error or on RSS, goroutine or fd growth (docs/reliability.md).
 #                SOAK_FLAGS="-duration 1m" to shorten
+#   make soak-faults  the soak with faults injected while it runs (Redis and Vault behind Toxiproxy
+#                down, slow, resetting, sealed; policy broken and fixed; SIGHUP storms; CA
+#                rotated; upstream resets mid-body): nothing forwarded without its credential,
+#                no secret in the output, recovery within the bound (docs/reliability.md)
 #   make fuzz    run the fuzz targets briefly (FUZZTIME each; not part of test)
 
 GO        ?= go
@@ -29,7 +33,7 @@ VERSION   ?= $(shell awk '$$1=="appVersion:"{gsub(/"/,"",$$2); print $$2}' chart
 IMAGE     ?= ghcr.io/credgate/credgate
 export VERSION IMAGE
 
-.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build image release demo bench soak fuzz clean
+.PHONY: all test tools fmt-check vet staticcheck test-go test-spire build image release demo bench soak soak-faults fuzz clean
 
 all: build
 
@@ -107,6 +111,12 @@ bench:
 # exit when a verdict fails. docs/reliability.md.
 soak:
 	GO=$(GO) bash bench/run.sh soak $(SOAK_FLAGS)
+
+# Toxiproxy's server is built once (scripts/toxiproxy.sh, cached like the
+# test tools); redis-server comes from Debian.
+soak-faults:
+	@bash scripts/toxiproxy.sh
+	GO=$(GO) bash bench/run.sh soak -faults $(SOAK_FLAGS)
 
 # -fuzz accepts one package and one target per run.
 fuzz:

@@ -61,6 +61,7 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/filewatch"
+	"github.com/credgate/credgate/internal/lograte"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
@@ -94,6 +95,10 @@ type Gateway struct {
 	metrics *metrics
 	audit   *auditor
 	closers []io.Closer
+	// fetchLog keeps "credential fetch failed" to one line per
+	// credential per fetchLogEvery: a source that is down fails every
+	// request, and each request has its audit line already.
+	fetchLog *lograte.Limiter
 
 	// switches is the kill switch; adminTok guards the admin API that
 	// changes it (nil: that API is off).
@@ -145,7 +150,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil)}
 	defer func() {
 		if err != nil {
 			g.Close()

@@ -749,3 +749,31 @@ func wsEcho(w http.ResponseWriter) {
 		rw.Flush()
 	}
 }
+
+// TestCredentialFailureLogIsRateLimited: a credential that cannot be
+// fetched refuses every request (each with its audit line), but the log
+// says so once per credential per interval, not once per request: a
+// source down under load must not flood the log.
+func TestCredentialFailureLogIsRateLimited(t *testing.T) {
+	tg := startGateway(t)
+	c := tg.client(t, false)
+	const n = 30
+	for range n {
+		resp, err := c.Get("https://" + apiHost + "/unavailable")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("status %s, want 502", resp.Status)
+		}
+	}
+	if got := strings.Count(tg.logs.String(), `"msg":"credential fetch failed"`); got != 1 {
+		t.Errorf("%d \"credential fetch failed\" lines for %d refusals, want 1", got, n)
+	}
+	// Every refusal has its audit line (written asynchronously).
+	poll.True(t, 5*time.Second, "an audit line per refusal", func() bool {
+		return strings.Count(tg.audit.String(), `"credential_not_configured"`) >= n
+	})
+}

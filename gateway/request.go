@@ -306,13 +306,21 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 	return a, nil
 }
 
+// fetchLogEvery is the interval of "credential fetch failed" lines per
+// credential.
+const fetchLogEvery = 10 * time.Second
+
 // credentialRefusal answers a credential the cache could not provide:
 // 503 with the backoff in force as Retry-After when the source is
 // unavailable, 502 otherwise. The error is logged, never sent.
 func (g *Gateway) credentialRefusal(plan *policy.InjectPlan, d policy.Decision, err error) refusal {
 	// The error names the credential and the operation only; providers
-	// never put a value in an error.
-	g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err))
+	// never put a value in an error. One line per credential per
+	// fetchLogEvery, saying how many refusals it stands for.
+	if ok, held := g.fetchLog.Allow(plan.Credential); ok {
+		g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err),
+			slog.Int("similar_refusals_not_logged", held))
+	}
 	if errors.Is(err, providers.ErrNotConfigured) {
 		// Not temporary: no Retry-After. The setting to fix (a variable
 		// or file name) is the gateway's business: the log line above

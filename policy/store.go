@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +228,7 @@ func (s *Store) Watch(ctx context.Context) error {
 
 	var timer *time.Timer
 	var fire <-chan time.Time
+	var first time.Time // first event of the burst being debounced
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -236,14 +238,28 @@ func (s *Store) Watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-w.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return nil
 			}
+			// The directory holds other files (an audit log written on
+			// every request, say) whose events must neither reload nor
+			// keep postponing a reload.
+			if !s.concerns(ev.Name, dir) {
+				continue
+			}
+			// Debounced, but never beyond maxDebounce after the burst's
+			// first event: a file rewritten without pause still reloads.
+			wait := s.opts.Debounce
+			if fire == nil {
+				first = time.Now()
+			} else if left := s.opts.Debounce*maxDebounceFactor - time.Since(first); left < wait {
+				wait = max(left, 0)
+			}
 			if timer == nil {
-				timer = time.NewTimer(s.opts.Debounce)
+				timer = time.NewTimer(wait)
 			} else {
-				timer.Reset(s.opts.Debounce)
+				timer.Reset(wait)
 			}
 			fire = timer.C
 		case err, ok := <-w.Errors:
@@ -257,6 +273,27 @@ func (s *Store) Watch(ctx context.Context) error {
 			s.watchTarget(w, dir)
 		}
 	}
+}
+
+// maxDebounceFactor bounds a debounced burst of events: the reload
+// comes at most this many Debounce intervals after its first event.
+const maxDebounceFactor = 10
+
+// concerns reports whether an event on name (in dir or in the directory
+// of the path's symlink target) can change the policy: the policy file
+// itself, its symlink target, or a Kubernetes atomic-writer entry
+// ("..data" and the "..TIMESTAMP" directories a ConfigMap volume swaps).
+func (s *Store) concerns(name, dir string) bool {
+	name = filepath.Clean(name)
+	if name == filepath.Clean(s.path) || strings.HasPrefix(filepath.Base(name), "..") {
+		return true
+	}
+	if real, err := filepath.EvalSymlinks(s.path); err == nil && name == filepath.Clean(real) {
+		return true
+	}
+	// An event in the target's directory (not dir) on a name the target
+	// resolves through, e.g. a swapped symlink on the way.
+	return filepath.Dir(name) != filepath.Clean(dir) && filepath.Base(name) == filepath.Base(s.path)
 }
 
 // watchTarget adds the directory of the path's symlink target, if it is

@@ -288,3 +288,56 @@ func TestStoreOnRetireBeforeClose(t *testing.T) {
 		t.Errorf("Credentials() = %+v, want the test provider marked as releasing resources", refs)
 	}
 }
+
+// TestStoreWatchBesideABusyFile: the policy's directory also holds a file
+// written without pause (the gateway's audit log, in a common layout).
+// Its events must neither reload the policy nor keep postponing the
+// debounced reload of a real change: the soak found a policy change never
+// applied while traffic filled an audit file beside it.
+func TestStoreWatchBesideABusyFile(t *testing.T) {
+	for _, relative := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relative=%v", relative), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "policy.yaml")
+			if relative {
+				t.Chdir(dir)
+				path = "policy.yaml"
+			}
+			writeFile(t, path, storePolicy(1))
+			var rec reloads
+			s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 50 * time.Millisecond, CloseDelay: time.Millisecond})
+			startWatch(t, s)
+
+			busy := filepath.Join(dir, "audit.jsonl")
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f, err := os.OpenFile(busy, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer f.Close()
+				tick := time.NewTicker(5 * time.Millisecond) // well inside the debounce
+				defer tick.Stop()
+				for i := 0; i < 20000; i++ {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+						fmt.Fprintf(f, "{\"seq\":%d}\n", i)
+					}
+				}
+			}()
+			t.Cleanup(func() { cancel(); wg.Wait() })
+
+			writeFile(t, path, storePolicy(3))
+			waitFor(t, "the new policy to load while the other file is written", func() bool { return s.Current().Stats().Rules == 3 })
+			if got := len(rec.snapshot()); got != 1 {
+				t.Errorf("%d reloads, want 1: the other file's events reloaded the policy", got)
+			}
+		})
+	}
+}

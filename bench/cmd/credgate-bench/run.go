@@ -61,6 +61,9 @@ type target struct {
 	// admin is credgate's admin address (/metrics, /readyz); empty for
 	// the other targets.
 	admin string
+	// dir is credgate's working directory, caCert and caKey its
+	// interception CA's files in it (the soak's fault mode rotates them).
+	dir, caCert, caKey string
 }
 
 func cmdRun(args []string) error {
@@ -640,6 +643,12 @@ type credgateVariant struct {
 	// twoFactor (credgate-2fa) selects the workload by SPIFFE ID with
 	// require: [mtls, jwt] over the TLS listener.
 	twoFactor bool
+	// editPolicy, if set, changes the policy before it is written;
+	// cacheExtra is added to the cache block (two-space indented keys);
+	// caReload, if set, is ca.reload_interval (the soak's fault mode).
+	editPolicy func(string) string
+	cacheExtra string
+	caReload   string
 }
 
 // describe says how the variant differs from the credgate target.
@@ -709,7 +718,20 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		}
 		cache = fmt.Sprintf(credgateRedisConfig, v.redis, "bench-"+v.name)
 	}
-	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKey, originHost, originAddr, audit, cache)
+	if v.cacheExtra != "" {
+		if cache == "" {
+			cache = "cache:\n"
+		}
+		cache += v.cacheExtra
+	}
+	if v.editPolicy != nil {
+		policy = v.editPolicy(policy)
+	}
+	caKeyLine := caKey
+	if v.caReload != "" {
+		caKeyLine += "\n  reload_interval: " + v.caReload
+	}
+	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKeyLine, originHost, originAddr, audit, cache)
 	var tf *twoFactorSetup
 	if v.twoFactor {
 		if tf, err = newTwoFactorSetup(dir); err != nil {
@@ -748,7 +770,8 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		p.stop(time.Second)
 		return target{}, info, fmt.Errorf("credgate CA %s holds no certificate", caCert)
 	}
-	t := target{proc: p, lg: &loadgen.Target{Name: v.name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}, admin: adminAddr}
+	t := target{proc: p, lg: &loadgen.Target{Name: v.name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}, admin: adminAddr,
+		dir: dir, caCert: caCert, caKey: caKey}
 	if v.redisProc != nil {
 		t.helpers = []*proc{v.redisProc}
 	}

@@ -65,6 +65,11 @@ type soakConfig struct {
 	tolerance float64
 	pin       string
 	keep      bool
+	// faults injects faults during the mix (faults.go).
+	faults bool
+	// faultRate is the rate (per second) of the vault and reset requests
+	// of fault mode.
+	faultRate float64
 }
 
 func cmdSoak(args []string) error {
@@ -82,6 +87,8 @@ func cmdSoak(args []string) error {
 	fs.Float64Var(&sc.tolerance, "tolerance", 0.10, "allowed growth of RSS and goroutines, last window over first")
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
+	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, and to the resetting path")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,10 +117,25 @@ const (
 	h2Workers     = 32
 	uploadWorkers = 4
 	wsWorkers     = 4
+	// fault mode: requests to the Vault rule, and to the resetting path.
+	vaultWorkers = 4
+	resetWorkers = 2
 )
 
-// soakKinds are the request kinds of the mix, in table order.
-var soakKinds = []string{"h1", "h2", "upload", "ws"}
+// soakKinds are the request kinds of the mix, in table order. vault and
+// reset run in fault mode only.
+var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "reset"}
+
+// Indexes of soakKinds.
+const (
+	kindH1 = iota
+	kindH2
+	kindUpload
+	kindWS
+	kindVault
+	kindReset
+	numKinds
+)
 
 // sample is one reading of the gateway and what the mix did since the
 // previous one.
@@ -121,6 +143,7 @@ type sample struct {
 	at         time.Duration // since the mix started
 	reqs       map[string]int64
 	errs       map[string]int64 // by kind of error
+	expected   map[string]int64 // fault mode: errors the faults make expected
 	behind     int64            // requests not sent: every worker of their kind busy
 	rss        int64
 	goroutines int64
@@ -130,34 +153,51 @@ type sample struct {
 
 // soakStats counts what the workers did; the sampler takes and resets it.
 type soakStats struct {
-	reqs   [4]atomic.Int64 // per soakKinds
+	reqs   [numKinds]atomic.Int64 // per soakKinds
 	behind atomic.Int64
 	mu     sync.Mutex
 	errs   map[string]int64
 	first  map[string]string // first error of each kind, for diagnosis
+	// expected counts, by kind of error, the errors fault mode expects
+	// (fe.expected): the gateway failing closed, a reset reaching the
+	// client. fe is nil outside fault mode.
+	expected map[string]int64
+	fe       *faultEnv
+	// unauthorized counts requests the origin refused 401: forwarded
+	// without their credential.
+	unauthorized atomic.Int64
 }
 
 func (s *soakStats) ok(kind int) { s.reqs[kind].Add(1) }
 
 func (s *soakStats) fail(kind int, err error) {
-	k := soakKinds[kind] + " " + errorKind(err)
+	class := errorKind(err)
+	if class == "status 401" {
+		s.unauthorized.Add(1)
+	}
+	k := soakKinds[kind] + " " + class
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.fe != nil && s.fe.expected(soakKinds[kind], class) {
+		s.expected[k]++
+		return
+	}
 	s.errs[k]++
 	if _, ok := s.first[k]; !ok {
 		s.first[k] = err.Error()
 	}
 }
 
-func (s *soakStats) take() (reqs map[string]int64, errs map[string]int64, behind int64) {
+func (s *soakStats) take() (reqs map[string]int64, errs, expected map[string]int64, behind int64) {
 	reqs = map[string]int64{}
 	for i, k := range soakKinds {
 		reqs[k] = s.reqs[i].Swap(0)
 	}
 	s.mu.Lock()
 	errs, s.errs = s.errs, map[string]int64{}
+	expected, s.expected = s.expected, map[string]int64{}
 	s.mu.Unlock()
-	return reqs, errs, s.behind.Swap(0)
+	return reqs, errs, expected, s.behind.Swap(0)
 }
 
 // errorKind names an error for the table: the status for a refused or
@@ -184,6 +224,8 @@ func errorKind(err error) string {
 		return "echo mismatch"
 	case strings.HasPrefix(s, "not h2"):
 		return "not h2"
+	case strings.HasPrefix(s, "reset: complete"):
+		return "complete"
 	}
 	return "other"
 }
@@ -224,11 +266,27 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	}
 	defer originProc.stop(3 * time.Second)
 	rc := runConfig{credgate: sc.credgate, audit: "file"}
-	t, _, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, credgateVariant{name: report.Credgate})
+	variant := credgateVariant{name: report.Credgate}
+	var fe *faultEnv
+	if sc.faults {
+		if fe, err = startFaultEnv(ctx, work, pins, env, token); err != nil {
+			return false, err
+		}
+		defer fe.close()
+		variant = fe.variant()
+		env = append(env, vaultEnv+"="+fe.vault.RootToken)
+	}
+	t, _, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, variant)
 	if err != nil {
 		return false, err
 	}
 	defer t.proc.stop(5 * time.Second)
+	var ca *caRotation
+	if fe != nil {
+		if ca, err = prepareCARotation(ctx, sc.credgate, t.dir, t.caCert, t.caKey, t.lg.Roots); err != nil {
+			return false, err
+		}
+	}
 	if err := loadgen.Check(ctx, t.lg); err != nil {
 		return false, fmt.Errorf("check request through credgate: %w", err)
 	}
@@ -244,7 +302,11 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 		sc.fraction*100, rate, sc.duration, keepAlive/2, h1Workers, keepAlive/2, h2Workers, sc.uploadSize>>10, sc.uploadRate, sc.wsRate, sc.wsMessages)
 	fmt.Printf("- gateway: real binary, static bearer rule, identity by source CIDR, audit to a file; sampled every %s (RSS from /proc/%d/status; go_goroutines and process_open_fds from its /metrics, each the lowest of three reads 100 ms apart)\n\n", sc.sample, t.proc.pid())
 
-	samples := runMix(ctx, sc, t, keepAlive)
+	if fe != nil {
+		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache) and the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s; cache.error_backoff 1s); each fault lasts %s, then %s without one; vault and reset requests %.0f/s each\n\n",
+			"v2.5.0", vaultTTL, faultWindow, faultWindow, sc.faultRate)
+	}
+	samples := runMix(ctx, sc, t, keepAlive, fe, ca)
 	var exitErr error
 	select {
 	case <-t.proc.exited:
@@ -254,7 +316,12 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	if n, err := countLines(filepath.Join(work, report.Credgate, "audit.jsonl")); err == nil {
 		fmt.Printf("Audit: %d JSON lines written by the gateway during the run (peak probe included).\n\n", n)
 	}
-	return verdicts(os.Stdout, sc, samples, exitErr), nil
+	ok = verdicts(os.Stdout, sc, samples, exitErr)
+	if fe != nil {
+		ok = faultVerdicts(os.Stdout, fe, samples, []string{token, fe.vault.RootToken},
+			filepath.Join(work, report.Credgate, "credgate.log"), filepath.Join(work, report.Credgate, "audit.jsonl")) && ok
+	}
+	return ok, nil
 }
 
 func countLines(path string) (int, error) {
@@ -278,7 +345,7 @@ func countLines(path string) (int, error) {
 }
 
 // runMix paces the mix for sc.duration and samples the gateway.
-func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []sample {
+func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe *faultEnv, ca *caRotation) []sample {
 	// Cancelled, not timed out: a dial whose socket deadline came from a
 	// context deadline can fail a moment before ctx.Err() says so, and
 	// would count as an error.
@@ -286,7 +353,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 	defer cancel()
 	stopAt := time.AfterFunc(sc.duration, cancel)
 	defer stopAt.Stop()
-	st := &soakStats{errs: map[string]int64{}, first: map[string]string{}}
+	st := &soakStats{errs: map[string]int64{}, first: map[string]string{}, expected: map[string]int64{}, fe: fe}
 	var wg sync.WaitGroup
 
 	h1 := make(chan struct{}, 64)
@@ -388,6 +455,41 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 		st.ok(3)
 	})
 
+	if fe != nil {
+		vaultCh := make(chan struct{}, 8)
+		resetCh := make(chan struct{}, 8)
+		pace(ctx, &wg, st, vaultCh, sc.faultRate)
+		pace(ctx, &wg, st, resetCh, sc.faultRate)
+		worker(vaultWorkers, vaultCh, func(int) {
+			if err := get(ctx, h1Client, base+"/vault/charges", nil, 1); err != nil {
+				if ctx.Err() == nil {
+					st.fail(kindVault, err)
+				}
+				return
+			}
+			fe.vaultOK()
+			st.ok(kindVault)
+		})
+		worker(resetWorkers, resetCh, func(int) {
+			err := get(ctx, h1Client, base+origin.ResetPath, nil, 1)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				// A complete answer to a reset upstream: the gateway hid
+				// the truncation.
+				st.fail(kindReset, errors.New("reset: complete answer"))
+				return
+			}
+			st.fail(kindReset, err)
+		})
+		faults := fe.schedule(t.dir, t.proc.pid(), ca)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fe.run(ctx, faults, time.Now())
+		}()
+	}
 	start := time.Now()
 	var samples []sample
 	tick := time.NewTicker(sc.sample)
@@ -400,7 +502,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64) []s
 		}
 		s := readGateway(t)
 		s.at = time.Since(start).Round(time.Second)
-		s.reqs, s.errs, s.behind = st.take()
+		s.reqs, s.errs, s.expected, s.behind = st.take()
 		if done {
 			// The last partial window ends with the load cut off
 			// mid-request; its counts go to the previous window's row
@@ -586,26 +688,33 @@ func (s sample) total() (reqs, errs int64) {
 	return reqs, errs
 }
 
-func (s sample) errString() string {
-	if len(s.errs) == 0 {
+func (s sample) errString() string { return countsString(s.errs) }
+
+// countsString is "kind: n, ..." sorted by kind, or "0".
+func countsString(m map[string]int64) string {
+	if len(m) == 0 {
 		return "0"
 	}
-	keys := make([]string, 0, len(s.errs))
-	for k := range s.errs {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	var parts []string
 	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s: %d", k, s.errs[k]))
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
 	return strings.Join(parts, ", ")
 }
 
 func (s sample) line() string {
 	r, e := s.total()
-	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d), errors %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
-		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], e, s.behind, mib(s.rss), s.goroutines, s.fds)
+	var x int64
+	for _, n := range s.expected {
+		x += n
+	}
+	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
+		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -620,8 +729,14 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 		fmt.Fprintln(w, "- FAIL: no sample taken (the run stopped before its first -sample)")
 		return false
 	}
-	fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
-	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
+	faults := sc.faults
+	if faults {
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | behind | errors | expected under faults | RSS MiB | goroutines | fds |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|")
+	} else {
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
+	}
 	prev := time.Duration(0)
 	var allReqs, allErrs int64
 	errKinds := map[string]int64{}
@@ -635,8 +750,13 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 		if s.metricsErr != nil {
 			metricsOK = false
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
-			s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
+		if faults {
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds)
+		} else {
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
+		}
 		prev = s.at
 	}
 
@@ -704,6 +824,9 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	// count moves by a few between samples; growth is the last window's
 	// highest above the first window's highest by more than those.
 	slack := int64(2 * (uploadWorkers + wsWorkers))
+	if sc.faults {
+		slack += 2 * (vaultWorkers + resetWorkers)
+	}
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
 	if exited != nil {
 		verdict(false, "gateway still running at the end (%v)", exited)

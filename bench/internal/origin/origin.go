@@ -53,6 +53,11 @@ const UploadPath = "/v1/upload"
 // back unchanged.
 const EchoPath = "/v1/echo"
 
+// ResetPath answers 200 with a Content-Length of 64 KiB, sends 1 KiB of
+// it and breaks the connection off: an upstream reset mid-body, which a
+// client must see as an error, never as a complete answer.
+const ResetPath = "/v1/reset"
+
 func upload(w http.ResponseWriter, r *http.Request) {
 	n, err := io.Copy(io.Discard, r.Body)
 	if err != nil || r.ContentLength < 0 || n != r.ContentLength {
@@ -90,6 +95,11 @@ func Start(ln net.Listener, cfg Config) *Server {
 		case EchoPath:
 			echo.ServeHTTP(w, r)
 			return
+		case ResetPath:
+			w.Header().Set("Content-Length", strconv.Itoa(64<<10))
+			_, _ = w.Write(make([]byte, 1<<10))
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
 		}
 		hdr := w.Header()
 		hdr["Content-Type"] = []string{"application/json"}

@@ -109,3 +109,29 @@ func TestOriginPaths(t *testing.T) {
 		t.Errorf("echo = %q, want %q", got, msg)
 	}
 }
+
+// ResetPath breaks its answer off: a client reading it gets an error,
+// over HTTP/1.1 and HTTP/2, never the promised 64 KiB.
+func TestOriginReset(t *testing.T) {
+	addr, tcfg := start(t, "s3cret")
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{TLSClientConfig: tcfg, ForceAttemptHTTP2: h2}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+ResetPath, nil)
+		req.Host = "api.origin.test"
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil || n >= 64<<10 {
+			t.Errorf("h2=%v: read %d bytes, err %v; want an error before 64 KiB", h2, n, err)
+		}
+		c.CloseIdleConnections()
+	}
+}

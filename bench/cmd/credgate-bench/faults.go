@@ -1,0 +1,507 @@
+package main
+
+// The soak's fault mode (issue 21, `make soak-faults`, soak -faults):
+// the same mix, with the gateway's dependencies behind a real Toxiproxy
+// server (scripts/toxiproxy.sh) and faults injected one after another
+// while the load runs:
+//
+//   - Redis (the shared cache; a redis-server the soak starts) down and
+//     back, slow (latency), and resetting connections;
+//   - Vault (the in-repo emulator, in this process) down and back, sealed
+//     and unsealed, and slow: a second rule injects a KV secret from it
+//     on /vault/* with a short cache lifetime, so an outage reaches the
+//     requests;
+//   - the policy file rewritten every 10 s, alternately broken and valid
+//     (the last good policy must stay in force);
+//   - SIGHUP storms (20 in a burst);
+//   - the interception CA rotated (the clients trust the old and the new);
+//   - upstream resets mid-body on /v1/reset (the client must see an
+//     error, never a complete answer).
+//
+// The origin answers 401 to a request without the injected credential:
+// a 401 is a request forwarded without its credential, which must never
+// happen. A Vault request refused 503 while Vault is down, sealed or slow
+// (or within the recovery bound after) is the gateway failing closed, as
+// it must; the table shows how many, and how long each recovery took.
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+
+	"github.com/credgate/credgate/internal/vaulttest"
+)
+
+// faultWindow is how long each fault lasts; the same time follows it
+// without a fault (the recovery window).
+const faultWindow = 15 * time.Second
+
+// recoveryBound is how long after a fault ends the gateway may take to
+// serve again: the vault credential's cache lifetime (vaultTTL) plus the
+// cache's error_backoff plus a margin for a retry in flight.
+const recoveryBound = 10 * time.Second
+
+// vaultTTL is the cache lifetime of the Vault KV secret in fault mode:
+// short, so that a Vault outage reaches requests within a window.
+const vaultTTL = 3 * time.Second
+
+// faultEnv is what fault mode runs beside the gateway.
+type faultEnv struct {
+	tox        *toxiproxy.Client
+	toxProc    *proc
+	redisProc  *proc
+	redis      *toxiproxy.Proxy
+	vaultProxy *toxiproxy.Proxy
+	vault      *vaulttest.Server
+	// redisAddr and vaultAddr are the Toxiproxy listeners the gateway uses.
+	redisAddr, vaultAddr string
+	token                string
+
+	mu      sync.Mutex
+	current string        // the fault in force, "" for none
+	events  []faultEvent  // in order
+	ends    map[string]time.Time
+	recover map[string]time.Duration // fault -> time from its end to the first vault success
+}
+
+// faultEvent is one fault: when it started and ended, relative to the
+// mix's start.
+type faultEvent struct {
+	name       string
+	start, end time.Duration
+}
+
+// startFaultEnv starts Toxiproxy, redis-server behind it and the Vault
+// emulator behind it, with the token stored in Vault's KV.
+func startFaultEnv(ctx context.Context, work string, pins pinning, env []string, token string) (*faultEnv, error) {
+	bin := os.Getenv("CREDGATE_TOOLS_BIN")
+	if bin == "" {
+		home, _ := os.UserHomeDir()
+		bin = filepath.Join(home, ".cache", "credgate", "bin")
+	}
+	toxBin := filepath.Join(bin, "toxiproxy-server")
+	if _, err := os.Stat(toxBin); err != nil {
+		return nil, fmt.Errorf("fault mode needs Toxiproxy: %s is missing; run bash scripts/toxiproxy.sh (make soak-faults does)", toxBin)
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, errors.New("fault mode needs redis-server (Debian package redis-server)")
+	}
+	fe := &faultEnv{token: token, ends: map[string]time.Time{}, recover: map[string]time.Duration{}}
+	apiAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := strings.Cut(apiAddr, ":")
+	dir := filepath.Join(work, "toxiproxy")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("toxiproxy directory: %w", err)
+	}
+	if fe.toxProc, err = startProc("toxiproxy", pins.origin, dir, filepath.Join(dir, "toxiproxy.log"), env, toxBin, "-host", host, "-port", port); err != nil {
+		return nil, err
+	}
+	if err := fe.toxProc.waitTCP(ctx, apiAddr, 10*time.Second); err != nil {
+		fe.close()
+		return nil, err
+	}
+	fe.tox = toxiproxy.NewClient(apiAddr)
+
+	redisAddr, rp, _, err := startRedis(ctx, work, pins, env)
+	if err != nil {
+		fe.close()
+		return nil, err
+	}
+	fe.redisProc = rp
+	if fe.redisAddr, err = freePort(); err != nil {
+		fe.close()
+		return nil, err
+	}
+	if fe.redis, err = fe.tox.CreateProxy("redis", fe.redisAddr, redisAddr); err != nil {
+		fe.close()
+		return nil, fmt.Errorf("toxiproxy: create the redis proxy: %w", err)
+	}
+
+	fe.vault = vaulttest.NewServer(vaulttest.Options{})
+	body, _ := json.Marshal(map[string]any{"data": map[string]string{"token": token}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fe.vault.URL+"/v1/secret/data/bench", bytes.NewReader(body))
+	req.Header.Set("X-Vault-Token", fe.vault.RootToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fe.close()
+		return nil, fmt.Errorf("vault emulator: write the KV secret: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		fe.close()
+		return nil, fmt.Errorf("vault emulator: write the KV secret: %s", resp.Status)
+	}
+	if fe.vaultAddr, err = freePort(); err != nil {
+		fe.close()
+		return nil, err
+	}
+	if fe.vaultProxy, err = fe.tox.CreateProxy("vault", fe.vaultAddr, strings.TrimPrefix(fe.vault.URL, "http://")); err != nil {
+		fe.close()
+		return nil, fmt.Errorf("toxiproxy: create the vault proxy: %w", err)
+	}
+	return fe, nil
+}
+
+func (fe *faultEnv) close() {
+	if fe.vault != nil {
+		fe.vault.Close()
+	}
+	if fe.redisProc != nil {
+		fe.redisProc.stop(2 * time.Second)
+	}
+	if fe.toxProc != nil {
+		fe.toxProc.stop(2 * time.Second)
+	}
+}
+
+// vaultEnv is the environment variable carrying the emulator's root
+// token to the gateway.
+const vaultEnv = "CREDGATE_BENCH_VAULT_TOKEN"
+
+// variant is the credgate variant of fault mode: the shared cache in
+// Redis and a second rule whose credential comes from Vault, both through
+// Toxiproxy; the CA re-read every second.
+func (fe *faultEnv) variant() credgateVariant {
+	return credgateVariant{name: "credgate", redis: fe.redisAddr, editPolicy: fe.policy,
+		cacheExtra: "  error_backoff: 1s\n", caReload: "1s"}
+}
+
+// policy adds the Vault credential and its rule (before the catch-all
+// rule: first match wins) to the bench policy.
+func (fe *faultEnv) policy(p string) string {
+	p = strings.Replace(p, "rules:\n", "rules:\n  - name: vault-inject\n    from: bench\n    to: origin\n    paths: [/vault/*]\n    inject: {credential: vault-token, as: bearer}\n", 1)
+	return strings.Replace(p, "credentials:\n", fmt.Sprintf(`credentials:
+  vault-token:
+    provider: vault
+    server:
+      address: http://%s
+      timeout: 2s
+      retries: 0
+      auth: {method: token, token_env: %s}
+    path: secret/data/bench
+    field: token
+    ttl: %s
+`, fe.vaultAddr, vaultEnv, vaultTTL), 1)
+}
+
+// fault is one entry of the schedule: start puts it in force, stop ends
+// it. A storm's stop does nothing (it is over when start returns).
+type fault struct {
+	name        string
+	start, stop func() error
+	// vault marks faults that may make the vault rule fail closed.
+	vault bool
+}
+
+// schedule lists the faults in the order they are injected; the soak
+// cycles through it. gw is the gateway's directory and pid.
+func (fe *faultEnv) schedule(gwDir string, gwPID int, ca *caRotation) []fault {
+	toxic := func(p *toxiproxy.Proxy, name, typ string, attrs toxiproxy.Attributes) func() error {
+		return func() error {
+			_, err := p.AddToxic(name, typ, "downstream", 1, attrs)
+			return err
+		}
+	}
+	remove := func(p *toxiproxy.Proxy, name string) func() error { return func() error { return p.RemoveToxic(name) } }
+	none := func() error { return nil }
+	return []fault{
+		{name: "redis down", start: fe.redis.Disable, stop: fe.redis.Enable},
+		{name: "vault down", vault: true, start: fe.vaultProxy.Disable, stop: fe.vaultProxy.Enable},
+		{name: "policy broken, then valid", start: func() error { return rewritePolicy(gwDir, true) }, stop: func() error { return rewritePolicy(gwDir, false) }},
+		{name: "redis slow (300 ms)", start: toxic(fe.redis, "latency", "latency", toxiproxy.Attributes{"latency": 300}), stop: remove(fe.redis, "latency")},
+		{name: "vault sealed", vault: true, start: func() error { fe.vault.Seal(); return nil }, stop: func() error { fe.vault.Unseal(); return nil }},
+		{name: "SIGHUP storm (20)", start: func() error { return sighupStorm(gwPID, 20) }, stop: none},
+		{name: "redis resets", start: toxic(fe.redis, "reset", "reset_peer", toxiproxy.Attributes{"timeout": 100}), stop: remove(fe.redis, "reset")},
+		{name: "vault slow (3 s)", vault: true, start: toxic(fe.vaultProxy, "latency", "latency", toxiproxy.Attributes{"latency": 3000}), stop: remove(fe.vaultProxy, "latency")},
+		{name: "CA rotated", start: ca.rotate, stop: none},
+		{name: "vault bandwidth 1 KB/s", vault: true, start: toxic(fe.vaultProxy, "bw", "bandwidth", toxiproxy.Attributes{"rate": 1}), stop: remove(fe.vaultProxy, "bw")},
+	}
+}
+
+// run injects the schedule's faults one after another until ctx ends:
+// each for faultWindow, then faultWindow without a fault. It records the
+// events; start is the mix's start.
+func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
+	for i := 0; ; i++ {
+		f := faults[i%len(faults)]
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(faultWindow):
+		}
+		fe.mu.Lock()
+		fe.current = f.name
+		fe.mu.Unlock()
+		ev := faultEvent{name: f.name, start: time.Since(start).Round(time.Second)}
+		if err := f.start(); err != nil {
+			fmt.Fprintf(os.Stderr, "soak: fault %s: start: %v\n", f.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "soak: %s  fault: %s\n", ev.start, f.name)
+		select {
+		case <-ctx.Done():
+		case <-time.After(faultWindow):
+		}
+		if err := f.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "soak: fault %s: stop: %v\n", f.name, err)
+		}
+		ev.end = time.Since(start).Round(time.Second)
+		fe.mu.Lock()
+		fe.current = ""
+		fe.events = append(fe.events, ev)
+		if f.vault {
+			fe.ends[f.name] = time.Now()
+		}
+		fe.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// expected reports whether an error of kind (a soakKinds entry) with
+// class (errorKind) is the gateway doing what it must under the faults:
+// the vault rule failing closed (503) during a Vault fault or within the
+// recovery bound after one, or a reset reaching the client as an error.
+func (fe *faultEnv) expected(kind, class string) bool {
+	if kind == "reset" {
+		return class != "complete"
+	}
+	if class == "status 401" {
+		return false
+	}
+	if kind != "vault" || class != "status 503" {
+		return false
+	}
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	if strings.HasPrefix(fe.current, "vault") {
+		return true
+	}
+	for _, end := range fe.ends {
+		if time.Since(end) < recoveryBound {
+			return true
+		}
+	}
+	return false
+}
+
+// vaultOK records a successful vault request: the first one after a Vault
+// fault ended is that fault's recovery time.
+func (fe *faultEnv) vaultOK() {
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	if strings.HasPrefix(fe.current, "vault") {
+		return
+	}
+	for name, end := range fe.ends {
+		if _, done := fe.recover[name+"@"+end.Format(time.RFC3339Nano)]; !done {
+			fe.recover[name+"@"+end.Format(time.RFC3339Nano)] = time.Since(end)
+		}
+		delete(fe.ends, name)
+	}
+}
+
+// report prints the faults injected and the recovery of the vault rule
+// after each Vault fault, and returns whether every recovery was within
+// the bound.
+func (fe *faultEnv) report(w io.Writer) bool {
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	fmt.Fprintln(w, "\n| fault | from | to |\n|---|--:|--:|")
+	for _, ev := range fe.events {
+		fmt.Fprintf(w, "| %s | %s | %s |\n", ev.name, ev.start, ev.end)
+	}
+	keys := make([]string, 0, len(fe.recover))
+	for k := range fe.recover {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	ok := len(fe.ends) == 0
+	var parts []string
+	for _, k := range keys {
+		d := fe.recover[k]
+		name, _, _ := strings.Cut(k, "@")
+		parts = append(parts, fmt.Sprintf("%s %.1f s", name, d.Seconds()))
+		if d > recoveryBound {
+			ok = false
+		}
+	}
+	for name := range fe.ends {
+		parts = append(parts, name+": never recovered")
+	}
+	fmt.Fprintf(w, "\nVault rule, first success after each Vault fault ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
+	return ok
+}
+
+// rewritePolicy replaces the gateway's policy file atomically with a
+// broken one (broken) or the valid one it saved first.
+func rewritePolicy(dir string, broken bool) error {
+	path := filepath.Join(dir, "policy.yaml")
+	good := filepath.Join(dir, "policy.good.yaml")
+	if _, err := os.Stat(good); err != nil {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(good, b, 0o644); err != nil {
+			return err
+		}
+	}
+	content := []byte("rules: [this is: not a policy\n")
+	if !broken {
+		b, err := os.ReadFile(good)
+		if err != nil {
+			return err
+		}
+		// A content the gateway has not seen, so that it reloads (and
+		// says so) rather than recognising the policy in force.
+		content = append(b, fmt.Sprintf("# rewritten by the soak at %s\n", time.Now().UTC().Format(time.RFC3339Nano))...)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, content, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// sighupStorm sends n SIGHUPs to pid, 10 ms apart.
+func sighupStorm(pid, n int) error {
+	for range n {
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// caRotation replaces the interception CA by a second one made at the
+// start, whose certificate the clients trust from the start too.
+type caRotation struct {
+	dir, cert, key, nextCert, nextKey string
+}
+
+// prepareCARotation makes the next CA with `credgate ca init` and adds it
+// to roots.
+func prepareCARotation(ctx context.Context, bin, dir, cert, key string, roots *x509.CertPool) (*caRotation, error) {
+	next := filepath.Join(dir, "next-ca")
+	if err := os.MkdirAll(next, 0o700); err != nil {
+		return nil, err
+	}
+	c, k, _, err := credgateCA(ctx, bin, next)
+	if err != nil {
+		return nil, fmt.Errorf("next CA: %w", err)
+	}
+	pem, err := os.ReadFile(filepath.Join(next, c))
+	if err != nil {
+		return nil, err
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, errors.New("next CA: no certificate in " + c)
+	}
+	return &caRotation{dir: dir, cert: cert, key: key, nextCert: filepath.Join(next, c), nextKey: filepath.Join(next, k)}, nil
+}
+
+// rotate moves the next CA's files over the CA the config names (key
+// first, then the certificate, each atomically).
+func (r *caRotation) rotate() error {
+	for _, p := range [][2]string{{r.nextKey, r.key}, {r.nextCert, r.cert}} {
+		b, err := os.ReadFile(p[0])
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(r.dir, p[1])
+		if err := os.WriteFile(dst+".tmp", b, 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(dst+".tmp", dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// faultVerdicts prints the faults and the fault mode's verdicts: no
+// request forwarded without its credential, no secret in the gateway's
+// log or audit, every Vault fault recovered within the bound. It reports
+// whether all passed.
+func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string, files ...string) bool {
+	ok := fe.report(w)
+	var unauthorized, complete int64
+	expected := map[string]int64{}
+	for _, s := range samples {
+		for k, n := range s.errs {
+			if strings.HasSuffix(k, " status 401") {
+				unauthorized += n
+			}
+			if k == "reset complete" {
+				complete += n
+			}
+		}
+		for k, n := range s.expected {
+			expected[k] += n
+		}
+	}
+	kinds := make([]string, 0, len(expected))
+	for k, n := range expected {
+		kinds = append(kinds, fmt.Sprintf("%s: %d", k, n))
+	}
+	slices.Sort(kinds)
+	fmt.Fprintf(w, "\nExpected under the faults (not counted as errors): %s.\n\n", strings.Join(kinds, ", "))
+	verdict := func(pass bool, what string, args ...any) {
+		word := "PASS"
+		if !pass {
+			word, ok = "FAIL", false
+		}
+		fmt.Fprintf(w, "- %s: %s\n", word, fmt.Sprintf(what, args...))
+	}
+	verdict(unauthorized == 0, "requests forwarded without their credential (answered 401 by the origin): %d", unauthorized)
+	verdict(complete == 0, "upstream resets mid-body that reached the client as a complete answer: %d", complete)
+	leaks := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			verdict(false, "read %s to look for secrets: %v", f, err)
+			continue
+		}
+		for _, sec := range secrets {
+			leaks += bytes.Count(b, []byte(sec))
+		}
+	}
+	verdict(leaks == 0, "secret values (the injected token, the Vault token) in the gateway's log and audit file: %d", leaks)
+	// Each policy fault writes a broken policy, then a new valid one: the
+	// gateway must have rejected the first and loaded the second (the
+	// log says both), while the requests above went on.
+	policyFaults := 0
+	for _, ev := range fe.events {
+		if strings.HasPrefix(ev.name, "policy") {
+			policyFaults++
+		}
+	}
+	if policyFaults > 0 && len(files) > 0 {
+		b, _ := os.ReadFile(files[0])
+		rejected := bytes.Count(b, []byte(`"msg":"policy reload rejected; keeping the last good policy"`))
+		reloaded := bytes.Count(b, []byte(`"msg":"policy reloaded"`))
+		verdict(rejected >= policyFaults && reloaded >= policyFaults, "policy faults seen by the gateway: %d broken policies rejected, %d valid ones loaded, for %d faults", rejected, reloaded, policyFaults)
+	}
+	return ok
+}
