@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +305,27 @@ func main() {
 		}
 		e.waitLog(t, "token was revoked")
 		e.secrets = append(e.secrets, strings.TrimPrefix(strings.Split(string(proxy), "@")[0], "http://token:"))
+	})
+	t.Run("SIGTERM is passed on and the child's code returned", func(t *testing.T) {
+		ready := filepath.Join(t.TempDir(), "ready")
+		cmd := exec.Command(binPath, "run", "--gateway", e.proxyURL, "--admin", "http://"+e.adminAddr, "--token-file", adminTok, "--workload", "agent", "--",
+			"sh", "-c", `trap 'exit 42' TERM; touch "$0"; while :; do sleep 0.05; done`, ready)
+		cmd.Env = runEnvOf(t)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the child to set its trap", func() error {
+			_, err := os.Stat(ready)
+			return err
+		})
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+			t.Fatalf("credgate run after SIGTERM: %v, want exit status 42 (the child's trap)", err)
+		}
 	})
 	t.Run("forged token", func(t *testing.T) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
