@@ -191,7 +191,7 @@ func TestCredgateRun(t *testing.T) {
 	})
 	t.Run("node https.get", func(t *testing.T) {
 		if _, err := exec.LookPath("node"); err != nil {
-			t.Skip("node is not installed")
+			t.Skip("node is not installed (Debian nodejs; .ci/run installs it)")
 		}
 		script := `require('https').get('https://api.origin.test/run/node', (res) => {
   let body = ''; res.on('data', (d) => body += d);
@@ -258,8 +258,9 @@ func main() {
 		})
 	})
 	t.Run("java trust store and proxy", func(t *testing.T) {
-		if _, err := exec.LookPath("java"); err != nil {
-			t.Skip("java is not installed")
+		// java File.java (the source launcher) needs a JDK.
+		if _, err := exec.LookPath("javac"); err != nil {
+			t.Skip("no JDK installed (java and javac; Debian default-jdk-headless)")
 		}
 		src := filepath.Join(t.TempDir(), "Get.java")
 		prog := `public class Get {
