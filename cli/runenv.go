@@ -196,7 +196,7 @@ func (r runEnv) vars(base []string) []envVar {
 	}
 	add("JAVA_TOOL_OPTIONS", joinOpts(get("JAVA_TOOL_OPTIONS"), java...))
 	if r.Workload != "" {
-		add("CREDGATE_WORKLOAD", r.Workload)
+		add("CREDGATE_RUN_WORKLOAD", r.Workload)
 	}
 	return out
 }

@@ -42,7 +42,7 @@ func TestRunEnvVars(t *testing.T) {
 		"GIT_CONFIG_KEY_2": "http.proxyAuthMethod", "GIT_CONFIG_VALUE_2": "basic",
 		"JAVA_TOOL_OPTIONS": "-Xmx1g -Djavax.net.ssl.trustStore=/tmp/d/truststore.p12 -Djavax.net.ssl.trustStoreType=PKCS12 -Djavax.net.ssl.trustStorePassword=changeit" +
 			" -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=3128 -Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=3128 -Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1]|*.internal",
-		"CREDGATE_WORKLOAD": "agent",
+		"CREDGATE_RUN_WORKLOAD": "agent",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("vars (-want +got):\n%s", d)
@@ -59,7 +59,7 @@ func TestRunEnvVars(t *testing.T) {
 		m[v.Key] = v.Value
 	}
 	if m["HTTPS_PROXY"] != "http://gw:3128" || m["GIT_CONFIG_COUNT"] != "2" || m["GIT_CONFIG_KEY_0"] != "http.proxy" ||
-		m["NODE_OPTIONS"] != "--require=/tmp/d/node-proxy.cjs" || m["CREDGATE_WORKLOAD"] != "" {
+		m["NODE_OPTIONS"] != "--require=/tmp/d/node-proxy.cjs" || m["CREDGATE_RUN_WORKLOAD"] != "" {
 		t.Errorf("without a token: %v", m)
 	}
 	// mergeEnv replaces, keeps the rest.
