@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +26,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/credgate/credgate/internal/redistest"
 )
 
 // runPolicy: workload agent is whoever presents a run token naming it
@@ -381,4 +386,81 @@ func main() {
 			t.Fatalf("token for an unlisted workload: %v\n%s", err, out)
 		}
 	})
+}
+
+// TestCredgateRunFleet: two gateway replicas sharing Redis and
+// run_tokens.key_file accept each other's run tokens, and a token revoked
+// through one (credgate run exiting) is refused by the other.
+func TestCredgateRunFleet(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	k1 := writeRedisKey(t, dir, "k1.key")
+	adminTokFile, adminTok := writeAdminToken(t, dir)
+	// The key the replicas share (as openssl genpkey -algorithm ed25519 writes it).
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runKey := filepath.Join(dir, "run.key")
+	if err := os.WriteFile(runKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := envOptions{
+		Policy:      runPolicy,
+		CacheConfig: redisConfig(srv.Addr(), [2]string{"k1", k1}),
+		ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\nrun_tokens:\n  workloads: [agent]\n  key_file: %q\n", adminTokFile, runKey),
+	}
+	a, b := startEnv(t, opts), startEnv(t, opts)
+	for _, e := range []*env{a, b} {
+		e.secrets = append(e.secrets, adminTok)
+	}
+	// A token from replica a, not revoked (--print-env), used through b.
+	cmd := exec.Command(binPath, "run", "--print-env", "--format", "github", "--gateway", b.proxyURL, "--admin", "http://"+a.adminAddr,
+		"--token-file", adminTokFile, "--workload", "agent", "--ca", gwCACert)
+	cmd.Env = runEnvOf(t)
+	printed, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("credgate run --print-env: %v", err)
+	}
+	var proxy string
+	for _, line := range strings.Split(string(printed), "\n") {
+		if v, ok := strings.CutPrefix(line, "HTTPS_PROXY="); ok {
+			proxy = v
+		}
+		if v, ok := strings.CutPrefix(line, "SSL_CERT_FILE="); ok {
+			t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(v)) })
+		}
+	}
+	tok := strings.TrimPrefix(strings.Split(proxy, "@")[0], "http://token:")
+	if proxy == "" || tok == "" {
+		t.Fatalf("no token in the printed HTTPS_PROXY:\n%s", printed)
+	}
+	a.secrets, b.secrets = append(a.secrets, tok), append(b.secrets, tok)
+	if st, _, _ := get(t, newGoClient(t, proxy, gwCACert, false), "GET", "https://api.origin.test/fleet/before", ""); st != http.StatusOK {
+		t.Fatalf("replica b with a token of replica a: %d, want 200", st)
+	}
+	// Revoked through a: b refuses it at the next connection.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.adminAddr+"/admin/v1/run-tokens/revoke", strings.NewReader(fmt.Sprintf(`{"token":%q}`, tok)))
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"scope":"fleet"`) {
+		t.Fatalf("revoke through a: %d %s", resp.StatusCode, body)
+	}
+	_, err = newGoClient(t, proxy, gwCACert, false).Get("https://api.origin.test/fleet/after")
+	if err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		t.Fatalf("replica b after the revocation through a: %v, want the CONNECT refused (403)", err)
+	}
+	if n := len(b.origin.byPath("/fleet/after")); n != 0 {
+		t.Errorf("the origin saw %d requests with the revoked token", n)
+	}
 }
