@@ -176,7 +176,7 @@ func checkRevoked(ctx context.Context, li LocalIssuer, jti string) error {
 		return fmt.Errorf("issuer %s: cannot read the revocation list: %v: %w", li.IssuerName(), err, ErrUnavailable)
 	}
 	if revoked {
-		return fmt.Errorf("issuer %s: token was revoked (the credgate run that asked for it has ended): %w", li.IssuerName(), ErrInvalid)
+		return fmt.Errorf("issuer %s: token was revoked (credgate run revokes its token when its command exits): %w", li.IssuerName(), ErrInvalid)
 	}
 	return nil
 }
