@@ -441,7 +441,8 @@ func TestCredgateRunFleet(t *testing.T) {
 		t.Fatalf("no token in the printed HTTPS_PROXY:\n%s", printed)
 	}
 	a.secrets, b.secrets = append(a.secrets, tok), append(b.secrets, tok)
-	if st, _, _ := get(t, newGoClient(t, proxy, gwCACert, false), "GET", "https://api.origin.test/fleet/before", ""); st != http.StatusOK {
+	c := newGoClient(t, proxy, gwCACert, false) // keep-alive: the tunnel stays open
+	if st, _, _ := get(t, c, "GET", "https://api.origin.test/fleet/before", ""); st != http.StatusOK {
 		t.Fatalf("replica b with a token of replica a: %d, want 200", st)
 	}
 	// Revoked through a: b refuses it at the next connection.
@@ -456,9 +457,22 @@ func TestCredgateRunFleet(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"scope":"fleet"`) {
 		t.Fatalf("revoke through a: %d %s", resp.StatusCode, body)
 	}
+	// On the tunnel opened before the revocation: the request is refused.
+	resp, err = c.Get("https://api.origin.test/fleet/kept-alive")
+	if err != nil {
+		t.Fatalf("the kept-alive tunnel: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Credgate-Reason") != "identity_invalid" {
+		t.Errorf("a request on the kept-alive tunnel after the revocation: %d %s, want 403 identity_invalid", resp.StatusCode, resp.Header.Get("X-Credgate-Reason"))
+	}
+	// A new connection: the CONNECT is refused.
 	_, err = newGoClient(t, proxy, gwCACert, false).Get("https://api.origin.test/fleet/after")
 	if err == nil || !strings.Contains(err.Error(), "Forbidden") {
 		t.Fatalf("replica b after the revocation through a: %v, want the CONNECT refused (403)", err)
+	}
+	if n := len(b.origin.byPath("/fleet/kept-alive")); n != 0 {
+		t.Errorf("the origin saw %d requests on the kept-alive tunnel after the revocation", n)
 	}
 	if n := len(b.origin.byPath("/fleet/after")); n != 0 {
 		t.Errorf("the origin saw %d requests with the revoked token", n)
