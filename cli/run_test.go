@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,21 @@ default: deny
 	}
 	if strings.Contains(r.stdout+r.stderr, forged.Value.Reveal()) {
 		t.Error("explain printed the token")
+	}
+}
+
+// TestRunChildExitCode: the command's exit code, 128+N for a signal N.
+func TestRunChildExitCode(t *testing.T) {
+	for _, c := range []struct {
+		script string
+		want   int
+	}{{"exit 0", 0}, {"exit 7", 7}, {"kill -TERM $$", 143}} {
+		code, err := runChild(t.Context(), []string{"sh", "-c", c.script}, os.Environ(), nil, io.Discard, io.Discard)
+		if err != nil || code != c.want {
+			t.Errorf("sh -c %q: %d %v, want %d", c.script, code, err, c.want)
+		}
+	}
+	if _, err := runChild(t.Context(), []string{"credgate-no-such-command"}, nil, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "executable file not found") {
+		t.Errorf("a missing command: %v", err)
 	}
 }
