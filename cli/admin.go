@@ -337,6 +337,25 @@ func (ac *adminClient) hasToken() bool {
 // answer becomes an error naming its code and reason. It returns the raw
 // body for --json.
 func (ac *adminClient) call(ctx context.Context, method, path string, body []byte, auth bool, v any) ([]byte, error) {
+	raw, err := ac.send(ctx, method, path, body, auth)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, fmt.Errorf("admin API %s%s: the answer is not what credgate sends: %w", ac.base, path, err)
+	}
+	return raw, nil
+}
+
+// get fetches path without the admin token (a public endpoint such as
+// /admin/v1/ca.pem) and returns the body of a 200 answer.
+func (ac *adminClient) get(ctx context.Context, path string) ([]byte, error) {
+	return ac.send(ctx, http.MethodGet, path, nil, false)
+}
+
+// send sends one request and returns the body of a 200 answer; any other
+// answer becomes an error naming its code and reason.
+func (ac *adminClient) send(ctx context.Context, method, path string, body []byte, auth bool) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, ac.timeout)
 	defer cancel()
 	u := *ac.base
@@ -398,9 +417,6 @@ func (ac *adminClient) call(ctx context.Context, method, path string, body []byt
 			hint = " (pass --cert and --key, or set CREDGATE_ADMIN_CERT and CREDGATE_ADMIN_KEY)"
 		}
 		return nil, fmt.Errorf("admin API %s: %d %s: %s%s", ac.base, resp.StatusCode, e.Code, e.Reason, hint)
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return nil, fmt.Errorf("admin API %s%s: the answer is not what credgate sends: %w", ac.base, path, err)
 	}
 	return raw, nil
 }

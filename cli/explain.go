@@ -20,6 +20,7 @@ import (
 
 	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
@@ -315,7 +316,17 @@ func resolveWorkload(ctx context.Context, l *loaded, pres presentation, source s
 	r := identity.NewResolver()
 	if l.config != nil {
 		cfg := l.config
-		r, err = identity.New(ctx, cfg.Identity, identity.WithLogger(slog.New(slog.DiscardHandler)))
+		opts := []identity.Option{identity.WithLogger(slog.New(slog.DiscardHandler))}
+		// Run tokens verify here only with a key_file: a generated key
+		// lives in the running gateway. Revocations are the gateway's too.
+		if rt := cfg.RunTokens; rt != nil && rt.KeyFile != "" {
+			is, err := runtoken.New(*rt, runtoken.Options{})
+			if err != nil {
+				return identity.Workload{}, nil, fmt.Errorf("explain: %w", err)
+			}
+			opts = append(opts, identity.WithLocalIssuer(is))
+		}
+		r, err = identity.New(ctx, cfg.Identity, opts...)
 		if err != nil {
 			return identity.Workload{}, nil, fmt.Errorf("explain: %w", err)
 		}

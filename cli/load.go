@@ -25,7 +25,7 @@ const (
 var (
 	policyKeys = []string{"workloads", "destinations", "credentials", "rules", "default"}
 	configKeys = []string{"listen", "tls_listen", "tls", "admin_listen", "policy", "ca",
-		"upstream", "resolve", "limits", "cache", "audit", "log", "shutdown_timeout", "identity"}
+		"upstream", "resolve", "limits", "cache", "audit", "log", "shutdown_timeout", "identity", "run_tokens"}
 )
 
 // detectKind tells a gateway config from a policy by its top-level keys.

@@ -3,7 +3,8 @@
 // (validate, explain), list the compiled-in plugins (plugins), write an
 // interception CA (ca init), disable and enable rules, workloads and
 // credentials on running gateways (admin), verify audit logs (audit
-// verify) and print the version.
+// verify), run a command with the proxy, CA and a run token set (run)
+// and print the version.
 //
 // It is a package, not a main package, so that a binary with other
 // plugins needs no fork (as Caddy's caddycmd): a main package blank-imports
@@ -121,6 +122,7 @@ Try it with nothing installed:  credgate demo   (or: credgate demo --once)`,
 		newAdminCmd(),
 		newAuditCmd(),
 		newPolicyCmd(),
+		newRunCmd(),
 		newVersionCmd(),
 	)
 	return root

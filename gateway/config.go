@@ -15,6 +15,7 @@ import (
 
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/yamlstrict"
 	"github.com/credgate/credgate/providers/rediscache"
 )
@@ -77,6 +78,10 @@ type Config struct {
 	Identity identity.Config `yaml:"identity"`
 	// Admin configures the admin API (the kill switch); docs/config.md#admin.
 	Admin Admin `yaml:"admin"`
+	// RunTokens, when set, lets `credgate run` ask the admin API for
+	// short-lived tokens naming a workload, which the jwt factor trusts
+	// (docs/agents.md#credgate-run).
+	RunTokens *runtoken.Config `yaml:"run_tokens"`
 
 	// file is the config file's path, for PolicyPath and messages.
 	file string
@@ -477,6 +482,20 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		rel(&cfg.Audit.Output)
 	}
 	errs = append(errs, cfg.Audit.check(path, root)...)
+	if rt := cfg.RunTokens; rt != nil {
+		rel(&rt.KeyFile)
+		for _, p := range rt.Check() {
+			bad(p.Msg, "run_tokens", p.Key)
+		}
+		if cfg.Admin.TokenFile == "" && cfg.Admin.TokenEnv == "" {
+			bad("run_tokens needs the admin API (tokens are asked for with the admin token): set admin.token_file or admin.token_env", "run_tokens")
+		}
+		for _, is := range cfg.Identity.JWT.Issuers {
+			if is.Issuer == rt.WithDefaults().Issuer {
+				bad(fmt.Sprintf("identity.jwt.issuers: %q is run_tokens.issuer, which the gateway trusts by itself; remove the issuer entry or choose another run_tokens.issuer", is.Issuer), "identity", "jwt", "issuers")
+			}
+		}
+	}
 	rel(&cfg.Audit.Checkpoint.KeyFile)
 	rel(&cfg.Audit.FingerprintKeyFile)
 	switch strings.ToLower(cfg.Log.Level) {

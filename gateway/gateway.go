@@ -60,6 +60,7 @@ import (
 	"github.com/credgate/credgate/gateway/internal/h1"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
 	"github.com/credgate/credgate/killswitch"
@@ -91,10 +92,12 @@ type Gateway struct {
 	shared  *sharedCache // nil without cache.redis
 	limiter *ratelimit.Limiter
 	ids     *identity.Resolver
-	issuer  *mitm.Issuer
-	metrics *metrics
-	audit   *auditor
-	closers []io.Closer
+	// runTokens issues credgate run's tokens (run_tokens); nil when off.
+	runTokens *runtoken.Issuer
+	issuer    *mitm.Issuer
+	metrics   *metrics
+	audit     *auditor
+	closers   []io.Closer
 	// fetchLog keeps "credential fetch failed" to one line per
 	// credential per fetchLogEvery: a source that is down fails every
 	// request, and each request has its audit line already.
@@ -223,7 +226,14 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
 		return nil, err
 	}
-	g.ids, err = identity.New(ctx, cfg.Identity, identity.WithLogger(logger))
+	idOpts := []identity.Option{identity.WithLogger(logger)}
+	if cfg.RunTokens != nil {
+		if g.runTokens, err = g.newRunTokens(); err != nil {
+			return nil, err
+		}
+		idOpts = append(idOpts, identity.WithLocalIssuer(g.runTokens))
+	}
+	g.ids, err = identity.New(ctx, cfg.Identity, idOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -732,6 +742,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", g.serveReadyz)
 	g.adminRoutes(mux)
+	g.runTokenRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -604,8 +604,9 @@ func checkURL(s string, httpsOnly bool) error {
 type Option func(*options)
 
 type options struct {
-	log *slog.Logger
-	now func() time.Time
+	log   *slog.Logger
+	now   func() time.Time
+	local LocalIssuer
 }
 
 // WithLogger sets the logger for reload and refresh results; default
@@ -655,7 +656,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 	closers = append(closers, mv.Close)
 	vs := []Verifier{mv}
 	var jv *jwtVerifier
-	if len(cfg.JWT.Issuers) > 0 {
+	if len(cfg.JWT.Issuers) > 0 || o.local != nil {
 		jv, err = newJWTVerifier(ctx, cfg.JWT, o)
 		if err != nil {
 			return fail(err)

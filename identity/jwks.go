@@ -38,6 +38,9 @@ type keySet struct {
 	now    func() time.Time
 	log    *slog.Logger
 	file   *fileReloader // set for jwks_file
+	// local, set for the gateway's own issuer, returns its keys; nothing
+	// is fetched.
+	local func() []jose.JSONWebKey
 
 	cur atomic.Pointer[[]jose.JSONWebKey]
 
@@ -118,6 +121,14 @@ func (k *keySet) run(ctx context.Context) {
 // candidates returns the keys that may have signed a token with this kid
 // and alg. An unknown kid triggers one refetch (rate-limited).
 func (k *keySet) candidates(ctx context.Context, kid, alg string) ([]jose.JSONWebKey, error) {
+	if k.local != nil {
+		keys := k.local()
+		k.cur.Store(&keys)
+		if ks := k.match(kid, alg); len(ks) > 0 {
+			return ks, nil
+		}
+		return nil, fmt.Errorf("issuer %s has no %s key with key id %s (a token of another gateway, or of a key rotated out): %w", k.name(), alg, quoteShort(kid), ErrInvalid)
+	}
 	if ks := k.match(kid, alg); len(ks) > 0 {
 		return ks, nil
 	}

@@ -22,8 +22,16 @@ type jwtVerifier struct {
 	maxBytes int
 	now      func() time.Time
 	log      *slog.Logger
-	cache    *ttlCache[tokenKey, *Factor]
+	cache    *ttlCache[tokenKey, verifiedToken]
 	stop     []func() error
+}
+
+// verifiedToken is a cached verification: the factor, and for a token of
+// the local issuer its jti, whose revocation is checked at every use.
+type verifiedToken struct {
+	f     *Factor
+	local LocalIssuer
+	jti   string
 }
 
 // issuer is one configured token issuer.
@@ -33,11 +41,18 @@ type issuer struct {
 	keys    *keySet
 	profile profile
 	td      spiffeid.TrustDomain // spiffe profile
+	// local is set for the gateway's own issuer (run tokens).
+	local LocalIssuer
 }
 
 func newJWTVerifier(ctx context.Context, cfg JWTConfig, o options) (*jwtVerifier, error) {
 	v := &jwtVerifier{skew: cfg.ClockSkew, maxBytes: cfg.MaxTokenBytes, now: o.now, log: o.log,
-		cache: newTTLCache[tokenKey, *Factor](cfg.CacheSize)}
+		cache: newTTLCache[tokenKey, verifiedToken](cfg.CacheSize)}
+	if li := o.local; li != nil {
+		ic := IssuerConfig{Issuer: li.IssuerName(), Profile: ProfileOIDC, Audiences: []string{li.Audience()}, Algorithms: []string{"ES256", "EdDSA"}}
+		v.issuers = append(v.issuers, &issuer{cfg: ic, algs: []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA},
+			keys: &keySet{issuer: ic.Issuer, cfg: ic, now: o.now, log: o.log, local: li.VerificationKeys}, profile: profiles[ProfileOIDC], local: li})
+	}
 	for _, ic := range cfg.Issuers {
 		is := &issuer{cfg: ic, profile: profiles[ic.Profile]}
 		for _, a := range ic.Algorithms {
@@ -113,8 +128,13 @@ func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) 
 	// without parsing it again.
 	now := v.now()
 	key := keyOf(tok)
-	if f, ok := v.cache.get(key, now); ok && f != nil {
-		return f, nil
+	if c, ok := v.cache.get(key, now); ok && c.f != nil {
+		if c.local != nil {
+			if err := checkRevoked(ctx, c.local, c.jti); err != nil {
+				return nil, err
+			}
+		}
+		return c.f, nil
 	}
 	uc, ok := peekClaims(tok)
 	if !ok {
@@ -124,11 +144,11 @@ func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) 
 	if is == nil {
 		return nil, nil
 	}
-	f, err := v.verify(ctx, is, tok, now)
+	f, jti, err := v.verify(ctx, is, tok, now)
 	if err != nil {
 		return nil, err
 	}
-	v.cache.put(key, f, f.Expires, now)
+	v.cache.put(key, verifiedToken{f: f, local: is.local, jti: jti}, f.Expires, now)
 	return f, nil
 }
 
@@ -149,19 +169,32 @@ type tokenClaims struct {
 	} `json:"cnf"`
 }
 
-func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now time.Time) (*Factor, error) {
+// checkRevoked refuses a token of the local issuer that was revoked.
+func checkRevoked(ctx context.Context, li LocalIssuer, jti string) error {
+	revoked, err := li.Revoked(ctx, jti)
+	if err != nil {
+		return fmt.Errorf("issuer %s: cannot read the revocation list: %v: %w", li.IssuerName(), err, ErrUnavailable)
+	}
+	if revoked {
+		return fmt.Errorf("issuer %s: token was revoked (credgate run revokes its token when its command exits): %w", li.IssuerName(), ErrInvalid)
+	}
+	return nil
+}
+
+// verify checks tok with is and returns its factor and jti.
+func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now time.Time) (*Factor, string, error) {
 	name := issuerName(is.cfg)
 	parsed, err := jwt.ParseSigned(tok, is.algs)
 	if err != nil {
-		return nil, fmt.Errorf("issuer %s: token is not a compact JWS signed with an allowed algorithm (%s): %w", name, strings.Join(is.cfg.Algorithms, ", "), ErrInvalid)
+		return nil, "", fmt.Errorf("issuer %s: token is not a compact JWS signed with an allowed algorithm (%s): %w", name, strings.Join(is.cfg.Algorithms, ", "), ErrInvalid)
 	}
 	if len(parsed.Headers) != 1 {
-		return nil, fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
+		return nil, "", fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
 	}
 	h := parsed.Headers[0]
 	keys, err := is.keys.candidates(ctx, h.KeyID, h.Algorithm)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var (
 		std   jwt.Claims
@@ -177,14 +210,22 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		}
 	}
 	if !ok {
-		return nil, fmt.Errorf("issuer %s: token signature does not verify with the issuer's key %s: %w", name, quoteShort(h.KeyID), ErrInvalid)
+		return nil, "", fmt.Errorf("issuer %s: token signature does not verify with the issuer's key %s: %w", name, quoteShort(h.KeyID), ErrInvalid)
 	}
 	if std.Expiry == nil {
-		return nil, fmt.Errorf("issuer %s: token has no exp claim; only expiring tokens are accepted: %w", name, ErrInvalid)
+		return nil, "", fmt.Errorf("issuer %s: token has no exp claim; only expiring tokens are accepted: %w", name, ErrInvalid)
 	}
 	exp := jwt.Expected{Issuer: is.cfg.Issuer, AnyAudience: is.cfg.Audiences, Time: now}
 	if err := std.ValidateWithLeeway(exp, v.skew); err != nil {
-		return nil, fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
+		return nil, "", fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
+	}
+	if is.local != nil {
+		if std.ID == "" {
+			return nil, "", fmt.Errorf("issuer %s: token has no jti claim: %w", name, ErrInvalid)
+		}
+		if err := checkRevoked(ctx, is.local, std.ID); err != nil {
+			return nil, "", err
+		}
 	}
 	f := &Factor{Kind: KindJWT, Subject: std.Subject, Expires: std.Expiry.Time(), Token: NewToken(tok), Attributes: map[string]string{
 		AttrIssuer: std.Issuer,
@@ -194,7 +235,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		f.Attributes[AttrTokenCertThumbprint] = extra.Confirmation.X5tS256
 	}
 	if err := is.profile.apply(is, std, extra, raw, f); err != nil {
-		return nil, fmt.Errorf("issuer %s: %w", name, err)
+		return nil, "", fmt.Errorf("issuer %s: %w", name, err)
 	}
 	for claim, attr := range is.cfg.Claims {
 		if s, ok := claimString(raw[claim]); ok {
@@ -203,7 +244,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 			}
 		}
 	}
-	return f, nil
+	return f, std.ID, nil
 }
 
 // claimProblem words a go-jose validation error.

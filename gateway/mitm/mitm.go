@@ -266,6 +266,14 @@ func (is *Issuer) SetCA(ca *CA) {
 	clear(is.byKey)
 }
 
+// CACertificate returns the certificate of the CA that signs leaves now
+// (what clients must trust).
+func (is *Issuer) CACertificate() *x509.Certificate {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.ca.Cert
+}
+
 // Len returns the number of cached leaf certificates.
 func (is *Issuer) Len() int {
 	is.mu.Lock()

@@ -1,0 +1,328 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/credgate/credgate/gateway"
+)
+
+// DefaultNoProxy is credgate run's NO_PROXY: this machine, which the
+// gateway would refuse anyway unless a rule names it.
+const DefaultNoProxy = "localhost,127.0.0.1,::1"
+
+// runOptions are the flags of credgate run.
+type runOptions struct {
+	config   string
+	gateway  string
+	workload string
+	ttl      time.Duration
+	ca       string
+	noProxy  string
+	printEnv bool
+	format   string
+	by       string
+}
+
+func newRunCmd() *cobra.Command {
+	o := &runOptions{}
+	ac := &adminClient{}
+	var adminURL string
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- COMMAND [ARGS...]",
+		Short: "Run a command with the proxy, the gateway CA and a run token set for every common client",
+		Long: `Run COMMAND with everything a client needs to go through the gateway:
+HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and lower case), a CA bundle of the system
+roots plus the gateway CA for curl, Python, Node, Go, the AWS SDKs and git,
+a Java trust store, git's http.proxy, and Node's proxy support.
+
+With --workload NAME the gateway issues a short-lived token naming that
+workload (admin API, run_tokens in the gateway config); it is the proxy
+URL's password, so the jwt factor identifies the command, and it is
+revoked when the command exits. The command's exit code is credgate run's;
+SIGINT and SIGTERM are passed on to it.
+
+  credgate run -c credgate.yaml --workload agent -- python3 agent.py
+  eval "$(credgate run --print-env --workload ci)"        # a shell or CI job
+  credgate run --print-env --format=github >> "$GITHUB_ENV"
+
+With --print-env the files stay (in the printed directory) and the token
+is not revoked: it expires after its TTL.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.printEnv {
+				if len(args) > 0 {
+					return errors.New("run: --print-env prints the variables and runs nothing; drop the command")
+				}
+				return nil
+			}
+			if len(args) == 0 {
+				return errors.New("run: name the command to run after --, e.g. credgate run -- curl https://api.example.com")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, ac, adminURL, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.SetInterspersed(false)
+	fl.StringVarP(&o.config, "config", "c", os.Getenv("CREDGATE_CONFIG"), "the gateway config: its listen, admin_listen and ca.cert are the defaults of --gateway, --admin and --ca (env CREDGATE_CONFIG)")
+	fl.StringVar(&o.gateway, "gateway", os.Getenv("CREDGATE_GATEWAY"), "the gateway's proxy URL (default: the config's listen, else http://127.0.0.1:3128; env CREDGATE_GATEWAY)")
+	fl.StringVar(&o.workload, "workload", os.Getenv("CREDGATE_WORKLOAD"), "ask the gateway for a run token naming this workload (needs run_tokens and the admin token); none: the command is identified by its other factors")
+	fl.DurationVar(&o.ttl, "ttl", 0, "the run token's lifetime (default the gateway's run_tokens.ttl, 15m; at most run_tokens.max_ttl)")
+	fl.StringVar(&o.ca, "ca", "", "the gateway's interception CA certificate (default: the config's ca.cert, else GET /admin/v1/ca.pem from the admin listener)")
+	fl.StringVar(&o.noProxy, "no-proxy", DefaultNoProxy, "NO_PROXY for the command")
+	fl.BoolVar(&o.printEnv, "print-env", false, "print the variables instead of running a command (files kept, token not revoked)")
+	fl.StringVar(&o.format, "format", "shell", "with --print-env: shell (export K='V') or github (K=V lines for $GITHUB_ENV)")
+	fl.StringVar(&o.by, "by", defaultOperator(), "who asks for the token (logged by the gateway; declared, not verified)")
+	fl.StringVar(&adminURL, "admin", os.Getenv("CREDGATE_ADMIN_URL"), "the gateway's admin URL (default: the config's admin_listen, else http://"+gateway.DefaultAdminListen+"; env CREDGATE_ADMIN_URL)")
+	fl.StringVar(&ac.tokenFile, "token-file", os.Getenv("CREDGATE_ADMIN_TOKEN_FILE"), "file holding the admin token (env CREDGATE_ADMIN_TOKEN_FILE; or the token itself in CREDGATE_ADMIN_TOKEN)")
+	fl.DurationVar(&ac.timeout, "timeout", 10*time.Second, "how long to wait for the admin API")
+	fl.StringVar(&ac.caCert, "cacert", os.Getenv("CREDGATE_ADMIN_CACERT"), "PEM roots for an https admin URL (env CREDGATE_ADMIN_CACERT)")
+	fl.StringVar(&ac.cert, "cert", os.Getenv("CREDGATE_ADMIN_CERT"), "client certificate (PEM) for an admin listener with admin.tls.client_ca (env CREDGATE_ADMIN_CERT)")
+	fl.StringVar(&ac.key, "key", os.Getenv("CREDGATE_ADMIN_KEY"), "the client certificate's key (PEM; env CREDGATE_ADMIN_KEY)")
+	return cmd
+}
+
+// run is credgate run.
+func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, args []string) error {
+	if o.format != "shell" && o.format != "github" {
+		return fmt.Errorf("run: --format %q: use shell or github", o.format)
+	}
+	var cfg *gateway.Config
+	if o.config != "" {
+		c, err := gateway.LoadConfig(o.config)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	proxy, err := o.proxyURL(cfg)
+	if err != nil {
+		return err
+	}
+	if adminURL == "" {
+		adminURL = "http://" + gateway.DefaultAdminListen
+		if cfg != nil {
+			adminURL = adminURLOf(cfg)
+		}
+	}
+	if ac.base, err = parseAdminURL(adminURL); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if ac.transport, err = ac.newTransport(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	ctx := cmd.Context()
+	caPEM, err := o.gatewayCA(ctx, cfg, ac)
+	if err != nil {
+		return err
+	}
+	var tok *gateway.RunTokenResponse
+	if o.workload != "" {
+		if tok, err = o.issue(ctx, ac); err != nil {
+			return err
+		}
+		proxy.User = url.UserPassword("token", tok.Token)
+	}
+	dir, err := os.MkdirTemp("", "credgate-run-")
+	if err == nil {
+		err = os.Chmod(dir, 0o700)
+	}
+	if err != nil {
+		return fmt.Errorf("run: private directory: %w (set TMPDIR to a writable directory)", err)
+	}
+	keep := o.printEnv
+	defer func() {
+		if !keep {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	sys, _ := systemRoots(os.Getenv)
+	if sys == nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), "credgate run: warning: no system root bundle found; the command trusts the gateway CA only")
+	}
+	files, err := writeRunFiles(dir, sys, caPEM)
+	if err != nil {
+		if tok != nil {
+			o.revoke(ac, tok, cmd.ErrOrStderr())
+		}
+		return err
+	}
+	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
+	vars := env.vars(os.Environ())
+	if o.printEnv {
+		fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: files in %s (kept; remove them when done)", dir)
+		if tok != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "; the token for %s is not revoked and expires at %s", tok.Workload, tok.Expires.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintln(cmd.ErrOrStderr())
+		return printEnv(cmd.OutOrStdout(), o.format, vars)
+	}
+	code, err := runChild(ctx, args, mergeEnv(os.Environ(), vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+	if tok != nil {
+		o.revoke(ac, tok, cmd.ErrOrStderr())
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitCode{code: code, reported: true}
+	}
+	return nil
+}
+
+// proxyURL is --gateway, else the config's listen, else the default.
+func (o *runOptions) proxyURL(cfg *gateway.Config) (*url.URL, error) {
+	s := o.gateway
+	if s == "" {
+		listen := gateway.DefaultListen
+		if cfg != nil && cfg.Listen != "" {
+			listen = cfg.Listen
+		}
+		s = "http://" + localAddr(listen)
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("run: --gateway %q is not a proxy URL such as http://127.0.0.1:3128 (the gateway's listen)", o.gateway)
+	}
+	u.Path, u.User = "", nil
+	return u, nil
+}
+
+// localAddr turns a listen address into one to connect to: an empty or
+// wildcard host becomes 127.0.0.1.
+func localAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// adminURLOf is the admin URL of a gateway config.
+func adminURLOf(cfg *gateway.Config) string {
+	scheme := "http"
+	if cfg.Admin.TLS.Cert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + localAddr(cfg.AdminListen)
+}
+
+// gatewayCA reads --ca, else the config's ca.cert, else asks the admin
+// listener.
+func (o *runOptions) gatewayCA(ctx context.Context, cfg *gateway.Config, ac *adminClient) ([]byte, error) {
+	file := o.ca
+	if file == "" && cfg != nil {
+		file = cfg.CA.Cert
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("run: the gateway CA: %w (pass --ca FILE, the gateway's ca.cert)", err)
+		}
+		return b, nil
+	}
+	b, err := ac.get(ctx, "/admin/v1/ca.pem")
+	if err != nil {
+		return nil, fmt.Errorf("run: the gateway CA: %w (or pass --ca FILE, the gateway's ca.cert)", err)
+	}
+	return b, nil
+}
+
+// issue asks the admin API for a run token.
+func (o *runOptions) issue(ctx context.Context, ac *adminClient) (*gateway.RunTokenResponse, error) {
+	req := gateway.RunTokenRequest{Workload: o.workload, By: o.by}
+	if o.ttl > 0 {
+		req.TTL = o.ttl.String()
+	}
+	body, _ := json.Marshal(req)
+	var resp gateway.RunTokenResponse
+	if _, err := ac.call(ctx, http.MethodPost, "/admin/v1/run-tokens", body, true, &resp); err != nil {
+		return nil, fmt.Errorf("run: token for workload %q: %w", o.workload, err)
+	}
+	if resp.Token == "" {
+		return nil, fmt.Errorf("run: token for workload %q: the admin API answered without a token", o.workload)
+	}
+	return &resp, nil
+}
+
+// revoke revokes the run token; a failure is a warning (the token still
+// expires at its exp).
+func (o *runOptions) revoke(ac *adminClient, tok *gateway.RunTokenResponse, stderr io.Writer) {
+	// A fresh context: the command's may be cancelled by the signal that
+	// ended the child.
+	ctx, cancel := context.WithTimeout(context.Background(), ac.timeout)
+	defer cancel()
+	body, _ := json.Marshal(gateway.RunTokenRevokeRequest{Token: tok.Token})
+	var resp gateway.RunTokenRevokeResponse
+	if _, err := ac.call(ctx, http.MethodPost, "/admin/v1/run-tokens/revoke", body, true, &resp); err != nil {
+		fmt.Fprintf(stderr, "credgate run: warning: the token for %s was not revoked: %v; it expires at %s\n", tok.Workload, err, tok.Expires.UTC().Format(time.RFC3339))
+	}
+}
+
+// runChild runs args with env, passing SIGINT, SIGTERM and SIGHUP on,
+// and returns its exit code (128+N when a signal N ended it).
+func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		return 0, fmt.Errorf("run: %w", err)
+	}
+	c := exec.Command(path, args[1:]...)
+	c.Args[0] = args[0]
+	c.Env = env
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := c.Start(); err != nil {
+		return 0, fmt.Errorf("run: start %s: %w", args[0], err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				_ = c.Process.Signal(s)
+			case <-ctx.Done():
+				_ = c.Process.Signal(syscall.SIGTERM)
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = c.Wait()
+	close(done)
+	if err == nil {
+		return 0, nil
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return 0, fmt.Errorf("run: %s: %w", args[0], err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ee.ExitCode(), nil
+}

@@ -1,0 +1,293 @@
+package cli
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"crypto/x509"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+)
+
+// nodePreload is the NODE_OPTIONS=--require script that makes Node
+// versions without NODE_USE_ENV_PROXY (Node 20) follow HTTPS_PROXY.
+//
+//go:embed runfiles/node-proxy.cjs
+var nodePreload []byte
+
+// trustStorePassword protects the Java trust store. A trust store holds
+// only public certificates; Java's PKCS#12 loader wants a password all
+// the same, and "changeit" is the one every Java tool assumes.
+const trustStorePassword = "changeit"
+
+// systemRootFiles are where Linux distributions and macOS keep their PEM
+// root bundles (the list crypto/x509 reads), first found wins.
+var systemRootFiles = []string{
+	"/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Gentoo, Arch
+	"/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+	"/etc/ssl/ca-bundle.pem",                            // openSUSE
+	"/etc/pki/tls/cacert.pem",                           // OpenELEC
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+	"/etc/ssl/cert.pem",                                 // Alpine, macOS
+}
+
+// envVar is one variable credgate run sets.
+type envVar struct{ Key, Value string }
+
+// runFiles are the files credgate run writes into its private directory.
+type runFiles struct {
+	// Bundle is the PEM bundle: the system roots and the gateway CA.
+	Bundle string
+	// TrustStore is the same as a PKCS#12 trust store, for Java.
+	TrustStore string
+	// NodePreload is the Node preload script.
+	NodePreload string
+}
+
+// writeRunFiles writes the bundle, the Java trust store and the Node
+// preload into dir (which the caller made 0700). systemPEM are the system
+// roots ("" when none were found), caPEM the gateway's CA.
+func writeRunFiles(dir string, systemPEM, caPEM []byte) (runFiles, error) {
+	f := runFiles{
+		Bundle:      filepath.Join(dir, "ca-bundle.pem"),
+		TrustStore:  filepath.Join(dir, "truststore.p12"),
+		NodePreload: filepath.Join(dir, "node-proxy.cjs"),
+	}
+	var bundle bytes.Buffer
+	bundle.Write(systemPEM)
+	if len(systemPEM) > 0 && systemPEM[len(systemPEM)-1] != '\n' {
+		bundle.WriteByte('\n')
+	}
+	bundle.Write(caPEM)
+	certs := parseCerts(bundle.Bytes())
+	if len(parseCerts(caPEM)) == 0 {
+		return f, errors.New("run: the gateway CA holds no PEM certificate (check --ca, the config's ca.cert, or the admin listener's /admin/v1/ca.pem)")
+	}
+	p12, err := pkcs12.Modern.EncodeTrustStore(certs, trustStorePassword)
+	if err != nil {
+		return f, fmt.Errorf("run: Java trust store: %w", err)
+	}
+	for _, w := range []struct {
+		path string
+		data []byte
+	}{{f.Bundle, bundle.Bytes()}, {f.TrustStore, p12}, {f.NodePreload, nodePreload}} {
+		if err := os.WriteFile(w.path, w.data, 0o600); err != nil {
+			return f, fmt.Errorf("run: write %s: %w", w.path, err)
+		}
+	}
+	return f, nil
+}
+
+// parseCerts returns the certificates of a PEM bundle, skipping blocks
+// that do not parse (a distribution bundle may hold one Go refuses).
+func parseCerts(data []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return out
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			out = append(out, c)
+		}
+	}
+}
+
+// systemRoots reads the system's PEM root bundle: SSL_CERT_FILE of the
+// caller's environment (what it trusts today) if set, else the first of
+// systemRootFiles. It returns nil, "" when there is none.
+func systemRoots(getenv func(string) string) ([]byte, string) {
+	files := systemRootFiles
+	if f := getenv("SSL_CERT_FILE"); f != "" {
+		files = append([]string{f}, files...)
+	}
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && len(parseCerts(b)) > 0 {
+			return b, f
+		}
+	}
+	return nil, ""
+}
+
+// runEnv is what the variables are made of.
+type runEnv struct {
+	// Proxy is the gateway's proxy listener, with the run token as the
+	// password when there is one.
+	Proxy *url.URL
+	// NoProxy is the NO_PROXY list.
+	NoProxy string
+	// Files are the bundle, trust store and Node preload.
+	Files runFiles
+	// Workload is the workload the token names, "" without a token.
+	Workload string
+}
+
+// vars returns the variables to set, in a fixed order. base is the
+// environment they are added to (os.Environ()): variables that list
+// things (NODE_OPTIONS, JAVA_TOOL_OPTIONS, GIT_CONFIG_COUNT) extend what
+// base holds instead of replacing it.
+func (r runEnv) vars(base []string) []envVar {
+	get := func(k string) string {
+		for i := len(base) - 1; i >= 0; i-- {
+			if v, ok := strings.CutPrefix(base[i], k+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	proxy := r.Proxy.String()
+	var out []envVar
+	add := func(k, v string) { out = append(out, envVar{k, v}) }
+	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		add(k, proxy)
+	}
+	add("NO_PROXY", r.NoProxy)
+	add("no_proxy", r.NoProxy)
+	// The CA bundle: curl, Python (ssl, requests), Go (SSL_CERT_FILE),
+	// Node (added to its roots), the AWS SDKs and git.
+	for _, k := range []string{"CURL_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE", "GIT_SSL_CAINFO"} {
+		add(k, r.Files.Bundle)
+	}
+	// Node: its own proxy support where it has it, the preload elsewhere.
+	add("NODE_USE_ENV_PROXY", "1")
+	add("NODE_OPTIONS", joinOpts(get("NODE_OPTIONS"), "--require="+r.Files.NodePreload))
+	// git: the proxy (credentials sent at once: Basic, not after a 407
+	// the gateway does not send) through GIT_CONFIG_*, after any the
+	// caller set.
+	n, _ := strconv.Atoi(get("GIT_CONFIG_COUNT"))
+	if n < 0 {
+		n = 0
+	}
+	git := []envVar{{"http.proxy", proxy}, {"http.proxyAuthMethod", "basic"}}
+	add("GIT_CONFIG_COUNT", strconv.Itoa(n+len(git)))
+	for i, kv := range git {
+		add("GIT_CONFIG_KEY_"+strconv.Itoa(n+i), kv.Key)
+		add("GIT_CONFIG_VALUE_"+strconv.Itoa(n+i), kv.Value)
+	}
+	// Java: the trust store and the proxy (Java takes no credentials
+	// from these properties: the token is not sent; docs/agents.md).
+	host, port := r.Proxy.Hostname(), r.Proxy.Port()
+	if port == "" {
+		port = "80"
+	}
+	java := []string{
+		"-Djavax.net.ssl.trustStore=" + r.Files.TrustStore,
+		"-Djavax.net.ssl.trustStoreType=PKCS12",
+		"-Djavax.net.ssl.trustStorePassword=" + trustStorePassword,
+		"-Dhttps.proxyHost=" + host, "-Dhttps.proxyPort=" + port,
+		"-Dhttp.proxyHost=" + host, "-Dhttp.proxyPort=" + port,
+	}
+	if np := javaNonProxyHosts(r.NoProxy); np != "" {
+		java = append(java, "-Dhttp.nonProxyHosts="+np)
+	}
+	add("JAVA_TOOL_OPTIONS", joinOpts(get("JAVA_TOOL_OPTIONS"), java...))
+	if r.Workload != "" {
+		add("CREDGATE_RUN_WORKLOAD", r.Workload)
+	}
+	return out
+}
+
+// joinOpts appends options to a space-separated option list. Options
+// holding a space are double-quoted (NODE_OPTIONS and JAVA_TOOL_OPTIONS
+// both read quotes).
+func joinOpts(existing string, opts ...string) string {
+	parts := []string{}
+	if s := strings.TrimSpace(existing); s != "" {
+		parts = append(parts, s)
+	}
+	for _, o := range opts {
+		if strings.ContainsAny(o, " \t\"") {
+			o = `"` + strings.ReplaceAll(o, `"`, `\"`) + `"`
+		}
+		parts = append(parts, o)
+	}
+	return strings.Join(parts, " ")
+}
+
+// javaNonProxyHosts turns a NO_PROXY list into http.nonProxyHosts
+// ("localhost|127.0.0.1|*.internal").
+func javaNonProxyHosts(noProxy string) string {
+	var out []string
+	for _, h := range strings.Split(noProxy, ",") {
+		h = strings.TrimSpace(h)
+		switch {
+		case h == "":
+		case strings.HasPrefix(h, "."):
+			out = append(out, "*"+h)
+		case strings.Contains(h, ":") && net.ParseIP(h) != nil:
+			out = append(out, "["+h+"]")
+		default:
+			out = append(out, h)
+		}
+	}
+	return strings.Join(out, "|")
+}
+
+// mergeEnv returns base with vars set (replacing earlier values).
+func mergeEnv(base []string, vars []envVar) []string {
+	set := map[string]bool{}
+	for _, v := range vars {
+		set[v.Key] = true
+	}
+	out := make([]string, 0, len(base)+len(vars))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !set[k] {
+			out = append(out, kv)
+		}
+	}
+	for _, v := range vars {
+		out = append(out, v.Key+"="+v.Value)
+	}
+	return out
+}
+
+// printEnv writes vars for a shell (export K='V') or for GitHub Actions'
+// $GITHUB_ENV file (K=V, or a heredoc for a value with a newline).
+func printEnv(w io.Writer, format string, vars []envVar) error {
+	for _, v := range vars {
+		var err error
+		switch format {
+		case "github":
+			if strings.ContainsAny(v.Value, "\r\n") {
+				delim := "CREDGATE_EOF"
+				for strings.Contains(v.Value, delim) {
+					delim += "_"
+				}
+				_, err = fmt.Fprintf(w, "%s<<%s\n%s\n%s\n", v.Key, delim, v.Value, delim)
+			} else {
+				_, err = fmt.Fprintf(w, "%s=%s\n", v.Key, v.Value)
+			}
+		default:
+			_, err = fmt.Fprintf(w, "export %s=%s\n", v.Key, shellQuote(v.Value))
+		}
+		if err != nil {
+			return fmt.Errorf("run --print-env: %w", err)
+		}
+	}
+	return nil
+}
+
+// shellQuote quotes s for a POSIX shell: as is when it holds only
+// characters no shell treats specially, else in single quotes, each
+// single quote written as '\”.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:,=@%+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,480 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/credgate/credgate/internal/redistest"
+)
+
+// runPolicy: workload agent is whoever presents a run token naming it
+// (issuer urn:credgate:run); only agent may reach the origin and the git
+// origin, with the credential injected. Callers without a token are
+// local, which may reach /java only (Java sends no token: see
+// docs/agents.md).
+const runPolicy = `
+workloads:
+  agent:
+    claims: {iss: "urn:credgate:run", sub: agent}
+    require: [jwt]
+  local:
+    cidrs: [127.0.0.1/32]
+    require: [source]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  git:
+    hosts: [git.origin.test]
+    allow_private: true
+credentials:
+  api-token:
+    provider: static
+    env: CREDGATE_E2E_TOKEN
+rules:
+  - name: agent-api
+    from: agent
+    to: api
+    inject: {credential: api-token, as: bearer}
+  - name: agent-git
+    from: agent
+    to: git
+    inject: {credential: api-token, as: bearer}
+  - name: java-api
+    from: local
+    to: api
+    paths: [/java]
+    inject: {credential: api-token, as: bearer}
+default: deny
+`
+
+// startGitOrigin serves git's smart HTTP protocol (git http-backend over
+// CGI) over TLS as git.origin.test, for a bare repository acme/widgets.git,
+// to requests that carry Authorization: Bearer *token only.
+func startGitOrigin(t *testing.T, gitBin string, token *atomic.Pointer[string]) string {
+	t.Helper()
+	dir := t.TempDir()
+	seed := filepath.Join(dir, "seed")
+	env := append(clientEnv(""), "HOME="+dir, "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.test", "GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.test")
+	for _, args := range [][]string{
+		{"init", "-q", "-b", "main", seed},
+		{"-C", seed, "commit", "-q", "--allow-empty", "-m", "first"},
+		{"clone", "-q", "--bare", seed, filepath.Join(dir, "repos", "acme", "widgets.git")},
+	} {
+		cmd := exec.Command(gitBin, args...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Join(dir, "repos"), "GIT_HTTP_EXPORT_ALL=1"}}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if want := token.Load(); want == nil || r.Header.Get("Authorization") != "Bearer "+*want {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "the injected credential did not arrive", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	})
+	leaf, err := originCA.Leaf("git.origin.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// runEnvOf is the environment credgate run starts in: no proxy or CA
+// settings of the test process, the admin token file, and a HOME of its
+// own (git).
+func runEnvOf(t *testing.T) []string {
+	home := t.TempDir()
+	return append(clientEnv(""), "HOME="+home, "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
+}
+
+// TestCredgateRun runs curl, python3, node, git, a Go program and Java
+// under `credgate run --workload agent`: each reaches the origin through
+// the gateway with nothing set up by the test, the credential arrives,
+// and the workload is the one the run token names. The token is refused
+// once the command has exited, and a token signed by another key is
+// refused.
+func TestCredgateRun(t *testing.T) {
+	t.Parallel()
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed")
+	}
+	dir := t.TempDir()
+	adminTok := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(adminTok, []byte(randomToken(t)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var token atomic.Pointer[string]
+	gitAddr := startGitOrigin(t, gitBin, &token)
+	e := startEnv(t, envOptions{
+		Policy:  runPolicy,
+		Resolve: map[string]string{"git.origin.test:443": gitAddr},
+		ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\nrun_tokens:\n  workloads: [agent]\n  ttl: 5m\n", adminTok) +
+			"identity:\n  jwt:\n    clock_skew: 5s\n",
+	})
+	// The static credential startEnv made is what the git origin wants.
+	token.Store(&e.token)
+
+	credgateRun := func(t *testing.T, args ...string) (string, error) {
+		t.Helper()
+		full := append([]string{"run", "--gateway", e.proxyURL, "--admin", "http://" + e.adminAddr, "--token-file", adminTok, "--workload", "agent", "--"}, args...)
+		cmd := exec.Command(binPath, full...)
+		cmd.Env = runEnvOf(t)
+		cmd.Dir = t.TempDir()
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	arrived := func(t *testing.T, path string) {
+		t.Helper()
+		got := e.origin.one(t, path)
+		if got.Header.Get("Authorization") != "Bearer "+e.token {
+			t.Errorf("%s: the origin did not receive the injected credential", path)
+		}
+		if got.Header.Get("Proxy-Authorization") != "" {
+			t.Errorf("%s: Proxy-Authorization reached the origin", path)
+		}
+		waitFor(t, 5*time.Second, "the audit line of "+path, func() error {
+			for _, ev := range e.audit() {
+				if ev.Path == path {
+					if ev.Workload != "agent" || ev.Rule != "agent-api" {
+						return fmt.Errorf("audit of %s: workload %q rule %q, want agent by agent-api", path, ev.Workload, ev.Rule)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no audit line for %s", path)
+		})
+	}
+
+	t.Run("curl", func(t *testing.T) {
+		out, err := credgateRun(t, "curl", "-sS", "-f", "https://api.origin.test/run/curl")
+		if err != nil || !strings.Contains(out, "ok /run/curl") {
+			t.Fatalf("credgate run curl: %v\n%s", err, out)
+		}
+		arrived(t, "/run/curl")
+	})
+	t.Run("python3 urllib", func(t *testing.T) {
+		out, err := credgateRun(t, "python3", "-c", `import urllib.request; print(urllib.request.urlopen("https://api.origin.test/run/python").read().decode())`)
+		if err != nil || !strings.Contains(out, "ok /run/python") {
+			t.Fatalf("credgate run python3: %v\n%s", err, out)
+		}
+		arrived(t, "/run/python")
+	})
+	t.Run("node https.get", func(t *testing.T) {
+		if _, err := exec.LookPath("node"); err != nil {
+			t.Skip("node is not installed (Debian nodejs; .ci/run installs it)")
+		}
+		script := `require('https').get('https://api.origin.test/run/node', (res) => {
+  let body = ''; res.on('data', (d) => body += d);
+  res.on('end', () => { console.log(res.statusCode, body); process.exit(res.statusCode === 200 ? 0 : 1); });
+}).on('error', (e) => { console.error(e.message); process.exit(2); });`
+		out, err := credgateRun(t, "node", "-e", script)
+		if err != nil || !strings.Contains(out, "ok /run/node") {
+			t.Fatalf("credgate run node: %v\n%s", err, out)
+		}
+		arrived(t, "/run/node")
+	})
+	t.Run("go net/http", func(t *testing.T) {
+		src := filepath.Join(t.TempDir(), "main.go")
+		prog := `package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+func main() {
+	resp, err := http.Get("https://api.origin.test/run/go")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(2)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.StatusCode, string(b))
+}
+`
+		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(filepath.Dir(src), "goclient")
+		build := exec.Command("go", "build", "-o", bin, src)
+		build.Dir = filepath.Dir(src)
+		build.Env = append(os.Environ(), "GOFLAGS=", "GO111MODULE=on")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		out, err := credgateRun(t, bin)
+		if err != nil || !strings.Contains(out, "200 ok /run/go") {
+			t.Fatalf("credgate run go program: %v\n%s", err, out)
+		}
+		arrived(t, "/run/go")
+	})
+	t.Run("git ls-remote", func(t *testing.T) {
+		out, err := credgateRun(t, "git", "ls-remote", "https://git.origin.test/acme/widgets.git")
+		if err != nil || !strings.Contains(out, "refs/heads/main") {
+			t.Fatalf("credgate run git ls-remote: %v\n%s", err, out)
+		}
+		waitFor(t, 5*time.Second, "the audit line of git", func() error {
+			for _, ev := range e.audit() {
+				if ev.Host == "git.origin.test" && ev.Status == 200 {
+					if ev.Workload != "agent" || ev.Rule != "agent-git" {
+						return fmt.Errorf("git audit: workload %q rule %q", ev.Workload, ev.Rule)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no audit line for git")
+		})
+	})
+	t.Run("java trust store and proxy", func(t *testing.T) {
+		// java File.java (the source launcher) needs a JDK.
+		if _, err := exec.LookPath("javac"); err != nil {
+			t.Skip("no JDK installed (java and javac; Debian default-jdk-headless)")
+		}
+		src := filepath.Join(t.TempDir(), "Get.java")
+		prog := `public class Get {
+  public static void main(String[] a) throws Exception {
+    var c = (javax.net.ssl.HttpsURLConnection) new java.net.URL("https://api.origin.test/java").openConnection();
+    System.out.println(c.getResponseCode() + " " + new String(c.getInputStream().readAllBytes()));
+  }
+}
+`
+		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := credgateRun(t, "java", src)
+		if err != nil || !strings.Contains(out, "200 ok /java") {
+			t.Fatalf("credgate run java: %v\n%s", err, out)
+		}
+		if got := e.origin.one(t, "/java"); got.Header.Get("Authorization") != "Bearer "+e.token {
+			t.Errorf("java: the origin did not receive the injected credential")
+		}
+	})
+	t.Run("exit code and revocation after exit", func(t *testing.T) {
+		envFile := filepath.Join(t.TempDir(), "proxy")
+		out, err := credgateRun(t, "sh", "-c", `printf %s "$HTTPS_PROXY" > "$0"; exit 7`, envFile)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+			t.Fatalf("credgate run sh -c 'exit 7': %v, want exit status 7\n%s", err, out)
+		}
+		proxy, err := os.ReadFile(envFile)
+		if err != nil || !strings.Contains(string(proxy), "token:") {
+			t.Fatalf("the child's HTTPS_PROXY carries no token: %v", err)
+		}
+		c := newGoClient(t, string(proxy), gwCACert, false)
+		resp, err := c.Get("https://api.origin.test/run/revoked")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("a revoked token got %d, want the CONNECT refused", resp.StatusCode)
+		}
+		if !strings.Contains(err.Error(), "Forbidden") {
+			t.Errorf("revoked token: %v, want 403 Forbidden", err)
+		}
+		if n := len(e.origin.byPath("/run/revoked")); n != 0 {
+			t.Errorf("the origin saw %d requests with a revoked token", n)
+		}
+		e.waitLog(t, "token was revoked")
+		e.secrets = append(e.secrets, strings.TrimPrefix(strings.Split(string(proxy), "@")[0], "http://token:"))
+	})
+	t.Run("SIGTERM is passed on and the child's code returned", func(t *testing.T) {
+		ready := filepath.Join(t.TempDir(), "ready")
+		cmd := exec.Command(binPath, "run", "--gateway", e.proxyURL, "--admin", "http://"+e.adminAddr, "--token-file", adminTok, "--workload", "agent", "--",
+			"sh", "-c", `trap 'exit 42' TERM; touch "$0"; while :; do sleep 0.05; done`, ready)
+		cmd.Env = runEnvOf(t)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the child to set its trap", func() error {
+			_, err := os.Stat(ready)
+			return err
+		})
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+			t.Fatalf("credgate run after SIGTERM: %v, want exit status 42 (the child's trap)", err)
+		}
+	})
+	t.Run("forged token", func(t *testing.T) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		forged, err := jwt.Signed(sig).Claims(jwt.Claims{Issuer: "urn:credgate:run", Subject: "agent", Audience: jwt.Audience{"credgate"},
+			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Minute)), ID: "forged"}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := strings.Replace(e.proxyURL, "http://", "http://token:"+forged+"@", 1)
+		c := newGoClient(t, u, gwCACert, false)
+		resp, err := c.Get("https://api.origin.test/run/forged")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("a forged token got %d, want the CONNECT refused", resp.StatusCode)
+		}
+		if !strings.Contains(err.Error(), "Forbidden") {
+			t.Errorf("forged token: %v, want 403 Forbidden", err)
+		}
+		if n := len(e.origin.byPath("/run/forged")); n != 0 {
+			t.Errorf("the origin saw %d requests with a forged token", n)
+		}
+	})
+	t.Run("print-env", func(t *testing.T) {
+		cmd := exec.Command(binPath, "run", "--print-env", "--gateway", e.proxyURL, "--admin", "http://"+e.adminAddr, "--token-file", adminTok, "--workload", "agent")
+		cmd.Env = runEnvOf(t)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("credgate run --print-env: %v", err)
+		}
+		// The printed lines, sourced by sh, let curl through.
+		sh := exec.Command("sh", "-c", string(out)+"\ncurl -sS -f https://api.origin.test/run/print-env && rm -r \"$(dirname \"$SSL_CERT_FILE\")\"")
+		sh.Env = runEnvOf(t)
+		got, err := sh.CombinedOutput()
+		if err != nil || !strings.Contains(string(got), "ok /run/print-env") {
+			t.Fatalf("sh with the printed variables: %v\n%s\n%s", err, got, out)
+		}
+		arrived(t, "/run/print-env")
+	})
+	t.Run("a workload run_tokens does not list", func(t *testing.T) {
+		cmd := exec.Command(binPath, "run", "--gateway", e.proxyURL, "--admin", "http://"+e.adminAddr, "--token-file", adminTok, "--workload", "root", "--", "true")
+		cmd.Env = runEnvOf(t)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "403 workload_not_allowed") {
+			t.Fatalf("token for an unlisted workload: %v\n%s", err, out)
+		}
+	})
+}
+
+// TestCredgateRunFleet: two gateway replicas sharing Redis and
+// run_tokens.key_file accept each other's run tokens, and a token revoked
+// through one (credgate run exiting) is refused by the other.
+func TestCredgateRunFleet(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	k1 := writeRedisKey(t, dir, "k1.key")
+	adminTokFile, adminTok := writeAdminToken(t, dir)
+	// The key the replicas share (as openssl genpkey -algorithm ed25519 writes it).
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runKey := filepath.Join(dir, "run.key")
+	if err := os.WriteFile(runKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := envOptions{
+		Policy:      runPolicy,
+		CacheConfig: redisConfig(srv.Addr(), [2]string{"k1", k1}),
+		ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\nrun_tokens:\n  workloads: [agent]\n  key_file: %q\n", adminTokFile, runKey),
+	}
+	a, b := startEnv(t, opts), startEnv(t, opts)
+	for _, e := range []*env{a, b} {
+		e.secrets = append(e.secrets, adminTok)
+	}
+	// A token from replica a, not revoked (--print-env), used through b.
+	cmd := exec.Command(binPath, "run", "--print-env", "--format", "github", "--gateway", b.proxyURL, "--admin", "http://"+a.adminAddr,
+		"--token-file", adminTokFile, "--workload", "agent", "--ca", gwCACert)
+	cmd.Env = runEnvOf(t)
+	printed, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("credgate run --print-env: %v", err)
+	}
+	var proxy string
+	for _, line := range strings.Split(string(printed), "\n") {
+		if v, ok := strings.CutPrefix(line, "HTTPS_PROXY="); ok {
+			proxy = v
+		}
+		if v, ok := strings.CutPrefix(line, "SSL_CERT_FILE="); ok {
+			t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(v)) })
+		}
+	}
+	tok := strings.TrimPrefix(strings.Split(proxy, "@")[0], "http://token:")
+	if proxy == "" || tok == "" {
+		t.Fatalf("no token in the printed HTTPS_PROXY:\n%s", printed)
+	}
+	a.secrets, b.secrets = append(a.secrets, tok), append(b.secrets, tok)
+	c := newGoClient(t, proxy, gwCACert, false) // keep-alive: the tunnel stays open
+	if st, _, _ := get(t, c, "GET", "https://api.origin.test/fleet/before", ""); st != http.StatusOK {
+		t.Fatalf("replica b with a token of replica a: %d, want 200", st)
+	}
+	// Revoked through a: b refuses it at the next connection.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.adminAddr+"/admin/v1/run-tokens/revoke", strings.NewReader(fmt.Sprintf(`{"token":%q}`, tok)))
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"scope":"fleet"`) {
+		t.Fatalf("revoke through a: %d %s", resp.StatusCode, body)
+	}
+	// On the tunnel opened before the revocation: the request is refused.
+	resp, err = c.Get("https://api.origin.test/fleet/kept-alive")
+	if err != nil {
+		t.Fatalf("the kept-alive tunnel: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Credgate-Reason") != "identity_invalid" {
+		t.Errorf("a request on the kept-alive tunnel after the revocation: %d %s, want 403 identity_invalid", resp.StatusCode, resp.Header.Get("X-Credgate-Reason"))
+	}
+	// A new connection: the CONNECT is refused.
+	_, err = newGoClient(t, proxy, gwCACert, false).Get("https://api.origin.test/fleet/after")
+	if err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		t.Fatalf("replica b after the revocation through a: %v, want the CONNECT refused (403)", err)
+	}
+	if n := len(b.origin.byPath("/fleet/kept-alive")); n != 0 {
+		t.Errorf("the origin saw %d requests on the kept-alive tunnel after the revocation", n)
+	}
+	if n := len(b.origin.byPath("/fleet/after")); n != 0 {
+		t.Errorf("the origin saw %d requests with the revoked token", n)
+	}
+}
