@@ -54,6 +54,10 @@ credentials:
     provider: static
     env: CREDGATE_GATEWAY_TEST_DOTS
     placeholder: CREDGATE_PH_dots
+  traversal:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TRAVERSAL
+    placeholder: CREDGATE_PH_traversal
 placeholders: {quarantine: %t}
 rules:
   - {name: denied, from: local, to: api, paths: [/denied*], action: deny}
@@ -64,6 +68,7 @@ rules:
     inject: {credential: ph, as: placeholder}
     require_placeholder: true
   - {name: dots, from: local, to: api, paths: [/dots/*], inject: {credential: dots, as: placeholder}}
+  - {name: traversal, from: local, to: api, paths: [/trav/*], inject: {credential: traversal, as: placeholder}}
   - {name: api, from: local, to: api, inject: {credential: ph, as: placeholder}}
   - {name: second, from: local, to: second, inject: {credential: elsewhere, as: bearer}}
   - {name: other, from: other, to: second, inject: {credential: perwl, as: placeholder}}
@@ -95,6 +100,7 @@ func startPlaceholderGateway(t *testing.T, quarantine bool) (*testGateway, *body
 	t.Helper()
 	t.Setenv("CREDGATE_GATEWAY_TEST_PH", phValue)
 	t.Setenv("CREDGATE_GATEWAY_TEST_DOTS", "..")
+	t.Setenv("CREDGATE_GATEWAY_TEST_TRAVERSAL", "../../denied;x")
 	pki := newTestPKI(t, apiHost, tunnelHost, secondHost)
 	o := startOrigin(t, pki)
 	bs := &bodySeen{}
@@ -403,4 +409,24 @@ func jsonString(s string) []byte {
 	e.SetEscapeHTML(false)
 	_ = e.Encode(s)
 	return []byte(strings.TrimSuffix(b.String(), "\n"))
+}
+
+// Invariants 11 and 13 (docs/security.md): the policy matched the
+// canonical path with the placeholder in it; the value replacing it is
+// escaped to stay inside that one segment, so a value with "/", "..",
+// ";" cannot move the request to another path (here: under /denied,
+// which a deny rule covers), and a value that would be a whole "." or
+// ".." segment is refused (TestPlaceholderRefusals "dot segment").
+func TestPlaceholderPathStaysInItsSegment(t *testing.T) {
+	tg, _ := startPlaceholderGateway(t, false)
+	c := tg.client(t, false)
+	resp, _ := do(t, c, "GET", "https://"+apiHost+"/trav/"+"CREDGATE_PH_traversal"+"/x", nil, nil)
+	got := tg.origin.all()
+	if resp.StatusCode != 200 || len(got) == 0 {
+		t.Fatalf("status %d, origin saw %d requests", resp.StatusCode, len(got))
+	}
+	last := got[len(got)-1]
+	if want := "/trav/..%2F..%2Fdenied%3Bx/x"; last.URI != want {
+		t.Errorf("upstream request target %q, want %q (the value escaped within its segment)", last.URI, want)
+	}
 }
