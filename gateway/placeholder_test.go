@@ -96,7 +96,7 @@ func (b *bodySeen) last() string {
 // origin's /body route records request bodies (and checks that
 // Content-Length, when sent, matches), /wsrecv accepts a WebSocket and
 // records its text messages.
-func startPlaceholderGateway(t *testing.T, quarantine bool) (*testGateway, *bodySeen) {
+func startPlaceholderGateway(t testing.TB, quarantine bool) (*testGateway, *bodySeen) {
 	t.Helper()
 	t.Setenv("CREDGATE_GATEWAY_TEST_PH", phValue)
 	t.Setenv("CREDGATE_GATEWAY_TEST_DOTS", "..")
