@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -186,6 +187,12 @@ func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *
 		return &f
 	}
 	st.ph = &phState{rep: rep, sub: sub}
+	if out.Body != nil && out.Body != http.NoBody {
+		// A tripwire in a streamed body fails a Read in the transport's
+		// goroutine; the round trip's error reports it, unless the
+		// upstream answered first: then only this sees it.
+		out.Body = &misuseWatch{ReadCloser: out.Body, found: func(me *transform.MisuseError) { g.streamTripped(x, a.wl, a.d, st.ph, me) }}
+	}
 	if st.reissue != nil && len(rep.Positions()) > 0 {
 		// A replay would re-inject into the substituted request, which
 		// still holds the value the upstream rejected.
@@ -228,7 +235,10 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 	var me *transform.MisuseError
 	switch {
 	case errors.As(err, &me):
-		g.tripped(x, wl, d, me)
+		if x.tripwire == "" {
+			x.tripwire = me.Tripwire
+			g.tripped(x, wl, d, me)
+		}
 		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
 			fmt.Sprintf("the request carries the placeholder of %s, which is not bound to %s for this workload; the request was not forwarded (a placeholder is replaced only for the destination and workload its rule names)", me.Tripwire, x.dest.host), d.Rule)
 	case errors.Is(err, transform.ErrPlaceholderMissing):
@@ -243,12 +253,12 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 	return newRefusal(http.StatusBadRequest, codeBadRequest, "the request body could not be read for placeholder substitution; the request was not forwarded", d.Rule)
 }
 
-// tripped handles a tripwire: it is logged and counted, the audit line
-// names it (x.tripwire), and with placeholders.quarantine the workload is
-// disabled through the kill switch, on every replica when Redis is
-// configured.
+// tripped handles a tripwire: it is logged and counted, and with
+// placeholders.quarantine the workload is disabled through the kill
+// switch, on every replica when Redis is configured. The caller records
+// it for the audit line (x.tripwire, or phState.misuse from another
+// goroutine).
 func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, me *transform.MisuseError) {
-	x.tripwire = me.Tripwire
 	pol := g.store.Current()
 	quarantine := pol != nil && pol.Quarantine()
 	g.metrics.placeholders.misuse.WithLabelValues(string(me.Where), fmt.Sprint(quarantine)).Inc()
@@ -268,6 +278,30 @@ func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, 
 	}
 }
 
+// streamTripped handles a tripwire met in a streamed body or a WebSocket
+// frame (another goroutine than the request's), once per request.
+func (g *Gateway) streamTripped(x *exchange, wl identity.Workload, d policy.Decision, ph *phState, me *transform.MisuseError) {
+	if ph.misuse.CompareAndSwap(nil, me) {
+		g.tripped(x, wl, d, me)
+	}
+}
+
+// misuseWatch passes a streamed body on and reports a tripwire its Read
+// met (transform.MisuseError).
+type misuseWatch struct {
+	io.ReadCloser
+	found func(*transform.MisuseError)
+}
+
+func (m *misuseWatch) Read(p []byte) (int, error) {
+	n, err := m.ReadCloser.Read(p)
+	var me *transform.MisuseError
+	if err != nil && errors.As(err, &me) {
+		m.found(me)
+	}
+	return n, err
+}
+
 // placeholderStreamRefusal is the refusal of a round trip that failed
 // because the substitution of a streamed body met a tripwire or missed a
 // required placeholder, or false.
@@ -277,6 +311,14 @@ func (g *Gateway) placeholderStreamRefusal(r *http.Request, st *reqState, err er
 	}
 	if !errors.Is(err, transform.ErrPlaceholderMisuse) && !errors.Is(err, transform.ErrPlaceholderMissing) {
 		return refusal{}, false
+	}
+	var me *transform.MisuseError
+	if errors.As(err, &me) {
+		// Handled already when the body's Read failed (misuseWatch),
+		// unless a retry's body (GetBody) met it.
+		g.streamTripped(st.x, st.x.wl, st.x.d, st.ph, me)
+		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+			fmt.Sprintf("the request body carries the placeholder of %s, which is not bound to %s for this workload; the request was cut off there", me.Tripwire, st.x.dest.host), st.x.d.Rule), true
 	}
 	return g.placeholderRefusal(st.x, st.x.wl, st.x.d, err), true
 }
@@ -315,6 +357,11 @@ func (g *Gateway) placeholderAudit(ev *event, x *exchange, st *reqState) {
 		ev.Placeholders = st.ph.rep.Positions()
 		for _, p := range ev.Placeholders {
 			g.metrics.placeholders.substituted.WithLabelValues(string(p.Where)).Add(float64(p.Count))
+		}
+	}
+	if x.tripwire == "" && st.ph != nil {
+		if me := st.ph.misuse.Load(); me != nil {
+			x.tripwire = me.Tripwire
 		}
 	}
 	if x.tripwire != "" {

@@ -369,6 +369,10 @@ func TestPlaceholderRefusals(t *testing.T) {
 	if m := metric(t, tg, `credgate_placeholder_misuse_total{quarantine="false",where="header"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("metric: %q", m)
 	}
+	// The buffered JSON body and the streamed one.
+	if m := metric(t, tg, `credgate_placeholder_misuse_total{quarantine="false",where="json"}`); !strings.HasSuffix(m, " 2") {
+		t.Errorf("metric: %q", m)
+	}
 	// A tripwire in a WebSocket frame ends the connection.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 
 	"github.com/credgate/credgate/transform"
 )
@@ -35,8 +34,7 @@ var errWSFrame = errors.New("websocket frame cannot be searched for placeholders
 func (g *Gateway) wsFrames(x *exchange, a admission, ph *phState) func(io.Reader) io.Reader {
 	return func(r io.Reader) io.Reader {
 		return &wsFrameReader{src: r, sub: ph.sub, rep: ph.rep, onMisuse: func(me *transform.MisuseError) {
-			ph.misuse.Store(me)
-			g.tripped(x, a.wl, a.d, me)
+			g.streamTripped(x, a.wl, a.d, ph, me)
 		}}
 	}
 }
@@ -56,7 +54,6 @@ type wsFrameReader struct {
 	inText bool   // the current fragmented message is text
 	asJSON bool   // ... and JSON
 	err    error
-	once   sync.Once
 }
 
 func (f *wsFrameReader) Read(p []byte) (int, error) {
@@ -150,7 +147,7 @@ func (f *wsFrameReader) next() error {
 	if err != nil {
 		var me *transform.MisuseError
 		if errors.As(err, &me) {
-			f.once.Do(func() { f.onMisuse(me) })
+			f.onMisuse(me) // once: the error is sticky
 		}
 		return err
 	}
