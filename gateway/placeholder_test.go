@@ -247,6 +247,19 @@ func TestPlaceholderPositions(t *testing.T) {
 			t.Errorf("status %d %q, origin saw %d bytes, want %d", resp.StatusCode, text, len(bs.last()), len(want))
 		}
 	})
+	t.Run("json and path over HTTP/2", func(t *testing.T) {
+		c2 := tg.client(t, true)
+		body := `{"token":"` + phAPI + `"}`
+		resp, text := do(t, c2, "POST", base+"/body", http.Header{"Content-Type": {"application/json"}}, strings.NewReader(body))
+		if want := `{"token":` + string(jsonValue) + `}`; resp.ProtoMajor != 2 || resp.StatusCode != 200 || bs.last() != want {
+			t.Errorf("%s status %d %q, origin saw %q", resp.Proto, resp.StatusCode, text, bs.last())
+		}
+		resp, _ = do(t, c2, "GET", base+"/v/"+phAPI, nil, nil)
+		got := tg.origin.all()
+		if resp.StatusCode != 200 || got[len(got)-1].Path != "/v/"+phValue {
+			t.Errorf("status %d, origin saw path %q", resp.StatusCode, got[len(got)-1].Path)
+		}
+	})
 	t.Run("websocket", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -289,7 +302,7 @@ func TestPlaceholderPositions(t *testing.T) {
 		}
 		return nil
 	})
-	if m := metric(t, tg, `credgate_placeholder_substitutions_total{where="path"}`); !strings.HasSuffix(m, " 1") {
+	if m := metric(t, tg, `credgate_placeholder_substitutions_total{where="path"}`); !strings.HasSuffix(m, " 2") {
 		t.Errorf("metric: %q", m)
 	}
 }
