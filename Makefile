@@ -49,6 +49,7 @@ tools:
 	@bash scripts/minio-tools.sh || echo "tools: MinIO could not be built; the AWS e2e tests will skip and say why"
 	@bash scripts/spire.sh || echo "tools: SPIRE could not be built; TestSPIRE will skip and say why"
 	@bash scripts/promtool.sh || echo "tools: promtool could not be built; e2e/helm's TestPromtoolCheckRules will skip and say why"
+	@bash scripts/node-ws.sh || echo "tools: the npm ws package could not be installed; e2e's Node WebSocket placeholder test will skip and say why"
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:

@@ -428,6 +428,9 @@ func (ex *explanation) print(out io.Writer) {
 			inj += " (sets " + strings.Join(hs, ", ") + "; client values replaced)"
 		}
 		row("injector:", inj)
+		if ph := d.Inject.Placeholder; ph != nil {
+			row("placeholder:", placeholderLine(ph, ex.workload, d.Inject.RequirePlaceholder))
+		}
 	}
 	if l := d.RuleLimit; l != nil {
 		row("rate limit:", fmt.Sprintf("rule %s: %s, counted per workload", d.Rule, l))
@@ -460,6 +463,22 @@ func summary(d policy.Decision) string {
 func orDash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// placeholderLine describes the placeholder the caller sends for a
+// credential: the string itself (it is not a secret: it resolves only
+// for this rule's destination and this workload), how it is made, and
+// whether the rule requires it.
+func placeholderLine(ph *policy.Placeholder, wl identity.Workload, required bool) string {
+	s := ph.For(wl)
+	if ph.PerWorkload {
+		s += " (generated for workload " + wl.DisplayName() + ")"
+	}
+	s += " stands for field " + ph.Field + "; replaced in headers, Basic, path, query, form and JSON bodies and WebSocket text frames"
+	if required {
+		s += "; required (require_placeholder)"
 	}
 	return s
 }

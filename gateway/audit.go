@@ -20,6 +20,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/transform"
 )
 
 // event is one audit line. It names the credential, never its value, and
@@ -63,6 +64,11 @@ type event struct {
 	// CredentialFP fingerprints the injected credential (auditor.
 	// fingerprint); written only when set; never the value.
 	CredentialFP string
+	// Placeholders are the placeholder substitutions and Tripwire the
+	// placeholder that refused the request (placeholder.go); written only
+	// when set; never a value.
+	Placeholders []transform.Position
+	Tripwire     string
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -303,6 +309,7 @@ func appendEvent(b []byte, ev *event) []byte {
 		b = appendString(b, ev.Closed)
 	}
 	// Fields added later go here, before the receipt fields.
+	b = appendPlaceholderFields(b, ev)
 	b = append(b, `,"policy_version":`...)
 	b = appendString(b, ev.PolicyVersion)
 	if ev.CredentialFP != "" {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -444,7 +445,11 @@ func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	g.openLong(lc)
 	lc.start(conn, back)
 	// What the client sent after the request is already buffered.
-	if n := brw.Reader.Buffered(); n > 0 {
+	if n := brw.Reader.Buffered(); n > 0 && lc.frames != nil {
+		// Relayed through the frame transform with the rest.
+		b, _ := brw.Reader.Peek(n)
+		conn = bufferedConn{Conn: conn, r: io.MultiReader(bytes.NewReader(append([]byte(nil), b...)), conn)}
+	} else if n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		m, _ := back.Write(b)
 		lc.in.Add(int64(m))

@@ -131,6 +131,9 @@ type Gateway struct {
 
 	// long holds the open long-lived connections (longlived.go).
 	long longSet
+	// phIndex holds the placeholders of the policy generation last used
+	// (placeholder.go).
+	phIndex atomic.Pointer[phIndex]
 	// h1Srv serves intercepted HTTP/1.1 connections, mitmSrv the HTTP/2
 	// ones, both with intercepted (serveIntercepted).
 	h1Srv       *h1.Server

@@ -78,6 +78,11 @@ type longConn struct {
 	// in and out count the bytes from the client and to it.
 	in, out atomic.Int64
 
+	// frames, when set, wraps what the client sends on an upgraded
+	// connection before it is relayed (placeholder substitution in
+	// WebSocket frames, placeholder_ws.go).
+	frames func(io.Reader) io.Reader
+
 	mu       sync.Mutex
 	closers  []io.Closer
 	reason   string // set once, by the first close
@@ -244,7 +249,11 @@ func (g *Gateway) relay(lc *longConn, client net.Conn, upstream io.ReadWriteClos
 		defer wg.Done()
 		buf := g.buffers.Get()
 		defer g.buffers.Put(buf)
-		_ = lc.copy(upstream, client, buf, &lc.in)
+		var from io.Reader = client
+		if lc.frames != nil {
+			from = lc.frames(client)
+		}
+		_ = lc.copy(upstream, from, buf, &lc.in)
 		if !tunnel || closeWrite(uc) != nil {
 			_ = upstream.Close()
 		}

@@ -44,6 +44,8 @@ type metrics struct {
 	// providerEvents counts providers' lifecycle events
 	// (providers.EventObserver).
 	providerEvents *prometheus.CounterVec
+	// placeholders count substitutions and tripwires (placeholder.go).
+	placeholders *placeholderMetrics
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -152,6 +154,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
 		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m
 }
 

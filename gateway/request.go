@@ -74,6 +74,10 @@ type reqState struct {
 	// (informational); part of reqState, so no allocation of their own.
 	trace httptrace.ClientTrace
 	w1xx  http.ResponseWriter
+	// ph is what placeholder substitution did (placeholder.go), and x the
+	// exchange, for a tripwire met while the body streams; nil without.
+	ph *phState
+	x  *exchange
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -241,6 +245,8 @@ type exchange struct {
 	dest   target
 	wl     identity.Workload // once identity verified
 	d      policy.Decision   // once the policy decided
+	// tripwire names the placeholder that refused the request (audit).
+	tripwire string
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -431,6 +437,9 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	})
 	x.wl, x.d = a.wl, a.d
 	if f != nil {
+		if mf := g.tripwireOnDenied(x, a); mf != nil {
+			f = mf
+		}
 		g.refuse(x, *f)
 		return
 	}
@@ -482,6 +491,11 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	if upgrade {
 		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
+	}
+	st.x = x
+	if f := g.substitute(x, a, out, cred, st); f != nil {
+		g.refuse(x, *f)
+		return
 	}
 	body := &countingBody{ReadCloser: out.Body}
 	if out.Trailer != nil {
@@ -537,6 +551,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		ev2.Closed, ev2.BytesIn, ev2.BytesOut = st.long.endReason(), st.long.in.Load(), st.long.out.Load()
 	}
 	ev2.Upstream = st.upDur
+	g.placeholderAudit(ev2, x, st)
 	ev2.Duration = time.Since(x.start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)
@@ -611,6 +626,7 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	e := g.event(x, x.r.URL.EscapedPath())
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
+	e.Tripwire = x.tripwire
 	if f.Rule != "" {
 		e.Rule = f.Rule
 	}
@@ -740,6 +756,12 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if st != nil && st.body.cutOff() {
 		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
 			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
+		st.refusal = &f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
+		return
+	}
+	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		f.write(w)

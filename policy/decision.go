@@ -148,6 +148,13 @@ type InjectPlan struct {
 	As string
 	// Injector rewrites the request.
 	Injector injectors.Injector
+	// Placeholder is the credential's placeholder, nil when it has none:
+	// for a request this plan allows, the gateway replaces it with the
+	// credential's Placeholder.Field (docs/agents.md).
+	Placeholder *Placeholder
+	// RequirePlaceholder refuses a request that carries no placeholder of
+	// the credential (the rule's require_placeholder).
+	RequirePlaceholder bool
 }
 
 // Bind binds the plan's credential to the caller wl: its cache key and

@@ -63,6 +63,8 @@ type parser struct {
 	// destinations whose mode is observe.
 	observeWorkloads map[string]bool
 	observeDests     []*destination
+	// placeholders is the placeholders: section.
+	placeholders placeholderSettings
 }
 
 func (ps *parser) errorf(n *yaml.Node, format string, args ...any) {
@@ -84,7 +86,7 @@ func (ps *parser) parse(data []byte) *Policy {
 		ps.errorf(root, "the policy must be a mapping with keys workloads, destinations, credentials, rules, default and optionally mode")
 		return nil
 	}
-	sections := ps.fields(root, "policy", "workloads", "destinations", "credentials", "rules", "default", "mode")
+	sections := ps.fields(root, "policy", "workloads", "destinations", "credentials", "rules", "default", "mode", "placeholders")
 	p := &Policy{file: ps.file}
 	sum := sha256.Sum256(data)
 	p.hash = hex.EncodeToString(sum[:])
@@ -95,6 +97,10 @@ func (ps *parser) parse(data []byte) *Policy {
 	p.workloads = ps.parseWorkloads(sections["workloads"])
 	p.wlLimits = ps.wlLimits
 	p.dests = ps.parseDestinations(sections["destinations"])
+	if f, ok := sections["placeholders"]; ok {
+		ps.placeholders = ps.parsePlaceholderSettings(f)
+		p.quarantine = ps.placeholders.quarantine
+	}
 	p.creds = ps.parseCredentials(sections["credentials"])
 	p.rules = ps.parseRules(sections["rules"])
 	if f, ok := sections["default"]; ok {

@@ -18,6 +18,7 @@ import (
 func (ps *parser) parseCredentials(f field) []*credential {
 	ps.creds = map[string]*credential{}
 	keys := map[*credential]*yaml.Node{}
+	placeholders := map[string]*yaml.Node{}
 	var out []*credential
 	for _, e := range ps.entries(f.val, "credentials") {
 		name := e.key.Value
@@ -32,7 +33,14 @@ func (ps *parser) parseCredentials(f field) []*credential {
 			ps.errorf(body, "%s must be a mapping with a provider key, like {provider: static, env: API_KEY}", what)
 			continue
 		}
-		settings, extracted := ps.split(body, what, "provider")
+		settings, extracted := ps.split(body, what, "provider", "placeholder")
+		var ph *Placeholder
+		if pf, ok := extracted["placeholder"]; ok {
+			if ph = ps.parsePlaceholder(pf, name, placeholders); ph == nil {
+				continue
+			}
+			ph.seed = ps.placeholders.seed
+		}
 		pn, ok := extracted["provider"]
 		if !ok {
 			ps.errorf(e.key, "%s has no provider; add provider: <name> (available: %s)", what, strings.Join(providers.Names(), ", "))
@@ -51,7 +59,7 @@ func (ps *parser) parseCredentials(f field) []*credential {
 			ps.moduleError(body, settings, fmt.Sprintf("%s (provider %s)", what, prov), err)
 			continue
 		}
-		c := &credential{name: name, provider: prov, version: settingsHash(prov, settings), p: pr}
+		c := &credential{name: name, provider: prov, version: settingsHash(prov, settings), p: pr, placeholder: ph}
 		ps.built = append(ps.built, c)
 		ps.creds[name] = c
 		keys[c] = e.key

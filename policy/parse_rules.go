@@ -30,7 +30,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
-		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit")
+		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder")
 		r := &rule{index: len(out)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
@@ -94,6 +94,9 @@ func (ps *parser) parseRules(f field) []*rule {
 		}
 		if rl, ok := fs["rate_limit"]; ok {
 			ps.rateLimitOn(r, rl, what)
+		}
+		if rp, ok := fs["require_placeholder"]; ok {
+			ps.requirePlaceholder(r, rp, what)
 		}
 		out = append(out, r)
 	}
@@ -257,6 +260,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		Provider:          cred.p,
 		As:                as,
 		Injector:          inject,
+		Placeholder:       cred.placeholder,
 	}
 }
 

@@ -40,7 +40,7 @@ func TestParseErrors(t *testing.T) {
 			"p.yaml:2:1: only one YAML document is allowed in a policy file; remove the '---' separator",
 		}},
 		{"unknown top-level", "workloads: {}\nrulez: []\ndefault: deny\n", []string{
-			`p.yaml:2:1: unknown field "rulez" in policy; known fields are workloads, destinations, credentials, rules, default, mode`,
+			`p.yaml:2:1: unknown field "rulez" in policy; known fields are workloads, destinations, credentials, rules, default, mode, placeholders`,
 		}},
 		{"default", "default: allow\n", []string{
 			"p.yaml:1:10: default must be deny (the only default supported); add rules to allow traffic",
@@ -192,7 +192,7 @@ default: deny
 			`p.yaml:15:11: rule name "r1" is already used by the rule at line 8; rule names must be unique`,
 			`p.yaml:18:13: rule 2: unknown action "allow"; use tunnel, deny or inject`,
 			"p.yaml:19:5: rule 3 has no name; add name: <unique name>",
-			`p.yaml:22:5: unknown field "whence" in rule 3; known fields are name, from, to, action, methods, paths, when, inject, plaintext, rate_limit`,
+			`p.yaml:22:5: unknown field "whence" in rule 3; known fields are name, from, to, action, methods, paths, when, inject, plaintext, rate_limit, require_placeholder`,
 			`p.yaml:26:26: rule "r4": unknown credential "nope"; define it under credentials (defined: "c")`,
 			`p.yaml:26:36: rule "r4": unknown injector "bearz"; available injectors are ` + strings.Join(injectors.Names(), ", "),
 			`p.yaml:30:13: rule "r5": action inject needs an inject block with credential and as`,

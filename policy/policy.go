@@ -29,6 +29,8 @@ type Policy struct {
 	index     index
 	// observe says where `mode: observe` applies.
 	observe observeMode
+	// quarantine: a tripwire disables the workload (placeholders.quarantine).
+	quarantine bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -63,6 +65,8 @@ type credential struct {
 	provider string
 	version  string
 	p        providers.Provider
+	// placeholder is the credential's placeholder: setting, nil when none.
+	placeholder *Placeholder
 }
 
 // ruleAction is what a rule does; distinct from Action, which is what a

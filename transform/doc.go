@@ -12,7 +12,7 @@
 // ResponseTransform interface) on the upstream response. It never sees
 // tunnelled bytes, and it imports no stage but secret.
 //
-// Wiring (pending in gateway/request.go and gateway/forward.go): after
+// Wiring (the request side is done in gateway/placeholder.go): after
 // injectors.Apply, call Substituter.TransformRequest on the outbound
 // request (a MisuseError is 403 placeholder_misuse, ErrPlaceholderMissing
 // a refusal of require_placeholder; the same errors can come back from

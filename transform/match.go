@@ -216,20 +216,30 @@ func (s *streamReader) next() (at, which int) {
 	return s.found, which
 }
 
-// Read implements io.Reader.
+// Read implements io.Reader. It fills p with as much as is ready without
+// reading src again (the bytes before a match, the replacement, the bytes
+// after it), and reads src only when nothing is ready: a body with many
+// matches is handed on in full reads, not one short read per match
+// (each of which an HTTP/2 transport sends as a DATA frame of its own).
 func (s *streamReader) Read(p []byte) (int, error) {
-	for {
+	n := 0
+	for n < len(p) {
 		if len(s.out) > 0 {
-			n := copy(p, s.out)
-			s.out = s.out[n:]
-			return n, nil
+			c := copy(p[n:], s.out)
+			s.out = s.out[c:]
+			n += c
+			continue
 		}
 		if len(s.repl) > 0 {
-			n := copy(p, s.repl)
-			s.repl = s.repl[n:]
-			return n, nil
+			c := copy(p[n:], s.repl)
+			s.repl = s.repl[c:]
+			n += c
+			continue
 		}
 		if s.err != nil {
+			if n > 0 {
+				return n, nil // the error comes with the next Read
+			}
 			return 0, s.err
 		}
 		if s.r < s.w {
@@ -240,14 +250,14 @@ func (s *streamReader) Read(p []byte) (int, error) {
 			if limit > s.r {
 				at, w := s.next()
 				if at >= 0 && at < limit {
-					n := &s.m.needles[w]
-					if err := s.onHit(n); err != nil {
+					nd := &s.m.needles[w]
+					if err := s.onHit(nd); err != nil {
 						s.err = err
-						return 0, err
+						continue
 					}
 					s.out = s.buf[s.r:at]
-					s.repl = n.repl
-					s.r = at + len(n.find)
+					s.repl = nd.repl
+					s.r = at + len(nd.find)
 					continue
 				}
 				s.out = s.buf[s.r:limit]
@@ -264,8 +274,12 @@ func (s *streamReader) Read(p []byte) (int, error) {
 			}
 			continue
 		}
+		if n > 0 {
+			return n, nil // more would wait for src
+		}
 		s.fill()
 	}
+	return n, nil
 }
 
 // fill moves the held-back bytes to the front and reads more.

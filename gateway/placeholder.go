@@ -1,0 +1,400 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/killswitch"
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/transform"
+)
+
+// Placeholders (docs/agents.md, DESIGN.md invariant 13): for a request a
+// rule allows, the placeholder of the rule's credential is replaced by the
+// credential's value (transform.Substituter) after the injection; every
+// other placeholder of the policy is a tripwire, checked on every request
+// the gateway sees (intercepted or plain http, allowed or denied), which
+// refuses the request with 403 placeholder_misuse and, with
+// placeholders.quarantine, disables the workload through the kill switch.
+// Tunnelled bytes are never looked at.
+
+// Refusal codes of placeholders.
+const (
+	// codePlaceholderMisuse: the request carries a placeholder that is not
+	// bound to its destination (or workload).
+	codePlaceholderMisuse = "placeholder_misuse"
+	// codePlaceholderMissing: the rule has require_placeholder and the
+	// request carries none.
+	codePlaceholderMissing = "placeholder_missing"
+	// codePlaceholderUnsafe: the secret cannot be put where its
+	// placeholder is (a control character for a header, a value that
+	// would be a whole "." or ".." path segment).
+	codePlaceholderUnsafe = "placeholder_unsafe"
+)
+
+// quarantineTimeout bounds the kill switch write of a tripwire.
+const quarantineTimeout = 5 * time.Second
+
+// phState is what placeholder substitution did to one request.
+type phState struct {
+	// rep records the substitutions (read after the body was sent).
+	rep *transform.Report
+	// sub substitutes the frames of an upgraded WebSocket too.
+	sub *transform.Substituter
+	// misuse is the tripwire that stopped the request, once one did.
+	misuse atomic.Pointer[transform.MisuseError]
+}
+
+// phIndex is the placeholders of one policy generation and the
+// Substituters built for it, shared by every request decided by that
+// policy: a Substituter holds a search table per encoding, far too much
+// to build per request. There is at most one Substituter per credential,
+// placeholder (one per workload for generated ones) and
+// require_placeholder setting, rebuilt when the credential's value
+// changes.
+type phIndex struct {
+	pol  *policy.Policy
+	uses []policy.PlaceholderUse
+	// trips has every placeholder as a tripwire and no binding: the
+	// transform of forwarded requests, of injections whose credential
+	// has no placeholder, and the check of denied ones. Nil when the
+	// policy has no placeholder.
+	trips *transform.Substituter
+
+	mu   sync.Mutex
+	subs map[phKey]*phEntry
+}
+
+type phKey struct {
+	credential, placeholder string
+	require                 bool
+}
+
+type phEntry struct {
+	cred *providers.Credential
+	sub  *transform.Substituter
+}
+
+// placeholders returns the index of pol, building it when pol is not the
+// generation the gateway last built one for.
+func (g *Gateway) placeholders(pol *policy.Policy) (*phIndex, error) {
+	if ix := g.phIndex.Load(); ix != nil && ix.pol == pol {
+		return ix, nil
+	}
+	ix := &phIndex{pol: pol, uses: pol.Placeholders(), subs: map[phKey]*phEntry{}}
+	if len(ix.uses) > 0 {
+		trips := make([]transform.Tripwire, len(ix.uses))
+		for i, u := range ix.uses {
+			trips[i] = transform.Tripwire{Name: u.Name(), Placeholder: u.Placeholder}
+		}
+		var err error
+		if ix.trips, err = transform.NewSubstituter(nil, trips, transform.Options{}); err != nil {
+			return nil, fmt.Errorf("placeholders of policy %s: %w", pol.File(), err)
+		}
+	}
+	g.phIndex.Store(ix)
+	return ix, nil
+}
+
+// substituter returns the transform for a request decided d for workload
+// wl with credential cred (nil unless d injects), or nil when the policy
+// has no placeholders.
+func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *providers.Credential) (*transform.Substituter, error) {
+	if len(ix.uses) == 0 {
+		return nil, nil
+	}
+	if d.Action != policy.Inject || d.Inject.Placeholder == nil {
+		return ix.trips, nil
+	}
+	plan := d.Inject
+	ph := plan.Placeholder.For(wl)
+	key := phKey{credential: plan.Credential, placeholder: ph, require: plan.RequirePlaceholder}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if e := ix.subs[key]; e != nil && (e.cred == cred || sameValue(e.cred, cred, plan.Placeholder.Field)) {
+		e.cred = cred
+		return e.sub, nil
+	}
+	v, ok := cred.Field(plan.Placeholder.Field)
+	if !ok {
+		return nil, fmt.Errorf("credential %q has no %q field for its placeholder: %w", plan.Credential, plan.Placeholder.Field, errNoPlaceholderField)
+	}
+	var trips []transform.Tripwire
+	for _, u := range ix.uses {
+		if u.Placeholder != ph {
+			trips = append(trips, transform.Tripwire{Name: u.Name(), Placeholder: u.Placeholder})
+		}
+	}
+	name := plan.Credential
+	if plan.Placeholder.PerWorkload {
+		name += "@" + wl.DisplayName()
+	}
+	sub, err := transform.NewSubstituter(
+		[]transform.Binding{{Name: name, Placeholder: ph, Value: v}}, trips,
+		transform.Options{Require: plan.RequirePlaceholder})
+	if err != nil {
+		return nil, fmt.Errorf("placeholder of credential %q: %w", plan.Credential, err)
+	}
+	ix.subs[key] = &phEntry{cred: cred, sub: sub}
+	return sub, nil
+}
+
+// errNoPlaceholderField: the credential lacks the field its placeholder
+// stands for.
+var errNoPlaceholderField = errors.New("placeholder field missing")
+
+func sameValue(a, b *providers.Credential, field string) bool {
+	va, oka := a.Field(field)
+	vb, okb := b.Field(field)
+	return oka && okb && va.Equal(vb)
+}
+
+// substitute runs the placeholder transform on out, the outbound request
+// of x after injection. It returns nil when the policy has no
+// placeholders, and a refusal (the request is not sent) for a tripwire,
+// a missing required placeholder or a value that cannot be placed.
+func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *providers.Credential, st *reqState) *refusal {
+	ix, err := g.placeholders(a.pol)
+	if err != nil {
+		g.log.Error("placeholders not usable", slog.Any("error", err))
+		f := newRefusal(http.StatusBadGateway, codeInjectFailed, "the policy's placeholders could not be prepared; the request was not forwarded", a.d.Rule)
+		return &f
+	}
+	sub, err := ix.substituter(a.d, a.wl, cred)
+	if err != nil {
+		g.log.Warn("placeholder substitution not possible", slog.String("rule", a.d.Rule), slog.Any("error", err))
+		f := newRefusal(http.StatusBadGateway, codeInjectFailed,
+			fmt.Sprintf("credential %q cannot replace its placeholder (the gateway's log names the missing field); the request was not forwarded", a.d.Inject.Credential), a.d.Rule)
+		return &f
+	}
+	if sub == nil {
+		return nil
+	}
+	rep, err := sub.TransformRequest(out)
+	if err != nil {
+		f := g.placeholderRefusal(x, a.wl, a.d, err)
+		return &f
+	}
+	st.ph = &phState{rep: rep, sub: sub}
+	if out.Body != nil && out.Body != http.NoBody {
+		// A tripwire in a streamed body fails a Read in the transport's
+		// goroutine; the round trip's error reports it, unless the
+		// upstream answered first: then only this sees it.
+		out.Body = &misuseWatch{ReadCloser: out.Body, found: func(me *transform.MisuseError) { g.streamTripped(x, a.wl, a.d, st.ph, me) }}
+	}
+	if st.reissue != nil && len(rep.Positions()) > 0 {
+		// A replay would re-inject into the substituted request, which
+		// still holds the value the upstream rejected.
+		st.reissue.replay = false
+	}
+	if st.long != nil {
+		st.long.frames = g.wsFrames(x, a, st.ph)
+		// Compressed frames could not be searched: the upgrade is
+		// offered without extensions (permessage-deflate).
+		out.Header.Del("Sec-Websocket-Extensions")
+	}
+	return nil
+}
+
+// tripwireOnDenied checks a request the policy denied for tripwires in
+// its headers, path and query (its body is never read): a placeholder
+// sent where no rule allows anything is misuse too. It returns the
+// placeholder_misuse refusal that replaces the denial, or nil.
+func (g *Gateway) tripwireOnDenied(x *exchange, a admission) *refusal {
+	if a.pol == nil || a.d.Action != policy.Deny || a.d.Code == "" {
+		return nil // identity did not verify: no workload to hold to account
+	}
+	ix, err := g.placeholders(a.pol)
+	if err != nil || ix.trips == nil {
+		return nil
+	}
+	probe := *x.r
+	probe.Body, probe.ContentLength, probe.GetBody = nil, 0, nil
+	if _, err := ix.trips.TransformRequest(&probe); err != nil && errors.Is(err, transform.ErrPlaceholderMisuse) {
+		f := g.placeholderRefusal(x, a.wl, a.d, err)
+		return &f
+	}
+	return nil
+}
+
+// placeholderRefusal turns a transform error into the refusal the client
+// gets, counting it, and quarantines the workload for a tripwire when the
+// policy says so.
+func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy.Decision, err error) refusal {
+	var me *transform.MisuseError
+	switch {
+	case errors.As(err, &me):
+		if x.tripwire == "" {
+			x.tripwire = me.Tripwire
+			g.tripped(x, wl, d, me)
+		}
+		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+			fmt.Sprintf("the request carries the placeholder of %s, which is not bound to %s for this workload; the request was not forwarded (a placeholder is replaced only for the destination and workload its rule names)", me.Tripwire, x.dest.host), d.Rule)
+	case errors.Is(err, transform.ErrPlaceholderMissing):
+		g.metrics.placeholders.missing.Inc()
+		return newRefusal(http.StatusForbidden, codePlaceholderMissing,
+			fmt.Sprintf("rule %q requires the placeholder of credential %q in the request and it carries none; put the placeholder where the API expects the secret", d.Rule, d.Inject.Credential), d.Rule)
+	case errors.Is(err, transform.ErrUnsafeValue):
+		return newRefusal(http.StatusBadGateway, codePlaceholderUnsafe,
+			"the secret cannot be put where its placeholder is (a header value would hold a control character, or a path segment would become '.' or '..'); the request was not forwarded", d.Rule)
+	}
+	g.log.Info("placeholder substitution failed", slog.String("rule", d.Rule), slog.Any("error", err))
+	return newRefusal(http.StatusBadRequest, codeBadRequest, "the request body could not be read for placeholder substitution; the request was not forwarded", d.Rule)
+}
+
+// tripped handles a tripwire: it is logged and counted, and with
+// placeholders.quarantine the workload is disabled through the kill
+// switch, on every replica when Redis is configured. The caller records
+// it for the audit line (x.tripwire, or phState.misuse from another
+// goroutine).
+func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, me *transform.MisuseError) {
+	pol := g.store.Current()
+	quarantine := pol != nil && pol.Quarantine()
+	g.metrics.placeholders.misuse.WithLabelValues(string(me.Where), fmt.Sprint(quarantine)).Inc()
+	g.log.Warn("placeholder misuse: a placeholder was sent where it is not bound",
+		slog.String("workload", wl.DisplayName()), slog.String("tripwire", me.Tripwire),
+		slog.String("where", string(me.Where)), slog.String("host", x.dest.host), slog.String("rule", d.Rule),
+		slog.Bool("quarantine", quarantine))
+	if !quarantine || g.switches == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), quarantineTimeout)
+	defer cancel()
+	e := killswitch.Entry{Kind: killswitch.Workload, Name: wl.DisplayName(), By: "credgate tripwire",
+		Reason: fmt.Sprintf("placeholder_misuse: the placeholder of %s was sent to %s", me.Tripwire, x.dest.host)}
+	if _, err := g.switches.Disable(ctx, e); err != nil {
+		g.log.Error("placeholder misuse: quarantine failed; disable the workload by hand", slog.String("workload", wl.DisplayName()), slog.Any("error", err))
+	}
+}
+
+// streamTripped handles a tripwire met in a streamed body or a WebSocket
+// frame (another goroutine than the request's), once per request.
+func (g *Gateway) streamTripped(x *exchange, wl identity.Workload, d policy.Decision, ph *phState, me *transform.MisuseError) {
+	if ph.misuse.CompareAndSwap(nil, me) {
+		g.tripped(x, wl, d, me)
+	}
+}
+
+// misuseWatch passes a streamed body on and reports a tripwire its Read
+// met (transform.MisuseError).
+type misuseWatch struct {
+	io.ReadCloser
+	found func(*transform.MisuseError)
+}
+
+func (m *misuseWatch) Read(p []byte) (int, error) {
+	n, err := m.ReadCloser.Read(p)
+	var me *transform.MisuseError
+	if err != nil && errors.As(err, &me) {
+		m.found(me)
+	}
+	return n, err
+}
+
+// placeholderStreamRefusal is the refusal of a round trip that failed
+// because the substitution of a streamed body met a tripwire or missed a
+// required placeholder, or false.
+func (g *Gateway) placeholderStreamRefusal(r *http.Request, st *reqState, err error) (refusal, bool) {
+	if st == nil || st.ph == nil || st.x == nil {
+		return refusal{}, false
+	}
+	if !errors.Is(err, transform.ErrPlaceholderMisuse) && !errors.Is(err, transform.ErrPlaceholderMissing) {
+		return refusal{}, false
+	}
+	var me *transform.MisuseError
+	if errors.As(err, &me) {
+		// Handled already when the body's Read failed (misuseWatch),
+		// unless a retry's body (GetBody) met it.
+		g.streamTripped(st.x, st.x.wl, st.x.d, st.ph, me)
+		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+			fmt.Sprintf("the request body carries the placeholder of %s, which is not bound to %s for this workload; the request was cut off there", me.Tripwire, st.x.dest.host), st.x.d.Rule), true
+	}
+	return g.placeholderRefusal(st.x, st.x.wl, st.x.d, err), true
+}
+
+// placeholderMetrics count substitutions and tripwires.
+type placeholderMetrics struct {
+	substituted *prometheus.CounterVec
+	misuse      *prometheus.CounterVec
+	missing     prometheus.Counter
+}
+
+func newPlaceholderMetrics(reg *prometheus.Registry) *placeholderMetrics {
+	m := &placeholderMetrics{
+		substituted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_placeholder_substitutions_total",
+			Help: "Placeholders replaced by their credential's value, by position (header, basic, path, query, form, json, websocket).",
+		}, []string{"where"}),
+		misuse: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_placeholder_misuse_total",
+			Help: "Requests and WebSocket frames refused because they carried a placeholder not bound to their destination or workload (tripwire), by position and whether the workload was quarantined.",
+		}, []string{"where", "quarantine"}),
+		missing: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credgate_placeholder_missing_total",
+			Help: "Requests refused because their rule has require_placeholder and they carried no placeholder.",
+		}),
+	}
+	reg.MustRegister(m.substituted, m.misuse, m.missing)
+	return m
+}
+
+// placeholderAudit adds a finished request's substitutions to the
+// metrics and its audit line ev, with the tripwire that stopped it (a
+// streamed body or a WebSocket frame), if one did.
+func (g *Gateway) placeholderAudit(ev *event, x *exchange, st *reqState) {
+	if st.ph != nil {
+		ev.Placeholders = st.ph.rep.Positions()
+		for _, p := range ev.Placeholders {
+			g.metrics.placeholders.substituted.WithLabelValues(string(p.Where)).Add(float64(p.Count))
+		}
+	}
+	if x.tripwire == "" && st.ph != nil {
+		if me := st.ph.misuse.Load(); me != nil {
+			x.tripwire = me.Tripwire
+		}
+	}
+	if x.tripwire != "" {
+		ev.Tripwire, ev.Code = x.tripwire, codePlaceholderMisuse
+	}
+}
+
+// appendPlaceholderFields adds the audit fields of placeholders: where
+// bindings were substituted ("placeholders": [{"where", "header",
+// "binding", "count"}]) and the tripwire that refused the request
+// ("tripwire": credential or credential@workload). Never a value.
+func appendPlaceholderFields(b []byte, ev *event) []byte {
+	if len(ev.Placeholders) > 0 {
+		b = append(b, `,"placeholders":[`...)
+		for i, p := range ev.Placeholders {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"where":`...)
+			b = appendString(b, string(p.Where))
+			if p.Header != "" {
+				b = append(b, `,"header":`...)
+				b = appendString(b, p.Header)
+			}
+			b = append(b, `,"binding":`...)
+			b = appendString(b, p.Binding)
+			b = fmt.Appendf(b, `,"count":%d}`, p.Count)
+		}
+		b = append(b, ']')
+	}
+	if ev.Tripwire != "" {
+		b = append(b, `,"tripwire":`...)
+		b = appendString(b, ev.Tripwire)
+	}
+	return b
+}

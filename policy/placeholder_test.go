@@ -1,0 +1,122 @@
+package policy
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/identity"
+)
+
+const placeholderPolicy = `
+workloads:
+  agent: {cidrs: [10.0.0.0/8]}
+  ci: {cidrs: [192.168.0.0/16]}
+destinations:
+  tg: {hosts: [api.telegram.org]}
+  slack: {hosts: [slack.com]}
+credentials:
+  tg-bot:
+    provider: policytest
+    value: v1
+    placeholder: CREDGATE_PH_tg_bot
+  slack-bot:
+    provider: policytest
+    value: v2
+    placeholder: {generate: per_workload, field: token}
+placeholders:
+  quarantine: true
+  seed: 0123456789abcdef0123
+rules:
+  - name: tg
+    from: [agent]
+    to: tg
+    inject: {credential: tg-bot, as: policytest-inj}
+    require_placeholder: true
+  - name: slack
+    from: "*"
+    to: slack
+    inject: {credential: slack-bot, as: policytest-inj}
+default: deny
+`
+
+func TestPlaceholders(t *testing.T) {
+	p := mustParse(t, placeholderPolicy)
+	if !p.Quarantine() {
+		t.Error("Quarantine() = false, want true")
+	}
+	agent := identity.Workload{Name: "agent"}
+	d := p.Decide(Query{Workload: agent, Scheme: "https", Host: "api.telegram.org", Port: 443, Method: "GET", Path: "/x"})
+	if d.Inject == nil || d.Inject.Placeholder == nil || !d.Inject.RequirePlaceholder {
+		t.Fatalf("decision %+v: want an inject plan with a required placeholder", d)
+	}
+	if got := d.Inject.Placeholder.For(agent); got != "CREDGATE_PH_tg_bot" {
+		t.Errorf("fixed placeholder = %q", got)
+	}
+	d = p.Decide(Query{Workload: agent, Scheme: "https", Host: "slack.com", Port: 443, Method: "GET", Path: "/x"})
+	if d.Inject == nil || d.Inject.RequirePlaceholder {
+		t.Fatalf("decision %+v: want an inject plan without require_placeholder", d)
+	}
+	ph := d.Inject.Placeholder
+	a, c, anon := ph.For(agent), ph.For(identity.Workload{Name: "ci"}), ph.For(identity.Workload{})
+	if a == c || a == anon || !strings.HasPrefix(a, GeneratedPrefix) || len(a) != len(GeneratedPrefix)+26 {
+		t.Errorf("generated placeholders agent %q, ci %q, anonymous %q: want distinct %s... strings", a, c, anon, GeneratedPrefix)
+	}
+	// The same policy parsed again (another replica) derives the same.
+	if again := mustParse(t, placeholderPolicy); again.Placeholders()[1].Placeholder != p.Placeholders()[1].Placeholder {
+		t.Error("generated placeholders differ between two parses of the same policy")
+	}
+	var got []string
+	for _, u := range p.Placeholders() {
+		got = append(got, u.Name())
+		if u.Workload != "" && u.Placeholder != ph.For(identity.Workload{Name: u.Workload}) && u.Workload != "anonymous" {
+			t.Errorf("use %s has another placeholder than For", u.Name())
+		}
+	}
+	want := []string{"tg-bot", "slack-bot@anonymous", "slack-bot@agent", "slack-bot@ci"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Placeholders() names (-want +got):\n%s", diff)
+	}
+}
+
+func TestPlaceholderErrors(t *testing.T) {
+	src := `destinations:
+  d: {hosts: [x.test]}
+credentials:
+  short: {provider: policytest, value: a, placeholder: abc}
+  badchar: {provider: policytest, value: a, placeholder: "abc def ghi"}
+  first: {provider: policytest, value: a, placeholder: CREDGATE_PH_same}
+  second: {provider: policytest, value: a, placeholder: CREDGATE_PH_same}
+  gen: {provider: policytest, value: a, placeholder: {generate: per_request}}
+  both: {provider: policytest, value: a, placeholder: {generate: per_workload, value: CREDGATE_PH_both}}
+  reserved: {provider: policytest, value: a, placeholder: cgph_mine_123}
+  none: {provider: policytest, value: a}
+placeholders: {quarantine: maybe, seed: short}
+rules:
+  - {name: r1, from: "*", to: d, inject: {credential: none, as: policytest-inj}, require_placeholder: true}
+  - {name: r2, from: "*", to: d, action: tunnel, require_placeholder: true}
+default: deny
+`
+	_, err := Parse(context.Background(), "p.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	want := []string{
+		`p.yaml:4:56: credential "short" placeholder: length 3 is not between 8 and 256; a placeholder is 8 to 256 bytes of letters, digits, '-', '.', '_' and '~', characters no encoding rewrites`,
+		`p.yaml:5:58: credential "badchar" placeholder: byte 3 is not a letter, digit, '-', '.', '_' or '~'; a placeholder is 8 to 256 bytes of letters, digits, '-', '.', '_' and '~', characters no encoding rewrites`,
+		`p.yaml:7:57: credential "second" placeholder is already the placeholder of another credential (line 6); each credential needs its own, or a placeholder could not say which secret it stands for`,
+		`p.yaml:8:65: credential "gen" placeholder: generate "per_request" is not known; use generate: per_workload`,
+		`p.yaml:9:56: credential "both" placeholder: set value or generate, not both`,
+		`p.yaml:10:59: credential "reserved" placeholder: "cgph_" is reserved for generated placeholders; choose another prefix`,
+		`p.yaml:12:28: placeholders quarantine must be true or false`,
+		`p.yaml:12:41: placeholders seed is 5 bytes; use at least 16 random bytes (changing it changes every generated placeholder)`,
+		`p.yaml:14:82: rule "r1": require_placeholder is set but credential "none" declares no placeholder; add placeholder: to the credential or remove require_placeholder`,
+		`p.yaml:15:50: rule "r2": require_placeholder applies only to inject rules; remove it`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("errors (-want +got):\n%s", diff)
+	}
+}
