@@ -117,7 +117,7 @@ type Entra struct {
 	tokens  map[string]Issued
 	grants  int
 	fault   int
-	stall   bool
+	stall   chan struct{} // non-nil while stalled; closed to release
 	refused []string // AADSTS codes answered
 	jtis    map[string]bool
 }
@@ -153,7 +153,10 @@ func NewEntra(opts EntraOptions) *Entra {
 }
 
 // Close stops the server.
-func (e *Entra) Close() { e.srv.Close() }
+func (e *Entra) Close() {
+	e.Stall(false)
+	e.srv.Close()
+}
 
 // Client returns an HTTP client trusting the server's certificate.
 func (e *Entra) Client() *http.Client { return e.srv.Client() }
@@ -183,7 +186,13 @@ func (e *Entra) Fail(status int) {
 func (e *Entra) Stall(on bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.stall = on
+	switch {
+	case on && e.stall == nil:
+		e.stall = make(chan struct{})
+	case !on && e.stall != nil:
+		close(e.stall)
+		e.stall = nil
+	}
 }
 
 // Grants returns how many tokens were issued.
@@ -260,8 +269,14 @@ func (e *Entra) serve(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	fault, stall := e.fault, e.stall
 	e.mu.Unlock()
-	if stall {
-		<-r.Context().Done()
+	w.Header().Set("Date", e.opts.Now().UTC().Format(http.TimeFormat))
+	if stall != nil {
+		// Read the body, so that the server notices the client leaving.
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		select {
+		case <-r.Context().Done():
+		case <-stall:
+		}
 		return
 	}
 	if fault != 0 {
