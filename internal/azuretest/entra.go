@@ -118,7 +118,7 @@ type Entra struct {
 	grants  int
 	fault   int
 	stall   chan struct{} // non-nil while stalled; closed to release
-	refused []string // AADSTS codes answered
+	refused []string      // AADSTS codes answered
 	jtis    map[string]bool
 }
 

@@ -247,7 +247,9 @@ func TestCertificate(t *testing.T) {
 
 type fixed struct{ c *providers.Credential }
 
-func (f fixed) Fetch(context.Context, providers.Request) (*providers.Credential, error) { return f.c, nil }
+func (f fixed) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
+	return f.c, nil
+}
 
 // TestCertificateBadInput: each mistake is a clear error naming the
 // setting and the fix, before or instead of a refusal by Entra.
@@ -340,7 +342,9 @@ func TestFederated(t *testing.T) {
 	// The cache scope: per workload and per token, the same for the same
 	// caller, never naming the token.
 	sc := p.(providers.Scoped)
-	scope := func(wl identity.Workload) string { return sc.CacheScope(providers.Request{Credential: "azure", Workload: wl}) }
+	scope := func(wl identity.Workload) string {
+		return sc.CacheScope(providers.Request{Credential: "azure", Workload: wl})
+	}
 	a := scope(workload("billing", identity.KindJWT, good))
 	if a != scope(workload("billing", identity.KindJWT, good)) {
 		t.Error("the same caller got two scopes")
