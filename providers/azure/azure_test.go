@@ -289,7 +289,7 @@ func TestCertificateBadInput(t *testing.T) {
 }
 
 // issuerToken signs a workload token as the OIDC issuer does.
-func issuerToken(t *testing.T, sub, aud string) string {
+func issuerToken(t testing.TB, sub, aud string) string {
 	t.Helper()
 	s, err := jwtsign.NewFromKey(issuerKey, jwtsign.RS256, "iss-1")
 	if err != nil {
@@ -443,6 +443,21 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%q: %v, want %q", tc.settings, err, tc.want)
 		}
 	}
+}
+
+func issuerTokenB(b testing.TB, sub string) string {
+	return issuerToken(b, sub, azuretest.FederatedAudience)
+}
+
+// yamlNode decodes settings for providers.Load.
+type yamlNode struct{ n yaml.Node }
+
+func (y *yamlNode) of(t testing.TB, settings string) *yaml.Node {
+	t.Helper()
+	if err := yaml.Unmarshal([]byte(settings), &y.n); err != nil {
+		t.Fatal(err)
+	}
+	return y.n.Content[0]
 }
 
 // TestConformance runs the checks every provider passes against the fake
