@@ -8,10 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,11 +25,17 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/credgate/credgate/internal/azuretest"
+	"github.com/credgate/credgate/providers/jwtsign"
 )
 
 const azurePolicy = `
 workloads:
+  analytics:
+    namespace: analytics
+    require: [jwt]
   local:
     cidrs: [127.0.0.1/32]
     require: [source]
@@ -37,6 +46,10 @@ destinations:
     encoded_slashes: true   # azblob writes the '/' in blob names as %2F
   archive-blob:
     hosts: [acmearchive.blob.core.windows.net]
+    allow_private: true
+    encoded_slashes: true
+  fed-blob:
+    hosts: [acmefed.blob.core.windows.net]
     allow_private: true
     encoded_slashes: true
 credentials:
@@ -51,7 +64,16 @@ credentials:
     authority_host: ENTRA_URL
     client_certificate: {file: CERT_FILE}
     ca_cert: CA_FILE
+  entra-federated:
+    provider: azure
+    tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47
+    client_id: 0f5a3b1c-2d4e-4f60-8a7b-9c0d1e2f3a4b
+    resource: https://storage.azure.com
+    authority_host: ENTRA_URL
+    federated: {factor: jwt}
+    ca_cert: CA_FILE
 rules:
+  - {name: fed-entra, from: analytics, to: fed-blob, inject: {credential: entra-federated, as: bearer}}
   - {name: reports-sharedkey, from: local, to: reports-blob, inject: {credential: storage-key, as: azure-sharedkey}}
   - {name: archive-entra, from: local, to: archive-blob, inject: {credential: entra-storage, as: bearer}}
 default: deny
@@ -76,7 +98,7 @@ func TestAzure(t *testing.T) {
 	}
 	accountKey := base64.StdEncoding.EncodeToString(rawKey)
 
-	leaf, err := originCA.Leaf("acmereports.blob.core.windows.net", "acmearchive.blob.core.windows.net", "127.0.0.1")
+	leaf, err := originCA.Leaf("acmereports.blob.core.windows.net", "acmearchive.blob.core.windows.net", "acmefed.blob.core.windows.net", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +136,46 @@ func TestAzure(t *testing.T) {
 	}
 	entra.AddApp(azuretest.App{Tenant: tenant, ClientID: clientID, Certificates: []*x509.Certificate{cert}})
 
+	// Workload identity federation: the cluster's OIDC issuer signs the
+	// workloads' tokens; the gateway's jwt factor and the fake Entra both
+	// verify them against its JWKS.
+	issuerKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const issuer = "https://kubernetes.azure-e2e.test"
+	jwks := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &issuerKey.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}}
+	jwksJSON, _ := json.Marshal(jwks)
+	jwksFile := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(jwksFile, jwksJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	entra.AddApp(azuretest.App{Tenant: tenant, ClientID: "0f5a3b1c-2d4e-4f60-8a7b-9c0d1e2f3a4b", Federated: []azuretest.FederatedCredential{
+		{Issuer: issuer, Subject: "system:serviceaccount:analytics:api", Audience: "credgate", JWKS: jwks}}})
+	issuerSigner, err := jwtsign.NewFromKey(issuerKey, jwtsign.RS256, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	workloadToken := func(ns string) string {
+		tok, err := issuerSigner.Sign(context.Background(), nil, map[string]any{
+			"iss": issuer, "aud": []string{"credgate"}, "sub": "system:serviceaccount:" + ns + ":api",
+			"iat": time.Now().Unix(), "nbf": time.Now().Add(-time.Minute).Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+			"kubernetes.io": map[string]any{"namespace": ns, "serviceaccount": map[string]any{"name": "api", "uid": "1"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+
 	pol := strings.NewReplacer("KEY_FILE", keyFile, "CERT_FILE", certFile, "CA_FILE", originCACert, "ENTRA_URL", entra.URL).Replace(azurePolicy)
 	e := startEnv(t, envOptions{
 		Policy: pol,
 		Resolve: map[string]string{
 			"acmereports.blob.core.windows.net:443": reports.Addr,
 			"acmearchive.blob.core.windows.net:443": archive.Addr,
+			"acmefed.blob.core.windows.net:443":     archive.Addr,
 		},
+		ExtraConfig: fmt.Sprintf("identity:\n  jwt:\n    issuers:\n      - issuer: %s\n        profile: kubernetes\n        audiences: [credgate]\n        jwks_file: %q\n", issuer, jwksFile),
 	})
 	e.secrets = append(e.secrets, accountKey, base64.StdEncoding.EncodeToString(keyDER)[64:128])
 	t.Cleanup(func() { e.secrets = append(e.secrets, entra.Tokens()...) })
@@ -183,6 +238,34 @@ func TestAzure(t *testing.T) {
 		}
 		if n := entra.Grants(); n != 1 {
 			t.Errorf("Entra issued %d tokens for four calls, want 1 (cached)", n)
+		}
+	})
+
+	t.Run("entra token by workload identity federation", func(t *testing.T) {
+		analyticsToken := workloadToken("analytics")
+		e.secrets = append(e.secrets, analyticsToken)
+		proxy, err := url.Parse(e.proxyURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy.User = url.UserPassword("analytics", analyticsToken)
+		fc := newGoClient(t, proxy.String(), gwCACert, false)
+		c, err := azblob.NewClientWithNoCredential("https://acmefed.blob.core.windows.net/",
+			&azblob.ClientOptions{ClientOptions: policy.ClientOptions{Transport: fc, Retry: policy.RetryOptions{MaxRetries: -1}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.UploadBuffer(ctx, "reports", "fed.txt", []byte("federated"), nil); err != nil {
+			t.Fatalf("UploadBuffer as analytics through the gateway: %v (Entra refused %v)", err, entra.Refused())
+		}
+		var fed int
+		for _, tok := range entra.Tokens() {
+			if in, ok := entra.TokenInfo(tok); ok && in.Method == "federated" && in.Subject == "system:serviceaccount:analytics:api" {
+				fed++
+			}
+		}
+		if fed != 1 {
+			t.Errorf("Entra issued %d federated tokens for analytics, want 1", fed)
 		}
 	})
 

@@ -18,7 +18,8 @@
 //     most an hour apart (Options.Skew of skew);
 //   - client_assertion being a federated token of another issuer: its
 //     iss, sub and aud must match a federated identity credential of the
-//     application, and its signature verifies with the issuer's JWKS.
+//     application, its signature verifies with the issuer's JWKS, and it
+//     is current (its lifetime is the issuer's business).
 //
 // Failures are answered as Entra does: 400/401 with error,
 // error_description "AADSTSnnnn: ...", error_codes, trace_id and
@@ -371,10 +372,15 @@ func (e *Entra) verifyAssertion(app App, raw, tokenURL string) (method, subject 
 	}
 	now := e.opts.Now()
 	skew := e.opts.Skew
-	if !timeOK(claims, now, skew) {
+	thumb, isCert := hdr["x5t#S256"].(string)
+	maxLife := time.Duration(0) // a federated token's lifetime is its issuer's business
+	if isCert {
+		maxLife = time.Hour
+	}
+	if !timeOK(claims, now, skew, maxLife) {
 		return "", "", &entraError{401, "invalid_client", 700024, "Client assertion is not within its valid time range."}
 	}
-	if thumb, ok := hdr["x5t#S256"].(string); ok {
+	if isCert {
 		var cert *x509.Certificate
 		for _, c := range app.Certificates {
 			sum := sha256.Sum256(c.Raw)
@@ -456,9 +462,9 @@ func decodeJWT(raw string) (hdr, claims map[string]any, err error) {
 	return hdr, claims, nil
 }
 
-// timeOK checks exp (required), nbf and iat against now with skew, and a
-// lifetime of at most an hour.
-func timeOK(claims map[string]any, now time.Time, skew time.Duration) bool {
+// timeOK checks exp (required), nbf and iat against now with skew, and,
+// when maxLife is set, a lifetime of at most maxLife.
+func timeOK(claims map[string]any, now time.Time, skew, maxLife time.Duration) bool {
 	exp, ok := claims["exp"].(float64)
 	if !ok || !time.Unix(int64(exp), 0).After(now.Add(-skew)) {
 		return false
@@ -472,7 +478,7 @@ func timeOK(claims map[string]any, now time.Time, skew time.Duration) bool {
 			start = min(start, v)
 		}
 	}
-	return exp-start <= time.Hour.Seconds()
+	return maxLife == 0 || exp-start <= maxLife.Seconds()
 }
 
 func hasAud(claims map[string]any, want string) bool {
