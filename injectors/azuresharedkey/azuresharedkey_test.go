@@ -186,6 +186,17 @@ func TestFakeAccepts(t *testing.T) {
 	if n := s.Accepted(); n != 4 {
 		t.Errorf("the fake accepted %d requests, want 4", n)
 	}
+
+	// A gateway clock 20 minutes behind: the service refuses the date
+	// (403 AuthenticationFailed), which the client sees as is.
+	inj.now = func() time.Time { return time.Now().Add(-20 * time.Minute) }
+	resp := do("GET", base+"/reports/a%20b.txt", "", nil)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a skewed clock: status %d, want 403", resp.StatusCode)
+	}
+	if r := s.Refused(); len(r) != 1 || !strings.Contains(r[0], "more than 15 minutes") {
+		t.Errorf("refused %q, want the date", r)
+	}
 }
 
 // failingBody fails the test if read.
