@@ -22,7 +22,8 @@
 //     the calling workload's own token, the one its jwt (or kubernetes)
 //     identity factor verified; Entra checks it against a federated
 //     identity credential (issuer, subject, audience) of the application.
-//     Each workload gets its own token.
+//     Each workload gets its own token, kept no longer than the workload
+//     token it was issued for.
 //
 // The credential has providers.FieldToken, for the bearer injector.
 //
@@ -67,6 +68,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/backoff"
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
@@ -444,12 +446,19 @@ func (p *Provider) fetchOnce(ctx context.Context, req providers.Request) (_ *pro
 		form.Set("client_assertion_type", AssertionType)
 		form.Set("client_assertion", a)
 	case ModeFederated:
-		tok, err := p.workloadToken(req)
+		f, err := p.workloadFactor(req)
 		if err != nil {
 			return nil, false, fmt.Errorf("%s: %w", p.op(), err)
 		}
 		form.Set("client_assertion_type", AssertionType)
-		form.Set("client_assertion", tok)
+		form.Set("client_assertion", f.Token.Reveal())
+		cred, retry, err := p.post(ctx, form)
+		// The Entra token stands for the workload's: it is not kept
+		// beyond the token it was issued for.
+		if err == nil && !f.Expires.IsZero() && cred.Expiry.After(f.Expires) {
+			cred.Expiry = f.Expires
+		}
+		return cred, retry, err
 	}
 	return p.post(ctx, form)
 }
@@ -569,19 +578,29 @@ func (p *Provider) certificateAssertion(ctx context.Context, req providers.Reque
 // workloadToken returns the caller's verified token for a federated
 // assertion.
 func (p *Provider) workloadToken(req providers.Request) (string, error) {
+	f, err := p.workloadFactor(req)
+	if err != nil {
+		return "", err
+	}
+	return f.Token.Reveal(), nil
+}
+
+// workloadFactor returns the caller's verified factor whose token is the
+// federated assertion.
+func (p *Provider) workloadFactor(req providers.Request) (identity.Factor, error) {
 	want := p.Federated.Factor
 	for _, f := range req.Workload.Factors {
 		if f.Token.IsZero() {
 			continue
 		}
 		if want == "" || want == f.Kind {
-			return f.Token.Reveal(), nil
+			return f, nil
 		}
 	}
 	if want != "" {
-		return "", fmt.Errorf("workload %s presented no verified %s token to present as the federated assertion; require the %s factor in the workload", req.Workload.DisplayName(), want, want)
+		return identity.Factor{}, fmt.Errorf("workload %s presented no verified %s token to present as the federated assertion; require the %s factor in the workload", req.Workload.DisplayName(), want, want)
 	}
-	return "", fmt.Errorf("workload %s presented no verified token to present as the federated assertion (federated needs a jwt or kubernetes identity factor)", req.Workload.DisplayName())
+	return identity.Factor{}, fmt.Errorf("workload %s presented no verified token to present as the federated assertion (federated needs a jwt or kubernetes identity factor)", req.Workload.DisplayName())
 }
 
 // entraError is the error body of the Microsoft identity platform.

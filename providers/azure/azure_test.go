@@ -320,6 +320,16 @@ func TestFederated(t *testing.T) {
 	}
 	checkToken(t, f, cred, "federated")
 
+	// The Entra token is not kept beyond the workload token it stands for.
+	soon := time.Now().Add(10 * time.Minute)
+	wl := workload("billing", identity.KindJWT, good)
+	wl.Factors[1].Expires = soon
+	if cred, err := fetch(p, wl); err != nil {
+		t.Fatal(err)
+	} else if !cred.Expiry.Equal(soon) {
+		t.Errorf("expiry %v, want the workload token's %v", cred.Expiry, soon)
+	}
+
 	other := issuerToken(t, "system:serviceaccount:reports:job", azuretest.FederatedAudience)
 	_, err = fetch(p, workload("reports", identity.KindJWT, other))
 	if err == nil || !strings.Contains(err.Error(), "AADSTS70021") || !strings.Contains(err.Error(), "federated identity credential") {
