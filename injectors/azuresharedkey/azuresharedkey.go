@@ -229,29 +229,38 @@ func canonicalXMS(h http.Header) {
 	}
 }
 
+// get is h.Get for a key already in canonical form, without
+// canonicalizing it again (a dozen lookups per request).
+func get(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // appendStringToSign appends r's StringToSign for account to b.
 func appendStringToSign(b []byte, r *http.Request, account string) []byte {
 	h := r.Header
 	line := func(v string) { b = append(append(b, v...), '\n') }
 	line(r.Method)
-	line(h.Get("Content-Encoding"))
-	line(h.Get("Content-Language"))
+	line(get(h, "Content-Encoding"))
+	line(get(h, "Content-Language"))
 	switch {
 	case r.ContentLength > 0:
 		b = append(strconv.AppendInt(b, r.ContentLength, 10), '\n')
-	case r.ContentLength == 0 && h.Get(hdrVersion) < minVersion:
+	case r.ContentLength == 0 && get(h, hdrVersion) < minVersion:
 		line("0") // versions before 2015-02-21 sign a zero length
 	default:
 		line("") // 0, or unknown (sent chunked, without Content-Length)
 	}
-	line(h.Get("Content-MD5"))
-	line(h.Get("Content-Type"))
+	line(get(h, "Content-Md5"))
+	line(get(h, "Content-Type"))
 	line("") // Date: x-ms-date is signed instead
-	line(h.Get("If-Modified-Since"))
-	line(h.Get("If-Match"))
-	line(h.Get("If-None-Match"))
-	line(h.Get("If-Unmodified-Since"))
-	line(h.Get("Range"))
+	line(get(h, "If-Modified-Since"))
+	line(get(h, "If-Match"))
+	line(get(h, "If-None-Match"))
+	line(get(h, "If-Unmodified-Since"))
+	line(get(h, "Range"))
 
 	var arr [16]string
 	names := arr[:0]
