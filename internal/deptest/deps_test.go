@@ -143,6 +143,20 @@ func rules() []rule {
 			"internal/snowflaketest":  "test fakes are for tests",
 			"internal/salesforcetest": "test fakes are for tests",
 		})},
+		{From: "providers/azure", BadDeps: with(map[string]string{
+			"providers/oauth2":    "no plugin imports another plugin; JWT signing is providers/jwtsign",
+			"providers/google":    "no plugin imports another plugin",
+			"providers/githubapp": "no plugin imports another plugin",
+			"providers/static":    "no plugin imports another plugin",
+			"internal/azuretest":  "test fakes are for tests",
+			"injectors":           "providers fetch credentials; they must not know how requests are rewritten",
+		})},
+		{From: "injectors/azuresharedkey", BadDeps: with(map[string]string{
+			"injectors/sigv4":    "no plugin imports another plugin; shared pieces live in package injectors",
+			"injectors/hmac":     "no plugin imports another plugin; shared pieces live in package injectors",
+			"providers/azure":    "no plugin imports another plugin",
+			"internal/azuretest": "test fakes are for tests",
+		})},
 		{From: "transform", BadDeps: with(map[string]string{
 			"policy":    "transform rewrites what a decision allows; it is handed bindings, it does not decide",
 			"identity":  "transform is handed the bindings for one caller; it must not know how callers are verified (so it takes secret.Value, not providers.Credential, since providers imports identity)",
@@ -192,18 +206,20 @@ func rules() []rule {
 		// blank imports (cmd/credgate, examples/custom-build): a cli that
 		// imported a plugin would force it into every custom build.
 		{From: "cli", BadDeps: map[string]string{
-			"cmd":                  wiring["cmd"],
-			"providers/all":        "the main package chooses the compiled-in providers",
-			"injectors/all":        "the main package chooses the compiled-in injectors",
-			"providers/static":     "plugins are chosen by the main package's imports",
-			"providers/vault":      "plugins are chosen by the main package's imports",
-			"providers/oauth2":     "plugins are chosen by the main package's imports",
-			"providers/awssts":     "plugins are chosen by the main package's imports",
-			"providers/githubapp":  "plugins are chosen by the main package's imports",
-			"providers/google":     "plugins are chosen by the main package's imports",
-			"providers/snowflake":  "plugins are chosen by the main package's imports",
-			"providers/salesforce": "plugins are chosen by the main package's imports",
-			"injectors/sigv4":      "plugins are chosen by the main package's imports",
+			"cmd":                      wiring["cmd"],
+			"injectors/all":            "the main package chooses the compiled-in injectors",
+			"providers/all":            "the main package chooses the compiled-in providers",
+			"injectors/azuresharedkey": "plugins are chosen by the main package's imports",
+			"injectors/sigv4":          "plugins are chosen by the main package's imports",
+			"providers/awssts":         "plugins are chosen by the main package's imports",
+			"providers/azure":          "plugins are chosen by the main package's imports",
+			"providers/githubapp":      "plugins are chosen by the main package's imports",
+			"providers/google":         "plugins are chosen by the main package's imports",
+			"providers/oauth2":         "plugins are chosen by the main package's imports",
+			"providers/salesforce":     "plugins are chosen by the main package's imports",
+			"providers/snowflake":      "plugins are chosen by the main package's imports",
+			"providers/static":         "plugins are chosen by the main package's imports",
+			"providers/vault":          "plugins are chosen by the main package's imports",
 		}},
 	}
 }

@@ -7,6 +7,7 @@ package all
 
 import (
 	_ "github.com/credgate/credgate/providers/awssts"     // awssts: AWS STS AssumeRole / AssumeRoleWithWebIdentity per workload
+	_ "github.com/credgate/credgate/providers/azure"      // azure: Microsoft Entra ID tokens (client secret, certificate assertion, workload identity federation)
 	_ "github.com/credgate/credgate/providers/githubapp"  // github-app: GitHub App installation tokens, narrowed per credential
 	_ "github.com/credgate/credgate/providers/google"     // google: service-account access tokens, self-signed JWTs and ID tokens; keyless workload identity federation
 	_ "github.com/credgate/credgate/providers/oauth2"     // oauth2: access tokens (client credentials, private_key_jwt, token exchange, JWT bearer)
