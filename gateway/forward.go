@@ -104,6 +104,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	removeHopHeaders(resp.Header)
 	_ = g.upstreamResponse(resp)
+	if st != nil && !g.transformResponse(w, resp, st) {
+		return
+	}
 
 	dst := w.Header()
 	for k, vv := range resp.Header {
@@ -123,12 +126,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	// come (ReverseProxy's flush interval -1); the headers go at once.
 	// Other bodies are flushed as they come too when their first read
 	// does not complete them (copyBody).
-	stream := resp.ContentLength == -1 || isEventStream(resp.Header.Get("Content-Type"))
+	cl := announcedLength(st, resp)
+	stream := cl == -1 || isEventStream(resp.Header.Get("Content-Type"))
 	rc := http.NewResponseController(w)
 	if stream {
 		_ = rc.Flush()
 	}
-	if err := g.copyBody(w, rc, resp.Body, stream, resp.ContentLength); err != nil {
+	if err := g.copyBody(w, rc, resp.Body, stream, cl); err != nil {
 		// The body broke off: the client must not see a complete
 		// response (a clean last chunk would make a truncated body look
 		// whole). The server closes the connection.

@@ -123,6 +123,8 @@ type Gateway struct {
 
 	// long holds the open long-lived connections (longlived.go).
 	long longSet
+	// scrubbers caches the response Scrubber of each credential (scrub.go).
+	scrubbers scrubbers
 	// h1Srv serves intercepted HTTP/1.1 connections, mitmSrv the HTTP/2
 	// ones, both with intercepted (serveIntercepted).
 	h1Srv       *h1.Server

@@ -30,7 +30,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
-		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit")
+		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "scrub", "custody")
 		r := &rule{index: len(out)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
@@ -94,6 +94,13 @@ func (ps *parser) parseRules(f field) []*rule {
 		}
 		if rl, ok := fs["rate_limit"]; ok {
 			ps.rateLimitOn(r, rl, what)
+		}
+		r.scrub = Scrub{Encoded: EncodedDecode}
+		if sf, ok := fs["scrub"]; ok {
+			ps.parseScrub(r, sf, what)
+		}
+		if cf, ok := fs["custody"]; ok {
+			ps.parseCustody(r, cf, what)
 		}
 		out = append(out, r)
 	}

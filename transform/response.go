@@ -170,15 +170,11 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 		c.n.Add(int64(s.Header(resp.Trailer)))
 		return c, nil
 	}
-	body, err := decode(resp.Body, resp.Header.Values("Content-Encoding"))
+	raw := resp.Body
+	body, err := decodeResponse(resp)
 	if err != nil {
 		return c, err
 	}
-	resp.Header.Del("Content-Encoding")
-	resp.Header.Del("Content-Length")
-	resp.ContentLength = -1
-	resp.Uncompressed = false
-	raw := resp.Body
 	sr := newStreamReader(body, s.m, c.hit)
 	sr.atEOF = func() error {
 		// A decoder may stop at the end of its data before the raw body
@@ -191,6 +187,39 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 	}
 	resp.Body = &closeBoth{Reader: sr, closers: []io.Closer{body, raw}}
 	return c, nil
+}
+
+// DecodeResponse replaces resp's body by its decoded form when it has a
+// Content-Encoding (gzip, x-gzip, deflate — zlib or raw — and br, in any
+// combination), removing Content-Encoding and Content-Length (the body's
+// length is not known until it was read), for a caller that must read
+// the body itself (the gateway's custody of JSON fields). An encoding it
+// cannot decode returns ErrUnsupportedEncoding and leaves resp untouched.
+func DecodeResponse(resp *http.Response) error {
+	if resp.Body == nil || resp.Body == http.NoBody || len(resp.Header.Values("Content-Encoding")) == 0 {
+		return nil
+	}
+	raw := resp.Body
+	body, err := decodeResponse(resp)
+	if err != nil {
+		return err
+	}
+	resp.Body = &closeBoth{Reader: body, closers: []io.Closer{body, raw}}
+	return nil
+}
+
+// decodeResponse returns resp's body decoded and clears the fields that
+// described the encoded one.
+func decodeResponse(resp *http.Response) (io.ReadCloser, error) {
+	body, err := decode(resp.Body, resp.Header.Values("Content-Encoding"))
+	if err != nil {
+		return nil, err
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = false
+	return body, nil
 }
 
 // decode returns body decoded through each coding of Content-Encoding, the
