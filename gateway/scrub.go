@@ -77,7 +77,7 @@ func (c *scrubbers) get(cred *providers.Credential) *transform.Scrubber {
 	if ok {
 		return s
 	}
-	s = transform.NewScrubber(scrubValues(cred), transform.ScrubOptions{})
+	s = transform.NewScrubber(scrubValues(cred), transform.ScrubOptions{KeepLength: true})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if prev, ok := c.m[k]; ok {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // BenchmarkScrubResponse measures a 1 MiB JSON response through the
@@ -53,6 +54,47 @@ func BenchmarkScrubResponse(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkScrubResponseRatio alternates the unscrubbed and the scrubbed
+// 1 MiB response request by request (so that the load other processes
+// put on a shared machine falls on both alike) and reports each one's
+// MB/s and their ratio, scrubbed/unscrubbed (the target is >= 0.9).
+func BenchmarkScrubResponseRatio(b *testing.B) {
+	tg := startScrubGateway(b)
+	body := benchJSON("tok_none")
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}
+	tg.origin.route("/raw/big", serve)
+	tg.origin.route("/s/big", serve)
+	c := tg.client(b, false)
+	buf := make([]byte, 32<<10)
+	get := func(path string) time.Duration {
+		t0 := time.Now()
+		resp, err := c.Get("https://" + apiHost + path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{resp.Body}, buf)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || n != int64(len(body)) {
+			b.Fatalf("%s: status %d, %d bytes, %v", path, resp.StatusCode, n, err)
+		}
+		return time.Since(t0)
+	}
+	var plain, scrubbed time.Duration
+	b.SetBytes(2 * int64(len(body)))
+	for b.Loop() {
+		plain += get("/raw/big")
+		scrubbed += get("/s/big")
+	}
+	mb := float64(b.N) * float64(len(body)) / 1e6
+	b.ReportMetric(mb/plain.Seconds(), "unscrubbed-MB/s")
+	b.ReportMetric(mb/scrubbed.Seconds(), "scrubbed-MB/s")
+	b.ReportMetric(plain.Seconds()/scrubbed.Seconds(), "ratio")
 }
 
 // benchJSON is about 1 MiB of JSON records, one in every 256 carrying tok.
