@@ -141,17 +141,21 @@ func (ps *parser) parseCustody(r *rule, f field, what string) {
 		if v, ok := ps.str(tf.val, what+" ttl"); ok {
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 || d > MaxCustodyTTL {
-				ps.errorf(deref(tf.val), "%s: ttl %q must be a duration from 1s to %s, like 15m or 12h", what, v, MaxCustodyTTL)
+				ps.errorf(deref(tf.val), "%s: ttl %q must be a duration from 1s to 720h, like 15m or 12h", what, v)
 			} else {
 				c.TTL = d
 			}
 		}
 	}
-	if len(c.JSON) == 0 && len(c.Cookies) == 0 {
+	_, hasJSON := fs["json"]
+	_, hasCookies := fs["cookies"]
+	if !hasJSON && !hasCookies {
 		ps.errorf(f.key, "%s names nothing to keep; add json: [<path>] and/or cookies: [<name>]", what)
 		return
 	}
-	r.custody = c
+	if len(c.JSON) > 0 || len(c.Cookies) > 0 {
+		r.custody = c
+	}
 }
 
 // parseJSONPath splits `$.a.b`, `a.b` or `$.a` into its keys, or says
