@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
+
+	"github.com/credgate/credgate/internal/redistest"
 )
 
 // custodyPolicy: the gateway logs in to other.origin.test with a
@@ -230,6 +232,64 @@ func TestCustodyLoginSession(t *testing.T) {
 		t.Errorf("credgate_custody_captured_total{rule=login} = %v, want %d", v, 2*len(clients))
 	}
 	e.stopAndCheck()
+}
+
+// TestCustodyAcrossReplicas: two gateway processes share a real
+// redis-server; a session captured through one resolves through the
+// other, and Redis holds the kept values sealed, never in plaintext.
+func TestCustodyAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	token := randomToken(t)
+	so := startSessionOrigin(t, token)
+	cfg := redisConfig(srv.Addr(), [2]string{"k1", writeRedisKey(t, t.TempDir(), "k1.key")})
+	replica := func() *env {
+		e := &env{t: t, dir: t.TempDir(), origin: startOrigin(t), token: token}
+		e.configPath = e.dir + "/credgate.yaml"
+		e.policyPath = e.dir + "/policy.yaml"
+		opts := envOptions{Policy: custodyPolicy, Resolve: map[string]string{otherHost + ":443": so.addr}, CacheConfig: cfg}
+		e.writePolicy(opts.Policy, opts)
+		e.writeConfig(opts)
+		e.start()
+		return e
+	}
+	a, b := replica(), replica()
+
+	login := goClient{}.Do(t, a, clientRequest{Method: http.MethodPost, URL: "https://" + otherHost + "/login"})
+	var answer struct{ Session struct{ Token string } }
+	if err := json.Unmarshal([]byte(login.Body), &answer); err != nil || !custodyPlaceholder.MatchString(answer.Session.Token) {
+		t.Fatalf("login through replica a: status %d %s: %s", login.Status, login.Err, login.Body)
+	}
+	var cookiePH string
+	for _, sc := range login.Header.Values("Set-Cookie") {
+		if c, err := http.ParseSetCookie(sc); err == nil && c.Name == "sid" {
+			cookiePH = c.Value
+		}
+	}
+	me := goClient{}.Do(t, b, clientRequest{URL: "https://" + otherHost + "/me", Header: http.Header{
+		"X-Session": {answer.Session.Token}, "Cookie": {"sid=" + cookiePH}}})
+	if me.Status != http.StatusOK || !strings.Contains(me.Body, `"user": "bob"`) {
+		t.Fatalf("the placeholders through replica b: status %d %s: %s", me.Status, me.Err, me.Body)
+	}
+	for _, v := range append(so.values(), token) {
+		if strings.Contains(login.Body+me.Body+fmt.Sprint(login.Header, me.Header), v) {
+			t.Errorf("a client saw a real value")
+		}
+	}
+	dump, err := srv.Dump(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range dump {
+		for _, s := range so.values() {
+			if strings.Contains(k, s) || strings.Contains(v, s) {
+				t.Errorf("Redis key %q or its value holds a custodied value in plaintext", k)
+			}
+		}
+	}
+	for _, e := range []*env{a, b} {
+		e.secrets = append(e.secrets, so.values()...)
+		e.stopAndCheck()
+	}
 }
 
 // secondGo calls /me from source 127.0.0.2 with Go's client.
