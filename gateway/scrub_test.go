@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
@@ -279,4 +280,56 @@ func TestScrubSettings(t *testing.T) {
 	waitFor(t, 5*time.Second, "the refusal's audit line", func() bool {
 		return strings.Contains(tg.audit.String(), `"code":"`+codeResponseNotScrubbable+`"`)
 	})
+}
+
+// TestScrubbedStreamNotHeldBack: a server-sent event reaches the client
+// while the origin pauses (an LLM streaming tokens, an MCP endpoint
+// event): scrubbing holds back only what could begin the secret.
+func TestScrubbedStreamNotHeldBack(t *testing.T) {
+	tg := startScrubGateway(t)
+	ack := make(chan struct{})
+	tg.origin.route("/s/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: endpoint\ndata: /messages?session=1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-ack:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintf(w, "data: %s\n\n", scrubSecret)
+	})
+	for _, h2 := range []bool{false, true} {
+		resp, err := tg.client(t, h2).Get("https://" + apiHost + "/s/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := make(chan string, 1)
+		br := bufio.NewReader(resp.Body)
+		go func() {
+			var ev strings.Builder
+			for {
+				line, err := br.ReadString('\n')
+				ev.WriteString(line)
+				if err != nil || line == "\n" {
+					first <- ev.String()
+					return
+				}
+			}
+		}()
+		select {
+		case ev := <-first:
+			if ev != "event: endpoint\ndata: /messages?session=1\n\n" {
+				t.Fatalf("h2=%v: first event %q", h2, ev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("h2=%v: the first event did not arrive while the origin paused: the scrubber held it back", h2)
+		}
+		ack <- struct{}{}
+		rest, err := io.ReadAll(br)
+		resp.Body.Close()
+		if err != nil || len(leaks(string(rest))) > 0 || !strings.Contains(string(rest), secret.Redacted) {
+			t.Fatalf("h2=%v: rest %q, %v; want the secret scrubbed", h2, rest, err)
+		}
+	}
 }
