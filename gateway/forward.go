@@ -99,6 +99,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 			g.upstreamError(w, r, errors.New("upstream switched protocols without an upgrade request"))
 			return
 		}
+		st.long.down = wsScrubber(st, resp)
 		g.relayUpgrade(w, r, resp, st.long)
 		return
 	}

@@ -116,6 +116,9 @@ type responseHooks struct {
 	custody *custodyCapture
 	// captured counts the values custody replaced by placeholders.
 	captured int
+	// ws counts what was scrubbed from an upgraded connection's frames
+	// (wsscrub.go).
+	ws *wsHits
 	// announced is the body length the upstream announced (-1: none).
 	announced int64
 	// credScrubbed: the injected credential is scrubbed (a credential
@@ -131,6 +134,9 @@ func (h *responseHooks) scrubbed() int64 {
 	var n int64
 	for _, c := range h.counts {
 		n += c.Count()
+	}
+	if h.ws != nil {
+		n += h.ws.n
 	}
 	return n
 }
@@ -161,6 +167,9 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 		return
 	}
 	st.resp = h
+	if _, ok := out.Header["Upgrade"]; ok {
+		wsPrepare(out, st)
+	}
 	if h.encoded == policy.EncodedDecode {
 		out.Header["Accept-Encoding"] = []string{"gzip, deflate, br"}
 	} else {
