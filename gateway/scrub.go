@@ -194,6 +194,12 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 		f.write(w)
 		return false
 	}
+	if resp.Request != nil && resp.Request.Method == http.MethodHead && len(h.scrubbers) > 0 && resp.Header["Content-Encoding"] != nil {
+		// The GET would reach the client decoded, with no length: so
+		// does the description of it.
+		delete(resp.Header, "Content-Encoding")
+		delete(resp.Header, "Content-Length")
+	}
 	if h.encoded == policy.EncodedRefuse && encodedBody(resp) {
 		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent an encoded body (Content-Encoding: %s) although it was asked for identity, and rule %q scrubs responses with encoded: refuse; the response was not passed on", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
 	}

@@ -277,6 +277,19 @@ func TestScrubSettings(t *testing.T) {
 	if !sawIdentity || !sawDecode {
 		t.Errorf("upstream Accept-Encoding: identity rules asked for identity %v, decode rules for gzip, deflate, br %v", sawIdentity, sawDecode)
 	}
+	head, err := http.NewRequest(http.MethodHead, "https://"+apiHost+"/s/echo?form=raw&enc=gzip", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without Go's own gzip handling, which would hide the field.
+	plainTr := c.Transport.(*http.Transport).Clone()
+	plainTr.DisableCompression = true
+	t.Cleanup(plainTr.CloseIdleConnections)
+	if resp, err := (&http.Client{Transport: plainTr}).Do(head); err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "" {
+		t.Errorf("HEAD of a gzip answer: %v %v; want 200 without Content-Encoding, as the GET reaches the client", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	waitFor(t, 5*time.Second, "the refusal's audit line", func() bool {
 		return strings.Contains(tg.audit.String(), `"code":"`+codeResponseNotScrubbable+`"`)
 	})
