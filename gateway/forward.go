@@ -54,7 +54,10 @@ func removeHopHeaders(h http.Header) {
 // 101 is refused. Other 1xx informational responses (103 Early Hints, 102)
 // reach HTTP/1.1 and HTTP/2 clients as they arrive (relay1xx). Response
 // headers are never held back for the body: a body that is not complete
-// after its first read is flushed as it comes, headers first.
+// after its first read is flushed as it comes, headers first. Before its
+// headers are copied, a response is scrubbed and its custodied values
+// kept (transformResponse, scrub.go), and an upgraded connection's
+// frames from the upstream are scrubbed as they are relayed (wsscrub.go).
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	upgrade := st != nil && st.long != nil
