@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/internal/demo"
+	"github.com/credgate/credgate/secret"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -126,6 +128,11 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, listen string, once 
 	fmt.Fprintf(stdout, "client (holds no credential): GET %s via %s\n", target, proxyURL)
 
 	status, body, reqErr := demoRequest(ctx, proxyURL, env.CACert, target)
+	var echoBody []byte
+	if reqErr == nil {
+		// An endpoint that echoes the credential: the gateway scrubs it.
+		_, echoBody, reqErr = demoRequest(ctx, proxyURL, env.CACert, "https://"+demo.Host+"/v1/echo")
+	}
 
 	cancel()
 	if rerr := <-errc; rerr != nil && reqErr == nil {
@@ -147,6 +154,16 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, listen string, once 
 	}
 	fmt.Fprintf(stdout, "ok: the origin received %s, injected by the gateway; the client never held it\n",
 		last.Headers["Authorization"])
+	fmt.Fprintf(stdout, "client (holds no credential): GET https://%s/v1/echo, an endpoint that echoes the credential back:\n%s", demo.Host, echoBody)
+	token, err := os.ReadFile(env.CredentialFile)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	if t := strings.TrimSpace(string(token)); t == "" || bytes.Contains(echoBody, []byte(t)) || !bytes.Contains(echoBody, []byte(secret.Redacted)) {
+		fmt.Fprintln(stdout, "FAIL: the echoed credential reached the client unscrubbed")
+		return &exitCode{code: exitError, reported: true}
+	}
+	fmt.Fprintf(stdout, "ok: the gateway scrubbed the echoed credential (%s) before the client saw it\n", secret.Redacted)
 	return nil
 }
 
@@ -231,6 +248,10 @@ func printDemoHelp(w io.Writer, env *demo.Env, gw *gateway.Gateway) {
 Try it (the client holds no credential; the origin echoes what it received, masked):
 
   curl --proxy %[1]s --cacert %[6]s %[7]s
+
+An endpoint that echoes the credential back shows it scrubbed ([REDACTED]):
+
+  curl --proxy %[1]s --cacert %[6]s https://%[3]s/v1/echo
 
 A path no rule allows is refused with 403 and a reason:
 

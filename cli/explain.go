@@ -431,6 +431,15 @@ func (ex *explanation) print(out io.Writer) {
 		if ph := d.Inject.Placeholder; ph != nil {
 			row("placeholder:", placeholderLine(ph, ex.workload, d.Inject.RequirePlaceholder))
 		}
+		switch {
+		case d.Scrub.Off:
+			row("responses:", "not scrubbed (scrub: {enabled: false}): an upstream echo of the credential reaches the client")
+		default:
+			row("responses:", "secret values echoed in headers, bodies and trailers are scrubbed (encoded bodies: "+string(d.Scrub.Encoded)+")")
+		}
+		if d.Custody != nil {
+			row("custody:", d.Custody.String()+": kept on the gateway, the client gets placeholders")
+		}
 	}
 	if l := d.RuleLimit; l != nil {
 		row("rate limit:", fmt.Sprintf("rule %s: %s, counted per workload", d.Rule, l))

@@ -363,6 +363,8 @@ func TestDemoOnce(t *testing.T) {
 		`"Authorization": "Bearer demo…(32 chars)"`,
 		"ok: the origin received Bearer demo…(32 chars)",
 		"gateway answered: 200 OK",
+		`"echoed_authorization": "Bearer [REDACTED]*`,
+		"ok: the gateway scrubbed the echoed credential",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)

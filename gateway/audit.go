@@ -69,6 +69,11 @@ type event struct {
 	// when set; never a value.
 	Placeholders []transform.Position
 	Tripwire     string
+	// Scrubbed counts the secret values redacted from the response, and
+	// Custodied the response values a custody block replaced by
+	// placeholders; written only when not zero.
+	Scrubbed  int64
+	Custodied int
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -307,6 +312,14 @@ func appendEvent(b []byte, ev *event) []byte {
 	if ev.Closed != "" {
 		b = append(b, `,"closed":`...)
 		b = appendString(b, ev.Closed)
+	}
+	if ev.Scrubbed > 0 {
+		b = append(b, `,"scrubbed":`...)
+		b = strconv.AppendInt(b, ev.Scrubbed, 10)
+	}
+	if ev.Custodied > 0 {
+		b = append(b, `,"custodied":`...)
+		b = strconv.AppendInt(b, int64(ev.Custodied), 10)
 	}
 	// Fields added later go here, before the receipt fields.
 	b = appendPlaceholderFields(b, ev)

@@ -55,7 +55,10 @@ func removeHopHeaders(h http.Header) {
 // 101 is refused. Other 1xx informational responses (103 Early Hints, 102)
 // reach HTTP/1.1 and HTTP/2 clients as they arrive (relay1xx). Response
 // headers are never held back for the body: a body that is not complete
-// after its first read is flushed as it comes, headers first.
+// after its first read is flushed as it comes, headers first. Before its
+// headers are copied, a response is scrubbed and its custodied values
+// kept (transformResponse, scrub.go), and an upgraded connection's
+// frames from the upstream are scrubbed as they are relayed (wsscrub.go).
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	upgrade := st != nil && st.long != nil
@@ -100,11 +103,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 			g.upstreamError(w, r, errors.New("upstream switched protocols without an upgrade request"))
 			return
 		}
+		st.long.down = wsScrubber(st, resp)
 		g.relayUpgrade(w, r, resp, st.long)
 		return
 	}
 	removeHopHeaders(resp.Header)
 	_ = g.upstreamResponse(resp)
+	if st != nil && !g.transformResponse(w, resp, st) {
+		return
+	}
 
 	dst := w.Header()
 	for k, vv := range resp.Header {
@@ -124,12 +131,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	// come (ReverseProxy's flush interval -1); the headers go at once.
 	// Other bodies are flushed as they come too when their first read
 	// does not complete them (copyBody).
-	stream := resp.ContentLength == -1 || isEventStream(resp.Header.Get("Content-Type"))
+	cl := announcedLength(st, resp)
+	stream := cl == -1 || isEventStream(resp.Header.Get("Content-Type"))
 	rc := http.NewResponseController(w)
 	if stream {
 		_ = rc.Flush()
 	}
-	if err := g.copyBody(w, rc, resp.Body, stream, resp.ContentLength); err != nil {
+	if err := g.copyBody(w, rc, resp.Body, stream, cl); err != nil {
 		// The body broke off: the client must not see a complete
 		// response (a clean last chunk would make a truncated body look
 		// whole). The server closes the connection.

@@ -134,6 +134,8 @@ type Gateway struct {
 	// phIndex holds the placeholders of the policy generation last used
 	// (placeholder.go).
 	phIndex atomic.Pointer[phIndex]
+	// scrubbers caches the response Scrubber of each credential (scrub.go).
+	scrubbers scrubbers
 	// h1Srv serves intercepted HTTP/1.1 connections, mitmSrv the HTTP/2
 	// ones, both with intercepted (serveIntercepted).
 	h1Srv       *h1.Server

@@ -73,6 +73,10 @@ type longConn struct {
 	// certificate does not verify again).
 	reverify func() (time.Time, bool)
 
+	// down, when set, wraps what the upstream sends the client (a
+	// WebSocket's frames, scrubbed: wsscrub.go).
+	down func(io.Reader) io.Reader
+
 	// last is when a byte last went either way (Unix nanoseconds).
 	last atomic.Int64
 	// in and out count the bytes from the client and to it.
@@ -259,7 +263,11 @@ func (g *Gateway) relay(lc *longConn, client net.Conn, upstream io.ReadWriteClos
 		}
 	}()
 	buf := g.buffers.Get()
-	_ = lc.copy(client, upstream, buf, &lc.out)
+	var down io.Reader = upstream
+	if lc.down != nil {
+		down = lc.down(upstream)
+	}
+	_ = lc.copy(client, down, buf, &lc.out)
 	g.buffers.Put(buf)
 	if !tunnel || closeWrite(client) != nil {
 		_ = client.Close()

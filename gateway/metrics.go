@@ -46,6 +46,8 @@ type metrics struct {
 	providerEvents *prometheus.CounterVec
 	// placeholders count substitutions and tripwires (placeholder.go).
 	placeholders *placeholderMetrics
+	// response counts scrubbing and custody (scrub.go).
+	response *responseMetrics
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -87,6 +89,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		Help: "Provider lifecycle events by provider, event and result: for vault, login, relogin, token_renewal, lease_renewal (refused: the secret was dropped), lease_revoke and token_revoke (on cleanup); results ok, refused, error.",
 	}, []string{"provider", "event", "result"})
 	m.reg.MustRegister(m.providerEvents)
+	m.response = newResponseMetrics(m.reg)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_policy_reloads_total",
 		Help: "Policy reload attempts by result (ok, error). A rejected reload keeps the last good policy.",

@@ -5,20 +5,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 )
 
-// benchJSON is about 1 MiB of JSON records, one in every 64 carrying the
-// placeholder (as transform's BenchmarkRequestJSON).
-func benchJSON() []byte {
+// benchJSON is about 1 MiB of JSON records, one in every `every` carrying
+// tok (a placeholder, a secret echoed back; as transform's BenchmarkRequestJSON).
+func benchJSON(tok string, every int) []byte {
 	var b bytes.Buffer
 	b.WriteString("[")
 	for i := 0; b.Len() < 1<<20; i++ {
-		tok := "tok_" + fmt.Sprint(i)
-		if i%64 == 0 {
-			tok = phAPI
+		t := "tok_" + strconv.Itoa(i)
+		if i%every == 0 {
+			t = tok
 		}
-		fmt.Fprintf(&b, `{"id":%d,"name":"customer %d","email":"c%d@example.com","token":"%s","note":"lorem ipsum dolor sit amet"},`, i, i, i, tok)
+		fmt.Fprintf(&b, `{"id":%d,"name":"customer %d","email":"c%d@example.com","token":%q,"note":"lorem ipsum dolor sit amet"},`, i, i, i, t)
 	}
 	b.WriteString("{}]")
 	return b.Bytes()
@@ -34,7 +35,7 @@ func benchJSON() []byte {
 // (compare the MB/s, and cpu-ns/op, which load on a shared machine moves
 // less).
 func BenchmarkPlaceholderJSONBody(b *testing.B) {
-	body := benchJSON()
+	body := benchJSON(phAPI, 64)
 	run := func(b *testing.B, tg *testGateway, chunked bool) {
 		c := tg.client(b, false)
 		b.SetBytes(int64(len(body)))

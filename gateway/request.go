@@ -62,6 +62,9 @@ type reqState struct {
 	reissuedCred *providers.Credential
 	// abortCode says why a response broke off after its headers.
 	abortCode string
+	// resp, when set, scrubs the response and keeps custody of values
+	// in it (scrub.go, custody.go).
+	resp *responseHooks
 	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
 	http1 bool
 	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
@@ -489,6 +492,11 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		st.cert = cert
 		st.reissue = reissuePlanFor(r, d.Inject, bind, cred, hit)
 	}
+	if f := g.custodyRequest(x, out, st); f != nil {
+		g.refuse(x, *f)
+		return
+	}
+	g.prepareResponse(x, cred, out, st)
 	if upgrade {
 		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
 	}
@@ -552,6 +560,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	ev2.Upstream = st.upDur
 	g.placeholderAudit(ev2, x, st)
+	g.auditResponse(ev2, st)
 	ev2.Duration = time.Since(x.start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)

@@ -372,6 +372,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			}
 			dec.Action = Inject
 			dec.Inject = r.plan
+			dec.Scrub, dec.Custody = r.scrub, r.custody
 			dec.RuleLimit, dec.WorkloadLimit = r.limit, p.WorkloadRateLimit(who)
 			if !q.NoAllowReason {
 				dec.Reason = fmt.Sprintf("rule %q injects credential %q as %s into %s from %s", r.name, r.plan.Credential, r.plan.As, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))

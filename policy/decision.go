@@ -112,6 +112,10 @@ type Decision struct {
 	WouldDeny bool
 	// Inject is set when Action is Inject.
 	Inject *InjectPlan
+	// Scrub is the rule's scrub setting and Custody its custody block
+	// (nil: none), when Action is Inject.
+	Scrub   Scrub
+	Custody *Custody
 	// RuleLimit is the deciding rule's rate_limit, and WorkloadLimit the
 	// caller's workload's, when the decision admits traffic (Inject,
 	// Forward, Tunnel); nil when there is none. The gateway counts a

@@ -30,7 +30,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
-		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder")
+		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder", "scrub", "custody")
 		r := &rule{index: len(out)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
@@ -97,6 +97,13 @@ func (ps *parser) parseRules(f field) []*rule {
 		}
 		if rp, ok := fs["require_placeholder"]; ok {
 			ps.requirePlaceholder(r, rp, what)
+		}
+		r.scrub = Scrub{Encoded: EncodedDecode}
+		if sf, ok := fs["scrub"]; ok {
+			ps.parseScrub(r, sf, what)
+		}
+		if cf, ok := fs["custody"]; ok {
+			ps.parseCustody(r, cf, what)
 		}
 		out = append(out, r)
 	}

@@ -108,6 +108,9 @@ type rule struct {
 	cond *condition
 	// limit is the rule's rate_limit, nil when none.
 	limit *RateLimit
+	// scrub and custody are the rule's response settings (response.go).
+	scrub   Scrub
+	custody *Custody
 }
 
 // conditional reports whether the rule looks at the request (method,

@@ -12,7 +12,10 @@
 // ResponseTransform interface) on the upstream response. It never sees
 // tunnelled bytes, and it imports no stage but secret.
 //
-// Wiring (the request side is done in gateway/placeholder.go): after
+// The response side is wired (gateway/scrub.go: one Scrubber per
+// credential value, KeepLength, TransformResponse right after the round
+// trip, ScrubCount in the audit line), and the request side
+// (gateway/placeholder.go): after
 // injectors.Apply, call Substituter.TransformRequest on the outbound
 // request (a MisuseError is 403 placeholder_misuse, ErrPlaceholderMissing
 // a refusal of require_placeholder; the same errors can come back from

@@ -46,6 +46,9 @@ type matcher struct {
 	shift [shiftSize]uint8
 	// last is each needle's hash of bytes minLen-2 and minLen-1.
 	last []uint16
+	// starts marks the bytes some needle starts with: only from one of
+	// them can the end of a stream's buffer begin a needle (holdBack).
+	starts [256]bool
 }
 
 // shiftSize is the size of the Wu-Manber shift table (hashes of two
@@ -66,6 +69,9 @@ func newMatcher(ns []needle) *matcher {
 		m.maxLen = max(m.maxLen, len(n.find))
 	}
 	sort.SliceStable(m.needles, func(i, j int) bool { return len(m.needles[i].find) > len(m.needles[j].find) })
+	for _, n := range m.needles {
+		m.starts[n.find[0]] = true
+	}
 	if len(m.needles) == 0 {
 		return m
 	}
@@ -131,6 +137,27 @@ func (m *matcher) wuManber(b []byte) (at, which int) {
 	return -1, -1
 }
 
+// holdBack returns how many bytes at the end of b must wait for more
+// input: the longest end of b (shorter than the longest needle) that
+// begins some needle. Text that could not begin a needle is never held,
+// so a stream that pauses (server-sent events, a long poll) gets all
+// of what arrived.
+func (m *matcher) holdBack(b []byte) int {
+	from := max(0, len(b)-(m.maxLen-1))
+	for p := from; p < len(b); p++ {
+		if !m.starts[b[p]] {
+			continue
+		}
+		tail := b[p:]
+		for i := range m.needles {
+			if bytes.HasPrefix(m.needles[i].find, tail) {
+				return len(b) - p
+			}
+		}
+	}
+	return 0
+}
+
 // hit is what a transform reports for each match.
 type hit func(n *needle) error
 
@@ -165,7 +192,8 @@ func (m *matcher) apply(b []byte, onHit hit) ([]byte, error) {
 }
 
 // streamReader applies a matcher to a stream. It holds back at most the
-// longest needle minus one byte (a match may still start there), so
+// longest needle minus one byte — only an end of what it read that
+// begins a needle (matcher.holdBack), where a match may still start — so
 // memory stays bounded by one chunk plus that look-behind whatever the
 // body's size, and a needle split across the source's reads is found.
 type streamReader struct {
@@ -245,7 +273,7 @@ func (s *streamReader) Read(p []byte) (int, error) {
 		if s.r < s.w {
 			limit := s.w
 			if !s.eof {
-				limit = s.w - (s.m.maxLen - 1)
+				limit = s.w - s.m.holdBack(s.buf[s.r:s.w])
 			}
 			if limit > s.r {
 				at, w := s.next()

@@ -35,6 +35,13 @@ type ScrubOptions struct {
 	// than this is not scrubbed at all, and its encoded forms only when
 	// they reach it.
 	MinLength int
+	// KeepLength replaces each occurrence by the marker padded with '*'
+	// to the occurrence's length (or by as many '*' when the occurrence
+	// is shorter than the marker), so a body's length does not change:
+	// TransformResponse then keeps an unencoded body's Content-Length,
+	// and the response is framed as the upstream framed it (no chunked
+	// re-encoding, which costs more than the scan).
+	KeepLength bool
 	// IdentityEncoding makes PrepareRequest ask upstream for an unencoded
 	// response (Accept-Encoding: identity) instead of advertising the
 	// encodings the scrubber decodes. A response encoded anyway is still
@@ -48,6 +55,7 @@ type ScrubOptions struct {
 type Scrubber struct {
 	m        *matcher
 	identity bool
+	keepLen  bool
 }
 
 // NewScrubber returns a Scrubber for values and each of their encoded
@@ -67,10 +75,23 @@ func NewScrubber(values []secret.Value, opts ScrubOptions) *Scrubber {
 			continue
 		}
 		for _, f := range forms(v.Reveal(), minLen) {
-			ns = append(ns, needle{find: []byte(f), repl: []byte(marker), act: replace, id: i})
+			repl := marker
+			if opts.KeepLength {
+				repl = sameLength(marker, len(f))
+			}
+			ns = append(ns, needle{find: []byte(f), repl: []byte(repl), act: replace, id: i})
 		}
 	}
-	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding}
+	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding, keepLen: opts.KeepLength}
+}
+
+// sameLength returns marker padded with '*' to n bytes, or n '*' when
+// marker is longer than n.
+func sameLength(marker string, n int) string {
+	if len(marker) > n {
+		return strings.Repeat("*", n)
+	}
+	return marker + strings.Repeat("*", n-len(marker))
 }
 
 // ScrubCount counts the occurrences a Scrubber redacted in one response,
@@ -155,7 +176,8 @@ func (s *Scrubber) Reader(r io.Reader, c *ScrubCount) io.ReadCloser {
 // zlib or raw — and br, in any combination). The client then gets the
 // decoded body without Content-Encoding, and with no Content-Length (it
 // changes with each redaction; the server sends it chunked or, for
-// HTTP/1.0, until close). Trailers are scrubbed when the body reaches its
+// HTTP/1.0, until close) — except with ScrubOptions.KeepLength, under
+// which an unencoded body keeps its Content-Length. Trailers are scrubbed when the body reaches its
 // end, before the reader returns io.EOF, so a caller copying trailers
 // after the body sees them scrubbed. An encoding it cannot decode returns
 // ErrUnsupportedEncoding and leaves the body untouched; the caller must
@@ -170,15 +192,14 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 		c.n.Add(int64(s.Header(resp.Trailer)))
 		return c, nil
 	}
-	body, err := decode(resp.Body, resp.Header.Values("Content-Encoding"))
-	if err != nil {
-		return c, err
-	}
-	resp.Header.Del("Content-Encoding")
-	resp.Header.Del("Content-Length")
-	resp.ContentLength = -1
-	resp.Uncompressed = false
 	raw := resp.Body
+	var body io.ReadCloser = readCloser(raw)
+	if len(resp.Header.Values("Content-Encoding")) > 0 || !s.keepLen {
+		var err error
+		if body, err = decodeResponse(resp); err != nil {
+			return c, err
+		}
+	}
 	sr := newStreamReader(body, s.m, c.hit)
 	sr.atEOF = func() error {
 		// A decoder may stop at the end of its data before the raw body
@@ -189,8 +210,45 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 		c.n.Add(int64(s.Header(resp.Trailer)))
 		return nil
 	}
-	resp.Body = &closeBoth{Reader: sr, closers: []io.Closer{body, raw}}
+	closers := []io.Closer{body, raw}
+	if body == raw {
+		closers = closers[1:]
+	}
+	resp.Body = &closeBoth{Reader: sr, closers: closers}
 	return c, nil
+}
+
+// DecodeResponse replaces resp's body by its decoded form when it has a
+// Content-Encoding (gzip, x-gzip, deflate — zlib or raw — and br, in any
+// combination), removing Content-Encoding and Content-Length (the body's
+// length is not known until it was read), for a caller that must read
+// the body itself (the gateway's custody of JSON fields). An encoding it
+// cannot decode returns ErrUnsupportedEncoding and leaves resp untouched.
+func DecodeResponse(resp *http.Response) error {
+	if resp.Body == nil || resp.Body == http.NoBody || len(resp.Header.Values("Content-Encoding")) == 0 {
+		return nil
+	}
+	raw := resp.Body
+	body, err := decodeResponse(resp)
+	if err != nil {
+		return err
+	}
+	resp.Body = &closeBoth{Reader: body, closers: []io.Closer{body, raw}}
+	return nil
+}
+
+// decodeResponse returns resp's body decoded and clears the fields that
+// described the encoded one.
+func decodeResponse(resp *http.Response) (io.ReadCloser, error) {
+	body, err := decode(resp.Body, resp.Header.Values("Content-Encoding"))
+	if err != nil {
+		return nil, err
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = false
+	return body, nil
 }
 
 // decode returns body decoded through each coding of Content-Encoding, the

@@ -52,6 +52,10 @@ type Echo struct {
 	// demo credential (for an origin started by StartOrigin: any bearer
 	// credential).
 	CredentialInjected bool `json:"credential_injected"`
+	// EchoedAuthorization, only for a path ending in /echo, is the
+	// Authorization header as received, unmasked, as careless APIs echo
+	// it (httpbin's /headers): the gateway scrubs it from the response.
+	EchoedAuthorization string `json:"echoed_authorization,omitempty"`
 }
 
 // Origin is a local HTTPS server standing in for a SaaS API.
@@ -187,6 +191,11 @@ func (o *Origin) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	o.mu.Lock()
 	o.last = e
 	o.mu.Unlock()
+	if strings.HasSuffix(r.URL.Path, "/echo") {
+		shown := *e
+		shown.EchoedAuthorization = got
+		e = &shown
+	}
 
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

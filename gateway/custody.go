@@ -1,0 +1,397 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/transform"
+)
+
+// Custody (a rule's `custody:` block, docs/agents.md): values a login or
+// token API returns — JSON fields, cookies — are kept in the gateway's
+// credential cache (sealed in Redis when cache.redis is set) and the
+// client gets an opaque placeholder in their place. A later request from
+// the same workload to the same destination that carries the placeholder
+// in a header (a Cookie, an Authorization) has the real value put back.
+
+const (
+	// codeCustodyFailed answers a response a custody block could not
+	// process (a body too large, not JSON, a caller without identity).
+	codeCustodyFailed = "custody_failed"
+	// codeCustodyUnknown refuses a request carrying a custody placeholder
+	// that does not resolve for its workload and destination (another
+	// workload's, expired, or made up).
+	codeCustodyUnknown = "custody_unknown"
+)
+
+// CustodyPrefix starts every custody placeholder; 32 lower-case hex
+// digits (a random 128-bit id) follow. Its characters are ones no URL,
+// form, JSON or cookie encoding rewrites.
+const CustodyPrefix = "CREDGATE_CUSTODY_"
+
+// custodyIDLen is the length of a placeholder's id.
+const custodyIDLen = 32
+
+// maxCustodyBody is the largest JSON body custody reads whole to replace
+// its fields; a larger one is refused (502), not passed on.
+const maxCustodyBody = 1 << 20
+
+// custodyProvider names custody values in cache keys and provider
+// metrics.
+const custodyProvider = "custody"
+
+// errCustodyUnknown is the "fetch" of a custody value: a placeholder is
+// resolved only from what a capture stored.
+var errCustodyUnknown = errors.New("custody: no value for this placeholder (another workload's, expired, or never issued)")
+
+// custodyKey is the cache key of one custodied value: per destination,
+// workload and placeholder id, so a placeholder never resolves for
+// another workload or destination.
+func custodyKey(destination, workload, id string) providers.CacheKey {
+	return providers.CacheKey{
+		Credential: "custody:" + destination,
+		Version:    "v1",
+		Scope:      workload + "/" + id,
+		Provider:   custodyProvider,
+	}
+}
+
+// custodyCapture captures the values a rule's custody block names from
+// one response.
+type custodyCapture struct {
+	g           *Gateway
+	ctx         context.Context
+	c           *policy.Custody
+	workload    string
+	destination string
+	now         func() time.Time
+}
+
+func (g *Gateway) newCustodyCapture(x *exchange) *custodyCapture {
+	return &custodyCapture{g: g, ctx: x.r.Context(), c: x.d.Custody, workload: x.wl.Name, destination: x.d.Destination, now: time.Now}
+}
+
+// capture replaces the custodied cookies and JSON fields of resp by
+// placeholders, storing the values, and returns how many it replaced. An
+// error means resp must not reach the client.
+func (cc *custodyCapture) capture(resp *http.Response) (int, error) {
+	if cc.workload == "" {
+		return 0, errors.New("custody needs an identified workload (an anonymous caller's placeholder could be used by any other); name the workload in the rule's from")
+	}
+	n := 0
+	if len(cc.c.Cookies) > 0 {
+		for i, v := range resp.Header["Set-Cookie"] {
+			nv, ok, err := cc.cookie(v)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				resp.Header["Set-Cookie"][i] = nv
+				n++
+			}
+		}
+	}
+	if len(cc.c.JSON) > 0 && jsonBody(resp) {
+		m, err := cc.json(resp)
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// jsonBody reports whether resp has a JSON body.
+func jsonBody(resp *http.Response) bool {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
+
+// cookie replaces the value of a Set-Cookie field v when it sets a
+// custodied cookie, keeping its attributes as they came.
+func (cc *custodyCapture) cookie(v string) (string, bool, error) {
+	c, err := http.ParseSetCookie(v)
+	if err != nil || !cc.c.CustodyCookie(c.Name) || c.Value == "" || c.MaxAge < 0 {
+		// A cookie being deleted (Max-Age<=0) keeps nothing.
+		return v, false, nil
+	}
+	now := cc.now()
+	exp := now.Add(cc.c.TTL)
+	switch {
+	case c.MaxAge > 0:
+		exp = minTime(exp, now.Add(time.Duration(c.MaxAge)*time.Second))
+	case !c.Expires.IsZero():
+		if !c.Expires.After(now) {
+			return v, false, nil
+		}
+		exp = minTime(exp, c.Expires)
+	}
+	ph, err := cc.store(c.Value, exp)
+	if err != nil {
+		return "", false, err
+	}
+	// Only the value changes: name=value up to the first ';'.
+	head, rest, _ := strings.Cut(v, ";")
+	name, _, _ := strings.Cut(head, "=")
+	out := name + "=" + ph
+	if rest != "" || strings.Contains(v, ";") {
+		out += ";" + rest
+	}
+	return out, true, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// json replaces the string values at the block's JSON paths in resp's
+// body, read whole (up to maxCustodyBody, decoded first when encoded).
+// The rest of the body is left byte for byte.
+func (cc *custodyCapture) json(resp *http.Response) (int, error) {
+	if err := transform.DecodeResponse(resp); err != nil {
+		return 0, fmt.Errorf("custody: %w", err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCustodyBody+1))
+	_ = resp.Body.Close()
+	if err != nil {
+		return 0, fmt.Errorf("custody: read the response body: %w", err)
+	}
+	if len(body) > maxCustodyBody {
+		return 0, fmt.Errorf("custody: the JSON response body is larger than %d bytes; custody reads login and token answers whole, so this endpoint should not be under a custody rule", maxCustodyBody)
+	}
+	spans, err := jsonSpans(body, cc.c.JSON)
+	if err != nil {
+		return 0, fmt.Errorf("custody: the response says it is JSON but does not parse (%w); it is not passed on", err)
+	}
+	var out bytes.Buffer
+	last := 0
+	exp := cc.now().Add(cc.c.TTL)
+	for _, sp := range spans {
+		var v string
+		if err := json.Unmarshal(body[sp.start:sp.end], &v); err != nil || v == "" {
+			continue
+		}
+		ph, err := cc.store(v, exp)
+		if err != nil {
+			return 0, err
+		}
+		out.Write(body[last:sp.start])
+		out.WriteString(strconv.Quote(ph))
+		last = sp.end
+	}
+	out.Write(body[last:])
+	b := out.Bytes()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header["Content-Length"] = []string{strconv.Itoa(len(b))}
+	return len(spans), nil
+}
+
+// span is the bytes of one JSON string value, quotes included.
+type span struct{ start, end int }
+
+// jsonSpans returns, in order, the spans of the string values at paths
+// (arrays on the way are searched element by element).
+func jsonSpans(body []byte, paths [][]string) ([]span, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var spans []span
+	// stack holds, per open container, the key path to it and whether it
+	// is an object (keys alternate with values).
+	type frame struct {
+		path   []string
+		object bool
+		key    string
+		want   bool // the next token is a key
+	}
+	var stack []frame
+	match := func(path []string) bool {
+		for _, p := range paths {
+			if len(p) == len(path) && strings.Join(p, "\x00") == strings.Join(path, "\x00") {
+				return true
+			}
+		}
+		return false
+	}
+	for {
+		before := dec.InputOffset()
+		tok, err := dec.Token()
+		if err == io.EOF {
+			if len(stack) != 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return spans, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var cur *frame
+		if len(stack) > 0 {
+			cur = &stack[len(stack)-1]
+		}
+		if cur != nil && cur.object && cur.want {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			cur.key, _ = tok.(string)
+			cur.want = false
+			continue
+		}
+		// A value: in an object under cur.key, in an array, or the top.
+		var path []string
+		if cur != nil {
+			path = cur.path
+			if cur.object {
+				path = append(append([]string(nil), cur.path...), cur.key)
+				cur.want = true
+			}
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, frame{path: path, object: true, want: true})
+			case '[':
+				stack = append(stack, frame{path: path})
+			case ']':
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if match(path) {
+				// The token began after the separators that precede it.
+				start := int(before)
+				for start < len(body) && body[start] != '"' {
+					start++
+				}
+				spans = append(spans, span{start: start, end: int(dec.InputOffset())})
+			}
+		}
+	}
+}
+
+// store keeps value under a new placeholder until exp and returns the
+// placeholder.
+func (cc *custodyCapture) store(value string, exp time.Time) (string, error) {
+	var id [custodyIDLen / 2]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", fmt.Errorf("custody: random placeholder id: %w", err)
+	}
+	hid := hex.EncodeToString(id[:])
+	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(value)}, Expiry: exp}
+	key := custodyKey(cc.destination, cc.workload, hid)
+	if _, _, err := cc.g.cache.Get(cc.ctx, key, func(context.Context) (*providers.Credential, error) { return cred, nil }); err != nil {
+		return "", fmt.Errorf("custody: store the value: %w", err)
+	}
+	return CustodyPrefix + hid, nil
+}
+
+// custodyRequest puts the custodied values back into the outbound
+// request's header values where their placeholders are, for the
+// workload and destination x decided, and adds a Scrubber of each value
+// to the response hooks (an upstream echoing the session is scrubbed).
+// A placeholder that does not resolve refuses the request (403): it is
+// another workload's, expired, or made up, and is never sent upstream.
+func (g *Gateway) custodyRequest(x *exchange, out *http.Request, st *reqState) *refusal {
+	if x.d.Destination == "" {
+		return nil
+	}
+	var creds []*providers.Credential
+	for name, vs := range out.Header {
+		for i, v := range vs {
+			if !strings.Contains(v, CustodyPrefix) {
+				continue
+			}
+			nv, used, f := g.custodySubstitute(x, name, v)
+			if f != nil {
+				return f
+			}
+			vs[i] = nv
+			creds = append(creds, used...)
+		}
+	}
+	if len(creds) == 0 {
+		return nil
+	}
+	if st.resp == nil {
+		st.resp = &responseHooks{}
+	}
+	for _, c := range creds {
+		st.resp.scrubbers = append(st.resp.scrubbers, g.scrubbers.get(c))
+	}
+	return nil
+}
+
+// custodySubstitute replaces every custody placeholder in one header
+// value.
+func (g *Gateway) custodySubstitute(x *exchange, header, v string) (string, []*providers.Credential, *refusal) {
+	refuse := func(why string) (string, []*providers.Credential, *refusal) {
+		f := newRefusal(http.StatusForbidden, codeCustodyUnknown, fmt.Sprintf("header %s carries a custody placeholder that %s; log in again through the gateway to get a new one", header, why), x.d.Rule)
+		return "", nil, &f
+	}
+	var b strings.Builder
+	var used []*providers.Credential
+	rest := v
+	for {
+		i := strings.Index(rest, CustodyPrefix)
+		if i < 0 {
+			break
+		}
+		b.WriteString(rest[:i])
+		rest = rest[i+len(CustodyPrefix):]
+		if len(rest) < custodyIDLen || !isLowerHex(rest[:custodyIDLen]) {
+			return refuse("is malformed")
+		}
+		id := rest[:custodyIDLen]
+		rest = rest[custodyIDLen:]
+		if x.wl.Name == "" {
+			return refuse("cannot resolve for an anonymous caller")
+		}
+		key := custodyKey(x.d.Destination, x.wl.Name, id)
+		cred, _, err := g.cache.Get(x.r.Context(), key, func(context.Context) (*providers.Credential, error) { return nil, errCustodyUnknown })
+		if err != nil {
+			// Not remembered as a failure: made-up placeholders must not
+			// fill the credential cache.
+			g.cache.Invalidate(key)
+			return refuse(fmt.Sprintf("does not resolve for workload %q at destination %q (another workload's, expired, or never issued)", x.wl.Name, x.d.Destination))
+		}
+		tok, _ := cred.Field(providers.FieldToken)
+		val := tok.Reveal()
+		if strings.ContainsAny(val, "\r\n\x00") {
+			return refuse("stands for a value that cannot be put in a header")
+		}
+		b.WriteString(val)
+		used = append(used, cred)
+	}
+	b.WriteString(rest)
+	return b.String(), used, nil
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

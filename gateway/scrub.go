@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"weak"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/credgate/credgate/policy"
+	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/transform"
+)
+
+// codeResponseNotScrubbable answers a response whose body the gateway
+// could not scrub (an encoding it cannot decode, or any encoding under
+// scrub: {encoded: refuse}): it is not passed on unscrubbed (fail closed).
+const codeResponseNotScrubbable = "response_not_scrubbable"
+
+// publicFields are the credential fields that are identifiers, not
+// secrets: they are not scrubbed from responses (an API names its account
+// SID or access key ID in URLs it returns; redacting them would break
+// the client), and a private key or certificate never goes on the wire.
+var publicFields = map[string]bool{
+	providers.FieldUsername:    true,
+	providers.FieldAccessKeyID: true,
+	providers.FieldCertificate: true,
+	providers.FieldCAChain:     true,
+	providers.FieldPrivateKey:  true,
+}
+
+// scrubValues returns the fields of cred a response is scrubbed of.
+func scrubValues(cred *providers.Credential) []providers.Secret {
+	if cred == nil {
+		return nil
+	}
+	out := make([]providers.Secret, 0, len(cred.Fields))
+	for name, v := range cred.Fields {
+		if !publicFields[name] && !v.IsZero() {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// scrubberKey is one cached Scrubber: a credential, held weakly, so the
+// cache does not keep a dropped credential's values in memory.
+type scrubberKey struct {
+	cred weak.Pointer[providers.Credential]
+}
+
+// scrubbers caches a transform.Scrubber per credential value: building
+// one derives each value's encoded forms and a search table, which would
+// cost more than scrubbing a small response. A credential the provider
+// cache replaces (a refresh, a reissue) is a new pointer and gets a new
+// Scrubber; the old entry goes when the old credential is collected. A
+// policy reload that changes a credential's definition changes its cache
+// key, hence its credential, hence its Scrubber.
+type scrubbers struct {
+	mu sync.Mutex
+	m  map[scrubberKey]*transform.Scrubber
+}
+
+// maxScrubbers bounds the cache: beyond it (more live credentials than
+// the credential cache holds by default), it starts again empty.
+const maxScrubbers = 2 * providers.DefaultCacheMaxEntries
+
+// get returns the Scrubber of cred's secret fields.
+func (c *scrubbers) get(cred *providers.Credential) *transform.Scrubber {
+	k := scrubberKey{cred: weak.Make(cred)}
+	c.mu.Lock()
+	s, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return s
+	}
+	s = transform.NewScrubber(scrubValues(cred), transform.ScrubOptions{KeepLength: true})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev, ok := c.m[k]; ok {
+		return prev
+	}
+	if c.m == nil || len(c.m) >= maxScrubbers {
+		c.m = map[scrubberKey]*transform.Scrubber{}
+	}
+	c.m[k] = s
+	runtime.AddCleanup(cred, c.drop, k)
+	return s
+}
+
+func (c *scrubbers) drop(k scrubberKey) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
+}
+
+// len returns the number of cached Scrubbers (tests).
+func (c *scrubbers) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// responseHooks is what the gateway does to one upstream response
+// (reqState.resp): the Scrubbers of the values injected into its request,
+// the custody block that captures values from it, and what they did.
+type responseHooks struct {
+	rule      string
+	scrubbers []*transform.Scrubber
+	encoded   policy.Encoded
+	counts    []*transform.ScrubCount
+	// custody captures values from the response (custody.go).
+	custody *custodyCapture
+	// captured counts the values custody replaced by placeholders.
+	captured int
+	// ws counts what was scrubbed from an upgraded connection's frames
+	// (wsscrub.go).
+	ws *wsHits
+	// announced is the body length the upstream announced (-1: none).
+	announced int64
+	// credScrubbed: the injected credential is scrubbed (a credential
+	// the round trip reissued after a 401 is scrubbed too).
+	credScrubbed bool
+}
+
+// scrubbed returns the occurrences redacted so far.
+func (h *responseHooks) scrubbed() int64 {
+	if h == nil {
+		return 0
+	}
+	var n int64
+	for _, c := range h.counts {
+		n += c.Count()
+	}
+	if h.ws != nil {
+		n += h.ws.n
+	}
+	return n
+}
+
+// prepareResponse decides, before the round trip, what will be done to
+// the response of the request out: scrubbing of the injected credential's
+// secret fields (unless the rule opts out) and of custodied values put
+// into the request (custody), and capture under the rule's custody
+// block. It sets out's Accept-Encoding to what the scrubber can read.
+func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *http.Request, st *reqState) {
+	d := x.d
+	h := st.resp
+	if h == nil {
+		h = &responseHooks{}
+	}
+	h.rule, h.encoded = d.Rule, policy.EncodedDecode
+	if d.Scrub.Encoded != "" {
+		h.encoded = d.Scrub.Encoded
+	}
+	if d.Action == policy.Inject && !d.Scrub.Off && cred != nil {
+		h.scrubbers = append(h.scrubbers, g.scrubbers.get(cred))
+		h.credScrubbed = true
+	}
+	if d.Action == policy.Inject && d.Custody != nil {
+		h.custody = g.newCustodyCapture(x)
+	}
+	if len(h.scrubbers) == 0 && h.custody == nil {
+		return
+	}
+	st.resp = h
+	if _, ok := out.Header["Upgrade"]; ok {
+		wsPrepare(out, st)
+	}
+	if h.encoded == policy.EncodedDecode {
+		out.Header["Accept-Encoding"] = []string{"gzip, deflate, br"}
+	} else {
+		out.Header["Accept-Encoding"] = []string{"identity"}
+	}
+}
+
+// transformResponse applies st's response hooks to resp before its
+// headers are copied to the client: custody first (the session values it
+// captures become placeholders), then each Scrubber. It reports false
+// when it answered the client itself (a body that cannot be scrubbed, or
+// custody that failed): nothing of resp may reach the client then.
+func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, st *reqState) bool {
+	h := st.resp
+	if h == nil {
+		return true
+	}
+	fail := func(code, reason string) bool {
+		f := newRefusal(http.StatusBadGateway, code, reason, h.rule)
+		st.refusal = &f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
+		return false
+	}
+	if resp.Request != nil && resp.Request.Method == http.MethodHead && len(h.scrubbers) > 0 && resp.Header["Content-Encoding"] != nil {
+		// The GET would reach the client decoded, with no length: so
+		// does the description of it.
+		delete(resp.Header, "Content-Encoding")
+		delete(resp.Header, "Content-Length")
+	}
+	if h.encoded == policy.EncodedRefuse && encodedBody(resp) {
+		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent an encoded body (Content-Encoding: %s) although it was asked for identity, and rule %q scrubs responses with encoded: refuse; the response was not passed on", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
+	}
+	if h.custody != nil {
+		n, err := h.custody.capture(resp)
+		if err != nil {
+			g.log.Warn("custody: response not passed on", "rule", h.rule, "error", err)
+			return fail(codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
+		}
+		h.captured = n
+		if n > 0 {
+			g.metrics.response.captured.WithLabelValues(h.rule).Add(float64(n))
+		}
+	}
+	cl := resp.ContentLength
+	h.announced = -1
+	if h.credScrubbed && st.reissuedCred != nil {
+		h.scrubbers = append(h.scrubbers, g.scrubbers.get(st.reissuedCred))
+	}
+	for _, s := range h.scrubbers {
+		c, err := s.TransformResponse(resp)
+		if err != nil {
+			return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent a body in an encoding the gateway cannot scrub (Content-Encoding: %s); it was not passed on. Ask the upstream for gzip, deflate, br or identity, or set scrub: {encoded: identity} on rule %q", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
+		}
+		h.counts = append(h.counts, c)
+	}
+	h.announced = cl
+	return true
+}
+
+// announcedLength is the body length the upstream announced for resp:
+// the forwarder's choice between one write with the headers and
+// streaming (copyBody) follows it, also when scrubbing made the length
+// unknown, so a scrubbed small answer still leaves in one write (and
+// net/http's server still gives it an exact Content-Length and its
+// Connection handling) instead of being flushed early.
+func announcedLength(st *reqState, resp *http.Response) int64 {
+	if st != nil && st.resp != nil && resp.ContentLength < 0 {
+		return st.resp.announced
+	}
+	return resp.ContentLength
+}
+
+// encodedBody reports whether resp has a body in a content coding.
+func encodedBody(resp *http.Response) bool {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	for _, v := range resp.Header.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// auditResponse writes what the response hooks did into the audit event
+// and the metrics, once the body was copied.
+func (g *Gateway) auditResponse(ev *event, st *reqState) {
+	h := st.resp
+	if h == nil {
+		return
+	}
+	ev.Scrubbed = h.scrubbed()
+	ev.Custodied = h.captured
+	if ev.Scrubbed > 0 {
+		g.metrics.response.scrubbed.WithLabelValues(h.rule).Add(float64(ev.Scrubbed))
+	}
+}
+
+// responseMetrics count what the response hooks did.
+type responseMetrics struct {
+	scrubbed *prometheus.CounterVec
+	captured *prometheus.CounterVec
+}
+
+func newResponseMetrics(reg prometheus.Registerer) *responseMetrics {
+	m := &responseMetrics{
+		scrubbed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_response_scrubbed_total",
+			Help: "Occurrences of injected secret values (and of custodied values) the gateway redacted from response headers, bodies and trailers, by rule.",
+		}, []string{"rule"}),
+		captured: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_custody_captured_total",
+			Help: "Response values (JSON fields, cookies) a rule's custody block kept on the gateway and replaced by placeholders, by rule.",
+		}, []string{"rule"}),
+	}
+	reg.MustRegister(m.scrubbed, m.captured)
+	return m
+}

@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net/http"
+
+	"github.com/credgate/credgate/transform"
+)
+
+// WebSocket frames from the upstream (RFC 6455 §5.2) are scrubbed of the
+// same values as an HTTP response: a frame's header is passed on as it
+// came, its payload — unmasked, as a server sends it — through the
+// scrubbers, which keep its length (transform.ScrubOptions.KeepLength),
+// so the header stays true. A payload up to maxWSWhole is scrubbed whole
+// and sent at once; a longer one streams through the scrubber, which
+// flushes at the frame's end. An occurrence split between two frames of
+// a fragmented message is not found. Compressed frames cannot be
+// scrubbed: the gateway removes Sec-WebSocket-Extensions from the
+// upgrade request (wsPrepare), so the upstream does not negotiate
+// permessage-deflate. Bytes that are not WebSocket frames (a reserved
+// opcode, RSV bits, a masked server frame) end the frame parsing: from
+// there the rest of the stream is scrubbed as a byte stream, never
+// passed on unscrubbed.
+
+// maxWSWhole is the largest frame payload scrubbed in one piece.
+const maxWSWhole = 64 << 10
+
+// wsPrepare readies the upgrade request out for scrubbed frames.
+func wsPrepare(out *http.Request, st *reqState) {
+	if st.resp != nil && len(st.resp.scrubbers) > 0 {
+		delete(out.Header, "Sec-Websocket-Extensions")
+	}
+}
+
+// wsScrubber returns the wrapper of the upstream-to-client direction of
+// an upgraded connection, and scrubs the 101's header; nil when nothing
+// is scrubbed.
+func wsScrubber(st *reqState, resp *http.Response) func(io.Reader) io.Reader {
+	h := st.resp
+	if h == nil || len(h.scrubbers) == 0 {
+		return nil
+	}
+	hits := &wsHits{}
+	h.ws = hits
+	for _, s := range h.scrubbers {
+		hits.add(int64(s.Header(resp.Header)))
+	}
+	return func(up io.Reader) io.Reader {
+		return &wsDown{br: bufio.NewReaderSize(up, 4096), scrubbers: h.scrubbers, hits: hits}
+	}
+}
+
+// wsHits counts the occurrences scrubbed from frames. The relay writes
+// it on the handler's goroutine (the upstream-to-client copy), which
+// writes the audit line once the relay ended.
+type wsHits struct{ n int64 }
+
+func (w *wsHits) add(n int64) { w.n += n }
+
+// wsDown is the scrubbed upstream-to-client stream of frames.
+type wsDown struct {
+	br        *bufio.Reader
+	scrubbers []*transform.Scrubber
+	hits      *wsHits
+	out       []byte    // ready to send
+	stream    io.Reader // a long payload, or the raw fallback
+	err       error
+}
+
+func (d *wsDown) Read(p []byte) (int, error) {
+	for {
+		if len(d.out) > 0 {
+			n := copy(p, d.out)
+			d.out = d.out[n:]
+			return n, nil
+		}
+		if d.stream != nil {
+			n, err := d.stream.Read(p)
+			if err == io.EOF && d.err == nil {
+				d.stream = nil // the long payload ended; next frame
+				if n > 0 {
+					return n, nil
+				}
+				continue
+			}
+			return n, err
+		}
+		if d.err != nil {
+			return 0, d.err
+		}
+		d.err = d.next()
+	}
+}
+
+// next reads one frame header and sets up its payload.
+func (d *wsDown) next() error {
+	hdr, err := d.br.Peek(2)
+	if err != nil {
+		if len(hdr) > 0 {
+			d.fallback()
+			return nil
+		}
+		return err
+	}
+	rsv, opcode, masked := hdr[0]&0x70, hdr[0]&0x0f, hdr[1]&0x80 != 0
+	if rsv != 0 || masked || (opcode > 2 && opcode < 8) || opcode > 10 {
+		d.fallback()
+		return nil
+	}
+	size, n := int64(hdr[1]&0x7f), 2
+	switch size {
+	case 126:
+		n = 4
+	case 127:
+		n = 10
+	}
+	full, err := d.br.Peek(n)
+	if err != nil {
+		d.fallback()
+		return nil
+	}
+	switch n {
+	case 4:
+		size = int64(binary.BigEndian.Uint16(full[2:4]))
+	case 10:
+		size = int64(binary.BigEndian.Uint64(full[2:10]) & (1<<63 - 1))
+	}
+	d.out = append(d.out[:0], full...)
+	_, _ = d.br.Discard(n)
+	if size <= maxWSWhole {
+		payload := make([]byte, size)
+		if _, err := io.ReadFull(d.br, payload); err != nil {
+			// Cut off mid-frame: send nothing of it.
+			d.out = d.out[:0]
+			return err
+		}
+		for _, s := range d.scrubbers {
+			var hits int
+			payload, hits = s.Bytes(payload)
+			d.hits.add(int64(hits))
+		}
+		d.out = append(d.out, payload...)
+		return nil
+	}
+	var r io.Reader = io.LimitReader(d.br, size)
+	counts := make([]*transform.ScrubCount, len(d.scrubbers))
+	for i, s := range d.scrubbers {
+		counts[i] = &transform.ScrubCount{}
+		r = s.Reader(r, counts[i])
+	}
+	d.stream = &countOnEOF{Reader: r, counts: counts, hits: d.hits}
+	return nil
+}
+
+// fallback scrubs the rest of the stream as bytes: what arrived is not
+// WebSocket framing the gateway can follow.
+func (d *wsDown) fallback() {
+	var r io.Reader = d.br
+	counts := make([]*transform.ScrubCount, len(d.scrubbers))
+	for i, s := range d.scrubbers {
+		counts[i] = &transform.ScrubCount{}
+		r = s.Reader(r, counts[i])
+	}
+	d.stream = &countOnEOF{Reader: r, counts: counts, hits: d.hits}
+	d.err = io.EOF // after the stream, the end
+}
+
+// countOnEOF adds its scrubbers' counts to hits when its reader ends.
+type countOnEOF struct {
+	io.Reader
+	counts []*transform.ScrubCount
+	hits   *wsHits
+	done   bool
+}
+
+func (c *countOnEOF) Read(p []byte) (int, error) {
+	n, err := c.Reader.Read(p)
+	if err != nil && !c.done {
+		c.done = true
+		for _, cc := range c.counts {
+			c.hits.add(cc.Count())
+		}
+	}
+	return n, err
+}

@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/secret"
+)
+
+// wsFrame encodes one unmasked frame, as a server sends it.
+func wsFrame(fin bool, opcode byte, payload []byte) []byte {
+	b0 := opcode
+	if fin {
+		b0 |= 0x80
+	}
+	var h []byte
+	switch n := len(payload); {
+	case n < 126:
+		h = []byte{b0, byte(n)}
+	case n < 1<<16:
+		h = []byte{b0, 126, 0, 0}
+		binary.BigEndian.PutUint16(h[2:], uint16(n))
+	default:
+		h = make([]byte, 10)
+		h[0], h[1] = b0, 127
+		binary.BigEndian.PutUint64(h[2:], uint64(n))
+	}
+	return append(h, payload...)
+}
+
+// readWSFrame reads one unmasked frame.
+func readWSFrame(r *bufio.Reader) (opcode byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err = io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var ext [2]byte
+		_, err = io.ReadFull(r, ext[:])
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		_, err = io.ReadFull(r, ext[:])
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(r, payload)
+	return h[0] & 0x0f, payload, err
+}
+
+// TestWebSocketFramesScrubbed: an upstream's WebSocket frames that echo
+// the secret — a small text frame, a fragment, a binary frame, a close
+// frame's reason and a text frame over the whole-frame size — reach the
+// client scrubbed, with their lengths (and so the framing) intact; a
+// frame is delivered while the upstream waits for the client's answer;
+// the upgrade request reaches the upstream without
+// Sec-WebSocket-Extensions (no compression the gateway could not read).
+func TestWebSocketFramesScrubbed(t *testing.T) {
+	tg := startScrubGateway(t)
+	big := bytes.Repeat([]byte("x"), maxWSWhole+100)
+	copy(big[maxWSWhole-10:], scrubSecret) // across the whole-frame limit
+	tg.origin.route("/s/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Write(wsFrame(true, 1, []byte(`{"op":"hello","you_sent":"`+scrubSecret+`"}`)))
+		rw.Flush()
+		// Interactive: the next frames only after the client answered.
+		if _, err := rw.ReadString('\n'); err != nil {
+			return
+		}
+		rw.Write(wsFrame(false, 1, []byte("part one "+scrubForms()["json"])))
+		rw.Write(wsFrame(true, 0, []byte(" part two")))
+		rw.Write(wsFrame(true, 2, []byte("bin:"+scrubForms()["base64"])))
+		rw.Write(wsFrame(true, 1, big))
+		rw.Write(wsFrame(true, 8, append([]byte{0x03, 0xe8}, "bye "+scrubSecret...)))
+		rw.Flush()
+	})
+
+	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}})
+	fmt.Fprintf(tc, "GET /s/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n", apiHost)
+	tbr := bufio.NewReader(tc)
+	if resp, err := http.ReadResponse(tbr, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	var seen strings.Builder
+	op, p, err := readWSFrame(tbr)
+	if err != nil || op != 1 || !strings.HasPrefix(string(p), `{"op":"hello","you_sent":"`+secret.Redacted) {
+		t.Fatalf("first frame %d %q, %v; want it scrubbed, before the client answered", op, p, err)
+	}
+	seen.Write(p)
+	fmt.Fprint(tc, "ack\n")
+	for _, want := range []byte{1, 0, 2, 1, 8} {
+		op, p, err := readWSFrame(tbr)
+		if err != nil || op != want {
+			t.Fatalf("frame: opcode %d (%d bytes), %v; want opcode %d", op, len(p), err, want)
+		}
+		if op == 1 && len(p) == len(big) {
+			if !bytes.Contains(p, []byte(secret.Redacted)) {
+				t.Errorf("the long frame is not scrubbed")
+			}
+		}
+		seen.Write(p)
+	}
+	if l := leaks(seen.String()); len(l) > 0 {
+		t.Errorf("the client saw the secret as %v", l)
+	}
+	if c := strings.Count(seen.String(), secret.Redacted); c != 5 {
+		t.Errorf("%d markers in the frames, want 5 (hello, fragment, binary, long, close)", c)
+	}
+	for _, s := range tg.origin.all() {
+		if s.Path == "/s/ws" && s.Header.Get("Sec-Websocket-Extensions") != "" {
+			t.Errorf("the upgrade request reached the upstream with Sec-WebSocket-Extensions %q", s.Header.Get("Sec-Websocket-Extensions"))
+		}
+	}
+	tc.Close()
+	waitFor(t, 5*time.Second, "the WebSocket's audit line with its scrubbed count", func() bool {
+		return strings.Contains(tg.audit.String(), `"status":101`) && strings.Contains(tg.audit.String(), `"scrubbed":5`)
+	})
+}
