@@ -22,7 +22,8 @@ import (
 
 // Placeholders (docs/agents.md, DESIGN.md invariant 13): for a request a
 // rule allows, the placeholder of the rule's credential is replaced by the
-// credential's value (transform.Substituter) after the injection; every
+// credential's value (transform.Substituter) just before the injection
+// (so that a signing injector signs what is sent); every
 // other placeholder of the policy is a tripwire, checked on every request
 // the gateway sees (intercepted or plain http, allowed or denied), which
 // refuses the request with 403 placeholder_misuse and, with
@@ -161,7 +162,7 @@ func sameValue(a, b *providers.Credential, field string) bool {
 }
 
 // substitute runs the placeholder transform on out, the outbound request
-// of x after injection. It returns nil when the policy has no
+// of x before injection. It returns nil when the policy has no
 // placeholders, and a refusal (the request is not sent) for a tripwire,
 // a missing required placeholder or a value that cannot be placed.
 func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *providers.Credential, st *reqState) *refusal {

@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,6 +72,11 @@ rules:
     require_placeholder: true
   - {name: dots, from: local, to: api, paths: [/dots/*], inject: {credential: dots, as: placeholder}}
   - {name: traversal, from: local, to: api, paths: [/trav/*], inject: {credential: traversal, as: placeholder}}
+  - name: signed
+    from: local
+    to: api
+    paths: [/signed/*]
+    inject: {credential: ph, as: hmac, key_field: token, string_to_sign: "{{.method}}{{.path}}{{.body}}", signature: {header: X-Sig}}
   - {name: api, from: local, to: api, inject: {credential: ph, as: placeholder}}
   - {name: second, from: local, to: second, inject: {credential: elsewhere, as: bearer}}
   - {name: other, from: other, to: second, inject: {credential: perwl, as: placeholder}}
@@ -445,5 +453,47 @@ func TestPlaceholderPathStaysInItsSegment(t *testing.T) {
 	last := got[len(got)-1]
 	if want := "/trav/..%2F..%2Fdenied%3Bx/x"; last.URI != want {
 		t.Errorf("upstream request target %q, want %q (the value escaped within its segment)", last.URI, want)
+	}
+}
+
+// TestPlaceholderThenSignature: a placeholder in the body of a request
+// whose rule signs it (hmac over the method, path and body) is replaced
+// before the injector signs: the origin, recomputing the HMAC over the
+// body it received, accepts it. Signing first would sign the placeholder
+// and send the secret, and no upstream would accept the signature.
+func TestPlaceholderThenSignature(t *testing.T) {
+	tg, _ := startPlaceholderGateway(t, false)
+	var got struct {
+		mu   sync.Mutex
+		body string
+		ok   bool
+	}
+	tg.origin.route("/signed/order", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		m := hmac.New(sha256.New, []byte(phValue))
+		m.Write([]byte(r.Method + r.URL.EscapedPath()))
+		m.Write(b)
+		ok := hmac.Equal([]byte(hex.EncodeToString(m.Sum(nil))), []byte(r.Header.Get("X-Sig")))
+		got.mu.Lock()
+		got.body, got.ok = string(b), ok
+		got.mu.Unlock()
+		if !ok {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+		}
+	})
+	body := `{"key":"` + phAPI + `","n":1}`
+	resp, err := tg.client(t, false).Post("https://"+apiHost+"/signed/order", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	if resp.StatusCode != http.StatusOK || !got.ok {
+		t.Fatalf("status %s, signature valid %v: the signature does not cover the body sent", resp.Status, got.ok)
+	}
+	if strings.Contains(got.body, phAPI) || !strings.Contains(got.body, `ph/s3cret \"v\"`) {
+		t.Errorf("the origin received %q: want the placeholder replaced (JSON-escaped)", got.body)
 	}
 }

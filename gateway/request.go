@@ -476,6 +476,23 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		out.Header["Expect"] = []string{"100-continue"}
 	}
 	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	if f := g.custodyRequest(x, out, st); f != nil {
+		g.refuse(x, *f)
+		return
+	}
+	g.prepareResponse(x, cred, out, st)
+	if upgrade {
+		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
+	}
+	st.x = x
+	if f := g.substitute(x, a, out, cred, st); f != nil {
+		g.refuse(x, *f)
+		return
+	}
+	// The injector acts last on the request: whatever it signs (hmac,
+	// sigv4, httpsig, azure-sharedkey sign the method, path, headers and
+	// body) is exactly what is sent, placeholders already replaced and
+	// custody values and Accept-Encoding already set.
 	if d.Action == policy.Inject {
 		if err := injectors.Apply(d.Inject.Injector, out, cred); err != nil {
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
@@ -491,19 +508,6 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 		st.cert = cert
 		st.reissue = reissuePlanFor(r, d.Inject, bind, cred, hit)
-	}
-	if f := g.custodyRequest(x, out, st); f != nil {
-		g.refuse(x, *f)
-		return
-	}
-	g.prepareResponse(x, cred, out, st)
-	if upgrade {
-		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
-	}
-	st.x = x
-	if f := g.substitute(x, a, out, cred, st); f != nil {
-		g.refuse(x, *f)
-		return
 	}
 	body := &countingBody{ReadCloser: out.Body}
 	if out.Trailer != nil {

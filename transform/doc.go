@@ -7,7 +7,8 @@
 //
 // It is a stage beside injectors: the gateway builds a Substituter from the
 // decision's bindings and calls TransformRequest (the RequestTransform
-// interface) on the outbound request after injection, and builds a
+// interface) on the outbound request before the injector acts (so that a
+// signing injector signs the request as sent), and builds a
 // Scrubber from the injected values and calls TransformResponse (the
 // ResponseTransform interface) on the upstream response. It never sees
 // tunnelled bytes, and it imports no stage but secret.
@@ -15,7 +16,7 @@
 // The response side is wired (gateway/scrub.go: one Scrubber per
 // credential value, KeepLength, TransformResponse right after the round
 // trip, ScrubCount in the audit line), and the request side
-// (gateway/placeholder.go): after
+// (gateway/placeholder.go): before
 // injectors.Apply, call Substituter.TransformRequest on the outbound
 // request (a MisuseError is 403 placeholder_misuse, ErrPlaceholderMissing
 // a refusal of require_placeholder; the same errors can come back from
