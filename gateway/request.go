@@ -83,9 +83,11 @@ type reissuePlan struct {
 	key   providers.CacheKey
 	used  *providers.Credential
 	fetch func(context.Context) (*providers.Credential, error)
-	// inj re-injects (injectors.Apply removes the names it sets first, so
+	// inj re-injects (injectors.ApplyFor removes the names it sets first, so
 	// nothing of the rejected credential is sent again).
 	inj injectors.Injector
+	// wl is the caller, for injectors whose values depend on it.
+	wl identity.Workload
 	// replay: the request is idempotent and has no body, so sending it
 	// again is safe (a consumed body is never resent).
 	replay bool
@@ -444,7 +446,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if d.Action == policy.Inject {
-		if err := injectors.Apply(d.Inject.Injector, out, cred); err != nil {
+		if err := injectors.ApplyFor(d.Inject.Injector, out, cred, a.wl); err != nil {
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
 			g.refuse(x, injectRefusal(err, d))
 			return
@@ -458,6 +460,9 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 		st.cert = cert
 		st.reissue = reissuePlanFor(r, d.Inject, bind, cred, hit)
+		if st.reissue != nil {
+			st.reissue.wl = a.wl
+		}
 	}
 	if upgrade {
 		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
@@ -679,7 +684,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	}
 	r2 := r.Clone(ctx)
 	r2.Body = nil
-	if err := injectors.Apply(rp.inj, r2, cred); err != nil {
+	if err := injectors.ApplyFor(rp.inj, r2, cred, rp.wl); err != nil {
 		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.Any("error", err))
 		return resp, nil
 	}

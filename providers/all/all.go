@@ -10,6 +10,7 @@ import (
 	_ "github.com/credgate/credgate/providers/githubapp" // github-app: GitHub App installation tokens, narrowed per credential
 	_ "github.com/credgate/credgate/providers/google"    // google: service-account access tokens (JWT bearer grant) and self-signed JWTs for googleapis.com
 	_ "github.com/credgate/credgate/providers/oauth2"    // oauth2: access tokens (client credentials, private_key_jwt, token exchange, JWT bearer)
+	_ "github.com/credgate/credgate/providers/slack"     // slack: Slack access tokens refreshed with the app's rotating refresh token
 	_ "github.com/credgate/credgate/providers/static"    // static: env var or file, for development and platform-mounted secrets
 	_ "github.com/credgate/credgate/providers/vault"     // vault, vault-pki: HashiCorp Vault / OpenBao KV, dynamic secrets, PKI client certificates
 )
