@@ -26,10 +26,13 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +57,9 @@ type Options struct {
 	// (default 12 h).
 	SlackClientID, SlackClientSecret, SlackRefreshToken, SlackBotToken string
 	SlackTokenLifetime                                                 time.Duration
+	// OnSlackRefresh, if set, is told each refresh token the fake issues
+	// (a test standing in for an operator who stores it in a source).
+	OnSlackRefresh func(refreshToken string)
 
 	// DatadogAPIKey and DatadogAppKey are the keys Datadog accepts.
 	DatadogAPIKey, DatadogAppKey string
@@ -86,6 +92,7 @@ type Fake struct {
 	refresh   map[string]bool // valid Slack refresh tokens
 	access    map[string]bool // valid Slack access tokens
 	refreshes int
+	spent     []string // used refresh tokens
 	n         int
 }
 
@@ -108,6 +115,15 @@ func New(opts Options) *Fake {
 	return f
 }
 
+// CAFile writes the server's certificate (its own CA when
+// Options.Certificate is nil) as PEM to a file in dir and returns its
+// path, for clients' ca_cert settings.
+func (f *Fake) CAFile(dir string) (string, error) {
+	p := filepath.Join(dir, "saastest-ca.pem")
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+	return p, os.WriteFile(p, b, 0o600)
+}
+
 // Close stops the server.
 func (f *Fake) Close() { f.srv.Close() }
 
@@ -123,6 +139,21 @@ func (f *Fake) Refreshes() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.refreshes
+}
+
+// SlackTokens returns every Slack access and refresh token the fake
+// issued or accepts (for tests that grep output for them).
+func (f *Fake) SlackTokens() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for k := range f.access {
+		out = append(out, k)
+	}
+	for k := range f.refresh {
+		out = append(out, k)
+	}
+	return append(out, f.spent...)
 }
 
 // SetSlackRefreshToken makes rt valid (an operator's reinstall).
@@ -152,6 +183,10 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		f.slack(w, r)
 	case strings.HasSuffix(host, ".datadoghq.com") || strings.HasSuffix(host, ".datadoghq.eu") || strings.HasSuffix(host, ".ddog-gov.com"):
 		f.datadog(w, r)
+	case strings.HasPrefix(r.URL.Path, "/api/"):
+		// Slack on the server's own address, for the provider's tests
+		// that reach the token endpoint by IP.
+		f.slack(w, r)
 	default:
 		http.Error(w, "saastest: unknown host "+host, http.StatusMisdirectedRequest)
 	}
@@ -285,6 +320,7 @@ func (f *Fake) slackRefresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(f.refresh, rt) // single-use
+	f.spent = append(f.spent, rt)
 	f.n++
 	f.refreshes++
 	access := fmt.Sprintf("xoxe.xoxb-1-saastest-%d-%s", f.n, base64.RawURLEncoding.EncodeToString([]byte(rt))[:8])
@@ -292,6 +328,9 @@ func (f *Fake) slackRefresh(w http.ResponseWriter, r *http.Request) {
 	f.access[access] = true
 	f.refresh[next] = true
 	f.mu.Unlock()
+	if f.opts.OnSlackRefresh != nil {
+		f.opts.OnSlackRefresh(next)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "app_id": "A1", "token_type": "bot", "access_token": access,
 		"refresh_token": next, "expires_in": int64(f.opts.SlackTokenLifetime / time.Second), "scope": "chat:write",
 		"team": map[string]any{"id": "T1", "name": "saastest"}})
