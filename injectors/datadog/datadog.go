@@ -62,9 +62,6 @@ type Injector struct {
 
 var (
 	fieldName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// apiKeyShape and appKeyShape are the documented shapes: 32 and 40 hex digits.
-	apiKeyShape = regexp.MustCompile(`^[0-9a-f]{32}$`)
-	appKeyShape = regexp.MustCompile(`^[0-9a-f]{40}$`)
 )
 
 // Provision applies defaults.
@@ -138,13 +135,13 @@ func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	if host := r.URL.Hostname(); i.CheckHost(host) != nil {
 		return fmt.Errorf("datadog: request to %s, which is not a Datadog host of the rule's site; nothing was injected: %w", host, injectors.ErrInvalidValue)
 	}
-	api, err := i.key(cred, i.APIKeyField, apiKeyShape, "API key (32 hex digits)")
+	api, err := i.key(cred, i.APIKeyField, 32, "API key (32 hex digits)")
 	if err != nil {
 		return err
 	}
 	var app string
 	if !i.APIKeyOnly {
-		if app, err = i.key(cred, i.AppKeyField, appKeyShape, "application key (40 hex digits)"); err != nil {
+		if app, err = i.key(cred, i.AppKeyField, 40, "application key (40 hex digits)"); err != nil {
 			return err
 		}
 	}
@@ -155,16 +152,30 @@ func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	return nil
 }
 
-func (i *Injector) key(cred *providers.Credential, field string, shape *regexp.Regexp, what string) (string, error) {
+// key returns the field's value when it is n lower-case hex digits, the
+// documented shape of Datadog's API (32) and application (40) keys.
+func (i *Injector) key(cred *providers.Credential, field string, n int, what string) (string, error) {
 	s, ok := cred.Field(field)
 	if !ok {
 		return "", fmt.Errorf("datadog: credential has no %q field (the %s): %w", field, what, injectors.ErrMissingField)
 	}
 	v := s.Reveal()
-	if !shape.MatchString(v) {
+	if !isHex(v, n) {
 		return "", fmt.Errorf("datadog: field %q is not a Datadog %s; check that the credential's fields are not swapped: %w", field, what, injectors.ErrInvalidValue)
 	}
 	return v, nil
+}
+
+func isHex(v string, n int) bool {
+	if len(v) != n {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Headers implements injectors.HeaderNames: both key headers, so a

@@ -7,8 +7,8 @@
 //	field: token                     # default: the credential field with the key
 //	mode: live                       # optional: only sk_live_/rk_live_ keys (or test)
 //	account: acct_1ExampleConnected  # optional; or "{{.workload.stripe_account}}"
-//	accounts:                        # optional: per workload name, before account
-//	  billing-eu: acct_1EuAccount
+//	accounts:                        # optional: per workload name, before account;
+//	  billing-eu: acct_1EuAccount    # a caller not listed, with no account, is refused
 //	version: "2025-03-31.basil"      # optional: pin Stripe-Version
 //
 // The client's Authorization and Stripe-Account are always removed: with
@@ -79,8 +79,6 @@ var (
 	// apiVersion is a dated Stripe API version, with its release name
 	// since 2024-09-30 (2024-09-30.acacia).
 	apiVersion = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?$`)
-	// keyShape is what follows sk_/rk_: live_ or test_ and the key body.
-	keyShape = regexp.MustCompile(`^(sk|rk)_(live|test)_[A-Za-z0-9]+$`)
 )
 
 // Provision applies defaults and parses the account template.
@@ -156,6 +154,11 @@ func (i *Injector) InjectFor(r *http.Request, cred *providers.Credential, wl ide
 		return err
 	}
 	account := i.Accounts[wl.Name]
+	if account == "" && i.Account == "" && len(i.Accounts) > 0 {
+		// Fail closed: a caller the rule did not map would otherwise act
+		// for the platform account, with every connected account's data.
+		return fmt.Errorf("stripe: workload %s has no entry in accounts and the rule sets no account; add it to accounts: %w", wl.DisplayName(), injectors.ErrMissingField)
+	}
 	if account == "" && i.Account != "" {
 		a, err := i.account.Render(wl, checkAccount)
 		if err != nil {
@@ -180,14 +183,39 @@ func (i *Injector) checkKey(key string) error {
 	if strings.HasPrefix(key, "pk_") {
 		return fmt.Errorf("stripe: field %q: %w: %w", i.Field, ErrPublishableKey, injectors.ErrInvalidValue)
 	}
-	m := keyShape.FindStringSubmatch(key)
-	if m == nil {
+	mode, ok := keyMode(key)
+	if !ok {
 		return fmt.Errorf("stripe: field %q does not hold a Stripe secret or restricted key (sk_live_..., sk_test_..., rk_live_..., rk_test_...): %w", i.Field, injectors.ErrInvalidValue)
 	}
-	if i.Mode != "" && m[2] != i.Mode {
-		return fmt.Errorf("stripe: field %q holds a %s-mode key but the rule sets mode: %s; give it a %s key or change mode: %w", i.Field, m[2], i.Mode, i.Mode, injectors.ErrInvalidValue)
+	if i.Mode != "" && mode != i.Mode {
+		return fmt.Errorf("stripe: field %q holds a %s-mode key but the rule sets mode: %s; give it a %s key or change mode: %w", i.Field, mode, i.Mode, i.Mode, injectors.ErrInvalidValue)
 	}
 	return nil
+}
+
+// keyMode returns "live" or "test" for a key shaped sk_ or rk_, then
+// live_ or test_, then letters and digits (a loop, not a regexp: it runs
+// on every request).
+func keyMode(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, "sk_")
+	if !ok {
+		if rest, ok = strings.CutPrefix(key, "rk_"); !ok {
+			return "", false
+		}
+	}
+	for _, mode := range [...]string{"live", "test"} {
+		body, ok := strings.CutPrefix(rest, mode+"_")
+		if !ok || body == "" {
+			continue
+		}
+		for i := 0; i < len(body); i++ {
+			if c := body[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+				return "", false
+			}
+		}
+		return mode, true
+	}
+	return "", false
 }
 
 // checkAccount vets a Stripe-Account rendered from a workload attribute.

@@ -43,6 +43,8 @@ func TestInject(t *testing.T) {
 		{name: "other workload gets the default", settings: "accounts: {billing-eu: acct_1Eu}\naccount: acct_1Default", cred: cred("token", key),
 			wl:   workload("billing-us", nil),
 			want: http.Header{"Authorization": {"Bearer " + key}, "Stripe-Account": {"acct_1Default"}}},
+		{name: "unlisted workload without a default is refused, not the platform", settings: "accounts: {billing-eu: acct_1Eu}", cred: cred("token", key),
+			wl: workload("billing-us", nil), wantErr: injectors.ErrMissingField},
 		{name: "account from a workload attribute", settings: "account: '{{.workload.stripe_account}}'", cred: cred("token", key),
 			wl:   workload("shop", map[string]string{"stripe_account": "acct_1FromJWT"}),
 			want: http.Header{"Authorization": {"Bearer " + key}, "Stripe-Account": {"acct_1FromJWT"}}},

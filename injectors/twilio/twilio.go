@@ -25,7 +25,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/credgate/credgate/injectors"
@@ -66,14 +65,25 @@ type Injector struct {
 	AccountSID string `yaml:"account_sid"`
 }
 
-var (
-	accountSID = regexp.MustCompile(`^AC[0-9a-f]{32}$`)
-	apiKeySID  = regexp.MustCompile(`^SK[0-9a-f]{32}$`)
-)
+// isSID reports whether v is prefix and 32 lower-case hex digits: an
+// Account SID (AC) or API key SID (SK). A loop, not a regexp: it runs on
+// every request.
+func isSID(v, prefix string) bool {
+	h, ok := strings.CutPrefix(v, prefix)
+	if !ok || len(h) != 32 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks the Account SID setting.
 func (i *Injector) Validate() error {
-	if i.AccountSID != "" && !accountSID.MatchString(i.AccountSID) {
+	if i.AccountSID != "" && !isSID(i.AccountSID, "AC") {
 		return fmt.Errorf("twilio: account_sid %q is not an Account SID (AC and 32 lower-case hex digits, as in the Twilio console)", i.AccountSID)
 	}
 	return nil
@@ -91,7 +101,7 @@ func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 		sid = s.Reveal()
 	}
 	// The SID goes into the path: it must be one canonical segment.
-	if !accountSID.MatchString(sid) {
+	if !isSID(sid, "AC") {
 		return fmt.Errorf("twilio: the %q field is not an Account SID (AC and 32 lower-case hex digits): %w", FieldAccountSID, injectors.ErrInvalidValue)
 	}
 	user, pass, err := basicPair(cred, sid)
@@ -114,7 +124,7 @@ func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 // API key, else the Account SID and auth token.
 func basicPair(cred *providers.Credential, sid string) (user, pass string, err error) {
 	if k, ok := cred.Field(FieldAPIKeySID); ok {
-		if !apiKeySID.MatchString(k.Reveal()) {
+		if !isSID(k.Reveal(), "SK") {
 			return "", "", fmt.Errorf("twilio: the %q field is not an API key SID (SK and 32 lower-case hex digits): %w", FieldAPIKeySID, injectors.ErrInvalidValue)
 		}
 		s, ok := cred.Field(FieldAPIKeySecret)
