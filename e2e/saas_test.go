@@ -62,6 +62,17 @@ credentials:
     source: slack-app
     token_url: FAKE_URL/api/oauth.v2.access
     ca_cert: CA_FILE
+  slack-app-wrong-secret:
+    provider: static
+    fields:
+      client_secret: {env: E2E_SLACK_WRONG_SECRET}
+      refresh_token: {env: E2E_SLACK_REFRESH}
+  slack-wrong:
+    provider: slack
+    client_id: "1111.2222"
+    source: slack-app-wrong-secret
+    token_url: FAKE_URL/api/oauth.v2.access
+    ca_cert: CA_FILE
   datadog-keys:
     provider: static
     fields:
@@ -70,12 +81,20 @@ credentials:
   pk-key:
     provider: static
     env: E2E_STRIPE_PK
+  stripe-wrong:
+    provider: static
+    env: E2E_STRIPE_WRONG
 rules:
   - name: stripe-publishable
     from: local
     to: stripe
     paths: [/v1/customers/cus_pk]
     inject: {credential: pk-key, as: stripe}
+  - name: stripe-wrong-key
+    from: local
+    to: stripe
+    paths: [/v1/customers/cus_wrong]
+    inject: {credential: stripe-wrong, as: stripe}
   - name: stripe
     from: local
     to: stripe
@@ -98,6 +117,12 @@ rules:
     methods: [GET, POST]
     paths: [/api/auth.test, /api/chat.postMessage]
     inject: {credential: slack-bot, as: slack}
+  - name: slack-wrong-secret
+    from: local
+    to: slack
+    methods: [GET]
+    paths: [/api/conversations.list]
+    inject: {credential: slack-wrong, as: slack}
   - name: datadog
     from: local
     to: datadog
@@ -116,15 +141,17 @@ default: deny
 func TestSaaSPlugins(t *testing.T) {
 	t.Parallel()
 	const (
-		stripeKey  = "sk_test_51E2Es3cr3tStr1peK3y"
-		stripePK   = "pk_test_51E2Epub1ishab1eK3y"
-		twilioSID  = "AC1234567890abcdef1234567890abcdef"
-		twilioKey  = "SKabcdef1234567890abcdef1234567890"
-		twilioSec  = "tw1l1os3cr3ttw1l1os3cr3ttw1l1os3"
-		slackSec   = "s1acks3cr3tc1ient"
-		slackFirst = "xoxe-1-e2e-first-refresh"
-		ddAPI      = "e2e0123456789abcdef0123456789abc"
-		ddApp      = "e2e0123456789abcdef0123456789abcdef01234"
+		stripeKey   = "sk_test_51E2Es3cr3tStr1peK3y"
+		stripePK    = "pk_test_51E2Epub1ishab1eK3y"
+		stripeWrong = "sk_test_51E2Ewr0ngK3y"
+		twilioSID   = "AC1234567890abcdef1234567890abcdef"
+		twilioKey   = "SKabcdef1234567890abcdef1234567890"
+		twilioSec   = "tw1l1os3cr3ttw1l1os3cr3ttw1l1os3"
+		slackSec    = "s1acks3cr3tc1ient"
+		slackFirst  = "xoxe-1-e2e-first-refresh"
+		slackWrong  = "s1ackwr0ngs3cr3t"
+		ddAPI       = "e2e0123456789abcdef0123456789abc"
+		ddApp       = "e2e0123456789abcdef0123456789abcdef01234"
 	)
 	leaf, err := originCA.Leaf("api.stripe.com", "api.twilio.com", "slack.com", "api.datadoghq.eu", "127.0.0.1")
 	if err != nil {
@@ -141,12 +168,12 @@ func TestSaaSPlugins(t *testing.T) {
 		Policy: pol,
 		Resolve: map[string]string{"api.stripe.com:443": fake.Addr, "api.twilio.com:443": fake.Addr,
 			"slack.com:443": fake.Addr, "api.datadoghq.eu:443": fake.Addr},
-		Env: []string{"E2E_STRIPE_KEY=" + stripeKey, "E2E_STRIPE_PK=" + stripePK, "E2E_TWILIO_SID=" + twilioSID,
+		Env: []string{"E2E_STRIPE_KEY=" + stripeKey, "E2E_STRIPE_PK=" + stripePK, "E2E_STRIPE_WRONG=" + stripeWrong, "E2E_TWILIO_SID=" + twilioSID,
 			"E2E_TWILIO_KEY_SID=" + twilioKey, "E2E_TWILIO_KEY_SECRET=" + twilioSec,
-			"E2E_SLACK_CLIENT_SECRET=" + slackSec, "E2E_SLACK_REFRESH=" + slackFirst,
+			"E2E_SLACK_CLIENT_SECRET=" + slackSec, "E2E_SLACK_REFRESH=" + slackFirst, "E2E_SLACK_WRONG_SECRET=" + slackWrong,
 			"E2E_DD_API_KEY=" + ddAPI, "E2E_DD_APP_KEY=" + ddApp},
 	})
-	e.secrets = append(e.secrets, stripeKey, stripePK, twilioSec, slackSec, slackFirst, ddAPI, ddApp)
+	e.secrets = append(e.secrets, stripeKey, stripePK, stripeWrong, twilioSec, slackSec, slackFirst, slackWrong, ddAPI, ddApp)
 	t.Cleanup(func() { e.secrets = append(e.secrets, fake.SlackTokens()...) })
 	ctx := context.Background()
 
@@ -227,6 +254,34 @@ func TestSaaSPlugins(t *testing.T) {
 		}
 	})
 
+	t.Run("slack refresh refused: 502 credential_error, nothing sent", func(t *testing.T) {
+		c := newGoClient(t, e.proxyURL, gwCACert, false)
+		resp, err := c.Get("https://slack.com/api/conversations.list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Credgate-Reason") != "credential_error" {
+			t.Errorf("%d %q, want 502 credential_error", resp.StatusCode, resp.Header.Get("X-Credgate-Reason"))
+		}
+		e.waitLog(t, "Slack refused the client (bad_client_secret); check client_id and the source's client_secret")
+	})
+
+	t.Run("stripe rejects the key: its 401 reaches the client; no rule: 403", func(t *testing.T) {
+		c := newGoClient(t, e.proxyURL, gwCACert, false)
+		for url, want := range map[string]int{"https://api.stripe.com/v1/customers/cus_wrong": http.StatusUnauthorized,
+			"https://api.stripe.com/v1/charges": http.StatusForbidden} {
+			resp, err := c.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s: %d, want %d", url, resp.StatusCode, want)
+			}
+		}
+	})
+
 	t.Run("datadog validate with placeholder keys", func(t *testing.T) {
 		c := newGoClient(t, e.proxyURL, gwCACert, false)
 		req, _ := http.NewRequest("GET", "https://api.datadoghq.eu/api/v1/validate", nil)
@@ -246,7 +301,7 @@ func TestSaaSPlugins(t *testing.T) {
 	counts := map[string]int{}
 	for _, s := range fake.Requests() {
 		counts[s.Service]++
-		if !s.OK {
+		if !s.OK && s.Path != "/v1/customers/cus_wrong" {
 			t.Errorf("%s %s %s: the fake refused the credentials", s.Service, s.Method, s.Path)
 		}
 		for _, h := range s.Header {
@@ -258,6 +313,9 @@ func TestSaaSPlugins(t *testing.T) {
 		}
 		switch s.Service {
 		case "stripe":
+			if s.Path == "/v1/customers/cus_wrong" {
+				continue // the rule without account or version
+			}
 			if s.StripeAccount != "acct_1E2Elocal" || s.StripeVersion != "2025-03-31.basil" || s.IdempotencyKey != "idem-e2e-1" {
 				t.Errorf("stripe: account %q version %q idempotency key %q; want the policy's account and version and the client's key",
 					s.StripeAccount, s.StripeVersion, s.IdempotencyKey)
@@ -268,8 +326,8 @@ func TestSaaSPlugins(t *testing.T) {
 			}
 		}
 	}
-	if counts["stripe"] != 1 || counts["twilio"] != 1 || counts["slack"] != 101 || counts["datadog"] != 1 {
-		t.Errorf("requests per service %v, want stripe 1, twilio 1, slack 101, datadog 1", counts)
+	if counts["stripe"] != 2 || counts["twilio"] != 1 || counts["slack"] != 101 || counts["datadog"] != 1 {
+		t.Errorf("requests per service %v, want stripe 2, twilio 1, slack 101, datadog 1", counts)
 	}
 	// The audit line records the path the policy matched (the placeholder).
 	waitFor(t, 10*time.Second, "the twilio audit line", func() error {
