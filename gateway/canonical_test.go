@@ -510,3 +510,110 @@ func TestNoCredentialForTraceOrConnect(t *testing.T) {
 		}
 	}
 }
+
+// placeholderPolicy allows one Twilio path, written with the account
+// placeholder, for TestPlaceholderSegment.
+const placeholderPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  twilio:
+    hosts: [api.origin.test]
+    allow_private: true
+credentials:
+  twilio:
+    provider: static
+    fields:
+      account_sid: {env: CREDGATE_GATEWAY_TEST_TWILIO_SID}
+      auth_token: {env: CREDGATE_GATEWAY_TEST_TOKEN}
+rules:
+  - name: twilio-messages
+    from: local
+    to: twilio
+    methods: [GET]
+    paths: [/2010-04-01/Accounts/-/Messages.json]
+    inject: {credential: twilio, as: twilio}
+default: deny
+`
+
+// TestPlaceholderSegment is invariant 11 as refined for injectors that
+// fill a designated path segment (twilio's account): for every spelling
+// of the allowed path, a request the gateway forwards reaches the
+// upstream as exactly the path the policy matched, except that the
+// placeholder segment, when it is "-" on the wire, holds the Account SID
+// (a canonical segment: AC and 32 hex digits). No spelling reaches
+// another resource, and no spelling gets the SID anywhere else.
+func TestPlaceholderSegment(t *testing.T) {
+	const sid = "AC0123456789abcdef0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_TWILIO_SID", sid)
+	pki := newTestPKI(t, apiHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(placeholderPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+
+	const base = "/2010-04-01/Accounts/-/Messages.json"
+	var spellings []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			spellings = append(spellings, s)
+		}
+	}
+	add(base)
+	for _, s := range []string{"/2010-04-01/Accounts/-/Calls.json", "/2010-04-01/Accounts/-/../-/Messages.json",
+		"/2010-04-01/Accounts/" + sid + "/Messages.json", "/2010-04-01/Accounts/-%2F..%2FAC1/Messages.json",
+		"/2010-04-01/Accounts/-;AC1/Messages.json", "/2010-04-01/Accounts/-/Messages.json/..", "/2010-04-01/Accounts/--/Messages.json"} {
+		add(s)
+	}
+	inserts := []string{"//", "/./", "/../", "/%2e/", "/..;/", ";x/", "%2F", "\\", "%5C", "/%252e%252e/", "%252F", "/x/../"}
+	for i := 0; i < len(base); i++ {
+		if base[i] == '/' {
+			for _, ins := range inserts {
+				add(base[:i] + ins + base[i+1:])
+			}
+			continue
+		}
+		enc := fmt.Sprintf("%%%02X", base[i])
+		add(base[:i] + enc + base[i+1:])
+		add(base[:i] + "%25" + enc[1:] + base[i+1:])
+	}
+	want := "/2010-04-01/Accounts/" + sid + "/Messages.json"
+	forwarded := 0
+	for i, p := range spellings {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, apiHost, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nX-Probe: %d\r\n\r\n", p, apiHost, i))
+		all := tg.origin.all()
+		if status != http.StatusOK {
+			if len(all) != before {
+				t.Errorf("%q: refused %d %s, but the origin received it", p, status, code)
+			}
+			continue
+		}
+		if len(all) != before+1 {
+			t.Fatalf("%q: 200 but the origin saw %d requests", p, len(all)-before)
+		}
+		forwarded++
+		got := all[before].URI
+		// Only the placeholder segment, as sent, may change.
+		expect := p
+		if rest, ok := strings.CutPrefix(p, "/2010-04-01/Accounts/-/"); ok {
+			expect = "/2010-04-01/Accounts/" + sid + "/" + rest
+		}
+		if got != expect {
+			t.Errorf("%q forwarded as %q, want %q (the path as matched, the placeholder segment filled)", p, got, expect)
+		}
+		for name, read := range serverReadings {
+			// Compared without case: the case-folding reading folds the
+			// allowed path too.
+			if n, ok := read(got); ok && !strings.EqualFold(n, want) && !strings.EqualFold(n, base) {
+				t.Errorf("%q forwarded as %q: a server reading it by %q routes it to %q, not the allowed resource", p, got, name, n)
+			}
+		}
+	}
+	t.Logf("%d spellings, %d forwarded, %d refused", len(spellings), forwarded, len(spellings)-forwarded)
+	if forwarded == 0 {
+		t.Fatal("nothing was forwarded: the test checks nothing")
+	}
+}

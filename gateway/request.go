@@ -90,9 +90,11 @@ type reissuePlan struct {
 	key   providers.CacheKey
 	used  *providers.Credential
 	fetch func(context.Context) (*providers.Credential, error)
-	// inj re-injects (injectors.Apply removes the names it sets first, so
+	// inj re-injects (injectors.ApplyFor removes the names it sets first, so
 	// nothing of the rejected credential is sent again).
 	inj injectors.Injector
+	// wl is the caller, for injectors whose values depend on it.
+	wl identity.Workload
 	// replay: the request is idempotent and has no body, so sending it
 	// again is safe (a consumed body is never resent).
 	replay bool
@@ -494,7 +496,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// body) is exactly what is sent, placeholders already replaced and
 	// custody values and Accept-Encoding already set.
 	if d.Action == policy.Inject {
-		if err := injectors.Apply(d.Inject.Injector, out, cred); err != nil {
+		if err := injectors.ApplyFor(d.Inject.Injector, out, cred, a.wl); err != nil {
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
 			g.refuse(x, injectRefusal(err, d))
 			return
@@ -508,6 +510,9 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 		st.cert = cert
 		st.reissue = reissuePlanFor(r, d.Inject, bind, cred, hit)
+		if st.reissue != nil {
+			st.reissue.wl = a.wl
+		}
 	}
 	body := &countingBody{ReadCloser: out.Body}
 	if out.Trailer != nil {
@@ -737,7 +742,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	}
 	r2 := r.Clone(ctx)
 	r2.Body = nil
-	if err := injectors.Apply(rp.inj, r2, cred); err != nil {
+	if err := injectors.ApplyFor(rp.inj, r2, cred, rp.wl); err != nil {
 		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.Any("error", err))
 		return resp, nil
 	}

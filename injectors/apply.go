@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net/http"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -16,13 +17,24 @@ func HeadersOf(inj Injector) []string {
 	return nil
 }
 
-// Apply puts cred on r with inj: it removes every client copy of the
-// headers inj declares, so nothing the client sent under those names
-// survives, then injects. The gateway calls only this, never the optional
-// interfaces.
+// Apply puts cred on r with inj for no particular caller; see ApplyFor.
+// An injector whose values depend on the caller (WorkloadInjector) fails
+// its templates then, and r is left untouched.
 func Apply(inj Injector, r *http.Request, cred *providers.Credential) error {
+	return ApplyFor(inj, r, cred, identity.Workload{})
+}
+
+// ApplyFor puts cred on r with inj for the caller wl: it removes every
+// client copy of the headers inj declares, so nothing the client sent
+// under those names survives, then injects (InjectFor when inj is a
+// WorkloadInjector). The gateway calls only this, never the optional
+// interfaces.
+func ApplyFor(inj Injector, r *http.Request, cred *providers.Credential, wl identity.Workload) error {
 	for _, h := range HeadersOf(inj) {
 		r.Header.Del(h)
+	}
+	if wi, ok := inj.(WorkloadInjector); ok {
+		return wi.InjectFor(r, cred, wl)
 	}
 	return inj.Inject(r, cred)
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -45,6 +46,24 @@ type Injector interface {
 // `credgate explain` lists them.
 type HeaderNames interface {
 	Headers() []string
+}
+
+// WorkloadInjector is implemented by injectors that put values derived
+// from the verified caller on the request (a Stripe-Account per
+// workload). ApplyFor calls InjectFor instead of Inject; the same rules
+// hold: everything that can fail is checked before r changes.
+type WorkloadInjector interface {
+	Injector
+	InjectFor(r *http.Request, cred *providers.Credential, wl identity.Workload) error
+}
+
+// HostChecker is implemented by injectors whose credential belongs to
+// known hosts only (a Datadog site). When a policy loads, CheckHost is
+// called with every host of every destination of the rule (a wildcard as
+// "*.suffix"); its error, saying which hosts would be right, is reported
+// at the rule's `as:`.
+type HostChecker interface {
+	CheckHost(host string) error
 }
 
 // Provisioner, Validator and CleanerUpper mirror the provider lifecycle.

@@ -257,6 +257,19 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		return
 	}
 	ps.builtInjectors = append(ps.builtInjectors, inject)
+	if hc, ok := inject.(injectors.HostChecker); ok {
+		for _, d := range r.to {
+			for _, h := range d.hosts {
+				p := h.name
+				if h.wildcard {
+					p = "*." + p
+				}
+				if err := hc.CheckHost(p); err != nil {
+					ps.errorf(deref(asf.val), "%s: destination %q: %v", what, d.name, err)
+				}
+			}
+		}
+	}
 	if cred == nil {
 		return // reported above or in credentials
 	}

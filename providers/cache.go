@@ -284,7 +284,9 @@ func (c *Cache) start(ctx context.Context, e *entry, fetch func(context.Context)
 	cl := &call{done: make(chan struct{})}
 	e.call = cl
 	c.wg.Add(1)
-	go c.run(context.WithoutCancel(ctx), e, cl, fetch)
+	// The credential being replaced, for providers that rotate a part
+	// of it (Previous).
+	go c.run(WithPrevious(context.WithoutCancel(ctx), e.cred), e, cl, fetch)
 }
 
 // run performs one fetch and publishes its result to e (if e is still

@@ -12,6 +12,7 @@ import (
 	_ "github.com/credgate/credgate/providers/google"     // google: service-account access tokens, self-signed JWTs and ID tokens; keyless workload identity federation
 	_ "github.com/credgate/credgate/providers/oauth2"     // oauth2: access tokens (client credentials, private_key_jwt, token exchange, JWT bearer)
 	_ "github.com/credgate/credgate/providers/salesforce" // salesforce: OAuth 2.0 JWT bearer flow, the token pinned to its instance host
+	_ "github.com/credgate/credgate/providers/slack"      // slack: Slack access tokens refreshed with the app's rotating refresh token
 	_ "github.com/credgate/credgate/providers/snowflake"  // snowflake: key-pair JWTs for the SQL API and REST APIs
 	_ "github.com/credgate/credgate/providers/static"     // static: env var or file, for development and platform-mounted secrets
 	_ "github.com/credgate/credgate/providers/vault"      // vault, vault-pki: HashiCorp Vault / OpenBao KV, dynamic secrets, PKI client certificates

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,6 +62,19 @@ type Conformance struct {
 	// Vault token, a subject token) that no error may contain; the
 	// fetched credential's own values are checked too.
 	Secrets []string
+	// Inputs are the other credentials a provider that reads them
+	// (providers.Composer) names in its settings, by name: each is
+	// written beside the tested credential in the policy of the settings
+	// check, and built and handed to SetInputs for the other checks.
+	Inputs map[string]Input
+}
+
+// Input is one credential a Composer reads.
+type Input struct {
+	// Provider is its provider's registered name.
+	Provider string
+	// Settings are its keys beside provider:, as Conformance.Settings.
+	Settings string
 }
 
 // BadSettings are settings a provider refuses, and a part of its error.
@@ -134,11 +149,19 @@ func policyWith(t *testing.T, c Conformance, settings string) (path string, firs
 	for _, l := range lines {
 		b.WriteString("    " + l + "\n")
 	}
+	first, last = 2, 3+len(lines)
+	for _, name := range slices.Sorted(maps.Keys(c.Inputs)) {
+		in := c.Inputs[name]
+		b.WriteString("  " + name + ":\n    provider: " + in.Provider + "\n")
+		for _, l := range strings.Split(strings.TrimRight(in.Settings, "\n"), "\n") {
+			b.WriteString("    " + l + "\n")
+		}
+	}
 	path = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path, 2, 3 + len(lines)
+	return path, first, last
 }
 
 // parse loads the policy at path, closing it at the end of the test.
@@ -202,9 +225,32 @@ func load(t *testing.T, c Conformance, settings string) providers.Provider {
 	if len(n.Content) > 0 {
 		node = n.Content[0]
 	}
-	p, err := providers.Load(t.Context(), c.Name, node)
+	p := loadNamed(t, c.Name, node)
+	if cp, ok := p.(providers.Composer); ok && len(c.Inputs) > 0 {
+		inputs := map[string]providers.Provider{}
+		for name, in := range c.Inputs {
+			var n yaml.Node
+			if err := yaml.Unmarshal([]byte(in.Settings), &n); err != nil {
+				t.Fatalf("input %s settings: %v", name, err)
+			}
+			var node *yaml.Node
+			if len(n.Content) > 0 {
+				node = n.Content[0]
+			}
+			inputs[name] = loadNamed(t, in.Provider, node)
+		}
+		cp.SetInputs(inputs)
+	}
+	return p
+}
+
+// loadNamed builds the provider registered as name, with Cleanup at the
+// end of the test.
+func loadNamed(t *testing.T, name string, node *yaml.Node) providers.Provider {
+	t.Helper()
+	p, err := providers.Load(t.Context(), name, node)
 	if err != nil {
-		t.Fatalf("load %s: %v", c.Name, err)
+		t.Fatalf("load %s: %v", name, err)
 	}
 	if cu, ok := p.(providers.CleanerUpper); ok {
 		t.Cleanup(func() { _ = cu.Cleanup() })

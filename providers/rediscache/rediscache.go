@@ -278,7 +278,7 @@ func (s *Store) Fetch(ctx context.Context, key providers.CacheKey, refreshAhead 
 	}
 	hash := keyHash(key)
 	ek := s.entryKey(hash)
-	cred, res, err := s.get(ctx, key, ek, refreshAhead)
+	cred, _, res, err := s.get(ctx, key, ek, refreshAhead)
 	if err != nil {
 		s.lookup("bypass")
 		return fetch(ctx)
@@ -336,16 +336,19 @@ func (s *Store) Fetch(ctx context.Context, key providers.CacheKey, refreshAhead 
 // get reads and opens key's entry. It returns (nil, reason, nil) for a
 // miss (reason "" when absent, "stale" or "undecryptable"), and an error
 // only when Redis failed.
-func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refreshAhead time.Duration) (*providers.Credential, string, error) {
+//
+// A credential within refreshAhead of its expiry is not returned as cred
+// but as stale, for the fetch that replaces it (providers.Previous).
+func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refreshAhead time.Duration) (cred, stale *providers.Credential, res string, err error) {
 	gctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
 	defer cancel()
 	v, err := s.rdb.Get(gctx, ek).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, "", nil
+		return nil, nil, "", nil
 	}
 	if err != nil {
 		s.fail("get", err)
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	e, err := s.seal.open(ek, []byte(v))
 	if err != nil {
@@ -353,7 +356,7 @@ func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refr
 		// overwrite it.
 		s.opts.Logger.Warn("shared cache entry cannot be opened; fetching anew", slog.String("credential", key.Credential), slog.Any("error", err))
 		s.reject(RejectUndecryptable)
-		return nil, RejectUndecryptable, nil
+		return nil, nil, RejectUndecryptable, nil
 	}
 	now := s.opts.Now()
 	hash := keyHash(key)
@@ -361,25 +364,26 @@ func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refr
 		s.opts.Logger.Warn("shared cache entry is past the expiry sealed into it (copied back, or its Redis expiry removed); fetching anew",
 			slog.String("credential", key.Credential), slog.Uint64("version", e.version))
 		s.reject(RejectExpired)
-		return nil, RejectExpired, nil
+		return nil, nil, RejectExpired, nil
 	}
 	if !s.acceptVersion(hash, e.version) {
 		s.opts.Logger.Warn("shared cache entry is older than one this replica already saw (an older sealed value copied back); fetching anew",
 			slog.String("credential", key.Credential), slog.Uint64("version", e.version))
 		s.reject(RejectRollback)
-		return nil, RejectRollback, nil
+		return nil, nil, RejectRollback, nil
 	}
-	cred, fetchedAt := e.cred, e.fetchedAt
+	fetchedAt := e.fetchedAt
+	cred = e.cred
 	expires := cred.Expiry
 	if expires.IsZero() {
 		expires = fetchedAt.Add(s.opts.DefaultTTL)
 	}
 	ahead := min(max(refreshAhead, 0), expires.Sub(fetchedAt)/3)
 	if !now.Before(expires.Add(-ahead)) {
-		return nil, "stale", nil
+		return nil, cred, "stale", nil
 	}
 	s.track(hash, tracked{key: key, cred: cred, value: v, version: e.version})
-	return cred, "", nil
+	return cred, nil, "", nil
 }
 
 // fetchLocked runs the provider call as the lock's owner, stores the
@@ -398,10 +402,14 @@ func (s *Store) fetchLocked(ctx context.Context, key providers.CacheKey, hash, e
 	}()
 	// Another owner may have filled the entry between our miss and our
 	// lock.
-	if cred, _, err := s.get(ctx, key, ek, refreshAhead); err == nil && cred != nil {
+	cred, stale, _, err := s.get(ctx, key, ek, refreshAhead)
+	if err == nil && cred != nil {
 		s.lookup("waited")
 		return cred, nil
 	}
+	// The shared entry, if still readable, is the latest any replica
+	// stored: the credential this fetch replaces (providers.Previous).
+	ctx = providers.WithPrevious(ctx, stale)
 	s.lookup("miss")
 
 	// Keep the lock while the provider call runs.
@@ -426,7 +434,7 @@ func (s *Store) fetchLocked(ctx context.Context, key providers.CacheKey, hash, e
 		}
 	}()
 	fetchedAt := s.opts.Now()
-	cred, err := fetch(ctx)
+	cred, err = fetch(ctx)
 	stopKeep()
 	<-keepDone
 	if err != nil || cred == nil {
@@ -484,7 +492,7 @@ func (s *Store) waitFill(ctx context.Context, key providers.CacheKey, hash, ek s
 	for {
 		// Registered before looking, so a fill between the look and the
 		// wait is not missed.
-		cred, _, err := s.get(ctx, key, ek, refreshAhead)
+		cred, _, _, err := s.get(ctx, key, ek, refreshAhead)
 		if err != nil || cred != nil {
 			return cred, err
 		}
