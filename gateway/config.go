@@ -15,6 +15,7 @@ import (
 
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
 	"github.com/credgate/credgate/providers/rediscache"
 )
@@ -77,6 +78,9 @@ type Config struct {
 	Identity identity.Config `yaml:"identity"`
 	// Admin configures the admin API (the kill switch); docs/config.md#admin.
 	Admin Admin `yaml:"admin"`
+	// Tracing exports OpenTelemetry spans of each request (off by
+	// default); docs/config.md#tracing.
+	Tracing tracing.Config `yaml:"tracing"`
 
 	// file is the config file's path, for PolicyPath and messages.
 	file string
@@ -567,6 +571,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		bad("cache.redis: addrs is required to use Redis (host:port of the server, sentinels or cluster nodes)", "cache", "redis")
 	}
 	errs = append(errs, cfg.Admin.check(path, root, dir)...)
+	for _, p := range cfg.Tracing.Check() {
+		bad(p.Msg, append([]string{"tracing"}, p.Key...)...)
+	}
+	cfg.Tracing.ResolvePaths(dir)
 	cfg.resolve = map[string]netip.AddrPort{}
 	for from, to := range cfg.Resolve {
 		host, port, err := net.SplitHostPort(from)
@@ -628,6 +636,9 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Admin.ResyncInterval, DefaultSwitchResync)
 	setD(&c.Admin.TLS.ReloadInterval, DefaultReloadInterval)
 	c.Admin.applyDefaults()
+	if c.Tracing.Enabled {
+		c.Tracing.ApplyDefaults()
+	}
 	if c.Cache.Redis.Enabled() {
 		setS(&c.Cache.Redis.Namespace, DefaultRedisNamespace)
 		setD(&c.Cache.Redis.Timeout, DefaultRedisTimeout)
