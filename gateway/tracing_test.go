@@ -79,7 +79,7 @@ func TestTracingSpans(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, kv := range root.Attributes {
-			attrs[string(kv.Key)] = kv.Value.Emit()
+			attrs[string(kv.Key)] = kv.Value.String()
 		}
 		for k, v := range map[string]string{"credgate.rule": "api", "credgate.decision": "inject", "credgate.workload": "local", "url.path": "/v1/things", "http.response.status_code": "200"} {
 			if attrs[k] != v {

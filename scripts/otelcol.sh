@@ -10,7 +10,8 @@
 #     release, $OTELCOL_VERSION: contrib's fileexporter is known to build at
 #     v0.161.0 only (newer releases need packages the proxy does not serve),
 #     and Collector modules of different releases do not build together;
-#   - config read from a file (the file provider) only;
+#   - config read from a file (the file provider), ${env:VAR} expanded (the
+#     env provider, also the default scheme the Collector insists on);
 #   - built niced into $CREDGATE_TOOLS_BIN/otelcol-credgate (default
 #     ~/.cache/credgate/bin); skipped when that version is already there.
 # `go test` never runs this script: the e2e tests skip, naming it, when the
@@ -26,9 +27,13 @@ mkdir -p "$bin" "$build"
 
 log() { printf 'otelcol: %s\n' "$*" >&2; }
 
-# have_version BINARY VERSION: the binary exists and was built from module VERSION.
+# have_version BINARY VERSION: the binary exists, was built from module
+# VERSION, has the env provider and runs (binaries of earlier recipes did
+# not).
 have_version() {
-	[ -x "$1" ] && go version -m "$1" 2>/dev/null | awk '$1=="dep" && $2=="go.opentelemetry.io/collector/otelcol"{print $3}' | grep -qx "$2"
+	[ -x "$1" ] && go version -m "$1" 2>/dev/null | awk '$1=="dep" && $2=="go.opentelemetry.io/collector/otelcol"{print $3}' | grep -qx "$2" &&
+		go version -m "$1" 2>/dev/null | grep -q 'confmap/provider/envprovider' &&
+		"$1" components 2>/dev/null | grep -q '^exporters:'
 }
 
 if have_version "$bin/otelcol-credgate" "$OTELCOL_VERSION"; then
@@ -53,15 +58,17 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
 func components() (otelcol.Factories, error) {
-	var f otelcol.Factories
+	f := otelcol.Factories{Telemetry: otelconftelemetry.NewFactory()}
 	var err error
 	if f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory()); err != nil {
 		return f, err
@@ -82,7 +89,8 @@ func main() {
 		Factories: components,
 		ConfigProviderSettings: otelcol.ConfigProviderSettings{
 			ResolverSettings: confmap.ResolverSettings{
-				ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory()},
+				ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory(), envprovider.NewFactory()},
+				DefaultScheme:     "env",
 			},
 		},
 	}
@@ -95,10 +103,11 @@ GO
 go get "go.opentelemetry.io/collector/otelcol@$OTELCOL_VERSION" \
 	"go.opentelemetry.io/collector/receiver/otlpreceiver@$OTELCOL_VERSION" \
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter@$OTELCOL_VERSION"
-# confmap's file provider is released with confmap (a v1 module): take the
+# confmap's providers are released with confmap (a v1 module): take the
 # version the modules above already chose, so the set stays one release.
 confmap=$(go list -m -f '{{.Version}}' go.opentelemetry.io/collector/confmap)
-go get "go.opentelemetry.io/collector/confmap/provider/fileprovider@$confmap"
+go get "go.opentelemetry.io/collector/confmap/provider/fileprovider@$confmap" \
+	"go.opentelemetry.io/collector/confmap/provider/envprovider@$confmap"
 go mod tidy
 nice -n 10 go build -trimpath -o "$bin/otelcol-credgate.tmp" .
 mv "$bin/otelcol-credgate.tmp" "$bin/otelcol-credgate"
