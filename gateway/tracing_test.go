@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -173,3 +174,35 @@ func names(spans tracetest.SpanStubs) []string {
 	}
 	return out
 }
+
+// BenchmarkInjectKeepAliveTracing is BenchmarkInjectKeepAlive with
+// tracing off (no tracer: the hooks are nil checks) and on, sampling 10%
+// and 100% of the requests (no client traceparent), the spans going
+// through the SDK's batcher to an exporter that discards them.
+func BenchmarkInjectKeepAliveTracing(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		ratio float64 // < 0: tracing off
+	}{
+		{"off", -1},
+		{"on_10pct", 0.1},
+		{"on_100pct", 1},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			pki := newTestPKI(b, apiHost, tunnelHost, "credgate.test")
+			tg := newTestGateway(b, pki, startOrigin(b, pki))
+			if bc.ratio >= 0 {
+				tg.tracer = tracing.NewWithExporter(tracing.Config{Enabled: true, SamplingRatio: &bc.ratio}, discardSpans{})
+			}
+			writeFile(b, tg.dir, "policy.yaml", []byte(testPolicy))
+			tg.run(b, "resolve: {\"api.origin.test:443\": \""+tg.origin.addr+"\"}\n")
+			benchKeepAlive(b, tg)
+		})
+	}
+}
+
+// discardSpans is a span exporter that drops what it is given.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
