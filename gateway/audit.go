@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -103,11 +104,14 @@ type auditor struct {
 	store *policy.Store
 	// file is the rotating file output, closed after w.
 	file io.Closer
+	// signer is a checkpoint signer from the registry (audit.LoadSigner),
+	// released after w (whose Close signs the last checkpoint).
+	signer audit.Signer
 }
 
 // newAuditor builds the audit writer the config describes, writing to out
 // instead of audit.output when out is set.
-func newAuditor(cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
+func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
 	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
 	if out == nil {
 		switch cfg.Output {
@@ -143,6 +147,13 @@ func newAuditor(cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
 			a.closeFile()
 			return nil, fmt.Errorf("audit.checkpoint.key_file: %w", err)
 		}
+	}
+	if name, node := cfg.Checkpoint.signer(); name != "" {
+		if opts.Signer, err = audit.LoadSigner(ctx, name, node); err != nil {
+			a.closeFile()
+			return nil, fmt.Errorf("audit.checkpoint.signer: %w (the gateway reads the key's public half at start, so that checkpoints can be signed)", err)
+		}
+		a.signer = opts.Signer
 	}
 	var fpKey []byte
 	if cfg.FingerprintKeyFile != "" {
@@ -188,6 +199,11 @@ func (a *auditor) Close() error {
 	err := a.w.Close()
 	if a.file != nil {
 		if cerr := a.file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if a.signer != nil {
+		if cerr := audit.CloseSigner(a.signer); err == nil {
 			err = cerr
 		}
 	}

@@ -297,13 +297,38 @@ type Audit struct {
 // AuditCheckpoint configures signed checkpoints.
 type AuditCheckpoint struct {
 	// KeyFile is an Ed25519 private key, PEM PKCS#8 (openssl genpkey
-	// -algorithm ed25519); unset: no checkpoints.
+	// -algorithm ed25519); unset (and no VaultTransit): no checkpoints.
 	KeyFile string `yaml:"key_file"`
+	// Signer, instead of KeyFile, signs with a key held elsewhere: one
+	// entry, a registered signer's name (vault_transit: an ed25519 key in
+	// Vault's transit engine) and its settings (audit.RegisterSigner).
+	Signer map[string]SignerSettings `yaml:"signer"`
 	// Lines and Every: a checkpoint after this many lines or this long,
 	// whichever comes first (defaults 1000 and 10s), and one on shutdown.
 	Lines int      `yaml:"lines"`
 	Every Duration `yaml:"every"`
 }
+
+// SignerSettings keeps a checkpoint signer's settings as written, for the
+// signer's own strict decoding (its line numbers intact).
+type SignerSettings struct{ node *yaml.Node }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (s *SignerSettings) UnmarshalYAML(n *yaml.Node) error {
+	s.node = n
+	return nil
+}
+
+// signer returns the one signer named in Signer and its settings.
+func (c AuditCheckpoint) signer() (string, *yaml.Node) {
+	for name, st := range c.Signer {
+		return name, st.node
+	}
+	return "", nil
+}
+
+// signing reports whether checkpoints are signed (by a key file or Vault).
+func (c AuditCheckpoint) signing() bool { return c.KeyFile != "" || len(c.Signer) > 0 }
 
 // AuditRotate configures the rotation of a file output.
 type AuditRotate struct {
@@ -337,11 +362,24 @@ func (a *Audit) check(path string, root *yaml.Node) []error {
 	if a.Checkpoint.Lines < 0 {
 		bad("audit.checkpoint.lines must not be negative", "checkpoint", "lines")
 	}
-	if a.Checkpoint.KeyFile != "" && !a.Chained() {
-		bad("audit.checkpoint.key_file signs the chain: it needs audit.chain (remove chain: false or the key)", "checkpoint", "key_file")
+	if a.Checkpoint.signing() && !a.Chained() {
+		bad("audit.checkpoint.key_file or signer signs the chain: it needs audit.chain (remove chain: false or the key)", "checkpoint")
 	}
-	if a.Checkpoint.KeyFile == "" && (a.Checkpoint.Lines != 0 || a.Checkpoint.Every != 0) {
-		bad("audit.checkpoint: lines and every need key_file (an Ed25519 private key: openssl genpkey -algorithm ed25519 -out audit.key)", "checkpoint")
+	if !a.Checkpoint.signing() && (a.Checkpoint.Lines != 0 || a.Checkpoint.Every != 0) {
+		bad("audit.checkpoint: lines and every need key_file (an Ed25519 private key: openssl genpkey -algorithm ed25519 -out audit.key) or signer", "checkpoint")
+	}
+	if n := len(a.Checkpoint.Signer); n > 0 {
+		name, node := a.Checkpoint.signer()
+		switch {
+		case a.Checkpoint.KeyFile != "":
+			bad("audit.checkpoint: set key_file or signer, not both", "checkpoint", "signer")
+		case n > 1:
+			bad("audit.checkpoint.signer: name one signer (e.g. vault_transit: {...})", "checkpoint", "signer")
+		default:
+			if err := audit.CheckSigner(name, node); err != nil {
+				bad(fmt.Sprintf("audit.checkpoint.signer.%s: %v", name, err), "checkpoint", "signer", name)
+			}
+		}
 	}
 	if a.Rotate.MaxBytes < 0 {
 		bad("audit.rotate.max_bytes must not be negative", "rotate", "max_bytes")
