@@ -280,3 +280,110 @@ func TestTracingCollector(t *testing.T) {
 		})
 	}
 }
+
+// logRecords returns the bodies of the log records of event name in the
+// Collector's file.
+func (c *collector) logRecords(t *testing.T, event string) []string {
+	t.Helper()
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(c.file(t)))
+	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for sc.Scan() {
+		var line struct {
+			ResourceLogs []struct {
+				ScopeLogs []struct {
+					LogRecords []struct {
+						EventName string `json:"eventName"`
+						Body      struct {
+							StringValue string `json:"stringValue"`
+						} `json:"body"`
+					} `json:"logRecords"`
+				} `json:"scopeLogs"`
+			} `json:"resourceLogs"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("the Collector's file has a line that is not OTLP JSON: %v", err)
+		}
+		for _, rl := range line.ResourceLogs {
+			for _, sl := range rl.ScopeLogs {
+				for _, r := range sl.LogRecords {
+					if r.EventName == event {
+						out = append(out, r.Body.StringValue)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestAuditOTLPCollector: with audit.otlp set, every audit line reaches
+// a real OpenTelemetry Collector as one log record (event credgate.audit,
+// body the line as written to stdout, chain included), over OTLP gRPC and
+// HTTP; the Collector's file holds no injected secret.
+func TestAuditOTLPCollector(t *testing.T) {
+	for _, proto := range []string{"grpc", "http"} {
+		t.Run(proto, func(t *testing.T) {
+			col := startCollector(t)
+			endpoint := col.grpcAddr
+			if proto == "http" {
+				endpoint = col.httpAddr
+			}
+			e := startEnv(t, envOptions{AuditConfig: fmt.Sprintf("  otlp: {endpoint: %q, protocol: %s, insecure: true}\n", endpoint, proto)})
+			for _, p := range []string{"/v1/one", "/admin/two"} {
+				if resp := (goClient{}).Do(t, e, clientRequest{URL: "https://" + apiHost + p}); resp.Status == 0 {
+					t.Fatalf("%s: %s", p, resp.Err)
+				}
+			}
+			e.signal(syscall.SIGTERM)
+			if exited, err := e.wait(15 * time.Second); !exited || err != nil {
+				t.Fatalf("gateway did not exit cleanly on SIGTERM: exited %v, %v", exited, err)
+			}
+			var want []string
+			for _, l := range strings.Split(strings.TrimSpace(e.stdout.String()), "\n") {
+				if strings.HasPrefix(l, "{") {
+					want = append(want, l)
+				}
+			}
+			var got []string
+			waitFor(t, 15*time.Second, "the audit lines as log records in the Collector's file", func() error {
+				got = col.logRecords(t, "credgate.audit")
+				if len(got) < len(want) {
+					return fmt.Errorf("%d of %d lines exported", len(got), len(want))
+				}
+				return nil
+			})
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("exported records differ from the audit lines:\ngot:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if !strings.Contains(strings.Join(got, "\n"), `"rule":"api-admin-blocked"`) {
+				t.Errorf("the deny line is not among the records")
+			}
+			if n := strings.Count(col.file(t), e.token); n != 0 {
+				t.Errorf("the Collector's file holds the injected credential %d times", n)
+			}
+		})
+	}
+}
+
+// TestAuditOTLPStallFailsClosed: an OTLP receiver that is down stalls
+// the audit sink like a stuck file, so with audit.on_stall: fail_closed
+// the gateway refuses requests (503 audit_stalled) instead of serving
+// them unaudited.
+func TestAuditOTLPStallFailsClosed(t *testing.T) {
+	down := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	e := startEnv(t, envOptions{AuditConfig: fmt.Sprintf("  on_stall: fail_closed\n  stall_timeout: 200ms\n  otlp: {endpoint: %q, insecure: true}\n", down)})
+	// The first request is served; its line cannot be exported.
+	if resp := (goClient{}).Do(t, e, clientRequest{URL: "https://" + apiHost + "/v1/first"}); resp.Status != http.StatusOK {
+		t.Fatalf("first request: %d %s", resp.Status, resp.Err)
+	}
+	waitFor(t, 15*time.Second, "a request refused because the audit sink is stalled", func() error {
+		// A stalled gateway refuses the CONNECT itself.
+		resp := goClient{}.Do(t, e, clientRequest{URL: "https://" + apiHost + "/v1/later"})
+		if resp.ConnectStatus != http.StatusServiceUnavailable || resp.ConnectHeader.Get("X-Credgate-Reason") != "audit_stalled" {
+			return fmt.Errorf("CONNECT status %d, status %d, %s", resp.ConnectStatus, resp.Status, resp.Err)
+		}
+		return nil
+	})
+	e.waitLog(t, "audit OTLP export failed; retrying")
+}

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
@@ -267,6 +268,10 @@ func (r Redis) Enabled() bool { return len(r.Addrs) > 0 }
 type Audit struct {
 	// Output is "stdout", "stderr" or a file path (appended to).
 	Output string `yaml:"output"`
+	// OTLP, when set, also exports every line as an OpenTelemetry log
+	// record (docs/audit-and-metrics.md#otlp-sink); on_stall applies to
+	// it as to Output.
+	OTLP otlpsink.Config `yaml:"otlp"`
 	// Replica is the base of the replica id every line carries (default:
 	// the host name); a random suffix per process is always added, so
 	// that each process run is a chain of its own.
@@ -380,6 +385,9 @@ func (a *Audit) check(path string, root *yaml.Node) []error {
 				bad(fmt.Sprintf("audit.checkpoint.signer.%s: %v", name, err), "checkpoint", "signer", name)
 			}
 		}
+	}
+	for _, p := range a.OTLP.Check() {
+		bad(p.Msg, append([]string{"otlp"}, p.Key...)...)
 	}
 	if a.Rotate.MaxBytes < 0 {
 		bad("audit.rotate.max_bytes must not be negative", "rotate", "max_bytes")
@@ -521,6 +529,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	errs = append(errs, cfg.Audit.check(path, root)...)
 	rel(&cfg.Audit.Checkpoint.KeyFile)
 	rel(&cfg.Audit.FingerprintKeyFile)
+	cfg.Audit.OTLP.OTLP.ResolvePaths(dir)
 	switch strings.ToLower(cfg.Log.Level) {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -612,7 +621,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	for _, p := range cfg.Tracing.Check() {
 		bad(p.Msg, append([]string{"tracing"}, p.Key...)...)
 	}
-	cfg.Tracing.ResolvePaths(dir)
+	cfg.Tracing.OTLP.ResolvePaths(dir)
 	cfg.resolve = map[string]netip.AddrPort{}
 	for from, to := range cfg.Resolve {
 		host, port, err := net.SplitHostPort(from)

@@ -2,12 +2,9 @@ package tracing
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -47,40 +44,25 @@ type Tracer struct {
 // to fix.
 func New(ctx context.Context, cfg Config) (*Tracer, error) {
 	cfg.ApplyDefaults()
-	hdrs, err := cfg.headers()
+	hdrs, err := cfg.OTLP.HeaderValues("tracing")
 	if err != nil {
 		return nil, err
 	}
-	var tlsCfg *tls.Config
-	if !cfg.Insecure {
-		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.CA != "" {
-			pem, err := os.ReadFile(cfg.CA)
-			if err != nil {
-				return nil, fmt.Errorf("tracing.ca: %w", err)
-			}
-			roots, err := x509.SystemCertPool()
-			if err != nil || roots == nil {
-				roots = x509.NewCertPool()
-			}
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tracing.ca: %s holds no PEM certificate; it must be the CA that signed the Collector's certificate", cfg.CA)
-			}
-			tlsCfg.RootCAs = roots
-		}
+	tlsCfg, err := cfg.OTLP.TLSConfig("tracing")
+	if err != nil {
+		return nil, err
 	}
 	var exp sdktrace.SpanExporter
-	switch cfg.Protocol {
-	case ProtocolHTTP:
-		opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(cfg.Endpoint), otlptracehttp.WithHeaders(hdrs)}
+	if !cfg.OTLP.GRPC() {
+		opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(cfg.OTLP.Endpoint), otlptracehttp.WithHeaders(hdrs)}
 		if tlsCfg == nil {
 			opts = append(opts, otlptracehttp.WithInsecure())
 		} else {
 			opts = append(opts, otlptracehttp.WithTLSClientConfig(tlsCfg))
 		}
 		exp, err = otlptracehttp.New(ctx, opts...)
-	default:
-		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(cfg.Endpoint), otlptracegrpc.WithHeaders(hdrs)}
+	} else {
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(cfg.OTLP.Endpoint), otlptracegrpc.WithHeaders(hdrs)}
 		if tlsCfg == nil {
 			opts = append(opts, otlptracegrpc.WithInsecure())
 		} else {
@@ -89,7 +71,7 @@ func New(ctx context.Context, cfg Config) (*Tracer, error) {
 		exp, err = otlptracegrpc.New(ctx, opts...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tracing: building the OTLP %s exporter to %s: %w (check tracing.endpoint and tracing.protocol)", cfg.Protocol, cfg.Endpoint, err)
+		return nil, fmt.Errorf("tracing: building the OTLP %s exporter to %s: %w (check tracing.endpoint and tracing.protocol)", cfg.OTLP.Protocol, cfg.OTLP.Endpoint, err)
 	}
 	return NewWithExporter(cfg, exp), nil
 }
