@@ -206,3 +206,31 @@ type discardSpans struct{}
 
 func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discardSpans) Shutdown(context.Context) error                             { return nil }
+
+// TestTracingConfigErrors: bad tracing: and audit.otlp: settings are
+// refused when the config loads, each with FILE:LINE:COL at its key.
+func TestTracingConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ name, extra, want string }{
+		{"no endpoint", "tracing: {enabled: true}\n", ":4:1: tracing.endpoint is required"},
+		{"bad endpoint", "tracing:\n  enabled: true\n  endpoint: http://collector:4317/v1\n", ":6:3: tracing.endpoint: \"http://collector:4317/v1\" is not host:port"},
+		{"bad protocol", "tracing:\n  enabled: true\n  endpoint: c:4317\n  protocol: zipkin\n", ":7:3: tracing.protocol: unknown protocol \"zipkin\""},
+		{"bad ratio", "tracing:\n  enabled: true\n  endpoint: c:4317\n  sampling_ratio: 1.5\n", ":7:3: tracing.sampling_ratio: 1.5 is not between 0 and 1"},
+		{"header two sources", "tracing:\n  enabled: true\n  endpoint: c:4317\n  headers:\n    x-key: {value: a, env: B}\n", ":8:5: tracing.headers.x-key: set exactly one of value, env or file"},
+		{"insecure and ca", "tracing:\n  enabled: true\n  endpoint: c:4317\n  insecure: true\n  ca: ca.pem\n", ":8:3: tracing: insecure exports in plaintext"},
+		{"unknown key", "tracing:\n  enabled: true\n  endpoint: c:4317\n  sampling: 0.1\n", ":7:3:"},
+		{"otlp sink without endpoint", "audit:\n  otlp: {protocol: http}\n", ":5:3: audit.otlp.endpoint is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeFile(t, t.TempDir(), "credgate.yaml", []byte("policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlisten: 127.0.0.1:0\n"+tc.extra))
+			_, err := LoadConfig(p)
+			if err == nil || !strings.Contains(err.Error(), p+tc.want) {
+				t.Fatalf("LoadConfig: %v\nwant %q", err, p+tc.want)
+			}
+		})
+	}
+	// Off (the default), nothing else is looked at.
+	p := writeFile(t, t.TempDir(), "credgate.yaml", []byte("policy: p.yaml\nca: {cert: c.pem, key: k.pem}\ntracing: {enabled: false, protocol: zipkin}\n"))
+	if _, err := LoadConfig(p); err != nil {
+		t.Errorf("tracing off with a bad protocol: %v", err)
+	}
+}
