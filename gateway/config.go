@@ -367,8 +367,11 @@ func (a *Audit) check(path string, root *yaml.Node) []error {
 	if a.Checkpoint.Lines < 0 {
 		bad("audit.checkpoint.lines must not be negative", "checkpoint", "lines")
 	}
-	if a.Checkpoint.signing() && !a.Chained() {
-		bad("audit.checkpoint.key_file or signer signs the chain: it needs audit.chain (remove chain: false or the key)", "checkpoint")
+	if a.Checkpoint.KeyFile != "" && !a.Chained() {
+		bad("audit.checkpoint.key_file signs the chain: it needs audit.chain (remove chain: false or the key)", "checkpoint", "key_file")
+	}
+	if len(a.Checkpoint.Signer) > 0 && !a.Chained() {
+		bad("audit.checkpoint.signer signs the chain: it needs audit.chain (remove chain: false or the signer)", "checkpoint", "signer")
 	}
 	if !a.Checkpoint.signing() && (a.Checkpoint.Lines != 0 || a.Checkpoint.Every != 0) {
 		bad("audit.checkpoint: lines and every need key_file (an Ed25519 private key: openssl genpkey -algorithm ed25519 -out audit.key) or signer", "checkpoint")
