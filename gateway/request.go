@@ -288,11 +288,11 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 	a.wl = wl
 	if err != nil {
 		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
-		f := identityRefusal(err)
+		idf := identityRefusal(err)
 		if g.tracer != nil {
-			sp.Fail(f.Code)
+			sp.Fail(idf.Code)
 		}
-		return refused(f)
+		return refused(idf)
 	}
 	q.Workload = wl
 	if g.tracer != nil {
