@@ -234,3 +234,42 @@ func TestTracingConfigErrors(t *testing.T) {
 		t.Errorf("tracing off with a bad protocol: %v", err)
 	}
 }
+
+// TestTracingRefusal: a request refused because its credential cannot be
+// had ends its credential span and its request span as errors with the
+// refusal's code, and sends nothing upstream (no upstream span).
+func TestTracingRefusal(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	tg.tracer = tracing.NewWithExporter(tracing.Config{Enabled: true}, keptSpans{exp})
+	writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+	tg.run(t, fmt.Sprintf("resolve: {\"api.origin.test:443\": %q}\n", tg.origin.addr))
+	resp, err := tg.client(t, false).Get("https://" + apiHost + "/unavailable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %s, want 502", resp.Status)
+	}
+	if err := tg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	code := resp.Header.Get(ReasonHeader)
+	seen := map[string]bool{}
+	for _, s := range exp.GetSpans() {
+		seen[s.Name] = true
+		switch s.Name {
+		case tracing.SpanRequest, tracing.SpanCredential:
+			if s.Status.Code.String() != "Error" || s.Status.Description != code {
+				t.Errorf("%s status %v %q, want Error %q", s.Name, s.Status.Code, s.Status.Description, code)
+			}
+		case tracing.SpanUpstream:
+			t.Error("an upstream span for a request that was not forwarded")
+		}
+	}
+	if !seen[tracing.SpanRequest] || !seen[tracing.SpanCredential] || !seen[tracing.SpanProvider] {
+		t.Errorf("spans %v, want request, credential and provider", seen)
+	}
+}
