@@ -187,7 +187,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 
 	g.tracer = opts.Tracer
 	if cfg.Tracing.Enabled && g.tracer == nil {
-		if g.tracer, err = tracing.New(ctx, cfg.Tracing); err != nil {
+		if g.tracer, err = tracing.New(ctx, cfg.Tracing, logger); err != nil {
 			return nil, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -40,9 +41,10 @@ type Tracer struct {
 
 // New builds the tracer that cfg describes (cfg.Enabled must be set),
 // exporting over OTLP gRPC or HTTP. It does not connect: an unreachable
-// Collector costs dropped spans, never a request. Errors name the setting
-// to fix.
-func New(ctx context.Context, cfg Config) (*Tracer, error) {
+// Collector costs dropped spans, never a request; a failed export is
+// logged to log (as a JSON line like every other, not through
+// OpenTelemetry's global error handler). Errors name the setting to fix.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 	cfg.ApplyDefaults()
 	hdrs, err := cfg.OTLP.HeaderValues("tracing")
 	if err != nil {
@@ -73,7 +75,25 @@ func New(ctx context.Context, cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: building the OTLP %s exporter to %s: %w (check tracing.endpoint and tracing.protocol)", cfg.OTLP.Protocol, cfg.OTLP.Endpoint, err)
 	}
-	return NewWithExporter(cfg, exp), nil
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return NewWithExporter(cfg, loggedExporter{SpanExporter: exp, log: log}), nil
+}
+
+// loggedExporter logs a failed export itself (the spans are dropped, as
+// the SDK would) instead of handing the error to OpenTelemetry's global
+// handler, which prints plain text on stderr.
+type loggedExporter struct {
+	sdktrace.SpanExporter
+	log *slog.Logger
+}
+
+func (e loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	if err := e.SpanExporter.ExportSpans(ctx, spans); err != nil {
+		e.log.Warn("span export failed; the spans are dropped", slog.Int("spans", len(spans)), slog.Any("error", err))
+	}
+	return nil
 }
 
 // NewWithExporter is New with the span exporter given (benchmarks and

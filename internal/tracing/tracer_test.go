@@ -1,10 +1,15 @@
 package tracing
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -41,5 +46,26 @@ func TestUnsampledCostsNoStageSpans(t *testing.T) {
 	}
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// failingExporter fails every export.
+type failingExporter struct{ sdktrace.SpanExporter }
+
+func (failingExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error {
+	return errors.New("connection refused")
+}
+
+// TestFailedExportIsLogged: a failed export is one JSON log line of the
+// gateway's log, and the SDK sees success (nothing goes to OpenTelemetry's
+// global error handler).
+func TestFailedExportIsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	e := loggedExporter{SpanExporter: failingExporter{}, log: slog.New(slog.NewJSONHandler(&buf, nil))}
+	if err := e.ExportSpans(t.Context(), make([]sdktrace.ReadOnlySpan, 3)); err != nil {
+		t.Fatalf("ExportSpans = %v, want nil", err)
+	}
+	if got := buf.String(); !strings.Contains(got, `"msg":"span export failed; the spans are dropped","spans":3,"error":"connection refused"`) {
+		t.Errorf("log: %s", got)
 	}
 }
