@@ -1,6 +1,7 @@
 # credgate — one command per job. A newcomer runs `make test`.
 #
-#   make test    install test tools (cached: staticcheck, Ory Hydra, MinIO, SPIRE, promtool), gofmt
+#   make test    install test tools (cached: staticcheck, Ory Hydra, MinIO, SPIRE, promtool,
+#                an OpenTelemetry Collector), gofmt
 #                check, go vet, staticcheck, then every test (unit + e2e) with -race
 #   make test-spire  only the end-to-end test against a real SPIRE server and agent
 #   make build   build bin/credgate (static, stamped with version, commit and commit date)
@@ -39,8 +40,9 @@ all: build
 
 test: tools fmt-check vet staticcheck test-go
 
-# Ory Hydra (the OAuth2 e2e peer), MinIO, SPIRE and promtool (checks the
-# chart's alert rules) are built here too, outside go test's timeout; a cold
+# Ory Hydra (the OAuth2 e2e peer), MinIO, SPIRE, promtool (checks the
+# chart's alert rules) and an OpenTelemetry Collector (the tracing e2e
+# peer) are built here too, outside go test's timeout; a cold
 # build takes minutes (SPIRE: about 15 on 2 cores), later runs only check
 # the version. If one cannot be built, its tests say why and fall back or skip.
 tools:
@@ -50,6 +52,7 @@ tools:
 	@bash scripts/spire.sh || echo "tools: SPIRE could not be built; TestSPIRE will skip and say why"
 	@bash scripts/promtool.sh || echo "tools: promtool could not be built; e2e/helm's TestPromtoolCheckRules will skip and say why"
 	@bash scripts/node-ws.sh || echo "tools: the npm ws package could not be installed; e2e's Node WebSocket placeholder test will skip and say why"
+	@bash scripts/otelcol.sh || echo "tools: the OpenTelemetry Collector could not be built; TestTracingCollector will skip and say why"
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:

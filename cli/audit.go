@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
 )
@@ -23,16 +26,20 @@ func newAuditCmd() *cobra.Command {
 func newAuditVerifyCmd() *cobra.Command {
 	var (
 		pubkeys     []string
+		transitKeys []string
 		requireTail bool
 	)
 	cmd := &cobra.Command{
-		Use:   "verify [--pubkey FILE]... [--require-signed-tail] FILE...",
+		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail] FILE...",
 		Short: "Check the hash chains and signed checkpoints of audit files",
 		Long: `Check the audit lines in FILE... (rotated files in any order; lines of several
 replicas interleaved in a file, or one file per replica): every replica's
 lines must be numbered without gap or repeat, in order, each hashing to the
 next one's prev; with --pubkey, every checkpoint's Ed25519 signature must
-verify against one of the keys (PEM "PUBLIC KEY" files).
+verify against one of the keys (PEM "PUBLIC KEY" files); with --transit-key,
+against every version of that ed25519 key of Vault's transit engine
+(audit.checkpoint.signer.vault_transit), read from the Vault at VAULT_ADDR
+with VAULT_TOKEN (VAULT_CACERT: the CA of Vault's certificate).
 
 Each break is printed as "BREAK FILE:LINE: KIND: replica ID seq N: what",
 KIND one of edited, deleted, inserted, reordered, unchained, bad_checkpoint
@@ -57,8 +64,15 @@ Exit 0 when everything verifies, 1 on any break or error.`,
 				}
 				keys = append(keys, ks...)
 			}
+			for _, tk := range transitKeys {
+				ks, err := transitPublicKeys(cmd.Context(), tk)
+				if err != nil {
+					return fmt.Errorf("audit verify: --transit-key %s: %w", tk, err)
+				}
+				keys = append(keys, ks...)
+			}
 			if requireTail && len(keys) == 0 {
-				return errors.New("audit verify: --require-signed-tail needs --pubkey FILE (the checkpoint key's public half)")
+				return errors.New("audit verify: --require-signed-tail needs --pubkey FILE or --transit-key MOUNT/KEY (the checkpoint key's public half)")
 			}
 			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail})
 			if err != nil {
@@ -72,30 +86,74 @@ Exit 0 when everything verifies, 1 on any break or error.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&pubkeys, "pubkey", nil, "PEM public key that verifies checkpoint signatures (repeatable)")
+	cmd.Flags().StringArrayVar(&transitKeys, "transit-key", nil, "Vault transit ed25519 key MOUNT/KEY whose versions verify checkpoint signatures (VAULT_ADDR, VAULT_TOKEN; repeatable)")
 	cmd.Flags().BoolVar(&requireTail, "require-signed-tail", false, "fail when lines follow a replica's last signed checkpoint")
 	return cmd
 }
 
 func newAuditPubkeyCmd() *cobra.Command {
-	var keyFile string
+	var keyFile, transitKey string
 	cmd := &cobra.Command{
-		Use:   "pubkey --key FILE",
+		Use:   "pubkey --key FILE | --transit-key MOUNT/KEY",
 		Short: "Print the public key (PEM) and key id of an audit checkpoint key",
-		Args:  cobra.NoArgs,
+		Long: `Print the public key (PEM) and key id of the checkpoint key in FILE
+(audit.checkpoint.key_file), or of every version of an ed25519 key of Vault's
+transit engine (audit.checkpoint.signer.vault_transit), read from the Vault at
+VAULT_ADDR with VAULT_TOKEN (VAULT_CACERT: the CA of Vault's certificate).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if keyFile == "" {
-				return errors.New("audit pubkey: --key FILE is required (audit.checkpoint.key_file)")
-			}
-			s, err := audit.LoadKeyFile(keyFile)
-			if err != nil {
-				return err
+			var keys []ed25519.PublicKey
+			switch {
+			case (keyFile == "") == (transitKey == ""):
+				return errors.New("audit pubkey: give --key FILE (audit.checkpoint.key_file) or --transit-key MOUNT/KEY (audit.checkpoint.signer.vault_transit)")
+			case keyFile != "":
+				s, err := audit.LoadKeyFile(keyFile)
+				if err != nil {
+					return err
+				}
+				keys = []ed25519.PublicKey{s.Public()}
+			default:
+				var err error
+				if keys, err = transitPublicKeys(cmd.Context(), transitKey); err != nil {
+					return fmt.Errorf("audit pubkey: --transit-key %s: %w", transitKey, err)
+				}
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "# key_id %s\n", audit.KeyID(s.Public()))
-			_, err = out.Write(audit.MarshalPublicKey(s.Public()))
-			return err
+			for _, k := range keys {
+				fmt.Fprintf(out, "# key_id %s\n", audit.KeyID(k))
+				if _, err := out.Write(audit.MarshalPublicKey(k)); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "the Ed25519 private key (PEM PKCS#8)")
+	cmd.Flags().StringVar(&transitKey, "transit-key", "", "Vault transit ed25519 key MOUNT/KEY (VAULT_ADDR, VAULT_TOKEN)")
 	return cmd
+}
+
+// transitPublicKeys reads every version's public key of the ed25519
+// transit key MOUNT/KEY through the registered vault_transit checkpoint
+// signer (the CLI knows no provider package), logging in with the token
+// method: VAULT_ADDR, VAULT_TOKEN, and VAULT_CACERT when set.
+func transitPublicKeys(ctx context.Context, spec string) ([]ed25519.PublicKey, error) {
+	i := strings.LastIndexByte(spec, '/')
+	if i <= 0 || i == len(spec)-1 {
+		return nil, errors.New("want MOUNT/KEY, e.g. transit/credgate-audit")
+	}
+	server := map[string]any{"auth": map[string]any{"method": "token"}}
+	if ca := os.Getenv("VAULT_CACERT"); ca != "" {
+		server["ca_cert"] = ca
+	}
+	var node yaml.Node
+	if err := node.Encode(map[string]any{"server": server, "mount": spec[:i], "key": spec[i+1:]}); err != nil {
+		return nil, err
+	}
+	s, err := audit.LoadSigner(ctx, "vault_transit", &node)
+	if err != nil {
+		return nil, err
+	}
+	defer audit.CloseSigner(s)
+	return audit.PublicKeys(s), nil
 }

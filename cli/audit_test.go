@@ -13,7 +13,11 @@ import (
 	"strings"
 	"testing"
 
+	vaultapi "github.com/hashicorp/vault/api"
+	"gopkg.in/yaml.v3"
+
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // TestAuditVerifyCommand: exit 0 and a summary for a whole log, exit 1 and
@@ -78,5 +82,70 @@ func TestAuditVerifyCommand(t *testing.T) {
 	var errOut bytes.Buffer
 	if code := run(context.Background(), []string{"audit", "verify", "--require-signed-tail", logFile}, &bytes.Buffer{}, &errOut); code != 1 || !strings.Contains(errOut.String(), "--require-signed-tail needs --pubkey") {
 		t.Errorf("--require-signed-tail without --pubkey: exit %d: %s", code, errOut.String())
+	}
+}
+
+// TestAuditVerifyTransitKey: checkpoints signed by a Vault transit
+// ed25519 key (audit.checkpoint.signer.vault_transit; here Vault is the
+// in-repo emulator) verify with --transit-key, which reads the key's
+// public halves from VAULT_ADDR with VAULT_TOKEN; audit pubkey
+// --transit-key prints them.
+func TestAuditVerifyTransitKey(t *testing.T) {
+	emu := vaulttest.NewServer(vaulttest.Options{})
+	t.Cleanup(emu.Close)
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = emu.URL
+	admin, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.SetToken(emu.RootToken)
+	if _, err := admin.Logical().Write("sys/mounts/transit", map[string]any{"type": "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Logical().Write("transit/keys/credgate-audit", map[string]any{"type": "ed25519"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_ADDR", emu.URL)
+	t.Setenv("VAULT_TOKEN", emu.RootToken)
+	t.Setenv("VAULT_CACERT", "")
+
+	var node yaml.Node
+	if err := node.Encode(map[string]any{"server": map[string]any{"auth": map[string]any{"method": "token"}}, "key": "credgate-audit"}); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := audit.LoadSigner(t.Context(), "vault_transit", &node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(t.TempDir(), "audit.log")
+	f, err := audit.OpenFile(logFile, audit.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := audit.NewWriter(f, audit.Options{Replica: "gw-0", Signer: signer})
+	for i := 0; i < 3; i++ {
+		w.Write(fmt.Appendf(nil, `{"path":"/v1/%d","status":200}`, i))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	_ = audit.CloseSigner(signer)
+
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"audit", "verify", "--transit-key", "transit/credgate-audit", "--require-signed-tail", logFile}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "closed by a final checkpoint\nOK: 1 chains verified\n") {
+		t.Fatalf("audit verify --transit-key: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"audit", "pubkey", "--transit-key", "transit/credgate-audit"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "# key_id "+audit.KeyID(signer.Public())+"\n-----BEGIN PUBLIC KEY-----") {
+		t.Fatalf("audit pubkey --transit-key: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	errOut.Reset()
+	if code := run(t.Context(), []string{"audit", "verify", "--transit-key", "transit/missing", logFile}, &bytes.Buffer{}, &errOut); code == 0 || !strings.Contains(errOut.String(), "vault write -f transit/keys/missing type=ed25519") {
+		t.Errorf("a missing transit key: exit %d: %s", code, errOut.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), emu.RootToken) {
+		t.Error("the Vault token appears in the output")
 	}
 }

@@ -268,6 +268,9 @@ type envOptions struct {
 	// CacheConfig is appended inside the config's cache: block (keys
 	// indented by two spaces, e.g. "  redis:\n    addrs: [...]\n").
 	CacheConfig string
+	// AuditConfig is appended inside the config's audit: block (keys
+	// indented by two spaces, e.g. "  on_stall: fail_closed\n").
+	AuditConfig string
 }
 
 // env is one gateway process in front of one origin.
@@ -423,10 +426,10 @@ cache:
   fetch_timeout: 5s
 %[9]saudit:
   output: stdout
-log:
+%[10]slog:
   level: debug
 shutdown_timeout: %[6]s
-%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig)
+%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig, opts.AuditConfig)
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

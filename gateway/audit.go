@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
@@ -114,11 +116,16 @@ type auditor struct {
 	store *policy.Store
 	// file is the rotating file output, closed after w.
 	file io.Closer
+	// otlp is the OTLP log sink beside the output, closed after w.
+	otlp *otlpsink.Sink
+	// signer is a checkpoint signer from the registry (audit.LoadSigner),
+	// released after w (whose Close signs the last checkpoint).
+	signer audit.Signer
 }
 
 // newAuditor builds the audit writer the config describes, writing to out
 // instead of audit.output when out is set.
-func newAuditor(cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
+func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
 	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
 	if out == nil {
 		switch cfg.Output {
@@ -136,7 +143,15 @@ func newAuditor(cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
 	}
 	stall, err := audit.ParseStallPolicy(cfg.OnStall)
 	if err != nil {
+		a.closeFile()
 		return nil, fmt.Errorf("audit.on_stall: %w", err)
+	}
+	if cfg.OTLP.Enabled() {
+		if a.otlp, err = otlpsink.New(ctx, cfg.OTLP, log); err != nil {
+			a.closeFile()
+			return nil, err
+		}
+		out = otlpsink.Tee(out, a.otlp)
 	}
 	opts := audit.Options{
 		Replica:            audit.DefaultReplica(cfg.Replica),
@@ -154,6 +169,13 @@ func newAuditor(cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
 			a.closeFile()
 			return nil, fmt.Errorf("audit.checkpoint.key_file: %w", err)
 		}
+	}
+	if name, node := cfg.Checkpoint.signer(); name != "" {
+		if opts.Signer, err = audit.LoadSigner(ctx, name, node); err != nil {
+			a.closeFile()
+			return nil, fmt.Errorf("audit.checkpoint.signer: %w (the gateway reads the key's public half at start, so that checkpoints can be signed)", err)
+		}
+		a.signer = opts.Signer
 	}
 	var fpKey []byte
 	if cfg.FingerprintKeyFile != "" {
@@ -187,18 +209,41 @@ func readKeyFile(path string) ([]byte, error) {
 	return k, nil
 }
 
+// otlpShutdownGrace bounds how long Close waits for the OTLP receiver.
+const otlpShutdownGrace = 5 * time.Second
+
+// closeFile releases the outputs opened before a later setting failed.
 func (a *auditor) closeFile() {
 	if a.file != nil {
 		_ = a.file.Close()
+	}
+	if a.otlp != nil {
+		_ = a.otlp.Close()
 	}
 }
 
 // Close writes what is buffered (and the final checkpoint) and closes the
 // file output.
 func (a *auditor) Close() error {
+	if a.otlp != nil {
+		// A receiver that is down gets this long to take the last lines;
+		// then they stay in audit.output only (counted and logged).
+		t := time.AfterFunc(otlpShutdownGrace, a.otlp.Abandon)
+		defer t.Stop()
+	}
 	err := a.w.Close()
 	if a.file != nil {
 		if cerr := a.file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if a.otlp != nil {
+		if cerr := a.otlp.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if a.signer != nil {
+		if cerr := audit.CloseSigner(a.signer); err == nil {
 			err = cerr
 		}
 	}

@@ -14,8 +14,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
 	"github.com/credgate/credgate/providers/rediscache"
 )
@@ -82,6 +84,9 @@ type Config struct {
 	// short-lived tokens naming a workload, which the jwt factor trusts
 	// (docs/agents.md#credgate-run).
 	RunTokens *runtoken.Config `yaml:"run_tokens"`
+	// Tracing exports OpenTelemetry spans of each request (off by
+	// default); docs/config.md#tracing.
+	Tracing tracing.Config `yaml:"tracing"`
 
 	// file is the config file's path, for PolicyPath and messages.
 	file string
@@ -268,6 +273,10 @@ func (r Redis) Enabled() bool { return len(r.Addrs) > 0 }
 type Audit struct {
 	// Output is "stdout", "stderr" or a file path (appended to).
 	Output string `yaml:"output"`
+	// OTLP, when set, also exports every line as an OpenTelemetry log
+	// record (docs/audit-and-metrics.md#otlp-sink); on_stall applies to
+	// it as to Output.
+	OTLP otlpsink.Config `yaml:"otlp"`
 	// Replica is the base of the replica id every line carries (default:
 	// the host name); a random suffix per process is always added, so
 	// that each process run is a chain of its own.
@@ -298,13 +307,38 @@ type Audit struct {
 // AuditCheckpoint configures signed checkpoints.
 type AuditCheckpoint struct {
 	// KeyFile is an Ed25519 private key, PEM PKCS#8 (openssl genpkey
-	// -algorithm ed25519); unset: no checkpoints.
+	// -algorithm ed25519); unset (and no VaultTransit): no checkpoints.
 	KeyFile string `yaml:"key_file"`
+	// Signer, instead of KeyFile, signs with a key held elsewhere: one
+	// entry, a registered signer's name (vault_transit: an ed25519 key in
+	// Vault's transit engine) and its settings (audit.RegisterSigner).
+	Signer map[string]SignerSettings `yaml:"signer"`
 	// Lines and Every: a checkpoint after this many lines or this long,
 	// whichever comes first (defaults 1000 and 10s), and one on shutdown.
 	Lines int      `yaml:"lines"`
 	Every Duration `yaml:"every"`
 }
+
+// SignerSettings keeps a checkpoint signer's settings as written, for the
+// signer's own strict decoding (its line numbers intact).
+type SignerSettings struct{ node *yaml.Node }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (s *SignerSettings) UnmarshalYAML(n *yaml.Node) error {
+	s.node = n
+	return nil
+}
+
+// signer returns the one signer named in Signer and its settings.
+func (c AuditCheckpoint) signer() (string, *yaml.Node) {
+	for name, st := range c.Signer {
+		return name, st.node
+	}
+	return "", nil
+}
+
+// signing reports whether checkpoints are signed (by a key file or Vault).
+func (c AuditCheckpoint) signing() bool { return c.KeyFile != "" || len(c.Signer) > 0 }
 
 // AuditRotate configures the rotation of a file output.
 type AuditRotate struct {
@@ -341,8 +375,27 @@ func (a *Audit) check(path string, root *yaml.Node) []error {
 	if a.Checkpoint.KeyFile != "" && !a.Chained() {
 		bad("audit.checkpoint.key_file signs the chain: it needs audit.chain (remove chain: false or the key)", "checkpoint", "key_file")
 	}
-	if a.Checkpoint.KeyFile == "" && (a.Checkpoint.Lines != 0 || a.Checkpoint.Every != 0) {
-		bad("audit.checkpoint: lines and every need key_file (an Ed25519 private key: openssl genpkey -algorithm ed25519 -out audit.key)", "checkpoint")
+	if len(a.Checkpoint.Signer) > 0 && !a.Chained() {
+		bad("audit.checkpoint.signer signs the chain: it needs audit.chain (remove chain: false or the signer)", "checkpoint", "signer")
+	}
+	if !a.Checkpoint.signing() && (a.Checkpoint.Lines != 0 || a.Checkpoint.Every != 0) {
+		bad("audit.checkpoint: lines and every need key_file (an Ed25519 private key: openssl genpkey -algorithm ed25519 -out audit.key) or signer", "checkpoint")
+	}
+	if n := len(a.Checkpoint.Signer); n > 0 {
+		name, node := a.Checkpoint.signer()
+		switch {
+		case a.Checkpoint.KeyFile != "":
+			bad("audit.checkpoint: set key_file or signer, not both", "checkpoint", "signer")
+		case n > 1:
+			bad("audit.checkpoint.signer: name one signer (e.g. vault_transit: {...})", "checkpoint", "signer")
+		default:
+			if err := audit.CheckSigner(name, node); err != nil {
+				bad(fmt.Sprintf("audit.checkpoint.signer.%s: %v", name, err), "checkpoint", "signer", name)
+			}
+		}
+	}
+	for _, p := range a.OTLP.Check() {
+		bad(p.Msg, append([]string{"otlp"}, p.Key...)...)
 	}
 	if a.Rotate.MaxBytes < 0 {
 		bad("audit.rotate.max_bytes must not be negative", "rotate", "max_bytes")
@@ -498,6 +551,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	rel(&cfg.Audit.Checkpoint.KeyFile)
 	rel(&cfg.Audit.FingerprintKeyFile)
+	cfg.Audit.OTLP.OTLP.ResolvePaths(dir)
 	switch strings.ToLower(cfg.Log.Level) {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -586,6 +640,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		bad("cache.redis: addrs is required to use Redis (host:port of the server, sentinels or cluster nodes)", "cache", "redis")
 	}
 	errs = append(errs, cfg.Admin.check(path, root, dir)...)
+	for _, p := range cfg.Tracing.Check() {
+		bad(p.Msg, append([]string{"tracing"}, p.Key...)...)
+	}
+	cfg.Tracing.OTLP.ResolvePaths(dir)
 	cfg.resolve = map[string]netip.AddrPort{}
 	for from, to := range cfg.Resolve {
 		host, port, err := net.SplitHostPort(from)
@@ -647,6 +705,9 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Admin.ResyncInterval, DefaultSwitchResync)
 	setD(&c.Admin.TLS.ReloadInterval, DefaultReloadInterval)
 	c.Admin.applyDefaults()
+	if c.Tracing.Enabled {
+		c.Tracing.ApplyDefaults()
+	}
 	if c.Cache.Redis.Enabled() {
 		setS(&c.Cache.Redis.Namespace, DefaultRedisNamespace)
 		setD(&c.Cache.Redis.Timeout, DefaultRedisTimeout)

@@ -63,6 +63,7 @@ import (
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
+	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
@@ -81,6 +82,10 @@ type Options struct {
 	// Resolver, when set, replaces DNS for destinations not in the
 	// config's resolve map (tests).
 	Resolver *net.Resolver
+	// Tracer, when set, records the spans instead of the exporter
+	// cfg.Tracing describes (tests and benchmarks); the gateway shuts it
+	// down on Close.
+	Tracer *tracing.Tracer
 }
 
 // Gateway is one running credgate. Build it with New, run it with Run.
@@ -102,6 +107,9 @@ type Gateway struct {
 	// credential per fetchLogEvery: a source that is down fails every
 	// request, and each request has its audit line already.
 	fetchLog *lograte.Limiter
+	// tracer records the spans of requests; nil when tracing is off, and
+	// every use is behind a nil check (zero cost off).
+	tracer *tracing.Tracer
 
 	// switches is the kill switch; adminTok guards the admin API that
 	// changes it (nil: that API is off).
@@ -186,8 +194,15 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.reloaders = append(g.reloaders, caReloader)
 	g.metrics = newMetrics(func() float64 { return float64(g.issuer.Len()) })
 
-	if g.audit, err = newAuditor(cfg.Audit, opts.Audit, logger); err != nil {
+	if g.audit, err = newAuditor(ctx, cfg.Audit, opts.Audit, logger); err != nil {
 		return nil, err
+	}
+
+	g.tracer = opts.Tracer
+	if cfg.Tracing.Enabled && g.tracer == nil {
+		if g.tracer, err = tracing.New(ctx, cfg.Tracing, logger); err != nil {
+			return nil, err
+		}
 	}
 
 	roots, err := upstreamRoots(cfg.Upstream.CABundle)
@@ -725,6 +740,15 @@ func (g *Gateway) Close() {
 	}
 	if g.audit != nil {
 		_ = g.audit.Close()
+	}
+	if g.tracer != nil {
+		// The spans still queued are exported, for at most 5 seconds.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := g.tracer.Shutdown(sctx); err != nil {
+			g.log.Warn("exporting the last spans failed", slog.Any("error", err))
+		}
+		cancel()
+		g.tracer = nil
 	}
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {

@@ -25,6 +25,7 @@ import (
 	_ "github.com/credgate/credgate/injectors/all"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/testpki"
+	"github.com/credgate/credgate/internal/tracing"
 	_ "github.com/credgate/credgate/providers/all"
 )
 
@@ -286,6 +287,8 @@ type testGateway struct {
 	// upstreamExtra is appended inside the config's upstream map
 	// (", http2: never").
 	upstreamExtra string
+	// tracer, when set before run, records the gateway's spans.
+	tracer *tracing.Tracer
 }
 
 type lockedBuffer struct {
@@ -369,7 +372,7 @@ shutdown_timeout: 5s
 	}
 	logger := slog.New(slog.NewJSONHandler(tg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	gw, err := New(ctx, cfg, Options{Logger: logger, Audit: tg.audit})
+	gw, err := New(ctx, cfg, Options{Logger: logger, Audit: tg.audit, Tracer: tg.tracer})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/internal/headerset"
+	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -81,6 +82,15 @@ type reqState struct {
 	// exchange, for a tripwire met while the body streams; nil without.
 	ph *phState
 	x  *exchange
+}
+
+// refusalCode is the code of the refusal or abort the round trip ended
+// in, "" for none.
+func (st *reqState) refusalCode() string {
+	if st.refusal != nil {
+		return st.refusal.Code
+	}
+	return st.abortCode
 }
 
 // reissuePlan is what the round trip needs to drop a credential an
@@ -252,6 +262,8 @@ type exchange struct {
 	d      policy.Decision   // once the policy decided
 	// tripwire names the placeholder that refused the request (audit).
 	tripwire string
+	// trace is the request's trace; nil when tracing is off.
+	trace *tracing.Request
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -279,14 +291,29 @@ type admission struct {
 func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Query, dest target, pin pinnedAddrs, check func(policy.Decision) *refusal) (a admission, f *refusal) {
 	refused := func(r refusal) (admission, *refusal) { return a, &r }
 	a.pol = g.store.Current()
+	var sp tracing.Span // stays zero (no-op) when tracing is off
+	if g.tracer != nil {
+		sp = g.tracer.Stage(ctx, tracing.SpanIdentity)
+	}
 	wl, err := g.ids.Resolve(ctx, ev, a.pol.Workloads())
 	a.wl = wl
 	if err != nil {
 		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
-		return refused(identityRefusal(err))
+		idf := identityRefusal(err)
+		if g.tracer != nil {
+			sp.Fail(idf.Code)
+		}
+		return refused(idf)
 	}
 	q.Workload = wl
+	if g.tracer != nil {
+		sp.End()
+		sp = g.tracer.Stage(ctx, tracing.SpanDecision)
+	}
 	a.d = a.pol.Decide(q)
+	if g.tracer != nil {
+		sp.Decided(a.d.Outcome(), a.d.Rule)
+	}
 	d := a.d
 	allowed := d.Action == policy.Inject || d.Action == policy.Forward
 	if q.Connect {
@@ -431,6 +458,11 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		w.Header().Set("Connection", "close")
 	}
 	ctx := r.Context()
+	if g.tracer != nil {
+		x.trace = g.tracer.Start(ctx, r.Header, r.Method, scheme, dest.host, dest.port, cp.Raw)
+		defer x.trace.End()
+		ctx = x.trace.Context()
+	}
 	q := policy.Query{Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true}
 	a, f := g.admit(ctx, ev, q, dest, pin, func(d policy.Decision) *refusal {
 		if cp.CheckEncodedSlash(d.EncodedSlashes) == nil {
@@ -456,13 +488,25 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if d.Action == policy.Inject {
 		var err error
 		bind = d.Inject.Bind(a.wl)
+		var sp tracing.Span
+		if g.tracer != nil {
+			sp = g.tracer.Stage(ctx, tracing.SpanCredential)
+			sp.Credential(d.Inject.Credential, d.Inject.ProviderName)
+			bind.Fetch = tracing.Fetch(sp, d.Inject.Credential, d.Inject.ProviderName, bind.Fetch)
+		}
 		cred, hit, err = g.cache.GetBound(ctx, bind)
 		if err != nil {
 			if ctx.Err() != nil {
-				return // the client went away
+				sp.Fail(codeRequestBodyAborted) // the client went away
+				return
 			}
-			g.refuse(x, g.credentialRefusal(d.Inject, d, err))
+			f := g.credentialRefusal(d.Inject, d, err)
+			sp.Fail(f.Code)
+			g.refuse(x, f)
 			return
+		}
+		if g.tracer != nil {
+			sp.CacheResult(hit, "")
 		}
 		if !cred.AllowsHost(dest.host) {
 			g.refuse(x, credentialHostRefusal(d, cred, dest.host))
@@ -534,7 +578,14 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// goroutine cannot take.
 		octx = st.informational(octx, sw)
 	}
+	if x.trace != nil {
+		// A child traceparent for the upstream, replacing the client's.
+		octx = x.trace.Upstream(octx, out.Header, out.Method, dest.host, dest.port)
+	}
 	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
+	if x.trace != nil {
+		x.trace.UpstreamDone(st.upstatus, st.refusalCode())
+	}
 
 	status := sw.status
 	switch {
@@ -573,6 +624,9 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	ev2.Duration = time.Since(x.start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)
+	if x.trace != nil {
+		x.trace.Outcome(ev2.Workload, ev2.Rule, ev2.Decision, ev2.Code, ev2.Status)
+	}
 	if aborted {
 		panic(http.ErrAbortHandler) // the server cuts the client's response
 	}
@@ -651,6 +705,9 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	e.Duration = time.Since(x.start)
 	g.metrics.request(e.Decision, e.Rule, f.Status, e.Duration)
 	g.audit.write(e)
+	if x.trace != nil {
+		x.trace.Outcome(e.Workload, e.Rule, e.Decision, e.Code, e.Status)
+	}
 }
 
 // reissuePlanFor returns how to handle a 401 to the request r, or nil

@@ -389,7 +389,7 @@ func TestAuditLineIsJSON(t *testing.T) {
 
 func TestAuditorFlushes(t *testing.T) {
 	var buf lockedBuffer
-	a, err := newAuditor(Audit{}, &buf, slog.New(slog.DiscardHandler))
+	a, err := newAuditor(t.Context(), Audit{}, &buf, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

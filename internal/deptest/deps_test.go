@@ -240,6 +240,12 @@ func rules() []rule {
 			"providers": "the audit log never sees a credential; the gateway passes its fingerprint's input",
 			"injectors": "the audit writer must not know how requests are rewritten",
 		})},
+		{From: "internal/tracing", BadDeps: with(map[string]string{
+			"policy":    "spans get the names the gateway hands them; deciding is the gateway's business",
+			"identity":  "spans get the workload's name from the gateway; verifying is identity's business",
+			"providers": "spans never see a credential, only its name; a fetch is wrapped as an opaque function",
+			"injectors": "spans must not know how requests are rewritten",
+		})},
 		{From: "gateway/internal/h1", BadDeps: with(map[string]string{
 			"gateway":   "the HTTP/1.1 server is machinery behind an http.Handler; the gateway hands it connections, not the other way round",
 			"policy":    "the HTTP/1.1 server serves requests with a handler it is given; deciding is the handler's business",

@@ -25,7 +25,7 @@
 //	KV/data/NAME (kv version 2: read with ?version=, write)
 //	DB/roles/R, DB/creds/R                    (a "database" mount: leased username/password)
 //	PKI/root/generate/internal, PKI/roles/R, PKI/issue/R
-//	TRANSIT/keys/K, TRANSIT/sign/K[/HASH]
+//	TRANSIT/keys/K, TRANSIT/sign/K[/HASH] (key_version 1), TRANSIT/verify/K (ed25519)
 //
 // Any request may ask for its response to be wrapped (X-Vault-Wrap-TTL).
 // FindReal finds or starts a real server instead, when one is available.
@@ -1101,11 +1101,42 @@ func (s *Server) transitOp(r *req, mount, rest string) (int, any, error) {
 		if len(segs) == 3 {
 			hashName = segs[2]
 		}
+		if v := r.str("key_version"); v != "" && v != "0" && v != "1" {
+			return 0, nil, fail(400, "requested version for signing does not exist")
+		}
 		sig, err := transitSign(k, input, hashName, r.str("signature_algorithm"), r.str("marshaling_algorithm"), r.str("salt_length"))
 		if err != nil {
 			return 0, nil, fail(400, "%v", err)
 		}
 		return 200, secret(map[string]any{"signature": "vault:v1:" + sig, "key_version": 1}, "", 0, false), nil
+	case (len(segs) == 2 || len(segs) == 3) && segs[0] == "verify":
+		// As the transit engine: a malformed signature is a 400, a
+		// signature that does not verify is valid: false. ed25519 only.
+		k := s.keys[mount+"/"+segs[1]]
+		if k == nil {
+			return 0, nil, fail(400, "signature verification key not found")
+		}
+		ek, ok := k.Public().(ed25519.PublicKey)
+		if !ok {
+			return 0, nil, fail(400, "the emulator verifies ed25519 signatures only")
+		}
+		input, err := base64.StdEncoding.DecodeString(r.str("input"))
+		if err != nil {
+			return 0, nil, fail(400, "unable to decode input as base64: %v", err)
+		}
+		parts := strings.SplitN(r.str("signature"), ":", 3)
+		if len(parts) != 3 || parts[0] != "vault" || parts[1] != "v1" {
+			return 0, nil, fail(400, "invalid signature: no prefix or unknown version")
+		}
+		enc := base64.StdEncoding
+		if r.str("marshaling_algorithm") == "jws" {
+			enc = base64.RawURLEncoding
+		}
+		sig, err := enc.DecodeString(parts[2])
+		if err != nil {
+			return 0, nil, fail(400, "invalid base64 signature value")
+		}
+		return 200, secret(map[string]any{"valid": ed25519.Verify(ek, input, sig)}, "", 0, false), nil
 	}
 	return 0, nil, fail(404, "no handler for route %q", mount+"/"+rest)
 }
