@@ -73,8 +73,8 @@ type faultEnv struct {
 	token                string
 
 	mu      sync.Mutex
-	current string        // the fault in force, "" for none
-	events  []faultEvent  // in order
+	current string       // the fault in force, "" for none
+	events  []faultEvent // in order
 	ends    map[string]time.Time
 	recover map[string]time.Duration // fault -> time from its end to the first vault success
 }
