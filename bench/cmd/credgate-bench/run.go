@@ -71,7 +71,7 @@ func cmdRun(args []string) error {
 	var rc runConfig
 	var targets, scenarios string
 	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
-	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl", "targets to measure (also: credgate-rl; credgate-2fa is credgate requiring mtls + jwt over its TLS listener)")
+	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl,squid,mitmproxy", "targets to measure (also: credgate-rl; credgate-2fa is credgate requiring mtls + jwt over its TLS listener; squid and mitmproxy are skipped, and say so, when not installed)")
 	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,rate", "scenarios to run, in this order")
 	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
 	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
@@ -248,8 +248,26 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			}
 			defer t.proc.stop(5 * time.Second)
 			ts = append(ts, t)
+		case report.Squid, report.Mitmproxy:
+			start, how := func() (target, error) {
+				return startSquid(ctx, work, originAddr, originCACert, pins, env, token)
+			}, squidVersion(ctx)+", ssl-bump (bump all, leaves generated per host and cached in memory), `request_header_add Authorization`, no cache, no access log, upstream TLS verified (tls_outgoing_options cafile), persistent connections both ways, 1 worker"
+			if name == report.Mitmproxy {
+				start, how = func() (target, error) {
+					return startMitmproxy(ctx, work, originAddr, originCACert, pins, env)
+				}, mitmVersion(ctx)+" (mitmdump -q, flow_detail=0) with an addon setting Authorization in its request hook, upstream TLS verified (ssl_verify_upstream_trusted_ca)"
+			}
+			t, err := start()
+			if err != nil {
+				skipped[name] = err.Error()
+				fmt.Fprintf(os.Stderr, "%s not measured: %v\n", name, err)
+				continue
+			}
+			defer t.proc.stop(3 * time.Second)
+			ts = append(ts, t)
+			setEnv(name, how)
 		default:
-			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate, credgate-2fa, credgate-redis, credgate-redis-rl, credgate-rl)", name)
+			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate, credgate-2fa, credgate-redis, credgate-redis-rl, credgate-rl, squid, mitmproxy)", name)
 		}
 	}
 	// One request through each target before measuring anything: a target

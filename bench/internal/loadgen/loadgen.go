@@ -72,7 +72,13 @@ func (t *Target) hostPort() string { return net.JoinHostPort(t.Host, strconv.Ito
 
 // request returns the serialised GET request.
 func (t *Target) request() []byte {
-	b := []byte("GET " + t.Path + " HTTP/1.1\r\nHost: " + t.Host + "\r\nUser-Agent: credgate-bench/1\r\nAccept: application/json\r\n")
+	// The Host names the port when it is not 443, as clients do (squid
+	// routes a bumped request by it).
+	host := t.Host
+	if t.Port != 0 && t.Port != 443 {
+		host = t.hostPort()
+	}
+	b := []byte("GET " + t.Path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: credgate-bench/1\r\nAccept: application/json\r\n")
 	keys := make([]string, 0, len(t.Header))
 	for k := range t.Header {
 		keys = append(keys, k)

@@ -8,6 +8,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,7 +32,29 @@ const (
 	// CredgateRL is credgate in memory with that rate limit checked in
 	// process.
 	CredgateRL = "credgate-rl"
+	// Squid is Debian's squid-openssl with ssl-bump, adding the header
+	// with request_header_add (issue 20's peer).
+	Squid = "squid"
+	// Mitmproxy is mitmdump with a header-adding addon (issue 20's peer).
+	Mitmproxy = "mitmproxy"
 )
+
+// Thresholds from issue 20: clearly ahead of the bare MITM proxy and of
+// the proxies users would pick instead.
+const (
+	// KeepAliveGoproxy20 is the minimum credgate/goproxy keep-alive ratio.
+	KeepAliveGoproxy20 = 1.15
+	// KeepAliveSquid20 is the minimum credgate/squid keep-alive ratio.
+	KeepAliveSquid20 = 2.5
+	// NewConnGoproxy20 is the minimum credgate/goproxy new-connection ratio.
+	NewConnGoproxy20 = 1.5
+	// AddedP50Goproxy20 is the maximum ratio of credgate's added p50 over
+	// direct to goproxy's, at the fixed rate.
+	AddedP50Goproxy20 = 0.8
+)
+
+// Peers are the proxies credgate is compared with, in table order.
+var Peers = []string{Goproxy, Squid, Mitmproxy}
 
 // Thresholds from issue 2 (Benchmark section).
 const (
@@ -196,6 +219,49 @@ func (r *Results) Verdicts() []Verdict {
 	return out
 }
 
+// Verdicts20 evaluates issue 20's targets: credgate against goproxy and
+// squid in the same run.
+func (r *Results) Verdicts20() []Verdict {
+	var out []Verdict
+	ratio := func(name string, run *Run, peer string, min float64) {
+		v := Verdict{Name: name, Want: fmt.Sprintf("≥ %.2f× %s", min, peer)}
+		var c, p loadgen.Result
+		ok1, ok2 := false, false
+		if run != nil {
+			c, ok1 = run.Get(Credgate)
+			p, ok2 = run.Get(peer)
+		}
+		if !ok1 || !ok2 || p.RPS == 0 {
+			v.Absent = true
+		} else {
+			x := c.RPS / p.RPS
+			v.Got = fmt.Sprintf("%.2f×", x)
+			v.Pass = x >= min
+		}
+		out = append(out, v)
+	}
+	ratio("keep-alive rps", r.KeepAlive, Goproxy, KeepAliveGoproxy20)
+	ratio("keep-alive rps", r.KeepAlive, Squid, KeepAliveSquid20)
+	ratio("new-connection rps", r.NewConn, Goproxy, NewConnGoproxy20)
+	v := Verdict{Name: "added p50 at fixed rate", Want: fmt.Sprintf("≤ %.1f× goproxy's added p50", AddedP50Goproxy20)}
+	var c, g, d loadgen.Result
+	ok1, ok2, ok3 := false, false, false
+	if r.FixedRate != nil {
+		c, ok1 = r.FixedRate.Get(Credgate)
+		g, ok2 = r.FixedRate.Get(Goproxy)
+		d, ok3 = r.FixedRate.Get(Direct)
+	}
+	if !ok1 || !ok2 || !ok3 || g.P50 <= d.P50 {
+		v.Absent = true
+	} else {
+		x := float64(c.P50-d.P50) / float64(g.P50-d.P50)
+		v.Got = fmt.Sprintf("%.2f× (%s vs %s)", x, Dur(c.P50-d.P50), Dur(g.P50-d.P50))
+		v.Pass = x <= AddedP50Goproxy20
+	}
+	out = append(out, v)
+	return out
+}
+
 // Write prints the whole report as Markdown.
 func (r *Results) Write(w io.Writer) {
 	fmt.Fprintf(w, "## Set-up\n\n")
@@ -222,6 +288,7 @@ func (r *Results) Write(w io.Writer) {
 		writeMemory(w, r.Titles["memory"], r.Memory)
 	}
 	writeVerdicts(w, "Targets (issues 2 and 3)", r.Verdicts())
+	writeVerdicts(w, "Targets (issue 20)", r.Verdicts20())
 	if r.hasRedisTargets() {
 		writeRedis(w, r)
 		writeVerdicts(w, "Targets (issue 7)", r.RedisVerdicts())
@@ -395,6 +462,11 @@ func writeRatio(w io.Writer, run *Run, want float64) {
 		x := c.RPS / g.RPS
 		parts = append(parts, fmt.Sprintf("credgate/goproxy **%.2f×** (target ≥ %.2f×: %s)", x, want, passMiss(x >= want)))
 	}
+	for _, peer := range Peers[1:] {
+		if p, ok := run.Get(peer); okc && ok && p.RPS > 0 {
+			parts = append(parts, fmt.Sprintf("credgate/%s **%.2f×**", peer, c.RPS/p.RPS))
+		}
+	}
 	if len(parts) > 0 {
 		fmt.Fprintf(w, "%s\n\n", strings.Join(parts, " · "))
 	}
@@ -406,7 +478,7 @@ func writeAdded(w io.Writer, run *Run) {
 		return
 	}
 	var parts []string
-	for _, t := range []string{Goproxy, Credgate} {
+	for _, t := range append(slices.Clone(Peers), Credgate) {
 		x, ok := run.Get(t)
 		if !ok {
 			continue
