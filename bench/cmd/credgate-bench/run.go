@@ -783,8 +783,9 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 
 // startOrigin makes a throw-away CA for the origin (its certificate in
 // work/origin-ca.pem) and starts this binary's origin sub-command on a
-// free 127.0.0.1 port. The bench and the soak share it.
-func startOrigin(ctx context.Context, self, work string, pins pinning, env []string, http1 bool) (addr string, ca *testpki.Authority, p *proc, err error) {
+// free 127.0.0.1 port, with extra arguments. The bench and the soak share
+// it.
+func startOrigin(ctx context.Context, self, work string, pins pinning, env []string, http1 bool, extra ...string) (addr string, ca *testpki.Authority, p *proc, err error) {
 	ca, err = testpki.NewAuthority("credgate-bench origin CA")
 	if err != nil {
 		return "", nil, nil, err
@@ -801,6 +802,7 @@ func startOrigin(ctx context.Context, self, work string, pins pinning, env []str
 	if http1 {
 		args = append(args, "-http1")
 	}
+	args = append(args, extra...)
 	p, err = startProc("origin", pins.origin, work, filepath.Join(work, "origin.log"), env, args...)
 	if err != nil {
 		return "", nil, nil, err

@@ -70,6 +70,9 @@ type soakConfig struct {
 	// faultRate is the rate (per second) of the vault and reset requests
 	// of fault mode.
 	faultRate float64
+	// faultOnly, if set, keeps the faults whose name contains one of its
+	// comma-separated words.
+	faultOnly string
 }
 
 func cmdSoak(args []string) error {
@@ -87,7 +90,8 @@ func cmdSoak(args []string) error {
 	fs.Float64Var(&sc.tolerance, "tolerance", 0.10, "allowed growth of RSS and goroutines, last window over first")
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
-	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.StringVar(&sc.faultOnly, "fault-only", "", "with -faults: inject only the faults whose name contains one of these comma-separated words (e.g. oauth2,vault)")
 	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, and to the resetting path")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -117,14 +121,16 @@ const (
 	h2Workers     = 32
 	uploadWorkers = 4
 	wsWorkers     = 4
-	// fault mode: requests to the Vault rule, and to the resetting path.
-	vaultWorkers = 4
-	resetWorkers = 2
+	// fault mode: requests to the Vault and OAuth2 rules, and to the
+	// resetting path.
+	vaultWorkers  = 4
+	oauth2Workers = 4
+	resetWorkers  = 2
 )
 
-// soakKinds are the request kinds of the mix, in table order. vault and
-// reset run in fault mode only.
-var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "reset"}
+// soakKinds are the request kinds of the mix, in table order. vault,
+// oauth2 and reset run in fault mode only.
+var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "oauth2", "reset"}
 
 // Indexes of soakKinds.
 const (
@@ -133,6 +139,7 @@ const (
 	kindUpload
 	kindWS
 	kindVault
+	kindOAuth2
 	kindReset
 	numKinds
 )
@@ -260,22 +267,24 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	fmt.Printf("# credgate soak\n\n- date: %s\n- machine: %s CPUs (%s), %s, load average before: %s\n",
 		time.Now().UTC().Format(time.RFC3339), strconv.Itoa(runtime.NumCPU()), cpuModel(), memTotal(), loadAvg())
 
-	originAddr, originCA, originProc, err := startOrigin(ctx, self, work, pins, env, false)
-	if err != nil {
-		return false, err
-	}
-	defer originProc.stop(3 * time.Second)
 	rc := runConfig{credgate: sc.credgate, audit: "file"}
 	variant := credgateVariant{name: report.Credgate}
 	var fe *faultEnv
+	var originArgs []string
 	if sc.faults {
 		if fe, err = startFaultEnv(ctx, work, pins, env, token); err != nil {
 			return false, err
 		}
 		defer fe.close()
 		variant = fe.variant()
-		env = append(env, vaultEnv+"="+fe.vault.RootToken)
+		env = append(env, fe.childEnv()...)
+		originArgs = fe.originArgs()
 	}
+	originAddr, originCA, originProc, err := startOrigin(ctx, self, work, pins, env, false, originArgs...)
+	if err != nil {
+		return false, err
+	}
+	defer originProc.stop(3 * time.Second)
 	t, _, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, variant)
 	if err != nil {
 		return false, err
@@ -303,8 +312,8 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	fmt.Printf("- gateway: real binary, static bearer rule, identity by source CIDR, audit to a file; sampled every %s (RSS from /proc/%d/status; go_goroutines and process_open_fds from its /metrics, each the lowest of three reads 100 ms apart)\n\n", sc.sample, t.proc.pid())
 
 	if fe != nil {
-		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache) and the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s; cache.error_backoff 1s); each fault lasts %s, then %s without one; vault and reset requests %.0f/s each\n\n",
-			"v2.5.0", vaultTTL, faultWindow, faultWindow, sc.faultRate)
+		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache), the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s) and an OAuth2 token endpoint (a third rule on /oauth2/* injects a client-credentials token living %s, which the origin checks by introspection); cache.error_backoff 1s; each fault lasts %s, then %s without one; vault, oauth2 and reset requests %.0f/s each\n\n",
+			"v2.5.0", vaultTTL, oauth2TTL, faultWindow, faultWindow, sc.faultRate)
 	}
 	samples := runMix(ctx, sc, t, keepAlive, fe, ca)
 	var exitErr error
@@ -318,7 +327,7 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	}
 	ok = verdicts(os.Stdout, sc, samples, exitErr)
 	if fe != nil {
-		ok = faultVerdicts(os.Stdout, fe, samples, []string{token, fe.vault.RootToken},
+		ok = faultVerdicts(os.Stdout, fe, samples, append([]string{token}, fe.secrets()...),
 			filepath.Join(work, report.Credgate, "credgate.log"), filepath.Join(work, report.Credgate, "audit.jsonl")) && ok
 	}
 	return ok, nil
@@ -457,19 +466,27 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 
 	if fe != nil {
 		vaultCh := make(chan struct{}, 8)
+		oauth2Ch := make(chan struct{}, 8)
 		resetCh := make(chan struct{}, 8)
 		pace(ctx, &wg, st, vaultCh, sc.faultRate)
+		pace(ctx, &wg, st, oauth2Ch, sc.faultRate)
 		pace(ctx, &wg, st, resetCh, sc.faultRate)
-		worker(vaultWorkers, vaultCh, func(int) {
-			if err := get(ctx, h1Client, base+"/vault/charges", nil, 1); err != nil {
-				if ctx.Err() == nil {
-					st.fail(kindVault, err)
+		// sourceRule requests a path of the rule whose credential comes
+		// from a source the faults take down.
+		sourceRule := func(kind int, path string) func(int) {
+			return func(int) {
+				if err := get(ctx, h1Client, base+path, nil, 1); err != nil {
+					if ctx.Err() == nil {
+						st.fail(kind, err)
+					}
+					return
 				}
-				return
+				fe.sourceOK(soakKinds[kind])
+				st.ok(kind)
 			}
-			fe.vaultOK()
-			st.ok(kindVault)
-		})
+		}
+		worker(vaultWorkers, vaultCh, sourceRule(kindVault, "/vault/charges"))
+		worker(oauth2Workers, oauth2Ch, sourceRule(kindOAuth2, "/oauth2/charges"))
 		worker(resetWorkers, resetCh, func(int) {
 			err := get(ctx, h1Client, base+origin.ResetPath, nil, 1)
 			if ctx.Err() != nil {
@@ -483,7 +500,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 			}
 			st.fail(kindReset, err)
 		})
-		faults := fe.schedule(t.dir, t.proc.pid(), ca)
+		faults := filterFaults(fe.schedule(t.dir, t.proc.pid(), ca), sc.faultOnly)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -713,8 +730,8 @@ func (s sample) line() string {
 	for _, n := range s.expected {
 		x += n
 	}
-	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
-		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
+	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d, oauth2 %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
+		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -731,8 +748,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	}
 	faults := sc.faults
 	if faults {
-		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | behind | errors | expected under faults | RSS MiB | goroutines | fds |")
-		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|")
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | behind | errors | expected under faults | RSS MiB | goroutines | fds |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|")
 	} else {
 		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
 		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
@@ -751,8 +768,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 			metricsOK = false
 		}
 		if faults {
-			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d |\n",
-				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds)
 		} else {
 			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
 				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
@@ -825,7 +842,7 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	// highest above the first window's highest by more than those.
 	slack := int64(2 * (uploadWorkers + wsWorkers))
 	if sc.faults {
-		slack += 2 * (vaultWorkers + resetWorkers)
+		slack += 2 * (vaultWorkers + oauth2Workers + resetWorkers)
 	}
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
 	if exited != nil {
