@@ -96,6 +96,9 @@ type faultEnv struct {
 	// oauth2Secret is the gateway's client secret at the token endpoint,
 	// introspectSecret the origin's at the introspection endpoint.
 	oauth2Secret, introspectSecret string
+	// sentinel, with -sentinel, replaces the single redis-server (and
+	// its Toxiproxy) by a master, a replica and a Sentinel.
+	sentinel *sentinelSet
 
 	mu      sync.Mutex
 	current fault        // the fault in force, zero for none
@@ -104,6 +107,15 @@ type faultEnv struct {
 	recover map[string]time.Duration // fault@end -> time from its end to the first success of its source's rule
 	// stopped is when run returned (the end of the mix).
 	stopped time.Time
+	// notes are what faults measured (a failover's duration), in order.
+	notes []string
+}
+
+// note records what a fault measured, for the report.
+func (fe *faultEnv) note(format string, args ...any) {
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	fe.notes = append(fe.notes, fmt.Sprintf(format, args...))
 }
 
 // ended is a fault that made a rule fail closed, waiting for the rule's
@@ -120,9 +132,11 @@ type faultEvent struct {
 	start, end time.Duration
 }
 
-// startFaultEnv starts Toxiproxy, redis-server behind it and the Vault
-// emulator behind it, with the token stored in Vault's KV.
-func startFaultEnv(ctx context.Context, work string, pins pinning, env []string, token string) (*faultEnv, error) {
+// startFaultEnv starts Toxiproxy, redis-server behind it (or, with
+// sentinel, a master, a replica and a Sentinel, not behind it), the Vault
+// emulator behind it, with the token stored in Vault's KV, and the OAuth2
+// token endpoint behind it.
+func startFaultEnv(ctx context.Context, work string, pins pinning, env []string, token string, sentinel bool) (*faultEnv, error) {
 	bin := os.Getenv("CREDGATE_TOOLS_BIN")
 	if bin == "" {
 		home, _ := os.UserHomeDir()
@@ -155,19 +169,27 @@ func startFaultEnv(ctx context.Context, work string, pins pinning, env []string,
 	}
 	fe.tox = toxiproxy.NewClient(apiAddr)
 
-	redisAddr, rp, _, err := startRedis(ctx, work, pins, env)
-	if err != nil {
-		fe.close()
-		return nil, err
-	}
-	fe.redisProc = rp
-	if fe.redisAddr, err = freePort(); err != nil {
-		fe.close()
-		return nil, err
-	}
-	if fe.redis, err = fe.tox.CreateProxy("redis", fe.redisAddr, redisAddr); err != nil {
-		fe.close()
-		return nil, fmt.Errorf("toxiproxy: create the redis proxy: %w", err)
+	if sentinel {
+		if fe.sentinel, err = startSentinelSet(ctx, work, pins, env); err != nil {
+			fe.close()
+			return nil, err
+		}
+		fe.redisAddr = fe.sentinel.addr
+	} else {
+		redisAddr, rp, _, err := startRedis(ctx, work, pins, env)
+		if err != nil {
+			fe.close()
+			return nil, err
+		}
+		fe.redisProc = rp
+		if fe.redisAddr, err = freePort(); err != nil {
+			fe.close()
+			return nil, err
+		}
+		if fe.redis, err = fe.tox.CreateProxy("redis", fe.redisAddr, redisAddr); err != nil {
+			fe.close()
+			return nil, fmt.Errorf("toxiproxy: create the redis proxy: %w", err)
+		}
 	}
 
 	fe.vault = vaulttest.NewServer(vaulttest.Options{})
@@ -237,6 +259,9 @@ func (fe *faultEnv) close() {
 	if fe.redisProc != nil {
 		fe.redisProc.stop(2 * time.Second)
 	}
+	if fe.sentinel != nil {
+		fe.sentinel.close()
+	}
 	if fe.toxProc != nil {
 		fe.toxProc.stop(2 * time.Second)
 	}
@@ -250,7 +275,11 @@ const vaultEnv = "CREDGATE_BENCH_VAULT_TOKEN"
 // Redis and a second rule whose credential comes from Vault, both through
 // Toxiproxy; the CA re-read every second.
 func (fe *faultEnv) variant() credgateVariant {
-	return credgateVariant{name: "credgate", redis: fe.redisAddr, editPolicy: fe.policy,
+	master := ""
+	if fe.sentinel != nil {
+		master = sentinelMaster
+	}
+	return credgateVariant{name: "credgate", redis: fe.redisAddr, redisMaster: master, editPolicy: fe.policy,
 		cacheExtra: "  error_backoff: 1s\n", caReload: "1s"}
 }
 
@@ -294,8 +323,11 @@ type fault struct {
 }
 
 // schedule lists the faults in the order they are injected; the soak
-// cycles through it. gw is the gateway's directory and pid.
-func (fe *faultEnv) schedule(gwDir string, gwPID int, ca *caRotation) []fault {
+// cycles through it. gw is the gateway's directory and pid. With
+// -sentinel, the Redis faults are the Sentinel's failovers instead of
+// Toxiproxy's (the gateway reaches the servers the Sentinel names, not
+// through Toxiproxy).
+func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *caRotation) []fault {
 	toxic := func(p *toxiproxy.Proxy, name, typ string, attrs toxiproxy.Attributes) func() error {
 		return func() error {
 			_, err := p.AddToxic(name, typ, "downstream", 1, attrs)
@@ -304,8 +336,8 @@ func (fe *faultEnv) schedule(gwDir string, gwPID int, ca *caRotation) []fault {
 	}
 	remove := func(p *toxiproxy.Proxy, name string) func() error { return func() error { return p.RemoveToxic(name) } }
 	none := func() error { return nil }
-	return []fault{
-		{name: "redis down", start: fe.redis.Disable, stop: fe.redis.Enable},
+	faults := []fault{
+		{name: "redis down", start: fe.redisDisable, stop: fe.redisEnable},
 		{name: "vault down", source: "vault", start: fe.vaultProxy.Disable, stop: fe.vaultProxy.Enable},
 		{name: "oauth2 token endpoint 503", source: "oauth2", start: func() error { fe.oauth2.FailWith(http.StatusServiceUnavailable); return nil }, stop: func() error { fe.oauth2.FailWith(0); return nil }},
 		{name: "policy broken, then valid", start: func() error { return rewritePolicy(gwDir, true) }, stop: func() error { return rewritePolicy(gwDir, false) }},
@@ -318,7 +350,40 @@ func (fe *faultEnv) schedule(gwDir string, gwPID int, ca *caRotation) []fault {
 		{name: "CA rotated", start: ca.rotate, stop: none},
 		{name: "vault bandwidth 1 KB/s", source: "vault", start: toxic(fe.vaultProxy, "bw", "bandwidth", toxiproxy.Attributes{"rate": 1}), stop: remove(fe.vaultProxy, "bw")},
 	}
+	if fe.sentinel == nil {
+		return faults
+	}
+	var out []fault
+	for _, f := range faults {
+		switch f.name {
+		case "redis down":
+			f = fault{name: "redis failover (SENTINEL FAILOVER)", start: func() error {
+				d, err := fe.sentinel.failover(ctx)
+				if err == nil {
+					fe.note("SENTINEL FAILOVER: the Sentinel named the new master after %.1f s", d.Seconds())
+				}
+				return err
+			}, stop: none}
+		case "redis resets":
+			f = fault{name: "redis master killed (Sentinel fails over)", start: func() error {
+				d, err := fe.sentinel.killMaster(ctx)
+				if err == nil {
+					fe.note("master killed: the Sentinel named the new master after %.1f s", d.Seconds())
+				}
+				return err
+			}, stop: func() error { return fe.sentinel.restart(ctx) }}
+		case "redis slow (300 ms)":
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
 }
+
+// redisDisable and redisEnable take the single Redis down and back
+// through Toxiproxy.
+func (fe *faultEnv) redisDisable() error { return fe.redis.Disable() }
+func (fe *faultEnv) redisEnable() error  { return fe.redis.Enable() }
 
 // filterFaults keeps the faults whose name contains one of the
 // comma-separated words of only (all of them when only is empty or
@@ -468,8 +533,37 @@ func (fe *faultEnv) report(w io.Writer) bool {
 		parts = append(parts, name+": never recovered")
 		ok = false
 	}
+	for _, n := range fe.notes {
+		fmt.Fprintf(w, "\n- %s", n)
+	}
+	if len(fe.notes) > 0 {
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "\nFirst success of the failing rule (Vault, OAuth2) after each of its faults ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
 	return ok
+}
+
+// redisRecovered checks, for each Redis fault of events, the first sample
+// taken at least recoveryBound after it ended: the gateway must read
+// credgate_redis_up 1 there. It returns how many faults it could check (a
+// sample existed) and the ones that failed, with when.
+func redisRecovered(events []faultEvent, samples []sample) (checked int, late []string) {
+	for _, ev := range events {
+		if !strings.HasPrefix(ev.name, "redis") {
+			continue
+		}
+		for _, s := range samples {
+			if s.at < ev.end+recoveryBound || s.redisUp < 0 {
+				continue
+			}
+			checked++
+			if s.redisUp != 1 {
+				late = append(late, fmt.Sprintf("%s ended at %s, redis_up %d at %s", ev.name, ev.end, s.redisUp, s.at))
+			}
+			break
+		}
+	}
+	return checked, late
 }
 
 // rewritePolicy replaces the gateway's policy file atomically with a
@@ -608,6 +702,13 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 		}
 	}
 	verdict(leaks == 0, "secret values (the injected token, the Vault token, the OAuth2 client and introspection secrets) in the gateway's log and audit file: %d", leaks)
+	// Each Redis fault (down, slow, resetting, failed over) must end with
+	// the gateway on Redis again: credgate_redis_up 1 in the first sample
+	// taken a recovery bound after the fault ended.
+	if checked, late := redisRecovered(fe.events, samples); checked > 0 || len(late) > 0 {
+		verdict(len(late) == 0, "Redis faults after which the gateway was back on Redis (credgate_redis_up 1) within %s: %d of %d%s",
+			recoveryBound, checked-len(late), checked, map[bool]string{true: "", false: " (not: " + strings.Join(late, ", ") + ")"}[len(late) == 0])
+	}
 	// Each policy fault writes a broken policy, then a new valid one: the
 	// gateway must have rejected the first and loaded the second (the
 	// log says both), while the requests above went on.

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +92,46 @@ func TestFilterFaults(t *testing.T) {
 		if got := names(filterFaults(all, tt.only)); got != tt.want {
 			t.Errorf("filterFaults(%q) = %s, want %s", tt.only, got, tt.want)
 		}
+	}
+}
+
+// After each Redis fault, the first sample a recovery bound later must
+// read credgate_redis_up 1; a fault without such a sample is not checked.
+func TestRedisRecovered(t *testing.T) {
+	samples := []sample{
+		{at: 10 * time.Second, redisUp: 1},
+		{at: 20 * time.Second, redisUp: 1},
+		{at: 30 * time.Second, redisUp: 0},
+		{at: 40 * time.Second, redisUp: 1},
+	}
+	events := []faultEvent{
+		{name: "redis down", start: 5 * time.Second, end: 8 * time.Second},
+		{name: "vault down", start: 10 * time.Second, end: 15 * time.Second},
+		{name: "redis failover (SENTINEL FAILOVER)", start: 15 * time.Second, end: 17 * time.Second},
+		{name: "redis resets", start: 35 * time.Second, end: 38 * time.Second},
+	}
+	checked, late := redisRecovered(events, samples)
+	if checked != 2 || len(late) != 1 || !strings.Contains(late[0], "SENTINEL FAILOVER") {
+		t.Errorf("redisRecovered = %d, %q; want 2 checked, the failover late", checked, late)
+	}
+	if checked, late := redisRecovered(events[:1], []sample{{at: 30 * time.Second, redisUp: -1}}); checked != 0 || late != nil {
+		t.Errorf("without cache.redis: %d, %q; want nothing checked", checked, late)
+	}
+}
+
+// readMetrics takes goroutines, fds, credgate_redis_up and the sum of
+// credgate_redis_errors_total over its labels.
+func TestReadMetrics(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "# HELP x\ngo_goroutines 42\nprocess_open_fds 17\ncredgate_redis_up 1\n"+
+			"credgate_redis_errors_total{component=\"cache\"} 3\ncredgate_redis_errors_total{component=\"killswitch\"} 2\ncredgate_redis_errors_totally 9\n")
+	}))
+	defer srv.Close()
+	m, err := readMetrics(srv.Client(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m != (metricsRead{goroutines: 42, fds: 17, redisUp: 1, redisErrors: 5}) {
+		t.Errorf("readMetrics = %+v", m)
 	}
 }

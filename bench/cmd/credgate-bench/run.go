@@ -636,10 +636,13 @@ const credgateRedisConfig = `cache:
 // shared cache in Redis (credgate-redis), and either with a rate limit
 // that never triggers (credgate-redis-rl, credgate-rl).
 type credgateVariant struct {
-	name      string
-	redis     string // redis-server address; "" for in memory
-	redisProc *proc
-	rateLimit bool
+	name  string
+	redis string // redis-server address; "" for in memory
+	// redisMaster, if set, makes redis a Sentinel's address and this the
+	// master's name (cache.redis.master_name).
+	redisMaster string
+	redisProc   *proc
+	rateLimit   bool
 	// twoFactor (credgate-2fa) selects the workload by SPIFFE ID with
 	// require: [mtls, jwt] over the TLS listener.
 	twoFactor bool
@@ -717,6 +720,9 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 			return target{}, info, fmt.Errorf("write redis key: %w", err)
 		}
 		cache = fmt.Sprintf(credgateRedisConfig, v.redis, "bench-"+v.name)
+		if v.redisMaster != "" {
+			cache = strings.Replace(cache, "    namespace:", "    master_name: "+v.redisMaster+"\n    namespace:", 1)
+		}
 	}
 	if v.cacheExtra != "" {
 		if cache == "" {

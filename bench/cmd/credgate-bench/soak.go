@@ -73,6 +73,9 @@ type soakConfig struct {
 	// faultOnly, if set, keeps the faults whose name contains one of its
 	// comma-separated words.
 	faultOnly string
+	// sentinel runs Redis as a master, a replica and a Sentinel in fault
+	// mode, and fails the master over as faults.
+	sentinel bool
 }
 
 func cmdSoak(args []string) error {
@@ -91,6 +94,7 @@ func cmdSoak(args []string) error {
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
 	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.sentinel, "sentinel", false, "with -faults: Redis as a master, a replica and a Sentinel (cache.redis names the Sentinel); the Redis faults are failovers (SENTINEL FAILOVER, the master killed) instead of Toxiproxy's")
 	fs.StringVar(&sc.faultOnly, "fault-only", "", "with -faults: inject only the faults whose name contains one of these comma-separated words (e.g. oauth2,vault)")
 	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, and to the resetting path")
 	if err := fs.Parse(args); err != nil {
@@ -156,6 +160,11 @@ type sample struct {
 	goroutines int64
 	fds        int64
 	metricsErr error
+	// redisUp is the lowest credgate_redis_up of the reads (-1 without
+	// cache.redis); redisErrors is credgate_redis_errors_total (summed
+	// over its labels) at the last read.
+	redisUp     int64
+	redisErrors int64
 }
 
 // soakStats counts what the workers did; the sampler takes and resets it.
@@ -272,7 +281,7 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	var fe *faultEnv
 	var originArgs []string
 	if sc.faults {
-		if fe, err = startFaultEnv(ctx, work, pins, env, token); err != nil {
+		if fe, err = startFaultEnv(ctx, work, pins, env, token, sc.sentinel); err != nil {
 			return false, err
 		}
 		defer fe.close()
@@ -500,7 +509,7 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 			}
 			st.fail(kindReset, err)
 		})
-		faults := filterFaults(fe.schedule(t.dir, t.proc.pid(), ca), sc.faultOnly)
+		faults := filterFaults(fe.schedule(ctx, t.dir, t.proc.pid(), ca), sc.faultOnly)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -648,17 +657,22 @@ func wsSession(ctx context.Context, t *loadgen.Target, n int) error {
 // the instant of reading, so each is the lowest of three reads 100 ms
 // apart: the floor a leak would raise.
 func readGateway(t target) sample {
-	var s sample
+	s := sample{redisUp: -1}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	for i := range 3 {
 		if i > 0 {
 			time.Sleep(100 * time.Millisecond)
 		}
-		g, f, err := readMetrics(c, "http://"+t.admin+"/metrics")
+		m, err := readMetrics(c, "http://"+t.admin+"/metrics")
 		if err != nil {
 			s.metricsErr = err
 			continue
 		}
+		g, f := m.goroutines, m.fds
+		if m.redisUp >= 0 && (s.redisUp < 0 || m.redisUp < s.redisUp) {
+			s.redisUp = m.redisUp
+		}
+		s.redisErrors = m.redisErrors
 		if i == 0 || g < s.goroutines {
 			s.goroutines = g
 		}
@@ -670,29 +684,49 @@ func readGateway(t target) sample {
 	return s
 }
 
-func readMetrics(c *http.Client, u string) (goroutines, fds int64, err error) {
+// metricsRead is what the soak reads from the gateway's /metrics.
+type metricsRead struct {
+	goroutines, fds int64
+	// redisUp is credgate_redis_up, -1 when absent (no cache.redis).
+	redisUp int64
+	// redisErrors is credgate_redis_errors_total, summed over its labels.
+	redisErrors int64
+}
+
+func readMetrics(c *http.Client, u string) (metricsRead, error) {
+	m := metricsRead{redisUp: -1}
 	resp, err := c.Get(u)
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	value := func(v string) int64 {
+		f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		return int64(f)
+	}
 	for sc.Scan() {
 		line := sc.Text()
 		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			goroutines = int64(f)
+			m.goroutines = value(v)
 		}
 		if v, ok := strings.CutPrefix(line, "process_open_fds "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			fds = int64(f)
+			m.fds = value(v)
+		}
+		if v, ok := strings.CutPrefix(line, "credgate_redis_up "); ok {
+			m.redisUp = value(v)
+		}
+		if rest, ok := strings.CutPrefix(line, "credgate_redis_errors_total"); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			if k := strings.LastIndexByte(rest, ' '); k >= 0 {
+				m.redisErrors += value(rest[k+1:])
+			}
 		}
 	}
-	if goroutines == 0 || fds == 0 {
-		return 0, 0, errors.New("go_goroutines or process_open_fds missing from /metrics")
+	if m.goroutines == 0 || m.fds == 0 {
+		return m, errors.New("go_goroutines or process_open_fds missing from /metrics")
 	}
-	return goroutines, fds, sc.Err()
+	return m, sc.Err()
 }
 
 func (s sample) total() (reqs, errs int64) {
@@ -748,8 +782,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	}
 	faults := sc.faults
 	if faults {
-		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | behind | errors | expected under faults | RSS MiB | goroutines | fds |")
-		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|")
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | behind | errors | expected under faults | RSS MiB | goroutines | fds | redis up | redis errors |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|")
 	} else {
 		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
 		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
@@ -768,8 +802,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 			metricsOK = false
 		}
 		if faults {
-			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d |\n",
-				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds, s.redisUp, s.redisErrors)
 		} else {
 			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
 				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
