@@ -16,6 +16,9 @@ package main
 //     third rule injects a client-credentials token from it on /oauth2/*,
 //     whose tokens live 6 s; the origin accepts there only a token the
 //     endpoint's introspection (RFC 7662) calls active;
+//   - with -sentinel, Redis as a master, a replica and a Sentinel, failed
+//     over by SENTINEL FAILOVER and by killing the master (sentinel.go),
+//     in place of the Toxiproxy faults of the single Redis;
 //   - the policy file rewritten every 10 s, alternately broken and valid
 //     (the last good policy must stay in force);
 //   - SIGHUP storms (20 in a burst);

@@ -323,6 +323,9 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	if fe != nil {
 		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache), the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s) and an OAuth2 token endpoint (a third rule on /oauth2/* injects a client-credentials token living %s, which the origin checks by introspection); cache.error_backoff 1s; each fault lasts %s, then %s without one; vault, oauth2 and reset requests %.0f/s each\n\n",
 			"v2.5.0", vaultTTL, oauth2TTL, faultWindow, faultWindow, sc.faultRate)
+		if fe.sentinel != nil {
+			fmt.Printf("- Redis under Sentinel (-sentinel): a master, a replica and one Sentinel (quorum 1), cache.redis names the Sentinel (%s) and master_name %s, not through Toxiproxy; the Redis faults are SENTINEL FAILOVER and the master killed\n\n", fe.sentinel.addr, sentinelMaster)
+		}
 	}
 	samples := runMix(ctx, sc, t, keepAlive, fe, ca)
 	var exitErr error
