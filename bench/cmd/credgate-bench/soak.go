@@ -512,7 +512,11 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 			}
 			st.fail(kindReset, err)
 		})
-		faults := filterFaults(fe.schedule(ctx, t.dir, t.proc.pid(), ca), sc.faultOnly)
+		all := fe.schedule(ctx, t.dir, t.proc.pid(), ca)
+		faults := filterFaults(all, sc.faultOnly)
+		if sc.faultOnly != "" && len(faults) == len(all) {
+			fmt.Fprintf(os.Stderr, "soak: -fault-only %q kept every fault (it matched all or none of their names)\n", sc.faultOnly)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
