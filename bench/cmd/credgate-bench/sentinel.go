@@ -23,6 +23,12 @@ import (
 // sentinelMaster is the name the Sentinel monitors the master under.
 const sentinelMaster = "credgate-soak"
 
+// healthyWithin bounds the wait, before a failover, for a replica in sync.
+// After a failover the old master keeps reporting itself master until the
+// Sentinel reconfigures it, which takes up to its INFO period (10 s) plus
+// 8 s, and then it resynchronises.
+const healthyWithin = 45 * time.Second
+
 // sentinelSet is a master, a replica and a Sentinel, each its own
 // redis-server process.
 type sentinelSet struct {
@@ -185,7 +191,7 @@ func (s *sentinelSet) waitHealthy(ctx context.Context, want string, within time.
 // and waits until it names the other server; it returns how long that
 // took.
 func (s *sentinelSet) failover(ctx context.Context) (time.Duration, error) {
-	if err := s.waitHealthy(ctx, "", 20*time.Second); err != nil {
+	if err := s.waitHealthy(ctx, "", healthyWithin); err != nil {
 		return 0, fmt.Errorf("before the failover: %w", err)
 	}
 	old, err := s.master(ctx)
@@ -205,7 +211,7 @@ func (s *sentinelSet) failover(ctx context.Context) (time.Duration, error) {
 // Sentinel names the other server; it returns how long that took. The
 // killed server is started again by restart.
 func (s *sentinelSet) killMaster(ctx context.Context) (time.Duration, error) {
-	if err := s.waitHealthy(ctx, "", 20*time.Second); err != nil {
+	if err := s.waitHealthy(ctx, "", healthyWithin); err != nil {
 		return 0, fmt.Errorf("before killing the master: %w", err)
 	}
 	old, err := s.master(ctx)
