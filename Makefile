@@ -14,10 +14,12 @@
 #                80% of its measured keep-alive peak with HTTP/1.1, HTTP/2, uploads and WebSocket;
 #                fails on any error or on RSS, goroutine or fd growth (docs/reliability.md).
 #                SOAK_FLAGS="-duration 1m" to shorten
-#   make soak-faults  the soak with faults injected while it runs (Redis and Vault behind Toxiproxy
-#                down, slow, resetting, sealed; policy broken and fixed; SIGHUP storms; CA
-#                rotated; upstream resets mid-body): nothing forwarded without its credential,
-#                no secret in the output, recovery within the bound (docs/reliability.md)
+#   make soak-faults  the soak with faults injected while it runs (Redis, Vault and an OAuth2
+#                token endpoint behind Toxiproxy down, slow, resetting, sealed, answering 503;
+#                policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body;
+#                SOAK_FLAGS=-sentinel: Redis failovers under Sentinel): nothing forwarded without
+#                its credential, no secret in the output, recovery within the bound
+#                (docs/reliability.md)
 #   make fuzz    run the fuzz targets briefly (FUZZTIME each; not part of test)
 
 GO        ?= go

@@ -10,11 +10,17 @@
 // Faults: FailWith makes the token endpoint answer an HTTP error; Hold
 // makes it wait until released (a slow endpoint). TokenRequests counts
 // requests, including failed ones.
+//
+// A resource server (an API the tokens are for) asks whether a token is
+// active at IntrospectURL, the RFC 7662 introspection endpoint,
+// authenticating as a secret client with HTTP Basic; FailWith and Hold do
+// not affect it.
 package oauth2test
 
 import (
 	"context"
 	"crypto"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,6 +102,7 @@ func New(opts Options) *Server {
 	s.srv.SetClientInfoHandler(s.clientInfo)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", s.token)
+	mux.HandleFunc("/introspect", s.introspect)
 	s.http = httptest.NewServer(mux)
 	s.URL = s.http.URL
 	return s
@@ -109,6 +116,9 @@ func (s *Server) Close() {
 
 // TokenURL is the token endpoint.
 func (s *Server) TokenURL() string { return s.URL + "/token" }
+
+// IntrospectURL is the token introspection endpoint (RFC 7662).
+func (s *Server) IntrospectURL() string { return s.URL + "/introspect" }
 
 // AddSecretClient registers a client that authenticates with a secret
 // (basic or post).
@@ -360,6 +370,47 @@ func (s *Server) isKeyClient(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.clientKeys[id] != nil
+}
+
+// introspect answers RFC 7662 §2: a POSTed token is active (with its
+// client_id, sub, scope and exp) or {"active":false}. The caller
+// authenticates with HTTP Basic as a secret client; a wrong one is 401.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request")
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok || s.isKeyClient(id) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="introspect"`)
+		writeError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	cli, err := s.clients.GetByID(r.Context(), id)
+	if err != nil || subtle.ConstantTimeCompare([]byte(cli.GetSecret()), []byte(secret)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Basic realm="introspect"`)
+		writeError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		writeError(w, http.StatusBadRequest, "invalid_request")
+		return
+	}
+	answer := map[string]any{"active": false}
+	if ti, err := s.mgr.LoadAccessToken(r.Context(), r.PostForm.Get("token")); err == nil {
+		answer = map[string]any{"active": true, "token_type": "Bearer", "client_id": ti.GetClientID(),
+			"exp": ti.GetAccessCreateAt().Add(ti.GetAccessExpiresIn()).Unix()}
+		if sub := ti.GetUserID(); sub != "" {
+			answer["sub"] = sub
+		}
+		if sc := ti.GetScope(); sc != "" {
+			answer["scope"] = sc
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(answer)
 }
 
 func writeError(w http.ResponseWriter, status int, code string) {

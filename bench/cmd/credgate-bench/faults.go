@@ -11,6 +11,14 @@ package main
 //     and unsealed, and slow: a second rule injects a KV secret from it
 //     on /vault/* with a short cache lifetime, so an outage reaches the
 //     requests;
+//   - an OAuth2 token endpoint (internal/oauth2test, in this process)
+//     answering 503 and answering slower than the provider's timeout: a
+//     third rule injects a client-credentials token from it on /oauth2/*,
+//     whose tokens live 6 s; the origin accepts there only a token the
+//     endpoint's introspection (RFC 7662) calls active;
+//   - with -sentinel, Redis as a master, a replica and a Sentinel, failed
+//     over by SENTINEL FAILOVER and by killing the master (sentinel.go),
+//     in place of the Toxiproxy faults of the single Redis;
 //   - the policy file rewritten every 10 s, alternately broken and valid
 //     (the last good policy must stay in force);
 //   - SIGHUP storms (20 in a burst);
@@ -44,6 +52,7 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 
+	"github.com/credgate/credgate/internal/oauth2test"
 	"github.com/credgate/credgate/internal/vaulttest"
 )
 
@@ -60,6 +69,18 @@ const recoveryBound = 10 * time.Second
 // short, so that a Vault outage reaches requests within a window.
 const vaultTTL = 3 * time.Second
 
+// oauth2TTL is the lifetime of the OAuth2 tokens in fault mode: short, so
+// that a token endpoint outage reaches requests within a fault.
+const oauth2TTL = 6 * time.Second
+
+// Environment variables of fault mode: the OAuth2 client secret (to the
+// gateway, through a static credential) and the origin's secret at the
+// introspection endpoint.
+const (
+	oauth2SecretEnv     = "CREDGATE_BENCH_OAUTH2_SECRET"
+	introspectSecretEnv = "CREDGATE_BENCH_INTROSPECT_SECRET"
+)
+
 // faultEnv is what fault mode runs beside the gateway.
 type faultEnv struct {
 	tox        *toxiproxy.Client
@@ -68,15 +89,43 @@ type faultEnv struct {
 	redis      *toxiproxy.Proxy
 	vaultProxy *toxiproxy.Proxy
 	vault      *vaulttest.Server
-	// redisAddr and vaultAddr are the Toxiproxy listeners the gateway uses.
-	redisAddr, vaultAddr string
-	token                string
+	// oauth2 is the token endpoint; oauth2Proxy is Toxiproxy in front of it.
+	oauth2      *oauth2test.Server
+	oauth2Proxy *toxiproxy.Proxy
+	// redisAddr, vaultAddr and oauth2Addr are the Toxiproxy listeners the
+	// gateway uses.
+	redisAddr, vaultAddr, oauth2Addr string
+	token                            string
+	// oauth2Secret is the gateway's client secret at the token endpoint,
+	// introspectSecret the origin's at the introspection endpoint.
+	oauth2Secret, introspectSecret string
+	// sentinel, with -sentinel, replaces the single redis-server (and
+	// its Toxiproxy) by a master, a replica and a Sentinel.
+	sentinel *sentinelSet
 
 	mu      sync.Mutex
-	current string       // the fault in force, "" for none
+	current fault        // the fault in force, zero for none
 	events  []faultEvent // in order
-	ends    map[string]time.Time
-	recover map[string]time.Duration // fault -> time from its end to the first vault success
+	ends    map[string]ended
+	recover map[string]time.Duration // fault@end -> time from its end to the first success of its source's rule
+	// stopped is when run returned (the end of the mix).
+	stopped time.Time
+	// notes are what faults measured (a failover's duration), in order.
+	notes []string
+}
+
+// note records what a fault measured, for the report.
+func (fe *faultEnv) note(format string, args ...any) {
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	fe.notes = append(fe.notes, fmt.Sprintf(format, args...))
+}
+
+// ended is a fault that made a rule fail closed, waiting for the rule's
+// first success after it.
+type ended struct {
+	source string
+	at     time.Time
 }
 
 // faultEvent is one fault: when it started and ended, relative to the
@@ -86,9 +135,11 @@ type faultEvent struct {
 	start, end time.Duration
 }
 
-// startFaultEnv starts Toxiproxy, redis-server behind it and the Vault
-// emulator behind it, with the token stored in Vault's KV.
-func startFaultEnv(ctx context.Context, work string, pins pinning, env []string, token string) (*faultEnv, error) {
+// startFaultEnv starts Toxiproxy, redis-server behind it (or, with
+// sentinel, a master, a replica and a Sentinel, not behind it), the Vault
+// emulator behind it, with the token stored in Vault's KV, and the OAuth2
+// token endpoint behind it.
+func startFaultEnv(ctx context.Context, work string, pins pinning, env []string, token string, sentinel bool) (*faultEnv, error) {
 	bin := os.Getenv("CREDGATE_TOOLS_BIN")
 	if bin == "" {
 		home, _ := os.UserHomeDir()
@@ -101,7 +152,8 @@ func startFaultEnv(ctx context.Context, work string, pins pinning, env []string,
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, errors.New("fault mode needs redis-server (Debian package redis-server)")
 	}
-	fe := &faultEnv{token: token, ends: map[string]time.Time{}, recover: map[string]time.Duration{}}
+	fe := &faultEnv{token: token, ends: map[string]ended{}, recover: map[string]time.Duration{},
+		oauth2Secret: randomHex(16), introspectSecret: randomHex(16)}
 	apiAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -120,19 +172,27 @@ func startFaultEnv(ctx context.Context, work string, pins pinning, env []string,
 	}
 	fe.tox = toxiproxy.NewClient(apiAddr)
 
-	redisAddr, rp, _, err := startRedis(ctx, work, pins, env)
-	if err != nil {
-		fe.close()
-		return nil, err
-	}
-	fe.redisProc = rp
-	if fe.redisAddr, err = freePort(); err != nil {
-		fe.close()
-		return nil, err
-	}
-	if fe.redis, err = fe.tox.CreateProxy("redis", fe.redisAddr, redisAddr); err != nil {
-		fe.close()
-		return nil, fmt.Errorf("toxiproxy: create the redis proxy: %w", err)
+	if sentinel {
+		if fe.sentinel, err = startSentinelSet(ctx, work, pins, env); err != nil {
+			fe.close()
+			return nil, err
+		}
+		fe.redisAddr = fe.sentinel.addr
+	} else {
+		redisAddr, rp, _, err := startRedis(ctx, work, pins, env)
+		if err != nil {
+			fe.close()
+			return nil, err
+		}
+		fe.redisProc = rp
+		if fe.redisAddr, err = freePort(); err != nil {
+			fe.close()
+			return nil, err
+		}
+		if fe.redis, err = fe.tox.CreateProxy("redis", fe.redisAddr, redisAddr); err != nil {
+			fe.close()
+			return nil, fmt.Errorf("toxiproxy: create the redis proxy: %w", err)
+		}
 	}
 
 	fe.vault = vaulttest.NewServer(vaulttest.Options{})
@@ -158,15 +218,52 @@ func startFaultEnv(ctx context.Context, work string, pins pinning, env []string,
 		fe.close()
 		return nil, fmt.Errorf("toxiproxy: create the vault proxy: %w", err)
 	}
+
+	fe.oauth2 = oauth2test.New(oauth2test.Options{TokenTTL: oauth2TTL})
+	fe.oauth2.AddSecretClient("credgate-soak", fe.oauth2Secret)
+	fe.oauth2.AddSecretClient("origin", fe.introspectSecret)
+	if fe.oauth2Addr, err = freePort(); err != nil {
+		fe.close()
+		return nil, err
+	}
+	if fe.oauth2Proxy, err = fe.tox.CreateProxy("oauth2", fe.oauth2Addr, strings.TrimPrefix(fe.oauth2.URL, "http://")); err != nil {
+		fe.close()
+		return nil, fmt.Errorf("toxiproxy: create the oauth2 proxy: %w", err)
+	}
 	return fe, nil
 }
 
+// originArgs are the origin's extra arguments in fault mode: tokens under
+// /oauth2/ are checked at the token endpoint's introspection (directly,
+// not through Toxiproxy: the faults are the gateway's).
+func (fe *faultEnv) originArgs() []string {
+	return []string{"-introspect-url", fe.oauth2.IntrospectURL(), "-introspect-prefix", "/oauth2/", "-introspect-client", "origin"}
+}
+
+// childEnv is what fault mode adds to the environment of the origin and
+// the gateway.
+func (fe *faultEnv) childEnv() []string {
+	return []string{vaultEnv + "=" + fe.vault.RootToken, oauth2SecretEnv + "=" + fe.oauth2Secret, introspectSecretEnv + "=" + fe.introspectSecret}
+}
+
+// secrets are fault mode's secret values, which must not appear in the
+// gateway's log or audit.
+func (fe *faultEnv) secrets() []string {
+	return []string{fe.vault.RootToken, fe.oauth2Secret, fe.introspectSecret}
+}
+
 func (fe *faultEnv) close() {
+	if fe.oauth2 != nil {
+		fe.oauth2.Close()
+	}
 	if fe.vault != nil {
 		fe.vault.Close()
 	}
 	if fe.redisProc != nil {
 		fe.redisProc.stop(2 * time.Second)
+	}
+	if fe.sentinel != nil {
+		fe.sentinel.close()
 	}
 	if fe.toxProc != nil {
 		fe.toxProc.stop(2 * time.Second)
@@ -181,15 +278,30 @@ const vaultEnv = "CREDGATE_BENCH_VAULT_TOKEN"
 // Redis and a second rule whose credential comes from Vault, both through
 // Toxiproxy; the CA re-read every second.
 func (fe *faultEnv) variant() credgateVariant {
-	return credgateVariant{name: "credgate", redis: fe.redisAddr, editPolicy: fe.policy,
+	master := ""
+	if fe.sentinel != nil {
+		master = sentinelMaster
+	}
+	return credgateVariant{name: "credgate", redis: fe.redisAddr, redisMaster: master, editPolicy: fe.policy,
 		cacheExtra: "  error_backoff: 1s\n", caReload: "1s"}
 }
 
-// policy adds the Vault credential and its rule (before the catch-all
-// rule: first match wins) to the bench policy.
+// policy adds the Vault and OAuth2 credentials and their rules (before
+// the catch-all rule: first match wins) to the bench policy.
 func (fe *faultEnv) policy(p string) string {
-	p = strings.Replace(p, "rules:\n", "rules:\n  - name: vault-inject\n    from: bench\n    to: origin\n    paths: [/vault/*]\n    inject: {credential: vault-token, as: bearer}\n", 1)
+	p = strings.Replace(p, "rules:\n", "rules:\n  - name: vault-inject\n    from: bench\n    to: origin\n    paths: [/vault/*]\n    inject: {credential: vault-token, as: bearer}\n"+
+		"  - name: oauth2-inject\n    from: bench\n    to: origin\n    paths: [/oauth2/*]\n    inject: {credential: oauth2-token, as: bearer}\n", 1)
 	return strings.Replace(p, "credentials:\n", fmt.Sprintf(`credentials:
+  oauth2-client-secret:
+    provider: static
+    env: %s
+  oauth2-token:
+    provider: oauth2
+    token_url: http://%s/token
+    client_id: credgate-soak
+    client_secret: {credential: oauth2-client-secret}
+    timeout: 2s
+    retries: 0
   vault-token:
     provider: vault
     server:
@@ -200,7 +312,7 @@ func (fe *faultEnv) policy(p string) string {
     path: secret/data/bench
     field: token
     ttl: %s
-`, fe.vaultAddr, vaultEnv, vaultTTL), 1)
+`, oauth2SecretEnv, fe.oauth2Addr, fe.vaultAddr, vaultEnv, vaultTTL), 1)
 }
 
 // fault is one entry of the schedule: start puts it in force, stop ends
@@ -208,13 +320,17 @@ func (fe *faultEnv) policy(p string) string {
 type fault struct {
 	name        string
 	start, stop func() error
-	// vault marks faults that may make the vault rule fail closed.
-	vault bool
+	// source names the request kind (soakKinds: "vault", "oauth2") whose
+	// rule may fail closed under this fault; "" for none.
+	source string
 }
 
 // schedule lists the faults in the order they are injected; the soak
-// cycles through it. gw is the gateway's directory and pid.
-func (fe *faultEnv) schedule(gwDir string, gwPID int, ca *caRotation) []fault {
+// cycles through it. gw is the gateway's directory and pid. With
+// -sentinel, the Redis faults are the Sentinel's failovers instead of
+// Toxiproxy's (the gateway reaches the servers the Sentinel names, not
+// through Toxiproxy).
+func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *caRotation) []fault {
 	toxic := func(p *toxiproxy.Proxy, name, typ string, attrs toxiproxy.Attributes) func() error {
 		return func() error {
 			_, err := p.AddToxic(name, typ, "downstream", 1, attrs)
@@ -223,24 +339,86 @@ func (fe *faultEnv) schedule(gwDir string, gwPID int, ca *caRotation) []fault {
 	}
 	remove := func(p *toxiproxy.Proxy, name string) func() error { return func() error { return p.RemoveToxic(name) } }
 	none := func() error { return nil }
-	return []fault{
-		{name: "redis down", start: fe.redis.Disable, stop: fe.redis.Enable},
-		{name: "vault down", vault: true, start: fe.vaultProxy.Disable, stop: fe.vaultProxy.Enable},
+	faults := []fault{
+		{name: "redis down", start: fe.redisDisable, stop: fe.redisEnable},
+		{name: "vault down", source: "vault", start: fe.vaultProxy.Disable, stop: fe.vaultProxy.Enable},
+		{name: "oauth2 token endpoint 503", source: "oauth2", start: func() error { fe.oauth2.FailWith(http.StatusServiceUnavailable); return nil }, stop: func() error { fe.oauth2.FailWith(0); return nil }},
 		{name: "policy broken, then valid", start: func() error { return rewritePolicy(gwDir, true) }, stop: func() error { return rewritePolicy(gwDir, false) }},
 		{name: "redis slow (300 ms)", start: toxic(fe.redis, "latency", "latency", toxiproxy.Attributes{"latency": 300}), stop: remove(fe.redis, "latency")},
-		{name: "vault sealed", vault: true, start: func() error { fe.vault.Seal(); return nil }, stop: func() error { fe.vault.Unseal(); return nil }},
+		{name: "vault sealed", source: "vault", start: func() error { fe.vault.Seal(); return nil }, stop: func() error { fe.vault.Unseal(); return nil }},
 		{name: "SIGHUP storm (20)", start: func() error { return sighupStorm(gwPID, 20) }, stop: none},
 		{name: "redis resets", start: toxic(fe.redis, "reset", "reset_peer", toxiproxy.Attributes{"timeout": 100}), stop: remove(fe.redis, "reset")},
-		{name: "vault slow (3 s)", vault: true, start: toxic(fe.vaultProxy, "latency", "latency", toxiproxy.Attributes{"latency": 3000}), stop: remove(fe.vaultProxy, "latency")},
+		{name: "vault slow (3 s)", source: "vault", start: toxic(fe.vaultProxy, "latency", "latency", toxiproxy.Attributes{"latency": 3000}), stop: remove(fe.vaultProxy, "latency")},
+		{name: "oauth2 token endpoint slow (3 s)", source: "oauth2", start: toxic(fe.oauth2Proxy, "latency", "latency", toxiproxy.Attributes{"latency": 3000}), stop: remove(fe.oauth2Proxy, "latency")},
 		{name: "CA rotated", start: ca.rotate, stop: none},
-		{name: "vault bandwidth 1 KB/s", vault: true, start: toxic(fe.vaultProxy, "bw", "bandwidth", toxiproxy.Attributes{"rate": 1}), stop: remove(fe.vaultProxy, "bw")},
+		{name: "vault bandwidth 1 KB/s", source: "vault", start: toxic(fe.vaultProxy, "bw", "bandwidth", toxiproxy.Attributes{"rate": 1}), stop: remove(fe.vaultProxy, "bw")},
 	}
+	if fe.sentinel == nil {
+		return faults
+	}
+	var out []fault
+	for _, f := range faults {
+		switch f.name {
+		case "redis down":
+			f = fault{name: "redis failover (SENTINEL FAILOVER)", start: func() error {
+				d, err := fe.sentinel.failover(ctx)
+				if err == nil {
+					fe.note("SENTINEL FAILOVER: the Sentinel named the new master after %.1f s", d.Seconds())
+				}
+				return err
+			}, stop: none}
+		case "redis resets":
+			f = fault{name: "redis master killed (Sentinel fails over)", start: func() error {
+				d, err := fe.sentinel.killMaster(ctx)
+				if err == nil {
+					fe.note("master killed: the Sentinel named the new master after %.1f s", d.Seconds())
+				}
+				return err
+			}, stop: func() error { return fe.sentinel.restart(ctx) }}
+		case "redis slow (300 ms)":
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// redisDisable and redisEnable take the single Redis down and back
+// through Toxiproxy.
+func (fe *faultEnv) redisDisable() error { return fe.redis.Disable() }
+func (fe *faultEnv) redisEnable() error  { return fe.redis.Enable() }
+
+// filterFaults keeps the faults whose name contains one of the
+// comma-separated words of only (all of them when only is empty or
+// matches none).
+func filterFaults(faults []fault, only string) []fault {
+	if strings.TrimSpace(only) == "" {
+		return faults
+	}
+	var kept []fault
+	for _, f := range faults {
+		for w := range strings.SplitSeq(only, ",") {
+			if w = strings.TrimSpace(w); w != "" && strings.Contains(f.name, w) {
+				kept = append(kept, f)
+				break
+			}
+		}
+	}
+	if len(kept) == 0 {
+		return faults
+	}
+	return kept
 }
 
 // run injects the schedule's faults one after another until ctx ends:
 // each for faultWindow, then faultWindow without a fault. It records the
 // events; start is the mix's start.
 func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
+	defer func() {
+		fe.mu.Lock()
+		fe.stopped = time.Now()
+		fe.mu.Unlock()
+	}()
 	for i := 0; ; i++ {
 		f := faults[i%len(faults)]
 		select {
@@ -249,7 +427,7 @@ func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
 		case <-time.After(faultWindow):
 		}
 		fe.mu.Lock()
-		fe.current = f.name
+		fe.current = f
 		fe.mu.Unlock()
 		ev := faultEvent{name: f.name, start: time.Since(start).Round(time.Second)}
 		if err := f.start(); err != nil {
@@ -265,10 +443,10 @@ func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
 		}
 		ev.end = time.Since(start).Round(time.Second)
 		fe.mu.Lock()
-		fe.current = ""
+		fe.current = fault{}
 		fe.events = append(fe.events, ev)
-		if f.vault {
-			fe.ends[f.name] = time.Now()
+		if f.source != "" {
+			fe.ends[f.name] = ended{source: f.source, at: time.Now()}
 		}
 		fe.mu.Unlock()
 		if ctx.Err() != nil {
@@ -279,49 +457,52 @@ func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
 
 // expected reports whether an error of kind (a soakKinds entry) with
 // class (errorKind) is the gateway doing what it must under the faults:
-// the vault rule failing closed (503) during a Vault fault or within the
-// recovery bound after one, or a reset reaching the client as an error.
+// the rule of a credential source failing closed (503) during a fault of
+// that source or within the recovery bound after one, or a reset reaching
+// the client as an error.
 func (fe *faultEnv) expected(kind, class string) bool {
 	if kind == "reset" {
 		return class != "complete"
 	}
-	if class == "status 401" {
-		return false
-	}
-	if kind != "vault" || class != "status 503" {
+	if class != "status 503" {
 		return false
 	}
 	fe.mu.Lock()
 	defer fe.mu.Unlock()
-	if strings.HasPrefix(fe.current, "vault") {
+	if fe.current.source != "" && fe.current.source == kind {
 		return true
 	}
-	for _, end := range fe.ends {
-		if time.Since(end) < recoveryBound {
+	for _, e := range fe.ends {
+		if e.source == kind && time.Since(e.at) < recoveryBound {
 			return true
 		}
 	}
 	return false
 }
 
-// vaultOK records a successful vault request: the first one after a Vault
-// fault ended is that fault's recovery time.
-func (fe *faultEnv) vaultOK() {
+// sourceOK records a successful request of kind (a credential source's
+// rule): the first one after a fault of that source ended is that fault's
+// recovery time.
+func (fe *faultEnv) sourceOK(kind string) {
 	fe.mu.Lock()
 	defer fe.mu.Unlock()
-	if strings.HasPrefix(fe.current, "vault") {
+	if fe.current.source == kind {
 		return
 	}
-	for name, end := range fe.ends {
-		if _, done := fe.recover[name+"@"+end.Format(time.RFC3339Nano)]; !done {
-			fe.recover[name+"@"+end.Format(time.RFC3339Nano)] = time.Since(end)
+	for name, e := range fe.ends {
+		if e.source != kind {
+			continue
+		}
+		key := name + "@" + e.at.Format(time.RFC3339Nano)
+		if _, done := fe.recover[key]; !done {
+			fe.recover[key] = time.Since(e.at)
 		}
 		delete(fe.ends, name)
 	}
 }
 
-// report prints the faults injected and the recovery of the vault rule
-// after each Vault fault, and returns whether every recovery was within
+// report prints the faults injected and the recovery of the Vault and
+// OAuth2 rules after each fault of their source, and returns whether every recovery was within
 // the bound.
 func (fe *faultEnv) report(w io.Writer) bool {
 	fe.mu.Lock()
@@ -335,7 +516,7 @@ func (fe *faultEnv) report(w io.Writer) bool {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	ok := len(fe.ends) == 0
+	ok := true
 	var parts []string
 	for _, k := range keys {
 		d := fe.recover[k]
@@ -345,11 +526,47 @@ func (fe *faultEnv) report(w io.Writer) bool {
 			ok = false
 		}
 	}
-	for name := range fe.ends {
+	for name, e := range fe.ends {
+		// A fault that ended less than the bound before the run did had
+		// no time to show its recovery: reported, not failed.
+		if !fe.stopped.IsZero() && fe.stopped.Sub(e.at) < recoveryBound {
+			parts = append(parts, name+": the run ended before its recovery")
+			continue
+		}
 		parts = append(parts, name+": never recovered")
+		ok = false
 	}
-	fmt.Fprintf(w, "\nVault rule, first success after each Vault fault ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
+	for _, n := range fe.notes {
+		fmt.Fprintf(w, "\n- %s", n)
+	}
+	if len(fe.notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "\nFirst success of the failing rule (Vault, OAuth2) after each of its faults ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
 	return ok
+}
+
+// redisRecovered checks, for each Redis fault of events, the first sample
+// taken at least recoveryBound after it ended: the gateway must read
+// credgate_redis_up 1 there. It returns how many faults it could check (a
+// sample existed) and the ones that failed, with when.
+func redisRecovered(events []faultEvent, samples []sample) (checked int, late []string) {
+	for _, ev := range events {
+		if !strings.HasPrefix(ev.name, "redis") {
+			continue
+		}
+		for _, s := range samples {
+			if s.at < ev.end+recoveryBound || s.redisUp < 0 {
+				continue
+			}
+			checked++
+			if s.redisUp != 1 {
+				late = append(late, fmt.Sprintf("%s ended at %s, redis_up %d at %s", ev.name, ev.end, s.redisUp, s.at))
+			}
+			break
+		}
+	}
+	return checked, late
 }
 
 // rewritePolicy replaces the gateway's policy file atomically with a
@@ -487,7 +704,14 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 			leaks += bytes.Count(b, []byte(sec))
 		}
 	}
-	verdict(leaks == 0, "secret values (the injected token, the Vault token) in the gateway's log and audit file: %d", leaks)
+	verdict(leaks == 0, "secret values (the injected token, the Vault token, the OAuth2 client and introspection secrets) in the gateway's log and audit file: %d", leaks)
+	// Each Redis fault (down, slow, resetting, failed over) must end with
+	// the gateway on Redis again: credgate_redis_up 1 in the first sample
+	// taken a recovery bound after the fault ended.
+	if checked, late := redisRecovered(fe.events, samples); checked > 0 || len(late) > 0 {
+		verdict(len(late) == 0, "Redis faults after which the gateway was back on Redis (credgate_redis_up 1) within %s: %d of %d%s",
+			recoveryBound, checked-len(late), checked, map[bool]string{true: "", false: " (not: " + strings.Join(late, ", ") + ")"}[len(late) == 0])
+	}
 	// Each policy fault writes a broken policy, then a new valid one: the
 	// gateway must have rejected the first and loaded the second (the
 	// log says both), while the requests above went on.

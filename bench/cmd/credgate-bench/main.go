@@ -76,8 +76,15 @@ func cmdOrigin(args []string) error {
 	caCert := fs.String("ca-cert", "", "CA certificate that signs the origin's leaf")
 	caKey := fs.String("ca-key", "", "CA key")
 	http1 := fs.Bool("http1", false, "offer HTTP/1.1 only (no h2)")
+	introspectURL := fs.String("introspect-url", "", "OAuth2 introspection endpoint (RFC 7662) that checks the bearer tokens of requests under -introspect-prefix; the origin authenticates as -introspect-client with the secret in $"+introspectSecretEnv)
+	introspectPrefix := fs.String("introspect-prefix", "/oauth2/", "path prefix whose tokens -introspect-url checks")
+	introspectClient := fs.String("introspect-client", "origin", "client id of the origin at -introspect-url")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var in *origin.Introspection
+	if *introspectURL != "" {
+		in = &origin.Introspection{Prefix: *introspectPrefix, URL: *introspectURL, ClientID: *introspectClient, ClientSecret: os.Getenv(introspectSecretEnv)}
 	}
 	ca, err := testpki.LoadAuthority(*caCert, *caKey)
 	if err != nil {
@@ -93,7 +100,7 @@ func cmdOrigin(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	s := origin.Start(ln, origin.Config{Certificate: leaf, Token: os.Getenv(tokenEnv), HTTP1Only: *http1})
+	s := origin.Start(ln, origin.Config{Certificate: leaf, Token: os.Getenv(tokenEnv), HTTP1Only: *http1, Introspection: in})
 	select {
 	case <-s.Done():
 		return s.Wait()

@@ -654,10 +654,13 @@ const credgateRedisConfig = `cache:
 // shared cache in Redis (credgate-redis), and either with a rate limit
 // that never triggers (credgate-redis-rl, credgate-rl).
 type credgateVariant struct {
-	name      string
-	redis     string // redis-server address; "" for in memory
-	redisProc *proc
-	rateLimit bool
+	name  string
+	redis string // redis-server address; "" for in memory
+	// redisMaster, if set, makes redis a Sentinel's address and this the
+	// master's name (cache.redis.master_name).
+	redisMaster string
+	redisProc   *proc
+	rateLimit   bool
 	// twoFactor (credgate-2fa) selects the workload by SPIFFE ID with
 	// require: [mtls, jwt] over the TLS listener.
 	twoFactor bool
@@ -735,6 +738,9 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 			return target{}, info, fmt.Errorf("write redis key: %w", err)
 		}
 		cache = fmt.Sprintf(credgateRedisConfig, v.redis, "bench-"+v.name)
+		if v.redisMaster != "" {
+			cache = strings.Replace(cache, "    namespace:", "    master_name: "+v.redisMaster+"\n    namespace:", 1)
+		}
 	}
 	if v.cacheExtra != "" {
 		if cache == "" {
@@ -801,8 +807,9 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 
 // startOrigin makes a throw-away CA for the origin (its certificate in
 // work/origin-ca.pem) and starts this binary's origin sub-command on a
-// free 127.0.0.1 port. The bench and the soak share it.
-func startOrigin(ctx context.Context, self, work string, pins pinning, env []string, http1 bool) (addr string, ca *testpki.Authority, p *proc, err error) {
+// free 127.0.0.1 port, with extra arguments. The bench and the soak share
+// it.
+func startOrigin(ctx context.Context, self, work string, pins pinning, env []string, http1 bool, extra ...string) (addr string, ca *testpki.Authority, p *proc, err error) {
 	ca, err = testpki.NewAuthority("credgate-bench origin CA")
 	if err != nil {
 		return "", nil, nil, err
@@ -819,6 +826,7 @@ func startOrigin(ctx context.Context, self, work string, pins pinning, env []str
 	if http1 {
 		args = append(args, "-http1")
 	}
+	args = append(args, extra...)
 	p, err = startProc("origin", pins.origin, work, filepath.Join(work, "origin.log"), env, args...)
 	if err != nil {
 		return "", nil, nil, err

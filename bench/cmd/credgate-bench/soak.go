@@ -70,6 +70,12 @@ type soakConfig struct {
 	// faultRate is the rate (per second) of the vault and reset requests
 	// of fault mode.
 	faultRate float64
+	// faultOnly, if set, keeps the faults whose name contains one of its
+	// comma-separated words.
+	faultOnly string
+	// sentinel runs Redis as a master, a replica and a Sentinel in fault
+	// mode, and fails the master over as faults.
+	sentinel bool
 }
 
 func cmdSoak(args []string) error {
@@ -87,7 +93,9 @@ func cmdSoak(args []string) error {
 	fs.Float64Var(&sc.tolerance, "tolerance", 0.10, "allowed growth of RSS and goroutines, last window over first")
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
-	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.sentinel, "sentinel", false, "with -faults: Redis as a master, a replica and a Sentinel (cache.redis names the Sentinel); the Redis faults are failovers (SENTINEL FAILOVER, the master killed) instead of Toxiproxy's")
+	fs.StringVar(&sc.faultOnly, "fault-only", "", "with -faults: inject only the faults whose name contains one of these comma-separated words (e.g. oauth2,vault)")
 	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, and to the resetting path")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -117,14 +125,16 @@ const (
 	h2Workers     = 32
 	uploadWorkers = 4
 	wsWorkers     = 4
-	// fault mode: requests to the Vault rule, and to the resetting path.
-	vaultWorkers = 4
-	resetWorkers = 2
+	// fault mode: requests to the Vault and OAuth2 rules, and to the
+	// resetting path.
+	vaultWorkers  = 4
+	oauth2Workers = 4
+	resetWorkers  = 2
 )
 
-// soakKinds are the request kinds of the mix, in table order. vault and
-// reset run in fault mode only.
-var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "reset"}
+// soakKinds are the request kinds of the mix, in table order. vault,
+// oauth2 and reset run in fault mode only.
+var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "oauth2", "reset"}
 
 // Indexes of soakKinds.
 const (
@@ -133,6 +143,7 @@ const (
 	kindUpload
 	kindWS
 	kindVault
+	kindOAuth2
 	kindReset
 	numKinds
 )
@@ -149,6 +160,11 @@ type sample struct {
 	goroutines int64
 	fds        int64
 	metricsErr error
+	// redisUp is the lowest credgate_redis_up of the reads (-1 without
+	// cache.redis); redisErrors is credgate_redis_errors_total (summed
+	// over its labels) at the last read.
+	redisUp     int64
+	redisErrors int64
 }
 
 // soakStats counts what the workers did; the sampler takes and resets it.
@@ -260,22 +276,24 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	fmt.Printf("# credgate soak\n\n- date: %s\n- machine: %s CPUs (%s), %s, load average before: %s\n",
 		time.Now().UTC().Format(time.RFC3339), strconv.Itoa(runtime.NumCPU()), cpuModel(), memTotal(), loadAvg())
 
-	originAddr, originCA, originProc, err := startOrigin(ctx, self, work, pins, env, false)
-	if err != nil {
-		return false, err
-	}
-	defer originProc.stop(3 * time.Second)
 	rc := runConfig{credgate: sc.credgate, audit: "file"}
 	variant := credgateVariant{name: report.Credgate}
 	var fe *faultEnv
+	var originArgs []string
 	if sc.faults {
-		if fe, err = startFaultEnv(ctx, work, pins, env, token); err != nil {
+		if fe, err = startFaultEnv(ctx, work, pins, env, token, sc.sentinel); err != nil {
 			return false, err
 		}
 		defer fe.close()
 		variant = fe.variant()
-		env = append(env, vaultEnv+"="+fe.vault.RootToken)
+		env = append(env, fe.childEnv()...)
+		originArgs = fe.originArgs()
 	}
+	originAddr, originCA, originProc, err := startOrigin(ctx, self, work, pins, env, false, originArgs...)
+	if err != nil {
+		return false, err
+	}
+	defer originProc.stop(3 * time.Second)
 	t, _, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, variant)
 	if err != nil {
 		return false, err
@@ -303,8 +321,11 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	fmt.Printf("- gateway: real binary, static bearer rule, identity by source CIDR, audit to a file; sampled every %s (RSS from /proc/%d/status; go_goroutines and process_open_fds from its /metrics, each the lowest of three reads 100 ms apart)\n\n", sc.sample, t.proc.pid())
 
 	if fe != nil {
-		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache) and the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s; cache.error_backoff 1s); each fault lasts %s, then %s without one; vault and reset requests %.0f/s each\n\n",
-			"v2.5.0", vaultTTL, faultWindow, faultWindow, sc.faultRate)
+		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache), the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s) and an OAuth2 token endpoint (a third rule on /oauth2/* injects a client-credentials token living %s, which the origin checks by introspection); cache.error_backoff 1s; each fault lasts %s, then %s without one; vault, oauth2 and reset requests %.0f/s each\n\n",
+			"v2.5.0", vaultTTL, oauth2TTL, faultWindow, faultWindow, sc.faultRate)
+		if fe.sentinel != nil {
+			fmt.Printf("- Redis under Sentinel (-sentinel): a master, a replica and one Sentinel (quorum 1), cache.redis names the Sentinel (%s) and master_name %s, not through Toxiproxy; the Redis faults are SENTINEL FAILOVER and the master killed\n\n", fe.sentinel.addr, sentinelMaster)
+		}
 	}
 	samples := runMix(ctx, sc, t, keepAlive, fe, ca)
 	var exitErr error
@@ -318,7 +339,7 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	}
 	ok = verdicts(os.Stdout, sc, samples, exitErr)
 	if fe != nil {
-		ok = faultVerdicts(os.Stdout, fe, samples, []string{token, fe.vault.RootToken},
+		ok = faultVerdicts(os.Stdout, fe, samples, append([]string{token}, fe.secrets()...),
 			filepath.Join(work, report.Credgate, "credgate.log"), filepath.Join(work, report.Credgate, "audit.jsonl")) && ok
 	}
 	return ok, nil
@@ -457,19 +478,27 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 
 	if fe != nil {
 		vaultCh := make(chan struct{}, 8)
+		oauth2Ch := make(chan struct{}, 8)
 		resetCh := make(chan struct{}, 8)
 		pace(ctx, &wg, st, vaultCh, sc.faultRate)
+		pace(ctx, &wg, st, oauth2Ch, sc.faultRate)
 		pace(ctx, &wg, st, resetCh, sc.faultRate)
-		worker(vaultWorkers, vaultCh, func(int) {
-			if err := get(ctx, h1Client, base+"/vault/charges", nil, 1); err != nil {
-				if ctx.Err() == nil {
-					st.fail(kindVault, err)
+		// sourceRule requests a path of the rule whose credential comes
+		// from a source the faults take down.
+		sourceRule := func(kind int, path string) func(int) {
+			return func(int) {
+				if err := get(ctx, h1Client, base+path, nil, 1); err != nil {
+					if ctx.Err() == nil {
+						st.fail(kind, err)
+					}
+					return
 				}
-				return
+				fe.sourceOK(soakKinds[kind])
+				st.ok(kind)
 			}
-			fe.vaultOK()
-			st.ok(kindVault)
-		})
+		}
+		worker(vaultWorkers, vaultCh, sourceRule(kindVault, "/vault/charges"))
+		worker(oauth2Workers, oauth2Ch, sourceRule(kindOAuth2, "/oauth2/charges"))
 		worker(resetWorkers, resetCh, func(int) {
 			err := get(ctx, h1Client, base+origin.ResetPath, nil, 1)
 			if ctx.Err() != nil {
@@ -483,7 +512,11 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 			}
 			st.fail(kindReset, err)
 		})
-		faults := fe.schedule(t.dir, t.proc.pid(), ca)
+		all := fe.schedule(ctx, t.dir, t.proc.pid(), ca)
+		faults := filterFaults(all, sc.faultOnly)
+		if sc.faultOnly != "" && len(faults) == len(all) {
+			fmt.Fprintf(os.Stderr, "soak: -fault-only %q kept every fault (it matched all or none of their names)\n", sc.faultOnly)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -631,17 +664,22 @@ func wsSession(ctx context.Context, t *loadgen.Target, n int) error {
 // the instant of reading, so each is the lowest of three reads 100 ms
 // apart: the floor a leak would raise.
 func readGateway(t target) sample {
-	var s sample
+	s := sample{redisUp: -1}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	for i := range 3 {
 		if i > 0 {
 			time.Sleep(100 * time.Millisecond)
 		}
-		g, f, err := readMetrics(c, "http://"+t.admin+"/metrics")
+		m, err := readMetrics(c, "http://"+t.admin+"/metrics")
 		if err != nil {
 			s.metricsErr = err
 			continue
 		}
+		g, f := m.goroutines, m.fds
+		if m.redisUp >= 0 && (s.redisUp < 0 || m.redisUp < s.redisUp) {
+			s.redisUp = m.redisUp
+		}
+		s.redisErrors = m.redisErrors
 		if i == 0 || g < s.goroutines {
 			s.goroutines = g
 		}
@@ -653,29 +691,49 @@ func readGateway(t target) sample {
 	return s
 }
 
-func readMetrics(c *http.Client, u string) (goroutines, fds int64, err error) {
+// metricsRead is what the soak reads from the gateway's /metrics.
+type metricsRead struct {
+	goroutines, fds int64
+	// redisUp is credgate_redis_up, -1 when absent (no cache.redis).
+	redisUp int64
+	// redisErrors is credgate_redis_errors_total, summed over its labels.
+	redisErrors int64
+}
+
+func readMetrics(c *http.Client, u string) (metricsRead, error) {
+	m := metricsRead{redisUp: -1}
 	resp, err := c.Get(u)
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	value := func(v string) int64 {
+		f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		return int64(f)
+	}
 	for sc.Scan() {
 		line := sc.Text()
 		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			goroutines = int64(f)
+			m.goroutines = value(v)
 		}
 		if v, ok := strings.CutPrefix(line, "process_open_fds "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			fds = int64(f)
+			m.fds = value(v)
+		}
+		if v, ok := strings.CutPrefix(line, "credgate_redis_up "); ok {
+			m.redisUp = value(v)
+		}
+		if rest, ok := strings.CutPrefix(line, "credgate_redis_errors_total"); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			if k := strings.LastIndexByte(rest, ' '); k >= 0 {
+				m.redisErrors += value(rest[k+1:])
+			}
 		}
 	}
-	if goroutines == 0 || fds == 0 {
-		return 0, 0, errors.New("go_goroutines or process_open_fds missing from /metrics")
+	if m.goroutines == 0 || m.fds == 0 {
+		return m, errors.New("go_goroutines or process_open_fds missing from /metrics")
 	}
-	return goroutines, fds, sc.Err()
+	return m, sc.Err()
 }
 
 func (s sample) total() (reqs, errs int64) {
@@ -713,8 +771,8 @@ func (s sample) line() string {
 	for _, n := range s.expected {
 		x += n
 	}
-	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
-		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
+	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d, oauth2 %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
+		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -731,8 +789,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	}
 	faults := sc.faults
 	if faults {
-		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | behind | errors | expected under faults | RSS MiB | goroutines | fds |")
-		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|")
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | behind | errors | expected under faults | RSS MiB | goroutines | fds | redis up | redis errors |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|")
 	} else {
 		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
 		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
@@ -751,8 +809,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 			metricsOK = false
 		}
 		if faults {
-			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d |\n",
-				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds, s.redisUp, s.redisErrors)
 		} else {
 			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
 				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
@@ -825,7 +883,7 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	// highest above the first window's highest by more than those.
 	slack := int64(2 * (uploadWorkers + wsWorkers))
 	if sc.faults {
-		slack += 2 * (vaultWorkers + resetWorkers)
+		slack += 2 * (vaultWorkers + oauth2Workers + resetWorkers)
 	}
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
 	if exited != nil {

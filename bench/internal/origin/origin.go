@@ -11,12 +11,15 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -31,9 +34,58 @@ type Config struct {
 	Certificate tls.Certificate
 	// Token is the bearer token a request must carry.
 	Token string
+	// Introspection, if set, checks the bearer token of requests under
+	// its Prefix at an OAuth2 introspection endpoint instead of comparing
+	// it with Token.
+	Introspection *Introspection
 	// HTTP1Only disables HTTP/2 (by default the origin offers h2 and
 	// http/1.1 through ALPN, like most public APIs).
 	HTTP1Only bool
+}
+
+// Introspection is an RFC 7662 token introspection endpoint the origin
+// asks about the bearer tokens of requests under Prefix (a resource server
+// of an OAuth2 authorization server): a token it does not call active is
+// refused 401, like a missing one.
+type Introspection struct {
+	// Prefix is the path prefix, e.g. "/oauth2/".
+	Prefix string
+	// URL is the introspection endpoint.
+	URL string
+	// ClientID and ClientSecret authenticate the origin there (HTTP
+	// Basic).
+	ClientID, ClientSecret string
+	// Client makes the requests; nil is a client with a 5 s timeout.
+	Client *http.Client
+}
+
+// active asks the endpoint whether tok is an active token.
+func (in *Introspection) active(ctx context.Context, tok string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.URL, strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	if err != nil {
+		return false, fmt.Errorf("introspection request to %s: %w", in.URL, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(in.ClientID), url.QueryEscape(in.ClientSecret))
+	c := in.Client
+	if c == nil {
+		c = &http.Client{Timeout: 5 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("introspection at %s: %w", in.URL, err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Active bool `json:"active"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("introspection at %s answered %s; check the origin's client id and secret there", in.URL, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&answer); err != nil {
+		return false, fmt.Errorf("introspection at %s: decode the answer: %w", in.URL, err)
+	}
+	return answer.Active, nil
 }
 
 // Server is a running origin.
@@ -82,7 +134,23 @@ func Start(ln net.Listener, cfg Config) *Server {
 	contentLength := strconv.Itoa(len(Body))
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
-		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		if in := cfg.Introspection; in != nil && strings.HasPrefix(r.URL.Path, in.Prefix) {
+			tok, isBearer := strings.CutPrefix(got, "Bearer ")
+			active := false
+			if isBearer && tok != "" {
+				var err error
+				if active, err = in.active(r.Context(), tok); err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
+			}
+			if !active {
+				w.Header().Set("Content-Type", "text/plain")
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = w.Write([]byte("missing or inactive bearer token\n"))
+				return
+			}
+		} else if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("Content-Type", "text/plain")
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write([]byte("missing or wrong bearer token\n"))

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
+	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/credgate/credgate/internal/oauth2test"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -133,5 +135,64 @@ func TestOriginReset(t *testing.T) {
 			t.Errorf("h2=%v: read %d bytes, err %v; want an error before 64 KiB", h2, n, err)
 		}
 		c.CloseIdleConnections()
+	}
+}
+
+// Under the introspection prefix, only a token the authorization server
+// calls active is accepted (not the static token, not an unknown one);
+// elsewhere the static token still is.
+func TestOriginIntrospection(t *testing.T) {
+	as := oauth2test.New(oauth2test.Options{})
+	t.Cleanup(as.Close)
+	as.AddSecretClient("app", "app-secret")
+	as.AddSecretClient("origin", "origin-secret")
+	tok, err := (&clientcredentials.Config{ClientID: "app", ClientSecret: "app-secret", TokenURL: as.TokenURL()}).Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testpki.NewAuthority("origin test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Leaf("api.origin.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Start(ln, Config{Certificate: leaf, Token: "s3cret", Introspection: &Introspection{
+		Prefix: "/oauth2/", URL: as.IntrospectURL(), ClientID: "origin", ClientSecret: "origin-secret"}})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "api.origin.test"}}}
+	defer c.CloseIdleConnections()
+	for _, tt := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/oauth2/charges", "", 401},
+		{"/oauth2/charges", "Bearer s3cret", 401},
+		{"/oauth2/charges", "Bearer " + tok.AccessToken + "x", 401},
+		{"/oauth2/charges", "Bearer " + tok.AccessToken, 200},
+		{"/v1/charges", "Bearer " + tok.AccessToken, 401},
+		{"/v1/charges", "Bearer s3cret", 200},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+ln.Addr().String()+tt.path, nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("GET %s with %.20q: %d, want %d", tt.path, tt.auth, resp.StatusCode, tt.want)
+		}
 	}
 }
