@@ -108,7 +108,8 @@ func startHydra(t *testing.T, bin string) (*hydra, error) {
 		return nil, fmt.Errorf("start hydra: %w", err)
 	}
 	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -125,7 +126,7 @@ func startHydra(t *testing.T, bin string) (*hydra, error) {
 	for {
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("hydra exited before it was ready:\n%s", tail(out.String(), 20))
+			return nil, fmt.Errorf("hydra exited before it was ready (%v):\n%s", waitErr, tail(out.String(), 20))
 		default:
 		}
 		resp, err := http.Get(h.admin + "/health/ready")
