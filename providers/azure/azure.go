@@ -258,18 +258,11 @@ func (p *Provider) Provision(context.Context) error {
 	if p.Resource != "" {
 		p.scope = p.Resource + "/.default"
 	}
-	tr := httpclient.NewTransport()
-	tr.MaxIdleConnsPerHost = 4
-	tr.TLSHandshakeTimeout = p.Timeout
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("azure: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("azure: %w", err)
 	}
-	p.client = &http.Client{Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	p.cache = providers.NewScope("azure").AddList("settings", []string{p.mode, p.tokenURL, p.ClientID, p.scope}).String()
 	return nil
 }

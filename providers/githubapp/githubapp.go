@@ -184,27 +184,15 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	// internal/httpclient's transport ignores the proxy environment: the
-	// gateway's own calls never go through HTTPS_PROXY (it may be the
-	// gateway itself).
-	tr := httpclient.NewTransport()
-	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = p.Timeout
-	tr.MaxIdleConnsPerHost = 4
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("github-app: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	// internal/httpclient's client ignores the proxy environment (the
+	// gateway's own calls never go through HTTPS_PROXY, which may be the
+	// gateway itself) and follows no redirect: GitHub's token endpoints do
+	// not redirect, and following one would send the app JWT elsewhere.
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("github-app: %w", err)
 	}
-	p.client = &http.Client{
-		Transport: tr,
-		Timeout:   p.Timeout,
-		// GitHub's token endpoints do not redirect; following one would
-		// send the app JWT elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	p.client = c
 	if len(p.Repositories) > 0 || len(p.Permissions) > 0 {
 		b := map[string]any{}
 		if len(p.Repositories) > 0 {

@@ -220,21 +220,13 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	// internal/httpclient's transport ignores the proxy environment: the
+	// internal/httpclient's client ignores the proxy environment: the
 	// gateway's own calls never go through HTTPS_PROXY.
-	tr := httpclient.NewTransport()
-	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = p.Timeout
-	tr.MaxIdleConnsPerHost = 4
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("google: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("google: %w", err)
 	}
-	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	p.scope = p.scopeDigest()
 	return nil
 }

@@ -348,17 +348,14 @@ func (p *Provider) Provision(context.Context) error {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	tr, err := newTransport(p.CACert)
+	// Never through HTTPS_PROXY (the request carries the client secret),
+	// and no redirect: a token endpoint that redirects is misconfigured,
+	// and following it would send the client secret elsewhere.
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
 	if err != nil {
-		return err
+		return fmt.Errorf("oauth2: %w", err)
 	}
-	p.client = &http.Client{
-		Transport: tr,
-		Timeout:   p.Timeout,
-		// A token endpoint that redirects is misconfigured; following it
-		// would send the client secret elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	p.client = c
 	if p.ClientKey.IsSet() {
 		sg, err := jwtsign.New(p.ClientKey, "client_key", jwtsign.FromInputs(p.inputs.Map))
 		if err != nil {

@@ -41,7 +41,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -164,19 +163,11 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	tr := httpclient.NewTransport()
-	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = p.Timeout
-	tr.MaxIdleConnsPerHost = 4
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("salesforce: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("salesforce: %w", err)
 	}
-	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	return nil
 }
 

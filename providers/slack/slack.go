@@ -122,16 +122,11 @@ func (p *Provider) Provision(context.Context) error {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	tr := httpclient.NewTransport()
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("slack: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("slack: %w", err)
 	}
-	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	return nil
 }
 
