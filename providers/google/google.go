@@ -75,6 +75,7 @@ import (
 
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/endpoint"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -122,7 +123,6 @@ const (
 	// treated as expired (clock skew, transit time).
 	expiryMargin   = time.Minute
 	grantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-	maxBody        = 1 << 20
 )
 
 // Provider is the "google" provider. Its exported fields are its
@@ -627,8 +627,8 @@ func (a *answer) refused(op string) error {
 // bearer is set. Transport failures, 429 and 5xx are returned as errors
 // wrapping providers.ErrUnavailable; every other answer is returned for
 // the caller to word.
-func (p *Provider) post(ctx context.Context, op, endpoint, contentType string, body []byte, bearer string) (*answer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+func (p *Provider) post(ctx context.Context, op, target, contentType string, body []byte, bearer string) (*answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -638,23 +638,11 @@ func (p *Provider) post(ctx context.Context, op, endpoint, contentType string, b
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	start := p.now()
-	resp, err := p.client.Do(req)
+	resp, data, err := endpoint.Do(p.client, req)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("%s: %w", op, ctxErr)
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%s: %w: %w", op, err, providers.ErrUnavailable)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, fmt.Errorf("%s: read the answer: %w: %w", op, err, providers.ErrUnavailable)
-	}
-	if s := resp.StatusCode; s == http.StatusTooManyRequests || s >= 500 {
+	if endpoint.Unavailable(resp.StatusCode) {
 		return nil, fmt.Errorf("%s: Google answered %s: %w", op, resp.Status, providers.ErrUnavailable)
 	}
 	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start}
