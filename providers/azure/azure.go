@@ -367,15 +367,10 @@ func (p *Provider) CacheScope(req providers.Request) string {
 		return p.cache
 	}
 	tok, err := p.workloadToken(req)
-	d := sha256.Sum256([]byte(tok))
-	s := providers.NewScope("azure").
+	return providers.NewScope("azure").
 		Add("settings", p.cache).
 		Add("workload", req.Workload.DisplayName()).
-		Add("token_sha256", hex.EncodeToString(d[:]))
-	if err != nil {
-		s.Add("token!", err.Error())
-	}
-	return s.String()
+		AddToken("token", tok, err).String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an Entra token can

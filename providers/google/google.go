@@ -57,9 +57,7 @@ package google
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -372,15 +370,10 @@ func (p *Provider) CacheScope(req providers.Request) string {
 		return p.scope
 	}
 	tok, err := p.WorkloadIdentity.workloadToken(req)
-	d := sha256.Sum256([]byte(tok))
-	s := providers.NewScope("google").
+	return providers.NewScope("google").
 		Add("settings", p.scope).
 		Add("workload", req.Workload.DisplayName()).
-		Add("subject_token_sha256", hex.EncodeToString(d[:]))
-	if err != nil {
-		s.Add("subject_token!", err.Error())
-	}
-	return s.String()
+		AddToken("subject_token", tok, err).String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an access token or

@@ -77,8 +77,6 @@ package oauth2
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -540,15 +538,10 @@ func (p *Provider) CacheScope(req providers.Request) string {
 		return p.scope
 	}
 	tok, err := p.subjectToken(req)
-	d := sha256.Sum256([]byte(tok))
-	s := providers.NewScope("oauth2").
+	return providers.NewScope("oauth2").
 		Add("settings", p.scope). // scopeBase, computed once
 		Add("workload", req.Workload.DisplayName()).
-		Add("subject_token_sha256", hex.EncodeToString(d[:]))
-	if err != nil {
-		s.Add("subject_token!", err.Error())
-	}
-	return s.String()
+		AddToken("subject_token", tok, err).String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an access token
