@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
@@ -93,17 +92,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 func TestAuditVerifyTransitKey(t *testing.T) {
 	emu := vaulttest.NewServer(vaulttest.Options{})
 	t.Cleanup(emu.Close)
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = emu.URL
-	admin, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin.SetToken(emu.RootToken)
-	if _, err := admin.Logical().Write("sys/mounts/transit", map[string]any{"type": "transit"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Logical().Write("transit/keys/credgate-audit", map[string]any{"type": "ed25519"}); err != nil {
+	if _, err := emu.MountTransit(t.Context(), map[string]string{"credgate-audit": "ed25519"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("VAULT_ADDR", emu.URL)

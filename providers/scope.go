@@ -50,6 +50,22 @@ func (s *Scope) Add(name, value string) *Scope {
 	return s
 }
 
+// AddToken adds a caller's token as name+"_sha256", its SHA-256 in hex,
+// never the token; and, when err (why the token could not be read) is
+// set, err's text as name+"!", so that callers whose tokens fail
+// differently are kept apart too. Providers whose credential depends on
+// the presented token (a token exchange, federation, web identity) key
+// the cache by it, so that each workload gets its own credential and a
+// rotated token a new one.
+func (s *Scope) AddToken(name, token string, err error) *Scope {
+	d := sha256.Sum256([]byte(token))
+	s.Add(name+"_sha256", hex.EncodeToString(d[:]))
+	if err != nil {
+		s.Add(name+"!", err.Error())
+	}
+	return s
+}
+
 // AddList adds a list of values under name; the list's length is part of
 // the encoding, so [a b] and ["a b"] (or ["a", ""] and ["a"]) differ.
 func (s *Scope) AddList(name string, values []string) *Scope {

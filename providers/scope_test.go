@@ -1,6 +1,9 @@
 package providers_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 
@@ -71,5 +74,25 @@ func TestScopeTemplate(t *testing.T) {
 	none := providers.NewScope("k").AddTemplate("path", tmpl, identity.Workload{Name: "w"}, nil).String()
 	if _, dup := seen[none]; dup {
 		t.Errorf("a workload without the attribute shares a scope: %s", none)
+	}
+}
+
+// TestScopeAddToken: AddToken keys by the token's digest exactly as the
+// providers did by hand (their cache scopes are unchanged), never by the
+// token, and keeps apart callers whose tokens fail differently.
+func TestScopeAddToken(t *testing.T) {
+	d := sha256.Sum256([]byte("tok"))
+	byHand := providers.NewScope("k").Add("t_sha256", hex.EncodeToString(d[:])).Add("t!", "no token").String()
+	if got := providers.NewScope("k").AddToken("t", "tok", errors.New("no token")).String(); got != byHand {
+		t.Errorf("AddToken = %s, want %s", got, byHand)
+	}
+	plain := providers.NewScope("k").Add("t_sha256", hex.EncodeToString(d[:])).String()
+	if got := providers.NewScope("k").AddToken("t", "tok", nil).String(); got != plain {
+		t.Errorf("AddToken without error = %s, want %s", got, plain)
+	}
+	a := providers.NewScope("k").AddToken("t", "", errors.New("no jwt factor")).String()
+	b := providers.NewScope("k").AddToken("t", "", errors.New("no kubernetes factor")).String()
+	if a == b {
+		t.Error("tokens failing differently share a scope")
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/credgate/credgate/injectors/injectortest"
 	"github.com/credgate/credgate/internal/httpsigtest"
 	"github.com/credgate/credgate/internal/vaulttest"
@@ -21,14 +19,8 @@ func TestVaultTransit(t *testing.T) {
 	emu := vaulttest.NewServer(vaulttest.Options{})
 	t.Cleanup(emu.Close)
 	t.Setenv("CREDGATE_HTTPSIG_TEST_VAULT_TOKEN", emu.RootToken)
-	cfg := api.DefaultConfig()
-	cfg.Address = emu.URL
-	vc, err := api.NewClient(cfg)
+	vc, err := emu.MountTransit(t.Context(), nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	vc.SetToken(emu.RootToken)
-	if _, err := vc.Logical().WriteWithContext(t.Context(), "sys/mounts/transit", map[string]any{"type": "transit"}); err != nil {
 		t.Fatal(err)
 	}
 	v := &httpsigtest.Verifier{Keys: map[string]httpsigtest.Key{}}

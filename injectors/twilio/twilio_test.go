@@ -149,23 +149,14 @@ func TestOnlyTheSegmentChanges(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
-	for settings, want := range map[string]string{
+	injectortest.CheckSettings(t, Name, map[string]string{
 		"":                    "",
 		"account_sid: " + sid: "",
 		"account_sid: AC123":  "not an Account SID",
 		"account_sid: '-'":    "not an Account SID",
 		"account: " + sid:     `unknown field "account"`,
 		"placeholder: XX":     `unknown field "placeholder"`,
-	} {
-		_, err := injectortest.Load(t, Name, settings)
-		got := ""
-		if err != nil {
-			got = err.Error()
-		}
-		if (want == "") != (got == "") || !strings.Contains(got, want) {
-			t.Errorf("%q: error %q, want %q", settings, got, want)
-		}
-	}
+	})
 }
 
 func BenchmarkInject(b *testing.B) {

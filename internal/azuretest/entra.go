@@ -46,7 +46,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -55,6 +54,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -142,12 +142,7 @@ func NewEntra(opts EntraOptions) *Entra {
 		opts.Skew = 5 * time.Minute
 	}
 	e := &Entra{opts: opts, apps: map[string]App{}, tokens: map[string]Issued{}, jtis: map[string]bool{}}
-	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(e.serve))
-	e.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		e.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	e.srv.StartTLS()
+	e.srv = fakekit.StartTLS(http.HandlerFunc(e.serve), opts.Certificate)
 	e.URL = e.srv.URL
 	e.Addr = e.srv.Listener.Addr().String()
 	return e
@@ -366,8 +361,8 @@ func (e *Entra) TokenURLFor(r *http.Request, tenant string) string {
 // verifyAssertion checks a client assertion: a certificate's (x5t#S256
 // header) or a federated token (any other).
 func (e *Entra) verifyAssertion(app App, raw, tokenURL string) (method, subject string, _ *entraError) {
-	hdr, claims, err := decodeJWT(raw)
-	if err != nil {
+	var hdr, claims map[string]any
+	if err := fakekit.DecodeJWT(raw, &hdr, &claims); err != nil {
 		return "", "", &entraError{400, "invalid_request", 50027, "JWT token is invalid or malformed."}
 	}
 	now := e.opts.Now()
@@ -446,20 +441,6 @@ func (e *Entra) verifyAssertion(app App, raw, tokenURL string) (method, subject 
 		return "", "", &entraError{400, "invalid_request", 5002738, "Federated assertion failed signature validation."}
 	}
 	return "federated", sub, nil
-}
-
-// decodeJWT decodes a compact JWS's header and claims (not verified).
-func decodeJWT(raw string) (hdr, claims map[string]any, err error) {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return nil, nil, fmt.Errorf("not a JWT")
-	}
-	hb, err1 := base64.RawURLEncoding.DecodeString(parts[0])
-	cb, err2 := base64.RawURLEncoding.DecodeString(parts[1])
-	if err1 != nil || err2 != nil || json.Unmarshal(hb, &hdr) != nil || json.Unmarshal(cb, &claims) != nil {
-		return nil, nil, fmt.Errorf("not a JWT")
-	}
-	return hdr, claims, nil
 }
 
 // timeOK checks exp (required), nbf and iat against now with skew, and,

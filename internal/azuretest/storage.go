@@ -11,7 +11,6 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // MaxDateSkew is how far x-ms-date may be from the server's clock.
@@ -76,12 +77,7 @@ func NewStorage(opts StorageOptions) *Storage {
 		panic("azuretest: StorageOptions need Account and a base64 Key")
 	}
 	s := &Storage{opts: opts, key: key, containers: map[string]map[string]blob{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	s.srv.StartTLS()
+	s.srv = fakekit.StartTLS(http.HandlerFunc(s.serve), opts.Certificate)
 	s.URL = s.srv.URL
 	s.Addr = s.srv.Listener.Addr().String()
 	return s

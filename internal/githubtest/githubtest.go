@@ -26,13 +26,10 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -43,6 +40,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -129,12 +127,7 @@ func New(opts Options) *Server {
 		opts.TokenTTL = time.Hour
 	}
 	s := &Server{opts: opts, apps: map[int64]App{}, insts: map[int64]Installation{}, tokens: map[string]Token{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	s.srv.StartTLS()
+	s.srv = fakekit.StartTLS(http.HandlerFunc(s.serve), opts.Certificate)
 	s.URL = s.srv.URL
 	s.Addr = s.srv.Listener.Addr().String()
 	return s
@@ -149,7 +142,7 @@ func (s *Server) Close() {
 // CertPEM returns the PEM of the server's certificate (with the default
 // certificate, the root a client must trust).
 func (s *Server) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	return fakekit.CertPEM(s.srv)
 }
 
 // Client returns an HTTP client trusting the server.
@@ -329,18 +322,12 @@ func (s *Server) withApp(w http.ResponseWriter, r *http.Request, fn func(App)) {
 
 // verifyJWT checks an app JWT as GitHub does.
 func (s *Server) verifyJWT(raw string) (App, error) {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		//lint:ignore ST1005 GitHub's own words
-		return App{}, fmt.Errorf("A JSON web token could not be decoded")
-	}
 	var claims struct {
 		Iss json.RawMessage `json:"iss"`
 		Iat *int64          `json:"iat"`
 		Exp *int64          `json:"exp"`
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil || json.Unmarshal(b, &claims) != nil {
+	if fakekit.DecodeJWT(raw, nil, &claims) != nil {
 		//lint:ignore ST1005 GitHub's own words
 		return App{}, fmt.Errorf("A JSON web token could not be decoded")
 	}

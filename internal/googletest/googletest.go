@@ -46,13 +46,11 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -63,6 +61,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -209,12 +208,7 @@ func New(opts Options) *Server {
 	}
 	s := &Server{opts: opts, accounts: map[string]Account{}, tokens: map[string]issued{},
 		idKey: idKey, idSigner: idSigner, pools: map[string]Pool{}, feds: map[string]federated{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	s.srv.StartTLS()
+	s.srv = fakekit.StartTLS(http.HandlerFunc(s.serve), opts.Certificate)
 	s.URL = s.srv.URL
 	s.TokenURL = s.URL + "/token"
 	s.JWKSURL = s.URL + "/oauth2/v3/certs"
@@ -228,7 +222,7 @@ func (s *Server) Close() { s.srv.Close() }
 
 // CertPEM returns the PEM of the server's certificate.
 func (s *Server) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	return fakekit.CertPEM(s.srv)
 }
 
 // Client returns an HTTP client trusting the server.
@@ -327,17 +321,11 @@ type claims struct {
 // iat/exp within an hour and the skew.
 func (s *Server) verify(raw string) (claims, error) {
 	var c claims
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return c, fmt.Errorf("not a JWT")
-	}
 	var hdr struct {
 		Kid string `json:"kid"`
 	}
-	hb, err1 := base64.RawURLEncoding.DecodeString(parts[0])
-	cb, err2 := base64.RawURLEncoding.DecodeString(parts[1])
-	if err1 != nil || err2 != nil || json.Unmarshal(hb, &hdr) != nil || json.Unmarshal(cb, &c) != nil {
-		return c, fmt.Errorf("not a JWT")
+	if err := fakekit.DecodeJWT(raw, &hdr, &c); err != nil {
+		return c, err
 	}
 	s.mu.Lock()
 	a, ok := s.accounts[c.Iss]

@@ -50,6 +50,51 @@ func NewTransport() *http.Transport {
 	return tr
 }
 
+// MaxIdlePerHost is the number of idle connections a client from
+// NewClient keeps per host: a token endpoint sees a handful of
+// concurrent refreshes, more than net/http's default of 2.
+const MaxIdlePerHost = 4
+
+// Options are the settings of a client made by NewClient.
+type Options struct {
+	// Timeout bounds each request: connecting, the TLS handshake and the
+	// whole exchange. Zero keeps NewTransport's dial and handshake limits
+	// and sets no overall limit.
+	Timeout time.Duration
+	// CACertFile is a PEM file of CA certificates trusted instead of the
+	// system roots (a provider's ca_cert setting); empty: system roots.
+	CACertFile string
+}
+
+// NewClient returns the client a provider uses for its token endpoint: a
+// NewTransport transport (no proxy, TLS 1.2 or later) bounded by
+// o.Timeout, trusting o.CACertFile when set, that never follows a
+// redirect. A token endpoint that redirects is misconfigured, and
+// following it would send the client's secret or signed assertion to
+// another place; the caller sees the 3xx response instead. The error
+// starts with "ca_cert: " and names the file; callers prefix their own
+// name (fmt.Errorf("salesforce: %w", err)).
+func NewClient(o Options) (*http.Client, error) {
+	tr := NewTransport()
+	if o.Timeout > 0 {
+		tr.DialContext = (&net.Dialer{Timeout: o.Timeout, KeepAlive: 30 * time.Second}).DialContext
+		tr.TLSHandshakeTimeout = o.Timeout
+	}
+	tr.MaxIdleConnsPerHost = MaxIdlePerHost
+	if o.CACertFile != "" {
+		pool, err := ReadRoots(o.CACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_cert: %w; set ca_cert to a readable PEM file of CA certificates, or remove it to trust the system roots", err)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       o.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
 // Configure hardens a transport built elsewhere (the AWS SDK builds its
 // own): no proxy, whatever the environment says, and TLS 1.2 or later.
 // NewTransport calls it; use it directly only where a library owns the

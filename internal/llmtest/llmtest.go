@@ -24,11 +24,12 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // Options configure a Server.
@@ -72,12 +73,7 @@ type Server struct {
 // New starts a Server; call Close when done.
 func New(opts Options) *Server {
 	s := &Server{opts: opts}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	s.srv.StartTLS()
+	s.srv = fakekit.StartTLS(http.HandlerFunc(s.serve), opts.Certificate)
 	s.URL = s.srv.URL
 	s.Addr = s.srv.Listener.Addr().String()
 	return s

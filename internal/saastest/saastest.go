@@ -26,7 +26,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,6 +35,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // Options configure the fake's accounts and keys.
@@ -105,11 +106,7 @@ func New(opts Options) *Fake {
 	if opts.SlackRefreshToken != "" {
 		f.refresh[opts.SlackRefreshToken] = true
 	}
-	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	if opts.Certificate != nil {
-		f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	f.srv.StartTLS()
+	f.srv = fakekit.StartTLS(http.HandlerFunc(f.serve), opts.Certificate)
 	f.URL = f.srv.URL
 	f.Addr = f.srv.Listener.Addr().String()
 	return f
@@ -120,7 +117,7 @@ func New(opts Options) *Fake {
 // path, for clients' ca_cert settings.
 func (f *Fake) CAFile(dir string) (string, error) {
 	p := filepath.Join(dir, "saastest-ca.pem")
-	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+	b := fakekit.CertPEM(f.srv)
 	return p, os.WriteFile(p, b, 0o600)
 }
 

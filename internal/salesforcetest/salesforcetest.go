@@ -29,11 +29,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -43,6 +40,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -91,12 +89,7 @@ func New(opts Options) *Server {
 		opts.Now = time.Now
 	}
 	s := &Server{opts: opts, apps: map[string]app{}, tokens: map[string]string{}, revoked: map[string]bool{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	s.srv.StartTLS()
+	s.srv = fakekit.StartTLS(http.HandlerFunc(s.serve), opts.Certificate)
 	s.URL = s.srv.URL
 	s.Addr = s.srv.Listener.Addr().String()
 	s.instance = opts.Instance
@@ -111,7 +104,7 @@ func (s *Server) Close() { s.srv.Close() }
 
 // CertPEM returns the PEM of the server's certificate.
 func (s *Server) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	return fakekit.CertPEM(s.srv)
 }
 
 // AddApp registers a connected app: its consumer key, the certificate
@@ -224,11 +217,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	var unverified struct {
 		Iss string `json:"iss"`
 	}
-	if parts := strings.Split(assertion, "."); len(parts) == 3 {
-		if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
-			_ = json.Unmarshal(b, &unverified)
-		}
-	}
+	_ = fakekit.DecodeJWT(assertion, nil, &unverified) // an undecodable one names no app
 	s.mu.Lock()
 	a, ok := s.apps[unverified.Iss]
 	s.mu.Unlock()

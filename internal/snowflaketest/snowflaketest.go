@@ -27,17 +27,16 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -79,12 +78,7 @@ func New(opts Options) *Server {
 		opts.Now = time.Now
 	}
 	s := &Server{opts: opts, users: map[string][]*rsa.PublicKey{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.Certificate != nil {
-		s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
-	}
-	s.srv.StartTLS()
+	s.srv = fakekit.StartTLS(http.HandlerFunc(s.serve), opts.Certificate)
 	s.URL = s.srv.URL
 	return s
 }
@@ -94,7 +88,7 @@ func (s *Server) Close() { s.srv.Close() }
 
 // CertPEM returns the PEM of the server's certificate.
 func (s *Server) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	return fakekit.CertPEM(s.srv)
 }
 
 // Addr is 127.0.0.1:PORT.
@@ -200,20 +194,12 @@ func (s *Server) verify(r *http.Request) (Claims, error) {
 	s.mu.Unlock()
 	// The claims are read before the signature is checked only to find
 	// the user whose key checks it.
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return Claims{}, errors.New("not a compact JWS")
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return Claims{}, errors.New("claims are not base64url")
-	}
 	var unverified struct {
 		Iss string `json:"iss"`
 		Sub string `json:"sub"`
 	}
-	if json.Unmarshal(raw, &unverified) != nil {
-		return Claims{}, errors.New("claims are not JSON")
+	if err := fakekit.DecodeJWT(tok, nil, &unverified); err != nil {
+		return Claims{}, err
 	}
 	s.mu.Lock()
 	keys := s.users[unverified.Sub]

@@ -378,12 +378,8 @@ func (p *Provider) CacheScope(req providers.Request) string {
 	if p.WebIdentityFrom != "" {
 		// One session per caller token: a digest, never the token.
 		tok, err := p.callerToken(w)
-		d := sha256.Sum256([]byte(tok))
 		s.Add("caller", w.DisplayName())
-		s.Add("caller_token_sha256", hex.EncodeToString(d[:]))
-		if err != nil {
-			s.Add("caller_token!", err.Error())
-		}
+		s.AddToken("caller_token", tok, err)
 	}
 	return s.String()
 }

@@ -258,18 +258,11 @@ func (p *Provider) Provision(context.Context) error {
 	if p.Resource != "" {
 		p.scope = p.Resource + "/.default"
 	}
-	tr := httpclient.NewTransport()
-	tr.MaxIdleConnsPerHost = 4
-	tr.TLSHandshakeTimeout = p.Timeout
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("azure: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("azure: %w", err)
 	}
-	p.client = &http.Client{Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	p.cache = providers.NewScope("azure").AddList("settings", []string{p.mode, p.tokenURL, p.ClientID, p.scope}).String()
 	return nil
 }
@@ -374,15 +367,10 @@ func (p *Provider) CacheScope(req providers.Request) string {
 		return p.cache
 	}
 	tok, err := p.workloadToken(req)
-	d := sha256.Sum256([]byte(tok))
-	s := providers.NewScope("azure").
+	return providers.NewScope("azure").
 		Add("settings", p.cache).
 		Add("workload", req.Workload.DisplayName()).
-		Add("token_sha256", hex.EncodeToString(d[:]))
-	if err != nil {
-		s.Add("token!", err.Error())
-	}
-	return s.String()
+		AddToken("token", tok, err).String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an Entra token can

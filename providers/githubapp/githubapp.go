@@ -59,6 +59,7 @@ import (
 
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/endpoint"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -104,8 +105,6 @@ const (
 	apiVersion = "2022-11-28"
 	// maxRepositories is the most repositories a token request may name.
 	maxRepositories = 500
-	// maxBody bounds what is read of an answer.
-	maxBody = 1 << 20
 )
 
 // Provider is the "github-app" provider. Its exported fields are its
@@ -184,27 +183,15 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	// internal/httpclient's transport ignores the proxy environment: the
-	// gateway's own calls never go through HTTPS_PROXY (it may be the
-	// gateway itself).
-	tr := httpclient.NewTransport()
-	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = p.Timeout
-	tr.MaxIdleConnsPerHost = 4
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("github-app: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	// internal/httpclient's client ignores the proxy environment (the
+	// gateway's own calls never go through HTTPS_PROXY, which may be the
+	// gateway itself) and follows no redirect: GitHub's token endpoints do
+	// not redirect, and following one would send the app JWT elsewhere.
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("github-app: %w", err)
 	}
-	p.client = &http.Client{
-		Transport: tr,
-		Timeout:   p.Timeout,
-		// GitHub's token endpoints do not redirect; following one would
-		// send the app JWT elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	p.client = c
 	if len(p.Repositories) > 0 || len(p.Permissions) > 0 {
 		b := map[string]any{}
 		if len(p.Repositories) > 0 {
@@ -491,21 +478,9 @@ func (p *Provider) call(ctx context.Context, method, path, jwt string, body []by
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := p.client.Do(req)
+	resp, data, err := endpoint.Do(p.client, req)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("%s %s: %w", method, path, ctxErr)
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL is named already
-		}
-		return fmt.Errorf("%s %s%s: %w: %w", method, p.base, path, err, providers.ErrUnavailable)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return fmt.Errorf("%s %s: read the answer: %w: %w", method, path, err, providers.ErrUnavailable)
+		return fmt.Errorf("%s %s%s: %w", method, p.base, path, err)
 	}
 	switch s := resp.StatusCode; {
 	case s == want:
@@ -515,7 +490,7 @@ func (p *Provider) call(ctx context.Context, method, path, jwt string, body []by
 		return fmt.Errorf("GitHub rejected the app JWT (401 to %s %s): check that private_key is the key of %s, that app_id/client_id is right, and that the gateway's clock is correct (GitHub checks iat and exp within 10 minutes)", method, path, p.app())
 	case s == http.StatusUnprocessableEntity:
 		return errScope
-	case s == http.StatusTooManyRequests || s >= 500 ||
+	case endpoint.Unavailable(s) ||
 		(s == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != "")):
 		return fmt.Errorf("%s %s: GitHub answered %s: %w", method, path, resp.Status, providers.ErrUnavailable)
 	case s == http.StatusForbidden:

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hashicorp/vault/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/internal/githubtest"
@@ -504,17 +503,7 @@ func TestVaultTransitKey(t *testing.T) {
 	emu := vaulttest.NewServer(vaulttest.Options{})
 	t.Cleanup(emu.Close)
 	t.Setenv("CREDGATE_GITHUBAPP_TEST_VAULT_TOKEN", emu.RootToken)
-	cfg := api.DefaultConfig()
-	cfg.Address = emu.URL
-	vc, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc.SetToken(emu.RootToken)
-	if _, err := vc.Logical().WriteWithContext(t.Context(), "sys/mounts/transit", map[string]any{"type": "transit"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vc.Logical().WriteWithContext(t.Context(), "transit/keys/github-app", map[string]any{"type": "rsa-2048"}); err != nil {
+	if _, err := emu.MountTransit(t.Context(), map[string]string{"github-app": "rsa-2048"}); err != nil {
 		t.Fatal(err)
 	}
 	pub, ok := emu.TransitPublicKey("transit", "github-app").(*rsa.PublicKey)

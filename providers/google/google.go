@@ -57,9 +57,7 @@ package google
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +73,7 @@ import (
 
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/endpoint"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -122,7 +121,6 @@ const (
 	// treated as expired (clock skew, transit time).
 	expiryMargin   = time.Minute
 	grantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-	maxBody        = 1 << 20
 )
 
 // Provider is the "google" provider. Its exported fields are its
@@ -220,21 +218,13 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	// internal/httpclient's transport ignores the proxy environment: the
+	// internal/httpclient's client ignores the proxy environment: the
 	// gateway's own calls never go through HTTPS_PROXY.
-	tr := httpclient.NewTransport()
-	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = p.Timeout
-	tr.MaxIdleConnsPerHost = 4
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("google: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("google: %w", err)
 	}
-	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	p.scope = p.scopeDigest()
 	return nil
 }
@@ -380,15 +370,10 @@ func (p *Provider) CacheScope(req providers.Request) string {
 		return p.scope
 	}
 	tok, err := p.WorkloadIdentity.workloadToken(req)
-	d := sha256.Sum256([]byte(tok))
-	s := providers.NewScope("google").
+	return providers.NewScope("google").
 		Add("settings", p.scope).
 		Add("workload", req.Workload.DisplayName()).
-		Add("subject_token_sha256", hex.EncodeToString(d[:]))
-	if err != nil {
-		s.Add("subject_token!", err.Error())
-	}
-	return s.String()
+		AddToken("subject_token", tok, err).String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an access token or
@@ -635,8 +620,8 @@ func (a *answer) refused(op string) error {
 // bearer is set. Transport failures, 429 and 5xx are returned as errors
 // wrapping providers.ErrUnavailable; every other answer is returned for
 // the caller to word.
-func (p *Provider) post(ctx context.Context, op, endpoint, contentType string, body []byte, bearer string) (*answer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+func (p *Provider) post(ctx context.Context, op, target, contentType string, body []byte, bearer string) (*answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -646,23 +631,11 @@ func (p *Provider) post(ctx context.Context, op, endpoint, contentType string, b
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	start := p.now()
-	resp, err := p.client.Do(req)
+	resp, data, err := endpoint.Do(p.client, req)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("%s: %w", op, ctxErr)
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%s: %w: %w", op, err, providers.ErrUnavailable)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, fmt.Errorf("%s: read the answer: %w: %w", op, err, providers.ErrUnavailable)
-	}
-	if s := resp.StatusCode; s == http.StatusTooManyRequests || s >= 500 {
+	if endpoint.Unavailable(resp.StatusCode) {
 		return nil, fmt.Errorf("%s: Google answered %s: %w", op, resp.Status, providers.ErrUnavailable)
 	}
 	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start}

@@ -21,7 +21,6 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
-	"github.com/hashicorp/vault/api"
 	"github.com/youmark/pkcs8"
 
 	"github.com/credgate/credgate/internal/vaulttest"
@@ -424,14 +423,8 @@ func TestVaultTransit(t *testing.T) {
 	emu := vaulttest.NewServer(vaulttest.Options{})
 	t.Cleanup(emu.Close)
 	t.Setenv("CREDGATE_JWTSIGN_TEST_VAULT_TOKEN", emu.RootToken)
-	cfg := api.DefaultConfig()
-	cfg.Address = emu.URL
-	vc, err := api.NewClient(cfg)
+	vc, err := emu.MountTransit(t.Context(), nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	vc.SetToken(emu.RootToken)
-	if _, err := vc.Logical().WriteWithContext(t.Context(), "sys/mounts/transit", map[string]any{"type": "transit"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ alg, typ string }{{"RS256", "rsa-2048"}, {"PS256", "rsa-2048"}, {"ES256", "ecdsa-p256"}, {"EdDSA", "ed25519"}} {

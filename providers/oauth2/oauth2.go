@@ -77,8 +77,6 @@ package oauth2
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -348,17 +346,14 @@ func (p *Provider) Provision(context.Context) error {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	tr, err := newTransport(p.CACert)
+	// Never through HTTPS_PROXY (the request carries the client secret),
+	// and no redirect: a token endpoint that redirects is misconfigured,
+	// and following it would send the client secret elsewhere.
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
 	if err != nil {
-		return err
+		return fmt.Errorf("oauth2: %w", err)
 	}
-	p.client = &http.Client{
-		Transport: tr,
-		Timeout:   p.Timeout,
-		// A token endpoint that redirects is misconfigured; following it
-		// would send the client secret elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	p.client = c
 	if p.ClientKey.IsSet() {
 		sg, err := jwtsign.New(p.ClientKey, "client_key", jwtsign.FromInputs(p.inputs.Map))
 		if err != nil {
@@ -543,15 +538,10 @@ func (p *Provider) CacheScope(req providers.Request) string {
 		return p.scope
 	}
 	tok, err := p.subjectToken(req)
-	d := sha256.Sum256([]byte(tok))
-	s := providers.NewScope("oauth2").
+	return providers.NewScope("oauth2").
 		Add("settings", p.scope). // scopeBase, computed once
 		Add("workload", req.Workload.DisplayName()).
-		Add("subject_token_sha256", hex.EncodeToString(d[:]))
-	if err != nil {
-		s.Add("subject_token!", err.Error())
-	}
-	return s.String()
+		AddToken("subject_token", tok, err).String()
 }
 
 // ReissueOnUnauthorized implements providers.Reissuer: an access token

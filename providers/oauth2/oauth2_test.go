@@ -21,7 +21,6 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-	"github.com/hashicorp/vault/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
@@ -361,23 +360,8 @@ func TestPrivateKeyJWTVaultTransit(t *testing.T) {
 	emu := vaulttest.NewServer(vaulttest.Options{})
 	t.Cleanup(emu.Close)
 	t.Setenv("CREDGATE_OAUTH2_TEST_VAULT_TOKEN", emu.RootToken)
-	cfg := api.DefaultConfig()
-	cfg.Address = emu.URL
-	vc, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc.SetToken(emu.RootToken)
-	for _, w := range []struct {
-		path string
-		data map[string]any
-	}{
-		{"sys/mounts/transit", map[string]any{"type": "transit"}},
-		{"transit/keys/oauth2", map[string]any{"type": "ecdsa-p256"}},
-	} {
-		if _, err := vc.Logical().WriteWithContext(t.Context(), w.path, w.data); err != nil {
-			t.Fatalf("vault setup %s: %v", w.path, err)
-		}
+	if _, err := emu.MountTransit(t.Context(), map[string]string{"oauth2": "ecdsa-p256"}); err != nil {
+		t.Fatalf("vault setup: %v", err)
 	}
 	srv := oauth2test.New(oauth2test.Options{})
 	t.Cleanup(srv.Close)

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/credgate/credgate/internal/backoff"
-	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -251,18 +250,3 @@ func safeCode(code string) string {
 // isUnavailable reports whether err wraps providers.ErrUnavailable (an
 // input credential that cannot be read now).
 func isUnavailable(err error) bool { return errors.Is(err, providers.ErrUnavailable) }
-
-// newTransport returns the HTTP transport for the token endpoint.
-func newTransport(caFile string) (*http.Transport, error) {
-	// Never through HTTPS_PROXY: the request carries the client secret.
-	tr := httpclient.NewTransport()
-	tr.MaxIdleConnsPerHost = 4
-	if caFile != "" {
-		pool, err := httpclient.ReadRoots(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("oauth2: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
-	}
-	return tr, nil
-}

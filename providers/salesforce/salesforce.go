@@ -41,7 +41,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -50,6 +49,7 @@ import (
 
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/endpoint"
 	"github.com/credgate/credgate/providers/jwtsign"
 )
 
@@ -86,7 +86,6 @@ const (
 	TokenPath      = "/services/oauth2/token"
 	grantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 	expiryMargin   = time.Minute
-	maxBody        = 1 << 20
 )
 
 // DefaultInstanceHosts are the hosts an instance_url may name when
@@ -164,19 +163,11 @@ func (p *Provider) Provision(context.Context) error {
 		}
 		p.signer = s
 	}
-	tr := httpclient.NewTransport()
-	tr.DialContext = (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = p.Timeout
-	tr.MaxIdleConnsPerHost = 4
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("salesforce: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("salesforce: %w", err)
 	}
-	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	return nil
 }
 
@@ -277,21 +268,9 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	}
 	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	hreq.Header.Set("Accept", "application/json")
-	resp, err := p.client.Do(hreq)
+	resp, data, err := endpoint.Do(p.client, hreq)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("%s: %w", op, ctxErr)
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%s: %w: %w", op, err, providers.ErrUnavailable)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, fmt.Errorf("%s: read the answer: %w: %w", op, err, providers.ErrUnavailable)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	var out struct {
 		AccessToken string `json:"access_token"`
@@ -338,7 +317,7 @@ func (p *Provider) instanceHost(raw string) (string, error) {
 func (p *Provider) tokenError(resp *http.Response, code, desc string) error {
 	desc = strings.ToLower(desc)
 	switch s := resp.StatusCode; {
-	case s == http.StatusTooManyRequests || s >= 500:
+	case endpoint.Unavailable(s):
 		return fmt.Errorf("the token endpoint answered %s: %w", resp.Status, providers.ErrUnavailable)
 	case code == "invalid_client_id":
 		return fmt.Errorf("unknown client_id %s (invalid_client_id): Salesforce knows no connected app with it; set client_id to the connected app's consumer key, and check that login_url is the org's login host (https://test.salesforce.com for a sandbox)", p.ClientID)

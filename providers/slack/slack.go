@@ -51,7 +51,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -60,6 +59,7 @@ import (
 
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/providers/endpoint"
 )
 
 // Name is the provider's registered name.
@@ -122,16 +122,11 @@ func (p *Provider) Provision(context.Context) error {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	tr := httpclient.NewTransport()
-	if p.CACert != "" {
-		pool, err := httpclient.ReadRoots(p.CACert)
-		if err != nil {
-			return fmt.Errorf("slack: ca_cert: %w", err)
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	c, err := httpclient.NewClient(httpclient.Options{Timeout: p.Timeout, CACertFile: p.CACert})
+	if err != nil {
+		return fmt.Errorf("slack: %w", err)
 	}
-	p.client = &http.Client{Transport: tr, Timeout: p.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	p.client = c
 	return nil
 }
 
@@ -227,18 +222,12 @@ func (p *Provider) refresh(ctx context.Context, secret, rt providers.Secret) (*p
 	}
 	hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	start := p.now()
-	resp, err := p.client.Do(hr)
+	resp, body, err := endpoint.Do(p.client, hr)
 	if err != nil {
-		// url.Error names the URL only (no form values).
-		return nil, fmt.Errorf("%s: %w: %w", op, providers.ErrUnavailable, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%s: read answer: %w: %w", op, providers.ErrUnavailable, err)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	switch {
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+	case endpoint.Unavailable(resp.StatusCode):
 		return nil, fmt.Errorf("%s: HTTP %d (retry later): %w", op, resp.StatusCode, providers.ErrUnavailable)
 	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("%s: HTTP %d; check token_url", op, resp.StatusCode)
