@@ -262,8 +262,9 @@ type exchange struct {
 	d      policy.Decision   // once the policy decided
 	// tripwire names the placeholder that refused the request (audit).
 	tripwire string
-	// trace is the request's trace; nil when tracing is off.
-	trace *tracing.Request
+	// trace is the request's trace; the zero Request when tracing is off
+	// (hooks check g.tracer first).
+	trace tracing.Request
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -459,9 +460,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	ctx := r.Context()
 	if g.tracer != nil {
-		x.trace = g.tracer.Start(ctx, r.Header, r.Method, scheme, dest.host, dest.port, cp.Raw)
+		ctx, x.trace = g.tracer.Start(ctx, r.Header, r.Method, scheme, dest.host, dest.port, cp.Raw)
 		defer x.trace.End()
-		ctx = x.trace.Context()
 	}
 	q := policy.Query{Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true}
 	a, f := g.admit(ctx, ev, q, dest, pin, func(d policy.Decision) *refusal {
@@ -578,12 +578,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// goroutine cannot take.
 		octx = st.informational(octx, sw)
 	}
-	if x.trace != nil {
-		// A child traceparent for the upstream, replacing the client's.
+	if g.tracer != nil {
+		// The upstream's traceparent: the gateway's hop as parent when
+		// sampled (section Tracing of docs/audit-and-metrics.md).
 		octx = x.trace.Upstream(octx, out.Header, out.Method, dest.host, dest.port)
 	}
 	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
-	if x.trace != nil {
+	if g.tracer != nil {
 		x.trace.UpstreamDone(st.upstatus, st.refusalCode())
 	}
 
@@ -624,7 +625,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	ev2.Duration = time.Since(x.start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
 	g.audit.write(ev2)
-	if x.trace != nil {
+	if g.tracer != nil {
 		x.trace.Outcome(ev2.Workload, ev2.Rule, ev2.Decision, ev2.Code, ev2.Status)
 	}
 	if aborted {
@@ -705,7 +706,7 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	e.Duration = time.Since(x.start)
 	g.metrics.request(e.Decision, e.Rule, f.Status, e.Duration)
 	g.audit.write(e)
-	if x.trace != nil {
+	if g.tracer != nil {
 		x.trace.Outcome(e.Workload, e.Rule, e.Decision, e.Code, e.Status)
 	}
 }

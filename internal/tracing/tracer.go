@@ -2,9 +2,12 @@ package tracing
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -37,6 +40,10 @@ type Tracer struct {
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
+	// bound samples a new trace when a uniform random 63-bit number is
+	// below it: sampling_ratio × 2⁶³, the rule of the SDK's
+	// TraceIDRatioBased sampler.
+	bound uint64
 }
 
 // New builds the tracer that cfg describes (cfg.Enabled must be set),
@@ -107,9 +114,11 @@ func NewWithExporter(cfg Config, exp sdktrace.SpanExporter) *Tracer {
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*cfg.SamplingRatio))),
+		// Start decides sampling, once per request, and calls the SDK
+		// only for a sampled request: every span it starts is recorded.
+		sdktrace.WithSampler(sdktrace.AlwaysSample()),
 	)
-	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentation), prop: propagation.TraceContext{}}
+	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentation), prop: propagation.TraceContext{}, bound: uint64(*cfg.SamplingRatio * (1 << 63))}
 }
 
 // Shutdown exports the spans still queued and stops the exporter; ctx
@@ -122,102 +131,169 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 }
 
 // Request is the trace of one request through the gateway: its server
-// span, parent of the stage spans. Not for concurrent use except through
-// the contexts it hands out.
+// span, parent of the stage spans, or nothing but the upstream's
+// traceparent when the request is not sampled. The zero Request is
+// tracing off. Not for concurrent use except through the contexts it
+// hands out.
 type Request struct {
-	t    *Tracer
-	ctx  context.Context
-	span trace.Span
-	up   trace.Span
+	t *Tracer
+	// rec holds the spans of a sampled request; nil when not sampled. A
+	// pointer keeps Request, which the gateway holds in every request's
+	// state, three words (tracing off, it is the zero value there).
+	rec *recorded
+	// fresh: not sampled and without a valid client traceparent, so the
+	// upstream gets a new unsampled one (W3C: a vendor receiving none
+	// starts a trace; the flag says no one records it).
+	fresh bool
 }
 
-// Start begins the trace of a request: the client's W3C traceparent and
-// tracestate in h, if valid, are the parent. The path is without query.
-func (t *Tracer) Start(ctx context.Context, h http.Header, method, scheme, host string, port int, path string) *Request {
-	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(h))
-	ctx, span := t.tracer.Start(ctx, SpanRequest, trace.WithSpanKind(trace.SpanKindServer))
-	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String("http.request.method", method),
-			attribute.String("url.scheme", scheme),
-			attribute.String("server.address", host),
-			attribute.Int("server.port", port),
-			attribute.String("url.path", path),
-		)
+// recorded is the spans of a sampled request.
+type recorded struct {
+	span trace.Span // the server span
+	up   trace.Span // the upstream span while it is open
+}
+
+// Start begins the trace of a request and returns the context for its
+// stages. Sampling is decided here, once per request: a valid W3C
+// traceparent from the client in h decides by its sampled flag (its span
+// is then the parent of the gateway's, its tracestate kept); without one,
+// the request is sampled at the configured ratio. A request not sampled
+// costs no span, no context and no attribute: it returns ctx itself and a
+// Request that only writes the upstream's traceparent. The path is
+// without query.
+func (t *Tracer) Start(ctx context.Context, h http.Header, method, scheme, host string, port int, path string) (context.Context, Request) {
+	parent := ctx
+	if len(h["Traceparent"]) > 0 { // canonical: the server canonicalised the names
+		parent = t.prop.Extract(ctx, propagation.HeaderCarrier(h))
 	}
-	return &Request{t: t, ctx: ctx, span: span}
+	if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+		if !sc.IsSampled() {
+			// The client's traceparent and tracestate reach the upstream
+			// as sent: the hop records nothing, so the client's span
+			// stays the parent.
+			return ctx, Request{t: t}
+		}
+	} else if rand.Uint64()>>1 >= t.bound {
+		return ctx, Request{t: t, fresh: true}
+	}
+	ctx, span := t.tracer.Start(parent, SpanRequest, trace.WithSpanKind(trace.SpanKindServer))
+	span.SetAttributes(
+		attribute.String("http.request.method", method),
+		attribute.String("url.scheme", scheme),
+		attribute.String("server.address", host),
+		attribute.Int("server.port", port),
+		attribute.String("url.path", path),
+	)
+	return ctx, Request{t: t, rec: &recorded{span: span}}
 }
 
-// Context is the request's context with its server span: the parent of
-// the stage spans.
-func (r *Request) Context() context.Context { return r.ctx }
+// Sampled reports whether the request's spans are recorded.
+func (r *Request) Sampled() bool { return r.rec != nil }
 
 // Outcome records what the gateway made of the request, as its audit
 // line says it: the workload, the rule, the decision, the refusal or
 // abort code ("" for none) and the status answered.
 func (r *Request) Outcome(workload, rule, decision, code string, status int) {
-	if !r.span.IsRecording() {
+	if r.rec == nil {
 		return
 	}
-	r.span.SetAttributes(
+	sp := r.rec.span
+	sp.SetAttributes(
 		attribute.String("credgate.workload", workload),
 		attribute.String("credgate.rule", rule),
 		attribute.String("credgate.decision", decision),
 		attribute.Int("http.response.status_code", status),
 	)
 	if code != "" {
-		r.span.SetAttributes(attribute.String("credgate.code", code))
-		r.span.SetStatus(codes.Error, code)
+		sp.SetAttributes(attribute.String("credgate.code", code))
+		sp.SetStatus(codes.Error, code)
 	}
 }
 
 // End ends the request's span (and an upstream span left open by a
 // panic).
 func (r *Request) End() {
-	if r.up != nil {
-		r.up.End()
-		r.up = nil
+	if r.rec == nil {
+		return
 	}
-	r.span.End()
+	if r.rec.up != nil {
+		r.rec.up.End()
+		r.rec.up = nil
+	}
+	r.rec.span.End()
 }
 
-// Upstream begins the client span of the request sent upstream, a child
-// of the request's span, and writes its traceparent (and tracestate) into
-// h, the outbound header, replacing the client's: the upstream sees the
-// gateway's hop as the parent. ctx is the outbound request's context,
-// derived from Context(); the returned one carries the span.
+// Upstream writes the W3C trace context of the request sent upstream into
+// h, its outbound header. Sampled, it begins the client span of that
+// request, a child of the request's span, and its traceparent (with the
+// client's tracestate) replaces the client's: the upstream sees the
+// gateway's hop as the parent; ctx is the outbound request's context,
+// derived from Start's, and the returned one carries the span. Not
+// sampled, h keeps a valid client traceparent (flag 0) and tracestate as
+// sent; without one it gets a new unsampled traceparent and no
+// tracestate; ctx is returned as it is.
 func (r *Request) Upstream(ctx context.Context, h http.Header, method, host string, port int) context.Context {
-	ctx, r.up = r.t.tracer.Start(ctx, SpanUpstream, trace.WithSpanKind(trace.SpanKindClient))
-	if r.up.IsRecording() {
-		r.up.SetAttributes(
-			attribute.String("http.request.method", method),
-			attribute.String("server.address", host),
-			attribute.Int("server.port", port),
-		)
+	if r.rec == nil {
+		if r.fresh {
+			delete(h, "Tracestate")
+			h["Traceparent"] = []string{newUnsampledTraceparent()}
+		}
+		return ctx
 	}
+	var up trace.Span
+	ctx, up = r.t.tracer.Start(ctx, SpanUpstream, trace.WithSpanKind(trace.SpanKindClient))
+	r.rec.up = up
+	up.SetAttributes(
+		attribute.String("http.request.method", method),
+		attribute.String("server.address", host),
+		attribute.Int("server.port", port),
+	)
 	delete(h, "Traceparent")
 	delete(h, "Tracestate")
 	r.t.prop.Inject(ctx, propagation.HeaderCarrier(h))
 	return ctx
 }
 
+// newUnsampledTraceparent returns a W3C traceparent (version 00) starting
+// a new trace that is not sampled: random trace and parent ids, flags 00.
+// No span has the parent id: nothing records the request.
+func newUnsampledTraceparent() string {
+	var ids [24]byte // trace id, then parent id
+	tHi, tLo, sid := rand.Uint64(), rand.Uint64(), rand.Uint64()
+	if tHi|tLo == 0 {
+		tLo = 1 // all zeros is invalid
+	}
+	if sid == 0 {
+		sid = 1
+	}
+	binary.BigEndian.PutUint64(ids[0:], tHi)
+	binary.BigEndian.PutUint64(ids[8:], tLo)
+	binary.BigEndian.PutUint64(ids[16:], sid)
+	var b [55]byte
+	copy(b[:], "00-")
+	hex.Encode(b[3:35], ids[:16])
+	b[35] = '-'
+	hex.Encode(b[36:52], ids[16:])
+	copy(b[52:], "-00")
+	return string(b[:])
+}
+
 // UpstreamDone ends the upstream span with the upstream's status (0: no
 // response) and the code of a failure ("" for none).
 func (r *Request) UpstreamDone(status int, code string) {
-	if r.up == nil {
+	if r.rec == nil || r.rec.up == nil {
 		return
 	}
-	if r.up.IsRecording() {
-		if status != 0 {
-			r.up.SetAttributes(attribute.Int("http.response.status_code", status))
-		}
-		if code != "" {
-			r.up.SetAttributes(attribute.String("credgate.code", code))
-			r.up.SetStatus(codes.Error, code)
-		}
+	up := r.rec.up
+	if status != 0 {
+		up.SetAttributes(attribute.Int("http.response.status_code", status))
 	}
-	r.up.End()
-	r.up = nil
+	if code != "" {
+		up.SetAttributes(attribute.String("credgate.code", code))
+		up.SetStatus(codes.Error, code)
+	}
+	up.End()
+	r.rec.up = nil
 }
 
 // Span is one stage's span. The zero Span does nothing: a stage of a

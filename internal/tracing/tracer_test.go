@@ -9,21 +9,27 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // TestUnsampledCostsNoStageSpans: a request that is not sampled gets no
-// stage spans (Stage returns the zero Span, Fetch the fetch itself), and
-// the upstream still receives a traceparent continuing the client's
-// trace, not sampled.
+// span (Start returns its context as it was, without allocating; Stage
+// returns the zero Span, Fetch the fetch itself), and the upstream still
+// receives a traceparent: a new unsampled one in place of a stale client
+// value.
 func TestUnsampledCostsNoStageSpans(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	zero := 0.0
 	tr := NewWithExporter(Config{Enabled: true, SamplingRatio: &zero}, exp)
 	h := http.Header{}
-	r := tr.Start(context.Background(), h, "GET", "https", "api.example.com", 443, "/v1")
-	if s := tr.Stage(r.Context(), SpanIdentity); s.s != nil {
+	ctx, r := tr.Start(t.Context(), h, "GET", "https", "api.example.com", 443, "/v1")
+	if ctx != t.Context() || r.Sampled() {
+		t.Error("Start of an unsampled request made a span")
+	}
+	if s := tr.Stage(ctx, SpanIdentity); s.s != nil {
 		t.Error("Stage of an unsampled request made a span")
 	}
 	calls := 0
@@ -31,21 +37,106 @@ func TestUnsampledCostsNoStageSpans(t *testing.T) {
 	if v, _ := Fetch(Span{}, "c", "p", f)(context.Background()); v != 1 || calls != 1 {
 		t.Error("Fetch of the zero Span is not the fetch itself")
 	}
-	out := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
-	r.Upstream(r.Context(), out, "GET", "api.example.com", 443)
+	if n := testing.AllocsPerRun(100, func() {
+		_, r := tr.Start(ctx, h, "GET", "https", "api.example.com", 443, "/v1")
+		r.Outcome("w", "rule", "inject", "", 200)
+		r.End()
+	}); n != 0 {
+		t.Errorf("an unsampled request's Start, Outcome and End allocate %v times, want 0", n)
+	}
+	out := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "Tracestate": {"stale=1"}}
+	if got := r.Upstream(ctx, out, "GET", "api.example.com", 443); got != ctx {
+		t.Error("Upstream of an unsampled request changed its context")
+	}
 	r.UpstreamDone(200, "")
 	r.End()
-	if tp := out.Get("Traceparent"); len(tp) != 55 || tp[53:] != "00" {
-		t.Errorf("upstream traceparent %q, want a new unsampled one in place of the stale client value", tp)
+	tp := out.Get("Traceparent")
+	sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(t.Context(), propagation.HeaderCarrier(out)))
+	if len(out["Traceparent"]) != 1 || !sc.IsValid() || sc.IsSampled() || strings.Contains(tp, "4bf92f3577b34da6a3ce929d0e0e4736") || out["Tracestate"] != nil {
+		t.Errorf("upstream traceparent %q tracestate %q, want a new valid unsampled traceparent and no tracestate", tp, out["Tracestate"])
 	}
-	if err := tr.tp.ForceFlush(context.Background()); err != nil {
+	if tp2 := newUnsampledTraceparent(); tp2 == tp {
+		t.Errorf("two new traceparents are both %q", tp)
+	}
+	if err := tr.tp.ForceFlush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(exp.GetSpans()); n != 0 {
 		t.Errorf("%d spans exported at ratio 0", n)
 	}
-	if err := tr.Shutdown(context.Background()); err != nil {
+	if err := tr.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSamplingDecision: the client's sampled flag decides whatever the
+// ratio (parent-based); an unsampled client traceparent and its
+// tracestate reach the upstream as sent; an invalid one counts as none
+// (a new trace at the ratio); new traces are sampled at the ratio.
+func TestSamplingDecision(t *testing.T) {
+	const (
+		traceID   = "4bf92f3577b34da6a3ce929d0e0e4736"
+		sampled   = "00-" + traceID + "-00f067aa0ba902b7-01"
+		unsampled = "00-" + traceID + "-00f067aa0ba902b7-00"
+	)
+	for _, tc := range []struct {
+		name        string
+		ratio       float64
+		traceparent string
+		want        bool
+	}{
+		{"client sampled, ratio 0", 0, sampled, true},
+		{"client not sampled, ratio 1", 1, unsampled, false},
+		{"invalid client traceparent, ratio 1", 1, "00-zz-00f067aa0ba902b7-01", true},
+		{"invalid client traceparent, ratio 0", 0, "00-zz-00f067aa0ba902b7-01", false},
+		{"no client traceparent, ratio 1", 1, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			exp := tracetest.NewInMemoryExporter()
+			tr := NewWithExporter(Config{Enabled: true, SamplingRatio: &tc.ratio}, exp)
+			defer tr.Shutdown(t.Context())
+			in := http.Header{"Tracestate": {"vendor=opaque"}}
+			if tc.traceparent != "" {
+				in.Set("Traceparent", tc.traceparent)
+			}
+			ctx, r := tr.Start(t.Context(), in, "GET", "https", "api.example.com", 443, "/v1")
+			out := in.Clone()
+			r.Upstream(ctx, out, "GET", "api.example.com", 443)
+			r.UpstreamDone(200, "")
+			r.End()
+			if r.Sampled() != tc.want {
+				t.Fatalf("sampled %v, want %v", r.Sampled(), tc.want)
+			}
+			sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(t.Context(), propagation.HeaderCarrier(out)))
+			if !sc.IsValid() || sc.IsSampled() != tc.want {
+				t.Errorf("upstream traceparent %q: valid %v sampled %v, want valid, sampled %v", out.Get("Traceparent"), sc.IsValid(), sc.IsSampled(), tc.want)
+			}
+			if tc.traceparent == unsampled && (out.Get("Traceparent") != unsampled || out.Get("Tracestate") != "vendor=opaque") {
+				t.Errorf("upstream got %q %q, want the client's unsampled traceparent and tracestate as sent", out.Get("Traceparent"), out.Get("Tracestate"))
+			}
+			if err := tr.tp.ForceFlush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(exp.GetSpans()); (n > 0) != tc.want {
+				t.Errorf("%d spans exported, sampled %v", n, tc.want)
+			}
+		})
+	}
+	// New traces at ratio 0.1: 2000 requests, about 200 sampled (bounds
+	// 6 standard deviations wide).
+	ratio := 0.1
+	tr := NewWithExporter(Config{Enabled: true, SamplingRatio: &ratio}, tracetest.NewNoopExporter())
+	defer tr.Shutdown(t.Context())
+	n := 0
+	for range 2000 {
+		_, r := tr.Start(t.Context(), http.Header{}, "GET", "https", "api.example.com", 443, "/v1")
+		if r.Sampled() {
+			n++
+		}
+		r.End()
+	}
+	if n < 120 || n > 280 {
+		t.Errorf("%d of 2000 new traces sampled at ratio 0.1, want about 200", n)
 	}
 }
 
