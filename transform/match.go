@@ -49,6 +49,8 @@ type matcher struct {
 	// starts marks the bytes some needle starts with: only from one of
 	// them can the end of a stream's buffer begin a needle (holdBack).
 	starts [256]bool
+	// pf, when set, finds candidates first (prefiltered).
+	pf *prefilter
 }
 
 // shiftSize is the size of the Wu-Manber shift table (hashes of two
@@ -76,6 +78,7 @@ func newMatcher(ns []needle) *matcher {
 		return m
 	}
 	m.minLen = len(m.needles[len(m.needles)-1].find)
+	m.pf = newPrefilter(m.needles)
 	if m.minLen < 2 {
 		return m
 	}
@@ -97,9 +100,18 @@ func newMatcher(ns []needle) *matcher {
 // empty reports whether m finds nothing.
 func (m *matcher) empty() bool { return m == nil || len(m.needles) == 0 }
 
-// first returns the start and needle index of the earliest match in b, or
-// -1.
+// first returns the start and needle index of the earliest match in b
+// (the longest needle of those starting there), or -1.
 func (m *matcher) first(b []byte) (at, which int) {
+	if m.pf != nil {
+		return m.prefiltered(b)
+	}
+	return m.scan(b)
+}
+
+// scan is first without the prefilter: Wu-Manber, or bytes.Index for
+// each needle when one is a single byte.
+func (m *matcher) scan(b []byte) (at, which int) {
 	if m.minLen >= 2 {
 		return m.wuManber(b)
 	}
