@@ -32,11 +32,15 @@ type needle struct {
 // start at the same byte. It is immutable once built and safe for
 // concurrent use.
 //
-// It searches with Wu-Manber: a window of the shortest needle's length
-// slides over the text by the shift its last two bytes allow, so text
-// that resembles no needle is skipped several bytes at a time, and the
-// needles are compared only where a window's last two bytes end the
-// prefix of one of them.
+// It searches first with a prefilter (prefilter.go) when a few bytes
+// rare in HTTP bodies cover every needle: bytes.IndexByte, vectorised by
+// the runtime, skips the text between their occurrences, and the needles
+// are compared only at those. Otherwise, and for the rest of a text where
+// the prefilter's candidates fail too often, with Wu-Manber: a window of
+// the shortest needle's length slides over the text by the shift its
+// last two bytes allow, so text that resembles no needle is skipped
+// several bytes at a time, and the needles are compared only where a
+// window's last two bytes end the prefix of one of them.
 type matcher struct {
 	needles []needle // longest first
 	maxLen  int
