@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"sort"
+	"sync"
 )
 
 // chunk is how much a streaming transform reads from its source at a time.
@@ -45,16 +46,24 @@ type matcher struct {
 	needles []needle // longest first
 	maxLen  int
 	minLen  int
-	// shift is, for the hash of two bytes, how far the window may move
-	// when they are its last two; 0 marks a candidate.
-	shift [shiftSize]uint8
-	// last is each needle's hash of bytes minLen-2 and minLen-1.
-	last []uint16
+	// wm is the Wu-Manber table, built on first use (a matcher whose
+	// prefilter every text suits never needs it); wmOnce guards it.
+	wm     *wuManberTable
+	wmOnce sync.Once
 	// starts marks the bytes some needle starts with: only from one of
 	// them can the end of a stream's buffer begin a needle (holdBack).
 	starts [256]bool
 	// pf, when set, finds candidates first (prefiltered).
 	pf *prefilter
+}
+
+// wuManberTable is what Wu-Manber needs of a matcher's needles.
+type wuManberTable struct {
+	// shift is, for the hash of two bytes, how far the window may move
+	// when they are its last two; 0 marks a candidate.
+	shift [shiftSize]uint8
+	// last is each needle's hash of bytes minLen-2 and minLen-1.
+	last []uint16
 }
 
 // shiftSize is the size of the Wu-Manber shift table (hashes of two
@@ -83,22 +92,29 @@ func newMatcher(ns []needle) *matcher {
 	}
 	m.minLen = len(m.needles[len(m.needles)-1].find)
 	m.pf = newPrefilter(m.needles)
-	if m.minLen < 2 {
-		return m
-	}
-	top := min(m.minLen-1, 255)
-	for i := range m.shift {
-		m.shift[i] = uint8(top)
-	}
-	for _, n := range m.needles {
-		p := n.find[:m.minLen]
-		for q := 1; q < len(p); q++ {
-			h := blockHash(p[q-1], p[q])
-			m.shift[h] = min(m.shift[h], uint8(min(len(p)-1-q, 255)))
-		}
-		m.last = append(m.last, blockHash(p[len(p)-2], p[len(p)-1]))
-	}
 	return m
+}
+
+// table returns m's Wu-Manber table, building it on first use; m.minLen
+// must be 2 or more.
+func (m *matcher) table() *wuManberTable {
+	m.wmOnce.Do(func() {
+		t := &wuManberTable{}
+		top := min(m.minLen-1, 255)
+		for i := range t.shift {
+			t.shift[i] = uint8(top)
+		}
+		for _, n := range m.needles {
+			p := n.find[:m.minLen]
+			for q := 1; q < len(p); q++ {
+				h := blockHash(p[q-1], p[q])
+				t.shift[h] = min(t.shift[h], uint8(min(len(p)-1-q, 255)))
+			}
+			t.last = append(t.last, blockHash(p[len(p)-2], p[len(p)-1]))
+		}
+		m.wm = t
+	})
+	return m.wm
 }
 
 // empty reports whether m finds nothing.
@@ -136,15 +152,16 @@ func (m *matcher) scan(b []byte) (at, which int) {
 
 // wuManber is first for needles of two bytes or more.
 func (m *matcher) wuManber(b []byte) (at, which int) {
+	t := m.table()
 	for pos := m.minLen - 1; pos < len(b); {
 		h := blockHash(b[pos-1], b[pos])
-		if sh := m.shift[h]; sh > 0 {
+		if sh := t.shift[h]; sh > 0 {
 			pos += int(sh)
 			continue
 		}
 		start := pos - m.minLen + 1
 		for i, n := range m.needles { // longest first
-			if m.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
+			if t.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
 				return start, i
 			}
 		}

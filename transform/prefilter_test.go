@@ -132,3 +132,37 @@ func TestMatcherWindows(t *testing.T) {
 		}
 	}
 }
+
+// TestMatcherTableLazy checks that a matcher whose prefilter suits the
+// text never builds its Wu-Manber table (16 KiB), and that one built on
+// the first text that defeats the prefilter, from several goroutines at
+// once, gives the same results (run with -race).
+func TestMatcherTableLazy(t *testing.T) {
+	m := newMatcher([]needle{{find: []byte("CREDGATE_PH_api_key"), repl: []byte("v")}, {find: []byte("CREDGATE_PH_dots"), act: trip}})
+	if m.pf == nil {
+		t.Fatal("the placeholders should take a prefilter")
+	}
+	text := []byte(`{"token":"CREDGATE_PH_api_key","note":"lorem ipsum dolor sit amet"}`)
+	if got, _ := m.apply(text, func(*needle) error { return nil }); !bytes.Equal(got, naiveApply(m, text)) {
+		t.Fatalf("apply %q", got)
+	}
+	if m.wm != nil {
+		t.Fatal("the Wu-Manber table was built for a text the prefilter suits")
+	}
+	hostile := append(bytes.Repeat([]byte("CREDGATE_PX_"), 200), "CREDGATE_PH_dots"...)
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if at, w := m.first(hostile); at != len(hostile)-16 || m.needles[w].act != trip {
+				t.Errorf("first = %d,%d in the hostile text", at, w)
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if m.wm == nil {
+		t.Error("the Wu-Manber table was not built for a text that defeats the prefilter")
+	}
+}
