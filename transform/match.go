@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"sort"
+	"sync"
 )
 
 // chunk is how much a streaming transform reads from its source at a time.
@@ -32,23 +33,37 @@ type needle struct {
 // start at the same byte. It is immutable once built and safe for
 // concurrent use.
 //
-// It searches with Wu-Manber: a window of the shortest needle's length
-// slides over the text by the shift its last two bytes allow, so text
-// that resembles no needle is skipped several bytes at a time, and the
-// needles are compared only where a window's last two bytes end the
-// prefix of one of them.
+// It searches first with a prefilter (prefilter.go) when a few bytes
+// rare in HTTP bodies cover every needle: bytes.IndexByte, vectorised by
+// the runtime, skips the text between their occurrences, and the needles
+// are compared only at those. Otherwise, and for the rest of a text where
+// the prefilter's candidates fail too often, with Wu-Manber: a window of
+// the shortest needle's length slides over the text by the shift its
+// last two bytes allow, so text that resembles no needle is skipped
+// several bytes at a time, and the needles are compared only where a
+// window's last two bytes end the prefix of one of them.
 type matcher struct {
 	needles []needle // longest first
 	maxLen  int
 	minLen  int
+	// wm is the Wu-Manber table, built on first use (a matcher whose
+	// prefilter every text suits never needs it); wmOnce guards it.
+	wm     *wuManberTable
+	wmOnce sync.Once
+	// starts marks the bytes some needle starts with: only from one of
+	// them can the end of a stream's buffer begin a needle (holdBack).
+	starts [256]bool
+	// pf, when set, finds candidates first (prefiltered).
+	pf *prefilter
+}
+
+// wuManberTable is what Wu-Manber needs of a matcher's needles.
+type wuManberTable struct {
 	// shift is, for the hash of two bytes, how far the window may move
 	// when they are its last two; 0 marks a candidate.
 	shift [shiftSize]uint8
 	// last is each needle's hash of bytes minLen-2 and minLen-1.
 	last []uint16
-	// starts marks the bytes some needle starts with: only from one of
-	// them can the end of a stream's buffer begin a needle (holdBack).
-	starts [256]bool
 }
 
 // shiftSize is the size of the Wu-Manber shift table (hashes of two
@@ -76,30 +91,47 @@ func newMatcher(ns []needle) *matcher {
 		return m
 	}
 	m.minLen = len(m.needles[len(m.needles)-1].find)
-	if m.minLen < 2 {
-		return m
-	}
-	top := min(m.minLen-1, 255)
-	for i := range m.shift {
-		m.shift[i] = uint8(top)
-	}
-	for _, n := range m.needles {
-		p := n.find[:m.minLen]
-		for q := 1; q < len(p); q++ {
-			h := blockHash(p[q-1], p[q])
-			m.shift[h] = min(m.shift[h], uint8(min(len(p)-1-q, 255)))
-		}
-		m.last = append(m.last, blockHash(p[len(p)-2], p[len(p)-1]))
-	}
+	m.pf = newPrefilter(m.needles)
 	return m
+}
+
+// table returns m's Wu-Manber table, building it on first use; m.minLen
+// must be 2 or more.
+func (m *matcher) table() *wuManberTable {
+	m.wmOnce.Do(func() {
+		t := &wuManberTable{}
+		top := min(m.minLen-1, 255)
+		for i := range t.shift {
+			t.shift[i] = uint8(top)
+		}
+		for _, n := range m.needles {
+			p := n.find[:m.minLen]
+			for q := 1; q < len(p); q++ {
+				h := blockHash(p[q-1], p[q])
+				t.shift[h] = min(t.shift[h], uint8(min(len(p)-1-q, 255)))
+			}
+			t.last = append(t.last, blockHash(p[len(p)-2], p[len(p)-1]))
+		}
+		m.wm = t
+	})
+	return m.wm
 }
 
 // empty reports whether m finds nothing.
 func (m *matcher) empty() bool { return m == nil || len(m.needles) == 0 }
 
-// first returns the start and needle index of the earliest match in b, or
-// -1.
+// first returns the start and needle index of the earliest match in b
+// (the longest needle of those starting there), or -1.
 func (m *matcher) first(b []byte) (at, which int) {
+	if m.pf != nil {
+		return m.prefiltered(b)
+	}
+	return m.scan(b)
+}
+
+// scan is first without the prefilter: Wu-Manber, or bytes.Index for
+// each needle when one is a single byte.
+func (m *matcher) scan(b []byte) (at, which int) {
 	if m.minLen >= 2 {
 		return m.wuManber(b)
 	}
@@ -120,15 +152,16 @@ func (m *matcher) first(b []byte) (at, which int) {
 
 // wuManber is first for needles of two bytes or more.
 func (m *matcher) wuManber(b []byte) (at, which int) {
+	t := m.table()
 	for pos := m.minLen - 1; pos < len(b); {
 		h := blockHash(b[pos-1], b[pos])
-		if sh := m.shift[h]; sh > 0 {
+		if sh := t.shift[h]; sh > 0 {
 			pos += int(sh)
 			continue
 		}
 		start := pos - m.minLen + 1
 		for i, n := range m.needles { // longest first
-			if m.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
+			if t.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
 				return start, i
 			}
 		}

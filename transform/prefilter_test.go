@@ -1,0 +1,168 @@
+package transform
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+// naiveApply is matcher.apply by brute force.
+func naiveApply(m *matcher, b []byte) []byte {
+	var out []byte
+	for {
+		at, w := naiveFirst(m, b)
+		if at < 0 {
+			return append(out, b...)
+		}
+		out = append(append(out, b[:at]...), m.needles[w].repl...)
+		b = b[at+len(m.needles[w].find):]
+	}
+}
+
+// randomNeedles returns 1 to 6 distinct needles of 1 to 12 bytes from
+// alphabet (repl marks each, so a wrong choice shows).
+func randomNeedles(r *rand.Rand, alphabet string) []needle {
+	var ns []needle
+	for i := range 1 + r.IntN(6) {
+		find := make([]byte, 1+r.IntN(12))
+		for j := range find {
+			find[j] = alphabet[r.IntN(len(alphabet))]
+		}
+		ns = append(ns, needle{find: find, repl: []byte{'<', byte('0' + i), '>'}})
+	}
+	return ns
+}
+
+func randomText(r *rand.Rand, alphabet string, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return b
+}
+
+// checkSearch compares first (prefiltered when m has a prefilter), scan
+// (Wu-Manber) and apply with brute force on text, and the stream reader
+// with brute force when text arrives in reads of the given sizes.
+func checkSearch(t *testing.T, m *matcher, text []byte, sizes ...[]int) {
+	t.Helper()
+	nat, nw := naiveFirst(m, text)
+	if at, w := m.first(text); at != nat || at >= 0 && w != nw {
+		t.Fatalf("needles %q, text %q: first = %d,%d; brute force %d,%d", finds(m), text, at, w, nat, nw)
+	}
+	if at, w := m.scan(text); at != nat || at >= 0 && w != nw {
+		t.Fatalf("needles %q, text %q: scan = %d,%d; brute force %d,%d", finds(m), text, at, w, nat, nw)
+	}
+	want := naiveApply(m, text)
+	if got, _ := m.apply(text, func(*needle) error { return nil }); !bytes.Equal(got, want) {
+		t.Fatalf("needles %q, text %q: apply %q, brute force %q", finds(m), text, got, want)
+	}
+	for _, sz := range sizes {
+		got, err := io.ReadAll(newStreamReader(&splitReader{data: text, sizes: sz}, m, func(*needle) error { return nil }))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("needles %q, text %q, reads %v: stream %q (%v), brute force %q", finds(m), text, sz, got, err, want)
+		}
+	}
+}
+
+func finds(m *matcher) []string {
+	var s []string
+	for _, n := range m.needles {
+		s = append(s, string(n.find))
+	}
+	return s
+}
+
+// TestMatcherDifferential checks the prefiltered search, Wu-Manber and
+// the stream reader against brute force over random needle sets and
+// texts, with every needle planted at every offset and the stream split
+// at every byte of the planted needle. Alphabets of rare bytes give
+// needle sets the prefilter takes; texts made of the needles' own bytes
+// make it give up and fall back mid-text; common letters give sets it
+// refuses.
+func TestMatcherDifferential(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 42))
+	alphabets := []string{"QZ%", "QZX#~_", "ab", "abcCDE", "\x00\x01\xff"}
+	prefiltered := 0
+	for round := range 200 {
+		alphabet := alphabets[round%len(alphabets)]
+		m := newMatcher(randomNeedles(r, alphabet))
+		if m.pf != nil {
+			prefiltered++
+		}
+		text := randomText(r, alphabet+"....", r.IntN(120))
+		checkSearch(t, m, text, nil, []int{1}, []int{2, 3}, []int{7, 1})
+		for _, n := range m.needles {
+			for off := 0; off+len(n.find) <= len(text); off += 1 + round%3 {
+				planted := append([]byte(nil), text...)
+				copy(planted[off:], n.find)
+				var sizes [][]int
+				for d := range len(n.find) + 1 {
+					sizes = append(sizes, []int{max(1, off+d), 64})
+				}
+				checkSearch(t, m, planted, sizes...)
+			}
+		}
+	}
+	if prefiltered < 60 {
+		t.Errorf("only %d of 200 needle sets were prefiltered: the test no longer covers the prefilter", prefiltered)
+	}
+}
+
+// TestMatcherWindows plants needles around the prefilter's search windows
+// in long texts that hold its rare bytes seldom or never.
+func TestMatcherWindows(t *testing.T) {
+	m := newMatcher([]needle{
+		{find: []byte("CREDGATE_PH_api_key"), repl: []byte("1")},
+		{find: []byte("CREDGATE_PH_dots"), repl: []byte("2")},
+		{find: []byte("cgph_zq"), repl: []byte("3")},
+		{find: []byte("sk%7Czz"), repl: []byte("4")},
+	})
+	if m.pf == nil || len(m.pf.rare) < 2 {
+		t.Fatalf("the needles should take a prefilter of several bytes, got %+v", m.pf)
+	}
+	base := bytes.Repeat([]byte("lorem ipsum dolor sit amet "), 3*window/27+10)
+	for _, n := range m.needles {
+		for _, off := range []int{0, 1, window - len(n.find), window - 1, window, window + 1, 2*window - 3, len(base) - len(n.find)} {
+			text := append([]byte(nil), base...)
+			copy(text[off:], n.find)
+			copy(text[len(text)-len(n.find):], n.find)
+			checkSearch(t, m, text, nil, []int{off + 2, 100}, []int{window - 1})
+		}
+	}
+}
+
+// TestMatcherTableLazy checks that a matcher whose prefilter suits the
+// text never builds its Wu-Manber table (16 KiB), and that one built on
+// the first text that defeats the prefilter, from several goroutines at
+// once, gives the same results (run with -race).
+func TestMatcherTableLazy(t *testing.T) {
+	m := newMatcher([]needle{{find: []byte("CREDGATE_PH_api_key"), repl: []byte("v")}, {find: []byte("CREDGATE_PH_dots"), act: trip}})
+	if m.pf == nil {
+		t.Fatal("the placeholders should take a prefilter")
+	}
+	text := []byte(`{"token":"CREDGATE_PH_api_key","note":"lorem ipsum dolor sit amet"}`)
+	if got, _ := m.apply(text, func(*needle) error { return nil }); !bytes.Equal(got, naiveApply(m, text)) {
+		t.Fatalf("apply %q", got)
+	}
+	if m.wm != nil {
+		t.Fatal("the Wu-Manber table was built for a text the prefilter suits")
+	}
+	hostile := append(bytes.Repeat([]byte("CREDGATE_PX_"), 200), "CREDGATE_PH_dots"...)
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if at, w := m.first(hostile); at != len(hostile)-16 || m.needles[w].act != trip {
+				t.Errorf("first = %d,%d in the hostile text", at, w)
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if m.wm == nil {
+		t.Error("the Wu-Manber table was not built for a text that defeats the prefilter")
+	}
+}
