@@ -37,7 +37,7 @@ type oneConn struct {
 // proxyTLS when not nil), sends CONNECT connect:443, makes the
 // intercepted TLS handshake with inner and sends one GET of path,
 // reading the whole answer (and with it the session tickets).
-func newConnGet(t *testing.T, addr string, proxyTLS *tls.Config, connect string, inner *tls.Config, path string) (r oneConn) {
+func newConnGet(t testing.TB, addr string, proxyTLS *tls.Config, connect string, inner *tls.Config, path string) (r oneConn) {
 	t.Helper()
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
