@@ -189,6 +189,13 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 				g.issuer = mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: cfg.CA.LeafTTL.D(), CacheSize: cfg.CA.LeafCacheSize})
 			} else {
 				g.issuer.SetCA(ca)
+				// Sessions made under the old CA are not resumed: every
+				// client sees a leaf of the new CA at its next connection.
+				if g.tickets != nil {
+					if err := g.tickets.Reset(); err != nil {
+						logger.Error("session tickets not reset after the CA rotation; they expire with their keys", slog.Any("error", err))
+					}
+				}
 			}
 			return nil
 		}}

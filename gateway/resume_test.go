@@ -15,11 +15,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -378,4 +381,43 @@ func shortLivedClientCert(t *testing.T, ca *testpki.Authority, spiffeID string, 
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestCARotationEndsSessions: after the interception CA is rotated, a
+// client that kept a session gets a full handshake with a leaf of the new
+// CA, not a resumption of the old one.
+func TestCARotationEndsSessions(t *testing.T) {
+	pki := newTestPKI(t, apiHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+	tg.run(t, fmt.Sprintf("resolve: {\"api.origin.test:443\": %q}\n", tg.origin.addr))
+	proxy := tg.gw.ProxyAddr().String()
+	newDir := t.TempDir()
+	certPath, keyPath, err := mitm.WriteCA(newDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPool := x509.NewCertPool()
+	newPool.AppendCertsFromPEM(mustRead(t, certPath))
+	both := tg.caPool.Clone()
+	both.AppendCertsFromPEM(mustRead(t, certPath))
+	cfg := &tls.Config{ServerName: apiHost, RootCAs: both, ClientSessionCache: tls.NewLRUClientSessionCache(8), NextProtos: []string{"http/1.1"}}
+	for i, want := range []bool{false, true} {
+		if r := newConnGet(t, proxy, nil, apiHost, cfg, "/v1/before"); r.status != http.StatusOK || r.inner != want {
+			t.Fatalf("connection %d: %+v, want resumed=%v", i, r, want)
+		}
+	}
+	for _, f := range [][2]string{{keyPath, filepath.Join(tg.dir, mitm.KeyFile)}, {certPath, filepath.Join(tg.dir, mitm.CertFile)}} {
+		writeFile(t, filepath.Dir(f[1]), filepath.Base(f[1])+".new", mustRead(t, f[0]))
+		if err := os.Rename(f[1]+".new", f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := &tls.Config{ServerName: apiHost, RootCAs: newPool, NextProtos: []string{"http/1.1"}}
+	waitFor(t, 5*time.Second, "leaves of the new CA", func() bool {
+		return newConnGet(t, proxy, nil, apiHost, fresh, "/v1/probe").status == http.StatusOK
+	})
+	if r := newConnGet(t, proxy, nil, apiHost, cfg, "/v1/after"); r.status != http.StatusOK || r.inner {
+		t.Errorf("after the CA rotation: %+v, want a full handshake", r)
+	}
 }

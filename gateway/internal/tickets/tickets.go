@@ -73,6 +73,23 @@ func (k *Keys) Rotate() error {
 	return nil
 }
 
+// Reset replaces every key with a new one: no ticket issued before
+// resumes (a rotated interception CA is then shown to every client at its
+// next connection).
+func (k *Keys) Reset() error {
+	var next [32]byte
+	if _, err := rand.Read(next[:]); err != nil {
+		return fmt.Errorf("tickets: generate a session ticket key: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cur, k.prev, k.hasPrev = next, [32]byte{}, false
+	for _, c := range k.cfgs {
+		c.SetSessionTicketKeys(k.keysLocked())
+	}
+	return nil
+}
+
 // keysLocked is the key list crypto/tls takes: the encrypting key first.
 func (k *Keys) keysLocked() [][32]byte {
 	if k.hasPrev {

@@ -81,6 +81,16 @@ func TestRotationKeepsThePreviousKeyForOneRotation(t *testing.T) {
 	if handshake(t, srv, cli) {
 		t.Error("a ticket two rotations old resumed")
 	}
+	// Reset forgets every ticket at once.
+	if !handshake(t, srv, cli) {
+		t.Fatal("a fresh ticket did not resume")
+	}
+	if err := keys.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if handshake(t, srv, cli) {
+		t.Error("a ticket resumed after Reset")
+	}
 	// Another process (other keys) never resumes this one's tickets.
 	other, err := New(1)
 	if err != nil {
