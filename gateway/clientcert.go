@@ -12,6 +12,9 @@ import (
 // certificate; the least recently used is closed first.
 const maxClientTransports = 256
 
+// clientCertSessions bounds the TLS sessions kept per client certificate.
+const clientCertSessions = 16
+
 // clientTransports holds one upstream transport per TLS client
 // certificate (the tlsclient injector), so that connections that present
 // a certificate are pooled with that certificate only: two workloads never
@@ -44,6 +47,13 @@ func (c *clientTransports) get(cert *tls.Certificate) *http.Transport {
 	}
 	t := c.base.Clone()
 	t.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+	if t.TLSClientConfig.ClientSessionCache != nil {
+		// A session cache of its own: crypto/tls keys sessions by server
+		// name only, and a session resumed carries the identity of the
+		// handshake that made it, so a shared cache could resume another
+		// certificate's (or no certificate's) session.
+		t.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(clientCertSessions)
+	}
 	c.byKey[key] = c.lru.PushFront(&clientTransport{key: key, t: t})
 	for c.lru.Len() > maxClientTransports {
 		old := c.lru.Back()

@@ -40,6 +40,7 @@ const (
 	DefaultShutdownTimeout       = 30 * time.Second
 	DefaultAuditOutput           = "stdout"
 	DefaultReloadInterval        = 30 * time.Second
+	DefaultTicketRotation        = time.Hour
 )
 
 // Config is the gateway config file (docs/config.md). It holds settings
@@ -60,6 +61,9 @@ type Config struct {
 	Policy string `yaml:"policy"`
 	// CA is the interception CA.
 	CA CAConfig `yaml:"ca"`
+	// SessionTickets configures TLS session resumption for the gateway's
+	// clients, on intercepted connections and on tls_listen.
+	SessionTickets SessionTickets `yaml:"session_tickets"`
 	// Upstream configures connections to destinations.
 	Upstream Upstream `yaml:"upstream"`
 	// Resolve pins "host:port" to "address:port", used instead of DNS.
@@ -124,6 +128,23 @@ type CAConfig struct {
 	// (a rotated CA); the leaf cache is dropped when they change.
 	ReloadInterval Duration `yaml:"reload_interval"`
 }
+
+// SessionTickets configures TLS session resumption (TLS 1.3 session
+// tickets) for clients of the interception listener and of tls_listen.
+// The ticket keys are random, held in memory by each process and rotated;
+// they are never configured, written or shared.
+type SessionTickets struct {
+	// Enabled, true unless set to false, issues and accepts session
+	// tickets.
+	Enabled *bool `yaml:"enabled"`
+	// Rotation is how often a new ticket key is made (default 1h); the
+	// previous key still decrypts for one more interval, so a ticket
+	// resumes for at most twice this.
+	Rotation Duration `yaml:"rotation"`
+}
+
+// On reports whether session tickets are enabled.
+func (s SessionTickets) On() bool { return s.Enabled == nil || *s.Enabled }
 
 // Upstream configures connections to destinations. Upstream TLS is always
 // verified; there is deliberately no setting to skip verification.
@@ -701,6 +722,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Limits.LongLived.MaxLifetime, DefaultLongLivedMaxLifetime)
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
+	setD(&c.SessionTickets.Rotation, DefaultTicketRotation)
 	setD(&c.TLS.ReloadInterval, DefaultReloadInterval)
 	setD(&c.Admin.ResyncInterval, DefaultSwitchResync)
 	setD(&c.Admin.TLS.ReloadInterval, DefaultReloadInterval)

@@ -163,9 +163,11 @@ func interceptedConnContext(ctx context.Context, c net.Conn) context.Context {
 // the CONNECT did.
 var errSNIMismatch = errors.New("TLS server name does not match the CONNECT target")
 
-// leafCertificate presents the CONNECT target's leaf certificate, after
-// checking that the client's SNI names that target (invariant 1).
-func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+// checkSNI refuses a handshake whose SNI names another host than the
+// CONNECT target (invariant 1). It is the interception listener's
+// GetConfigForClient: it runs for every ClientHello, before a session is
+// resumed, so a resumed handshake is checked as a full one is.
+func (g *Gateway) checkSNI(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	tc, ok := hello.Conn.(*tunnelConn)
 	if !ok {
 		return nil, errors.New("gateway: handshake on a connection that is not a tunnel")
@@ -179,7 +181,45 @@ func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 			slog.String("connect", tc.dest.hostPort()), slog.String("sni", sni))
 		return nil, errSNIMismatch
 	}
+	return nil, nil // the interception configuration itself
+}
+
+// leafCertificate presents the CONNECT target's leaf certificate (checkSNI
+// has checked the client's SNI).
+func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	tc, ok := hello.Conn.(*tunnelConn)
+	if !ok {
+		return nil, errors.New("gateway: handshake on a connection that is not a tunnel")
+	}
 	return g.issuer.Certificate(hello.Context(), tc.dest.host)
+}
+
+// ticketHost prefixes the name a session ticket is bound to, in its
+// SessionState.Extra.
+const ticketHost = "credgate-host:"
+
+// wrapSession encrypts a session ticket of the interception listener
+// bound to the SNI it was issued under (the CONNECT target, which
+// checkSNI made sure of).
+func (g *Gateway) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	ss.Extra = append(ss.Extra, []byte(ticketHost+cs.ServerName))
+	return g.mitmTLS.EncryptTicket(cs, ss)
+}
+
+// unwrapSession resumes a session only under the SNI its ticket was
+// issued for, and never without an SNI: a session made for one host is
+// not resumed in a tunnel to another. A ticket it cannot use (unknown or
+// rotated-out key, other host, damaged) means a full handshake, not an
+// error.
+func (g *Gateway) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+	if cs.ServerName == "" {
+		return nil, nil
+	}
+	ss, err := g.mitmTLS.DecryptTicket(identity, cs)
+	if err != nil || ss == nil || len(ss.Extra) != 1 || string(ss.Extra[0]) != ticketHost+cs.ServerName {
+		return nil, nil
+	}
+	return ss, nil
 }
 
 // handleConnect decides a CONNECT before any TLS with the client.

@@ -58,6 +58,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/gateway/internal/tickets"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
@@ -128,6 +129,9 @@ type Gateway struct {
 	buffers  *bufferPool
 	connect  *goproxy.ProxyHttpServer
 	mitmTLS  *tls.Config
+	// tickets are the session ticket keys of every TLS listener
+	// (session_tickets); nil when session tickets are off.
+	tickets *tickets.Keys
 
 	proxyLn, tlsLn, adminLn net.Listener
 	mitmLn                  *connListener
@@ -185,6 +189,13 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 				g.issuer = mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: cfg.CA.LeafTTL.D(), CacheSize: cfg.CA.LeafCacheSize})
 			} else {
 				g.issuer.SetCA(ca)
+				// Sessions made under the old CA are not resumed: every
+				// client sees a leaf of the new CA at its next connection.
+				if g.tickets != nil {
+					if err := g.tickets.Reset(); err != nil {
+						logger.Error("session tickets not reset after the CA rotation; they expire with their keys", slog.Any("error", err))
+					}
+				}
 			}
 			return nil
 		}}
@@ -282,10 +293,23 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.connect.ConnectDial = nil
 	g.connect.OnRequest().HandleConnectFunc(g.handleConnect)
 
+	// Every handshake on the interception listener passes the SNI check
+	// (GetConfigForClient runs before a session is resumed, GetCertificate
+	// only for a full handshake) and gets the target's leaf certificate.
 	g.mitmTLS = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"h2", "http/1.1"},
-		GetCertificate: g.leafCertificate,
+		MinVersion:         tls.VersionTLS12,
+		NextProtos:         []string{"h2", "http/1.1"},
+		GetConfigForClient: g.checkSNI,
+		GetCertificate:     g.leafCertificate,
+	}
+	if cfg.SessionTickets.On() {
+		if g.tickets, err = tickets.New(cfg.SessionTickets.Rotation.D()); err != nil {
+			return nil, err
+		}
+		g.mitmTLS.WrapSession, g.mitmTLS.UnwrapSession = g.wrapSession, g.unwrapSession
+		g.tickets.Add(g.mitmTLS)
+	} else {
+		g.mitmTLS.SessionTicketsDisabled = true
 	}
 
 	if err := g.listen(ctx); err != nil {
@@ -305,18 +329,30 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 // open upstream connection (1 MiB at the default 64 idle per host).
 const upstreamWriteBuffer = 20 << 10
 
+// upstreamSessions bounds the TLS sessions an upstream pool keeps for
+// resumption (one per upstream host name).
+const upstreamSessions = 512
+
 // newUpstreamPool builds the transports of one upstream pool: to
 // special-purpose addresses (private) or to others, keeping idle
 // connections or not.
 func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool) *upstreamPool {
 	cfg := g.cfg
 	p := &upstreamPool{private: private, dialer: g.dialer}
+	// New upstream connections resume the TLS sessions of earlier ones
+	// (one cache per pool, so per class of address and per policy
+	// generation as the pool is; a pool that keeps no connection keeps no
+	// session either).
+	var sessions tls.ClientSessionCache
+	if keepAlive {
+		sessions = tls.NewLRUClientSessionCache(upstreamSessions)
+	}
 	p.t = &http.Transport{
 		// Never a proxy: the gateway is the last hop before the
 		// destination, whatever HTTPS_PROXY its own environment has.
 		Proxy:                  nil,
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions},
 		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
 		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
 		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
@@ -334,7 +370,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	// Clone: that would carry the h2 ALPN settings Clone puts in place.
 	p.h1 = &http.Transport{
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}, ClientSessionCache: sessions},
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
@@ -354,7 +390,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
 		// to those that speak nothing else (dialH1 tells them apart;
 		// the transport bridges).
-		p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions}
 		p.handshakeTimeout = p.t.TLSHandshakeTimeout
 		p.h1m = p.h1.Clone()
 		p.h1m.DialTLSContext = p.dialH1
@@ -525,6 +561,9 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 				MinVersion:   tls.VersionTLS12,
 				Certificates: []tls.Certificate{cert},
 				NextProtos:   []string{"http/1.1"},
+				// Tickets are encrypted with the outer configuration's
+				// keys (g.tickets); crypto/tls reads this switch here.
+				SessionTicketsDisabled: g.tickets == nil,
 			}
 			if clientCA != "" {
 				pool := x509.NewCertPool()
@@ -544,10 +583,21 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 		return nil, err
 	}
 	g.reloaders = append(g.reloaders, r)
-	return &tls.Config{
+	return g.withTickets(&tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
-	}, nil
+	}), nil
+}
+
+// withTickets gives a listener's configuration the gateway's session
+// ticket keys, or turns session tickets off when session_tickets is.
+func (g *Gateway) withTickets(c *tls.Config) *tls.Config {
+	if g.tickets == nil {
+		c.SessionTicketsDisabled = true
+	} else {
+		g.tickets.Add(c)
+	}
+	return c
 }
 
 // listenerSVID is the TLS listener's configuration with tls.svid: each
@@ -560,12 +610,12 @@ func (g *Gateway) listenerSVID() (*tls.Config, error) {
 	if src == nil {
 		return nil, errors.New("tls.svid: identity.mtls.workload_api is not configured")
 	}
-	return &tls.Config{
+	return g.withTickets(&tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		NextProtos:     []string{"http/1.1"},
 		GetCertificate: src.GetCertificate,
 		ClientAuth:     tls.RequestClientCert,
-	}, nil
+	}), nil
 }
 
 // ProxyAddr is the plain proxy listener's address.
@@ -652,6 +702,13 @@ func (g *Gateway) run(ctx context.Context) error {
 
 	for _, r := range g.reloaders {
 		defer r.Start()()
+	}
+	if g.tickets != nil {
+		tctx, stopTickets := context.WithCancel(ctx)
+		defer stopTickets()
+		go g.tickets.Run(tctx, func(err error) {
+			g.log.Error("session ticket key not rotated; the current key stays in use", slog.Any("error", err))
+		})
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})

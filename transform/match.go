@@ -247,11 +247,19 @@ type streamReader struct {
 	repl              []byte // emitted after out
 	eof               bool
 	err               error // sticky
+	// grow is set when a read filled more than half of the free space:
+	// the next fill reads into a full chunk (buf starts at firstChunk).
+	grow bool
 }
+
+// firstChunk is what a streamReader reads into at first; it grows to chunk
+// once a read fills more than half of the free space. Most API bodies are small: a
+// 32 KiB buffer per response was the largest allocation of a request.
+const firstChunk = 4 << 10
 
 func newStreamReader(src io.Reader, m *matcher, onHit hit) *streamReader {
 	s := &streamReader{src: src, m: m, onHit: onHit}
-	s.buf = make([]byte, chunk+m.maxLen)
+	s.buf = make([]byte, firstChunk+m.maxLen)
 	s.found = -1
 	return s
 }
@@ -349,7 +357,14 @@ func (s *streamReader) fill() {
 		s.w = copy(s.buf, s.buf[s.r:s.w])
 		s.r = 0
 	}
+	if full := chunk + s.m.maxLen; s.grow && len(s.buf) < full {
+		// A body larger than the first reads: a chunk at a time.
+		b := make([]byte, full)
+		s.w = copy(b, s.buf[:s.w])
+		s.buf = b
+	}
 	n, err := s.src.Read(s.buf[s.w:])
+	s.grow = n > (len(s.buf)-s.w)/2
 	s.w += n
 	s.invalidate()
 	if err == io.EOF {

@@ -253,6 +253,13 @@ func rules() []rule {
 			"providers": "the HTTP/1.1 server never sees a credential",
 			"injectors": "the HTTP/1.1 server must not know how requests are rewritten",
 		})},
+		{From: "gateway/internal/tickets", BadDeps: with(map[string]string{
+			"gateway":   "ticket keys are machinery the gateway hands its TLS configurations to",
+			"policy":    "ticket keys resume TLS sessions; deciding stays per request",
+			"identity":  "ticket keys never carry or decide an identity",
+			"providers": "ticket keys never see a credential",
+			"injectors": "ticket keys must not know how requests are rewritten",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd": wiring["cmd"],
 			"cli": wiring["cli"],

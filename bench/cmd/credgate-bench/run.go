@@ -49,6 +49,8 @@ type runConfig struct {
 	upstreamH2 bool
 	perf       string
 	perfTarget string
+	// perfScenario is the closed-loop scenario -perf records.
+	perfScenario string
 }
 
 // target is one measured thing and, for proxies, its process.
@@ -72,7 +74,7 @@ func cmdRun(args []string) error {
 	var targets, scenarios string
 	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
 	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl,squid,mitmproxy", "targets to measure (also: credgate-rl; credgate-2fa is credgate requiring mtls + jwt over its TLS listener; squid and mitmproxy are skipped, and say so, when not installed)")
-	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,rate", "scenarios to run, in this order")
+	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,newconn-resume,rate", "scenarios to run, in this order (newconn-resume: a new connection per request from a client that resumes TLS sessions)")
 	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
 	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
 	fs.IntVar(&rc.rounds, "rounds", 2, "rounds per scenario; targets alternate within each round and the rounds are merged")
@@ -90,6 +92,7 @@ func cmdRun(args []string) error {
 	fs.BoolVar(&rc.upstreamH2, "baseline-upstream-h2", false, "let the goproxy baseline use HTTP/2 to the origin")
 	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
 	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate or goproxy)")
+	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, newconn or newconn-resume)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,10 +100,10 @@ func cmdRun(args []string) error {
 	rc.scenarios = map[string]bool{}
 	for _, s := range splitList(scenarios) {
 		switch s {
-		case "memory", "keepalive", "newconn", "rate":
+		case "memory", "keepalive", "newconn", "newconn-resume", "rate":
 			rc.scenarios[s] = true
 		default:
-			return fmt.Errorf("-scenarios: unknown %q (memory, keepalive, newconn, rate)", s)
+			return fmt.Errorf("-scenarios: unknown %q (memory, keepalive, newconn, newconn-resume, rate)", s)
 		}
 	}
 	if rc.rounds < 1 {
@@ -306,11 +309,20 @@ func run(ctx context.Context, rc runConfig) (err error) {
 	}
 	if rc.scenarios["keepalive"] {
 		res.Titles["keep_alive"] = fmt.Sprintf("Keep-alive throughput — %d connections, closed loop, %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
-		res.KeepAlive = closedLoop(ctx, rc, ts, skipped, false, originProc.pid(), progress)
+		res.KeepAlive = closedLoop(ctx, rc, ts, skipped, "keepalive", originProc.pid(), progress)
 	}
 	if rc.scenarios["newconn"] {
 		res.Titles["new_conn"] = fmt.Sprintf("New connection per request — %d workers, each request on a fresh TCP (+ CONNECT) + full TLS handshake, %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
-		res.NewConn = closedLoop(ctx, rc, ts, skipped, true, originProc.pid(), progress)
+		res.NewConn = closedLoop(ctx, rc, ts, skipped, "newconn", originProc.pid(), progress)
+	}
+	if rc.scenarios["newconn-resume"] {
+		res.Titles["new_conn_resume"] = fmt.Sprintf("New connection per request, client resumes TLS sessions — %d workers, each request on a fresh TCP (+ CONNECT) + TLS handshake resuming the session a previous connection got (one session cache per target and round, as curl, Go and browsers keep), %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
+		resuming := make([]target, len(ts))
+		for i, t := range ts {
+			resuming[i] = t
+			resuming[i].lg = t.lg.WithSessions(64)
+		}
+		res.NewConnResume = closedLoop(ctx, rc, resuming, skipped, "newconn-resume", originProc.pid(), progress)
 	}
 	if rc.scenarios["rate"] {
 		res.Titles["fixed_rate"] = fmt.Sprintf("Fixed rate — %.0f rps open loop over %d warm keep-alive connections, %d × %s measured, each after %s warm-up", rc.rate, rc.pool, rc.rounds, rc.rateWindow, rc.warmup)
@@ -517,16 +529,16 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 	return run
 }
 
-func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, newConn bool, originPID int, progress func(string, ...any)) *report.Run {
-	kind := "keep-alive"
-	if newConn {
-		kind = "new connection per request"
-	}
+// closedLoop runs the closed-loop scenario named scenario (keepalive,
+// newconn or newconn-resume: a new connection per request).
+func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, scenario string, originPID int, progress func(string, ...any)) *report.Run {
+	newConn := scenario != "keepalive"
+	kind := map[string]string{"keepalive": "keep-alive", "newconn": "new connection per request", "newconn-resume": "new connection per request, resuming TLS sessions"}[scenario]
 	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
 		progress("%s: %s, %d connections, %s (round %d/%d)", kind, t.lg.Name, rc.conns, rc.warmup+rc.window, round+1, rc.rounds)
 		cw := sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.window)
 		var perf *exec.Cmd
-		if rc.perf != "" && !newConn && round == 0 && t.lg.Name == rc.perfTarget && t.proc != nil {
+		if rc.perf != "" && scenario == rc.perfScenario && round == 0 && t.lg.Name == rc.perfTarget && t.proc != nil {
 			perf = startPerf(rc, t.proc.pid())
 		}
 		r := loadgen.ClosedLoop(ctx, t.lg, rc.conns, rc.warmup, rc.window, newConn)

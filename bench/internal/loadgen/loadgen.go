@@ -7,7 +7,8 @@
 // net/http.ReadResponse. Through a proxy a connection is a CONNECT followed
 // by a TLS handshake with whatever certificate the proxy presents (verified
 // against Target.Roots), which is what an application with HTTPS_PROXY set
-// does. Every connection speaks HTTP/1.1 (ALPN "http/1.1"), so N connections
+// does. Handshakes are full ones unless the target keeps sessions
+// (Target.Sessions, WithSessions). Every connection speaks HTTP/1.1 (ALPN "http/1.1"), so N connections
 // really are N concurrent requests.
 package loadgen
 
@@ -59,6 +60,25 @@ type Target struct {
 	ProxyHeader http.Header
 	// Timeout bounds one connection set-up or one request (default 10s).
 	Timeout time.Duration
+	// Sessions, when set, keeps the client's TLS sessions to the origin
+	// name and resumes them on new connections (TLS 1.3 session tickets),
+	// as curl, Go's net/http and browsers do; nil: every handshake is a
+	// full one. The hop to the proxy resumes only if ProxyTLS has a
+	// session cache of its own (WithSessions sets both).
+	Sessions tls.ClientSessionCache
+}
+
+// WithSessions returns a copy of t whose connections resume TLS sessions
+// from one new cache of n sessions: the intercepted (or direct) session
+// and, for a TLS proxy hop, that one too.
+func (t *Target) WithSessions(n int) *Target {
+	c := *t
+	c.Sessions = tls.NewLRUClientSessionCache(n)
+	if t.ProxyTLS != nil {
+		c.ProxyTLS = t.ProxyTLS.Clone()
+		c.ProxyTLS.ClientSessionCache = c.Sessions
+	}
+	return &c
 }
 
 func (t *Target) timeout() time.Duration {
@@ -123,8 +143,12 @@ type Conn struct {
 	dead bool
 }
 
+// Resumed reports whether the connection's TLS session to the origin name
+// was resumed rather than made by a full handshake.
+func (c *Conn) Resumed() bool { return c.tc.ConnectionState().DidResume }
+
 // Dial opens a connection: TCP, CONNECT through the proxy if there is one,
-// then a full TLS handshake (no session resumption).
+// then a TLS handshake (a full one unless t.Sessions holds a session).
 func Dial(ctx context.Context, t *Target) (*Conn, error) {
 	tc, err := DialTLS(ctx, t, "http/1.1")
 	if err != nil {
@@ -170,6 +194,8 @@ func DialTLS(ctx context.Context, t *Target, alpn ...string) (*tls.Conn, error) 
 		RootCAs:    t.Roots,
 		NextProtos: alpn,
 		MinVersion: tls.VersionTLS12,
+
+		ClientSessionCache: t.Sessions,
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
@@ -285,6 +311,10 @@ type Result struct {
 	// RoundRPS holds each round's rps when the result merges several
 	// rounds (see Merge).
 	RoundRPS []float64 `json:"round_rps,omitempty"`
+	// Resumed counts the requests of a new-connection run whose
+	// connection resumed its TLS session to the origin name (see
+	// Target.Sessions).
+	Resumed int `json:"resumed,omitempty"`
 
 	lats, lags []time.Duration // sorted; kept for Merge
 }
@@ -304,6 +334,7 @@ func Merge(rs ...Result) Result {
 		m.Errors += r.Errors
 		m.Window += r.Window
 		m.ExtraDials += r.ExtraDials
+		m.Resumed += r.Resumed
 		m.Max = max(m.Max, r.Max)
 		if m.FirstError == "" {
 			m.FirstError = r.FirstError
@@ -360,6 +391,7 @@ func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.D
 	ctx, cancel := context.WithDeadline(ctx, until.Add(t.timeout()))
 	defer cancel()
 	var errs errorCount
+	var resumed atomic.Int64
 	lats := make([][]time.Duration, conns)
 	var wg sync.WaitGroup
 	for w := range conns {
@@ -393,6 +425,7 @@ func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.D
 				}
 				err := c.Do()
 				t1 := time.Now()
+				didResume := newConnEach && c.Resumed()
 				if newConnEach || !c.Usable() {
 					_ = c.Close()
 					c = nil
@@ -404,6 +437,9 @@ func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.D
 					errs.add(err)
 					continue
 				}
+				if didResume {
+					resumed.Add(1)
+				}
 				mine = append(mine, t1.Sub(t0))
 			}
 		}()
@@ -413,7 +449,9 @@ func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.D
 	for _, l := range lats {
 		all = append(all, l...)
 	}
-	return summarise(t.Name, all, window, &errs)
+	r := summarise(t.Name, all, window, &errs)
+	r.Resumed = int(resumed.Load())
+	return r
 }
 
 // OpenLoop sends requests at a fixed rate for warmup+window, whatever the

@@ -144,3 +144,16 @@ func TestOpenLoop(t *testing.T) {
 		t.Errorf("errors %d (first %q), started %v", r.Errors, r.FirstError, started)
 	}
 }
+
+func TestClosedLoopResumesSessions(t *testing.T) {
+	direct, _, _ := setup(t)
+	ctx := context.Background()
+	full := loadgen.ClosedLoop(ctx, direct, 2, 100*time.Millisecond, 300*time.Millisecond, true)
+	if full.Requests == 0 || full.Resumed != 0 {
+		t.Errorf("without sessions: %d requests, %d resumed; want some, none resumed", full.Requests, full.Resumed)
+	}
+	res := loadgen.ClosedLoop(ctx, direct.WithSessions(8), 2, 100*time.Millisecond, 300*time.Millisecond, true)
+	if res.Requests == 0 || res.Resumed != res.Requests || res.Errors != 0 {
+		t.Errorf("with sessions: %d requests, %d resumed, %d errors; want every measured one resumed", res.Requests, res.Resumed, res.Errors)
+	}
+}

@@ -73,6 +73,10 @@ const (
 	// RedisRatio (issue 7) is the minimum keep-alive rps ratio of
 	// credgate with cache.redis to credgate in memory.
 	RedisRatio = 0.95
+	// NewConnRatio20 (issue 20) is the minimum credgate/goproxy
+	// new-connection rps ratio, for clients that resume TLS sessions and
+	// for clients that do not.
+	NewConnRatio20 = 1.5
 )
 
 // Run is one scenario's results, one entry per target.
@@ -154,6 +158,9 @@ type Results struct {
 	KeepAlive *Run `json:"keep_alive,omitempty"`
 	NewConn   *Run `json:"new_conn,omitempty"`
 	FixedRate *Run `json:"fixed_rate,omitempty"`
+	// NewConnResume is the new-connection scenario with a client that
+	// resumes TLS sessions (issue 20).
+	NewConnResume *Run `json:"new_conn_resume,omitempty"`
 	// Memory holds the proxies' RSS figures.
 	Memory []Memory `json:"memory,omitempty"`
 	// Titles are the scenario headings (they carry the parameters).
@@ -279,6 +286,14 @@ func (r *Results) Write(w io.Writer) {
 	if r.NewConn != nil {
 		writeRun(w, r.Titles["new_conn"], r.NewConn, false)
 		writeRatio(w, r.NewConn, NewConnRatio)
+	}
+	if r.NewConnResume != nil {
+		writeRun(w, r.Titles["new_conn_resume"], r.NewConnResume, false)
+		writeRatio(w, r.NewConnResume, NewConnRatio)
+		writeResumed(w, r.NewConnResume)
+	}
+	if r.NewConn != nil || r.NewConnResume != nil {
+		writeNewConn20(w, r)
 	}
 	if r.FixedRate != nil {
 		writeRun(w, r.Titles["fixed_rate"], r.FixedRate, true)
@@ -470,6 +485,56 @@ func writeRatio(w io.Writer, run *Run, want float64) {
 	if len(parts) > 0 {
 		fmt.Fprintf(w, "%s\n\n", strings.Join(parts, " · "))
 	}
+}
+
+// writeResumed says how many of each target's new connections resumed
+// their TLS session: a proxy that issues no usable tickets makes full
+// handshakes whatever the client keeps.
+func writeResumed(w io.Writer, run *Run) {
+	var parts []string
+	for _, x := range run.Results {
+		if x.Requests > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", x.Target, 100*float64(x.Resumed)/float64(x.Requests)))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "Connections that resumed their TLS session (to the origin name): %s\n\n", strings.Join(parts, " · "))
+	}
+}
+
+// writeNewConn20 prints issue 20's new-connection target, with and
+// without session resumption, and the proxies' CPU per connection.
+func writeNewConn20(w io.Writer, r *Results) {
+	fmt.Fprintf(w, "## New connections (issue 20)\n\n| client | credgate/goproxy rps | want | | CPU per connection: goproxy | credgate | credgate/goproxy CPU |\n|---|--:|---|---|--:|--:|--:|\n")
+	for _, c := range []struct {
+		name string
+		run  *Run
+	}{{"full handshake every time", r.NewConn}, {"resumes TLS sessions", r.NewConnResume}} {
+		if c.run == nil {
+			continue
+		}
+		x, ok1 := c.run.Get(Credgate)
+		g, ok2 := c.run.Get(Goproxy)
+		if !ok1 || !ok2 || g.RPS == 0 {
+			fmt.Fprintf(w, "| %s | – | ≥ %.2f× | not measured | | | |\n", c.name, NewConnRatio20)
+			continue
+		}
+		q := x.RPS / g.RPS
+		cpuG, cpuC, cpuQ := "–", "–", "–"
+		dg, okg := c.run.CPUPerRequest[Goproxy]
+		dc, okc := c.run.CPUPerRequest[Credgate]
+		if okg {
+			cpuG = Dur(dg)
+		}
+		if okc {
+			cpuC = Dur(dc)
+		}
+		if okg && okc && dg > 0 {
+			cpuQ = fmt.Sprintf("%.2f×", float64(dc)/float64(dg))
+		}
+		fmt.Fprintf(w, "| %s | %.2f× | ≥ %.2f× | %s | %s | %s | %s |\n", c.name, q, NewConnRatio20, passMiss(q >= NewConnRatio20), cpuG, cpuC, cpuQ)
+	}
+	fmt.Fprintln(w)
 }
 
 func writeAdded(w io.Writer, run *Run) {
