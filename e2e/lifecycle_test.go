@@ -72,9 +72,14 @@ func TestPolicyReload(t *testing.T) {
 		}
 		return nil
 	})
-	if !regexp.MustCompile(`policy\.yaml:4(:\d+)?:`).MatchString(e.stderr.String()) {
-		t.Errorf("log does not say where the policy is broken (want policy.yaml:4:):\n%s", tail(e.stderr.String(), 20))
-	}
+	// The metric can lead the log line through the stderr pipe: wait for
+	// the line rather than read the log once.
+	waitFor(t, 5*time.Second, "the log to say where the policy is broken (policy.yaml:4:)", func() error {
+		if !regexp.MustCompile(`policy\.yaml:4(:\d+)?:`).MatchString(e.stderr.String()) {
+			return fmt.Errorf("not logged yet:\n%s", tail(e.stderr.String(), 20))
+		}
+		return nil
+	})
 	// Still the old policy: injection works, the new rule is not there.
 	for i := 0; i < 5; i++ {
 		if resp, body := get("/v1/after-reload"); resp.StatusCode != http.StatusOK {
