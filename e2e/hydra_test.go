@@ -59,7 +59,11 @@ func hydraBinary(t *testing.T) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "scripts", "hydra.sh"))
-	cmd.Env = append(os.Environ(), "CREDGATE_TOOLS_BIN="+bin)
+	// Hydra reads its whole configuration from the environment as well:
+	// whatever the test process carries (make exports VERSION, which
+	// Hydra takes for its config schema "version" and exits) must not
+	// reach it. Only what a process needs, then Hydra's own settings.
+	cmd.Env = append(minimalEnv(), "CREDGATE_TOOLS_BIN="+bin)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -80,6 +84,18 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// minimalEnv is PATH, HOME and TMPDIR of the test process, for a peer
+// that must not see the rest of its environment.
+func minimalEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
 // hydra is a running `hydra serve all --dev` with an in-memory store.
 type hydra struct {
 	public, admin string
@@ -94,7 +110,11 @@ func startHydra(t *testing.T, bin string) (*hydra, error) {
 	sys := make([]byte, 24)
 	_, _ = rand.Read(sys)
 	cmd := exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out")
-	cmd.Env = append(os.Environ(),
+	// Hydra reads its whole configuration from the environment as well:
+	// whatever the test process carries (make exports VERSION, which
+	// Hydra takes for its config schema "version" and exits) must not
+	// reach it. Only what a process needs, then Hydra's own settings.
+	cmd.Env = append(minimalEnv(),
 		"DSN=memory",
 		"SERVE_PUBLIC_HOST=127.0.0.1", fmt.Sprintf("SERVE_PUBLIC_PORT=%d", pub),
 		"SERVE_ADMIN_HOST=127.0.0.1", fmt.Sprintf("SERVE_ADMIN_PORT=%d", adm),
