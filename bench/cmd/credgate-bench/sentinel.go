@@ -189,22 +189,43 @@ func (s *sentinelSet) waitHealthy(ctx context.Context, want string, within time.
 
 // failover asks the Sentinel to fail the master over (SENTINEL FAILOVER)
 // and waits until it names the other server; it returns how long that
-// took.
+// took. A failover the Sentinel started on its own (a server slow to
+// answer under load) makes SENTINEL FAILOVER answer INPROG or
+// NOGOODSLAVE; it is asked again once the set is healthy, within
+// healthyWithin.
 func (s *sentinelSet) failover(ctx context.Context) (time.Duration, error) {
-	if err := s.waitHealthy(ctx, "", healthyWithin); err != nil {
-		return 0, fmt.Errorf("before the failover: %w", err)
+	deadline := time.Now().Add(healthyWithin)
+	for {
+		if err := s.waitHealthy(ctx, "", time.Until(deadline)); err != nil {
+			return 0, fmt.Errorf("before the failover: %w", err)
+		}
+		old, err := s.master(ctx)
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = s.client.Failover(fctx, sentinelMaster).Err()
+		cancel()
+		if err == nil {
+			return s.waitNewMaster(ctx, old, start)
+		}
+		if !busyFailover(err) || time.Now().After(deadline) {
+			return 0, fmt.Errorf("sentinel failover %s: %w", sentinelMaster, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("sentinel failover %s: %w (last: %v)", sentinelMaster, ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	old, err := s.master(ctx)
-	if err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := s.client.Failover(fctx, sentinelMaster).Err(); err != nil {
-		return 0, fmt.Errorf("sentinel failover %s: %w", sentinelMaster, err)
-	}
-	return s.waitNewMaster(ctx, old, start)
+}
+
+// busyFailover reports whether SENTINEL FAILOVER was refused because the
+// Sentinel is failing over already or has no replica in sync yet.
+func busyFailover(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "INPROG") || strings.HasPrefix(msg, "NOGOODSLAVE")
 }
 
 // killMaster kills the master process (SIGKILL) and waits until the
