@@ -40,6 +40,11 @@ type Config struct {
 	// own default transport speaks HTTP/1.1 only; so does the baseline
 	// unless this is set.
 	UpstreamHTTP2 bool
+	// ClientHTTP2 sets goproxy's AllowHTTP2: intercepted clients that
+	// offer h2 in ALPN are served over HTTP/2 (goproxy's embedded
+	// x/net/http2 server). Clients that offer only http/1.1 (the load
+	// generator's usual client) are served exactly as without it.
+	ClientHTTP2 bool
 	// MaxIdleConnsPerHost bounds the idle upstream pool (credgate's default
 	// is 64; the baseline uses the same).
 	MaxIdleConnsPerHost int
@@ -68,6 +73,7 @@ func New(cfg Config) *goproxy.ProxyHttpServer {
 	proxy := goproxy.NewProxyHttpServer()
 	proxy.Logger = log.New(logw, "goproxy ", log.LstdFlags)
 	proxy.Verbose = false
+	proxy.AllowHTTP2 = cfg.ClientHTTP2
 	proxy.CertStore = newCertStore()
 	proxy.Tr = &http.Transport{
 		DialContext:         dial,

@@ -91,14 +91,24 @@ func (t *Target) timeout() time.Duration {
 func (t *Target) hostPort() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }
 
 // request returns the serialised GET request.
-func (t *Target) request() []byte {
-	// The Host names the port when it is not 443, as clients do (squid
-	// routes a bumped request by it).
-	host := t.Host
+func (t *Target) request() []byte { return t.head(http.MethodGet, t.Path, -1) }
+
+// authority is the Host header: the name, and the port when it is not
+// 443, as clients do (squid routes a bumped request by it).
+func (t *Target) authority() string {
 	if t.Port != 0 && t.Port != 443 {
-		host = t.hostPort()
+		return t.hostPort()
 	}
-	b := []byte("GET " + t.Path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: credgate-bench/1\r\nAccept: application/json\r\n")
+	return t.Host
+}
+
+// head returns the serialised request head for method and path, with a
+// Content-Length unless contentLength is negative.
+func (t *Target) head(method, path string, contentLength int64) []byte {
+	b := []byte(method + " " + path + " HTTP/1.1\r\nHost: " + t.authority() + "\r\nUser-Agent: credgate-bench/1\r\nAccept: application/json\r\n")
+	if contentLength >= 0 {
+		b = append(b, "Content-Length: "+strconv.FormatInt(contentLength, 10)+"\r\n"...)
+	}
 	keys := make([]string, 0, len(t.Header))
 	for k := range t.Header {
 		keys = append(keys, k)
@@ -315,6 +325,9 @@ type Result struct {
 	// connection resumed its TLS session to the origin name (see
 	// Target.Sessions).
 	Resumed int `json:"resumed,omitempty"`
+	// Conns is the number of connections an HTTP/2 run opened (see
+	// H2ClosedLoop).
+	Conns int `json:"conns,omitempty"`
 
 	lats, lags []time.Duration // sorted; kept for Merge
 }
@@ -335,6 +348,7 @@ func Merge(rs ...Result) Result {
 		m.Window += r.Window
 		m.ExtraDials += r.ExtraDials
 		m.Resumed += r.Resumed
+		m.Conns += r.Conns
 		m.Max = max(m.Max, r.Max)
 		if m.FirstError == "" {
 			m.FirstError = r.FirstError
@@ -385,24 +399,57 @@ func (e *errorCount) firstString() string {
 // and its latency includes setting that up. Only requests that start after
 // the warm-up and finish inside the window are counted.
 func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.Duration, newConnEach bool) Result {
+	cs := make([]*Conn, conns)
+	step := func(ctx context.Context, w int) (bool, error) {
+		if cs[w] == nil {
+			c, err := Dial(ctx, t)
+			if err != nil {
+				backoff(ctx)
+				return false, err
+			}
+			cs[w] = c
+		}
+		c := cs[w]
+		err := c.Do()
+		didResume := newConnEach && c.Resumed()
+		if newConnEach || !c.Usable() {
+			_ = c.Close()
+			cs[w] = nil
+		}
+		return didResume, err
+	}
+	done := func(w int) {
+		if cs[w] != nil {
+			_ = cs[w].Close()
+		}
+	}
+	return workers(ctx, t.Name, conns, warmup, window, t.timeout(), step, done)
+}
+
+// workers runs n closed-loop workers for warmup+window: worker w calls
+// step(ctx, w) again and again, then done(w) once (nil: nothing to do).
+// A step that starts after the warm-up and ends inside the window is
+// counted: its latency if it succeeded, its error otherwise; resumed
+// steps are counted in Result.Resumed. Steps of one worker never run
+// concurrently, so step may keep per-worker state indexed by w.
+func workers(ctx context.Context, name string, n int, warmup, window, timeout time.Duration, step func(ctx context.Context, w int) (resumed bool, err error), done func(w int)) Result {
 	start := time.Now()
 	from := start.Add(warmup)
 	until := from.Add(window)
-	ctx, cancel := context.WithDeadline(ctx, until.Add(t.timeout()))
+	ctx, cancel := context.WithDeadline(ctx, until.Add(timeout))
 	defer cancel()
 	var errs errorCount
 	var resumed atomic.Int64
-	lats := make([][]time.Duration, conns)
+	lats := make([][]time.Duration, n)
 	var wg sync.WaitGroup
-	for w := range conns {
+	for w := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			mine := make([]time.Duration, 0, 4096)
-			var c *Conn
 			defer func() {
-				if c != nil {
-					_ = c.Close()
+				if done != nil {
+					done(w)
 				}
 				lats[w] = mine
 			}()
@@ -411,30 +458,15 @@ func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.D
 				if t0.After(until) {
 					return
 				}
-				counted := t0.After(from)
-				if c == nil {
-					var err error
-					c, err = Dial(ctx, t)
-					if err != nil {
-						if counted && ctx.Err() == nil {
-							errs.add(err)
-						}
-						backoff(ctx)
-						continue
-					}
-				}
-				err := c.Do()
+				didResume, err := step(ctx, w)
 				t1 := time.Now()
-				didResume := newConnEach && c.Resumed()
-				if newConnEach || !c.Usable() {
-					_ = c.Close()
-					c = nil
-				}
-				if !counted || t1.After(until) {
+				if !t0.After(from) || t1.After(until) {
 					continue
 				}
 				if err != nil {
-					errs.add(err)
+					if ctx.Err() == nil {
+						errs.add(err)
+					}
 					continue
 				}
 				if didResume {
@@ -449,7 +481,7 @@ func ClosedLoop(ctx context.Context, t *Target, conns int, warmup, window time.D
 	for _, l := range lats {
 		all = append(all, l...)
 	}
-	r := summarise(t.Name, all, window, &errs)
+	r := summarise(name, all, window, &errs)
 	r.Resumed = int(resumed.Load())
 	return r
 }

@@ -101,6 +101,15 @@ type Server struct {
 // cut short on the way is an error the client sees.
 const UploadPath = "/v1/upload"
 
+// DownloadPath answers 200 with a body of the size its query asks for
+// (?bytes=N, at most MaxDownload), written from one 64 KiB buffer with a
+// Content-Length, so a large download costs the origin no memory beyond
+// that buffer.
+const DownloadPath = "/v1/download"
+
+// MaxDownload is the largest body DownloadPath sends (64 GiB).
+const MaxDownload = 64 << 30
+
 // EchoPath is a WebSocket (RFC 6455) endpoint that sends every message
 // back unchanged.
 const EchoPath = "/v1/echo"
@@ -118,6 +127,34 @@ func upload(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(Body)
+}
+
+// download streams the body DownloadPath describes.
+func download(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.URL.Query().Get("bytes"), 10, 64)
+	if err != nil || n < 0 || n > MaxDownload {
+		http.Error(w, fmt.Sprintf("want ?bytes=N with 0 <= N <= %d", int64(MaxDownload)), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	_, _ = io.CopyBuffer(w, io.LimitReader(Pattern{}, n), make([]byte, 64<<10))
+}
+
+// Pattern is an endless reader of a repeating text pattern: a body that
+// takes no memory however long it is (io.LimitReader(Pattern{}, n)).
+type Pattern struct{}
+
+const pattern = "credgate-bench streaming body 0123456789abcdefghijklmnopqrstuvwxyz\n"
+
+// Read fills p with the pattern. Every read starts the pattern afresh,
+// which is all a throughput measurement needs.
+func (Pattern) Read(p []byte) (int, error) {
+	n := copy(p, pattern)
+	for n < len(p) {
+		n += copy(p[n:], p[:n]) // doubling: a 64 KiB read is 11 copies
+	}
+	return len(p), nil
 }
 
 // echo accepts any Origin: the credential check before it is the gate.
@@ -159,6 +196,9 @@ func Start(ln net.Listener, cfg Config) *Server {
 		switch r.URL.Path {
 		case UploadPath:
 			upload(w, r)
+			return
+		case DownloadPath:
+			download(w, r)
 			return
 		case EchoPath:
 			echo.ServeHTTP(w, r)

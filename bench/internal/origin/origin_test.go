@@ -196,3 +196,65 @@ func TestOriginIntrospection(t *testing.T) {
 		}
 	}
 }
+
+// DownloadPath sends as many bytes as asked, with that Content-Length,
+// to a request with the token, and refuses a size it cannot parse or
+// will not send.
+func TestOriginDownload(t *testing.T) {
+	addr, tcfg := start(t, "s3cret")
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tcfg, ForceAttemptHTTP2: true}}
+	defer c.CloseIdleConnections()
+	for _, tt := range []struct {
+		query, auth string
+		want        int
+		size        int64
+	}{
+		{"?bytes=1000", "", 401, -1},
+		{"?bytes=0", "Bearer s3cret", 200, 0},
+		{"?bytes=200000", "Bearer s3cret", 200, 200000},
+		{"", "Bearer s3cret", 400, -1},
+		{"?bytes=-1", "Bearer s3cret", 400, -1},
+		{"?bytes=68719476737", "Bearer s3cret", 400, -1},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+DownloadPath+tt.query, nil)
+		req.Host = "api.origin.test"
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tt.want {
+			t.Errorf("%s: status %d, err %v; want %d", tt.query, resp.StatusCode, err, tt.want)
+			continue
+		}
+		if tt.size < 0 {
+			continue
+		}
+		if int64(len(b)) != tt.size || resp.ContentLength != tt.size {
+			t.Errorf("%s: %d bytes, Content-Length %d; want %d", tt.query, len(b), resp.ContentLength, tt.size)
+		}
+		if tt.size > 0 && !bytes.HasPrefix(b, []byte(pattern)) {
+			t.Errorf("%s: body starts %.20q, want the pattern", tt.query, b)
+		}
+	}
+}
+
+// Pattern fills every read whole with the repeating pattern.
+func TestPattern(t *testing.T) {
+	for _, n := range []int{0, 1, len(pattern), len(pattern) + 1, 64 << 10} {
+		p := make([]byte, n)
+		got, err := Pattern{}.Read(p)
+		if err != nil || got != n {
+			t.Fatalf("Read(%d bytes) = %d, %v", n, got, err)
+		}
+		for i := range p {
+			if p[i] != pattern[i%len(pattern)] {
+				t.Fatalf("Read(%d bytes): byte %d is %q, want %q", n, i, p[i], pattern[i%len(pattern)])
+			}
+		}
+	}
+}
