@@ -120,6 +120,7 @@ func cmdBaseline(args []string) error {
 	resolve := fs.String("resolve", "", "host:port=addr, like curl --resolve")
 	header := fs.String("header", "Authorization", "header to inject; its value is \"Bearer $"+tokenEnv+"\"")
 	h2 := fs.Bool("upstream-h2", false, "let the upstream transport negotiate HTTP/2")
+	clientH2 := fs.Bool("client-h2", false, "serve intercepted clients that offer h2 over HTTP/2 (goproxy's AllowHTTP2)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -152,6 +153,7 @@ func cmdBaseline(args []string) error {
 		Header:        *header,
 		Value:         "Bearer " + os.Getenv(tokenEnv),
 		UpstreamHTTP2: *h2,
+		ClientHTTP2:   *clientH2,
 		Log:           os.Stderr,
 	})
 }

@@ -207,3 +207,81 @@ func freePort() (string, error) {
 	}
 	return addr, nil
 }
+
+// openFDs counts the open file descriptors of pid.
+func openFDs(pid int) (int, error) {
+	es, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	if err != nil {
+		return 0, fmt.Errorf("count fds of %d: %w", pid, err)
+	}
+	return len(es), nil
+}
+
+// fdLimit reads the soft "Max open files" limit of pid.
+func fdLimit(pid int) (int, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
+	if err != nil {
+		return 0, fmt.Errorf("read limits of %d: %w", pid, err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				if f[0] == "unlimited" {
+					return 1 << 30, nil
+				}
+				return strconv.Atoi(f[0])
+			}
+		}
+	}
+	return 0, fmt.Errorf("read limits of %d: no Max open files line", pid)
+}
+
+// raiseNoFile raises this process's soft RLIMIT_NOFILE to its hard limit
+// (the Go runtime already does so at start-up since Go 1.19; this makes it
+// explicit and reports both).
+func raiseNoFile() (soft, hard uint64, err error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, 0, fmt.Errorf("getrlimit NOFILE: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return rl.Cur, rl.Max, fmt.Errorf("setrlimit NOFILE to %d: %w", rl.Max, err)
+		}
+	}
+	return rl.Cur, rl.Max, nil
+}
+
+// rssSampler reads pid's VmRSS every interval until stop is called and
+// returns the largest and the last reading (the last taken at stop).
+func rssSampler(pid int, interval time.Duration) (stop func() (peak, last int64)) {
+	done := make(chan struct{})
+	result := make(chan [2]int64, 1)
+	go func() {
+		var peak, last int64
+		read := func() {
+			if rss, _, err := memStat(pid); err == nil {
+				peak, last = max(peak, rss), rss
+			}
+		}
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			read()
+			select {
+			case <-done:
+				read()
+				result <- [2]int64{peak, last}
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(done)
+		r := <-result
+		return r[0], r[1]
+	}
+}

@@ -27,6 +27,9 @@ import (
 	"github.com/credgate/credgate/internal/testpki"
 )
 
+// defaultScenarios is what `make bench` runs (about 3 minutes on 2 cores).
+var defaultScenarios = []string{"memory", "keepalive", "newconn", "newconn-resume", "rate"}
+
 // runConfig holds the run flags.
 type runConfig struct {
 	credgate   string
@@ -51,6 +54,8 @@ type runConfig struct {
 	perfTarget string
 	// perfScenario is the closed-loop scenario -perf records.
 	perfScenario string
+	// scale holds the flags of the opt-in scale scenarios (scale.go).
+	scale scaleConfig
 }
 
 // target is one measured thing and, for proxies, its process.
@@ -71,10 +76,10 @@ type target struct {
 func cmdRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var rc runConfig
-	var targets, scenarios string
+	var targets, scenarios, bigSize string
 	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
 	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl,squid,mitmproxy", "targets to measure (also: credgate-rl; credgate-2fa is credgate requiring mtls + jwt over its TLS listener; squid and mitmproxy are skipped, and say so, when not installed)")
-	fs.StringVar(&scenarios, "scenarios", "memory,keepalive,newconn,newconn-resume,rate", "scenarios to run, in this order (newconn-resume: a new connection per request from a client that resumes TLS sessions)")
+	fs.StringVar(&scenarios, "scenarios", strings.Join(defaultScenarios, ","), "scenarios to run, in this order (newconn-resume: a new connection per request from a client that resumes TLS sessions); opt-in, minutes each: h2-streams, bigbody, idle10k; all: every scenario")
 	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
 	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
 	fs.IntVar(&rc.rounds, "rounds", 2, "rounds per scenario; targets alternate within each round and the rounds are merged")
@@ -93,18 +98,39 @@ func cmdRun(args []string) error {
 	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
 	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate or goproxy)")
 	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, newconn or newconn-resume)")
+	fs.IntVar(&rc.scale.h2Streams, "h2-streams", 100, "h2-streams: concurrent streams of the one HTTP/2 client (and HTTP/1.1 connections of the comparison rows)")
+	fs.StringVar(&bigSize, "bigbody-size", "1GiB", "bigbody: size of each upload and download (bytes, or with KiB, MiB, GiB)")
+	fs.IntVar(&rc.scale.bigRounds, "bigbody-rounds", 1, "bigbody: transfers per target and direction")
+	fs.IntVar(&rc.scale.idleClients, "idle-clients", 10000, "idle10k: idle keep-alive clients held open through each proxy")
+	fs.IntVar(&rc.scale.idleActive, "idle-active", 2000, "idle10k: how many of them then send requests")
+	fs.IntVar(&rc.scale.idleBase, "idle-base", 100, "idle10k: clients of the reference run whose p99 the active clients' is compared with")
+	fs.Float64Var(&rc.scale.idleClientRPS, "idle-client-rps", 50, "idle10k: requests per second per active client (issue 20's figure; scaled down to fit -idle-max-rps)")
+	fs.Float64Var(&rc.scale.idleMaxRPS, "idle-max-rps", 1500, "idle10k: the most the active clients offer together; above it the per-client rate is scaled down, and the report says so")
+	fs.DurationVar(&rc.scale.idleWindow, "idle-duration", 10*time.Second, "idle10k: measured window of the reference and the active run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	rc.targets = splitList(targets)
 	rc.scenarios = map[string]bool{}
+	known := append(slices.Clone(defaultScenarios), scaleScenarios...)
 	for _, s := range splitList(scenarios) {
-		switch s {
-		case "memory", "keepalive", "newconn", "newconn-resume", "rate":
+		switch {
+		case s == "all":
+			for _, k := range known {
+				rc.scenarios[k] = true
+			}
+		case slices.Contains(known, s):
 			rc.scenarios[s] = true
 		default:
-			return fmt.Errorf("-scenarios: unknown %q (memory, keepalive, newconn, newconn-resume, rate)", s)
+			return fmt.Errorf("-scenarios: unknown %q (%s, or all)", s, strings.Join(known, ", "))
 		}
+	}
+	var err error
+	if rc.scale.bigBytes, err = parseSize(bigSize); err != nil {
+		return fmt.Errorf("-bigbody-size: %w", err)
+	}
+	if rc.scale.h2Streams < 1 || rc.scale.bigRounds < 1 || rc.scale.idleClients < 1 || rc.scale.idleActive < 1 || rc.scale.idleBase < 1 || rc.scale.idleClientRPS <= 0 || rc.scale.idleMaxRPS <= 0 {
+		return errors.New("-h2-streams, -bigbody-rounds, -idle-clients, -idle-active, -idle-base, -idle-client-rps and -idle-max-rps must be positive")
 	}
 	if rc.rounds < 1 {
 		return fmt.Errorf("-rounds %d: want at least 1", rc.rounds)
@@ -224,7 +250,7 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			}
 			defer t.proc.stop(3 * time.Second)
 			ts = append(ts, t)
-			setEnv("goproxy baseline", "github.com/elazarl/goproxy v1.9.3, MITM every CONNECT (ECDSA P-256 CA, leaf cached per host), sets Authorization, verifies upstream TLS, "+map[bool]string{false: "HTTP/1.1", true: "HTTP/2 allowed"}[rc.upstreamH2]+" upstream keep-alive (64 idle per host)")
+			setEnv("goproxy baseline", "github.com/elazarl/goproxy v1.9.3, MITM every CONNECT (ECDSA P-256 CA, leaf cached per host), sets Authorization, verifies upstream TLS, "+map[bool]string{false: "HTTP/1.1", true: "HTTP/2 allowed"}[rc.upstreamH2]+" upstream keep-alive (64 idle per host); serves clients that offer h2 over HTTP/2 (AllowHTTP2; the load generator's HTTP/1.1 clients offer only http/1.1)")
 		case report.Credgate, report.Credgate2FA, report.CredgateRedis, report.CredgateRedisRL, report.CredgateRL:
 			if rc.credgate == "" {
 				skipped[name] = "no -credgate binary given"
@@ -327,6 +353,18 @@ func run(ctx context.Context, rc runConfig) (err error) {
 	if rc.scenarios["rate"] {
 		res.Titles["fixed_rate"] = fmt.Sprintf("Fixed rate — %.0f rps open loop over %d warm keep-alive connections, %d × %s measured, each after %s warm-up", rc.rate, rc.pool, rc.rounds, rc.rateWindow, rc.warmup)
 		res.FixedRate = fixedRate(ctx, rc, ts, skipped, originProc.pid(), progress)
+	}
+	if rc.scenarios["h2-streams"] {
+		res.Titles["h2_streams"] = fmt.Sprintf("One HTTP/2 client — %d concurrent streams on one connection, closed loop, %d × %s measured, each after %s warm-up (-h1 rows: HTTP/1.1, %d keep-alive connections)", rc.scale.h2Streams, rc.rounds, rc.window, rc.warmup, rc.scale.h2Streams)
+		res.H2Streams = h2Streams(ctx, rc, ts, skipped, originProc.pid(), progress)
+	}
+	if rc.scenarios["bigbody"] {
+		res.Titles["bigbody"] = fmt.Sprintf("Large bodies — %s upload and %s download, one at a time, %d per target and direction", report.MiB(rc.scale.bigBytes), report.MiB(rc.scale.bigBytes), rc.scale.bigRounds)
+		res.BigBody = bigBody(ctx, rc, ts, skipped, progress)
+	}
+	if rc.scenarios["idle10k"] {
+		res.Titles["idle10k"] = fmt.Sprintf("Idle keep-alive clients — %s held open through the proxy (each CONNECT + TLS + one request), then %s of them active while the rest stay idle, against %d clients alone; %s measured after %s warm-up", report.Count(rc.scale.idleClients), report.Count(min(rc.scale.idleActive, rc.scale.idleClients)), rc.scale.idleBase, rc.scale.idleWindow, rc.warmup)
+		res.Idle = idle10k(ctx, rc, ts, skipped, progress)
 	}
 	for i := range res.Memory {
 		for _, t := range ts {
@@ -585,7 +623,7 @@ func startBaseline(ctx context.Context, rc runConfig, self, work, originAddr, or
 		return target{}, err
 	}
 	args := []string{self, "baseline", "-listen", addr, "-ca-cert", caCert, "-ca-key", caKey,
-		"-upstream-ca", originCACert, "-resolve", originHost + ":443=" + originAddr}
+		"-upstream-ca", originCACert, "-resolve", originHost + ":443=" + originAddr, "-client-h2"}
 	if rc.upstreamH2 {
 		args = append(args, "-upstream-h2")
 	}

@@ -2,15 +2,12 @@ package loadgen
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // H2Client is one HTTP/2 client of a target: the requests of all its
@@ -22,7 +19,7 @@ import (
 // fall-back to HTTP/1.1.
 type H2Client struct {
 	t     *Target
-	tr    *http2.Transport
+	tr    *http.Transport
 	url   string
 	dials atomic.Int64
 }
@@ -34,8 +31,11 @@ var ErrNotH2 = fmt.Errorf("loadgen: the server did not negotiate h2")
 // NewH2Client returns a client of t; Close releases its connections.
 func NewH2Client(t *Target) *H2Client {
 	c := &H2Client{t: t, url: "https://" + t.authority() + t.Path}
-	c.tr = &http2.Transport{
-		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+	protos := new(http.Protocols)
+	protos.SetHTTP2(true)
+	c.tr = &http.Transport{
+		Protocols: protos,
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			tc, err := DialTLS(ctx, t, "h2", "http/1.1")
 			if err != nil {
 				return nil, err
@@ -47,7 +47,7 @@ func NewH2Client(t *Target) *H2Client {
 			}
 			return tc, nil
 		},
-		ReadIdleTimeout: 30 * time.Second,
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second},
 	}
 	return c
 }

@@ -51,6 +51,23 @@ const (
 	// AddedP50Goproxy20 is the maximum ratio of credgate's added p50 over
 	// direct to goproxy's, at the fixed rate.
 	AddedP50Goproxy20 = 0.8
+	// H2Goproxy20 is the minimum credgate/goproxy rps ratio for one
+	// HTTP/2 client with many concurrent streams.
+	H2Goproxy20 = 1.0
+	// BigBodyDirect20 is the minimum credgate/direct throughput ratio of
+	// a 1 GiB upload and of a 1 GiB download.
+	BigBodyDirect20 = 0.9
+	// BigBodyRSSGrowth20 is what "RSS flat" during a 1 GiB transfer is
+	// taken to mean: the gateway's sampled peak RSS at most this much
+	// above its RSS at the start (a buffered body would add the whole
+	// GiB).
+	BigBodyRSSGrowth20 = 16 << 20
+	// IdleRSS20 is the maximum gateway RSS with 10,000 idle keep-alive
+	// clients.
+	IdleRSS20 = 400 << 20
+	// ActiveP99Ratio20 is the maximum ratio of the p99 with 2,000 active
+	// clients to the p99 with 100, at the same per-client rate.
+	ActiveP99Ratio20 = 3.0
 )
 
 // Peers are the proxies credgate is compared with, in table order.
@@ -163,6 +180,11 @@ type Results struct {
 	NewConnResume *Run `json:"new_conn_resume,omitempty"`
 	// Memory holds the proxies' RSS figures.
 	Memory []Memory `json:"memory,omitempty"`
+	// H2Streams, BigBody and Idle are issue 20's scale scenarios
+	// (h2-streams, bigbody, idle10k).
+	H2Streams *H2Streams `json:"h2_streams,omitempty"`
+	BigBody   *BigBody   `json:"bigbody,omitempty"`
+	Idle      *Idle      `json:"idle10k,omitempty"`
 	// Titles are the scenario headings (they carry the parameters).
 	Titles map[string]string `json:"titles"`
 }
@@ -266,6 +288,9 @@ func (r *Results) Verdicts20() []Verdict {
 		v.Pass = x <= AddedP50Goproxy20
 	}
 	out = append(out, v)
+	out = append(out, r.H2Streams.verdict())
+	out = append(out, r.BigBody.verdicts()...)
+	out = append(out, r.Idle.verdicts()...)
 	return out
 }
 
@@ -301,6 +326,15 @@ func (r *Results) Write(w io.Writer) {
 	}
 	if len(r.Memory) > 0 {
 		writeMemory(w, r.Titles["memory"], r.Memory)
+	}
+	if r.H2Streams != nil {
+		r.H2Streams.write(w, r.Titles["h2_streams"])
+	}
+	if r.BigBody != nil {
+		r.BigBody.write(w, r.Titles["bigbody"])
+	}
+	if r.Idle != nil {
+		r.Idle.write(w, r.Titles["idle10k"])
 	}
 	writeVerdicts(w, "Targets (issues 2 and 3)", r.Verdicts())
 	writeVerdicts(w, "Targets (issue 20)", r.Verdicts20())
