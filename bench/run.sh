@@ -10,6 +10,8 @@
 # The figures are information, not a test: a MISS does not fail the run.
 # Flags are passed to `credgate-bench run` (see bench/README.md), e.g.
 #   bench/run.sh -duration 10s -keep -out /tmp/bench.md
+#   bench/run.sh -scenarios all   # plus issue 20's scale scenarios (h2-streams,
+#                                 # bigbody, idle10k): 4-6 more minutes
 # Environment: GO (default go), BENCH_OUT (also write the Markdown report
 # there), BENCH_JSON (also write JSON results there).
 #

@@ -360,11 +360,11 @@ func run(ctx context.Context, rc runConfig) (err error) {
 	}
 	if rc.scenarios["bigbody"] {
 		res.Titles["bigbody"] = fmt.Sprintf("Large bodies — %s upload and %s download, one at a time, %d per target and direction", report.MiB(rc.scale.bigBytes), report.MiB(rc.scale.bigBytes), rc.scale.bigRounds)
-		res.BigBody = bigBody(ctx, rc, ts, skipped, progress)
+		res.BigBody = bigBody(ctx, rc, ts, skipped, originProc.pid(), progress)
 	}
 	if rc.scenarios["idle10k"] {
 		res.Titles["idle10k"] = fmt.Sprintf("Idle keep-alive clients — %s held open through the proxy (each CONNECT + TLS + one request), then %s of them active while the rest stay idle, against %d clients alone; %s measured after %s warm-up", report.Count(rc.scale.idleClients), report.Count(min(rc.scale.idleActive, rc.scale.idleClients)), rc.scale.idleBase, rc.scale.idleWindow, rc.warmup)
-		res.Idle = idle10k(ctx, rc, ts, skipped, progress)
+		res.Idle = idle10k(ctx, rc, ts, skipped, originProc.pid(), progress)
 	}
 	for i := range res.Memory {
 		for _, t := range ts {
@@ -435,31 +435,56 @@ type cpuSample struct {
 
 func sampleCPU(proxy *proc, helpers []*proc, originPID int, warmup, window time.Duration) *cpuWindow {
 	w := &cpuWindow{start: make(chan cpuSample, 1), end: make(chan cpuSample, 1), span: window}
-	sample := func(ch chan cpuSample) func() {
-		return func() {
-			var s cpuSample
-			var errs []error
-			add := func(pid int) time.Duration {
-				d, err := cpuTime(pid)
-				errs = append(errs, err)
-				return d
-			}
-			if proxy != nil {
-				s.proxy = add(proxy.pid())
-			}
-			for _, h := range helpers {
-				s.helper += add(h.pid())
-			}
-			s.ours = s.proxy + s.helper + add(os.Getpid()) + add(originPID)
-			var err error
-			s.busy, err = machineBusy()
-			s.err = errors.Join(append(errs, err)...)
-			ch <- s
-		}
-	}
-	time.AfterFunc(warmup, sample(w.start))
-	time.AfterFunc(warmup+window, sample(w.end))
+	time.AfterFunc(warmup, func() { w.start <- takeSample(proxy, helpers, originPID) })
+	time.AfterFunc(warmup+window, func() { w.end <- takeSample(proxy, helpers, originPID) })
 	return w
+}
+
+// takeSample reads the CPU time used so far by the proxy, its helpers,
+// the benchmark's own processes and the whole machine.
+func takeSample(proxy *proc, helpers []*proc, originPID int) cpuSample {
+	var s cpuSample
+	var errs []error
+	add := func(pid int) time.Duration {
+		d, err := cpuTime(pid)
+		errs = append(errs, err)
+		return d
+	}
+	if proxy != nil {
+		s.proxy = add(proxy.pid())
+	}
+	for _, h := range helpers {
+		s.helper += add(h.pid())
+	}
+	s.ours = s.proxy + s.helper + add(os.Getpid()) + add(originPID)
+	var err error
+	s.busy, err = machineBusy()
+	s.err = errors.Join(append(errs, err)...)
+	return s
+}
+
+// cpuMeter measures, from its start to a call of result, the same
+// figures as a cpuWindow, for spans whose length is not known in advance
+// (a transfer, opening connections).
+type cpuMeter struct {
+	proxy     *proc
+	originPID int
+	at        time.Time
+	start     cpuSample
+}
+
+func startCPUMeter(proxy *proc, originPID int) *cpuMeter {
+	return &cpuMeter{proxy: proxy, originPID: originPID, at: time.Now(), start: takeSample(proxy, nil, originPID)}
+}
+
+// result returns the proxy's CPU time since the start (ok false without
+// a proxy) and the share of the machine's CPU other processes used.
+func (m *cpuMeter) result() (proxy time.Duration, ok bool, foreign float64) {
+	w := &cpuWindow{start: make(chan cpuSample, 1), end: make(chan cpuSample, 1), span: time.Since(m.at)}
+	w.start <- m.start
+	w.end <- takeSample(m.proxy, nil, m.originPID)
+	proxy, _, ok, foreign = w.result()
+	return proxy, ok, foreign
 }
 
 // result waits for both samples and returns the proxy's and its helpers'

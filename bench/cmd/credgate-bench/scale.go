@@ -119,7 +119,7 @@ func h2Streams(ctx context.Context, rc runConfig, ts []target, skipped map[strin
 
 // bigBody moves sc.bigBytes up and down through direct, goproxy and
 // credgate, one transfer at a time, sampling the proxy's RSS every 50 ms.
-func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, progress func(string, ...any)) *report.BigBody {
+func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, originPID int, progress func(string, ...any)) *report.BigBody {
 	sc := rc.scale
 	const interval = 50 * time.Millisecond
 	b := &report.BigBody{Bytes: sc.bigBytes, Interval: interval}
@@ -151,16 +151,15 @@ func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]
 				runtime.GC()
 				var start int64
 				var stop func() (int64, int64)
-				var cpu0 time.Duration
 				if t.proc != nil {
 					var err error
 					if start, err = settledRSS(ctx, t.proc.pid()); err != nil {
 						row.Err = err.Error()
 						continue
 					}
-					cpu0, _ = cpuTime(t.proc.pid())
 					stop = rssSampler(t.proc.pid(), interval)
 				}
+				meter := startCPUMeter(t.proc, originPID)
 				tctx, cancel := context.WithTimeout(ctx, limit)
 				var x loadgen.Transfer
 				var err error
@@ -170,11 +169,11 @@ func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]
 					x, err = loadgen.Download(tctx, t.lg, origin.DownloadPath+"?bytes="+strconv.FormatInt(sc.bigBytes, 10), sc.bigBytes)
 				}
 				cancel()
+				cpu, _, foreign := meter.result()
+				row.ProxyCPU += cpu
+				row.Foreign = max(row.Foreign, foreign)
 				if stop != nil {
 					peak, end := stop()
-					if cpu1, cerr := cpuTime(t.proc.pid()); cerr == nil {
-						row.ProxyCPU += cpu1 - cpu0
-					}
 					if row.RSSStart == 0 || peak-start > row.Growth() {
 						row.RSSStart, row.RSSPeak, row.RSSEnd = start, peak, end
 					}
@@ -205,7 +204,7 @@ func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]
 // them send at the per-client rate while the rest stay idle, and compares
 // their p99 with sc.idleBase clients at the same rate (measured first,
 // with nothing else open).
-func idle10k(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, progress func(string, ...any)) *report.Idle {
+func idle10k(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, originPID int, progress func(string, ...any)) *report.Idle {
 	sc := rc.scale
 	x := &report.Idle{Clients: sc.idleClients, Active: min(sc.idleActive, sc.idleClients), Base: sc.idleBase, WantPerClientRPS: sc.idleClientRPS, PerClientRPS: sc.idleClientRPS}
 	if offered := float64(x.Active) * sc.idleClientRPS; offered > sc.idleMaxRPS {
@@ -241,7 +240,7 @@ func idle10k(ctx context.Context, rc runConfig, ts []target, skipped map[string]
 		if ctx.Err() != nil {
 			break
 		}
-		x.Rows = append(x.Rows, idleRow(ctx, rc, t, x, clients, progress))
+		x.Rows = append(x.Rows, idleRow(ctx, rc, t, x, clients, originPID, progress))
 	}
 	for _, n := range []string{report.Goproxy, report.Credgate} {
 		if why, ok := skipped[n]; ok {
@@ -251,7 +250,7 @@ func idle10k(ctx context.Context, rc runConfig, ts []target, skipped map[string]
 	return x
 }
 
-func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, clients int, progress func(string, ...any)) report.IdleRow {
+func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, clients, originPID int, progress func(string, ...any)) report.IdleRow {
 	sc := rc.scale
 	row := report.IdleRow{Target: t.lg.Name}
 	pid := t.proc.pid()
@@ -267,7 +266,9 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 		row.Err = err.Error()
 		return row
 	}
+	meter := startCPUMeter(t.proc, originPID)
 	row.BaseRun = loadgen.PerClient(ctx, t.lg, base, x.PerClientRPS, rc.warmup, window)
+	_, _, row.BaseForeign = meter.result()
 	loadgen.CloseAll(base)
 
 	runtime.GC()
@@ -289,9 +290,15 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 	}
 	row.OpenTime = time.Since(began)
 	row.Opened = len(conns)
+	// What the proxy spends on clients that send nothing (timers,
+	// watchers per connection) shows while RSS settles.
+	meter = startCPUMeter(t.proc, originPID)
 	if row.RSSIdle, err = settledRSS(ctx, pid); err != nil {
 		row.Err = err.Error()
 		return row
+	}
+	if cpu, ok, _ := meter.result(); ok {
+		row.IdleCPU = cpu.Seconds() / time.Since(meter.at).Seconds()
 	}
 	row.FDs, _ = openFDs(pid)
 	active := min(x.Active, len(conns))
@@ -300,10 +307,12 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 	}
 	progress("idle10k: %s, %d of them active at %s rps each, %s", t.lg.Name, active, report.PerClient(x.PerClientRPS), rc.warmup+window)
 	stop := rssSampler(pid, 100*time.Millisecond)
+	meter = startCPUMeter(t.proc, originPID)
 	// The most recently opened clients are the active ones: the oldest
 	// have been idle longest and are the first the proxy's idle timeout
 	// would close.
 	row.ActiveRun = loadgen.PerClient(ctx, t.lg, conns[len(conns)-active:], x.PerClientRPS, rc.warmup, window)
+	_, _, row.ActiveForeign = meter.result()
 	row.RSSActivePeak, _ = stop()
 	return row
 }

@@ -326,7 +326,7 @@ type Result struct {
 	// Target.Sessions).
 	Resumed int `json:"resumed,omitempty"`
 	// Conns is the number of connections an HTTP/2 run opened (see
-	// H2ClosedLoop).
+	// H2ClosedLoop); merged rounds keep the largest.
 	Conns int `json:"conns,omitempty"`
 
 	lats, lags []time.Duration // sorted; kept for Merge
@@ -348,7 +348,7 @@ func Merge(rs ...Result) Result {
 		m.Window += r.Window
 		m.ExtraDials += r.ExtraDials
 		m.Resumed += r.Resumed
-		m.Conns += r.Conns
+		m.Conns = max(m.Conns, r.Conns)
 		m.Max = max(m.Max, r.Max)
 		if m.FirstError == "" {
 			m.FirstError = r.FirstError

@@ -128,6 +128,9 @@ type BigBodyRow struct {
 	// ProxyCPU is the proxy's CPU time (user+system) over all the
 	// transfers of the row.
 	ProxyCPU time.Duration `json:"proxy_cpu_ns,omitempty"`
+	// Foreign is the largest share (0..1) of the machine's CPU that
+	// processes outside the benchmark used during one of the transfers.
+	Foreign float64 `json:"foreign_cpu,omitempty"`
 	// Err is set when the transfers failed.
 	Err string `json:"error,omitempty"`
 }
@@ -200,10 +203,10 @@ func (b *BigBody) verdicts() []Verdict {
 }
 
 func (b *BigBody) write(w io.Writer, title string) {
-	fmt.Fprintf(w, "## %s\n\n| target | direction | throughput | per transfer | vs direct | proxy CPU per GiB | RSS at start | peak RSS | peak − start | end RSS |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n", title)
+	fmt.Fprintf(w, "## %s\n\n| target | direction | throughput | per transfer | vs direct | proxy CPU per GiB | RSS at start | peak RSS | peak − start | end RSS | other CPU |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n", title)
 	for _, r := range b.Rows {
 		if r.Err != "" {
-			fmt.Fprintf(w, "| %s | %s | – | – | – | – | – | – | – | not measured: %s |\n", r.Target, r.Direction, oneLine(r.Err))
+			fmt.Fprintf(w, "| %s | %s | – | – | – | – | – | – | – | – | not measured: %s |\n", r.Target, r.Direction, oneLine(r.Err))
 			continue
 		}
 		var per []string
@@ -225,7 +228,7 @@ func (b *BigBody) write(w io.Writer, title string) {
 			}
 			start, peak, growth, end = MiB(r.RSSStart), MiB(r.RSSPeak), signedMiB(r.Growth()), MiB(r.RSSEnd)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Target, r.Direction, mibps(r.Throughput()), strings.Join(per, " / "), vs, cpu, start, peak, growth, end)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% |\n", r.Target, r.Direction, mibps(r.Throughput()), strings.Join(per, " / "), vs, cpu, start, peak, growth, end, 100*r.Foreign)
 	}
 	fmt.Fprintln(w)
 	for _, v := range b.verdicts() {
@@ -276,6 +279,14 @@ type IdleRow struct {
 	RSSActivePeak int64 `json:"rss_active_peak_bytes,omitempty"`
 	// FDs is the proxy's open file descriptors with the clients open.
 	FDs int `json:"fds,omitempty"`
+	// IdleCPU is the proxy's CPU use, in cores, while the clients were
+	// open and idle.
+	IdleCPU float64 `json:"idle_cpu_cores"`
+	// BaseForeign and ActiveForeign are the shares (0..1) of the
+	// machine's CPU that processes outside the benchmark used during the
+	// two runs.
+	BaseForeign   float64 `json:"base_foreign_cpu"`
+	ActiveForeign float64 `json:"active_foreign_cpu"`
 	// BaseRun is the Base clients at the per-client rate, before the idle
 	// clients were opened; ActiveRun the Active clients, with the rest
 	// idle.
@@ -329,7 +340,7 @@ func (x *Idle) verdicts() []Verdict {
 }
 
 func (x *Idle) write(w io.Writer, title string) {
-	fmt.Fprintf(w, "## %s\n\n| proxy | idle clients | opened in | RSS before | RSS with them | per client | proxy fds | target ≤ %s |\n|---|--:|--:|--:|--:|--:|--:|---|\n", title, MiB(IdleRSS20))
+	fmt.Fprintf(w, "## %s\n\n| proxy | idle clients | opened in | RSS before | RSS with them | per client | proxy fds | proxy CPU while idle | target ≤ %s |\n|---|--:|--:|--:|--:|--:|--:|--:|---|\n", title, MiB(IdleRSS20))
 	for _, r := range x.Rows {
 		verdict := "–"
 		if r.Target == Credgate && r.RSSIdle > 0 {
@@ -346,16 +357,17 @@ func (x *Idle) write(w io.Writer, title string) {
 		if r.FDs > 0 {
 			fds = Count(r.FDs)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f s | %s | %s | %s | %s | %s |\n", r.Target, Count(r.Opened), r.OpenTime.Seconds(), MiB(r.RSSBefore), MiB(r.RSSIdle), per, fds, verdict)
+		fmt.Fprintf(w, "| %s | %s | %.1f s | %s | %s | %s | %s | %.0f%% of a core | %s |\n", r.Target, Count(r.Opened), r.OpenTime.Seconds(), MiB(r.RSSBefore), MiB(r.RSSIdle), per, fds, 100*r.IdleCPU, verdict)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "| proxy | active clients | per client | offered | served rps | p50 | p99 | p99.9 | max | errors | sender lag p99 | new conns | peak RSS | p99 vs %d clients (≤ %.0f×) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n", x.Base, ActiveP99Ratio20)
+	fmt.Fprintf(w, "| proxy | active clients | per client | offered | served rps | p50 | p99 | p99.9 | max | errors | sender lag p99 | new conns | peak RSS | other CPU | p99 vs %d clients (≤ %.0f×) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n", x.Base, ActiveP99Ratio20)
 	for _, r := range x.Rows {
 		for _, row := range []struct {
-			n    int
-			res  loadgen.Result
-			peak int64
-		}{{x.Base, r.BaseRun, 0}, {x.Active, r.ActiveRun, r.RSSActivePeak}} {
+			n       int
+			res     loadgen.Result
+			peak    int64
+			foreign float64
+		}{{x.Base, r.BaseRun, 0, r.BaseForeign}, {x.Active, r.ActiveRun, r.RSSActivePeak, r.ActiveForeign}} {
 			if row.res.Target == "" {
 				continue
 			}
@@ -367,8 +379,8 @@ func (x *Idle) write(w io.Writer, title string) {
 					verdict += " " + passMiss(q <= ActiveP99Ratio20 && row.res.Errors == 0)
 				}
 			}
-			fmt.Fprintf(w, "| %s | %s | %s rps | %s rps | %s | %s | %s | %s | %s | %d | %s | %d | %s | %s |\n", r.Target, Count(row.n), PerClient(x.PerClientRPS), Rate(float64(row.n)*x.PerClientRPS),
-				Rate(row.res.RPS), Dur(row.res.P50), Dur(row.res.P99), Dur(row.res.P999), Dur(row.res.Max), row.res.Errors, Dur(row.res.LagP99), row.res.ExtraDials, MiB(row.peak), verdict)
+			fmt.Fprintf(w, "| %s | %s | %s rps | %s rps | %s | %s | %s | %s | %s | %d | %s | %d | %s | %.0f%% | %s |\n", r.Target, Count(row.n), PerClient(x.PerClientRPS), Rate(float64(row.n)*x.PerClientRPS),
+				Rate(row.res.RPS), Dur(row.res.P50), Dur(row.res.P99), Dur(row.res.P999), Dur(row.res.Max), row.res.Errors, Dur(row.res.LagP99), row.res.ExtraDials, MiB(row.peak), 100*row.foreign, verdict)
 		}
 	}
 	fmt.Fprintln(w)
