@@ -359,7 +359,7 @@ func run(ctx context.Context, rc runConfig) (err error) {
 		res.H2Streams = h2Streams(ctx, rc, ts, skipped, originProc.pid(), progress)
 	}
 	if rc.scenarios["bigbody"] {
-		res.Titles["bigbody"] = fmt.Sprintf("Large bodies — %s upload and %s download, one at a time, %d per target and direction", report.MiB(rc.scale.bigBytes), report.MiB(rc.scale.bigBytes), rc.scale.bigRounds)
+		res.Titles["bigbody"] = fmt.Sprintf("Large bodies — %s upload and %s download, one at a time, %d per target and direction", report.Size(rc.scale.bigBytes), report.Size(rc.scale.bigBytes), rc.scale.bigRounds)
 		res.BigBody = bigBody(ctx, rc, ts, skipped, originProc.pid(), progress)
 	}
 	if rc.scenarios["idle10k"] {

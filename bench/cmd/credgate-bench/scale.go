@@ -147,7 +147,7 @@ func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]
 				if row.Err != "" || ctx.Err() != nil {
 					continue
 				}
-				progress("bigbody: %s, %s %s (round %d/%d)", t.lg.Name, dir, report.MiB(sc.bigBytes), round+1, sc.bigRounds)
+				progress("bigbody: %s, %s %s (round %d/%d)", t.lg.Name, dir, report.Size(sc.bigBytes), round+1, sc.bigRounds)
 				runtime.GC()
 				var start int64
 				var stop func() (int64, int64)
@@ -290,11 +290,14 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 	}
 	row.OpenTime = time.Since(began)
 	row.Opened = len(conns)
-	// What the proxy spends on clients that send nothing (timers,
-	// watchers per connection) shows while RSS settles.
-	meter = startCPUMeter(t.proc, originPID)
 	if row.RSSIdle, err = settledRSS(ctx, pid); err != nil {
 		row.Err = err.Error()
+		return row
+	}
+	// What the proxy spends on clients that send nothing (timers,
+	// watchers per connection), once RSS has settled.
+	meter = startCPUMeter(t.proc, originPID)
+	if !sleepCtx(ctx, idleCPUSpan) {
 		return row
 	}
 	if cpu, ok, _ := meter.result(); ok {
@@ -315,6 +318,22 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 	_, _, row.ActiveForeign = meter.result()
 	row.RSSActivePeak, _ = stop()
 	return row
+}
+
+// idleCPUSpan is how long the proxy's CPU use with every client idle is
+// measured.
+const idleCPUSpan = 3 * time.Second
+
+// sleepCtx waits for d or the end of ctx; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // portRange reads the kernel's ephemeral port range.

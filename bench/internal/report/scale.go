@@ -164,8 +164,8 @@ func (b *BigBody) get(target, dir string) (BigBodyRow, bool) {
 func (b *BigBody) verdicts() []Verdict {
 	var out []Verdict
 	size := "1 GiB"
-	if b != nil && b.Bytes != 1<<30 {
-		size = MiB(b.Bytes)
+	if b != nil {
+		size = Size(b.Bytes)
 	}
 	for _, dir := range []string{Upload, Download} {
 		v := Verdict{Name: size + " " + dir + " throughput", Want: fmt.Sprintf("≥ %.2f× direct", BigBodyDirect20)}
@@ -279,8 +279,8 @@ type IdleRow struct {
 	RSSActivePeak int64 `json:"rss_active_peak_bytes,omitempty"`
 	// FDs is the proxy's open file descriptors with the clients open.
 	FDs int `json:"fds,omitempty"`
-	// IdleCPU is the proxy's CPU use, in cores, while the clients were
-	// open and idle.
+	// IdleCPU is the proxy's CPU use, in cores, over 3 s while the
+	// clients were open and idle (after its RSS settled).
 	IdleCPU float64 `json:"idle_cpu_cores"`
 	// BaseForeign and ActiveForeign are the shares (0..1) of the
 	// machine's CPU that processes outside the benchmark used during the
@@ -422,6 +422,18 @@ func writeSkipped(w io.Writer, run *Run) {
 			fmt.Fprintf(w, "first error (%s): %s\n\n", x.Target, oneLine(x.FirstError))
 		}
 	}
+}
+
+// Size formats a byte count as whole GiB or MiB when it is one, in MiB
+// with a decimal otherwise.
+func Size(b int64) string {
+	switch {
+	case b > 0 && b%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", b>>30)
+	case b > 0 && b%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", b>>20)
+	}
+	return MiB(b)
 }
 
 func mibps(bps float64) string { return fmt.Sprintf("%.0f MiB/s", bps/(1<<20)) }
