@@ -102,9 +102,9 @@ type Server struct {
 const UploadPath = "/v1/upload"
 
 // DownloadPath answers 200 with a body of the size its query asks for
-// (?bytes=N, at most MaxDownload), written from one 64 KiB buffer with a
-// Content-Length, so a large download costs the origin no memory beyond
-// that buffer.
+// (?bytes=N, at most MaxDownload) of Pattern's bytes, written through one
+// 64 KiB buffer with a Content-Length, so a large download costs the
+// origin no memory beyond that buffer.
 const DownloadPath = "/v1/download"
 
 // MaxDownload is the largest body DownloadPath sends (64 GiB).
@@ -141,18 +141,34 @@ func download(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.CopyBuffer(w, io.LimitReader(Pattern{}, n), make([]byte, 64<<10))
 }
 
-// Pattern is an endless reader of a repeating text pattern: a body that
-// takes no memory however long it is (io.LimitReader(Pattern{}, n)).
+// Pattern is an endless reader of a repeating 64 KiB block of
+// pseudo-random bytes: a body that takes no memory however long it is
+// (io.LimitReader(Pattern{}, n)) and looks like the large bodies APIs
+// move (archives, images, model files) rather than like text, whose
+// bytes a response scrubber's prefilter matches far more often.
 type Pattern struct{}
 
-const pattern = "credgate-bench streaming body 0123456789abcdefghijklmnopqrstuvwxyz\n"
+// patternBlock is the repeated block; it is written once, at start-up,
+// and only read after.
+var patternBlock = func() []byte {
+	b := make([]byte, 64<<10)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range b {
+		// xorshift64: deterministic, so every run sends the same bytes.
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x >> 56)
+	}
+	return b
+}()
 
-// Read fills p with the pattern. Every read starts the pattern afresh,
-// which is all a throughput measurement needs.
+// Read fills p with the block, from its start. Every read starts the
+// block afresh, which is all a throughput measurement needs.
 func (Pattern) Read(p []byte) (int, error) {
-	n := copy(p, pattern)
+	n := 0
 	for n < len(p) {
-		n += copy(p[n:], p[:n]) // doubling: a 64 KiB read is 11 copies
+		n += copy(p[n:], patternBlock)
 	}
 	return len(p), nil
 }

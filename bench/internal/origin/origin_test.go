@@ -237,24 +237,31 @@ func TestOriginDownload(t *testing.T) {
 		if int64(len(b)) != tt.size || resp.ContentLength != tt.size {
 			t.Errorf("%s: %d bytes, Content-Length %d; want %d", tt.query, len(b), resp.ContentLength, tt.size)
 		}
-		if tt.size > 0 && !bytes.HasPrefix(b, []byte(pattern)) {
+		if tt.size > 0 && !bytes.Equal(b[:min(len(b), len(patternBlock))], patternBlock[:min(len(b), len(patternBlock))]) {
 			t.Errorf("%s: body starts %.20q, want the pattern", tt.query, b)
 		}
 	}
 }
 
-// Pattern fills every read whole with the repeating pattern.
+// Pattern fills every read whole with the repeating block.
 func TestPattern(t *testing.T) {
-	for _, n := range []int{0, 1, len(pattern), len(pattern) + 1, 64 << 10} {
+	for _, n := range []int{0, 1, 100, 64 << 10, 64<<10 + 1, 200 << 10} {
 		p := make([]byte, n)
 		got, err := Pattern{}.Read(p)
 		if err != nil || got != n {
 			t.Fatalf("Read(%d bytes) = %d, %v", n, got, err)
 		}
 		for i := range p {
-			if p[i] != pattern[i%len(pattern)] {
-				t.Fatalf("Read(%d bytes): byte %d is %q, want %q", n, i, p[i], pattern[i%len(pattern)])
+			if p[i] != patternBlock[i%len(patternBlock)] {
+				t.Fatalf("Read(%d bytes): byte %d is %#x, want %#x", n, i, p[i], patternBlock[i%len(patternBlock)])
 			}
 		}
+	}
+	seen := map[byte]bool{}
+	for _, c := range patternBlock {
+		seen[c] = true
+	}
+	if len(seen) < 250 {
+		t.Errorf("the block holds %d distinct byte values; want nearly all 256", len(seen))
 	}
 }
