@@ -88,9 +88,9 @@ func h2Streams(ctx context.Context, rc runConfig, ts []target, skipped map[strin
 			cw := sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.window)
 			return loadgen.ClosedLoop(ctx, t.lg, sc.h2Streams, rc.warmup, rc.window, false), cw, nil
 		}
-		// The CPU window starts with the load: H2ClosedLoop first sends
-		// one check request, which is what tells a target that does not
-		// speak h2 from one that does.
+		// One request before the CPU window starts tells a target that
+		// does not speak h2 (ErrNotH2: skipped, and the report compares
+		// with its -h1 row) from one that does.
 		c := loadgen.NewH2Client(t.lg)
 		err := c.Do(ctx)
 		c.Close()
@@ -276,6 +276,7 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 		row.Err = err.Error()
 		return row
 	}
+	row.FDsBefore, _ = openFDs(pid)
 	progress("idle10k: %s, opening %d idle keep-alive clients", t.lg.Name, clients)
 	conns := make([]*loadgen.Conn, 0, clients)
 	defer func() { loadgen.CloseAll(conns) }()
@@ -290,6 +291,9 @@ func idleRow(ctx context.Context, rc runConfig, t target, x *report.Idle, client
 	}
 	row.OpenTime = time.Since(began)
 	row.Opened = len(conns)
+	if row.OpenTime > 100*time.Second {
+		row.Err = strings.TrimPrefix(row.Err+"; ", "; ") + fmt.Sprintf("opening took %.0f s: the proxy may have closed the first clients as idle for longer than its idle timeout (credgate: limits.idle_timeout, 120 s); \"still open at the proxy\" says how many it held", row.OpenTime.Seconds())
+	}
 	if row.RSSIdle, err = settledRSS(ctx, pid); err != nil {
 		row.Err = err.Error()
 		return row

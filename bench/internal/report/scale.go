@@ -277,8 +277,12 @@ type IdleRow struct {
 	RSSBefore     int64 `json:"rss_before_bytes"`
 	RSSIdle       int64 `json:"rss_idle_bytes"`
 	RSSActivePeak int64 `json:"rss_active_peak_bytes,omitempty"`
-	// FDs is the proxy's open file descriptors with the clients open.
-	FDs int `json:"fds,omitempty"`
+	// FDs is the proxy's open file descriptors with the clients open,
+	// FDsBefore before they were opened: the difference is how many of
+	// them the proxy still held (it closes clients idle longer than its
+	// idle timeout, 120 s for credgate, if opening took that long).
+	FDs       int `json:"fds,omitempty"`
+	FDsBefore int `json:"fds_before,omitempty"`
 	// IdleCPU is the proxy's CPU use, in cores, over 3 s while the
 	// clients were open and idle (after its RSS settled).
 	IdleCPU float64 `json:"idle_cpu_cores"`
@@ -340,7 +344,7 @@ func (x *Idle) verdicts() []Verdict {
 }
 
 func (x *Idle) write(w io.Writer, title string) {
-	fmt.Fprintf(w, "## %s\n\n| proxy | idle clients | opened in | RSS before | RSS with them | per client | proxy fds | proxy CPU while idle | target ≤ %s |\n|---|--:|--:|--:|--:|--:|--:|--:|---|\n", title, MiB(IdleRSS20))
+	fmt.Fprintf(w, "## %s\n\n| proxy | idle clients | opened in | still open at the proxy | RSS before | RSS with them | per client | proxy fds | proxy CPU while idle | target ≤ %s |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n", title, MiB(IdleRSS20))
 	for _, r := range x.Rows {
 		verdict := "–"
 		if r.Target == Credgate && r.RSSIdle > 0 {
@@ -357,7 +361,11 @@ func (x *Idle) write(w io.Writer, title string) {
 		if r.FDs > 0 {
 			fds = Count(r.FDs)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f s | %s | %s | %s | %s | %.0f%% of a core | %s |\n", r.Target, Count(r.Opened), r.OpenTime.Seconds(), MiB(r.RSSBefore), MiB(r.RSSIdle), per, fds, 100*r.IdleCPU, verdict)
+		held := "–"
+		if r.FDs > 0 && r.FDsBefore > 0 {
+			held = Count(r.FDs - r.FDsBefore)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.1f s | %s | %s | %s | %s | %s | %.0f%% of a core | %s |\n", r.Target, Count(r.Opened), r.OpenTime.Seconds(), held, MiB(r.RSSBefore), MiB(r.RSSIdle), per, fds, 100*r.IdleCPU, verdict)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "| proxy | active clients | per client | offered | served rps | p50 | p99 | p99.9 | max | errors | sender lag p99 | new conns | peak RSS | other CPU | p99 vs %d clients (≤ %.0f×) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n", x.Base, ActiveP99Ratio20)

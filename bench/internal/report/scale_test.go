@@ -51,7 +51,7 @@ func TestScaleVerdicts(t *testing.T) {
 		"credgate/goproxy: **1.05×**",
 		"| credgate | upload | 256 MiB/s | 256 MiB/s in 4.00 s | 0.50× |",
 		"+20.0 MiB",
-		"| credgate | 10,000 | 0.0 s | 40.0 MiB | 350.0 MiB | 31.7 KiB |",
+		"| credgate | 10,000 | 0.0 s | – | 40.0 MiB | 350.0 MiB | 31.7 KiB |",
 		"| credgate | 2,000 | 0.75 rps | 1500 rps |",
 		"4.00× MISS",
 	} {
