@@ -187,7 +187,9 @@ func TestH2ClosedLoop(t *testing.T) {
 	h1proxy := startBaseline(t, o, "Bearer tok", false)
 	ctx := context.Background()
 	for _, target := range []*loadgen.Target{direct, h2proxy} {
-		r, err := loadgen.H2ClosedLoop(ctx, target, 8, 50*time.Millisecond, 300*time.Millisecond)
+		// The warm-up lets goproxy open its HTTP/1.1 upstream connections
+		// (one per concurrent stream) before the window counts.
+		r, err := loadgen.H2ClosedLoop(ctx, target, 8, 500*time.Millisecond, time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", target.Name, err)
 		}
