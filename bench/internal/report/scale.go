@@ -324,6 +324,11 @@ func (x *Idle) verdicts() []Verdict {
 	} else {
 		v.Got = MiB(r.RSSIdle)
 		v.Pass = r.RSSIdle <= IdleRSS20
+		// Fewer held than opened (idle timeout while opening): say so
+		// beside the figure, which then covers fewer clients.
+		if held := r.FDs - r.FDsBefore; r.FDs > 0 && r.FDsBefore > 0 && held < x.Clients-100 {
+			v.Got += fmt.Sprintf(" (only %s held)", Count(held))
+		}
 	}
 	active, base, rate := 2000, 100, 50.0
 	if x != nil {

@@ -78,6 +78,10 @@ func TestScaleVerdictsFallback(t *testing.T) {
 			t.Errorf("%s: not absent: %+v", v.Name, v)
 		}
 	}
+	short := &Idle{Clients: 10000, Rows: []IdleRow{{Target: Credgate, Opened: 10000, RSSIdle: 300 << 20, FDs: 9800, FDsBefore: 40}}}
+	if v := short.verdicts()[0]; v.Got != "300.0 MiB (only 9,760 held)" || !v.Pass {
+		t.Errorf("RSS verdict with clients closed while opening: %+v", v)
+	}
 	if got := Count(1234567); got != "1,234,567" {
 		t.Errorf("count = %q", got)
 	}
