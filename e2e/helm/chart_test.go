@@ -153,6 +153,41 @@ func TestValuesSchema(t *testing.T) {
 		{"refusal ratio above 1", []string{"--set", "metrics.prometheusRule.refusalRatio=2"}, "refusalRatio"},
 		{"dashboard label not a string", []string{"--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.labels.grafana_dashboard=1"}, "grafana_dashboard"},
 		{"not a SPIFFE ID", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.spiffeID=prod.example.org/credgate"}, "spiffeID"},
+		{"session tickets typo", []string{"--set", "config.sessionTickets.rotate=1h"}, "rotate"},
+		{"tracing without endpoint", []string{"--set", "config.tracing.enabled=true"}, "config.tracing.endpoint"},
+		{"tracing endpoint as URL", []string{"--set", "config.tracing.enabled=true", "--set", "config.tracing.endpoint=https://otel:4317"}, "endpoint"},
+		{"sampling ratio above 1", []string{"--set", "config.tracing.samplingRatio=1.5"}, "samplingRatio"},
+		{"inline tracing header", []string{"--set", "config.tracing.headers.x-api-key.value=hunter2"}, "value"},
+		{"tracing insecure with CA", []string{"--set", "config.tracing.enabled=true", "--set", "config.tracing.endpoint=otel:4317",
+			"--set", "config.tracing.insecure=true", "--set", "config.tracing.caConfigMap=otel-ca"}, "caConfigMap"},
+		{"audit OTLP insecure with CA", []string{"--set", "config.audit.otlp.endpoint=otel:4317",
+			"--set", "config.audit.otlp.insecure=true", "--set", "config.audit.otlp.caConfigMap=otel-ca"}, "caConfigMap"},
+		{"inline audit OTLP header", []string{"--set", "config.audit.otlp.headers.authorization.env=OTLP_AUTH"}, "env"},
+		{"audit output relative", []string{"--set", "config.auditOutput=audit.log"}, "auditOutput"},
+		{"audit file on the read-only root", []string{"--set", "config.auditOutput=/var/log/credgate/audit.log"}, "read-only"},
+		{"audit file on a read-only volume", []string{"--set", "config.auditOutput=/var/log/credgate/audit.log",
+			"--set", "extraVolumes[0].name=logs", "--set", "extraVolumes[0].emptyDir.medium=Memory",
+			"--set", "extraVolumeMounts[0].name=logs", "--set", "extraVolumeMounts[0].mountPath=/var/log/credgate", "--set", "extraVolumeMounts[0].readOnly=true"}, "read-only"},
+		{"audit rotation on stdout", []string{"--set", "config.audit.rotate.maxBytes=1048576"}, "config.audit.rotate"},
+		{"bad rotation age", []string{"--set", "config.audit.rotate.every=1d"}, "every"},
+		{"unknown stall policy", []string{"--set", "config.audit.onStall=retry"}, "onStall"},
+		{"audit buffer too small", []string{"--set", "config.audit.bufferBytes=1024"}, "bufferBytes"},
+		{"checkpoint key and Vault", []string{"--set", "config.audit.checkpoint.keySecret.name=audit-key",
+			"--set", "config.audit.checkpoint.vaultTransit.key=credgate-audit", "--set", "config.audit.checkpoint.vaultTransit.auth.role=credgate"}, "not both"},
+		{"checkpoint without chain", []string{"--set", "config.audit.checkpoint.keySecret.name=audit-key", "--set", "config.audit.chain=false"}, "config.audit.chain"},
+		{"Vault checkpoints without role", []string{"--set", "config.audit.checkpoint.vaultTransit.key=credgate-audit"}, "auth.role"},
+		{"Vault checkpoints without the projected token", []string{"--set", "config.audit.checkpoint.vaultTransit.key=credgate-audit",
+			"--set", "config.audit.checkpoint.vaultTransit.auth.role=credgate", "--set", "serviceAccountToken.enabled=false"}, "serviceAccountToken.enabled"},
+		{"checkpoint key file in config spelling", []string{"--set", "config.audit.checkpoint.key_file=/etc/audit.key"}, "key_file"},
+		{"replica with a space", []string{"--set", "config.audit.replica=gw 0"}, "replica"},
+		{"run tokens without workloads", []string{"--set", "config.runTokens.enabled=true", "--set", "admin.tokenSecret.name=adm",
+			"--set", "config.runTokens.keySecret.name=rt"}, "config.runTokens.workloads"},
+		{"run tokens without the admin token", []string{"--set", "config.runTokens.enabled=true", "--set", "config.runTokens.workloads[0]=agent",
+			"--set", "config.runTokens.keySecret.name=rt"}, "admin.tokenSecret"},
+		{"run tokens with a key per pod", []string{"--set", "config.runTokens.enabled=true", "--set", "config.runTokens.workloads[0]=agent",
+			"--set", "admin.tokenSecret.name=adm"}, "config.runTokens.keySecret"},
+		{"run tokens with an unknown algorithm", []string{"--set", "config.runTokens.algorithm=RS256"}, "algorithm"},
+		{"run tokens issuer not a URI", []string{"--set", "config.runTokens.issuer=credgate"}, "issuer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,6 +351,10 @@ metrics:
 - {name: CREDGATE_REDIS_KEY_1, valueFrom: {secretKeyRef: {name: redis-keys, key: k1}}}
 - {name: CREDGATE_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}`},
 		{"redis", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 6380, protocol: TCP}]}`},
+		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
+		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
+		{"audit-vault-transit", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 8200, protocol: TCP}]}`},
+		{"networkpolicy", "NetworkPolicy", fullname, "spec.egress.3", `~`},
 		{"default", deploy, fullname, ctr + "env", `~`},
 		// NetworkPolicy for application namespaces: only the gateway and DNS.
 		{"networkpolicy", "NetworkPolicy", fullname + "-egress-via-gateway", "", `
@@ -362,6 +401,31 @@ spec:
 		// TLS listener mounts.
 		{"networkpolicy", deploy, fullname, pod + "volumes.[name=tls].secret", `
 {secretName: gw-tls, defaultMode: 0440, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}`},
+		// Gateway settings: key files from Secrets (mode 0440) and CA
+		// bundles from ConfigMaps as directories, export headers from
+		// Secrets through the environment.
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=audit-checkpoint]", `
+{name: audit-checkpoint, secret: {secretName: credgate-audit-keys, defaultMode: 0440, items: [{key: checkpoint.pem, path: checkpoint.pem}]}}`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=audit-fingerprint]", `
+{name: audit-fingerprint, secret: {secretName: credgate-audit-keys, defaultMode: 0440, items: [{key: fingerprint, path: fingerprint}]}}`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=run-tokens]", `
+{name: run-tokens, secret: {secretName: credgate-run-tokens, defaultMode: 0440, items: [{key: signing.pem, path: signing.pem}]}}`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=tracing-ca]", `
+{name: tracing-ca, configMap: {name: otel-ca, items: [{key: roots.pem, path: roots.pem}]}}`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=audit-otlp-ca]", `
+{name: audit-otlp-ca, configMap: {name: otel-ca, items: [{key: ca.crt, path: ca.crt}]}}`},
+		{"gateway-settings", deploy, fullname, ctr + "volumeMounts.[name=run-tokens]", `
+{name: run-tokens, mountPath: /etc/credgate/run-tokens, readOnly: true}`},
+		{"gateway-settings", deploy, fullname, ctr + "env", `
+- {name: CREDGATE_TRACING_HEADER_0, valueFrom: {secretKeyRef: {name: otel-auth, key: traces}}}
+- {name: CREDGATE_TRACING_HEADER_1, valueFrom: {secretKeyRef: {name: otel-tenant, key: id}}}
+- {name: CREDGATE_AUDIT_OTLP_HEADER_0, valueFrom: {secretKeyRef: {name: otel-auth, key: audit}}}`},
+		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
+		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
+		{"audit-vault-transit", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 8200, protocol: TCP}]}`},
+		{"networkpolicy", "NetworkPolicy", fullname, "spec.egress.3", `~`},
+		{"default", deploy, fullname, ctr + "env", `~`},
+		{"default", deploy, fullname, pod + "volumes.[name=audit-checkpoint]", `~`},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/%s/%s/%s", tt.variant, tt.kind, tt.name, tt.path), func(t *testing.T) {
@@ -469,8 +533,13 @@ func TestConfigMatchesPod(t *testing.T) {
 			if get(cfg, "tls_listen") != nil {
 				checkListen("tls_listen", "proxy-tls")
 			}
-			if got := get(cfg, "audit.output"); got != "stdout" {
-				t.Errorf("audit.output = %v, want stdout", got)
+			// The audit log goes to stdout, or to a file on a writable
+			// volume (the root filesystem is read-only).
+			switch out, _ := get(cfg, "audit.output").(string); {
+			case out == "stdout" || out == "stderr":
+			case path.IsAbs(out) && writableDir(podSpec, ctr, path.Dir(out)):
+			default:
+				t.Errorf("audit.output = %q, want stdout, stderr or a file on a writable volume", out)
 			}
 			// The Workload API socket is in the agent's socket directory the
 			// pod mounts, and SPIFFE_ENDPOINT_SOCKET names the same one.
@@ -485,6 +554,21 @@ func TestConfigMatchesPod(t *testing.T) {
 			}
 			if get(cfg, "tls.svid") == true && get(podSpec, "volumes.[name=tls]") != nil {
 				t.Error("the TLS listener serves the SVID, yet the pod mounts a certificate Secret")
+			}
+			// OTLP export headers come from Secrets through the
+			// environment, never inline in the config.
+			for _, sec := range []string{"tracing.headers", "audit.otlp.headers"} {
+				hs, _ := get(cfg, sec).(map[string]any)
+				for name, h := range hs {
+					env, _ := get(h, "env").(string)
+					if hm, _ := h.(map[string]any); len(hm) != 1 || env == "" {
+						t.Errorf("%s.%s = %v, want only {env: VAR}", sec, name, h)
+						continue
+					}
+					if get(ctr, fmt.Sprintf("env.[name=%s].valueFrom.secretKeyRef.name", env)) == nil {
+						t.Errorf("%s.%s: env %s is not set by the container from a Secret", sec, name, env)
+					}
+				}
 			}
 			// Redis settings live under cache.redis, with secrets from env only.
 			if _, ok := cfg["redis"]; ok {
@@ -512,7 +596,14 @@ func TestConfigMatchesPod(t *testing.T) {
 }
 
 // fileKeys are the gateway config keys (at any depth) that name files.
-var fileKeys = []string{"policy", "cert", "key", "client_ca", "ca_bundle", "file", "jwks_file", "ca_file", "bearer_token_file", "token_file"}
+var fileKeys = []string{"policy", "cert", "key", "client_ca", "ca_bundle", "file", "jwks_file", "ca_file", "bearer_token_file", "token_file",
+	"key_file", "fingerprint_key_file", "ca", "ca_cert"}
+
+// notFiles are the config keys, by dotted path, that fileKeys would take
+// for files but that name something else.
+var notFiles = []string{
+	"audit.checkpoint.signer.vault_transit.key", // a Vault transit key's name
+}
 
 // configFiles returns every file the gateway config names, by dotted key.
 func configFiles(prefix string, v any) map[string]string {
@@ -521,7 +612,9 @@ func configFiles(prefix string, v any) map[string]string {
 	case map[string]any:
 		for k, e := range n {
 			if s, ok := e.(string); ok && slices.Contains(fileKeys, k) && s != "" {
-				out[prefix+k] = s
+				if !slices.Contains(notFiles, prefix+k) {
+					out[prefix+k] = s
+				}
 				continue
 			}
 			maps.Copy(out, configFiles(prefix+k+".", e))
@@ -565,6 +658,23 @@ func mountedFile(podSpec, ctr map[string]any, p string) bool {
 			if rel, ok := strings.CutPrefix(p, mountPath+"/"); ok && hasItemPath(src, rel) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// writableDir reports whether the container can write in dir: it is at or
+// under a mount, not read-only, of an emptyDir or a PersistentVolumeClaim.
+func writableDir(podSpec, ctr map[string]any, dir string) bool {
+	for _, m := range ctr["volumeMounts"].([]any) {
+		mm := m.(map[string]any)
+		mountPath, _ := mm["mountPath"].(string)
+		if mm["readOnly"] == true || (dir != mountPath && !strings.HasPrefix(dir, mountPath+"/")) {
+			continue
+		}
+		vol, _ := get(podSpec, "volumes.[name="+mm["name"].(string)+"]").(map[string]any)
+		if vol["emptyDir"] != nil || vol["persistentVolumeClaim"] != nil {
+			return true
 		}
 	}
 	return false

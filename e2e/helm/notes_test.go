@@ -76,6 +76,16 @@ func TestNotes(t *testing.T) {
 		{"spire bundles only", []string{"--set", "tls.enabled=true", "--set", "tls.existingSecret=gw", "--set", "spire.enabled=true", "--set", "spire.svidListener=false"}, []string{
 			"SPIRE: the gateway takes the bundles that verify client SVIDs",
 		}, []string{"its X.509-SVID"}},
+		{"audit file", []string{"--set", "config.auditOutput=/var/log/credgate/audit.log", "--set", "config.audit.rotate.every=24h",
+			"--set", "extraVolumes[0].name=logs", "--set", "extraVolumes[0].emptyDir.sizeLimit=1Gi",
+			"--set", "extraVolumeMounts[0].name=logs", "--set", "extraVolumeMounts[0].mountPath=/var/log/credgate"}, []string{
+			"Audit lines go to /var/log/credgate/audit.log on the pod's volume, not to kubectl logs: ship and remove the rotated files",
+		}, nil},
+		{"run tokens", []string{"--set", "config.runTokens.enabled=true", "--set", "config.runTokens.workloads[0]=agent",
+			"--set", "config.runTokens.keySecret.name=rt", "--set", "admin.tokenSecret.name=credgate-admin"}, []string{
+			"credgate run --workload agent", "the Secret credgate-admin", "port-forward deploy/cg-credgate 9090:9090",
+			`claims: {iss: "urn:credgate:run", sub: NAME}`,
+		}, []string{"Audit lines go to"}},
 		// With Redis the replicas share one cache.
 		{"redis", []string{"--set", "redis.enabled=true", "--set", "redis.address=r:6379",
 			"--set", "redis.encryptionKeys[0].id=k1", "--set", "redis.encryptionKeys[0].secretName=s", "--set", "redis.encryptionKeys[0].secretKey=k"}, []string{

@@ -125,8 +125,93 @@ identity:
 `},
 		{name: "admin-tls", values: adminTLSValues},
 		{name: "monitoring", values: monitoringValues},
+		{name: "gateway-settings", values: gatewaySettingsValues},
+		// Checkpoints signed by a key in Vault's transit engine, with
+		// the projected service-account token as the Vault login.
+		{name: "audit-vault-transit", values: `
+config:
+  audit:
+    replica: egress-gw
+    checkpoint:
+      vaultTransit:
+        key: credgate-audit
+        address: https://vault.vault.svc:8200
+        namespace: platform
+        caFile: /run/credgate/vault/ca.pem
+        auth: {method: jwt, mount: k8s-egress, role: credgate}
+      every: 30s
+extraVolumes:
+  - {name: vault-ca, configMap: {name: vault-ca}}
+extraVolumeMounts:
+  - {name: vault-ca, mountPath: /run/credgate/vault, readOnly: true}
+networkPolicy:
+  gateway: {enabled: true}
+`},
 	}
 }
+
+// gatewaySettingsValues exercise the gateway settings under config: that
+// name files and secrets: session tickets, the audit log's chain,
+// checkpoints (a key from a Secret), rotation of a file output on a
+// writable volume, back-pressure, the fingerprint key and an OTLP copy,
+// tracing with a CA from a ConfigMap and headers from Secrets, and run
+// tokens with a signing key from a Secret (which needs the admin token).
+const gatewaySettingsValues = `
+config:
+  auditOutput: /var/log/credgate/audit.log
+  sessionTickets:
+    enabled: false
+    rotation: 30m
+  audit:
+    replica: egress-gw
+    chain: true
+    checkpoint:
+      keySecret: {name: credgate-audit-keys, key: checkpoint.pem}
+      lines: 500
+      every: 5s
+    rotate:
+      maxBytes: 104857600
+      every: 24h
+    onStall: fail_closed
+    bufferBytes: 1048576
+    stallTimeout: 2s
+    fingerprintKeySecret: {name: credgate-audit-keys, key: fingerprint}
+    otlp:
+      endpoint: otel-collector.monitoring.svc:4317
+      caConfigMap: otel-ca
+      headers:
+        authorization: {secretName: otel-auth, secretKey: audit}
+      serviceName: credgate-audit
+  tracing:
+    enabled: true
+    endpoint: otel-collector.monitoring.svc:4318
+    protocol: http
+    samplingRatio: 0.25
+    caConfigMap: otel-ca
+    caKey: roots.pem
+    headers:
+      x-api-key: {secretName: otel-auth, secretKey: traces}
+      x-tenant: {secretName: otel-tenant, secretKey: id}
+    serviceName: egress-gateway
+  runTokens:
+    enabled: true
+    workloads: [agent, batch]
+    issuer: https://credgate.example.org/run
+    audience: credgate-run
+    ttl: 10m
+    maxTTL: 2h
+    algorithm: EdDSA
+    keySecret: {name: credgate-run-tokens, key: signing.pem}
+    rotateInterval: 12h
+admin:
+  tokenSecret: {name: credgate-admin}
+extraVolumes:
+  - {name: audit-log, emptyDir: {sizeLimit: 1Gi}}
+extraVolumeMounts:
+  - {name: audit-log, mountPath: /var/log/credgate}
+networkPolicy:
+  gateway: {enabled: true}
+`
 
 // spireValues take the trust bundles and the TLS listener's certificate
 // (the gateway's X.509-SVID) from the SPIRE agent through the SPIFFE CSI

@@ -210,7 +210,7 @@ func startGateway(t *testing.T, p *pod) *gatewayProcess {
 	}
 	g.cmd = exec.Command(credgateBin(t), "serve", "-c", cfgPath)
 	g.cmd.Dir = p.root
-	g.cmd.Env = withoutProxyEnv(os.Environ())
+	g.cmd.Env = append(withoutProxyEnv(os.Environ()), secretEnv(t, p)...)
 	g.cmd.Stdout = io.Discard // the audit log
 	g.cmd.Stderr = g.stderr
 	if err := g.cmd.Start(); err != nil {
@@ -234,13 +234,36 @@ func startGateway(t *testing.T, p *pod) *gatewayProcess {
 	return g
 }
 
-// rootPaths prefixes every absolute file path in the gateway config with
-// the pod's root.
+// secretEnv returns the container's environment variables that come from
+// Secrets (secretKeyRef), as NAME=VALUE with the fixtures' values: what
+// kubelet would set. Plain values are left out: they may name paths of
+// the pod, which the config (rewritten by rootPaths) names anyway.
+func secretEnv(t *testing.T, p *pod) []string {
+	t.Helper()
+	env, _ := p.ctr["env"].([]any)
+	var out []string
+	for _, e := range env {
+		ref, ok := get(e, "valueFrom.secretKeyRef").(map[string]any)
+		if !ok {
+			continue
+		}
+		name, key := fmt.Sprint(ref["name"]), fmt.Sprint(ref["key"])
+		v, ok := p.fx.secrets[name][key]
+		if !ok {
+			t.Fatalf("env %v: no fixture for Secret %s key %s", get(e, "name"), name, key)
+		}
+		out = append(out, fmt.Sprintf("%v=%s", get(e, "name"), v))
+	}
+	return out
+}
+
+// rootPaths prefixes every absolute file path in the gateway config (and
+// an audit output file) with the pod's root.
 func rootPaths(p *pod, v any) {
 	switch n := v.(type) {
 	case map[string]any:
 		for k, e := range n {
-			if s, ok := e.(string); ok && slices.Contains(fileKeys, k) && strings.HasPrefix(s, "/") {
+			if s, ok := e.(string); ok && (slices.Contains(fileKeys, k) || k == "output") && strings.HasPrefix(s, "/") {
 				n[k] = p.path(s)
 				continue
 			}

@@ -1,6 +1,11 @@
 package helm_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,13 +93,45 @@ func fixtures(t *testing.T) podFixtures {
 			"spire-jwt-bundle":   {"bundle.jwks": testJWKS},
 			"posture":            {"posture.json": `{"shop-api": {"patched": true}}`},
 			"credgate-operators": {"ca.crt": admin.operatorsPEM},
+			"vault-ca":           {"ca.pem": testCACert},
 		},
 		secrets: map[string]map[string]string{
 			"credgate-admin":     {"token": "helm-test-admin-token-0123456789"},
 			"credgate-admin-tls": {"tls.crt": admin.certPEM, "tls.key": admin.keyPEM},
+			"credgate-audit-keys": {
+				"checkpoint.pem": ed25519KeyPEM(t),
+				"fingerprint":    base64.StdEncoding.EncodeToString(randomBytes(t, 32)),
+			},
+			"credgate-run-tokens": {"signing.pem": ed25519KeyPEM(t)},
+			"otel-auth":           {"audit": "Bearer helm-test-audit-export", "traces": "helm-test-trace-key"},
+			"otel-tenant":         {"id": "egress"},
 		},
 		token: "projected-service-account-token",
 	}
+}
+
+// ed25519KeyPEM returns a new Ed25519 private key, PEM PKCS#8 (what
+// `openssl genpkey -algorithm ed25519` writes).
+func ed25519KeyPEM(t *testing.T) string {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // validateRendered lays out the pod's files for rendered objects and runs

@@ -102,6 +102,9 @@ ca:
   key: ca/tls.key
   leaf_ttl: {{ $c.ca.leafTTL }}
   leaf_cache_size: {{ $c.ca.leafCacheSize }}
+session_tickets:
+  enabled: {{ $c.sessionTickets.enabled }}
+  rotation: {{ $c.sessionTickets.rotation }}
 upstream:
   {{- if $c.upstream.caBundleConfigMap }}
   ca_bundle: upstream-ca/{{ $c.upstream.caBundleKey }}
@@ -152,7 +155,7 @@ cache:
   {{- end }}
   {{- end }}
 audit:
-  output: {{ $c.auditOutput }}
+  {{- include "credgate.auditConfig" . | nindent 2 }}
 log:
   level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
@@ -175,6 +178,140 @@ admin:
 {{- with include "credgate.identityConfig" . | trim }}
 identity:
   {{- . | nindent 2 }}
+{{- end }}
+{{- with $c.tracing }}
+{{- if .enabled }}
+tracing:
+  enabled: true
+  {{- include "credgate.otlpEndpoint" (list "tracing" .) | nindent 2 }}
+  sampling_ratio: {{ .samplingRatio }}
+  service_name: {{ .serviceName | quote }}
+{{- end }}
+{{- end }}
+{{- with $c.runTokens }}
+{{- if .enabled }}
+run_tokens:
+  workloads: {{ toJson .workloads }}
+  issuer: {{ .issuer | quote }}
+  audience: {{ .audience | quote }}
+  ttl: {{ .ttl }}
+  max_ttl: {{ .maxTTL }}
+  algorithm: {{ .algorithm }}
+  {{- if .keySecret.name }}
+  key_file: run-tokens/{{ .keySecret.key }}
+  {{- end }}
+  rotate_interval: {{ .rotateInterval }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The audit: block of the gateway config (docs/config.md#audit-log-shutdown). */}}
+{{- define "credgate.auditConfig" -}}
+{{- $a := .Values.config.audit -}}
+output: {{ .Values.config.auditOutput | quote }}
+{{- with $a.replica }}
+replica: {{ . | quote }}
+{{- end }}
+chain: {{ $a.chain }}
+{{- with $a.checkpoint }}
+{{- if or .keySecret.name .vaultTransit.key }}
+checkpoint:
+  {{- if .keySecret.name }}
+  key_file: audit-checkpoint/{{ .keySecret.key }}
+  {{- else }}
+  {{- with .vaultTransit }}
+  signer:
+    vault_transit:
+      server:
+        {{- with .address }}
+        address: {{ . | quote }}
+        {{- end }}
+        {{- with .namespace }}
+        namespace: {{ . | quote }}
+        {{- end }}
+        {{- with .caFile }}
+        ca_cert: {{ . | quote }}
+        {{- end }}
+        auth:
+          method: {{ .auth.method }}
+          {{- with .auth.mount }}
+          mount: {{ . | quote }}
+          {{- end }}
+          role: {{ .auth.role | quote }}
+          # The projected service-account token (serviceAccountToken).
+          token_file: {{ printf "%s/token" (trimSuffix "/" $.Values.serviceAccountToken.mountPath) | quote }}
+      mount: {{ .mount | quote }}
+      key: {{ .key | quote }}
+  {{- end }}
+  {{- end }}
+  lines: {{ .lines }}
+  every: {{ .every }}
+{{- end }}
+{{- end }}
+{{- with $a.rotate }}
+{{- if or .maxBytes .every }}
+rotate:
+  {{- with .maxBytes }}
+  max_bytes: {{ int64 . }}
+  {{- end }}
+  {{- with .every }}
+  every: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+on_stall: {{ $a.onStall }}
+buffer_bytes: {{ int64 $a.bufferBytes }}
+stall_timeout: {{ $a.stallTimeout }}
+{{- if $a.fingerprintKeySecret.name }}
+fingerprint_key_file: audit-fingerprint/{{ $a.fingerprintKeySecret.key }}
+{{- end }}
+{{- with $a.otlp }}
+{{- if .endpoint }}
+otlp:
+  {{- include "credgate.otlpEndpoint" (list "audit-otlp" .) | nindent 2 }}
+  service_name: {{ .serviceName | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The OTLP receiver keys shared by tracing: and audit.otlp:
+(internal/otlp.Endpoint); args: (list NAME VALUES), NAME being what the
+CA directory and the header variables are named after. Header values are
+environment variables set from Secrets (credgate.otlpHeaderEnv), never
+written here. */}}
+{{- define "credgate.otlpEndpoint" -}}
+{{- $name := index . 0 }}{{ $o := index . 1 -}}
+endpoint: {{ $o.endpoint | quote }}
+protocol: {{ $o.protocol }}
+insecure: {{ $o.insecure }}
+{{- if $o.caConfigMap }}
+ca: {{ $name }}-ca/{{ $o.caKey }}
+{{- end }}
+{{- with $o.headers }}
+headers:
+  {{- range $i, $h := keys . | sortAlpha }}
+  {{ $h | quote }}: {env: {{ include "credgate.otlpHeaderVar" (list $name $i) }}}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The environment variable holding OTLP export header number INDEX (in
+the headers' sorted order) of NAME; args: (list NAME INDEX). */}}
+{{- define "credgate.otlpHeaderVar" -}}
+CREDGATE_{{ index . 0 | upper | replace "-" "_" }}_HEADER_{{ index . 1 }}
+{{- end }}
+
+{{/* The container's env entries for the OTLP export headers of NAME, from
+their Secrets; args: (list NAME HEADERS). */}}
+{{- define "credgate.otlpHeaderEnv" -}}
+{{- $name := index . 0 }}{{ $hs := index . 1 -}}
+{{- range $i, $h := keys $hs | sortAlpha }}
+{{- $s := get $hs $h }}
+- name: {{ include "credgate.otlpHeaderVar" (list $name $i) }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.secretName }}
+      key: {{ $s.secretKey }}
 {{- end }}
 {{- end }}
 
@@ -318,4 +455,79 @@ posture:
   max_age: {{ .maxAge }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The Secrets and ConfigMaps that config.audit, config.tracing and
+config.runTokens name, as (list VOLUME SECRET-OR-"" CONFIGMAP-OR-"" KEY):
+each is mounted as a directory at /etc/credgate/VOLUME, where the gateway
+config names the file. Read at start: a change needs a restart. */}}
+{{- define "credgate.configFiles" -}}
+{{- $c := .Values.config }}
+{{- $out := list }}
+{{- with $c.audit.checkpoint.keySecret }}{{ if .name }}{{ $out = append $out (list "audit-checkpoint" .name "" .key) }}{{ end }}{{ end }}
+{{- with $c.audit.fingerprintKeySecret }}{{ if .name }}{{ $out = append $out (list "audit-fingerprint" .name "" .key) }}{{ end }}{{ end }}
+{{- with $c.audit.otlp }}{{ if and .endpoint .caConfigMap }}{{ $out = append $out (list "audit-otlp-ca" "" .caConfigMap .caKey) }}{{ end }}{{ end }}
+{{- with $c.tracing }}{{ if and .enabled .caConfigMap }}{{ $out = append $out (list "tracing-ca" "" .caConfigMap .caKey) }}{{ end }}{{ end }}
+{{- with $c.runTokens }}{{ if and .enabled .keySecret.name }}{{ $out = append $out (list "run-tokens" .keySecret.name "" .keySecret.key) }}{{ end }}{{ end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* volumeMounts of credgate.configFiles. */}}
+{{- define "credgate.configFileMounts" -}}
+{{- range include "credgate.configFiles" . | fromJsonArray }}
+- name: {{ index . 0 }}
+  mountPath: /etc/credgate/{{ index . 0 }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* volumes of credgate.configFiles: Secret keys mode 0440, never in the
+config (so the checksum annotation does not depend on them). */}}
+{{- define "credgate.configFileVolumes" -}}
+{{- range include "credgate.configFiles" . | fromJsonArray }}
+- name: {{ index . 0 }}
+  {{- if index . 1 }}
+  secret:
+    secretName: {{ index . 1 }}
+    defaultMode: 0440
+  {{- else }}
+  configMap:
+    name: {{ index . 2 }}
+  {{- end }}
+    items:
+      - key: {{ index . 3 }}
+        path: {{ index . 3 }}
+{{- end }}
+{{- end }}
+
+{{/* The container's env entries for every OTLP export header in use
+(config.tracing.headers when tracing is enabled, config.audit.otlp.headers
+when audit.otlp has an endpoint), each from its Secret. */}}
+{{- define "credgate.otlpEnv" -}}
+{{- with .Values.config.tracing }}
+{{- if and .enabled .headers }}
+{{- include "credgate.otlpHeaderEnv" (list "tracing" .headers) }}
+{{- end }}
+{{- end }}
+{{- with .Values.config.audit.otlp }}
+{{- if and .endpoint .headers }}
+{{- include "credgate.otlpHeaderEnv" (list "audit-otlp" .headers) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The ports of the OTLP receivers and of the Vault the gateway config
+names (config.tracing, config.audit.otlp, the checkpoint signer), as a
+JSON list of distinct port numbers, for the gateway's NetworkPolicy. */}}
+{{- define "credgate.observabilityPorts" -}}
+{{- $c := .Values.config }}
+{{- $ports := list }}
+{{- if and $c.tracing.enabled $c.tracing.endpoint }}{{ $ports = append $ports (regexFind "[0-9]+$" $c.tracing.endpoint) }}{{ end }}
+{{- with $c.audit.otlp.endpoint }}{{ $ports = append $ports (regexFind "[0-9]+$" .) }}{{ end }}
+{{- with $c.audit.checkpoint.vaultTransit }}
+{{- if and .key .address }}
+{{- $ports = append $ports (regexFind ":[0-9]+$" (urlParse .address).host | trimPrefix ":" | default "443") }}
+{{- end }}
+{{- end }}
+{{- toJson ($ports | uniq) }}
 {{- end }}
