@@ -22,6 +22,15 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 )
 
+// promptly bounds how long an answer the tests expect "at once" may take.
+// The failures these tests guard against took 12.8 s or more (an answer
+// held until the upload ended, a long poll run on to the 60 s header
+// timeout, an ordering that hung until a timeout) or lost the status to a
+// reset, which the status checks catch; correct answers take milliseconds
+// but were seen at 1.1-2.1 s under -race with make test's other packages
+// on 2 cores, so the bound leaves room for a loaded machine.
+const promptly = 5 * time.Second
+
 // routeEarly makes the origin answer /early/413 and /early/401 without
 // reading the request body, as an origin refusing an upload does.
 func routeEarly(tg *testGateway) {
@@ -104,7 +113,7 @@ func curlUpload(flag string) gwUpload {
 }
 
 // TestH1EarlyAnswerToUpload: an origin's answer given before it read the
-// upload (413, 401) reaches the HTTP/1.1 client within 1 s, 10 times out
+// upload (413, 401) reaches the HTTP/1.1 client promptly, 10 times out
 // of 10, whatever the size and the client (issue 21: a reset lost it, or
 // it came after the bounded drain).
 func TestH1EarlyAnswerToUpload(t *testing.T) {
@@ -128,8 +137,8 @@ func TestH1EarlyAnswerToUpload(t *testing.T) {
 					for try := range 10 {
 						start := time.Now()
 						got, err := client(t, tg, fmt.Sprintf("/early/%d", status), size)
-						if took := time.Since(start); err != nil || got != status || took > time.Second {
-							t.Fatalf("try %d: status %d (%v) after %s, want %d within 1s", try, got, err, took.Round(time.Millisecond), status)
+						if took := time.Since(start); err != nil || got != status || took > promptly {
+							t.Fatalf("try %d: status %d (%v) after %s, want %d within %s", try, got, err, took.Round(time.Millisecond), status, promptly)
 						}
 					}
 				})
@@ -159,7 +168,7 @@ func TestH1ExpectContinueEndToEnd(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
 		t.Fatalf("refused: %s close=%v, want the origin's 413 (no 100 Continue first) and close", resp.Status, resp.Close)
 	}
-	if took := time.Since(start); took > time.Second {
+	if took := time.Since(start); took > promptly {
 		t.Fatalf("refused: the 413 took %s (the transport waited for a 100 that never came?)", took)
 	}
 	if got := <-sawExpect; got != "100-continue" {
@@ -181,7 +190,7 @@ func TestH1ExpectContinueEndToEnd(t *testing.T) {
 
 // TestH1ClientLeavesLongPoll: a client that closes its connection while
 // the origin holds a long poll cancels the upstream request: the origin
-// sees its request context end within 1 s of the close (issue 21: it ran
+// sees its request context end promptly after the close (issue 21: it ran
 // on until the response-header timeout).
 func TestH1ClientLeavesLongPoll(t *testing.T) {
 	tg := startGateway(t)
@@ -212,10 +221,10 @@ func TestH1ClientLeavesLongPoll(t *testing.T) {
 		c.Close()
 		select {
 		case at := <-ended:
-			if d := at.Sub(closed); d > time.Second {
-				t.Fatalf("%q: the origin's request ended %s after the client closed, want within 1s", req, d)
+			if d := at.Sub(closed); d > promptly {
+				t.Fatalf("%q: the origin's request ended %s after the client closed, want within %s", req, d, promptly)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(2 * promptly):
 			t.Fatalf("%q: the origin's request was not cancelled within 5s of the client closing", req)
 		}
 	}
