@@ -413,7 +413,7 @@ func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *c
 			}, stop: none}
 		case "redis resets":
 			f = fault{name: "redis master killed (Sentinel fails over)", start: func() error {
-				d, err := fe.sentinel.killMaster(ctx)
+				_, d, err := fe.sentinel.killMaster(ctx)
 				if err == nil {
 					fe.note("master killed: the Sentinel named the new master after %.1f s", d.Seconds())
 				}
@@ -425,7 +425,7 @@ func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *c
 				if err != nil {
 					return err
 				}
-				d, err := fe.sentinel.killMaster(ctx)
+				_, d, err := fe.sentinel.killMaster(ctx)
 				if err == nil {
 					which := "no client was subscribed to any Sentinel"
 					if subscribed {

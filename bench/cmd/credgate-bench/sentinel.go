@@ -328,28 +328,29 @@ func busyFailover(err error) bool {
 }
 
 // killMaster kills the master process (SIGKILL) and waits until the
-// Sentinels name the other server; it returns how long that took. The
-// killed server is started again by restart.
-func (s *sentinelSet) killMaster(ctx context.Context) (time.Duration, error) {
+// Sentinels name another server; it returns the killed server's address
+// and how long that took. The killed server is started again by restart.
+func (s *sentinelSet) killMaster(ctx context.Context) (string, time.Duration, error) {
 	if err := s.waitHealthy(ctx, "", healthyWithin); err != nil {
-		return 0, fmt.Errorf("before killing the master: %w", err)
+		return "", 0, fmt.Errorf("before killing the master: %w", err)
 	}
 	old, err := s.master(ctx)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	s.mu.Lock()
 	p := s.servers[old]
 	s.mu.Unlock()
 	if p == nil {
-		return 0, fmt.Errorf("the sentinels name %s as the master, which the soak did not start", old)
+		return "", 0, fmt.Errorf("the sentinels name %s as the master, which the soak did not start", old)
 	}
 	start := time.Now()
 	if err := p.cmd.Process.Kill(); err != nil {
-		return 0, fmt.Errorf("kill the redis master %s: %w", old, err)
+		return "", 0, fmt.Errorf("kill the redis master %s: %w", old, err)
 	}
 	<-p.exited
-	return s.waitNewMaster(ctx, old, start)
+	d, err := s.waitNewMaster(ctx, old, start)
+	return old, d, err
 }
 
 // killSentinel kills (SIGKILL) the Sentinel a client other than the
