@@ -93,10 +93,10 @@ func cmdSoak(args []string) error {
 	fs.Float64Var(&sc.tolerance, "tolerance", 0.10, "allowed growth of RSS and goroutines, last window over first")
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
-	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; STS throttling in front of a real MinIO (when built: scripts/minio-tools.sh); policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
 	fs.BoolVar(&sc.sentinel, "sentinel", false, "with -faults: Redis as a master, a replica and three Sentinels, quorum 2 (cache.redis names the Sentinels); the Redis faults are failovers (SENTINEL FAILOVER, the master killed, one Sentinel killed then the master) instead of Toxiproxy's")
 	fs.StringVar(&sc.faultOnly, "fault-only", "", "with -faults: inject only the faults whose name contains one of these comma-separated words (e.g. oauth2,vault)")
-	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, and to the resetting path")
+	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, to the OAuth2 rule, to the S3 rule and to the resetting path")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
