@@ -17,7 +17,8 @@
 #   make soak-faults  the soak with faults injected while it runs (Redis, Vault and an OAuth2
 #                token endpoint behind Toxiproxy down, slow, resetting, sealed, answering 503;
 #                policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body;
-#                SOAK_FLAGS=-sentinel: Redis failovers under Sentinel): nothing forwarded without
+#                STS throttling in front of a real MinIO, when built;
+#                SOAK_FLAGS=-sentinel: Redis failovers under three Sentinels): nothing forwarded without
 #                its credential, no secret in the output, recovery within the bound
 #                (docs/reliability.md)
 #   make fuzz    run the fuzz targets briefly (FUZZTIME each; not part of test)

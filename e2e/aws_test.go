@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,14 +22,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/minio/madmin-go/v3"
-	credentialsv4 "github.com/minio/minio-go/v7/pkg/credentials"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
 	_ "github.com/credgate/credgate/injectors/sigv4" // the direct upload's signer
-	"github.com/credgate/credgate/internal/testpki"
+	"github.com/credgate/credgate/internal/miniotest"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -39,130 +36,37 @@ import (
 const minioHost = "minio.origin.test"
 
 // minioServer is a real MinIO (S3 + STS, verifying SigV4 and aws-chunked
-// signatures) on 127.0.0.1 with TLS.
+// signatures) on 127.0.0.1 with TLS, started by internal/miniotest with a
+// certificate from the origin CA: User and Secret are the gateway's own
+// AWS identity, which calls AssumeRole.
 type minioServer struct {
-	port           int
-	root, password string
-	// gwUser and gwSecret are a regular MinIO user created through the
-	// madmin admin API with a policy allowing S3: the gateway's own AWS
-	// identity, which calls AssumeRole.
-	gwUser, gwSecret string
-	caFile           string // the CA of its certificate (the origin CA)
-	bin              string
+	*miniotest.Server
+	caFile string // the CA of its certificate (the origin CA)
 }
 
 // startMinIO runs the MinIO built by scripts/minio-tools.sh, or skips the
 // test when it is not there.
 func startMinIO(t *testing.T) *minioServer {
 	t.Helper()
-	bin := filepath.Join(os.Getenv("HOME"), ".cache", "credgate", "bin", "minio")
-	if d := os.Getenv("CREDGATE_TOOLS_BIN"); d != "" {
-		bin = filepath.Join(d, "minio")
+	if _, err := miniotest.Binary(); err != nil {
+		reportPeer(t, "minio: none (%v); test skipped", err)
+		t.Skipf("MinIO not built: %v", err)
 	}
-	if _, err := os.Stat(bin); err != nil {
-		reportPeer(t, "minio: none (%s missing: run bash scripts/minio-tools.sh); test skipped", bin)
-		t.Skipf("MinIO not built: %v (run bash scripts/minio-tools.sh)", err)
-	}
-	dir := t.TempDir()
-	certs := filepath.Join(dir, "certs")
-	if err := os.MkdirAll(certs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := originCA.Leaf(minioHost, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := testpki.PEM(leaf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"public.crt": certPEM, "private.key": keyPEM} {
-		if err := os.WriteFile(filepath.Join(certs, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := &minioServer{root: "e2e-root", password: randomToken(t), caFile: originCACert, bin: bin}
-	m.port = freePort(t)
-	console := freePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "server", "--quiet", "--address", "127.0.0.1:"+strconv.Itoa(m.port),
-		"--console-address", "127.0.0.1:"+strconv.Itoa(console), "--certs-dir", certs, filepath.Join(dir, "data"))
-	cmd.Env = append(gatewayEnv(""), "MINIO_ROOT_USER="+m.root, "MINIO_ROOT_PASSWORD="+m.password,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
 	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start minio: %v", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := miniotest.Start(ctx, miniotest.Options{Dir: t.TempDir(), CA: originCA, Host: minioHost, Env: gatewayEnv(""), Output: &out})
+	if err != nil {
+		t.Fatalf("%v\nminio output:\n%s", err, tail(out.String(), 2000))
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		s.Close()
 		if t.Failed() {
 			t.Logf("minio output:\n%s", tail(out.String(), 4000))
 		}
 	})
-	c := &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: tlsConfigFor(originCAPool)}, Timeout: 2 * time.Second}
-	waitFor(t, 60*time.Second, "MinIO /minio/health/ready", func() error {
-		select {
-		case <-done:
-			return fmt.Errorf("minio exited: %s", tail(out.String(), 2000))
-		default:
-		}
-		resp, err := c.Get("https://127.0.0.1:" + strconv.Itoa(m.port) + "/minio/health/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
-	m.createGatewayUser(t)
-	reportPeer(t, "minio: real MinIO %s on 127.0.0.1:%d (TLS), STS AssumeRole as user %s created with madmin-go", minioVersion(bin), m.port, m.gwUser)
-	return m
-}
-
-// createGatewayUser adds the gateway's MinIO user with the admin API.
-func (m *minioServer) createGatewayUser(t *testing.T) {
-	t.Helper()
-	adm, err := madmin.NewWithOptions("127.0.0.1:"+strconv.Itoa(m.port), &madmin.Options{
-		Creds:     credentialsv4.NewStaticV4(m.root, m.password, ""),
-		Secure:    true,
-		Transport: &http.Transport{Proxy: nil, TLSClientConfig: tlsConfigFor(originCAPool)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m.gwUser, m.gwSecret = "credgate-gateway", randomToken(t)
-	if err := adm.AddUser(ctx, m.gwUser, m.gwSecret); err != nil {
-		t.Fatalf("madmin AddUser: %v", err)
-	}
-	policy := []byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}]}`)
-	if err := adm.AddCannedPolicy(ctx, "credgate-gateway-s3", policy); err != nil {
-		t.Fatalf("madmin AddCannedPolicy: %v", err)
-	}
-	if _, err := adm.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{"credgate-gateway-s3"}, User: m.gwUser}); err != nil {
-		t.Fatalf("madmin AttachPolicy: %v", err)
-	}
-}
-
-func minioVersion(bin string) string {
-	out, err := exec.Command("go", "version", "-m", bin).Output()
-	if err != nil {
-		return "(version unknown)"
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[0] == "mod" {
-			return f[2]
-		}
-	}
-	return "(version unknown)"
+	reportPeer(t, "minio: real MinIO %s on 127.0.0.1:%d (TLS), STS AssumeRole as user %s created with madmin-go", s.Version, s.Port, s.User)
+	return &minioServer{Server: s, caFile: originCACert}
 }
 
 func tlsConfigFor(pool *x509.CertPool) *tls.Config { return &tls.Config{RootCAs: pool} }
@@ -221,18 +125,18 @@ default: deny
 func TestAWSS3ThroughGateway(t *testing.T) {
 	t.Parallel()
 	m := startMinIO(t)
-	pol := strings.NewReplacer("MINIO_PORT", strconv.Itoa(m.port), "MINIO_CA", m.caFile).Replace(awsPolicy)
+	pol := strings.NewReplacer("MINIO_PORT", strconv.Itoa(m.Port), "MINIO_CA", m.caFile).Replace(awsPolicy)
 	// The gateway's own AWS identity comes from the SDK's default chain:
 	// here the environment, holding the MinIO user created with madmin.
 	e := startEnv(t, envOptions{
 		Policy:  pol,
-		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.port): "127.0.0.1:" + strconv.Itoa(m.port)},
-		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.gwUser, "AWS_SECRET_ACCESS_KEY=" + m.gwSecret, "AWS_REGION=us-east-1"},
+		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.Port): "127.0.0.1:" + strconv.Itoa(m.Port)},
+		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.User, "AWS_SECRET_ACCESS_KEY=" + m.Secret, "AWS_REGION=us-east-1"},
 	})
-	e.secrets = append(e.secrets, m.password, m.gwSecret)
+	e.secrets = append(e.secrets, m.RootPassword, m.Secret)
 
 	hc := newGoClient(t, e.proxyURL, gwCACert, false)
-	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.port)
+	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.Port)
 	client := s3.New(s3.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(endpoint),
@@ -357,9 +261,7 @@ func TestAWSS3ThroughGateway(t *testing.T) {
 
 	// A session policy narrows the role: through the s3-readonly rule an
 	// object can be read, not written (MinIO's own 403, not the gateway's).
-	admin := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String("https://127.0.0.1:" + strconv.Itoa(m.port)), UsePathStyle: true,
-		Credentials: credentials.NewStaticCredentialsProvider(m.root, m.password, ""),
-		HTTPClient:  &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: tlsConfigFor(originCAPool)}}})
+	admin := m.RootS3()
 	if _, err := admin.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("e2e-ro")}); err != nil {
 		t.Fatalf("admin CreateBucket e2e-ro: %v", err)
 	}
@@ -566,16 +468,16 @@ func TestAWSChunkedUploadMemory(t *testing.T) {
 		mib = v
 	}
 	size, chunk := mib<<20, 64<<10
-	pol := strings.NewReplacer("MINIO_PORT", strconv.Itoa(m.port), "MINIO_CA", m.caFile).Replace(awsPolicy)
+	pol := strings.NewReplacer("MINIO_PORT", strconv.Itoa(m.Port), "MINIO_CA", m.caFile).Replace(awsPolicy)
 	e := startEnv(t, envOptions{
 		Policy:  pol,
-		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.port): "127.0.0.1:" + strconv.Itoa(m.port)},
-		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.gwUser, "AWS_SECRET_ACCESS_KEY=" + m.gwSecret, "AWS_REGION=us-east-1"},
+		Resolve: map[string]string{minioHost + ":" + strconv.Itoa(m.Port): "127.0.0.1:" + strconv.Itoa(m.Port)},
+		Env:     []string{"AWS_ACCESS_KEY_ID=" + m.User, "AWS_SECRET_ACCESS_KEY=" + m.Secret, "AWS_REGION=us-east-1"},
 	})
-	e.secrets = append(e.secrets, m.password, m.gwSecret)
+	e.secrets = append(e.secrets, m.RootPassword, m.Secret)
 	hc := newGoClient(t, e.proxyURL, gwCACert, false)
 	hc.Timeout = 10 * time.Minute
-	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.port)
+	endpoint := "https://" + minioHost + ":" + strconv.Itoa(m.Port)
 	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider("PLACEHOLDER", "PLACEHOLDER", ""), HTTPClient: hc})
 	ctx := context.Background()
@@ -615,9 +517,9 @@ func TestAWSChunkedUploadMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	direct := &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: tlsConfigFor(originCAPool)}, Timeout: 10 * time.Minute}
-	directDur := put(direct, "https://127.0.0.1:"+strconv.Itoa(m.port)+"/e2e-large/direct", func(r *http.Request) {
+	directDur := put(direct, "https://127.0.0.1:"+strconv.Itoa(m.Port)+"/e2e-large/direct", func(r *http.Request) {
 		cred := &providers.Credential{Fields: map[string]providers.Secret{
-			providers.FieldAccessKeyID: providers.NewSecret(m.root), providers.FieldSecretAccessKey: providers.NewSecret(m.password)}}
+			providers.FieldAccessKeyID: providers.NewSecret(m.RootUser), providers.FieldSecretAccessKey: providers.NewSecret(m.RootPassword)}}
 		if err := inj.Inject(r, cred); err != nil {
 			t.Fatal(err)
 		}

@@ -62,12 +62,15 @@
 //
 // # Failures
 //
-// Throttling, 5xx answers and network errors are retried by the SDK's
+// Throttling (STS answers HTTP 400 with the code Throttling, "Rate
+// exceeded"), 5xx answers and network errors are retried by the SDK's
 // standard retryer (jittered exponential backoff, at most retries
 // retries, at most 5 s between attempts); when they persist the error
-// wraps providers.ErrUnavailable (503). Other errors (AccessDenied, a
-// malformed policy) are plain errors (502). No error contains a key,
-// session token or web identity token.
+// wraps providers.ErrUnavailable (503 with Retry-After; the cache asks
+// again after its error_backoff). Whatever the retryer retries is
+// ErrUnavailable: the same rules decide both. Other errors (AccessDenied,
+// a malformed policy, a refused web identity token) are plain errors
+// (502). No error contains a key, session token or web identity token.
 package awssts
 
 import (
@@ -95,7 +98,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/httpclient"
@@ -544,9 +546,15 @@ func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token strin
 	return out.Credentials, nil
 }
 
-// classify wraps err: throttling, 5xx and network failures (after the
-// SDK's retries) are ErrUnavailable. The SDK's errors carry the STS
-// error code and message and request id, never a key or token.
+// classify wraps err: what the SDK's retryer retries (throttling codes
+// such as STS's Throttling "Rate exceeded" at HTTP 400, transient codes,
+// connection errors), STS's IDPCommunicationError, any 5xx or 429, and
+// timeouts are ErrUnavailable (503, asked again after the cache's error
+// backoff): the same rules decide both, so an error the SDK retried as
+// temporary is never reported as a refusal once the retries run out.
+// Other errors (AccessDenied, a malformed policy, a bad web identity
+// token) are plain errors (502). The SDK's errors carry the STS error code
+// and message and request id, never a key or token.
 func classify(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
@@ -555,21 +563,25 @@ func classify(op string, err error) error {
 	if errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == http.StatusTooManyRequests) {
 		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
 	}
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
-		case "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
-			"IDPCommunicationError", "ServiceUnavailable", "InternalFailure":
-			return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
-		}
-		return fmt.Errorf("awssts: %s: %w", op, err)
-	}
+	// MaxAttemptsError: the retryer retried err until it ran out of
+	// attempts, so it found it temporary.
 	var ne net.Error
 	var oe *net.OpError
-	if errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, new(*retry.MaxAttemptsError)) {
+	if temporary(err) || errors.As(err, new(*retry.MaxAttemptsError)) || errors.As(err, &ne) || errors.As(err, &oe) {
 		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
 	}
 	return fmt.Errorf("awssts: %s: %w", op, err)
+}
+
+// stsRetryableCodes are the codes the STS client retries besides the
+// SDK's defaults (it adds IDPCommunicationError to its retryer).
+var stsRetryableCodes = map[string]struct{}{"IDPCommunicationError": {}}
+
+// temporary reports whether the SDK's standard retryer, as the STS client
+// configures it, retries err.
+func temporary(err error) bool {
+	checks := append(slices.Clone(retry.DefaultRetryables), retry.RetryableErrorCode{Codes: stsRetryableCodes})
+	return retry.IsErrorRetryables(checks).IsErrorRetryable(err) == aws.TrueTernary
 }
 
 func policyARNs(arns []string) []ststypes.PolicyDescriptorType {

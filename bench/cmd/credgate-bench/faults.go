@@ -16,9 +16,16 @@ package main
 //     third rule injects a client-credentials token from it on /oauth2/*,
 //     whose tokens live 6 s; the origin accepts there only a token the
 //     endpoint's introspection (RFC 7662) calls active;
-//   - with -sentinel, Redis as a master, a replica and a Sentinel, failed
-//     over by SENTINEL FAILOVER and by killing the master (sentinel.go),
-//     in place of the Toxiproxy faults of the single Redis;
+//   - with -sentinel, Redis as a master, a replica and three Sentinels
+//     (quorum 2), failed over by SENTINEL FAILOVER, by killing the master,
+//     and by killing the master after one Sentinel was killed (the two
+//     left must agree; sentinel.go), in place of the Toxiproxy faults of
+//     the single Redis;
+//   - STS throttling (s3.go): a real MinIO as an S3 origin verifying
+//     SigV4, a fourth rule injecting an awssts credential with sigv4 on
+//     it, and a shim in front of MinIO's STS answering STS's throttling
+//     error (400 Throttling, "Rate exceeded") and 503 during the fault;
+//     skipped, saying why, when MinIO is not built;
 //   - the policy file rewritten every 10 s, alternately broken and valid
 //     (the last good policy must stay in force);
 //   - SIGHUP storms (20 in a burst);
@@ -53,6 +60,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 
 	"github.com/credgate/credgate/internal/oauth2test"
+	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/internal/vaulttest"
 )
 
@@ -100,8 +108,12 @@ type faultEnv struct {
 	// introspectSecret the origin's at the introspection endpoint.
 	oauth2Secret, introspectSecret string
 	// sentinel, with -sentinel, replaces the single redis-server (and
-	// its Toxiproxy) by a master, a replica and a Sentinel.
+	// its Toxiproxy) by a master, a replica and three Sentinels.
 	sentinel *sentinelSet
+	// s3 is the S3 leg (MinIO and the STS shim), nil when skipped;
+	// s3Skipped says why.
+	s3        *s3Env
+	s3Skipped string
 
 	mu      sync.Mutex
 	current fault        // the fault in force, zero for none
@@ -136,7 +148,7 @@ type faultEvent struct {
 }
 
 // startFaultEnv starts Toxiproxy, redis-server behind it (or, with
-// sentinel, a master, a replica and a Sentinel, not behind it), the Vault
+// sentinel, a master, a replica and three Sentinels, not behind it), the Vault
 // emulator behind it, with the token stored in Vault's KV, and the OAuth2
 // token endpoint behind it.
 func startFaultEnv(ctx context.Context, work string, pins pinning, env []string, token string, sentinel bool) (*faultEnv, error) {
@@ -177,7 +189,6 @@ func startFaultEnv(ctx context.Context, work string, pins pinning, env []string,
 			fe.close()
 			return nil, err
 		}
-		fe.redisAddr = fe.sentinel.addr
 	} else {
 		redisAddr, rp, _, err := startRedis(ctx, work, pins, env)
 		if err != nil {
@@ -243,16 +254,38 @@ func (fe *faultEnv) originArgs() []string {
 // childEnv is what fault mode adds to the environment of the origin and
 // the gateway.
 func (fe *faultEnv) childEnv() []string {
-	return []string{vaultEnv + "=" + fe.vault.RootToken, oauth2SecretEnv + "=" + fe.oauth2Secret, introspectSecretEnv + "=" + fe.introspectSecret}
+	env := []string{vaultEnv + "=" + fe.vault.RootToken, oauth2SecretEnv + "=" + fe.oauth2Secret, introspectSecretEnv + "=" + fe.introspectSecret}
+	if fe.s3 != nil {
+		env = append(env, fe.s3.gatewayEnv()...)
+	}
+	return env
 }
 
 // secrets are fault mode's secret values, which must not appear in the
 // gateway's log or audit.
 func (fe *faultEnv) secrets() []string {
-	return []string{fe.vault.RootToken, fe.oauth2Secret, fe.introspectSecret}
+	out := []string{fe.vault.RootToken, fe.oauth2Secret, fe.introspectSecret}
+	if fe.s3 != nil {
+		out = append(out, fe.s3.secrets()...)
+	}
+	return out
+}
+
+// startS3 starts the S3 leg (s3.go) with a MinIO certificate from the
+// origin CA, or notes why it is skipped.
+func (fe *faultEnv) startS3(ctx context.Context, work string, originCA *testpki.Authority, env []string) error {
+	s3, why, err := startS3(ctx, work, originCA, env)
+	if err != nil {
+		return fmt.Errorf("the S3 leg: %w", err)
+	}
+	fe.s3, fe.s3Skipped = s3, why
+	return nil
 }
 
 func (fe *faultEnv) close() {
+	if fe.s3 != nil {
+		fe.s3.close()
+	}
 	if fe.oauth2 != nil {
 		fe.oauth2.Close()
 	}
@@ -278,17 +311,24 @@ const vaultEnv = "CREDGATE_BENCH_VAULT_TOKEN"
 // Redis and a second rule whose credential comes from Vault, both through
 // Toxiproxy; the CA re-read every second.
 func (fe *faultEnv) variant() credgateVariant {
-	master := ""
-	if fe.sentinel != nil {
-		master = sentinelMaster
-	}
-	return credgateVariant{name: "credgate", redis: fe.redisAddr, redisMaster: master, editPolicy: fe.policy,
+	v := credgateVariant{name: "credgate", redis: fe.redisAddr, editPolicy: fe.policy,
 		cacheExtra: "  error_backoff: 1s\n", caReload: "1s"}
+	if fe.s3 != nil {
+		v.resolve = fe.s3.resolve()
+	}
+	if fe.sentinel != nil {
+		// redis is set too: it says the variant has cache.redis.
+		v.redis, v.redisMaster, v.sentinels = fe.sentinel.addrs[0], sentinelMaster, fe.sentinel.addrs
+	}
+	return v
 }
 
 // policy adds the Vault and OAuth2 credentials and their rules (before
 // the catch-all rule: first match wins) to the bench policy.
 func (fe *faultEnv) policy(p string) string {
+	if fe.s3 != nil {
+		p = fe.s3.policy(p)
+	}
 	p = strings.Replace(p, "rules:\n", "rules:\n  - name: vault-inject\n    from: bench\n    to: origin\n    paths: [/vault/*]\n    inject: {credential: vault-token, as: bearer}\n"+
 		"  - name: oauth2-inject\n    from: bench\n    to: origin\n    paths: [/oauth2/*]\n    inject: {credential: oauth2-token, as: bearer}\n", 1)
 	return strings.Replace(p, "credentials:\n", fmt.Sprintf(`credentials:
@@ -320,7 +360,7 @@ func (fe *faultEnv) policy(p string) string {
 type fault struct {
 	name        string
 	start, stop func() error
-	// source names the request kind (soakKinds: "vault", "oauth2") whose
+	// source names the request kind (soakKinds: "vault", "oauth2", "s3") whose
 	// rule may fail closed under this fault; "" for none.
 	source string
 }
@@ -343,6 +383,7 @@ func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *c
 		{name: "redis down", start: fe.redisDisable, stop: fe.redisEnable},
 		{name: "vault down", source: "vault", start: fe.vaultProxy.Disable, stop: fe.vaultProxy.Enable},
 		{name: "oauth2 token endpoint 503", source: "oauth2", start: func() error { fe.oauth2.FailWith(http.StatusServiceUnavailable); return nil }, stop: func() error { fe.oauth2.FailWith(0); return nil }},
+		{name: "STS throttling (400 Throttling, 503)", source: "s3", start: func() error { fe.s3.shim.throttle(true); return nil }, stop: func() error { fe.s3.shim.throttle(false); return nil }},
 		{name: "policy broken, then valid", start: func() error { return rewritePolicy(gwDir, true) }, stop: func() error { return rewritePolicy(gwDir, false) }},
 		{name: "redis slow (300 ms)", start: toxic(fe.redis, "latency", "latency", toxiproxy.Attributes{"latency": 300}), stop: remove(fe.redis, "latency")},
 		{name: "vault sealed", source: "vault", start: func() error { fe.vault.Seal(); return nil }, stop: func() error { fe.vault.Unseal(); return nil }},
@@ -352,6 +393,9 @@ func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *c
 		{name: "oauth2 token endpoint slow (3 s)", source: "oauth2", start: toxic(fe.oauth2Proxy, "latency", "latency", toxiproxy.Attributes{"latency": 3000}), stop: remove(fe.oauth2Proxy, "latency")},
 		{name: "CA rotated", start: ca.rotate, stop: none},
 		{name: "vault bandwidth 1 KB/s", source: "vault", start: toxic(fe.vaultProxy, "bw", "bandwidth", toxiproxy.Attributes{"rate": 1}), stop: remove(fe.vaultProxy, "bw")},
+	}
+	if fe.s3 == nil {
+		faults = slices.DeleteFunc(faults, func(f fault) bool { return f.source == "s3" })
 	}
 	if fe.sentinel == nil {
 		return faults
@@ -369,14 +413,28 @@ func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *c
 			}, stop: none}
 		case "redis resets":
 			f = fault{name: "redis master killed (Sentinel fails over)", start: func() error {
-				d, err := fe.sentinel.killMaster(ctx)
+				_, d, err := fe.sentinel.killMaster(ctx)
 				if err == nil {
 					fe.note("master killed: the Sentinel named the new master after %.1f s", d.Seconds())
 				}
 				return err
 			}, stop: func() error { return fe.sentinel.restart(ctx) }}
 		case "redis slow (300 ms)":
-			continue
+			f = fault{name: "redis: one Sentinel killed, then the master (the two left fail over)", start: func() error {
+				addr, subscribed, err := fe.sentinel.killSentinel(ctx)
+				if err != nil {
+					return err
+				}
+				_, d, err := fe.sentinel.killMaster(ctx)
+				if err == nil {
+					which := "no client was subscribed to any Sentinel"
+					if subscribed {
+						which = "the one a client (the gateway) was subscribed to"
+					}
+					fe.note("Sentinel %s killed (%s), then the master: the two Sentinels left named the new master after %.1f s", addr, which, d.Seconds())
+				}
+				return err
+			}, stop: func() error { return fe.sentinel.restart(ctx) }}
 		}
 		out = append(out, f)
 	}
@@ -542,7 +600,7 @@ func (fe *faultEnv) report(w io.Writer) bool {
 	if len(fe.notes) > 0 {
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\nFirst success of the failing rule (Vault, OAuth2) after each of its faults ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
+	fmt.Fprintf(w, "\nFirst success of the failing rule (Vault, OAuth2, S3) after each of its faults ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
 	return ok
 }
 
@@ -693,6 +751,19 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 	}
 	verdict(unauthorized == 0, "requests forwarded without their credential (answered 401 by the origin): %d", unauthorized)
 	verdict(complete == 0, "upstream resets mid-body that reached the client as a complete answer: %d", complete)
+	if fe.s3 != nil {
+		var refused int64
+		for _, s := range samples {
+			refused += s.errs["s3 status 403"]
+		}
+		relayed, throttled, unavail := fe.s3.shim.counts()
+		fmt.Fprintf(w, "- STS (MinIO behind the shim): %d AssumeRole calls relayed; during the throttling %d answered 400 Throttling, %d answered 503\n", relayed, throttled, unavail)
+		verdict(refused == 0, "S3 requests MinIO refused 403 (forwarded without a valid SigV4 signature): %d", refused)
+		early, first := fe.s3.earlyRefusals()
+		verdict(early == 0, "S3 requests refused 503 while the cached STS credential was still valid (more than 1 s before its Expiration): %d%s", early, map[bool]string{true: "", false: " (first " + first + ")"}[early == 0])
+	} else if fe.s3Skipped != "" {
+		fmt.Fprintf(w, "- S3 leg and STS throttling skipped: %s\n", fe.s3Skipped)
+	}
 	leaks := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -704,7 +775,7 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 			leaks += bytes.Count(b, []byte(sec))
 		}
 	}
-	verdict(leaks == 0, "secret values (the injected token, the Vault token, the OAuth2 client and introspection secrets) in the gateway's log and audit file: %d", leaks)
+	verdict(leaks == 0, "secret values (the injected token, the Vault token, the OAuth2 client and introspection secrets, MinIO's root password, the gateway's AWS secret key, every secret key and session token STS issued) in the gateway's log and audit file: %d", leaks)
 	// Each Redis fault (down, slow, resetting, failed over) must end with
 	// the gateway on Redis again: credgate_redis_up 1 in the first sample
 	// taken a recovery bound after the fault ended.

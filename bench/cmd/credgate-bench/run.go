@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -707,7 +708,7 @@ upstream:
   ca_bundle: origin-ca.pem
 resolve:
   "%s:443": "%s"
-audit:
+%saudit:
   output: %s
 log:
   level: info
@@ -719,7 +720,7 @@ log:
 // credential, and the rate limiter's script runs per request.
 const credgateRedisConfig = `cache:
   redis:
-    addrs: ["%s"]
+    addrs: [%s]
     namespace: %s
     encryption_keys:
       - {id: bench, file: redis.key}
@@ -731,9 +732,11 @@ const credgateRedisConfig = `cache:
 type credgateVariant struct {
 	name  string
 	redis string // redis-server address; "" for in memory
-	// redisMaster, if set, makes redis a Sentinel's address and this the
-	// master's name (cache.redis.master_name).
+	// redisMaster, if set, is the Sentinel master's name
+	// (cache.redis.master_name) and sentinels the Sentinels' addresses
+	// (cache.redis.addrs, in place of redis).
 	redisMaster string
+	sentinels   []string
 	redisProc   *proc
 	rateLimit   bool
 	// twoFactor (credgate-2fa) selects the workload by SPIFFE ID with
@@ -745,6 +748,8 @@ type credgateVariant struct {
 	editPolicy func(string) string
 	cacheExtra string
 	caReload   string
+	// resolve adds entries to the resolve map (the soak's S3 leg).
+	resolve map[string]string
 }
 
 // describe says how the variant differs from the credgate target.
@@ -812,7 +817,11 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		if err := os.WriteFile(filepath.Join(dir, "redis.key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 			return target{}, info, fmt.Errorf("write redis key: %w", err)
 		}
-		cache = fmt.Sprintf(credgateRedisConfig, v.redis, "bench-"+v.name)
+		addrs := []string{v.redis}
+		if v.redisMaster != "" {
+			addrs = v.sentinels
+		}
+		cache = fmt.Sprintf(credgateRedisConfig, `"`+strings.Join(addrs, `", "`)+`"`, "bench-"+v.name)
 		if v.redisMaster != "" {
 			cache = strings.Replace(cache, "    namespace:", "    master_name: "+v.redisMaster+"\n    namespace:", 1)
 		}
@@ -830,7 +839,11 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 	if v.caReload != "" {
 		caKeyLine += "\n  reload_interval: " + v.caReload
 	}
-	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKeyLine, originHost, originAddr, audit, cache)
+	resolve := ""
+	for _, k := range slices.Sorted(maps.Keys(v.resolve)) {
+		resolve += fmt.Sprintf("  %q: %q\n", k, v.resolve[k])
+	}
+	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKeyLine, originHost, originAddr, resolve, audit, cache)
 	var tf *twoFactorSetup
 	if v.twoFactor {
 		if tf, err = newTwoFactorSetup(dir); err != nil {

@@ -1,10 +1,13 @@
 package main
 
 // Redis under Sentinel for the soak's fault mode (soak -faults -sentinel):
-// two redis-servers (a master and its replica) and one Sentinel
-// monitoring them (quorum 1). The gateway's cache.redis names the
-// Sentinel and the master name, not a server; the faults fail the master
-// over, by SENTINEL FAILOVER and by killing the master process.
+// two redis-servers (a master and its replica) and three Sentinels
+// monitoring them (quorum 2), as a production deployment runs them. The
+// gateway's cache.redis names the three Sentinels and the master name,
+// not a server; the faults fail the master over by SENTINEL FAILOVER and
+// by killing the master process, and kill one Sentinel (the one the
+// gateway listens to) before killing the master, so that the two left
+// must agree on the failover.
 
 import (
 	"context"
@@ -20,16 +23,27 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// sentinelMaster is the name the Sentinel monitors the master under.
+// sentinelMaster is the name the Sentinels monitor the master under.
 const sentinelMaster = "credgate-soak"
 
-// healthyWithin bounds the wait, before a failover, for a replica in sync.
-// After a failover the old master keeps reporting itself master until the
-// Sentinel reconfigures it, which takes up to its INFO period (10 s) plus
-// 8 s, and then it resynchronises.
+// Sentinels and quorum: three Sentinels, two of which must see the master
+// down; a failover needs the votes of a majority of the three, so it
+// still happens with one Sentinel down.
+const (
+	sentinelCount  = 3
+	sentinelQuorum = 2
+)
+
+// healthyWithin bounds the wait, before a failover, for a replica in sync
+// and Sentinels that know each other. After a failover the old master
+// keeps reporting itself master until a Sentinel reconfigures it, which
+// takes up to its INFO period (10 s) plus 8 s, and then it
+// resynchronises. It also bounds the wait for a new master: with one
+// Sentinel down, the two left may split their votes once, and the next
+// election comes a failover-timeout later.
 const healthyWithin = 45 * time.Second
 
-// sentinelSet is a master, a replica and a Sentinel, each its own
+// sentinelSet is a master, a replica and three Sentinels, each its own
 // redis-server process.
 type sentinelSet struct {
 	work string
@@ -43,13 +57,34 @@ type sentinelSet struct {
 	servers map[string]*proc
 	args    map[string][]string
 
-	sentinel *proc
-	addr     string // the Sentinel's address
-	client   *redis.SentinelClient
+	// sentinels are the Sentinels, in the order of addrs.
+	sentinels []*sentinelProc
+	// addrs are the Sentinels' addresses (what cache.redis.addrs names).
+	addrs []string
 }
 
-// startSentinelSet starts the master, the replica and the Sentinel, and
-// waits until the Sentinel names the master and sees the replica in sync.
+// sentinelProc is one Sentinel: its process (replaced by a restart), its
+// config file (which the Sentinel rewrites with what it learnt) and a
+// client.
+type sentinelProc struct {
+	addr, dir, conf string
+	proc            *proc
+	client          *redis.SentinelClient
+}
+
+// running reports whether the Sentinel's process is running.
+func (sp *sentinelProc) running() bool {
+	select {
+	case <-sp.proc.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// startSentinelSet starts the master, the replica and the Sentinels, and
+// waits until the Sentinels name the master, know each other and see the
+// replica in sync.
 func startSentinelSet(ctx context.Context, work string, pins pinning, env []string) (*sentinelSet, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -81,42 +116,59 @@ func startSentinelSet(ctx context.Context, work string, pins pinning, env []stri
 			return nil, err
 		}
 	}
-	if s.addr, err = freePort(); err != nil {
-		s.close()
-		return nil, err
-	}
-	_, port, _ := strings.Cut(s.addr, ":")
-	dir := filepath.Join(work, "sentinel")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		s.close()
-		return nil, fmt.Errorf("sentinel directory: %w", err)
-	}
 	mh, mp, _ := strings.Cut(master, ":")
-	// Sentinel rewrites its config file. down-after 1 s: a killed master
-	// is noticed quickly; failover-timeout 10 s: a second failover may
-	// start 20 s after the first (the default, 3 minutes, is longer than
-	// the schedule's interval).
-	conf := fmt.Sprintf("bind 127.0.0.1\nport %s\ndir %s\nsentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 10000\n",
-		port, dir, sentinelMaster, mh, mp, sentinelMaster, sentinelMaster)
-	confPath := filepath.Join(dir, "sentinel.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		s.close()
-		return nil, fmt.Errorf("write the sentinel config: %w", err)
+	for i := range sentinelCount {
+		addr, err := freePort()
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		_, port, _ := strings.Cut(addr, ":")
+		dir := filepath.Join(work, fmt.Sprintf("sentinel-%d", i+1))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			s.close()
+			return nil, fmt.Errorf("sentinel directory: %w", err)
+		}
+		// Sentinel rewrites its config file. down-after 1 s: a killed
+		// master is noticed quickly; failover-timeout 10 s: a second
+		// failover may start 20 s after the first (the default, 3
+		// minutes, is longer than the schedule's interval).
+		conf := fmt.Sprintf("bind 127.0.0.1\nport %s\ndir %s\nsentinel monitor %s %s %s %d\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 10000\n",
+			port, dir, sentinelMaster, mh, mp, sentinelQuorum, sentinelMaster, sentinelMaster)
+		sp := &sentinelProc{addr: addr, dir: dir, conf: filepath.Join(dir, "sentinel.conf")}
+		if err := os.WriteFile(sp.conf, []byte(conf), 0o600); err != nil {
+			s.close()
+			return nil, fmt.Errorf("write the sentinel config: %w", err)
+		}
+		sp.client = redis.NewSentinelClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+		s.sentinels = append(s.sentinels, sp)
+		s.addrs = append(s.addrs, addr)
+		if err := s.startSentinel(ctx, sp); err != nil {
+			s.close()
+			return nil, err
+		}
 	}
-	if s.sentinel, err = startProc("redis-sentinel", pins.proxy, dir, filepath.Join(dir, "sentinel.log"), env, bin, confPath, "--sentinel"); err != nil {
-		s.close()
-		return nil, err
-	}
-	if err := s.sentinel.waitTCP(ctx, s.addr, 15*time.Second); err != nil {
-		s.close()
-		return nil, err
-	}
-	s.client = redis.NewSentinelClient(&redis.Options{Addr: s.addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
-	if err := s.waitHealthy(ctx, master, 30*time.Second); err != nil {
+	if err := s.waitHealthy(ctx, master, healthyWithin); err != nil {
 		s.close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// startSentinel starts (or starts again) a Sentinel with its config file.
+func (s *sentinelSet) startSentinel(ctx context.Context, sp *sentinelProc) error {
+	p, err := startProc("redis-sentinel", s.pins.proxy, sp.dir, filepath.Join(sp.dir, fmt.Sprintf("sentinel-%d.log", time.Now().UnixNano())), s.env, s.bin, sp.conf, "--sentinel")
+	if err != nil {
+		return err
+	}
+	if err := p.waitTCP(ctx, sp.addr, 15*time.Second); err != nil {
+		p.stop(time.Second)
+		return err
+	}
+	s.mu.Lock()
+	sp.proc = p
+	s.mu.Unlock()
+	return nil
 }
 
 // startServer starts the data server at addr with its arguments.
@@ -137,23 +189,58 @@ func (s *sentinelSet) startServer(ctx context.Context, addr string) error {
 	return nil
 }
 
-// master asks the Sentinel which server is the master.
+// live returns the Sentinels whose process is running.
+func (s *sentinelSet) live() []*sentinelProc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*sentinelProc
+	for _, sp := range s.sentinels {
+		if sp.proc != nil && sp.running() {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// master asks every running Sentinel which server is the master, and
+// returns it when they agree.
 func (s *sentinelSet) master(ctx context.Context) (string, error) {
+	live := s.live()
+	if len(live) == 0 {
+		return "", errors.New("no sentinel is running")
+	}
+	named := ""
+	for _, sp := range live {
+		m, err := sp.masterAddr(ctx)
+		if err != nil {
+			return "", err
+		}
+		if named != "" && m != named {
+			return "", fmt.Errorf("the sentinels disagree on the master: %s names %s, another %s", sp.addr, m, named)
+		}
+		named = m
+	}
+	return named, nil
+}
+
+// masterAddr asks this Sentinel which server is the master.
+func (sp *sentinelProc) masterAddr(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	got, err := s.client.GetMasterAddrByName(ctx, sentinelMaster).Result()
+	got, err := sp.client.GetMasterAddrByName(ctx, sentinelMaster).Result()
 	if err != nil {
-		return "", fmt.Errorf("sentinel %s: get-master-addr-by-name: %w", s.addr, err)
+		return "", fmt.Errorf("sentinel %s: get-master-addr-by-name: %w", sp.addr, err)
 	}
 	if len(got) != 2 {
-		return "", fmt.Errorf("sentinel %s: get-master-addr-by-name answered %q", s.addr, got)
+		return "", fmt.Errorf("sentinel %s: get-master-addr-by-name answered %q", sp.addr, got)
 	}
 	return got[0] + ":" + got[1], nil
 }
 
-// waitHealthy waits until the Sentinel names want as the master (any
-// master when want is "") and lists a replica whose link to it is up:
-// the state a failover needs.
+// waitHealthy waits until the running Sentinels agree on want as the
+// master (any master when want is ""), each knows the other running
+// ones, and they list a replica whose link to the master is up: the
+// state a failover needs.
 func (s *sentinelSet) waitHealthy(ctx context.Context, want string, within time.Duration) error {
 	var last error
 	err := waitFor(ctx, within, func() bool {
@@ -163,14 +250,26 @@ func (s *sentinelSet) waitHealthy(ctx context.Context, want string, within time.
 			return false
 		}
 		if want != "" && m != want {
-			last = fmt.Errorf("the sentinel names %s as the master, want %s", m, want)
+			last = fmt.Errorf("the sentinels name %s as the master, want %s", m, want)
 			return false
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		reps, err := s.client.Replicas(rctx, sentinelMaster).Result()
+		live := s.live()
+		for _, sp := range live {
+			peers, err := sp.client.Sentinels(rctx, sentinelMaster).Result()
+			if err != nil {
+				last = fmt.Errorf("sentinel %s: sentinels: %w", sp.addr, err)
+				return false
+			}
+			if len(peers) < len(live)-1 {
+				last = fmt.Errorf("sentinel %s knows %d other sentinels, want %d", sp.addr, len(peers), len(live)-1)
+				return false
+			}
+		}
+		reps, err := live[0].client.Replicas(rctx, sentinelMaster).Result()
 		if err != nil {
-			last = fmt.Errorf("sentinel replicas: %w", err)
+			last = fmt.Errorf("sentinel %s: replicas: %w", live[0].addr, err)
 			return false
 		}
 		for _, r := range reps {
@@ -182,15 +281,15 @@ func (s *sentinelSet) waitHealthy(ctx context.Context, want string, within time.
 		return false
 	})
 	if err != nil {
-		return fmt.Errorf("redis sentinel on %s: %w (last: %v)", s.addr, err, last)
+		return fmt.Errorf("redis sentinels on %s: %w (last: %v)", strings.Join(s.addrs, ", "), err, last)
 	}
 	return nil
 }
 
-// failover asks the Sentinel to fail the master over (SENTINEL FAILOVER)
-// and waits until it names the other server; it returns how long that
-// took. A failover the Sentinel started on its own (a server slow to
-// answer under load) makes SENTINEL FAILOVER answer INPROG or
+// failover asks a Sentinel to fail the master over (SENTINEL FAILOVER)
+// and waits until the Sentinels name the other server; it returns how
+// long that took. A failover a Sentinel started on its own (a server slow
+// to answer under load) makes SENTINEL FAILOVER answer INPROG or
 // NOGOODSLAVE; it is asked again once the set is healthy, within
 // healthyWithin.
 func (s *sentinelSet) failover(ctx context.Context) (time.Duration, error) {
@@ -205,7 +304,7 @@ func (s *sentinelSet) failover(ctx context.Context) (time.Duration, error) {
 		}
 		start := time.Now()
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err = s.client.Failover(fctx, sentinelMaster).Err()
+		err = s.live()[0].client.Failover(fctx, sentinelMaster).Err()
 		cancel()
 		if err == nil {
 			return s.waitNewMaster(ctx, old, start)
@@ -229,44 +328,90 @@ func busyFailover(err error) bool {
 }
 
 // killMaster kills the master process (SIGKILL) and waits until the
-// Sentinel names the other server; it returns how long that took. The
-// killed server is started again by restart.
-func (s *sentinelSet) killMaster(ctx context.Context) (time.Duration, error) {
+// Sentinels name another server; it returns the killed server's address
+// and how long that took. The killed server is started again by restart.
+func (s *sentinelSet) killMaster(ctx context.Context) (string, time.Duration, error) {
 	if err := s.waitHealthy(ctx, "", healthyWithin); err != nil {
-		return 0, fmt.Errorf("before killing the master: %w", err)
+		return "", 0, fmt.Errorf("before killing the master: %w", err)
 	}
 	old, err := s.master(ctx)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	s.mu.Lock()
 	p := s.servers[old]
 	s.mu.Unlock()
 	if p == nil {
-		return 0, fmt.Errorf("the sentinel names %s as the master, which the soak did not start", old)
+		return "", 0, fmt.Errorf("the sentinels name %s as the master, which the soak did not start", old)
 	}
 	start := time.Now()
 	if err := p.cmd.Process.Kill(); err != nil {
-		return 0, fmt.Errorf("kill the redis master %s: %w", old, err)
+		return "", 0, fmt.Errorf("kill the redis master %s: %w", old, err)
 	}
 	<-p.exited
-	return s.waitNewMaster(ctx, old, start)
+	d, err := s.waitNewMaster(ctx, old, start)
+	return old, d, err
 }
 
-// waitNewMaster waits until the Sentinel names a master other than old.
+// killSentinel kills (SIGKILL) the Sentinel a client other than the
+// set's own is subscribed to (the gateway listens there for
+// +switch-master), or the first one when none is; restart starts it
+// again. It returns the killed Sentinel's address and whether a
+// subscriber was found on it.
+func (s *sentinelSet) killSentinel(ctx context.Context) (string, bool, error) {
+	live := s.live()
+	if len(live) < 2 {
+		return "", false, fmt.Errorf("only %d sentinel running: killing one leaves no quorum", len(live))
+	}
+	victim, subscribed := live[0], false
+	for _, sp := range live {
+		if sp.hasSubscriber(ctx) {
+			victim, subscribed = sp, true
+			break
+		}
+	}
+	if err := victim.proc.cmd.Process.Kill(); err != nil {
+		return "", false, fmt.Errorf("kill the sentinel %s: %w", victim.addr, err)
+	}
+	<-victim.proc.exited
+	return victim.addr, subscribed, nil
+}
+
+// hasSubscriber reports whether a client is subscribed to a channel of
+// this Sentinel (CLIENT LIST: sub > 0).
+func (sp *sentinelProc) hasSubscriber(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	cmd := redis.NewStringCmd(ctx, "client", "list")
+	if err := sp.client.Process(ctx, cmd); err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(cmd.Val(), "\n") {
+		for f := range strings.FieldsSeq(line) {
+			if n, ok := strings.CutPrefix(f, "sub="); ok && n != "0" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// waitNewMaster waits until the running Sentinels agree on a master other
+// than old.
 func (s *sentinelSet) waitNewMaster(ctx context.Context, old string, start time.Time) (time.Duration, error) {
-	err := waitFor(ctx, 30*time.Second, func() bool {
+	err := waitFor(ctx, healthyWithin, func() bool {
 		m, err := s.master(ctx)
 		return err == nil && m != old
 	})
 	if err != nil {
-		return 0, fmt.Errorf("the sentinel still names %s as the master: %w", old, err)
+		return 0, fmt.Errorf("the sentinels still name %s as the master: %w", old, err)
 	}
 	return time.Since(start), nil
 }
 
-// restart starts every data server that is not running (the killed old
-// master); the Sentinel makes it a replica of the new master.
+// restart starts every data server and Sentinel that is not running (the
+// killed old master and the killed Sentinel); the Sentinels make the old
+// master a replica of the new one.
 func (s *sentinelSet) restart(ctx context.Context) error {
 	s.mu.Lock()
 	var dead []string
@@ -277,24 +422,35 @@ func (s *sentinelSet) restart(ctx context.Context) error {
 		default:
 		}
 	}
+	var deadSentinels []*sentinelProc
+	for _, sp := range s.sentinels {
+		if sp.proc != nil && !sp.running() {
+			deadSentinels = append(deadSentinels, sp)
+		}
+	}
 	s.mu.Unlock()
 	for _, addr := range dead {
 		if err := s.startServer(ctx, addr); err != nil {
 			return fmt.Errorf("restart the redis server %s: %w", addr, err)
 		}
 	}
+	for _, sp := range deadSentinels {
+		if err := s.startSentinel(ctx, sp); err != nil {
+			return fmt.Errorf("restart the sentinel %s: %w", sp.addr, err)
+		}
+	}
 	return nil
 }
 
 func (s *sentinelSet) close() {
-	if s.client != nil {
-		_ = s.client.Close()
-	}
-	if s.sentinel != nil {
-		s.sentinel.stop(2 * time.Second)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, sp := range s.sentinels {
+		_ = sp.client.Close()
+		if sp.proc != nil {
+			sp.proc.stop(2 * time.Second)
+		}
+	}
 	for _, p := range s.servers {
 		p.stop(2 * time.Second)
 	}

@@ -8,18 +8,20 @@ import (
 	"time"
 )
 
-// The Sentinel set fails over on SENTINEL FAILOVER and when the master is
-// killed, and the killed server comes back as a replica, so the next
-// failover can happen. It takes 30-60 s: the Sentinel demotes an old
-// master only on its next INFO round.
+// The Sentinel set (a master, a replica, three Sentinels with quorum 2)
+// fails over on SENTINEL FAILOVER, and when the master is killed after
+// one Sentinel was (the two left must agree), and the killed server and
+// Sentinel come back, so the next failover can happen. It takes 30-60 s:
+// the Sentinels demote an old master only on their next INFO round.
 //
 // Under load (make test on 2 cores) a server that misses PINGs for the
-// set's down-after (1 s) is failed over by the Sentinel on its own: that
-// is the Sentinel working, not a fault of the set. So the test asserts
-// what holds whatever the Sentinel did meanwhile: a failover names
+// set's down-after (1 s) is failed over by the Sentinels on their own:
+// that is Sentinel working, not a fault of the set. So the test asserts
+// what holds whatever the Sentinels did meanwhile: a failover names
 // another server, a killed master is never named again while it is
 // down, and after the restart the set again has a master and a replica
-// in sync (which of the two is master is the Sentinel's choice).
+// in sync, and three Sentinels that know each other (which server is
+// master is the Sentinels' choice).
 func TestSentinelSetFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: two Sentinel failovers take 30-60 s")
@@ -34,6 +36,9 @@ func TestSentinelSetFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.close()
+	if len(s.addrs) != sentinelCount {
+		t.Fatalf("%d sentinels, want %d", len(s.addrs), sentinelCount)
+	}
 	first, err := s.master(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -41,21 +46,34 @@ func TestSentinelSetFailover(t *testing.T) {
 	if _, err := s.failover(ctx); err != nil {
 		t.Fatalf("SENTINEL FAILOVER: %v", err)
 	}
-	second, err := s.master(ctx)
-	if err != nil || second == first {
+	if second, err := s.master(ctx); err != nil || second == first {
 		t.Fatalf("after the failover the master is %s (%v), want not %s", second, err, first)
 	}
-	if _, err := s.killMaster(ctx); err != nil {
-		t.Fatalf("master killed: %v", err)
+	killed, _, err := s.killSentinel(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if third, err := s.master(ctx); err != nil || third == second {
-		t.Fatalf("after killing %s the master is %s (%v), want the other server", second, third, err)
+	if n := len(s.live()); n != sentinelCount-1 {
+		t.Fatalf("after killing sentinel %s, %d are running, want %d", killed, n, sentinelCount-1)
+	}
+	// The master killed is the one the Sentinels name then (they may
+	// have failed over on their own since).
+	dead, _, err := s.killMaster(ctx)
+	if err != nil {
+		t.Fatalf("master killed with sentinel %s down: %v", killed, err)
+	}
+	if third, err := s.master(ctx); err != nil || third == dead {
+		t.Fatalf("after killing %s the master is %s (%v), want the other server", dead, third, err)
 	}
 	if err := s.restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The killed master is back: one master and a replica in sync.
+	// The killed master and Sentinel are back: one master, a replica in
+	// sync, three Sentinels that agree and know each other.
 	if err := s.waitHealthy(ctx, "", healthyWithin); err != nil {
 		t.Fatal(err)
+	}
+	if n := len(s.live()); n != sentinelCount {
+		t.Fatalf("after the restart %d sentinels are running, want %d", n, sentinelCount)
 	}
 }

@@ -73,8 +73,8 @@ type soakConfig struct {
 	// faultOnly, if set, keeps the faults whose name contains one of its
 	// comma-separated words.
 	faultOnly string
-	// sentinel runs Redis as a master, a replica and a Sentinel in fault
-	// mode, and fails the master over as faults.
+	// sentinel runs Redis as a master, a replica and three Sentinels in
+	// fault mode, and fails the master over as faults.
 	sentinel bool
 }
 
@@ -93,10 +93,10 @@ func cmdSoak(args []string) error {
 	fs.Float64Var(&sc.tolerance, "tolerance", 0.10, "allowed growth of RSS and goroutines, last window over first")
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
-	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
-	fs.BoolVar(&sc.sentinel, "sentinel", false, "with -faults: Redis as a master, a replica and a Sentinel (cache.redis names the Sentinel); the Redis faults are failovers (SENTINEL FAILOVER, the master killed) instead of Toxiproxy's")
+	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; STS throttling in front of a real MinIO (when built: scripts/minio-tools.sh); policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.sentinel, "sentinel", false, "with -faults: Redis as a master, a replica and three Sentinels, quorum 2 (cache.redis names the Sentinels); the Redis faults are failovers (SENTINEL FAILOVER, the master killed, one Sentinel killed then the master) instead of Toxiproxy's")
 	fs.StringVar(&sc.faultOnly, "fault-only", "", "with -faults: inject only the faults whose name contains one of these comma-separated words (e.g. oauth2,vault)")
-	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, and to the resetting path")
+	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, to the OAuth2 rule, to the S3 rule and to the resetting path")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -129,12 +129,13 @@ const (
 	// resetting path.
 	vaultWorkers  = 4
 	oauth2Workers = 4
+	s3Workers     = 4
 	resetWorkers  = 2
 )
 
 // soakKinds are the request kinds of the mix, in table order. vault,
-// oauth2 and reset run in fault mode only.
-var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "oauth2", "reset"}
+// oauth2, s3 and reset run in fault mode only (s3 when MinIO is there).
+var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "oauth2", "s3", "reset"}
 
 // Indexes of soakKinds.
 const (
@@ -144,6 +145,7 @@ const (
 	kindWS
 	kindVault
 	kindOAuth2
+	kindS3
 	kindReset
 	numKinds
 )
@@ -294,6 +296,17 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 		return false, err
 	}
 	defer originProc.stop(3 * time.Second)
+	if fe != nil {
+		// MinIO's certificate comes from the origin's CA, which the
+		// gateway trusts upstream.
+		if err := fe.startS3(ctx, work, originCA, env); err != nil {
+			return false, err
+		}
+		if fe.s3 != nil {
+			variant = fe.variant()
+			env = append(env, fe.s3.gatewayEnv()...)
+		}
+	}
 	t, _, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, variant)
 	if err != nil {
 		return false, err
@@ -323,8 +336,14 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	if fe != nil {
 		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache), the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s) and an OAuth2 token endpoint (a third rule on /oauth2/* injects a client-credentials token living %s, which the origin checks by introspection); cache.error_backoff 1s; each fault lasts %s, then %s without one; vault, oauth2 and reset requests %.0f/s each\n\n",
 			"v2.5.0", vaultTTL, oauth2TTL, faultWindow, faultWindow, sc.faultRate)
+		if fe.s3 != nil {
+			fmt.Printf("- S3 leg: MinIO %s on %s (TLS, certificate from the origin CA) as the S3 origin, verifying every SigV4 signature; a fourth rule on https://%s:%d/%s/* injects an awssts credential (AssumeRole on MinIO's STS through a shim on %s that shortens the relayed Expiration to %s and, during the STS throttling fault, answers 400 Throttling \"Rate exceeded\" and 503 alternately) with sigv4; PUT and GET of a 1 KiB object %.0f/s\n\n",
+				fe.s3.minio.Version, fe.s3.minio.Addr(), s3Host, fe.s3.minio.Port, s3Bucket, fe.s3.shimAddr, stsTTL, sc.faultRate)
+		} else {
+			fmt.Printf("- S3 leg and STS throttling: skipped: %s\n\n", fe.s3Skipped)
+		}
 		if fe.sentinel != nil {
-			fmt.Printf("- Redis under Sentinel (-sentinel): a master, a replica and one Sentinel (quorum 1), cache.redis names the Sentinel (%s) and master_name %s, not through Toxiproxy; the Redis faults are SENTINEL FAILOVER and the master killed\n\n", fe.sentinel.addr, sentinelMaster)
+			fmt.Printf("- Redis under Sentinel (-sentinel): a master, a replica and %d Sentinels (quorum %d), cache.redis names the Sentinels (%s) and master_name %s, not through Toxiproxy; the Redis faults are SENTINEL FAILOVER, the master killed, and one Sentinel killed (the one the gateway is subscribed to) then the master\n\n", sentinelCount, sentinelQuorum, strings.Join(fe.sentinel.addrs, ", "), sentinelMaster)
 		}
 	}
 	samples := runMix(ctx, sc, t, keepAlive, fe, ca)
@@ -499,6 +518,24 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 		}
 		worker(vaultWorkers, vaultCh, sourceRule(kindVault, "/vault/charges"))
 		worker(oauth2Workers, oauth2Ch, sourceRule(kindOAuth2, "/oauth2/charges"))
+		if fe.s3 != nil {
+			s3Ch := make(chan struct{}, 8)
+			pace(ctx, &wg, st, s3Ch, sc.faultRate)
+			// Each worker PUTs its object, then GETs and PUTs it in turn.
+			var calls [s3Workers]int
+			worker(s3Workers, s3Ch, func(i int) {
+				put := calls[i]%2 == 0
+				calls[i]++
+				if err := fe.s3.do(ctx, h1Client, fmt.Sprintf("object-%d", i), put); err != nil {
+					if ctx.Err() == nil {
+						st.fail(kindS3, err)
+					}
+					return
+				}
+				fe.sourceOK(soakKinds[kindS3])
+				st.ok(kindS3)
+			})
+		}
 		worker(resetWorkers, resetCh, func(int) {
 			err := get(ctx, h1Client, base+origin.ResetPath, nil, 1)
 			if ctx.Err() != nil {
@@ -771,8 +808,8 @@ func (s sample) line() string {
 	for _, n := range s.expected {
 		x += n
 	}
-	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d, oauth2 %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
-		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
+	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d, oauth2 %d, s3 %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
+		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.reqs["s3"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -789,8 +826,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	}
 	faults := sc.faults
 	if faults {
-		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | behind | errors | expected under faults | RSS MiB | goroutines | fds | redis up | redis errors |")
-		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|")
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | s3 | behind | errors | expected under faults | RSS MiB | goroutines | fds | redis up | redis errors |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|")
 	} else {
 		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
 		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
@@ -809,8 +846,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 			metricsOK = false
 		}
 		if faults {
-			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d | %d | %d |\n",
-				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds, s.redisUp, s.redisErrors)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.reqs["s3"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds, s.redisUp, s.redisErrors)
 		} else {
 			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
 				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
@@ -883,7 +920,7 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	// highest above the first window's highest by more than those.
 	slack := int64(2 * (uploadWorkers + wsWorkers))
 	if sc.faults {
-		slack += 2 * (vaultWorkers + oauth2Workers + resetWorkers)
+		slack += 2 * (vaultWorkers + oauth2Workers + s3Workers + resetWorkers)
 	}
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
 	if exited != nil {
