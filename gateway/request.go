@@ -82,6 +82,10 @@ type reqState struct {
 	// exchange, for a tripwire met while the body streams; nil without.
 	ph *phState
 	x  *exchange
+	// sw and reqBody are the request's statusWriter and countingBody,
+	// part of reqState so that they cost no allocation of their own.
+	sw      statusWriter
+	reqBody countingBody
 }
 
 // refusalCode is the code of the refusal or abort the round trip ended
@@ -558,7 +562,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 			st.reissue.wl = a.wl
 		}
 	}
-	body := &countingBody{ReadCloser: out.Body}
+	body := &st.reqBody
+	body.ReadCloser = out.Body
 	if out.Trailer != nil {
 		// An HTTP/1.1 chunked body adds every trailer it ends with to
 		// the Trailer map when it reaches EOF, declared or not: filter
@@ -568,7 +573,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = body
 	}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &st.sw
+	sw.ResponseWriter = w
 	octx := ctx
 	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
 		// A server must not send 1xx responses to an HTTP/1.0 client
@@ -595,12 +601,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	case status == 0:
 		status = http.StatusOK
 	}
-	ev2 := g.event(x, cp.Raw)
+	aev := g.event(x, cp.Raw)
+	ev2 := &aev
 	ev2.PolicyVersion = a.pol.Stats().Hash // the policy that decided, even if reloaded since
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
 		ev2.CacheHit = hit && !st.reissued
-		ev2.CredentialFP = g.audit.fingerprint(cmp.Or(st.reissuedCred, cred))
+		ev2.CredentialFP = g.audit.credentialFP(cmp.Or(st.reissuedCred, cred))
 	}
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
@@ -671,8 +678,10 @@ func injectRefusal(err error, d policy.Decision) refusal {
 }
 
 // event starts the audit event of x, whose path (without query) is path.
-func (g *Gateway) event(x *exchange, path string) *event {
-	e := &event{
+// A value: the audit line is encoded from it before the request returns,
+// so it need not live on the heap.
+func (g *Gateway) event(x *exchange, path string) event {
+	e := event{
 		Time:     x.start,
 		Workload: x.wl.DisplayName(),
 		Factors:  x.wl.FactorKinds(),
@@ -697,7 +706,8 @@ func (g *Gateway) event(x *exchange, path string) *event {
 func (g *Gateway) refuse(x *exchange, f refusal) {
 	f.write(x.w)
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	e := g.event(x, x.r.URL.EscapedPath())
+	ev := g.event(x, x.r.URL.EscapedPath())
+	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	e.Tripwire = x.tripwire
 	if f.Rule != "" {
