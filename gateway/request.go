@@ -400,8 +400,9 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
 // the wire, whose one decoding the policy matched), and no gateway-scoped
 // header or trailer. The header map is handed over from the incoming
-// request, which is not read again, so no per-request copy is made.
-func (x *exchange) outbound(cp canonical.Path) *http.Request {
+// request, which is not read again, so no per-request copy is made; ctx
+// is the outbound request's context (one copy of the request for both).
+func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Request {
 	in, dest := x.r, x.dest
 	u := *in.URL
 	u.Scheme = x.scheme
@@ -414,7 +415,7 @@ func (x *exchange) outbound(cp canonical.Path) *http.Request {
 	}
 	u.Opaque, u.User, u.Fragment = "", nil, ""
 	u.Path, u.RawPath = cp.Decoded, cp.Raw
-	out := *in
+	out := in.WithContext(ctx)
 	out.URL = &u
 	out.Host = ""
 	for _, h := range gatewayHeaders {
@@ -425,7 +426,7 @@ func (x *exchange) outbound(cp canonical.Path) *http.Request {
 			delete(out.Trailer, h)
 		}
 	}
-	return &out
+	return out
 }
 
 // handle decides, fetches, injects and forwards one request. pin are the
@@ -518,14 +519,25 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	out := x.outbound(cp)
+	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	sw := &st.sw
+	sw.ResponseWriter = w
+	octx := ctx
+	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
+		// A server must not send 1xx responses to an HTTP/1.0 client
+		// (RFC 9110 §15.2). Not on the plain listener with Expect:
+		// net/http's server writes its 100 Continue from the goroutine
+		// reading the body, under a lock a 1xx from the transport's
+		// goroutine cannot take.
+		octx = st.informational(octx, sw)
+	}
+	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
 	if expect {
 		// The origin decides whether the body is sent: the transport
 		// reads it (and the server sends the client its 100) only when
 		// the origin answers 100.
 		out.Header["Expect"] = []string{"100-continue"}
 	}
-	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if f := g.custodyRequest(x, out, st); f != nil {
 		g.refuse(x, *f)
 		return
@@ -573,23 +585,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = body
 	}
-	sw := &st.sw
-	sw.ResponseWriter = w
-	octx := ctx
-	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
-		// A server must not send 1xx responses to an HTTP/1.0 client
-		// (RFC 9110 §15.2). Not on the plain listener with Expect:
-		// net/http's server writes its 100 Continue from the goroutine
-		// reading the body, under a lock a 1xx from the transport's
-		// goroutine cannot take.
-		octx = st.informational(octx, sw)
-	}
 	if g.tracer != nil {
 		// The upstream's traceparent: the gateway's hop as parent when
 		// sampled (section Tracing of docs/audit-and-metrics.md).
-		octx = x.trace.Upstream(octx, out.Header, out.Method, dest.host, dest.port)
+		out = out.WithContext(x.trace.Upstream(out.Context(), out.Header, out.Method, dest.host, dest.port))
 	}
-	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
+	aborted := g.forwardRecovered(sw, out)
 	if g.tracer != nil {
 		x.trace.UpstreamDone(st.upstatus, st.refusalCode())
 	}
