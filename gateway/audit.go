@@ -106,8 +106,10 @@ func (g *Gateway) refuseAuditStalled(w http.ResponseWriter) bool {
 // copies the encoded object into its buffer, and numbers, chains, hashes,
 // signs and writes the lines on its own goroutine.
 type auditor struct {
-	w    *audit.Writer
-	fp   *audit.Fingerprinter
+	w  *audit.Writer
+	fp *audit.Fingerprinter
+	// fps caches credential_fp per credential (its key never changes).
+	fps  credCache[string]
 	pool sync.Pool
 	// failClosed is audit.on_stall: fail_closed: requests are refused
 	// while w is stalled.
@@ -268,6 +270,16 @@ func (a *auditor) write(ev *event) {
 		*bp = b
 		a.pool.Put(bp)
 	}
+}
+
+// credentialFP returns the credential_fp of cred, computed once per
+// credential (fingerprint): a credential is never modified, and a
+// refreshed one is another credential.
+func (a *auditor) credentialFP(cred *providers.Credential) string {
+	if cred == nil || len(cred.Fields) == 0 {
+		return ""
+	}
+	return a.fps.get(cred, a.fingerprint)
 }
 
 // fingerprint returns the credential_fp of cred: its fields, by name

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,50 @@ type metrics struct {
 	placeholders *placeholderMetrics
 	// response counts scrubbing and custody (scrub.go).
 	response *responseMetrics
+
+	// series and cacheResults keep the counters of requests and cache
+	// lookups by their labels: every request adds to one of each, and
+	// a map lookup costs less than WithLabelValues (which hashes the
+	// label values and formats the status).
+	series       requestSeries
+	cacheResults map[providers.CacheResult]prometheus.Counter
+}
+
+// requestKey is the labels of one credgate_requests_total series.
+type requestKey struct {
+	decision, rule string
+	status         int
+}
+
+// requestSeries caches the counters of credgate_requests_total. Bounded:
+// beyond maxRequestSeries series (more than decisions × rules × statuses
+// a policy makes), further ones are looked up each time.
+type requestSeries struct {
+	mu sync.RWMutex
+	m  map[requestKey]prometheus.Counter
+}
+
+const maxRequestSeries = 4096
+
+// counter returns the counter of (decision, rule, status) in vec.
+func (rs *requestSeries) counter(vec *prometheus.CounterVec, decision, rule string, status int) prometheus.Counter {
+	k := requestKey{decision, rule, status}
+	rs.mu.RLock()
+	c, ok := rs.m[k]
+	rs.mu.RUnlock()
+	if ok {
+		return c
+	}
+	c = vec.WithLabelValues(decision, rule, strconv.Itoa(status))
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.m == nil {
+		rs.m = make(map[requestKey]prometheus.Counter)
+	}
+	if len(rs.m) < maxRequestSeries {
+		rs.m[k] = c
+	}
+	return c
 }
 
 func newMetrics(leafCount func() float64) *metrics {
@@ -151,8 +196,9 @@ func newMetrics(leafCount func() float64) *metrics {
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
 	}
+	m.cacheResults = map[providers.CacheResult]prometheus.Counter{}
 	for _, r := range []providers.CacheResult{providers.CacheHit, providers.CacheMiss, providers.CacheError} {
-		m.cache.WithLabelValues(string(r))
+		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
 		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
@@ -163,12 +209,16 @@ func newMetrics(leafCount func() float64) *metrics {
 
 // request records one finished request or CONNECT.
 func (m *metrics) request(decision, rule string, status int, d time.Duration) {
-	m.requests.WithLabelValues(decision, rule, strconv.Itoa(status)).Inc()
+	m.series.counter(m.requests, decision, rule, status).Inc()
 	m.duration.Observe(d.Seconds())
 }
 
 // CacheLookup implements providers.CacheObserver.
 func (m *metrics) CacheLookup(_ providers.CacheKey, r providers.CacheResult) {
+	if c, ok := m.cacheResults[r]; ok {
+		c.Inc()
+		return
+	}
 	m.cache.WithLabelValues(string(r)).Inc()
 }
 

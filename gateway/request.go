@@ -82,6 +82,10 @@ type reqState struct {
 	// exchange, for a tripwire met while the body streams; nil without.
 	ph *phState
 	x  *exchange
+	// sw and reqBody are the request's statusWriter and countingBody,
+	// part of reqState so that they cost no allocation of their own.
+	sw      statusWriter
+	reqBody countingBody
 }
 
 // refusalCode is the code of the refusal or abort the round trip ended
@@ -396,8 +400,9 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
 // the wire, whose one decoding the policy matched), and no gateway-scoped
 // header or trailer. The header map is handed over from the incoming
-// request, which is not read again, so no per-request copy is made.
-func (x *exchange) outbound(cp canonical.Path) *http.Request {
+// request, which is not read again, so no per-request copy is made; ctx
+// is the outbound request's context (one copy of the request for both).
+func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Request {
 	in, dest := x.r, x.dest
 	u := *in.URL
 	u.Scheme = x.scheme
@@ -410,7 +415,7 @@ func (x *exchange) outbound(cp canonical.Path) *http.Request {
 	}
 	u.Opaque, u.User, u.Fragment = "", nil, ""
 	u.Path, u.RawPath = cp.Decoded, cp.Raw
-	out := *in
+	out := in.WithContext(ctx)
 	out.URL = &u
 	out.Host = ""
 	for _, h := range gatewayHeaders {
@@ -421,7 +426,7 @@ func (x *exchange) outbound(cp canonical.Path) *http.Request {
 			delete(out.Trailer, h)
 		}
 	}
-	return &out
+	return out
 }
 
 // handle decides, fetches, injects and forwards one request. pin are the
@@ -514,14 +519,25 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	out := x.outbound(cp)
+	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	sw := &st.sw
+	sw.ResponseWriter = w
+	octx := ctx
+	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
+		// A server must not send 1xx responses to an HTTP/1.0 client
+		// (RFC 9110 §15.2). Not on the plain listener with Expect:
+		// net/http's server writes its 100 Continue from the goroutine
+		// reading the body, under a lock a 1xx from the transport's
+		// goroutine cannot take.
+		octx = st.informational(octx, sw)
+	}
+	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
 	if expect {
 		// The origin decides whether the body is sent: the transport
 		// reads it (and the server sends the client its 100) only when
 		// the origin answers 100.
 		out.Header["Expect"] = []string{"100-continue"}
 	}
-	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
 	if f := g.custodyRequest(x, out, st); f != nil {
 		g.refuse(x, *f)
 		return
@@ -558,7 +574,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 			st.reissue.wl = a.wl
 		}
 	}
-	body := &countingBody{ReadCloser: out.Body}
+	body := &st.reqBody
+	body.ReadCloser = out.Body
 	if out.Trailer != nil {
 		// An HTTP/1.1 chunked body adds every trailer it ends with to
 		// the Trailer map when it reaches EOF, declared or not: filter
@@ -568,22 +585,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = body
 	}
-	sw := &statusWriter{ResponseWriter: w}
-	octx := ctx
-	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
-		// A server must not send 1xx responses to an HTTP/1.0 client
-		// (RFC 9110 §15.2). Not on the plain listener with Expect:
-		// net/http's server writes its 100 Continue from the goroutine
-		// reading the body, under a lock a 1xx from the transport's
-		// goroutine cannot take.
-		octx = st.informational(octx, sw)
-	}
 	if g.tracer != nil {
 		// The upstream's traceparent: the gateway's hop as parent when
 		// sampled (section Tracing of docs/audit-and-metrics.md).
-		octx = x.trace.Upstream(octx, out.Header, out.Method, dest.host, dest.port)
+		out = out.WithContext(x.trace.Upstream(out.Context(), out.Header, out.Method, dest.host, dest.port))
 	}
-	aborted := g.forwardRecovered(sw, out.WithContext(context.WithValue(octx, stateKey, st)))
+	aborted := g.forwardRecovered(sw, out)
 	if g.tracer != nil {
 		x.trace.UpstreamDone(st.upstatus, st.refusalCode())
 	}
@@ -595,12 +602,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	case status == 0:
 		status = http.StatusOK
 	}
-	ev2 := g.event(x, cp.Raw)
+	aev := g.event(x, cp.Raw)
+	ev2 := &aev
 	ev2.PolicyVersion = a.pol.Stats().Hash // the policy that decided, even if reloaded since
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
 		ev2.CacheHit = hit && !st.reissued
-		ev2.CredentialFP = g.audit.fingerprint(cmp.Or(st.reissuedCred, cred))
+		ev2.CredentialFP = g.audit.credentialFP(cmp.Or(st.reissuedCred, cred))
 	}
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
@@ -671,8 +679,10 @@ func injectRefusal(err error, d policy.Decision) refusal {
 }
 
 // event starts the audit event of x, whose path (without query) is path.
-func (g *Gateway) event(x *exchange, path string) *event {
-	e := &event{
+// A value: the audit line is encoded from it before the request returns,
+// so it need not live on the heap.
+func (g *Gateway) event(x *exchange, path string) event {
+	e := event{
 		Time:     x.start,
 		Workload: x.wl.DisplayName(),
 		Factors:  x.wl.FactorKinds(),
@@ -697,7 +707,8 @@ func (g *Gateway) event(x *exchange, path string) *event {
 func (g *Gateway) refuse(x *exchange, f refusal) {
 	f.write(x.w)
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	e := g.event(x, x.r.URL.EscapedPath())
+	ev := g.event(x, x.r.URL.EscapedPath())
+	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	e.Tripwire = x.tripwire
 	if f.Rule != "" {

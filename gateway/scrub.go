@@ -46,63 +46,82 @@ func scrubValues(cred *providers.Credential) []providers.Secret {
 	return out
 }
 
-// scrubberKey is one cached Scrubber: a credential, held weakly, so the
-// cache does not keep a dropped credential's values in memory.
-type scrubberKey struct {
+// credKey is one credential in a credCache, held weakly, so the cache
+// does not keep a dropped credential's values in memory.
+type credKey struct {
 	cred weak.Pointer[providers.Credential]
 }
 
-// scrubbers caches a transform.Scrubber per credential value: building
-// one derives each value's encoded forms and a search table, which would
-// cost more than scrubbing a small response. A credential the provider
-// cache replaces (a refresh, a reissue) is a new pointer and gets a new
-// Scrubber; the old entry goes when the old credential is collected. A
-// policy reload that changes a credential's definition changes its cache
-// key, hence its credential, hence its Scrubber.
-type scrubbers struct {
+// credCache caches a value derived from a credential's values, per
+// credential: a Scrubber (scrubbers), the audit line's credential_fp. A
+// credential the provider cache replaces (a refresh, a reissue) is a new
+// pointer and gets a new value; the old entry goes when the old
+// credential is collected. A policy reload that changes a credential's
+// definition changes its cache key, hence its credential, hence its value.
+// Credentials are never modified once cached (providers.Credential).
+type credCache[V any] struct {
 	mu sync.Mutex
-	m  map[scrubberKey]*transform.Scrubber
+	m  map[credKey]V
 }
 
-// maxScrubbers bounds the cache: beyond it (more live credentials than
+// maxCredCache bounds a credCache: beyond it (more live credentials than
 // the credential cache holds by default), it starts again empty.
-const maxScrubbers = 2 * providers.DefaultCacheMaxEntries
+const maxCredCache = 2 * providers.DefaultCacheMaxEntries
 
-// get returns the Scrubber of cred's secret fields.
-func (c *scrubbers) get(cred *providers.Credential) *transform.Scrubber {
-	k := scrubberKey{cred: weak.Make(cred)}
+// get returns the value of cred, made by derive on first use.
+func (c *credCache[V]) get(cred *providers.Credential, derive func(*providers.Credential) V) V {
+	k := credKey{cred: weak.Make(cred)}
 	c.mu.Lock()
-	s, ok := c.m[k]
+	v, ok := c.m[k]
 	c.mu.Unlock()
 	if ok {
-		return s
+		return v
 	}
-	s = transform.NewScrubber(scrubValues(cred), transform.ScrubOptions{KeepLength: true})
+	v = derive(cred)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if prev, ok := c.m[k]; ok {
 		return prev
 	}
-	if c.m == nil || len(c.m) >= maxScrubbers {
-		c.m = map[scrubberKey]*transform.Scrubber{}
+	if c.m == nil || len(c.m) >= maxCredCache {
+		c.m = map[credKey]V{}
 	}
-	c.m[k] = s
+	c.m[k] = v
 	runtime.AddCleanup(cred, c.drop, k)
-	return s
+	return v
 }
 
-func (c *scrubbers) drop(k scrubberKey) {
+func (c *credCache[V]) drop(k credKey) {
 	c.mu.Lock()
 	delete(c.m, k)
 	c.mu.Unlock()
 }
 
-// len returns the number of cached Scrubbers (tests).
-func (c *scrubbers) len() int {
+// len returns the number of cached values (tests).
+func (c *credCache[V]) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.m)
 }
+
+// scrubbers caches a transform.Scrubber per credential value: building
+// one derives each value's encoded forms and a search table, which would
+// cost more than scrubbing a small response.
+type scrubbers struct {
+	c credCache[*transform.Scrubber]
+}
+
+// get returns the Scrubber of cred's secret fields.
+func (s *scrubbers) get(cred *providers.Credential) *transform.Scrubber {
+	return s.c.get(cred, newCredScrubber)
+}
+
+func newCredScrubber(cred *providers.Credential) *transform.Scrubber {
+	return transform.NewScrubber(scrubValues(cred), transform.ScrubOptions{KeepLength: true})
+}
+
+// len returns the number of cached Scrubbers (tests).
+func (s *scrubbers) len() int { return s.c.len() }
 
 // responseHooks is what the gateway does to one upstream response
 // (reqState.resp): the Scrubbers of the values injected into its request,

@@ -233,6 +233,8 @@ type streamReader struct {
 	src   io.Reader
 	m     *matcher
 	onHit hit
+	// hits, when set, counts the matches instead of onHit.
+	hits *ScrubCount
 	// atEOF, if set, runs once when src is exhausted, before EOF is
 	// returned (trailers are scrubbed there); an error it returns is
 	// returned instead of EOF.
@@ -250,6 +252,10 @@ type streamReader struct {
 	// grow is set when a read filled more than half of the free space:
 	// the next fill reads into a full chunk (buf starts at firstChunk).
 	grow bool
+	// expect is the length src announced (-1: unknown) and total what
+	// was read of it: a buffer sized for the whole announced body does not
+	// grow unless src turns out longer.
+	expect, total int64
 }
 
 // firstChunk is what a streamReader reads into at first; it grows to chunk
@@ -258,10 +264,30 @@ type streamReader struct {
 const firstChunk = 4 << 10
 
 func newStreamReader(src io.Reader, m *matcher, onHit hit) *streamReader {
-	s := &streamReader{src: src, m: m, onHit: onHit}
-	s.buf = make([]byte, firstChunk+m.maxLen)
-	s.found = -1
+	return newStreamReaderSized(src, m, onHit, -1)
+}
+
+// newStreamReaderSized is newStreamReader for a src that announced its
+// length, expect (-1: unknown). A body shorter than firstChunk gets a
+// buffer of its length plus the look-behind and one byte to read the end
+// into: a 100-byte API answer costs a few hundred bytes, not 4 KiB
+// cleared and collected per response. The length is a hint: a src longer
+// than announced is still read whole, through a buffer that grows.
+func newStreamReaderSized(src io.Reader, m *matcher, onHit hit, expect int64) *streamReader {
+	s := &streamReader{}
+	s.init(src, m, onHit, expect)
 	return s
+}
+
+// init sets up a zero streamReader (one embedded in a larger value).
+func (s *streamReader) init(src io.Reader, m *matcher, onHit hit, expect int64) {
+	s.src, s.m, s.onHit, s.expect = src, m, onHit, expect
+	size := firstChunk
+	if expect >= 0 && expect < firstChunk {
+		size = int(expect) + 1
+	}
+	s.buf = make([]byte, size+m.maxLen)
+	s.found = -1
 }
 
 func (s *streamReader) invalidate() { s.found = -1 }
@@ -320,7 +346,9 @@ func (s *streamReader) Read(p []byte) (int, error) {
 				at, w := s.next()
 				if at >= 0 && at < limit {
 					nd := &s.m.needles[w]
-					if err := s.onHit(nd); err != nil {
+					if s.hits != nil {
+						s.hits.n.Add(1)
+					} else if err := s.onHit(nd); err != nil {
 						s.err = err
 						continue
 					}
@@ -364,7 +392,8 @@ func (s *streamReader) fill() {
 		s.buf = b
 	}
 	n, err := s.src.Read(s.buf[s.w:])
-	s.grow = n > (len(s.buf)-s.w)/2
+	s.total += int64(n)
+	s.grow = n > (len(s.buf)-s.w)/2 && (s.expect < 0 || s.total > s.expect)
 	s.w += n
 	s.invalidate()
 	if err == io.EOF {

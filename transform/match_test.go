@@ -81,6 +81,35 @@ func TestStreamReaderBoundedAndLarge(t *testing.T) {
 	}
 }
 
+// TestStreamReaderSized checks that the length a body announced only
+// sizes the buffer: the output is the whole-buffer rewrite whether the
+// announcement is right, too short or too long, and a body read as
+// announced keeps the small buffer.
+func TestStreamReaderSized(t *testing.T) {
+	m := testMatcher()
+	in := strings.Repeat(`{"echo":"SECRET","x":"abcabcabd SECRET-ONE"} `, 40) // 1.8 KiB
+	want, _ := m.apply([]byte(in), func(*needle) error { return nil })
+	for _, text := range []string{"", "SECRET", "xSECRET-ONxSECRET-ONE", in, in + in + in} {
+		whole, _ := m.apply([]byte(text), func(*needle) error { return nil })
+		for _, expect := range []int64{-1, 0, 1, int64(len(text)) - 1, int64(len(text)), int64(len(text)) + 7, 10 << 10} {
+			for _, sizes := range [][]int{nil, {1}, {5, 1, 7}} {
+				sr := newStreamReaderSized(&splitReader{data: []byte(text), sizes: sizes}, m, func(*needle) error { return nil }, expect)
+				got, err := io.ReadAll(sr)
+				if err != nil || !bytes.Equal(got, whole) {
+					t.Fatalf("sized stream (len %d, expect %d, reads %v) = %q, %v; want %q", len(text), expect, sizes, got, err, whole)
+				}
+			}
+		}
+	}
+	sr := newStreamReaderSized(strings.NewReader(in), m, func(*needle) error { return nil }, int64(len(in)))
+	if got, err := io.ReadAll(sr); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("sized stream differs (err %v)", err)
+	}
+	if c := cap(sr.buf); c != len(in)+1+m.maxLen {
+		t.Errorf("buffer of a %d-byte body read as announced: %d bytes, want %d", len(in), c, len(in)+1+m.maxLen)
+	}
+}
+
 func TestStreamReaderError(t *testing.T) {
 	m := testMatcher()
 	boom := io.ErrUnexpectedEOF
@@ -125,6 +154,12 @@ func FuzzMatcher(f *testing.F) {
 		got, err := io.ReadAll(newStreamReader(&splitReader{data: text, sizes: []int{int(size)}}, m, func(*needle) error { return nil }))
 		if err != nil || !bytes.Equal(got, whole) {
 			t.Fatalf("stream %q, whole %q (%v)", got, whole, err)
+		}
+		// The announced length is a hint only: right, short or long.
+		expect := int64(len(text)) + int64(size%5) - 2
+		got, err = io.ReadAll(newStreamReaderSized(&splitReader{data: text, sizes: []int{int(size)}}, m, func(*needle) error { return nil }, expect))
+		if err != nil || !bytes.Equal(got, whole) {
+			t.Fatalf("sized stream (expect %d) %q, whole %q (%v)", expect, got, whole, err)
 		}
 	})
 }

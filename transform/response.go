@@ -183,39 +183,72 @@ func (s *Scrubber) Reader(r io.Reader, c *ScrubCount) io.ReadCloser {
 // ErrUnsupportedEncoding and leaves the body untouched; the caller must
 // not forward it.
 func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
-	c := &ScrubCount{}
 	if s.m.empty() {
-		return c, nil
+		return &ScrubCount{}, nil
 	}
-	c.n.Add(int64(s.Header(resp.Header)))
 	if resp.Body == nil || resp.Body == http.NoBody {
+		c := &ScrubCount{}
+		c.n.Add(int64(s.Header(resp.Header)))
 		c.n.Add(int64(s.Header(resp.Trailer)))
 		return c, nil
 	}
-	raw := resp.Body
-	var body io.ReadCloser = readCloser(raw)
+	// One allocation holds the count, the stream state and the closers;
+	// the buffer is the other (sized to the announced body).
+	sb := &scrubBody{s: s, resp: resp, raw: resp.Body}
+	sb.c.n.Add(int64(s.Header(resp.Header)))
+	sb.body = readCloser(sb.raw)
+	// What the body announced, while it is read as it came (a decoded
+	// body's length is unknown).
+	expect := resp.ContentLength
 	if len(resp.Header.Values("Content-Encoding")) > 0 || !s.keepLen {
 		var err error
-		if body, err = decodeResponse(resp); err != nil {
-			return c, err
+		if sb.body, err = decodeResponse(resp); err != nil {
+			return &sb.c, err
 		}
+		expect = -1
 	}
-	sr := newStreamReader(body, s.m, c.hit)
-	sr.atEOF = func() error {
-		// A decoder may stop at the end of its data before the raw body
-		// reached its end, where net/http fills in the trailers.
-		if _, err := io.Copy(io.Discard, io.LimitReader(raw, 64<<10)); err != nil {
+	sb.init(sb.body, s.m, nil, expect)
+	sb.hits = &sb.c
+	sb.atEOF = sb.end
+	resp.Body = sb
+	return &sb.c, nil
+}
+
+// scrubBody is a response body TransformResponse scrubs.
+type scrubBody struct {
+	streamReader
+	c    ScrubCount
+	s    *Scrubber
+	resp *http.Response
+	// raw is the body as it came, body what is scrubbed: raw, or raw
+	// decoded.
+	raw, body io.ReadCloser
+}
+
+// end runs when the scrubbed body reached its end: trailers are scrubbed
+// there.
+func (b *scrubBody) end() error {
+	if b.body != b.raw {
+		// A decoder may stop at the end of its data before the raw
+		// body reached its end, where net/http fills in the trailers.
+		if _, err := io.CopyN(io.Discard, b.raw, 64<<10); err != nil && err != io.EOF {
 			return fmt.Errorf("transform: read response after its encoded data: %w", err)
 		}
-		c.n.Add(int64(s.Header(resp.Trailer)))
-		return nil
 	}
-	closers := []io.Closer{body, raw}
-	if body == raw {
-		closers = closers[1:]
+	b.c.n.Add(int64(b.s.Header(b.resp.Trailer)))
+	return nil
+}
+
+// Close closes the decoder, if any, and the raw body.
+func (b *scrubBody) Close() error {
+	var first error
+	if b.body != b.raw {
+		first = b.body.Close()
 	}
-	resp.Body = &closeBoth{Reader: sr, closers: closers}
-	return c, nil
+	if err := b.raw.Close(); err != nil && first == nil {
+		first = err
+	}
+	return first
 }
 
 // DecodeResponse replaces resp's body by its decoded form when it has a
