@@ -82,6 +82,29 @@ func TestIdleHandoffServesOn(t *testing.T) {
 	})
 }
 
+// TestIdleHandoffRequestBeforeWait: a request that arrives after the
+// idle read timed out but before the handed-off goroutine waits on the
+// socket is served at once: the wait looks at the socket first (the
+// poller forgets a readiness it saw before the wait began).
+func TestIdleHandoffRequestBeforeWait(t *testing.T) {
+	s := handoffServer()
+	client := make(chan net.Conn, 1)
+	var once sync.Once
+	s.beforeIdleWait = func() {
+		once.Do(func() {
+			c := <-client
+			fmt.Fprint(c, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+		})
+	}
+	addr := startServer(t, s, echoHandler)
+	c, br := dial(t, addr)
+	client <- c
+	fmt.Fprint(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	expectBody(t, br, "GET", `GET /a ctx=tunnel body=""`)
+	// Not left waiting until the idle timeout closes the connection.
+	expectBody(t, br, "GET", `GET /b ctx=tunnel body=""`)
+}
+
 // TestIdleHandoffClientCloses: a client that closes a handed-off
 // connection ends it (the readiness wait returns, the read sees the end).
 func TestIdleHandoffClientCloses(t *testing.T) {

@@ -134,6 +134,9 @@ type Server struct {
 	handoffAfter time.Duration
 	// handoffs counts idle waits moved to a new goroutine (tests).
 	handoffs atomic.Int64
+	// beforeIdleWait, when set, runs before a handed-off connection waits
+	// for its socket (tests).
+	beforeIdleWait func()
 
 	// The connections being served, for the drain on shutdown.
 	mu       sync.Mutex
@@ -488,8 +491,7 @@ func (c *conn) awaitHandedOff() bool {
 // to read, is closed or reset, or its read deadline has passed, without
 // reading: the goroutine waits with the poller's few frames on its stack,
 // not the TLS record layer's. It returns at once when the connection
-// exposes no socket (the caller's read then waits instead). A spurious
-// return costs only that: the read after it waits.
+// exposes no socket (the caller's read then waits instead).
 func (c *conn) waitReadable() {
 	if !c.rawLooked {
 		c.rawLooked = true
@@ -498,33 +500,14 @@ func (c *conn) waitReadable() {
 	if c.raw == nil {
 		return
 	}
-	waited := false
-	_ = c.raw.Read(func(uintptr) bool {
-		// The first call would read; decline, so the poller waits.
-		done := waited
-		waited = true
-		return done
-	})
-}
-
-// rawConn returns the socket under tc (under its TLS layer, for a
-// *tls.Conn), or nil when there is none to wait on: the connection under
-// the TLS layer must implement syscall.Conn, and only when no byte of the
-// client's is buffered above the socket.
-func rawConn(tc Conn) syscall.RawConn {
-	var nc net.Conn = tc
-	if t, ok := tc.(*tls.Conn); ok {
-		nc = t.NetConn()
+	if c.s.beforeIdleWait != nil {
+		c.s.beforeIdleWait()
 	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
+	// The poller calls f first, and again each time the socket becomes
+	// readable, until it returns true. f must look at the socket itself:
+	// RawRead clears a readiness the poller noted before it was called,
+	// so data that arrived since the last read signals nothing more.
+	_ = c.raw.Read(socketReadable)
 }
 
 // serveRequest reads one request, serves it and finishes its response.
