@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -140,6 +141,37 @@ func (c *tunnelConn) Close() error {
 
 // CloseWrite half-closes when the underlying connection can.
 func (c *tunnelConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// errNoSocket: the client connection has no socket of its own to expose
+// (it is the inner layer of tls_listen's TLS), or bytes the client sent
+// are buffered above it.
+var errNoSocket = errors.New("gateway: the client connection exposes no socket")
+
+// SyscallConn is the client socket, for the h1 server's wait for the
+// next request on an idle connection (it waits for the socket to become
+// readable, without reading). It fails when the socket is not all there
+// is to read: under tls_listen's TLS layer, or below a prereadConn still
+// holding bytes.
+func (c *tunnelConn) SyscallConn() (syscall.RawConn, error) {
+	nc := c.Conn
+	for {
+		switch x := nc.(type) {
+		case *tls.Conn:
+			return nil, errNoSocket
+		case *prereadConn:
+			if x.r != nil && x.r.Buffered() > 0 {
+				return nil, errNoSocket
+			}
+			nc = x.Conn
+		case syscall.Conn:
+			return x.SyscallConn()
+		case interface{ NetConn() net.Conn }: // countedConn
+			nc = x.NetConn()
+		default:
+			return nil, errNoSocket
+		}
+	}
+}
 
 type ctxKey int
 

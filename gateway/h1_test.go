@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,13 @@ func h1TunnelTo(t *testing.T, tg *testGateway, host string) (*tls.Conn, *bufio.R
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h1TunnelOver(t, tg, conn, host)
+}
+
+// h1TunnelOver is h1TunnelTo over conn, a connection to one of the
+// gateway's proxy listeners.
+func h1TunnelOver(t *testing.T, tg *testGateway, conn net.Conn, host string) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
 	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", host, host)
@@ -351,3 +359,101 @@ func TestH1ShutdownClosesIdleAndFinishesBusy(t *testing.T) {
 		t.Fatal("shutdown did not finish")
 	}
 }
+
+// TestH1IdleHandoff: an intercepted connection that stays idle is handed
+// to a new goroutine of the h1 server, which waits on the client socket
+// itself behind the plain proxy listener (tunnelConn.SyscallConn) and with
+// a TLS read behind tls_listen, and the next requests, pipelined, are
+// served as before.
+func TestH1IdleHandoff(t *testing.T) {
+	tg := startGateway(t)
+	for _, tc := range []struct {
+		name string
+		dial func() (net.Conn, error)
+		// waiting reports whether a goroutine's stack is the handed-off
+		// wait this listener's connections make.
+		waiting func(stack string) bool
+	}{
+		{"proxy_listener", func() (net.Conn, error) { return net.Dial("tcp", tg.gw.ProxyAddr().String()) },
+			func(s string) bool { return strings.Contains(s, "h1.(*conn).waitReadable") }},
+		{"tls_listen", func() (net.Conn, error) {
+			return tls.Dial("tcp", tg.gw.TLSProxyAddr().String(), &tls.Config{ServerName: "credgate.test",
+				RootCAs: tg.pki.pool, Certificates: []tls.Certificate{tg.tlsCert}})
+		}, func(s string) bool {
+			return strings.Contains(s, "h1.(*conn).awaitHandedOff") && !strings.Contains(s, "waitReadable")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			handedOff := func() int {
+				buf := make([]byte, 4<<20)
+				n := 0
+				for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+					if tc.waiting(g) {
+						n++
+					}
+				}
+				return n
+			}
+			before := handedOff()
+			conn, err := tc.dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, br := h1TunnelOver(t, tg, conn, apiHost)
+			fmt.Fprintf(c, "GET /v1/before HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+			if resp, body := readResp(t, br, "GET"); body != "ok /v1/before" {
+				t.Fatalf("first request: %s %q", resp.Status, body)
+			}
+			waitFor(t, 5*time.Second, "the idle connection handed off", func() bool { return handedOff() > before })
+			fmt.Fprintf(c, "GET /v1/after1 HTTP/1.1\r\nHost: %s\r\n\r\nGET /v1/after2 HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost, apiHost)
+			for _, want := range []string{"ok /v1/after1", "ok /v1/after2"} {
+				if resp, body := readResp(t, br, "GET"); resp.StatusCode != 200 || body != want || resp.Close {
+					t.Fatalf("after the handoff: %s %q close=%v, want 200 %q", resp.Status, body, resp.Close, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTunnelConnSyscallConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	fmt.Fprint(client, "early")
+	buffered := bufio.NewReader(server)
+	if _, err := buffered.Peek(5); err != nil {
+		t.Fatal(err)
+	}
+	counted := &countedConn{Conn: server, open: nopGauge{}}
+	for name, tc := range map[string]struct {
+		conn net.Conn
+		ok   bool
+	}{
+		"tcp":                    {server, true},
+		"counted":                {counted, true},
+		"preread drained":        {&prereadConn{Conn: counted}, true},
+		"preread holding bytes":  {&prereadConn{Conn: counted, r: buffered}, false},
+		"tls_listen's TLS layer": {tls.Server(counted, &tls.Config{}), false},
+	} {
+		_, err := (&tunnelConn{Conn: tc.conn}).SyscallConn()
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: SyscallConn error %v, want ok=%v", name, err, tc.ok)
+		}
+	}
+}
+
+type nopGauge struct{}
+
+func (nopGauge) Add(float64) {}

@@ -40,6 +40,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -146,8 +147,9 @@ type component struct {
 }
 
 var (
-	fieldName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	labelRE    = regexp.MustCompile(`^[a-z*][a-z0-9_.*-]{0,63}$`)
+	fieldName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// labelRE is compiled on first use ({0,63}: a 26 KB program).
+	labelRE    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z*][a-z0-9_.*-]{0,63}$`) })
 	headerName = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~` + "`" + `-]+$`)
 )
 
@@ -267,7 +269,7 @@ func (s *Injector) Validate() error {
 		return fmt.Errorf("httpsig: key_field %q is not a field name (letters, digits, _)", s.KeyField)
 	case s.Algorithm != "" && !slices.Contains(Algorithms, s.Algorithm):
 		return fmt.Errorf("httpsig: algorithm %q is not one of %s", s.Algorithm, strings.Join(Algorithms, ", "))
-	case !labelRE.MatchString(s.Label):
+	case !labelRE().MatchString(s.Label):
 		return fmt.Errorf("httpsig: label %q must be a structured-field key: lower-case letters, digits, _ - . *", s.Label)
 	case s.ContentDigest != "sha-256" && s.ContentDigest != "sha-512":
 		return fmt.Errorf("httpsig: content_digest %q must be sha-256 or sha-512", s.ContentDigest)

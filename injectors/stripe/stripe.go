@@ -30,6 +30,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
@@ -74,8 +75,9 @@ type Injector struct {
 
 var (
 	fieldName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// accountID is a Stripe account ID.
-	accountID = regexp.MustCompile(`^acct_[A-Za-z0-9]{1,64}$`)
+	// accountID is a Stripe account ID, compiled on first use ({1,64}:
+	// a 21 KB program).
+	accountID = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^acct_[A-Za-z0-9]{1,64}$`) })
 	// apiVersion is a dated Stripe API version, with its release name
 	// since 2024-09-30 (2024-09-30.acacia).
 	apiVersion = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?$`)
@@ -108,11 +110,11 @@ func (i *Injector) Validate() error {
 	default:
 		return fmt.Errorf(`stripe: mode %q is neither "live" nor "test"; leave it out to accept both`, i.Mode)
 	}
-	if i.Account != "" && !i.account.Templated() && !accountID.MatchString(i.Account) {
+	if i.Account != "" && !i.account.Templated() && !accountID().MatchString(i.Account) {
 		return fmt.Errorf("stripe: account %q is not a Stripe account ID (acct_ and letters or digits) nor a {{.workload.NAME}} template", i.Account)
 	}
 	for _, wl := range slices.Sorted(mapKeys(i.Accounts)) {
-		if !accountID.MatchString(i.Accounts[wl]) {
+		if !accountID().MatchString(i.Accounts[wl]) {
 			return fmt.Errorf("stripe: accounts: %q for workload %q is not a Stripe account ID (acct_ and letters or digits)", i.Accounts[wl], wl)
 		}
 	}
@@ -220,7 +222,7 @@ func keyMode(key string) (string, bool) {
 
 // checkAccount vets a Stripe-Account rendered from a workload attribute.
 func checkAccount(v string) error {
-	if !accountID.MatchString(v) {
+	if !accountID().MatchString(v) {
 		return errors.New("not a Stripe account ID (acct_ and letters or digits)")
 	}
 	return nil

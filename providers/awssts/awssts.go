@@ -239,7 +239,7 @@ func (p *Provider) Validate() error {
 		}
 	}
 	for k := range p.SessionTags {
-		if !tagRE.MatchString(k) || len(k) > 128 {
+		if !tagRE().MatchString(k) || len(k) > 128 {
 			return fmt.Errorf("awssts: session tag key %q is not a valid tag key", k)
 		}
 	}
@@ -416,7 +416,7 @@ func (p *Provider) session(w identity.Workload) (sessionInput, error) {
 		if err != nil {
 			return in, fmt.Errorf("session tag %s: %w", k, err)
 		}
-		if len(v) > 256 || !tagRE.MatchString(v) {
+		if len(v) > 256 || !tagRE().MatchString(v) {
 			return in, fmt.Errorf("session tag %s: the value of attribute %s is outside STS's tag character set or longer than 256: %w", k, p.SessionTags[k], ErrWorkloadAttribute)
 		}
 		in.tags = append(in.tags, ststypes.Tag{Key: aws.String(k), Value: aws.String(v)})
@@ -623,10 +623,11 @@ func (s staticCreds) Retrieve(context.Context) (aws.Credentials, error) {
 }
 
 // sessionNameRE is STS's character set for RoleSessionName and
-// SourceIdentity; tagRE that of tag keys and values.
+// SourceIdentity; tagRE that of tag keys and values, compiled on first
+// use (its Unicode classes make a 36 KB program).
 var (
 	sessionBadRE = regexp.MustCompile(`[^\w+=,.@-]`)
-	tagRE        = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+	tagRE        = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`) })
 )
 
 // sanitizeSessionName maps s to STS's RoleSessionName rules: characters

@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/credgate/credgate/internal/httpclient"
@@ -35,8 +36,10 @@ const (
 )
 
 // poolProvider is the form of a workload identity pool provider's name,
-// the STS audience.
-var poolProvider = regexp.MustCompile(`^//iam\.googleapis\.com/projects/[0-9]+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+$`)
+// the STS audience; compiled on first use.
+var poolProvider = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^//iam\.googleapis\.com/projects/[0-9]+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+$`)
+})
 
 // Federation is keyless workload identity federation: a subject token is
 // exchanged at Google's STS for a federated access token, which may then
@@ -111,7 +114,7 @@ func (p *Provider) validateFederation() error {
 		return errors.New("google: workload_identity is keyless; remove key, private_key, client_email and key_id")
 	case p.TokenURL != "":
 		return errors.New("google: token_url is for a key; with workload_identity set workload_identity.sts_url")
-	case !poolProvider.MatchString(f.Audience):
+	case !poolProvider().MatchString(f.Audience):
 		return fmt.Errorf("google: workload_identity.audience %q is not a workload identity pool provider: //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (IAM > Workload Identity Federation)", f.Audience)
 	case sources != 1:
 		return errors.New("google: workload_identity.subject_token: set one of factor (the workload's verified jwt or kubernetes token), file or credential")

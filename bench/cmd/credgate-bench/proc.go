@@ -138,6 +138,24 @@ func memStat(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
+// fileRSS reads RssFile, the file-backed part of VmRSS, from /proc.
+func fileRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, fmt.Errorf("read memory of %d: %w", pid, err)
+	}
+	for line := range bytes.Lines(b) {
+		if f := strings.Fields(string(line)); len(f) >= 2 && f[0] == "RssFile:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read memory of %d: RssFile %q: %w", pid, f[1], err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no RssFile in /proc status")
+}
+
 // clockTick is USER_HZ, 100 on every Linux architecture Go supports here.
 const clockTick = 10 * time.Millisecond
 

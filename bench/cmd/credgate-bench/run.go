@@ -417,7 +417,9 @@ func measureMemory(ctx context.Context, t target, n int) report.Memory {
 	defer loadgen.CloseAll(conns)
 	if m.Loaded, err = settledRSS(ctx, t.proc.pid()); err != nil {
 		m.Err = err.Error()
+		return m
 	}
+	m.LoadedFile, _ = fileRSS(t.proc.pid())
 	return m
 }
 

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // BenchmarkServeKeepAlive measures the server alone: one small request
@@ -63,8 +65,9 @@ func BenchmarkServeKeepAlive(b *testing.B) {
 }
 
 // BenchmarkIdleConnMemory reports the heap held per idle keep-alive
-// connection after one request (both ends of the loopback connection are
-// in this process, so the figure includes the client's net.Conn).
+// connection after one request, once its wait was handed off (both ends
+// of the loopback connection are in this process, so the figure includes
+// the client's net.Conn).
 func BenchmarkIdleConnMemory(b *testing.B) {
 	const conns = 2000
 	s := &Server{Limits: Limits{MaxHeaderBytes: 1 << 20, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}}
@@ -87,7 +90,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		}
 	}()
 	req := []byte("GET /v1/bench HTTP/1.1\r\nHost: api.example\r\n\r\n")
-	for range b.N {
+	for i := range b.N {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
@@ -107,6 +110,8 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 		}
+		handedOff := int64(conns * (i + 1))
+		poll.True(b, time.Minute, "every idle wait handed off", func() bool { return s.handoffs.Load() >= handedOff })
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric((float64(after.HeapInuse)-float64(before.HeapInuse))/conns, "heapB/conn")

@@ -10,7 +10,9 @@
 //   - memory: an idle keep-alive connection holds no read or write buffer
 //     here (net/http keeps 8 KiB of bufio buffers per connection for its
 //     lifetime); the buffers come from the Server's pools while a request
-//     is served;
+//     is served. And a connection idle for idleHandoff waits on a new
+//     goroutine with a small stack instead of the one that served its
+//     requests, whose stack the request path grew (see idleHandoff);
 //   - CPU: no background-read goroutine for a request answered quickly
 //     (the connection is watched for the client leaving only once a
 //     handler has run for backgroundReadDelay after the request was
@@ -52,6 +54,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -77,6 +80,20 @@ const (
 // notice the client leaving (and cancel the request's context). Most
 // requests end sooner and cost no goroutine.
 const backgroundReadDelay = 50 * time.Millisecond
+
+// idleHandoff is how long a kept-alive connection waits for its next
+// request on the goroutine that served the last one. After that the wait
+// moves to a new goroutine and the old one ends: serving a request grows
+// a goroutine's stack to 8–16 KiB (TLS, the handler, the upstream round
+// trip), Go halves an idle goroutine's stack at most once per GC cycle,
+// and an idle gateway runs few cycles, so a thousand idle connections
+// would keep 8–16 MiB of stacks. The new goroutine waits for the socket
+// to become readable without reading it (waitReadable: no TLS frames on
+// its stack) and starts at the runtime's average stack size, 2–4 KiB.
+// A busy connection's next request comes sooner and costs nothing more;
+// one that waited longer pays a goroutine start and its stack's growth,
+// microseconds against the idle time.
+const idleHandoff = 100 * time.Millisecond
 
 // aLongTimeAgo is a deadline in the past: it aborts a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -112,6 +129,14 @@ type Server struct {
 	// readers and writers are the pooled per-request buffers.
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
+
+	// handoffAfter replaces idleHandoff when positive (tests).
+	handoffAfter time.Duration
+	// handoffs counts idle waits moved to a new goroutine (tests).
+	handoffs atomic.Int64
+	// beforeIdleWait, when set, runs before a handed-off connection waits
+	// for its socket (tests).
+	beforeIdleWait func()
 
 	// The connections being served, for the drain on shutdown.
 	mu       sync.Mutex
@@ -239,6 +264,9 @@ func (s *Server) Shutdown(ctx context.Context) int {
 
 // Serve serves HTTP/1.1 requests on tc with h until the client closes it,
 // a timeout, an error or Shutdown, and closes tc unless h hijacked it.
+// It returns then, or earlier: a connection idle for idleHandoff goes on
+// being served by a goroutine of the server's (Shutdown still waits for
+// it), and the caller's goroutine, with the stack serving grew, ends.
 // Every request's context derives from ctx (the gateway's carries the
 // tunnel) and is cancelled when the client closes or resets the
 // connection while a handler runs (noticed once the request body is read
@@ -247,7 +275,6 @@ func (s *Server) Shutdown(ctx context.Context) int {
 // When tc is a *tls.Conn, its connection state is each request's TLS.
 func (s *Server) Serve(ctx context.Context, tc Conn, h http.Handler) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	c := &conn{s: s, tc: tc, ctx: ctx, cancel: cancel, handler: h, remote: tc.RemoteAddr().String()}
 	if t, ok := tc.(*tls.Conn); ok {
 		state := t.ConnectionState()
@@ -275,6 +302,13 @@ type conn struct {
 	lr  io.LimitedReader
 	br  *bufio.Reader // nil while idle
 	bw  *bufio.Writer // nil while idle
+
+	// idleUntil is when the current wait for a request ends (the idle or
+	// read-header timeout); raw is the socket under tc for the handed-off
+	// wait (waitReadable), looked up at the first handoff.
+	idleUntil time.Time
+	raw       syscall.RawConn
+	rawLooked bool
 
 	// wmu orders a 100 Continue or 1xx written from the transport's
 	// goroutines against the handler's WriteHeader.
@@ -314,34 +348,84 @@ func (s *source) Read(p []byte) (int, error) {
 }
 
 func (c *conn) serve() {
-	s := c.s
-	if !s.add(c) {
+	if !c.s.add(c) {
 		_ = c.tc.Close()
+		c.cancel()
 		return
 	}
-	defer s.remove(c)
-	first := true
-	for c.awaitRequest(first) && c.serveRequest() {
+	c.run(true)
+}
+
+// run serves requests until the connection ends, or until it has been
+// idle for idleHandoff: then a new goroutine waits for the next request
+// (resume) and run returns.
+func (c *conn) run(first bool) {
+	for {
+		switch c.awaitRequest(first) {
+		case awaitClose:
+			c.end()
+			return
+		case awaitHandoff:
+			c.s.handoffs.Add(1)
+			go c.resume()
+			return
+		}
+		if !c.serveRequest() {
+			c.end()
+			return
+		}
 		first = false
-	}
-	if c.hijacked {
-		return // the hijacker owns the connection and its buffers
-	}
-	_ = c.tc.Close()
-	if c.br != nil {
-		s.putReader(c.br)
-	}
-	if c.bw != nil {
-		s.putWriter(c.bw)
 	}
 }
 
+// resume is the handed-off wait for the next request, then run again.
+func (c *conn) resume() {
+	if !c.awaitHandedOff() || !c.serveRequest() {
+		c.end()
+		return
+	}
+	c.run(false)
+}
+
+// end closes the connection unless a handler hijacked it (the hijacker
+// then owns it), returns its buffers, forgets it and cancels its context.
+func (c *conn) end() {
+	s := c.s
+	if !c.hijacked {
+		_ = c.tc.Close()
+		if c.br != nil {
+			s.putReader(c.br)
+			c.br = nil
+		}
+		if c.bw != nil {
+			s.putWriter(c.bw)
+			c.bw = nil
+		}
+	}
+	s.remove(c)
+	c.cancel()
+}
+
+// What awaitRequest found.
+type awaitResult int
+
+const (
+	awaitClose   awaitResult = iota // the connection is to close
+	awaitReady                      // a request is arriving
+	awaitHandoff                    // still idle after idleHandoff
+)
+
 // awaitRequest waits for the first byte of the next request without
-// holding buffers. It reports false when the connection is to close.
-func (c *conn) awaitRequest(first bool) bool {
+// holding buffers. A connection that served a request (not first) and is
+// still idle after idleHandoff, with time left to wait, is handed off:
+// the caller starts resume.
+func (c *conn) awaitRequest(first bool) awaitResult {
 	s := c.s
 	if c.br != nil && c.br.Buffered() > 0 || c.src.has {
-		return !s.draining() // a pipelined request is waiting
+		if s.draining() {
+			return awaitClose
+		}
+		return awaitReady // a pipelined request is waiting
 	}
 	if c.br != nil {
 		s.putReader(c.br)
@@ -353,9 +437,47 @@ func (c *conn) awaitRequest(first bool) bool {
 	}
 	c.idle.Store(true)
 	if s.draining() {
+		return awaitClose
+	}
+	now := time.Now()
+	c.idleUntil = now.Add(wait)
+	deadline := c.idleUntil
+	// A first request is awaited on the goroutine Serve was called on,
+	// whose stack has not grown yet: nothing to gain by a handoff.
+	after := s.handoffAfter
+	if after <= 0 {
+		after = idleHandoff
+	}
+	handoff := !first && after < wait
+	if handoff {
+		deadline = now.Add(after)
+	}
+	_ = c.tc.SetReadDeadline(deadline)
+	n, err := c.tc.Read(c.src.first[:])
+	if n == 0 && handoff && isTimeout(err) {
+		// Still idle. A TLS connection that timed out holds no complete
+		// record: what comes next comes from the socket.
+		return awaitHandoff
+	}
+	c.idle.Store(false)
+	if n == 0 {
+		return awaitClose
+	}
+	c.src.has = true
+	return awaitReady
+}
+
+// awaitHandedOff finishes awaitRequest's wait on the goroutine resume
+// started, until idleUntil: first for the socket to become readable
+// (waitReadable), then for the request's first byte. It reports false
+// when the connection is to close.
+func (c *conn) awaitHandedOff() bool {
+	if c.s.draining() {
+		c.idle.Store(false)
 		return false
 	}
-	_ = c.tc.SetReadDeadline(time.Now().Add(wait))
+	_ = c.tc.SetReadDeadline(c.idleUntil)
+	c.waitReadable()
 	n, _ := c.tc.Read(c.src.first[:])
 	c.idle.Store(false)
 	if n == 0 {
@@ -363,6 +485,29 @@ func (c *conn) awaitRequest(first bool) bool {
 	}
 	c.src.has = true
 	return true
+}
+
+// waitReadable returns when the socket under the connection has something
+// to read, is closed or reset, or its read deadline has passed, without
+// reading: the goroutine waits with the poller's few frames on its stack,
+// not the TLS record layer's. It returns at once when the connection
+// exposes no socket (the caller's read then waits instead).
+func (c *conn) waitReadable() {
+	if !c.rawLooked {
+		c.rawLooked = true
+		c.raw = rawConn(c.tc)
+	}
+	if c.raw == nil {
+		return
+	}
+	if c.s.beforeIdleWait != nil {
+		c.s.beforeIdleWait()
+	}
+	// The poller calls f first, and again each time the socket becomes
+	// readable, until it returns true. f must look at the socket itself:
+	// RawRead clears a readiness the poller noted before it was called,
+	// so data that arrived since the last read signals nothing more.
+	_ = c.raw.Read(socketReadable)
 }
 
 // serveRequest reads one request, serves it and finishes its response.
