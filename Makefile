@@ -44,18 +44,14 @@ all: build
 test: tools fmt-check vet staticcheck test-go
 
 # Ory Hydra (the OAuth2 e2e peer), MinIO, SPIRE, promtool (checks the
-# chart's alert rules) and an OpenTelemetry Collector (the tracing e2e
-# peer) are built here too, outside go test's timeout; a cold
-# build takes minutes (SPIRE: about 15 on 2 cores), later runs only check
-# the version. If one cannot be built, its tests say why and fall back or skip.
+# chart's alert rules), Helm and kubeconform, and an OpenTelemetry Collector
+# (the tracing e2e peer) are built here too, outside go test's timeout, by
+# scripts/tools.sh: three lanes at once, each tool by its own script. A
+# cold build takes minutes (SPIRE: about 20 with one compile job), later
+# runs only check the versions. If one cannot be built, its tests say why
+# and fall back or skip.
 tools:
-	@bash scripts/test-tools.sh
-	@bash scripts/hydra.sh || echo "tools: Ory Hydra could not be built; TestOAuth2AuthorizationServer will fall back and say why"
-	@bash scripts/minio-tools.sh || echo "tools: MinIO could not be built; the AWS e2e tests will skip and say why"
-	@bash scripts/spire.sh || echo "tools: SPIRE could not be built; TestSPIRE will skip and say why"
-	@bash scripts/promtool.sh || echo "tools: promtool could not be built; e2e/helm's TestPromtoolCheckRules will skip and say why"
-	@bash scripts/node-ws.sh || echo "tools: the npm ws package could not be installed; e2e's Node WebSocket placeholder test will skip and say why"
-	@bash scripts/otelcol.sh || echo "tools: the OpenTelemetry Collector could not be built; TestTracingCollector will skip and say why"
+	@bash scripts/tools.sh
 
 # gofmt -l prints the files whose formatting differs; any output fails.
 fmt-check:
