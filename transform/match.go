@@ -253,8 +253,8 @@ type streamReader struct {
 	// the next fill reads into a full chunk (buf starts at firstChunk).
 	grow bool
 	// expect is the length src announced (-1: unknown) and total what
-	// was read of it: a buffer sized for the whole announced body does not
-	// grow unless src turns out longer.
+	// was read of it: a buffer sized for a whole small announced body
+	// (under firstChunk) does not grow unless src turns out longer.
 	expect, total int64
 }
 
@@ -393,7 +393,11 @@ func (s *streamReader) fill() {
 	}
 	n, err := s.src.Read(s.buf[s.w:])
 	s.total += int64(n)
-	s.grow = n > (len(s.buf)-s.w)/2 && (s.expect < 0 || s.total > s.expect)
+	// A buffer sized for a whole small announced body need not grow until
+	// the body turns out longer; any other grows to a chunk once reads
+	// fill it (a large announced body too: it is read a chunk at a time).
+	sized := s.expect >= 0 && s.expect < firstChunk && s.total <= s.expect
+	s.grow = n > (len(s.buf)-s.w)/2 && !sized
 	s.w += n
 	s.invalidate()
 	if err == io.EOF {

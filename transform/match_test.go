@@ -110,6 +110,24 @@ func TestStreamReaderSized(t *testing.T) {
 	}
 }
 
+// A body announced at or above firstChunk is read a chunk at a time,
+// whatever it announced (a 1 GiB download through 4 KiB reads cost twice
+// the CPU of one through chunks): the buffer grows as for an unknown
+// length. Only a small announced body keeps the buffer sized for it.
+func TestStreamReaderGrowsForLargeBodies(t *testing.T) {
+	m := testMatcher()
+	body := bytes.Repeat([]byte("0123456789abcdef"), (4*chunk)/16)
+	for _, expect := range []int64{-1, firstChunk, int64(len(body)), int64(len(body)) + 100, 1 << 30} {
+		sr := newStreamReaderSized(bytes.NewReader(body), m, func(*needle) error { return nil }, expect)
+		if _, err := io.Copy(io.Discard, sr); err != nil {
+			t.Fatal(err)
+		}
+		if want := chunk + m.maxLen; cap(sr.buf) < want {
+			t.Errorf("announced %d, %d bytes read: buffer %d bytes, want it grown to %d", expect, len(body), cap(sr.buf), want)
+		}
+	}
+}
+
 func TestStreamReaderError(t *testing.T) {
 	m := testMatcher()
 	boom := io.ErrUnexpectedEOF
