@@ -75,11 +75,7 @@ func TestIdleHandoffServesOn(t *testing.T) {
 		t.Fatal("Connection: close not honoured")
 	}
 	expectClosed(t, c, br, 5*time.Second)
-	waitFor(t, "the connection forgotten", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.conns) == 0
-	})
+	waitForgotten(t, s)
 }
 
 // TestIdleHandoffRequestBeforeWait: a request that arrives after the
@@ -115,11 +111,7 @@ func TestIdleHandoffClientCloses(t *testing.T) {
 	expectBody(t, br, "GET", `GET /a ctx=tunnel body=""`)
 	waitHandoffs(t, s, 1)
 	_ = c.Close()
-	waitFor(t, "the connection forgotten", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.conns) == 0
-	})
+	waitForgotten(t, s)
 }
 
 // TestIdleHandoffKeepsIdleTimeout: the handed-off wait ends at the idle
@@ -310,4 +302,14 @@ func TestFirstRequestNotHandedOff(t *testing.T) {
 	if n := s.handoffs.Load(); n != 0 {
 		t.Fatalf("%d handoffs while waiting for the first request, want 0", n)
 	}
+}
+
+// waitForgotten waits until s no longer tracks any connection.
+func waitForgotten(t *testing.T, s *Server) {
+	t.Helper()
+	waitFor(t, "the connection forgotten", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 0
+	})
 }
