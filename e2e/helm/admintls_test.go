@@ -148,8 +148,8 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// TestAdminTLSValueErrors: admin.tls values that cannot work fail the
-// render with what to set.
+// TestAdminTLSValueErrors: admin values (and upstream.http2) that cannot
+// work fail the render with what to set.
 func TestAdminTLSValueErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -158,6 +158,10 @@ func TestAdminTLSValueErrors(t *testing.T) {
 	}{
 		{"no Secret", []string{"--set", "admin.tls.enabled=true"}, "admin.tls.enabled needs admin.tls.existingSecret"},
 		{"client CA without TLS", []string{"--set", "admin.tls.clientCAConfigMap=ops"}, "admin.tls.clientCAConfigMap needs admin.tls.enabled"},
+		{"state file on the read-only root", []string{"--set", "admin.stateFile=/var/lib/credgate/switches.json"}, "admin.stateFile /var/lib/credgate/switches.json: the root filesystem is read-only; mount a writable volume"},
+		{"state file on a read-only volume", []string{"--set", "admin.stateFile=/state/switches.json", "--set", "extraVolumes[0].name=s", "--set", "extraVolumes[0].emptyDir.medium=Memory", "--set", "extraVolumeMounts[0].name=s", "--set", "extraVolumeMounts[0].mountPath=/state", "--set", "extraVolumeMounts[0].readOnly=true"}, "admin.stateFile /state/switches.json: the root filesystem is read-only"},
+		{"relative state file", []string{"--set", "admin.stateFile=switches.json"}, "stateFile"},
+		{"unknown http2", []string{"--set", "config.upstream.http2=sometimes"}, "http2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

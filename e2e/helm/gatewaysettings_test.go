@@ -23,8 +23,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// TestGatewaySettingsConfig checks the session_tickets, audit, tracing and
-// run_tokens blocks the chart writes into the gateway config: the values
+// TestGatewaySettingsConfig checks the session_tickets, audit, tracing,
+// run_tokens and admin blocks and upstream.http2 the chart writes into the
+// gateway config: the values
 // in camelCase become the gateway's keys, files are named where the pod
 // mounts them, and secrets appear only as environment variable names.
 // TestGatewayAcceptsRenderedConfig runs credgate validate on the same.
@@ -35,7 +36,8 @@ func TestGatewaySettingsConfig(t *testing.T) {
 	}{
 		{"default", `
 session_tickets: {enabled: true, rotation: 1h}
-audit: {output: stdout, chain: true, on_stall: block, buffer_bytes: 4194304, stall_timeout: 1s}`},
+audit: {output: stdout, chain: true, on_stall: block, buffer_bytes: 4194304, stall_timeout: 1s}
+upstream_http2: match`},
 		{"gateway-settings", `
 session_tickets: {enabled: false, rotation: 30m}
 audit:
@@ -72,7 +74,14 @@ run_tokens:
   max_ttl: 2h
   algorithm: EdDSA
   key_file: run-tokens/signing.pem
-  rotate_interval: 12h`},
+  rotate_interval: 12h
+admin: {token_file: admin-token/token, state_file: /var/lib/credgate/switches.json}
+upstream_http2: never`},
+		{"redis", `
+session_tickets: {enabled: true, rotation: 1h}
+audit: {output: stdout, chain: true, on_stall: block, buffer_bytes: 4194304, stall_timeout: 1s}
+admin: {token_file: admin-token/token, resync_interval: 5s}
+upstream_http2: match`},
 		{"audit-vault-transit", `
 session_tickets: {enabled: true, rotation: 1h}
 audit:
@@ -93,17 +102,21 @@ audit:
     every: 30s
   on_stall: block
   buffer_bytes: 4194304
-  stall_timeout: 1s`},
+  stall_timeout: 1s
+upstream_http2: match`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.variant, func(t *testing.T) {
 			t.Parallel()
 			cfg := gatewayConfig(t, parse(t, render(t, variantByName(t, tt.variant))))
 			got := map[string]any{}
-			for _, k := range []string{"session_tickets", "audit", "tracing", "run_tokens"} {
+			for _, k := range []string{"session_tickets", "audit", "tracing", "run_tokens", "admin"} {
 				if v, ok := cfg[k]; ok {
 					got[k] = v
 				}
+			}
+			if up, ok := cfg["upstream"].(map[string]any); ok {
+				got["upstream_http2"] = up["http2"]
 			}
 			var want map[string]any
 			if err := yaml.Unmarshal([]byte(tt.want), &want); err != nil {
@@ -175,6 +188,13 @@ config:
 	if claims.Issuer != "https://credgate.example.org/run" || !claims.Audience.Contains("credgate-run") || claims.Subject != "agent" {
 		t.Errorf("run token claims iss %q aud %v sub %q, want the chart's issuer, audience and the workload", claims.Issuer, claims.Audience, claims.Subject)
 	}
+	// A switch taken through the admin API is kept in the state file on
+	// the writable volume (admin.stateFile).
+	g.adminPost(t, fx.secrets["credgate-admin"]["token"], "/admin/v1/disable", `{"kind":"credential","name":"e2e-helm","by":"e2e/helm","reason":"state file"}`)
+	state, err := os.ReadFile(p.path("/var/lib/credgate/switches.json"))
+	if err != nil || !strings.Contains(string(state), `"e2e-helm"`) {
+		t.Errorf("kill switch state file on the writable volume: %v: %s, want the disabled credential e2e-helm", err, state)
+	}
 	// Requests, refused (the default policy admits 10.0.0.0/8 only): a
 	// CONNECT, and a plain-HTTP request, which is traced.
 	if status, reason := g.connect(t, "api.github.com:443", ""); status != http.StatusForbidden {
@@ -240,11 +260,11 @@ config:
 	t.Logf("credgate audit verify: %s", out)
 }
 
-// issueRunToken asks the admin API for a run token for workload.
-func (g *gatewayProcess) issueRunToken(t *testing.T, adminToken, workload string) string {
+// adminPost posts the JSON body to the admin API with the admin token and
+// returns the answer's body; any status but 200 fails the test.
+func (g *gatewayProcess) adminPost(t *testing.T, adminToken, path, body string) []byte {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s://127.0.0.1:%d/admin/v1/run-tokens", g.scheme, g.adminPort),
-		strings.NewReader(fmt.Sprintf(`{"workload":%q,"by":"e2e/helm"}`, workload)))
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s://127.0.0.1:%d%s", g.scheme, g.adminPort, path), strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,10 +275,17 @@ func (g *gatewayProcess) issueRunToken(t *testing.T, adminToken, workload string
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	answer, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /admin/v1/run-tokens: %s: %s", resp.Status, body)
+		t.Fatalf("POST %s: %s: %s", path, resp.Status, answer)
 	}
+	return answer
+}
+
+// issueRunToken asks the admin API for a run token for workload.
+func (g *gatewayProcess) issueRunToken(t *testing.T, adminToken, workload string) string {
+	t.Helper()
+	body := g.adminPost(t, adminToken, "/admin/v1/run-tokens", fmt.Sprintf(`{"workload":%q,"by":"e2e/helm"}`, workload))
 	var r struct{ Token string }
 	if err := json.Unmarshal(body, &r); err != nil || r.Token == "" {
 		t.Fatalf("POST /admin/v1/run-tokens: %v: %s", err, body)

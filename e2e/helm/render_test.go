@@ -154,8 +154,9 @@ networkPolicy:
 // name files and secrets: session tickets, the audit log's chain,
 // checkpoints (a key from a Secret), rotation of a file output on a
 // writable volume, back-pressure, the fingerprint key and an OTLP copy,
-// tracing with a CA from a ConfigMap and headers from Secrets, and run
-// tokens with a signing key from a Secret (which needs the admin token).
+// tracing with a CA from a ConfigMap and headers from Secrets, run
+// tokens with a signing key from a Secret (which needs the admin token),
+// upstream.http2, and the kill switch state file on a writable volume.
 const gatewaySettingsValues = `
 config:
   auditOutput: /var/log/credgate/audit.log
@@ -203,12 +204,17 @@ config:
     algorithm: EdDSA
     keySecret: {name: credgate-run-tokens, key: signing.pem}
     rotateInterval: 12h
+  upstream:
+    http2: never
 admin:
   tokenSecret: {name: credgate-admin}
+  stateFile: /var/lib/credgate/switches.json
 extraVolumes:
   - {name: audit-log, emptyDir: {sizeLimit: 1Gi}}
+  - {name: switch-state, emptyDir: {sizeLimit: 1Mi}}
 extraVolumeMounts:
   - {name: audit-log, mountPath: /var/log/credgate}
+  - {name: switch-state, mountPath: /var/lib/credgate}
 networkPolicy:
   gateway: {enabled: true}
 `

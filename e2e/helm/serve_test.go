@@ -258,12 +258,12 @@ func secretEnv(t *testing.T, p *pod) []string {
 }
 
 // rootPaths prefixes every absolute file path in the gateway config (and
-// an audit output file) with the pod's root.
+// an audit output file and the kill switch state file) with the pod's root.
 func rootPaths(p *pod, v any) {
 	switch n := v.(type) {
 	case map[string]any:
 		for k, e := range n {
-			if s, ok := e.(string); ok && (slices.Contains(fileKeys, k) || k == "output") && strings.HasPrefix(s, "/") {
+			if s, ok := e.(string); ok && (slices.Contains(fileKeys, k) || k == "output" || k == "state_file") && strings.HasPrefix(s, "/") {
 				n[k] = p.path(s)
 				continue
 			}

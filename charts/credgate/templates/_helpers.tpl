@@ -114,6 +114,7 @@ upstream:
   response_header_timeout: {{ $c.upstream.responseHeaderTimeout }}
   idle_conn_timeout: {{ $c.upstream.idleConnTimeout }}
   max_idle_conns_per_host: {{ $c.upstream.maxIdleConnsPerHost }}
+  http2: {{ $c.upstream.http2 }}
 {{- with $c.resolve }}
 resolve:
   {{- range $k, $v := . }}
@@ -159,10 +160,16 @@ audit:
 log:
   level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
-{{- if or .Values.admin.tokenSecret.name .Values.admin.tls.enabled }}
+{{- if or .Values.admin.tokenSecret.name .Values.admin.tls.enabled .Values.admin.stateFile .Values.redis.enabled }}
 admin:
   {{- if .Values.admin.tokenSecret.name }}
   token_file: admin-token/{{ .Values.admin.tokenSecret.key }}
+  {{- end }}
+  {{- if .Values.admin.stateFile }}
+  state_file: {{ .Values.admin.stateFile | quote }}
+  {{- end }}
+  {{- if .Values.redis.enabled }}
+  resync_interval: {{ .Values.admin.resyncInterval }}
   {{- end }}
   {{- with .Values.admin.tls }}
   {{- if .enabled }}
@@ -530,4 +537,21 @@ JSON list of distinct port numbers, for the gateway's NetworkPolicy. */}}
 {{- end }}
 {{- end }}
 {{- toJson ($ports | uniq) }}
+{{- end }}
+
+{{/*
+credgate.requireWritable fails the render unless the file at an absolute
+path (list $ VALUE-NAME PATH) lies on a writable volume from
+extraVolumeMounts: the root filesystem is read-only.
+*/}}
+{{- define "credgate.requireWritable" -}}
+{{- $root := index . 0 }}{{ $name := index . 1 }}{{ $path := index . 2 }}
+{{- $dir := dir $path }}
+{{- $writable := false }}
+{{- range $root.Values.extraVolumeMounts }}
+{{- if and (not .readOnly) (or (eq $dir (trimSuffix "/" .mountPath)) (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $dir)) }}{{ $writable = true }}{{ end }}
+{{- end }}
+{{- if not $writable }}
+{{- fail (printf "%s %s: the root filesystem is read-only; mount a writable volume (a PersistentVolumeClaim, or an emptyDir) at %s or above with extraVolumes and extraVolumeMounts" $name $path $dir) }}
+{{- end }}
 {{- end }}
