@@ -33,7 +33,12 @@ type oneConn struct {
 	// outer and inner say whether the TLS session to the proxy listener
 	// (tls_listen) and the intercepted one were resumed.
 	outer, inner bool
-	err          error
+	// curve is the intercepted handshake's key exchange, certs the
+	// certificates the gateway sent in it (a resumed handshake's are
+	// those of the session's first).
+	curve tls.CurveID
+	certs int
+	err   error
 }
 
 // newConnGet opens a new connection to the proxy at addr (TLS with
@@ -76,7 +81,8 @@ func newConnGet(t testing.TB, addr string, proxyTLS *tls.Config, connect string,
 	if r.err = tc.Handshake(); r.err != nil {
 		return r
 	}
-	r.inner = tc.ConnectionState().DidResume
+	cs := tc.ConnectionState()
+	r.inner, r.curve, r.certs = cs.DidResume, cs.CurveID, len(cs.PeerCertificates)
 	fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, connect)
 	resp, err = http.ReadResponse(bufio.NewReader(tc), nil)
 	if err != nil {
@@ -419,5 +425,30 @@ func TestCARotationEndsSessions(t *testing.T) {
 	})
 	if r := newConnGet(t, proxy, nil, apiHost, cfg, "/v1/after"); r.status != http.StatusOK || r.inner {
 		t.Errorf("after the CA rotation: %+v, want a full handshake", r)
+	}
+}
+
+// TestInterceptedHandshakeShape: a client with Go's defaults (which offers
+// the hybrid post-quantum key share and X25519) gets the hybrid
+// X25519MLKEM768 key exchange on full and resumed handshakes alike (a
+// faster curve must never be bought by dropping it), and the leaf alone:
+// the interception CA `credgate ca init` writes is self-signed, the client
+// holds it as its trust anchor, and a copy after the leaf only made the
+// client check the leaf's signature twice.
+func TestInterceptedHandshakeShape(t *testing.T) {
+	tg := startGateway(t)
+	proxy := tg.gw.ProxyAddr().String()
+	cfg := &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, ClientSessionCache: tls.NewLRUClientSessionCache(4), NextProtos: []string{"http/1.1"}}
+	for i, resumed := range []bool{false, true} {
+		r := newConnGet(t, proxy, nil, apiHost, cfg, "/v1/bench")
+		if r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("connection %d: %+v", i, r)
+		}
+		if r.inner != resumed || r.certs != 1 {
+			t.Errorf("connection %d: resumed %v with %d certificates, want resumed %v with the leaf alone", i, r.inner, r.certs, resumed)
+		}
+		if r.curve != tls.X25519MLKEM768 {
+			t.Errorf("connection %d: key exchange %v, want %v", i, r.curve, tls.X25519MLKEM768)
+		}
 	}
 }

@@ -6,10 +6,13 @@
 // (`credgate ca init` writes them with WriteCA). Leaf certificates are
 // ECDSA P-256, valid for one host (a DNS name or an IP address), short-
 // lived, and kept in a bounded least-recently-used cache; concurrent first
-// handshakes for one host sign one certificate.
+// handshakes for one host sign one certificate. A handshake sends the leaf
+// alone when the CA is self-signed (the client holds it as a trust anchor)
+// and the leaf with the CA certificate when the CA is an intermediate.
 package mitm
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/ecdsa"
@@ -132,6 +135,10 @@ type CA struct {
 	// leafKey is shared by every leaf: generating a P-256 key per host
 	// costs more than signing, and the leaf key never leaves the process.
 	leafKey *ecdsa.PrivateKey
+	// chain is what a handshake sends after the leaf: nothing for a
+	// self-signed CA (a client can only trust it as a trust anchor, which
+	// it already holds), the CA certificate for an intermediate CA.
+	chain [][]byte
 }
 
 // LoadCA reads a CA certificate and its private key (PKCS#8, SEC 1 "EC
@@ -177,7 +184,20 @@ func ParseCA(certPEM, keyPEM []byte, certName, keyName string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mitm: generate leaf key: %w", err)
 	}
-	return &CA{Cert: cert, key: key, leafKey: leafKey}, nil
+	ca := &CA{Cert: cert, key: key, leafKey: leafKey}
+	if !selfSigned(cert) {
+		ca.chain = [][]byte{cert.Raw}
+	}
+	return ca, nil
+}
+
+// selfSigned reports whether cert is a root: issued by its own subject and
+// signed by its own key. Sending a root in a handshake's chain buys the
+// client nothing (RFC 8446 section 4.4.2 lets it be left out) and costs it:
+// crypto/x509 then finds the leaf's issuer twice, among the roots and the
+// intermediates, and checks the leaf's signature against both.
+func selfSigned(cert *x509.Certificate) bool {
+	return bytes.Equal(cert.RawIssuer, cert.RawSubject) && cert.CheckSignatureFrom(cert) == nil
 }
 
 // IssuerOptions configure an Issuer. Zero fields take the defaults.
@@ -317,7 +337,7 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("mitm: parse leaf certificate for %s: %w", host, err)
 	}
 	cert := &tls.Certificate{
-		Certificate: [][]byte{der, ca.Cert.Raw},
+		Certificate: append([][]byte{der}, ca.chain...),
 		PrivateKey:  ca.leafKey,
 		Leaf:        parsed,
 	}

@@ -429,11 +429,14 @@ func measureMemory(ctx context.Context, t target, n int) report.Memory {
 type cpuWindow struct {
 	start, end chan cpuSample
 	span       time.Duration
+	// client is the benchmark process's own CPU time in the window (the
+	// load generator), set by result.
+	client time.Duration
 }
 
 type cpuSample struct {
-	proxy, helper, ours, busy time.Duration
-	err                       error
+	proxy, helper, client, ours, busy time.Duration
+	err                               error
 }
 
 func sampleCPU(proxy *proc, helpers []*proc, originPID int, warmup, window time.Duration) *cpuWindow {
@@ -459,7 +462,8 @@ func takeSample(proxy *proc, helpers []*proc, originPID int) cpuSample {
 	for _, h := range helpers {
 		s.helper += add(h.pid())
 	}
-	s.ours = s.proxy + s.helper + add(os.Getpid()) + add(originPID)
+	s.client = add(os.Getpid())
+	s.ours = s.proxy + s.helper + s.client + add(originPID)
 	var err error
 	s.busy, err = machineBusy()
 	s.err = errors.Join(append(errs, err)...)
@@ -501,6 +505,7 @@ func (w *cpuWindow) result() (proxy, helper time.Duration, ok bool, foreign floa
 	if a.err != nil || b.err != nil {
 		return 0, 0, false, 0
 	}
+	w.client = b.client - a.client
 	other := (b.busy - a.busy) - (b.ours - a.ours)
 	foreign = max(0, float64(other)/float64(w.span*time.Duration(runtime.NumCPU())))
 	return b.proxy - a.proxy, b.helper - a.helper, b.proxy > 0, foreign
@@ -538,7 +543,7 @@ func machineBusy() (time.Duration, error) {
 // one, and merges each target's rounds. measure runs one target once and
 // returns its result and the CPU sampler it started (nil for none).
 func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, measure func(round int, t target) (loadgen.Result, *cpuWindow, error)) *report.Run {
-	run := &report.Run{CPUPerRequest: map[string]time.Duration{}, HelperCPUPerRequest: map[string]time.Duration{}, Foreign: map[string]float64{}, Skipped: map[string]string{}}
+	run := &report.Run{CPUPerRequest: map[string]time.Duration{}, HelperCPUPerRequest: map[string]time.Duration{}, ClientCPUPerRequest: map[string]time.Duration{}, Foreign: map[string]float64{}, Skipped: map[string]string{}}
 	for k, v := range skipped {
 		run.Skipped[k] = v
 	}
@@ -546,6 +551,8 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 	cpu := map[string]time.Duration{}
 	cpuReqs := map[string]int{}
 	helperCPU := map[string]time.Duration{}
+	clientCPU := map[string]time.Duration{}
+	clientReqs := map[string]int{}
 	foreign := map[string][]float64{}
 	for round := range rc.rounds {
 		order := slices.Clone(ts)
@@ -570,6 +577,10 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 			}
 			per[name] = append(per[name], r)
 			d, h, ok, f := cw.result()
+			if cw != nil && cw.client > 0 && r.Requests > 0 {
+				clientCPU[name] += cw.client
+				clientReqs[name] += r.Requests
+			}
 			if ok && r.Requests > 0 {
 				cpu[name] += d
 				helperCPU[name] += h
@@ -585,6 +596,9 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 		}
 		run.Results = append(run.Results, loadgen.Merge(per[name]...))
 		run.Foreign[name] = slices.Max(foreign[name])
+		if clientReqs[name] > 0 {
+			run.ClientCPUPerRequest[name] = clientCPU[name] / time.Duration(clientReqs[name])
+		}
 		if cpuReqs[name] > 0 {
 			run.CPUPerRequest[name] = cpu[name] / time.Duration(cpuReqs[name])
 			if len(t.helpers) > 0 {

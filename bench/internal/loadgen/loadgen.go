@@ -552,7 +552,15 @@ func OpenLoop(ctx context.Context, t *Target, rate float64, pool int, warmup, wi
 			err := c.Do()
 			t1 := time.Now()
 			if c.Usable() {
-				idle <- c
+				select {
+				case idle <- c:
+				default:
+					// More connections than the pool holds (a target
+					// that fell far behind made the senders dial
+					// thousands): a send here would block for ever,
+					// and the run with it.
+					_ = c.Close()
+				}
 			} else {
 				_ = c.Close()
 			}

@@ -107,6 +107,12 @@ type Run struct {
 	// redis-server of credgate-redis*), the helper's CPU time per
 	// successful request.
 	HelperCPUPerRequest map[string]time.Duration `json:"helper_cpu_per_request_ns,omitempty"`
+	// ClientCPUPerRequest is the load generator's CPU time (the benchmark
+	// process: its client connections, TLS handshakes and certificate
+	// checks) per successful request, by target. The client shares the
+	// machine with the proxy, so what it spends per connection bounds
+	// how far a cheaper proxy can raise the rate.
+	ClientCPUPerRequest map[string]time.Duration `json:"client_cpu_per_request_ns,omitempty"`
 	// Foreign is, by target, the largest share (0..1) of the machine's
 	// CPU that processes outside the benchmark used during one of the
 	// target's windows. More than a few percent means the figures are
@@ -547,7 +553,7 @@ func writeResumed(w io.Writer, run *Run) {
 // writeNewConn20 prints issue 20's new-connection target, with and
 // without session resumption, and the proxies' CPU per connection.
 func writeNewConn20(w io.Writer, r *Results) {
-	fmt.Fprintf(w, "## New connections (issue 20)\n\n| client | credgate/goproxy rps | want | | CPU per connection: goproxy | credgate | credgate/goproxy CPU |\n|---|--:|---|---|--:|--:|--:|\n")
+	fmt.Fprintf(w, "## New connections (issue 20)\n\n| client | credgate/goproxy rps | want | | CPU per connection: goproxy | credgate | credgate/goproxy CPU | client CPU per connection: with goproxy | with credgate |\n|---|--:|---|---|--:|--:|--:|--:|--:|\n")
 	for _, c := range []struct {
 		name string
 		run  *Run
@@ -558,7 +564,7 @@ func writeNewConn20(w io.Writer, r *Results) {
 		x, ok1 := c.run.Get(Credgate)
 		g, ok2 := c.run.Get(Goproxy)
 		if !ok1 || !ok2 || g.RPS == 0 {
-			fmt.Fprintf(w, "| %s | – | ≥ %.2f× | not measured | | | |\n", c.name, NewConnRatio20)
+			fmt.Fprintf(w, "| %s | – | ≥ %.2f× | not measured | | | | | |\n", c.name, NewConnRatio20)
 			continue
 		}
 		q := x.RPS / g.RPS
@@ -574,7 +580,14 @@ func writeNewConn20(w io.Writer, r *Results) {
 		if okg && okc && dg > 0 {
 			cpuQ = fmt.Sprintf("%.2f×", float64(dc)/float64(dg))
 		}
-		fmt.Fprintf(w, "| %s | %.2f× | ≥ %.2f× | %s | %s | %s | %s |\n", c.name, q, NewConnRatio20, passMiss(q >= NewConnRatio20), cpuG, cpuC, cpuQ)
+		clG, clC := "–", "–"
+		if d, ok := c.run.ClientCPUPerRequest[Goproxy]; ok {
+			clG = Dur(d)
+		}
+		if d, ok := c.run.ClientCPUPerRequest[Credgate]; ok {
+			clC = Dur(d)
+		}
+		fmt.Fprintf(w, "| %s | %.2f× | ≥ %.2f× | %s | %s | %s | %s | %s | %s |\n", c.name, q, NewConnRatio20, passMiss(q >= NewConnRatio20), cpuG, cpuC, cpuQ, clG, clC)
 	}
 	fmt.Fprintln(w)
 }
