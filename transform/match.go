@@ -3,6 +3,7 @@ package transform
 import (
 	"bytes"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -55,6 +56,10 @@ type matcher struct {
 	starts [256]bool
 	// pf, when set, finds candidates first (prefiltered).
 	pf *prefilter
+	// sorted, for a matcher of more than manyNeedles needles, holds the
+	// needles in byte order: whether an end of a text begins some needle
+	// (holdBack) is then one binary search, not a comparison with each.
+	sorted [][]byte
 }
 
 // wuManberTable is what Wu-Manber needs of a matcher's needles.
@@ -64,7 +69,19 @@ type wuManberTable struct {
 	shift [shiftSize]uint8
 	// last is each needle's hash of bytes minLen-2 and minLen-1.
 	last []uint16
+	// For a matcher of more than manyNeedles needles, byLast lists the
+	// needles' indexes ordered by last (longest first among equal hashes),
+	// and lastSorted their hashes in that order: a candidate window is
+	// compared with the needles of its hash alone, found by binary search,
+	// not with every needle (a secret scan of hundreds of values and
+	// their encoded forms, over text dense in hex).
+	byLast     []int32
+	lastSorted []uint16
 }
+
+// manyNeedles is how many needles a matcher compares one by one at a
+// candidate window; above it, it looks them up by hash.
+const manyNeedles = 16
 
 // shiftSize is the size of the Wu-Manber shift table (hashes of two
 // bytes; a collision only shortens a shift).
@@ -92,6 +109,12 @@ func newMatcher(ns []needle) *matcher {
 	}
 	m.minLen = len(m.needles[len(m.needles)-1].find)
 	m.pf = newPrefilter(m.needles)
+	if len(m.needles) > manyNeedles {
+		for _, n := range m.needles {
+			m.sorted = append(m.sorted, n.find)
+		}
+		slices.SortFunc(m.sorted, bytes.Compare)
+	}
 	return m
 }
 
@@ -111,6 +134,17 @@ func (m *matcher) table() *wuManberTable {
 				t.shift[h] = min(t.shift[h], uint8(min(len(p)-1-q, 255)))
 			}
 			t.last = append(t.last, blockHash(p[len(p)-2], p[len(p)-1]))
+		}
+		if len(m.needles) > manyNeedles {
+			t.byLast = make([]int32, len(m.needles))
+			for i := range t.byLast {
+				t.byLast[i] = int32(i)
+			}
+			sort.SliceStable(t.byLast, func(i, j int) bool { return t.last[t.byLast[i]] < t.last[t.byLast[j]] })
+			t.lastSorted = make([]uint16, len(t.byLast))
+			for k, i := range t.byLast {
+				t.lastSorted[k] = t.last[i]
+			}
 		}
 		m.wm = t
 	})
@@ -160,6 +194,18 @@ func (m *matcher) wuManber(b []byte) (at, which int) {
 			continue
 		}
 		start := pos - m.minLen + 1
+		if t.byLast != nil {
+			// Every needle matching at start has hash h; those are
+			// listed longest first.
+			k, _ := slices.BinarySearch(t.lastSorted, h)
+			for ; k < len(t.lastSorted) && t.lastSorted[k] == h; k++ {
+				if i := int(t.byLast[k]); bytes.HasPrefix(b[start:], m.needles[i].find) {
+					return start, i
+				}
+			}
+			pos++
+			continue
+		}
 		for i, n := range m.needles { // longest first
 			if t.last[i] == h && bytes.HasPrefix(b[start:], n.find) {
 				return start, i
@@ -181,14 +227,27 @@ func (m *matcher) holdBack(b []byte) int {
 		if !m.starts[b[p]] {
 			continue
 		}
-		tail := b[p:]
-		for i := range m.needles {
-			if bytes.HasPrefix(m.needles[i].find, tail) {
-				return len(b) - p
-			}
+		if m.begins(b[p:]) {
+			return len(b) - p
 		}
 	}
 	return 0
+}
+
+// begins reports whether tail is the beginning of some needle.
+func (m *matcher) begins(tail []byte) bool {
+	if m.sorted != nil {
+		// The needles that begin with tail sort together, from the first
+		// needle not below tail.
+		k, _ := slices.BinarySearchFunc(m.sorted, tail, bytes.Compare)
+		return k < len(m.sorted) && bytes.HasPrefix(m.sorted[k], tail)
+	}
+	for i := range m.needles {
+		if bytes.HasPrefix(m.needles[i].find, tail) {
+			return true
+		}
+	}
+	return false
 }
 
 // hit is what a transform reports for each match.

@@ -110,6 +110,50 @@ func TestMatcherDifferential(t *testing.T) {
 	}
 }
 
+// TestMatcherManyNeedles is TestMatcherDifferential for sets of more
+// than manyNeedles needles (a secret scan's hundreds of values and their
+// forms), which Wu-Manber and holdBack look up by hash and in byte order
+// instead of comparing each: hex needles sharing prefixes over texts of
+// the same digits, so that most windows are candidates and most ends of
+// a read begin some needle.
+func TestMatcherManyNeedles(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 9))
+	for round := range 40 {
+		alphabet := []string{"0123456789abcdef", "ab", "abc"}[round%3]
+		var ns []needle
+		for i := range manyNeedles + 1 + r.IntN(60) {
+			find := make([]byte, 2+r.IntN(14))
+			for j := range find {
+				find[j] = alphabet[r.IntN(len(alphabet))]
+			}
+			if i%4 == 1 && len(ns) > 0 {
+				// A longer needle that extends another: longest first.
+				find = append(append([]byte(nil), ns[len(ns)-1].find...), find[:1+r.IntN(2)]...)
+			}
+			ns = append(ns, needle{find: find, repl: []byte{'<', byte('0' + i%10), '>'}})
+		}
+		m := newMatcher(ns)
+		if len(m.needles) <= manyNeedles {
+			continue
+		}
+		if m.sorted == nil || m.table().byLast == nil {
+			t.Fatalf("round %d: %d needles without their lookup tables", round, len(m.needles))
+		}
+		text := randomText(r, alphabet+"..", 200+r.IntN(200))
+		checkSearch(t, m, text, nil, []int{1}, []int{7, 3}, []int{64})
+		for _, n := range m.needles[:min(len(m.needles), 12)] {
+			off := r.IntN(len(text) - len(n.find))
+			planted := append([]byte(nil), text...)
+			copy(planted[off:], n.find)
+			var sizes [][]int
+			for d := range len(n.find) + 1 {
+				sizes = append(sizes, []int{max(1, off+d), 64})
+			}
+			checkSearch(t, m, planted, sizes...)
+		}
+	}
+}
+
 // TestMatcherWindows plants needles around the prefilter's search windows
 // in long texts that hold its rare bytes seldom or never.
 func TestMatcherWindows(t *testing.T) {

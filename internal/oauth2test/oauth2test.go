@@ -9,7 +9,8 @@
 //
 // Faults: FailWith makes the token endpoint answer an HTTP error; Hold
 // makes it wait until released (a slow endpoint). TokenRequests counts
-// requests, including failed ones.
+// requests, including failed ones; IssuedTokens lists the access tokens
+// issued.
 //
 // A resource server (an API the tokens are for) asks whether a token is
 // active at IntrospectURL, the RFC 7662 introspection endpoint,
@@ -76,6 +77,7 @@ type Server struct {
 	failStatus  int
 	hold        chan struct{}
 	requests    []url.Values
+	issued      []string // access tokens issued, in order
 	requestsNum atomic.Int64
 	held        atomic.Int64
 }
@@ -100,6 +102,7 @@ func New(opts Options) *Server {
 	s.srv = server.NewServer(server.NewConfig(), s.mgr)
 	s.srv.SetAllowedGrantType(oauth2.ClientCredentials)
 	s.srv.SetClientInfoHandler(s.clientInfo)
+	s.srv.SetResponseTokenHandler(s.respondToken)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", s.token)
 	mux.HandleFunc("/introspect", s.introspect)
@@ -184,6 +187,43 @@ func (s *Server) Requests() []url.Values {
 	return slices.Clone(s.requests)
 }
 
+// IssuedTokens returns every access token the token endpoint issued, in
+// order (for a secret scan: none may appear where tokens must not go).
+func (s *Server) IssuedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.issued)
+}
+
+// noteIssued records the access token of a token answer, if it has one.
+func (s *Server) noteIssued(data map[string]any) {
+	if tok, ok := data["access_token"].(string); ok && tok != "" {
+		s.mu.Lock()
+		s.issued = append(s.issued, tok)
+		s.mu.Unlock()
+	}
+}
+
+// respondToken writes go-oauth2's token answers (its own default
+// handler's format), noting the tokens issued.
+func (s *Server) respondToken(w http.ResponseWriter, data map[string]any, header http.Header, statusCode ...int) error {
+	status := http.StatusOK
+	if len(statusCode) > 0 && statusCode[0] > 0 {
+		status = statusCode[0]
+	}
+	if status == http.StatusOK {
+		s.noteIssued(data)
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	for key := range header {
+		w.Header().Set(key, header.Get(key))
+	}
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(data)
+}
+
 // Token is what Introspect found about an access token.
 type Token struct {
 	ClientID, Subject, Scope string
@@ -265,6 +305,7 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request, raw string) {
 		return
 	}
 	data := s.srv.GetTokenData(ti)
+	s.noteIssued(data)
 	if r.PostForm.Get("grant_type") == GrantTokenExchange {
 		data["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
 	}

@@ -13,8 +13,9 @@ import (
 
 // TestIntrospect issues a token with client credentials and checks that
 // the introspection endpoint says it is active, that an unknown token is
-// not, that the resource server must authenticate, and that FailWith
-// fails the token endpoint but not introspection.
+// not, that the resource server must authenticate, that FailWith
+// fails the token endpoint but not introspection, and that IssuedTokens
+// lists the token issued (and no token of a failed request).
 func TestIntrospect(t *testing.T) {
 	s := New(Options{})
 	t.Cleanup(s.Close)
@@ -24,6 +25,9 @@ func TestIntrospect(t *testing.T) {
 	tok, err := cc.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := s.IssuedTokens(); len(got) != 1 || got[0] != tok.AccessToken {
+		t.Errorf("IssuedTokens: %d tokens, want the one issued", len(got))
 	}
 	ask := func(id, secret, token string) (int, map[string]any) {
 		t.Helper()
@@ -42,6 +46,9 @@ func TestIntrospect(t *testing.T) {
 	s.FailWith(http.StatusServiceUnavailable)
 	if _, err := cc.Token(context.Background()); err == nil {
 		t.Error("token endpoint answered under FailWith(503)")
+	}
+	if n := len(s.IssuedTokens()); n != 1 {
+		t.Errorf("IssuedTokens after a failed request: %d tokens, want 1", n)
 	}
 	if code, m := ask("api", "api-secret", tok.AccessToken); code != 200 || m["active"] != true || m["client_id"] != "app" {
 		t.Errorf("issued token: %d %v, want 200 active for client app", code, m)

@@ -31,7 +31,10 @@ package main
 //   - SIGHUP storms (20 in a burst);
 //   - the interception CA rotated (the clients trust the old and the new);
 //   - upstream resets mid-body on /v1/reset (the client must see an
-//     error, never a complete answer).
+//     error, never a complete answer);
+//   - the origin itself behind Toxiproxy for a share of the requests
+//     (originfaults.go): slower, throttled, cut mid-body, reset and
+//     half-open.
 //
 // The origin answers 401 to a request without the injected credential:
 // a 401 is a request forwarded without its credential, which must never
@@ -52,6 +55,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +118,12 @@ type faultEnv struct {
 	// s3Skipped says why.
 	s3        *s3Env
 	s3Skipped string
+	// originProxy is Toxiproxy in front of the origin, listening on
+	// originProxyAddr; the clients reach it as originHost:originPort
+	// (originfaults.go).
+	originProxy     *toxiproxy.Proxy
+	originProxyAddr string
+	originPort      int
 
 	mu      sync.Mutex
 	current fault        // the fault in force, zero for none
@@ -124,6 +134,16 @@ type faultEnv struct {
 	stopped time.Time
 	// notes are what faults measured (a failover's duration), in order.
 	notes []string
+	// toxRecs are the origin faults injected, in order, toxNow the one
+	// in force (nil for none) and toxEnded when the last one ended.
+	toxRecs  []*toxRecord
+	toxNow   *toxRecord
+	toxEnded time.Time
+	// toxAfter counts requests through the origin proxy started within
+	// the recovery bound after an origin fault ended that failed; the
+	// first is described in toxAfterFirst.
+	toxAfter      int64
+	toxAfterFirst string
 }
 
 // note records what a fault measured, for the report.
@@ -262,9 +282,11 @@ func (fe *faultEnv) childEnv() []string {
 }
 
 // secrets are fault mode's secret values, which must not appear in the
-// gateway's log or audit.
+// gateway's log or audit: call it after the run, since it lists every
+// OAuth2 access token and STS credential issued.
 func (fe *faultEnv) secrets() []string {
 	out := []string{fe.vault.RootToken, fe.oauth2Secret, fe.introspectSecret}
+	out = append(out, fe.oauth2.IssuedTokens()...)
 	if fe.s3 != nil {
 		out = append(out, fe.s3.secrets()...)
 	}
@@ -312,9 +334,14 @@ const vaultEnv = "CREDGATE_BENCH_VAULT_TOKEN"
 // Toxiproxy; the CA re-read every second.
 func (fe *faultEnv) variant() credgateVariant {
 	v := credgateVariant{name: "credgate", redis: fe.redisAddr, editPolicy: fe.policy,
-		cacheExtra: "  error_backoff: 1s\n", caReload: "1s"}
+		cacheExtra: "  error_backoff: 1s\n", caReload: "1s",
+		upstreamExtra: fmt.Sprintf("  response_header_timeout: %s\n  tls_handshake_timeout: %s\n  idle_conn_timeout: %s\n", upstreamTimeout, upstreamTimeout, upstreamIdle),
+		resolve:       map[string]string{}}
 	if fe.s3 != nil {
 		v.resolve = fe.s3.resolve()
+	}
+	if fe.originProxy != nil {
+		v.resolve[originHost+":"+strconv.Itoa(fe.originPort)] = fe.originProxyAddr
 	}
 	if fe.sentinel != nil {
 		// redis is set too: it says the variant has cache.redis.
@@ -328,6 +355,10 @@ func (fe *faultEnv) variant() credgateVariant {
 func (fe *faultEnv) policy(p string) string {
 	if fe.s3 != nil {
 		p = fe.s3.policy(p)
+	}
+	if fe.originProxy != nil {
+		// The origin destination covers the origin proxy's port too.
+		p = strings.Replace(p, "    ports: [443]\n", fmt.Sprintf("    ports: [443, %d]\n", fe.originPort), 1)
 	}
 	p = strings.Replace(p, "rules:\n", "rules:\n  - name: vault-inject\n    from: bench\n    to: origin\n    paths: [/vault/*]\n    inject: {credential: vault-token, as: bearer}\n"+
 		"  - name: oauth2-inject\n    from: bench\n    to: origin\n    paths: [/oauth2/*]\n    inject: {credential: oauth2-token, as: bearer}\n", 1)
@@ -360,9 +391,13 @@ func (fe *faultEnv) policy(p string) string {
 type fault struct {
 	name        string
 	start, stop func() error
-	// source names the request kind (soakKinds: "vault", "oauth2", "s3") whose
-	// rule may fail closed under this fault; "" for none.
+	// source names the request kind (soakKinds: "vault", "oauth2", "s3",
+	// "tox") whose rule may fail closed under this fault, or whose first
+	// success after it is its recovery; "" for none.
 	source string
+	// origin, for a fault between the gateway and the origin, says what
+	// the requests through the origin proxy may see (originfaults.go).
+	origin *originFault
 }
 
 // schedule lists the faults in the order they are injected; the soak
@@ -396,6 +431,9 @@ func (fe *faultEnv) schedule(ctx context.Context, gwDir string, gwPID int, ca *c
 	}
 	if fe.s3 == nil {
 		faults = slices.DeleteFunc(faults, func(f fault) bool { return f.source == "s3" })
+	}
+	if fe.originProxy != nil {
+		faults = append(faults, fe.originFaults()...)
 	}
 	if fe.sentinel == nil {
 		return faults
@@ -484,10 +522,14 @@ func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
 			return
 		case <-time.After(faultWindow):
 		}
+		ev := faultEvent{name: f.name, start: time.Since(start).Round(time.Second)}
 		fe.mu.Lock()
 		fe.current = f
+		if f.origin != nil {
+			fe.toxNow = &toxRecord{name: f.name, fault: f.origin, from: ev.start, classes: map[string]int64{}}
+			fe.toxRecs = append(fe.toxRecs, fe.toxNow)
+		}
 		fe.mu.Unlock()
-		ev := faultEvent{name: f.name, start: time.Since(start).Round(time.Second)}
 		if err := f.start(); err != nil {
 			fmt.Fprintf(os.Stderr, "soak: fault %s: start: %v\n", f.name, err)
 		}
@@ -502,6 +544,9 @@ func (fe *faultEnv) run(ctx context.Context, faults []fault, start time.Time) {
 		ev.end = time.Since(start).Round(time.Second)
 		fe.mu.Lock()
 		fe.current = fault{}
+		if f.origin != nil {
+			fe.toxNow, fe.toxEnded = nil, time.Now()
+		}
 		fe.events = append(fe.events, ev)
 		if f.source != "" {
 			fe.ends[f.name] = ended{source: f.source, at: time.Now()}
@@ -600,7 +645,7 @@ func (fe *faultEnv) report(w io.Writer) bool {
 	if len(fe.notes) > 0 {
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\nFirst success of the failing rule (Vault, OAuth2, S3) after each of its faults ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
+	fmt.Fprintf(w, "\nFirst success of the failing rule (Vault, OAuth2, S3) or of the requests through the origin proxy after each of its faults ended: %s (bound %s).\n", strings.Join(parts, ", "), recoveryBound)
 	return ok
 }
 
@@ -751,6 +796,7 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 	}
 	verdict(unauthorized == 0, "requests forwarded without their credential (answered 401 by the origin): %d", unauthorized)
 	verdict(complete == 0, "upstream resets mid-body that reached the client as a complete answer: %d", complete)
+	fe.toxReport(w, samples, verdict)
 	if fe.s3 != nil {
 		var refused int64
 		for _, s := range samples {
@@ -764,18 +810,17 @@ func faultVerdicts(w io.Writer, fe *faultEnv, samples []sample, secrets []string
 	} else if fe.s3Skipped != "" {
 		fmt.Fprintf(w, "- S3 leg and STS throttling skipped: %s\n", fe.s3Skipped)
 	}
-	leaks := 0
+	var leaks int64
+	scanStart := time.Now()
+	scan := newSecretScanner(secrets)
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		n, err := scan.countFile(f)
 		if err != nil {
-			verdict(false, "read %s to look for secrets: %v", f, err)
-			continue
+			verdict(false, "look for secrets: %v", err)
 		}
-		for _, sec := range secrets {
-			leaks += bytes.Count(b, []byte(sec))
-		}
+		leaks += n
 	}
-	verdict(leaks == 0, "secret values (the injected token, the Vault token, the OAuth2 client and introspection secrets, MinIO's root password, the gateway's AWS secret key, every secret key and session token STS issued) in the gateway's log and audit file: %d", leaks)
+	verdict(leaks == 0, "secret values (the injected token, the Vault token, the OAuth2 client and introspection secrets, every OAuth2 access token issued, MinIO's root password, the gateway's AWS secret key, every secret key and session token STS issued: %d values) and their encoded forms (base64, URL, JSON escapes) in the gateway's log and audit file: %d (scanned in %.1f s)", len(secrets), leaks, time.Since(scanStart).Seconds())
 	// Each Redis fault (down, slow, resetting, failed over) must end with
 	// the gateway on Redis again: credgate_redis_up 1 in the first sample
 	// taken a recovery bound after the fault ended.

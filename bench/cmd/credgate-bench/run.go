@@ -764,8 +764,11 @@ type credgateVariant struct {
 	editPolicy func(string) string
 	cacheExtra string
 	caReload   string
-	// resolve adds entries to the resolve map (the soak's S3 leg).
-	resolve map[string]string
+	// resolve adds entries to the resolve map (the soak's S3 leg and
+	// origin proxy); upstreamExtra is added to the upstream block
+	// (two-space indented keys).
+	resolve       map[string]string
+	upstreamExtra string
 }
 
 // describe says how the variant differs from the credgate target.
@@ -860,6 +863,9 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		resolve += fmt.Sprintf("  %q: %q\n", k, v.resolve[k])
 	}
 	cfg := fmt.Sprintf(credgateConfig, proxyAddr, adminAddr, caCert, caKeyLine, originHost, originAddr, resolve, audit, cache)
+	if v.upstreamExtra != "" {
+		cfg = strings.Replace(cfg, "  ca_bundle: origin-ca.pem\n", "  ca_bundle: origin-ca.pem\n"+v.upstreamExtra, 1)
+	}
 	var tf *twoFactorSetup
 	if v.twoFactor {
 		if tf, err = newTwoFactorSetup(dir); err != nil {

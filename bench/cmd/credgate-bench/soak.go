@@ -93,7 +93,7 @@ func cmdSoak(args []string) error {
 	fs.Float64Var(&sc.tolerance, "tolerance", 0.10, "allowed growth of RSS and goroutines, last window over first")
 	fs.StringVar(&sc.pin, "pin", "auto", "CPU pinning, as for run")
 	fs.BoolVar(&sc.keep, "keep", false, "keep the work directory (configs, logs, audit file)")
-	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; STS throttling in front of a real MinIO (when built: scripts/minio-tools.sh); policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body")
+	fs.BoolVar(&sc.faults, "faults", false, "inject faults during the mix: Redis and Vault (behind Toxiproxy) down, slow, resetting, sealed; an OAuth2 token endpoint answering 503 and slow; STS throttling in front of a real MinIO (when built: scripts/minio-tools.sh); policy broken and fixed; SIGHUP storms; CA rotated; upstream resets mid-body; the origin behind Toxiproxy slow, throttled, cut mid-body, resetting and half-open")
 	fs.BoolVar(&sc.sentinel, "sentinel", false, "with -faults: Redis as a master, a replica and three Sentinels, quorum 2 (cache.redis names the Sentinels); the Redis faults are failovers (SENTINEL FAILOVER, the master killed, one Sentinel killed then the master) instead of Toxiproxy's")
 	fs.StringVar(&sc.faultOnly, "fault-only", "", "with -faults: inject only the faults whose name contains one of these comma-separated words (e.g. oauth2,vault)")
 	fs.Float64Var(&sc.faultRate, "fault-rate", 20, "with -faults: requests per second to the Vault rule, to the OAuth2 rule, to the S3 rule and to the resetting path")
@@ -131,11 +131,13 @@ const (
 	oauth2Workers = 4
 	s3Workers     = 4
 	resetWorkers  = 2
+	// toxWorkers (originfaults.go) request through the origin proxy.
 )
 
 // soakKinds are the request kinds of the mix, in table order. vault,
-// oauth2, s3 and reset run in fault mode only (s3 when MinIO is there).
-var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "oauth2", "s3", "reset"}
+// oauth2, s3, reset and tox (downloads through the origin proxy) run in
+// fault mode only (s3 when MinIO is there).
+var soakKinds = []string{"h1", "h2", "upload", "ws", "vault", "oauth2", "s3", "reset", "tox"}
 
 // Indexes of soakKinds.
 const (
@@ -147,6 +149,7 @@ const (
 	kindOAuth2
 	kindS3
 	kindReset
+	kindTox
 	numKinds
 )
 
@@ -190,13 +193,19 @@ func (s *soakStats) ok(kind int) { s.reqs[kind].Add(1) }
 
 func (s *soakStats) fail(kind int, err error) {
 	class := errorKind(err)
-	if class == "status 401" {
+	s.failAs(kind, class, err, s.fe != nil && s.fe.expected(soakKinds[kind], class))
+}
+
+// failAs counts err of kind as class, among the errors fault mode
+// expects when expected.
+func (s *soakStats) failAs(kind int, class string, err error, expected bool) {
+	if strings.HasPrefix(class, "status 401") {
 		s.unauthorized.Add(1)
 	}
 	k := soakKinds[kind] + " " + class
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.fe != nil && s.fe.expected(soakKinds[kind], class) {
+	if expected {
 		s.expected[k]++
 		return
 	}
@@ -244,6 +253,9 @@ func errorKind(err error) string {
 		return "not h2"
 	case strings.HasPrefix(s, "reset: complete"):
 		return "complete"
+	case strings.Contains(s, "stream error"):
+		// HTTP/2: the stream was reset (RST_STREAM).
+		return "stream reset"
 	}
 	return "other"
 }
@@ -297,15 +309,18 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	}
 	defer originProc.stop(3 * time.Second)
 	if fe != nil {
+		if err := fe.startOriginProxy(originAddr); err != nil {
+			return false, err
+		}
 		// MinIO's certificate comes from the origin's CA, which the
 		// gateway trusts upstream.
 		if err := fe.startS3(ctx, work, originCA, env); err != nil {
 			return false, err
 		}
 		if fe.s3 != nil {
-			variant = fe.variant()
 			env = append(env, fe.s3.gatewayEnv()...)
 		}
+		variant = fe.variant()
 	}
 	t, _, err := startCredgate(ctx, rc, work, originAddr, originCA, pins, env, variant)
 	if err != nil {
@@ -334,8 +349,8 @@ func soak(ctx context.Context, sc soakConfig) (ok bool, err error) {
 	fmt.Printf("- gateway: real binary, static bearer rule, identity by source CIDR, audit to a file; sampled every %s (RSS from /proc/%d/status; go_goroutines and process_open_fds from its /metrics, each the lowest of three reads 100 ms apart)\n\n", sc.sample, t.proc.pid())
 
 	if fe != nil {
-		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache), the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s) and an OAuth2 token endpoint (a third rule on /oauth2/* injects a client-credentials token living %s, which the origin checks by introspection); cache.error_backoff 1s; each fault lasts %s, then %s without one; vault, oauth2 and reset requests %.0f/s each\n\n",
-			"v2.5.0", vaultTTL, oauth2TTL, faultWindow, faultWindow, sc.faultRate)
+		fmt.Printf("- faults: Toxiproxy %s between the gateway and redis-server (the shared cache), the Vault emulator (a second rule on /vault/* injects a KV secret from it, cached %s), an OAuth2 token endpoint (a third rule on /oauth2/* injects a client-credentials token living %s, which the origin checks by introspection) and the origin (%s:%d, resolved to Toxiproxy by the gateway's resolve map: %d KiB downloads); cache.error_backoff 1s; upstream response_header_timeout and tls_handshake_timeout %s, idle_conn_timeout %s; each fault lasts %s, then %s without one; vault, oauth2, reset and origin-proxy requests %.0f/s each\n\n",
+			"v2.5.0", vaultTTL, oauth2TTL, originHost, fe.originPort, toxBody>>10, upstreamTimeout, upstreamIdle, faultWindow, faultWindow, sc.faultRate)
 		if fe.s3 != nil {
 			fmt.Printf("- S3 leg: MinIO %s on %s (TLS, certificate from the origin CA) as the S3 origin, verifying every SigV4 signature; a fourth rule on https://%s:%d/%s/* injects an awssts credential (AssumeRole on MinIO's STS through a shim on %s that shortens the relayed Expiration to %s and, during the STS throttling fault, answers 400 Throttling \"Rate exceeded\" and 503 alternately) with sigv4; PUT and GET of a 1 KiB object %.0f/s\n\n",
 				fe.s3.minio.Version, fe.s3.minio.Addr(), s3Host, fe.s3.minio.Port, s3Bucket, fe.s3.shimAddr, stsTTL, sc.faultRate)
@@ -536,6 +551,34 @@ func runMix(ctx context.Context, sc soakConfig, t target, keepAlive float64, fe 
 				st.ok(kindS3)
 			})
 		}
+		toxCh := make(chan struct{}, 8)
+		pace(ctx, &wg, st, toxCh, sc.faultRate)
+		toxURL := fe.toxURL()
+		var toxCalls [toxWorkers]int
+		worker(toxWorkers, toxCh, func(i int) {
+			c, proto := h1Client, 1
+			if toxCalls[i]%2 == 1 {
+				c, proto = h2Client, 2
+			}
+			toxCalls[i]++
+			rec, lastEnd := fe.toxStart()
+			started := time.Now()
+			err := toxGet(ctx, c, toxURL, proto)
+			if ctx.Err() != nil {
+				return
+			}
+			class := ""
+			if err != nil {
+				class = toxClass(err)
+			}
+			allowed := fe.toxDone(rec, lastEnd, started, class, err)
+			if err != nil {
+				st.failAs(kindTox, class, err, allowed)
+				return
+			}
+			fe.sourceOK(soakKinds[kindTox])
+			st.ok(kindTox)
+		})
 		worker(resetWorkers, resetCh, func(int) {
 			err := get(ctx, h1Client, base+origin.ResetPath, nil, 1)
 			if ctx.Err() != nil {
@@ -808,8 +851,8 @@ func (s sample) line() string {
 	for _, n := range s.expected {
 		x += n
 	}
-	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d, oauth2 %d, s3 %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
-		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.reqs["s3"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
+	return fmt.Sprintf("requests %d (h1 %d, h2 %d, upload %d, ws %d, vault %d, oauth2 %d, s3 %d, tox %d), errors %d, expected %d, behind %d, RSS %.1f MiB, goroutines %d, fds %d",
+		r, s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.reqs["s3"], s.reqs["tox"], e, x, s.behind, mib(s.rss), s.goroutines, s.fds)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -826,8 +869,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	}
 	faults := sc.faults
 	if faults {
-		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | s3 | behind | errors | expected under faults | RSS MiB | goroutines | fds | redis up | redis errors |")
-		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|")
+		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | vault | oauth2 | s3 | tox | behind | errors | expected under faults | RSS MiB | goroutines | fds | redis up | redis errors |")
+		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|")
 	} else {
 		fmt.Fprintln(w, "| at | requests | rps | h1 | h2 | upload | ws sessions | behind | errors | RSS MiB | goroutines | fds |")
 		fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|")
@@ -846,8 +889,8 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 			metricsOK = false
 		}
 		if faults {
-			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d | %d | %d |\n",
-				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.reqs["s3"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds, s.redisUp, s.redisErrors)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s | %.1f | %d | %d | %d | %d |\n",
+				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.reqs["vault"], s.reqs["oauth2"], s.reqs["s3"], s.reqs["tox"], s.behind, s.errString(), countsString(s.expected), mib(s.rss), s.goroutines, s.fds, s.redisUp, s.redisErrors)
 		} else {
 			fmt.Fprintf(w, "| %s | %d | %.0f | %d | %d | %d | %d | %d | %s | %.1f | %d | %d |\n",
 				s.at, r, float64(r)/(s.at-prev).Seconds(), s.reqs["h1"], s.reqs["h2"], s.reqs["upload"], s.reqs["ws"], s.behind, s.errString(), mib(s.rss), s.goroutines, s.fds)
@@ -920,7 +963,7 @@ func verdicts(w io.Writer, sc soakConfig, samples []sample, exited error) bool {
 	// highest above the first window's highest by more than those.
 	slack := int64(2 * (uploadWorkers + wsWorkers))
 	if sc.faults {
-		slack += 2 * (vaultWorkers + oauth2Workers + s3Workers + resetWorkers)
+		slack += 2 * (vaultWorkers + oauth2Workers + s3Workers + resetWorkers + toxWorkers)
 	}
 	verdict(maxOf(last, fds) <= maxOf(first, fds)+slack, "no fd growth: highest in last window %d vs first %d (slack %d for the upload and WebSocket connections in flight)", maxOf(last, fds), maxOf(first, fds), slack)
 	if exited != nil {
