@@ -580,3 +580,14 @@ func (c *Client) CloseIdleConnections() {
 		pc.close()
 	}
 }
+
+// Idle returns the number of idle connections.
+func (c *Client) Idle() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, stack := range c.idle {
+		n += len(stack)
+	}
+	return n
+}
