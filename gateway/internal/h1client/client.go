@@ -133,7 +133,11 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 // eligible reports whether the client sends r itself, and its pool key.
 func eligible(r *http.Request) (connKey, bool) {
 	if r.URL == nil || r.Header == nil || (r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 ||
-		r.Close || len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 || r.Cancel != nil {
+		r.Close || len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 {
+		return connKey{}, false
+	}
+	//lint:ignore SA1019 a request that still uses Cancel gets Transport's handling of it
+	if r.Cancel != nil {
 		return connKey{}, false
 	}
 	switch r.Method {

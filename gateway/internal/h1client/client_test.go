@@ -211,7 +211,10 @@ func TestFallback(t *testing.T) {
 		name string
 		r    func() *http.Request
 	}{
-		{"body", func() *http.Request { r, _ := http.NewRequest("GET", "http://a.test/", strings.NewReader("x")); return r }},
+		{"body", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", strings.NewReader("x"))
+			return r
+		}},
 		{"POST", func() *http.Request { r, _ := http.NewRequest("POST", "http://a.test/", nil); return r }},
 		{"PUT without idempotency key", func() *http.Request { r, _ := http.NewRequest("PUT", "http://a.test/", nil); return r }},
 		{"upgrade", func() *http.Request {
@@ -310,8 +313,7 @@ func TestReuseAndClose(t *testing.T) {
 // while it was idle costs the request nothing: it is sent again on a new
 // one. A new connection that fails is not retried.
 func TestServerClosedIdleConnection(t *testing.T) {
-	var o *rawOrigin
-	o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
 		// One response per connection, then the server closes it
 		// without having said so.
 		if _, err := readRequest(br); err != nil {
@@ -329,8 +331,7 @@ func TestServerClosedIdleConnection(t *testing.T) {
 		t.Errorf("origin accepted %d connections, want 3", got)
 	}
 
-	var mute *rawOrigin
-	mute = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+	mute := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
 		_, _ = readRequest(br) // and close without an answer
 	})
 	if _, _, err := get(t, c, t.Context(), "GET", "http://"+mute.addr+"/"); err == nil {
