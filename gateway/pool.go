@@ -37,6 +37,8 @@ import (
 // in separate transports is what makes the address part of the key. It
 // also covers connections that net/http dials for one request and hands to
 // another waiting for the same host.
+// The h1client pools as Transport does, one per upstreamPool, so the
+// same holds for the connections it keeps.
 type upstreamPool struct {
 	private bool
 	dialer  *dialer
