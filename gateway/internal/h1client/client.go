@@ -37,9 +37,12 @@
 //   - idle connections are bounded per host (MaxIdleConnsPerHost) and
 //     closed after IdleConnTimeout by one timer per Client.
 //
-// Unlike Transport, an idle connection has no goroutine reading it, so a
-// server's close is seen when the connection is next used (and the
-// request retried), not when it happens.
+// Unlike Transport, an idle connection has no goroutine reading it: a
+// server's close, or anything it sent while the connection was idle
+// (a 408 before closing it), is found when the connection is next taken
+// from the pool, by a look at its socket that reads nothing (package
+// socket); the connection is then closed and another one used. A close
+// that crosses the request is covered by the retry.
 package h1client
 
 import (
@@ -56,9 +59,12 @@ import (
 	"net/textproto"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/credgate/credgate/internal/socket"
 )
 
 // Client is an http.RoundTripper for HTTP/1.1 upstreams. Its pool is its
@@ -216,6 +222,11 @@ type conn struct {
 	br    *bufio.Reader // nil while idle
 	tls   *tls.ConnectionState
 	abort func() // sets a deadline in the past (context.AfterFunc)
+	// raw is the socket under nc (nil when it has none); peek looks at
+	// it, setting pending.
+	raw     syscall.RawConn
+	peek    func(fd uintptr) bool
+	pending bool
 
 	limit  int64 // bytes Read may still return
 	nread  int64 // bytes read since the request was written
@@ -364,6 +375,23 @@ func (pc *conn) release(stop func() bool, keep bool) {
 	pc.c.put(pc)
 }
 
+// stale reports whether the idle connection pc was closed or sent
+// something while it was idle: nothing may come from an upstream between
+// requests (a server that closes idle connections may first send a 408,
+// which must not be read as the next request's answer). What the TLS
+// layer read ahead is not seen here; release made sure nothing was
+// buffered above it.
+func (pc *conn) stale() bool {
+	if pc.raw == nil {
+		return false
+	}
+	pc.pending = false
+	if err := pc.raw.Read(pc.peek); err != nil {
+		return false // cannot tell: the retry covers it
+	}
+	return pc.pending
+}
+
 func (pc *conn) close() {
 	_ = pc.nc.Close()
 }
@@ -437,12 +465,18 @@ func (b *body) Close() error {
 
 // get returns an idle connection for k (unless fresh) or dials one.
 func (c *Client) get(ctx context.Context, k connKey, fresh bool) (*conn, error) {
-	if !fresh {
-		if pc := c.takeIdle(k); pc != nil {
-			pc.br = readers.Get().(*bufio.Reader)
-			pc.br.Reset(pc)
-			return pc, nil
+	for !fresh {
+		pc := c.takeIdle(k)
+		if pc == nil {
+			break
 		}
+		if pc.stale() {
+			pc.close()
+			continue
+		}
+		pc.br = readers.Get().(*bufio.Reader)
+		pc.br.Reset(pc)
+		return pc, nil
 	}
 	var nc net.Conn
 	var err error
@@ -454,8 +488,12 @@ func (c *Client) get(ctx context.Context, k connKey, fresh bool) (*conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	pc := &conn{c: c, key: k, nc: nc}
+	pc := &conn{c: c, key: k, nc: nc, raw: socket.Raw(nc)}
 	pc.abort = func() { _ = nc.SetDeadline(aLongTimeAgo) }
+	pc.peek = func(fd uintptr) bool {
+		pc.pending = socket.Readable(fd)
+		return true // look, never wait
+	}
 	if tc, ok := nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		if p := cs.NegotiatedProtocol; p != "" && p != "http/1.1" {

@@ -342,6 +342,70 @@ func TestServerClosedIdleConnection(t *testing.T) {
 	}
 }
 
+// TestCloseCrossesRequest: a server that closes a reused connection on
+// reading the request, without an answer, costs the request nothing: it
+// is sent again on a new connection.
+func TestCloseCrossesRequest(t *testing.T) {
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, _ = readRequest(br) // the second request: closed unanswered
+	})
+	c := newClient(t)
+	for i := range 2 {
+		if _, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+	}
+	if got := o.conns.Load(); got != 2 {
+		t.Errorf("origin accepted %d connections, want 2", got)
+	}
+}
+
+// TestUnsolicitedWhileIdle: what a server sends on an idle connection (a
+// 408 before it closes it) is never read as the next request's answer:
+// the connection is dropped when next taken from the pool.
+func TestUnsolicitedWhileIdle(t *testing.T) {
+	sent, pooled := make(chan struct{}), make(chan struct{})
+	var n atomic.Int64
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		first := n.Add(1) == 1
+		for {
+			if _, err := readRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if first {
+				// Once the client pooled the connection. On loopback
+				// the bytes are in the client's socket once the write
+				// returns.
+				<-pooled
+				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+				close(sent)
+				first = false
+			}
+		}
+	})
+	c := newClient(t)
+	if _, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil || body != "ok" {
+		t.Fatalf("first request: %q %v", body, err)
+	}
+	if c.Idle() != 1 {
+		t.Fatal("the first connection was not pooled")
+	}
+	close(pooled)
+	<-sent
+	resp, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/")
+	if err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("second request: %v %q %v", resp, body, err)
+	}
+	if got := o.conns.Load(); got != 2 {
+		t.Errorf("origin accepted %d connections, want 2", got)
+	}
+}
+
 // TestInformational: 1xx responses reach Got1xxResponse in order; a 101
 // to a request that asked for no upgrade is an error.
 func TestInformational(t *testing.T) {
