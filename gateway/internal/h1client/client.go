@@ -58,6 +58,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -488,6 +489,8 @@ func (c *Client) get(ctx context.Context, k connKey, fresh bool) (*conn, error) 
 	if err != nil {
 		return nil, err
 	}
+	// The key outlives the request: not substrings of its URL.
+	k.host, k.port = strings.Clone(k.host), strings.Clone(k.port)
 	pc := &conn{c: c, key: k, nc: nc, raw: socket.Raw(nc)}
 	pc.abort = func() { _ = nc.SetDeadline(aLongTimeAgo) }
 	pc.peek = func(fd uintptr) bool {
