@@ -620,6 +620,10 @@ func (c *Client) CloseIdleConnections() {
 	}
 	c.idle = nil
 	c.closing = true
+	if c.swept {
+		c.sweep.Stop()
+		c.swept = false
+	}
 	c.mu.Unlock()
 	for _, pc := range old {
 		pc.close()
