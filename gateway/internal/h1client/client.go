@@ -347,15 +347,18 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request) (*http.Response,
 	}
 	pc.limit = math.MaxInt64
 	resp.TLS = pc.tls
-	if resp.Body == http.NoBody {
-		pc.release(stop, !resp.Close)
-		return resp, nil
-	}
 	if d > 0 {
+		// Not for the body; nor for the idle connection, whose socket
+		// stale looks at through the poller, which refuses once a
+		// deadline has passed.
 		_ = pc.nc.SetReadDeadline(time.Time{})
 		if ctx.Err() != nil {
 			pc.abort()
 		}
+	}
+	if resp.Body == http.NoBody {
+		pc.release(stop, !resp.Close)
+		return resp, nil
 	}
 	resp.Body = &body{rc: resp.Body, pc: pc, stop: stop, ctx: ctx, keep: !resp.Close}
 	return resp, nil

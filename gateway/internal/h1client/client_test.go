@@ -366,43 +366,60 @@ func TestCloseCrossesRequest(t *testing.T) {
 
 // TestUnsolicitedWhileIdle: what a server sends on an idle connection (a
 // 408 before it closes it) is never read as the next request's answer:
-// the connection is dropped when next taken from the pool.
+// the connection is dropped when next taken from the pool. Also once
+// the response header timeout of the request before has passed, after
+// a response with a body and after one without.
 func TestUnsolicitedWhileIdle(t *testing.T) {
-	sent, pooled := make(chan struct{}), make(chan struct{})
-	var n atomic.Int64
-	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
-		first := n.Add(1) == 1
-		for {
-			if _, err := readRequest(br); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			if first {
-				// Once the client pooled the connection. On loopback
-				// the bytes are in the client's socket once the write
-				// returns.
-				<-pooled
-				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
-				close(sent)
-				first = false
-			}
+	for _, first := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+	} {
+		for _, timeout := range []time.Duration{0, 20 * time.Millisecond} {
+			t.Run(fmt.Sprintf("%.12s/timeout=%s", first[9:], timeout), func(t *testing.T) {
+				sent, pooled := make(chan struct{}), make(chan struct{})
+				var n atomic.Int64
+				o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+					isFirst := n.Add(1) == 1
+					for {
+						if _, err := readRequest(br); err != nil {
+							return
+						}
+						if !isFirst {
+							io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+							continue
+						}
+						io.WriteString(c, first)
+						// Once the client pooled the connection. On
+						// loopback the bytes are in the client's socket
+						// once the write returns.
+						<-pooled
+						io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+						close(sent)
+						isFirst = false
+					}
+				})
+				c := newClient(t)
+				c.ResponseHeaderTimeout = timeout
+				if _, _, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil {
+					t.Fatalf("first request: %v", err)
+				}
+				t0 := time.Now()
+				if c.Idle() != 1 {
+					t.Fatal("the first connection was not pooled")
+				}
+				close(pooled)
+				<-sent
+				// The first request's header deadline must have passed.
+				poll.True(t, 5*time.Second, "the response header timeout passed", func() bool { return time.Since(t0) > 2*timeout })
+				resp, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/")
+				if err != nil || resp.StatusCode != 200 || body != "ok" {
+					t.Fatalf("second request: %v %q %v", resp, body, err)
+				}
+				if got := o.conns.Load(); got != 2 {
+					t.Errorf("origin accepted %d connections, want 2", got)
+				}
+			})
 		}
-	})
-	c := newClient(t)
-	if _, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil || body != "ok" {
-		t.Fatalf("first request: %q %v", body, err)
-	}
-	if c.Idle() != 1 {
-		t.Fatal("the first connection was not pooled")
-	}
-	close(pooled)
-	<-sent
-	resp, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/")
-	if err != nil || resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("second request: %v %q %v", resp, body, err)
-	}
-	if got := o.conns.Load(); got != 2 {
-		t.Errorf("origin accepted %d connections, want 2", got)
 	}
 }
 
