@@ -180,7 +180,8 @@ func (st *reqState) informational(ctx context.Context, w http.ResponseWriter) co
 // its fields less the hop-by-hop ones: both the HTTP/1.1 loop and
 // net/http's servers write a 1xx given to WriteHeader at once, with the
 // fields then in the header map. It runs on the transport's goroutine
-// while the handler waits for the final response. A 100 Continue is not
+// while the handler waits for the final response, or on the handler's
+// own for a request the h1client sends (pool.go). A 100 Continue is not
 // relayed: the client's server sends its own when the body is first
 // read, which the transport does once the upstream said 100 (the
 // request's Expect: 100-continue is forwarded), so a client gets one.

@@ -58,6 +58,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/gateway/internal/tickets"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
@@ -408,6 +409,26 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 			Protocols:              new(http.Protocols),
 		}
 		p.match.Protocols.SetHTTP2(true)
+	}
+	if keepAlive && cfg.Upstream.HTTP2 != HTTP2Always {
+		// HTTP/1.1 requests without a body, on the handler's goroutine
+		// (docs/performance.md, "The upstream client"). It dials as
+		// the transport it stands in for: dialH1 under match (the ALPN
+		// memo, errHTTP2Only), http/1.1 alone under never.
+		p.h1c = &h1client.Client{
+			Dial:                   p.dial,
+			DialTLS:                p.dialH1,
+			Fallback:               p.h1m,
+			ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
+			IdleConnTimeout:        p.t.IdleConnTimeout,
+			MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
+			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
+		}
+		if cfg.Upstream.HTTP2 == HTTP2Never {
+			p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions}
+			p.handshakeTimeout = p.t.TLSHandshakeTimeout
+			p.h1c.DialTLS, p.h1c.Fallback = p.dialTLSH1, p.h1
+		}
 	}
 	p.certs = newClientTransports(p.t)
 	return p

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -36,6 +37,8 @@ import (
 // in separate transports is what makes the address part of the key. It
 // also covers connections that net/http dials for one request and hands to
 // another waiting for the same host.
+// The h1client pools as Transport does, one per upstreamPool, so the
+// same holds for the connections it keeps.
 type upstreamPool struct {
 	private bool
 	dialer  *dialer
@@ -45,6 +48,11 @@ type upstreamPool struct {
 	// to upstreams that speak nothing else, dialH2) those its dialer
 	// found to speak HTTP/2 alone; nil otherwise.
 	t, h1, h1m, match *http.Transport
+	// h1c sends an HTTP/1.1 client's bodiless, replayable requests on
+	// the handler's goroutine (h1client), where h1m would under
+	// upstream.http2: match and h1 (p.t) under never; the others go to
+	// that transport. nil in a pool that keeps no connection.
+	h1c *h1client.Client
 	// tlsConf and handshakeTimeout are h1m's and match's TLS settings.
 	tlsConf          *tls.Config
 	handshakeTimeout time.Duration
@@ -75,10 +83,16 @@ func (p *upstreamPool) transport(st *reqState, u *url.URL) http.RoundTripper {
 		if p.alpn.get(alpnKeyOf(u)) == alpnHTTP2Only {
 			return p.match
 		}
+		if p.h1c != nil {
+			return p.h1c // h1m for what it does not send itself
+		}
 		return p.h1m
 	case st.http1:
 		// A WebSocket upgrade needs HTTP/1.1 all the way.
 		return p.h1
+	case p.t == p.h1 && p.h1c != nil:
+		// upstream.http2: never.
+		return p.h1c
 	}
 	return p.t
 }
@@ -128,6 +142,12 @@ func (p *upstreamPool) dialH1(ctx context.Context, network, addr string) (net.Co
 	}
 	p.alpn.set(key, alpnHTTP1)
 	return c, nil
+}
+
+// dialTLSH1 is h1c's DialTLS under upstream.http2: never: TLS offering
+// http/1.1 alone, as h1 dials.
+func (p *upstreamPool) dialTLSH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.dialTLS(ctx, network, addr, alpnH1)
 }
 
 // dialH2 is match's DialTLSContext, for upstreams dialH1 found to speak
@@ -217,6 +237,9 @@ func (a *alpnMemo) set(k alpnKey, v alpnKind) {
 func (p *upstreamPool) closeIdle() {
 	p.t.CloseIdleConnections()
 	p.h1.CloseIdleConnections()
+	if p.h1c != nil {
+		p.h1c.CloseIdleConnections()
+	}
 	if p.h1m != nil {
 		p.h1m.CloseIdleConnections()
 		p.match.CloseIdleConnections()

@@ -183,6 +183,16 @@ func TestPooledPrivateConnections(t *testing.T) {
 				if body, err := send(true, "/private/x"); err != nil || body != "ok /private/x" {
 					t.Fatalf("first request: %q %v", body, err)
 				}
+				if (tt.http1 || strings.Contains(tt.upstream, "never")) && !tt.cert {
+					// An HTTP/1.1 GET: the private pool's h1client
+					// sent it and keeps its connection.
+					g.pools.mu.Lock()
+					p := g.pools.priv
+					g.pools.mu.Unlock()
+					if p == nil || p.h1c.Idle() != 1 {
+						t.Fatal("the first request's connection is not idle in the private pool's h1client")
+					}
+				}
 				if tt.reload {
 					reload()
 				}

@@ -253,6 +253,13 @@ func rules() []rule {
 			"providers": "the HTTP/1.1 server never sees a credential",
 			"injectors": "the HTTP/1.1 server must not know how requests are rewritten",
 		})},
+		{From: "gateway/internal/h1client", BadDeps: with(map[string]string{
+			"gateway":   "the HTTP/1.1 upstream client is machinery the gateway hands a dialler, not the other way round",
+			"policy":    "the upstream client sends what it is given; deciding is the gateway's business",
+			"identity":  "the upstream client sends what it is given; who calls is the gateway's business",
+			"providers": "the upstream client never fetches a credential",
+			"injectors": "the upstream client must not know how requests are rewritten",
+		})},
 		{From: "gateway/internal/tickets", BadDeps: with(map[string]string{
 			"gateway":   "ticket keys are machinery the gateway hands its TLS configurations to",
 			"policy":    "ticket keys resume TLS sessions; deciding stays per request",

@@ -56,6 +56,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/credgate/credgate/internal/socket"
 )
 
 // maxUnreadBody is how much of a request body the handler did not read
@@ -495,7 +497,7 @@ func (c *conn) awaitHandedOff() bool {
 func (c *conn) waitReadable() {
 	if !c.rawLooked {
 		c.rawLooked = true
-		c.raw = rawConn(c.tc)
+		c.raw = socket.Raw(c.tc)
 	}
 	if c.raw == nil {
 		return
@@ -507,7 +509,7 @@ func (c *conn) waitReadable() {
 	// readable, until it returns true. f must look at the socket itself:
 	// RawRead clears a readiness the poller noted before it was called,
 	// so data that arrived since the last read signals nothing more.
-	_ = c.raw.Read(socketReadable)
+	_ = c.raw.Read(socket.Readable)
 }
 
 // serveRequest reads one request, serves it and finishes its response.

@@ -1,0 +1,645 @@
+// Package h1client sends the gateway's bodiless, replayable HTTP/1.1
+// upstream requests on the caller's goroutine.
+//
+// net/http's Transport hands every request to a connection's writeLoop
+// goroutine; its readLoop goroutine reads the response, passes it back
+// over a channel and waits on another for the body's end before the
+// connection goes back to the pool. For the gateway's common request (a
+// GET with no body, relayed on a keep-alive connection) that handoff is
+// a large share of its CPU time. A Client does the same work on the
+// goroutine that called RoundTrip: it takes a connection from its pool
+// (or dials one), writes the request with http.Request.Write through a
+// pooled buffer, reads the response with http.ReadResponse, and puts the
+// connection back when the body reached its end. Anything else — a
+// request with a body, a method net/http would not replay, an upgrade,
+// Expect, trailers, a header net/http would refuse — goes to Fallback
+// unchanged.
+//
+// What it keeps of Transport's behaviour:
+//
+//   - the request bytes: both write with http.Request.Write (Transport
+//     adds nothing for a keep-alive connection without compression);
+//   - 1xx responses before the final one go to the request's
+//     httptrace.ClientTrace.Got1xxResponse; a 101 is an error (no
+//     upgrade request comes here);
+//   - response headers are bounded (MaxResponseHeaderBytes, 1xx
+//     included unless Got1xxResponse saw them) and timed
+//     (ResponseHeaderTimeout, from the end of the write);
+//   - a connection goes back to the pool only when its response body
+//     reached its end and neither side asked to close; a body closed
+//     before its end closes the connection (nothing is drained);
+//   - a request whose reused connection fails before any byte of the
+//     response arrived (the server had closed it while idle) is sent
+//     once more on a new connection, as Transport retries a replayable
+//     request;
+//   - the request's context aborts a blocked write or read (a deadline in
+//     the past, set by context.AfterFunc: no goroutine per request);
+//   - idle connections are bounded per host (MaxIdleConnsPerHost) and
+//     closed after IdleConnTimeout by one timer per Client.
+//
+// Unlike Transport, an idle connection has no goroutine reading it: a
+// server's close, or anything it sent while the connection was idle
+// (a 408 before closing it), is found when the connection is next taken
+// from the pool, by a look at its socket that reads nothing (package
+// socket); the connection is then closed and another one used. A close
+// that crosses the request is covered by the retry.
+package h1client
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/credgate/credgate/internal/socket"
+)
+
+// Client is an http.RoundTripper for HTTP/1.1 upstreams. Its pool is its
+// own: connections are shared only among the requests of one Client.
+// Set the fields before the first RoundTrip; a Client is safe for
+// concurrent use.
+type Client struct {
+	// DialTLS returns a connection to addr (host:port) for an https
+	// request, its TLS handshake done. It must not have negotiated a
+	// protocol other than http/1.1 (or none). Its errors are returned
+	// from RoundTrip as they are.
+	DialTLS func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Dial returns a connection to addr for an http request.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Fallback sends the requests the Client does not (see the package
+	// documentation).
+	Fallback http.RoundTripper
+	// ResponseHeaderTimeout bounds the wait for the response headers
+	// after the request was written; 0 is no limit.
+	ResponseHeaderTimeout time.Duration
+	// IdleConnTimeout closes a connection idle for that long; 0 keeps it.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerHost bounds the idle connections per scheme and
+	// host:port; 0 is http.DefaultMaxIdleConnsPerHost.
+	MaxIdleConnsPerHost int
+	// MaxResponseHeaderBytes bounds the response headers; 0 is 1 MiB.
+	MaxResponseHeaderBytes int64
+
+	mu   sync.Mutex
+	idle map[connKey][]*conn // per key, oldest first
+	// closing is set by CloseIdleConnections: a connection coming back
+	// is closed, until a request asks for one (as Transport does).
+	closing bool
+	sweep   *time.Timer
+	swept   bool // sweep is armed
+}
+
+// connKey is what a pooled connection is shared by: Transport's scheme
+// and host:port. host and port are substrings of a request's URL.
+type connKey struct {
+	https      bool
+	host, port string
+}
+
+func (k connKey) addr() string { return net.JoinHostPort(k.host, k.port) }
+
+// RoundTrip sends r (see the package documentation for which requests
+// go to Fallback).
+func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
+	k, ok := eligible(r)
+	if !ok {
+		return c.Fallback.RoundTrip(r)
+	}
+	ctx := r.Context()
+	pc, err := c.get(ctx, k, false)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := pc.roundTrip(ctx, r)
+	if err != nil && pc.reused && pc.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
+		// The server closed the connection while it was idle (or as
+		// the request reached it): nothing of a response came, and the
+		// request may be sent again. Once, on a new connection.
+		if pc, err = c.get(ctx, k, true); err != nil {
+			return nil, err
+		}
+		resp, err = pc.roundTrip(ctx, r)
+	}
+	return resp, err
+}
+
+// eligible reports whether the client sends r itself, and its pool key.
+func eligible(r *http.Request) (connKey, bool) {
+	if r.URL == nil || r.Header == nil || (r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 ||
+		r.Close || len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 {
+		return connKey{}, false
+	}
+	//lint:ignore SA1019 a request that still uses Cancel gets Transport's handling of it
+	if r.Cancel != nil {
+		return connKey{}, false
+	}
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		// net/http replays other methods only with an idempotency key
+		// (Request.isReplayable); keep its rule.
+		if r.Header["Idempotency-Key"] == nil && r.Header["X-Idempotency-Key"] == nil {
+			return connKey{}, false
+		}
+		if !validMethod(r.Method) {
+			return connKey{}, false
+		}
+	}
+	if r.Header["Upgrade"] != nil || r.Header["Expect"] != nil || r.Header["Connection"] != nil {
+		return connKey{}, false
+	}
+	var k connKey
+	switch r.URL.Scheme {
+	case "https":
+		k.https, k.port = true, "443"
+	case "http":
+		k.port = "80"
+	default:
+		return connKey{}, false
+	}
+	if r.URL.Host == "" || !printableASCII(r.URL.Host) || !printableASCII(r.Host) || r.URL.Opaque != "" ||
+		!printableASCII(r.URL.Path) || !printableASCII(r.URL.RawPath) || !printableASCII(r.URL.RawQuery) {
+		// Transport's errors (or IDNA conversion) for these.
+		return connKey{}, false
+	}
+	k.host = r.URL.Hostname()
+	if p := r.URL.Port(); p != "" {
+		k.port = p
+	}
+	for name, vv := range r.Header {
+		if !httpguts.ValidHeaderFieldName(name) {
+			return connKey{}, false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return connKey{}, false
+			}
+		}
+	}
+	return k, true
+}
+
+// printableASCII reports whether s holds no control byte and nothing
+// beyond ASCII.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validMethod is net/http's: a token.
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return m != ""
+}
+
+// conn is one upstream connection. Read counts and bounds what the
+// response reads from it.
+type conn struct {
+	c     *Client
+	key   connKey
+	nc    net.Conn
+	br    *bufio.Reader // nil while idle
+	tls   *tls.ConnectionState
+	abort func() // sets a deadline in the past (context.AfterFunc)
+	// raw is the socket under nc (nil when it has none); peek looks at
+	// it, setting pending.
+	raw     syscall.RawConn
+	peek    func(fd uintptr) bool
+	pending bool
+
+	limit  int64 // bytes Read may still return
+	nread  int64 // bytes read since the request was written
+	sawEOF bool
+	reused bool
+	idleAt time.Time
+}
+
+func (pc *conn) Read(p []byte) (int, error) {
+	if pc.limit <= 0 {
+		return 0, errHeaderLimit
+	}
+	if int64(len(p)) > pc.limit {
+		p = p[:pc.limit]
+	}
+	n, err := pc.nc.Read(p)
+	if err == io.EOF {
+		pc.sawEOF = true
+	}
+	pc.limit -= int64(n)
+	pc.nread += int64(n)
+	return n, err
+}
+
+var errHeaderLimit = errors.New("h1client: response header limit reached")
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// errSwitched answers a 101 to a request that asked for no upgrade.
+var errSwitched = errors.New("h1client: the upstream switched protocols (101) without an upgrade request")
+
+// headerTimeoutError is a response that did not begin in time.
+type headerTimeoutError struct{ d time.Duration }
+
+func (e headerTimeoutError) Error() string {
+	return fmt.Sprintf("h1client: no response headers from the upstream within %s (upstream.response_header_timeout)", e.d)
+}
+func (headerTimeoutError) Timeout() bool   { return true }
+func (headerTimeoutError) Temporary() bool { return true }
+func (headerTimeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// roundTrip writes r on pc and reads the response headers. On an error
+// pc is closed.
+func (pc *conn) roundTrip(ctx context.Context, r *http.Request) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, pc.abort)
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		pc.close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	pc.nread = 0
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(pc.nc)
+	// eligible left Write only the connection's errors to return.
+	err := r.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	if err != nil {
+		return fail(fmt.Errorf("h1client: write the request: %w", err))
+	}
+	d := pc.c.ResponseHeaderTimeout
+	if d > 0 {
+		_ = pc.nc.SetReadDeadline(time.Now().Add(d))
+		if ctx.Err() != nil {
+			pc.abort() // the AfterFunc's deadline may have been overwritten
+		}
+	}
+	max := pc.c.maxHeader()
+	pc.limit = max
+	trace := httptrace.ContextClientTrace(ctx)
+	var resp *http.Response
+	for {
+		resp, err = http.ReadResponse(pc.br, r)
+		if err != nil {
+			switch {
+			case pc.limit <= 0:
+				err = fmt.Errorf("h1client: the upstream's response headers exceeded %d bytes", max)
+			case d > 0 && isTimeout(err) && ctx.Err() == nil:
+				err = headerTimeoutError{d}
+			}
+			return fail(err)
+		}
+		code := resp.StatusCode
+		if code < 100 || code == http.StatusSwitchingProtocols {
+			if code < 100 {
+				return fail(fmt.Errorf("h1client: the upstream answered with status %d", code))
+			}
+			return fail(errSwitched)
+		}
+		if code >= 200 {
+			break
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+				return fail(err)
+			}
+			// Delivered: the caller bounds them (as Transport).
+			pc.limit = max
+		}
+	}
+	pc.limit = math.MaxInt64
+	resp.TLS = pc.tls
+	if d > 0 {
+		// Not for the body; nor for the idle connection, whose socket
+		// stale looks at through the poller, which refuses once a
+		// deadline has passed.
+		_ = pc.nc.SetReadDeadline(time.Time{})
+		if ctx.Err() != nil {
+			pc.abort()
+		}
+	}
+	if resp.Body == http.NoBody {
+		pc.release(stop, !resp.Close)
+		return resp, nil
+	}
+	resp.Body = &body{rc: resp.Body, pc: pc, stop: stop, ctx: ctx, keep: !resp.Close}
+	return resp, nil
+}
+
+// release ends the round trip on pc: stop is the context's AfterFunc's;
+// the connection goes back to the pool when keep and nothing speaks
+// against it, else it is closed.
+func (pc *conn) release(stop func() bool, keep bool) {
+	if !stop() {
+		keep = false // the context ended: pc's deadline has passed
+	}
+	if !keep || pc.sawEOF || pc.br.Buffered() != 0 {
+		// A byte beyond the response would be read as the next one's.
+		pc.close()
+		return
+	}
+	pc.c.put(pc)
+}
+
+// stale reports whether the idle connection pc was closed or sent
+// something while it was idle: nothing may come from an upstream between
+// requests (a server that closes idle connections may first send a 408,
+// which must not be read as the next request's answer). What the TLS
+// layer read ahead is not seen here; release made sure nothing was
+// buffered above it.
+func (pc *conn) stale() bool {
+	if pc.raw == nil {
+		return false
+	}
+	pc.pending = false
+	if err := pc.raw.Read(pc.peek); err != nil {
+		return false // cannot tell: the retry covers it
+	}
+	return pc.pending
+}
+
+func (pc *conn) close() {
+	_ = pc.nc.Close()
+}
+
+func (c *Client) maxHeader() int64 {
+	if c.MaxResponseHeaderBytes > 0 {
+		return c.MaxResponseHeaderBytes
+	}
+	return 1 << 20
+}
+
+// errReadAfterClose is what Read returns once Close was called, as
+// Transport's response bodies do.
+var errReadAfterClose = errors.New("http: read on closed response body")
+
+// body is a response body on a pooled connection: its end returns the
+// connection to the pool, Close before the end closes it.
+type body struct {
+	rc   io.ReadCloser
+	pc   *conn
+	stop func() bool
+	ctx  context.Context
+	keep bool
+
+	mu  sync.Mutex
+	err error // set once the connection is released or closed
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if err := b.err; err != nil {
+		b.mu.Unlock()
+		return 0, err
+	}
+	b.mu.Unlock()
+	n, err := b.rc.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.err != nil:
+		// Closed meanwhile.
+		return n, b.err
+	case err == io.EOF:
+		b.err = io.EOF
+		b.pc.release(b.stop, b.keep)
+	default:
+		b.stop()
+		b.pc.close()
+		if b.ctx.Err() != nil {
+			err = context.Cause(b.ctx)
+		}
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == nil {
+		// Before the end: the rest is not read, the connection goes.
+		b.stop()
+		b.pc.close()
+	}
+	b.err = errReadAfterClose
+	return nil
+}
+
+// get returns an idle connection for k (unless fresh) or dials one.
+func (c *Client) get(ctx context.Context, k connKey, fresh bool) (*conn, error) {
+	for !fresh {
+		pc := c.takeIdle(k)
+		if pc == nil {
+			break
+		}
+		if pc.stale() {
+			pc.close()
+			continue
+		}
+		pc.br = readers.Get().(*bufio.Reader)
+		pc.br.Reset(pc)
+		return pc, nil
+	}
+	var nc net.Conn
+	var err error
+	if k.https {
+		nc, err = c.DialTLS(ctx, "tcp", k.addr())
+	} else {
+		nc, err = c.Dial(ctx, "tcp", k.addr())
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The key outlives the request: not substrings of its URL.
+	k.host, k.port = strings.Clone(k.host), strings.Clone(k.port)
+	pc := &conn{c: c, key: k, nc: nc, raw: socket.Raw(nc)}
+	pc.abort = func() { _ = nc.SetDeadline(aLongTimeAgo) }
+	pc.peek = func(fd uintptr) bool {
+		pc.pending = socket.Readable(fd)
+		return true // look, never wait
+	}
+	if tc, ok := nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		if p := cs.NegotiatedProtocol; p != "" && p != "http/1.1" {
+			_ = nc.Close()
+			return nil, fmt.Errorf("h1client: %s negotiated %q, not http/1.1", k.addr(), p)
+		}
+		pc.tls = &cs
+	}
+	pc.br = readers.Get().(*bufio.Reader)
+	pc.br.Reset(pc)
+	return pc, nil
+}
+
+// takeIdle pops k's most recently used idle connection, closing those
+// that were idle too long.
+func (c *Client) takeIdle(k connKey) *conn {
+	c.mu.Lock()
+	c.closing = false
+	stack := c.idle[k]
+	if len(stack) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	pc := stack[len(stack)-1]
+	if c.expired(pc, time.Now()) {
+		// It is the newest: all of them are too old.
+		old := append([]*conn(nil), stack...)
+		clear(stack)
+		c.idle[k] = stack[:0]
+		c.mu.Unlock()
+		for _, pc := range old {
+			pc.close()
+		}
+		return nil
+	}
+	stack[len(stack)-1] = nil
+	c.idle[k] = stack[:len(stack)-1]
+	c.mu.Unlock()
+	return pc
+}
+
+// put returns pc, whose response ended cleanly, to the pool.
+func (c *Client) put(pc *conn) {
+	pc.br.Reset(nil)
+	readers.Put(pc.br)
+	pc.br = nil
+	max := c.MaxIdleConnsPerHost
+	if max <= 0 {
+		max = http.DefaultMaxIdleConnsPerHost
+	}
+	now := time.Now()
+	c.mu.Lock()
+	if c.closing || len(c.idle[pc.key]) >= max {
+		c.mu.Unlock()
+		pc.close()
+		return
+	}
+	pc.reused, pc.idleAt = true, now
+	if c.idle == nil {
+		c.idle = make(map[connKey][]*conn)
+	}
+	c.idle[pc.key] = append(c.idle[pc.key], pc)
+	if c.IdleConnTimeout > 0 && !c.swept {
+		c.swept = true
+		if c.sweep == nil {
+			c.sweep = time.AfterFunc(c.IdleConnTimeout, c.sweepIdle)
+		} else {
+			c.sweep.Reset(c.IdleConnTimeout)
+		}
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) expired(pc *conn, now time.Time) bool {
+	return c.IdleConnTimeout > 0 && now.Sub(pc.idleAt) >= c.IdleConnTimeout
+}
+
+// sweepIdle closes the connections idle for IdleConnTimeout and arms the
+// timer for the next one to expire.
+func (c *Client) sweepIdle() {
+	now := time.Now()
+	var old []*conn
+	c.mu.Lock()
+	var next time.Time
+	for k, stack := range c.idle {
+		n := 0
+		for n < len(stack) && c.expired(stack[n], now) {
+			n++
+		}
+		old = append(old, stack[:n]...)
+		if n == len(stack) {
+			delete(c.idle, k)
+			continue
+		}
+		if n > 0 {
+			rest := copy(stack, stack[n:])
+			clear(stack[rest:])
+			c.idle[k] = stack[:rest]
+		}
+		if first := stack[0].idleAt; next.IsZero() || first.Before(next) {
+			next = first
+		}
+	}
+	c.swept = !next.IsZero()
+	if c.swept {
+		c.sweep.Reset(next.Add(c.IdleConnTimeout).Sub(now))
+	}
+	c.mu.Unlock()
+	for _, pc := range old {
+		pc.close()
+	}
+}
+
+// CloseIdleConnections closes the idle connections; those in use are
+// closed when they come back, until the next request asks for one.
+func (c *Client) CloseIdleConnections() {
+	c.mu.Lock()
+	var old []*conn
+	for _, stack := range c.idle {
+		old = append(old, stack...)
+	}
+	c.idle = nil
+	c.closing = true
+	if c.swept {
+		c.sweep.Stop()
+		c.swept = false
+	}
+	c.mu.Unlock()
+	for _, pc := range old {
+		pc.close()
+	}
+}
+
+// Idle returns the number of idle connections.
+func (c *Client) Idle() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, stack := range c.idle {
+		n += len(stack)
+	}
+	return n
+}

@@ -1,0 +1,760 @@
+package h1client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/internal/poll"
+	"github.com/credgate/credgate/internal/testpki"
+)
+
+// rawOrigin is an upstream on 127.0.0.1 that hands each accepted
+// connection to serve, counts them, and counts those it saw closed by
+// the client.
+type rawOrigin struct {
+	ln     net.Listener
+	addr   string
+	conns  atomic.Int64
+	closed atomic.Int64 // connections whose read ended (the client closed)
+}
+
+// startRawOrigin serves each connection with serve; serve returns when it
+// is done with the connection, which is then closed.
+func startRawOrigin(t *testing.T, tlsConf *tls.Config, serve func(c net.Conn, br *bufio.Reader)) *rawOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	o := &rawOrigin{ln: ln, addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			o.conns.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return o
+}
+
+// readRequest reads one request head (up to the blank line) and returns
+// its bytes; an error when the client closed the connection.
+func readRequest(br *bufio.Reader) ([]byte, error) {
+	var b bytes.Buffer
+	for {
+		line, err := br.ReadString('\n')
+		b.WriteString(line)
+		if err != nil {
+			return b.Bytes(), err
+		}
+		if line == "\r\n" {
+			return b.Bytes(), nil
+		}
+	}
+}
+
+// serveFixed answers every request on the connection with resp and sends
+// the request heads it read to got.
+func serveFixed(o **rawOrigin, got chan<- []byte, resp string) func(net.Conn, *bufio.Reader) {
+	return func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				(*o).closed.Add(1)
+				return
+			}
+			if got != nil {
+				got <- req
+			}
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// failRT is a Fallback that must not be used.
+type failRT struct{ t *testing.T }
+
+func (f failRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	f.t.Errorf("%s %s went to the fallback", r.Method, r.URL)
+	return nil, errors.New("fallback")
+}
+
+func newClient(t *testing.T) *Client {
+	d := &net.Dialer{}
+	c := &Client{Dial: d.DialContext, Fallback: failRT{t}, IdleConnTimeout: time.Minute, MaxIdleConnsPerHost: 4}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+func get(t *testing.T, rt http.RoundTripper, ctx context.Context, method, u string) (*http.Response, string, error) {
+	t.Helper()
+	r, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header["User-Agent"] = []string{""}
+	resp, err := rt.RoundTrip(r)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+// TestSameBytesAsTransport: for each request the upstream receives
+// exactly the bytes net/http's Transport (as the gateway configures it:
+// keep-alive, no compression) sends for it.
+func TestSameBytesAsTransport(t *testing.T) {
+	got := make(chan []byte, 1)
+	var o *rawOrigin
+	o = startRawOrigin(t, nil, serveFixed(&o, got, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 4}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := newClient(t)
+	base := "http://" + o.addr
+	tests := []struct {
+		name   string
+		method string
+		url    string
+		set    func(r *http.Request)
+	}{
+		{name: "plain GET", method: "GET", url: base + "/v1/x"},
+		{name: "empty method", method: "", url: base + "/"},
+		{name: "repeated headers", method: "GET", url: base + "/a", set: func(r *http.Request) {
+			r.Header["Accept"] = []string{"a/b", "c/d"}
+			r.Header["X-Multi"] = []string{"1", "2", "3"}
+			r.Header.Set("Authorization", "Bearer tok")
+		}},
+		{name: "Host differs from URL host", method: "GET", url: base + "/h", set: func(r *http.Request) { r.Host = "api.example.test" }},
+		{name: "odd query", method: "GET", url: base + "/q?a=%2F%2f&b=+x&c&&d=%25&e=%E2%82%AC"},
+		{name: "encoded path", method: "GET", url: base + "/a%20b/c%2Fd/%7Euser"},
+		{name: "double slash path", method: "GET", url: base + "//a//b/"},
+		{name: "no path", method: "GET", url: base},
+		{name: "HEAD", method: "HEAD", url: base + "/head"},
+		{name: "OPTIONS *", method: "OPTIONS", url: base, set: func(r *http.Request) { r.URL.Path = "*" }},
+		{name: "TRACE", method: "TRACE", url: base + "/t"},
+		{name: "DELETE with idempotency key", method: "DELETE", url: base + "/d", set: func(r *http.Request) { r.Header.Set("Idempotency-Key", "k1") }},
+		{name: "user agent kept", method: "GET", url: base + "/ua", set: func(r *http.Request) { r.Header.Set("User-Agent", "client/1.0") }},
+		{name: "empty header value", method: "GET", url: base + "/e", set: func(r *http.Request) { r.Header["X-Empty"] = []string{""} }},
+		{name: "Range", method: "GET", url: base + "/r", set: func(r *http.Request) { r.Header.Set("Range", "bytes=0-1") }},
+		{name: "IPv4 host with port", method: "GET", url: base + "/p", set: func(r *http.Request) { r.Host = "127.0.0.1:8443" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			send := func(rt http.RoundTripper) []byte {
+				r, err := http.NewRequest(tt.method, tt.url, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Header["User-Agent"] = []string{""} // as forward sets it
+				if tt.set != nil {
+					tt.set(r)
+				}
+				resp, err := rt.RoundTrip(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return <-got
+			}
+			want, have := send(tr), send(c)
+			if !bytes.Equal(want, have) {
+				t.Errorf("upstream received\n%q\nwant (Transport)\n%q", have, want)
+			}
+		})
+	}
+}
+
+// TestFallback: requests the client does not send itself go to Fallback.
+func TestFallback(t *testing.T) {
+	var used atomic.Int64
+	c := &Client{Fallback: rtFunc(func(*http.Request) (*http.Response, error) {
+		used.Add(1)
+		return nil, errors.New("fallback")
+	})}
+	for _, tc := range []struct {
+		name string
+		r    func() *http.Request
+	}{
+		{"body", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", strings.NewReader("x"))
+			return r
+		}},
+		{"POST", func() *http.Request { r, _ := http.NewRequest("POST", "http://a.test/", nil); return r }},
+		{"PUT without idempotency key", func() *http.Request { r, _ := http.NewRequest("PUT", "http://a.test/", nil); return r }},
+		{"upgrade", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.Header.Set("Upgrade", "websocket")
+			return r
+		}},
+		{"expect", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.Header.Set("Expect", "100-continue")
+			return r
+		}},
+		{"bad header value", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.Header["X"] = []string{"a\r\nInjected: 1"}
+			return r
+		}},
+		{"bad header name", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.Header["X Y"] = []string{"1"}
+			return r
+		}},
+		{"control byte in path", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.URL.Path = "/a\nb"
+			return r
+		}},
+		{"non-ASCII host", func() *http.Request { r, _ := http.NewRequest("GET", "http://bücher.test/", nil); return r }},
+		{"other scheme", func() *http.Request { r, _ := http.NewRequest("GET", "ftp://a.test/", nil); return r }},
+		{"close", func() *http.Request { r, _ := http.NewRequest("GET", "http://a.test/", nil); r.Close = true; return r }},
+	} {
+		before := used.Load()
+		_, _ = c.RoundTrip(tc.r())
+		if used.Load() != before+1 {
+			t.Errorf("%s: not sent through the fallback", tc.name)
+		}
+	}
+}
+
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestReuseAndClose: a connection is reused after a body read to its
+// end (Content-Length, chunked with trailers, HEAD, 204), not after
+// Connection: close, HTTP/1.0 or a body closed before its end.
+func TestReuseAndClose(t *testing.T) {
+	tests := []struct {
+		name, method, resp, wantBody string
+		wantConns                    int64
+		closeEarly                   bool
+	}{
+		{name: "content-length", method: "GET", resp: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", wantBody: "ok", wantConns: 1},
+		{name: "chunked", method: "GET", resp: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 42\r\n\r\n", wantBody: "ok", wantConns: 1},
+		{name: "HEAD", method: "HEAD", resp: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", wantConns: 1},
+		{name: "204", method: "GET", resp: "HTTP/1.1 204 No Content\r\n\r\n", wantConns: 1},
+		{name: "connection close", method: "GET", resp: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", wantBody: "ok", wantConns: 2},
+		{name: "HTTP/1.0", method: "GET", resp: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", wantBody: "ok", wantConns: 2},
+		{name: "closed before the end", method: "GET", resp: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", wantConns: 2, closeEarly: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o *rawOrigin
+			o = startRawOrigin(t, nil, serveFixed(&o, nil, tt.resp))
+			c := newClient(t)
+			for i := range 2 {
+				r, _ := http.NewRequest(tt.method, "http://"+o.addr+"/x", nil)
+				resp, err := c.RoundTrip(r)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				if tt.closeEarly {
+					resp.Body.Close()
+					continue
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(b) != tt.wantBody {
+					t.Fatalf("request %d: body %q, %v", i, b, err)
+				}
+				if tt.name == "chunked" && resp.Trailer.Get("X-Sum") != "42" {
+					t.Errorf("trailer %v", resp.Trailer)
+				}
+			}
+			if got := o.conns.Load(); got != tt.wantConns {
+				t.Errorf("origin accepted %d connections, want %d", got, tt.wantConns)
+			}
+			if tt.wantConns == 2 {
+				poll.True(t, 5*time.Second, "both connections closed", func() bool { return o.closed.Load() == 2 })
+			}
+		})
+	}
+}
+
+// TestServerClosedIdleConnection: a pooled connection the server closed
+// while it was idle costs the request nothing: it is sent again on a new
+// one. A new connection that fails is not retried.
+func TestServerClosedIdleConnection(t *testing.T) {
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		// One response per connection, then the server closes it
+		// without having said so.
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	c := newClient(t)
+	for i := range 3 {
+		if _, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+	}
+	if got := o.conns.Load(); got != 3 {
+		t.Errorf("origin accepted %d connections, want 3", got)
+	}
+
+	mute := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		_, _ = readRequest(br) // and close without an answer
+	})
+	if _, _, err := get(t, c, t.Context(), "GET", "http://"+mute.addr+"/"); err == nil {
+		t.Fatal("a new connection closed without an answer: no error")
+	}
+	if got := mute.conns.Load(); got != 1 {
+		t.Errorf("a failed new connection was retried: %d connections", got)
+	}
+}
+
+// TestCloseCrossesRequest: a server that closes a reused connection on
+// reading the request, without an answer, costs the request nothing: it
+// is sent again on a new connection.
+func TestCloseCrossesRequest(t *testing.T) {
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, _ = readRequest(br) // the second request: closed unanswered
+	})
+	c := newClient(t)
+	for i := range 2 {
+		if _, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+	}
+	if got := o.conns.Load(); got != 2 {
+		t.Errorf("origin accepted %d connections, want 2", got)
+	}
+}
+
+// TestUnsolicitedWhileIdle: what a server sends on an idle connection (a
+// 408 before it closes it) is never read as the next request's answer:
+// the connection is dropped when next taken from the pool. Also once
+// the response header timeout of the request before has passed, after
+// a response with a body and after one without.
+func TestUnsolicitedWhileIdle(t *testing.T) {
+	for _, first := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+	} {
+		for _, timeout := range []time.Duration{0, 20 * time.Millisecond} {
+			t.Run(fmt.Sprintf("%.12s/timeout=%s", first[9:], timeout), func(t *testing.T) {
+				sent, pooled := make(chan struct{}), make(chan struct{})
+				var n atomic.Int64
+				o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+					isFirst := n.Add(1) == 1
+					for {
+						if _, err := readRequest(br); err != nil {
+							return
+						}
+						if !isFirst {
+							io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+							continue
+						}
+						io.WriteString(c, first)
+						// Once the client pooled the connection. On
+						// loopback the bytes are in the client's socket
+						// once the write returns.
+						<-pooled
+						io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+						close(sent)
+						isFirst = false
+					}
+				})
+				c := newClient(t)
+				c.ResponseHeaderTimeout = timeout
+				if _, _, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil {
+					t.Fatalf("first request: %v", err)
+				}
+				t0 := time.Now()
+				if c.Idle() != 1 {
+					t.Fatal("the first connection was not pooled")
+				}
+				close(pooled)
+				<-sent
+				// The first request's header deadline must have passed.
+				poll.True(t, 5*time.Second, "the response header timeout passed", func() bool { return time.Since(t0) > 2*timeout })
+				resp, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/")
+				if err != nil || resp.StatusCode != 200 || body != "ok" {
+					t.Fatalf("second request: %v %q %v", resp, body, err)
+				}
+				if got := o.conns.Load(); got != 2 {
+					t.Errorf("origin accepted %d connections, want 2", got)
+				}
+			})
+		}
+	}
+}
+
+// TestInformational: 1xx responses reach Got1xxResponse in order; a 101
+// to a request that asked for no upgrade is an error.
+func TestInformational(t *testing.T) {
+	var o *rawOrigin
+	o = startRawOrigin(t, nil, serveFixed(&o, nil, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	c := newClient(t)
+	var seen []string
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		seen = append(seen, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}})
+	resp, body, err := get(t, c, ctx, "GET", "http://"+o.addr+"/")
+	if err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%v %q %v", resp, body, err)
+	}
+	if want := []string{"103 </a.css>; rel=preload", "102 "}; fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("1xx seen %q, want %q", seen, want)
+	}
+
+	var sw *rawOrigin
+	sw = startRawOrigin(t, nil, serveFixed(&sw, nil, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"))
+	if _, _, err := get(t, c, t.Context(), "GET", "http://"+sw.addr+"/"); !errors.Is(err, errSwitched) {
+		t.Errorf("101: %v, want errSwitched", err)
+	}
+	poll.True(t, 5*time.Second, "the switched connection closed", func() bool { return sw.closed.Load() == 1 })
+}
+
+// TestHeaderTimeout: an upstream that does not answer within
+// ResponseHeaderTimeout fails the request with a timeout error (the
+// gateway answers 504), and the connection is closed.
+func TestHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	var o *rawOrigin
+	o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		select {
+		case <-release:
+		case <-t.Context().Done():
+		}
+		if _, err := br.ReadByte(); err != nil {
+			o.closed.Add(1)
+		}
+	})
+	defer close(release)
+	c := newClient(t)
+	c.ResponseHeaderTimeout = 50 * time.Millisecond
+	_, _, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("error %v, want a net.Error timeout wrapping os.ErrDeadlineExceeded", err)
+	}
+	if o.conns.Load() != 1 {
+		t.Errorf("a timed-out request was retried")
+	}
+}
+
+// TestCancelAbortsUpstream: the request's context ending aborts a
+// blocked header read and a blocked body read at once.
+func TestCancelAbortsUpstream(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	var o *rawOrigin
+	o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		req, err := readRequest(br)
+		if err != nil {
+			return
+		}
+		if bytes.Contains(req, []byte("/body")) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+		}
+		arrived <- struct{}{}
+		if _, err := br.ReadByte(); err != nil {
+			o.closed.Add(1) // the client closed: it stopped waiting
+		}
+	})
+	c := newClient(t)
+	c.ResponseHeaderTimeout = time.Hour
+
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { <-arrived; cancel() }()
+	if _, _, err := get(t, c, ctx, "GET", "http://"+o.addr+"/headers"); !errors.Is(err, context.Canceled) {
+		t.Errorf("header read: %v, want context.Canceled", err)
+	}
+	poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 1 })
+
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	r, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr+"/body", nil)
+	resp, err := c.RoundTrip(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := resp.Body.Read(buf); !errors.Is(err, context.Canceled) {
+		t.Errorf("body read: %v, want context.Canceled", err)
+	}
+	resp.Body.Close()
+	poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 2 })
+	if c.Idle() != 0 {
+		t.Errorf("%d idle connections after cancelled requests", c.Idle())
+	}
+}
+
+// TestHostileResponses: malformed responses end in an error (a body
+// error for a broken body), never a panic, and their connection is not
+// pooled.
+func TestHostileResponses(t *testing.T) {
+	huge := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n"
+	for _, tc := range []struct{ name, resp string }{
+		{"malformed status line", "HTTP/1.1 OK\r\n\r\n"},
+		{"not HTTP", "SSH-2.0-OpenSSH\r\n"},
+		{"status below 100", "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n"},
+		{"huge headers", huge},
+		{"huge 1xx headers", "HTTP/1.1 103 Early Hints\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+		{"bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"},
+		{"chunk cut short", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nok"},
+		{"body shorter than its length", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok"},
+		{"two content lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"},
+		{"bytes beyond the response", "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var o *rawOrigin
+			o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+				if _, err := readRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, tc.resp)
+				if tc.name == "chunk cut short" || tc.name == "body shorter than its length" {
+					c.(*net.TCPConn).CloseWrite()
+				}
+				for {
+					if _, err := br.ReadByte(); err != nil {
+						o.closed.Add(1)
+						return
+					}
+				}
+			})
+			c := newClient(t)
+			c.MaxResponseHeaderBytes = 1 << 20
+			_, _, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/")
+			if err == nil && tc.name != "bytes beyond the response" {
+				t.Fatal("no error")
+			}
+			poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 1 })
+			if c.Idle() != 0 {
+				t.Errorf("the connection was pooled")
+			}
+		})
+	}
+}
+
+// FuzzResponse: whatever the upstream answers, RoundTrip and the body
+// end without a panic, and a connection is pooled only after a complete,
+// well-framed response.
+func FuzzResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nuntil close",
+	} {
+		f.Add(s)
+	}
+	resp := make(chan string, 1)
+	// One origin for every input: each answers one request, then closes.
+	o := startRawOriginF(f, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, <-resp)
+	})
+	f.Fuzz(func(t *testing.T, s string) {
+		c := &Client{Dial: (&net.Dialer{}).DialContext, Fallback: failRT{t}, MaxResponseHeaderBytes: 64 << 10}
+		defer c.CloseIdleConnections()
+		resp <- s
+		r, _ := http.NewRequest("GET", "http://"+o.addr+"/", nil)
+		rsp, err := c.RoundTrip(r)
+		if err != nil {
+			if c.Idle() != 0 {
+				t.Fatal("pooled after an error")
+			}
+			return
+		}
+		_, err = io.Copy(io.Discard, rsp.Body)
+		rsp.Body.Close()
+		if err != nil && c.Idle() != 0 {
+			t.Fatal("pooled after a body error")
+		}
+	})
+}
+
+// startRawOriginF is startRawOrigin for a fuzz target.
+func startRawOriginF(f *testing.F, serve func(c net.Conn, br *bufio.Reader)) *rawOrigin {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	o := &rawOrigin{ln: ln, addr: ln.Addr().String()}
+	f.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return o
+}
+
+// TestIdleBounds: at most MaxIdleConnsPerHost idle connections per host,
+// closed after IdleConnTimeout by the sweep, and all by
+// CloseIdleConnections.
+func TestIdleBounds(t *testing.T) {
+	release := make(chan struct{})
+	var o *rawOrigin
+	o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				o.closed.Add(1)
+				return
+			}
+			if bytes.Contains(req, []byte("/hold")) {
+				<-release
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	c := newClient(t)
+	c.MaxIdleConnsPerHost = 2
+	// Four requests at once need four connections.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, body, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/hold"); err != nil || body != "ok" {
+				t.Errorf("%q %v", body, err)
+			}
+		}()
+	}
+	poll.True(t, 5*time.Second, "four connections", func() bool { return o.conns.Load() == 4 })
+	close(release)
+	wg.Wait()
+	if got := c.Idle(); got != 2 {
+		t.Errorf("%d idle, want 2", got)
+	}
+	poll.True(t, 5*time.Second, "two connections closed", func() bool { return o.closed.Load() == 2 })
+
+	c.mu.Lock()
+	c.IdleConnTimeout = 20 * time.Millisecond
+	c.sweep.Reset(0)
+	c.mu.Unlock()
+	poll.True(t, 5*time.Second, "the idle connections swept", func() bool { return o.closed.Load() == 4 && c.Idle() == 0 })
+
+	if _, _, err := get(t, c, t.Context(), "GET", "http://"+o.addr+"/"); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseIdleConnections()
+	poll.True(t, 5*time.Second, "closed by CloseIdleConnections", func() bool { return o.closed.Load() == 5 })
+}
+
+// TestTLS: https requests go through DialTLS; a connection that
+// negotiated h2 is refused; a DialTLS error comes back as it is.
+func TestTLS(t *testing.T) {
+	ca, err := testpki.NewAuthority("h1client test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Leaf("origin.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o *rawOrigin
+	o = startRawOrigin(t, &tls.Config{Certificates: []tls.Certificate{leaf}, NextProtos: []string{"http/1.1", "h2"}},
+		serveFixed(&o, nil, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	proto := "http/1.1"
+	sentinel := errors.New("sentinel")
+	c := newClient(t)
+	c.DialTLS = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if proto == "" {
+			return nil, sentinel
+		}
+		host, _, _ := net.SplitHostPort(addr)
+		raw, err := (&net.Dialer{}).DialContext(ctx, network, o.addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(raw, &tls.Config{ServerName: host, RootCAs: ca.Pool(), NextProtos: []string{proto}})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+	u := "https://origin.test:" + mustPort(t, o.addr) + "/"
+	for range 2 {
+		resp, body, err := get(t, c, t.Context(), "GET", u)
+		if err != nil || body != "ok" || resp.TLS == nil || resp.TLS.ServerName != "origin.test" {
+			t.Fatalf("%v %q %v", resp, body, err)
+		}
+	}
+	if o.conns.Load() != 1 {
+		t.Errorf("%d connections, want 1", o.conns.Load())
+	}
+	c.CloseIdleConnections()
+	proto = "h2"
+	if _, _, err := get(t, c, t.Context(), "GET", u); err == nil || !strings.Contains(err.Error(), `negotiated "h2"`) {
+		t.Errorf("h2 connection: %v", err)
+	}
+	proto = ""
+	if _, _, err := get(t, c, t.Context(), "GET", u); !errors.Is(err, sentinel) {
+		t.Errorf("dial error: %v", err)
+	}
+}
+
+func mustPort(t *testing.T, addr string) string {
+	u, err := url.Parse("http://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Port()
+}
