@@ -234,6 +234,20 @@ func BenchmarkMatcherSearch(b *testing.B) {
 					}
 				}
 			})
+			if tc.name == "forms-binary" {
+				// As a stream searches a body that comes in TLS
+				// records: 16 KiB at a time.
+				b.Run(tc.name+"-16k/"+variant, func(b *testing.B) {
+					b.SetBytes(int64(len(tc.text)))
+					for b.Loop() {
+						for i := 0; i < len(tc.text); i += 16 << 10 {
+							if at, _ := search(tc.text[i:min(len(tc.text), i+16<<10)]); at >= 0 {
+								b.Fatal("a match in random bytes")
+							}
+						}
+					}
+				})
+			}
 		}
 	}
 }
