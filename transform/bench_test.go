@@ -192,6 +192,20 @@ func BenchmarkMatcherSearch(b *testing.B) {
 	body := jsonBody(ph)
 	echo := bytes.ReplaceAll(jsonBody("ECHO"), []byte("ECHO"), []byte(testSecret))
 	hostile := bytes.Repeat([]byte("CREDGATE_PX_"), mib/12)
+	// A binary body (an archive, an image: what a large download usually
+	// is) searched for the forms of a hex token, as the bench's bigbody
+	// download is: every byte value is as frequent as any other.
+	var hexForms []needle
+	for _, f := range forms("3f9a0c27e1b84d56a7c2e90f1b3d5a7c9e2f4a6b8d0c1e3f", DefaultMinLength) {
+		hexForms = append(hexForms, needle{find: []byte(f), repl: []byte("*")})
+	}
+	binary := make([]byte, mib)
+	for i, x := 0, uint32(1); i < len(binary); i++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		binary[i] = byte(x >> 7)
+	}
 	for _, tc := range []struct {
 		name    string
 		needles []needle
@@ -200,6 +214,7 @@ func BenchmarkMatcherSearch(b *testing.B) {
 		{"placeholders", phs, body},
 		{"forms", fs, echo},
 		{"placeholders-hostile", phs, hostile},
+		{"forms-binary", hexForms, binary},
 	} {
 		m := newMatcher(tc.needles)
 		for _, variant := range []string{"first", "scan"} {
@@ -219,6 +234,20 @@ func BenchmarkMatcherSearch(b *testing.B) {
 					}
 				}
 			})
+			if tc.name == "forms-binary" {
+				// As a stream searches a body that comes in TLS
+				// records: 16 KiB at a time.
+				b.Run(tc.name+"-16k/"+variant, func(b *testing.B) {
+					b.SetBytes(int64(len(tc.text)))
+					for b.Loop() {
+						for i := 0; i < len(tc.text); i += 16 << 10 {
+							if at, _ := search(tc.text[i:min(len(tc.text), i+16<<10)]); at >= 0 {
+								b.Fatal("a match in random bytes")
+							}
+						}
+					}
+				})
+			}
 		}
 	}
 }

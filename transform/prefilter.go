@@ -24,6 +24,10 @@ type prefilter struct {
 	cands [][]candidate
 	// maxOff is the largest offset of a rare byte in its needle.
 	maxOff int
+	// tolerance is log2 of how many bytes of text one visited occurrence
+	// may stand for before the search goes on with Wu-Manber
+	// (prefiltered).
+	tolerance uint
 }
 
 // candidate is a needle (an index into matcher.needles) whose byte at off
@@ -79,7 +83,7 @@ func newPrefilter(needles []needle) *prefilter {
 	if cost > maxRareCost {
 		return nil
 	}
-	p := &prefilter{rare: rare, cands: make([][]candidate, len(rare))}
+	p := &prefilter{rare: rare, cands: make([][]candidate, len(rare)), tolerance: tolerance(len(needles[len(needles)-1].find))}
 	for i, n := range needles {
 		// The cheapest chosen byte the needle holds, at its first offset.
 		k, off := -1, 0
@@ -92,6 +96,22 @@ func newPrefilter(needles []needle) *prefilter {
 		p.maxOff = max(p.maxOff, off)
 	}
 	return p
+}
+
+// tolerance returns log2 of the text one visited occurrence of a rare
+// byte may stand for, for needles of at least minLen bytes: Wu-Manber
+// skips random-looking text about minLen-1 bytes at a time, and a visit
+// (a call of bytes.IndexByte, the candidates' checks) costs about as much
+// as eight of its steps. In binary bodies (archives, images: every byte
+// as frequent as any other) each rare byte occurs every 256 bytes, which
+// for the 48-byte forms of a hex token made the prefilter three times
+// slower than Wu-Manber (BenchmarkMatcherSearch/forms-binary).
+func tolerance(minLen int) uint {
+	t := uint(4)
+	for 1<<(t+1) <= 8*(minLen-1) {
+		t++
+	}
+	return t
 }
 
 // byteCost estimates what looking for c costs: one pass over the text
@@ -149,7 +169,7 @@ func (m *matcher) prefiltered(b []byte) (at, which int) {
 	}
 	at, which = -1, -1
 	bound := len(b) // occurrences at or past bound cannot matter
-	fails := 0
+	fails, visits := 0, 0
 	for {
 		k := 0
 		for j := 1; j < len(rare); j++ {
@@ -165,6 +185,7 @@ func (m *matcher) prefiltered(b []byte) (at, which int) {
 			next[k], miss[k] = indexWithin(b, pos, rare[k])
 			continue
 		}
+		visits++
 		for _, c := range p.cands[k] {
 			s := pos - c.off
 			if s < 0 || at >= 0 && (s > at || s == at && c.needle > which) {
@@ -179,8 +200,9 @@ func (m *matcher) prefiltered(b []byte) (at, which int) {
 		}
 		next[k], miss[k] = indexWithin(b, pos+1, rare[k])
 		// More than one failed candidate per 16 bytes (as bytes.Index
-		// tolerates): the bytes are not rare in this text.
-		if at < 0 && fails > 16+pos>>4 {
+		// tolerates), or more occurrences than Wu-Manber would take
+		// steps: the bytes are not rare enough in this text.
+		if at < 0 && (fails > 16+pos>>4 || visits > 16+pos>>p.tolerance) {
 			// Every occurrence before the next one was verified, so no
 			// match starts more than maxOff before it.
 			from := len(b)

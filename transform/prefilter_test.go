@@ -210,3 +210,39 @@ func TestMatcherTableLazy(t *testing.T) {
 		t.Error("the Wu-Manber table was not built for a text that defeats the prefilter")
 	}
 }
+
+// TestMatcherBinary checks the prefilter's retreat for long needles in
+// binary text, where every byte value is as frequent as any other: the
+// forms of a hex token, planted around and far past the point where the
+// search goes on with Wu-Manber, are found as brute force finds them,
+// also by a stream reading the text in TLS-record-sized pieces; and
+// Wu-Manber did take over (the table was built).
+func TestMatcherBinary(t *testing.T) {
+	var ns []needle
+	for i, f := range forms("3f9a0c27e1b84d56a7c2e90f1b3d5a7c9e2f4a6b8d0c1e3f", DefaultMinLength) {
+		ns = append(ns, needle{find: []byte(f), repl: []byte{'<', byte('0' + i), '>'}})
+	}
+	m := newMatcher(ns)
+	if m.pf == nil {
+		t.Fatal("the forms of a hex token should take a prefilter")
+	}
+	r := rand.New(rand.NewPCG(20, 1))
+	base := make([]byte, 40<<10)
+	for i := range base {
+		base[i] = byte(r.Uint32())
+	}
+	if at, _ := m.first(base); at >= 0 {
+		t.Fatalf("first = %d in a text without the token", at)
+	}
+	if m.wm == nil {
+		t.Error("the prefilter kept visiting the rare bytes of a binary text: Wu-Manber never took over")
+	}
+	checkSearch(t, m, base, []int{16 << 10})
+	for _, n := range m.needles {
+		for _, off := range []int{0, 100, 2000, 4095, 9000, 16<<10 - 3, 30000, len(base) - len(n.find)} {
+			text := append([]byte(nil), base...)
+			copy(text[off:], n.find)
+			checkSearch(t, m, text, nil, []int{16 << 10}, []int{off + 5, 16 << 10})
+		}
+	}
+}
