@@ -86,6 +86,18 @@ type reqState struct {
 	// part of reqState so that they cost no allocation of their own.
 	sw      statusWriter
 	reqBody countingBody
+	// hooks is what resp points to when set (newHooks), and ae the
+	// Accept-Encoding value prepareResponse sets: part of reqState, so no
+	// allocation of their own.
+	hooks responseHooks
+	ae    [1]string
+}
+
+// newHooks returns st's response hooks, zeroed, for st.resp to point to
+// when it is nil.
+func (st *reqState) newHooks() *responseHooks {
+	st.hooks = responseHooks{}
+	return &st.hooks
 }
 
 // refusalCode is the code of the refusal or abort the round trip ended
