@@ -281,6 +281,9 @@ type exchange struct {
 	// trace is the request's trace; the zero Request when tracing is off
 	// (hooks check g.tracer first).
 	trace tracing.Request
+	// st is the request's state once admitted (handle): part of the
+	// exchange, so no allocation of its own.
+	st reqState
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -531,7 +534,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
 	octx := ctx
