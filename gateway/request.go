@@ -91,6 +91,18 @@ type reqState struct {
 	// allocation of their own.
 	hooks responseHooks
 	ae    [1]string
+	// key is keyOf(keyCred) (credKey).
+	key     credKey
+	keyCred *providers.Credential
+}
+
+// credKey returns keyOf(cred), made once per request for the credential
+// it injects (the Scrubber's and the audit line's caches both look it up).
+func (st *reqState) credKey(cred *providers.Credential) credKey {
+	if cred != st.keyCred || cred == nil {
+		st.keyCred, st.key = cred, keyOf(cred)
+	}
+	return st.key
 }
 
 // newHooks returns st's response hooks, zeroed, for st.resp to point to
@@ -624,7 +636,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
 		ev2.CacheHit = hit && !st.reissued
-		ev2.CredentialFP = g.audit.credentialFP(cmp.Or(st.reissuedCred, cred))
+		c := cmp.Or(st.reissuedCred, cred)
+		ev2.CredentialFP = g.audit.credentialFPKey(st.credKey(c), c)
 	}
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code

@@ -68,9 +68,19 @@ type credCache[V any] struct {
 // the credential cache holds by default), it starts again empty.
 const maxCredCache = 2 * providers.DefaultCacheMaxEntries
 
+// keyOf returns cred's key in a credCache.
+func keyOf(cred *providers.Credential) credKey {
+	return credKey{cred: weak.Make(cred)}
+}
+
 // get returns the value of cred, made by derive on first use.
 func (c *credCache[V]) get(cred *providers.Credential, derive func(*providers.Credential) V) V {
-	k := credKey{cred: weak.Make(cred)}
+	return c.getKey(keyOf(cred), cred, derive)
+}
+
+// getKey is get with cred's key, keyOf(cred), already made (a request
+// looks up its credential in two caches; weak.Make costs a lock).
+func (c *credCache[V]) getKey(k credKey, cred *providers.Credential, derive func(*providers.Credential) V) V {
 	c.mu.Lock()
 	v, ok := c.m[k]
 	c.mu.Unlock()
@@ -188,7 +198,7 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 		h.encoded = d.Scrub.Encoded
 	}
 	if d.Action == policy.Inject && !d.Scrub.Off && cred != nil {
-		h.addScrubber(g.scrubbers.get(cred))
+		h.addScrubber(g.scrubbers.c.getKey(st.credKey(cred), cred, newCredScrubber))
 		h.credScrubbed = true
 	}
 	if d.Action == policy.Inject && d.Custody != nil {
