@@ -276,10 +276,16 @@ func (a *auditor) write(ev *event) {
 // credential (fingerprint): a credential is never modified, and a
 // refreshed one is another credential.
 func (a *auditor) credentialFP(cred *providers.Credential) string {
+	return a.credentialFPKey(keyOf(cred), cred)
+}
+
+// credentialFPKey is credentialFP with cred's key, keyOf(cred), already
+// made.
+func (a *auditor) credentialFPKey(k credKey, cred *providers.Credential) string {
 	if cred == nil || len(cred.Fields) == 0 {
 		return ""
 	}
-	return a.fps.get(cred, a.fingerprint)
+	return a.fps.getKey(k, cred, a.fingerprint)
 }
 
 // fingerprint returns the credential_fp of cred: its fields, by name

@@ -333,10 +333,10 @@ func (g *Gateway) custodyRequest(x *exchange, out *http.Request, st *reqState) *
 		return nil
 	}
 	if st.resp == nil {
-		st.resp = &responseHooks{}
+		st.resp = st.newHooks()
 	}
 	for _, c := range creds {
-		st.resp.scrubbers = append(st.resp.scrubbers, g.scrubbers.get(c))
+		st.resp.addScrubber(g.scrubbers.get(c))
 	}
 	return nil
 }

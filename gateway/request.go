@@ -86,6 +86,30 @@ type reqState struct {
 	// part of reqState so that they cost no allocation of their own.
 	sw      statusWriter
 	reqBody countingBody
+	// hooks is what resp points to when set (newHooks), and ae the
+	// Accept-Encoding value prepareResponse sets: part of reqState, so no
+	// allocation of their own.
+	hooks responseHooks
+	ae    [1]string
+	// key is keyOf(keyCred) (credKey).
+	key     credKey
+	keyCred *providers.Credential
+}
+
+// credKey returns keyOf(cred), made once per request for the credential
+// it injects (the Scrubber's and the audit line's caches both look it up).
+func (st *reqState) credKey(cred *providers.Credential) credKey {
+	if cred != st.keyCred || cred == nil {
+		st.keyCred, st.key = cred, keyOf(cred)
+	}
+	return st.key
+}
+
+// newHooks returns st's response hooks, zeroed, for st.resp to point to
+// when it is nil.
+func (st *reqState) newHooks() *responseHooks {
+	st.hooks = responseHooks{}
+	return &st.hooks
 }
 
 // refusalCode is the code of the refusal or abort the round trip ended
@@ -269,6 +293,9 @@ type exchange struct {
 	// trace is the request's trace; the zero Request when tracing is off
 	// (hooks check g.tracer first).
 	trace tracing.Request
+	// st is the request's state once admitted (handle): part of the
+	// exchange, so no allocation of its own.
+	st reqState
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -519,7 +546,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	st := &reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
 	octx := ctx
@@ -608,7 +636,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if d.Action == policy.Inject {
 		ev2.Credential = d.Inject.Credential
 		ev2.CacheHit = hit && !st.reissued
-		ev2.CredentialFP = g.audit.credentialFP(cmp.Or(st.reissuedCred, cred))
+		c := cmp.Or(st.reissuedCred, cred)
+		ev2.CredentialFP = g.audit.credentialFPKey(st.credKey(c), c)
 	}
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code

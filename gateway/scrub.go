@@ -68,9 +68,19 @@ type credCache[V any] struct {
 // the credential cache holds by default), it starts again empty.
 const maxCredCache = 2 * providers.DefaultCacheMaxEntries
 
+// keyOf returns cred's key in a credCache.
+func keyOf(cred *providers.Credential) credKey {
+	return credKey{cred: weak.Make(cred)}
+}
+
 // get returns the value of cred, made by derive on first use.
 func (c *credCache[V]) get(cred *providers.Credential, derive func(*providers.Credential) V) V {
-	k := credKey{cred: weak.Make(cred)}
+	return c.getKey(keyOf(cred), cred, derive)
+}
+
+// getKey is get with cred's key, keyOf(cred), already made (a request
+// looks up its credential in two caches; weak.Make costs a lock).
+func (c *credCache[V]) getKey(k credKey, cred *providers.Credential, derive func(*providers.Credential) V) V {
 	c.mu.Lock()
 	v, ok := c.m[k]
 	c.mu.Unlock()
@@ -143,6 +153,18 @@ type responseHooks struct {
 	// credScrubbed: the injected credential is scrubbed (a credential
 	// the round trip reissued after a 401 is scrubbed too).
 	credScrubbed bool
+	// scrub1 and count1 hold the first Scrubber and count (the usual
+	// case), so that they cost no allocation of their own.
+	scrub1 [1]*transform.Scrubber
+	count1 [1]*transform.ScrubCount
+}
+
+// addScrubber adds s to the Scrubbers of the response.
+func (h *responseHooks) addScrubber(s *transform.Scrubber) {
+	if h.scrubbers == nil {
+		h.scrubbers = h.scrub1[:0:1]
+	}
+	h.scrubbers = append(h.scrubbers, s)
 }
 
 // scrubbed returns the occurrences redacted so far.
@@ -169,14 +191,14 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 	d := x.d
 	h := st.resp
 	if h == nil {
-		h = &responseHooks{}
+		h = st.newHooks()
 	}
 	h.rule, h.encoded = d.Rule, policy.EncodedDecode
 	if d.Scrub.Encoded != "" {
 		h.encoded = d.Scrub.Encoded
 	}
 	if d.Action == policy.Inject && !d.Scrub.Off && cred != nil {
-		h.scrubbers = append(h.scrubbers, g.scrubbers.get(cred))
+		h.addScrubber(g.scrubbers.c.getKey(st.credKey(cred), cred, newCredScrubber))
 		h.credScrubbed = true
 	}
 	if d.Action == policy.Inject && d.Custody != nil {
@@ -189,11 +211,11 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 	if _, ok := out.Header["Upgrade"]; ok {
 		wsPrepare(out, st)
 	}
+	st.ae[0] = "identity"
 	if h.encoded == policy.EncodedDecode {
-		out.Header["Accept-Encoding"] = []string{"gzip, deflate, br"}
-	} else {
-		out.Header["Accept-Encoding"] = []string{"identity"}
+		st.ae[0] = "gzip, deflate, br"
 	}
+	out.Header["Accept-Encoding"] = st.ae[:1:1]
 }
 
 // transformResponse applies st's response hooks to resp before its
@@ -236,12 +258,15 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 	cl := resp.ContentLength
 	h.announced = -1
 	if h.credScrubbed && st.reissuedCred != nil {
-		h.scrubbers = append(h.scrubbers, g.scrubbers.get(st.reissuedCred))
+		h.addScrubber(g.scrubbers.get(st.reissuedCred))
 	}
 	for _, s := range h.scrubbers {
 		c, err := s.TransformResponse(resp)
 		if err != nil {
 			return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent a body in an encoding the gateway cannot scrub (Content-Encoding: %s); it was not passed on. Ask the upstream for gzip, deflate, br or identity, or set scrub: {encoded: identity} on rule %q", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
+		}
+		if h.counts == nil {
+			h.counts = h.count1[:0:1]
 		}
 		h.counts = append(h.counts, c)
 	}

@@ -171,8 +171,11 @@ func validFieldName(k string) bool {
 func (w *response) writeStatusLine(code int) {
 	bw := w.c.bw
 	_, _ = bw.WriteString("HTTP/1.1 ")
-	var num [3]byte
-	_, _ = bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	// code is 100..999 (WriteHeader makes it so): three digits, written
+	// one by one (a slice of a local array passed to Write escapes).
+	_ = bw.WriteByte(byte('0' + code/100))
+	_ = bw.WriteByte(byte('0' + code/10%10))
+	_ = bw.WriteByte(byte('0' + code%10))
 	_ = bw.WriteByte(' ')
 	_, _ = bw.WriteString(http.StatusText(code))
 	_, _ = bw.WriteString("\r\n")
