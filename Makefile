@@ -130,6 +130,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzChunkBuffer$$' -fuzztime=$(FUZZTIME) ./injectors/sigv4
 	$(GO) test -run='^$$' -fuzz='^FuzzParsePath$$' -fuzztime=$(FUZZTIME) ./internal/canonical
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthority$$' -fuzztime=$(FUZZTIME) ./internal/canonical
+	$(GO) test -run='^$$' -fuzz='^FuzzResponse$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
+	$(GO) test -run='^$$' -fuzz='^FuzzMatcherMany$$' -fuzztime=$(FUZZTIME) ./transform
 
 clean:
 	rm -rf bin dist

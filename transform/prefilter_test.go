@@ -246,3 +246,41 @@ func TestMatcherBinary(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMatcherMany checks matchers of any number of needles — past
+// manyNeedles, where candidates are looked up by hash and binary search,
+// and with prefilters that give way to Wu-Manber — against brute force,
+// whole and streamed. The needles are cut from seed at the lengths in
+// cuts; text is searched as given and with each needle planted in it.
+func FuzzMatcherMany(f *testing.F) {
+	f.Add([]byte("0123456789abcdef0123456789abcdef0123456789abcdef"), []byte{2, 3, 4, 5, 6, 7}, []byte("xx0123yy89abzz"), byte(7))
+	f.Add([]byte("ababababababababababababababababababababababab"), []byte{2, 2, 3, 2, 4}, []byte("abababa.bab"), byte(1))
+	f.Fuzz(func(t *testing.T, seed, cuts, text []byte, size byte) {
+		if len(cuts) == 0 || len(text) > 4096 {
+			return
+		}
+		var ns []needle
+		for i, off := 0, 0; off < len(seed) && len(ns) < 80; i++ {
+			n := 2 + int(cuts[i%len(cuts)])%15
+			if off+n > len(seed) {
+				break
+			}
+			ns = append(ns, needle{find: seed[off : off+n], repl: []byte{'<', byte('0' + i%10), '>'}})
+			// Overlapping cuts: needles that share prefixes and suffixes.
+			off += 1 + int(cuts[i%len(cuts)])%max(1, n)
+		}
+		if len(ns) == 0 {
+			return
+		}
+		m := newMatcher(ns)
+		sizes := []int{1 + int(size)}
+		checkSearch(t, m, text, sizes)
+		for i, n := range m.needles {
+			if i >= 8 {
+				break
+			}
+			planted := append(append(append([]byte(nil), text[:len(text)/2]...), n.find...), text[len(text)/2:]...)
+			checkSearch(t, m, planted, sizes, []int{max(1, len(text)/2+1), 3})
+		}
+	})
+}
