@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
@@ -46,6 +47,7 @@ Logs are JSON lines on stderr.`,
 			// records of the JSON log. Availability changes are logged
 			// by the gateway itself at warn/info.
 			redis.SetLogger(redisLog{logger})
+			setMemoryLimit(cmd.Context(), logger, memlimit.FromCgroup, memLimitRefresh)
 			return serve(cmd.Context(), cfg, gateway.Options{Logger: logger}, nil)
 		},
 	}
