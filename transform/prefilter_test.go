@@ -284,3 +284,91 @@ func FuzzMatcherMany(f *testing.F) {
 		}
 	})
 }
+
+// cutReader returns data in reads of at most size bytes that never cross
+// one of cuts (offsets in data): a stream's reads end exactly there.
+type cutReader struct {
+	data []byte
+	off  int
+	cuts []int
+	size int
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.off == len(c.data) {
+		return 0, io.EOF
+	}
+	end := min(len(c.data), c.off+c.size, c.off+len(p))
+	for _, x := range c.cuts {
+		if x > c.off && x < end {
+			end = x
+		}
+	}
+	n := copy(p, c.data[c.off:end])
+	c.off += n
+	return n, nil
+}
+
+// TestStreamPrefilterPause checks a stream that searches binary text
+// (where the prefilter gives way to Wu-Manber in each read) against brute
+// force: after the prefilter gave way, the stream searches its next
+// prefilterPause fills with Wu-Manber alone, then tries the prefilter
+// again. Needles are planted before and after the first give-way, in the
+// pause, across the fill where the prefilter comes back and at the end,
+// and the stream's reads are cut at every byte of each planted needle.
+func TestStreamPrefilterPause(t *testing.T) {
+	const read = 8 << 10
+	r := rand.New(rand.NewPCG(5, 8))
+	for _, secret := range []string{"3f9a0c27e1b84d56a7c2e90f1b3d5a7c9e2f4a6b8d0c1e3f", `sk_live/Ab+c=d"e<f>&g h%z`} {
+		var ns []needle
+		for i, f := range forms(secret, DefaultMinLength) {
+			ns = append(ns, needle{find: []byte(f), repl: []byte{'<', byte('a' + i), '>'}})
+		}
+		m := newMatcher(ns)
+		if m.pf == nil {
+			t.Fatalf("the forms of %q should take a prefilter", secret)
+		}
+		text := make([]byte, (prefilterPause+4)*read)
+		for i := range text {
+			text[i] = byte(r.Uint32())
+		}
+		spots := []int{100, 3 * read / 2, 3*read - 7, 20*read + 11, (prefilterPause+1)*read - 9, (prefilterPause+2)*read + 5, len(text) - 200}
+		for i, off := range spots {
+			copy(text[off:], m.needles[i%len(m.needles)].find)
+		}
+		want := naiveApply(m, text)
+
+		// The stream gives way, pauses and tries the prefilter again.
+		sr := newStreamReader(&cutReader{data: text, size: read}, m, func(*needle) error { return nil })
+		var got []byte
+		buf := make([]byte, 32<<10)
+		gaveWay := 0
+		for last := 0; ; {
+			n, err := sr.Read(buf)
+			got = append(got, buf[:n]...)
+			if int(sr.scanOnly) > last {
+				gaveWay++
+			}
+			last = int(sr.scanOnly)
+			if err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: the stream differs from brute force", secret)
+		}
+		if gaveWay < 2 {
+			t.Errorf("%q: the prefilter gave way %d times in %d fills of binary text, want 2 or more (once, then again after the pause)", secret, gaveWay, len(text)/read)
+		}
+		for i, off := range spots {
+			for d := range len(m.needles[i%len(m.needles)].find) + 1 {
+				got, err := io.ReadAll(newStreamReader(&cutReader{data: text, size: read, cuts: []int{off + d}}, m, func(*needle) error { return nil }))
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("%q, a read ending at %d (needle at %d): the stream differs from brute force (%v)", secret, off+d, off, err)
+				}
+			}
+		}
+	}
+}
