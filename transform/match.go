@@ -446,6 +446,41 @@ func (s *streamReader) Read(p []byte) (int, error) {
 			}
 			return 0, s.err
 		}
+		if !s.advance(n == 0) {
+			return n, nil // more would wait for src
+		}
+	}
+	return n, nil
+}
+
+// ReadChunk is Read without the copy where it can do without: when the
+// next bytes ready are a stretch of the source with no match in it (all
+// of a body that holds no secret), it returns that stretch of its own
+// buffer, which stays valid until the next call of ReadChunk, Read or
+// Close and may be longer than p; otherwise (a match, a replacement to
+// hand on) it reads into p as Read does and returns p[:n]. At the end of
+// the body it returns the error Read would. A body copied to the client
+// through ReadChunk is copied once, from the source's read into the
+// reader's buffer, where Read copies it again.
+func (s *streamReader) ReadChunk(p []byte) ([]byte, error) {
+	if len(s.out) == 0 && len(s.repl) == 0 && s.err == nil {
+		s.advance(true)
+		if len(s.repl) == 0 && len(s.out) > 0 {
+			out := s.out
+			s.out = nil
+			return out, nil
+		}
+	}
+	n, err := s.Read(p)
+	return p[:n], err
+}
+
+// advance makes the next bytes ready in out and repl, or sets err (the
+// end of the body, a read error, an error of onHit). It reads src when
+// nothing is ready and fill is set, and reports false, with nothing
+// ready, when it would have to read src and fill is not set.
+func (s *streamReader) advance(fill bool) bool {
+	for {
 		if s.r < s.w {
 			limit := s.w
 			if !s.eof {
@@ -459,16 +494,16 @@ func (s *streamReader) Read(p []byte) (int, error) {
 						s.hits.n.Add(1)
 					} else if err := s.onHit(nd); err != nil {
 						s.err = err
-						continue
+						return true
 					}
 					s.out = s.buf[s.r:at]
 					s.repl = nd.repl
 					s.r = at + len(nd.find)
-					continue
+					return true
 				}
 				s.out = s.buf[s.r:limit]
 				s.r = limit
-				continue
+				return true
 			}
 		}
 		if s.eof {
@@ -478,14 +513,16 @@ func (s *streamReader) Read(p []byte) (int, error) {
 					s.err = err
 				}
 			}
-			continue
+			return true
 		}
-		if n > 0 {
-			return n, nil // more would wait for src
+		if !fill {
+			return false
 		}
 		s.fill()
+		if s.err != nil {
+			return true
+		}
 	}
-	return n, nil
 }
 
 // fill moves the held-back bytes to the front and reads more.

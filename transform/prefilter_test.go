@@ -44,7 +44,8 @@ func randomText(r *rand.Rand, alphabet string, n int) []byte {
 
 // checkSearch compares first (prefiltered when m has a prefilter), scan
 // (Wu-Manber) and apply with brute force on text, and the stream reader
-// with brute force when text arrives in reads of the given sizes.
+// with brute force when text arrives in reads of the given sizes (read
+// with Read and ReadChunk in turn).
 func checkSearch(t *testing.T, m *matcher, text []byte, sizes ...[]int) {
 	t.Helper()
 	nat, nw := naiveFirst(m, text)
@@ -58,10 +59,38 @@ func checkSearch(t *testing.T, m *matcher, text []byte, sizes ...[]int) {
 	if got, _ := m.apply(text, func(*needle) error { return nil }); !bytes.Equal(got, want) {
 		t.Fatalf("needles %q, text %q: apply %q, brute force %q", finds(m), text, got, want)
 	}
-	for _, sz := range sizes {
-		got, err := io.ReadAll(newStreamReader(&splitReader{data: text, sizes: sz}, m, func(*needle) error { return nil }))
+	for i, sz := range sizes {
+		// Read and ReadChunk search alike and differ in how they hand
+		// bytes on: each takes every other way of splitting the text.
+		s := newStreamReader(&splitReader{data: text, sizes: sz}, m, func(*needle) error { return nil })
+		how := "Read"
+		var got []byte
+		var err error
+		if i%2 == 0 {
+			got, err = io.ReadAll(s)
+		} else {
+			how = "ReadChunk"
+			got, err = readChunks(s, 1+len(text)%7)
+		}
 		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("needles %q, text %q, reads %v: stream %q (%v), brute force %q", finds(m), text, sz, got, err, want)
+			t.Fatalf("needles %q, text %q, reads %v: stream through %s %q (%v), brute force %q", finds(m), text, sz, how, got, err, want)
+		}
+	}
+}
+
+// readChunks reads s to its end through ReadChunk with a buffer of n
+// bytes, as the gateway's copyBody does.
+func readChunks(s *streamReader, n int) ([]byte, error) {
+	var out []byte
+	p := make([]byte, n)
+	for {
+		b, err := s.ReadChunk(p)
+		out = append(out, b...)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
 		}
 	}
 }
@@ -315,7 +344,8 @@ func (c *cutReader) Read(p []byte) (int, error) {
 // prefilterPause fills with Wu-Manber alone, then tries the prefilter
 // again. Needles are planted before and after the first give-way, in the
 // pause, across the fill where the prefilter comes back and at the end,
-// and the stream's reads are cut at every byte of each planted needle.
+// and the stream's reads are cut at every byte of each planted needle;
+// it is read with Read and with ReadChunk (the gateway's copyBody).
 func TestStreamPrefilterPause(t *testing.T) {
 	const read = 8 << 10
 	r := rand.New(rand.NewPCG(5, 8))
@@ -364,9 +394,20 @@ func TestStreamPrefilterPause(t *testing.T) {
 		}
 		for i, off := range spots {
 			for d := range len(m.needles[i%len(m.needles)].find) + 1 {
-				got, err := io.ReadAll(newStreamReader(&cutReader{data: text, size: read, cuts: []int{off + d}}, m, func(*needle) error { return nil }))
+				// Read and ReadChunk search alike and differ in how they
+				// hand bytes on: each takes every other cut.
+				s := newStreamReader(&cutReader{data: text, size: read, cuts: []int{off + d}}, m, func(*needle) error { return nil })
+				how := "Read"
+				var got []byte
+				var err error
+				if d%2 == 0 {
+					got, err = io.ReadAll(s)
+				} else {
+					how = "ReadChunk"
+					got, err = readChunks(s, 32<<10)
+				}
 				if err != nil || !bytes.Equal(got, want) {
-					t.Fatalf("%q, a read ending at %d (needle at %d): the stream differs from brute force (%v)", secret, off+d, off, err)
+					t.Fatalf("%q, a read ending at %d (needle at %d): the stream through %s differs from brute force (%v)", secret, off+d, off, how, err)
 				}
 			}
 		}
