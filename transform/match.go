@@ -91,7 +91,7 @@ type wuManberTable struct {
 // loaded: the next window's bytes and shift are loaded while this one's
 // are, instead of after them (pos += sh made each step wait for the
 // last one's loads: BenchmarkMatcherSearch/forms-binary/scan is about
-// four times faster this way, forms/scan over JSON 2.5 times;
+// four times faster this way, forms/scan over JSON three times;
 // docs/performance.md, "Large downloads, fifth session").
 func (t *wuManberTable) skip(b []byte, pos int) int {
 	top := t.top
