@@ -258,22 +258,27 @@ var errClientWrite = errors.New("gateway: writing the response to the client fai
 // large writes, which bypass that buffer). A body complete in one read,
 // the common small API answer, is sent with its headers in one write when
 // the handler returns; while the first read waits, the headers are
-// flushed alone after headerHold (readFirst). A read error other than the end of the body is
-// returned; so is a failed write.
+// flushed alone after headerHold (readFirst). A scrubbed body (a
+// chunkReader) is written from the scrubber's own buffer when what it
+// has ready holds no match, not copied into the pooled one first. A read
+// error other than the end of the body is returned; so is a failed
+// write.
 func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, stream bool, cl int64) error {
 	buf := g.buffers.Get()
 	defer g.buffers.Put(buf)
+	cr, _ := body.(chunkReader)
 	first := !stream
 	for {
-		var n int
+		var b []byte
 		var rerr error
 		if first && cl > 0 {
-			n, rerr = readFirst(rc, body, buf)
+			b, rerr = readFirst(rc, body, cr, buf)
 		} else {
-			n, rerr = body.Read(buf)
+			b, rerr = readChunk(body, cr, buf)
 		}
+		n := len(b)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			if _, werr := w.Write(b); werr != nil {
 				return errClientWrite
 			}
 		}
@@ -296,6 +301,25 @@ func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Rea
 			return rerr
 		}
 	}
+}
+
+// chunkReader is a body that hands on bytes without copying them into
+// the caller's buffer where it can: a body scrubbed by
+// transform.Scrubber.TransformResponse, whose ReadChunk returns a stretch
+// of its own buffer that holds no match (valid until its next call), or
+// reads into p as Read does.
+type chunkReader interface {
+	ReadChunk(p []byte) ([]byte, error)
+}
+
+// readChunk reads the next bytes of body: through cr (body itself, as a
+// chunkReader) when it is not nil, into buf otherwise.
+func readChunk(body io.Reader, cr chunkReader, buf []byte) ([]byte, error) {
+	if cr != nil {
+		return cr.ReadChunk(buf)
+	}
+	n, err := body.Read(buf)
+	return buf[:n], err
 }
 
 // headerHold is how long the first read of a body may keep its response
@@ -330,19 +354,19 @@ func (h *headerTimer) fire() {
 // written but still buffered, wait for it (to leave in one write with a
 // body that came with them) only headerHold; a slow upstream's headers
 // reach the client as soon as they arrived.
-func readFirst(rc *http.ResponseController, body io.Reader, buf []byte) (int, error) {
+func readFirst(rc *http.ResponseController, body io.Reader, cr chunkReader, buf []byte) ([]byte, error) {
 	h := headerTimers.Get().(*headerTimer)
 	h.rc = rc
 	h.wg.Add(1)
 	h.t.Reset(headerHold)
-	n, err := body.Read(buf)
+	b, err := readChunk(body, cr, buf)
 	if h.t.Stop() {
 		h.wg.Done()
 	}
 	h.wg.Wait()
 	h.rc = nil
 	headerTimers.Put(h)
-	return n, err
+	return b, err
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream.

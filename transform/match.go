@@ -77,6 +77,36 @@ type wuManberTable struct {
 	// their encoded forms, over text dense in hex).
 	byLast     []int32
 	lastSorted []uint16
+	// top is the longest shift: the shortest needle's length minus one,
+	// at most 255, what a window whose last two bytes end no needle's
+	// prefix moves by.
+	top int
+}
+
+// skip returns the end of the first window at or after pos (which must
+// be 1 or more) whose last two bytes have a shift of 0, or len(b) or more
+// when there is none. Where text resembles no needle (random or binary
+// bytes, most of any body) nearly every shift is top, and the loop
+// moves by top as a branch the processor predicts, not by the shift it
+// loaded: the next window's bytes and shift are loaded while this one's
+// are, instead of after them (pos += sh made each step wait for the
+// last one's loads: BenchmarkMatcherSearch/forms-binary/scan is about
+// four times faster this way, forms/scan over JSON three times;
+// docs/performance.md, "Large downloads, fifth session").
+func (t *wuManberTable) skip(b []byte, pos int) int {
+	top := t.top
+	for pos < len(b) {
+		sh := int(t.shift[blockHash(b[pos-1], b[pos])])
+		if sh == top {
+			pos += top
+			continue
+		}
+		if sh == 0 {
+			return pos
+		}
+		pos += sh
+	}
+	return pos
 }
 
 // manyNeedles is how many needles a matcher compares one by one at a
@@ -124,6 +154,7 @@ func (m *matcher) table() *wuManberTable {
 	m.wmOnce.Do(func() {
 		t := &wuManberTable{}
 		top := min(m.minLen-1, 255)
+		t.top = top
 		for i := range t.shift {
 			t.shift[i] = uint8(top)
 		}
@@ -158,7 +189,8 @@ func (m *matcher) empty() bool { return m == nil || len(m.needles) == 0 }
 // (the longest needle of those starting there), or -1.
 func (m *matcher) first(b []byte) (at, which int) {
 	if m.pf != nil {
-		return m.prefiltered(b)
+		at, which, _ = m.prefiltered(b)
+		return at, which
 	}
 	return m.scan(b)
 }
@@ -187,12 +219,11 @@ func (m *matcher) scan(b []byte) (at, which int) {
 // wuManber is first for needles of two bytes or more.
 func (m *matcher) wuManber(b []byte) (at, which int) {
 	t := m.table()
-	for pos := m.minLen - 1; pos < len(b); {
-		h := blockHash(b[pos-1], b[pos])
-		if sh := t.shift[h]; sh > 0 {
-			pos += int(sh)
-			continue
+	for pos := m.minLen - 1; ; {
+		if pos = t.skip(b, pos); pos >= len(b) {
+			break
 		}
+		h := blockHash(b[pos-1], b[pos])
 		start := pos - m.minLen + 1
 		if t.byLast != nil {
 			// Every needle matching at start has hash h; those are
@@ -311,11 +342,23 @@ type streamReader struct {
 	// grow is set when a read filled more than half of the free space:
 	// the next fill reads into a full chunk (buf starts at firstChunk).
 	grow bool
+	// scanOnly is how many more fills are searched with Wu-Manber alone
+	// (matcher.scan): the prefilter gave way in this stream, whose next
+	// reads (a binary body's) would most likely make it give way again
+	// after as long a search of its own. (A uint8 beside the bools: the
+	// struct keeps its size.)
+	scanOnly uint8
 	// expect is the length src announced (-1: unknown) and total what
 	// was read of it: a buffer sized for a whole small announced body
 	// (under firstChunk) does not grow unless src turns out longer.
 	expect, total int64
 }
+
+// prefilterPause is how many fills a stream searches with Wu-Manber alone
+// after the prefilter gave way in one (about 1–2 MiB of a large body),
+// before the prefilter is tried again: a body that turns to text after
+// binary bytes (a multipart upload's parts) gets the prefilter back.
+const prefilterPause = 64
 
 // firstChunk is what a streamReader reads into at first; it grows to chunk
 // once a read fills more than half of the free space. Most API bodies are small: a
@@ -361,7 +404,15 @@ func (s *streamReader) next() (at, which int) {
 		}
 		return s.found, s.foundWhich
 	}
-	at, which = s.m.first(s.buf[s.r:s.w])
+	if s.m.pf != nil && s.scanOnly == 0 {
+		var gaveWay bool
+		at, which, gaveWay = s.m.prefiltered(s.buf[s.r:s.w])
+		if gaveWay {
+			s.scanOnly = prefilterPause
+		}
+	} else {
+		at, which = s.m.scan(s.buf[s.r:s.w])
+	}
 	if at < 0 {
 		s.found = s.w // none before w
 		return -1, -1
@@ -396,6 +447,41 @@ func (s *streamReader) Read(p []byte) (int, error) {
 			}
 			return 0, s.err
 		}
+		if !s.advance(n == 0) {
+			return n, nil // more would wait for src
+		}
+	}
+	return n, nil
+}
+
+// ReadChunk is Read without the copy where it can do without: when the
+// next bytes ready are a stretch of the source with no match in it (all
+// of a body that holds no secret), it returns that stretch of its own
+// buffer, which stays valid until the next call of ReadChunk, Read or
+// Close and may be longer than p; otherwise (a match, a replacement to
+// hand on) it reads into p as Read does and returns p[:n]. At the end of
+// the body it returns the error Read would. A body copied to the client
+// through ReadChunk is copied once, from the source's read into the
+// reader's buffer, where Read copies it again.
+func (s *streamReader) ReadChunk(p []byte) ([]byte, error) {
+	if len(s.out) == 0 && len(s.repl) == 0 && s.err == nil {
+		s.advance(true)
+		if len(s.repl) == 0 && len(s.out) > 0 {
+			out := s.out
+			s.out = nil
+			return out, nil
+		}
+	}
+	n, err := s.Read(p)
+	return p[:n], err
+}
+
+// advance makes the next bytes ready in out and repl, or sets err (the
+// end of the body, a read error, an error of onHit). It reads src when
+// nothing is ready and fill is set, and reports false, with nothing
+// ready, when it would have to read src and fill is not set.
+func (s *streamReader) advance(fill bool) bool {
+	for {
 		if s.r < s.w {
 			limit := s.w
 			if !s.eof {
@@ -409,16 +495,16 @@ func (s *streamReader) Read(p []byte) (int, error) {
 						s.hits.n.Add(1)
 					} else if err := s.onHit(nd); err != nil {
 						s.err = err
-						continue
+						return true
 					}
 					s.out = s.buf[s.r:at]
 					s.repl = nd.repl
 					s.r = at + len(nd.find)
-					continue
+					return true
 				}
 				s.out = s.buf[s.r:limit]
 				s.r = limit
-				continue
+				return true
 			}
 		}
 		if s.eof {
@@ -428,14 +514,16 @@ func (s *streamReader) Read(p []byte) (int, error) {
 					s.err = err
 				}
 			}
-			continue
+			return true
 		}
-		if n > 0 {
-			return n, nil // more would wait for src
+		if !fill {
+			return false
 		}
 		s.fill()
+		if s.err != nil {
+			return true
+		}
 	}
-	return n, nil
 }
 
 // fill moves the held-back bytes to the front and reads more.
@@ -459,6 +547,9 @@ func (s *streamReader) fill() {
 	s.grow = n > (len(s.buf)-s.w)/2 && !sized
 	s.w += n
 	s.invalidate()
+	if s.scanOnly > 0 {
+		s.scanOnly--
+	}
 	if err == io.EOF {
 		s.eof = true
 	} else if err != nil {

@@ -24,10 +24,17 @@ type prefilter struct {
 	cands [][]candidate
 	// maxOff is the largest offset of a rare byte in its needle.
 	maxOff int
-	// tolerance is log2 of how many bytes of text one visited occurrence
-	// may stand for before the search goes on with Wu-Manber
-	// (prefiltered).
-	tolerance uint
+	// perVisit is how many bytes of text one visited occurrence of a
+	// rare byte may stand for before the search goes on with Wu-Manber
+	// (prefiltered): eight of its steps, each of up to the shortest
+	// needle's length minus one. A visit (a call of bytes.IndexByte, the
+	// candidates' checks) costs about as much as eight steps: 7.7 plus
+	// 0.26 per candidate in BenchmarkMatcherSearch. In binary bodies
+	// (archives, images: every byte as frequent as any other) each rare
+	// byte occurs every 256 bytes, which for the 48-byte forms of a hex
+	// token made the prefilter three times slower than Wu-Manber
+	// (BenchmarkMatcherSearch/forms-binary).
+	perVisit int
 }
 
 // candidate is a needle (an index into matcher.needles) whose byte at off
@@ -83,7 +90,7 @@ func newPrefilter(needles []needle) *prefilter {
 	if cost > maxRareCost {
 		return nil
 	}
-	p := &prefilter{rare: rare, cands: make([][]candidate, len(rare)), tolerance: tolerance(len(needles[len(needles)-1].find))}
+	p := &prefilter{rare: rare, cands: make([][]candidate, len(rare)), perVisit: 8 * max(1, len(needles[len(needles)-1].find)-1)}
 	for i, n := range needles {
 		// The cheapest chosen byte the needle holds, at its first offset.
 		k, off := -1, 0
@@ -96,22 +103,6 @@ func newPrefilter(needles []needle) *prefilter {
 		p.maxOff = max(p.maxOff, off)
 	}
 	return p
-}
-
-// tolerance returns log2 of the text one visited occurrence of a rare
-// byte may stand for, for needles of at least minLen bytes: Wu-Manber
-// skips random-looking text about minLen-1 bytes at a time, and a visit
-// (a call of bytes.IndexByte, the candidates' checks) costs about as much
-// as eight of its steps. In binary bodies (archives, images: every byte
-// as frequent as any other) each rare byte occurs every 256 bytes, which
-// for the 48-byte forms of a hex token made the prefilter three times
-// slower than Wu-Manber (BenchmarkMatcherSearch/forms-binary).
-func tolerance(minLen int) uint {
-	t := uint(4)
-	for 1<<(t+1) <= 8*(minLen-1) {
-		t++
-	}
-	return t
 }
 
 // byteCost estimates what looking for c costs: one pass over the text
@@ -154,8 +145,8 @@ func byteCost(c byte) int {
 // once a match is found, only occurrences up to maxOff past its start can
 // still yield an earlier (or, at the same start, longer) one. When
 // candidates fail too often (text full of the "rare" bytes), it searches
-// the rest of b with m.scan.
-func (m *matcher) prefiltered(b []byte) (at, which int) {
+// the rest of b with m.scan, and reports that it gave way.
+func (m *matcher) prefiltered(b []byte) (at, which int, gaveWay bool) {
 	p, needles := m.pf, m.needles
 	rare := p.rare
 	// next[k] is the next occurrence of rare[k] not yet visited, or, when
@@ -179,7 +170,7 @@ func (m *matcher) prefiltered(b []byte) (at, which int) {
 		}
 		pos := next[k]
 		if pos >= bound {
-			return at, which
+			return at, which, false
 		}
 		if miss[k] {
 			next[k], miss[k] = indexWithin(b, pos, rare[k])
@@ -200,9 +191,9 @@ func (m *matcher) prefiltered(b []byte) (at, which int) {
 		}
 		next[k], miss[k] = indexWithin(b, pos+1, rare[k])
 		// More than one failed candidate per 16 bytes (as bytes.Index
-		// tolerates), or more occurrences than Wu-Manber would take
-		// steps: the bytes are not rare enough in this text.
-		if at < 0 && (fails > 16+pos>>4 || visits > 16+pos>>p.tolerance) {
+		// tolerates), or visits that cost more than the steps Wu-Manber
+		// would have taken: the bytes are not rare enough in this text.
+		if at < 0 && (fails > 16+pos>>4 || visits > 16 && (visits-16)*p.perVisit > pos) {
 			// Every occurrence before the next one was verified, so no
 			// match starts more than maxOff before it.
 			from := len(b)
@@ -213,7 +204,7 @@ func (m *matcher) prefiltered(b []byte) (at, which int) {
 			if at, which = m.scan(b[from:]); at >= 0 {
 				at += from
 			}
-			return at, which
+			return at, which, true
 		}
 	}
 }

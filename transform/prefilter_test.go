@@ -44,7 +44,8 @@ func randomText(r *rand.Rand, alphabet string, n int) []byte {
 
 // checkSearch compares first (prefiltered when m has a prefilter), scan
 // (Wu-Manber) and apply with brute force on text, and the stream reader
-// with brute force when text arrives in reads of the given sizes.
+// with brute force when text arrives in reads of the given sizes (read
+// with Read and ReadChunk in turn).
 func checkSearch(t *testing.T, m *matcher, text []byte, sizes ...[]int) {
 	t.Helper()
 	nat, nw := naiveFirst(m, text)
@@ -58,10 +59,38 @@ func checkSearch(t *testing.T, m *matcher, text []byte, sizes ...[]int) {
 	if got, _ := m.apply(text, func(*needle) error { return nil }); !bytes.Equal(got, want) {
 		t.Fatalf("needles %q, text %q: apply %q, brute force %q", finds(m), text, got, want)
 	}
-	for _, sz := range sizes {
-		got, err := io.ReadAll(newStreamReader(&splitReader{data: text, sizes: sz}, m, func(*needle) error { return nil }))
+	for i, sz := range sizes {
+		// Read and ReadChunk search alike and differ in how they hand
+		// bytes on: each takes every other way of splitting the text.
+		s := newStreamReader(&splitReader{data: text, sizes: sz}, m, func(*needle) error { return nil })
+		how := "Read"
+		var got []byte
+		var err error
+		if i%2 == 0 {
+			got, err = io.ReadAll(s)
+		} else {
+			how = "ReadChunk"
+			got, err = readChunks(s, 1+len(text)%7)
+		}
 		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("needles %q, text %q, reads %v: stream %q (%v), brute force %q", finds(m), text, sz, got, err, want)
+			t.Fatalf("needles %q, text %q, reads %v: stream through %s %q (%v), brute force %q", finds(m), text, sz, how, got, err, want)
+		}
+	}
+}
+
+// readChunks reads s to its end through ReadChunk with a buffer of n
+// bytes, as the gateway's copyBody does.
+func readChunks(s *streamReader, n int) ([]byte, error) {
+	var out []byte
+	p := make([]byte, n)
+	for {
+		b, err := s.ReadChunk(p)
+		out = append(out, b...)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
 		}
 	}
 }
@@ -283,4 +312,104 @@ func FuzzMatcherMany(f *testing.F) {
 			checkSearch(t, m, planted, sizes, []int{max(1, len(text)/2+1), 3})
 		}
 	})
+}
+
+// cutReader returns data in reads of at most size bytes that never cross
+// one of cuts (offsets in data): a stream's reads end exactly there.
+type cutReader struct {
+	data []byte
+	off  int
+	cuts []int
+	size int
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.off == len(c.data) {
+		return 0, io.EOF
+	}
+	end := min(len(c.data), c.off+c.size, c.off+len(p))
+	for _, x := range c.cuts {
+		if x > c.off && x < end {
+			end = x
+		}
+	}
+	n := copy(p, c.data[c.off:end])
+	c.off += n
+	return n, nil
+}
+
+// TestStreamPrefilterPause checks a stream that searches binary text
+// (where the prefilter gives way to Wu-Manber in each read) against brute
+// force: after the prefilter gave way, the stream searches its next
+// prefilterPause fills with Wu-Manber alone, then tries the prefilter
+// again. Needles are planted before and after the first give-way, in the
+// pause, across the fill where the prefilter comes back and at the end,
+// and the stream's reads are cut at every byte of each planted needle;
+// it is read with Read and with ReadChunk (the gateway's copyBody).
+func TestStreamPrefilterPause(t *testing.T) {
+	const read = 8 << 10
+	r := rand.New(rand.NewPCG(5, 8))
+	for _, secret := range []string{"3f9a0c27e1b84d56a7c2e90f1b3d5a7c9e2f4a6b8d0c1e3f", `sk_live/Ab+c=d"e<f>&g h%z`} {
+		var ns []needle
+		for i, f := range forms(secret, DefaultMinLength) {
+			ns = append(ns, needle{find: []byte(f), repl: []byte{'<', byte('a' + i), '>'}})
+		}
+		m := newMatcher(ns)
+		if m.pf == nil {
+			t.Fatalf("the forms of %q should take a prefilter", secret)
+		}
+		text := make([]byte, (prefilterPause+4)*read)
+		for i := range text {
+			text[i] = byte(r.Uint32())
+		}
+		spots := []int{100, 3 * read / 2, 3*read - 7, 20*read + 11, (prefilterPause+1)*read - 9, (prefilterPause+2)*read + 5, len(text) - 200}
+		for i, off := range spots {
+			copy(text[off:], m.needles[i%len(m.needles)].find)
+		}
+		want := naiveApply(m, text)
+
+		// The stream gives way, pauses and tries the prefilter again.
+		sr := newStreamReader(&cutReader{data: text, size: read}, m, func(*needle) error { return nil })
+		var got []byte
+		buf := make([]byte, 32<<10)
+		gaveWay := 0
+		for last := 0; ; {
+			n, err := sr.Read(buf)
+			got = append(got, buf[:n]...)
+			if int(sr.scanOnly) > last {
+				gaveWay++
+			}
+			last = int(sr.scanOnly)
+			if err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: the stream differs from brute force", secret)
+		}
+		if gaveWay < 2 {
+			t.Errorf("%q: the prefilter gave way %d times in %d fills of binary text, want 2 or more (once, then again after the pause)", secret, gaveWay, len(text)/read)
+		}
+		for i, off := range spots {
+			for d := range len(m.needles[i%len(m.needles)].find) + 1 {
+				// Read and ReadChunk search alike and differ in how they
+				// hand bytes on: each takes every other cut.
+				s := newStreamReader(&cutReader{data: text, size: read, cuts: []int{off + d}}, m, func(*needle) error { return nil })
+				how := "Read"
+				var got []byte
+				var err error
+				if d%2 == 0 {
+					got, err = io.ReadAll(s)
+				} else {
+					how = "ReadChunk"
+					got, err = readChunks(s, 32<<10)
+				}
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("%q, a read ending at %d (needle at %d): the stream through %s differs from brute force (%v)", secret, off+d, off, how, err)
+				}
+			}
+		}
+	}
 }
