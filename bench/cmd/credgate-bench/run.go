@@ -97,7 +97,7 @@ func cmdRun(args []string) error {
 	fs.BoolVar(&rc.originH1, "origin-http1", false, "origin offers HTTP/1.1 only (default: h2 and http/1.1)")
 	fs.BoolVar(&rc.upstreamH2, "baseline-upstream-h2", false, "let the goproxy baseline use HTTP/2 to the origin")
 	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
-	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate or goproxy)")
+	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate, goproxy or floor)")
 	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, newconn or newconn-resume)")
 	fs.IntVar(&rc.scale.h2Streams, "h2-streams", 100, "h2-streams: concurrent streams of the one HTTP/2 client (and HTTP/1.1 connections of the comparison rows)")
 	fs.StringVar(&bigSize, "bigbody-size", "1GiB", "bigbody: size of each upload and download (bytes, or with KiB, MiB, GiB)")
