@@ -8,6 +8,7 @@
 //	credgate-bench soak [flags]    run credgate for a long time under a mixed load; table and verdicts (make soak)
 //	credgate-bench origin ...      the local HTTPS origin (started by run)
 //	credgate-bench baseline ...    the bare goproxy baseline (started by run)
+//	credgate-bench floor ...       the least work any header-injecting MITM proxy does (started by run; a bound, not a proxy)
 //
 // Everything listens on 127.0.0.1 and stops by itself; see bench/README.md.
 package main
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/bench/internal/baseline"
+	"github.com/credgate/credgate/bench/internal/floor"
 	"github.com/credgate/credgate/bench/internal/origin"
 	"github.com/credgate/credgate/internal/testpki"
 )
@@ -55,10 +57,12 @@ func main() {
 		err = cmdOrigin(args)
 	case "baseline":
 		err = cmdBaseline(args)
+	case "floor":
+		err = cmdFloor(args)
 	case "soak":
 		err = cmdSoak(args)
 	default:
-		fmt.Fprintf(os.Stderr, "usage: credgate-bench [run|soak|origin|baseline] [flags]\n")
+		fmt.Fprintf(os.Stderr, "usage: credgate-bench [run|soak|origin|baseline|floor] [flags]\n")
 		os.Exit(2)
 	}
 	if errors.Is(err, flag.ErrHelp) {
@@ -156,6 +160,51 @@ func cmdBaseline(args []string) error {
 		ClientHTTP2:   *clientH2,
 		Log:           os.Stderr,
 	})
+}
+
+// cmdFloor runs bench/internal/floor: CONNECT, TLS both ways and the
+// header inserted into each read, nothing else. It is a bound on what any
+// intercepting proxy can serve here, not a proxy (see the package doc).
+func cmdFloor(args []string) error {
+	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	caCert := fs.String("ca-cert", "", "interception CA certificate")
+	caKey := fs.String("ca-key", "", "interception CA key")
+	upstreamCA := fs.String("upstream-ca", "", "PEM bundle that verifies the upstream")
+	resolve := fs.String("resolve", "", "host:port=addr, like curl --resolve")
+	header := fs.String("header", "Authorization", "header to insert; its value is \"Bearer $"+tokenEnv+"\"")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ca, err := testpki.LoadAuthority(*caCert, *caKey)
+	if err != nil {
+		return err
+	}
+	roots, err := testpki.ReadPool(*upstreamCA)
+	if err != nil {
+		return err
+	}
+	from, to, ok := strings.Cut(*resolve, "=")
+	if !ok {
+		return fmt.Errorf("-resolve %q: want host:port=addr", *resolve)
+	}
+	p, err := floor.New(floor.Config{
+		CA:            ca,
+		UpstreamRoots: roots,
+		Resolve:       map[string]string{from: to},
+		Header:        *header + ": Bearer " + os.Getenv(tokenEnv),
+	})
+	if err != nil {
+		return err
+	}
+	// No TCP keep-alive probes on accepted connections either.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return p.Serve(ctx, ln)
 }
 
 func randomHex(n int) string {

@@ -79,7 +79,7 @@ func cmdRun(args []string) error {
 	var rc runConfig
 	var targets, scenarios, bigSize string
 	fs.StringVar(&rc.credgate, "credgate", "", "path to the credgate binary (empty: measure direct and goproxy only)")
-	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl,squid,mitmproxy", "targets to measure (also: credgate-rl; credgate-2fa is credgate requiring mtls + jwt over its TLS listener; squid and mitmproxy are skipped, and say so, when not installed)")
+	fs.StringVar(&targets, "targets", "direct,goproxy,credgate,credgate-2fa,credgate-redis,credgate-redis-rl,squid,mitmproxy", "targets to measure (also: credgate-rl; floor, the least any header-injecting MITM proxy does here, a bound on every proxy's figures (bench/internal/floor); credgate-2fa is credgate requiring mtls + jwt over its TLS listener; squid and mitmproxy are skipped, and say so, when not installed)")
 	fs.StringVar(&scenarios, "scenarios", strings.Join(defaultScenarios, ","), "scenarios to run, in this order (newconn-resume: a new connection per request from a client that resumes TLS sessions); opt-in, minutes each: h2-streams, bigbody, idle10k; all: every scenario")
 	fs.IntVar(&rc.conns, "conns", 32, "concurrent connections (keep-alive) / workers (new connection per request)")
 	fs.DurationVar(&rc.window, "duration", 3*time.Second, "measured window per target and round in the closed-loop scenarios")
@@ -97,7 +97,7 @@ func cmdRun(args []string) error {
 	fs.BoolVar(&rc.originH1, "origin-http1", false, "origin offers HTTP/1.1 only (default: h2 and http/1.1)")
 	fs.BoolVar(&rc.upstreamH2, "baseline-upstream-h2", false, "let the goproxy baseline use HTTP/2 to the origin")
 	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
-	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate or goproxy)")
+	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate, goproxy or floor)")
 	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, newconn or newconn-resume)")
 	fs.IntVar(&rc.scale.h2Streams, "h2-streams", 100, "h2-streams: concurrent streams of the one HTTP/2 client (and HTTP/1.1 connections of the comparison rows)")
 	fs.StringVar(&bigSize, "bigbody-size", "1GiB", "bigbody: size of each upload and download (bytes, or with KiB, MiB, GiB)")
@@ -252,6 +252,15 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			defer t.proc.stop(3 * time.Second)
 			ts = append(ts, t)
 			setEnv("goproxy baseline", "github.com/elazarl/goproxy v1.9.3, MITM every CONNECT (ECDSA P-256 CA, leaf cached per host), sets Authorization, verifies upstream TLS, "+map[bool]string{false: "HTTP/1.1", true: "HTTP/2 allowed"}[rc.upstreamH2]+" upstream keep-alive (64 idle per host); serves clients that offer h2 over HTTP/2 (AllowHTTP2; the load generator's HTTP/1.1 clients offer only http/1.1)")
+		case report.Floor:
+			t, err := startFloor(ctx, self, work, originAddr, originCACert, pins, env)
+			if err != nil {
+				skipped[name] = err.Error()
+				continue
+			}
+			defer t.proc.stop(3 * time.Second)
+			ts = append(ts, t)
+			setEnv("floor", "a bound, not a peer (bench/internal/floor): answers CONNECT 200, terminates TLS with an ECDSA P-256 leaf per host issued at start (session tickets on), relays bytes to a verified TLS connection to the origin (http/1.1, client session cache; upstream connections pooled per client connection, 64 idle) and inserts the Authorization line after the first CRLF of every read from the client, one goroutine per direction, no HTTP parsing. It assumes every read is one bodiless request (true of the load generator's GETs), so it is NOT a correct proxy: its figures bound what any intercepting proxy can do here")
 		case report.Credgate, report.Credgate2FA, report.CredgateRedis, report.CredgateRedisRL, report.CredgateRL:
 			if rc.credgate == "" {
 				skipped[name] = "no -credgate binary given"
@@ -297,7 +306,7 @@ func run(ctx context.Context, rc runConfig) (err error) {
 			ts = append(ts, t)
 			setEnv(name, how)
 		default:
-			return fmt.Errorf("-targets: unknown %q (direct, goproxy, credgate, credgate-2fa, credgate-redis, credgate-redis-rl, credgate-rl, squid, mitmproxy)", name)
+			return fmt.Errorf("-targets: unknown %q (direct, floor, goproxy, credgate, credgate-2fa, credgate-redis, credgate-redis-rl, credgate-rl, squid, mitmproxy)", name)
 		}
 	}
 	// One request through each target before measuring anything: a target
@@ -678,6 +687,32 @@ func startBaseline(ctx context.Context, rc runConfig, self, work, originAddr, or
 		return target{}, err
 	}
 	return target{proc: p, lg: &loadgen.Target{Name: report.Goproxy, Proxy: addr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: ca.Pool()}}, nil
+}
+
+// startFloor starts this binary's floor sub-command with a CA of its own.
+func startFloor(ctx context.Context, self, work, originAddr, originCACert string, pins pinning, env []string) (target, error) {
+	ca, err := testpki.NewAuthority("credgate-bench floor CA")
+	if err != nil {
+		return target{}, err
+	}
+	caCert, caKey, err := ca.WriteFiles(work, "floor-ca")
+	if err != nil {
+		return target{}, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return target{}, err
+	}
+	p, err := startProc(report.Floor, pins.proxy, work, filepath.Join(work, "floor.log"), env, self, "floor", "-listen", addr, "-ca-cert", caCert, "-ca-key", caKey,
+		"-upstream-ca", originCACert, "-resolve", originHost+":443="+originAddr)
+	if err != nil {
+		return target{}, err
+	}
+	if err := p.waitTCP(ctx, addr, 15*time.Second); err != nil {
+		p.stop(time.Second)
+		return target{}, err
+	}
+	return target{proc: p, lg: &loadgen.Target{Name: report.Floor, Proxy: addr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: ca.Pool()}}, nil
 }
 
 const credgatePolicy = `# credgate-bench: one workload (this machine), one destination, one

@@ -32,6 +32,10 @@ const (
 	// CredgateRL is credgate in memory with that rate limit checked in
 	// process.
 	CredgateRL = "credgate-rl"
+	// Floor is the least work any header-injecting MITM proxy does here
+	// (bench/internal/floor): a bound on every proxy's figures, not a
+	// peer.
+	Floor = "floor"
 	// Squid is Debian's squid-openssl with ssl-bump, adding the header
 	// with request_header_add (issue 20's peer).
 	Squid = "squid"
@@ -350,6 +354,7 @@ func (r *Results) Write(w io.Writer) {
 	if r.Idle != nil {
 		r.Idle.write(w, r.Titles["idle10k"])
 	}
+	writeFloor(w, r.FloorRows())
 	writeVerdicts(w, "Targets (issues 2 and 3)", r.Verdicts())
 	writeVerdicts(w, "Targets (issue 20)", r.Verdicts20())
 	if r.hasRedisTargets() {
@@ -670,3 +675,96 @@ func MiB(b int64) string {
 
 // KiB formats bytes as KiB with one decimal.
 func KiB(b int64) string { return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10)) }
+
+// FloorRow is one line of the floor's table: how far the floor gets
+// against goproxy in a scenario, next to issue 20's target for credgate.
+// The floor does the least any intercepting proxy must, so its ratio is
+// the best any proxy could reach in the same run.
+type FloorRow struct {
+	// Scenario names the figure ("keep-alive rps", …).
+	Scenario string
+	// Want is issue 20's target for credgate against goproxy.
+	Want string
+	// Floor is the floor's figure against goproxy's: rps over goproxy's,
+	// or its added p50 over goproxy's added p50.
+	Floor string
+	// Credgate is credgate's figure against goproxy's ("–" when not
+	// measured) and VsFloor credgate's against the floor's.
+	Credgate, VsFloor string
+	// CPU is the proxy CPU time per request of the floor, goproxy and
+	// credgate.
+	CPU string
+	// Reachable says whether the floor meets the target: if it does not,
+	// no proxy can in this run.
+	Reachable bool
+}
+
+// FloorRows compares the floor with goproxy and credgate in each
+// scenario where the floor and goproxy were both measured.
+func (r *Results) FloorRows() []FloorRow {
+	var out []FloorRow
+	cpu := func(run *Run) string {
+		var parts []string
+		for _, t := range []string{Floor, Goproxy, Credgate} {
+			if d, ok := run.CPUPerRequest[t]; ok {
+				parts = append(parts, Dur(d))
+			} else {
+				parts = append(parts, "–")
+			}
+		}
+		return strings.Join(parts, " · ")
+	}
+	rps := func(name string, run *Run, want float64) {
+		f, okf := run.Get(Floor)
+		g, okg := run.Get(Goproxy)
+		if !okf || !okg || g.RPS == 0 {
+			return
+		}
+		row := FloorRow{Scenario: name, Want: fmt.Sprintf("≥ %.2f× goproxy", want), Floor: fmt.Sprintf("%.2f×", f.RPS/g.RPS), Credgate: "–", VsFloor: "–", CPU: cpu(run), Reachable: f.RPS/g.RPS >= want}
+		if c, ok := run.Get(Credgate); ok {
+			row.Credgate = fmt.Sprintf("%.2f×", c.RPS/g.RPS)
+			if f.RPS > 0 {
+				row.VsFloor = fmt.Sprintf("%.2f× its rps", c.RPS/f.RPS)
+			}
+		}
+		out = append(out, row)
+	}
+	rps("keep-alive rps", r.KeepAlive, KeepAliveGoproxy20)
+	rps("new-connection rps, full handshake", r.NewConn, NewConnGoproxy20)
+	rps("new-connection rps, client resumes", r.NewConnResume, NewConnRatio20)
+	f, okf := r.FixedRate.Get(Floor)
+	g, okg := r.FixedRate.Get(Goproxy)
+	d, okd := r.FixedRate.Get(Direct)
+	if okf && okg && okd && f.Requests > 0 && g.Requests > 0 && d.Requests > 0 && g.P50 > d.P50 {
+		fa, ga := f.P50-d.P50, g.P50-d.P50
+		x := float64(fa) / float64(ga)
+		row := FloorRow{Scenario: "added p50 at fixed rate", Want: fmt.Sprintf("≤ %.1f× goproxy's added p50", AddedP50Goproxy20), Floor: fmt.Sprintf("%.2f× (%s vs %s)", x, Dur(fa), Dur(ga)), Credgate: "–", VsFloor: "–", CPU: cpu(r.FixedRate), Reachable: x <= AddedP50Goproxy20}
+		if c, ok := r.FixedRate.Get(Credgate); ok && c.Requests > 0 {
+			ca := c.P50 - d.P50
+			row.Credgate = fmt.Sprintf("%.2f× (%s)", float64(ca)/float64(ga), Dur(ca))
+			if fa > 0 {
+				row.VsFloor = fmt.Sprintf("%.2f× its added p50", float64(ca)/float64(fa))
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// writeFloor prints the floor's table when the floor was measured.
+func writeFloor(w io.Writer, rows []FloorRow) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "## The floor: the least any intercepting proxy does here (issue 20)\n\n")
+	fmt.Fprintf(w, "The floor (bench/internal/floor) answers CONNECT, terminates and originates TLS, relays bytes and inserts the header line; it parses no HTTP and is not a correct proxy. No proxy does less on these requests, so floor/goproxy is the best ratio any proxy could reach against goproxy in this run.\n\n")
+	fmt.Fprintf(w, "| figure | issue 20 target | floor/goproxy | credgate/goproxy | credgate against the floor | proxy CPU/req: floor · goproxy · credgate | the target is |\n|---|---|--:|--:|--:|--:|---|\n")
+	for _, r := range rows {
+		reach := "beyond the floor: no proxy reaches it in this run"
+		if r.Reachable {
+			reach = "within the floor's reach"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, r.Want, r.Floor, r.Credgate, r.VsFloor, r.CPU, reach)
+	}
+	fmt.Fprintln(w)
+}

@@ -89,3 +89,50 @@ func TestRedisVerdicts(t *testing.T) {
 		t.Error("the issue 7 section is printed without its targets")
 	}
 }
+
+func TestFloorRows(t *testing.T) {
+	ms := time.Millisecond
+	res := &Results{
+		KeepAlive: &Run{
+			Results:       []loadgen.Result{{Target: Direct, RPS: 26000}, {Target: Floor, RPS: 12000}, {Target: Goproxy, RPS: 8000}, {Target: Credgate, RPS: 8160}},
+			CPUPerRequest: map[string]time.Duration{Floor: 70 * time.Microsecond, Goproxy: 116 * time.Microsecond, Credgate: 117 * time.Microsecond},
+		},
+		NewConn: &Run{Results: []loadgen.Result{{Target: Floor, RPS: 1000}, {Target: Goproxy, RPS: 800}}},
+		// No goproxy: no row.
+		NewConnResume: &Run{Results: []loadgen.Result{{Target: Floor, RPS: 1000}, {Target: Credgate, RPS: 900}}},
+		FixedRate: &Run{Results: []loadgen.Result{
+			{Target: Direct, Requests: 10, P50: 1 * ms},
+			{Target: Floor, Requests: 10, P50: 1*ms + 150*time.Microsecond},
+			{Target: Goproxy, Requests: 10, P50: 1*ms + 300*time.Microsecond},
+			{Target: Credgate, Requests: 10, P50: 1*ms + 294*time.Microsecond},
+		}},
+	}
+	want := []FloorRow{
+		{Scenario: "keep-alive rps", Want: "≥ 1.15× goproxy", Floor: "1.50×", Credgate: "1.02×", VsFloor: "0.68× its rps", CPU: "0.070 ms · 0.116 ms · 0.117 ms", Reachable: true},
+		{Scenario: "new-connection rps, full handshake", Want: "≥ 1.50× goproxy", Floor: "1.25×", Credgate: "–", VsFloor: "–", CPU: "– · – · –"},
+		{Scenario: "added p50 at fixed rate", Want: "≤ 0.8× goproxy's added p50", Floor: "0.50× (0.150 ms vs 0.300 ms)", Credgate: "0.98× (0.294 ms)", VsFloor: "1.96× its added p50", CPU: "– · – · –", Reachable: true},
+	}
+	if diff := cmp.Diff(want, res.FloorRows()); diff != "" {
+		t.Errorf("FloorRows (-want +got):\n%s", diff)
+	}
+	var b strings.Builder
+	res.Write(&b)
+	for _, s := range []string{
+		"## The floor: the least any intercepting proxy does here (issue 20)",
+		"| keep-alive rps | ≥ 1.15× goproxy | 1.50× | 1.02× | 0.68× its rps | 0.070 ms · 0.116 ms · 0.117 ms | within the floor's reach |",
+		"| new-connection rps, full handshake | ≥ 1.50× goproxy | 1.25× | – | – | – · – · – | beyond the floor: no proxy reaches it in this run |",
+		// The issue's verdicts are unchanged: credgate against goproxy.
+		"| keep-alive rps | ≥ 1.15× goproxy | 1.02× | MISS |",
+	} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("report lacks %q:\n%s", s, b.String())
+		}
+	}
+
+	b.Reset()
+	res = &Results{KeepAlive: &Run{Results: []loadgen.Result{{Target: Goproxy, RPS: 8000}, {Target: Credgate, RPS: 8160}}}}
+	res.Write(&b)
+	if rows := res.FloorRows(); len(rows) != 0 || strings.Contains(b.String(), "The floor") {
+		t.Errorf("floor rows without a floor: %+v", rows)
+	}
+}
