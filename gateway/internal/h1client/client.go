@@ -353,7 +353,11 @@ type NotSentError struct {
 	Request *http.Request
 }
 
+// Error is Err's text: the connection's error, as it would have been
+// without the body.
 func (e *NotSentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err, so errors.Is and errors.As see the dial's error.
 func (e *NotSentError) Unwrap() error { return e.Err }
 
 // printableASCII reports whether s holds no control byte and nothing
