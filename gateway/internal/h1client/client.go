@@ -345,9 +345,12 @@ func withBody(r *http.Request, b []byte) *http.Request {
 
 // NotSentError is RoundTrip's error for a request with a body when no
 // connection could be had (a dial or TLS error, returned by Dial or
-// DialTLS as Err): nothing was sent, but the request's body was read
-// and closed. Request is the request as given to RoundTrip with a body
-// that replays the bytes read, for a caller that sends it another way.
+// DialTLS as Err): the request's body was read and closed, and nothing
+// was sent — or, when the dial was the retry's, the request went out
+// once on a reused connection that failed before any byte of an answer,
+// which is retried only for a request Transport would replay. Request is
+// the request as given to RoundTrip with a body that replays the bytes
+// read, for a caller that sends it another way.
 type NotSentError struct {
 	Err     error
 	Request *http.Request
