@@ -3,6 +3,8 @@ package gateway
 import (
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -15,6 +17,19 @@ func BenchmarkInjectKeepAlive(b *testing.B) {
 	benchKeepAlive(b, startGateway(b))
 }
 
+// BenchmarkInjectKeepAlivePost is BenchmarkInjectKeepAlive for the other
+// common API call: a POST of about 1 KiB of JSON (an LLM chat request's
+// shape), which the origin reads whole.
+func BenchmarkInjectKeepAlivePost(b *testing.B) {
+	benchPost(b, startGateway(b), postJSON1k)
+}
+
+// postJSON1k is a JSON request body of 1,024 bytes.
+var postJSON1k = func() string {
+	head, tail := `{"model":"gpt-bench","messages":[{"role":"user","content":"`, `"}],"temperature":0.2}`
+	return head + strings.Repeat("x", 1024-len(head)-len(tail)) + tail
+}()
+
 // benchKeepAlive times intercepted, injected GETs through tg on warm
 // keep-alive connections, from GOMAXPROCS client goroutines. Beside ns/op
 // it reports the process's CPU time per request (cpu-ns/op): client,
@@ -22,24 +37,47 @@ func BenchmarkInjectKeepAlive(b *testing.B) {
 // variants is the gateway's, and it is the steadier figure on a shared
 // machine.
 func benchKeepAlive(b *testing.B, tg *testGateway) {
+	benchPost(b, tg, "")
+}
+
+// benchPost is benchKeepAlive with a POST of body to the origin's /echo
+// when body is not empty.
+func benchPost(b *testing.B, tg *testGateway, body string) {
 	c := tg.client(b, false)
 	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	url := "https://" + apiHost + "/v1/bench"
+	url, want := "https://"+apiHost+"/v1/bench", ""
+	if body != "" {
+		url, want = "https://"+apiHost+"/echo", "len="+strconv.Itoa(len(body))
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := processCPU()
 	defer func() { b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
 	b.RunParallel(func(pb *testing.PB) {
+		rd := strings.NewReader(body)
+		buf := make([]byte, 64)
 		for pb.Next() {
-			resp, err := c.Get(url)
+			var resp *http.Response
+			var err error
+			if body == "" {
+				resp, err = c.Get(url)
+			} else {
+				rd.Reset(body)
+				resp, err = c.Post(url, "application/json", rd)
+			}
 			if err != nil {
 				b.Error(err)
 				return
 			}
+			n := 0
+			if body != "" {
+				// The origin says how much of the body it read.
+				n, _ = io.ReadFull(resp.Body, buf)
+			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Errorf("status %s", resp.Status)
+			if resp.StatusCode != http.StatusOK || body != "" && string(buf[:n]) != want {
+				b.Errorf("%s %q", resp.Status, buf[:n])
 				return
 			}
 		}

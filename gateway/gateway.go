@@ -411,7 +411,8 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		p.match.Protocols.SetHTTP2(true)
 	}
 	if keepAlive && cfg.Upstream.HTTP2 != HTTP2Always {
-		// HTTP/1.1 requests without a body, on the handler's goroutine
+		// HTTP/1.1 requests without a body or with a small one of
+		// declared length, on the handler's goroutine
 		// (docs/performance.md, "The upstream client"). It dials as
 		// the transport it stands in for: dialH1 under match (the ALPN
 		// memo, errHTTP2Only), http/1.1 alone under never.

@@ -48,10 +48,11 @@ type upstreamPool struct {
 	// to upstreams that speak nothing else, dialH2) those its dialer
 	// found to speak HTTP/2 alone; nil otherwise.
 	t, h1, h1m, match *http.Transport
-	// h1c sends an HTTP/1.1 client's bodiless, replayable requests on
-	// the handler's goroutine (h1client), where h1m would under
-	// upstream.http2: match and h1 (p.t) under never; the others go to
-	// that transport. nil in a pool that keeps no connection.
+	// h1c sends an HTTP/1.1 client's requests without a body or with
+	// one of declared length up to 16 KiB on the handler's goroutine
+	// (h1client), where h1m would under upstream.http2: match and h1
+	// (p.t) under never; the others go to that transport. nil in a pool
+	// that keeps no connection.
 	h1c *h1client.Client
 	// tlsConf and handshakeTimeout are h1m's and match's TLS settings.
 	tlsConf          *tls.Config

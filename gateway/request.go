@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/canonical"
@@ -796,9 +797,15 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if errors.Is(err, errHTTP2Only) && st != nil {
 		// Found out while dialling, before anything of the request was
 		// sent (an HTTP/1.1 client's body, on the HTTP/1.1 loop, is
-		// still unread; the transport's Close of it is a no-op there):
-		// now sent through the pool's bridge to HTTP/2.
-		resp, err = st.pool.transport(st, r.URL).RoundTrip(r)
+		// still unread; the transport's Close of it is a no-op there;
+		// the h1client, which read a small body first, hands back a
+		// copy of the request that replays it): now sent through the
+		// pool's bridge to HTTP/2.
+		r2 := r
+		if ns, ok := errors.AsType[*h1client.NotSentError](err); ok {
+			r2 = ns.Request
+		}
+		resp, err = st.pool.transport(st, r.URL).RoundTrip(r2)
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
 		resp, err = tt.g.reissue(t, r, resp, st)

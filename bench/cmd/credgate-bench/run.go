@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/bench/internal/loadgen"
+	"github.com/credgate/credgate/bench/internal/origin"
 	"github.com/credgate/credgate/bench/internal/report"
 	"github.com/credgate/credgate/internal/testpki"
 )
@@ -98,7 +99,7 @@ func cmdRun(args []string) error {
 	fs.BoolVar(&rc.upstreamH2, "baseline-upstream-h2", false, "let the goproxy baseline use HTTP/2 to the origin")
 	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
 	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate, goproxy or floor)")
-	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, newconn or newconn-resume)")
+	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, keepalive-post, newconn or newconn-resume)")
 	fs.IntVar(&rc.scale.h2Streams, "h2-streams", 100, "h2-streams: concurrent streams of the one HTTP/2 client (and HTTP/1.1 connections of the comparison rows)")
 	fs.StringVar(&bigSize, "bigbody-size", "1GiB", "bigbody: size of each upload and download (bytes, or with KiB, MiB, GiB)")
 	fs.IntVar(&rc.scale.bigRounds, "bigbody-rounds", 1, "bigbody: transfers per target and direction")
@@ -114,6 +115,7 @@ func cmdRun(args []string) error {
 	rc.targets = splitList(targets)
 	rc.scenarios = map[string]bool{}
 	known := append(slices.Clone(defaultScenarios), scaleScenarios...)
+	known = append(known, "keepalive-post") // opt-in
 	for _, s := range splitList(scenarios) {
 		switch {
 		case s == "all":
@@ -346,6 +348,10 @@ func run(ctx context.Context, rc runConfig) (err error) {
 	if rc.scenarios["keepalive"] {
 		res.Titles["keep_alive"] = fmt.Sprintf("Keep-alive throughput — %d connections, closed loop, %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
 		res.KeepAlive = closedLoop(ctx, rc, ts, skipped, "keepalive", originProc.pid(), progress)
+	}
+	if rc.scenarios["keepalive-post"] {
+		res.Titles["keep_alive_post"] = fmt.Sprintf("Keep-alive POST — %d connections, each request a POST of %d bytes of JSON (an API call) that the origin reads whole, closed loop, %d × %s measured, each after %s warm-up", rc.conns, len(postJSON), rc.rounds, rc.window, rc.warmup)
+		res.KeepAlivePost = closedLoop(ctx, rc, posting(ts), skipped, "keepalive-post", originProc.pid(), progress)
 	}
 	if rc.scenarios["newconn"] {
 		res.Titles["new_conn"] = fmt.Sprintf("New connection per request — %d workers, each request on a fresh TCP (+ CONNECT) + full TLS handshake, %d × %s measured, each after %s warm-up", rc.conns, rc.rounds, rc.window, rc.warmup)
@@ -621,8 +627,8 @@ func rounds(ctx context.Context, rc runConfig, ts []target, skipped map[string]s
 // closedLoop runs the closed-loop scenario named scenario (keepalive,
 // newconn or newconn-resume: a new connection per request).
 func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, scenario string, originPID int, progress func(string, ...any)) *report.Run {
-	newConn := scenario != "keepalive"
-	kind := map[string]string{"keepalive": "keep-alive", "newconn": "new connection per request", "newconn-resume": "new connection per request, resuming TLS sessions"}[scenario]
+	newConn := strings.HasPrefix(scenario, "newconn")
+	kind := map[string]string{"keepalive": "keep-alive", "keepalive-post": "keep-alive POST", "newconn": "new connection per request", "newconn-resume": "new connection per request, resuming TLS sessions"}[scenario]
 	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
 		progress("%s: %s, %d connections, %s (round %d/%d)", kind, t.lg.Name, rc.conns, rc.warmup+rc.window, round+1, rc.rounds)
 		cw := sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.window)
@@ -638,6 +644,32 @@ func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[stri
 		}
 		return r, cw, nil
 	})
+}
+
+// postJSON is keepalive-post's request body: 1,024 bytes of JSON, the
+// shape of an LLM chat call.
+var postJSON = func() []byte {
+	head, tail := `{"model":"bench","messages":[{"role":"user","content":"`, `"}],"temperature":0.2}`
+	return []byte(head + strings.Repeat("x", 1024-len(head)-len(tail)) + tail)
+}()
+
+// posting returns copies of ts whose requests POST postJSON to the
+// origin's upload path, which checks that the whole body arrived (and,
+// as on every path, the credential).
+func posting(ts []target) []target {
+	out := make([]target, len(ts))
+	for i, t := range ts {
+		out[i] = t
+		lg := *t.lg
+		lg.Path, lg.Body = origin.UploadPath, postJSON
+		lg.Header = t.lg.Header.Clone()
+		if lg.Header == nil {
+			lg.Header = http.Header{}
+		}
+		lg.Header.Set("Content-Type", "application/json")
+		out[i].lg = &lg
+	}
+	return out
 }
 
 // startPerf records the process's stacks for the measured window.

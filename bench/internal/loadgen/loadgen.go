@@ -66,6 +66,9 @@ type Target struct {
 	// full one. The hop to the proxy resumes only if ProxyTLS has a
 	// session cache of its own (WithSessions sets both).
 	Sessions tls.ClientSessionCache
+	// Body, when set, makes every request a POST of these bytes with
+	// their Content-Length (an API call's JSON); nil: a GET.
+	Body []byte
 }
 
 // WithSessions returns a copy of t whose connections resume TLS sessions
@@ -90,8 +93,13 @@ func (t *Target) timeout() time.Duration {
 
 func (t *Target) hostPort() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }
 
-// request returns the serialised GET request.
-func (t *Target) request() []byte { return t.head(http.MethodGet, t.Path, -1) }
+// request returns the serialised request: a GET, or a POST of Body.
+func (t *Target) request() []byte {
+	if t.Body != nil {
+		return append(t.head(http.MethodPost, t.Path, int64(len(t.Body))), t.Body...)
+	}
+	return t.head(http.MethodGet, t.Path, -1)
+}
 
 // authority is the Host header: the name, and the port when it is not
 // 443, as clients do (squid routes a bumped request by it).

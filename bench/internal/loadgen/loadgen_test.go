@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,6 +145,32 @@ func TestClosedLoop(t *testing.T) {
 		}
 		if r.Errors != 0 || r.Requests == 0 || r.P50 <= 0 || r.P99 < r.P50 {
 			t.Errorf("%s newConn=%v: %+v", tc.target.Name, tc.newConn, r)
+		}
+	}
+}
+
+// TestPostBody: a target with a Body POSTs it to the origin's upload
+// path, which answers 200 only when the whole body arrived, on the same
+// keep-alive connection request after request, directly and through a
+// proxy; a body longer than its declared length would desynchronise the
+// connection, and the second Do would fail.
+func TestPostBody(t *testing.T) {
+	direct, proxied, _ := setup(t)
+	for _, base := range []*loadgen.Target{direct, proxied} {
+		tg := *base
+		tg.Path, tg.Body = origin.UploadPath, []byte(`{"a":"`+strings.Repeat("x", 1000)+`"}`)
+		c, err := loadgen.Dial(context.Background(), &tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if err := c.Do(); err != nil {
+				t.Fatalf("%s: request %d: %v", tg.Name, i, err)
+			}
+		}
+		c.Close()
+		if r := loadgen.ClosedLoop(context.Background(), &tg, 2, 100*time.Millisecond, 300*time.Millisecond, false); r.Errors != 0 || r.Requests == 0 {
+			t.Errorf("%s closed loop: %+v", tg.Name, r)
 		}
 	}
 }

@@ -193,6 +193,9 @@ type Results struct {
 	KeepAlive *Run `json:"keep_alive,omitempty"`
 	NewConn   *Run `json:"new_conn,omitempty"`
 	FixedRate *Run `json:"fixed_rate,omitempty"`
+	// KeepAlivePost is KeepAlive with a 1 KiB JSON POST per request
+	// (opt-in: -scenarios keepalive-post).
+	KeepAlivePost *Run `json:"keep_alive_post,omitempty"`
 	// NewConnResume is the new-connection scenario with a client that
 	// resumes TLS sessions (issue 20).
 	NewConnResume *Run `json:"new_conn_resume,omitempty"`
@@ -325,6 +328,10 @@ func (r *Results) Write(w io.Writer) {
 		if x, ok := r.KeepAlive.TwoFactorRatio(); ok {
 			fmt.Fprintf(w, "Two factors (issue 3): credgate-2fa/credgate keep-alive rps **%.2f×** (target ≥ %.2f×: %s)\n\n", x, TwoFactorRatio, passMiss(x >= TwoFactorRatio))
 		}
+	}
+	if r.KeepAlivePost != nil {
+		writeRun(w, r.Titles["keep_alive_post"], r.KeepAlivePost, false)
+		writeRatio(w, r.KeepAlivePost, KeepAliveRatio)
 	}
 	if r.NewConn != nil {
 		writeRun(w, r.Titles["new_conn"], r.NewConn, false)

@@ -1,24 +1,28 @@
-// Package h1client sends the gateway's bodiless, replayable HTTP/1.1
-// upstream requests on the caller's goroutine.
+// Package h1client sends the gateway's HTTP/1.1 upstream requests that
+// have no body or a small one of declared length on the caller's
+// goroutine.
 //
 // net/http's Transport hands every request to a connection's writeLoop
 // goroutine; its readLoop goroutine reads the response, passes it back
 // over a channel and waits on another for the body's end before the
-// connection goes back to the pool. For the gateway's common request (a
-// GET with no body, relayed on a keep-alive connection) that handoff is
-// a large share of its CPU time. A Client does the same work on the
-// goroutine that called RoundTrip: it takes a connection from its pool
+// connection goes back to the pool. For the gateway's common requests (a
+// GET with no body, a small JSON POST, relayed on a keep-alive
+// connection) that handoff is a large share of its CPU time. A Client
+// does the same work on the goroutine that called RoundTrip: it reads a
+// body (Content-Length 1 to 16 KiB) whole into a pooled buffer, as
+// nginx's request buffering does, then takes a connection from its pool
 // (or dials one), writes the request with http.Request.Write through a
 // pooled buffer, reads the response with http.ReadResponse, and puts the
-// connection back when the body reached its end. Anything else — a
-// request with a body, a method net/http would not replay, an upgrade,
-// Expect, trailers, a header net/http would refuse — goes to Fallback
-// unchanged.
+// connection back when the body reached its end. Anything else — a body
+// of unknown length (chunked) or larger than 16 KiB, an upgrade, Expect,
+// trailers, a header net/http would refuse — goes to Fallback unchanged.
 //
 // What it keeps of Transport's behaviour:
 //
 //   - the request bytes: both write with http.Request.Write (Transport
-//     adds nothing for a keep-alive connection without compression);
+//     adds nothing for a keep-alive connection without compression); a
+//     body shorter or longer than its Content-Length is Transport's error,
+//     and then nothing is sent;
 //   - 1xx responses before the final one go to the request's
 //     httptrace.ClientTrace.Got1xxResponse; a 101 is an error (no
 //     upgrade request comes here);
@@ -30,8 +34,9 @@
 //     before its end closes the connection (nothing is drained);
 //   - a request whose reused connection fails before any byte of the
 //     response arrived (the server had closed it while idle) is sent
-//     once more on a new connection, as Transport retries a replayable
-//     request;
+//     once more on a new connection if Transport would replay it (GET,
+//     HEAD, OPTIONS, TRACE, or an Idempotency-Key): with its body,
+//     which the Client holds; a POST without a key is never sent twice;
 //   - the request's context aborts a blocked write or read (a deadline in
 //     the past, set by context.AfterFunc: no goroutine per request);
 //   - idle connections are bounded per host (MaxIdleConnsPerHost) and
@@ -43,10 +48,18 @@
 // from the pool, by a look at its socket that reads nothing (package
 // socket); the connection is then closed and another one used. A close
 // that crosses the request is covered by the retry.
+//
+// Also unlike Transport, which streams a body while it writes and reads
+// an early answer meanwhile, a body is read whole before a connection is
+// taken (see maxBody for why the write then cannot wait on the server):
+// a client that stalls its body holds no upstream connection, and when
+// no connection can be had the error is a NotSentError, from which the
+// request can be sent another way.
 package h1client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -112,52 +125,101 @@ type connKey struct {
 
 func (k connKey) addr() string { return net.JoinHostPort(k.host, k.port) }
 
+// maxBody is the largest request body the Client sends itself: a
+// declared Content-Length of 1 to maxBody bytes. The body is read whole
+// before a connection is taken, so a slow client holds no upstream
+// connection, and written with the head in one write on the caller's
+// goroutine, which then reads the response. Nothing reads the response
+// while that write is in progress (Transport's readLoop does), so the
+// write must never wait for the server to read: a server may answer
+// early (a 413, a 401) without reading the body, and wait for its answer
+// to be read before it reads on. 16 KiB and the head fit in the space
+// the kernels give a connection without the peer's application reading
+// (the receiving socket's buffer, 128 KiB by default on Linux, and the
+// sending one's), so the write completes, or fails when the server
+// closed; larger bodies go to Fallback, whose readLoop reads an early
+// answer while its writeLoop still writes.
+const maxBody = 16 << 10
+
 // RoundTrip sends r (see the package documentation for which requests
-// go to Fallback).
+// go to Fallback). A body is read to its end and closed before anything
+// is sent; an error reading it is returned wrapped (errors.Is finds the
+// body's own error), and nothing is sent.
 func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	k, ok := eligible(r)
 	if !ok {
 		return c.Fallback.RoundTrip(r)
 	}
 	ctx := r.Context()
-	pc, err := c.get(ctx, k, false)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := pc.roundTrip(ctx, r)
-	if err != nil && pc.reused && pc.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-		// The server closed the connection while it was idle (or as
-		// the request reached it): nothing of a response came, and the
-		// request may be sent again. Once, on a new connection.
-		if pc, err = c.get(ctx, k, true); err != nil {
+	w := r // what is written
+	var rb *reqBuf
+	if r.ContentLength > 0 {
+		var err error
+		if rb, err = readBody(r); err != nil {
 			return nil, err
 		}
-		resp, err = pc.roundTrip(ctx, r)
+		// Written in full before roundTrip returns: nothing keeps the
+		// buffer after RoundTrip.
+		defer rb.free()
+		w = &rb.req
+	}
+	pc, err := c.get(ctx, k, false)
+	if err != nil {
+		return nil, rb.notSent(r, err)
+	}
+	resp, err := pc.roundTrip(ctx, r, w)
+	if err != nil && pc.reused && pc.nread == 0 && ctx.Err() == nil && !isTimeout(err) && replayable(r) {
+		// The server closed the connection while it was idle (or as
+		// the request reached it): nothing of a response came, and the
+		// request may be sent again. Once, on a new connection; never
+		// a request Transport would not replay (a POST without an
+		// idempotency key), which the server may have acted on.
+		if pc, err = c.get(ctx, k, true); err != nil {
+			return nil, rb.notSent(r, err)
+		}
+		rb.rewind()
+		resp, err = pc.roundTrip(ctx, r, w)
 	}
 	return resp, err
 }
 
-// eligible reports whether the client sends r itself, and its pool key.
+// replayable is net/http's Request.isReplayable for a request whose body
+// the client holds: Transport sends such a request again on a new
+// connection when its reused one failed before any byte of a response.
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, ok := r.Header["Idempotency-Key"]
+	if !ok {
+		_, ok = r.Header["X-Idempotency-Key"]
+	}
+	return ok
+}
+
+// eligible reports whether the client sends r itself, and its pool key:
+// no body, or one of a declared length up to maxBody (not chunked).
 func eligible(r *http.Request) (connKey, bool) {
-	if r.URL == nil || r.Header == nil || (r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 ||
-		r.Close || len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 {
+	if r.URL == nil || r.Header == nil || r.Close || len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 {
+		return connKey{}, false
+	}
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	switch {
+	case r.ContentLength == 0 && !hasBody:
+	case r.ContentLength > 0 && r.ContentLength <= maxBody && hasBody:
+	default:
+		// A body of unknown length (ContentLength 0 with a body, or
+		// -1), a large one, or a length without a body.
 		return connKey{}, false
 	}
 	//lint:ignore SA1019 a request that still uses Cancel gets Transport's handling of it
 	if r.Cancel != nil {
 		return connKey{}, false
 	}
-	switch r.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-	default:
-		// net/http replays other methods only with an idempotency key
-		// (Request.isReplayable); keep its rule.
-		if r.Header["Idempotency-Key"] == nil && r.Header["X-Idempotency-Key"] == nil {
-			return connKey{}, false
-		}
-		if !validMethod(r.Method) {
-			return connKey{}, false
-		}
+	if r.Method != "" && !validMethod(r.Method) || r.Method == http.MethodConnect {
+		// CONNECT: Transport's tunnel, never an API call.
+		return connKey{}, false
 	}
 	if r.Header["Upgrade"] != nil || r.Header["Expect"] != nil || r.Header["Connection"] != nil {
 		return connKey{}, false
@@ -192,6 +254,114 @@ func eligible(r *http.Request) (connKey, bool) {
 	}
 	return k, true
 }
+
+// reqBuf holds a request body read whole, and the shallow copy of the
+// request that Write is given: the caller's request is not modified.
+type reqBuf struct {
+	req http.Request
+	rd  bytes.Reader
+	// body is io.NopCloser(&rd), made once: Request.Write knows it for
+	// a reader in memory and writes the head and the body in one flush
+	// (for a body that may block it flushes the head first).
+	body io.ReadCloser
+	n    int
+	b    [maxBody + 1]byte
+}
+
+var reqBufs = sync.Pool{New: func() any {
+	rb := new(reqBuf)
+	rb.body = io.NopCloser(&rb.rd)
+	return rb
+}}
+
+// readBody reads r's body, of r.ContentLength bytes (1 to maxBody), to
+// its end and closes it. A body that ends before its length or goes on
+// past it is an error, as Transport's ("http: ContentLength=%d with Body
+// length %d"); so is a read error, wrapped.
+func readBody(r *http.Request) (*reqBuf, error) {
+	rb := reqBufs.Get().(*reqBuf)
+	want := int(r.ContentLength) + 1 // one more: the end must be seen
+	n := 0
+	var err error
+	for n < want && err == nil {
+		var m int
+		m, err = r.Body.Read(rb.b[n:want])
+		n += m
+	}
+	_ = r.Body.Close()
+	switch {
+	case n == want:
+		err = fmt.Errorf("h1client: http: ContentLength=%d with Body length %d or more", r.ContentLength, n)
+	case err != io.EOF:
+		err = fmt.Errorf("h1client: read the request body: %w", err)
+	case n != want-1:
+		err = fmt.Errorf("h1client: http: ContentLength=%d with Body length %d", r.ContentLength, n)
+	default:
+		err = nil
+	}
+	if err != nil {
+		rb.free()
+		return nil, err
+	}
+	rb.n = n
+	rb.req = *r
+	rb.req.Body, rb.req.GetBody = rb.body, nil
+	rb.rd.Reset(rb.b[:n])
+	return rb, nil
+}
+
+// rewind makes the body readable again from its start (rb may be nil).
+func (rb *reqBuf) rewind() {
+	if rb != nil {
+		rb.rd.Reset(rb.b[:rb.n])
+	}
+}
+
+func (rb *reqBuf) free() {
+	rb.req = http.Request{}
+	rb.rd.Reset(nil)
+	rb.n = 0
+	reqBufs.Put(rb)
+}
+
+// notSent is RoundTrip's error when no connection could be had: err
+// itself for a request without a body (rb nil), a NotSentError holding
+// a copy of what was read of the body otherwise.
+func (rb *reqBuf) notSent(r *http.Request, err error) error {
+	if rb == nil {
+		return err
+	}
+	return &NotSentError{Err: err, Request: withBody(r, bytes.Clone(rb.b[:rb.n]))}
+}
+
+// withBody is a shallow copy of r whose body replays b.
+func withBody(r *http.Request, b []byte) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.Body = io.NopCloser(bytes.NewReader(b))
+	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return r2
+}
+
+// NotSentError is RoundTrip's error for a request with a body when no
+// connection could be had (a dial or TLS error, returned by Dial or
+// DialTLS as Err): the request's body was read and closed, and nothing
+// was sent — or, when the dial was the retry's, the request went out
+// once on a reused connection that failed before any byte of an answer,
+// which is retried only for a request Transport would replay. Request is
+// the request as given to RoundTrip with a body that replays the bytes
+// read, for a caller that sends it another way.
+type NotSentError struct {
+	Err     error
+	Request *http.Request
+}
+
+// Error is Err's text: the connection's error, as it would have been
+// without the body.
+func (e *NotSentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err, so errors.Is and errors.As see the dial's error.
+func (e *NotSentError) Unwrap() error { return e.Err }
 
 // printableASCII reports whether s holds no control byte and nothing
 // beyond ASCII.
@@ -280,9 +450,9 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// roundTrip writes r on pc and reads the response headers. On an error
-// pc is closed.
-func (pc *conn) roundTrip(ctx context.Context, r *http.Request) (*http.Response, error) {
+// roundTrip writes w (r, or its copy with a buffered body) on pc and
+// reads the response headers to r. On an error pc is closed.
+func (pc *conn) roundTrip(ctx context.Context, r, w *http.Request) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.abort)
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -295,8 +465,9 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request) (*http.Response,
 	pc.nread = 0
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(pc.nc)
-	// eligible left Write only the connection's errors to return.
-	err := r.Write(bw)
+	// eligible and readBody left Write only the connection's errors to
+	// return.
+	err := w.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}

@@ -14,6 +14,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,20 +69,27 @@ func startRawOrigin(t *testing.T, tlsConf *tls.Config, serve func(c net.Conn, br
 	return o
 }
 
-// readRequest reads one request head (up to the blank line) and returns
-// its bytes; an error when the client closed the connection.
+// readRequest reads one request (its head up to the blank line, then a
+// body of its Content-Length) and returns its bytes; an error when the
+// client closed the connection.
 func readRequest(br *bufio.Reader) ([]byte, error) {
 	var b bytes.Buffer
+	n := 0
 	for {
 		line, err := br.ReadString('\n')
 		b.WriteString(line)
 		if err != nil {
 			return b.Bytes(), err
 		}
+		if name, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(name, "Content-Length") {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
 		if line == "\r\n" {
-			return b.Bytes(), nil
+			break
 		}
 	}
+	_, err := io.CopyN(&b, br, int64(n))
+	return b.Bytes(), err
 }
 
 // serveFixed answers every request on the connection with resp and sends
@@ -144,6 +152,9 @@ func get(t *testing.T, rt http.RoundTripper, ctx context.Context, method, u stri
 	return resp, string(b), err
 }
 
+// json1k is a JSON request body of about 1 KiB, an LLM API call's shape.
+var json1k = `{"model":"gpt-test","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}],"temperature":0.2}`
+
 // TestSameBytesAsTransport: for each request the upstream receives
 // exactly the bytes net/http's Transport (as the gateway configures it:
 // keep-alive, no compression) sends for it.
@@ -162,6 +173,8 @@ func TestSameBytesAsTransport(t *testing.T) {
 		name   string
 		method string
 		url    string
+		body   string // sent with its length; a reader not in memory unless mem
+		mem    bool
 		set    func(r *http.Request)
 	}{
 		{name: "plain GET", method: "GET", url: base + "/v1/x"},
@@ -184,6 +197,31 @@ func TestSameBytesAsTransport(t *testing.T) {
 		{name: "empty header value", method: "GET", url: base + "/e", set: func(r *http.Request) { r.Header["X-Empty"] = []string{""} }},
 		{name: "Range", method: "GET", url: base + "/r", set: func(r *http.Request) { r.Header.Set("Range", "bytes=0-1") }},
 		{name: "IPv4 host with port", method: "GET", url: base + "/p", set: func(r *http.Request) { r.Host = "127.0.0.1:8443" }},
+		{name: "POST without a body", method: "POST", url: base + "/p0"},
+		{name: "POST JSON", method: "POST", url: base + "/v1/chat/completions", body: json1k, set: func(r *http.Request) {
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Authorization", "Bearer sk-test")
+			r.Header.Set("Content-Length", "1") // stale: Write uses ContentLength
+		}},
+		{name: "POST JSON, body in memory", method: "POST", url: base + "/v1/m", body: `{"a":1}`, mem: true},
+		{name: "PUT", method: "PUT", url: base + "/objects/a%2Fb?x=1", body: "binary\x00\xff\r\n\r\nbody"},
+		{name: "PATCH with idempotency key", method: "PATCH", url: base + "/p", body: `{"op":"replace"}`, set: func(r *http.Request) {
+			r.Header.Set("Idempotency-Key", "key-1")
+			r.Header["X-Idempotency-Key"] = []string{""}
+		}},
+		{name: "DELETE with a body", method: "DELETE", url: base + "/d", body: `{"ids":[1,2]}`},
+		{name: "GET with a body", method: "GET", url: base + "/g", body: "q"},
+		{name: "custom method", method: "PROPFIND", url: base + "/dav", body: "<x/>", set: func(r *http.Request) { r.Header.Set("Depth", "1") }},
+		{name: "default user agent", method: "POST", url: base + "/ua", body: "x", set: func(r *http.Request) { delete(r.Header, "User-Agent") }},
+		{name: "odd headers", method: "POST", url: base + "/odd", body: "x=1&y=2", set: func(r *http.Request) {
+			r.Header["X-Empty"] = []string{""}
+			r.Header["X-Spaces"] = []string{"  a  b  "}
+			r.Header["X-Multi"] = []string{"1", "", "3"}
+			r.Header["Transfer-Encoding"] = []string{"identity"} // not r.TransferEncoding: Write drops it
+			r.Header["lowercase"] = []string{"kept as is"}
+			r.Host = "api.example.test:8443"
+		}},
+		{name: "16 KiB body", method: "POST", url: base + "/big", body: strings.Repeat("z", maxBody)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,6 +229,16 @@ func TestSameBytesAsTransport(t *testing.T) {
 				r, err := http.NewRequest(tt.method, tt.url, nil)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if tt.body != "" {
+					// As the gateway's: a body that may block (Transport
+					// then flushes the head first: the bytes are the
+					// same), without GetBody.
+					var rd io.Reader = struct{ io.Reader }{strings.NewReader(tt.body)}
+					if tt.mem {
+						rd = strings.NewReader(tt.body)
+					}
+					r.Body, r.ContentLength = io.NopCloser(rd), int64(len(tt.body))
 				}
 				r.Header["User-Agent"] = []string{""} // as forward sets it
 				if tt.set != nil {
@@ -218,7 +266,8 @@ func TestSameBytesAsTransport(t *testing.T) {
 	}
 }
 
-// TestFallback: requests the client does not send itself go to Fallback.
+// TestFallback: requests the client does not send itself go to Fallback,
+// with their body unread.
 func TestFallback(t *testing.T) {
 	var used atomic.Int64
 	c := &Client{Fallback: rtFunc(func(*http.Request) (*http.Response, error) {
@@ -229,12 +278,46 @@ func TestFallback(t *testing.T) {
 		name string
 		r    func() *http.Request
 	}{
-		{"body", func() *http.Request {
-			r, _ := http.NewRequest("GET", "http://a.test/", strings.NewReader("x"))
+		{"body of unknown length", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a.test/", strings.NewReader("x"))
+			r.ContentLength = -1
 			return r
 		}},
-		{"POST", func() *http.Request { r, _ := http.NewRequest("POST", "http://a.test/", nil); return r }},
-		{"PUT without idempotency key", func() *http.Request { r, _ := http.NewRequest("PUT", "http://a.test/", nil); return r }},
+		{"body with ContentLength 0", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a.test/", strings.NewReader("x"))
+			r.ContentLength = 0
+			return r
+		}},
+		{"chunked", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a.test/", strings.NewReader("x"))
+			r.TransferEncoding = []string{"chunked"}
+			return r
+		}},
+		{"body larger than maxBody", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a.test/", strings.NewReader(strings.Repeat("x", maxBody+1)))
+			return r
+		}},
+		{"length without a body", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a.test/", nil)
+			r.ContentLength = 3
+			return r
+		}},
+		{"trailer", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://a.test/", strings.NewReader("x"))
+			r.Trailer = http.Header{"X-Sum": nil}
+			return r
+		}},
+		{"bad method", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.Method = "GE T"
+			return r
+		}},
+		{"CONNECT", func() *http.Request { r, _ := http.NewRequest("CONNECT", "http://a.test/", nil); return r }},
+		{"connection field", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.Header.Set("Connection", "x-hop")
+			return r
+		}},
 		{"upgrade", func() *http.Request {
 			r, _ := http.NewRequest("GET", "http://a.test/", nil)
 			r.Header.Set("Upgrade", "websocket")
@@ -265,11 +348,31 @@ func TestFallback(t *testing.T) {
 		{"close", func() *http.Request { r, _ := http.NewRequest("GET", "http://a.test/", nil); r.Close = true; return r }},
 	} {
 		before := used.Load()
-		_, _ = c.RoundTrip(tc.r())
+		r := tc.r()
+		var rd *readWatch
+		if r.Body != nil {
+			rd = &readWatch{r: r.Body}
+			r.Body = io.NopCloser(rd)
+		}
+		_, _ = c.RoundTrip(r)
 		if used.Load() != before+1 {
 			t.Errorf("%s: not sent through the fallback", tc.name)
 		}
+		if rd != nil && rd.read.Load() {
+			t.Errorf("%s: the body was read before the fallback", tc.name)
+		}
 	}
+}
+
+// readWatch is a request body that records whether it was read.
+type readWatch struct {
+	r    io.Reader
+	read atomic.Bool
+}
+
+func (b *readWatch) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.r.Read(p)
 }
 
 type rtFunc func(*http.Request) (*http.Response, error)
@@ -598,9 +701,9 @@ func TestHostileResponses(t *testing.T) {
 	}
 }
 
-// FuzzResponse: whatever the upstream answers, RoundTrip and the body
-// end without a panic, and a connection is pooled only after a complete,
-// well-framed response.
+// FuzzResponse: whatever the upstream answers, to a GET or to a POST
+// with a body, RoundTrip and the body end without a panic, and a
+// connection is pooled only after a complete, well-framed response.
 func FuzzResponse(f *testing.F) {
 	for _, s := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -624,6 +727,12 @@ func FuzzResponse(f *testing.F) {
 		defer c.CloseIdleConnections()
 		resp <- s
 		r, _ := http.NewRequest("GET", "http://"+o.addr+"/", nil)
+		if len(s)%2 == 1 {
+			// Half the inputs answer a POST with a body, which the
+			// client wrote from its buffer.
+			r, _ = http.NewRequest("POST", "http://"+o.addr+"/", struct{ io.Reader }{strings.NewReader(`{"a":1}`)})
+			r.ContentLength = 7
+		}
 		rsp, err := c.RoundTrip(r)
 		if err != nil {
 			if c.Idle() != 0 {
