@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -122,4 +127,90 @@ func (b *idleBody) stop() {
 	b.mu.Lock()
 	b.done = true
 	b.mu.Unlock()
+}
+
+// How a read of the client's request body failed (clientBody.fail).
+const (
+	bodyReadOK        uint32 = iota
+	bodyReadGone             // the client's connection or stream ended before the body did
+	bodyReadMalformed        // the body's framing is broken (chunked encoding, a length it does not keep)
+)
+
+// clientBody is the request body as the client's connection delivers it,
+// under every other reader of it: the limits.body_idle_timeout watchdog,
+// an injector that reads it to sign it, placeholder substitution and the
+// upstream client. It records how the first failed read failed, so that
+// whichever of those met the failure, the answer and the audit line say it
+// was the client's: 499 client_aborted when the client went away
+// mid-body, 400 bad_request when the framing was malformed (the client is
+// still there to be told). It lives in the exchange: no allocation.
+type clientBody struct {
+	io.ReadCloser
+	ctx  context.Context // the request's: cancelled when an HTTP/2 client resets the stream
+	fail atomic.Uint32
+}
+
+// wrapClientBody puts b under r's body, before anything else wraps or
+// reads it; a request without a body is left alone.
+func wrapClientBody(b *clientBody, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	b.ReadCloser, b.ctx = r.Body, r.Context()
+	r.Body = b
+}
+
+// Read implements io.Reader.
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.fail.Load() == bodyReadOK {
+		b.fail.CompareAndSwap(bodyReadOK, classifyBodyErr(b.ctx, err))
+	}
+	return n, err
+}
+
+// classifyBodyErr tells a client that went away (the connection closed or
+// reset before the body's end, a read deadline, a cancelled stream) from
+// a body whose framing is malformed (everything else the server's body
+// reader returns: a bad chunk size, more or fewer bytes than declared).
+func classifyBodyErr(ctx context.Context, err error) uint32 {
+	var ne net.Error
+	switch {
+	case ctx != nil && ctx.Err() != nil,
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &ne):
+		return bodyReadGone
+	}
+	return bodyReadMalformed
+}
+
+// failure returns how a read of b failed; b may be nil.
+func (b *clientBody) failure() uint32 {
+	if b == nil {
+		return bodyReadOK
+	}
+	return b.fail.Load()
+}
+
+// clientBodyRefusal is the refusal of a request whose body the client did
+// not deliver, and whether its read failed that way at all: 499
+// client_aborted when the client went away mid-body (the answer, written
+// for a client that only half-closed, reaches nobody), 400 bad_request
+// when the framing was malformed. what says how far the request got ("the
+// request was not forwarded", "the upstream request was cancelled"). A
+// body the idle watchdog ib cut off is not the client's going (the
+// callers answer 408 body_timeout): false.
+func clientBodyRefusal(b *clientBody, ib *idleBody, what, rule string) (refusal, bool) {
+	if ib.cutOff() {
+		return refusal{}, false
+	}
+	switch b.failure() {
+	case bodyReadGone:
+		return newRefusal(statusClientClosed, codeRequestBodyAborted, "the client closed the request before its body ended", rule), true
+	case bodyReadMalformed:
+		return newRefusal(http.StatusBadRequest, codeBadRequest,
+			fmt.Sprintf("the request body is malformed (its chunked encoding is broken, or it does not keep the length it declared); %s", what), rule), true
+	}
+	return refusal{}, false
 }

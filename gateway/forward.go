@@ -146,8 +146,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
-			case errors.Is(err, errClientWrite):
+			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:
 				st.abortCode = codeRequestBodyAborted
+			case st.in.failure() == bodyReadMalformed:
+				st.abortCode = codeBadRequest
 			}
 		}
 		panic(http.ErrAbortHandler)

@@ -250,6 +250,9 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 		return newRefusal(http.StatusBadGateway, codePlaceholderUnsafe,
 			"the secret cannot be put where its placeholder is (a header value would hold a control character, or a path segment would become '.' or '..'); the request was not forwarded", d.Rule)
 	}
+	if f, failed := clientBodyRefusal(&x.in, x.st.body, "the request was not forwarded", d.Rule); failed {
+		return f // the body's read failed under substitution: the client's doing
+	}
 	g.log.Info("placeholder substitution failed", slog.String("rule", d.Rule), slog.Any("error", err))
 	return newRefusal(http.StatusBadRequest, codeBadRequest, "the request body could not be read for placeholder substitution; the request was not forwarded", d.Rule)
 }

@@ -42,6 +42,12 @@ const (
 	codeRateLimited        = "rate_limited"
 )
 
+// statusClientClosed is the status of a request whose client went away
+// before it was answered (code client_aborted, nginx's 499). The answer is
+// written anyway, for a client that only half-closed its connection; it
+// mostly reaches nobody.
+const statusClientClosed = 499
+
 // codeCredentialHostMismatch: the credential is valid only on other hosts
 // (providers.Credential.Hosts) than the request's destination; 403.
 const codeCredentialHostMismatch = "credential_host_mismatch"
@@ -87,6 +93,8 @@ func errorWord(status int) string {
 		return "gateway_timeout"
 	case http.StatusTooManyRequests:
 		return "too_many_requests"
+	case statusClientClosed:
+		return "client_closed_request"
 	}
 	return "error"
 }

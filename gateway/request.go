@@ -75,6 +75,9 @@ type reqState struct {
 	// body watches the request body (limits.body_idle_timeout); nil
 	// without a body.
 	body *idleBody
+	// in is the client's body as its connection delivers it (how a read
+	// of it failed); its failure() is bodyReadOK without a body.
+	in *clientBody
 	// trace and w1xx relay the upstream's 1xx responses to the client
 	// (informational); part of reqState, so no allocation of their own.
 	trace httptrace.ClientTrace
@@ -297,6 +300,9 @@ type exchange struct {
 	// st is the request's state once admitted (handle): part of the
 	// exchange, so no allocation of its own.
 	st reqState
+	// in is the client's request body under every reader of it
+	// (clientBody): how a read of it failed.
+	in clientBody
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -476,16 +482,20 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// Before the body is wrapped: net/http's HTTP/2 server took the
 	// field off (it answers 100 itself when the body is first read).
 	expect := r.ProtoMajor == 2 && r.ContentLength != 0 && h2ExpectsContinue(r.Body)
+	orig := r.Body
+	wrapClientBody(&x.in, r)
 	ib := g.idleBody(w, r)
-	if ib != nil {
+	if r.Body != orig {
 		defer func() {
-			ib.stop()
+			if ib != nil {
+				ib.stop()
+			}
 			// net/http's server judges the body it handed out once the
 			// handler returns: an unread Expect: 100-continue body is
 			// not drained (the client never sends it), the connection
 			// is closed instead. Wrapped, it drained it before writing
 			// the response, which waited for the client's timeout.
-			r.Body = ib.ReadCloser
+			r.Body = orig
 		}()
 	}
 	if g.draining.Load() && scheme == "http" {
@@ -547,7 +557,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib}
+	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in}
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
@@ -586,6 +596,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// custody values and Accept-Encoding already set.
 	if d.Action == policy.Inject {
 		if err := injectors.ApplyFor(d.Inject.Injector, out, cred, a.wl); err != nil {
+			if f, failed := clientBodyRefusal(&x.in, ib, "the request was not forwarded", d.Rule); failed {
+				g.refuse(x, f) // the injector read the body to sign it: the client's doing
+				return
+			}
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
 			g.refuse(x, injectRefusal(err, d))
 			return
@@ -627,7 +641,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	status := sw.status
 	switch {
 	case status == 0 && st.refusal != nil:
-		status = st.refusal.Status // nothing was written (499: the client left)
+		status = st.refusal.Status // nothing could be written: the client left
 	case status == 0:
 		status = http.StatusOK
 	}
@@ -884,6 +898,17 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		f.write(w)
 		return
 	}
+	if st != nil {
+		if f, failed := clientBodyRefusal(st.in, st.body, "the upstream request was cancelled", ""); failed {
+			// The client went away mid-body or sent a malformed one:
+			// whichever reader met it, it is the client's doing, not the
+			// upstream's.
+			st.refusal = &f
+			g.metrics.refusals.WithLabelValues(f.Code).Inc()
+			f.write(w)
+			return
+		}
+	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
@@ -891,11 +916,14 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	if r.Context().Err() != nil {
-		// The client went away; nothing to answer.
+		// The client went away: the answer, written for a client that
+		// only half-closed, reaches nobody.
+		f := newRefusal(statusClientClosed, codeRequestBodyAborted, "client closed the request", "")
 		if st != nil {
-			f := newRefusal(499, codeRequestBodyAborted, "client closed the request", "")
 			st.refusal = &f
 		}
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
 		return
 	}
 	var ue *url.Error

@@ -1,0 +1,188 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// auditFor returns the audit line of the request to path, nil before it
+// is written.
+func auditFor(tg *testGateway, path string) map[string]any {
+	for line := range strings.SplitSeq(tg.audit.String(), "\n") {
+		if !strings.Contains(line, `"path":"`+path+`"`) {
+			continue
+		}
+		var ev map[string]any
+		if json.Unmarshal([]byte(line), &ev) == nil && ev["path"] == path {
+			return ev
+		}
+	}
+	return nil
+}
+
+// TestClientLeavesMidBody is the class of "the client went away while
+// sending its request body": whichever reader of the body met the end (an
+// injector reading it to sign, placeholder substitution, the upstream
+// client sending a small body whole or streaming a large one), however
+// the body was framed and however the connection ended (FIN, RST, or a
+// half-close of a client still reading, which is told so), the request is
+// audited as the client's doing, 499 client_aborted, never as an upstream
+// or injection failure. A body whose framing is malformed, with the
+// client still there, is answered 400 bad_request. Before, the first were
+// audited 502 upstream_error or inject_failed, or 400.
+func TestClientLeavesMidBody(t *testing.T) {
+	tg, _ := startPlaceholderGateway(t, false)
+	type reader struct {
+		name, host, prefix string
+	}
+	readers := []reader{
+		{"signs the body (hmac)", apiHost, "/signed/"},
+		{"placeholder substitution", apiHost, "/ph/"},
+		{"upstream client (bearer)", secondHost, "/plain/"},
+	}
+	type framing struct {
+		name string
+		head string // after the request line
+		sent string // the part of the body sent before leaving
+	}
+	framings := []framing{
+		{"small length", "Content-Length: 100\r\n", strings.Repeat("a", 10)},
+		{"large length", "Content-Length: 1048576\r\n", strings.Repeat("b", 40<<10)},
+		{"chunked", "Transfer-Encoding: chunked\r\n", "a\r\n0123456789\r\n40\r\n0123456789"},
+	}
+	n := 0
+	for _, rd := range readers {
+		for _, fr := range framings {
+			for _, how := range []string{"close", "reset", "half-close"} {
+				n++
+				path := fmt.Sprintf("%sleave-%d", rd.prefix, n)
+				arrived := make(chan struct{}, 1)
+				tg.origin.route(path, func(w http.ResponseWriter, r *http.Request) {
+					select {
+					case arrived <- struct{}{}:
+					default:
+					}
+					_, _ = io.Copy(io.Discard, r.Body)
+				})
+				t.Run(fmt.Sprintf("%s/%s/%s", rd.name, fr.name, how), func(t *testing.T) {
+					c, br := h1TunnelTo(t, tg, rd.host)
+					fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\n%s\r\n%s", path, rd.host, fr.head, fr.sent)
+					if fr.name == "large length" && rd.prefix == "/plain/" {
+						// The streamed body: leave once the upstream request is under way.
+						select {
+						case <-arrived:
+						case <-time.After(5 * time.Second):
+							t.Fatal("the streamed request did not reach the origin")
+						}
+					}
+					switch how {
+					case "reset":
+						// An abortive close: RST, not FIN (SO_LINGER 0).
+						_ = c.NetConn().(*net.TCPConn).SetLinger(0)
+						_ = c.NetConn().Close()
+					case "half-close":
+						// close_notify and FIN, still reading: the answer
+						// must say what happened, never a made-up 200.
+						if err := c.CloseWrite(); err != nil {
+							t.Fatal(err)
+						}
+						resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+						if err != nil {
+							t.Fatalf("reading the answer: %v", err)
+						}
+						b, _ := io.ReadAll(resp.Body)
+						if resp.StatusCode != statusClientClosed || resp.Header.Get(ReasonHeader) != codeRequestBodyAborted {
+							t.Errorf("answer %d %q, want %d %s", resp.StatusCode, b, statusClientClosed, codeRequestBodyAborted)
+						}
+					default:
+						_ = c.Close()
+					}
+					var ev map[string]any
+					waitFor(t, 10*time.Second, "the request's audit line", func() bool {
+						ev = auditFor(tg, path)
+						return ev != nil
+					})
+					if ev["status"] != float64(499) || ev["code"] != codeRequestBodyAborted {
+						t.Errorf("audited status %v code %v, want 499 %s", ev["status"], ev["code"], codeRequestBodyAborted)
+					}
+				})
+			}
+		}
+	}
+
+	// The client is still there but the body's chunked framing is
+	// malformed: its fault, said to it.
+	for _, rd := range readers {
+		n++
+		path := fmt.Sprintf("%smalformed-%d", rd.prefix, n)
+		tg.origin.route(path, func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+		})
+		t.Run(rd.name+"/malformed chunked", func(t *testing.T) {
+			c, br := h1TunnelTo(t, tg, rd.host)
+			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\nzz\r\n", path, rd.host)
+			resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), codeBadRequest) {
+				t.Errorf("answer %d %q, want 400 %s", resp.StatusCode, b, codeBadRequest)
+			}
+			var ev map[string]any
+			waitFor(t, 10*time.Second, "the request's audit line", func() bool {
+				ev = auditFor(tg, path)
+				return ev != nil
+			})
+			if ev["status"] != float64(400) || ev["code"] != codeBadRequest {
+				t.Errorf("audited status %v code %v, want 400 %s", ev["status"], ev["code"], codeBadRequest)
+			}
+		})
+	}
+
+	// HTTP/2: the client cancels the stream mid-body (RST_STREAM).
+	t.Run("http2 stream cancelled", func(t *testing.T) {
+		path := "/plain/leave-h2"
+		arrived := make(chan struct{}, 1)
+		tg.origin.route(path, func(w http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			_, _ = io.Copy(io.Discard, r.Body)
+		})
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+secondHost+path, pr)
+		req.ContentLength = 1 << 20
+		done := make(chan error, 1)
+		go func() {
+			resp, err := tg.client(t, true).Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		_, _ = pw.Write(make([]byte, 20<<10))
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the streamed request did not reach the origin")
+		}
+		cancel()
+		<-done
+		var ev map[string]any
+		waitFor(t, 10*time.Second, "the request's audit line", func() bool {
+			ev = auditFor(tg, path)
+			return ev != nil
+		})
+		if ev["status"] != float64(499) || ev["code"] != codeRequestBodyAborted {
+			t.Errorf("audited status %v code %v, want 499 %s", ev["status"], ev["code"], codeRequestBodyAborted)
+		}
+	})
+}
