@@ -117,13 +117,14 @@ func h2Streams(ctx context.Context, rc runConfig, ts []target, skipped map[strin
 	return h
 }
 
-// bigBody moves sc.bigBytes up and down through direct, goproxy and
-// credgate, one transfer at a time, sampling the proxy's RSS every 50 ms.
+// bigBody moves sc.bigBytes up and down through direct, the floor (when
+// measured), goproxy and credgate, one transfer at a time, sampling the
+// proxy's RSS every 50 ms.
 func bigBody(ctx context.Context, rc runConfig, ts []target, skipped map[string]string, originPID int, progress func(string, ...any)) *report.BigBody {
 	sc := rc.scale
 	const interval = 50 * time.Millisecond
 	b := &report.BigBody{Bytes: sc.bigBytes, Interval: interval}
-	sel := pick(ts, report.Direct, report.Goproxy, report.Credgate)
+	sel := pick(ts, report.Direct, report.Floor, report.Goproxy, report.Credgate)
 	rows := map[string]*report.BigBodyRow{}
 	key := func(t, dir string) string { return t + " " + dir }
 	for _, t := range sel {

@@ -5,11 +5,13 @@
 // than the floor, and the floor does only what any of them must.
 //
 // It is a bound, NOT a proxy anyone should run. It parses no HTTP: it
-// assumes that every read from the client is one whole request without a
-// body (true of the load generator's GETs, each written in one TLS record),
-// and inserts the header line after the first CRLF of each read. A request
-// split across reads, a body, pipelining, HTTP/2 or a response that
-// outlives its client connection would all be mangled. It checks no
+// assumes that every read from the client that does not continue a body is
+// one whole request head (true of the load generator, which writes each head
+// in one TLS record), and inserts the header line after the first CRLF of
+// each such read. The one thing it reads of the head is Content-Length, so
+// that an upload's body (bigbody) passes unchanged. A head split across
+// reads, a chunked body, pipelining, HTTP/2 or a response that outlives its
+// client connection would all be mangled. It checks no
 // identity, policy or SNI, logs nothing, sets no deadlines and does not
 // scrub responses.
 //
@@ -43,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,10 +54,12 @@ import (
 	"github.com/credgate/credgate/internal/testpki"
 )
 
-// bufSize is the size of each relay buffer: the load generator's requests
-// and the origin's answers (about 150 and 250 bytes) fit many times over;
-// a larger answer is copied in several reads.
-const bufSize = 4 << 10
+// bufSize is the size of each relay buffer: a whole TLS record's payload
+// (16 KiB), so that a 1 GiB transfer (bigbody) is relayed a record per
+// read and write, as credgate and goproxy do. With 4 KiB the floor moved
+// 0.30-0.34x direct's throughput, below goproxy's 0.38-0.44x in the same
+// run: not a floor.
+const bufSize = 16 << 10
 
 // Config says how the floor runs.
 type Config struct {
@@ -246,10 +251,20 @@ func (p *Proxy) handle(raw net.Conn) {
 	}
 	u.to.Store(cc)
 	off := len(p.line)
+	var bodyLeft int64 // bytes of the current request's body still to relay as they are
 	for {
 		n, err := cc.Read(buf[off:])
 		if n > 0 {
-			if _, werr := u.tc.Write(inject(buf, off, n, p.line)); werr != nil {
+			out := buf[off : off+n]
+			if bodyLeft > 0 {
+				// Body bytes: relayed unchanged (a read holding the body's
+				// end and the next request's head is not handled).
+				bodyLeft -= int64(n)
+			} else {
+				out = inject(buf, off, n, p.line)
+				bodyLeft = bodyAfter(out)
+			}
+			if _, werr := u.tc.Write(out); werr != nil {
 				u.to.Store(nil)
 				u.close()
 				return
@@ -293,6 +308,32 @@ var (
 	crlf     = []byte("\r\n")
 	crlfcrlf = []byte("\r\n\r\n")
 )
+
+// bodyAfter returns how many bytes of the body announced by the
+// Content-Length in head (one read holding a whole request head and maybe
+// the start of its body) are still to come after it; 0 without one. The
+// only HTTP the floor reads, so that an upload's body is relayed, not
+// mangled by a header line.
+func bodyAfter(head []byte) int64 {
+	end := bytes.Index(head, crlfcrlf)
+	if end < 0 {
+		return 0
+	}
+	const name = "\r\ncontent-length:"
+	h := head[:end+2]
+	for i := 0; i+len(name) <= len(h); i++ {
+		if !bytes.EqualFold(h[i:i+len(name)], []byte(name)) {
+			continue
+		}
+		v, _, _ := bytes.Cut(h[i+len(name):], crlf)
+		cl, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		if err != nil || cl <= 0 {
+			return 0
+		}
+		return max(cl-int64(len(head)-(end+4)), 0)
+	}
+	return 0
+}
 
 // inject returns the n bytes read into buf[off:] with line inserted after
 // their first CRLF, in place: buf[:off] is room for line (off ==

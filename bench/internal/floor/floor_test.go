@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/credgate/credgate/bench/internal/loadgen"
 	"github.com/credgate/credgate/bench/internal/origin"
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -68,13 +70,13 @@ func FuzzInject(f *testing.F) {
 }
 
 // startFloor runs a floor whose resolve map sends host:443 to addr.
-func startFloor(t *testing.T, addr string, originCA *testpki.Authority, header string) (proxyAddr string, ca *testpki.Authority) {
+func startFloor(t *testing.T, addr string, originCA *testpki.Authority, header string) (proxyAddr string, ca *testpki.Authority, p *Proxy) {
 	t.Helper()
 	ca, err := testpki.NewAuthority("floor test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{CA: ca, UpstreamRoots: originCA.Pool(), Resolve: map[string]string{host + ":443": addr}, Header: header})
+	p, err = New(Config{CA: ca, UpstreamRoots: originCA.Pool(), Resolve: map[string]string{host + ":443": addr}, Header: header})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +93,15 @@ func startFloor(t *testing.T, addr string, originCA *testpki.Authority, header s
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return ln.Addr().String(), ca
+	return ln.Addr().String(), ca, p
+}
+
+// idle returns how many idle upstream connections p keeps for host:443.
+func idle(p *Proxy) int {
+	t := p.targets[host+":443"]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.idle)
 }
 
 // rawOrigin is a TLS server that hands each read it makes to the test and
@@ -148,15 +158,20 @@ func startRawOrigin(t *testing.T) *rawOrigin {
 
 // TestRelayBytes sends requests through the floor to an origin that
 // records every byte: each read arrives with the header line after its
-// first CRLF and is otherwise unchanged, each answer arrives unchanged
+// first CRLF and is otherwise unchanged (a read of a body announced by
+// Content-Length is unchanged), each answer arrives unchanged
 // (also one larger than a relay buffer), and a second client connection
 // reuses the first one's upstream connection.
 func TestRelayBytes(t *testing.T) {
 	o := startRawOrigin(t)
-	proxyAddr, ca := startFloor(t, o.addr, o.ca, "Authorization: Bearer tok")
+	proxyAddr, ca, p := startFloor(t, o.addr, o.ca, "Authorization: Bearer tok")
 	big := bytes.Repeat([]byte("0123456789\r\n\x00\xff"), 1000)
 	cases := []struct{ req, want, reply string }{
 		{"GET /v1 HTTP/1.1\r\nHost: api.origin.test\r\n\r\n", "GET /v1 HTTP/1.1\r\nAuthorization: Bearer tok\r\nHost: api.origin.test\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		// A body announced by Content-Length passes unchanged, CRLFs and
+		// all, in the head's read and in the reads after it.
+		{"POST /v1 HTTP/1.1\r\nContent-Length: 12\r\n\r\nab\r\n", "POST /v1 HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Length: 12\r\n\r\nab\r\n", "1"},
+		{"cd\r\nef\r\n", "cd\r\nef\r\n", "2"},
 		{"\x00\xff\r\n\r\nbinary\r\n", "\x00\xff\r\nAuthorization: Bearer tok\r\n\r\nbinary\r\n", "\r\n\r\n\x00"},
 		{"no line end", "no line end", string(big)},
 	}
@@ -184,6 +199,9 @@ func TestRelayBytes(t *testing.T) {
 			}
 		}
 		_ = tc.Close()
+		// The floor gives the upstream connection back once it has read
+		// the client's close.
+		poll.True(t, 10*time.Second, "the upstream connection back in the idle pool", func() bool { return idle(p) == 1 })
 	}
 	if n := o.conns.Load(); n != 1 {
 		t.Errorf("origin saw %d connections, want 1 (the second client reuses the first upstream connection)", n)
@@ -213,7 +231,7 @@ func TestWithOrigin(t *testing.T) {
 		defer cancel()
 		_ = srv.Close(ctx)
 	})
-	proxyAddr, ca := startFloor(t, ln.Addr().String(), originCA, "Authorization: Bearer tok")
+	proxyAddr, ca, _ := startFloor(t, ln.Addr().String(), originCA, "Authorization: Bearer tok")
 	lg := &loadgen.Target{Name: "floor", Proxy: proxyAddr, Host: host, Port: 443, Path: "/v1/charges", Roots: ca.Pool()}
 	ctx := context.Background()
 	if err := loadgen.Check(ctx, lg); err != nil {
@@ -245,6 +263,18 @@ func TestWithOrigin(t *testing.T) {
 		_ = c.Close()
 	}
 
+	// An upload's body passes unchanged (the origin counts it against
+	// Content-Length; a header line put after one of its CRLFs would be
+	// counted), and so does a download's.
+	const big = 4 << 20
+	lines := strings.NewReader(strings.Repeat("a body line\r\n", big/13+1))
+	if _, err := loadgen.Upload(ctx, lg, origin.UploadPath, io.LimitReader(lines, big), big); err != nil {
+		t.Errorf("upload of %d bytes through the floor: %v", big, err)
+	}
+	if _, err := loadgen.Download(ctx, lg, origin.DownloadPath+"?bytes=4194304", big); err != nil {
+		t.Errorf("download of %d bytes through the floor: %v", big, err)
+	}
+
 	// The origin refuses a request without the token: the floor is what
 	// puts it there.
 	wrong := *lg
@@ -260,5 +290,24 @@ func TestWithOrigin(t *testing.T) {
 	other.Host = "other.test"
 	if err := loadgen.Check(ctx, &other); !errors.As(err, &se) || se.Code != 403 {
 		t.Errorf("CONNECT outside the resolve map: %v, want status 403", err)
+	}
+}
+
+func TestBodyAfter(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want int64
+	}{
+		{"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n", 10},
+		{"POST / HTTP/1.1\r\ncontent-length:10\r\nHost: h\r\n\r\n0123", 6},
+		{"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n0123", 0},
+		{"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 0},
+		{"POST / HTTP/1.1\r\nX-Content-Length: 9\r\n\r\n", 0},
+		{"POST / HTTP/1.1\r\nContent-Length: 9\r\n", 0}, // no end of head
+	} {
+		if got := bodyAfter([]byte(tc.head)); got != tc.want {
+			t.Errorf("bodyAfter(%q) = %d, want %d", tc.head, got, tc.want)
+		}
 	}
 }

@@ -100,6 +100,14 @@ func TestFloorRows(t *testing.T) {
 		NewConn: &Run{Results: []loadgen.Result{{Target: Floor, RPS: 1000}, {Target: Goproxy, RPS: 800}}},
 		// No goproxy: no row.
 		NewConnResume: &Run{Results: []loadgen.Result{{Target: Floor, RPS: 1000}, {Target: Credgate, RPS: 900}}},
+		BigBody: &BigBody{Bytes: 1 << 30, Rows: []BigBodyRow{
+			{Target: Direct, Direction: Upload, Transfers: []loadgen.Transfer{{Bytes: 1 << 30, Elapsed: time.Second}}},
+			{Target: Floor, Direction: Upload, Transfers: []loadgen.Transfer{{Bytes: 1 << 30, Elapsed: 2 * time.Second}}, RSSStart: 1, ProxyCPU: 1800 * ms},
+			{Target: Goproxy, Direction: Upload, Transfers: []loadgen.Transfer{{Bytes: 1 << 30, Elapsed: 2 * time.Second}}, RSSStart: 1, ProxyCPU: 1900 * ms},
+			{Target: Credgate, Direction: Upload, Transfers: []loadgen.Transfer{{Bytes: 1 << 30, Elapsed: 2500 * ms}}, RSSStart: 1, ProxyCPU: 2 * time.Second},
+			// No floor download: no row.
+			{Target: Direct, Direction: Download, Transfers: []loadgen.Transfer{{Bytes: 1 << 30, Elapsed: time.Second}}},
+		}},
 		FixedRate: &Run{Results: []loadgen.Result{
 			{Target: Direct, Requests: 10, P50: 1 * ms},
 			{Target: Floor, Requests: 10, P50: 1*ms + 150*time.Microsecond},
@@ -108,9 +116,10 @@ func TestFloorRows(t *testing.T) {
 		}},
 	}
 	want := []FloorRow{
-		{Scenario: "keep-alive rps", Want: "≥ 1.15× goproxy", Floor: "1.50×", Credgate: "1.02×", VsFloor: "0.68× its rps", CPU: "0.070 ms · 0.116 ms · 0.117 ms", Reachable: true},
-		{Scenario: "new-connection rps, full handshake", Want: "≥ 1.50× goproxy", Floor: "1.25×", Credgate: "–", VsFloor: "–", CPU: "– · – · –"},
-		{Scenario: "added p50 at fixed rate", Want: "≤ 0.8× goproxy's added p50", Floor: "0.50× (0.150 ms vs 0.300 ms)", Credgate: "0.98× (0.294 ms)", VsFloor: "1.96× its added p50", CPU: "– · – · –", Reachable: true},
+		{Scenario: "keep-alive rps", Want: "≥ 1.15× goproxy", Floor: "1.50× goproxy", Credgate: "1.02× goproxy", VsFloor: "0.68× its rps", CPU: "0.070 ms · 0.116 ms · 0.117 ms", Reachable: true},
+		{Scenario: "new-connection rps, full handshake", Want: "≥ 1.50× goproxy", Floor: "1.25× goproxy", Credgate: "–", VsFloor: "–", CPU: "– · – · –"},
+		{Scenario: "added p50 at fixed rate", Want: "≤ 0.8× goproxy's added p50", Floor: "0.50× goproxy's (0.150 ms vs 0.300 ms)", Credgate: "0.98× goproxy's (0.294 ms)", VsFloor: "1.96× its added p50", CPU: "– · – · –", Reachable: true},
+		{Scenario: "1 GiB upload throughput", Want: "≥ 0.90× direct", Floor: "0.50× direct", Credgate: "0.40× direct", VsFloor: "0.80× its throughput", CPU: "1.80 s · 1.90 s · 2.00 s per GiB"},
 	}
 	if diff := cmp.Diff(want, res.FloorRows()); diff != "" {
 		t.Errorf("FloorRows (-want +got):\n%s", diff)
@@ -119,8 +128,8 @@ func TestFloorRows(t *testing.T) {
 	res.Write(&b)
 	for _, s := range []string{
 		"## The floor: the least any intercepting proxy does here (issue 20)",
-		"| keep-alive rps | ≥ 1.15× goproxy | 1.50× | 1.02× | 0.68× its rps | 0.070 ms · 0.116 ms · 0.117 ms | within the floor's reach |",
-		"| new-connection rps, full handshake | ≥ 1.50× goproxy | 1.25× | – | – | – · – · – | beyond the floor: no proxy reaches it in this run |",
+		"| keep-alive rps | ≥ 1.15× goproxy | 1.50× goproxy | 1.02× goproxy | 0.68× its rps | 0.070 ms · 0.116 ms · 0.117 ms | within the floor's reach |",
+		"| new-connection rps, full handshake | ≥ 1.50× goproxy | 1.25× goproxy | – | – | – · – · – | beyond the floor: no proxy reaches it in this run |",
 		// The issue's verdicts are unchanged: credgate against goproxy.
 		"| keep-alive rps | ≥ 1.15× goproxy | 1.02× | MISS |",
 	} {

@@ -202,6 +202,19 @@ func (b *BigBody) verdicts() []Verdict {
 	return append(out, v)
 }
 
+// cpuPerGiB is the proxy CPU time per GiB moved in r's transfers, 0
+// without a process or bytes.
+func (r BigBodyRow) cpuPerGiB() time.Duration {
+	var total int64
+	for _, x := range r.Transfers {
+		total += x.Bytes
+	}
+	if r.RSSStart == 0 || total == 0 {
+		return 0
+	}
+	return time.Duration(float64(r.ProxyCPU) / (float64(total) / (1 << 30)))
+}
+
 func (b *BigBody) write(w io.Writer, title string) {
 	fmt.Fprintf(w, "## %s\n\n| target | direction | throughput | per transfer | vs direct | proxy CPU per GiB | RSS at start | peak RSS | peak − start | end RSS | other CPU |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n", title)
 	for _, r := range b.Rows {
@@ -219,12 +232,8 @@ func (b *BigBody) write(w io.Writer, title string) {
 		}
 		cpu, start, peak, growth, end := "–", "–", "–", "–", "–"
 		if r.RSSStart > 0 {
-			var total int64
-			for _, x := range r.Transfers {
-				total += x.Bytes
-			}
-			if total > 0 {
-				cpu = fmt.Sprintf("%.2f s", r.ProxyCPU.Seconds()/(float64(total)/(1<<30)))
+			if c := r.cpuPerGiB(); c > 0 {
+				cpu = fmt.Sprintf("%.2f s", c.Seconds())
 			}
 			start, peak, growth, end = MiB(r.RSSStart), MiB(r.RSSPeak), signedMiB(r.Growth()), MiB(r.RSSEnd)
 		}
