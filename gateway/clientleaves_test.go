@@ -27,6 +27,20 @@ func auditFor(tg *testGateway, path string) map[string]any {
 	return nil
 }
 
+// wantAudited waits for the audit line of the request to path and checks
+// its status and code.
+func wantAudited(t *testing.T, tg *testGateway, path string, status int, code string) {
+	t.Helper()
+	var ev map[string]any
+	waitFor(t, 10*time.Second, "the audit line of "+path, func() bool {
+		ev = auditFor(tg, path)
+		return ev != nil
+	})
+	if ev["status"] != float64(status) || ev["code"] != code {
+		t.Errorf("%s audited with status %v code %v, want %d %s", path, ev["status"], ev["code"], status, code)
+	}
+}
+
 // TestClientLeavesMidBody is the class of "the client went away while
 // sending its request body": whichever reader of the body met the end (an
 // injector reading it to sign, placeholder substitution, the upstream
@@ -104,14 +118,7 @@ func TestClientLeavesMidBody(t *testing.T) {
 					default:
 						_ = c.Close()
 					}
-					var ev map[string]any
-					waitFor(t, 10*time.Second, "the request's audit line", func() bool {
-						ev = auditFor(tg, path)
-						return ev != nil
-					})
-					if ev["status"] != float64(499) || ev["code"] != codeRequestBodyAborted {
-						t.Errorf("audited status %v code %v, want 499 %s", ev["status"], ev["code"], codeRequestBodyAborted)
-					}
+					wantAudited(t, tg, path, statusClientClosed, codeRequestBodyAborted)
 				})
 			}
 		}
@@ -136,14 +143,7 @@ func TestClientLeavesMidBody(t *testing.T) {
 			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), codeBadRequest) {
 				t.Errorf("answer %d %q, want 400 %s", resp.StatusCode, b, codeBadRequest)
 			}
-			var ev map[string]any
-			waitFor(t, 10*time.Second, "the request's audit line", func() bool {
-				ev = auditFor(tg, path)
-				return ev != nil
-			})
-			if ev["status"] != float64(400) || ev["code"] != codeBadRequest {
-				t.Errorf("audited status %v code %v, want 400 %s", ev["status"], ev["code"], codeBadRequest)
-			}
+			wantAudited(t, tg, path, http.StatusBadRequest, codeBadRequest)
 		})
 	}
 
@@ -176,13 +176,6 @@ func TestClientLeavesMidBody(t *testing.T) {
 		}
 		cancel()
 		<-done
-		var ev map[string]any
-		waitFor(t, 10*time.Second, "the request's audit line", func() bool {
-			ev = auditFor(tg, path)
-			return ev != nil
-		})
-		if ev["status"] != float64(499) || ev["code"] != codeRequestBodyAborted {
-			t.Errorf("audited status %v code %v, want 499 %s", ev["status"], ev["code"], codeRequestBodyAborted)
-		}
+		wantAudited(t, tg, path, statusClientClosed, codeRequestBodyAborted)
 	})
 }

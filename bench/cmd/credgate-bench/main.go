@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -115,20 +116,48 @@ func cmdOrigin(args []string) error {
 	return s.Close(sctx)
 }
 
+// mitmFlags are the flags the baseline and the floor share: where to
+// listen, the interception CA, the upstream's CA and where the one
+// destination is.
+type mitmFlags struct {
+	listen, caCert, caKey, upstreamCA, resolve, header *string
+}
+
+func newMITMFlags(fs *flag.FlagSet) mitmFlags {
+	return mitmFlags{
+		listen:     fs.String("listen", "127.0.0.1:0", "address to listen on"),
+		caCert:     fs.String("ca-cert", "", "interception CA certificate"),
+		caKey:      fs.String("ca-key", "", "interception CA key"),
+		upstreamCA: fs.String("upstream-ca", "", "PEM bundle that verifies the upstream"),
+		resolve:    fs.String("resolve", "", "host:port=addr, like curl --resolve"),
+		header:     fs.String("header", "Authorization", "header to inject; its value is \"Bearer $"+tokenEnv+"\""),
+	}
+}
+
+// load reads the CA and the upstream's roots and splits -resolve.
+func (f mitmFlags) load() (ca *testpki.Authority, roots *x509.CertPool, resolve map[string]string, err error) {
+	if ca, err = testpki.LoadAuthority(*f.caCert, *f.caKey); err != nil {
+		return nil, nil, nil, err
+	}
+	if roots, err = testpki.ReadPool(*f.upstreamCA); err != nil {
+		return nil, nil, nil, err
+	}
+	from, to, ok := strings.Cut(*f.resolve, "=")
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("-resolve %q: want host:port=addr", *f.resolve)
+	}
+	return ca, roots, map[string]string{from: to}, nil
+}
+
 func cmdBaseline(args []string) error {
 	fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
-	caCert := fs.String("ca-cert", "", "interception CA certificate")
-	caKey := fs.String("ca-key", "", "interception CA key")
-	upstreamCA := fs.String("upstream-ca", "", "PEM bundle that verifies the upstream")
-	resolve := fs.String("resolve", "", "host:port=addr, like curl --resolve")
-	header := fs.String("header", "Authorization", "header to inject; its value is \"Bearer $"+tokenEnv+"\"")
+	mf := newMITMFlags(fs)
 	h2 := fs.Bool("upstream-h2", false, "let the upstream transport negotiate HTTP/2")
 	clientH2 := fs.Bool("client-h2", false, "serve intercepted clients that offer h2 over HTTP/2 (goproxy's AllowHTTP2)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ca, err := testpki.LoadAuthority(*caCert, *caKey)
+	ca, roots, resolve, err := mf.load()
 	if err != nil {
 		return err
 	}
@@ -136,15 +165,7 @@ func cmdBaseline(args []string) error {
 	if err != nil {
 		return err
 	}
-	roots, err := testpki.ReadPool(*upstreamCA)
-	if err != nil {
-		return err
-	}
-	from, to, ok := strings.Cut(*resolve, "=")
-	if !ok {
-		return fmt.Errorf("-resolve %q: want host:port=addr", *resolve)
-	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", *mf.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -153,8 +174,8 @@ func cmdBaseline(args []string) error {
 	return baseline.Serve(ctx, ln, baseline.Config{
 		CA:            caPair,
 		UpstreamRoots: roots,
-		Resolve:       map[string]string{from: to},
-		Header:        *header,
+		Resolve:       resolve,
+		Header:        *mf.header,
 		Value:         "Bearer " + os.Getenv(tokenEnv),
 		UpstreamHTTP2: *h2,
 		ClientHTTP2:   *clientH2,
@@ -167,38 +188,25 @@ func cmdBaseline(args []string) error {
 // intercepting proxy can serve here, not a proxy (see the package doc).
 func cmdFloor(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
-	caCert := fs.String("ca-cert", "", "interception CA certificate")
-	caKey := fs.String("ca-key", "", "interception CA key")
-	upstreamCA := fs.String("upstream-ca", "", "PEM bundle that verifies the upstream")
-	resolve := fs.String("resolve", "", "host:port=addr, like curl --resolve")
-	header := fs.String("header", "Authorization", "header to insert; its value is \"Bearer $"+tokenEnv+"\"")
+	mf := newMITMFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ca, err := testpki.LoadAuthority(*caCert, *caKey)
+	ca, roots, resolve, err := mf.load()
 	if err != nil {
 		return err
-	}
-	roots, err := testpki.ReadPool(*upstreamCA)
-	if err != nil {
-		return err
-	}
-	from, to, ok := strings.Cut(*resolve, "=")
-	if !ok {
-		return fmt.Errorf("-resolve %q: want host:port=addr", *resolve)
 	}
 	p, err := floor.New(floor.Config{
 		CA:            ca,
 		UpstreamRoots: roots,
-		Resolve:       map[string]string{from: to},
-		Header:        *header + ": Bearer " + os.Getenv(tokenEnv),
+		Resolve:       resolve,
+		Header:        *mf.header + ": Bearer " + os.Getenv(tokenEnv),
 	})
 	if err != nil {
 		return err
 	}
 	// No TCP keep-alive probes on accepted connections either.
-	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", *listen)
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", *mf.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
