@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -177,5 +179,82 @@ func TestClientLeavesMidBody(t *testing.T) {
 		cancel()
 		<-done
 		wantAudited(t, tg, path, statusClientClosed, codeRequestBodyAborted)
+	})
+}
+
+// FuzzClientBodyBlame is the class behind TestClientLeavesMidBody, for any
+// body on the wire: a request body of either framing (Content-Length, or
+// raw bytes sent as a chunked body), sent whole or cut anywhere, the client
+// then waiting, closing or half-closing, through each reader of the body
+// (an injector signing it, placeholder substitution, the upstream client).
+// The origin is healthy and reads every body whole, so the outcome is
+// never blamed on it or on the injector (upstream_*, inject_failed): a
+// body cut short is client_aborted (499) and never answered 200, a
+// malformed chunked one bad_request (400), a whole one reaches the origin.
+func FuzzClientBodyBlame(f *testing.F) {
+	f.Add(uint8(0), false, []byte("0123456789"), uint16(10), uint8(0))
+	f.Add(uint8(1), false, []byte("0123456789"), uint16(4), uint8(1))
+	f.Add(uint8(2), false, []byte("0123456789"), uint16(0), uint8(2))
+	f.Add(uint8(2), true, []byte("a\r\n0123456789\r\n0\r\n\r\n"), uint16(999), uint8(2))
+	f.Add(uint8(0), true, []byte("a\r\n0123456789\r\nzz\r\n"), uint16(999), uint8(2))
+	f.Add(uint8(1), true, []byte("5\r\n012"), uint16(999), uint8(1))
+	tg, _ := startPlaceholderGateway(f, false)
+	type reader struct{ host, prefix string }
+	readers := []reader{{apiHost, "/signed/"}, {apiHost, "/ph/"}, {secondHost, "/plain/"}}
+	var n atomic.Int64
+	blamed := []string{codeUpstreamError, codeUpstreamTimeout, codeUpstreamUnreach, codeInjectFailed}
+	f.Fuzz(func(t *testing.T, which uint8, chunked bool, body []byte, cut uint16, how uint8) {
+		rd := readers[int(which)%len(readers)]
+		path := fmt.Sprintf("%sfuzz-%d", rd.prefix, n.Add(1))
+		tg.origin.route(path, func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+		})
+		sent := body[:min(int(cut), len(body))]
+		whole := len(sent) == len(body)
+		mode := how % 3 // 0: wait for the answer, 1: close, 2: half-close
+		if (chunked || !whole) && mode == 0 {
+			// A client that stalls mid-body is limits.body_idle_timeout's
+			// case (TestBodyIdleTimeout), and a chunked body may never
+			// end: here the client says it is done.
+			mode = 2
+		}
+		framing := fmt.Sprintf("Content-Length: %d\r\n", len(body))
+		if chunked {
+			framing = "Transfer-Encoding: chunked\r\n"
+		}
+		c, br := h1TunnelTo(t, tg, rd.host)
+		if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\n%s\r\n%s", path, rd.host, framing, sent); err != nil {
+			t.Fatal(err)
+		}
+		answered := 0
+		switch mode {
+		case 1:
+			_ = c.Close()
+		case 2:
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			fallthrough
+		default:
+			if resp, err := http.ReadResponse(br, &http.Request{Method: "POST"}); err == nil {
+				answered = resp.StatusCode
+				_, _ = io.Copy(io.Discard, resp.Body)
+			}
+		}
+		var ev map[string]any
+		waitFor(t, 10*time.Second, "the audit line of "+path, func() bool {
+			ev = auditFor(tg, path)
+			return ev != nil
+		})
+		code, _ := ev["code"].(string)
+		if slices.Contains(blamed, code) {
+			t.Fatalf("%q (chunked %v, %d of %d bytes sent, mode %d): audited %v %s, blaming a healthy origin or the injector", path, chunked, len(sent), len(body), mode, ev["status"], code)
+		}
+		if !chunked && !whole && (code != codeRequestBodyAborted || answered == http.StatusOK) {
+			t.Fatalf("%q: %d of %d bytes sent, then mode %d: audited %v %q, answered %d; want %d %s", path, len(sent), len(body), mode, ev["status"], code, answered, statusClientClosed, codeRequestBodyAborted)
+		}
+		if !chunked && whole && mode == 0 && ev["status"] != float64(http.StatusOK) && !strings.HasPrefix(code, "placeholder_") {
+			t.Fatalf("%q: the whole body sent: audited %v %q, want 200", path, ev["status"], code)
+		}
 	})
 }
