@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -256,5 +258,71 @@ func FuzzClientBodyBlame(f *testing.F) {
 		if !chunked && whole && mode == 0 && ev["status"] != float64(http.StatusOK) && !strings.HasPrefix(code, "placeholder_") {
 			t.Fatalf("%q: the whole body sent: audited %v %q, want 200", path, ev["status"], code)
 		}
+	})
+}
+
+// TestClientLeavesMidBodyPlain is TestClientLeavesMidBody on the plain
+// proxy listener (absolute-form requests served by net/http's server, not
+// the tunnel's): the same blame, whatever the server under the body.
+func TestClientLeavesMidBodyPlain(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	})
+	plain := httptest.NewServer(h)
+	t.Cleanup(plain.Close)
+	const plainHost = "plain.origin.test"
+	port := portOf(plain.Listener.Addr())
+	pol := strings.Replace(testPolicy, "\ncredentials:\n", fmt.Sprintf("\n  plain:\n    hosts: [%s]\n    ports: [%s]\n    allow_private: true\ncredentials:\n", plainHost, port), 1)
+	pol = strings.Replace(pol, "\nrules:\n", "\nrules:\n  - {name: plain, from: local, to: plain, inject: {credential: token, as: bearer}, plaintext: true}\n", 1)
+	tg := startEdgeGatewayPolicy(t, h, nil, pol, fmt.Sprintf("%q: %q", plainHost+":"+port, plain.Listener.Addr().String()))
+	n := 0
+	for _, fr := range []struct{ name, head, sent string }{
+		{"small length", "Content-Length: 100\r\n", strings.Repeat("a", 10)},
+		{"large length", "Content-Length: 1048576\r\n", strings.Repeat("b", 40<<10)},
+		{"chunked", "Transfer-Encoding: chunked\r\n", "a\r\n0123456789\r\n40\r\n0123456789"},
+	} {
+		for _, how := range []string{"close", "reset", "half-close"} {
+			n++
+			path := fmt.Sprintf("/leave-%d", n)
+			t.Run(fr.name+"/"+how, func(t *testing.T) {
+				c, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+				fmt.Fprintf(c, "POST http://%s:%s%s HTTP/1.1\r\nHost: %s:%s\r\n%s\r\n%s", plainHost, port, path, plainHost, port, fr.head, fr.sent)
+				switch how {
+				case "reset":
+					_ = c.(*net.TCPConn).SetLinger(0)
+					_ = c.Close()
+				case "half-close":
+					_ = c.(*net.TCPConn).CloseWrite()
+					if resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"}); err == nil && resp.StatusCode == http.StatusOK {
+						t.Errorf("answered 200 to a body cut short")
+					}
+				default:
+					_ = c.Close()
+				}
+				wantAudited(t, tg, path, statusClientClosed, codeRequestBodyAborted)
+			})
+		}
+	}
+	t.Run("malformed chunked", func(t *testing.T) {
+		c, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		fmt.Fprintf(c, "POST http://%s:%s/malformed HTTP/1.1\r\nHost: %s:%s\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\nzz\r\n", plainHost, port, plainHost, port)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("answer %d, want 400", resp.StatusCode)
+		}
+		wantAudited(t, tg, "/malformed", http.StatusBadRequest, codeBadRequest)
 	})
 }
