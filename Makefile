@@ -132,6 +132,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthority$$' -fuzztime=$(FUZZTIME) ./internal/canonical
 	$(GO) test -run='^$$' -fuzz='^FuzzResponse$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
 	$(GO) test -run='^$$' -fuzz='^FuzzSameBytesAsTransport$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
+	$(GO) test -run='^$$' -fuzz='^FuzzWriteRequest$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
 	$(GO) test -run='^$$' -fuzz='^FuzzMatcherMany$$' -fuzztime=$(FUZZTIME) ./transform
 
 clean:
