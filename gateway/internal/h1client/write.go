@@ -80,8 +80,8 @@ type head struct {
 // that is not ASCII (Punycode), a request URI with a control byte
 // (Write's error), and a request whose context's ClientTrace wants to
 // hear of the fields written (trace's WroteHeaderField, WroteHeaders,
-// WroteRequest). None of these is a request the Client sends itself but
-// the trace's, which the gateway does not set.
+// WroteRequest). Of these, eligible lets through only the last, which
+// the gateway never makes (its trace has Got1xxResponse alone).
 func planHead(r *http.Request, hasBody bool, trace *httptrace.ClientTrace) (h head, ok bool) {
 	if r.URL == nil || r.Close || len(r.TransferEncoding) != 0 || r.Trailer != nil ||
 		r.URL.Opaque != "" || r.Method == http.MethodConnect {
