@@ -730,7 +730,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 		Time:     x.start,
 		Workload: x.wl.DisplayName(),
 		Factors:  x.wl.FactorKinds(),
-		Source:   sourceString(x.ev),
+		Source:   sourceOf(x.wl.Factors, x.ev),
 		Method:   x.r.Method,
 		Scheme:   x.scheme,
 		Host:     x.dest.host,
