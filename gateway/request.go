@@ -729,7 +729,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 	e := event{
 		Time:     x.start,
 		Workload: x.wl.DisplayName(),
-		Factors:  x.wl.FactorKinds(),
+		Factors:  x.wl.Factors,
 		Source:   sourceOf(x.wl.Factors, x.ev),
 		Method:   x.r.Method,
 		Scheme:   x.scheme,
