@@ -128,11 +128,13 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzH1Conn$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1
 	$(GO) test -run='^$$' -fuzz='^FuzzRestrictedCoversNetip$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzClientBodyBlame$$' -fuzztime=$(FUZZTIME) ./gateway
+	$(GO) test -run='^$$' -fuzz='^FuzzParseTarget$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzChunkBuffer$$' -fuzztime=$(FUZZTIME) ./injectors/sigv4
 	$(GO) test -run='^$$' -fuzz='^FuzzParsePath$$' -fuzztime=$(FUZZTIME) ./internal/canonical
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthority$$' -fuzztime=$(FUZZTIME) ./internal/canonical
 	$(GO) test -run='^$$' -fuzz='^FuzzResponse$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
 	$(GO) test -run='^$$' -fuzz='^FuzzSameBytesAsTransport$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
+	$(GO) test -run='^$$' -fuzz='^FuzzWriteRequest$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1client
 	$(GO) test -run='^$$' -fuzz='^FuzzMatcherMany$$' -fuzztime=$(FUZZTIME) ./transform
 
 clean:

@@ -31,7 +31,10 @@ import (
 type event struct {
 	Time     time.Time
 	Workload string
-	Factors  []string
+	// Factors are the workload's verified factors, in order: the line
+	// names their kinds, nothing else of them (held as they are, not as
+	// a slice of kinds made for each line).
+	Factors []identity.Factor
 	// Presented lists the kinds of evidence the client presented, for a
 	// request refused before (or at) identity, when Factors is empty:
 	// "source", "client_certificate", "proxy_authorization:SCHEME".
@@ -319,11 +322,11 @@ func appendEvent(b []byte, ev *event) []byte {
 	b = append(b, `","workload":`...)
 	b = appendString(b, ev.Workload)
 	b = append(b, `,"factors":[`...)
-	for i, f := range ev.Factors {
+	for i := range ev.Factors {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, f)
+		b = appendString(b, ev.Factors[i].Kind)
 	}
 	b = append(b, ']')
 	if len(ev.Presented) > 0 {

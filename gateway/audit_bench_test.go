@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -39,7 +40,7 @@ func BenchmarkAuditLine(b *testing.B) {
 			bc.opts.Log = slog.New(slog.DiscardHandler)
 			a.w = audit.NewWriter(io.Discard, bc.opts)
 			ev := event{
-				Time: time.Now(), Workload: "billing-api", Factors: []string{"source", "mtls"}, Source: "10.1.4.7",
+				Time: time.Now(), Workload: "billing-api", Factors: []identity.Factor{{Kind: "source"}, {Kind: "mtls"}}, Source: "10.1.4.7",
 				Method: "POST", Scheme: "https", Host: "api.stripe.com", Port: 443, Path: "/v1/payment_intents",
 				Rule: "billing-write", Decision: "inject", Credential: "stripe-secret-key", CacheHit: true, Status: 200,
 				BytesIn: 512, BytesOut: 2048, Duration: 143200 * time.Microsecond, Upstream: 140900 * time.Microsecond,

@@ -37,19 +37,33 @@ func (t target) hostPort() string { return net.JoinHostPort(t.host, strconv.Itoa
 
 // parseTarget parses an authority "host:port" (port required unless
 // defPort is non-zero).
+//
+// An intercepted request's Host has no port, as a rule: that case, and
+// a host name that cannot be an IP literal, are found without the
+// errors net.SplitHostPort and netip.ParseAddr would allocate to say so
+// (TestParseTargetExhaustive and FuzzParseTarget hold it to
+// parseTargetRef, the plain version, in the tests).
 func parseTarget(authority string, defPort int) (target, error) {
-	host, portStr, err := net.SplitHostPort(authority)
+	var host, portStr string
+	var err error
+	if defPort != 0 && strings.IndexByte(authority, ':') < 0 {
+		err = errMissingPort // SplitHostPort's answer
+	} else {
+		host, portStr, err = net.SplitHostPort(authority)
+	}
+	var port int
 	if err != nil {
 		if defPort == 0 {
 			return target{}, fmt.Errorf("%q is not host:port", authority)
 		}
-		host, portStr = authority, strconv.Itoa(defPort)
+		host, port = authority, defPort
 		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 			host = host[1 : len(host)-1]
 		}
+	} else if port, err = strconv.Atoi(portStr); err != nil {
+		port = 0
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 {
+	if port < 1 || port > 65535 {
 		return target{}, fmt.Errorf("%q has no valid port", authority)
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
@@ -57,17 +71,38 @@ func parseTarget(authority string, defPort int) (target, error) {
 		return target{}, fmt.Errorf("%q has no host", authority)
 	}
 	t := target{host: host, port: port}
-	if a, err := netip.ParseAddr(host); err == nil {
-		if a.Zone() != "" {
-			return target{}, fmt.Errorf("%q: zoned addresses are not allowed", authority)
+	if mayBeIPLiteral(host) {
+		if a, err := netip.ParseAddr(host); err == nil {
+			if a.Zone() != "" {
+				return target{}, fmt.Errorf("%q: zoned addresses are not allowed", authority)
+			}
+			t.host, t.ip = a.Unmap().String(), true
+			return t, nil
 		}
-		t.host, t.ip = a.Unmap().String(), true
-		return t, nil
 	}
 	if !validHostName(host) {
 		return target{}, fmt.Errorf("%q is not a valid host name", authority)
 	}
 	return t, nil
+}
+
+// errMissingPort stands for net.SplitHostPort's error on an authority
+// without a colon; it is never returned.
+var errMissingPort = errors.New("missing port in address")
+
+// mayBeIPLiteral reports whether netip.ParseAddr may accept h: an IPv6
+// literal has a colon, an IPv4 one only digits and dots. ParseAddr
+// refuses anything else.
+func mayBeIPLiteral(h string) bool {
+	if strings.IndexByte(h, ':') >= 0 {
+		return true
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c != '.' && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostName accepts letters, digits, '-', '_' and '.' separated labels.
@@ -422,7 +457,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	g.audit.write(&event{
 		Time:     start,
 		Workload: w.DisplayName(),
-		Factors:  w.FactorKinds(),
+		Factors:  w.Factors,
 		Source:   sourceString(ev),
 		Method:   http.MethodConnect,
 		Scheme:   "https",
@@ -453,7 +488,7 @@ func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity
 		Time:      start,
 		Presented: pres,
 		Workload:  w.DisplayName(),
-		Factors:   w.FactorKinds(),
+		Factors:   w.Factors,
 		Source:    sourceString(ev),
 		Method:    http.MethodConnect,
 		Scheme:    "https",
@@ -473,4 +508,26 @@ func sourceString(ev identity.Evidence) string {
 		return ""
 	}
 	return ev.Source.Addr().Unmap().String()
+}
+
+// sourceOf is sourceString(ev) for a request whose workload's factors
+// were verified from ev: the source factor's subject is that text
+// already (identity.SourceVerifier makes it from the same address), and
+// it is returned instead of a new string when it is equal to it, which
+// is checked byte for byte without making one.
+func sourceOf(factors []identity.Factor, ev identity.Evidence) string {
+	if !ev.Source.IsValid() {
+		return ""
+	}
+	a := ev.Source.Addr().Unmap()
+	for i := range factors {
+		if f := &factors[i]; f.Kind == identity.KindSource {
+			var buf [64]byte
+			if string(a.AppendTo(buf[:0])) == f.Subject {
+				return f.Subject
+			}
+			break
+		}
+	}
+	return a.String()
 }

@@ -182,3 +182,29 @@ func TestCopyBodyScrubbedSemantics(t *testing.T) {
 }
 
 var _ http.Flusher = (*recordingWriter)(nil)
+
+// TestBufferPool: Get gives 32 KiB whatever was put back (a buffer cut
+// short too), a buffer of another capacity is left to the collector,
+// and a Get and Put allocate nothing once the pool holds a buffer.
+func TestBufferPool(t *testing.T) {
+	p := newBufferPool()
+	b := p.Get()
+	if len(b) != 32<<10 || cap(b) != 32<<10 {
+		t.Fatalf("Get: len %d cap %d, want 32 KiB", len(b), cap(b))
+	}
+	p.Put(b[:10])
+	p.Put(make([]byte, 10))         // ignored
+	p.Put(make([]byte, 64<<10)[1:]) // ignored: not 32 KiB from its start
+	if b := p.Get(); len(b) != 32<<10 {
+		t.Fatalf("Get after Put of a short slice: len %d", len(b))
+	}
+	if raceEnabled {
+		return
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		b := p.Get()
+		p.Put(b)
+	}); n != 0 {
+		t.Errorf("Get and Put: %v allocations, want 0", n)
+	}
+}

@@ -880,18 +880,23 @@ func (d *debugWriter) Write(p []byte) (int, error) {
 }
 
 // bufferPool recycles the 32 KiB buffers that copy response bodies and
-// relay long-lived connections.
+// relay long-lived connections. The pool holds pointers to the arrays
+// themselves: a buffer goes back without a new slice header on the heap
+// (taking the address of Put's slice argument allocated one per Put).
 type bufferPool struct{ p sync.Pool }
 
+const poolBufSize = 32 << 10
+
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([poolBufSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[poolBufSize]byte)[:] }
 
+// Put takes back a buffer Get returned (any slice of it that starts
+// where it does); another one is left to the collector.
 func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == 32<<10 {
-		buf = buf[:cap(buf)]
-		b.p.Put(&buf)
+	if cap(buf) == poolBufSize {
+		b.p.Put((*[poolBufSize]byte)(buf[:poolBufSize]))
 	}
 }

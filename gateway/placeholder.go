@@ -192,7 +192,10 @@ func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *
 		// A tripwire in a streamed body fails a Read in the transport's
 		// goroutine; the round trip's error reports it, unless the
 		// upstream answered first: then only this sees it.
-		out.Body = &misuseWatch{ReadCloser: out.Body, found: func(me *transform.MisuseError) { g.streamTripped(x, a.wl, a.d, st.ph, me) }}
+		// The closure holds copies of a's fields: capturing a would move
+		// it to the heap on every call, placeholders or not.
+		wl, d := a.wl, a.d
+		out.Body = &misuseWatch{ReadCloser: out.Body, found: func(me *transform.MisuseError) { g.streamTripped(x, wl, d, st.ph, me) }}
 	}
 	if st.reissue != nil && len(rep.Positions()) > 0 {
 		// A replay would re-inject into the substituted request, which

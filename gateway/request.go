@@ -729,8 +729,8 @@ func (g *Gateway) event(x *exchange, path string) event {
 	e := event{
 		Time:     x.start,
 		Workload: x.wl.DisplayName(),
-		Factors:  x.wl.FactorKinds(),
-		Source:   sourceString(x.ev),
+		Factors:  x.wl.Factors,
+		Source:   sourceOf(x.wl.Factors, x.ev),
 		Method:   x.r.Method,
 		Scheme:   x.scheme,
 		Host:     x.dest.host,

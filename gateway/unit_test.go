@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/policy"
 )
@@ -363,11 +364,15 @@ func TestRefusalBodies(t *testing.T) {
 func TestAuditLineIsJSON(t *testing.T) {
 	ev := &event{
 		Time: time.Date(2026, 11, 25, 4, 0, 0, 123456789, time.FixedZone("x", 3600)), Workload: "billing \"api\"",
-		Factors: []string{"source", "mtls"}, Source: "10.0.0.1", Method: "GET", Scheme: "https", Host: "api.example.com",
+		Factors: []identity.Factor{{Kind: "source", Subject: "10.0.0.1"}, {Kind: "mtls", Subject: "spiffe://example.org/billing", Attributes: map[string]string{"trust_domain": "example.org"}}},
+		Source:  "10.0.0.1", Method: "GET", Scheme: "https", Host: "api.example.com",
 		Port: 443, Path: "/v1/\x00\n\t\\é\xff\u2028", Rule: "r", Decision: "inject", Credential: "c", CacheHit: true,
 		Status: 200, BytesIn: 5, BytesOut: 7, Duration: 1500 * time.Microsecond, Upstream: 250 * time.Microsecond,
 	}
 	line := appendEvent(nil, ev)
+	if bytes.Contains(line, []byte("spiffe")) || bytes.Contains(line, []byte("trust_domain")) {
+		t.Errorf("the line holds more of a factor than its kind: %s", line)
+	}
 	if bytes.Count(line, []byte("\n")) != 0 || line[len(line)-1] != '}' {
 		t.Fatalf("not one JSON object without a newline (the writer adds the chain fields): %q", line)
 	}

@@ -250,7 +250,11 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 			// A tunnel rule's condition, decided now: it cannot read the
 			// request.
 			if vars == nil {
-				vars = newConditionVars(q)
+				// A copy escapes with vars (CEL's activation), not q: a
+				// rule without a condition costs the caller's Query no
+				// allocation.
+				qc := *q
+				vars = newConditionVars(&qc)
 			}
 			ok, err := c.r.cond.eval(vars)
 			if err != nil {
@@ -349,7 +353,8 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		r := c.r
 		if r.cond != nil {
 			if vars == nil {
-				vars = newConditionVars(&q)
+				qc := q // as in decideConnect: q itself stays on the stack
+				vars = newConditionVars(&qc)
 			}
 			ok, err := r.cond.eval(vars)
 			if err != nil {

@@ -11,18 +11,22 @@
 // does the same work on the goroutine that called RoundTrip: it reads a
 // body (Content-Length 1 to 16 KiB) whole into a pooled buffer, as
 // nginx's request buffering does, then takes a connection from its pool
-// (or dials one), writes the request with http.Request.Write through a
-// pooled buffer, reads the response with http.ReadResponse, and puts the
+// (or dials one), writes the request through a pooled buffer (the bytes
+// http.Request.Write writes, without its allocations: write.go), reads
+// the response with http.ReadResponse, and puts the
 // connection back when the body reached its end. Anything else — a body
 // of unknown length (chunked) or larger than 16 KiB, an upgrade, Expect,
 // trailers, a header net/http would refuse — goes to Fallback unchanged.
 //
 // What it keeps of Transport's behaviour:
 //
-//   - the request bytes: both write with http.Request.Write (Transport
-//     adds nothing for a keep-alive connection without compression); a
-//     body shorter or longer than its Content-Length is Transport's error,
-//     and then nothing is sent;
+//   - the request bytes: Transport writes with http.Request.Write and
+//     adds nothing for a keep-alive connection without compression; the
+//     Client writes the same bytes (writeHead, held to Request.Write's
+//     by FuzzWriteRequest, or Request.Write itself for a request with a
+//     ClientTrace that asks for the fields written); a body shorter or
+//     longer than its Content-Length is Transport's error, and then
+//     nothing is sent;
 //   - 1xx responses before the final one go to the request's
 //     httptrace.ClientTrace.Got1xxResponse; a 101 is an error (no
 //     upgrade request comes here);
@@ -151,7 +155,6 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		return c.Fallback.RoundTrip(r)
 	}
 	ctx := r.Context()
-	w := r // what is written
 	var rb *reqBuf
 	if r.ContentLength > 0 {
 		var err error
@@ -161,13 +164,12 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		// Written in full before roundTrip returns: nothing keeps the
 		// buffer after RoundTrip.
 		defer rb.free()
-		w = &rb.req
 	}
 	pc, err := c.get(ctx, k, false)
 	if err != nil {
 		return nil, rb.notSent(r, err)
 	}
-	resp, err := pc.roundTrip(ctx, r, w)
+	resp, err := pc.roundTrip(ctx, r, rb)
 	if err != nil && pc.reused && pc.nread == 0 && ctx.Err() == nil && !isTimeout(err) && replayable(r) {
 		// The server closed the connection while it was idle (or as
 		// the request reached it): nothing of a response came, and the
@@ -177,8 +179,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		if pc, err = c.get(ctx, k, true); err != nil {
 			return nil, rb.notSent(r, err)
 		}
-		rb.rewind()
-		resp, err = pc.roundTrip(ctx, r, w)
+		resp, err = pc.roundTrip(ctx, r, rb)
 	}
 	return resp, err
 }
@@ -256,7 +257,8 @@ func eligible(r *http.Request) (connKey, bool) {
 }
 
 // reqBuf holds a request body read whole, and the shallow copy of the
-// request that Write is given: the caller's request is not modified.
+// request that Request.Write is given when writeHead does not write it:
+// the caller's request is not modified.
 type reqBuf struct {
 	req http.Request
 	rd  bytes.Reader
@@ -429,7 +431,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 var (
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return &reqWriter{bw: bufio.NewWriterSize(nil, 4<<10)} }}
 )
 
 // errSwitched answers a 101 to a request that asked for no upgrade.
@@ -450,9 +452,9 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// roundTrip writes w (r, or its copy with a buffered body) on pc and
+// roundTrip writes r, its body held by rb (nil for none), on pc and
 // reads the response headers to r. On an error pc is closed.
-func (pc *conn) roundTrip(ctx context.Context, r, w *http.Request) (*http.Response, error) {
+func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.abort)
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -463,16 +465,17 @@ func (pc *conn) roundTrip(ctx context.Context, r, w *http.Request) (*http.Respon
 		return nil, err
 	}
 	pc.nread = 0
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(pc.nc)
-	// eligible and readBody left Write only the connection's errors to
-	// return.
-	err := w.Write(bw)
+	trace := httptrace.ContextClientTrace(ctx)
+	rw := writers.Get().(*reqWriter)
+	rw.bw.Reset(pc.nc)
+	// eligible and readBody left the write only the connection's
+	// errors to return.
+	err := rw.write(r, rb, trace)
 	if err == nil {
-		err = bw.Flush()
+		err = rw.bw.Flush()
 	}
-	bw.Reset(nil)
-	writers.Put(bw)
+	rw.bw.Reset(nil)
+	writers.Put(rw)
 	if err != nil {
 		return fail(fmt.Errorf("h1client: write the request: %w", err))
 	}
@@ -485,7 +488,6 @@ func (pc *conn) roundTrip(ctx context.Context, r, w *http.Request) (*http.Respon
 	}
 	max := pc.c.maxHeader()
 	pc.limit = max
-	trace := httptrace.ContextClientTrace(ctx)
 	var resp *http.Response
 	for {
 		resp, err = http.ReadResponse(pc.br, r)

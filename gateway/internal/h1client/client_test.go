@@ -222,6 +222,15 @@ func TestSameBytesAsTransport(t *testing.T) {
 			r.Host = "api.example.test:8443"
 		}},
 		{name: "16 KiB body", method: "POST", url: base + "/big", body: strings.Repeat("z", maxBody)},
+		// Cases of the request writer (write.go).
+		{name: "IPv6 zone in Host", method: "GET", url: base + "/z", set: func(r *http.Request) { r.Host = "[fe80::1%en0]:8080" }},
+		{name: "blank user agent", method: "PUT", url: base + "/ua", set: func(r *http.Request) { r.Header["User-Agent"] = []string{" \t "} }},
+		{name: "forced empty query", method: "PATCH", url: base + "/q?"},
+		{name: "lower-case excluded keys", method: "POST", url: base + "/lc", body: "abc", set: func(r *http.Request) {
+			r.Header["content-length"] = []string{"3"}
+			r.Header["host"] = []string{"h.test"}
+			r.Header["Host"] = []string{"dropped.test"}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
