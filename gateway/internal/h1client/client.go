@@ -205,6 +205,11 @@ func eligible(r *http.Request) (connKey, bool) {
 	if r.URL == nil || r.Header == nil || r.Close || len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 {
 		return connKey{}, false
 	}
+	if r.RequestURI != "" {
+		// A server's request passed on as it is: Transport refuses it
+		// ("Request.RequestURI can't be set in client requests").
+		return connKey{}, false
+	}
 	hasBody := r.Body != nil && r.Body != http.NoBody
 	switch {
 	case r.ContentLength == 0 && !hasBody:

@@ -316,6 +316,11 @@ func TestFallback(t *testing.T) {
 			r.Trailer = http.Header{"X-Sum": nil}
 			return r
 		}},
+		{"a server's request (RequestURI set)", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://a.test/", nil)
+			r.RequestURI = "/"
+			return r
+		}},
 		{"bad method", func() *http.Request {
 			r, _ := http.NewRequest("GET", "http://a.test/", nil)
 			r.Method = "GE T"
