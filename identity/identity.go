@@ -348,7 +348,9 @@ func (w Workload) Factor(kind string) *Factor {
 	return nil
 }
 
-// FactorKinds lists the kinds of the verified factors, for audit lines.
+// FactorKinds lists the kinds of the verified factors: what an audit line
+// names in its factors field (the gateway writes them from the factors
+// themselves, without this slice).
 func (w Workload) FactorKinds() []string {
 	out := make([]string, 0, len(w.Factors))
 	for _, f := range w.Factors {
