@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,6 +22,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/oauth2test"
 )
 
@@ -74,16 +74,6 @@ func hydraBinary(t *testing.T) (string, error) {
 	return filepath.Join(bin, "hydra"), nil
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // minimalEnv is PATH, HOME and TMPDIR of the test process, for a peer
 // that must not see the rest of its environment.
 func minimalEnv() []string {
@@ -105,7 +95,7 @@ type hydra struct {
 // its admin API is ready.
 func startHydra(t *testing.T, bin string) (*hydra, error) {
 	t.Helper()
-	pub, adm := freePort(t), freePort(t)
+	pub, adm := freeport.Get(t), freeport.Get(t)
 	h := &hydra{public: fmt.Sprintf("http://127.0.0.1:%d", pub), admin: fmt.Sprintf("http://127.0.0.1:%d", adm)}
 	sys := make([]byte, 24)
 	_, _ = rand.Read(sys)

@@ -26,6 +26,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // The SPIRE trust domain of the e2e test and the SPIFFE IDs it registers.
@@ -119,7 +121,7 @@ func startSPIRE(t *testing.T) *spire {
 	s := &spire{dir: dir, serverSock: filepath.Join(dir, "server.sock"), agentSock: "unix://" + filepath.Join(dir, "agent.sock"),
 		serverBin: serverBin, agentBin: agentBin, version: minioVersionDep(serverBin, "github.com/spiffe/spire"),
 		parentID: spireNode, serverOutput: &syncBuffer{}, agentOutput: &syncBuffer{}}
-	port := freePort(t)
+	port := freeport.Get(t)
 	serverConf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
     bind_port = "%d"

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // collector is a running OpenTelemetry Collector (otelcol-credgate, built
@@ -53,8 +55,8 @@ func startCollector(t *testing.T) *collector {
 	bin := collectorBinary(t)
 	dir := t.TempDir()
 	c := &collector{
-		grpcAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		httpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		grpcAddr: fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)),
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)),
 		out:      filepath.Join(dir, "otlp.jsonl"),
 		stderr:   &syncBuffer{},
 	}
@@ -371,7 +373,7 @@ func TestAuditOTLPCollector(t *testing.T) {
 // the gateway refuses requests (503 audit_stalled) instead of serving
 // them unaudited.
 func TestAuditOTLPStallFailsClosed(t *testing.T) {
-	down := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	down := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)) // nothing listens there
 	e := startEnv(t, envOptions{AuditConfig: fmt.Sprintf("  on_stall: fail_closed\n  stall_timeout: 200ms\n  otlp: {endpoint: %q, insecure: true}\n", down)})
 	// The first request is served; its line cannot be exported.
 	if resp := (goClient{}).Do(t, e, clientRequest{URL: "https://" + apiHost + "/v1/first"}); resp.Status != http.StatusOK {

@@ -21,6 +21,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // TestGatewaySettingsConfig checks the session_tickets, audit, tracing,
@@ -154,7 +156,7 @@ config:
   audit:
     onStall: block
     otlp: {endpoint: %q, protocol: http}
-`, freePort(t), freePort(t), rcv.addr, rcv.addr)
+`, freeport.Get(t), freeport.Get(t), rcv.addr, rcv.addr)
 	args := append(valuesArgs(t, variantByName(t, "gateway-settings")), valuesArgs(t, variant{name: "serve", values: extra})...)
 	objs := parse(t, run(t, helmBin, templateArgs(args...)...))
 	p := newPod(t, objs, fx)

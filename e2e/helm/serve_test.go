@@ -26,6 +26,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // TestGatewayServesRenderedChart starts the real gateway (`credgate serve`)
@@ -144,7 +146,7 @@ policy:
 			api := startFakeAPIServer(t, fx.token)
 			fx.configMaps["kube-root-ca.crt"] = map[string]string{"ca.crt": api.caPEM}
 			upstream := startUpstream(t)
-			extra := fmt.Sprintf("proxyPort: %d\nadminPort: %d\ntls: {port: %d}\n", freePort(t), freePort(t), freePort(t))
+			extra := fmt.Sprintf("proxyPort: %d\nadminPort: %d\ntls: {port: %d}\n", freeport.Get(t), freeport.Get(t), freeport.Get(t))
 			if tt.values != nil {
 				extra += tt.values(api, upstream)
 			}
@@ -571,18 +573,6 @@ func startUpstream(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
-}
-
-// freePort returns a TCP port that was free a moment ago (the chart's
-// ports cannot be 0).
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // withoutProxyEnv drops proxy variables, which the gateway ignores anyway.

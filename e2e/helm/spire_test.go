@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/spiffetest"
 	"github.com/credgate/credgate/internal/testpki"
 )
@@ -47,7 +48,7 @@ func TestGatewayServesSPIREChart(t *testing.T) {
 	fx := fixtures(t)
 	fx.agentSocketDir = filepath.Dir(strings.TrimPrefix(api.Addr, "unix://"))
 	upstream := startUpstream(t)
-	tlsPort := freePort(t)
+	tlsPort := freeport.Get(t)
 	extra := fmt.Sprintf(`
 proxyPort: %d
 adminPort: %d
@@ -74,7 +75,7 @@ policy:
       to: partner
       action: tunnel
   default: deny
-`, freePort(t), freePort(t), tlsPort, filepath.Base(api.Addr), upstream, shopID)
+`, freeport.Get(t), freeport.Get(t), tlsPort, filepath.Base(api.Addr), upstream, shopID)
 	args := append(valuesArgs(t, variantByName(t, "spire")), valuesArgs(t, variant{name: "serve", values: extra})...)
 	objs := parse(t, run(t, helmBin, templateArgs(args...)...))
 	g := startGateway(t, newPod(t, objs, fx))

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/poll"
 )
 
@@ -75,12 +76,7 @@ func portFor(t *testing.T, port int) int {
 		ln.Close()
 		return port
 	}
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	p := ln.Addr().(*net.TCPAddr).Port
+	p := freeport.Get(t)
 	t.Logf("port %d is taken on this machine; using %d instead", port, p)
 	return p
 }

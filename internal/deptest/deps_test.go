@@ -267,9 +267,16 @@ func rules() []rule {
 			"providers": "ticket keys never see a credential",
 			"injectors": "ticket keys must not know how requests are rewritten",
 		})},
+		{From: "internal/freeport", BadDeps: with(map[string]string{
+			"policy":    "ports for the peers tests start; it knows no stage",
+			"identity":  "ports for the peers tests start; it knows no stage",
+			"providers": "ports for the peers tests start; it knows no stage",
+			"injectors": "ports for the peers tests start; it knows no stage",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
-			"cmd": wiring["cmd"],
-			"cli": wiring["cli"],
+			"cmd":               wiring["cmd"],
+			"cli":               wiring["cli"],
+			"internal/freeport": "test plumbing: the gateway listens where its config says",
 		}},
 		// The set of compiled-in plugins is the main package's list of
 		// blank imports (cmd/credgate, examples/custom-build): a cli that

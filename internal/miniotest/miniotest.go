@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 	"github.com/minio/madmin-go/v3"
 	credentialsv4 "github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -121,10 +121,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s := &Server{RootUser: "credgate-root", RootPassword: randomHex(16), Bin: bin, Version: Version(bin), done: make(chan struct{}),
 		tls: &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: opts.CA.Pool(), MinVersion: tls.VersionTLS12}}}
-	if s.Port, err = freePort(); err != nil {
+	if s.Port, err = freeport.Port(); err != nil {
 		return nil, err
 	}
-	console, err := freePort()
+	console, err := freeport.Port()
 	if err != nil {
 		return nil, err
 	}
@@ -256,15 +256,6 @@ func Version(bin string) string {
 		}
 	}
 	return "(version unknown)"
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("minio: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // InstallHint is the command that installs the server.
@@ -96,12 +98,7 @@ func start(t testing.TB, tf *TLSFiles, extra ...string) *Server {
 	if err != nil {
 		t.Fatalf("redis-server not found: install it with `%s`", InstallHint)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	port := freeport.Get(t)
 	s := &Server{t: t, bin: bin, port: port, tls: tf, extra: extra}
 	s.start()
 	t.Cleanup(s.Stop)
@@ -257,12 +254,7 @@ func StartSentinel(t testing.TB, master *Server, masterName string) string {
 	if err != nil {
 		t.Fatalf("redis-server not found: install it with `%s`", InstallHint)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	port := freeport.Get(t)
 	dir := t.TempDir()
 	// Sentinel rewrites its config file, so it must be writable.
 	conf := filepath.Join(dir, "sentinel.conf")

@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // Real is a real Vault-compatible server to run tests against.
@@ -54,12 +57,11 @@ func FindReal(ctx context.Context) (*Real, error) {
 
 // startDev starts `BIN server -dev` and waits until it is unsealed.
 func startDev(ctx context.Context, bin, path string) (*Real, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	tok := "dev-" + hex.EncodeToString(b)

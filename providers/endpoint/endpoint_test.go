@@ -3,12 +3,12 @@ package endpoint_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/endpoint"
 )
@@ -33,12 +33,7 @@ func TestDo(t *testing.T) {
 
 	// Nothing listens on a closed listener's port: unavailable, and the
 	// error does not repeat the URL (its query may hold a secret).
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String() + "/token?secret=s3cr3t"
-	ln.Close()
+	dead := "http://" + freeport.Addr(t) + "/token?secret=s3cr3t" // nothing listens there
 	req, _ = http.NewRequestWithContext(context.Background(), http.MethodGet, dead, nil)
 	if _, _, err := endpoint.Do(http.DefaultClient, req); !errors.Is(err, providers.ErrUnavailable) || strings.Contains(err.Error(), "s3cr3t") {
 		t.Errorf("Do(unreachable) = %v, want ErrUnavailable without the URL", err)

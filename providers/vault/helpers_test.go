@@ -13,9 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -458,15 +456,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-type netipAddrPort = netip.AddrPort
-
-func listenLocal(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
 }

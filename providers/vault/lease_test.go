@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
 )
@@ -418,7 +419,7 @@ func TestUnavailable(t *testing.T) {
 	e.emu.Seal()
 	defer e.emu.Unseal()
 
-	down := fmt.Sprintf("server:\n  address: http://127.0.0.1:%d\n  retries: 1\n  retry_backoff: 1ms\n  auth: %s\npath: a/data/b", closedPort(t), tokenAuth)
+	down := fmt.Sprintf("server:\n  address: http://127.0.0.1:%d\n  retries: 1\n  retry_backoff: 1ms\n  auth: %s\npath: a/data/b", freeport.Get(t), tokenAuth)
 	tests := []struct {
 		name    string
 		p       providers.Provider
@@ -446,15 +447,6 @@ func TestUnavailable(t *testing.T) {
 			t.Fatalf("Fetch error = %v, want ErrUnavailable", err)
 		}
 	})
-}
-
-// closedPort returns a port on 127.0.0.1 nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l := listenLocal(t)
-	port := l.Addr().(interface{ AddrPort() netipAddrPort }).AddrPort().Port()
-	l.Close()
-	return int(port)
 }
 
 // TestCacheServesWhileVaultDown runs the provider behind the credential

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // proc is a child process: the origin, the goproxy baseline or credgate.
@@ -211,19 +213,15 @@ func settledRSS(ctx context.Context, pid int) (int64, error) {
 	}
 }
 
-// freePort asks the kernel for an unused 127.0.0.1 port. Another process
-// could take it before the child binds it; on this machine the window is
-// small enough.
+// freePort is a 127.0.0.1 address for a child that must be told its port
+// before it binds it (internal/freeport: outside the kernel's ephemeral
+// range, claimed for the life of this process).
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
+		return "", err
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		return "", fmt.Errorf("free port: %w", err)
-	}
-	return addr, nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
 }
 
 // openFDs counts the open file descriptors of pid.
