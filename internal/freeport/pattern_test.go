@@ -19,7 +19,8 @@ import (
 // for its Addr and closed, and either the Close is not deferred or the
 // function returns a result (the port) after a deferred Close. A
 // listener held for the whole test (a deferred Close in a test that
-// returns nothing) is not flagged.
+// returns nothing, or a Close in a function literal such as a
+// t.Cleanup) is not flagged.
 func TestNoPickAndRelease(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -75,7 +76,7 @@ func pickAndRelease(fn *ast.FuncDecl) []token.Pos {
 		pos                         token.Pos
 		other, closeNow, closeDefer bool
 	}
-	listeners := map[*ast.Object]*use{}
+	listeners := map[string]*use{} // by name: a shadowing listener in one function is rare enough
 	ast.Inspect(fn.Body, func(n ast.Node) bool {
 		as, ok := n.(*ast.AssignStmt)
 		if !ok || len(as.Rhs) != 1 || len(as.Lhs) == 0 {
@@ -85,8 +86,8 @@ func pickAndRelease(fn *ast.FuncDecl) []token.Pos {
 		if !ok || !isPortZeroListen(call) {
 			return true
 		}
-		if id, ok := as.Lhs[0].(*ast.Ident); ok && id.Obj != nil {
-			listeners[id.Obj] = &use{pos: call.Pos()}
+		if id, ok := as.Lhs[0].(*ast.Ident); ok && id.Name != "_" {
+			listeners[id.Name] = &use{pos: call.Pos()}
 		}
 		return true
 	})
@@ -100,12 +101,15 @@ func pickAndRelease(fn *ast.FuncDecl) []token.Pos {
 			case *ast.DeferStmt:
 				walk(n.Call, true)
 				return false
+			case *ast.FuncLit:
+				walk(n.Body, true) // runs later: a cleanup, a goroutine
+				return false
 			case *ast.SelectorExpr:
 				id, ok := n.X.(*ast.Ident)
-				if !ok || listeners[id.Obj] == nil {
+				if !ok || listeners[id.Name] == nil {
 					return true
 				}
-				u := listeners[id.Obj]
+				u := listeners[id.Name]
 				switch n.Sel.Name {
 				case "Addr":
 				case "Close":
@@ -119,7 +123,7 @@ func pickAndRelease(fn *ast.FuncDecl) []token.Pos {
 				}
 				return false
 			case *ast.Ident:
-				if u := listeners[n.Obj]; u != nil && n.Pos() != u.pos {
+				if u := listeners[n.Name]; u != nil {
 					u.other = true // passed on or assigned: someone else uses it
 				}
 			case *ast.AssignStmt:
