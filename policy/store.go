@@ -64,8 +64,12 @@ type Store struct {
 	log  *slog.Logger
 	cur  atomic.Pointer[Policy]
 
-	mu       sync.Mutex // serialises loads; guards the fields below
-	lastBad  string     // hash of the last rejected file content
+	mu sync.Mutex // serialises loads; guards the fields below
+	// lastSeen is what the watcher last found at path: the content's
+	// hash, or the read error's text. A change is judged against it, not
+	// against the last rejected content, so a bad file put back after
+	// the good one in force is reported (and counted) every time.
+	lastSeen string
 	retiring map[*Policy]*time.Timer
 	closed   bool
 
@@ -88,7 +92,7 @@ func NewStore(ctx context.Context, path string, opts StoreOptions) (*Store, erro
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{path: path, opts: opts, log: opts.Logger, retiring: map[*Policy]*time.Timer{}}
+	s := &Store{path: path, opts: opts, log: opts.Logger, retiring: map[*Policy]*time.Timer{}, lastSeen: p.hash}
 	s.cur.Store(p)
 	return s, nil
 }
@@ -109,9 +113,12 @@ func (s *Store) Reload(ctx context.Context) error {
 	return err
 }
 
-// reload loads the file. Unless force, content identical to the current
-// policy or to the last rejected content is not parsed again. It reports
-// whether a load was attempted.
+// reload loads the file. Unless force, a file found as the watcher last
+// found it (the same content, or unreadable for the same reason) is left
+// alone, and so is content identical to the policy in force. It reports
+// whether a load was attempted: an unreadable file (after the debounce:
+// deleted, or its permissions changed) and rejected content count as
+// failed attempts, each once until the file changes again.
 func (s *Store) reload(ctx context.Context, force bool) (bool, error) {
 	attempted, err := s.reloadLocked(ctx, force)
 	if attempted && s.opts.OnReload != nil {
@@ -126,29 +133,36 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 	if s.closed {
 		return false, errors.New("policy: reload after the store was closed")
 	}
+	prev := s.lastSeen
 	data, err := os.ReadFile(s.path)
 	if err != nil {
-		if !force {
-			// Mid-rename or mid-swap: a later event will bring it back.
-			s.log.Debug("policy file not readable, waiting for the next change", "file", s.path, "error", err)
+		err = fmt.Errorf("policy: %w", err)
+		seen := "unreadable: " + err.Error()
+		if !force && seen == prev {
 			return false, nil
 		}
-		err = fmt.Errorf("policy: %w", err)
-		s.log.Error("policy reload failed; keeping the last good policy", "file", s.path, "error", err)
+		s.lastSeen = seen
+		s.log.Error("policy file not readable; keeping the last good policy", "file", s.path, "error", err,
+			"fix", "restore the file (or its volume); the gateway reloads it when it is back")
 		return true, err
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
-	if !force && (hash == s.cur.Load().hash || hash == s.lastBad) {
+	s.lastSeen = hash
+	if !force && hash == prev {
+		return false, nil
+	}
+	if !force && hash == s.cur.Load().hash {
+		// Back to the policy in force after a rejected or unreadable
+		// file: say so, as the error said the file was wrong.
+		s.log.Info("policy file is back to the policy in force", "file", s.path, "hash", hash)
 		return false, nil
 	}
 	p, err := Parse(ctx, s.path, data)
 	if err != nil {
-		s.lastBad = hash
 		s.log.Error("policy reload rejected; keeping the last good policy", "file", s.path, "error", err)
 		return true, err
 	}
-	s.lastBad = ""
 	old := s.cur.Swap(p)
 	st := p.Stats()
 	s.log.Info("policy reloaded", "file", s.path, "rules", st.Rules, "destinations", st.Destinations,

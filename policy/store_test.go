@@ -341,3 +341,70 @@ func TestStoreWatchBesideABusyFile(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreReportsEveryChange: each state the watcher finds the file in
+// is judged once, against the state it found before — not against the
+// last rejected content — so a bad file put back after a rollback is
+// reported again, a vanished file is reported, and the same state seen
+// twice is reported once. The sequences are what operators do: roll a
+// ConfigMap forward and back, delete and restore, touch.
+func TestStoreReportsEveryChange(t *testing.T) {
+	const (
+		good    = "good"    // the policy the store started with
+		good2   = "good2"   // another valid policy
+		bad     = "bad"     // rejected content
+		bad2    = "bad2"    // other rejected content
+		missing = "missing" // the file is deleted
+	)
+	content := map[string]string{
+		good:  storePolicy(1),
+		good2: storePolicy(2),
+		bad:   brokenPolicy,
+		bad2:  "rules: 5\n",
+	}
+	// want per step: "" nothing reported, "ok" a reload, "error" a failed one.
+	for _, c := range []struct {
+		name  string
+		steps []string
+		want  []string
+	}{
+		{"bad, rollback, bad again", []string{bad, good, bad}, []string{"error", "", "error"}},
+		{"bad twice in a row", []string{bad, bad}, []string{"error", ""}},
+		{"bad, other bad, first bad", []string{bad, bad2, bad}, []string{"error", "error", "error"}},
+		{"unchanged", []string{good, good}, []string{"", ""}},
+		{"deleted, still deleted, restored", []string{missing, missing, good}, []string{"error", "", ""}},
+		{"deleted, restored, deleted", []string{missing, good, missing}, []string{"error", "", "error"}},
+		{"deleted, bad, deleted", []string{missing, bad, missing}, []string{"error", "error", "error"}},
+		{"new, bad, new", []string{good2, bad, good2}, []string{"ok", "error", ""}},
+		{"new, bad, old", []string{good2, bad, good}, []string{"ok", "error", "ok"}},
+		{"new, back, new", []string{good2, good, good2}, []string{"ok", "ok", "ok"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "policy.yaml")
+			writeFile(t, path, content[good])
+			var rec reloads
+			s := newTestStore(t, path, StoreOptions{OnReload: rec.record, CloseDelay: time.Hour})
+			for i, step := range c.steps {
+				if step == missing {
+					if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+						t.Fatal(err)
+					}
+				} else {
+					writeFile(t, path, content[step])
+				}
+				before := len(rec.snapshot())
+				_, _ = s.reload(context.Background(), false) // what the watcher does after its debounce
+				got := ""
+				if after := rec.snapshot(); len(after) > before {
+					got = "ok"
+					if after[len(after)-1] != nil {
+						got = "error"
+					}
+				}
+				if got != c.want[i] {
+					t.Fatalf("step %d (%s): reported %q, want %q", i, step, got, c.want[i])
+				}
+			}
+		})
+	}
+}
