@@ -61,13 +61,18 @@ func (c *Client) login(ctx context.Context) (loginResult, error) {
 // loginWith writes body to auth/MOUNT/login and returns the token.
 func (c *Client) loginWith(ctx context.Context, method string, body map[string]any) (loginResult, error) {
 	path := "auth/" + c.srv.Auth.Mount + "/login"
+	for _, k := range []string{"secret_id", "jwt"} {
+		if v, ok := body[k].(string); ok {
+			c.remember(v)
+		}
+	}
 	anon, err := c.newAPI("")
 	if err != nil {
 		return loginResult{}, err
 	}
 	sec, err := anon.Logical().WriteWithContext(ctx, path, body)
 	if err != nil {
-		return loginResult{}, loginError(ctx, method, path, err)
+		return loginResult{}, c.loginError(ctx, method, path, err)
 	}
 	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
 		return loginResult{}, fmt.Errorf("%s login at %s: Vault answered without auth.client_token", method, path)
@@ -81,12 +86,12 @@ func (c *Client) loginWith(ctx context.Context, method string, body map[string]a
 
 // loginError describes a failed login request, wrapping ErrUnavailable
 // when Vault was unavailable.
-func loginError(ctx context.Context, method, path string, err error) error {
+func (c *Client) loginError(ctx context.Context, method, path string, err error) error {
 	switch classify(ctx, err) {
 	case kindTransient, kindCanceled:
-		return fmt.Errorf("%s login at %s: %w: %w", method, path, describe(err), providers.ErrUnavailable)
+		return fmt.Errorf("%s login at %s: %w: %w", method, path, c.describe(err), providers.ErrUnavailable)
 	}
-	return fmt.Errorf("%s login at %s: %w", method, path, describe(err))
+	return fmt.Errorf("%s login at %s: %w", method, path, c.describe(err))
 }
 
 // loginToken reads the configured token and asks Vault for its TTL.
@@ -112,9 +117,9 @@ func (c *Client) loginToken(ctx context.Context) (loginResult, error) {
 	sec, err := tc.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
 		if isStatus(err, http.StatusForbidden) {
-			return loginResult{}, fmt.Errorf("token login: Vault rejected the configured token (revoked or expired): %w", describe(err))
+			return loginResult{}, fmt.Errorf("token login: Vault rejected the configured token (revoked or expired): %w", c.describe(err))
 		}
-		return loginResult{}, loginError(ctx, "token", "auth/token/lookup-self", err)
+		return loginResult{}, c.loginError(ctx, "token", "auth/token/lookup-self", err)
 	}
 	ttl, err := sec.TokenTTL()
 	if err != nil {
@@ -155,12 +160,13 @@ func (c *Client) appRoleSecretID(ctx context.Context) (providers.Secret, error) 
 	if err != nil {
 		return providers.Secret{}, err
 	}
+	c.remember(v)
 	look, err := anon.Logical().WriteWithContext(ctx, "sys/wrapping/lookup", map[string]any{"token": v})
 	if err != nil {
 		if classify(ctx, err) == kindPermanent || classify(ctx, err) == kindForbidden {
-			return providers.Secret{}, fmt.Errorf("look up the wrapping token in %s: %w; it was already unwrapped or has expired: deliver a new response-wrapped secret_id (if credgate did not unwrap it, someone else may have)", a.SecretIDFile, describe(err))
+			return providers.Secret{}, fmt.Errorf("look up the wrapping token in %s: %w; it was already unwrapped or has expired: deliver a new response-wrapped secret_id (if credgate did not unwrap it, someone else may have)", a.SecretIDFile, c.describe(err))
 		}
-		return providers.Secret{}, fmt.Errorf("look up the wrapping token in %s: %w: %w", a.SecretIDFile, describe(err), providers.ErrUnavailable)
+		return providers.Secret{}, fmt.Errorf("look up the wrapping token in %s: %w: %w", a.SecretIDFile, c.describe(err), providers.ErrUnavailable)
 	}
 	var created string
 	if look != nil {
@@ -177,9 +183,9 @@ func (c *Client) appRoleSecretID(ctx context.Context) (providers.Secret, error) 
 	sec, err := wrapped.Logical().UnwrapWithContext(ctx, "")
 	if err != nil {
 		if classify(ctx, err) == kindTransient || classify(ctx, err) == kindCanceled {
-			return providers.Secret{}, fmt.Errorf("unwrap the secret_id in %s: %w: %w", a.SecretIDFile, describe(err), providers.ErrUnavailable)
+			return providers.Secret{}, fmt.Errorf("unwrap the secret_id in %s: %w: %w", a.SecretIDFile, c.describe(err), providers.ErrUnavailable)
 		}
-		return providers.Secret{}, fmt.Errorf("unwrap the secret_id in %s: %w", a.SecretIDFile, describe(err))
+		return providers.Secret{}, fmt.Errorf("unwrap the secret_id in %s: %w", a.SecretIDFile, c.describe(err))
 	}
 	var sid string
 	if sec != nil {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -247,6 +248,13 @@ type Client struct {
 
 	api *api.Client // without a token: each token has its own client
 
+	// sent are the secret values this client has sent to Vault (tokens,
+	// secret_id, JWTs, wrapping tokens), newest last, at most maxSent:
+	// Vault's error messages are shown with each of them redacted, as a
+	// server (or a proxy in front of it) may echo what it was sent.
+	sentMu sync.Mutex
+	sent   []string
+
 	// sem serialises logins; a buffered channel so waiting honours ctx.
 	sem chan struct{}
 
@@ -383,9 +391,46 @@ func (c *Client) newAPI(tok string) (*api.Client, error) {
 	if tok == "" {
 		a.ClearToken()
 	} else {
+		c.remember(tok)
 		a.SetToken(tok)
 	}
 	return a, nil
+}
+
+// maxSent bounds Client.sent: the token in use, the one before it, a
+// login's secret_id or JWT and a wrapping token, with room to spare.
+const maxSent = 16
+
+// remember adds secret values about to be sent to Vault to those its
+// error messages are redacted of.
+func (c *Client) remember(vals ...string) {
+	c.sentMu.Lock()
+	defer c.sentMu.Unlock()
+	for _, v := range vals {
+		if v == "" || slices.Contains(c.sent, v) {
+			continue
+		}
+		if len(c.sent) == maxSent {
+			c.sent = slices.Delete(c.sent, 0, 1)
+		}
+		c.sent = append(c.sent, v)
+	}
+}
+
+// describe is describeRaw with every value the client has
+// sent to Vault redacted from Vault's message.
+func (c *Client) describe(err error) error {
+	d := describeRaw(err)
+	var ve *vaultError
+	if !errors.As(d, &ve) {
+		return d
+	}
+	c.sentMu.Lock()
+	defer c.sentMu.Unlock()
+	for _, v := range c.sent {
+		ve.msg = strings.ReplaceAll(ve.msg, v, "[REDACTED]")
+	}
+	return d
 }
 
 // Close stops background token renewal. It does not revoke the token:
@@ -454,8 +499,9 @@ func (e *vaultError) Error() string {
 
 func (e *vaultError) Unwrap() error { return e.err }
 
-// describe turns an error from vault/api into a vaultError.
-func describe(err error) error {
+// describeRaw turns an error from vault/api into a vaultError, with
+// Vault's messages as they came (Client.describe redacts them).
+func describeRaw(err error) error {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		var msgs []string
@@ -541,7 +587,7 @@ func (c *Client) doToken(ctx context.Context, op string, fn func(ctx context.Con
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := backoff.Wait(ctx, c.srv.RetryBackoff, maxRetryBackoff, i); err != nil {
-				return nil, nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), i, providers.ErrUnavailable)
+				return nil, nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, c.describe(last), i, providers.ErrUnavailable)
 			}
 		}
 		tok, err := c.token(ctx)
@@ -570,9 +616,9 @@ func (c *Client) doToken(ctx context.Context, op string, fn func(ctx context.Con
 				continue
 			}
 		}
-		return nil, nil, fmt.Errorf("vault: %s: %w", op, describe(err))
+		return nil, nil, fmt.Errorf("vault: %s: %w", op, c.describe(err))
 	}
-	return nil, nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, describe(last), attempts, providers.ErrUnavailable)
+	return nil, nil, fmt.Errorf("vault: %s: %w after %d attempts: %w", op, c.describe(last), attempts, providers.ErrUnavailable)
 }
 
 // loadCACert installs server.ca_cert as the roots for Vault's TLS
@@ -846,14 +892,14 @@ func (c *Client) refresh(t *token) {
 			reason = fmt.Sprintf("the token reaches its max TTL in %s", ttl)
 		case err != nil && (classify(ctx, err) == kindPermanent || classify(ctx, err) == kindForbidden):
 			c.report(eventTokenRenewal, resultRefused)
-			reason = "token renewal refused: " + describe(err).Error()
+			reason = "token renewal refused: " + c.describe(err).Error()
 			if isStatus(err, http.StatusForbidden) {
 				// Revoked: so are the leases it created.
 				c.invalidate(t, fmt.Errorf("%w (%s)", errTokenRevoked, reason))
 			}
 		case err != nil:
 			c.report(eventTokenRenewal, resultError)
-			c.env.Log.Warn("vault: token renewal failed; retrying", slog.Any("error", describe(err)))
+			c.env.Log.Warn("vault: token renewal failed; retrying", slog.Any("error", c.describe(err)))
 			c.retryLater(t, c.clock.Now())
 			return
 		default:
@@ -914,7 +960,7 @@ func (c *Client) revokeSelf(ctx context.Context) error {
 	defer t.line.cancel(errTokenRevoked)
 	if err := t.api.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
 		c.report(eventTokenRevoke, resultOf(ctx, err))
-		return fmt.Errorf("vault: revoke the gateway's token: %w", describe(err))
+		return fmt.Errorf("vault: revoke the gateway's token: %w", c.describe(err))
 	}
 	c.report(eventTokenRevoke, resultOK)
 	c.env.Log.Info("vault: revoked the gateway's token on cleanup")
