@@ -187,6 +187,8 @@ func (st *reqState) informational(ctx context.Context, w http.ResponseWriter) co
 // relayed: the client's server sends its own when the body is first
 // read, which the transport does once the upstream said 100 (the
 // request's Expect: 100-continue is forwarded), so a client gets one.
+// Its fields are scrubbed as the final response's are (invariant 13), and
+// under custody it is not relayed.
 func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 	if code == http.StatusContinue {
 		return nil
@@ -200,6 +202,9 @@ func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 		clear(dst)
 	}
 	removeHopHeaders(http.Header(h))
+	if !st.resp.scrubInformational(http.Header(h)) {
+		return nil // custody: only the final response is passed on
+	}
 	for k, vv := range h {
 		dst[k] = vv
 	}

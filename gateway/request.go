@@ -870,6 +870,10 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
 	st.reissued, st.reissuedCred = true, cred
+	if st.resp != nil && st.resp.credScrubbed {
+		// Before the retry is sent: its 1xx responses are scrubbed too.
+		st.resp.addScrubber(g.scrubbers.get(cred))
+	}
 	g.log.Info("upstream rejected a cached credential; retried once with a new one",
 		slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Host))
 	return t.RoundTrip(r2)

@@ -153,6 +153,8 @@ type responseHooks struct {
 	// credScrubbed: the injected credential is scrubbed (a credential
 	// the round trip reissued after a 401 is scrubbed too).
 	credScrubbed bool
+	// informational counts what was scrubbed from relayed 1xx responses.
+	informational int64
 	// scrub1 and count1 hold the first Scrubber and count (the usual
 	// case), so that they cost no allocation of their own.
 	scrub1 [1]*transform.Scrubber
@@ -179,7 +181,25 @@ func (h *responseHooks) scrubbed() int64 {
 	if h.ws != nil {
 		n += h.ws.n
 	}
-	return n
+	return n + h.informational
+}
+
+// scrubInformational redacts the scrubbed values from the fields of a 1xx
+// response before it is relayed (relay1xx), counting them. It reports
+// false when the 1xx must not be relayed at all: custody replaces values
+// of the response by placeholders, which it does for the final response
+// only, so a 1xx might carry a value in the clear.
+func (h *responseHooks) scrubInformational(fields http.Header) bool {
+	if h == nil {
+		return true
+	}
+	if h.custody != nil {
+		return false
+	}
+	for _, s := range h.scrubbers {
+		h.informational += int64(s.Header(fields))
+	}
+	return true
 }
 
 // prepareResponse decides, before the round trip, what will be done to
@@ -257,9 +277,6 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 	}
 	cl := resp.ContentLength
 	h.announced = -1
-	if h.credScrubbed && st.reissuedCred != nil {
-		h.addScrubber(g.scrubbers.get(st.reissuedCred))
-	}
 	for _, s := range h.scrubbers {
 		c, err := s.TransformResponse(resp)
 		if err != nil {

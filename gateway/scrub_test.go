@@ -10,6 +10,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -345,4 +347,69 @@ func TestScrubbedStreamNotHeldBack(t *testing.T) {
 			t.Fatalf("h2=%v: rest %q, %v; want the secret scrubbed", h2, rest, err)
 		}
 	}
+}
+
+// TestScrubInformational: an origin that echoes the injected secret in
+// the fields of 1xx responses (102, 103 Early Hints, an unknown 199)
+// before its final one: the client sees every 1xx with the secret
+// redacted in each of its forms, over HTTP/1.1 and HTTP/2, for a request
+// the gateway's own HTTP/1.1 client sends (no body) and one the fallback
+// Transport sends (a body of unknown length), and the audit line counts
+// the redactions (invariant 13).
+func TestScrubInformational(t *testing.T) {
+	tg := startScrubGateway(t)
+	tg.origin.route("/s/hints", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		f := scrubForms()[r.URL.Query().Get("form")]
+		for _, code := range []int{http.StatusProcessing, http.StatusEarlyHints, 199} {
+			w.Header().Set("X-Echo", f)
+			w.Header().Set("Link", "<https://cdn.test/"+f+">; rel=preload")
+			w.WriteHeader(code)
+		}
+		w.Header().Del("X-Echo")
+		w.Header().Del("Link")
+		fmt.Fprint(w, "final")
+	})
+	for name := range scrubForms() {
+		for _, h2 := range []bool{false, true} {
+			for _, body := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/h2=%v/body=%v", name, h2, body), func(t *testing.T) {
+					var seen strings.Builder
+					codes := 0
+					trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+						codes++
+						_ = http.Header(h).Write(&seen)
+						return nil
+					}}
+					ctx := httptrace.WithClientTrace(t.Context(), trace)
+					method, rd := http.MethodGet, io.Reader(nil)
+					if body {
+						method, rd = http.MethodPost, io.MultiReader(strings.NewReader("x")) // no length: chunked
+					}
+					req, _ := http.NewRequestWithContext(ctx, method, "https://"+apiHost+"/s/hints?form="+name, rd)
+					resp, err := tg.client(t, h2).Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK || codes != 3 {
+						t.Fatalf("status %d after %d 1xx responses, want 200 after 3", resp.StatusCode, codes)
+					}
+					if l := leaks(seen.String()); len(l) > 0 {
+						t.Fatalf("the 1xx fields hold the secret as %v:\n%s", l, seen.String())
+					}
+					if !strings.Contains(seen.String(), "[REDACTED]") {
+						t.Errorf("no redaction marker in the 1xx fields:\n%s", seen.String())
+					}
+				})
+			}
+		}
+	}
+	// Each request's line counts its six redactions (two fields of three
+	// 1xx responses).
+	want := 4 * len(scrubForms())
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d audit lines counting 6 scrubbed occurrences", want), func() bool {
+		return strings.Count(tg.audit.String(), `"scrubbed":6`) == want
+	})
 }
