@@ -528,6 +528,10 @@ func (g *Gateway) listen(ctx context.Context) error {
 			IdleTimeout:       cfg.Limits.IdleTimeout.D(),
 			ErrorLog:          errLog,
 			BaseContext:       func(net.Listener) context.Context { return g.baseCtx },
+			// OPTIONS * is the gateway's to refuse and audit, not net/http's
+			// to answer 200 (on the proxy listener, and over HTTP/2 in a
+			// tunnel).
+			DisableGeneralOptionsHandler: true,
 		}
 	}
 	g.proxySrv = base(http.HandlerFunc(g.serveProxy))
