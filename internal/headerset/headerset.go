@@ -15,11 +15,17 @@ var Hop = []string{
 
 // ProxyScoped are request fields, in canonical form, scoped to the
 // client's hop to the gateway or asserting a client identity (invariants
-// 3 and 7): the proxy's own authentication and every forwarding or
-// client-certificate claim. An upstream never receives them.
+// 3 and 7): the proxy's own authentication, every forwarding or
+// client-certificate claim, and the claims of a front proxy about the
+// request's original target, which servers behind one route by
+// (X-Original-URL, X-Rewrite-URL: IIS, Symfony, Laminas) and so could be
+// sent a path other than the one the policy matched (invariant 11). An
+// upstream never receives them.
 var ProxyScoped = []string{
 	"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate",
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
+	"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Path", "X-Forwarded-Uri", "X-Forwarded-Server",
+	"X-Original-Url", "X-Original-Uri", "X-Original-Host", "X-Rewrite-Url",
 	"X-Client-Cert", "X-Forwarded-Client-Cert", "X-Ssl-Client-Cert",
 }
 
