@@ -226,6 +226,10 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 			"CONNECT opens a tunnel to the gateway; it is not forwarded inside one", "")
 		return canonical.Path{}, &f
 	}
+	if o, ok := canonical.MethodOverride(r.Method, r.Header, r.URL.RawQuery); ok {
+		f := newRefusal(http.StatusBadRequest, policy.CodeBadMethod, overrideReason(r.Method, o), "")
+		return canonical.Path{}, &f
+	}
 	if r.URL.Opaque != "" || r.URL.User != nil {
 		f := newRefusal(http.StatusBadRequest, codeBadPath,
 			"the request target is not an absolute path (or has userinfo); send /path or http://host/path without user@", "")
@@ -243,6 +247,15 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 		return canonical.Path{}, &f
 	}
 	return p, nil
+}
+
+// overrideReason is the refusal reason for a method override o on a
+// request with method: it names the field and the fix.
+func overrideReason(method string, o canonical.Override) string {
+	if o.Method == "" {
+		return fmt.Sprintf("the %s asks the server to run the request as another method than %s; the policy decides on the request's own method, so send the request with the method you mean instead of an override", o.Field, method)
+	}
+	return fmt.Sprintf("the %s asks the server to run the request as %s, not %s; the policy decides on the request's own method, so send the request with method %s instead of an override", o.Field, o.Method, method, o.Method)
 }
 
 // stripConnectionNamed removes the request headers the client's
