@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 
@@ -200,5 +202,138 @@ func TestMethodOverrideRefusedRawHTTP1(t *testing.T) {
 		if len(tg.origin.all()) != before {
 			t.Errorf("%q: the origin received the request", fields)
 		}
+	}
+}
+
+// TestUnderscoreFieldsDropped is the class of "a header field name with
+// '_', which CGI-style servers read as the name with '-'": every such
+// field is removed before the policy sees the request, over HTTP/1.1 and
+// HTTP/2, so that the origin receives none of them and the condition and
+// the injection behave exactly as for the request without them (the
+// differential: each request is also sent without its '_' fields and
+// must get the same answer and the same fields at the origin). Before,
+// X_Act_As passed a condition on x-act-as, X_Forwarded_For, X_Real_IP
+// and X_Client_Cert passed although their '-' spellings are removed, and
+// X_api_key reached the origin beside the injected X-Api-Key.
+func TestUnderscoreFieldsDropped(t *testing.T) {
+	tg := startOverrideGateway(t)
+	const secretish = "underscore-value-not-logged"
+	for _, tt := range []struct {
+		name   string
+		path   string
+		header http.Header
+		status int
+	}{
+		{"X_Forwarded_For", "/v1/charges/x", http.Header{"X_Forwarded_For": {"10.0.0.1"}}, 200},
+		{"x_forwarded_for", "/v1/charges/x", http.Header{"x_forwarded_for": {"10.0.0.1"}}, 200},
+		{"X-Forwarded_For", "/v1/charges/x", http.Header{"X-Forwarded_For": {"10.0.0.1"}}, 200},
+		{"X_Real_IP", "/v1/charges/x", http.Header{"X_Real_IP": {"10.0.0.1"}}, 200},
+		{"X_Client_Cert", "/v1/charges/x", http.Header{"X_Client_Cert": {secretish}}, 200},
+		{"X_Forwarded_Client_Cert", "/v1/charges/x", http.Header{"X_Forwarded_Client_Cert": {"Hash=1"}}, 200},
+		{"Proxy_Authorization", "/v1/charges/x", http.Header{"Proxy_Authorization": {"Basic eA=="}}, 200},
+		{"X_api_key", "/v1/keyed/x", http.Header{"X_api_key": {"mine"}}, 200},
+		{"X_API_KEY beside X-Api-Key", "/v1/keyed/x", http.Header{"X_API_KEY": {"mine"}, "X-Api-Key": {"mine too"}}, 200},
+		{"x-api_key", "/v1/keyed/x", http.Header{"x-api_key": {secretish}}, 200},
+		{"X_Act_As", "/v1/acting/x", http.Header{"X_Act_As": {"admin"}}, 200},
+		{"x_act_as", "/v1/acting/x", http.Header{"x_act_as": {"admin"}}, 200},
+		{"X-Act_As", "/v1/acting/x", http.Header{"X-Act_As": {"admin"}}, 200},
+		{"X_Act_As beside X-Act-As", "/v1/acting/x", http.Header{"X_Act_As": {"nobody"}, "X-Act-As": {"admin"}}, 403},
+		{"X_HTTP_Method_Override", "/v1/charges/x", http.Header{"X_HTTP_Method_Override": {"DELETE"}}, 200},
+		{"several", "/v1/keyed/x", http.Header{"A_b": {"1"}, "_": {"2"}, "X-Kept": {"3"}, "X__": {"4"}}, 200},
+	} {
+		for _, p := range overrideProtos {
+			t.Run(p.name+"/"+tt.name, func(t *testing.T) {
+				c := tg.client(t, p.h2)
+				without := http.Header{}
+				for k, vv := range tt.header {
+					if !strings.Contains(k, "_") {
+						without[k] = vv
+					}
+				}
+				var got [2]seen
+				for i, h := range []http.Header{tt.header, without} {
+					before := len(tg.origin.all())
+					resp, body := sendThrough(t, c, p.h2, http.MethodGet, tt.path, h)
+					if resp.StatusCode != tt.status {
+						t.Fatalf("with %v: %d %s %s, want %d", h, resp.StatusCode, resp.Header.Get(ReasonHeader), body, tt.status)
+					}
+					if tt.status != http.StatusOK {
+						if len(tg.origin.all()) != before {
+							t.Fatalf("with %v: refused, but the origin received it", h)
+						}
+						return
+					}
+					got[i] = tg.origin.all()[before]
+				}
+				for k := range got[0].Header {
+					if strings.Contains(k, "_") {
+						t.Errorf("the origin received %s", k)
+					}
+				}
+				if a, b := fieldNames(got[0].Header), fieldNames(got[1].Header); a != b {
+					t.Errorf("the origin received fields %s, and %s without the '_' fields", a, b)
+				}
+				if k := got[0].Header.Values("X-Api-Key"); len(k) != 1 || k[0] != tg.token {
+					t.Errorf("the origin received X-Api-Key %q, want only the injected credential", k)
+				}
+			})
+		}
+	}
+	logs := tg.logs.String()
+	if !strings.Contains(logs, `request header field with '_' in its name dropped`) || !strings.Contains(logs, `"field":"X_client_cert"`) {
+		t.Errorf("the drops are not logged with the field name:\n%s", logs)
+	}
+	if strings.Contains(logs, secretish) {
+		t.Errorf("a dropped field's value was logged")
+	}
+}
+
+// TestUnderscoreTrailersDropped: a chunked request's trailers with '_' in
+// their names are not forwarded either (servers that merge trailers into
+// the headers would read X_Api_Key as X-Api-Key).
+func TestUnderscoreTrailersDropped(t *testing.T) {
+	tg := startOverrideGateway(t)
+	before := len(tg.origin.all())
+	status, code := rawRequest(t, tg, apiHost, "POST /v1/keyed/trailers HTTP/1.1\r\nHost: "+apiHost+
+		"\r\nTransfer-Encoding: chunked\r\nTrailer: X_Api_Key, X-Kept\r\n\r\n"+
+		"1\r\na\r\n0\r\nX_Api_Key: mine\r\nX_Undeclared: 1\r\nX-Kept: 1\r\n\r\n")
+	if status != http.StatusOK {
+		t.Fatalf("%d %s", status, code)
+	}
+	got := tg.origin.all()[before]
+	for k := range got.Trailer {
+		if strings.Contains(k, "_") {
+			t.Errorf("the origin received trailer %s", k)
+		}
+	}
+	if got.Trailer.Get("X-Kept") != "1" {
+		t.Errorf("other trailers should pass: %v", got.Trailer)
+	}
+}
+
+// fieldNames lists the names in h, sorted, for comparing what the origin
+// received.
+func fieldNames(h http.Header) string {
+	var names []string
+	for k := range h {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
+
+// TestDropUnderscoreFieldsNoAllocs: a request without such fields costs
+// no allocation (the keep-alive fast path).
+func TestDropUnderscoreFieldsNoAllocs(t *testing.T) {
+	g := &Gateway{log: slog.New(slog.DiscardHandler)}
+	h := http.Header{"Accept": {"*/*"}, "User-Agent": {"x"}, "Content-Type": {"application/json"}}
+	ctx := t.Context()
+	if n := testing.AllocsPerRun(100, func() { g.dropUnderscoreFields(ctx, h) }); n != 0 {
+		t.Errorf("%v allocations per request, want 0", n)
+	}
+	h["X_Y"] = []string{"1"}
+	g.dropUnderscoreFields(ctx, h)
+	if len(h) != 3 {
+		t.Errorf("left %v", h)
 	}
 }

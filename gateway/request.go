@@ -258,6 +258,26 @@ func overrideReason(method string, o canonical.Override) string {
 	return fmt.Sprintf("the %s asks the server to run the request as %s, not %s; the policy decides on the request's own method, so send the request with method %s instead of an override", o.Field, o.Method, method, o.Method)
 }
 
+// dropUnderscoreFields removes every request header field whose name
+// contains '_', before the decision and the injection, as nginx does by
+// default (underscores_in_headers off). CGI-style servers (CGI, WSGI,
+// Rack, PHP) map '-' and '_' alike to '_' (HTTP_X_ACT_AS), so X_Act_As
+// would reach them as the X-Act-As a condition judged absent, X_Real_IP
+// as the X-Real-IP the gateway removes, and X_Api_Key as a second copy of
+// an injected X-Api-Key (CVE-2024-45614). The name, never the value, is
+// logged at debug level. It allocates nothing when no name has a '_'.
+func (g *Gateway) dropUnderscoreFields(ctx context.Context, h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		delete(h, k)
+		if g.log.Enabled(ctx, slog.LevelDebug) {
+			g.log.LogAttrs(ctx, slog.LevelDebug, "request header field with '_' in its name dropped", slog.String("field", k))
+		}
+	}
+}
+
 // stripConnectionNamed removes the request headers the client's
 // Connection field names (RFC 9110 §7.6.1) before the decision and the
 // injection, and leaves Connection naming only "upgrade" (the forwarder
@@ -472,6 +492,7 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 		for _, h := range trailerStrip(x.d) {
 			delete(out.Trailer, h)
 		}
+		dropUnderscoreNames(out.Trailer)
 	}
 	return out
 }
@@ -486,6 +507,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *f)
 		return
 	}
+	g.dropUnderscoreFields(r.Context(), r.Header)
 	stripConnectionNamed(r.Header)
 	upgrade, uf := checkUpgrade(r)
 	if uf != nil {
@@ -1043,8 +1065,19 @@ func trailerStrip(d policy.Decision) []string {
 	return out
 }
 
+// dropUnderscoreNames removes the request trailers whose name contains
+// '_' (see dropUnderscoreFields: servers that merge trailers into the
+// headers would read them as their '-' spelling).
+func dropUnderscoreNames(h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(h, k)
+		}
+	}
+}
+
 // countingBody counts request body bytes and, at EOF, removes the
-// trailers in strip from trailer (the request's Trailer map, which the
+// trailers in strip (and those with '_' in their name) from trailer (the request's Trailer map, which the
 // body reader fills in at EOF and the transport sends after the body).
 type countingBody struct {
 	io.ReadCloser
@@ -1060,6 +1093,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		for _, h := range b.strip {
 			delete(b.trailer, h)
 		}
+		dropUnderscoreNames(b.trailer)
 	}
 	return n, err
 }
