@@ -69,10 +69,11 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 
 // seen is what the origin received.
 type seen struct {
-	Proto string
-	Host  string
-	SNI   string
-	Path  string
+	Method string
+	Proto  string
+	Host   string
+	SNI    string
+	Path   string
 	// URI is the request target as it arrived (the path's wire form).
 	URI     string
 	Query   string
@@ -117,7 +118,7 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 	o := &testOrigin{}
 	ack := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := seen{Trailer: r.Trailer, Proto: r.Proto, Host: r.Host, Path: r.URL.Path, URI: r.RequestURI, Query: r.URL.RawQuery, Header: r.Header.Clone()}
+		s := seen{Method: r.Method, Trailer: r.Trailer, Proto: r.Proto, Host: r.Host, Path: r.URL.Path, URI: r.RequestURI, Query: r.URL.RawQuery, Header: r.Header.Clone()}
 		if r.TLS != nil {
 			s.SNI = r.TLS.ServerName
 		}

@@ -226,6 +226,10 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 			"CONNECT opens a tunnel to the gateway; it is not forwarded inside one", "")
 		return canonical.Path{}, &f
 	}
+	if o, ok := canonical.MethodOverride(r.Method, r.Header, r.URL.RawQuery); ok {
+		f := newRefusal(http.StatusBadRequest, policy.CodeBadMethod, overrideReason(r.Method, o), "")
+		return canonical.Path{}, &f
+	}
 	if r.URL.Opaque != "" || r.URL.User != nil {
 		f := newRefusal(http.StatusBadRequest, codeBadPath,
 			"the request target is not an absolute path (or has userinfo); send /path or http://host/path without user@", "")
@@ -243,6 +247,35 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 		return canonical.Path{}, &f
 	}
 	return p, nil
+}
+
+// overrideReason is the refusal reason for a method override o on a
+// request with method: it names the field and the fix.
+func overrideReason(method string, o canonical.Override) string {
+	if o.Method == "" {
+		return fmt.Sprintf("the %s asks the server to run the request as another method than %s; the policy decides on the request's own method, so send the request with the method you mean instead of an override", o.Field, method)
+	}
+	return fmt.Sprintf("the %s asks the server to run the request as %s, not %s; the policy decides on the request's own method, so send the request with method %s instead of an override", o.Field, o.Method, method, o.Method)
+}
+
+// dropUnderscoreFields removes every request header field whose name
+// contains '_', before the decision and the injection, as nginx does by
+// default (underscores_in_headers off). CGI-style servers (CGI, WSGI,
+// Rack, PHP) map '-' and '_' alike to '_' (HTTP_X_ACT_AS), so X_Act_As
+// would reach them as the X-Act-As a condition judged absent, X_Real_IP
+// as the X-Real-IP the gateway removes, and X_Api_Key as a second copy of
+// an injected X-Api-Key (CVE-2024-45614). The name, never the value, is
+// logged at debug level. It allocates nothing when no name has a '_'.
+func (g *Gateway) dropUnderscoreFields(ctx context.Context, h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		delete(h, k)
+		if g.log.Enabled(ctx, slog.LevelDebug) {
+			g.log.LogAttrs(ctx, slog.LevelDebug, "request header field with '_' in its name dropped", slog.String("field", k))
+		}
+	}
 }
 
 // stripConnectionNamed removes the request headers the client's
@@ -459,6 +492,7 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 		for _, h := range trailerStrip(x.d) {
 			delete(out.Trailer, h)
 		}
+		dropUnderscoreNames(out.Trailer)
 	}
 	return out
 }
@@ -473,6 +507,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *f)
 		return
 	}
+	g.dropUnderscoreFields(r.Context(), r.Header)
 	stripConnectionNamed(r.Header)
 	upgrade, uf := checkUpgrade(r)
 	if uf != nil {
@@ -1034,8 +1069,19 @@ func trailerStrip(d policy.Decision) []string {
 	return out
 }
 
+// dropUnderscoreNames removes the request trailers whose name contains
+// '_' (see dropUnderscoreFields: servers that merge trailers into the
+// headers would read them as their '-' spelling).
+func dropUnderscoreNames(h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(h, k)
+		}
+	}
+}
+
 // countingBody counts request body bytes and, at EOF, removes the
-// trailers in strip from trailer (the request's Trailer map, which the
+// trailers in strip (and those with '_' in their name) from trailer (the request's Trailer map, which the
 // body reader fills in at EOF and the transport sends after the body).
 type countingBody struct {
 	io.ReadCloser
@@ -1051,6 +1097,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		for _, h := range b.strip {
 			delete(b.trailer, h)
 		}
+		dropUnderscoreNames(b.trailer)
 	}
 	return n, err
 }

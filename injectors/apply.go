@@ -3,6 +3,7 @@ package injectors
 import (
 	"crypto/tls"
 	"net/http"
+	"strings"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
@@ -27,11 +28,20 @@ func Apply(inj Injector, r *http.Request, cred *providers.Credential) error {
 // ApplyFor puts cred on r with inj for the caller wl: it removes every
 // client copy of the headers inj declares, so nothing the client sent
 // under those names survives, then injects (InjectFor when inj is a
-// WorkloadInjector). The gateway calls only this, never the optional
-// interfaces.
+// WorkloadInjector). For a declared name with '_' it also removes the
+// client's fields that CGI-style servers read as the same name ('-' and
+// '_' alike, any case: Api-Key for api_key). The gateway calls only this,
+// never the optional interfaces.
 func ApplyFor(inj Injector, r *http.Request, cred *providers.Credential, wl identity.Workload) error {
 	for _, h := range HeadersOf(inj) {
 		r.Header.Del(h)
+		if strings.IndexByte(h, '_') >= 0 {
+			for k := range r.Header {
+				if sameCGIName(k, h) {
+					delete(r.Header, k)
+				}
+			}
+		}
 	}
 	if wi, ok := inj.(WorkloadInjector); ok {
 		return wi.InjectFor(r, cred, wl)
@@ -56,4 +66,29 @@ func Replayable(inj Injector) bool {
 	_, headers := inj.(HeaderNames)
 	_, cert := inj.(ClientCertificate)
 	return headers && !cert
+}
+
+// sameCGIName reports whether CGI-style servers (CGI, WSGI, Rack, PHP),
+// which upper-case a field name and turn '-' into '_' (HTTP_API_KEY),
+// read the header field names a and b as the same name.
+func sameCGIName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if cgiByte(a[i]) != cgiByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func cgiByte(c byte) byte {
+	switch {
+	case c == '-':
+		return '_'
+	case 'a' <= c && c <= 'z':
+		return c - 'a' + 'A'
+	}
+	return c
 }

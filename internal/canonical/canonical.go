@@ -7,9 +7,10 @@
 // differently from a strict RFC 3986 reading (empty segments, dot
 // segments, backslashes, encoded slashes, double encoding, ';' path
 // parameters, control characters, invalid UTF-8, lower-case methods,
-// userinfo in an authority) is an error that says what is wrong, so the
-// gateway never forwards a request whose meaning on the upstream could
-// differ from what its policy judged.
+// userinfo in an authority, a method override naming another method) is
+// an error that says what is wrong, so the gateway never forwards a
+// request whose meaning on the upstream could differ from what its
+// policy judged.
 package canonical
 
 import (
