@@ -235,7 +235,14 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 			"the request target is not an absolute path (or has userinfo); send /path or http://host/path without user@", "")
 		return canonical.Path{}, &f
 	}
-	p, err := canonical.ParsePath(r.URL.EscapedPath())
+	// The path as the client sent it: url.URL's EscapedPath would
+	// re-encode it from the decoded form when the wire form holds a
+	// character net/url encodes, turning a %2F into '/' on the way.
+	wire := r.URL.EscapedPath()
+	if r.RequestURI != "" {
+		wire = canonical.TargetPath(r.RequestURI)
+	}
+	p, err := canonical.ParsePath(wire)
 	if err != nil {
 		var pe *canonical.PathError
 		problem := "is not canonical"

@@ -56,6 +56,7 @@ var (
 	ErrBadUTF8        = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
 	ErrEncodedControl = &PathError{"encodes a control character (%00-%1F or %7F)"}
 	ErrEncodedSlash   = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
+	ErrUnescaped      = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
 )
 
 // Is lets errors.Is compare a *PathError by its problem.
@@ -64,9 +65,37 @@ func (e *PathError) Is(target error) bool {
 	return errors.As(target, &t) && t.Problem == e.Problem
 }
 
-// ParsePath checks raw, the escaped path of a request (url.URL's
-// EscapedPath, which is what net/http sends upstream), and returns it with
-// its decoded form. An empty raw path is "/".
+// unescaped are the printable ASCII characters RFC 3986 does not allow
+// raw in a path, which net/url would percent-encode before sending (so
+// the upstream would not receive the bytes the client sent).
+const unescaped = "\"<>^`{|}#?"
+
+// TargetPath returns the path of a request target as it came on the wire
+// (Request.RequestURI): the part before '?' of an origin-form target, the
+// part after the authority of an absolute-form one ("/" when it has
+// none). Anything else (the asterisk-form "*") is returned whole, for
+// ParsePath to refuse.
+func TargetPath(target string) string {
+	if strings.HasPrefix(target, "/") {
+		if i := strings.IndexByte(target, '?'); i >= 0 {
+			return target[:i]
+		}
+		return target
+	}
+	if i := strings.Index(target, "://"); i >= 0 {
+		rest := target[i+3:]
+		j := strings.IndexAny(rest, "/?")
+		if j < 0 || rest[j] == '?' {
+			return "/"
+		}
+		return TargetPath(rest[j:])
+	}
+	return target
+}
+
+// ParsePath checks raw, the path of a request as the client sent it
+// (TargetPath of its request target), and returns it with its decoded
+// form. An empty raw path is "/".
 //
 // Refused, because servers disagree on what they mean:
 //   - a path that does not start with '/';
@@ -76,6 +105,8 @@ func (e *PathError) Is(target error) bool {
 //   - ';' raw or as %3B (path parameters, which some servers strip);
 //   - control characters, space and non-ASCII bytes not percent-encoded,
 //     and %00-%1F, %7F;
+//   - the other characters a path must percent-encode (" < > ^ ` { | } # ?),
+//     which net/url would encode on the way out;
 //   - '%' not followed by two hex digits, and double encoding: a decoded
 //     path that still contains '%' followed by two hex digits;
 //   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF).
@@ -117,6 +148,8 @@ func ParsePath(raw string) (Path, error) {
 			return Path{}, ErrSemicolon
 		case c <= ' ' || c >= 0x7f:
 			return Path{}, ErrControl
+		case strings.IndexByte(unescaped, c) >= 0:
+			return Path{}, ErrUnescaped
 		}
 	}
 	p.Decoded = raw

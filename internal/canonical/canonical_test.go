@@ -88,6 +88,14 @@ func TestParsePath(t *testing.T) {
 		{"/v1/%C0%AE%C0%AE/admin", ErrBadUTF8},
 		{"/v1/%E0%80%AF", ErrBadUTF8},
 		{"/v1/%FF", ErrBadUTF8},
+		{`/v1/a"b`, ErrUnescaped},
+		{"/v1/a<b>", ErrUnescaped},
+		{"/v1/a^b", ErrUnescaped},
+		{"/v1/a`b", ErrUnescaped},
+		{"/v1/{id}", ErrUnescaped},
+		{"/v1/a|b", ErrUnescaped},
+		{"/v1/a#b", ErrUnescaped},
+		{`/v1/allowed%2Fx"`, ErrUnescaped},
 	}
 	for _, c := range bad {
 		_, err := ParsePath(c.raw)
@@ -265,4 +273,42 @@ func FuzzAuthority(f *testing.F) {
 			t.Fatalf("Authority(%q) = %q: not the target as sent", in, got)
 		}
 	})
+}
+
+// TestTargetPath: the path of each form of request target, as sent.
+func TestTargetPath(t *testing.T) {
+	for _, c := range []struct{ target, want string }{
+		{"/v1/x", "/v1/x"},
+		{"/v1/x?q=1", "/v1/x"},
+		{"/v1/a%2Fb?x=/y", "/v1/a%2Fb"},
+		{"/", "/"},
+		{"https://api.test/v1/x?q", "/v1/x"},
+		{"https://api.test", "/"},
+		{"https://api.test?q=/x", "/"},
+		{"http://api.test:8080/a%20b", "/a%20b"},
+		{"https://api.test/v1/x#f", "/v1/x#f"},
+		{"*", "*"},
+		{"api.test:443", "api.test:443"},
+	} {
+		if got := TargetPath(c.target); got != c.want {
+			t.Errorf("TargetPath(%q) = %q, want %q", c.target, got, c.want)
+		}
+	}
+}
+
+// Every printable ASCII byte net/url would percent-encode in a path is
+// refused raw, and every other one is accepted and kept as sent: what
+// ParsePath accepts is what reaches the upstream.
+func TestParsePathKeepsWireBytes(t *testing.T) {
+	for c := byte('!'); c < 0x7f; c++ {
+		raw := "/v1/a" + string(c) + "b"
+		p, err := ParsePath(raw)
+		u := &url.URL{Path: p.Decoded, RawPath: p.Raw}
+		switch {
+		case err != nil:
+			continue
+		case u.EscapedPath() != raw:
+			t.Errorf("ParsePath(%q) accepted it, but net/url sends %q", raw, u.EscapedPath())
+		}
+	}
 }
