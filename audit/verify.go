@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,17 @@ const (
 	KindUnchained  = "unchained"
 	KindCheckpoint = "bad_checkpoint"
 	KindUnsigned   = "unsigned_tail" // only with VerifyOptions.RequireSignedTail
+	// KindGarbled is a line that is not an audit line (not a JSON object)
+	// and not the start of one cut short by a crash.
+	KindGarbled = "garbled"
+	// KindEmpty is a file that holds no whole audit line, or files that
+	// hold no chain: nothing in them verifies anything.
+	KindEmpty = "empty"
 )
+
+// KindCut is the warning for a line cut short by a crash (the start of a
+// JSON object); it does not break verification.
+const KindCut = "cut_line"
 
 // Pos is a line's place: file and 1-based line number.
 type Pos struct {
@@ -32,7 +43,12 @@ type Pos struct {
 	Line int
 }
 
-func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
+func (p Pos) String() string {
+	if p.Line == 0 {
+		return p.File
+	}
+	return fmt.Sprintf("%s:%d", p.File, p.Line)
+}
 
 // Problem is one break found by Verify.
 type Problem struct {
@@ -78,16 +94,19 @@ func (c Chain) UnsignedTail() uint64 { return c.VerifiedSeq - c.SignedSeq }
 // Report is what Verify found.
 type Report struct {
 	Problems []Problem
-	// Warnings do not break verification: cut lines (a write cut short by
-	// a crash; the chain shows whether anything whole is missing) and
-	// chains whose first lines are not in the files given.
+	// Warnings do not break verification: cut lines (the start of a line
+	// whose write a crash cut short; the chain shows whether anything
+	// whole is missing) and chains whose first lines are not in the files
+	// given. A line that is neither whole nor cut short is a Problem
+	// (KindGarbled), and so is a file with no whole line (KindEmpty).
 	Warnings []Problem
 	Chains   []Chain
 	// SignaturesChecked is false when no public key was given.
 	SignaturesChecked bool
 }
 
-// OK reports whether every chain verified.
+// OK reports whether every chain verified. A report with no chain is
+// never OK (a KindEmpty problem says so).
 func (r *Report) OK() bool { return len(r.Problems) == 0 }
 
 // VerifyOptions configure Verify.
@@ -150,14 +169,22 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %w", err)
 		}
+		whole, lines := 0, 0
 		err = readLines(f, func(n int, line []byte, complete bool) {
+			lines++
 			pos := Pos{File: name, Line: n}
 			var lf lineFields
 			if !complete || json.Unmarshal(line, &lf) != nil {
-				rep.Warnings = append(rep.Warnings, Problem{Pos: pos, Kind: "cut_line",
+				if !cutShort(line, complete) {
+					rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled,
+						Msg: "not an audit line (a JSON object) nor the start of one cut short by a crash: the line was overwritten or inserted"})
+					return
+				}
+				rep.Warnings = append(rep.Warnings, Problem{Pos: pos, Kind: KindCut,
 					Msg: "not a whole JSON line (a write cut short by a crash or a full disk); any line missing because of it shows as deleted"})
 				return
 			}
+			whole++
 			if lf.Seq == nil || lf.Replica == nil || lf.Prev == nil {
 				rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindUnchained,
 					Msg: "the line has no seq, replica or prev: it was not written by a chaining writer (inserted, or audit.chain is off)"})
@@ -182,12 +209,55 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %s: %w", name, err)
 		}
+		if whole == 0 {
+			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindEmpty, Msg: emptyMsg(lines)})
+		}
 	}
 	sort.Strings(order)
 	for _, id := range order {
 		rep.Chains = append(rep.Chains, verifyChain(rep, id, byReplica[id], keys, opts))
 	}
+	if len(rep.Chains) == 0 && len(rep.Problems) == 0 {
+		// Not reached while every file needs a whole line (each is a
+		// chain's or a problem); kept so that no change to the rules above
+		// can turn "nothing verified" into OK.
+		rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindEmpty,
+			Msg: "no chain in the files given: nothing was verified"})
+	}
 	return rep, nil
+}
+
+// emptyMsg says why a file with no whole audit line fails, and what to do
+// when that is expected.
+func emptyMsg(lines int) string {
+	if lines > 0 {
+		return "the file holds no whole audit line, so nothing in it can be verified: its lines were overwritten, " +
+			"or a crash cut short the first write to it"
+	}
+	return "the file is empty, so nothing in it can be verified. The gateway writes nothing to its audit file until it " +
+		"serves a request (there is no start line, and the checkpoint at shutdown follows only lines): this is " +
+		"the file of a gateway that has served no request since the file was created, or an audit file that was " +
+		"emptied. If it is the former, leave the file out of the command"
+}
+
+// cutShort reports whether line (not a whole JSON object, or the last
+// line of its file without a newline) is what a crash leaves of one: the
+// writer writes each line as a JSON object and its newline, so a write cut
+// short leaves the start of an object (ended by a newline when the
+// gateway reopens the file, so it may be anywhere), or, at the very end,
+// a whole object without its newline. Anything else was put there.
+func cutShort(line []byte, complete bool) bool {
+	if len(line) == 0 || line[0] != '{' {
+		return false
+	}
+	var v json.RawMessage
+	err := json.NewDecoder(bytes.NewReader(line)).Decode(&v)
+	if err == nil {
+		// A whole object: fine only as the last line, missing its
+		// newline (an object with text after it was edited).
+		return !complete && len(bytes.TrimSpace(line)) == len(v)
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // readLines calls fn for each line of r; complete is false for a last

@@ -42,14 +42,17 @@ against every version of that ed25519 key of Vault's transit engine
 with VAULT_TOKEN (VAULT_CACERT: the CA of Vault's certificate).
 
 Each break is printed as "BREAK FILE:LINE: KIND: replica ID seq N: what",
-KIND one of edited, deleted, inserted, reordered, unchained, bad_checkpoint
-(and unsigned_tail with --require-signed-tail); then one summary line per
-replica with the last verified and last signed position.
+KIND one of edited, deleted, inserted, reordered, unchained, bad_checkpoint,
+garbled (not an audit line, nor the start of one cut short by a crash, which
+is only a warning), empty (a file with no whole audit line: nothing to
+verify; leave out the file of a gateway that served no request) and
+unsigned_tail with --require-signed-tail; then one summary line per replica
+with the last verified and last signed position.
 
 Lines after a replica's last signed checkpoint are an "unsigned tail",
 verified by the chain only; they fail only with --require-signed-tail.
 
-Exit 0 when everything verifies, 1 on any break or error.`,
+Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			var keys []ed25519.PublicKey

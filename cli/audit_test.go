@@ -138,3 +138,145 @@ func TestAuditVerifyTransitKey(t *testing.T) {
 		t.Error("the Vault token appears in the output")
 	}
 }
+
+// TestAuditVerifyMutations runs audit verify on mutations of a real
+// signed log written by the audit writer: nothing verified is never OK, a
+// line that is not an audit line is a break unless it is what a crash
+// leaves (the start of a line), and every edit, deletion or reordering
+// fails.
+func TestAuditVerifyMutations(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "audit.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var pub bytes.Buffer
+	if code := run(t.Context(), []string{"audit", "pubkey", "--key", keyFile}, &pub, &bytes.Buffer{}); code != 0 {
+		t.Fatal("audit pubkey failed")
+	}
+	pubFile := filepath.Join(dir, "audit.pub")
+	if err := os.WriteFile(pubFile, pub.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := audit.LoadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// writeLog appends n events and a final checkpoint to path, as one
+	// gateway process (replica) does.
+	writeLog := func(path, replica string, n int) {
+		t.Helper()
+		f, err := audit.OpenFile(path, audit.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := audit.NewWriter(f, audit.Options{Replica: replica, Signer: signer, CheckpointLines: 2})
+		for i := 0; i < n; i++ {
+			w.Write(fmt.Appendf(nil, `{"path":"/v1/%d","status":200}`, i))
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+	}
+	orig := filepath.Join(dir, "orig.log")
+	writeLog(orig, "gw-0", 5)
+	data, err := os.ReadFile(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	lines = lines[:len(lines)-1] // after the last newline
+	if len(lines) < 6 {
+		t.Fatalf("the log has %d lines, want at least 6:\n%s", len(lines), data)
+	}
+	mid := len(lines) / 2
+	last := len(lines) - 1
+	replace := func(i int, s string) func() string {
+		return func() string {
+			l := append([]string(nil), lines...)
+			l[i] = s
+			return strings.Join(l, "")
+		}
+	}
+	tests := []struct {
+		name        string
+		file        func() string // the file's content
+		path        string        // instead of a file with that content
+		requireTail bool
+		wantCode    int
+		want        []string // in the output
+	}{
+		{name: "untouched", file: func() string { return string(data) }, requireTail: true, wantCode: 0, want: []string{"closed by a final checkpoint", "OK: 1 chains verified"}},
+		{name: "empty file", file: func() string { return "" }, requireTail: true, wantCode: 1, want: []string{": empty: the file is empty", "leave the file out of the command", "FAIL"}},
+		{name: "empty file, no flags", file: func() string { return "" }, wantCode: 1, want: []string{": empty: "}},
+		{name: "/dev/null", path: os.DevNull, requireTail: true, wantCode: 1, want: []string{os.DevNull + ": empty: "}},
+		{name: "every line x", file: func() string { return strings.Repeat("x\n", len(lines)) }, requireTail: true, wantCode: 1, want: []string{":1: garbled:", ": empty: the file holds no whole audit line"}},
+		{name: "middle line garbage", file: replace(mid, "garbage\n"), wantCode: 1, want: []string{fmt.Sprintf(":%d: garbled:", mid+1), "deleted"}},
+		{name: "middle line a cut-looking prefix", file: replace(mid, `{"time":"2026`+"\n"), wantCode: 1, want: []string{"cut_line", "deleted"}},
+		{name: "middle line blank", file: replace(mid, "\n"), wantCode: 1, want: []string{"garbled"}},
+		{name: "middle line JSON array", file: replace(mid, "[1,2]\n"), wantCode: 1, want: []string{"garbled"}},
+		{name: "middle line object with junk after it", file: replace(mid, lines[mid][:len(lines[mid])-1]+" x\n"), wantCode: 1, want: []string{"garbled"}},
+		{name: "last line cut mid-JSON", file: replace(last, lines[last][:len(lines[last])/2]), wantCode: 0, want: []string{fmt.Sprintf(":%d: cut_line:", last+1), "OK: 1 chains verified"}},
+		{name: "last line cut mid-JSON, signed tail required", file: replace(last, lines[last][:len(lines[last])/2]), requireTail: true, wantCode: 1, want: []string{"cut_line", "unsigned_tail"}},
+		{name: "last line whole without its newline", file: replace(last, strings.TrimSuffix(lines[last], "\n")), wantCode: 0, want: []string{"cut_line", "OK"}},
+		{name: "last line garbage with newline", file: replace(last, "x\n"), wantCode: 1, want: []string{fmt.Sprintf(":%d: garbled:", last+1)}},
+		{name: "last line garbage without newline", file: replace(last, "x"), wantCode: 1, want: []string{fmt.Sprintf(":%d: garbled:", last+1)}},
+		{name: "only a cut line", file: func() string { return lines[0][:10] }, wantCode: 1, want: []string{"cut_line", "empty: the file holds no whole audit line"}},
+		{name: "middle line deleted", file: replace(mid, ""), wantCode: 1, want: []string{"deleted"}},
+		{name: "lines reordered", file: func() string {
+			l := append([]string(nil), lines...)
+			l[mid], l[mid+1] = l[mid+1], l[mid]
+			return strings.Join(l, "")
+		}, wantCode: 1, want: []string{"reordered"}},
+		{name: "middle line edited", file: replace(mid, strings.Replace(lines[mid], `"seq":`, `"seq": `, 1)), wantCode: 1, want: []string{"edited"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.path
+			if path == "" {
+				path = filepath.Join(t.TempDir(), "audit.log")
+				if err := os.WriteFile(path, []byte(tt.file()), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := []string{"audit", "verify", "--pubkey", pubFile}
+			if tt.requireTail {
+				args = append(args, "--require-signed-tail")
+			}
+			var out, errOut bytes.Buffer
+			code := run(t.Context(), append(args, path), &out, &errOut)
+			got := out.String() + errOut.String()
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d:\n%s", code, tt.wantCode, got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("the output lacks %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+
+	// What a crash leaves: a line cut short, ended with a newline when
+	// the next gateway process reopens the file and writes its own chain
+	// after it. A warning, not a break.
+	crashed := filepath.Join(dir, "crashed.log")
+	if err := os.WriteFile(crashed, append(append([]byte(nil), data[:len(data)-len(lines[last])]...), lines[last][:20]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeLog(crashed, "gw-1", 3)
+	var out bytes.Buffer
+	if code := run(t.Context(), []string{"audit", "verify", "--pubkey", pubFile, crashed}, &out, &bytes.Buffer{}); code != 0 ||
+		!strings.Contains(out.String(), fmt.Sprintf("warning %s:%d: cut_line:", crashed, last+1)) || !strings.Contains(out.String(), "OK: 2 chains verified") {
+		t.Errorf("a line cut by a crash, then a restart: exit %d:\n%s", code, out.String())
+	}
+}

@@ -164,8 +164,8 @@ func TestAdminLimitsConfig(t *testing.T) {
 		t.Errorf("defaults: %+v", a)
 	}
 	for _, tt := range []struct{ yaml, want string }{
-		{"  read_header_timeout: -1s\n", `c.yaml:4: "-1s" is not a duration`},
-		{"  idle_timeout: soon\n", `c.yaml:4: "soon" is not a duration`},
+		{"  read_header_timeout: -1s\n", `c.yaml:4:24: admin.read_header_timeout: want a duration such as 500ms, 10s or 5m (a number and a unit, not negative)`},
+		{"  idle_timeout: soon\n", `c.yaml:4:17: admin.idle_timeout: want a duration such as 500ms, 10s or 5m (a number and a unit, not negative)`},
 		{"  max_header_bytes: 100\n", "c.yaml:4:3: admin.max_header_bytes: use at least 1024"},
 		{"  max_header_bytes: -1\n", "c.yaml:4:3: admin.max_header_bytes: use at least 1024"},
 	} {

@@ -438,12 +438,25 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 10s or 5m", n.Line)
+	// The messages never hold the value: a secret pasted under the wrong
+	// key must not reach a log. "line N: column C: " lets
+	// yamlstrict.Explain find the key path; a *yaml.TypeError lets
+	// yaml.v3 go on and report the other errors of the file too.
+	bad := func(msg string) error {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: column %d: want a duration such as 500ms, 10s or 5m%s", n.Line, n.Column, msg)}}
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+	case yaml.MappingNode:
+		return bad(", got a mapping")
+	case yaml.SequenceNode:
+		return bad(", got a list")
+	default:
+		return bad("")
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %q is not a duration (use e.g. 500ms, 10s, 5m)", n.Line, n.Value)
+		return bad(" (a number and a unit, not negative)")
 	}
 	*d = Duration(v)
 	return nil
@@ -504,7 +517,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	if err := root.Decode(cfg); err != nil {
-		return nil, yamlError(path, err)
+		for _, p := range yamlstrict.Explain(root, cfg, err) {
+			errs = append(errs, &ConfigError{File: path, Line: p.Line, Col: p.Col, Msg: p.Msg})
+		}
+		return nil, errors.Join(errs...)
 	}
 	pos := func(key ...string) (int, int) { return position(root, key...) }
 	bad := func(msg string, key ...string) {
@@ -787,16 +803,12 @@ func position(n *yaml.Node, keys ...string) (int, int) {
 	return line, col
 }
 
-// yamlError turns a yaml.v3 error ("yaml: line N: msg" or a TypeError
-// with "line N: msg" entries) into ConfigErrors with the file name.
+// yamlError turns a yaml.v3 syntax error ("yaml: line N: msg") into a
+// ConfigError with the file name. (Decoding errors go through
+// yamlstrict.Explain, which knows the key path and drops the value.)
 func yamlError(path string, err error) error {
-	var te *yaml.TypeError
-	msgs := []string{err.Error()}
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	}
 	var errs []error
-	for _, m := range msgs {
+	for _, m := range []string{err.Error()} {
 		m = strings.TrimPrefix(m, "yaml: ")
 		var line int
 		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr == nil {

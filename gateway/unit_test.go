@@ -36,7 +36,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown-nested", "policy: p.yaml\nca: {cert: c, key: k}\nupstream:\n  dial_timout: 1s\n", `^c\.yaml:4:3: unknown field "dial_timout"`},
 		{"no-policy", "ca: {cert: c, key: k}\n", `policy: is required`},
 		{"no-ca", "policy: p.yaml\n", `ca\.cert and ca\.key are required`},
-		{"bad-duration", "policy: p.yaml\nca: {cert: c, key: k}\nshutdown_timeout: soon\n", `^c\.yaml:3: .*not a duration`},
+		{"bad-duration", "policy: p.yaml\nca: {cert: c, key: k}\nshutdown_timeout: soon\n", `^c\.yaml:3:19: shutdown_timeout: want a duration`},
 		{"bad-listen", "policy: p.yaml\nca: {cert: c, key: k}\nlisten: 3128\n", `^c\.yaml:3:1: listen: "3128" is not host:port`},
 		{"tls-without-cert", "policy: p.yaml\nca: {cert: c, key: k}\ntls_listen: :3129\n", `tls_listen needs tls\.cert`},
 		{"svid-without-workload-api", "policy: p.yaml\nca: {cert: c, key: k}\ntls_listen: :3129\ntls: {svid: true}\n", `^c\.yaml:4:7: tls\.svid needs identity\.mtls\.workload_api`},

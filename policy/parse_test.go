@@ -230,9 +230,9 @@ destinations:
   d: {hosts: [d.test]}
 default: deny
 `, []string{
-			`p.yaml:4:5: credential "c" (provider policytest): got a list where a value of type string is expected`,
-			`p.yaml:5:5: credential "c" (provider policytest): got a mapping where a value of type string is expected`,
-			`p.yaml:14:11: rule "r" inject (as policytest-inj): got a list where a value of type string is expected`,
+			`p.yaml:4:5: credential "c" (provider policytest): value: want a string, got a list`,
+			`p.yaml:5:5: credential "c" (provider policytest): fail: want a string, got a mapping`,
+			`p.yaml:14:11: rule "r" inject (as policytest-inj): header: want a string, got a list`,
 		}},
 		{"rules not a list", "rules: {a: b}\n", []string{
 			"p.yaml:1:8: rules must be a list of rules, each starting with '- name:'",

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/yamlstrict"
 )
 
 // deref follows aliases.
@@ -154,6 +156,8 @@ func (ps *parser) split(n *yaml.Node, what string, keys ...string) (*yaml.Node, 
 func (ps *parser) moduleError(at, settings *yaml.Node, what string, err error) {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
+		te = explained(settings, te)
+		err = te
 		for _, m := range te.Errors {
 			sub := yamlLineRE.FindStringSubmatch(m)
 			if sub == nil {
@@ -165,27 +169,30 @@ func (ps *parser) moduleError(at, settings *yaml.Node, what string, err error) {
 			if col == 0 {
 				col = at.Column
 			}
-			ps.errs = append(ps.errs, &Error{File: ps.file, Line: line, Col: col, Msg: what + ": " + friendlyYAML(sub[2]), Err: err})
+			ps.errs = append(ps.errs, &Error{File: ps.file, Line: line, Col: col, Msg: what + ": " + sub[2], Err: err})
 		}
 		return
 	}
 	ps.errs = append(ps.errs, &Error{File: ps.file, Line: at.Line, Col: at.Column, Msg: what + ": " + err.Error(), Err: err})
 }
 
-var unmarshalRE = regexp.MustCompile("^cannot unmarshal !!(\\w+) (?:`[^`]*` )?into (.+)$")
-
-// friendlyYAML rewords yaml.v3's "cannot unmarshal !!seq into string".
-func friendlyYAML(msg string) string {
-	m := unmarshalRE.FindStringSubmatch(msg)
-	if m == nil {
-		return msg
+// explained rewords, with yamlstrict.Explain, messages of te that are
+// yaml.v3's own type errors (which echo the value): modules decode with
+// yamlstrict.Decode, which already does, but one that called yaml.v3
+// directly must not put a secret into a policy error either.
+func explained(settings *yaml.Node, te *yaml.TypeError) *yaml.TypeError {
+	out := &yaml.TypeError{Errors: make([]string, 0, len(te.Errors))}
+	for _, m := range te.Errors {
+		if strings.Contains(m, "cannot unmarshal") || strings.Contains(m, "invalid map key") {
+			p := yamlstrict.Explain(settings, nil, &yaml.TypeError{Errors: []string{m}})[0]
+			m = p.Msg
+			if p.Line > 0 {
+				m = fmt.Sprintf("line %d: %s", p.Line, m)
+			}
+		}
+		out.Errors = append(out.Errors, m)
 	}
-	got := map[string]string{"seq": "a list", "map": "a mapping", "str": "text", "int": "a number",
-		"float": "a number", "bool": "true or false", "null": "nothing", "timestamp": "a timestamp"}[m[1]]
-	if got == "" {
-		got = m[1]
-	}
-	return fmt.Sprintf("got %s where a value of type %s is expected", got, m[2])
+	return out
 }
 
 // quotedRE finds the quoted names in a decoding error, such as the field

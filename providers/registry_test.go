@@ -113,7 +113,7 @@ func TestLoad(t *testing.T) {
 		{"ok", "value: x", "", false, []string{"provision", "validate"}},
 		{"nil settings", "", "", false, []string{"provision", "validate"}},
 		{"unknown field", "value: x\nvalu: y", `line 2: unknown field "valu"; known fields are value, fail_validate, fail_provision`, true, nil},
-		{"wrong type", "value: [x]", "line 1: cannot unmarshal !!seq into string", true, nil},
+		{"wrong type", "value: [x]", "line 1: value: want a string, got a list", true, nil},
 		{"validate fails", "fail_validate: true", "fake: bad settings", false, []string{"provision", "validate", "cleanup"}},
 		{"provision fails", "fail_provision: true", "fake: provision failed", false, []string{"provision", "cleanup"}},
 	}

@@ -8,6 +8,10 @@
 // report. Errors come back as a *yaml.TypeError whose messages start
 // with "line N: ", the same shape yaml.v3 uses, so callers that map them
 // to file:line:col keep working.
+//
+// Explain words yaml.v3's type errors for people, with the key path and
+// without the value (which may be a secret); every decoder of typed YAML
+// in credgate reports through it.
 package yamlstrict
 
 import (
@@ -24,8 +28,10 @@ import (
 // reports every mapping key that has no matching field in v's struct
 // types (recursively, through pointers, slices, arrays and maps). A nil
 // node decodes nothing and returns nil. Errors are a *yaml.TypeError with
-// one "line N: message" per problem, sorted by line; decoding errors of
-// custom yaml.Unmarshaler implementations are returned as they are.
+// one "line N: message" per problem, sorted by line; a value of the wrong
+// kind is worded by Explain ("line N: KEY.PATH: want a list, got a
+// string"), never echoing the value. Decoding errors of custom
+// yaml.Unmarshaler implementations are returned as they are.
 func Decode(n *yaml.Node, v any) error {
 	if n == nil {
 		return nil
@@ -46,8 +52,12 @@ func Decode(n *yaml.Node, v any) error {
 		if !ok {
 			return err
 		}
-		for _, m := range te.Errors {
-			probs = append(probs, problem{line: lineOf(m), msg: m})
+		for _, p := range Explain(n, v, te) {
+			m := p.Msg
+			if p.Line > 0 {
+				m = fmt.Sprintf("line %d: %s", p.Line, m)
+			}
+			probs = append(probs, problem{line: p.Line, msg: m})
 		}
 	}
 	if len(probs) == 0 {
@@ -95,15 +105,6 @@ func UnknownKeys(n *yaml.Node, v any) []Problem {
 		check(n, t, &probs, &out)
 	}
 	return out
-}
-
-// lineOf extracts N from a "line N: ..." message, or returns 0.
-func lineOf(msg string) int {
-	var n int
-	if _, err := fmt.Sscanf(msg, "line %d:", &n); err != nil {
-		return 0
-	}
-	return n
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()

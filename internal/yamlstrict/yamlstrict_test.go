@@ -54,7 +54,7 @@ func TestDecode(t *testing.T) {
 		{"skipped is unknown", "Skipped: x\n", []string{`line 1: unknown field "Skipped"; known fields are name, inner, list, by_name, untagged, shared`}},
 		{"type error and unknown, by line", "zzz: 1\ninner: {port: [1]}\n", []string{
 			`line 1: unknown field "zzz"; known fields are name, inner, list, by_name, untagged, shared`,
-			"line 2: cannot unmarshal !!seq into int",
+			"line 2: inner.port: want a whole number, got a list",
 		}},
 		{"alias", "base: &b {port: 1, bad: 2}\n", []string{`line 1: unknown field "base"; known fields are name, inner, list, by_name, untagged, shared`}},
 		{"inline map takes any key", "name: a\nanything: {port: 1, bad: 2}\n", nil}, // decoded into withExtra below

@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 			{Settings: expand("private_key: {file: KEY}\ninstallation_id: 1"), Want: "set app_id"},
 			{Settings: expand("app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nbase_url: http://github.example.com/api/v3"), Want: "must use https"},
 			{Settings: expand("app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nrepositories: [acme/widgets]"), Want: "write names without the owner"},
-			{Settings: "app_id: abc\ninstallation_id: 1", Want: "value of type int64"},
+			{Settings: "app_id: abc\ninstallation_id: 1", Want: "app_id: want a whole number, got a string"},
 		},
 		Issued: f.gh.Mints,
 		Unauthorized: func(on bool) {

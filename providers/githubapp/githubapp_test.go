@@ -379,7 +379,7 @@ func TestSettingsErrors(t *testing.T) {
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nbase_url: https://u:p@github.example.com", "without credentials"},
 		{"app_id: 1\nprivate_key: {file: KEY, credential: k}\ninstallation_id: 1", "github-app: private_key: set one of file, credential and transit, not several"},
 		{"app_id: 1\nprivate_key: {file: KEY}\ninstallation_id: 1\nunknown: x", "unknown"},
-		{"app_id: abc\nprivate_key: {file: KEY}\ninstallation_id: 1", "abc"},
+		{"app_id: abc\nprivate_key: {file: KEY}\ninstallation_id: 1", "line 1: app_id: want a whole number, got a string"},
 	}
 	for _, tt := range tests {
 		_, err := f.tryLoad(t, tt.settings)

@@ -40,7 +40,7 @@ func TestSettings(t *testing.T) {
 		{"dotdot path", srv + "path: secret/data/../sys", "must not contain . or .. segments"},
 		{"version not kv2", srv + "path: database/creds/ro\nversion: 2", "version applies only to KV v2 paths"},
 		{"ttl too small", srv + "path: secret/data/x\nttl: 500ms", "ttl 500ms must be at least 1s"},
-		{"ttl number", srv + "path: secret/data/x\nttl: 5", "cannot unmarshal"},
+		{"ttl number", srv + "path: secret/data/x\nttl: 5", "ttl: want a duration such as 10s or 5m, got a whole number; add a unit, such as 30s"},
 		{"unknown key", srv + "path: secret/data/x\nfeild: key", `unknown field "feild"`},
 		{"unknown server key", "server: {address: https://x, adress: y, auth: {method: token}}\npath: a/b", `unknown field "adress"`},
 		{"bad template", srv + "path: db/creds/{{.workload.name | printf}}", "only {{.workload.NAME}} placeholders"},
