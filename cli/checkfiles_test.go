@@ -190,6 +190,17 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 		{name: "tracing.ca not PEM", files: map[string]string{"otlp-ca.pem": notPEM},
 			sections: map[string]string{"tracing": "tracing:\n  enabled: true\n  endpoint: \"127.0.0.1:1\"\n  ca: otlp-ca.pem"},
 			cause:    "holds no PEM certificate", at: []string{"tracing", "ca"}},
+		{name: "identity.mtls.bundles file not PEM", files: map[string]string{"trust.pem": notPEM},
+			sections: map[string]string{
+				"tls":      "tls:\n  cert: tls.pem\n  key: tls-key.pem",
+				"identity": "identity:\n  mtls:\n    bundles:\n      - file: trust.pem"},
+			cause: "holds no PEM certificate", at: []string{"identity", "mtls", "bundles", "0", "file"}},
+		{name: "identity.jwt jwks_file not JSON", files: map[string]string{"jwks.json": "not json"},
+			sections: map[string]string{"identity": "identity:\n  jwt:\n    issuers:\n      - issuer: https://issuer.test\n        audiences: [credgate]\n        jwks_file: jwks.json"},
+			cause:    "not a JSON Web Key Set", at: []string{"identity", "jwt", "issuers", "0", "jwks_file"}},
+		{name: "identity.posture file not JSON", files: map[string]string{"posture.json": "[1, 2]"},
+			sections: map[string]string{"identity": "identity:\n  posture:\n    file: posture.json"},
+			cause:    "not a JSON object keyed by workload name", at: []string{"identity", "posture", "file"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

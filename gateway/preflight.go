@@ -191,14 +191,16 @@ func fileProblem(f namedFile) string {
 // kill switch's state file (when present), the audit output's directory,
 // the audit checkpoint and fingerprint keys, the run-token signing key,
 // Redis's encryption keys, password and TLS files, and the OTLP
-// exporters' CA and header values. It binds no port, connects nowhere
-// (Redis, OTLP receivers, Vault and the SPIFFE Workload API are not
-// contacted) and creates no file. Each problem is a *ConfigError at the
-// key that names the file or variable.
+// exporters' CA and header values, and identity's trust bundles, key set
+// files and posture file (identity.Config.CheckFiles). It binds no port,
+// connects nowhere (Redis, OTLP receivers, Vault and the SPIFFE Workload
+// API are not contacted) and creates no file. Each problem is a
+// *ConfigError at the key that names the file or variable.
 //
-// Not checked here: the policy's content (policy.LoadFile), identity's
-// files and the audit checkpoint signer (identity.New and
-// audit.LoadSigner, which contact their sources).
+// Not checked here: the policy's content (policy.LoadFile), the files
+// identity reads only to fetch remote sources (ca_file,
+// bearer_token_file, the kubernetes factor's) and the audit checkpoint
+// signer (audit.LoadSigner, which contacts Vault).
 func (c *Config) CheckFiles() error {
 	var errs []error
 	at := func(err error, keys ...string) {
@@ -317,6 +319,9 @@ func (c *Config) CheckFiles() error {
 				at(err, append(section, "ca")...)
 			}
 		}
+	}
+	for _, p := range c.Identity.CheckFiles() {
+		at(p.Err, append([]string{"identity"}, p.Key...)...)
 	}
 	if c.Audit.OTLP.Enabled() {
 		exporter([]string{"audit", "otlp"}, "audit.otlp", &c.Audit.OTLP.OTLP)

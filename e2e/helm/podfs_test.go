@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -348,8 +349,10 @@ func (p *pod) rootConfig(abs string) {
 		if mp == "" || mp == "/" {
 			continue
 		}
-		text = strings.ReplaceAll(text, `"`+mp+`/`, `"`+p.path(mp)+`/`)
-		text = strings.ReplaceAll(text, ` `+mp+`/`, ` `+p.path(mp)+`/`)
+		// The mount path itself (a file mounted with subPath) or a path
+		// under it, after a quote or a space (a value, not a substring).
+		re := regexp.MustCompile(`(["\s\[])` + regexp.QuoteMeta(mp) + `(["/,\]\s]|$)`)
+		text = re.ReplaceAllString(text, "${1}"+strings.ReplaceAll(p.path(mp), "$", "$$")+"${2}")
 	}
 	// Unlink first: the config may be a symlink into a read-only layout.
 	if err := os.Remove(path); err != nil {

@@ -91,6 +91,7 @@ func fixtures(t *testing.T) podFixtures {
 		configMaps: map[string]map[string]string{
 			"corp-policy":        {"egress.yaml": defaultPolicy(t)},
 			"corp-ca":            {"ca.pem": testCACert},
+			"partner-ca":         {"ca.pem": testCACert},
 			"spire-jwt-bundle":   {"bundle.jwks": testJWKS},
 			"posture":            {"posture.json": `{"shop-api": {"patched": true}}`},
 			"credgate-operators": {"ca.crt": admin.operatorsPEM},
