@@ -24,6 +24,10 @@ func newValidateCmd() *cobra.Command {
 		Long: `Check FILE, which is either a gateway config (its policy is checked too) or a
 policy; the kind is told by the top-level keys. Providers and injectors are
 built from their settings, so a bad setting is reported like a YAML error.
+For a gateway config, every file and environment variable it names (CA,
+certificates, keys, tokens, the state file, the audit output's directory)
+is read and parsed as serve does at start, without writing a file or
+connecting anywhere: run it where serve runs.
 
 Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
 FILE:LINE:COL: message.

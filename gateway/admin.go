@@ -247,17 +247,23 @@ type adminToken struct {
 }
 
 // newAdminToken reads and checks the configured token; nil without one.
+// The kill switch's start and Config.CheckFiles call it; an error names
+// the key under admin (keyError).
 func newAdminToken(a Admin) (*adminToken, error) {
 	if a.TokenFile == "" && a.TokenEnv == "" {
 		return nil, nil
 	}
 	t := &adminToken{file: a.TokenFile}
+	key := "token_file"
+	if a.TokenFile == "" {
+		key = "token_env"
+	}
 	tok, where, err := t.read(a.TokenEnv)
 	if err != nil {
-		return nil, fmt.Errorf("admin token: %w", err)
+		return nil, &keyError{key: key, err: fmt.Errorf("admin token: %w", err)}
 	}
 	if len(tok) < MinAdminTokenLen {
-		return nil, fmt.Errorf("admin token: %s holds %d characters; use at least %d random ones (head -c32 /dev/urandom | base64)", where, len(tok), MinAdminTokenLen)
+		return nil, &keyError{key: key, err: fmt.Errorf("admin token: %s holds %d characters; use at least %d random ones (head -c32 /dev/urandom | base64)", where, len(tok), MinAdminTokenLen)}
 	}
 	if a.TokenFile == "" {
 		d := sha256.Sum256([]byte(tok))

@@ -139,6 +139,9 @@ func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger)
 		case "stderr":
 			out = os.Stderr
 		default:
+			if err := checkAuditOutput(cfg.Output, cfg.Rotate.MaxBytes != 0 || cfg.Rotate.Every != 0); err != nil {
+				return nil, err
+			}
 			f, err := audit.OpenFile(cfg.Output, audit.FileOptions{MaxBytes: cfg.Rotate.MaxBytes, Every: cfg.Rotate.Every.D()})
 			if err != nil {
 				return nil, fmt.Errorf("audit.output: %w", err)
@@ -170,9 +173,9 @@ func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger)
 		Log:                log,
 	}
 	if cfg.Checkpoint.KeyFile != "" {
-		if opts.Signer, err = audit.LoadKeyFile(cfg.Checkpoint.KeyFile); err != nil {
+		if opts.Signer, err = checkpointKey(cfg.Checkpoint.KeyFile); err != nil {
 			a.closeFile()
-			return nil, fmt.Errorf("audit.checkpoint.key_file: %w", err)
+			return nil, err
 		}
 	}
 	if name, node := cfg.Checkpoint.signer(); name != "" {
@@ -184,9 +187,9 @@ func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger)
 	}
 	var fpKey []byte
 	if cfg.FingerprintKeyFile != "" {
-		if fpKey, err = readKeyFile(cfg.FingerprintKeyFile); err != nil {
+		if fpKey, err = fingerprintKey(cfg.FingerprintKeyFile); err != nil {
 			a.closeFile()
-			return nil, fmt.Errorf("audit.fingerprint_key_file: %w", err)
+			return nil, err
 		}
 	}
 	a.fp = audit.NewFingerprinter(fpKey)

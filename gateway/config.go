@@ -94,6 +94,9 @@ type Config struct {
 
 	// file is the config file's path, for PolicyPath and messages.
 	file string
+	// root is the config's YAML document, for the positions of
+	// CheckFiles's errors; nil when built by hand.
+	root *yaml.Node
 	// resolve is Resolve parsed.
 	resolve map[string]netip.AddrPort
 }
@@ -522,6 +525,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		}
 		return nil, errors.Join(errs...)
 	}
+	cfg.root = root
 	pos := func(key ...string) (int, int) { return position(root, key...) }
 	bad := func(msg string, key ...string) {
 		l, c := pos(key...)

@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	// the leaf cache is dropped then.
 	caReloader := &filewatch.Reloader{Paths: []string{cfg.CA.Cert, cfg.CA.Key}, What: "interception CA", Interval: cfg.CA.ReloadInterval.D(), Log: logger,
 		Apply: func(files [][]byte) error {
-			ca, err := mitm.ParseCA(files[0], files[1], cfg.CA.Cert, cfg.CA.Key)
+			ca, err := parseCA(cfg.CA, files[0], files[1])
 			if err != nil {
 				return err
 			}
@@ -579,29 +579,13 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 	}
 	r := &filewatch.Reloader{Paths: paths, What: what, Interval: interval.D(), Log: g.log,
 		Apply: func(files [][]byte) error {
-			cert, err := tls.X509KeyPair(files[0], files[1])
+			tc, err := serverTLS(prefix, clientCA, files, requestOnly)
 			if err != nil {
-				return fmt.Errorf("%s.cert/%s.key: %w", prefix, prefix, err)
+				return err
 			}
-			tc := &tls.Config{
-				MinVersion:   tls.VersionTLS12,
-				Certificates: []tls.Certificate{cert},
-				NextProtos:   []string{"http/1.1"},
-				// Tickets are encrypted with the outer configuration's
-				// keys (g.tickets); crypto/tls reads this switch here.
-				SessionTicketsDisabled: g.tickets == nil,
-			}
-			if clientCA != "" {
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(files[2]) {
-					return fmt.Errorf("%s.client_ca: %s holds no PEM certificate", prefix, clientCA)
-				}
-				tc.ClientCAs = pool
-				tc.ClientAuth = tls.VerifyClientCertIfGiven
-			}
-			if requestOnly {
-				tc.ClientAuth = tls.RequestClientCert
-			}
+			// Tickets are encrypted with the outer configuration's keys
+			// (g.tickets); crypto/tls reads this switch here.
+			tc.SessionTicketsDisabled = g.tickets == nil
 			cur.Store(tc)
 			return nil
 		}}
@@ -613,6 +597,35 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 		MinVersion:         tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
 	}), nil
+}
+
+// serverTLS is a server TLS configuration (HTTP/1.1) from the contents of
+// a certificate, its key and, when clientCA names a file, PEM client CAs
+// (files[2]). reloadingServerTLS applies it to every version of the files
+// and Config.CheckFiles to the files as they are; errors name the config
+// key under prefix ("tls", "admin.tls") that holds the bad file.
+func serverTLS(prefix, clientCA string, files [][]byte, requestOnly bool) (*tls.Config, error) {
+	cert, err := tls.X509KeyPair(files[0], files[1])
+	if err != nil {
+		return nil, &keyError{key: pairKey(err), err: fmt.Errorf("%s.cert/%s.key: %w", prefix, prefix, err)}
+	}
+	tc := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"http/1.1"},
+	}
+	if clientCA != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(files[2]) {
+			return nil, &keyError{key: "client_ca", err: fmt.Errorf("%s.client_ca: %s holds no PEM certificate", prefix, clientCA)}
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	if requestOnly {
+		tc.ClientAuth = tls.RequestClientCert
+	}
+	return tc, nil
 }
 
 // withTickets gives a listener's configuration the gateway's session

@@ -35,18 +35,60 @@ func (s *sharedCache) Close() error {
 // not an error (the cache starts "down" and recovers); a missing key,
 // password file or certificate is.
 func newSharedCache(ctx context.Context, cfg Redis, logger *slog.Logger, obs rediscache.Observer) (*sharedCache, error) {
+	keys, err := redisKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := redisOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewUniversalClient(opts)
+	store, err := rediscache.New(ctx, rediscache.Options{
+		Client:     rdb,
+		Namespace:  cfg.Namespace,
+		Keys:       keys,
+		ExpirySkew: cfg.ExpirySkew.D(),
+		LockTTL:    cfg.LockTTL.D(),
+		OpTimeout:  cfg.Timeout.D(),
+		Logger:     logger.With(slog.String("component", "redis")),
+		Observer:   obs,
+	})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return &sharedCache{rdb: rdb, store: store, keys: keys}, nil
+}
+
+// redisKeys reads cache.redis.encryption_keys. newSharedCache and
+// Config.CheckFiles call it; an error names the key's index (keyError).
+func redisKeys(cfg Redis) ([]rediscache.Key, error) {
 	keys := make([]rediscache.Key, 0, len(cfg.EncryptionKeys))
-	for _, k := range cfg.EncryptionKeys {
+	for i, k := range cfg.EncryptionKeys {
+		field := "file"
+		if k.File == "" {
+			field = "env"
+		}
+		at := fmt.Sprintf("%d.%s", i, field)
 		raw, where, err := readSecret(k.File, k.Env)
 		if err != nil {
-			return nil, fmt.Errorf("cache.redis.encryption_keys %q: %w", k.ID, err)
+			return nil, &keyError{key: at, err: fmt.Errorf("cache.redis.encryption_keys %q: %w", k.ID, err)}
 		}
 		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
 		if err != nil || len(secret) != rediscache.KeySize {
-			return nil, fmt.Errorf("cache.redis.encryption_keys %q: %s must hold %d random bytes in base64 (head -c32 /dev/urandom | base64)", k.ID, where, rediscache.KeySize)
+			return nil, &keyError{key: at, err: fmt.Errorf("cache.redis.encryption_keys %q: %s must hold %d random bytes in base64 (head -c32 /dev/urandom | base64)", k.ID, where, rediscache.KeySize)}
 		}
 		keys = append(keys, rediscache.Key{ID: k.ID, Secret: secret})
 	}
+	return keys, nil
+}
+
+// redisOptions is the Redis client's configuration, with the password and
+// TLS files read; it connects nowhere. newSharedCache and
+// Config.CheckFiles call it; an error names the key under cache.redis
+// (keyError).
+func redisOptions(cfg Redis) (*redis.UniversalOptions, error) {
 	opts := &redis.UniversalOptions{
 		Addrs:        cfg.Addrs,
 		MasterName:   cfg.MasterName,
@@ -65,7 +107,11 @@ func newSharedCache(ctx context.Context, cfg Redis, logger *slog.Logger, obs red
 	if cfg.PasswordFile != "" || cfg.PasswordEnv != "" {
 		pw, _, err := readSecret(cfg.PasswordFile, cfg.PasswordEnv)
 		if err != nil {
-			return nil, fmt.Errorf("cache.redis password: %w", err)
+			key := "password_file"
+			if cfg.PasswordFile == "" {
+				key = "password_env"
+			}
+			return nil, &keyError{key: key, err: fmt.Errorf("cache.redis password: %w", err)}
 		}
 		opts.Password = strings.TrimRight(pw, "\r\n")
 		if cfg.MasterName != "" {
@@ -77,38 +123,23 @@ func newSharedCache(ctx context.Context, cfg Redis, logger *slog.Logger, obs red
 		if cfg.TLS.CA != "" {
 			pem, err := os.ReadFile(cfg.TLS.CA)
 			if err != nil {
-				return nil, fmt.Errorf("cache.redis.tls.ca: %w", err)
+				return nil, &keyError{key: "tls.ca", err: fmt.Errorf("cache.redis.tls.ca: %w", err)}
 			}
 			tc.RootCAs = x509.NewCertPool()
 			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("cache.redis.tls.ca: %s holds no PEM certificate", cfg.TLS.CA)
+				return nil, &keyError{key: "tls.ca", err: fmt.Errorf("cache.redis.tls.ca: %s holds no PEM certificate", cfg.TLS.CA)}
 			}
 		}
 		if cfg.TLS.Cert != "" {
 			cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
 			if err != nil {
-				return nil, fmt.Errorf("cache.redis.tls.cert/key: %w", err)
+				return nil, &keyError{key: "tls." + pairKey(err), err: fmt.Errorf("cache.redis.tls.cert/key: %w", err)}
 			}
 			tc.Certificates = []tls.Certificate{cert}
 		}
 		opts.TLSConfig = tc
 	}
-	rdb := redis.NewUniversalClient(opts)
-	store, err := rediscache.New(ctx, rediscache.Options{
-		Client:     rdb,
-		Namespace:  cfg.Namespace,
-		Keys:       keys,
-		ExpirySkew: cfg.ExpirySkew.D(),
-		LockTTL:    cfg.LockTTL.D(),
-		OpTimeout:  cfg.Timeout.D(),
-		Logger:     logger.With(slog.String("component", "redis")),
-		Observer:   obs,
-	})
-	if err != nil {
-		_ = rdb.Close()
-		return nil, err
-	}
-	return &sharedCache{rdb: rdb, store: store, keys: keys}, nil
+	return opts, nil
 }
 
 // readSecret reads a value from a file or an environment variable and

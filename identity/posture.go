@@ -67,14 +67,25 @@ func NewPostureFeed(ctx context.Context, cfg PostureConfig, opts ...Option) (*Po
 
 // set parses a posture document and puts it in force.
 func (f *PostureFeed) set(data []byte) error {
+	records, err := parsePosture(data)
+	if err != nil {
+		return err
+	}
+	f.cur.Store(&postureState{records: records, loaded: f.now()})
+	return nil
+}
+
+// parsePosture parses a posture document: a JSON object of records (JSON
+// objects) keyed by workload name.
+func parsePosture(data []byte) (map[string]map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var doc map[string]json.RawMessage
 	if err := dec.Decode(&doc); err != nil {
-		return fmt.Errorf("not a JSON object keyed by workload name: %w", err)
+		return nil, fmt.Errorf("not a JSON object keyed by workload name: %w", err)
 	}
 	if doc == nil {
-		return errors.New("not a JSON object keyed by workload name")
+		return nil, errors.New("not a JSON object keyed by workload name")
 	}
 	records := make(map[string]map[string]any, len(doc))
 	for name, raw := range doc {
@@ -82,12 +93,11 @@ func (f *PostureFeed) set(data []byte) error {
 		d.UseNumber()
 		var rec map[string]any
 		if err := d.Decode(&rec); err != nil || rec == nil {
-			return fmt.Errorf("the record of workload %q is not a JSON object", name)
+			return nil, fmt.Errorf("the record of workload %q is not a JSON object", name)
 		}
 		records[name] = normaliseJSON(rec).(map[string]any)
 	}
-	f.cur.Store(&postureState{records: records, loaded: f.now()})
-	return nil
+	return records, nil
 }
 
 // normaliseJSON turns json.Numbers into int64 when integral, else

@@ -26,6 +26,14 @@ type stateFile struct {
 	Pending []string `json:"pending,omitempty"`
 }
 
+// CheckStateFile reads the state file at path as New does, without
+// applying it: an error is what New would return for it (a missing file
+// holds no switches and is no error). credgate validate calls it.
+func CheckStateFile(path string) error {
+	_, _, _, err := readStateFile(path)
+	return err
+}
+
 // readStateFile returns the entries of path, their generation and which
 // of them are pending; a missing file holds none.
 func readStateFile(path string) (entries []Entry, gen uint64, pending map[string]bool, err error) {

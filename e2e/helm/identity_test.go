@@ -73,6 +73,10 @@ identity:
         trustDomain: prod.example.org
         audiences: [credgate]
         jwksFile: /run/spire/bundle.jwks
+extraVolumes:
+  - {name: spire-jwt, configMap: {name: spire-jwt-bundle}}
+extraVolumeMounts:
+  - {name: spire-jwt, mountPath: /run/spire, readOnly: true}
 `, `
 jwt:
   clock_skew: 30s
@@ -148,6 +152,10 @@ identity:
       - {configMap: corp-ca, key: ca.pem}
       - {file: /run/partner/ca.pem, trustDomain: partner.example.com}
     reloadInterval: 30s
+extraVolumes:
+  - {name: partner-ca, configMap: {name: partner-ca}}
+extraVolumeMounts:
+  - {name: partner-ca, mountPath: /run/partner, readOnly: true}
 `, `
 mtls:
   bundles:

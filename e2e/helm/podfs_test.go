@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -294,6 +295,70 @@ func write(t *testing.T, path, data string) {
 	t.Helper()
 	mkdir(t, filepath.Dir(path))
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// env is the container's environment as the pod gets it: each env entry's
+// value, or the Secret or ConfigMap key it names (rendered or fixture).
+// credgate validate reads the variables the config names, as serve does.
+func (p *pod) env() []string {
+	t := p.t
+	t.Helper()
+	var out []string
+	list, _ := p.ctr["env"].([]any)
+	for _, e := range list {
+		m := e.(map[string]any)
+		name, _ := m["name"].(string)
+		if v, ok := m["value"].(string); ok {
+			out = append(out, name+"="+v)
+			continue
+		}
+		for kind, ref := range map[string]string{"Secret": "valueFrom.secretKeyRef", "ConfigMap": "valueFrom.configMapKeyRef"} {
+			r, _ := get(m, ref).(map[string]any)
+			if r == nil {
+				continue
+			}
+			obj, key := r["name"].(string), r["key"].(string)
+			v, ok := p.objectData(kind, obj)[key]
+			if !ok {
+				t.Fatalf("env %s: %s %s has no key %s (rendered or fixture)", name, kind, obj, key)
+			}
+			out = append(out, name+"="+v)
+		}
+	}
+	return out
+}
+
+// rootConfig rewrites, in the config file at the container's path abs,
+// the absolute paths under the container's mounts to where the test laid
+// them out (audit.output under /var/log/credgate, say), so that a check
+// of their directories sees the pod's.
+func (p *pod) rootConfig(abs string) {
+	t := p.t
+	t.Helper()
+	path := p.path(abs)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	mounts, _ := p.ctr["volumeMounts"].([]any)
+	for _, m := range mounts {
+		mp, _ := m.(map[string]any)["mountPath"].(string)
+		if mp == "" || mp == "/" {
+			continue
+		}
+		// The mount path itself (a file mounted with subPath) or a path
+		// under it, after a quote or a space (a value, not a substring).
+		re := regexp.MustCompile(`(["\s\[])` + regexp.QuoteMeta(mp) + `(["/,\]\s]|$)`)
+		text = re.ReplaceAllString(text, "${1}"+strings.ReplaceAll(p.path(mp), "$", "$$")+"${2}")
+	}
+	// Unlink first: the config may be a symlink into a read-only layout.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

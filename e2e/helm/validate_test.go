@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -90,13 +91,19 @@ func fixtures(t *testing.T) podFixtures {
 		configMaps: map[string]map[string]string{
 			"corp-policy":        {"egress.yaml": defaultPolicy(t)},
 			"corp-ca":            {"ca.pem": testCACert},
+			"partner-ca":         {"ca.pem": testCACert},
 			"spire-jwt-bundle":   {"bundle.jwks": testJWKS},
 			"posture":            {"posture.json": `{"shop-api": {"patched": true}}`},
 			"credgate-operators": {"ca.crt": admin.operatorsPEM},
 			"vault-ca":           {"ca.pem": testCACert},
 		},
 		secrets: map[string]map[string]string{
-			"credgate-admin":     {"token": "helm-test-admin-token-0123456789"},
+			"credgate-admin": {"token": "helm-test-admin-token-0123456789"},
+			"redis-keys": {
+				"k1": base64.StdEncoding.EncodeToString(randomBytes(t, 32)),
+				"k2": base64.StdEncoding.EncodeToString(randomBytes(t, 32)),
+			},
+			"redis-auth":         {"password": "helm-test-redis-password"},
 			"credgate-admin-tls": {"tls.crt": admin.certPEM, "tls.key": admin.keyPEM},
 			"credgate-audit-keys": {
 				"checkpoint.pem": ed25519KeyPEM(t),
@@ -136,16 +143,23 @@ func randomBytes(t *testing.T, n int) []byte {
 
 // validateRendered lays out the pod's files for rendered objects and runs
 // the real `credgate validate -c /etc/credgate/config.yaml` on the config
-// exactly as rendered (its policy is read from where the pod mounts it).
+// as rendered (its policy is read from where the pod mounts it; its
+// absolute paths under the pod's mounts lead where the test laid them
+// out), in the container's environment: validate reads the files and
+// variables the config names, as serve does at start.
 func validateRendered(t *testing.T, objs []object) string {
 	t.Helper()
 	bin := credgateBin(t)
 	p := newPod(t, objs, fixtures(t))
+	p.rootConfig("/etc/credgate/config.yaml")
 	config := p.path("/etc/credgate/config.yaml")
-	out, err := runErr(bin, "validate", "-c", config)
+	cmd := exec.Command(bin, "validate", "-c", config)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), p.env()...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		raw, _ := os.ReadFile(config)
-		t.Fatalf("credgate validate rejected the chart's config: %v\nconfig.yaml:\n%s", err, raw)
+		t.Fatalf("credgate validate rejected the chart's config: %v: %s\nconfig.yaml:\n%s", err, out, raw)
 	}
 	if !strings.Contains(string(out), ": ok (gateway config;") {
 		t.Fatalf("credgate validate: %s, want a gateway config that is ok", out)

@@ -239,6 +239,13 @@ func New(cfg Config, opts Options) (*Issuer, error) {
 	return is, nil
 }
 
+// CheckKeyFile reads the signing key file as New does (KeyFile): an error
+// is what New would return for it. credgate validate calls it.
+func CheckKeyFile(file string) error {
+	_, err := readKey(file)
+	return err
+}
+
 // readKey reads a PEM private key file.
 func readKey(file string) (*signingKey, error) {
 	data, err := os.ReadFile(file)
