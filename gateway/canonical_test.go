@@ -625,8 +625,13 @@ func TestPlaceholderSegment(t *testing.T) {
 		}
 		for name, read := range serverReadings {
 			// Compared without case: the case-folding reading folds the
-			// allowed path too.
-			if n, ok := read(got); ok && !strings.EqualFold(n, want) && !strings.EqualFold(n, base) {
+			// allowed path too; the reading that adds a trailing slash
+			// adds it to the allowed path too.
+			w, b := want, base
+			if name == "add trailing slash" {
+				w, b = w+"/", b+"/"
+			}
+			if n, ok := read(got); ok && !strings.EqualFold(n, w) && !strings.EqualFold(n, b) {
 				t.Errorf("%q forwarded as %q: a server reading it by %q routes it to %q, not the allowed resource", p, got, name, n)
 			}
 		}
