@@ -480,32 +480,6 @@ func TestMalformedPathsHTTP2(t *testing.T) {
 	}
 }
 
-// TestRequestTrailersCannotCarryInjectedHeaders: a chunked request's
-// trailers cannot add a second Authorization (or a gateway header) that a
-// server merging trailers into headers would see.
-func TestRequestTrailersCannotCarryInjectedHeaders(t *testing.T) {
-	tg := startCanonGateway(t)
-	before := len(tg.origin.all())
-	status, code := rawRequest(t, tg, apiHost, "POST /v1/trailers HTTP/1.1\r\nHost: "+apiHost+
-		"\r\nTransfer-Encoding: chunked\r\nTrailer: Authorization, Proxy-Authorization, X-Kept\r\n\r\n"+
-		"1\r\na\r\n0\r\nAuthorization: Bearer client-chosen\r\nProxy-Authorization: Basic eA==\r\nX-Kept: 1\r\n\r\n")
-	if status != http.StatusOK {
-		t.Fatalf("%d %s", status, code)
-	}
-	got := tg.origin.all()[before]
-	for _, k := range []string{"Authorization", "Proxy-Authorization"} {
-		if v := got.Trailer.Get(k); v != "" {
-			t.Errorf("origin received trailer %s: %q", k, v)
-		}
-	}
-	if got.Trailer.Get("X-Kept") != "1" {
-		t.Errorf("other trailers should pass: %v", got.Trailer)
-	}
-	if a := got.Header.Get("Authorization"); a != "Bearer "+tg.token {
-		t.Errorf("origin got Authorization %q", a)
-	}
-}
-
 // TestNoCredentialForTraceOrConnect: TRACE (which echoes the request, the
 // injected credential included) is injected only by a rule that names it,
 // and CONNECT inside a tunnel is refused.
