@@ -124,6 +124,7 @@ soak-faults:
 # -fuzz accepts one package and one target per run.
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./policy
+	$(GO) test -run='^$$' -fuzz='^FuzzGlobSlashAdded$$' -fuzztime=$(FUZZTIME) ./policy
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestParse$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzH1Conn$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1
 	$(GO) test -run='^$$' -fuzz='^FuzzRestrictedCoversNetip$$' -fuzztime=$(FUZZTIME) ./gateway

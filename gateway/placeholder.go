@@ -189,13 +189,15 @@ func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *
 	}
 	st.ph = &phState{rep: rep, sub: sub}
 	if out.Body != nil && out.Body != http.NoBody {
-		// A tripwire in a streamed body fails a Read in the transport's
-		// goroutine; the round trip's error reports it, unless the
-		// upstream answered first: then only this sees it.
+		// A tripwire in a streamed body, or in the request's trailers
+		// (known at the body's end; never forwarded), fails a Read in
+		// the transport's goroutine; the round trip's error reports it,
+		// unless the upstream answered first: then only this sees it.
 		// The closure holds copies of a's fields: capturing a would move
 		// it to the heap on every call, placeholders or not.
 		wl, d := a.wl, a.d
-		out.Body = &misuseWatch{ReadCloser: out.Body, found: func(me *transform.MisuseError) { g.streamTripped(x, wl, d, st.ph, me) }}
+		out.Body = &misuseWatch{ReadCloser: out.Body, in: x.r, sub: sub,
+			found: func(me *transform.MisuseError) { g.streamTripped(x, wl, d, st.ph, me) }}
 	}
 	if st.reissue != nil && len(rep.Positions()) > 0 {
 		// A replay would re-inject into the substituted request, which
@@ -294,14 +296,28 @@ func (g *Gateway) streamTripped(x *exchange, wl identity.Workload, d policy.Deci
 }
 
 // misuseWatch passes a streamed body on and reports a tripwire its Read
-// met (transform.MisuseError).
+// met (transform.MisuseError). At the body's end it also looks for
+// tripwires in the trailers of in, the incoming request, whose body fills
+// in.Trailer before it returns io.EOF (with the trailers the request
+// declared in its Trailer header, and over HTTP/1.1 any others sent with
+// them), and fails the Read with the MisuseError instead of io.EOF, so
+// the upstream never receives the end of the request. The trailers
+// themselves are never forwarded (exchange.outbound).
 type misuseWatch struct {
 	io.ReadCloser
+	in    *http.Request
+	sub   *transform.Substituter
 	found func(*transform.MisuseError)
 }
 
 func (m *misuseWatch) Read(p []byte) (int, error) {
 	n, err := m.ReadCloser.Read(p)
+	if err == io.EOF && m.in != nil && len(m.in.Trailer) > 0 {
+		if terr := m.sub.CheckTrailer(m.in.Trailer); terr != nil {
+			err = terr
+		}
+		m.in = nil // checked once
+	}
 	var me *transform.MisuseError
 	if err != nil && errors.As(err, &me) {
 		m.found(me)
@@ -324,6 +340,10 @@ func (g *Gateway) placeholderStreamRefusal(r *http.Request, st *reqState, err er
 		// Handled already when the body's Read failed (misuseWatch),
 		// unless a retry's body (GetBody) met it.
 		g.streamTripped(st.x, st.x.wl, st.x.d, st.ph, me)
+		if me.Where == transform.InTrailer {
+			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+				fmt.Sprintf("the request trailer %s carries the placeholder of %s, which is not bound to %s for this workload; the request was cut off before its end", me.Header, me.Tripwire, st.x.dest.host), st.x.d.Rule), true
+		}
 		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
 			fmt.Sprintf("the request body carries the placeholder of %s, which is not bound to %s for this workload; the request was cut off there", me.Tripwire, st.x.dest.host), st.x.d.Rule), true
 	}

@@ -472,10 +472,11 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // outbound builds the request sent upstream from the incoming one, as
 // httputil.ProxyRequest's Out beside In: the destination checked at
 // CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
-// the wire, whose one decoding the policy matched), and no gateway-scoped
-// header or trailer. The header map is handed over from the incoming
-// request, which is not read again, so no per-request copy is made; ctx
-// is the outbound request's context (one copy of the request for both).
+// the wire, whose one decoding the policy matched), no gateway-scoped
+// header, and no request trailers (see below). The header map is handed
+// over from the incoming request, which is not read again, so no
+// per-request copy is made; ctx is the outbound request's context (one
+// copy of the request for both).
 func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Request {
 	in, dest := x.r, x.dest
 	u := *in.URL
@@ -495,12 +496,17 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 	for _, h := range gatewayHeaders {
 		delete(out.Header, h) // canonical already: no per-request canonicalisation
 	}
-	if out.Trailer != nil {
-		for _, h := range trailerStrip(x.d) {
-			delete(out.Trailer, h)
-		}
-		dropUnderscoreNames(out.Trailer)
-	}
+	// Request trailers (the fields after a chunked HTTP/1.1 body or an
+	// HTTP/2 request's last DATA frame) are never forwarded: they arrive
+	// after the decision, no `when:` condition saw them, and servers that
+	// merge trailers into the headers would see a field the policy never
+	// judged. out.Trailer is the outbound request's own field, so the
+	// incoming body still fills the incoming request's map at EOF (the
+	// placeholder tripwire reads it there, misuseWatch) but the
+	// transport, h1client's fallback included, sends none; the Trailer
+	// field announcing them goes too.
+	out.Trailer = nil
+	delete(out.Header, "Trailer")
 	return out
 }
 
@@ -661,12 +667,6 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	body := &st.reqBody
 	body.ReadCloser = out.Body
-	if out.Trailer != nil {
-		// An HTTP/1.1 chunked body adds every trailer it ends with to
-		// the Trailer map when it reaches EOF, declared or not: filter
-		// then too.
-		body.trailer, body.strip = out.Trailer, trailerStrip(d)
-	}
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = body
 	}
@@ -1062,49 +1062,14 @@ func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter
 // Unwrap is for http.ResponseController.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// trailerStrip names the request trailers that never go upstream:
-// request trailers (a chunked body's trailing fields) are forwarded, and
-// some servers merge them into the headers, so none may carry a
-// gateway-scoped or hop-by-hop field, or one the injector sets.
-func trailerStrip(d policy.Decision) []string {
-	out := append(append([]string(nil), gatewayHeaders...), hopHeaders...)
-	if d.Action == policy.Inject {
-		for _, h := range injectors.HeadersOf(d.Inject.Injector) {
-			out = append(out, textproto.CanonicalMIMEHeaderKey(h))
-		}
-	}
-	return out
-}
-
-// dropUnderscoreNames removes the request trailers whose name contains
-// '_' (see dropUnderscoreFields: servers that merge trailers into the
-// headers would read them as their '-' spelling).
-func dropUnderscoreNames(h http.Header) {
-	for k := range h {
-		if strings.IndexByte(k, '_') >= 0 {
-			delete(h, k)
-		}
-	}
-}
-
-// countingBody counts request body bytes and, at EOF, removes the
-// trailers in strip (and those with '_' in their name) from trailer (the request's Trailer map, which the
-// body reader fills in at EOF and the transport sends after the body).
+// countingBody counts request body bytes.
 type countingBody struct {
 	io.ReadCloser
-	n       atomic.Int64
-	trailer http.Header
-	strip   []string
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
-	if err == io.EOF && b.trailer != nil {
-		for _, h := range b.strip {
-			delete(b.trailer, h)
-		}
-		dropUnderscoreNames(b.trailer)
-	}
 	return n, err
 }

@@ -131,6 +131,10 @@ type glob struct {
 	// folded are parts in lower case, for case-insensitive matching
 	// against a lower-cased path.
 	folded []string
+	// slashAdded are the folded parts of the pattern a path must match
+	// for the path with one '/' appended to match g, other than through
+	// a final '*' (see matchFoldedSlashAdded); nil when no path can.
+	slashAdded []string
 }
 
 // compileGlob validates a path glob. The returned message, when not "",
@@ -168,7 +172,24 @@ func compileGlob(s string) (glob, string) {
 	if strings.Contains(s, "**") {
 		return glob{}, fmt.Sprintf("path %q contains \"**\"; a single '*' already matches across '/'", s)
 	}
-	return glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(strings.ToLower(s), "*")}, ""
+	g := glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(strings.ToLower(s), "*")}
+	// p+"/" matches a pattern ending in a literal '/' exactly when p
+	// matches the pattern without it, and a pattern ending in "/*" also
+	// when p matches the pattern without the "/*" (the star matching
+	// nothing). A pattern ending in any other literal never matches
+	// p+"/", and one ending in another '*' matches it exactly when it
+	// matches p.
+	bare := ""
+	switch {
+	case strings.HasSuffix(s, "/*"):
+		bare = s[:len(s)-2]
+	case strings.HasSuffix(s, "/"):
+		bare = s[:len(s)-1]
+	}
+	if bare != "" {
+		g.slashAdded = strings.Split(strings.ToLower(bare), "*")
+	}
+	return g, ""
 }
 
 // match reports whether path matches g. It does not allocate.
@@ -177,6 +198,15 @@ func (g *glob) match(path string) bool { return matchParts(g.parts, path) }
 // matchFolded reports whether lowerPath, a path in lower case, matches g
 // case-insensitively.
 func (g *glob) matchFolded(lowerPath string) bool { return matchParts(g.folded, lowerPath) }
+
+// matchFoldedSlashAdded reports whether lowerPath+"/" matches g
+// case-insensitively, without building that string.
+func (g *glob) matchFoldedSlashAdded(lowerPath string) bool {
+	if len(g.folded) > 1 && g.folded[len(g.folded)-1] == "" && matchParts(g.folded, lowerPath) {
+		return true
+	}
+	return g.slashAdded != nil && matchParts(g.slashAdded, lowerPath)
+}
 
 func matchParts(parts []string, path string) bool {
 	if len(parts) == 1 {

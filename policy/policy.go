@@ -141,12 +141,6 @@ func (r *rule) matchesMethod(m string) bool {
 	return r.methods == nil || r.namesMethod(m)
 }
 
-// matchesPath reports whether the rule's paths match the request path p
-// (decoded, canonical). lower returns p in lower case, computed once per
-// request. Paths match case-insensitively when the destination says its
-// API routes them so (path_case: insensitive), and always for a deny
-// rule, which also matches p without a trailing '/': a deny must not be
-// dodged by a spelling the upstream may route to the same handler.
 // namesMethod reports whether the rule lists m in methods explicitly.
 // An inject rule without methods still does not inject into TRACE, which
 // echoes the request — the injected credential included — back to the
@@ -160,6 +154,15 @@ func (r *rule) namesMethod(m string) bool {
 	return false
 }
 
+// matchesPath reports whether the rule's paths match the request path p
+// (decoded, canonical). lower returns p in lower case, computed once per
+// request. Paths match case-insensitively when the destination says its
+// API routes them so (path_case: insensitive), and always for a deny
+// rule. A deny rule also matches when p with one trailing '/' removed
+// (p ends in '/') or added (it does not) matches: a server that ignores
+// the slash routes all of them to the same handler, so a deny must not be
+// dodged by the spelling its pattern did not use. Allow rules match p
+// alone.
 func (r *rule) matchesPath(p string, lower func() string, d *destination) bool {
 	if r.paths == nil {
 		return true
@@ -168,15 +171,19 @@ func (r *rule) matchesPath(p string, lower func() string, d *destination) bool {
 	if deny || d.foldCase {
 		p = lower()
 	}
-	trimmed := ""
-	if deny && len(p) > 1 && p[len(p)-1] == '/' {
-		trimmed = p[:len(p)-1]
-	}
+	slash := len(p) > 0 && p[len(p)-1] == '/'
 	for i := range r.paths {
 		g := &r.paths[i]
 		switch {
-		case deny || d.foldCase:
-			if g.matchFolded(p) || trimmed != "" && g.matchFolded(trimmed) {
+		case deny:
+			if g.matchFolded(p) {
+				return true
+			}
+			if slash && len(p) > 1 && g.matchFolded(p[:len(p)-1]) || !slash && g.matchFoldedSlashAdded(p) {
+				return true
+			}
+		case d.foldCase:
+			if g.matchFolded(p) {
 				return true
 			}
 		case g.match(p):

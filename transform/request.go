@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +85,9 @@ const (
 	InForm      Where = "form"
 	InJSON      Where = "json"
 	InWebSocket Where = "websocket"
+	// InTrailer is a request trailer: never forwarded, only searched for
+	// tripwires (CheckTrailer).
+	InTrailer Where = "trailer"
 )
 
 // Position is where a binding was substituted, for the audit line.
@@ -348,6 +353,52 @@ func (s *Substituter) TransformRequest(r *http.Request) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// CheckTrailer looks for tripwires in h, a request's trailers, which are
+// known only once its body was read. The gateway forwards no request
+// trailers, so nothing is substituted in them and bound placeholders are
+// passed over; a placeholder bound elsewhere is misuse all the same. It
+// returns a *MisuseError (Where InTrailer) for the first one found, taking
+// the fields in sorted order and looking inside Basic credentials as in
+// headers, or nil. No secret value is built.
+func (s *Substituter) CheckTrailer(h http.Header) error {
+	if s.m[encRaw].empty() || len(h) == 0 {
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[name] {
+			id := s.tripwireIn([]byte(v))
+			if scheme, payload, ok := strings.Cut(v, " "); id < 0 && ok && strings.EqualFold(scheme, "Basic") {
+				if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(payload)); err == nil {
+					id = s.tripwireIn(dec)
+				}
+			}
+			if id >= 0 {
+				return &MisuseError{Tripwire: s.trips[id].Name, Where: InTrailer, Header: name}
+			}
+		}
+	}
+	return nil
+}
+
+// tripwireIn returns the index in s.trips of the first tripwire in b, or
+// -1. It reads b as substitution would, left to right without overlaps,
+// passing over bound placeholders without replacing them.
+func (s *Substituter) tripwireIn(b []byte) int {
+	m := s.m[encRaw]
+	for off := 0; off < len(b); {
+		at, w := m.first(b[off:])
+		if at < 0 {
+			return -1
+		}
+		n := &m.needles[w]
+		if n.act == trip {
+			return n.id
+		}
+		off += at + len(n.find)
+	}
+	return -1
 }
 
 // headerValue substitutes one header value, looking inside Basic

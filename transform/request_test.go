@@ -240,6 +240,43 @@ func TestTripwire(t *testing.T) {
 	})
 }
 
+// TestCheckTrailer: a tripwire in a request trailer (raw, inside Basic
+// credentials, after a bound placeholder in the same value) is misuse in
+// InTrailer naming the field; bound placeholders alone, unrelated values
+// and no trailers are not.
+func TestCheckTrailer(t *testing.T) {
+	basic := func(s string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(s)) }
+	s := substituter(t, Options{})
+	for _, tc := range []struct {
+		name    string
+		trailer http.Header
+		field   string // "" when no misuse
+	}{
+		{"none", nil, ""},
+		{"unrelated", http.Header{"X-Sum": {"42"}}, ""},
+		{"bound placeholder only", http.Header{"X-Key": {ph}}, ""},
+		{"tripwire", http.Header{"X-Act-As": {"a", "x" + otherPh + "y"}}, "X-Act-As"},
+		{"tripwire after a bound one", http.Header{"X-Key": {ph + otherPh}}, "X-Key"},
+		{"basic", http.Header{"Authorization": {basic("u:" + otherPh)}}, "Authorization"},
+		{"first field in sorted order", http.Header{"X-B": {otherPh}, "X-A": {otherPh}}, "X-A"},
+	} {
+		err := s.CheckTrailer(tc.trailer)
+		if tc.field == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		var me *MisuseError
+		if !errors.Is(err, ErrPlaceholderMisuse) || !errors.As(err, &me) || me.Where != InTrailer || me.Header != tc.field || me.Tripwire != "github.token" {
+			t.Errorf("%s: err = %v (%+v), want misuse in trailer %s", tc.name, err, me, tc.field)
+		}
+	}
+	if err := (&Substituter{}).CheckTrailer(http.Header{"X": {otherPh}}); err != nil {
+		t.Errorf("no placeholders: %v", err)
+	}
+}
+
 func TestRequirePlaceholder(t *testing.T) {
 	s := substituter(t, Options{Require: true})
 	r := newRequest(t, "https://a.example/", "", "")
