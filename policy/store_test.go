@@ -334,7 +334,11 @@ func TestStoreWatchBesideABusyFile(t *testing.T) {
 			t.Cleanup(func() { cancel(); wg.Wait() })
 
 			writeFile(t, path, storePolicy(3))
-			waitFor(t, "the new policy to load while the other file is written", func() bool { return s.Current().Stats().Rules == 3 })
+			// The store swaps the policy in, then reports the reload: wait
+			// for both.
+			waitFor(t, "the new policy to load while the other file is written", func() bool {
+				return s.Current().Stats().Rules == 3 && len(rec.snapshot()) > 0
+			})
 			if got := len(rec.snapshot()); got != 1 {
 				t.Errorf("%d reloads, want 1: the other file's events reloaded the policy", got)
 			}
