@@ -157,6 +157,8 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 			cause: "environment variable CREDGATE_TEST_UNSET_TOKEN is not set", at: []string{"admin", "token_env"}},
 		{name: "admin.state_file not JSON", files: map[string]string{"state.json": "{not json"},
 			cause: "is not valid JSON", at: []string{"admin", "state_file"}},
+		{name: "admin.state_file in a missing directory", sections: map[string]string{"admin": "admin:\n  token_file: admin.token\n  state_file: no-such-dir/state.json"},
+			cause: "no-such-dir does not exist", at: []string{"admin", "state_file"}},
 		{name: "admin.tls.cert not PEM", files: map[string]string{"admin-tls.pem": notPEM},
 			cause: "failed to find any PEM data in certificate input", at: []string{"admin", "tls", "cert"}},
 		{name: "admin.tls.client_ca not PEM", files: map[string]string{"admin-client-ca.pem": notPEM},

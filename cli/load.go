@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -21,12 +24,38 @@ const (
 	kindConfig
 )
 
-// Top-level keys that only one kind of file has.
+// Top-level keys that only one kind of file has: a policy's, and every
+// key of gateway.Config (from its yaml tags, so a new section counts).
 var (
 	policyKeys = []string{"workloads", "destinations", "credentials", "rules", "default"}
-	configKeys = []string{"listen", "tls_listen", "tls", "admin_listen", "policy", "ca",
-		"upstream", "resolve", "limits", "cache", "audit", "log", "shutdown_timeout", "identity", "run_tokens"}
+	configKeys = gatewayConfigKeys()
 )
+
+// gatewayConfigKeys lists the top-level keys of a gateway config.
+func gatewayConfigKeys() []string {
+	var keys []string
+	t := reflect.TypeFor[gateway.Config]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// readInput reads the file given with -c, with an error that names it
+// and the flag.
+func readInput(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is said once, first
+		}
+		return nil, fmt.Errorf("%s: cannot read it (%w); give the gateway config or policy file with -c", path, err)
+	}
+	return data, nil
+}
 
 // detectKind tells a gateway config from a policy by its top-level keys.
 // A file that does not parse as a YAML mapping is treated as a policy, so
@@ -65,7 +94,7 @@ type loaded struct {
 // load reads path as a gateway config or a policy. A config's policy is
 // loaded too. The caller closes l.policy.
 func load(ctx context.Context, path string) (*loaded, error) {
-	data, err := os.ReadFile(path)
+	data, err := readInput(path)
 	if err != nil {
 		return nil, err
 	}

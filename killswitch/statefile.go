@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // stateFile is the state file's content.
@@ -28,10 +30,33 @@ type stateFile struct {
 
 // CheckStateFile reads the state file at path as New does, without
 // applying it: an error is what New would return for it (a missing file
-// holds no switches and is no error). credgate validate calls it.
+// holds no switches and is no error), or says that its directory does
+// not exist or is not writable, so a switch could not be kept. credgate
+// validate and serve call it.
 func CheckStateFile(path string) error {
-	_, _, _, err := readStateFile(path)
-	return err
+	if _, _, _, err := readStateFile(path); err != nil {
+		return err
+	}
+	return checkStateDir(path)
+}
+
+// checkStateDir says why the state file at path could not be saved.
+func checkStateDir(path string) error {
+	// The state is saved by writing a temporary file beside it and
+	// renaming it over the old one: the directory must take both.
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("killswitch: the state file's directory %s does not exist; create it (the gateway writes the file, not its directory), or the switches are lost at restart", dir)
+	case err != nil:
+		return fmt.Errorf("killswitch: state file: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("killswitch: %s is not a directory; name a file in a directory", dir)
+	case syscall.Access(dir, 2|1) != nil: // W_OK|X_OK
+		return fmt.Errorf("killswitch: the state file's directory %s is not writable by the gateway's user (uid %d), which saves %s there by writing a file beside it and renaming it; change its owner or mode", dir, os.Getuid(), filepath.Base(path))
+	}
+	return nil
 }
 
 // readStateFile returns the entries of path, their generation and which

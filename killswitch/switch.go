@@ -255,6 +255,9 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkStateDir(opts.StateFile); err != nil {
+			return nil, err
+		}
 		for _, e := range entries {
 			if pending[e.ID()] && s.rdb != nil {
 				s.pending[e.ID()] = e
