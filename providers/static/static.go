@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/credgate/credgate/providers"
@@ -141,7 +142,13 @@ func (s Source) read() (string, error) {
 	b, err := os.ReadFile(s.File)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("static: file %s does not exist; create it holding the credential: %w%.0w", s.File, providers.ErrNotConfigured, providers.ErrUnavailable)
+		where := ""
+		if !filepath.IsAbs(s.File) {
+			if wd, err := os.Getwd(); err == nil {
+				where = " (relative to the gateway's working directory " + wd + ")"
+			}
+		}
+		return "", fmt.Errorf("static: file %s%s does not exist; create it holding the credential: %w%.0w", s.File, where, providers.ErrNotConfigured, providers.ErrUnavailable)
 	case err != nil:
 		// *fs.PathError names the operation, path and cause only.
 		return "", fmt.Errorf("static: %w: %w", err, providers.ErrUnavailable)

@@ -178,6 +178,15 @@ func TestRelativeFile(t *testing.T) {
 	if got, err := token(t, p); err != nil || got != value {
 		t.Errorf("relative file: %q, %v", got, err)
 	}
+	// A missing relative file: the error says where it was looked for.
+	p, err = load(t, "file: missing.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if _, err := token(t, p); err == nil || !strings.Contains(err.Error(), "missing.txt (relative to the gateway's working directory "+wd+")") {
+		t.Errorf("missing relative file: %v, want it to name the working directory %s", err, wd)
+	}
 }
 
 func TestFetchFields(t *testing.T) {
