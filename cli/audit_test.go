@@ -24,18 +24,7 @@ import (
 // verify takes.
 func TestAuditVerifyCommand(t *testing.T) {
 	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "audit.key")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeCheckpointKey(t, dir)
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"audit", "pubkey", "--key", keyFile}, &stdout, &stderr); code != 0 {
 		t.Fatalf("audit pubkey: exit %d: %s", code, stderr.String())
@@ -146,18 +135,7 @@ func TestAuditVerifyTransitKey(t *testing.T) {
 // fails.
 func TestAuditVerifyMutations(t *testing.T) {
 	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "audit.key")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeCheckpointKey(t, dir)
 	var pub bytes.Buffer
 	if code := run(t.Context(), []string{"audit", "pubkey", "--key", keyFile}, &pub, &bytes.Buffer{}); code != 0 {
 		t.Fatal("audit pubkey failed")
@@ -279,4 +257,23 @@ func TestAuditVerifyMutations(t *testing.T) {
 		!strings.Contains(out.String(), fmt.Sprintf("warning %s:%d: cut_line:", crashed, last+1)) || !strings.Contains(out.String(), "OK: 2 chains verified") {
 		t.Errorf("a line cut by a crash, then a restart: exit %d:\n%s", code, out.String())
 	}
+}
+
+// writeCheckpointKey writes a new Ed25519 checkpoint key (PKCS #8 PEM) to
+// dir/audit.key and returns its path.
+func writeCheckpointKey(t *testing.T, dir string) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "audit.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile
 }
