@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -98,14 +99,29 @@ func (cc *custodyCapture) capture(resp *http.Response) (int, error) {
 			if err != nil {
 				return n, err
 			}
+			resp.Header["Set-Cookie"][i] = nv
 			if ok {
-				resp.Header["Set-Cookie"][i] = nv
 				n++
 			}
 		}
 	}
-	if len(cc.c.JSON) > 0 && jsonBody(resp) {
-		m, err := cc.json(resp)
+	if len(cc.c.JSON) > 0 && resp.Body != nil && resp.Body != http.NoBody {
+		// A body labelled JSON must parse. One labelled otherwise (or
+		// not at all) that starts like JSON is searched too, since
+		// content-negotiating servers send the same JSON as text/html
+		// when the client asks for it; one that does not parse as JSON
+		// passes unchanged.
+		labelled := jsonLabelled(resp)
+		if !labelled {
+			looks, err := looksLikeJSON(resp)
+			if err != nil {
+				return n, fmt.Errorf("custody: %w", err)
+			}
+			if !looks {
+				return n, nil
+			}
+		}
+		m, err := cc.json(resp, labelled)
 		if err != nil {
 			return n, err
 		}
@@ -114,46 +130,72 @@ func (cc *custodyCapture) capture(resp *http.Response) (int, error) {
 	return n, nil
 }
 
-// jsonBody reports whether resp has a JSON body.
-func jsonBody(resp *http.Response) bool {
-	if resp.Body == nil || resp.Body == http.NoBody {
-		return false
-	}
+// jsonLabelled reports whether resp's Content-Type says JSON.
+func jsonLabelled(resp *http.Response) bool {
 	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
-// cookie replaces the value of a Set-Cookie field v when it sets a
-// custodied cookie, keeping its attributes as they came.
+// looksLikeJSON decodes resp's body (when encoded) and reports whether
+// its first byte that is not white space opens a JSON object or array;
+// the body still reads whole after.
+func looksLikeJSON(resp *http.Response) (bool, error) {
+	if err := transform.DecodeResponse(resp); err != nil {
+		return false, err
+	}
+	br := bufio.NewReaderSize(resp.Body, 512)
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{br, resp.Body}
+	head, _ := br.Peek(512)
+	t := bytes.TrimLeft(head, " \t\r\n")
+	return len(t) > 0 && (t[0] == '{' || t[0] == '['), nil
+}
+
+// cookie returns the Set-Cookie field v with the value of a custodied
+// cookie replaced by a placeholder (reporting true) or, for one being
+// deleted, blanked, keeping its attributes as they came; other fields as
+// they came. A field that does not parse and names a custodied cookie is
+// an error.
 func (cc *custodyCapture) cookie(v string) (string, bool, error) {
+	// Only the value changes: name=value up to the first ';'.
+	head, rest, hasAttrs := strings.Cut(v, ";")
+	name, _, _ := strings.Cut(head, "=")
+	with := func(value string) string {
+		out := name + "=" + value
+		if hasAttrs {
+			out += ";" + rest
+		}
+		return out
+	}
 	c, err := http.ParseSetCookie(v)
-	if err != nil || !cc.c.CustodyCookie(c.Name) || c.Value == "" || c.MaxAge < 0 {
-		// A cookie being deleted (Max-Age<=0) keeps nothing.
+	if err != nil {
+		if cc.c.CustodyCookie(strings.TrimSpace(name)) {
+			// Its value cannot be told from the rest: it must not pass.
+			return "", false, fmt.Errorf("custody: a Set-Cookie for the custodied cookie %q does not parse (%v); it is not passed on", strings.TrimSpace(name), err)
+		}
+		return v, false, nil
+	}
+	if !cc.c.CustodyCookie(c.Name) || c.Value == "" {
 		return v, false, nil
 	}
 	now := cc.now()
 	exp := now.Add(cc.c.TTL)
 	switch {
+	case c.MaxAge < 0, c.MaxAge == 0 && !c.Expires.IsZero() && !c.Expires.After(now):
+		// A cookie being deleted keeps nothing; its value goes anyway.
+		return with(""), false, nil
 	case c.MaxAge > 0:
 		exp = minTime(exp, now.Add(time.Duration(c.MaxAge)*time.Second))
 	case !c.Expires.IsZero():
-		if !c.Expires.After(now) {
-			return v, false, nil
-		}
 		exp = minTime(exp, c.Expires)
 	}
 	ph, err := cc.store(c.Value, exp)
 	if err != nil {
 		return "", false, err
 	}
-	// Only the value changes: name=value up to the first ';'.
-	head, rest, _ := strings.Cut(v, ";")
-	name, _, _ := strings.Cut(head, "=")
-	out := name + "=" + ph
-	if rest != "" || strings.Contains(v, ";") {
-		out += ";" + rest
-	}
-	return out, true, nil
+	return with(ph), true, nil
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -166,7 +208,7 @@ func minTime(a, b time.Time) time.Time {
 // json replaces the string values at the block's JSON paths in resp's
 // body, read whole (up to maxCustodyBody, decoded first when encoded).
 // The rest of the body is left byte for byte.
-func (cc *custodyCapture) json(resp *http.Response) (int, error) {
+func (cc *custodyCapture) json(resp *http.Response, labelled bool) (int, error) {
 	if err := transform.DecodeResponse(resp); err != nil {
 		return 0, fmt.Errorf("custody: %w", err)
 	}
@@ -179,8 +221,15 @@ func (cc *custodyCapture) json(resp *http.Response) (int, error) {
 		return 0, fmt.Errorf("custody: the JSON response body is larger than %d bytes; custody reads login and token answers whole, so this endpoint should not be under a custody rule", maxCustodyBody)
 	}
 	spans, err := jsonSpans(body, cc.c.JSON)
-	if err != nil {
+	switch {
+	case err != nil && labelled:
 		return 0, fmt.Errorf("custody: the response says it is JSON but does not parse (%w); it is not passed on", err)
+	case err != nil:
+		// Not JSON after all (an HTML page that starts with '['?): it
+		// holds no JSON field, and passes as it came.
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		return 0, nil
 	}
 	var out bytes.Buffer
 	last := 0

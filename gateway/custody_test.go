@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +144,83 @@ func custodyPlaceholder(t *testing.T, s string) string {
 		t.Fatalf("no placeholder in %q", s)
 	}
 	return s[i : i+len(CustodyPrefix)+custodyIDLen]
+}
+
+// TestCustodyNeverPassesTheValue: whatever label, encoding or cookie
+// syntax the upstream's answer uses, the custodied value never reaches
+// the client: it is replaced by a placeholder, blanked (a cookie being
+// deleted) or the answer is refused; a body that is not JSON passes
+// unchanged.
+func TestCustodyNeverPassesTheValue(t *testing.T) {
+	g := custodyGateway(t)
+	now := time.Now()
+	const real = "REALSESSION0123456789"
+	jsonBody := `{"user":"bob","session":{"token":"` + real + `"}}`
+	gz := func(s string) string {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		_, _ = io.WriteString(w, s)
+		_ = w.Close()
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name    string
+		header  http.Header
+		body    string
+		refused bool
+		same    bool // passes unchanged
+	}{
+		{"json", http.Header{"Content-Type": {"application/json"}}, jsonBody, false, false},
+		{"text/html", http.Header{"Content-Type": {"text/html; charset=utf-8"}}, jsonBody, false, false},
+		{"text/plain", http.Header{"Content-Type": {"text/plain"}}, "\n  " + jsonBody, false, false},
+		{"no type", http.Header{}, jsonBody, false, false},
+		{"unparsable type", http.Header{"Content-Type": {"application/json;;"}}, jsonBody, false, false},
+		{"gzip html", http.Header{"Content-Type": {"text/html"}, "Content-Encoding": {"gzip"}}, gz(jsonBody), false, false},
+		{"an array", http.Header{"Content-Type": {"text/html"}}, `[` + jsonBody + `]`, false, false},
+		{"html page", http.Header{"Content-Type": {"text/html"}}, "<html>" + real + "</html>", false, true},
+		{"not JSON after all", http.Header{"Content-Type": {"text/html"}}, "[link] " + real, false, true},
+		{"labelled JSON, broken", http.Header{"Content-Type": {"application/json"}}, `{"session":`, true, false},
+		{"quoted cookie", http.Header{"Set-Cookie": {`sid="abc\054` + real + `"; Path=/`}}, "", true, false},
+		{"backslash cookie", http.Header{"Set-Cookie": {`sid=` + real + `\x; Path=/`}}, "", true, false},
+		{"deleted by Max-Age", http.Header{"Set-Cookie": {"sid=" + real + "; Max-Age=0; Path=/"}}, "", false, false},
+		{"deleted by Expires", http.Header{"Set-Cookie": {"sid=" + real + "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"}}, "", false, false},
+		{"cookie", http.Header{"Set-Cookie": {"sid=" + real + "; Path=/; HttpOnly"}}, "", false, false},
+		{"other broken cookie", http.Header{"Set-Cookie": {`theme="da\rk"`}}, "", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := &custodyCapture{g: g, ctx: context.Background(), workload: "agent", destination: "crm", now: func() time.Time { return now },
+				c: &policy.Custody{JSON: [][]string{{"session", "token"}}, Cookies: []string{"sid"}, TTL: time.Hour}}
+			var body io.ReadCloser = http.NoBody
+			if tc.body != "" {
+				body = io.NopCloser(strings.NewReader(tc.body))
+			}
+			resp := &http.Response{Header: tc.header.Clone(), Body: body, ContentLength: int64(len(tc.body))}
+			_, err := cc.capture(resp)
+			if tc.refused {
+				if err == nil {
+					t.Fatal("passed, want refused")
+				}
+				if strings.Contains(err.Error(), real) {
+					t.Errorf("the error holds the value: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			var all bytes.Buffer
+			_ = resp.Header.Write(&all)
+			all.Write(got)
+			if tc.same {
+				if string(got) != tc.body || !slices.Equal(resp.Header.Values("Set-Cookie"), tc.header.Values("Set-Cookie")) {
+					t.Errorf("changed: %q", all.String())
+				}
+				return
+			}
+			if strings.Contains(all.String(), real) {
+				t.Errorf("the client gets the value:\n%s", all.String())
+			}
+		})
+	}
 }
