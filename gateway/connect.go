@@ -126,7 +126,11 @@ func validHostName(h string) bool {
 
 // evidence is what the client connection presents for identity.
 func evidence(r *http.Request) identity.Evidence {
-	ev := identity.Evidence{ProxyAuthorization: r.Header.Get("Proxy-Authorization")}
+	pa := r.Header["Proxy-Authorization"]
+	ev := identity.Evidence{ProxyAuthorizations: len(pa)}
+	if len(pa) > 0 {
+		ev.ProxyAuthorization = pa[0]
+	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		ev.Source = ap
 	}

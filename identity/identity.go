@@ -114,6 +114,10 @@ type Evidence struct {
 	// ProxyAuthorization is the raw Proxy-Authorization header of the
 	// CONNECT or absolute-URI request, "" when absent.
 	ProxyAuthorization string
+	// ProxyAuthorizations is how many Proxy-Authorization fields the
+	// request carried: more than one is refused (ErrInvalid), since only
+	// one could be verified and the others would be ignored.
+	ProxyAuthorizations int
 }
 
 // Factor is one proof that verified.
@@ -449,6 +453,9 @@ func NewResolver(vs ...Verifier) *Resolver {
 // audit lines.
 func (r *Resolver) Resolve(ctx context.Context, ev Evidence, specs []Spec) (Workload, error) {
 	w := Workload{Source: ev.Source.Addr().Unmap()}
+	if ev.ProxyAuthorizations > 1 {
+		return w, fmt.Errorf("identity: Proxy-Authorization: the request carries %d of them; send one credential: %w", ev.ProxyAuthorizations, ErrInvalid)
+	}
 	tokenUsed := false
 	for _, v := range r.verifiers {
 		f, err := v.Verify(ctx, ev)

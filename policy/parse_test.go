@@ -45,6 +45,10 @@ func TestParseErrors(t *testing.T) {
 		{"default", "default: allow\n", []string{
 			"p.yaml:1:10: default must be deny (the only default supported); add rules to allow traffic",
 		}},
+		{"IPv4-mapped cidrs", "workloads:\n  w:\n    cidrs: [\"::ffff:127.0.0.2/128\", \"::ffff:10.0.0.0/104\"]\ndefault: deny\n", []string{
+			`p.yaml:3:13: workload "w": cidr "::ffff:127.0.0.2/128" is an IPv4-mapped IPv6 prefix, which never matches: client addresses are matched as IPv4; write 127.0.0.2/32`,
+			`p.yaml:3:37: workload "w": cidr "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 prefix, which never matches: client addresses are matched as IPv4; write 10.0.0.0/8`,
+		}},
 		{"duplicate top-level", "default: deny\ndefault: deny\n", []string{
 			`p.yaml:2:1: policy: "default" is defined twice; remove or rename one`,
 		}},

@@ -47,6 +47,16 @@ func (ps *parser) parseWorkloads(f field) []identity.Spec {
 					ps.errorf(nodes[i], "%s: %q is not a CIDR; write it like 10.1.0.0/16", what, v)
 				case pfx.Masked() != pfx:
 					ps.errorf(nodes[i], "%s: cidr %q has bits set after the prefix length; did you mean %s?", what, v, pfx.Masked())
+				case pfx.Addr().Is4In6():
+					// Sources are unmapped before matching (an IPv4 client on
+					// a dual-stack listener is its IPv4 address), so this
+					// prefix would never match.
+					bits := pfx.Bits() - 96
+					if bits < 0 {
+						ps.errorf(nodes[i], "%s: cidr %q is an IPv4-mapped IPv6 prefix shorter than ::ffff:0:0/96; client addresses are matched as IPv4, so write an IPv4 CIDR", what, v)
+						break
+					}
+					ps.errorf(nodes[i], "%s: cidr %q is an IPv4-mapped IPv6 prefix, which never matches: client addresses are matched as IPv4; write %s", what, v, netip.PrefixFrom(pfx.Addr().Unmap(), bits))
 				default:
 					spec.CIDRs = append(spec.CIDRs, pfx)
 				}
