@@ -406,6 +406,15 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // appendString appends s as a JSON string (audit.AppendString).
 func appendString(b []byte, s string) []byte { return audit.AppendString(b, s) }
 
+// wantPresented reports whether an audit line names the evidence the
+// client presented: when no factor verified (a request refused before
+// identity), and when identity failed (identity_invalid, factor_conflict)
+// — the source factor verifies on every connection, so the factors alone
+// cannot tell a forged token from a bad certificate.
+func wantPresented(w identity.Workload, code string) bool {
+	return len(w.Factors) == 0 || code == codeIdentityInvalid || code == codeFactorConflict
+}
+
 // presented names the kinds of evidence a client presented, without any
 // value, for the audit line of a request refused before its identity was
 // established.

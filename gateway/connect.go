@@ -485,7 +485,7 @@ func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity
 	decision := d.Outcome()
 	g.metrics.request(decision, d.Rule, status, time.Since(start))
 	var pres []string
-	if len(w.Factors) == 0 {
+	if wantPresented(w, d.Code) {
 		pres = presented(ev)
 	}
 	g.audit.write(&event{

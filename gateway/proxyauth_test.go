@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -37,4 +38,10 @@ func TestProxyAuthorizationOnce(t *testing.T) {
 			t.Errorf("%q: %s %q, want 403 identity_invalid", req[:20], resp.Status, resp.Header.Get(ReasonHeader))
 		}
 	}
+	// The audit lines say what was presented, although the source factor
+	// verified.
+	waitFor(t, 5*time.Second, "the audit lines naming the presented schemes", func() bool {
+		a := tg.audit.String()
+		return strings.Contains(a, `"proxy_authorization:bearer"`) && strings.Contains(a, `"proxy_authorization:basic"`)
+	})
 }

@@ -782,7 +782,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 		Decision: x.d.Outcome(),
 		Code:     x.d.Code,
 	}
-	if len(x.wl.Factors) == 0 {
+	if wantPresented(x.wl, x.d.Code) {
 		e.Presented = presented(x.ev)
 	}
 	return e
