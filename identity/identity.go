@@ -115,8 +115,9 @@ type Evidence struct {
 	// CONNECT or absolute-URI request, "" when absent.
 	ProxyAuthorization string
 	// ProxyAuthorizations is how many Proxy-Authorization fields the
-	// request carried: more than one is refused (ErrInvalid), since only
-	// one could be verified and the others would be ignored.
+	// request carried: more than one is refused (ErrInvalid) when a
+	// verifier reads the field, since only one could be verified and the
+	// others would be ignored.
 	ProxyAuthorizations int
 }
 
@@ -453,7 +454,7 @@ func NewResolver(vs ...Verifier) *Resolver {
 // audit lines.
 func (r *Resolver) Resolve(ctx context.Context, ev Evidence, specs []Spec) (Workload, error) {
 	w := Workload{Source: ev.Source.Addr().Unmap()}
-	if ev.ProxyAuthorizations > 1 {
+	if r.readsAuth && ev.ProxyAuthorizations > 1 {
 		return w, fmt.Errorf("identity: Proxy-Authorization: the request carries %d of them; send one credential: %w", ev.ProxyAuthorizations, ErrInvalid)
 	}
 	tokenUsed := false
