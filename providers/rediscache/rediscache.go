@@ -202,15 +202,28 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if s.opts.Observer != nil {
 		s.redis.OnError = s.opts.Observer.RedisError
 	}
-	if err := s.ping(ctx); err != nil {
-		s.opts.Logger.Warn("redis unavailable at start; serving from the in-process cache and direct provider calls until it answers", slog.Any("error", err))
+	pingErr := s.ping(ctx)
+	up := pingErr == nil
+	// Listen before the first fetch: a message published after New
+	// returns (another replica's forget of a credential this one is about
+	// to cache) is not missed. Bounded: a Redis that does not answer now
+	// is the listener's to wait for (go-redis subscribes again when it
+	// reconnects).
+	sctx, cancel := context.WithTimeout(ctx, s.opts.HealthInterval)
+	ps := s.rdb.Subscribe(sctx, s.events)
+	if up {
+		_, _ = ps.ReceiveTimeout(sctx, s.opts.HealthInterval) // the confirmation
+	}
+	cancel()
+	if !up {
+		s.opts.Logger.Warn("redis unavailable at start; serving from the in-process cache and direct provider calls until it answers", slog.Any("error", pingErr))
 		s.observeUp(false)
 	} else {
 		s.redis.Set(true)
 		s.observeUp(true)
 	}
 	s.wg.Add(2)
-	go s.subscribe()
+	go s.subscribe(ps)
 	go s.health()
 	return s, nil
 }
@@ -649,11 +662,11 @@ func (s *Store) publish(ctx context.Context, m message) {
 	}
 }
 
-// subscribe listens on the events channel until Close. go-redis
-// reconnects the subscription after Redis comes back.
-func (s *Store) subscribe() {
+// subscribe listens on the events channel until Close (New subscribed
+// ps when Redis answered). go-redis reconnects the subscription after
+// Redis comes back.
+func (s *Store) subscribe(ps *redis.PubSub) {
 	defer s.wg.Done()
-	ps := s.rdb.Subscribe(s.ctx, s.events)
 	defer ps.Close()
 	ch := ps.Channel(redis.WithChannelHealthCheckInterval(s.opts.HealthInterval * 3))
 	for {

@@ -549,3 +549,23 @@ func TestSealKeepsHosts(t *testing.T) {
 		t.Errorf("Hosts after the Redis tier = %v", got.cred.Hosts)
 	}
 }
+
+// TestListeningWhenNewReturns: a Store listens for the fleet's messages
+// by the time New returns, so a forget published right after (another
+// replica's, for a credential this one is about to cache) is not missed:
+// Redis counts each new Store as a subscriber at once.
+func TestListeningWhenNewReturns(t *testing.T) {
+	srv := redistest.Start(t)
+	k := []Key{newKey(t, "k")}
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		s := newStore(t, srv, k, nil)
+		n, err := srv.Client().PubSubNumSub(ctx, s.events).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n[s.events] != int64(i) {
+			t.Fatalf("after the %d-th New, Redis counts %d subscribers", i, n[s.events])
+		}
+	}
+}
