@@ -42,16 +42,24 @@ func (s *splitBody) Close() error { return nil }
 // recordingWriter is a ResponseWriter that counts writes and flushes and
 // fails every write once failAfter bytes were written (-1: never).
 type recordingWriter struct {
-	header    http.Header
-	body      bytes.Buffer
-	writes    int
-	flushes   int
-	failAfter int
+	header  http.Header
+	body    bytes.Buffer
+	writes  int
+	flushes int
+	// bodyFlushes counts the flushes after a body write (the others
+	// can only carry the headers).
+	bodyFlushes int
+	failAfter   int
 }
 
 func (w *recordingWriter) Header() http.Header { return w.header }
 func (w *recordingWriter) WriteHeader(int)     {}
-func (w *recordingWriter) Flush()              { w.flushes++ }
+func (w *recordingWriter) Flush() {
+	w.flushes++
+	if w.writes > 0 {
+		w.bodyFlushes++
+	}
+}
 
 func (w *recordingWriter) Write(p []byte) (int, error) {
 	if w.failAfter >= 0 && w.body.Len()+len(p) > w.failAfter {
@@ -149,8 +157,11 @@ func TestCopyBodyScrubbedSemantics(t *testing.T) {
 	if err := g.copyBody(w, http.NewResponseController(w), resp.Body, false, int64(len(small))); err != nil {
 		t.Fatal(err)
 	}
-	if w.writes != 1 || w.flushes != 0 || len(leaks(w.body.String())) > 0 || count.Count() != 1 || w.body.Len() != len(small) {
-		t.Errorf("small body: %d writes, %d flushes, %d redactions, %q; want 1 write, no flush, 1 redaction, the length kept", w.writes, w.flushes, count.Count(), w.body.String())
+	// No flush of the body: it leaves with the headers when the handler
+	// returns. (The headers alone are flushed first when the first read
+	// took longer than headerHold, which a busy machine can make it.)
+	if w.writes != 1 || w.bodyFlushes != 0 || len(leaks(w.body.String())) > 0 || count.Count() != 1 || w.body.Len() != len(small) {
+		t.Errorf("small body: %d writes, %d flushes after it, %d redactions, %q; want 1 write, no flush after it, 1 redaction, the length kept", w.writes, w.bodyFlushes, count.Count(), w.body.String())
 	}
 
 	large := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB, no secret

@@ -271,9 +271,12 @@ func (e *Entra) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 		select {
 		case <-r.Context().Done():
+			// Never answer a stalled request: abort it (no 200 with an
+			// empty body for a client that is still reading).
+			panic(http.ErrAbortHandler)
 		case <-stall:
+			panic(http.ErrAbortHandler)
 		}
-		return
 	}
 	if fault != 0 {
 		e.fail(w, entraError{fault, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again."})
