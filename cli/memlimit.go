@@ -30,7 +30,7 @@ const memLimitRefresh = time.Minute
 // refresh until ctx ends. Near the limit the garbage collector works harder
 // instead of letting the heap grow into an out-of-memory kill.
 // GOMEMLIMIT in the environment wins, AUTOMEMLIMIT=off turns this off and
-// AUTOMEMLIMIT=0.8 sets the share (docs/operations.md, "Memory"). It logs
+// AUTOMEMLIMIT=0.8 sets the share (docs/deploy.md, "Memory"). It logs
 // what it did and returns the limit in force (math.MaxInt64: none).
 func setMemoryLimit(ctx context.Context, logger *slog.Logger, provider memlimit.Provider, refresh time.Duration) int64 {
 	if v := os.Getenv("GOMEMLIMIT"); v != "" {

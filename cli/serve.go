@@ -48,6 +48,9 @@ Logs are JSON lines on stderr.`,
 			// by the gateway itself at warn/info.
 			redis.SetLogger(redisLog{logger})
 			setMemoryLimit(cmd.Context(), logger, memlimit.FromCgroup, memLimitRefresh)
+			if f := setGCFloor(logger); f != nil {
+				defer f.Stop()
+			}
 			return serve(cmd.Context(), cfg, gateway.Options{Logger: logger}, nil)
 		},
 	}
