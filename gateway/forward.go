@@ -25,7 +25,7 @@ import (
 
 // hopHeaders are the hop-by-hop fields (headerset.Hop): never forwarded
 // in either direction.
-var hopHeaders = headerset.Hop
+var hopHeaders = headerset.NewRemover(headerset.Hop)
 
 // removeHopHeaders deletes the hop-by-hop fields and those the Connection
 // field names.
@@ -37,9 +37,7 @@ func removeHopHeaders(h http.Header) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k) // canonical already
-	}
+	hopHeaders.Remove(h) // canonical already
 }
 
 // forward sends the outbound request r (built by handle: destination,

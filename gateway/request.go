@@ -38,7 +38,7 @@ import (
 // its client, and internal addresses and certificates do not leak to a
 // SaaS: headerset.ProxyScoped and the gateway's own reason header. The
 // forwarder removes the other hop-by-hop headers.
-var gatewayHeaders = append(append([]string(nil), headerset.ProxyScoped...), ReasonHeader)
+var gatewayHeaders = headerset.NewRemover(headerset.ProxyScoped, []string{ReasonHeader})
 
 // reqState follows one request through the gateway; the upstream
 // round trip and the response hooks fill it in.
@@ -493,9 +493,7 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 	out := in.WithContext(ctx)
 	out.URL = &u
 	out.Host = ""
-	for _, h := range gatewayHeaders {
-		delete(out.Header, h) // canonical already: no per-request canonicalisation
-	}
+	gatewayHeaders.Remove(out.Header) // canonical already: no per-request canonicalisation
 	// Request trailers (the fields after a chunked HTTP/1.1 body or an
 	// HTTP/2 request's last DATA frame) are never forwarded: they arrive
 	// after the decision, no `when:` condition saw them, and servers that

@@ -24,6 +24,7 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -414,9 +415,12 @@ func TestAuditorFlushes(t *testing.T) {
 }
 
 func TestGatewayHeadersAreCanonical(t *testing.T) {
-	for _, h := range gatewayHeaders {
+	for _, h := range append(append(append([]string(nil), headerset.ProxyScoped...), headerset.Hop...), ReasonHeader) {
 		if c := http.CanonicalHeaderKey(h); c != h {
-			t.Errorf("gatewayHeaders has %q, want the canonical %q (they are deleted from the map directly)", h, c)
+			t.Errorf("%q is removed from headers by name, want the canonical %q (keys are matched exactly)", h, c)
+		}
+		if !gatewayHeaders.Has(h) && !hopHeaders.Has(h) {
+			t.Errorf("%q is removed by neither gatewayHeaders nor hopHeaders", h)
 		}
 	}
 }

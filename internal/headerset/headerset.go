@@ -46,3 +46,52 @@ var reserved = func() map[string]bool {
 // canonical (a canonical MIME header key): it frames the message, belongs
 // to a hop, or is one the gateway removes.
 func Reserved(canonical string) bool { return reserved[canonical] }
+
+// Remover deletes the fields of a set from a header in one pass over the
+// header's keys, instead of one map deletion (a hash of the name) per
+// field of the set: a request carries a handful of fields and the sets
+// hold up to twenty. It matches keys exactly, as delete does: callers
+// pass canonical names and headers with canonical keys.
+type Remover struct {
+	first [256]bool // first bytes of the names, to skip most keys unhashed
+	empty bool      // the empty name is in the set
+	names map[string]struct{}
+}
+
+// NewRemover returns a Remover of the names of every list.
+func NewRemover(lists ...[]string) *Remover {
+	r := &Remover{names: map[string]struct{}{}}
+	for _, l := range lists {
+		for _, n := range l {
+			if n == "" {
+				r.empty = true
+				continue
+			}
+			r.first[n[0]] = true
+			r.names[n] = struct{}{}
+		}
+	}
+	return r
+}
+
+// Has reports whether name is in the set.
+func (r *Remover) Has(name string) bool {
+	if name == "" {
+		return r.empty
+	}
+	if !r.first[name[0]] {
+		return false
+	}
+	_, ok := r.names[name]
+	return ok
+}
+
+// Remove deletes every key of h that is in the set. It allocates
+// nothing.
+func (r *Remover) Remove(h map[string][]string) {
+	for k := range h {
+		if r.Has(k) {
+			delete(h, k)
+		}
+	}
+}
