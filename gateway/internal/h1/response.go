@@ -320,6 +320,9 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := w.c
 	c.upgraded.Store(true)
 	c.lr.N = math.MaxInt64
+	// The header's read deadline may still be set (serveRequest leaves it
+	// for a request without a body): the hijacker reads without one.
+	_ = c.tc.SetReadDeadline(time.Time{})
 	brw := bufio.NewReadWriter(c.br, c.bw)
 	return c.tc, brw, nil
 }

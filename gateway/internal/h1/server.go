@@ -548,14 +548,18 @@ func (c *conn) serveRequest() bool {
 		c.plainError(http.StatusBadRequest, msg)
 		return false
 	}
-	_ = c.tc.SetReadDeadline(time.Time{})
-
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1}
 	w.wantsClose = req.Close || !req.ProtoAtLeast(1, 1)
 	var b *body
 	if hasBody(req.Body) {
 		b = &body{rc: req.Body, c: c}
 		req.Body, w.body = b, b
+		// The body is read without the header's deadline
+		// (limits.body_idle_timeout is the gateway's, per read). A
+		// request without a body leaves the deadline be: nothing reads
+		// the connection until the next request's wait sets its own, and
+		// the background read and Hijack clear it before they read.
+		_ = c.tc.SetReadDeadline(time.Time{})
 	}
 	if ex, ok := req.Header["Expect"]; ok {
 		switch {

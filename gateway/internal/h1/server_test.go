@@ -268,3 +268,89 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestHeaderDeadlineEndsWithTheHeader: the read deadline of the request's
+// header (Limits.ReadHeaderTimeout) never applies to what is read after
+// the header — a hijacked connection, a request body, and the next
+// request after a handler that ran past that deadline — whether or not the
+// request had a body.
+func TestHeaderDeadlineEndsWithTheHeader(t *testing.T) {
+	const headerTimeout = 100 * time.Millisecond
+	// pastDeadline waits until a header deadline set at start has passed:
+	// a wait for a known time, not a guess.
+	pastDeadline := func(start time.Time) { time.Sleep(time.Until(start.Add(3 * headerTimeout))) }
+	limits := Limits{MaxHeaderBytes: 4096, ReadHeaderTimeout: headerTimeout, IdleTimeout: 10 * time.Second}
+
+	t.Run("hijacked", func(t *testing.T) {
+		got := make(chan string, 1)
+		addr := startServer(t, &Server{Limits: limits}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				got <- "hijack: " + err.Error()
+				return
+			}
+			defer c.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+			_ = brw.Flush()
+			b, err := brw.ReadByte()
+			if err != nil {
+				got <- "read: " + err.Error()
+				return
+			}
+			got <- string(b)
+		}))
+		for _, req := range []string{
+			"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
+			"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: x\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n",
+		} {
+			c, br := dial(t, addr)
+			start := time.Now()
+			fmt.Fprint(c, req)
+			if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			pastDeadline(start)
+			fmt.Fprint(c, "z")
+			if s := <-got; s != "z" {
+				t.Errorf("%q: the hijacker read %q after the header deadline, want z", req, s)
+			}
+		}
+	})
+
+	t.Run("slow handler then the next request", func(t *testing.T) {
+		addr := startServer(t, &Server{Limits: limits}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				pastDeadline(time.Now())
+			}
+			_, _ = io.WriteString(w, r.URL.Path)
+		}))
+		c, br := dial(t, addr)
+		fmt.Fprint(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, body := readResp(t, br, http.MethodGet); body != "/slow" {
+			t.Fatalf("body %q", body)
+		}
+		fmt.Fprint(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, body := readResp(t, br, http.MethodGet); body != "/next" {
+			t.Fatalf("body %q", body)
+		}
+	})
+
+	t.Run("body after the header deadline", func(t *testing.T) {
+		addr := startServer(t, &Server{Limits: limits}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			_, _ = w.Write(b)
+		}))
+		c, br := dial(t, addr)
+		start := time.Now()
+		fmt.Fprint(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+		pastDeadline(start)
+		fmt.Fprint(c, "cd")
+		if resp, body := readResp(t, br, http.MethodPost); resp.StatusCode != 200 || body != "abcd" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	})
+}
