@@ -79,6 +79,11 @@ type custodyCapture struct {
 	workload    string
 	destination string
 	now         func() time.Time
+	// values are the values this response's capture took (placeholders
+	// stored, and cookies being deleted): they are secrets the gateway
+	// holds from then on, scrubbed from everything else the client gets
+	// of the response (scrubber).
+	values []providers.Secret
 }
 
 func (g *Gateway) newCustodyCapture(x *exchange) *custodyCapture {
@@ -87,23 +92,12 @@ func (g *Gateway) newCustodyCapture(x *exchange) *custodyCapture {
 
 // capture replaces the custodied cookies and JSON fields of resp by
 // placeholders, storing the values, and returns how many it replaced. An
-// error means resp must not reach the client.
+// error means resp must not reach the client. The values taken are in
+// cc.values, for the scrubber of the rest of the response.
 func (cc *custodyCapture) capture(resp *http.Response) (int, error) {
-	if cc.workload == "" {
-		return 0, errors.New("custody needs an identified workload (an anonymous caller's placeholder could be used by any other); name the workload in the rule's from")
-	}
-	n := 0
-	if len(cc.c.Cookies) > 0 {
-		for i, v := range resp.Header["Set-Cookie"] {
-			nv, ok, err := cc.cookie(v)
-			if err != nil {
-				return n, err
-			}
-			resp.Header["Set-Cookie"][i] = nv
-			if ok {
-				n++
-			}
-		}
+	n, err := cc.captureCookies(resp.Header)
+	if err != nil {
+		return n, err
 	}
 	if len(cc.c.JSON) > 0 && resp.Body != nil && resp.Body != http.NoBody {
 		// A body labelled JSON must parse. One labelled otherwise (or
@@ -128,6 +122,45 @@ func (cc *custodyCapture) capture(resp *http.Response) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// captureCookies replaces the values of the custodied cookies in the
+// Set-Cookie fields of h by placeholders (a 101's, which has no body to
+// search, or the first step of capture), and returns how many it
+// replaced.
+func (cc *custodyCapture) captureCookies(h http.Header) (int, error) {
+	if cc.workload == "" {
+		return 0, errors.New("custody needs an identified workload (an anonymous caller's placeholder could be used by any other); name the workload in the rule's from")
+	}
+	if len(cc.c.Cookies) == 0 {
+		return 0, nil
+	}
+	n := 0
+	for i, v := range h["Set-Cookie"] {
+		nv, ok, err := cc.cookie(v)
+		if err != nil {
+			return n, err
+		}
+		h["Set-Cookie"][i] = nv
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// scrubber returns the Scrubber of the values the capture took, nil when
+// it took none. It scrubs them from every other place of the response —
+// other headers and cookies, the body in every form the scrubber knows,
+// trailers — once the placeholders are in (so that they are not touched):
+// an upstream that repeats the session it issues (a debug echo, a
+// redirect URL, a second cookie) would otherwise hand the client the
+// value custody keeps from it.
+func (cc *custodyCapture) scrubber() *transform.Scrubber {
+	if cc == nil || len(cc.values) == 0 {
+		return nil
+	}
+	return transform.NewScrubber(cc.values, transform.ScrubOptions{KeepLength: true})
 }
 
 // jsonLabelled reports whether resp's Content-Type says JSON.
@@ -184,7 +217,9 @@ func (cc *custodyCapture) cookie(v string) (string, bool, error) {
 	exp := now.Add(cc.c.TTL)
 	switch {
 	case c.MaxAge < 0, c.MaxAge == 0 && !c.Expires.IsZero() && !c.Expires.After(now):
-		// A cookie being deleted keeps nothing; its value goes anyway.
+		// A cookie being deleted keeps nothing; its value goes anyway
+		// (and is scrubbed from the rest of the response).
+		cc.values = append(cc.values, providers.NewSecret(c.Value))
 		return with(""), false, nil
 	case c.MaxAge > 0:
 		exp = minTime(exp, now.Add(time.Duration(c.MaxAge)*time.Second))
@@ -346,7 +381,9 @@ func (cc *custodyCapture) store(value string, exp time.Time) (string, error) {
 		return "", fmt.Errorf("custody: random placeholder id: %w", err)
 	}
 	hid := hex.EncodeToString(id[:])
-	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(value)}, Expiry: exp}
+	v := providers.NewSecret(value)
+	cc.values = append(cc.values, v)
+	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: v}, Expiry: exp}
 	key := custodyKey(cc.destination, cc.workload, hid)
 	if _, _, err := cc.g.cache.Get(cc.ctx, key, func(context.Context) (*providers.Credential, error) { return cred, nil }); err != nil {
 		return "", fmt.Errorf("custody: store the value: %w", err)

@@ -101,6 +101,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 			g.upstreamError(w, r, errors.New("upstream switched protocols without an upgrade request"))
 			return
 		}
+		// Custody of the 101's cookies first: its Scrubber then scrubs
+		// the frames too.
+		if !g.keepInCustody(w, resp, st, true) {
+			return
+		}
 		st.long.down = wsScrubber(st, resp)
 		g.relayUpgrade(w, r, resp, st.long)
 		return

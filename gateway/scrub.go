@@ -240,7 +240,8 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 
 // transformResponse applies st's response hooks to resp before its
 // headers are copied to the client: custody first (the session values it
-// captures become placeholders), then each Scrubber. It reports false
+// captures become placeholders, and a Scrubber of those values joins the
+// others), then each Scrubber. It reports false
 // when it answered the client itself (a body that cannot be scrubbed, or
 // custody that failed): nothing of resp may reach the client then.
 func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, st *reqState) bool {
@@ -248,11 +249,11 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 	if h == nil {
 		return true
 	}
-	fail := func(code, reason string) bool {
-		f := newRefusal(http.StatusBadGateway, code, reason, h.rule)
-		st.refusal = &f
-		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+	fail := func(code, reason string) bool { return g.failResponse(w, st, code, reason) }
+	if h.encoded == policy.EncodedRefuse && encodedBody(resp) {
+		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent an encoded body (Content-Encoding: %s) although it was asked for identity, and rule %q scrubs responses with encoded: refuse; the response was not passed on", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
+	}
+	if !g.keepInCustody(w, resp, st, false) {
 		return false
 	}
 	if resp.Request != nil && resp.Request.Method == http.MethodHead && len(h.scrubbers) > 0 && resp.Header["Content-Encoding"] != nil {
@@ -260,20 +261,6 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 		// does the description of it.
 		delete(resp.Header, "Content-Encoding")
 		delete(resp.Header, "Content-Length")
-	}
-	if h.encoded == policy.EncodedRefuse && encodedBody(resp) {
-		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent an encoded body (Content-Encoding: %s) although it was asked for identity, and rule %q scrubs responses with encoded: refuse; the response was not passed on", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
-	}
-	if h.custody != nil {
-		n, err := h.custody.capture(resp)
-		if err != nil {
-			g.log.Warn("custody: response not passed on", "rule", h.rule, "error", err)
-			return fail(codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
-		}
-		h.captured = n
-		if n > 0 {
-			g.metrics.response.captured.WithLabelValues(h.rule).Add(float64(n))
-		}
 	}
 	cl := resp.ContentLength
 	h.announced = -1
@@ -288,6 +275,50 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 		h.counts = append(h.counts, c)
 	}
 	h.announced = cl
+	return true
+}
+
+// failResponse answers the client 502 code for a response of st that
+// must not reach it, and reports false (transformResponse's answer).
+func (g *Gateway) failResponse(w http.ResponseWriter, st *reqState, code, reason string) bool {
+	f := newRefusal(http.StatusBadGateway, code, reason, st.resp.rule)
+	st.refusal = &f
+	g.metrics.refusals.WithLabelValues(f.Code).Inc()
+	f.write(w)
+	return false
+}
+
+// keepInCustody runs st's custody block, if any, on resp: the values it
+// names become placeholders (of the Set-Cookie fields only when
+// headersOnly: a 101's body is the switched connection), and a Scrubber
+// of the values taken joins st's, so that they are scrubbed from every
+// other place of the response like an injected credential (they are
+// secrets the gateway holds now), the placeholders already in. It
+// reports false when it answered the client itself (502
+// custody_failed): nothing of resp may reach the client then.
+func (g *Gateway) keepInCustody(w http.ResponseWriter, resp *http.Response, st *reqState, headersOnly bool) bool {
+	h := st.resp
+	if h == nil || h.custody == nil {
+		return true
+	}
+	var n int
+	var err error
+	if headersOnly {
+		n, err = h.custody.captureCookies(resp.Header)
+	} else {
+		n, err = h.custody.capture(resp)
+	}
+	if err != nil {
+		g.log.Warn("custody: response not passed on", "rule", h.rule, "error", err)
+		return g.failResponse(w, st, codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
+	}
+	h.captured = n
+	if n > 0 {
+		g.metrics.response.captured.WithLabelValues(h.rule).Add(float64(n))
+	}
+	if s := h.custody.scrubber(); s != nil {
+		h.addScrubber(s)
+	}
 	return true
 }
 

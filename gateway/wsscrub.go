@@ -27,9 +27,11 @@ import (
 // maxWSWhole is the largest frame payload scrubbed in one piece.
 const maxWSWhole = 64 << 10
 
-// wsPrepare readies the upgrade request out for scrubbed frames.
+// wsPrepare readies the upgrade request out for scrubbed frames: those
+// of a rule that scrubs, and of one with custody (the values the 101
+// sets are scrubbed from the frames).
 func wsPrepare(out *http.Request, st *reqState) {
-	if st.resp != nil && len(st.resp.scrubbers) > 0 {
+	if st.resp != nil && (len(st.resp.scrubbers) > 0 || st.resp.custody != nil) {
 		delete(out.Header, "Sec-Websocket-Extensions")
 	}
 }
