@@ -277,25 +277,61 @@ func (h *Headers) Inject(r *http.Request, cred *providers.Credential) error {
 // Headers implements HeaderNames.
 func (h *Headers) Headers() []string { return h.set.Names() }
 
-// WithoutParams returns rawQuery without the parameters named in names
-// (under any percent-encoding of the name); the others keep their order
+// WithoutParams returns rawQuery without the parameters named in names,
+// and without every parameter a server could read as one of them: a
+// name is compared as servers decode it (paramKey: any percent-encoding,
+// '+' for a space, case, PHP's and Rails' array and '.'/' ' spellings, a
+// NUL that ends a C string), and a part is also split at ';', which some
+// servers take as a separator too. The other parameters keep their order
 // and encoding. Injectors that set a query parameter use it to drop the
-// client's copies first.
+// client's copies first, so that the upstream never reads a value of the
+// client's for the injected name (docs/injectors.md, "query").
 func WithoutParams(rawQuery string, names ...string) string {
 	if rawQuery == "" {
 		return ""
 	}
+	keys := make([]string, len(names))
+	for i, n := range names {
+		keys[i] = paramKey(n)
+	}
 	var parts []string
-	for _, kv := range strings.Split(rawQuery, "&") {
-		k, _, _ := strings.Cut(kv, "=")
-		if uk, err := url.QueryUnescape(k); err == nil {
-			k = uk
+	for kv := range strings.SplitSeq(rawQuery, "&") {
+		drop := false
+		for piece := range strings.SplitSeq(kv, ";") {
+			k, _, _ := strings.Cut(piece, "=")
+			if slices.Contains(keys, paramKey(k)) {
+				drop = true
+				break
+			}
 		}
-		if !slices.Contains(names, k) {
+		if !drop {
 			parts = append(parts, kv)
 		}
 	}
 	return strings.Join(parts, "&")
+}
+
+// paramKey is a query parameter's name as the most lenient server reads
+// it: percent-decoded with '+' as a space (a name that does not decode
+// stays as sent), cut at a NUL (C strings) and at '[' (PHP and Rails
+// read api_key[] and api_key[0] as api_key), leading spaces removed and
+// ' ' and '.' read as '_' (PHP), and lower-cased (ASP.NET and others
+// match names without case).
+func paramKey(name string) string {
+	if u, err := url.QueryUnescape(name); err == nil {
+		name = u
+	}
+	if i := strings.IndexAny(name, "\x00["); i >= 0 {
+		name = name[:i]
+	}
+	name = strings.TrimLeft(name, " ")
+	name = strings.Map(func(r rune) rune {
+		if r == ' ' || r == '.' {
+			return '_'
+		}
+		return r
+	}, name)
+	return strings.ToLower(name)
 }
 
 // Interface guards.

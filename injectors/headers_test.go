@@ -155,3 +155,38 @@ func TestWithoutParams(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutParamsLookAlikes: every spelling of a parameter's name that
+// some server reads as that name is removed with it, whatever the
+// injected name's own spelling; names that only resemble it stay.
+func TestWithoutParamsLookAlikes(t *testing.T) {
+	// Spellings of api_key as servers read them.
+	same := []string{
+		"api_key", "API_KEY", "Api_Key", "aPi_kEy", // ASP.NET and others: no case
+		"api%5Fkey", "%61pi_key", "api%5fKEY", // percent-encoded
+		"api_key[]", "api_key[0]", "api_key[x]", "api_key%5B%5D", "api_key[", // PHP, Rails arrays
+		"api.key", "api+key", "api%20key", "api%2Ekey", " api_key", "+api_key", // PHP: ' ' and '.' are '_'
+		"api_key%00", "api_key%00junk", // C strings
+	}
+	// Names that only resemble it.
+	other := []string{"api_keys", "xapi_key", "apikey", "api-key", "api__key", "key", "api", "api_ke", "api_key2", "%ZZapi_key", "api_%6Bey_x"}
+	for _, injected := range []string{"api_key", "API_KEY", "api.key"} {
+		for _, n := range same {
+			for _, q := range []string{n + "=evil", "a=1&" + n + "=evil&b=2", n, "a=1;" + n + "=evil", n + "=evil;b=2&c=3"} {
+				got := WithoutParams(q, injected)
+				if strings.Contains(got, "evil") || (q == n && got != "") {
+					t.Errorf("WithoutParams(%q, %q) = %q: a server reads %q as %q", q, injected, got, n, injected)
+				}
+				if strings.Contains(q, "c=3") && got != "c=3" || strings.HasPrefix(q, "a=1&") && got != "a=1&b=2" {
+					t.Errorf("WithoutParams(%q, %q) = %q: removed more than the look-alike's part", q, injected, got)
+				}
+			}
+		}
+		for _, n := range other {
+			q := "a=1&" + n + "=mine&b=2"
+			if got := WithoutParams(q, injected); got != q {
+				t.Errorf("WithoutParams(%q, %q) = %q: %q is another parameter", q, injected, got, n)
+			}
+		}
+	}
+}
