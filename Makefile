@@ -127,6 +127,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzGlobSlashAdded$$' -fuzztime=$(FUZZTIME) ./policy
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestParse$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzH1Conn$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1
+	$(GO) test -run='^$$' -fuzz='^FuzzFramingScan$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1
 	$(GO) test -run='^$$' -fuzz='^FuzzRestrictedCoversNetip$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzClientBodyBlame$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTarget$$' -fuzztime=$(FUZZTIME) ./gateway

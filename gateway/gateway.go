@@ -532,6 +532,10 @@ func (g *Gateway) listen(ctx context.Context) error {
 			// to answer 200 (on the proxy listener, and over HTTP/2 in a
 			// tunnel).
 			DisableGeneralOptionsHandler: true,
+			// What Go's HTTP/2 server refuses before a handler runs (a
+			// :path that does not parse: the stream is reset) is counted;
+			// it cannot be audited: net/http names no connection to it.
+			HTTP2: &http.HTTP2Config{CountError: g.metrics.HTTP2Error},
 		}
 	}
 	g.proxySrv = base(http.HandlerFunc(g.serveProxy))

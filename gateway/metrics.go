@@ -42,6 +42,7 @@ type metrics struct {
 	sharedRejected  *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
 	limiterBackend  *prometheus.GaugeVec
+	http2Errors     *prometheus.CounterVec
 	// providerEvents counts providers' lifecycle events
 	// (providers.EventObserver).
 	providerEvents *prometheus.CounterVec
@@ -193,6 +194,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_rate_limit_backend",
 		Help: "1 for the backend that enforces rate limits now: redis (shared by the fleet) or local (per replica; without cache.redis, or while Redis is unavailable).",
 	}, []string{"backend"})
+	m.http2Errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_http2_errors_total",
+		Help: "HTTP/2 errors Go's HTTP/2 server handled itself on a client connection, by net/http's error type (stream_PROTOCOL_ERROR_bad_path: a stream whose :path does not parse, reset before the gateway saw a request, so not audited).",
+	}, []string{"type"})
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
 	}
@@ -202,10 +207,15 @@ func newMetrics(leafCount func() float64) *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
 		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.http2Errors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m
 }
+
+// HTTP2Error counts an error of Go's HTTP/2 server; it is the
+// HTTP2Config.CountError of the gateway's servers. errType is one of a
+// fixed set of names net/http makes (no client bytes in it).
+func (m *metrics) HTTP2Error(errType string) { m.http2Errors.WithLabelValues(errType).Inc() }
 
 // request records one finished request or CONNECT.
 func (m *metrics) request(decision, rule string, status int, d time.Duration) {

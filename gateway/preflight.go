@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"gopkg.in/yaml.v3"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/otlp"
+	"github.com/credgate/credgate/internal/writable"
 	"github.com/credgate/credgate/killswitch"
 )
 
@@ -77,25 +77,27 @@ func fingerprintKey(path string) ([]byte, error) {
 // created or rotated. newAuditor runs it before opening the file.
 func checkAuditOutput(path string, rotates bool) error {
 	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
+	dirErr := writable.Dir(dir)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(dirErr, fs.ErrNotExist):
 		return fmt.Errorf("audit.output: directory %s does not exist; create it (the gateway creates the file, not its directory) or write the audit log to stdout", dir)
-	case err != nil:
-		return fmt.Errorf("audit.output: %w", err)
-	case !st.IsDir():
+	case errors.Is(dirErr, writable.ErrNotDir):
 		return fmt.Errorf("audit.output: %s is not a directory; name a file in a directory", dir)
+	case dirErr != nil && !errors.Is(dirErr, writable.ErrDenied):
+		return fmt.Errorf("audit.output: %w", dirErr)
 	}
-	fst, err := os.Stat(path)
+	// The file, when it exists, is checked before the directory, which
+	// needs to be writable only to create or rotate the file.
+	fileErr := writable.File(path)
 	switch {
-	case err == nil && fst.IsDir():
+	case errors.Is(fileErr, writable.ErrIsDir):
 		return fmt.Errorf("audit.output: %s is a directory; name a file in it", path)
-	case err == nil && syscall.Access(path, 2) != nil: // W_OK
+	case errors.Is(fileErr, writable.ErrDenied):
 		return fmt.Errorf("audit.output: %s is not writable by the gateway's user (uid %d); change its owner or mode", path, os.Getuid())
-	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("audit.output: %w", err)
+	case fileErr != nil && !errors.Is(fileErr, fs.ErrNotExist):
+		return fmt.Errorf("audit.output: %w", fileErr)
 	}
-	if (err != nil || rotates) && syscall.Access(dir, 2|1) != nil { // W_OK|X_OK
+	if (fileErr != nil || rotates) && dirErr != nil {
 		return fmt.Errorf("audit.output: directory %s is not writable by the gateway's user (uid %d), which creates and rotates %s in it; change its owner or mode", dir, os.Getuid(), filepath.Base(path))
 	}
 	return nil

@@ -7,7 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/credgate/credgate/internal/writable"
 )
 
 // stateFile is the state file's content.
@@ -45,18 +46,19 @@ func checkStateDir(path string) error {
 	// The state is saved by writing a temporary file beside it and
 	// renaming it over the old one: the directory must take both.
 	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
+	err := writable.Dir(dir)
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("killswitch: the state file's directory %s does not exist; create it (the gateway writes the file, not its directory), or the switches are lost at restart", dir)
-	case err != nil:
-		return fmt.Errorf("killswitch: state file: %w", err)
-	case !st.IsDir():
+	case errors.Is(err, writable.ErrNotDir):
 		return fmt.Errorf("killswitch: %s is not a directory; name a file in a directory", dir)
-	case syscall.Access(dir, 2|1) != nil: // W_OK|X_OK
+	case errors.Is(err, writable.ErrDenied):
 		return fmt.Errorf("killswitch: the state file's directory %s is not writable by the gateway's user (uid %d), which saves %s there by writing a file beside it and renaming it; change its owner or mode", dir, os.Getuid(), filepath.Base(path))
+	default:
+		return fmt.Errorf("killswitch: state file: %w", err)
 	}
-	return nil
 }
 
 // readStateFile returns the entries of path, their generation and which

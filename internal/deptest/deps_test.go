@@ -91,6 +91,13 @@ func rules() []rule {
 			"providers": "fleet state is plumbing for Redis-backed features; it knows no stage",
 			"injectors": "fleet state is plumbing for Redis-backed features; it knows no stage",
 		})},
+		{From: "internal/writable", BadDeps: with(map[string]string{
+			"policy":     "the writability check is a leaf the kill switch and the gateway share; it knows no stage",
+			"identity":   "the writability check is a leaf the kill switch and the gateway share; it knows no stage",
+			"providers":  "the writability check is a leaf the kill switch and the gateway share; it knows no stage",
+			"injectors":  "the writability check is a leaf the kill switch and the gateway share; it knows no stage",
+			"killswitch": "the kill switch imports the writability check, not the other way round",
+		})},
 		{From: "internal/canonical", BadDeps: with(map[string]string{
 			"policy":    "the canonical request is computed before any stage; it must depend on none",
 			"identity":  "the canonical request is computed before any stage; it must depend on none",

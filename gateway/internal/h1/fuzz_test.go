@@ -20,6 +20,7 @@ func FuzzH1Conn(f *testing.F) {
 	for _, s := range []string{
 		"GET /cl HTTP/1.1\r\nHost: a\r\n\r\nGET /chunked HTTP/1.1\r\nHost: a\r\n\r\n",
 		"POST /trailer HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /cl HTTP/1.1\r\nHost: a\r\n\r\n",
 		"PUT /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
 		"POST /unread HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789GET /cl HTTP/1.1\r\nHost: a\r\n\r\n",
 		"GET /hijack HTTP/1.1\r\nHost: a\r\n\r\nrest",

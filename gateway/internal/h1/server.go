@@ -284,6 +284,7 @@ func (s *Server) Serve(ctx context.Context, tc Conn, h http.Handler) {
 	}
 	c.src.tc = tc
 	c.lr.R = &c.src
+	c.hdr.lr = &c.lr
 	c.serve()
 }
 
@@ -302,6 +303,7 @@ type conn struct {
 	// connection was idle; lr limits it while a header block is read.
 	src source
 	lr  io.LimitedReader
+	hdr headerReader  // what br reads: lr, scanned while a header block is read
 	br  *bufio.Reader // nil while idle
 	bw  *bufio.Writer // nil while idle
 
@@ -347,6 +349,22 @@ func (s *source) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	return s.tc.Read(p)
+}
+
+// headerReader reads lr, and while on, scans what it reads for the
+// framing fields of the header block being read.
+type headerReader struct {
+	lr   *io.LimitedReader
+	on   bool
+	scan framingScan
+}
+
+func (h *headerReader) Read(p []byte) (int, error) {
+	n, err := h.lr.Read(p)
+	if h.on {
+		h.scan.feed(p[:n])
+	}
+	return n, err
 }
 
 func (c *conn) serve() {
@@ -520,10 +538,18 @@ func (c *conn) serveRequest() bool {
 	_ = c.tc.SetReadDeadline(time.Now().Add(lim.ReadHeaderTimeout))
 	// Header bytes plus slack for the request line, as net/http allows.
 	c.lr.N = int64(lim.MaxHeaderBytes) + 4096
+	// The header block starts with what br holds already (a pipelined
+	// request) and goes on with what it reads.
+	c.hdr.scan.reset()
 	if c.br == nil {
-		c.br = s.reader(&c.lr)
+		c.br = s.reader(&c.hdr)
+	} else if n := c.br.Buffered(); n > 0 {
+		held, _ := c.br.Peek(n)
+		c.hdr.scan.feed(held)
 	}
+	c.hdr.on = true
 	req, err := http.ReadRequest(c.br)
+	c.hdr.on = false
 	if err != nil {
 		switch {
 		case c.lr.N <= 0:
@@ -548,6 +574,15 @@ func (c *conn) serveRequest() bool {
 		c.plainError(http.StatusBadRequest, msg)
 		return false
 	}
+	if c.hdr.scan.both() {
+		// Content-Length and Transfer-Encoding: the body was framed by
+		// the chunks (http.ReadRequest refuses any other coding), and
+		// the connection closes after the response (RFC 9112 §6.1), as
+		// ReadRequest marks it itself once golang/go#80942's fix is in
+		// the toolchain (it is not in Go 1.26).
+		req.Close = true
+	}
+
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1}
 	w.wantsClose = req.Close || !req.ProtoAtLeast(1, 1)
 	var b *body
