@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/secret"
 )
@@ -419,5 +421,50 @@ func TestPrepareRangesNoAllocs(t *testing.T) {
 		if hooks.rangeRemoved || len(h) != 3 {
 			t.Errorf("ranges %s: changed a request without Range: %v", r, h)
 		}
+	}
+}
+
+// TestPrepareRanges: what each setting does to a request's fields, and
+// that a decision without a rule's setting (a forward rule whose request
+// used custody values) makes the response whole.
+func TestPrepareRanges(t *testing.T) {
+	tests := []struct {
+		name     string
+		action   policy.Action
+		mode     policy.Ranges
+		header   http.Header
+		want     http.Header
+		refused  bool
+		whole    bool
+		recorded bool
+	}{
+		{"whole", policy.Inject, policy.RangesWhole, http.Header{"Range": {"bytes=0-3"}, "If-Range": {`"v1"`}, "Accept": {"*/*"}}, http.Header{"Accept": {"*/*"}}, false, true, true},
+		{"whole if-range alone", policy.Inject, policy.RangesWhole, http.Header{"If-Range": {`"v1"`}}, http.Header{}, false, true, true},
+		{"whole without range", policy.Inject, policy.RangesWhole, http.Header{"Accept": {"*/*"}}, http.Header{"Accept": {"*/*"}}, false, true, false},
+		{"unset is whole", policy.Inject, "", http.Header{"Range": {"bytes=-4"}}, http.Header{}, false, true, true},
+		{"forward", policy.Forward, "", http.Header{"Range": {"items=0-3"}}, http.Header{}, false, true, true},
+		{"forward ignores a setting", policy.Forward, policy.RangesPass, http.Header{"Range": {"bytes=0-3"}}, http.Header{}, false, true, true},
+		{"refuse", policy.Inject, policy.RangesRefuse, http.Header{"Range": {"bytes=0-3"}}, http.Header{"Range": {"bytes=0-3"}}, true, false, false},
+		{"refuse if-range alone", policy.Inject, policy.RangesRefuse, http.Header{"If-Range": {`"v1"`}}, http.Header{}, false, true, true},
+		{"pass", policy.Inject, policy.RangesPass, http.Header{"Range": {"bytes=0-3,4-7"}, "If-Range": {`"v1"`}}, http.Header{"Range": {"bytes=0-3,4-7"}, "If-Range": {`"v1"`}}, false, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := policy.Decision{Action: tt.action, Rule: "r", Ranges: tt.mode}
+			var h responseHooks
+			f := prepareRanges(&d, tt.header, &h)
+			if (f != nil) != tt.refused {
+				t.Fatalf("refusal %v, want refused=%v", f, tt.refused)
+			}
+			if f != nil && (f.Code != codeRangeRefused || f.Status != http.StatusForbidden || !strings.Contains(f.Reason, "ranges: pass")) {
+				t.Errorf("refusal %d %s %q, want 403 %s naming ranges: pass", f.Status, f.Code, f.Reason, codeRangeRefused)
+			}
+			if diff := cmp.Diff(tt.want, tt.header); diff != "" {
+				t.Errorf("fields sent upstream (-want +got):\n%s", diff)
+			}
+			if h.whole != tt.whole || h.rangeRemoved != tt.recorded {
+				t.Errorf("whole %v, removed %v; want %v, %v", h.whole, h.rangeRemoved, tt.whole, tt.recorded)
+			}
+		})
 	}
 }
