@@ -440,6 +440,9 @@ func (ex *explanation) print(out io.Writer) {
 		if d.Custody != nil {
 			row("custody:", d.Custody.String()+": kept on the gateway, the client gets placeholders")
 		}
+		if !d.Scrub.Off || d.Custody != nil {
+			row("ranges:", rangesLine(d.Ranges))
+		}
 	}
 	if l := d.RuleLimit; l != nil {
 		row("rate limit:", fmt.Sprintf("rule %s: %s, counted per workload", d.Rule, l))
@@ -490,4 +493,15 @@ func placeholderLine(ph *policy.Placeholder, wl identity.Workload, required bool
 		s += "; required (require_placeholder)"
 	}
 	return s
+}
+
+// rangesLine says a rule's ranges setting in the words of explain.
+func rangesLine(r policy.Ranges) string {
+	switch r {
+	case policy.RangesPass:
+		return "pass (Range requests go through; each 206 piece is scrubbed on its own, so a secret the upstream stored can be read in pieces)"
+	case policy.RangesRefuse:
+		return "refuse (a request with Range is refused: 403 range_refused)"
+	}
+	return "whole (the gateway removes Range and If-Range, so responses are scrubbed whole; a 206 is refused)"
 }

@@ -198,6 +198,26 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainRanges: explain prints the ranges setting in force: the
+// default of a signing-only rule (pass), of a signing rule whose
+// credential has a placeholder (whole), and an explicit one.
+func TestExplainRanges(t *testing.T) {
+	setEnv(t)
+	for name, url := range map[string]string{
+		"explain-ranges-sigv4":       "https://s3.eu-west-1.amazonaws.com/bucket/key",
+		"explain-ranges-placeholder": "https://agent.s3.eu-west-1.amazonaws.com/key",
+		"explain-ranges-refuse":      "https://api.stripe.com/v1/files/file_1/contents",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runCLI(t, "explain", "-c", "testdata/ranges-policy.yaml", "GET", url)
+			if r.code != 0 {
+				t.Errorf("exit code = %d, want 0 (stdout %q, stderr %q)", r.code, r.stdout, r.stderr)
+			}
+			golden(t, name, r.stdout+r.stderr)
+		})
+	}
+}
+
 // TestExplainAddress: explain applies the gateway's special-purpose
 // address check to IP literals and resolve map entries, naming the range.
 func TestExplainAddress(t *testing.T) {

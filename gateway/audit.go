@@ -79,6 +79,10 @@ type event struct {
 	// placeholders; written only when not zero.
 	Scrubbed  int64
 	Custodied int
+	// Range is "removed" when the gateway took Range (or If-Range) off
+	// the request so that its response is whole and scrubbed whole (a
+	// rule's ranges: whole); written only when set.
+	Range string
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -392,6 +396,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	}
 	// Fields added later go here, before the receipt fields.
 	b = appendPlaceholderFields(b, ev)
+	if ev.Range != "" {
+		b = append(b, `,"range":`...)
+		b = appendString(b, ev.Range)
+	}
 	b = append(b, `,"policy_version":`...)
 	b = appendString(b, ev.PolicyVersion)
 	if ev.CredentialFP != "" {

@@ -627,7 +627,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *f)
 		return
 	}
-	g.prepareResponse(x, cred, out, st)
+	if f := g.prepareResponse(x, cred, out, st); f != nil {
+		g.refuse(x, *f)
+		return
+	}
 	if upgrade {
 		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
 	}

@@ -20,6 +20,11 @@ import (
 // scrub: {encoded: refuse}): it is not passed on unscrubbed (fail closed).
 const codeResponseNotScrubbable = "response_not_scrubbable"
 
+// codeRangeRefused answers a Range request under a rule with
+// `ranges: refuse`: its response is scrubbed, and a range of it would be
+// a piece of a secret too short for the scrubber to recognise.
+const codeRangeRefused = "range_refused"
+
 // publicFields are the credential fields that are identifiers, not
 // secrets: they are not scrubbed from responses (an API names its account
 // SID or access key ID in URLs it returns; redacting them would break
@@ -155,6 +160,12 @@ type responseHooks struct {
 	credScrubbed bool
 	// informational counts what was scrubbed from relayed 1xx responses.
 	informational int64
+	// whole: the response must be the whole representation (ranges:
+	// whole or refuse); a 206 is refused.
+	whole bool
+	// rangeRemoved: Range or If-Range was taken off the request (the
+	// audit line's "range":"removed").
+	rangeRemoved bool
 	// scrub1 and count1 hold the first Scrubber and count (the usual
 	// case), so that they cost no allocation of their own.
 	scrub1 [1]*transform.Scrubber
@@ -206,8 +217,11 @@ func (h *responseHooks) scrubInformational(fields http.Header) bool {
 // the response of the request out: scrubbing of the injected credential's
 // secret fields (unless the rule opts out) and of custodied values put
 // into the request (custody), and capture under the rule's custody
-// block. It sets out's Accept-Encoding to what the scrubber can read.
-func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *http.Request, st *reqState) {
+// block. It sets out's Accept-Encoding to what the scrubber can read,
+// and applies the rule's ranges setting to a response it transforms
+// (prepareRanges); it returns the refusal of a Range request the rule
+// refuses.
+func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *http.Request, st *reqState) *refusal {
 	d := x.d
 	h := st.resp
 	if h == nil {
@@ -225,9 +239,12 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 		h.custody = g.newCustodyCapture(x)
 	}
 	if len(h.scrubbers) == 0 && h.custody == nil {
-		return
+		return nil
 	}
 	st.resp = h
+	if f := prepareRanges(&x.d, out.Header, h); f != nil {
+		return f
+	}
 	if _, ok := out.Header["Upgrade"]; ok {
 		wsPrepare(out, st)
 	}
@@ -236,6 +253,47 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 		st.ae[0] = "gzip, deflate, br"
 	}
 	out.Header["Accept-Encoding"] = st.ae[:1:1]
+	return nil
+}
+
+// prepareRanges applies the rule's ranges setting to the request header
+// of a response the gateway transforms. A response scrubbed in pieces is
+// not scrubbed: each piece of a stored secret (a placeholder substituted
+// into a body the upstream keeps, a header a request-bin keeps) can be
+// shorter than the secret, and the pieces reassemble it. So, unless the
+// rule says ranges: pass, the response must be whole: ranges: whole (and
+// a decision without a rule's setting: custody values used by a forward
+// rule) removes Range and If-Range — RFC 9110 §14.2 lets a server ignore
+// Range, and every client must accept the whole representation in a
+// 200 — and ranges: refuse refuses a request with Range. Either way a 206
+// the upstream sends anyway is refused (transformResponse). header is
+// canonical (net/http's servers canonicalise field names, HTTP/1.1 and
+// HTTP/2 alike), so a field spelled "range" is found as "Range". Without
+// those fields it costs no allocation.
+func prepareRanges(d *policy.Decision, header http.Header, h *responseHooks) *refusal {
+	mode := d.Ranges
+	if d.Action != policy.Inject || mode == "" {
+		mode = policy.RangesWhole
+	}
+	switch mode {
+	case policy.RangesPass:
+		return nil
+	case policy.RangesRefuse:
+		if _, ok := header["Range"]; ok {
+			f := newRefusal(http.StatusForbidden, codeRangeRefused, fmt.Sprintf("rule %q scrubs its responses and refuses Range requests (ranges: refuse): a range of a response could carry a piece of a secret too short to be recognised; request the whole representation, or set ranges: whole (the gateway drops Range) or ranges: pass on the rule if its clients need ranges and its upstream never returns a stored secret", d.Rule), d.Rule)
+			return &f
+		}
+	}
+	h.whole = true
+	if _, ok := header["Range"]; ok {
+		delete(header, "Range")
+		h.rangeRemoved = true
+	}
+	if _, ok := header["If-Range"]; ok {
+		delete(header, "If-Range")
+		h.rangeRemoved = true
+	}
+	return nil
 }
 
 // transformResponse applies st's response hooks to resp before its
@@ -250,6 +308,12 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 		return true
 	}
 	fail := func(code, reason string) bool { return g.failResponse(w, st, code, reason) }
+	if h.whole && resp.StatusCode == http.StatusPartialContent {
+		// The request carried no Range (it was removed, or refused), or
+		// a field the gateway does not know asked for a range: a piece
+		// is not scrubbed as the whole would be.
+		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream answered with a part of the representation (206 Partial Content) to a request without Range, and rule %q scrubs whole responses only; the response was not passed on. Request the whole representation (drop the vendor's range field or parameter), or set ranges: pass on the rule if its clients need ranges and its upstream never returns a stored secret", h.rule))
+	}
 	if h.encoded == policy.EncodedRefuse && encodedBody(resp) {
 		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent an encoded body (Content-Encoding: %s) although it was asked for identity, and rule %q scrubs responses with encoded: refuse; the response was not passed on", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
 	}
@@ -359,6 +423,9 @@ func (g *Gateway) auditResponse(ev *event, st *reqState) {
 	}
 	ev.Scrubbed = h.scrubbed()
 	ev.Custodied = h.captured
+	if h.rangeRemoved {
+		ev.Range = "removed"
+	}
 	if ev.Scrubbed > 0 {
 		g.metrics.response.scrubbed.WithLabelValues(h.rule).Add(float64(ev.Scrubbed))
 	}

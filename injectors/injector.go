@@ -66,6 +66,18 @@ type HostChecker interface {
 	CheckHost(host string) error
 }
 
+// SignatureOnly is implemented by injectors that put no reusable secret
+// of the credential on the request, only a signature computed for that
+// request (and values that authenticate nothing without the signing key,
+// such as an AWS session token, or that are public, such as an account
+// name). An upstream cannot store such a rule's secret to hand it back
+// in pieces (a placeholder aside), so a policy rule with such an injector,
+// no placeholder and no custody block passes HTTP Range requests by
+// default (policy `ranges:`), and ranged downloads keep working.
+type SignatureOnly interface {
+	SignatureOnly()
+}
+
 // Provisioner, Validator and CleanerUpper mirror the provider lifecycle.
 type (
 	// Provisioner is implemented by injectors that prepare state (parse a

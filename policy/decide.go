@@ -377,7 +377,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			}
 			dec.Action = Inject
 			dec.Inject = r.plan
-			dec.Scrub, dec.Custody = r.scrub, r.custody
+			dec.Scrub, dec.Custody, dec.Ranges = r.scrub, r.custody, r.ranges
 			dec.RuleLimit, dec.WorkloadLimit = r.limit, p.WorkloadRateLimit(who)
 			if !q.NoAllowReason {
 				dec.Reason = fmt.Sprintf("rule %q injects credential %q as %s into %s from %s", r.name, r.plan.Credential, r.plan.As, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))

@@ -116,6 +116,10 @@ type Decision struct {
 	// (nil: none), when Action is Inject.
 	Scrub   Scrub
 	Custody *Custody
+	// Ranges is the rule's ranges setting (its default when it sets
+	// none), when Action is Inject: what the gateway does with a Range
+	// request whose response it scrubs.
+	Ranges Ranges
 	// RuleLimit is the deciding rule's rate_limit, and WorkloadLimit the
 	// caller's workload's, when the decision admits traffic (Inject,
 	// Forward, Tunnel); nil when there is none. The gateway counts a

@@ -30,7 +30,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
-		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder", "scrub", "custody")
+		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder", "scrub", "custody", "ranges")
 		r := &rule{index: len(out)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
@@ -104,6 +104,10 @@ func (ps *parser) parseRules(f field) []*rule {
 		}
 		if cf, ok := fs["custody"]; ok {
 			ps.parseCustody(r, cf, what)
+		}
+		r.ranges = defaultRanges(r)
+		if rf, ok := fs["ranges"]; ok {
+			ps.parseRanges(r, rf, what)
 		}
 		out = append(out, r)
 	}

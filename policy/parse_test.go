@@ -196,7 +196,7 @@ default: deny
 			`p.yaml:15:11: rule name "r1" is already used by the rule at line 8; rule names must be unique`,
 			`p.yaml:18:13: rule 2: unknown action "allow"; use tunnel, deny or inject`,
 			"p.yaml:19:5: rule 3 has no name; add name: <unique name>",
-			`p.yaml:22:5: unknown field "whence" in rule 3; known fields are name, from, to, action, methods, paths, when, inject, plaintext, rate_limit, require_placeholder, scrub, custody`,
+			`p.yaml:22:5: unknown field "whence" in rule 3; known fields are name, from, to, action, methods, paths, when, inject, plaintext, rate_limit, require_placeholder, scrub, custody, ranges`,
 			`p.yaml:26:26: rule "r4": unknown credential "nope"; define it under credentials (defined: "c")`,
 			`p.yaml:26:36: rule "r4": unknown injector "bearz"; available injectors are ` + strings.Join(injectors.Names(), ", "),
 			`p.yaml:30:13: rule "r5": action inject needs an inject block with credential and as`,

@@ -111,6 +111,8 @@ type rule struct {
 	// scrub and custody are the rule's response settings (response.go).
 	scrub   Scrub
 	custody *Custody
+	// ranges is what the gateway does with Range requests (response.go).
+	ranges Ranges
 }
 
 // conditional reports whether the rule looks at the request (method,

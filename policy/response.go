@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/injectors"
 )
 
 // Encoded says what the gateway does about compressed responses of a rule
@@ -36,6 +38,77 @@ type Scrub struct {
 	Off bool
 	// Encoded is what to do about compressed bodies (default decode).
 	Encoded Encoded
+}
+
+// Ranges is a rule's `ranges:` setting: what the gateway does with HTTP
+// Range requests (RFC 9110 §14) of a rule whose responses it scrubs or
+// keeps custody of. A range of a stored value is a piece of it: a client
+// that reads a secret the upstream stored (a placeholder substituted into
+// a body it keeps, a request-bin that keeps request headers) in pieces
+// each shorter than the secret gets every piece past the scrubber, which
+// only recognises the value whole.
+type Ranges string
+
+// Ranges settings.
+const (
+	// RangesWhole removes Range and If-Range from the request, so the
+	// upstream answers with the whole representation (every HTTP client
+	// must accept a 200 to a Range request), which is scrubbed whole. A
+	// 206 the upstream sends anyway (to a vendor range header such as
+	// x-ms-range, or an S3 partNumber) is refused (502
+	// response_not_scrubbable). The default, except as RangesPass says.
+	RangesWhole Ranges = "whole"
+	// RangesPass forwards Range requests as they are, and the upstream's
+	// 206 pieces are scrubbed each on its own: a secret split across
+	// pieces reaches the client. The default of a rule whose injector
+	// puts no secret on the request, only a signature
+	// (injectors.SignatureOnly: sigv4, azure-sharedkey), whose credential
+	// has no placeholder and which has no custody block: ranged
+	// downloads (the AWS SDK's download manager writes each part at its
+	// offset) keep working.
+	RangesPass Ranges = "pass"
+	// RangesRefuse refuses a request with a Range field (403
+	// range_refused), and a 206 the upstream sends anyway (502
+	// response_not_scrubbable).
+	RangesRefuse Ranges = "refuse"
+)
+
+// defaultRanges is the ranges setting of a rule that does not set one:
+// RangesPass when no reusable secret of it can reach an upstream to be
+// stored and read back (the injector only signs, no placeholder puts a
+// value where the client chooses, no custody), RangesWhole otherwise.
+func defaultRanges(r *rule) Ranges {
+	if r.plan != nil && r.plan.Placeholder == nil && r.custody == nil {
+		if _, ok := r.plan.Injector.(injectors.SignatureOnly); ok {
+			return RangesPass
+		}
+	}
+	return RangesWhole
+}
+
+// parseRanges reads `ranges: whole|pass|refuse`, once the rule's inject
+// block, scrub setting and custody block were read.
+func (ps *parser) parseRanges(r *rule, f field, what string) {
+	what += " ranges"
+	if r.act != ruleInject {
+		ps.errorf(f.key, "%s: ranges applies only to inject rules (another rule's response is scrubbed only of custody values its request used, and is always whole then); remove it", what)
+		return
+	}
+	v, ok := ps.str(f.val, what)
+	if !ok {
+		return
+	}
+	switch Ranges(v) {
+	case RangesWhole, RangesPass, RangesRefuse:
+	default:
+		ps.errorf(deref(f.val), "%s: %q is not one of whole, pass, refuse (whole: the gateway removes Range so responses are scrubbed whole; pass: Range requests go through and each 206 piece is scrubbed on its own; refuse: Range requests are refused)", what, v)
+		return
+	}
+	if r.scrub.Off && r.custody == nil {
+		ps.errorf(f.key, "%s has no effect: the rule's responses are not scrubbed (scrub: {enabled: false}) nor kept in custody; remove ranges", what)
+		return
+	}
+	r.ranges = Ranges(v)
 }
 
 // DefaultCustodyTTL is how long a custodied value lives when the response

@@ -316,10 +316,18 @@ func appendStringToSign(b []byte, r *http.Request, account string) []byte {
 	return b
 }
 
+// SignatureOnly marks the injector as putting no reusable secret on the
+// request: the account key only signs, and the account name it sends is
+// public (it is the storage host's first label). Its rules pass Range
+// and x-ms-range requests by default (policy ranges:), so the SDKs'
+// ranged blob downloads work.
+func (*Injector) SignatureOnly() {}
+
 // Interface guards.
 var (
-	_ injectors.Injector    = (*Injector)(nil)
-	_ injectors.HeaderNames = (*Injector)(nil)
-	_ injectors.Provisioner = (*Injector)(nil)
-	_ injectors.Validator   = (*Injector)(nil)
+	_ injectors.SignatureOnly = (*Injector)(nil)
+	_ injectors.Injector      = (*Injector)(nil)
+	_ injectors.HeaderNames   = (*Injector)(nil)
+	_ injectors.Provisioner   = (*Injector)(nil)
+	_ injectors.Validator     = (*Injector)(nil)
 )

@@ -368,10 +368,18 @@ func isHexSHA256(v string) bool {
 	return true
 }
 
+// SignatureOnly marks the injector as putting no reusable secret on the
+// request: the secret access key only signs, and the session token
+// (X-Amz-Security-Token) authenticates nothing without it. Its rules pass
+// Range requests by default (policy ranges:), so the SDKs' ranged
+// downloads work.
+func (*Injector) SignatureOnly() {}
+
 // Interface guards.
 var (
-	_ injectors.Injector    = (*Injector)(nil)
-	_ injectors.Provisioner = (*Injector)(nil)
-	_ injectors.Validator   = (*Injector)(nil)
-	_ injectors.HeaderNames = (*Injector)(nil)
+	_ injectors.SignatureOnly = (*Injector)(nil)
+	_ injectors.Injector      = (*Injector)(nil)
+	_ injectors.Provisioner   = (*Injector)(nil)
+	_ injectors.Validator     = (*Injector)(nil)
+	_ injectors.HeaderNames   = (*Injector)(nil)
 )
