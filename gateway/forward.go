@@ -451,11 +451,20 @@ func quoteToken(s string) string {
 // are relayed both ways as a long-lived connection registered with the
 // rule, workload and credential that allowed the upgrade (closed by the
 // kill switch, at the identity's expiry, when idle and at the maximum
-// lifetime). The upstream must have switched to websocket.
+// lifetime). The upstream must have switched to websocket, and named no
+// extension the upgrade request did not offer.
 func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *http.Response, lc *longConn) {
 	up := resp.Header["Upgrade"]
 	if len(up) != 1 || !strings.EqualFold(textproto.TrimString(up[0]), "websocket") {
 		g.upstreamError(w, r, fmt.Errorf("upstream switched to %s, not to the websocket the client asked for", quoteToken(strings.Join(up, ", "))))
+		return
+	}
+	if ext := resp.Header["Sec-Websocket-Extensions"]; len(ext) > 0 && len(r.Header["Sec-Websocket-Extensions"]) == 0 {
+		// RFC 6455 §9.1: a server names only extensions the client
+		// offered. The gateway removed the client's offer where it reads
+		// the frames (wsPrepare, placeholders); the client, which did
+		// offer it, would accept frames the gateway cannot read.
+		g.upstreamError(w, r, fmt.Errorf("upstream's 101 negotiated the WebSocket extension %s (Sec-WebSocket-Extensions) that the upgrade request did not offer", quoteToken(strings.Join(ext, ", "))))
 		return
 	}
 	back, ok := resp.Body.(io.ReadWriteCloser)
