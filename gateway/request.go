@@ -473,7 +473,8 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // httputil.ProxyRequest's Out beside In: the destination checked at
 // CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
 // the wire, whose one decoding the policy matched), no gateway-scoped
-// header, and no request trailers (see below). The header map is handed
+// header, no request trailers (see below), and the query as it is sent
+// (sentQuery), before the injector signs it. The header map is handed
 // over from the incoming request, which is not read again, so no
 // per-request copy is made; ctx is the outbound request's context (one
 // copy of the request for both).
@@ -490,6 +491,7 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 	}
 	u.Opaque, u.User, u.Fragment = "", nil, ""
 	u.Path, u.RawPath = cp.Decoded, cp.Raw
+	u.RawQuery = sentQuery(u.RawQuery)
 	out := in.WithContext(ctx)
 	out.URL = &u
 	out.Host = ""
@@ -527,6 +529,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *uf)
 		return
 	}
+	hopByHop(r.Header, upgrade)
 	// Before the body is wrapped: net/http's HTTP/2 server took the
 	// field off (it answers 100 itself when the body is first read).
 	expect := r.ProtoMajor == 2 && r.ContentLength != 0 && h2ExpectsContinue(r.Body)
