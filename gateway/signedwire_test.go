@@ -28,6 +28,7 @@ type recordingSigner struct{}
 type signedView struct {
 	target string
 	header http.Header
+	length int64
 }
 
 var signedViews sync.Map // X-Probe-Id -> signedView
@@ -37,7 +38,7 @@ func (recordingSigner) Inject(r *http.Request, _ *providers.Credential) error {
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
-	signedViews.Store(r.Header.Get("X-Probe-Id"), signedView{target: target, header: r.Header.Clone()})
+	signedViews.Store(r.Header.Get("X-Probe-Id"), signedView{target: target, header: r.Header.Clone(), length: r.ContentLength})
 	r.Header.Set("Authorization", "Signed probe")
 	return nil
 }
@@ -95,6 +96,10 @@ func TestSignedIsForwarded(t *testing.T) {
 		{"query with ; and repeated keys", "/v1/x?z=1&a=2;x&a=1", ""},
 		{"upgrade spelled otherwise", "/v1/ws", "Connection: keep-alive, UPGRADE\r\nUpgrade: WebSocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"},
 		{"many hop fields", "/v1/x?q=1;2", "Connection: close\r\nKeep-Alive: 1\r\nTE: trailers\r\nUpgrade-Insecure-Requests: 1\r\n"},
+		{"GET with a body", "/v1/x", "Content-Length: 5\r\n\r\nhello"},
+		{"GET with an empty body", "/v1/x", "Content-Length: 0\r\n"},
+		{"GET with a chunked body", "/v1/x", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"},
+		{"obs-fold", "/v1/x", "X-Folded: a\r\n b\r\n"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,7 +129,16 @@ func TestSignedIsForwarded(t *testing.T) {
 			if got.URI != signed.target {
 				t.Errorf("the injector signed the target %q, the upstream received %q", signed.target, got.URI)
 			}
+			// Signers take the body's length from ContentLength (the
+			// field in the map is the client's, and the transport writes
+			// its own from ContentLength).
+			if cl := got.Header.Get("Content-Length"); (signed.length > 0 && cl != fmt.Sprint(signed.length)) || (signed.length <= 0 && cl != "" && cl != "0") {
+				t.Errorf("the injector signed a body of length %d, the upstream received Content-Length %q", signed.length, cl)
+			}
 			for k, want := range signed.header {
+				if k == "Content-Length" {
+					continue
+				}
 				if have := got.Header[k]; !slices.Equal(have, want) {
 					t.Errorf("the injector signed %s: %q, the upstream received %q", k, want, have)
 				}
