@@ -60,27 +60,12 @@ func removeHopHeaders(h http.Header) {
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
 	upgrade := st != nil && st.long != nil
-	keepTE := httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers")
-	removeHopHeaders(r.Header)
-	if keepTE {
-		r.Header["Te"] = []string{"trailers"}
-	}
-	if upgrade {
-		// The one upgrade relayed, spelled canonically whatever the
-		// client's case (checkUpgrade).
-		r.Header["Connection"] = []string{"Upgrade"}
-		r.Header["Upgrade"] = []string{"websocket"}
-	}
+	// The hop-by-hop fields and the query were settled before the
+	// injector signed the request (hopByHop): nothing of it changes here.
 	if _, ok := r.Header["User-Agent"]; !ok {
-		r.Header["User-Agent"] = []string{""} // not Go's default
-	}
-	if strings.Contains(r.URL.RawQuery, ";") {
-		// As ReverseProxy: a query the upstream might split differently
-		// from the policy's view is re-encoded without the ';' pairs.
-		v, _ := url.ParseQuery(r.URL.RawQuery)
-		u := *r.URL
-		u.RawQuery = v.Encode()
-		r.URL = &u
+		// Not Go's default: an empty value is not sent, so an injector
+		// that signs the fields present did not see one either.
+		r.Header["User-Agent"] = []string{""}
 	}
 	r.RequestURI = ""
 	r.Close = false
@@ -116,6 +101,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if st != nil && st.ks.sw != nil {
+		cr, _ := resp.Body.(chunkReader)
+		st.respBody = switchedBody{ReadCloser: resp.Body, cr: cr, s: &st.ks}
+		resp.Body = &st.respBody
+	}
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
@@ -147,6 +137,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if st != nil {
 			st.abortCode = codeUpstreamError
 			switch {
+			case st.ks.tripped.Load():
+				st.abortCode = codeDisabled
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:
@@ -170,6 +162,42 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	for k, vv := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vv
 	}
+}
+
+// hopByHop makes the request's header what the upstream receives, before
+// the decision (a condition judges the fields the upstream gets) and
+// before anything reads it for the upstream (custody, substitution, and
+// the injector, which may sign it): the hop-by-hop fields removed (those
+// the Connection field names were removed by stripConnectionNamed), TE
+// kept only as "trailers" when the client accepts trailers, and the one
+// upgrade relayed spelled canonically. Done in the forwarder, after the
+// injector, it turned a signed request into another one: a signed
+// Keep-Alive or TE removed or rewritten, and the upstream refused the
+// signature.
+func hopByHop(h http.Header, upgrade bool) {
+	keepTE := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopHeaders(h)
+	if keepTE {
+		h["Te"] = []string{"trailers"}
+	}
+	if upgrade {
+		// The one upgrade relayed, spelled canonically whatever the
+		// client's case (checkUpgrade).
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = []string{"websocket"}
+	}
+}
+
+// sentQuery returns the query as the upstream receives it: rawQuery, or,
+// when it holds a ';', re-encoded without the pairs that hold one (as
+// ReverseProxy: servers split such a query differently). The outbound
+// request gets it before the injector signs it (outbound).
+func sentQuery(rawQuery string) string {
+	if !strings.Contains(rawQuery, ";") {
+		return rawQuery
+	}
+	v, _ := url.ParseQuery(rawQuery)
+	return v.Encode()
 }
 
 // informational returns ctx with the client trace that relays the
@@ -454,11 +482,20 @@ func quoteToken(s string) string {
 // are relayed both ways as a long-lived connection registered with the
 // rule, workload and credential that allowed the upgrade (closed by the
 // kill switch, at the identity's expiry, when idle and at the maximum
-// lifetime). The upstream must have switched to websocket.
+// lifetime). The upstream must have switched to websocket, and named no
+// extension the upgrade request did not offer.
 func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *http.Response, lc *longConn) {
 	up := resp.Header["Upgrade"]
 	if len(up) != 1 || !strings.EqualFold(textproto.TrimString(up[0]), "websocket") {
 		g.upstreamError(w, r, fmt.Errorf("upstream switched to %s, not to the websocket the client asked for", quoteToken(strings.Join(up, ", "))))
+		return
+	}
+	if ext := resp.Header["Sec-Websocket-Extensions"]; len(ext) > 0 && len(r.Header["Sec-Websocket-Extensions"]) == 0 {
+		// RFC 6455 §9.1: a server names only extensions the client
+		// offered. The gateway removed the client's offer where it reads
+		// the frames (wsPrepare, placeholders); the client, which did
+		// offer it, would accept frames the gateway cannot read.
+		g.upstreamError(w, r, fmt.Errorf("upstream's 101 negotiated the WebSocket extension %s (Sec-WebSocket-Extensions) that the upgrade request did not offer", quoteToken(strings.Join(ext, ", "))))
 		return
 	}
 	back, ok := resp.Body.(io.ReadWriteCloser)

@@ -526,7 +526,7 @@ func TestWebSocketUpgradeIntercepted(t *testing.T) {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
 	fmt.Fprint(tc, "hello\n")
-	line, err := tbr.ReadString('\n')
+	line, err := readEcho(tbr)
 	if err != nil || line != "echo: hello\n" {
 		t.Fatalf("after the upgrade read %q, %v", line, err)
 	}
@@ -735,7 +735,10 @@ func TestCertificatesReloaded(t *testing.T) {
 }
 
 // wsEcho answers an upgrade request with 101 and then echoes each line
-// the client sends as "echo: LINE", the test origins' WebSocket stand-in.
+// the client sends as a text frame "echo: LINE" (readEcho reads it), the
+// test origins' WebSocket stand-in: the client's lines are not framed
+// (nothing parses that direction without placeholders), the origin's
+// answers are, as the gateway scrubs them frame by frame.
 func wsEcho(w http.ResponseWriter) {
 	c, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -749,9 +752,18 @@ func wsEcho(w http.ResponseWriter) {
 		if err != nil {
 			return
 		}
-		fmt.Fprint(rw, "echo: "+line)
+		rw.Write(wsFrame(true, 1, []byte("echo: "+line)))
 		rw.Flush()
 	}
+}
+
+// readEcho reads one of wsEcho's answers: the payload of a text frame.
+func readEcho(br *bufio.Reader) (string, error) {
+	op, p, err := readWSFrame(br)
+	if err == nil && op != 1 {
+		err = fmt.Errorf("opcode %d, not a text frame", op)
+	}
+	return string(p), err
 }
 
 // TestCredentialFailureLogIsRateLimited: a credential that cannot be

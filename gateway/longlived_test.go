@@ -92,7 +92,7 @@ func openLongClient(t *testing.T, tg *testGateway, kind, bearer string) *longCli
 		if _, err := fmt.Fprint(tc, "ping\n"); err != nil {
 			return false
 		}
-		line, err := br.ReadString('\n')
+		line, err := readEcho(br)
 		return err == nil && line == "echo: ping\n"
 	}
 	return lc
@@ -201,7 +201,7 @@ func TestUpgradeSpellingsThroughGateway(t *testing.T) {
 			}
 			if tc.wantStatus == 101 {
 				fmt.Fprint(tc2, "ping\n")
-				if line, err := br.ReadString('\n'); err != nil || line != "echo: ping\n" {
+				if line, err := readEcho(br); err != nil || line != "echo: ping\n" {
 					t.Errorf("after the upgrade read %q, %v", line, err)
 				}
 				seen := tg.origin.all()[before]
@@ -742,7 +742,7 @@ func TestWebSocketPlainListener(t *testing.T) {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
 	fmt.Fprint(conn, "ping\n")
-	if line, err := br.ReadString('\n'); err != nil || line != "echo: ping\n" {
+	if line, err := readEcho(br); err != nil || line != "echo: ping\n" {
 		t.Fatalf("echo: %q %v", line, err)
 	}
 	if seenAuth.Load() != "Bearer "+tg.token {

@@ -28,6 +28,7 @@ import (
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/internal/tracing"
+	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -98,6 +99,11 @@ type reqState struct {
 	// key is keyOf(keyCred) (credKey).
 	key     credKey
 	keyCred *providers.Credential
+	// ks is what the request's body and response are checked against
+	// while they stream (streamswitch.go), and respBody the response
+	// body that checks it: part of reqState, no allocation of their own.
+	ks       streamSwitch
+	respBody switchedBody
 }
 
 // credKey returns keyOf(cred), made once per request for the credential
@@ -473,7 +479,8 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // httputil.ProxyRequest's Out beside In: the destination checked at
 // CONNECT (or in the absolute URI), the path exactly as checked (cp.Raw on
 // the wire, whose one decoding the policy matched), no gateway-scoped
-// header, and no request trailers (see below). The header map is handed
+// header, no request trailers (see below), and the query as it is sent
+// (sentQuery), before the injector signs it. The header map is handed
 // over from the incoming request, which is not read again, so no
 // per-request copy is made; ctx is the outbound request's context (one
 // copy of the request for both).
@@ -490,6 +497,7 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 	}
 	u.Opaque, u.User, u.Fragment = "", nil, ""
 	u.Path, u.RawPath = cp.Decoded, cp.Raw
+	u.RawQuery = sentQuery(u.RawQuery)
 	out := in.WithContext(ctx)
 	out.URL = &u
 	out.Host = ""
@@ -525,6 +533,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		g.refuse(x, *uf)
 		return
 	}
+	hopByHop(r.Header, upgrade)
 	// Before the body is wrapped: net/http's HTTP/2 server took the
 	// field off (it answers 100 itself when the body is first read).
 	expect := r.ProtoMajor == 2 && r.ContentLength != 0 && h2ExpectsContinue(r.Body)
@@ -666,8 +675,15 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 			st.reissue.wl = a.wl
 		}
 	}
+	if g.switches != nil {
+		st.ks = streamSwitch{sw: g.switches, rule: d.Rule, workload: a.wl.DisplayName()}
+		if d.Inject != nil {
+			st.ks.credential = d.Inject.Credential
+		}
+	}
 	body := &st.reqBody
 	body.ReadCloser = out.Body
+	body.ks = &st.ks
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = body
 	}
@@ -956,6 +972,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			return
 		}
 	}
+	if st != nil && st.ks.tripped.Load() {
+		g.switchedOff(w, st)
+		return
+	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
@@ -1063,14 +1083,23 @@ func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter
 // Unwrap is for http.ResponseController.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// countingBody counts request body bytes.
+// countingBody counts request body bytes, and breaks the body off when
+// the kill switch came to cover the request while it streamed
+// (streamswitch.go): the bytes of that read are not passed on.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	ks   *streamSwitch
+	seen *killswitch.Snapshot
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	if b.ks != nil && n > 0 {
+		if kerr := b.ks.check(&b.seen); kerr != nil {
+			return 0, kerr
+		}
+	}
 	b.n.Add(int64(n))
 	return n, err
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net/http"
 
@@ -19,10 +20,17 @@ import (
 // a fragmented message is not found. Compressed frames cannot be
 // scrubbed: the gateway removes Sec-WebSocket-Extensions from the
 // upgrade request (wsPrepare), so the upstream does not negotiate
-// permessage-deflate. Bytes that are not WebSocket frames (a reserved
-// opcode, RSV bits, a masked server frame) end the frame parsing: from
-// there the rest of the stream is scrubbed as a byte stream, never
-// passed on unscrubbed.
+// permessage-deflate, and a 101 that names an extension anyway is
+// refused (relayUpgrade). A frame the scrubber cannot read ends the
+// connection, nothing of it passed on: RSV bits (its payload transformed
+// by an extension: compressed), a masked server frame (its payload
+// XORed with a key a lenient client would undo), a reserved opcode, or a
+// header cut off. Scrubbing such bytes as a plain stream would find no
+// secret in them while the client could still recover it.
+
+// errWSUnreadable ends an upgraded connection whose upstream sent a
+// frame the scrubber cannot read.
+var errWSUnreadable = errors.New("gateway: the upstream sent a WebSocket frame that cannot be scrubbed (extension bits, masked, reserved opcode or cut off)")
 
 // maxWSWhole is the largest frame payload scrubbed in one piece.
 const maxWSWhole = 64 << 10
@@ -67,7 +75,7 @@ type wsDown struct {
 	scrubbers []*transform.Scrubber
 	hits      *wsHits
 	out       []byte    // ready to send
-	stream    io.Reader // a long payload, or the raw fallback
+	stream    io.Reader // a long payload
 	err       error
 }
 
@@ -101,15 +109,13 @@ func (d *wsDown) next() error {
 	hdr, err := d.br.Peek(2)
 	if err != nil {
 		if len(hdr) > 0 {
-			d.fallback()
-			return nil
+			return errWSUnreadable
 		}
 		return err
 	}
 	rsv, opcode, masked := hdr[0]&0x70, hdr[0]&0x0f, hdr[1]&0x80 != 0
 	if rsv != 0 || masked || (opcode > 2 && opcode < 8) || opcode > 10 {
-		d.fallback()
-		return nil
+		return errWSUnreadable
 	}
 	size, n := int64(hdr[1]&0x7f), 2
 	switch size {
@@ -120,8 +126,7 @@ func (d *wsDown) next() error {
 	}
 	full, err := d.br.Peek(n)
 	if err != nil {
-		d.fallback()
-		return nil
+		return errWSUnreadable
 	}
 	switch n {
 	case 4:
@@ -154,19 +159,6 @@ func (d *wsDown) next() error {
 	}
 	d.stream = &countOnEOF{Reader: r, counts: counts, hits: d.hits}
 	return nil
-}
-
-// fallback scrubs the rest of the stream as bytes: what arrived is not
-// WebSocket framing the gateway can follow.
-func (d *wsDown) fallback() {
-	var r io.Reader = d.br
-	counts := make([]*transform.ScrubCount, len(d.scrubbers))
-	for i, s := range d.scrubbers {
-		counts[i] = &transform.ScrubCount{}
-		r = s.Reader(r, counts[i])
-	}
-	d.stream = &countOnEOF{Reader: r, counts: counts, hits: d.hits}
-	d.err = io.EOF // after the stream, the end
 }
 
 // countOnEOF adds its scrubbers' counts to hits when its reader ends.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
@@ -145,4 +146,116 @@ func TestWebSocketFramesScrubbed(t *testing.T) {
 	waitFor(t, 5*time.Second, "the WebSocket's audit line with its scrubbed count", func() bool {
 		return strings.Contains(tg.audit.String(), `"status":101`) && strings.Contains(tg.audit.String(), `"scrubbed":5`)
 	})
+}
+
+// TestWebSocketFramesScrubberCannotRead: an upstream whose frames the
+// scrubber cannot read never gets them to the client. Each case is one
+// way to carry the echoed secret past a byte search: a 101 that
+// negotiates permessage-deflate although the gateway offered no
+// extension (refused, 502: the client offered it and would inflate the
+// frames), and, after a first frame that is relayed scrubbed, a
+// compressed frame (RSV1) without any extension negotiated, a masked
+// server frame, a reserved opcode, and a frame whose header is cut off.
+// The client receives the first frame, then the connection ends with
+// nothing of the hostile frame.
+func TestWebSocketFramesScrubberCannotRead(t *testing.T) {
+	deflated := func(s string) []byte {
+		var b bytes.Buffer
+		w, _ := flate.NewWriter(&b, flate.BestSpeed)
+		_, _ = w.Write([]byte(s))
+		_ = w.Flush()
+		return bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff})
+	}
+	mask := []byte{0x5a, 0xa5, 0x3c, 0xc3}
+	masked := func(s string) []byte {
+		p := []byte(s)
+		h := []byte{0x81, 0x80 | byte(len(p))}
+		h = append(h, mask...)
+		for i := range p {
+			p[i] ^= mask[i%4]
+		}
+		return append(h, p...)
+	}
+	compressed := wsFrame(true, 1, deflated("echo "+scrubSecret))
+	compressed[0] |= 0x40 // RSV1: permessage-deflate
+	cases := []struct {
+		name       string
+		extensions string // in the 101
+		hostile    []byte
+	}{
+		{"101 negotiates permessage-deflate", "permessage-deflate", compressed},
+		{"compressed frame without an extension", "", compressed},
+		{"masked server frame", "", masked("echo " + scrubSecret)},
+		{"reserved opcode", "", wsFrame(true, 3, []byte("echo "+scrubSecret))},
+		{"frame header cut off", "", []byte{0x81}},
+	}
+	tg := startScrubGateway(t)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := fmt.Sprintf("/s/wshostile%d", i)
+			tg.origin.route(path, func(w http.ResponseWriter, r *http.Request) {
+				c, rw, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+				if tc.extensions != "" {
+					fmt.Fprintf(rw, "Sec-WebSocket-Extensions: %s\r\n", tc.extensions)
+				}
+				fmt.Fprint(rw, "\r\n")
+				rw.Write(wsFrame(true, 1, []byte("first "+scrubSecret)))
+				rw.Write(tc.hostile)
+				rw.Flush()
+			})
+			conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+			br := bufio.NewReader(conn)
+			if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			tc2 := tls.Client(conn, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}})
+			fmt.Fprintf(tc2, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n", path, apiHost)
+			tbr := bufio.NewReader(tc2)
+			resp, err := http.ReadResponse(tbr, nil)
+			if err != nil {
+				t.Fatalf("upgrade: %v", err)
+			}
+			if tc.extensions != "" {
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), codeUpstreamError) {
+					t.Fatalf("upgrade answered %d %q, want 502 upstream_error", resp.StatusCode, body)
+				}
+				waitFor(t, 5*time.Second, "the log line naming the extension the gateway did not offer", func() bool {
+					return strings.Contains(tg.logs.String(), "Sec-WebSocket-Extensions) that the upgrade request did not offer")
+				})
+				return
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: %d", resp.StatusCode)
+			}
+			op, p, err := readWSFrame(tbr)
+			if err != nil || op != 1 || string(p) != "first "+sameLengthMarker(len(scrubSecret)) {
+				t.Fatalf("first frame %d %q, %v; want it scrubbed", op, p, err)
+			}
+			rest, _ := io.ReadAll(tbr)
+			if len(rest) != 0 {
+				t.Errorf("after the first frame the client received %d bytes (%q), want the connection ended with nothing of the frame the scrubber cannot read", len(rest), rest)
+			}
+		})
+	}
+}
+
+// sameLengthMarker is the marker a KeepLength scrubber puts in place of
+// n bytes.
+func sameLengthMarker(n int) string {
+	if n < len(secret.Redacted) {
+		return strings.Repeat("*", n)
+	}
+	return secret.Redacted + strings.Repeat("*", n-len(secret.Redacted))
 }

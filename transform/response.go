@@ -284,13 +284,26 @@ func decodeResponse(resp *http.Response) (io.ReadCloser, error) {
 	return body, nil
 }
 
+// MaxStackedCodings is the most content codings a response may stack in
+// its Content-Encoding (identity aside) and still be decoded. Every
+// decoder costs tens of KiB before it has read a byte (a window, tables,
+// a read buffer), so without a bound one response whose header repeats
+// "deflate," a hundred thousand times would make the gateway allocate
+// gigabytes. Servers apply one coding; a misconfigured one may apply the
+// same twice.
+const MaxStackedCodings = 3
+
 // decode returns body decoded through each coding of Content-Encoding, the
-// last applied first.
+// last applied first. More than MaxStackedCodings codings, or one it
+// does not know, is ErrUnsupportedEncoding, before any decoder is built.
 func decode(body io.Reader, header []string) (io.ReadCloser, error) {
 	var codings []string
 	for _, h := range header {
 		for c := range strings.SplitSeq(h, ",") {
 			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				if len(codings) == MaxStackedCodings {
+					return nil, fmt.Errorf("%w: more than %d content codings stacked (ask upstream for one coding or identity)", ErrUnsupportedEncoding, MaxStackedCodings)
+				}
 				codings = append(codings, c)
 			}
 		}

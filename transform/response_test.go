@@ -325,3 +325,71 @@ func TestScrubOverHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestStackedCodingsBounded: a response whose Content-Encoding stacks
+// codings is decoded up to MaxStackedCodings deep, whatever the codings
+// (each decoder costs tens of KiB before a byte is read: a hostile
+// upstream's "deflate, deflate, ..." of 10,000 codings in 80 KB of
+// header made the gateway allocate over 400 MB for one response); one
+// more, of any supported coding and mixed with identity, is
+// ErrUnsupportedEncoding before any decoder is built, through
+// TransformResponse and DecodeResponse alike.
+func TestStackedCodingsBounded(t *testing.T) {
+	s := scrubber(t)
+	plain := []byte("hello " + testSecret)
+	for _, coding := range []string{"gzip", "deflate", "raw-deflate", "br"} {
+		name := coding
+		if coding == "raw-deflate" {
+			name = "deflate"
+		}
+		for depth := 1; depth <= MaxStackedCodings+1; depth++ {
+			body := plain
+			var names []string
+			for range depth {
+				body = compress(t, coding, body)
+				names = append(names, name, "identity")
+			}
+			ce := strings.Join(names, ", ")
+			for _, via := range []string{"TransformResponse", "DecodeResponse"} {
+				resp := &http.Response{Header: http.Header{"Content-Encoding": {ce}}, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+				var err error
+				if via == "TransformResponse" {
+					_, err = s.TransformResponse(resp)
+				} else {
+					err = DecodeResponse(resp)
+				}
+				if depth > MaxStackedCodings {
+					if !errors.Is(err, ErrUnsupportedEncoding) || !strings.Contains(err.Error(), "stacked") {
+						t.Errorf("%s %d x %s: err = %v, want ErrUnsupportedEncoding naming the stacked codings", via, depth, coding, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s %d x %s: %v", via, depth, coding, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatalf("%s %d x %s: read: %v", via, depth, coding, err)
+				}
+				want := string(plain)
+				if via == "TransformResponse" {
+					want = "hello " + secret.Redacted
+				}
+				if string(got) != want {
+					t.Errorf("%s %d x %s: body %q, want %q", via, depth, coding, got, want)
+				}
+			}
+		}
+	}
+	// A bomb of codings: refused with next to no allocation.
+	bomb := strings.TrimSuffix(strings.Repeat("deflate,", 10000), ",")
+	allocs := testing.AllocsPerRun(3, func() {
+		resp := &http.Response{Header: http.Header{"Content-Encoding": {bomb}}, Body: io.NopCloser(strings.NewReader("x")), ContentLength: -1}
+		if _, err := s.TransformResponse(resp); !errors.Is(err, ErrUnsupportedEncoding) {
+			t.Fatalf("10000 stacked codings: err = %v, want ErrUnsupportedEncoding", err)
+		}
+	})
+	if allocs > 20 {
+		t.Errorf("10000 stacked codings: %v allocations, want a handful (no decoder built)", allocs)
+	}
+}
