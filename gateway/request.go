@@ -973,7 +973,15 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		}
 	}
 	if st != nil && st.ks.tripped.Load() {
-		g.switchedOff(w, st)
+		f, _ := g.switchRefusal(st.x.wl, st.x.d, false)
+		if f.Code == "" {
+			// Enabled again meanwhile: what broke the body off is told.
+			f = newRefusal(http.StatusForbidden, codeDisabled, "the rule, workload or credential was disabled by an operator (kill switch) while the request body streamed", st.x.d.Rule)
+		}
+		f.Reason += "; the request body was broken off, the rest not forwarded"
+		st.refusal = &f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
 		return
 	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
@@ -1095,7 +1103,7 @@ type countingBody struct {
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if b.ks != nil && n > 0 {
+	if b.ks != nil {
 		if kerr := b.ks.check(&b.seen); kerr != nil {
 			return 0, kerr
 		}

@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"io"
-	"net/http"
 	"sync/atomic"
 
 	"github.com/credgate/credgate/killswitch"
@@ -16,8 +15,7 @@ import (
 // byte as part of one request), but it must obey the kill switch as one
 // does (invariant 12): a switch applied after its decision that covers its
 // rule, workload or credential breaks it off at its next bytes, in either
-// direction, and nothing more of it passes (the first read of a response
-// excepted: switchedBody). The check is one atomic load
+// direction, and nothing more of it passes. The check is one atomic load
 // per read of either body: the kill switch's state is compared with the
 // one last checked, and matched again only when it changed.
 
@@ -62,29 +60,19 @@ func (s *streamSwitch) check(seen **killswitch.Snapshot) error {
 // switchedBody is an upstream response body read under the kill switch
 // (streamSwitch). It keeps the body's chunkReader fast path (copyBody).
 // Part of reqState.
-//
-// The first read passes unchecked: the answer to a request forwarded
-// before the switch is delivered as the request's own (an API answer is
-// complete in it; a client whose request the upstream acted on is not
-// told it was refused, nor given a broken response for a small answer).
-// What streams after it is checked.
 type switchedBody struct {
 	io.ReadCloser
-	cr    chunkReader
-	s     *streamSwitch
-	seen  *killswitch.Snapshot
-	armed bool
+	cr   chunkReader
+	s    *streamSwitch
+	seen *killswitch.Snapshot
 }
 
-// Read reads the body; bytes read after the first bytes, once a switch
-// came to cover the request, are dropped and errStreamSwitchedOff
-// returned (a read that brings no byte, the body's end, passes).
+// Read reads the body; bytes read after a switch came to cover the request
+// are dropped and errStreamSwitchedOff returned.
 func (b *switchedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		if kerr := b.checkAfterFirst(); kerr != nil {
-			return 0, kerr
-		}
+	if kerr := b.s.check(&b.seen); kerr != nil {
+		return 0, kerr
 	}
 	return n, err
 }
@@ -97,32 +85,8 @@ func (b *switchedBody) ReadChunk(p []byte) ([]byte, error) {
 		return p[:n], err
 	}
 	out, err := b.cr.ReadChunk(p)
-	if len(out) > 0 {
-		if kerr := b.checkAfterFirst(); kerr != nil {
-			return nil, kerr
-		}
+	if kerr := b.s.check(&b.seen); kerr != nil {
+		return nil, kerr
 	}
 	return out, err
-}
-
-func (b *switchedBody) checkAfterFirst() error {
-	if !b.armed {
-		b.armed = true
-		return nil
-	}
-	return b.s.check(&b.seen)
-}
-
-// switchedOff answers a request whose body a kill switch broke off
-// (streamSwitch) before the upstream answered: 403 disabled, saying what
-// is disabled (or, when it was enabled again meanwhile, that it was).
-func (g *Gateway) switchedOff(w http.ResponseWriter, st *reqState) {
-	f, _ := g.switchRefusal(st.x.wl, st.x.d, false)
-	if f.Code == "" {
-		f = newRefusal(http.StatusForbidden, codeDisabled, "the rule, workload or credential was disabled by an operator (kill switch) while the request body streamed", st.x.d.Rule)
-	}
-	f.Reason += "; the request body was broken off, the rest not forwarded"
-	st.refusal = &f
-	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	f.write(w)
 }
