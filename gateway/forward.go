@@ -101,11 +101,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if st != nil && st.ks.sw != nil {
-		cr, _ := resp.Body.(chunkReader)
-		st.respBody = switchedBody{ReadCloser: resp.Body, cr: cr, s: &st.ks}
-		resp.Body = &st.respBody
-	}
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
@@ -137,8 +132,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if st != nil {
 			st.abortCode = codeUpstreamError
 			switch {
-			case st.ks.tripped.Load():
-				st.abortCode = codeDisabled
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:

@@ -28,7 +28,6 @@ import (
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/internal/tracing"
-	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -99,11 +98,6 @@ type reqState struct {
 	// key is keyOf(keyCred) (credKey).
 	key     credKey
 	keyCred *providers.Credential
-	// ks is what the request's body and response are checked against
-	// while they stream (streamswitch.go), and respBody the response
-	// body that checks it: part of reqState, no allocation of their own.
-	ks       streamSwitch
-	respBody switchedBody
 }
 
 // credKey returns keyOf(cred), made once per request for the credential
@@ -675,15 +669,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 			st.reissue.wl = a.wl
 		}
 	}
-	if g.switches != nil {
-		st.ks = streamSwitch{sw: g.switches, rule: d.Rule, workload: a.wl.DisplayName()}
-		if d.Inject != nil {
-			st.ks.credential = d.Inject.Credential
-		}
-	}
 	body := &st.reqBody
 	body.ReadCloser = out.Body
-	body.ks = &st.ks
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = body
 	}
@@ -972,18 +959,6 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			return
 		}
 	}
-	if st != nil && st.ks.tripped.Load() {
-		f, _ := g.switchRefusal(st.x.wl, st.x.d, false)
-		if f.Code == "" {
-			// Enabled again meanwhile: what broke the body off is told.
-			f = newRefusal(http.StatusForbidden, codeDisabled, "the rule, workload or credential was disabled by an operator (kill switch) while the request body streamed", st.x.d.Rule)
-		}
-		f.Reason += "; the request body was broken off, the rest not forwarded"
-		st.refusal = &f
-		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
-		return
-	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
@@ -1091,23 +1066,14 @@ func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter
 // Unwrap is for http.ResponseController.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// countingBody counts request body bytes, and breaks the body off when
-// the kill switch came to cover the request while it streamed
-// (streamswitch.go): the bytes of that read are not passed on.
+// countingBody counts request body bytes.
 type countingBody struct {
 	io.ReadCloser
-	n    atomic.Int64
-	ks   *streamSwitch
-	seen *killswitch.Snapshot
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if b.ks != nil {
-		if kerr := b.ks.check(&b.seen); kerr != nil {
-			return 0, kerr
-		}
-	}
 	b.n.Add(int64(n))
 	return n, err
 }
