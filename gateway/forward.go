@@ -143,7 +143,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		// whole). The server closes the connection.
 		if st != nil {
 			st.abortCode = codeUpstreamError
+			if _, off := switchedOff(r, st); off {
+				st.abortCode = codeDisabled
+				g.metrics.refusals.WithLabelValues(codeDisabled).Inc()
+			}
 			switch {
+			case st.abortCode == codeDisabled:
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:

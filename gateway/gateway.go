@@ -144,6 +144,8 @@ type Gateway struct {
 
 	// long holds the open long-lived connections (longlived.go).
 	long longSet
+	// flights holds the requests being forwarded (inflight.go).
+	flights flightSet
 	// phIndex holds the placeholders of the policy generation last used
 	// (placeholder.go).
 	phIndex atomic.Pointer[phIndex]
