@@ -144,11 +144,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if st != nil {
 			st.abortCode = codeUpstreamError
 			if _, off := switchedOff(r, st); off {
-				st.abortCode = codeDisabled
-				g.metrics.refusals.WithLabelValues(codeDisabled).Inc()
+				st.abortCode = codeDisabledInFlight
+				g.metrics.refusals.WithLabelValues(codeDisabledInFlight).Inc()
 			}
 			switch {
-			case st.abortCode == codeDisabled:
+			case st.abortCode == codeDisabledInFlight:
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:

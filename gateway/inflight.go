@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 
@@ -17,9 +18,15 @@ import (
 // gRPC client or bidirectional stream over HTTP/2). Every request being
 // forwarded is registered in one flightSet with the rule, workload and
 // credential that allowed it; a kill switch that covers one of them
-// cancels its upstream request, which cuts the response the client is
-// reading (the audit line says "code":"disabled"). Upgraded connections
+// cancels its upstream request: a client still waiting for the answer
+// gets 502 disabled_in_flight, one reading it sees it cut off (the audit
+// line says "code":"disabled_in_flight"). Upgraded connections
 // are long-lived connections (longlived.go), closed by the switch there.
+
+// codeDisabledInFlight is the code of a request the kill switch cut in
+// flight: unlike a request refused with codeDisabled, it had been sent to
+// the upstream, which may have acted on it.
+const codeDisabledInFlight = "disabled_in_flight"
 
 // errSwitchedOff is the cause of an in-flight request's cancellation by
 // the kill switch.
@@ -81,6 +88,8 @@ func (f *inFlight) switchOff(g *Gateway, snap *killswitch.Snapshot) bool {
 		return false
 	}
 	r := g.switchEntryRefusal(e, f.rule)
+	r.Code, r.Status = codeDisabledInFlight, http.StatusBadGateway
+	r.Reason = fmt.Sprintf("%s; it was disabled while this request was in flight: the request had been sent to the upstream, which may have acted on it, and its answer is not relayed", r.Reason)
 	f.mu.Lock()
 	if f.cut == nil {
 		f.cut = &r

@@ -16,7 +16,8 @@ import (
 // HTTP/2) was decided once, when it began, and would otherwise go on for
 // as long as the upstream streams it. A disable of its rule, workload or
 // credential cuts it, over HTTP/1.1 and HTTP/2, and the audit line says
-// why; a switch that does not cover it leaves it alone.
+// why (disabled_in_flight and the switch); a switch that does not cover
+// it leaves it alone.
 func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 	const token = "admin-token-0123456789abcdef"
 	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
@@ -43,7 +44,7 @@ func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 				if first, err := br.ReadString('\n'); err != nil || first != "first\n" {
 					t.Fatalf("first chunk %q, %v", first, err)
 				}
-				before := strings.Count(tg.audit.String(), `"code":"disabled"`)
+				before := strings.Count(tg.audit.String(), `"code":"disabled_in_flight"`)
 				sw := fmt.Sprintf(`{"kind":%q,"name":%q,"reason":"test"}`, tc.kind, tc.name)
 				if st, _, body := adminCall(t, tg, "/admin/v1/disable", token, sw); st != 200 {
 					t.Fatalf("disable: %d %v", st, body)
@@ -96,11 +97,11 @@ func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 					t.Errorf("the stream was cut %s after the switch, want about a second at most", d.Round(time.Millisecond))
 				}
 				waitFor(t, 5*time.Second, "the audit line of the cut request", func() bool {
-					return strings.Count(tg.audit.String(), `"code":"disabled"`) > before
+					return strings.Count(tg.audit.String(), `"code":"disabled_in_flight"`) > before
 				})
 				var line string
 				for _, l := range strings.Split(tg.audit.String(), "\n") {
-					if strings.Contains(l, `"path":"/stream"`) && strings.Contains(l, `"code":"disabled"`) {
+					if strings.Contains(l, `"path":"/stream"`) && strings.Contains(l, `"code":"disabled_in_flight"`) {
 						line = l
 					}
 				}
@@ -118,7 +119,8 @@ func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 
 // TestKillSwitchCutsStreamedBodies: a request whose client is still
 // streaming its body (a gRPC client stream) when a switch covers it is
-// cancelled upstream and answered 403 disabled, over HTTP/1.1 and HTTP/2.
+// cancelled upstream and answered 502 disabled_in_flight (not 403
+// disabled: it had reached the upstream), over HTTP/1.1 and HTTP/2.
 func TestKillSwitchCutsStreamedBodies(t *testing.T) {
 	const token = "admin-token-0123456789abcdef"
 	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
@@ -170,8 +172,8 @@ func TestKillSwitchCutsStreamedBodies(t *testing.T) {
 					t.Fatalf("the client got %v, want a 403", r.err)
 				}
 				r.resp.Body.Close()
-				if r.resp.StatusCode != http.StatusForbidden || r.resp.Header.Get(ReasonHeader) != codeDisabled {
-					t.Fatalf("the client got %d %s, want 403 %s", r.resp.StatusCode, r.resp.Header.Get(ReasonHeader), codeDisabled)
+				if r.resp.StatusCode != http.StatusBadGateway || r.resp.Header.Get(ReasonHeader) != codeDisabledInFlight {
+					t.Fatalf("the client got %d %s, want 502 %s", r.resp.StatusCode, r.resp.Header.Get(ReasonHeader), codeDisabledInFlight)
 				}
 			case <-time.After(3 * time.Second):
 				t.Fatalf("the streamed request went on after its rule was disabled; audit:\n%s\nlogs:\n%s", tg.audit.String(), tg.logs.String())

@@ -717,7 +717,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		if ev2.Code == "" {
 			ev2.Code = codeUpstreamError
 		}
-		if f := st.flight.refusal(); f != nil && ev2.Code == codeDisabled {
+		if f := st.flight.refusal(); f != nil && ev2.Code == codeDisabledInFlight {
 			ev2.Switch = f.Switch // cut by the kill switch mid-response
 		}
 	}
