@@ -92,6 +92,11 @@ func pollUntilRefused(c *http.Client, url, code string, timeout time.Duration) *
 				p.at = time.Now()
 				return
 			}
+			if resp.StatusCode == http.StatusBadGateway && resp.Header.Get("X-Credgate-Reason") == "disabled_in_flight" {
+				// In flight when the switch came: it had reached the
+				// origin and was cut. The next one is refused.
+				continue
+			}
 			if resp.StatusCode != http.StatusOK {
 				p.err = fmt.Errorf("unexpected %s (%s)", resp.Status, resp.Header.Get("X-Credgate-Reason"))
 				return

@@ -43,6 +43,10 @@ type idleBody struct {
 	waited time.Duration
 	got    int64
 
+	// off is set when the kill switch cancelled the request
+	// (inflight.go): a pending read ends with errSwitchedOff.
+	off atomic.Bool
+
 	mu   sync.Mutex
 	done bool // the handler is returning: the ResponseController may not be used
 }
@@ -80,6 +84,9 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		// The limit passed as the read returned: the client's read
 		// deadline is already in the past.
 		return n, errBodyIdle
+	}
+	if err != nil && b.off.Load() {
+		return n, errSwitchedOff
 	}
 	if err != nil && b.timedOut.Load() {
 		// Whoever reads the body (the transport, an injector) can tell
@@ -119,6 +126,23 @@ func (b *idleBody) expire() {
 		return
 	}
 	b.timedOut.Store(true)
+	_ = b.rc.SetReadDeadline(time.Unix(1, 0))
+}
+
+// switchOff aborts the pending read, or the next one, for the kill
+// switch: the transport sending the body upstream waits for its read to
+// end before it returns (a client streaming a body may send nothing more
+// for a long time).
+func (b *idleBody) switchOff() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.off.Store(true)
 	_ = b.rc.SetReadDeadline(time.Unix(1, 0))
 }
 

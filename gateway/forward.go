@@ -131,7 +131,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		// whole). The server closes the connection.
 		if st != nil {
 			st.abortCode = codeUpstreamError
+			if _, off := switchedOff(r, st); off {
+				st.abortCode = codeDisabledInFlight
+				g.metrics.refusals.WithLabelValues(codeDisabledInFlight).Inc()
+			}
 			switch {
+			case st.abortCode == codeDisabledInFlight:
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:

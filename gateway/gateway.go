@@ -65,6 +65,7 @@ import (
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
+	"github.com/credgate/credgate/internal/panics"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
@@ -144,6 +145,8 @@ type Gateway struct {
 
 	// long holds the open long-lived connections (longlived.go).
 	long longSet
+	// flights holds the requests being forwarded (inflight.go).
+	flights flightSet
 	// phIndex holds the placeholders of the policy generation last used
 	// (placeholder.go).
 	phIndex atomic.Pointer[phIndex]
@@ -538,11 +541,11 @@ func (g *Gateway) listen(ctx context.Context) error {
 			HTTP2: &http.HTTP2Config{CountError: g.metrics.HTTP2Error},
 		}
 	}
-	g.proxySrv = base(http.HandlerFunc(g.serveProxy))
+	g.proxySrv = base(g.recoverPanics(http.HandlerFunc(g.serveProxy)))
 	if g.tlsLn != nil {
-		g.tlsSrv = base(http.HandlerFunc(g.serveProxy))
+		g.tlsSrv = base(g.recoverPanics(http.HandlerFunc(g.serveProxy)))
 	}
-	g.intercepted = http.HandlerFunc(g.serveIntercepted)
+	g.intercepted = g.recoverPanics(http.HandlerFunc(g.serveIntercepted))
 	g.mitmSrv = base(g.intercepted)
 	g.mitmSrv.ConnContext = interceptedConnContext
 	g.h1Srv = &h1.Server{
@@ -887,6 +890,29 @@ func (g *Gateway) adminHandler() http.Handler {
 	g.runTokenRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// recoverPanics logs a panic of h (a bug, in the gateway or a plugin) as
+// where it happened and what kind of value it was, never the value, which
+// may hold a credential (internal/panics), and passes it on as
+// http.ErrAbortHandler: the server cuts the client's connection or stream
+// without logging anything of its own (net/http would print the value
+// and a stack whose frames print argument words).
+func (g *Gateway) recoverPanics(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p != http.ErrAbortHandler {
+				g.log.Error("panic serving a request; its connection or stream is cut", slog.String("host", r.Host),
+					slog.String("panic", panics.Describe(p)), slog.String("where", panics.Where(1)))
+			}
+			panic(http.ErrAbortHandler)
+		}()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // debugWriter turns the standard library's log lines (TLS handshake

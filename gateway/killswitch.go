@@ -76,14 +76,20 @@ func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect
 	if e == nil {
 		return refusal{}, false
 	}
+	return g.switchEntryRefusal(e, d.Rule), true
+}
+
+// switchEntryRefusal is the refusal of a request of rule that switch e
+// covers, counted in the metrics.
+func (g *Gateway) switchEntryRefusal(e *killswitch.Entry, rule string) refusal {
 	g.swm.refusals.WithLabelValues(string(e.Kind)).Inc()
 	reason := fmt.Sprintf("%s is disabled by an operator (kill switch) since %s", e, e.Since.UTC().Format(time.RFC3339))
 	if e.Reason != "" {
 		reason += ": " + e.Reason
 	}
-	f := newRefusal(http.StatusForbidden, codeDisabled, reason, d.Rule)
+	f := newRefusal(http.StatusForbidden, codeDisabled, reason, rule)
 	f.Switch = e.ID()
-	return f, true
+	return f
 }
 
 // switchMetrics are the kill switch's metrics.
@@ -149,10 +155,11 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 }
 
 // switchObserver puts every new kill switch state into the metrics and
-// closes the long-lived connections (spliced tunnels, WebSockets) it
-// covers by rule, workload or credential: their bytes are never looked at
-// again, so without this a connection opened before the switch would
-// outlive it (invariant 12).
+// closes the long-lived connections (spliced tunnels, WebSockets) and
+// cancels the requests in flight (inflight.go) it covers by rule,
+// workload or credential: neither is decided again, so without this a
+// connection or a streamed request begun before the switch would outlive
+// it (invariant 12).
 type switchObserver struct{ g *Gateway }
 
 func (o switchObserver) Applied(s *killswitch.Snapshot) {
@@ -167,6 +174,9 @@ func (o switchObserver) Applied(s *killswitch.Snapshot) {
 	}, closedKillSwitch)
 	if n > 0 {
 		o.g.log.Warn("kill switch: closed open tunnels and WebSockets of disabled rules, workloads or credentials", slog.Int("connections", n))
+	}
+	if n := o.g.flights.cancelMatching(o.g, s); n > 0 {
+		o.g.log.Warn("kill switch: cancelled requests in flight (streamed responses or bodies) of disabled rules, workloads or credentials", slog.Int("requests", n))
 	}
 }
 

@@ -98,6 +98,10 @@ type reqState struct {
 	// key is keyOf(keyCred) (credKey).
 	key     credKey
 	keyCred *providers.Credential
+	// flight registers the request with the kill switch while it is
+	// forwarded (inflight.go); part of reqState, so no allocation of its
+	// own.
+	flight inFlight
 }
 
 // credKey returns keyOf(cred), made once per request for the credential
@@ -619,6 +623,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// goroutine cannot take.
 		octx = st.informational(octx, sw)
 	}
+	if !upgrade {
+		// An upgraded connection is a long-lived one: the switch closes
+		// it there.
+		var done func()
+		octx, done = g.startFlight(octx, &st.flight, ib, a.wl, d)
+		defer done()
+	}
 	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
 	if expect {
 		// The origin decides whether the body is sent: the transport
@@ -701,7 +712,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		ev2.CredentialFP = g.audit.credentialFPKey(st.credKey(c), c)
 	}
 	if st.refusal != nil {
-		ev2.Decision, ev2.Code = policy.Deny.String(), st.refusal.Code
+		ev2.Decision, ev2.Code, ev2.Switch = policy.Deny.String(), st.refusal.Code, st.refusal.Switch
 	}
 	if aborted && ev2.Code == "" {
 		// The response broke off after its headers (the upstream cut the
@@ -709,6 +720,9 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		ev2.Code = st.abortCode
 		if ev2.Code == "" {
 			ev2.Code = codeUpstreamError
+		}
+		if f := st.flight.refusal(); f != nil && ev2.Code == codeDisabledInFlight {
+			ev2.Switch = f.Switch // cut by the kill switch mid-response
 		}
 	}
 	ev2.Status = status
@@ -940,6 +954,14 @@ func (g *Gateway) upstreamResponse(resp *http.Response) error {
 // credential, and never sent to the client.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
+	if f, ok := switchedOff(r, st); ok {
+		// The kill switch cancelled the request before its response
+		// began (inflight.go); a body read it ended is its doing too.
+		st.refusal = f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
+		return
+	}
 	if st != nil && st.body.cutOff() {
 		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
 			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")

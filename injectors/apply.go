@@ -2,7 +2,9 @@ package injectors
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/credgate/credgate/identity"
@@ -31,7 +33,10 @@ func Apply(inj Injector, r *http.Request, cred *providers.Credential) error {
 // WorkloadInjector). For a declared name with '_' it also removes the
 // client's fields that CGI-style servers read as the same name ('-' and
 // '_' alike, any case: Api-Key for api_key). The gateway calls only this,
-// never the optional interfaces.
+// never the optional interfaces. An injector that changed the request's
+// method, scheme, host, Host field or userinfo fails with
+// ErrDestinationChanged: the policy chose those, and the credential goes
+// only where its rule says.
 func ApplyFor(inj Injector, r *http.Request, cred *providers.Credential, wl identity.Workload) error {
 	for _, h := range HeadersOf(inj) {
 		r.Header.Del(h)
@@ -43,10 +48,36 @@ func ApplyFor(inj Injector, r *http.Request, cred *providers.Credential, wl iden
 			}
 		}
 	}
+	before := destinationOf(r)
+	var err error
 	if wi, ok := inj.(WorkloadInjector); ok {
-		return wi.InjectFor(r, cred, wl)
+		err = wi.InjectFor(r, cred, wl)
+	} else {
+		err = inj.Inject(r, cred)
 	}
-	return inj.Inject(r, cred)
+	if err == nil && destinationOf(r) != before {
+		return fmt.Errorf("%w (%T): an injector may set headers, the query and a placeholder's path segment, nothing that chooses where the credential goes", ErrDestinationChanged, inj)
+	}
+	return err
+}
+
+// destination is what of a request the policy decided and no injector
+// may change.
+type destination struct {
+	method, scheme, host, opaque, hostField string
+	user                                    *url.Userinfo
+	userText                                string
+}
+
+func destinationOf(r *http.Request) destination {
+	d := destination{method: r.Method, hostField: r.Host}
+	if u := r.URL; u != nil {
+		d.scheme, d.host, d.opaque, d.user = u.Scheme, u.Host, u.Opaque, u.User
+		if u.User != nil {
+			d.userText = u.User.String()
+		}
+	}
+	return d
 }
 
 // ClientCertificateOf returns the TLS client certificate inj presents for

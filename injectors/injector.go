@@ -29,6 +29,13 @@ var ErrBodyTooLarge = errors.New("request body too large for the injector")
 // answers 400 and forwards nothing.
 var ErrUnsupportedRequest = errors.New("request form not supported by the injector")
 
+// ErrDestinationChanged marks an injector that changed where the request
+// goes or what it does (the method, the URL's scheme or host, the Host
+// field, userinfo): the policy decided that, and a credential goes only
+// to the destination its rule names. The gateway answers 502 and
+// forwards nothing.
+var ErrDestinationChanged = errors.New("the injector changed the request's method or destination")
+
 // Injector rewrites r with cred.
 //
 // Inject checks everything that can fail (fields present, template

@@ -163,10 +163,14 @@ type InjectPlan struct {
 	// RequirePlaceholder refuses a request that carries no placeholder of
 	// the credential (the rule's require_placeholder).
 	RequirePlaceholder bool
+	// inputs are the credentials Provider reads (providers.Composer),
+	// recursively: their scopes are part of the cache key.
+	inputs []providers.Input
 }
 
 // Bind binds the plan's credential to the caller wl: its cache key and
-// fetch (providers.Bind).
+// fetch (providers.BindComposed). The key's scope covers the credentials
+// it reads too, so one made from a per-caller input is per caller.
 func (p *InjectPlan) Bind(wl identity.Workload) providers.Binding {
-	return providers.Bind(p.Provider, providers.CacheKey{Credential: p.Credential, Version: p.CredentialVersion, Provider: p.ProviderName}, wl)
+	return providers.BindComposed(p.Provider, p.inputs, providers.CacheKey{Credential: p.Credential, Version: p.CredentialVersion, Provider: p.ProviderName}, wl)
 }

@@ -92,6 +92,7 @@ func (ps *parser) composeCredentials(creds []*credential, keys map[*credential]*
 			continue
 		}
 		composedVersion(c, inputs, versioned)
+		c.inputs = inputs[c]
 		m := map[string]providers.Provider{}
 		for _, in := range inputs[c] {
 			m[in.name] = in.p

@@ -285,6 +285,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		As:                as,
 		Injector:          inject,
 		Placeholder:       cred.placeholder,
+		inputs:            cred.inputTree(),
 	}
 }
 

@@ -67,6 +67,22 @@ type credential struct {
 	p        providers.Provider
 	// placeholder is the credential's placeholder: setting, nil when none.
 	placeholder *Placeholder
+	// inputs are the credentials it reads (providers.Composer), set once
+	// the input graph is known to be acyclic.
+	inputs []*credential
+}
+
+// inputTree returns c's inputs, recursively, as providers.BindComposed
+// takes them; nil when c reads no credential.
+func (c *credential) inputTree() []providers.Input {
+	if len(c.inputs) == 0 {
+		return nil
+	}
+	out := make([]providers.Input, len(c.inputs))
+	for i, in := range c.inputs {
+		out[i] = providers.Input{Name: in.name, Provider: in.p, Inputs: in.inputTree()}
+	}
+	return out
 }
 
 // ruleAction is what a rule does; distinct from Action, which is what a

@@ -23,18 +23,64 @@ type Binding struct {
 }
 
 // Bind binds p's credential — key's Credential, Version and Provider —
-// to the caller wl.
+// to the caller wl. p reads no other credential; see BindComposed.
 func Bind(p Provider, key CacheKey, wl identity.Workload) Binding {
+	return BindComposed(p, nil, key, wl)
+}
+
+// Input is a credential that a Composer reads, as the policy wired it:
+// its name, its provider and the credentials it reads in turn.
+type Input struct {
+	Name     string
+	Provider Provider
+	Inputs   []Input
+}
+
+// BindComposed binds p's credential to the caller wl, p reading the
+// credentials inputs (Composer): its cache scope is ComposedScope, so a
+// credential made from a per-caller input is cached per caller even when
+// p itself is not Scoped.
+func BindComposed(p Provider, inputs []Input, key CacheKey, wl identity.Workload) Binding {
 	req := Request{Credential: key.Credential, Workload: wl}
-	if sc, ok := p.(Scoped); ok {
-		key.Scope = sc.CacheScope(req)
-	}
+	key.Scope = ComposedScope(p, inputs, req)
 	ri, ok := p.(Reissuer)
 	return Binding{
 		Key:     key,
 		Fetch:   func(ctx context.Context) (*Credential, error) { return p.Fetch(ctx, req) },
 		Reissue: ok && ri.ReissueOnUnauthorized(),
 	}
+}
+
+// ComposedScope is the cache scope of p's credential for req when p reads
+// inputs: p's own CacheScope (Scoped; "" when it is not) and the scope of
+// every input, recursively, for the same caller. A Composer fetches its
+// inputs for its own caller, so whatever distinguishes callers of an
+// input distinguishes callers of the credential made from it: an awssts
+// role assumed with keys read from a per-workload Vault path, an OAuth2
+// client whose secret is exchanged per workload. When no input depends on
+// the caller it is p's own scope, unchanged.
+func ComposedScope(p Provider, inputs []Input, req Request) string {
+	own := ""
+	if sc, ok := p.(Scoped); ok {
+		own = sc.CacheScope(req)
+	}
+	var s *Scope
+	for _, in := range inputs {
+		ir := req
+		ir.Credential = in.Name
+		is := ComposedScope(in.Provider, in.Inputs, ir)
+		if is == "" {
+			continue
+		}
+		if s == nil {
+			s = NewScope("composed").Add("own", own)
+		}
+		s.Add("input", in.Name).Add("input_scope", is)
+	}
+	if s == nil {
+		return own
+	}
+	return s.String()
 }
 
 // GetBound returns the binding's credential from the cache; see Get.

@@ -57,6 +57,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/credgate/credgate/internal/panics"
 	"github.com/credgate/credgate/internal/socket"
 )
 
@@ -657,13 +658,15 @@ func (c *conn) serveRequest() bool {
 }
 
 // handle runs the handler, turning a panic into a closed connection as
-// net/http does (the panic is logged without the request).
+// net/http does (the panic is logged without the request, and without
+// its value: internal/panics).
 func (c *conn) handle(w *response, req *http.Request) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.aborted = true
 			if p != http.ErrAbortHandler && c.s.Log != nil {
-				c.s.Log.Error("panic serving an intercepted request", slog.String("host", req.Host), slog.Any("panic", p))
+				// Never the value: it may hold a credential.
+				c.s.Log.Error("panic serving an intercepted request", slog.String("host", req.Host), slog.String("panic", panics.Describe(p)), slog.String("where", panics.Where(1)))
 			}
 		}
 	}()

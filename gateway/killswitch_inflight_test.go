@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKillSwitchCutsRequestsInFlight checks the class "no request that a
+// kill switch covers keeps running after the switch": a streamed response
+// (server-sent events, an LLM's streamed answer, a gRPC stream over
+// HTTP/2) was decided once, when it began, and would otherwise go on for
+// as long as the upstream streams it. A disable of its rule, workload or
+// credential cuts it, over HTTP/1.1 and HTTP/2, and the audit line says
+// why (disabled_in_flight and the switch); a switch that does not cover
+// it leaves it alone.
+func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
+	tg := startSwitchGateway(t, "admin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n")
+	for _, h2 := range []bool{false, true} {
+		for _, tc := range []struct {
+			kind, name string
+			cut        bool
+		}{
+			{"rule", "api", true},
+			{"workload", "local", true},
+			{"credential", "token", true},
+			{"rule", "tunnel", false},
+			{"credential", "missing", false},
+		} {
+			t.Run(fmt.Sprintf("h2=%v/%s:%s", h2, tc.kind, tc.name), func(t *testing.T) {
+				c := tg.client(t, h2)
+				resp, err := c.Get("https://" + apiHost + "/stream")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				br := bufio.NewReader(resp.Body)
+				if first, err := br.ReadString('\n'); err != nil || first != "first\n" {
+					t.Fatalf("first chunk %q, %v", first, err)
+				}
+				before := strings.Count(tg.audit.String(), `"code":"disabled_in_flight"`)
+				sw := fmt.Sprintf(`{"kind":%q,"name":%q,"reason":"test"}`, tc.kind, tc.name)
+				if st, _, body := adminCall(t, tg, "/admin/v1/disable", token, sw); st != 200 {
+					t.Fatalf("disable: %d %v", st, body)
+				}
+				enabled := false
+				enable := func() {
+					if enabled {
+						return
+					}
+					enabled = true
+					if st, _, body := adminCall(t, tg, "/admin/v1/enable", token, sw); st != 200 {
+						t.Errorf("enable: %d %v", st, body)
+					}
+				}
+				t.Cleanup(enable)
+				if !tc.cut {
+					// The origin finishes the stream when asked to.
+					ack, err := tg.client(t, false).Get("https://" + apiHost + "/stream-ack")
+					if err != nil {
+						t.Fatal(err)
+					}
+					ack.Body.Close()
+				}
+				start := time.Now()
+				type result struct {
+					s   string
+					err error
+				}
+				done := make(chan result, 1)
+				go func() {
+					s, err := br.ReadString('\n')
+					done <- result{s, err}
+				}()
+				var r result
+				select {
+				case r = <-done:
+				case <-time.After(15 * time.Second):
+					t.Fatal("the stream neither ended nor went on")
+				}
+				if !tc.cut {
+					if r.err != nil || r.s != "second\n" {
+						t.Fatalf("a switch that does not cover the stream cut it: %q, %v", r.s, r.err)
+					}
+					return
+				}
+				if r.err == nil {
+					t.Fatalf("the stream went on after its %s was disabled: read %q after %s", tc.kind, r.s, time.Since(start).Round(time.Millisecond))
+				}
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("the stream was cut %s after the switch, want about a second at most", d.Round(time.Millisecond))
+				}
+				waitFor(t, 5*time.Second, "the audit line of the cut request", func() bool {
+					return strings.Count(tg.audit.String(), `"code":"disabled_in_flight"`) > before
+				})
+				var line string
+				for _, l := range strings.Split(tg.audit.String(), "\n") {
+					if strings.Contains(l, `"path":"/stream"`) && strings.Contains(l, `"code":"disabled_in_flight"`) {
+						line = l
+					}
+				}
+				if want := fmt.Sprintf(`"switch":"%s:%s"`, tc.kind, tc.name); !strings.Contains(line, want) {
+					t.Errorf("the cut request's audit line does not name the switch (%s): %s", want, line)
+				}
+
+				// The origin's handler ended with the cancelled upstream
+				// request: no ack is left for the next stream.
+				enable()
+			})
+		}
+	}
+}
+
+// TestKillSwitchCutsStreamedBodies: a request whose client is still
+// streaming its body (a gRPC client stream) when a switch covers it is
+// cancelled upstream and answered 502 disabled_in_flight (not 403
+// disabled: it had reached the upstream), over HTTP/1.1 and HTTP/2.
+func TestKillSwitchCutsStreamedBodies(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
+	tg := startSwitchGateway(t, "admin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n")
+	got := make(chan struct{}, 1)
+	tg.origin.route("/upload", func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return
+		}
+		got <- struct{}{}
+		_, _ = io.Copy(io.Discard, r.Body) // until the client ends or the gateway cancels
+		fmt.Fprint(w, "uploaded")
+	})
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequest(http.MethodPost, "https://"+apiHost+"/upload", pr)
+			type result struct {
+				resp *http.Response
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := tg.client(t, h2).Do(req)
+				done <- result{resp, err}
+			}()
+			if _, err := pw.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the origin did not get the first bytes")
+			}
+			sw := `{"kind":"rule","name":"api","reason":"test"}`
+			if st, _, body := adminCall(t, tg, "/admin/v1/disable", token, sw); st != 200 {
+				t.Fatalf("disable: %d %v", st, body)
+			}
+			defer func() {
+				if st, _, body := adminCall(t, tg, "/admin/v1/enable", token, sw); st != 200 {
+					t.Errorf("enable: %d %v", st, body)
+				}
+			}()
+			select {
+			case r := <-done:
+				if r.err != nil {
+					t.Fatalf("the client got %v, want a 403", r.err)
+				}
+				r.resp.Body.Close()
+				if r.resp.StatusCode != http.StatusBadGateway || r.resp.Header.Get(ReasonHeader) != codeDisabledInFlight {
+					t.Fatalf("the client got %d %s, want 502 %s", r.resp.StatusCode, r.resp.Header.Get(ReasonHeader), codeDisabledInFlight)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatalf("the streamed request went on after its rule was disabled; audit:\n%s\nlogs:\n%s", tg.audit.String(), tg.logs.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/providers"
+)
+
+// panicInjector panics while injecting, with a value built from the
+// credential as the URL's last segment says: a third-party injector's
+// bug, or one that formats what it was given into its panic.
+type panicInjector struct{}
+
+func (panicInjector) Inject(r *http.Request, cred *providers.Credential) error {
+	tok, _ := cred.Field(providers.FieldToken)
+	v := tok.Reveal()
+	switch r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:] {
+	case "string":
+		panic("bad token " + v)
+	case "error":
+		panic(fmt.Errorf("injecting %q: %w", v, errors.New("refused")))
+	case "struct":
+		panic(struct{ Token string }{v})
+	case "runtime":
+		var s []string
+		_ = s[len(v)] // index out of range
+	}
+	return nil
+}
+
+func init() {
+	injectors.Register(injectors.Module{Name: "gwtest-panic", New: func() injectors.Injector { return panicInjector{} }})
+}
+
+// TestPanicValueNotLogged checks the class "a panic while serving a
+// request never puts a secret in the log": whatever value a plugin
+// panics with (a string, an error, a struct holding the credential), the
+// gateway logs where it happened and its type, never the value (a Go
+// runtime error's message, which holds no data, is kept), on HTTP/1.1
+// and HTTP/2. The client's connection or stream is cut, as net/http does.
+func TestPanicValueNotLogged(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	pol := strings.Replace(testPolicy, "rules:\n", "rules:\n  - name: panics\n    from: local\n    to: api\n    paths: [/panic/*]\n    inject: {credential: token, as: gwtest-panic}\n", 1)
+	writeFile(t, tg.dir, "policy.yaml", []byte(pol))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	for _, h2 := range []bool{false, true} {
+		for _, kind := range []string{"string", "error", "struct", "runtime"} {
+			t.Run(fmt.Sprintf("h2=%v/%s", h2, kind), func(t *testing.T) {
+				start := len(tg.logs.String())
+				resp, err := tg.client(t, h2).Get("https://" + apiHost + "/panic/" + kind)
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("the client got %s, want its connection or stream cut", resp.Status)
+				}
+				waitFor(t, 5*time.Second, "the panic's log line", func() bool { return strings.Contains(tg.logs.String()[start:], "panic") })
+				logs := tg.logs.String()[start:]
+				if strings.Contains(logs, tg.token) {
+					t.Fatalf("the log holds the credential:\n%s", logs)
+				}
+				if kind == "runtime" && !strings.Contains(logs, "index out of range") {
+					t.Errorf("a runtime error's message is not logged:\n%s", logs)
+				}
+				if testing.Verbose() {
+					t.Log(logs)
+				}
+				if !strings.Contains(logs, "panicInjector.Inject") {
+					t.Errorf("the log does not say where the panic happened:\n%s", logs)
+				}
+			})
+		}
+	}
+}
