@@ -556,6 +556,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 		},
 		Log:      g.log,
 		Draining: g.draining.Load,
+		Refused:  g.refuseUnreadable,
 	}
 	g.adminSrv = g.newAdminServer(errLog)
 	return nil

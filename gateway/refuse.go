@@ -40,6 +40,7 @@ const (
 	codeShuttingDown       = "shutting_down"
 	codeRequestBodyAborted = "client_aborted"
 	codeRateLimited        = "rate_limited"
+	codeMalformedRequest   = "malformed_request"
 )
 
 // statusClientClosed is the status of a request whose client went away
@@ -108,9 +109,8 @@ func (f refusal) body() []byte {
 	return append(b, '\n')
 }
 
-// write sends f on a ResponseWriter.
-func (f refusal) write(w http.ResponseWriter) {
-	h := w.Header()
+// setHeader sets the header fields of f's answer but Content-Length.
+func (f refusal) setHeader(h http.Header) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -118,6 +118,12 @@ func (f refusal) write(w http.ResponseWriter) {
 	if f.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
 	}
+}
+
+// write sends f on a ResponseWriter.
+func (f refusal) write(w http.ResponseWriter) {
+	h := w.Header()
+	f.setHeader(h)
 	b := f.body()
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(f.Status)

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/credgate/credgate/gateway/internal/h1"
 	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
@@ -824,6 +825,52 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	if g.tracer != nil {
 		x.trace.Outcome(e.Workload, e.Rule, e.Decision, e.Code, e.Status)
 	}
+}
+
+// refuseUnreadable audits and counts a request inside a tunnel that the
+// HTTP/1.1 server answered itself, without serveIntercepted, because it
+// could not read it or will not serve it (h1.Server.Refused): 400, 431,
+// 505 or 417 malformed_request, with the gateway's reason header and JSON
+// body. The audit line names the tunnel's workload (identity resolved
+// from the CONNECT's evidence, as for every request in the tunnel) and
+// destination, and the method and path only when the request parsed:
+// never bytes of what did not.
+func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer {
+	start := time.Now()
+	f := newRefusal(r.Status, codeMalformedRequest, g.unreadableReason(r), "")
+	e := event{Time: start, Method: r.Method, Scheme: "https", Path: r.Path, Decision: policy.Deny.String(), Code: f.Code, Status: f.Status}
+	if tc, _ := ctx.Value(tunnelKey).(*tunnelConn); tc != nil {
+		e.Host, e.Port = tc.dest.host, tc.dest.port
+		// On an error wl is what verified, if anything: the line is the
+		// malformed request's, the identity failure is the next
+		// request's to report.
+		wl, _ := g.ids.Resolve(ctx, tc.ev, g.store.Current().Workloads())
+		e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
+		if wantPresented(wl, f.Code) {
+			e.Presented = presented(tc.ev)
+		}
+	}
+	g.metrics.refusals.WithLabelValues(f.Code).Inc()
+	e.Duration = time.Since(start)
+	g.metrics.request(e.Decision, "", f.Status, e.Duration)
+	g.audit.write(&e)
+	h := http.Header{}
+	f.setHeader(h)
+	return h1.Answer{Header: h, Body: f.body()}
+}
+
+// unreadableReason is the refusal reason for r: what was wrong and what
+// to send instead. r.Reason is the HTTP server's fixed words.
+func (g *Gateway) unreadableReason(r h1.Refusal) string {
+	switch r.Status {
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return fmt.Sprintf("the request's header block is larger than limits.max_header_bytes (%d bytes); send fewer or shorter header fields", g.cfg.Limits.MaxHeaderBytes)
+	case http.StatusHTTPVersionNotSupported:
+		return "the request line names an HTTP version other than 1.x; send HTTP/1.1 (HTTP/2 is chosen with ALPN h2 in the TLS handshake)"
+	case http.StatusExpectationFailed:
+		return "the Expect header asks for something other than 100-continue; send Expect: 100-continue or no Expect field"
+	}
+	return "the request could not be read as HTTP/1.1 (" + r.Reason + "); send a request line whose target is an absolute path of valid percent-encodings without control bytes, one Host header, and valid header field names and values"
 }
 
 // reissuePlanFor returns how to handle a 401 to the request r, or nil

@@ -36,6 +36,11 @@
 // closing after an error answer, and a graceful drain on shutdown (idle
 // connections are closed at once, busy ones after their response).
 //
+// A request it answers itself, without the handler (one it cannot read,
+// or will not serve: 400, 431, 505, 417), is reported to Server.Refused,
+// whose answer fields and body it sends: the gateway audits and counts
+// those as the handler's refusals are.
+//
 // It knows nothing of the gateway: it imports no request-path stage
 // (internal/deptest keeps that true).
 package h1
@@ -128,6 +133,17 @@ type Server struct {
 	// response instead of waiting for another request. Shutdown alone has
 	// the same effect.
 	Draining func() bool
+	// Refused, when set, is called for every request the server answers
+	// itself, without the handler, because it cannot read it or will not
+	// serve it: a request line or header block that does not parse (400),
+	// a header block over MaxHeaderBytes (431), an HTTP version other
+	// than 1.x (505), no Host (400), an invalid header field (400), an
+	// Expect other than 100-continue (417). It is not called when the
+	// client went away or was too slow (nothing is answered then). It
+	// runs on the connection's goroutine before the answer is written;
+	// ctx is the connection's context (Serve's ctx, cancelled when the
+	// connection ends). What it returns is added to the answer.
+	Refused func(ctx context.Context, r Refusal) Answer
 
 	// readers and writers are the pooled per-request buffers.
 	readers sync.Pool // *bufio.Reader
@@ -147,6 +163,32 @@ type Server struct {
 	closing  bool
 	shutdown atomic.Bool   // closing, read without the lock
 	empty    chan struct{} // closed when conns drains during Shutdown
+}
+
+// Refusal is a request the server answered itself (Server.Refused).
+type Refusal struct {
+	// Status is the answer's status.
+	Status int
+	// Reason is the text the server's own answer says ("malformed HTTP
+	// request", "missing required Host header", ...): fixed words, never
+	// bytes of the request.
+	Reason string
+	// Method and Path are the request's method and escaped path (without
+	// query) once its request line and header block parsed; empty when
+	// they did not.
+	Method, Path string
+}
+
+// Answer is what Server.Refused adds to the server's answer to a refused
+// request. The server writes the status line, Connection: close and
+// Content-Length itself.
+type Answer struct {
+	// Header holds fields added to the answer; a Content-Type in it
+	// replaces the server's text/plain. Connection and Content-Length
+	// in it are ignored.
+	Header http.Header
+	// Body, when not nil, replaces the server's text body.
+	Body []byte
 }
 
 // Conn is what the server needs of a client connection: a *tls.Conn in
@@ -554,25 +596,25 @@ func (c *conn) serveRequest() bool {
 	if err != nil {
 		switch {
 		case c.lr.N <= 0:
-			c.plainError(http.StatusRequestHeaderFieldsTooLarge, "request header fields too large")
+			c.plainError(http.StatusRequestHeaderFieldsTooLarge, "request header fields too large", nil)
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isTimeout(err), errors.Is(err, net.ErrClosed):
 			// The client went away or was too slow: nothing to answer.
 		default:
-			c.plainError(http.StatusBadRequest, "malformed HTTP request")
+			c.plainError(http.StatusBadRequest, "malformed HTTP request", nil)
 		}
 		return false
 	}
 	c.lr.N = math.MaxInt64
 	if req.ProtoMajor != 1 {
-		c.plainError(http.StatusHTTPVersionNotSupported, "unsupported protocol version")
+		c.plainError(http.StatusHTTPVersionNotSupported, "unsupported protocol version", nil)
 		return false
 	}
 	if req.ProtoAtLeast(1, 1) && req.Host == "" {
-		c.plainError(http.StatusBadRequest, "missing required Host header")
+		c.plainError(http.StatusBadRequest, "missing required Host header", req)
 		return false
 	}
 	if msg := checkHeaderFields(req); msg != "" {
-		c.plainError(http.StatusBadRequest, msg)
+		c.plainError(http.StatusBadRequest, msg, req)
 		return false
 	}
 	if c.hdr.scan.both() {
@@ -600,7 +642,7 @@ func (c *conn) serveRequest() bool {
 	if ex, ok := req.Header["Expect"]; ok {
 		switch {
 		case len(ex) != 1 || !strings.EqualFold(ex[0], "100-continue") || !req.ProtoAtLeast(1, 1):
-			c.plainError(http.StatusExpectationFailed, "unsupported Expect header")
+			c.plainError(http.StatusExpectationFailed, "unsupported Expect header", req)
 			return false
 		case b != nil:
 			// End to end: the field stays for the handler to pass on,
@@ -673,22 +715,44 @@ func (c *conn) handle(w *response, req *http.Request) {
 	c.handler.ServeHTTP(w, req)
 }
 
-// plainError answers a request the server could not read, and the
-// connection is closed after it.
-func (c *conn) plainError(status int, msg string) {
+// plainError answers a request the server could not read or will not
+// serve, and the connection is closed after it. req is the request when
+// it parsed, for Refused; nil otherwise.
+func (c *conn) plainError(status int, msg string, req *http.Request) {
+	body := msg + "\n"
+	var extra http.Header
+	if c.s.Refused != nil {
+		r := Refusal{Status: status, Reason: msg}
+		if req != nil {
+			r.Method, r.Path = req.Method, req.URL.EscapedPath()
+		}
+		a := c.s.Refused(c.ctx, r)
+		extra = a.Header
+		if a.Body != nil {
+			body = string(a.Body)
+		}
+	}
 	if c.bw == nil {
 		c.bw = c.s.writer(c.tc)
 	}
 	_ = c.tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = c.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) +
-		"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " +
-		strconv.Itoa(len(msg)+1) + "\r\n\r\n" + msg + "\n")
+	_, _ = c.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
+	if _, ok := extra["Content-Type"]; !ok {
+		_, _ = c.bw.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
+	}
+	// Write drops CR and LF from values: a field cannot end the head.
+	_ = extra.WriteSubset(c.bw, answerOwnFields)
+	_, _ = c.bw.WriteString("Connection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 	if c.bw.Flush() != nil {
 		return
 	}
 	// The client may still be sending (an oversized header block).
 	c.linger()
 }
+
+// answerOwnFields are the fields of a refusal's answer the server writes
+// itself, whatever Refused returns.
+var answerOwnFields = map[string]bool{"Connection": true, "Content-Length": true, "Transfer-Encoding": true}
 
 // finishBody deals with what the handler left of the request body once
 // the response is sent, and reports whether the connection can carry
