@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -75,16 +76,43 @@ type requestSeries struct {
 
 const maxRequestSeries = 4096
 
+// statusClass is the status kept in a requestKey for status: status
+// itself when it is a registered code (one net/http has a text for), else
+// its class, 1 to 9 (1xx to 9xx), or 0 outside 100–999.
+func statusClass(status int) int {
+	switch {
+	case http.StatusText(status) != "":
+		return status
+	case status >= 100 && status <= 999:
+		return status / 100
+	}
+	return 0
+}
+
+// statusLabel is the status label of a statusClass: the code, "5xx" for a
+// class, "other" for 0. An upstream answering with codes no registry
+// knows (299, 599, 731) thus adds at most one series per class, not one
+// per code.
+func statusLabel(class int) string {
+	switch {
+	case class >= 100:
+		return strconv.Itoa(class)
+	case class >= 1:
+		return strconv.Itoa(class) + "xx"
+	}
+	return "other"
+}
+
 // counter returns the counter of (decision, rule, status) in vec.
 func (rs *requestSeries) counter(vec *prometheus.CounterVec, decision, rule string, status int) prometheus.Counter {
-	k := requestKey{decision, rule, status}
+	k := requestKey{decision, rule, statusClass(status)}
 	rs.mu.RLock()
 	c, ok := rs.m[k]
 	rs.mu.RUnlock()
 	if ok {
 		return c
 	}
-	c = vec.WithLabelValues(decision, rule, strconv.Itoa(status))
+	c = vec.WithLabelValues(decision, rule, statusLabel(k.status))
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if rs.m == nil {
