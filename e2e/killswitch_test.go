@@ -65,6 +65,7 @@ type refusalPoller struct {
 	at   time.Time
 	err  error
 	n    int
+	cut  int // requests cut in flight by the switch
 }
 
 // pollUntilRefused sends GETs of url-1, url-2... through c, one after the
@@ -80,14 +81,25 @@ func pollUntilRefused(c *http.Client, url, code string, timeout time.Duration) *
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s-%d", url, p.n), nil)
 			resp, err := c.Do(req)
-			if err != nil {
-				cancel()
-				p.err = err
-				return
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			timedOut := ctx.Err() != nil
 			cancel()
+			if err != nil {
+				// A request in flight when the switch came is cut (the
+				// kill switch cancels it, inflight.go): after its
+				// response began, the client sees the stream reset or
+				// the connection end. The next one is refused. More
+				// than one such cut, or a request that timed out, is
+				// not the switch's doing.
+				if p.cut++; p.cut > 1 || timedOut {
+					p.err = err
+					return
+				}
+				continue
+			}
 			if resp.StatusCode == http.StatusForbidden && resp.Header.Get("X-Credgate-Reason") == code {
 				p.at = time.Now()
 				return
