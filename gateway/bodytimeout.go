@@ -117,32 +117,28 @@ func (*bodyIdleError) Error() string {
 func (*bodyIdleError) Timeout() bool   { return true }
 func (*bodyIdleError) Temporary() bool { return false }
 
-// expire aborts the pending read, or the next one: a read deadline in the
-// past ends it.
-func (b *idleBody) expire() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.done {
-		return
-	}
-	b.timedOut.Store(true)
-	_ = b.rc.SetReadDeadline(time.Unix(1, 0))
-}
+// expire aborts the pending read, or the next one, for the idle timeout.
+func (b *idleBody) expire() { b.abort(&b.timedOut) }
 
 // switchOff aborts the pending read, or the next one, for the kill
 // switch: the transport sending the body upstream waits for its read to
 // end before it returns (a client streaming a body may send nothing more
 // for a long time).
 func (b *idleBody) switchOff() {
-	if b == nil {
-		return
+	if b != nil {
+		b.abort(&b.off)
 	}
+}
+
+// abort marks why (why) and ends the pending read, or the next one, with
+// a read deadline in the past, unless the body is done.
+func (b *idleBody) abort(why *atomic.Bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.done {
 		return
 	}
-	b.off.Store(true)
+	why.Store(true)
 	_ = b.rc.SetReadDeadline(time.Unix(1, 0))
 }
 
