@@ -38,29 +38,62 @@ const (
 // Port returns a 127.0.0.1 TCP port that nothing listened on when it was
 // checked and that no other caller of Port, in this process or another,
 // will be given while this process lives.
-func Port() (int, error) {
+func Port() (int, error) { return WithCompanion(0) }
+
+// WithCompanion is Port for a peer that also binds the port offset above
+// the one it is told (Redis Cluster's bus port, port+10000): both ports
+// are outside the ephemeral range, free when checked and claimed. An
+// offset of 0 asks for one port.
+func WithCompanion(offset int) (int, error) {
 	lo, hi := span(ephemeralRange())
+	hi -= offset
 	if hi-lo < minSpan {
-		return kernelPort()
+		if offset == 0 {
+			return kernelPort()
+		}
+		return 0, fmt.Errorf("freeport: no room for a port and its companion %d above it outside the ephemeral range", offset)
 	}
 	start := lo + rand.IntN(hi-lo)
 	for i := range tries {
 		p := lo + (start-lo+i*7919)%(hi-lo) // a prime stride spreads the tries over the span
-		ok, err := claim(p)
+		ok, err := claimFree(p)
 		if err != nil {
 			return 0, err
 		}
-		if ok && bindable(p) {
+		if ok && offset > 0 {
+			ok, err = claimFree(p + offset)
+			if err != nil {
+				return 0, err
+			}
+		}
+		if ok {
 			return p, nil
 		}
 	}
 	return 0, fmt.Errorf("freeport: no free port among %d tried in %d-%d (outside the ephemeral range)", tries, lo, hi)
 }
 
+// claimFree claims p and reports whether it is also free to bind.
+func claimFree(p int) (bool, error) {
+	ok, err := claim(p)
+	return ok && err == nil && bindable(p), err
+}
+
 // Get is Port for a test: it fails the test when no port is found.
 func Get(t testing.TB) int {
 	t.Helper()
 	p, err := Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// GetWithCompanion is WithCompanion for a test: it fails the test when
+// no port is found.
+func GetWithCompanion(t testing.TB, offset int) int {
+	t.Helper()
+	p, err := WithCompanion(offset)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,3 +124,28 @@ func TestPortsDistinctAcrossProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestWithCompanion: a port and its companion offset above it (Redis
+// Cluster's bus port) are both outside the ephemeral range, bindable, and
+// neither is handed out again, as a port or as a companion.
+func TestWithCompanion(t *testing.T) {
+	elo, ehi := ephemeralRange()
+	seen := map[int]bool{}
+	for range 50 {
+		p := GetWithCompanion(t, 10000)
+		for _, q := range []int{p, p + 10000} {
+			if q >= elo && q <= ehi {
+				t.Fatalf("port %d (of %d and its companion) is in the ephemeral range %d-%d", q, p, elo, ehi)
+			}
+			if seen[q] {
+				t.Fatalf("port %d handed out twice", q)
+			}
+			seen[q] = true
+		}
+		if q := Get(t); seen[q] {
+			t.Fatalf("Get handed out %d, a port or companion already given", q)
+		} else {
+			seen[q] = true
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -92,13 +93,24 @@ func StartCluster(t testing.TB) *Server {
 	}
 }
 
+// clusterBusOffset is how far above its port a Redis Cluster node
+// listens for the cluster bus.
+const clusterBusOffset = 10000
+
 func start(t testing.TB, tf *TLSFiles, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found: install it with `%s`", InstallHint)
 	}
-	port := freeport.Get(t)
+	// A cluster node also listens on its bus port, port+10000: it is
+	// claimed too, and kept outside the ephemeral range like the port.
+	var port int
+	if slices.Contains(extra, "--cluster-enabled") {
+		port = freeport.GetWithCompanion(t, clusterBusOffset)
+	} else {
+		port = freeport.Get(t)
+	}
 	s := &Server{t: t, bin: bin, port: port, tls: tf, extra: extra}
 	s.start()
 	t.Cleanup(s.Stop)
