@@ -173,14 +173,17 @@ func (s *WorkloadAPISource) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	if bundles == nil {
 		bundles = x509bundle.NewSet()
 	}
+	// The bundles first: once the new SVID is served, a CA the update
+	// rotated out is no longer trusted (with the SVID first, a chain of
+	// the old CA verified in between).
+	if s.onUpdate != nil {
+		s.onUpdate(bundles)
+	}
 	prev := s.state.Swap(&svidState{svid: svid, cert: cert})
 	if prev != nil && !prev.svid.Certificates[0].Equal(svid.Certificates[0]) {
 		s.rotations.Add(1)
 		s.log.Info("SPIFFE Workload API: X.509-SVID rotated", slog.String("spiffe_id", svid.ID.String()),
 			slog.Time("expires", svid.Certificates[0].NotAfter))
-	}
-	if s.onUpdate != nil {
-		s.onUpdate(bundles)
 	}
 	s.firstOnce.Do(func() { close(s.first) })
 }
