@@ -121,7 +121,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	// does not complete them (copyBody).
 	cl := announcedLength(st, resp)
 	stream := cl == -1 || isEventStream(resp.Header.Get("Content-Type"))
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
+	if st != nil {
+		st.rc = *http.NewResponseController(w) // no allocation of its own
+		rc = &st.rc
+	} else {
+		rc = http.NewResponseController(w)
+	}
 	if stream {
 		_ = rc.Flush()
 	}

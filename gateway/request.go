@@ -63,6 +63,8 @@ type reqState struct {
 	// credential, reissuedCred.
 	reissued     bool
 	reissuedCred *providers.Credential
+	// rc controls the client's response (forward).
+	rc http.ResponseController
 	// abortCode says why a response broke off after its headers.
 	abortCode string
 	// resp, when set, scrubs the response and keeps custody of values

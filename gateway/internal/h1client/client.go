@@ -494,7 +494,12 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*ht
 	max := pc.c.maxHeader()
 	pc.limit = max
 	var resp *http.Response
+	var fast *fastResponse
 	for {
+		if fast = readFastResponse(pc.br, r, max); fast != nil {
+			resp = &fast.resp // a final response (response.go)
+			break
+		}
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil {
 			switch {
@@ -536,6 +541,11 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*ht
 	}
 	if resp.Body == http.NoBody {
 		pc.release(stop, !resp.Close)
+		return resp, nil
+	}
+	if fast != nil {
+		fast.body = body{rc: resp.Body, pc: pc, stop: stop, ctx: ctx, keep: !resp.Close}
+		resp.Body = &fast.body
 		return resp, nil
 	}
 	resp.Body = &body{rc: resp.Body, pc: pc, stop: stop, ctx: ctx, keep: !resp.Close}

@@ -1,0 +1,216 @@
+package h1client
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// readSizes is the sequence of read sizes both bodies are read with, so
+// that where each returns its EOF (with the last bytes or after them)
+// is compared too.
+var readSizes = []int{1, 7, 0, 64, 3, 4096}
+
+// readAll reads b with the sizes of readSizes, repeated, and returns every
+// read's result.
+func readAll(b io.Reader) []string {
+	var out []string
+	for i := 0; i < 10000; i++ {
+		p := make([]byte, readSizes[i%len(readSizes)])
+		n, err := b.Read(p)
+		out = append(out, fmt.Sprintf("%q %v", p[:n], err))
+		if err != nil {
+			return out
+		}
+	}
+	return append(out, "too many reads")
+}
+
+// checkFast holds readFastResponse to http.ReadResponse on data: when it
+// declines it consumed nothing; when it accepts, ReadResponse reads the
+// same response, the same body reads and leaves the same bytes after it.
+func checkFast(t *testing.T, data []byte, method string) (accepted bool) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://example.test/", nil)
+	if err != nil {
+		return false
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(data), 4<<10)
+	fr := readFastResponse(br, req, 1<<20)
+	if fr == nil {
+		rest, _ := io.ReadAll(br)
+		if !bytes.Equal(rest, data) {
+			t.Fatalf("declined but consumed bytes of %q", data)
+		}
+		return false
+	}
+	ref := bufio.NewReaderSize(bytes.NewReader(data), 4<<10)
+	want, err := http.ReadResponse(ref, req)
+	if err != nil {
+		t.Fatalf("accepted %q, which ReadResponse refuses: %v", data, err)
+	}
+	got := &fr.resp
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"Status", got.Status, want.Status},
+		{"StatusCode", got.StatusCode, want.StatusCode},
+		{"Proto", got.Proto, want.Proto},
+		{"ProtoMajor", got.ProtoMajor, want.ProtoMajor},
+		{"ProtoMinor", got.ProtoMinor, want.ProtoMinor},
+		{"Header", got.Header, want.Header},
+		{"ContentLength", got.ContentLength, want.ContentLength},
+		{"TransferEncoding", got.TransferEncoding, want.TransferEncoding},
+		{"Close", got.Close, want.Close},
+		{"Uncompressed", got.Uncompressed, want.Uncompressed},
+		{"Trailer", got.Trailer, want.Trailer},
+		{"Request", got.Request, want.Request},
+		{"NoBody", got.Body == http.NoBody, want.Body == http.NoBody},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Fatalf("%q: %s = %#v, ReadResponse's %#v", data, c.name, c.got, c.want)
+		}
+	}
+	if g, w := readAll(got.Body), readAll(want.Body); !reflect.DeepEqual(g, w) {
+		t.Fatalf("%q: body reads %q, ReadResponse's %q", data, g, w)
+	}
+	g, _ := io.ReadAll(br)
+	w, _ := io.ReadAll(ref)
+	if !bytes.Equal(g, w) {
+		t.Fatalf("%q: left %q after the body, ReadResponse %q", data, g, w)
+	}
+	return true
+}
+
+// common are responses the fast path must take: what APIs answer.
+var common = []string{
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+	"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: Thu, 03 Dec 2026 12:00:00 GMT\r\nContent-Length: 2\r\n\r\n{}",
+	// nginx: Connection: keep-alive, Server, several Set-Cookie.
+	"HTTP/1.1 201 Created\r\nServer: nginx/1.27.0\r\nDate: Thu, 03 Dec 2026 12:00:00 GMT\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 11\r\nConnection: keep-alive\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; Path=/; HttpOnly\r\nETag: \"abc\"\r\n\r\n{\"id\": 42}\n",
+	// GitHub-like: many fields, lower-case and odd-case names.
+	"HTTP/1.1 404 Not Found\r\ncontent-type: application/json; charset=utf-8\r\nx-github-request-id: 1234:5678\r\nx-ratelimit-limit: 5000\r\nx-ratelimit-remaining: 4999\r\nX-Custom_Field: \t spaced \t\r\nVary: Accept, Accept-Encoding\r\nVary: Origin\r\ncontent-length: 9\r\n\r\nnot found",
+	"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 302 Found\r\nLocation: https://example.test/next\r\nContent-Length: 0\r\nEmpty:\r\n\r\n",
+}
+
+// declined are responses it must leave to ReadResponse, refused or not.
+var declined = []string{
+	"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+	"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive, Close\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nPragma: no-cache\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTrailer: X\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\n\r\nuntil close",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nFolded: a\r\n b\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\nBare: lf\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nSpace : before\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nObs: caf\xc3\xa9\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nCtl: a\x01b\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nNoColon\r\n\r\nx",
+	"HTTP/1.1  200 OK\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 2000 OK\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 600 Odd\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", // the block has not all arrived
+	"HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456789\r\n\r\nx",
+}
+
+// TestFastResponse checks the fast path against ReadResponse on the
+// common responses (which it must take) and on the forms it must leave to
+// ReadResponse, each whole and with its body cut short.
+func TestFastResponse(t *testing.T) {
+	for _, s := range common {
+		if !checkFast(t, []byte(s), http.MethodGet) {
+			t.Errorf("declined a common response: %q", s)
+		}
+		if checkFast(t, []byte(s), http.MethodHead) {
+			t.Errorf("accepted a response to HEAD: %q", s)
+		}
+		// Body cut short, and followed by the next response.
+		if i := strings.Index(s, "\r\n\r\n"); i+4 < len(s) {
+			checkFast(t, []byte(s[:len(s)-1]), http.MethodGet)
+		}
+		checkFast(t, []byte(s+s), http.MethodGet)
+	}
+	for _, s := range declined {
+		if checkFast(t, []byte(s), http.MethodGet) {
+			t.Errorf("accepted %q", s)
+		}
+	}
+}
+
+// TestFastResponseAllocs bounds the fast path's allocations.
+func TestFastResponseAllocs(t *testing.T) {
+	data := []byte(common[2])
+	req, _ := http.NewRequest(http.MethodGet, "http://example.test/", nil)
+	br := bufio.NewReaderSize(nil, 4<<10)
+	rd := bytes.NewReader(data)
+	n := testing.AllocsPerRun(100, func() {
+		rd.Reset(data)
+		br.Reset(rd)
+		if readFastResponse(br, req, 1<<20) == nil {
+			t.Fatal("declined")
+		}
+	})
+	// The block's text, the map, its values, the response; Set-Cookie's
+	// second value and the map's growth may add one each.
+	if n > 6 {
+		t.Errorf("%v allocations, want at most 6", n)
+	}
+	ref := testing.AllocsPerRun(100, func() {
+		rd.Reset(data)
+		br.Reset(rd)
+		if _, err := http.ReadResponse(br, req); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("fast path %v allocations, ReadResponse %v", n, ref)
+}
+
+// FuzzFastResponse is the differential test: on any input, the fast path
+// either declines having consumed nothing or reads what ReadResponse
+// reads.
+func FuzzFastResponse(f *testing.F) {
+	for _, s := range append(append([]string(nil), common...), declined...) {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, head bool) {
+		m := http.MethodGet
+		if head {
+			m = http.MethodHead
+		}
+		checkFast(t, data, m)
+	})
+}
+
+func TestLengthBodyErrors(t *testing.T) {
+	boom := errors.New("boom")
+	b := &lengthBody{lr: io.LimitedReader{R: io.MultiReader(strings.NewReader("ab"), errReader{boom}), N: 5}}
+	p := make([]byte, 8)
+	if n, err := b.Read(p); n != 2 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	if _, err := b.Read(p); err != boom {
+		t.Fatalf("Read error = %v, want the reader's", err)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
