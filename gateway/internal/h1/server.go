@@ -21,7 +21,8 @@
 //
 // What it keeps of net/http's server: request parsing (http.ReadRequest,
 // the same parser, which validates header names and values and the body
-// framing) and the header checks net/http makes before a handler runs,
+// framing; the common bodiless request is read by a fast path that
+// FuzzFastRequest holds to ReadRequest's reading) and the header checks net/http makes before a handler runs,
 // the header size limit (431), the read-header and idle timeouts,
 // 100-continue, 1xx responses, chunked responses with trailers,
 // HEAD/204/304 without a body, a bounded drain of an unread request body
@@ -591,7 +592,13 @@ func (c *conn) serveRequest() bool {
 		c.hdr.scan.feed(held)
 	}
 	c.hdr.on = true
-	req, err := http.ReadRequest(c.br)
+	// The common request by the fast path (fastrequest.go), any other by
+	// ReadRequest.
+	req := readFastRequest(c.br, lim.MaxHeaderBytes+4096)
+	var err error
+	if req == nil {
+		req, err = http.ReadRequest(c.br)
+	}
 	c.hdr.on = false
 	if err != nil {
 		switch {

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"math"
 	"net/http"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/credgate/credgate/internal/msghead"
 )
 
 // The common response is read without http.ReadResponse: a final
@@ -16,9 +19,10 @@ import (
 // values, CRLF line ends, no folded lines) and whose body is framed by
 // one Content-Length and nothing else: no Transfer-Encoding, Trailer,
 // Pragma or "Connection: close", status not 204 or 304. Such a response
-// costs 4 allocations here (the block's text, the header map, its values,
-// and one for the response, its body and the body's reader) against
-// about 14 through ReadResponse, and a single pass over the block.
+// costs 5 allocations here (the block's text, the header map and its
+// first insert, its values, and one for the response, its body and the
+// body's reader; package msghead reads the fields) against 11 through
+// ReadResponse, and a single pass over the block.
 //
 // Every other response, and any byte this parser does not expect, goes
 // to http.ReadResponse with nothing consumed: the fast path only ever
@@ -63,15 +67,6 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 // Close does nothing: the connection's body (body) ends the connection.
 func (b *lengthBody) Close() error { return nil }
 
-// Names whose presence sends a response to ReadResponse: they change the
-// framing or the header (fixPragmaCacheControl) in ways the fast path
-// does not reproduce.
-const (
-	flagTE = 1 << iota
-	flagTrailer
-	flagPragma
-)
-
 // readFastResponse reads r's response from br when it is of the common
 // form above; it returns nil, having consumed nothing, otherwise. max
 // bounds the header block.
@@ -79,85 +74,29 @@ func readFastResponse(br *bufio.Reader, r *http.Request, max int64) *fastRespons
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	if br.Buffered() == 0 {
-		if _, err := br.Peek(1); err != nil {
-			return nil // ReadResponse meets the same error
-		}
+	head, ok := msghead.Block(br, int(min(max, math.MaxInt32)), finalStatusLine)
+	if !ok {
+		return nil // ReadResponse reads the rest or meets the same end
 	}
-	buf, _ := br.Peek(br.Buffered())
-	end := bytes.Index(buf, crlfcrlf)
-	if end < 0 || int64(end+4) > max {
-		return nil // not all here: ReadResponse waits for the rest
-	}
-	block := buf[:end+2] // the status line and the fields, each ending in CRLF
-
-	// The status line: "HTTP/1.1 " 3 digits, then the end or " " reason.
-	nl := bytes.Index(block, crlf)
-	line := block[:nl]
-	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " ||
-		line[9] < '2' || line[9] > '5' || !isDigit(line[10]) || !isDigit(line[11]) ||
-		len(line) > 12 && line[12] != ' ' || !plainValue(line[12:]) {
-		return nil
-	}
+	nl := bytes.Index(head, crlf)
+	line := head[:nl]
 	code := int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
-	if code == http.StatusNoContent || code == http.StatusNotModified {
+	text, h, ok := msghead.Fields(head, nl)
+	if !ok {
 		return nil
 	}
-
-	// First pass: validate the fields and count them.
-	n := 0
-	for rest := block[nl+2:]; len(rest) > 0; n++ {
-		i := bytes.Index(rest, crlf)
-		if _, vs, ve, ok := splitField(rest[:i]); !ok || !plainValue(rest[vs:ve]) {
-			return nil
-		}
-		rest = rest[i+2:]
-	}
-
-	// Second pass: the header, its strings cut from one copy of the block.
-	text := string(block)
-	h := make(http.Header, n)
-	strs := make([]string, n)
-	var cl []string
-	flags := 0
-	var key [64]byte
-	off := nl + 2
-	for off < len(text) {
-		i := off + bytes.Index(block[off:], crlf)
-		ne, vs, ve, _ := splitField(block[off:i])
-		k := canonicalKey(text[off:off+ne], block[off:off+ne], key[:0])
-		v := text[off+vs : off+ve]
-		vv := h[k]
-		if vv == nil && len(strs) > 0 {
-			vv, strs = strs[:1:1], strs[1:]
-			vv[0] = v
-			h[k] = vv
-		} else {
-			h[k] = append(vv, v)
-		}
-		switch k {
-		case "Content-Length":
-			cl = h[k]
-		case "Transfer-Encoding":
-			flags |= flagTE
-		case "Trailer":
-			flags |= flagTrailer
-		case "Pragma":
-			flags |= flagPragma
-		}
-		off = i + 2
-	}
-	if flags != 0 || len(cl) != 1 {
+	cl := h["Content-Length"]
+	if len(cl) != 1 || h["Transfer-Encoding"] != nil || h["Trailer"] != nil || h["Pragma"] != nil {
 		return nil
 	}
-	length, ok := parseLength(cl[0])
+	length, ok := msghead.ParseLength(cl[0])
 	if !ok {
 		return nil
 	}
 	if c := h["Connection"]; c != nil && httpguts.HeaderValuesContainsToken(c, "close") {
 		return nil
 	}
-	if _, err := br.Discard(end + 4); err != nil {
+	if _, err := br.Discard(len(head)); err != nil {
 		return nil // cannot happen: the bytes are buffered
 	}
 	fr := &fastResponse{resp: http.Response{
@@ -179,108 +118,20 @@ func readFastResponse(br *bufio.Reader, r *http.Request, max int64) *fastRespons
 	return fr
 }
 
-var (
-	crlf     = []byte("\r\n")
-	crlfcrlf = []byte("\r\n\r\n")
-)
+var crlf = []byte("\r\n")
+
+// finalStatusLine reports whether line is the status line of a final
+// response the fast path reads: "HTTP/1.1 " and a code from 200 to 599
+// but 204 and 304, then the line's end or a space and a reason of
+// visible ASCII, spaces and tabs.
+func finalStatusLine(line []byte) bool {
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " ||
+		line[9] < '2' || line[9] > '5' || !isDigit(line[10]) || !isDigit(line[11]) ||
+		len(line) > 12 && line[12] != ' ' || !msghead.Plain(line[12:]) {
+		return false
+	}
+	code := string(line[9:12])
+	return code != "204" && code != "304"
+}
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-// plainValue reports whether v holds only visible ASCII, spaces and tabs.
-func plainValue(v []byte) bool {
-	for _, c := range v {
-		if (c < ' ' && c != '\t') || c > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-// splitField splits a field line at its colon: the name, a token, is
-// line[:ne], and the value without the spaces and tabs around it (as
-// textproto trims them) line[vs:ve]. ok is false for a line textproto
-// would read otherwise or refuse (a folded line, a name that is not a
-// token, no colon).
-func splitField(line []byte) (ne, vs, ve int, ok bool) {
-	ne = bytes.IndexByte(line, ':')
-	if ne <= 0 {
-		return 0, 0, 0, false
-	}
-	for _, c := range line[:ne] {
-		if !httpguts.IsTokenRune(rune(c)) {
-			return 0, 0, 0, false
-		}
-	}
-	vs, ve = ne+1, len(line)
-	for vs < ve && (line[vs] == ' ' || line[vs] == '\t') {
-		vs++
-	}
-	for ve > vs && (line[ve-1] == ' ' || line[ve-1] == '\t') {
-		ve--
-	}
-	return ne, vs, ve, true
-}
-
-// canonicalKey returns the canonical form of the field name name (a
-// token; as is, its text in the block): an interned string for the
-// common names, as itself when already canonical, a new string otherwise.
-func canonicalKey(as string, name, buf []byte) string {
-	upper := true
-	canon := true
-	for _, c := range name {
-		d := c
-		if upper && 'a' <= c && c <= 'z' {
-			d = c - ('a' - 'A')
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			d = c + ('a' - 'A')
-		}
-		if d != c {
-			canon = false
-		}
-		buf = append(buf, d)
-		upper = d == '-'
-	}
-	if k, ok := commonKeys[string(buf)]; ok {
-		return k
-	}
-	if canon {
-		return as
-	}
-	return string(buf)
-}
-
-// parseLength parses a Content-Length as net/http does (decimal digits,
-// at most 2^63-1), for up to 18 digits; longer is left to ReadResponse.
-func parseLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		if !isDigit(s[i]) {
-			return 0, false
-		}
-		n = n*10 + int64(s[i]-'0')
-	}
-	return n, true
-}
-
-// commonKeys interns the field names upstreams send most.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept-Ranges", "Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
-		"Access-Control-Allow-Methods", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers",
-		"Age", "Alt-Svc", "Cache-Control", "Connection", "Content-Disposition", "Content-Encoding",
-		"Content-Language", "Content-Length", "Content-Location", "Content-Range",
-		"Content-Security-Policy", "Content-Type", "Date", "Etag", "Expires", "Keep-Alive",
-		"Last-Modified", "Link", "Location", "Pragma", "Referrer-Policy", "Retry-After", "Server",
-		"Set-Cookie", "Strict-Transport-Security", "Trailer", "Transfer-Encoding", "Vary", "Via",
-		"Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id",
-		"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "X-Xss-Protection",
-		"X-Amz-Id-2", "X-Amz-Request-Id", "X-Github-Request-Id",
-	} {
-		m[k] = k
-	}
-	return m
-}()

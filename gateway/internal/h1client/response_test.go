@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/credgate/credgate/internal/msghead/msgheadtest"
 )
 
 // readSizes is the sequence of read sizes both bodies are read with, so
@@ -40,6 +42,11 @@ func checkFast(t *testing.T, data []byte, method string) (accepted bool) {
 	req, err := http.NewRequest(method, "http://example.test/", nil)
 	if err != nil {
 		return false
+	}
+	// It never waits for bytes ReadResponse would not wait for.
+	if msgheadtest.AskedMore(data, func(br *bufio.Reader) { readFastResponse(br, req, 1<<20) }) &&
+		!msgheadtest.AskedMore(data, func(br *bufio.Reader) { _, _ = http.ReadResponse(br, req) }) {
+		t.Fatalf("%q: waited for more bytes where ReadResponse did not", data)
 	}
 	br := bufio.NewReaderSize(bytes.NewReader(data), 4<<10)
 	fr := readFastResponse(br, req, 1<<20)
@@ -129,6 +136,11 @@ var declined = []string{
 	"HTTP/1.1 600 Odd\r\nContent-Length: 1\r\n\r\nx",
 	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", // the block has not all arrived
 	"HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456789\r\n\r\nx",
+	// Where ReadResponse ends without waiting for more.
+	"SSH-2.0-OpenSSH\r\n",
+	"HTTP/1.1 OK\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nBad Name: x\r\n",
+	"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
 }
 
 // TestFastResponse checks the fast path against ReadResponse on the

@@ -1,0 +1,154 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"reflect"
+	"testing"
+	"testing/iotest"
+
+	"github.com/credgate/credgate/internal/msghead/msgheadtest"
+)
+
+// checkFastRequest holds readFastRequest to http.ReadRequest on data:
+// when it declines it consumed nothing; when it accepts, ReadRequest
+// reads the same request (the whole struct) and leaves the same bytes.
+func checkFastRequest(t *testing.T, data []byte) (accepted bool) {
+	t.Helper()
+	// It never waits for bytes ReadRequest would not wait for.
+	if msgheadtest.AskedMore(data, func(br *bufio.Reader) { readFastRequest(br, 1<<20) }) &&
+		!msgheadtest.AskedMore(data, func(br *bufio.Reader) { _, _ = http.ReadRequest(br) }) {
+		t.Fatalf("%q: waited for more bytes where ReadRequest did not", data)
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(data), 4<<10)
+	got := readFastRequest(br, 1<<20)
+	if got == nil {
+		rest, _ := io.ReadAll(br)
+		if !bytes.Equal(rest, data) {
+			t.Fatalf("declined but consumed bytes of %q", data)
+		}
+		return false
+	}
+	ref := bufio.NewReaderSize(bytes.NewReader(data), 4<<10)
+	want, err := http.ReadRequest(ref)
+	if err != nil {
+		t.Fatalf("accepted %q, which ReadRequest refuses: %v", data, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q:\n got %#v\nwant %#v", data, got, want)
+	}
+	g, _ := io.ReadAll(br)
+	w, _ := io.ReadAll(ref)
+	if !bytes.Equal(g, w) {
+		t.Fatalf("%q: left %q, ReadRequest %q", data, g, w)
+	}
+	return true
+}
+
+// commonRequests are requests the fast path must take.
+var commonRequests = []string{
+	"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+	// Go's client.
+	"GET /v1/items?limit=10&cursor=abc%2Fdef HTTP/1.1\r\nHost: api.example.test\r\nUser-Agent: Go-http-client/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+	// curl.
+	"GET /repos/o/r HTTP/1.1\r\nHost: api.github.test\r\nUser-Agent: curl/8.11.1\r\nAccept: */*\r\nAuthorization: Bearer cg-placeholder\r\n\r\n",
+	"DELETE /a/b%20c/./../d;p=1 HTTP/1.1\r\nhost: x.test:8443\r\nx-custom_name:  v1 \r\nX-Custom_Name: v2\r\nCookie: a=1\r\nCookie: b=2\r\nEmpty:\r\n\r\n",
+	"OPTIONS /* HTTP/1.1\r\nHost: x.test\r\nOrigin: https://app.test\r\n\r\n",
+	"HEAD //double//slash?x=%zz HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"POST /no-body HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"GET /missing-host HTTP/1.1\r\nUser-Agent: x\r\n\r\n",
+	"GET /e?q=caf%C3%A9#frag HTTP/1.1\r\nHost: x.test\r\n\r\n",
+}
+
+// declinedRequests it must leave to ReadRequest.
+var declinedRequests = []string{
+	"GET http://x.test/ HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n\r\n",
+	"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+	"get / HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"PROPFIND / HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"GET / HTTP/1.0\r\nHost: x.test\r\n\r\n",
+	"GET /  HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"GET /a b HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"GET /%x HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\n\r\nx",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 0\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nPragma: no-cache\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nTrailer: X\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nFolded: a\r\n b\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\nBare: lf\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost : x.test\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nObs: caf\xc3\xa9\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nCtl: a\x7fb\r\n\r\n",
+	" GET / HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\n", // the head has not all arrived
+	// Where ReadRequest ends without waiting for more.
+	"SSH-2.0-OpenSSH\r\n",
+	"GET / HTTP/1.1\nHost: x.test\n\n",
+	"GET / HTTP/1.1\r\nBad Name: x\r\n",
+}
+
+// TestFastRequest checks the fast path against ReadRequest on common
+// requests (which it must take), pipelined, and on forms it must leave.
+func TestFastRequest(t *testing.T) {
+	for _, s := range commonRequests {
+		if !checkFastRequest(t, []byte(s)) {
+			t.Errorf("declined a common request: %q", s)
+		}
+		checkFastRequest(t, []byte(s+s))
+		// Arriving a byte at a time (the tunnel's first byte comes alone,
+		// from the idle wait): the head is read until it is whole.
+		br := bufio.NewReaderSize(iotest.OneByteReader(bytes.NewReader([]byte(s))), 4<<10)
+		if readFastRequest(br, 1<<20) == nil {
+			t.Errorf("declined %q arriving a byte at a time", s)
+		}
+	}
+	for _, s := range declinedRequests {
+		if checkFastRequest(t, []byte(s)) {
+			t.Errorf("accepted %q", s)
+		}
+	}
+}
+
+// TestFastRequestAllocs bounds the fast path's allocations.
+func TestFastRequestAllocs(t *testing.T) {
+	data := []byte(commonRequests[2])
+	br := bufio.NewReaderSize(nil, 4<<10)
+	rd := bytes.NewReader(data)
+	n := testing.AllocsPerRun(100, func() {
+		rd.Reset(data)
+		br.Reset(rd)
+		if readFastRequest(br, 1<<20) == nil {
+			t.Fatal("declined")
+		}
+	})
+	ref := testing.AllocsPerRun(100, func() {
+		rd.Reset(data)
+		br.Reset(rd)
+		if _, err := http.ReadRequest(br); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("fast path %v allocations, ReadRequest %v", n, ref)
+	if n > 6 || n >= ref {
+		t.Errorf("%v allocations (ReadRequest %v), want at most 6", n, ref)
+	}
+}
+
+// FuzzFastRequest is the differential test: on any input the fast path
+// either declines having consumed nothing or reads what ReadRequest reads.
+func FuzzFastRequest(f *testing.F) {
+	for _, s := range append(append([]string(nil), commonRequests...), declinedRequests...) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkFastRequest(t, data)
+	})
+}
