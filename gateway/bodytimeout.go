@@ -268,7 +268,9 @@ type stallCutter interface{ cutStalled() }
 
 // stallWatch cuts off a body whose peer stalls: when one read of it waits
 // idle for the peer, the cutter's cutStalled runs (once). It watches the
-// client's request bodies (idleBody, limits.body_idle_timeout). Reads mark their start and end in a
+// client's request bodies (idleBody, limits.body_idle_timeout) and the
+// upstream's response bodies (upstreamBody,
+// upstream.response_idle_timeout). Reads mark their start and end in a
 // counter (two atomic adds, no timer reset and no clock reading per
 // read); one timer per body, firing every idle/stallTicks while the body
 // is watched, cuts when it saw the same read pending stallTicks firings
@@ -294,6 +296,17 @@ type stallWatch struct {
 	// wg counts the armed timer or its running fire: stop waits for it,
 	// so that a watch is reused only when no fire of it runs.
 	wg sync.WaitGroup
+}
+
+// stallWatches pools stallWatches with their timers: an upstream
+// response's costs no allocation.
+var stallWatches = sync.Pool{New: func() any { return newStallWatch() }}
+
+// newStallWatch returns a stopped stallWatch.
+func newStallWatch() *stallWatch {
+	w := &stallWatch{}
+	w.init()
+	return w
 }
 
 // init makes w's timer, stopped.
@@ -356,4 +369,89 @@ func (w *stallWatch) stop() {
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
+}
+
+// codeUpstreamIdle cuts off a response whose upstream stopped sending the
+// body (upstream.response_idle_timeout).
+const codeUpstreamIdle = "upstream_idle"
+
+// errUpstreamIdle is the cause of an upstream request cancelled because
+// its response body stalled, and what a read of that body returns.
+var errUpstreamIdle = &upstreamIdleError{}
+
+type upstreamIdleError struct{}
+
+func (*upstreamIdleError) Error() string {
+	return "gateway: the upstream stalled the response body (upstream.response_idle_timeout)"
+}
+func (*upstreamIdleError) Timeout() bool   { return true }
+func (*upstreamIdleError) Temporary() bool { return false }
+
+// upstreamBody is an upstream response's body under the
+// upstream.response_idle_timeout watchdog: when one read of it waits that
+// long for the upstream, the upstream request is cancelled (both the
+// h1client and net/http's Transport close the connection, or reset the
+// HTTP/2 stream, when its context ends), the read fails with
+// errUpstreamIdle, and the forwarder cuts the client's response
+// (upstream_idle). It is the raw body, under any scrubber or custody
+// reader, so only the upstream's silence counts: while the client is slow
+// to take what was read, no read is pending. It lives in the request's
+// reqState and its stallWatch is pooled: a response costs no allocation
+// for it.
+type upstreamBody struct {
+	io.ReadCloser
+	w      *stallWatch
+	cancel context.CancelCauseFunc
+}
+
+// watchResponse puts resp's body under b, cancelling the request's
+// flight (cancel) when it stalls; it reports false, leaving resp alone,
+// for a response without a body. The caller calls b.release after the
+// last use of resp.Body.
+func (g *Gateway) watchResponse(b *upstreamBody, resp *http.Response, cancel context.CancelCauseFunc) bool {
+	idle := g.cfg.Upstream.ResponseIdleTimeout.D()
+	if idle <= 0 || cancel == nil || resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	b.ReadCloser, b.cancel = resp.Body, cancel
+	b.w = stallWatches.Get().(*stallWatch)
+	b.w.start(idle, b)
+	resp.Body = b
+	return true
+}
+
+// cutStalled implements stallCutter.
+func (b *upstreamBody) cutStalled() { b.cancel(errUpstreamIdle) }
+
+// Read implements io.Reader.
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	b.w.begin()
+	n, err := b.ReadCloser.Read(p)
+	b.w.end()
+	if err != nil && err != io.EOF && b.w.cut() {
+		// Whoever reads the body (the forwarder, a scrubber, custody)
+		// can tell why with errors.Is(err, errUpstreamIdle).
+		return n, errUpstreamIdle
+	}
+	return n, err
+}
+
+// stalled reports whether the watchdog cut the body.
+func (b *upstreamBody) stalled() bool { return b.w.cut() }
+
+// release stops the watchdog and returns its stallWatch to the pool; the
+// body is not read after it.
+func (b *upstreamBody) release() {
+	w := b.w
+	w.stop()
+	b.w = nil
+	stallWatches.Put(w)
+}
+
+// upstreamIdleRefusal answers a request whose upstream stalled the
+// response body before anything of the response reached the client
+// (custody or a decoder reads the body first).
+func (g *Gateway) upstreamIdleRefusal(rule string) refusal {
+	return newRefusal(http.StatusGatewayTimeout, codeUpstreamIdle,
+		fmt.Sprintf("the upstream sent no byte of the response body for %s (upstream.response_idle_timeout); the upstream request was cancelled", g.cfg.Upstream.ResponseIdleTimeout.D()), rule)
 }
