@@ -26,8 +26,8 @@ const codeBodyTimeout = "body_timeout"
 // slower than that rate, averaged over the time spent waiting for it
 // (once that reaches body_idle_timeout), is cut off the same way. Only
 // time spent waiting for the client counts: while the upstream does not
-// ask for more of the body, no timer runs. The timer is one per request
-// with a body, reset per read.
+// ask for more of the body, no read is pending. The watch is a
+// stallWatch, armed at the first read: no timer reset per read.
 type idleBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
@@ -37,11 +37,15 @@ type idleBody struct {
 	// timedOut is set when the body was cut off.
 	timedOut atomic.Bool
 
-	// Used only by Read's goroutine: the timer, and the time spent
-	// waiting for the client and the bytes it sent meanwhile.
-	timer  *time.Timer
+	// Used only by Read's goroutine: the time spent waiting for the
+	// client and the bytes it sent meanwhile.
 	waited time.Duration
 	got    int64
+	// w is the watch, armed by the first read under mu (watching set;
+	// stop ends it); only Read uses it otherwise. Not pooled: the
+	// transport may still read the body after the handler returned.
+	w        stallWatch
+	watching bool
 
 	// off is set when the kill switch cancelled the request
 	// (inflight.go): a pending read ends with errSwitchedOff.
@@ -50,6 +54,9 @@ type idleBody struct {
 	mu   sync.Mutex
 	done bool // the handler is returning: the ResponseController may not be used
 }
+
+// cutStalled implements stallCutter.
+func (b *idleBody) cutStalled() { b.expire() }
 
 // idleBody wraps r's body with the limits.body_idle_timeout watchdog,
 // before anything reads it (an injector that signs the body reads it
@@ -70,17 +77,29 @@ func (b *idleBody) cutOff() bool { return b != nil && b.timedOut.Load() }
 
 // Read implements io.Reader.
 func (b *idleBody) Read(p []byte) (int, error) {
-	if b.timer == nil {
-		b.timer = time.AfterFunc(b.idle, b.expire)
-	} else {
-		b.timer.Reset(b.idle)
+	if !b.watching {
+		b.mu.Lock()
+		if !b.done {
+			b.w.init()
+			b.w.start(b.idle, b)
+			b.watching = true
+		}
+		b.mu.Unlock()
+		if !b.watching {
+			// After stop, a late read (the transport's) is not
+			// watched: nothing would stop the watch.
+			return b.ReadCloser.Read(p)
+		}
 	}
+	w := &b.w
 	var t0 time.Time
 	if b.minRate > 0 {
 		t0 = time.Now()
 	}
+	w.begin()
 	n, err := b.ReadCloser.Read(p)
-	if !b.timer.Stop() && err == nil {
+	w.end()
+	if w.cut() && err == nil {
 		// The limit passed as the read returned: the client's read
 		// deadline is already in the past.
 		return n, errBodyIdle
@@ -146,7 +165,11 @@ func (b *idleBody) abort(why *atomic.Bool) {
 func (b *idleBody) stop() {
 	b.mu.Lock()
 	b.done = true
+	watching := b.watching
 	b.mu.Unlock()
+	if watching {
+		b.w.stop() // not under mu: a cut running takes it (abort)
+	}
 }
 
 // How a read of the client's request body failed (clientBody.fail).
@@ -233,4 +256,202 @@ func clientBodyRefusal(b *clientBody, ib *idleBody, what, rule string) (refusal,
 			fmt.Sprintf("the request body is malformed (its chunked encoding is broken, or it does not keep the length it declared); %s", what), rule), true
 	}
 	return refusal{}, false
+}
+
+// stallTicks is how many times per idle limit a stallWatch's timer
+// fires: a stalled read is cut after between idle and
+// idle*(stallTicks+1)/stallTicks.
+const stallTicks = 4
+
+// stallCutter is what a stallWatch cuts off when a read stalls.
+type stallCutter interface{ cutStalled() }
+
+// stallWatch cuts off a body whose peer stalls: when one read of it waits
+// idle for the peer, the cutter's cutStalled runs (once). It watches the
+// client's request bodies (idleBody, limits.body_idle_timeout) and the
+// upstream's response bodies (upstreamBody,
+// upstream.response_idle_timeout). Reads mark their start and end in a
+// counter (two atomic adds, no timer reset and no clock reading per
+// read); one timer per body, firing every idle/stallTicks while the body
+// is watched, cuts when it saw the same read pending stallTicks firings
+// in a row. Only a pending read counts: the time between reads, while the
+// reader's own consumer is slow (an upstream slow to take the request
+// body, a client slow to take the response), does not.
+type stallWatch struct {
+	t    *time.Timer
+	tick time.Duration
+	// seq is incremented when a read begins and when it ends: odd while
+	// one is pending.
+	seq atomic.Uint64
+	// fired is set when the watch cut.
+	fired atomic.Bool
+
+	// mu orders fire against start and stop; done is set by stop or a
+	// cut: the timer is not armed again, nothing more is cut.
+	mu    sync.Mutex
+	done  bool
+	seen  uint64 // seq at the last firing
+	ticks int    // firings in a row that saw the read seen pending
+	c     stallCutter
+	// wg counts the armed timer or its running fire: stop waits for it,
+	// so that a watch is reused only when no fire of it runs.
+	wg sync.WaitGroup
+}
+
+// stallWatches pools stallWatches with their timers: an upstream
+// response's costs no allocation.
+var stallWatches = sync.Pool{New: func() any { return newStallWatch() }}
+
+// newStallWatch returns a stopped stallWatch.
+func newStallWatch() *stallWatch {
+	w := &stallWatch{}
+	w.init()
+	return w
+}
+
+// init makes w's timer, stopped.
+func (w *stallWatch) init() {
+	w.t = time.AfterFunc(time.Hour, w.fire)
+	w.t.Stop()
+}
+
+// start arms w for one body: c is cut once a read waits idle.
+func (w *stallWatch) start(idle time.Duration, c stallCutter) {
+	w.seq.Store(0)
+	w.fired.Store(false)
+	w.mu.Lock()
+	w.done, w.seen, w.ticks, w.c = false, 0, 0, c
+	w.tick = idle / stallTicks
+	w.wg.Add(1)
+	w.t.Reset(w.tick)
+	w.mu.Unlock()
+}
+
+// begin and end bracket one read.
+func (w *stallWatch) begin() { w.seq.Add(1) }
+func (w *stallWatch) end()   { w.seq.Add(1) }
+
+// cut reports whether w (which may be nil) cut its body.
+func (w *stallWatch) cut() bool { return w != nil && w.fired.Load() }
+
+func (w *stallWatch) fire() {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		w.wg.Done()
+		return
+	}
+	if s := w.seq.Load(); s&1 == 1 && s == w.seen {
+		w.ticks++
+	} else {
+		w.seen, w.ticks = s, 0
+	}
+	if w.ticks < stallTicks {
+		w.t.Reset(w.tick)
+		w.mu.Unlock()
+		return
+	}
+	w.done = true
+	w.fired.Store(true)
+	c := w.c
+	w.mu.Unlock()
+	c.cutStalled()
+	w.wg.Done()
+}
+
+// stop ends the watch and waits for a fire that is running: nothing is
+// cut after it returns.
+func (w *stallWatch) stop() {
+	w.mu.Lock()
+	w.done = true
+	if w.t.Stop() {
+		w.wg.Done() // armed, not fired: no fire will say it
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// codeUpstreamIdle cuts off a response whose upstream stopped sending the
+// body (upstream.response_idle_timeout).
+const codeUpstreamIdle = "upstream_idle"
+
+// errUpstreamIdle is the cause of an upstream request cancelled because
+// its response body stalled, and what a read of that body returns.
+var errUpstreamIdle = &upstreamIdleError{}
+
+type upstreamIdleError struct{}
+
+func (*upstreamIdleError) Error() string {
+	return "gateway: the upstream stalled the response body (upstream.response_idle_timeout)"
+}
+func (*upstreamIdleError) Timeout() bool   { return true }
+func (*upstreamIdleError) Temporary() bool { return false }
+
+// upstreamBody is an upstream response's body under the
+// upstream.response_idle_timeout watchdog: when one read of it waits that
+// long for the upstream, the upstream request is cancelled (both the
+// h1client and net/http's Transport close the connection, or reset the
+// HTTP/2 stream, when its context ends), the read fails with
+// errUpstreamIdle, and the forwarder cuts the client's response
+// (upstream_idle). It is the raw body, under any scrubber or custody
+// reader, so only the upstream's silence counts: while the client is slow
+// to take what was read, no read is pending. It lives in the request's
+// reqState and its stallWatch is pooled: a response costs no allocation
+// for it.
+type upstreamBody struct {
+	io.ReadCloser
+	w      *stallWatch
+	cancel context.CancelCauseFunc
+}
+
+// watchResponse puts resp's body under b, cancelling the request's
+// flight (cancel) when it stalls; it reports false, leaving resp alone,
+// for a response without a body. The caller calls b.release after the
+// last use of resp.Body.
+func (g *Gateway) watchResponse(b *upstreamBody, resp *http.Response, cancel context.CancelCauseFunc) bool {
+	idle := g.cfg.Upstream.ResponseIdleTimeout.D()
+	if idle <= 0 || cancel == nil || resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	b.ReadCloser, b.cancel = resp.Body, cancel
+	b.w = stallWatches.Get().(*stallWatch)
+	b.w.start(idle, b)
+	resp.Body = b
+	return true
+}
+
+// cutStalled implements stallCutter.
+func (b *upstreamBody) cutStalled() { b.cancel(errUpstreamIdle) }
+
+// Read implements io.Reader.
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	b.w.begin()
+	n, err := b.ReadCloser.Read(p)
+	b.w.end()
+	if err != nil && err != io.EOF && b.w.cut() {
+		// Whoever reads the body (the forwarder, a scrubber, custody)
+		// can tell why with errors.Is(err, errUpstreamIdle).
+		return n, errUpstreamIdle
+	}
+	return n, err
+}
+
+// stalled reports whether the watchdog cut the body.
+func (b *upstreamBody) stalled() bool { return b.w.cut() }
+
+// release stops the watchdog and returns its stallWatch to the pool; the
+// body is not read after it.
+func (b *upstreamBody) release() {
+	w := b.w
+	w.stop()
+	b.w = nil
+	stallWatches.Put(w)
+}
+
+// upstreamIdleRefusal answers a request whose upstream stalled the
+// response body before anything of the response reached the client
+// (custody or a decoder reads the body first).
+func (g *Gateway) upstreamIdleRefusal(rule string) refusal {
+	return newRefusal(http.StatusGatewayTimeout, codeUpstreamIdle,
+		fmt.Sprintf("the upstream sent no byte of the response body for %s (upstream.response_idle_timeout); the upstream request was cancelled", g.cfg.Upstream.ResponseIdleTimeout.D()), rule)
 }

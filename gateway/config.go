@@ -29,6 +29,7 @@ const (
 	DefaultDialTimeout           = 10 * time.Second
 	DefaultTLSHandshakeTimeout   = 10 * time.Second
 	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultResponseIdleTimeout   = 5 * time.Minute
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 64
 	DefaultMaxHeaderBytes        = 64 << 10
@@ -160,6 +161,11 @@ type Upstream struct {
 	TLSHandshakeTimeout Duration `yaml:"tls_handshake_timeout"`
 	// ResponseHeaderTimeout bounds the wait for response headers.
 	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	// ResponseIdleTimeout cuts off a response whose upstream sends no
+	// byte of the body for this long while the gateway waits for one:
+	// the upstream request is cancelled and the client's response cut
+	// (upstream_idle). Time the client takes to read does not count.
+	ResponseIdleTimeout Duration `yaml:"response_idle_timeout"`
 	// IdleConnTimeout closes idle keep-alive connections.
 	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost bounds idle keep-alive connections per upstream.
@@ -628,6 +634,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		key []string
 		v   Duration
 	}{
+		{[]string{"upstream", "response_idle_timeout"}, cfg.Upstream.ResponseIdleTimeout},
 		{[]string{"limits", "body_idle_timeout"}, cfg.Limits.BodyIdleTimeout},
 		{[]string{"limits", "long_lived", "idle_timeout"}, cfg.Limits.LongLived.IdleTimeout},
 		{[]string{"limits", "long_lived", "max_lifetime"}, cfg.Limits.LongLived.MaxLifetime},
@@ -731,6 +738,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Upstream.DialTimeout, DefaultDialTimeout)
 	setD(&c.Upstream.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 	setD(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	setD(&c.Upstream.ResponseIdleTimeout, DefaultResponseIdleTimeout)
 	setD(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
 	setI(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
 	setS(&c.Upstream.HTTP2, HTTP2Match)

@@ -79,6 +79,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		g.upstreamError(w, r, err)
 		return
 	}
+	if st != nil && !upgrade && resp.StatusCode != http.StatusSwitchingProtocols {
+		// upstream.response_idle_timeout: released after the Close
+		// deferred below (defers run last first).
+		if g.watchResponse(&st.upBody, resp, st.flight.cancel) {
+			defer st.upBody.release()
+		}
+	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if !upgrade {
@@ -143,6 +150,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 			}
 			switch {
 			case st.abortCode == codeDisabledInFlight:
+			case st.upBody.stalled():
+				st.abortCode = codeUpstreamIdle
+				g.metrics.refusals.WithLabelValues(codeUpstreamIdle).Inc()
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:

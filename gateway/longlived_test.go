@@ -669,6 +669,8 @@ func TestLimitsConfig(t *testing.T) {
 		{"tiny max lifetime", "limits:\n  long_lived: {max_lifetime: 1ms}\n", `^c\.yaml:4:16: limits\.long_lived\.max_lifetime: 1ms is too short`},
 		{"tiny body timeout", "limits:\n  body_idle_timeout: 10ms\n", `^c\.yaml:4:3: limits\.body_idle_timeout: 10ms is too short`},
 		{"negative rate", "limits:\n  body_min_rate: -5\n", `^c\.yaml:4:3: limits\.body_min_rate must not be negative`},
+		{"tiny response idle timeout", "upstream:\n  response_idle_timeout: 50ms\n", `^c\.yaml:4:3: upstream\.response_idle_timeout: 50ms is too short to be meant \(at least 100ms`},
+		{"negative response idle timeout", "upstream: {response_idle_timeout: -1s}\n", `^c\.yaml:3:\d+: upstream\.response_idle_timeout: want a duration .*not negative`},
 		{"unknown key", "limits:\n  long_lived: {max_age: 1h}\n", `^c\.yaml:4:16: unknown field "max_age"`},
 		{"not a duration", "limits:\n  long_lived: {idle_timeout: forever}\n", `^c\.yaml:4:\d+: limits\.long_lived\.idle_timeout: want a duration`},
 	} {
@@ -682,6 +684,9 @@ func TestLimitsConfig(t *testing.T) {
 				if l.BodyIdleTimeout.D() != DefaultBodyIdleTimeout || l.BodyMinRate != 0 ||
 					l.LongLived.IdleTimeout.D() != DefaultLongLivedIdleTimeout || l.LongLived.MaxLifetime.D() != DefaultLongLivedMaxLifetime {
 					t.Errorf("defaults: %+v", l)
+				}
+				if d := cfg.Upstream.ResponseIdleTimeout.D(); d != DefaultResponseIdleTimeout {
+					t.Errorf("upstream.response_idle_timeout defaults to %s, want %s", d, DefaultResponseIdleTimeout)
 				}
 			case err == nil:
 				t.Fatalf("no error, want %s", tc.want)

@@ -78,6 +78,11 @@ type reqState struct {
 	// body watches the request body (limits.body_idle_timeout); nil
 	// without a body.
 	body *idleBody
+	// upBody is the upstream response's body under the
+	// upstream.response_idle_timeout watchdog (bodytimeout.go); part of
+	// reqState, so no allocation of its own. Its watch is nil when the
+	// response is not watched, or no longer.
+	upBody upstreamBody
 	// in is the client's body as its connection delivers it (how a read
 	// of it failed); its failure() is bodyReadOK without a body.
 	in *clientBody

@@ -346,6 +346,12 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 // must not reach it, and reports false (transformResponse's answer).
 func (g *Gateway) failResponse(w http.ResponseWriter, st *reqState, code, reason string) bool {
 	f := newRefusal(http.StatusBadGateway, code, reason, st.resp.rule)
+	if st.upBody.stalled() {
+		// Custody or a decoder read the body before its headers went
+		// to the client, and the upstream stalled it: not the body's
+		// fault.
+		f = g.upstreamIdleRefusal(st.resp.rule)
+	}
 	st.refusal = &f
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	f.write(w)

@@ -112,6 +112,7 @@ upstream:
   dial_timeout: {{ $c.upstream.dialTimeout }}
   tls_handshake_timeout: {{ $c.upstream.tlsHandshakeTimeout }}
   response_header_timeout: {{ $c.upstream.responseHeaderTimeout }}
+  response_idle_timeout: {{ $c.upstream.responseIdleTimeout }}
   idle_conn_timeout: {{ $c.upstream.idleConnTimeout }}
   max_idle_conns_per_host: {{ $c.upstream.maxIdleConnsPerHost }}
   http2: {{ $c.upstream.http2 }}
