@@ -212,15 +212,23 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		raw   map[string]any
 		used  crypto.PublicKey
 	)
+	// The signature first, then the claims: a token signed by the
+	// issuer whose claims do not decode (an exp that is not a number of
+	// seconds, an aud that is no string) is refused for its claims, not
+	// taken for a forgery.
 	for _, k := range keys {
-		std, extra, raw = jwt.Claims{}, tokenClaims{}, nil
-		if err := parsed.Claims(k.Key, &std, &extra, &raw); err == nil {
+		if err := parsed.Claims(k.Key); err == nil {
 			used = k.Key
 			break
 		}
 	}
 	if used == nil {
 		return verifiedToken{}, fmt.Errorf("issuer %s: token signature does not verify with the issuer's key %s: %w", name, quoteShort(h.KeyID), ErrInvalid)
+	}
+	// The payload is the one the signature covers (a compact JWS with
+	// one signature, verified just above).
+	if err := parsed.UnsafeClaimsWithoutVerification(&std, &extra, &raw); err != nil {
+		return verifiedToken{}, fmt.Errorf("issuer %s: token claims do not decode (exp, nbf and iat must be numbers of seconds within range, iss and sub strings, aud a string or a list of strings, kubernetes.io and cnf objects): %w", name, ErrInvalid)
 	}
 	if std.Expiry == nil {
 		return verifiedToken{}, fmt.Errorf("issuer %s: token has no exp claim; only expiring tokens are accepted: %w", name, ErrInvalid)
