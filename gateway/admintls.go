@@ -44,7 +44,10 @@ func (a AdminTLS) check(bad func(msg string, key ...string)) {
 // files whenever admin.tls.cert, key or client_ca change (a cert-manager
 // renewal): each handshake gets the current one.
 func (g *Gateway) adminTLS(c AdminTLS) (*tls.Config, error) {
-	return g.reloadingServerTLS("admin listener certificate", "admin.tls", c.Cert, c.Key, c.ClientCA, c.ReloadInterval, false)
+	if c.ClientCA != "" {
+		g.adminRoots = &clientRoots{}
+	}
+	return g.reloadingServerTLS("admin listener certificate", "admin.tls", c.Cert, c.Key, c.ClientCA, c.ReloadInterval, false, g.adminRoots)
 }
 
 // loopback reports whether a listener's address is a loopback one (a
@@ -57,10 +60,11 @@ func loopback(a net.Addr) bool {
 // adminClientCert reports whether an admin API call that changes state
 // came with the client certificate admin.tls.client_ca asks for: always
 // true without client_ca. The handshake already refused a certificate
-// that does not verify.
+// that does not verify; one whose CA has left client_ca since the
+// connection's handshake no longer counts.
 func (g *Gateway) adminClientCert(r *http.Request) bool {
 	if g.cfg.Admin.TLS.ClientCA == "" {
 		return true
 	}
-	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && g.adminRoots.trusts(r.TLS.VerifiedChains)
 }

@@ -142,6 +142,9 @@ type Gateway struct {
 
 	// reloaders re-read certificate files while the gateway runs.
 	reloaders []*filewatch.Reloader
+	// tlsRoots and adminRoots are the CAs tls.client_ca and
+	// admin.tls.client_ca hold now (clientroots.go); nil without them.
+	tlsRoots, adminRoots *clientRoots
 
 	// long holds the open long-lived connections (longlived.go).
 	long longSet
@@ -569,7 +572,10 @@ func (g *Gateway) listen(ctx context.Context) error {
 // (VerifiedChains); with identity.mtls.bundles it only requests them and
 // identity verifies them against the bundles (PeerCertificates).
 func (g *Gateway) listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config, error) {
-	return g.reloadingServerTLS("TLS listener certificate", "tls", c.Cert, c.Key, c.ClientCA, c.ReloadInterval, identityVerifies)
+	if c.ClientCA != "" && !identityVerifies {
+		g.tlsRoots = &clientRoots{}
+	}
+	return g.reloadingServerTLS("TLS listener certificate", "tls", c.Cert, c.Key, c.ClientCA, c.ReloadInterval, identityVerifies, g.tlsRoots)
 }
 
 // reloadingServerTLS is a server TLS configuration (HTTP/1.1) whose
@@ -578,8 +584,9 @@ func (g *Gateway) listenerTLS(c ListenerTLS, identityVerifies bool) (*tls.Config
 // With clientCA a presented client certificate must verify
 // (VerifiedChains); with requestOnly client certificates are only
 // requested and left to identity (PeerCertificates). prefix names the
-// config keys in errors.
-func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA string, interval Duration, requestOnly bool) (*tls.Config, error) {
+// config keys in errors. roots, when not nil, is kept to the client CAs
+// in force, for the requests of connections verified before a change.
+func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA string, interval Duration, requestOnly bool, roots *clientRoots) (*tls.Config, error) {
 	var cur atomic.Pointer[tls.Config]
 	paths := []string{certFile, keyFile}
 	if clientCA != "" {
@@ -594,6 +601,9 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 			// Tickets are encrypted with the outer configuration's keys
 			// (g.tickets); crypto/tls reads this switch here.
 			tc.SessionTicketsDisabled = g.tickets == nil
+			if roots != nil && tc.ClientCAs != nil {
+				roots.store(files[2])
+			}
 			cur.Store(tc)
 			return nil
 		}}

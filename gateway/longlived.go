@@ -361,7 +361,7 @@ func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workloa
 	lc.reverify = func() (time.Time, bool) {
 		ctx, cancel := context.WithTimeout(g.baseCtx, reverifyTimeout)
 		defer cancel()
-		w2, err := g.ids.Resolve(ctx, ev, g.store.Current().Workloads())
+		w2, err := g.resolve(ctx, ev, g.store.Current().Workloads())
 		if err != nil || w2.Name != wl.Name {
 			return time.Time{}, false
 		}

@@ -365,6 +365,21 @@ type pinnedAddrs struct {
 	private bool
 }
 
+// errClientCARemoved refuses a client certificate chain the TLS listener
+// verified at the connection's handshake against a CA that tls.client_ca
+// no longer holds.
+var errClientCARemoved = fmt.Errorf("identity: mtls: the client certificate was verified at the connection's handshake by a CA that tls.client_ca no longer holds; the client must reconnect with a certificate of a CA in force: %w", identity.ErrInvalid)
+
+// resolve is identity's Resolve for the evidence of a connection, after
+// checking that a chain the TLS listener verified at the handshake still
+// ends in a CA of tls.client_ca (clientRoots).
+func (g *Gateway) resolve(ctx context.Context, ev identity.Evidence, specs []identity.Spec) (identity.Workload, error) {
+	if !g.tlsRoots.trusts(ev.VerifiedChains) {
+		return identity.Workload{Source: ev.Source.Addr().Unmap()}, errClientCARemoved
+	}
+	return g.ids.Resolve(ctx, ev, specs)
+}
+
 // admission is what admit found for one CONNECT or request.
 type admission struct {
 	pol   *policy.Policy
@@ -386,7 +401,7 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 	if g.tracer != nil {
 		sp = g.tracer.Stage(ctx, tracing.SpanIdentity)
 	}
-	wl, err := g.ids.Resolve(ctx, ev, a.pol.Workloads())
+	wl, err := g.resolve(ctx, ev, a.pol.Workloads())
 	a.wl = wl
 	if err != nil {
 		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
@@ -851,7 +866,7 @@ func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer 
 		// On an error wl is what verified, if anything: the line is the
 		// malformed request's, the identity failure is the next
 		// request's to report.
-		wl, _ := g.ids.Resolve(ctx, tc.ev, g.store.Current().Workloads())
+		wl, _ := g.resolve(ctx, tc.ev, g.store.Current().Workloads())
 		e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
 		if wantPresented(wl, f.Code) {
 			e.Presented = presented(tc.ev)

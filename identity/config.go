@@ -169,7 +169,8 @@ type JWTConfig struct {
 	// DefaultMaxTokenBytes.
 	MaxTokenBytes int `yaml:"max_token_bytes"`
 	// CacheSize is how many verified tokens are remembered (by SHA-256,
-	// until they expire). Default DefaultTokenCacheSize.
+	// until they expire, and only while the key that verified them is in
+	// their issuer's key set). Default DefaultTokenCacheSize.
 	CacheSize int `yaml:"cache_size"`
 }
 

@@ -509,26 +509,25 @@ func checkBinding(w Workload) error {
 // pick names the workload of the verified factors; see Resolve.
 func pick(w Workload, specs []Spec) (string, error) {
 	// Which factors select some spec? Factors without attributes (source)
-	// never do. At most a handful of factors: a fixed array avoids
-	// allocating.
-	var selecting [8]int
-	n := 0
+	// never do. Usually a handful of factors: the array avoids allocating,
+	// and more (plugin verifiers) grow the slice: every selecting factor
+	// counts, however many there are.
+	var buf [8]int
+	selecting := buf[:0]
 	for i := range w.Factors {
 		if w.Factors[i].Kind == KindSource {
 			continue
 		}
 		for j := range specs {
 			if specs[j].selects(&w.Factors[i]) {
-				if n < len(selecting) {
-					selecting[n] = i
-					n++
-				}
+				selecting = append(selecting, i)
 				break
 			}
 		}
 	}
+	n := len(selecting)
 	selectedByAll := func(s *Spec) bool {
-		for _, i := range selecting[:n] {
+		for _, i := range selecting {
 			if !s.selects(&w.Factors[i]) {
 				return false
 			}
@@ -544,7 +543,7 @@ func pick(w Workload, specs []Spec) (string, error) {
 			}
 		}
 		if !agree {
-			return "", conflictError(w, specs, selecting[:n])
+			return "", conflictError(w, specs, selecting)
 		}
 	}
 	for j := range specs {

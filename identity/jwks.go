@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,6 +150,28 @@ func (k *keySet) candidates(ctx context.Context, kid, alg string) ([]jose.JSONWe
 		}
 	}
 	return nil, fmt.Errorf("issuer %s has no %s key with key id %s: %w", k.name(), alg, quoteShort(kid), ErrInvalid)
+}
+
+// holds reports whether pub is one of the issuer's keys in force (for
+// the local issuer, the keys it verifies with now). A token verified
+// with a key the issuer has since removed no longer verifies.
+func (k *keySet) holds(pub crypto.PublicKey) bool {
+	e, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok {
+		return false
+	}
+	var keys []jose.JSONWebKey
+	if k.local != nil {
+		keys = k.local()
+	} else if cur := k.cur.Load(); cur != nil {
+		keys = *cur
+	}
+	for i := range keys {
+		if e.Equal(keys[i].Key) {
+			return true
+		}
+	}
+	return false
 }
 
 // match returns the keys for kid ("" matches every key) usable with alg.

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,10 +27,14 @@ type jwtVerifier struct {
 	stop     []func() error
 }
 
-// verifiedToken is a cached verification: the factor, and for a token of
-// the local issuer its jti, whose revocation is checked at every use.
+// verifiedToken is a cached verification: the factor, the issuer and the
+// key that verified it, whose presence in the issuer's key set is checked
+// at every use, and for a token of the local issuer its jti, whose
+// revocation is checked at every use too.
 type verifiedToken struct {
 	f     *Factor
+	is    *issuer
+	key   crypto.PublicKey
 	local LocalIssuer
 	jti   string
 }
@@ -128,7 +133,11 @@ func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) 
 	// without parsing it again.
 	now := v.now()
 	key := keyOf(tok)
-	if c, ok := v.cache.get(key, now); ok && c.f != nil {
+	// A cached verification stands only while the key that made it is
+	// still one of its issuer's keys: an issuer that removes a key (it
+	// leaked, or was rotated out) refuses every token it signed, not only
+	// the ones the gateway has not seen yet, whatever exp they carry.
+	if c, ok := v.cache.get(key, now); ok && c.f != nil && c.is.keys.holds(c.key) {
 		if c.local != nil {
 			if err := checkRevoked(ctx, c.local, c.jti); err != nil {
 				return nil, err
@@ -144,12 +153,12 @@ func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) 
 	if is == nil {
 		return nil, nil
 	}
-	f, jti, err := v.verify(ctx, is, tok, now)
+	vt, err := v.verify(ctx, is, tok, now)
 	if err != nil {
 		return nil, err
 	}
-	v.cache.put(key, verifiedToken{f: f, local: is.local, jti: jti}, f.Expires, now)
-	return f, nil
+	v.cache.put(key, vt, vt.f.Expires, now)
+	return vt.f, nil
 }
 
 // tokenClaims are the claims read from a verified token besides the
@@ -181,50 +190,59 @@ func checkRevoked(ctx context.Context, li LocalIssuer, jti string) error {
 	return nil
 }
 
-// verify checks tok with is and returns its factor and jti.
-func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now time.Time) (*Factor, string, error) {
+// verify checks tok with is and returns its factor, the key that verified
+// it and its jti.
+func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now time.Time) (verifiedToken, error) {
 	name := issuerName(is.cfg)
 	parsed, err := jwt.ParseSigned(tok, is.algs)
 	if err != nil {
-		return nil, "", fmt.Errorf("issuer %s: token is not a compact JWS signed with an allowed algorithm (%s): %w", name, strings.Join(is.cfg.Algorithms, ", "), ErrInvalid)
+		return verifiedToken{}, fmt.Errorf("issuer %s: token is not a compact JWS signed with an allowed algorithm (%s): %w", name, strings.Join(is.cfg.Algorithms, ", "), ErrInvalid)
 	}
 	if len(parsed.Headers) != 1 {
-		return nil, "", fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
+		return verifiedToken{}, fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
 	}
 	h := parsed.Headers[0]
 	keys, err := is.keys.candidates(ctx, h.KeyID, h.Algorithm)
 	if err != nil {
-		return nil, "", err
+		return verifiedToken{}, err
 	}
 	var (
 		std   jwt.Claims
 		extra tokenClaims
 		raw   map[string]any
-		ok    bool
+		used  crypto.PublicKey
 	)
+	// The signature first, then the claims: a token signed by the
+	// issuer whose claims do not decode (an exp that is not a number of
+	// seconds, an aud that is no string) is refused for its claims, not
+	// taken for a forgery.
 	for _, k := range keys {
-		std, extra, raw = jwt.Claims{}, tokenClaims{}, nil
-		if err := parsed.Claims(k.Key, &std, &extra, &raw); err == nil {
-			ok = true
+		if err := parsed.Claims(k.Key); err == nil {
+			used = k.Key
 			break
 		}
 	}
-	if !ok {
-		return nil, "", fmt.Errorf("issuer %s: token signature does not verify with the issuer's key %s: %w", name, quoteShort(h.KeyID), ErrInvalid)
+	if used == nil {
+		return verifiedToken{}, fmt.Errorf("issuer %s: token signature does not verify with the issuer's key %s: %w", name, quoteShort(h.KeyID), ErrInvalid)
+	}
+	// The payload is the one the signature covers (a compact JWS with
+	// one signature, verified just above).
+	if err := parsed.UnsafeClaimsWithoutVerification(&std, &extra, &raw); err != nil {
+		return verifiedToken{}, fmt.Errorf("issuer %s: token claims do not decode (exp, nbf and iat must be numbers of seconds within range, iss and sub strings, aud a string or a list of strings, kubernetes.io and cnf objects): %w", name, ErrInvalid)
 	}
 	if std.Expiry == nil {
-		return nil, "", fmt.Errorf("issuer %s: token has no exp claim; only expiring tokens are accepted: %w", name, ErrInvalid)
+		return verifiedToken{}, fmt.Errorf("issuer %s: token has no exp claim; only expiring tokens are accepted: %w", name, ErrInvalid)
 	}
 	exp := jwt.Expected{Issuer: is.cfg.Issuer, AnyAudience: is.cfg.Audiences, Time: now}
 	if err := std.ValidateWithLeeway(exp, v.skew); err != nil {
-		return nil, "", fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
+		return verifiedToken{}, fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
 	}
 	if is.local != nil {
 		if std.ID == "" {
-			return nil, "", fmt.Errorf("issuer %s: token has no jti claim: %w", name, ErrInvalid)
+			return verifiedToken{}, fmt.Errorf("issuer %s: token has no jti claim: %w", name, ErrInvalid)
 		}
 		if err := checkRevoked(ctx, is.local, std.ID); err != nil {
-			return nil, "", err
+			return verifiedToken{}, err
 		}
 	}
 	f := &Factor{Kind: KindJWT, Subject: std.Subject, Expires: std.Expiry.Time(), Token: NewToken(tok), Attributes: map[string]string{
@@ -235,7 +253,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		f.Attributes[AttrTokenCertThumbprint] = extra.Confirmation.X5tS256
 	}
 	if err := is.profile.apply(is, std, extra, raw, f); err != nil {
-		return nil, "", fmt.Errorf("issuer %s: %w", name, err)
+		return verifiedToken{}, fmt.Errorf("issuer %s: %w", name, err)
 	}
 	for claim, attr := range is.cfg.Claims {
 		if s, ok := claimString(raw[claim]); ok {
@@ -244,7 +262,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 			}
 		}
 	}
-	return f, std.ID, nil
+	return verifiedToken{f: f, is: is, key: used, local: is.local, jti: std.ID}, nil
 }
 
 // claimProblem words a go-jose validation error.

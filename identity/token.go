@@ -63,15 +63,20 @@ func proxyToken(header string, maxBytes int) (string, error) {
 
 // unverifiedClaims are the claims read from a token before its signature
 // is checked, only to choose the verifier. Nothing in them is trusted.
+// A claim of another type than expected is left zero.
 type unverifiedClaims struct {
-	Issuer  string  `json:"iss"`
-	Subject string  `json:"sub"`
-	Expiry  float64 `json:"exp"`
+	Issuer  string
+	Subject string
+	Expiry  float64
 }
 
 // peekClaims decodes a compact JWS's payload without verifying it. ok is
 // false when tok is not shaped like a JWT (three base64url parts whose
-// middle one is a JSON object).
+// middle one is a JSON object). Claim names are matched exactly, as the
+// verifier (go-jose) matches them, not case-insensitively as
+// encoding/json's struct fields would; a claim of an unexpected type
+// does not make the token someone else's: its issuer's verifier refuses
+// it and says why.
 func peekClaims(tok string) (c unverifiedClaims, ok bool) {
 	first := strings.IndexByte(tok, '.')
 	last := strings.LastIndexByte(tok, '.')
@@ -82,9 +87,13 @@ func peekClaims(tok string) (c unverifiedClaims, ok bool) {
 	if err != nil {
 		return c, false
 	}
-	if err := json.Unmarshal(payload, &c); err != nil {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &m); err != nil || m == nil {
 		return c, false
 	}
+	_ = json.Unmarshal(m["iss"], &c.Issuer)
+	_ = json.Unmarshal(m["sub"], &c.Subject)
+	_ = json.Unmarshal(m["exp"], &c.Expiry)
 	return c, true
 }
 
