@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"weak"
@@ -373,7 +374,7 @@ func (g *Gateway) keepInCustody(w http.ResponseWriter, resp *http.Response, st *
 		n, err = h.custody.capture(resp)
 	}
 	if err != nil {
-		g.log.Warn("custody: response not passed on", "rule", h.rule, "error", err)
+		g.log.Warn("custody: response not passed on", "rule", h.rule, "error", g.logText(st, err))
 		return g.failResponse(w, st, codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
 	}
 	h.captured = n
@@ -450,4 +451,37 @@ func newResponseMetrics(reg prometheus.Registerer) *responseMetrics {
 	}
 	reg.MustRegister(m.scrubbed, m.captured)
 	return m
+}
+
+// logText is err's text for a log line about the exchange of st (its
+// first transform.MaxPiecesText bytes), with every secret the exchange
+// carried redacted — in every form the scrubber knows, and every piece of
+// such a form of at least the scrubber's minimum length (a secret cut at
+// a space, or at the end of a quoted line): the injected credential's
+// secret fields (whatever the rule's scrub setting, which concerns the
+// client, not the log), a reissued credential's, those of more, and the
+// custodied values put into the request. The text of an error met on the
+// way to the upstream can quote what the upstream sent: Go's HTTP/1.1
+// parser quotes a status or header line it cannot read (`malformed HTTP
+// response "Bearer sk_..."`, `malformed HTTP status code "..."` up to the
+// first space), so an upstream echoing the request there put the
+// credential in the log (invariant 4).
+func (g *Gateway) logText(st *reqState, err error, more ...*providers.Credential) string {
+	b := []byte(err.Error())
+	var scrubbers []*transform.Scrubber
+	if st != nil {
+		more = append(more, st.cred, st.reissuedCred)
+		if st.resp != nil {
+			scrubbers = slices.Clip(st.resp.scrubbers)
+		}
+	}
+	for _, c := range more {
+		if c != nil {
+			scrubbers = append(scrubbers, g.scrubbers.get(c))
+		}
+	}
+	for _, s := range scrubbers {
+		b, _ = s.Pieces(b)
+	}
+	return string(b)
 }
