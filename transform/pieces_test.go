@@ -81,3 +81,18 @@ func TestPieces(t *testing.T) {
 		t.Errorf("a text of %d bytes came out %d long, want %d", len(long), len(got), MaxPiecesText)
 	}
 }
+
+// TestCombine: a combined Scrubber redacts the secrets of each of its
+// parts, in every form; with no parts it redacts nothing.
+func TestCombine(t *testing.T) {
+	a := NewScrubber([]secret.Value{secret.New("first-secret-value")}, ScrubOptions{KeepLength: true})
+	b := NewScrubber([]secret.Value{secret.New("second/secret+value")}, ScrubOptions{KeepLength: true})
+	in := "x first-secret-value y second%2Fsecret%2Bvalue z c2Vjb25kL3NlY3JldCt2YWx1ZQ=="
+	got, n := Combine(a, nil, b).Bytes([]byte(in))
+	if n != 3 || strings.Contains(string(got), "secret") || strings.Contains(string(got), "c2Vjb25kL3NlY3JldCt2YWx1ZQ") || len(got) != len(in) {
+		t.Errorf("Combine(a, b) made %q of %q (%d redactions), want all three forms redacted in place", got, in, n)
+	}
+	if got, n := Combine().Bytes([]byte(in)); n != 0 || string(got) != in {
+		t.Errorf("Combine() changed %q to %q", in, got)
+	}
+}

@@ -87,6 +87,30 @@ func NewScrubber(values []secret.Value, opts ScrubOptions) *Scrubber {
 	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding, keepLen: opts.KeepLength, marker: marker, minLen: minLen}
 }
 
+// Combine returns one Scrubber for the secrets of every one of ss (nil
+// ones skipped): a response scrubbed by it is scrubbed of each, in one
+// pass. Its options (marker, lengths, encodings asked for) are those of
+// the first; with none it redacts nothing.
+func Combine(ss ...*Scrubber) *Scrubber {
+	var ns []needle
+	var first *Scrubber
+	for _, s := range ss {
+		if s == nil {
+			continue
+		}
+		if first == nil {
+			first = s
+		}
+		ns = append(ns, s.m.needles...)
+	}
+	if first == nil {
+		return &Scrubber{m: newMatcher(nil), marker: secret.Redacted, minLen: DefaultMinLength}
+	}
+	c := *first
+	c.m = newMatcher(ns)
+	return &c
+}
+
 // MaxPiecesText is the longest text Pieces reads; the rest is cut off.
 const MaxPiecesText = 1024
 
