@@ -106,6 +106,10 @@ type reqState struct {
 	// key is keyOf(keyCred) (credKey).
 	key     credKey
 	keyCred *providers.Credential
+	// cred is the credential injected into the request, whatever the
+	// rule's scrub setting: what logText redacts from the texts of the
+	// exchange's errors.
+	cred *providers.Credential
 	// flight registers the request with the kill switch while it is
 	// forwarded (inflight.go); part of reqState, so no allocation of its
 	// own.
@@ -633,7 +637,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in}
+	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in, cred: cred}
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
@@ -686,13 +690,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 				g.refuse(x, f) // the injector read the body to sign it: the client's doing
 				return
 			}
-			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.Any("error", err))
+			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.String("error", g.logText(st, err)))
 			g.refuse(x, injectRefusal(err, d))
 			return
 		}
 		cert, err := injectors.ClientCertificateOf(d.Inject.Injector, cred)
 		if err != nil {
-			g.log.Warn("client certificate not usable", slog.String("credential", d.Inject.Credential), slog.Any("error", err))
+			g.log.Warn("client certificate not usable", slog.String("credential", d.Inject.Credential), slog.String("error", g.logText(st, err)))
 			g.refuse(x, newRefusal(http.StatusBadGateway, codeInjectFailed,
 				fmt.Sprintf("credential %q is not a usable TLS client certificate; the request was not forwarded", d.Inject.Credential), d.Rule))
 			return
@@ -991,7 +995,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	r2 := r.Clone(ctx)
 	r2.Body = nil
 	if err := injectors.ApplyFor(rp.inj, r2, cred, rp.wl); err != nil {
-		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.Any("error", err))
+		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.String("error", g.logText(st, err, cred)))
 		return resp, nil
 	}
 	// The 401 is discarded: drain a little of it so the connection can
@@ -1091,7 +1095,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	default:
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the connection to %s failed", dest), "")
 	}
-	g.log.Info("upstream request failed", slog.String("host", dest), slog.String("code", f.Code), slog.String("error", err.Error()))
+	g.log.Info("upstream request failed", slog.String("host", dest), slog.String("code", f.Code), slog.String("error", g.logText(st, err)))
 	if st != nil {
 		st.refusal = &f
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"weak"
@@ -67,6 +68,8 @@ type credKey struct {
 type credCache[V any] struct {
 	mu sync.Mutex
 	m  map[credKey]V
+	// gen changes whenever the set of cached values does.
+	gen uint64
 }
 
 // maxCredCache bounds a credCache: beyond it (more live credentials than
@@ -102,14 +105,36 @@ func (c *credCache[V]) getKey(k credKey, cred *providers.Credential, derive func
 		c.m = map[credKey]V{}
 	}
 	c.m[k] = v
+	c.gen++
 	runtime.AddCleanup(cred, c.drop, k)
 	return v
 }
 
 func (c *credCache[V]) drop(k credKey) {
 	c.mu.Lock()
-	delete(c.m, k)
+	if _, ok := c.m[k]; ok {
+		delete(c.m, k)
+		c.gen++
+	}
 	c.mu.Unlock()
+}
+
+// generation returns the generation of the set of cached values.
+func (c *credCache[V]) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// snapshot returns the cached values and their generation.
+func (c *credCache[V]) snapshot() ([]V, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]V, 0, len(c.m))
+	for _, v := range c.m {
+		out = append(out, v)
+	}
+	return out, c.gen
 }
 
 // len returns the number of cached values (tests).
@@ -121,9 +146,36 @@ func (c *credCache[V]) len() int {
 
 // scrubbers caches a transform.Scrubber per credential value: building
 // one derives each value's encoded forms and a search table, which would
-// cost more than scrubbing a small response.
+// cost more than scrubbing a small response. Every credential the gateway
+// injects has one here, whatever its rule's scrub setting, and every holds
+// them combined.
 type scrubbers struct {
 	c credCache[*transform.Scrubber]
+
+	mu sync.Mutex
+	// all combines the Scrubbers of c's generation allGen.
+	all    *transform.Scrubber
+	allGen uint64
+}
+
+// every returns one Scrubber of the secrets of every credential the
+// gateway injected and still holds (those the provider cache replaced or
+// dropped go when they are collected). A response of a scrubbing rule is
+// scrubbed of all of them, not of its own credential's only: a value the
+// upstream keeps (a placeholder substituted into a gist, a header a
+// request-bin keeps) comes back wherever the client reads it, through a
+// rule injecting another credential or to another destination. It is
+// rebuilt when the set changed since the last call.
+func (s *scrubbers) every() *transform.Scrubber {
+	gen := s.c.generation()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.all != nil && s.allGen == gen {
+		return s.all
+	}
+	vs, gen := s.c.snapshot()
+	s.all, s.allGen = transform.Combine(vs...), gen
+	return s.all
 }
 
 // get returns the Scrubber of cred's secret fields.
@@ -231,9 +283,13 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 	if d.Scrub.Encoded != "" {
 		h.encoded = d.Scrub.Encoded
 	}
-	if d.Action == policy.Inject && !d.Scrub.Off && cred != nil {
-		h.addScrubber(g.scrubbers.c.getKey(st.credKey(cred), cred, newCredScrubber))
-		h.credScrubbed = true
+	if d.Action == policy.Inject && cred != nil {
+		// Known to every scrubbing rule from now on, this one's or not.
+		g.scrubbers.c.getKey(st.credKey(cred), cred, newCredScrubber)
+		if !d.Scrub.Off {
+			h.addScrubber(g.scrubbers.every())
+			h.credScrubbed = true
+		}
 	}
 	if d.Action == policy.Inject && d.Custody != nil {
 		h.custody = g.newCustodyCapture(x)
@@ -379,7 +435,7 @@ func (g *Gateway) keepInCustody(w http.ResponseWriter, resp *http.Response, st *
 		n, err = h.custody.capture(resp)
 	}
 	if err != nil {
-		g.log.Warn("custody: response not passed on", "rule", h.rule, "error", err)
+		g.log.Warn("custody: response not passed on", "rule", h.rule, "error", g.logText(st, err))
 		return g.failResponse(w, st, codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
 	}
 	h.captured = n
@@ -456,4 +512,37 @@ func newResponseMetrics(reg prometheus.Registerer) *responseMetrics {
 	}
 	reg.MustRegister(m.scrubbed, m.captured)
 	return m
+}
+
+// logText is err's text for a log line about the exchange of st (its
+// first transform.MaxPiecesText bytes), with every secret the exchange
+// carried redacted — in every form the scrubber knows, and every piece of
+// such a form of at least the scrubber's minimum length (a secret cut at
+// a space, or at the end of a quoted line): the injected credential's
+// secret fields (whatever the rule's scrub setting, which concerns the
+// client, not the log), a reissued credential's, those of more, and the
+// custodied values put into the request. The text of an error met on the
+// way to the upstream can quote what the upstream sent: Go's HTTP/1.1
+// parser quotes a status or header line it cannot read (`malformed HTTP
+// response "Bearer sk_..."`, `malformed HTTP status code "..."` up to the
+// first space), so an upstream echoing the request there put the
+// credential in the log (invariant 4).
+func (g *Gateway) logText(st *reqState, err error, more ...*providers.Credential) string {
+	b := []byte(err.Error())
+	var scrubbers []*transform.Scrubber
+	if st != nil {
+		more = append(more, st.cred, st.reissuedCred)
+		if st.resp != nil {
+			scrubbers = slices.Clip(st.resp.scrubbers)
+		}
+	}
+	for _, c := range more {
+		if c != nil {
+			scrubbers = append(scrubbers, g.scrubbers.get(c))
+		}
+	}
+	for _, s := range scrubbers {
+		b, _ = s.Pieces(b)
+	}
+	return string(b)
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"strings"
+	"unicode/utf16"
 )
 
 // forms returns the spellings of v an upstream may echo: the raw value;
@@ -14,8 +16,10 @@ import (
 // base64("user:secret") of a Basic header, shows only its middle
 // characters, which depend on the secret alone); the URL encodings of
 // QueryEscape and PathEscape with upper- and lower-case hex; and the JSON
-// string escapes with and without HTML escaping and with `\/`. Forms
-// shorter than minLen are dropped: they would redact unrelated bytes.
+// string escapes with and without HTML escaping and with `\/`; and the
+// spellings of the other encoders an upstream's framework may echo it
+// with (echoEncoders). Forms shorter than minLen are dropped: they would
+// redact unrelated bytes.
 func forms(v string, minLen int) []string {
 	var out []string
 	seen := map[string]bool{}
@@ -51,7 +55,128 @@ func forms(v string, minLen int) []string {
 			add(strings.ReplaceAll(s, "/", `\/`))
 		}
 	}
+	for _, e := range echoEncoders {
+		add(e.encode(v))
+	}
 	return out
+}
+
+// echoEncoder is how one library or framework spells a string in a URL,
+// a JSON string or HTML: what an upstream echoing a secret in an error
+// page, a JSON answer or a link writes. Each escapes another set of
+// characters, in another notation, so the same secret has a spelling per
+// encoder once it holds a character outside letters and digits.
+type echoEncoder struct {
+	name   string
+	encode func(string) string
+}
+
+// echoEncoders are the encoders whose spellings of a secret are scrubbed
+// besides Go's own (QueryEscape, PathEscape, encoding/json).
+var echoEncoders = []echoEncoder{
+	// Percent-encodings: which bytes stay as they are, what a space
+	// becomes, upper- or lower-case hex.
+	{"js encodeURIComponent", percent("-_.!~*'()", "%20", false)},
+	{"js encodeURIComponent lower", percent("-_.!~*'()", "%20", true)},
+	{"python quote", percent("-_.~/", "%20", false)},
+	{"python quote lower", percent("-_.~/", "%20", true)},
+	{"python quote_plus, urlencode", percent("-_.~", "+", false)},
+	{"java URLEncoder, php urlencode", percent("-_.*", "+", false)},
+	{"php rawurlencode, rfc 3986", percent("-_.~", "%20", false)},
+	{"every byte but letters and digits", percent("", "%20", false)},
+	{"every byte but letters and digits lower", percent("", "%20", true)},
+	// JSON strings.
+	{".NET System.Text.Json", jsonEscape(func(r rune) bool { return strings.ContainsRune("\"&'+<>`", r) || r > 0x7e }, false)},
+	{"python json, ensure_ascii", jsonEscape(func(r rune) bool { return r > 0x7e }, true)},
+	{"php json_encode", func(v string) string {
+		return strings.ReplaceAll(jsonEscape(func(r rune) bool { return r > 0x7e }, true)(v), "/", `\/`)
+	}},
+	{"every character but letters and digits \\u", jsonEscape(func(r rune) bool { return !alnum(r) }, false)},
+	{"every character but letters and digits \\u lower", jsonEscape(func(r rune) bool { return !alnum(r) }, true)},
+	// HTML text and attributes.
+	{"go html.EscapeString", strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace},
+	{"go html/template", strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "+", "&#43;").Replace},
+	{"python html.escape", strings.NewReplacer("&", "&amp;", "'", "&#x27;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace},
+	{"php htmlspecialchars", strings.NewReplacer("&", "&amp;", "'", "&#039;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace},
+	{"every character but letters and digits &#N;", htmlNumeric("&#%d;")},
+	{"every character but letters and digits &#xH;", htmlNumeric("&#x%X;")},
+	{"every character but letters and digits &#xh;", htmlNumeric("&#x%x;")},
+}
+
+func alnum(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+}
+
+// percent returns a percent-encoder keeping letters, digits and the
+// bytes of keep, writing a space as space.
+func percent(keep, space string, lower bool) func(string) string {
+	hex := "0123456789ABCDEF"
+	if lower {
+		hex = "0123456789abcdef"
+	}
+	return func(v string) string {
+		var b strings.Builder
+		for i := 0; i < len(v); i++ {
+			c := v[i]
+			switch {
+			case c < 0x80 && (alnum(rune(c)) || strings.IndexByte(keep, c) >= 0):
+				b.WriteByte(c)
+			case c == ' ':
+				b.WriteString(space)
+			default:
+				b.WriteByte('%')
+				b.WriteByte(hex[c>>4])
+				b.WriteByte(hex[c&15])
+			}
+		}
+		return b.String()
+	}
+}
+
+// jsonEscape returns a JSON string encoder (without the quotes) writing
+// the characters esc selects, and control characters, as \uXXXX (UTF-16
+// surrogate pairs beyond the BMP), '"' and '\\' otherwise as \" and \\.
+func jsonEscape(esc func(rune) bool, lower bool) func(string) string {
+	format := "\\u%04X"
+	if lower {
+		format = "\\u%04x"
+	}
+	return func(v string) string {
+		var b strings.Builder
+		for _, r := range v {
+			switch {
+			case esc(r) || r < 0x20:
+				if r > 0xffff {
+					r1, r2 := utf16.EncodeRune(r)
+					fmt.Fprintf(&b, format+format, r1, r2)
+				} else {
+					fmt.Fprintf(&b, format, r)
+				}
+			case r == '"' || r == '\\':
+				b.WriteByte('\\')
+				b.WriteRune(r)
+			default:
+				b.WriteRune(r)
+			}
+		}
+		return b.String()
+	}
+}
+
+// htmlNumeric returns an encoder writing every character but letters and
+// digits as a numeric character reference in format.
+func htmlNumeric(format string) func(string) string {
+	return func(v string) string {
+		var b strings.Builder
+		for _, r := range v {
+			if alnum(r) {
+				b.WriteRune(r)
+			} else {
+				fmt.Fprintf(&b, format, r)
+			}
+		}
+		return b.String()
+	}
 }
 
 // aligned returns the base64 characters of v that depend on v alone when

@@ -56,6 +56,8 @@ type Scrubber struct {
 	m        *matcher
 	identity bool
 	keepLen  bool
+	marker   string
+	minLen   int
 }
 
 // NewScrubber returns a Scrubber for values and each of their encoded
@@ -82,7 +84,78 @@ func NewScrubber(values []secret.Value, opts ScrubOptions) *Scrubber {
 			ns = append(ns, needle{find: []byte(f), repl: []byte(repl), act: replace, id: i})
 		}
 	}
-	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding, keepLen: opts.KeepLength}
+	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding, keepLen: opts.KeepLength, marker: marker, minLen: minLen}
+}
+
+// Combine returns one Scrubber for the secrets of every one of ss (nil
+// ones skipped): a response scrubbed by it is scrubbed of each, in one
+// pass. Its options (marker, lengths, encodings asked for) are those of
+// the first; with none it redacts nothing.
+func Combine(ss ...*Scrubber) *Scrubber {
+	var ns []needle
+	var first *Scrubber
+	for _, s := range ss {
+		if s == nil {
+			continue
+		}
+		if first == nil {
+			first = s
+		}
+		ns = append(ns, s.m.needles...)
+	}
+	if first == nil {
+		return &Scrubber{m: newMatcher(nil), marker: secret.Redacted, minLen: DefaultMinLength}
+	}
+	c := *first
+	c.m = newMatcher(ns)
+	return &c
+}
+
+// MaxPiecesText is the longest text Pieces reads; the rest is cut off.
+const MaxPiecesText = 1024
+
+// Pieces returns the first MaxPiecesText bytes of b with every run of at
+// least the minimum length (ScrubOptions.MinLength) that occurs anywhere
+// in a form of a secret redacted, and how many runs were: whole forms and
+// pieces of them, such as a secret cut at a space or at the end of a
+// quoted line. It is for short texts the gateway writes itself (an error
+// text quoting what an upstream sent, for a log line), not for bodies:
+// its cost grows with the text's length times the forms' total length.
+func (s *Scrubber) Pieces(b []byte) ([]byte, int) {
+	if len(b) > MaxPiecesText {
+		b = b[:MaxPiecesText]
+	}
+	out := make([]byte, 0, len(b))
+	n := 0
+	for i := 0; i < len(b); {
+		l := s.longestPiece(b[i:])
+		if l < s.minLen {
+			out = append(out, b[i])
+			i++
+			continue
+		}
+		out = append(out, sameLength(s.marker, l)...)
+		i += l
+		n++
+	}
+	return out, n
+}
+
+// longestPiece returns the length of the longest prefix of b that occurs
+// in some form of a secret.
+func (s *Scrubber) longestPiece(b []byte) int {
+	best := 0
+	for _, nd := range s.m.needles {
+		f := nd.find
+		for j := 0; j+best < len(f); j++ {
+			k := 0
+			for k < len(b) && j+k < len(f) && b[k] == f[j+k] {
+				k++
+			}
+			best = max(best, k)
+		}
+	}
+	return best
 }
 
 // sameLength returns marker padded with '*' to n bytes, or n '*' when

@@ -71,7 +71,10 @@ type Options struct {
 // o.Timeout, trusting o.CACertFile when set, that never follows a
 // redirect. A token endpoint that redirects is misconfigured, and
 // following it would send the client's secret or signed assertion to
-// another place; the caller sees the 3xx response instead. The error
+// another place; the caller sees the 3xx response instead. The errors of
+// its exchanges (the round trip's and those of reading a response body)
+// carry nothing of what the request sent (SentRedactedError): an endpoint
+// can get its own answer quoted in them. The error
 // starts with "ca_cert: " and names the file; callers prefix their own
 // name (fmt.Errorf("salesforce: %w", err)).
 func NewClient(o Options) (*http.Client, error) {
@@ -89,7 +92,7 @@ func NewClient(o Options) (*http.Client, error) {
 		tr.TLSClientConfig.RootCAs = pool
 	}
 	return &http.Client{
-		Transport:     tr,
+		Transport:     redacting{tr},
 		Timeout:       o.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil

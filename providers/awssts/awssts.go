@@ -335,6 +335,10 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("awssts: load AWS SDK configuration: %w", err)
 	}
+	// The SDK's errors quote an answer it cannot read; an endpoint echoing
+	// the request there (a web identity token, a source session token)
+	// must not put it in ours.
+	cfg.HTTPClient = httpclient.RedactErrors(cfg.HTTPClient)
 	c := sts.NewFromConfig(cfg, func(o *sts.Options) {
 		if p.Endpoint != "" {
 			o.BaseEndpoint = aws.String(p.Endpoint)

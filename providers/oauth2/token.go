@@ -221,8 +221,9 @@ func describe(err error) (retry bool, msg string) {
 	return true, "the token request failed: " + errString(err)
 }
 
-// errString is err's message cut to one short line; transport errors
-// never contain form parameters.
+// errString is err's message cut to one short line. A transport error
+// can quote the endpoint's answer, which can echo the form: the client's
+// transport (httpclient.NewClient) redacts what was sent from it.
 func errString(err error) string {
 	s := err.Error()
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
