@@ -14,6 +14,7 @@ package msghead
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
 
 	"golang.org/x/net/http/httpguts"
@@ -252,3 +253,40 @@ var common = func() map[string]string {
 	}
 	return m
 }()
+
+// LengthBody is a body of declared length read from a message's reader,
+// with the semantics of net/http's: io.ErrUnexpectedEOF when the reader
+// ends before the length, io.EOF with the last bytes, io.EOF on every
+// read after an end. Its zero value is an empty body; Reset sets it up.
+type LengthBody struct {
+	lr     io.LimitedReader
+	sawEOF bool
+}
+
+// Reset makes b the next n bytes of r.
+func (b *LengthBody) Reset(r io.Reader, n int64) {
+	*b = LengthBody{lr: io.LimitedReader{R: r, N: n}}
+}
+
+func (b *LengthBody) Read(p []byte) (int, error) {
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	n, err := b.lr.Read(p)
+	if err == io.EOF {
+		b.sawEOF = true
+		if b.lr.N > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err == nil && n > 0 && b.lr.N == 0 {
+		err = io.EOF
+		b.sawEOF = true
+	}
+	return n, err
+}
+
+// Close does nothing: the caller decides what becomes of an unread rest
+// (the upstream client closes the connection, the server drains it
+// within its bound).
+func (b *LengthBody) Close() error { return nil }

@@ -2,6 +2,9 @@ package msghead
 
 import (
 	"bufio"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/credgate/credgate/internal/msghead/msgheadtest"
@@ -34,3 +37,21 @@ func TestBlockWaitsNoLonger(t *testing.T) {
 		t.Error("waited after a start line it refused")
 	}
 }
+
+// TestLengthBodyErrors: a read error other than the end passes as it is.
+func TestLengthBodyErrors(t *testing.T) {
+	boom := errors.New("boom")
+	b := &LengthBody{}
+	b.Reset(io.MultiReader(strings.NewReader("ab"), errReader{boom}), 5)
+	p := make([]byte, 8)
+	if n, err := b.Read(p); n != 2 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	if _, err := b.Read(p); err != boom {
+		t.Fatalf("Read error = %v, want the reader's", err)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -36,8 +37,17 @@ func checkFastRequest(t *testing.T, data []byte) (accepted bool) {
 	if err != nil {
 		t.Fatalf("accepted %q, which ReadRequest refuses: %v", data, err)
 	}
-	if !reflect.DeepEqual(got, want) {
+	gb, wb := got.Body, want.Body
+	if (gb == http.NoBody) != (wb == http.NoBody) {
+		t.Fatalf("%q: body %T, ReadRequest's %T", data, gb, wb)
+	}
+	g1, w1 := *got, *want
+	g1.Body, w1.Body = nil, nil
+	if !reflect.DeepEqual(&g1, &w1) {
 		t.Fatalf("%q:\n got %#v\nwant %#v", data, got, want)
+	}
+	if g, w := readAll(gb), readAll(wb); !reflect.DeepEqual(g, w) {
+		t.Fatalf("%q: body reads %q, ReadRequest's %q", data, g, w)
 	}
 	g, _ := io.ReadAll(br)
 	w, _ := io.ReadAll(ref)
@@ -45,6 +55,26 @@ func checkFastRequest(t *testing.T, data []byte) (accepted bool) {
 		t.Fatalf("%q: left %q, ReadRequest %q", data, g, w)
 	}
 	return true
+}
+
+// readSizes is the sequence of read sizes both bodies are read with, so
+// that where each returns its EOF (with the last bytes or after them)
+// is compared too.
+var readSizes = []int{1, 7, 0, 64, 3, 4096}
+
+// readAll reads b with the sizes of readSizes, repeated, and returns every
+// read's result.
+func readAll(b io.Reader) []string {
+	var out []string
+	for i := 0; i < 10000; i++ {
+		p := make([]byte, readSizes[i%len(readSizes)])
+		n, err := b.Read(p)
+		out = append(out, fmt.Sprintf("%q %v", p[:n], err))
+		if err != nil {
+			return out
+		}
+	}
+	return append(out, "too many reads")
 }
 
 // commonRequests are requests the fast path must take.
@@ -60,6 +90,11 @@ var commonRequests = []string{
 	"POST /no-body HTTP/1.1\r\nHost: x.test\r\n\r\n",
 	"GET /missing-host HTTP/1.1\r\nUser-Agent: x\r\n\r\n",
 	"GET /e?q=caf%C3%A9#frag HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	// Bodies of one length: an LLM call, an empty one, one cut short.
+	"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.test\r\nUser-Agent: OpenAI/Python 1.54.0\r\nContent-Type: application/json\r\nAuthorization: Bearer cg-placeholder\r\nContent-Length: 16\r\n\r\n{\"model\":\"x\",1}",
+	"PUT /o HTTP/1.1\r\nHost: x.test\r\nContent-Length: 0\r\n\r\n",
+	"PATCH /o HTTP/1.1\r\nHost: x.test\r\nContent-Length: 10\r\n\r\nshort",
+	"POST /o HTTP/1.1\r\nHost: x.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
 }
 
 // declinedRequests it must leave to ReadRequest.
@@ -74,8 +109,10 @@ var declinedRequests = []string{
 	"GET /a b HTTP/1.1\r\nHost: x.test\r\n\r\n",
 	"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x.test\r\n\r\n",
 	"GET /%x HTTP/1.1\r\nHost: x.test\r\n\r\n",
-	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\n\r\nx",
-	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 0\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: +1\r\n\r\nx",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1234567890123456789\r\n\r\nx",
+	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 	"POST / HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive\r\n\r\n",

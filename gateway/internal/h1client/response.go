@@ -3,7 +3,6 @@ package h1client
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"math"
 	"net/http"
 
@@ -35,37 +34,8 @@ import (
 type fastResponse struct {
 	resp http.Response
 	body body
-	lb   lengthBody
+	lb   msghead.LengthBody
 }
-
-// lengthBody is a body of declared length read from br, with the
-// semantics of net/http's: io.ErrUnexpectedEOF when the connection ends
-// before the length, io.EOF with the last bytes.
-type lengthBody struct {
-	lr     io.LimitedReader
-	sawEOF bool
-}
-
-func (b *lengthBody) Read(p []byte) (int, error) {
-	if b.sawEOF {
-		return 0, io.EOF
-	}
-	n, err := b.lr.Read(p)
-	if err == io.EOF {
-		b.sawEOF = true
-		if b.lr.N > 0 {
-			err = io.ErrUnexpectedEOF
-		}
-	}
-	if err == nil && n > 0 && b.lr.N == 0 {
-		err = io.EOF
-		b.sawEOF = true
-	}
-	return n, err
-}
-
-// Close does nothing: the connection's body (body) ends the connection.
-func (b *lengthBody) Close() error { return nil }
 
 // readFastResponse reads r's response from br when it is of the common
 // form above; it returns nil, having consumed nothing, otherwise. max
@@ -112,7 +82,7 @@ func readFastResponse(br *bufio.Reader, r *http.Request, max int64) *fastRespons
 	if length == 0 {
 		fr.resp.Body = http.NoBody
 	} else {
-		fr.lb.lr = io.LimitedReader{R: br, N: length}
+		fr.lb.Reset(br, length)
 		fr.resp.Body = &fr.lb
 	}
 	return fr

@@ -3,7 +3,6 @@ package h1client
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -210,19 +209,3 @@ func FuzzFastResponse(f *testing.F) {
 		checkFast(t, data, m)
 	})
 }
-
-func TestLengthBodyErrors(t *testing.T) {
-	boom := errors.New("boom")
-	b := &lengthBody{lr: io.LimitedReader{R: io.MultiReader(strings.NewReader("ab"), errReader{boom}), N: 5}}
-	p := make([]byte, 8)
-	if n, err := b.Read(p); n != 2 || err != nil {
-		t.Fatalf("Read = %d, %v", n, err)
-	}
-	if _, err := b.Read(p); err != boom {
-		t.Fatalf("Read error = %v, want the reader's", err)
-	}
-}
-
-type errReader struct{ err error }
-
-func (r errReader) Read([]byte) (int, error) { return 0, r.err }
