@@ -421,8 +421,8 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 		return
 	}
 	// A goroutine of its own: the one running this hook holds the proxy
-	// listener's net/http connection state (two 4 KiB buffers, the
-	// CONNECT request) until it returns.
+	// listener's connection state (its h1 buffers, the CONNECT request)
+	// until it returns.
 	go g.h1Srv.Serve(context.WithValue(g.baseCtx, tunnelKey, tc), conn, g.intercepted)
 }
 

@@ -137,8 +137,9 @@ type Gateway struct {
 
 	proxyLn, tlsLn, adminLn net.Listener
 	mitmLn                  *connListener
-	proxySrv, tlsSrv        *http.Server
 	mitmSrv, adminSrv       *http.Server
+	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
+	proxy http.Handler
 
 	// reloaders re-read certificate files while the gateway runs.
 	reloaders []*filewatch.Reloader
@@ -155,8 +156,10 @@ type Gateway struct {
 	phIndex atomic.Pointer[phIndex]
 	// scrubbers caches the response Scrubber of each credential (scrub.go).
 	scrubbers scrubbers
-	// h1Srv serves intercepted HTTP/1.1 connections, mitmSrv the HTTP/2
-	// ones, both with intercepted (serveIntercepted).
+	// h1Srv serves every HTTP/1.1 client connection: the proxy
+	// listeners' with proxy (serveProxy), the intercepted side of
+	// tunnels with intercepted (serveIntercepted); mitmSrv serves the
+	// intercepted HTTP/2 ones with intercepted.
 	h1Srv       *h1.Server
 	intercepted http.Handler
 	// baseCtx is the parent of every request context: New's, without its
@@ -535,8 +538,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 			ErrorLog:          errLog,
 			BaseContext:       func(net.Listener) context.Context { return g.baseCtx },
 			// OPTIONS * is the gateway's to refuse and audit, not net/http's
-			// to answer 200 (on the proxy listener, and over HTTP/2 in a
-			// tunnel).
+			// to answer 200 (over HTTP/2 in a tunnel).
 			DisableGeneralOptionsHandler: true,
 			// What Go's HTTP/2 server refuses before a handler runs (a
 			// :path that does not parse: the stream is reset) is counted;
@@ -544,10 +546,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 			HTTP2: &http.HTTP2Config{CountError: g.metrics.HTTP2Error},
 		}
 	}
-	g.proxySrv = base(g.recoverPanics(http.HandlerFunc(g.serveProxy)))
-	if g.tlsLn != nil {
-		g.tlsSrv = base(g.recoverPanics(http.HandlerFunc(g.serveProxy)))
-	}
+	g.proxy = g.recoverPanics(http.HandlerFunc(g.serveProxy))
 	g.intercepted = g.recoverPanics(http.HandlerFunc(g.serveIntercepted))
 	g.mitmSrv = base(g.intercepted)
 	g.mitmSrv.ConnContext = interceptedConnContext
@@ -750,9 +749,14 @@ func (g *Gateway) run(ctx context.Context) error {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	go serve("listen", g.proxySrv, g.proxyLn)
-	if g.tlsSrv != nil {
-		go serve("tls_listen", g.tlsSrv, g.tlsLn)
+	serveClients := func(name string, ln net.Listener) {
+		if err := g.serveClients(ln); err != nil {
+			errc <- fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	go serveClients("listen", g.proxyLn)
+	if g.tlsLn != nil {
+		go serveClients("tls_listen", g.tlsLn)
 	}
 	go serve("intercept", g.mitmSrv, g.mitmLn)
 	go serve("admin_listen", g.adminSrv, g.adminLn)
@@ -798,21 +802,21 @@ func (g *Gateway) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
-	var wg sync.WaitGroup
-	for _, s := range []*http.Server{g.proxySrv, g.tlsSrv, g.mitmSrv} {
-		if s == nil {
-			continue
+	// New connections are refused from here on (serveClients returns).
+	for _, l := range []net.Listener{g.proxyLn, g.tlsLn} {
+		if l != nil {
+			_ = l.Close()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Shutdown(ctx); err != nil {
-				// The deadline passed: cut what is left.
-				_ = s.Close()
-			}
-		}()
 	}
-	wg.Add(2)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := g.mitmSrv.Shutdown(ctx); err != nil {
+			// The deadline passed: cut what is left.
+			_ = g.mitmSrv.Close()
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		g.long.wait(ctx)
@@ -820,7 +824,7 @@ func (g *Gateway) shutdown() {
 	go func() {
 		defer wg.Done()
 		if n := g.h1Srv.Shutdown(ctx); n > 0 {
-			g.log.Warn("closed intercepted connections still busy at the end of shutdown_timeout", slog.Int("connections", n))
+			g.log.Warn("closed client connections still busy at the end of shutdown_timeout", slog.Int("connections", n))
 		}
 	}()
 	wg.Wait()

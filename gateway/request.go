@@ -853,28 +853,42 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	}
 }
 
-// refuseUnreadable audits and counts a request inside a tunnel that the
-// HTTP/1.1 server answered itself, without serveIntercepted, because it
-// could not read it or will not serve it (h1.Server.Refused): 400, 431,
-// 505 or 417 malformed_request, with the gateway's reason header and JSON
-// body. The audit line names the tunnel's workload (identity resolved
-// from the CONNECT's evidence, as for every request in the tunnel) and
-// destination, and the method and path only when the request parsed:
-// never bytes of what did not.
+// refuseUnreadable audits and counts a request that the HTTP/1.1 server
+// answered itself, without a handler, because it could not read it or
+// will not serve it (h1.Server.Refused): 400, 431, 505 or 417
+// malformed_request, with the gateway's reason header and JSON body.
+// Inside a tunnel the audit line names the tunnel's workload (identity
+// resolved from the CONNECT's evidence, as for every request in the
+// tunnel) and destination; on a proxy listener, the workload the
+// connection's own evidence verifies (its source address and client
+// certificate: a Proxy-Authorization field is in the request that did
+// not parse) and no destination. The method and path are named only when
+// the request parsed: never bytes of what did not.
 func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer {
 	start := time.Now()
 	f := newRefusal(r.Status, codeMalformedRequest, g.unreadableReason(r), "")
-	e := event{Time: start, Method: r.Method, Scheme: "https", Path: r.Path, Decision: policy.Deny.String(), Code: f.Code, Status: f.Status}
+	e := event{Time: start, Method: r.Method, Path: r.Path, Decision: policy.Deny.String(), Code: f.Code, Status: f.Status}
+	var ev identity.Evidence
 	if tc, _ := ctx.Value(tunnelKey).(*tunnelConn); tc != nil {
-		e.Host, e.Port = tc.dest.host, tc.dest.port
-		// On an error wl is what verified, if anything: the line is the
-		// malformed request's, the identity failure is the next
-		// request's to report.
-		wl, _ := g.resolve(ctx, tc.ev, g.store.Current().Workloads())
-		e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
-		if wantPresented(wl, f.Code) {
-			e.Presented = presented(tc.ev)
+		e.Scheme, e.Host, e.Port = "https", tc.dest.host, tc.dest.port
+		ev = tc.ev
+	} else {
+		// A proxy listener's connection: whether the request was a
+		// CONNECT or an absolute-form one is not known.
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			ev.Source = ap
 		}
+		if r.TLS != nil {
+			ev.VerifiedChains, ev.PeerCertificates = r.TLS.VerifiedChains, r.TLS.PeerCertificates
+		}
+	}
+	// On an error wl is what verified, if anything: the line is the
+	// malformed request's, the identity failure is the next request's to
+	// report.
+	wl, _ := g.resolve(ctx, ev, g.store.Current().Workloads())
+	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, ev)
+	if wantPresented(wl, f.Code) {
+		e.Presented = presented(ev)
 	}
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	e.Duration = time.Since(start)
@@ -892,7 +906,7 @@ func (g *Gateway) unreadableReason(r h1.Refusal) string {
 	case http.StatusRequestHeaderFieldsTooLarge:
 		return fmt.Sprintf("the request's header block is larger than limits.max_header_bytes (%d bytes); send fewer or shorter header fields", g.cfg.Limits.MaxHeaderBytes)
 	case http.StatusHTTPVersionNotSupported:
-		return "the request line names an HTTP version other than 1.x; send HTTP/1.1 (HTTP/2 is chosen with ALPN h2 in the TLS handshake)"
+		return "the request line names an HTTP version other than 1.x; send HTTP/1.1 (HTTP/2 is spoken only inside a CONNECT tunnel, chosen with ALPN h2 in the TLS handshake)"
 	case http.StatusExpectationFailed:
 		return "the Expect header asks for something other than 100-continue; send Expect: 100-continue or no Expect field"
 	}

@@ -12,14 +12,19 @@ import "bytes"
 // intermediary in front of it may have framed the request by its
 // Content-Length (request smuggling).
 //
+// It notes a Host field too: http.ReadRequest deletes it from the
+// header and, for an absolute-form request, takes req.Host from the
+// target, so that a request without the field (400, RFC 9112 §3.2) looks
+// like one with it.
+//
 // It looks only at the start of each line, up to the blank line that
 // ends the header block; Go's header parser refuses a field name with
 // white space before its colon, so a field it reads as Content-Length
 // or Transfer-Encoding starts its line with that name and a colon
 // (continuation lines start with white space).
 type framingScan struct {
-	// cl and te: the header block has the field.
-	cl, te bool
+	// cl, te and host: the header block has the field.
+	cl, te, host bool
 	// done: the blank line after the header block was seen.
 	done bool
 	// skip: the rest of the current line does not matter.
@@ -30,8 +35,9 @@ type framingScan struct {
 }
 
 const (
-	clField = "content-length:"
-	teField = "transfer-encoding:"
+	clField   = "content-length:"
+	teField   = "transfer-encoding:"
+	hostField = "host:"
 )
 
 // reset readies s for the next request's header block.
@@ -61,7 +67,7 @@ func (s *framingScan) feed(p []byte) {
 			s.n = 0
 			continue
 		}
-		if s.n == 0 && c != 'c' && c != 'C' && c != 't' && c != 'T' && c != '\r' {
+		if s.n == 0 && c != 'c' && c != 'C' && c != 't' && c != 'T' && c != 'h' && c != 'H' && c != '\r' {
 			s.skip = true // most lines: no byte copied
 			continue
 		}
@@ -72,6 +78,8 @@ func (s *framingScan) feed(p []byte) {
 			s.cl, s.skip = true, true
 		case s.n == len(teField) && foldEqual(s.line[:s.n], teField):
 			s.te, s.skip = true, true
+		case s.n == len(hostField) && foldEqual(s.line[:s.n], hostField):
+			s.host, s.skip = true, true
 		case s.n == len(s.line):
 			s.skip = true
 		}

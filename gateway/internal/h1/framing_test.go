@@ -109,6 +109,8 @@ func FuzzFramingScan(f *testing.F) {
 		"POST / HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc",
 		"GET / HTTP/1.1\r\nHost: a\r\n\r\nContent-Length: 3\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nContent-Lengt: 1\r\nTransfer-Encodin: x\r\n\r\n",
+		"GET http://a/ HTTP/1.1\r\nHosts: a\r\nhost : b\r\n\r\n",
+		"GET http://a/ HTTP/1.1\r\nX: y\r\nhOsT:\r\n\r\n",
 	} {
 		f.Add([]byte(s), uint16(17))
 	}
@@ -126,12 +128,13 @@ func FuzzFramingScan(f *testing.F) {
 		}
 		_, cl := h["Content-Length"]
 		_, te := h["Transfer-Encoding"]
+		_, host := h["Host"]
 		var s framingScan
 		i := int(cut) % (len(data) + 1)
 		s.feed(data[:i])
 		s.feed(data[i:])
-		if s.cl != cl || s.te != te {
-			t.Fatalf("%q cut at %d: scanned Content-Length %v, Transfer-Encoding %v; textproto read %v, %v", data, i, s.cl, s.te, cl, te)
+		if s.cl != cl || s.te != te || s.host != host {
+			t.Fatalf("%q cut at %d: scanned Content-Length %v, Transfer-Encoding %v, Host %v; textproto read %v, %v, %v", data, i, s.cl, s.te, s.host, cl, te, host)
 		}
 	})
 }

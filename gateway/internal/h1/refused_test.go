@@ -51,6 +51,10 @@ func TestRefusedCallback(t *testing.T) {
 		{"raw-del", "GET /v1/\x7f HTTP/1.1\r\nHost: a\r\n\r\n", 400, "", ""},
 		{"bare-lf-garbage", "\x01\x02\n\n", 400, "", ""},
 		{"missing-host", "GET /m HTTP/1.1\r\n\r\n", 400, "GET", "/m"},
+		// The target names a host, but HTTP/1.1 wants the field too (RFC
+		// 9112 §3.2; net/http refuses it): http.ReadRequest deletes the
+		// field, the server's framing scan notes it.
+		{"absolute-form-missing-host", "GET http://a/m HTTP/1.1\r\nX-Host: a\r\n\r\n", 400, "GET", "/m"},
 		{"two-hosts", "GET /t HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "", ""}, // http.ReadRequest refuses it
 		{"bad-header-value", "GET /v HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n", 400, "", ""},
 		{"bad-header-name", "GET /n HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n", 400, "GET", "/n"}, // checkHeaderFields refuses it
@@ -75,8 +79,8 @@ func TestRefusedCallback(t *testing.T) {
 				t.Fatalf("Refused called %d times, want 1: %+v", len(got), got)
 			}
 			r := got[0]
-			if r.Status != tc.status || r.Reason == "" || r.Method != tc.method || r.Path != tc.path || !ok[0] {
-				t.Fatalf("Refused(%+v), connection context %v; want status %d, method %q, path %q and Serve's context", r, ok[0], tc.status, tc.method, tc.path)
+			if r.Status != tc.status || r.Reason == "" || r.Method != tc.method || r.Path != tc.path || !ok[0] || r.RemoteAddr != c.LocalAddr().String() || r.TLS != nil {
+				t.Fatalf("Refused(%+v), connection context %v; want status %d, method %q, path %q, Serve's context and the client's address %s", r, ok[0], tc.status, tc.method, tc.path, c.LocalAddr())
 			}
 		})
 	}
@@ -88,11 +92,15 @@ func TestRefusedCallback(t *testing.T) {
 		// a whole line, and refused: it may be a half-close.)
 		{"closes-mid-header", "GET /v1/x HTTP/1.1\r\nHost: a\r\nX-A: b"},
 		{"served", "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"},
+		{"served-absolute-form", "GET http://a/ok HTTP/1.1\r\nhost: b\r\nConnection: close\r\n\r\n"},
+		// A CONNECT names its authority in the target: no Host field
+		// needed (net/http's rule too).
+		{"served-connect-without-host", "CONNECT a:443 HTTP/1.1\r\nConnection: close\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, br := dial(t, addr)
 			_, _ = io.WriteString(c, tc.send)
-			if tc.name == "served" {
+			if strings.HasPrefix(tc.name, "served") {
 				if _, body := readResp(t, br, "GET"); body != "ok" {
 					t.Fatalf("body %q", body)
 				}

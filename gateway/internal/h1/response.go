@@ -320,6 +320,14 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := w.c
 	c.upgraded.Store(true)
 	c.lr.N = math.MaxInt64
+	if c.src.has && c.br.Buffered() == 0 {
+		// The watch for the client leaving read the first byte the
+		// client sent after the request (a CONNECT's optimistic TLS
+		// ClientHello): into the buffer with it, where the hijacker
+		// finds it (net/http does the same). source returns it without
+		// reading the connection.
+		_, _ = c.br.Peek(1)
+	}
 	// The header's read deadline may still be set (serveRequest leaves it
 	// for a request without a body): the hijacker reads without one.
 	_ = c.tc.SetReadDeadline(time.Time{})

@@ -1,8 +1,14 @@
-// Package h1 is the HTTP/1.1 server of intercepted connections: the
-// gateway hands it a client connection whose TLS handshake is done, and
-// it serves the requests on it with an http.Handler (the gateway's
-// serveIntercepted), the way net/http's server would. HTTP/2 clients are
-// not served here; the gateway gives them to a net/http server.
+// Package h1 is the gateway's HTTP/1.1 server, of every client
+// connection that speaks HTTP/1.1: the proxy listeners' (listen and
+// tls_listen, with the gateway's serveProxy: absolute-form requests, and
+// CONNECT, whose handler hijacks the connection) and the intercepted side
+// of CONNECT tunnels (with serveIntercepted). The gateway hands it a
+// client connection whose TLS handshake, if any, is done, and it serves
+// the requests on it with an http.Handler, the way net/http's server
+// would. HTTP/2 clients (inside tunnels) are not served here; the gateway
+// gives them to a net/http server. One server for both sides means one
+// reading of a request's framing and one answer to a request it cannot
+// read (Refused), whichever listener it came to.
 //
 // The package exists for two costs that a forward proxy pays on every
 // connection and every request and net/http's server cannot shed:
@@ -178,6 +184,9 @@ type Refusal struct {
 	// query) once its request line and header block parsed; empty when
 	// they did not.
 	Method, Path string
+	// RemoteAddr and TLS are the connection's, as a request's would be.
+	RemoteAddr string
+	TLS        *tls.ConnectionState
 }
 
 // Answer is what Server.Refused adds to the server's answer to a refused
@@ -192,8 +201,9 @@ type Answer struct {
 	Body []byte
 }
 
-// Conn is what the server needs of a client connection: a *tls.Conn in
-// the gateway, a *net.TCPConn in tests.
+// Conn is what the server needs of a client connection: a *tls.Conn
+// (a tunnel, tls_listen) or the accepted TCP connection (listen) in the
+// gateway, a *net.TCPConn in tests.
 type Conn interface {
 	net.Conn
 	CloseWrite() error
@@ -616,7 +626,10 @@ func (c *conn) serveRequest() bool {
 		c.plainError(http.StatusHTTPVersionNotSupported, "unsupported protocol version", nil)
 		return false
 	}
-	if req.ProtoAtLeast(1, 1) && req.Host == "" {
+	// An HTTP/1.1 request needs a Host field, even in absolute form
+	// (where req.Host is the target's), except a CONNECT, whose target
+	// is the authority (net/http's rule).
+	if req.ProtoAtLeast(1, 1) && req.Method != http.MethodConnect && (req.Host == "" || !c.hdr.scan.host) {
 		c.plainError(http.StatusBadRequest, "missing required Host header", req)
 		return false
 	}
@@ -715,7 +728,7 @@ func (c *conn) handle(w *response, req *http.Request) {
 			w.aborted = true
 			if p != http.ErrAbortHandler && c.s.Log != nil {
 				// Never the value: it may hold a credential.
-				c.s.Log.Error("panic serving an intercepted request", slog.String("host", req.Host), slog.String("panic", panics.Describe(p)), slog.String("where", panics.Where(1)))
+				c.s.Log.Error("panic serving a request", slog.String("host", req.Host), slog.String("panic", panics.Describe(p)), slog.String("where", panics.Where(1)))
 			}
 		}
 	}()
@@ -729,7 +742,7 @@ func (c *conn) plainError(status int, msg string, req *http.Request) {
 	body := msg + "\n"
 	var extra http.Header
 	if c.s.Refused != nil {
-		r := Refusal{Status: status, Reason: msg}
+		r := Refusal{Status: status, Reason: msg, RemoteAddr: c.remote, TLS: c.tlsState}
 		if req != nil {
 			r.Method, r.Path = req.Method, req.URL.EscapedPath()
 		}

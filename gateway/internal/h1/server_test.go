@@ -359,3 +359,51 @@ func TestHeaderDeadlineEndsWithTheHeader(t *testing.T) {
 		}
 	})
 }
+
+// TestHijackKeepsByteReadInBackground: a byte the client sent after the
+// request while the handler ran (a CONNECT's optimistic TLS
+// ClientHello), which the watch for the client leaving read, is in the
+// hijacker's buffered reader (Buffered counts it), as with net/http;
+// the gateway's CONNECT hands the connection on bare when Buffered is 0.
+func TestHijackKeepsByteReadInBackground(t *testing.T) {
+	started := make(chan struct{})
+	got := make(chan string, 1)
+	addr := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := w.(*response).c
+		close(started)
+		// The watch reads the byte backgroundReadDelay after the request.
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(5 * time.Second)
+		for taken := false; !taken; {
+			select {
+			case <-deadline:
+				got <- "the background read did not take the byte"
+				return
+			case <-tick.C:
+				c.bgMu.Lock()
+				taken = c.src.has
+				c.bgMu.Unlock()
+			}
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			got <- "hijack: " + err.Error()
+			return
+		}
+		defer conn.Close()
+		if n := brw.Reader.Buffered(); n != 1 {
+			got <- fmt.Sprintf("%d bytes buffered", n)
+			return
+		}
+		b, _ := brw.ReadByte()
+		got <- string(b)
+	}))
+	c, _ := dial(t, addr)
+	fmt.Fprint(c, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
+	<-started
+	fmt.Fprint(c, "\x16")
+	if s := <-got; s != "\x16" {
+		t.Fatalf("the hijacker got %q, want the byte sent after the request", s)
+	}
+}
