@@ -81,6 +81,7 @@ type Header struct {
 	Value string `yaml:"value"`
 
 	canonical string
+	names     []string // Headers' answer: canonical alone
 	tmpl      *template.Template
 	fields    []string // the fields the template names; all must be present
 }
@@ -97,6 +98,7 @@ func (h *Header) Provision() error {
 	h.tmpl = t
 	h.fields = templateFields(t.Tree.Root, nil)
 	h.canonical = http.CanonicalHeaderKey(h.Name)
+	h.names = []string{h.canonical}
 	return nil
 }
 
@@ -139,7 +141,12 @@ func (h *Header) Inject(r *http.Request, cred *providers.Credential) error {
 }
 
 // Headers implements HeaderNames.
-func (h *Header) Headers() []string { return []string{h.canonical} }
+func (h *Header) Headers() []string {
+	if h.names == nil {
+		return []string{h.canonical} // not provisioned
+	}
+	return h.names[:1:1]
+}
 
 // templateFields appends the top-level field names (.x in .x.y) used
 // anywhere in the tree to out, without duplicates.
@@ -224,8 +231,13 @@ func (b *Bearer) Inject(r *http.Request, cred *providers.Credential) error {
 	return nil
 }
 
+// authorization is the answer of Headers for injectors that set
+// Authorization alone: one slice for every call (HeaderNames' callers
+// only read it), never written.
+var authorization = []string{"Authorization"}
+
 // Headers implements HeaderNames.
-func (*Bearer) Headers() []string { return []string{"Authorization"} }
+func (*Bearer) Headers() []string { return authorization[:1:1] }
 
 // Basic sets "Authorization: Basic base64(username:password)" (RFC 7617).
 //
@@ -270,7 +282,7 @@ func (b *Basic) Inject(r *http.Request, cred *providers.Credential) error {
 }
 
 // Headers implements HeaderNames.
-func (*Basic) Headers() []string { return []string{"Authorization"} }
+func (*Basic) Headers() []string { return authorization[:1:1] }
 
 // Query sets a URL query parameter, replacing every value of it the
 // client sent (under any percent-encoding of its name). The other

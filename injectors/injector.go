@@ -50,7 +50,8 @@ type Injector interface {
 
 // HeaderNames is implemented by injectors that set headers. The gateway
 // removes these names from the client's request before injecting, and
-// `credgate explain` lists them.
+// `credgate explain` lists them. Headers is called per request: it may
+// return the same slice every time, and callers must not modify it.
 type HeaderNames interface {
 	Headers() []string
 }
