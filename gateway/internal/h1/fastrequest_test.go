@@ -3,7 +3,6 @@ package h1
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -46,7 +45,7 @@ func checkFastRequest(t *testing.T, data []byte) (accepted bool) {
 	if !reflect.DeepEqual(&g1, &w1) {
 		t.Fatalf("%q:\n got %#v\nwant %#v", data, got, want)
 	}
-	if g, w := readAll(gb), readAll(wb); !reflect.DeepEqual(g, w) {
+	if g, w := msgheadtest.Reads(gb), msgheadtest.Reads(wb); !reflect.DeepEqual(g, w) {
 		t.Fatalf("%q: body reads %q, ReadRequest's %q", data, g, w)
 	}
 	g, _ := io.ReadAll(br)
@@ -55,26 +54,6 @@ func checkFastRequest(t *testing.T, data []byte) (accepted bool) {
 		t.Fatalf("%q: left %q, ReadRequest %q", data, g, w)
 	}
 	return true
-}
-
-// readSizes is the sequence of read sizes both bodies are read with, so
-// that where each returns its EOF (with the last bytes or after them)
-// is compared too.
-var readSizes = []int{1, 7, 0, 64, 3, 4096}
-
-// readAll reads b with the sizes of readSizes, repeated, and returns every
-// read's result.
-func readAll(b io.Reader) []string {
-	var out []string
-	for i := 0; i < 10000; i++ {
-		p := make([]byte, readSizes[i%len(readSizes)])
-		n, err := b.Read(p)
-		out = append(out, fmt.Sprintf("%q %v", p[:n], err))
-		if err != nil {
-			return out
-		}
-	}
-	return append(out, "too many reads")
 }
 
 // commonRequests are requests the fast path must take.

@@ -3,7 +3,6 @@ package h1client
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -12,26 +11,6 @@ import (
 
 	"github.com/credgate/credgate/internal/msghead/msgheadtest"
 )
-
-// readSizes is the sequence of read sizes both bodies are read with, so
-// that where each returns its EOF (with the last bytes or after them)
-// is compared too.
-var readSizes = []int{1, 7, 0, 64, 3, 4096}
-
-// readAll reads b with the sizes of readSizes, repeated, and returns every
-// read's result.
-func readAll(b io.Reader) []string {
-	var out []string
-	for i := 0; i < 10000; i++ {
-		p := make([]byte, readSizes[i%len(readSizes)])
-		n, err := b.Read(p)
-		out = append(out, fmt.Sprintf("%q %v", p[:n], err))
-		if err != nil {
-			return out
-		}
-	}
-	return append(out, "too many reads")
-}
 
 // checkFast holds readFastResponse to http.ReadResponse on data: when it
 // declines it consumed nothing; when it accepts, ReadResponse reads the
@@ -84,7 +63,7 @@ func checkFast(t *testing.T, data []byte, method string) (accepted bool) {
 			t.Fatalf("%q: %s = %#v, ReadResponse's %#v", data, c.name, c.got, c.want)
 		}
 	}
-	if g, w := readAll(got.Body), readAll(want.Body); !reflect.DeepEqual(g, w) {
+	if g, w := msgheadtest.Reads(got.Body), msgheadtest.Reads(want.Body); !reflect.DeepEqual(g, w) {
 		t.Fatalf("%q: body reads %q, ReadResponse's %q", data, g, w)
 	}
 	g, _ := io.ReadAll(br)
