@@ -25,8 +25,9 @@ type clientRoots struct {
 // store replaces the set with the certificates of pemData, the client_ca
 // file's content as it was applied to the listener (x509.CertPool's
 // AppendCertsFromPEM takes the same CERTIFICATE blocks and skips the
-// others, as this does).
-func (c *clientRoots) store(pemData []byte) {
+// others, as this does). It reports whether a certificate of the set it
+// replaces is not in the new one (a CA was removed).
+func (c *clientRoots) store(pemData []byte) (removed bool) {
 	set := map[[sha256.Size]byte]struct{}{}
 	for {
 		var b *pem.Block
@@ -42,7 +43,14 @@ func (c *clientRoots) store(pemData []byte) {
 		}
 		set[sha256.Sum256(b.Bytes)] = struct{}{}
 	}
-	c.set.Store(&set)
+	if old := c.set.Swap(&set); old != nil {
+		for k := range *old {
+			if _, ok := set[k]; !ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // trusts reports whether one of chains ends in a root the client_ca file

@@ -38,6 +38,8 @@ const (
 	DefaultBodyIdleTimeout       = 60 * time.Second
 	DefaultLongLivedIdleTimeout  = 15 * time.Minute
 	DefaultLongLivedMaxLifetime  = 24 * time.Hour
+	// DefaultInFlightIdentityGrace is limits.in_flight_identity_grace.
+	DefaultInFlightIdentityGrace = 30 * time.Second
 	DefaultShutdownTimeout       = 30 * time.Second
 	DefaultAuditOutput           = "stdout"
 	DefaultReloadInterval        = 30 * time.Second
@@ -202,6 +204,13 @@ type Limits struct {
 	BodyMinRate int `yaml:"body_min_rate"`
 	// LongLived bounds spliced tunnels and WebSockets.
 	LongLived LongLived `yaml:"long_lived"`
+	// InFlightIdentityGrace is how long after its identity expired a
+	// request still in flight (a streamed answer or body) may run before
+	// its evidence is verified again and, when it no longer verifies,
+	// the request is cut (502 identity_expired_in_flight). It spares the
+	// ordinary request whose token expires during its few milliseconds
+	// in flight.
+	InFlightIdentityGrace Duration `yaml:"in_flight_identity_grace"`
 }
 
 // LongLived bounds the connections whose bytes are relayed without a
@@ -638,6 +647,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		{[]string{"limits", "body_idle_timeout"}, cfg.Limits.BodyIdleTimeout},
 		{[]string{"limits", "long_lived", "idle_timeout"}, cfg.Limits.LongLived.IdleTimeout},
 		{[]string{"limits", "long_lived", "max_lifetime"}, cfg.Limits.LongLived.MaxLifetime},
+		{[]string{"limits", "in_flight_identity_grace"}, cfg.Limits.InFlightIdentityGrace},
 	} {
 		if d.v > 0 && d.v < Duration(100*time.Millisecond) {
 			bad(fmt.Sprintf("%s: %s is too short to be meant (at least 100ms; they are usually seconds to hours)", strings.Join(d.key, "."), d.v.D()), d.key...)
@@ -748,6 +758,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Limits.BodyIdleTimeout, DefaultBodyIdleTimeout)
 	setD(&c.Limits.LongLived.IdleTimeout, DefaultLongLivedIdleTimeout)
 	setD(&c.Limits.LongLived.MaxLifetime, DefaultLongLivedMaxLifetime)
+	setD(&c.Limits.InFlightIdentityGrace, DefaultInFlightIdentityGrace)
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.SessionTickets.Rotation, DefaultTicketRotation)

@@ -144,12 +144,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		// whole). The server closes the connection.
 		if st != nil {
 			st.abortCode = codeUpstreamError
-			if _, off := switchedOff(r, st); off {
-				st.abortCode = codeDisabledInFlight
-				g.metrics.refusals.WithLabelValues(codeDisabledInFlight).Inc()
+			f, cut := cutInFlight(r, st)
+			if cut {
+				// The kill switch, or the expiry or revocation of
+				// the identity (inflight.go).
+				st.abortCode = f.Code
+				g.metrics.refusals.WithLabelValues(f.Code).Inc()
 			}
 			switch {
-			case st.abortCode == codeDisabledInFlight:
+			case cut:
 			case st.upBody.stalled():
 				st.abortCode = codeUpstreamIdle
 				g.metrics.refusals.WithLabelValues(codeUpstreamIdle).Inc()

@@ -151,6 +151,9 @@ type Gateway struct {
 	long longSet
 	// flights holds the requests being forwarded (inflight.go).
 	flights flightSet
+	// recheck re-verifies what is open when evidence is withdrawn
+	// (revoke.go).
+	recheck recheck
 	// phIndex holds the placeholders of the policy generation last used
 	// (placeholder.go).
 	phIndex atomic.Pointer[phIndex]
@@ -181,6 +184,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil)}
+	g.flights.fire = g.expireFlights
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -267,7 +271,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
 		return nil, err
 	}
-	idOpts := []identity.Option{identity.WithLogger(logger)}
+	idOpts := []identity.Option{identity.WithLogger(logger), identity.WithOnChange(g.evidenceChanged)}
 	if cfg.RunTokens != nil {
 		if g.runTokens, err = g.newRunTokens(); err != nil {
 			return nil, err
@@ -600,8 +604,10 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 			// Tickets are encrypted with the outer configuration's keys
 			// (g.tickets); crypto/tls reads this switch here.
 			tc.SessionTicketsDisabled = g.tickets == nil
-			if roots != nil && tc.ClientCAs != nil {
-				roots.store(files[2])
+			if roots != nil && tc.ClientCAs != nil && roots.store(files[2]) {
+				// A CA was removed: what it verified and is still open
+				// is verified again (revoke.go).
+				g.evidenceChanged()
 			}
 			cur.Store(tc)
 			return nil
@@ -851,6 +857,8 @@ func (g *Gateway) Close() {
 			_ = l.Close()
 		}
 	}
+	g.recheck.stop()
+	g.flights.stop()
 	if g.mitmLn != nil {
 		_ = g.mitmLn.Close()
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/killswitch"
@@ -22,6 +24,37 @@ import (
 // gets 502 disabled_in_flight, one reading it sees it cut off (the audit
 // line says "code":"disabled_in_flight"). Upgraded connections
 // are long-lived connections (longlived.go), closed by the switch there.
+//
+// The identity that sent a request is held to the same (invariant 12):
+// a streamed answer must not run for hours on a 5-minute token.
+//
+//   - When the identity expires (identity.Workload.Expires: a token's
+//     exp, a certificate's NotAfter, a TokenReview answer's lifetime) and
+//     the request is still in flight limits.in_flight_identity_grace
+//     later, its evidence is verified again; when it no longer names the
+//     same workload the request is cut: 502 identity_expired_in_flight.
+//     The grace spares the ordinary request whose token expires during
+//     its few milliseconds in flight (or that was admitted within the
+//     issuer's clock_skew after exp). One timer for the whole gateway,
+//     armed at the earliest such deadline among the requests in flight,
+//     does it: registering a request re-arms it only when the request's
+//     deadline is earlier than the one armed; when it fires, the set is
+//     scanned once, the expired requests are verified again and cut, and
+//     the timer is armed at the next earliest deadline.
+//   - When a source of evidence withdraws some (an issuer's key removed,
+//     a trust bundle or tls.client_ca changed: revoke.go), every request
+//     in flight whose identity has not expired yet is verified again and
+//     those that no longer verify are cut: 502 identity_revoked_in_flight.
+
+// Codes of a request whose identity was lost while it was in flight.
+const (
+	codeIdentityExpiredInFlight = "identity_expired_in_flight"
+	codeIdentityRevokedInFlight = "identity_revoked_in_flight"
+)
+
+// errIdentityLost is the cause of an in-flight request's cancellation
+// because its identity expired or was revoked.
+var errIdentityLost = errors.New("the identity that sent the request expired or was revoked while it was in flight")
 
 // codeDisabledInFlight is the code of a request the kill switch cut in
 // flight: unlike a request refused with codeDisabled, it had been sent to
@@ -36,7 +69,16 @@ var errSwitchedOff = errors.New("kill switch: the request's rule, workload or cr
 // in the request's reqState: registering costs no allocation of its own.
 type inFlight struct {
 	rule, workload, credential string
-	cancel                     context.CancelCauseFunc
+	// ev is the evidence the workload was identified from and name the
+	// workload's name, for verifying it again; deadline is when the
+	// identity expires plus limits.in_flight_identity_grace (zero: it
+	// does not expire). seq tells this registration from a later one of
+	// the same reqState. All four are read under the set's lock only.
+	ev       identity.Evidence
+	name     string
+	deadline time.Time
+	seq      uint64
+	cancel   context.CancelCauseFunc
 	// body is the client's request body, whose pending read the switch
 	// ends too (nil without one).
 	body *idleBody
@@ -48,17 +90,162 @@ type inFlight struct {
 
 // flightSet holds the requests being forwarded.
 type flightSet struct {
-	mu sync.Mutex
-	m  map[*inFlight]struct{}
+	mu  sync.Mutex
+	m   map[*inFlight]struct{}
+	seq uint64
+	// timer fires at armed, the earliest deadline among the requests in
+	// flight when it was armed (zero: not armed); made by the first
+	// request with a deadline, with fire.
+	timer *time.Timer
+	armed time.Time
+	// fire is what the timer runs (Gateway.expireFlights), set once by
+	// New.
+	fire func()
 }
 
+// add registers f, arming the timer when f's deadline is the earliest.
 func (s *flightSet) add(f *inFlight) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[*inFlight]struct{}{}
 	}
+	s.seq++
+	f.seq = s.seq
 	s.m[f] = struct{}{}
+	s.arm(f.deadline)
+}
+
+// arm makes the timer fire at deadline when it is earlier than the one
+// armed (zero: nothing to arm). Under s.mu.
+func (s *flightSet) arm(deadline time.Time) {
+	if deadline.IsZero() || s.fire == nil || (!s.armed.IsZero() && !deadline.Before(s.armed)) {
+		return
+	}
+	s.armed = deadline
+	d := time.Until(deadline)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.fire)
+		return
+	}
+	s.timer.Reset(d)
+}
+
+// stop stops the timer (the gateway is closing).
+func (s *flightSet) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.armed = time.Time{}
+}
+
+// flightCheck is what verifying one request's identity again needs,
+// copied out of the set so that no lock is held while it runs (a
+// TokenReview call).
+type flightCheck struct {
+	f    *inFlight
+	seq  uint64
+	ev   identity.Evidence
+	name string
+}
+
+// pick returns the requests in flight that keep selects.
+func (s *flightSet) pick(keep func(*inFlight) bool) []flightCheck {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []flightCheck
+	for f := range s.m {
+		if f.refusal() == nil && keep(f) {
+			out = append(out, flightCheck{f: f, seq: f.seq, ev: f.ev, name: f.name})
+		}
+	}
+	return out
+}
+
+// still runs fn on c's request under the set's lock when it is still the
+// registration c was taken from, and reports whether it was.
+func (s *flightSet) still(c flightCheck, fn func(*inFlight)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[c.f]; !ok || c.f.seq != c.seq {
+		return false
+	}
+	fn(c.f)
+	return true
+}
+
+// expireFlights is the flight timer's work: the requests whose deadline
+// passed are verified again and cut when their identity no longer
+// verifies; the timer is then armed at the next earliest deadline.
+func (g *Gateway) expireFlights() {
+	s := &g.flights
+	now := time.Now()
+	s.mu.Lock()
+	s.armed = time.Time{}
+	s.mu.Unlock()
+	due := s.pick(func(f *inFlight) bool { return !f.deadline.IsZero() && !now.Before(f.deadline) })
+	grace := g.cfg.Limits.InFlightIdentityGrace.D()
+	n := 0
+	for _, c := range due {
+		exp, ok := g.reverify(c.ev, c.name)
+		if ok {
+			s.still(c, func(f *inFlight) {
+				f.deadline = time.Time{}
+				if !exp.IsZero() {
+					f.deadline = exp.Add(grace)
+				}
+			})
+			continue
+		}
+		if s.still(c, func(f *inFlight) { f.identityLost(g, codeIdentityExpiredInFlight) }) {
+			n++
+		}
+	}
+	if n > 0 {
+		g.log.Info("cut requests in flight whose identity expired (limits.in_flight_identity_grace after it)", slog.Int("requests", n))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	for f := range s.m {
+		if !f.deadline.IsZero() && (next.IsZero() || f.deadline.Before(next)) && f.refusal() == nil {
+			next = f.deadline
+		}
+	}
+	s.arm(next)
+}
+
+// revokeFlights verifies again the identity of every request in flight
+// whose identity has not expired (an expired one is the timer's, after
+// the grace) and cuts those that no longer verify; it returns how many.
+func (g *Gateway) revokeFlights() int {
+	s := &g.flights
+	now := time.Now()
+	grace := g.cfg.Limits.InFlightIdentityGrace.D()
+	todo := s.pick(func(f *inFlight) bool { return f.deadline.IsZero() || now.Before(f.deadline.Add(-grace)) })
+	n := 0
+	for _, c := range todo {
+		if _, ok := g.reverify(c.ev, c.name); ok {
+			continue
+		}
+		if s.still(c, func(f *inFlight) { f.identityLost(g, codeIdentityRevokedInFlight) }) {
+			n++
+		}
+	}
+	return n
+}
+
+// identityLost cuts f, whose identity expired or was revoked (code).
+// Under the set's lock.
+func (f *inFlight) identityLost(g *Gateway, code string) {
+	why := "expired"
+	if code == codeIdentityRevokedInFlight {
+		why = "was revoked (its token's signing key or its certificate's CA was removed)"
+	}
+	r := newRefusal(http.StatusBadGateway, code, fmt.Sprintf("the identity of workload %q %s while this request was in flight: the request had been sent to the upstream, which may have acted on it, and its answer is not relayed; send it again with current credentials", f.workload, why), f.rule)
+	f.cutWith(r, errIdentityLost)
 }
 
 func (s *flightSet) remove(f *inFlight) {
@@ -90,18 +277,26 @@ func (f *inFlight) switchOff(g *Gateway, snap *killswitch.Snapshot) bool {
 	r := g.switchEntryRefusal(e, f.rule)
 	r.Code, r.Status = codeDisabledInFlight, http.StatusBadGateway
 	r.Reason = fmt.Sprintf("%s; it was disabled while this request was in flight: the request had been sent to the upstream, which may have acted on it, and its answer is not relayed", r.Reason)
+	f.cutWith(r, errSwitchedOff)
+	return true
+}
+
+// cutWith cancels f's upstream request with cause and ends its body's
+// pending read, recording r (the first cut's stands). Under the set's
+// lock.
+func (f *inFlight) cutWith(r refusal, cause error) {
 	f.mu.Lock()
 	if f.cut == nil {
 		f.cut = &r
 	}
 	f.mu.Unlock()
-	f.cancel(errSwitchedOff)
+	f.cancel(cause)
 	f.body.switchOff()
-	return true
 }
 
-// refusal returns the refusal of the switch that cancelled the request,
-// nil when none did.
+// refusal returns the refusal of what cut the request in flight (the
+// kill switch, the expiry or revocation of its identity), nil when
+// nothing did.
 func (f *inFlight) refusal() *refusal {
 	if f == nil {
 		return nil
@@ -111,13 +306,18 @@ func (f *inFlight) refusal() *refusal {
 	return f.cut
 }
 
-// startFlight registers the request that decision d allowed workload wl
-// to send, with its body (nil without one), in f, and returns the context to send it with: the kill switch
-// cancels it from now on. Call the returned func when the request is
-// done.
-func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, wl identity.Workload, d policy.Decision) (context.Context, func()) {
+// startFlight registers the request that decision d allowed workload wl,
+// identified from ev, to send, with its body (nil without one), in f,
+// and returns the context to send it with: the kill switch, the expiry
+// and the revocation of the identity cancel it from now on. Call the
+// returned func when the request is done.
+func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	f.rule, f.workload, f.cancel, f.body = d.Rule, wl.DisplayName(), cancel, body
+	f.ev, f.name = ev, wl.Name
+	if exp := wl.Expires(); !exp.IsZero() {
+		f.deadline = exp.Add(g.cfg.Limits.InFlightIdentityGrace.D())
+	}
 	if d.Inject != nil {
 		f.credential = d.Inject.Credential
 	}
@@ -135,10 +335,14 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 	}
 }
 
-// switchedOff returns the kill switch's refusal when r's context was
+// cutInFlight returns the refusal of what cut r in flight (the kill
+// switch, the expiry or revocation of its identity) when r's context was
 // cancelled by it.
-func switchedOff(r *http.Request, st *reqState) (*refusal, bool) {
-	if st == nil || !errors.Is(context.Cause(r.Context()), errSwitchedOff) {
+func cutInFlight(r *http.Request, st *reqState) (*refusal, bool) {
+	if st == nil {
+		return nil, false
+	}
+	if cause := context.Cause(r.Context()); !errors.Is(cause, errSwitchedOff) && !errors.Is(cause, errIdentityLost) {
 		return nil, false
 	}
 	f := st.flight.refusal()

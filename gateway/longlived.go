@@ -26,6 +26,11 @@ import (
 //     factors: a token's exp, a certificate's NotAfter, a TokenReview
 //     answer's lifetime) and the same evidence, verified again then, no
 //     longer names the same workload;
+//   - a source of evidence withdraws some (an issuer's key set loses a
+//     key, a trust bundle of identity.mtls.bundles or the Workload API
+//     changes, tls.client_ca loses a CA: revoke.go) and the evidence,
+//     verified again then, no longer names the same workload
+//     (identity_revoked);
 //   - no byte went either way for limits.long_lived.idle_timeout;
 //   - it has been open for limits.long_lived.max_lifetime;
 //   - the gateway shuts down (after shutdown_timeout).
@@ -49,13 +54,16 @@ const (
 	closedEnded           = "ended"
 	closedKillSwitch      = "kill_switch"
 	closedIdentityExpired = "identity_expired"
+	// closedIdentityRevoked: the evidence that opened it stopped
+	// verifying before it expired (its signing key or CA was removed).
+	closedIdentityRevoked = "identity_revoked"
 	closedIdle            = "idle"
 	closedMaxLifetime     = "max_lifetime"
 	closedShutdown        = "shutdown"
 )
 
 // closeReasons lists the reasons, for the metrics' label values.
-var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdle, closedMaxLifetime, closedShutdown}
+var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdentityRevoked, closedIdle, closedMaxLifetime, closedShutdown}
 
 // longConn is one long-lived connection and what allowed it.
 type longConn struct {
@@ -358,16 +366,57 @@ func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workloa
 	if d.Inject != nil {
 		lc.credential = d.Inject.Credential
 	}
-	lc.reverify = func() (time.Time, bool) {
-		ctx, cancel := context.WithTimeout(g.baseCtx, reverifyTimeout)
-		defer cancel()
-		w2, err := g.resolve(ctx, ev, g.store.Current().Workloads())
-		if err != nil || w2.Name != wl.Name {
-			return time.Time{}, false
-		}
-		return w2.Expires(), true
-	}
+	lc.reverify = func() (time.Time, bool) { return g.reverify(ev, wl.Name) }
 	return lc
+}
+
+// reverify verifies evidence ev again, with the policy in force, and
+// returns the identity's new expiry and whether it still names workload
+// name and has not expired (a token within its issuer's clock_skew after
+// exp still verifies, but is not kept: the evidence expired).
+func (g *Gateway) reverify(ev identity.Evidence, name string) (time.Time, bool) {
+	ctx, cancel := context.WithTimeout(g.baseCtx, reverifyTimeout)
+	defer cancel()
+	w2, err := g.resolve(ctx, ev, g.store.Current().Workloads())
+	if err != nil || w2.Name != name {
+		return time.Time{}, false
+	}
+	exp := w2.Expires()
+	if !exp.IsZero() && !exp.After(time.Now()) {
+		return time.Time{}, false
+	}
+	return exp, true
+}
+
+// revokeLong verifies again the evidence of every open long-lived
+// connection whose identity has not expired (an expired one is its
+// timer's) and closes those whose evidence no longer verifies, as
+// identity_revoked; it returns how many. One scan of the set.
+func (g *Gateway) revokeLong() int {
+	now := time.Now()
+	s := &g.long
+	s.mu.Lock()
+	var todo []*longConn
+	for lc := range s.conns {
+		lc.mu.Lock()
+		open := lc.reason == "" && (lc.expires.IsZero() || now.Before(lc.expires))
+		lc.mu.Unlock()
+		if open && lc.reverify != nil {
+			todo = append(todo, lc)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, lc := range todo {
+		// The evidence verifies when it still names the workload and
+		// has not expired meanwhile (the timer sees to that).
+		if _, ok := lc.reverify(); ok {
+			continue
+		}
+		lc.close(closedIdentityRevoked)
+		n++
+	}
+	return n
 }
 
 // openLong registers lc (before its relay starts: a kill switch applied

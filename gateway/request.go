@@ -654,7 +654,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// An upgraded connection is a long-lived one: the switch closes
 		// it there.
 		var done func()
-		octx, done = g.startFlight(octx, &st.flight, ib, a.wl, d)
+		octx, done = g.startFlight(octx, &st.flight, ib, ev, a.wl, d)
 		defer done()
 	}
 	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
@@ -748,8 +748,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		if ev2.Code == "" {
 			ev2.Code = codeUpstreamError
 		}
-		if f := st.flight.refusal(); f != nil && ev2.Code == codeDisabledInFlight {
-			ev2.Switch = f.Switch // cut by the kill switch mid-response
+		if f := st.flight.refusal(); f != nil && ev2.Code == f.Code {
+			ev2.Switch = f.Switch // cut mid-response by the kill switch (or, without one, the identity's loss)
 		}
 	}
 	ev2.Status = status
@@ -1041,9 +1041,10 @@ func (g *Gateway) upstreamResponse(resp *http.Response) error {
 // credential, and never sent to the client.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey).(*reqState)
-	if f, ok := switchedOff(r, st); ok {
-		// The kill switch cancelled the request before its response
-		// began (inflight.go); a body read it ended is its doing too.
+	if f, ok := cutInFlight(r, st); ok {
+		// The kill switch, or the expiry or revocation of the identity,
+		// cancelled the request before its response began
+		// (inflight.go); a body read it ended is its doing too.
 		st.refusal = f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		f.write(w)

@@ -608,11 +608,26 @@ type options struct {
 	log   *slog.Logger
 	now   func() time.Time
 	local LocalIssuer
+	// changed is called when evidence verified before may no longer
+	// verify (WithOnChange); never nil after buildOptions.
+	changed func()
 }
 
 // WithLogger sets the logger for reload and refresh results; default
 // slog.Default(). Messages name files, URLs and issuers, never tokens.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithOnChange sets fn to be called after a source of evidence changed
+// in a way that may withdraw what it vouched for: an issuer's key set lost
+// a key (a JWKS file or URL refreshed), a trust bundle of
+// identity.mtls.bundles was replaced, or the Workload API sent new
+// bundles. A token or certificate verified before the change may no
+// longer verify; the caller re-verifies what it still holds open on that
+// evidence (the gateway: its long-lived connections and requests in
+// flight). fn is called from the refreshers' goroutines, also during New
+// as the files are first loaded; it must return quickly (start the work
+// elsewhere).
+func WithOnChange(fn func()) Option { return func(o *options) { o.changed = fn } }
 
 // withClock replaces time.Now, for tests.
 func withClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
@@ -624,6 +639,9 @@ func buildOptions(opts []Option) options {
 	}
 	if o.log == nil {
 		o.log = slog.Default()
+	}
+	if o.changed == nil {
+		o.changed = func() {}
 	}
 	return o
 }

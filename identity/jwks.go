@@ -44,6 +44,9 @@ type keySet struct {
 	local func() []jose.JSONWebKey
 
 	cur atomic.Pointer[[]jose.JSONWebKey]
+	// changed is called when a key set replaces one that held a key it
+	// lacks (WithOnChange); nil: not called.
+	changed func()
 
 	mu          sync.Mutex // guards the fields below
 	lastAttempt time.Time
@@ -58,7 +61,7 @@ type fetchCall struct {
 }
 
 func newKeySet(ctx context.Context, cfg IssuerConfig, o options) (*keySet, error) {
-	k := &keySet{issuer: cfg.Issuer, cfg: cfg, now: o.now, log: o.log}
+	k := &keySet{issuer: cfg.Issuer, cfg: cfg, now: o.now, log: o.log, changed: o.changed}
 	if cfg.JWKSFile != "" {
 		k.file = newFileReloader(cfg.JWKSFile, "JWKS", cfg.RefreshInterval, o.log,
 			func(data []byte) error {
@@ -66,7 +69,7 @@ func newKeySet(ctx context.Context, cfg IssuerConfig, o options) (*keySet, error
 				if err != nil {
 					return err
 				}
-				k.cur.Store(&keys)
+				k.set(keys)
 				return nil
 			})
 		if _, err := k.file.Load(); err != nil {
@@ -156,22 +159,13 @@ func (k *keySet) candidates(ctx context.Context, kid, alg string) ([]jose.JSONWe
 // the local issuer, the keys it verifies with now). A token verified
 // with a key the issuer has since removed no longer verifies.
 func (k *keySet) holds(pub crypto.PublicKey) bool {
-	e, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok {
-		return false
-	}
 	var keys []jose.JSONWebKey
 	if k.local != nil {
 		keys = k.local()
 	} else if cur := k.cur.Load(); cur != nil {
 		keys = *cur
 	}
-	for i := range keys {
-		if e.Equal(keys[i].Key) {
-			return true
-		}
-	}
-	return false
+	return holdsKey(keys, pub)
 }
 
 // match returns the keys for kid ("" matches every key) usable with alg.
@@ -272,8 +266,39 @@ func (k *keySet) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("issuer %s: JWKS %s: %w", k.name(), uri, err)
 	}
-	k.cur.Store(&keys)
+	k.set(keys)
 	return nil
+}
+
+// set puts keys in force and, when a key of the set they replace is not
+// among them (a key rotated out, or withdrawn after a leak), reports the
+// change (k.changed): tokens it signed no longer verify, on connections
+// and requests already open too.
+func (k *keySet) set(keys []jose.JSONWebKey) {
+	old := k.cur.Swap(&keys)
+	if old == nil || k.changed == nil {
+		return
+	}
+	for i := range *old {
+		if !holdsKey(keys, (*old)[i].Key) {
+			k.changed()
+			return
+		}
+	}
+}
+
+// holdsKey reports whether pub is one of keys.
+func holdsKey(keys []jose.JSONWebKey, pub crypto.PublicKey) bool {
+	e, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok {
+		return false
+	}
+	for i := range keys {
+		if e.Equal(keys[i].Key) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseJWKS returns the public signing keys of a JSON Web Key Set. Keys

@@ -2,6 +2,9 @@ package identity
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"sync"
 	"testing"
@@ -123,6 +126,42 @@ func TestCachedTokenNeedsItsKey(t *testing.T) {
 					t.Fatalf("token of a key the issuer still has: error %v, served from the cache %v", err, again == first)
 				}
 			})
+		}
+	}
+}
+
+// TestKeySetReportsRemovedKeys: a key set that loses a key reports the
+// change (WithOnChange: the gateway re-verifies what is open on tokens
+// it signed); one that only gains keys, or is reloaded unchanged, does
+// not.
+func TestKeySetReportsRemovedKeys(t *testing.T) {
+	key := func() jose.JSONWebKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jose.JSONWebKey{Key: &k.PublicKey, KeyID: "k", Algorithm: "ES256"}
+	}
+	a, b, c := key(), key(), key()
+	n := 0
+	k := &keySet{changed: func() { n++ }}
+	for i, tc := range []struct {
+		keys    []jose.JSONWebKey
+		changed bool
+	}{
+		{[]jose.JSONWebKey{a}, false}, // the first load
+		{[]jose.JSONWebKey{a}, false},
+		{[]jose.JSONWebKey{a, b}, false},
+		{[]jose.JSONWebKey{b, a}, false},
+		{[]jose.JSONWebKey{b}, true},
+		{[]jose.JSONWebKey{c}, true},
+		{nil, true},
+		{[]jose.JSONWebKey{a}, false},
+	} {
+		before := n
+		k.set(tc.keys)
+		if got := n > before; got != tc.changed {
+			t.Errorf("step %d: reported a change %v, want %v", i, got, tc.changed)
 		}
 	}
 }

@@ -29,6 +29,9 @@ type mtlsVerifier struct {
 	requireSPIFFE bool
 	now           func() time.Time
 	log           *slog.Logger
+	// changed is called after the bundles changed (WithOnChange): a
+	// chain verified before may no longer verify.
+	changed func()
 
 	mu    sync.Mutex // guards certs and wlBundles
 	certs [][]*x509.Certificate
@@ -113,7 +116,7 @@ func (c *chainCache) put(k [sha256.Size]byte, e verifiedChain) {
 // for the first update of the Workload API (bounded by its
 // start_timeout and ctx).
 func newMTLSVerifier(ctx context.Context, cfg MTLSConfig, o options) (*mtlsVerifier, error) {
-	v := &mtlsVerifier{requireSPIFFE: cfg.RequireSPIFFE, now: o.now, log: o.log}
+	v := &mtlsVerifier{requireSPIFFE: cfg.RequireSPIFFE, now: o.now, log: o.log, changed: o.changed}
 	for _, s := range cfg.TrustDomains {
 		td, err := spiffeid.TrustDomainFromString(s)
 		if err != nil {
@@ -162,6 +165,9 @@ func (v *mtlsVerifier) setWorkloadBundles(set *x509bundle.Set) {
 	v.wlBundles = set
 	v.mu.Unlock()
 	v.rebuild()
+	if v.changed != nil {
+		v.changed()
+	}
 }
 
 // setBundle replaces bundle i with the certificates in data.
@@ -174,6 +180,9 @@ func (v *mtlsVerifier) setBundle(i int, data []byte) error {
 	v.certs[i] = certs
 	v.mu.Unlock()
 	v.rebuild()
+	if v.changed != nil {
+		v.changed()
+	}
 	return nil
 }
 
