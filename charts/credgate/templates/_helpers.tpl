@@ -128,6 +128,7 @@ limits:
   idle_timeout: {{ $c.limits.idleTimeout }}
   body_idle_timeout: {{ $c.limits.bodyIdleTimeout }}
   body_min_rate: {{ $c.limits.bodyMinRate }}
+  in_flight_identity_grace: {{ $c.limits.inFlightIdentityGrace }}
   long_lived:
     idle_timeout: {{ $c.limits.longLived.idleTimeout }}
     max_lifetime: {{ $c.limits.longLived.maxLifetime }}
