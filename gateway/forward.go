@@ -98,6 +98,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if !g.keepInCustody(w, resp, st, true) {
 			return
 		}
+		if st.resp != nil {
+			st.resp.refreshEvery(g.scrubbers.current())
+		}
 		st.long.down = wsScrubber(st, resp)
 		g.relayUpgrade(w, r, resp, st.long)
 		return

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,13 +82,9 @@ func keyOf(cred *providers.Credential) credKey {
 	return credKey{cred: weak.Make(cred)}
 }
 
-// get returns the value of cred, made by derive on first use.
-func (c *credCache[V]) get(cred *providers.Credential, derive func(*providers.Credential) V) V {
-	return c.getKey(keyOf(cred), cred, derive)
-}
-
-// getKey is get with cred's key, keyOf(cred), already made (a request
-// looks up its credential in two caches; weak.Make costs a lock).
+// getKey returns the value of cred, made by derive on first use; k is
+// keyOf(cred), made by the caller (a request looks up its credential in
+// two caches; weak.Make costs a lock).
 func (c *credCache[V]) getKey(k credKey, cred *providers.Credential, derive func(*providers.Credential) V) V {
 	c.mu.Lock()
 	v, ok := c.m[k]
@@ -119,13 +116,6 @@ func (c *credCache[V]) drop(k credKey) {
 	c.mu.Unlock()
 }
 
-// generation returns the generation of the set of cached values.
-func (c *credCache[V]) generation() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gen
-}
-
 // snapshot returns the cached values and their generation.
 func (c *credCache[V]) snapshot() ([]V, uint64) {
 	c.mu.Lock()
@@ -147,40 +137,209 @@ func (c *credCache[V]) len() int {
 // scrubbers caches a transform.Scrubber per credential value: building
 // one derives each value's encoded forms and a search table, which would
 // cost more than scrubbing a small response. Every credential the gateway
-// injects has one here, whatever its rule's scrub setting, and every holds
-// them combined.
+// injects has one here, whatever its rule's scrub setting, and the
+// published scrubTable covers them all: a response of a scrubbing rule
+// is scrubbed of every credential the gateway injected and still holds,
+// not of its own credential's only (a value the upstream keeps — a
+// placeholder substituted into a gist, a header a request-bin keeps —
+// comes back wherever the client reads it, through a rule injecting
+// another credential or to another destination).
+//
+// The combined table of many credentials is costly to build (46 ms and
+// 10 MB for 1,000: BenchmarkScrubTable), so no request builds it or
+// waits for it: a request reads the last published table without a
+// lock. A credential new to the gateway is published at once in the
+// table's small pending layer (transform.Layer), before any request can
+// find it in the cache, and a single background rebuild, which
+// coalesces every change that arrives while it builds, folds the
+// pending layer and the dropped credentials into the next combined table
+// and publishes it atomically. Credentials the provider cache dropped
+// stay in the table until that rebuild (scrubbing a value no longer
+// held is harmless).
 type scrubbers struct {
 	c credCache[*transform.Scrubber]
 
+	// table is the published table, read without a lock.
+	table atomic.Pointer[scrubTable]
+
+	// mu serialises the additions of credentials and the publications
+	// of tables; no request waits on it for a rebuild (a rebuild holds
+	// it only to publish what it built).
 	mu sync.Mutex
-	// all combines the Scrubbers of c's generation allGen.
-	all    *transform.Scrubber
-	allGen uint64
+	// seq numbers the credentials added, in order; pending are those
+	// not in the combined table published last (or being built).
+	seq     uint64
+	pending []pendingScrubber
+	// dirty: the set of credentials changed since the snapshot of the
+	// last build; building: the rebuild goroutine runs.
+	dirty, building bool
 }
 
-// every returns one Scrubber of the secrets of every credential the
-// gateway injected and still holds (those the provider cache replaced or
-// dropped go when they are collected). A response of a scrubbing rule is
-// scrubbed of all of them, not of its own credential's only: a value the
-// upstream keeps (a placeholder substituted into a gist, a header a
-// request-bin keeps) comes back wherever the client reads it, through a
-// rule injecting another credential or to another destination. It is
-// rebuilt when the set changed since the last call.
-func (s *scrubbers) every() *transform.Scrubber {
-	gen := s.c.generation()
+// pendingScrubber is a credential's Scrubber not yet in the combined
+// table, and its number (scrubbers.seq).
+type pendingScrubber struct {
+	seq uint64
+	s   *transform.Scrubber
+	// over is transform.Layer(overBase, s): s as it runs after the
+	// combined table overBase, kept until another table is published
+	// (rewriting the forms through a large table is the cost of an
+	// addition; each is rewritten once per table, not once per
+	// addition).
+	over, overBase *transform.Scrubber
+}
+
+// scrubTable is a published table of every held credential: a combined
+// table, and the layer of the credentials added since its snapshot. It
+// is immutable.
+type scrubTable struct {
+	base *transform.Scrubber
+	// layer scrubs, after base, the pending credentials; nil when none.
+	layer *transform.Scrubber
+	// pending is how many credentials layer holds.
+	pending int
+}
+
+// appendTo appends t's Scrubbers to ss, in the order they must run.
+func (t *scrubTable) appendTo(ss []*transform.Scrubber) []*transform.Scrubber {
+	ss = append(ss, t.base)
+	if t.layer != nil {
+		ss = append(ss, t.layer)
+	}
+	return ss
+}
+
+// len is how many Scrubbers appendTo appends.
+func (t *scrubTable) len() int {
+	if t.layer != nil {
+		return 2
+	}
+	return 1
+}
+
+// current returns the published table: every credential registered
+// before the call returned is in it.
+func (s *scrubbers) current() *scrubTable {
+	if t := s.table.Load(); t != nil {
+		return t
+	}
+	return &scrubTable{base: transform.Combine()}
+}
+
+// register returns the Scrubber of cred's secret fields (k is
+// keyOf(cred)), adding it to the published table if it is new. A
+// credential is published before it is put in the cache, so whoever
+// finds it in the cache finds it in the table.
+func (s *scrubbers) register(k credKey, cred *providers.Credential) *transform.Scrubber {
+	c := &s.c
+	c.mu.Lock()
+	v, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = newCredScrubber(cred)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.all != nil && s.allGen == gen {
-		return s.all
+	c.mu.Lock()
+	prev, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return prev
 	}
-	vs, gen := s.c.snapshot()
-	s.all, s.allGen = transform.Combine(vs...), gen
-	return s.all
+	s.seq++
+	s.pending = append(s.pending, pendingScrubber{seq: s.seq, s: v})
+	s.publishLocked(s.current().base)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCredCache {
+		// Beyond the bound the cache starts again empty: the next
+		// combined table holds only what is registered from now on (a
+		// credential used again is registered again).
+		c.m = map[credKey]*transform.Scrubber{}
+	}
+	c.m[k] = v
+	c.gen++
+	c.mu.Unlock()
+	runtime.AddCleanup(cred, s.dropped, k)
+	s.changedLocked()
+	return v
 }
 
-// get returns the Scrubber of cred's secret fields.
+// dropped runs when a registered credential was collected: the next
+// combined table leaves it out.
+func (s *scrubbers) dropped(k credKey) {
+	s.c.drop(k)
+	s.mu.Lock()
+	s.changedLocked()
+	s.mu.Unlock()
+}
+
+// publishLocked publishes base and the pending layer; s.mu is held.
+func (s *scrubbers) publishLocked(base *transform.Scrubber) {
+	t := &scrubTable{base: base, pending: len(s.pending)}
+	if len(s.pending) > 0 {
+		ss := make([]*transform.Scrubber, len(s.pending))
+		for i := range s.pending {
+			p := &s.pending[i]
+			if p.overBase != base {
+				p.over, p.overBase = transform.Layer(base, p.s), base
+			}
+			ss[i] = p.over
+		}
+		// The forms of each, and each as base rewrites it: what
+		// transform.Layer(base, every pending Scrubber) holds.
+		t.layer = transform.Combine(ss...)
+		t.layer.Ready()
+	}
+	s.table.Store(t)
+}
+
+// changedLocked marks the set changed and starts the rebuild unless it
+// runs; s.mu is held.
+func (s *scrubbers) changedLocked() {
+	s.dirty = true
+	if !s.building {
+		s.building = true
+		go s.rebuild()
+	}
+}
+
+// rebuild builds combined tables until the set no longer changed while
+// one was built, and publishes each: a burst of changes costs one or two
+// builds, not one each. It ends when nothing is left to build.
+func (s *scrubbers) rebuild() {
+	for {
+		s.mu.Lock()
+		if !s.dirty {
+			s.building = false
+			s.mu.Unlock()
+			return
+		}
+		s.dirty = false
+		// Every credential numbered up to seq is in the cache now (it
+		// was put there before mu was released), so in the snapshot
+		// unless it was dropped.
+		seq := s.seq
+		s.mu.Unlock()
+		vs, _ := s.c.snapshot()
+		base := transform.Combine(vs...)
+		base.Ready()
+		s.mu.Lock()
+		keep := s.pending[:0]
+		for _, p := range s.pending {
+			if p.seq > seq {
+				keep = append(keep, p)
+			}
+		}
+		clear(s.pending[len(keep):])
+		s.pending = keep
+		s.publishLocked(base)
+		s.mu.Unlock()
+	}
+}
+
+// get returns the Scrubber of cred's secret fields, registering cred.
 func (s *scrubbers) get(cred *providers.Credential) *transform.Scrubber {
-	return s.c.get(cred, newCredScrubber)
+	return s.register(keyOf(cred), cred)
 }
 
 func newCredScrubber(cred *providers.Credential) *transform.Scrubber {
@@ -218,6 +377,12 @@ type responseHooks struct {
 	// rangeRemoved: Range or If-Range was taken off the request (the
 	// audit line's "range":"removed").
 	rangeRemoved bool
+	// every is the table of every held credential whose Scrubbers are
+	// scrubbers[everyAt:everyAt+every.len()] (nil: none, the rule does
+	// not scrub): transformResponse puts the table published by then in
+	// its place.
+	every   *scrubTable
+	everyAt int
 	// scrub1 and count1 hold the first Scrubber and count (the usual
 	// case), so that they cost no allocation of their own.
 	scrub1 [1]*transform.Scrubber
@@ -230,6 +395,30 @@ func (h *responseHooks) addScrubber(s *transform.Scrubber) {
 		h.scrubbers = h.scrub1[:0:1]
 	}
 	h.scrubbers = append(h.scrubbers, s)
+}
+
+// addEvery adds the Scrubbers of t, the table of every held credential.
+func (h *responseHooks) addEvery(t *scrubTable) {
+	h.every, h.everyAt = t, len(h.scrubbers)
+	h.addScrubber(t.base)
+	if t.layer != nil {
+		h.addScrubber(t.layer)
+	}
+}
+
+// refreshEvery puts t in place of the table added by addEvery, when it
+// is another: a credential injected by another request while this one
+// was on its way to the upstream is scrubbed from its response too.
+func (h *responseHooks) refreshEvery(t *scrubTable) {
+	old := h.every
+	if old == nil || old == t {
+		return
+	}
+	ss := make([]*transform.Scrubber, 0, len(h.scrubbers)-old.len()+t.len())
+	ss = append(ss, h.scrubbers[:h.everyAt]...)
+	ss = t.appendTo(ss)
+	ss = append(ss, h.scrubbers[h.everyAt+old.len():]...)
+	h.scrubbers, h.every = ss, t
 }
 
 // scrubbed returns the occurrences redacted so far.
@@ -285,9 +474,9 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 	}
 	if d.Action == policy.Inject && cred != nil {
 		// Known to every scrubbing rule from now on, this one's or not.
-		g.scrubbers.c.getKey(st.credKey(cred), cred, newCredScrubber)
+		g.scrubbers.register(st.credKey(cred), cred)
 		if !d.Scrub.Off {
-			h.addScrubber(g.scrubbers.every())
+			h.addEvery(g.scrubbers.current())
 			h.credScrubbed = true
 		}
 	}
@@ -373,6 +562,7 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 	if h.encoded == policy.EncodedRefuse && encodedBody(resp) {
 		return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent an encoded body (Content-Encoding: %s) although it was asked for identity, and rule %q scrubs responses with encoded: refuse; the response was not passed on", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
 	}
+	h.refreshEvery(g.scrubbers.current())
 	if !g.keepInCustody(w, resp, st, false) {
 		return false
 	}

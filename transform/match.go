@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"slices"
-	"sort"
 	"sync"
 )
 
@@ -130,7 +129,10 @@ func newMatcher(ns []needle) *matcher {
 		m.needles = append(m.needles, n)
 		m.maxLen = max(m.maxLen, len(n.find))
 	}
-	sort.SliceStable(m.needles, func(i, j int) bool { return len(m.needles[i].find) > len(m.needles[j].find) })
+	// slices.SortStableFunc, not sort.SliceStable: the combined table of
+	// 1,000 credentials' forms spent a fifth of its build in the
+	// reflection-based swaps of the latter.
+	slices.SortStableFunc(m.needles, func(a, b needle) int { return len(b.find) - len(a.find) })
 	for _, n := range m.needles {
 		m.starts[n.find[0]] = true
 	}
@@ -171,7 +173,7 @@ func (m *matcher) table() *wuManberTable {
 			for i := range t.byLast {
 				t.byLast[i] = int32(i)
 			}
-			sort.SliceStable(t.byLast, func(i, j int) bool { return t.last[t.byLast[i]] < t.last[t.byLast[j]] })
+			slices.SortStableFunc(t.byLast, func(i, j int32) int { return int(t.last[i]) - int(t.last[j]) })
 			t.lastSorted = make([]uint16, len(t.byLast))
 			for k, i := range t.byLast {
 				t.lastSorted[k] = t.last[i]

@@ -96,3 +96,47 @@ func TestCombine(t *testing.T) {
 		t.Errorf("Combine() changed %q to %q", in, got)
 	}
 }
+
+// TestLayer: base then Layer(base, ss...) redact what Combine(base, ss...)
+// redacts in one pass, whatever the texts hold of their forms — also when
+// a new secret holds an old one (base would redact the inside of the new
+// one's form first) or an old one holds a new one. The texts are the
+// forms of every secret, in every order, apart or side by side.
+func TestLayer(t *testing.T) {
+	opts := ScrubOptions{KeepLength: true}
+	olds := []string{"old-secret-ABCDEFGH", "plain+old/value=42", "0123456789abcdef"}
+	news := []string{"new-prefix-old-secret-ABCDEFGH-suffix", "ABCDEFGH", "xx0123456789abcdefyy", "fresh/new+value"}
+	var oldS, newS []*Scrubber
+	var all []string
+	for _, v := range olds {
+		oldS = append(oldS, NewScrubber([]secret.Value{secret.New(v)}, opts))
+		all = append(all, forms(v, DefaultMinLength)...)
+	}
+	for _, v := range news {
+		newS = append(newS, NewScrubber([]secret.Value{secret.New(v)}, opts))
+		all = append(all, forms(v, DefaultMinLength)...)
+	}
+	base := Combine(oldS...)
+	layer := Layer(base, newS...)
+	want := Combine(append(append([]*Scrubber{}, oldS...), newS...)...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		var b strings.Builder
+		for range 1 + rng.IntN(6) {
+			b.WriteString(all[rng.IntN(len(all))])
+			if rng.IntN(2) == 0 {
+				b.WriteString(" ")
+			}
+		}
+		in := b.String()
+		mid, _ := base.Bytes([]byte(in))
+		got, _ := layer.Bytes(mid)
+		exp, _ := want.Bytes([]byte(in))
+		if string(got) != string(exp) {
+			t.Fatalf("text %d %q: base then Layer made %q, Combine %q", i, in, got, exp)
+		}
+	}
+	if got, n := Layer(Combine(), newS[3]).Bytes([]byte("x fresh/new+value y")); n != 1 || strings.Contains(string(got), "fresh") {
+		t.Errorf("Layer on an empty base made %q (%d redactions)", got, n)
+	}
+}

@@ -2,6 +2,7 @@ package transform
 
 import (
 	"bufio"
+	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
@@ -109,6 +110,44 @@ func Combine(ss ...*Scrubber) *Scrubber {
 	c := *first
 	c.m = newMatcher(ns)
 	return &c
+}
+
+// Layer returns a Scrubber for the secrets of ss (nil ones skipped), to
+// run on what base left of a text: base first, then it. Besides every
+// form of their secrets it finds each form as base rewrote it (a form
+// that holds a form of one of base's secrets, redacted by base first),
+// so the two together redact what Combine(base, ss...) redacts, without
+// building base's table again: its cost is that of ss's forms, whatever
+// the size of base. Its options are base's.
+func Layer(base *Scrubber, ss ...*Scrubber) *Scrubber {
+	var ns []needle
+	for _, s := range ss {
+		if s == nil {
+			continue
+		}
+		for _, n := range s.m.needles {
+			ns = append(ns, n)
+			if base.m.empty() {
+				continue
+			}
+			if seen, _ := base.m.apply(n.find, func(*needle) error { return nil }); !bytes.Equal(seen, n.find) {
+				n.find = seen
+				ns = append(ns, n)
+			}
+		}
+	}
+	c := *base
+	c.m = newMatcher(ns)
+	return &c
+}
+
+// Ready builds s's search tables now, which are otherwise built by the
+// first text s searches: a table built in the background (the gateway's
+// combined table of every held credential) costs no request its time.
+func (s *Scrubber) Ready() {
+	if !s.m.empty() && s.m.minLen >= 2 {
+		s.m.table()
+	}
 }
 
 // MaxPiecesText is the longest text Pieces reads; the rest is cut off.
