@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,4 +120,28 @@ func BenchmarkScrubTable(b *testing.B) {
 			transform.Combine(vs...).Bytes(text)
 		}
 	})
+}
+
+// BenchmarkLogTextManyHeld is the cost of an exchange's logged error text
+// (logText) with 1,000 other credentials held: pieces are looked for in
+// the request's own secrets' forms, the table of every held credential
+// applied to whole forms (linear in the text).
+func BenchmarkLogTextManyHeld(b *testing.B) {
+	g := &Gateway{}
+	for i := range 1000 {
+		g.scrubbers.register(keyOf(tableCred(i)), tableCred(i))
+	}
+	waitFor(b, time.Minute, "the combined table of the credentials held", func() bool {
+		return g.scrubbers.current().pending == 0
+	})
+	own := tableCred(1000)
+	st := &reqState{cred: own, resp: tablePrepare(&g.scrubbers, own)}
+	secret := own.Fields[providers.FieldToken].Reveal()
+	err := fmt.Errorf("malformed HTTP response %q", strings.Repeat("x", 900)+secret[:12])
+	b.ReportAllocs()
+	for b.Loop() {
+		if strings.Contains(g.logText(st, err), secret[:12]) {
+			b.Fatal("a piece of the request's own secret was logged")
+		}
+	}
 }
