@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
 	"github.com/credgate/credgate/providers/rediscache"
@@ -499,7 +499,7 @@ func (e *ConfigError) Error() string {
 // values (errors are "FILE:LINE:COL: message", one per line), resolves
 // relative paths against the file's directory and applies defaults.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := cfgfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -117,4 +118,29 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoadConfigNotAFile: a config path that is not a regular file is
+// refused at once, saying what it is (a named pipe used to block
+// LoadConfig in read(2) until a writer came; a link to /dev/zero read
+// until memory ran out).
+func TestLoadConfigNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.yaml")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		dir:  "is a directory, not a regular file",
+		fifo: "is a named pipe (FIFO), not a regular file",
+		zero: "is a device, not a regular file",
+	} {
+		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadConfig(%s) = %v, want %q", path, err, want)
+		}
+	}
 }

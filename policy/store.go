@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // Default StoreOptions values.
@@ -134,7 +135,7 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 		return false, errors.New("policy: reload after the store was closed")
 	}
 	prev := s.lastSeen
-	data, err := os.ReadFile(s.path)
+	data, err := cfgfile.Read(s.path)
 	if err != nil {
 		err = fmt.Errorf("policy: %w", err)
 		seen := "unreadable: " + err.Error()
