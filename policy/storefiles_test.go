@@ -69,3 +69,20 @@ func TestStoreWatchNotAFile(t *testing.T) {
 	replace(func(tmp string) error { return os.WriteFile(tmp, []byte(storePolicy(4)), 0o600) })
 	waitFor(t, "the next good policy to load", func() bool { return s.Current().Stats().Rules == 4 })
 }
+
+// TestNewStoreNotAFile: at start, a policy path that is not a regular
+// file is refused at once too (a named pipe blocked start-up).
+func TestNewStoreNotAFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStore(context.Background(), fifo, StoreOptions{Logger: quietLogger()})
+	if err == nil {
+		s.Close()
+		t.Fatal("NewStore accepted a named pipe")
+	}
+	if !strings.Contains(err.Error(), "is a named pipe (FIFO), not a regular file") {
+		t.Fatalf("NewStore = %v", err)
+	}
+}
