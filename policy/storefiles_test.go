@@ -86,3 +86,53 @@ func TestNewStoreNotAFile(t *testing.T) {
 		t.Fatalf("NewStore = %v", err)
 	}
 }
+
+// TestStoreFileInForce: FileInForce (credgate_policy_last_reload_successful)
+// is false exactly while the file, as last read, is not the policy in
+// force: after a rejected or unreadable file, and again for the same bad
+// file seen twice, until a good file loads or the file returns to the
+// policy in force (which is not a reload). Before, only a counter told of
+// failures, rising once per bad file.
+func TestStoreFileInForce(t *testing.T) {
+	const missing = ""
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, storePolicy(1))
+	s := newTestStore(t, path, StoreOptions{CloseDelay: time.Hour})
+	if !s.FileInForce() {
+		t.Fatal("FileInForce false after the start-up load")
+	}
+	for i, step := range []struct {
+		content string
+		want    bool
+	}{
+		{brokenPolicy, false},
+		{brokenPolicy, false},  // the same bad file: not reported again, still bad
+		{storePolicy(1), true}, // back to the policy in force
+		{missing, false},
+		{missing, false},
+		{"rules: 5\n", false},
+		{storePolicy(2), true}, // a new good policy
+		{storePolicy(2), true},
+	} {
+		if step.content == missing {
+			if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+		} else {
+			writeFile(t, path, step.content)
+		}
+		_, _ = s.reload(context.Background(), false)
+		if got := s.FileInForce(); got != step.want {
+			t.Fatalf("step %d: FileInForce = %v, want %v", i, got, step.want)
+		}
+	}
+	// SIGHUP with a bad file: false; then good: true.
+	writeFile(t, path, brokenPolicy)
+	if s.Reload(context.Background()) == nil || s.FileInForce() {
+		t.Fatal("SIGHUP with a bad file: FileInForce still true")
+	}
+	writeFile(t, path, storePolicy(3))
+	if err := s.Reload(context.Background()); err != nil || !s.FileInForce() {
+		t.Fatalf("SIGHUP with a good file: %v, FileInForce %v", err, s.FileInForce())
+	}
+}
