@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -46,7 +46,7 @@ func gatewayConfigKeys() []string {
 // readInput reads the file given with -c, with an error that names it
 // and the flag.
 func readInput(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := cfgfile.Read(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {

@@ -40,7 +40,8 @@ rules: []
 `
 
 // TestPolicyReload: a broken policy written mid-run is rejected (counted in
-// credgate_policy_reloads_total{result="error"}, logged with file:line)
+// credgate_policy_reloads_total{result="error"}, logged with file:line,
+// credgate_policy_last_reload_successful 0 while it stays)
 // while traffic keeps flowing under the old policy; a good edit is then
 // picked up without a restart (invariant 9).
 func TestPolicyReload(t *testing.T) {
@@ -80,6 +81,11 @@ func TestPolicyReload(t *testing.T) {
 		}
 		return nil
 	})
+	// The state stays visible for as long as the bad file does.
+	const okMetric = `credgate_policy_last_reload_successful`
+	if got := e.metric(t, okMetric); got != 0 {
+		t.Errorf("%s = %v while the broken policy is on disk, want 0", okMetric, got)
+	}
 	// Still the old policy: injection works, the new rule is not there.
 	for i := 0; i < 5; i++ {
 		if resp, body := get("/v1/after-reload"); resp.StatusCode != http.StatusOK {
@@ -110,6 +116,9 @@ func TestPolicyReload(t *testing.T) {
 	})
 	if resp, _ := get("/v1/still-injected"); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the good reload, other paths: %s", resp.Status)
+	}
+	if got := e.metric(t, okMetric); got != 1 {
+		t.Errorf("%s = %v after the good reload, want 1", okMetric, got)
 	}
 	if exited, err := e.wait(0); exited {
 		t.Fatalf("gateway exited during reloads: %v", err)

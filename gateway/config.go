@@ -1,11 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
 	"github.com/credgate/credgate/providers/rediscache"
@@ -506,7 +508,7 @@ func (e *ConfigError) Error() string {
 // values (errors are "FILE:LINE:COL: message", one per line), resolves
 // relative paths against the file's directory and applies defaults.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := cfgfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -515,15 +517,24 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig is LoadConfig on data already read from path.
 func ParseConfig(path string, data []byte) (*Config, error) {
+	// One document: yaml.Unmarshal would read the first and drop the
+	// rest unread, settings and mistakes alike.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, yamlError(path, err)
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(path, data, err)
 	}
-	cfg := &Config{file: path}
-	var errs []error
 	if len(doc.Content) == 0 {
 		return nil, &ConfigError{File: path, Msg: "empty config; it needs at least policy: and ca:"}
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &ConfigError{File: path, Line: extra.Line, Col: max(extra.Column, 1), Msg: "only one YAML document is allowed in a config file (what follows this '---' would be ignored); remove the separator and merge the settings into one mapping"}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, yamlError(path, data, err)
+	}
+	cfg := &Config{file: path}
+	var errs []error
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		return nil, &ConfigError{File: path, Line: root.Line, Col: root.Column, Msg: "the config must be a YAML mapping of keys such as listen, policy, ca"}
@@ -827,19 +838,11 @@ func position(n *yaml.Node, keys ...string) (int, int) {
 }
 
 // yamlError turns a yaml.v3 syntax error ("yaml: line N: msg") into a
-// ConfigError with the file name. (Decoding errors go through
-// yamlstrict.Explain, which knows the key path and drops the value.)
-func yamlError(path string, err error) error {
-	var errs []error
-	for _, m := range []string{err.Error()} {
-		m = strings.TrimPrefix(m, "yaml: ")
-		var line int
-		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr == nil {
-			_, rest, _ := strings.Cut(m, ":")
-			errs = append(errs, &ConfigError{File: path, Line: line, Msg: strings.TrimSpace(rest)})
-			continue
-		}
-		errs = append(errs, &ConfigError{File: path, Msg: m})
-	}
-	return errors.Join(errs...)
+// ConfigError with the file name, worded by yamlstrict.DescribeSyntax
+// (the position of a tab or of a byte that is not UTF-8, and the fix).
+// (Decoding errors go through yamlstrict.Explain, which knows the key
+// path and drops the value.)
+func yamlError(path string, data []byte, err error) error {
+	s := yamlstrict.DescribeSyntax(data, err)
+	return &ConfigError{File: path, Line: s.Line, Col: s.Col, Msg: s.Msg}
 }

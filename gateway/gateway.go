@@ -244,6 +244,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
+	g.metrics.policyFile(g.store.FileInForce)
 	g.audit.store = g.store
 	g.metrics.auditWriter(g.audit.w)
 

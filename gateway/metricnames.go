@@ -27,6 +27,7 @@ func MetricNames() []string {
 	w := audit.NewWriter(io.Discard, audit.Options{})
 	defer w.Close()
 	m.auditWriter(w)
+	m.policyFile(func() bool { return true })
 
 	descs := make(chan *prometheus.Desc)
 	go func() {

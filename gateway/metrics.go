@@ -373,3 +373,17 @@ var (
 	_ rediscache.Observer     = (*metrics)(nil)
 	_ ratelimit.Observer      = (*metrics)(nil)
 )
+
+// policyFile registers credgate_policy_last_reload_successful, read from
+// inForce at each scrape (policy.Store.FileInForce).
+func (m *metrics) policyFile(inForce func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "credgate_policy_last_reload_successful",
+		Help: "1 when the policy file, as last read, is the policy in force; 0 while it is rejected or unreadable (the last good policy stays in force). Alert on 0: credgate_policy_reloads_total{result=\"error\"} rises only once per bad file.",
+	}, func() float64 {
+		if inForce() {
+			return 1
+		}
+		return 0
+	}))
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/writable"
 )
 
@@ -64,7 +65,7 @@ func checkStateDir(path string) error {
 // readStateFile returns the entries of path, their generation and which
 // of them are pending; a missing file holds none.
 func readStateFile(path string) (entries []Entry, gen uint64, pending map[string]bool, err error) {
-	b, err := os.ReadFile(path)
+	b, err := cfgfile.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, 0, nil, nil
 	}

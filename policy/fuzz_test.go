@@ -10,7 +10,7 @@ import (
 )
 
 // FuzzParse checks that no input makes Parse panic, that every rejection
-// is a non-empty ErrorList of positioned errors, and that an accepted
+// is a non-empty ErrorList of errors each at a line (1 or more), and that an accepted
 // policy decides without panicking.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(decidePolicy))
@@ -20,6 +20,17 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("rules: [\n"))
 	f.Add([]byte("a: &a [*a]\nrules: *a\n"))
 	f.Add([]byte("destinations:\n  d: {hosts: [\"*.x.test\", \"[::1]\", 10.0.0.1], ports: [443]}\n"))
+	f.Add([]byte("workloads:\n\tw: {}\n"))
+	f.Add([]byte("destinations:\n  d: {hosts: [d.test], ports: [0443, 0o673, 0x1bb]}\n"))
+	f.Add([]byte("rules:\n  - <<: {from: \"*\"}\n    name: \"\xff\x01\"\n"))
+	// The shipped examples (policies, the gateway config too: refused,
+	// at a position).
+	examples, _ := filepath.Glob(filepath.Join("..", "examples", "*.yaml"))
+	for _, name := range examples {
+		if data, err := os.ReadFile(name); err == nil {
+			f.Add(data)
+		}
+	}
 	if files, _ := filepath.Glob(filepath.Join("testdata", "*.yaml")); len(files) > 0 {
 		for _, name := range files {
 			if data, err := os.ReadFile(name); err == nil {
@@ -42,7 +53,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error %T %v is not a non-empty ErrorList", err, err)
 			}
 			for _, e := range el {
-				if e.Msg == "" || e.Line < 0 || e.Col < 0 || !strings.HasPrefix(e.Error(), "fuzz.yaml:") {
+				if e.Msg == "" || e.Line < 1 || e.Col < 0 || !strings.HasPrefix(e.Error(), "fuzz.yaml:") {
 					t.Fatalf("bad error %q", e.Error())
 				}
 			}

@@ -9,12 +9,11 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"strconv"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/yamlstrict"
 )
 
 // Reserved `from` values.
@@ -152,18 +151,10 @@ func (ps *parser) document(data []byte) (*yaml.Node, bool) {
 	return root, true
 }
 
-// yamlError turns a YAML syntax error, which carries a line but no column,
-// into an Error at column 1 of that line.
+// yamlError turns a YAML syntax error into an Error at its line (and
+// column, where yamlstrict.DescribeSyntax finds it: a tab, a byte that is
+// not UTF-8), column 1 otherwise.
 func (ps *parser) yamlError(err error) {
-	msg := err.Error()
-	line := 1
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		if n, err := strconv.Atoi(m[1]); err == nil {
-			line = n
-		}
-		msg = m[2]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
-	}
-	ps.errs = append(ps.errs, &Error{File: ps.file, Line: line, Col: 1, Msg: "invalid YAML: " + msg, Err: err})
+	s := yamlstrict.DescribeSyntax(ps.src, err)
+	ps.errs = append(ps.errs, &Error{File: ps.file, Line: max(s.Line, 1), Col: max(s.Col, 1), Msg: "invalid YAML: " + s.Msg, Err: err})
 }

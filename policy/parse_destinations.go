@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/yamlstrict"
 )
 
 func (ps *parser) parseDestinations(f field) map[string]*destination {
@@ -42,6 +44,10 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 			for i, v := range vals {
 				if _, err := strconv.Atoi(v); err == nil && nodes[i].Tag == "!!str" {
 					ps.errorf(nodes[i], "%s: port %q is quoted; write it as a plain number", what, v)
+					continue
+				}
+				if !yamlstrict.PlainInt(nodes[i]) {
+					ps.errorf(nodes[i], "%s: port: %s", what, yamlstrict.NotPlainInt)
 					continue
 				}
 				var n int

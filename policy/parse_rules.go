@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/net/publicsuffix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
@@ -274,6 +275,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 			}
 		}
 	}
+	ps.checkInjectWildcards(r, cf.key, what)
 	if cred == nil {
 		return // reported above or in credentials
 	}
@@ -314,4 +316,23 @@ func known(m map[string]bool, extra ...string) string {
 		return "none"
 	}
 	return strings.Join(names, ", ")
+}
+
+// checkInjectWildcards refuses an inject rule whose destination has a
+// wildcard over a public suffix (*.com, *.co.uk): anyone can register a
+// name under it, and the rule would hand them the credential. Wildcards
+// under a private suffix a provider runs (*.s3.amazonaws.com) stay
+// allowed, and so do tunnel and deny rules to such a destination (they
+// send no credential).
+func (ps *parser) checkInjectWildcards(r *rule, at *yaml.Node, what string) {
+	for _, d := range r.to {
+		for _, h := range d.hosts {
+			if !h.wildcard {
+				continue
+			}
+			if suffix, icann := publicsuffix.PublicSuffix(h.name); icann && suffix == h.name {
+				ps.errorf(at, "%s: destination %q has host \"*.%s\", which covers every domain under the public suffix %q (anyone can register one there): the credential would be sent to all of them; list the domain you mean, like *.example.%s", what, d.name, h.name, h.name, h.name)
+			}
+		}
+	}
 }

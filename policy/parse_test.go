@@ -34,7 +34,7 @@ func TestParseErrors(t *testing.T) {
 			"p.yaml:2:1: invalid YAML: did not find expected ',' or ']'",
 		}},
 		{"tab", "rules:\n\t- x\n", []string{
-			"p.yaml:2:1: invalid YAML: found character that cannot start any token",
+			"p.yaml:2:1: invalid YAML: a tab in the indentation (found character that cannot start any token); YAML indents with spaces only: replace the tab with spaces",
 		}},
 		{"two documents", "default: deny\n---\ndefault: deny\n", []string{
 			"p.yaml:2:1: only one YAML document is allowed in a policy file; remove the '---' separator",

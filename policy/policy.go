@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -214,7 +214,7 @@ func (r *rule) matchesPath(p string, lower func() string, d *destination) bool {
 // LoadFile reads and parses the policy file at path. Errors in the file
 // are an ErrorList; an unreadable file is an error naming the path.
 func LoadFile(ctx context.Context, path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := cfgfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/yamlstrict"
 )
 
 // Bounds of a `rate_limit:` setting. They keep the limiter's arithmetic
@@ -61,6 +63,10 @@ func (ps *parser) parseRateLimit(f field, what string) *RateLimit {
 	}
 	l := &RateLimit{}
 	rn := deref(rf.val)
+	if !yamlstrict.PlainInt(rn) {
+		ps.errorf(rn, "%s: rps: %s", what, yamlstrict.NotPlainInt)
+		return nil
+	}
 	if rn.Kind != yaml.ScalarNode || (rn.Tag != "!!int" && rn.Tag != "!!float") || rn.Decode(&l.RPS) != nil ||
 		math.IsNaN(l.RPS) || l.RPS < MinRPS || l.RPS > MaxRPS {
 		ps.errorf(rn, "%s: rps %q must be a number of requests per second from %g to %g", what, rn.Value, MinRPS, MaxRPS)
@@ -70,6 +76,10 @@ func (ps *parser) parseRateLimit(f field, what string) *RateLimit {
 	if bf, ok := fs["burst"]; ok {
 		bn := deref(bf.val)
 		var b int64
+		if !yamlstrict.PlainInt(bn) {
+			ps.errorf(bn, "%s: burst: %s", what, yamlstrict.NotPlainInt)
+			return nil
+		}
 		if bn.Kind != yaml.ScalarNode || bn.Tag != "!!int" || bn.Decode(&b) != nil || b < 1 || b > MaxBurst {
 			ps.errorf(bn, "%s: burst %q must be a whole number of requests from 1 to %d", what, bn.Value, MaxBurst)
 			return nil

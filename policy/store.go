@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // Default StoreOptions values.
@@ -74,7 +75,18 @@ type Store struct {
 	closed   bool
 
 	watching atomic.Bool // set once Watch has its watches in place (tests)
+	// fileBad is set while the file, as last read, is not the policy in
+	// force: rejected or unreadable (FileInForce).
+	fileBad atomic.Bool
 }
+
+// FileInForce reports whether the policy file, as the store last read
+// it, is the policy in force: false from a rejected or unreadable file
+// until the file loads or returns to the policy in force. It backs
+// credgate_policy_last_reload_successful, which an alert can watch for as
+// long as a bad file stays (a counter of failures only rises once).
+// Lock-free: a scrape does not wait for a reload.
+func (s *Store) FileInForce() bool { return !s.fileBad.Load() }
 
 // NewStore loads the policy file at path. It fails if the file cannot be
 // read or is invalid; there is no last good policy to fall back on yet.
@@ -134,7 +146,7 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 		return false, errors.New("policy: reload after the store was closed")
 	}
 	prev := s.lastSeen
-	data, err := os.ReadFile(s.path)
+	data, err := cfgfile.Read(s.path)
 	if err != nil {
 		err = fmt.Errorf("policy: %w", err)
 		seen := "unreadable: " + err.Error()
@@ -142,6 +154,7 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 			return false, nil
 		}
 		s.lastSeen = seen
+		s.fileBad.Store(true)
 		s.log.Error("policy file not readable; keeping the last good policy", "file", s.path, "error", err,
 			"fix", "restore the file (or its volume); the gateway reloads it when it is back")
 		return true, err
@@ -155,15 +168,18 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 	if !force && hash == s.cur.Load().hash {
 		// Back to the policy in force after a rejected or unreadable
 		// file: say so, as the error said the file was wrong.
+		s.fileBad.Store(false)
 		s.log.Info("policy file is back to the policy in force", "file", s.path, "hash", hash)
 		return false, nil
 	}
 	p, err := Parse(ctx, s.path, data)
 	if err != nil {
+		s.fileBad.Store(true)
 		s.log.Error("policy reload rejected; keeping the last good policy", "file", s.path, "error", err)
 		return true, err
 	}
 	old := s.cur.Swap(p)
+	s.fileBad.Store(false)
 	st := p.Stats()
 	s.log.Info("policy reloaded", "file", s.path, "rules", st.Rules, "destinations", st.Destinations,
 		"credentials", st.Credentials, "workloads", st.Workloads, "hash", st.Hash)

@@ -49,6 +49,10 @@ func (ps *parser) entries(n *yaml.Node, what string) []field {
 			ps.errorf(k, "%s: keys must be plain names", what)
 			continue
 		}
+		if k.Tag == "!!merge" {
+			ps.errorf(k, "%s: YAML merge keys (<<) are not supported in a policy; write the fields out (an alias such as *name may stand for a whole value)", what)
+			continue
+		}
 		if seen[k.Value] {
 			ps.errorf(k, "%s: %q is defined twice; remove or rename one", what, k.Value)
 			continue

@@ -276,6 +276,7 @@ func TestAlertsExplainThemselves(t *testing.T) {
 	for _, want := range []string{
 		"CredgateCredentialFetchFailing", "CredgateSVIDNearExpiry", "CredgateRefusalSpike",
 		"CredgateAuditSinkStalled", "CredgateRedisDown", "CredgateKillSwitchUnverified",
+		"CredgatePolicyRejected",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no alert %s; have %v", want, names)

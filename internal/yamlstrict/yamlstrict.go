@@ -18,6 +18,7 @@ import (
 	"cmp"
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -142,6 +143,13 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 				continue
 			}
 			if ft, ok := fs.types[k.Value]; ok && k.Kind == yaml.ScalarNode {
+				if v := resolved(val); isInt(ft) && !PlainInt(v) && v.Kind == yaml.ScalarNode && v.Tag == "!!int" {
+					msg := fmt.Sprintf("%s: %s", k.Value, NotPlainInt)
+					*probs = append(*probs, problem{line: v.Line, msg: fmt.Sprintf("line %d: %s", v.Line, msg)})
+					if pos != nil {
+						*pos = append(*pos, Problem{Line: v.Line, Col: v.Column, Msg: msg})
+					}
+				}
 				check(val, ft, probs, pos)
 				continue
 			}
@@ -170,6 +178,52 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 			}
 		}
 	}
+}
+
+// NotPlainInt says what is wrong with a number PlainInt refuses, and
+// what to write instead, without the value.
+const NotPlainInt = "a number with a leading zero is read by YAML as octal (0443 is 291); write it without the leading zero (or as 0o443 if octal is meant)"
+
+// leadingZeroRE matches the integers yaml.v3 reads as YAML 1.1 octal:
+// a leading 0 followed by more digits.
+var leadingZeroRE = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
+
+// PlainInt reports whether n is not an integer written with a leading
+// zero. yaml.v3 resolves integers as YAML 1.1 did: "0443" is 291 (YAML
+// 1.2 and people read 443), so a port or size written with a leading zero
+// silently becomes another number. Explicit spellings (0o443, 0x1BB) say
+// what they mean and pass. Loaders refuse what it refuses.
+func PlainInt(n *yaml.Node) bool {
+	n = resolved(n)
+	if n == nil || n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		return true
+	}
+	return !leadingZeroRE.MatchString(n.Value)
+}
+
+// resolved follows aliases.
+func resolved(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// isInt reports whether t (through pointers) is an integer kind that
+// decodes itself by yaml.v3's rules.
+func isInt(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return false
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
 }
 
 // checkMerge checks the mapping(s) merged in with a "<<" key.

@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// configErrors flattens what ParseConfig returned into its ConfigErrors,
+// failing on anything else.
+func configErrors(t testing.TB, err error) []*ConfigError {
+	t.Helper()
+	var out []*ConfigError
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var ce *ConfigError
+		if !errors.As(e, &ce) {
+			t.Fatalf("error %T %v is not a *ConfigError", e, e)
+		}
+		out = append(out, ce)
+	}
+	walk(err)
+	return out
+}
+
+// TestConfigYAMLHazards is the class of YAML input that a loader can read
+// otherwise than its author meant: each is refused at a position with a
+// fix, or read as meant. Before, a second document ("---") was dropped
+// unread (its settings and its mistakes), a file that is not UTF-8 had no
+// line, and a tab in an indentation no fix.
+func TestConfigYAMLHazards(t *testing.T) {
+	const base = "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\n"
+	for _, c := range []struct {
+		name, in string
+		want     string // "" accepted; else the joined errors contain it
+	}{
+		{"second document with a setting", base + "---\nlisten: \":1\"\n", "c.yaml:3:1: only one YAML document is allowed in a config file"},
+		{"second document with a mistake", base + "---\nbogus: 1\n", "c.yaml:3:1: only one YAML document is allowed"},
+		{"trailing separator", base + "---\n", "only one YAML document is allowed"},
+		{"document end marker", base + "...\n", ""},
+		{"byte order mark", "\ufeff" + base, ""},
+		{"not UTF-8", base + "listen: \"\xff\xfe\"\n", "c.yaml:3:10: the file is not UTF-8 text (byte 0xFF here); save it as UTF-8"},
+		{"Latin-1 comment", "# caf\xe9\n" + base, "c.yaml:1:6: the file is not UTF-8 text"},
+		{"tab indentation", base + "upstream:\n\tdial_timeout: 1s\n", "c.yaml:4:1: a tab in the indentation"},
+		{"tab after spaces", base + "upstream:\n  dial_timeout: 1s\n \t idle_conn_timeout: 1s\n", "c.yaml:5:2: a tab in the indentation"},
+		{"duplicate key", base + "listen: \":1\"\nlisten: \":2\"\n", `c.yaml:4:9: listen: mapping key "listen" already defined at line 3`},
+		{"duplicate nested key", base + "upstream: {dial_timeout: 1s, dial_timeout: 2s}\n", `mapping key "dial_timeout" already defined`},
+		{"unknown key", base + "upstrem: {}\n", `c.yaml:3:1: unknown field "upstrem"; known fields are`},
+		{"unknown key in a merge", "x: &x {bogus: 1s}\n" + base + "upstream: {<<: *x}\n", `c.yaml:1:8: unknown field "bogus"`},
+		{"duration without unit", base + "upstream: {dial_timeout: 10}\n", "upstream.dial_timeout: want a duration"},
+		{"negative duration", base + "upstream: {dial_timeout: -1s}\n", "not negative"},
+		{"size with a unit", base + "limits: {max_header_bytes: 10MB}\n", "limits.max_header_bytes: want a whole number"},
+		{"octal size", "policy: p.yaml\nca: {cert: c.pem, key: k.pem, leaf_cache_size: 01024}\n", "c.yaml:2:48: leaf_cache_size: a number with a leading zero is read by YAML as octal (0443 is 291); write it without the leading zero"},
+		{"octal size with a sign", "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlimits: {max_header_bytes: +065536}\n", "c.yaml:3:28: max_header_bytes: a number with a leading zero"},
+		{"hexadecimal size", "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlimits: {max_header_bytes: 0x10000}\n", ""},
+		{"plain size", "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlimits: {max_header_bytes: 65536}\n", ""},
+		{"no as a listen address", base + "listen: no\n", `listen: "no" is not host:port`},
+		{"port out of range", base + "listen: \":70000\"\n", "is not host:port"},
+		{"billion laughs", "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n" + base, `c.yaml:1:1: unknown field "a"`},
+		{"deep nesting", base + "upstream: " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + "\n", "upstream: want a mapping"},
+		{"not a mapping", "- a\n", "c.yaml:1:1: the config must be a YAML mapping"},
+		{"empty", "", "empty config"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			_, err := ParseConfig(path, []byte(c.in))
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted; want %q", c.want)
+			}
+			configErrors(t, err)
+			if got := strings.ReplaceAll(err.Error(), filepath.Dir(path)+string(os.PathSeparator), ""); !strings.Contains(got, c.want) {
+				t.Fatalf("got  %s\nwant %s", got, c.want)
+			}
+		})
+	}
+}
+
+// FuzzParseConfig checks that no config makes ParseConfig panic and that
+// every rejection is made of ConfigErrors naming the file and, but for an
+// empty file, a line.
+func FuzzParseConfig(f *testing.F) {
+	for _, name := range []string{"../examples/credgate.yaml"} {
+		if data, err := os.ReadFile(name); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte("policy: p.yaml\nca: {cert: c.pem, key: k.pem}\n---\nlisten: x\n"))
+	f.Add([]byte("policy: p.yaml\nca:\n\tcert: c.pem\n"))
+	f.Add([]byte("x: &x {dial_timeout: 1s}\nupstream: {<<: *x}\nresolve: {\"a:1\": \"127.0.0.1:1\"}\n"))
+	f.Add([]byte("cache: {redis: {addrs: [\"r:6379\"], encryption_keys: [{id: k, env: E}]}}\n"))
+	f.Add([]byte("admin: {token_file: t, tls: {cert: a, key: b}}\ntracing: {enabled: true}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := ParseConfig("/fuzz/c.yaml", data)
+		if err == nil {
+			return
+		}
+		for _, ce := range configErrors(t, err) {
+			if ce.File != "/fuzz/c.yaml" || ce.Msg == "" {
+				t.Fatalf("bad error %q", ce.Error())
+			}
+			if ce.Line <= 0 && !strings.HasPrefix(ce.Msg, "empty config") {
+				t.Fatalf("error without a line: %q", ce.Error())
+			}
+		}
+	})
+}
+
+// TestLoadConfigNotAFile: a config path that is not a regular file is
+// refused at once, saying what it is (a named pipe used to block
+// LoadConfig in read(2) until a writer came; a link to /dev/zero read
+// until memory ran out).
+func TestLoadConfigNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.yaml")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		dir:  "is a directory, not a regular file",
+		fifo: "is a named pipe (FIFO), not a regular file",
+		zero: "is a device, not a regular file",
+	} {
+		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadConfig(%s) = %v, want %q", path, err, want)
+		}
+	}
+}

@@ -1,0 +1,81 @@
+// Package cfgfile reads the files an operator points the gateway at —
+// the config, the policy, the kill switch's state file — refusing what
+// would hang or exhaust the reader instead of failing: a directory, a
+// named pipe (whose read waits for a writer forever, holding a policy
+// reload and every later one), a device such as /dev/zero (endless), a
+// socket, and a file larger than MaxBytes. It exists so that every such
+// loader gets the same checks and the same words.
+package cfgfile
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// MaxBytes bounds a file Read returns: 64 MiB, orders of magnitude more
+// than the largest policy (tens of thousands of rules) needs.
+const MaxBytes = 64 << 20
+
+// ErrNotRegular is wrapped by Read's error when the path (after symbolic
+// links) is not a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
+// ErrTooLarge is wrapped by Read's error when the file holds more than
+// MaxBytes.
+var ErrTooLarge = errors.New("file too large")
+
+// Read returns the content of the regular file at path. Errors of
+// opening it are os's, wrapped (errors.Is(err, fs.ErrNotExist) holds for
+// a missing file); a path that is not a regular file, or a file over
+// MaxBytes, gets an error that says what it is and what to do, wrapping
+// ErrNotRegular or ErrTooLarge.
+func Read(path string) ([]byte, error) {
+	return read(path, MaxBytes)
+}
+
+func read(path string, limit int64) ([]byte, error) {
+	// O_NONBLOCK: opening a named pipe must not wait for a writer (the
+	// Stat below refuses it); it changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, %w; name a regular file (a symbolic link to one is fine)", path, kind(fi.Mode()), ErrNotRegular)
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s holds %d bytes, more than the %d a config, policy or state file may: %w; is it the right file?", path, fi.Size(), limit, ErrTooLarge)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s grew past %d bytes while read, more than a config, policy or state file may: %w; is it the right file?", path, limit, ErrTooLarge)
+	}
+	return data, nil
+}
+
+// kind names a non-regular file mode for people.
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "not a regular file"
+}

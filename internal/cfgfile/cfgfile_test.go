@@ -1,0 +1,75 @@
+package cfgfile
+
+import (
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestRead is the class of paths a loader must refuse rather than read:
+// each returns at once with an error naming what the path is, and a
+// regular file (or a link to one) is read whole.
+func TestRead(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(file, []byte("default: deny\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifoLink := filepath.Join(dir, "fifolink.yaml")
+	if err := os.Symlink(fifo, fifoLink); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.yaml")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, make([]byte, 101), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path  string
+		isErr error
+		want  string
+	}{
+		{file, nil, ""},
+		{link, nil, ""},
+		{dir, ErrNotRegular, "is a directory, not a regular file; name a regular file"},
+		{fifo, ErrNotRegular, "is a named pipe (FIFO)"},
+		{fifoLink, ErrNotRegular, "is a named pipe (FIFO)"},
+		{zero, ErrNotRegular, "is a device"},
+		{sock, nil, "no such device or address"}, // open(2) refuses a socket: ENXIO
+		{big, ErrTooLarge, "holds 101 bytes, more than the 100"},
+		{filepath.Join(dir, "missing.yaml"), fs.ErrNotExist, "no such file"},
+	} {
+		data, err := read(c.path, 100)
+		if c.want == "" {
+			if err != nil || string(data) != "default: deny\n" {
+				t.Errorf("%s: %q, %v", c.path, data, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) || c.isErr != nil && !errors.Is(err, c.isErr) {
+			t.Errorf("%s: got %v, want %q (%v)", c.path, err, c.want, c.isErr)
+		}
+	}
+}
