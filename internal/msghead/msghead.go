@@ -68,7 +68,7 @@ type scanner struct {
 // scan checks buf from where it stopped: end is the head's length once
 // its blank line has arrived, bad reports a byte or line of another form.
 func (sc *scanner) scan(buf []byte, start func([]byte) bool) (end int, bad bool) {
-	for ; sc.i < len(buf); sc.i++ {
+	for sc.i < len(buf) {
 		c := buf[sc.i]
 		if sc.i > 0 && buf[sc.i-1] == '\r' && c != '\n' {
 			return 0, true // a CR alone
@@ -94,46 +94,66 @@ func (sc *scanner) scan(buf []byte, start func([]byte) bool) (end int, bad bool)
 		case c == '\r':
 			// Checked with the next byte.
 		case !sc.fields || sc.colon:
-			if !plainByte(c) {
+			// A run of plain bytes, up to the line's CR.
+			j := sc.i
+			for j < len(buf) && class[buf[j]]&plain != 0 {
+				j++
+			}
+			if j == sc.i {
 				return 0, true
 			}
+			sc.i = j
+			continue
 		case c == ':':
 			if sc.i == sc.lineStart {
 				return 0, true // no name
 			}
 			sc.colon = true
-		case !httpguts.IsTokenRune(rune(c)):
+		case class[c]&token == 0:
 			return 0, true
 		}
+		sc.i++
 	}
 	return 0, false
 }
 
-func plainByte(c byte) bool { return c >= ' ' && c <= '~' || c == '\t' }
+func plainByte(c byte) bool { return class[c]&plain != 0 }
 
-// Fields reads the fields of head (as Block returns it) after its start
-// line, which ends at lineEnd (the index of its CRLF). It returns the
-// copy of head the header's strings are cut from, for the caller to cut
-// the start line's from too, and ok false when a field is not of the
-// plain form. Values are trimmed of spaces and tabs, names canonical and
-// repeated names' values kept in order, as textproto.ReadMIMEHeader does.
-func Fields(head []byte, lineEnd int) (text string, h http.Header, ok bool) {
-	fields := head[lineEnd+2 : len(head)-2]
-	n := 0
-	for rest := fields; len(rest) > 0; n++ {
-		i := bytes.Index(rest, crlf)
-		if _, vs, ve, ok := split(rest[:i]); !ok || !Plain(rest[vs:ve]) {
-			return "", nil, false
+// Byte classes of a head: token (a field name's), plain (a value's).
+const (
+	token = 1 << iota
+	plain
+)
+
+// class holds each byte's classes; it is never written after init.
+var class = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		if c >= ' ' && c <= '~' || c == '\t' {
+			t[c] |= plain
 		}
-		rest = rest[i+2:]
+		if c < 128 && httpguts.IsTokenRune(rune(c)) {
+			t[c] |= token
+		}
 	}
+	return t
+}()
+
+// Fields reads the fields of head, as Block returned it (which checked
+// every byte), after its start line, which ends at lineEnd (the index of
+// its CRLF). It returns the copy of head the header's strings are cut
+// from, for the caller to cut the start line's from too. Values are
+// trimmed of spaces and tabs, names canonical and repeated names' values
+// kept in order, as textproto.ReadMIMEHeader does.
+func Fields(head []byte, lineEnd int) (text string, h http.Header) {
+	fields := head[lineEnd+2 : len(head)-2]
+	n := bytes.Count(fields, crlf)
 	text = string(head[:len(head)-2])
 	h = make(http.Header, n)
 	strs := make([]string, n)
 	var key [64]byte
 	for off := lineEnd + 2; off < len(text); {
 		i := off + bytes.Index(head[off:], crlf)
-		ne, vs, ve, _ := split(head[off:i])
+		ne, vs, ve := split(head[off:i])
 		k := canonicalKey(text[off:off+ne], head[off:off+ne], key[:0])
 		v := text[off+vs : off+ve]
 		vv := h[k]
@@ -146,7 +166,7 @@ func Fields(head []byte, lineEnd int) (text string, h http.Header, ok bool) {
 		}
 		off = i + 2
 	}
-	return text, h, true
+	return text, h
 }
 
 // Plain reports whether v holds only visible ASCII, spaces and tabs.
@@ -159,21 +179,11 @@ func Plain(v []byte) bool {
 	return true
 }
 
-// split splits a field line at its colon: the name, a token, is
+// split splits a field line Block checked at its colon: the name is
 // line[:ne], and the value without the spaces and tabs around it (as
-// textproto trims them) line[vs:ve]. ok is false for a line textproto
-// would read otherwise or refuse (a folded line, a name that is not a
-// token, no colon).
-func split(line []byte) (ne, vs, ve int, ok bool) {
+// textproto trims them) line[vs:ve].
+func split(line []byte) (ne, vs, ve int) {
 	ne = bytes.IndexByte(line, ':')
-	if ne <= 0 {
-		return 0, 0, 0, false
-	}
-	for _, c := range line[:ne] {
-		if !httpguts.IsTokenRune(rune(c)) {
-			return 0, 0, 0, false
-		}
-	}
 	vs, ve = ne+1, len(line)
 	for vs < ve && (line[vs] == ' ' || line[vs] == '\t') {
 		vs++
@@ -181,7 +191,7 @@ func split(line []byte) (ne, vs, ve int, ok bool) {
 	for ve > vs && (line[ve-1] == ' ' || line[ve-1] == '\t') {
 		ve--
 	}
-	return ne, vs, ve, true
+	return ne, vs, ve
 }
 
 // canonicalKey returns the canonical form of the field name name (a

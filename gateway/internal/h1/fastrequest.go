@@ -50,10 +50,7 @@ func readFastRequest(br *bufio.Reader, max int) *http.Request {
 			break
 		}
 	}
-	text, h, ok := msghead.Fields(head, nl)
-	if !ok {
-		return nil
-	}
+	text, h := msghead.Fields(head, nl)
 	if h["Transfer-Encoding"] != nil || h["Connection"] != nil ||
 		h["Pragma"] != nil || h["Trailer"] != nil || len(h["Host"]) > 1 {
 		return nil

@@ -168,3 +168,36 @@ func FuzzFastRequest(f *testing.F) {
 		checkFastRequest(t, data)
 	})
 }
+
+// BenchmarkReadRequest compares the fast path with ReadRequest on curl's
+// request and on a Go client's JSON POST.
+func BenchmarkReadRequest(b *testing.B) {
+	for _, tc := range []struct{ name, req string }{
+		{"curl-get", commonRequests[2]},
+		{"llm-post", commonRequests[9]},
+	} {
+		data := []byte(tc.req)
+		rd := bytes.NewReader(data)
+		br := bufio.NewReaderSize(nil, 4<<10)
+		b.Run(tc.name+"/fast", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(data)
+				br.Reset(rd)
+				if readFastRequest(br, 1<<20) == nil {
+					b.Fatal("declined")
+				}
+			}
+		})
+		b.Run(tc.name+"/net-http", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(data)
+				br.Reset(rd)
+				if _, err := http.ReadRequest(br); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

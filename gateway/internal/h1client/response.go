@@ -51,10 +51,7 @@ func readFastResponse(br *bufio.Reader, r *http.Request, max int64) *fastRespons
 	nl := bytes.Index(head, crlf)
 	line := head[:nl]
 	code := int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
-	text, h, ok := msghead.Fields(head, nl)
-	if !ok {
-		return nil
-	}
+	text, h := msghead.Fields(head, nl)
 	cl := h["Content-Length"]
 	if len(cl) != 1 || h["Transfer-Encoding"] != nil || h["Trailer"] != nil || h["Pragma"] != nil {
 		return nil
