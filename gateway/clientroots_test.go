@@ -85,30 +85,8 @@ func TestOpenConnectionsFollowClientCA(t *testing.T) {
 	for _, mode := range []string{"client_ca", "bundles"} {
 		for _, change := range []string{"removed", "kept"} {
 			t.Run("tls_listen/"+mode+"/"+change, func(t *testing.T) {
-				pki := newTestPKI(t, apiHost, "credgate.test")
-				tg := newTestGateway(t, pki, startOrigin(t, pki))
-				clientCA, err := testpki.NewAuthority("client CA")
-				if err != nil {
-					t.Fatal(err)
-				}
-				writeFile(t, tg.dir, "client-ca.pem", clientCA.CertPEM)
-				writeFile(t, tg.dir, "policy.yaml", []byte(resumeIdentityPolicy))
-				extra := fmt.Sprintf("tls_listen: 127.0.0.1:0\nresolve: {\"api.origin.test:443\": %q}\nsession_tickets: {enabled: false}\n", tg.origin.addr)
-				if mode == "client_ca" {
-					extra += "tls: {cert: listener.pem, key: listener-key.pem, client_ca: client-ca.pem, reload_interval: 50ms}\n"
-				} else {
-					extra += "tls: {cert: listener.pem, key: listener-key.pem}\nidentity:\n  mtls:\n    reload_interval: 50ms\n    bundles:\n      - {file: client-ca.pem, trust_domain: test.example}\n"
-				}
-				tg.run(t, extra)
-				addr := tg.gw.TLSProxyAddr().String()
-				cert, err := clientCA.ClientLeaf("svc", "spiffe://test.example/ns/svc/sa/api")
-				if err != nil {
-					t.Fatal(err)
-				}
-				proxyTLS := func(c tls.Certificate) *tls.Config {
-					return &tls.Config{ServerName: "credgate.test", RootCAs: pki.pool, Certificates: []tls.Certificate{c}}
-				}
-				inner := &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}}
+				g := startClientCAGateway(t, mode, "session_tickets: {enabled: false}\n")
+				tg, clientCA, addr, inner, proxyTLS, cert := g.tg, g.clientCA, g.addr, g.inner, g.proxyTLS, g.leaf(t)
 				tn := openTunnel(t, addr, proxyTLS(cert), apiHost, inner)
 				if st, code := tn.get(t, apiHost, "/v1/before"); st != http.StatusOK {
 					t.Fatalf("before the change: %d %s", st, code)

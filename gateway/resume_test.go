@@ -289,23 +289,8 @@ default: deny
 func TestResumedSessionsReverifyClientCertificates(t *testing.T) {
 	for _, mode := range []string{"client_ca", "bundles"} {
 		t.Run(mode, func(t *testing.T) {
-			pki := newTestPKI(t, apiHost, "credgate.test")
-			tg := newTestGateway(t, pki, startOrigin(t, pki))
-			clientCA, err := testpki.NewAuthority("client CA")
-			if err != nil {
-				t.Fatal(err)
-			}
-			writeFile(t, tg.dir, "client-ca.pem", clientCA.CertPEM)
-			writeFile(t, tg.dir, "policy.yaml", []byte(resumeIdentityPolicy))
-			extra := fmt.Sprintf("tls_listen: 127.0.0.1:0\nresolve: {\"api.origin.test:443\": %q}\n", tg.origin.addr)
-			if mode == "client_ca" {
-				extra += "tls: {cert: listener.pem, key: listener-key.pem, client_ca: client-ca.pem, reload_interval: 50ms}\n"
-			} else {
-				extra += "tls: {cert: listener.pem, key: listener-key.pem}\nidentity:\n  mtls:\n    reload_interval: 50ms\n    bundles:\n      - {file: client-ca.pem, trust_domain: test.example}\n"
-			}
-			tg.run(t, extra)
-			addr := tg.gw.TLSProxyAddr().String()
-			inner := &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}}
+			g := startClientCAGateway(t, mode, "")
+			tg, pki, clientCA, addr, inner := g.tg, g.pki, g.clientCA, g.addr, g.inner
 			proxyTLS := func(cert tls.Certificate, cache tls.ClientSessionCache) *tls.Config {
 				return &tls.Config{ServerName: "credgate.test", RootCAs: pki.pool, Certificates: []tls.Certificate{cert}, ClientSessionCache: cache}
 			}
@@ -451,4 +436,56 @@ func TestInterceptedHandshakeShape(t *testing.T) {
 			t.Errorf("connection %d: key exchange %v, want %v", i, r.curve, tls.X25519MLKEM768)
 		}
 	}
+}
+
+// clientCAGateway is a gateway with a tls_listen listener whose clients'
+// certificates are verified by a client CA written to client-ca.pem: as
+// tls.client_ca (mode "client_ca") or as an identity.mtls.bundles trust
+// bundle (mode "bundles"), re-read every 50ms. policy.yaml is
+// resumeIdentityPolicy.
+type clientCAGateway struct {
+	tg       *testGateway
+	pki      *testPKI
+	clientCA *testpki.Authority
+	// addr is the tls_listen address; inner the client's TLS
+	// configuration inside a tunnel to apiHost.
+	addr  string
+	inner *tls.Config
+}
+
+// startClientCAGateway starts a clientCAGateway; extra is more config.
+func startClientCAGateway(t *testing.T, mode, extra string) *clientCAGateway {
+	t.Helper()
+	pki := newTestPKI(t, apiHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	clientCA, err := testpki.NewAuthority("client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, tg.dir, "client-ca.pem", clientCA.CertPEM)
+	writeFile(t, tg.dir, "policy.yaml", []byte(resumeIdentityPolicy))
+	extra += fmt.Sprintf("tls_listen: 127.0.0.1:0\nresolve: {\"api.origin.test:443\": %q}\n", tg.origin.addr)
+	if mode == "client_ca" {
+		extra += "tls: {cert: listener.pem, key: listener-key.pem, client_ca: client-ca.pem, reload_interval: 50ms}\n"
+	} else {
+		extra += "tls: {cert: listener.pem, key: listener-key.pem}\nidentity:\n  mtls:\n    reload_interval: 50ms\n    bundles:\n      - {file: client-ca.pem, trust_domain: test.example}\n"
+	}
+	tg.run(t, extra)
+	return &clientCAGateway{tg: tg, pki: pki, clientCA: clientCA, addr: tg.gw.TLSProxyAddr().String(),
+		inner: &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}}}
+}
+
+// proxyTLS is the client's TLS configuration for the listener, presenting c.
+func (g *clientCAGateway) proxyTLS(c tls.Certificate) *tls.Config {
+	return &tls.Config{ServerName: "credgate.test", RootCAs: g.pki.pool, Certificates: []tls.Certificate{c}}
+}
+
+// leaf is a client certificate of the client CA for the policy's workload.
+func (g *clientCAGateway) leaf(t *testing.T) tls.Certificate {
+	t.Helper()
+	cert, err := g.clientCA.ClientLeaf("svc", "spiffe://test.example/ns/svc/sa/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
