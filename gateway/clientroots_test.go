@@ -86,29 +86,12 @@ func TestOpenConnectionsFollowClientCA(t *testing.T) {
 		for _, change := range []string{"removed", "kept"} {
 			t.Run("tls_listen/"+mode+"/"+change, func(t *testing.T) {
 				g := startClientCAGateway(t, mode, "session_tickets: {enabled: false}\n")
-				tg, clientCA, addr, inner, proxyTLS, cert := g.tg, g.clientCA, g.addr, g.inner, g.proxyTLS, g.leaf(t)
+				tg, addr, inner, proxyTLS, cert := g.tg, g.addr, g.inner, g.proxyTLS, g.leaf(t)
 				tn := openTunnel(t, addr, proxyTLS(cert), apiHost, inner)
 				if st, code := tn.get(t, apiHost, "/v1/before"); st != http.StatusOK {
 					t.Fatalf("before the change: %d %s", st, code)
 				}
-				other, err := testpki.NewAuthority("replacement client CA")
-				if err != nil {
-					t.Fatal(err)
-				}
-				otherCert, err := other.ClientLeaf("svc", "spiffe://test.example/ns/svc/sa/api")
-				if err != nil {
-					t.Fatal(err)
-				}
-				roots := other.CertPEM
-				if change == "kept" {
-					roots = append(append([]byte{}, other.CertPEM...), clientCA.CertPEM...)
-				}
-				writeFile(t, tg.dir, "client-ca.pem", roots)
-				// The change is in force once a certificate of the new CA
-				// is accepted on a new connection.
-				waitFor(t, 5*time.Second, "the new client roots", func() bool {
-					return newConnGet(t, addr, proxyTLS(otherCert), apiHost, inner, "/v1/probe").status == http.StatusOK
-				})
+				g.replaceCA(t, change == "kept")
 				st, code := tn.get(t, apiHost, "/v1/after")
 				switch {
 				case change == "kept" && st != http.StatusOK:

@@ -489,3 +489,26 @@ func (g *clientCAGateway) leaf(t *testing.T) tls.Certificate {
 	}
 	return cert
 }
+
+// replaceCA writes a new client CA in place of the gateway's (keeping the
+// old one beside it when keep) and waits until it is in force: a
+// certificate of the new CA is accepted on a new connection.
+func (g *clientCAGateway) replaceCA(t *testing.T, keep bool) {
+	t.Helper()
+	other, err := testpki.NewAuthority("replacement client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, err := other.ClientLeaf("svc", "spiffe://test.example/ns/svc/sa/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := other.CertPEM
+	if keep {
+		roots = append(append([]byte{}, other.CertPEM...), g.clientCA.CertPEM...)
+	}
+	writeFile(t, g.tg.dir, "client-ca.pem", roots)
+	waitFor(t, 5*time.Second, "the new client roots", func() bool {
+		return newConnGet(t, g.addr, g.proxyTLS(otherCert), apiHost, g.inner, "/v1/probe").status == http.StatusOK
+	})
+}

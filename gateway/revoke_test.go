@@ -17,8 +17,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-
-	"github.com/credgate/credgate/internal/testpki"
 )
 
 // jobsToken is a Kubernetes service-account token of jobs/runner (the
@@ -369,26 +367,11 @@ func TestWithdrawnEvidenceClosesWhatIsOpen(t *testing.T) {
 		for _, change := range []string{"removed", "kept"} {
 			t.Run(mode+"/"+change, func(t *testing.T) {
 				g := startClientCAGateway(t, mode, "session_tickets: {enabled: false}\n")
-				tg, clientCA, addr, inner, proxyTLS, cert := g.tg, g.clientCA, g.addr, g.inner, g.proxyTLS, g.leaf(t)
+				tg, addr, inner, proxyTLS, cert := g.tg, g.addr, g.inner, g.proxyTLS, g.leaf(t)
 				ws := upgradeInTunnel(t, openTunnel(t, addr, proxyTLS(cert), apiHost, inner))
 				stream := streamInTunnel(t, openTunnel(t, addr, proxyTLS(cert), apiHost, inner))
 
-				other, err := testpki.NewAuthority("replacement client CA")
-				if err != nil {
-					t.Fatal(err)
-				}
-				otherCert, err := other.ClientLeaf("svc", "spiffe://test.example/ns/svc/sa/api")
-				if err != nil {
-					t.Fatal(err)
-				}
-				roots := other.CertPEM
-				if change == "kept" {
-					roots = append(append([]byte{}, other.CertPEM...), clientCA.CertPEM...)
-				}
-				writeFile(t, tg.dir, "client-ca.pem", roots)
-				waitFor(t, 5*time.Second, "the new client roots", func() bool {
-					return newConnGet(t, addr, proxyTLS(otherCert), apiHost, inner, "/v1/probe").status == http.StatusOK
-				})
+				g.replaceCA(t, change == "kept")
 				if change == "kept" {
 					if !ws.alive() {
 						t.Fatal("the WebSocket closed though its CA stayed")
