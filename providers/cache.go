@@ -302,11 +302,15 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 	if err != nil && c.closing.Err() != nil {
 		err = fmt.Errorf("credential %q: %w: %w", e.key.Credential, ErrCacheClosed, err)
 	}
-	now := c.opts.Now()
-
 	var refreshFailed bool
 	var expires time.Time
 	c.mu.Lock()
+	// The clock is read under the lock: a Get that joins this call
+	// before the lock is taken here gets an error whose backoff counts
+	// from a time after it joined (read before the lock, the clock could
+	// have moved on meanwhile, and the joiner be told to retry at a time
+	// already past: Retry-After 0).
+	now := c.opts.Now()
 	if el, ok := c.entries[e.key]; ok && el.Value == e {
 		if err == nil {
 			e.cred, e.err = cred, nil
