@@ -1,11 +1,16 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkInjectKeepAlive measures one intercepted, injected request on
@@ -82,4 +87,71 @@ func benchPost(b *testing.B, tg *testGateway, body string) {
 			}
 		}
 	})
+}
+
+// BenchmarkInjectPaced is BenchmarkInjectKeepAlive at a fixed pace instead
+// of as fast as it goes: 8 keep-alive connections, each sending its next
+// request 5 ms after the last one's answer began, so that about 1,500
+// requests a second arrive at a gateway that is otherwise idle, as in
+// make bench's fixed-rate scenario. There every request finds the
+// process asleep, and what it costs beyond its own work is waking it:
+// the poller, timers, goroutines handed work. It reports CPU time per
+// request (cpu-ns/op), context switches per request (switches/op, the
+// wake-ups) and the client's median round trip (p50-µs); ns/op is the
+// pace. Run it with a count, not a time: -benchtime 3000x.
+func BenchmarkInjectPaced(b *testing.B) {
+	tg := startGateway(b)
+	c := tg.client(b, false)
+	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	const conns, gap = 8, 5 * time.Millisecond
+	url := "https://" + apiHost + "/v1/bench"
+	get := func() (time.Duration, error) {
+		t0 := time.Now()
+		resp, err := c.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("status %s", resp.Status)
+		}
+		return time.Since(t0), nil
+	}
+	// Warm: every connection open, every cache filled.
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() { _, _ = get() })
+	}
+	wg.Wait()
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, sw0 := processCPU(), processSwitches()
+	for range conns {
+		wg.Go(func() {
+			tick := time.NewTicker(gap)
+			defer tick.Stop()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				d, err := get()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = d
+				<-tick.C
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(processSwitches()-sw0)/float64(b.N), "switches/op")
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 }
