@@ -79,9 +79,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		g.upstreamError(w, r, err)
 		return
 	}
-	if st != nil && !upgrade && resp.StatusCode != http.StatusSwitchingProtocols {
+	if st != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 		// upstream.response_idle_timeout: released after the Close
-		// deferred below (defers run last first).
+		// deferred below (defers run last first). An upgrade request
+		// answered with an ordinary response is relayed as one, and
+		// watched as one.
 		if g.watchResponse(&st.upBody, resp, st.flight.cancel) {
 			defer st.upBody.release()
 		}
@@ -91,6 +93,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if !upgrade {
 			// Only an upgrade request may be answered 101.
 			g.upstreamError(w, r, errors.New("upstream switched protocols without an upgrade request"))
+			return
+		}
+		// From here the long-lived connection's registration (openLong)
+		// answers to the kill switch and the identity, not the request
+		// in flight; a cut that came before the hand-over refuses the
+		// switch.
+		g.flights.remove(&st.flight)
+		if _, cut := cutInFlight(r, st); cut {
+			g.upstreamError(w, r, context.Cause(r.Context()))
 			return
 		}
 		// Custody of the 101's cookies first: its Scrubber then scrubs

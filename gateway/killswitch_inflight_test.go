@@ -17,12 +17,17 @@ import (
 // as long as the upstream streams it. A disable of its rule, workload or
 // credential cuts it, over HTTP/1.1 and HTTP/2, and the audit line says
 // why (disabled_in_flight and the switch); a switch that does not cover
-// it leaves it alone.
+// it leaves it alone. The same holds for a WebSocket upgrade request the
+// upstream answers with an ordinary streamed response instead of 101:
+// it was registered nowhere (neither in flight nor as a long-lived
+// connection), so a client could keep any stream past a switch by asking
+// for an upgrade.
 func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 	const token = "admin-token-0123456789abcdef"
 	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
 	tg := startSwitchGateway(t, "admin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n")
-	for _, h2 := range []bool{false, true} {
+	for _, v := range []struct{ h2, upgrade bool }{{false, false}, {true, false}, {false, true}} {
+		h2 := v.h2
 		for _, tc := range []struct {
 			kind, name string
 			cut        bool
@@ -33,9 +38,16 @@ func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 			{"rule", "tunnel", false},
 			{"credential", "missing", false},
 		} {
-			t.Run(fmt.Sprintf("h2=%v/%s:%s", h2, tc.kind, tc.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("h2=%v/upgrade=%v/%s:%s", h2, v.upgrade, tc.kind, tc.name), func(t *testing.T) {
 				c := tg.client(t, h2)
-				resp, err := c.Get("https://" + apiHost + "/stream")
+				req, _ := http.NewRequest(http.MethodGet, "https://"+apiHost+"/stream", nil)
+				if v.upgrade {
+					req.Header.Set("Connection", "Upgrade")
+					req.Header.Set("Upgrade", "websocket")
+					req.Header.Set("Sec-WebSocket-Version", "13")
+					req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+				}
+				resp, err := c.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}

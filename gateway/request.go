@@ -650,13 +650,14 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// goroutine cannot take.
 		octx = st.informational(octx, sw)
 	}
-	if !upgrade {
-		// An upgraded connection is a long-lived one: the switch closes
-		// it there.
-		var done func()
-		octx, done = g.startFlight(octx, &st.flight, ib, ev, a.wl, d)
-		defer done()
-	}
+	// Every request is in flight until its response ends, an upgrade
+	// request too: answered with an ordinary response (not 101), it is
+	// relayed as one and cut as one by the kill switch, the loss of its
+	// identity and upstream.response_idle_timeout. When the upstream
+	// switches protocols, forward hands it over to the long-lived
+	// connection's registration (relayUpgrade).
+	octx, done := g.startFlight(octx, &st.flight, ib, ev, a.wl, d)
+	defer done()
 	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
 	if expect {
 		// The origin decides whether the body is sent: the transport

@@ -47,7 +47,7 @@ rules:
   - name: ws
     from: local
     to: api
-    paths: [/ws]
+    paths: [/ws, /ws-stall]
     inject: {credential: token, as: bearer}
 default: deny
 `
@@ -273,4 +273,40 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestResponseIdleTimeoutRefusedUpgrade: a WebSocket upgrade request the
+// upstream answers with an ordinary response (200 and a body, not 101)
+// is relayed as one, and its stalled body is cut like any other's
+// (upstream_idle), before its first byte or in the middle. Before, the
+// watch was only armed for requests that were not upgrades, and such a
+// response hung until the client gave up.
+func TestResponseIdleTimeoutRefusedUpgrade(t *testing.T) {
+	for _, sent := range []int{0, 20} {
+		t.Run(fmt.Sprintf("sent=%d", sent), func(t *testing.T) {
+			tg := startRespIdleGateway(t)
+			cancelled, _ := stallingRoute(tg, "/ws-stall", sent)
+			tc, br := h1Tunnel(t, tg)
+			t0 := time.Now()
+			fmt.Fprintf(tc, "GET /ws-stall HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", apiHost)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, rerr := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || rerr == nil || len(got) > sent {
+				t.Errorf("client saw %s, %d bytes, read error %v; want 200 and at most %d bytes, then the body cut", resp.Status, len(got), rerr, sent)
+			}
+			if took := time.Since(t0); took < respIdle {
+				t.Errorf("cut after %s, before response_idle_timeout %s", took, respIdle)
+			}
+			select {
+			case <-cancelled:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the upstream request was not cancelled")
+			}
+			wantAudited(t, tg, "/ws-stall", http.StatusOK, codeUpstreamIdle)
+		})
+	}
 }
