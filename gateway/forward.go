@@ -152,7 +152,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	if stream {
 		_ = rc.Flush()
 	}
-	if err := g.copyBody(w, rc, resp.Body, stream, cl); err != nil {
+	err = g.copyBody(w, rc, resp.Body, stream, cl)
+	if _, cut := cutInFlight(r, st); err == nil && (cut || st != nil && st.upBody.stalled()) {
+		// A request cut in flight (the kill switch, the loss of its
+		// identity, a stalled upstream) never ends cleanly, whatever
+		// the upstream client reported: net/http's Transport has
+		// answered such a cut with the body's clean end.
+		err = context.Cause(r.Context())
+	}
+	if err != nil {
 		// The body broke off: the client must not see a complete
 		// response (a clean last chunk would make a truncated body look
 		// whole). The server closes the connection.

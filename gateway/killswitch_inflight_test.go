@@ -108,6 +108,15 @@ func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 				if d := time.Since(start); d > 3*time.Second {
 					t.Errorf("the stream was cut %s after the switch, want about a second at most", d.Round(time.Millisecond))
 				}
+				defer func() {
+					if t.Failed() { // what was audited instead
+						for _, l := range strings.Split(tg.audit.String(), "\n") {
+							if strings.Contains(l, `"path":"/stream"`) {
+								t.Log(l)
+							}
+						}
+					}
+				}()
 				waitFor(t, 5*time.Second, "the audit line of the cut request", func() bool {
 					return strings.Count(tg.audit.String(), `"code":"disabled_in_flight"`) > before
 				})
