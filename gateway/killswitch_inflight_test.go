@@ -105,6 +105,9 @@ func TestKillSwitchCutsRequestsInFlight(t *testing.T) {
 				if r.err == nil {
 					t.Fatalf("the stream went on after its %s was disabled: read %q after %s", tc.kind, r.s, time.Since(start).Round(time.Millisecond))
 				}
+				if r.err == io.EOF {
+					t.Errorf("the stream was ended cleanly (io.EOF) after its %s was disabled: a cut stream must not look complete", tc.kind)
+				}
 				if d := time.Since(start); d > 3*time.Second {
 					t.Errorf("the stream was cut %s after the switch, want about a second at most", d.Round(time.Millisecond))
 				}
