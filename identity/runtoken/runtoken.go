@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,8 @@ const (
 	DefaultTTL = 15 * time.Minute
 	// DefaultMaxTTL is the longest lifetime a caller may ask for.
 	DefaultMaxTTL = 12 * time.Hour
+	// DefaultResyncInterval is Options.ResyncInterval's default.
+	DefaultResyncInterval = 5 * time.Second
 	// DefaultRotateInterval is how long a generated signing key signs.
 	DefaultRotateInterval = 24 * time.Hour
 	// DefaultAlgorithm is the signature algorithm of generated keys.
@@ -171,6 +174,10 @@ type Options struct {
 	Namespace string
 	// Timeout bounds one Redis call (default 1s).
 	Timeout time.Duration
+	// ResyncInterval is how often the revocations this replica knows of
+	// are written back to Redis where Redis lost them (default
+	// DefaultResyncInterval).
+	ResyncInterval time.Duration
 	// Log receives key rotations and Redis state changes; never a token.
 	Log *slog.Logger
 	// Now replaces time.Now (tests).
@@ -195,9 +202,17 @@ type Issuer struct {
 	health  *fleet.Health
 	fromKey bool // KeyFile: never rotated
 
-	mu      sync.Mutex
-	keys    []*signingKey // keys[0] signs
+	mu   sync.Mutex
+	keys []*signingKey // keys[0] signs
+	// revoked holds, by jti, until when (the token's expiry) every
+	// revocation this replica made or read from Redis: Redis may lose a
+	// revocation (restarted empty, failed over, the key deleted), this
+	// memory does not, and resync writes it back from here.
 	revoked map[string]time.Time
+
+	// The resync goroutine (with Redis only); Close stops it.
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // New builds an Issuer from cfg (defaults applied): it reads KeyFile, or
@@ -215,6 +230,9 @@ func New(cfg Config, opts Options) (*Issuer, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
+	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = DefaultResyncInterval
 	}
 	is := &Issuer{cfg: cfg, opts: opts, revoked: map[string]time.Time{}}
 	if opts.Redis != nil {
@@ -236,7 +254,22 @@ func New(cfg Config, opts Options) (*Issuer, error) {
 	}
 	k.created = opts.Now()
 	is.keys = []*signingKey{k}
+	if opts.Redis != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		is.cancel, is.done = cancel, make(chan struct{})
+		go is.resyncLoop(ctx)
+	}
 	return is, nil
+}
+
+// Close stops writing revocations back to Redis. The Issuer still
+// verifies and revokes after it.
+func (is *Issuer) Close() error {
+	if is.cancel != nil {
+		is.cancel()
+		<-is.done
+	}
+	return nil
 }
 
 // CheckKeyFile reads the signing key file as New does (KeyFile): an error
@@ -427,7 +460,9 @@ func (is *Issuer) redisKey(id string) string {
 
 // Revoked implements identity.LocalIssuer: whether the token with this
 // jti was revoked. With Redis, a Redis that does not answer is an error
-// (the token is refused, not let through).
+// (the token is refused, not let through). A revocation read from Redis
+// is remembered until the token expires, so that Redis losing it later
+// does not let the token in again here.
 func (is *Issuer) Revoked(ctx context.Context, id string) (bool, error) {
 	now := is.opts.Now()
 	is.mu.Lock()
@@ -441,13 +476,111 @@ func (is *Issuer) Revoked(ctx context.Context, id string) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 	defer cancel()
-	n, err := is.opts.Redis.Exists(ctx, is.redisKey(id)).Result()
+	v, err := is.opts.Redis.Get(ctx, is.redisKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		is.health.Succeed()
+		return false, nil
+	}
 	if err != nil {
-		is.health.Fail("exists", err)
+		is.health.Fail("get", err)
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	is.health.Succeed()
-	return n > 0, nil
+	is.remember(id, is.revokedUntil(v, now), now)
+	return true, nil
+}
+
+// revokedUntil is the token expiry a revocation's Redis value holds (Unix
+// seconds), within what a token can live: a value this version did not
+// write ("1" from an earlier version, or anything else) or out of that
+// range counts as the longest, run_tokens.max_ttl from now.
+func (is *Issuer) revokedUntil(v string, now time.Time) time.Time {
+	longest := now.Add(is.cfg.MaxTTL)
+	sec, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || sec > longest.Unix() || sec < now.Add(-time.Minute).Unix() {
+		return longest
+	}
+	return time.Unix(sec, 0)
+}
+
+// remember keeps the revocation of id until exp (plus the minute of clock
+// skew), dropping those past theirs.
+func (is *Issuer) remember(id string, exp, now time.Time) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	for k, e := range is.revoked {
+		if now.After(e.Add(time.Minute)) {
+			delete(is.revoked, k)
+		}
+	}
+	if now.Before(exp.Add(time.Minute)) && exp.After(is.revoked[id]) {
+		is.revoked[id] = exp
+	}
+}
+
+// resyncLoop writes back, every ResyncInterval, the revocations this
+// replica knows of that Redis no longer holds (restarted without
+// persistence, failed over to a node the write had not reached, flushed,
+// the key deleted or its TTL cut), so that every replica refuses them
+// again, including those that never read them.
+func (is *Issuer) resyncLoop(ctx context.Context) {
+	defer close(is.done)
+	t := time.NewTicker(is.opts.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := is.resync(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			is.health.Fail("resync", err)
+		case err == nil && n > 0:
+			is.health.Succeed()
+			is.opts.Log.Warn("run tokens: Redis had lost revocations; wrote back the ones this replica knows of", slog.Int("written_back", n))
+		case err == nil:
+			is.health.Succeed()
+		}
+	}
+}
+
+// resync writes every unexpired revocation this replica knows of to Redis
+// where the key is missing (SET NX: a revocation Redis holds is left as
+// it is), and returns how many it wrote.
+func (is *Issuer) resync(ctx context.Context) (int, error) {
+	now := is.opts.Now()
+	is.mu.Lock()
+	known := make(map[string]time.Time, len(is.revoked))
+	for id, exp := range is.revoked {
+		if now.Before(exp.Add(time.Minute)) {
+			known[id] = exp
+		}
+	}
+	is.mu.Unlock()
+	if len(known) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
+	defer cancel()
+	cmds := make([]*redis.BoolCmd, 0, len(known))
+	_, err := is.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for id, exp := range known {
+			cmds = append(cmds, p.SetNX(ctx, is.redisKey(id), strconv.FormatInt(exp.Unix(), 10), exp.Add(time.Minute).Sub(now)))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("runtoken: write back revocations: %w", err)
+	}
+	n := 0
+	for _, c := range cmds {
+		if c.Val() {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Revocation says what Revoke did.
@@ -484,21 +617,14 @@ func (is *Issuer) Revoke(ctx context.Context, tok string) (Revocation, error) {
 	}
 	r := Revocation{ID: c.ID, Workload: c.Subject, Expires: c.Expiry.Time()}
 	now := is.opts.Now()
-	is.mu.Lock()
-	for id, exp := range is.revoked {
-		if now.After(exp.Add(time.Minute)) {
-			delete(is.revoked, id)
-		}
-	}
-	if now.Before(r.Expires.Add(time.Minute)) {
-		is.revoked[r.ID] = r.Expires
-	}
-	is.mu.Unlock()
+	is.remember(r.ID, r.Expires, now)
 	if is.opts.Redis != nil && now.Before(r.Expires.Add(time.Minute)) {
 		ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 		defer cancel()
-		// Kept a minute beyond exp: the jwt factor's clock skew.
-		if err := is.opts.Redis.Set(ctx, is.redisKey(r.ID), "1", r.Expires.Add(time.Minute).Sub(now)).Err(); err != nil {
+		// Kept a minute beyond exp: the jwt factor's clock skew. The
+		// value is exp, so that a replica reading it remembers the
+		// revocation as long as the token lives.
+		if err := is.opts.Redis.Set(ctx, is.redisKey(r.ID), strconv.FormatInt(r.Expires.Unix(), 10), r.Expires.Add(time.Minute).Sub(now)).Err(); err != nil {
 			is.health.Fail("set", err)
 			return r, fmt.Errorf("%w: revoked on this replica only: %v", ErrUnavailable, err)
 		}
