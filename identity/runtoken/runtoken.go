@@ -29,7 +29,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -459,11 +458,12 @@ func (is *Issuer) redisKey(id string) string {
 }
 
 // Revoked implements identity.LocalIssuer: whether the token with this
-// jti was revoked. With Redis, a Redis that does not answer is an error
-// (the token is refused, not let through). A revocation read from Redis
-// is remembered until the token expires, so that Redis losing it later
-// does not let the token in again here.
-func (is *Issuer) Revoked(ctx context.Context, id string) (bool, error) {
+// jti, expiring at expires, was revoked. With Redis, a Redis that does
+// not answer is an error (the token is refused, not let through). A
+// revocation read from Redis is remembered until the token expires, so
+// that Redis losing it later does not let the token in again here (and
+// resync writes it back).
+func (is *Issuer) Revoked(ctx context.Context, id string, expires time.Time) (bool, error) {
 	now := is.opts.Now()
 	is.mu.Lock()
 	exp, ok := is.revoked[id]
@@ -476,31 +476,21 @@ func (is *Issuer) Revoked(ctx context.Context, id string) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 	defer cancel()
-	v, err := is.opts.Redis.Get(ctx, is.redisKey(id)).Result()
-	if errors.Is(err, redis.Nil) {
-		is.health.Succeed()
-		return false, nil
-	}
+	n, err := is.opts.Redis.Exists(ctx, is.redisKey(id)).Result()
 	if err != nil {
-		is.health.Fail("get", err)
+		is.health.Fail("exists", err)
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	is.health.Succeed()
-	is.remember(id, is.revokedUntil(v, now), now)
-	return true, nil
-}
-
-// revokedUntil is the token expiry a revocation's Redis value holds (Unix
-// seconds), within what a token can live: a value this version did not
-// write ("1" from an earlier version, or anything else) or out of that
-// range counts as the longest, run_tokens.max_ttl from now.
-func (is *Issuer) revokedUntil(v string, now time.Time) time.Time {
-	longest := now.Add(is.cfg.MaxTTL)
-	sec, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || sec > longest.Unix() || sec < now.Add(-time.Minute).Unix() {
-		return longest
+	if n == 0 {
+		return false, nil
 	}
-	return time.Unix(sec, 0)
+	// No token this issuer signed lives longer than MaxTTL.
+	if longest := now.Add(is.cfg.MaxTTL); expires.After(longest) {
+		expires = longest
+	}
+	is.remember(id, expires, now)
+	return true, nil
 }
 
 // remember keeps the revocation of id until exp (plus the minute of clock
@@ -567,7 +557,7 @@ func (is *Issuer) resync(ctx context.Context) (int, error) {
 	cmds := make([]*redis.BoolCmd, 0, len(known))
 	_, err := is.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for id, exp := range known {
-			cmds = append(cmds, p.SetNX(ctx, is.redisKey(id), strconv.FormatInt(exp.Unix(), 10), exp.Add(time.Minute).Sub(now)))
+			cmds = append(cmds, p.SetNX(ctx, is.redisKey(id), "1", exp.Add(time.Minute).Sub(now)))
 		}
 		return nil
 	})
@@ -621,10 +611,8 @@ func (is *Issuer) Revoke(ctx context.Context, tok string) (Revocation, error) {
 	if is.opts.Redis != nil && now.Before(r.Expires.Add(time.Minute)) {
 		ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 		defer cancel()
-		// Kept a minute beyond exp: the jwt factor's clock skew. The
-		// value is exp, so that a replica reading it remembers the
-		// revocation as long as the token lives.
-		if err := is.opts.Redis.Set(ctx, is.redisKey(r.ID), strconv.FormatInt(r.Expires.Unix(), 10), r.Expires.Add(time.Minute).Sub(now)).Err(); err != nil {
+		// Kept a minute beyond exp: the jwt factor's clock skew.
+		if err := is.opts.Redis.Set(ctx, is.redisKey(r.ID), "1", r.Expires.Add(time.Minute).Sub(now)).Err(); err != nil {
 			is.health.Fail("set", err)
 			return r, fmt.Errorf("%w: revoked on this replica only: %v", ErrUnavailable, err)
 		}
