@@ -53,7 +53,8 @@ type Admin struct {
 	// replica enforces when it starts while Redis is down).
 	StateFile string `yaml:"state_file"`
 	// ResyncInterval is how often the kill switch state is re-read from
-	// Redis (default 5s).
+	// Redis, and how often the run-token revocations a replica knows of
+	// are written back where Redis lost them (default 5s).
 	ResyncInterval Duration `yaml:"resync_interval"`
 	// TLS, when Cert and Key are set, serves admin_listen over HTTPS
 	// (admintls.go), so that the token does not cross the network in

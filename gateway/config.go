@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -308,6 +309,15 @@ type RedisKey struct {
 
 // Enabled reports whether the shared cache is configured.
 func (r Redis) Enabled() bool { return len(r.Addrs) > 0 }
+
+// redisSettings reports whether r sets anything besides addrs.
+func redisSettings(r Redis) bool {
+	r.Addrs = nil
+	if len(r.EncryptionKeys) == 0 {
+		r.EncryptionKeys = nil
+	}
+	return !reflect.ValueOf(r).IsZero()
+}
 
 // Audit says where audit lines go and how they are chained, signed,
 // rotated and bounded (docs/config.md#audit).
@@ -699,14 +709,17 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		if (r.TLS.Cert == "") != (r.TLS.Key == "") {
 			bad("cache.redis.tls: cert and key go together", "cache", "redis", "tls")
 		}
-		if !r.TLS.Enabled && (r.TLS.CA != "" || r.TLS.Cert != "") {
-			bad("cache.redis.tls: set enabled: true to use ca/cert/key", "cache", "redis", "tls")
+		if !r.TLS.Enabled && r.TLS != (RedisTLS{}) {
+			bad("cache.redis.tls: set enabled: true to use ca/cert/key/server_name (without it the connection, and the password, go in clear)", "cache", "redis", "tls")
 		}
 		for _, f := range []*string{&r.PasswordFile, &r.TLS.CA, &r.TLS.Cert, &r.TLS.Key} {
 			rel(f)
 		}
-	} else if len(cfg.Cache.Redis.EncryptionKeys) > 0 || cfg.Cache.Redis.PasswordFile != "" || cfg.Cache.Redis.PasswordEnv != "" {
-		bad("cache.redis: addrs is required to use Redis (host:port of the server, sentinels or cluster nodes)", "cache", "redis")
+	} else if redisSettings(cfg.Cache.Redis) {
+		// Without addrs every other setting would be ignored, silently:
+		// the fleet would run without Redis (rate limits and kill
+		// switches per replica).
+		bad("cache.redis: addrs is required to use Redis (host:port of the server, sentinels or cluster nodes); without it the other cache.redis settings are ignored", "cache", "redis")
 	}
 	errs = append(errs, cfg.Admin.check(path, root, dir)...)
 	for _, p := range cfg.Tracing.Check() {

@@ -874,6 +874,10 @@ func (g *Gateway) Close() {
 		_ = g.limiter.Close()
 		g.limiter = nil
 	}
+	if g.runTokens != nil {
+		// Before g.shared: it writes revocations back through its client.
+		_ = g.runTokens.Close()
+	}
 	if g.shared != nil {
 		_ = g.shared.Close()
 		g.shared = nil

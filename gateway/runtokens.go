@@ -26,6 +26,7 @@ func (g *Gateway) newRunTokens() (*runtoken.Issuer, error) {
 		opts.Redis = g.shared.rdb
 		opts.Namespace = g.cfg.Cache.Redis.Namespace
 		opts.Timeout = g.cfg.Cache.Redis.Timeout.D()
+		opts.ResyncInterval = g.cfg.Admin.ResyncInterval.D()
 	}
 	return runtoken.New(*g.cfg.RunTokens, opts)
 }

@@ -61,6 +61,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"admin-tls-client-ca-alone", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {client_ca: ops.pem}\n", `^c\.yaml:4:3: admin\.tls: set cert and key`},
 		{"admin-tls-unknown-key", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {cert: a, key: b, svid: true}\n", `^c\.yaml:4:\d+: unknown field "svid"`},
 		{"redis-keys-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    encryption_keys: [{id: a, env: K}]\n", `cache\.redis: addrs is required`},
+		{"redis-tls-ca-not-enabled", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}]\n    tls: {ca: ca.pem}\n", `cache\.redis\.tls: set enabled: true`},
+		{"redis-tls-cert-not-enabled", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}]\n    tls: {cert: c.pem, key: k.pem}\n", `cache\.redis\.tls: set enabled: true`},
+		{"redis-tls-server-name-not-enabled", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}]\n    tls: {server_name: redis.internal}\n", `cache\.redis\.tls: set enabled: true`},
+		{"redis-tls-enabled-false-not-enabled", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}]\n    tls: {enabled: false, server_name: redis.internal}\n", `cache\.redis\.tls: set enabled: true`},
+		{"redis-tls-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    tls: {enabled: true}\n", `cache\.redis: addrs is required`},
+		{"redis-namespace-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    namespace: prod\n", `cache\.redis: addrs is required`},
+		{"redis-username-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    username: credgate\n", `cache\.redis: addrs is required`},
+		{"redis-master-name-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    master_name: mymaster\n", `cache\.redis: addrs is required`},
+		{"redis-db-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    db: 2\n", `cache\.redis: addrs is required`},
+		{"redis-timeout-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    timeout: 1s\n", `cache\.redis: addrs is required`},
+		{"redis-password-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    password_env: P\n", `cache\.redis: addrs is required`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

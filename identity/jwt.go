@@ -139,7 +139,7 @@ func (v *jwtVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) 
 	// the ones the gateway has not seen yet, whatever exp they carry.
 	if c, ok := v.cache.get(key, now); ok && c.f != nil && c.is.keys.holds(c.key) {
 		if c.local != nil {
-			if err := checkRevoked(ctx, c.local, c.jti); err != nil {
+			if err := checkRevoked(ctx, c.local, c.jti, c.f.Expires); err != nil {
 				return nil, err
 			}
 		}
@@ -179,8 +179,8 @@ type tokenClaims struct {
 }
 
 // checkRevoked refuses a token of the local issuer that was revoked.
-func checkRevoked(ctx context.Context, li LocalIssuer, jti string) error {
-	revoked, err := li.Revoked(ctx, jti)
+func checkRevoked(ctx context.Context, li LocalIssuer, jti string, expires time.Time) error {
+	revoked, err := li.Revoked(ctx, jti, expires)
 	if err != nil {
 		return fmt.Errorf("issuer %s: cannot read the revocation list: %v: %w", li.IssuerName(), err, ErrUnavailable)
 	}
@@ -241,7 +241,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		if std.ID == "" {
 			return verifiedToken{}, fmt.Errorf("issuer %s: token has no jti claim: %w", name, ErrInvalid)
 		}
-		if err := checkRevoked(ctx, is.local, std.ID); err != nil {
+		if err := checkRevoked(ctx, is.local, std.ID, std.Expiry.Time()); err != nil {
 			return verifiedToken{}, err
 		}
 	}

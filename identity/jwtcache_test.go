@@ -27,7 +27,7 @@ func (l *fakeLocal) VerificationKeys() []jose.JSONWebKey {
 	defer l.mu.Unlock()
 	return append([]jose.JSONWebKey(nil), l.keys...)
 }
-func (l *fakeLocal) Revoked(context.Context, string) (bool, error) { return false, nil }
+func (l *fakeLocal) Revoked(context.Context, string, time.Time) (bool, error) { return false, nil }
 func (l *fakeLocal) set(keys ...signingKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -22,10 +23,11 @@ type LocalIssuer interface {
 	// VerificationKeys are the public keys that may have signed a token
 	// not yet expired.
 	VerificationKeys() []jose.JSONWebKey
-	// Revoked reports whether the token with this jti was revoked; an
-	// error (the shared list unreachable) refuses the token as
-	// ErrUnavailable.
-	Revoked(ctx context.Context, tokenID string) (bool, error)
+	// Revoked reports whether the token with this jti, whose exp is
+	// expires, was revoked; an error (the shared list unreachable)
+	// refuses the token as ErrUnavailable. expires lets the issuer
+	// remember a revocation it read as long as the token lives.
+	Revoked(ctx context.Context, tokenID string, expires time.Time) (bool, error)
 }
 
 // WithLocalIssuer makes the jwt factor trust li's tokens (the gateway's

@@ -154,6 +154,13 @@ type Limiter struct {
 // format keeps only 14 digits and a TAT has 16. replicate_commands lets
 // Redis 3.2 to 4 write after TIME (later versions always replicate a
 // script's effects, and keep the call as a no-op).
+//
+// A TAT is capped at now + tolerance before it is used: with an
+// unchanged limit it never exceeds that, but a policy reload that raises
+// a limit's rate or lowers its burst leaves a TAT the old limit wrote,
+// up to the old burst/rate ahead (hours for a slow limit), which would
+// keep refusing requests the new limit allows. Capped, the bucket is at
+// worst empty under the new limit: the next request waits one interval.
 const gcraScript = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -165,6 +172,7 @@ for i = 1, #KEYS do
   local tolerance = tonumber(ARGV[2*i])
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
+  if tat > now + tolerance then tat = now + tolerance end
   local nt = tat + interval
   local over = nt - now - tolerance
   if over > 0 and over > wait then
@@ -370,6 +378,7 @@ func (lc *local) allow(group string, checks []Check) Result {
 		if !ok || tat < now {
 			tat = now
 		}
+		tat = min(tat, now+tolerance) // as gcraScript: a TAT an older limit wrote owes at most this one's burst
 		nt := tat + interval
 		if over := nt - now - tolerance; over > 0 && over > wait {
 			wait, worst = over, i

@@ -413,3 +413,75 @@ func BenchmarkRedis(b *testing.B) {
 		}
 	})
 }
+
+// TestLimitChange is the class of a limit whose rps or burst a policy
+// reload changes while its key holds state (docs/policy.md: "a changed
+// rps or burst applies from the next request"): raised, lowered, rate
+// and burst each, on both backends (the in-process GCRA and the Redis
+// script must agree). The state a limit keeps is the time it owes; it
+// never owes more than the new limit's burst span, so raising a limit's
+// rate, or lowering its burst, makes a request wait at most one new
+// interval instead of what the old limit owed (up to its burst/rps:
+// hours for a slow one). An unchanged limit, and a raised burst, keep
+// their state.
+func TestLimitChange(t *testing.T) {
+	srv := redistest.Start(t)
+	backends := []struct {
+		name string
+		opts Options
+	}{
+		{"local", Options{}},
+		{"redis", Options{Client: newClient(t, srv.Addr()), Namespace: "change"}},
+	}
+	cases := []struct {
+		name     string
+		old, new Limit
+		// admitted is how many requests the new limit admits at once
+		// after the old one was exhausted.
+		admitted int
+	}{
+		{"rate raised", Limit{Rate: 0.01, Burst: 2}, Limit{Rate: 2, Burst: 2}, 0},
+		{"rate raised from the slowest", Limit{Rate: MinRate, Burst: 1}, Limit{Rate: 1000, Burst: 1000}, 0},
+		// The time owed is kept: 3 requests at 100/s owe 30ms, which a
+		// burst of 3 at 0.5/s (6s) nearly covers (docs/policy.md).
+		{"rate lowered", Limit{Rate: 100, Burst: 3}, Limit{Rate: 0.5, Burst: 3}, 2},
+		{"burst raised", Limit{Rate: 1, Burst: 2}, Limit{Rate: 1, Burst: 5}, 3},
+		{"burst lowered", Limit{Rate: 1, Burst: 5}, Limit{Rate: 1, Burst: 2}, 0},
+		{"unchanged", Limit{Rate: 1, Burst: 3}, Limit{Rate: 1, Burst: 3}, 0},
+	}
+	for _, b := range backends {
+		l := newLimiter(t, b.opts)
+		for _, c := range cases {
+			t.Run(b.name+"/"+c.name, func(t *testing.T) {
+				ctx := context.Background()
+				group := strings.ReplaceAll(c.name, " ", "-")
+				for i := range c.old.Burst {
+					if r := l.Allow(ctx, group, Check{Key: "w", Limit: c.old}); !r.Allowed {
+						t.Fatalf("old limit, request %d of its burst: %+v", i+1, r)
+					}
+				}
+				if r := l.Allow(ctx, group, Check{Key: "w", Limit: c.old}); r.Allowed {
+					t.Fatalf("old limit past its burst: %+v, want refused", r)
+				}
+				start := time.Now()
+				n := 0
+				var r Result
+				for n <= c.admitted+2000 {
+					if r = l.Allow(ctx, group, Check{Key: "w", Limit: c.new}); !r.Allowed {
+						break
+					}
+					n++
+				}
+				interval := time.Duration(float64(time.Second) / c.new.Rate)
+				// Requests the new rate refilled while the loop ran.
+				slack := int(time.Since(start)/interval) + 1
+				if n < c.admitted || n > c.admitted+slack {
+					t.Errorf("new limit %s admitted %d at once, want %d (+%d refilled meanwhile)", c.new, n, c.admitted, slack)
+				}
+				if r.Allowed || r.RetryAfter > interval {
+					t.Errorf("new limit %s, first refusal: %+v, want a wait of at most one interval (%s)", c.new, r, interval)
+				}
+			})
+		}
+	}
+}

@@ -21,6 +21,7 @@ func BenchmarkResolveRunToken(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer is.Close()
 		r, err := identity.New(context.Background(), identity.Config{}, identity.WithLocalIssuer(is))
 		if err != nil {
 			b.Fatal(err)

@@ -52,6 +52,8 @@ const (
 	DefaultTTL = 15 * time.Minute
 	// DefaultMaxTTL is the longest lifetime a caller may ask for.
 	DefaultMaxTTL = 12 * time.Hour
+	// DefaultResyncInterval is Options.ResyncInterval's default.
+	DefaultResyncInterval = 5 * time.Second
 	// DefaultRotateInterval is how long a generated signing key signs.
 	DefaultRotateInterval = 24 * time.Hour
 	// DefaultAlgorithm is the signature algorithm of generated keys.
@@ -171,6 +173,10 @@ type Options struct {
 	Namespace string
 	// Timeout bounds one Redis call (default 1s).
 	Timeout time.Duration
+	// ResyncInterval is how often the revocations this replica knows of
+	// are written back to Redis where Redis lost them (default
+	// DefaultResyncInterval).
+	ResyncInterval time.Duration
 	// Log receives key rotations and Redis state changes; never a token.
 	Log *slog.Logger
 	// Now replaces time.Now (tests).
@@ -195,9 +201,17 @@ type Issuer struct {
 	health  *fleet.Health
 	fromKey bool // KeyFile: never rotated
 
-	mu      sync.Mutex
-	keys    []*signingKey // keys[0] signs
+	mu   sync.Mutex
+	keys []*signingKey // keys[0] signs
+	// revoked holds, by jti, until when (the token's expiry) every
+	// revocation this replica made or read from Redis: Redis may lose a
+	// revocation (restarted empty, failed over, the key deleted), this
+	// memory does not, and resync writes it back from here.
 	revoked map[string]time.Time
+
+	// The resync goroutine (with Redis only); Close stops it.
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // New builds an Issuer from cfg (defaults applied): it reads KeyFile, or
@@ -215,6 +229,9 @@ func New(cfg Config, opts Options) (*Issuer, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
+	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = DefaultResyncInterval
 	}
 	is := &Issuer{cfg: cfg, opts: opts, revoked: map[string]time.Time{}}
 	if opts.Redis != nil {
@@ -236,7 +253,22 @@ func New(cfg Config, opts Options) (*Issuer, error) {
 	}
 	k.created = opts.Now()
 	is.keys = []*signingKey{k}
+	if opts.Redis != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		is.cancel, is.done = cancel, make(chan struct{})
+		go is.resyncLoop(ctx)
+	}
 	return is, nil
+}
+
+// Close stops writing revocations back to Redis. The Issuer still
+// verifies and revokes after it.
+func (is *Issuer) Close() error {
+	if is.cancel != nil {
+		is.cancel()
+		<-is.done
+	}
+	return nil
 }
 
 // CheckKeyFile reads the signing key file as New does (KeyFile): an error
@@ -426,9 +458,12 @@ func (is *Issuer) redisKey(id string) string {
 }
 
 // Revoked implements identity.LocalIssuer: whether the token with this
-// jti was revoked. With Redis, a Redis that does not answer is an error
-// (the token is refused, not let through).
-func (is *Issuer) Revoked(ctx context.Context, id string) (bool, error) {
+// jti, expiring at expires, was revoked. With Redis, a Redis that does
+// not answer is an error (the token is refused, not let through). A
+// revocation read from Redis is remembered until the token expires, so
+// that Redis losing it later does not let the token in again here (and
+// resync writes it back).
+func (is *Issuer) Revoked(ctx context.Context, id string, expires time.Time) (bool, error) {
 	now := is.opts.Now()
 	is.mu.Lock()
 	exp, ok := is.revoked[id]
@@ -447,7 +482,95 @@ func (is *Issuer) Revoked(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	is.health.Succeed()
-	return n > 0, nil
+	if n == 0 {
+		return false, nil
+	}
+	// No token this issuer signed lives longer than MaxTTL.
+	if longest := now.Add(is.cfg.MaxTTL); expires.After(longest) {
+		expires = longest
+	}
+	is.remember(id, expires, now)
+	return true, nil
+}
+
+// remember keeps the revocation of id until exp (plus the minute of clock
+// skew), dropping those past theirs.
+func (is *Issuer) remember(id string, exp, now time.Time) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	for k, e := range is.revoked {
+		if now.After(e.Add(time.Minute)) {
+			delete(is.revoked, k)
+		}
+	}
+	if now.Before(exp.Add(time.Minute)) && exp.After(is.revoked[id]) {
+		is.revoked[id] = exp
+	}
+}
+
+// resyncLoop writes back, every ResyncInterval, the revocations this
+// replica knows of that Redis no longer holds (restarted without
+// persistence, failed over to a node the write had not reached, flushed,
+// the key deleted or its TTL cut), so that every replica refuses them
+// again, including those that never read them.
+func (is *Issuer) resyncLoop(ctx context.Context) {
+	defer close(is.done)
+	t := time.NewTicker(is.opts.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := is.resync(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			is.health.Fail("resync", err)
+		case err == nil && n > 0:
+			is.health.Succeed()
+			is.opts.Log.Warn("run tokens: Redis had lost revocations; wrote back the ones this replica knows of", slog.Int("written_back", n))
+		case err == nil:
+			is.health.Succeed()
+		}
+	}
+}
+
+// resync writes every unexpired revocation this replica knows of to Redis
+// where the key is missing (SET NX: a revocation Redis holds is left as
+// it is), and returns how many it wrote.
+func (is *Issuer) resync(ctx context.Context) (int, error) {
+	now := is.opts.Now()
+	is.mu.Lock()
+	known := make(map[string]time.Time, len(is.revoked))
+	for id, exp := range is.revoked {
+		if now.Before(exp.Add(time.Minute)) {
+			known[id] = exp
+		}
+	}
+	is.mu.Unlock()
+	if len(known) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
+	defer cancel()
+	cmds := make([]*redis.BoolCmd, 0, len(known))
+	_, err := is.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for id, exp := range known {
+			cmds = append(cmds, p.SetNX(ctx, is.redisKey(id), "1", exp.Add(time.Minute).Sub(now)))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("runtoken: write back revocations: %w", err)
+	}
+	n := 0
+	for _, c := range cmds {
+		if c.Val() {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Revocation says what Revoke did.
@@ -484,16 +607,7 @@ func (is *Issuer) Revoke(ctx context.Context, tok string) (Revocation, error) {
 	}
 	r := Revocation{ID: c.ID, Workload: c.Subject, Expires: c.Expiry.Time()}
 	now := is.opts.Now()
-	is.mu.Lock()
-	for id, exp := range is.revoked {
-		if now.After(exp.Add(time.Minute)) {
-			delete(is.revoked, id)
-		}
-	}
-	if now.Before(r.Expires.Add(time.Minute)) {
-		is.revoked[r.ID] = r.Expires
-	}
-	is.mu.Unlock()
+	is.remember(r.ID, r.Expires, now)
 	if is.opts.Redis != nil && now.Before(r.Expires.Add(time.Minute)) {
 		ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 		defer cancel()

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/redistest"
 )
 
@@ -230,10 +232,12 @@ func TestSharedRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = a.Close() })
 	b, err := New(cfg, Options{Redis: rdb, Namespace: "t"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close() })
 	rb := newResolver(t, b)
 	tok, _ := a.Issue("agent", 0)
 	if _, err := resolve(t, rb, tok.Value.Reveal()); err != nil {
@@ -254,5 +258,86 @@ func TestSharedRevocation(t *testing.T) {
 	srv.Stop()
 	if _, err := resolve(t, newResolver(t, b), other.Value.Reveal()); !errors.Is(err, identity.ErrUnavailable) {
 		t.Errorf("Redis down: %v, want ErrUnavailable (fail closed)", err)
+	}
+}
+
+// TestRevocationSurvivesRedisLoss is the class of a revocation that
+// leaves Redis without a revoke: the key deleted (a Redis writer, an
+// operator cleaning up), its TTL cut short, the data flushed, Redis
+// restarted without persistence (or failed over to a node the write had
+// not reached). In every case a replica that saw the token refused keeps
+// refusing it, and a replica that never saw it refuses it as soon as a
+// replica that knows of the revocation has written it back (within
+// ResyncInterval), never accepting it for good.
+func TestRevocationSurvivesRedisLoss(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	file := filepath.Join(t.TempDir(), "run.key")
+	_ = os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	cfg := Config{Workloads: []string{"agent"}, KeyFile: file}
+	ctx := context.Background()
+
+	losses := []struct {
+		name string
+		lose func(t *testing.T, redisKey string)
+	}{
+		{"key deleted", func(t *testing.T, k string) { rdb.Del(ctx, k) }},
+		{"TTL cut short", func(t *testing.T, k string) {
+			rdb.PExpire(ctx, k, time.Millisecond)
+			poll.True(t, 5*time.Second, "the key gone", func() bool { return rdb.Exists(ctx, k).Val() == 0 })
+		}},
+		{"value replaced, short TTL", func(t *testing.T, k string) {
+			rdb.Set(ctx, k, "0", time.Millisecond)
+			poll.True(t, 5*time.Second, "the key gone", func() bool { return rdb.Exists(ctx, k).Val() == 0 })
+		}},
+		{"flushed", func(t *testing.T, k string) { rdb.FlushAll(ctx) }},
+		{"restarted empty", func(t *testing.T, k string) { srv.Restart() }},
+	}
+	for _, l := range losses {
+		t.Run(l.name, func(t *testing.T) {
+			opts := Options{Redis: rdb, Namespace: "loss", ResyncInterval: 20 * time.Millisecond}
+			a, err := New(cfg, opts) // revokes
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.Close() })
+			b, err := New(cfg, opts) // sees the token refused before the loss
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			c, err := New(cfg, opts) // never sees it before the loss
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			rb, rc := newResolver(t, b), newResolver(t, c)
+			tok, _ := a.Issue("agent", 0)
+			if _, err := a.Revoke(ctx, tok.Value.Reveal()); err != nil {
+				t.Fatalf("revoke: %v", err)
+			}
+			if _, err := resolve(t, rb, tok.Value.Reveal()); !errors.Is(err, identity.ErrInvalid) {
+				t.Fatalf("b before the loss: %v, want ErrInvalid", err)
+			}
+			l.lose(t, a.redisKey(tok.ID))
+			// b never accepts it again (errors while Redis restarts
+			// are refusals too).
+			for range 20 {
+				if _, err := resolve(t, rb, tok.Value.Reveal()); err == nil {
+					t.Fatal("b accepted the revoked token after Redis lost the revocation")
+				}
+			}
+			// c refuses it once a replica wrote it back. A Redis that
+			// lost the key must not let c accept it for good.
+			poll.Until(t, 5*time.Second, "c refusing the revoked token", func() error {
+				if _, err := resolve(t, rc, tok.Value.Reveal()); !errors.Is(err, identity.ErrInvalid) {
+					return fmt.Errorf("c: %v, want ErrInvalid", err)
+				}
+				return nil
+			})
+		})
 	}
 }
