@@ -38,12 +38,14 @@ func init() {
 	injectors.Register(injectors.Module{Name: "gwtest-panic", New: func() injectors.Injector { return panicInjector{} }})
 }
 
-// TestPanicValueNotLogged checks the class "a panic while serving a
-// request never puts a secret in the log": whatever value a plugin
-// panics with (a string, an error, a struct holding the credential), the
-// gateway logs where it happened and its type, never the value (a Go
-// runtime error's message, which holds no data, is kept), on HTTP/1.1
-// and HTTP/2. The client's connection or stream is cut, as net/http does.
+// TestPanicValueNotLogged checks the class "a panic in a plugin never
+// puts a secret in the log": whatever value an injector panics with (a
+// string, an error, a struct holding the credential), the gateway logs
+// where it happened and its type, never the value (a Go runtime error's
+// message, which holds no data, is kept), on HTTP/1.1 and HTTP/2. The
+// panic is contained by injectors.ApplyFor: the client is answered 502
+// inject_failed and the request has its audit line (before, the
+// connection or stream was cut and no audit line was written).
 func TestPanicValueNotLogged(t *testing.T) {
 	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
 	tg := newTestGateway(t, pki, startOrigin(t, pki))
@@ -54,11 +56,16 @@ func TestPanicValueNotLogged(t *testing.T) {
 		for _, kind := range []string{"string", "error", "struct", "runtime"} {
 			t.Run(fmt.Sprintf("h2=%v/%s", h2, kind), func(t *testing.T) {
 				start := len(tg.logs.String())
-				resp, err := tg.client(t, h2).Get("https://" + apiHost + "/panic/" + kind)
-				if err == nil {
-					resp.Body.Close()
-					t.Fatalf("the client got %s, want its connection or stream cut", resp.Status)
+				path := fmt.Sprintf("/panic/h2-%v/%s", h2, kind)
+				resp, err := tg.client(t, h2).Get("https://" + apiHost + path)
+				if err != nil {
+					t.Fatalf("the client got %v, want 502 %s", err, codeInjectFailed)
 				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadGateway {
+					t.Errorf("the client got %s, want 502 %s", resp.Status, codeInjectFailed)
+				}
+				wantAudited(t, tg, path, http.StatusBadGateway, codeInjectFailed)
 				waitFor(t, 5*time.Second, "the panic's log line", func() bool { return strings.Contains(tg.logs.String()[start:], "panic") })
 				logs := tg.logs.String()[start:]
 				if strings.Contains(logs, tg.token) {

@@ -31,10 +31,24 @@ var ErrUnsupportedRequest = errors.New("request form not supported by the inject
 
 // ErrDestinationChanged marks an injector that changed where the request
 // goes or what it does (the method, the URL's scheme or host, the Host
-// field, userinfo): the policy decided that, and a credential goes only
-// to the destination its rule names. The gateway answers 502 and
+// field, userinfo, the path beyond its declared placeholder segment): the
+// policy decided that, and a credential goes only to the destination and
+// path its rule names (invariants 1 and 11). The gateway answers 502 and
 // forwards nothing.
-var ErrDestinationChanged = errors.New("the injector changed the request's method or destination")
+var ErrDestinationChanged = errors.New("the injector changed the request's method, path or destination")
+
+// ErrHeaderRefused marks an injector that set a header the gateway does
+// not forward: one reserved for the proxy (framing, hop-by-hop,
+// Proxy-Authorization, X-Forwarded-*, X-Credgate-*), an invalid name, a
+// value with a line break, NUL or other control character, several
+// values, or headers over MaxInjectedHeaderBytes. The gateway answers 502
+// and forwards nothing.
+var ErrHeaderRefused = errors.New("the injector set a header the gateway does not forward")
+
+// ErrInjectorPanicked marks an injector that panicked. The error says
+// where and the panic value's type, never the value (it may hold the
+// credential). The gateway answers 502 and forwards nothing.
+var ErrInjectorPanicked = errors.New("the injector panicked")
 
 // Injector rewrites r with cred.
 //
@@ -84,6 +98,19 @@ type HostChecker interface {
 // default (policy `ranges:`), and ranged downloads keep working.
 type SignatureOnly interface {
 	SignatureOnly()
+}
+
+// PathPlaceholder is implemented by injectors that write a value into
+// the path in place of a placeholder segment the application sent
+// (twilio's Account SID for /2010-04-01/Accounts/-/): PathPlaceholder
+// returns the placeholder's text. The policy matched the path with the
+// placeholder; ApplyFor lets the injector replace only segments that are
+// exactly the placeholder, or the placeholder and an extension (-.json,
+// which the new segment keeps), each with one plain segment (letters,
+// digits, '-', '.', '_', '~'; not "." or ".."). Any other change to the
+// path fails with ErrDestinationChanged.
+type PathPlaceholder interface {
+	PathPlaceholder() string
 }
 
 // Provisioner, Validator and CleanerUpper mirror the provider lifecycle.

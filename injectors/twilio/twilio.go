@@ -172,9 +172,14 @@ func placeholderRest(p string) (string, bool) {
 // Headers implements injectors.HeaderNames.
 func (*Injector) Headers() []string { return []string{"Authorization"} }
 
+// PathPlaceholder implements injectors.PathPlaceholder: the account
+// segment the injector writes the Account SID into.
+func (*Injector) PathPlaceholder() string { return Placeholder }
+
 // Interface guards.
 var (
-	_ injectors.Injector    = (*Injector)(nil)
-	_ injectors.Validator   = (*Injector)(nil)
-	_ injectors.HeaderNames = (*Injector)(nil)
+	_ injectors.Injector        = (*Injector)(nil)
+	_ injectors.Validator       = (*Injector)(nil)
+	_ injectors.HeaderNames     = (*Injector)(nil)
+	_ injectors.PathPlaceholder = (*Injector)(nil)
 )

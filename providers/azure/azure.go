@@ -667,12 +667,13 @@ func (p *Provider) post(ctx context.Context, form url.Values) (_ *providers.Cred
 			return nil, false, fmt.Errorf("%s: token_type is %q, not Bearer", op, safe(out.TokenType))
 		}
 		secs, _ := strconv.ParseInt(strings.Trim(string(out.ExpiresIn), `"`), 10, 64)
-		if secs <= 0 {
-			secs = 3599
+		life := providers.Seconds(secs)
+		if life == 0 {
+			life = 3599 * time.Second
 		}
-		exp := start.Add(time.Duration(secs) * time.Second).Add(-expiryMargin)
-		if secs*int64(time.Second) <= int64(2*expiryMargin) {
-			exp = start.Add(time.Duration(secs) * time.Second / 2)
+		exp := start.Add(life).Add(-expiryMargin)
+		if life <= 2*expiryMargin {
+			exp = start.Add(life / 2)
 		}
 		return &providers.Credential{
 			Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},

@@ -560,7 +560,7 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 // seconds after start (an hour when the answer gave no lifetime), a
 // margin early.
 func accessTokenCredential(tok string, start time.Time, expiresIn int64) *providers.Credential {
-	exp := start.Add(time.Duration(expiresIn) * time.Second)
+	exp := start.Add(providers.Seconds(expiresIn))
 	if expiresIn <= 0 {
 		exp = start.Add(Lifetime)
 	}

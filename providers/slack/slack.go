@@ -243,7 +243,7 @@ func (p *Provider) refresh(ctx context.Context, secret, rt providers.Secret) (*p
 	if tr.AccessToken == "" || tr.RefreshToken == "" || tr.ExpiresIn <= 0 {
 		return nil, fmt.Errorf("%s: the answer lacks access_token, refresh_token or expires_in; turn on token rotation for the app (OAuth & Permissions → Advanced token security)", op)
 	}
-	life := time.Duration(tr.ExpiresIn) * time.Second
+	life := providers.Seconds(tr.ExpiresIn)
 	margin := min(life/10, time.Minute)
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{

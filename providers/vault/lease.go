@@ -184,7 +184,7 @@ func (ls *leases) retireLocked(path string, l *lease) {
 // add tracks the lease of a secret read from path with token tok, the
 // request sent at sent, and returns its credential.
 func (ls *leases) add(path string, sec *api.Secret, fields map[string]providers.Secret, tok *token, sent time.Time) *providers.Credential {
-	d := time.Duration(sec.LeaseDuration) * time.Second
+	d := providers.Seconds(sec.LeaseDuration)
 	l := &lease{id: sec.LeaseID, path: path, fields: fields, orig: d, parent: tok.line, renewable: sec.Renewable}
 	l.ctx, l.cancel = context.WithCancelCause(tok.line.ctx)
 	l.confirmed(sent, d)
@@ -205,7 +205,7 @@ func (ls *leases) add(path string, sec *api.Secret, fields map[string]providers.
 // known to be revoked, for the credential built from it. (The lease's own
 // end is the certificate's NotAfter: no earlier bound.)
 func (ls *leases) track(path string, sec *api.Secret, tok *token, sent time.Time) (time.Time, context.Context) {
-	d := time.Duration(sec.LeaseDuration) * time.Second
+	d := providers.Seconds(sec.LeaseDuration)
 	l := &lease{id: sec.LeaseID, path: path, orig: d, parent: tok.line, expires: sent.Add(d)}
 	l.ctx, l.cancel = context.WithCancelCause(tok.line.ctx)
 	ls.mu.Lock()
@@ -259,7 +259,7 @@ func (ls *leases) renewOne(ctx context.Context, l *lease) error {
 		ls.c.env.Log.Info("vault: lease renewal refused; the secret is dropped and read again", slog.String("path", l.path), slog.Any("error", err))
 		return err
 	}
-	d := time.Duration(sec.LeaseDuration) * time.Second
+	d := providers.Seconds(sec.LeaseDuration)
 	l.confirmed(sent, d)
 	l.renewable = sec.Renewable && d >= l.orig/3
 	ls.c.report(eventLeaseRenewal, resultOK)

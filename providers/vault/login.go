@@ -79,7 +79,7 @@ func (c *Client) loginWith(ctx context.Context, method string, body map[string]a
 	}
 	return loginResult{
 		token:     providers.NewSecret(sec.Auth.ClientToken),
-		ttl:       time.Duration(sec.Auth.LeaseDuration) * time.Second,
+		ttl:       providers.Seconds(sec.Auth.LeaseDuration),
 		renewable: sec.Auth.Renewable,
 	}, nil
 }
@@ -131,7 +131,7 @@ func (c *Client) loginToken(ctx context.Context) (loginResult, error) {
 	var creation time.Duration
 	if n, ok := sec.Data["creation_ttl"].(json.Number); ok {
 		if secs, err := n.Int64(); err == nil && secs > 0 {
-			creation = time.Duration(secs) * time.Second
+			creation = providers.Seconds(secs)
 		}
 	}
 	return loginResult{token: providers.NewSecret(v), ttl: ttl, renewable: renewable, creationTTL: creation}, nil

@@ -864,7 +864,7 @@ func (c *Client) refresh(t *token) {
 		sec, err := t.api.Auth().Token().RenewSelfWithContext(ctx, int(t.loginTTL.Seconds()))
 		switch {
 		case err == nil && sec != nil && sec.Auth != nil:
-			ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+			ttl := providers.Seconds(sec.Auth.LeaseDuration)
 			c.report(eventTokenRenewal, resultOK)
 			if ttl >= t.loginTTL/3 {
 				c.mu.Lock()
