@@ -146,7 +146,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 		for _, r := range []string{killswitch.ReasonUnsigned, killswitch.ReasonBadMAC, killswitch.ReasonUnknownKey, killswitch.ReasonRollback, killswitch.ReasonMalformed} {
 			m.verify.WithLabelValues(r)
 		}
-		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored} {
+		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored, killswitch.WroteRepaired} {
 			m.wroteBack.WithLabelValues(r)
 		}
 		reg.MustRegister(m.lastSync, m.verify, m.wroteBack)

@@ -18,7 +18,9 @@
 // data (a replica that finds the hash gone writes its state back). The
 // state in Redis carries a MAC under a key that is not in Redis (mac.go):
 // a state that does not verify, or is older than the one in force, is not
-// put in force, so a Redis writer can neither lift a disable nor forge one.
+// put in force, so a Redis writer can neither lift a disable nor forge one,
+// and a replica that holds the verified state writes it back over it, so
+// that a replica starting afterwards does not begin with the tampered one.
 package killswitch
 
 import (
