@@ -44,7 +44,9 @@ const (
 	// Workload disables one workload by name ("anonymous" for callers
 	// no workload matched): everything it sends is refused.
 	Workload Kind = "workload"
-	// Credential disables one credential by name: no rule injects it.
+	// Credential disables one credential by name: no rule injects it,
+	// nor a credential made from it (a token minted with a disabled
+	// client secret or signing key: Snapshot.Match's credentials).
 	Credential Kind = "credential"
 )
 
@@ -225,10 +227,11 @@ func (s *Snapshot) Get(k Kind, name string) (Entry, bool) {
 }
 
 // Match returns the entry that disables a decision for rule, made for
-// workload, injecting credential (empty strings are not checked), or nil.
-// The rule is checked first, then the workload, then the credential. The
-// result is shared: do not modify it.
-func (s *Snapshot) Match(rule, workload, credential string) *Entry {
+// workload, using credentials (the one it injects, then those it is made
+// from; empty strings are not checked), or nil. The rule is checked
+// first, then the workload, then the credentials in order. The result is
+// shared: do not modify it.
+func (s *Snapshot) Match(rule, workload string, credentials ...string) *Entry {
 	if s == nil || len(s.entries) == 0 {
 		return nil
 	}
@@ -242,9 +245,11 @@ func (s *Snapshot) Match(rule, workload, credential string) *Entry {
 			return e
 		}
 	}
-	if credential != "" && s.credentials != nil {
-		if e := s.credentials[credential]; e != nil {
-			return e
+	if s.credentials != nil {
+		for _, c := range credentials {
+			if e := s.credentials[c]; c != "" && e != nil {
+				return e
+			}
 		}
 	}
 	return nil
