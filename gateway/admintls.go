@@ -14,11 +14,12 @@ type AdminTLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
 	// ClientCA, when set, holds PEM roots against which a client
-	// certificate is verified when one is presented; the admin API calls
-	// that change state (POST /admin/v1/disable and /enable) then need
-	// one, beside the token. /healthz, /readyz, /metrics and GET
-	// /admin/v1/switches do not, so that kubelet probes and Prometheus
-	// keep working without one.
+	// certificate is verified when one is presented; every call that
+	// needs the admin token (POST /admin/v1/disable and /enable, GET
+	// /admin/v1/switches, the run-token API and /readyz's detail) then
+	// needs one too. /healthz, /readyz's status, /metrics and the public
+	// keys and CA (ca.pem, run-tokens/jwks.json) do not, so that kubelet
+	// probes and Prometheus keep working without one.
 	ClientCA string `yaml:"client_ca"`
 	// ReloadInterval is how often Cert, Key and ClientCA are checked for
 	// changes (default 30s).

@@ -2,11 +2,16 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/credgate/credgate/gateway/mitm"
 )
 
 // configErrors flattens what ParseConfig returned into its ConfigErrors,
@@ -141,6 +146,103 @@ func TestLoadConfigNotAFile(t *testing.T) {
 	} {
 		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("LoadConfig(%s) = %v, want %q", path, err, want)
+		}
+	}
+}
+
+// TestSecretFilesNotRegular is the class "a secret file that is not one":
+// the admin token (read at start and again at every admin request that
+// presents a bearer token, unauthenticated ones included), the Redis
+// password and encryption key files all go through readSecret, which
+// must refuse a named pipe (its read waits for a writer forever), a link
+// to /dev/zero (read until memory runs out), a directory and a file far
+// larger than a secret, promptly and saying what the path is.
+func TestSecretFilesNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "token.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Let a reader the old code left blocked in open(2) go.
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	zero := filepath.Join(dir, "token.zero")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "token.big")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sparse: a megabyte of zeros, no disk.
+	if err := f.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	subdir := filepath.Join(dir, "token.d")
+	if err := os.Mkdir(subdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	caCert, caKey, err := mitm.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "policy.yaml", []byte(testPolicy))
+	kinds := []struct{ name, path, want string }{
+		{"fifo", fifo, "is a named pipe (FIFO), not a regular file"},
+		{"dev_zero", zero, "is a device, not a regular file"},
+		{"directory", subdir, "is a directory"},
+		{"too_large", big, "holds 1048576 bytes, more than the 65536 a secret file may"},
+	}
+	readers := []struct {
+		name string
+		read func(path string) error
+	}{
+		{"admin_token_at_start", func(p string) error {
+			_, err := newAdminToken(Admin{TokenFile: p})
+			return err
+		}},
+		{"admin_token_per_request", func(p string) error {
+			r, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1/admin/v1/switches", nil)
+			r.Header.Set("Authorization", "Bearer not-the-token-0123456789")
+			err := (&adminToken{file: p}).check(r)
+			if errors.Is(err, errWrongToken) {
+				// The file was read as the token.
+				return nil
+			}
+			return err
+		}},
+		{"redis_secret", func(p string) error {
+			_, _, err := readSecret(p, "")
+			return err
+		}},
+		{"validate", func(p string) error {
+			// credgate validate and serve's preflight (Config.CheckFiles).
+			cfg, err := ParseConfig(filepath.Join(dir, "credgate.yaml"), []byte(fmt.Sprintf("policy: policy.yaml\nca: {cert: %q, key: %q}\nadmin:\n  token_file: %q\n", caCert, caKey, p)))
+			if err != nil {
+				return err
+			}
+			return cfg.CheckFiles()
+		}},
+	}
+	for _, k := range kinds {
+		for _, rd := range readers {
+			t.Run(k.name+"/"+rd.name, func(t *testing.T) {
+				done := make(chan error, 1)
+				go func() { done <- rd.read(k.path) }()
+				select {
+				case err := <-done:
+					if err == nil || !strings.Contains(err.Error(), k.want) {
+						t.Errorf("got %v, want an error saying %q", err, k.want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Errorf("still reading %s after 5s", k.path)
+				}
+			})
 		}
 	}
 }

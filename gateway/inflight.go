@@ -68,7 +68,10 @@ var errSwitchedOff = errors.New("kill switch: the request's rule, workload or cr
 // inFlight is one request being forwarded and what allowed it. It lives
 // in the request's reqState: registering costs no allocation of its own.
 type inFlight struct {
-	rule, workload, credential string
+	rule, workload string
+	// credentials are the credentials the decision used: the one it
+	// injected, then those it is made from (policy.InjectPlan.Uses).
+	credentials []string
 	// ev is the evidence the workload was identified from and name the
 	// workload's name, for verifying it again; deadline is when the
 	// identity expires plus limits.in_flight_identity_grace (zero: it
@@ -270,7 +273,7 @@ func (s *flightSet) cancelMatching(g *Gateway, snap *killswitch.Snapshot) int {
 // switchOff cancels f when snap covers it, recording the refusal; it
 // reports whether it did.
 func (f *inFlight) switchOff(g *Gateway, snap *killswitch.Snapshot) bool {
-	e := snap.Match(f.rule, f.workload, f.credential)
+	e := snap.Match(f.rule, f.workload, f.credentials...)
 	if e == nil {
 		return false
 	}
@@ -318,8 +321,9 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 	if exp := wl.Expires(); !exp.IsZero() {
 		f.deadline = exp.Add(g.cfg.Limits.InFlightIdentityGrace.D())
 	}
+	f.credentials = nil
 	if d.Inject != nil {
-		f.credential = d.Inject.Credential
+		f.credentials = d.Inject.Uses()
 	}
 	g.flights.add(f)
 	// A switch applied after the decision and before the registration

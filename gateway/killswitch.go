@@ -65,14 +65,15 @@ func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect
 	if snap.Len() == 0 {
 		return refusal{}, false
 	}
-	rule, cred := d.Rule, ""
+	rule := d.Rule
 	if connect && d.Action != policy.Tunnel {
 		rule = ""
 	}
+	var creds []string
 	if d.Inject != nil {
-		cred = d.Inject.Credential
+		creds = d.Inject.Uses()
 	}
-	e := snap.Match(rule, wl.DisplayName(), cred)
+	e := snap.Match(rule, wl.DisplayName(), creds...)
 	if e == nil {
 		return refusal{}, false
 	}
@@ -146,7 +147,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 		for _, r := range []string{killswitch.ReasonUnsigned, killswitch.ReasonBadMAC, killswitch.ReasonUnknownKey, killswitch.ReasonRollback, killswitch.ReasonMalformed} {
 			m.verify.WithLabelValues(r)
 		}
-		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored} {
+		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored, killswitch.WroteRepaired} {
 			m.wroteBack.WithLabelValues(r)
 		}
 		reg.MustRegister(m.lastSync, m.verify, m.wroteBack)
@@ -170,7 +171,7 @@ func (o switchObserver) Applied(s *killswitch.Snapshot) {
 		return
 	}
 	n := o.g.long.closeMatching(func(lc *longConn) bool {
-		return s.Match(lc.rule, lc.workload, lc.credential) != nil
+		return s.Match(lc.rule, lc.workload, lc.credentials...) != nil
 	}, closedKillSwitch)
 	if n > 0 {
 		o.g.log.Warn("kill switch: closed open tunnels and WebSockets of disabled rules, workloads or credentials", slog.Int("connections", n))

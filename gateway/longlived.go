@@ -67,8 +67,11 @@ var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired
 
 // longConn is one long-lived connection and what allowed it.
 type longConn struct {
-	kind                       string
-	rule, workload, credential string
+	kind           string
+	rule, workload string
+	// credentials are the credentials the decision used: the one it
+	// injected, then those it is made from (policy.InjectPlan.Uses).
+	credentials []string
 	// opened is when the relay began; expires is when the identity that
 	// opened it expires (zero: none of its factors expires).
 	opened, expires time.Time
@@ -364,7 +367,7 @@ func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workloa
 	lc := &longConn{kind: kind, rule: d.Rule, workload: wl.DisplayName(), expires: wl.Expires(),
 		idle: lim.IdleTimeout.D(), maxLife: lim.MaxLifetime.D()}
 	if d.Inject != nil {
-		lc.credential = d.Inject.Credential
+		lc.credentials = d.Inject.Uses()
 	}
 	lc.reverify = func() (time.Time, bool) { return g.reverify(ev, wl.Name) }
 	return lc
@@ -426,7 +429,7 @@ func (g *Gateway) openLong(lc *longConn) {
 	g.metrics.longLived.WithLabelValues(lc.kind).Inc()
 	// A switch applied after the decision and before the registration
 	// would not see lc: check the state in force now.
-	if g.switches != nil && g.switches.Snapshot().Match(lc.rule, lc.workload, lc.credential) != nil {
+	if g.switches != nil && g.switches.Snapshot().Match(lc.rule, lc.workload, lc.credentials...) != nil {
 		lc.close(closedKillSwitch)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 
@@ -178,7 +179,10 @@ func fileProblem(f namedFile) string {
 	case st.IsDir():
 		return fmt.Sprintf("%s: %s is a directory; name the file in it (%s)", key, f.path, f.hint)
 	}
-	fh, err := os.Open(f.path)
+	// O_NONBLOCK: opening a named pipe must not wait for a writer (the
+	// file's own loader then says what it is); it changes nothing for a
+	// regular file.
+	fh, err := os.OpenFile(f.path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Sprintf("%s: %s cannot be read: %v (the gateway's user must be able to read it)", key, f.path, errors.Unwrap(err))
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/providers/rediscache"
 )
 
@@ -146,7 +147,9 @@ func redisOptions(cfg Redis) (*redis.UniversalOptions, error) {
 // says where it came from (for messages; never the value).
 func readSecret(file, env string) (value, where string, err error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
+		// Not a regular file (a named pipe, /dev/zero), or larger than a
+		// secret can be: refused, not read (cfgfile).
+		b, err := cfgfile.ReadSecret(file)
 		if err != nil {
 			return "", file, fmt.Errorf("read: %w", err)
 		}

@@ -114,6 +114,25 @@ func TestSnapshot(t *testing.T) {
 			t.Errorf("Match(%q, %q, %q) = %q, want %q", tt.rule, tt.wl, tt.cred, got, tt.want)
 		}
 	}
+	// A decision's credentials: the one injected, then those it is made
+	// from; any of them disabled covers it.
+	for _, tt := range []struct {
+		creds []string
+		want  string
+	}{
+		{[]string{"token", "c1"}, "credential:c1"},
+		{[]string{"c1", "token"}, "credential:c1"},
+		{[]string{"token", "", "key"}, ""},
+		{nil, ""},
+	} {
+		got := ""
+		if e := s.Match("other", "other", tt.creds...); e != nil {
+			got = e.ID()
+		}
+		if got != tt.want {
+			t.Errorf("Match(other, other, %q...) = %q, want %q", tt.creds, got, tt.want)
+		}
+	}
 	if e, ok := s.Get(Rule, "r0"); !ok || e.By != "alice" {
 		t.Errorf("Get(rule, r0) = %+v, %v", e, ok)
 	}

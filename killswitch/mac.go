@@ -51,6 +51,12 @@ const (
 	ReasonMalformed  = "malformed"   // generation or MAC unreadable
 )
 
+// MaxGeneration is the highest generation a state may carry: a fleet
+// that made a change every nanosecond would take 146 years to reach it.
+// A state above it does not verify (ReasonMalformed), so that the
+// generation of the state written over it cannot wrap around.
+const MaxGeneration = 1 << 62
+
 // errVerify is a state or message that does not verify.
 type errVerify struct {
 	reason string
@@ -180,6 +186,13 @@ func (m *macKeys) verifyState(hash string, all map[string]string) remoteState {
 	gen, err := strconv.ParseUint(st.rawGen, 10, 64)
 	if err != nil {
 		st.err = &errVerify{ReasonMalformed, "the generation is not a number"}
+		return st
+	}
+	if gen > MaxGeneration {
+		// One change at a time never gets there; the next write's
+		// generation (one more) must not wrap to 0, which every replica
+		// would refuse as a rollback.
+		st.err = &errVerify{ReasonMalformed, fmt.Sprintf("the generation %d is above %d", gen, uint64(MaxGeneration))}
 		return st
 	}
 	st.gen = gen

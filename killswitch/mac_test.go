@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -29,51 +30,57 @@ func TestRedisTamperingLiftsNothing(t *testing.T) {
 		// reason is what the replicas report; "" when they write the
 		// state back instead (the hash is gone).
 		reason string
+		// unrepaired: the replicas do not write their verified state
+		// over it, so a replica started afterwards enforces nothing.
+		unrepaired bool
 	}{
 		{"delete one switch", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.HDel(ctx, hash, "workload:batch").Err())
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
 		{"edit an entry", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.HSet(ctx, hash, "workload:batch", `{"kind":"workload","name":"batch","by":"mallory"}`).Err())
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
 		{"rename an entry", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			v := rc.HGet(ctx, hash, "workload:batch").Val()
 			must(t, rc.HDel(ctx, hash, "workload:batch").Err())
 			must(t, rc.HSet(ctx, hash, "workload:batch2", v).Err())
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
 		{"raise the generation", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.HSet(ctx, hash, genField, 1000).Err())
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
+		{"raise the generation to its largest value", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
+			must(t, rc.HSet(ctx, hash, genField, uint64(math.MaxUint64)).Err())
+		}, ReasonMalformed, false},
 		{"remove the MAC and a switch", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.HDel(ctx, hash, macField, "rule:charges").Err())
-		}, ReasonUnsigned},
+		}, ReasonUnsigned, false},
 		{"garbage MAC", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.HSet(ctx, hash, macField, "k1:zz").Err())
-		}, ReasonMalformed},
+		}, ReasonMalformed, false},
 		{"replace the hash with an unsigned empty state", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.Del(ctx, hash).Err())
 			must(t, rc.HSet(ctx, hash, genField, 99).Err())
-		}, ReasonUnsigned},
+		}, ReasonUnsigned, false},
 		{"replace the hash with a state signed by another key", func(t *testing.T, _ context.Context, rc *redis.Client, _ map[string]string) {
 			writeSigned(t, rc, hash, otherKeys, 99)
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
 		{"replace the hash with a state signed under an unknown key id", func(t *testing.T, _ context.Context, rc *redis.Client, _ map[string]string) {
 			writeSigned(t, rc, hash, []Key{{ID: "k9", Secret: otherKeys[0].Secret}}, 99)
-		}, ReasonUnknownKey},
+		}, ReasonUnknownKey, true},
 		{"splice a signed state from another namespace", func(t *testing.T, _ context.Context, rc *redis.Client, _ map[string]string) {
 			writeSigned(t, rc, "other:switches", testKeys, 99)
 			copyHash(t, rc, "other:switches", hash)
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
 		{"replay an older signed state", func(t *testing.T, ctx context.Context, rc *redis.Client, older map[string]string) {
 			must(t, rc.Del(ctx, hash).Err())
 			must(t, rc.HSet(ctx, hash, older).Err())
-		}, ReasonRollback},
+		}, ReasonRollback, false},
 		{"add an unsigned entry", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.HSet(ctx, hash, "rule:forged", `{"kind":"rule","name":"forged"}`).Err())
-		}, ReasonBadMAC},
+		}, ReasonBadMAC, false},
 		{"delete the whole hash", func(t *testing.T, ctx context.Context, rc *redis.Client, _ map[string]string) {
 			must(t, rc.Del(ctx, hash).Err())
-		}, ""},
+		}, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,16 +109,27 @@ func TestRedisTamperingLiftsNothing(t *testing.T) {
 
 			tt.tamper(t, ctx, rc, older)
 
+			if tt.reason != "" {
+				// The first replica to read it reports it, and (but for
+				// unrepaired) writes the verified state over it.
+				waitFor(t, 2*time.Second, "a replica to report the state unverified", func() error {
+					if obsA.verifyCount(tt.reason)+obsB.verifyCount(tt.reason) == 0 {
+						return errors.New("Status.Unverified = " + a.Status().Unverified + " / " + b.Status().Unverified)
+					}
+					return nil
+				})
+			}
 			for name, s := range map[string]*Switch{"A": a, "B": b} {
 				obs := map[string]*events{"A": obsA, "B": obsB}[name]
-				if tt.reason != "" {
+				if tt.unrepaired {
 					waitFor(t, 2*time.Second, "replica "+name+" to report the state unverified", func() error {
 						if st := s.Status(); !strings.Contains(st.Unverified, "("+tt.reason+")") || obs.verifyCount(tt.reason) == 0 {
 							return errors.New("Status.Unverified = " + st.Unverified)
 						}
 						return nil
 					})
-				} else {
+				}
+				if tt.reason == "" {
 					waitFor(t, 2*time.Second, "the state to be written back", func() error {
 						if rc.HGet(ctx, hash, macField).Val() == "" {
 							return errors.New("no state in Redis")
@@ -141,13 +159,44 @@ func TestRedisTamperingLiftsNothing(t *testing.T) {
 				}
 			}
 
+			// A replica that starts now (a restart, a scale-up, a
+			// rollout; no admin.state_file) knows nothing but what Redis
+			// holds: it must enforce the fleet's switches all the same.
+			// The replicas that hold the verified state write it back
+			// (repair) at their next periodic read.
+			c := newRedisSwitch(t, srv, Options{ResyncInterval: 20 * time.Millisecond})
+			if tt.unrepaired {
+				// A state signed under a key id no replica holds is
+				// what a key rotation in progress looks like to the
+				// replicas that lack the new key: not written over
+				// (docs/scaling.md#the-state-is-authenticated).
+				if c.Snapshot().Len() != 0 {
+					t.Errorf("replica C put an unverified state in force: %v", c.Snapshot().Entries())
+				}
+			} else {
+				for _, id := range []string{"rule:charges", "workload:batch"} {
+					waitFor(t, 2*time.Second, "replica C (started after the tampering) to enforce "+id, has(c, id))
+				}
+				if tt.reason != "" && obsA.wroteCount(WroteRepaired)+obsB.wroteCount(WroteRepaired) == 0 {
+					t.Errorf("no replica counted a repair (Observer.WroteBack %q)", WroteRepaired)
+				}
+				for name, s := range map[string]*Switch{"A": a, "B": b, "C": c} {
+					waitFor(t, 2*time.Second, "replica "+name+" to verify the state in Redis again", func() error {
+						if st := s.Status(); st.Unverified != "" {
+							return errors.New("Status.Unverified = " + st.Unverified)
+						}
+						return nil
+					})
+				}
+			}
+
 			// A change through the admin API writes a new signed state
 			// built on the verified one: the tampering is healed, and
 			// every replica verifies it again.
 			if _, err := b.Disable(ctx, entry(Credential, "stripe")); err != nil {
 				t.Fatal(err)
 			}
-			for name, s := range map[string]*Switch{"A": a, "B": b} {
+			for name, s := range map[string]*Switch{"A": a, "B": b, "C": c} {
 				waitFor(t, 2*time.Second, "replica "+name+" to verify the new state", func() error {
 					if st := s.Status(); st.Unverified != "" || s.Snapshot().Len() != 3 {
 						return errors.New("Status.Unverified = " + st.Unverified)

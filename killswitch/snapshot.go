@@ -18,7 +18,9 @@
 // data (a replica that finds the hash gone writes its state back). The
 // state in Redis carries a MAC under a key that is not in Redis (mac.go):
 // a state that does not verify, or is older than the one in force, is not
-// put in force, so a Redis writer can neither lift a disable nor forge one.
+// put in force, so a Redis writer can neither lift a disable nor forge one,
+// and a replica that holds the verified state writes it back over it, so
+// that a replica starting afterwards does not begin with the tampered one.
 package killswitch
 
 import (
@@ -42,7 +44,9 @@ const (
 	// Workload disables one workload by name ("anonymous" for callers
 	// no workload matched): everything it sends is refused.
 	Workload Kind = "workload"
-	// Credential disables one credential by name: no rule injects it.
+	// Credential disables one credential by name: no rule injects it,
+	// nor a credential made from it (a token minted with a disabled
+	// client secret or signing key: Snapshot.Match's credentials).
 	Credential Kind = "credential"
 )
 
@@ -223,10 +227,11 @@ func (s *Snapshot) Get(k Kind, name string) (Entry, bool) {
 }
 
 // Match returns the entry that disables a decision for rule, made for
-// workload, injecting credential (empty strings are not checked), or nil.
-// The rule is checked first, then the workload, then the credential. The
-// result is shared: do not modify it.
-func (s *Snapshot) Match(rule, workload, credential string) *Entry {
+// workload, using credentials (the one it injects, then those it is made
+// from; empty strings are not checked), or nil. The rule is checked
+// first, then the workload, then the credentials in order. The result is
+// shared: do not modify it.
+func (s *Snapshot) Match(rule, workload string, credentials ...string) *Entry {
 	if s == nil || len(s.entries) == 0 {
 		return nil
 	}
@@ -240,9 +245,11 @@ func (s *Snapshot) Match(rule, workload, credential string) *Entry {
 			return e
 		}
 	}
-	if credential != "" && s.credentials != nil {
-		if e := s.credentials[credential]; e != nil {
-			return e
+	if s.credentials != nil {
+		for _, c := range credentials {
+			if e := s.credentials[c]; c != "" && e != nil {
+				return e
+			}
 		}
 	}
 	return nil

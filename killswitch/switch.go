@@ -99,8 +99,9 @@ type Observer interface {
 	VerifyFailed(reason string)
 	// WroteBack is called when switches this replica held and Redis
 	// lacked were written to Redis, by why Redis lacked them:
-	// WrotePending (disabled while Redis was unavailable) or
-	// WroteRestored (Redis held no state at all), with how many.
+	// WrotePending (disabled while Redis was unavailable), WroteRestored
+	// (Redis held no state at all) or WroteRepaired (Redis held a state
+	// that does not verify), with how many.
 	WroteBack(why string, n int)
 }
 
@@ -108,6 +109,11 @@ type Observer interface {
 const (
 	WrotePending  = "pending"
 	WroteRestored = "restored"
+	// WroteRepaired: the state in Redis did not verify (edited, unsigned,
+	// or an older signed state copied back) and this replica wrote its
+	// last verified state over it, so that a replica that starts
+	// afterwards does not begin with the tampered state.
+	WroteRepaired = "repaired"
 )
 
 // Options configure a Switch.
@@ -278,7 +284,7 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.mu.Lock()
-	err := s.resyncLocked(ctx)
+	err := s.resyncLocked(ctx, true)
 	s.mu.Unlock()
 	if err != nil && opts.StateFile != "" {
 		s.log.Info("kill switch: enforcing the state file's switches until Redis answers", slog.Int("switches", s.cur.Load().Len()))
@@ -339,7 +345,7 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 		return Result{Entry: e, Changed: true, Scope: ScopeReplica}, nil
 	}
 	stored := e
-	changed, err := s.commitLocked(ctx, "disable", e, func(m map[string]Entry, _ remoteState) bool {
+	changed, err := s.commitLocked(ctx, "disable", e, true, func(m map[string]Entry, _ remoteState) bool {
 		if old, ok := m[id]; ok {
 			stored = old
 			return false
@@ -389,7 +395,7 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 		return Result{Entry: old, Changed: true, Scope: ScopeReplica}, nil
 	}
 	old := probe
-	changed, err := s.commitLocked(ctx, "enable", probe, func(m map[string]Entry, _ remoteState) bool {
+	changed, err := s.commitLocked(ctx, "enable", probe, true, func(m map[string]Entry, _ remoteState) bool {
 		e, ok := m[id]
 		if !ok {
 			return false
@@ -444,8 +450,8 @@ func (s *Switch) readLocked(ctx context.Context) (remoteState, error) {
 // least as new as the one in force becomes the one in force; anything
 // else (absent, unverifiable, older) leaves the state in force as it is
 // (nothing is re-enabled because of data that does not verify), and the
-// change builds on it.
-func (s *Switch) acceptLocked(st remoteState) (map[string]Entry, uint64) {
+// change builds on it. An older state gets its err (ReasonRollback).
+func (s *Switch) acceptLocked(st *remoteState) (map[string]Entry, uint64) {
 	switch {
 	case !st.exists:
 		return s.known, s.gen
@@ -470,28 +476,31 @@ func (s *Switch) acceptLocked(st remoteState) (map[string]Entry, uint64) {
 // (writeBackLocked): the pending disables, and, when the hash does not
 // exist at all, everything in force. So the first call Redis answers,
 // whichever it is, writes them, and a read that finds something to write
-// back writes even when change edits nothing.
-func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change func(m map[string]Entry, st remoteState) bool) (bool, error) {
+// back writes even when change edits nothing. With repair, a state in
+// Redis that does not verify is written over with the last verified one
+// (repairable).
+func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, repair bool, change func(m map[string]Entry, st remoteState) bool) (bool, error) {
 	for range maxCommitAttempts {
 		st, err := s.readLocked(ctx)
 		if err != nil {
 			return false, err
 		}
-		base, gen := s.acceptLocked(st)
+		base, gen := s.acceptLocked(&st)
 		next := maps.Clone(base)
 		if next == nil {
 			next = map[string]Entry{}
 		}
 		restored, flushed := s.writeBackLocked(next, st)
+		repaired := repair && s.repairable(st)
 		changed := change(next, st)
-		if !changed && restored+flushed == 0 {
+		if !changed && restored+flushed == 0 && !repaired {
 			// Redis answered and holds every pending disable already.
 			clear(s.pending)
 			s.syncedLocked()
 			s.applyLocked("redis")
 			return false, nil
 		}
-		if restored+flushed > 0 && op != "state" {
+		if (restored+flushed > 0 || repaired) && op != "state" {
 			// The message then describes more than one change: receivers
 			// must re-read the state rather than apply it.
 			op, e = "state", Entry{}
@@ -527,6 +536,13 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, change fu
 		s.verified()
 		s.syncedLocked()
 		s.wroteBackLocked(restored, flushed, gen)
+		if repaired {
+			s.log.Warn("kill switch: wrote the last verified switch state over the state in Redis that does not verify, so that replicas starting now enforce it",
+				slog.String("reason", st.err.reason), slog.Int("switches", len(next)), slog.Uint64("generation", gen))
+			if s.opts.Observer != nil {
+				s.opts.Observer.WroteBack(WroteRepaired, len(next))
+			}
+		}
 		s.applyLocked("admin API")
 		return changed, nil
 	}
@@ -549,6 +565,24 @@ func (s *Switch) writeBackLocked(m map[string]Entry, st remoteState) (restored, 
 		}
 	}
 	return restored, flushed
+}
+
+// repairable reports whether st, the state read from Redis, is one that
+// this replica writes its last verified state over: it exists and does
+// not verify (edited, unsigned, malformed, or an older signed state
+// copied back), and this replica holds a verified state (a generation
+// read from Redis, written, or kept in the state file). Without the
+// repair, a replica that starts afterwards with no state file of its own
+// knows only the tampered state: it enforces nothing of what the fleet
+// disabled, or, for an older signed state copied back, puts it in force.
+//
+// A state signed under a key id this replica does not hold is left as it
+// is: that is also what a rotation of cache.redis.encryption_keys in
+// progress looks like to the replicas that lack the new key, and their
+// last verified state lacks what the replicas with it changed since, so
+// writing it over would lift those changes.
+func (s *Switch) repairable(st remoteState) bool {
+	return st.exists && st.err != nil && st.err.reason != ReasonUnknownKey && s.gen > 0
 }
 
 // wroteBackLocked records a write that carried what writeBackLocked
@@ -592,9 +626,10 @@ func parseEntry(field, value string) (Entry, error) {
 // when it verifies. Disables this replica holds that Redis lacks are
 // written first (commitLocked): the pending ones, and, when the hash does
 // not exist at all (Redis lost its data, or it was deleted), everything
-// this replica had in force.
-func (s *Switch) resyncLocked(ctx context.Context) error {
-	_, err := s.commitLocked(ctx, "state", Entry{}, func(map[string]Entry, remoteState) bool { return false })
+// this replica had in force; with repair, a state that does not verify is
+// written over with the last verified one.
+func (s *Switch) resyncLocked(ctx context.Context, repair bool) error {
+	_, err := s.commitLocked(ctx, "state", Entry{}, repair, func(map[string]Entry, remoteState) bool { return false })
 	s.applyLocked("redis")
 	return err
 }
@@ -765,7 +800,11 @@ func (s *Switch) run() {
 func (s *Switch) sync(msg *message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.resyncLocked(s.ctx)
+	// A read that a message triggered does not repair: two replicas
+	// that do not share cache.redis.encryption_keys would otherwise
+	// write over each other's state as fast as Redis answers. The
+	// periodic reads repair.
+	err := s.resyncLocked(s.ctx, msg == nil)
 	if err == nil || msg == nil || msg.Entry.Validate() != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/credgate/credgate/providers"
 )
 
@@ -48,6 +50,40 @@ func TestComposeByReference(t *testing.T) {
 	d2 := p2.Decide(Query{Workload: wl("w"), Host: "api.example.com", Port: 443, Scheme: "https", Method: "GET", Path: "/"})
 	if d2.Inject.CredentialVersion == d.Inject.CredentialVersion {
 		t.Errorf("version unchanged after an input was edited")
+	}
+}
+
+// TestInjectPlanUses: a plan names the credential it injects, then every
+// credential it is made from, recursively and each once (a diamond reads
+// its shared input once); the kill switch checks them all.
+func TestInjectPlanUses(t *testing.T) {
+	const pol = `
+workloads: {w: {cidrs: [10.0.0.0/8]}}
+destinations: {d: {hosts: [api.example.com]}, e: {hosts: [plain.example.com]}}
+credentials:
+  key: {provider: policytest, value: k}
+  left: {provider: policytest-compose, from: [key]}
+  right: {provider: policytest-compose, from: [key]}
+  top: {provider: policytest-compose, from: [left, right]}
+  plain: {provider: policytest, value: p}
+rules:
+  - {name: r, from: w, to: d, inject: {credential: top, as: policytest-inj}}
+  - {name: s, from: w, to: e, inject: {credential: plain, as: policytest-inj}}
+default: deny
+`
+	p, err := Parse(context.Background(), "p.yaml", []byte(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for host, want := range map[string][]string{"api.example.com": {"top", "left", "key", "right"}, "plain.example.com": {"plain"}} {
+		d := p.Decide(Query{Workload: wl("w"), Host: host, Port: 443, Scheme: "https", Method: "GET", Path: "/"})
+		if d.Action != Inject {
+			t.Fatalf("%s: decision %v", host, d)
+		}
+		if diff := cmp.Diff(want, d.Inject.Uses()); diff != "" {
+			t.Errorf("%s: Uses() (-want +got):\n%s", host, diff)
+		}
 	}
 }
 

@@ -166,6 +166,21 @@ type InjectPlan struct {
 	// inputs are the credentials Provider reads (providers.Composer),
 	// recursively: their scopes are part of the cache key.
 	inputs []providers.Input
+	// uses is Credential and the names of inputs, recursively (Uses).
+	uses []string
+}
+
+// Uses returns the names of the credentials an injection of the plan
+// uses: Credential first, then every credential it reads to make it
+// (providers.Composer), recursively, each once. A kill switch on any of
+// them covers the plan: disabling a client secret or a signing key stops
+// the tokens made from it too. The slice is shared: do not modify it.
+func (p *InjectPlan) Uses() []string {
+	if p.uses == nil {
+		// A plan not built by the policy loader (tests).
+		return []string{p.Credential}
+	}
+	return p.uses
 }
 
 // Bind binds the plan's credential to the caller wl: its cache key and

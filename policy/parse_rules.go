@@ -288,6 +288,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		Injector:          inject,
 		Placeholder:       cred.placeholder,
 		inputs:            cred.inputTree(),
+		uses:              cred.uses(),
 	}
 }
 

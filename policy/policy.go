@@ -85,6 +85,25 @@ func (c *credential) inputTree() []providers.Input {
 	return out
 }
 
+// uses returns c's name followed by the names of every credential it
+// reads, recursively, each once: what a decision to inject c uses.
+func (c *credential) uses() []string {
+	out := []string{c.name}
+	seen := map[*credential]bool{c: true}
+	var walk func(c *credential)
+	walk = func(c *credential) {
+		for _, in := range c.inputs {
+			if !seen[in] {
+				seen[in] = true
+				out = append(out, in.name)
+				walk(in)
+			}
+		}
+	}
+	walk(c)
+	return out
+}
+
 // ruleAction is what a rule does; distinct from Action, which is what a
 // decision does.
 type ruleAction int

@@ -4,7 +4,9 @@
 // named pipe (whose read waits for a writer forever, holding a policy
 // reload and every later one), a device such as /dev/zero (endless), a
 // socket, and a file larger than MaxBytes. It exists so that every such
-// loader gets the same checks and the same words.
+// loader gets the same checks and the same words. ReadSecret does the same
+// for the small files that hold a secret (the admin token, the Redis
+// password and encryption keys), which the gateway may read on a request.
 package cfgfile
 
 import (
@@ -34,10 +36,23 @@ var ErrTooLarge = errors.New("file too large")
 // MaxBytes, gets an error that says what it is and what to do, wrapping
 // ErrNotRegular or ErrTooLarge.
 func Read(path string) ([]byte, error) {
-	return read(path, MaxBytes)
+	return read(path, MaxBytes, "a config, policy or state file")
 }
 
-func read(path string, limit int64) ([]byte, error) {
+// MaxSecretBytes bounds a file ReadSecret returns: 64 KiB, far more than
+// a token, a password or a key needs.
+const MaxSecretBytes = 64 << 10
+
+// ReadSecret is Read for a file that holds a secret (a token, a password,
+// a key), bounded at MaxSecretBytes. The admin token is read at every
+// admin request that presents one: a token file replaced by a named pipe
+// would hold each such request forever, and one linked to /dev/zero would
+// be read until memory ran out. Its errors never quote the content.
+func ReadSecret(path string) ([]byte, error) {
+	return read(path, MaxSecretBytes, "a secret file")
+}
+
+func read(path string, limit int64, what string) ([]byte, error) {
 	// O_NONBLOCK: opening a named pipe must not wait for a writer (the
 	// Stat below refuses it); it changes nothing for a regular file.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -53,14 +68,14 @@ func read(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is %s, %w; name a regular file (a symbolic link to one is fine)", path, kind(fi.Mode()), ErrNotRegular)
 	}
 	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s holds %d bytes, more than the %d a config, policy or state file may: %w; is it the right file?", path, fi.Size(), limit, ErrTooLarge)
+		return nil, fmt.Errorf("%s holds %d bytes, more than the %d %s may: %w; is it the right file?", path, fi.Size(), limit, what, ErrTooLarge)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s grew past %d bytes while read, more than a config, policy or state file may: %w; is it the right file?", path, limit, ErrTooLarge)
+		return nil, fmt.Errorf("%s grew past %d bytes while read, more than %s may: %w; is it the right file?", path, limit, what, ErrTooLarge)
 	}
 	return data, nil
 }

@@ -61,7 +61,7 @@ func TestRead(t *testing.T) {
 		{big, ErrTooLarge, "holds 101 bytes, more than the 100"},
 		{filepath.Join(dir, "missing.yaml"), fs.ErrNotExist, "no such file"},
 	} {
-		data, err := read(c.path, 100)
+		data, err := read(c.path, 100, "a test file")
 		if c.want == "" {
 			if err != nil || string(data) != "default: deny\n" {
 				t.Errorf("%s: %q, %v", c.path, data, err)
