@@ -27,7 +27,10 @@ built from their settings, so a bad setting is reported like a YAML error.
 For a gateway config, every file and environment variable it names (CA,
 certificates, keys, tokens, the state file, the audit output's directory)
 is read and parsed as serve does at start, without writing a file or
-connecting anywhere: run it where serve runs.
+connecting anywhere: run it where serve runs. So are the environment
+variables and files the policy's credentials read (a static credential's
+env: or file:): serve starts without them, but every request using such a
+credential would fail with 502 credential_not_configured.
 
 Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
 FILE:LINE:COL: message.
@@ -55,6 +58,16 @@ factor kinds; credgate plugins describes them and their settings.`,
 				return &exitCode{code: exitError, reported: true, err: err}
 			}
 			defer l.policy.Close()
+			if l.kind == kindConfig {
+				// Where serve runs: the credentials' own variables and
+				// files must be there too, or their requests fail.
+				if probs := l.policy.SourceProblems(); probs != nil {
+					for _, line := range errorLines(probs) {
+						fmt.Fprintln(out, line)
+					}
+					return &exitCode{code: exitError, reported: true, err: probs}
+				}
+			}
 			st := l.policy.Stats()
 			summary := fmt.Sprintf("%s, %s, %s, %s",
 				plural(st.Rules, "rule"), plural(st.Destinations, "destination"),
