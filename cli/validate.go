@@ -33,7 +33,10 @@ env: or file:): serve starts without them, but every request using such a
 credential would fail with 502 credential_not_configured.
 
 Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
-FILE:LINE:COL: message.
+FILE:LINE:COL: message. A valid policy may also get warnings, printed as
+"FILE:LINE:COL: warning: ..." before the ok line without changing the exit
+code: a rule that can never decide a request because an earlier rule
+always does (rules are tried in file order).
 
 --list prints the names of the compiled-in providers, injectors and identity
 factor kinds; credgate plugins describes them and their settings.`,
@@ -67,6 +70,10 @@ factor kinds; credgate plugins describes them and their settings.`,
 					}
 					return &exitCode{code: exitError, reported: true, err: probs}
 				}
+			}
+			// Warnings do not fail validation: the policy runs as written.
+			for _, w := range l.policy.Shadowed() {
+				fmt.Fprintln(out, w.Error())
 			}
 			st := l.policy.Stats()
 			summary := fmt.Sprintf("%s, %s, %s, %s",

@@ -175,7 +175,9 @@ func (a ruleAction) String() string {
 type rule struct {
 	index int
 	name  string
-	act   ruleAction
+	// line and col are where the rule starts in the policy file.
+	line, col int
+	act       ruleAction
 	// from
 	fromAny  bool // "*": any identified workload
 	fromAnon bool // "anonymous"
