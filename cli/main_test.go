@@ -155,6 +155,11 @@ func TestValidateExamples(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stdout, ": ok (") {
 				t.Errorf("validate %s: exit %d\n%s%s", f, r.code, r.stdout, r.stderr)
 			}
+			// No false positive of the shadowed-rule warning on a
+			// ready policy.
+			if strings.Contains(r.stdout, "warning:") {
+				t.Errorf("validate %s warns:\n%s", f, r.stdout)
+			}
 		})
 	}
 }

@@ -27,10 +27,16 @@ built from their settings, so a bad setting is reported like a YAML error.
 For a gateway config, every file and environment variable it names (CA,
 certificates, keys, tokens, the state file, the audit output's directory)
 is read and parsed as serve does at start, without writing a file or
-connecting anywhere: run it where serve runs.
+connecting anywhere: run it where serve runs. So are the environment
+variables and files the policy's credentials read (a static credential's
+env: or file:): serve starts without them, but every request using such a
+credential would fail with 502 credential_not_configured.
 
 Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
-FILE:LINE:COL: message.
+FILE:LINE:COL: message. A valid policy may also get warnings, printed as
+"FILE:LINE:COL: warning: ..." before the ok line without changing the exit
+code: a rule that can never decide a request because an earlier rule
+always does (rules are tried in file order).
 
 --list prints the names of the compiled-in providers, injectors and identity
 factor kinds; credgate plugins describes them and their settings.`,
@@ -55,6 +61,20 @@ factor kinds; credgate plugins describes them and their settings.`,
 				return &exitCode{code: exitError, reported: true, err: err}
 			}
 			defer l.policy.Close()
+			if l.kind == kindConfig {
+				// Where serve runs: the credentials' own variables and
+				// files must be there too, or their requests fail.
+				if probs := l.policy.SourceProblems(); probs != nil {
+					for _, line := range errorLines(probs) {
+						fmt.Fprintln(out, line)
+					}
+					return &exitCode{code: exitError, reported: true, err: probs}
+				}
+			}
+			// Warnings do not fail validation: the policy runs as written.
+			for _, w := range l.policy.Shadowed() {
+				fmt.Fprintln(out, w.Error())
+			}
 			st := l.policy.Stats()
 			summary := fmt.Sprintf("%s, %s, %s, %s",
 				plural(st.Rules, "rule"), plural(st.Destinations, "destination"),

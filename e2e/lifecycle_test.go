@@ -481,9 +481,12 @@ func TestValidateExamples(t *testing.T) {
 	if out, code := runCLI(t, 20*time.Second, nil, "ca", "init", "--out", filepath.Join(dir, "ca")); code != 0 {
 		t.Fatalf("credgate ca init: exit %d\n%s", code, out)
 	}
+	// The example config's policy (stripe.yaml) reads STRIPE_SECRET_KEY,
+	// which validate checks for a gateway config, as serve would need it.
+	env := append(os.Environ(), "STRIPE_SECRET_KEY=sk_test_not_a_real_key_0123456789")
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			if out, code := runCLI(t, 20*time.Second, nil, "validate", "-c", f); code != 0 {
+			if out, code := runCLI(t, 20*time.Second, env, "validate", "-c", f); code != 0 {
 				t.Errorf("credgate validate -c %s: exit %d\n%s", f, code, out)
 			}
 		})

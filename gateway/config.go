@@ -549,6 +549,12 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, &ConfigError{File: path, Line: root.Line, Col: root.Column, Msg: "the config must be a YAML mapping of keys such as listen, policy, ca"}
 	}
+	// Refused as in the policy: yaml.v3 would merge them, but every
+	// position the config reports for a merged value would be the
+	// anchor's.
+	for _, p := range yamlstrict.MergeKeys(root, "gateway config") {
+		errs = append(errs, &ConfigError{File: path, Line: p.Line, Col: p.Col, Msg: p.Msg})
+	}
 	for _, p := range yamlstrict.UnknownKeys(root, cfg) {
 		errs = append(errs, &ConfigError{File: path, Line: p.Line, Col: p.Col, Msg: p.Msg})
 	}

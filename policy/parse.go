@@ -141,6 +141,11 @@ func (ps *parser) document(data []byte) (*yaml.Node, bool) {
 		return nil, false
 	}
 	root := &doc
+	// Merge keys anywhere (provider and injector settings included),
+	// refused as the gateway config refuses them.
+	for _, p := range yamlstrict.MergeKeys(root, "policy") {
+		ps.errs = append(ps.errs, &Error{File: ps.file, Line: p.Line, Col: p.Col, Msg: p.Msg})
+	}
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = deref(root.Content[0])
 	}

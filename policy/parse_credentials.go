@@ -59,7 +59,7 @@ func (ps *parser) parseCredentials(f field) []*credential {
 			ps.moduleError(body, settings, fmt.Sprintf("%s (provider %s)", what, prov), err)
 			continue
 		}
-		c := &credential{name: name, provider: prov, version: settingsHash(prov, settings), p: pr, placeholder: ph}
+		c := &credential{name: name, provider: prov, version: settingsHash(prov, settings), p: pr, placeholder: ph, key: e.key, settings: settings}
 		ps.built = append(ps.built, c)
 		ps.creds[name] = c
 		keys[c] = e.key

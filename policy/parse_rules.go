@@ -32,7 +32,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			continue
 		}
 		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder", "scrub", "custody", "ranges")
-		r := &rule{index: len(out)}
+		r := &rule{index: len(out), line: rn.Line, col: rn.Column}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
 				if msg := checkName(name); msg != "" {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
@@ -34,6 +37,66 @@ type Policy struct {
 
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// SourceProblems reads, now, every environment variable and file that the
+// policy's credentials name and read only when they fetch
+// (providers.SourceChecker), and returns one Error per variable that is
+// unset or empty and per file that is missing, unreadable or empty, at
+// the line of its setting (or of the credential's name when the setting
+// has no line of its own, such as a provider's default), sorted by
+// position; nil when every source can be read. The policy stays valid:
+// a credential with a problem fails each request that uses it (502
+// credential_not_configured) until its source is there. `credgate
+// validate` reports them as errors, `credgate serve` logs them as
+// warnings when a policy is loaded. No value read is kept or reported.
+func (p *Policy) SourceProblems() ErrorList {
+	var out ErrorList
+	for _, c := range p.creds {
+		sc, ok := c.p.(providers.SourceChecker)
+		if !ok {
+			continue
+		}
+		for _, sp := range sc.CheckSources() {
+			at := settingNode(c.settings, sp.Setting)
+			if at == nil {
+				at = c.key
+			}
+			e := &Error{File: p.file, Msg: fmt.Sprintf("credential %q: %v", c.name, sp.Err), Err: sp.Err}
+			if at != nil {
+				e.Line, e.Col = at.Line, at.Column
+			}
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	out.sort()
+	return out
+}
+
+// settingNode returns the value node at path (mapping keys joined by
+// dots) in settings, or nil.
+func settingNode(settings *yaml.Node, path string) *yaml.Node {
+	n := settings
+	for _, k := range strings.Split(path, ".") {
+		n = deref(n)
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if deref(n.Content[i]).Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return deref(n)
 }
 
 // Stats summarises a policy, for logs, metrics and `credgate validate`.
@@ -70,6 +133,9 @@ type credential struct {
 	// inputs are the credentials it reads (providers.Composer), set once
 	// the input graph is known to be acyclic.
 	inputs []*credential
+	// key and settings are the credential's name and provider settings
+	// in the policy file, for the positions of SourceProblems.
+	key, settings *yaml.Node
 }
 
 // inputTree returns c's inputs, recursively, as providers.BindComposed
@@ -128,7 +194,9 @@ func (a ruleAction) String() string {
 type rule struct {
 	index int
 	name  string
-	act   ruleAction
+	// line and col are where the rule starts in the policy file.
+	line, col int
+	act       ruleAction
 	// from
 	fromAny  bool // "*": any identified workload
 	fromAnon bool // "anonymous"

@@ -106,6 +106,7 @@ func NewStore(ctx context.Context, path string, opts StoreOptions) (*Store, erro
 	}
 	s := &Store{path: path, opts: opts, log: opts.Logger, retiring: map[*Policy]*time.Timer{}, lastSeen: p.hash}
 	s.cur.Store(p)
+	s.warnSources(p)
 	return s, nil
 }
 
@@ -183,8 +184,20 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 	st := p.Stats()
 	s.log.Info("policy reloaded", "file", s.path, "rules", st.Rules, "destinations", st.Destinations,
 		"credentials", st.Credentials, "workloads", st.Workloads, "hash", st.Hash)
+	s.warnSources(p)
 	s.retire(old)
 	return true, nil
+}
+
+// warnSources logs one warning per credential source of p that cannot be
+// read now (Policy.SourceProblems). They do not reject the policy: the
+// credential fails the requests that use it, and only those, with 502
+// credential_not_configured, as it would if the source went away later.
+func (s *Store) warnSources(p *Policy) {
+	for _, e := range p.SourceProblems() {
+		s.log.Warn("credential source not available; requests that use the credential get 502 credential_not_configured until it is",
+			"at", fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Col), "error", e.Msg)
+	}
 }
 
 // retire closes old after the grace period. Called with s.mu held.

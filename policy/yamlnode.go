@@ -50,8 +50,7 @@ func (ps *parser) entries(n *yaml.Node, what string) []field {
 			continue
 		}
 		if k.Tag == "!!merge" {
-			ps.errorf(k, "%s: YAML merge keys (<<) are not supported in a policy; write the fields out (an alias such as *name may stand for a whole value)", what)
-			continue
+			continue // reported once for the whole file (yamlstrict.MergeKeys)
 		}
 		if seen[k.Value] {
 			ps.errorf(k, "%s: %q is defined twice; remove or rename one", what, k.Value)

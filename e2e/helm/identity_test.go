@@ -109,6 +109,12 @@ identity:
     issuers: [https://kubernetes.default.svc.cluster.local]
     cacheTTL: 30s
     timeout: 3s
+    cacheSize: 5000
+    negativeCacheTTL: 10s
+    negativeCacheSize: 2000
+    reviewRate: 0.5
+    reviewBurst: 4
+    reviewSources: 3000
 `, `
 kubernetes:
   api_server: https://kubernetes.default.svc
@@ -117,6 +123,12 @@ kubernetes:
   audiences: [credgate]
   issuers: [https://kubernetes.default.svc.cluster.local]
   cache_ttl: 30s
+  cache_size: 5000
+  negative_cache_ttl: 10s
+  negative_cache_size: 2000
+  review_rate: 0.5
+  review_burst: 4
+  review_sources: 3000
   timeout: 3s`},
 		{"posture endpoint", `
 identity:

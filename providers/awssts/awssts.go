@@ -652,11 +652,30 @@ func sanitizeSessionName(s string) string {
 	return s
 }
 
+// CheckSources reports ca_file and web_identity_token_file when they
+// cannot be read now (providers.SourceChecker); both are read only when
+// the provider first calls STS or fetches.
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	var out []providers.SourceProblem
+	file := func(setting, path, holds string) {
+		if path == "" {
+			return
+		}
+		if err := providers.CheckFile("awssts: "+setting, path, holds); err != nil {
+			out = append(out, providers.SourceProblem{Setting: setting, Err: err})
+		}
+	}
+	file("ca_file", p.CAFile, "PEM CA certificates")
+	file("web_identity_token_file", p.WebIdentityTokenFile, "the web identity token")
+	return out
+}
+
 // Interface guards.
 var (
-	_ providers.Provider    = (*Provider)(nil)
-	_ providers.Provisioner = (*Provider)(nil)
-	_ providers.Validator   = (*Provider)(nil)
-	_ providers.Scoped      = (*Provider)(nil)
-	_ providers.Composer    = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Provisioner   = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.Scoped        = (*Provider)(nil)
+	_ providers.Composer      = (*Provider)(nil)
 )

@@ -770,13 +770,35 @@ func (p *Provider) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(p.String(
 // LogValue implements slog.LogValuer.
 func (p *Provider) LogValue() slog.Value { return slog.StringValue(p.String()) }
 
+// CheckSources reports client_certificate's file and its private_key's
+// file (or transit login) when they cannot be read now
+// (providers.SourceChecker); a key read from the certificate's own file
+// is reported once.
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	c := p.ClientCertificate
+	if c == nil {
+		return nil
+	}
+	var out []providers.SourceProblem
+	if c.File != "" {
+		if err := providers.CheckFile("azure: client_certificate.file", c.File, "the PEM certificate"); err != nil {
+			out = append(out, providers.SourceProblem{Setting: "client_certificate.file", Err: err})
+		}
+	}
+	if c.PrivateKey.File == c.File && c.File != "" {
+		return out
+	}
+	return append(out, c.PrivateKey.CheckSources("azure", "client_certificate.private_key.")...)
+}
+
 // Interface guards.
 var (
-	_ providers.Provider     = (*Provider)(nil)
-	_ providers.Provisioner  = (*Provider)(nil)
-	_ providers.Validator    = (*Provider)(nil)
-	_ providers.Composer     = (*Provider)(nil)
-	_ providers.Scoped       = (*Provider)(nil)
-	_ providers.Reissuer     = (*Provider)(nil)
-	_ providers.CleanerUpper = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Provisioner   = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.Composer      = (*Provider)(nil)
+	_ providers.Scoped        = (*Provider)(nil)
+	_ providers.Reissuer      = (*Provider)(nil)
+	_ providers.CleanerUpper  = (*Provider)(nil)
 )

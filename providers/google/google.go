@@ -681,13 +681,35 @@ func (p *Provider) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(p.String(
 // LogValue implements slog.LogValuer.
 func (p *Provider) LogValue() slog.Value { return slog.StringValue(p.String()) }
 
+// CheckSources reports key.file, private_key's file (or its transit
+// login's file or variable) and workload_identity.subject_token.file when
+// they cannot be read now (providers.SourceChecker).
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	var out []providers.SourceProblem
+	file := func(setting, path, holds string) {
+		if path == "" {
+			return
+		}
+		if err := providers.CheckFile("google: "+setting, path, holds); err != nil {
+			out = append(out, providers.SourceProblem{Setting: setting, Err: err})
+		}
+	}
+	file("key.file", p.Key.File, "the service account's JSON key")
+	out = append(out, p.PrivateKey.CheckSources("google", "private_key.")...)
+	if p.WorkloadIdentity != nil {
+		file("workload_identity.subject_token.file", p.WorkloadIdentity.SubjectToken.File, "the subject token")
+	}
+	return out
+}
+
 // Interface guards.
 var (
-	_ providers.Provider     = (*Provider)(nil)
-	_ providers.Provisioner  = (*Provider)(nil)
-	_ providers.Validator    = (*Provider)(nil)
-	_ providers.Composer     = (*Provider)(nil)
-	_ providers.Scoped       = (*Provider)(nil)
-	_ providers.Reissuer     = (*Provider)(nil)
-	_ providers.CleanerUpper = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Provisioner   = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.Composer      = (*Provider)(nil)
+	_ providers.Scoped        = (*Provider)(nil)
+	_ providers.Reissuer      = (*Provider)(nil)
+	_ providers.CleanerUpper  = (*Provider)(nil)
 )

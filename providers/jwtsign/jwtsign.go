@@ -156,6 +156,26 @@ type Transit struct {
 	Key string `yaml:"key"`
 }
 
+// CheckSources reports, as providers.SourceChecker does, the key file
+// (File) or the transit login's file or variable (Transit) when it cannot
+// be read now; prefix is the path of k's settings ("private_key."), and
+// module names the provider in the messages.
+func (k KeySource) CheckSources(module, prefix string) []providers.SourceProblem {
+	switch {
+	case k.File != "":
+		if err := providers.CheckFile(module+": "+prefix+"file", k.File, "the PEM private key"); err != nil {
+			return []providers.SourceProblem{{Setting: prefix + "file", Err: err}}
+		}
+	case k.Transit != nil:
+		out := k.Transit.Server.CheckSources(prefix + "transit.server.")
+		for i := range out {
+			out[i].Err = fmt.Errorf("%s: %w", module, out[i].Err)
+		}
+		return out
+	}
+	return nil
+}
+
 // IsSet reports whether any of File, Credential and Transit is set.
 func (k KeySource) IsSet() bool { return k.File != "" || k.Credential != "" || k.Transit != nil }
 

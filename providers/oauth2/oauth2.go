@@ -580,13 +580,20 @@ func orNone(s string) string {
 	return s
 }
 
+// CheckSources reports client_key's file (or its transit login's file or
+// variable) when it cannot be read now (providers.SourceChecker).
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	return p.ClientKey.CheckSources("oauth2", "client_key.")
+}
+
 // Interface guards.
 var (
-	_ providers.Provider     = (*Provider)(nil)
-	_ providers.Provisioner  = (*Provider)(nil)
-	_ providers.Validator    = (*Provider)(nil)
-	_ providers.Composer     = (*Provider)(nil)
-	_ providers.Scoped       = (*Provider)(nil)
-	_ providers.Reissuer     = (*Provider)(nil)
-	_ providers.CleanerUpper = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Provisioner   = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.Composer      = (*Provider)(nil)
+	_ providers.Scoped        = (*Provider)(nil)
+	_ providers.Reissuer      = (*Provider)(nil)
+	_ providers.CleanerUpper  = (*Provider)(nil)
 )

@@ -261,12 +261,19 @@ func (p *Provider) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(p.String(
 // LogValue implements slog.LogValuer.
 func (p *Provider) LogValue() slog.Value { return slog.StringValue(p.String()) }
 
+// CheckSources reports the private key's file (or its transit login's
+// file or variable) when it cannot be read now (providers.SourceChecker).
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	return p.PrivateKey.CheckSources("snowflake", "private_key.")
+}
+
 // Interface guards.
 var (
-	_ providers.Provider    = (*Provider)(nil)
-	_ providers.Provisioner = (*Provider)(nil)
-	_ providers.Validator   = (*Provider)(nil)
-	_ providers.Composer    = (*Provider)(nil)
-	_ providers.Scoped      = (*Provider)(nil)
-	_ providers.Reissuer    = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Provisioner   = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.Composer      = (*Provider)(nil)
+	_ providers.Scoped        = (*Provider)(nil)
+	_ providers.Reissuer      = (*Provider)(nil)
 )

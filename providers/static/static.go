@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/credgate/credgate/providers"
@@ -160,8 +161,46 @@ func (s Source) read() (string, error) {
 	return v, nil
 }
 
+// CheckSources reads every variable and file the credential names, as
+// Fetch does, and reports each that is unset, missing, unreadable or
+// empty (providers.SourceChecker), in the order of the field names.
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	if p.Fields == nil {
+		return Source{Env: p.Env, File: p.File}.check("")
+	}
+	names := make([]string, 0, len(p.Fields))
+	for name := range p.Fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []providers.SourceProblem
+	for _, name := range names {
+		out = append(out, p.Fields[name].check("fields."+name+".")...)
+	}
+	return out
+}
+
+// check reports s's variable or file when it cannot be read; prefix is
+// the path of s's settings ("" or "fields.NAME.").
+func (s Source) check(prefix string) []providers.SourceProblem {
+	var setting string
+	var err error
+	if s.Env != "" {
+		setting = prefix + "env"
+		err = providers.CheckEnv("static: "+setting, s.Env)
+	} else {
+		setting = prefix + "file"
+		err = providers.CheckFile("static: "+setting, s.File, "the credential")
+	}
+	if err != nil {
+		return []providers.SourceProblem{{Setting: setting, Err: err}}
+	}
+	return nil
+}
+
 // Interface guards.
 var (
-	_ providers.Provider  = (*Provider)(nil)
-	_ providers.Validator = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
 )

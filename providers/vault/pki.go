@@ -257,11 +257,18 @@ func (p *PKIProvider) Cleanup() error {
 	return cleanup(p.client, p.leases, p.RevokeOnCleanup)
 }
 
+// CheckSources reports the login's files and variable that cannot be
+// read now (providers.SourceChecker).
+func (p *PKIProvider) CheckSources() []providers.SourceProblem {
+	return p.Server.CheckSources("server.")
+}
+
 // Interface guards.
 var (
-	_ providers.Provider     = (*PKIProvider)(nil)
-	_ providers.Provisioner  = (*PKIProvider)(nil)
-	_ providers.Validator    = (*PKIProvider)(nil)
-	_ providers.Scoped       = (*PKIProvider)(nil)
-	_ providers.CleanerUpper = (*PKIProvider)(nil)
+	_ providers.SourceChecker = (*PKIProvider)(nil)
+	_ providers.Provider      = (*PKIProvider)(nil)
+	_ providers.Provisioner   = (*PKIProvider)(nil)
+	_ providers.Validator     = (*PKIProvider)(nil)
+	_ providers.Scoped        = (*PKIProvider)(nil)
+	_ providers.CleanerUpper  = (*PKIProvider)(nil)
 )

@@ -344,11 +344,18 @@ func cleanup(c *Client, ls *leases, revoke bool) error {
 	return errors.Join(errs...)
 }
 
+// CheckSources reports the login's files and variable that cannot be
+// read now (providers.SourceChecker).
+func (p *Provider) CheckSources() []providers.SourceProblem {
+	return p.Server.CheckSources("server.")
+}
+
 // Interface guards.
 var (
-	_ providers.Provider     = (*Provider)(nil)
-	_ providers.Provisioner  = (*Provider)(nil)
-	_ providers.Validator    = (*Provider)(nil)
-	_ providers.Scoped       = (*Provider)(nil)
-	_ providers.CleanerUpper = (*Provider)(nil)
+	_ providers.SourceChecker = (*Provider)(nil)
+	_ providers.Provider      = (*Provider)(nil)
+	_ providers.Provisioner   = (*Provider)(nil)
+	_ providers.Validator     = (*Provider)(nil)
+	_ providers.Scoped        = (*Provider)(nil)
+	_ providers.CleanerUpper  = (*Provider)(nil)
 )

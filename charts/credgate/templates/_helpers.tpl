@@ -94,6 +94,7 @@ tls:
   {{- if .Values.tls.clientCAConfigMap }}
   client_ca: client-ca/{{ .Values.tls.clientCAKey }}
   {{- end }}
+  reload_interval: {{ .Values.tls.reloadInterval }}
 {{- end }}
 admin_listen: ":{{ .Values.adminPort }}"
 policy: policy/{{ .Values.policyKey }}
@@ -102,6 +103,7 @@ ca:
   key: ca/tls.key
   leaf_ttl: {{ $c.ca.leafTTL }}
   leaf_cache_size: {{ $c.ca.leafCacheSize }}
+  reload_interval: {{ $c.ca.reloadInterval }}
 session_tickets:
   enabled: {{ $c.sessionTickets.enabled }}
   rotation: {{ $c.sessionTickets.rotation }}
@@ -148,9 +150,17 @@ cache:
     {{- if .passwordSecret.name }}
     password_env: CREDGATE_REDIS_PASSWORD
     {{- end }}
+    db: {{ .db }}
     {{- if .tls }}
-    tls: {enabled: true}
+    tls:
+      enabled: true
+      {{- with .tlsServerName }}
+      server_name: {{ . | quote }}
+      {{- end }}
     {{- end }}
+    timeout: {{ .timeout }}
+    lock_ttl: {{ .lockTTL }}
+    expiry_skew: {{ .expirySkew }}
     encryption_keys:
     {{- range $i, $k := .encryptionKeys }}
       - {id: {{ $k.id | quote }}, env: CREDGATE_REDIS_KEY_{{ $i }}}
@@ -162,7 +172,6 @@ audit:
 log:
   level: {{ $c.logLevel }}
 shutdown_timeout: {{ $c.shutdownTimeout }}
-{{- if or .Values.admin.tokenSecret.name .Values.admin.tls.enabled .Values.admin.stateFile .Values.redis.enabled }}
 admin:
   {{- if .Values.admin.tokenSecret.name }}
   token_file: admin-token/{{ .Values.admin.tokenSecret.key }}
@@ -181,9 +190,16 @@ admin:
     {{- if .clientCAConfigMap }}
     client_ca: admin-client-ca/{{ .clientCAKey }}
     {{- end }}
+    reload_interval: {{ .reloadInterval }}
   {{- end }}
   {{- end }}
-{{- end }}
+  {{- with .Values.admin.limits }}
+  read_header_timeout: {{ .readHeaderTimeout }}
+  read_timeout: {{ .readTimeout }}
+  write_timeout: {{ .writeTimeout }}
+  idle_timeout: {{ .idleTimeout }}
+  max_header_bytes: {{ int64 .maxHeaderBytes }}
+  {{- end }}
 {{- with include "credgate.identityConfig" . | trim }}
 identity:
   {{- . | nindent 2 }}
@@ -439,6 +455,12 @@ kubernetes:
   issuers: {{ toJson . }}
   {{- end }}
   cache_ttl: {{ .cacheTTL }}
+  cache_size: {{ int64 .cacheSize }}
+  negative_cache_ttl: {{ .negativeCacheTTL }}
+  negative_cache_size: {{ int64 .negativeCacheSize }}
+  review_rate: {{ .reviewRate }}
+  review_burst: {{ int64 .reviewBurst }}
+  review_sources: {{ int64 .reviewSources }}
   timeout: {{ .timeout }}
 {{- end }}
 {{- end }}

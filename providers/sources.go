@@ -1,0 +1,97 @@
+package providers
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// SourceProblem is one setting of a provider whose source (an environment
+// variable, a file) cannot be read now, as SourceChecker reports it.
+type SourceProblem struct {
+	// Setting is the setting's path in the provider's settings, its
+	// mapping keys joined by dots ("env", "fields.api_key.file",
+	// "key.file"), so that the policy can point at its line.
+	Setting string
+	// Err names the variable or file and says how to fix it; it never
+	// holds a value. It wraps ErrNotConfigured.
+	Err error
+}
+
+// SourceChecker is implemented by providers that read their credential,
+// or what they present to get one, from environment variables or files
+// named in their settings and read only when they fetch. CheckSources
+// reads each of them now, as a Fetch would, and returns one problem per
+// variable that is unset or empty and per file that is missing,
+// unreadable or empty; nil when all can be read. It never returns a
+// value read. `credgate validate` reports each problem as an error at
+// its setting's line, and `credgate serve` logs each as a warning when a
+// policy is loaded (the credential then fails its requests with 502
+// credential_not_configured until the source is there).
+type SourceChecker interface {
+	CheckSources() []SourceProblem
+}
+
+// CheckEnv returns nil when the environment variable name is set and not
+// empty, else an error naming it and the fix, wrapping ErrNotConfigured.
+// what names the setting.
+func CheckEnv(what, name string) error {
+	if os.Getenv(name) == "" {
+		return fmt.Errorf("%s: environment variable %s is not set or empty in the gateway's environment; export it before starting credgate serve: %w", what, name, ErrNotConfigured)
+	}
+	return nil
+}
+
+// CheckFile returns nil when path names a readable regular file (or a
+// link to one) that holds more than line breaks, else an error naming the
+// path (said relative to the working directory when it is relative) and
+// the fix, wrapping ErrNotConfigured. what names the setting, holds what
+// the file should hold ("the credential", "a PEM private key"). A named
+// pipe or device is refused without being opened, so a check never
+// blocks. Only presence is checked, not the contents' format.
+func CheckFile(what, path, holds string) error {
+	where := path
+	if !filepath.IsAbs(path) {
+		if wd, werr := os.Getwd(); werr == nil {
+			where += " (relative to the gateway's working directory " + wd + ")"
+		}
+	}
+	var b []byte
+	fi, err := os.Stat(path)
+	if err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s: %s is %s, not a regular file; point it at a file holding %s: %w", what, where, kindOf(fi.Mode()), holds, ErrNotConfigured)
+		}
+		b, err = os.ReadFile(path)
+	}
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: %s does not exist; create it holding %s, or correct the path: %w", what, where, holds, ErrNotConfigured)
+	case errors.As(err, &pe):
+		return fmt.Errorf("%s: %s cannot be read (%w); give the gateway's user permission to read it: %w", what, where, pe.Err, ErrNotConfigured)
+	case err != nil:
+		return fmt.Errorf("%s: %s cannot be read (%w): %w", what, where, err, ErrNotConfigured)
+	case strings.TrimRight(string(b), "\r\n") == "":
+		return fmt.Errorf("%s: %s is empty; write %s into it: %w", what, where, holds, ErrNotConfigured)
+	}
+	return nil
+}
+
+// kindOf names what a file that is not a regular file is.
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
+}
