@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGRPCStreamNotHeldBack: a gRPC response streamed through an inject
+// rule (which scrubs responses) reaches the client message by message,
+// also a message whose last bytes begin the injected credential (here
+// its first letter; transform TestGRPCMessagesNotHeldBack has every form
+// and length), for HTTP/1.1 and HTTP/2 clients and upstreams. The origin
+// sends its second message only when the client has the first, as a
+// bidirectional call's server waits for the client's next message.
+// Before, the scrubber held the first message's last byte back until the
+// second arrived: the call hung until the test's deadline.
+func TestGRPCStreamNotHeldBack(t *testing.T) {
+	for _, up := range []string{"", "never"} {
+		t.Run("upstream.http2="+up, func(t *testing.T) {
+			pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+			tg := newTestGateway(t, pki, startOrigin(t, pki))
+			if up != "" {
+				tg.upstreamExtra = ", http2: " + up
+			}
+			writeFile(t, tg.dir, "policy.yaml", []byte(canonPolicy))
+			tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+			frame := func(payload string) []byte {
+				b := make([]byte, 5, 5+len(payload))
+				binary.BigEndian.PutUint32(b[1:], uint32(len(payload)))
+				return append(b, payload...)
+			}
+			// The first message ends in the credential's first byte.
+			first := frame("hello " + tg.token[:1])
+			second := frame("bye")
+			next := make(chan struct{}, 1)
+			tg.origin.route("/v1/grpc.Echo/Stream", func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/grpc")
+				w.Header().Set("Trailer", "Grpc-Status")
+				_, _ = w.Write(first)
+				w.(http.Flusher).Flush()
+				select {
+				case <-next:
+				case <-r.Context().Done():
+					return
+				}
+				_, _ = w.Write(second)
+				w.Header().Set("Grpc-Status", "0")
+			})
+			for _, h2 := range []bool{false, true} {
+				t.Run(fmt.Sprintf("client-h2=%v", h2), func(t *testing.T) {
+					req, err := http.NewRequest(http.MethodPost, "https://"+apiHost+"/v1/grpc.Echo/Stream", strings.NewReader(string(frame("hi"))))
+					if err != nil {
+						t.Fatal(err)
+					}
+					req.Header.Set("Content-Type", "application/grpc")
+					req.Header.Set("Te", "trailers")
+					resp, err := tg.client(t, h2).Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer resp.Body.Close()
+					got := make(chan error, 1)
+					go func() {
+						b := make([]byte, len(first))
+						_, err := io.ReadFull(resp.Body, b)
+						if err == nil && string(b) != string(first) {
+							err = fmt.Errorf("first message %q, want %q", b, first)
+						}
+						got <- err
+					}()
+					select {
+					case err := <-got:
+						if err != nil {
+							t.Fatal(err)
+						}
+					case <-time.After(5 * time.Second):
+						next <- struct{}{} // let the origin end
+						t.Fatal("the first message did not arrive whole before the origin sent the second: held back")
+					}
+					next <- struct{}{}
+					rest, err := io.ReadAll(resp.Body)
+					if err != nil || string(rest) != string(second) || resp.Trailer.Get("Grpc-Status") != "0" {
+						t.Errorf("then %q (%v), trailer %v; want the second message and grpc-status 0", rest, err, resp.Trailer)
+					}
+				})
+			}
+		})
+	}
+}
