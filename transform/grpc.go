@@ -14,6 +14,26 @@ import (
 // could complete the form, so none of it is.
 var ErrGRPCFraming = errors.New("transform: a gRPC response body broke its message framing after the end of a message; the rest was not passed on")
 
+// ErrGRPCCompressed ends a scrubbed gRPC response body at a compressed
+// message (its flags byte says so; grpc-encoding gzip, say): the
+// scrubber cannot read inside it, so it is not passed on, as a body in a
+// Content-Encoding the scrubber cannot decode is not. The gateway asks
+// for uncompressed messages (PrepareGRPCRequest); a server that
+// compresses anyway has its call cut there.
+var ErrGRPCCompressed = errors.New("transform: a gRPC response message is compressed (grpc-encoding), which the scrubber cannot read; it was not passed on")
+
+// PrepareGRPCRequest asks the upstream for uncompressed gRPC messages in
+// its response when the request says what it accepts
+// (grpc-accept-encoding: identity, replacing the client's list), as
+// PrepareRequest does for the body's Content-Encoding. A gRPC server
+// compresses a response's messages only with an encoding the request
+// accepts.
+func PrepareGRPCRequest(h http.Header) {
+	if _, ok := h["Grpc-Accept-Encoding"]; ok {
+		h["Grpc-Accept-Encoding"] = []string{"identity"}
+	}
+}
+
 // grpcFlag reports whether b can begin a gRPC (or gRPC-Web) message's
 // 5-byte prefix: its flags byte, 0 or 1 (compressed), and for gRPC-Web
 // 0x80 or 0x81 (a trailer frame).
@@ -51,7 +71,8 @@ func grpcFramed(h http.Header) bool {
 // for ever. The next message's first byte is a flags byte (grpcFlag);
 // when no needle has such a byte after its first (matcher.spansFrames),
 // no needle can continue past the end of a message, and nothing needs
-// holding back there. A body that is not what it said — its next byte
+// holding back there. A compressed message (its flags byte's low bit)
+// is not passed on (ErrGRPCCompressed). A body that is not what it said — its next byte
 // is no flags byte — cannot be trusted to be: if bytes were passed on
 // at that end, reading stops with ErrGRPCFraming (the client gets at
 // most a beginning of a form, as from a body that ends there).
@@ -65,26 +86,38 @@ type grpcFrames struct {
 	// released is set when bytes that would have been held back were
 	// passed on at the end of the message the body is at.
 	released bool
+	// err, once feed returned it, ends the body after the bytes before
+	// it.
+	err error
 }
 
 // atBoundary reports whether what was read ends a message.
 func (f *grpcFrames) atBoundary() bool { return !f.broken && f.left == 0 && f.nhdr == 0 }
 
-// feed follows p, the bytes read after those fed before. It reports false
-// when p breaks the framing right after an end of a message at which
-// bytes were released.
-func (f *grpcFrames) feed(p []byte) bool {
+// feed follows p, the bytes read after those fed before. It returns how
+// many of them may be passed on and, when that is not all, why not: a
+// compressed message (ErrGRPCCompressed), which the scrubber cannot read,
+// or bytes that break the framing right after an end of a message at
+// which bytes were released (ErrGRPCFraming).
+func (f *grpcFrames) feed(p []byte) (int, error) {
+	n := len(p)
 	for len(p) > 0 && !f.broken {
 		if f.left > 0 {
-			n := min(uint64(len(p)), f.left)
-			f.left -= n
-			p = p[n:]
+			k := min(uint64(len(p)), f.left)
+			f.left -= k
+			p = p[k:]
 			continue
 		}
 		if f.nhdr == 0 {
-			if !grpcFlag(p[0]) {
+			switch {
+			case !grpcFlag(p[0]):
 				f.broken = true
-				return !f.released
+				if f.released {
+					return n - len(p), ErrGRPCFraming
+				}
+				return n, nil
+			case p[0]&1 != 0:
+				return n - len(p), ErrGRPCCompressed
 			}
 			f.released = false
 		}
@@ -96,5 +129,5 @@ func (f *grpcFrames) feed(p []byte) bool {
 			f.nhdr = 0
 		}
 	}
-	return true
+	return n, nil
 }

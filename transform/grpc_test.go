@@ -1,9 +1,13 @@
 package transform
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -122,5 +126,78 @@ func TestGRPCMessagesNotHeldBack(t *testing.T) {
 	first := grpcMessage("hello gw-s3")
 	if got, _ := scrubbedGRPC(t, so, "application/grpc", first); got == first {
 		t.Errorf("a secret holding 0x01: the message's end %q passed, want it held back", "gw-s3")
+	}
+}
+
+// gzipped returns p compressed with gzip, as a gRPC message compressed
+// under grpc-encoding: gzip carries it.
+func gzipped(t *testing.T, p string) string {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := io.WriteString(zw, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestGRPCCompressedNotPassed is the class of "a gRPC message the
+// scrubber cannot read is passed on": a message whose flags byte says it
+// is compressed (grpc-encoding gzip; 0x01, and 0x81 for a gRPC-Web
+// trailer frame) holding the secret, after an uncompressed one, its
+// prefix split at every offset between reads. The scrubber cannot look
+// inside it, so it is not passed on: the message before it is, and the
+// body ends there with ErrGRPCCompressed, as a body in a Content-Encoding the scrubber cannot
+// decode is refused. Before, it passed, and the client decompressed the
+// secret.
+func TestGRPCCompressedNotPassed(t *testing.T) {
+	const v = "gw-s3cr3t-value-0123456789"
+	s := NewScrubber([]secret.Value{secret.New(v)}, ScrubOptions{KeepLength: true})
+	z := gzipped(t, `{"echo":"`+v+`"}`)
+	clean := grpcMessage("hello")
+	var failed, cases int
+	for _, ct := range []string{"application/grpc", "application/grpc+proto", "application/grpc-web"} {
+		for _, flag := range []byte{0x01, 0x81} {
+			msg := []byte(grpcMessage(z))
+			msg[0] = flag
+			body := clean + string(msg)
+			for cut := 1; cut < len(clean)+6; cut++ {
+				cases++
+				got, err := scrubbedGRPC(t, s, ct, body[:cut], body[cut:])
+				if got != clean || !errors.Is(err, ErrGRPCCompressed) {
+					failed++
+					if failed < 5 {
+						t.Errorf("%s, flags %#x, cut at %d: passed %q (%v); want the message before it, the compressed message kept back, and ErrGRPCCompressed", ct, flag, cut, got, err)
+					}
+				}
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d compressed messages passed", failed, cases)
+	}
+	// Not gRPC: the same bytes are a body like any other.
+	body := clean + grpcMessage(z)
+	if got, err := scrubbedGRPC(t, s, "application/octet-stream", body); got != body || !errors.Is(err, errPaused) {
+		t.Errorf("application/octet-stream: passed %q (%v), want it whole", got, err)
+	}
+
+	for _, tc := range []struct{ in, want []string }{
+		{nil, nil},
+		{[]string{"gzip"}, []string{"identity"}},
+		{[]string{"gzip, deflate", "snappy"}, []string{"identity"}},
+		{[]string{"identity"}, []string{"identity"}},
+	} {
+		h := http.Header{}
+		if tc.in != nil {
+			h["Grpc-Accept-Encoding"] = tc.in
+		}
+		PrepareGRPCRequest(h)
+		if got := h["Grpc-Accept-Encoding"]; !slices.Equal(got, tc.want) {
+			t.Errorf("PrepareGRPCRequest(%q): %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

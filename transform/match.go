@@ -524,7 +524,10 @@ func (s *streamReader) advance(fill bool) bool {
 		}
 		if s.eof {
 			s.err = io.EOF
-			if s.atEOF != nil {
+			if s.frames != nil && s.frames.err != nil {
+				// Cut off (grpcFrames.feed): trailers are not reached.
+				s.err = s.frames.err
+			} else if s.atEOF != nil {
 				if err := s.atEOF(); err != nil {
 					s.err = err
 				}
@@ -566,11 +569,17 @@ func (s *streamReader) fill() {
 		s.buf = b
 	}
 	n, err := s.src.Read(s.buf[s.w:])
-	if s.frames != nil && !s.frames.feed(s.buf[s.w:s.w+n]) {
-		// Bytes that may begin a needle were passed on at the end of
-		// a message, and what follows is no message: it could
-		// complete the needle. Nothing more is passed on.
-		n, err = 0, ErrGRPCFraming
+	if s.frames != nil {
+		// What follows a compressed message's prefix, or bytes that
+		// are no message after an end of a message at which bytes
+		// that may begin a needle were passed on (they could complete
+		// it), is not passed on.
+		// The whole messages before it are passed on (scanned, as at
+		// the end of a body), then the body ends with the error.
+		if ok, ferr := s.frames.feed(s.buf[s.w : s.w+n]); ferr != nil {
+			n, err = ok, io.EOF
+			s.frames.err = ferr
+		}
 	}
 	s.total += int64(n)
 	// A buffer sized for a whole small announced body need not grow until
