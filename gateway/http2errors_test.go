@@ -70,3 +70,75 @@ func TestHTTP2ResetPathsCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2RefusedBeforeHandler pins the other streams Go's HTTP/2 server
+// (Go 1.26) refuses itself, before the gateway's handler runs, so that
+// docs/policy.md stays true: extended CONNECT (RFC 8441; Go offers it
+// only under GODEBUG=http2xconnect=1, which credgate does not set) and a
+// :scheme other than http or https are reset (PROTOCOL_ERROR) and
+// counted; connection-specific fields (Connection, TE other than
+// trailers) are answered 400 by net/http, without the gateway's reason
+// header. None is forwarded or audited.
+func TestHTTP2RefusedBeforeHandler(t *testing.T) {
+	tg := startCanonGateway(t)
+	h := h2RawTunnel(t, tg, apiHost)
+	base := func(path string, extra ...[2]string) [][2]string {
+		return append([][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", apiHost}, {":path", path}}, extra...)
+	}
+	cases := []struct {
+		fields  [][2]string
+		reset   bool
+		status  string
+		counted string
+	}{
+		{fields: [][2]string{{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/v1/xconnect"}}, reset: true, counted: "stream_PROTOCOL_ERROR_bad_connect"},
+		{fields: [][2]string{{":method", "GET"}, {":scheme", "ftp"}, {":authority", apiHost}, {":path", "/v1/ftp"}}, reset: true, counted: "stream_PROTOCOL_ERROR_bad_path_method"},
+		{fields: base("/v1/connection", [2]string{"connection", "close"}), status: "400"},
+		{fields: base("/v1/te", [2]string{"te", "gzip"}), status: "400"},
+	}
+	before := len(tg.origin.all())
+	var streams []uint32
+	for i, tc := range cases {
+		id := uint32(1 + 2*i)
+		h.headers(id, tc.fields, true)
+		streams = append(streams, id)
+	}
+	good := uint32(1 + 2*len(cases))
+	h.headers(good, base("/v1/ok"), true)
+	got := h.read(append(streams, good)...)
+	for i, tc := range cases {
+		a := got[streams[i]]
+		if a.Reset != tc.reset || a.Status != tc.status || a.Field(ReasonHeader) != "" {
+			t.Errorf("%v: reset %v, status %q, reason %q; want reset %v, status %q from net/http", tc.fields, a.Reset, a.Status, a.Field(ReasonHeader), tc.reset, tc.status)
+		}
+	}
+	if a := got[good]; a.Status != "200" {
+		t.Errorf("the good request: %q, want 200", a.Status)
+	}
+	if n := len(tg.origin.all()) - before; n != 1 {
+		t.Errorf("the origin received %d requests, want 1 (the good one)", n)
+	}
+	waitFor(t, 5*time.Second, "the good request's audit line", func() bool { return strings.Contains(tg.audit.String(), `"path":"/v1/ok"`) })
+	for _, tc := range cases {
+		for _, f := range tc.fields {
+			if f[0] == ":path" && strings.Contains(tg.audit.String(), `"path":"`+f[1]+`"`) {
+				t.Errorf("an audit line names %q: the premise (refused before the handler, not audited) changed; update docs/policy.md", f[1])
+			}
+		}
+	}
+	for _, tc := range cases {
+		if tc.counted == "" {
+			continue
+		}
+		want := fmt.Sprintf(`credgate_http2_errors_total{type=%q} 1`, tc.counted)
+		waitFor(t, 5*time.Second, want, func() bool {
+			resp, err := http.Get("http://" + tg.gw.AdminAddr().String() + "/metrics")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.Contains(string(b), want)
+		})
+	}
+}
