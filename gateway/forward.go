@@ -21,6 +21,7 @@ import (
 
 	"github.com/credgate/credgate/gateway/internal/h1"
 	"github.com/credgate/credgate/internal/headerset"
+	"github.com/credgate/credgate/transform"
 )
 
 // hopHeaders are the hop-by-hop fields (headerset.Hop): never forwarded
@@ -184,6 +185,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				st.abortCode = codeRequestBodyAborted
 			case st.in.failure() == bodyReadMalformed:
 				st.abortCode = codeBadRequest
+			case errors.Is(err, transform.ErrGRPCCompressed), errors.Is(err, transform.ErrGRPCFraming):
+				// A gRPC message the scrubber cannot read.
+				st.abortCode = codeResponseNotScrubbable
+				g.metrics.refusals.WithLabelValues(codeResponseNotScrubbable).Inc()
 			}
 		}
 		panic(http.ErrAbortHandler)

@@ -1,18 +1,14 @@
 package gateway
 
 import (
-	"bytes"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // TestHTTP2ResetPathsCounted: a stream whose :path net/http cannot parse
@@ -26,53 +22,10 @@ import (
 // hand: Go's client would retry a reset stream.
 func TestHTTP2ResetPathsCounted(t *testing.T) {
 	tg := startCanonGateway(t)
-	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
-	// The 200 to CONNECT, read byte by byte so that nothing after it is
-	// taken from the TLS stream.
-	var head []byte
-	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		b := make([]byte, 1)
-		if _, err := io.ReadFull(conn, b); err != nil {
-			t.Fatalf("CONNECT: %v after %q", err, head)
-		}
-		head = append(head, b[0])
-	}
-	if !bytes.HasPrefix(head, []byte("HTTP/1.1 200")) {
-		t.Fatalf("CONNECT: %q", head)
-	}
-	tc := tls.Client(conn, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"h2"}})
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN %q, want h2", p)
-	}
-	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(tc, tc)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var hbuf bytes.Buffer
-	enc := hpack.NewEncoder(&hbuf)
+	h := h2RawTunnel(t, tg, apiHost)
 	send := func(stream uint32, path string) {
 		t.Helper()
-		hbuf.Reset()
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", apiHost}, {":path", path}} {
-			if err := enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
+		h.headers(stream, [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", apiHost}, {":path", path}}, true)
 	}
 	// Each bad path, then a good request on the same connection. A
 	// control byte (DEL here) is refused by the HTTP/2 framer, which
@@ -85,32 +38,17 @@ func TestHTTP2ResetPathsCounted(t *testing.T) {
 	}
 	good := uint32(1 + 2*len(bad))
 	send(good, "/v1/ok")
-	reset := map[uint32]http2.ErrCode{}
-	answered := false
-	for !answered {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("reading frames: %v (resets so far %v)", err, reset)
-		}
-		switch f := f.(type) {
-		case *http2.RSTStreamFrame:
-			reset[f.StreamID] = f.ErrCode
-		case *http2.HeadersFrame:
-			if f.StreamID != good {
-				t.Fatalf("stream %d answered, want it reset", f.StreamID)
-			}
-			answered = true
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
-		case *http2.GoAwayFrame:
-			t.Fatalf("GOAWAY %v: the connection ended", f.ErrCode)
-		}
+	streams := []uint32{good}
+	for i := range bad {
+		streams = append(streams, uint32(1+2*i))
+	}
+	got := h.read(streams...)
+	if a := got[good]; a.Reset || a.Status != "200" {
+		t.Errorf("the good request: reset %v, status %q; want 200", a.Reset, a.Status)
 	}
 	for i, p := range bad {
-		if code, ok := reset[uint32(1+2*i)]; !ok || code != http2.ErrCodeProtocol {
-			t.Errorf("%q: reset %v %v, want PROTOCOL_ERROR", p, ok, code)
+		if a := got[uint32(1+2*i)]; !a.Reset || a.ErrCode != http2.ErrCodeProtocol {
+			t.Errorf("%q: reset %v %v (status %q), want PROTOCOL_ERROR", p, a.Reset, a.ErrCode, a.Status)
 		}
 	}
 	if got := len(tg.origin.all()) - before; got != 1 {
@@ -130,5 +68,77 @@ func TestHTTP2ResetPathsCounted(t *testing.T) {
 		if strings.Contains(tg.audit.String(), p) {
 			t.Errorf("an audit line names %q: the test's premise (not audited) changed; document it", p)
 		}
+	}
+}
+
+// TestHTTP2RefusedBeforeHandler pins the other streams Go's HTTP/2 server
+// (Go 1.26) refuses itself, before the gateway's handler runs, so that
+// docs/policy.md stays true: extended CONNECT (RFC 8441; Go offers it
+// only under GODEBUG=http2xconnect=1, which credgate does not set) and a
+// :scheme other than http or https are reset (PROTOCOL_ERROR) and
+// counted; connection-specific fields (Connection, TE other than
+// trailers) are answered 400 by net/http, without the gateway's reason
+// header. None is forwarded or audited.
+func TestHTTP2RefusedBeforeHandler(t *testing.T) {
+	tg := startCanonGateway(t)
+	h := h2RawTunnel(t, tg, apiHost)
+	base := func(path string, extra ...[2]string) [][2]string {
+		return append([][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", apiHost}, {":path", path}}, extra...)
+	}
+	cases := []struct {
+		fields  [][2]string
+		reset   bool
+		status  string
+		counted string
+	}{
+		{fields: [][2]string{{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/v1/xconnect"}}, reset: true, counted: "stream_PROTOCOL_ERROR_bad_connect"},
+		{fields: [][2]string{{":method", "GET"}, {":scheme", "ftp"}, {":authority", apiHost}, {":path", "/v1/ftp"}}, reset: true, counted: "stream_PROTOCOL_ERROR_bad_path_method"},
+		{fields: base("/v1/connection", [2]string{"connection", "close"}), status: "400"},
+		{fields: base("/v1/te", [2]string{"te", "gzip"}), status: "400"},
+	}
+	before := len(tg.origin.all())
+	var streams []uint32
+	for i, tc := range cases {
+		id := uint32(1 + 2*i)
+		h.headers(id, tc.fields, true)
+		streams = append(streams, id)
+	}
+	good := uint32(1 + 2*len(cases))
+	h.headers(good, base("/v1/ok"), true)
+	got := h.read(append(streams, good)...)
+	for i, tc := range cases {
+		a := got[streams[i]]
+		if a.Reset != tc.reset || a.Status != tc.status || a.Field(ReasonHeader) != "" {
+			t.Errorf("%v: reset %v, status %q, reason %q; want reset %v, status %q from net/http", tc.fields, a.Reset, a.Status, a.Field(ReasonHeader), tc.reset, tc.status)
+		}
+	}
+	if a := got[good]; a.Status != "200" {
+		t.Errorf("the good request: %q, want 200", a.Status)
+	}
+	if n := len(tg.origin.all()) - before; n != 1 {
+		t.Errorf("the origin received %d requests, want 1 (the good one)", n)
+	}
+	waitFor(t, 5*time.Second, "the good request's audit line", func() bool { return strings.Contains(tg.audit.String(), `"path":"/v1/ok"`) })
+	for _, tc := range cases {
+		for _, f := range tc.fields {
+			if f[0] == ":path" && strings.Contains(tg.audit.String(), `"path":"`+f[1]+`"`) {
+				t.Errorf("an audit line names %q: the premise (refused before the handler, not audited) changed; update docs/policy.md", f[1])
+			}
+		}
+	}
+	for _, tc := range cases {
+		if tc.counted == "" {
+			continue
+		}
+		want := fmt.Sprintf(`credgate_http2_errors_total{type=%q} 1`, tc.counted)
+		waitFor(t, 5*time.Second, want, func() bool {
+			resp, err := http.Get("http://" + tg.gw.AdminAddr().String() + "/metrics")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.Contains(string(b), want)
+		})
 	}
 }

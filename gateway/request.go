@@ -214,14 +214,49 @@ func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := &exchange{w: w, r: r, start: start, ev: tc.ev, scheme: "https", dest: tc.dest}
-	// r.Host is the Host header (HTTP/1.1) or :authority (HTTP/2); an
-	// absolute-form request line must agree with it (net/http checks).
+	// r.Host is the Host header (HTTP/1.1) or :authority (HTTP/2; the
+	// Host field without one); an HTTP/1.1 absolute-form request line's
+	// authority replaces the Host field (RFC 9112 §3.2.2), and the Host
+	// fields of an HTTP/2 request must agree with it (hostFields).
 	if h, err := parseTarget(r.Host, 443); err != nil || h != tc.dest {
 		g.refuse(x, newRefusal(http.StatusMisdirectedRequest, codeHostMismatch,
 			fmt.Sprintf("the Host header %q does not name the tunnel's destination %s", r.Host, tc.dest.hostPort()), ""))
 		return
 	}
+	if f := hostFields(r, tc.dest); f != nil {
+		g.refuse(x, *f)
+		return
+	}
 	g.handle(x, pinnedAddrs{addrs: tc.addrs, private: tc.allowPrivate})
+}
+
+// hostFields checks the Host fields an HTTP/2 request carries beside its
+// :authority and removes them. Go's HTTP/2 server takes the authority
+// from :authority (from Host only without one) and leaves every Host
+// field in the header map, where conditions and injectors would see a
+// field the upstream never receives (both upstream clients send r.Host);
+// HTTP/1.1's server moves its one Host field into r.Host and out of the
+// map, and refuses a second. So a request arrives at the decision with
+// no Host field on either protocol, and one whose Host fields name
+// another destination than the tunnel's, or that has more than one, is
+// refused (RFC 9113 §8.3.1: such a request is malformed).
+func hostFields(r *http.Request, dest target) *refusal {
+	hosts, ok := r.Header["Host"]
+	if !ok {
+		return nil
+	}
+	delete(r.Header, "Host")
+	if len(hosts) > 1 {
+		f := newRefusal(http.StatusMisdirectedRequest, codeHostMismatch,
+			fmt.Sprintf("the request has %d Host fields; send one, naming the tunnel's destination %s, or none beside :authority", len(hosts), dest.hostPort()), "")
+		return &f
+	}
+	if h, err := parseTarget(hosts[0], 443); err != nil || h != dest {
+		f := newRefusal(http.StatusMisdirectedRequest, codeHostMismatch,
+			fmt.Sprintf("the Host field %q does not name the tunnel's destination %s named by :authority; send a Host field that agrees with :authority, or none", hosts[0], dest.hostPort()), "")
+		return &f
+	}
+	return nil
 }
 
 // canonicalRequest checks the request's method and path once, before

@@ -498,6 +498,9 @@ func (g *Gateway) prepareResponse(x *exchange, cred *providers.Credential, out *
 		st.ae[0] = "gzip, deflate, br"
 	}
 	out.Header["Accept-Encoding"] = st.ae[:1:1]
+	// Nor compressed gRPC messages, which the scrubber cannot read
+	// either (a compressed one is cut off: transform.ErrGRPCCompressed).
+	transform.PrepareGRPCRequest(out.Header)
 	return nil
 }
 

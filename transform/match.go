@@ -59,6 +59,11 @@ type matcher struct {
 	// needles in byte order: whether an end of a text begins some needle
 	// (holdBack) is then one binary search, not a comparison with each.
 	sorted [][]byte
+	// spansFrames is set when some needle has, after its first byte, a
+	// byte a gRPC message's prefix begins with (grpcFlag): only such a
+	// needle could continue from one message into the next, so without
+	// one nothing is held back at a message's end (grpcFrames).
+	spansFrames bool
 }
 
 // wuManberTable is what Wu-Manber needs of a matcher's needles.
@@ -135,6 +140,9 @@ func newMatcher(ns []needle) *matcher {
 	slices.SortStableFunc(m.needles, func(a, b needle) int { return len(b.find) - len(a.find) })
 	for _, n := range m.needles {
 		m.starts[n.find[0]] = true
+		for _, b := range n.find[1:] {
+			m.spansFrames = m.spansFrames || grpcFlag(b)
+		}
 	}
 	if len(m.needles) == 0 {
 		return m
@@ -354,6 +362,11 @@ type streamReader struct {
 	// was read of it: a buffer sized for a whole small announced body
 	// (under firstChunk) does not grow unless src turns out longer.
 	expect, total int64
+	// frames, when set, follows the messages of a gRPC body, so that
+	// what arrived is not held back at the end of a message (where a
+	// stream pauses until the other side answers) when no needle can
+	// continue into the next.
+	frames *grpcFrames
 }
 
 // prefilterPause is how many fills a stream searches with Wu-Manber alone
@@ -487,7 +500,7 @@ func (s *streamReader) advance(fill bool) bool {
 		if s.r < s.w {
 			limit := s.w
 			if !s.eof {
-				limit = s.w - s.m.holdBack(s.buf[s.r:s.w])
+				limit = s.w - s.holdBack()
 			}
 			if limit > s.r {
 				at, w := s.next()
@@ -511,7 +524,10 @@ func (s *streamReader) advance(fill bool) bool {
 		}
 		if s.eof {
 			s.err = io.EOF
-			if s.atEOF != nil {
+			if s.frames != nil && s.frames.err != nil {
+				// Cut off (grpcFrames.feed): trailers are not reached.
+				s.err = s.frames.err
+			} else if s.atEOF != nil {
 				if err := s.atEOF(); err != nil {
 					s.err = err
 				}
@@ -528,6 +544,18 @@ func (s *streamReader) advance(fill bool) bool {
 	}
 }
 
+// holdBack is how many bytes at the end of buf[r:w] wait for more input
+// (matcher.holdBack), none at the end of a gRPC message that no needle
+// can continue past.
+func (s *streamReader) holdBack() int {
+	n := s.m.holdBack(s.buf[s.r:s.w])
+	if n > 0 && s.frames != nil && !s.m.spansFrames && s.frames.atBoundary() {
+		s.frames.released = true
+		return 0
+	}
+	return n
+}
+
 // fill moves the held-back bytes to the front and reads more.
 func (s *streamReader) fill() {
 	if s.r > 0 {
@@ -541,6 +569,18 @@ func (s *streamReader) fill() {
 		s.buf = b
 	}
 	n, err := s.src.Read(s.buf[s.w:])
+	if s.frames != nil {
+		// What follows a compressed message's prefix, or bytes that
+		// are no message after an end of a message at which bytes
+		// that may begin a needle were passed on (they could complete
+		// it), is not passed on.
+		// The whole messages before it are passed on (scanned, as at
+		// the end of a body), then the body ends with the error.
+		if ok, ferr := s.frames.feed(s.buf[s.w : s.w+n]); ferr != nil {
+			n, err = ok, io.EOF
+			s.frames.err = ferr
+		}
+	}
 	s.total += int64(n)
 	// A buffer sized for a whole small announced body need not grow until
 	// the body turns out longer; any other grows to a chunk once reads

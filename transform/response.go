@@ -320,6 +320,9 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 		expect = -1
 	}
 	sb.init(sb.body, s.m, nil, expect)
+	if grpcFramed(resp.Header) {
+		sb.frames = &grpcFrames{}
+	}
 	sb.hits = &sb.c
 	sb.atEOF = sb.end
 	resp.Body = sb

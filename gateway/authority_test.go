@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// authorityPolicy denies a request whose header map, as conditions see
+// it, has a Host field, under /v1/judged/: HTTP/1.1's server moves Host
+// into the request's authority and out of the header map, so no request
+// on any protocol may reach the inject rule there with one. /v1/plain/
+// has no condition: what a Host field changes there is only whether the
+// request is forwarded with the credential.
+const authorityPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: host-field-judged
+    from: local
+    to: api
+    paths: [/v1/judged/*]
+    when: '"host" in request.headers'
+    action: deny
+  - name: v1
+    from: local
+    to: api
+    paths: [/v1/*]
+    inject: {credential: token, as: bearer}
+default: deny
+`
+
+// TestRequestAuthorityAgrees is the class of "a request names another
+// authority than the tunnel's, or carries a Host field the policy sees
+// but the upstream does not": inside an intercepted tunnel, over
+// HTTP/1.1 (written byte for byte) and HTTP/2 (frames written by hand:
+// :authority and any Host fields), every name the request gives its
+// authority must be the tunnel's destination, and what the policy's
+// conditions see is the same on both protocols. A Host field that
+// disagrees with the tunnel (another host, another port), or a second
+// one, is refused (421 host_mismatch over HTTP/2, where Go's server
+// leaves every Host field in the header map beside :authority; 400
+// malformed_request for two Host fields over HTTP/1.1, whose server
+// refuses them), audited, and never reaches the origin; one that agrees
+// is no header of the request for conditions and injectors, as over
+// HTTP/1.1. Before, HTTP/2 forwarded the request with the credential
+// whatever Host fields it carried, and conditions judged them.
+func TestRequestAuthorityAgrees(t *testing.T) {
+	pki := newTestPKI(t, apiHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(authorityPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+	cases := []struct {
+		name  string
+		hosts []string // Host fields; over HTTP/2 also beside :authority
+		// noAuthority: the HTTP/2 request has no :authority (only
+		// Host fields); ignored over HTTP/1.1.
+		noAuthority bool
+		h1Status    int
+		h1Code      string
+		h2Status    int
+		h2Code      string
+	}{
+		{name: "authority-only", hosts: nil, h1Status: 400, h1Code: "malformed_request", h2Status: 200},
+		{name: "same", hosts: []string{apiHost}, h1Status: 200, h2Status: 200},
+		{name: "same-port", hosts: []string{apiHost + ":443"}, h1Status: 200, h2Status: 200},
+		{name: "same-case", hosts: []string{"API.Origin.Test"}, h1Status: 200, h2Status: 200},
+		{name: "host-only", hosts: []string{apiHost}, noAuthority: true, h1Status: 200, h2Status: 200},
+		{name: "other-host", hosts: []string{"evil.example"}, h1Status: 421, h1Code: codeHostMismatch, h2Status: 421, h2Code: codeHostMismatch},
+		{name: "other-port", hosts: []string{apiHost + ":8443"}, h1Status: 421, h1Code: codeHostMismatch, h2Status: 421, h2Code: codeHostMismatch},
+		{name: "twice-same", hosts: []string{apiHost, apiHost}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
+		{name: "twice-other", hosts: []string{apiHost, "evil.example"}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
+		{name: "twice-other-first", hosts: []string{"evil.example", apiHost}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
+		{name: "empty", hosts: []string{""}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
+	}
+	for _, proto := range []string{"h1", "h2"} {
+		for _, under := range []string{"judged", "plain"} {
+			for i, tc := range cases {
+				if proto == "h1" && tc.noAuthority {
+					continue
+				}
+				t.Run(proto+"/"+under+"/"+tc.name, func(t *testing.T) {
+					path := fmt.Sprintf("/v1/%s/%s/%d", under, proto, i)
+					var status int
+					var code string
+					want, wantCode := tc.h2Status, tc.h2Code
+					if proto == "h1" {
+						want, wantCode = tc.h1Status, tc.h1Code
+						var b strings.Builder
+						fmt.Fprintf(&b, "GET %s HTTP/1.1\r\n", path)
+						for _, h := range tc.hosts {
+							fmt.Fprintf(&b, "Host: %s\r\n", h)
+						}
+						b.WriteString("\r\n")
+						status, code = rawRequest(t, tg, apiHost, b.String())
+					} else {
+						h := h2RawTunnel(t, tg, apiHost)
+						fields := [][2]string{{":method", "GET"}, {":scheme", "https"}}
+						if !tc.noAuthority {
+							fields = append(fields, [2]string{":authority", apiHost})
+						}
+						fields = append(fields, [2]string{":path", path})
+						for _, v := range tc.hosts {
+							fields = append(fields, [2]string{"host", v})
+						}
+						h.headers(1, fields, true)
+						a := h.read(1)[1]
+						if a.Reset {
+							t.Fatalf("stream reset %v, want an answer", a.ErrCode)
+						}
+						fmt.Sscan(a.Status, &status)
+						code = a.Field(ReasonHeader)
+					}
+					if status != want || code != wantCode {
+						t.Errorf("answered %d %q, want %d %q", status, code, want, wantCode)
+					}
+					var forwarded []seen
+					for _, s := range tg.origin.all() {
+						if s.Path == path {
+							forwarded = append(forwarded, s)
+						}
+					}
+					switch {
+					case want != 200 && len(forwarded) != 0:
+						t.Errorf("refused, but the origin received %+v", forwarded)
+					case want == 200 && (len(forwarded) != 1 || forwarded[0].Host != apiHost):
+						t.Errorf("the origin received %+v, want one request for %s", forwarded, apiHost)
+					}
+					waitFor(t, 5*time.Second, "the audit line of "+path, func() bool {
+						return strings.Contains(tg.audit.String(), `"path":"`+path+`"`) || (wantCode == "malformed_request" && strings.Contains(tg.audit.String(), `"code":"malformed_request"`))
+					})
+				})
+			}
+		}
+	}
+}
