@@ -29,8 +29,9 @@ type rejudgeParams struct {
 	// elsewhere are the hosts of a destination only the rule of another
 	// workload names.
 	elsewhere string
-	// observe puts the whole policy in observe mode.
-	observe bool
+	// observe puts the whole policy in observe mode; public drops
+	// allow_private from api and tunnel (the origin is on 127.0.0.1).
+	observe, public bool
 }
 
 var rejudgeBase = rejudgeParams{
@@ -60,15 +61,15 @@ func (p rejudgeParams) policy() string {
   local: {cidrs: [127.0.0.1/32]}
   other: {cidrs: [10.9.9.9/32]}
 destinations:
-  api: {hosts: %s, allow_private: true}
-  tunnel: {hosts: %s, allow_private: true}
+  api: {hosts: %s, allow_private: %v}
+  tunnel: {hosts: %s, allow_private: %v}
   elsewhere: {hosts: %s, allow_private: true}
 credentials:
   token: {provider: static, env: %s}
   token2: {provider: static, env: CREDGATE_GATEWAY_TEST_TOKEN2}
 rules:
 %sdefault: deny
-`, p.apiHosts, p.tunnelHosts, p.elsewhere, p.tokenEnv, rules.String())
+`, p.apiHosts, !p.public, p.tunnelHosts, !p.public, p.elsewhere, p.tokenEnv, rules.String())
 }
 
 // streamThrough sends GET /r/stream with c, reads the first chunk and
@@ -189,6 +190,7 @@ func TestReloadRejudgesWhatIsOpen(t *testing.T) {
 		{"method removed", with(func(p *rejudgeParams) { p.methods = "[PUT]" }), false, "method_not_allowed"},
 		{"workload removed", with(func(p *rejudgeParams) { p.apiFrom, p.tunnelFrom = "[other]", "[other]" }), true, "no_rule"},
 		{"deny added", with(func(p *rejudgeParams) { p.deny = true }), true, "denied_by_rule"},
+		{"allow_private dropped", with(func(p *rejudgeParams) { p.public = true }), true, "private_address"},
 		{"credential renamed", with(func(p *rejudgeParams) { p.cred = "token2" }), false, token2},
 		{"credential edited", with(func(p *rejudgeParams) { p.tokenEnv = "CREDGATE_GATEWAY_TEST_TOKEN2" }), false, token2},
 		{"unrelated change", with(func(p *rejudgeParams) { p.elsewhere = "[elsewhere.origin.test, more.origin.test]" }), false, "token"},

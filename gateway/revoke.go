@@ -28,13 +28,14 @@ import (
 //
 // A policy reload can withdraw the policy's part: the rule is removed,
 // its destination loses the host, its methods, paths or workloads
-// narrow, a deny rule comes first, or the rule injects another
-// credential (or the credential's settings change). After every
-// successful reload (policyChanged) each open long-lived connection and
-// request in flight is decided again by the new policy, with the query it
-// was first decided with (its workload, destination and, for a request,
-// method, path and headers); what the new policy refuses, or would admit
-// under another rule, credential or action, ends at once: a long-lived
+// narrow, a deny rule comes first, the rule injects another credential
+// (or the credential's settings change), or the destination drops
+// allow_private. After every successful reload (policyChanged) each open
+// long-lived connection and request in flight is decided again by the
+// new policy, with the query it was first decided with (its workload,
+// destination and, for a request, method, path and headers); what the
+// new policy refuses, or would admit otherwise (grant: another action,
+// rule, credential or allow_private), ends at once: a long-lived
 // connection closes (policy_changed), a request in flight is cut (502
 // policy_changed_in_flight). There is no grace period, as there is none
 // for the kill switch: an operator who narrows the policy during an
@@ -145,13 +146,15 @@ type recheckCount struct {
 }
 
 // grant is what a decision admitted, compared across policies: the
-// action, and the rule and credential (name and settings' version) it
-// admitted with; every refusal is the zero grant. Observe mode's
+// action, the rule and credential (name and settings' version) it
+// admitted with, and whether its destination allowed special-purpose
+// addresses (the address dialled is not kept: a destination that drops
+// allow_private ends what it admitted); every refusal is the zero grant. Observe mode's
 // would_deny admissions (no credential, public addresses only) are one
 // grant whatever decided them.
 type grant struct {
 	action                        policy.Action
-	observe                       bool
+	observe, allowPrivate         bool
 	rule, credential, credVersion string
 }
 
@@ -165,9 +168,9 @@ func grantOf(d policy.Decision, connect bool) grant {
 	case !allowed:
 		return grant{}
 	case d.WouldDeny:
-		return grant{action: d.Action, observe: true}
+		return grant{action: d.Action, observe: true, allowPrivate: d.AllowPrivate}
 	}
-	gr := grant{action: d.Action, rule: d.Rule}
+	gr := grant{action: d.Action, rule: d.Rule, allowPrivate: d.AllowPrivate}
 	if d.Inject != nil {
 		gr.credential, gr.credVersion = d.Inject.Credential, d.Inject.CredentialVersion
 	}
