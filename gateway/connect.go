@@ -324,14 +324,15 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 		return reject(identity.Workload{}, target{}, policy.Decision{},
 			newRefusal(http.StatusBadRequest, codeBadConnectTarget, "CONNECT target "+err.Error()+"; send CONNECT host:port", ""))
 	}
-	a, f := g.admit(r.Context(), ev, policy.Query{Connect: true, Host: dest.host, Port: dest.port}, dest, pinnedAddrs{}, nil)
+	q := policy.Query{Connect: true, Host: dest.host, Port: dest.port}
+	a, f := g.admit(r.Context(), ev, q, dest, pinnedAddrs{}, nil)
 	if f != nil {
 		return reject(a.wl, dest, policy.Decision{Action: policy.Deny, Rule: a.d.Rule}, *f)
 	}
 	w, d, addrs, polVersion := a.wl, a.d, a.addrs, a.pol.Stats().Hash
 	if d.Action == policy.Tunnel {
 		return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
-			g.splice(start, client, ev, w, dest, addrs, d, polVersion)
+			g.splice(start, client, ev, w, dest, addrs, d, polVersion, judged(a.pol, q, w, d))
 		}}, authority
 	}
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
@@ -428,8 +429,9 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 
 // splice connects the client to the destination without interception.
 // polVersion is the policy that decided, for the line written when the
-// tunnel ends (a reload may have come since).
-func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, d policy.Decision, polVersion string) {
+// tunnel ends (a reload may have come since), and jd the decision, for
+// deciding the tunnel again after a reload.
+func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, d policy.Decision, polVersion string, jd judgement) {
 	ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Upstream.DialTimeout.D())
 	upstream, err := g.dialer.dialAny(ctx, addrs)
 	cancel()
@@ -451,7 +453,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	g.auditConnect(start, ev, w, dest, d, http.StatusOK, "")
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
-	lc := g.newLong(kindTunnel, ev, w, d)
+	lc := g.newLong(kindTunnel, ev, w, d, jd)
 	g.openLong(lc)
 	lc.start(client, upstream)
 	g.relay(lc, client, upstream)

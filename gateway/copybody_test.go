@@ -118,7 +118,7 @@ func TestCopyBodyScrubbed(t *testing.T) {
 		}
 		resp, count := scrubbedResponse(t, data, sizes, cl, nil)
 		w := &recordingWriter{header: http.Header{}, failAfter: -1}
-		if err := g.copyBody(w, http.NewResponseController(w), resp.Body, cl < 0, cl); err != nil {
+		if err := g.copyBody(t.Context(), w, http.NewResponseController(w), resp.Body, cl < 0, cl); err != nil {
 			t.Fatalf("round %d: copyBody: %v", round, err)
 		}
 		want, wantCount := scrubbedResponse(t, data, sizes, cl, nil)
@@ -154,7 +154,7 @@ func TestCopyBodyScrubbedSemantics(t *testing.T) {
 	small := []byte(`{"id":"ch_1","echo":"` + scrubSecret + `","status":"ok"}`)
 	resp, count := scrubbedResponse(t, small, []int{len(small)}, int64(len(small)), nil)
 	w := &recordingWriter{header: http.Header{}, failAfter: -1}
-	if err := g.copyBody(w, http.NewResponseController(w), resp.Body, false, int64(len(small))); err != nil {
+	if err := g.copyBody(t.Context(), w, http.NewResponseController(w), resp.Body, false, int64(len(small))); err != nil {
 		t.Fatal(err)
 	}
 	// No flush of the body: it leaves with the headers when the handler
@@ -167,7 +167,7 @@ func TestCopyBodyScrubbedSemantics(t *testing.T) {
 	large := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB, no secret
 	resp, _ = scrubbedResponse(t, large, []int{16 << 10}, int64(len(large)), nil)
 	w = &recordingWriter{header: http.Header{}, failAfter: -1}
-	if err := g.copyBody(w, http.NewResponseController(w), resp.Body, false, int64(len(large))); err != nil {
+	if err := g.copyBody(t.Context(), w, http.NewResponseController(w), resp.Body, false, int64(len(large))); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(w.body.Bytes(), large) || w.flushes < 2 || w.flushes != w.writes {
@@ -176,7 +176,7 @@ func TestCopyBodyScrubbedSemantics(t *testing.T) {
 
 	resp, _ = scrubbedResponse(t, large, []int{16 << 10}, int64(len(large)), nil)
 	w = &recordingWriter{header: http.Header{}, failAfter: 40 << 10}
-	if err := g.copyBody(w, http.NewResponseController(w), resp.Body, false, int64(len(large))); !errors.Is(err, errClientWrite) {
+	if err := g.copyBody(t.Context(), w, http.NewResponseController(w), resp.Body, false, int64(len(large))); !errors.Is(err, errClientWrite) {
 		t.Errorf("a failed client write: %v, want errClientWrite", err)
 	}
 
@@ -184,7 +184,7 @@ func TestCopyBodyScrubbedSemantics(t *testing.T) {
 	body := append(bytes.Repeat([]byte("a"), 20<<10), scrubSecret[:10]...) // ends in the start of the secret
 	resp, _ = scrubbedResponse(t, body, []int{8 << 10}, int64(len(body))+100, cut)
 	w = &recordingWriter{header: http.Header{}, failAfter: -1}
-	if err := g.copyBody(w, http.NewResponseController(w), resp.Body, false, int64(len(body))+100); !errors.Is(err, cut) {
+	if err := g.copyBody(t.Context(), w, http.NewResponseController(w), resp.Body, false, int64(len(body))+100); !errors.Is(err, cut) {
 		t.Errorf("an upstream read error: %v, want it returned", err)
 	}
 	if w.body.Len() != 20<<10 || strings.Contains(w.body.String(), scrubSecret[:10]) {

@@ -90,6 +90,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer resp.Body.Close()
+	if _, cut := cutInFlight(r, st); cut {
+		// Cut in flight (the kill switch, the identity's loss, a
+		// reload) while the answer was on its way: the transport may
+		// not have seen the cancellation yet, the answer is not relayed.
+		g.upstreamError(w, r, context.Cause(r.Context()))
+		return
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if !upgrade {
 			// Only an upgrade request may be answered 101.
@@ -153,7 +160,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	if stream {
 		_ = rc.Flush()
 	}
-	err = g.copyBody(w, rc, resp.Body, stream, cl)
+	err = g.copyBody(r.Context(), w, rc, resp.Body, stream, cl)
 	if _, cut := cutInFlight(r, st); err == nil && (cut || st != nil && st.upBody.stalled()) {
 		// A request cut in flight (the kill switch, the loss of its
 		// identity, a stalled upstream) never ends cleanly, whatever
@@ -332,8 +339,9 @@ func h2ExpectsContinue(body io.Reader) bool {
 var errClientWrite = errors.New("gateway: writing the response to the client failed")
 
 // copyBody copies the upstream body, of length cl (-1: unknown), to the
-// client with a pooled buffer, flushing after every write when stream is
-// set. A body its first read does not complete (a slow one, or one larger
+// client with a pooled buffer, until ctx (the upstream request's) is
+// cancelled, flushing after every write when stream is set. A body its
+// first read does not complete (a slow one, or one larger
 // than the buffer) is streamed from then on: what has arrived, and the
 // headers before it, go to the client at once instead of waiting in the
 // server's write buffer for the rest (a flush costs nothing more for
@@ -345,7 +353,7 @@ var errClientWrite = errors.New("gateway: writing the response to the client fai
 // has ready holds no match, not copied into the pooled one first. A read
 // error other than the end of the body is returned; so is a failed
 // write.
-func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, stream bool, cl int64) error {
+func (g *Gateway) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseController, body io.Reader, stream bool, cl int64) error {
 	buf := g.buffers.Get()
 	defer g.buffers.Put(buf)
 	cr, _ := body.(chunkReader)
@@ -359,6 +367,12 @@ func (g *Gateway) copyBody(w io.Writer, rc *http.ResponseController, body io.Rea
 			b, rerr = readChunk(body, cr, buf)
 		}
 		n := len(b)
+		if n > 0 && ctx.Err() != nil {
+			// Cancelled (a request cut in flight) while the read that
+			// returned these bytes was under way: the transport may
+			// not have seen it yet; nothing more is relayed.
+			return context.Cause(ctx)
+		}
 		if n > 0 {
 			if _, werr := w.Write(b); werr != nil {
 				return errClientWrite

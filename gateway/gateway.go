@@ -721,6 +721,8 @@ func (g *Gateway) onReload(err error) {
 	// policy's allow_private settings: retire them. Connections to other
 	// addresses are allowed under any policy and stay pooled.
 	g.pools.reload()
+	// What is open was admitted by the old policy: decide it again.
+	g.policyChanged()
 }
 
 // onRetire drops the cached credentials of a replaced policy's providers

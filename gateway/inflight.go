@@ -45,12 +45,26 @@ import (
 //     a trust bundle or tls.client_ca changed: revoke.go), every request
 //     in flight whose identity has not expired yet is verified again and
 //     those that no longer verify are cut: 502 identity_revoked_in_flight.
+//
+// So is the policy that admitted it: after a reload, every request in
+// flight is decided again with its workload, destination, method, path
+// (and headers, when a condition reads them); one the new policy refuses,
+// or admits under another rule, credential or action, is cut: 502
+// policy_changed_in_flight (revoke.go).
 
 // Codes of a request whose identity was lost while it was in flight.
 const (
 	codeIdentityExpiredInFlight = "identity_expired_in_flight"
 	codeIdentityRevokedInFlight = "identity_revoked_in_flight"
 )
+
+// codePolicyChangedInFlight is the code of a request cut in flight
+// because a policy reload no longer admits it as it was admitted.
+const codePolicyChangedInFlight = "policy_changed_in_flight"
+
+// errPolicyChanged is the cause of an in-flight request's cancellation
+// by a policy reload.
+var errPolicyChanged = errors.New("policy reload: the new policy no longer admits the request as it was admitted")
 
 // errIdentityLost is the cause of an in-flight request's cancellation
 // because its identity expired or was revoked.
@@ -81,7 +95,10 @@ type inFlight struct {
 	name     string
 	deadline time.Time
 	seq      uint64
-	cancel   context.CancelCauseFunc
+	// judged is the decision that admitted the request, for deciding it
+	// again after a reload (read and written under the set's lock).
+	judged judgement
+	cancel context.CancelCauseFunc
 	// body is the client's request body, whose pending read the switch
 	// ends too (nil without one).
 	body *idleBody
@@ -152,6 +169,9 @@ type flightCheck struct {
 	seq  uint64
 	ev   identity.Evidence
 	name string
+	// deadline and judged are the request's, when it was picked.
+	deadline time.Time
+	judged   judgement
 }
 
 // pick returns the requests in flight that keep selects.
@@ -161,7 +181,7 @@ func (s *flightSet) pick(keep func(*inFlight) bool) []flightCheck {
 	var out []flightCheck
 	for f := range s.m {
 		if f.refusal() == nil && keep(f) {
-			out = append(out, flightCheck{f: f, seq: f.seq, ev: f.ev, name: f.name})
+			out = append(out, flightCheck{f: f, seq: f.seq, ev: f.ev, name: f.name, deadline: f.deadline, judged: f.judged})
 		}
 	}
 	return out
@@ -220,24 +240,54 @@ func (g *Gateway) expireFlights() {
 	s.arm(next)
 }
 
-// revokeFlights verifies again the identity of every request in flight
-// whose identity has not expired (an expired one is the timer's, after
-// the grace) and cuts those that no longer verify; it returns how many.
-func (g *Gateway) revokeFlights() int {
+// recheckFlights judges every request in flight again, one scan of the
+// set: with recheckEvidence, the identity of those whose identity has not
+// expired (an expired one is the timer's, after the grace) is verified
+// again and those that no longer verify are cut (identity_revoked_in_flight);
+// with recheckPolicy, those not yet decided under pol are decided again
+// and those pol no longer admits as they were admitted are cut
+// (policy_changed_in_flight).
+func (g *Gateway) recheckFlights(what recheckWhat, pol *policy.Policy) recheckCount {
 	s := &g.flights
 	now := time.Now()
 	grace := g.cfg.Limits.InFlightIdentityGrace.D()
-	todo := s.pick(func(f *inFlight) bool { return f.deadline.IsZero() || now.Before(f.deadline.Add(-grace)) })
-	n := 0
+	todo := s.pick(func(f *inFlight) bool {
+		live := f.deadline.IsZero() || now.Before(f.deadline.Add(-grace))
+		return what&recheckEvidence != 0 && live || what&recheckPolicy != 0 && f.judged.pol != pol
+	})
+	var n recheckCount
 	for _, c := range todo {
-		if _, ok := g.reverify(c.ev, c.name); ok {
+		if what&recheckEvidence != 0 && (c.deadline.IsZero() || now.Before(c.deadline.Add(-grace))) {
+			if _, ok := g.reverify(c.ev, c.name); !ok {
+				if s.still(c, func(f *inFlight) { f.identityLost(g, codeIdentityRevokedInFlight) }) {
+					n.revoked++
+				}
+				continue
+			}
+		}
+		if what&recheckPolicy == 0 || c.judged.pol == pol {
 			continue
 		}
-		if s.still(c, func(f *inFlight) { f.identityLost(g, codeIdentityRevokedInFlight) }) {
-			n++
+		n.judged++
+		keep := c.judged.keeps(pol)
+		if s.still(c, func(f *inFlight) {
+			if keep {
+				f.judged.pol = pol
+				return
+			}
+			f.policyChanged(g)
+		}) && !keep {
+			n.changed++
 		}
 	}
 	return n
+}
+
+// policyChanged cuts f, which a policy reload no longer admits as it
+// was admitted. Under the set's lock.
+func (f *inFlight) policyChanged(g *Gateway) {
+	r := newRefusal(http.StatusBadGateway, codePolicyChangedInFlight, fmt.Sprintf("the policy was reloaded while this request of workload %q was in flight and no longer allows it as it was allowed (rule %q): the request had been sent to the upstream, which may have acted on it, and its answer is not relayed; `credgate explain` says what the policy in force decides", f.workload, f.rule), f.rule)
+	f.cutWith(r, errPolicyChanged)
 }
 
 // identityLost cuts f, whose identity expired or was revoked (code).
@@ -312,11 +362,12 @@ func (f *inFlight) refusal() *refusal {
 // startFlight registers the request that decision d allowed workload wl,
 // identified from ev, to send, with its body (nil without one), in f,
 // and returns the context to send it with: the kill switch, the expiry
-// and the revocation of the identity cancel it from now on. Call the
+// and the revocation of the identity and a policy reload that no longer
+// admits it (jd: the decision, judged) cancel it from now on. Call the
 // returned func when the request is done.
-func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision) (context.Context, func()) {
+func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	f.rule, f.workload, f.cancel, f.body = d.Rule, wl.DisplayName(), cancel, body
+	f.rule, f.workload, f.cancel, f.body, f.judged = d.Rule, wl.DisplayName(), cancel, body, jd
 	f.ev, f.name = ev, wl.Name
 	if exp := wl.Expires(); !exp.IsZero() {
 		f.deadline = exp.Add(g.cfg.Limits.InFlightIdentityGrace.D())
@@ -333,6 +384,13 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 			f.switchOff(g, snap)
 		}
 	}
+	// Likewise a reload after the decision: the scan it started may
+	// have missed f (jd is this goroutine's copy; the scan writes f's).
+	if pol := g.store.Current(); pol != jd.pol && !jd.keeps(pol) {
+		g.flights.mu.Lock()
+		f.policyChanged(g)
+		g.flights.mu.Unlock()
+	}
 	return ctx, func() {
 		g.flights.remove(f)
 		cancel(nil)
@@ -340,13 +398,14 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 }
 
 // cutInFlight returns the refusal of what cut r in flight (the kill
-// switch, the expiry or revocation of its identity) when r's context was
+// switch, the expiry or revocation of its identity, a policy reload) when
+// r's context was
 // cancelled by it.
 func cutInFlight(r *http.Request, st *reqState) (*refusal, bool) {
 	if st == nil {
 		return nil, false
 	}
-	if cause := context.Cause(r.Context()); !errors.Is(cause, errSwitchedOff) && !errors.Is(cause, errIdentityLost) {
+	if cause := context.Cause(r.Context()); !errors.Is(cause, errSwitchedOff) && !errors.Is(cause, errIdentityLost) && !errors.Is(cause, errPolicyChanged) {
 		return nil, false
 	}
 	f := st.flight.refusal()

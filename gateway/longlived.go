@@ -31,6 +31,11 @@ import (
 //     changes, tls.client_ca loses a CA: revoke.go) and the evidence,
 //     verified again then, no longer names the same workload
 //     (identity_revoked);
+//   - a policy reload no longer admits it as it was admitted: decided
+//     again with the workload and destination (and, for a WebSocket, the
+//     method, path and headers) that opened it, the new policy refuses it
+//     or admits it under another rule, credential or action
+//     (policy_changed, revoke.go);
 //   - no byte went either way for limits.long_lived.idle_timeout;
 //   - it has been open for limits.long_lived.max_lifetime;
 //   - the gateway shuts down (after shutdown_timeout).
@@ -57,13 +62,16 @@ const (
 	// closedIdentityRevoked: the evidence that opened it stopped
 	// verifying before it expired (its signing key or CA was removed).
 	closedIdentityRevoked = "identity_revoked"
-	closedIdle            = "idle"
-	closedMaxLifetime     = "max_lifetime"
-	closedShutdown        = "shutdown"
+	// closedPolicyChanged: a policy reload no longer admits it as it was
+	// admitted (revoke.go).
+	closedPolicyChanged = "policy_changed"
+	closedIdle          = "idle"
+	closedMaxLifetime   = "max_lifetime"
+	closedShutdown      = "shutdown"
 )
 
 // closeReasons lists the reasons, for the metrics' label values.
-var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdentityRevoked, closedIdle, closedMaxLifetime, closedShutdown}
+var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdentityRevoked, closedPolicyChanged, closedIdle, closedMaxLifetime, closedShutdown}
 
 // longConn is one long-lived connection and what allowed it.
 type longConn struct {
@@ -83,6 +91,9 @@ type longConn struct {
 	// answer runs out before the token does; an expired token or
 	// certificate does not verify again).
 	reverify func() (time.Time, bool)
+	// judged is the decision that admitted it, for deciding it again
+	// after a reload (its pol under mu).
+	judged judgement
 
 	// down, when set, wraps what the upstream sends the client (a
 	// WebSocket's frames, scrubbed: wsscrub.go).
@@ -361,11 +372,11 @@ const reverifyTimeout = 10 * time.Second
 
 // newLong describes a long-lived connection of kind that decision d
 // allowed workload wl, identified from evidence ev, to open, with the
-// limits in force.
-func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workload, d policy.Decision) *longConn {
+// limits in force; jd is that decision (judged).
+func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) *longConn {
 	lim := g.cfg.Limits.LongLived
 	lc := &longConn{kind: kind, rule: d.Rule, workload: wl.DisplayName(), expires: wl.Expires(),
-		idle: lim.IdleTimeout.D(), maxLife: lim.MaxLifetime.D()}
+		idle: lim.IdleTimeout.D(), maxLife: lim.MaxLifetime.D(), judged: jd}
 	if d.Inject != nil {
 		lc.credentials = d.Inject.Uses()
 	}
@@ -391,35 +402,73 @@ func (g *Gateway) reverify(ev identity.Evidence, name string) (time.Time, bool) 
 	return exp, true
 }
 
-// revokeLong verifies again the evidence of every open long-lived
-// connection whose identity has not expired (an expired one is its
-// timer's) and closes those whose evidence no longer verifies, as
-// identity_revoked; it returns how many. One scan of the set.
-func (g *Gateway) revokeLong() int {
+// recheckLong judges every open long-lived connection again, one scan of
+// the set: with recheckEvidence, the evidence of those whose identity has
+// not expired (an expired one is its timer's) is verified again and those
+// whose evidence no longer verifies close (identity_revoked); with
+// recheckPolicy, those not yet decided under pol are decided again and
+// those pol no longer admits as they were admitted close
+// (policy_changed).
+func (g *Gateway) recheckLong(what recheckWhat, pol *policy.Policy) recheckCount {
 	now := time.Now()
 	s := &g.long
 	s.mu.Lock()
 	var todo []*longConn
 	for lc := range s.conns {
 		lc.mu.Lock()
-		open := lc.reason == "" && (lc.expires.IsZero() || now.Before(lc.expires))
+		open := lc.reason == ""
 		lc.mu.Unlock()
-		if open && lc.reverify != nil {
+		if open {
 			todo = append(todo, lc)
 		}
 	}
 	s.mu.Unlock()
-	n := 0
+	var n recheckCount
 	for _, lc := range todo {
+		lc.mu.Lock()
+		live := lc.expires.IsZero() || now.Before(lc.expires)
+		lc.mu.Unlock()
 		// The evidence verifies when it still names the workload and
 		// has not expired meanwhile (the timer sees to that).
-		if _, ok := lc.reverify(); ok {
-			continue
+		if what&recheckEvidence != 0 && live && lc.reverify != nil {
+			if _, ok := lc.reverify(); !ok {
+				lc.close(closedIdentityRevoked)
+				n.revoked++
+				continue
+			}
 		}
-		lc.close(closedIdentityRevoked)
-		n++
+		if what&recheckPolicy != 0 {
+			decided, closed := lc.rejudge(pol)
+			if decided {
+				n.judged++
+			}
+			if closed {
+				n.changed++
+			}
+		}
 	}
 	return n
+}
+
+// rejudge decides lc again under pol unless pol already decided it, and
+// closes it (policy_changed) when pol no longer admits it as it was
+// admitted. It reports whether it decided and whether it closed.
+func (lc *longConn) rejudge(pol *policy.Policy) (decided, closed bool) {
+	lc.mu.Lock()
+	done := lc.judged.pol == pol || lc.reason != ""
+	lc.mu.Unlock()
+	if done {
+		return false, false
+	}
+	// q and was do not change: no lock while the policy decides.
+	if lc.judged.keeps(pol) {
+		lc.mu.Lock()
+		lc.judged.pol = pol
+		lc.mu.Unlock()
+		return true, false
+	}
+	lc.close(closedPolicyChanged)
+	return true, true
 }
 
 // openLong registers lc (before its relay starts: a kill switch applied
@@ -432,6 +481,9 @@ func (g *Gateway) openLong(lc *longConn) {
 	if g.switches != nil && g.switches.Snapshot().Match(lc.rule, lc.workload, lc.credentials...) != nil {
 		lc.close(closedKillSwitch)
 	}
+	// Likewise a reload after the decision: the scan it started may
+	// have missed lc.
+	lc.rejudge(g.store.Current())
 }
 
 // closeLong unregisters lc after its relay ended, counts why it ended and

@@ -186,7 +186,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	}, []string{"kind"})
 	m.longClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_long_lived_closed_total",
-		Help: "Long-lived connections that ended, by kind and reason: ended (a side closed it), kill_switch, identity_expired, identity_revoked, idle, max_lifetime, shutdown.",
+		Help: "Long-lived connections that ended, by kind and reason: ended (a side closed it), kill_switch, identity_expired, identity_revoked, policy_changed, idle, max_lifetime, shutdown.",
 	}, []string{"kind", "reason"})
 	for _, k := range longKinds {
 		m.longLived.WithLabelValues(k)

@@ -639,6 +639,9 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		return
 	}
 	d := a.d
+	// What decided, for deciding the request (or its WebSocket) again
+	// after a reload: before anything rewrites its headers.
+	jd := judged(a.pol, q, a.wl, d)
 
 	var cred *providers.Credential
 	var hit bool
@@ -691,7 +694,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// identity and upstream.response_idle_timeout. When the upstream
 	// switches protocols, forward hands it over to the long-lived
 	// connection's registration (relayUpgrade).
-	octx, done := g.startFlight(octx, &st.flight, ib, ev, a.wl, d)
+	octx, done := g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
 	defer done()
 	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
 	if expect {
@@ -709,7 +712,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		return
 	}
 	if upgrade {
-		st.long = g.newLong(kindWebSocket, ev, a.wl, d)
+		st.long = g.newLong(kindWebSocket, ev, a.wl, d, jd)
 	}
 	st.x = x
 	if f := g.substitute(x, a, out, cred, st); f != nil {
@@ -777,15 +780,18 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if st.refusal != nil {
 		ev2.Decision, ev2.Code, ev2.Switch = policy.Deny.String(), st.refusal.Code, st.refusal.Switch
 	}
-	if aborted && ev2.Code == "" {
+	cut := st.flight.refusal()
+	if aborted && (ev2.Code == "" || cut != nil && st.abortCode == cut.Code) {
 		// The response broke off after its headers (the upstream cut the
-		// body, or the client stopped reading).
+		// body, or the client stopped reading). What cut it in flight
+		// names the line's code even when observe mode gave it one
+		// (would_deny's refusal code).
 		ev2.Code = st.abortCode
 		if ev2.Code == "" {
 			ev2.Code = codeUpstreamError
 		}
-		if f := st.flight.refusal(); f != nil && ev2.Code == f.Code {
-			ev2.Switch = f.Switch // cut mid-response by the kill switch (or, without one, the identity's loss)
+		if cut != nil && ev2.Code == cut.Code {
+			ev2.Switch = cut.Switch // cut mid-response by the kill switch (or, without one, the identity's loss or a reload)
 		}
 	}
 	ev2.Status = status

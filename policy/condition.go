@@ -55,8 +55,9 @@ var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 type condition struct {
 	src string
 	prg cel.Program
-	// usesRequest is true when the expression reads request.*.
-	usesRequest bool
+	// usesRequest is true when the expression reads request.*, and
+	// usesHeaders when it reads request.headers.
+	usesRequest, usesHeaders bool
 }
 
 // conditionIssue is one compile error, at a 1-based line and 0-based
@@ -91,6 +92,9 @@ func compileCondition(src string) (*condition, []conditionIssue) {
 	for _, ref := range ast.NativeRep().ReferenceMap() {
 		if strings.HasPrefix(ref.Name, "request.") {
 			c.usesRequest = true
+		}
+		if ref.Name == "request.headers" {
+			c.usesHeaders = true
 		}
 	}
 	prg, err := env.Program(ast, cel.CostLimit(conditionCostLimit), cel.EvalOptions(cel.OptOptimize))

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -293,5 +294,40 @@ func BenchmarkDecideCondition(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.Decide(q)
+	}
+}
+
+// TestReadsHeaders: Policy.ReadsHeaders is true exactly when a rule's
+// `when:` reads request.headers, however it reads them (the gateway keeps
+// a request's headers for deciding it again after a reload only then).
+func TestReadsHeaders(t *testing.T) {
+	base := `workloads: {w: {cidrs: [10.0.0.0/8]}}
+destinations: {d: {hosts: [d.example]}}
+rules:
+  - name: r
+    from: w
+    to: d
+    action: tunnel
+%s
+default: deny
+`
+	for when, want := range map[string]bool{
+		``:                                 false,
+		`    when: 'now.getHours() < 25'`:  false,
+		`    when: 'workload.name == "w"'`: false,
+		`  - {name: h, from: w, to: d, when: 'request.method == "GET"', action: deny}`:             false,
+		`  - {name: h, from: w, to: d, when: '"x-a" in request.headers', action: deny}`:            true,
+		`  - {name: h, from: w, to: d, when: 'request.headers["x-a"] == "1"', action: deny}`:       true,
+		`  - {name: h, from: w, to: d, when: 'request.headers.exists(k, k == "x")', action: deny}`: true,
+	} {
+		src := fmt.Sprintf(base, when)
+		p, err := Parse(context.Background(), "p.yaml", []byte(src))
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if got := p.ReadsHeaders(); got != want {
+			t.Errorf("%s: ReadsHeaders %v, want %v", when, got, want)
+		}
+		p.Close()
 	}
 }

@@ -113,6 +113,11 @@ func (ps *parser) parse(data []byte) *Policy {
 	}
 	p.injectors = ps.builtInjectors
 	p.index = buildIndex(p.rules)
+	for _, r := range p.rules {
+		if r.cond != nil && r.cond.usesHeaders {
+			p.readsHeaders = true
+		}
+	}
 	p.observe.workloads = ps.observeWorkloads
 	if len(ps.observeDests) > 0 {
 		p.observe.dests, p.observe.anyDest = buildObserveIndex(ps.observeDests), true

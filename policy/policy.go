@@ -34,6 +34,8 @@ type Policy struct {
 	observe observeMode
 	// quarantine: a tripwire disables the workload (placeholders.quarantine).
 	quarantine bool
+	// readsHeaders: a rule's `when:` reads request.headers.
+	readsHeaders bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -388,3 +390,8 @@ func cleanup(creds []*credential, injs []injectors.Injector) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ReadsHeaders reports whether a rule's `when:` condition reads
+// request.headers: deciding a request again later (after a reload) then
+// needs the headers as they were when it was first decided.
+func (p *Policy) ReadsHeaders() bool { return p.readsHeaders }
