@@ -30,7 +30,9 @@ is read and parsed as serve does at start, without writing a file or
 connecting anywhere: run it where serve runs.
 
 Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
-FILE:LINE:COL: message.
+FILE:LINE:COL: message. Warnings (FILE:LINE:COL: warning: message, such as
+a placeholder rule without substitute_in) are printed before "ok" and do
+not fail the check.
 
 --list prints the names of the compiled-in providers, injectors and identity
 factor kinds; credgate plugins describes them and their settings.`,
@@ -55,6 +57,10 @@ factor kinds; credgate plugins describes them and their settings.`,
 				return &exitCode{code: exitError, reported: true, err: err}
 			}
 			defer l.policy.Close()
+			// Warnings do not fail the check: the policy loads as it is.
+			for _, w := range l.policy.Warnings() {
+				fmt.Fprintf(out, "%s:%d:%d: warning: %s\n", w.File, w.Line, w.Col, w.Msg)
+			}
 			st := l.policy.Stats()
 			summary := fmt.Sprintf("%s, %s, %s, %s",
 				plural(st.Rules, "rule"), plural(st.Destinations, "destination"),

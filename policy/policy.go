@@ -31,6 +31,8 @@ type Policy struct {
 	observe observeMode
 	// quarantine: a tripwire disables the workload (placeholders.quarantine).
 	quarantine bool
+	// warnings are the problems that did not stop the policy loading.
+	warnings ErrorList
 
 	closeOnce sync.Once
 	closeErr  error
