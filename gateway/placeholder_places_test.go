@@ -283,7 +283,14 @@ func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesRecei
 		h = http.Header{"Content-Type": {ctype}}
 	}
 	resp, text := do(t, c, method, u.String(), h, rd)
-	got := o.all()[before:]
+	// This case's requests only: the head of an earlier case's streamed
+	// body, cut off, may reach the origin after that case ended.
+	var got []seen
+	for _, s := range o.all()[before:] {
+		if strings.HasPrefix(s.Path, path+"/") || s.Path == path {
+			got = append(got, s)
+		}
+	}
 	if allowed {
 		if resp.StatusCode != 200 || len(got) != 1 {
 			t.Fatalf("status %d %s %q, origin saw %d requests; want it forwarded", resp.StatusCode, resp.Header.Get(ReasonHeader), text, len(got))
@@ -293,7 +300,7 @@ func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesRecei
 			t.Errorf("status %d %s %q, want 403 %s", resp.StatusCode, resp.Header.Get(ReasonHeader), text, codePlaceholderMisuse)
 		}
 		if len(got) != 0 && !pos.streamed {
-			t.Errorf("the refused request reached the origin")
+			t.Errorf("the refused request reached the origin: %s", got[0].URI)
 		}
 	}
 	sent := false
