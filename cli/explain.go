@@ -429,7 +429,7 @@ func (ex *explanation) print(out io.Writer) {
 		}
 		row("injector:", inj)
 		if ph := d.Inject.Placeholder; ph != nil {
-			row("placeholder:", placeholderLine(ph, ex.workload, d.Inject.RequirePlaceholder))
+			row("placeholder:", placeholderLine(ph, ex.workload, d.Inject))
 		}
 		switch {
 		case d.Scrub.Off:
@@ -483,13 +483,21 @@ func orDash(s string) string {
 // credential: the string itself (it is not a secret: it resolves only
 // for this rule's destination and this workload), how it is made, and
 // whether the rule requires it.
-func placeholderLine(ph *policy.Placeholder, wl identity.Workload, required bool) string {
+func placeholderLine(ph *policy.Placeholder, wl identity.Workload, plan *policy.InjectPlan) string {
 	s := ph.For(wl)
 	if ph.PerWorkload {
 		s += " (generated for workload " + wl.DisplayName() + ")"
 	}
-	s += " stands for field " + ph.Field + "; replaced in headers, Basic, path, query, form and JSON bodies and WebSocket text frames"
-	if required {
+	places := make([]string, len(plan.SubstituteIn))
+	for i, p := range plan.SubstituteIn {
+		places[i] = p.String()
+	}
+	s += " stands for field " + ph.Field + "; replaced only in " + strings.Join(places, ", ")
+	if plan.SubstituteInDefault {
+		s += " (the default: the rule sets no substitute_in)"
+	}
+	s += ", refused (placeholder_misuse) anywhere else"
+	if plan.RequirePlaceholder {
 		s += "; required (require_placeholder)"
 	}
 	return s

@@ -36,7 +36,8 @@ Exit 0 printing "FILE: ok (...)", or exit 1 printing each problem as
 FILE:LINE:COL: message. A valid policy may also get warnings, printed as
 "FILE:LINE:COL: warning: ..." before the ok line without changing the exit
 code: a rule that can never decide a request because an earlier rule
-always does (rules are tried in file order).
+always does (rules are tried in file order), a placeholder rule without
+substitute_in.
 
 --list prints the names of the compiled-in providers, injectors and identity
 factor kinds; credgate plugins describes them and their settings.`,
@@ -72,6 +73,9 @@ factor kinds; credgate plugins describes them and their settings.`,
 				}
 			}
 			// Warnings do not fail validation: the policy runs as written.
+			for _, w := range l.policy.Warnings() {
+				fmt.Fprintf(out, "%s:%d:%d: warning: %s\n", w.File, w.Line, w.Col, w.Msg)
+			}
 			for _, w := range l.policy.Shadowed() {
 				fmt.Fprintln(out, w.Error())
 			}

@@ -64,7 +64,8 @@ rules:
   - name: agents-api
     from: local
     to: api
-    inject: {credential: agent-key, as: placeholder}
+    # Every position the tests put the placeholder in.
+    inject: {credential: agent-key, as: placeholder, substitute_in: [header, basic, path, query, form, json, websocket]}
   - name: agents-other
     from: local
     to: other

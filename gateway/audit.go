@@ -73,7 +73,7 @@ type event struct {
 	// placeholder that refused the request (placeholder.go); written only
 	// when set; never a value.
 	Placeholders []transform.Position
-	Tripwire     string
+	Tripwire     *transform.MisuseError
 	// Scrubbed counts the secret values redacted from the response, and
 	// Custodied the response values a custody block replaced by
 	// placeholders; written only when not zero.

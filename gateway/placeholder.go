@@ -60,10 +60,9 @@ type phState struct {
 // phIndex is the placeholders of one policy generation and the
 // Substituters built for it, shared by every request decided by that
 // policy: a Substituter holds a search table per encoding, far too much
-// to build per request. There is at most one Substituter per credential,
-// placeholder (one per workload for generated ones) and
-// require_placeholder setting, rebuilt when the credential's value
-// changes.
+// to build per request. There is at most one Substituter per inject
+// rule and placeholder (one per workload for generated ones), rebuilt
+// when the credential's value changes.
 type phIndex struct {
 	pol  *policy.Policy
 	uses []policy.PlaceholderUse
@@ -80,6 +79,9 @@ type phIndex struct {
 type phKey struct {
 	credential, placeholder string
 	require                 bool
+	// plan is the rule's: two rules injecting one credential may allow
+	// different places (substitute_in).
+	plan *policy.InjectPlan
 }
 
 type phEntry struct {
@@ -120,7 +122,7 @@ func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *pr
 	}
 	plan := d.Inject
 	ph := plan.Placeholder.For(wl)
-	key := phKey{credential: plan.Credential, placeholder: ph, require: plan.RequirePlaceholder}
+	key := phKey{credential: plan.Credential, placeholder: ph, require: plan.RequirePlaceholder, plan: plan}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if e := ix.subs[key]; e != nil && (e.cred == cred || sameValue(e.cred, cred, plan.Placeholder.Field)) {
@@ -142,7 +144,7 @@ func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *pr
 		name += "@" + wl.DisplayName()
 	}
 	sub, err := transform.NewSubstituter(
-		[]transform.Binding{{Name: name, Placeholder: ph, Value: v}}, trips,
+		[]transform.Binding{{Name: name, Placeholder: ph, Value: v, Places: plan.SubstituteIn}}, trips,
 		transform.Options{Require: plan.RequirePlaceholder})
 	if err != nil {
 		return nil, fmt.Errorf("placeholder of credential %q: %w", plan.Credential, err)
@@ -241,9 +243,13 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 	var me *transform.MisuseError
 	switch {
 	case errors.As(err, &me):
-		if x.tripwire == "" {
-			x.tripwire = me.Tripwire
+		if x.tripwire == nil {
+			x.tripwire = me
 			g.tripped(x, wl, d, me)
+		}
+		if me.Misplaced {
+			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+				fmt.Sprintf("the request carries the placeholder of %s in %s, where rule %q does not allow it to be replaced; the request was not forwarded (put it only where the API takes the credential: the rule's substitute_in)", me.Tripwire, misuseAt(me), d.Rule), d.Rule)
 		}
 		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
 			fmt.Sprintf("the request carries the placeholder of %s, which is not bound to %s for this workload; the request was not forwarded (a placeholder is replaced only for the destination and workload its rule names)", me.Tripwire, x.dest.host), d.Rule)
@@ -271,9 +277,13 @@ func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, 
 	pol := g.store.Current()
 	quarantine := pol != nil && pol.Quarantine()
 	g.metrics.placeholders.misuse.WithLabelValues(string(me.Where), fmt.Sprint(quarantine)).Inc()
-	g.log.Warn("placeholder misuse: a placeholder was sent where it is not bound",
+	msg := "placeholder misuse: a placeholder was sent where it is not bound"
+	if me.Misplaced {
+		msg = "placeholder misuse: a placeholder was sent outside the places its rule allows (substitute_in)"
+	}
+	g.log.Warn(msg,
 		slog.String("workload", wl.DisplayName()), slog.String("tripwire", me.Tripwire),
-		slog.String("where", string(me.Where)), slog.String("host", x.dest.host), slog.String("rule", d.Rule),
+		slog.String("where", string(me.Where)), slog.String("header", me.Header), slog.String("host", x.dest.host), slog.String("rule", d.Rule),
 		slog.Bool("quarantine", quarantine))
 	if !quarantine || g.switches == nil {
 		return
@@ -281,7 +291,7 @@ func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), quarantineTimeout)
 	defer cancel()
 	e := killswitch.Entry{Kind: killswitch.Workload, Name: wl.DisplayName(), By: "credgate tripwire",
-		Reason: fmt.Sprintf("placeholder_misuse: the placeholder of %s was sent to %s", me.Tripwire, x.dest.host)}
+		Reason: fmt.Sprintf("placeholder_misuse: the placeholder of %s was sent to %s in %s", me.Tripwire, x.dest.host, misuseAt(me))}
 	if _, err := g.switches.Disable(ctx, e); err != nil {
 		g.log.Error("placeholder misuse: quarantine failed; disable the workload by hand", slog.String("workload", wl.DisplayName()), slog.Any("error", err))
 	}
@@ -340,6 +350,10 @@ func (g *Gateway) placeholderStreamRefusal(r *http.Request, st *reqState, err er
 		// Handled already when the body's Read failed (misuseWatch),
 		// unless a retry's body (GetBody) met it.
 		g.streamTripped(st.x, st.x.wl, st.x.d, st.ph, me)
+		if me.Misplaced {
+			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+				fmt.Sprintf("the request carries the placeholder of %s in %s, where rule %q does not allow it to be replaced; the request was cut off there (put it only where the API takes the credential: the rule's substitute_in)", me.Tripwire, misuseAt(me), st.x.d.Rule), st.x.d.Rule), true
+		}
 		if me.Where == transform.InTrailer {
 			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
 				fmt.Sprintf("the request trailer %s carries the placeholder of %s, which is not bound to %s for this workload; the request was cut off before its end", me.Header, me.Tripwire, st.x.dest.host), st.x.d.Rule), true
@@ -386,12 +400,12 @@ func (g *Gateway) placeholderAudit(ev *event, x *exchange, st *reqState) {
 			g.metrics.placeholders.substituted.WithLabelValues(string(p.Where)).Add(float64(p.Count))
 		}
 	}
-	if x.tripwire == "" && st.ph != nil {
+	if x.tripwire == nil && st.ph != nil {
 		if me := st.ph.misuse.Load(); me != nil {
-			x.tripwire = me.Tripwire
+			x.tripwire = me
 		}
 	}
-	if x.tripwire != "" {
+	if x.tripwire != nil {
 		ev.Tripwire, ev.Code = x.tripwire, codePlaceholderMisuse
 	}
 }
@@ -399,7 +413,10 @@ func (g *Gateway) placeholderAudit(ev *event, x *exchange, st *reqState) {
 // appendPlaceholderFields adds the audit fields of placeholders: where
 // bindings were substituted ("placeholders": [{"where", "header",
 // "binding", "count"}]) and the tripwire that refused the request
-// ("tripwire": credential or credential@workload). Never a value.
+// ("tripwire": credential or credential@workload, "tripwire_where":
+// the position, "tripwire_header": the header or trailer field, and
+// "tripwire_misplaced": true for the rule's own placeholder found outside
+// its substitute_in). Never a value.
 func appendPlaceholderFields(b []byte, ev *event) []byte {
 	if len(ev.Placeholders) > 0 {
 		b = append(b, `,"placeholders":[`...)
@@ -419,9 +436,27 @@ func appendPlaceholderFields(b []byte, ev *event) []byte {
 		}
 		b = append(b, ']')
 	}
-	if ev.Tripwire != "" {
+	if me := ev.Tripwire; me != nil {
 		b = append(b, `,"tripwire":`...)
-		b = appendString(b, ev.Tripwire)
+		b = appendString(b, me.Tripwire)
+		b = append(b, `,"tripwire_where":`...)
+		b = appendString(b, string(me.Where))
+		if me.Header != "" {
+			b = append(b, `,"tripwire_header":`...)
+			b = appendString(b, me.Header)
+		}
+		if me.Misplaced {
+			b = append(b, `,"tripwire_misplaced":true`...)
+		}
 	}
 	return b
+}
+
+// misuseAt names where a tripwire was, for refusals and the kill
+// switch's reason: "query", "header Referer".
+func misuseAt(me *transform.MisuseError) string {
+	if me.Header != "" {
+		return string(me.Where) + " " + me.Header
+	}
+	return string(me.Where)
 }

@@ -76,8 +76,8 @@ rules:
     from: local
     to: api
     paths: [/signed/*]
-    inject: {credential: ph, as: hmac, key_field: token, string_to_sign: "{{.method}}{{.path}}{{.body}}", signature: {header: X-Sig}}
-  - {name: api, from: local, to: api, inject: {credential: ph, as: placeholder}}
+    inject: {credential: ph, as: hmac, key_field: token, string_to_sign: "{{.method}}{{.path}}{{.body}}", signature: {header: X-Sig}, substitute_in: [json]}
+  - {name: api, from: local, to: api, inject: {credential: ph, as: placeholder, substitute_in: [header, basic, path, query, form, json, websocket]}}
   - {name: second, from: local, to: second, inject: {credential: elsewhere, as: bearer}}
   - {name: other, from: other, to: second, inject: {credential: perwl, as: placeholder}}
   - {name: tunnel, from: local, to: tunnel, action: tunnel}
@@ -422,6 +422,27 @@ func TestPlaceholderQuarantine(t *testing.T) {
 		t.Fatalf("after the tripwire: status %d %s %q, want 403 disabled", resp.StatusCode, resp.Header.Get(ReasonHeader), text)
 	}
 	if m := metric(t, tg, `credgate_switches_disabled{kind="workload"}`); !strings.HasSuffix(m, " 1") {
+		t.Errorf("metric: %q", m)
+	}
+}
+
+// TestPlaceholderMisplacedQuarantine: the rule's own placeholder outside
+// its places (here a JSON body, outside the default places of rule
+// required) takes the tripwire's path: with placeholders.quarantine the
+// workload is disabled, counted with quarantine="true".
+func TestPlaceholderMisplacedQuarantine(t *testing.T) {
+	tg, _ := startPlaceholderGateway(t, true)
+	c := tg.client(t, false)
+	resp, text := do(t, c, "POST", "https://"+apiHost+"/required/x?k="+phAPI, http.Header{"Content-Type": {"application/json"}},
+		strings.NewReader(`{"text":"`+phAPI+`"}`))
+	if resp.StatusCode != 403 || resp.Header.Get(ReasonHeader) != codePlaceholderMisuse || !strings.Contains(text, "substitute_in") {
+		t.Fatalf("status %d %s %q, want 403 %s naming substitute_in", resp.StatusCode, resp.Header.Get(ReasonHeader), text, codePlaceholderMisuse)
+	}
+	resp, text = do(t, c, "GET", "https://"+apiHost+"/required/"+phAPI, nil, nil)
+	if resp.StatusCode != 403 || resp.Header.Get(ReasonHeader) != codeDisabled {
+		t.Fatalf("after the misplaced placeholder: status %d %s %q, want 403 disabled", resp.StatusCode, resp.Header.Get(ReasonHeader), text)
+	}
+	if m := metric(t, tg, `credgate_placeholder_misuse_total{quarantine="true",where="json"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("metric: %q", m)
 	}
 }

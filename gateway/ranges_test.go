@@ -47,10 +47,10 @@ credentials:
     provider: static
     env: CREDGATE_RANGES_TEST_BEARER
 rules:
-  - {name: pass, from: local, to: api, paths: [/pass/*], inject: {credential: stored, as: placeholder}, ranges: pass}
-  - {name: refuse, from: local, to: api, paths: [/refuse/*], inject: {credential: stored, as: placeholder}, ranges: refuse}
-  - {name: whole, from: local, to: api, paths: [/whole/*], inject: {credential: stored, as: placeholder}, ranges: whole}
-  - {name: default, from: local, to: api, paths: [/default/*], inject: {credential: stored, as: placeholder}}
+  - {name: pass, from: local, to: api, paths: [/pass/*], inject: {credential: stored, as: placeholder, substitute_in: [json]}, ranges: pass}
+  - {name: refuse, from: local, to: api, paths: [/refuse/*], inject: {credential: stored, as: placeholder, substitute_in: [json]}, ranges: refuse}
+  - {name: whole, from: local, to: api, paths: [/whole/*], inject: {credential: stored, as: placeholder, substitute_in: [json]}, ranges: whole}
+  - {name: default, from: local, to: api, paths: [/default/*], inject: {credential: stored, as: placeholder, substitute_in: [json]}}
   - {name: bearer, from: local, to: api, paths: [/bearer/*], inject: {credential: bearer, as: bearer}}
 default: deny
 `

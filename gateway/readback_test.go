@@ -28,7 +28,7 @@ credentials:
     provider: static
     env: CREDGATE_READBACK_OTHER
 rules:
-  - {name: store, from: local, to: api, paths: [/store], inject: {credential: stored, as: placeholder}%s}
+  - {name: store, from: local, to: api, paths: [/store], inject: {credential: stored, as: placeholder, substitute_in: [header, query, json]}%s}
   - {name: read-same, from: local, to: api, paths: [/read], inject: {credential: other, as: bearer}}
   - {name: read-second, from: local, to: second, paths: [/read], inject: {credential: other, as: bearer}}
   - {name: read-gzip, from: local, to: api, paths: [/readgz], inject: {credential: other, as: bearer}, scrub: {encoded: decode}}

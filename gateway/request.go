@@ -31,6 +31,7 @@ import (
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/transform"
 )
 
 // gatewayHeaders are request headers scoped to the client-to-gateway hop
@@ -383,8 +384,9 @@ type exchange struct {
 	dest   target
 	wl     identity.Workload // once identity verified
 	d      policy.Decision   // once the policy decided
-	// tripwire names the placeholder that refused the request (audit).
-	tripwire string
+	// tripwire is the placeholder that refused the request and where it
+	// was (audit).
+	tripwire *transform.MisuseError
 	// trace is the request's trace; the zero Request when tracing is off
 	// (hooks check g.tracer first).
 	trace tracing.Request

@@ -7,6 +7,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/transform"
 )
 
 // CodeBadMethod is the Decision code for a method that is not an
@@ -163,6 +164,14 @@ type InjectPlan struct {
 	// RequirePlaceholder refuses a request that carries no placeholder of
 	// the credential (the rule's require_placeholder).
 	RequirePlaceholder bool
+	// SubstituteIn are the places of the request where the placeholder
+	// may be replaced (the rule's substitute_in, or DefaultSubstituteIn
+	// when it sets none); set when Placeholder is. Found anywhere else,
+	// the placeholder is refused as a tripwire (docs/agents.md).
+	SubstituteIn []transform.Place
+	// SubstituteInDefault is set when the rule names no places and
+	// SubstituteIn is DefaultSubstituteIn.
+	SubstituteInDefault bool
 	// inputs are the credentials Provider reads (providers.Composer),
 	// recursively: their scopes are part of the cache key.
 	inputs []providers.Input

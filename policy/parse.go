@@ -46,6 +46,9 @@ type parser struct {
 	file string
 	src  []byte
 	errs ErrorList
+	// warns are problems that do not stop the policy from loading
+	// (Policy.Warnings).
+	warns ErrorList
 	// srcLines is src split into lines, for positions inside conditions.
 	srcLines []string
 	built    []*credential // providers built so far, released on failure
@@ -72,6 +75,16 @@ func (ps *parser) errorf(n *yaml.Node, format string, args ...any) {
 		line, col = n.Line, n.Column
 	}
 	ps.errs = append(ps.errs, &Error{File: ps.file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warnf records a warning at n: the policy loads, and `credgate
+// validate` prints it.
+func (ps *parser) warnf(n *yaml.Node, format string, args ...any) {
+	line, col := 0, 0
+	if n != nil {
+		line, col = n.Line, n.Column
+	}
+	ps.warns = append(ps.warns, &Error{File: ps.file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
 }
 
 var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -112,6 +125,8 @@ func (ps *parser) parse(data []byte) *Policy {
 		return nil
 	}
 	p.injectors = ps.builtInjectors
+	ps.warns.sort()
+	p.warnings = ps.warns
 	p.index = buildIndex(p.rules)
 	for _, r := range p.rules {
 		if r.cond != nil && r.cond.usesHeaders {

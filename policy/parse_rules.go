@@ -228,7 +228,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		ps.errorf(body, "%s: inject must be a mapping like {credential: name, as: bearer}", what)
 		return
 	}
-	settings, got := ps.split(body, what+" inject", "credential", "as")
+	settings, got := ps.split(body, what+" inject", "credential", "as", "substitute_in")
 	cf, ok := got["credential"]
 	if !ok {
 		ps.errorf(inj.key, "%s: inject has no credential; add credential: <name>", what)
@@ -290,6 +290,8 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		inputs:            cred.inputTree(),
 		uses:              cred.uses(),
 	}
+	sf, set := got["substitute_in"]
+	ps.substituteIn(r.plan, sf, set, inj.key, what)
 }
 
 func (ps *parser) credNames() string {

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"net/http"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
@@ -229,4 +231,110 @@ func (ps *parser) requirePlaceholder(r *rule, f field, what string) {
 	default:
 		r.plan.RequirePlaceholder = true
 	}
+}
+
+// DefaultSubstituteIn are the places a placeholder is replaced in when
+// its rule sets no substitute_in: any header, the Basic payload, the
+// path and the query — where APIs take credentials — but not form or
+// JSON bodies nor WebSocket frames, free text an upstream stores,
+// posts or forwards (a message, a webhook URL), where a prompt-injected
+// agent would put the placeholder to send the secret to a third party.
+// A rule that needs a body or a frame names it (docs/agents.md).
+var DefaultSubstituteIn = []transform.Place{
+	{Where: transform.InHeader}, {Where: transform.InBasicAuth},
+	{Where: transform.InPath}, {Where: transform.InQuery},
+}
+
+// Warnings are the problems of the policy that did not stop it loading
+// (a placeholder rule without substitute_in), as FILE:LINE:COL entries;
+// `credgate validate` prints them.
+func (p *Policy) Warnings() ErrorList { return p.warnings }
+
+// placesGrammar is how an error names the places substitute_in knows.
+const placesGrammar = `header, "header:NAME", basic, path, query, "query:NAME", form, "form:NAME", json, "json:/POINTER" or websocket`
+
+// substituteIn reads an inject block's substitute_in (f, when set) into
+// plan: the places of a request where the credential's placeholder may
+// be replaced. Without it a rule whose credential has a placeholder gets
+// DefaultSubstituteIn and a warning at key.
+func (ps *parser) substituteIn(plan *InjectPlan, f field, set bool, key *yaml.Node, what string) {
+	if !set {
+		if plan.Placeholder != nil {
+			plan.SubstituteIn, plan.SubstituteInDefault = DefaultSubstituteIn, true
+			ps.warnf(key, "%s: credential %q has a placeholder and the rule sets no substitute_in, so it is replaced in any header, Basic, the path and the query (not in bodies or WebSocket frames); name only the places the API takes the credential, like substitute_in: [\"header:Authorization\"], [path] or [\"form:token\"] (docs/agents.md)", what, plan.Credential)
+		}
+		return
+	}
+	if plan.Placeholder == nil {
+		ps.errorf(f.key, "%s: substitute_in is set but credential %q declares no placeholder; add placeholder: to the credential or remove substitute_in", what, plan.Credential)
+		return
+	}
+	n := deref(f.val)
+	if n.Kind != yaml.SequenceNode {
+		ps.errorf(n, "%s: substitute_in must be a list of places, like [path] or [\"header:Authorization\"] (%s)", what, placesGrammar)
+		return
+	}
+	if len(n.Content) == 0 {
+		ps.errorf(n, "%s: substitute_in is empty, so the placeholder could be replaced nowhere; name the places the API takes the credential (%s), or remove the placeholder", what, placesGrammar)
+		return
+	}
+	seen := map[string]bool{}
+	places := []transform.Place{}
+	for _, e := range n.Content {
+		e = deref(e)
+		if e.Kind != yaml.ScalarNode || e.Tag != "!!str" {
+			ps.errorf(e, "%s: each substitute_in entry must be a string naming a place (%s)", what, placesGrammar)
+			continue
+		}
+		p, msg := parsePlace(e.Value)
+		if msg != "" {
+			ps.errorf(e, "%s: substitute_in %q: %s", what, e.Value, msg)
+			continue
+		}
+		k := p.String()
+		if p.Where == transform.InHeader {
+			k = strings.ToLower(k)
+		}
+		if seen[k] {
+			ps.errorf(e, "%s: substitute_in names %q twice; remove one", what, p.String())
+			continue
+		}
+		seen[k] = true
+		places = append(places, p)
+	}
+	plan.SubstituteIn = places
+}
+
+// parsePlace reads one substitute_in entry, or says what is wrong with
+// it and how to write it.
+func parsePlace(s string) (transform.Place, string) {
+	kind, name, named := strings.Cut(s, ":")
+	where := transform.Where(kind)
+	switch where {
+	case transform.InBasicAuth, transform.InPath, transform.InWebSocket:
+		if named {
+			return transform.Place{}, fmt.Sprintf("%s takes no name; write %s", kind, kind)
+		}
+		return transform.Place{Where: where}, ""
+	case transform.InHeader, transform.InQuery, transform.InForm, transform.InJSON:
+	default:
+		return transform.Place{}, fmt.Sprintf("unknown place %q; use %s", kind, placesGrammar)
+	}
+	if !named {
+		return transform.Place{Where: where}, ""
+	}
+	switch {
+	case name == "":
+		return transform.Place{}, fmt.Sprintf("the name after %q is empty; write %s:NAME, or %s for anywhere in it", kind+":", kind, kind)
+	case where == transform.InHeader:
+		if !httpguts.ValidHeaderFieldName(name) {
+			return transform.Place{}, fmt.Sprintf("%q is not a header name; write header:NAME with the header the API reads, like header:Authorization", name)
+		}
+		name = http.CanonicalHeaderKey(name)
+	case where == transform.InJSON:
+		if err := transform.CheckPointer(name); err != nil {
+			return transform.Place{}, fmt.Sprintf("%q is not a JSON pointer: %v; write json:/FIELD/SUBFIELD, like json:/auth/key", name, err)
+		}
+	}
+	return transform.Place{Where: where, Name: name}, ""
 }

@@ -120,3 +120,109 @@ default: deny
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
 }
+
+// TestSubstituteIn: a rule's substitute_in becomes the plan's places (a
+// header name canonical, a JSON pointer as written); a placeholder rule
+// without one gets DefaultSubstituteIn and a warning at its inject key;
+// a rule whose credential has no placeholder gets neither.
+func TestSubstituteIn(t *testing.T) {
+	src := `destinations:
+  d: {hosts: [x.test]}
+  e: {hosts: [y.test]}
+  f: {hosts: [z.test]}
+credentials:
+  ph: {provider: policytest, value: a, placeholder: CREDGATE_PH_places}
+  plain: {provider: policytest, value: a}
+rules:
+  - {name: set, from: "*", to: d, inject: {credential: ph, as: policytest-inj, substitute_in: [path, "header:x-api-key", "query:api_key", "form:token", "json:/auth/k~1ey", websocket, basic]}}
+  - {name: unset, from: "*", to: e, inject: {credential: ph, as: policytest-inj}}
+  - {name: none, from: "*", to: f, inject: {credential: plain, as: policytest-inj}}
+default: deny
+`
+	p := mustParse(t, src)
+	plan := func(host string) *InjectPlan {
+		d := p.Decide(Query{Workload: identity.Workload{Name: "w"}, Scheme: "https", Host: host, Port: 443, Method: "GET", Path: "/"})
+		if d.Inject == nil {
+			t.Fatalf("%s: no inject plan", host)
+		}
+		return d.Inject
+	}
+	var got []string
+	for _, pl := range plan("x.test").SubstituteIn {
+		got = append(got, pl.String())
+	}
+	want := []string{"path", "header:X-Api-Key", "query:api_key", "form:token", "json:/auth/k~1ey", "websocket", "basic"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("places (-want +got):\n%s", diff)
+	}
+	if pl := plan("x.test"); pl.SubstituteInDefault {
+		t.Error("SubstituteInDefault set for a rule naming places")
+	}
+	if pl := plan("y.test"); !pl.SubstituteInDefault || !cmp.Equal(pl.SubstituteIn, DefaultSubstituteIn) {
+		t.Errorf("unset: places %v default %v, want DefaultSubstituteIn", pl.SubstituteIn, pl.SubstituteInDefault)
+	}
+	if pl := plan("z.test"); pl.SubstituteIn != nil {
+		t.Errorf("no placeholder: places %v, want none", pl.SubstituteIn)
+	}
+	ws := p.Warnings()
+	if len(ws) != 1 || ws[0].Line != 10 || !strings.Contains(ws[0].Msg, `rule "unset": credential "ph" has a placeholder and the rule sets no substitute_in`) {
+		t.Errorf("warnings %v, want one for rule unset at line 10", ws)
+	}
+}
+
+// TestSubstituteInErrors: every mistake in substitute_in is reported at
+// its FILE:LINE:COL with what to write instead.
+func TestSubstituteInErrors(t *testing.T) {
+	const head = `destinations:
+  d: {hosts: [x.test]}
+credentials:
+  ph: {provider: policytest, value: a, placeholder: CREDGATE_PH_places}
+  plain: {provider: policytest, value: a}
+rules:
+`
+	grammar := `header, "header:NAME", basic, path, query, "query:NAME", form, "form:NAME", json, "json:/POINTER" or websocket`
+	tests := []struct {
+		name, rule, want string
+	}{
+		{"unknown place", `{credential: ph, as: policytest-inj, substitute_in: [body]}`,
+			`p.yaml:7:94: rule "r": substitute_in "body": unknown place "body"; use ` + grammar},
+		{"unknown kind with a name", `{credential: ph, as: policytest-inj, substitute_in: ["cookie:sid"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "cookie:sid": unknown place "cookie"; use ` + grammar},
+		{"path takes no name", `{credential: ph, as: policytest-inj, substitute_in: ["path:/bot"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "path:/bot": path takes no name; write path`},
+		{"basic takes no name", `{credential: ph, as: policytest-inj, substitute_in: ["basic:user"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "basic:user": basic takes no name; write basic`},
+		{"websocket takes no name", `{credential: ph, as: policytest-inj, substitute_in: ["websocket:/d/token"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "websocket:/d/token": websocket takes no name; write websocket`},
+		{"empty name", `{credential: ph, as: policytest-inj, substitute_in: ["query:"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "query:": the name after "query:" is empty; write query:NAME, or query for anywhere in it`},
+		{"bad header name", `{credential: ph, as: policytest-inj, substitute_in: ["header:X Key"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "header:X Key": "X Key" is not a header name; write header:NAME with the header the API reads, like header:Authorization`},
+		{"pointer without slash", `{credential: ph, as: policytest-inj, substitute_in: ["json:auth.key"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "json:auth.key": "auth.key" is not a JSON pointer: a JSON pointer starts with '/'; write json:/FIELD/SUBFIELD, like json:/auth/key`},
+		{"pointer bad escape", `{credential: ph, as: policytest-inj, substitute_in: ["json:/a~2"]}`,
+			`p.yaml:7:94: rule "r": substitute_in "json:/a~2": "/a~2" is not a JSON pointer: '~' must be written ~0, and '/' inside a key ~1; write json:/FIELD/SUBFIELD, like json:/auth/key`},
+		{"duplicate", `{credential: ph, as: policytest-inj, substitute_in: ["header:Authorization", "header:authorization"]}`,
+			`p.yaml:7:118: rule "r": substitute_in names "header:Authorization" twice; remove one`},
+		{"not a string", `{credential: ph, as: policytest-inj, substitute_in: [1]}`,
+			`p.yaml:7:94: rule "r": each substitute_in entry must be a string naming a place (` + grammar + `)`},
+		{"not a list", `{credential: ph, as: policytest-inj, substitute_in: path}`,
+			`p.yaml:7:93: rule "r": substitute_in must be a list of places, like [path] or ["header:Authorization"] (` + grammar + `)`},
+		{"empty list", `{credential: ph, as: policytest-inj, substitute_in: []}`,
+			`p.yaml:7:93: rule "r": substitute_in is empty, so the placeholder could be replaced nowhere; name the places the API takes the credential (` + grammar + `), or remove the placeholder`},
+		{"credential without placeholder", `{credential: plain, as: policytest-inj, substitute_in: [path]}`,
+			`p.yaml:7:81: rule "r": substitute_in is set but credential "plain" declares no placeholder; add placeholder: to the credential or remove substitute_in`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := head + `  - {name: r, from: "*", to: d, inject: ` + tc.rule + "}\ndefault: deny\n"
+			_, err := Parse(context.Background(), "p.yaml", []byte(src))
+			if err == nil {
+				t.Fatal("Parse succeeded")
+			}
+			if got := err.Error(); got != tc.want {
+				t.Errorf("error\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}

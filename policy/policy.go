@@ -36,6 +36,8 @@ type Policy struct {
 	quarantine bool
 	// readsHeaders: a rule's `when:` reads request.headers.
 	readsHeaders bool
+	// warnings are the problems that did not stop the policy loading.
+	warnings ErrorList
 
 	closeOnce sync.Once
 	closeErr  error

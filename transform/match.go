@@ -297,26 +297,36 @@ type hit func(n *needle) error
 // apply rewrites b whole (a header value, a path, a query, a frame),
 // calling onHit for each match; it returns b itself when nothing matched.
 func (m *matcher) apply(b []byte, onHit hit) ([]byte, error) {
+	return m.applyAt(b, onHit, nil)
+}
+
+// applyAt is apply that, when at is not nil, sets *at to the offset in b
+// of each match before calling onHit (which may read it to tell the
+// field the match is in).
+func (m *matcher) applyAt(b []byte, onHit hit, at *int) ([]byte, error) {
 	if m.empty() {
 		return b, nil
 	}
 	var out []byte
 	rest := b
 	for {
-		at, w := m.first(rest)
-		if at < 0 {
+		i, w := m.first(rest)
+		if i < 0 {
 			break
 		}
 		n := &m.needles[w]
+		if at != nil {
+			*at = len(b) - len(rest) + i
+		}
 		if err := onHit(n); err != nil {
 			return nil, err
 		}
 		if out == nil {
 			out = make([]byte, 0, len(b)+len(n.repl))
 		}
-		out = append(out, rest[:at]...)
+		out = append(out, rest[:i]...)
 		out = append(out, n.repl...)
-		rest = rest[at+len(n.find):]
+		rest = rest[i+len(n.find):]
 	}
 	if out == nil {
 		return b, nil

@@ -49,6 +49,12 @@ type Binding struct {
 	Placeholder string
 	// Value replaces it.
 	Value secret.Value
+	// Places are where the placeholder may be replaced (a rule's
+	// substitute_in); nil means in every position. Found anywhere else,
+	// the bound placeholder is treated as a tripwire (a MisuseError with
+	// Misplaced set): the request is refused and no byte of the value is
+	// written.
+	Places []Place
 }
 
 // Tripwire is a placeholder bound to another destination: seen in this
@@ -104,17 +110,24 @@ type Position struct {
 
 // MisuseError is the tripwire's error; it wraps ErrPlaceholderMisuse.
 type MisuseError struct {
-	// Tripwire is the Name of the Tripwire seen.
+	// Tripwire is the Name of the Tripwire seen, or of the Binding found
+	// outside its Places.
 	Tripwire string
 	// Where and Header say where.
 	Where  Where
 	Header string
+	// Misplaced is set when the placeholder is bound to this request but
+	// was found outside the binding's Places.
+	Misplaced bool
 }
 
 func (e *MisuseError) Error() string {
 	at := string(e.Where)
 	if e.Header != "" {
 		at += " " + e.Header
+	}
+	if e.Misplaced {
+		return fmt.Sprintf("transform: placeholder %q found in %s, where it may not be substituted: %v", e.Tripwire, at, ErrPlaceholderMisuse)
 	}
 	return fmt.Sprintf("transform: placeholder %q found in %s: %v", e.Tripwire, at, ErrPlaceholderMisuse)
 }
@@ -275,11 +288,23 @@ func encode(enc encoding, v string) string {
 // onHit returns the hit function of a position: a tripwire becomes a
 // MisuseError, a binding is recorded.
 func (s *Substituter) onHit(rep *Report, where Where, header string) hit {
+	return s.onHitField(rep, where, header, nil)
+}
+
+// onHitField is onHit for a position with fields (query parameters, form
+// fields, JSON members): field names the field of the current match, for
+// bindings whose Places name fields; nil when it cannot be known. A
+// binding found outside its Places becomes a MisuseError too.
+func (s *Substituter) onHitField(rep *Report, where Where, header string, field fieldFunc) hit {
 	return func(n *needle) error {
 		if n.act == trip {
 			return &MisuseError{Tripwire: s.trips[n.id].Name, Where: where, Header: header}
 		}
-		rep.add(where, header, s.bindings[n.id].Name)
+		b := &s.bindings[n.id]
+		if !b.allows(where, header, field) {
+			return &MisuseError{Tripwire: b.Name, Where: where, Header: header, Misplaced: true}
+		}
+		rep.add(where, header, b.Name)
 		return nil
 	}
 }
@@ -449,8 +474,16 @@ func (s *Substituter) escaped(rep *Report, where Where, raw string, enc encoding
 	if m.empty() {
 		return raw, false, nil
 	}
+	// cur is the raw offset of the current match: a query parameter's
+	// name is read from raw there.
+	var cur int
+	var field fieldFunc
+	if where == InQuery {
+		field = func() (string, bool) { return paramAt([]byte(raw), cur) }
+	}
+	onHit := s.onHitField(rep, where, "", field)
 	if !strings.Contains(raw, "%") {
-		out, err := m.apply([]byte(raw), s.onHit(rep, where, ""))
+		out, err := m.applyAt([]byte(raw), onHit, &cur)
 		if err != nil {
 			return "", false, err
 		}
@@ -472,13 +505,13 @@ func (s *Substituter) escaped(rep *Report, where Where, raw string, enc encoding
 	starts = append(starts, len(raw))
 	var out strings.Builder
 	last, off := 0, 0 // raw emitted up to last; dec searched from off
-	onHit := s.onHit(rep, where, "")
 	for {
 		at, w := m.first(dec[off:])
 		if at < 0 {
 			break
 		}
 		n := &m.needles[w]
+		cur = starts[at+off]
 		if err := onHit(n); err != nil {
 			return "", false, err
 		}
@@ -548,7 +581,18 @@ func (s *Substituter) body(rep *Report, r *http.Request, h http.Header) (io.Read
 			return nil, 0, nil, fmt.Errorf("transform: request body is %d bytes, Content-Length says %d", len(b), r.ContentLength)
 		}
 		_ = r.Body.Close()
-		out, err := m.apply(b, s.onHit(rep, where, ""))
+		// The whole body is here: a named form field or JSON member can
+		// be established for each match.
+		var cur int
+		var field fieldFunc
+		switch where {
+		case InForm:
+			field = func() (string, bool) { return paramAt(b, cur) }
+		case InJSON:
+			jf := &jsonFields{body: b}
+			field = func() (string, bool) { return jf.at(cur) }
+		}
+		out, err := m.applyAt(b, s.onHitField(rep, where, "", field), &cur)
 		if err != nil {
 			return nil, 0, nil, err
 		}
