@@ -120,7 +120,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		if st.resp != nil {
 			st.resp.refreshEvery(g.scrubbers.current())
 		}
-		st.long.down = wsScrubber(st, resp)
+		st.long.down = g.wsScrubber(st, resp)
 		g.relayUpgrade(w, r, resp, st.long)
 		return
 	}

@@ -414,11 +414,17 @@ func (h *responseHooks) refreshEvery(t *scrubTable) {
 	if old == nil || old == t {
 		return
 	}
-	ss := make([]*transform.Scrubber, 0, len(h.scrubbers)-old.len()+t.len())
-	ss = append(ss, h.scrubbers[:h.everyAt]...)
-	ss = t.appendTo(ss)
-	ss = append(ss, h.scrubbers[h.everyAt+old.len():]...)
-	h.scrubbers, h.every = ss, t
+	h.scrubbers, h.every = swapEvery(h.scrubbers, h.everyAt, old, t), t
+}
+
+// swapEvery returns a new slice of ss with the Scrubbers of t in place
+// of those of old at ss[at:at+old.len()]; ss is not modified (it may be
+// shared with a reader on another goroutine).
+func swapEvery(ss []*transform.Scrubber, at int, old, t *scrubTable) []*transform.Scrubber {
+	out := make([]*transform.Scrubber, 0, len(ss)-old.len()+t.len())
+	out = append(out, ss[:at]...)
+	out = t.appendTo(out)
+	return append(out, ss[at+old.len():]...)
 }
 
 // scrubbed returns the occurrences redacted so far.

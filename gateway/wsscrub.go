@@ -17,7 +17,16 @@ import (
 // so the header stays true. A payload up to maxWSWhole is scrubbed whole
 // and sent at once; a longer one streams through the scrubber, which
 // flushes at the frame's end. An occurrence split between two frames of
-// a fragmented message is not found. Compressed frames cannot be
+// a fragmented message is not found. Each frame is scanned on its own
+// (no scan state crosses a frame's end), so before each frame is
+// scrubbed the table of every held credential published then takes the
+// place of the one the frames were scrubbed with (wsDown.refresh): a
+// credential the gateway injects for the first time through another
+// request while the connection is open is scrubbed from every frame
+// whose payload (up to maxWSWhole) ends after the injection, or whose
+// header arrives after it (a longer payload, scanned as it streams) — a
+// fragmented message begun before the injection included, from its next
+// fragment on. Compressed frames cannot be
 // scrubbed: the gateway removes Sec-WebSocket-Extensions from the
 // upgrade request (wsPrepare), so the upstream does not negotiate
 // permessage-deflate, and a 101 that names an extension anyway is
@@ -47,7 +56,7 @@ func wsPrepare(out *http.Request, st *reqState) {
 // wsScrubber returns the wrapper of the upstream-to-client direction of
 // an upgraded connection, and scrubs the 101's header; nil when nothing
 // is scrubbed.
-func wsScrubber(st *reqState, resp *http.Response) func(io.Reader) io.Reader {
+func (g *Gateway) wsScrubber(st *reqState, resp *http.Response) func(io.Reader) io.Reader {
 	h := st.resp
 	if h == nil || len(h.scrubbers) == 0 {
 		return nil
@@ -58,7 +67,8 @@ func wsScrubber(st *reqState, resp *http.Response) func(io.Reader) io.Reader {
 		hits.add(int64(s.Header(resp.Header)))
 	}
 	return func(up io.Reader) io.Reader {
-		return &wsDown{br: bufio.NewReaderSize(up, 4096), scrubbers: h.scrubbers, hits: hits}
+		return &wsDown{br: bufio.NewReaderSize(up, 4096), scrubbers: h.scrubbers, hits: hits,
+			tables: &g.scrubbers, every: h.every, everyAt: h.everyAt}
 	}
 }
 
@@ -77,6 +87,28 @@ type wsDown struct {
 	out       []byte    // ready to send
 	stream    io.Reader // a long payload
 	err       error
+	// tables publishes the table of every held credential; every is
+	// the one whose Scrubbers are scrubbers[everyAt:everyAt+every.len()]
+	// (nil: the rule does not scrub, custody alone).
+	tables  *scrubbers
+	every   *scrubTable
+	everyAt int
+}
+
+// refresh puts the table of every held credential published now in
+// place of the one the frames were scrubbed with, when it is another:
+// one atomic load and a pointer comparison per frame. It runs between
+// frames only, never while a payload is being scanned. The scrubbers
+// slice is replaced, never modified: the request's hooks share it.
+func (d *wsDown) refresh() {
+	if d.every == nil {
+		return
+	}
+	t := d.tables.table.Load()
+	if t == nil || t == d.every {
+		return
+	}
+	d.scrubbers, d.every = swapEvery(d.scrubbers, d.everyAt, d.every, t), t
 }
 
 func (d *wsDown) Read(p []byte) (int, error) {
@@ -143,6 +175,9 @@ func (d *wsDown) next() error {
 			d.out = d.out[:0]
 			return err
 		}
+		// The whole payload arrived: a credential injected before its
+		// last byte is scrubbed from it.
+		d.refresh()
 		for _, s := range d.scrubbers {
 			var hits int
 			payload, hits = s.Bytes(payload)
@@ -151,6 +186,9 @@ func (d *wsDown) next() error {
 		d.out = append(d.out, payload...)
 		return nil
 	}
+	// A long payload streams through one scan: the table published
+	// when its header arrived scrubs all of it.
+	d.refresh()
 	var r io.Reader = io.LimitReader(d.br, size)
 	counts := make([]*transform.ScrubCount, len(d.scrubbers))
 	for i, s := range d.scrubbers {
