@@ -57,7 +57,7 @@ func TestValidateCredentialSources(t *testing.T) {
 		{name: "file is a directory", creds: "  c: {provider: static, file: DIR/sub}", files: map[string]string{"sub/x": "v"},
 			want: []string{`6:31: credential "c": static: file: DIR/sub is a directory, not a regular file; point it at a file holding the credential: credential source not configured`}},
 		{name: "file is a named pipe", creds: "  c: {provider: static, file: DIR/fifo}", fifo: "fifo",
-			want: []string{`6:31: credential "c": static: file: DIR/fifo is a named pipe, not a regular file; point it at a file holding the credential: credential source not configured`}},
+			want: []string{`6:31: credential "c": static: file: DIR/fifo is a named pipe (FIFO), not a regular file; point it at a file holding the credential: credential source not configured`}},
 		{name: "file unreadable", creds: "  c: {provider: static, file: DIR/tok}", files: map[string]string{"tok": "v"}, mode: 0o200,
 			want: []string{`6:31: credential "c": static: file: DIR/tok cannot be read (permission denied); give the gateway's user permission to read it: credential source not configured`}},
 		{name: "fields each problem at its line", creds: "  c:\n    provider: static\n    fields:\n      a: {env: CREDGATE_TEST_SRC_UNSET}\n      b: {env: CREDGATE_TEST_SRC_SET}\n      c: {file: DIR/nope}",

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // SourceProblem is one setting of a provider whose source (an environment
@@ -63,7 +65,7 @@ func CheckFile(what, path, holds string) error {
 	fi, err := os.Stat(path)
 	if err == nil {
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s: %s is %s, not a regular file; point it at a file holding %s: %w", what, where, kindOf(fi.Mode()), holds, ErrNotConfigured)
+			return fmt.Errorf("%s: %s is %s, not a regular file; point it at a file holding %s: %w", what, where, cfgfile.Kind(fi.Mode()), holds, ErrNotConfigured)
 		}
 		b, err = os.ReadFile(path)
 	}
@@ -79,19 +81,4 @@ func CheckFile(what, path, holds string) error {
 		return fmt.Errorf("%s: %s is empty; write %s into it: %w", what, where, holds, ErrNotConfigured)
 	}
 	return nil
-}
-
-// kindOf names what a file that is not a regular file is.
-func kindOf(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return "a special file"
 }

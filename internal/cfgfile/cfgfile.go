@@ -65,7 +65,7 @@ func read(path string, limit int64, what string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, %w; name a regular file (a symbolic link to one is fine)", path, kind(fi.Mode()), ErrNotRegular)
+		return nil, fmt.Errorf("%s is %s, %w; name a regular file (a symbolic link to one is fine)", path, Kind(fi.Mode()), ErrNotRegular)
 	}
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%s holds %d bytes, more than the %d %s may: %w; is it the right file?", path, fi.Size(), limit, what, ErrTooLarge)
@@ -80,8 +80,10 @@ func read(path string, limit int64, what string) ([]byte, error) {
 	return data, nil
 }
 
-// kind names a non-regular file mode for people.
-func kind(m fs.FileMode) string {
+// Kind names a non-regular file mode for people ("a directory", "a named
+// pipe (FIFO)", "a socket", "a device", else "a special file"), for
+// errors that refuse such a file.
+func Kind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"
@@ -92,5 +94,5 @@ func kind(m fs.FileMode) string {
 	case m&fs.ModeDevice != 0:
 		return "a device"
 	}
-	return "not a regular file"
+	return "a special file"
 }
