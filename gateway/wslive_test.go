@@ -37,7 +37,7 @@ credentials:
     placeholder: CREDGATE_PH_late
 rules:
   - {name: ws, from: local, to: api, paths: [/live/ws], inject: {credential: own, as: bearer}}
-  - {name: store, from: local, to: api, paths: [/store], inject: {credential: late, as: placeholder}}
+  - {name: store, from: local, to: api, paths: [/store], inject: {credential: late, as: placeholder, substitute_in: ["json:/note"]}}
 default: deny
 `
 
