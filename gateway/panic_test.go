@@ -47,11 +47,7 @@ func init() {
 // inject_failed and the request has its audit line (before, the
 // connection or stream was cut and no audit line was written).
 func TestPanicValueNotLogged(t *testing.T) {
-	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
-	tg := newTestGateway(t, pki, startOrigin(t, pki))
-	pol := strings.Replace(testPolicy, "rules:\n", "rules:\n  - name: panics\n    from: local\n    to: api\n    paths: [/panic/*]\n    inject: {credential: token, as: gwtest-panic}\n", 1)
-	writeFile(t, tg.dir, "policy.yaml", []byte(pol))
-	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	tg := startInjectorGateway(t, "panics", "/panic/*", "gwtest-panic")
 	for _, h2 := range []bool{false, true} {
 		for _, kind := range []string{"string", "error", "struct", "runtime"} {
 			t.Run(fmt.Sprintf("h2=%v/%s", h2, kind), func(t *testing.T) {
@@ -83,4 +79,17 @@ func TestPanicValueNotLogged(t *testing.T) {
 			})
 		}
 	}
+}
+
+// startInjectorGateway runs the test gateway with one more rule, name,
+// injecting the test credential with the injector as (a test plugin) on
+// the paths under prefix of apiHost.
+func startInjectorGateway(t *testing.T, name, prefix, as string) *testGateway {
+	t.Helper()
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	rule := fmt.Sprintf("  - name: %s\n    from: local\n    to: api\n    paths: [%s]\n    inject: {credential: token, as: %s}\n", name, prefix, as)
+	writeFile(t, tg.dir, "policy.yaml", []byte(strings.Replace(testPolicy, "rules:\n", "rules:\n"+rule, 1)))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	return tg
 }

@@ -61,11 +61,7 @@ func init() {
 // origin, bad values were misreported as upstream_error ("the connection
 // to ... failed"), and a panic cut the connection without an audit line.
 func TestMisbehavingInjectorContained(t *testing.T) {
-	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
-	tg := newTestGateway(t, pki, startOrigin(t, pki))
-	pol := strings.Replace(testPolicy, "rules:\n", "rules:\n  - name: misbehave\n    from: local\n    to: api\n    paths: [/misbehave/*]\n    inject: {credential: token, as: gwtest-misbehave}\n", 1)
-	writeFile(t, tg.dir, "policy.yaml", []byte(pol))
-	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	tg := startInjectorGateway(t, "misbehave", "/misbehave/*", "gwtest-misbehave")
 	for _, h2 := range []bool{false, true} {
 		for kind := range misbehaviours {
 			t.Run(fmt.Sprintf("h2=%v/%s", h2, kind), func(t *testing.T) {

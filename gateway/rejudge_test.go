@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,26 +86,7 @@ func streamThrough(t *testing.T, c *http.Client) func(within time.Duration) stri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { resp.Body.Close() })
-	br := bufio.NewReader(resp.Body)
-	if first, err := br.ReadString('\n'); err != nil || first != "first\n" {
-		t.Fatalf("first chunk %q, %v", first, err)
-	}
-	done := make(chan string, 1)
-	go func() {
-		if s, err := br.ReadString('\n'); err != nil || s != "second\n" {
-			done <- "cut"
-			return
-		}
-		done <- "went on"
-	}()
-	return func(within time.Duration) string {
-		select {
-		case s := <-done:
-			return s
-		case <-time.After(within):
-			return ""
-		}
-	}
+	return awaitSecondChunk(t, resp.Body)
 }
 
 // keptAlive is a connection through an intercepted tunnel to apiHost

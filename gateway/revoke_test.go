@@ -265,26 +265,7 @@ func streamInTunnel(t *testing.T, tn *tunnel) func(within time.Duration) string 
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /stream: %v %v", resp, err)
 	}
-	br := bufio.NewReader(resp.Body)
-	if first, err := br.ReadString('\n'); err != nil || first != "first\n" {
-		t.Fatalf("first chunk %q, %v", first, err)
-	}
-	done := make(chan string, 1)
-	go func() {
-		if s, err := br.ReadString('\n'); err != nil || s != "second\n" {
-			done <- "cut"
-			return
-		}
-		done <- "went on"
-	}()
-	return func(within time.Duration) string {
-		select {
-		case s := <-done:
-			return s
-		case <-time.After(within):
-			return ""
-		}
-	}
+	return awaitSecondChunk(t, resp.Body)
 }
 
 // TestWithdrawnEvidenceClosesWhatIsOpen checks the class "evidence
@@ -434,5 +415,33 @@ func TestFlightTimerArmsAtEarliest(t *testing.T) {
 	case <-fired:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the timer armed at a deadline passed did not fire")
+	}
+}
+
+// awaitSecondChunk reads the first chunk of the origin's /stream answer
+// from body and returns a func that waits up to within for the rest:
+// "cut" when the answer broke off, "went on" when the second chunk came,
+// "" while it runs.
+func awaitSecondChunk(t *testing.T, body io.Reader) func(within time.Duration) string {
+	t.Helper()
+	br := bufio.NewReader(body)
+	if first, err := br.ReadString('\n'); err != nil || first != "first\n" {
+		t.Fatalf("first chunk %q, %v", first, err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		if s, err := br.ReadString('\n'); err != nil || s != "second\n" {
+			done <- "cut"
+			return
+		}
+		done <- "went on"
+	}()
+	return func(within time.Duration) string {
+		select {
+		case s := <-done:
+			return s
+		case <-time.After(within):
+			return ""
+		}
 	}
 }
