@@ -202,6 +202,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = resp.Body.Close() // fills resp.Trailer
 	if len(resp.Trailer) == 0 {
+		if st != nil && cl >= 0 && !stream {
+			st.whole = true // handle sends it before the audit line
+		}
 		return
 	}
 	if len(resp.Trailer) == announced {

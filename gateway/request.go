@@ -66,6 +66,11 @@ type reqState struct {
 	reissuedCred *providers.Credential
 	// rc controls the client's response (forward).
 	rc http.ResponseController
+	// whole is set when forward relayed a response of declared length to
+	// its end, with no trailers: over HTTP/1.x the client has all of it
+	// once the server's write buffer is flushed, which handle does before
+	// writing the audit line (sendWhole).
+	whole bool
 	// abortCode says why a response broke off after its headers.
 	abortCode string
 	// resp, when set, scrubs the response and keeps custody of values
@@ -807,12 +812,30 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	g.auditResponse(ev2, st)
 	ev2.Duration = time.Since(x.start)
 	g.metrics.request(ev2.Decision, d.Rule, status, ev2.Duration)
+	if !aborted {
+		sendWhole(r, st)
+	}
 	g.audit.write(ev2)
 	if g.tracer != nil {
 		x.trace.Outcome(ev2.Workload, ev2.Rule, ev2.Decision, ev2.Code, ev2.Status)
 	}
 	if aborted {
 		panic(http.ErrAbortHandler) // the server cuts the client's response
+	}
+}
+
+// sendWhole sends an HTTP/1.x response forward relayed whole to the
+// client now, rather than when the handler returns: the client has its
+// answer while the gateway writes the audit line and tidies up, off the
+// request's latency. The line, the metrics and the duration are the same
+// as without it (the audit writer is asynchronous anyway: a line is never
+// on disk when its response is sent). An HTTP/2 response is left to the
+// server, which ends the stream with its last DATA frame when the handler
+// returns; a streamed or chunked one was flushed as it came or needs the
+// server's last chunk.
+func sendWhole(r *http.Request, st *reqState) {
+	if st.whole && r.ProtoMajor == 1 {
+		_ = st.rc.Flush()
 	}
 }
 
