@@ -6,6 +6,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrGRPCFraming ends a scrubbed gRPC response body that broke its
@@ -43,9 +44,16 @@ func grpcFlag(b byte) bool { return b&^0x81 == 0 }
 // length-prefixed gRPC messages: application/grpc, application/grpc+proto
 // (any +suffix), application/grpc-web and application/grpc-web+proto.
 // gRPC-Web's text form (base64) is not: its bytes are not the messages'.
+//
+// Every response of a scrubbing rule asks this, so a type that cannot be
+// one of those is told apart before mime.ParseMediaType, which allocates
+// its parameters' map: the media type is what comes before the first ';',
+// trimmed and compared without case, and if that does not begin with
+// "application/grpc" the parse could not return a gRPC type either
+// (TestGRPCFramedAgreesWithParse).
 func grpcFramed(h http.Header) bool {
 	ct := h.Get("Content-Type")
-	if ct == "" {
+	if !maybeGRPC(ct) {
 		return false
 	}
 	mt, _, err := mime.ParseMediaType(ct)
@@ -58,6 +66,25 @@ func grpcFramed(h http.Header) bool {
 		}
 	}
 	return false
+}
+
+// maybeGRPC reports whether the media type of Content-Type value ct may
+// be one grpcFramed accepts: false only when mime.ParseMediaType could
+// not return one. Those all begin with "application/grpc", and the parse
+// returns the part before the first ';', trimmed of white space and in
+// lower case. An ASCII value is checked here (its white space and case
+// are ASCII's); any other is left to the parse, whose Unicode lower case
+// maps some letters to ASCII ones ('\u0130' to 'i').
+func maybeGRPC(ct string) bool {
+	const base = "application/grpc"
+	for i := 0; i < len(ct); i++ {
+		if ct[i] >= utf8.RuneSelf {
+			return true
+		}
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimLeft(mt, " \t\n\v\f\r")
+	return len(mt) >= len(base) && strings.EqualFold(mt[:len(base)], base)
 }
 
 // grpcFrames follows the messages of a gRPC body (each a flags byte, a

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -198,6 +199,71 @@ func TestGRPCCompressedNotPassed(t *testing.T) {
 		PrepareGRPCRequest(h)
 		if got := h["Grpc-Accept-Encoding"]; !slices.Equal(got, tc.want) {
 			t.Errorf("PrepareGRPCRequest(%q): %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// grpcFramedByParse is grpcFramed without its prefilter: what it answered
+// before maybeGRPC.
+func grpcFramedByParse(ct string) bool {
+	if ct == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/grpc" || strings.HasPrefix(mt, "application/grpc+") ||
+		mt == "application/grpc-web" || strings.HasPrefix(mt, "application/grpc-web+")
+}
+
+// grpcTypeSpellings are Content-Type values around the gRPC types: case,
+// white space of every kind, parameters, near misses and Unicode letters
+// that lower-case to ASCII ones.
+var grpcTypeSpellings = []string{
+	"", "application/grpc", "application/grpc+proto", "application/grpc-web",
+	"application/grpc-web+proto", "application/grpc-web-text", "application/grpc-web-text+proto",
+	"Application/GRPC", "APPLICATION/GRPC+JSON", " application/grpc", "\tapplication/grpc ;",
+	"\napplication/grpc", "\v\f\rapplication/grpc", "\u0085application/grpc", "\u00a0application/grpc",
+	"application/grpc; charset=utf-8", "application/grpc;", "application/grpc; bad", "application/grpc;a=\"b",
+	"application/grpcx", "application/grp", "application/json", "text/event-stream",
+	"appl\u0130cation/grpc", "application/grpc\u212a", "\u017fpplication/grpc", "application /grpc",
+	"application/grpc+", "application/grpc++", "application/grpc-web+", "application/grpc-web;x=1",
+	";application/grpc", "application/grpc\x00", "\x00application/grpc",
+}
+
+// TestGRPCFramedAgreesWithParse is the class of "the prefilter in front of
+// mime.ParseMediaType changes what is taken for gRPC": for every spelling
+// it answers as the parse alone did.
+func TestGRPCFramedAgreesWithParse(t *testing.T) {
+	for _, ct := range grpcTypeSpellings {
+		h := http.Header{"Content-Type": {ct}}
+		if got, want := grpcFramed(h), grpcFramedByParse(ct); got != want {
+			t.Errorf("grpcFramed(%q) = %v, the parse alone says %v", ct, got, want)
+		}
+	}
+}
+
+// FuzzGRPCFramed is TestGRPCFramedAgreesWithParse over any value.
+func FuzzGRPCFramed(f *testing.F) {
+	for _, ct := range grpcTypeSpellings {
+		f.Add(ct)
+	}
+	f.Fuzz(func(t *testing.T, ct string) {
+		if got, want := grpcFramed(http.Header{"Content-Type": {ct}}), grpcFramedByParse(ct); got != want {
+			t.Errorf("grpcFramed(%q) = %v, the parse alone says %v", ct, got, want)
+		}
+	})
+}
+
+// BenchmarkGRPCFramed is the question every scrubbed response asks, for
+// the common JSON answer.
+func BenchmarkGRPCFramed(b *testing.B) {
+	h := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if grpcFramed(h) {
+			b.Fatal("JSON taken for gRPC")
 		}
 	}
 }
