@@ -325,10 +325,10 @@ const (
 )
 
 // adminRoutes adds the kill switch API to the admin mux.
-func (g *Gateway) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /admin/v1/disable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "disable") })
-	mux.HandleFunc("POST /admin/v1/enable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "enable") })
-	mux.HandleFunc("GET /admin/v1/switches", func(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) adminRoutes(mux *adminMux) {
+	mux.handle("POST /admin/v1/disable", true, func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "disable") })
+	mux.handle("POST /admin/v1/enable", true, func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "enable") })
+	mux.handle("GET /admin/v1/switches", true, func(w http.ResponseWriter, r *http.Request) {
 		// It names the operators and their reasons, like /readyz's
 		// detail: the admin token is needed.
 		if st, code, reason := g.adminRefusal(r); st != 0 {

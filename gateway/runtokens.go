@@ -71,13 +71,13 @@ type RunTokenRevokeResponse struct {
 //	GET  /admin/v1/run-tokens/jwks.json     the keys that verify run tokens (public)
 //	POST /admin/v1/run-tokens               issue a token (admin token)
 //	POST /admin/v1/run-tokens/revoke        revoke one (admin token)
-func (g *Gateway) runTokenRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /admin/v1/ca.pem", func(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) runTokenRoutes(mux *adminMux) {
+	mux.handle("GET /admin/v1/ca.pem", false, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: g.issuer.CACertificate().Raw})
 	})
-	mux.HandleFunc("GET /admin/v1/run-tokens/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+	mux.handle("GET /admin/v1/run-tokens/jwks.json", false, func(w http.ResponseWriter, _ *http.Request) {
 		if g.runTokens == nil {
 			adminError(w, http.StatusNotFound, codeRunTokensOff, "run tokens are off: set run_tokens in the gateway config")
 			return
@@ -92,8 +92,8 @@ func (g *Gateway) runTokenRoutes(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(b)
 	})
-	mux.HandleFunc("POST /admin/v1/run-tokens", g.serveRunTokenIssue)
-	mux.HandleFunc("POST /admin/v1/run-tokens/revoke", g.serveRunTokenRevoke)
+	mux.handle("POST /admin/v1/run-tokens", true, g.serveRunTokenIssue)
+	mux.handle("POST /admin/v1/run-tokens/revoke", true, g.serveRunTokenRevoke)
 }
 
 // runTokenCall checks the admin token and decodes the body into v;
