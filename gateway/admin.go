@@ -216,7 +216,8 @@ func (g *Gateway) adminAuthorized(r *http.Request) bool {
 
 // adminRefusal checks that r may use the admin API (the token, and the
 // client certificate admin.tls.client_ca asks for). It returns 0 when it
-// may, else the status, code and reason to answer, and logs why.
+// may (and notes in the request's audit record that the token matched),
+// else the status, code and reason to answer, and logs why.
 func (g *Gateway) adminRefusal(r *http.Request) (status int, code, reason string) {
 	src := sourceString(evidence(r))
 	if g.adminTok == nil {
@@ -237,6 +238,7 @@ func (g *Gateway) adminRefusal(r *http.Request) (status int, code, reason string
 		g.log.Error("admin API: cannot read the admin token", slog.Any("error", err))
 		return http.StatusServiceUnavailable, codeAdminTokenFile, "the gateway cannot read its admin token; see its log"
 	}
+	adminRecordOf(r).token = true
 	return 0, "", ""
 }
 
@@ -406,23 +408,13 @@ func (g *Gateway) switchesView() SwitchesView {
 
 // serveSwitch handles POST /admin/v1/disable and /enable.
 func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action string) {
-	start := time.Now()
 	ev := evidence(r)
-	audit := func(status int, code, sw string) {
-		decision := "admin"
-		if status >= 400 {
-			decision = "deny"
-		}
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		g.audit.write(&event{Time: start, Source: sourceString(ev), Method: r.Method, Scheme: scheme, Host: "admin",
-			Path: r.URL.Path, Decision: decision, Code: code, Status: status, Switch: sw, Duration: time.Since(start)})
-	}
+	rec := adminRecordOf(r)
+	// The admin wrapper (serveAdmin) writes the audit line; the
+	// handler names the switch in it.
 	fail := func(status int, code, reason, sw string) {
 		g.swm.admin.WithLabelValues(action, code).Inc()
-		audit(status, code, sw)
+		rec.sw = sw
 		adminError(w, status, code, reason)
 	}
 	if st, code, reason := g.adminRefusal(r); st != 0 {
@@ -482,7 +474,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		attrs = append(attrs, slog.String("client_cert", r.TLS.VerifiedChains[0][0].Subject.String()))
 	}
 	g.log.Info("admin API: "+action, attrs...)
-	audit(http.StatusOK, "", sw)
+	rec.sw = sw
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -908,9 +908,10 @@ func (g *Gateway) Close() {
 }
 
 // adminHandler serves /healthz, /readyz, /metrics and the admin API
-// (admin.go).
+// (admin.go, runtokens.go), every request counted and audited
+// (serveAdmin).
 func (g *Gateway) adminHandler() http.Handler {
-	return g.adminMux(newAdminMux()).mux
+	return g.serveAdmin(g.adminMux(newAdminMux()))
 }
 
 // adminMux registers every route of the admin listener on m and returns
