@@ -155,7 +155,7 @@ type readyzSVID struct {
 
 // readyzCoarse is the body of /readyz for everyone else (kubelet
 // probes): the status word only, which is also the reason when not ready
-// (draining, no_svid).
+// (draining, no_svid, kill_switch_unverified).
 type readyzCoarse struct {
 	Status string `json:"status"`
 	Detail string `json:"detail"`
@@ -185,6 +185,13 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 			status, word = http.StatusServiceUnavailable, "no_svid"
 		}
 		svid = &readyzSVID{SpiffeID: st.ID, Expires: st.Expires.UTC().Format(time.RFC3339), Held: st.Held}
+	}
+	// With Redis, a replica that holds no verified kill switch state (no
+	// admin.state_file, and the state in Redis does not verify: a
+	// rotation of cache.redis.encryption_keys in progress, tampering)
+	// would enforce nothing of what the fleet disabled: fail closed.
+	if sw := g.switches.Status(); ready && status == http.StatusOK && sw.Backend == "redis" && !sw.Held && sw.Unverified != "" {
+		status, word = http.StatusServiceUnavailable, "kill_switch_unverified"
 	}
 	if !g.adminAuthorized(r) {
 		writeJSON(w, status, readyzCoarse{Status: word, Detail: "send the admin token (Authorization: Bearer, admin.token_file) for the detail"})
