@@ -144,7 +144,7 @@ func (m *adminMux) serveUnmatched(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusMethodNotAllowed, codeAdminMethod, fmt.Sprintf("this admin route takes %s only", strings.Join(allow, " or ")))
 		return
 	}
-	adminError(w, http.StatusNotFound, codeAdminNotFound, "no such admin route (docs/cli.md lists the admin API's routes)")
+	adminError(w, http.StatusNotFound, codeAdminNotFound, "no such admin route (docs/audit-and-metrics.md#admin-endpoints lists them)")
 }
 
 func routeLabel(rt adminRoute, matched bool) string {
