@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/atomicfile"
 )
 
 // RotatedSuffixFormat is the time layout of a rotated file's suffix:
@@ -120,7 +122,9 @@ func (r *RotatingFile) rotate() error {
 	if err := r.f.Sync(); err != nil {
 		return fmt.Errorf("audit file: sync before rotation: %w", err)
 	}
-	if err := os.Rename(r.path, name); err != nil {
+	// Synced with its directory: after a crash the rotated lines are
+	// under the rotated name, not back under the live one.
+	if err := atomicfile.Rename(r.path, name); err != nil {
 		return fmt.Errorf("audit file: rotate: %w", err)
 	}
 	old := r.f

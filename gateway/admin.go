@@ -155,7 +155,7 @@ type readyzSVID struct {
 
 // readyzCoarse is the body of /readyz for everyone else (kubelet
 // probes): the status word only, which is also the reason when not ready
-// (draining, no_svid).
+// (draining, no_svid, kill_switch_unverified).
 type readyzCoarse struct {
 	Status string `json:"status"`
 	Detail string `json:"detail"`
@@ -185,6 +185,13 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 			status, word = http.StatusServiceUnavailable, "no_svid"
 		}
 		svid = &readyzSVID{SpiffeID: st.ID, Expires: st.Expires.UTC().Format(time.RFC3339), Held: st.Held}
+	}
+	// With Redis, a replica that holds no verified kill switch state (no
+	// admin.state_file, and the state in Redis does not verify: a
+	// rotation of cache.redis.encryption_keys in progress, tampering)
+	// would enforce nothing of what the fleet disabled: fail closed.
+	if sw := g.switches.Status(); ready && status == http.StatusOK && sw.Backend == "redis" && !sw.Held && sw.Unverified != "" {
+		status, word = http.StatusServiceUnavailable, "kill_switch_unverified"
 	}
 	if !g.adminAuthorized(r) {
 		writeJSON(w, status, readyzCoarse{Status: word, Detail: "send the admin token (Authorization: Bearer, admin.token_file) for the detail"})
@@ -216,7 +223,8 @@ func (g *Gateway) adminAuthorized(r *http.Request) bool {
 
 // adminRefusal checks that r may use the admin API (the token, and the
 // client certificate admin.tls.client_ca asks for). It returns 0 when it
-// may, else the status, code and reason to answer, and logs why.
+// may (and notes in the request's audit record that the token matched),
+// else the status, code and reason to answer, and logs why.
 func (g *Gateway) adminRefusal(r *http.Request) (status int, code, reason string) {
 	src := sourceString(evidence(r))
 	if g.adminTok == nil {
@@ -237,6 +245,7 @@ func (g *Gateway) adminRefusal(r *http.Request) (status int, code, reason string
 		g.log.Error("admin API: cannot read the admin token", slog.Any("error", err))
 		return http.StatusServiceUnavailable, codeAdminTokenFile, "the gateway cannot read its admin token; see its log"
 	}
+	adminRecordOf(r).token = true
 	return 0, "", ""
 }
 
@@ -325,10 +334,10 @@ const (
 )
 
 // adminRoutes adds the kill switch API to the admin mux.
-func (g *Gateway) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /admin/v1/disable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "disable") })
-	mux.HandleFunc("POST /admin/v1/enable", func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "enable") })
-	mux.HandleFunc("GET /admin/v1/switches", func(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) adminRoutes(mux *adminMux) {
+	mux.handle("POST /admin/v1/disable", true, func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "disable") })
+	mux.handle("POST /admin/v1/enable", true, func(w http.ResponseWriter, r *http.Request) { g.serveSwitch(w, r, "enable") })
+	mux.handle("GET /admin/v1/switches", true, func(w http.ResponseWriter, r *http.Request) {
 		// It names the operators and their reasons, like /readyz's
 		// detail: the admin token is needed.
 		if st, code, reason := g.adminRefusal(r); st != 0 {
@@ -406,23 +415,13 @@ func (g *Gateway) switchesView() SwitchesView {
 
 // serveSwitch handles POST /admin/v1/disable and /enable.
 func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action string) {
-	start := time.Now()
 	ev := evidence(r)
-	audit := func(status int, code, sw string) {
-		decision := "admin"
-		if status >= 400 {
-			decision = "deny"
-		}
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		g.audit.write(&event{Time: start, Source: sourceString(ev), Method: r.Method, Scheme: scheme, Host: "admin",
-			Path: r.URL.Path, Decision: decision, Code: code, Status: status, Switch: sw, Duration: time.Since(start)})
-	}
+	rec := adminRecordOf(r)
+	// The admin wrapper (serveAdmin) writes the audit line; the
+	// handler names the switch in it.
 	fail := func(status int, code, reason, sw string) {
 		g.swm.admin.WithLabelValues(action, code).Inc()
-		audit(status, code, sw)
+		rec.sw = sw
 		adminError(w, status, code, reason)
 	}
 	if st, code, reason := g.adminRefusal(r); st != 0 {
@@ -482,7 +481,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		attrs = append(attrs, slog.String("client_cert", r.TLS.VerifiedChains[0][0].Subject.String()))
 	}
 	g.log.Info("admin API: "+action, attrs...)
-	audit(http.StatusOK, "", sw)
+	rec.sw = sw
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -39,7 +39,10 @@ type event struct {
 	// request refused before (or at) identity, when Factors is empty:
 	// "source", "client_certificate", "proxy_authorization:SCHEME".
 	// Written only when set; never a value.
-	Presented  []string
+	Presented []string
+	// Operator names who called the admin API, as verified: admin_token,
+	// client_cert:SUBJECT, or both; written only when set; never a token.
+	Operator   string
 	Source     string
 	Method     string
 	Scheme     string
@@ -345,6 +348,10 @@ func appendEvent(b []byte, ev *event) []byte {
 			b = appendString(b, f)
 		}
 		b = append(b, ']')
+	}
+	if ev.Operator != "" {
+		b = append(b, `,"operator":`...)
+		b = appendString(b, ev.Operator)
 	}
 	b = append(b, `,"source":`...)
 	b = appendString(b, ev.Source)

@@ -908,18 +908,24 @@ func (g *Gateway) Close() {
 }
 
 // adminHandler serves /healthz, /readyz, /metrics and the admin API
-// (admin.go).
+// (admin.go, runtokens.go), every request counted and audited
+// (serveAdmin).
 func (g *Gateway) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	return g.serveAdmin(g.adminMux(newAdminMux()))
+}
+
+// adminMux registers every route of the admin listener on m and returns
+// it.
+func (g *Gateway) adminMux(m *adminMux) *adminMux {
+	m.probe("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", g.serveReadyz)
-	g.adminRoutes(mux)
-	g.runTokenRoutes(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
-	return mux
+	}))
+	m.probe("GET /readyz", http.HandlerFunc(g.serveReadyz))
+	g.adminRoutes(m)
+	g.runTokenRoutes(m)
+	m.probe("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
+	return m
 }
 
 // recoverPanics logs a panic of h (a bug, in the gateway or a plugin) as

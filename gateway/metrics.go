@@ -44,6 +44,9 @@ type metrics struct {
 	rateLimited     *prometheus.CounterVec
 	limiterBackend  *prometheus.GaugeVec
 	http2Errors     *prometheus.CounterVec
+	// adminRequests counts every request to admin_listen by route
+	// pattern and code (adminserve.go).
+	adminRequests *prometheus.CounterVec
 	// providerEvents counts providers' lifecycle events
 	// (providers.EventObserver).
 	providerEvents *prometheus.CounterVec
@@ -222,6 +225,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_rate_limit_backend",
 		Help: "1 for the backend that enforces rate limits now: redis (shared by the fleet) or local (per replica; without cache.redis, or while Redis is unavailable).",
 	}, []string{"backend"})
+	m.adminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_admin_api_requests_total",
+		Help: "Requests to admin_listen, authorised or refused, by route pattern (\"unmatched\" for none) and code (\"ok\" or the reason code).",
+	}, []string{"route", "code"})
 	m.http2Errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_http2_errors_total",
 		Help: "HTTP/2 errors Go's HTTP/2 server handled itself on a client connection, by net/http's error type (stream_PROTOCOL_ERROR_bad_path: a stream whose :path does not parse, reset before the gateway saw a request, so not audited).",
@@ -235,7 +242,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
 		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
-		m.http2Errors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m
 }

@@ -71,13 +71,13 @@ type RunTokenRevokeResponse struct {
 //	GET  /admin/v1/run-tokens/jwks.json     the keys that verify run tokens (public)
 //	POST /admin/v1/run-tokens               issue a token (admin token)
 //	POST /admin/v1/run-tokens/revoke        revoke one (admin token)
-func (g *Gateway) runTokenRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /admin/v1/ca.pem", func(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) runTokenRoutes(mux *adminMux) {
+	mux.handle("GET /admin/v1/ca.pem", false, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: g.issuer.CACertificate().Raw})
 	})
-	mux.HandleFunc("GET /admin/v1/run-tokens/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+	mux.handle("GET /admin/v1/run-tokens/jwks.json", false, func(w http.ResponseWriter, _ *http.Request) {
 		if g.runTokens == nil {
 			adminError(w, http.StatusNotFound, codeRunTokensOff, "run tokens are off: set run_tokens in the gateway config")
 			return
@@ -92,66 +92,44 @@ func (g *Gateway) runTokenRoutes(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(b)
 	})
-	mux.HandleFunc("POST /admin/v1/run-tokens", g.serveRunTokenIssue)
-	mux.HandleFunc("POST /admin/v1/run-tokens/revoke", g.serveRunTokenRevoke)
+	mux.handle("POST /admin/v1/run-tokens", true, g.serveRunTokenIssue)
+	mux.handle("POST /admin/v1/run-tokens/revoke", true, g.serveRunTokenRevoke)
 }
 
 // runTokenCall checks the admin token and decodes the body into v;
-// false when it answered the request itself.
-func (g *Gateway) runTokenCall(w http.ResponseWriter, r *http.Request, v any, audit func(int, string)) bool {
+// false when it answered the request itself. The admin wrapper
+// (serveAdmin) writes every run-token call's audit line.
+func (g *Gateway) runTokenCall(w http.ResponseWriter, r *http.Request, v any) bool {
 	if st, code, reason := g.adminRefusal(r); st != 0 {
 		if st == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="credgate admin"`)
 		}
-		audit(st, code)
 		adminError(w, st, code, reason)
 		return false
 	}
 	if g.runTokens == nil {
-		audit(http.StatusNotFound, codeRunTokensOff)
 		adminError(w, http.StatusNotFound, codeRunTokensOff, "run tokens are off: set run_tokens (with the workloads credgate run may ask for) in the gateway config")
 		return false
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 32<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		audit(http.StatusBadRequest, codeAdminBadReq)
 		adminError(w, http.StatusBadRequest, codeAdminBadReq, "the body is not the JSON object this endpoint takes: "+err.Error())
 		return false
 	}
 	return true
 }
 
-// adminAudit returns a function that writes the audit line of an admin
-// request. (The workload a token is for is in the log line, not in the
-// audit line's workload, which names callers.)
-func (g *Gateway) adminAudit(r *http.Request, start time.Time) func(int, string) {
-	return func(status int, code string) {
-		decision := "admin"
-		if status >= 400 {
-			decision = "deny"
-		}
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		g.audit.write(&event{Time: start, Source: sourceString(evidence(r)), Method: r.Method, Scheme: scheme,
-			Host: "admin", Path: r.URL.Path, Decision: decision, Code: code, Status: status, Duration: time.Since(start)})
-	}
-}
-
 // serveRunTokenIssue handles POST /admin/v1/run-tokens.
 func (g *Gateway) serveRunTokenIssue(w http.ResponseWriter, r *http.Request) {
 	var req RunTokenRequest
-	audit := g.adminAudit(r, time.Now())
-	if !g.runTokenCall(w, r, &req, audit) {
+	if !g.runTokenCall(w, r, &req) {
 		return
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil {
-			audit(http.StatusBadRequest, codeAdminBadReq)
 			adminError(w, http.StatusBadRequest, codeAdminBadReq, "ttl: not a duration such as 15m")
 			return
 		}
@@ -160,15 +138,12 @@ func (g *Gateway) serveRunTokenIssue(w http.ResponseWriter, r *http.Request) {
 	tok, err := g.runTokens.Issue(req.Workload, ttl)
 	switch {
 	case errors.Is(err, runtoken.ErrWorkloadNotAllowed):
-		audit(http.StatusForbidden, codeWorkloadNotAllow)
 		adminError(w, http.StatusForbidden, codeWorkloadNotAllow, err.Error())
 		return
 	case err != nil:
-		audit(http.StatusBadRequest, codeAdminBadReq)
 		adminError(w, http.StatusBadRequest, codeAdminBadReq, err.Error())
 		return
 	}
-	audit(http.StatusOK, "")
 	g.log.Info("run token issued", slog.String("workload", tok.Workload), slog.String("jti", tok.ID),
 		slog.Time("expires", tok.Expires), slog.String("by", req.By), slog.String("source", sourceString(evidence(r))))
 	writeJSON(w, http.StatusOK, RunTokenResponse{Token: tok.Value.Reveal(), ID: tok.ID, Workload: tok.Workload,
@@ -178,8 +153,7 @@ func (g *Gateway) serveRunTokenIssue(w http.ResponseWriter, r *http.Request) {
 // serveRunTokenRevoke handles POST /admin/v1/run-tokens/revoke.
 func (g *Gateway) serveRunTokenRevoke(w http.ResponseWriter, r *http.Request) {
 	var req RunTokenRevokeRequest
-	audit := g.adminAudit(r, time.Now())
-	if !g.runTokenCall(w, r, &req, audit) {
+	if !g.runTokenCall(w, r, &req) {
 		return
 	}
 	rev, err := g.runTokens.Revoke(r.Context(), req.Token)
@@ -187,15 +161,12 @@ func (g *Gateway) serveRunTokenRevoke(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, runtoken.ErrUnavailable):
 		// Revoked on this replica; the others learn it when the token
 		// expires. Said, not hidden.
-		audit(http.StatusServiceUnavailable, codeRunTokenUnavail)
 		adminError(w, http.StatusServiceUnavailable, codeRunTokenUnavail, "revoked on this replica only: Redis did not answer, so the other replicas accept the token until it expires")
 		return
 	case err != nil:
-		audit(http.StatusBadRequest, codeAdminBadReq)
 		adminError(w, http.StatusBadRequest, codeAdminBadReq, err.Error())
 		return
 	}
-	audit(http.StatusOK, "")
 	g.log.Info("run token revoked", slog.String("workload", rev.Workload), slog.String("jti", rev.ID), slog.Bool("shared", rev.Shared))
 	scope := "replica"
 	if rev.Shared {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -173,6 +174,11 @@ func TestRedisTamperingLiftsNothing(t *testing.T) {
 				if c.Snapshot().Len() != 0 {
 					t.Errorf("replica C put an unverified state in force: %v", c.Snapshot().Entries())
 				}
+				// It holds no verified state: the gateway reports it
+				// not ready (kill_switch_unverified).
+				if c.Status().Held {
+					t.Error("replica C reports a verified state held while it holds none")
+				}
 			} else {
 				for _, id := range []string{"rule:charges", "workload:batch"} {
 					waitFor(t, 2*time.Second, "replica C (started after the tampering) to enforce "+id, has(c, id))
@@ -198,8 +204,8 @@ func TestRedisTamperingLiftsNothing(t *testing.T) {
 			}
 			for name, s := range map[string]*Switch{"A": a, "B": b, "C": c} {
 				waitFor(t, 2*time.Second, "replica "+name+" to verify the new state", func() error {
-					if st := s.Status(); st.Unverified != "" || s.Snapshot().Len() != 3 {
-						return errors.New("Status.Unverified = " + st.Unverified)
+					if st := s.Status(); st.Unverified != "" || s.Snapshot().Len() != 3 || !st.Held {
+						return fmt.Errorf("Status.Unverified = %q, Held = %v", st.Unverified, st.Held)
 					}
 					return nil
 				})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/credgate/credgate/internal/atomicfile"
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/writable"
 )
@@ -91,9 +92,11 @@ func readStateFile(path string) (entries []Entry, gen uint64, pending map[string
 	return sf.Switches, sf.Generation, pending, nil
 }
 
-// writeStateFile replaces path atomically (a temporary file in the same
-// directory, synced, then renamed), so a crash leaves the old or the new
-// state, never half of one. pending are the IDs of the pending entries.
+// writeStateFile replaces path atomically and durably (atomicfile.Write:
+// a temporary file in the same directory, synced, renamed, then the
+// directory synced), so a crash or power loss leaves the old or the new
+// state, never half of one, and never the old one after a change
+// returned. pending are the IDs of the pending entries.
 func writeStateFile(path string, gen uint64, entries []Entry, pending []string) error {
 	if entries == nil {
 		entries = []Entry{}
@@ -102,20 +105,7 @@ func writeStateFile(path string, gen uint64, entries []Entry, pending []string) 
 	if err != nil {
 		return fmt.Errorf("killswitch: state file: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("killswitch: state file: %w", err)
-	}
-	name := tmp.Name()
-	_, werr := tmp.Write(append(b, '\n'))
-	serr := tmp.Sync()
-	cerr := tmp.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(name)
-		return fmt.Errorf("killswitch: state file %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		_ = os.Remove(name)
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("killswitch: state file: %w", err)
 	}
 	return nil

@@ -79,6 +79,14 @@ type Status struct {
 	// or is older than the state in force): the last verified state
 	// stays in force.
 	Unverified string
+	// Held reports whether this replica holds a verified state: one it
+	// read from Redis or wrote there, one its state file kept, or Redis
+	// answered that it holds none (true for memory). A replica that
+	// started without a state file while Redis holds a state it cannot
+	// verify (a key rotation in progress, tampering) has none, and
+	// enforces nothing of what the fleet disabled: the gateway reports
+	// it not ready.
+	Held bool
 }
 
 // Observer receives a Switch's events, for metrics. Implementations are
@@ -176,6 +184,8 @@ type Switch struct {
 	// unverified is why the state last read from Redis was not put in
 	// force; nil while it verifies.
 	unverified atomic.Pointer[string]
+	// held is Status.Held.
+	held atomic.Bool
 	// file is what the state file was last written with.
 	file struct {
 		snap    *Snapshot
@@ -272,6 +282,9 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 			}
 		}
 		s.gen = gen
+		// Entries or a generation: a state this or another replica
+		// held verified when it wrote the file.
+		s.held.Store(gen > 0 || len(entries) > 0)
 	}
 	s.mu.Lock()
 	s.applyLocked("state file")
@@ -301,9 +314,9 @@ func (s *Switch) Snapshot() *Snapshot { return s.cur.Load() }
 // never blocks.
 func (s *Switch) Status() Status {
 	if s.rdb == nil {
-		return Status{Backend: "memory", Up: true}
+		return Status{Backend: "memory", Up: true, Held: true}
 	}
-	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load()}
+	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load(), Held: s.held.Load()}
 	if u := s.unverified.Load(); u != nil {
 		st.Unverified = *u
 	}
@@ -454,6 +467,9 @@ func (s *Switch) readLocked(ctx context.Context) (remoteState, error) {
 func (s *Switch) acceptLocked(st *remoteState) (map[string]Entry, uint64) {
 	switch {
 	case !st.exists:
+		// Redis answered that there is no state: nothing is disabled
+		// but what this replica holds, which it writes back.
+		s.hold()
 		return s.known, s.gen
 	case st.err == nil && st.gen < s.gen:
 		st.err = &errVerify{ReasonRollback, fmt.Sprintf("generation %d is older than generation %d already in force (an older state was copied back)", st.gen, s.gen)}
@@ -648,7 +664,12 @@ func (s *Switch) verified() {
 	if old := s.unverified.Swap(nil); old != nil {
 		s.log.Info("kill switch: the state in Redis verifies again", slog.Uint64("generation", s.gen))
 	}
+	s.hold()
 }
+
+// hold records that this replica holds a verified state (the change is
+// logged by verified, "verifies again", when it had not).
+func (s *Switch) hold() { s.held.Store(true) }
 
 // verifyFailed records a state (or message) that does not verify: an
 // error log line when the reason changes, a metric every time.
@@ -660,6 +681,10 @@ func (s *Switch) verifyFailed(err *errVerify) {
 	if old := s.unverified.Swap(&msg); old == nil || *old != msg {
 		s.log.Error("kill switch: ignoring switch state in Redis that does not verify; the last verified state stays in force. Someone other than credgate wrote to Redis, or the replicas do not share cache.redis.encryption_keys; a disable or enable through the admin API writes a new signed state",
 			slog.String("reason", err.reason), slog.String("detail", err.detail), slog.Uint64("generation_in_force", s.gen))
+		if !s.held.Load() {
+			s.log.Error("kill switch: this replica holds no verified switch state (no admin.state_file, and the state in Redis does not verify), so it would enforce nothing of what the fleet disabled: it reports not ready (/readyz kill_switch_unverified) until the state in Redis verifies (give it the key that signed it, cache.redis.encryption_keys) or a disable or enable through the admin API writes a new signed state",
+				slog.String("reason", err.reason))
+		}
 	}
 }
 

@@ -32,6 +32,22 @@ func Until(t testing.TB, timeout time.Duration, what string, cond func() error) 
 	}
 }
 
+// Within checks cond every Interval until it holds or timeout passes,
+// and reports whether it held: for a test that counts its failures
+// instead of stopping at the first.
+func Within(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(Interval)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
+}
+
 // True is Until for a condition that says only whether it holds.
 func True(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -32,6 +32,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/credgate/credgate/internal/atomicfile"
 )
 
 const (
@@ -125,7 +127,7 @@ func run(swaggerPath, version, out string, force bool) (int, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return 0, fmt.Errorf("replace %s: %w", dir, err)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := atomicfile.Rename(tmp, dir); err != nil {
 		return 0, fmt.Errorf("replace %s: %w", dir, err)
 	}
 	return written, nil

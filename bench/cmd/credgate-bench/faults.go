@@ -63,6 +63,7 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 
+	"github.com/credgate/credgate/internal/atomicfile"
 	"github.com/credgate/credgate/internal/oauth2test"
 	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/internal/vaulttest"
@@ -696,11 +697,7 @@ func rewritePolicy(dir string, broken bool) error {
 		// says so) rather than recognising the policy in force.
 		content = append(b, fmt.Sprintf("# rewritten by the soak at %s\n", time.Now().UTC().Format(time.RFC3339Nano))...)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, content, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, content, 0o644)
 }
 
 // sighupStorm sends n SIGHUPs to pid, 10 ms apart.
@@ -750,10 +747,7 @@ func (r *caRotation) rotate() error {
 			return err
 		}
 		dst := filepath.Join(r.dir, p[1])
-		if err := os.WriteFile(dst+".tmp", b, 0o600); err != nil {
-			return err
-		}
-		if err := os.Rename(dst+".tmp", dst); err != nil {
+		if err := atomicfile.Write(dst, b, 0o600); err != nil {
 			return err
 		}
 	}
