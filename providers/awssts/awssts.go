@@ -471,17 +471,21 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	if creds == nil || aws.ToString(creds.AccessKeyId) == "" || aws.ToString(creds.SecretAccessKey) == "" {
 		return nil, fmt.Errorf("awssts: assume %s: the answer holds no credentials", p.RoleARN)
 	}
-	c := &providers.Credential{Fields: map[string]providers.Secret{
+	// STS's temporary credentials always come with their session token
+	// (without it every AWS service refuses the keys) and an expiration
+	// (without it they would be cached as if they never expired): an
+	// answer lacking either is broken, and nothing of it is used.
+	if aws.ToString(creds.SessionToken) == "" {
+		return nil, fmt.Errorf("awssts: assume %s: the answer's credentials have no SessionToken; check that endpoint is an STS endpoint", p.RoleARN)
+	}
+	if creds.Expiration == nil || creds.Expiration.IsZero() {
+		return nil, fmt.Errorf("awssts: assume %s: the answer's credentials have no Expiration; check that endpoint is an STS endpoint", p.RoleARN)
+	}
+	return &providers.Credential{Fields: map[string]providers.Secret{
 		providers.FieldAccessKeyID:     providers.NewSecret(aws.ToString(creds.AccessKeyId)),
 		providers.FieldSecretAccessKey: providers.NewSecret(aws.ToString(creds.SecretAccessKey)),
-	}}
-	if t := aws.ToString(creds.SessionToken); t != "" {
-		c.Fields[providers.FieldSessionToken] = providers.NewSecret(t)
-	}
-	if creds.Expiration != nil {
-		c.Expiry = *creds.Expiration
-	}
-	return c, nil
+		providers.FieldSessionToken:    providers.NewSecret(aws.ToString(creds.SessionToken)),
+	}, Expiry: *creds.Expiration}, nil
 }
 
 func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in sessionInput) (*ststypes.Credentials, error) {
