@@ -2,6 +2,7 @@ package awssts
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -83,6 +84,40 @@ func TestSTSAnswerQuirks(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestCAFileTrusted: the client the provider builds around the SDK's
+// transport (to refuse redirects and bound answers) still trusts
+// ca_file, the CA bundle the SDK put on that transport.
+func TestCAFileTrusted(t *testing.T) {
+	exp := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/xml")
+		fmt.Fprintf(w, `<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIATLS</AccessKeyId><SecretAccessKey>tls-secret</SecretAccessKey><SessionToken>tls-token</SessionToken><Expiration>%s</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>`, exp)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("tls-web-identity-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, withCA := range []bool{true, false} {
+		settings := fmt.Sprintf("{role_arn: 'arn:aws:iam::1:role/r', endpoint: %s, retries: 0, web_identity_token_file: %s", srv.URL, tok)
+		if withCA {
+			settings += ", ca_file: " + ca
+		}
+		_, err := load(t, settings+"}", nil).Fetch(context.Background(), providers.Request{Workload: billing()})
+		if withCA && err != nil {
+			t.Errorf("with ca_file: %v", err)
+		}
+		if !withCA && err == nil {
+			t.Errorf("without ca_file the test server's certificate was trusted")
 		}
 	}
 }
