@@ -22,6 +22,7 @@ import (
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
+	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/rediscache"
 )
 
@@ -232,6 +233,10 @@ type LongLived struct {
 type Cache struct {
 	// DefaultTTL applies to credentials without their own expiry.
 	DefaultTTL Duration `yaml:"default_ttl"`
+	// MaxTTL is the longest a credential is cached (in memory and in
+	// Redis), whatever expiry its source gives it
+	// (providers.DefaultCacheMaxTTL when unset).
+	MaxTTL Duration `yaml:"max_ttl"`
 	// RefreshAhead starts a background refresh this long before expiry.
 	RefreshAhead Duration `yaml:"refresh_ahead"`
 	// ErrorBackoff is the longest a failed fetch is remembered.
@@ -678,6 +683,16 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	} {
 		if d.v > 0 && d.v < Duration(100*time.Millisecond) {
 			bad(fmt.Sprintf("%s: %s is too short to be meant (at least 100ms; they are usually seconds to hours)", strings.Join(d.key, "."), d.v.D()), d.key...)
+		}
+	}
+	if maxTTL := cfg.Cache.MaxTTL; maxTTL > 0 && maxTTL < Duration(time.Second) {
+		bad(fmt.Sprintf("cache.max_ttl: %s is too short to be meant (at least 1s; it is usually hours)", maxTTL.D()), "cache", "max_ttl")
+	} else {
+		if maxTTL == 0 {
+			maxTTL = Duration(providers.DefaultCacheMaxTTL)
+		}
+		if cfg.Cache.DefaultTTL > maxTTL {
+			bad(fmt.Sprintf("cache.default_ttl (%s) is longer than cache.max_ttl (%s), which caps it; shorten default_ttl or raise max_ttl", cfg.Cache.DefaultTTL.D(), maxTTL.D()), "cache", "default_ttl")
 		}
 	}
 	if r := &cfg.Cache.Redis; r.Enabled() {

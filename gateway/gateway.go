@@ -250,6 +250,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 
 	cacheOpts := providers.CacheOptions{
 		DefaultTTL:   cfg.Cache.DefaultTTL.D(),
+		MaxTTL:       cfg.Cache.MaxTTL.D(),
 		RefreshAhead: cfg.Cache.RefreshAhead.D(),
 		ErrorBackoff: cfg.Cache.ErrorBackoff.D(),
 		FetchTimeout: cfg.Cache.FetchTimeout.D(),

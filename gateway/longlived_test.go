@@ -673,6 +673,11 @@ func TestLimitsConfig(t *testing.T) {
 		{"negative response idle timeout", "upstream: {response_idle_timeout: -1s}\n", `^c\.yaml:3:\d+: upstream\.response_idle_timeout: want a duration .*not negative`},
 		{"unknown key", "limits:\n  long_lived: {max_age: 1h}\n", `^c\.yaml:4:16: unknown field "max_age"`},
 		{"not a duration", "limits:\n  long_lived: {idle_timeout: forever}\n", `^c\.yaml:4:\d+: limits\.long_lived\.idle_timeout: want a duration`},
+		{"cache max_ttl", "cache: {max_ttl: 2h, default_ttl: 2h}\n", ""},
+		{"cache default_ttl over max_ttl", "cache:\n  max_ttl: 1h\n  default_ttl: 2h\n", `^c\.yaml:5:3: cache\.default_ttl \(2h0m0s\) is longer than cache\.max_ttl \(1h0m0s\)`},
+		{"cache default_ttl over the default max_ttl", "cache: {default_ttl: 48h}\n", `^c\.yaml:3:\d+: cache\.default_ttl \(48h0m0s\) is longer than cache\.max_ttl \(24h0m0s\)`},
+		{"cache tiny max_ttl", "cache: {max_ttl: 10ms}\n", `^c\.yaml:3:\d+: cache\.max_ttl: 10ms is too short to be meant`},
+		{"cache negative max_ttl", "cache: {max_ttl: -1h}\n", `^c\.yaml:3:\d+: cache\.max_ttl: want a duration .*not negative`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := ParseConfig("c.yaml", []byte(head+tc.text))
@@ -684,6 +689,9 @@ func TestLimitsConfig(t *testing.T) {
 				if l.BodyIdleTimeout.D() != DefaultBodyIdleTimeout || l.BodyMinRate != 0 ||
 					l.LongLived.IdleTimeout.D() != DefaultLongLivedIdleTimeout || l.LongLived.MaxLifetime.D() != DefaultLongLivedMaxLifetime {
 					t.Errorf("defaults: %+v", l)
+				}
+				if strings.Contains(tc.text, "max_ttl: 2h") && cfg.Cache.MaxTTL.D() != 2*time.Hour {
+					t.Errorf("cache.max_ttl = %s, want 2h", cfg.Cache.MaxTTL.D())
 				}
 				if d := cfg.Upstream.ResponseIdleTimeout.D(); d != DefaultResponseIdleTimeout {
 					t.Errorf("upstream.response_idle_timeout defaults to %s, want %s", d, DefaultResponseIdleTimeout)

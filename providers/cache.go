@@ -17,6 +17,13 @@ const (
 	DefaultCacheErrorBackoff = 5 * time.Second
 	DefaultCacheFetchTimeout = 15 * time.Second
 	DefaultCacheMaxEntries   = 10000
+	// DefaultCacheMaxTTL is the longest a credential is kept, whatever
+	// its own Expiry says: a day. Providers' credentials live minutes to
+	// hours (an OAuth2 token an hour, STS at most 12h); an endpoint that
+	// says expires_in=2147483647 (68 years) is broken or hostile, and
+	// keeping its token that long would outlive any rotation or
+	// revocation the provider could tell of.
+	DefaultCacheMaxTTL = 24 * time.Hour
 )
 
 // ErrCacheClosed is returned to callers waiting on a fetch that Close
@@ -56,7 +63,14 @@ func RetryAfter(err error, now time.Time) (time.Duration, bool) {
 // CacheOptions configure a Cache. Zero fields take the defaults above.
 type CacheOptions struct {
 	// DefaultTTL is how long a credential without its own Expiry is kept.
+	// It is at most MaxTTL.
 	DefaultTTL time.Duration
+	// MaxTTL is the longest a credential is kept, in this cache and in
+	// Shared, whatever its Expiry: a credential whose Expiry is later is
+	// kept as if it expired MaxTTL after it was fetched (the cache hands
+	// out a copy with Expiry moved; Fields and the rest are shared), and
+	// refreshed ahead of that. Default DefaultCacheMaxTTL.
+	MaxTTL time.Duration
 	// RefreshAhead is how long before expiry a Get starts a background
 	// refresh while still returning the cached value. It is capped at a
 	// third of the credential's lifetime. Negative disables refresh ahead.
@@ -178,9 +192,13 @@ type call struct {
 
 // NewCache returns a Cache with opts, zero fields defaulted.
 func NewCache(opts CacheOptions) *Cache {
+	if opts.MaxTTL <= 0 {
+		opts.MaxTTL = DefaultCacheMaxTTL
+	}
 	if opts.DefaultTTL <= 0 {
 		opts.DefaultTTL = DefaultCacheTTL
 	}
+	opts.DefaultTTL = min(opts.DefaultTTL, opts.MaxTTL)
 	if opts.RefreshAhead == 0 {
 		opts.RefreshAhead = DefaultCacheRefreshAhead
 	}
@@ -375,7 +393,10 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 				c.opts.Observer.ProviderFetch(key, time.Since(start), err)
 			}
 		}()
-		return fetch(ctx)
+		cred, err = fetch(ctx)
+		// Capped before Shared stores it, so that the shared entry
+		// expires with the cap too.
+		return c.capExpiry(cred, c.opts.Now()), err
 	}
 	if c.opts.Shared != nil {
 		ahead := max(c.opts.RefreshAhead, 0)
@@ -395,7 +416,26 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 	case cred.revoked():
 		return nil, fmt.Errorf("credential %q: provider %s returned a credential that it has revoked: %w", key.Credential, key.Provider, ErrUnavailable)
 	}
-	return cred, nil
+	// Shared may hold an entry stored under a longer cap (another
+	// replica's configuration, or before an upgrade).
+	return c.capExpiry(cred, now), nil
+}
+
+// capExpiry returns cred, or a copy of it whose Expiry is now+MaxTTL
+// when its own is later. The copy shares Fields, Hosts and Revoked. A
+// credential without Expiry is kept for DefaultTTL, which is at most
+// MaxTTL.
+func (c *Cache) capExpiry(cred *Credential, now time.Time) *Credential {
+	if cred == nil || cred.Expiry.IsZero() {
+		return cred
+	}
+	limit := now.Add(c.opts.MaxTTL)
+	if !cred.Expiry.After(limit) {
+		return cred
+	}
+	capped := *cred
+	capped.Expiry = limit
+	return &capped
 }
 
 // evictLocked drops least recently used entries beyond MaxEntries. c.mu

@@ -181,3 +181,28 @@ func redactSent(r *http.Request, kept *keptBody, err error) error {
 	text, _ := s.Pieces([]byte(err.Error()))
 	return &SentRedactedError{err: err, text: string(text)}
 }
+
+// RedactValues returns err as a SentRedactedError whose text has each of
+// values (8 bytes or more; shorter ones are left, as a match by chance
+// would garble the message) redacted in every form a response scrubber
+// knows, for errors a library builds from an endpoint's answer after the
+// exchange (the AWS SDK quotes STS's error message, which an endpoint
+// echoing the request fills with the web identity token it was sent).
+// Unwrap returns err; nil stays nil.
+func RedactValues(err error, values ...string) error {
+	if err == nil {
+		return nil
+	}
+	var vals []secret.Value
+	for _, v := range values {
+		if len(v) >= 8 {
+			vals = append(vals, secret.New(v))
+		}
+	}
+	if len(vals) == 0 {
+		return err
+	}
+	s := transform.NewScrubber(vals, transform.ScrubOptions{KeepLength: true})
+	text, _ := s.Pieces([]byte(err.Error()))
+	return &SentRedactedError{err: err, text: string(text)}
+}

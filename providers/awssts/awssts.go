@@ -335,10 +335,24 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("awssts: load AWS SDK configuration: %w", err)
 	}
+	// The SDK follows 307 and 308 redirects (re-sending a web identity
+	// token in the body to wherever they point, when it can replay the
+	// body) and reads whole answers: Guard refuses every redirect and
+	// bounds the answers, on the transport the SDK built (with the CA
+	// bundle it was given).
+	bc, ok := cfg.HTTPClient.(*awshttp.BuildableClient)
+	if !ok {
+		return nil, fmt.Errorf("awssts: the AWS SDK's HTTP client is a %T, not the one it builds", cfg.HTTPClient)
+	}
+	guarded := &http.Client{
+		Transport:     httpclient.Guard(bc.GetTransport(), 0),
+		Timeout:       bc.GetTimeout(),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	// The SDK's errors quote an answer it cannot read; an endpoint echoing
 	// the request there (a web identity token, a source session token)
 	// must not put it in ours.
-	cfg.HTTPClient = httpclient.RedactErrors(cfg.HTTPClient)
+	cfg.HTTPClient = httpclient.RedactErrors(guarded)
 	c := sts.NewFromConfig(cfg, func(o *sts.Options) {
 		if p.Endpoint != "" {
 			o.BaseEndpoint = aws.String(p.Endpoint)
@@ -457,17 +471,21 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	if creds == nil || aws.ToString(creds.AccessKeyId) == "" || aws.ToString(creds.SecretAccessKey) == "" {
 		return nil, fmt.Errorf("awssts: assume %s: the answer holds no credentials", p.RoleARN)
 	}
-	c := &providers.Credential{Fields: map[string]providers.Secret{
+	// STS's temporary credentials always come with their session token
+	// (without it every AWS service refuses the keys) and an expiration
+	// (without it they would be cached as if they never expired): an
+	// answer lacking either is broken, and nothing of it is used.
+	if aws.ToString(creds.SessionToken) == "" {
+		return nil, fmt.Errorf("awssts: assume %s: the answer's credentials have no SessionToken; check that endpoint is an STS endpoint", p.RoleARN)
+	}
+	if creds.Expiration == nil || creds.Expiration.IsZero() {
+		return nil, fmt.Errorf("awssts: assume %s: the answer's credentials have no Expiration; check that endpoint is an STS endpoint", p.RoleARN)
+	}
+	return &providers.Credential{Fields: map[string]providers.Secret{
 		providers.FieldAccessKeyID:     providers.NewSecret(aws.ToString(creds.AccessKeyId)),
 		providers.FieldSecretAccessKey: providers.NewSecret(aws.ToString(creds.SecretAccessKey)),
-	}}
-	if t := aws.ToString(creds.SessionToken); t != "" {
-		c.Fields[providers.FieldSessionToken] = providers.NewSecret(t)
-	}
-	if creds.Expiration != nil {
-		c.Expiry = *creds.Expiration
-	}
-	return c, nil
+		providers.FieldSessionToken:    providers.NewSecret(aws.ToString(creds.SessionToken)),
+	}, Expiry: *creds.Expiration}, nil
 }
 
 func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in sessionInput) (*ststypes.Credentials, error) {
@@ -489,6 +507,7 @@ func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in ses
 		input.ExternalId = aws.String(p.ExternalID)
 	}
 	var optFns []func(*sts.Options)
+	var sent []string // secret values the call sends, redacted from its error
 	if p.SourceCredential != "" {
 		if p.source == nil {
 			return nil, fmt.Errorf("awssts: source_credential %q was not provided by the policy", p.SourceCredential)
@@ -501,6 +520,7 @@ func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in ses
 		if err != nil {
 			return nil, fmt.Errorf("awssts: source credential %q: %w", p.SourceCredential, err)
 		}
+		sent = append(sent, ac.SessionToken, ac.SecretAccessKey)
 		optFns = append(optFns, func(o *sts.Options) { o.Credentials = aws.NewCredentialsCache(staticCreds(ac)) })
 	}
 	client, err := p.stsClient(ctx)
@@ -509,7 +529,7 @@ func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in ses
 	}
 	out, err := client.AssumeRole(ctx, input, optFns...)
 	if err != nil {
-		return nil, classify("assume role "+p.RoleARN, err)
+		return nil, classify("assume role "+p.RoleARN, httpclient.RedactValues(err, append(sent, p.ExternalID)...))
 	}
 	return out.Credentials, nil
 }
@@ -545,7 +565,9 @@ func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token strin
 	}
 	out, err := client.AssumeRoleWithWebIdentity(ctx, input)
 	if err != nil {
-		return nil, classify("assume role with web identity "+p.RoleARN, err)
+		// An endpoint echoing the request puts the token in the message
+		// the SDK quotes.
+		return nil, classify("assume role with web identity "+p.RoleARN, httpclient.RedactValues(err, token))
 	}
 	return out.Credentials, nil
 }
@@ -558,10 +580,17 @@ func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token strin
 // temporary is never reported as a refusal once the retries run out.
 // Other errors (AccessDenied, a malformed policy, a bad web identity
 // token) are plain errors (502). The SDK's errors carry the STS error code
-// and message and request id, never a key or token.
+// and message and request id; callers redact from err what they sent (an
+// endpoint can echo it in the message). An answer that redirects or is
+// larger than httpclient.MaxAnswer is a plain error: the endpoint is
+// misconfigured, retrying will not help.
 func classify(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("awssts: %s: %w: %w", op, providers.ErrUnavailable, err)
+	}
+	var rd *httpclient.RedirectError
+	if errors.As(err, &rd) || errors.Is(err, httpclient.ErrAnswerTooLarge) {
+		return fmt.Errorf("awssts: %s: %w", op, err)
 	}
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == http.StatusTooManyRequests) {

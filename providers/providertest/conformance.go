@@ -45,7 +45,9 @@ type Conformance struct {
 	// Stalled, when set, returns valid settings that point the provider
 	// at url, an https:// server on 127.0.0.1 that accepts connections and
 	// never answers; CheckConformance checks that Fetch returns soon after
-	// its context is cancelled. Nil for providers with no service.
+	// its context is cancelled. The hostile check calls it with a plain
+	// http:// loopback URL of an endpoint answering badly. Nil for
+	// providers with no service.
 	Stalled func(url string) string
 	// NoExpiry opts out of the expiry check, for providers whose
 	// credentials never expire (static: the cache keeps them for its
@@ -102,6 +104,11 @@ type BadSettings struct {
 //     fails it;
 //   - ctx: with Stalled, Fetch returns an error within 2s of its context's
 //     cancellation;
+//   - hostile: with Stalled, against each broken or hostile answer of
+//     hostileCases (redirects, endless and slow bodies, malformed JSON, an
+//     echo of the request), Fetch fails in bounded time and memory,
+//     follows no redirect and puts no secret it sent in its error
+//     (checkHostile);
 //   - no-proxy: with HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (and their
 //     lower-case forms, VAULT_PROXY_ADDR, VAULT_HTTP_PROXY) pointing at a
 //     listener that fails the check if contacted, Fetch still reaches the
@@ -132,6 +139,7 @@ func CheckConformance(t *testing.T, c Conformance) {
 	}
 	if c.Stalled != nil {
 		t.Run("ctx", func(t *testing.T) { checkCancel(t, c) })
+		t.Run("hostile", func(t *testing.T) { checkHostile(t, c) })
 	}
 	t.Run("no-proxy", func(t *testing.T) { checkNoProxy(t, c) })
 	if c.Unauthorized != nil {

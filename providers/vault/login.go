@@ -121,6 +121,11 @@ func (c *Client) loginToken(ctx context.Context) (loginResult, error) {
 		}
 		return loginResult{}, c.loginError(ctx, "token", "auth/token/lookup-self", err)
 	}
+	if sec == nil || sec.Data == nil {
+		// An empty or non-JSON 2xx/3xx answer: vault/api returns no
+		// secret and no error.
+		return loginResult{}, fmt.Errorf("token login: Vault answered auth/token/lookup-self without data; check that server.address is Vault's API address")
+	}
 	ttl, err := sec.TokenTTL()
 	if err != nil {
 		return loginResult{}, fmt.Errorf("token login: lookup-self: %w", err)

@@ -352,9 +352,12 @@ func newClient(s Server, clk clock, name string, env providers.Env) (*Client, er
 		env:   env,
 		tr:    tr,
 		http: &http.Client{
-			Transport: tr,
-			// Vault's own client follows one redirect itself (to the
-			// active node); net/http must not follow any.
+			// vault/api follows one redirect itself (a standby's to the
+			// active node), re-sending the token header and a login's
+			// secret_id or JWT to wherever it points; Guard refuses every
+			// redirect before vault/api sees it, and bounds the answers
+			// vault/api reads whole.
+			Transport:     httpclient.Guard(tr, 0),
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		sem:  make(chan struct{}, 1),
@@ -380,6 +383,8 @@ func (c *Client) newAPI(tok string) (*api.Client, error) {
 		HttpClient: c.http,
 		Timeout:    c.srv.Timeout,
 		MaxRetries: 0, // Client.do retries, with its own classification
+		// Never follow a redirect (Guard refuses them too).
+		DisableRedirects: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("vault: client for %s: %w", c.srv.Address, err)
@@ -473,7 +478,9 @@ func classify(ctx context.Context, err error) errKind {
 		return kindPermanent
 	}
 	var cv *tls.CertificateVerificationError
-	if errors.As(err, &cv) {
+	var rd *httpclient.RedirectError
+	if errors.As(err, &cv) || errors.As(err, &rd) || errors.Is(err, httpclient.ErrAnswerTooLarge) {
+		// Misconfigured or broken, not down: retrying will not help.
 		return kindPermanent
 	}
 	// Network errors, resets, EOF from a dying server.
@@ -522,7 +529,10 @@ func describeRaw(err error) error {
 		// Drop the URL's method and address noise, keep the cause.
 		return &vaultError{msg: fmt.Sprintf("%s %s: %v", ue.Op, httpclient.Display(ue.URL), ue.Err), err: err}
 	}
-	return err
+	// Anything else (vault/api's own errors, a parse error quoting the
+	// answer) is a vaultError too, so that Client.describe redacts what
+	// was sent from it: a broken or hostile Vault can echo the token.
+	return &vaultError{msg: truncate(strings.Join(strings.Fields(err.Error()), " "), 512), err: err}
 }
 
 // multiErr matches the heading go-multierror puts before its list ("1

@@ -136,6 +136,7 @@ limits:
     max_lifetime: {{ $c.limits.longLived.maxLifetime }}
 cache:
   default_ttl: {{ $c.cache.defaultTTL }}
+  max_ttl: {{ $c.cache.maxTTL }}
   refresh_ahead: {{ $c.cache.refreshAhead }}
   error_backoff: {{ $c.cache.errorBackoff }}
   fetch_timeout: {{ $c.cache.fetchTimeout }}
