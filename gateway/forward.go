@@ -188,6 +188,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				g.metrics.refusals.WithLabelValues(codeUpstreamIdle).Inc()
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
+			case errors.Is(err, errClientWrite) && clientStalled(err):
+				st.abortCode = codeClientStalled
+				g.metrics.refusals.WithLabelValues(codeClientStalled).Inc()
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:
 				st.abortCode = codeRequestBodyAborted
 			case st.in.failure() == bodyReadMalformed:
@@ -375,6 +378,10 @@ func (g *Gateway) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseCo
 		}
 		if n > 0 {
 			if _, werr := w.Write(b); werr != nil {
+				if clientStalled(werr) {
+					// limits.write_idle_timeout: said in the audit line.
+					return fmt.Errorf("%w: %w", errClientWrite, werr)
+				}
 				return errClientWrite
 			}
 		}
