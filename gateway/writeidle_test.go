@@ -189,6 +189,36 @@ limits: {write_idle_timeout: %s}
 			wantAudited(t, tg, path, http.StatusOK, codeClientStalled)
 		})
 	}
+	// A client that reads slowly but keeps reading, pausing less than
+	// the limit, is never cut, over either protocol.
+	const steady = 256 << 10
+	tg.origin.route("/steady", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(steady))
+		_, _ = w.Write(make([]byte, steady))
+	})
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("steady reader/h2=%v", h2), func(t *testing.T) {
+			resp, err := tg.client(t, h2).Get("https://" + apiHost + "/steady")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			buf := make([]byte, 16<<10)
+			var n int
+			for {
+				m, err := io.ReadFull(resp.Body, buf)
+				n += m
+				if err != nil {
+					break
+				}
+				<-time.After(writeIdle * 2 / 3) // the client's pace
+			}
+			if n != steady {
+				t.Fatalf("read %d of %d bytes", n, steady)
+			}
+		})
+	}
+
 	ok := false
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !ok; {
 		if ok = settled(base); !ok {

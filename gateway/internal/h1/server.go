@@ -125,12 +125,13 @@ type Limits struct {
 	// IdleTimeout bounds the wait for the next request on a kept-alive
 	// connection; zero or less: ReadHeaderTimeout.
 	IdleTimeout time.Duration
-	// WriteIdleTimeout bounds one write to the client: a client that
-	// takes no byte of what the server writes (a response, a 1xx, a 100
-	// Continue) for this long fails the write, and the connection closes
-	// (the handler's write returns the error, so its upstream request
-	// ends). A write is cut between WriteIdleTimeout and 1.25 times it:
-	// the deadline is moved once a quarter of it, not on every write.
+	// WriteIdleTimeout bounds one write to the client (of at most 16
+	// KiB: larger ones are written in pieces): a client that takes none
+	// of what the server writes (a response, a 1xx, a 100 Continue) for
+	// this long fails the write, and the connection closes (the
+	// handler's write returns the error, so its upstream request ends).
+	// A write is cut between WriteIdleTimeout and 1.25 times it: the
+	// deadline is moved once a quarter of it, not on every write.
 	// Zero or less: no limit. A hijacked connection is its hijacker's to
 	// bound.
 	WriteIdleTimeout time.Duration
@@ -434,14 +435,33 @@ type sink struct {
 }
 
 func (s *sink) Write(p []byte) (int, error) {
-	if d := s.c.s.Limits.WriteIdleTimeout; d > 0 && !s.fixed {
+	d := s.c.s.Limits.WriteIdleTimeout
+	if d <= 0 || s.fixed {
+		return s.c.tc.Write(p)
+	}
+	// In pieces of at most sinkPiece, each given the limit: a client
+	// that keeps taking bytes, however slowly, is not cut in the middle
+	// of a large write (bufio passes a write larger than its buffer
+	// through whole).
+	var n int
+	for len(p) > 0 {
 		if now := time.Now(); s.until.Sub(now) < d {
 			s.until = now.Add(d + d/4)
 			_ = s.c.tc.SetWriteDeadline(s.until)
 		}
+		m, err := s.c.tc.Write(p[:min(len(p), sinkPiece)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
 	}
-	return s.c.tc.Write(p)
+	return n, nil
 }
+
+// sinkPiece is the most a sink writes under one deadline: a TLS record's
+// payload, which crypto/tls writes to the socket one at a time anyway.
+const sinkPiece = 16 << 10
 
 // fix sets the connection's write deadline to t (zero: none) and keeps
 // it: sink no longer moves it.
