@@ -13,7 +13,7 @@ import (
 
 // TestInformationalFlood: an upstream that answers with informational
 // responses (103 Early Hints, 102 Processing, 100 Continue) without end,
-// or with a few of huge fields, is cut once it sent more than max1xx of
+// or with a few of huge fields (8 of 200 KiB), is cut once it sent more than max1xx of
 // them or max1xxBytes of their fields (502 upstream_error, audited), for
 // HTTP/1.1 and HTTP/2 clients through each upstream client; a few are
 // relayed as before. Before, every one was relayed until
@@ -22,8 +22,8 @@ func TestInformationalFlood(t *testing.T) {
 	pki := newTestPKI(t, apiHost)
 	tg := newTestGateway(t, pki, startOrigin(t, pki))
 	// What bounded a flood before, shortened for the test.
-	tg.upstreamExtra = ", response_header_timeout: 3s"
-	big := strings.Repeat("a", 60<<10)
+	tg.upstreamExtra = ", response_header_timeout: 10s"
+	big := strings.Repeat("a", 200<<10)
 	flood := func(code, n int, value string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			for i := 0; n < 0 || i < n; i++ {
@@ -39,7 +39,7 @@ func TestInformationalFlood(t *testing.T) {
 	}
 	tg.origin.route("/flood/103", flood(http.StatusEarlyHints, -1, "</a.css>; rel=preload"))
 	tg.origin.route("/flood/102", flood(http.StatusProcessing, -1, "x"))
-	tg.origin.route("/flood/large", flood(http.StatusEarlyHints, 30, big))
+	tg.origin.route("/flood/large", flood(http.StatusEarlyHints, 8, big))
 	tg.origin.route("/flood/few", flood(http.StatusEarlyHints, 3, "</a.css>; rel=preload"))
 	writeFile(t, tg.dir, "policy.yaml", []byte(bodyPolicy))
 	tg.run(t, fmt.Sprintf("resolve: {\"api.origin.test:443\": %q}\n", tg.origin.addr))
