@@ -40,6 +40,7 @@ const (
 	DefaultReadHeaderTimeout     = 10 * time.Second
 	DefaultIdleTimeout           = 120 * time.Second
 	DefaultBodyIdleTimeout       = 60 * time.Second
+	DefaultWriteIdleTimeout      = 60 * time.Second
 	DefaultLongLivedIdleTimeout  = 15 * time.Minute
 	DefaultLongLivedMaxLifetime  = 24 * time.Hour
 	// DefaultInFlightIdentityGrace is limits.in_flight_identity_grace.
@@ -206,6 +207,12 @@ type Limits struct {
 	// sends the body slower than this on average over the time the
 	// gateway waited for it, once that reaches BodyIdleTimeout; 0 is off.
 	BodyMinRate int `yaml:"body_min_rate"`
+	// WriteIdleTimeout cuts off a response whose client takes no byte of
+	// it for this long while the gateway waits to write one (a client
+	// that stops reading, or an HTTP/2 client that grants no flow-control
+	// window): the client's connection (HTTP/1.1) or stream (HTTP/2) is
+	// cut and the upstream request cancelled.
+	WriteIdleTimeout Duration `yaml:"write_idle_timeout"`
 	// LongLived bounds spliced tunnels and WebSockets.
 	LongLived LongLived `yaml:"long_lived"`
 	// InFlightIdentityGrace is how long after its identity expired a
@@ -677,6 +684,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}{
 		{[]string{"upstream", "response_idle_timeout"}, cfg.Upstream.ResponseIdleTimeout},
 		{[]string{"limits", "body_idle_timeout"}, cfg.Limits.BodyIdleTimeout},
+		{[]string{"limits", "write_idle_timeout"}, cfg.Limits.WriteIdleTimeout},
 		{[]string{"limits", "long_lived", "idle_timeout"}, cfg.Limits.LongLived.IdleTimeout},
 		{[]string{"limits", "long_lived", "max_lifetime"}, cfg.Limits.LongLived.MaxLifetime},
 		{[]string{"limits", "in_flight_identity_grace"}, cfg.Limits.InFlightIdentityGrace},
@@ -801,6 +809,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Limits.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setD(&c.Limits.IdleTimeout, DefaultIdleTimeout)
 	setD(&c.Limits.BodyIdleTimeout, DefaultBodyIdleTimeout)
+	setD(&c.Limits.WriteIdleTimeout, DefaultWriteIdleTimeout)
 	setD(&c.Limits.LongLived.IdleTimeout, DefaultLongLivedIdleTimeout)
 	setD(&c.Limits.LongLived.MaxLifetime, DefaultLongLivedMaxLifetime)
 	setD(&c.Limits.InFlightIdentityGrace, DefaultInFlightIdentityGrace)

@@ -188,6 +188,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				g.metrics.refusals.WithLabelValues(codeUpstreamIdle).Inc()
 			case st.body.cutOff():
 				st.abortCode = codeBodyTimeout
+			case errors.Is(err, errClientWrite) && clientStalled(err):
+				st.abortCode = codeClientStalled
+				g.metrics.refusals.WithLabelValues(codeClientStalled).Inc()
 			case errors.Is(err, errClientWrite), st.in.failure() == bodyReadGone:
 				st.abortCode = codeRequestBodyAborted
 			case st.in.failure() == bodyReadMalformed:
@@ -274,7 +277,24 @@ func (st *reqState) informational(ctx context.Context, w http.ResponseWriter) co
 // request's Expect: 100-continue is forwarded), so a client gets one.
 // Its fields are scrubbed as the final response's are (invariant 13), and
 // under custody it is not relayed.
+//
+// The upstream clients leave bounding 1xx responses to whoever takes them
+// (net/http's Transport resets its header size limit for each one it
+// delivers, and so does the h1client): an upstream may send at most
+// max1xx of them, with max1xxBytes of fields in all, as Go's Transport
+// bounds the ones it does not deliver; past that the upstream request
+// fails (502 upstream_error). Before, an upstream sending 1xx without end
+// was relayed until upstream.response_header_timeout.
 func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
+	st.n1xx++
+	for k, vv := range h {
+		for _, v := range vv {
+			st.bytes1xx += len(k) + len(v) + 4 // ": " and CRLF, as on the wire
+		}
+	}
+	if st.n1xx > max1xx || st.bytes1xx > max1xxBytes {
+		return errTooMany1xx
+	}
 	if code == http.StatusContinue {
 		return nil
 	}
@@ -300,6 +320,19 @@ func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 	}
 	return nil
 }
+
+// max1xx and max1xxBytes bound the informational responses an upstream
+// may send before its final one (relay1xx): a few 103 Early Hints or 102
+// Processing are what servers send; max1xxBytes is the upstream clients'
+// own limit on a response's header block (MaxResponseHeaderBytes).
+const (
+	max1xx      = 64
+	max1xxBytes = 1 << 20
+)
+
+// errTooMany1xx fails an upstream request whose upstream sent more 1xx
+// responses than relay1xx passes on.
+var errTooMany1xx = fmt.Errorf("the upstream sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response", max1xx, max1xxBytes)
 
 // h2BodyField caches where net/http's HTTP/2 request body keeps whether
 // its client sent Expect: 100-continue (set by the first h2ExpectsContinue).
@@ -378,6 +411,10 @@ func (g *Gateway) copyBody(ctx context.Context, w io.Writer, rc *http.ResponseCo
 		}
 		if n > 0 {
 			if _, werr := w.Write(b); werr != nil {
+				if clientStalled(werr) {
+					// limits.write_idle_timeout: said in the audit line.
+					return fmt.Errorf("%w: %w", errClientWrite, werr)
+				}
 				return errClientWrite
 			}
 		}

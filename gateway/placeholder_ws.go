@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/credgate/credgate/internal/grow"
 	"github.com/credgate/credgate/transform"
 )
 
@@ -15,6 +16,12 @@ import (
 // length. A larger frame from the client ends the connection (fail
 // closed: its bytes would otherwise pass unsearched).
 const maxWSFrame = 1 << 20
+
+// wsFirstBuf is the first allocation for a frame payload held whole
+// (a client's text frame here, an upstream's frame in wsscrub.go); the
+// buffer then doubles as the payload arrives (internal/grow), so a peer
+// that declares a large frame and sends little holds little.
+const wsFirstBuf = 4 << 10
 
 // WebSocket opcodes (RFC 6455 §5.2).
 const (
@@ -133,8 +140,10 @@ func (f *wsFrameReader) next() error {
 	if n > maxWSFrame {
 		return fmt.Errorf("%w: a text frame of %d bytes is larger than %d", errWSFrame, n, maxWSFrame)
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(f.src, payload); err != nil {
+	// Held whole, but memory follows the bytes received, not the size
+	// the header declared.
+	payload, err := grow.ReadFull(f.src, nil, int(n), wsFirstBuf)
+	if err != nil {
 		return fmt.Errorf("%w: %v", errWSFrame, err)
 	}
 	maskBytes(payload, key)

@@ -96,6 +96,9 @@ type reqState struct {
 	// (informational); part of reqState, so no allocation of their own.
 	trace httptrace.ClientTrace
 	w1xx  http.ResponseWriter
+	// n1xx and bytes1xx count the 1xx responses the upstream sent and
+	// their fields' size (relay1xx bounds them).
+	n1xx, bytes1xx int
 	// ph is what placeholder substitution did (placeholder.go), and x the
 	// exchange, for a tripwire met while the body streams; nil without.
 	ph *phState
@@ -1168,6 +1171,8 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// A streaming injector met a part of the body (an aws-chunked
 		// chunk) larger than it may hold.
 		f = newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("a part of the request body to %s was larger than the injector may hold to sign it", dest), "")
+	case errors.Is(err, errTooMany1xx):
+		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("%s sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response; the upstream request was cancelled", dest, max1xx, max1xxBytes), "")
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify: %s; nothing was sent", dest, upstreamTLSWhy(err)), "")
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):

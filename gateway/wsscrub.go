@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/credgate/credgate/internal/grow"
 	"github.com/credgate/credgate/transform"
 )
 
@@ -169,8 +170,8 @@ func (d *wsDown) next() error {
 	d.out = append(d.out[:0], full...)
 	_, _ = d.br.Discard(n)
 	if size <= maxWSWhole {
-		payload := make([]byte, size)
-		if _, err := io.ReadFull(d.br, payload); err != nil {
+		payload, err := grow.ReadFull(d.br, nil, int(size), wsFirstBuf)
+		if err != nil {
 			// Cut off mid-frame: send nothing of it.
 			d.out = d.out[:0]
 			return err

@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/grow"
 )
 
 // Payload hash values of aws-chunked and other S3 payload modes.
@@ -170,21 +171,9 @@ const minChunkBuf = 32 << 10
 // left) and at most doubles, so a client that declares max_chunk_size and
 // sends a few bytes holds minChunkBuf, not max_chunk_size.
 func (c *chunkedBody) readData(size int) error {
-	c.data = c.data[:0]
-	for len(c.data) < size {
-		if len(c.data) == cap(c.data) {
-			grown := make([]byte, len(c.data), min(size, max(2*cap(c.data), minChunkBuf)))
-			copy(grown, c.data)
-			c.data = grown
-		}
-		n, err := c.r.Read(c.data[len(c.data):min(cap(c.data), size)])
-		c.data = c.data[:len(c.data)+n]
-		if err != nil && len(c.data) < size {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return fmt.Errorf("sigv4: read aws-chunked body: %w", err)
-		}
+	var err error
+	if c.data, err = grow.ReadFull(c.r, c.data, size, minChunkBuf); err != nil {
+		return fmt.Errorf("sigv4: read aws-chunked body: %w", err)
 	}
 	return nil
 }

@@ -130,6 +130,7 @@ limits:
   idle_timeout: {{ $c.limits.idleTimeout }}
   body_idle_timeout: {{ $c.limits.bodyIdleTimeout }}
   body_min_rate: {{ $c.limits.bodyMinRate }}
+  write_idle_timeout: {{ $c.limits.writeIdleTimeout }}
   in_flight_identity_grace: {{ $c.limits.inFlightIdentityGrace }}
   long_lived:
     idle_timeout: {{ $c.limits.longLived.idleTimeout }}

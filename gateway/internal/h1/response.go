@@ -329,8 +329,11 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_, _ = c.br.Peek(1)
 	}
 	// The header's read deadline may still be set (serveRequest leaves it
-	// for a request without a body): the hijacker reads without one.
+	// for a request without a body): the hijacker reads without one, and
+	// writes without the server's write deadline (Limits.WriteIdleTimeout:
+	// a tunnel or WebSocket is bounded by its hijacker).
 	_ = c.tc.SetReadDeadline(time.Time{})
+	c.out.fix(time.Time{})
 	brw := bufio.NewReadWriter(c.br, c.bw)
 	return c.tc, brw, nil
 }

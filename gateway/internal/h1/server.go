@@ -125,6 +125,16 @@ type Limits struct {
 	// IdleTimeout bounds the wait for the next request on a kept-alive
 	// connection; zero or less: ReadHeaderTimeout.
 	IdleTimeout time.Duration
+	// WriteIdleTimeout bounds one write to the client (of at most 16
+	// KiB: larger ones are written in pieces): a client that takes none
+	// of what the server writes (a response, a 1xx, a 100 Continue) for
+	// this long fails the write, and the connection closes (the
+	// handler's write returns the error, so its upstream request ends).
+	// A write is cut between WriteIdleTimeout and 1.25 times it: the
+	// deadline is moved once a quarter of it, not on every write.
+	// Zero or less: no limit. A hijacked connection is its hijacker's to
+	// bound.
+	WriteIdleTimeout time.Duration
 }
 
 // Server serves HTTP/1.1 connections. Set its fields before the first
@@ -339,6 +349,7 @@ func (s *Server) Serve(ctx context.Context, tc Conn, h http.Handler) {
 	c.src.tc = tc
 	c.lr.R = &c.src
 	c.hdr.lr = &c.lr
+	c.out.c = c
 	c.serve()
 }
 
@@ -359,7 +370,8 @@ type conn struct {
 	lr  io.LimitedReader
 	hdr headerReader  // what br reads: lr, scanned while a header block is read
 	br  *bufio.Reader // nil while idle
-	bw  *bufio.Writer // nil while idle
+	bw  *bufio.Writer // nil while idle; it writes out
+	out sink          // writes tc under Limits.WriteIdleTimeout
 
 	// idleUntil is when the current wait for a request ends (the idle or
 	// read-header timeout); raw is the socket under tc for the handed-off
@@ -403,6 +415,59 @@ func (s *source) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	return s.tc.Read(p)
+}
+
+// sink is what a connection's bufio.Writer writes to: the connection,
+// with its write deadline kept at least Limits.WriteIdleTimeout ahead of
+// every write (Limits.WriteIdleTimeout). Moving a deadline costs a
+// runtime timer update, so it is moved only when less than the limit is
+// left, to 1.25 times the limit ahead: once a quarter of the limit at
+// most, however many writes. Writes are ordered (the handler's, and the
+// 1xx and 100 Continue under wmu before the final header): until needs
+// no lock of its own.
+type sink struct {
+	c *conn
+	// until is the write deadline in force; zero: none set.
+	until time.Time
+	// fixed: a deadline of the connection's own is in force (an error
+	// answer's, a hijacker's none), not to be moved.
+	fixed bool
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	d := s.c.s.Limits.WriteIdleTimeout
+	if d <= 0 || s.fixed {
+		return s.c.tc.Write(p)
+	}
+	// In pieces of at most sinkPiece, each given the limit: a client
+	// that keeps taking bytes, however slowly, is not cut in the middle
+	// of a large write (bufio passes a write larger than its buffer
+	// through whole).
+	var n int
+	for len(p) > 0 {
+		if now := time.Now(); s.until.Sub(now) < d {
+			s.until = now.Add(d + d/4)
+			_ = s.c.tc.SetWriteDeadline(s.until)
+		}
+		m, err := s.c.tc.Write(p[:min(len(p), sinkPiece)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// sinkPiece is the most a sink writes under one deadline: a TLS record's
+// payload, which crypto/tls writes to the socket one at a time anyway.
+const sinkPiece = 16 << 10
+
+// fix sets the connection's write deadline to t (zero: none) and keeps
+// it: sink no longer moves it.
+func (s *sink) fix(t time.Time) {
+	s.fixed, s.until = true, t
+	_ = s.c.tc.SetWriteDeadline(t)
 }
 
 // headerReader reads lr, and while on, scans what it reads for the
@@ -680,7 +745,7 @@ func (c *conn) serveRequest() bool {
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
 	if c.bw == nil {
-		c.bw = s.writer(c.tc)
+		c.bw = s.writer(&c.out)
 	}
 
 	c.bgMu.Lock()
@@ -753,9 +818,9 @@ func (c *conn) plainError(status int, msg string, req *http.Request) {
 		}
 	}
 	if c.bw == nil {
-		c.bw = c.s.writer(c.tc)
+		c.bw = c.s.writer(&c.out)
 	}
-	_ = c.tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.out.fix(time.Now().Add(5 * time.Second))
 	_, _ = c.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
 	if _, ok := extra["Content-Type"]; !ok {
 		_, _ = c.bw.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
