@@ -31,6 +31,9 @@ type rejudgeParams struct {
 	// observe puts the whole policy in observe mode; public drops
 	// allow_private from api and tunnel (the origin is on 127.0.0.1).
 	observe, public bool
+	// workloads, when set, is the workloads section's body in place of
+	// local's and other's CIDRs (it must define other).
+	workloads string
 }
 
 var rejudgeBase = rejudgeParams{
@@ -56,10 +59,11 @@ func (p rejudgeParams) policy() string {
 	if p.observe {
 		mode = "mode: observe\n"
 	}
-	return mode + fmt.Sprintf(`workloads:
-  local: {cidrs: [127.0.0.1/32]}
-  other: {cidrs: [10.9.9.9/32]}
-destinations:
+	workloads := p.workloads
+	if workloads == "" {
+		workloads = "  local: {cidrs: [127.0.0.1/32]}\n  other: {cidrs: [10.9.9.9/32]}\n"
+	}
+	return mode + "workloads:\n" + workloads + fmt.Sprintf(`destinations:
   api: {hosts: %s, allow_private: %v}
   tunnel: {hosts: %s, allow_private: %v}
   elsewhere: {hosts: %s, allow_private: true}
@@ -97,11 +101,12 @@ type keptAlive struct {
 }
 
 // keepAlive opens one over HTTP/1.1 (raw, on one tunnel) or HTTP/2 (a
-// client whose every request must reuse the first connection).
-func keepAlive(t *testing.T, tg *testGateway, h2 bool) *keptAlive {
+// client whose every request must reuse the first connection), whose
+// CONNECT carries bearer as Proxy-Authorization when it is set.
+func keepAlive(t *testing.T, tg *testGateway, h2 bool, bearer string) *keptAlive {
 	t.Helper()
 	if !h2 {
-		tc, br := connectTLS(t, tg, apiHost, "", tg.caPool)
+		tc, br := connectTLS(t, tg, apiHost, bearer, tg.caPool)
 		return &keptAlive{get: func(path string) (int, string) {
 			_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 			fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, apiHost)
@@ -115,6 +120,9 @@ func keepAlive(t *testing.T, tg *testGateway, h2 bool) *keptAlive {
 		}}
 	}
 	c := tg.client(t, true)
+	if bearer != "" {
+		c = bearerClient(t, tg, true, bearer)
+	}
 	first := true
 	return &keptAlive{get: func(path string) (int, string) {
 		reused := false
@@ -176,128 +184,21 @@ func TestReloadRejudgesWhatIsOpen(t *testing.T) {
 		{"unrelated change", with(func(p *rejudgeParams) { p.elsewhere = "[elsewhere.origin.test, more.origin.test]" }), false, "token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			unrelated := tc.keep == "token"
-			pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
-			tg := newTestGateway(t, pki, startOrigin(t, pki))
 			secret2 := "gw-test-second-" + fmt.Sprint(time.Now().UnixNano())
 			t.Setenv("CREDGATE_GATEWAY_TEST_TOKEN2", secret2)
-			writeFile(t, tg.dir, "policy.yaml", []byte(rejudgeBase.policy()))
-			tg.run(t, fmt.Sprintf(`resolve: {"api.origin.test:443": %q, "tunnel.origin.test:443": %q}
-`, tg.origin.addr, tg.origin.addr))
-			release := make(chan struct{})
-			tg.origin.route("/r/stream", func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/event-stream")
-				fmt.Fprint(w, "first\n")
-				w.(http.Flusher).Flush()
-				select {
-				case <-release:
-				case <-r.Context().Done():
-					return
-				}
-				fmt.Fprint(w, "second\n")
-			})
-
-			long := map[string]*longClient{
-				kindTunnel:    openLongClient(t, tg, kindTunnel, ""),
-				kindWebSocket: openLongClient(t, tg, kindWebSocket, ""),
-			}
-			streams, uploads, kept := map[string]func(time.Duration) string{}, map[string]*inFlightRequest{}, map[string]*keptAlive{}
-			for _, h2 := range []bool{false, true} {
-				proto := map[bool]string{false: "h1", true: "h2"}[h2]
-				streams[proto] = streamThrough(t, tg.client(t, h2))
-				path := "/r/upload-" + proto
-				uploads[proto] = startInFlight(t, tg, tg.client(t, h2), "upload", uploadRoute(tg, path), path)
-				kept[proto] = keepAlive(t, tg, h2)
-				if st, code := kept[proto].get("/r/keep-1"); st != http.StatusOK {
-					t.Fatalf("%s: the first request on the kept-alive connection: %d %s", proto, st, code)
-				}
-			}
-
-			writeFile(t, tg.dir, "policy.yaml", []byte(tc.p.policy()))
-			if err := tg.gw.ReloadPolicy(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, 5*time.Second, "the reload's scan", func() bool { return strings.Contains(tg.logs.String(), rejudgeLogMsg) })
-			// The scan decided every one of them again (the tunnel, the
-			// WebSocket, two streams and two uploads; a kept-alive
-			// connection has nothing in flight between requests).
-			if l := tg.logs.String(); !strings.Contains(l, `"connections":2,`) || !strings.Contains(l, `"requests":4,`) {
-				t.Errorf("the scan's log line does not count 2 connections and 4 requests:\n%s", l[strings.Index(l, rejudgeLogMsg):])
-			}
-
-			wantLong, wantCut := 0, 0
+			tg, release := startRejudgeGateway(t, rejudgeBase, nil)
+			open := openAll(t, tg, "")
+			reloadTo(t, tg, tc.p)
+			wantScanned(t, tg)
 			close(release)
-			for proto := range streams {
-				t.Run("stream/"+proto, func(t *testing.T) {
-					got := streams[proto](5 * time.Second)
-					if want := map[bool]string{true: "went on", false: "cut"}[unrelated]; got != want {
-						t.Errorf("the streamed answer: %q, want %q", got, want)
-					}
-					if !unrelated {
-						wantCut++
-					}
-				})
-				t.Run("upload/"+proto, func(t *testing.T) {
-					if unrelated {
-						if code, _ := uploads[proto].cut(0); code != "" {
-							t.Errorf("the streamed body ended: %q, want it still in flight", code)
-						}
-						return
-					}
-					wantCut++
-					if code, _ := uploads[proto].cut(5 * time.Second); code != codePolicyChangedInFlight {
-						t.Errorf("the streamed body: %q, want 502 %s", code, codePolicyChangedInFlight)
-					}
-				})
-				t.Run("keepalive/"+proto, func(t *testing.T) {
-					path := "/r/keep-2-" + proto
-					st, code := kept[proto].get(path)
-					switch tc.keep {
-					case "token", token2:
-						want := map[string]string{"token": tg.token, token2: secret2}[tc.keep]
-						var auth string
-						for _, s := range tg.origin.all() {
-							if s.Path == path {
-								auth = s.Header.Get("Authorization")
-							}
-						}
-						if st != http.StatusOK || auth != "Bearer "+want {
-							t.Errorf("the next request: %d %s, want 200 with credential %s (got it: %v)", st, code, tc.keep, auth == "Bearer "+want)
-						}
-					default:
-						if st != http.StatusForbidden || code != tc.keep {
-							t.Errorf("the next request: %d %s, want 403 %s", st, code, tc.keep)
-						}
-					}
-				})
+			want := afterReload{tunnel: tc.tunnel, rest: tc.keep != "token", keep: tc.keep}
+			switch tc.keep {
+			case "token":
+				want.cred = tg.token
+			case token2:
+				want.cred = secret2
 			}
-			for kind, lc := range long {
-				ends := kind == kindTunnel && tc.tunnel || kind == kindWebSocket && !unrelated
-				t.Run(kind, func(t *testing.T) {
-					if ends {
-						wantLong++
-						if !lc.closedByGateway(5 * time.Second) {
-							t.Errorf("the %s is still open after the reload", kind)
-						}
-						prefix := fmt.Sprintf(`credgate_long_lived_closed_total{kind=%q,reason="policy_changed"}`, kind)
-						waitFor(t, 5*time.Second, prefix+" 1", func() bool { return metric(t, tg, prefix) == prefix+" 1" })
-						return
-					}
-					if !lc.alive() {
-						t.Errorf("the %s closed though its rule was not changed", kind)
-					}
-				})
-			}
-			waitFor(t, 5*time.Second, "the audit lines", func() bool {
-				a := tg.audit.String()
-				return strings.Count(a, `"closed":"policy_changed"`) == wantLong && strings.Count(a, `"code":"policy_changed_in_flight"`) == wantCut
-			})
-			if wantCut > 0 {
-				want := fmt.Sprintf(`credgate_refusals_total{code="policy_changed_in_flight"} %d`, wantCut)
-				if m := metric(t, tg, `credgate_refusals_total{code="policy_changed_in_flight"}`); m != want {
-					t.Errorf("refusals metric: %q, want %q", m, want)
-				}
-			}
+			open.check(t, tg, want)
 			if got := strings.Count(tg.logs.String(), secret2); got > 0 {
 				t.Errorf("the second credential appears %d times in the log", got)
 			}
@@ -305,15 +206,162 @@ func TestReloadRejudgesWhatIsOpen(t *testing.T) {
 	}
 }
 
+// openThings is what the reload tests hold open across a reload: a
+// spliced tunnel and a WebSocket, and over HTTP/1.1 and HTTP/2 a
+// streamed answer and a streamed body in flight and a kept-alive
+// intercepted connection.
+type openThings struct {
+	long    map[string]*longClient
+	streams map[string]func(time.Duration) string
+	uploads map[string]*inFlightRequest
+	kept    map[string]*keptAlive
+}
+
+// openAll opens them on tg (started by startRejudgeGateway), every
+// CONNECT carrying bearer as Proxy-Authorization when it is set.
+func openAll(t *testing.T, tg *testGateway, bearer string) *openThings {
+	t.Helper()
+	o := &openThings{
+		long: map[string]*longClient{
+			kindTunnel:    openLongClient(t, tg, kindTunnel, bearer),
+			kindWebSocket: openLongClient(t, tg, kindWebSocket, bearer),
+		},
+		streams: map[string]func(time.Duration) string{}, uploads: map[string]*inFlightRequest{}, kept: map[string]*keptAlive{},
+	}
+	for _, h2 := range []bool{false, true} {
+		proto := map[bool]string{false: "h1", true: "h2"}[h2]
+		client := func() *http.Client {
+			if bearer != "" {
+				return bearerClient(t, tg, h2, bearer)
+			}
+			return tg.client(t, h2)
+		}
+		o.streams[proto] = streamThrough(t, client())
+		path := "/r/upload-" + proto
+		o.uploads[proto] = startInFlight(t, tg, client(), "upload", uploadRoute(tg, path), path)
+		o.kept[proto] = keepAlive(t, tg, h2, bearer)
+		if st, code := o.kept[proto].get("/r/keep-1"); st != http.StatusOK {
+			t.Fatalf("%s: the first request on the kept-alive connection: %d %s", proto, st, code)
+		}
+	}
+	return o
+}
+
+// wantScanned checks that the reload's scan decided every one of
+// openThings again (the tunnel, the WebSocket, two streams and two
+// uploads; a kept-alive connection has nothing in flight between
+// requests).
+func wantScanned(t *testing.T, tg *testGateway) {
+	t.Helper()
+	if l := tg.logs.String(); !strings.Contains(l, `"connections":2,`) || !strings.Contains(l, `"requests":4,`) {
+		t.Errorf("the scan's log line does not count 2 connections and 4 requests:\n%s", l[strings.Index(l, rejudgeLogMsg):])
+	}
+}
+
+// afterReload is what a reload should do to openThings.
+type afterReload struct {
+	// tunnel: the tunnel closes; rest: the WebSocket closes and the
+	// requests in flight are cut.
+	tunnel, rest bool
+	// cred is the credential the next request on a kept-alive
+	// connection is sent with (200); "": it is refused 403 with code
+	// keep.
+	cred, keep string
+}
+
+// check checks what the reload did (the stream route released): what
+// ends is closed or cut (policy_changed, counted and audited), the rest
+// runs on; the next request on each kept-alive connection is decided
+// afresh.
+func (o *openThings) check(t *testing.T, tg *testGateway, want afterReload) {
+	t.Helper()
+	wantLong, wantCut := 0, 0
+	for proto := range o.streams {
+		t.Run("stream/"+proto, func(t *testing.T) {
+			got := o.streams[proto](5 * time.Second)
+			if want := map[bool]string{false: "went on", true: "cut"}[want.rest]; got != want {
+				t.Errorf("the streamed answer: %q, want %q", got, want)
+			}
+			if want.rest {
+				wantCut++
+			}
+		})
+		t.Run("upload/"+proto, func(t *testing.T) {
+			if !want.rest {
+				if code, _ := o.uploads[proto].cut(0); code != "" {
+					t.Errorf("the streamed body ended: %q, want it still in flight", code)
+				}
+				return
+			}
+			wantCut++
+			if code, _ := o.uploads[proto].cut(5 * time.Second); code != codePolicyChangedInFlight {
+				t.Errorf("the streamed body: %q, want 502 %s", code, codePolicyChangedInFlight)
+			}
+		})
+		t.Run("keepalive/"+proto, func(t *testing.T) {
+			path := "/r/keep-2-" + proto
+			st, code := o.kept[proto].get(path)
+			if want.cred == "" {
+				if st != http.StatusForbidden || code != want.keep {
+					t.Errorf("the next request: %d %s, want 403 %s", st, code, want.keep)
+				}
+				return
+			}
+			var auth string
+			for _, s := range tg.origin.all() {
+				if s.Path == path {
+					auth = s.Header.Get("Authorization")
+				}
+			}
+			if st != http.StatusOK || auth != "Bearer "+want.cred {
+				t.Errorf("the next request: %d %s, want 200 with credential %s (got it: %v)", st, code, want.keep, auth == "Bearer "+want.cred)
+			}
+		})
+	}
+	for kind, lc := range o.long {
+		ends := kind == kindTunnel && want.tunnel || kind == kindWebSocket && want.rest
+		t.Run(kind, func(t *testing.T) {
+			if ends {
+				wantLong++
+				if !lc.closedByGateway(5 * time.Second) {
+					t.Errorf("the %s is still open after the reload", kind)
+				}
+				prefix := fmt.Sprintf(`credgate_long_lived_closed_total{kind=%q,reason="policy_changed"}`, kind)
+				waitFor(t, 5*time.Second, prefix+" 1", func() bool { return metric(t, tg, prefix) == prefix+" 1" })
+				return
+			}
+			if !lc.alive() {
+				t.Errorf("the %s closed though the reload still admits it as it was", kind)
+			}
+		})
+	}
+	waitFor(t, 5*time.Second, "the audit lines", func() bool {
+		a := tg.audit.String()
+		return strings.Count(a, `"closed":"policy_changed"`) == wantLong && strings.Count(a, `"code":"policy_changed_in_flight"`) == wantCut
+	})
+	if wantCut > 0 {
+		want := fmt.Sprintf(`credgate_refusals_total{code="policy_changed_in_flight"} %d`, wantCut)
+		if m := metric(t, tg, `credgate_refusals_total{code="policy_changed_in_flight"}`); m != want {
+			t.Errorf("refusals metric: %q, want %q", m, want)
+		}
+	}
+}
+
 // startRejudgeGateway runs a gateway with p's policy and the route
-// /r/stream: "first", then "second" once release is closed.
-func startRejudgeGateway(t *testing.T, p rejudgeParams) (tg *testGateway, release chan struct{}) {
+// /r/stream: "first", then "second" once release is closed. prepare,
+// when set, is called before the gateway starts (its files written in
+// tg.dir) and returns config added to the gateway's.
+func startRejudgeGateway(t *testing.T, p rejudgeParams, prepare func(tg *testGateway) string) (tg *testGateway, release chan struct{}) {
 	t.Helper()
 	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
 	tg = newTestGateway(t, pki, startOrigin(t, pki))
+	extra := ""
+	if prepare != nil {
+		extra = prepare(tg)
+	}
 	writeFile(t, tg.dir, "policy.yaml", []byte(p.policy()))
 	tg.run(t, fmt.Sprintf(`resolve: {"api.origin.test:443": %q, "tunnel.origin.test:443": %q}
-`, tg.origin.addr, tg.origin.addr))
+`, tg.origin.addr, tg.origin.addr)+extra)
 	release = make(chan struct{})
 	tg.origin.route("/r/stream", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -378,7 +426,7 @@ func TestReloadRejudgesObserveMode(t *testing.T) {
 		}), "inject", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tg, release := startRejudgeGateway(t, tc.start)
+			tg, release := startRejudgeGateway(t, tc.start, nil)
 			stream := streamThrough(t, tg.client(t, false))
 			// The audit line is written when the request ends: the
 			// origin says whether it got the credential.
@@ -412,7 +460,7 @@ func TestReloadRejudgesObserveMode(t *testing.T) {
 // force (the scan the reload started may have missed it) is decided again
 // when it registers.
 func TestReloadRejudgesAtRegistration(t *testing.T) {
-	tg, _ := startRejudgeGateway(t, rejudgeBase)
+	tg, _ := startRejudgeGateway(t, rejudgeBase, nil)
 	old, err := policy.Parse(t.Context(), "old.yaml", []byte(rejudgeBase.policy()))
 	if err != nil {
 		t.Fatal(err)

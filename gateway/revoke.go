@@ -30,12 +30,20 @@ import (
 // its destination loses the host, its methods, paths or workloads
 // narrow, a deny rule comes first, the rule injects another credential
 // (or the credential's settings change), or the destination drops
-// allow_private. After every successful reload (policyChanged) each open
-// long-lived connection and request in flight is decided again by the
-// new policy, with the query it was first decided with (its workload,
-// destination and, for a request, method, path and headers); what the
-// new policy refuses, or would admit otherwise (grant: another action,
-// rule, credential or allow_private), ends at once: a long-lived
+// allow_private; or the workload definitions change so that what a
+// connection proved no longer makes it the workload it was identified
+// as (its source CIDR, SPIFFE ID, claims, namespace or service account
+// selector narrows, a factor becomes required, the workload is removed
+// or renamed, or another workload listed before it now takes it). After
+// every successful reload (policyChanged) each open long-lived
+// connection and request in flight is identified again from the
+// factors it proved, under the new workload definitions (the factors
+// were kept with its query; nothing is verified or fetched again), and
+// decided again by the new policy, with the query it was first decided
+// with (its workload, destination and, for a request, method, path and
+// headers); what is now another workload or none, and what the new
+// policy refuses or would admit otherwise (grant: another action, rule,
+// credential or allow_private), ends at once: a long-lived
 // connection closes (policy_changed), a request in flight is cut (502
 // policy_changed_in_flight). There is no grace period, as there is none
 // for the kill switch: an operator who narrows the policy during an
@@ -203,7 +211,13 @@ func judged(pol *policy.Policy, q policy.Query, wl identity.Workload, d policy.D
 	return judgement{q: q, was: grantOf(d, q.Connect), pol: pol}
 }
 
-// keeps reports whether pol admits j's query as it was admitted.
+// keeps reports whether pol admits j's query as it was admitted: its
+// verified factors still make the same workload under pol's workload
+// definitions (identity.Identify: from the factors kept with the query,
+// nothing verified or fetched again), and pol decides for it as before.
 func (j *judgement) keeps(pol *policy.Policy) bool {
+	if name, err := identity.Identify(j.q.Workload, pol.Workloads()); err != nil || name != j.q.Workload.Name {
+		return false
+	}
 	return grantOf(pol.Decide(j.q), j.q.Connect) == j.was
 }

@@ -506,6 +506,15 @@ func checkBinding(w Workload) error {
 	return nil
 }
 
+// Identify names the workload that w's verified factors make under specs,
+// by the rules Resolve names a workload with ("" when no spec matches,
+// an error wrapping ErrFactorConflict when the factors select workloads
+// none of which all of them select). It verifies nothing again: no key
+// set, trust bundle or TokenReview is consulted, and w.Name is ignored.
+// A gateway uses it to say what an open connection, identified under one
+// set of workload definitions, is under another (a policy reload).
+func Identify(w Workload, specs []Spec) (string, error) { return pick(w, specs) }
+
 // pick names the workload of the verified factors; see Resolve.
 func pick(w Workload, specs []Spec) (string, error) {
 	// Which factors select some spec? Factors without attributes (source)

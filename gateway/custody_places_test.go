@@ -1,0 +1,211 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// custodyPlacesValue is the session value the login of
+// TestCustodyPlaces issues: characters no position re-spells, so that
+// the test finds it wherever it went.
+const custodyPlacesValue = "sess_places_0123456789VALUE"
+
+// otherHost is a second destination of TestCustodyPlaces.
+const otherHost = "other.origin.test"
+
+const custodyPlacesPolicy = `
+workloads:
+  local: {cidrs: [127.0.0.1/32]}
+destinations:
+  api: {hosts: [api.origin.test], allow_private: true}
+  other: {hosts: [other.origin.test], allow_private: true}
+credentials:
+  token: {provider: static, env: CREDGATE_GATEWAY_TEST_TOKEN}
+rules:
+  - {name: login, from: local, to: api, paths: [/login], inject: {credential: token, as: header, name: X-Service-Key}, custody: {cookies: [sid]}}
+  - {name: api, from: local, to: api, inject: {credential: token, as: header, name: X-Service-Key}}
+  - {name: other, from: local, to: other, inject: {credential: token, as: header, name: X-Service-Key}}
+default: deny
+`
+
+// TestCustodyPlaces pins where a custody placeholder is put back, over
+// every position TestPlaceholderPlaces puts a placeholder in (three
+// headers, Basic, path, query parameter and name, form field, JSON
+// member and key, streamed form and JSON bodies, a WebSocket frame),
+// HTTP/1.1 and HTTP/2, at its own destination and at another. It is
+// not governed by substitute_in (docs/agents.md, "Custody"): at its own
+// destination the value is put back in every header value and nowhere
+// else; in every other position the placeholder, which resolves only
+// at the gateway for its workload and destination, is forwarded as it
+// was sent and the value never is. At another destination a header
+// carrying it is refused 403 custody_unknown before anything is sent;
+// elsewhere it is forwarded as sent, the value never.
+func TestCustodyPlaces(t *testing.T) {
+	pki := newTestPKI(t, apiHost, otherHost)
+	o := startOrigin(t, pki)
+	tg := newTestGateway(t, pki, o)
+	writeFile(t, tg.dir, "policy.yaml", []byte(custodyPlacesPolicy))
+	tg.run(t, fmt.Sprintf("resolve: {%q: %q, %q: %q}\n", apiHost+":443", o.addr, otherHost+":443", o.addr))
+	t.Cleanup(func() {
+		if strings.Contains(tg.audit.String(), custodyPlacesValue) || strings.Contains(tg.logs.String(), custodyPlacesValue) {
+			t.Errorf("the kept value appears in the audit or log output")
+		}
+	})
+	o.route("/login", func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: custodyPlacesValue, Path: "/"})
+	})
+	rec := &placesReceived{got: map[string][]string{}}
+
+	n := 0
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2"} {
+		c := tg.client(t, proto == "HTTP/2")
+		resp, _ := do(t, c, "POST", "https://"+apiHost+"/login", nil, nil)
+		var ph string
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "sid" {
+				ph = ck.Value
+			}
+		}
+		if !strings.HasPrefix(ph, CustodyPrefix) {
+			t.Fatalf("the login's sid cookie is %q, want a custody placeholder", ph)
+		}
+		for _, host := range []string{apiHost, otherHost} {
+			for _, pos := range placesPositions {
+				if pos.ws && proto == "HTTP/2" {
+					continue // WebSockets are opened over HTTP/1.1
+				}
+				n++
+				path := fmt.Sprintf("/c%d", n)
+				ownHeader := pos.where == "header"
+				t.Run(fmt.Sprintf("%s/%s/%s", proto, host, pos.name), func(t *testing.T) {
+					var fields []string
+					if pos.ws {
+						fields = custodyPlacesWebSocket(t, c, o, rec, host, path, ph)
+					} else {
+						var status int
+						var code string
+						status, code, fields = custodyPlacesRequest(t, c, o, rec, pos, host, path, ph)
+						if ownHeader && host == otherHost {
+							if status != http.StatusForbidden || code != codeCustodyUnknown || len(fields) != 0 {
+								t.Errorf("status %d %s, the origin saw %d fields: want 403 %s with nothing sent", status, code, len(fields), codeCustodyUnknown)
+							}
+							return
+						}
+						if status != http.StatusOK {
+							t.Fatalf("status %d %s, want 200", status, code)
+						}
+					}
+					var value, literal bool
+					for _, f := range fields {
+						value = value || strings.Contains(f, custodyPlacesValue)
+						literal = literal || strings.Contains(f, ph)
+					}
+					wantValue := ownHeader && host == apiHost
+					if value != wantValue || literal == wantValue {
+						t.Errorf("the upstream received the value: %v, the placeholder: %v; want the value %v", value, literal, wantValue)
+					}
+				})
+			}
+		}
+	}
+}
+
+// custodyPlacesRequest sends the request of pos, with placeholder ph in
+// place of placesPH, to host and path, and returns the answer's status
+// and reason code and what the origin received of it: the request
+// target, the header values (Basic decoded too) and the body.
+func custodyPlacesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, pos placesPosition, host, path, ph string) (int, string, []string) {
+	t.Helper()
+	target, h, ctype, body := pos.build(path)
+	target, body = strings.ReplaceAll(target, placesPH, ph), strings.ReplaceAll(body, placesPH, ph)
+	for k, vs := range h {
+		for i := range vs {
+			vs[i] = strings.ReplaceAll(vs[i], placesPH, ph)
+			if b, ok := strings.CutPrefix(vs[i], "Basic "); ok {
+				dec, _ := base64.StdEncoding.DecodeString(b)
+				vs[i] = "Basic " + base64.StdEncoding.EncodeToString([]byte(strings.ReplaceAll(string(dec), placesPH, ph)))
+			}
+		}
+		h[k] = vs
+	}
+	u, err := url.Parse("https://" + host + target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.route(u.Path, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		rec.add(u.Path, string(b))
+	})
+	before := len(o.all())
+	var rd io.Reader
+	method := "GET"
+	if body != "" {
+		method, rd = "POST", strings.NewReader(body)
+		h = http.Header{"Content-Type": {ctype}}
+	}
+	resp, _ := do(t, c, method, u.String(), h, rd)
+	var fields []string
+	for _, s := range o.all()[before:] {
+		if s.Path != u.Path {
+			continue
+		}
+		fields = append(fields, s.URI)
+		for _, vs := range s.Header {
+			for _, v := range vs {
+				fields = append(fields, v)
+				if dec, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(v, "Basic ")); err == nil {
+					fields = append(fields, string(dec))
+				}
+			}
+		}
+	}
+	fields = append(fields, rec.of(u.Path)...)
+	return resp.StatusCode, resp.Header.Get(ReasonHeader), fields
+}
+
+// custodyPlacesWebSocket opens a WebSocket to host and path, sends a
+// text frame carrying ph and returns the frames the origin received.
+func custodyPlacesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, host, path, ph string) []string {
+	t.Helper()
+	o.route(path, func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			_, msg, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			rec.add(path, string(msg))
+			if err := ws.Write(r.Context(), websocket.MessageText, []byte("ack")); err != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "wss://"+host+path, &websocket.DialOptions{HTTPClient: c})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"op":2,"d":{"session":"`+ph+`"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ack, err := ws.Read(ctx); err != nil || string(ack) != "ack" {
+		t.Fatalf("read ack: %q %v", ack, err)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+	return rec.of(path)
+}
