@@ -287,11 +287,17 @@ func TestRevocationSurvivesRedisLoss(t *testing.T) {
 		{"key deleted", func(t *testing.T, k string) { rdb.Del(ctx, k) }},
 		{"TTL cut short", func(t *testing.T, k string) {
 			rdb.PExpire(ctx, k, time.Millisecond)
-			poll.True(t, 5*time.Second, "the key gone", func() bool { return rdb.Exists(ctx, k).Val() == 0 })
+			// Gone, or already written back with the token's TTL by a
+			// replica's resync (every 20 ms: the gap can be missed).
+			poll.True(t, 5*time.Second, "the key gone", func() bool {
+				return rdb.Exists(ctx, k).Val() == 0 || rdb.PTTL(ctx, k).Val() > time.Second
+			})
 		}},
 		{"value replaced, short TTL", func(t *testing.T, k string) {
 			rdb.Set(ctx, k, "0", time.Millisecond)
-			poll.True(t, 5*time.Second, "the key gone", func() bool { return rdb.Exists(ctx, k).Val() == 0 })
+			poll.True(t, 5*time.Second, "the key gone", func() bool {
+				return rdb.Exists(ctx, k).Val() == 0 || rdb.Get(ctx, k).Val() != "0"
+			})
 		}},
 		{"flushed", func(t *testing.T, k string) { rdb.FlushAll(ctx) }},
 		{"restarted empty", func(t *testing.T, k string) { srv.Restart() }},
