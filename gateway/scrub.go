@@ -159,8 +159,11 @@ func (c *credCache[V]) len() int {
 type scrubbers struct {
 	c credCache[*transform.Scrubber]
 
-	// table is the published table, read without a lock.
+	// table is the published table, read without a lock; live holds
+	// its stack as a transform.Table, which a streaming body scrubbed by
+	// it follows (it takes up each table published while it streams).
 	table atomic.Pointer[scrubTable]
+	live  transform.Tables
 
 	// mu serialises the additions of credentials and the publications
 	// of tables; no request waits on it for a rebuild (a rebuild holds
@@ -197,6 +200,10 @@ type scrubTable struct {
 	layer *transform.Scrubber
 	// pending is how many credentials layer holds.
 	pending int
+	// live is base and layer as one transform.Table, for bodies that
+	// follow scrubbers.live; nil when it could not be built (then a body
+	// keeps the table taken when the upstream's answer arrived).
+	live *transform.Table
 }
 
 // appendTo appends t's Scrubbers to ss, in the order they must run.
@@ -289,6 +296,14 @@ func (s *scrubbers) publishLocked(base *transform.Scrubber) {
 		// transform.Layer(base, every pending Scrubber) holds.
 		t.layer = transform.Combine(ss...)
 		t.layer.Ready()
+	}
+	// Every Scrubber here keeps lengths (newCredScrubber), which is all
+	// NewTable can fail on.
+	if live, err := transform.NewTable(t.base, t.layer); err == nil {
+		t.live = live
+		// Before table: whoever finds t in table finds it (or a
+		// later one) in live.
+		s.live.Store(live)
 	}
 	s.table.Store(t)
 }
@@ -583,8 +598,20 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 	}
 	cl := resp.ContentLength
 	h.announced = -1
-	for _, s := range h.scrubbers {
-		c, err := s.TransformResponse(resp)
+	for i := 0; i < len(h.scrubbers); i++ {
+		var c *transform.ScrubCount
+		var err error
+		if h.every != nil && i == h.everyAt && h.every.live != nil {
+			// The table of every held credential, as one stack that
+			// takes up each table published while the body streams: a
+			// credential injected through another request after this
+			// answer arrived is scrubbed from the rest of its body
+			// (transform.Table has the cut-over).
+			c, err = h.every.live.TransformResponse(resp, &g.scrubbers.live)
+			i += h.every.len() - 1
+		} else {
+			c, err = h.scrubbers[i].TransformResponse(resp)
+		}
 		if err != nil {
 			return fail(codeResponseNotScrubbable, fmt.Sprintf("the upstream sent a body in an encoding the gateway cannot scrub (Content-Encoding: %s); it was not passed on. Ask the upstream for gzip, deflate, br or identity, or set scrub: {encoded: identity} on rule %q", quoteToken(strings.Join(resp.Header.Values("Content-Encoding"), ", ")), h.rule))
 		}

@@ -24,10 +24,11 @@ import (
 // place of the one the frames were scrubbed with (wsDown.refresh): a
 // credential the gateway injects for the first time through another
 // request while the connection is open is scrubbed from every frame
-// whose payload (up to maxWSWhole) ends after the injection, or whose
-// header arrives after it (a longer payload, scanned as it streams) — a
+// whose payload (up to maxWSWhole) ends after the injection — a
 // fragmented message begun before the injection included, from its next
-// fragment on. Compressed frames cannot be
+// fragment on — and a longer payload, scanned as it streams, takes up
+// the new table mid-payload at the first byte not yet passed on
+// (transform.Table has the cut-over). Compressed frames cannot be
 // scrubbed: the gateway removes Sec-WebSocket-Extensions from the
 // upgrade request (wsPrepare), so the upstream does not negotiate
 // permessage-deflate, and a 101 that names an extension anyway is
@@ -187,14 +188,22 @@ func (d *wsDown) next() error {
 		d.out = append(d.out, payload...)
 		return nil
 	}
-	// A long payload streams through one scan: the table published
-	// when its header arrived scrubs all of it.
+	// A long payload streams through one scan, which takes up each
+	// table of every held credential published while it streams
+	// (transform.Table): from the table published when its header
+	// arrived on.
 	d.refresh()
 	var r io.Reader = io.LimitReader(d.br, size)
-	counts := make([]*transform.ScrubCount, len(d.scrubbers))
-	for i, s := range d.scrubbers {
-		counts[i] = &transform.ScrubCount{}
-		r = s.Reader(r, counts[i])
+	counts := make([]*transform.ScrubCount, 0, len(d.scrubbers))
+	for i := 0; i < len(d.scrubbers); i++ {
+		c := &transform.ScrubCount{}
+		counts = append(counts, c)
+		if d.every != nil && i == d.everyAt && d.every.live != nil {
+			r = d.every.live.Reader(r, c, &d.tables.live)
+			i += d.every.len() - 1
+			continue
+		}
+		r = d.scrubbers[i].Reader(r, c)
 	}
 	d.stream = &countOnEOF{Reader: r, counts: counts, hits: d.hits}
 	return nil

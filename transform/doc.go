@@ -25,7 +25,10 @@
 // (ErrUnsupportedEncoding is a 502) and audit ScrubCount.Count after the
 // body and trailers were copied. Both are immutable: build them once per
 // rule and credential (each holds a 16 KiB search table per encoding) and
-// share them between requests.
+// share them between requests. The gateway's table of every credential
+// it holds is a Table (a combined Scrubber and the layer of credentials
+// added since), published in a Tables: a body scrubbed by it takes up a
+// table published while it streams, at the cut-over Table documents.
 //
 // Everything streams with bounded memory: a body is read a chunk at a time
 // and at most the longest needle minus one byte is held back between
