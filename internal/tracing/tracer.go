@@ -19,6 +19,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/credgate/credgate/internal/otlp"
 )
 
 // Span names, one per stage of the request path.
@@ -88,7 +90,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return NewWithExporter(cfg, loggedExporter{SpanExporter: exp, log: log}), nil
+	return NewWithExporter(cfg, loggedExporter{SpanExporter: exp, log: log, headers: hdrs}), nil
 }
 
 // loggedExporter logs a failed export itself (the spans are dropped, as
@@ -97,11 +99,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 type loggedExporter struct {
 	sdktrace.SpanExporter
 	log *slog.Logger
+	// headers are redacted from the error (otlp.ErrorText).
+	headers map[string]string
 }
 
 func (e loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
 	if err := e.SpanExporter.ExportSpans(ctx, spans); err != nil {
-		e.log.Warn("span export failed; the spans are dropped", slog.Int("spans", len(spans)), slog.Any("error", err))
+		e.log.Warn("span export failed; the spans are dropped", slog.Int("spans", len(spans)), slog.String("error", otlp.ErrorText(err, e.headers)))
 	}
 	return nil
 }
