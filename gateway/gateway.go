@@ -109,6 +109,11 @@ type Gateway struct {
 	// credential per fetchLogEvery: a source that is down fails every
 	// request, and each request has its audit line already.
 	fetchLog *lograte.Limiter
+	// clientLog keeps the lines a client can cause on every request
+	// ("identity did not verify", "refused TLS handshake: SNI differs")
+	// to one per reason code per clientLogEvery: each refusal has its
+	// audit line already, and a client must not flood the log at will.
+	clientLog *lograte.Limiter
 	// tracer records the spans of requests; nil when tracing is off, and
 	// every use is behind a nil check (zero cost off).
 	tracer *tracing.Tracer
@@ -182,7 +187,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil)}
+	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
+		clientLog: lograte.New(clientLogEvery, nil)}
 	g.flights.fire = g.expireFlights
 	defer func() {
 		if err != nil {
