@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -56,6 +57,9 @@ func TestLibraryLogNeverHoldsPeerBytes(t *testing.T) {
 
 	for _, p := range []string{"/s/", "/raw/"} {
 		tg.origin.route(p+"unsolicited", func(w http.ResponseWriter, r *http.Request) {
+			// The whole body first: a response before it would make the
+			// Transport close the connection rather than keep it idle.
+			_, _ = io.Copy(io.Discard, r.Body)
 			c, rw, err := http.NewResponseController(w).Hijack()
 			if err != nil {
 				return
