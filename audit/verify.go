@@ -13,7 +13,10 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Problem kinds: each breaks verification (Report.OK is false).
@@ -63,7 +66,40 @@ func (p Problem) String() string {
 	if p.Replica == "" {
 		return fmt.Sprintf("%s: %s: %s", p.Pos, p.Kind, p.Msg)
 	}
-	return fmt.Sprintf("%s: %s: replica %s seq %d: %s", p.Pos, p.Kind, p.Replica, p.Seq, p.Msg)
+	return fmt.Sprintf("%s: %s: replica %s seq %d: %s", p.Pos, p.Kind, inert(p.Replica), p.Seq, p.Msg)
+}
+
+// maxInert is the longest string from a file that a report prints whole.
+const maxInert = 128
+
+// inert returns s, a string read from the files verified (a replica id,
+// a key id), as a report prints it: as it is when it is short and made
+// of printable characters, else Go-quoted (control characters, invalid
+// UTF-8, line and paragraph separators and bidirectional overrides
+// escaped) and cut at maxInert bytes. The files are what verify
+// distrusts: whoever edited them could otherwise write a newline and
+// "OK: 1 chains verified", or terminal escapes that hide the BREAK lines,
+// into the report.
+func inert(s string) string {
+	plain := len(s) <= maxInert && s != ""
+	for _, r := range s {
+		if !plain {
+			break
+		}
+		plain = r != utf8.RuneError && r != '"' && r != '\\' && unicode.IsPrint(r) && r < unicode.MaxASCII
+	}
+	if plain {
+		return s
+	}
+	cut := ""
+	if len(s) > maxInert {
+		n := maxInert
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s, cut = s[:n], fmt.Sprintf("...(%d bytes)", len(s))
+	}
+	return strconv.QuoteToASCII(s) + cut
 }
 
 // Chain summarises one replica's chain.
@@ -436,7 +472,7 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 				sig, err := base64.RawURLEncoding.DecodeString(r.cp.Sig)
 				switch {
 				case !ok:
-					problem(r, KindCheckpoint, "signed by key %s, which is not among the --pubkey keys", r.cp.KeyID)
+					problem(r, KindCheckpoint, "signed by key %s, which is not among the --pubkey keys", inert(r.cp.KeyID))
 					whole = false
 				case err != nil || !ed25519.Verify(k, checkpointMessage(id, r.cp.HeadSeq, hex.EncodeToString(r.prev[:]), r.cp.Time, r.cp.Final), sig):
 					problem(r, KindCheckpoint, "the signature does not verify: the checkpoint was forged or edited")
@@ -466,7 +502,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "warning %s\n", p)
 	}
 	for _, c := range r.Chains {
-		fmt.Fprintf(w, "replica %s: %d lines in %d files, seq %d..%d; ", c.Replica, c.Lines, c.Files, c.FirstSeq, c.LastSeq)
+		fmt.Fprintf(w, "replica %s: %d lines in %d files, seq %d..%d; ", inert(c.Replica), c.Lines, c.Files, c.FirstSeq, c.LastSeq)
 		if c.VerifiedSeq == 0 {
 			fmt.Fprintf(w, "nothing verified")
 		} else {

@@ -113,6 +113,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, listen string, once 
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	defer routeLibraryLog(gw)()
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Run(gctx) }()
 	select {

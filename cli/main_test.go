@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"log"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -358,6 +359,14 @@ func TestServeReloadAndStop(t *testing.T) {
 	go func() { done <- run(ctx, []string{"serve", "-c", path}, &stdout, &stderr) }()
 
 	waitFor(t, "credgate serving", func() bool { return strings.Contains(stderr.String(), `"msg":"credgate serving"`) })
+	// Go's log package (net/http's Transport, OpenTelemetry) writes to
+	// the JSON log while serve runs, quoted peer bytes elided.
+	before := log.Writer()
+	log.Printf("Unsolicited response received on idle HTTP channel starting with %q; err=<nil>", "X-Echo: Bearer sk_served_secret")
+	if out := stderr.String(); strings.Contains(out, "sk_served_secret") ||
+		!strings.Contains(out, `"level":"WARN","msg":"Unsolicited response received on idle HTTP channel starting with \"[31 bytes elided]\"; err=<nil>"`) {
+		t.Errorf("a line of Go's log package is not a JSON record with its quoted bytes elided:\n%s", out)
+	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -373,6 +382,9 @@ func TestServeReloadAndStop(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop after its context was cancelled")
+	}
+	if log.Writer() == before {
+		t.Error("Go's log package still writes to the stopped gateway's log")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -76,6 +77,7 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	if err != nil {
 		return err
 	}
+	defer routeLibraryLog(gw)()
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Run(ctx) }()
 
@@ -114,6 +116,25 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 			logger.Info("credgate stopped")
 			return nil
 		}
+	}
+}
+
+// routeLibraryLog points Go's log package, to which net/http's Transport
+// and OpenTelemetry's global error handler write, at the gateway's JSON
+// log as warn records, with every quoted string (what a peer sent) elided
+// and every held credential scrubbed (gateway.LibraryLog); it returns the
+// function that restores the previous output. Without it those lines were
+// plain text on stderr, one of them quoting up to 4 KiB an upstream sent
+// after its response: the injected credential, when it echoed the request.
+func routeLibraryLog(gw *gateway.Gateway) (restore func()) {
+	out, flags, prefix := log.Writer(), log.Flags(), log.Prefix()
+	log.SetOutput(gw.LibraryLog(slog.LevelWarn))
+	log.SetFlags(0)
+	log.SetPrefix("")
+	return func() {
+		log.SetOutput(out)
+		log.SetFlags(flags)
+		log.SetPrefix(prefix)
 	}
 }
 

@@ -248,7 +248,7 @@ func (g *Gateway) checkSNI(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		g.metrics.refusals.WithLabelValues(codeSNIMismatch).Inc()
 		g.auditConnect(time.Now(), tc.ev, identity.Workload{Source: tc.ev.Source.Addr().Unmap()}, tc.dest,
 			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0, "")
-		g.log.Info("refused TLS handshake: SNI differs from the CONNECT target",
+		g.logClientRefusal(hello.Context(), codeSNIMismatch, "refused TLS handshake: SNI differs from the CONNECT target",
 			slog.String("connect", tc.dest.hostPort()), slog.String("sni", sni))
 		return nil, errSNIMismatch
 	}

@@ -48,7 +48,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,6 +109,11 @@ type Gateway struct {
 	// credential per fetchLogEvery: a source that is down fails every
 	// request, and each request has its audit line already.
 	fetchLog *lograte.Limiter
+	// clientLog keeps the lines a client can cause on every request
+	// ("identity did not verify", "refused TLS handshake: SNI differs")
+	// to one per reason code per clientLogEvery: each refusal has its
+	// audit line already, and a client must not flood the log at will.
+	clientLog *lograte.Limiter
 	// tracer records the spans of requests; nil when tracing is off, and
 	// every use is behind a nil check (zero cost off).
 	tracer *tracing.Tracer
@@ -183,7 +187,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil)}
+	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
+		clientLog: lograte.New(clientLogEvery, nil)}
 	g.flights.fire = g.expireFlights
 	defer func() {
 		if err != nil {
@@ -304,7 +309,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.upstream = timedTransport{t: g.pools.public.t, g: g}
 	g.buffers = newBufferPool()
 	g.connect = goproxy.NewProxyHttpServer()
-	g.connect.Logger = log.New(&debugWriter{log: logger}, "goproxy: ", 0)
+	g.connect.Logger = log.New(&libraryLog{log: logger, level: slog.LevelDebug, held: &g.scrubbers}, "goproxy: ", 0)
 	g.connect.Tr = nil
 	g.connect.ConnectDial = nil
 	g.connect.OnRequest().HandleConnectFunc(g.handleConnect)
@@ -534,7 +539,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
 	g.baseCtx = context.WithoutCancel(ctx)
 
-	errLog := log.New(&debugWriter{log: g.log}, "", 0)
+	errLog := log.New(&libraryLog{log: g.log, level: slog.LevelDebug, held: &g.scrubbers}, "", 0)
 	base := func(h http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           h,
@@ -955,17 +960,6 @@ func (g *Gateway) recoverPanics(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(w, r)
 	})
-}
-
-// debugWriter turns the standard library's log lines (TLS handshake
-// errors from clients, goproxy's messages) into debug records. They name
-// addresses and error texts, never a credential: credentials are only
-// ever on outbound requests, whose errors go through upstreamError.
-type debugWriter struct{ log *slog.Logger }
-
-func (d *debugWriter) Write(p []byte) (int, error) {
-	d.log.Debug(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 // bufferPool recycles the 32 KiB buffers that copy response bodies and

@@ -453,8 +453,8 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 	wl, err := g.resolve(ctx, ev, a.pol.Workloads())
 	a.wl = wl
 	if err != nil {
-		g.log.Info("identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
 		idf := identityRefusal(err)
+		g.logClientRefusal(ctx, idf.Code, "identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
 		if g.tracer != nil {
 			sp.Fail(idf.Code)
 		}
@@ -497,6 +497,22 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 		}
 	}
 	return a, nil
+}
+
+// clientLogEvery is the interval of the log lines a client can cause on
+// every request, per reason code (Gateway.clientLog).
+const clientLogEvery = 10 * time.Second
+
+// logClientRefusal logs msg at info for a refusal of code that a client
+// can cause at will, at most once per code per clientLogEvery, saying how
+// many were not logged since; each refusal is audited.
+func (g *Gateway) logClientRefusal(ctx context.Context, code, msg string, attrs ...slog.Attr) {
+	ok, held := g.clientLog.Allow(code)
+	if !ok {
+		return
+	}
+	attrs = append(attrs, slog.String("code", code), slog.Int("similar_refusals_not_logged", held))
+	g.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
 }
 
 // fetchLogEvery is the interval of "credential fetch failed" lines per

@@ -263,6 +263,7 @@ func TestTracingConfigErrors(t *testing.T) {
 		{"bad endpoint", "tracing:\n  enabled: true\n  endpoint: http://collector:4317/v1\n", ":6:3: tracing.endpoint: \"http://collector:4317/v1\" is not host:port"},
 		{"bad protocol", "tracing:\n  enabled: true\n  endpoint: c:4317\n  protocol: zipkin\n", ":7:3: tracing.protocol: unknown protocol \"zipkin\""},
 		{"bad ratio", "tracing:\n  enabled: true\n  endpoint: c:4317\n  sampling_ratio: 1.5\n", ":7:3: tracing.sampling_ratio: 1.5 is not between 0 and 1"},
+		{"bad client_sampling", "tracing:\n  enabled: true\n  endpoint: c:4317\n  client_sampling: never\n", ":7:3: tracing.client_sampling: unknown value \"never\""},
 		{"header two sources", "tracing:\n  enabled: true\n  endpoint: c:4317\n  headers:\n    x-key: {value: a, env: B}\n", ":8:5: tracing.headers.x-key: set exactly one of value, env or file"},
 		{"insecure and ca", "tracing:\n  enabled: true\n  endpoint: c:4317\n  insecure: true\n  ca: ca.pem\n", ":8:3: tracing: insecure exports in plaintext"},
 		{"unknown key", "tracing:\n  enabled: true\n  endpoint: c:4317\n  sampling: 0.1\n", ":7:3:"},

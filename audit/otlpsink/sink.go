@@ -78,6 +78,8 @@ type Sink struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	lost   atomic.Uint64
+	// headers are redacted from export errors (otlp.ErrorText).
+	headers map[string]string
 }
 
 // New builds the sink cfg describes. It does not connect: an unreachable
@@ -114,7 +116,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit.otlp: building the OTLP exporter to %s: %w (check audit.otlp.endpoint and protocol)", cfg.OTLP.Endpoint, err)
 	}
-	return NewWithExporter(cfg, exp, log), nil
+	s := NewWithExporter(cfg, exp, log)
+	s.headers = hdrs
+	return s, nil
 }
 
 // NewWithExporter is New with the exporter given (tests).
@@ -178,7 +182,7 @@ func (s *Sink) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 		// The error names the receiver and the failure, never a line.
-		s.log.Warn("audit OTLP export failed; retrying", slog.Any("error", err))
+		s.log.Warn("audit OTLP export failed; retrying", slog.String("error", otlp.ErrorText(err, s.headers)))
 		if backoff.Wait(s.ctx, 50*time.Millisecond, time.Second, n) != nil {
 			s.abandoned(p)
 			return len(p), nil

@@ -68,6 +68,7 @@ tracing:
   ca: tracing-ca/roots.pem
   headers: {x-api-key: {env: CREDGATE_TRACING_HEADER_0}, x-tenant: {env: CREDGATE_TRACING_HEADER_1}}
   sampling_ratio: 0.25
+  client_sampling: ratio
   service_name: egress-gateway
 run_tokens:
   workloads: [agent, batch]

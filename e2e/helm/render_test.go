@@ -188,6 +188,7 @@ config:
     endpoint: otel-collector.monitoring.svc:4318
     protocol: http
     samplingRatio: 0.25
+    clientSampling: ratio
     caConfigMap: otel-ca
     caKey: roots.pem
     headers:

@@ -16,6 +16,9 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/credgate/credgate/secret"
+	"github.com/credgate/credgate/transform"
 )
 
 // Protocols of an Endpoint.
@@ -167,4 +170,30 @@ func (e *Endpoint) TLSConfig(section string) (*tls.Config, error) {
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n > 0 && n <= 65535
+}
+
+// ErrorText returns the text of err, an OTLP exporter's error, for a log
+// line. The receiver's answer is part of it (the HTTP exporters quote the
+// response body, gRPC the status message), and a receiver, or a proxy in
+// front of it, may echo the request's headers there: so every header
+// value sent (the receiver's key, from headers) is redacted from the text
+// in each of its forms and every piece of them transform.Scrubber knows,
+// and the text is cut at transform.MaxPiecesText bytes.
+func ErrorText(err error, headers map[string]string) string {
+	if err == nil {
+		return ""
+	}
+	b := []byte(err.Error())
+	if len(headers) == 0 {
+		if len(b) > transform.MaxPiecesText {
+			b = b[:transform.MaxPiecesText]
+		}
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	vals := make([]secret.Value, 0, len(headers))
+	for _, v := range headers {
+		vals = append(vals, secret.New(v))
+	}
+	b, _ = transform.NewScrubber(vals, transform.ScrubOptions{}).Pieces(b)
+	return strings.ToValidUTF8(string(b), "\uFFFD")
 }

@@ -24,6 +24,12 @@ const (
 	DefaultServiceName   = "credgate"
 )
 
+// Values of Config.ClientSampling.
+const (
+	ClientSamplingFollow = "follow"
+	ClientSamplingRatio  = "ratio"
+)
+
 // Config is the `tracing:` section of the gateway config. The zero value
 // is tracing off.
 type Config struct {
@@ -35,8 +41,15 @@ type Config struct {
 	OTLP otlp.Endpoint `yaml:",inline"`
 	// SamplingRatio is the share of new traces recorded, 0 to 1 (default
 	// 1). A request whose client sent a traceparent follows the client's
-	// sampled flag (parent-based sampling).
+	// sampled flag (parent-based sampling), as ClientSampling says.
 	SamplingRatio *float64 `yaml:"sampling_ratio"`
+	// ClientSampling is what a client's traceparent with the sampled flag
+	// set decides: ClientSamplingFollow (the default) records the request
+	// whatever SamplingRatio, so any client, even one the policy refuses,
+	// can have every request it sends recorded and exported;
+	// ClientSamplingRatio samples it at SamplingRatio too (its trace is
+	// continued when sampled). A client's flag 0 is followed either way.
+	ClientSampling string `yaml:"client_sampling"`
 	// ServiceName is the service.name resource attribute (default
 	// "credgate").
 	ServiceName string `yaml:"service_name"`
@@ -54,6 +67,11 @@ func (c *Config) Check() []Problem {
 	if r := c.SamplingRatio; r != nil && (math.IsNaN(*r) || *r < 0 || *r > 1) {
 		ps = append(ps, Problem{Key: []string{"sampling_ratio"}, Msg: fmt.Sprintf("tracing.sampling_ratio: %v is not between 0 and 1 (0.1 records one new trace in ten)", *r)})
 	}
+	switch c.ClientSampling {
+	case "", ClientSamplingFollow, ClientSamplingRatio:
+	default:
+		ps = append(ps, Problem{Key: []string{"client_sampling"}, Msg: fmt.Sprintf("tracing.client_sampling: unknown value %q (use follow: a client's sampled flag records its request, or ratio: sampling_ratio decides for it too)", c.ClientSampling)})
+	}
 	return ps
 }
 
@@ -65,6 +83,9 @@ func (c *Config) ApplyDefaults() {
 	if c.SamplingRatio == nil {
 		r := DefaultSamplingRatio
 		c.SamplingRatio = &r
+	}
+	if c.ClientSampling == "" {
+		c.ClientSampling = ClientSamplingFollow
 	}
 	if c.ServiceName == "" {
 		c.ServiceName = DefaultServiceName

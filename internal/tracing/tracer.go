@@ -19,6 +19,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/credgate/credgate/internal/otlp"
 )
 
 // Span names, one per stage of the request path.
@@ -44,6 +46,9 @@ type Tracer struct {
 	// below it: sampling_ratio × 2⁶³, the rule of the SDK's
 	// TraceIDRatioBased sampler.
 	bound uint64
+	// ratioForClients: a client's sampled flag is sampled at bound too
+	// (client_sampling: ratio).
+	ratioForClients bool
 }
 
 // New builds the tracer that cfg describes (cfg.Enabled must be set),
@@ -85,7 +90,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return NewWithExporter(cfg, loggedExporter{SpanExporter: exp, log: log}), nil
+	return NewWithExporter(cfg, loggedExporter{SpanExporter: exp, log: log, headers: hdrs}), nil
 }
 
 // loggedExporter logs a failed export itself (the spans are dropped, as
@@ -94,11 +99,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 type loggedExporter struct {
 	sdktrace.SpanExporter
 	log *slog.Logger
+	// headers are redacted from the error (otlp.ErrorText).
+	headers map[string]string
 }
 
 func (e loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
 	if err := e.SpanExporter.ExportSpans(ctx, spans); err != nil {
-		e.log.Warn("span export failed; the spans are dropped", slog.Int("spans", len(spans)), slog.Any("error", err))
+		e.log.Warn("span export failed; the spans are dropped", slog.Int("spans", len(spans)), slog.String("error", otlp.ErrorText(err, e.headers)))
 	}
 	return nil
 }
@@ -118,7 +125,8 @@ func NewWithExporter(cfg Config, exp sdktrace.SpanExporter) *Tracer {
 		// only for a sampled request: every span it starts is recorded.
 		sdktrace.WithSampler(sdktrace.AlwaysSample()),
 	)
-	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentation), prop: propagation.TraceContext{}, bound: uint64(*cfg.SamplingRatio * (1 << 63))}
+	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentation), prop: propagation.TraceContext{}, bound: uint64(*cfg.SamplingRatio * (1 << 63)),
+		ratioForClients: cfg.ClientSampling == ClientSamplingRatio}
 }
 
 // Shutdown exports the spans still queued and stops the exporter; ctx
@@ -156,8 +164,9 @@ type recorded struct {
 // Start begins the trace of a request and returns the context for its
 // stages. Sampling is decided here, once per request: a valid W3C
 // traceparent from the client in h decides by its sampled flag (its span
-// is then the parent of the gateway's, its tracestate kept); without one,
-// the request is sampled at the configured ratio. A request not sampled
+// is then the parent of the gateway's, its tracestate kept), or, under
+// client_sampling: ratio, only its flag 0 does and a flag 1 is sampled at
+// the ratio; without one, the request is sampled at the configured ratio. A request not sampled
 // costs no span, no context and no attribute: it returns ctx itself and a
 // Request that only writes the upstream's traceparent. The path is
 // without query.
@@ -167,7 +176,7 @@ func (t *Tracer) Start(ctx context.Context, h http.Header, method, scheme, host 
 		parent = t.prop.Extract(ctx, propagation.HeaderCarrier(h))
 	}
 	if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
-		if !sc.IsSampled() {
+		if !sc.IsSampled() || t.ratioForClients && rand.Uint64()>>1 >= t.bound {
 			// The client's traceparent and tracestate reach the upstream
 			// as sent: the hop records nothing, so the client's span
 			// stays the parent.

@@ -84,16 +84,23 @@ func TestSamplingDecision(t *testing.T) {
 		ratio       float64
 		traceparent string
 		want        bool
+		client      string // client_sampling
 	}{
-		{"client sampled, ratio 0", 0, sampled, true},
-		{"client not sampled, ratio 1", 1, unsampled, false},
-		{"invalid client traceparent, ratio 1", 1, "00-zz-00f067aa0ba902b7-01", true},
-		{"invalid client traceparent, ratio 0", 0, "00-zz-00f067aa0ba902b7-01", false},
-		{"no client traceparent, ratio 1", 1, "", true},
+		{"client sampled, ratio 0", 0, sampled, true, ""},
+		{"client not sampled, ratio 1", 1, unsampled, false, ""},
+		{"invalid client traceparent, ratio 1", 1, "00-zz-00f067aa0ba902b7-01", true, ""},
+		{"invalid client traceparent, ratio 0", 0, "00-zz-00f067aa0ba902b7-01", false, ""},
+		{"no client traceparent, ratio 1", 1, "", true, ""},
+		// client_sampling: ratio: a client's flag 1 is sampled at the
+		// ratio (passed on as sent when not), its flag 0 still followed.
+		{"client sampled, ratio 0, client_sampling ratio", 0, sampled, false, ClientSamplingRatio},
+		{"client sampled, ratio 1, client_sampling ratio", 1, sampled, true, ClientSamplingRatio},
+		{"client not sampled, ratio 1, client_sampling ratio", 1, unsampled, false, ClientSamplingRatio},
+		{"client sampled, ratio 0, client_sampling follow", 0, sampled, true, ClientSamplingFollow},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			exp := tracetest.NewInMemoryExporter()
-			tr := NewWithExporter(Config{Enabled: true, SamplingRatio: &tc.ratio}, exp)
+			tr := NewWithExporter(Config{Enabled: true, SamplingRatio: &tc.ratio, ClientSampling: tc.client}, exp)
 			defer tr.Shutdown(t.Context())
 			in := http.Header{"Tracestate": {"vendor=opaque"}}
 			if tc.traceparent != "" {
@@ -106,6 +113,13 @@ func TestSamplingDecision(t *testing.T) {
 			r.End()
 			if r.Sampled() != tc.want {
 				t.Fatalf("sampled %v, want %v", r.Sampled(), tc.want)
+			}
+			if tc.client == ClientSamplingRatio && tc.traceparent == sampled && !tc.want {
+				// Not recorded: the client's context goes on as sent.
+				if out.Get("Traceparent") != sampled || out.Get("Tracestate") != "vendor=opaque" {
+					t.Errorf("upstream got %q %q, want the client's traceparent and tracestate as sent", out.Get("Traceparent"), out.Get("Tracestate"))
+				}
+				return
 			}
 			sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(t.Context(), propagation.HeaderCarrier(out)))
 			if !sc.IsValid() || sc.IsSampled() != tc.want {
@@ -137,6 +151,22 @@ func TestSamplingDecision(t *testing.T) {
 	}
 	if n < 120 || n > 280 {
 		t.Errorf("%d of 2000 new traces sampled at ratio 0.1, want about 200", n)
+	}
+	// Under client_sampling: ratio, 2000 requests each with a sampled
+	// client traceparent (a client flooding the collector) are sampled
+	// at 0.1 too.
+	tr = NewWithExporter(Config{Enabled: true, SamplingRatio: &ratio, ClientSampling: ClientSamplingRatio}, tracetest.NewNoopExporter())
+	defer tr.Shutdown(t.Context())
+	n = 0
+	for range 2000 {
+		_, r := tr.Start(t.Context(), http.Header{"Traceparent": {sampled}}, "GET", "https", "api.example.com", 443, "/v1")
+		if r.Sampled() {
+			n++
+		}
+		r.End()
+	}
+	if n < 120 || n > 280 {
+		t.Errorf("%d of 2000 client-sampled requests recorded at ratio 0.1 under client_sampling: ratio, want about 200", n)
 	}
 }
 

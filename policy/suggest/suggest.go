@@ -306,7 +306,14 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		inj := g.injectRule()
 		if len(g.requests) > 0 && inj != "" {
 			for _, rp := range g.plans(opts.MaxLiterals) {
-				fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    methods: [%s]\n    paths:\n", yamlString(ruleName(k.workload+"-"+destName(k))), from, dest, strings.Join(rp.methods, ", "))
+				// A method is any token the gateway lets through
+				// (canonical.Method), '*', '&', '!', '#', '~' and
+				// quotes included: YAML syntax unless quoted.
+				ms := make([]string, len(rp.methods))
+				for i, m := range rp.methods {
+					ms[i] = yamlString(m)
+				}
+				fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    methods: [%s]\n    paths:\n", yamlString(ruleName(k.workload+"-"+destName(k))), from, dest, strings.Join(ms, ", "))
 				for i, p := range rp.paths {
 					fmt.Fprintf(&out, "      - %s  # %s\n", yamlString(p), rp.comment[i])
 				}

@@ -212,6 +212,7 @@ tracing:
   enabled: true
   {{- include "credgate.otlpEndpoint" (list "tracing" .) | nindent 2 }}
   sampling_ratio: {{ .samplingRatio }}
+  client_sampling: {{ .clientSampling | quote }}
   service_name: {{ .serviceName | quote }}
 {{- end }}
 {{- end }}
