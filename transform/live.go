@@ -2,7 +2,6 @@ package transform
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -129,7 +128,7 @@ func (t *Table) TransformResponse(resp *http.Response, follow *Tables) (*ScrubCo
 		c.n.Add(int64(t.Header(resp.Trailer)))
 		return c, nil
 	}
-	lb := &liveBody{resp: resp, raw: resp.Body}
+	lb := &liveBody{bodyEnds: bodyEnds{resp: resp, raw: resp.Body}}
 	lb.c.n.Add(int64(t.Header(resp.Header)))
 	lb.body = readCloser(lb.raw)
 	expect := resp.ContentLength
@@ -152,35 +151,20 @@ func (t *Table) TransformResponse(resp *http.Response, follow *Tables) (*ScrubCo
 // liveBody is a response body Table.TransformResponse scrubs.
 type liveBody struct {
 	liveReader
-	c    ScrubCount
-	resp *http.Response
-	// raw is the body as it came, body what is scrubbed: raw, or raw
-	// decoded.
-	raw, body io.ReadCloser
+	bodyEnds
 }
 
 // end scrubs the trailers with the table in use when the body ended.
 func (b *liveBody) end() error {
-	if b.body != b.raw {
-		if _, err := io.CopyN(io.Discard, b.raw, 64<<10); err != nil && err != io.EOF {
-			return fmt.Errorf("transform: read response after its encoded data: %w", err)
-		}
+	if err := b.drain(); err != nil {
+		return err
 	}
 	b.c.n.Add(int64(b.table.Header(b.resp.Trailer)))
 	return nil
 }
 
 // Close closes the decoder, if any, and the raw body.
-func (b *liveBody) Close() error {
-	var first error
-	if b.body != b.raw {
-		first = b.body.Close()
-	}
-	if err := b.raw.Close(); err != nil && first == nil {
-		first = err
-	}
-	return first
-}
+func (b *liveBody) Close() error { return b.bodyEnds.Close() }
 
 // liveReader applies a Table's stages to a stream, in place in one
 // buffer, and takes up a new Table at the cut-over (see Table).

@@ -306,7 +306,7 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 	}
 	// One allocation holds the count, the stream state and the closers;
 	// the buffer is the other (sized to the announced body).
-	sb := &scrubBody{s: s, resp: resp, raw: resp.Body}
+	sb := &scrubBody{s: s, bodyEnds: bodyEnds{resp: resp, raw: resp.Body}}
 	sb.c.n.Add(int64(s.Header(resp.Header)))
 	sb.body = readCloser(sb.raw)
 	// What the body announced, while it is read as it came (a decoded
@@ -332,30 +332,47 @@ func (s *Scrubber) TransformResponse(resp *http.Response) (*ScrubCount, error) {
 // scrubBody is a response body TransformResponse scrubs.
 type scrubBody struct {
 	streamReader
-	c    ScrubCount
-	s    *Scrubber
-	resp *http.Response
-	// raw is the body as it came, body what is scrubbed: raw, or raw
-	// decoded.
-	raw, body io.ReadCloser
+	bodyEnds
+	s *Scrubber
 }
 
 // end runs when the scrubbed body reached its end: trailers are scrubbed
 // there.
 func (b *scrubBody) end() error {
-	if b.body != b.raw {
-		// A decoder may stop at the end of its data before the raw
-		// body reached its end, where net/http fills in the trailers.
-		if _, err := io.CopyN(io.Discard, b.raw, 64<<10); err != nil && err != io.EOF {
-			return fmt.Errorf("transform: read response after its encoded data: %w", err)
-		}
+	if err := b.drain(); err != nil {
+		return err
 	}
 	b.c.n.Add(int64(b.s.Header(b.resp.Trailer)))
 	return nil
 }
 
 // Close closes the decoder, if any, and the raw body.
-func (b *scrubBody) Close() error {
+func (b *scrubBody) Close() error { return b.bodyEnds.Close() }
+
+// bodyEnds is what a scrubbed response body (scrubBody, liveBody) keeps
+// besides its reader: the count, the response whose trailers it scrubs
+// at the end, and the body as it came (raw) and as it is scrubbed
+// (body: raw, or raw decoded).
+type bodyEnds struct {
+	c         ScrubCount
+	resp      *http.Response
+	raw, body io.ReadCloser
+}
+
+// drain reads the rest of a decoded body's raw body, where net/http fills
+// in the trailers: a decoder may stop at the end of its data before the
+// raw body reached its end.
+func (b *bodyEnds) drain() error {
+	if b.body != b.raw {
+		if _, err := io.CopyN(io.Discard, b.raw, 64<<10); err != nil && err != io.EOF {
+			return fmt.Errorf("transform: read response after its encoded data: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close closes the decoder, if any, and the raw body.
+func (b *bodyEnds) Close() error {
 	var first error
 	if b.body != b.raw {
 		first = b.body.Close()
