@@ -133,12 +133,17 @@ type auditor struct {
 	// signer is a checkpoint signer from the registry (audit.LoadSigner),
 	// released after w (whose Close signs the last checkpoint).
 	signer audit.Signer
+	// log says when Close gives up the lines an output would not take.
+	log *slog.Logger
 }
 
 // newAuditor builds the audit writer the config describes, writing to out
 // instead of audit.output when out is set.
 func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
-	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}, log: log}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
 	if out == nil {
 		switch cfg.Output {
 		case "stdout", "":
@@ -227,6 +232,17 @@ func readKeyFile(path string) ([]byte, error) {
 // otlpShutdownGrace bounds how long Close waits for the OTLP receiver.
 const otlpShutdownGrace = 5 * time.Second
 
+// outputCloseGrace bounds how long Close waits for audit.output to take
+// the lines still buffered. An output that takes no write (a stdout pipe
+// no one reads, a hung network file system) kept Run from returning
+// until the process was killed, without a word; now the lines it would
+// not take are given up after this long, and the log says so.
+const outputCloseGrace = 10 * time.Second
+
+// errOutputStuck is Close's error when audit.output took no write for
+// outputCloseGrace.
+var errOutputStuck = fmt.Errorf("audit output took no write for %s at shutdown; the lines still buffered were not written", outputCloseGrace)
+
 // closeFile releases the outputs opened before a later setting failed.
 func (a *auditor) closeFile() {
 	if a.file != nil {
@@ -246,11 +262,28 @@ func (a *auditor) Close() error {
 		t := time.AfterFunc(otlpShutdownGrace, a.otlp.Abandon)
 		defer t.Stop()
 	}
-	err := a.w.Close()
-	if a.file != nil {
-		if cerr := a.file.Close(); err == nil {
-			err = cerr
+	closed := make(chan error, 1)
+	go func() {
+		err := a.w.Close()
+		if a.file != nil {
+			// After w: its rotation lock is held through a write.
+			if cerr := a.file.Close(); err == nil {
+				err = cerr
+			}
 		}
+		closed <- err
+	}()
+	grace := time.NewTimer(outputCloseGrace)
+	var err error
+	select {
+	case err = <-closed:
+		grace.Stop()
+	case <-grace.C:
+		// The writer's goroutine stays blocked in the output's Write;
+		// the process is ending.
+		err = errOutputStuck
+		a.log.Error("audit output took no write at shutdown: the lines still buffered are given up; check what reads audit.output (a stdout pipe, a network file system)",
+			slog.Duration("waited", outputCloseGrace), slog.Uint64("lines_written", a.w.Written()))
 	}
 	if a.otlp != nil {
 		if cerr := a.otlp.Close(); err == nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -309,5 +310,48 @@ func TestShutdownWithHostileClients(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Errorf("the upstream request of %s still runs after shutdown", cases[i].name)
 		}
+	}
+}
+
+// TestShutdownWithStuckAuditOutput: an audit output that takes no write
+// (a stdout pipe no one reads) does not keep Run from returning. The lines
+// still buffered are given up after outputCloseGrace and the log says
+// so. Before, the audit writer's Close waited for the output for ever.
+func TestShutdownWithStuckAuditOutput(t *testing.T) {
+	tg := startGateway(t)
+	get := func(path string) {
+		t.Helper()
+		resp, err := tg.client(t, false).Get("https://" + apiHost + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get("/v1/before-the-stall")
+	// The output takes nothing from now on (its Write waits for the
+	// lock); released before tg.run's cleanup reads it.
+	tg.audit.mu.Lock()
+	release := sync.OnceFunc(tg.audit.mu.Unlock)
+	t.Cleanup(release)
+	get("/v1/during-the-stall") // its line is buffered, never written
+	stopped := make(chan error, 1)
+	t0 := time.Now()
+	go func() { stopped <- tg.stop() }()
+	select {
+	case err := <-stopped:
+		if d := time.Since(t0); d < outputCloseGrace {
+			t.Errorf("Run returned after %s, before the output's grace of %s", d, outputCloseGrace)
+		}
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(outputCloseGrace + 20*time.Second):
+		release()
+		t.Fatalf("Run did not return %s after shutdown began with the audit output stuck", time.Since(t0))
+	}
+	release()
+	if !strings.Contains(tg.logs.String(), "audit output took no write at shutdown") {
+		t.Errorf("the log does not say the buffered lines were given up:\n%s", tg.logs.String())
 	}
 }
