@@ -363,14 +363,7 @@ func (s *liveReader) advance(fill bool) bool {
 			return true
 		}
 		if s.eof {
-			s.err = io.EOF
-			if s.frames != nil && s.frames.err != nil {
-				s.err = s.frames.err
-			} else if s.atEOF != nil {
-				if err := s.atEOF(); err != nil {
-					s.err = err
-				}
-			}
+			s.err = endOfStream(s.frames, s.atEOF)
 			return true
 		}
 		if !fill {

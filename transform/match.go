@@ -533,15 +533,7 @@ func (s *streamReader) advance(fill bool) bool {
 			}
 		}
 		if s.eof {
-			s.err = io.EOF
-			if s.frames != nil && s.frames.err != nil {
-				// Cut off (grpcFrames.feed): trailers are not reached.
-				s.err = s.frames.err
-			} else if s.atEOF != nil {
-				if err := s.atEOF(); err != nil {
-					s.err = err
-				}
-			}
+			s.err = endOfStream(s.frames, s.atEOF)
 			return true
 		}
 		if !fill {
@@ -552,6 +544,22 @@ func (s *streamReader) advance(fill bool) bool {
 			return true
 		}
 	}
+}
+
+// endOfStream is what a scrubbing reader (streamReader, liveReader)
+// returns once its source is exhausted and everything before was passed
+// on: a gRPC body's framing error (cut off, grpcFrames.feed: its trailers
+// are not reached), else the error atEOF (when set) returns, else io.EOF.
+func endOfStream(frames *grpcFrames, atEOF func() error) error {
+	if frames != nil && frames.err != nil {
+		return frames.err
+	}
+	if atEOF != nil {
+		if err := atEOF(); err != nil {
+			return err
+		}
+	}
+	return io.EOF
 }
 
 // holdBack is how many bytes at the end of buf[r:w] wait for more input
