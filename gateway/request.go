@@ -392,6 +392,9 @@ type exchange struct {
 	dest   target
 	wl     identity.Workload // once identity verified
 	d      policy.Decision   // once the policy decided
+	// identified is set once identity ran on ev (admit, or refuse for a
+	// request refused before it): wl is then what verified, if anything.
+	identified bool
 	// tripwire is the placeholder that refused the request and where it
 	// was (audit).
 	tripwire *transform.MisuseError
@@ -656,7 +659,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 			fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule)
 		return &f
 	})
-	x.wl, x.d = a.wl, a.d
+	x.wl, x.d, x.identified = a.wl, a.d, true
 	if f != nil {
 		if mf := g.tripwireOnDenied(x, a); mf != nil {
 			f = mf
@@ -924,6 +927,14 @@ func (g *Gateway) event(x *exchange, path string) event {
 func (g *Gateway) refuse(x *exchange, f refusal) {
 	f.write(x.w)
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
+	if !x.identified {
+		// Refused before identity (a path or method the gateway will not
+		// forward, a Host naming another destination): the line names
+		// the workload the request's evidence verifies, inside a tunnel
+		// the tunnel's, as refuseUnreadable's does.
+		x.wl = g.auditIdentity(x.r.Context(), x.ev)
+		x.identified = true
+	}
 	ev := g.event(x, x.r.URL.EscapedPath())
 	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
@@ -968,10 +979,7 @@ func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer 
 			ev.VerifiedChains, ev.PeerCertificates = r.TLS.VerifiedChains, r.TLS.PeerCertificates
 		}
 	}
-	// On an error wl is what verified, if anything: the line is the
-	// malformed request's, the identity failure is the next request's to
-	// report.
-	wl, _ := g.resolve(ctx, ev, g.store.Current().Workloads())
+	wl := g.auditIdentity(ctx, ev)
 	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, ev)
 	if wantPresented(wl, f.Code) {
 		e.Presented = presented(ev)
@@ -983,6 +991,15 @@ func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer 
 	h := http.Header{}
 	f.setHeader(h)
 	return h1.Answer{Header: h, Body: f.body()}
+}
+
+// auditIdentity is the workload ev verifies, for the audit line of a
+// request refused before the decision. On an error it is what verified,
+// if anything: the line is the refused request's, the identity failure
+// is the next request's to report.
+func (g *Gateway) auditIdentity(ctx context.Context, ev identity.Evidence) identity.Workload {
+	wl, _ := g.resolve(ctx, ev, g.store.Current().Workloads())
+	return wl
 }
 
 // unreadableReason is the refusal reason for r: what was wrong and what
