@@ -176,23 +176,7 @@ func custodyPlacesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *plac
 // text frame carrying ph and returns the frames the origin received.
 func custodyPlacesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, host, path, ph string) []string {
 	t.Helper()
-	o.route(path, func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		for {
-			_, msg, err := ws.Read(r.Context())
-			if err != nil {
-				return
-			}
-			rec.add(path, string(msg))
-			if err := ws.Write(r.Context(), websocket.MessageText, []byte("ack")); err != nil {
-				return
-			}
-		}
-	})
+	placesRecordFrames(o, rec, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "wss://"+host+path, &websocket.DialOptions{HTTPClient: c})

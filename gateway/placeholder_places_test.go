@@ -327,11 +327,9 @@ func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesRecei
 	return sent
 }
 
-// placesWebSocket opens a WebSocket at path, sends a text frame with the
-// placeholder and reports whether the upstream received the value; a
-// frame the rule does not allow ends the connection before it passes.
-func placesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, path string, allowed bool) bool {
-	t.Helper()
+// placesRecordFrames routes path on o to a WebSocket that records each
+// frame it receives in rec and answers it "ack".
+func placesRecordFrames(o *testOrigin, rec *placesReceived, path string) {
 	o.route(path, func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -349,6 +347,14 @@ func placesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *placesRec
 			}
 		}
 	})
+}
+
+// placesWebSocket opens a WebSocket at path, sends a text frame with the
+// placeholder and reports whether the upstream received the value; a
+// frame the rule does not allow ends the connection before it passes.
+func placesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, path string, allowed bool) bool {
+	t.Helper()
+	placesRecordFrames(o, rec, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "wss://"+apiHost+path, &websocket.DialOptions{HTTPClient: c})
