@@ -59,7 +59,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"admin-tls-cert-without-key", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls:\n    cert: admin.pem\n", `^c\.yaml:5:5: admin\.tls: cert is set but key is not`},
 		{"admin-tls-key-without-cert", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {key: admin-key.pem}\n", `^c\.yaml:4:9: admin\.tls: key is set but cert is not`},
 		{"admin-tls-client-ca-alone", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {client_ca: ops.pem}\n", `^c\.yaml:4:3: admin\.tls: set cert and key`},
-		{"admin-tls-unknown-key", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {cert: a, key: b, svid: true}\n", `^c\.yaml:4:\d+: unknown field "svid"`},
+		{"admin-tls-unknown-key", "policy: p.yaml\nca: {cert: c, key: k}\nadmin:\n  tls: {cert: a, key: b, svid: true}\n", `^c\.yaml:4:\d+: unknown field "svid" in admin\.tls; known fields are`},
+		// A verifier plugin's settings are the plugin's to check: the
+		// gateway's unknown-key check took yaml.Node's Go fields for
+		// their schema and refused every setting.
+		{"verifier-settings-not-the-gateways", "policy: p.yaml\nca: {cert: c, key: k}\nidentity:\n  verifiers:\n    build-attestation:\n      trust_root: /etc/root.pem\n", `^c\.yaml:\d+:\d+: .*identity\.verifiers\.build-attestation: no verifier plugin "build-attestation" is compiled in`},
 		{"redis-keys-without-addrs", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    encryption_keys: [{id: a, env: K}]\n", `cache\.redis: addrs is required`},
 		{"redis-tls-ca-not-enabled", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}]\n    tls: {ca: ca.pem}\n", `cache\.redis\.tls: set enabled: true`},
 		{"redis-tls-cert-not-enabled", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n    encryption_keys: [{id: a, env: K}]\n    tls: {cert: c.pem, key: k.pem}\n", `cache\.redis\.tls: set enabled: true`},

@@ -45,7 +45,7 @@ func Decode(n *yaml.Node, v any) error {
 	}
 	var probs []problem
 	if t := reflect.TypeOf(v); t != nil {
-		check(n, t, &probs, nil)
+		check(n, t, &probs, nil, "")
 	}
 	err := n.Decode(v)
 	if err != nil {
@@ -103,15 +103,23 @@ func UnknownKeys(n *yaml.Node, v any) []Problem {
 	var out []Problem
 	if t := reflect.TypeOf(v); t != nil {
 		var probs []problem
-		check(n, t, &probs, &out)
+		check(n, t, &probs, &out, "")
 	}
 	return out
 }
 
-var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+var (
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+	// nodeType is yaml.Node, which takes any YAML as it is (a plugin's
+	// settings, checked by the plugin): its Go fields are no schema.
+	nodeType = reflect.TypeFor[yaml.Node]()
+)
 
-// check walks n alongside type t and records unknown mapping keys.
-func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
+// check walks n alongside type t and records unknown mapping keys. path
+// is n's key path ("cache.redis", "issuers[0]"; "" at the top), which a
+// message about a key below the top names ("unknown field "x" in
+// cache.redis"), as Explain's do.
+func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem, path string) {
 	if n == nil {
 		return
 	}
@@ -127,7 +135,7 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 		}
 		t = t.Elem()
 	}
-	if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
+	if t == nodeType || t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
 		return // the type decodes itself
 	}
 	switch t.Kind() {
@@ -139,7 +147,7 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
 			if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
-				checkMerge(val, t, probs, pos)
+				checkMerge(val, t, probs, pos, path)
 				continue
 			}
 			if ft, ok := fs.types[k.Value]; ok && k.Kind == yaml.ScalarNode {
@@ -150,13 +158,16 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 						*pos = append(*pos, Problem{Line: v.Line, Col: v.Column, Msg: msg})
 					}
 				}
-				check(val, ft, probs, pos)
+				check(val, ft, probs, pos, keyPath(path, k.Value))
 				continue
 			}
 			if fs.inlineMap {
 				continue
 			}
 			msg := fmt.Sprintf("unknown field %q", k.Value)
+			if path != "" {
+				msg += " in " + path
+			}
 			if len(fs.names) > 0 {
 				msg += "; known fields are " + strings.Join(fs.names, ", ")
 			}
@@ -167,14 +178,14 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
 		}
 	case reflect.Slice, reflect.Array:
 		if n.Kind == yaml.SequenceNode {
-			for _, c := range n.Content {
-				check(c, t.Elem(), probs, pos)
+			for i, c := range n.Content {
+				check(c, t.Elem(), probs, pos, fmt.Sprintf("%s[%d]", path, i))
 			}
 		}
 	case reflect.Map:
 		if n.Kind == yaml.MappingNode {
 			for i := 1; i < len(n.Content); i += 2 {
-				check(n.Content[i], t.Elem(), probs, pos)
+				check(n.Content[i], t.Elem(), probs, pos, keyPath(path, n.Content[i-1].Value))
 			}
 		}
 	}
@@ -226,8 +237,16 @@ func isInt(t reflect.Type) bool {
 	return false
 }
 
+// keyPath is the path of key below path.
+func keyPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
 // checkMerge checks the mapping(s) merged in with a "<<" key.
-func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem) {
+func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem, path string) {
 	if val.Kind == yaml.AliasNode {
 		val = val.Alias
 	}
@@ -236,11 +255,11 @@ func checkMerge(val *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem
 	}
 	if val.Kind == yaml.SequenceNode {
 		for _, c := range val.Content {
-			checkMerge(c, t, probs, pos)
+			checkMerge(c, t, probs, pos, path)
 		}
 		return
 	}
-	check(val, t, probs, pos)
+	check(val, t, probs, pos, path)
 }
 
 // fields describes the keys a struct type accepts.

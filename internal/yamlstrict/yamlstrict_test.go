@@ -48,9 +48,9 @@ func TestDecode(t *testing.T) {
 	}{
 		{"ok", "name: a\ninner: {port: 1}\nlist: [{port: 2}]\nby_name: {x: {port: 3}}\nuntagged: u\nshared: s\n", nil},
 		{"unknown top", "name: a\nnmae: b\n", []string{`line 2: unknown field "nmae"; known fields are name, inner, list, by_name, untagged, shared`}},
-		{"unknown nested", "inner:\n  port: 1\n  host: x\n", []string{`line 3: unknown field "host"; known fields are port`}},
-		{"unknown in list", "list:\n  - port: 1\n  - prot: 2\n", []string{`line 3: unknown field "prot"; known fields are port`}},
-		{"unknown in map value", "by_name:\n  a: {porty: 1}\n", []string{`line 2: unknown field "porty"; known fields are port`}},
+		{"unknown nested", "inner:\n  port: 1\n  host: x\n", []string{`line 3: unknown field "host" in inner; known fields are port`}},
+		{"unknown in list", "list:\n  - port: 1\n  - prot: 2\n", []string{`line 3: unknown field "prot" in list[1]; known fields are port`}},
+		{"unknown in map value", "by_name:\n  a: {porty: 1}\n", []string{`line 2: unknown field "porty" in by_name.a; known fields are port`}},
 		{"skipped is unknown", "Skipped: x\n", []string{`line 1: unknown field "Skipped"; known fields are name, inner, list, by_name, untagged, shared`}},
 		{"type error and unknown, by line", "zzz: 1\ninner: {port: [1]}\n", []string{
 			`line 1: unknown field "zzz"; known fields are name, inner, list, by_name, untagged, shared`,
@@ -95,7 +95,7 @@ func TestDecodeMergeKey(t *testing.T) {
 	if !errors.As(err, &te) {
 		t.Fatalf("Decode = %v, want a TypeError for the merged unknown key", err)
 	}
-	if diff := cmp.Diff([]string{`line 1: unknown field "bogus"; known fields are port`}, te.Errors); diff != "" {
+	if diff := cmp.Diff([]string{`line 1: unknown field "bogus" in val; known fields are port`}, te.Errors); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
@@ -107,5 +107,40 @@ func TestDecodeNil(t *testing.T) {
 	}
 	if diff := cmp.Diff(settings{}, v, cmp.AllowUnexported(settings{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// A yaml.Node field takes any YAML as it is (a plugin's settings, which
+// the plugin checks): wherever it sits, none of the keys under it is
+// unknown. Before, the walk took yaml.Node's own Go fields for the
+// schema: "unknown field "trust_root"; known fields are kind, style, tag,
+// value, …" for identity.verifiers' example in docs/config.md.
+func TestNodeFieldsAreOpaque(t *testing.T) {
+	type holder struct {
+		Node  yaml.Node            `yaml:"node"`
+		Ptr   *yaml.Node           `yaml:"ptr"`
+		ByKey map[string]yaml.Node `yaml:"by_key"`
+		List  []yaml.Node          `yaml:"list"`
+		Name  string               `yaml:"name"`
+	}
+	for _, src := range []string{
+		"node: {trust_root: /x.pem, kind: 9}\n",
+		"ptr: {trust_root: /x.pem}\n",
+		"by_key:\n  plugin:\n    trust_root: /x.pem\n    deep: {a: 1}\n",
+		"list:\n  - {trust_root: /x.pem}\n",
+	} {
+		var v holder
+		if err := Decode(node(t, src), &v); err != nil {
+			t.Errorf("Decode(%q) = %v, want nil", src, err)
+		}
+		if got := UnknownKeys(node(t, src), &v); len(got) != 0 {
+			t.Errorf("UnknownKeys(%q) = %v, want none", src, got)
+		}
+	}
+	// The fields beside them are still checked.
+	var v holder
+	got := UnknownKeys(node(t, "by_key: {p: {a: 1}}\nnmae: x\n"), &v)
+	if len(got) != 1 || got[0].Msg != `unknown field "nmae"; known fields are node, ptr, by_key, list, name` {
+		t.Errorf("UnknownKeys = %v, want one unknown field \"nmae\"", got)
 	}
 }
