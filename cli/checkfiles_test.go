@@ -200,6 +200,14 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 		{name: "identity.jwt jwks_file not JSON", files: map[string]string{"jwks.json": "not json"},
 			sections: map[string]string{"identity": "identity:\n  jwt:\n    issuers:\n      - issuer: https://issuer.test\n        audiences: [credgate]\n        jwks_file: jwks.json"},
 			cause:    "not a JSON Web Key Set", at: []string{"identity", "jwt", "issuers", "0", "jwks_file"}},
+		{name: "identity.jwt jwks_file missing",
+			sections: map[string]string{"identity": "identity:\n  jwt:\n    issuers:\n      - issuer: https://issuer.test\n        audiences: [credgate]\n        jwks_file: no-such-jwks.json"},
+			cause:    "does not exist", newCause: "no such file or directory", at: []string{"identity", "jwt", "issuers", "0", "jwks_file"}},
+		{name: "identity.mtls.bundles file missing",
+			sections: map[string]string{
+				"tls":      "tls:\n  cert: tls.pem\n  key: tls-key.pem",
+				"identity": "identity:\n  mtls:\n    bundles:\n      - file: no-such-trust.pem"},
+			cause: "does not exist", newCause: "no such file or directory", at: []string{"identity", "mtls", "bundles", "0", "file"}},
 		{name: "identity.posture file not JSON", files: map[string]string{"posture.json": "[1, 2]"},
 			sections: map[string]string{"identity": "identity:\n  posture:\n    file: posture.json"},
 			cause:    "not a JSON object keyed by workload name", at: []string{"identity", "posture", "file"}},
@@ -265,6 +273,11 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 			}
 			if v.code != exitError || !strings.HasPrefix(vline, prefix) {
 				t.Errorf("validate: exit %d, output:\n%s\nwant exit 1 and a line %s...%s...", v.code, v.stdout, prefix, tt.cause)
+			}
+			// The message names the key, not only its position: the
+			// reader of a log line has no file open at that line.
+			if kp := dottedKey(tt.at); strings.HasPrefix(vline, prefix) && !strings.Contains(vline[len(prefix):], kp) {
+				t.Errorf("validate: %s\ndoes not name the key %s", vline, kp)
 			}
 			if _, err := os.Stat(filepath.Join(dir, "no-such-dir")); err == nil {
 				t.Errorf("validate created no-such-dir")
@@ -351,6 +364,22 @@ func writeFile(t *testing.T, path string, b []byte) {
 }
 
 // valueAt is the line and column of the value at keys in the YAML text.
+// dottedKey writes keys as the messages do: "cache.redis.encryption_keys[0].file".
+func dottedKey(keys []string) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if _, err := strconv.Atoi(k); err == nil {
+			b.WriteString("[" + k + "]")
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(k)
+	}
+	return b.String()
+}
+
 func valueAt(t *testing.T, text string, keys ...string) (int, int) {
 	t.Helper()
 	var doc yaml.Node

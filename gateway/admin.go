@@ -270,10 +270,10 @@ func newAdminToken(a Admin) (*adminToken, error) {
 	}
 	tok, where, err := t.read(a.TokenEnv)
 	if err != nil {
-		return nil, &keyError{key: key, err: fmt.Errorf("admin token: %w", err)}
+		return nil, &keyError{key: key, err: fmt.Errorf("admin.%s: %w", key, err)}
 	}
 	if len(tok) < MinAdminTokenLen {
-		return nil, &keyError{key: key, err: fmt.Errorf("admin token: %s holds %d characters; use at least %d random ones (head -c32 /dev/urandom | base64)", where, len(tok), MinAdminTokenLen)}
+		return nil, &keyError{key: key, err: fmt.Errorf("admin.%s: the admin token in %s holds %d characters; use at least %d random ones (head -c32 /dev/urandom | base64)", key, where, len(tok), MinAdminTokenLen)}
 	}
 	if a.TokenFile == "" {
 		d := sha256.Sum256([]byte(tok))

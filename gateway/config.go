@@ -621,7 +621,12 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	cfg.Identity.ResolvePaths(dir)
 	if err := cfg.Identity.Validate(); err != nil {
-		bad("identity: "+err.Error(), "identity")
+		// Each problem names its key ("identity.jwt.issuers[0].audiences:
+		// ..."); it is reported at that key.
+		for _, e := range unjoin(err) {
+			head, _, _ := strings.Cut(e.Error(), ": ")
+			bad(e.Error(), splitKeyPath(head)...)
+		}
 	}
 	if cfg.TLS.ClientCA != "" && (len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil) {
 		bad("set either tls.client_ca (the listener verifies client certificates) or identity.mtls.bundles / identity.mtls.workload_api (identity verifies them, bundles rotated without restart), not both", "identity", "mtls")
@@ -856,11 +861,53 @@ func validPort(p string, zeroOK bool) bool {
 	return n > 0 && n <= 65535
 }
 
+// unjoin is the errors errors.Join joined, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// splitKeyPath is the keys of a key path as keyPath writes it:
+// "identity.mtls.bundles[0].file" is identity, mtls, bundles, 0, file.
+func splitKeyPath(path string) []string {
+	var keys []string
+	for _, k := range strings.Split(path, ".") {
+		for {
+			i := strings.IndexByte(k, '[')
+			if i < 0 || !strings.HasSuffix(k, "]") {
+				break
+			}
+			j := strings.IndexByte(k[i:], ']') + i
+			if k[:i] != "" {
+				keys = append(keys, k[:i])
+			}
+			keys = append(keys, k[i+1:j])
+			k = k[j+1:]
+		}
+		if k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // position finds the key path in a mapping node and returns the position
-// of the last key found, or of the root.
+// of the last key found, or of the root. A number steps into a sequence,
+// to the item's position.
 func position(n *yaml.Node, keys ...string) (int, int) {
 	line, col := n.Line, n.Column
 	for _, k := range keys {
+		if n.Kind == yaml.SequenceNode {
+			i, err := strconv.Atoi(k)
+			if err != nil || i < 0 || i >= len(n.Content) {
+				break
+			}
+			n = n.Content[i]
+			line, col = n.Line, n.Column
+			continue
+		}
 		if n.Kind != yaml.MappingNode {
 			break
 		}

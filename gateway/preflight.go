@@ -141,6 +141,15 @@ func (c *Config) namedFiles() []namedFile {
 			files = append(files, namedFile{[]string{"cache", "redis", "encryption_keys", strconv.Itoa(i), "file"}, k.File, keyHint})
 		}
 	}
+	for i, b := range c.Identity.MTLS.Bundles {
+		files = append(files, namedFile{[]string{"identity", "mtls", "bundles", strconv.Itoa(i), "file"}, b.File, "PEM certificates of the trust domain's CA, such as a SPIRE trust bundle"})
+	}
+	for i, is := range c.Identity.JWT.Issuers {
+		files = append(files, namedFile{[]string{"identity", "jwt", "issuers", strconv.Itoa(i), "jwks_file"}, is.JWKSFile, "the issuer's JSON Web Key Set"})
+	}
+	if p := c.Identity.Posture; p != nil {
+		files = append(files, namedFile{[]string{"identity", "posture", "file"}, p.File, "a JSON object keyed by workload name"})
+	}
 	if c.RunTokens != nil {
 		files = append(files, namedFile{[]string{"run_tokens", "key_file"}, c.RunTokens.KeyFile, "a private key: openssl genpkey -algorithm ed25519 -out FILE"})
 	}
@@ -167,9 +176,33 @@ func (c *Config) namedFiles() []namedFile {
 	return files
 }
 
+// keyPath writes a config key as messages name it: the keys joined with
+// dots, a list index in brackets ("cache.redis.encryption_keys[0].file").
+func keyPath(keys ...string) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if _, err := strconv.Atoi(k); err == nil {
+			b.WriteString("[" + k + "]")
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(k)
+	}
+	return b.String()
+}
+
+// namesKey reports whether msg starts by naming the key at path (alone or
+// in a pair such as "ca.cert/ca.key: ...").
+func namesKey(msg, path string) bool {
+	head, _, _ := strings.Cut(msg, ": ")
+	return path != "" && strings.Contains(head, path)
+}
+
 // fileProblem says why f cannot be read, "" when it can.
 func fileProblem(f namedFile) string {
-	key := strings.Join(f.keys, ".")
+	key := keyPath(f.keys...)
 	st, err := os.Stat(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -209,21 +242,30 @@ func fileProblem(f namedFile) string {
 // signer (audit.LoadSigner, which contacts Vault).
 func (c *Config) CheckFiles() error {
 	var errs []error
+	// Every message names the key it is about (a reader of the log line
+	// has no file open at its position): loaders that word it otherwise
+	// ("admin token: ...") get the key path in front.
 	at := func(err error, keys ...string) {
 		var ke *keyError
 		if errors.As(err, &ke) {
 			keys = append(keys, strings.Split(ke.key, ".")...)
 		}
 		l, col := valuePosition(c.root, keys...)
-		errs = append(errs, &ConfigError{File: c.file, Line: l, Col: col, Msg: err.Error()})
+		msg := err.Error()
+		if p := keyPath(keys...); !namesKey(msg, p) {
+			msg = p + ": " + msg
+		}
+		errs = append(errs, &ConfigError{File: c.file, Line: l, Col: col, Msg: msg})
 	}
 	missing := map[string]bool{}
+	missingKey := map[string]bool{}
 	for _, f := range c.namedFiles() {
 		if f.path == "" {
 			continue
 		}
 		if msg := fileProblem(f); msg != "" {
 			missing[f.path] = true
+			missingKey[keyPath(f.keys...)] = true
 			l, col := valuePosition(c.root, f.keys...)
 			errs = append(errs, &ConfigError{File: c.file, Line: l, Col: col, Msg: msg})
 		}
@@ -327,7 +369,10 @@ func (c *Config) CheckFiles() error {
 		}
 	}
 	for _, p := range c.Identity.CheckFiles() {
-		at(p.Err, append([]string{"identity"}, p.Key...)...)
+		keys := append([]string{"identity"}, p.Key...)
+		if !missingKey[keyPath(keys...)] {
+			at(p.Err, keys...)
+		}
 	}
 	if c.Audit.OTLP.Enabled() {
 		exporter([]string{"audit", "otlp"}, "audit.otlp", &c.Audit.OTLP.OTLP)

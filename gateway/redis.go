@@ -72,13 +72,14 @@ func redisKeys(cfg Redis) ([]rediscache.Key, error) {
 			field = "env"
 		}
 		at := fmt.Sprintf("%d.%s", i, field)
+		name := fmt.Sprintf("cache.redis.encryption_keys[%d].%s (id %q)", i, field, k.ID)
 		raw, where, err := readSecret(k.File, k.Env)
 		if err != nil {
-			return nil, &keyError{key: at, err: fmt.Errorf("cache.redis.encryption_keys %q: %w", k.ID, err)}
+			return nil, &keyError{key: at, err: fmt.Errorf("%s: %w", name, err)}
 		}
 		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(raw))
 		if err != nil || len(secret) != rediscache.KeySize {
-			return nil, &keyError{key: at, err: fmt.Errorf("cache.redis.encryption_keys %q: %s must hold %d random bytes in base64 (head -c32 /dev/urandom | base64)", k.ID, where, rediscache.KeySize)}
+			return nil, &keyError{key: at, err: fmt.Errorf("%s: %s must hold %d random bytes in base64 (head -c32 /dev/urandom | base64)", name, where, rediscache.KeySize)}
 		}
 		keys = append(keys, rediscache.Key{ID: k.ID, Secret: secret})
 	}
@@ -112,7 +113,7 @@ func redisOptions(cfg Redis) (*redis.UniversalOptions, error) {
 			if cfg.PasswordFile == "" {
 				key = "password_env"
 			}
-			return nil, &keyError{key: key, err: fmt.Errorf("cache.redis password: %w", err)}
+			return nil, &keyError{key: key, err: fmt.Errorf("cache.redis.%s: %w", key, err)}
 		}
 		opts.Password = strings.TrimRight(pw, "\r\n")
 		if cfg.MasterName != "" {
@@ -157,7 +158,7 @@ func readSecret(file, env string) (value, where string, err error) {
 	}
 	v, ok := os.LookupEnv(env)
 	if !ok || v == "" {
-		return "", "$" + env, fmt.Errorf("environment variable %s is not set", env)
+		return "", "$" + env, fmt.Errorf("environment variable %s is not set; set it in the gateway's environment (credgate validate runs where serve runs), or name a file instead", env)
 	}
 	return v, "$" + env, nil
 }

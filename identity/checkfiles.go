@@ -11,7 +11,8 @@ type FileProblem struct {
 	// Key is the path below `identity:` of the setting that names the
 	// file; a number is a list index ("mtls", "bundles", "0", "file").
 	Key []string
-	// Err is New's error for the file.
+	// Err is New's error for the file, without the "identity: ..."
+	// context that Key gives.
 	Err error
 }
 
@@ -31,7 +32,7 @@ func (c Config) CheckFiles() []FileProblem {
 	for i, b := range c.MTLS.Bundles {
 		err := load(b.File, "trust bundle", func(d []byte) error { _, err := parsePEMCerts(d); return err })
 		if err != nil {
-			out = append(out, FileProblem{Key: []string{"mtls", "bundles", strconv.Itoa(i), "file"}, Err: fmt.Errorf("identity: mtls: %w", err)})
+			out = append(out, FileProblem{Key: []string{"mtls", "bundles", strconv.Itoa(i), "file"}, Err: err})
 		}
 	}
 	for i, ic := range c.JWT.Issuers {
@@ -40,13 +41,13 @@ func (c Config) CheckFiles() []FileProblem {
 		}
 		err := load(ic.JWKSFile, "JWKS", func(d []byte) error { _, err := parseJWKS(d); return err })
 		if err != nil {
-			out = append(out, FileProblem{Key: []string{"jwt", "issuers", strconv.Itoa(i), "jwks_file"}, Err: fmt.Errorf("identity: jwt: issuer %s: %w", issuerName(ic), err)})
+			out = append(out, FileProblem{Key: []string{"jwt", "issuers", strconv.Itoa(i), "jwks_file"}, Err: fmt.Errorf("issuer %s: %w", issuerName(ic), err)})
 		}
 	}
 	if p := c.Posture; p != nil && p.File != "" {
 		err := load(p.File, "posture feed", func(d []byte) error { _, err := parsePosture(d); return err })
 		if err != nil {
-			out = append(out, FileProblem{Key: []string{"posture", "file"}, Err: fmt.Errorf("identity: posture: %w", err)})
+			out = append(out, FileProblem{Key: []string{"posture", "file"}, Err: err})
 		}
 	}
 	return out
