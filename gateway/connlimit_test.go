@@ -228,6 +228,9 @@ func TestConnectionLimits(t *testing.T) {
 	} {
 		t.Run(lim.name, func(t *testing.T) {
 			tg := startLimitedGateway(t, lim.settings)
+			if !strings.Contains(tg.logs.String(), `"msg":"client connection limits"`) {
+				t.Errorf("no log line says the connection limits in force:\n%s", tg.logs.String())
+			}
 			for _, listener := range []string{"listen", "tls_listen"} {
 				for _, k := range clientKinds {
 					t.Run(listener+"/"+k.name, func(t *testing.T) {

@@ -508,6 +508,8 @@ func (g *Gateway) listen(ctx context.Context) error {
 	total, perSource := cfg.Limits.ConnectionCaps()
 	g.connAdmit = newConnAdmission(total, perSource, &g.metrics.connsOpen)
 	g.metrics.connsMax.Set(float64(total))
+	// The defaults depend on the machine: say what is in force.
+	g.log.Info("client connection limits", slog.Int("max_connections", total), slog.Int("max_connections_per_source", perSource))
 	refusals := g.newConnRefusals("listen", true, total, perSource)
 	g.proxyLn = &admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
 		g.refuseConnection(refusals, c, limit, src)
