@@ -222,6 +222,16 @@ type Limits struct {
 	// ordinary request whose token expires during its few milliseconds
 	// in flight.
 	InFlightIdentityGrace Duration `yaml:"in_flight_identity_grace"`
+	// MaxConnections caps the open client connections of the proxy
+	// listeners (listen and tls_listen together); a connection over it
+	// is refused (connection_limit). Unset: derived from RLIMIT_NOFILE
+	// and the Go memory limit (ConnectionCaps); 0 is off.
+	MaxConnections *int `yaml:"max_connections"`
+	// MaxConnectionsPerSource caps the open client connections from one
+	// client IP address (an IPv6 address counts alone, an IPv4-mapped
+	// one as its IPv4 address). Unset: a quarter of MaxConnections in
+	// force; 0 is off.
+	MaxConnectionsPerSource *int `yaml:"max_connections_per_source"`
 }
 
 // LongLived bounds the connections whose bytes are relayed without a
@@ -670,6 +680,14 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	if cfg.Limits.MaxHeaderBytes < 0 {
 		bad("limits.max_header_bytes must not be negative", "limits", "max_header_bytes")
+	}
+	for _, c := range []struct {
+		key string
+		v   *int
+	}{{"max_connections", cfg.Limits.MaxConnections}, {"max_connections_per_source", cfg.Limits.MaxConnectionsPerSource}} {
+		if c.v != nil && *c.v < 0 {
+			bad("limits."+c.key+" must not be negative (a number of connections; 0 is off, leave it out for the default)", "limits", c.key)
+		}
 	}
 	if cfg.Limits.BodyMinRate < 0 {
 		bad("limits.body_min_rate must not be negative (bytes per second; 0 is off)", "limits", "body_min_rate")

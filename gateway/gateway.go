@@ -47,6 +47,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -140,8 +141,12 @@ type Gateway struct {
 	tickets *tickets.Keys
 
 	proxyLn, tlsLn, adminLn net.Listener
-	mitmLn                  *connListener
-	mitmSrv, adminSrv       *http.Server
+	// connAdmit counts the proxy listeners' open client connections and
+	// refuses those over limits.max_connections and
+	// max_connections_per_source (admit.go).
+	connAdmit         *connAdmission
+	mitmLn            *connListener
+	mitmSrv, adminSrv *http.Server
 	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
 	proxy http.Handler
 
@@ -500,7 +505,15 @@ func (g *Gateway) listen(ctx context.Context) error {
 	if err != nil {
 		return listenError("listen", cfg.Listen, err)
 	}
-	g.proxyLn = &countingListener{Listener: ln, open: g.metrics.connections}
+	total, perSource := cfg.Limits.ConnectionCaps()
+	g.connAdmit = newConnAdmission(total, perSource, &g.metrics.connsOpen)
+	g.metrics.connsMax.Set(float64(total))
+	// The defaults depend on the machine: say what is in force.
+	g.log.Info("client connection limits", slog.Int("max_connections", total), slog.Int("max_connections_per_source", perSource))
+	refusals := g.newConnRefusals("listen", true, total, perSource)
+	g.proxyLn = &admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+		g.refuseConnection(refusals, c, limit, src)
+	}}
 
 	if cfg.TLSListen != "" {
 		identityVerifies := len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil
@@ -518,7 +531,10 @@ func (g *Gateway) listen(ctx context.Context) error {
 		if err != nil {
 			return listenError("tls_listen", cfg.TLSListen, err)
 		}
-		g.tlsLn = tls.NewListener(&countingListener{Listener: ln, open: g.metrics.connections}, tlsCfg)
+		refusals := g.newConnRefusals("tls_listen", false, total, perSource)
+		g.tlsLn = tls.NewListener(&admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+			g.refuseConnection(refusals, c, limit, src)
+		}}, tlsCfg)
 	}
 
 	aln, err := lc.Listen(ctx, "tcp", cfg.AdminListen)
@@ -770,7 +786,7 @@ func (g *Gateway) run(ctx context.Context) error {
 		}
 	}
 	serveClients := func(name string, ln net.Listener) {
-		if err := g.serveClients(ln); err != nil {
+		if err := g.serveClients(ctx, name, ln); err != nil {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}

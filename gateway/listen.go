@@ -7,42 +7,61 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/internal/backoff"
 )
 
 // serveClients accepts the connections of a proxy listener (listen, or
-// tls_listen's TLS listener) and serves each on its own goroutine with
-// the h1 server and serveProxy, as the intercepted side of tunnels is
-// served: one HTTP/1.1 server reads every client request, frames every
-// body the same way and answers (and audits) every request it cannot
-// read with malformed_request. It returns nil once shutdown has closed
-// ln, or the error that stopped Accept.
-func (g *Gateway) serveClients(ln net.Listener) error {
-	var backoff time.Duration
+// tls_listen's TLS listener; name says which) and serves each on its own
+// goroutine with the h1 server and serveProxy, as the intercepted side of
+// tunnels is served: one HTTP/1.1 server reads every client request,
+// frames every body the same way and answers (and audits) every request
+// it cannot read with malformed_request. It returns nil once shutdown has
+// closed ln or ctx is done, or the error of Accept on a listener closed
+// otherwise.
+//
+// Every other Accept error is waited out and retried, as net/http's
+// server does with temporary ones, with a backoff from 5 ms doubling to
+// 1 s: out of file descriptors (EMFILE, ENFILE), and the errors accept(2)
+// says a server must treat as transient (ENOBUFS, ENOMEM, EPROTO,
+// ENETDOWN, EPERM from a firewall...), which Go does not call temporary
+// and which stopped the gateway before. Each is counted
+// (credgate_accept_errors_total) and logged at most once per
+// clientLogEvery.
+func (g *Gateway) serveClients(ctx context.Context, name string, ln net.Listener) error {
+	failures := 0
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if g.draining.Load() && errors.Is(err, net.ErrClosed) {
-				return nil
+			if errors.Is(err, net.ErrClosed) {
+				if g.draining.Load() {
+					return nil
+				}
+				return err
 			}
-			// Out of file descriptors and the like: wait and retry, as
-			// net/http's server does.
-			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				g.log.Warn("accepting a client connection failed; retrying", slog.String("listener", ln.Addr().String()), slog.Any("error", err), slog.Duration("retry_in", backoff))
-				time.Sleep(backoff)
-				continue
+			failures++
+			g.metrics.acceptErrors.WithLabelValues(name).Inc()
+			if ok, held := g.clientLog.Allow("accept_error:" + name); ok {
+				g.log.Warn("accepting a client connection failed; retrying with backoff", slog.String("listener", name), slog.Any("error", err),
+					slog.Int("failures_in_a_row", failures), slog.Int("similar_errors_not_logged", held))
 			}
-			return err
+			if backoff.Wait(ctx, acceptBackoff, acceptBackoffLimit, failures) != nil {
+				return nil // shutting down
+			}
+			continue
 		}
-		backoff = 0
+		failures = 0
 		go g.serveClient(c)
 	}
 }
+
+// The backoff between failed accepts (net/http's server's).
+const (
+	acceptBackoff      = 5 * time.Millisecond
+	acceptBackoffLimit = time.Second
+)
 
 // serveClient serves one proxy listener connection: a TLS one after its
 // handshake, bounded by read_header_timeout (net/http's bound too).
@@ -66,54 +85,6 @@ func (g *Gateway) serveClient(c net.Conn) {
 		return
 	}
 	g.h1Srv.Serve(g.baseCtx, hc, g.proxy)
-}
-
-// countingListener counts open client connections in a gauge. Each
-// accepted connection is wrapped so that its first Close decrements the
-// gauge, whoever closes it (the HTTP server, a tunnel, the intercepting
-// server after a hijack).
-type countingListener struct {
-	net.Listener
-	open interface{ Add(float64) }
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.open.Add(1)
-	return &countedConn{Conn: c, open: l.open}, nil
-}
-
-// countedConn decrements its gauge once, on the first Close.
-type countedConn struct {
-	net.Conn
-	open   interface{ Add(float64) }
-	closed atomic.Bool
-}
-
-func (c *countedConn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
-		c.open.Add(-1)
-	}
-	return c.Conn.Close()
-}
-
-// CloseWrite half-closes when the underlying connection can.
-func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
-
-// NetConn returns the wrapped connection.
-func (c *countedConn) NetConn() net.Conn { return c.Conn }
-
-// SyscallConn is the socket, for the h1 server's wait for the next
-// request on an idle connection (it waits for the socket to become
-// readable, without reading).
-func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errNoSocket
 }
 
 func closeWrite(c net.Conn) error {

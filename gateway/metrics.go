@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,18 +33,25 @@ type metrics struct {
 	providerErrors  *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	rules           prometheus.Gauge
-	connections     prometheus.Gauge
-	tunnels         prometheus.Gauge
-	longLived       *prometheus.GaugeVec
-	longClosed      *prometheus.CounterVec
-	leafCerts       prometheus.GaugeFunc
-	redisUp         prometheus.Gauge
-	redisErrors     *prometheus.CounterVec
-	shared          *prometheus.CounterVec
-	sharedRejected  *prometheus.CounterVec
-	rateLimited     *prometheus.CounterVec
-	limiterBackend  *prometheus.GaugeVec
-	http2Errors     *prometheus.CounterVec
+	connections     prometheus.GaugeFunc
+	// connsOpen is the count of open client connections of the proxy
+	// listeners, kept by their admission (admit.go); connections reads
+	// it. connsMax is limits.max_connections in force (0: off).
+	connsOpen      atomic.Int64
+	connsMax       prometheus.Gauge
+	connsRefused   *prometheus.CounterVec
+	acceptErrors   *prometheus.CounterVec
+	tunnels        prometheus.Gauge
+	longLived      *prometheus.GaugeVec
+	longClosed     *prometheus.CounterVec
+	leafCerts      prometheus.GaugeFunc
+	redisUp        prometheus.Gauge
+	redisErrors    *prometheus.CounterVec
+	shared         *prometheus.CounterVec
+	sharedRejected *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
+	limiterBackend *prometheus.GaugeVec
+	http2Errors    *prometheus.CounterVec
 	// adminRequests counts every request to admin_listen by route
 	// pattern and code (adminserve.go).
 	adminRequests *prometheus.CounterVec
@@ -175,10 +183,25 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_policy_rules",
 		Help: "Rules in the policy in force.",
 	})
-	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{
+	m.connections = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "credgate_connections_open",
 		Help: "Open client connections (plain and TLS listeners, including tunnels).",
+	}, func() float64 { return float64(m.connsOpen.Load()) })
+	m.connsMax = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_connections_max",
+		Help: "limits.max_connections in force: the most open client connections the proxy listeners admit; 0 is no limit.",
 	})
+	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_connections_refused_total",
+		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen) and the limit that refused (global: limits.max_connections, per_source: limits.max_connections_per_source).",
+	}, []string{"listener", "limit"})
+	m.acceptErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_accept_errors_total",
+		Help: "Failed accepts on a proxy listener (listen, tls_listen), each waited out and retried: out of file descriptors, and the like.",
+	}, []string{"listener"})
+	for _, l := range []string{"listen", "tls_listen"} {
+		m.acceptErrors.WithLabelValues(l)
+	}
 	m.tunnels = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "credgate_tunnels_open",
 		Help: "Open CONNECT tunnels, intercepted or spliced.",
@@ -241,7 +264,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

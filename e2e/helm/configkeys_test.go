@@ -126,6 +126,10 @@ var notFromChart = map[string]string{
 // variant writes: issuers' optional keys and a posture endpoint. It is
 // rendered only here (credgate validate would need its files).
 var everyKeyVariant = variant{name: "every-config-key", values: `
+config:
+  limits:
+    maxConnections: 5000000
+    maxConnectionsPerSource: 0
 tls:
   enabled: true
   existingSecret: listener-tls

@@ -132,6 +132,12 @@ limits:
   body_min_rate: {{ $c.limits.bodyMinRate }}
   write_idle_timeout: {{ $c.limits.writeIdleTimeout }}
   in_flight_identity_grace: {{ $c.limits.inFlightIdentityGrace }}
+  {{- if not (kindIs "invalid" $c.limits.maxConnections) }}
+  max_connections: {{ $c.limits.maxConnections | int64 }}
+  {{- end }}
+  {{- if not (kindIs "invalid" $c.limits.maxConnectionsPerSource) }}
+  max_connections_per_source: {{ $c.limits.maxConnectionsPerSource | int64 }}
+  {{- end }}
   long_lived:
     idle_timeout: {{ $c.limits.longLived.idleTimeout }}
     max_lifetime: {{ $c.limits.longLived.maxLifetime }}
