@@ -238,19 +238,7 @@ func TestVerifyPinpointsTampering(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			var copies []string
-			for _, f := range files {
-				data, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := filepath.Join(dir, filepath.Base(f))
-				if err := os.WriteFile(c, data, 0o600); err != nil {
-					t.Fatal(err)
-				}
-				copies = append(copies, c)
-			}
+			copies := copyLog(t, files)
 			l := readLog(t, copies)
 			want := tc.tamper(t, l)
 			l.write(t)

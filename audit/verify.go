@@ -34,6 +34,12 @@ const (
 	// KindEmpty is a file that holds no whole audit line, or files that
 	// hold no chain: nothing in them verifies anything.
 	KindEmpty = "empty"
+	// KindTruncated is a chain whose first lines are not in the files
+	// given (it starts after seq 1, or after the VerifyOptions.Starts
+	// anchor of its replica), or an anchored replica with no line at all:
+	// the head of the log was deleted, unless the operator says where the
+	// retained log legitimately starts.
+	KindTruncated = "truncated"
 )
 
 // KindCut is the warning for a line cut short by a crash (the start of a
@@ -132,8 +138,9 @@ type Report struct {
 	Problems []Problem
 	// Warnings do not break verification: cut lines (the start of a line
 	// whose write a crash cut short; the chain shows whether anything
-	// whole is missing) and chains whose first lines are not in the files
-	// given. A line that is neither whole nor cut short is a Problem
+	// whole is missing). A chain whose first lines are not in the files
+	// given is a Problem (KindTruncated) unless VerifyOptions.Starts
+	// anchors where its retained log starts. A line that is neither whole nor cut short is a Problem
 	// (KindGarbled), and so is a file with no whole line (KindEmpty).
 	Warnings []Problem
 	Chains   []Chain
@@ -152,6 +159,44 @@ type VerifyOptions struct {
 	// RequireSignedTail makes lines after a chain's last signed
 	// checkpoint a problem.
 	RequireSignedTail bool
+	// Starts says, per replica id, where its retained log legitimately
+	// starts, its older lines deleted under a retention policy. A chain
+	// must start at seq 1 or at its replica's Start (or before it); a
+	// replica named here must have lines in the files.
+	Starts map[string]Start
+}
+
+// Start anchors where a replica's retained log starts (`credgate audit
+// verify --start REPLICA=SEQ[:PREV]`).
+type Start struct {
+	// Seq is the first seq kept (at least 1).
+	Seq uint64
+	// Prev, when not empty, is the prev field of line Seq (64 lower-case
+	// hex digits, the hash of line Seq-1, recorded when the older files
+	// were deleted): a line Seq forged to look like the start does not
+	// carry it.
+	Prev string
+}
+
+// ParseStart parses REPLICA=SEQ[:PREV], as `--start` takes it.
+func ParseStart(s string) (replica string, st Start, err error) {
+	i := strings.LastIndexByte(s, '=')
+	if i <= 0 {
+		return "", Start{}, fmt.Errorf("%s: want REPLICA=SEQ or REPLICA=SEQ:PREV (the replica id of the lines, the first seq kept, and optionally the prev field of that line)", inert(s))
+	}
+	replica, rest := s[:i], s[i+1:]
+	seq, prev, _ := strings.Cut(rest, ":")
+	st.Seq, err = strconv.ParseUint(seq, 10, 64)
+	if err != nil || st.Seq == 0 {
+		return "", Start{}, fmt.Errorf("%s: SEQ must be a whole number of at least 1 (the seq of the first line kept)", inert(s))
+	}
+	if prev != "" {
+		if _, err := hex.DecodeString(prev); err != nil || len(prev) != 64 || strings.ToLower(prev) != prev {
+			return "", Start{}, fmt.Errorf("%s: PREV must be 64 lower-case hex digits (the prev field of line SEQ)", inert(s))
+		}
+		st.Prev = prev
+	}
+	return replica, st, nil
 }
 
 // rec is one chained line.
@@ -252,6 +297,17 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	sort.Strings(order)
 	for _, id := range order {
 		rep.Chains = append(rep.Chains, verifyChain(rep, id, byReplica[id], keys, opts))
+	}
+	var anchored []string
+	for id := range opts.Starts {
+		if _, ok := byReplica[id]; !ok {
+			anchored = append(anchored, id)
+		}
+	}
+	sort.Strings(anchored)
+	for _, id := range anchored {
+		rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindTruncated, Replica: id, Seq: opts.Starts[id].Seq,
+			Msg: "--start names this replica, but the files given hold none of its lines: its whole log was deleted, or these are not its files"})
 	}
 	if len(rep.Chains) == 0 && len(rep.Problems) == 0 {
 		// Not reached while every file needs a whole line (each is a
@@ -390,9 +446,17 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 		return c
 	}
 	c.FirstSeq, c.LastSeq = seqs[0], seqs[len(seqs)-1]
-	if c.FirstSeq != 1 {
-		rep.Warnings = append(rep.Warnings, Problem{Pos: stream[genuine[c.FirstSeq]].pos, Kind: "chain_start", Replica: id, Seq: c.FirstSeq,
-			Msg: fmt.Sprintf("the chain starts at seq %d: seq 1..%d are not in the files given (older rotated files?)", c.FirstSeq, c.FirstSeq-1)})
+	// The head: every chain starts at seq 1 (a prev of zeros, checked
+	// below), so a chain starting later lost its first lines, unless the
+	// operator anchored where the retained log starts.
+	first := stream[genuine[c.FirstSeq]]
+	switch st, ok := opts.Starts[id]; {
+	case ok && c.FirstSeq > st.Seq:
+		problem(first, KindTruncated, "the chain starts at seq %d, but the retained log starts at seq %d (--start): seq %d..%d were deleted, or a rotated file was left out", c.FirstSeq, st.Seq, st.Seq, c.FirstSeq-1)
+	case ok && c.FirstSeq == st.Seq && st.Prev != "" && (!first.prevOK || hex.EncodeToString(first.prev[:]) != st.Prev):
+		problem(first, KindTruncated, "the first line's prev is not the one --start recorded for seq %d: it is not the line the retained log starts at (edited, or the log was cut and forged)", st.Seq)
+	case !ok && c.FirstSeq != 1:
+		problem(first, KindTruncated, "the chain starts at seq %d: seq 1..%d are not in the files given, so its first lines were deleted, or older rotated files were left out. Give the older files too or, when retention deleted them, say where the retained log starts: --start %s=%d", c.FirstSeq, c.FirstSeq-1, inert(id), c.FirstSeq)
 	}
 
 	// Walk the chain in seq order; the whole part ends at the first break.

@@ -28,9 +28,10 @@ func newAuditVerifyCmd() *cobra.Command {
 		pubkeys     []string
 		transitKeys []string
 		requireTail bool
+		starts      []string
 	)
 	cmd := &cobra.Command{
-		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail] FILE...",
+		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail] [--start REPLICA=SEQ[:PREV]]... FILE...",
 		Short: "Check the hash chains and signed checkpoints of audit files",
 		Long: `Check the audit lines in FILE... (rotated files in any order; lines of several
 replicas interleaved in a file, or one file per replica): every replica's
@@ -45,9 +46,17 @@ Each break is printed as "BREAK FILE:LINE: KIND: replica ID seq N: what",
 KIND one of edited, deleted, inserted, reordered, unchained, bad_checkpoint,
 garbled (not an audit line, nor the start of one cut short by a crash, which
 is only a warning), empty (a file with no whole audit line: nothing to
-verify; leave out the file of a gateway that served no request) and
-unsigned_tail with --require-signed-tail; then one summary line per replica
-with the last verified and last signed position.
+verify; leave out the file of a gateway that served no request), truncated
+(a chain that does not start at seq 1: its first lines were deleted, or older
+rotated files were left out) and unsigned_tail with --require-signed-tail;
+then one summary line per replica with the last verified and last signed
+position.
+
+When retention deleted a replica's oldest files, say where its retained log
+legitimately starts with --start REPLICA=SEQ (repeatable, one per replica),
+or REPLICA=SEQ:PREV with the prev field of line SEQ recorded when the older
+files were deleted, which a forged start line does not carry. A chain that
+starts later than that is still truncated.
 
 Lines after a replica's last signed checkpoint are an "unsigned tail",
 verified by the chain only; they fail only with --require-signed-tail.
@@ -77,7 +86,18 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 			if requireTail && len(keys) == 0 {
 				return errors.New("audit verify: --require-signed-tail needs --pubkey FILE or --transit-key MOUNT/KEY (the checkpoint key's public half)")
 			}
-			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail})
+			anchors := map[string]audit.Start{}
+			for _, a := range starts {
+				id, st, err := audit.ParseStart(a)
+				if err != nil {
+					return fmt.Errorf("audit verify: --start %w", err)
+				}
+				if _, dup := anchors[id]; dup {
+					return fmt.Errorf("audit verify: --start names replica %q twice: give one start per replica", id)
+				}
+				anchors[id] = st
+			}
+			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail, Starts: anchors})
 			if err != nil {
 				return err
 			}
@@ -91,6 +111,7 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 	cmd.Flags().StringArrayVar(&pubkeys, "pubkey", nil, "PEM public key that verifies checkpoint signatures (repeatable)")
 	cmd.Flags().StringArrayVar(&transitKeys, "transit-key", nil, "Vault transit ed25519 key MOUNT/KEY whose versions verify checkpoint signatures (VAULT_ADDR, VAULT_TOKEN; repeatable)")
 	cmd.Flags().BoolVar(&requireTail, "require-signed-tail", false, "fail when lines follow a replica's last signed checkpoint")
+	cmd.Flags().StringArrayVar(&starts, "start", nil, "REPLICA=SEQ[:PREV]: the replica's retained log starts at SEQ (older files deleted by retention); without it a chain must start at seq 1 (repeatable)")
 	return cmd
 }
 

@@ -61,6 +61,29 @@ func TestAuditVerifyCommand(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	data, _ := os.ReadFile(logFile)
+
+	// The head cut (first line deleted): a break, exit 1, naming the
+	// anchor that a legitimate retention start needs; with --start at
+	// seq 2 it verifies, and a --start of the wrong form is an error.
+	cut := filepath.Join(dir, "cut.log")
+	if err := os.WriteFile(cut, data[bytes.IndexByte(data, '\n')+1:], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	verifyCut := func(extra ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append(append([]string{"audit", "verify", "--pubkey", pubFile}, extra...), cut), &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	if code, out := verifyCut(); code != 1 || !strings.Contains(out, "BREAK "+cut+":1: truncated: replica gw-0 seq 2:") || !strings.Contains(out, "--start gw-0=2") {
+		t.Errorf("a log whose first line was deleted: exit %d:\n%s", code, out)
+	}
+	if code, out := verifyCut("--start", "gw-0=2"); code != 0 || !strings.Contains(out, "OK: 1 chains verified") {
+		t.Errorf("with --start gw-0=2: exit %d:\n%s", code, out)
+	}
+	if code, out := verifyCut("--start", "gw-0=two"); code != 1 || !strings.Contains(out, "--start gw-0=two: SEQ must be") {
+		t.Errorf("with --start gw-0=two: exit %d:\n%s", code, out)
+	}
+
 	if err := os.WriteFile(logFile, bytes.Replace(data, []byte(`"/v1/1"`), []byte(`"/v1/9"`), 1), 0o600); err != nil {
 		t.Fatal(err)
 	}

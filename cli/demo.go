@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -109,11 +111,12 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, listen string, once 
 	audit := &lockedWriter{w: auditBuf}
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer routeLibraryLog(gateway.LibraryLogTo(logger, slog.LevelWarn))()
 	gw, err := gateway.New(gctx, cfg, gateway.Options{Logger: logger, Audit: audit})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	defer routeLibraryLog(gw)()
+	log.SetOutput(gw.LibraryLog(slog.LevelWarn))
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Run(gctx) }()
 	select {

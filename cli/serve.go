@@ -14,8 +14,11 @@ import (
 	"syscall"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/stdr"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
 
 	"github.com/credgate/credgate/gateway"
 )
@@ -73,11 +76,15 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// Routed before New: the OpenTelemetry exporters New builds log
+	// errors in their environment settings (OTEL_EXPORTER_OTLP_HEADERS,
+	// whose values are collector keys) as they are built.
+	defer routeLibraryLog(gateway.LibraryLogTo(opts.Logger, slog.LevelWarn))()
 	gw, err := gateway.New(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
-	defer routeLibraryLog(gw)()
+	log.SetOutput(gw.LibraryLog(slog.LevelWarn))
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Run(ctx) }()
 
@@ -120,22 +127,98 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 }
 
 // routeLibraryLog points Go's log package, to which net/http's Transport
-// and OpenTelemetry's global error handler write, at the gateway's JSON
-// log as warn records, with every quoted string (what a peer sent) elided
-// and every held credential scrubbed (gateway.LibraryLog); it returns the
-// function that restores the previous output. Without it those lines were
-// plain text on stderr, one of them quoting up to 4 KiB an upstream sent
-// after its response: the injected credential, when it echoed the request.
-func routeLibraryLog(gw *gateway.Gateway) (restore func()) {
+// and OpenTelemetry's global error handler write, at w (a
+// gateway.LibraryLog: the JSON log, as warn records, with every quoted
+// string — what a peer sent — elided, every held credential scrubbed and
+// lines of one kind rate-limited), and OpenTelemetry's internal logger
+// (otel.SetLogger: what the SDK and the exporters log themselves, such as
+// an OTEL_EXPORTER_OTLP_HEADERS value they cannot parse) at Go's log
+// package through otelLog; it returns the function that restores the previous output and
+// OpenTelemetry's default logger. Without it those lines were plain text
+// on stderr: one of them quoting up to 4 KiB an upstream sent after its
+// response (the injected credential, when it echoed the request), another
+// a collector key. Both are process-wide settings of the libraries, set
+// once by the serve path (credgate serve and demo) and restored when it
+// returns.
+func routeLibraryLog(w io.Writer) (restore func()) {
 	out, flags, prefix := log.Writer(), log.Flags(), log.Prefix()
-	log.SetOutput(gw.LibraryLog(slog.LevelWarn))
+	log.SetOutput(w)
 	log.SetFlags(0)
 	log.SetPrefix("")
+	otel.SetLogger(logr.New(otelLog{}))
 	return func() {
+		otel.SetLogger(otelDefaultLogger())
 		log.SetOutput(out)
 		log.SetFlags(flags)
 		log.SetPrefix(prefix)
 	}
+}
+
+// otelDefaultLogger is OpenTelemetry's own default internal logger
+// (go.opentelemetry.io/otel/internal/global): its API offers no way to
+// read the logger in force, so restoring means setting this one again.
+func otelDefaultLogger() logr.Logger {
+	return stdr.New(log.New(os.Stderr, "", log.LstdFlags|log.Lshortfile))
+}
+
+// otelLog is OpenTelemetry's internal logger while the serve path runs:
+// each record is one line to Go's log package, "otel: NAME: MESSAGE:
+// ERROR key="value"...": the message and keys are literals of the
+// library's code; the error's text is kept as libraries write it (what it
+// quotes is elided, as for every library line); each value is Go-quoted,
+// so that LibraryLog elides it whole — OpenTelemetry logs as values what
+// it was given (a header value from OTEL_EXPORTER_OTLP_HEADERS, which is
+// a collector key, a URL). Errors and warnings (V(1)) are logged, as
+// OpenTelemetry's own verbosity 1 would; its info and debug records are not.
+type otelLog struct {
+	name   string
+	values []any
+}
+
+var _ logr.LogSink = otelLog{}
+
+func (otelLog) Init(logr.RuntimeInfo) {}
+
+// Enabled: errors (V(0)) and OpenTelemetry's warnings (V(1)).
+func (otelLog) Enabled(level int) bool { return level <= 1 }
+
+func (l otelLog) Info(_ int, msg string, kv ...any) { log.Print(l.line(msg, nil, kv)) }
+
+func (l otelLog) Error(err error, msg string, kv ...any) { log.Print(l.line(msg, err, kv)) }
+
+func (l otelLog) WithValues(kv ...any) logr.LogSink {
+	l.values = append(l.values[:len(l.values):len(l.values)], kv...)
+	return l
+}
+
+func (l otelLog) WithName(name string) logr.LogSink {
+	if l.name != "" {
+		name = l.name + "/" + name
+	}
+	l.name = name
+	return l
+}
+
+func (l otelLog) line(msg string, err error, kv []any) string {
+	var b strings.Builder
+	b.WriteString("otel: ")
+	if l.name != "" {
+		b.WriteString(l.name + ": ")
+	}
+	b.WriteString(msg)
+	if err != nil {
+		b.WriteString(": " + err.Error())
+	}
+	for _, kvs := range [][]any{l.values, kv} {
+		for i := 0; i < len(kvs); i += 2 {
+			var v any = "(missing)"
+			if i+1 < len(kvs) {
+				v = kvs[i+1]
+			}
+			fmt.Fprintf(&b, " %v=%q", kvs[i], fmt.Sprint(v))
+		}
+	}
+	return b.String()
 }
 
 // newLogger returns a JSON logger on w at the named level ("" = info).

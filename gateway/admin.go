@@ -187,10 +187,12 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 		svid = &readyzSVID{SpiffeID: st.ID, Expires: st.Expires.UTC().Format(time.RFC3339), Held: st.Held}
 	}
 	// With Redis, a replica that holds no verified kill switch state (no
-	// admin.state_file, and the state in Redis does not verify: a
-	// rotation of cache.redis.encryption_keys in progress, tampering)
-	// would enforce nothing of what the fleet disabled: fail closed.
-	if sw := g.switches.Status(); ready && status == http.StatusOK && sw.Backend == "redis" && !sw.Held && sw.Unverified != "" {
+	// admin.state_file, and Redis unavailable since it started, or the
+	// state in Redis does not verify: a rotation of
+	// cache.redis.encryption_keys in progress, tampering) cannot tell what
+	// the fleet disabled: fail closed, as its requests do
+	// (switchRefusal).
+	if sw := g.switches.Status(); ready && status == http.StatusOK && sw.Backend == "redis" && !sw.Held {
 		status, word = http.StatusServiceUnavailable, "kill_switch_unverified"
 	}
 	if !g.adminAuthorized(r) {

@@ -115,6 +115,9 @@ type Gateway struct {
 	// to one per reason code per clientLogEvery: each refusal has its
 	// audit line already, and a client must not flood the log at will.
 	clientLog *lograte.Limiter
+	// libLog keeps what libraries log (libraryLog) to one line per kind
+	// per libraryLogEvery: a hostile peer can make them log at will.
+	libLog *lograte.Limiter
 	// tracer records the spans of requests; nil when tracing is off, and
 	// every use is behind a nil check (zero cost off).
 	tracer *tracing.Tracer
@@ -193,7 +196,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
-		clientLog: lograte.New(clientLogEvery, nil)}
+		clientLog: lograte.New(clientLogEvery, nil), libLog: lograte.New(libraryLogEvery, nil)}
 	g.flights.fire = g.expireFlights
 	defer func() {
 		if err != nil {
@@ -314,7 +317,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.upstream = timedTransport{t: g.pools.public.t, g: g}
 	g.buffers = newBufferPool()
 	g.connect = goproxy.NewProxyHttpServer()
-	g.connect.Logger = log.New(&libraryLog{log: logger, level: slog.LevelDebug, held: &g.scrubbers}, "goproxy: ", 0)
+	g.connect.Logger = log.New(g.libraryLog(slog.LevelDebug), "goproxy: ", 0)
 	g.connect.Tr = nil
 	g.connect.ConnectDial = nil
 	g.connect.OnRequest().HandleConnectFunc(g.handleConnect)
@@ -555,7 +558,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
 	g.baseCtx = context.WithoutCancel(ctx)
 
-	errLog := log.New(&libraryLog{log: g.log, level: slog.LevelDebug, held: &g.scrubbers}, "", 0)
+	errLog := log.New(g.libraryLog(slog.LevelDebug), "", 0)
 	base := func(h http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           h,

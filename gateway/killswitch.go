@@ -18,6 +18,14 @@ import (
 // operator disabled with the kill switch.
 const codeDisabled = "disabled"
 
+// codeSwitchUnverified refuses every request of a replica that holds no
+// verified kill switch state (killswitch.Switch.Held): it cannot tell
+// whether an operator disabled what the request needs.
+const codeSwitchUnverified = "kill_switch_unverified"
+
+// switchUnverifiedRetry is the Retry-After of codeSwitchUnverified.
+const switchUnverifiedRetry = 5
+
 // startKillSwitch builds the kill switch (on the shared Redis client when
 // cache.redis is set), its metrics and the admin token.
 func (g *Gateway) startKillSwitch(ctx context.Context) error {
@@ -60,7 +68,18 @@ func (g *Gateway) startKillSwitch(ctx context.Context) error {
 // CONNECT that is intercepted is not final (every request inside is
 // decided again), so there only the workload is checked, and the rule of
 // a tunnel.
+//
+// A replica that holds no verified state (with Redis: no admin.state_file,
+// and Redis unavailable since it started or its state not verifying)
+// cannot tell whether the request is disabled: it refuses it, 503
+// kill_switch_unverified, as its /readyz says (fail closed).
 func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect bool) (refusal, bool) {
+	if !g.switches.Held() {
+		f := newRefusal(http.StatusServiceUnavailable, codeSwitchUnverified,
+			"this replica holds no verified kill switch state (Redis has been unavailable since it started, or the state in Redis does not verify, and it has no admin.state_file), so it cannot tell whether an operator disabled this request; it was not forwarded. Retry: another replica, or this one once Redis answers, serves it", d.Rule)
+		f.RetryAfter = switchUnverifiedRetry
+		return f, true
+	}
 	snap := g.switches.Snapshot()
 	if snap.Len() == 0 {
 		return refusal{}, false

@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
+
+	"github.com/credgate/credgate/internal/lograte"
 )
 
 // maxLibraryLogText bounds the text of one library log record: what a
@@ -26,20 +30,47 @@ const maxLibraryLogText = 2048
 // and %#q) is elided, keeping its length; an unterminated quote elides
 // the rest; the remainder is scrubbed of every credential the gateway
 // holds (whole forms) and cut at maxLibraryLogText.
+//
+// A peer can make a library log at will (an upstream answering twice on
+// every connection, a client sending bogus prefaces), so lines of one
+// kind (libraryLogKind) are kept to one per libraryLogEvery: the first
+// is always written, and the next one written says how many were held
+// back ("similar_lines_not_logged"), as the gateway's refusal lines do.
 type libraryLog struct {
 	log   *slog.Logger
 	level slog.Level
 	// held is the table of every held credential (nil: none).
 	held *scrubbers
+	// limit keeps lines to one per kind per libraryLogEvery.
+	limit *lograte.Limiter
 }
 
+// libraryLogEvery is the interval of library log lines of one kind.
+const libraryLogEvery = 10 * time.Second
+
+// maxLibraryLogKind bounds the text that names a library line's kind.
+const maxLibraryLogKind = 40
+
 // LibraryLog returns a writer whose every write is one record of the
-// gateway's log at level, its text made safe as libraryLog says. Point
-// Go's log package at it (log.SetOutput, with log.SetFlags(0)) to have
-// net/http's and OpenTelemetry's messages in the JSON log without any
-// byte a peer sent: credgate serve does.
-func (g *Gateway) LibraryLog(level slog.Level) io.Writer {
-	return &libraryLog{log: g.log, level: level, held: &g.scrubbers}
+// gateway's log at level, its text made safe as libraryLog says and its
+// lines rate-limited per kind. Point Go's log package at it (log.SetOutput,
+// with log.SetFlags(0)) to have net/http's and OpenTelemetry's messages
+// in the JSON log without any byte a peer sent: credgate serve does.
+func (g *Gateway) LibraryLog(level slog.Level) io.Writer { return g.libraryLog(level) }
+
+func (g *Gateway) libraryLog(level slog.Level) *libraryLog {
+	return &libraryLog{log: g.log, level: level, held: &g.scrubbers, limit: g.libLog}
+}
+
+// LibraryLogTo returns what LibraryLog does for what libraries log
+// before a gateway exists (OpenTelemetry's exporters, built by New, log
+// errors in their environment settings): records of logger at level, the
+// same elision, cut and rate limit, with no held credential to scrub yet.
+func LibraryLogTo(logger *slog.Logger, level slog.Level) io.Writer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &libraryLog{log: logger, level: level, limit: lograte.New(libraryLogEvery, nil)}
 }
 
 func (l *libraryLog) Write(p []byte) (int, error) {
@@ -47,6 +78,10 @@ func (l *libraryLog) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	b := elideQuoted(p)
+	ok, held := l.limit.Allow(libraryLogKind(b))
+	if !ok {
+		return len(p), nil
+	}
 	if l.held != nil {
 		for _, s := range l.held.current().appendTo(nil) {
 			b, _ = s.Bytes(b)
@@ -59,8 +94,21 @@ func (l *libraryLog) Write(p []byte) (int, error) {
 		}
 		b = append(b[:n:n], "…[cut]"...)
 	}
-	l.log.Log(context.Background(), l.level, strings.TrimSpace(string(b)))
+	l.log.LogAttrs(context.Background(), l.level, strings.TrimSpace(string(b)), slog.Int("similar_lines_not_logged", held))
 	return len(p), nil
+}
+
+// libraryLogKind names the kind of a library line (its text with quoted
+// strings elided) for the rate limit: its words up to the first digit,
+// quote, bracket or parenthesis — where what varies between lines of one
+// kind (an address, a count, a peer's bytes) begins — at most
+// maxLibraryLogKind bytes of them.
+func libraryLogKind(b []byte) string {
+	n := min(len(b), maxLibraryLogKind)
+	if i := bytes.IndexAny(b[:n], "0123456789\"`[("); i >= 0 {
+		n = i
+	}
+	return strings.TrimSpace(string(b[:n]))
 }
 
 // elideQuoted returns p with the content of every Go-quoted string ("…"

@@ -10,8 +10,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/lograte"
 )
 
 // secretPieces returns the parts of scrubSecret that a quoting library
@@ -56,26 +60,7 @@ func TestLibraryLogNeverHoldsPeerBytes(t *testing.T) {
 	t.Cleanup(func() { log.SetOutput(out); log.SetFlags(flags) })
 
 	for _, p := range []string{"/s/", "/raw/"} {
-		tg.origin.route(p+"unsolicited", func(w http.ResponseWriter, r *http.Request) {
-			// The whole body first: a response before it would make the
-			// Transport close the connection rather than keep it idle.
-			_, _ = io.Copy(io.Discard, r.Body)
-			c, rw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			// A whole response, then one the gateway did not ask for,
-			// echoing the request's Authorization, in one write: the
-			// Transport finds it buffered when the connection goes idle.
-			_, _ = rw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" +
-				"HTTP/1.1 200 OK\r\nX-Echo: " + r.Header.Get("Authorization") + "\r\n\r\n")
-			_ = rw.Flush()
-			// Held open until the gateway closes it (it does once it
-			// has logged): an EOF first would not be logged.
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			_, _ = c.Read(make([]byte, 1))
-		})
+		tg.origin.route(p+"unsolicited", unsolicitedEcho)
 	}
 	c := tg.client(t, false)
 	cases := []struct {
@@ -127,6 +112,10 @@ func TestLibraryLogNeverHoldsPeerBytes(t *testing.T) {
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// A limit of its own for each case: two cases log lines of
+			// one kind (TestLibraryLogFloodLimited tests the limit).
+			tg.gw.libLog = lograte.New(libraryLogEvery, nil)
+			log.SetOutput(tg.gw.LibraryLog(slog.LevelWarn))
 			before := len(tg.logs.String())
 			tc.send(t)
 			var logged string
@@ -141,6 +130,140 @@ func TestLibraryLogNeverHoldsPeerBytes(t *testing.T) {
 				t.Errorf("the quoted bytes are not marked elided:\n%s", logged)
 			}
 		})
+	}
+}
+
+// unsolicitedEcho is an origin handler that answers, then sends a response
+// the gateway did not ask for, echoing the request's Authorization:
+// net/http's Transport logs "Unsolicited response received on idle HTTP
+// channel" quoting it.
+func unsolicitedEcho(w http.ResponseWriter, r *http.Request) {
+	// The whole body first: a response before it would make the
+	// Transport close the connection rather than keep it idle.
+	_, _ = io.Copy(io.Discard, r.Body)
+	c, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	// A whole response, then one the gateway did not ask for, echoing the
+	// request's Authorization, in one write: the Transport finds it
+	// buffered when the connection goes idle.
+	_, _ = rw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" +
+		"HTTP/1.1 200 OK\r\nX-Echo: " + r.Header.Get("Authorization") + "\r\n\r\n")
+	_ = rw.Flush()
+	// Held open until the gateway closes it (it does once it has
+	// logged): an EOF first would not be logged.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Read(make([]byte, 1))
+}
+
+// countWrites counts the writes it passes on to w.
+type countWrites struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countWrites) Write(p []byte) (int, error) {
+	defer c.n.Add(1)
+	return c.w.Write(p)
+}
+
+// TestLibraryLogFloodLimited: a hostile upstream answering twice on every
+// connection makes net/http's Transport log "Unsolicited response" once
+// per request; through Gateway.LibraryLog those lines are kept to the
+// first one per libraryLogEvery, and the next one written says how many
+// were held back. Before, 20 requests wrote 20 lines.
+func TestLibraryLogFloodLimited(t *testing.T) {
+	tg := startScrubGateway(t)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	tg.gw.libLog = lograte.New(libraryLogEvery, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	cw := &countWrites{w: tg.gw.LibraryLog(slog.LevelWarn)}
+	out, flags := log.Writer(), log.Flags()
+	log.SetOutput(cw)
+	log.SetFlags(0)
+	t.Cleanup(func() { log.SetOutput(out); log.SetFlags(flags) })
+	tg.origin.route("/s/unsolicited", unsolicitedEcho)
+	c := tg.client(t, false)
+	send := func() {
+		// A body over h1client's 16 KiB goes through net/http's Transport.
+		req, _ := http.NewRequest(http.MethodPost, "https://"+apiHost+"/s/unsolicited", strings.NewReader(strings.Repeat("x", 20<<10)))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	const flood = 20
+	before := len(tg.logs.String())
+	for range flood {
+		send()
+	}
+	waitFor(t, 20*time.Second, "the Transport's lines", func() bool { return cw.n.Load() >= flood })
+	lines := func() []string {
+		var got []string
+		for _, l := range strings.Split(tg.logs.String()[before:], "\n") {
+			if strings.Contains(l, "Unsolicited response received on idle HTTP channel") {
+				got = append(got, l)
+			}
+		}
+		return got
+	}
+	if got := lines(); len(got) != 1 || !strings.Contains(got[0], `"similar_lines_not_logged":0`) {
+		t.Fatalf("%d requests each answered twice: %d log lines, want the first only:\n%s", flood, len(got), strings.Join(got, "\n"))
+	}
+	mu.Lock()
+	now = now.Add(libraryLogEvery)
+	mu.Unlock()
+	send()
+	waitFor(t, 20*time.Second, "the line after the interval", func() bool { return len(lines()) == 2 })
+	if got := lines(); !strings.Contains(got[1], fmt.Sprintf(`"similar_lines_not_logged":%d`, flood-1)) {
+		t.Errorf("the line after the interval does not count the %d held back:\n%s", flood-1, got[1])
+	}
+	if l := holdsSecret(logStrings(t, tg.logs.String())); len(l) > 0 {
+		t.Errorf("the log holds the secret as %v", l)
+	}
+}
+
+// TestLibraryLogKinds: lines of one kind whose variable parts differ (the
+// peer's address, its bytes, a count) share one limit, and lines of
+// different kinds do not: of 50 lines of each of four kinds, the first of
+// each is written; after the interval, the next of each says 49 were held
+// back.
+func TestLibraryLogKinds(t *testing.T) {
+	var buf lockedBuffer
+	now := time.Unix(1000, 0)
+	l := &libraryLog{log: slog.New(slog.NewJSONHandler(&buf, nil)), level: slog.LevelWarn,
+		limit: lograte.New(libraryLogEvery, func() time.Time { return now })}
+	kinds := []func(i int) string{
+		func(i int) string {
+			return fmt.Sprintf("Unsolicited response received on idle HTTP channel starting with %q; err=<nil>", strings.Repeat("y", i))
+		},
+		func(i int) string {
+			return fmt.Sprintf("http: TLS handshake error from 127.0.0.%d:%d: EOF", i, 40000+i)
+		},
+		func(i int) string {
+			return fmt.Sprintf("http2: server: error reading preface from client [::%x]:%d: bogus greeting %q", i, i, "x")
+		},
+		func(i int) string { return fmt.Sprintf("%d bytes of junk from a peer", i) },
+	}
+	write := func(i int) {
+		for _, k := range kinds {
+			_, _ = l.Write([]byte(k(i)))
+		}
+	}
+	for i := range 50 {
+		write(i)
+	}
+	if n := strings.Count(buf.String(), "\n"); n != len(kinds) {
+		t.Fatalf("%d lines, want %d (one per kind):\n%s", n, len(kinds), buf.String())
+	}
+	now = now.Add(libraryLogEvery)
+	before := len(buf.String())
+	write(50)
+	if n := strings.Count(buf.String()[before:], `"similar_lines_not_logged":49`); n != len(kinds) {
+		t.Errorf("%d of %d kinds count the 49 held back:\n%s", n, len(kinds), buf.String()[before:])
 	}
 }
 

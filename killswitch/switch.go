@@ -82,10 +82,10 @@ type Status struct {
 	// Held reports whether this replica holds a verified state: one it
 	// read from Redis or wrote there, one its state file kept, or Redis
 	// answered that it holds none (true for memory). A replica that
-	// started without a state file while Redis holds a state it cannot
-	// verify (a key rotation in progress, tampering) has none, and
-	// enforces nothing of what the fleet disabled: the gateway reports
-	// it not ready.
+	// started without a state file while Redis was unavailable, or holds
+	// a state it cannot verify (a key rotation in progress, tampering),
+	// has none and cannot tell what the fleet disabled: the gateway
+	// reports it not ready and refuses requests until it holds one.
 	Held bool
 }
 
@@ -299,8 +299,12 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 	s.mu.Lock()
 	err := s.resyncLocked(ctx, true)
 	s.mu.Unlock()
-	if err != nil && opts.StateFile != "" {
+	switch {
+	case err != nil && s.held.Load():
 		s.log.Info("kill switch: enforcing the state file's switches until Redis answers", slog.Int("switches", s.cur.Load().Len()))
+	case err != nil:
+		s.log.Error("kill switch: Redis is unavailable and this replica holds no switch state of its own (no admin.state_file, or an empty one), so it cannot tell what the fleet disabled: it reports not ready (/readyz kill_switch_unverified) and refuses requests (503 kill_switch_unverified) until Redis answers; set admin.state_file so that a replica starting during a Redis outage enforces the switches it last knew",
+			slog.Any("error", err))
 	}
 	s.wg.Add(1)
 	go s.run()
@@ -325,6 +329,10 @@ func (s *Switch) Status() Status {
 	}
 	return st
 }
+
+// Held reports whether this replica holds a verified state (Status's
+// Held) without building a Status: the request path asks it every time.
+func (s *Switch) Held() bool { return s.rdb == nil || s.held.Load() }
 
 // Close stops the subscriber. It does not close the Redis client.
 func (s *Switch) Close() error {

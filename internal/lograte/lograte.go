@@ -12,7 +12,9 @@ import (
 
 // Limiter allows one line per key per interval. The zero value is not
 // usable; use New. It is safe for concurrent use. Keys are few (a
-// policy's credential names), so entries are never removed.
+// policy's credential names, reason codes, the kinds of a library's
+// lines), so entries are never removed; past MaxKeys, new keys share one
+// entry, so that keys a peer could vary cannot grow the table.
 type Limiter struct {
 	every time.Duration
 	now   func() time.Time
@@ -20,6 +22,14 @@ type Limiter struct {
 	mu   sync.Mutex
 	keys map[string]*entry
 }
+
+// MaxKeys is the number of keys a Limiter tracks one by one; lines of
+// any other key share one more entry.
+const MaxKeys = 1024
+
+// overflowKey is the entry the keys past MaxKeys share (not a string a
+// caller's key can equal: keys are text).
+const overflowKey = "\x00overflow"
 
 type entry struct {
 	last       time.Time
@@ -43,6 +53,10 @@ func (l *Limiter) Allow(key string) (ok bool, suppressed int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.keys[key]
+	if e == nil && len(l.keys) >= MaxKeys {
+		key = overflowKey
+		e = l.keys[key]
+	}
 	if e == nil {
 		l.keys[key] = &entry{last: now}
 		return true, 0

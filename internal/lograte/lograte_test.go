@@ -1,6 +1,7 @@
 package lograte
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -62,5 +63,33 @@ func TestConcurrent(t *testing.T) {
 	mu.Unlock()
 	if ok, held := l.Allow("k"); !ok || held != 99 {
 		t.Errorf("after the interval: Allow = %v, %d; want true, 99", ok, held)
+	}
+}
+
+// TestKeysBounded: past MaxKeys, new keys share one entry: the table stops
+// growing, and their lines are still limited (the first allowed, the
+// rest held back and counted).
+func TestKeysBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := New(time.Second, func() time.Time { return now })
+	for i := range MaxKeys {
+		if ok, _ := l.Allow(fmt.Sprint("k", i)); !ok {
+			t.Fatalf("key %d: the first line of a key was held back", i)
+		}
+	}
+	if ok, _ := l.Allow("new-1"); !ok {
+		t.Fatal("the first line past MaxKeys was held back")
+	}
+	for i := range 100 {
+		if ok, _ := l.Allow(fmt.Sprint("new-", i+2)); ok {
+			t.Fatalf("new key %d past MaxKeys was allowed within the interval", i+2)
+		}
+	}
+	if n := len(l.keys); n != MaxKeys+1 {
+		t.Errorf("%d entries, want %d", n, MaxKeys+1)
+	}
+	now = now.Add(time.Second)
+	if ok, held := l.Allow("new-x"); !ok || held != 100 {
+		t.Errorf("after the interval: Allow = %v, %d; want true, 100", ok, held)
 	}
 }
