@@ -257,11 +257,15 @@ func sentQuery(rawQuery string) string {
 	return v.Encode()
 }
 
-// informational returns ctx with the client trace that relays the
-// upstream's 1xx responses to w (relay1xx), for the outbound request.
-func (st *reqState) informational(ctx context.Context, w http.ResponseWriter) context.Context {
-	st.w1xx = w
-	st.trace.Got1xxResponse = st.relay1xx
+// clientTrace returns ctx with the outbound request's client trace: it
+// counts the transports' attempts to send it (gotConn, retries.go) and,
+// with relay, passes the upstream's 1xx responses on to w (relay1xx).
+func (st *reqState) clientTrace(ctx context.Context, w http.ResponseWriter, relay bool) context.Context {
+	st.trace.GotConn = st.gotConn
+	if relay {
+		st.w1xx = w
+		st.trace.Got1xxResponse = st.relay1xx
+	}
 	return httptrace.WithClientTrace(ctx, &st.trace)
 }
 

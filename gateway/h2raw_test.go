@@ -20,6 +20,7 @@ import (
 // and would retry a reset stream.
 type h2Raw struct {
 	t    *testing.T
+	c    net.Conn // the TLS connection inside the tunnel
 	fr   *http2.Framer
 	hbuf bytes.Buffer
 	enc  *hpack.Encoder
@@ -60,7 +61,7 @@ func h2RawTunnel(t *testing.T, tg *testGateway, host string) *h2Raw {
 	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
-	h := &h2Raw{t: t, fr: http2.NewFramer(tc, tc)}
+	h := &h2Raw{t: t, c: tc, fr: http2.NewFramer(tc, tc)}
 	h.enc = hpack.NewEncoder(&h.hbuf)
 	h.dec = hpack.NewDecoder(4096, nil)
 	if err := h.fr.WriteSettings(); err != nil {

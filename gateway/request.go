@@ -123,6 +123,11 @@ type reqState struct {
 	// forwarded (inflight.go); part of reqState, so no allocation of its
 	// own.
 	flight inFlight
+	// tries bounds how often the transports send the request again,
+	// and upload how long the upstream may leave its body untaken
+	// (retries.go).
+	tries  upstreamTries
+	upload uploadWatch
 }
 
 // credKey returns keyOf(cred), made once per request for the credential
@@ -708,15 +713,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
-	octx := ctx
-	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
-		// A server must not send 1xx responses to an HTTP/1.0 client
-		// (RFC 9110 §15.2). Not on the plain listener with Expect:
-		// net/http's server writes its 100 Continue from the goroutine
-		// reading the body, under a lock a 1xx from the transport's
-		// goroutine cannot take.
-		octx = st.informational(octx, sw)
-	}
+	// A server must not send 1xx responses to an HTTP/1.0 client (RFC
+	// 9110 §15.2). Not on the plain listener with Expect: net/http's
+	// server writes its 100 Continue from the goroutine reading the body,
+	// under a lock a 1xx from the transport's goroutine cannot take.
+	relay := r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil)
+	octx := st.clientTrace(ctx, sw, relay)
 	// Every request is in flight until its response ends, an upgrade
 	// request too: answered with an ordinary response (not 101), it is
 	// relayed as one and cut as one by the kill switch, the loss of its
@@ -1057,6 +1059,14 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		t = st.pool.transport(st, r.URL)
 	}
 	t0 := time.Now()
+	if st != nil && tt.g != nil {
+		st.tries.start(tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel)
+		defer st.tries.stop()
+		if r.Body == &st.reqBody {
+			st.upload.watch(&st.reqBody, tt.g.cfg.Upstream.ResponseIdleTimeout.D(), tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel)
+			defer st.upload.stop()
+		}
+	}
 	resp, err := t.RoundTrip(r)
 	if errors.Is(err, errHTTP2Only) && st != nil {
 		// Found out while dialling, before anything of the request was
@@ -1068,6 +1078,9 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r2 := r
 		if ns, ok := errors.AsType[*h1client.NotSentError](err); ok {
 			r2 = ns.Request
+		}
+		if r2.Body != r.Body {
+			st.upload.stop() // the copy's reads are not the body's
 		}
 		resp, err = st.pool.transport(st, r.URL).RoundTrip(r2)
 	}
@@ -1126,6 +1139,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	}
 	g.log.Info("upstream rejected a cached credential; retried once with a new one",
 		slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Host))
+	st.tries.start(g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel) // its attempts counted afresh
 	return t.RoundTrip(r2)
 }
 
@@ -1173,6 +1187,12 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		}
 	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
+		st.refusal = &f
+		g.metrics.refusals.WithLabelValues(f.Code).Inc()
+		f.write(w)
+		return
+	}
+	if f, ok := retriesRefusal(r, st); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		f.write(w)
@@ -1281,14 +1301,23 @@ func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter
 // Unwrap is for http.ResponseController.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// countingBody counts request body bytes.
+// countingBody counts request body bytes, and tells w (when set) when
+// the transport reads them.
 type countingBody struct {
 	io.ReadCloser
 	n atomic.Int64
+	w *uploadWatch
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	w := b.w
+	if w != nil {
+		w.begin()
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if w != nil {
+		w.end(err)
+	}
 	return n, err
 }
