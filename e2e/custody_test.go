@@ -56,6 +56,7 @@ rules:
     custody:
       json: [$.session.token]
       cookies: [sid]
+      headers: [X-Session]
       ttl: 10m
   - name: api
     from: [local, second]

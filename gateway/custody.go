@@ -54,6 +54,13 @@ const maxCustodyBody = 1 << 20
 // metrics.
 const custodyProvider = "custody"
 
+// custodyTripwire is the tripwire of policies with custody rules: the
+// placeholder prefix, found anywhere custodyRequest does not put a value
+// back (a path, query, body, WebSocket frame, Basic credentials, another
+// header), or in a request the policy denies, refuses the request 403
+// placeholder_misuse like any misplaced placeholder (invariant 13).
+var custodyTripwire = transform.Tripwire{Name: "custody", Placeholder: CustodyPrefix}
+
 // errCustodyUnknown is the "fetch" of a custody value: a placeholder is
 // resolved only from what a capture stored.
 var errCustodyUnknown = errors.New("custody: no value for this placeholder (another workload's, expired, or never issued)")
@@ -397,12 +404,19 @@ func (cc *custodyCapture) store(value string, exp time.Time) (string, error) {
 // to the response hooks (an upstream echoing the session is scrubbed).
 // A placeholder that does not resolve refuses the request (403): it is
 // another workload's, expired, or made up, and is never sent upstream.
+// Only the header fields x.d.CustodyHeader allows are looked at (Cookie,
+// Authorization and the custody blocks' headers:); a placeholder
+// anywhere else is left in place, where the tripwire search of
+// substitute refuses the request (custodyTripwire).
 func (g *Gateway) custodyRequest(x *exchange, out *http.Request, st *reqState) *refusal {
 	if x.d.Destination == "" {
 		return nil
 	}
 	var creds []*providers.Credential
 	for name, vs := range out.Header {
+		if !x.d.CustodyHeader(name) {
+			continue
+		}
 		for i, v := range vs {
 			if !strings.Contains(v, CustodyPrefix) {
 				continue

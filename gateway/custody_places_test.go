@@ -7,9 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/poll"
 
 	"github.com/coder/websocket"
 )
@@ -31,7 +34,7 @@ destinations:
 credentials:
   token: {provider: static, env: CREDGATE_GATEWAY_TEST_TOKEN}
 rules:
-  - {name: login, from: local, to: api, paths: [/login], inject: {credential: token, as: header, name: X-Service-Key}, custody: {cookies: [sid]}}
+  - {name: login, from: local, to: api, paths: [/login], inject: {credential: token, as: header, name: X-Service-Key}, custody: {cookies: [sid], headers: [X-Api-Key]}}
   - {name: api, from: local, to: api, inject: {credential: token, as: header, name: X-Service-Key}}
   - {name: other, from: local, to: other, inject: {credential: token, as: header, name: X-Service-Key}}
 default: deny
@@ -41,14 +44,16 @@ default: deny
 // every position TestPlaceholderPlaces puts a placeholder in (three
 // headers, Basic, path, query parameter and name, form field, JSON
 // member and key, streamed form and JSON bodies, a WebSocket frame),
-// HTTP/1.1 and HTTP/2, at its own destination and at another. It is
-// not governed by substitute_in (docs/agents.md, "Custody"): at its own
-// destination the value is put back in every header value and nowhere
-// else; in every other position the placeholder, which resolves only
-// at the gateway for its workload and destination, is forwarded as it
-// was sent and the value never is. At another destination a header
-// carrying it is refused 403 custody_unknown before anything is sent;
-// elsewhere it is forwarded as sent, the value never.
+// HTTP/1.1 and HTTP/2, at its own destination and at another
+// (docs/agents.md, "Custody places"): at its own destination the value
+// is put back in the Authorization and Cookie header values and in the
+// headers the custody block names (X-Api-Key here), nowhere else; at
+// another destination an Authorization carrying it does not resolve (403
+// custody_unknown). Every other position, at either destination, is a
+// tripwire like a misplaced placeholder: 403 placeholder_misuse before
+// anything is sent (a WebSocket ended before the frame passes), audited
+// with "tripwire":"custody" and its position. The upstream never gets
+// the placeholder, and gets the value only where it is put back.
 func TestCustodyPlaces(t *testing.T) {
 	pki := newTestPKI(t, apiHost, otherHost)
 	o := startOrigin(t, pki)
@@ -65,6 +70,8 @@ func TestCustodyPlaces(t *testing.T) {
 	})
 	rec := &placesReceived{got: map[string][]string{}}
 
+	type refused struct{ path, where string }
+	var refusals []refused
 	n := 0
 	for _, proto := range []string{"HTTP/1.1", "HTTP/2"} {
 		c := tg.client(t, proto == "HTTP/2")
@@ -85,7 +92,17 @@ func TestCustodyPlaces(t *testing.T) {
 				}
 				n++
 				path := fmt.Sprintf("/c%d", n)
-				ownHeader := pos.where == "header"
+				// Where the value goes back: Authorization (Bearer) by
+				// default, X-Api-Key by the custody block's headers:.
+				putBack := pos.name == "header X-Api-Key" || pos.name == "header Authorization Bearer"
+				wantValue := putBack && host == apiHost
+				wantCode := codePlaceholderMisuse
+				switch {
+				case wantValue:
+					wantCode = ""
+				case pos.name == "header Authorization Bearer":
+					wantCode = codeCustodyUnknown // a default place, at a destination that issued nothing
+				}
 				t.Run(fmt.Sprintf("%s/%s/%s", proto, host, pos.name), func(t *testing.T) {
 					var fields []string
 					if pos.ws {
@@ -94,29 +111,42 @@ func TestCustodyPlaces(t *testing.T) {
 						var status int
 						var code string
 						status, code, fields = custodyPlacesRequest(t, c, o, rec, pos, host, path, ph)
-						if ownHeader && host == otherHost {
-							if status != http.StatusForbidden || code != codeCustodyUnknown || len(fields) != 0 {
-								t.Errorf("status %d %s, the origin saw %d fields: want 403 %s with nothing sent", status, code, len(fields), codeCustodyUnknown)
-							}
-							return
-						}
-						if status != http.StatusOK {
+						switch {
+						case wantCode == "" && status != http.StatusOK:
 							t.Fatalf("status %d %s, want 200", status, code)
+						case wantCode != "" && (status != http.StatusForbidden || code != wantCode):
+							t.Errorf("status %d %s, want 403 %s", status, code, wantCode)
+						case wantCode != "" && len(fields) != 0 && !pos.streamed:
+							t.Errorf("the refused request reached the origin: %q", fields)
 						}
+					}
+					if wantCode == codePlaceholderMisuse {
+						refusals = append(refusals, refused{path, pos.where})
 					}
 					var value, literal bool
 					for _, f := range fields {
 						value = value || strings.Contains(f, custodyPlacesValue)
 						literal = literal || strings.Contains(f, ph)
 					}
-					wantValue := ownHeader && host == apiHost
-					if value != wantValue || literal == wantValue {
-						t.Errorf("the upstream received the value: %v, the placeholder: %v; want the value %v", value, literal, wantValue)
+					if value != wantValue || literal {
+						t.Errorf("the upstream received the value: %v, the placeholder: %v; want the value %v, the placeholder never", value, literal, wantValue)
 					}
 				})
 			}
 		}
 	}
+	poll.Until(t, 10*time.Second, "an audit line for each refusal", func() error {
+		lines := strings.Split(tg.audit.String(), "\n")
+		for _, r := range refusals {
+			if !slices.ContainsFunc(lines, func(l string) bool {
+				return strings.Contains(l, `"path":"`+r.path) && strings.Contains(l, `"code":"placeholder_misuse"`) &&
+					strings.Contains(l, `"tripwire":"custody","tripwire_where":"`+r.where+`"`)
+			}) {
+				return fmt.Errorf("no placeholder_misuse audit line for %s in %s", r.path, r.where)
+			}
+		}
+		return nil
+	})
 }
 
 // custodyPlacesRequest sends the request of pos, with placeholder ph in
@@ -173,7 +203,8 @@ func custodyPlacesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *plac
 }
 
 // custodyPlacesWebSocket opens a WebSocket to host and path, sends a
-// text frame carrying ph and returns the frames the origin received.
+// text frame carrying ph, checks that the connection is ended before the
+// frame passes, and returns the frames the origin received.
 func custodyPlacesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, host, path, ph string) []string {
 	t.Helper()
 	placesRecordFrames(o, rec, path)
@@ -187,8 +218,8 @@ func custodyPlacesWebSocket(t *testing.T, c *http.Client, o *testOrigin, rec *pl
 	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"op":2,"d":{"session":"`+ph+`"}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ack, err := ws.Read(ctx); err != nil || string(ack) != "ack" {
-		t.Fatalf("read ack: %q %v", ack, err)
+	if _, ack, err := ws.Read(ctx); err == nil {
+		t.Errorf("the WebSocket stayed open after a frame carrying a custody placeholder (read %q)", ack)
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
 	return rec.of(path)

@@ -93,7 +93,7 @@ func TestCustodyCaptureAndResolve(t *testing.T) {
 	}
 	cookiePH := strings.TrimSuffix(strings.TrimPrefix(cookies[0], "sid="), "; Path=/; Max-Age=60; HttpOnly")
 
-	x := &exchange{r: httptest.NewRequest("GET", "https://crm.example/me", nil), wl: identity.Workload{Name: "agent"}, d: policy.Decision{Destination: "crm", Rule: "api"}}
+	x := &exchange{r: httptest.NewRequest("GET", "https://crm.example/me", nil), wl: identity.Workload{Name: "agent"}, d: policy.Decision{Destination: "crm", Rule: "api", CustodyHeaders: []string{"X-Session"}}}
 	out := x.r.Clone(context.Background())
 	out.Header.Set("Cookie", "theme=dark; sid="+cookiePH)
 	out.Header.Set("X-Session", ph)

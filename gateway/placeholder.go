@@ -66,10 +66,13 @@ type phState struct {
 type phIndex struct {
 	pol  *policy.Policy
 	uses []policy.PlaceholderUse
+	// custody: a rule keeps custody, so the custody placeholder prefix
+	// is a tripwire too (custodyTripwire).
+	custody bool
 	// trips has every placeholder as a tripwire and no binding: the
 	// transform of forwarded requests, of injections whose credential
 	// has no placeholder, and the check of denied ones. Nil when the
-	// policy has no placeholder.
+	// policy has no placeholder and no custody.
 	trips *transform.Substituter
 
 	mu   sync.Mutex
@@ -95,11 +98,14 @@ func (g *Gateway) placeholders(pol *policy.Policy) (*phIndex, error) {
 	if ix := g.phIndex.Load(); ix != nil && ix.pol == pol {
 		return ix, nil
 	}
-	ix := &phIndex{pol: pol, uses: pol.Placeholders(), subs: map[phKey]*phEntry{}}
-	if len(ix.uses) > 0 {
-		trips := make([]transform.Tripwire, len(ix.uses))
+	ix := &phIndex{pol: pol, uses: pol.Placeholders(), custody: pol.HasCustody(), subs: map[phKey]*phEntry{}}
+	if len(ix.uses) > 0 || ix.custody {
+		trips := make([]transform.Tripwire, len(ix.uses), len(ix.uses)+1)
 		for i, u := range ix.uses {
 			trips[i] = transform.Tripwire{Name: u.Name(), Placeholder: u.Placeholder}
+		}
+		if ix.custody {
+			trips = append(trips, custodyTripwire)
 		}
 		var err error
 		if ix.trips, err = transform.NewSubstituter(nil, trips, transform.Options{}); err != nil {
@@ -112,9 +118,9 @@ func (g *Gateway) placeholders(pol *policy.Policy) (*phIndex, error) {
 
 // substituter returns the transform for a request decided d for workload
 // wl with credential cred (nil unless d injects), or nil when the policy
-// has no placeholders.
+// has no placeholders and no custody.
 func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *providers.Credential) (*transform.Substituter, error) {
-	if len(ix.uses) == 0 {
+	if ix.trips == nil {
 		return nil, nil
 	}
 	if d.Action != policy.Inject || d.Inject.Placeholder == nil {
@@ -138,6 +144,9 @@ func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *pr
 		if u.Placeholder != ph {
 			trips = append(trips, transform.Tripwire{Name: u.Name(), Placeholder: u.Placeholder})
 		}
+	}
+	if ix.custody {
+		trips = append(trips, custodyTripwire)
 	}
 	name := plan.Credential
 	if plan.Placeholder.PerWorkload {
@@ -246,6 +255,10 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 		if x.tripwire == nil {
 			x.tripwire = me
 			g.tripped(x, wl, d, me)
+		}
+		if me.Tripwire == custodyTripwire.Name {
+			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+				fmt.Sprintf("the request carries a custody placeholder (%s...) in %s, where it is never put back; the request was not forwarded (a custody placeholder goes back only in the Cookie and Authorization header values, and the headers the custody block names, of requests to the destination that issued it)", CustodyPrefix, misuseAt(me)), d.Rule)
 		}
 		if me.Misplaced {
 			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,

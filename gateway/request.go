@@ -761,12 +761,14 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 				return
 			}
 			g.log.Warn("injection failed", slog.String("credential", d.Inject.Credential), slog.String("as", d.Inject.As), slog.String("error", g.logText(st, err)))
+			g.rejectUnusable(bind.Key, cred, err)
 			g.refuse(x, injectRefusal(err, d))
 			return
 		}
 		cert, err := injectors.ClientCertificateOf(d.Inject.Injector, cred)
 		if err != nil {
 			g.log.Warn("client certificate not usable", slog.String("credential", d.Inject.Credential), slog.String("error", g.logText(st, err)))
+			g.rejectUnusable(bind.Key, cred, err)
 			g.refuse(x, newRefusal(http.StatusBadGateway, codeInjectFailed,
 				fmt.Sprintf("credential %q is not a usable TLS client certificate; the request was not forwarded", d.Inject.Credential), d.Rule))
 			return
@@ -883,6 +885,23 @@ func (g *Gateway) forwardRecovered(w http.ResponseWriter, r *http.Request) (abor
 // would have to buffer beyond its cap, 400 for a request form it cannot
 // rewrite (a presigned URL), 502 otherwise. The injector's error is
 // logged, never sent: the reason is a fixed sentence.
+// rejectUnusable drops cred from the cache, in memory and in Redis, when
+// err says the injector refused one of its values
+// (injectors.ErrInvalidValue): it would fail every request until it
+// expired. The next request after the cache's error backoff fetches it
+// anew; requests within the backoff get 503 credential_unavailable with
+// Retry-After, without asking the source (providers.Cache.Reject).
+// Errors that are the request's or the caller's doing keep it.
+func (g *Gateway) rejectUnusable(key providers.CacheKey, cred *providers.Credential, err error) {
+	if cred == nil || !errors.Is(err, injectors.ErrInvalidValue) {
+		return
+	}
+	if g.cache.Reject(key, cred, err) {
+		g.log.Warn("credential dropped from the cache: the injector cannot use it; the next request after the error backoff fetches it again",
+			slog.String("credential", key.Credential), slog.String("provider", key.Provider))
+	}
+}
+
 func injectRefusal(err error, d policy.Decision) refusal {
 	switch {
 	case errors.Is(err, errBodyIdle):
@@ -1126,6 +1145,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	r2.Body = nil
 	if err := injectors.ApplyFor(rp.inj, r2, cred, rp.wl); err != nil {
 		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.String("error", g.logText(st, err, cred)))
+		g.rejectUnusable(rp.key, cred, err)
 		return resp, nil
 	}
 	// The 401 is discarded: drain a little of it so the connection can

@@ -44,14 +44,25 @@ func init() {
 
 // ErrInvalidValue marks a credential value that cannot be put on the wire
 // (a line break or control character in a header value, a ':' in a basic
-// username). The value itself is never part of the error.
+// username, an empty field, a key that does not parse). The value itself
+// is never part of the error.
+//
+// Wrap it only when the credential's value is at fault, never the
+// request or the caller: the gateway then drops the credential from the
+// cache, in memory and in Redis (providers.Cache.Reject), so that the
+// next request after the error backoff fetches it anew instead of
+// meeting the same value until it expires.
 var ErrInvalidValue = errors.New("credential value cannot be sent")
 
 // field returns the named credential field's value, or an error wrapping
-// ErrMissingField naming the field.
+// ErrMissingField naming the field (and ErrInvalidValue when the field
+// is there but empty: the source returned nothing for it).
 func field(who string, cred *providers.Credential, name string) (string, error) {
 	s, ok := cred.Field(name)
 	if !ok {
+		if _, present := cred.Fields[name]; present {
+			return "", fmt.Errorf("%s: the credential's %q field is empty: %w: %w", who, name, ErrMissingField, ErrInvalidValue)
+		}
 		return "", fmt.Errorf("%s: credential has no %q field: %w", who, name, ErrMissingField)
 	}
 	return s.Reveal(), nil
@@ -276,6 +287,13 @@ func (b *Basic) Inject(r *http.Request, cred *providers.Credential) error {
 	}
 	if strings.Contains(u, ":") {
 		return fmt.Errorf("basic: the %q field contains ':', which basic authentication cannot carry: %w", b.UsernameField, ErrInvalidValue)
+	}
+	// RFC 7617: neither may contain a control character.
+	if !httpguts.ValidHeaderFieldValue(u) || strings.IndexByte(u, '\t') >= 0 {
+		return fmt.Errorf("basic: the %q field contains a line break or control character: %w", b.UsernameField, ErrInvalidValue)
+	}
+	if !httpguts.ValidHeaderFieldValue(p) || strings.IndexByte(p, '\t') >= 0 {
+		return fmt.Errorf("basic: the %q field contains a line break or control character: %w", b.PasswordField, ErrInvalidValue)
 	}
 	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u+":"+p)))
 	return nil

@@ -186,11 +186,11 @@ func (s *HeaderSet) Render(who string, cred *providers.Credential) (RenderedHead
 					b.WriteString(p.text)
 					continue
 				}
-				v, ok := cred.Field(p.field)
-				if !ok {
-					return nil, fmt.Errorf("%s header %s: credential has no %q field: %w", who, h.name, p.field, ErrMissingField)
+				v, err := field(who+" header "+h.name, cred, p.field)
+				if err != nil {
+					return nil, err
 				}
-				b.WriteString(v.Reveal())
+				b.WriteString(v)
 			}
 		} else {
 			data := make(map[string]string, len(h.fields))

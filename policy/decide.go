@@ -368,6 +368,9 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			}
 		}
 		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes}
+		if p.HasCustody() {
+			dec.CustodyHeaders = p.custodyHeaders[d.name]
+		}
 		switch r.act {
 		case ruleInject:
 			if q.Scheme == "http" && !r.plaintext {

@@ -90,6 +90,11 @@ type Decision struct {
 	Rule string
 	// Destination is the name of the matched destination, "" if none.
 	Destination string
+	// CustodyHeaders are the header fields, besides
+	// DefaultCustodyHeaders, that the custody blocks of the rules to
+	// Destination name (`headers:`): where custody placeholders are put
+	// back in requests to it (CustodyHeader).
+	CustodyHeaders []string
 	// Code is a stable machine-readable reason, e.g. "no_rule",
 	// "denied_by_rule", "method_not_allowed", "path_not_allowed",
 	// "plaintext_not_allowed", "bad_method" (the method is not an upper-case

@@ -38,6 +38,12 @@ type Policy struct {
 	readsHeaders bool
 	// warnings are the problems that did not stop the policy loading.
 	warnings ErrorList
+	// custodyHeaders are the extra custody headers by destination
+	// name, hasCustody whether any rule keeps custody (CustodyHeaders,
+	// HasCustody), built once on first use.
+	custodyOnce    sync.Once
+	custodyHeaders map[string][]string
+	hasCustody     bool
 
 	closeOnce sync.Once
 	closeErr  error

@@ -2,12 +2,16 @@ package policy
 
 import (
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/headerset"
 )
 
 // Encoded says what the gateway does about compressed responses of a rule
@@ -133,7 +137,17 @@ type Custody struct {
 	// TTL is how long a value lives when the response does not say
 	// (cookie Max-Age/Expires wins when it is shorter).
 	TTL time.Duration
+	// Headers are the header fields, canonical, besides
+	// DefaultCustodyHeaders, in whose values a placeholder of this
+	// rule's destinations is put back (`headers: [X-Session]`): the
+	// custody equivalent of substitute_in. See Decision.CustodyHeader.
+	Headers []string
 }
+
+// DefaultCustodyHeaders are the header fields a custody placeholder is
+// always put back in, at the destination that issued its value: where
+// sessions go (a cookie in Cookie, a token in Authorization).
+var DefaultCustodyHeaders = []string{"Authorization", "Cookie"}
 
 // CustodyCookie reports whether the custody block names the cookie.
 func (c *Custody) CustodyCookie(name string) bool {
@@ -175,7 +189,7 @@ func (ps *parser) parseScrub(r *rule, f field, what string) {
 	r.scrub = s
 }
 
-// parseCustody reads `custody: {json: [$.token], cookies: [session], ttl: 1h}`.
+// parseCustody reads `custody: {json: [$.token], cookies: [session], ttl: 1h, headers: [X-Session]}`.
 func (ps *parser) parseCustody(r *rule, f field, what string) {
 	what += " custody"
 	if r.act != ruleInject {
@@ -187,7 +201,7 @@ func (ps *parser) parseCustody(r *rule, f field, what string) {
 		ps.errorf(body, "%s must be a mapping like {json: [$.access_token], cookies: [session], ttl: 1h}", what)
 		return
 	}
-	fs := ps.fields(f.val, what, "json", "cookies", "ttl")
+	fs := ps.fields(f.val, what, "json", "cookies", "ttl", "headers")
 	c := &Custody{TTL: DefaultCustodyTTL}
 	if jf, ok := fs["json"]; ok {
 		vals, nodes := ps.list(jf.val, what+" json", false)
@@ -208,6 +222,20 @@ func (ps *parser) parseCustody(r *rule, f field, what string) {
 				continue
 			}
 			c.Cookies = append(c.Cookies, v)
+		}
+	}
+	if hf, ok := fs["headers"]; ok {
+		vals, nodes := ps.list(hf.val, what+" headers", false)
+		for i, v := range vals {
+			name := http.CanonicalHeaderKey(v)
+			switch {
+			case !httpguts.ValidHeaderFieldName(v):
+				ps.errorf(nodes[i], "%s headers: %q is not a header name", what, v)
+			case headerset.Reserved(name) || strings.HasPrefix(name, "X-Credgate-") || name == "Proxy-Authorization":
+				ps.errorf(nodes[i], "%s headers: %s is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there", what, name)
+			default:
+				c.Headers = append(c.Headers, name)
+			}
 		}
 	}
 	if tf, ok := fs["ttl"]; ok {
@@ -256,5 +284,38 @@ func (c *Custody) String() string {
 	for _, n := range c.Cookies {
 		parts = append(parts, "cookie "+n)
 	}
-	return fmt.Sprintf("%s (ttl %s)", strings.Join(parts, ", "), c.TTL)
+	back := append(append([]string(nil), DefaultCustodyHeaders...), c.Headers...)
+	return fmt.Sprintf("%s (ttl %s; put back in %s)", strings.Join(parts, ", "), c.TTL, strings.Join(back, ", "))
+}
+
+// CustodyHeader reports whether a custody placeholder is put back in the
+// header field name (any case) of a request decided d: one of
+// DefaultCustodyHeaders, or a field the custody block of a rule to d's
+// destination names under headers (CustodyHeaders). Anywhere else the
+// placeholder is misplaced.
+func (d Decision) CustodyHeader(name string) bool {
+	name = http.CanonicalHeaderKey(name)
+	return slices.Contains(DefaultCustodyHeaders, name) || slices.Contains(d.CustodyHeaders, name)
+}
+
+// HasCustody reports whether a rule of the policy keeps custody of
+// values: custody placeholders are then searched for in every request,
+// like the placeholders of credentials.
+func (p *Policy) HasCustody() bool {
+	p.custodyOnce.Do(p.indexCustody)
+	return p.hasCustody
+}
+
+// indexCustody builds the custody lookups from the rules, once.
+func (p *Policy) indexCustody() {
+	p.custodyHeaders = map[string][]string{}
+	for _, r := range p.rules {
+		if r.custody == nil {
+			continue
+		}
+		p.hasCustody = true
+		for _, d := range r.to {
+			p.custodyHeaders[d.name] = append(p.custodyHeaders[d.name], r.custody.Headers...)
+		}
+	}
 }

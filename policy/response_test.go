@@ -25,7 +25,7 @@ func TestScrubAndCustodySettings(t *testing.T) {
     paths: [/login]
     inject: {credential: c, as: policytest-inj}
     scrub: {encoded: identity}
-    custody: {json: [$.session.token, access_token], cookies: [sid], ttl: 15m}
+    custody: {json: [$.session.token, access_token], cookies: [sid], ttl: 15m, headers: [x-session]}
   - name: raw
     from: w
     to: d
@@ -49,9 +49,19 @@ default: deny
 	if login.Scrub != (Scrub{Encoded: EncodedIdentity}) || login.Custody == nil {
 		t.Fatalf("login: scrub %+v, custody %v", login.Scrub, login.Custody)
 	}
-	want := &Custody{JSON: [][]string{{"session", "token"}, {"access_token"}}, Cookies: []string{"sid"}, TTL: 15 * time.Minute}
+	want := &Custody{JSON: [][]string{{"session", "token"}, {"access_token"}}, Cookies: []string{"sid"}, TTL: 15 * time.Minute, Headers: []string{"X-Session"}}
 	if diff := cmp.Diff(want, login.Custody); diff != "" {
 		t.Errorf("custody (-want +got):\n%s", diff)
+	}
+	// Custody placeholders go back in Authorization, Cookie and the
+	// custody block's headers, for every request to its destination.
+	for _, path := range []string{"/login", "/raw", "/other"} {
+		d := decide(path)
+		for name, want := range map[string]bool{"authorization": true, "Cookie": true, "x-session": true, "Referer": false, "X-Api-Key": false} {
+			if got := d.CustodyHeader(name); got != want {
+				t.Errorf("%s: CustodyHeader(%q) = %v, want %v", path, name, got, want)
+			}
+		}
 	}
 	if d := decide("/raw"); !d.Scrub.Off || d.Custody != nil {
 		t.Errorf("raw: scrub %+v, custody %v; want off, none", d.Scrub, d.Custody)
@@ -80,6 +90,11 @@ func TestScrubAndCustodyErrors(t *testing.T) {
     inject: {credential: c, as: policytest-inj}
     scrub: off
     custody: {ttl: 1h}
+  - name: d
+    from: w
+    to: d
+    inject: {credential: c, as: policytest-inj}
+    custody: {cookies: [sid], headers: ["X Bad", Connection, x-credgate-workload]}
 default: deny
 `))
 	if err == nil {
@@ -97,6 +112,9 @@ default: deny
 		`p.yaml:19:62: rule "b" custody: ttl "90d" must be a duration from 1s to 720h, like 15m or 12h`,
 		`p.yaml:24:12: rule "c" scrub must be a mapping like {enabled: true, encoded: decode}`,
 		`p.yaml:25:5: rule "c" custody names nothing to keep; add json: [<path>] and/or cookies: [<name>]`,
+		`p.yaml:30:41: rule "d" custody headers: "X Bad" is not a header name`,
+		`p.yaml:30:50: rule "d" custody headers: Connection is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there`,
+		`p.yaml:30:62: rule "d" custody headers: X-Credgate-Workload is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there`,
 	}
 	if diff := cmp.Diff(want, strings.Split(err.Error(), "\n")); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)

@@ -379,8 +379,9 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 }
 
 // fetch calls the provider's fetch function (through the shared cache
-// when there is one), turning a nil credential, an expired one, a timeout
-// or a panic into an error, and reports provider calls to the Observer.
+// when there is one), turning a nil credential, an unusable one
+// (CheckUsable: an expired one too), a timeout or a panic into an error,
+// and reports provider calls to the Observer.
 func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error), now time.Time) (cred *Credential, err error) {
 	call := func(ctx context.Context) (cred *Credential, err error) {
 		start := time.Now()
@@ -394,9 +395,17 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 			}
 		}()
 		cred, err = fetch(ctx)
+		if err == nil && cred != nil {
+			// Checked before Shared stores it: an unusable credential
+			// is never kept, here or on another replica.
+			err = CheckUsable(cred, key.Credential, key.Provider, c.opts.Now())
+		}
+		if err != nil {
+			return nil, err
+		}
 		// Capped before Shared stores it, so that the shared entry
 		// expires with the cap too.
-		return c.capExpiry(cred, c.opts.Now()), err
+		return c.capExpiry(cred, c.opts.Now()), nil
 	}
 	if c.opts.Shared != nil {
 		ahead := max(c.opts.RefreshAhead, 0)
@@ -411,10 +420,19 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 		return nil, err
 	case cred == nil:
 		return nil, fmt.Errorf("credential %q: provider %s returned no credential", key.Credential, key.Provider)
-	case !cred.Expiry.IsZero() && !now.Before(cred.Expiry):
-		return nil, fmt.Errorf("credential %q: provider %s returned a credential that has already expired: %w", key.Credential, key.Provider, ErrUnavailable)
 	case cred.revoked():
 		return nil, fmt.Errorf("credential %q: provider %s returned a credential that it has revoked: %w", key.Credential, key.Provider, ErrUnavailable)
+	}
+	if err := CheckUsable(cred, key.Credential, key.Provider, now); err != nil {
+		// Checked again for what Shared held (stored by a replica that
+		// did not check, or one that has expired since): dropped there
+		// too, so that the next fetch asks the provider.
+		if c.opts.Shared != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.SharedTimeout)
+			c.opts.Shared.Forget(sctx, key, cred)
+			cancel()
+		}
+		return nil, err
 	}
 	// Shared may hold an entry stored under a longer cap (another
 	// replica's configuration, or before an upgrade).
@@ -504,6 +522,46 @@ func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
 	}
 	c.lru.Remove(el)
 	delete(c.entries, key)
+	c.mu.Unlock()
+	if c.opts.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
+		defer cancel()
+		c.opts.Shared.Forget(ctx, key, cred)
+	}
+	return true
+}
+
+// Reject drops key's cached credential if it is still cred because it
+// cannot be used (an injector refused one of its values: a line break
+// for a header, a user name with ':' for Basic, a certificate that does
+// not match its key), and remembers err for ErrorBackoff: Gets within
+// it return a BackoffError wrapping err (and ErrUnusable and
+// ErrUnavailable) without calling the provider, so a broken source is
+// not asked on every request; the first Get after it fetches anew. It
+// reports whether an entry was dropped; like Forget, a credential
+// fetched since is kept. With a SharedCache, the shared entry is
+// removed too and the other replicas are told to drop theirs. err must
+// name no value.
+func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
+	c.mu.Lock()
+	el, ok := c.entries[key]
+	if !ok || cred == nil || el.Value.(*entry).cred != cred {
+		c.mu.Unlock()
+		return false
+	}
+	e := el.Value.(*entry)
+	if c.opts.ErrorBackoff > 0 {
+		e.cred = nil
+		if e.unwatch != nil {
+			e.unwatch()
+			e.unwatch = nil
+		}
+		e.err = fmt.Errorf("credential %q: provider %s returned a credential that cannot be used: %w: %w: %w", key.Credential, key.Provider, err, ErrUnusable, ErrUnavailable)
+		e.errUntil = c.opts.Now().Add(c.opts.ErrorBackoff)
+	} else {
+		c.lru.Remove(el)
+		delete(c.entries, key)
+	}
 	c.mu.Unlock()
 	if c.opts.Shared != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)

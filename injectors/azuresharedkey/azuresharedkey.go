@@ -190,7 +190,7 @@ func (s *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	}
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v.Reveal()))
 	if err != nil || len(key) == 0 {
-		return fmt.Errorf("%s: the account key in field %q is not base64; give key1 or key2 from the storage account's Access keys page as shown: %w", Name, field, injectors.ErrMissingField)
+		return fmt.Errorf("%s: the account key in field %q is not base64; give key1 or key2 from the storage account's Access keys page as shown: %w", Name, field, injectors.ErrInvalidValue)
 	}
 	account, err := s.account(r, cred)
 	if err != nil {

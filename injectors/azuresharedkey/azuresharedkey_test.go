@@ -269,7 +269,7 @@ func TestBadInput(t *testing.T) {
 		want      string
 		is        error
 	}{
-		{"key not base64", "https://acmereports.blob.core.windows.net/c/b", injectortest.Cred(FieldAccountKey, "not base64 !!"), "not base64", injectors.ErrMissingField},
+		{"key not base64", "https://acmereports.blob.core.windows.net/c/b", injectortest.Cred(FieldAccountKey, "not base64 !!"), "not base64", injectors.ErrInvalidValue},
 		{"no key", "https://acmereports.blob.core.windows.net/c/b", injectortest.Cred("password", key), `no "account_key" field`, injectors.ErrMissingField},
 		{"not a storage host", "https://example.com/c/b", injectortest.Cred(FieldAccountKey, key), "set account in the rule", nil},
 		{"SAS URL", "https://acmereports.blob.core.windows.net/c/b?sv=2024-11-04&sig=abc%3D", injectortest.Cred(FieldAccountKey, key), "SAS", injectors.ErrUnsupportedRequest},

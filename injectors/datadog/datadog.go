@@ -17,6 +17,7 @@
 package datadog
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -130,10 +131,16 @@ func (i *Injector) CheckHost(host string) error {
 	return nil
 }
 
+// ErrNotDatadogHost marks a request to a host that is not a Datadog host
+// of the rule's site (the policy loader refuses such rules; Inject checks
+// again). It is not the credential's fault, so it does not wrap
+// injectors.ErrInvalidValue: the gateway keeps the credential cached.
+var ErrNotDatadogHost = errors.New("not a Datadog host of the rule's site")
+
 // Inject checks the request's host and both keys, then sets them.
 func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	if host := r.URL.Hostname(); i.CheckHost(host) != nil {
-		return fmt.Errorf("datadog: request to %s, which is not a Datadog host of the rule's site; nothing was injected: %w", host, injectors.ErrInvalidValue)
+		return fmt.Errorf("datadog: request to %s, which is not a Datadog host of the rule's site; nothing was injected: %w", host, ErrNotDatadogHost)
 	}
 	api, err := i.key(cred, i.APIKeyField, 32, "API key (32 hex digits)")
 	if err != nil {

@@ -27,8 +27,8 @@ func TestInject(t *testing.T) {
 			Want: http.Header{"Dd-Api-Key": {apiKey}}},
 		{Name: "renamed fields", Settings: "api_key_field: dd_api\napp_key_field: dd_app", URL: "https://api.ddog-gov.com/api/v1/validate", Cred: cred("dd_api", apiKey, "dd_app", appKey),
 			Want: http.Header{"Dd-Api-Key": {apiKey}, "Dd-Application-Key": {appKey}}},
-		{Name: "not a Datadog host", URL: "https://datadoghq.com.evil.example/api/v1/validate", Cred: cred("api_key", apiKey, "app_key", appKey), WantErr: injectors.ErrInvalidValue},
-		{Name: "host of another site", Settings: "site: datadoghq.eu", URL: "https://api.datadoghq.com/api/v1/validate", Cred: cred("api_key", apiKey, "app_key", appKey), WantErr: injectors.ErrInvalidValue},
+		{Name: "not a Datadog host", URL: "https://datadoghq.com.evil.example/api/v1/validate", Cred: cred("api_key", apiKey, "app_key", appKey), WantErr: ErrNotDatadogHost},
+		{Name: "host of another site", Settings: "site: datadoghq.eu", URL: "https://api.datadoghq.com/api/v1/validate", Cred: cred("api_key", apiKey, "app_key", appKey), WantErr: ErrNotDatadogHost},
 		{Name: "keys swapped", URL: "https://api.datadoghq.com/api/v1/validate", Cred: cred("api_key", appKey, "app_key", apiKey), WantErr: injectors.ErrInvalidValue},
 		{Name: "application key missing", URL: "https://api.datadoghq.com/api/v1/validate", Cred: cred("api_key", apiKey), WantErr: injectors.ErrMissingField},
 	}
