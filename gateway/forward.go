@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
 	"reflect"
@@ -257,12 +256,18 @@ func sentQuery(rawQuery string) string {
 	return v.Encode()
 }
 
-// informational returns ctx with the client trace that relays the
-// upstream's 1xx responses to w (relay1xx), for the outbound request.
-func (st *reqState) informational(ctx context.Context, w http.ResponseWriter) context.Context {
+// informational has the upstream's 1xx responses relayed to w
+// (relay1xx): the outbound request's context (stateCtx) then holds st as
+// its h1client.Informational, which the h1client calls and which
+// h1client.WithInformationalTrace turns into a ClientTrace for net/http's
+// transports.
+func (st *reqState) informational(w http.ResponseWriter) {
 	st.w1xx = w
-	st.trace.Got1xxResponse = st.relay1xx
-	return httptrace.WithClientTrace(ctx, &st.trace)
+}
+
+// Got1xxResponse implements h1client.Informational: relay1xx.
+func (st *reqState) Got1xxResponse(code int, h textproto.MIMEHeader) error {
+	return st.relay1xx(code, h)
 }
 
 // relay1xx passes an informational response the upstream sent before

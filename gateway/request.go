@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
 	"net/url"
@@ -92,10 +91,9 @@ type reqState struct {
 	// in is the client's body as its connection delivers it (how a read
 	// of it failed); its failure() is bodyReadOK without a body.
 	in *clientBody
-	// trace and w1xx relay the upstream's 1xx responses to the client
-	// (informational); part of reqState, so no allocation of their own.
-	trace httptrace.ClientTrace
-	w1xx  http.ResponseWriter
+	// w1xx, when set, is where the upstream's 1xx responses are relayed
+	// (informational).
+	w1xx http.ResponseWriter
 	// n1xx and bytes1xx count the 1xx responses the upstream sent and
 	// their fields' size (relay1xx bounds them).
 	n1xx, bytes1xx int
@@ -123,6 +121,34 @@ type reqState struct {
 	// forwarded (inflight.go); part of reqState, so no allocation of its
 	// own.
 	flight inFlight
+	// ctx is the outbound request's context (stateCtx): part of
+	// reqState, so no allocation of its own.
+	ctx stateCtx
+}
+
+// stateCtx is the outbound request's context: its parent (the flight's)
+// with the request's reqState under stateKey, for the transport, the
+// dialler and the response hooks. It is context.WithValue(parent,
+// stateKey, st) without the allocation: a field of the reqState it
+// names. Done, Err, Deadline and every other key are the parent's, so
+// the context package still finds the parent's cancellation (Cause, and
+// AfterFunc's and WithCancel's registration on it without a goroutine).
+type stateCtx struct {
+	context.Context
+	st *reqState
+}
+
+// Value implements context.Context.
+func (c *stateCtx) Value(key any) any {
+	switch key {
+	case stateKey:
+		return c.st
+	case h1client.InformationalKey{}:
+		if c.st.w1xx != nil {
+			return c.st // relay1xx, through Got1xxResponse
+		}
+	}
+	return c.Context.Value(key)
 }
 
 // credKey returns keyOf(cred), made once per request for the credential
@@ -715,7 +741,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// net/http's server writes its 100 Continue from the goroutine
 		// reading the body, under a lock a 1xx from the transport's
 		// goroutine cannot take.
-		octx = st.informational(octx, sw)
+		st.informational(sw)
 	}
 	// Every request is in flight until its response ends, an upgrade
 	// request too: answered with an ordinary response (not 101), it is
@@ -725,7 +751,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// connection's registration (relayUpgrade).
 	octx, done := g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
 	defer done()
-	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
+	st.ctx = stateCtx{Context: octx, st: st}
+	out := x.outbound(&st.ctx, cp)
 	if expect {
 		// The origin decides whether the body is sent: the transport
 		// reads it (and the server sends the client its 100) only when
@@ -1057,6 +1084,12 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		t = st.pool.transport(st, r.URL)
 	}
 	t0 := time.Now()
+	in := r
+	if _, own := t.(*h1client.Client); !own {
+		// net/http's transports know the 1xx relay only as a
+		// ClientTrace.
+		r = h1client.WithInformationalTrace(in)
+	}
 	resp, err := t.RoundTrip(r)
 	if errors.Is(err, errHTTP2Only) && st != nil {
 		// Found out while dialling, before anything of the request was
@@ -1065,11 +1098,11 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// the h1client, which read a small body first, hands back a
 		// copy of the request that replays it): now sent through the
 		// pool's bridge to HTTP/2.
-		r2 := r
+		r2 := in
 		if ns, ok := errors.AsType[*h1client.NotSentError](err); ok {
 			r2 = ns.Request
 		}
-		resp, err = st.pool.transport(st, r.URL).RoundTrip(r2)
+		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithInformationalTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
 		resp, err = tt.g.reissue(t, r, resp, st)
