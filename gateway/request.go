@@ -433,6 +433,10 @@ type exchange struct {
 	// in is the client's request body under every reader of it
 	// (clientBody): how a read of it failed.
 	in clientBody
+	// out and outURL are the outbound request and its URL (outbound):
+	// part of the exchange, so no allocation of their own.
+	out    http.Request
+	outURL url.URL
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -598,10 +602,11 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // (sentQuery), before the injector signs it. The header map is handed
 // over from the incoming request, which is not read again, so no
 // per-request copy is made; ctx is the outbound request's context (one
-// copy of the request for both).
+// copy of the request for both, x.out).
 func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Request {
 	in, dest := x.r, x.dest
-	u := *in.URL
+	x.outURL = *in.URL
+	u := &x.outURL
 	u.Scheme = x.scheme
 	u.Host = dest.host
 	if dest.ip && strings.Contains(dest.host, ":") {
@@ -613,8 +618,11 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 	u.Opaque, u.User, u.Fragment = "", nil, ""
 	u.Path, u.RawPath = cp.Decoded, cp.Raw
 	u.RawQuery = sentQuery(u.RawQuery)
-	out := in.WithContext(ctx)
-	out.URL = &u
+	// The request and its URL are fields of the exchange: no allocation
+	// of their own (WithContext's copy, inlined, stays on the stack).
+	x.out = *in.WithContext(ctx)
+	out := &x.out
+	out.URL = u
 	out.Host = ""
 	gatewayHeaders.Remove(out.Header) // canonical already: no per-request canonicalisation
 	// Request trailers (the fields after a chunked HTTP/1.1 body or an

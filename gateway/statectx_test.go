@@ -3,8 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/canonical"
 )
 
 // TestStateCtxAsWithValue holds stateCtx to what it replaces,
@@ -107,5 +111,36 @@ func TestStateCtxAllocs(t *testing.T) {
 	})
 	if viaState > viaValue-1 {
 		t.Errorf("WithCancel under stateCtx: %v allocations, under WithValue %v (its own one included): want at most %v", viaState, viaValue, viaValue-1)
+	}
+}
+
+// TestOutboundAllocs: the outbound request and its URL are the exchange's
+// own fields, made without an allocation for a request to the default
+// port, and they are what outbound always made: the incoming request's
+// fields with the destination's URL, the checked path, the outbound
+// context, no Host, no gateway-scoped field, no trailers; the incoming
+// request and its URL untouched.
+func TestOutboundAllocs(t *testing.T) {
+	in := httptest.NewRequest(http.MethodGet, "https://api.example.com/v1/x?a=1", nil)
+	in.Header.Set("Proxy-Authorization", "Basic eA==")
+	in.Header.Set("Accept", "*/*")
+	in.Trailer = http.Header{"X-T": nil}
+	inURL := *in.URL
+	x := &exchange{r: in, scheme: "https", dest: target{host: "api.example.com", port: 443}}
+	cp := canonical.Path{Decoded: "/v1/x", Raw: "/v1/x"}
+	ctx := context.WithValue(context.Background(), tunnelKey, 1)
+	out := x.outbound(ctx, cp)
+	if out == in || out.URL == in.URL || *in.URL != inURL {
+		t.Fatalf("outbound shares or changed the incoming request: %p %p, URL %v", out, in, in.URL)
+	}
+	if out.Context() != ctx || out.URL.String() != "https://api.example.com/v1/x?a=1" || out.Host != "" || out.Trailer != nil ||
+		out.Header.Get("Proxy-Authorization") != "" || out.Header.Get("Accept") != "*/*" || out.Method != http.MethodGet {
+		t.Errorf("outbound request: ctx %v, URL %v, Host %q, Trailer %v, header %v", out.Context(), out.URL, out.Host, out.Trailer, out.Header)
+	}
+	if raceEnabled {
+		return
+	}
+	if n := testing.AllocsPerRun(100, func() { x.outbound(ctx, cp) }); n != 0 {
+		t.Errorf("outbound: %v allocations, want 0", n)
 	}
 }
