@@ -757,8 +757,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// identity and upstream.response_idle_timeout. When the upstream
 	// switches protocols, forward hands it over to the long-lived
 	// connection's registration (relayUpgrade).
-	octx, done := g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
-	defer done()
+	octx = g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
+	defer g.endFlight(&st.flight)
 	st.ctx = stateCtx{Context: octx, st: st}
 	out := x.outbound(&st.ctx, cp)
 	if expect {
