@@ -132,7 +132,9 @@ func evidence(r *http.Request) identity.Evidence {
 		ev.ProxyAuthorization = pa[0]
 	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		ev.Source = ap
+		// Formatted once: the source factor of every request of a
+		// tunnel, and of its audit lines (sourceOf), is this string.
+		ev.Source, ev.SourceText = ap, ap.Addr().Unmap().String()
 	}
 	if r.TLS != nil {
 		ev.VerifiedChains = r.TLS.VerifiedChains

@@ -257,16 +257,27 @@ func sentQuery(rawQuery string) string {
 	return v.Encode()
 }
 
-// clientTrace returns ctx with the outbound request's client trace: it
-// counts the transports' attempts to send it (gotConn, retries.go) and,
-// with relay, passes the upstream's 1xx responses on to w (relay1xx).
-func (st *reqState) clientTrace(ctx context.Context, w http.ResponseWriter, relay bool) context.Context {
+// clientTrace returns ctx with the outbound request's client trace,
+// which counts the transports' attempts to send it (gotConn,
+// retries.go). 1xx responses are relayed through stateCtx's
+// h1client.Informational instead (informational).
+func (st *reqState) clientTrace(ctx context.Context) context.Context {
 	st.trace.GotConn = st.gotConn
-	if relay {
-		st.w1xx = w
-		st.trace.Got1xxResponse = st.relay1xx
-	}
 	return httptrace.WithClientTrace(ctx, &st.trace)
+}
+
+// informational has the upstream's 1xx responses relayed to w
+// (relay1xx): the outbound request's context (stateCtx) then holds st as
+// its h1client.Informational, which the h1client calls and which
+// h1client.WithInformationalTrace turns into a ClientTrace for net/http's
+// transports.
+func (st *reqState) informational(w http.ResponseWriter) {
+	st.w1xx = w
+}
+
+// Got1xxResponse implements h1client.Informational: relay1xx.
+func (st *reqState) Got1xxResponse(code int, h textproto.MIMEHeader) error {
+	return st.relay1xx(code, h)
 }
 
 // relay1xx passes an informational response the upstream sent before

@@ -58,7 +58,10 @@ func resolveLines(entries []string) string {
 
 // TestInformationalResponsesRelayed: 102 and 103 Early Hints (with its
 // Link field) reach HTTP/1.1 and HTTP/2 clients before the final
-// response, whatever protocol the upstream speaks.
+// response, whatever protocol the upstream speaks and whichever upstream
+// client sends the request: the h1client itself (a GET from an HTTP/1.1
+// client), its Fallback transport (a chunked POST), net/http's HTTP/2
+// transport (an HTTP/2 client). Each 1xx is relayed once.
 func TestInformationalResponsesRelayed(t *testing.T) {
 	tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusProcessing)
@@ -72,9 +75,10 @@ func TestInformationalResponsesRelayed(t *testing.T) {
 		Link string
 	}
 	for _, tc := range []struct {
-		name string
-		h2   bool
-	}{{"http1.1", false}, {"http2", true}} {
+		name    string
+		h2      bool
+		chunked bool
+	}{{"http1.1", false, false}, {"http1.1 chunked POST", false, true}, {"http2", true, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []info
 			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
@@ -82,6 +86,9 @@ func TestInformationalResponsesRelayed(t *testing.T) {
 				return nil
 			}}
 			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), http.MethodGet, "https://"+apiHost+"/hints", nil)
+			if tc.chunked {
+				req.Method, req.Body, req.ContentLength = http.MethodPost, io.NopCloser(strings.NewReader("chunked body")), -1
+			}
 			resp, err := tg.client(t, tc.h2).Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -363,9 +363,9 @@ func (f *inFlight) refusal() *refusal {
 // identified from ev, to send, with its body (nil without one), in f,
 // and returns the context to send it with: the kill switch, the expiry
 // and the revocation of the identity and a policy reload that no longer
-// admits it (jd: the decision, judged) cancel it from now on. Call the
-// returned func when the request is done.
-func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) (context.Context, func()) {
+// admits it (jd: the decision, judged) cancel it from now on. Call
+// endFlight(f) when the request is done.
+func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) context.Context {
 	ctx, cancel := context.WithCancelCause(ctx)
 	f.rule, f.workload, f.cancel, f.body, f.judged = d.Rule, wl.DisplayName(), cancel, body, jd
 	f.ev, f.name = ev, wl.Name
@@ -391,10 +391,15 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 		f.policyChanged(g)
 		g.flights.mu.Unlock()
 	}
-	return ctx, func() {
-		g.flights.remove(f)
-		cancel(nil)
-	}
+	return ctx
+}
+
+// endFlight ends what startFlight(f) began: f leaves the requests in
+// flight, and its context is cancelled (a method, not a closure made per
+// request).
+func (g *Gateway) endFlight(f *inFlight) {
+	g.flights.remove(f)
+	f.cancel(nil)
 }
 
 // cutInFlight returns the refusal of what cut r in flight (the kill

@@ -494,9 +494,9 @@ func TestReloadRejudgesAtRegistration(t *testing.T) {
 				got := lc.endReason()
 				tg.gw.closeLong(lc)
 				f := &inFlight{}
-				_, done := tg.gw.startFlight(t.Context(), f, nil, identity.Evidence{}, wl, d, jd)
+				tg.gw.startFlight(t.Context(), f, nil, identity.Evidence{}, wl, d, jd)
 				cut := f.refusal()
-				done()
+				tg.gw.endFlight(f)
 				if change == "none" {
 					if got != "" || cut != nil {
 						t.Errorf("closed %q, cut %v: want both left running", got, cut)

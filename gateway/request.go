@@ -92,10 +92,13 @@ type reqState struct {
 	// in is the client's body as its connection delivers it (how a read
 	// of it failed); its failure() is bodyReadOK without a body.
 	in *clientBody
-	// trace and w1xx relay the upstream's 1xx responses to the client
-	// (informational); part of reqState, so no allocation of their own.
+	// trace counts the transports' attempts to send the request
+	// (clientTrace, retries.go); part of reqState, so no allocation of
+	// its own.
 	trace httptrace.ClientTrace
-	w1xx  http.ResponseWriter
+	// w1xx, when set, is where the upstream's 1xx responses are relayed
+	// (informational).
+	w1xx http.ResponseWriter
 	// n1xx and bytes1xx count the 1xx responses the upstream sent and
 	// their fields' size (relay1xx bounds them).
 	n1xx, bytes1xx int
@@ -128,6 +131,34 @@ type reqState struct {
 	// (retries.go).
 	tries  upstreamTries
 	upload uploadWatch
+	// ctx is the outbound request's context (stateCtx): part of
+	// reqState, so no allocation of its own.
+	ctx stateCtx
+}
+
+// stateCtx is the outbound request's context: its parent (the flight's)
+// with the request's reqState under stateKey, for the transport, the
+// dialler and the response hooks. It is context.WithValue(parent,
+// stateKey, st) without the allocation: a field of the reqState it
+// names. Done, Err, Deadline and every other key are the parent's, so
+// the context package still finds the parent's cancellation (Cause, and
+// AfterFunc's and WithCancel's registration on it without a goroutine).
+type stateCtx struct {
+	context.Context
+	st *reqState
+}
+
+// Value implements context.Context.
+func (c *stateCtx) Value(key any) any {
+	switch key {
+	case stateKey:
+		return c.st
+	case h1client.InformationalKey{}:
+		if c.st.w1xx != nil {
+			return c.st // relay1xx, through Got1xxResponse
+		}
+	}
+	return c.Context.Value(key)
 }
 
 // credKey returns keyOf(cred), made once per request for the credential
@@ -412,6 +443,10 @@ type exchange struct {
 	// in is the client's request body under every reader of it
 	// (clientBody): how a read of it failed.
 	in clientBody
+	// out and outURL are the outbound request and its URL (outbound):
+	// part of the exchange, so no allocation of their own.
+	out    http.Request
+	outURL url.URL
 }
 
 // pinnedAddrs are the addresses a tunnel's CONNECT checked, and whether
@@ -577,10 +612,11 @@ func credentialHostRefusal(d policy.Decision, cred *providers.Credential, host s
 // (sentQuery), before the injector signs it. The header map is handed
 // over from the incoming request, which is not read again, so no
 // per-request copy is made; ctx is the outbound request's context (one
-// copy of the request for both).
+// copy of the request for both, x.out).
 func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Request {
 	in, dest := x.r, x.dest
-	u := *in.URL
+	x.outURL = *in.URL
+	u := &x.outURL
 	u.Scheme = x.scheme
 	u.Host = dest.host
 	if dest.ip && strings.Contains(dest.host, ":") {
@@ -592,8 +628,11 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 	u.Opaque, u.User, u.Fragment = "", nil, ""
 	u.Path, u.RawPath = cp.Decoded, cp.Raw
 	u.RawQuery = sentQuery(u.RawQuery)
-	out := in.WithContext(ctx)
-	out.URL = &u
+	// The request and its URL are fields of the exchange: no allocation
+	// of their own (WithContext's copy, inlined, stays on the stack).
+	x.out = *in.WithContext(ctx)
+	out := &x.out
+	out.URL = u
 	out.Host = ""
 	gatewayHeaders.Remove(out.Header) // canonical already: no per-request canonicalisation
 	// Request trailers (the fields after a chunked HTTP/1.1 body or an
@@ -713,21 +752,25 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
-	// A server must not send 1xx responses to an HTTP/1.0 client (RFC
-	// 9110 §15.2). Not on the plain listener with Expect: net/http's
-	// server writes its 100 Continue from the goroutine reading the body,
-	// under a lock a 1xx from the transport's goroutine cannot take.
-	relay := r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil)
-	octx := st.clientTrace(ctx, sw, relay)
+	octx := st.clientTrace(ctx)
+	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
+		// A server must not send 1xx responses to an HTTP/1.0 client
+		// (RFC 9110 §15.2). Not on the plain listener with Expect:
+		// net/http's server writes its 100 Continue from the goroutine
+		// reading the body, under a lock a 1xx from the transport's
+		// goroutine cannot take.
+		st.informational(sw)
+	}
 	// Every request is in flight until its response ends, an upgrade
 	// request too: answered with an ordinary response (not 101), it is
 	// relayed as one and cut as one by the kill switch, the loss of its
 	// identity and upstream.response_idle_timeout. When the upstream
 	// switches protocols, forward hands it over to the long-lived
 	// connection's registration (relayUpgrade).
-	octx, done := g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
-	defer done()
-	out := x.outbound(context.WithValue(octx, stateKey, st), cp)
+	octx = g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
+	defer g.endFlight(&st.flight)
+	st.ctx = stateCtx{Context: octx, st: st}
+	out := x.outbound(&st.ctx, cp)
 	if expect {
 		// The origin decides whether the body is sent: the transport
 		// reads it (and the server sends the client its 100) only when
@@ -1086,6 +1129,12 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			defer st.upload.stop()
 		}
 	}
+	in := r
+	if _, own := t.(*h1client.Client); !own {
+		// net/http's transports know the 1xx relay only as a
+		// ClientTrace.
+		r = h1client.WithInformationalTrace(in)
+	}
 	resp, err := t.RoundTrip(r)
 	if errors.Is(err, errHTTP2Only) && st != nil {
 		// Found out while dialling, before anything of the request was
@@ -1094,14 +1143,14 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// the h1client, which read a small body first, hands back a
 		// copy of the request that replays it): now sent through the
 		// pool's bridge to HTTP/2.
-		r2 := r
+		r2 := in
 		if ns, ok := errors.AsType[*h1client.NotSentError](err); ok {
 			r2 = ns.Request
 		}
 		if r2.Body != r.Body {
 			st.upload.stop() // the copy's reads are not the body's
 		}
-		resp, err = st.pool.transport(st, r.URL).RoundTrip(r2)
+		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithInformationalTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
 		resp, err = tt.g.reissue(t, r, resp, st)

@@ -100,6 +100,12 @@ var ErrUnavailable = errors.New("identity: verifier unavailable")
 type Evidence struct {
 	// Source is the client's address on the accepted TCP connection.
 	Source netip.AddrPort
+	// SourceText, when set, is Source's address (unmapped) as text,
+	// formatted once for the connection by the caller: the source factor's
+	// Subject is then this string rather than a new one per resolution.
+	// One that is not exactly that text is ignored (the address is
+	// formatted anew), so it can never name another source.
+	SourceText string
 	// VerifiedChains are the client certificate chains verified by the TLS
 	// listener against its client CA bundle; nil on the plain listener or
 	// when the client sent no certificate.
@@ -459,6 +465,13 @@ func (r *Resolver) Resolve(ctx context.Context, ev Evidence, specs []Spec) (Work
 	}
 	tokenUsed := false
 	for _, v := range r.verifiers {
+		if sv, ok := v.(SourceVerifier); ok {
+			// Verify's factor, without the allocation of a *Factor.
+			if f, ok := sv.factor(ev); ok {
+				w.Factors = append(w.Factors, f)
+			}
+			continue
+		}
 		f, err := v.Verify(ctx, ev)
 		if err != nil {
 			return w, fmt.Errorf("identity: %s: %w", v.Kind(), err)
@@ -627,10 +640,25 @@ type SourceVerifier struct{}
 func (SourceVerifier) Kind() string { return KindSource }
 
 // Verify implements Verifier.
-func (SourceVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
-	if !ev.Source.IsValid() {
+func (v SourceVerifier) Verify(_ context.Context, ev Evidence) (*Factor, error) {
+	f, ok := v.factor(ev)
+	if !ok {
 		return nil, nil
 	}
+	return &f, nil
+}
+
+// factor is Verify's factor as a value (Resolve's, without the
+// allocation of a *Factor): the address as text (ev.SourceText when it
+// is exactly that), or false without an address.
+func (SourceVerifier) factor(ev Evidence) (Factor, bool) {
+	if !ev.Source.IsValid() {
+		return Factor{}, false
+	}
 	a := ev.Source.Addr().Unmap()
-	return &Factor{Kind: KindSource, Subject: a.String()}, nil
+	var buf [64]byte
+	if ev.SourceText == "" || string(a.AppendTo(buf[:0])) != ev.SourceText {
+		return Factor{Kind: KindSource, Subject: a.String()}, true
+	}
+	return Factor{Kind: KindSource, Subject: ev.SourceText}, true
 }

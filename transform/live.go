@@ -143,10 +143,13 @@ func (t *Table) TransformResponse(resp *http.Response, follow *Tables) (*ScrubCo
 	if grpcFramed(resp.Header) {
 		lb.frames = &grpcFrames{}
 	}
-	lb.atEOF = lb.end
+	lb.atEOF = lb
 	resp.Body = lb
 	return &lb.c, nil
 }
+
+// ender is what a liveReader runs at the end of its source.
+type ender interface{ end() error }
 
 // liveBody is a response body Table.TransformResponse scrubs.
 type liveBody struct {
@@ -183,9 +186,11 @@ type liveReader struct {
 	stages []liveStage
 	stage2 [2]liveStage // stages' backing array for tables of 1 or 2 stages
 	hits   *ScrubCount
-	// atEOF, if set, runs once when src is exhausted, before EOF is
-	// returned; an error it returns is returned instead of EOF.
-	atEOF func() error
+	// atEOF, if set, is what runs once when src is exhausted, before EOF
+	// is returned (its end); an error it returns is returned instead of
+	// EOF. An interface rather than a func (streamReader's), so that
+	// liveBody sets itself without allocating a method value per body.
+	atEOF ender
 	// frames, when set, follows a gRPC body's messages (streamReader).
 	frames *grpcFrames
 
@@ -363,7 +368,11 @@ func (s *liveReader) advance(fill bool) bool {
 			return true
 		}
 		if s.eof {
-			s.err = endOfStream(s.frames, s.atEOF)
+			var end func() error
+			if s.atEOF != nil {
+				end = s.atEOF.end // does not escape: no allocation
+			}
+			s.err = endOfStream(s.frames, end)
 			return true
 		}
 		if !fill {

@@ -352,3 +352,42 @@ func TestLiveTableTransformResponse(t *testing.T) {
 		t.Fatal("a table of a scrubber that changes lengths was built")
 	}
 }
+
+// TestLiveResponseAllocs: a scrubbed response body of the gateway's
+// common shape (a small JSON answer of declared length, one secret, read
+// to its end so that the trailers are scrubbed too) costs the liveBody
+// and its buffer, and no allocation for the end it runs (liveBody sets
+// itself as its reader's ender, not a method value): 3 allocations, 4
+// before.
+func TestLiveResponseAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not kept under -race")
+	}
+	const v = "sk_live_transform_allocs"
+	full, err := NewTable(NewScrubber([]secret.Value{secret.New(v)}, ScrubOptions{KeepLength: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	follow := &Tables{}
+	follow.Store(full)
+	body := `{"id":"ch_1","object":"charge","amount":100,"currency":"usd","echo":"` + v + `"}`
+	src := strings.NewReader(body)
+	rc := io.NopCloser(src)
+	resp := &http.Response{Header: http.Header{"Content-Type": {"application/json"}}, Trailer: http.Header{}}
+	buf := make([]byte, 512)
+	n := testing.AllocsPerRun(100, func() {
+		src.Reset(body)
+		resp.Body, resp.ContentLength = rc, int64(len(body))
+		if _, err := full.TransformResponse(resp, follow); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := resp.Body.Read(buf); err != nil {
+				break
+			}
+		}
+	})
+	if n > 3 {
+		t.Errorf("TransformResponse and the body read to its end: %v allocations, want at most 3", n)
+	}
+}

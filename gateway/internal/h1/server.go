@@ -740,8 +740,11 @@ func (c *conn) serveRequest() bool {
 		}
 	}
 	// One context for the connection's requests, cancelled when the
-	// client leaves (watch): no allocation per request.
-	req = req.WithContext(c.ctx)
+	// client leaves (watch): no allocation per request. req is the
+	// server's own (read just now; w holds the same pointer), so it takes
+	// the context in place: WithContext's copy, inlined, stays on the
+	// stack.
+	*req = *req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
 	if c.bw == nil {

@@ -28,6 +28,7 @@
 //     longer than its Content-Length is Transport's error, and then
 //     nothing is sent;
 //   - 1xx responses before the final one go to the request's
+//     Informational (InformationalKey), or else its
 //     httptrace.ClientTrace.Got1xxResponse; a 101 is an error (no
 //     upgrade request comes here);
 //   - response headers are bounded (MaxResponseHeaderBytes, 1xx
@@ -152,7 +153,7 @@ const maxBody = 16 << 10
 func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	k, ok := eligible(r)
 	if !ok {
-		return c.Fallback.RoundTrip(r)
+		return c.Fallback.RoundTrip(WithInformationalTrace(r))
 	}
 	ctx := r.Context()
 	var rb *reqBuf
@@ -182,6 +183,59 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err = pc.roundTrip(ctx, r, rb)
 	}
 	return resp, err
+}
+
+// Informational receives an upstream's 1xx responses before its final
+// one, as httptrace.ClientTrace.Got1xxResponse does (an error fails the
+// request). A request whose context holds one under InformationalKey
+// gets them through it, then through its ClientTrace's Got1xxResponse
+// if it has one too, in the order httptrace.WithClientTrace would call
+// the two: the caller needs neither a ClientTrace in the context (an
+// allocation per request) nor a func value (another) for the common
+// request the Client sends itself. A request that goes to Fallback, or
+// to any other net/http transport, gets it as a ClientTrace
+// (WithInformationalTrace).
+type Informational interface {
+	Got1xxResponse(code int, header textproto.MIMEHeader) error
+}
+
+// InformationalKey is the context key of a request's Informational.
+type InformationalKey struct{}
+
+// informational is the receiver of ctx's 1xx responses: its
+// Informational and its ClientTrace's Got1xxResponse, either alone, or
+// nil for neither.
+func informational(ctx context.Context, trace *httptrace.ClientTrace) func(int, textproto.MIMEHeader) error {
+	var got func(int, textproto.MIMEHeader) error
+	if trace != nil {
+		got = trace.Got1xxResponse
+	}
+	inf, ok := ctx.Value(InformationalKey{}).(Informational)
+	switch {
+	case !ok:
+		return got
+	case got == nil:
+		return inf.Got1xxResponse
+	}
+	return func(code int, h textproto.MIMEHeader) error {
+		if err := inf.Got1xxResponse(code, h); err != nil {
+			return err
+		}
+		return got(code, h)
+	}
+}
+
+// WithInformationalTrace returns r for a transport that knows only
+// httptrace: when r's context holds an Informational, a copy of r whose
+// context has a ClientTrace calling it for 1xx responses (composed with
+// any trace already there); else r itself.
+func WithInformationalTrace(r *http.Request) *http.Request {
+	ctx := r.Context()
+	inf, ok := ctx.Value(InformationalKey{}).(Informational)
+	if !ok {
+		return r
+	}
+	return r.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: inf.Got1xxResponse}))
 }
 
 // replayable is net/http's Request.isReplayable for a request whose body
@@ -495,6 +549,7 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*ht
 	pc.limit = max
 	var resp *http.Response
 	var fast *fastResponse
+	var got1xx func(int, textproto.MIMEHeader) error // found at the first 1xx
 	for {
 		if fast = readFastResponse(pc.br, r, max); fast != nil {
 			resp = &fast.resp // a final response (response.go)
@@ -520,8 +575,11 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*ht
 		if code >= 200 {
 			break
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+		if got1xx == nil {
+			got1xx = informational(ctx, trace)
+		}
+		if got1xx != nil {
+			if err := got1xx(code, textproto.MIMEHeader(resp.Header)); err != nil {
 				return fail(err)
 			}
 			// Delivered: the caller bounds them (as Transport).

@@ -558,25 +558,73 @@ func TestUnsolicitedWhileIdle(t *testing.T) {
 	}
 }
 
-// TestInformational: 1xx responses reach Got1xxResponse in order; a 101
-// to a request that asked for no upgrade is an error.
+// TestInformational: 1xx responses reach the request's receiver in
+// order, once each, however it is given (a ClientTrace, an Informational
+// under InformationalKey, both) and whoever sends the request (the
+// Client, or its Fallback, an http.Transport, for a request it does not
+// send itself); a 101 to a request that asked for no upgrade is an error.
 func TestInformational(t *testing.T) {
 	var o *rawOrigin
 	o = startRawOrigin(t, nil, serveFixed(&o, nil, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-	c := newClient(t)
-	var seen []string
-	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		seen = append(seen, fmt.Sprintf("%d %s", code, h.Get("Link")))
-		return nil
-	}})
-	resp, body, err := get(t, c, ctx, "GET", "http://"+o.addr+"/")
-	if err != nil || resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("%v %q %v", resp, body, err)
-	}
-	if want := []string{"103 </a.css>; rel=preload", "102 "}; fmt.Sprint(seen) != fmt.Sprint(want) {
-		t.Errorf("1xx seen %q, want %q", seen, want)
+	want := []string{"103 </a.css>; rel=preload", "102 "}
+	for _, tc := range []struct {
+		name               string
+		trace, inf         bool
+		viaFallback        bool
+		wantTrace, wantInf []string
+	}{
+		{name: "trace", trace: true, wantTrace: want},
+		{name: "informational", inf: true, wantInf: want},
+		{name: "both", trace: true, inf: true, wantTrace: want, wantInf: want},
+		{name: "trace, fallback", trace: true, viaFallback: true, wantTrace: want},
+		{name: "informational, fallback", inf: true, viaFallback: true, wantInf: want},
+		{name: "both, fallback", trace: true, inf: true, viaFallback: true, wantTrace: want, wantInf: want},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient(t)
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			c.Fallback = tr
+			var seenTrace, seenInf []string
+			ctx := t.Context()
+			if tc.trace {
+				ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+					seenTrace = append(seenTrace, fmt.Sprintf("%d %s", code, h.Get("Link")))
+					return nil
+				}})
+			}
+			if tc.inf {
+				ctx = context.WithValue(ctx, InformationalKey{}, informationalFunc(func(code int, h textproto.MIMEHeader) error {
+					seenInf = append(seenInf, fmt.Sprintf("%d %s", code, h.Get("Link")))
+					return nil
+				}))
+			}
+			r, err := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.viaFallback {
+				r.Header.Set("Connection", "keep-alive") // not sent by the Client itself
+				if _, ok := eligible(r); ok {
+					t.Fatal("the request would not go to Fallback")
+				}
+			}
+			resp, err := c.RoundTrip(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("%v %q", resp.Status, body)
+			}
+			if fmt.Sprint(seenTrace) != fmt.Sprint(tc.wantTrace) || fmt.Sprint(seenInf) != fmt.Sprint(tc.wantInf) {
+				t.Errorf("1xx seen by the trace %q and the Informational %q, want %q and %q", seenTrace, seenInf, tc.wantTrace, tc.wantInf)
+			}
+		})
 	}
 
+	c := newClient(t)
 	var sw *rawOrigin
 	sw = startRawOrigin(t, nil, serveFixed(&sw, nil, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"))
 	if _, _, err := get(t, c, t.Context(), "GET", "http://"+sw.addr+"/"); !errors.Is(err, errSwitched) {
@@ -584,6 +632,11 @@ func TestInformational(t *testing.T) {
 	}
 	poll.True(t, 5*time.Second, "the switched connection closed", func() bool { return sw.closed.Load() == 1 })
 }
+
+// informationalFunc is a func as an Informational.
+type informationalFunc func(int, textproto.MIMEHeader) error
+
+func (f informationalFunc) Got1xxResponse(code int, h textproto.MIMEHeader) error { return f(code, h) }
 
 // TestHeaderTimeout: an upstream that does not answer within
 // ResponseHeaderTimeout fails the request with a timeout error (the

@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/internal/canonical"
+)
+
+// TestStateCtxAsWithValue holds stateCtx to what it replaces,
+// context.WithValue(parent, stateKey, st), over a table of parents and
+// what is asked of the context: every key's value, Done, Err, Deadline,
+// Cause after the parent is cancelled with a cause, and AfterFunc and
+// WithCancel children, which must see the cancellation the same way.
+func TestStateCtxAsWithValue(t *testing.T) {
+	type otherKey struct{}
+	cause := errors.New("switched off")
+	deadline := time.Now().Add(time.Hour)
+	parents := map[string]func() (context.Context, func()){
+		"background": func() (context.Context, func()) { return context.Background(), func() {} },
+		"cancel cause": func() (context.Context, func()) {
+			ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), otherKey{}, "v"))
+			return ctx, func() { cancel(cause) }
+		},
+		"deadline": func() (context.Context, func()) {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			return ctx, cancel
+		},
+		"value over cancel": func() (context.Context, func()) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			return context.WithValue(ctx, otherKey{}, "w"), func() { cancel(cause) }
+		},
+	}
+	for name, mk := range parents {
+		t.Run(name, func(t *testing.T) {
+			st := &reqState{}
+			parentA, cancelA := mk()
+			parentB, cancelB := mk()
+			want := context.WithValue(parentA, stateKey, st)
+			st.ctx = stateCtx{Context: parentB, st: st}
+			got := context.Context(&st.ctx)
+			for _, k := range []any{stateKey, tunnelKey, otherKey{}, "stateKey", 1} {
+				if g, w := got.Value(k), want.Value(k); g != w {
+					t.Errorf("Value(%#v) = %v, want %v", k, g, w)
+				}
+			}
+			gd, gok := got.Deadline()
+			wd, wok := want.Deadline()
+			if gok != wok || !gd.Equal(wd) && gok {
+				t.Errorf("Deadline() = %v %v, want %v %v", gd, gok, wd, wok)
+			}
+			if (got.Done() == nil) != (want.Done() == nil) {
+				t.Fatalf("Done() nil %v, want nil %v", got.Done() == nil, want.Done() == nil)
+			}
+			if got.Done() == nil {
+				return
+			}
+			ran := make(chan struct{})
+			context.AfterFunc(got, func() { close(ran) })
+			child, stopChild := context.WithCancel(got)
+			defer stopChild()
+			if got.Err() != nil || child.Err() != nil {
+				t.Fatalf("cancelled before the parent was: %v %v", got.Err(), child.Err())
+			}
+			cancelA()
+			cancelB()
+			<-ran
+			<-child.Done()
+			if g, w := got.Err(), want.Err(); !errors.Is(g, w) {
+				t.Errorf("Err() = %v, want %v", g, w)
+			}
+			if g, w := context.Cause(got), context.Cause(want); !errors.Is(g, w) {
+				t.Errorf("Cause() = %v, want %v", g, w)
+			}
+			if g, w := context.Cause(child), context.Cause(want); !errors.Is(g, w) {
+				t.Errorf("Cause(child) = %v, want %v", g, w)
+			}
+		})
+	}
+}
+
+// TestStateCtxAllocs: the outbound request's context costs no allocation
+// of its own, and a child of it is registered on its parent as a child of
+// WithValue's would be (the context package found the parent's
+// cancellation: no goroutine watching both, which would allocate more).
+func TestStateCtxAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under -race")
+	}
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := &reqState{}
+	n := testing.AllocsPerRun(100, func() {
+		st.ctx = stateCtx{Context: parent, st: st}
+		_ = context.Context(&st.ctx).Value(stateKey)
+	})
+	if n != 0 {
+		t.Errorf("stateCtx: %v allocations, want 0", n)
+	}
+	viaValue := testing.AllocsPerRun(100, func() {
+		_, c := context.WithCancel(context.WithValue(parent, stateKey, st))
+		c()
+	})
+	viaState := testing.AllocsPerRun(100, func() {
+		_, c := context.WithCancel(&st.ctx)
+		c()
+	})
+	if viaState > viaValue-1 {
+		t.Errorf("WithCancel under stateCtx: %v allocations, under WithValue %v (its own one included): want at most %v", viaState, viaValue, viaValue-1)
+	}
+}
+
+// TestOutboundAllocs: the outbound request and its URL are the exchange's
+// own fields, made without an allocation for a request to the default
+// port, and they are what outbound always made: the incoming request's
+// fields with the destination's URL, the checked path, the outbound
+// context, no Host, no gateway-scoped field, no trailers; the incoming
+// request and its URL untouched.
+func TestOutboundAllocs(t *testing.T) {
+	in := httptest.NewRequest(http.MethodGet, "https://api.example.com/v1/x?a=1", nil)
+	in.Header.Set("Proxy-Authorization", "Basic eA==")
+	in.Header.Set("Accept", "*/*")
+	in.Trailer = http.Header{"X-T": nil}
+	inURL := *in.URL
+	x := &exchange{r: in, scheme: "https", dest: target{host: "api.example.com", port: 443}}
+	cp := canonical.Path{Decoded: "/v1/x", Raw: "/v1/x"}
+	ctx := context.WithValue(context.Background(), tunnelKey, 1)
+	out := x.outbound(ctx, cp)
+	if out == in || out.URL == in.URL || *in.URL != inURL {
+		t.Fatalf("outbound shares or changed the incoming request: %p %p, URL %v", out, in, in.URL)
+	}
+	if out.Context() != ctx || out.URL.String() != "https://api.example.com/v1/x?a=1" || out.Host != "" || out.Trailer != nil ||
+		out.Header.Get("Proxy-Authorization") != "" || out.Header.Get("Accept") != "*/*" || out.Method != http.MethodGet {
+		t.Errorf("outbound request: ctx %v, URL %v, Host %q, Trailer %v, header %v", out.Context(), out.URL, out.Host, out.Trailer, out.Header)
+	}
+	if raceEnabled {
+		return
+	}
+	if n := testing.AllocsPerRun(100, func() { x.outbound(ctx, cp) }); n != 0 {
+		t.Errorf("outbound: %v allocations, want 0", n)
+	}
+}

@@ -1,0 +1,7 @@
+//go:build race
+
+package transform
+
+// raceEnabled: the race detector is on (allocation counts are not
+// kept under it).
+const raceEnabled = true
