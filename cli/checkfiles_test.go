@@ -363,7 +363,6 @@ func writeFile(t *testing.T, path string, b []byte) {
 	}
 }
 
-// valueAt is the line and column of the value at keys in the YAML text.
 // dottedKey writes keys as the messages do: "cache.redis.encryption_keys[0].file".
 func dottedKey(keys []string) string {
 	var b strings.Builder
@@ -380,6 +379,7 @@ func dottedKey(keys []string) string {
 	return b.String()
 }
 
+// valueAt is the line and column of the value at keys in the YAML text.
 func valueAt(t *testing.T, text string, keys ...string) (int, int) {
 	t.Helper()
 	var doc yaml.Node

@@ -523,12 +523,20 @@ func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
 	c.lru.Remove(el)
 	delete(c.entries, key)
 	c.mu.Unlock()
-	if c.opts.Shared != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
-		defer cancel()
-		c.opts.Shared.Forget(ctx, key, cred)
-	}
+	c.forgetShared(key, cred)
 	return true
+}
+
+// forgetShared removes key's shared entry if it still holds cred, and
+// tells the other replicas to drop theirs (Forget, Reject): no-op
+// without a SharedCache.
+func (c *Cache) forgetShared(key CacheKey, cred *Credential) {
+	if c.opts.Shared == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
+	defer cancel()
+	c.opts.Shared.Forget(ctx, key, cred)
 }
 
 // Reject drops key's cached credential if it is still cred because it
@@ -563,11 +571,7 @@ func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 		delete(c.entries, key)
 	}
 	c.mu.Unlock()
-	if c.opts.Shared != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
-		defer cancel()
-		c.opts.Shared.Forget(ctx, key, cred)
-	}
+	c.forgetShared(key, cred)
 	return true
 }
 
