@@ -795,6 +795,12 @@ resolve:
   output: %s
 log:
   level: info
+# Every client of the bench comes from 127.0.0.1, and idle10k opens
+# 10,000 of them: the connection caps are set far above that, so their
+# check is paid on every accept and refuses nothing.
+limits:
+  max_connections: 1000000
+  max_connections_per_source: 1000000
 %s`
 
 // credgateRedisConfig is the cache block of the credgate-redis* targets:
@@ -890,7 +896,7 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 	if rc.audit == "discard" {
 		audit, auditDesc = "/dev/null", "on, written to /dev/null"
 	}
-	info = append(info, [2]string{report.Credgate + " set-up", fmt.Sprintf("real binary, `credgate serve -c credgate.yaml`; static bearer rule from a workload identified by source CIDR; upstream TLS verified with ca_bundle; resolve map; allow_private; log level info; interception CA %s; audit %s", how, auditDesc)})
+	info = append(info, [2]string{report.Credgate + " set-up", fmt.Sprintf("real binary, `credgate serve -c credgate.yaml`; static bearer rule from a workload identified by source CIDR; upstream TLS verified with ca_bundle; resolve map; allow_private; log level info; limits.max_connections and max_connections_per_source 1,000,000 (every bench client is 127.0.0.1); interception CA %s; audit %s", how, auditDesc)})
 	limit := ""
 	if v.rateLimit {
 		limit = "    " + benchRateLimit
