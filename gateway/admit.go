@@ -311,6 +311,14 @@ func (g *Gateway) refuseConnection(r *connRefusals, c net.Conn, limit string, sr
 	go func() {
 		defer func() { <-g.connAdmit.lingering }()
 		defer c.Close()
+		// The answer waits for the client's first bytes (at most
+		// lingerTimeout): an answer that arrives before a client wrote
+		// its request is unsolicited to some clients (Go's Transport
+		// drops it and fails the request with a transport error), which
+		// would hide the reason from them.
+		_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
+		var first [1]byte
+		_, _ = c.Read(first[:])
 		_ = c.SetDeadline(time.Now().Add(lingerTimeout))
 		if _, err := c.Write(answer); err != nil {
 			return
