@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -167,36 +165,13 @@ func custodyPlacesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *plac
 		}
 		h[k] = vs
 	}
-	u, err := url.Parse("https://" + host + target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.route(u.Path, func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		rec.add(u.Path, string(b))
-	})
-	before := len(o.all())
-	var rd io.Reader
-	method := "GET"
-	if body != "" {
-		method, rd = "POST", strings.NewReader(body)
-		h = http.Header{"Content-Type": {ctype}}
-	}
-	resp, _ := do(t, c, method, u.String(), h, rd)
+	resp, _, u, before := placesSend(t, c, o, rec, host, target, h, ctype, body)
 	var fields []string
 	for _, s := range o.all()[before:] {
 		if s.Path != u.Path {
 			continue
 		}
-		fields = append(fields, s.URI)
-		for _, vs := range s.Header {
-			for _, v := range vs {
-				fields = append(fields, v)
-				if dec, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(v, "Basic ")); err == nil {
-					fields = append(fields, string(dec))
-				}
-			}
-		}
+		fields = append(fields, seenFields(s)...)
 	}
 	fields = append(fields, rec.of(u.Path)...)
 	return resp.StatusCode, resp.Header.Get(ReasonHeader), fields

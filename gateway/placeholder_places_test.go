@@ -261,13 +261,14 @@ func TestPlaceholderPlaces(t *testing.T) {
 	}
 }
 
-// placesRequest sends the request of pos to path and reports whether the
-// upstream received the value (and checks the answer: 200, or 403
-// placeholder_misuse with nothing sent).
-func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, pos placesPosition, path string, allowed bool) bool {
+// placesSend has o record the bodies sent to target's path in rec, and
+// sends the request — a GET with header h, or a POST of body as ctype
+// when there is one — to host and target. It returns the answer, its
+// text, the request's URL and how many requests the origin had seen
+// before it.
+func placesSend(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, host, target string, h http.Header, ctype, body string) (*http.Response, string, *url.URL, int) {
 	t.Helper()
-	target, h, ctype, body := pos.build(path)
-	u, err := url.Parse("https://" + apiHost + target)
+	u, err := url.Parse("https://" + host + target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,6 +284,31 @@ func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesRecei
 		h = http.Header{"Content-Type": {ctype}}
 	}
 	resp, text := do(t, c, method, u.String(), h, rd)
+	return resp, text, u, before
+}
+
+// seenFields is what the origin received of s outside its body: the
+// request target and every header value, a Basic value decoded too.
+func seenFields(s seen) []string {
+	fields := []string{s.URI}
+	for _, vs := range s.Header {
+		for _, v := range vs {
+			fields = append(fields, v)
+			if dec, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(v, "Basic ")); err == nil {
+				fields = append(fields, string(dec))
+			}
+		}
+	}
+	return fields
+}
+
+// placesRequest sends the request of pos to path and reports whether the
+// upstream received the value (and checks the answer: 200, or 403
+// placeholder_misuse with nothing sent).
+func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesReceived, pos placesPosition, path string, allowed bool) bool {
+	t.Helper()
+	target, h, ctype, body := pos.build(path)
+	resp, text, u, before := placesSend(t, c, o, rec, apiHost, target, h, ctype, body)
 	// This case's requests only: the head of an earlier case's streamed
 	// body, cut off, may reach the origin after that case ended.
 	var got []seen
@@ -305,15 +331,7 @@ func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesRecei
 	}
 	sent := false
 	for _, s := range got {
-		fields := []string{s.URI}
-		for _, vs := range s.Header {
-			for _, v := range vs {
-				fields = append(fields, v)
-				if dec, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(v, "Basic ")); err == nil {
-					fields = append(fields, string(dec))
-				}
-			}
-		}
+		fields := seenFields(s)
 		for _, f := range fields {
 			sent = sent || strings.Contains(f, placesValue)
 			if strings.Contains(f, placesPH) {
