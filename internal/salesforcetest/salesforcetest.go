@@ -102,6 +102,9 @@ func New(opts Options) *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
+// Client returns an HTTP client that trusts the server's certificate.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
 // CertPEM returns the PEM of the server's certificate.
 func (s *Server) CertPEM() []byte {
 	return fakekit.CertPEM(s.srv)
