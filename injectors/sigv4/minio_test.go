@@ -55,26 +55,32 @@ func s3Request(t testing.TB, method, host, path string, body io.Reader) *http.Re
 
 // TestS3PathSpelling: an S3 request is signed over the key's S3
 // encoding, whatever spelling of it the client sent, and the wire keeps
-// the client's spelling.
+// the client's spelling; so are requests signed for s3-object-lambda and
+// s3-outposts, which the S3 client signs with S3's rules.
 func TestS3PathSpelling(t *testing.T) {
-	inj := load(t, "{service: s3, region: us-east-1}", suiteTime)
-	for _, tt := range s3Spellings {
-		t.Run(tt.wire, func(t *testing.T) {
-			sign := func(path string) *http.Request {
-				r := s3Request(t, "GET", "https://s3.example.test", path, nil)
-				if err := inj.Inject(r, suiteCred); err != nil {
-					t.Fatal(err)
+	for _, service := range []string{"s3", "s3-object-lambda", "s3-outposts"} {
+		inj := load(t, "{service: "+service+", region: us-east-1}", suiteTime)
+		sign := func(t *testing.T, path string) *http.Request {
+			r := s3Request(t, "GET", "https://s3.example.test", path, nil)
+			if err := inj.Inject(r, suiteCred); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		for _, tt := range s3Spellings {
+			t.Run(service+tt.wire, func(t *testing.T) {
+				got, want := sign(t, tt.wire), sign(t, tt.sdk)
+				if a, b := got.Header.Get("Authorization"), want.Header.Get("Authorization"); a != b {
+					t.Errorf("signature of %s differs from that of %s, the spelling S3 signs:\n got %s\nwant %s", tt.wire, tt.sdk, a, b)
 				}
-				return r
-			}
-			got, want := sign(tt.wire), sign(tt.sdk)
-			if a, b := got.Header.Get("Authorization"), want.Header.Get("Authorization"); a != b {
-				t.Errorf("signature of %s differs from that of %s, the spelling S3 signs:\n got %s\nwant %s", tt.wire, tt.sdk, a, b)
-			}
-			if p := got.URL.EscapedPath(); p != tt.wire {
-				t.Errorf("the path goes upstream as %s, want the client's %s", p, tt.wire)
-			}
-		})
+				if p := got.URL.EscapedPath(); p != tt.wire {
+					t.Errorf("the path goes upstream as %s, want the client's %s", p, tt.wire)
+				}
+				if h := got.Header.Get("X-Amz-Content-Sha256"); h != "UNSIGNED-PAYLOAD" {
+					t.Errorf("X-Amz-Content-Sha256 = %q, want UNSIGNED-PAYLOAD as for S3", h)
+				}
+			})
+		}
 	}
 }
 

@@ -20,8 +20,9 @@
 // Service and region come from the host name for AWS endpoints: s3
 // (virtual-hosted bucket.s3.REGION.amazonaws.com and path style
 // s3.REGION.amazonaws.com/bucket, legacy s3-REGION, FIPS and dual-stack
-// names), sts, dynamodb, sqs, sns, kms, secretsmanager, execute-api and
-// bedrock-runtime (signed as bedrock), in the amazonaws.com,
+// names; s3-object-lambda and s3-outposts access points, signed with S3's
+// rules like s3), sts, dynamodb, sqs, sns, kms, secretsmanager,
+// execute-api and bedrock-runtime (signed as bedrock), in the amazonaws.com,
 // amazonaws.com.cn and api.aws domains. Any other host (MinIO, a
 // custom or VPC endpoint) needs service and region in the settings; the
 // settings win over the host name when both are there.
@@ -270,7 +271,7 @@ func (s *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	if err != nil {
 		return err
 	}
-	isS3 := service == "s3"
+	isS3 := s3Family(service)
 
 	declared := r.Header.Get(hdrContentSHA256)
 	var payload string
@@ -370,6 +371,16 @@ func (s *Injector) hashBody(r *http.Request) (string, io.ReadCloser, error) {
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// s3Family reports whether service is a signing name of the S3 API: s3,
+// and s3-object-lambda and s3-outposts, which the S3 client signs for
+// Object Lambda and Outposts access points with S3's rules (the path
+// escaped once, UNSIGNED-PAYLOAD and aws-chunked bodies,
+// X-Amz-Content-Sha256 sent): aws-sdk-go-v2's S3 client signs every
+// request with DisableURIPathEscaping, whatever its signing name.
+func s3Family(service string) bool {
+	return service == "s3" || service == "s3-object-lambda" || service == "s3-outposts"
 }
 
 // isHexSHA256 reports whether v is 64 hex digits.

@@ -226,6 +226,8 @@ func TestEndpoint(t *testing.T) {
 		{"abc123defg.execute-api.eu-central-1.amazonaws.com", "execute-api", "eu-central-1"},
 		{"bedrock-runtime.us-east-1.amazonaws.com", "bedrock", "us-east-1"},
 		{"bedrock-runtime-fips.us-west-2.amazonaws.com", "bedrock", "us-west-2"},
+		{"olap-123456789012.s3-object-lambda.us-east-1.amazonaws.com", "s3-object-lambda", "us-east-1"},
+		{"ap-123456789012.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com", "s3-outposts", "us-west-2"},
 		{"ec2.us-east-1.amazonaws.com", "", ""},                   // not a listed service: the rule says
 		{"dynamodb.amazonaws.com", "", ""},                        // regional service without a region
 		{"minio.internal", "", ""},                                // not AWS
