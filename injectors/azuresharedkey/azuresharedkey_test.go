@@ -192,14 +192,18 @@ func TestFakeAccepts(t *testing.T) {
 			"X-Ms-Meta-Team": {"fin", "ops"}, "Content-Md5": {"XUFAKrxLKna5cZ2REBfFkg=="}}), 201},
 		{do("GET", base+"/reports?restype=container&comp=list&Prefix=a&include=metadata&include=snapshots", "", nil), 200},
 		{do("GET", base+"/reports/a%20b.txt", "", http.Header{"X-Ms-Range": {"bytes=0-4"}, "If-None-Match": {`"0x0"`}}), 200},
+		// An empty upload under a version before 2015-02-21 signs its
+		// Content-Length as "0", a later one as "".
+		{do("PUT", base+"/reports/empty-old", "", http.Header{"X-Ms-Blob-Type": {"BlockBlob"}, "X-Ms-Version": {"2014-02-14"}}), 201},
+		{do("PUT", base+"/reports/empty-new", "", http.Header{"X-Ms-Blob-Type": {"BlockBlob"}}), 201},
 	} {
 		if st.resp.StatusCode != st.want {
 			b, _ := io.ReadAll(st.resp.Body)
 			t.Errorf("%s %s: %d %s (refused %v)", st.resp.Request.Method, st.resp.Request.URL, st.resp.StatusCode, b, s.Refused())
 		}
 	}
-	if n := s.Accepted(); n != 4 {
-		t.Errorf("the fake accepted %d requests, want 4", n)
+	if n := s.Accepted(); n != 6 {
+		t.Errorf("the fake accepted %d requests, want 6", n)
 	}
 
 	// A gateway clock 20 minutes behind: the service refuses the date

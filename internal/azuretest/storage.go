@@ -126,8 +126,8 @@ func StringToSign(r *http.Request, account string) string {
 	if length == "" && r.ContentLength > 0 {
 		length = strconv.FormatInt(r.ContentLength, 10)
 	}
-	if length == "0" {
-		length = ""
+	if length == "0" && h.Get("x-ms-version") >= "2015-02-21" {
+		length = "" // versions before 2015-02-21 sign a zero length as "0"
 	}
 	var b strings.Builder
 	for _, v := range []string{r.Method, h.Get("Content-Encoding"), h.Get("Content-Language"), length,
