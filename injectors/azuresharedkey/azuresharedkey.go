@@ -21,7 +21,8 @@
 // x-ms-date is signed instead), If-Modified-Since, If-Match,
 // If-None-Match, If-Unmodified-Since and Range, each followed by a
 // newline, then the canonicalized headers (every x-ms-* header, name
-// lower-cased, sorted, "name:value\n") and the canonicalized resource
+// lower-cased, sorted in the service's order (compareHeaderNames: not
+// byte order), "name:value\n") and the canonicalized resource
 // (/ACCOUNT/PATH as on the wire, then per query parameter, names
 // lower-cased and sorted, "\nname:value[,value...]" with values decoded
 // and sorted). The injector sets x-ms-date to the current time and
@@ -38,6 +39,7 @@
 package azuresharedkey
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -269,7 +271,7 @@ func appendStringToSign(b []byte, r *http.Request, account string) []byte {
 			names = append(names, k)
 		}
 	}
-	slices.Sort(names) // canonical keys: X-Ms-... sorts as its lower case does
+	slices.SortFunc(names, compareHeaderNames)
 	for _, k := range names {
 		for _, c := range []byte(k) {
 			if 'A' <= c && c <= 'Z' {
@@ -322,6 +324,75 @@ func appendStringToSign(b []byte, r *http.Request, account string) []byte {
 // and x-ms-range requests by default (policy ranges:), so the SDKs'
 // ranged blob downloads work.
 func (*Injector) SignatureOnly() {}
+
+// primaryOrder lists the characters that count in the first comparison
+// of two x-ms-* header names, in the order Azure Storage ranks them; '-'
+// and the apostrophe count only to break ties, and letters compare
+// without case.
+const primaryOrder = "!#$%&*.^_`|~+0123456789abcdefghijklmnopqrstuvwxyz"
+
+// primaryWeight is 1 + the index in primaryOrder (upper-case letters
+// weigh as lower-case ones), 0 for characters the first comparison skips.
+var primaryWeight = func() (w [256]uint8) {
+	for i := 0; i < len(primaryOrder); i++ {
+		c := primaryOrder[i]
+		w[c] = uint8(i + 1)
+		if 'a' <= c && c <= 'z' {
+			w[c-'a'+'A'] = uint8(i + 1)
+		}
+	}
+	return w
+}()
+
+// compareHeaderNames orders x-ms-* header names as Azure Storage does
+// when it canonicalizes them, which is not byte order: the service sorts
+// with .NET's culture-aware comparison ("word sort"), as the Azure SDKs
+// mirror (azblob's weight tables; the service's expected string-to-sign in
+// Azure/azure-sdk-for-python#10277 and #33951). '_' sorts before digits
+// (x-ms-meta-i_ before x-ms-meta-i0), '+' after '~', and '-' and '\”
+// are skipped, then decide ties: at the first position where the names
+// differ in them, an ordinary character comes first, then the name's
+// end, then '\”, then '-'.
+func compareHeaderNames(a, b string) int {
+	i, j := 0, 0
+	for {
+		for i < len(a) && primaryWeight[a[i]] == 0 {
+			i++
+		}
+		for j < len(b) && primaryWeight[b[j]] == 0 {
+			j++
+		}
+		if i == len(a) || j == len(b) {
+			if i != len(a) || j != len(b) {
+				return cmp.Compare(len(a)-i, len(b)-j) // the one that ran out first
+			}
+			break
+		}
+		if wa, wb := primaryWeight[a[i]], primaryWeight[b[j]]; wa != wb {
+			return cmp.Compare(wa, wb)
+		}
+		i, j = i+1, j+1
+	}
+	for k := 0; k < len(a) || k < len(b); k++ {
+		if ra, rb := tieRank(a, k), tieRank(b, k); ra != rb {
+			return cmp.Compare(ra, rb)
+		}
+	}
+	return strings.Compare(a, b)
+}
+
+// tieRank ranks s's byte at k for compareHeaderNames' tie-break.
+func tieRank(s string, k int) int {
+	switch {
+	case k >= len(s):
+		return 1
+	case s[k] == '\'':
+		return 2
+	case s[k] == '-':
+		return 3
+	}
+	return 0
+}
 
 // Interface guards.
 var (

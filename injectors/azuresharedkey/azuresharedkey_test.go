@@ -6,8 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"maps"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +84,18 @@ func TestSameSignatureAsTheSDK(t *testing.T) {
 		{"put blob", http.StatusCreated, func(c *azblob.Client) error {
 			_, err := c.UploadBuffer(ctx, "reports", "2026/q4 report (final).csv", []byte("a,b\n1,2\n"), &azblob.UploadBufferOptions{
 				Metadata: map[string]*string{"Owner": new("billing"), "team": new("fin ops")}})
+			return err
+		}},
+		// Metadata names are C# identifiers: letters, digits and '_'.
+		// Storage orders x-ms-* names as .NET compares strings, not by
+		// bytes: '_' before digits before letters, '-' ignored but as a
+		// tie-breaker (the SDK's weight tables).
+		{"metadata order", http.StatusCreated, func(c *azblob.Client) error {
+			md := map[string]*string{}
+			for _, k := range []string{"a1", "a_1", "a_b", "ab", "key2", "key_2", "key_", "key", "k9", "k_9", "Z_", "z0"} {
+				md[k] = new("v")
+			}
+			_, err := c.UploadBuffer(ctx, "reports", "m", []byte("x"), &azblob.UploadBufferOptions{Metadata: md})
 			return err
 		}},
 		{"list with query", http.StatusOK, func(c *azblob.Client) error {
@@ -177,14 +192,18 @@ func TestFakeAccepts(t *testing.T) {
 			"X-Ms-Meta-Team": {"fin", "ops"}, "Content-Md5": {"XUFAKrxLKna5cZ2REBfFkg=="}}), 201},
 		{do("GET", base+"/reports?restype=container&comp=list&Prefix=a&include=metadata&include=snapshots", "", nil), 200},
 		{do("GET", base+"/reports/a%20b.txt", "", http.Header{"X-Ms-Range": {"bytes=0-4"}, "If-None-Match": {`"0x0"`}}), 200},
+		// An empty upload under a version before 2015-02-21 signs its
+		// Content-Length as "0", a later one as "".
+		{do("PUT", base+"/reports/empty-old", "", http.Header{"X-Ms-Blob-Type": {"BlockBlob"}, "X-Ms-Version": {"2014-02-14"}}), 201},
+		{do("PUT", base+"/reports/empty-new", "", http.Header{"X-Ms-Blob-Type": {"BlockBlob"}}), 201},
 	} {
 		if st.resp.StatusCode != st.want {
 			b, _ := io.ReadAll(st.resp.Body)
 			t.Errorf("%s %s: %d %s (refused %v)", st.resp.Request.Method, st.resp.Request.URL, st.resp.StatusCode, b, s.Refused())
 		}
 	}
-	if n := s.Accepted(); n != 4 {
-		t.Errorf("the fake accepted %d requests, want 4", n)
+	if n := s.Accepted(); n != 6 {
+		t.Errorf("the fake accepted %d requests, want 6", n)
 	}
 
 	// A gateway clock 20 minutes behind: the service refuses the date
@@ -337,5 +356,89 @@ func BenchmarkBearer(b *testing.B) {
 		if err := injectors.Apply(inj, r, cred); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// serviceOrder is the order Azure Storage's service expects x-ms-* names
+// in, as its "expected string to sign" showed in
+// Azure/azure-sdk-for-python#33951 and #10277 (i_ before i0).
+var serviceOrder = []string{
+	"x-ms-blob-type", "x-ms-client-request-id", "x-ms-date",
+	"x-ms-meta-i_", "x-ms-meta-i0",
+	"x-ms-meta-test", "x-ms-meta-test-", "x-ms-meta-test--", "x-ms-meta-test_-", "x-ms-meta-test-_",
+	"x-ms-meta-test__", "x-ms-meta-test_a", "x-ms-meta-test_a-", "x-ms-meta-test-_a", "x-ms-meta-test_a_",
+	"x-ms-meta-test_a-_", "x-ms-meta-test_z", "x-ms-meta-test-a", "x-ms-version",
+}
+
+// TestHeaderOrderVectors: every permutation sorts to the service's order,
+// whether the names are lower-case or net/http's canonical form.
+func TestHeaderOrderVectors(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	for n := range 50 {
+		names := slices.Clone(serviceOrder)
+		rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+		if n%2 == 1 {
+			for i, k := range names {
+				names[i] = http.CanonicalHeaderKey(k)
+			}
+		}
+		slices.SortFunc(names, compareHeaderNames)
+		for i, k := range names {
+			if strings.ToLower(k) != serviceOrder[i] {
+				t.Fatalf("sorted %q,\nthe service expects %q", names, serviceOrder)
+			}
+		}
+	}
+}
+
+// TestMetadataOrderMatchesTheSDK: for random sets of metadata names
+// (letters, digits, '_': what metadata names may hold), the injector's
+// signature is the SDK's.
+func TestMetadataOrderMatchesTheSDK(t *testing.T) {
+	key := newKey(t)
+	cred, err := azblob.NewSharedKeyCredential(account, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &capture{status: http.StatusCreated}
+	c, err := azblob.NewClientWithSharedKeyCredential("https://"+account+".blob.core.windows.net/", cred,
+		&azblob.ClientOptions{ClientOptions: policy.ClientOptions{Transport: &http.Client{Transport: rt}, Retry: policy.RetryOptions{MaxRetries: -1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	const alphabet = "ab_09Z"
+	failed := 0
+	for range 200 {
+		md := map[string]*string{}
+		for range 2 + rng.IntN(4) {
+			b := []byte{"abZ_"[rng.IntN(4)]}
+			for range rng.IntN(4) {
+				b = append(b, alphabet[rng.IntN(len(alphabet))])
+			}
+			md[string(b)] = new("v")
+		}
+		if _, err := c.UploadBuffer(context.Background(), "c", "b", []byte("x"), &azblob.UploadBufferOptions{Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+		r := rt.last
+		want := r.Header.Get("Authorization")
+		date, err := http.ParseTime(r.Header.Get("x-ms-date"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inj := load(t, "", func() time.Time { return date })
+		if err := injectors.Apply(inj, r, injectortest.Cred(FieldAccountKey, key)); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Header.Get("Authorization"); got != want {
+			failed++
+			if failed <= 3 {
+				t.Errorf("metadata %v: signature differs from the SDK's", slices.Sorted(maps.Keys(md)))
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of 200 metadata sets signed differently from the SDK", failed)
 	}
 }

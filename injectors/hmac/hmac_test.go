@@ -378,3 +378,24 @@ func TestPlainPathMatchesTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestBinanceDocumentedExample reproduces the worked example of Binance's
+// "SIGNED endpoint security" documentation: its API key and secret, the
+// query of a LIMIT order, timestamp 1499827319559, and the signature it
+// publishes.
+func TestBinanceDocumentedExample(t *testing.T) {
+	inj := load(t, BinanceSettings)
+	inj.now = func() time.Time { return time.UnixMilli(1499827319559) }
+	r := httptest.NewRequest("POST", "https://api.binance.com/api/v3/order?symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000", nil)
+	if err := inj.Inject(r, cred("api_key", binanceKey, "secret", binanceSecret)); err != nil {
+		t.Fatal(err)
+	}
+	want := "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559" +
+		"&signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+	if r.URL.RawQuery != want {
+		t.Errorf("query\n got %s\nwant %s", r.URL.RawQuery, want)
+	}
+	if got := r.Header.Get("X-MBX-APIKEY"); got != binanceKey {
+		t.Errorf("X-MBX-APIKEY = %q", got)
+	}
+}

@@ -19,19 +19,23 @@ var awsSuffixes = []string{".amazonaws.com.cn", ".amazonaws.com", ".api.aws"}
 // signed for (the credential scope's service). Labels not listed here are
 // not guessed: the rule must name the service.
 var signingNames = map[string]string{
-	"s3":              "s3",
-	"s3-accesspoint":  "s3",
-	"s3-external-1":   "s3",
-	"sts":             "sts",
-	"dynamodb":        "dynamodb",
-	"sqs":             "sqs",
-	"queue":           "sqs", // queue.amazonaws.com, the legacy SQS name
-	"sns":             "sns",
-	"kms":             "kms",
-	"secretsmanager":  "secretsmanager",
-	"execute-api":     "execute-api",
-	"bedrock-runtime": "bedrock",
-	"bedrock":         "bedrock",
+	"s3":             "s3",
+	"s3-accesspoint": "s3",
+	"s3-external-1":  "s3",
+	// Object Lambda and Outposts access points sign for their own names,
+	// with S3's rules (s3Family).
+	"s3-object-lambda": "s3-object-lambda",
+	"s3-outposts":      "s3-outposts",
+	"sts":              "sts",
+	"dynamodb":         "dynamodb",
+	"sqs":              "sqs",
+	"queue":            "sqs", // queue.amazonaws.com, the legacy SQS name
+	"sns":              "sns",
+	"kms":              "kms",
+	"secretsmanager":   "secretsmanager",
+	"execute-api":      "execute-api",
+	"bedrock-runtime":  "bedrock",
+	"bedrock":          "bedrock",
 }
 
 // endpoint derives the signing service and region from an AWS host name:
@@ -45,6 +49,8 @@ var signingNames = map[string]string{
 //	dynamodb.us-east-1.api.aws (dual-stack)          dynamodb, us-east-1
 //	abc123.execute-api.eu-central-1.amazonaws.com    execute-api, eu-central-1
 //	bedrock-runtime-fips.us-east-1.amazonaws.com     bedrock, us-east-1
+//	ap-123.s3-object-lambda.us-east-1.amazonaws.com  s3-object-lambda, us-east-1
+//	ap-123.op-01.s3-outposts.us-west-2.amazonaws.com s3-outposts, us-west-2
 //
 // host may carry a port. It returns errUnknownEndpoint for anything else.
 func endpoint(host string) (service, region string, err error) {

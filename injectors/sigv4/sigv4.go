@@ -20,8 +20,9 @@
 // Service and region come from the host name for AWS endpoints: s3
 // (virtual-hosted bucket.s3.REGION.amazonaws.com and path style
 // s3.REGION.amazonaws.com/bucket, legacy s3-REGION, FIPS and dual-stack
-// names), sts, dynamodb, sqs, sns, kms, secretsmanager, execute-api and
-// bedrock-runtime (signed as bedrock), in the amazonaws.com,
+// names; s3-object-lambda and s3-outposts access points, signed with S3's
+// rules like s3), sts, dynamodb, sqs, sns, kms, secretsmanager,
+// execute-api and bedrock-runtime (signed as bedrock), in the amazonaws.com,
 // amazonaws.com.cn and api.aws domains. Any other host (MinIO, a
 // custom or VPC endpoint) needs service and region in the settings; the
 // settings win over the host name when both are there.
@@ -34,7 +35,11 @@
 // The client's Authorization, X-Amz-Security-Token and X-Amz-Date are
 // removed (Headers lists them, the gateway drops them). The request is
 // signed over its method, path, query and every remaining header, and
-// the credential's session token is added as X-Amz-Security-Token.
+// the credential's session token is added as X-Amz-Security-Token. For
+// S3 the path is signed as S3 canonicalizes it (the decoded key with every
+// byte but the unreserved ones and '/' percent-encoded), whatever spelling
+// the client sent; other services escape the wire path once more. The
+// path goes upstream as the client spelled it.
 //
 // # Bodies are never buffered whole
 //
@@ -83,6 +88,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/smithy-go/encoding/httpbinding"
 
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/providers"
@@ -265,7 +271,7 @@ func (s *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	if err != nil {
 		return err
 	}
-	isS3 := service == "s3"
+	isS3 := s3Family(service)
 
 	declared := r.Header.Get(hdrContentSHA256)
 	var payload string
@@ -307,10 +313,23 @@ func (s *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	}
 	creds := aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret, SessionToken: token}
 	now := s.now().UTC()
+	// The signer takes the canonical URI from the path as it goes on the
+	// wire (URL.EscapedPath). Other services escape that once more, as
+	// they do. S3 does not: it decodes the path and escapes every byte
+	// but the unreserved ones and '/' (the object key's own encoding), so
+	// a path spelled otherwise on the wire (a raw , + = : @ ! $ & ' ( ) *,
+	// or an escaped unreserved byte such as %41 or %7E) would be signed
+	// over bytes S3 does not use. For S3 the signer is shown that key
+	// encoding; the wire keeps the client's spelling, which decodes to
+	// the same key.
+	rawPath := r.URL.RawPath
+	if isS3 {
+		r.URL.RawPath = httpbinding.EscapePath(r.URL.Path, false)
+	}
 	err = s.signer.SignHTTP(r.Context(), creds, r, payload, service, region, now, func(o *v4.SignerOptions) {
-		// S3 signs the path as sent, other services escape it once more.
 		o.DisableURIPathEscaping = isS3
 	})
+	r.URL.RawPath = rawPath
 	if err != nil {
 		// Cannot happen with this signer (it has no failure paths), but
 		// never forward a half-signed request.
@@ -352,6 +371,16 @@ func (s *Injector) hashBody(r *http.Request) (string, io.ReadCloser, error) {
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// s3Family reports whether service is a signing name of the S3 API: s3,
+// and s3-object-lambda and s3-outposts, which the S3 client signs for
+// Object Lambda and Outposts access points with S3's rules (the path
+// escaped once, UNSIGNED-PAYLOAD and aws-chunked bodies,
+// X-Amz-Content-Sha256 sent): aws-sdk-go-v2's S3 client signs every
+// request with DisableURIPathEscaping, whatever its signing name.
+func s3Family(service string) bool {
+	return service == "s3" || service == "s3-object-lambda" || service == "s3-outposts"
 }
 
 // isHexSHA256 reports whether v is 64 hex digits.

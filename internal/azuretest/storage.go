@@ -126,8 +126,8 @@ func StringToSign(r *http.Request, account string) string {
 	if length == "" && r.ContentLength > 0 {
 		length = strconv.FormatInt(r.ContentLength, 10)
 	}
-	if length == "0" {
-		length = ""
+	if length == "0" && h.Get("x-ms-version") >= "2015-02-21" {
+		length = "" // versions before 2015-02-21 sign a zero length as "0"
 	}
 	var b strings.Builder
 	for _, v := range []string{r.Method, h.Get("Content-Encoding"), h.Get("Content-Language"), length,
@@ -142,7 +142,7 @@ func StringToSign(r *http.Request, account string) string {
 			names = append(names, lk)
 		}
 	}
-	sort.Strings(names)
+	sort.Slice(names, func(i, j int) bool { return serviceKey(names[i]) < serviceKey(names[j]) })
 	for _, n := range names {
 		b.WriteString(n + ":" + strings.TrimSpace(strings.Join(h.Values(n), ",")) + "\n")
 	}
@@ -164,6 +164,37 @@ func StringToSign(r *http.Request, account string) string {
 		b.WriteString("\n" + k + ":" + strings.Join(v, ","))
 	}
 	return b.String()
+}
+
+// serviceKey is a sort key of a lower-case x-ms-* name in the order the
+// storage service canonicalizes headers (.NET's culture-aware "word
+// sort", not byte order; the service's expected strings to sign in
+// Azure/azure-sdk-for-python#10277 and #33951): first the name without
+// '-' and '\”, its characters ranked '!#$%&*.^_`|~+', digits, letters;
+// then, to break ties, per position: an ordinary character, the end,
+// '\”, '-'.
+func serviceKey(name string) string {
+	const rank = "!#$%&*.^_`|~+0123456789abcdefghijklmnopqrstuvwxyz"
+	var primary, ties []byte
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '\'':
+			ties = append(ties, 'c')
+		case c == '-':
+			ties = append(ties, 'd')
+		default:
+			if k := strings.IndexByte(rank, c); k >= 0 {
+				primary = append(primary, byte('A'+k))
+			}
+			ties = append(ties, 'a')
+		}
+	}
+	// '\x00' ends the primary part below every rank; 'b' pads the ties
+	// (the name's end) up to a length no name reaches.
+	for len(ties) < 256 {
+		ties = append(ties, 'b')
+	}
+	return string(primary) + "\x00" + string(ties)
 }
 
 // authenticate checks r's Authorization; it returns the scheme or why not.

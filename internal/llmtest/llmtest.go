@@ -82,6 +82,9 @@ func New(opts Options) *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
+// Client returns an HTTP client that trusts the server's certificate.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
 // Requests returns what the fake received, in order.
 func (s *Server) Requests() []Seen {
 	s.mu.Lock()

@@ -124,6 +124,9 @@ func (f *Fake) CAFile(dir string) (string, error) {
 // Close stops the server.
 func (f *Fake) Close() { f.srv.Close() }
 
+// Client returns an HTTP client that trusts the server's certificate.
+func (f *Fake) Client() *http.Client { return f.srv.Client() }
+
 // Requests returns the API requests seen so far (not token refreshes).
 func (f *Fake) Requests() []Seen {
 	f.mu.Lock()

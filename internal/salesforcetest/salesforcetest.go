@@ -7,7 +7,7 @@
 //     urn:ietf:params:oauth:grant-type:jwt-bearer: the assertion is
 //     verified as Salesforce documents it: RS256 signed by the key of the
 //     certificate uploaded to the connected app its iss (consumer key)
-//     names (else invalid_client_id), aud the login URL, sub a user
+//     names (else invalid_client_id), aud the login URL (or Options.Audience), sub a user
 //     pre-authorized for the app, exp after now and at most three minutes
 //     ahead (a minute of skew); failures are invalid_grant with
 //     Salesforce's descriptions. The answer is an access token with the
@@ -55,11 +55,17 @@ type Options struct {
 	Now func() time.Time
 	// Instance is the org's instance_url. Default the server's own URL.
 	Instance string
+	// Audience is the aud an assertion must name. Default the server's
+	// URL, as for a login host that is its own audience; a test of a My
+	// Domain login host sets https://login.salesforce.com, the only aud
+	// Salesforce takes there (a My Domain is not an audience).
+	Audience string
 }
 
 // Server is the fake. Its methods are safe for concurrent use.
 type Server struct {
-	// URL is https://127.0.0.1:PORT, the login URL (the assertion's aud).
+	// URL is https://127.0.0.1:PORT, the login URL (the assertion's aud
+	// unless Options.Audience says otherwise).
 	URL string
 	// Addr is 127.0.0.1:PORT.
 	Addr string
@@ -101,6 +107,17 @@ func New(opts Options) *Server {
 
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
+
+// audience is the aud an assertion must name.
+func (s *Server) audience() string {
+	if s.opts.Audience != "" {
+		return s.opts.Audience
+	}
+	return s.URL
+}
+
+// Client returns an HTTP client that trusts the server's certificate.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
 
 // CertPEM returns the PEM of the server's certificate.
 func (s *Server) CertPEM() []byte {
@@ -237,7 +254,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	exp, okE := claims["exp"].(float64)
 	now := s.opts.Now()
 	switch {
-	case aud != s.URL:
+	case aud != s.audience():
 		s.refused("aud " + aud)
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "audience is invalid")
 		return

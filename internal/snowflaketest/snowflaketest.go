@@ -91,6 +91,9 @@ func (s *Server) CertPEM() []byte {
 	return fakekit.CertPEM(s.srv)
 }
 
+// Client returns an HTTP client that trusts the server's certificate.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
 // Addr is 127.0.0.1:PORT.
 func (s *Server) Addr() string { return s.srv.Listener.Addr().String() }
 

@@ -28,6 +28,7 @@ func TestConformance(t *testing.T) {
 			{Settings: strings.Replace(good, f.sf.URL, f.sf.URL+"/services/oauth2/token", 1), Want: "write the origin only"},
 			{Settings: strings.Replace(good, "[127.0.0.1, localhost]", `["*"]`, 1), Want: "is not a host name or *.domain pattern"},
 			{Settings: good + "session_timeout: 48h\n", Want: "between 2m and 24h"},
+			{Settings: good + "audience: http://login.salesforce.com\n", Want: "use https"},
 			{Settings: strings.Replace(good, "{file: "+f.keyFile+"}", "{file: "+f.keyFile+", algorithm: ES256}", 1), Want: "is RS256"},
 		},
 		Issued: f.sf.Grants,
@@ -36,7 +37,7 @@ func TestConformance(t *testing.T) {
 		},
 	})
 	providertest.CheckScopes(t, providertest.ScopeCheck{
-		Fixed: []string{"login_url", "client_id", "username", "private_key", "instance_hosts", "session_timeout", "ca_cert", "timeout"},
+		Fixed: []string{"login_url", "audience", "client_id", "username", "private_key", "instance_hosts", "session_timeout", "ca_cert", "timeout"},
 		New: func(t *testing.T, _ map[string]string) providers.Provider {
 			return providertest.Load(t, salesforce.Name, good)
 		},

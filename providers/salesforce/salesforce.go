@@ -4,8 +4,8 @@
 //
 // The gateway signs an assertion with the connected app's private key
 // (RS256; iss = the consumer key, sub = the Salesforce username, aud = the
-// login host, exp at most three minutes ahead) and posts it to
-// {login_url}/services/oauth2/token with grant_type
+// authorization server Salesforce documents, exp at most three minutes
+// ahead) and posts it to {login_url}/services/oauth2/token with grant_type
 // urn:ietf:params:oauth:grant-type:jwt-bearer. Salesforce answers with an
 // access token and the instance_url of the org (https://acme.my.salesforce.com).
 //
@@ -25,6 +25,7 @@
 //
 //	provider: salesforce
 //	login_url: https://login.salesforce.com   # test.salesforce.com, or a My Domain
+//	audience: https://login.salesforce.com    # optional: the assertion's aud; default Audience(login_url)
 //	client_id: 3MVG9...                       # the connected app's consumer key
 //	username: integration@acme.com
 //	private_key: {file: /run/secrets/sf.pem}  # or {credential: NAME}
@@ -61,7 +62,8 @@ func init() {
 		Name: Name,
 		Doc:  "Salesforce access tokens (OAuth 2.0 JWT bearer flow), sent only to the instance they were issued for",
 		SettingDocs: map[string]string{
-			"login_url":       "the login host, the assertion's aud: https://login.salesforce.com (default), https://test.salesforce.com or a My Domain",
+			"login_url":       "the login host the token request goes to: https://login.salesforce.com (default), https://test.salesforce.com or a My Domain",
+			"audience":        "the assertion's aud; default https://login.salesforce.com for it and a My Domain, https://test.salesforce.com for it and a sandbox My Domain, else login_url",
 			"client_id":       "the connected app's consumer key (the assertion's iss)",
 			"username":        "the Salesforce user the token acts as (the assertion's sub)",
 			"private_key":     "the connected app certificate's private key: a PEM file or another credential (encrypted PKCS#8 with passphrase: {credential: NAME}), or a Vault transit key",
@@ -88,6 +90,29 @@ const (
 	expiryMargin   = time.Minute
 )
 
+// Audience returns the aud Salesforce accepts in an assertion posted to
+// loginURL. Salesforce documents three: https://login.salesforce.com,
+// https://test.salesforce.com and an Experience Cloud site's URL; a My
+// Domain is not one of them, so an assertion posted to a My Domain login
+// host (ORG.my.salesforce.com) names https://login.salesforce.com, and to
+// a sandbox's (ORG--SANDBOX.sandbox.my.salesforce.com)
+// https://test.salesforce.com. Any other login host (an Experience Cloud
+// site, a test server) is its own audience.
+func Audience(loginURL string) string {
+	origin := strings.TrimSuffix(loginURL, "/")
+	u, err := url.Parse(origin)
+	if err != nil {
+		return origin
+	}
+	switch host := strings.ToLower(u.Hostname()); {
+	case host == "test.salesforce.com" || strings.HasSuffix(host, ".sandbox.my.salesforce.com"):
+		return "https://test.salesforce.com"
+	case host == "login.salesforce.com" || strings.HasSuffix(host, ".my.salesforce.com"):
+		return DefaultLoginURL
+	}
+	return origin
+}
+
 // DefaultInstanceHosts are the hosts an instance_url may name when
 // instance_hosts is not set.
 var DefaultInstanceHosts = []string{"*.salesforce.com"}
@@ -95,9 +120,11 @@ var DefaultInstanceHosts = []string{"*.salesforce.com"}
 // Provider is the "salesforce" provider. Its exported fields are its
 // settings; see the package documentation.
 type Provider struct {
-	// LoginURL is the login host: the assertion's aud and the token
-	// endpoint's origin. Default https://login.salesforce.com.
+	// LoginURL is the login host: the token endpoint's origin. Default
+	// https://login.salesforce.com.
 	LoginURL string `yaml:"login_url"`
+	// Audience is the assertion's aud. Default Audience(LoginURL).
+	Audience string `yaml:"audience"`
 	// ClientID is the connected app's consumer key.
 	ClientID string `yaml:"client_id"`
 	// Username is the Salesforce user the token acts as.
@@ -117,7 +144,7 @@ type Provider struct {
 
 	client   *http.Client
 	signer   jwtsign.Signer
-	aud      string // LoginURL without a trailing slash
+	aud      string // Audience, else Audience(LoginURL)
 	tokenURL string
 	scope    string
 	now      func() time.Time
@@ -146,13 +173,16 @@ func (p *Provider) Provision(context.Context) error {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	p.aud = strings.TrimSuffix(p.LoginURL, "/")
-	p.tokenURL = p.aud + TokenPath
+	p.aud = strings.TrimSuffix(p.Audience, "/")
+	if p.aud == "" {
+		p.aud = Audience(p.LoginURL)
+	}
+	p.tokenURL = strings.TrimSuffix(p.LoginURL, "/") + TokenPath
 	for i, h := range p.InstanceHosts {
 		p.InstanceHosts[i] = strings.ToLower(h)
 	}
 	p.scope = providers.NewScope(Name).
-		AddList("settings", []string{p.aud, p.ClientID, p.Username, p.PrivateKey.File, p.PrivateKey.Credential,
+		AddList("settings", []string{p.aud, p.tokenURL, p.ClientID, p.Username, p.PrivateKey.File, p.PrivateKey.Credential,
 			p.PrivateKey.Field, p.SessionTimeout.String()}).
 		AddList("instance_hosts", p.InstanceHosts).
 		AddList("passphrase", passphrase(p.PrivateKey)).String()
@@ -196,8 +226,13 @@ func (p *Provider) Validate() error {
 	if err := httpclient.CheckURL(p.LoginURL); err != nil {
 		return fmt.Errorf("salesforce: login_url %w", err)
 	}
-	if u, _ := url.Parse(p.aud); u.Path != "" || u.RawQuery != "" {
+	if u, _ := url.Parse(p.LoginURL); strings.TrimSuffix(u.Path, "/") != "" || u.RawQuery != "" {
 		return fmt.Errorf("salesforce: login_url %q: write the origin only (https://login.salesforce.com), without a path", httpclient.Display(p.LoginURL))
+	}
+	if p.Audience != "" {
+		if err := httpclient.CheckURL(p.Audience); err != nil {
+			return fmt.Errorf("salesforce: audience %w", err)
+		}
 	}
 	for _, h := range p.InstanceHosts {
 		name := strings.TrimPrefix(h, "*.")
@@ -324,7 +359,7 @@ func (p *Provider) tokenError(resp *http.Response, code, desc string) error {
 	case code == "invalid_client":
 		return errors.New("connected app refused (invalid_client): check client_id and that the app is enabled for the JWT bearer flow")
 	case code == "invalid_grant" && strings.Contains(desc, "audience"):
-		return fmt.Errorf("wrong audience %s (invalid_grant): set login_url to https://login.salesforce.com for production, https://test.salesforce.com for a sandbox, or the org's My Domain", p.aud)
+		return fmt.Errorf("wrong audience %s (invalid_grant): Salesforce takes https://login.salesforce.com (production, also through a My Domain login_url), https://test.salesforce.com (a sandbox) or an Experience Cloud site's URL; set audience", p.aud)
 	case code == "invalid_grant" && (strings.Contains(desc, "approved") || strings.Contains(desc, "authorized")):
 		return fmt.Errorf("user %s is not pre-authorized for the connected app (invalid_grant): in the connected app set Permitted Users to \"Admin approved users are pre-authorized\" and add the user's profile or permission set", p.Username)
 	case code == "invalid_grant" && strings.Contains(desc, "expired"):

@@ -296,3 +296,41 @@ func BenchmarkWarm(b *testing.B) {
 		b.Errorf("%d grants, want 1", n)
 	}
 }
+
+// TestAudience: the assertion's aud is one Salesforce documents
+// (https://login.salesforce.com, https://test.salesforce.com, an
+// Experience Cloud site), whatever login host the request goes to: a My
+// Domain is no audience (Salesforce answers "audience is invalid").
+func TestAudience(t *testing.T) {
+	for _, tt := range []struct{ login, want string }{
+		{"https://login.salesforce.com", "https://login.salesforce.com"},
+		{"https://login.salesforce.com/", "https://login.salesforce.com"},
+		{"https://test.salesforce.com", "https://test.salesforce.com"},
+		{"https://acme.my.salesforce.com", "https://login.salesforce.com"},
+		{"https://ACME.My.Salesforce.com/", "https://login.salesforce.com"},
+		{"https://acme--uat.sandbox.my.salesforce.com", "https://test.salesforce.com"},
+		{"https://acme.my.site.com", "https://acme.my.site.com"},
+		{"https://127.0.0.1:8443", "https://127.0.0.1:8443"},
+	} {
+		if got := salesforce.Audience(tt.login); got != tt.want {
+			t.Errorf("Audience(%s) = %s, want %s", tt.login, got, tt.want)
+		}
+	}
+}
+
+// TestMyDomainAudience: against a login host that, like a My Domain,
+// takes only https://login.salesforce.com as aud, the assertion names it
+// when audience says so, and login_url alone (its own origin) is refused
+// with an error that names the setting.
+func TestMyDomainAudience(t *testing.T) {
+	f := newFixture(t, salesforcetest.Options{Audience: salesforce.DefaultLoginURL})
+	p := providertest.Load(t, salesforce.Name, f.settings("audience: "+salesforce.DefaultLoginURL+"\n"))
+	if _, err := p.Fetch(t.Context(), providers.Request{Credential: "sf"}); err != nil {
+		t.Fatalf("Fetch with audience %s: %v (refusals %q)", salesforce.DefaultLoginURL, err, f.sf.Refusals())
+	}
+	p = providertest.Load(t, salesforce.Name, f.settings(""))
+	_, err := p.Fetch(t.Context(), providers.Request{Credential: "sf"})
+	if err == nil || !strings.Contains(err.Error(), "set audience") {
+		t.Fatalf("Fetch with the login host as aud: %v, want the wrong-audience error naming the setting", err)
+	}
+}

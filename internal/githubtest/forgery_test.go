@@ -1,0 +1,97 @@
+package githubtest_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"maps"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
+	"github.com/credgate/credgate/internal/githubtest"
+)
+
+// TestFakeRefusesForgeries: the fake verifies the app JWT as GitHub does.
+// A JWT signed as GitHub documents it (RS256, iss the app ID or client
+// ID, iat 60 s back, exp 9 min on) is accepted; forged signatures and
+// wrong claims (another app's iss, no iat, iat in the future, expired,
+// exp more than 10 min ahead) get 401.
+func TestFakeRefusesForgeries(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := githubtest.New(githubtest.Options{Now: func() time.Time { return now }})
+	t.Cleanup(s.Close)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddApp(githubtest.App{ID: 4242, ClientID: "Iv1.0123456789abcdef", PublicKey: &key.PublicKey})
+	s.AddApp(githubtest.App{ID: 777, PublicKey: &other.PublicKey})
+	s.AddInstallation(githubtest.Installation{ID: 9, AppID: 4242, Account: "acme", Org: true, Repositories: []string{"api"}})
+	get := func(tok string) int {
+		t.Helper()
+		r, err := http.NewRequest("GET", s.URL+"/orgs/acme/installation", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := s.Client().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sign := func(c map[string]any) string {
+		tok, err := fakekit.SignJWT("RS256", key, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	valid := map[string]any{"iss": "4242", "iat": now.Add(-time.Minute).Unix(), "exp": now.Add(9 * time.Minute).Unix()}
+	for _, iss := range []any{"4242", 4242, "Iv1.0123456789abcdef"} {
+		c := maps.Clone(valid)
+		c["iss"] = iss
+		if code := get(sign(c)); code != http.StatusOK {
+			t.Fatalf("a valid app JWT (iss %v) got %d", iss, code)
+		}
+	}
+	forged, err := fakekit.Forgeries(valid, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(k string, v any) map[string]any {
+		c := maps.Clone(valid)
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	for _, c := range []struct {
+		name   string
+		claims map[string]any
+	}{
+		{"iss of another app", with("iss", "777")},
+		{"iss unknown", with("iss", "1")},
+		{"no iss", with("iss", nil)},
+		{"no iat", with("iat", nil)},
+		{"iat in the future", with("iat", now.Add(2*time.Minute).Unix())},
+		{"no exp", with("exp", nil)},
+		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
+		{"exp more than 10 min ahead", with("exp", now.Add(12*time.Minute).Unix())},
+	} {
+		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims)})
+	}
+	for _, f := range forged {
+		if code := get(f.Token); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", f.Name, code)
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package salesforcetest_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"maps"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
+	"github.com/credgate/credgate/internal/salesforcetest"
+)
+
+// TestFakeRefusesForgeries: the fake verifies the JWT bearer assertion as
+// Salesforce does. One signed as Salesforce documents it (RS256 by the
+// connected app's certificate key, iss the consumer key, aud the login
+// URL, sub a pre-authorized user, exp within three minutes) gets a token;
+// forged signatures and wrong claims are refused with 400.
+func TestFakeRefusesForgeries(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := salesforcetest.New(salesforcetest.Options{Now: func() time.Time { return now }})
+	t.Cleanup(s.Close)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "connected app"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddApp("3MVG9consumer", cert, "svc@acme.example"); err != nil {
+		t.Fatal(err)
+	}
+	grant := func(assertion string) int {
+		t.Helper()
+		form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"}, "assertion": {assertion}}
+		resp, err := s.Client().Post(s.URL+"/services/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sign := func(c map[string]any) string {
+		tok, err := fakekit.SignJWT("RS256", key, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	valid := map[string]any{"iss": "3MVG9consumer", "aud": s.URL, "sub": "svc@acme.example", "exp": now.Add(3 * time.Minute).Unix()}
+	if code := grant(sign(valid)); code != http.StatusOK {
+		t.Fatalf("a valid assertion got %d; refusals %q", code, s.Refusals())
+	}
+	forged, err := fakekit.Forgeries(valid, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(k string, v any) map[string]any {
+		c := maps.Clone(valid)
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	for _, c := range []struct {
+		name   string
+		claims map[string]any
+	}{
+		{"unknown consumer key", with("iss", "3MVG9other")},
+		{"aud another login URL", with("aud", "https://login.salesforce.com")},
+		{"no aud", with("aud", nil)},
+		{"user not pre-authorized", with("sub", "intruder@acme.example")},
+		{"no sub", with("sub", nil)},
+		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
+		{"exp more than three minutes ahead", with("exp", now.Add(10*time.Minute).Unix())},
+		{"no exp", with("exp", nil)},
+	} {
+		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims)})
+	}
+	for _, f := range forged {
+		if code := grant(f.Token); code != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", f.Name, code)
+		}
+	}
+}

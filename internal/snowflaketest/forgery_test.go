@@ -1,0 +1,102 @@
+package snowflaketest_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"maps"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
+	"github.com/credgate/credgate/internal/snowflaketest"
+)
+
+// TestFakeRefusesForgeries: the fake verifies what Snowflake verifies. A
+// key-pair JWT signed as Snowflake documents it is accepted; forged
+// signatures (another key, alg none, HS256 with the public key, RS512, a
+// claim changed after signing, a cut signature) and wrong claims (an iss
+// naming another key, another user, expired, issued in the future, a
+// lifetime over an hour, no iat) and a missing token type are refused.
+func TestFakeRefusesForgeries(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := snowflaketest.New(snowflaketest.Options{Now: func() time.Time { return now }})
+	t.Cleanup(s.Close)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sub = "MYORG-ACCT.SVC_USER"
+	s.SetUserKeys(sub, &key.PublicKey)
+	s.SetUserKeys("MYORG-ACCT.OTHER", &other.PublicKey)
+	valid := map[string]any{"iss": sub + "." + snowflaketest.Fingerprint(&key.PublicKey), "sub": sub,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	post := func(tok, tokenType string) int {
+		t.Helper()
+		r, err := http.NewRequest("POST", s.URL+"/api/v2/statements", strings.NewReader(`{"statement":"select 1"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Authorization", "Bearer "+tok)
+		r.Header.Set("Content-Type", "application/json")
+		if tokenType != "" {
+			r.Header.Set("X-Snowflake-Authorization-Token-Type", tokenType)
+		}
+		resp, err := s.Client().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sign := func(c map[string]any) string {
+		tok, err := fakekit.SignJWT("RS256", key, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	if code := post(sign(valid), "KEYPAIR_JWT"); code != http.StatusOK {
+		t.Fatalf("a valid key-pair JWT got %d; refusals %q", code, s.Rejected())
+	}
+	forged, err := fakekit.Forgeries(valid, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(k string, v any) map[string]any {
+		c := maps.Clone(valid)
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	for _, c := range []struct {
+		name   string
+		claims map[string]any
+	}{
+		{"iss names another key's fingerprint", with("iss", sub+"."+snowflaketest.Fingerprint(&other.PublicKey))},
+		{"iss and sub of another user", with("sub", "MYORG-ACCT.OTHER")},
+		{"iss of another account", with("iss", "OTHERACCT.SVC_USER."+snowflaketest.Fingerprint(&key.PublicKey))},
+		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
+		{"issued in the future", with("iat", now.Add(5*time.Minute).Unix())},
+		{"lifetime over an hour", with("exp", now.Add(61*time.Minute).Unix())},
+		{"no iat", with("iat", nil)},
+	} {
+		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims)})
+	}
+	for _, f := range forged {
+		if code := post(f.Token, "KEYPAIR_JWT"); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", f.Name, code)
+		}
+	}
+	if code := post(sign(valid), ""); code != http.StatusUnauthorized {
+		t.Errorf("no X-Snowflake-Authorization-Token-Type: %d, want 401", code)
+	}
+}
