@@ -408,10 +408,7 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 	conn := tls.Server(tc, g.mitmTLS)
 	// The handshake presents the leaf certificate after the SNI check
 	// (leafCertificate); it must finish within read_header_timeout.
-	ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Limits.ReadHeaderTimeout.D())
-	err := conn.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
+	if err := handshake(conn, g.cfg.Limits.ReadHeaderTimeout.D()); err != nil {
 		g.log.Debug("intercepted TLS handshake failed", slog.String("connect", dest.hostPort()), slog.Any("error", err))
 		_ = conn.Close()
 		return

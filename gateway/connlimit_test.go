@@ -300,7 +300,9 @@ func TestConnectionLimits(t *testing.T) {
 // TestConnectionSlotsFreed: a connection's slot is freed however it ends
 // without a client closing it cleanly: the idle timeout, a client that
 // vanishes in the middle of the TLS handshake or of a request, a handshake
-// that times out. And 10,000 connections opened and closed, some over the
+// that times out (the proxy listener's or a tunnel's, before or after the
+// first bytes of the ClientHello: the gateway closes it after
+// read_header_timeout). And 10,000 connections opened and closed, some over the
 // limits, leave the count at zero, never below.
 func TestConnectionSlotsFreed(t *testing.T) {
 	tg := startLimitedGateway(t, "  max_connections: 64\n  max_connections_per_source: 32\n  idle_timeout: 300ms\n  read_header_timeout: 300ms\n")
@@ -342,6 +344,33 @@ func TestConnectionSlotsFreed(t *testing.T) {
 			// The first bytes of a ClientHello record.
 			_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03})
 			return func() { c.Close() }
+		}},
+		{"tls_listen: handshake stalls after part of its ClientHello (read_header_timeout)", func(t *testing.T) func() {
+			c := dial("tls_listen")
+			t.Cleanup(func() { c.Close() })
+			_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03})
+			return nil
+		}},
+		{"listen: a tunnel's handshake that never starts (read_header_timeout)", func(t *testing.T) func() {
+			c := dial("listen")
+			t.Cleanup(func() { c.Close() })
+			fmt.Fprintf(c, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			return nil
+		}},
+		{"listen: a tunnel's handshake that stalls after part of its ClientHello (read_header_timeout)", func(t *testing.T) func() {
+			c := dial("listen")
+			t.Cleanup(func() { c.Close() })
+			fmt.Fprintf(c, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03})
+			return nil
 		}},
 		{"listen: client vanishes mid-request", func(t *testing.T) func() {
 			c := dial("listen")

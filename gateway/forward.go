@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
 	"reflect"
@@ -257,20 +256,10 @@ func sentQuery(rawQuery string) string {
 	return v.Encode()
 }
 
-// clientTrace returns ctx with the outbound request's client trace,
-// which counts the transports' attempts to send it (gotConn,
-// retries.go). 1xx responses are relayed through stateCtx's
-// h1client.Informational instead (informational).
-func (st *reqState) clientTrace(ctx context.Context) context.Context {
-	st.trace.GotConn = st.gotConn
-	return httptrace.WithClientTrace(ctx, &st.trace)
-}
-
 // informational has the upstream's 1xx responses relayed to w
 // (relay1xx): the outbound request's context (stateCtx) then holds st as
 // its h1client.Informational, which the h1client calls and which
-// h1client.WithInformationalTrace turns into a ClientTrace for net/http's
-// transports.
+// h1client.WithTrace turns into a ClientTrace for net/http's transports.
 func (st *reqState) informational(w http.ResponseWriter) {
 	st.w1xx = w
 }

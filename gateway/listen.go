@@ -67,10 +67,7 @@ const (
 // handshake, bounded by read_header_timeout (net/http's bound too).
 func (g *Gateway) serveClient(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
-		ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Limits.ReadHeaderTimeout.D())
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
+		if err := handshake(tc, g.cfg.Limits.ReadHeaderTimeout.D()); err != nil {
 			g.log.Debug("TLS handshake with a client failed", slog.String("remote", c.RemoteAddr().String()), slog.Any("error", err))
 			_ = c.Close()
 			return
@@ -85,6 +82,24 @@ func (g *Gateway) serveClient(c net.Conn) {
 		return
 	}
 	g.h1Srv.Serve(g.baseCtx, hc, g.proxy)
+}
+
+// handshake runs c's TLS handshake with a client within timeout (0: no
+// limit), as a deadline on the connection, reads and writes both, which it
+// clears afterwards. HandshakeContext with a context.WithTimeout bounds
+// it the same way (its expiry closes the connection), but makes a timer,
+// the context, two channels and a goroutine waiting on them for every
+// connection; the gateway's base context, the parent it had, is never
+// cancelled (New: context.WithoutCancel).
+func handshake(c *tls.Conn, timeout time.Duration) error {
+	if timeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+	}
+	err := c.Handshake()
+	if timeout > 0 && err == nil {
+		_ = c.SetDeadline(time.Time{})
+	}
+	return err
 }
 
 func closeWrite(c net.Conn) error {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
 	"net/url"
@@ -92,10 +91,6 @@ type reqState struct {
 	// in is the client's body as its connection delivers it (how a read
 	// of it failed); its failure() is bodyReadOK without a body.
 	in *clientBody
-	// trace counts the transports' attempts to send the request
-	// (clientTrace, retries.go); part of reqState, so no allocation of
-	// its own.
-	trace httptrace.ClientTrace
 	// w1xx, when set, is where the upstream's 1xx responses are relayed
 	// (informational).
 	w1xx http.ResponseWriter
@@ -138,7 +133,8 @@ type reqState struct {
 
 // stateCtx is the outbound request's context: its parent (the flight's)
 // with the request's reqState under stateKey, for the transport, the
-// dialler and the response hooks. It is context.WithValue(parent,
+// dialler and the response hooks, and as the h1client's Informational
+// (the 1xx relay) and Attempts (the count of upstreamTries). It is context.WithValue(parent,
 // stateKey, st) without the allocation: a field of the reqState it
 // names. Done, Err, Deadline and every other key are the parent's, so
 // the context package still finds the parent's cancellation (Cause, and
@@ -157,6 +153,8 @@ func (c *stateCtx) Value(key any) any {
 		if c.st.w1xx != nil {
 			return c.st // relay1xx, through Got1xxResponse
 		}
+	case h1client.AttemptsKey{}:
+		return c.st // upstreamTries, through GotConn (retries.go)
 	}
 	return c.Context.Value(key)
 }
@@ -752,7 +750,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
-	octx := st.clientTrace(ctx)
+	octx := ctx
 	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
 		// A server must not send 1xx responses to an HTTP/1.0 client
 		// (RFC 9110 §15.2). Not on the plain listener with Expect:
@@ -1131,9 +1129,9 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	in := r
 	if _, own := t.(*h1client.Client); !own {
-		// net/http's transports know the 1xx relay only as a
-		// ClientTrace.
-		r = h1client.WithInformationalTrace(in)
+		// net/http's transports know the 1xx relay and the count of
+		// attempts only as a ClientTrace.
+		r = h1client.WithTrace(in)
 	}
 	resp, err := t.RoundTrip(r)
 	if errors.Is(err, errHTTP2Only) && st != nil {
@@ -1150,7 +1148,7 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if r2.Body != r.Body {
 			st.upload.stop() // the copy's reads are not the body's
 		}
-		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithInformationalTrace(r2))
+		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
 		resp, err = tt.g.reissue(t, r, resp, st)

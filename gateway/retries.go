@@ -35,7 +35,7 @@ var (
 	errUpstreamBodyUnanswered = errors.New("gateway: the upstream neither took the rest of the request body nor answered within upstream.response_header_timeout")
 )
 
-// upstreamTries counts the attempts of one upstream request (gotConn):
+// upstreamTries counts the attempts of one upstream request (GotConn):
 // past upstreamAttempts, or upstream.response_header_timeout after the
 // first attempt, the request is cancelled through its in-flight context
 // (cancel). Part of reqState: no allocation of its own; the timer is
@@ -64,14 +64,16 @@ func (u *upstreamTries) stop() {
 	}
 }
 
-// gotConn is the outbound request's httptrace GotConn hook, which
-// net/http's transports call before each attempt to send the request, on
-// the goroutine of the round trip. The attempt past upstreamAttempts is
-// cancelled (the transport may still write it as the cancellation
-// lands; it sends no further one), and the second arms a timer that
-// cancels the request when response_header_timeout has passed since the
-// first, so that the backoff between tries ends with it.
-func (st *reqState) gotConn(httptrace.GotConnInfo) {
+// GotConn implements h1client.Attempts: the h1client calls it before
+// each attempt to send the outbound request (it sends one at most twice),
+// and net/http's transports call it as the request's httptrace GotConn
+// hook (h1client.WithTrace), on the goroutine of the round trip. The
+// attempt past upstreamAttempts is cancelled (the transport may still
+// write it as the cancellation lands; it sends no further one), and the
+// second arms a timer that cancels the request when
+// response_header_timeout has passed since the first, so that the
+// backoff between tries ends with it.
+func (st *reqState) GotConn(httptrace.GotConnInfo) {
 	u := &st.tries
 	if u.cancel == nil {
 		return

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/internal/canonical"
 )
 
@@ -142,5 +144,42 @@ func TestOutboundAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { x.outbound(ctx, cp) }); n != 0 {
 		t.Errorf("outbound: %v allocations, want 0", n)
+	}
+}
+
+// TestStateCtxAttempts: the outbound request's context carries no
+// ClientTrace (an allocation per request), and the h1client finds the
+// request's attempt counter (upstreamTries) under h1client.AttemptsKey:
+// the attempt past upstreamAttempts cancels the request with
+// errUpstreamRetries, as it does through net/http's GotConn hook
+// (h1client.WithTrace, TestHTTP2HostileOrigin).
+func TestStateCtxAttempts(t *testing.T) {
+	parent, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	st := &reqState{}
+	st.ctx = stateCtx{Context: parent, st: st}
+	ctx := context.Context(&st.ctx)
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil {
+		t.Fatalf("the outbound request's context carries a ClientTrace: %+v", trace)
+	}
+	a, ok := ctx.Value(h1client.AttemptsKey{}).(h1client.Attempts)
+	if !ok {
+		t.Fatal("no h1client.Attempts under h1client.AttemptsKey")
+	}
+	st.tries.start(0, cancel)
+	defer st.tries.stop()
+	for i := range upstreamAttempts {
+		a.GotConn(httptrace.GotConnInfo{})
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("attempt %d cancelled the request: %v", i+1, context.Cause(ctx))
+		}
+	}
+	a.GotConn(httptrace.GotConnInfo{})
+	if cause := context.Cause(ctx); !errors.Is(cause, errUpstreamRetries) {
+		t.Fatalf("attempt %d: cause %v, want errUpstreamRetries", upstreamAttempts+1, cause)
+	}
+	traced := h1client.WithTrace(httptest.NewRequest("GET", "https://example.com/", nil).WithContext(ctx))
+	if trace := httptrace.ContextClientTrace(traced.Context()); trace == nil || trace.GotConn == nil || trace.Got1xxResponse != nil {
+		t.Errorf("WithTrace without a 1xx relay: trace %+v, want GotConn alone", trace)
 	}
 }

@@ -31,6 +31,10 @@
 //     Informational (InformationalKey), or else its
 //     httptrace.ClientTrace.Got1xxResponse; a 101 is an error (no
 //     upgrade request comes here);
+//   - each attempt to send the request is told to the request's
+//     Attempts (AttemptsKey) and its httptrace.ClientTrace.GotConn, as
+//     Transport calls GotConn, so a caller that bounds a transport's
+//     attempts counts the Client's too;
 //   - response headers are bounded (MaxResponseHeaderBytes, 1xx
 //     included unless Got1xxResponse saw them) and timed
 //     (ResponseHeaderTimeout, from the end of the write);
@@ -153,7 +157,7 @@ const maxBody = 16 << 10
 func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	k, ok := eligible(r)
 	if !ok {
-		return c.Fallback.RoundTrip(WithInformationalTrace(r))
+		return c.Fallback.RoundTrip(WithTrace(r))
 	}
 	ctx := r.Context()
 	var rb *reqBuf
@@ -166,11 +170,13 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		// buffer after RoundTrip.
 		defer rb.free()
 	}
+	trace := httptrace.ContextClientTrace(ctx)
 	pc, err := c.get(ctx, k, false)
 	if err != nil {
 		return nil, rb.notSent(r, err)
 	}
-	resp, err := pc.roundTrip(ctx, r, rb)
+	gotConn(ctx, trace, pc)
+	resp, err := pc.roundTrip(ctx, r, rb, trace)
 	if err != nil && pc.reused && pc.nread == 0 && ctx.Err() == nil && !isTimeout(err) && replayable(r) {
 		// The server closed the connection while it was idle (or as
 		// the request reached it): nothing of a response came, and the
@@ -180,9 +186,47 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		if pc, err = c.get(ctx, k, true); err != nil {
 			return nil, rb.notSent(r, err)
 		}
-		resp, err = pc.roundTrip(ctx, r, rb)
+		gotConn(ctx, trace, pc)
+		resp, err = pc.roundTrip(ctx, r, rb, trace)
 	}
 	return resp, err
+}
+
+// Attempts is told of each attempt to send a request, as
+// httptrace.ClientTrace.GotConn is by net/http's transports: once the
+// connection for it is had, before the request is written on it; once
+// for a request sent once, again when the Client sends it a second time
+// on a new connection (RoundTrip). A request whose context holds one
+// under AttemptsKey has it called, then its ClientTrace's GotConn if it
+// has one too, in the order httptrace.WithClientTrace would call the
+// two: the caller counts the attempts of the common request without a
+// ClientTrace in the context (an allocation per request) or a func value
+// (another). A request that goes to Fallback, or to any other net/http
+// transport, gets it as a ClientTrace (WithTrace).
+type Attempts interface {
+	GotConn(info httptrace.GotConnInfo)
+}
+
+// AttemptsKey is the context key of a request's Attempts.
+type AttemptsKey struct{}
+
+// gotConn tells ctx's Attempts and its ClientTrace trace (nil for none)
+// that the request is about to be sent on pc.
+func gotConn(ctx context.Context, trace *httptrace.ClientTrace, pc *conn) {
+	a, ok := ctx.Value(AttemptsKey{}).(Attempts)
+	if !ok && (trace == nil || trace.GotConn == nil) {
+		return
+	}
+	info := httptrace.GotConnInfo{Conn: pc.nc, Reused: pc.reused, WasIdle: pc.reused}
+	if pc.reused {
+		info.IdleTime = time.Since(pc.idleAt)
+	}
+	if ok {
+		a.GotConn(info)
+	}
+	if trace != nil && trace.GotConn != nil {
+		trace.GotConn(info)
+	}
 }
 
 // Informational receives an upstream's 1xx responses before its final
@@ -225,17 +269,26 @@ func informational(ctx context.Context, trace *httptrace.ClientTrace) func(int, 
 	}
 }
 
-// WithInformationalTrace returns r for a transport that knows only
-// httptrace: when r's context holds an Informational, a copy of r whose
-// context has a ClientTrace calling it for 1xx responses (composed with
-// any trace already there); else r itself.
-func WithInformationalTrace(r *http.Request) *http.Request {
+// WithTrace returns r for a transport that knows only httptrace: when
+// r's context holds an Informational or an Attempts, a copy of r whose
+// context has a ClientTrace calling them (Got1xxResponse, GotConn),
+// composed with any trace already there; else r itself. Not for a
+// request sent through a Client, which would then call each twice.
+func WithTrace(r *http.Request) *http.Request {
 	ctx := r.Context()
-	inf, ok := ctx.Value(InformationalKey{}).(Informational)
-	if !ok {
+	inf, infOK := ctx.Value(InformationalKey{}).(Informational)
+	a, aOK := ctx.Value(AttemptsKey{}).(Attempts)
+	if !infOK && !aOK {
 		return r
 	}
-	return r.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: inf.Got1xxResponse}))
+	trace := &httptrace.ClientTrace{}
+	if infOK {
+		trace.Got1xxResponse = inf.Got1xxResponse
+	}
+	if aOK {
+		trace.GotConn = a.GotConn
+	}
+	return r.WithContext(httptrace.WithClientTrace(ctx, trace))
 }
 
 // replayable is net/http's Request.isReplayable for a request whose body
@@ -512,8 +565,9 @@ func isTimeout(err error) bool {
 }
 
 // roundTrip writes r, its body held by rb (nil for none), on pc and
-// reads the response headers to r. On an error pc is closed.
-func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*http.Response, error) {
+// reads the response headers to r; trace is r's ClientTrace (nil for
+// none). On an error pc is closed.
+func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trace *httptrace.ClientTrace) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.abort)
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -524,7 +578,6 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf) (*ht
 		return nil, err
 	}
 	pc.nread = 0
-	trace := httptrace.ContextClientTrace(ctx)
 	rw := writers.Get().(*reqWriter)
 	rw.bw.Reset(pc.nc)
 	// eligible and readBody left the write only the connection's

@@ -638,6 +638,95 @@ type informationalFunc func(int, textproto.MIMEHeader) error
 
 func (f informationalFunc) Got1xxResponse(code int, h textproto.MIMEHeader) error { return f(code, h) }
 
+// TestAttempts: every attempt to send a request is told once to its
+// receiver, however it is given (a ClientTrace's GotConn, an Attempts
+// under AttemptsKey, both), whoever sends it (the Client, or its
+// Fallback), on a new connection, a reused one, and when the Client
+// sends it again after a reused connection closed under it: the count a
+// caller bounds the transports' retries by (the gateway's upstreamTries)
+// is the count of attempts.
+func TestAttempts(t *testing.T) {
+	// The second request on a connection is closed unanswered; every
+	// other one is answered.
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, _ = readRequest(br)
+	})
+	for _, recv := range []struct {
+		name          string
+		trace, attmpt bool
+	}{{"trace", true, false}, {"attempts", false, true}, {"both", true, true}} {
+		for _, path := range []struct {
+			name string
+			// requests sent one after the other on one Client; want
+			// the Reused of each attempt of the last one.
+			requests    int
+			viaFallback bool
+			want        []bool
+		}{
+			{name: "new connection", requests: 1, want: []bool{false}},
+			{name: "closed under the request, sent again", requests: 2, want: []bool{true, false}},
+			{name: "fallback", requests: 1, viaFallback: true, want: []bool{false}},
+		} {
+			t.Run(recv.name+", "+path.name, func(t *testing.T) {
+				c := newClient(t)
+				tr := &http.Transport{}
+				t.Cleanup(tr.CloseIdleConnections)
+				c.Fallback = tr
+				var fromTrace, fromAttempts []bool
+				for i := range path.requests {
+					fromTrace, fromAttempts = nil, nil
+					ctx := t.Context()
+					if recv.trace {
+						ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+							fromTrace = append(fromTrace, info.Reused)
+						}})
+					}
+					if recv.attmpt {
+						ctx = context.WithValue(ctx, AttemptsKey{}, attemptsFunc(func(info httptrace.GotConnInfo) {
+							fromAttempts = append(fromAttempts, info.Reused)
+						}))
+					}
+					r, err := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr+"/", nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if path.viaFallback {
+						r.Header.Set("Connection", "keep-alive") // not sent by the Client itself
+					}
+					resp, err := c.RoundTrip(r)
+					if err != nil {
+						t.Fatalf("request %d: %v", i, err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(body) != "ok" {
+						t.Fatalf("request %d: %q", i, body)
+					}
+				}
+				var wantTrace, wantAttempts []bool
+				if recv.trace {
+					wantTrace = path.want
+				}
+				if recv.attmpt {
+					wantAttempts = path.want
+				}
+				if fmt.Sprint(fromTrace) != fmt.Sprint(wantTrace) || fmt.Sprint(fromAttempts) != fmt.Sprint(wantAttempts) {
+					t.Errorf("attempts (Reused) seen by the trace %v and the Attempts %v, want %v and %v", fromTrace, fromAttempts, wantTrace, wantAttempts)
+				}
+			})
+		}
+	}
+}
+
+// attemptsFunc is a func as an Attempts.
+type attemptsFunc func(httptrace.GotConnInfo)
+
+func (f attemptsFunc) GotConn(info httptrace.GotConnInfo) { f(info) }
+
 // TestHeaderTimeout: an upstream that does not answer within
 // ResponseHeaderTimeout fails the request with a timeout error (the
 // gateway answers 504), and the connection is closed.
