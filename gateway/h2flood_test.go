@@ -252,7 +252,11 @@ func h2FloodCases() []h2FloodCase {
 			}
 			_ = bw.Flush()
 			e := h.drain(3 * time.Second)
-			if e.resets[http2.ErrCodeRefusedStream] < 50 {
+			// RFC 9113 §5.1.2: REFUSED_STREAM or PROTOCOL_ERROR. Go's
+			// server sends the first while our SETTINGS are unacknowledged
+			// and the second after: which one depends on when the
+			// client's ACK is read, so under load either comes.
+			if n := e.resets[http2.ErrCodeRefusedStream] + e.resets[http2.ErrCodeProtocol]; n < 50 {
 				t.Errorf("the streams past 250: %s; want 50 refused", e)
 			}
 			t.Logf("%s", e)
@@ -373,7 +377,15 @@ func TestHTTP2ClientAbuse(t *testing.T) {
 				t.Errorf("goroutines %d, base %d, 10 s after the connection closed", runtime.NumGoroutine(), base)
 			}
 			hp := heap()
-			reached := len(tg.origin.all()) - before - 1 // less the good one
+			// Less the good one, and less rapid_reset's requests in other
+			// cases: of its 5,000, those the server had started may reach
+			// the origin after its connection closed.
+			reached := -1
+			for _, r := range tg.origin.all()[before:] {
+				if r.Path != "/v1/rapid" || tc.name == "rapid_reset" {
+					reached++
+				}
+			}
 			t.Logf("%v; origin received %d; heap in use %d KiB (base %d KiB)", time.Since(t0).Round(time.Millisecond), reached, hp>>10, baseHeap>>10)
 			if hp > baseHeap+32<<20 {
 				t.Errorf("heap in use %d MiB after, base %d MiB", hp>>20, baseHeap>>20)
