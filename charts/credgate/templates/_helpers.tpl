@@ -588,3 +588,78 @@ extraVolumeMounts: the root filesystem is read-only.
 {{- fail (printf "%s %s: the root filesystem is read-only; mount a writable volume (a PersistentVolumeClaim, or an emptyDir) at %s or above with extraVolumes and extraVolumeMounts" $name $path $dir) }}
 {{- end }}
 {{- end }}
+
+{{/*
+credgate.seconds turns a Go duration ("90s", "1m30s", "500ms", "1.5h";
+values.schema.json's duration pattern) into whole seconds, rounded up.
+*/}}
+{{- define "credgate.seconds" -}}
+{{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
+{{- $total = addf $total (mulf (float64 $n) (get $units (trimPrefix $n .))) }}
+{{- end }}
+{{- ceil $total | int }}
+{{- end }}
+
+{{/*
+credgate.startWait is the longest the gateway may take, in seconds, before
+its admin listener (/healthz) answers, as a dict {seconds, from}: `serve`
+first waits for the SPIRE agent's first SVID (spire.startTimeout), then
+fetches each JWKS it reaches over the network (the Kubernetes API server's,
+issuers with jwksURL or discoveryURL: fetchTimeout each) and the posture
+feed's url (identity.posture.timeout), one after the other. The start-up
+probe must cover it, or the liveness probe would kill a gateway that is
+still waiting (before it can say why). e2e/helm's TestTimeBudgets computes
+the same from the rendered config.
+*/}}
+{{- define "credgate.startWait" -}}
+{{- $s := 0 }}{{ $from := list }}
+{{- if .Values.spire.enabled }}
+{{- $s = add $s (include "credgate.seconds" .Values.spire.startTimeout) }}{{ $from = append $from (printf "spire.startTimeout %s" .Values.spire.startTimeout) }}
+{{- end }}
+{{- if .Values.identity.jwt.kubernetes.enabled }}
+{{- $s = add $s 10 }}{{ $from = append $from "identity.jwt.kubernetes (a 10s JWKS fetch)" }}
+{{- end }}
+{{- range $i, $is := .Values.identity.jwt.issuers }}
+{{- if or $is.jwksURL $is.discoveryURL }}
+{{- $t := $is.fetchTimeout | default "10s" }}
+{{- $s = add $s (include "credgate.seconds" $t) }}{{ $from = append $from (printf "identity.jwt.issuers[%d].fetchTimeout %s" $i $t) }}
+{{- end }}
+{{- end }}
+{{- with .Values.identity.posture }}
+{{- if .url }}
+{{- $s = add $s (include "credgate.seconds" .timeout) }}{{ $from = append $from (printf "identity.posture.timeout %s" .timeout) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "seconds" $s "from" (join " + " $from)) }}
+{{- end }}
+
+{{/*
+credgate.startupProbe is the start-up probe's timing: startupProbe's
+values, with failureThreshold (when null) enough periods to cover
+credgate.startWait plus 10s for the rest of the start, and never fewer than
+15. An explicit failureThreshold that does not cover it fails the render.
+*/}}
+{{- define "credgate.startupProbe" -}}
+{{- $p := .Values.startupProbe }}
+{{- $w := include "credgate.startWait" . | fromJson }}
+{{- $need := add (int $w.seconds) 10 }}
+{{- $period := int $p.periodSeconds }}
+{{- $delay := int $p.initialDelaySeconds }}
+{{- $threshold := 0 }}
+{{- if kindIs "invalid" $p.failureThreshold }}
+{{- $threshold = max 15 (div (add (sub $need $delay) $period -1) $period) }}
+{{- else }}
+{{- $threshold = int $p.failureThreshold }}
+{{- $window := add $delay (mul $period $threshold) }}
+{{- if lt $window $need }}
+{{- fail (printf "startupProbe gives the gateway %ds to start (initialDelaySeconds + periodSeconds × failureThreshold), but it may take %ds before /healthz answers (%s): the liveness probe would kill it while it waits; set startupProbe.failureThreshold to at least %d, or null to have it computed" $window $need (list $w.from "10s for the rest of the start" | compact | join " + ") (div (add (sub $need $delay) $period -1) $period)) }}
+{{- end }}
+{{- end }}
+initialDelaySeconds: {{ $delay }}
+periodSeconds: {{ $period }}
+timeoutSeconds: {{ $p.timeoutSeconds }}
+failureThreshold: {{ $threshold }}
+{{- end }}
