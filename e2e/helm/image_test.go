@@ -24,7 +24,9 @@ const imageSizeBudget = 40 << 20
 // ociImage is what TestImage reads back from the OCI archive `make image`
 // writes: the image config and the files of its layers.
 type ociImage struct {
-	Config struct {
+	digest  string // the manifest's
+	Created string `json:"created"`
+	Config  struct {
 		User       string            `json:"User"`
 		Entrypoint []string          `json:"Entrypoint"`
 		Cmd        []string          `json:"Cmd"`
@@ -46,26 +48,8 @@ func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the image build takes a while")
 	}
-	out := t.TempDir()
-	cmd := exec.Command("bash", filepath.Join(repoRoot, "scripts", "image.sh"), out)
-	cmd.Dir = repoRoot
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 3 {
-		t.Skipf("no image builder here (scripts/image.sh: %s)", strings.TrimSpace(stderr.String()))
-	}
-	if err != nil {
-		t.Fatalf("scripts/image.sh: %v\n%s", err, stderr.String())
-	}
-	res := map[string]string{}
-	for _, l := range strings.Split(stdout.String(), "\n") {
-		if k, v, ok := strings.Cut(l, "="); ok {
-			res[k] = v
-		}
-	}
-	builder, ref, archive := res["builder"], res["image"], res["archive"]
+	res := buildImage(t)
+	builder, ref, archive, commit := res["builder"], res["image"], res["archive"], res["commit"]
 	t.Logf("built %s with %s", ref, builder)
 
 	// The chart's default values deploy exactly this image.
@@ -78,13 +62,24 @@ func TestImage(t *testing.T) {
 
 	rootfs := t.TempDir()
 	img := readOCIArchive(t, archive, rootfs)
+	// Reproducible: a second build of the same commit is the same image,
+	// created at the commit's date (or SOURCE_DATE_EPOCH), not the build's.
+	again := readOCIArchive(t, buildImage(t)["archive"], t.TempDir())
+	if again.digest != img.digest {
+		t.Errorf("two builds of one commit gave two images: %s, then %s (created %s, then %s)", img.digest, again.digest, img.Created, again.Created)
+	}
+	if created := img.Config.Labels["org.opencontainers.image.created"]; img.Created != created {
+		t.Errorf("image config created %s, label org.opencontainers.image.created %s: want both the stamp's date", img.Created, created)
+	}
 	if img.Config.User != "65532:65532" {
 		t.Errorf("image user = %q, want 65532:65532 (the chart's runAsUser)", img.Config.User)
 	}
 	if diff := cmp.Diff([]string{"/usr/local/bin/credgate"}, img.Config.Entrypoint); diff != "" {
 		t.Errorf("entrypoint (-want +got):\n%s", diff)
 	}
-	commit := strings.TrimSpace(string(run(t, "git", "rev-parse", "HEAD")))
+	if head := strings.TrimSpace(string(run(t, "git", "rev-parse", "HEAD"))); strings.TrimSuffix(commit, "-dirty") != head {
+		t.Errorf("the image is stamped with commit %s, HEAD is %s", commit, head)
+	}
 	for k, want := range map[string]string{
 		"org.opencontainers.image.title":    "credgate",
 		"org.opencontainers.image.version":  version,
@@ -138,6 +133,32 @@ func TestImage(t *testing.T) {
 	if out := runImage("validate", "-c", "/etc/credgate/config.yaml"); !strings.Contains(out, ": ok (gateway config;") {
 		t.Errorf("credgate validate in the image on the chart's config: %s", out)
 	}
+}
+
+// buildImage runs scripts/image.sh (what `make image` runs) into a new
+// directory and returns what it printed (builder, image, archive, commit).
+// It skips the test where no image builder works.
+func buildImage(t *testing.T) map[string]string {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(repoRoot, "scripts", "image.sh"), t.TempDir())
+	cmd.Dir = repoRoot
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 3 {
+		t.Skipf("no image builder here (scripts/image.sh: %s)", strings.TrimSpace(stderr.String()))
+	}
+	if err != nil {
+		t.Fatalf("scripts/image.sh: %v\n%s", err, stderr.String())
+	}
+	res := map[string]string{}
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			res[k] = v
+		}
+	}
+	return res
 }
 
 // imageRunner returns how the image's binary is run, and a function that
@@ -296,7 +317,7 @@ func readOCIArchive(t *testing.T, file, dir string) *ociImage {
 	if err := json.Unmarshal(blobs[idx.Manifests[0].Digest], &m); err != nil {
 		t.Fatalf("manifest: %v", err)
 	}
-	img := &ociImage{files: map[string]int64{}}
+	img := &ociImage{files: map[string]int64{}, digest: idx.Manifests[0].Digest}
 	if err := json.Unmarshal(blobs[m.Config.Digest], img); err != nil {
 		t.Fatalf("image config: %v", err)
 	}
