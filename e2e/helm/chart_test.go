@@ -346,10 +346,15 @@ metrics:
 		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/scrape]", `"true"`},
 		// Redis: keys and password from Secrets as env, cache.redis in the
 		// config, opened in the gateway NetworkPolicy.
-		{"redis", deploy, fullname, ctr + "env", `
-- {name: CREDGATE_REDIS_KEY_0, valueFrom: {secretKeyRef: {name: redis-keys, key: k2}}}
-- {name: CREDGATE_REDIS_KEY_1, valueFrom: {secretKeyRef: {name: redis-keys, key: k1}}}
-- {name: CREDGATE_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}`},
+		{"redis", deploy, fullname, ctr + "env", `~`},
+		{"redis", deploy, fullname, pod + "volumes.[name=redis-key-0]", `
+{name: redis-key-0, secret: {secretName: redis-keys, defaultMode: 0440, items: [{key: k2, path: k2}]}}`},
+		{"redis", deploy, fullname, pod + "volumes.[name=redis-key-1]", `
+{name: redis-key-1, secret: {secretName: redis-keys, defaultMode: 0440, items: [{key: k1, path: k1}]}}`},
+		{"redis", deploy, fullname, pod + "volumes.[name=redis-password]", `
+{name: redis-password, secret: {secretName: redis-auth, defaultMode: 0440, items: [{key: password, path: password}]}}`},
+		{"redis", deploy, fullname, ctr + "volumeMounts.[name=redis-password]", `
+{name: redis-password, mountPath: /etc/credgate/redis-password, readOnly: true}`},
 		{"redis", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 6380, protocol: TCP}]}`},
 		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
 		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
@@ -416,10 +421,11 @@ spec:
 {name: audit-otlp-ca, configMap: {name: otel-ca, items: [{key: ca.crt, path: ca.crt}]}}`},
 		{"gateway-settings", deploy, fullname, ctr + "volumeMounts.[name=run-tokens]", `
 {name: run-tokens, mountPath: /etc/credgate/run-tokens, readOnly: true}`},
-		{"gateway-settings", deploy, fullname, ctr + "env", `
-- {name: CREDGATE_TRACING_HEADER_0, valueFrom: {secretKeyRef: {name: otel-auth, key: traces}}}
-- {name: CREDGATE_TRACING_HEADER_1, valueFrom: {secretKeyRef: {name: otel-tenant, key: id}}}
-- {name: CREDGATE_AUDIT_OTLP_HEADER_0, valueFrom: {secretKeyRef: {name: otel-auth, key: audit}}}`},
+		{"gateway-settings", deploy, fullname, ctr + "env", `~`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=tracing-header-1]", `
+{name: tracing-header-1, secret: {secretName: otel-tenant, defaultMode: 0440, items: [{key: id, path: id}]}}`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=audit-otlp-header-0]", `
+{name: audit-otlp-header-0, secret: {secretName: otel-auth, defaultMode: 0440, items: [{key: audit, path: audit}]}}`},
 		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
 		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
 		{"audit-vault-transit", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 8200, protocol: TCP}]}`},
@@ -555,22 +561,17 @@ func TestConfigMatchesPod(t *testing.T) {
 			if get(cfg, "tls.svid") == true && get(podSpec, "volumes.[name=tls]") != nil {
 				t.Error("the TLS listener serves the SVID, yet the pod mounts a certificate Secret")
 			}
-			// OTLP export headers come from Secrets through the
-			// environment, never inline in the config.
+			// OTLP export headers are files of Secrets, never inline in
+			// the config (TestSecretsAreFiles checks the mounts).
 			for _, sec := range []string{"tracing.headers", "audit.otlp.headers"} {
 				hs, _ := get(cfg, sec).(map[string]any)
 				for name, h := range hs {
-					env, _ := get(h, "env").(string)
-					if hm, _ := h.(map[string]any); len(hm) != 1 || env == "" {
-						t.Errorf("%s.%s = %v, want only {env: VAR}", sec, name, h)
-						continue
-					}
-					if get(ctr, fmt.Sprintf("env.[name=%s].valueFrom.secretKeyRef.name", env)) == nil {
-						t.Errorf("%s.%s: env %s is not set by the container from a Secret", sec, name, env)
+					if hm, _ := h.(map[string]any); len(hm) != 1 || get(h, "file") == nil {
+						t.Errorf("%s.%s = %v, want only {file: PATH}", sec, name, h)
 					}
 				}
 			}
-			// Redis settings live under cache.redis, with secrets from env only.
+			// Redis settings live under cache.redis, with secrets in files only.
 			if _, ok := cfg["redis"]; ok {
 				t.Error("gateway config has a top-level redis key; it belongs under cache.redis")
 			}
@@ -578,16 +579,13 @@ func TestConfigMatchesPod(t *testing.T) {
 				if _, inline := r["password"]; inline {
 					t.Error("cache.redis has an inline password")
 				}
-				if r["password_env"] != nil && get(ctr, "env.[name=CREDGATE_REDIS_PASSWORD]") == nil {
-					t.Error("cache.redis.password_env names a variable the container does not set")
-				}
 				keys, _ := r["encryption_keys"].([]any)
 				if len(keys) == 0 {
 					t.Error("cache.redis has no encryption_keys")
 				}
 				for _, k := range keys {
-					if env := get(k, "env"); env == nil || get(ctr, fmt.Sprintf("env.[name=%v]", env)) == nil {
-						t.Errorf("cache.redis encryption key %v: env %v is not set by the container", get(k, "id"), env)
+					if get(k, "file") == nil {
+						t.Errorf("cache.redis encryption key %v: no file", get(k, "id"))
 					}
 				}
 			}

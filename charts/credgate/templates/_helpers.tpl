@@ -156,7 +156,7 @@ cache:
     username: {{ .username | quote }}
     {{- end }}
     {{- if .passwordSecret.name }}
-    password_env: CREDGATE_REDIS_PASSWORD
+    password_file: redis-password/{{ .passwordSecret.key }}
     {{- end }}
     db: {{ .db }}
     {{- if .tls }}
@@ -171,7 +171,7 @@ cache:
     expiry_skew: {{ .expirySkew }}
     encryption_keys:
     {{- range $i, $k := .encryptionKeys }}
-      - {id: {{ $k.id | quote }}, env: CREDGATE_REDIS_KEY_{{ $i }}}
+      - {id: {{ $k.id | quote }}, file: redis-key-{{ $i }}/{{ $k.secretKey }}}
     {{- end }}
   {{- end }}
   {{- end }}
@@ -310,9 +310,8 @@ otlp:
 
 {{/* The OTLP receiver keys shared by tracing: and audit.otlp:
 (internal/otlp.Endpoint); args: (list NAME VALUES), NAME being what the
-CA directory and the header variables are named after. Header values are
-environment variables set from Secrets (credgate.otlpHeaderEnv), never
-written here. */}}
+CA and header directories are named after. Header values are files of
+their Secrets (credgate.configFiles), never written here. */}}
 {{- define "credgate.otlpEndpoint" -}}
 {{- $name := index . 0 }}{{ $o := index . 1 -}}
 endpoint: {{ $o.endpoint | quote }}
@@ -324,30 +323,11 @@ ca: {{ $name }}-ca/{{ $o.caKey }}
 {{- with $o.headers }}
 headers:
   {{- range $i, $h := keys . | sortAlpha }}
-  {{ $h | quote }}: {env: {{ include "credgate.otlpHeaderVar" (list $name $i) }}}
+  {{ $h | quote }}: {file: {{ printf "%s-header-%d/%s" $name $i (get $o.headers $h).secretKey | quote }}}
   {{- end }}
 {{- end }}
 {{- end }}
 
-{{/* The environment variable holding OTLP export header number INDEX (in
-the headers' sorted order) of NAME; args: (list NAME INDEX). */}}
-{{- define "credgate.otlpHeaderVar" -}}
-CREDGATE_{{ index . 0 | upper | replace "-" "_" }}_HEADER_{{ index . 1 }}
-{{- end }}
-
-{{/* The container's env entries for the OTLP export headers of NAME, from
-their Secrets; args: (list NAME HEADERS). */}}
-{{- define "credgate.otlpHeaderEnv" -}}
-{{- $name := index . 0 }}{{ $hs := index . 1 -}}
-{{- range $i, $h := keys $hs | sortAlpha }}
-{{- $s := get $hs $h }}
-- name: {{ include "credgate.otlpHeaderVar" (list $name $i) }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $s.secretName }}
-      key: {{ $s.secretKey }}
-{{- end }}
-{{- end }}
 
 {{/* Where the pod's Kubernetes API token, cluster CA and namespace are
 mounted when identity needs the API server (the in-cluster default paths). */}}
@@ -497,13 +477,27 @@ posture:
 {{- end }}
 {{- end }}
 
-{{/* The Secrets and ConfigMaps that config.audit, config.tracing and
-config.runTokens name, as (list VOLUME SECRET-OR-"" CONFIGMAP-OR-"" KEY):
-each is mounted as a directory at /etc/credgate/VOLUME, where the gateway
-config names the file. Read at start: a change needs a restart. */}}
+{{/* The Secrets and ConfigMaps that config.audit, config.tracing,
+config.runTokens and redis name, as (list VOLUME SECRET-OR-"" CONFIGMAP-OR-""
+KEY): each is mounted as a directory at /etc/credgate/VOLUME, where the
+gateway config names the file. Secrets reach the gateway only so, never
+through the environment (e2e/helm TestSecretsAreFiles). Read at start: a
+change needs a restart. */}}
 {{- define "credgate.configFiles" -}}
 {{- $c := .Values.config }}
 {{- $out := list }}
+{{- with .Values.redis }}
+{{- if .enabled }}
+{{- range $i, $k := .encryptionKeys }}{{ $out = append $out (list (printf "redis-key-%d" $i) $k.secretName "" $k.secretKey) }}{{ end }}
+{{- if .passwordSecret.name }}{{ $out = append $out (list "redis-password" .passwordSecret.name "" .passwordSecret.key) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- range $name, $o := dict "tracing" (ternary $c.tracing.headers dict $c.tracing.enabled) "audit-otlp" (ternary $c.audit.otlp.headers dict (not (empty $c.audit.otlp.endpoint))) }}
+{{- range $i, $h := keys $o | sortAlpha }}
+{{- $s := get $o $h }}
+{{- $out = append $out (list (printf "%s-header-%d" $name $i) $s.secretName "" $s.secretKey) }}
+{{- end }}
+{{- end }}
 {{- with $c.audit.checkpoint.keySecret }}{{ if .name }}{{ $out = append $out (list "audit-checkpoint" .name "" .key) }}{{ end }}{{ end }}
 {{- with $c.audit.fingerprintKeySecret }}{{ if .name }}{{ $out = append $out (list "audit-fingerprint" .name "" .key) }}{{ end }}{{ end }}
 {{- with $c.audit.otlp }}{{ if and .endpoint .caConfigMap }}{{ $out = append $out (list "audit-otlp-ca" "" .caConfigMap .caKey) }}{{ end }}{{ end }}
@@ -537,22 +531,6 @@ config (so the checksum annotation does not depend on them). */}}
     items:
       - key: {{ index . 3 }}
         path: {{ index . 3 }}
-{{- end }}
-{{- end }}
-
-{{/* The container's env entries for every OTLP export header in use
-(config.tracing.headers when tracing is enabled, config.audit.otlp.headers
-when audit.otlp has an endpoint), each from its Secret. */}}
-{{- define "credgate.otlpEnv" -}}
-{{- with .Values.config.tracing }}
-{{- if and .enabled .headers }}
-{{- include "credgate.otlpHeaderEnv" (list "tracing" .headers) }}
-{{- end }}
-{{- end }}
-{{- with .Values.config.audit.otlp }}
-{{- if and .endpoint .headers }}
-{{- include "credgate.otlpHeaderEnv" (list "audit-otlp" .headers) }}
-{{- end }}
 {{- end }}
 {{- end }}
 
