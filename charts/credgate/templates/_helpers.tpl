@@ -534,19 +534,33 @@ config (so the checksum annotation does not depend on them). */}}
 {{- end }}
 {{- end }}
 
-{{/* The ports of the OTLP receivers and of the Vault the gateway config
-names (config.tracing, config.audit.otlp, the checkpoint signer), as a
-JSON list of distinct port numbers, for the gateway's NetworkPolicy. */}}
-{{- define "credgate.observabilityPorts" -}}
+{{/* The port of a URL: its own, else 443 for https and 80 for http. */}}
+{{- define "credgate.urlPort" -}}
+{{- $u := urlParse . }}
+{{- regexFind ":[0-9]+$" $u.host | trimPrefix ":" | default (ternary "443" "80" (eq $u.scheme "https")) }}
+{{- end }}
+
+{{/* The ports of the endpoints besides upstreams and the API server that
+the gateway config names and that may be in the cluster: the OTLP
+receivers (config.tracing, config.audit.otlp), Vault (the checkpoint
+signer), the JWKS and discovery URLs of identity.jwt.issuers and the
+posture feed's url, as a JSON list of distinct port numbers, for the
+gateway's NetworkPolicy (e2e/helm TestNetworkPolicyAllowsEndpoints). */}}
+{{- define "credgate.endpointPorts" -}}
 {{- $c := .Values.config }}
 {{- $ports := list }}
 {{- if and $c.tracing.enabled $c.tracing.endpoint }}{{ $ports = append $ports (regexFind "[0-9]+$" $c.tracing.endpoint) }}{{ end }}
 {{- with $c.audit.otlp.endpoint }}{{ $ports = append $ports (regexFind "[0-9]+$" .) }}{{ end }}
 {{- with $c.audit.checkpoint.vaultTransit }}
 {{- if and .key .address }}
-{{- $ports = append $ports (regexFind ":[0-9]+$" (urlParse .address).host | trimPrefix ":" | default "443") }}
+{{- $ports = append $ports (include "credgate.urlPort" .address) }}
 {{- end }}
 {{- end }}
+{{- range .Values.identity.jwt.issuers }}
+{{- with .jwksURL }}{{ $ports = append $ports (include "credgate.urlPort" .) }}{{ end }}
+{{- with .discoveryURL }}{{ $ports = append $ports (include "credgate.urlPort" .) }}{{ end }}
+{{- end }}
+{{- with .Values.identity.posture.url }}{{ $ports = append $ports (include "credgate.urlPort" .) }}{{ end }}
 {{- toJson ($ports | uniq) }}
 {{- end }}
 
