@@ -3,6 +3,7 @@ package helm_test
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +205,53 @@ func num(v any) int {
 		return int(math.Ceil(n))
 	}
 	return 0
+}
+
+// TestWriterFilesNotShared checks that a file a gateway process writes on
+// its own (the audit log, config.auditOutput; the kill switch state,
+// admin.stateFile) is refused on a PersistentVolumeClaim when the
+// Deployment may run more than one replica: every replica would mount the
+// same claim and write the same file (one audit log written and rotated
+// by several processes; one replica's switches overwriting another's). One replica, or an emptyDir, is accepted.
+func TestWriterFilesNotShared(t *testing.T) {
+	pvc := []string{"--set", "extraVolumes[0].name=data", "--set", "extraVolumes[0].persistentVolumeClaim.claimName=credgate-data",
+		"--set", "extraVolumeMounts[0].name=data", "--set", "extraVolumeMounts[0].mountPath=/var/lib/credgate"}
+	emptyDir := []string{"--set", "extraVolumes[0].name=data", "--set", "extraVolumes[0].emptyDir.sizeLimit=1Gi",
+		"--set", "extraVolumeMounts[0].name=data", "--set", "extraVolumeMounts[0].mountPath=/var/lib/credgate"}
+	state := []string{"--set", "admin.stateFile=/var/lib/credgate/switches.json"}
+	audit := []string{"--set", "config.auditOutput=/var/lib/credgate/audit/audit.log"}
+	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr []string // empty: the render succeeds
+	}{
+		{"state file on a claim, 2 replicas", cat(pvc, state), []string{"admin.stateFile", "credgate-data", "replicaCount"}},
+		{"state file on a claim, autoscaled", cat(pvc, state, []string{"--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}), []string{"admin.stateFile", "autoscaling"}},
+		{"audit file on a claim, 2 replicas", cat(pvc, audit), []string{"config.auditOutput", "credgate-data"}},
+		{"state file on a claim, 1 replica", cat(pvc, state, []string{"--set", "replicaCount=1"}), nil},
+		{"audit file on a claim, 1 replica", cat(pvc, audit, []string{"--set", "replicaCount=1"}), nil},
+		{"state file on an emptyDir, 2 replicas", cat(emptyDir, state), nil},
+		{"audit file on an emptyDir, 2 replicas", cat(emptyDir, audit), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := runErr(helmBin, templateArgs(tt.args...)...)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("helm template %v: %v", tt.args, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("helm template %v succeeded, want an error mentioning %q", tt.args, tt.wantErr)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("helm template %v: error does not mention %q:\n%v", tt.args, w, err)
+				}
+			}
+		})
+	}
 }

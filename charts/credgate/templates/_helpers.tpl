@@ -566,18 +566,31 @@ gateway's NetworkPolicy (e2e/helm TestNetworkPolicyAllowsEndpoints). */}}
 
 {{/*
 credgate.requireWritable fails the render unless the file at an absolute
-path (list $ VALUE-NAME PATH) lies on a writable volume from
-extraVolumeMounts: the root filesystem is read-only.
+path (list $ VALUE-NAME PATH), which each gateway process writes on its own,
+lies on a writable volume from extraVolumeMounts (the root filesystem is
+read-only), and that volume is not a PersistentVolumeClaim every replica
+would mount (more than one replica, or autoscaling): replicas would write
+one file.
 */}}
 {{- define "credgate.requireWritable" -}}
 {{- $root := index . 0 }}{{ $name := index . 1 }}{{ $path := index . 2 }}
 {{- $dir := dir $path }}
 {{- $writable := false }}
+{{- $claim := "" }}
 {{- range $root.Values.extraVolumeMounts }}
-{{- if and (not .readOnly) (or (eq $dir (trimSuffix "/" .mountPath)) (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $dir)) }}{{ $writable = true }}{{ end }}
+{{- if and (not .readOnly) (or (eq $dir (trimSuffix "/" .mountPath)) (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $dir)) }}
+{{- $writable = true }}
+{{- $mount := .name }}
+{{- range $root.Values.extraVolumes }}
+{{- if and (eq .name $mount) .persistentVolumeClaim }}{{ $claim = .persistentVolumeClaim.claimName }}{{ end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if not $writable }}
 {{- fail (printf "%s %s: the root filesystem is read-only; mount a writable volume (a PersistentVolumeClaim, or an emptyDir) at %s or above with extraVolumes and extraVolumeMounts" $name $path $dir) }}
+{{- end }}
+{{- if and $claim (or $root.Values.autoscaling.enabled (gt (int $root.Values.replicaCount) 1)) }}
+{{- fail (printf "%s %s is on the PersistentVolumeClaim %s, which every replica of the Deployment mounts (replicaCount %d%s): the replicas would write one file; use an emptyDir (one per pod), or replicaCount=1 without autoscaling" $name $path $claim (int $root.Values.replicaCount) (ternary ", autoscaling.enabled" "" $root.Values.autoscaling.enabled)) }}
 {{- end }}
 {{- end }}
 
