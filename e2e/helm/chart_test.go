@@ -150,6 +150,7 @@ func TestValuesSchema(t *testing.T) {
 		{"unknown socket volume", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.volume=emptyDir"}, "volume"},
 		{"relative socket mount", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.mountPath=spire"}, "mountPath"},
 		{"prometheusRule typo", []string{"--set", "metrics.prometheusRule.enable=true"}, "enable"},
+		{"serviceMonitor tlsConfig typo (the CRD would prune it silently)", []string{"--set", "metrics.serviceMonitor.tlsConfig.serverNme=gw"}, "serverNme"},
 		{"refusal ratio above 1", []string{"--set", "metrics.prometheusRule.refusalRatio=2"}, "refusalRatio"},
 		{"dashboard label not a string", []string{"--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.labels.grafana_dashboard=1"}, "grafana_dashboard"},
 		{"not a SPIFFE ID", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.spiffeID=prod.example.org/credgate"}, "spiffeID"},
