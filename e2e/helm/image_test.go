@@ -111,6 +111,11 @@ func TestImage(t *testing.T) {
 	// The chart's rendered config, laid out as the pod sees it; made
 	// readable to the image's user as fsGroup does.
 	p := newPod(t, objs, fixtures(t))
+	// A policy whose condition names a time zone: the image has no
+	// /usr/share/zoneinfo, so the binary must carry the time zone database.
+	if err := os.WriteFile(filepath.Join(p.root, "etc", "credgate", "tz-policy.yaml"), []byte(tzPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := filepath.Walk(p.root, func(path string, info os.FileInfo, err error) error {
 		if err != nil || info.Mode()&os.ModeSymlink != 0 {
 			return err
@@ -133,7 +138,28 @@ func TestImage(t *testing.T) {
 	if out := runImage("validate", "-c", "/etc/credgate/config.yaml"); !strings.Contains(out, ": ok (gateway config;") {
 		t.Errorf("credgate validate in the image on the chart's config: %s", out)
 	}
+	if out := runImage("explain", "-c", "/etc/credgate/tz-policy.yaml", "--source", "10.1.2.3", "GET", "https://api.example.com/v1/x"); !strings.Contains(out, "result:            allowed") {
+		t.Errorf("credgate explain in the image on a condition with a time zone (the image has no zoneinfo; the binary must carry it):\n%s", out)
+	}
 }
+
+// tzPolicy allows a request under a condition that needs the IANA time
+// zone database (true at every hour, once the zone loads).
+const tzPolicy = `
+workloads:
+  pods:
+    cidrs: [10.0.0.0/8]
+destinations:
+  api:
+    hosts: [api.example.com]
+rules:
+  - name: any-hour-in-berlin
+    from: pods
+    to: api
+    when: 'now.getHours("Europe/Berlin") >= 0 && now.getDayOfWeek("America/New_York") >= 0'
+    action: tunnel
+default: deny
+`
 
 // buildImage runs scripts/image.sh (what `make image` runs) into a new
 // directory and returns what it printed (builder, image, archive, commit).
