@@ -315,15 +315,22 @@ projected:
 ports: [{port: 443, protocol: TCP}, {port: 6443, protocol: TCP}]
 to: [{ipBlock: {cidr: 192.0.2.10/32}}]`},
 		{"default", deploy, fullname, ctr + "lifecycle", `{preStop: {sleep: {seconds: 5}}}`},
-		{"existing-secret-ca", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `
+		{"existing-secret-ca", "ClusterRole", fullname + "-egress-tokenreview", "", `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: cg-credgate-egress-tokenreview
+  labels: {helm.sh/chart: credgate-0.1.0, app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg, app.kubernetes.io/version: "0.1.0", app.kubernetes.io/managed-by: Helm}
+rules: [{apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}]`},
+		{"existing-secret-ca", "ClusterRoleBinding", fullname + "-egress-tokenreview", "", `
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
-  name: cg-credgate-egress-auth-delegator
+  name: cg-credgate-egress-tokenreview
   labels: {helm.sh/chart: credgate-0.1.0, app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg, app.kubernetes.io/version: "0.1.0", app.kubernetes.io/managed-by: Helm}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cg-credgate-egress-tokenreview}
 subjects: [{kind: ServiceAccount, name: cg-credgate, namespace: egress}]`},
-		{"default", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `~`},
+		{"default", "ClusterRoleBinding", fullname + "-egress-tokenreview", "", `~`},
 		// PDB and topology spread.
 		{"default", "PodDisruptionBudget", fullname, "spec", `
 {maxUnavailable: 1, selector: {matchLabels: {app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg}}}`},
@@ -788,9 +795,9 @@ func TestRenderedKinds(t *testing.T) {
 		"networkpolicy": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
 			"NetworkPolicy/cg-credgate", "NetworkPolicy/cg-credgate-egress-via-gateway@billing", "NetworkPolicy/cg-credgate-egress-via-gateway@shop",
 			"PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
-		"existing-secret-ca": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-ca", "ConfigMap/cg-credgate-config",
+		"existing-secret-ca": {"ClusterRole/cg-credgate-egress-tokenreview", "ClusterRoleBinding/cg-credgate-egress-tokenreview", "ConfigMap/cg-credgate-ca", "ConfigMap/cg-credgate-config",
 			"Deployment/cg-credgate", "PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
-		"identity": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
+		"identity": {"ClusterRole/cg-credgate-egress-tokenreview", "ClusterRoleBinding/cg-credgate-egress-tokenreview", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
 			"Deployment/cg-credgate", "NetworkPolicy/cg-credgate", "PodDisruptionBudget/cg-credgate",
 			"Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
 		"spire": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
@@ -821,14 +828,14 @@ func TestRenderedKinds(t *testing.T) {
 
 // TestOptionalObjects checks which toggles add or remove which objects.
 func TestOptionalObjects(t *testing.T) {
-	const crb = "ClusterRoleBinding/" + fullname + "-egress-auth-delegator"
+	const crb = "ClusterRoleBinding/" + fullname + "-egress-tokenreview"
 	tests := []struct {
 		name   string
 		args   []string
 		object string
 		want   bool
 	}{
-		{"TokenReview binds auth-delegator", []string{"--set", "identity.tokenReview.enabled=true"}, crb, true},
+		{"TokenReview binds the tokenreview role", []string{"--set", "identity.tokenReview.enabled=true"}, crb, true},
 		{"RBAC managed elsewhere", []string{"--set", "identity.tokenReview.enabled=true", "--set", "rbac.create=false"}, crb, false},
 		{"JWKS needs no binding", []string{"--set", "identity.jwt.kubernetes.enabled=true"}, crb, false},
 		{"no PDB", []string{"--set", "podDisruptionBudget.enabled=false"}, "PodDisruptionBudget/" + fullname, false},
