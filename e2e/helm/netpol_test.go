@@ -3,6 +3,7 @@ package helm_test
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -143,4 +144,64 @@ func TestNetworkPolicyAllowsEndpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metadataAddrs are the cloud instance metadata services (AWS IMDS over
+// IPv4 and IPv6, GCP, Azure, Oracle on 169.254.169.254; Alibaba Cloud) and
+// an IPv6 link-local address: what a default-deny egress gateway must
+// never reach on its own.
+var metadataAddrs = []string{"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "fe80::a9fe:a9fe"}
+
+// TestNetworkPolicyRefusesMetadata checks that the gateway's NetworkPolicy,
+// in every variant that renders it, lets the gateway reach no metadata
+// address on port 80, where those services listen (plain HTTP): defence in
+// depth under invariant 8, for IPv4 and IPv6 alike. (Rules for endpoints
+// that may be in the cluster, the API server among them, name only ports,
+// since selectors and ipBlocks do not reach in-cluster peers alike on
+// every CNI; none of them is port 80.)
+func TestNetworkPolicyRefusesMetadata(t *testing.T) {
+	for _, v := range variants() {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			np := find(parse(t, render(t, v)), "NetworkPolicy", fullname)
+			if np == nil {
+				t.Skip("no gateway NetworkPolicy in this variant")
+			}
+			rules, _ := get(np, "spec.egress").([]any)
+			for _, a := range metadataAddrs {
+				addr := netip.MustParseAddr(a)
+				for i, r := range rules {
+					if egressAllows(t, r, addr, 80) {
+						t.Errorf("egress rule %d lets the gateway reach %s port 80", i, addr)
+					}
+				}
+			}
+		})
+	}
+}
+
+// egressAllows reports whether a NetworkPolicy egress rule admits TCP to
+// an address outside the cluster: its ports (none: all) include port, and
+// it has no peers (all destinations) or an ipBlock holding addr that no
+// except holds. Pod and namespace selectors never select such an address.
+func egressAllows(t *testing.T, rule any, addr netip.Addr, port int) bool {
+	t.Helper()
+	if ports, ok := get(rule, "ports").([]any); ok && !slices.ContainsFunc(ports, func(p any) bool { return num(get(p, "port")) == port }) {
+		return false
+	}
+	peers, ok := get(rule, "to").([]any)
+	if !ok {
+		return true
+	}
+	for _, p := range peers {
+		cidr, ok := get(p, "ipBlock.cidr").(string)
+		if !ok || !netip.MustParsePrefix(cidr).Contains(addr) {
+			continue
+		}
+		excepts, _ := get(p, "ipBlock.except").([]any)
+		if !slices.ContainsFunc(excepts, func(e any) bool { return netip.MustParsePrefix(fmt.Sprint(e)).Contains(addr) }) {
+			return true
+		}
+	}
+	return false
 }
