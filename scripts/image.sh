@@ -11,6 +11,9 @@
 # as an OCI archive to OUTDIR/credgate-image.oci.tar (OUTDIR default bin/),
 # which `podman load`, `docker load` (25+) and `skopeo copy` read.
 #
+# It prints (stderr) and outputs (push=) the command that pushes the image
+# from the storage it was built in.
+#
 # The image is stamped like the binary (scripts/stamp.sh): its created time
 # is the commit's date (or $SOURCE_DATE_EPOCH), so two builds of one commit
 # give one image digest. Exit status 3 (and a line saying what to install)
@@ -100,5 +103,11 @@ docker)
 	exit 2
 	;;
 esac
+# How to push what was built, from the storage it was built in (as root,
+# vfs: a plain `podman push` or `buildah push` looks in the default
+# storage and does not find the image).
+push="$builder ${storage[*]} push $ref"
+push=${push//  / }
 log "built $ref; OCI archive $archive"
-printf 'builder=%s\nimage=%s\narchive=%s\ncommit=%s\n' "$builder" "$ref" "$archive" "$COMMIT"
+log "push it: $push docker://REGISTRY/credgate:$VERSION   (or: skopeo copy oci-archive:$archive docker://REGISTRY/credgate:$VERSION)"
+printf 'builder=%s\nimage=%s\narchive=%s\ncommit=%s\npush=%s\n' "$builder" "$ref" "$archive" "$COMMIT" "$push"

@@ -71,6 +71,18 @@ func TestImage(t *testing.T) {
 	if created := img.Config.Labels["org.opencontainers.image.created"]; img.Created != created {
 		t.Errorf("image config created %s, label org.opencontainers.image.created %s: want both the stamp's date", img.Created, created)
 	}
+	// The push command image.sh prints finds the image in the storage it
+	// was built in (as root: vfs, which a plain `buildah push` does not
+	// look in). Pushed here to an archive instead of a registry.
+	if builder != "docker" {
+		args := strings.Fields(res["push"])
+		dst := filepath.Join(t.TempDir(), "pushed.tar")
+		if _, err := runErr(args[0], append(args[1:], "oci-archive:"+dst+":"+ref)...); err != nil {
+			t.Errorf("the push command image.sh prints (%s): %v", res["push"], err)
+		} else if pushed := readOCIArchive(t, dst, t.TempDir()); pushed.Config.Labels["org.opencontainers.image.revision"] != commit {
+			t.Errorf("pushed image's revision label %q, want %s", pushed.Config.Labels["org.opencontainers.image.revision"], commit)
+		}
+	}
 	if img.Config.User != "65532:65532" {
 		t.Errorf("image user = %q, want 65532:65532 (the chart's runAsUser)", img.Config.User)
 	}
