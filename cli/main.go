@@ -23,6 +23,12 @@ import (
 	"io"
 	"os"
 	"strings"
+	// The IANA time zone database, used when the system has none: policy
+	// conditions name zones (now.getHours("Europe/Berlin")), and the
+	// container image (FROM scratch) and distroless bases have no
+	// /usr/share/zoneinfo. Here rather than in cmd/credgate so that a
+	// custom build calling Main carries it too. About 450 KB.
+	_ "time/tzdata"
 
 	"github.com/spf13/cobra"
 )

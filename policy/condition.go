@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/overloads"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/interpreter"
 	"gopkg.in/yaml.v3"
@@ -88,6 +91,9 @@ func compileCondition(src string) (*condition, []conditionIssue) {
 	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
 		return nil, []conditionIssue{{1, 0, fmt.Sprintf("the condition must be true or false, but it is of type %s", t)}}
 	}
+	if out := literalTimeZones(ast.NativeRep()); len(out) > 0 {
+		return nil, out
+	}
 	c := &condition{src: src}
 	for _, ref := range ast.NativeRep().ReferenceMap() {
 		if strings.HasPrefix(ref.Name, "request.") {
@@ -103,6 +109,62 @@ func compileCondition(src string) (*condition, []conditionIssue) {
 	}
 	c.prg = prg
 	return c, nil
+}
+
+// timeAccessors are the timestamp methods that take a time zone argument.
+var timeAccessors = map[string]bool{
+	overloads.TimeGetFullYear: true, overloads.TimeGetMonth: true, overloads.TimeGetDayOfYear: true,
+	overloads.TimeGetDate: true, overloads.TimeGetDayOfMonth: true, overloads.TimeGetDayOfWeek: true,
+	overloads.TimeGetHours: true, overloads.TimeGetMinutes: true, overloads.TimeGetSeconds: true,
+	overloads.TimeGetMilliseconds: true,
+}
+
+// literalTimeZones checks the time zones a condition names as string
+// literals (now.getHours("Europe/Berlin")) as CEL will read them at
+// evaluation: an IANA name, or an offset ±HH:MM. A zone that does not
+// load would fail every evaluation, refusing every request the rule
+// covers (condition_error), so it is a load error instead.
+func literalTimeZones(a *celast.AST) []conditionIssue {
+	var out []conditionIssue
+	celast.PreOrderVisit(a.Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() != celast.CallKind {
+			return
+		}
+		call := e.AsCall()
+		if !timeAccessors[call.FunctionName()] || !call.IsMemberFunction() || len(call.Args()) != 1 {
+			return
+		}
+		arg := call.Args()[0]
+		if arg.Kind() != celast.LiteralKind {
+			return
+		}
+		tz, ok := arg.AsLiteral().(types.String)
+		if !ok {
+			return
+		}
+		if err := checkTimeZone(string(tz)); err != nil {
+			loc := a.SourceInfo().GetStartLocation(arg.ID())
+			out = append(out, conditionIssue{loc.Line(), loc.Column(), err.Error()})
+		}
+	}))
+	return out
+}
+
+// checkTimeZone reads tz as CEL's timestamp accessors do.
+func checkTimeZone(tz string) error {
+	h, m, offset := strings.Cut(tz, ":")
+	if !offset {
+		if _, err := time.LoadLocation(tz); err != nil {
+			return fmt.Errorf("unknown time zone %q: use an IANA name such as \"Europe/Berlin\" or \"UTC\", or an offset such as \"+01:00\"", tz)
+		}
+		return nil
+	}
+	hr, herr := strconv.Atoi(h)
+	mins, merr := strconv.Atoi(m)
+	if herr != nil || merr != nil || hr < -23 || hr > 23 || mins < 0 || mins > 59 {
+		return fmt.Errorf("bad time zone offset %q: use ±HH:MM, hours -23 to 23, minutes 00 to 59 (e.g. \"+01:00\"), or an IANA name such as \"Europe/Berlin\"", tz)
+	}
+	return nil
 }
 
 func conditionNames() string {

@@ -331,3 +331,51 @@ default: deny
 		p.Close()
 	}
 }
+
+// TestConditionTimeZones checks that a time zone a condition names as a
+// literal is refused at load exactly when CEL could not evaluate it (every
+// request the rule covers would be refused as condition_error): the
+// load-time check and CEL's evaluation agree on each zone, for every
+// timestamp accessor that takes one.
+func TestConditionTimeZones(t *testing.T) {
+	env, err := conditionEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zones := []string{
+		"Europe/Berlin", "UTC", "America/Argentina/Buenos_Aires", "Asia/Kolkata", "", "Local",
+		"+01:00", "-23:59", "+00:00", "01:30", "-05:30",
+		"Europe/Berlinn", "CEST", "europe/berlin", "Mars/Olympus", "+24:00", "+01:60", "+1:x", "x:00", ":", "+01:00:00",
+	}
+	accessors := []string{"getHours", "getDayOfWeek", "getFullYear", "getMilliseconds"}
+	now := time.Date(2026, 12, 3, 23, 0, 0, 0, time.UTC)
+	for _, tz := range zones {
+		for _, fn := range accessors {
+			src := fmt.Sprintf("now.%s(%q) >= 0", fn, tz)
+			// What CEL does at evaluation, without the load-time check.
+			ast, iss := env.Compile(src)
+			if iss.Err() != nil {
+				t.Fatalf("%s: %v", src, iss.Err())
+			}
+			prg, err := env.Program(ast)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, evalErr := prg.Eval(map[string]any{"now": now})
+			_, issues := compileCondition(src)
+			if (evalErr != nil) != (len(issues) > 0) {
+				t.Errorf("%s: CEL evaluation error %v, load-time issues %v; want both or neither", src, evalErr, issues)
+			}
+			for _, is := range issues {
+				if !strings.Contains(is.msg, fmt.Sprintf("%q", tz)) || is.col != strings.Index(src, `"`) {
+					t.Errorf("%s: issue %+v, want one naming %q at column %d", src, is, tz, strings.Index(src, `"`))
+				}
+			}
+		}
+	}
+	// A zone from a variable cannot be checked at load; it is left to
+	// evaluation (which fails closed).
+	if _, issues := compileCondition(`now.getHours(workload.attributes["tz"]) >= 0`); len(issues) > 0 {
+		t.Errorf("a zone from a variable: %v", issues)
+	}
+}

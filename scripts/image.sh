@@ -11,7 +11,13 @@
 # as an OCI archive to OUTDIR/credgate-image.oci.tar (OUTDIR default bin/),
 # which `podman load`, `docker load` (25+) and `skopeo copy` read.
 #
-# Exit status 3 (and a line saying what to install) when no builder works.
+# It prints (stderr) and outputs (push=) the command that pushes the image
+# from the storage it was built in.
+#
+# The image is stamped like the binary (scripts/stamp.sh): its created time
+# is the commit's date (or $SOURCE_DATE_EPOCH), so two builds of one commit
+# give one image digest. Exit status 3 (and a line saying what to install)
+# when no builder works.
 # Usage: make image            IMAGE=registry.example/credgate make image
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,17 +84,18 @@ rm -f "$archive"
 log "building $ref with $builder (linux/$arch, credgate $VERSION ${COMMIT:0:12})"
 case $builder in
 podman)
-	podman "${storage[@]}" build --isolation chroot "${args[@]}" "$ctx" >&2
+	podman "${storage[@]}" build --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" "${args[@]}" "$ctx" >&2
 	podman "${storage[@]}" save --format oci-archive -o "$archive" "$ref" >&2
 	;;
 buildah)
-	buildah "${storage[@]}" bud --isolation chroot --layers=false "${args[@]}" "$ctx" >&2
+	buildah "${storage[@]}" bud --isolation chroot --layers=false --timestamp "$SOURCE_DATE_EPOCH" "${args[@]}" "$ctx" >&2
 	buildah "${storage[@]}" push "$ref" "oci-archive:$archive:$ref" >&2
 	# The previous build under this tag, now untagged, goes.
 	buildah "${storage[@]}" rmi --prune >/dev/null 2>&1 || true
 	;;
 docker)
-	docker build "${args[@]}" "$ctx" >&2
+	# BuildKit reads SOURCE_DATE_EPOCH as a build argument.
+	docker build --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" "${args[@]}" "$ctx" >&2
 	docker save -o "$archive" "$ref" >&2
 	;;
 *)
@@ -96,5 +103,11 @@ docker)
 	exit 2
 	;;
 esac
+# How to push what was built, from the storage it was built in (as root,
+# vfs: a plain `podman push` or `buildah push` looks in the default
+# storage and does not find the image).
+push="$builder ${storage[*]} push $ref"
+push=${push//  / }
 log "built $ref; OCI archive $archive"
-printf 'builder=%s\nimage=%s\narchive=%s\n' "$builder" "$ref" "$archive"
+log "push it: $push docker://REGISTRY/credgate:$VERSION   (or: skopeo copy oci-archive:$archive docker://REGISTRY/credgate:$VERSION)"
+printf 'builder=%s\nimage=%s\narchive=%s\ncommit=%s\npush=%s\n' "$builder" "$ref" "$archive" "$COMMIT" "$push"

@@ -150,6 +150,7 @@ func TestValuesSchema(t *testing.T) {
 		{"unknown socket volume", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.volume=emptyDir"}, "volume"},
 		{"relative socket mount", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.agentSocket.mountPath=spire"}, "mountPath"},
 		{"prometheusRule typo", []string{"--set", "metrics.prometheusRule.enable=true"}, "enable"},
+		{"serviceMonitor tlsConfig typo (the CRD would prune it silently)", []string{"--set", "metrics.serviceMonitor.tlsConfig.serverNme=gw"}, "serverNme"},
 		{"refusal ratio above 1", []string{"--set", "metrics.prometheusRule.refusalRatio=2"}, "refusalRatio"},
 		{"dashboard label not a string", []string{"--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.labels.grafana_dashboard=1"}, "grafana_dashboard"},
 		{"not a SPIFFE ID", []string{"--set", "spire.enabled=true", "--set", "tls.enabled=true", "--set", "spire.spiffeID=prod.example.org/credgate"}, "spiffeID"},
@@ -314,15 +315,22 @@ projected:
 ports: [{port: 443, protocol: TCP}, {port: 6443, protocol: TCP}]
 to: [{ipBlock: {cidr: 192.0.2.10/32}}]`},
 		{"default", deploy, fullname, ctr + "lifecycle", `{preStop: {sleep: {seconds: 5}}}`},
-		{"existing-secret-ca", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `
+		{"existing-secret-ca", "ClusterRole", fullname + "-egress-tokenreview", "", `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: cg-credgate-egress-tokenreview
+  labels: {helm.sh/chart: credgate-0.1.0, app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg, app.kubernetes.io/version: "0.1.0", app.kubernetes.io/managed-by: Helm}
+rules: [{apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}]`},
+		{"existing-secret-ca", "ClusterRoleBinding", fullname + "-egress-tokenreview", "", `
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
-  name: cg-credgate-egress-auth-delegator
+  name: cg-credgate-egress-tokenreview
   labels: {helm.sh/chart: credgate-0.1.0, app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg, app.kubernetes.io/version: "0.1.0", app.kubernetes.io/managed-by: Helm}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cg-credgate-egress-tokenreview}
 subjects: [{kind: ServiceAccount, name: cg-credgate, namespace: egress}]`},
-		{"default", "ClusterRoleBinding", fullname + "-egress-auth-delegator", "", `~`},
+		{"default", "ClusterRoleBinding", fullname + "-egress-tokenreview", "", `~`},
 		// PDB and topology spread.
 		{"default", "PodDisruptionBudget", fullname, "spec", `
 {maxUnavailable: 1, selector: {matchLabels: {app.kubernetes.io/name: credgate, app.kubernetes.io/instance: cg}}}`},
@@ -346,10 +354,15 @@ metrics:
 		{"default", deploy, fullname, "spec.template.metadata.annotations.[prometheus.io/scrape]", `"true"`},
 		// Redis: keys and password from Secrets as env, cache.redis in the
 		// config, opened in the gateway NetworkPolicy.
-		{"redis", deploy, fullname, ctr + "env", `
-- {name: CREDGATE_REDIS_KEY_0, valueFrom: {secretKeyRef: {name: redis-keys, key: k2}}}
-- {name: CREDGATE_REDIS_KEY_1, valueFrom: {secretKeyRef: {name: redis-keys, key: k1}}}
-- {name: CREDGATE_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}`},
+		{"redis", deploy, fullname, ctr + "env", `~`},
+		{"redis", deploy, fullname, pod + "volumes.[name=redis-key-0]", `
+{name: redis-key-0, secret: {secretName: redis-keys, defaultMode: 0440, items: [{key: k2, path: k2}]}}`},
+		{"redis", deploy, fullname, pod + "volumes.[name=redis-key-1]", `
+{name: redis-key-1, secret: {secretName: redis-keys, defaultMode: 0440, items: [{key: k1, path: k1}]}}`},
+		{"redis", deploy, fullname, pod + "volumes.[name=redis-password]", `
+{name: redis-password, secret: {secretName: redis-auth, defaultMode: 0440, items: [{key: password, path: password}]}}`},
+		{"redis", deploy, fullname, ctr + "volumeMounts.[name=redis-password]", `
+{name: redis-password, mountPath: /etc/credgate/redis-password, readOnly: true}`},
 		{"redis", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 6380, protocol: TCP}]}`},
 		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
 		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
@@ -416,10 +429,11 @@ spec:
 {name: audit-otlp-ca, configMap: {name: otel-ca, items: [{key: ca.crt, path: ca.crt}]}}`},
 		{"gateway-settings", deploy, fullname, ctr + "volumeMounts.[name=run-tokens]", `
 {name: run-tokens, mountPath: /etc/credgate/run-tokens, readOnly: true}`},
-		{"gateway-settings", deploy, fullname, ctr + "env", `
-- {name: CREDGATE_TRACING_HEADER_0, valueFrom: {secretKeyRef: {name: otel-auth, key: traces}}}
-- {name: CREDGATE_TRACING_HEADER_1, valueFrom: {secretKeyRef: {name: otel-tenant, key: id}}}
-- {name: CREDGATE_AUDIT_OTLP_HEADER_0, valueFrom: {secretKeyRef: {name: otel-auth, key: audit}}}`},
+		{"gateway-settings", deploy, fullname, ctr + "env", `~`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=tracing-header-1]", `
+{name: tracing-header-1, secret: {secretName: otel-tenant, defaultMode: 0440, items: [{key: id, path: id}]}}`},
+		{"gateway-settings", deploy, fullname, pod + "volumes.[name=audit-otlp-header-0]", `
+{name: audit-otlp-header-0, secret: {secretName: otel-auth, defaultMode: 0440, items: [{key: audit, path: audit}]}}`},
 		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
 		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
 		{"audit-vault-transit", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 8200, protocol: TCP}]}`},
@@ -555,22 +569,17 @@ func TestConfigMatchesPod(t *testing.T) {
 			if get(cfg, "tls.svid") == true && get(podSpec, "volumes.[name=tls]") != nil {
 				t.Error("the TLS listener serves the SVID, yet the pod mounts a certificate Secret")
 			}
-			// OTLP export headers come from Secrets through the
-			// environment, never inline in the config.
+			// OTLP export headers are files of Secrets, never inline in
+			// the config (TestSecretsAreFiles checks the mounts).
 			for _, sec := range []string{"tracing.headers", "audit.otlp.headers"} {
 				hs, _ := get(cfg, sec).(map[string]any)
 				for name, h := range hs {
-					env, _ := get(h, "env").(string)
-					if hm, _ := h.(map[string]any); len(hm) != 1 || env == "" {
-						t.Errorf("%s.%s = %v, want only {env: VAR}", sec, name, h)
-						continue
-					}
-					if get(ctr, fmt.Sprintf("env.[name=%s].valueFrom.secretKeyRef.name", env)) == nil {
-						t.Errorf("%s.%s: env %s is not set by the container from a Secret", sec, name, env)
+					if hm, _ := h.(map[string]any); len(hm) != 1 || get(h, "file") == nil {
+						t.Errorf("%s.%s = %v, want only {file: PATH}", sec, name, h)
 					}
 				}
 			}
-			// Redis settings live under cache.redis, with secrets from env only.
+			// Redis settings live under cache.redis, with secrets in files only.
 			if _, ok := cfg["redis"]; ok {
 				t.Error("gateway config has a top-level redis key; it belongs under cache.redis")
 			}
@@ -578,16 +587,13 @@ func TestConfigMatchesPod(t *testing.T) {
 				if _, inline := r["password"]; inline {
 					t.Error("cache.redis has an inline password")
 				}
-				if r["password_env"] != nil && get(ctr, "env.[name=CREDGATE_REDIS_PASSWORD]") == nil {
-					t.Error("cache.redis.password_env names a variable the container does not set")
-				}
 				keys, _ := r["encryption_keys"].([]any)
 				if len(keys) == 0 {
 					t.Error("cache.redis has no encryption_keys")
 				}
 				for _, k := range keys {
-					if env := get(k, "env"); env == nil || get(ctr, fmt.Sprintf("env.[name=%v]", env)) == nil {
-						t.Errorf("cache.redis encryption key %v: env %v is not set by the container", get(k, "id"), env)
+					if get(k, "file") == nil {
+						t.Errorf("cache.redis encryption key %v: no file", get(k, "id"))
 					}
 				}
 			}
@@ -789,9 +795,9 @@ func TestRenderedKinds(t *testing.T) {
 		"networkpolicy": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
 			"NetworkPolicy/cg-credgate", "NetworkPolicy/cg-credgate-egress-via-gateway@billing", "NetworkPolicy/cg-credgate-egress-via-gateway@shop",
 			"PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
-		"existing-secret-ca": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-ca", "ConfigMap/cg-credgate-config",
+		"existing-secret-ca": {"ClusterRole/cg-credgate-egress-tokenreview", "ClusterRoleBinding/cg-credgate-egress-tokenreview", "ConfigMap/cg-credgate-ca", "ConfigMap/cg-credgate-config",
 			"Deployment/cg-credgate", "PodDisruptionBudget/cg-credgate", "Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
-		"identity": {"ClusterRoleBinding/cg-credgate-egress-auth-delegator", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
+		"identity": {"ClusterRole/cg-credgate-egress-tokenreview", "ClusterRoleBinding/cg-credgate-egress-tokenreview", "ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy",
 			"Deployment/cg-credgate", "NetworkPolicy/cg-credgate", "PodDisruptionBudget/cg-credgate",
 			"Service/cg-credgate", "Service/cg-credgate-admin", "ServiceAccount/cg-credgate"},
 		"spire": {"ConfigMap/cg-credgate-config", "ConfigMap/cg-credgate-policy", "Deployment/cg-credgate",
@@ -822,14 +828,14 @@ func TestRenderedKinds(t *testing.T) {
 
 // TestOptionalObjects checks which toggles add or remove which objects.
 func TestOptionalObjects(t *testing.T) {
-	const crb = "ClusterRoleBinding/" + fullname + "-egress-auth-delegator"
+	const crb = "ClusterRoleBinding/" + fullname + "-egress-tokenreview"
 	tests := []struct {
 		name   string
 		args   []string
 		object string
 		want   bool
 	}{
-		{"TokenReview binds auth-delegator", []string{"--set", "identity.tokenReview.enabled=true"}, crb, true},
+		{"TokenReview binds the tokenreview role", []string{"--set", "identity.tokenReview.enabled=true"}, crb, true},
 		{"RBAC managed elsewhere", []string{"--set", "identity.tokenReview.enabled=true", "--set", "rbac.create=false"}, crb, false},
 		{"JWKS needs no binding", []string{"--set", "identity.jwt.kubernetes.enabled=true"}, crb, false},
 		{"no PDB", []string{"--set", "podDisruptionBudget.enabled=false"}, "PodDisruptionBudget/" + fullname, false},

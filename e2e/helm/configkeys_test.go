@@ -106,13 +106,16 @@ func hasPrefixPath(leaves map[string]bool, prefix string) bool {
 var notFromChart = map[string]string{
 	// Secrets reach the pod only as files or environment variables from
 	// Kubernetes Secrets, never in the ConfigMap; the chart picks one form.
-	"admin.token_env":                    "the token Secret is mounted as a file (admin.token_file), re-read at every request, so it rotates without a restart",
-	"cache.redis.password_file":          "the password Secret is passed as an environment variable (password_env)",
-	"cache.redis.encryption_keys[].file": "each encryption key Secret is passed as an environment variable (env)",
-	"audit.otlp.headers.{}.value":        "a header value in the config would put a secret into the ConfigMap; headers come from Secrets as env",
-	"audit.otlp.headers.{}.file":         "headers come from Secrets as environment variables (env)",
-	"tracing.headers.{}.value":           "a header value in the config would put a secret into the ConfigMap; headers come from Secrets as env",
-	"tracing.headers.{}.file":            "headers come from Secrets as environment variables (env)",
+	"admin.token_env": "the token Secret is mounted as a file (admin.token_file), re-read at every request, so it rotates without a restart",
+	// Every other secret is a file of a Secret volume: an environment
+	// variable is readable in /proc/PID/environ, inherited by child
+	// processes and copied into crash reports (TestSecretsAreFiles).
+	"cache.redis.password_env":          "the password Secret is mounted as a file (password_file)",
+	"cache.redis.encryption_keys[].env": "each encryption key Secret is mounted as a file (file)",
+	"audit.otlp.headers.{}.value":       "a header value in the config would put a secret into the ConfigMap; headers are files of Secrets",
+	"audit.otlp.headers.{}.env":         "headers are files of Secrets (file)",
+	"tracing.headers.{}.value":          "a header value in the config would put a secret into the ConfigMap; headers are files of Secrets",
+	"tracing.headers.{}.env":            "headers are files of Secrets (file)",
 	// Not exposed by the chart (yet): they need volumes of their own.
 	"cache.redis.master_name": "the chart connects to one standalone Redis (redis.address); Sentinel and Cluster need a list of addresses the chart does not take",
 	"cache.redis.tls.ca":      "Redis TLS is verified against the system roots; a private CA would need a ConfigMap mount the chart does not make",

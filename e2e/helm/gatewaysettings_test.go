@@ -58,7 +58,7 @@ audit:
     protocol: grpc
     insecure: false
     ca: audit-otlp-ca/ca.crt
-    headers: {authorization: {env: CREDGATE_AUDIT_OTLP_HEADER_0}}
+    headers: {authorization: {file: audit-otlp-header-0/audit}}
     service_name: credgate-audit
 tracing:
   enabled: true
@@ -66,7 +66,7 @@ tracing:
   protocol: http
   insecure: false
   ca: tracing-ca/roots.pem
-  headers: {x-api-key: {env: CREDGATE_TRACING_HEADER_0}, x-tenant: {env: CREDGATE_TRACING_HEADER_1}}
+  headers: {x-api-key: {file: tracing-header-0/traces}, x-tenant: {file: tracing-header-1/id}}
   sampling_ratio: 0.25
   client_sampling: ratio
   service_name: egress-gateway

@@ -24,7 +24,9 @@ const imageSizeBudget = 40 << 20
 // ociImage is what TestImage reads back from the OCI archive `make image`
 // writes: the image config and the files of its layers.
 type ociImage struct {
-	Config struct {
+	digest  string // the manifest's
+	Created string `json:"created"`
+	Config  struct {
 		User       string            `json:"User"`
 		Entrypoint []string          `json:"Entrypoint"`
 		Cmd        []string          `json:"Cmd"`
@@ -46,26 +48,8 @@ func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the image build takes a while")
 	}
-	out := t.TempDir()
-	cmd := exec.Command("bash", filepath.Join(repoRoot, "scripts", "image.sh"), out)
-	cmd.Dir = repoRoot
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 3 {
-		t.Skipf("no image builder here (scripts/image.sh: %s)", strings.TrimSpace(stderr.String()))
-	}
-	if err != nil {
-		t.Fatalf("scripts/image.sh: %v\n%s", err, stderr.String())
-	}
-	res := map[string]string{}
-	for _, l := range strings.Split(stdout.String(), "\n") {
-		if k, v, ok := strings.Cut(l, "="); ok {
-			res[k] = v
-		}
-	}
-	builder, ref, archive := res["builder"], res["image"], res["archive"]
+	res := buildImage(t)
+	builder, ref, archive, commit := res["builder"], res["image"], res["archive"], res["commit"]
 	t.Logf("built %s with %s", ref, builder)
 
 	// The chart's default values deploy exactly this image.
@@ -78,13 +62,36 @@ func TestImage(t *testing.T) {
 
 	rootfs := t.TempDir()
 	img := readOCIArchive(t, archive, rootfs)
+	// Reproducible: a second build of the same commit is the same image,
+	// created at the commit's date (or SOURCE_DATE_EPOCH), not the build's.
+	again := readOCIArchive(t, buildImage(t)["archive"], t.TempDir())
+	if again.digest != img.digest {
+		t.Errorf("two builds of one commit gave two images: %s, then %s (created %s, then %s)", img.digest, again.digest, img.Created, again.Created)
+	}
+	if created := img.Config.Labels["org.opencontainers.image.created"]; img.Created != created {
+		t.Errorf("image config created %s, label org.opencontainers.image.created %s: want both the stamp's date", img.Created, created)
+	}
+	// The push command image.sh prints finds the image in the storage it
+	// was built in (as root: vfs, which a plain `buildah push` does not
+	// look in). Pushed here to an archive instead of a registry.
+	if builder != "docker" {
+		args := strings.Fields(res["push"])
+		dst := filepath.Join(t.TempDir(), "pushed.tar")
+		if _, err := runErr(args[0], append(args[1:], "oci-archive:"+dst+":"+ref)...); err != nil {
+			t.Errorf("the push command image.sh prints (%s): %v", res["push"], err)
+		} else if pushed := readOCIArchive(t, dst, t.TempDir()); pushed.Config.Labels["org.opencontainers.image.revision"] != commit {
+			t.Errorf("pushed image's revision label %q, want %s", pushed.Config.Labels["org.opencontainers.image.revision"], commit)
+		}
+	}
 	if img.Config.User != "65532:65532" {
 		t.Errorf("image user = %q, want 65532:65532 (the chart's runAsUser)", img.Config.User)
 	}
 	if diff := cmp.Diff([]string{"/usr/local/bin/credgate"}, img.Config.Entrypoint); diff != "" {
 		t.Errorf("entrypoint (-want +got):\n%s", diff)
 	}
-	commit := strings.TrimSpace(string(run(t, "git", "rev-parse", "HEAD")))
+	if head := strings.TrimSpace(string(run(t, "git", "rev-parse", "HEAD"))); strings.TrimSuffix(commit, "-dirty") != head {
+		t.Errorf("the image is stamped with commit %s, HEAD is %s", commit, head)
+	}
 	for k, want := range map[string]string{
 		"org.opencontainers.image.title":    "credgate",
 		"org.opencontainers.image.version":  version,
@@ -116,6 +123,11 @@ func TestImage(t *testing.T) {
 	// The chart's rendered config, laid out as the pod sees it; made
 	// readable to the image's user as fsGroup does.
 	p := newPod(t, objs, fixtures(t))
+	// A policy whose condition names a time zone: the image has no
+	// /usr/share/zoneinfo, so the binary must carry the time zone database.
+	if err := os.WriteFile(filepath.Join(p.root, "etc", "credgate", "tz-policy.yaml"), []byte(tzPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := filepath.Walk(p.root, func(path string, info os.FileInfo, err error) error {
 		if err != nil || info.Mode()&os.ModeSymlink != 0 {
 			return err
@@ -138,6 +150,53 @@ func TestImage(t *testing.T) {
 	if out := runImage("validate", "-c", "/etc/credgate/config.yaml"); !strings.Contains(out, ": ok (gateway config;") {
 		t.Errorf("credgate validate in the image on the chart's config: %s", out)
 	}
+	if out := runImage("explain", "-c", "/etc/credgate/tz-policy.yaml", "--source", "10.1.2.3", "GET", "https://api.example.com/v1/x"); !strings.Contains(out, "result:            allowed") {
+		t.Errorf("credgate explain in the image on a condition with a time zone (the image has no zoneinfo; the binary must carry it):\n%s", out)
+	}
+}
+
+// tzPolicy allows a request under a condition that needs the IANA time
+// zone database (true at every hour, once the zone loads).
+const tzPolicy = `
+workloads:
+  pods:
+    cidrs: [10.0.0.0/8]
+destinations:
+  api:
+    hosts: [api.example.com]
+rules:
+  - name: any-hour-in-berlin
+    from: pods
+    to: api
+    when: 'now.getHours("Europe/Berlin") >= 0 && now.getDayOfWeek("America/New_York") >= 0'
+    action: tunnel
+default: deny
+`
+
+// buildImage runs scripts/image.sh (what `make image` runs) into a new
+// directory and returns what it printed (builder, image, archive, commit).
+// It skips the test where no image builder works.
+func buildImage(t *testing.T) map[string]string {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(repoRoot, "scripts", "image.sh"), t.TempDir())
+	cmd.Dir = repoRoot
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 3 {
+		t.Skipf("no image builder here (scripts/image.sh: %s)", strings.TrimSpace(stderr.String()))
+	}
+	if err != nil {
+		t.Fatalf("scripts/image.sh: %v\n%s", err, stderr.String())
+	}
+	res := map[string]string{}
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			res[k] = v
+		}
+	}
+	return res
 }
 
 // imageRunner returns how the image's binary is run, and a function that
@@ -296,7 +355,7 @@ func readOCIArchive(t *testing.T, file, dir string) *ociImage {
 	if err := json.Unmarshal(blobs[idx.Manifests[0].Digest], &m); err != nil {
 		t.Fatalf("manifest: %v", err)
 	}
-	img := &ociImage{files: map[string]int64{}}
+	img := &ociImage{files: map[string]int64{}, digest: idx.Manifests[0].Digest}
 	if err := json.Unmarshal(blobs[m.Config.Digest], img); err != nil {
 		t.Fatalf("image config: %v", err)
 	}

@@ -14,7 +14,7 @@ import (
 // documentedAsWhole are values documented by one README row rather than one
 // row per nested key.
 var documentedAsWhole = []string{
-	"resources", "livenessProbe", "readinessProbe",
+	"resources", "livenessProbe", "readinessProbe", "startupProbe",
 	"networkPolicy.gateway.monitoringNamespaceSelector", "networkPolicy.dns.podLabels",
 }
 

@@ -353,13 +353,15 @@ func (g *gatewayProcess) adminGet(path string) (string, error) {
 	return string(body), nil
 }
 
-// checkAdminEndpoints checks that the probes and the scrape annotations of
-// the rendered pod reach the gateway's admin listener.
+// checkAdminEndpoints checks that the probes (start-up, liveness,
+// readiness) and the scrape annotations of the rendered pod reach the
+// gateway's admin listener.
 func (g *gatewayProcess) checkAdminEndpoints(t *testing.T) {
 	t.Helper()
 	d := mustFind(t, g.pod.objs, "Deployment", fullname)
 	ann := get(d, "spec.template.metadata.annotations").(map[string]any)
 	for _, c := range []struct{ what, port, path string }{
+		{"startupProbe", fmt.Sprint(get(g.pod.ctr, "startupProbe.httpGet.port")), fmt.Sprint(get(g.pod.ctr, "startupProbe.httpGet.path"))},
 		{"livenessProbe", fmt.Sprint(get(g.pod.ctr, "livenessProbe.httpGet.port")), get(g.pod.ctr, "livenessProbe.httpGet.path").(string)},
 		{"readinessProbe", fmt.Sprint(get(g.pod.ctr, "readinessProbe.httpGet.port")), get(g.pod.ctr, "readinessProbe.httpGet.path").(string)},
 		{"prometheus.io annotations", fmt.Sprint(ann["prometheus.io/port"]), fmt.Sprint(ann["prometheus.io/path"])},

@@ -142,3 +142,73 @@ func TestReleaseReproducible(t *testing.T) {
 	}
 	t.Logf("two builds of %s for %s byte-identical; SBOM lists %d components", head[:12], target, len(bom.Components))
 }
+
+// TestStamp checks scripts/stamp.sh, which stamps the binary, the image
+// and the release files: the commit's date by default, SOURCE_DATE_EPOCH
+// when set (a build without git history), a refusal of one that is not a
+// number, and "-dirty" after the commit when tracked files were changed.
+func TestStamp(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("git", "-C", repo, "rev-parse", "--git-dir").Run(); err != nil {
+		t.Skip("not a git checkout")
+	}
+	dir := filepath.Join(t.TempDir(), "clone")
+	run(t, repo, nil, "git", "clone", "--quiet", repo, dir)
+	head := strings.TrimSpace(run(t, dir, nil, "git", "rev-parse", "HEAD"))
+	date := strings.TrimSpace(run(t, dir, []string{"TZ=UTC"}, "git", "log", "-1", "--date=format-local:%Y-%m-%dT%H:%M:%SZ", "--format=%cd", "HEAD"))
+	// This checkout's stamp.sh (perhaps not committed yet), in an untracked
+	// directory of the clone: it stamps the checkout one level up.
+	script, err := os.ReadFile(filepath.Join(repo, "scripts", "stamp.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "untracked"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "untracked", "stamp.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stamp := func(env ...string) map[string]string {
+		out := run(t, dir, append(env, "VERSION=", "SOURCE_DATE_EPOCH="+envValue(env, "SOURCE_DATE_EPOCH")), "bash", "untracked/stamp.sh")
+		m := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			k, v, _ := strings.Cut(l, "=")
+			m[k] = v
+		}
+		return m
+	}
+	if got := stamp(); got["COMMIT"] != head || got["DATE"] != date {
+		t.Errorf("clean clone: COMMIT=%s DATE=%s, want %s and the commit's date %s", got["COMMIT"], got["DATE"], head, date)
+	}
+	if got := stamp("SOURCE_DATE_EPOCH=1700000000"); got["DATE"] != "2023-11-14T22:13:20Z" || got["SOURCE_DATE_EPOCH"] != "1700000000" {
+		t.Errorf("SOURCE_DATE_EPOCH=1700000000: DATE=%s SOURCE_DATE_EPOCH=%s, want 2023-11-14T22:13:20Z", got["DATE"], got["SOURCE_DATE_EPOCH"])
+	}
+	cmd := exec.Command("bash", "untracked/stamp.sh")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=yesterday")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "SOURCE_DATE_EPOCH") {
+		t.Errorf("SOURCE_DATE_EPOCH=yesterday: err %v, output %q; want a refusal naming it", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := stamp(); got["COMMIT"] != head+"-dirty" {
+		t.Errorf("changed tracked file: COMMIT=%s, want %s-dirty", got["COMMIT"], head)
+	}
+}
+
+// envValue returns the value of key in a KEY=VALUE list, or "".
+func envValue(env []string, key string) string {
+	for _, e := range env {
+		if k, v, ok := strings.Cut(e, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}

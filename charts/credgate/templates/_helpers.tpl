@@ -156,7 +156,7 @@ cache:
     username: {{ .username | quote }}
     {{- end }}
     {{- if .passwordSecret.name }}
-    password_env: CREDGATE_REDIS_PASSWORD
+    password_file: redis-password/{{ .passwordSecret.key }}
     {{- end }}
     db: {{ .db }}
     {{- if .tls }}
@@ -171,7 +171,7 @@ cache:
     expiry_skew: {{ .expirySkew }}
     encryption_keys:
     {{- range $i, $k := .encryptionKeys }}
-      - {id: {{ $k.id | quote }}, env: CREDGATE_REDIS_KEY_{{ $i }}}
+      - {id: {{ $k.id | quote }}, file: redis-key-{{ $i }}/{{ $k.secretKey }}}
     {{- end }}
   {{- end }}
   {{- end }}
@@ -310,9 +310,8 @@ otlp:
 
 {{/* The OTLP receiver keys shared by tracing: and audit.otlp:
 (internal/otlp.Endpoint); args: (list NAME VALUES), NAME being what the
-CA directory and the header variables are named after. Header values are
-environment variables set from Secrets (credgate.otlpHeaderEnv), never
-written here. */}}
+CA and header directories are named after. Header values are files of
+their Secrets (credgate.configFiles), never written here. */}}
 {{- define "credgate.otlpEndpoint" -}}
 {{- $name := index . 0 }}{{ $o := index . 1 -}}
 endpoint: {{ $o.endpoint | quote }}
@@ -324,30 +323,11 @@ ca: {{ $name }}-ca/{{ $o.caKey }}
 {{- with $o.headers }}
 headers:
   {{- range $i, $h := keys . | sortAlpha }}
-  {{ $h | quote }}: {env: {{ include "credgate.otlpHeaderVar" (list $name $i) }}}
+  {{ $h | quote }}: {file: {{ printf "%s-header-%d/%s" $name $i (get $o.headers $h).secretKey | quote }}}
   {{- end }}
 {{- end }}
 {{- end }}
 
-{{/* The environment variable holding OTLP export header number INDEX (in
-the headers' sorted order) of NAME; args: (list NAME INDEX). */}}
-{{- define "credgate.otlpHeaderVar" -}}
-CREDGATE_{{ index . 0 | upper | replace "-" "_" }}_HEADER_{{ index . 1 }}
-{{- end }}
-
-{{/* The container's env entries for the OTLP export headers of NAME, from
-their Secrets; args: (list NAME HEADERS). */}}
-{{- define "credgate.otlpHeaderEnv" -}}
-{{- $name := index . 0 }}{{ $hs := index . 1 -}}
-{{- range $i, $h := keys $hs | sortAlpha }}
-{{- $s := get $hs $h }}
-- name: {{ include "credgate.otlpHeaderVar" (list $name $i) }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $s.secretName }}
-      key: {{ $s.secretKey }}
-{{- end }}
-{{- end }}
 
 {{/* Where the pod's Kubernetes API token, cluster CA and namespace are
 mounted when identity needs the API server (the in-cluster default paths). */}}
@@ -497,13 +477,27 @@ posture:
 {{- end }}
 {{- end }}
 
-{{/* The Secrets and ConfigMaps that config.audit, config.tracing and
-config.runTokens name, as (list VOLUME SECRET-OR-"" CONFIGMAP-OR-"" KEY):
-each is mounted as a directory at /etc/credgate/VOLUME, where the gateway
-config names the file. Read at start: a change needs a restart. */}}
+{{/* The Secrets and ConfigMaps that config.audit, config.tracing,
+config.runTokens and redis name, as (list VOLUME SECRET-OR-"" CONFIGMAP-OR-""
+KEY): each is mounted as a directory at /etc/credgate/VOLUME, where the
+gateway config names the file. Secrets reach the gateway only so, never
+through the environment (e2e/helm TestSecretsAreFiles). Read at start: a
+change needs a restart. */}}
 {{- define "credgate.configFiles" -}}
 {{- $c := .Values.config }}
 {{- $out := list }}
+{{- with .Values.redis }}
+{{- if .enabled }}
+{{- range $i, $k := .encryptionKeys }}{{ $out = append $out (list (printf "redis-key-%d" $i) $k.secretName "" $k.secretKey) }}{{ end }}
+{{- if .passwordSecret.name }}{{ $out = append $out (list "redis-password" .passwordSecret.name "" .passwordSecret.key) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- range $name, $o := dict "tracing" (ternary $c.tracing.headers dict $c.tracing.enabled) "audit-otlp" (ternary $c.audit.otlp.headers dict (not (empty $c.audit.otlp.endpoint))) }}
+{{- range $i, $h := keys $o | sortAlpha }}
+{{- $s := get $o $h }}
+{{- $out = append $out (list (printf "%s-header-%d" $name $i) $s.secretName "" $s.secretKey) }}
+{{- end }}
+{{- end }}
 {{- with $c.audit.checkpoint.keySecret }}{{ if .name }}{{ $out = append $out (list "audit-checkpoint" .name "" .key) }}{{ end }}{{ end }}
 {{- with $c.audit.fingerprintKeySecret }}{{ if .name }}{{ $out = append $out (list "audit-fingerprint" .name "" .key) }}{{ end }}{{ end }}
 {{- with $c.audit.otlp }}{{ if and .endpoint .caConfigMap }}{{ $out = append $out (list "audit-otlp-ca" "" .caConfigMap .caKey) }}{{ end }}{{ end }}
@@ -540,51 +534,137 @@ config (so the checksum annotation does not depend on them). */}}
 {{- end }}
 {{- end }}
 
-{{/* The container's env entries for every OTLP export header in use
-(config.tracing.headers when tracing is enabled, config.audit.otlp.headers
-when audit.otlp has an endpoint), each from its Secret. */}}
-{{- define "credgate.otlpEnv" -}}
-{{- with .Values.config.tracing }}
-{{- if and .enabled .headers }}
-{{- include "credgate.otlpHeaderEnv" (list "tracing" .headers) }}
-{{- end }}
-{{- end }}
-{{- with .Values.config.audit.otlp }}
-{{- if and .endpoint .headers }}
-{{- include "credgate.otlpHeaderEnv" (list "audit-otlp" .headers) }}
-{{- end }}
-{{- end }}
+{{/* The port of a URL: its own, else 443 for https and 80 for http. */}}
+{{- define "credgate.urlPort" -}}
+{{- $u := urlParse . }}
+{{- regexFind ":[0-9]+$" $u.host | trimPrefix ":" | default (ternary "443" "80" (eq $u.scheme "https")) }}
 {{- end }}
 
-{{/* The ports of the OTLP receivers and of the Vault the gateway config
-names (config.tracing, config.audit.otlp, the checkpoint signer), as a
-JSON list of distinct port numbers, for the gateway's NetworkPolicy. */}}
-{{- define "credgate.observabilityPorts" -}}
+{{/* The ports of the endpoints besides upstreams and the API server that
+the gateway config names and that may be in the cluster: the OTLP
+receivers (config.tracing, config.audit.otlp), Vault (the checkpoint
+signer), the JWKS and discovery URLs of identity.jwt.issuers and the
+posture feed's url, as a JSON list of distinct port numbers, for the
+gateway's NetworkPolicy (e2e/helm TestNetworkPolicyAllowsEndpoints). */}}
+{{- define "credgate.endpointPorts" -}}
 {{- $c := .Values.config }}
 {{- $ports := list }}
 {{- if and $c.tracing.enabled $c.tracing.endpoint }}{{ $ports = append $ports (regexFind "[0-9]+$" $c.tracing.endpoint) }}{{ end }}
 {{- with $c.audit.otlp.endpoint }}{{ $ports = append $ports (regexFind "[0-9]+$" .) }}{{ end }}
 {{- with $c.audit.checkpoint.vaultTransit }}
 {{- if and .key .address }}
-{{- $ports = append $ports (regexFind ":[0-9]+$" (urlParse .address).host | trimPrefix ":" | default "443") }}
+{{- $ports = append $ports (include "credgate.urlPort" .address) }}
 {{- end }}
 {{- end }}
+{{- range .Values.identity.jwt.issuers }}
+{{- with .jwksURL }}{{ $ports = append $ports (include "credgate.urlPort" .) }}{{ end }}
+{{- with .discoveryURL }}{{ $ports = append $ports (include "credgate.urlPort" .) }}{{ end }}
+{{- end }}
+{{- with .Values.identity.posture.url }}{{ $ports = append $ports (include "credgate.urlPort" .) }}{{ end }}
 {{- toJson ($ports | uniq) }}
 {{- end }}
 
 {{/*
 credgate.requireWritable fails the render unless the file at an absolute
-path (list $ VALUE-NAME PATH) lies on a writable volume from
-extraVolumeMounts: the root filesystem is read-only.
+path (list $ VALUE-NAME PATH), which each gateway process writes on its own,
+lies on a writable volume from extraVolumeMounts (the root filesystem is
+read-only), and that volume is not a PersistentVolumeClaim every replica
+would mount (more than one replica, or autoscaling): replicas would write
+one file.
 */}}
 {{- define "credgate.requireWritable" -}}
 {{- $root := index . 0 }}{{ $name := index . 1 }}{{ $path := index . 2 }}
 {{- $dir := dir $path }}
 {{- $writable := false }}
+{{- $claim := "" }}
 {{- range $root.Values.extraVolumeMounts }}
-{{- if and (not .readOnly) (or (eq $dir (trimSuffix "/" .mountPath)) (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $dir)) }}{{ $writable = true }}{{ end }}
+{{- if and (not .readOnly) (or (eq $dir (trimSuffix "/" .mountPath)) (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $dir)) }}
+{{- $writable = true }}
+{{- $mount := .name }}
+{{- range $root.Values.extraVolumes }}
+{{- if and (eq .name $mount) .persistentVolumeClaim }}{{ $claim = .persistentVolumeClaim.claimName }}{{ end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if not $writable }}
 {{- fail (printf "%s %s: the root filesystem is read-only; mount a writable volume (a PersistentVolumeClaim, or an emptyDir) at %s or above with extraVolumes and extraVolumeMounts" $name $path $dir) }}
 {{- end }}
+{{- if and $claim (or $root.Values.autoscaling.enabled (gt (int $root.Values.replicaCount) 1)) }}
+{{- fail (printf "%s %s is on the PersistentVolumeClaim %s, which every replica of the Deployment mounts (replicaCount %d%s): the replicas would write one file; use an emptyDir (one per pod), or replicaCount=1 without autoscaling" $name $path $claim (int $root.Values.replicaCount) (ternary ", autoscaling.enabled" "" $root.Values.autoscaling.enabled)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+credgate.seconds turns a Go duration ("90s", "1m30s", "500ms", "1.5h";
+values.schema.json's duration pattern) into whole seconds, rounded up.
+*/}}
+{{- define "credgate.seconds" -}}
+{{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
+{{- $total = addf $total (mulf (float64 $n) (get $units (trimPrefix $n .))) }}
+{{- end }}
+{{- ceil $total | int }}
+{{- end }}
+
+{{/*
+credgate.startWait is the longest the gateway may take, in seconds, before
+its admin listener (/healthz) answers, as a dict {seconds, from}: `serve`
+first waits for the SPIRE agent's first SVID (spire.startTimeout), then
+fetches each JWKS it reaches over the network (the Kubernetes API server's,
+issuers with jwksURL or discoveryURL: fetchTimeout each) and the posture
+feed's url (identity.posture.timeout), one after the other. The start-up
+probe must cover it, or the liveness probe would kill a gateway that is
+still waiting (before it can say why). e2e/helm's TestTimeBudgets computes
+the same from the rendered config.
+*/}}
+{{- define "credgate.startWait" -}}
+{{- $s := 0 }}{{ $from := list }}
+{{- if .Values.spire.enabled }}
+{{- $s = add $s (include "credgate.seconds" .Values.spire.startTimeout) }}{{ $from = append $from (printf "spire.startTimeout %s" .Values.spire.startTimeout) }}
+{{- end }}
+{{- if .Values.identity.jwt.kubernetes.enabled }}
+{{- $s = add $s 10 }}{{ $from = append $from "identity.jwt.kubernetes (a 10s JWKS fetch)" }}
+{{- end }}
+{{- range $i, $is := .Values.identity.jwt.issuers }}
+{{- if or $is.jwksURL $is.discoveryURL }}
+{{- $t := $is.fetchTimeout | default "10s" }}
+{{- $s = add $s (include "credgate.seconds" $t) }}{{ $from = append $from (printf "identity.jwt.issuers[%d].fetchTimeout %s" $i $t) }}
+{{- end }}
+{{- end }}
+{{- with .Values.identity.posture }}
+{{- if .url }}
+{{- $s = add $s (include "credgate.seconds" .timeout) }}{{ $from = append $from (printf "identity.posture.timeout %s" .timeout) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "seconds" $s "from" (join " + " $from)) }}
+{{- end }}
+
+{{/*
+credgate.startupProbe is the start-up probe's timing: startupProbe's
+values, with failureThreshold (when null) enough periods to cover
+credgate.startWait plus 10s for the rest of the start, and never fewer than
+15. An explicit failureThreshold that does not cover it fails the render.
+*/}}
+{{- define "credgate.startupProbe" -}}
+{{- $p := .Values.startupProbe }}
+{{- $w := include "credgate.startWait" . | fromJson }}
+{{- $need := add (int $w.seconds) 10 }}
+{{- $period := int $p.periodSeconds }}
+{{- $delay := int $p.initialDelaySeconds }}
+{{- $threshold := 0 }}
+{{- if kindIs "invalid" $p.failureThreshold }}
+{{- $threshold = max 15 (div (add (sub $need $delay) $period -1) $period) }}
+{{- else }}
+{{- $threshold = int $p.failureThreshold }}
+{{- $window := add $delay (mul $period $threshold) }}
+{{- if lt $window $need }}
+{{- fail (printf "startupProbe gives the gateway %ds to start (initialDelaySeconds + periodSeconds × failureThreshold), but it may take %ds before /healthz answers (%s): the liveness probe would kill it while it waits; set startupProbe.failureThreshold to at least %d, or null to have it computed" $window $need (list $w.from "10s for the rest of the start" | compact | join " + ") (div (add (sub $need $delay) $period -1) $period)) }}
+{{- end }}
+{{- end }}
+initialDelaySeconds: {{ $delay }}
+periodSeconds: {{ $period }}
+timeoutSeconds: {{ $p.timeoutSeconds }}
+failureThreshold: {{ $threshold }}
 {{- end }}
