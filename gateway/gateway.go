@@ -147,7 +147,11 @@ type Gateway struct {
 	// connAdmit counts the proxy listeners' open client connections and
 	// refuses those over limits.max_connections and
 	// max_connections_per_source (admit.go).
-	connAdmit         *connAdmission
+	connAdmit *connAdmission
+	// adminAdmit counts admin_listen's open connections and refuses those
+	// over admin.max_connections; adminOpen is its count.
+	adminAdmit        *connAdmission
+	adminOpen         atomic.Int64
 	mitmLn            *connListener
 	mitmSrv, adminSrv *http.Server
 	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
@@ -544,13 +548,18 @@ func (g *Gateway) listen(ctx context.Context) error {
 	if err != nil {
 		return listenError("admin_listen", cfg.AdminListen, err)
 	}
-	g.adminLn = aln
+	adminMax := cfg.Admin.maxConnections()
+	g.adminAdmit = newConnAdmission(adminMax, 0, &g.adminOpen)
+	adminRefusals := g.newAdminRefusals(!cfg.Admin.TLS.Enabled(), adminMax)
+	g.adminLn = &admitListener{Listener: aln, adm: g.adminAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+		g.refuseConnection(adminRefusals, c, limit, src)
+	}}
 	if cfg.Admin.TLS.Enabled() {
 		tc, err := g.adminTLS(cfg.Admin.TLS)
 		if err != nil {
 			return err
 		}
-		g.adminLn = tls.NewListener(aln, tc)
+		g.adminLn = tls.NewListener(g.adminLn, tc)
 	} else if g.adminTok != nil && !loopback(aln.Addr()) {
 		g.log.Warn("admin API: the admin token crosses the network in clear: admin_listen is not on loopback and admin.tls is not set (docs/scaling.md#securing-the-admin-api)",
 			slog.String("admin_listen", aln.Addr().String()))

@@ -193,7 +193,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	})
 	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_connections_refused_total",
-		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen) and the limit that refused (global: limits.max_connections, per_source: limits.max_connections_per_source).",
+		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen, admin) and the limit that refused (global: limits.max_connections, or admin.max_connections on admin; per_source: limits.max_connections_per_source).",
 	}, []string{"listener", "limit"})
 	m.acceptErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_accept_errors_total",
