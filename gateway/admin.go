@@ -165,6 +165,14 @@ type readyzDetail struct {
 	Redis      string        `json:"redis,omitempty"`
 	SVID       *readyzSVID   `json:"svid,omitempty"`
 	KillSwitch *SwitchesView `json:"kill_switch"`
+	// Config is what differs between the config file, as last re-read,
+	// and the running config (Gateway.NoteConfig); omitted when nothing.
+	Config *readyzConfig `json:"config,omitempty"`
+}
+
+// readyzConfig names the config settings that wait for a restart.
+type readyzConfig struct {
+	NeedsRestart []string `json:"needs_restart"`
 }
 
 type readyzPolicy struct {
@@ -239,6 +247,9 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	// else. The detail says what is disabled.
 	sv := g.switchesView()
 	d.KillSwitch = &sv
+	if p := g.pendingRestart(); p != nil {
+		d.Config = &readyzConfig{NeedsRestart: p}
+	}
 	writeJSON(w, status, d)
 }
 

@@ -150,8 +150,11 @@ type Gateway struct {
 	connAdmit *connAdmission
 	// adminAdmit counts admin_listen's open connections and refuses those
 	// over admin.max_connections; adminOpen is its count.
-	adminAdmit        *connAdmission
-	adminOpen         atomic.Int64
+	adminAdmit *connAdmission
+	adminOpen  atomic.Int64
+	// restartPending is what NoteConfig found last: the settings of
+	// the config file that changed and wait for a restart.
+	restartPending    atomic.Pointer[[]string]
 	mitmLn            *connListener
 	mitmSrv, adminSrv *http.Server
 	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
