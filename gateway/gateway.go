@@ -63,6 +63,7 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
 	"github.com/credgate/credgate/internal/panics"
@@ -681,9 +682,9 @@ func serverTLS(prefix, clientCA string, files [][]byte, requestOnly bool) (*tls.
 		NextProtos:   []string{"http/1.1"},
 	}
 	if clientCA != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(files[2]) {
-			return nil, &keyError{key: "client_ca", err: fmt.Errorf("%s.client_ca: %s holds no PEM certificate", prefix, clientCA)}
+		pool, err := cabundle.Pool(files[2])
+		if err != nil {
+			return nil, &keyError{key: "client_ca", err: fmt.Errorf("%s.client_ca: %s: %w", prefix, clientCA, err)}
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
