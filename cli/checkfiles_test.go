@@ -149,6 +149,10 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 			cause: "private key does not match public key", at: []string{"tls", "key"}},
 		{name: "tls.client_ca not PEM", files: map[string]string{"client-ca.pem": notPEM},
 			cause: "holds no PEM certificate", at: []string{"tls", "client_ca"}},
+		{name: "tls.client_ca a leaf certificate", files: map[string]string{"client-ca.pem": "@tls.pem"},
+			cause: "not a CA certificate", at: []string{"tls", "client_ca"}},
+		{name: "tls.client_ca a CA and a leaf", files: map[string]string{"client-ca.pem": "@ca/ca.pem+tls.pem"},
+			cause: "certificate 2 (subject \"CN=localhost\"): not a CA certificate", at: []string{"tls", "client_ca"}},
 		{name: "upstream.ca_bundle not PEM", files: map[string]string{"bundle.pem": notPEM},
 			cause: "holds no PEM certificate", at: []string{"upstream", "ca_bundle"}},
 		{name: "admin.token_file too short", files: map[string]string{"admin.token": "short"},
@@ -163,6 +167,8 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 			cause: "failed to find any PEM data in certificate input", at: []string{"admin", "tls", "cert"}},
 		{name: "admin.tls.client_ca not PEM", files: map[string]string{"admin-client-ca.pem": notPEM},
 			cause: "holds no PEM certificate", at: []string{"admin", "tls", "client_ca"}},
+		{name: "admin.tls.client_ca a leaf certificate", files: map[string]string{"admin-client-ca.pem": "@admin-tls.pem"},
+			cause: "not a CA certificate", at: []string{"admin", "tls", "client_ca"}},
 		{name: "audit.output in a missing directory", sections: map[string]string{"audit": "audit:\n  output: no-such-dir/audit.log"},
 			cause: "no-such-dir", at: []string{"audit", "output"}},
 		{name: "audit.checkpoint.key_file not PEM", files: map[string]string{"checkpoint.key": notPEM},
@@ -197,6 +203,11 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 				"tls":      "tls:\n  cert: tls.pem\n  key: tls-key.pem",
 				"identity": "identity:\n  mtls:\n    bundles:\n      - file: trust.pem"},
 			cause: "holds no PEM certificate", at: []string{"identity", "mtls", "bundles", "0", "file"}},
+		{name: "identity.mtls.bundles a leaf certificate", files: map[string]string{"trust.pem": "@tls.pem"},
+			sections: map[string]string{
+				"tls":      "tls:\n  cert: tls.pem\n  key: tls-key.pem",
+				"identity": "identity:\n  mtls:\n    bundles:\n      - file: trust.pem"},
+			cause: "not a CA certificate", at: []string{"identity", "mtls", "bundles", "0", "file"}},
 		{name: "identity.jwt jwks_file not JSON", files: map[string]string{"jwks.json": "not json"},
 			sections: map[string]string{"identity": "identity:\n  jwt:\n    issuers:\n      - issuer: https://issuer.test\n        audiences: [credgate]\n        jwks_file: jwks.json"},
 			cause:    "not a JSON Web Key Set", at: []string{"identity", "jwt", "issuers", "0", "jwks_file"}},
@@ -226,7 +237,12 @@ func TestValidateRefusesWhatServeRefuses(t *testing.T) {
 						t.Fatal(err)
 					}
 				case strings.HasPrefix(s, "@"):
-					writeFile(t, p, good[s[1:]])
+					// @a+b: the good contents of a and b, one after the other.
+					var content []byte
+					for f := range strings.SplitSeq(s[1:], "+") {
+						content = append(content, good[f]...)
+					}
+					writeFile(t, p, content)
 				default:
 					writeFile(t, p, []byte(s))
 				}

@@ -457,11 +457,11 @@ func TestConfigChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"listen", "upstream"}, configChanges(a, b)); diff != "" {
-		t.Errorf("configChanges (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{"listen", "upstream.ca_bundle"}, gateway.ConfigChanges(a, b)); diff != "" {
+		t.Errorf("ConfigChanges (-want +got):\n%s", diff)
 	}
-	if got := configChanges(a, a); len(got) != 0 {
-		t.Errorf("configChanges of a config with itself = %v, want none", got)
+	if got := gateway.ConfigChanges(a, a); len(got) != 0 {
+		t.Errorf("ConfigChanges of a config with itself = %v, want none", got)
 	}
 }
 
@@ -483,8 +483,8 @@ func TestConfigChangesStable(t *testing.T) {
 			t.Fatal(err)
 		}
 		n++
-		if got := configChanges(a, b); len(got) != 0 {
-			t.Errorf("%s read twice: configChanges = %v, want none", f, got)
+		if got := gateway.ConfigChanges(a, b); len(got) != 0 {
+			t.Errorf("%s read twice: ConfigChanges = %v, want none", f, got)
 		}
 	}
 	if n == 0 {

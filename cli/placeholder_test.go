@@ -33,7 +33,7 @@ func TestExplainPlaceholders(t *testing.T) {
 // placeholder rules all name their places gets no warning.
 func TestValidateWarnsWithoutSubstituteIn(t *testing.T) {
 	r := runCLI(t, "validate", "-c", "testdata/ranges-policy.yaml")
-	want := `testdata/ranges-policy.yaml:36:5: warning: rule "s3-agent": credential "aws-agent" has a placeholder and the rule sets no substitute_in`
+	want := `testdata/ranges-policy.yaml:36:5: warning: rule "s3-agent" (rules[1]): credential "aws-agent" has a placeholder and the rule sets no substitute_in`
 	if r.code != 0 || !strings.HasPrefix(r.stdout, want) || !strings.Contains(r.stdout, "testdata/ranges-policy.yaml: ok (") {
 		t.Errorf("exit %d:\n%s%s\nwant exit 0, a line starting %q and ok", r.code, r.stdout, r.stderr, want)
 	}

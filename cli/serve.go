@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"reflect"
 	"strings"
 	"syscall"
 
@@ -108,7 +107,7 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	for {
 		select {
 		case <-hup:
-			reportConfigChanges(logger, cfg)
+			reportConfigChanges(logger, gw, cfg)
 			if err := gw.ReloadPolicy(ctx); err != nil {
 				// The gateway keeps the last good policy; it has logged
 				// and counted the failure.
@@ -239,11 +238,12 @@ func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
-// reportConfigChanges re-reads the gateway config on SIGHUP and logs what
-// changed in it: a running gateway reloads its policy (and the CA and TLS
-// files on their reload_interval), but the rest of the config is read only
-// at start, so each changed setting is named with "needs a restart".
-func reportConfigChanges(logger *slog.Logger, running *gateway.Config) {
+// reportConfigChanges re-reads the gateway config on SIGHUP: a running
+// gateway reloads its policy (and the CA and TLS files on their
+// reload_interval), but the rest of the config is read only at start, so
+// each changed setting is named by its key as needing a restart, in the
+// log and on the admin listener (Gateway.NoteConfig).
+func reportConfigChanges(logger *slog.Logger, gw *gateway.Gateway, running *gateway.Config) {
 	if running.File() == "" {
 		return
 	}
@@ -253,30 +253,5 @@ func reportConfigChanges(logger *slog.Logger, running *gateway.Config) {
 			slog.String("config", running.File()), slog.String("error", oneLine(err.Error())))
 		return
 	}
-	if changed := configChanges(running, next); len(changed) > 0 {
-		logger.Warn("SIGHUP: gateway config settings changed that only a restart applies; restart credgate serve to use them (the policy is reloaded now)",
-			slog.String("config", running.File()), slog.Any("needs_restart", changed))
-	}
-}
-
-// configChanges names the top-level config keys whose values differ
-// between a and b, in the order of the Config struct.
-func configChanges(a, b *gateway.Config) []string {
-	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
-	t := va.Type()
-	var changed []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" {
-				name = f.Name
-			}
-			changed = append(changed, name)
-		}
-	}
-	return changed
+	gw.NoteConfig(next)
 }

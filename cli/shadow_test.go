@@ -34,7 +34,7 @@ default: deny
 		t.Fatalf("exit %d, want 0 (a warning does not fail validation)\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	want := path + `:10:5: warning: rule "api-admin-deny" can never decide a request: rule "all-of-api" (line 6) comes first and matches every request "api-admin-deny" matches (from, to, methods and paths), and has no when: condition; remove rule "api-admin-deny", or move it above rule "all-of-api" if it should take precedence (rules are tried in file order)`
+	want := path + `:10:5: warning: rule "api-admin-deny" (rules[1]) can never decide a request: rule "all-of-api" (rules[0]), line 6, comes first and matches every request "api-admin-deny" matches (from, to, methods and paths), and has no when: condition; remove rule "api-admin-deny", or move it above rule "all-of-api" if it should take precedence (rules are tried in file order)`
 	if len(lines) != 2 || lines[0] != want || !strings.HasPrefix(lines[1], path+": ok (") {
 		t.Errorf("validate output:\n%s\nwant:\n%s\n%s: ok (...)", r.stdout, want, path)
 	}

@@ -354,7 +354,7 @@ credentials:
 rules:
 `
 	cases := []struct{ name, rule, want string }{
-		{"stripe account", "  - {name: r, from: w, to: dd, inject: {credential: c, as: stripe, account: cus_1}}\n", `9:40: rule "r" inject (as stripe): stripe: account "cus_1" is not a Stripe account ID`},
+		{"stripe account", "  - {name: r, from: w, to: dd, inject: {credential: c, as: stripe, account: cus_1}}\n", `9:40: rule "r" (rules[0]) inject (as stripe): stripe: account "cus_1" is not a Stripe account ID`},
 		{"stripe mode", "  - {name: r, from: w, to: dd, inject: {credential: c, as: stripe, mode: prod}}\n", `stripe: mode "prod"`},
 		{"twilio sid", "  - {name: r, from: w, to: dd, inject: {credential: c, as: twilio, account_sid: AC1}}\n", `twilio: account_sid "AC1" is not an Account SID`},
 		{"slack unknown", "  - {name: r, from: w, to: dd, inject: {credential: c, as: slack, token_in: body}}\n", `unknown field "token_in"`},

@@ -37,6 +37,10 @@ const (
 	DefaultAdminWriteTimeout      = 30 * time.Second
 	DefaultAdminIdleTimeout       = 60 * time.Second
 	DefaultAdminMaxHeaderBytes    = 16 << 10
+	// DefaultAdminMaxConnections is admin.max_connections' default: far
+	// above what probes, a Prometheus scrape and operators hold open, far
+	// below what exhausts the process's file descriptors.
+	DefaultAdminMaxConnections = 256
 )
 
 // Admin configures the admin API on admin_listen: the kill switch
@@ -74,6 +78,13 @@ type Admin struct {
 	// MaxHeaderBytes is the largest request header block accepted
 	// (default 16 KiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxConnections caps the open connections of admin_listen (default
+	// DefaultAdminMaxConnections; at least 1, never off): a connection
+	// over it is refused when accepted, so that a client holding
+	// connections open cannot exhaust the process's file descriptors
+	// through the admin listener, which the proxy listeners' caps do
+	// not count.
+	MaxConnections *int `yaml:"max_connections"`
 }
 
 // applyDefaults fills the admin listener's limits.
@@ -90,6 +101,18 @@ func (a *Admin) applyDefaults() {
 	if a.MaxHeaderBytes == 0 {
 		a.MaxHeaderBytes = DefaultAdminMaxHeaderBytes
 	}
+	if a.MaxConnections == nil {
+		n := DefaultAdminMaxConnections
+		a.MaxConnections = &n
+	}
+}
+
+// maxConnections is admin.max_connections in force.
+func (a *Admin) maxConnections() int {
+	if a.MaxConnections == nil {
+		return DefaultAdminMaxConnections
+	}
+	return *a.MaxConnections
 }
 
 // check validates the admin block and resolves its paths against dir.
@@ -105,6 +128,9 @@ func (a *Admin) check(file string, root *yaml.Node, dir string) []error {
 	a.TLS.check(bad)
 	if a.MaxHeaderBytes < 0 || (a.MaxHeaderBytes > 0 && a.MaxHeaderBytes < 1024) {
 		bad("admin.max_header_bytes: use at least 1024 (leave it out for 16384)", "max_header_bytes")
+	}
+	if a.MaxConnections != nil && *a.MaxConnections < 1 {
+		bad(fmt.Sprintf("admin.max_connections: use at least 1 (the admin listener's connections are always capped; leave it out for %d)", DefaultAdminMaxConnections), "max_connections")
 	}
 	for _, p := range []*string{&a.TokenFile, &a.StateFile, &a.TLS.Cert, &a.TLS.Key, &a.TLS.ClientCA} {
 		if *p != "" && !filepath.IsAbs(*p) {
@@ -139,6 +165,14 @@ type readyzDetail struct {
 	Redis      string        `json:"redis,omitempty"`
 	SVID       *readyzSVID   `json:"svid,omitempty"`
 	KillSwitch *SwitchesView `json:"kill_switch"`
+	// Config is what differs between the config file, as last re-read,
+	// and the running config (Gateway.NoteConfig); omitted when nothing.
+	Config *readyzConfig `json:"config,omitempty"`
+}
+
+// readyzConfig names the config settings that wait for a restart.
+type readyzConfig struct {
+	NeedsRestart []string `json:"needs_restart"`
 }
 
 type readyzPolicy struct {
@@ -213,6 +247,9 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	// else. The detail says what is disabled.
 	sv := g.switchesView()
 	d.KillSwitch = &sv
+	if p := g.pendingRestart(); p != nil {
+		d.Config = &readyzConfig{NeedsRestart: p}
+	}
 	writeJSON(w, status, d)
 }
 

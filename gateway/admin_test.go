@@ -160,7 +160,7 @@ func TestAdminLimitsConfig(t *testing.T) {
 	}
 	a := cfg.Admin
 	if a.ReadHeaderTimeout.D() != DefaultAdminReadHeaderTimeout || a.ReadTimeout.D() != DefaultAdminReadTimeout ||
-		a.WriteTimeout.D() != DefaultAdminWriteTimeout || a.IdleTimeout.D() != DefaultAdminIdleTimeout || a.MaxHeaderBytes != DefaultAdminMaxHeaderBytes {
+		a.WriteTimeout.D() != DefaultAdminWriteTimeout || a.IdleTimeout.D() != DefaultAdminIdleTimeout || a.MaxHeaderBytes != DefaultAdminMaxHeaderBytes || a.maxConnections() != DefaultAdminMaxConnections {
 		t.Errorf("defaults: %+v", a)
 	}
 	for _, tt := range []struct{ yaml, want string }{
@@ -168,6 +168,8 @@ func TestAdminLimitsConfig(t *testing.T) {
 		{"  idle_timeout: soon\n", `c.yaml:4:17: admin.idle_timeout: want a duration such as 500ms, 10s or 5m (a number and a unit, not negative)`},
 		{"  max_header_bytes: 100\n", "c.yaml:4:3: admin.max_header_bytes: use at least 1024"},
 		{"  max_header_bytes: -1\n", "c.yaml:4:3: admin.max_header_bytes: use at least 1024"},
+		{"  max_connections: 0\n", "c.yaml:4:3: admin.max_connections: use at least 1"},
+		{"  max_connections: -5\n", "c.yaml:4:3: admin.max_connections: use at least 1"},
 	} {
 		if _, err := ParseConfig("c.yaml", []byte(head+tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: %v, want %s", tt.yaml, err, tt.want)

@@ -242,6 +242,9 @@ type connRefusals struct {
 	answers map[string][]byte
 	// counters are credgate_connections_refused_total's by limit.
 	counters map[string]interface{ Inc() }
+	// lingering bounds the refused connections of the listener's
+	// admission whose answer is being delivered.
+	lingering chan struct{}
 }
 
 // lingerTimeout bounds how long a refused connection is kept open after
@@ -253,7 +256,7 @@ const lingerTimeout = 500 * time.Millisecond
 // newConnRefusals builds listener's answers (plain: HTTP answers) and
 // counters.
 func (g *Gateway) newConnRefusals(listener string, plain bool, total, perSource int) *connRefusals {
-	r := &connRefusals{listener: listener, counters: map[string]interface{ Inc() }{}}
+	r := &connRefusals{listener: listener, counters: map[string]interface{ Inc() }{}, lingering: g.connAdmit.lingering}
 	for _, limit := range []string{limitGlobal, limitPerSource} {
 		r.counters[limit] = g.metrics.connsRefused.WithLabelValues(listener, limit)
 	}
@@ -261,6 +264,21 @@ func (g *Gateway) newConnRefusals(listener string, plain bool, total, perSource 
 		r.answers = map[string][]byte{
 			limitGlobal:    connectionAnswer(fmt.Sprintf("the gateway holds limits.max_connections (%d) client connections already; retry shortly, reusing a kept-alive connection, or ask its operator to raise the limit or add replicas", total)),
 			limitPerSource: connectionAnswer(fmt.Sprintf("this client address holds limits.max_connections_per_source (%d) connections to the gateway already; reuse kept-alive connections and close idle ones, or ask the gateway's operator to raise the limit", perSource)),
+		}
+	}
+	return r
+}
+
+// newAdminRefusals builds admin_listen's answer (plain: an HTTP answer;
+// with admin.tls the connection is closed) and counter: one global cap,
+// admin.max_connections, no per-source one (probes and scrapes come from
+// few addresses, each of which must get in).
+func (g *Gateway) newAdminRefusals(plain bool, total int) *connRefusals {
+	r := &connRefusals{listener: "admin", lingering: g.adminAdmit.lingering,
+		counters: map[string]interface{ Inc() }{limitGlobal: g.metrics.connsRefused.WithLabelValues("admin", limitGlobal)}}
+	if plain {
+		r.answers = map[string][]byte{
+			limitGlobal: connectionAnswer(fmt.Sprintf("the admin listener holds admin.max_connections (%d) connections already; retry shortly, reusing a kept-alive connection, or ask the gateway's operator to raise admin.max_connections", total)),
 		}
 	}
 	return r
@@ -299,7 +317,7 @@ func (g *Gateway) refuseConnection(r *connRefusals, c net.Conn, limit string, sr
 		return
 	}
 	select {
-	case g.connAdmit.lingering <- struct{}{}:
+	case r.lingering <- struct{}{}:
 	default:
 		// Too many refusals in progress: the answer is sent, and may be
 		// lost to the reset the close causes.
@@ -309,7 +327,7 @@ func (g *Gateway) refuseConnection(r *connRefusals, c net.Conn, limit string, sr
 		return
 	}
 	go func() {
-		defer func() { <-g.connAdmit.lingering }()
+		defer func() { <-r.lingering }()
 		defer c.Close()
 		// The answer waits for the client's first bytes (at most
 		// lingerTimeout): an answer that arrives before a client wrote

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -566,5 +567,86 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	}
 	if n, most := strings.Count(tg.logs.String(), "accepting a client connection failed"), 1+int(time.Since(start)/clientLogEvery); n < 1 || n > most {
 		t.Errorf("%d log lines for the accept errors, want 1 to %d (one per %v)", n, most, clientLogEvery)
+	}
+}
+
+// TestAdminConnectionLimit: admin_listen, plain and over TLS, admits
+// admin.max_connections connections and refuses the rest when accepted
+// (503 connection_limit on plain HTTP, a closed connection with TLS),
+// counted in credgate_connections_refused_total{listener="admin"}; a
+// probe refused during the flood answers once the server's
+// read_header_timeout has freed the flood's slots, without the flood's
+// clients closing anything; and a scrape from a fresh connection shows
+// the refusals.
+func TestAdminConnectionLimit(t *testing.T) {
+	const limit, over = 4, 3
+	for _, tc := range []struct {
+		name string
+		tls  bool
+	}{{"plain", false}, {"tls", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			admin := fmt.Sprintf("admin:\n  max_connections: %d\n  read_header_timeout: 500ms\n", limit)
+			client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 5 * time.Second}
+			scheme := "http"
+			if tc.tls {
+				ca := adminPKI(t, dir, "admin CA")
+				admin += fmt.Sprintf("  tls: {cert: %q, key: %q}\n", filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem"))
+				client = httpsClient(t, ca.Pool())
+				client.Transport.(*http.Transport).DisableKeepAlives = true
+				scheme = "https"
+			}
+			tg := startSwitchGateway(t, admin)
+			base := scheme + "://" + tg.gw.AdminAddr().String()
+			refused := tg.gw.metrics.connsRefused.WithLabelValues("admin", limitGlobal)
+
+			// The flood: limit+over connections that send nothing.
+			var flood []net.Conn
+			t.Cleanup(func() {
+				for _, c := range flood {
+					c.Close()
+				}
+			})
+			for range limit + over {
+				c, err := net.Dial("tcp", tg.gw.AdminAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				flood = append(flood, c)
+			}
+			waitFor(t, 5*time.Second, fmt.Sprintf("%d admin connections refused", over), func() bool { return counterValue(t, refused) == over })
+			if n := tg.gw.adminOpen.Load(); n != limit {
+				t.Errorf("%d admin connections open, want %d", n, limit)
+			}
+
+			// A probe during the flood is refused, and says why when it can.
+			st, body, err := adminDo(client, http.MethodGet, base+"/healthz", "", "")
+			switch {
+			case tc.tls && err == nil:
+				t.Errorf("probe over TLS during the flood: %d, want its connection closed", st)
+			case !tc.tls && (err != nil || st != http.StatusServiceUnavailable || !strings.Contains(body, codeConnectionLimit) || !strings.Contains(body, "admin.max_connections")):
+				t.Errorf("probe during the flood: %d %v %s, want 503 %s naming admin.max_connections", st, err, body, codeConnectionLimit)
+			}
+
+			// The server cuts the silent flood at read_header_timeout:
+			// the probes answer again.
+			waitFor(t, 10*time.Second, "a probe answered after the flood's slots were freed", func() bool {
+				st, _, err := adminDo(client, http.MethodGet, base+"/healthz", "", "")
+				return err == nil && st == http.StatusOK
+			})
+			// Every probe refused while waiting counted too.
+			n := counterValue(t, refused)
+			if n < over+1 {
+				t.Errorf("%v admin connections refused, want at least %d", n, over+1)
+			}
+			st, body, err = adminDo(client, http.MethodGet, base+"/metrics", "", "")
+			if want := fmt.Sprintf(`credgate_connections_refused_total{limit="global",listener="admin"} %v`, n); err != nil || st != http.StatusOK || !strings.Contains(body, want) {
+				t.Errorf("scrape after the flood: %d %v; want %s in:\n%.2000s", st, err, want, body)
+			}
+			for _, c := range flood {
+				c.Close()
+			}
+			waitFor(t, 5*time.Second, "no admin connection open", func() bool { return tg.gw.adminOpen.Load() == 0 })
+		})
 	}
 }

@@ -63,6 +63,7 @@ import (
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
 	"github.com/credgate/credgate/internal/panics"
@@ -147,7 +148,14 @@ type Gateway struct {
 	// connAdmit counts the proxy listeners' open client connections and
 	// refuses those over limits.max_connections and
 	// max_connections_per_source (admit.go).
-	connAdmit         *connAdmission
+	connAdmit *connAdmission
+	// adminAdmit counts admin_listen's open connections and refuses those
+	// over admin.max_connections; adminOpen is its count.
+	adminAdmit *connAdmission
+	adminOpen  atomic.Int64
+	// restartPending is what NoteConfig found last: the settings of
+	// the config file that changed and wait for a restart.
+	restartPending    atomic.Pointer[[]string]
 	mitmLn            *connListener
 	mitmSrv, adminSrv *http.Server
 	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
@@ -544,13 +552,18 @@ func (g *Gateway) listen(ctx context.Context) error {
 	if err != nil {
 		return listenError("admin_listen", cfg.AdminListen, err)
 	}
-	g.adminLn = aln
+	adminMax := cfg.Admin.maxConnections()
+	g.adminAdmit = newConnAdmission(adminMax, 0, &g.adminOpen)
+	adminRefusals := g.newAdminRefusals(!cfg.Admin.TLS.Enabled(), adminMax)
+	g.adminLn = &admitListener{Listener: aln, adm: g.adminAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+		g.refuseConnection(adminRefusals, c, limit, src)
+	}}
 	if cfg.Admin.TLS.Enabled() {
 		tc, err := g.adminTLS(cfg.Admin.TLS)
 		if err != nil {
 			return err
 		}
-		g.adminLn = tls.NewListener(aln, tc)
+		g.adminLn = tls.NewListener(g.adminLn, tc)
 	} else if g.adminTok != nil && !loopback(aln.Addr()) {
 		g.log.Warn("admin API: the admin token crosses the network in clear: admin_listen is not on loopback and admin.tls is not set (docs/scaling.md#securing-the-admin-api)",
 			slog.String("admin_listen", aln.Addr().String()))
@@ -669,9 +682,9 @@ func serverTLS(prefix, clientCA string, files [][]byte, requestOnly bool) (*tls.
 		NextProtos:   []string{"http/1.1"},
 	}
 	if clientCA != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(files[2]) {
-			return nil, &keyError{key: "client_ca", err: fmt.Errorf("%s.client_ca: %s holds no PEM certificate", prefix, clientCA)}
+		pool, err := cabundle.Pool(files[2])
+		if err != nil {
+			return nil, &keyError{key: "client_ca", err: fmt.Errorf("%s.client_ca: %s: %w", prefix, clientCA, err)}
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.VerifyClientCertIfGiven

@@ -37,8 +37,11 @@ type metrics struct {
 	// connsOpen is the count of open client connections of the proxy
 	// listeners, kept by their admission (admit.go); connections reads
 	// it. connsMax is limits.max_connections in force (0: off).
-	connsOpen      atomic.Int64
-	connsMax       prometheus.Gauge
+	connsOpen atomic.Int64
+	connsMax  prometheus.Gauge
+	// restartPending counts the settings changed in the config file
+	// that wait for a restart (Gateway.NoteConfig).
+	restartPending prometheus.Gauge
 	connsRefused   *prometheus.CounterVec
 	acceptErrors   *prometheus.CounterVec
 	tunnels        prometheus.Gauge
@@ -191,9 +194,13 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_connections_max",
 		Help: "limits.max_connections in force: the most open client connections the proxy listeners admit; 0 is no limit.",
 	})
+	m.restartPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_config_restart_pending",
+		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
+	})
 	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_connections_refused_total",
-		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen) and the limit that refused (global: limits.max_connections, per_source: limits.max_connections_per_source).",
+		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen, admin) and the limit that refused (global: limits.max_connections, or admin.max_connections on admin; per_source: limits.max_connections_per_source).",
 	}, []string{"listener", "limit"})
 	m.acceptErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_accept_errors_total",
@@ -264,7 +271,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
@@ -176,7 +177,12 @@ func sameValue(a, b *providers.Credential, field string) bool {
 // of x before injection. It returns nil when the policy has no
 // placeholders, and a refusal (the request is not sent) for a tripwire,
 // a missing required placeholder or a value that cannot be placed.
-func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *providers.Credential, st *reqState) *refusal {
+//
+// A secret that cannot be placed (transform.ErrUnsafeValue), or a
+// credential without the field its placeholder stands for, is the
+// value's fault: the credential is dropped from the cache
+// (rejectUnusable), as an injector's ErrInvalidValue drops it.
+func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *providers.Credential, key providers.CacheKey, st *reqState) *refusal {
 	ix, err := g.placeholders(a.pol)
 	if err != nil {
 		g.log.Error("placeholders not usable", slog.Any("error", err))
@@ -186,6 +192,9 @@ func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *
 	sub, err := ix.substituter(a.d, a.wl, cred)
 	if err != nil {
 		g.log.Warn("placeholder substitution not possible", slog.String("rule", a.d.Rule), slog.Any("error", err))
+		if errors.Is(err, errNoPlaceholderField) {
+			g.rejectUnusable(key, cred, fmt.Errorf("placeholder: %w: %w", err, injectors.ErrInvalidValue))
+		}
 		f := newRefusal(http.StatusBadGateway, codeInjectFailed,
 			fmt.Sprintf("credential %q cannot replace its placeholder (the gateway's log names the missing field); the request was not forwarded", a.d.Inject.Credential), a.d.Rule)
 		return &f
@@ -195,6 +204,9 @@ func (g *Gateway) substitute(x *exchange, a admission, out *http.Request, cred *
 	}
 	rep, err := sub.TransformRequest(out)
 	if err != nil {
+		if errors.Is(err, transform.ErrUnsafeValue) {
+			g.rejectUnusable(key, cred, fmt.Errorf("placeholder: %w: %w", err, injectors.ErrInvalidValue))
+		}
 		f := g.placeholderRefusal(x, a.wl, a.d, err)
 		return &f
 	}

@@ -787,7 +787,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		st.long = g.newLong(kindWebSocket, ev, a.wl, d, jd)
 	}
 	st.x = x
-	if f := g.substitute(x, a, out, cred, st); f != nil {
+	if f := g.substitute(x, a, out, cred, bind.Key, st); f != nil {
 		g.refuse(x, *f)
 		return
 	}
@@ -927,14 +927,17 @@ func (g *Gateway) forwardRecovered(w http.ResponseWriter, r *http.Request) (abor
 // rewrite (a presigned URL), 502 otherwise. The injector's error is
 // logged, never sent: the reason is a fixed sentence.
 // rejectUnusable drops cred from the cache, in memory and in Redis, when
-// err says the injector refused one of its values
-// (injectors.ErrInvalidValue): it would fail every request until it
-// expired. The next request after the cache's error backoff fetches it
-// anew; requests within the backoff get 503 credential_unavailable with
-// Retry-After, without asking the source (providers.Cache.Reject).
-// Errors that are the request's or the caller's doing keep it.
+// err says the credential's value is at fault (injectors.FaultOf:
+// ErrInvalidValue, ErrMissingField, or a placeholder's secret that cannot
+// be placed): it would fail every request until it expired. The next
+// request after the cache's error backoff fetches it anew; requests
+// within the backoff get 503 credential_unavailable with Retry-After,
+// without asking the source (providers.Cache.Reject). Errors that are the
+// request's or the caller's doing (ErrRequest), or the injector's, keep
+// it: one caller's request must not make the credential unavailable to
+// the others.
 func (g *Gateway) rejectUnusable(key providers.CacheKey, cred *providers.Credential, err error) {
-	if cred == nil || !errors.Is(err, injectors.ErrInvalidValue) {
+	if cred == nil || injectors.FaultOf(err) != injectors.FaultValue {
 		return
 	}
 	if g.cache.Reject(key, cred, err) {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/credgate/credgate/internal/cabundle"
 )
 
 // mtlsVerifier produces the mtls factor from a client certificate: one
@@ -222,30 +223,9 @@ func (v *mtlsVerifier) rebuild() {
 	v.state.Store(st)
 }
 
-// parsePEMCerts returns the certificates of a PEM file, which must hold
-// at least one and nothing but certificates.
-func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("holds a %q PEM block; a trust bundle holds only CERTIFICATE blocks", b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("holds no PEM certificate")
-	}
-	return out, nil
-}
+// parsePEMCerts returns the certificates of a trust bundle, which must
+// hold at least one, nothing but certificates, and only CAs' (cabundle).
+func parsePEMCerts(data []byte) ([]*x509.Certificate, error) { return cabundle.Parse(data) }
 
 // Kind implements Verifier.
 func (v *mtlsVerifier) Kind() string { return KindMTLS }

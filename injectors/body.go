@@ -36,7 +36,7 @@ func BufferBody(r *http.Request, max int64, who string, sinks ...io.Writer) ([]b
 		src = io.TeeReader(src, io.MultiWriter(sinks...))
 	}
 	if _, err := buf.ReadFrom(src); err != nil {
-		return nil, fmt.Errorf("%s: read the request body: %w", who, err)
+		return nil, fmt.Errorf("%s: read the request body: %w: %w", who, err, ErrRequest)
 	}
 	if int64(buf.Len()) > max {
 		return nil, fmt.Errorf("%s: body must be read first and is larger than max_body %d: %w", who, max, ErrBodyTooLarge)

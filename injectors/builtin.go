@@ -48,10 +48,11 @@ func init() {
 // is never part of the error.
 //
 // Wrap it only when the credential's value is at fault, never the
-// request or the caller: the gateway then drops the credential from the
-// cache, in memory and in Redis (providers.Cache.Reject), so that the
-// next request after the error backoff fetches it anew instead of
-// meeting the same value until it expires.
+// request or the caller (those wrap ErrRequest; FaultOf): the gateway
+// then drops the credential from the cache, in memory and in Redis
+// (providers.Cache.Reject), so that the next request after the error
+// backoff fetches it anew instead of meeting the same value until it
+// expires.
 var ErrInvalidValue = errors.New("credential value cannot be sent")
 
 // field returns the named credential field's value, or an error wrapping
@@ -61,7 +62,7 @@ func field(who string, cred *providers.Credential, name string) (string, error) 
 	s, ok := cred.Field(name)
 	if !ok {
 		if _, present := cred.Fields[name]; present {
-			return "", fmt.Errorf("%s: the credential's %q field is empty: %w: %w", who, name, ErrMissingField, ErrInvalidValue)
+			return "", fmt.Errorf("%s: the credential's %q field is empty: %w", who, name, ErrMissingField)
 		}
 		return "", fmt.Errorf("%s: credential has no %q field: %w", who, name, ErrMissingField)
 	}

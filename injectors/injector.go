@@ -15,19 +15,74 @@ import (
 	"github.com/credgate/credgate/providers"
 )
 
-// ErrMissingField marks a credential that lacks a field the injector needs.
-var ErrMissingField = errors.New("credential lacks a field the injector needs")
+// ErrMissingField marks a credential that lacks a field the injector
+// needs. It is a fault of the value (errors.Is(err, ErrInvalidValue)):
+// the source returned a credential of another shape.
+var ErrMissingField error = &faultError{"credential lacks a field the injector needs", ErrInvalidValue}
+
+// ErrRequest marks an injector error that is the request's or its
+// caller's doing, not the credential's: a body too large to sign, a form
+// the injector cannot rewrite (a presigned URL, a malformed body), a host
+// the injector does not serve, a workload the rule maps to no account.
+// The gateway refuses that request and keeps the credential cached: one
+// caller's request must never make a credential unavailable to others.
+// Its opposite is ErrInvalidValue (FaultOf).
+var ErrRequest = errors.New("the request cannot carry the credential")
 
 // ErrBodyTooLarge marks a request whose body the injector would have to
 // hold in memory (to hash it for a signature) beyond its configured cap.
-// The gateway answers 413 and forwards nothing.
-var ErrBodyTooLarge = errors.New("request body too large for the injector")
+// The gateway answers 413 and forwards nothing. It is an ErrRequest.
+var ErrBodyTooLarge error = &faultError{"request body too large for the injector", ErrRequest}
 
 // ErrUnsupportedRequest marks a request the injector cannot rewrite in a
 // form the client chose (a presigned URL, an unknown payload signing
 // mode). It is the client's request that must change: the gateway
-// answers 400 and forwards nothing.
-var ErrUnsupportedRequest = errors.New("request form not supported by the injector")
+// answers 400 and forwards nothing. It is an ErrRequest.
+var ErrUnsupportedRequest error = &faultError{"request form not supported by the injector", ErrRequest}
+
+// faultError is a sentinel that is also the fault it belongs to
+// (errors.Is(ErrBodyTooLarge, ErrRequest)).
+type faultError struct {
+	msg   string
+	fault error
+}
+
+func (e *faultError) Error() string        { return e.msg }
+func (e *faultError) Is(target error) bool { return target == e.fault }
+
+// Fault says whose doing an injector's error is, and so what the gateway
+// does with the credential the injector was given.
+type Fault string
+
+// The faults FaultOf tells apart.
+const (
+	// FaultValue: the credential's value (ErrInvalidValue,
+	// ErrMissingField): it would fail every request until it expired, so
+	// the gateway drops it from the cache, with the error backoff.
+	FaultValue Fault = "value"
+	// FaultRequest: the request or its caller (ErrRequest,
+	// ErrUnsupportedRequest, ErrBodyTooLarge): the credential is kept.
+	FaultRequest Fault = "request"
+	// FaultInjector: neither says so: the injector or the gateway
+	// (ErrDestinationChanged, ErrHeaderRefused, ErrInjectorPanicked, a
+	// signing service that failed). The credential is kept: only an
+	// error that says the value is at fault evicts it.
+	FaultInjector Fault = "injector"
+)
+
+// FaultOf classifies err, an error of Inject or ApplyFor. An error that
+// says both (it should not) counts as the request's: keeping a good
+// credential costs one refused request, evicting it on a caller's
+// request would deny it to every caller for the error backoff.
+func FaultOf(err error) Fault {
+	switch {
+	case errors.Is(err, ErrRequest):
+		return FaultRequest
+	case errors.Is(err, ErrInvalidValue):
+		return FaultValue
+	}
+	return FaultInjector
+}
 
 // ErrDestinationChanged marks an injector that changed where the request
 // goes or what it does (the method, the URL's scheme or host, the Host

@@ -78,18 +78,14 @@ func compileCondition(src string) (*condition, []conditionIssue) {
 	}
 	ast, iss := env.Compile(src)
 	if iss.Err() != nil {
-		var out []conditionIssue
+		var errs []conditionParseError
 		for _, e := range iss.Errors() {
-			msg := e.Message
-			if strings.HasPrefix(msg, "undeclared reference") {
-				msg += "; conditions can use " + conditionNames()
-			}
-			out = append(out, conditionIssue{e.Location.Line(), e.Location.Column(), msg})
+			errs = append(errs, conditionParseError{e.Location.Line(), e.Location.Column(), e.Message})
 		}
-		return nil, out
+		return nil, conditionIssues(src, errs)
 	}
 	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
-		return nil, []conditionIssue{{1, 0, fmt.Sprintf("the condition must be true or false, but it is of type %s", t)}}
+		return nil, []conditionIssue{{1, 0, fmt.Sprintf("%s is of type %s, but a condition must be true or false; hint: compare it (request.path == \"/v1/x\", request.path.startsWith(\"/v1/\")) or test a key (\"patched\" in workload.posture)", showCondition(src), t)}}
 	}
 	if out := literalTimeZones(ast.NativeRep()); len(out) > 0 {
 		return nil, out

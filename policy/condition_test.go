@@ -104,13 +104,13 @@ func TestConditionErrors(t *testing.T) {
     to: stripe
     action: deny
     when: workload.nme == "x"
-`, []string{`p.yaml:16:11: rule "r" when: undeclared reference to 'workload' (in container ''); conditions can use workload.name, workload.source, workload.factors, workload.attributes, workload.posture, request.method, request.scheme, request.host, request.port, request.path, request.headers, now`}},
+`, []string{`p.yaml:16:11: rule "r" (rules[0]) when: unknown name at column 1 of "workload.nme == \"x\"": "workload.nme" is not a name conditions know; hint: conditions can use workload.name, workload.source, workload.factors, workload.attributes, workload.posture, request.method, request.scheme, request.host, request.port, request.path, request.headers, now; a string value is quoted (request.method == "GET")`}},
 		{"type error, single-quoted", `  - name: r
     from: billing
     to: stripe
     action: deny
     when: 'workload.name + 1 == 2'
-`, []string{`p.yaml:16:26: rule "r" when: found no matching overload for '_+_' applied to '(string, int)'`}},
+`, []string{`p.yaml:16:26: rule "r" (rules[0]) when: type error at column 15 of "workload.name + 1 == 2": "+" cannot be applied to string and int; hint: numbers (request.port, now.getHours()) compare with numbers (request.port == 443), strings with quoted strings (request.method == "GET")`}},
 		{"type error on the second line of a literal block", `  - name: r
     from: billing
     to: stripe
@@ -118,31 +118,31 @@ func TestConditionErrors(t *testing.T) {
     when: |
       request.method == "GET" &&
         request.port == "443"
-`, []string{`p.yaml:18:22: rule "r" when: found no matching overload for '_==_' applied to '(int, string)'`}},
+`, []string{`p.yaml:18:22: rule "r" (rules[0]) when: type error at line 2, column 16 of "request.method == \"GET\" && request.port == \"443\"": "==" cannot be applied to int and string; hint: numbers (request.port, now.getHours()) compare with numbers (request.port == 443), strings with quoted strings (request.method == "GET")`}},
 		{"syntax error", `  - name: r
     from: billing
     to: stripe
     action: deny
     when: "request.method =="
-`, []string{`p.yaml:16:29: rule "r" when: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}`}},
+`, []string{`p.yaml:16:29: rule "r" (rules[0]) when: syntax error at column 18 of "request.method ==": the condition ends where a value or a closing bracket is expected; hint: complete the expression after its last operator (request.method == "GET"), or close every ( [ {`}},
 		{"not a boolean", `  - name: r
     from: billing
     to: stripe
     action: deny
     when: request.path
-`, []string{`p.yaml:16:11: rule "r" when: the condition must be true or false, but it is of type string`}},
+`, []string{`p.yaml:16:11: rule "r" (rules[0]) when: "request.path" is of type string, but a condition must be true or false; hint: compare it (request.path == "/v1/x", request.path.startsWith("/v1/")) or test a key ("patched" in workload.posture)`}},
 		{"tunnel rule reading the request", `  - name: r
     from: billing
     to: stripe
     action: tunnel
     when: request.method == "GET"
-`, []string{`p.yaml:16:11: rule "r": a tunnel rule's condition cannot use request, because the gateway does not see requests inside a tunnel; use workload and now only, or use inject or deny`}},
+`, []string{`p.yaml:16:11: rule "r" (rules[0]): a tunnel rule's condition cannot use request, because the gateway does not see requests inside a tunnel; use workload and now only, or use inject or deny`}},
 		{"empty", `  - name: r
     from: billing
     to: stripe
     action: deny
     when: " "
-`, []string{`p.yaml:16:11: rule "r": when is empty; write a condition such as workload.posture.patched, or remove it`}},
+`, []string{`p.yaml:16:11: rule "r" (rules[0]): when is empty; write a condition such as workload.posture.patched, or remove it`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,27 +22,37 @@ func (ps *parser) parseRules(f field) []*rule {
 		ps.errorf(n, "rules must be a list of rules, each starting with '- name:'")
 		return nil
 	}
-	names := map[string]*yaml.Node{}
+	// names holds each name's rule: its node and index path.
+	type named struct {
+		node *yaml.Node
+		path string
+	}
+	names := map[string]named{}
 	var out []*rule
 	for i, rn := range n.Content {
 		rn = deref(rn)
-		what := fmt.Sprintf("rule %d", i+1)
+		// Every message about a rule names it by its index path
+		// (rules[2], counted from 0 as in the file's list), and by its
+		// name once it has a valid, unique one: a name may be missing,
+		// invalid or repeated, a position never is.
+		path := fmt.Sprintf("rules[%d]", i)
+		what := path
 		if rn.Kind != yaml.MappingNode {
 			ps.errorf(rn, "%s must be a mapping with name, from, to and action or inject", what)
 			continue
 		}
 		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder", "scrub", "custody", "ranges")
-		r := &rule{index: len(out), line: rn.Line, col: rn.Column}
+		r := &rule{index: len(out), path: path, line: rn.Line, col: rn.Column}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
 				if msg := checkName(name); msg != "" {
 					ps.errorf(deref(nf.val), "%s: name %s", what, msg)
 				} else if prev, dup := names[name]; dup {
-					ps.errorf(deref(nf.val), "rule name %q is already used by the rule at line %d; rule names must be unique", name, prev.Line)
+					ps.errorf(deref(nf.val), "%s: rule name %q is already used by %s (line %d); rule names must be unique", what, name, prev.path, prev.node.Line)
 				} else {
-					names[name] = deref(nf.val)
+					names[name] = named{deref(nf.val), path}
 					r.name = name
-					what = fmt.Sprintf("rule %q", name)
+					what = r.label()
 				}
 			}
 		} else {

@@ -112,8 +112,8 @@ default: deny
 		`p.yaml:10:59: credential "reserved" placeholder: "cgph_" is reserved for generated placeholders; choose another prefix`,
 		`p.yaml:12:28: placeholders quarantine must be true or false`,
 		`p.yaml:12:41: placeholders seed is 5 bytes; use at least 16 random bytes (changing it changes every generated placeholder)`,
-		`p.yaml:14:82: rule "r1": require_placeholder is set but credential "none" declares no placeholder; add placeholder: to the credential or remove require_placeholder`,
-		`p.yaml:15:50: rule "r2": require_placeholder applies only to inject rules; remove it`,
+		`p.yaml:14:82: rule "r1" (rules[0]): require_placeholder is set but credential "none" declares no placeholder; add placeholder: to the credential or remove require_placeholder`,
+		`p.yaml:15:50: rule "r2" (rules[1]): require_placeholder applies only to inject rules; remove it`,
 	}
 	got := strings.Split(err.Error(), "\n")
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -165,7 +165,7 @@ default: deny
 		t.Errorf("no placeholder: places %v, want none", pl.SubstituteIn)
 	}
 	ws := p.Warnings()
-	if len(ws) != 1 || ws[0].Line != 10 || !strings.Contains(ws[0].Msg, `rule "unset": credential "ph" has a placeholder and the rule sets no substitute_in`) {
+	if len(ws) != 1 || ws[0].Line != 10 || !strings.Contains(ws[0].Msg, `rule "unset" (rules[1]): credential "ph" has a placeholder and the rule sets no substitute_in`) {
 		t.Errorf("warnings %v, want one for rule unset at line 10", ws)
 	}
 }
@@ -185,33 +185,33 @@ rules:
 		name, rule, want string
 	}{
 		{"unknown place", `{credential: ph, as: policytest-inj, substitute_in: [body]}`,
-			`p.yaml:7:94: rule "r": substitute_in "body": unknown place "body"; use ` + grammar},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "body": unknown place "body"; use ` + grammar},
 		{"unknown kind with a name", `{credential: ph, as: policytest-inj, substitute_in: ["cookie:sid"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "cookie:sid": unknown place "cookie"; use ` + grammar},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "cookie:sid": unknown place "cookie"; use ` + grammar},
 		{"path takes no name", `{credential: ph, as: policytest-inj, substitute_in: ["path:/bot"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "path:/bot": path takes no name; write path`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "path:/bot": path takes no name; write path`},
 		{"basic takes no name", `{credential: ph, as: policytest-inj, substitute_in: ["basic:user"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "basic:user": basic takes no name; write basic`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "basic:user": basic takes no name; write basic`},
 		{"websocket takes no name", `{credential: ph, as: policytest-inj, substitute_in: ["websocket:/d/token"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "websocket:/d/token": websocket takes no name; write websocket`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "websocket:/d/token": websocket takes no name; write websocket`},
 		{"empty name", `{credential: ph, as: policytest-inj, substitute_in: ["query:"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "query:": the name after "query:" is empty; write query:NAME, or query for anywhere in it`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "query:": the name after "query:" is empty; write query:NAME, or query for anywhere in it`},
 		{"bad header name", `{credential: ph, as: policytest-inj, substitute_in: ["header:X Key"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "header:X Key": "X Key" is not a header name; write header:NAME with the header the API reads, like header:Authorization`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "header:X Key": "X Key" is not a header name; write header:NAME with the header the API reads, like header:Authorization`},
 		{"pointer without slash", `{credential: ph, as: policytest-inj, substitute_in: ["json:auth.key"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "json:auth.key": "auth.key" is not a JSON pointer: a JSON pointer starts with '/'; write json:/FIELD/SUBFIELD, like json:/auth/key`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "json:auth.key": "auth.key" is not a JSON pointer: a JSON pointer starts with '/'; write json:/FIELD/SUBFIELD, like json:/auth/key`},
 		{"pointer bad escape", `{credential: ph, as: policytest-inj, substitute_in: ["json:/a~2"]}`,
-			`p.yaml:7:94: rule "r": substitute_in "json:/a~2": "/a~2" is not a JSON pointer: '~' must be written ~0, and '/' inside a key ~1; write json:/FIELD/SUBFIELD, like json:/auth/key`},
+			`p.yaml:7:94: rule "r" (rules[0]): substitute_in "json:/a~2": "/a~2" is not a JSON pointer: '~' must be written ~0, and '/' inside a key ~1; write json:/FIELD/SUBFIELD, like json:/auth/key`},
 		{"duplicate", `{credential: ph, as: policytest-inj, substitute_in: ["header:Authorization", "header:authorization"]}`,
-			`p.yaml:7:118: rule "r": substitute_in names "header:Authorization" twice; remove one`},
+			`p.yaml:7:118: rule "r" (rules[0]): substitute_in names "header:Authorization" twice; remove one`},
 		{"not a string", `{credential: ph, as: policytest-inj, substitute_in: [1]}`,
-			`p.yaml:7:94: rule "r": each substitute_in entry must be a string naming a place (` + grammar + `)`},
+			`p.yaml:7:94: rule "r" (rules[0]): each substitute_in entry must be a string naming a place (` + grammar + `)`},
 		{"not a list", `{credential: ph, as: policytest-inj, substitute_in: path}`,
-			`p.yaml:7:93: rule "r": substitute_in must be a list of places, like [path] or ["header:Authorization"] (` + grammar + `)`},
+			`p.yaml:7:93: rule "r" (rules[0]): substitute_in must be a list of places, like [path] or ["header:Authorization"] (` + grammar + `)`},
 		{"empty list", `{credential: ph, as: policytest-inj, substitute_in: []}`,
-			`p.yaml:7:93: rule "r": substitute_in is empty, so the placeholder could be replaced nowhere; name the places the API takes the credential (` + grammar + `), or remove the placeholder`},
+			`p.yaml:7:93: rule "r" (rules[0]): substitute_in is empty, so the placeholder could be replaced nowhere; name the places the API takes the credential (` + grammar + `), or remove the placeholder`},
 		{"credential without placeholder", `{credential: plain, as: policytest-inj, substitute_in: [path]}`,
-			`p.yaml:7:81: rule "r": substitute_in is set but credential "plain" declares no placeholder; add placeholder: to the credential or remove substitute_in`},
+			`p.yaml:7:81: rule "r" (rules[0]): substitute_in is set but credential "plain" declares no placeholder; add placeholder: to the credential or remove substitute_in`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -204,6 +204,9 @@ func (a ruleAction) String() string {
 type rule struct {
 	index int
 	name  string
+	// path is the rule's index path in the file: rules[N], N counted
+	// from 0 over the list as written.
+	path string
 	// line and col are where the rule starts in the policy file.
 	line, col int
 	act       ruleAction
@@ -403,3 +406,13 @@ func cleanup(creds []*credential, injs []injectors.Injector) error {
 // request.headers: deciding a request again later (after a reload) then
 // needs the headers as they were when it was first decided.
 func (p *Policy) ReadsHeaders() bool { return p.readsHeaders }
+
+// label names r in messages about the policy: `rule "name" (rules[N])`,
+// the index path telling apart what the name cannot (a name repeated
+// in a copy of the file, a rule before another's rename).
+func (r *rule) label() string {
+	if r.path == "" {
+		return fmt.Sprintf("rule %q", r.name)
+	}
+	return fmt.Sprintf("rule %q (%s)", r.name, r.path)
+}

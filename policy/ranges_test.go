@@ -110,10 +110,10 @@ default: deny
 		t.Fatal("Parse succeeded, want errors")
 	}
 	want := []string{
-		`p.yaml:12:5: rule "a" ranges: ranges applies only to inject rules (another rule's response is scrubbed only of custody values its request used, and is always whole then); remove it`,
-		`p.yaml:17:13: rule "b" ranges: "partial" is not one of whole, pass, refuse (whole: the gateway removes Range so responses are scrubbed whole; pass: Range requests go through and each 206 piece is scrubbed on its own; refuse: Range requests are refused)`,
-		`p.yaml:22:13: rule "c" ranges must be a single value`,
-		`p.yaml:28:5: rule "e" ranges has no effect: the rule's responses are not scrubbed (scrub: {enabled: false}) nor kept in custody; remove ranges`,
+		`p.yaml:12:5: rule "a" (rules[0]) ranges: ranges applies only to inject rules (another rule's response is scrubbed only of custody values its request used, and is always whole then); remove it`,
+		`p.yaml:17:13: rule "b" (rules[1]) ranges: "partial" is not one of whole, pass, refuse (whole: the gateway removes Range so responses are scrubbed whole; pass: Range requests go through and each 206 piece is scrubbed on its own; refuse: Range requests are refused)`,
+		`p.yaml:22:13: rule "c" (rules[2]) ranges must be a single value`,
+		`p.yaml:28:5: rule "e" (rules[3]) ranges has no effect: the rule's responses are not scrubbed (scrub: {enabled: false}) nor kept in custody; remove ranges`,
 	}
 	if diff := cmp.Diff(want, strings.Split(err.Error(), "\n")); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)

@@ -112,14 +112,14 @@ credentials:
   - {name: h, from: w, to: d, action: deny, rate_limit: {rps: 5}}
 default: deny
 `, []string{
-			`p.yaml:9:65: rule "a" rate_limit: rps "0" must be a number of requests per second from 0.001 to 1e+06`,
-			`p.yaml:10:65: rule "b" rate_limit: rps "5" must be a number of requests per second from 0.001 to 1e+06`,
-			`p.yaml:11:65: rule "c" rate_limit: rps "2000000" must be a number of requests per second from 0.001 to 1e+06`,
-			`p.yaml:12:75: rule "d" rate_limit: burst "0" must be a whole number of requests from 1 to 1000000`,
-			`p.yaml:13:75: rule "e" rate_limit: burst "1.5" must be a whole number of requests from 1 to 1000000`,
-			`p.yaml:14:65: rule "f" rate_limit: rps ".nan" must be a number of requests per second from 0.001 to 1e+06`,
-			`p.yaml:15:68: unknown field "brust" in rule "g" rate_limit; known fields are rps, burst`,
-			`p.yaml:16:45: rule "h": a deny rule refuses every request it matches, so rate_limit has nothing to limit; remove it`,
+			`p.yaml:9:65: rule "a" (rules[0]) rate_limit: rps "0" must be a number of requests per second from 0.001 to 1e+06`,
+			`p.yaml:10:65: rule "b" (rules[1]) rate_limit: rps "5" must be a number of requests per second from 0.001 to 1e+06`,
+			`p.yaml:11:65: rule "c" (rules[2]) rate_limit: rps "2000000" must be a number of requests per second from 0.001 to 1e+06`,
+			`p.yaml:12:75: rule "d" (rules[3]) rate_limit: burst "0" must be a whole number of requests from 1 to 1000000`,
+			`p.yaml:13:75: rule "e" (rules[4]) rate_limit: burst "1.5" must be a whole number of requests from 1 to 1000000`,
+			`p.yaml:14:65: rule "f" (rules[5]) rate_limit: rps ".nan" must be a number of requests per second from 0.001 to 1e+06`,
+			`p.yaml:15:68: unknown field "brust" in rule "g" (rules[6]) rate_limit; known fields are rps, burst`,
+			`p.yaml:16:45: rule "h" (rules[7]): a deny rule refuses every request it matches, so rate_limit has nothing to limit; remove it`,
 		}},
 	}
 	for _, tt := range tests {

@@ -101,20 +101,20 @@ default: deny
 		t.Fatal("Parse succeeded, want errors")
 	}
 	want := []string{
-		`p.yaml:12:5: rule "a" scrub: scrub applies only to inject rules (a rule without a credential injects nothing to scrub); remove it`,
-		`p.yaml:13:5: rule "a" custody: custody applies only to inject rules (the gateway logs in with a credential the client never holds, and keeps the session too); remove it or make the rule inject`,
-		`p.yaml:18:22: rule "b" scrub enabled must be true or false`,
-		`p.yaml:18:38: rule "b" scrub: encoded "zstd" is not one of decode, identity, refuse`,
-		`p.yaml:18:44: unknown field "level" in rule "b" scrub; known fields are enabled, encoded`,
-		`p.yaml:19:22: rule "b" custody json: "$.a[0]" is not a dotted list of object keys (no [index], wildcard or quotes); arrays on the way are searched element by element`,
-		`p.yaml:19:32: rule "b" custody json: "$" names no field; write the keys from the top, like $.session.token`,
-		`p.yaml:19:48: rule "b" custody cookies: "s id" is not a cookie name (a token: letters, digits and !#$%&'*+-.^_` + "`" + `|~)`,
-		`p.yaml:19:62: rule "b" custody: ttl "90d" must be a duration from 1s to 720h, like 15m or 12h`,
-		`p.yaml:24:12: rule "c" scrub must be a mapping like {enabled: true, encoded: decode}`,
-		`p.yaml:25:5: rule "c" custody names nothing to keep; add json: [<path>] and/or cookies: [<name>]`,
-		`p.yaml:30:41: rule "d" custody headers: "X Bad" is not a header name`,
-		`p.yaml:30:50: rule "d" custody headers: Connection is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there`,
-		`p.yaml:30:62: rule "d" custody headers: X-Credgate-Workload is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there`,
+		`p.yaml:12:5: rule "a" (rules[0]) scrub: scrub applies only to inject rules (a rule without a credential injects nothing to scrub); remove it`,
+		`p.yaml:13:5: rule "a" (rules[0]) custody: custody applies only to inject rules (the gateway logs in with a credential the client never holds, and keeps the session too); remove it or make the rule inject`,
+		`p.yaml:18:22: rule "b" (rules[1]) scrub enabled must be true or false`,
+		`p.yaml:18:38: rule "b" (rules[1]) scrub: encoded "zstd" is not one of decode, identity, refuse`,
+		`p.yaml:18:44: unknown field "level" in rule "b" (rules[1]) scrub; known fields are enabled, encoded`,
+		`p.yaml:19:22: rule "b" (rules[1]) custody json: "$.a[0]" is not a dotted list of object keys (no [index], wildcard or quotes); arrays on the way are searched element by element`,
+		`p.yaml:19:32: rule "b" (rules[1]) custody json: "$" names no field; write the keys from the top, like $.session.token`,
+		`p.yaml:19:48: rule "b" (rules[1]) custody cookies: "s id" is not a cookie name (a token: letters, digits and !#$%&'*+-.^_` + "`" + `|~)`,
+		`p.yaml:19:62: rule "b" (rules[1]) custody: ttl "90d" must be a duration from 1s to 720h, like 15m or 12h`,
+		`p.yaml:24:12: rule "c" (rules[2]) scrub must be a mapping like {enabled: true, encoded: decode}`,
+		`p.yaml:25:5: rule "c" (rules[2]) custody names nothing to keep; add json: [<path>] and/or cookies: [<name>]`,
+		`p.yaml:30:41: rule "d" (rules[3]) custody headers: "X Bad" is not a header name`,
+		`p.yaml:30:50: rule "d" (rules[3]) custody headers: Connection is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there`,
+		`p.yaml:30:62: rule "d" (rules[3]) custody headers: X-Credgate-Workload is reserved for the proxy (framing, hop-by-hop or gateway-scoped); a session never goes there`,
 	}
 	if diff := cmp.Diff(want, strings.Split(err.Error(), "\n")); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)

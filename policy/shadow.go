@@ -56,8 +56,8 @@ func (p *Policy) Shadowed() ErrorList {
 			}
 			if shadows(a, b) {
 				out = append(out, &Error{File: p.file, Line: b.line, Col: b.col,
-					Msg: fmt.Sprintf("warning: rule %q can never decide a request: rule %q (line %d) comes first and matches every request %q matches (from, to, methods and paths), and has no when: condition; remove rule %q, or move it above rule %q if it should take precedence (rules are tried in file order)",
-						b.name, a.name, a.line, b.name, b.name, a.name)})
+					Msg: fmt.Sprintf("warning: %s can never decide a request: %s, line %d, comes first and matches every request %q matches (from, to, methods and paths), and has no when: condition; remove rule %q, or move it above rule %q if it should take precedence (rules are tried in file order)",
+						b.label(), a.label(), a.line, b.name, b.name, a.name)})
 				break
 			}
 		}

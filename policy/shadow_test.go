@@ -106,7 +106,7 @@ func TestShadowed(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("Shadowed = %v, want one warning for rule b", got)
 			}
-			want := `p.yaml:18:5: warning: rule "b" can never decide a request: rule "a" (line 17) comes first`
+			want := `p.yaml:18:5: warning: rule "b" (rules[1]) can never decide a request: rule "a" (rules[0]), line 17, comes first`
 			if !strings.HasPrefix(got[0].Error(), want) {
 				t.Errorf("Shadowed = %q, want it to start with %q", got[0].Error(), want)
 			}

@@ -35,7 +35,7 @@ func TestParseYAMLHazards(t *testing.T) {
 		{"unclosed quote", "\"abc\n", "invalid YAML: found unexpected end of stream: a quoted value, [list] or {mapping} opened earlier is not closed; close it"},
 		{"error on line 1", "a: b: c\n", "p.yaml:1:1: invalid YAML: mapping values are not allowed in this context"},
 		{"two documents", base + "---\ndefault: deny\n", "p.yaml:33:1: only one YAML document is allowed"},
-		{"duplicate key", rep("    to: datadog-intake\n", "    to: datadog-intake\n    to: stripe\n"), `p.yaml:31:5: rule 2: "to" is defined twice`},
+		{"duplicate key", rep("    to: datadog-intake\n", "    to: datadog-intake\n    to: stripe\n"), `p.yaml:31:5: rules[1]: "to" is defined twice`},
 		{"merge key", rep("  - name: telemetry\n    from: \"*\"\n", "  - <<: {from: \"*\"}\n    name: telemetry\n"), `p.yaml:28:5: YAML merge keys (<<) are not supported in a policy; write the fields out`},
 		{"billion laughs", "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" + base, `p.yaml:1:1: unknown field "a" in policy`},
 		{"port with a leading zero", rep("ports: [443]", "ports: [0443]"), `p.yaml:9:13: destination "stripe": port: a number with a leading zero is read by YAML as octal (0443 is 291); write it without the leading zero`},

@@ -151,7 +151,7 @@ func (s *Injector) account(r *http.Request, cred *providers.Credential) (string,
 		if a := v.Reveal(); accountRe.MatchString(a) {
 			return a, nil
 		}
-		return "", fmt.Errorf("%s: the credential's account_name is not a storage account name", Name)
+		return "", fmt.Errorf("%s: the credential's account_name is not a storage account name: %w", Name, injectors.ErrInvalidValue)
 	}
 	host := r.Host
 	if host == "" {
@@ -168,7 +168,7 @@ func (s *Injector) account(r *http.Request, cred *providers.Credential) (string,
 			}
 		}
 	}
-	return "", fmt.Errorf("%s: host %s is not ACCOUNT.SERVICE.core.windows.net (or a sovereign cloud's): set account in the rule", Name, host)
+	return "", fmt.Errorf("%s: host %s is not ACCOUNT.SERVICE.core.windows.net (or a sovereign cloud's): set account in the rule: %w", Name, host, injectors.ErrRequest)
 }
 
 // Inject signs r. Everything that can fail (the key, the account, a SAS

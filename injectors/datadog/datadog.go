@@ -17,7 +17,6 @@
 package datadog
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -133,9 +132,9 @@ func (i *Injector) CheckHost(host string) error {
 
 // ErrNotDatadogHost marks a request to a host that is not a Datadog host
 // of the rule's site (the policy loader refuses such rules; Inject checks
-// again). It is not the credential's fault, so it does not wrap
-// injectors.ErrInvalidValue: the gateway keeps the credential cached.
-var ErrNotDatadogHost = errors.New("not a Datadog host of the rule's site")
+// again). It is the request's host, not the credential, at fault: it is an
+// injectors.ErrRequest, and the gateway keeps the credential cached.
+var ErrNotDatadogHost = fmt.Errorf("not a Datadog host of the rule's site: %w", injectors.ErrRequest)
 
 // Inject checks the request's host and both keys, then sets them.
 func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {

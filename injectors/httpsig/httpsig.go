@@ -406,7 +406,7 @@ func (s *Injector) signer(r *http.Request, cred *providers.Credential) (func([]b
 	if s.Algorithm == HMACSHA {
 		key, err := decodeKey(s.KeyEncoding, v.Reveal())
 		if err != nil {
-			return nil, "", fmt.Errorf("httpsig: field %q is not %s (check key_encoding)", s.KeyField, s.KeyEncoding)
+			return nil, "", fmt.Errorf("httpsig: field %q is not %s (check key_encoding): %w", s.KeyField, s.KeyEncoding, injectors.ErrInvalidValue)
 		}
 		return func(b []byte) ([]byte, error) {
 			m := hmac.New(sha256.New, key)
@@ -423,7 +423,7 @@ func (s *Injector) signer(r *http.Request, cred *providers.Credential) (func([]b
 		alg = algorithmOf(key)
 	}
 	if err := jwtsign.CheckKey(jwsAlg[alg], key); err != nil {
-		return nil, "", fmt.Errorf("httpsig: field %q: %w", s.KeyField, err)
+		return nil, "", fmt.Errorf("httpsig: field %q: %w: %w", s.KeyField, err, injectors.ErrInvalidValue)
 	}
 	if alg == RSAPSS {
 		// RFC 9421 §3.3.1: RSASSA-PSS with SHA-512 and a 64-byte salt.
@@ -434,7 +434,7 @@ func (s *Injector) signer(r *http.Request, cred *providers.Credential) (func([]b
 	}
 	bs, err := jwtsign.NewFromKey(key, jwsAlg[alg], "")
 	if err != nil {
-		return nil, "", fmt.Errorf("httpsig: field %q: %w", s.KeyField, err)
+		return nil, "", fmt.Errorf("httpsig: field %q: %w: %w", s.KeyField, err, injectors.ErrInvalidValue)
 	}
 	signer := bs.(jwtsign.BytesSigner)
 	ctx := r.Context()
@@ -448,7 +448,7 @@ func (s *Injector) parse(pem string) (crypto.Signer, error) {
 	}
 	key, err := jwtsign.ParsePrivateKey([]byte(pem))
 	if err != nil {
-		return nil, fmt.Errorf("httpsig: field %q: %w", s.KeyField, err)
+		return nil, fmt.Errorf("httpsig: field %q: %w: %w", s.KeyField, err, injectors.ErrInvalidValue)
 	}
 	s.last.Store(&parsedKey{pem: pem, key: key})
 	return key, nil
@@ -579,7 +579,7 @@ func (s *Injector) base(r *http.Request, header func(string) []string, keyID, al
 	if s.KeyIDField != "" {
 		q, err := sfString(keyID)
 		if err != nil {
-			return "", "", fmt.Errorf("httpsig: the keyid in field %q %w", s.KeyIDField, err)
+			return "", "", fmt.Errorf("httpsig: the keyid in field %q %w: %w", s.KeyIDField, err, injectors.ErrInvalidValue)
 		}
 		kid = q
 	}

@@ -205,14 +205,22 @@ var vaultNames = map[string]string{
 	providers.FieldSessionToken:    "security_token",
 }
 
+// field returns the named credential field (or its Vault spelling). A
+// value with a control character or a space is refused as the value's
+// fault (injectors.ErrInvalidValue): the access key and the session token
+// go into header values, and no AWS key holds either.
 func (s *Injector) field(cred *providers.Credential, name string, required bool) (string, error) {
-	if v, ok := cred.Field(name); ok {
-		return v.Reveal(), nil
-	}
-	if alt, ok := vaultNames[name]; ok {
-		if v, ok := cred.Field(alt); ok {
-			return v.Reveal(), nil
+	v, ok := cred.Field(name)
+	if !ok {
+		if alt, isAlt := vaultNames[name]; isAlt {
+			v, ok = cred.Field(alt)
 		}
+	}
+	if ok {
+		if val := v.Reveal(); strings.IndexFunc(val, func(c rune) bool { return c <= ' ' || c == 0x7f }) < 0 {
+			return val, nil
+		}
+		return "", fmt.Errorf("sigv4: the credential's %q field holds a space or control character, which no AWS key has: %w", name, injectors.ErrInvalidValue)
 	}
 	if !required {
 		return "", nil
@@ -232,7 +240,7 @@ func (s *Injector) scopeFor(r *http.Request) (service, region string, err error)
 	}
 	hs, hr, err := endpoint(host)
 	if err != nil {
-		return "", "", fmt.Errorf("sigv4: set service and region in the rule for this host: %w", err)
+		return "", "", fmt.Errorf("sigv4: set service and region in the rule for this host: %w: %w", err, injectors.ErrRequest)
 	}
 	if service == "" {
 		service = hs
@@ -359,7 +367,7 @@ func (s *Injector) hashBody(r *http.Request) (string, io.ReadCloser, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return "", nil, fmt.Errorf("sigv4: read body to hash it: %w", err)
+		return "", nil, fmt.Errorf("sigv4: read body to hash it: %w: %w", err, injectors.ErrRequest)
 	}
 	if int64(len(b)) > limit {
 		return "", nil, fmt.Errorf("sigv4: body must be hashed and is larger than max_hashed_body %d: %w", limit, injectors.ErrBodyTooLarge)

@@ -159,12 +159,12 @@ func (i *Injector) InjectFor(r *http.Request, cred *providers.Credential, wl ide
 	if account == "" && i.Account == "" && len(i.Accounts) > 0 {
 		// Fail closed: a caller the rule did not map would otherwise act
 		// for the platform account, with every connected account's data.
-		return fmt.Errorf("stripe: workload %s has no entry in accounts and the rule sets no account; add it to accounts: %w", wl.DisplayName(), injectors.ErrMissingField)
+		return fmt.Errorf("stripe: workload %s has no entry in accounts and the rule sets no account; add it to accounts: %w", wl.DisplayName(), injectors.ErrRequest)
 	}
 	if account == "" && i.Account != "" {
 		a, err := i.account.Render(wl, checkAccount)
 		if err != nil {
-			return fmt.Errorf("stripe: account for workload %s: %w: %w", wl.DisplayName(), err, injectors.ErrMissingField)
+			return fmt.Errorf("stripe: account for workload %s: %w: %w", wl.DisplayName(), err, injectors.ErrRequest)
 		}
 		account = a
 	}

@@ -207,6 +207,7 @@ admin:
   write_timeout: {{ .writeTimeout }}
   idle_timeout: {{ .idleTimeout }}
   max_header_bytes: {{ int64 .maxHeaderBytes }}
+  max_connections: {{ int64 .maxConnections }}
   {{- end }}
 {{- with include "credgate.identityConfig" . | trim }}
 identity:
