@@ -381,7 +381,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// destination, whatever HTTPS_PROXY its own environment has.
 		Proxy:                  nil,
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions},
+		TLSClientConfig:        upstreamTLS(roots, sessions, nil),
 		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
 		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
 		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
@@ -399,7 +399,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	// Clone: that would carry the h2 ALPN settings Clone puts in place.
 	p.h1 = &http.Transport{
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}, ClientSessionCache: sessions},
+		TLSClientConfig:        upstreamTLS(roots, sessions, []string{"http/1.1"}),
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
@@ -419,7 +419,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
 		// to those that speak nothing else (dialH1 tells them apart;
 		// the transport bridges).
-		p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions}
+		p.tlsConf = upstreamTLS(roots, sessions, nil)
 		p.handshakeTimeout = p.t.TLSHandshakeTimeout
 		p.h1m = p.h1.Clone()
 		p.h1m.DialTLSContext = p.dialH1
@@ -454,7 +454,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
 		}
 		if cfg.Upstream.HTTP2 == HTTP2Never {
-			p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions}
+			p.tlsConf = upstreamTLS(roots, sessions, nil)
 			p.handshakeTimeout = p.t.TLSHandshakeTimeout
 			p.h1c.DialTLS, p.h1c.Fallback = p.dialTLSH1, p.h1
 		}
