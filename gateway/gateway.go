@@ -327,6 +327,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	// only for a full handshake) and gets the target's leaf certificate.
 	g.mitmTLS = &tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		CipherSuites:       listenerCipherSuites,
 		NextProtos:         []string{"h2", "http/1.1"},
 		GetConfigForClient: g.checkSNI,
 		GetCertificate:     g.leafCertificate,
@@ -649,6 +650,7 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 	g.reloaders = append(g.reloaders, r)
 	return g.withTickets(&tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		CipherSuites:       listenerCipherSuites,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
 	}), nil
 }
@@ -665,6 +667,7 @@ func serverTLS(prefix, clientCA string, files [][]byte, requestOnly bool) (*tls.
 	}
 	tc := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: listenerCipherSuites,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"http/1.1"},
 	}
@@ -705,6 +708,7 @@ func (g *Gateway) listenerSVID() (*tls.Config, error) {
 	}
 	return g.withTickets(&tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   listenerCipherSuites,
 		NextProtos:     []string{"http/1.1"},
 		GetCertificate: src.GetCertificate,
 		ClientAuth:     tls.RequestClientCert,
