@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // TestListenerTLSOffers: every TLS listener the gateway serves — the
@@ -227,4 +231,94 @@ func dialState(addr string, c *tls.Config) (tls.ConnectionState, error) {
 	}
 	defer tc.Close()
 	return tc.ConnectionState(), nil
+}
+
+// TestInterceptionCANameConstraints: with an interception CA limited by
+// `ca init --permit`, a CONNECT the gateway would intercept to a host
+// outside the constraints is refused 403 ca_not_permitted with an audit
+// line (no handshake that fails later, no leaf signed); a host inside is
+// intercepted, and a tunnel rule (no leaf) is unaffected.
+func TestInterceptionCANameConstraints(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	tg.caPermit = []string{"api.origin.test"}
+	// testPolicy with a destination 127.0.0.1 and a rule injecting there.
+	pol := strings.Replace(testPolicy, "credentials:\n", "  loopback:\n    hosts: [127.0.0.1]\n    allow_private: true\ncredentials:\n", 1)
+	pol = strings.Replace(pol, "default: deny\n", "  - name: loopback\n    from: local\n    to: loopback\n    inject: {credential: token, as: bearer}\ndefault: deny\n", 1)
+	writeFile(t, tg.dir, "policy.yaml", []byte(pol))
+	tg.run(t, fmt.Sprintf(`resolve:
+  "api.origin.test:443": %q
+  "tunnel.origin.test:443": %q
+`, tg.origin.addr, tg.origin.addr))
+	for _, tc := range []struct {
+		host string
+		want int
+		code string
+	}{
+		{apiHost, http.StatusOK, ""},
+		{"127.0.0.1", http.StatusForbidden, codeCANotPermitted},
+		{tunnelHost, http.StatusOK, ""},
+	} {
+		conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", tc.host, tc.host)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.want || resp.Header.Get(ReasonHeader) != tc.code {
+			t.Errorf("CONNECT %s: %d %s, want %d %s", tc.host, resp.StatusCode, resp.Header.Get(ReasonHeader), tc.want, tc.code)
+		}
+		if tc.code != "" {
+			waitFor(t, 5*time.Second, "the audit line", func() bool { return auditHas(tg.audit.String(), tc.host, tc.code) })
+		}
+	}
+}
+
+// TestCAReloadKeepsLastGood: an interception CA replaced on disk by one
+// that does not load (not a CA, expired, its key mismatched) is refused
+// with a log line naming the cause, and the last good CA goes on signing.
+func TestCAReloadKeepsLastGood(t *testing.T) {
+	tg := startGateway(t)
+	caPath, keyPath := filepath.Join(tg.dir, mitm.CertFile), filepath.Join(tg.dir, mitm.KeyFile)
+	goodCert, goodKey := mustRead(t, caPath), mustRead(t, keyPath)
+	other, err := testpki.NewAuthority("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := other.Leaf("x.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPEM, leafKeyPEM, err := testpki.PEM(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		cert, key []byte
+		want      string
+	}{
+		{"not a CA", leafPEM, leafKeyPEM, "is not a CA certificate"},
+		{"key mismatch", goodCert, other.KeyPEM, "private key does not match public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, tg.dir, mitm.KeyFile, tc.key)
+			writeFile(t, tg.dir, mitm.CertFile, tc.cert)
+			waitFor(t, 5*time.Second, "the refused reload's log line", func() bool {
+				return strings.Contains(tg.logs.String(), "keeping the last good content") && strings.Contains(tg.logs.String(), tc.want)
+			})
+			resp, err := tg.client(t, false).Get("https://" + apiHost + "/v1/after-bad-ca")
+			if err != nil {
+				t.Fatalf("the last good CA no longer signs: %v", err)
+			}
+			resp.Body.Close()
+			writeFile(t, tg.dir, mitm.KeyFile, goodKey)
+			writeFile(t, tg.dir, mitm.CertFile, goodCert)
+		})
+	}
 }
