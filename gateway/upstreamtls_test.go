@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/internal/poll"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // hostileOrigin is a TLS server on 127.0.0.1 whose configuration is
@@ -34,6 +35,7 @@ type hostileOrigin struct {
 	confs map[string]*tls.Config
 	got   map[string]int // application bytes received, by SNI
 	auth  map[string]string
+	certs map[string]int // client certificates received, by SNI
 }
 
 func startHostileOrigin(t *testing.T) *hostileOrigin {
@@ -42,7 +44,7 @@ func startHostileOrigin(t *testing.T) *hostileOrigin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &hostileOrigin{ln: ln, confs: map[string]*tls.Config{}, got: map[string]int{}, auth: map[string]string{}}
+	o := &hostileOrigin{ln: ln, confs: map[string]*tls.Config{}, got: map[string]int{}, auth: map[string]string{}, certs: map[string]int{}}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -75,6 +77,12 @@ func (o *hostileOrigin) received(host string) (int, string) {
 	return o.got[host], o.auth[host]
 }
 
+func (o *hostileOrigin) clientCerts(host string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.certs[host]
+}
+
 func (o *hostileOrigin) serve(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -90,6 +98,11 @@ func (o *hostileOrigin) serve(c net.Conn) {
 	}})
 	if err := tc.Handshake(); err != nil {
 		return
+	}
+	if len(tc.ConnectionState().PeerCertificates) > 0 {
+		o.mu.Lock()
+		o.certs[sni]++
+		o.mu.Unlock()
 	}
 	cr := &countReader{r: tc}
 	req, err := http.ReadRequest(bufio.NewReader(cr))
@@ -187,7 +200,9 @@ func serverConf(key crypto.Signer, chain ...*x509.Certificate) *tls.Config {
 	for _, x := range chain {
 		c.Certificate = append(c.Certificate, x.Raw)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{c}, NextProtos: []string{"http/1.1"}, SessionTicketsDisabled: true}
+	// Client certificates are asked for (the tlsclient column), not
+	// verified: what the origin trusts is not under test.
+	return &tls.Config{Certificates: []tls.Certificate{c}, NextProtos: []string{"http/1.1"}, SessionTicketsDisabled: true, ClientAuth: tls.RequestClientCert}
 }
 
 // TestUpstreamTLSRefusedBeforeRequest: an origin whose TLS the gateway
@@ -197,8 +212,11 @@ func serverConf(key crypto.Signer, chain ...*x509.Certificate) *tls.Config {
 // signature, an RSA key under 2048 bits, a leaf that is a CA, a leaf for
 // client authentication only, TLS 1.0/1.1 only, no common ALPN protocol —
 // is refused with 502 upstream_tls_error naming the cause, audited, and
-// receives not one byte of the request, over HTTP/1.1 and HTTP/2 from the
-// client. The valid origin (the control) receives the credential.
+// receives not one byte of the request, for HTTP/1.1 and HTTP/2 clients and
+// for a rule presenting a TLS client certificate upstream (tlsclient). The
+// valid origins (the controls) receive the credential or the certificate;
+// an origin that changes its certificate between connections is refused
+// at the first connection with the new one.
 func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 	pki := newTestPKI(t, apiHost)
 	tg := newTestGateway(t, pki, startOrigin(t, pki))
@@ -285,12 +303,59 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 	}
 
 	var policy, resolve strings.Builder
-	policy.WriteString("workloads:\n  local:\n    cidrs: [127.0.0.1/32]\ndestinations:\n  hostile:\n    hosts: [\"*.hostile.test\"]\n    allow_private: true\ncredentials:\n  token:\n    provider: static\n    env: CREDGATE_GATEWAY_TEST_TOKEN\nrules:\n  - name: hostile\n    from: local\n    to: hostile\n    inject: {credential: token, as: bearer}\ndefault: deny\n")
+	// The third column: an HTTP/1.1 client whose rule presents a TLS
+	// client certificate upstream (tlsclient: a transport per certificate).
+	client, err := pki.ca.ClientLeaf("gateway-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPEM, clientKeyPEM, err := testpki.PEM(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile := writeFile(t, tg.dir, "upstream-client.pem", clientPEM)
+	keyFile := writeFile(t, tg.dir, "upstream-client-key.pem", clientKeyPEM)
+	fmt.Fprintf(&policy, `workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  hostile:
+    hosts: ["*.hostile.test"]
+    allow_private: true
+  mtls:
+    hosts: ["*.mtls.test"]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+  client-cert:
+    provider: static
+    fields:
+      certificate: {file: %q}
+      private_key: {file: %q}
+rules:
+  - name: hostile
+    from: local
+    to: hostile
+    inject: {credential: token, as: bearer}
+  - name: mtls
+    from: local
+    to: mtls
+    inject: {credential: client-cert, as: tlsclient}
+default: deny
+`, certFile, keyFile)
 	resolve.WriteString("resolve:\n")
-	protos := []string{"h1", "h2"}
+	protos := []string{"h1", "h2", "tlsclient"}
+	hostOf := func(name, p string) string {
+		if p == "tlsclient" {
+			return name + ".mtls.test"
+		}
+		return name + "-" + p + ".hostile.test"
+	}
 	for _, c := range cases {
 		for _, p := range protos {
-			host := c.name + "-" + p + ".hostile.test"
+			host := hostOf(c.name, p)
 			ho.set(host, c.conf(host))
 			fmt.Fprintf(&resolve, "  %q: %q\n", host+":443", ho.ln.Addr().String())
 		}
@@ -298,7 +363,7 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 	// An origin that changes its certificate between connections: the
 	// first is valid, the next (its connections are closed after each
 	// answer) for another name.
-	for _, p := range protos {
+	for _, p := range protos[:2] {
 		host := "changes-" + p + ".hostile.test"
 		ho.set(host, leafFor(host, certSpec{}))
 		fmt.Fprintf(&resolve, "  %q: %q\n", host+":443", ho.ln.Addr().String())
@@ -309,7 +374,7 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 	failed := 0
 	for _, c := range cases {
 		for _, p := range protos {
-			host := c.name + "-" + p + ".hostile.test"
+			host := hostOf(c.name, p)
 			t.Run(c.name+"/"+p, func(t *testing.T) {
 				resp, err := tg.client(t, p == "h2").Get("https://" + host + "/x")
 				if err != nil {
@@ -319,6 +384,12 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 				resp.Body.Close()
 				n, auth := ho.received(host)
 				if c.want == "" {
+					if p == "tlsclient" {
+						if resp.StatusCode != http.StatusOK || ho.clientCerts(host) == 0 {
+							t.Errorf("control: status %d (%s), the origin saw %d client certificates", resp.StatusCode, body, ho.clientCerts(host))
+						}
+						return
+					}
 					if resp.StatusCode != http.StatusOK || auth != "Bearer "+tg.token {
 						t.Errorf("control: status %d (%s), origin saw the credential: %v", resp.StatusCode, body, auth == "Bearer "+tg.token)
 					}
@@ -343,7 +414,7 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 			})
 		}
 	}
-	for _, p := range protos {
+	for _, p := range protos[:2] {
 		host := "changes-" + p + ".hostile.test"
 		t.Run("changes-certificate/"+p, func(t *testing.T) {
 			c := tg.client(t, p == "h2")
@@ -367,7 +438,7 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("%d of %d refusal cells failed", failed, 2*(len(cases)-2))
+	t.Logf("%d of %d refusal cells failed", failed, len(protos)*(len(cases)-2))
 }
 
 // auditHas reports whether an audit line names host and code.
