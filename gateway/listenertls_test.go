@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -319,6 +320,58 @@ func TestCAReloadKeepsLastGood(t *testing.T) {
 			resp.Body.Close()
 			writeFile(t, tg.dir, mitm.KeyFile, goodKey)
 			writeFile(t, tg.dir, mitm.CertFile, goodCert)
+		})
+	}
+}
+
+// TestOversizedClientHello: a ClientHello declaring 16 MiB is refused at
+// its header on every TLS listener (crypto/tls takes handshake messages
+// of 64 KiB at most): the connection is answered with an alert and
+// closed at once, nothing waits for or buffers the rest.
+func TestOversizedClientHello(t *testing.T) {
+	tg := newTLSProbeGateway(t)
+	// A TLS record (handshake, 100 bytes) whose handshake header declares
+	// a ClientHello of 2^24-1 bytes.
+	hello := append([]byte{0x16, 0x03, 0x01, 0x00, 100, 0x01, 0xff, 0xff, 0xff}, make([]byte, 96)...)
+	for _, l := range []string{"interception", "tls_listen", "admin"} {
+		t.Run(l, func(t *testing.T) {
+			var conn net.Conn
+			var err error
+			switch l {
+			case "interception":
+				conn, err = net.Dial("tcp", tg.gw.ProxyAddr().String())
+				if err == nil {
+					fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", apiHost, apiHost)
+					br := bufio.NewReader(conn)
+					resp, rerr := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+					if rerr != nil || resp.StatusCode != http.StatusOK {
+						t.Fatalf("CONNECT: %v %v", resp, rerr)
+					}
+				}
+			case "tls_listen":
+				conn, err = net.Dial("tcp", tg.gw.TLSProxyAddr().String())
+			case "admin":
+				conn, err = net.Dial("tcp", tg.gw.AdminAddr().String())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			start := time.Now()
+			_ = conn.SetDeadline(start.Add(5 * time.Second))
+			if _, err := conn.Write(hello); err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatalf("the connection stayed open: %v", err)
+			}
+			if len(b) == 0 || b[0] != 0x15 { // an alert record
+				t.Errorf("answer %x, want a TLS alert", b)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("closed after %s", d)
+			}
 		})
 	}
 }
