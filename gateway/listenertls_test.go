@@ -375,3 +375,24 @@ func TestOversizedClientHello(t *testing.T) {
 		})
 	}
 }
+
+// TestLeafTTLConfig: ca.leaf_ttl is refused, at its key, outside 1m to
+// 397 days: longer-lived server certificates are refused by clients,
+// shorter ones would be signed at nearly every handshake.
+func TestLeafTTLConfig(t *testing.T) {
+	for _, tc := range []struct {
+		ttl  string
+		want string // "" when accepted
+	}{
+		{"24h", ""}, {"1m", ""}, {"9528h", ""},
+		{"-1h", "ca.leaf_ttl: want a duration"},
+		{"30s", "c.yaml:2:31: ca.leaf_ttl: 30s is outside"},
+		{"9529h", "c.yaml:2:31: ca.leaf_ttl: 9529h0m0s is outside"},
+		{"87600h", "c.yaml:2:31: ca.leaf_ttl: 87600h0m0s is outside"},
+	} {
+		_, err := ParseConfig("c.yaml", []byte("policy: p.yaml\nca: {cert: c.pem, key: k.pem, leaf_ttl: "+tc.ttl+"}\n"))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("leaf_ttl %s: %v, want %q", tc.ttl, err, tc.want)
+		}
+	}
+}
