@@ -17,12 +17,19 @@ func newCACmd() *cobra.Command {
 		Short: "Manage the interception CA",
 	}
 	var out string
+	var permit []string
 	initCmd := &cobra.Command{
-		Use:   "init --out DIR",
+		Use:   "init --out DIR [--permit DOMAIN|CIDR]...",
 		Short: "Write a new interception CA (ECDSA P-256) into DIR",
 		Long: `Write a new interception CA into DIR: ca.pem (the certificate clients trust)
 and ca-key.pem (the private key, mode 0600, which only the gateway reads).
-Existing files are never overwritten.`,
+Existing files are never overwritten.
+
+--permit limits what the CA can sign (X.509 name constraints, critical):
+each DOMAIN covers itself and every name below it, each CIDR its addresses;
+without a CIDR no IP address is permitted. Clients refuse a certificate
+outside them even if the key is stolen, and the gateway refuses a CONNECT
+to a host outside them that it would intercept (403 ca_not_permitted).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -38,7 +45,7 @@ Existing files are never overwritten.`,
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return fmt.Errorf("ca init: %w", err)
 			}
-			certPath, keyPath, err := mitm.WriteCA(out)
+			certPath, keyPath, err := mitm.WriteCAWith(out, mitm.CAOptions{Permit: permit})
 			if err != nil {
 				// mitm's errors start with the package name, which
 				// means nothing to the user of this command.
@@ -65,6 +72,7 @@ Keep ca-key.pem secret: anyone holding it can impersonate any site to clients th
 		},
 	}
 	initCmd.Flags().StringVar(&out, "out", "", "directory to write ca.pem and ca-key.pem into (created if missing)")
+	initCmd.Flags().StringSliceVar(&permit, "permit", nil, "limit the CA to this DNS domain (and names below it) or IP prefix; repeat or separate with commas")
 	ca.AddCommand(initCmd)
 	return ca
 }

@@ -314,6 +314,34 @@ func TestCAInit(t *testing.T) {
 	}
 }
 
+// TestCAInitPermit: --permit writes critical name constraints (DNS
+// domains, IP prefixes, and no IP at all without one); a value that is
+// neither a domain nor a prefix is refused, naming it, and nothing is
+// written.
+func TestCAInitPermit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	r := runCLI(t, "ca", "init", "--out", dir, "--permit", "example.com", "--permit", "partner.test,10.0.0.0/8")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	ca, err := mitm.LoadCA(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ca.Cert
+	if !c.PermittedDNSDomainsCritical || strings.Join(c.PermittedDNSDomains, ",") != "example.com,partner.test" || len(c.PermittedIPRanges) != 1 || c.PermittedIPRanges[0].String() != "10.0.0.0/8" {
+		t.Errorf("constraints: critical %v, DNS %v, IP %v", c.PermittedDNSDomainsCritical, c.PermittedDNSDomains, c.PermittedIPRanges)
+	}
+	bad := filepath.Join(t.TempDir(), "ca")
+	r = runCLI(t, "ca", "init", "--out", bad, "--permit", "*.example.com")
+	if r.code != exitError || !strings.Contains(r.stderr, `permit "*.example.com"`) || strings.Contains(r.stderr, "mitm:") {
+		t.Errorf("--permit '*.example.com': exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(bad, "ca.pem")); err == nil {
+		t.Error("a CA was written for a refused --permit")
+	}
+}
+
 func TestServeBadConfig(t *testing.T) {
 	r := runCLI(t, "serve", "-c", "testdata/bad-gateway.yaml")
 	if r.code != exitError {

@@ -51,6 +51,12 @@ const (
 	DefaultTicketRotation        = time.Hour
 )
 
+// The range of ca.leaf_ttl.
+const (
+	minLeafTTL = time.Minute
+	maxLeafTTL = 397 * 24 * time.Hour
+)
+
 // Config is the gateway config file (docs/config.md). It holds settings
 // only; runtime state lives in Gateway. Relative paths in it are resolved
 // against the config file's directory by LoadConfig.
@@ -666,6 +672,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	case "", "debug", "info", "warn", "error":
 	default:
 		bad(fmt.Sprintf("log.level: unknown level %q (use debug, info, warn or error)", cfg.Log.Level), "log", "level")
+	}
+	if ttl := cfg.CA.LeafTTL.D(); ttl != 0 && (ttl < minLeafTTL || ttl > maxLeafTTL) {
+		bad(fmt.Sprintf("ca.leaf_ttl: %s is outside %s to %s (397 days): clients refuse longer-lived server certificates (the CA/Browser Forum's limit is 398 days, Apple's 825), and a shorter one would be signed again at nearly every handshake; leave it out for 24h",
+			ttl, minLeafTTL, maxLeafTTL), "ca", "leaf_ttl")
 	}
 	if cfg.CA.LeafCacheSize < 0 {
 		bad("ca.leaf_cache_size must not be negative", "ca", "leaf_cache_size")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 
+	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
@@ -337,9 +338,28 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 			g.splice(start, client, ev, w, dest, addrs, d, polVersion, judged(a.pol, q, w, d))
 		}}, authority
 	}
+	// The leaf the handshake will present, made (or found in the cache)
+	// now: a host the interception CA may not or cannot sign for is
+	// refused with an answer and an audit line, not a failed handshake.
+	if _, err := g.issuer.Certificate(r.Context(), dest.host); err != nil {
+		return reject(w, dest, d, leafRefusal(dest, err, d.Rule))
+	}
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
 		g.intercept(client, ev, dest, addrs, d.AllowPrivate)
 	}}, authority
+}
+
+// leafRefusal answers a CONNECT whose host the interception CA does not
+// sign a leaf for.
+func leafRefusal(dest target, err error, rule string) refusal {
+	msg := strings.TrimPrefix(err.Error(), "mitm: ")
+	switch {
+	case errors.Is(err, mitm.ErrNotPermitted):
+		return newRefusal(http.StatusForbidden, codeCANotPermitted, msg, rule)
+	case errors.Is(err, mitm.ErrBadHost):
+		return newRefusal(http.StatusBadRequest, codeBadConnectTarget, msg, rule)
+	}
+	return newRefusal(http.StatusBadGateway, codeInterceptionUnavailable, fmt.Sprintf("no certificate for %s: %s", dest.host, msg), rule)
 }
 
 // addressRefusal answers a destination that cannot or may not be dialled.

@@ -335,6 +335,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	// only for a full handshake) and gets the target's leaf certificate.
 	g.mitmTLS = &tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		CipherSuites:       listenerCipherSuites,
 		NextProtos:         []string{"h2", "http/1.1"},
 		GetConfigForClient: g.checkSNI,
 		GetCertificate:     g.leafCertificate,
@@ -389,7 +390,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// destination, whatever HTTPS_PROXY its own environment has.
 		Proxy:                  nil,
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions},
+		TLSClientConfig:        upstreamTLS(roots, sessions, nil),
 		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
 		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
 		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
@@ -407,7 +408,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	// Clone: that would carry the h2 ALPN settings Clone puts in place.
 	p.h1 = &http.Transport{
 		DialContext:            p.dial,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}, ClientSessionCache: sessions},
+		TLSClientConfig:        upstreamTLS(roots, sessions, []string{"http/1.1"}),
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
@@ -427,7 +428,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
 		// to those that speak nothing else (dialH1 tells them apart;
 		// the transport bridges).
-		p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions}
+		p.tlsConf = upstreamTLS(roots, sessions, nil)
 		p.handshakeTimeout = p.t.TLSHandshakeTimeout
 		p.h1m = p.h1.Clone()
 		p.h1m.DialTLSContext = p.dialH1
@@ -462,7 +463,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
 		}
 		if cfg.Upstream.HTTP2 == HTTP2Never {
-			p.tlsConf = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: sessions}
+			p.tlsConf = upstreamTLS(roots, sessions, nil)
 			p.handshakeTimeout = p.t.TLSHandshakeTimeout
 			p.h1c.DialTLS, p.h1c.Fallback = p.dialTLSH1, p.h1
 		}
@@ -662,6 +663,7 @@ func (g *Gateway) reloadingServerTLS(what, prefix, certFile, keyFile, clientCA s
 	g.reloaders = append(g.reloaders, r)
 	return g.withTickets(&tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		CipherSuites:       listenerCipherSuites,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return cur.Load(), nil },
 	}), nil
 }
@@ -678,6 +680,7 @@ func serverTLS(prefix, clientCA string, files [][]byte, requestOnly bool) (*tls.
 	}
 	tc := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: listenerCipherSuites,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"http/1.1"},
 	}
@@ -718,6 +721,7 @@ func (g *Gateway) listenerSVID() (*tls.Config, error) {
 	}
 	return g.withTickets(&tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   listenerCipherSuites,
 		NextProtos:     []string{"http/1.1"},
 		GetCertificate: src.GetCertificate,
 		ClientAuth:     tls.RequestClientCert,

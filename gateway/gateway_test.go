@@ -290,6 +290,9 @@ type testGateway struct {
 	upstreamExtra string
 	// tracer, when set before run, records the gateway's spans.
 	tracer *tracing.Tracer
+	// caPermit, when set before run, limits the interception CA
+	// (credgate ca init --permit).
+	caPermit []string
 }
 
 type lockedBuffer struct {
@@ -356,7 +359,7 @@ func newTestGateway(t testing.TB, pki *testPKI, o *testOrigin) *testGateway {
 // credential never reached the logs or the audit output.
 func (tg *testGateway) run(t testing.TB, extra string) {
 	t.Helper()
-	caCert, caKey, err := mitm.WriteCA(tg.dir)
+	caCert, caKey, err := mitm.WriteCAWith(tg.dir, mitm.CAOptions{Permit: tg.caPermit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,23 @@ import (
 	"github.com/credgate/credgate/internal/backoff"
 )
 
+// listenerCipherSuites are the TLS 1.2 cipher suites every listener of the
+// gateway (interception, tls_listen, an HTTPS admin listener) accepts:
+// ECDHE key exchange with an AEAD cipher, for ECDSA and RSA certificates.
+// crypto/tls's defaults add the ECDHE CBC suites with HMAC-SHA1, which are
+// open to padding-oracle timing attacks (Lucky Thirteen) on exactly what
+// a gateway carries, a secret repeated across connections, and which no
+// client that still has TLS 1.2 needs. TLS 1.3's suites are all AEAD and
+// not configurable.
+var listenerCipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // serveClients accepts the connections of a proxy listener (listen, or
 // tls_listen's TLS listener; name says which) and serves each on its own
 // goroutine with the h1 server and serveProxy, as the intercepted side of

@@ -49,6 +49,15 @@ const (
 // mostly reaches nobody.
 const statusClientClosed = 499
 
+// codeCANotPermitted: the interception CA's name constraints (`credgate
+// ca init --permit`) do not cover the CONNECT target; 403.
+const codeCANotPermitted = "ca_not_permitted"
+
+// codeInterceptionUnavailable: no leaf certificate could be made for the
+// CONNECT target (the interception CA is expired, or signs nothing that
+// verifies); 502.
+const codeInterceptionUnavailable = "interception_unavailable"
+
 // codeCredentialHostMismatch: the credential is valid only on other hosts
 // (providers.Credential.Hosts) than the request's destination; 403.
 const codeCredentialHostMismatch = "credential_host_mismatch"

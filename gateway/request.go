@@ -1288,6 +1288,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	var certErr *tls.CertificateVerificationError
 	var unknownAuth x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
+	var weak *weakCertError
 	var netErr net.Error
 	switch {
 	case errors.Is(err, injectors.ErrBodyTooLarge):
@@ -1296,8 +1297,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		f = newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("a part of the request body to %s was larger than the injector may hold to sign it", dest), "")
 	case errors.Is(err, errTooMany1xx):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("%s sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response; the upstream request was cancelled", dest, max1xx, max1xxBytes), "")
-	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
+	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &weak):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify: %s; nothing was sent", dest, upstreamTLSWhy(err)), "")
+	case isTLSHandshakeError(err):
+		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS connection to %s failed: %s", dest, tlsHandshakeWhy(err)), "")
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamUnreach, fmt.Sprintf("%s is not reachable", dest), "")
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
@@ -1320,7 +1323,16 @@ func upstreamTLSWhy(err error) string {
 	var unknownAuth x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var invalid x509.CertificateInvalidError
+	var insecure x509.InsecureAlgorithmError
+	var weak *weakCertError
 	switch {
+	case errors.As(err, &weak):
+		return weak.why + "; the server needs a certificate with a stronger key, issued by a CA"
+	case errors.As(err, &insecure), errors.As(err, &unknownAuth) && strings.Contains(unknownAuth.Error(), "insecure algorithm"):
+		// crypto/x509 reports a chain signed with SHA-1 as an unknown
+		// authority whose hint names the algorithm: the CA may well be
+		// trusted, its signature is not.
+		return "it is signed with an insecure algorithm (SHA-1 or MD5), which the gateway refuses; the server needs a certificate signed with SHA-256 or better (" + err.Error() + ")"
 	case errors.As(err, &unknownAuth):
 		issuer := "an unknown CA"
 		if c := unknownAuth.Cert; c != nil && c.Issuer.String() != "" {

@@ -18,14 +18,17 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -50,10 +53,49 @@ const (
 	caValidity = 5 * 365 * 24 * time.Hour
 )
 
+// CAOptions shape a CA written by WriteCAWith.
+type CAOptions struct {
+	// Permit, when not empty, limits what the CA can sign (X.509 name
+	// constraints, critical): DNS domains ("example.com" covers it and
+	// every name below it) and IP prefixes ("10.0.0.0/8"). Without a
+	// prefix no IP address is permitted. Clients refuse a leaf outside
+	// them, whoever holds the key; the gateway refuses to issue one.
+	Permit []string
+}
+
+// parsePermit splits CAOptions.Permit into DNS domains and IP prefixes.
+func parsePermit(permit []string) (domains []string, ips []*net.IPNet, err error) {
+	for _, p := range permit {
+		if pfx, perr := netip.ParsePrefix(p); perr == nil {
+			pfx = pfx.Masked()
+			ips = append(ips, &net.IPNet{IP: pfx.Addr().AsSlice(), Mask: net.CIDRMask(pfx.Bits(), pfx.Addr().BitLen())})
+			continue
+		}
+		if _, aerr := netip.ParseAddr(p); aerr == nil {
+			return nil, nil, fmt.Errorf("mitm: permit %q: an IP address needs a prefix length (%s/32 or /128)", p, p)
+		}
+		d := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(p, "."), "."))
+		if !validDNSName(d) || !strings.Contains(d, ".") {
+			return nil, nil, fmt.Errorf("mitm: permit %q: not a DNS domain (like example.com, in ASCII: xn-- for international names) nor an IP prefix (like 10.0.0.0/8)", p)
+		}
+		domains = append(domains, d)
+	}
+	return domains, ips, nil
+}
+
 // WriteCA creates a new CA in dir: ca.pem (the certificate, 0644) and
 // ca-key.pem (the PKCS#8 private key, 0600). It never overwrites an
 // existing file. It returns the two paths.
 func WriteCA(dir string) (certPath, keyPath string, err error) {
+	return WriteCAWith(dir, CAOptions{})
+}
+
+// WriteCAWith is WriteCA with options.
+func WriteCAWith(dir string, opts CAOptions) (certPath, keyPath string, err error) {
+	domains, ips, err := parsePermit(opts.Permit)
+	if err != nil {
+		return "", "", err
+	}
 	certPath, keyPath = filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
 	for _, p := range []string{certPath, keyPath} {
 		if _, err := os.Lstat(p); err == nil {
@@ -81,6 +123,18 @@ func WriteCA(dir string) (certPath, keyPath string, err error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
+	}
+	if len(opts.Permit) > 0 {
+		tmpl.PermittedDNSDomainsCritical = true
+		tmpl.PermittedDNSDomains = domains
+		tmpl.PermittedIPRanges = ips
+		if len(ips) == 0 {
+			// No IP permitted: an absent IP constraint would permit all.
+			tmpl.ExcludedIPRanges = []*net.IPNet{
+				{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+				{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+			}
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -139,7 +193,21 @@ type CA struct {
 	// self-signed CA (a client can only trust it as a trust anchor, which
 	// it already holds), the CA certificate for an intermediate CA.
 	chain [][]byte
+	// roots hold Cert alone: every leaf is verified against it before it
+	// is handed out (the CA's own name constraints, validity).
+	roots *x509.CertPool
+	// leafSKI is the subject key identifier of leafKey (RFC 5280
+	// 4.2.1.2, method 1).
+	leafSKI []byte
 }
+
+// ErrNotPermitted is the error of a leaf the CA's name constraints do not
+// permit (`credgate ca init --permit`, or a CA from another PKI).
+var ErrNotPermitted = errors.New("the interception CA's name constraints do not permit this host")
+
+// ErrBadHost is the error of a host no leaf may name: a wildcard, an
+// empty label, a character no host name has.
+var ErrBadHost = errors.New("not a host name a certificate can name")
 
 // LoadCA reads a CA certificate and its private key (PKCS#8, SEC 1 "EC
 // PRIVATE KEY"), and checks that they belong together and that the
@@ -184,7 +252,20 @@ func ParseCA(certPEM, keyPEM []byte, certName, keyName string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mitm: generate leaf key: %w", err)
 	}
-	ca := &CA{Cert: cert, key: key, leafKey: leafKey}
+	spki, err := x509.MarshalPKIXPublicKey(&leafKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: encode leaf key: %w", err)
+	}
+	var pk struct {
+		Algo      pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(spki, &pk); err != nil {
+		return nil, fmt.Errorf("mitm: encode leaf key: %w", err)
+	}
+	ski := sha1.Sum(pk.PublicKey.Bytes)
+	ca := &CA{Cert: cert, key: key, leafKey: leafKey, roots: x509.NewCertPool(), leafSKI: ski[:]}
+	ca.roots.AddCert(cert)
 	if !selfSigned(cert) {
 		ca.chain = [][]byte{cert.Raw}
 	}
@@ -246,9 +327,9 @@ func NewIssuer(ca *CA, opts IssuerOptions) *Issuer {
 // literal, without port), from the cache when one is there and not in the
 // last fifth of its lifetime.
 func (is *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificate, error) {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "" {
-		return nil, errors.New("mitm: leaf certificate for an empty host name")
+	host, err := leafName(host)
+	if err != nil {
+		return nil, err
 	}
 	now := is.opts.Now()
 	is.mu.Lock()
@@ -301,14 +382,73 @@ func (is *Issuer) Len() int {
 	return is.lru.Len()
 }
 
+// leafName is host as a leaf names it: a DNS name in lower case without
+// a trailing dot (ASCII: an international name arrives as xn-- labels),
+// or an IP address in its canonical form. Anything else — a wildcard, an
+// empty label, a zone, a character no host name has — is refused: a leaf
+// never covers more than the one host asked for.
+func leafName(host string) (string, error) {
+	h := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "]"), "["), ".")
+	if h == "" {
+		return "", fmt.Errorf("mitm: leaf certificate for an empty host name: %w", ErrBadHost)
+	}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		if ip.Zone() != "" {
+			return "", fmt.Errorf("mitm: leaf certificate for %q: %w (an IP address with a zone)", host, ErrBadHost)
+		}
+		return ip.String(), nil
+	}
+	h = strings.ToLower(h)
+	if !validDNSName(h) {
+		return "", fmt.Errorf("mitm: leaf certificate for %q: %w (letters, digits, '-' and '_' in dot-separated labels; international names as xn-- labels; no wildcard)", host, ErrBadHost)
+	}
+	return h, nil
+}
+
+// validDNSName reports whether h (lower case, no trailing dot) is a host
+// name a certificate can carry: labels of 1 to 63 of a-z, 0-9, '-' and
+// '_' (found in real host names), not starting or ending with '-', 253
+// bytes at most.
+func validDNSName(h string) bool {
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// leafSkew is how far before now a leaf's validity starts, for clients
+// whose clocks are behind.
+const leafSkew = 5 * time.Minute
+
 func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	is.mu.Lock()
 	ca, gen := is.ca, is.gen
 	is.mu.Unlock()
 	now := is.opts.Now()
+	if now.After(ca.Cert.NotAfter) || now.Before(ca.Cert.NotBefore) {
+		return nil, fmt.Errorf("mitm: leaf certificate for %s: the interception CA is not valid now (valid %s to %s); rotate it: credgate ca init --out DIR and point ca.cert and ca.key at the new files",
+			host, ca.Cert.NotBefore.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
+	}
+	// Within the CA's validity: some clients refuse a leaf valid outside
+	// its issuer's.
+	notBefore := now.Add(-leafSkew)
+	if notBefore.Before(ca.Cert.NotBefore) {
+		notBefore = ca.Cert.NotBefore
 	}
 	notAfter := now.Add(is.opts.LeafTTL)
 	if notAfter.After(ca.Cert.NotAfter) {
@@ -316,15 +456,20 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: host, Organization: []string{"credgate"}},
-		NotBefore:             now.Add(-5 * time.Minute),
+		Subject:               pkix.Name{Organization: []string{"credgate"}},
+		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
+		SubjectKeyId:          ca.leafSKI,
 	}
-	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, ip.AsSlice())
+	if len(host) <= 64 { // ub-common-name (RFC 5280); the SAN is what clients check
+		tmpl.Subject.CommonName = host
+	}
+	ip, ipErr := netip.ParseAddr(host)
+	if ipErr == nil {
+		tmpl.IPAddresses = []net.IP{ip.AsSlice()}
 	} else {
 		tmpl.DNSNames = []string{host}
 	}
@@ -335,6 +480,15 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	parsed, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("mitm: parse leaf certificate for %s: %w", host, err)
+	}
+	// What a client will check, checked first: the CA's name constraints
+	// (ca init --permit, or those of a CA from another PKI) above all.
+	if _, err := parsed.Verify(x509.VerifyOptions{DNSName: host, Roots: ca.roots, CurrentTime: now}); err != nil {
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.CANotAuthorizedForThisName {
+			return nil, fmt.Errorf("mitm: leaf certificate for %s: %w (%s); widen it with a new CA (credgate ca init --permit), or make the rule action: tunnel", host, ErrNotPermitted, inv.Detail)
+		}
+		return nil, fmt.Errorf("mitm: leaf certificate for %s does not verify against the interception CA: %w", host, err)
 	}
 	cert := &tls.Certificate{
 		Certificate: append([][]byte{der}, ca.chain...),
