@@ -89,7 +89,7 @@ func TestEveryInjectorErrorSaysWhose(t *testing.T) {
 		"anthropic": {url: "https://api.anthropic.com/v1/messages", good: []string{"token", tok}, badValue: []string{"token", crlf}},
 		"azure-sharedkey": {url: "https://acmereports.blob.core.windows.net/c/b", good: []string{"account_key", azKey}, badValue: []string{"account_key", "not base64 !"},
 			badRequest: get("https://files.example.com/c/b")},
-		"basic": {url: api, good: []string{"username", "u", "password", "p"}, badValue: []string{"username", "u:x", "password", "p"}},
+		"basic":  {url: api, good: []string{"username", "u", "password", "p"}, badValue: []string{"username", "u:x", "password", "p"}},
 		"bearer": {url: api, good: []string{"token", tok}, badValue: []string{"token", crlf}},
 		"datadog": {url: "https://api.datadoghq.com/api/v1/validate", good: []string{"api_key", ddAPI, "app_key", ddApp}, badValue: []string{"api_key", "not-a-key", "app_key", ddApp},
 			badRequest: get("https://api.example.com/api/v1/validate")},
