@@ -120,3 +120,35 @@ func Forgeries(claims map[string]any, key *rsa.PrivateKey, extra map[string]any)
 	)
 	return out, nil
 }
+
+// ClaimChange is one claim of a valid set changed (Value) or removed
+// (Value nil), and why a verifier must refuse the result.
+type ClaimChange struct {
+	Name, Claim string
+	Value       any
+}
+
+// RefusedTokens returns the Forgeries of claims and, for each change, a
+// token of claims with that one change, signed RS256 with key: every
+// token a fake that verifies RS256 JWTs as its service does must refuse.
+// extra goes into every header.
+func RefusedTokens(claims map[string]any, key *rsa.PrivateKey, extra map[string]any, changes []ClaimChange) ([]Forgery, error) {
+	out, err := Forgeries(claims, key, extra)
+	if err != nil {
+		return nil, err
+	}
+	for _, ch := range changes {
+		c := maps.Clone(claims)
+		if ch.Value == nil {
+			delete(c, ch.Claim)
+		} else {
+			c[ch.Claim] = ch.Value
+		}
+		tok, err := SignJWT("RS256", key, c, extra)
+		if err != nil {
+			return nil, fmt.Errorf("fakekit: %s: %w", ch.Name, err)
+		}
+		out = append(out, Forgery{ch.Name, tok})
+	}
+	return out, nil
+}

@@ -61,33 +61,18 @@ func TestFakeRefusesForgeries(t *testing.T) {
 			t.Fatalf("a valid app JWT (iss %v) got %d", iss, code)
 		}
 	}
-	forged, err := fakekit.Forgeries(valid, key, nil)
+	forged, err := fakekit.RefusedTokens(valid, key, nil, []fakekit.ClaimChange{
+		{Name: "iss of another app", Claim: "iss", Value: "777"},
+		{Name: "iss unknown", Claim: "iss", Value: "1"},
+		{Name: "no iss", Claim: "iss", Value: nil},
+		{Name: "no iat", Claim: "iat", Value: nil},
+		{Name: "iat in the future", Claim: "iat", Value: now.Add(2 * time.Minute).Unix()},
+		{Name: "no exp", Claim: "exp", Value: nil},
+		{Name: "expired", Claim: "exp", Value: now.Add(-2 * time.Minute).Unix()},
+		{Name: "exp more than 10 min ahead", Claim: "exp", Value: now.Add(12 * time.Minute).Unix()},
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	with := func(k string, v any) map[string]any {
-		c := maps.Clone(valid)
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-		return c
-	}
-	for _, c := range []struct {
-		name   string
-		claims map[string]any
-	}{
-		{"iss of another app", with("iss", "777")},
-		{"iss unknown", with("iss", "1")},
-		{"no iss", with("iss", nil)},
-		{"no iat", with("iat", nil)},
-		{"iat in the future", with("iat", now.Add(2*time.Minute).Unix())},
-		{"no exp", with("exp", nil)},
-		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
-		{"exp more than 10 min ahead", with("exp", now.Add(12*time.Minute).Unix())},
-	} {
-		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims)})
 	}
 	for _, f := range forged {
 		if code := get(f.Token); code != http.StatusUnauthorized {

@@ -3,7 +3,6 @@ package googletest_test
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -52,38 +51,23 @@ func TestFakeRefusesForgeries(t *testing.T) {
 	if code := grant(sign(valid, kid)); code != http.StatusOK {
 		t.Fatalf("a valid assertion got %d", code)
 	}
-	forged, err := fakekit.Forgeries(valid, key, kid)
+	forged, err := fakekit.RefusedTokens(valid, key, kid, []fakekit.ClaimChange{
+		{Name: "iss of no account", Claim: "iss", Value: "other@proj.iam.gserviceaccount.com"},
+		{Name: "aud another token URL", Claim: "aud", Value: "https://oauth2.googleapis.com/token"},
+		{Name: "no aud", Claim: "aud", Value: nil},
+		{Name: "no scope", Claim: "scope", Value: nil},
+		{Name: "iat in the future", Claim: "iat", Value: now.Add(5 * time.Minute).Unix()},
+		{Name: "expired", Claim: "exp", Value: now.Add(-2 * time.Minute).Unix()},
+		{Name: "lifetime over an hour", Claim: "exp", Value: now.Add(61 * time.Minute).Unix()},
+		{Name: "no iat", Claim: "iat", Value: nil},
+		{Name: "no exp", Claim: "exp", Value: nil},
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	with := func(k string, v any) map[string]any {
-		c := maps.Clone(valid)
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-		return c
 	}
 	forged = append(forged,
 		fakekit.Forgery{Name: "kid of no key of the account", Token: sign(valid, map[string]any{"kid": "k2"})},
 		fakekit.Forgery{Name: "no kid", Token: sign(valid, nil)})
-	for _, c := range []struct {
-		name   string
-		claims map[string]any
-	}{
-		{"iss of no account", with("iss", "other@proj.iam.gserviceaccount.com")},
-		{"aud another token URL", with("aud", "https://oauth2.googleapis.com/token")},
-		{"no aud", with("aud", nil)},
-		{"no scope", with("scope", nil)},
-		{"iat in the future", with("iat", now.Add(5*time.Minute).Unix())},
-		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
-		{"lifetime over an hour", with("exp", now.Add(61*time.Minute).Unix())},
-		{"no iat", with("iat", nil)},
-		{"no exp", with("exp", nil)},
-	} {
-		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims, kid)})
-	}
 	for _, f := range forged {
 		if code := grant(f.Token); code != http.StatusBadRequest && code != http.StatusUnauthorized {
 			t.Errorf("%s: %d, want 400 or 401", f.Name, code)

@@ -5,7 +5,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"maps"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -64,33 +63,18 @@ func TestFakeRefusesForgeries(t *testing.T) {
 	if code := grant(sign(valid)); code != http.StatusOK {
 		t.Fatalf("a valid assertion got %d; refusals %q", code, s.Refusals())
 	}
-	forged, err := fakekit.Forgeries(valid, key, nil)
+	forged, err := fakekit.RefusedTokens(valid, key, nil, []fakekit.ClaimChange{
+		{Name: "unknown consumer key", Claim: "iss", Value: "3MVG9other"},
+		{Name: "aud another login URL", Claim: "aud", Value: "https://login.salesforce.com"},
+		{Name: "no aud", Claim: "aud", Value: nil},
+		{Name: "user not pre-authorized", Claim: "sub", Value: "intruder@acme.example"},
+		{Name: "no sub", Claim: "sub", Value: nil},
+		{Name: "expired", Claim: "exp", Value: now.Add(-2 * time.Minute).Unix()},
+		{Name: "exp more than three minutes ahead", Claim: "exp", Value: now.Add(10 * time.Minute).Unix()},
+		{Name: "no exp", Claim: "exp", Value: nil},
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	with := func(k string, v any) map[string]any {
-		c := maps.Clone(valid)
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-		return c
-	}
-	for _, c := range []struct {
-		name   string
-		claims map[string]any
-	}{
-		{"unknown consumer key", with("iss", "3MVG9other")},
-		{"aud another login URL", with("aud", "https://login.salesforce.com")},
-		{"no aud", with("aud", nil)},
-		{"user not pre-authorized", with("sub", "intruder@acme.example")},
-		{"no sub", with("sub", nil)},
-		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
-		{"exp more than three minutes ahead", with("exp", now.Add(10*time.Minute).Unix())},
-		{"no exp", with("exp", nil)},
-	} {
-		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims)})
 	}
 	for _, f := range forged {
 		if code := grant(f.Token); code != http.StatusBadRequest {

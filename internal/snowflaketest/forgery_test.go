@@ -3,7 +3,6 @@ package snowflaketest_test
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -64,32 +63,17 @@ func TestFakeRefusesForgeries(t *testing.T) {
 	if code := post(sign(valid), "KEYPAIR_JWT"); code != http.StatusOK {
 		t.Fatalf("a valid key-pair JWT got %d; refusals %q", code, s.Rejected())
 	}
-	forged, err := fakekit.Forgeries(valid, key, nil)
+	forged, err := fakekit.RefusedTokens(valid, key, nil, []fakekit.ClaimChange{
+		{Name: "iss names another key's fingerprint", Claim: "iss", Value: sub + "." + snowflaketest.Fingerprint(&other.PublicKey)},
+		{Name: "iss and sub of another user", Claim: "sub", Value: "MYORG-ACCT.OTHER"},
+		{Name: "iss of another account", Claim: "iss", Value: "OTHERACCT.SVC_USER." + snowflaketest.Fingerprint(&key.PublicKey)},
+		{Name: "expired", Claim: "exp", Value: now.Add(-2 * time.Minute).Unix()},
+		{Name: "issued in the future", Claim: "iat", Value: now.Add(5 * time.Minute).Unix()},
+		{Name: "lifetime over an hour", Claim: "exp", Value: now.Add(61 * time.Minute).Unix()},
+		{Name: "no iat", Claim: "iat", Value: nil},
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	with := func(k string, v any) map[string]any {
-		c := maps.Clone(valid)
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-		return c
-	}
-	for _, c := range []struct {
-		name   string
-		claims map[string]any
-	}{
-		{"iss names another key's fingerprint", with("iss", sub+"."+snowflaketest.Fingerprint(&other.PublicKey))},
-		{"iss and sub of another user", with("sub", "MYORG-ACCT.OTHER")},
-		{"iss of another account", with("iss", "OTHERACCT.SVC_USER."+snowflaketest.Fingerprint(&key.PublicKey))},
-		{"expired", with("exp", now.Add(-2*time.Minute).Unix())},
-		{"issued in the future", with("iat", now.Add(5*time.Minute).Unix())},
-		{"lifetime over an hour", with("exp", now.Add(61*time.Minute).Unix())},
-		{"no iat", with("iat", nil)},
-	} {
-		forged = append(forged, fakekit.Forgery{Name: c.name, Token: sign(c.claims)})
 	}
 	for _, f := range forged {
 		if code := post(f.Token, "KEYPAIR_JWT"); code != http.StatusUnauthorized {
