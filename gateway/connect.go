@@ -81,7 +81,7 @@ func parseTarget(authority string, defPort int) (target, error) {
 			return t, nil
 		}
 	}
-	if !validHostName(host) {
+	if !canonical.HostName(host) {
 		return target{}, fmt.Errorf("%q is not a valid host name", authority)
 	}
 	return t, nil
@@ -101,25 +101,6 @@ func mayBeIPLiteral(h string) bool {
 	for i := 0; i < len(h); i++ {
 		if c := h[i]; c != '.' && (c < '0' || c > '9') {
 			return false
-		}
-	}
-	return true
-}
-
-// validHostName accepts letters, digits, '-', '_' and '.' separated labels.
-func validHostName(h string) bool {
-	if len(h) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
 		}
 	}
 	return true

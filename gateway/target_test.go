@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/credgate/credgate/internal/canonical"
 )
 
 // parseTargetRef is parseTarget as it was before it skipped the errors
@@ -39,7 +41,7 @@ func parseTargetRef(authority string, defPort int) (target, error) {
 		t.host, t.ip = a.Unmap().String(), true
 		return t, nil
 	}
-	if !validHostName(host) {
+	if !canonical.HostName(host) {
 		return target{}, fmt.Errorf("%q is not a valid host name", authority)
 	}
 	return t, nil

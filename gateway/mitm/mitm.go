@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/credgate/credgate/internal/canonical"
 )
 
 // File names WriteCA writes into its directory.
@@ -75,7 +77,7 @@ func parsePermit(permit []string) (domains []string, ips []*net.IPNet, err error
 			return nil, nil, fmt.Errorf("mitm: permit %q: an IP address needs a prefix length (%s/32 or /128)", p, p)
 		}
 		d := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(p, "."), "."))
-		if !validDNSName(d) || !strings.Contains(d, ".") {
+		if !canonical.HostName(d) || !strings.Contains(d, ".") {
 			return nil, nil, fmt.Errorf("mitm: permit %q: not a DNS domain (like example.com, in ASCII: xn-- for international names) nor an IP prefix (like 10.0.0.0/8)", p)
 		}
 		domains = append(domains, d)
@@ -399,32 +401,10 @@ func leafName(host string) (string, error) {
 		return ip.String(), nil
 	}
 	h = strings.ToLower(h)
-	if !validDNSName(h) {
+	if !canonical.HostName(h) {
 		return "", fmt.Errorf("mitm: leaf certificate for %q: %w (letters, digits, '-' and '_' in dot-separated labels; international names as xn-- labels; no wildcard)", host, ErrBadHost)
 	}
 	return h, nil
-}
-
-// validDNSName reports whether h (lower case, no trailing dot) is a host
-// name a certificate can carry: labels of 1 to 63 of a-z, 0-9, '-' and
-// '_' (found in real host names), not starting or ending with '-', 253
-// bytes at most.
-func validDNSName(h string) bool {
-	if len(h) == 0 || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // leafSkew is how far before now a leaf's validity starts, for clients

@@ -332,3 +332,28 @@ func Authority(target string) (host, port string, err error) {
 	}
 	return h, p, nil
 }
+
+// HostName reports whether h (lower case, no trailing dot) is a host name
+// the gateway accepts as a destination and names in a leaf certificate:
+// dot-separated labels of 1 to 63 letters, digits, '-' and '_' (found in
+// real host names), none starting or ending with '-', 253 bytes at most.
+// Internationalised names are written in their xn-- form; a wildcard is
+// never a host name. The CONNECT parser and the leaf issuer share it, so a
+// name one accepts the other does not refuse.
+func HostName(h string) bool {
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(h, ".") {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
