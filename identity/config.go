@@ -703,7 +703,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 		if err != nil {
 			return fail(fmt.Errorf("identity.verifiers.%s (line %d, column %d): %w", name, node.Line, node.Column, err))
 		}
-		closers = append(closers, func() error { closeVerifier(v); return nil })
+		closers = append(closers, func() error { return closeVerifier(v) })
 		vs = append(vs, v)
 	}
 	r := NewResolver(vs...)

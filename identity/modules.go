@@ -100,7 +100,7 @@ func (r *Registry) Load(ctx context.Context, name string, settings *yaml.Node) (
 		return nil, err
 	}
 	if v.Kind() != name {
-		closeVerifier(v)
+		_ = closeVerifier(v)
 		return nil, fmt.Errorf("identity verifier %q: its Kind() is %q; a plugin's Kind must be the name it registered", name, v.Kind())
 	}
 	return v, nil
@@ -115,9 +115,16 @@ func Lookup(name string) (Module, bool) { return DefaultRegistry.Lookup(name) }
 // Names lists the factor kinds of DefaultRegistry; see Registry.Names.
 func Names() []string { return DefaultRegistry.Names() }
 
-// closeVerifier closes v if it holds resources.
-func closeVerifier(v Verifier) {
-	if c, ok := v.(interface{ Close() error }); ok {
-		_ = c.Close()
+// closeVerifier releases what v holds: Close when it has one, else
+// Cleanup (the lifecycle's name for it, as for providers and injectors).
+// A panic in either is returned as an error (module.Guard), never passed
+// on to the caller replacing the configuration.
+func closeVerifier(v Verifier) error {
+	switch c := v.(type) {
+	case interface{ Close() error }:
+		return module.Guard(fmt.Sprintf("identity verifier %q Close", v.Kind()), c.Close)
+	case interface{ Cleanup() error }:
+		return module.Guard(fmt.Sprintf("identity verifier %q Cleanup", v.Kind()), c.Cleanup)
 	}
+	return nil
 }

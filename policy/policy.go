@@ -12,6 +12,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -67,7 +68,11 @@ func (p *Policy) SourceProblems() ErrorList {
 		if !ok {
 			continue
 		}
-		for _, sp := range sc.CheckSources() {
+		var sps []providers.SourceProblem
+		if err := module.Guard(fmt.Sprintf("provider %q CheckSources", c.provider), func() error { sps = sc.CheckSources(); return nil }); err != nil {
+			sps = []providers.SourceProblem{{Err: err}}
+		}
+		for _, sp := range sps {
 			at := settingNode(c.settings, sp.Setting)
 			if at == nil {
 				at = c.key
@@ -384,14 +389,14 @@ func cleanup(creds []*credential, injs []injectors.Injector) error {
 	var errs []error
 	for _, c := range creds {
 		if cu, ok := c.p.(providers.CleanerUpper); ok {
-			if err := cu.Cleanup(); err != nil {
+			if err := module.Guard(fmt.Sprintf("provider %q Cleanup", c.provider), cu.Cleanup); err != nil {
 				errs = append(errs, fmt.Errorf("policy: clean up credential %q: %w", c.name, err))
 			}
 		}
 	}
 	for _, inj := range injs {
 		if cu, ok := inj.(providers.CleanerUpper); ok {
-			if err := cu.Cleanup(); err != nil {
+			if err := module.Guard(fmt.Sprintf("injector %T Cleanup", inj), cu.Cleanup); err != nil {
 				errs = append(errs, fmt.Errorf("policy: clean up injector: %w", err))
 			}
 		}
