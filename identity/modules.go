@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -118,13 +119,15 @@ func Names() []string { return DefaultRegistry.Names() }
 // closeVerifier releases what v holds: Close when it has one, else
 // Cleanup (the lifecycle's name for it, as for providers and injectors).
 // A panic in either is returned as an error (module.Guard), never passed
-// on to the caller replacing the configuration.
+// on to the caller replacing the configuration, and one that has not
+// returned after module.CleanupTimeout is abandoned (module.GuardUntil).
 func closeVerifier(v Verifier) error {
+	deadline := time.Now().Add(module.CleanupTimeout)
 	switch c := v.(type) {
 	case interface{ Close() error }:
-		return module.Guard(fmt.Sprintf("identity verifier %q Close", v.Kind()), c.Close)
+		return module.GuardUntil(deadline, fmt.Sprintf("identity verifier %q Close", v.Kind()), c.Close)
 	case interface{ Cleanup() error }:
-		return module.Guard(fmt.Sprintf("identity verifier %q Cleanup", v.Kind()), c.Cleanup)
+		return module.GuardUntil(deadline, fmt.Sprintf("identity verifier %q Cleanup", v.Kind()), c.Cleanup)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/providers"
 )
@@ -42,16 +44,28 @@ func (p *panicProvider) maybe(m string) {
 func (p *panicProvider) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
 	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret("x")}}, nil
 }
-func (p *panicProvider) Provision(context.Context) error         { p.maybe("Provision"); return nil }
-func (p *panicProvider) Validate() error                         { p.maybe("Validate"); return nil }
+func (p *panicProvider) Provision(context.Context) error { p.maybe("Provision"); return nil }
+func (p *panicProvider) Validate() error {
+	p.maybe("Validate")
+	if p.In == "HangAfterFailing" {
+		return errors.New("policytest-panic: invalid")
+	}
+	return nil
+}
 func (p *panicProvider) CheckSources() []providers.SourceProblem { p.maybe("CheckSources"); return nil }
 func (p *panicProvider) Cleanup() error {
 	if p.In == "Cleanup" {
 		panicCleanups.Add(1)
 	}
 	p.maybe("Cleanup")
+	if strings.HasPrefix(p.In, "Hang") {
+		<-hungCleanups // until the test ends
+	}
 	return nil
 }
+
+// hungCleanups is closed when TestHungCleanupBounded ends.
+var hungCleanups = make(chan struct{})
 
 // panicInjector panics in CheckHost when its `in` says so.
 type panicInjector struct {
@@ -153,5 +167,54 @@ func TestPluginPanicKeepsThePolicy(t *testing.T) {
 	})
 	if strings.Contains(logs.String(), panicSecret) {
 		t.Errorf("the log holds a panic value:\n%s", logs.String())
+	}
+}
+
+// TestHungCleanupBounded checks the class "a plugin's Cleanup that never
+// returns holds neither a reload nor the shutdown": a reload whose
+// provider fails Validate and then hangs in the Cleanup after it is
+// rejected within module.CleanupTimeout (and the next reload loads), and
+// releasing a policy whose provider hangs in Cleanup (a replaced policy,
+// the gateway's shutdown: Store.Close) returns within it, with an error
+// saying the Cleanup was abandoned. Before, both waited for as long as
+// the Cleanup blocked: the reload goroutine never loaded another policy
+// and the gateway never finished shutting down (the test hung at the reload before).
+func TestHungCleanupBounded(t *testing.T) {
+	t.Cleanup(func() { close(hungCleanups) })
+	bound := module.CleanupTimeout + 3*time.Second
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	writeFile(t, path, storePolicy(1))
+	s := newTestStore(t, path, StoreOptions{})
+	hung := strings.Replace(storePolicy(1), "c: {provider: policytest, value: x}", "c: {provider: policytest-panic, in: HangAfterFailing}", 1)
+
+	within := func(what string, fn func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(bound):
+			t.Fatalf("%s did not return within %s", what, bound)
+			return nil
+		}
+	}
+	writeFile(t, path, hung)
+	err := within("a reload whose rejected provider's Cleanup hangs", func() error { return s.Reload(context.Background()) })
+	if !errors.Is(err, module.ErrAbandoned) {
+		t.Errorf("Reload: %v, want it rejected, the hung Cleanup abandoned", err)
+	}
+	writeFile(t, path, storePolicy(3))
+	if err := within("the next reload", func() error { return s.Reload(context.Background()) }); err != nil || s.Current().Stats().Rules != 3 {
+		t.Errorf("the next reload: %v", err)
+	}
+
+	p, err := Parse(t.Context(), "p.yaml", []byte(strings.Replace(hung, "HangAfterFailing", "Hang", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := within("releasing a policy whose Cleanup hangs", p.Close); !errors.Is(err, module.ErrAbandoned) {
+		t.Errorf("Close: %v, want an error wrapping module.ErrAbandoned", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -385,18 +386,24 @@ func (p *Policy) Close() error {
 	return p.closeErr
 }
 
+// cleanup releases the plugins of a policy: every Cleanup, a panic in one
+// reported as an error, and all of them bounded by one
+// module.CleanupTimeout, after which those still running are abandoned
+// (reported, left to finish), so that a hung Cleanup holds neither a
+// reload nor the gateway's shutdown.
 func cleanup(creds []*credential, injs []injectors.Injector) error {
 	var errs []error
+	deadline := time.Now().Add(module.CleanupTimeout)
 	for _, c := range creds {
 		if cu, ok := c.p.(providers.CleanerUpper); ok {
-			if err := module.Guard(fmt.Sprintf("provider %q Cleanup", c.provider), cu.Cleanup); err != nil {
+			if err := module.GuardUntil(deadline, fmt.Sprintf("provider %q Cleanup", c.provider), cu.Cleanup); err != nil {
 				errs = append(errs, fmt.Errorf("policy: clean up credential %q: %w", c.name, err))
 			}
 		}
 	}
 	for _, inj := range injs {
 		if cu, ok := inj.(providers.CleanerUpper); ok {
-			if err := module.Guard(fmt.Sprintf("injector %T Cleanup", inj), cu.Cleanup); err != nil {
+			if err := module.GuardUntil(deadline, fmt.Sprintf("injector %T Cleanup", inj), cu.Cleanup); err != nil {
 				errs = append(errs, fmt.Errorf("policy: clean up injector: %w", err))
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -42,6 +43,32 @@ func Guard(what string, fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// ErrAbandoned marks a plugin method that had not returned by its
+// deadline (GuardUntil): the caller goes on without it.
+var ErrAbandoned = errors.New("the plugin did not return in time; it was abandoned and runs on")
+
+// CleanupTimeout bounds the Cleanup calls of one release (Load's after a
+// failed load; a replaced policy's, at a reload or at shutdown): a
+// Cleanup that hangs must not hold a reload, which would never load
+// another policy, nor the gateway's shutdown.
+const CleanupTimeout = 5 * time.Second
+
+// GuardUntil calls fn as Guard does, in a goroutine of its own, and waits
+// for it until deadline; then it returns an error wrapping ErrAbandoned
+// and leaves fn running (its goroutine ends when fn returns).
+func GuardUntil(deadline time.Time, what string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- Guard(what, fn) }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%s: %w", what, ErrAbandoned)
+	}
 }
 
 // firstLine is the innermost frame of a panics.Where stack: the
@@ -136,7 +163,8 @@ func (r *Registry[T]) Names() []string {
 // returned unchanged (joined with any Cleanup error): the module names
 // its own problem and the caller knows which module it loaded. A panic in
 // any of the module's methods is an error wrapping ErrPanicked (Guard),
-// so that a plugin's bug fails its load, never the process.
+// so that a plugin's bug fails its load, never the process; a Cleanup
+// that has not returned after CleanupTimeout is abandoned (ErrAbandoned).
 func (r *Registry[T]) Load(ctx context.Context, name string, settings *yaml.Node) (T, error) {
 	var zero T
 	newFn, ok := r.Lookup(name)
@@ -171,7 +199,7 @@ func (r *Registry[T]) Load(ctx context.Context, name string, settings *yaml.Node
 	}
 	if err != nil {
 		if c, ok := any(m).(interface{ Cleanup() error }); ok {
-			if cerr := Guard(what("Cleanup after a failed load"), c.Cleanup); errors.Is(cerr, ErrPanicked) {
+			if cerr := GuardUntil(time.Now().Add(CleanupTimeout), what("Cleanup after a failed load"), c.Cleanup); errors.Is(cerr, ErrPanicked) || errors.Is(cerr, ErrAbandoned) {
 				err = errors.Join(err, cerr)
 			} else if cerr != nil {
 				err = errors.Join(err, fmt.Errorf("%s %q: cleanup after failed load: %w", r.kind, name, cerr))

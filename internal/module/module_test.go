@@ -143,3 +143,25 @@ func TestGuard(t *testing.T) {
 		t.Errorf("Guard = %v, want nil", err)
 	}
 }
+
+// ifaceSettings has a setting of a non-empty interface type, which
+// yaml.v3 cannot decode into: it panics rather than returning an error.
+type ifaceSettings struct {
+	Hook interface{ Run() } `yaml:"hook"`
+}
+
+// TestLoadInterfaceSetting: a policy that sets a plugin's setting of an
+// interface type fails its load with an error (yaml.v3 panics decoding
+// it, with a message naming the type). Before, a policy writer's value
+// for such a setting ended the process, on a reload too.
+func TestLoadInterfaceSetting(t *testing.T) {
+	r := New[*ifaceSettings]("provider")
+	r.Register("hooked", func() *ifaceSettings { return new(ifaceSettings) })
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte("hook: 1\n"), &node); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Load(t.Context(), "hooked", node.Content[0]); !errors.Is(err, ErrPanicked) || !strings.Contains(err.Error(), "decoding its settings") {
+		t.Errorf("Load: %v, want an error wrapping ErrPanicked while decoding", err)
+	}
+}
