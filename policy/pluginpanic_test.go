@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,4 +219,59 @@ func TestHungCleanupBounded(t *testing.T) {
 	if err := within("releasing a policy whose Cleanup hangs", p.Close); !errors.Is(err, module.ErrAbandoned) {
 		t.Errorf("Close: %v, want an error wrapping module.ErrAbandoned", err)
 	}
+}
+
+func init() {
+	providers.Register(providers.Module{Name: "policytest-goroutine", New: func() providers.Provider { return new(goroutineProvider) }})
+}
+
+// goroutineProvider starts a goroutine in Provision and stops it in
+// Cleanup; Fail makes Validate fail after it started.
+type goroutineProvider struct {
+	Fail bool `yaml:"fail"`
+	stop chan struct{}
+}
+
+func (p *goroutineProvider) Provision(context.Context) error {
+	p.stop = make(chan struct{})
+	go func() { <-p.stop }()
+	return nil
+}
+
+func (p *goroutineProvider) Validate() error {
+	if p.Fail {
+		return errors.New("policytest-goroutine: invalid")
+	}
+	return nil
+}
+
+func (p *goroutineProvider) Cleanup() error { close(p.stop); return nil }
+
+func (p *goroutineProvider) Fetch(context.Context, providers.Request) (*providers.Credential, error) {
+	return &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret("x")}}, nil
+}
+
+// TestReloadsLeakNoGoroutine: over 40 reloads, alternately rejected (the
+// provider started its goroutine, then failed Validate) and accepted
+// (the replaced policy released after its grace period), every goroutine
+// a provider started is stopped: the count comes back to where it was.
+func TestReloadsLeakNoGoroutine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	pol := func(n int, fail bool) string {
+		return strings.Replace(storePolicy(n), "c: {provider: policytest, value: x}", fmt.Sprintf("c: {provider: policytest-goroutine, fail: %v}", fail), 1)
+	}
+	writeFile(t, path, pol(1, false))
+	s := newTestStore(t, path, StoreOptions{CloseDelay: time.Millisecond})
+	before := runtime.NumGoroutine()
+	for i := range 40 {
+		writeFile(t, path, pol(2+i, i%2 == 0))
+		err := s.Reload(t.Context())
+		if (err != nil) != (i%2 == 0) {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	poll.True(t, 5*time.Second, "the goroutines of the replaced and rejected policies to end", func() bool {
+		return runtime.NumGoroutine() <= before
+	})
 }
