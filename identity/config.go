@@ -704,7 +704,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 			return fail(fmt.Errorf("identity.verifiers.%s (line %d, column %d): %w", name, node.Line, node.Column, err))
 		}
 		closers = append(closers, func() error { return closeVerifier(v) })
-		vs = append(vs, v)
+		vs = append(vs, bounded(v))
 	}
 	r := NewResolver(vs...)
 	r.mtls = mv

@@ -131,3 +131,53 @@ func closeVerifier(v Verifier) error {
 	}
 	return nil
 }
+
+// PluginVerifyTimeout bounds one Verify of a verifier plugin: a plugin
+// that has not returned by then (one that ignores its context) fails the
+// connection's identity with ErrUnavailable (503 identity_unavailable),
+// and its call is abandoned (its goroutine ends when the call returns).
+// The built-in verifiers bound their own calls (JWKS, TokenReview).
+const PluginVerifyTimeout = 10 * time.Second
+
+// boundedVerifier runs a plugin's Verify under PluginVerifyTimeout.
+type boundedVerifier struct{ Verifier }
+
+// boundedReader is a boundedVerifier of a ProxyAuthorizationReader.
+type boundedReader struct{ boundedVerifier }
+
+func (boundedReader) ReadsProxyAuthorization() {}
+
+// bounded wraps a plugin verifier for the Resolver.
+func bounded(v Verifier) Verifier {
+	if _, ok := v.(ProxyAuthorizationReader); ok {
+		return boundedReader{boundedVerifier{v}}
+	}
+	return boundedVerifier{v}
+}
+
+// Verify calls the plugin's Verify in a goroutine of its own with a
+// context that ends after PluginVerifyTimeout, and waits for it at most
+// that long. A panic in it is recovered there (verify reports it).
+func (b boundedVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) {
+	ctx, cancel := context.WithTimeout(ctx, PluginVerifyTimeout)
+	defer cancel()
+	type result struct {
+		f   *Factor
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		r.f, r.err = verify(ctx, b.Verifier, ev)
+	}()
+	select {
+	case r := <-done:
+		return r.f, r.err
+	case <-ctx.Done():
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("the verifier did not return within %s (it does not honour its context): %w", PluginVerifyTimeout, ErrUnavailable)
+		}
+		return nil, fmt.Errorf("the connection's context ended while verifying: %w: %w", ErrUnavailable, context.Cause(ctx))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -44,6 +45,9 @@ func (v *misbehavingVerifier) Verify(_ context.Context, ev identity.Evidence) (*
 			Attributes: map[string]string{identity.AttrSPIFFEID: "spiffe://forged/x", identity.AttrCertThumbprint: "abc"}}, nil
 	case "kind-other-plugin":
 		return &identity.Factor{Kind: "idtest-other", Subject: "x"}, nil
+	case "hang": // ignores its context
+		<-hungVerifies
+		return nil, nil
 	case "kind-empty":
 		return &identity.Factor{Subject: "builder"}, nil
 	}
@@ -182,5 +186,41 @@ func TestVerifierPluginReleased(t *testing.T) {
 				t.Errorf("Close: %v, want an error saying Cleanup panicked, without its value", err)
 			}
 		})
+	}
+}
+
+// hungVerifies is closed when TestVerifierPluginHangBounded ends.
+var hungVerifies = make(chan struct{})
+
+// TestVerifierPluginHangBounded: a verifier plugin whose Verify ignores
+// its context and never returns fails the connection's identity with
+// ErrUnavailable after identity.PluginVerifyTimeout, and connections it
+// does not read (no Proxy-Authorization) resolve meanwhile. Before, the
+// connection waited for as long as the plugin blocked: until its client
+// gave up.
+func TestVerifierPluginHangBounded(t *testing.T) {
+	t.Cleanup(func() { close(hungVerifies) })
+	r := newPluginResolver(t, "idtest-misbehave", "do: hang")
+	defer r.Close()
+	specs := []identity.Spec{{Name: "local", CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}}
+	ev := identity.Evidence{Source: netip.MustParseAddrPort("127.0.0.1:5000"), ProxyAuthorization: "Attest x", ProxyAuthorizations: 1}
+	bound := identity.PluginVerifyTimeout + 3*time.Second
+	ctx, cancel := context.WithTimeout(t.Context(), bound)
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := r.Resolve(ctx, ev, specs)
+		done <- err
+	}()
+	if w, err := r.Resolve(t.Context(), identity.Evidence{Source: ev.Source}, specs); err != nil || w.Name != "local" {
+		t.Errorf("a connection the plugin does not read: %q, %v", w.Name, err)
+	}
+	err := <-done
+	if took := time.Since(start); took > identity.PluginVerifyTimeout+2*time.Second {
+		t.Errorf("Resolve returned after %s, want within %s", took, identity.PluginVerifyTimeout)
+	}
+	if !errors.Is(err, identity.ErrUnavailable) || !strings.Contains(err.Error(), "did not return within") {
+		t.Errorf("Resolve: %v, want an error wrapping ErrUnavailable saying the verifier did not return", err)
 	}
 }
