@@ -2,6 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,15 +14,20 @@ import (
 )
 
 // TestCustomBuild builds examples/custom-build, a module of its own that
-// adds the "hello" injector by one blank import, and runs the binary:
-// plugins lists hello, validate accepts a policy that uses it and reports
-// a bad hello setting at FILE:LINE:COL, and explain names it.
+// adds a provider, an injector and an identity verifier (hello-token,
+// hello, hello-attest) by one blank import each, as docs/plugins.md
+// tells an integrator to, and runs the binary: plugins lists the three,
+// validate accepts the policy and the gateway config that use them and
+// reports a bad hello setting at FILE:LINE:COL, and explain names the
+// injector and takes a workload for what the verifier verified (and
+// refuses a token it does not).
 //
 // The module is copied to a temporary directory with its replace pointed
 // at this checkout, so the build cannot rewrite the example's go.mod. It
 // runs offline from the module cache (GOPROXY=off): the example needs no
 // module the main module does not already require.
 func TestCustomBuild(t *testing.T) {
+	const attestKey = "hello-attest-key-not-real-0123456789"
 	if testing.Short() {
 		t.Skip("builds a binary")
 	}
@@ -67,7 +75,7 @@ func TestCustomBuild(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "HELLO_KEY=hello-not-a-real-key-0123456789")
+		cmd.Env = append(os.Environ(), "HELLO_KEY=hello-not-a-real-key-0123456789", "HELLO_ATTEST_KEY="+attestKey)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -80,7 +88,7 @@ func TestCustomBuild(t *testing.T) {
 		if code != wantCode {
 			t.Fatalf("credgate %s: exit %d, want %d\n%s", strings.Join(args, " "), code, wantCode, out.String())
 		}
-		if strings.Contains(out.String(), "hello-not-a-real-key") {
+		if strings.Contains(out.String(), "hello-not-a-real-key") || strings.Contains(out.String(), attestKey) {
 			t.Errorf("credgate %s printed the credential value:\n%s", strings.Join(args, " "), out.String())
 		}
 		return out.String()
@@ -90,8 +98,9 @@ func TestCustomBuild(t *testing.T) {
 	for _, want := range []string{
 		"  hello ", "sets one header to a greeting",
 		`header (string)    the header to set (default "X-Hello")`,
+		"  hello-token ", "a token read from an environment variable",
+		"  hello-attest ", "key_env (string)",
 		"  bearer ", "  static ", "  github-app ", // the standard set is still there
-		"require: NAME)\n  (none compiled in)\n", // no identity verifier plugin
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plugins output lacks %q:\n%s", want, out)
@@ -109,6 +118,29 @@ func TestCustomBuild(t *testing.T) {
 	out = run(0, "explain", "-c", "policy.yaml", "GET", "https://httpbin.org/headers")
 	if !strings.Contains(out, "hello (sets X-Hello; client values replaced)") {
 		t.Errorf("explain does not name the hello injector:\n%s", out)
+	}
+
+	// The gateway config with the verifier plugin, and a workload that
+	// proves itself with it.
+	run(0, "ca", "init", "--out", ".")
+	if out := run(0, "validate", "-c", "credgate.yaml"); !strings.HasPrefix(out, "credgate.yaml: ok (gateway config") {
+		t.Errorf("validate credgate.yaml: %s", out)
+	}
+	mac := hmac.New(sha256.New, []byte(attestKey))
+	mac.Write([]byte("build-bot"))
+	for _, tc := range []struct {
+		token, want string
+		code        int
+	}{
+		{"hello.build-bot." + hex.EncodeToString(mac.Sum(nil)), "workload:          build-bot (verified: source=127.0.0.1, hello-attest=build-bot)", 0},
+		{"hello.build-bot.00", "hello-attest: the MAC does not verify", 3},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "token"), []byte(tc.token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out := run(tc.code, "explain", "-c", "credgate.yaml", "--token-file", "token", "GET", "https://httpbin.org/headers"); !strings.Contains(out, tc.want) {
+			t.Errorf("explain with the token %q does not say %q:\n%s", tc.token, tc.want, out)
+		}
 	}
 
 	pol, err := os.ReadFile(filepath.Join(dir, "policy.yaml"))

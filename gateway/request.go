@@ -495,7 +495,7 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 	a.wl = wl
 	if err != nil {
 		idf := identityRefusal(err)
-		g.logClientRefusal(ctx, idf.Code, "identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", err))
+		g.logClientRefusal(ctx, idf.Code, "identity did not verify", slog.String("source", sourceString(ev)), slog.Any("error", redactCaller(err, ev.ProxyAuthorization, wl)))
 		if g.tracer != nil {
 			sp.Fail(idf.Code)
 		}
@@ -563,12 +563,15 @@ const fetchLogEvery = 10 * time.Second
 // credentialRefusal answers a credential the cache could not provide:
 // 503 with the backoff in force as Retry-After when the source is
 // unavailable, 502 otherwise. The error is logged, never sent.
-func (g *Gateway) credentialRefusal(plan *policy.InjectPlan, d policy.Decision, err error) refusal {
+func (g *Gateway) credentialRefusal(x *exchange, plan *policy.InjectPlan, d policy.Decision, err error) refusal {
 	// The error names the credential and the operation only; providers
-	// never put a value in an error. One line per credential per
-	// fetchLogEvery, saying how many refusals it stands for.
+	// never put a value in an error, and one that quotes what the caller
+	// presented (its verified token, which a provider may exchange) has
+	// it redacted. One line per credential per fetchLogEvery, saying how
+	// many refusals it stands for.
 	if ok, held := g.fetchLog.Allow(plan.Credential); ok {
-		g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule), slog.Any("error", err),
+		g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule),
+			slog.Any("error", redactCaller(err, x.ev.ProxyAuthorization, x.wl)),
 			slog.Int("similar_refusals_not_logged", held))
 	}
 	if errors.Is(err, providers.ErrNotConfigured) {
@@ -732,7 +735,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 				sp.Fail(codeRequestBodyAborted) // the client went away
 				return
 			}
-			f := g.credentialRefusal(d.Inject, d, err)
+			f := g.credentialRefusal(x, d.Inject, d, err)
 			sp.Fail(f.Code)
 			g.refuse(x, f)
 			return

@@ -703,8 +703,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 		if err != nil {
 			return fail(fmt.Errorf("identity.verifiers.%s (line %d, column %d): %w", name, node.Line, node.Column, err))
 		}
-		closers = append(closers, func() error { closeVerifier(v); return nil })
-		vs = append(vs, v)
+		closers = append(closers, func() error { return closeVerifier(v) })
+		vs = append(vs, bounded(v))
 	}
 	r := NewResolver(vs...)
 	r.mtls = mv

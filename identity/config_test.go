@@ -394,7 +394,7 @@ func init() {
 // factors a policy can require, is closed with the resolver, and bad
 // blocks are errors that say where and what.
 func TestVerifierPlugins(t *testing.T) {
-	if diff := cmp.Diff([]string{"jwt", "kubernetes", "mtls", "source", "testplugin"}, Names()); diff != "" {
+	if diff := cmp.Diff([]string{"idtest-cleanup", "idtest-misbehave", "jwt", "kubernetes", "mtls", "source", "testplugin"}, Names()); diff != "" {
 		t.Errorf("Names (-want +got):\n%s", diff)
 	}
 	block := func(src string) Config {
@@ -430,7 +430,7 @@ func TestVerifierPlugins(t *testing.T) {
 	for _, tt := range []struct{ src, want string }{
 		{"  testplugin:\n    key: k1\n    bogus: 1\n", `identity.verifiers.testplugin (line 3, column 5): line 4: unknown field "bogus"; known fields are key, subject`},
 		{"  testplugin:\n    subject: x\n", `testplugin: key is required`},
-		{"  nosuch:\n    a: 1\n", `no verifier plugin "nosuch" is compiled in (compiled in: [testplugin])`},
+		{"  nosuch:\n    a: 1\n", `no verifier plugin "nosuch" is compiled in (compiled in: [idtest-cleanup idtest-misbehave testplugin])`},
 		{"  mtls:\n    a: 1\n", `"mtls" is a built-in factor; configure it under identity.mtls`},
 	} {
 		_, err := New(context.Background(), block(tt.src))

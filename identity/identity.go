@@ -37,6 +37,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/panics"
 )
 
 // Factor kinds known to the core. Verifiers added later register their own.
@@ -472,7 +474,7 @@ func (r *Resolver) Resolve(ctx context.Context, ev Evidence, specs []Spec) (Work
 			}
 			continue
 		}
-		f, err := v.Verify(ctx, ev)
+		f, err := verify(ctx, v, ev)
 		if err != nil {
 			return w, fmt.Errorf("identity: %s: %w", v.Kind(), err)
 		}
@@ -517,6 +519,42 @@ func checkBinding(w Workload) error {
 		}
 	}
 	return nil
+}
+
+// verify calls v.Verify and holds a plugin to the contract that the
+// resolver relies on: a panic is an error wrapping ErrInvalid (where and
+// the value's type, never the value), and a factor is of v's kind (one
+// with no Kind gets it): a verifier cannot present a factor of another
+// kind, which would satisfy a workload's `require: [mtls]` (or the
+// certificate binding of a token) without that factor having verified.
+func verify(ctx context.Context, v Verifier, ev Evidence) (f *Factor, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f, err = nil, fmt.Errorf("the verifier panicked: %s; at %s: %w", panics.Describe(p), firstFrame(panics.Where(1)), ErrInvalid)
+		}
+	}()
+	f, err = v.Verify(ctx, ev)
+	if err != nil || f == nil {
+		return nil, err
+	}
+	switch kind := v.Kind(); f.Kind {
+	case kind:
+	case "":
+		fc := *f
+		fc.Kind = kind
+		f = &fc
+	default:
+		return nil, fmt.Errorf("the verifier returned a factor of kind %q; a verifier's factors are of its own kind (a bug in the plugin): %w", f.Kind, ErrInvalid)
+	}
+	return f, nil
+}
+
+// firstFrame is the innermost frame of a panics.Where stack.
+func firstFrame(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // Identify names the workload that w's verified factors make under specs,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -100,7 +101,7 @@ func (r *Registry) Load(ctx context.Context, name string, settings *yaml.Node) (
 		return nil, err
 	}
 	if v.Kind() != name {
-		closeVerifier(v)
+		_ = closeVerifier(v)
 		return nil, fmt.Errorf("identity verifier %q: its Kind() is %q; a plugin's Kind must be the name it registered", name, v.Kind())
 	}
 	return v, nil
@@ -115,9 +116,68 @@ func Lookup(name string) (Module, bool) { return DefaultRegistry.Lookup(name) }
 // Names lists the factor kinds of DefaultRegistry; see Registry.Names.
 func Names() []string { return DefaultRegistry.Names() }
 
-// closeVerifier closes v if it holds resources.
-func closeVerifier(v Verifier) {
-	if c, ok := v.(interface{ Close() error }); ok {
-		_ = c.Close()
+// closeVerifier releases what v holds: Close when it has one, else
+// Cleanup (the lifecycle's name for it, as for providers and injectors).
+// A panic in either is returned as an error (module.Guard), never passed
+// on to the caller replacing the configuration, and one that has not
+// returned after module.CleanupTimeout is abandoned (module.GuardUntil).
+func closeVerifier(v Verifier) error {
+	deadline := time.Now().Add(module.CleanupTimeout)
+	switch c := v.(type) {
+	case interface{ Close() error }:
+		return module.GuardUntil(deadline, fmt.Sprintf("identity verifier %q Close", v.Kind()), c.Close)
+	case interface{ Cleanup() error }:
+		return module.GuardUntil(deadline, fmt.Sprintf("identity verifier %q Cleanup", v.Kind()), c.Cleanup)
+	}
+	return nil
+}
+
+// PluginVerifyTimeout bounds one Verify of a verifier plugin: a plugin
+// that has not returned by then (one that ignores its context) fails the
+// connection's identity with ErrUnavailable (503 identity_unavailable),
+// and its call is abandoned (its goroutine ends when the call returns).
+// The built-in verifiers bound their own calls (JWKS, TokenReview).
+const PluginVerifyTimeout = 10 * time.Second
+
+// boundedVerifier runs a plugin's Verify under PluginVerifyTimeout.
+type boundedVerifier struct{ Verifier }
+
+// boundedReader is a boundedVerifier of a ProxyAuthorizationReader.
+type boundedReader struct{ boundedVerifier }
+
+func (boundedReader) ReadsProxyAuthorization() {}
+
+// bounded wraps a plugin verifier for the Resolver.
+func bounded(v Verifier) Verifier {
+	if _, ok := v.(ProxyAuthorizationReader); ok {
+		return boundedReader{boundedVerifier{v}}
+	}
+	return boundedVerifier{v}
+}
+
+// Verify calls the plugin's Verify in a goroutine of its own with a
+// context that ends after PluginVerifyTimeout, and waits for it at most
+// that long. A panic in it is recovered there (verify reports it).
+func (b boundedVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) {
+	ctx, cancel := context.WithTimeout(ctx, PluginVerifyTimeout)
+	defer cancel()
+	type result struct {
+		f   *Factor
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		r.f, r.err = verify(ctx, b.Verifier, ev)
+	}()
+	select {
+	case r := <-done:
+		return r.f, r.err
+	case <-ctx.Done():
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("the verifier did not return within %s (it does not honour its context): %w", PluginVerifyTimeout, ErrUnavailable)
+		}
+		return nil, fmt.Errorf("the connection's context ended while verifying: %w: %w", ErrUnavailable, context.Cause(ctx))
 	}
 }

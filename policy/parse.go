@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/internal/yamlstrict"
 )
 
@@ -32,7 +33,14 @@ const (
 // when Parse fails it releases whatever it built.
 func Parse(ctx context.Context, filename string, data []byte) (*Policy, error) {
 	ps := &parser{ctx: ctx, file: filename, src: data}
-	p := ps.parse(data)
+	var p *Policy
+	// A plugin's method that panics while the policy loads (CacheScope,
+	// SetInputs, CheckHost, ...; Load guards the lifecycle's own) fails
+	// this load: on a reload, the last good policy stays in force.
+	if err := module.Guard("policy "+filename+": loading its plugins", func() error { p = ps.parse(data); return nil }); err != nil {
+		_ = cleanup(ps.built, ps.builtInjectors)
+		return nil, err
+	}
 	if len(ps.errs) > 0 {
 		_ = cleanup(ps.built, ps.builtInjectors)
 		ps.errs.sort()

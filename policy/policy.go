@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -67,7 +69,11 @@ func (p *Policy) SourceProblems() ErrorList {
 		if !ok {
 			continue
 		}
-		for _, sp := range sc.CheckSources() {
+		var sps []providers.SourceProblem
+		if err := module.Guard(fmt.Sprintf("provider %q CheckSources", c.provider), func() error { sps = sc.CheckSources(); return nil }); err != nil {
+			sps = []providers.SourceProblem{{Err: err}}
+		}
+		for _, sp := range sps {
 			at := settingNode(c.settings, sp.Setting)
 			if at == nil {
 				at = c.key
@@ -383,18 +389,24 @@ func (p *Policy) Close() error {
 	return p.closeErr
 }
 
+// cleanup releases the plugins of a policy: every Cleanup, a panic in one
+// reported as an error, and all of them bounded by one
+// module.CleanupTimeout, after which those still running are abandoned
+// (reported, left to finish), so that a hung Cleanup holds neither a
+// reload nor the gateway's shutdown.
 func cleanup(creds []*credential, injs []injectors.Injector) error {
 	var errs []error
+	deadline := time.Now().Add(module.CleanupTimeout)
 	for _, c := range creds {
 		if cu, ok := c.p.(providers.CleanerUpper); ok {
-			if err := cu.Cleanup(); err != nil {
+			if err := module.GuardUntil(deadline, fmt.Sprintf("provider %q Cleanup", c.provider), cu.Cleanup); err != nil {
 				errs = append(errs, fmt.Errorf("policy: clean up credential %q: %w", c.name, err))
 			}
 		}
 	}
 	for _, inj := range injs {
 		if cu, ok := inj.(providers.CleanerUpper); ok {
-			if err := cu.Cleanup(); err != nil {
+			if err := module.GuardUntil(deadline, fmt.Sprintf("injector %T Cleanup", inj), cu.Cleanup); err != nil {
 				errs = append(errs, fmt.Errorf("policy: clean up injector: %w", err))
 			}
 		}

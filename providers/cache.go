@@ -386,15 +386,11 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 	call := func(ctx context.Context) (cred *Credential, err error) {
 		start := time.Now()
 		defer func() {
-			if p := recover(); p != nil {
-				// The panic value may hold anything; do not print it.
-				cred, err = nil, fmt.Errorf("credential %q: provider %s panicked", key.Credential, key.Provider)
-			}
 			if c.opts.Observer != nil {
 				c.opts.Observer.ProviderFetch(key, time.Since(start), err)
 			}
 		}()
-		cred, err = fetch(ctx)
+		cred, err = c.callProvider(ctx, key, fetch)
 		if err == nil && cred != nil {
 			// Checked before Shared stores it: an unusable credential
 			// is never kept, here or on another replica.
@@ -443,6 +439,57 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 // when its own is later. The copy shares Fields, Hosts and Revoked. A
 // credential without Expiry is kept for DefaultTTL, which is at most
 // MaxTTL.
+// AbandonAfter is how long after its context ends (FetchTimeout, or the
+// cache closing) a provider's fetch may still take to return before the
+// cache stops waiting for it.
+const AbandonAfter = time.Second
+
+// callProvider calls fetch in a goroutine of its own and waits for it at
+// most until AbandonAfter after ctx ends: a provider that ignores its
+// context (a blocking call without it, a library that takes none) fails
+// this fetch with an error wrapping ErrUnavailable instead of holding
+// the key's single flight forever, which would leave every later request
+// for the credential waiting on it until its client gave up and Close
+// waiting too. The abandoned goroutine is the provider's; it ends when
+// the provider's call does. A panic in fetch is an error that does not
+// print its value.
+func (c *Cache) callProvider(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error)) (*Credential, error) {
+	type result struct {
+		cred *Credential
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				// The panic value may hold anything; do not print it.
+				r = result{err: fmt.Errorf("credential %q: provider %s panicked", key.Credential, key.Provider)}
+			}
+			done <- r
+		}()
+		r.cred, r.err = fetch(ctx)
+	}()
+	select {
+	case r := <-done:
+		return r.cred, r.err
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(AbandonAfter)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.cred, r.err
+	case <-t.C:
+	}
+	if c.opts.Log != nil {
+		c.opts.Log.Error("credential fetch abandoned: the provider did not return after its context ended; it must honour ctx",
+			slog.String("credential", key.Credential), slog.String("provider", key.Provider), slog.Duration("waited_after_context", AbandonAfter))
+	}
+	return nil, fmt.Errorf("credential %q: provider %s did not return within %s after its context ended (%v); the provider does not honour its context: %w",
+		key.Credential, key.Provider, AbandonAfter, context.Cause(ctx), ErrUnavailable)
+}
+
 func (c *Cache) capExpiry(cred *Credential, now time.Time) *Credential {
 	if cred == nil || cred.Expiry.IsZero() {
 		return cred
@@ -586,7 +633,7 @@ func (c *Cache) Len() int {
 // Close cancels fetches in flight (their waiters get an error wrapping
 // ErrCacheClosed), waits for them to return, and drops every entry. It is
 // safe to call more than once. A provider that ignores its context delays
-// Close until it returns.
+// Close by at most AbandonAfter (callProvider).
 func (c *Cache) Close() {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()

@@ -15,12 +15,70 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/internal/panics"
 	"github.com/credgate/credgate/internal/yamlstrict"
 )
+
+// ErrPanicked marks a plugin method (New, decoding, Provision, Validate,
+// Cleanup, Close) that panicked: Load and Guard return it as an error
+// instead of letting the panic end the process, which on a reload would
+// take the gateway down (and print the panic's value, which may hold a
+// secret, on its standard error).
+var ErrPanicked = errors.New("the plugin panicked")
+
+// Guard calls fn and turns a panic in it into an error wrapping
+// ErrPanicked that names what was called (what: "provider \"vault\"
+// Provision"), where the panic happened and the type of its value, never
+// the value (internal/panics).
+func Guard(what string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s: %w: %s; at %s", what, ErrPanicked, panics.Describe(p), firstLine(panics.Where(1)))
+		}
+	}()
+	return fn()
+}
+
+// ErrAbandoned marks a plugin method that had not returned by its
+// deadline (GuardUntil): the caller goes on without it.
+var ErrAbandoned = errors.New("the plugin did not return in time; it was abandoned and runs on")
+
+// CleanupTimeout bounds the Cleanup calls of one release (Load's after a
+// failed load; a replaced policy's, at a reload or at shutdown): a
+// Cleanup that hangs must not hold a reload, which would never load
+// another policy, nor the gateway's shutdown.
+const CleanupTimeout = 5 * time.Second
+
+// GuardUntil calls fn as Guard does, in a goroutine of its own, and waits
+// for it until deadline; then it returns an error wrapping ErrAbandoned
+// and leaves fn running (its goroutine ends when fn returns).
+func GuardUntil(deadline time.Time, what string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- Guard(what, fn) }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%s: %w", what, ErrAbandoned)
+	}
+}
+
+// firstLine is the innermost frame of a panics.Where stack: the
+// plugin's function that panicked.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
 
 // Registry maps module names to constructors of T. It is safe for
 // concurrent use. Kind ("provider", "injector") appears in panics and
@@ -103,35 +161,47 @@ func (r *Registry[T]) Names() []string {
 // Decoding errors are returned as the *yaml.TypeError from yamlstrict
 // (messages "line N: ..."). Errors from Provision and Validate are
 // returned unchanged (joined with any Cleanup error): the module names
-// its own problem and the caller knows which module it loaded.
+// its own problem and the caller knows which module it loaded. A panic in
+// any of the module's methods is an error wrapping ErrPanicked (Guard),
+// so that a plugin's bug fails its load, never the process; a Cleanup
+// that has not returned after CleanupTimeout is abandoned (ErrAbandoned).
 func (r *Registry[T]) Load(ctx context.Context, name string, settings *yaml.Node) (T, error) {
 	var zero T
 	newFn, ok := r.Lookup(name)
 	if !ok {
 		return zero, fmt.Errorf("unknown %s %q; available: %v", r.kind, name, r.Names())
 	}
-	m := newFn()
+	what := func(method string) string { return fmt.Sprintf("%s %q: %s", r.kind, name, method) }
+	var m T
+	if err := Guard(what("New"), func() error { m = newFn(); return nil }); err != nil {
+		return zero, err
+	}
 	if any(m) == nil {
 		return zero, fmt.Errorf("%s %q: New returned nil", r.kind, name)
 	}
-	if err := yamlstrict.Decode(settings, m); err != nil {
+	var err error
+	if perr := Guard(what("decoding its settings"), func() error { err = yamlstrict.Decode(settings, m); return nil }); perr != nil {
+		return zero, perr
+	}
+	if err != nil {
 		return zero, err
 	}
-	var err error
 	switch p := any(m).(type) {
 	case interface{ Provision(context.Context) error }:
-		err = p.Provision(ctx)
+		err = Guard(what("Provision"), func() error { return p.Provision(ctx) })
 	case interface{ Provision() error }:
-		err = p.Provision()
+		err = Guard(what("Provision"), p.Provision)
 	}
 	if err == nil {
 		if v, ok := any(m).(interface{ Validate() error }); ok {
-			err = v.Validate()
+			err = Guard(what("Validate"), v.Validate)
 		}
 	}
 	if err != nil {
 		if c, ok := any(m).(interface{ Cleanup() error }); ok {
-			if cerr := c.Cleanup(); cerr != nil {
+			if cerr := GuardUntil(time.Now().Add(CleanupTimeout), what("Cleanup after a failed load"), c.Cleanup); errors.Is(cerr, ErrPanicked) || errors.Is(cerr, ErrAbandoned) {
+				err = errors.Join(err, cerr)
+			} else if cerr != nil {
 				err = errors.Join(err, fmt.Errorf("%s %q: cleanup after failed load: %w", r.kind, name, cerr))
 			}
 		}
