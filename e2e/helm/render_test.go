@@ -59,6 +59,8 @@ networkPolicy:
     namespaces: [shop, billing]
     podSelector:
       matchLabels: {egress: credgate}
+  dns:
+    nodeLocalAddresses: [169.254.20.10]
 tls:
   enabled: true
   existingSecret: gw-tls
