@@ -4,7 +4,10 @@
 #   credgate_<version>_<os>_<arch>            static binaries (scripts/gobuild.sh) for
 #                                             linux and darwin, amd64 and arm64
 #   credgate_<version>_<os>_<arch>.cdx.json   a CycloneDX SBOM of each binary, from the
-#                                             module list Go embeds in it (cyclonedx-gomod bin)
+#                                             module list Go embeds in it (cyclonedx-gomod bin),
+#                                             with the Go standard library at the toolchain's
+#                                             version as pkg:golang/stdlib@vX.Y.Z, the component
+#                                             scanners match Go's CVEs to (scripts/sbomstd)
 #   SHA256SUMS                                sha256 of every file above
 # Everything is stamped with the version, commit and the commit's date, and
 # nothing depends on the time, the directory or the machine: two runs on one
@@ -42,6 +45,9 @@ for t in $targets; do
 	bash "$root/scripts/gobuild.sh" "$out/$name" "$os" "$arch"
 	# -noserial -notimestamp: the SBOM depends on the binary only.
 	"$sbomtool" bin -json -noserial -notimestamp -version "$VERSION" -output "$out/$name.cdx.json" "$out/$name"
+	# cyclonedx-gomod bin names the toolchain only in a property scanners
+	# do not read: add the standard library as a component.
+	(cd "$root" && GOFLAGS= go run ./scripts/sbomstd "$out/$name" "$out/$name.cdx.json")
 done
 
 cd "$out"

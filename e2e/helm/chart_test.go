@@ -367,9 +367,10 @@ metrics:
 		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
 		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
 		{"audit-vault-transit", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 8200, protocol: TCP}]}`},
-		{"networkpolicy", "NetworkPolicy", fullname, "spec.egress.3", `~`},
+		{"networkpolicy", "NetworkPolicy", fullname, "spec.egress.4", `~`},
 		{"default", deploy, fullname, ctr + "env", `~`},
-		// NetworkPolicy for application namespaces: only the gateway and DNS.
+		// NetworkPolicy for application namespaces: only the gateway and DNS
+		// (the cluster's and NodeLocal DNSCache's).
 		{"networkpolicy", "NetworkPolicy", fullname + "-egress-via-gateway", "", `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -388,6 +389,8 @@ spec:
     - to:
         - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
           podSelector: {matchLabels: {k8s-app: kube-dns}}
+      ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+    - to: [{ipBlock: {cidr: 169.254.20.10/32}}]
       ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]`},
 		{"networkpolicy", "NetworkPolicy", fullname, "spec.ingress.0.ports", `[{port: 3128, protocol: TCP}, {port: 3129, protocol: TCP}]`},
 		{"networkpolicy", "NetworkPolicy", fullname, "spec.ingress.1.ports", `[{port: 9090, protocol: TCP}]`},
@@ -437,7 +440,7 @@ spec:
 		// The gateway's NetworkPolicy lets it reach the OTLP receivers and Vault.
 		{"gateway-settings", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 4318, protocol: TCP}, {port: 4317, protocol: TCP}]}`},
 		{"audit-vault-transit", "NetworkPolicy", fullname, "spec.egress.2", `{ports: [{port: 8200, protocol: TCP}]}`},
-		{"networkpolicy", "NetworkPolicy", fullname, "spec.egress.3", `~`},
+		{"networkpolicy", "NetworkPolicy", fullname, "spec.egress.4", `~`},
 		{"default", deploy, fullname, ctr + "env", `~`},
 		{"default", deploy, fullname, pod + "volumes.[name=audit-checkpoint]", `~`},
 	}

@@ -59,6 +59,8 @@ networkPolicy:
     namespaces: [shop, billing]
     podSelector:
       matchLabels: {egress: credgate}
+  dns:
+    nodeLocalAddresses: [169.254.20.10]
 tls:
   enabled: true
   existingSecret: gw-tls
@@ -218,7 +220,10 @@ extraVolumeMounts:
   - {name: audit-log, mountPath: /var/log/credgate}
   - {name: switch-state, mountPath: /var/lib/credgate}
 networkPolicy:
-  gateway: {enabled: true}
+  gateway:
+    enabled: true
+    runTokenClients:
+      - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: agents}}
 `
 
 // spireValues take the trust bundles and the TLS listener's certificate

@@ -2,19 +2,21 @@
 // builds of one commit, from two clones in different directories, give
 // byte-identical binaries, SBOMs and checksums; the binary prints the
 // version, the commit and the commit's date; the SBOM is CycloneDX and
-// lists the modules linked in. To stay cheap it builds one target (this
+// lists the modules linked in and the Go standard library. To stay cheap it builds one target (this
 // machine's) in each clone.
 package release_test
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -117,9 +119,18 @@ func TestReleaseReproducible(t *testing.T) {
 	var bom struct {
 		BOMFormat string `json:"bomFormat"`
 		Metadata  struct {
-			Component struct{ Name, Version string }
+			Component struct {
+				Ref           string `json:"bom-ref"`
+				Name, Version string
+			}
 		}
-		Components []struct{ Name, Version string }
+		Components []struct {
+			Name, Version, Purl string
+		}
+		Dependencies []struct {
+			Ref       string
+			DependsOn []string
+		}
 	}
 	if err := json.Unmarshal(raw, &bom); err != nil {
 		t.Fatalf("SBOM: %v", err)
@@ -140,7 +151,35 @@ func TestReleaseReproducible(t *testing.T) {
 			t.Errorf("SBOM does not list %s (components: %v)", want, names)
 		}
 	}
-	t.Logf("two builds of %s for %s byte-identical; SBOM lists %d components", head[:12], target, len(bom.Components))
+	// The standard library is a component at the toolchain's version, in
+	// the form scanners match Go's CVEs to, and the binary depends on it.
+	info, err := buildinfo.ReadFile(filepath.Join(outs[0], name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion, _, _ := strings.Cut(info.GoVersion, " ")
+	stdVersion := "v" + strings.TrimPrefix(goVersion, "go")
+	if strings.Count(stdVersion, ".") != 2 || strings.ContainsAny(stdVersion, "-+ ") {
+		t.Skipf("built with %s, not a patch release of Go: the stdlib version mapping is checked in scripts/sbomstd", info.GoVersion)
+	}
+	stdRef := "pkg:golang/stdlib@" + stdVersion
+	var std []string
+	for _, c := range bom.Components {
+		if c.Name == "stdlib" || strings.HasPrefix(c.Purl, "pkg:golang/stdlib@") || strings.HasPrefix(c.Purl, "pkg:golang/std@") {
+			std = append(std, c.Name+" "+c.Version+" "+c.Purl)
+		}
+	}
+	if want := "stdlib " + stdVersion + " " + stdRef; len(std) != 1 || std[0] != want {
+		t.Errorf("SBOM standard library components %q, want exactly [%q] (built with %s)", std, want, info.GoVersion)
+	}
+	dependsOnStd := false
+	for _, d := range bom.Dependencies {
+		dependsOnStd = dependsOnStd || d.Ref == bom.Metadata.Component.Ref && slices.Contains(d.DependsOn, stdRef)
+	}
+	if !dependsOnStd {
+		t.Errorf("SBOM: %s does not depend on %s", bom.Metadata.Component.Ref, stdRef)
+	}
+	t.Logf("two builds of %s for %s byte-identical; SBOM lists %d components, %s among them", head[:12], target, len(bom.Components), stdRef)
 }
 
 // TestStamp checks scripts/stamp.sh, which stamps the binary, the image

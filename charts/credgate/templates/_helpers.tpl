@@ -669,3 +669,49 @@ periodSeconds: {{ $period }}
 timeoutSeconds: {{ $p.timeoutSeconds }}
 failureThreshold: {{ $threshold }}
 {{- end }}
+
+{{/*
+NetworkPolicy egress rules to DNS on 53/UDP and 53/TCP: the cluster DNS pods
+(networkPolicy.dns.namespace, podLabels) and each address of
+networkPolicy.dns.nodeLocalAddresses as a single-address ipBlock (NodeLocal
+DNSCache listens on a link-local address, 169.254.20.10 by default, inside
+the range the gateway's upstream rule excludes). Refuses anything but a
+single address, and the metadata services' addresses, so the value cannot
+reopen them.
+*/}}
+{{- define "credgate.dnsEgress" -}}
+{{- $dns := .Values.networkPolicy.dns }}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ $dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml $dns.podLabels | nindent 10 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- with $dns.nodeLocalAddresses }}
+- to:
+    {{- range . }}
+    {{- $a := toString . }}
+    {{- $v4 := regexMatch "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$" $a }}
+    {{- $v6 := and (not $v4) (regexMatch "^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$" $a) }}
+    {{- if not (or $v4 $v6) }}
+    {{- fail (printf "networkPolicy.dns.nodeLocalAddresses: %q is not a single IPv4 or IPv6 address; name the node-local DNS cache's listen address (NodeLocal DNSCache: 169.254.20.10), not a range" $a) }}
+    {{- end }}
+    {{- if has (lower $a) (list "169.254.169.254" "fd00:ec2::254" "100.100.100.200" "fe80::a9fe:a9fe" "169.254.170.2" "169.254.170.23") }}
+    {{- fail (printf "networkPolicy.dns.nodeLocalAddresses: %s is a cloud metadata service, which the gateway must not reach; name the node-local DNS cache's address (NodeLocal DNSCache: 169.254.20.10)" $a) }}
+    {{- end }}
+    - ipBlock:
+        cidr: {{ $a }}/{{ ternary 32 128 $v4 }}
+    {{- end }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+{{- end }}
