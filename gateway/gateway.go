@@ -484,8 +484,8 @@ func upstreamRoots(bundle string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
 	}
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("upstream.ca_bundle: %s holds no PEM certificate", bundle)
+	if roots, err = cabundle.AddRoots(roots, pem); err != nil {
+		return nil, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
 	}
 	return roots, nil
 }
