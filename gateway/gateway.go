@@ -277,6 +277,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		FetchTimeout: cfg.Cache.FetchTimeout.D(),
 		Observer:     g.metrics,
 		Log:          logger,
+		// A refresh's error is logged with no request to redact it
+		// for: every credential the gateway holds is redacted from it.
+		Redact: func(err error, held *providers.Credential) string { return g.logText(nil, err, held) },
 	}
 	if cfg.Cache.Redis.Enabled() {
 		g.metrics.enableRedis()
