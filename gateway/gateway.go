@@ -277,6 +277,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		FetchTimeout: cfg.Cache.FetchTimeout.D(),
 		Observer:     g.metrics,
 		Log:          logger,
+		// A refresh's error is logged with no request to redact it
+		// for: every credential the gateway holds is redacted from it.
+		Redact: func(err error, held *providers.Credential) string { return g.logText(nil, err, held) },
 	}
 	if cfg.Cache.Redis.Enabled() {
 		g.metrics.enableRedis()
@@ -484,8 +487,8 @@ func upstreamRoots(bundle string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
 	}
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("upstream.ca_bundle: %s holds no PEM certificate", bundle)
+	if roots, err = cabundle.AddRoots(roots, pem); err != nil {
+		return nil, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
 	}
 	return roots, nil
 }

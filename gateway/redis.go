@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/providers/rediscache"
 )
@@ -127,9 +128,8 @@ func redisOptions(cfg Redis) (*redis.UniversalOptions, error) {
 			if err != nil {
 				return nil, &keyError{key: "tls.ca", err: fmt.Errorf("cache.redis.tls.ca: %w", err)}
 			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, &keyError{key: "tls.ca", err: fmt.Errorf("cache.redis.tls.ca: %s holds no PEM certificate", cfg.TLS.CA)}
+			if tc.RootCAs, err = cabundle.AddRoots(x509.NewCertPool(), pem); err != nil {
+				return nil, &keyError{key: "tls.ca", err: fmt.Errorf("cache.redis.tls.ca: %s: %w", cfg.TLS.CA, err)}
 			}
 		}
 		if cfg.TLS.Cert != "" {

@@ -567,11 +567,13 @@ func (g *Gateway) credentialRefusal(x *exchange, plan *policy.InjectPlan, d poli
 	// The error names the credential and the operation only; providers
 	// never put a value in an error, and one that quotes what the caller
 	// presented (its verified token, which a provider may exchange) has
-	// it redacted. One line per credential per fetchLogEvery, saying how
-	// many refusals it stands for.
+	// it redacted, as has every credential the gateway holds (a provider
+	// may quote its previous credential, or an endpoint's answer another
+	// secret; logText). One line per credential per fetchLogEvery,
+	// saying how many refusals it stands for.
 	if ok, held := g.fetchLog.Allow(plan.Credential); ok {
 		g.log.Warn("credential fetch failed", slog.String("credential", plan.Credential), slog.String("rule", d.Rule),
-			slog.Any("error", redactCaller(err, x.ev.ProxyAuthorization, x.wl)),
+			slog.String("error", g.logText(nil, redactCaller(err, x.ev.ProxyAuthorization, x.wl))),
 			slog.Int("similar_refusals_not_logged", held))
 	}
 	if errors.Is(err, providers.ErrNotConfigured) {

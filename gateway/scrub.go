@@ -746,8 +746,12 @@ func newResponseMetrics(reg prometheus.Registerer) *responseMetrics {
 // such a form of at least the scrubber's minimum length (a secret cut at
 // a space, or at the end of a quoted line): the injected credential's
 // secret fields (whatever the rule's scrub setting, which concerns the
-// client, not the log), a reissued credential's, those of more, and the
-// custodied values put into the request. The text of an error met on the
+// client, not the log), a reissued credential's, those of more, the
+// custodied values put into the request, and, whole, every credential
+// the gateway holds (the published table: also for an exchange whose
+// rule scrubs no response, and for errors of no exchange, st nil, such
+// as a background refresh's, whose provider may quote its previous
+// credential or another it was handed). The text of an error met on the
 // way to the upstream can quote what the upstream sent: Go's HTTP/1.1
 // parser quotes a status or header line it cannot read (`malformed HTTP
 // response "Bearer sk_..."`, `malformed HTTP status code "..."` up to the
@@ -773,6 +777,9 @@ func (g *Gateway) logText(st *reqState, err error, more ...*providers.Credential
 				own = append(slices.Clip(h.scrubbers[:h.everyAt]), h.scrubbers[end:]...)
 			}
 		}
+	}
+	if every == nil {
+		every = g.scrubbers.current().appendTo(nil)
 	}
 	for _, c := range more {
 		if c != nil {

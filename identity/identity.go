@@ -527,6 +527,8 @@ func checkBinding(w Workload) error {
 // with no Kind gets it): a verifier cannot present a factor of another
 // kind, which would satisfy a workload's `require: [mtls]` (or the
 // certificate binding of a token) without that factor having verified.
+// The factor's subject and attributes are held to the limits of
+// checkFactor: they flow into conditions, audit lines, logs and spans.
 func verify(ctx context.Context, v Verifier, ev Evidence) (f *Factor, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -545,6 +547,9 @@ func verify(ctx context.Context, v Verifier, ev Evidence) (f *Factor, err error)
 		f = &fc
 	default:
 		return nil, fmt.Errorf("the verifier returned a factor of kind %q; a verifier's factors are of its own kind (a bug in the plugin): %w", f.Kind, ErrInvalid)
+	}
+	if err := checkFactor(f); err != nil {
+		return nil, fmt.Errorf("the verifier returned a factor it may not: %v; a factor holds at most %d attributes, keys of %d and values and subject of %d bytes of UTF-8 without control characters: %w", err, MaxFactorAttributes, MaxFactorKeyBytes, MaxFactorValueBytes, ErrInvalid)
 	}
 	return f, nil
 }

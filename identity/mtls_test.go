@@ -134,7 +134,7 @@ func TestMTLSBundleReload(t *testing.T) {
 	writeFile(t, dir, "bundle.pem", append(oldCA.pem(), newCA.pem()...))
 	waitFor(t, "the new CA to be trusted", func() bool { return verifies(newCert) })
 	writeFile(t, dir, "bundle.pem", []byte("-----BEGIN GARBAGE-----\n"))
-	if _, err := v.reloaders[0].Load(); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+	if _, err := v.reloaders[0].Load(); err == nil || !strings.Contains(err.Error(), "PEM block 1 does not decode") {
 		t.Fatalf("loading a broken bundle: error %v", err)
 	}
 	if !verifies(oldCert) || !verifies(newCert) {

@@ -105,6 +105,15 @@ type CacheOptions struct {
 	// ErrorBackoff, since the refresh is retried only after it. Errors
 	// name the credential and operation, never a value.
 	Log *slog.Logger
+	// Redact, if set, gives the text of a failed background refresh's
+	// error for Log. A provider's error may quote what it should not (its
+	// previous credential, which it sees through Previous, or an
+	// endpoint's answer echoing another secret), and no caller's request
+	// redacts a refresh's error: the gateway redacts every credential it
+	// holds. held is the still-valid credential the refresh would have
+	// replaced. Without Redact the error is logged as the provider wrote
+	// it.
+	Redact func(err error, held *Credential) string
 }
 
 // CacheKey identifies one cached credential.
@@ -322,6 +331,7 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 	}
 	var refreshFailed bool
 	var expires time.Time
+	var held *Credential
 	c.mu.Lock()
 	// The clock is read under the lock: a Get that joins this call
 	// before the lock is taken here gets an error whose backoff counts
@@ -361,17 +371,21 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 				e.refreshAt = e.errUntil
 			}
 			refreshFailed = e.cred != nil && now.Before(e.expires)
-			expires = e.expires
+			expires, held = e.expires, e.cred
 			err = &BackoffError{Credential: e.key.Credential, Until: e.errUntil, Err: err}
 		}
 		e.call = nil
 	}
 	c.mu.Unlock()
 	if refreshFailed && c.opts.Log != nil {
+		errAttr := slog.Any("error", errors.Unwrap(err))
+		if c.opts.Redact != nil {
+			errAttr = slog.String("error", c.opts.Redact(errors.Unwrap(err), held))
+		}
 		c.opts.Log.Warn("credential refresh failed; the cached credential stays in use until it expires",
 			slog.String("credential", e.key.Credential), slog.String("provider", e.key.Provider),
 			slog.Duration("expires_in", expires.Sub(now).Round(time.Second)),
-			slog.Duration("retry_in", c.opts.ErrorBackoff), slog.Any("error", errors.Unwrap(err)))
+			slog.Duration("retry_in", c.opts.ErrorBackoff), errAttr)
 	}
 
 	cl.cred, cl.err = cred, err

@@ -28,6 +28,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/credgate/credgate/internal/cabundle"
 )
 
 // NewTransport returns a new transport with the defaults of
@@ -122,9 +124,9 @@ func ReadRoots(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", file)
+	pool, err := cabundle.AddRoots(x509.NewCertPool(), data)
+	if err != nil {
+		return nil, fmt.Errorf("CA file %s: %w", file, err)
 	}
 	return pool, nil
 }

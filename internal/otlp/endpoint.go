@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/secret"
 	"github.com/credgate/credgate/transform"
 )
@@ -160,8 +161,8 @@ func (e *Endpoint) TLSConfig(section string) (*tls.Config, error) {
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
 	}
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s.ca: %s holds no PEM certificate; it must be the CA that signed the Collector's certificate", section, e.CA)
+	if roots, err = cabundle.AddRoots(roots, pem); err != nil {
+		return nil, fmt.Errorf("%s.ca: %s: %w; it must be the CA that signed the Collector's certificate", section, e.CA, err)
 	}
 	c.RootCAs = roots
 	return c, nil

@@ -77,7 +77,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -100,6 +99,7 @@ import (
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
@@ -321,8 +321,8 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("awssts: read ca_file: %w", err)
 		}
-		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("awssts: ca_file %s holds no PEM certificate", p.CAFile)
+		if _, err := cabundle.ParseRoots(pem); err != nil {
+			return nil, fmt.Errorf("awssts: ca_file %s: %w", p.CAFile, err)
 		}
 		// Added to the system roots; wins over AWS_CA_BUNDLE.
 		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
