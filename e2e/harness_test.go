@@ -31,6 +31,8 @@ import (
 
 	"github.com/credgate/credgate/internal/poll"
 	"golang.org/x/net/websocket"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // waitFor polls cond every 20ms until it returns nil or timeout passes, then
@@ -304,23 +306,8 @@ type env struct {
 	waitErr error
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer captures output goroutines write while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 func randomToken(t *testing.T) string {
 	t.Helper()

@@ -88,9 +88,7 @@ func BenchmarkInjectKeepAliveAudit(b *testing.B) {
 					case <-stop:
 						return
 					case <-t.C:
-						tg.audit.mu.Lock()
-						tg.audit.b.Reset()
-						tg.audit.mu.Unlock()
+						tg.audit.Reset()
 					}
 				}
 			}()

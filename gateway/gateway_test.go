@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -27,6 +26,8 @@ import (
 	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/internal/tracing"
 	_ "github.com/credgate/credgate/providers/all"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // Names the test origin answers to; the gateway's resolve map pins them.
@@ -295,22 +296,8 @@ type testGateway struct {
 	caPermit []string
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer captures output goroutines write while the test reads.
+type lockedBuffer = syncbuf.Buffer
 
 // startGateway runs a gateway in-process with a plain and a TLS listener.
 func startGateway(t testing.TB) *testGateway {

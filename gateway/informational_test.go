@@ -84,9 +84,7 @@ func TestInformationalFlood(t *testing.T) {
 						t.Errorf("the client got %d informational responses, want at most %d", n, max1xx)
 					}
 					wantAudited(t, tg, tt.path, tt.status, tt.code)
-					tg.audit.mu.Lock()
-					tg.audit.b.Reset()
-					tg.audit.mu.Unlock()
+					tg.audit.Reset()
 				})
 			}
 		}

@@ -243,9 +243,7 @@ func TestResponseIdleTimeoutSpares(t *testing.T) {
 				t.Fatalf("read %d more bytes, %v; want the rest, %d", n, err, big-1<<10)
 			}
 			wantAudited(t, tg, "/plain/big", http.StatusOK, "")
-			tg.audit.mu.Lock()
-			tg.audit.b.Reset() // the next case's line is the only one
-			tg.audit.mu.Unlock()
+			tg.audit.Reset() // the next case's line is the only one
 		})
 		t.Run(fmt.Sprintf("trickle/h2=%v", h2), func(t *testing.T) {
 			resp, err := tg.client(t, h2).Get("https://" + apiHost + "/plain/trickle")
@@ -258,9 +256,7 @@ func TestResponseIdleTimeoutSpares(t *testing.T) {
 				t.Fatalf("read %q, %v; want %d bytes", got, err, trickled)
 			}
 			wantAudited(t, tg, "/plain/trickle", http.StatusOK, "")
-			tg.audit.mu.Lock()
-			tg.audit.b.Reset()
-			tg.audit.mu.Unlock()
+			tg.audit.Reset()
 		})
 	}
 	t.Run("websocket", func(t *testing.T) {

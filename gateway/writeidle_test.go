@@ -331,8 +331,7 @@ func TestShutdownWithStuckAuditOutput(t *testing.T) {
 	get("/v1/before-the-stall")
 	// The output takes nothing from now on (its Write waits for the
 	// lock); released before tg.run's cleanup reads it.
-	tg.audit.mu.Lock()
-	release := sync.OnceFunc(tg.audit.mu.Unlock)
+	release := sync.OnceFunc(tg.audit.Hold())
 	t.Cleanup(release)
 	get("/v1/during-the-stall") // its line is buffered, never written
 	stopped := make(chan error, 1)

@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -11,13 +10,14 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -331,24 +331,8 @@ func TestNew(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the loggers of background
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer captures output goroutines write while the test reads.
+type lockedBuffer = syncbuf.Buffer
 
 func issueNow(t *testing.T, ca *testCA, uri string) *x509.Certificate {
 	t.Helper()

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,8 @@ import (
 	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/providers"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 const panicSecret = "sk_live_POLICY_PANIC_0123456789"
@@ -87,23 +87,8 @@ var (
 	_ injectors.HostChecker   = (*panicInjector)(nil)
 )
 
-// syncBuffer is a log sink safe for the store's timer goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer captures output goroutines write while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 // TestPluginPanicKeepsThePolicy checks the class "a plugin method that
 // panics while a policy loads or is released never ends the gateway":

@@ -2,7 +2,6 @@ package helm_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -28,6 +27,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/internal/freeport"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // TestGatewayServesRenderedChart starts the real gateway (`credgate serve`)
@@ -591,22 +592,7 @@ func withoutProxyEnv(env []string) []string {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer captures output goroutines write while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 var _ io.Writer = (*syncBuffer)(nil)

@@ -18,13 +18,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/poll"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // clone makes a fresh clone of the committed tree, as a newcomer has.
@@ -81,23 +82,8 @@ func portFor(t *testing.T, port int) int {
 	return p
 }
 
-// syncBuffer collects a process's output for polling.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer captures output goroutines write while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 // start runs a bash script in dir in its own process group, killed when
 // the test ends.

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +28,8 @@ import (
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // realServer is the real Vault or OpenBao the tests run against when
@@ -174,23 +175,8 @@ func (l *eventLog) count(what string) int {
 	return n
 }
 
-// lockedBuffer is a log destination safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// lockedBuffer captures output goroutines write while the test reads.
+type lockedBuffer = syncbuf.Buffer
 
 type envOpts struct {
 	emulatorOnly bool   // the test injects faults or needs the fake clock in Vault

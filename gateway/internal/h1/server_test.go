@@ -2,7 +2,6 @@ package h1
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,12 +9,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/credgate/credgate/internal/poll"
+
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // The server alone, over loopback TCP. Its behaviour inside the gateway
@@ -256,23 +256,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	poll.True(t, 5*time.Second, what, cond)
 }
 
-// lockedBuffer is a buffer written by the server and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer captures output goroutines write while the test reads.
+type lockedBuffer = syncbuf.Buffer
 
 // TestHeaderDeadlineEndsWithTheHeader: the read deadline of the request's
 // header (Limits.ReadHeaderTimeout) never applies to what is read after
