@@ -180,28 +180,9 @@ func TestNetworkPolicyRefusesMetadata(t *testing.T) {
 	}
 }
 
-// egressAllows reports whether a NetworkPolicy egress rule admits TCP to
-// an address outside the cluster: its ports (none: all) include port, and
-// it has no peers (all destinations) or an ipBlock holding addr that no
-// except holds. Pod and namespace selectors never select such an address.
+// egressAllows reports whether a NetworkPolicy egress rule admits port on
+// addr, an address outside the cluster, by any protocol (npPeerAdmits).
 func egressAllows(t *testing.T, rule any, addr netip.Addr, port int) bool {
 	t.Helper()
-	if ports, ok := get(rule, "ports").([]any); ok && !slices.ContainsFunc(ports, func(p any) bool { return num(get(p, "port")) == port }) {
-		return false
-	}
-	peers, ok := get(rule, "to").([]any)
-	if !ok {
-		return true
-	}
-	for _, p := range peers {
-		cidr, ok := get(p, "ipBlock.cidr").(string)
-		if !ok || !netip.MustParsePrefix(cidr).Contains(addr) {
-			continue
-		}
-		excepts, _ := get(p, "ipBlock.except").([]any)
-		if !slices.ContainsFunc(excepts, func(e any) bool { return netip.MustParsePrefix(fmt.Sprint(e)).Contains(addr) }) {
-			return true
-		}
-	}
-	return false
+	return npPeerAdmits(rule, addr, port, "")
 }

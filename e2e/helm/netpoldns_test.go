@@ -10,15 +10,15 @@ import (
 
 // npPeerAdmits reports whether a NetworkPolicy egress rule admits proto to
 // addr:port, an address outside the cluster: its ports (none: all) hold
-// port with proto (default TCP), and it has no peers or an ipBlock holding
-// addr that no except holds. Selectors never select such an address.
+// port with proto (a port's protocol defaults to TCP; proto "" takes any),
+// and it has no peers or an ipBlock holding addr that no except holds. Selectors never select such an address.
 func npPeerAdmits(rule any, addr netip.Addr, port int, proto string) bool {
 	if ports, ok := get(rule, "ports").([]any); ok && !slices.ContainsFunc(ports, func(p any) bool {
 		pr, _ := get(p, "protocol").(string)
 		if pr == "" {
 			pr = "TCP"
 		}
-		return num(get(p, "port")) == port && pr == proto
+		return num(get(p, "port")) == port && (proto == "" || pr == proto)
 	}) {
 		return false
 	}

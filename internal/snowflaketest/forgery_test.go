@@ -1,8 +1,6 @@
 package snowflaketest_test
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,14 +20,8 @@ func TestFakeRefusesForgeries(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	s := snowflaketest.New(snowflaketest.Options{Now: func() time.Time { return now }})
 	t.Cleanup(s.Close)
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := fakekit.RSAKey(t)
+	other := fakekit.RSAKey(t)
 	const sub = "MYORG-ACCT.SVC_USER"
 	s.SetUserKeys(sub, &key.PublicKey)
 	s.SetUserKeys("MYORG-ACCT.OTHER", &other.PublicKey)
@@ -53,13 +45,7 @@ func TestFakeRefusesForgeries(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	sign := func(c map[string]any) string {
-		tok, err := fakekit.SignJWT("RS256", key, c, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	sign := func(c map[string]any) string { return fakekit.SignRS256(t, key, c, nil) }
 	if code := post(sign(valid), "KEYPAIR_JWT"); code != http.StatusOK {
 		t.Fatalf("a valid key-pair JWT got %d; refusals %q", code, s.Rejected())
 	}
@@ -75,11 +61,7 @@ func TestFakeRefusesForgeries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range forged {
-		if code := post(f.Token, "KEYPAIR_JWT"); code != http.StatusUnauthorized {
-			t.Errorf("%s: %d, want 401", f.Name, code)
-		}
-	}
+	fakekit.ExpectRefused(t, forged, func(tok string) int { return post(tok, "KEYPAIR_JWT") }, http.StatusUnauthorized)
 	if code := post(sign(valid), ""); code != http.StatusUnauthorized {
 		t.Errorf("no X-Snowflake-Authorization-Token-Type: %d, want 401", code)
 	}
