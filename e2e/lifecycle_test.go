@@ -49,16 +49,23 @@ func TestPolicyReload(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	c := newGoClient(t, e.proxyURL, gwCACert, false)
 	var n atomic.Int64
-	get := func(prefix string) (*http.Response, string) {
-		t.Helper()
+	try := func(prefix string) (*http.Response, string, error) {
 		path := fmt.Sprintf("%s-%d", prefix, n.Add(1))
 		resp, err := c.Get("https://" + apiHost + path)
 		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
+			return nil, "", fmt.Errorf("GET %s: %w", path, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return resp, string(body)
+		return resp, string(body), nil
+	}
+	get := func(prefix string) (*http.Response, string) {
+		t.Helper()
+		resp, body, err := try(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
 	}
 	if resp, _ := get("/v1/after-reload"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("before any reload: %s", resp.Status)
@@ -105,7 +112,13 @@ func TestPolicyReload(t *testing.T) {
 
 	e.writePolicy(reloadPolicy, envOptions{})
 	waitFor(t, 10*time.Second, "the good policy to be picked up", func() error {
-		resp, body := get("/v1/after-reload")
+		// A request in flight when the new policy, which denies it, takes
+		// over is cut (invariant 12: policy_changed_in_flight); the next
+		// one is refused.
+		resp, body, err := try("/v1/after-reload")
+		if err != nil {
+			return err
+		}
 		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Credgate-Reason") != "denied_by_rule" {
 			return fmt.Errorf("still %s", resp.Status)
 		}
