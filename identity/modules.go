@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -157,27 +158,19 @@ func bounded(v Verifier) Verifier {
 
 // Verify calls the plugin's Verify in a goroutine of its own with a
 // context that ends after PluginVerifyTimeout, and waits for it at most
-// that long. A panic in it is recovered there (verify reports it).
+// that long (module.Call). A panic in it is recovered there (verify
+// reports it).
 func (b boundedVerifier) Verify(ctx context.Context, ev Evidence) (*Factor, error) {
 	ctx, cancel := context.WithTimeout(ctx, PluginVerifyTimeout)
 	defer cancel()
-	type result struct {
-		f   *Factor
-		err error
+	f, err := module.Call(ctx, 0, fmt.Sprintf("identity verifier %q Verify", b.Kind()), func(ctx context.Context) (*Factor, error) {
+		return verify(ctx, b.Verifier, ev)
+	}, nil)
+	switch {
+	case !errors.Is(err, module.ErrAbandoned):
+		return f, err
+	case ctx.Err() == context.DeadlineExceeded:
+		return nil, fmt.Errorf("the verifier did not return within %s (it does not honour its context): %w", PluginVerifyTimeout, ErrUnavailable)
 	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		defer func() { done <- r }()
-		r.f, r.err = verify(ctx, b.Verifier, ev)
-	}()
-	select {
-	case r := <-done:
-		return r.f, r.err
-	case <-ctx.Done():
-		if ctx.Err() == context.DeadlineExceeded {
-			return nil, fmt.Errorf("the verifier did not return within %s (it does not honour its context): %w", PluginVerifyTimeout, ErrUnavailable)
-		}
-		return nil, fmt.Errorf("the connection's context ended while verifying: %w: %w", ErrUnavailable, context.Cause(ctx))
-	}
+	return nil, fmt.Errorf("the connection's context ended while verifying: %w: %w", ErrUnavailable, context.Cause(ctx))
 }

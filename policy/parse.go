@@ -107,7 +107,7 @@ func (ps *parser) parse(data []byte) *Policy {
 		return nil
 	}
 	sections := ps.fields(root, "policy", "workloads", "destinations", "credentials", "rules", "default", "mode", "placeholders")
-	p := &Policy{file: ps.file}
+	p := &Policy{file: ps.file, stepTimeout: module.StepTimeoutFrom(ps.ctx)}
 	sum := sha256.Sum256(data)
 	p.hash = hex.EncodeToString(sum[:])
 

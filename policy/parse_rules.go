@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/module"
 )
 
 func (ps *parser) parseRules(f field) []*rule {
@@ -273,14 +276,20 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 	}
 	ps.builtInjectors = append(ps.builtInjectors, inject)
 	if hc, ok := inject.(injectors.HostChecker); ok {
+	hosts:
 		for _, d := range r.to {
 			for _, h := range d.hosts {
 				p := h.name
 				if h.wildcard {
 					p = "*." + p
 				}
-				if err := hc.CheckHost(p); err != nil {
+				_, err := module.Step(ps.ctx, fmt.Sprintf("injector %q: CheckHost", as), func(context.Context) (struct{}, error) { return struct{}{}, hc.CheckHost(p) }, nil)
+				if err != nil {
 					ps.errorf(deref(asf.val), "%s: destination %q: %v", what, d.name, err)
+					ps.errs[len(ps.errs)-1].Err = err
+				}
+				if errors.Is(err, module.ErrAbandoned) {
+					break hosts // one hung call is enough to fail the load
 				}
 			}
 		}

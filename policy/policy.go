@@ -22,9 +22,12 @@ import (
 // injectors it names were built when it was parsed and are released by
 // Close.
 type Policy struct {
-	file      string
-	hash      string
-	workloads []identity.Spec
+	file string
+	// stepTimeout bounds each plugin call SourceProblems makes
+	// (module.StepTimeoutFrom the context Parse was given).
+	stepTimeout time.Duration
+	hash        string
+	workloads   []identity.Spec
 	// wlLimits are the workloads' rate_limit settings by name.
 	wlLimits  map[string]*RateLimit
 	dests     map[string]*destination
@@ -69,8 +72,11 @@ func (p *Policy) SourceProblems() ErrorList {
 		if !ok {
 			continue
 		}
-		var sps []providers.SourceProblem
-		if err := module.Guard(fmt.Sprintf("provider %q CheckSources", c.provider), func() error { sps = sc.CheckSources(); return nil }); err != nil {
+		ctx := module.WithStepTimeout(context.Background(), p.stepTimeout)
+		sps, err := module.Step(ctx, fmt.Sprintf("provider %q: CheckSources", c.provider), func(context.Context) ([]providers.SourceProblem, error) {
+			return sc.CheckSources(), nil
+		}, nil)
+		if err != nil {
 			sps = []providers.SourceProblem{{Err: err}}
 		}
 		for _, sp := range sps {

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/module"
 )
 
 // Cache defaults, applied by NewCache to zero CacheOptions fields.
@@ -449,52 +451,24 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 	return c.capExpiry(cred, now), nil
 }
 
-// capExpiry returns cred, or a copy of it whose Expiry is now+MaxTTL
-// when its own is later. The copy shares Fields, Hosts and Revoked. A
-// credential without Expiry is kept for DefaultTTL, which is at most
-// MaxTTL.
 // AbandonAfter is how long after its context ends (FetchTimeout, or the
 // cache closing) a provider's fetch may still take to return before the
 // cache stops waiting for it.
 const AbandonAfter = time.Second
 
 // callProvider calls fetch in a goroutine of its own and waits for it at
-// most until AbandonAfter after ctx ends: a provider that ignores its
-// context (a blocking call without it, a library that takes none) fails
-// this fetch with an error wrapping ErrUnavailable instead of holding
-// the key's single flight forever, which would leave every later request
-// for the credential waiting on it until its client gave up and Close
-// waiting too. The abandoned goroutine is the provider's; it ends when
-// the provider's call does. A panic in fetch is an error that does not
-// print its value.
+// most until AbandonAfter after ctx ends (module.Call): a provider that
+// ignores its context (a blocking call without it, a library that takes
+// none) fails this fetch with an error wrapping ErrUnavailable instead of
+// holding the key's single flight forever, which would leave every later
+// request for the credential waiting on it until its client gave up and
+// Close waiting too. The abandoned goroutine is the provider's; it ends
+// when the provider's call does. A panic in fetch is an error that does
+// not print its value.
 func (c *Cache) callProvider(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error)) (*Credential, error) {
-	type result struct {
-		cred *Credential
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		defer func() {
-			if p := recover(); p != nil {
-				// The panic value may hold anything; do not print it.
-				r = result{err: fmt.Errorf("credential %q: provider %s panicked", key.Credential, key.Provider)}
-			}
-			done <- r
-		}()
-		r.cred, r.err = fetch(ctx)
-	}()
-	select {
-	case r := <-done:
-		return r.cred, r.err
-	case <-ctx.Done():
-	}
-	t := time.NewTimer(AbandonAfter)
-	defer t.Stop()
-	select {
-	case r := <-done:
-		return r.cred, r.err
-	case <-t.C:
+	cred, err := module.Call(ctx, AbandonAfter, fmt.Sprintf("credential %q: provider %s Fetch", key.Credential, key.Provider), fetch, nil)
+	if !errors.Is(err, module.ErrAbandoned) {
+		return cred, err
 	}
 	if c.opts.Log != nil {
 		c.opts.Log.Error("credential fetch abandoned: the provider did not return after its context ended; it must honour ctx",
@@ -504,6 +478,10 @@ func (c *Cache) callProvider(ctx context.Context, key CacheKey, fetch func(conte
 		key.Credential, key.Provider, AbandonAfter, context.Cause(ctx), ErrUnavailable)
 }
 
+// capExpiry returns cred, or a copy of it whose Expiry is now+MaxTTL
+// when its own is later. The copy shares Fields, Hosts and Revoked. A
+// credential without Expiry is kept for DefaultTTL, which is at most
+// MaxTTL.
 func (c *Cache) capExpiry(cred *Credential, now time.Time) *Credential {
 	if cred == nil || cred.Expiry.IsZero() {
 		return cred

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -46,7 +47,7 @@ func Guard(what string, fn func() error) (err error) {
 }
 
 // ErrAbandoned marks a plugin method that had not returned by its
-// deadline (GuardUntil): the caller goes on without it.
+// deadline (Call, GuardUntil): the caller goes on without it.
 var ErrAbandoned = errors.New("the plugin did not return in time; it was abandoned and runs on")
 
 // CleanupTimeout bounds the Cleanup calls of one release (Load's after a
@@ -55,20 +56,78 @@ var ErrAbandoned = errors.New("the plugin did not return in time; it was abandon
 // another policy, nor the gateway's shutdown.
 const CleanupTimeout = 5 * time.Second
 
-// GuardUntil calls fn as Guard does, in a goroutine of its own, and waits
-// for it until deadline; then it returns an error wrapping ErrAbandoned
-// and leaves fn running (its goroutine ends when fn returns).
-func GuardUntil(deadline time.Time, what string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- Guard(what, fn) }()
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("%s: %w", what, ErrAbandoned)
+// The states of a Call's goroutine.
+const (
+	callRunning int32 = iota
+	callReturned
+	callAbandoned
+)
+
+// Call is the one bounded call to a plugin's method: it calls fn with
+// ctx, guarded as Guard does, in a goroutine of its own, and waits for it
+// until ctx ends and grace more (a plugin that honours its context gets
+// that long to return its own error). If fn has not returned by then,
+// Call returns an error wrapping ErrAbandoned that names what was called
+// and why it ended (context.Cause(ctx): give the context a cause that
+// says the bound, as WithBound does), and leaves fn running: its
+// goroutine ends when fn returns and then calls late (when not nil), so
+// that the caller can release what the abandoned call built or count the
+// calls still outstanding. late is called for an abandoned call only,
+// exactly once.
+func Call[T any](ctx context.Context, grace time.Duration, what string, fn func(context.Context) (T, error), late func()) (T, error) {
+	type result struct {
+		v   T
+		err error
 	}
+	done := make(chan result, 1)
+	// state settles who owns the result: the waiter, or (once it gave
+	// up) the goroutine, which then calls late.
+	var state atomic.Int32
+	go func() {
+		var r result
+		r.err = Guard(what, func() (err error) { r.v, err = fn(ctx); return err })
+		if !state.CompareAndSwap(callRunning, callReturned) && late != nil {
+			late()
+		}
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+	}
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-t.C:
+		}
+	}
+	if !state.CompareAndSwap(callRunning, callAbandoned) {
+		r := <-done // it returned as the wait ended
+		return r.v, r.err
+	}
+	var zero T
+	return zero, fmt.Errorf("%s: %w (%w)", what, ErrAbandoned, context.Cause(ctx))
+}
+
+// WithBound returns ctx ending after d, whose cause (context.Cause, and
+// so Call's error) says so: "not returned within 10s".
+func WithBound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("not returned within %s", d))
+}
+
+// GuardUntil calls fn as Guard does and waits for it until deadline (Call
+// without a context for fn); then it returns an error wrapping
+// ErrAbandoned and leaves fn running (its goroutine ends when fn
+// returns).
+func GuardUntil(deadline time.Time, what string, fn func() error) error {
+	ctx, cancel := context.WithDeadlineCause(context.Background(), deadline, fmt.Errorf("not returned by its deadline, %s", deadline.Format(time.TimeOnly)))
+	defer cancel()
+	_, err := Call(ctx, 0, what, func(context.Context) (struct{}, error) { return struct{}{}, fn() }, nil)
+	return err
 }
 
 // firstLine is the innermost frame of a panics.Where stack: the
@@ -152,6 +211,45 @@ func (r *Registry[T]) Names() []string {
 	return names
 }
 
+// StepTimeout bounds each step of a plugin's load (New, decoding its
+// settings, Provision, Validate; and CheckSources, CheckHost while a
+// policy loads): a step that has not returned by then fails the load
+// with an error wrapping ErrAbandoned that names the plugin, the step and
+// the bound, so a hung plugin fails a reload (the last good
+// configuration stays) or the start-up instead of holding it forever.
+// Provision's context ends then too. WithStepTimeout changes it for a
+// context (tests).
+const StepTimeout = 10 * time.Second
+
+// stepTimeoutKey is the context key of WithStepTimeout.
+type stepTimeoutKey struct{}
+
+// WithStepTimeout returns ctx under which plugin loads (Load, and the
+// policy's CheckSources and CheckHost calls) bound each step by d instead
+// of StepTimeout; d <= 0 leaves StepTimeout.
+func WithStepTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, stepTimeoutKey{}, d)
+}
+
+// StepTimeoutFrom returns the step bound of ctx: WithStepTimeout's, or
+// StepTimeout.
+func StepTimeoutFrom(ctx context.Context) time.Duration {
+	if d, ok := ctx.Value(stepTimeoutKey{}).(time.Duration); ok && d > 0 {
+		return d
+	}
+	return StepTimeout
+}
+
+// Step calls fn as one bounded step of a plugin's load (Call under
+// StepTimeoutFrom(ctx), fn's context ending then, no grace); late is
+// Call's. what names the plugin and the step: `provider "vault":
+// Provision`.
+func Step[T any](ctx context.Context, what string, fn func(context.Context) (T, error), late func()) (T, error) {
+	sctx, cancel := WithBound(ctx, StepTimeoutFrom(ctx))
+	defer cancel()
+	return Call(sctx, 0, what, fn, late)
+}
+
 // Load builds the module registered under name: New(), strict decoding
 // of settings into it (a nil node means no settings), Provision, then
 // Validate. If Provision or Validate fails, Cleanup is called (when the
@@ -163,8 +261,12 @@ func (r *Registry[T]) Names() []string {
 // returned unchanged (joined with any Cleanup error): the module names
 // its own problem and the caller knows which module it loaded. A panic in
 // any of the module's methods is an error wrapping ErrPanicked (Guard),
-// so that a plugin's bug fails its load, never the process; a Cleanup
-// that has not returned after CleanupTimeout is abandoned (ErrAbandoned).
+// so that a plugin's bug fails its load, never the process. Each step
+// is bounded (Step: StepTimeout, or WithStepTimeout's); one that has not
+// returned by then fails the load with an error wrapping ErrAbandoned,
+// and a module whose Provision or Validate was abandoned is cleaned up
+// once that call returns. A Cleanup that has not returned after
+// CleanupTimeout is abandoned too.
 func (r *Registry[T]) Load(ctx context.Context, name string, settings *yaml.Node) (T, error) {
 	var zero T
 	newFn, ok := r.Lookup(name)
@@ -172,38 +274,58 @@ func (r *Registry[T]) Load(ctx context.Context, name string, settings *yaml.Node
 		return zero, fmt.Errorf("unknown %s %q; available: %v", r.kind, name, r.Names())
 	}
 	what := func(method string) string { return fmt.Sprintf("%s %q: %s", r.kind, name, method) }
-	var m T
-	if err := Guard(what("New"), func() error { m = newFn(); return nil }); err != nil {
+	m, err := Step(ctx, what("New"), func(context.Context) (T, error) { return newFn(), nil }, nil)
+	if err != nil {
 		return zero, err
 	}
 	if any(m) == nil {
 		return zero, fmt.Errorf("%s %q: New returned nil", r.kind, name)
 	}
-	var err error
-	if perr := Guard(what("decoding its settings"), func() error { err = yamlstrict.Decode(settings, m); return nil }); perr != nil {
-		return zero, perr
-	}
-	if err != nil {
+	// A decoding error is the module's settings' (line-numbered), not a
+	// failed step.
+	var derr error
+	if _, err := Step(ctx, what("decoding its settings"), func(context.Context) (struct{}, error) {
+		derr = yamlstrict.Decode(settings, m)
+		return struct{}{}, nil
+	}, nil); err != nil {
 		return zero, err
+	}
+	if derr != nil {
+		return zero, derr
+	}
+	cleanup := func() error {
+		c, ok := any(m).(interface{ Cleanup() error })
+		if !ok {
+			return nil
+		}
+		return GuardUntil(time.Now().Add(CleanupTimeout), what("Cleanup after a failed load"), c.Cleanup)
+	}
+	// late releases a module whose Provision or Validate was abandoned,
+	// once that call returns (not while it runs: Cleanup would race it).
+	late := func() { _ = cleanup() }
+	step := func(method string, fn func(context.Context) error) error {
+		_, err := Step(ctx, what(method), func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) }, late)
+		return err
 	}
 	switch p := any(m).(type) {
 	case interface{ Provision(context.Context) error }:
-		err = Guard(what("Provision"), func() error { return p.Provision(ctx) })
+		err = step("Provision", p.Provision)
 	case interface{ Provision() error }:
-		err = Guard(what("Provision"), p.Provision)
+		err = step("Provision", func(context.Context) error { return p.Provision() })
 	}
 	if err == nil {
 		if v, ok := any(m).(interface{ Validate() error }); ok {
-			err = Guard(what("Validate"), v.Validate)
+			err = step("Validate", func(context.Context) error { return v.Validate() })
 		}
 	}
 	if err != nil {
-		if c, ok := any(m).(interface{ Cleanup() error }); ok {
-			if cerr := GuardUntil(time.Now().Add(CleanupTimeout), what("Cleanup after a failed load"), c.Cleanup); errors.Is(cerr, ErrPanicked) || errors.Is(cerr, ErrAbandoned) {
-				err = errors.Join(err, cerr)
-			} else if cerr != nil {
-				err = errors.Join(err, fmt.Errorf("%s %q: cleanup after failed load: %w", r.kind, name, cerr))
-			}
+		if errors.Is(err, ErrAbandoned) {
+			return zero, err // cleaned up by late
+		}
+		if cerr := cleanup(); errors.Is(cerr, ErrPanicked) || errors.Is(cerr, ErrAbandoned) {
+			err = errors.Join(err, cerr)
+		} else if cerr != nil {
+			err = errors.Join(err, fmt.Errorf("%s %q: cleanup after failed load: %w", r.kind, name, cerr))
 		}
 		return zero, err
 	}
