@@ -178,7 +178,14 @@ type Cache struct {
 	closed  bool
 	entries map[CacheKey]*list.Element // values are *entry
 	lru     list.List                  // front = most recently used
+	// abandoned counts, per provider, its fetches that were abandoned
+	// and have not returned yet (callProvider).
+	abandoned map[providerID]int
 }
+
+// providerID names one provider: a credential's definition (a reload
+// that changes it builds another provider).
+type providerID struct{ credential, version, provider string }
 
 // entry is one key's state. Fields are guarded by Cache.mu.
 type entry struct {
@@ -228,7 +235,7 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.SharedTimeout <= 0 {
 		opts.SharedTimeout = 2 * time.Second
 	}
-	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}}
+	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}, abandoned: map[providerID]int{}}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if opts.Shared != nil {
 		opts.Shared.Watch(c.remoteInvalidation)
@@ -456,6 +463,25 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 // cache stops waiting for it.
 const AbandonAfter = time.Second
 
+// MaxAbandoned is how many abandoned fetches (callProvider) of one
+// provider may be outstanding: while that many have not returned, a new
+// fetch of its credential fails at once instead of starting another
+// goroutine the provider may never end. Fetches already in flight when
+// the first one was abandoned may be abandoned too, so the goroutines a
+// hung provider holds are bounded by MaxAbandoned plus the keys that were
+// in flight then, however many attempts follow.
+const MaxAbandoned = 1
+
+// Provider events of the cache (EventObserver, when the Observer is one):
+// event "fetch", results "abandoned" (a fetch was abandoned) and
+// "held_back" (a fetch was not started: MaxAbandoned abandoned ones are
+// outstanding).
+const (
+	eventFetch           = "fetch"
+	eventResultAbandoned = "abandoned"
+	eventResultHeldBack  = "held_back"
+)
+
 // callProvider calls fetch in a goroutine of its own and waits for it at
 // most until AbandonAfter after ctx ends (module.Call): a provider that
 // ignores its context (a blocking call without it, a library that takes
@@ -463,19 +489,58 @@ const AbandonAfter = time.Second
 // holding the key's single flight forever, which would leave every later
 // request for the credential waiting on it until its client gave up and
 // Close waiting too. The abandoned goroutine is the provider's; it ends
-// when the provider's call does. A panic in fetch is an error that does
-// not print its value.
+// when the provider's call does, and until it has, at most MaxAbandoned
+// of them are outstanding per provider: further fetches fail at once. A
+// panic in fetch is an error that does not print its value.
 func (c *Cache) callProvider(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error)) (*Credential, error) {
-	cred, err := module.Call(ctx, AbandonAfter, fmt.Sprintf("credential %q: provider %s Fetch", key.Credential, key.Provider), fetch, nil)
+	id := providerID{key.Credential, key.Version, key.Provider}
+	c.mu.Lock()
+	outstanding := c.abandoned[id]
+	c.mu.Unlock()
+	if outstanding >= MaxAbandoned {
+		c.event(key, eventResultHeldBack)
+		return nil, fmt.Errorf("credential %q: provider %s has not yet returned from a fetch abandoned earlier (it does not honour its context); no new fetch starts until it does: %w",
+			key.Credential, key.Provider, ErrUnavailable)
+	}
+	// counted and returned settle, under c.mu, whether this call is
+	// counted in abandoned: it may return just after it was abandoned,
+	// before it is counted.
+	var counted, returned bool
+	late := func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		returned = true
+		if counted {
+			if c.abandoned[id]--; c.abandoned[id] <= 0 {
+				delete(c.abandoned, id)
+			}
+		}
+	}
+	cred, err := module.Call(ctx, AbandonAfter, fmt.Sprintf("credential %q: provider %s Fetch", key.Credential, key.Provider), fetch, late)
 	if !errors.Is(err, module.ErrAbandoned) {
 		return cred, err
 	}
+	c.mu.Lock()
+	if !returned {
+		c.abandoned[id]++
+		counted = true
+	}
+	c.mu.Unlock()
+	c.event(key, eventResultAbandoned)
 	if c.opts.Log != nil {
 		c.opts.Log.Error("credential fetch abandoned: the provider did not return after its context ended; it must honour ctx",
 			slog.String("credential", key.Credential), slog.String("provider", key.Provider), slog.Duration("waited_after_context", AbandonAfter))
 	}
 	return nil, fmt.Errorf("credential %q: provider %s did not return within %s after its context ended (%v); the provider does not honour its context: %w",
 		key.Credential, key.Provider, AbandonAfter, context.Cause(ctx), ErrUnavailable)
+}
+
+// event reports a provider event of the cache to the Observer when it
+// is an EventObserver.
+func (c *Cache) event(key CacheKey, result string) {
+	if eo, ok := c.opts.Observer.(EventObserver); ok {
+		eo.ProviderEvent(key.Provider, eventFetch, result)
+	}
 }
 
 // capExpiry returns cred, or a copy of it whose Expiry is now+MaxTTL
