@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/killswitch"
 )
 
@@ -254,9 +255,8 @@ func (ac *adminClient) newTransport() (*http.Transport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("admin: --cacert: %w", err)
 		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin: --cacert %s holds no PEM certificate", ac.caCert)
+		if tc.RootCAs, err = cabundle.AddRoots(x509.NewCertPool(), pem); err != nil {
+			return nil, fmt.Errorf("admin: --cacert %s: %w", ac.caCert, err)
 		}
 	}
 	switch {

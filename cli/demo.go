@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/demo"
 	"github.com/credgate/credgate/secret"
 )
@@ -201,9 +202,9 @@ func demoRequest(ctx context.Context, proxyURL, caFile, target string) (status s
 	if err != nil {
 		return "", nil, err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return "", nil, fmt.Errorf("no certificate in %s", caFile)
+	roots, err := cabundle.AddRoots(x509.NewCertPool(), pem)
+	if err != nil {
+		return "", nil, fmt.Errorf("the gateway CA %s: %w", caFile, err)
 	}
 	pu, err := url.Parse(proxyURL)
 	if err != nil {

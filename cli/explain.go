@@ -22,6 +22,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
@@ -357,9 +358,11 @@ func verifyListener(caFile string, certs []*x509.Certificate) ([][]*x509.Certifi
 	if err != nil {
 		return nil, err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("tls.client_ca %s holds no certificate", caFile)
+	// The gateway's parser (serverTLS), so that explain refuses what
+	// the listener refuses.
+	roots, err := cabundle.Pool(data)
+	if err != nil {
+		return nil, fmt.Errorf("tls.client_ca: %s: %w", caFile, err)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {

@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/credgate/credgate/internal/cabundle"
 )
 
 // Authority is a certificate authority held in memory.
@@ -212,9 +214,9 @@ func ReadPool(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testpki: read bundle: %w", err)
 	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("testpki: %s holds no PEM certificate", path)
+	p, err := cabundle.AddRoots(x509.NewCertPool(), b)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: %s: %w", path, err)
 	}
 	return p, nil
 }

@@ -64,6 +64,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 
 	"github.com/credgate/credgate/internal/atomicfile"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/oauth2test"
 	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/internal/vaulttest"
@@ -732,8 +733,8 @@ func prepareCARotation(ctx context.Context, bin, dir, cert, key string, roots *x
 	if err != nil {
 		return nil, err
 	}
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, errors.New("next CA: no certificate in " + c)
+	if _, err := cabundle.AddRoots(roots, pem); err != nil {
+		return nil, fmt.Errorf("next CA %s: %w", c, err)
 	}
 	return &caRotation{dir: dir, cert: cert, key: key, nextCert: filepath.Join(next, c), nextKey: filepath.Join(next, k)}, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/credgate/credgate/bench/internal/loadgen"
 	"github.com/credgate/credgate/bench/internal/origin"
 	"github.com/credgate/credgate/bench/internal/report"
+	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -972,10 +973,10 @@ func startCredgate(ctx context.Context, rc runConfig, work, originAddr string, o
 		p.stop(time.Second)
 		return target{}, info, fmt.Errorf("read credgate CA: %w", err)
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
+	roots, err := cabundle.AddRoots(x509.NewCertPool(), pem)
+	if err != nil {
 		p.stop(time.Second)
-		return target{}, info, fmt.Errorf("credgate CA %s holds no certificate", caCert)
+		return target{}, info, fmt.Errorf("credgate CA %s: %w", caCert, err)
 	}
 	t := target{proc: p, lg: &loadgen.Target{Name: v.name, Proxy: proxyAddr, Host: originHost, Port: 443, Path: "/v1/charges", Roots: roots}, admin: adminAddr,
 		dir: dir, caCert: caCert, caKey: caKey}
