@@ -11,7 +11,8 @@ import (
 // TestNetworkPolicyRunTokenClients checks, over value variants, that the
 // gateway's NetworkPolicy admits networkPolicy.gateway.runTokenClients to
 // the admin port (where `credgate run` asks for run tokens) exactly when
-// run tokens are on and the list is not empty, as one ingress rule with
+// run tokens are on and the list is not empty (set while they are off, it
+// is refused: TestNetworkPolicyRunTokenClientsRefused), as one ingress rule with
 // those peers on the admin port only, leaving the other rules as they were (the gateway-settings variant
 // renders it for kubeconform).
 func TestNetworkPolicyRunTokenClients(t *testing.T) {
@@ -47,7 +48,6 @@ networkPolicy:
   podSelector: {matchLabels: {app: coder}}
 - podSelector: {matchExpressions: [{key: credgate-run, operator: Exists}]}`},
 		{name: "run-tokens-no-clients", values: runTokensOn + noClients},
-		{name: "run-tokens-off-with-clients", values: clients},
 		{name: "default", values: noClients},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,18 +78,42 @@ networkPolicy:
 	}
 }
 
-// TestNetworkPolicyRunTokenClientsRefused checks that a peer naming
-// neither selector, which the API server would refuse at install, is
-// refused by the chart's schema.
+// TestNetworkPolicyRunTokenClientsRefused checks the class "runTokenClients
+// set where it cannot take effect fails the render with the setting to
+// change, never renders silently": a peer naming neither selector, which
+// the API server would refuse at install (the chart's schema), peers while
+// run tokens are off, and peers while the gateway's NetworkPolicy is off
+// (with run tokens on or off). Before, the last three rendered without
+// the rule and without a word (3 of 4 cases failed).
 func TestNetworkPolicyRunTokenClientsRefused(t *testing.T) {
-	v := variant{name: "run-token-clients-empty-peer", values: `
-networkPolicy:
-  gateway:
+	const runTokensOn = `
+admin:
+  tokenSecret: {name: credgate-admin}
+replicaCount: 1
+config:
+  runTokens:
     enabled: true
-    runTokenClients: [{}]
-`}
-	_, err := runErr(helmBin, templateArgs(valuesArgs(t, v)...)...)
-	if err == nil || !strings.Contains(err.Error(), "runTokenClients") {
-		t.Fatalf("helm template: err = %v, want one naming runTokenClients", err)
+    workloads: [agent]
+`
+	const clients = `
+    runTokenClients:
+      - podSelector: {matchLabels: {app: coder}}
+`
+	for _, tc := range []struct {
+		name, values, want string
+	}{
+		{"empty-peer", "networkPolicy:\n  gateway:\n    enabled: true\n    runTokenClients: [{}]\n", "runTokenClients"},
+		{"run-tokens-off", "networkPolicy:\n  gateway:\n    enabled: true" + clients, "networkPolicy.gateway.runTokenClients needs config.runTokens.enabled"},
+		{"network-policy-off", runTokensOn + "networkPolicy:\n  gateway:\n    enabled: false" + clients, "networkPolicy.gateway.runTokenClients needs networkPolicy.gateway.enabled"},
+		{"both-off", "networkPolicy:\n  gateway:\n    enabled: false" + clients, "networkPolicy.gateway.runTokenClients needs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := variant{name: "run-token-clients-" + tc.name, values: tc.values}
+			_, err := runErr(helmBin, templateArgs(valuesArgs(t, v)...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("helm template: err = %v, want one saying %q", err, tc.want)
+			}
+		})
 	}
 }
