@@ -46,7 +46,10 @@ func npPeerAdmits(rule any, addr netip.Addr, port int, proto string) bool {
 // and the applications' policies, that without it no link-local address is
 // reachable on 53, that neither the metadata services nor a neighbouring
 // address become reachable on any port tried, and that ranges, non-addresses
-// and metadata addresses are refused with an error naming the value.
+// and metadata addresses (in any spelling: in full, with leading zeros,
+// IPv4-mapped) are refused with an error naming the value. Before, the 4
+// other spellings of metadata addresses and the 3 runs of colons that are
+// no address rendered (7 of 7 added cases failed).
 func TestNetworkPolicyNodeLocalDNS(t *testing.T) {
 	const base = `
 networkPolicy:
@@ -72,6 +75,15 @@ networkPolicy:
 		{name: "metadata-v6", extra: `["fd00:ec2::254"]`, wantErr: "fd00:ec2::254 is a cloud metadata service"},
 		{name: "metadata-alibaba", extra: "[100.100.100.200]", wantErr: "100.100.100.200 is a cloud metadata service"},
 		{name: "metadata-ecs", extra: "[169.254.170.2]", wantErr: "169.254.170.2 is a cloud metadata service"},
+		// Another spelling of a metadata address is the same address.
+		{name: "metadata-v6-in-full", extra: `["fd00:ec2:0:0:0:0:0:254"]`, wantErr: "fd00:ec2:0:0:0:0:0:254 is a cloud metadata service"},
+		{name: "metadata-v6-leading-zeros", extra: `["fd00:0ec2::0254"]`, wantErr: "fd00:0ec2::0254 is a cloud metadata service"},
+		{name: "metadata-v4-mapped", extra: `["::ffff:169.254.169.254"]`, wantErr: "::ffff:169.254.169.254 is a cloud metadata service"},
+		{name: "metadata-v4-mapped-hex", extra: `["::ffff:a9fe:a9fe"]`, wantErr: "::ffff:a9fe:a9fe is a cloud metadata service"},
+		// Runs of hex digits and colons that are no address.
+		{name: "colons", extra: `[":::"]`, wantErr: `":::" is not a single`},
+		{name: "nine-groups", extra: `["1:2:3:4:5:6:7:8:9"]`, wantErr: `"1:2:3:4:5:6:7:8:9" is not a single`},
+		{name: "two-double-colons", extra: `["fe80::1::2"]`, wantErr: `"fe80::1::2" is not a single`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

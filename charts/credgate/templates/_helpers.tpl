@@ -698,11 +698,17 @@ reopen them.
     {{- range . }}
     {{- $a := toString . }}
     {{- $v4 := regexMatch "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$" $a }}
-    {{- $v6 := and (not $v4) (regexMatch "^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$" $a) }}
+    {{- $v6 := "" }}
+    {{- if not $v4 }}{{ $v6 = include "credgate.ipv6Full" $a }}{{ end }}
     {{- if not (or $v4 $v6) }}
     {{- fail (printf "networkPolicy.dns.nodeLocalAddresses: %q is not a single IPv4 or IPv6 address; name the node-local DNS cache's listen address (NodeLocal DNSCache: 169.254.20.10), not a range" $a) }}
     {{- end }}
-    {{- if has (lower $a) (list "169.254.169.254" "fd00:ec2::254" "100.100.100.200" "fe80::a9fe:a9fe" "169.254.170.2" "169.254.170.23") }}
+    {{- /* Compared by value: IPv6 written in full whatever its spelling,
+           and the IPv4 ones also as IPv4-mapped IPv6 addresses. */}}
+    {{- $metaV4 := list "169.254.169.254" "100.100.100.200" "169.254.170.2" "169.254.170.23" }}
+    {{- $metaV6 := list (include "credgate.ipv6Full" "fd00:ec2::254") (include "credgate.ipv6Full" "fe80::a9fe:a9fe") }}
+    {{- range $metaV4 }}{{ $metaV6 = append $metaV6 (include "credgate.ipv6Full" (printf "::ffff:%s" .)) }}{{ end }}
+    {{- if or (and $v4 (has $a $metaV4)) (and $v6 (has $v6 $metaV6)) }}
     {{- fail (printf "networkPolicy.dns.nodeLocalAddresses: %s is a cloud metadata service, which the gateway must not reach; name the node-local DNS cache's address (NodeLocal DNSCache: 169.254.20.10)" $a) }}
     {{- end }}
     - ipBlock:
@@ -714,4 +720,52 @@ reopen them.
     - port: 53
       protocol: TCP
 {{- end }}
-{{- end }}
+{{- end }}{{- /*
+credgate.ipv6Full: an IPv6 address (no zone, no prefix length; the forms
+that end in an IPv4 address, ::ffff:169.254.169.254, included) written in
+full, eight groups of four lower-case hex digits joined by ":", or ""
+when the argument is not one. Checks compare addresses in this form, so
+that another spelling of one (leading zeros, upper case, "::" or not, an
+IPv4 tail) cannot pass a check written with one spelling.
+*/}}
+{{- define "credgate.ipv6Full" -}}
+{{- $a := lower (toString .) -}}
+{{- $halves := splitList "::" $a -}}
+{{- $ok := and (regexMatch "^[0-9a-f:.]+$" $a) (contains ":" $a) (le (len $halves) 2) -}}
+{{- $sides := list -}}
+{{- range $halves -}}
+{{- $sides = append $sides (ternary (list) (splitList ":" .) (eq . "")) -}}
+{{- end -}}
+{{- $tail := last $sides -}}
+{{- if and $ok $tail (contains "." (last $tail)) -}}
+{{- $o := splitList "." (last $tail) -}}
+{{- if regexMatch "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$" (last $tail) -}}
+{{- $tail = concat (initial $tail) (list (printf "%02x%02x" (atoi (index $o 0)) (atoi (index $o 1))) (printf "%02x%02x" (atoi (index $o 2)) (atoi (index $o 3)))) -}}
+{{- $sides = append (initial $sides) $tail -}}
+{{- else -}}
+{{- $ok = false -}}
+{{- end -}}
+{{- end -}}
+{{- $n := 0 -}}
+{{- range $sides }}{{ $n = add $n (len .) }}{{ end -}}
+{{- $groups := list -}}
+{{- if and $ok (eq (len $sides) 1) -}}
+{{- $ok = eq (int $n) 8 -}}
+{{- $groups = index $sides 0 -}}
+{{- else if $ok -}}
+{{- $ok = le (int $n) 7 -}}
+{{- if $ok -}}
+{{- $groups = index $sides 0 -}}
+{{- range until (int (sub 8 $n)) }}{{ $groups = append $groups "0" }}{{ end -}}
+{{- $groups = concat $groups (index $sides 1) -}}
+{{- end -}}
+{{- end -}}
+{{- $full := list -}}
+{{- range $groups -}}
+{{- if not (regexMatch "^[0-9a-f]{1,4}$" .) }}{{ $ok = false }}{{ end -}}
+{{- $full = append $full (printf "%04s" .) -}}
+{{- end -}}
+{{- if $ok }}{{ join ":" $full }}{{ end -}}
+{{- end -}}
+
+
