@@ -240,14 +240,21 @@ func StepTimeoutFrom(ctx context.Context) time.Duration {
 	return StepTimeout
 }
 
-// Step calls fn as one bounded step of a plugin's load (Call under
-// StepTimeoutFrom(ctx), fn's context ending then, no grace); late is
-// Call's. what names the plugin and the step: `provider "vault":
-// Provision`.
+// Step calls fn as one bounded step of a plugin's load: Call, waiting
+// StepTimeoutFrom(ctx) and no grace; late is Call's. what names the
+// plugin and the step: `provider "vault": Provision`. fn's context ends
+// when ctx does or the bound passes, but only the bound ends the wait: a
+// step that returns at once (New, most Validates) is not abandoned
+// because ctx was cancelled first, as it was not before steps were
+// bounded.
 func Step[T any](ctx context.Context, what string, fn func(context.Context) (T, error), late func()) (T, error) {
-	sctx, cancel := WithBound(ctx, StepTimeoutFrom(ctx))
+	wait, cancel := WithBound(context.WithoutCancel(ctx), StepTimeoutFrom(ctx))
 	defer cancel()
-	return Call(sctx, 0, what, fn, late)
+	fctx, fcancel := context.WithCancelCause(ctx)
+	defer fcancel(nil)
+	stop := context.AfterFunc(wait, func() { fcancel(context.Cause(wait)) })
+	defer stop()
+	return Call(wait, 0, what, func(context.Context) (T, error) { return fn(fctx) }, late)
 }
 
 // Load builds the module registered under name: New(), strict decoding

@@ -126,3 +126,17 @@ func TestCallLateOnce(t *testing.T) {
 		t.Errorf("late ran %d times, want 1", n)
 	}
 }
+
+// TestStepCancelledContext: a step that returns at once is not abandoned
+// because its caller's context had ended (it ran to completion before
+// steps were bounded), and the step's own context carries that end.
+func TestStepCancelledContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for range 100 {
+		v, err := Step(ctx, "quick", func(ctx context.Context) (error, error) { return ctx.Err(), nil }, nil)
+		if err != nil || !errors.Is(v, context.Canceled) {
+			t.Fatalf("Step = %v, %v; want the step's context cancelled and no error", v, err)
+		}
+	}
+}
