@@ -558,15 +558,17 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 
 // accessTokenCredential is an access token that expires expiresIn
 // seconds after start (an hour when the answer gave no lifetime), a
-// margin early.
+// margin early: expiryMargin, at most half the lifetime, so that a token
+// granted for less than two margins is used for half its life rather
+// than refused as expired on arrival.
 func accessTokenCredential(tok string, start time.Time, expiresIn int64) *providers.Credential {
-	exp := start.Add(providers.Seconds(expiresIn))
+	life := providers.Seconds(expiresIn)
 	if expiresIn <= 0 {
-		exp = start.Add(Lifetime)
+		life = Lifetime
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
-		Expiry: exp.Add(-expiryMargin),
+		Expiry: start.Add(life - min(expiryMargin, life/2)),
 	}
 }
 
