@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/mono"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -158,13 +159,9 @@ func (lc *longConn) due(now time.Time, elapsed time.Duration) (reason string, wa
 }
 
 // since returns the time since the connection opened on the monotonic
-// clock (time.Time.Sub uses it when both readings carry it, as
-// time.Now's do). Before start it is 0.
+// clock, now being a reading of time.Now. Before start it is 0.
 func (lc *longConn) since(now time.Time) time.Duration {
-	if lc.opened.IsZero() {
-		return 0
-	}
-	return max(now.Sub(lc.opened), 0)
+	return mono.From(lc.opened).At(now)
 }
 
 // dueNow is due at the current time.
