@@ -219,6 +219,10 @@ type IssuerConfig struct {
 	MinRefetchInterval time.Duration `yaml:"min_refetch_interval"`
 	// FetchTimeout limits one fetch. Default DefaultFetchTimeout.
 	FetchTimeout time.Duration `yaml:"fetch_timeout"`
+	// MaxLifetime, when set, refuses tokens valid for longer: exp minus
+	// iat (minus now for a token without iat) above it, by more than
+	// clock_skew. Zero (the default): no maximum.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
 }
 
 // KubernetesConfig configures the kubernetes factor (TokenReview).
@@ -530,6 +534,9 @@ func (is IssuerConfig) validate(key string) []error {
 	}
 	if len(is.Audiences) == 0 {
 		add("audiences", "is required: list the audience the tokens are minted for, e.g. [credgate], so that tokens meant for other services are refused")
+	}
+	if is.MaxLifetime < 0 || is.MaxLifetime > 0 && is.MaxLifetime < time.Second {
+		add("max_lifetime", "must be 0 (no maximum) or at least 1s, like 1h")
 	}
 	for _, a := range is.Algorithms {
 		switch {

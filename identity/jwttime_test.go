@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,4 +127,47 @@ func TestTokenTimeClaimsAgree(t *testing.T) {
 		clock.mu.Unlock()
 	}
 	t.Logf("%d of %d verdicts differed from the reference", failed, total)
+}
+
+// TestTokenMaxLifetime: an issuer's max_lifetime refuses tokens valid for
+// longer (exp minus iat, or minus now without iat), with the same
+// clock_skew leeway as the other time claims; 0 is no maximum. Before
+// the setting existed, the 4 tokens over it were accepted.
+func TestTokenMaxLifetime(t *testing.T) {
+	const s = DefaultClockSkew
+	at := func(d time.Duration) *jwt.NumericDate { return jwt.NewNumericDate(t0.Add(d)) }
+	clock := newFakeClock()
+	key := newECKey(t, "idp-1")
+	const iss = "https://idp.example.org"
+	v := newTestJWT(t, clock, JWTConfig{Issuers: []IssuerConfig{
+		{Issuer: iss, Audiences: []string{"credgate"}, JWKSFile: writeFile(t, t.TempDir(), "idp.json", jwks(t, key)), MaxLifetime: time.Hour},
+	}})
+	for _, tc := range []struct {
+		name     string
+		exp, iat *jwt.NumericDate
+		want     bool
+	}{
+		{"an hour", at(59 * time.Minute), at(-time.Minute), true},
+		{"an hour and the leeway", at(time.Hour + s - time.Minute), at(-time.Minute), true},
+		{"a second more", at(time.Hour + s + time.Second - time.Minute), at(-time.Minute), false},
+		{"a day", at(23 * time.Hour), at(-time.Hour), false},
+		{"ten years", at(10 * 365 * 24 * time.Hour), at(-time.Minute), false},
+		{"no iat: an hour left", at(time.Hour), nil, true},
+		{"no iat: two hours left", at(2 * time.Hour), nil, false},
+	} {
+		tok := key.sign(t, jwt.Claims{Issuer: iss, Subject: "svc", Audience: jwt.Audience{"credgate"}, Expiry: tc.exp, IssuedAt: tc.iat})
+		f, err := v.Verify(context.Background(), bearer(tok))
+		if got := err == nil && f != nil; got != tc.want {
+			t.Errorf("%s: accepted %v (err %v), want %v", tc.name, got, err, tc.want)
+		}
+		if err != nil && !tc.want && !strings.Contains(err.Error(), "longer than the issuer's max_lifetime 1h0m0s") {
+			t.Errorf("%s: error %q does not name max_lifetime", tc.name, err)
+		}
+	}
+	for _, bad := range []time.Duration{-time.Second, 500 * time.Millisecond} {
+		cfg := Config{JWT: JWTConfig{Issuers: []IssuerConfig{{Issuer: iss, Audiences: []string{"credgate"}, JWKSFile: "/x.json", MaxLifetime: bad}}}}.WithDefaults()
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "max_lifetime") {
+			t.Errorf("max_lifetime %v: %v, want an error naming it", bad, err)
+		}
+	}
 }
