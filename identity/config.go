@@ -692,7 +692,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 	}
 	var kv *tokenReviewVerifier
 	if cfg.Kubernetes != nil {
-		kv, err = newTokenReviewVerifier(*cfg.Kubernetes, jv, o)
+		kv, err = newTokenReviewVerifier(*cfg.Kubernetes, jv, cfg.JWT.ClockSkew, o)
 		if err != nil {
 			return fail(err)
 		}

@@ -171,3 +171,41 @@ func TestTokenMaxLifetime(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenReviewExpAgrees: the kubernetes factor (TokenReview) gives a
+// token's exp the verdict the jwt factor gives it, with the same
+// clock_skew, whatever leeway the API server allows itself (kube-apiserver
+// allows a minute; the fake here authenticates whatever it was told to).
+// Before the fix the API server's verdict stood: the 2 tokens expired
+// beyond clock_skew but within the API server's leeway were accepted.
+func TestTokenReviewExpAgrees(t *testing.T) {
+	const s = DefaultClockSkew
+	clock := newFakeClock()
+	api := newAPIServer(t)
+	v := newTestTokenReview(t, clock, api.config(t), nil)
+	key := newRSAKey(t, "k8s-1")
+	for _, tc := range []struct {
+		name string
+		exp  time.Duration // from now
+		want bool
+	}{
+		{"valid", 10 * time.Minute, true},
+		{"exp exactly now", 0, true},
+		{"exp at the edge of the leeway", -s, true},
+		{"exp a second past the leeway", -s - time.Second, false},
+		{"exp 59 seconds ago (within kube-apiserver's minute)", -59 * time.Second, false},
+	} {
+		c := std("https://kubernetes.default.svc.cluster.local", "system:serviceaccount:billing:api", "credgate")
+		c.Expiry = jwt.NewNumericDate(t0.Add(tc.exp))
+		c.IssuedAt, c.NotBefore = jwt.NewNumericDate(t0.Add(-time.Hour)), nil
+		tok := key.sign(t, c, k8sClaims("billing", "api", "api-1"))
+		api.authenticate(tok, "system:serviceaccount:billing:api", nil, "api-1")
+		f, err := v.Verify(context.Background(), bearer(tok))
+		if got := err == nil && f != nil; got != tc.want {
+			t.Errorf("%s: accepted %v (err %v), want %v as the jwt factor", tc.name, got, err, tc.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), "clock_skew") {
+			t.Errorf("%s: error %q does not name clock_skew", tc.name, err)
+		}
+	}
+}
