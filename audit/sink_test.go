@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -205,6 +206,39 @@ func TestStallFailClosed(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestStallOnMonotonicClock: whether a sink write is stalled is judged
+// on the monotonic clock, from when the write began. Before the fix the
+// start was kept as wall-clock Unix nanoseconds: a step of the wall clock
+// back by an hour hid a stalled write for that hour (with fail_closed,
+// requests went on unaudited), a step forward by more than
+// stall_timeout reported a write that had just begun as stalled (with
+// fail_closed, refusing every request). The wall clock no longer enters:
+// only time since the write began on the Writer's monotonic timeline.
+func TestStallOnMonotonicClock(t *testing.T) {
+	w := NewWriter(io.Discard, Options{Replica: "gw", StallTimeout: 5 * time.Second})
+	defer w.Close()
+	for _, tc := range []struct {
+		began, at time.Duration // on the Writer's monotonic timeline; began < 0: no write
+		want      bool
+	}{
+		{-1, time.Hour, false},
+		{time.Minute, time.Minute, false},
+		{time.Minute, time.Minute + 5*time.Second, false},
+		{time.Minute, time.Minute + 5*time.Second + time.Nanosecond, true},
+		{time.Minute, 2 * time.Hour, true},
+		{0, 6 * time.Second, true},
+	} {
+		w.writing.Store(0)
+		if tc.began >= 0 {
+			w.writing.Store(int64(tc.began) + 1)
+		}
+		if got := w.stalledAt(tc.at); got != tc.want {
+			t.Errorf("write began at %v, checked at %v: stalled %v, want %v", tc.began, tc.at, got, tc.want)
+		}
+	}
+	w.writing.Store(0)
 }
 
 func TestFingerprint(t *testing.T) {

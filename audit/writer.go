@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/credgate/credgate/internal/mono"
 )
 
 // StallPolicy says what a Write does when the Writer's buffer is full
@@ -131,8 +133,13 @@ type Writer struct {
 	// droppedSince counts lines dropped since the last flush.
 	droppedSince uint64
 
-	full    atomic.Bool
-	writing atomic.Int64 // UnixNano when the current sink write began; 0 when none
+	full atomic.Bool
+	// writing is when the current sink write began, as 1 + nanoseconds
+	// since base on the monotonic clock; 0 when none. A step of the wall
+	// clock neither makes a write look stalled nor hides a stalled one
+	// (which, with fail_closed, would let requests through unaudited).
+	writing atomic.Int64
+	base    mono.Base
 	dropped atomic.Uint64
 	written atomic.Uint64
 	errs    atomic.Uint64
@@ -181,6 +188,7 @@ func NewWriter(sink io.Writer, opts Options) *Writer {
 		sink:    sink,
 		replica: AppendString(nil, opts.Replica),
 		now:     opts.Now,
+		base:    mono.Start(),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -246,8 +254,14 @@ func (w *Writer) Stalled() bool {
 	if w.full.Load() {
 		return true
 	}
+	return w.stalledAt(w.base.Now())
+}
+
+// stalledAt reports whether a sink write in progress has taken longer
+// than StallTimeout at elapsed, the time since base.
+func (w *Writer) stalledAt(elapsed time.Duration) bool {
 	ws := w.writing.Load()
-	return ws != 0 && time.Now().UnixNano()-ws > int64(w.opts.StallTimeout)
+	return ws != 0 && elapsed-time.Duration(ws-1) > w.opts.StallTimeout
 }
 
 // Dropped returns how many lines the Drop policy discarded.
@@ -358,7 +372,7 @@ func (w *Writer) writeOut(ctx context.Context, out []byte, lines int) error {
 	backoff := 50 * time.Millisecond
 	// A write counts as in progress, for Stalled, until it succeeds or
 	// is given up: retries included.
-	w.writing.Store(time.Now().UnixNano())
+	w.writing.Store(int64(w.base.Now()) + 1)
 	defer w.writing.Store(0)
 	for {
 		n, err := w.sink.Write(out)

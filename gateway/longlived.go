@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/mono"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -80,8 +81,13 @@ type longConn struct {
 	// credentials are the credentials the decision used: the one it
 	// injected, then those it is made from (policy.InjectPlan.Uses).
 	credentials []string
-	// opened is when the relay began; expires is when the identity that
-	// opened it expires (zero: none of its factors expires).
+	// opened is when the relay began (with its monotonic clock reading:
+	// idle_timeout and max_lifetime are measured from it on the monotonic
+	// clock, so a step of the wall clock, NTP or an operator setting it,
+	// neither closes every connection at once nor keeps them open past
+	// their limits); expires is when the identity that opened it expires,
+	// a wall-clock instant like the token's exp it comes from (zero: none
+	// of its factors expires).
 	opened, expires time.Time
 	// idle and maxLife are limits.long_lived (zero: not applied).
 	idle, maxLife time.Duration
@@ -99,7 +105,8 @@ type longConn struct {
 	// WebSocket's frames, scrubbed: wsscrub.go).
 	down func(io.Reader) io.Reader
 
-	// last is when a byte last went either way (Unix nanoseconds).
+	// last is when a byte last went either way, in nanoseconds since
+	// opened on the monotonic clock (lc.since).
 	last atomic.Int64
 	// in and out count the bytes from the client and to it.
 	in, out atomic.Int64
@@ -117,38 +124,50 @@ type longConn struct {
 }
 
 // due reports the reason the connection must close at now, or "" and how
-// long until the next check.
-func (lc *longConn) due(now time.Time) (reason string, wait time.Duration) {
-	var next time.Time
-	earliest := func(t time.Time) {
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
+// long until the next check. now is the wall clock, compared with the
+// identity's expiry (a token's exp is a wall-clock instant); elapsed is
+// the time since opened on the monotonic clock, which the idle and
+// lifetime limits are measured in (a wall-clock step moves now, not
+// elapsed).
+func (lc *longConn) due(now time.Time, elapsed time.Duration) (reason string, wait time.Duration) {
+	wait = -1
+	earliest := func(d time.Duration) {
+		if wait < 0 || d < wait {
+			wait = d
 		}
 	}
 	if !lc.expires.IsZero() {
 		if !now.Before(lc.expires) {
 			return closedIdentityExpired, 0
 		}
-		earliest(lc.expires)
+		earliest(lc.expires.Sub(now))
 	}
 	if lc.maxLife > 0 {
-		end := lc.opened.Add(lc.maxLife)
-		if !now.Before(end) {
+		if elapsed >= lc.maxLife {
 			return closedMaxLifetime, 0
 		}
-		earliest(end)
+		earliest(lc.maxLife - elapsed)
 	}
 	if lc.idle > 0 {
-		end := time.Unix(0, lc.last.Load()).Add(lc.idle)
-		if !now.Before(end) {
+		end := time.Duration(lc.last.Load()) + lc.idle
+		if elapsed >= end {
 			return closedIdle, 0
 		}
-		earliest(end)
+		earliest(end - elapsed)
 	}
-	if next.IsZero() {
-		return "", -1
-	}
-	return "", next.Sub(now)
+	return "", wait
+}
+
+// since returns the time since the connection opened on the monotonic
+// clock, now being a reading of time.Now. Before start it is 0.
+func (lc *longConn) since(now time.Time) time.Duration {
+	return mono.From(lc.opened).At(now)
+}
+
+// dueNow is due at the current time.
+func (lc *longConn) dueNow() (string, time.Duration) {
+	now := time.Now()
+	return lc.due(now, lc.since(now))
 }
 
 // check closes the connection when a time limit is reached, else re-arms
@@ -156,13 +175,13 @@ func (lc *longConn) due(now time.Time) (reason string, wait time.Duration) {
 // verified again first, when it can be.
 func (lc *longConn) check() {
 	lc.mu.Lock()
-	reason, wait := lc.due(time.Now())
+	reason, wait := lc.dueNow()
 	lc.mu.Unlock()
 	if reason == closedIdentityExpired && lc.reverify != nil {
 		if exp, ok := lc.reverify(); ok && (exp.IsZero() || exp.After(time.Now())) {
 			lc.mu.Lock()
 			lc.expires = exp
-			reason, wait = lc.due(time.Now())
+			reason, wait = lc.dueNow()
 			lc.mu.Unlock()
 		}
 	}
@@ -183,14 +202,14 @@ func (lc *longConn) start(closers ...io.Closer) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	lc.opened = now
-	lc.last.Store(now.UnixNano())
+	lc.last.Store(0)
 	lc.closers = closers
 	if lc.reason != "" {
 		// Closed (by the kill switch) between registration and start.
 		closeNow(closers)
 		return
 	}
-	if _, wait := lc.due(now); wait >= 0 {
+	if _, wait := lc.due(now, 0); wait >= 0 {
 		lc.timer = time.AfterFunc(wait, lc.check)
 	}
 }
@@ -246,7 +265,7 @@ func (lc *longConn) copy(dst io.Writer, src io.Reader, buf []byte, n *atomic.Int
 	for {
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
-			lc.last.Store(time.Now().UnixNano())
+			lc.last.Store(int64(lc.since(time.Now())))
 			nw, werr := dst.Write(buf[:nr])
 			n.Add(int64(nw))
 			if werr != nil {

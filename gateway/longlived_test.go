@@ -268,8 +268,54 @@ func TestLongConnDue(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lc := &longConn{opened: t0, expires: tc.expires, idle: tc.idle, maxLife: tc.max}
-			lc.last.Store(tc.last.UnixNano())
-			reason, wait := lc.due(tc.now)
+			lc.last.Store(int64(tc.last.Sub(t0)))
+			reason, wait := lc.due(tc.now, tc.now.Sub(t0))
+			if reason != tc.wantReason || wait != tc.wantWait {
+				t.Errorf("due = %q, %s; want %q, %s", reason, wait, tc.wantReason, tc.wantWait)
+			}
+		})
+	}
+}
+
+// TestLongConnDueClockSteps: the wall clock stepping (NTP correcting a
+// drifted clock, an operator setting it, a VM resumed from a snapshot)
+// while a long-lived connection is open moves neither its idle_timeout
+// nor its max_lifetime, which are measured on the monotonic clock; only
+// the identity's expiry, a wall-clock instant like the token's exp, is
+// judged on the wall clock. Before the fix the idle limit was compared in
+// wall-clock time (the last byte's time as Unix nanoseconds): a step
+// forward of more than idle_timeout closed every open tunnel and
+// WebSocket at once as idle, a step back kept idle ones open for the
+// step's length beyond the limit.
+func TestLongConnDueClockSteps(t *testing.T) {
+	t0 := time.Date(2026, 3, 29, 0, 30, 0, 0, time.UTC)
+	const idle, maxLife = 15 * time.Minute, 24 * time.Hour
+	for _, tc := range []struct {
+		name string
+		// expires is the identity's expiry (zero: none); lastByte the
+		// monotonic time since opened of the last byte; elapsed the
+		// monotonic time since opened now; step how far the wall clock
+		// was moved meanwhile.
+		expires                 time.Time
+		lastByte, elapsed, step time.Duration
+		wantReason              string
+		wantWait                time.Duration
+	}{
+		{"busy, wall clock steps forward an hour", time.Time{}, 10 * time.Minute, 11 * time.Minute, time.Hour, "", 14 * time.Minute},
+		{"busy, wall clock steps forward a day", time.Time{}, 10 * time.Minute, 11 * time.Minute, 24 * time.Hour, "", 14 * time.Minute},
+		{"idle, wall clock steps back an hour", time.Time{}, 0, 16 * time.Minute, -time.Hour, closedIdle, 0},
+		{"idle, wall clock steps back a day", time.Time{}, 0, 20 * time.Minute, -24 * time.Hour, closedIdle, 0},
+		{"young, wall clock steps forward past max_lifetime", time.Time{}, time.Hour, time.Hour, 25 * time.Hour, "", idle},
+		{"old, wall clock steps back past max_lifetime", time.Time{}, maxLife, maxLife, -25 * time.Hour, closedMaxLifetime, 0},
+		{"identity expiry follows the wall clock forward", t0.Add(2 * time.Hour), time.Minute, time.Minute, 2 * time.Hour, closedIdentityExpired, 0},
+		{"identity expiry follows the wall clock back", t0.Add(2 * time.Hour), time.Minute, 2 * time.Minute, -time.Hour, "", 14 * time.Minute},
+		{"identity expiry next on the wall clock", t0.Add(30 * time.Minute), 20 * time.Minute, 20 * time.Minute, 5 * time.Minute, "", 5 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lc := &longConn{opened: t0, expires: tc.expires, idle: idle, maxLife: maxLife}
+			lc.last.Store(int64(tc.lastByte))
+			now := t0.Add(tc.elapsed + tc.step)
+			reason, wait := lc.due(now, tc.elapsed)
 			if reason != tc.wantReason || wait != tc.wantWait {
 				t.Errorf("due = %q, %s; want %q, %s", reason, wait, tc.wantReason, tc.wantWait)
 			}

@@ -219,6 +219,10 @@ type IssuerConfig struct {
 	MinRefetchInterval time.Duration `yaml:"min_refetch_interval"`
 	// FetchTimeout limits one fetch. Default DefaultFetchTimeout.
 	FetchTimeout time.Duration `yaml:"fetch_timeout"`
+	// MaxLifetime, when set, refuses tokens valid for longer: exp minus
+	// iat (minus now for a token without iat) above it, by more than
+	// clock_skew. Zero (the default): no maximum.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
 }
 
 // KubernetesConfig configures the kubernetes factor (TokenReview).
@@ -531,6 +535,9 @@ func (is IssuerConfig) validate(key string) []error {
 	if len(is.Audiences) == 0 {
 		add("audiences", "is required: list the audience the tokens are minted for, e.g. [credgate], so that tokens meant for other services are refused")
 	}
+	if is.MaxLifetime < 0 || is.MaxLifetime > 0 && is.MaxLifetime < time.Second {
+		add("max_lifetime", "must be 0 (no maximum) or at least 1s, like 1h")
+	}
 	for _, a := range is.Algorithms {
 		switch {
 		case strings.EqualFold(a, "none"):
@@ -685,7 +692,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Resolver, error) {
 	}
 	var kv *tokenReviewVerifier
 	if cfg.Kubernetes != nil {
-		kv, err = newTokenReviewVerifier(*cfg.Kubernetes, jv, o)
+		kv, err = newTokenReviewVerifier(*cfg.Kubernetes, jv, cfg.JWT.ClockSkew, o)
 		if err != nil {
 			return fail(err)
 		}

@@ -237,6 +237,24 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 	if err := std.ValidateWithLeeway(exp, v.skew); err != nil {
 		return verifiedToken{}, fmt.Errorf("issuer %s: %s: %w", name, claimProblem(err, is.cfg), ErrInvalid)
 	}
+	// A token whose nbf or iat is after its exp is valid at no instant;
+	// the leeway could otherwise admit it (an issuer's bug, or claims
+	// crafted to meet every check at once).
+	if std.NotBefore != nil && std.NotBefore.Time().After(std.Expiry.Time()) {
+		return verifiedToken{}, fmt.Errorf("issuer %s: token is valid at no time (nbf is after exp): %w", name, ErrInvalid)
+	}
+	if std.IssuedAt != nil && std.IssuedAt.Time().After(std.Expiry.Time()) {
+		return verifiedToken{}, fmt.Errorf("issuer %s: token is valid at no time (iat is after exp): %w", name, ErrInvalid)
+	}
+	if maxLife := is.cfg.MaxLifetime; maxLife > 0 {
+		from := now
+		if std.IssuedAt != nil {
+			from = std.IssuedAt.Time()
+		}
+		if life := std.Expiry.Time().Sub(from); life > maxLife+v.skew {
+			return verifiedToken{}, fmt.Errorf("issuer %s: token is valid for %s, longer than the issuer's max_lifetime %s; have the issuer mint shorter-lived tokens, or raise max_lifetime: %w", name, life.Round(time.Second), maxLife, ErrInvalid)
+		}
+	}
 	if is.local != nil {
 		if std.ID == "" {
 			return verifiedToken{}, fmt.Errorf("issuer %s: token has no jti claim: %w", name, ErrInvalid)

@@ -29,6 +29,10 @@ type tokenReviewVerifier struct {
 	url    string
 	client *http.Client
 	now    func() time.Time
+	// skew is identity.jwt.clock_skew: a token whose exp is further in
+	// the past is refused, as the jwt factor refuses it, whatever leeway
+	// the API server allows itself.
+	skew time.Duration
 	// jwt, if set, claims tokens of its issuers; when cfg.Issuers is
 	// empty, those are not reviewed.
 	jwt *jwtVerifier
@@ -43,7 +47,7 @@ type tokenReviewVerifier struct {
 	}
 }
 
-func newTokenReviewVerifier(cfg KubernetesConfig, jwt *jwtVerifier, o options) (*tokenReviewVerifier, error) {
+func newTokenReviewVerifier(cfg KubernetesConfig, jwt *jwtVerifier, skew time.Duration, o options) (*tokenReviewVerifier, error) {
 	client, err := httpClient(cfg.CAFile, cfg.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("identity: kubernetes: %w", err)
@@ -54,6 +58,7 @@ func newTokenReviewVerifier(cfg KubernetesConfig, jwt *jwtVerifier, o options) (
 		url:    strings.TrimSuffix(cfg.APIServer, "/") + tokenReviewPath,
 		client: client,
 		now:    o.now,
+		skew:   skew,
 		jwt:    jwt,
 
 		accepted: newTTLCache[tokenKey, *Factor](cfg.CacheSize),
@@ -104,6 +109,12 @@ func (v *tokenReviewVerifier) Verify(ctx context.Context, ev Evidence) (*Factor,
 			sourcePrefix(ev.Source), v.cfg.ReviewRate, v.cfg.ReviewBurst, ErrUnavailable)
 	}
 	f, err := v.review(ctx, tok)
+	if err == nil && f != nil && !f.Expires.IsZero() && now.Add(-v.skew).After(f.Expires) {
+		// The API server judges exp with its own leeway (a minute in
+		// kube-apiserver); the gateway holds every token to one.
+		f, err = nil, fmt.Errorf("token review: token has expired (its exp, %s, is more than identity.jwt.clock_skew, %s, ago; the API server's own leeway still accepted it): %w",
+			f.Expires.UTC().Format(time.RFC3339), v.skew, ErrInvalid)
+	}
 	switch {
 	case err == nil:
 		v.n.authenticated.Add(1)

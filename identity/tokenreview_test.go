@@ -100,7 +100,7 @@ func newTestTokenReview(t *testing.T, c *fakeClock, cfg KubernetesConfig, jv *jw
 	if err := full.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	v, err := newTokenReviewVerifier(*full.Kubernetes, jv, testOptions(c))
+	v, err := newTokenReviewVerifier(*full.Kubernetes, jv, full.JWT.ClockSkew, testOptions(c))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,8 +146,15 @@ func literalTimeZones(a *celast.AST) []conditionIssue {
 	return out
 }
 
-// checkTimeZone reads tz as CEL's timestamp accessors do.
+// checkTimeZone reads tz as CEL's timestamp accessors do. "Local" loads
+// but is refused: it is the gateway host's zone (its TZ variable,
+// /etc/localtime), so one condition would decide differently on
+// replicas set up differently, and in the container image, where it is
+// UTC, differently from the operator's laptop.
 func checkTimeZone(tz string) error {
+	if tz == "Local" {
+		return fmt.Errorf("time zone %q is the gateway host's own, which differs between hosts and is UTC in the container image: name the zone (\"Europe/Berlin\", \"UTC\") or an offset (\"+01:00\")", tz)
+	}
 	h, m, offset := strings.Cut(tz, ":")
 	if !offset {
 		if _, err := time.LoadLocation(tz); err != nil {

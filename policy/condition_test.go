@@ -363,6 +363,11 @@ func TestConditionTimeZones(t *testing.T) {
 			}
 			_, _, evalErr := prg.Eval(map[string]any{"now": now})
 			_, issues := compileCondition(src)
+			if tz == "Local" {
+				// Evaluates, on the host's zone: refused at load all
+				// the same (TestConditionTimeZoneLocal).
+				evalErr = errors.New("host-dependent")
+			}
 			if (evalErr != nil) != (len(issues) > 0) {
 				t.Errorf("%s: CEL evaluation error %v, load-time issues %v; want both or neither", src, evalErr, issues)
 			}
@@ -377,5 +382,18 @@ func TestConditionTimeZones(t *testing.T) {
 	// evaluation (which fails closed).
 	if _, issues := compileCondition(`now.getHours(workload.attributes["tz"]) >= 0`); len(issues) > 0 {
 		t.Errorf("a zone from a variable: %v", issues)
+	}
+}
+
+// TestConditionTimeZoneLocal: "Local" is the gateway host's zone (TZ,
+// /etc/localtime): a condition naming it would decide differently on
+// replicas set up differently, and is UTC in the container image. It is
+// a load error that says to name the zone.
+func TestConditionTimeZoneLocal(t *testing.T) {
+	for _, src := range []string{`now.getHours("Local") < 22`, `now.getDayOfWeek("Local") == 1 || now.getHours("UTC") == 3`} {
+		_, issues := compileCondition(src)
+		if len(issues) != 1 || !strings.Contains(issues[0].msg, `"Local" is the gateway host's own`) || !strings.Contains(issues[0].msg, `"Europe/Berlin"`) {
+			t.Errorf("%s: issues %+v, want one saying to name the zone", src, issues)
+		}
 	}
 }

@@ -351,7 +351,7 @@ func (is *Issuer) rotate(now time.Time) {
 		}
 	}
 	is.keys = slices.DeleteFunc(is.keys, func(k *signingKey) bool {
-		return !k.retired.IsZero() && now.Sub(k.retired) > is.cfg.MaxTTL+time.Minute
+		return !k.retired.IsZero() && now.Sub(k.retired) > is.cfg.MaxTTL+afterExp
 	})
 }
 
@@ -457,6 +457,15 @@ func (is *Issuer) redisKey(id string) string {
 	return ns + ":runtoken:revoked:" + hex.EncodeToString(h[:16])
 }
 
+// afterExp is how long after a token's exp the issuer keeps what
+// concerns it (its revocation, in memory and in Redis; a retired key that
+// signed it): the longest a jwt factor may accept a token after its exp
+// (identity.MaxClockSkew, the largest identity.jwt.clock_skew, accepted
+// up to and including it), and a second. Before, a minute: with a
+// clock_skew above a minute a revoked token was forgotten, and accepted
+// again, for the rest of the leeway.
+const afterExp = identity.MaxClockSkew + time.Second
+
 // Revoked implements identity.LocalIssuer: whether the token with this
 // jti, expiring at expires, was revoked. With Redis, a Redis that does
 // not answer is an error (the token is refused, not let through). A
@@ -468,7 +477,7 @@ func (is *Issuer) Revoked(ctx context.Context, id string, expires time.Time) (bo
 	is.mu.Lock()
 	exp, ok := is.revoked[id]
 	is.mu.Unlock()
-	if ok && now.Before(exp.Add(time.Minute)) {
+	if ok && now.Before(exp.Add(afterExp)) {
 		return true, nil
 	}
 	if is.opts.Redis == nil {
@@ -493,17 +502,17 @@ func (is *Issuer) Revoked(ctx context.Context, id string, expires time.Time) (bo
 	return true, nil
 }
 
-// remember keeps the revocation of id until exp (plus the minute of clock
-// skew), dropping those past theirs.
+// remember keeps the revocation of id until afterExp past exp, dropping
+// those past theirs.
 func (is *Issuer) remember(id string, exp, now time.Time) {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	for k, e := range is.revoked {
-		if now.After(e.Add(time.Minute)) {
+		if now.After(e.Add(afterExp)) {
 			delete(is.revoked, k)
 		}
 	}
-	if now.Before(exp.Add(time.Minute)) && exp.After(is.revoked[id]) {
+	if now.Before(exp.Add(afterExp)) && exp.After(is.revoked[id]) {
 		is.revoked[id] = exp
 	}
 }
@@ -544,7 +553,7 @@ func (is *Issuer) resync(ctx context.Context) (int, error) {
 	is.mu.Lock()
 	known := make(map[string]time.Time, len(is.revoked))
 	for id, exp := range is.revoked {
-		if now.Before(exp.Add(time.Minute)) {
+		if now.Before(exp.Add(afterExp)) {
 			known[id] = exp
 		}
 	}
@@ -557,7 +566,7 @@ func (is *Issuer) resync(ctx context.Context) (int, error) {
 	cmds := make([]*redis.BoolCmd, 0, len(known))
 	_, err := is.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for id, exp := range known {
-			cmds = append(cmds, p.SetNX(ctx, is.redisKey(id), "1", exp.Add(time.Minute).Sub(now)))
+			cmds = append(cmds, p.SetNX(ctx, is.redisKey(id), "1", exp.Add(afterExp).Sub(now)))
 		}
 		return nil
 	})
@@ -608,11 +617,11 @@ func (is *Issuer) Revoke(ctx context.Context, tok string) (Revocation, error) {
 	r := Revocation{ID: c.ID, Workload: c.Subject, Expires: c.Expiry.Time()}
 	now := is.opts.Now()
 	is.remember(r.ID, r.Expires, now)
-	if is.opts.Redis != nil && now.Before(r.Expires.Add(time.Minute)) {
+	if is.opts.Redis != nil && now.Before(r.Expires.Add(afterExp)) {
 		ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 		defer cancel()
-		// Kept a minute beyond exp: the jwt factor's clock skew.
-		if err := is.opts.Redis.Set(ctx, is.redisKey(r.ID), "1", r.Expires.Add(time.Minute).Sub(now)).Err(); err != nil {
+		// Kept beyond exp as long as any jwt factor may accept it.
+		if err := is.opts.Redis.Set(ctx, is.redisKey(r.ID), "1", r.Expires.Add(afterExp).Sub(now)).Err(); err != nil {
 			is.health.Fail("set", err)
 			return r, fmt.Errorf("%w: revoked on this replica only: %v", ErrUnavailable, err)
 		}

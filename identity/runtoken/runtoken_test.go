@@ -176,9 +176,10 @@ func TestRotation(t *testing.T) {
 	if kid(first) == kid(second) {
 		t.Error("the token after rotate_interval is signed by the old key")
 	}
-	// A retired key goes once every token it signed has expired; the
-	// one retired just now stays.
-	clk.Add(2*time.Hour + 2*time.Minute)
+	// A retired key goes once every token it signed has expired, and no
+	// jwt factor's clock_skew could accept one (afterExp); the one
+	// retired just now stays.
+	clk.Add(2*time.Hour + afterExp + time.Minute)
 	keys = is.VerificationKeys()
 	var kids []string
 	for _, k := range keys {
@@ -250,9 +251,10 @@ func TestSharedRevocation(t *testing.T) {
 	if _, err := resolve(t, rb, tok.Value.Reveal()); !errors.Is(err, identity.ErrInvalid) {
 		t.Fatalf("replica b after a revoked it: %v, want ErrInvalid", err)
 	}
-	// The Redis key expires with the token.
-	if ttl := rdb.TTL(context.Background(), a.redisKey(rev.ID)).Val(); ttl <= 0 || ttl > DefaultTTL+time.Minute {
-		t.Errorf("revocation key TTL %s", ttl)
+	// The Redis key expires with the token, once no jwt factor's leeway
+	// could accept it any more.
+	if ttl := rdb.TTL(context.Background(), a.redisKey(rev.ID)).Val(); ttl <= DefaultTTL+identity.MaxClockSkew-time.Minute || ttl > DefaultTTL+afterExp {
+		t.Errorf("revocation key TTL %s, want the token's %s and the largest clock_skew, %s", ttl, DefaultTTL, identity.MaxClockSkew)
 	}
 	other, _ := a.Issue("agent", 0)
 	srv.Stop()
@@ -345,5 +347,39 @@ func TestRevocationSurvivesRedisLoss(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// TestRevocationOutlivesLeeway: a revoked run token stays revoked for as
+// long as any jwt factor may still accept its time claims, which is up
+// to and including exp + clock_skew, and clock_skew may be set up to
+// identity.MaxClockSkew. Before, the revocation was kept a minute past
+// exp (in memory and in Redis): with clock_skew above a minute the
+// token was accepted again for the rest of the leeway (and at exactly
+// a minute, which a one-minute clock_skew accepts); 5 of the 7 instants
+// failed (from 1m after exp on).
+func TestRevocationOutlivesLeeway(t *testing.T) {
+	clk := &clock{t: time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)}
+	is, err := New(Config{Workloads: []string{"agent"}}, Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = is.Close() })
+	tok, err := is.Issue("agent", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := is.Revoke(context.Background(), tok.Value.Reveal()); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(tok.Expires.Sub(clk.Now()))
+	prev := time.Duration(0)
+	for _, after := range []time.Duration{0, 30 * time.Second, time.Minute, time.Minute + time.Second, 3 * time.Minute, identity.MaxClockSkew - time.Second, identity.MaxClockSkew} {
+		clk.Add(after - prev)
+		prev = after
+		revoked, err := is.Revoked(context.Background(), tok.ID, tok.Expires)
+		if err != nil || !revoked {
+			t.Errorf("%s after exp (a clock_skew up to %s still accepts its time claims): revoked %v, %v; want revoked", after, identity.MaxClockSkew, revoked, err)
+		}
 	}
 }

@@ -270,6 +270,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// Dated on the server's clock (Options.Now), as a real server dates
+	// its answers: a test can skew it.
+	w.Header().Set("Date", s.opts.Now().UTC().Format(http.TimeFormat))
 	p := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	switch {
 	case len(p) >= 2 && strings.HasSuffix(p[1], ".git") && s.opts.GitRoot != "":

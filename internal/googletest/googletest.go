@@ -291,6 +291,9 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// Dated on the server's clock (Options.Now), as a real server dates
+	// its answers: a test can skew it.
+	w.Header().Set("Date", s.opts.Now().UTC().Format(http.TimeFormat))
 	switch {
 	case r.URL.Path == "/token" && r.Method == http.MethodPost:
 		s.token(w, r)

@@ -91,12 +91,14 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/cabundle"
@@ -194,6 +196,15 @@ type Provider struct {
 	sessionName template
 	sourceIDT   template
 	backoff     retry.BackoffDelayer // nil: the SDK's jittered exponential backoff
+	now         func() time.Time     // nil: time.Now (tests: the cache's fake clock)
+}
+
+// clock returns the provider's time.
+func (p *Provider) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
 }
 
 // Inputs implements providers.Composer.
@@ -527,11 +538,12 @@ func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in ses
 	if err != nil {
 		return nil, err
 	}
+	start := p.clock()
 	out, err := client.AssumeRole(ctx, input, optFns...)
 	if err != nil {
 		return nil, classify("assume role "+p.RoleARN, httpclient.RedactValues(err, append(sent, p.ExternalID)...))
 	}
-	return out.Credentials, nil
+	return onGatewayClock(out.Credentials, out.ResultMetadata, start), nil
 }
 
 // callerToken returns the workload's verified token that
@@ -563,13 +575,31 @@ func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token strin
 	if err != nil {
 		return nil, err
 	}
+	start := p.clock()
 	out, err := client.AssumeRoleWithWebIdentity(ctx, input)
 	if err != nil {
 		// An endpoint echoing the request puts the token in the message
 		// the SDK quotes.
 		return nil, classify("assume role with web identity "+p.RoleARN, httpclient.RedactValues(err, token))
 	}
-	return out.Credentials, nil
+	return onGatewayClock(out.Credentials, out.ResultMetadata, start), nil
+}
+
+// onGatewayClock moves creds' Expiration, an instant on STS's clock, to
+// the gateway's: the lifetime the answer states (Expiration minus its
+// Date header, which the SDK keeps as the server time) counted from
+// start, when the request was sent (providers.ServerExpiry). AWS judges
+// the keys on its own clock; a gateway clock behind it would otherwise
+// sign with keys AWS already refuses, one ahead by more than the
+// lifetime would take every answer for expired.
+func onGatewayClock(creds *ststypes.Credentials, meta middleware.Metadata, start time.Time) *ststypes.Credentials {
+	if creds == nil || creds.Expiration == nil {
+		return creds
+	}
+	date, _ := awsmiddleware.GetServerTime(meta)
+	exp := providers.ServerExpiry(*creds.Expiration, date, start)
+	creds.Expiration = &exp
+	return creds
 }
 
 // classify wraps err: what the SDK's retryer retries (throttling codes

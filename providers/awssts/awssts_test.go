@@ -36,7 +36,10 @@ type fakeSTS struct {
 	calls []url.Values
 	auth  []string
 	fail  func(n int) (status int, code string) // n counts calls from 1
-	n     atomic.Int64
+	// date, when set, gives the answers' Date header ("": none) instead
+	// of now's.
+	date func() string
+	n    atomic.Int64
 }
 
 func newFakeSTS(t *testing.T, now func() time.Time) *fakeSTS {
@@ -66,6 +69,16 @@ func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	action := r.PostForm.Get("Action")
+	switch {
+	case f.date != nil:
+		if d := f.date(); d == "" {
+			w.Header()["Date"] = nil // net/http sends none
+		} else {
+			w.Header().Set("Date", d)
+		}
+	default:
+		w.Header().Set("Date", f.now().UTC().Format(http.TimeFormat)) // the server's clock
+	}
 	exp := f.now().Add(15 * time.Minute).UTC().Format(time.RFC3339)
 	fmt.Fprintf(w, `<%sResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><%sResult><Credentials>
 <AccessKeyId>ASIAFAKE%d</AccessKeyId><SecretAccessKey>NO_LEAK_issued_secret_%d</SecretAccessKey><SessionToken>NO_LEAK_issued_token_%d</SessionToken><Expiration>%s</Expiration>
@@ -310,6 +323,7 @@ func TestRefreshAheadWithFakeClock(t *testing.T) {
 	sts := newFakeSTS(t, clock)
 	p := load(t, fmt.Sprintf("{role_arn: 'arn:aws:iam::1:role/r', endpoint: %s, source_credential: src}", sts.URL),
 		map[string]providers.Provider{"src": staticSource{cred: sourceCred()}})
+	p.now = clock
 	cache := providers.NewCache(providers.CacheOptions{Now: clock, RefreshAhead: time.Minute})
 	t.Cleanup(cache.Close)
 	req := providers.Request{Credential: "aws", Workload: billing()}

@@ -127,6 +127,7 @@ func TestThrottlingThroughTheCache(t *testing.T) {
 	}
 	p := load(t, fmt.Sprintf("{role_arn: 'arn:aws:iam::1:role/r', endpoint: %s, source_credential: src, retries: 0}", sts.URL),
 		map[string]providers.Provider{"src": staticSource{cred: sourceCred()}})
+	p.now = clock // STS's clock is the gateway's here
 	const backoff = 5 * time.Second
 	cache := providers.NewCache(providers.CacheOptions{Now: clock, RefreshAhead: time.Minute, ErrorBackoff: backoff})
 	t.Cleanup(cache.Close)

@@ -405,7 +405,7 @@ func (p *Provider) installation(ctx context.Context, jwt string) (id int64, look
 		var out struct {
 			ID int64 `json:"id"`
 		}
-		err = p.call(ctx, http.MethodGet, path, jwt, nil, http.StatusOK, &out)
+		_, err = p.call(ctx, http.MethodGet, path, jwt, nil, http.StatusOK, &out)
 		if errors.Is(err, errNotFound) {
 			continue
 		}
@@ -430,7 +430,8 @@ func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.C
 		Token     string    `json:"token"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}
-	err := p.call(ctx, http.MethodPost, path, jwt, p.body, http.StatusCreated, &out)
+	sent := p.now()
+	date, err := p.call(ctx, http.MethodPost, path, jwt, p.body, http.StatusCreated, &out)
 	switch {
 	case errors.Is(err, errNotFound):
 		return nil, fmt.Errorf("github-app: installation %d of %s not found (GitHub answered 404 to POST %s): check installation_id (the number at the end of the installation's settings URL), that the app is still installed, and base_url", id, p.app(), path)
@@ -441,9 +442,12 @@ func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.C
 	case out.Token == "":
 		return nil, fmt.Errorf("github-app: mint a token for installation %d of %s: the answer has no token", id, p.app())
 	}
-	exp := out.ExpiresAt
-	if exp.IsZero() {
-		exp = p.now().Add(time.Hour)
+	// expires_at is on GitHub's clock: counted from sent by the
+	// answer's Date, so that a gateway clock off GitHub's neither
+	// serves the token past its end nor takes it for expired.
+	exp := providers.ServerExpiry(out.ExpiresAt, date, sent)
+	if out.ExpiresAt.IsZero() {
+		exp = sent.Add(time.Hour)
 	}
 	tok := providers.NewSecret(out.Token)
 	return &providers.Credential{
@@ -460,16 +464,18 @@ func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.C
 var errScope = errors.New("422 Unprocessable Entity")
 
 // call makes one request to GitHub with the app JWT and decodes a JSON
-// answer of status want into out. Errors name the status and never carry
-// the answer's body (which could echo what was sent).
-func (p *Provider) call(ctx context.Context, method, path, jwt string, body []byte, want int, out any) error {
+// answer of status want into out, returning the answer's Date
+// (providers.AnswerDate).
+// Errors name the status and never carry the answer's body (which could
+// echo what was sent).
+func (p *Provider) call(ctx context.Context, method, path, jwt string, body []byte, want int, out any) (date time.Time, err error) {
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))
 	}
 	req, err := http.NewRequestWithContext(ctx, method, p.base+path, rd)
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
+		return time.Time{}, fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+jwt)
 	req.Header.Set("Accept", "application/vnd.github+json")
@@ -480,28 +486,28 @@ func (p *Provider) call(ctx context.Context, method, path, jwt string, body []by
 	}
 	resp, data, err := endpoint.Do(p.client, req)
 	if err != nil {
-		return fmt.Errorf("%s %s%s: %w", method, p.base, path, err)
+		return time.Time{}, fmt.Errorf("%s %s%s: %w", method, p.base, path, err)
 	}
 	switch s := resp.StatusCode; {
 	case s == want:
 	case s == http.StatusNotFound:
-		return errNotFound
+		return time.Time{}, errNotFound
 	case s == http.StatusUnauthorized:
-		return fmt.Errorf("GitHub rejected the app JWT (401 to %s %s): check that private_key is the key of %s, that app_id/client_id is right, and that the gateway's clock is correct (GitHub checks iat and exp within 10 minutes)", method, path, p.app())
+		return time.Time{}, fmt.Errorf("GitHub rejected the app JWT (401 to %s %s): check that private_key is the key of %s, that app_id/client_id is right, and that the gateway's clock is correct (GitHub checks iat and exp within 10 minutes)", method, path, p.app())
 	case s == http.StatusUnprocessableEntity:
-		return errScope
+		return time.Time{}, errScope
 	case endpoint.Unavailable(s) ||
 		(s == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != "")):
-		return fmt.Errorf("%s %s: GitHub answered %s: %w", method, path, resp.Status, providers.ErrUnavailable)
+		return time.Time{}, fmt.Errorf("%s %s: GitHub answered %s: %w", method, path, resp.Status, providers.ErrUnavailable)
 	case s == http.StatusForbidden:
-		return fmt.Errorf("%s %s: GitHub answered 403 Forbidden: the app may be suspended or lack access", method, path)
+		return time.Time{}, fmt.Errorf("%s %s: GitHub answered 403 Forbidden: the app may be suspended or lack access", method, path)
 	default:
-		return fmt.Errorf("%s %s: GitHub answered %s", method, path, resp.Status)
+		return time.Time{}, fmt.Errorf("%s %s: GitHub answered %s", method, path, resp.Status)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: the answer is not the JSON GitHub sends: %w", method, path, err)
+		return time.Time{}, fmt.Errorf("%s %s: the answer is not the JSON GitHub sends: %w", method, path, err)
 	}
-	return nil
+	return providers.AnswerDate(resp.Header), nil
 }
 
 // String describes the provider by app, installation and API; it is what

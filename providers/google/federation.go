@@ -318,12 +318,15 @@ func (p *Provider) generateAccessToken(ctx context.Context, federated string) (*
 	if err := json.Unmarshal(a.body, &out); err != nil || out.AccessToken == "" || out.ExpireTime.IsZero() {
 		return nil, fmt.Errorf("%s: the answer has no accessToken and expireTime; check that iam_credentials_url is Google's IAM Credentials API", op)
 	}
-	if !out.ExpireTime.After(p.now().Add(expiryMargin)) {
-		return nil, fmt.Errorf("%s: the access token expires at %s, already past (check the gateway's clock): %w", op, out.ExpireTime.UTC().Format(time.RFC3339), providers.ErrUnavailable)
+	// expireTime is on Google's clock: counted on the gateway's from the
+	// answer's Date.
+	exp := providers.ServerExpiry(out.ExpireTime, a.date, a.start)
+	if !exp.After(a.start.Add(expiryMargin)) {
+		return nil, fmt.Errorf("%s: the access token expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, out.ExpireTime.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},
-		Expiry: out.ExpireTime.Add(-expiryMargin),
+		Expiry: exp.Add(-expiryMargin),
 	}, nil
 }
 
@@ -347,5 +350,5 @@ func (p *Provider) generateIDToken(ctx context.Context, federated string) (*prov
 	if err := json.Unmarshal(a.body, &out); err != nil || out.Token == "" {
 		return nil, fmt.Errorf("%s: the answer has no token; check that iam_credentials_url is Google's IAM Credentials API", op)
 	}
-	return idTokenCredential(op, out.Token, a.start)
+	return idTokenCredential(op, out.Token, a)
 }

@@ -548,7 +548,7 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 		if out.IDToken == "" {
 			return nil, fmt.Errorf("%s: the answer has no id_token; check that token_url is Google's token endpoint", op)
 		}
-		return idTokenCredential(op, out.IDToken, a.start)
+		return idTokenCredential(op, out.IDToken, a)
 	}
 	if out.AccessToken == "" {
 		return nil, fmt.Errorf("%s: the answer has no access_token", op)
@@ -558,22 +558,25 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 
 // accessTokenCredential is an access token that expires expiresIn
 // seconds after start (an hour when the answer gave no lifetime), a
-// margin early.
+// margin early: expiryMargin, at most half the lifetime, so that a token
+// granted for less than two margins is used for half its life rather
+// than refused as expired on arrival.
 func accessTokenCredential(tok string, start time.Time, expiresIn int64) *providers.Credential {
-	exp := start.Add(providers.Seconds(expiresIn))
+	life := providers.Seconds(expiresIn)
 	if expiresIn <= 0 {
-		exp = start.Add(Lifetime)
+		life = Lifetime
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
-		Expiry: exp.Add(-expiryMargin),
+		Expiry: start.Add(life - min(expiryMargin, life/2)),
 	}
 }
 
 // idTokenCredential is an ID token that expires at its exp claim, a
-// margin early. The token came from Google over verified TLS; its
-// signature is the receiving service's to check.
-func idTokenCredential(op, tok string, now time.Time) (*providers.Credential, error) {
+// margin early; exp is on Google's clock, counted on the gateway's from
+// the answer's Date (providers.ServerExpiry). The token came from Google
+// over verified TLS; its signature is the receiving service's to check.
+func idTokenCredential(op, tok string, a *answer) (*providers.Credential, error) {
 	var claims struct {
 		Exp int64 `json:"exp"`
 	}
@@ -585,9 +588,10 @@ func idTokenCredential(op, tok string, now time.Time) (*providers.Credential, er
 	if err != nil || json.Unmarshal(b, &claims) != nil || claims.Exp <= 0 {
 		return nil, fmt.Errorf("%s: the ID token in the answer has no readable exp claim", op)
 	}
-	exp := time.Unix(claims.Exp, 0)
-	if !exp.After(now.Add(expiryMargin)) {
-		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s, already past (check the gateway's clock): %w", op, exp.UTC().Format(time.RFC3339), providers.ErrUnavailable)
+	stated := time.Unix(claims.Exp, 0)
+	exp := providers.ServerExpiry(stated, a.date, a.start)
+	if !exp.After(a.start.Add(expiryMargin)) {
+		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, stated.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
@@ -605,6 +609,9 @@ type answer struct {
 	// description, which may echo what was sent.
 	code  string
 	start time.Time // when the request was sent
+	// date is the answer's Date header: Google's clock, which the
+	// instants it states (expireTime, an ID token's exp) are on.
+	date time.Time
 }
 
 // refused words an answer no caller recognised: the status and the code.
@@ -638,7 +645,7 @@ func (p *Provider) post(ctx context.Context, op, target, contentType string, bod
 	if endpoint.Unavailable(resp.StatusCode) {
 		return nil, fmt.Errorf("%s: Google answered %s: %w", op, resp.Status, providers.ErrUnavailable)
 	}
-	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start}
+	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start, date: providers.AnswerDate(resp.Header)}
 	var e struct {
 		Error json.RawMessage `json:"error"`
 	}
