@@ -10,10 +10,14 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/credgate/credgate/internal/testpki"
+	"github.com/credgate/credgate/internal/vaulttest"
 )
 
 // identityOrigin is a TLS origin (HTTP/1.1 and HTTP/2, session tickets
@@ -257,4 +261,189 @@ credentials:
 		}
 	}
 	t.Logf("%d of %d cases mixed identities", failed, total)
+}
+
+// TestPerWorkloadSecretsStayTheirs is the class test of per-workload
+// credentials and placeholders: workloads a and b share rules whose
+// credential is read per workload (a Vault path templated with the
+// workload's name) behind a fixed placeholder, a generated per-workload
+// placeholder and a bearer injection. Each request, in turn and
+// concurrently, over HTTP/1.1 and HTTP/2, must reach the origin with its
+// own workload's secret; b sending a's generated placeholder is refused
+// and nothing is sent; no response carries either secret (the origin
+// echoes what it received), and neither reaches the log or audit lines.
+// The placeholder's substitution is memoised per rule and placeholder,
+// not per caller: a and b alternating must still each get their own.
+func TestPerWorkloadSecretsStayTheirs(t *testing.T) {
+	emu := vaulttest.NewServer(vaulttest.Options{})
+	t.Cleanup(emu.Close)
+	cfg := api.DefaultConfig()
+	cfg.Address = emu.URL
+	admin, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.SetToken(emu.RootToken)
+	secrets := map[string]string{"a": "secret-of-a-" + fmt.Sprint(time.Now().UnixNano()), "b": "secret-of-b-" + fmt.Sprint(time.Now().UnixNano())}
+	for w, v := range secrets {
+		if _, err := admin.Logical().Write("secret/data/app-"+w, map[string]any{"data": map[string]any{"token": v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CREDGATE_GATEWAY_TEST_VAULT_TOKEN", emu.RootToken)
+
+	pki := newTestPKI(t, apiHost, secondHost)
+	o := startOrigin(t, pki)
+	o.route("/echo-key", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "key=%s auth=%s", r.Header.Get("X-Key"), r.Header.Get("Authorization"))
+	})
+	tg := newTestGateway(t, pki, o)
+	server := fmt.Sprintf("{address: %q, auth: {method: token, token_env: CREDGATE_GATEWAY_TEST_VAULT_TOKEN}}", emu.URL)
+	writeFile(t, tg.dir, "policy.yaml", []byte(fmt.Sprintf(`workloads:
+  a: {cidrs: [127.0.0.1/32]}
+  b: {cidrs: [127.0.0.2/32]}
+destinations:
+  api: {hosts: [%s], allow_private: true}
+  second: {hosts: [%s], allow_private: true}
+credentials:
+  fixed:
+    provider: vault
+    server: %s
+    path: 'secret/data/app-{{.workload.name}}'
+    field: token
+    placeholder: CREDGATE_PH_scoped
+  generated:
+    provider: vault
+    server: %s
+    path: 'secret/data/app-{{.workload.name}}'
+    field: token
+    placeholder: {generate: per_workload}
+  bearer:
+    provider: vault
+    server: %s
+    path: 'secret/data/app-{{.workload.name}}'
+    field: token
+rules:
+  - {name: generated, from: "*", to: api, paths: [/gen/*], inject: {credential: generated, as: placeholder}}
+  - {name: fixed, from: "*", to: api, inject: {credential: fixed, as: placeholder}}
+  - {name: bearer, from: "*", to: second, inject: {credential: bearer, as: bearer}}
+default: deny
+`, apiHost, secondHost, server, server, server)))
+	tg.run(t, fmt.Sprintf("resolve:\n  %q: %q\n  %q: %q\n", apiHost+":443", o.addr, secondHost+":443", o.addr))
+	generated := map[string]string{}
+	for _, u := range tg.gw.store.Current().Placeholders() {
+		if u.Credential == "generated" && u.Workload != "" {
+			generated[u.Workload] = u.Placeholder
+		}
+	}
+	src := map[string]string{"a": "127.0.0.1", "b": "127.0.0.2"}
+
+	type probe struct {
+		name string
+		// url and header of the request workload wl sends.
+		req func(wl string) (string, http.Header)
+		// the value the origin must see for wl, in header field.
+		field string
+		want  func(wl string) string
+	}
+	probes := []probe{
+		{"fixed placeholder", func(string) (string, http.Header) {
+			return "https://" + apiHost + "/echo-key", http.Header{"X-Key": {"CREDGATE_PH_scoped"}}
+		}, "X-Key", func(wl string) string { return secrets[wl] }},
+		{"generated placeholder", func(wl string) (string, http.Header) {
+			return "https://" + apiHost + "/gen/x", http.Header{"X-Key": {generated[wl]}}
+		}, "X-Key", func(wl string) string { return secrets[wl] }},
+		{"bearer", func(string) (string, http.Header) {
+			return "https://" + secondHost + "/echo-key", nil
+		}, "Authorization", func(wl string) string { return "Bearer " + secrets[wl] }},
+	}
+	clients := map[string]map[bool]*http.Client{}
+	for wl, ip := range src {
+		clients[wl] = map[bool]*http.Client{false: tg.clientFrom(t, ip, false), true: tg.clientFrom(t, ip, true)}
+	}
+	var mu sync.Mutex
+	failed, total := 0, 0
+	// send sends one probe for wl and checks what the origin received:
+	// the origin's record is found by a marker query parameter.
+	var seq atomic.Int64
+	send := func(p probe, wl string, h2 bool) error {
+		u, h := p.req(wl)
+		mark := fmt.Sprint(seq.Add(1))
+		req, _ := http.NewRequest("GET", u+"?m="+mark, nil)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		resp, err := clients[wl][h2].Do(req)
+		if err != nil {
+			return fmt.Errorf("%s from %s: %w", p.name, wl, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var got string
+		found := false
+		for _, s := range o.all() {
+			if s.Query == "m="+mark {
+				got, found = s.Header.Get(p.field), true
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		total++
+		switch {
+		case !found || resp.StatusCode != http.StatusOK:
+			failed++
+			return fmt.Errorf("%s from %s (h2 %v): %s %q, origin reached %v", p.name, wl, h2, resp.Status, body, found)
+		case got != p.want(wl):
+			failed++
+			return fmt.Errorf("%s from %s (h2 %v): the origin got another value than the workload's own secret (a's: %v)", p.name, wl, h2, strings.Contains(got, secrets["a"]))
+		case strings.Contains(string(body), secrets["a"]) || strings.Contains(string(body), secrets["b"]):
+			failed++
+			return fmt.Errorf("%s from %s (h2 %v): the response carries a secret", p.name, wl, h2)
+		}
+		return nil
+	}
+	for round := range 3 {
+		for _, p := range probes {
+			for _, wl := range []string{"a", "b", "a", "b"} {
+				if err := send(p, wl, round%2 == 1); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wl := []string{"a", "b"}[i%2]
+			if err := send(probes[i%len(probes)], wl, i%4 < 2); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// b sending a's generated placeholder: refused, nothing sent.
+	before := len(o.all())
+	req, _ := http.NewRequest("GET", "https://"+apiHost+"/gen/x", nil)
+	req.Header.Set("X-Key", generated["a"])
+	resp, err := clients["b"][false].Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	total++
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Credgate-Reason") != codePlaceholderMisuse || len(o.all()) != before {
+		failed++
+		t.Errorf("b sending a's generated placeholder: %s %s, origin reached %v; want 403 %s, nothing sent", resp.Status, resp.Header.Get("X-Credgate-Reason"), len(o.all()) != before, codePlaceholderMisuse)
+	}
+	for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {
+		for wl, v := range secrets {
+			if strings.Contains(s, v) {
+				t.Errorf("workload %s's secret appears in the %s output", wl, where)
+			}
+		}
+	}
+	t.Logf("%d of %d requests got another's secret or were refused", failed, total)
 }
