@@ -151,13 +151,13 @@ type Factor struct {
 	// subject_token of an OAuth2 token exchange; every printed form of it
 	// is redacted.
 	Token Token
-	// Workload, when set, is the only workload the factor may identify:
+	// IssuedFor, when set, is the only workload the factor may identify:
 	// a token the gateway issued for that workload (a run token, whose
 	// sub names it). A workload definition that would take the factor
 	// under another name is passed over (pick), so a token issued for
 	// one workload never identifies another, whatever the claims of the
 	// others. It only ever narrows what the other fields select.
-	Workload string
+	IssuedFor string
 }
 
 // Verifier checks one kind of factor.
@@ -627,10 +627,10 @@ func pick(w Workload, specs []Spec) (string, error) {
 }
 
 // issuedFor reports whether no factor of w was issued for a workload
-// other than name (Factor.Workload).
+// other than name (Factor.IssuedFor).
 func issuedFor(w Workload, name string) bool {
 	for i := range w.Factors {
-		if f := &w.Factors[i]; f.Workload != "" && f.Workload != name {
+		if f := &w.Factors[i]; f.IssuedFor != "" && f.IssuedFor != name {
 			return false
 		}
 	}

@@ -251,7 +251,7 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 	}}
 	if is.local != nil {
 		// A run token identifies the workload it was issued for, or none.
-		f.Workload = std.Subject
+		f.IssuedFor = std.Subject
 	}
 	if extra.Confirmation != nil && extra.Confirmation.X5tS256 != "" {
 		f.Attributes[AttrTokenCertThumbprint] = extra.Confirmation.X5tS256
