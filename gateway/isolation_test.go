@@ -104,9 +104,9 @@ func (tg *testGateway) clientFrom(t *testing.T, src string, h2 bool) *http.Clien
 // certificates of their own to one origin (tlsclient), workload c a bearer
 // token over a connection without one, interleaved, over HTTP/1.1 and
 // HTTP/2 clients, under every upstream.http2 setting, with the origin
-// keeping connections open (pooled connections, HTTP/2 multiplexing) and
-// closing each (every request a new connection, resuming a TLS session
-// where the gateway has one). The origin records, per request, the client
+// keeping connections open (pooled connections, HTTP/2 multiplexing of
+// concurrent requests) and closing each (every request a new connection,
+// resuming a TLS session where the gateway has one). The origin records, per request, the client
 // certificate of the connection and whether it resumed: each request must
 // arrive with its own workload's certificate (c's with none), and no
 // connection may carry requests of two workloads. A session resumed
@@ -173,8 +173,10 @@ credentials:
 						clients = append(clients, client{w, h2, tg.clientFrom(t, w.src, h2)})
 					}
 				}
-				// Rounds of one request per client, in turn, then the
-				// same concurrently.
+				// Rounds of one request per client, in turn, then (with
+				// connections kept: a GOAWAY after every answer would
+				// refuse the requests multiplexed beside it) the same
+				// concurrently.
 				var want []string // the workload of each request, in order
 				send := func(c client) error {
 					resp, err := c.c.Get("https://" + host + "/who")
@@ -196,9 +198,13 @@ credentials:
 						want = append(want, c.w.name)
 					}
 				}
+				concurrent := 4
+				if closeEach {
+					concurrent = 0
+				}
 				var wg sync.WaitGroup
-				errs := make(chan error, 4*len(clients))
-				for range 4 {
+				errs := make(chan error, concurrent*len(clients))
+				for range concurrent {
 					for _, c := range clients {
 						wg.Add(1)
 						go func() {
@@ -217,8 +223,8 @@ credentials:
 
 				byCert := map[string]string{"client-a": "a", "client-b": "b"}
 				got := o.seen()
-				if len(got) != len(want)+4*len(clients) {
-					t.Fatalf("the origin saw %d requests, want %d", len(got), len(want)+4*len(clients))
+				if len(got) != len(want)+concurrent*len(clients) {
+					t.Fatalf("the origin saw %d requests, want %d", len(got), len(want)+concurrent*len(clients))
 				}
 				connOf := map[string]string{} // connection -> workload
 				resumed := 0
