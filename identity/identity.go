@@ -151,6 +151,13 @@ type Factor struct {
 	// subject_token of an OAuth2 token exchange; every printed form of it
 	// is redacted.
 	Token Token
+	// IssuedFor, when set, is the only workload the factor may identify:
+	// a token the gateway issued for that workload (a run token, whose
+	// sub names it). A workload definition that would take the factor
+	// under another name is passed over (pick), so a token issued for
+	// one workload never identifies another, whatever the claims of the
+	// others. It only ever narrows what the other fields select.
+	IssuedFor string
 }
 
 // Verifier checks one kind of factor.
@@ -612,11 +619,22 @@ func pick(w Workload, specs []Spec) (string, error) {
 		}
 	}
 	for j := range specs {
-		if selectedByAll(&specs[j]) && specs[j].Matches(w) {
+		if selectedByAll(&specs[j]) && specs[j].Matches(w) && issuedFor(w, specs[j].Name) {
 			return specs[j].Name, nil
 		}
 	}
 	return "", nil
+}
+
+// issuedFor reports whether no factor of w was issued for a workload
+// other than name (Factor.IssuedFor).
+func issuedFor(w Workload, name string) bool {
+	for i := range w.Factors {
+		if f := &w.Factors[i]; f.IssuedFor != "" && f.IssuedFor != name {
+			return false
+		}
+	}
+	return true
 }
 
 // conflictError names, for each selecting factor, its subject and the

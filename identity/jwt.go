@@ -267,6 +267,10 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		AttrIssuer: std.Issuer,
 		AttrSub:    std.Subject,
 	}}
+	if is.local != nil {
+		// A run token identifies the workload it was issued for, or none.
+		f.IssuedFor = std.Subject
+	}
 	if extra.Confirmation != nil && extra.Confirmation.X5tS256 != "" {
 		f.Attributes[AttrTokenCertThumbprint] = extra.Confirmation.X5tS256
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -332,6 +333,70 @@ func TestCredentialVersion(t *testing.T) {
 	if a == c {
 		t.Errorf("different settings gave the same version %s", a)
 	}
+}
+
+// TestCredentialVersionCoversEverySetting: two definitions of a credential
+// that differ anywhere in their settings have different versions (the
+// cache key's Version: a reload that changes a credential never serves
+// the old value, and a replica with another definition never reads the
+// entry another sealed in Redis), however deep, long or aliased the
+// settings are. The digest used to stop at depth 64 and after 65,536
+// nodes (a budget against alias fan-out): settings differing past either
+// had one version.
+func TestCredentialVersionCoversEverySetting(t *testing.T) {
+	version := func(t *testing.T, extra string) string {
+		src := "credentials:\n  c:\n    provider: policytest\n    value: one\n    extra: " + extra +
+			"\nrules:\n  - {name: r, from: \"*\", to: d, inject: {credential: c, as: policytest-inj}}\n" +
+			"destinations:\n  d: {hosts: [d.test]}\nworkloads:\n  w: {cidrs: [10.0.0.0/8]}\ndefault: deny\n"
+		p := mustParse(t, src)
+		return p.Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.CredentialVersion
+	}
+	deep := func(depth int, leaf string) string {
+		return strings.Repeat("[", depth) + leaf + strings.Repeat("]", depth)
+	}
+	long := func(n int, last string) string {
+		return "[" + strings.Repeat("x, ", n) + last + "]"
+	}
+	// 300 aliases of a list of 300 nodes: 90,000 nodes to walk, then the
+	// setting that differs.
+	fanOut := func(last string) string {
+		return "{a: &a [" + strings.Repeat("y, ", 299) + "y], b: [" + strings.Repeat("*a, ", 300) + "], z: " + last + "}"
+	}
+	bomb := func(last string) string {
+		var b strings.Builder
+		b.WriteString("{l0: &l0 [x, x, x, x, x, x, x, x, x, x]")
+		for i := 1; i < 10; i++ {
+			fmt.Fprintf(&b, ", l%d: &l%d [%s]", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
+		}
+		return b.String() + ", z: " + last + "}"
+	}
+	cases := []struct {
+		name string
+		a, b string
+	}{
+		{"shallow", "[a]", "[b]"},
+		{"depth 10", deep(10, "a"), deep(10, "b")},
+		{"depth 70", deep(70, "a"), deep(70, "b")},
+		{"depth 70 vs 71", deep(70, "a"), deep(71, "a")},
+		{"70,000 items", long(70000, "a"), long(70000, "b")},
+		{"aliased 90,000 nodes", fanOut("a"), fanOut("b")},
+		// 10^9 nodes as a tree, 90 in the file: digested in time.
+		{"alias bomb", bomb("a"), bomb("b")},
+	}
+	failed := 0
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, b := version(t, c.a), version(t, c.b)
+			if a == b {
+				failed++
+				t.Errorf("two definitions that differ have one version %s", a)
+			}
+			if again := version(t, c.a); again != a {
+				t.Errorf("one definition gave versions %s and %s", a, again)
+			}
+		})
+	}
+	t.Logf("%d of %d pairs shared a version", failed, len(cases))
 }
 
 func TestWorkloads(t *testing.T) {

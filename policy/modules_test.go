@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/providers"
 )
@@ -29,6 +31,8 @@ func init() {
 type testProvider struct {
 	Value string `yaml:"value"`
 	Fail  string `yaml:"fail"`
+	// Extra takes any YAML (TestCredentialVersionCoversEverySetting).
+	Extra yaml.Node `yaml:"extra"`
 
 	cleanups atomic.Int32
 }

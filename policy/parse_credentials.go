@@ -186,45 +186,58 @@ func composedVersion(c *credential, inputs map[*credential][]*credential, versio
 }
 
 // settingsHash is a stable digest of a module's settings: the same settings
-// give the same hash whatever their order, comments or layout.
+// give the same hash whatever their order, comments or layout, and
+// settings that differ anywhere, however deep or long, give another. It
+// is a digest of digests: each node's is made once (an alias is its
+// anchor's, already made), so a small file whose aliases make a huge tree
+// costs the nodes it has, and no part of the settings is left out (the
+// cache key's Version; a budget that stopped the walk let definitions
+// differing past it share cached credentials).
 func settingsHash(module string, n *yaml.Node) string {
-	h := sha256.New()
-	io.WriteString(h, module)
-	budget := 1 << 16 // aliases can make a small tree huge; stop hashing there
-	var walk func(n *yaml.Node, depth int)
-	walk = func(n *yaml.Node, depth int) {
+	memo := map[*yaml.Node][sha256.Size]byte{}
+	var digest func(n *yaml.Node) [sha256.Size]byte
+	digest = func(n *yaml.Node) [sha256.Size]byte {
 		n = deref(n)
-		if budget--; depth > 64 || budget < 0 {
-			return
+		if d, ok := memo[n]; ok {
+			return d
 		}
+		// A node met again while its digest is being made (no YAML
+		// parser builds such a graph) hashes as this marker.
+		memo[n] = sha256.Sum256([]byte("cycle"))
+		h := sha256.New()
 		switch n.Kind {
 		case yaml.MappingNode:
 			type kv struct {
-				k   string
-				key *yaml.Node
-				v   *yaml.Node
+				k      string
+				kd, vd [sha256.Size]byte
 			}
-			var kvs []kv
+			kvs := make([]kv, 0, len(n.Content)/2)
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				kvs = append(kvs, kv{deref(n.Content[i]).Value, n.Content[i], n.Content[i+1]})
+				kvs = append(kvs, kv{deref(n.Content[i]).Value, digest(n.Content[i]), digest(n.Content[i+1])})
 			}
 			sort.SliceStable(kvs, func(i, j int) bool { return kvs[i].k < kvs[j].k })
 			fmt.Fprintf(h, "{%d", len(kvs))
 			for _, e := range kvs {
-				walk(e.key, depth+1)
-				walk(e.v, depth+1)
+				h.Write(e.kd[:])
+				h.Write(e.vd[:])
 			}
-			io.WriteString(h, "}")
 		case yaml.SequenceNode:
 			fmt.Fprintf(h, "[%d", len(n.Content))
 			for _, c := range n.Content {
-				walk(c, depth+1)
+				d := digest(c)
+				h.Write(d[:])
 			}
-			io.WriteString(h, "]")
 		default:
 			fmt.Fprintf(h, "%q%q", n.ShortTag(), n.Value)
 		}
+		var d [sha256.Size]byte
+		h.Sum(d[:0])
+		memo[n] = d
+		return d
 	}
-	walk(n, 0)
+	h := sha256.New()
+	io.WriteString(h, module)
+	d := digest(n)
+	h.Write(d[:])
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }

@@ -127,7 +127,7 @@ default: deny
 `, []string{
 			`p.yaml:2:3: credential "a" has no provider; add provider: <name> (available: ` + strings.Join(providers.Names(), ", ") + ")",
 			`p.yaml:5:15: credential "b": unknown provider "nope"; available providers are ` + strings.Join(providers.Names(), ", "),
-			`p.yaml:9:5: credential "c" (provider policytest): unknown field "bogus"; known fields are value, fail`,
+			`p.yaml:9:5: credential "c" (provider policytest): unknown field "bogus"; known fields are value, fail, extra`,
 			`p.yaml:11:5: credential "d" (provider policytest): broken settings`,
 			`p.yaml:13:6: credential "e" must be a mapping with a provider key, like {provider: static, env: API_KEY}`,
 			`p.yaml:15:15: credential "f" provider must be a single value`,

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,7 +116,8 @@ type Options struct {
 	// Client is the Redis client (standalone, Sentinel or Cluster); nil
 	// limits per process only. The Limiter does not close it.
 	Client redis.UniversalClient
-	// Namespace prefixes every key ("NS:rl:{GROUP}:KEY").
+	// Namespace prefixes every key ("NS:rl:{GROUP}:KEY", GROUP with '%'
+	// and '}' escaped as %25 and %7D).
 	Namespace string
 	// Timeout bounds each Redis call; a slower call counts as a failure
 	// and the request is decided locally. The client's own read and
@@ -292,12 +294,19 @@ func (l *Limiter) allowShared(ctx context.Context, group string, checks []Check)
 }
 
 // key is the Redis key of one limit: "NS:rl:{GROUP}:KEY". The group is the
-// hash tag: a Cluster keeps all keys of one group in one slot. A group
-// containing '}' still gives every key of that group the same tag (the
-// text up to its first '}').
+// hash tag: a Cluster keeps all keys of one group in one slot. The group
+// is written with '%' and '}' escaped (groupEscaper), so the first '}'
+// ends it: policy names may hold '}' and ':', and written as they are,
+// group "x}:r:y" with key "w" and group "x" with key "r:y}:w" were one
+// key, one workload spending another's limit.
 func (l *Limiter) key(group, key string) string {
-	return l.prefix + group + "}:" + key
+	return l.prefix + groupEscaper.Replace(group) + "}:" + key
 }
+
+// groupEscaper writes a group without '}' (and '%', its escape), so that
+// the group ends a Redis key's hash tag and every group has keys of its
+// own. Groups without either byte (every usual name) are unchanged.
+var groupEscaper = strings.NewReplacer("%", "%25", "}", "%7D")
 
 // fail switches to local limiting after a failed Redis call.
 func (l *Limiter) fail(err error) { l.redis.Fail("rate_limit", err) }

@@ -485,3 +485,48 @@ func TestLimitChange(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitsOfDifferentGroupsApart: two limits that differ in their group
+// or key never share a bucket, in Redis and in the in-process fallback,
+// whatever the names hold. Policy names may contain '}' and ':' (only
+// spaces, commas and control characters are refused), and the Redis key
+// joins the group and the key with "}:", so before the group was escaped
+// workload "x}:r:y"'s own limit and workload "x"'s limit of rule "y}:w"
+// were one key: one workload's requests spent the other's limit.
+func TestLimitsOfDifferentGroupsApart(t *testing.T) {
+	srv := redistest.Start(t)
+	type limit struct{ group, key string }
+	pairs := [][2]limit{
+		{{"x}:r:y", "w"}, {"x", "r:y}:w"}},
+		{{"a}:w", "w"}, {"a", "w}:w"}},
+		{{"a}", "r:b"}, {"a", "}:r:b"}},
+		{{"a%7D:w", "w"}, {"a}:w", "w"}},
+		{{"a}b", "w"}, {"a%7Db", "w"}},
+		{{"billing", "r:x"}, {"billing", "r:x}"}},
+		{{"probe", "probe"}, {"probe}:probe", "w"}},
+	}
+	one := Limit{Rate: 0.001, Burst: 1}
+	failed := 0
+	for i, p := range pairs {
+		for _, kind := range []string{"redis", "local"} {
+			t.Run(fmt.Sprintf("%s/%d", kind, i), func(t *testing.T) {
+				// A limiter (a namespace) per case: the pairs share names.
+				opts := Options{}
+				if kind == "redis" {
+					opts = Options{Client: newClient(t, srv.Addr()), Namespace: fmt.Sprintf("t9-%d", i)}
+				}
+				l := newLimiter(t, opts)
+				ctx := context.Background()
+				a, b := p[0], p[1]
+				if r := l.Allow(ctx, a.group, Check{Key: a.key, Limit: one}); !r.Allowed {
+					t.Fatalf("group %q key %q: the first request was refused: %+v", a.group, a.key, r)
+				}
+				if r := l.Allow(ctx, b.group, Check{Key: b.key, Limit: one}); !r.Allowed {
+					failed++
+					t.Errorf("group %q key %q was refused after group %q key %q spent its own burst of 1: the two share a bucket", b.group, b.key, a.group, a.key)
+				}
+			})
+		}
+	}
+	t.Logf("%d of %d cases shared a bucket", failed, 2*len(pairs))
+}

@@ -383,3 +383,61 @@ func TestRevocationOutlivesLeeway(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenIdentifiesOnlyItsWorkload: a run token issued for workload W
+// identifies W or no workload, whatever the policy's workloads say. The
+// issuer checks W against run_tokens.workloads; a workload whose claims
+// match the run-token issuer without pinning sub (or pin only claims every
+// run token carries) used to take every run token, listed first: a token
+// issued for ci, or for a name no workload has, identified as agent —
+// which run_tokens.workloads may not even allow. Such a definition is now
+// passed over: the token identifies its own workload, or none.
+func TestTokenIdentifiesOnlyItsWorkload(t *testing.T) {
+	is, err := New(Config{Workloads: []string{"ci", "agent", "ghost"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newResolver(t, is)
+	pinned := func(name string) identity.Spec {
+		return identity.Spec{Name: name, Require: []string{identity.KindJWT}, Claims: map[string]string{"iss": DefaultIssuer, "sub": name}}
+	}
+	broad := func(name string, claims map[string]string) identity.Spec {
+		return identity.Spec{Name: name, Require: []string{identity.KindJWT}, Claims: claims}
+	}
+	cases := []struct {
+		name  string
+		specs []identity.Spec
+		token string
+		want  string // the workload, "" for anonymous
+	}{
+		{"pinned", []identity.Spec{pinned("ci"), pinned("agent")}, "ci", "ci"},
+		{"pinned, other listed first", []identity.Spec{pinned("agent"), pinned("ci")}, "ci", "ci"},
+		{"no workload of that name", []identity.Spec{pinned("agent")}, "ghost", ""},
+		{"sub only", []identity.Spec{broad("ci", map[string]string{"sub": "ci"})}, "ci", "ci"},
+		{"issuer only, its own name", []identity.Spec{broad("ci", map[string]string{"iss": DefaultIssuer})}, "ci", "ci"},
+		{"issuer only, before the pinned one", []identity.Spec{broad("agent", map[string]string{"iss": DefaultIssuer}), pinned("ci")}, "ci", "ci"},
+		{"issuer only, a name no workload has", []identity.Spec{broad("agent", map[string]string{"iss": DefaultIssuer})}, "ghost", ""},
+		{"issuer only, another name", []identity.Spec{broad("agent", map[string]string{"iss": DefaultIssuer})}, "ci", ""},
+		{"a claim run tokens lack", []identity.Spec{broad("agent", map[string]string{"iss": DefaultIssuer, "aud": DefaultAudience})}, "ci", ""},
+	}
+	failed := 0
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tok, err := is.Issue(c.token, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := identity.Evidence{Source: netip.MustParseAddrPort("127.0.0.1:5000"), ProxyAuthorization: "Bearer " + tok.Value.Reveal()}
+			w, err := r.Resolve(context.Background(), ev, c.specs)
+			if err != nil || w.Name != c.want {
+				failed++
+				t.Errorf("a token issued for %s: workload %q, %v; want %q", c.token, w.Name, err, c.want)
+			}
+			// A gateway re-identifying it after a reload agrees.
+			if name, err := identity.Identify(w, c.specs); err != nil || name != c.want {
+				t.Errorf("Identify: %q, %v; want %q", name, err, c.want)
+			}
+		})
+	}
+	t.Logf("%d of %d cases failed", failed, len(cases))
+}

@@ -4,6 +4,7 @@ package providertest
 
 import (
 	"context"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -100,6 +101,37 @@ func CheckScopes(t *testing.T, c ScopeCheck) {
 			}
 			if a, b := scope(va), scope(va); a != b {
 				t.Errorf("%s = %q: the same workload got two scopes", f, pair[0])
+			}
+			// The attribute carried by another kind of factor (an X.509
+			// SVID's, a Kubernetes token's) instead of the JWT.
+			for _, kind := range []string{identity.KindMTLS, identity.KindKubernetes} {
+				other := func(values map[string]string) string {
+					w := identity.Workload{Name: "billing", Factors: []identity.Factor{{Kind: kind, Subject: "sub", Attributes: values}}}
+					return sc.CacheScope(providers.Request{Credential: "c", Workload: w})
+				}
+				if a, b := other(va), other(vb); a == b {
+					t.Errorf("%s = %q and %q from a %s factor: both callers got scope %q; they must not share a credential", f, pair[0], pair[1], kind, a)
+				}
+			}
+		}
+	}
+	// Each field rendered from the workload's name ({{.workload.name}}):
+	// two workloads whose names differ as the pairs do.
+	for _, f := range c.Fields {
+		byName := maps.Clone(attrs)
+		byName[f] = "name"
+		pn, ok := c.New(t, byName).(providers.Scoped)
+		if !ok {
+			t.Fatalf("%s rendered from the workload name: the provider is not providers.Scoped", f)
+		}
+		named := func(name string) string {
+			w := workload(base())
+			w.Name = name
+			return pn.CacheScope(providers.Request{Credential: "c", Workload: w})
+		}
+		for _, pair := range ValuePairs {
+			if a, b := named(pair[0]), named(pair[1]); a == b {
+				t.Errorf("%s rendered from the workload name, workloads %q and %q: both got scope %q; they must not share a credential", f, pair[0], pair[1], a)
 			}
 		}
 	}
