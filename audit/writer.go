@@ -224,8 +224,10 @@ func (w *Writer) Write(obj []byte) {
 	w.mu.Unlock()
 	switch {
 	case closed:
-		// After Close there is no flusher: write through.
-		w.flush(context.Background(), false)
+		// After Close there is no flusher: write through, closed by a
+		// final checkpoint again, so that the chain still ends with one
+		// (verify fails lines after a chain's last final checkpoint).
+		w.flush(context.Background(), true)
 	case big:
 		w.poke()
 	}
@@ -284,7 +286,8 @@ func (w *Writer) flushLoop() {
 }
 
 // Close writes what is buffered and, with a Signer, a final checkpoint,
-// and stops the flusher. Lines written afterwards go straight to the sink.
+// and stops the flusher. Lines written afterwards go straight to the sink,
+// each followed by a final checkpoint of its own.
 // It returns the sink's last error, if the final write failed.
 func (w *Writer) Close() error {
 	w.mu.Lock()
