@@ -574,3 +574,37 @@ func TestWriteAfterCloseEndsFinal(t *testing.T) {
 		t.Errorf("want seq 1..4 (line, final, line, final) closed by a final checkpoint:\n%s", b.String())
 	}
 }
+
+// TestVerifyLongLine: a line of over 1 MiB (a request with a long path)
+// is read whole and verifies; one byte of it edited is found.
+func TestVerifyLongLine(t *testing.T) {
+	signer, pub := newKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	f, err := OpenFile(path, FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(f, Options{Replica: "gw-l", Signer: signer, FlushInterval: time.Hour})
+	w.Write([]byte(`{"path":"/` + strings.Repeat("a", 2<<20) + `"}`))
+	w.Write(event(2, "alpha"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	opts := VerifyOptions{Keys: []ed25519.PublicKey{pub}, RequireFinal: true}
+	if rep, err := Verify([]string{path}, opts); err != nil || !rep.OK() {
+		t.Fatalf("a log with a 2 MiB line does not verify: %v %+v", err, rep)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[1<<20] = 'b'
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify([]string{path}, opts)
+	if err != nil || rep.OK() || rep.Problems[0].Kind != KindEdited || rep.Problems[0].Pos.Line != 1 {
+		t.Errorf("a byte of the 2 MiB line edited: want edited at line 1, got %v %+v", err, rep)
+	}
+}
