@@ -75,11 +75,7 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 		_, _ = http.ReadResponse(br, nil)
 		tc.Close()
 	}
-	cases := []struct {
-		name, code string
-		// marker, when set, is in the line's path or host.
-		send func(t *testing.T, marker string)
-	}{
+	cases := []refusalCase{
 		{"CONNECT without a port", codeBadConnectTarget, func(t *testing.T, m string) {
 			raw(t, "CONNECT "+m+".test HTTP/1.1\r\nHost: x\r\n\r\n")
 		}},
@@ -145,6 +141,36 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 			c.Close()
 		}},
 	}
+	checkOneAuditLineEach(t, tg, cases)
+}
+
+// refusalCase is one way to be refused: send provokes it, with marker in
+// the request's path or host where it has one.
+type refusalCase struct {
+	name, code string
+	send       func(t *testing.T, marker string)
+}
+
+// sendRaw sends s on a new connection to the plain proxy listener and
+// reads the answer.
+func sendRaw(t *testing.T, tg *testGateway, s string) {
+	t.Helper()
+	c, err := net.Dial("tcp", tg.listenerAddr("listen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	fmt.Fprint(c, s)
+	_, _ = http.ReadResponse(bufio.NewReader(c), nil)
+}
+
+// checkOneAuditLineEach runs the cases one after the other and checks
+// that each left exactly one audit line, with its code: the lines
+// between the case and a sentinel refusal sent after it (once the
+// sentinel's line is written, every line of the case is).
+func checkOneAuditLineEach(t *testing.T, tg *testGateway, cases []refusalCase) {
+	t.Helper()
 	lines := func() []map[string]any {
 		var out []map[string]any
 		for l := range strings.SplitSeq(strings.TrimSpace(tg.audit.String()), "\n") {
@@ -174,7 +200,7 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 			// A sentinel refusal after the case: once its line is
 			// written, every line of the case is too.
 			sentinel := fmt.Sprintf("sentinel-%d", i)
-			raw(t, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
+			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
 			var got []map[string]any
 			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
 				all := lines()
@@ -199,4 +225,98 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 		})
 	}
 	t.Logf("%d of %d refusals without exactly one audit line", missing, len(cases))
+}
+
+const refusalPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  dead:
+    hosts: [dead.origin.test]
+    allow_private: true
+  private:
+    hosts: [tunnel.origin.test]
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: no-admin
+    from: local
+    to: api
+    paths: [/v1/admin/*]
+    action: deny
+  - name: limited
+    from: local
+    to: api
+    methods: [GET]
+    paths: [/limited/*]
+    rate_limit: {rps: 0.001, burst: 1}
+    inject: {credential: token, as: bearer}
+  - name: reads
+    from: local
+    to: api
+    methods: [GET]
+    paths: [/v1/*]
+    inject: {credential: token, as: bearer}
+  - name: dead
+    from: local
+    to: dead
+    inject: {credential: token, as: bearer}
+  - name: private
+    from: local
+    to: private
+    inject: {credential: token, as: bearer}
+default: deny
+`
+
+// TestEveryPolicyRefusalAuditedOnce is TestEveryRefusalAuditedOnce for
+// what the policy, its limits and the upstream refuse: a deny rule, a
+// method and a path no rule admits, a rate limit, a destination that
+// resolves to a private address, an upstream that refuses connections and
+// a header block over limits.max_header_bytes.
+func TestEveryPolicyRefusalAuditedOnce(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(refusalPolicy))
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there now
+	tg.run(t, fmt.Sprintf("limits: {max_header_bytes: 4096}\nresolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n  \"dead.origin.test:443\": %q\n",
+		tg.origin.addr, tg.origin.addr, deadAddr))
+	get := func(host, path string, extra ...string) func(*testing.T, string) {
+		return func(t *testing.T, m string) {
+			tc, br := h1TunnelTo(t, tg, host)
+			fmt.Fprintf(tc, "%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", "GET", strings.ReplaceAll(path, "MARK", m), host, strings.Join(extra, ""))
+			_, _ = http.ReadResponse(br, nil)
+			tc.Close()
+		}
+	}
+	method := func(meth string) func(*testing.T, string) {
+		return func(t *testing.T, m string) {
+			tc, br := h1TunnelTo(t, tg, apiHost)
+			fmt.Fprintf(tc, "%s /v1/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n\r\n", meth, m, apiHost)
+			_, _ = http.ReadResponse(br, nil)
+			tc.Close()
+		}
+	}
+	checkOneAuditLineEach(t, tg, []refusalCase{
+		{"a deny rule", "denied_by_rule", get(apiHost, "/v1/admin/MARK")},
+		{"a method no rule admits", "method_not_allowed", method(http.MethodPut)},
+		{"a path no rule admits", "path_not_allowed", get(apiHost, "/other/MARK")},
+		{"the first request under a rate limit passes", "", get(apiHost, "/limited/MARK")},
+		{"the second is over it", codeRateLimited, get(apiHost, "/limited/MARK")},
+		{"a destination at a private address", codePrivateAddress, func(t *testing.T, m string) {
+			sendRaw(t, tg, "CONNECT "+tunnelHost+":443 HTTP/1.1\r\nHost: "+tunnelHost+":443\r\n\r\n")
+		}},
+		{"an upstream that refuses connections", codeUpstreamUnreach, get("dead.origin.test", "/v1/MARK")},
+		{"a header block over max_header_bytes", codeMalformedRequest, get(apiHost, "/v1/MARK", "X-Big: "+strings.Repeat("a", 8192)+"\r\n")},
+	})
 }
