@@ -90,6 +90,9 @@ func writeLog(t *testing.T, dir string, signer Signer, n int) []string {
 type logFiles struct {
 	names []string
 	lines [][]string
+	// gzip and corrupt mark files (by index) writeAll compresses, and
+	// whose compressed bytes it edits.
+	gzip, corrupt map[int]bool
 }
 
 func readLog(t *testing.T, files []string) *logFiles {

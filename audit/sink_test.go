@@ -327,3 +327,67 @@ func globEscape(s string) string {
 	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`)
 	return r.Replace(s)
 }
+
+// failingSink fails every write until released, then takes them.
+type failingSink struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	fails   int
+	release bool
+}
+
+func (s *failingSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.release {
+		s.fails++
+		return 0, os.ErrDeadlineExceeded
+	}
+	return s.buf.Write(p)
+}
+
+func (s *failingSink) failures() int { s.mu.Lock(); defer s.mu.Unlock(); return s.fails }
+
+// TestSinkErrorAtStopLosesNothing: a sink that fails (a full disk, a
+// stdout pipe whose reader is gone) while the writer is stopped: the
+// lines the flusher could not write are kept for Close's flush, which
+// writes them once the sink takes writes again, so the chain is whole
+// and closed by its final checkpoint, and every failure is counted.
+// Before, the flusher's last try gave them up in silence, leaving a
+// chain whose first lines were missing.
+func TestSinkErrorAtStopLosesNothing(t *testing.T) {
+	signer, pub := newKey(t)
+	s := &failingSink{}
+	w := NewWriter(s, Options{Replica: "gw-e", Signer: signer, FlushInterval: 5 * time.Millisecond})
+	for i := 1; i <= 3; i++ {
+		w.Write(event(i, "alpha"))
+	}
+	waitFor(t, "a failed write", func() bool { return s.failures() >= 1 })
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close() }()
+	// The flusher's last try and a try of Close's flush fail too.
+	n := s.failures()
+	waitFor(t, "two more failed writes", func() bool { return s.failures() >= n+2 })
+	s.mu.Lock()
+	s.release = true
+	s.mu.Unlock()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if w.Errors() < uint64(n+2) {
+		t.Errorf("Errors() = %d, want at least %d", w.Errors(), n+2)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(path, s.buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify([]string{path}, VerifyOptions{Keys: []ed25519.PublicKey{pub}, RequireFinal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	if !rep.OK() || rep.Chains[0].LastSeq != 4 {
+		t.Errorf("want the 3 lines and the final checkpoint, whole:\n%s\n%s", b.String(), s.buf.String())
+	}
+}

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -40,6 +41,16 @@ const (
 	// the head of the log was deleted, unless the operator says where the
 	// retained log legitimately starts.
 	KindTruncated = "truncated"
+	// KindAfterFinal is a chain that goes on after its final checkpoint
+	// with lines no later final checkpoint closes: the writer writes
+	// nothing after its last final checkpoint, so they were appended.
+	KindAfterFinal = "after_final"
+	// KindNotFinal is a chain that does not end with a signed final
+	// checkpoint; only with VerifyOptions.RequireFinal.
+	KindNotFinal = "not_final"
+	// KindDuplicateFile is a file given twice (the same file under one
+	// name or two): its lines would count twice.
+	KindDuplicateFile = "duplicate_file"
 )
 
 // KindCut is the warning for a line cut short by a crash (the start of a
@@ -159,6 +170,13 @@ type VerifyOptions struct {
 	// RequireSignedTail makes lines after a chain's last signed
 	// checkpoint a problem.
 	RequireSignedTail bool
+	// RequireFinal makes a chain that does not end with a signed final
+	// checkpoint a problem: for the files of replicas that have stopped,
+	// it catches a tail cut right after a checkpoint, which
+	// RequireSignedTail cannot tell from a replica still running. It
+	// implies RequireSignedTail (a chain closed by its final checkpoint
+	// has no unsigned tail).
+	RequireFinal bool
 	// Starts says, per replica id, where its retained log legitimately
 	// starts, its older lines deleted under a retention policy. A chain
 	// must start at seq 1 or at its replica's Start (or before it); a
@@ -209,6 +227,64 @@ type rec struct {
 	prevOK bool
 	cp     *cpLine
 	fi     int // index of the file, for grouping
+	// oddType is the type of a line of the writer's own (checkpoint,
+	// dropped) that is not byte for byte as the writer writes it; only
+	// the last line of a chain, which no line hashes, is blamed for it.
+	oddType string
+}
+
+// openLog opens an audit file for reading: as it is, or decompressed when
+// it is gzip'd (a rotated file compressed by logrotate's compress).
+func openLog(name string) (io.Reader, func(), error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			_ = f.Close()
+			return nil, nil, fmt.Errorf("%s: a gzip file that does not decompress: %w", name, err)
+		}
+		zr.Multistream(true)
+		return zr, func() { _ = f.Close() }, nil
+	}
+	return br, func() { _ = f.Close() }, nil
+}
+
+// canonical returns the bytes the writer writes for a line of its own
+// (a checkpoint or a dropped line) with these fields, and false for a
+// type the writer does not write. A line of the writer's own that is not
+// byte for byte this was edited, even if its parsed content is the same:
+// the last line of a chain (its final checkpoint) is hashed by no other
+// line, so only this holds its bytes.
+func canonical(lf *lineFields, raw map[string]json.RawMessage, seq uint64, replica string, prev *[32]byte) ([]byte, bool) {
+	var obj []byte
+	switch *lf.Type {
+	case "checkpoint":
+		obj = append(obj, `{"type":"checkpoint","time":"`...)
+		obj = append(obj, lf.Time...)
+		obj = append(obj, `","head_seq":`...)
+		obj = strconv.AppendUint(obj, lf.HeadSeq, 10)
+		obj = append(obj, `,"key_id":"`...)
+		obj = append(obj, lf.KeyID...)
+		obj = append(obj, `","sig":"`...)
+		obj = append(obj, lf.Sig...)
+		obj = append(obj, '"')
+		if lf.Final {
+			obj = append(obj, `,"final":true`...)
+		}
+	case "dropped":
+		obj = append(obj, `{"type":"dropped","time":"`...)
+		obj = append(obj, lf.Time...)
+		obj = append(obj, `","count":`...)
+		obj = append(obj, raw["count"]...)
+	default:
+		return nil, false
+	}
+	obj = append(obj, '}')
+	return appendChain(nil, obj, seq, AppendString(nil, replica), prev), true
 }
 
 type cpLine struct {
@@ -220,7 +296,7 @@ type cpLine struct {
 }
 
 type lineFields struct {
-	Type    string  `json:"type"`
+	Type    *string `json:"type"`
 	Seq     *uint64 `json:"seq"`
 	Replica *string `json:"replica"`
 	Prev    *string `json:"prev"`
@@ -245,8 +321,27 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	}
 	byReplica := map[string][]rec{}
 	var order []string
+	var seen []os.FileInfo
+	seenName := map[int]string{}
 	for fi, name := range files {
-		f, err := os.Open(name)
+		if st, err := os.Stat(name); err == nil {
+			dup := -1
+			for i, o := range seen {
+				if o != nil && os.SameFile(o, st) {
+					dup = i
+				}
+			}
+			seen = append(seen, st)
+			if dup >= 0 {
+				rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindDuplicateFile,
+					Msg: fmt.Sprintf("the same file as %s, given before: its lines would count twice; give each file once", seenName[dup])})
+				continue
+			}
+			seenName[len(seen)-1] = name
+		} else {
+			seen = append(seen, nil)
+		}
+		f, closeLog, err := openLog(name)
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %w", err)
 		}
@@ -277,16 +372,28 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 				_, err := hex.Decode(r.prev[:], []byte(*lf.Prev))
 				r.prevOK = err == nil
 			}
-			if lf.Type == "checkpoint" {
-				cp := lf.cpLine
-				r.cp = &cp
+			if lf.Type != nil {
+				var raw map[string]json.RawMessage
+				_ = json.Unmarshal(line, &raw)
+				want, known := canonical(&lf, raw, r.seq, *lf.Replica, &r.prev)
+				switch {
+				case !known:
+					rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica, Seq: r.seq,
+						Msg: fmt.Sprintf("a line of type %s, which the gateway does not write (only checkpoint and dropped): it was inserted or edited", inert(*lf.Type))})
+				case !r.prevOK || !bytes.Equal(want, line):
+					r.oddType = *lf.Type
+				}
+				if *lf.Type == "checkpoint" {
+					cp := lf.cpLine
+					r.cp = &cp
+				}
 			}
 			if _, ok := byReplica[*lf.Replica]; !ok {
 				order = append(order, *lf.Replica)
 			}
 			byReplica[*lf.Replica] = append(byReplica[*lf.Replica], r)
 		})
-		_ = f.Close()
+		closeLog()
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %s: %w", name, err)
 		}
@@ -550,7 +657,36 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 		}
 		mark(r)
 	}
-	if opts.RequireSignedTail && whole && c.VerifiedSeq > c.SignedSeq {
+	// The last line is hashed by no other: a line of the writer's own
+	// there must be byte for byte as the writer writes it.
+	if last := stream[genuine[c.LastSeq]]; last.oddType != "" {
+		problem(last, KindEdited, "the %s line is not byte for byte as the gateway writes it (its whitespace, key order, escapes or fields were changed): it was edited", inert(last.oddType))
+		if whole {
+			unmark(c.LastSeq)
+		}
+		whole = false
+	}
+	// The writer writes nothing after a final checkpoint but, when a line
+	// comes after it (written through after Close), another final
+	// checkpoint: a chain with a final checkpoint ends with one.
+	lastFinal := uint64(0)
+	for _, s := range seqs {
+		if cp := stream[genuine[s]].cp; cp != nil && cp.Final {
+			lastFinal = s
+		}
+	}
+	if lastFinal != 0 && lastFinal != c.LastSeq {
+		if i, ok := genuine[lastFinal+1]; ok {
+			problem(stream[i], KindAfterFinal, "the chain goes on after its final checkpoint (%s, seq %d) with lines no final checkpoint closes: the gateway writes nothing after its last final checkpoint, so they were appended", stream[genuine[lastFinal]].pos, lastFinal)
+			whole = false
+			c.Final = false
+		}
+	}
+	switch {
+	case opts.RequireFinal && whole && !c.Final && c.VerifiedSeq > 0:
+		r := stream[genuine[c.VerifiedSeq]]
+		problem(r, KindNotFinal, "the chain does not end with a signed final checkpoint (last signed: seq %d): its replica is still running or crashed, or its tail was cut", c.SignedSeq)
+	case (opts.RequireSignedTail || opts.RequireFinal) && whole && c.VerifiedSeq > c.SignedSeq:
 		r := stream[genuine[c.VerifiedSeq]]
 		problem(r, KindUnsigned, "%d lines after the last signed checkpoint (seq %d) are verified by the chain only", c.UnsignedTail(), c.SignedSeq)
 	}

@@ -158,6 +158,11 @@ type Writer struct {
 	lastCP    time.Time
 	out       []byte
 	outLines  int // lines in out
+	// carry holds lines (whole, already chained) that a write could not
+	// take when the flusher was stopped; the next flush (Close's) writes
+	// them first, so that stopping never gives lines up in silence.
+	carry      []byte
+	carryLines int
 }
 
 // NewWriter starts a Writer on sink. Close stops it.
@@ -232,8 +237,10 @@ func (w *Writer) Write(obj []byte) {
 	w.mu.Unlock()
 	switch {
 	case closed:
-		// After Close there is no flusher: write through.
-		w.flush(context.Background(), false)
+		// After Close there is no flusher: write through, closed by a
+		// final checkpoint again, so that the chain still ends with one
+		// (verify fails lines after a chain's last final checkpoint).
+		w.flush(context.Background(), true)
 	case big:
 		w.poke()
 	}
@@ -298,7 +305,8 @@ func (w *Writer) flushLoop() {
 }
 
 // Close writes what is buffered and, with a Signer, a final checkpoint,
-// and stops the flusher. Lines written afterwards go straight to the sink.
+// and stops the flusher. Lines written afterwards go straight to the sink,
+// each followed by a final checkpoint of its own.
 // It returns the sink's last error, if the final write failed.
 func (w *Writer) Close() error {
 	w.mu.Lock()
@@ -325,8 +333,9 @@ func (w *Writer) flush(ctx context.Context, final bool) error {
 	w.space.Broadcast()
 	w.mu.Unlock()
 
-	out := w.out[:0]
-	w.outLines = 0
+	out := append(w.out[:0], w.carry...)
+	w.outLines = w.carryLines
+	w.carry, w.carryLines = w.carry[:0], 0
 	now := w.now()
 	if dropped > 0 {
 		obj := append(w.timeObj(nil, "dropped", now), `,"count":`...)
@@ -364,10 +373,19 @@ func (w *Writer) flush(ctx context.Context, final bool) error {
 
 // writeOut writes out to the sink, retrying a failed write every second
 // until it succeeds or ctx ends; the lines after a failure wait, so the
-// buffer fills and OnStall applies.
+// buffer fills and OnStall applies. When ctx ends (the flusher is
+// stopped) with lines not taken, they are kept in carry, in order, for
+// the next flush: Close's, which retries until the sink takes them (the
+// gateway bounds that wait and logs what it gives up).
 func (w *Writer) writeOut(ctx context.Context, out []byte, lines int) error {
 	if len(out) == 0 {
 		return nil
+	}
+	if len(w.carry) > 0 {
+		// Lines before these are waiting: keep the order.
+		w.carry = append(w.carry, out...)
+		w.carryLines += lines
+		return errCarried
 	}
 	backoff := 50 * time.Millisecond
 	// A write counts as in progress, for Stalled, until it succeeds or
@@ -390,8 +408,13 @@ func (w *Writer) writeOut(ctx context.Context, out []byte, lines int) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			// One last try at shutdown.
-			if _, err := w.sink.Write(out); err != nil {
+			// One last try at shutdown; what it does not take waits for
+			// the next flush.
+			n, err := w.sink.Write(out)
+			if err != nil {
+				w.errs.Add(1)
+				w.carry = append(w.carry[:0], out[n:]...)
+				w.carryLines = lines
 				return fmt.Errorf("audit: write: %w", err)
 			}
 			w.written.Add(uint64(lines))
@@ -463,6 +486,9 @@ func (w *Writer) checkpoint(ctx context.Context, out []byte, now time.Time, fina
 
 // errClosed is returned by writes to a closed RotatingFile.
 var errClosed = errors.New("audit: file closed")
+
+// errCarried is writeOut's error for lines kept for the next flush.
+var errCarried = errors.New("audit: write: lines kept for the next flush")
 
 // replicaOK reports whether s may be a replica id: 1 to 128 printable
 // characters without quotes, backslashes or spaces.

@@ -28,13 +28,15 @@ func newAuditVerifyCmd() *cobra.Command {
 		pubkeys     []string
 		transitKeys []string
 		requireTail bool
+		requireFin  bool
 		starts      []string
 	)
 	cmd := &cobra.Command{
-		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail] [--start REPLICA=SEQ[:PREV]]... FILE...",
+		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail | --require-final] [--start REPLICA=SEQ[:PREV]]... FILE...",
 		Short: "Check the hash chains and signed checkpoints of audit files",
-		Long: `Check the audit lines in FILE... (rotated files in any order; lines of several
-replicas interleaved in a file, or one file per replica): every replica's
+		Long: `Check the audit lines in FILE... (rotated files in any order, gzip'd ones as
+they are; lines of several replicas interleaved in a file, or one file per
+replica): every replica's
 lines must be numbered without gap or repeat, in order, each hashing to the
 next one's prev; with --pubkey, every checkpoint's Ed25519 signature must
 verify against one of the keys (PEM "PUBLIC KEY" files); with --transit-key,
@@ -48,7 +50,9 @@ garbled (not an audit line, nor the start of one cut short by a crash, which
 is only a warning), empty (a file with no whole audit line: nothing to
 verify; leave out the file of a gateway that served no request), truncated
 (a chain that does not start at seq 1: its first lines were deleted, or older
-rotated files were left out) and unsigned_tail with --require-signed-tail;
+rotated files were left out), after_final (lines appended after a chain's
+final checkpoint), duplicate_file (a file given twice), unsigned_tail with
+--require-signed-tail or --require-final, and not_final with --require-final;
 then one summary line per replica with the last verified and last signed
 position.
 
@@ -59,7 +63,11 @@ files were deleted, which a forged start line does not carry. A chain that
 starts later than that is still truncated.
 
 Lines after a replica's last signed checkpoint are an "unsigned tail",
-verified by the chain only; they fail only with --require-signed-tail.
+verified by the chain only; they fail only with --require-signed-tail. A tail
+cut right after a checkpoint passes that too: --require-final, for the files
+of replicas that have stopped, fails every chain not closed by its signed
+final checkpoint. Without a key, whoever can write the files can rewrite a
+chain so that it verifies: only signed checkpoints prove who wrote the lines.
 
 Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 		Args: cobra.MinimumNArgs(1),
@@ -86,6 +94,9 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 			if requireTail && len(keys) == 0 {
 				return errors.New("audit verify: --require-signed-tail needs --pubkey FILE or --transit-key MOUNT/KEY (the checkpoint key's public half)")
 			}
+			if requireFin && len(keys) == 0 {
+				return errors.New("audit verify: --require-final needs --pubkey FILE or --transit-key MOUNT/KEY (the checkpoint key's public half)")
+			}
 			anchors := map[string]audit.Start{}
 			for _, a := range starts {
 				id, st, err := audit.ParseStart(a)
@@ -97,7 +108,7 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 				}
 				anchors[id] = st
 			}
-			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail, Starts: anchors})
+			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail, RequireFinal: requireFin, Starts: anchors})
 			if err != nil {
 				return err
 			}
@@ -111,6 +122,7 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 	cmd.Flags().StringArrayVar(&pubkeys, "pubkey", nil, "PEM public key that verifies checkpoint signatures (repeatable)")
 	cmd.Flags().StringArrayVar(&transitKeys, "transit-key", nil, "Vault transit ed25519 key MOUNT/KEY whose versions verify checkpoint signatures (VAULT_ADDR, VAULT_TOKEN; repeatable)")
 	cmd.Flags().BoolVar(&requireTail, "require-signed-tail", false, "fail when lines follow a replica's last signed checkpoint")
+	cmd.Flags().BoolVar(&requireFin, "require-final", false, "fail a chain not closed by its signed final checkpoint (for the files of replicas that have stopped; implies --require-signed-tail)")
 	cmd.Flags().StringArrayVar(&starts, "start", nil, "REPLICA=SEQ[:PREV]: the replica's retained log starts at SEQ (older files deleted by retention); without it a chain must start at seq 1 (repeatable)")
 	return cmd
 }

@@ -62,6 +62,22 @@ func TestAuditVerifyCommand(t *testing.T) {
 	}
 	data, _ := os.ReadFile(logFile)
 
+	// --require-final: the whole log passes; without its final
+	// checkpoint (a tail cut right after a checkpoint) it fails.
+	noFinal := filepath.Join(dir, "nofinal.log")
+	if err := os.WriteFile(noFinal, data[:bytes.LastIndexByte(data[:len(data)-1], '\n')+1], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		file, want string
+		code       int
+	}{{logFile, "OK: 1 chains verified", 0}, {noFinal, "BREAK " + noFinal + ":3: not_final: replica gw-0 seq 3:", 1}} {
+		var out bytes.Buffer
+		if code := run(context.Background(), []string{"audit", "verify", "--pubkey", pubFile, "--require-final", tc.file}, &out, &out); code != tc.code || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("--require-final %s: exit %d, want %d and %q:\n%s", tc.file, code, tc.code, tc.want, out.String())
+		}
+	}
+
 	// The head cut (first line deleted): a break, exit 1, naming the
 	// anchor that a legitimate retention start needs; with --start at
 	// seq 2 it verifies, and a --start of the wrong form is an error.
@@ -93,6 +109,10 @@ func TestAuditVerifyCommand(t *testing.T) {
 	var errOut bytes.Buffer
 	if code := run(context.Background(), []string{"audit", "verify", "--require-signed-tail", logFile}, &bytes.Buffer{}, &errOut); code != 1 || !strings.Contains(errOut.String(), "--require-signed-tail needs --pubkey") {
 		t.Errorf("--require-signed-tail without --pubkey: exit %d: %s", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run(context.Background(), []string{"audit", "verify", "--require-final", logFile}, &bytes.Buffer{}, &errOut); code != 1 || !strings.Contains(errOut.String(), "--require-final needs --pubkey") {
+		t.Errorf("--require-final without --pubkey: exit %d: %s", code, errOut.String())
 	}
 }
 

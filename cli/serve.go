@@ -74,6 +74,7 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	defer catchSIGPIPE()()
 
 	// Routed before New: the OpenTelemetry exporters New builds log
 	// errors in their environment settings (OTEL_EXPORTER_OTLP_HEADERS,
@@ -254,4 +255,19 @@ func reportConfigChanges(logger *slog.Logger, gw *gateway.Gateway, running *gate
 		return
 	}
 	gw.NoteConfig(next)
+}
+
+// catchSIGPIPE makes a write to a stdout or stderr pipe whose reader is
+// gone (audit.output: stdout, and the log shipper reading it exited) fail
+// with EPIPE instead of killing the process with SIGPIPE, which Go does
+// for descriptors 1 and 2 when nothing is notified of it. Killed, the
+// gateway lost the audit lines it held, and the final checkpoint, without
+// a word; now the audit writer retries the write (counted in
+// credgate_audit_write_errors_total, logged), its buffer fills and
+// audit.on_stall decides, and shutdown logs what it gives up. It returns
+// the function that stops catching.
+func catchSIGPIPE() (stop func()) {
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	return func() { signal.Stop(pipe) }
 }

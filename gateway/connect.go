@@ -246,7 +246,54 @@ func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 	if !ok {
 		return nil, errors.New("gateway: handshake on a connection that is not a tunnel")
 	}
-	return g.issuer.Certificate(hello.Context(), tc.dest.host)
+	c, err := g.issuer.Certificate(hello.Context(), tc.dest.host)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNoLeaf, err)
+	}
+	return c, nil
+}
+
+// errNoLeaf: the interception CA made no certificate for a handshake.
+var errNoLeaf = errors.New("no leaf certificate for the tunnel")
+
+// refuseHandshake audits a client's TLS handshake with the gateway that
+// failed, as every refused or cut connection is: inside an intercepted
+// tunnel (dest, the CONNECT target; listener "listen") or on tls_listen
+// (dest zero). An untrusted, expired or otherwise unverifiable client
+// certificate on tls_listen is identity_invalid; a leaf the interception
+// CA could not make is interception_unavailable; anything else the
+// client did (no common version or cipher, not TLS, rejected the
+// gateway's certificate — it does not trust the interception CA —, too
+// slow) is client_tls_error. A handshake refused for its SNI was audited
+// by checkSNI, and a client that closed before sending any byte asked
+// nothing: neither is audited here. Before, each was a debug log line
+// only: nothing in the audit log showed the attempt.
+func (g *Gateway) refuseHandshake(start time.Time, ev identity.Evidence, dest target, listener string, err error) {
+	if errors.Is(err, errSNIMismatch) || errors.Is(err, io.EOF) {
+		g.log.Debug("TLS handshake with a client failed", slog.String("listener", listener), slog.String("connect", dest.hostPort()), slog.Any("error", err))
+		return
+	}
+	code, msg := codeClientTLSError, "TLS handshake with a client failed"
+	var cve *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &cve):
+		code, msg = codeIdentityInvalid, "TLS handshake refused: the client certificate does not verify"
+		ev.PeerCertificates = cve.UnverifiedCertificates
+	case errors.Is(err, errNoLeaf):
+		code, msg = codeInterceptionUnavailable, "TLS handshake failed: no leaf certificate for the CONNECT target"
+	}
+	g.metrics.refusals.WithLabelValues(code).Inc()
+	method := http.MethodConnect
+	if dest.host == "" {
+		method = ""
+	}
+	g.auditConnection(start, ev, identity.Workload{Source: ev.Source.Addr().Unmap()}, method, dest,
+		policy.Decision{Action: policy.Deny, Code: code}, 0, "")
+	attrs := []slog.Attr{slog.String("listener", listener), slog.String("source", sourceString(ev)), slog.String("error", err.Error())}
+	if dest.host != "" {
+		attrs = append(attrs, slog.String("connect", dest.hostPort()))
+	}
+	g.logClientRefusal(g.baseCtx, code, msg, attrs...)
 }
 
 // ticketHost prefixes the name a session ticket is bound to, in its
@@ -409,8 +456,9 @@ func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, 
 	conn := tls.Server(tc, g.mitmTLS)
 	// The handshake presents the leaf certificate after the SNI check
 	// (leafCertificate); it must finish within read_header_timeout.
+	start := time.Now()
 	if err := handshake(conn, g.cfg.Limits.ReadHeaderTimeout.D()); err != nil {
-		g.log.Debug("intercepted TLS handshake failed", slog.String("connect", dest.hostPort()), slog.Any("error", err))
+		g.refuseHandshake(start, ev, dest, "listen", err)
 		_ = conn.Close()
 		return
 	}
@@ -484,6 +532,14 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 // auditConnect writes the audit line of a refused or tunnelled CONNECT;
 // sw names the kill switch that refused it, if any.
 func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity.Workload, dest target, d policy.Decision, status int, sw string) {
+	g.auditConnection(start, ev, w, http.MethodConnect, dest, d, status, sw)
+}
+
+// auditConnection writes the audit line of a client connection refused
+// or tunnelled before any request in it: a CONNECT (method CONNECT), or
+// a tls_listen connection whose handshake failed (method and destination
+// empty).
+func (g *Gateway) auditConnection(start time.Time, ev identity.Evidence, w identity.Workload, method string, dest target, d policy.Decision, status int, sw string) {
 	decision := d.Outcome()
 	g.metrics.request(decision, d.Rule, status, time.Since(start))
 	var pres []string
@@ -496,7 +552,7 @@ func (g *Gateway) auditConnect(start time.Time, ev identity.Evidence, w identity
 		Workload:  w.DisplayName(),
 		Factors:   w.Factors,
 		Source:    sourceString(ev),
-		Method:    http.MethodConnect,
+		Method:    method,
 		Scheme:    "https",
 		Host:      dest.host,
 		Port:      dest.port,

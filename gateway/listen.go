@@ -6,10 +6,12 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/backoff"
 )
 
@@ -84,8 +86,13 @@ const (
 // handshake, bounded by read_header_timeout (net/http's bound too).
 func (g *Gateway) serveClient(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
+		start := time.Now()
 		if err := handshake(tc, g.cfg.Limits.ReadHeaderTimeout.D()); err != nil {
-			g.log.Debug("TLS handshake with a client failed", slog.String("remote", c.RemoteAddr().String()), slog.Any("error", err))
+			var ev identity.Evidence
+			if ap, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil {
+				ev.Source, ev.SourceText = ap, ap.Addr().Unmap().String()
+			}
+			g.refuseHandshake(start, ev, target{}, "tls_listen", err)
 			_ = c.Close()
 			return
 		}

@@ -41,6 +41,7 @@ const (
 	codeRequestBodyAborted = "client_aborted"
 	codeRateLimited        = "rate_limited"
 	codeMalformedRequest   = "malformed_request"
+	codeClientTLSError     = "client_tls_error"
 )
 
 // statusClientClosed is the status of a request whose client went away
