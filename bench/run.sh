@@ -27,9 +27,14 @@ GO="${GO:-go}"
 bin="$(mktemp -d "${TMPDIR:-/tmp}/credgate-bench-bin.XXXXXX")"
 trap 'rm -rf "$bin"' EXIT
 
-echo "bench: building credgate and the benchmark driver" >&2
-"$GO" build -o "$bin/credgate-bench" ./bench/cmd/credgate-bench
-"$GO" build -o "$bin/credgate" ./cmd/credgate
+# Both built as scripts/gobuild.sh builds the credgate that ships (make
+# build, the image, the release): static (CGO_ENABLED=0, no libc mapped)
+# and -trimpath. The symbols stay, for -perf: -s -w strips sections that
+# are not loaded, so the RSS is the same. The driver is the goproxy
+# baseline too: the two proxies are built alike.
+echo "bench: building credgate and the benchmark driver (static, -trimpath)" >&2
+CGO_ENABLED=0 "$GO" build -trimpath -o "$bin/credgate-bench" ./bench/cmd/credgate-bench
+CGO_ENABLED=0 "$GO" build -trimpath -o "$bin/credgate" ./cmd/credgate
 
 if [ "${1:-}" = soak ]; then
 	shift

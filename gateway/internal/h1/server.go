@@ -16,9 +16,11 @@
 //   - memory: an idle keep-alive connection holds no read or write buffer
 //     here (net/http keeps 8 KiB of bufio buffers per connection for its
 //     lifetime); the buffers come from the Server's pools while a request
-//     is served. And a connection idle for idleHandoff waits on a new
-//     goroutine with a small stack instead of the one that served its
-//     requests, whose stack the request path grew (see idleHandoff);
+//     is served. And a connection idle for idleHandoff waits on no
+//     goroutine of its own (Linux: it is parked on the server's epoll
+//     instance, park_linux.go; elsewhere, and behind tls_listen's TLS, on
+//     a new goroutine with a small stack) instead of the one that served
+//     its requests, whose stack the request path grew (see idleHandoff);
 //   - CPU: no background-read goroutine for a request answered quickly
 //     (the connection is watched for the client leaving only once a
 //     handler has run for backgroundReadDelay after the request was
@@ -102,12 +104,16 @@ const backgroundReadDelay = 50 * time.Millisecond
 // a goroutine's stack to 8–16 KiB (TLS, the handler, the upstream round
 // trip), Go halves an idle goroutine's stack at most once per GC cycle,
 // and an idle gateway runs few cycles, so a thousand idle connections
-// would keep 8–16 MiB of stacks. The new goroutine waits for the socket
-// to become readable without reading it (waitReadable: no TLS frames on
-// its stack) and starts at the runtime's average stack size, 2–4 KiB.
-// A busy connection's next request comes sooner and costs nothing more;
-// one that waited longer pays a goroutine start and its stack's growth,
-// microseconds against the idle time.
+// would keep 8–16 MiB of stacks. On Linux the connection is then parked
+// (parker): its socket waits in an epoll instance of the server's, with
+// no goroutine, and a new goroutine starts when it becomes readable.
+// Where it cannot be parked (no socket: behind tls_listen's TLS; not
+// Linux) a new goroutine waits for the socket to become readable without
+// reading it (waitReadable: no TLS frames on its stack), starting at the
+// runtime's average stack size, 2–4 KiB. A busy connection's next
+// request comes sooner and costs nothing more; one that waited longer
+// pays a goroutine start and its stack's growth, microseconds against
+// the idle time.
 const idleHandoff = 100 * time.Millisecond
 
 // aLongTimeAgo is a deadline in the past: it aborts a blocked read.
@@ -168,11 +174,16 @@ type Server struct {
 
 	// handoffAfter replaces idleHandoff when positive (tests).
 	handoffAfter time.Duration
-	// handoffs counts idle waits moved to a new goroutine (tests).
+	// handoffs counts idle waits handed off: parked or moved to a new
+	// goroutine (tests).
 	handoffs atomic.Int64
-	// beforeIdleWait, when set, runs before a handed-off connection waits
-	// for its socket (tests).
+	// beforeIdleWait, when set, runs when a connection is handed off,
+	// before it is parked or waits for its socket on a goroutine (tests).
 	beforeIdleWait func()
+
+	// parker holds the handed-off connections that wait on no goroutine
+	// (park_linux.go).
+	parker parker
 
 	// The connections being served, for the drain on shutdown.
 	mu       sync.Mutex
@@ -284,7 +295,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	s.shutdown.Store(true)
 	for c := range s.conns {
 		if c.idle.Load() {
-			_ = c.tc.Close()
+			s.closeIdle(c)
 		}
 	}
 	var ch chan struct{}
@@ -312,7 +323,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 				if c.upgraded.Load() {
 					continue // its hijacker closes it, and says why
 				}
-				_ = c.tc.Close()
+				s.closeIdle(c)
 				n++
 			}
 			return n
@@ -320,7 +331,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 			s.mu.Lock()
 			for c := range s.conns {
 				if c.idle.Load() {
-					_ = c.tc.Close()
+					s.closeIdle(c)
 				}
 			}
 			s.mu.Unlock()
@@ -328,11 +339,21 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	}
 }
 
+// closeIdle closes c; a parked connection (park_linux.go), which no
+// goroutine waits on, is taken back to end it.
+func (s *Server) closeIdle(c *conn) {
+	_ = c.tc.Close()
+	if s.parker.takeConn(c) {
+		go c.resume()
+	}
+}
+
 // Serve serves HTTP/1.1 requests on tc with h until the client closes it,
 // a timeout, an error or Shutdown, and closes tc unless h hijacked it.
 // It returns then, or earlier: a connection idle for idleHandoff goes on
-// being served by a goroutine of the server's (Shutdown still waits for
-// it), and the caller's goroutine, with the stack serving grew, ends.
+// being served by the server, parked or on a goroutine of its own
+// (Shutdown still waits for it), and the caller's goroutine, with the
+// stack serving grew, ends.
 // Every request's context derives from ctx (the gateway's carries the
 // tunnel) and is cancelled when the client closes or resets the
 // connection while a handler runs (noticed once the request body is read
@@ -379,6 +400,10 @@ type conn struct {
 	idleUntil time.Time
 	raw       syscall.RawConn
 	rawLooked bool
+	// parkID and parkTimer: the connection's current park, under the
+	// parker's lock (park_linux.go); parkID is 0 when it is not parked.
+	parkID    uint64
+	parkTimer *time.Timer
 
 	// wmu orders a 100 Continue or 1xx written from the transport's
 	// goroutines against the handler's WriteHeader.
@@ -397,7 +422,7 @@ type conn struct {
 	bgArmed   bool          // the timer is set or the read runs
 	bgReading bool          // the background read runs
 	bgDone    chan struct{} // closed when the background read returns
-	bgTimer   *time.Timer   // made on first use, kept for the connection
+	bgTimer   *time.Timer   // made on first use, kept until the connection is handed off
 	gone      bool          // the background read saw the client leave
 }
 
@@ -506,7 +531,14 @@ func (c *conn) run(first bool) {
 			return
 		case awaitHandoff:
 			c.s.handoffs.Add(1)
-			go c.resume()
+			c.lookRaw()
+			c.dropWatchTimer()
+			if c.s.beforeIdleWait != nil {
+				c.s.beforeIdleWait()
+			}
+			if !c.s.parker.park(c) {
+				go c.resume()
+			}
 			return
 		}
 		if !c.serveRequest() {
@@ -632,21 +664,24 @@ func (c *conn) awaitHandedOff() bool {
 // not the TLS record layer's. It returns at once when the connection
 // exposes no socket (the caller's read then waits instead).
 func (c *conn) waitReadable() {
-	if !c.rawLooked {
-		c.rawLooked = true
-		c.raw = socket.Raw(c.tc)
-	}
+	c.lookRaw()
 	if c.raw == nil {
 		return
-	}
-	if c.s.beforeIdleWait != nil {
-		c.s.beforeIdleWait()
 	}
 	// The poller calls f first, and again each time the socket becomes
 	// readable, until it returns true. f must look at the socket itself:
 	// RawRead clears a readiness the poller noted before it was called,
 	// so data that arrived since the last read signals nothing more.
 	_ = c.raw.Read(socket.Readable)
+}
+
+// lookRaw looks up the socket under the connection at its first
+// handoff (socket.Raw); nil when there is none to wait on.
+func (c *conn) lookRaw() {
+	if !c.rawLooked {
+		c.rawLooked = true
+		c.raw = socket.Raw(c.tc)
+	}
 }
 
 // serveRequest reads one request, serves it and finishes its response.
@@ -956,6 +991,18 @@ func (c *conn) stopWatching() {
 	c.bgMu.Unlock()
 	<-done
 	_ = c.tc.SetReadDeadline(time.Time{})
+}
+
+// dropWatchTimer lets the GC have the watch's timer of a connection that
+// is handed off (a runtime timer, about 150 bytes a connection): its next
+// request, if any, makes another. No handler runs then, so the timer is
+// stopped.
+func (c *conn) dropWatchTimer() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if !c.bgArmed {
+		c.bgTimer = nil
+	}
 }
 
 // isGone reports whether the background read saw the client leave.
