@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/policy"
@@ -283,12 +284,7 @@ func TestEveryPolicyRefusalAuditedOnce(t *testing.T) {
 	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
 	tg := newTestGateway(t, pki, startOrigin(t, pki))
 	writeFile(t, tg.dir, "policy.yaml", []byte(refusalPolicy))
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close() // nothing listens there now
+	deadAddr := freeport.Addr(t) // nothing listens there
 	tg.run(t, fmt.Sprintf("limits: {max_header_bytes: 4096}\nresolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n  \"dead.origin.test:443\": %q\n",
 		tg.origin.addr, tg.origin.addr, deadAddr))
 	get := func(host, path string, extra ...string) func(*testing.T, string) {
