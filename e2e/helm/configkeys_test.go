@@ -159,6 +159,7 @@ identity:
         refreshInterval: 30m
         minRefetchInterval: 1m
         fetchTimeout: 5s
+        maxLifetime: 1h
   posture:
     url: https://posture.example.org/v1/records
     caFile: /run/posture/ca.pem

@@ -365,7 +365,7 @@ keys to the config's snake_case; values.schema.json allows no others). */}}
 {{- $names := dict "issuer" "issuer" "profile" "profile" "audiences" "audiences" "algorithms" "algorithms"
   "jwksFile" "jwks_file" "jwksURL" "jwks_url" "discoveryURL" "discovery_url" "caFile" "ca_file"
   "bearerTokenFile" "bearer_token_file" "trustDomain" "trust_domain" "claims" "claims"
-  "refreshInterval" "refresh_interval" "minRefetchInterval" "min_refetch_interval" "fetchTimeout" "fetch_timeout" -}}
+  "refreshInterval" "refresh_interval" "minRefetchInterval" "min_refetch_interval" "fetchTimeout" "fetch_timeout" "maxLifetime" "max_lifetime" -}}
 {{- $out := dict -}}
 {{- range $k, $v := . }}
 {{- $_ := set $out (required (printf "identity.jwt.issuers: unknown key %s" $k) (get $names $k)) $v }}
