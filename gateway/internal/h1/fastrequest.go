@@ -6,17 +6,22 @@ import (
 	"net/http"
 	"net/url"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/credgate/credgate/internal/msghead"
 )
 
 // The common request is read without http.ReadRequest: an HTTP/1.1
 // request in origin form ("/path?query"), with one of the usual methods,
 // no body or one of a single Content-Length (no Transfer-Encoding), no
-// Connection, Pragma or Trailer field and a single Host, whose head has
+// Pragma or Trailer field and a single Host, whose head has
 // arrived whole in the buffer and is of msghead's plain form. Its URL is
 // parsed by url.ParseRequestURI, as ReadRequest parses it. It costs 6
 // allocations against ReadRequest's 11 for curl's request, and one pass
-// over the head. A proxy's CONNECT is read here too when its target is the
+// over the head. A Connection field (Python's requests and Node send
+// "keep-alive" on every request) stays in the header and sets Close when
+// it lists "close", as ReadRequest's shouldClose does for HTTP/1.1. A
+// proxy's CONNECT is read here too when its target is the
 // plain authority form "name:port" (a name of letters, digits, '-', '.',
 // '_' and '~', a port of digits) and it has no body: its URL is the
 // authority alone, as ReadRequest makes it. Everything else goes to
@@ -55,8 +60,8 @@ func readFastRequest(br *bufio.Reader, max int) *http.Request {
 		}
 	}
 	text, h := msghead.Fields(head, nl)
-	if h["Transfer-Encoding"] != nil || h["Connection"] != nil ||
-		h["Pragma"] != nil || h["Trailer"] != nil || len(h["Host"]) > 1 {
+	if h["Transfer-Encoding"] != nil || h["Pragma"] != nil ||
+		h["Trailer"] != nil || len(h["Host"]) > 1 {
 		return nil
 	}
 	var length int64
@@ -97,6 +102,7 @@ func readFastRequest(br *bufio.Reader, max int) *http.Request {
 		Body:          http.NoBody,
 		ContentLength: length,
 		RequestURI:    uri,
+		Close:         httpguts.HeaderValuesContainsToken(h["Connection"], "close"),
 	}}
 	r := &fr.req
 	if length > 0 {

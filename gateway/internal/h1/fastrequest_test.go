@@ -74,10 +74,25 @@ var commonRequests = []string{
 	"PUT /o HTTP/1.1\r\nHost: x.test\r\nContent-Length: 0\r\n\r\n",
 	"PATCH /o HTTP/1.1\r\nHost: x.test\r\nContent-Length: 10\r\n\r\nshort",
 	"POST /o HTTP/1.1\r\nHost: x.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+	// A Connection field: Python's requests (urllib3) and Node's agent
+	// send keep-alive on every request; close in any case and list, alone
+	// or repeated; an upgrade; with a body.
+	"GET /v1/customers HTTP/1.1\r\nHost: api.stripe.test\r\nUser-Agent: python-requests/2.32.3\r\nAccept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\nAuthorization: Bearer cg-placeholder\r\n\r\n",
+	"POST /v1/messages HTTP/1.1\r\nContent-Type: application/json\r\nHost: api.anthropic.test\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: CLOSE\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive, Close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: closed, x-close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection:\r\n\r\n",
+	"GET /ws HTTP/1.1\r\nHost: x.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+	"PUT /o HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
 	// A proxy's CONNECT in the plain authority form: Go's Transport,
 	// curl, the bench's client, no Host, a Host other than the target,
 	// upper case, a port of one digit, every unreserved byte.
 	connectGo,
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nConnection: keep-alive\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nConnection: close\r\n\r\n",
 	"CONNECT api.github.test:443 HTTP/1.1\r\nHost: api.github.test:443\r\nUser-Agent: curl/8.11.1\r\nProxy-Connection: Keep-Alive\r\n\r\n",
 	"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\nUser-Agent: credgate-bench/1\r\n\r\n",
 	"CONNECT x.test:443 HTTP/1.1\r\n\r\n",
@@ -111,7 +126,6 @@ var declinedRequests = []string{
 	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nContent-Length: 0\r\n\r\n",
 	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nContent-Length: 2\r\n\r\nab",
 	"CONNECT x.test:443 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-	"CONNECT x.test:443 HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
 	"connect x.test:443 HTTP/1.1\r\nHost: x.test\r\n\r\n",
 	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n", // the head has not all arrived
 	"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
@@ -127,8 +141,6 @@ var declinedRequests = []string{
 	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1234567890123456789\r\n\r\nx",
 	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 	"POST / HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
-	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x.test\r\nPragma: no-cache\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x.test\r\nTrailer: X\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
@@ -239,6 +251,7 @@ func BenchmarkReadRequest(b *testing.B) {
 		{"curl-get", commonRequests[2]},
 		{"llm-post", commonRequests[9]},
 		{"go-connect", connectGo},
+		{"python-requests", commonRequests[13]},
 	} {
 		data := []byte(tc.req)
 		rd := bytes.NewReader(data)
