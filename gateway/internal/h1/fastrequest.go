@@ -6,19 +6,28 @@ import (
 	"net/http"
 	"net/url"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/credgate/credgate/internal/msghead"
 )
 
 // The common request is read without http.ReadRequest: an HTTP/1.1
 // request in origin form ("/path?query"), with one of the usual methods,
 // no body or one of a single Content-Length (no Transfer-Encoding), no
-// Connection, Pragma or Trailer field and a single Host, whose head has
+// Pragma or Trailer field and a single Host, whose head has
 // arrived whole in the buffer and is of msghead's plain form. Its URL is
 // parsed by url.ParseRequestURI, as ReadRequest parses it. It costs 6
 // allocations against ReadRequest's 11 for curl's request, and one pass
-// over the head. Everything else goes to ReadRequest with nothing consumed;
-// FuzzFastRequest holds what this accepts to what ReadRequest reads from
-// the same bytes (the whole *http.Request, reflect.DeepEqual).
+// over the head. A Connection field (Python's requests and Node send
+// "keep-alive" on every request) stays in the header and sets Close when
+// it lists "close", as ReadRequest's shouldClose does for HTTP/1.1. A
+// proxy's CONNECT is read here too when its target is the
+// plain authority form "name:port" (a name of letters, digits, '-', '.',
+// '_' and '~', a port of digits) and it has no body: its URL is the
+// authority alone, as ReadRequest makes it. Everything else goes to
+// ReadRequest with nothing consumed; FuzzFastRequest holds what this
+// accepts to what ReadRequest reads from the same bytes (the whole
+// *http.Request, reflect.DeepEqual).
 
 // fastRequest is a request the fast path read, with its body: one
 // allocation.
@@ -27,10 +36,10 @@ type fastRequest struct {
 	body msghead.LengthBody
 }
 
-// fastMethods are the methods of the fast path: none of them is CONNECT
-// (authority form) or PRI (the HTTP/2 preface), which ReadRequest reads
-// specially.
-var fastMethods = [...]string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+// fastMethods are the methods of the fast path. CONNECT is read only in
+// the plain authority form (connectTarget); PRI (the HTTP/2 preface),
+// which ReadRequest reads specially, never.
+var fastMethods = [...]string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", http.MethodConnect}
 
 // readFastRequest reads the request at the start of br when it is of the
 // common form above; it returns nil, having consumed nothing, otherwise.
@@ -51,8 +60,8 @@ func readFastRequest(br *bufio.Reader, max int) *http.Request {
 		}
 	}
 	text, h := msghead.Fields(head, nl)
-	if h["Transfer-Encoding"] != nil || h["Connection"] != nil ||
-		h["Pragma"] != nil || h["Trailer"] != nil || len(h["Host"]) > 1 {
+	if h["Transfer-Encoding"] != nil || h["Pragma"] != nil ||
+		h["Trailer"] != nil || len(h["Host"]) > 1 {
 		return nil
 	}
 	var length int64
@@ -65,9 +74,20 @@ func readFastRequest(br *bufio.Reader, max int) *http.Request {
 		}
 	}
 	uri := text[sp+1 : nl-len(proto)]
-	u, err := url.ParseRequestURI(uri)
-	if err != nil {
-		return nil // ReadRequest refuses it with its own error
+	var u *url.URL
+	if method == http.MethodConnect {
+		// ReadRequest parses "http://"+uri and drops the scheme; for the
+		// plain authority form fastRequestLine let through, that is a
+		// URL of the authority alone. A body on a CONNECT is left to it.
+		if h["Content-Length"] != nil {
+			return nil
+		}
+		u = &url.URL{Host: uri}
+	} else {
+		var err error
+		if u, err = url.ParseRequestURI(uri); err != nil {
+			return nil // ReadRequest refuses it with its own error
+		}
 	}
 	if _, err := br.Discard(len(head)); err != nil {
 		return nil // cannot happen: the bytes are buffered
@@ -82,6 +102,7 @@ func readFastRequest(br *bufio.Reader, max int) *http.Request {
 		Body:          http.NoBody,
 		ContentLength: length,
 		RequestURI:    uri,
+		Close:         httpguts.HeaderValuesContainsToken(h["Connection"], "close"),
 	}}
 	r := &fr.req
 	if length > 0 {
@@ -103,7 +124,8 @@ const proto = " HTTP/1.1"
 
 // fastRequestLine reports whether line is the request line of a request
 // the fast path reads: one of fastMethods, a space, an origin-form target
-// of visible ASCII whose path's escapes are whole, " HTTP/1.1".
+// of visible ASCII whose path's escapes are whole (for CONNECT, an
+// authority of connectTarget's form), " HTTP/1.1".
 func fastRequestLine(line []byte) bool {
 	sp := bytes.IndexByte(line, ' ')
 	if sp <= 0 || len(line) < sp+2+len(proto) || !bytes.HasSuffix(line, []byte(proto)) {
@@ -117,6 +139,9 @@ func fastRequestLine(line []byte) bool {
 		}
 	}
 	target := line[sp+1 : len(line)-len(proto)]
+	if known && sp == len(http.MethodConnect) && string(line[:sp]) == http.MethodConnect {
+		return connectTarget(target)
+	}
 	if !known || target[0] != '/' {
 		return false
 	}
@@ -128,6 +153,32 @@ func fastRequestLine(line []byte) bool {
 		case c == '?':
 			path = false
 		case c == '%' && path && (i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2])):
+			return false
+		}
+	}
+	return true
+}
+
+// connectTarget reports whether target is a CONNECT target of the plain
+// authority form: a name of letters, digits, '-', '.', '_' and '~' (RFC
+// 3986's unreserved characters), a colon, a port of one to five digits.
+// url.ParseRequestURI takes every such "http://"+target (no userinfo,
+// IP literal, escape, second colon or path to parse), so ReadRequest
+// reads it without error and the fast path never waits for a head that
+// ReadRequest would refuse at its first line. Any other target (an IPv6
+// literal, no port, an escape) is ReadRequest's.
+func connectTarget(target []byte) bool {
+	colon := bytes.IndexByte(target, ':')
+	if colon <= 0 || len(target)-colon-1 < 1 || len(target)-colon-1 > 5 {
+		return false
+	}
+	for _, c := range target[:colon] {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	for _, c := range target[colon+1:] {
+		if c < '0' || c > '9' {
 			return false
 		}
 	}

@@ -74,12 +74,60 @@ var commonRequests = []string{
 	"PUT /o HTTP/1.1\r\nHost: x.test\r\nContent-Length: 0\r\n\r\n",
 	"PATCH /o HTTP/1.1\r\nHost: x.test\r\nContent-Length: 10\r\n\r\nshort",
 	"POST /o HTTP/1.1\r\nHost: x.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+	// A Connection field: Python's requests (urllib3) and Node's agent
+	// send keep-alive on every request; close in any case and list, alone
+	// or repeated; an upgrade; with a body.
+	"GET /v1/customers HTTP/1.1\r\nHost: api.stripe.test\r\nUser-Agent: python-requests/2.32.3\r\nAccept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\nAuthorization: Bearer cg-placeholder\r\n\r\n",
+	"POST /v1/messages HTTP/1.1\r\nContent-Type: application/json\r\nHost: api.anthropic.test\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: CLOSE\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive, Close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: closed, x-close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection:\r\n\r\n",
+	"GET /ws HTTP/1.1\r\nHost: x.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+	"PUT /o HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+	// A proxy's CONNECT in the plain authority form: Go's Transport,
+	// curl, the bench's client, no Host, a Host other than the target,
+	// upper case, a port of one digit, every unreserved byte.
+	connectGo,
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nConnection: keep-alive\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nConnection: close\r\n\r\n",
+	"CONNECT api.github.test:443 HTTP/1.1\r\nHost: api.github.test:443\r\nUser-Agent: curl/8.11.1\r\nProxy-Connection: Keep-Alive\r\n\r\n",
+	"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\nUser-Agent: credgate-bench/1\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: other.test:8443\r\n\r\n",
+	"CONNECT API.Example.TEST:8443 HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+	"CONNECT 10.0.0.1:1 HTTP/1.1\r\nHost: 10.0.0.1:1\r\n\r\n",
+	"CONNECT a-b.c_d~e.:99999 HTTP/1.1\r\nHost: x\r\n\r\n",
+	"CONNECT x.test:0443 HTTP/1.1\r\nHost: x.test:443\r\nExpect: 100-continue\r\n\r\n",
 }
 
 // declinedRequests it must leave to ReadRequest.
 var declinedRequests = []string{
 	"GET http://x.test/ HTTP/1.1\r\nHost: x.test\r\n\r\n",
-	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n\r\n",
+	// CONNECT targets other than the plain authority form, and CONNECTs
+	// with a body or of HTTP/1.0.
+	"CONNECT x.test HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test: HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT :443 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:123456 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:44a HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:443:1 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+	"CONNECT [fe80::1%25en0]:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+	"CONNECT user:pw@x.test:443 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x%2etest:443 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:443/ HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:443?q HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x!test:443 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT /rpc HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.0\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nContent-Length: 0\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\nContent-Length: 2\r\n\r\nab",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+	"connect x.test:443 HTTP/1.1\r\nHost: x.test\r\n\r\n",
+	"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n", // the head has not all arrived
 	"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 	"get / HTTP/1.1\r\nHost: x.test\r\n\r\n",
 	"PROPFIND / HTTP/1.1\r\nHost: x.test\r\n\r\n",
@@ -93,8 +141,6 @@ var declinedRequests = []string{
 	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1234567890123456789\r\n\r\nx",
 	"POST / HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 	"POST / HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
-	"GET / HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x.test\r\nPragma: no-cache\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x.test\r\nTrailer: X\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
@@ -158,6 +204,35 @@ func TestFastRequestAllocs(t *testing.T) {
 	}
 }
 
+// TestFastConnectAllocs bounds the allocations of a Go client's CONNECT.
+func TestFastConnectAllocs(t *testing.T) {
+	data := []byte(connectGo)
+	br := bufio.NewReaderSize(nil, 4<<10)
+	rd := bytes.NewReader(data)
+	n := testing.AllocsPerRun(100, func() {
+		rd.Reset(data)
+		br.Reset(rd)
+		if r := readFastRequest(br, 1<<20); r == nil || r.Method != http.MethodConnect {
+			t.Fatal("declined")
+		}
+	})
+	ref := testing.AllocsPerRun(100, func() {
+		rd.Reset(data)
+		br.Reset(rd)
+		if _, err := http.ReadRequest(br); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("fast path %v allocations, ReadRequest %v", n, ref)
+	if n > 6 || n >= ref {
+		t.Errorf("%v allocations (ReadRequest %v), want at most 6", n, ref)
+	}
+}
+
+// connectGo is the CONNECT of Go's Transport through a proxy that asks for
+// credentials.
+const connectGo = "CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\nUser-Agent: Go-http-client/1.1\r\nProxy-Authorization: Basic Y2c6cHc=\r\n\r\n"
+
 // FuzzFastRequest is the differential test: on any input the fast path
 // either declines having consumed nothing or reads what ReadRequest reads.
 func FuzzFastRequest(f *testing.F) {
@@ -175,6 +250,8 @@ func BenchmarkReadRequest(b *testing.B) {
 	for _, tc := range []struct{ name, req string }{
 		{"curl-get", commonRequests[2]},
 		{"llm-post", commonRequests[9]},
+		{"go-connect", connectGo},
+		{"python-requests", commonRequests[13]},
 	} {
 		data := []byte(tc.req)
 		rd := bytes.NewReader(data)
