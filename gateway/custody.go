@@ -59,7 +59,7 @@ const custodyProvider = "custody"
 // back (a path, query, body, WebSocket frame, Basic credentials, another
 // header), or in a request the policy denies, refuses the request 403
 // placeholder_misuse like any misplaced placeholder (invariant 13).
-var custodyTripwire = transform.Tripwire{Name: "custody", Placeholder: CustodyPrefix}
+var custodyTripwire = transform.Tripwire{Name: policy.CustodyTripwireName, Placeholder: CustodyPrefix}
 
 // errCustodyUnknown is the "fetch" of a custody value: a placeholder is
 // resolved only from what a capture stored.
