@@ -67,11 +67,16 @@ var errCustodyUnknown = errors.New("custody: no value for this placeholder (anot
 
 // custodyKey is the cache key of one custodied value: per destination,
 // workload and placeholder id, so a placeholder never resolves for
-// another workload or destination.
-func custodyKey(destination, workload, id string) providers.CacheKey {
+// another workload or destination, and versioned by the decision's
+// CustodyVersion (policy.Policy.CustodyVersion), so a reload that changes
+// what the destination or workload is, or the custody rules to the
+// destination, does not hand the value to what the names mean now. The
+// id is custodyIDLen hex digits at the scope's end, so workload names
+// holding '/' cannot make two scopes one.
+func custodyKey(version, destination, workload, id string) providers.CacheKey {
 	return providers.CacheKey{
 		Credential: "custody:" + destination,
-		Version:    "v1",
+		Version:    version,
 		Scope:      workload + "/" + id,
 		Provider:   custodyProvider,
 	}
@@ -85,7 +90,9 @@ type custodyCapture struct {
 	c           *policy.Custody
 	workload    string
 	destination string
-	now         func() time.Time
+	// version is the decision's CustodyVersion (custodyKey).
+	version string
+	now     func() time.Time
 	// values are the values this response's capture took (placeholders
 	// stored, and cookies being deleted): they are secrets the gateway
 	// holds from then on, scrubbed from everything else the client gets
@@ -94,7 +101,7 @@ type custodyCapture struct {
 }
 
 func (g *Gateway) newCustodyCapture(x *exchange) *custodyCapture {
-	return &custodyCapture{g: g, ctx: x.r.Context(), c: x.d.Custody, workload: x.wl.Name, destination: x.d.Destination, now: time.Now}
+	return &custodyCapture{g: g, ctx: x.r.Context(), c: x.d.Custody, workload: x.wl.Name, destination: x.d.Destination, version: x.d.CustodyVersion, now: time.Now}
 }
 
 // capture replaces the custodied cookies and JSON fields of resp by
@@ -391,7 +398,7 @@ func (cc *custodyCapture) store(value string, exp time.Time) (string, error) {
 	v := providers.NewSecret(value)
 	cc.values = append(cc.values, v)
 	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: v}, Expiry: exp}
-	key := custodyKey(cc.destination, cc.workload, hid)
+	key := custodyKey(cc.version, cc.destination, cc.workload, hid)
 	if _, _, err := cc.g.cache.Get(cc.ctx, key, func(context.Context) (*providers.Credential, error) { return cred, nil }); err != nil {
 		return "", fmt.Errorf("custody: store the value: %w", err)
 	}
@@ -466,13 +473,13 @@ func (g *Gateway) custodySubstitute(x *exchange, header, v string) (string, []*p
 		if x.wl.Name == "" {
 			return refuse("cannot resolve for an anonymous caller")
 		}
-		key := custodyKey(x.d.Destination, x.wl.Name, id)
+		key := custodyKey(x.d.CustodyVersion, x.d.Destination, x.wl.Name, id)
 		cred, _, err := g.cache.Get(x.r.Context(), key, func(context.Context) (*providers.Credential, error) { return nil, errCustodyUnknown })
 		if err != nil {
 			// Not remembered as a failure: made-up placeholders must not
 			// fill the credential cache.
 			g.cache.Invalidate(key)
-			return refuse(fmt.Sprintf("does not resolve for workload %q at destination %q (another workload's, expired, or never issued)", x.wl.Name, x.d.Destination))
+			return refuse(fmt.Sprintf("does not resolve for workload %q at destination %q (another workload's, expired, never issued, or issued before a policy reload that changed the destination, the workload or a custody rule to the destination)", x.wl.Name, x.d.Destination))
 		}
 		tok, _ := cred.Field(providers.FieldToken)
 		val := tok.Reveal()
