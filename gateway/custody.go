@@ -82,6 +82,15 @@ func custodyKey(version, destination, workload, id string) providers.CacheKey {
 	}
 }
 
+// custodyBinding binds the custody value of custodyKey to the cache:
+// fetch stores it (capture) or fails (a lookup), and it counts against
+// the workload's share of the cache (providers.Binding.Holder), so a
+// flood of logins evicts the workload's own kept values and credentials,
+// not other workloads'.
+func custodyBinding(version, destination, workload, id string, fetch func(context.Context) (*providers.Credential, error)) providers.Binding {
+	return providers.Binding{Key: custodyKey(version, destination, workload, id), Fetch: fetch, Holder: workload}
+}
+
 // custodyCapture captures the values a rule's custody block names from
 // one response.
 type custodyCapture struct {
@@ -398,8 +407,8 @@ func (cc *custodyCapture) store(value string, exp time.Time) (string, error) {
 	v := providers.NewSecret(value)
 	cc.values = append(cc.values, v)
 	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: v}, Expiry: exp}
-	key := custodyKey(cc.version, cc.destination, cc.workload, hid)
-	if _, _, err := cc.g.cache.Get(cc.ctx, key, func(context.Context) (*providers.Credential, error) { return cred, nil }); err != nil {
+	b := custodyBinding(cc.version, cc.destination, cc.workload, hid, func(context.Context) (*providers.Credential, error) { return cred, nil })
+	if _, _, err := cc.g.cache.GetBound(cc.ctx, b); err != nil {
 		return "", fmt.Errorf("custody: store the value: %w", err)
 	}
 	return CustodyPrefix + hid, nil
@@ -473,12 +482,12 @@ func (g *Gateway) custodySubstitute(x *exchange, header, v string) (string, []*p
 		if x.wl.Name == "" {
 			return refuse("cannot resolve for an anonymous caller")
 		}
-		key := custodyKey(x.d.CustodyVersion, x.d.Destination, x.wl.Name, id)
-		cred, _, err := g.cache.Get(x.r.Context(), key, func(context.Context) (*providers.Credential, error) { return nil, errCustodyUnknown })
+		bind := custodyBinding(x.d.CustodyVersion, x.d.Destination, x.wl.Name, id, func(context.Context) (*providers.Credential, error) { return nil, errCustodyUnknown })
+		cred, _, err := g.cache.GetBound(x.r.Context(), bind)
 		if err != nil {
 			// Not remembered as a failure: made-up placeholders must not
 			// fill the credential cache.
-			g.cache.Invalidate(key)
+			g.cache.Invalidate(bind.Key)
 			return refuse(fmt.Sprintf("does not resolve for workload %q at destination %q (another workload's, expired, never issued, or issued before a policy reload that changed the destination, the workload or a custody rule to the destination)", x.wl.Name, x.d.Destination))
 		}
 		tok, _ := cred.Field(providers.FieldToken)
