@@ -433,6 +433,10 @@ type exchange struct {
 	// tripwire is the placeholder that refused the request and where it
 	// was (audit).
 	tripwire *transform.MisuseError
+	// quarantined is the ID of the kill switch a tripwire of this
+	// request set (tripped, possibly on a body's goroutine), for the
+	// audit line.
+	quarantined atomic.Pointer[string]
 	// trace is the request's trace; the zero Request when tracing is off
 	// (hooks check g.tracer first).
 	trace tracing.Request
@@ -1010,6 +1014,9 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	e.Tripwire = x.tripwire
+	if q := x.quarantined.Load(); q != nil {
+		e.Quarantined = *q
+	}
 	if f.Rule != "" {
 		e.Rule = f.Rule
 	}
