@@ -91,7 +91,7 @@ roots); with admin.tls.client_ca, changes also need --cert and --key.
 func newSwitchCmd(ac *adminClient, action string) *cobra.Command {
 	var by, reason string
 	cmd := &cobra.Command{
-		Use:   action + " rule|workload|credential NAME",
+		Use:   action + " rule|workload|source|credential NAME",
 		Short: strings.ToUpper(action[:1]) + action[1:] + " a rule, a workload or a credential",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

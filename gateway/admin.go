@@ -474,7 +474,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		fail(http.StatusBadRequest, codeAdminBadReq, "the body must be a JSON object {\"kind\":\"rule|workload|credential\",\"name\":\"...\",\"by\":\"...\",\"reason\":\"...\"}: "+err.Error(), "")
+		fail(http.StatusBadRequest, codeAdminBadReq, "the body must be a JSON object {\"kind\":\"rule|workload|source|credential\",\"name\":\"...\",\"by\":\"...\",\"reason\":\"...\"}: "+err.Error(), "")
 		return
 	}
 	kind, err := killswitch.ParseKind(req.Kind)
@@ -541,6 +541,8 @@ func (g *Gateway) switchWarnings(action string, e killswitch.Entry, res killswit
 		for _, c := range pol.Credentials() {
 			known = known || c.Name == e.Name
 		}
+	case killswitch.Source:
+		known = true // an address, not a policy name
 	}
 	if !known && action == "disable" {
 		out = append(out, fmt.Sprintf("%s is not in the policy in force (%s); it is disabled anyway and applies as soon as a policy names it", e, pol.File()))

@@ -77,6 +77,10 @@ type event struct {
 	// when set; never a value.
 	Placeholders []transform.Position
 	Tripwire     *transform.MisuseError
+	// Quarantined is the kill switch the tripwire set
+	// (placeholders.quarantine), as its ID: "workload:NAME", or
+	// "source:ADDRESS" for an anonymous caller; written only when set.
+	Quarantined string
 	// Scrubbed counts the secret values redacted from the response, and
 	// Custodied the response values a custody block replaced by
 	// placeholders; written only when not zero.

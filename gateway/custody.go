@@ -59,7 +59,7 @@ const custodyProvider = "custody"
 // back (a path, query, body, WebSocket frame, Basic credentials, another
 // header), or in a request the policy denies, refuses the request 403
 // placeholder_misuse like any misplaced placeholder (invariant 13).
-var custodyTripwire = transform.Tripwire{Name: "custody", Placeholder: CustodyPrefix}
+var custodyTripwire = transform.Tripwire{Name: policy.CustodyTripwireName, Placeholder: CustodyPrefix}
 
 // errCustodyUnknown is the "fetch" of a custody value: a placeholder is
 // resolved only from what a capture stored.
@@ -67,14 +67,28 @@ var errCustodyUnknown = errors.New("custody: no value for this placeholder (anot
 
 // custodyKey is the cache key of one custodied value: per destination,
 // workload and placeholder id, so a placeholder never resolves for
-// another workload or destination.
-func custodyKey(destination, workload, id string) providers.CacheKey {
+// another workload or destination, and versioned by the decision's
+// CustodyVersion (policy.Policy.CustodyVersion), so a reload that changes
+// what the destination or workload is, or the custody rules to the
+// destination, does not hand the value to what the names mean now. The
+// id is custodyIDLen hex digits at the scope's end, so workload names
+// holding '/' cannot make two scopes one.
+func custodyKey(version, destination, workload, id string) providers.CacheKey {
 	return providers.CacheKey{
 		Credential: "custody:" + destination,
-		Version:    "v1",
+		Version:    version,
 		Scope:      workload + "/" + id,
 		Provider:   custodyProvider,
 	}
+}
+
+// custodyBinding binds the custody value of custodyKey to the cache:
+// fetch stores it (capture) or fails (a lookup), and it counts against
+// the workload's share of the cache (providers.Binding.Holder), so a
+// flood of logins evicts the workload's own kept values and credentials,
+// not other workloads'.
+func custodyBinding(version, destination, workload, id string, fetch func(context.Context) (*providers.Credential, error)) providers.Binding {
+	return providers.Binding{Key: custodyKey(version, destination, workload, id), Fetch: fetch, Holder: workload}
 }
 
 // custodyCapture captures the values a rule's custody block names from
@@ -85,7 +99,9 @@ type custodyCapture struct {
 	c           *policy.Custody
 	workload    string
 	destination string
-	now         func() time.Time
+	// version is the decision's CustodyVersion (custodyKey).
+	version string
+	now     func() time.Time
 	// values are the values this response's capture took (placeholders
 	// stored, and cookies being deleted): they are secrets the gateway
 	// holds from then on, scrubbed from everything else the client gets
@@ -94,7 +110,7 @@ type custodyCapture struct {
 }
 
 func (g *Gateway) newCustodyCapture(x *exchange) *custodyCapture {
-	return &custodyCapture{g: g, ctx: x.r.Context(), c: x.d.Custody, workload: x.wl.Name, destination: x.d.Destination, now: time.Now}
+	return &custodyCapture{g: g, ctx: x.r.Context(), c: x.d.Custody, workload: x.wl.Name, destination: x.d.Destination, version: x.d.CustodyVersion, now: time.Now}
 }
 
 // capture replaces the custodied cookies and JSON fields of resp by
@@ -391,8 +407,8 @@ func (cc *custodyCapture) store(value string, exp time.Time) (string, error) {
 	v := providers.NewSecret(value)
 	cc.values = append(cc.values, v)
 	cred := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: v}, Expiry: exp}
-	key := custodyKey(cc.destination, cc.workload, hid)
-	if _, _, err := cc.g.cache.Get(cc.ctx, key, func(context.Context) (*providers.Credential, error) { return cred, nil }); err != nil {
+	b := custodyBinding(cc.version, cc.destination, cc.workload, hid, func(context.Context) (*providers.Credential, error) { return cred, nil })
+	if _, _, err := cc.g.cache.GetBound(cc.ctx, b); err != nil {
 		return "", fmt.Errorf("custody: store the value: %w", err)
 	}
 	return CustodyPrefix + hid, nil
@@ -466,13 +482,13 @@ func (g *Gateway) custodySubstitute(x *exchange, header, v string) (string, []*p
 		if x.wl.Name == "" {
 			return refuse("cannot resolve for an anonymous caller")
 		}
-		key := custodyKey(x.d.Destination, x.wl.Name, id)
-		cred, _, err := g.cache.Get(x.r.Context(), key, func(context.Context) (*providers.Credential, error) { return nil, errCustodyUnknown })
+		bind := custodyBinding(x.d.CustodyVersion, x.d.Destination, x.wl.Name, id, func(context.Context) (*providers.Credential, error) { return nil, errCustodyUnknown })
+		cred, _, err := g.cache.GetBound(x.r.Context(), bind)
 		if err != nil {
 			// Not remembered as a failure: made-up placeholders must not
 			// fill the credential cache.
-			g.cache.Invalidate(key)
-			return refuse(fmt.Sprintf("does not resolve for workload %q at destination %q (another workload's, expired, or never issued)", x.wl.Name, x.d.Destination))
+			g.cache.Invalidate(bind.Key)
+			return refuse(fmt.Sprintf("does not resolve for workload %q at destination %q (another workload's, expired, never issued, or issued before a policy reload that changed the destination, the workload or a custody rule to the destination)", x.wl.Name, x.d.Destination))
 		}
 		tok, _ := cred.Field(providers.FieldToken)
 		val := tok.Reveal()

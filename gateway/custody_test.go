@@ -107,7 +107,7 @@ func TestCustodyCaptureAndResolve(t *testing.T) {
 	if st.resp == nil || len(st.resp.scrubbers) != 2 {
 		t.Fatalf("the substituted values are not scrubbed from the response")
 	}
-	cred, _, err := g.cache.Get(context.Background(), custodyKey("crm", "agent", strings.TrimPrefix(cookiePH, CustodyPrefix)), nil)
+	cred, _, err := g.cache.Get(context.Background(), custodyKey("", "crm", "agent", strings.TrimPrefix(cookiePH, CustodyPrefix)), nil)
 	if err != nil || !cred.Expiry.Equal(now.Add(time.Minute)) {
 		t.Errorf("cookie value expires %v (%v), want at Max-Age, %v", cred.Expiry, err, now.Add(time.Minute))
 	}

@@ -82,7 +82,10 @@ var errSwitchedOff = errors.New("kill switch: the request's rule, workload or cr
 // inFlight is one request being forwarded and what allowed it. It lives
 // in the request's reqState: registering costs no allocation of its own.
 type inFlight struct {
-	rule, workload string
+	rule string
+	// caller is who the request was allowed for, as the kill switch
+	// matches it (switchCaller).
+	caller killswitch.Caller
 	// credentials are the credentials the decision used: the one it
 	// injected, then those it is made from (policy.InjectPlan.Uses).
 	credentials []string
@@ -286,7 +289,7 @@ func (g *Gateway) recheckFlights(what recheckWhat, pol *policy.Policy) recheckCo
 // policyChanged cuts f, which a policy reload no longer admits as it
 // was admitted. Under the set's lock.
 func (f *inFlight) policyChanged(g *Gateway) {
-	r := newRefusal(http.StatusBadGateway, codePolicyChangedInFlight, fmt.Sprintf("the policy was reloaded while this request of workload %q was in flight and no longer allows it as it was allowed (rule %q): the request had been sent to the upstream, which may have acted on it, and its answer is not relayed; `credgate explain` says what the policy in force decides", f.workload, f.rule), f.rule)
+	r := newRefusal(http.StatusBadGateway, codePolicyChangedInFlight, fmt.Sprintf("the policy was reloaded while this request of workload %q was in flight and no longer allows it as it was allowed (rule %q): the request had been sent to the upstream, which may have acted on it, and its answer is not relayed; `credgate explain` says what the policy in force decides", f.caller.Workload, f.rule), f.rule)
 	f.cutWith(r, errPolicyChanged)
 }
 
@@ -297,7 +300,7 @@ func (f *inFlight) identityLost(g *Gateway, code string) {
 	if code == codeIdentityRevokedInFlight {
 		why = "was revoked (its token's signing key or its certificate's CA was removed)"
 	}
-	r := newRefusal(http.StatusBadGateway, code, fmt.Sprintf("the identity of workload %q %s while this request was in flight: the request had been sent to the upstream, which may have acted on it, and its answer is not relayed; send it again with current credentials", f.workload, why), f.rule)
+	r := newRefusal(http.StatusBadGateway, code, fmt.Sprintf("the identity of workload %q %s while this request was in flight: the request had been sent to the upstream, which may have acted on it, and its answer is not relayed; send it again with current credentials", f.caller.Workload, why), f.rule)
 	f.cutWith(r, errIdentityLost)
 }
 
@@ -323,7 +326,7 @@ func (s *flightSet) cancelMatching(g *Gateway, snap *killswitch.Snapshot) int {
 // switchOff cancels f when snap covers it, recording the refusal; it
 // reports whether it did.
 func (f *inFlight) switchOff(g *Gateway, snap *killswitch.Snapshot) bool {
-	e := snap.Match(f.rule, f.workload, f.credentials...)
+	e := snap.Match(f.rule, f.caller, f.credentials...)
 	if e == nil {
 		return false
 	}
@@ -367,7 +370,7 @@ func (f *inFlight) refusal() *refusal {
 // endFlight(f) when the request is done.
 func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) context.Context {
 	ctx, cancel := context.WithCancelCause(ctx)
-	f.rule, f.workload, f.cancel, f.body, f.judged = d.Rule, wl.DisplayName(), cancel, body, jd
+	f.rule, f.caller, f.cancel, f.body, f.judged = d.Rule, switchCaller(wl), cancel, body, jd
 	f.ev, f.name = ev, wl.Name
 	if exp := wl.Expires(); !exp.IsZero() {
 		f.deadline = exp.Add(g.cfg.Limits.InFlightIdentityGrace.D())

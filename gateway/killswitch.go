@@ -92,11 +92,22 @@ func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect
 	if d.Inject != nil {
 		creds = d.Inject.Uses()
 	}
-	e := snap.Match(rule, wl.DisplayName(), creds...)
+	e := snap.Match(rule, switchCaller(wl), creds...)
 	if e == nil {
 		return refusal{}, false
 	}
 	return g.switchEntryRefusal(e, d.Rule), true
+}
+
+// switchCaller is wl as the kill switch matches it: its name, and for an
+// anonymous caller its source address too (a Source switch, which a
+// tripwire of an anonymous caller sets: tripped).
+func switchCaller(wl identity.Workload) killswitch.Caller {
+	c := killswitch.Caller{Workload: wl.DisplayName()}
+	if wl.Name == "" {
+		c.Source = wl.Source
+	}
+	return c
 }
 
 // switchEntryRefusal is the refusal of a request of rule that switch e
@@ -190,7 +201,7 @@ func (o switchObserver) Applied(s *killswitch.Snapshot) {
 		return
 	}
 	n := o.g.long.closeMatching(func(lc *longConn) bool {
-		return s.Match(lc.rule, lc.workload, lc.credentials...) != nil
+		return s.Match(lc.rule, lc.caller, lc.credentials...) != nil
 	}, closedKillSwitch)
 	if n > 0 {
 		o.g.log.Warn("kill switch: closed open tunnels and WebSockets of disabled rules, workloads or credentials", slog.Int("connections", n))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/mono"
+	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -76,8 +77,11 @@ var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired
 
 // longConn is one long-lived connection and what allowed it.
 type longConn struct {
-	kind           string
-	rule, workload string
+	kind string
+	rule string
+	// caller is who the connection was allowed for, as the kill switch
+	// matches it (switchCaller).
+	caller killswitch.Caller
 	// credentials are the credentials the decision used: the one it
 	// injected, then those it is made from (policy.InjectPlan.Uses).
 	credentials []string
@@ -394,7 +398,7 @@ const reverifyTimeout = 10 * time.Second
 // limits in force; jd is that decision (judged).
 func (g *Gateway) newLong(kind string, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) *longConn {
 	lim := g.cfg.Limits.LongLived
-	lc := &longConn{kind: kind, rule: d.Rule, workload: wl.DisplayName(), expires: wl.Expires(),
+	lc := &longConn{kind: kind, rule: d.Rule, caller: switchCaller(wl), expires: wl.Expires(),
 		idle: lim.IdleTimeout.D(), maxLife: lim.MaxLifetime.D(), judged: jd}
 	if d.Inject != nil {
 		lc.credentials = d.Inject.Uses()
@@ -497,7 +501,7 @@ func (g *Gateway) openLong(lc *longConn) {
 	g.metrics.longLived.WithLabelValues(lc.kind).Inc()
 	// A switch applied after the decision and before the registration
 	// would not see lc: check the state in force now.
-	if g.switches != nil && g.switches.Snapshot().Match(lc.rule, lc.workload, lc.credentials...) != nil {
+	if g.switches != nil && g.switches.Snapshot().Match(lc.rule, lc.caller, lc.credentials...) != nil {
 		lc.close(closedKillSwitch)
 	}
 	// Likewise a reload after the decision: the scan it started may

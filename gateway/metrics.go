@@ -174,7 +174,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	}, []string{"provider"})
 	m.providerEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_provider_events_total",
-		Help: "Provider lifecycle events by provider, event and result: for vault, login, relogin, token_renewal, lease_renewal (refused: the secret was dropped), lease_revoke and token_revoke (on cleanup); results ok, refused, error; for every provider, fetch with abandoned (a Fetch that ignored its context) and held_back (not started: an abandoned one has not returned).",
+		Help: "Provider lifecycle events by provider, event and result: for vault, login, relogin, token_renewal, lease_renewal (refused: the secret was dropped), lease_revoke and token_revoke (on cleanup); results ok, refused, error; for every provider, fetch with abandoned (a Fetch that ignored its context) and held_back (not started: an abandoned one has not returned), and evict (the credential cache was full) with own_entries (the new entry's workload held the most: its own oldest went) and largest_holder (another holder held more: its oldest went).",
 	}, []string{"provider", "event", "result"})
 	m.reg.MustRegister(m.providerEvents)
 	m.response = newResponseMetrics(m.reg)

@@ -294,10 +294,11 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 }
 
 // tripped handles a tripwire: it is logged and counted, and with
-// placeholders.quarantine the workload is disabled through the kill
-// switch, on every replica when Redis is configured. The caller records
-// it for the audit line (x.tripwire, or phState.misuse from another
-// goroutine).
+// placeholders.quarantine the caller is disabled through the kill
+// switch (quarantineSwitch), on every replica when Redis is configured.
+// The caller records it for the audit line (x.tripwire, or
+// phState.misuse from another goroutine); tripped records the switch it
+// set (x.quarantined).
 func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, me *transform.MisuseError) {
 	pol := g.store.Current()
 	quarantine := pol != nil && pol.Quarantine()
@@ -306,20 +307,47 @@ func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, 
 	if me.Misplaced {
 		msg = "placeholder misuse: a placeholder was sent outside the places its rule allows (substitute_in)"
 	}
-	g.log.Warn(msg,
-		slog.String("workload", wl.DisplayName()), slog.String("tripwire", me.Tripwire),
+	attrs := []slog.Attr{slog.String("workload", wl.DisplayName()), slog.String("tripwire", me.Tripwire),
 		slog.String("where", string(me.Where)), slog.String("header", me.Header), slog.String("host", x.dest.host), slog.String("rule", d.Rule),
-		slog.Bool("quarantine", quarantine))
+		slog.Bool("quarantine", quarantine)}
+	e, ok := quarantineSwitch(wl)
+	if quarantine && ok {
+		attrs = append(attrs, slog.String("quarantines", e.ID()))
+	}
+	g.log.LogAttrs(x.r.Context(), slog.LevelWarn, msg, attrs...)
 	if !quarantine || g.switches == nil {
+		return
+	}
+	if !ok {
+		g.log.Error("placeholder misuse: quarantine failed: the anonymous caller has no source address to disable; find it in the audit line and disable it by hand", slog.String("workload", wl.DisplayName()))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), quarantineTimeout)
 	defer cancel()
-	e := killswitch.Entry{Kind: killswitch.Workload, Name: wl.DisplayName(), By: "credgate tripwire",
-		Reason: fmt.Sprintf("placeholder_misuse: the placeholder of %s was sent to %s in %s", me.Tripwire, x.dest.host, misuseAt(me))}
+	e.By = "credgate tripwire"
+	e.Reason = fmt.Sprintf("placeholder_misuse: the placeholder of %s was sent to %s in %s", me.Tripwire, x.dest.host, misuseAt(me))
 	if _, err := g.switches.Disable(ctx, e); err != nil {
-		g.log.Error("placeholder misuse: quarantine failed; disable the workload by hand", slog.String("workload", wl.DisplayName()), slog.Any("error", err))
+		g.log.Error("placeholder misuse: quarantine failed; disable it by hand", slog.String("quarantines", e.ID()), slog.Any("error", err))
+		return
 	}
+	g.metrics.placeholders.quarantines.WithLabelValues(string(e.Kind)).Inc()
+	id := e.ID()
+	x.quarantined.Store(&id)
+}
+
+// quarantineSwitch is the kill switch a tripwire of wl sets: the
+// workload, or for an anonymous caller its source address (a Source
+// switch) — "anonymous" is every caller no workload matched, and one of
+// them cannot be allowed to disable the others. false when an anonymous
+// caller has no source address (none that the gateway accepted).
+func quarantineSwitch(wl identity.Workload) (killswitch.Entry, bool) {
+	if wl.Name != "" {
+		return killswitch.Entry{Kind: killswitch.Workload, Name: wl.Name}, true
+	}
+	if !wl.Source.IsValid() {
+		return killswitch.Entry{}, false
+	}
+	return killswitch.Entry{Kind: killswitch.Source, Name: killswitch.SourceName(wl.Source)}, true
 }
 
 // streamTripped handles a tripwire met in a streamed body or a WebSocket
@@ -394,6 +422,8 @@ type placeholderMetrics struct {
 	substituted *prometheus.CounterVec
 	misuse      *prometheus.CounterVec
 	missing     prometheus.Counter
+	// quarantines counts the kill switches tripwires set, by kind.
+	quarantines *prometheus.CounterVec
 }
 
 func newPlaceholderMetrics(reg *prometheus.Registry) *placeholderMetrics {
@@ -410,8 +440,15 @@ func newPlaceholderMetrics(reg *prometheus.Registry) *placeholderMetrics {
 			Name: "credgate_placeholder_missing_total",
 			Help: "Requests refused because their rule has require_placeholder and they carried no placeholder.",
 		}),
+		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgate_quarantines_total",
+			Help: "Kill switches a tripwire set (placeholders.quarantine), by what they disable: workload (an identified workload), or source (the source address of an anonymous caller).",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.substituted, m.misuse, m.missing)
+	for _, k := range []killswitch.Kind{killswitch.Workload, killswitch.Source} {
+		m.quarantines.WithLabelValues(string(k))
+	}
+	reg.MustRegister(m.substituted, m.misuse, m.missing, m.quarantines)
 	return m
 }
 
@@ -432,6 +469,9 @@ func (g *Gateway) placeholderAudit(ev *event, x *exchange, st *reqState) {
 	}
 	if x.tripwire != nil {
 		ev.Tripwire, ev.Code = x.tripwire, codePlaceholderMisuse
+	}
+	if q := x.quarantined.Load(); q != nil {
+		ev.Quarantined = *q
 	}
 }
 
@@ -473,6 +513,10 @@ func appendPlaceholderFields(b []byte, ev *event) []byte {
 		if me.Misplaced {
 			b = append(b, `,"tripwire_misplaced":true`...)
 		}
+	}
+	if ev.Quarantined != "" {
+		b = append(b, `,"quarantined":`...)
+		b = appendString(b, ev.Quarantined)
 	}
 	return b
 }

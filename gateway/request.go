@@ -188,9 +188,10 @@ func (st *reqState) refusalCode() string {
 // upstream rejected and, for a replayable request, send it once more with
 // a new one.
 type reissuePlan struct {
-	key   providers.CacheKey
-	used  *providers.Credential
-	fetch func(context.Context) (*providers.Credential, error)
+	// bind is the credential's binding to the caller (its key, fetch and
+	// cache holder).
+	bind providers.Binding
+	used *providers.Credential
 	// inj re-injects (injectors.ApplyFor removes the names it sets first, so
 	// nothing of the rejected credential is sent again).
 	inj injectors.Injector
@@ -432,6 +433,10 @@ type exchange struct {
 	// tripwire is the placeholder that refused the request and where it
 	// was (audit).
 	tripwire *transform.MisuseError
+	// quarantined is the ID of the kill switch a tripwire of this
+	// request set (tripped, possibly on a body's goroutine), for the
+	// audit line.
+	quarantined atomic.Pointer[string]
 	// trace is the request's trace; the zero Request when tracing is off
 	// (hooks check g.tracer first).
 	trace tracing.Request
@@ -1009,6 +1014,9 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
 	e.Tripwire = x.tripwire
+	if q := x.quarantined.Load(); q != nil {
+		e.Quarantined = *q
+	}
 	if f.Rule != "" {
 		e.Rule = f.Rule
 	}
@@ -1096,7 +1104,7 @@ func reissuePlanFor(r *http.Request, plan *policy.InjectPlan, b providers.Bindin
 		// misconfigured upstream into load on the provider.
 		return nil
 	}
-	rp := &reissuePlan{key: b.Key, used: cred, inj: plan.Injector, fetch: b.Fetch}
+	rp := &reissuePlan{bind: b, used: cred, inj: plan.Injector}
 	// ContentLength 0 is "no body" on HTTP/1 (NoBody) and HTTP/2 (a
 	// stream ended with its headers, or content-length: 0, which the
 	// server enforces); -1 is a body of unknown length.
@@ -1177,15 +1185,15 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Response, st *reqState) (*http.Response, error) {
 	rp := st.reissue
 	st.reissue = nil // once per request
-	g.cache.Forget(rp.key, rp.used)
+	g.cache.Forget(rp.bind.Key, rp.used)
 	if !rp.replay || (r.Body != nil && r.Body != http.NoBody) {
 		return resp, nil
 	}
 	ctx := r.Context()
-	cred, _, err := g.cache.Get(ctx, rp.key, rp.fetch)
+	cred, _, err := g.cache.GetBound(ctx, rp.bind)
 	if err != nil {
 		g.log.Info("upstream rejected the credential; no new one to retry with",
-			slog.String("credential", rp.key.Credential), slog.Any("error", err))
+			slog.String("credential", rp.bind.Key.Credential), slog.Any("error", err))
 		return resp, nil
 	}
 	if !cred.AllowsHost(r.URL.Hostname()) {
@@ -1193,14 +1201,14 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 		// never sent here; the client gets the 401, and its next request
 		// to this host is refused with credential_host_mismatch.
 		g.log.Info("upstream rejected the credential; the new one is for another host, not retried",
-			slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Hostname()), slog.Any("hosts", cred.Hosts))
+			slog.String("credential", rp.bind.Key.Credential), slog.String("host", r.URL.Hostname()), slog.Any("hosts", cred.Hosts))
 		return resp, nil
 	}
 	r2 := r.Clone(ctx)
 	r2.Body = nil
 	if err := injectors.ApplyFor(rp.inj, r2, cred, rp.wl); err != nil {
-		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.key.Credential), slog.String("error", g.logText(st, err, cred)))
-		g.rejectUnusable(rp.key, cred, err)
+		g.log.Warn("re-injection failed; returning the upstream's 401", slog.String("credential", rp.bind.Key.Credential), slog.String("error", g.logText(st, err, cred)))
+		g.rejectUnusable(rp.bind.Key, cred, err)
 		return resp, nil
 	}
 	// The 401 is discarded: drain a little of it so the connection can
@@ -1213,7 +1221,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 		st.resp.addScrubber(g.scrubbers.get(cred))
 	}
 	g.log.Info("upstream rejected a cached credential; retried once with a new one",
-		slog.String("credential", rp.key.Credential), slog.String("host", r.URL.Host))
+		slog.String("credential", rp.bind.Key.Credential), slog.String("host", r.URL.Host))
 	st.tries.start(g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel) // its attempts counted afresh
 	return t.RoundTrip(r2)
 }

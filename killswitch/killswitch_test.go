@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,7 +45,7 @@ func TestParseKindAndNames(t *testing.T) {
 			t.Errorf("ParseKind(%q): %v", s, err)
 		}
 	}
-	if _, err := ParseKind("destination"); err == nil || !strings.Contains(err.Error(), "use rule, workload or credential") {
+	if _, err := ParseKind("destination"); err == nil || !strings.Contains(err.Error(), "use rule, workload, source or credential") {
 		t.Errorf("ParseKind(destination) = %v", err)
 	}
 	bad := []string{"", "*", "a b", "a,b", "a\nb", strings.Repeat("x", MaxNameLen+1), "\xff"}
@@ -75,7 +76,7 @@ func TestParseKindAndNames(t *testing.T) {
 
 func TestSnapshot(t *testing.T) {
 	var nilSnap *Snapshot
-	if nilSnap.Match("r", "w", "c") != nil || nilSnap.Len() != 0 || nilSnap.Entries() != nil {
+	if nilSnap.Match("r", Caller{Workload: "w"}, "c") != nil || nilSnap.Len() != 0 || nilSnap.Entries() != nil {
 		t.Error("nil snapshot is not empty")
 	}
 	s := newSnapshot(map[string]Entry{
@@ -107,7 +108,7 @@ func TestSnapshot(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got := ""
-		if e := s.Match(tt.rule, tt.wl, tt.cred); e != nil {
+		if e := s.Match(tt.rule, Caller{Workload: tt.wl}, tt.cred); e != nil {
 			got = e.ID()
 		}
 		if got != tt.want {
@@ -126,7 +127,7 @@ func TestSnapshot(t *testing.T) {
 		{nil, ""},
 	} {
 		got := ""
-		if e := s.Match("other", "other", tt.creds...); e != nil {
+		if e := s.Match("other", Caller{Workload: "other"}, tt.creds...); e != nil {
 			got = e.ID()
 		}
 		if got != tt.want {
@@ -211,7 +212,7 @@ func TestMemorySwitchAndStateFile(t *testing.T) {
 	if err != nil || !res.Changed || res.Scope != ScopeReplica || !res.Entry.Since.Equal(t0) {
 		t.Fatalf("Disable = %+v, %v", res, err)
 	}
-	if s.Snapshot().Match("charges", "", "") == nil {
+	if s.Snapshot().Match("charges", Caller{}, "") == nil {
 		t.Fatal("rule not disabled in the snapshot")
 	}
 	// Disabling again keeps the first entry.
@@ -535,7 +536,7 @@ func BenchmarkMatch(b *testing.B) {
 	b.Run("empty", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if s.Snapshot().Match("billing-charges", "billing-api", "stripe-live") != nil {
+			if s.Snapshot().Match("billing-charges", Caller{Workload: "billing-api"}, "stripe-live") != nil {
 				b.Fatal("match")
 			}
 		}
@@ -549,7 +550,7 @@ func BenchmarkMatch(b *testing.B) {
 	b.Run("1000-miss", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if s.Snapshot().Match("billing-charges", "billing-api", "stripe-live") != nil {
+			if s.Snapshot().Match("billing-charges", Caller{Workload: "billing-api"}, "stripe-live") != nil {
 				b.Fatal("match")
 			}
 		}
@@ -697,5 +698,44 @@ func TestPendingSurvivesRestart(t *testing.T) {
 	a3 := newRedisSwitch(t, srv, Options{StateFile: state})
 	if has(a3, "workload:batch")() == nil || has(b, "workload:batch")() == nil {
 		t.Errorf("an enabled switch came back from the state file: A %v, B %v", a3.Snapshot().Entries(), b.Snapshot().Entries())
+	}
+}
+
+// TestSourceSwitch: a source switch names one address as the gateway
+// writes it, and covers the callers whose source it is (the gateway sets
+// Source for anonymous callers only); other spellings of an address are
+// refused with the form to use.
+func TestSourceSwitch(t *testing.T) {
+	for _, name := range []string{"10.0.0.5", "2001:db8::1", "::1"} {
+		if err := (Entry{Kind: Source, Name: name}).Validate(); err != nil {
+			t.Errorf("source %q: %v", name, err)
+		}
+	}
+	for _, name := range []string{"10.0.0.5:80", "::ffff:10.0.0.5", "2001:db8:0::1", "fe80::1%eth0", "10.0.0.0/8", "host.example", "010.0.0.5"} {
+		if err := (Entry{Kind: Source, Name: name}).Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "like 10.0.0.5") {
+			t.Errorf("source %q: %v, want ErrInvalid naming the form", name, err)
+		}
+	}
+	if k, err := ParseKind("Source"); err != nil || k != Source {
+		t.Errorf("ParseKind(Source) = %q, %v", k, err)
+	}
+	s := newSnapshot(map[string]Entry{"source:10.0.0.5": {Kind: Source, Name: "10.0.0.5"}, "workload:w1": {Kind: Workload, Name: "w1"}})
+	for _, tt := range []struct {
+		caller Caller
+		want   string
+	}{
+		{Caller{Workload: "anonymous", Source: netip.MustParseAddr("10.0.0.5")}, "source:10.0.0.5"},
+		{Caller{Workload: "anonymous", Source: netip.MustParseAddr("::ffff:10.0.0.5")}, "source:10.0.0.5"},
+		{Caller{Workload: "anonymous", Source: netip.MustParseAddr("10.0.0.6")}, ""},
+		{Caller{Workload: "anonymous"}, ""},
+		{Caller{Workload: "w1", Source: netip.MustParseAddr("10.0.0.6")}, "workload:w1"},
+	} {
+		got := ""
+		if e := s.Match("r", tt.caller); e != nil {
+			got = e.ID()
+		}
+		if got != tt.want {
+			t.Errorf("Match(%+v) = %q, want %q", tt.caller, got, tt.want)
+		}
 	}
 }

@@ -26,6 +26,7 @@ package killswitch
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,18 +49,37 @@ const (
 	// nor a credential made from it (a token minted with a disabled
 	// client secret or signing key: Snapshot.Match's credentials).
 	Credential Kind = "credential"
+	// Source disables the anonymous callers (no workload matched) of one
+	// source address, written as netip.Addr writes it (10.0.0.5,
+	// 2001:db8::1): what a tripwire an anonymous caller set off
+	// quarantines, since "anonymous" is every caller no workload matched.
+	// Identified workloads are disabled by name, not by address.
+	Source Kind = "source"
 )
 
 // Kinds lists every Kind, in the order Snapshot.Match checks them.
-var Kinds = []Kind{Rule, Workload, Credential}
+var Kinds = []Kind{Rule, Workload, Source, Credential}
 
-// ParseKind parses "rule", "workload" or "credential".
+// ParseKind parses "rule", "workload", "source" or "credential".
 func ParseKind(s string) (Kind, error) {
 	switch k := Kind(strings.ToLower(strings.TrimSpace(s))); k {
-	case Rule, Workload, Credential:
+	case Rule, Workload, Source, Credential:
 		return k, nil
 	}
-	return "", fmt.Errorf("killswitch: unknown kind %q (use rule, workload or credential)", s)
+	return "", fmt.Errorf("killswitch: unknown kind %q (use rule, workload, source or credential)", s)
+}
+
+// SourceName is the name of the Source switch of addr: its unmapped
+// address as netip.Addr writes it.
+func SourceName(addr netip.Addr) string { return addr.Unmap().String() }
+
+// checkSource checks the name of a Source switch.
+func checkSource(name string) error {
+	a, err := netip.ParseAddr(name)
+	if err != nil || a.Zone() != "" || SourceName(a) != name {
+		return fmt.Errorf("%w: source %q is not an IP address as the gateway writes it (like 10.0.0.5 or 2001:db8::1: no zone, no port, IPv4 not mapped into IPv6, IPv6 in its shortest form)", ErrInvalid, name)
+	}
+	return nil
 }
 
 // Limits on what an Entry may hold.
@@ -134,10 +154,15 @@ func (e Entry) String() string { return string(e.Kind) + " " + strconv.Quote(e.N
 // Validate checks every field.
 func (e Entry) Validate() error {
 	if _, err := ParseKind(string(e.Kind)); err != nil || string(e.Kind) != strings.ToLower(string(e.Kind)) {
-		return fmt.Errorf("%w: unknown kind %q (use rule, workload or credential)", ErrInvalid, e.Kind)
+		return fmt.Errorf("%w: unknown kind %q (use rule, workload, source or credential)", ErrInvalid, e.Kind)
 	}
 	if err := CheckName(e.Name); err != nil {
 		return err
+	}
+	if e.Kind == Source {
+		if err := checkSource(e.Name); err != nil {
+			return err
+		}
 	}
 	if err := checkText("by", e.By, MaxByLen); err != nil {
 		return err
@@ -148,8 +173,8 @@ func (e Entry) Validate() error {
 // Snapshot is an immutable set of disabled entries. The zero value and
 // nil are empty. It is safe for concurrent use.
 type Snapshot struct {
-	rules, workloads, credentials map[string]*Entry
-	entries                       []Entry // sorted by kind, then name
+	rules, workloads, sources, credentials map[string]*Entry
+	entries                                []Entry // sorted by kind, then name
 }
 
 // newSnapshot builds a snapshot of the entries (keyed by ID).
@@ -185,6 +210,8 @@ func (s *Snapshot) kindMap(k Kind) *map[string]*Entry {
 		return &s.rules
 	case Workload:
 		return &s.workloads
+	case Source:
+		return &s.sources
 	default:
 		return &s.credentials
 	}
@@ -226,12 +253,21 @@ func (s *Snapshot) Get(k Kind, name string) (Entry, bool) {
 	return *e, true
 }
 
+// Caller is who a decision was made for, as the kill switch matches it:
+// the workload's name ("anonymous" for a caller no workload matched) and,
+// for an anonymous caller, its source address (Source switches);
+// identified callers leave Source unset.
+type Caller struct {
+	Workload string
+	Source   netip.Addr
+}
+
 // Match returns the entry that disables a decision for rule, made for
-// workload, using credentials (the one it injects, then those it is made
+// caller, using credentials (the one it injects, then those it is made
 // from; empty strings are not checked), or nil. The rule is checked
-// first, then the workload, then the credentials in order. The result is
-// shared: do not modify it.
-func (s *Snapshot) Match(rule, workload string, credentials ...string) *Entry {
+// first, then the workload, then the source, then the credentials in
+// order. The result is shared: do not modify it.
+func (s *Snapshot) Match(rule string, caller Caller, credentials ...string) *Entry {
 	if s == nil || len(s.entries) == 0 {
 		return nil
 	}
@@ -240,8 +276,13 @@ func (s *Snapshot) Match(rule, workload string, credentials ...string) *Entry {
 			return e
 		}
 	}
-	if workload != "" && s.workloads != nil {
-		if e := s.workloads[workload]; e != nil {
+	if caller.Workload != "" && s.workloads != nil {
+		if e := s.workloads[caller.Workload]; e != nil {
+			return e
+		}
+	}
+	if caller.Source.IsValid() && s.sources != nil {
+		if e := s.sources[SourceName(caller.Source)]; e != nil {
 			return e
 		}
 	}

@@ -370,6 +370,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes}
 		if p.HasCustody() {
 			dec.CustodyHeaders = p.custodyHeaders[d.name]
+			dec.CustodyVersion = p.CustodyVersion(d.name, who)
 		}
 		switch r.act {
 		case ruleInject:

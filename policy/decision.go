@@ -95,6 +95,10 @@ type Decision struct {
 	// Destination name (`headers:`): where custody placeholders are put
 	// back in requests to it (CustodyHeader).
 	CustodyHeaders []string
+	// CustodyVersion digests what defines where the custody values of
+	// Destination kept for this workload may go (Policy.CustodyVersion),
+	// when the policy keeps custody: the version of their cache keys.
+	CustodyVersion string
 	// Code is a stable machine-readable reason, e.g. "no_rule",
 	// "denied_by_rule", "method_not_allowed", "path_not_allowed",
 	// "plaintext_not_allowed", "bad_method" (the method is not an upper-case

@@ -64,8 +64,10 @@ type parser struct {
 	builtInjectors []injectors.Injector
 
 	workloads map[string]bool
-	dests     map[string]*destination
-	creds     map[string]*credential
+	// wlVersions digest each workload's settings (settingsHash).
+	wlVersions map[string]string
+	dests      map[string]*destination
+	creds      map[string]*credential
 
 	// wlLimits are the workloads' rate_limit settings.
 	wlLimits map[string]*RateLimit
@@ -115,6 +117,7 @@ func (ps *parser) parse(data []byte) *Policy {
 		p.observe.all = ps.parseMode(f, "policy")
 	}
 	p.workloads = ps.parseWorkloads(sections["workloads"])
+	p.wlVersions = ps.wlVersions
 	p.wlLimits = ps.wlLimits
 	p.dests = ps.parseDestinations(sections["destinations"])
 	if f, ok := sections["placeholders"]; ok {

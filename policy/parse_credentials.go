@@ -23,7 +23,7 @@ func (ps *parser) parseCredentials(f field) []*credential {
 	for _, e := range ps.entries(f.val, "credentials") {
 		name := e.key.Value
 		what := fmt.Sprintf("credential %q", name)
-		if msg := checkName(name); msg != "" {
+		if msg := checkCredentialName(name); msg != "" {
 			ps.errorf(e.key, "credential name %s", msg)
 			continue
 		}
@@ -240,4 +240,23 @@ func settingsHash(module string, n *yaml.Node) string {
 	d := digest(n)
 	h.Write(d[:])
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// checkCredentialName checks a credential's name: checkName, and neither
+// '@' nor the name of the custody tripwire. Audit lines, logs and kill
+// switch reasons name a tripwire CREDENTIAL, CREDENTIAL@WORKLOAD for a
+// generated placeholder (PlaceholderUse.Name) or CustodyTripwireName; a
+// workload name may hold '@', so the first '@' must end the credential
+// for every name to say one (credential, workload) pair.
+func checkCredentialName(name string) string {
+	if msg := checkName(name); msg != "" {
+		return msg
+	}
+	if strings.Contains(name, "@") {
+		return fmt.Sprintf("%q must not contain '@': a generated placeholder is named CREDENTIAL@WORKLOAD in audit lines and logs, and a workload name may hold '@'; rename the credential (e.g. %q)", name, strings.ReplaceAll(name, "@", "-"))
+	}
+	if name == CustodyTripwireName {
+		return fmt.Sprintf("%q is reserved: audit lines name custody placeholders' tripwire so; choose another name", name)
+	}
+	return ""
 }

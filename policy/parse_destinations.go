@@ -14,7 +14,7 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 	ps.dests = map[string]*destination{}
 	for _, e := range ps.entries(f.val, "destinations") {
 		name := e.key.Value
-		d := &destination{name: name}
+		d := &destination{name: name, version: settingsHash("destination", e.val)}
 		ps.dests[name] = d
 		if msg := checkName(name); msg != "" {
 			ps.errorf(e.key, "destination name %s", msg)

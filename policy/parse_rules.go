@@ -45,7 +45,7 @@ func (ps *parser) parseRules(f field) []*rule {
 			continue
 		}
 		fs := ps.fields(rn, what, "name", "from", "to", "action", "methods", "paths", "when", "inject", "plaintext", "rate_limit", "require_placeholder", "scrub", "custody", "ranges")
-		r := &rule{index: len(out), path: path, line: rn.Line, col: rn.Column}
+		r := &rule{index: len(out), path: path, line: rn.Line, col: rn.Column, version: settingsHash("rule", rn)}
 		if nf, ok := fs["name"]; ok {
 			if name, ok := ps.str(nf.val, what+" name"); ok {
 				if msg := checkName(name); msg != "" {

@@ -13,10 +13,12 @@ import (
 
 func (ps *parser) parseWorkloads(f field) []identity.Spec {
 	ps.workloads = map[string]bool{}
+	ps.wlVersions = map[string]string{}
 	var specs []identity.Spec
 	for _, e := range ps.entries(f.val, "workloads") {
 		name := e.key.Value
 		ps.workloads[name] = true
+		ps.wlVersions[name] = settingsHash("workload", e.val)
 		if msg := checkName(name); msg != "" {
 			ps.errorf(e.key, "workload name %s", msg)
 			continue

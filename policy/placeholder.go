@@ -66,6 +66,11 @@ func (p *Placeholder) forName(workload string) string {
 	return GeneratedPrefix + strings.ToLower(sum[:26]) // 130 bits
 }
 
+// CustodyTripwireName is the tripwire name of custody placeholders in
+// audit lines and logs ("tripwire":"custody"); no credential may have it
+// (checkCredentialName).
+const CustodyTripwireName = "custody"
+
 // PlaceholderUse is one placeholder string of a policy and whom it
 // belongs to: the tripwires of a request are all uses not bound to it.
 type PlaceholderUse struct {
@@ -79,7 +84,9 @@ type PlaceholderUse struct {
 }
 
 // Name names the use in audit lines and errors: the credential, and the
-// workload of a generated placeholder. Never the string itself.
+// workload of a generated placeholder (CREDENTIAL@WORKLOAD). Never the
+// string itself. A credential name holds no '@' (checkCredentialName), so
+// two uses never share a name.
 func (u PlaceholderUse) Name() string {
 	if u.Workload == "" {
 		return u.Credential

@@ -49,6 +49,11 @@ type Policy struct {
 	custodyOnce    sync.Once
 	custodyHeaders map[string][]string
 	hasCustody     bool
+	// custodyVersions digest, by destination name, what defines where
+	// its custody values may go (CustodyVersion); wlVersions digest each
+	// workload's settings.
+	custodyVersions map[string]string
+	wlVersions      map[string]string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -132,7 +137,10 @@ type Stats struct {
 
 // destination is a compiled `destinations:` entry.
 type destination struct {
-	name         string
+	name string
+	// version digests the destination's settings (settingsHash): part of
+	// the custody version (CustodyVersion).
+	version      string
 	hosts        []hostPattern
 	ports        []int // nil: the scheme's default port
 	allowPrivate bool
@@ -216,6 +224,9 @@ func (a ruleAction) String() string {
 type rule struct {
 	index int
 	name  string
+	// version digests the rule's settings (settingsHash): part of the
+	// custody version of its destinations when it keeps custody.
+	version string
 	// path is the rule's index path in the file: rules[N], N counted
 	// from 0 over the list as written.
 	path string

@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -309,6 +312,7 @@ func (p *Policy) HasCustody() bool {
 // indexCustody builds the custody lookups from the rules, once.
 func (p *Policy) indexCustody() {
 	p.custodyHeaders = map[string][]string{}
+	custodyRules := map[string][]*rule{}
 	for _, r := range p.rules {
 		if r.custody == nil {
 			continue
@@ -316,6 +320,40 @@ func (p *Policy) indexCustody() {
 		p.hasCustody = true
 		for _, d := range r.to {
 			p.custodyHeaders[d.name] = append(p.custodyHeaders[d.name], r.custody.Headers...)
+			custodyRules[d.name] = append(custodyRules[d.name], r)
 		}
 	}
+	p.custodyVersions = make(map[string]string, len(p.dests))
+	for name, d := range p.dests {
+		h := sha256.New()
+		io.WriteString(h, "credgate custody v1\x00")
+		io.WriteString(h, d.version)
+		for _, r := range custodyRules[name] {
+			io.WriteString(h, "\x00")
+			io.WriteString(h, r.version)
+			if r.plan != nil {
+				io.WriteString(h, "\x00")
+				io.WriteString(h, r.plan.CredentialVersion)
+			}
+		}
+		p.custodyVersions[name] = hex.EncodeToString(h.Sum(nil))[:16]
+	}
+}
+
+// CustodyVersion digests what defines where the custody values a
+// workload keeps at a destination may go: the destination's settings
+// (hosts, ports, allow_private ...), the settings of every rule to it
+// that keeps custody (its custody block, from, methods ... and the
+// version of the credential it logs in with), and the workload's
+// settings (who the workload is). Custody values are cached under it
+// (their key's Version), so a reload that changes any of it starts with
+// no session values — the destination's name may now mean other hosts,
+// the workload's other callers — and one that changes none of it (a
+// rule elsewhere, another workload, a rule to the destination without
+// custody) keeps them. Each part is a digest of its settings as the
+// credential version is (settingsHash), so settings that differ anywhere
+// give another version.
+func (p *Policy) CustodyVersion(destination, workload string) string {
+	p.custodyOnce.Do(p.indexCustody)
+	return p.custodyVersions[destination] + p.wlVersions[workload]
 }

@@ -20,6 +20,12 @@ type Binding struct {
 	// Reissue reports that a 401 from the upstream to a request carrying
 	// this credential should drop it from the cache (Reissuer).
 	Reissue bool
+	// Holder is whose share of the cache's MaxEntries the key counts
+	// against: the caller's workload (identity.Workload.DisplayName) when
+	// the key is the caller's own (a Scope), "" for a credential shared
+	// by every caller. A workload with many scopes then evicts its own
+	// entries, not other workloads'.
+	Holder string
 }
 
 // Bind binds p's credential — key's Credential, Version and Provider —
@@ -44,7 +50,12 @@ func BindComposed(p Provider, inputs []Input, key CacheKey, wl identity.Workload
 	req := Request{Credential: key.Credential, Workload: wl}
 	key.Scope = ComposedScope(p, inputs, req)
 	ri, ok := p.(Reissuer)
+	holder := ""
+	if key.Scope != "" {
+		holder = wl.DisplayName()
+	}
 	return Binding{
+		Holder:  holder,
 		Key:     key,
 		Fetch:   func(ctx context.Context) (*Credential, error) { return p.Fetch(ctx, req) },
 		Reissue: ok && ri.ReissueOnUnauthorized(),
@@ -85,5 +96,5 @@ func ComposedScope(p Provider, inputs []Input, req Request) string {
 
 // GetBound returns the binding's credential from the cache; see Get.
 func (c *Cache) GetBound(ctx context.Context, b Binding) (cred *Credential, hit bool, err error) {
-	return c.Get(ctx, b.Key, b.Fetch)
+	return c.get(ctx, b.Key, b.Holder, b.Fetch)
 }

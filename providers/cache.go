@@ -83,8 +83,15 @@ type CacheOptions struct {
 	ErrorBackoff time.Duration
 	// FetchTimeout bounds each provider call.
 	FetchTimeout time.Duration
-	// MaxEntries bounds the number of cached keys; the least recently
-	// used entry is evicted first.
+	// MaxEntries bounds the number of cached keys. When a new key would
+	// exceed it, the least recently used entry of the largest holder goes
+	// (Binding.Holder: the workload of a per-caller credential or a
+	// custody value; "" holds the credentials shared by all), the new
+	// key's own holder winning ties: a workload with many scopes evicts
+	// its own entries before anyone else's, never another workload's
+	// while it holds more than that one. Evictions are reported to an
+	// EventObserver as event "evict", results EvictOwnEntries and
+	// EvictLargestHolder.
 	MaxEntries int
 	// Now returns the current time; tests pass a fake clock. Default
 	// time.Now. (Fetch durations given to the Observer use the real
@@ -176,8 +183,10 @@ type Cache struct {
 
 	mu      sync.Mutex
 	closed  bool
-	entries map[CacheKey]*list.Element // values are *entry
-	lru     list.List                  // front = most recently used
+	entries map[CacheKey]*list.Element // values are *entry, in their holder's list
+	// holders are each holder's entries, front = most recently used
+	// (MaxEntries); a holder with none has no list.
+	holders map[string]*list.List
 	// abandoned counts, per provider, its fetches that were abandoned
 	// and have not returned yet (callProvider).
 	abandoned map[providerID]int
@@ -189,7 +198,10 @@ type providerID struct{ credential, version, provider string }
 
 // entry is one key's state. Fields are guarded by Cache.mu.
 type entry struct {
-	key       CacheKey
+	key CacheKey
+	// holder is whose share of MaxEntries the entry counts against: the
+	// holder of the Get that created it.
+	holder    string
 	cred      *Credential // nil until a fetch succeeds
 	expires   time.Time   // cred is valid before this
 	refreshAt time.Time   // a Get at or after this starts a refresh
@@ -235,7 +247,7 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.SharedTimeout <= 0 {
 		opts.SharedTimeout = 2 * time.Second
 	}
-	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}, abandoned: map[providerID]int{}}
+	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}, holders: map[string]*list.List{}, abandoned: map[providerID]int{}}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if opts.Shared != nil {
 		opts.Shared.Watch(c.remoteInvalidation)
@@ -263,7 +275,14 @@ func (c *Cache) remoteInvalidation(inv Invalidation) {
 // error wrapping ErrUnavailable.
 //
 // After Close, Get calls fetch directly on ctx and caches nothing.
+//
+// A key Get creates is held by no workload (the credentials shared by
+// all); GetBound creates it for its Binding's Holder (MaxEntries).
 func (c *Cache) Get(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error)) (cred *Credential, hit bool, err error) {
+	return c.get(ctx, key, "", fetch)
+}
+
+func (c *Cache) get(ctx context.Context, key CacheKey, holder string, fetch func(context.Context) (*Credential, error)) (cred *Credential, hit bool, err error) {
 	now := c.opts.Now()
 	c.mu.Lock()
 	if c.closed {
@@ -274,8 +293,9 @@ func (c *Cache) Get(ctx context.Context, key CacheKey, fetch func(context.Contex
 		return cred, false, err
 	}
 	var e *entry
+	var evicted []eviction
 	if el, ok := c.entries[key]; ok {
-		c.lru.MoveToFront(el)
+		c.holders[el.Value.(*entry).holder].MoveToFront(el)
 		e = el.Value.(*entry)
 		if e.cred.revoked() {
 			e.cred = nil // the provider said it is no longer valid: fetch anew
@@ -296,15 +316,23 @@ func (c *Cache) Get(ctx context.Context, key CacheKey, fetch func(context.Contex
 			return nil, false, err
 		}
 	} else {
-		e = &entry{key: key}
-		c.entries[key] = c.lru.PushFront(e)
-		c.evictLocked()
+		e = &entry{key: key, holder: holder}
+		l := c.holders[holder]
+		if l == nil {
+			l = list.New()
+			c.holders[holder] = l
+		}
+		c.entries[key] = l.PushFront(e)
+		evicted = c.evictLocked(e)
 	}
 	if e.call == nil {
 		c.start(ctx, e, fetch)
 	}
 	cl := e.call
 	c.mu.Unlock()
+	for _, ev := range evicted {
+		c.evictEvent(ev)
+	}
 	c.observe(key, CacheMiss)
 
 	select {
@@ -560,14 +588,83 @@ func (c *Cache) capExpiry(cred *Credential, now time.Time) *Credential {
 	return &capped
 }
 
-// evictLocked drops least recently used entries beyond MaxEntries. c.mu
-// is held. A fetch in flight for an evicted entry still completes for its
-// waiters; its result is just not kept.
-func (c *Cache) evictLocked() {
+// Causes of an eviction, the results of the cache's "evict" events
+// (EventObserver): the cache was full (MaxEntries) when a new key came.
+const (
+	// EvictOwnEntries: the new key's holder held the most entries, and
+	// its least recently used one went.
+	EvictOwnEntries = "own_entries"
+	// EvictLargestHolder: another holder held more entries than the new
+	// key's, and its least recently used one went.
+	EvictLargestHolder = "largest_holder"
+)
+
+const eventEvict = "evict"
+
+// eviction is one entry evictLocked dropped, reported after c.mu is
+// released.
+type eviction struct {
+	key   CacheKey
+	cause string
+}
+
+// evictLocked drops entries beyond MaxEntries after added was created:
+// each time the least recently used entry of the holder with the most
+// entries (added not counted; added's holder first among equals, then
+// the first name), so that one holder's flood of keys evicts its own.
+// c.mu is held. A fetch in flight for an evicted entry still completes
+// for its waiters; its result is just not kept. The cost is one pass
+// over the holders per eviction, only when the cache is full.
+func (c *Cache) evictLocked(added *entry) []eviction {
+	var out []eviction
 	for len(c.entries) > c.opts.MaxEntries {
-		el := c.lru.Back()
-		c.lru.Remove(el)
-		delete(c.entries, el.Value.(*entry).key)
+		victim, most := "", -1
+		for h, l := range c.holders {
+			n := l.Len()
+			if h == added.holder {
+				n--
+			}
+			switch {
+			case n <= 0:
+			case n > most,
+				n == most && victim != added.holder && (h == added.holder || h < victim):
+				victim, most = h, n
+			}
+		}
+		if most <= 0 {
+			return out // only added is left
+		}
+		el := c.holders[victim].Back()
+		if el.Value == added {
+			el = el.Prev()
+		}
+		e := el.Value.(*entry)
+		c.removeLocked(el)
+		cause := EvictLargestHolder
+		if victim == added.holder {
+			cause = EvictOwnEntries
+		}
+		out = append(out, eviction{key: e.key, cause: cause})
+	}
+	return out
+}
+
+// removeLocked drops the entry of el from the cache. c.mu is held.
+func (c *Cache) removeLocked(el *list.Element) {
+	e := el.Value.(*entry)
+	l := c.holders[e.holder]
+	l.Remove(el)
+	if l.Len() == 0 {
+		delete(c.holders, e.holder)
+	}
+	delete(c.entries, e.key)
+}
+
+// evictEvent reports an eviction to the Observer when it is an
+// EventObserver.
+func (c *Cache) evictEvent(ev eviction) {
+	if eo, ok := c.opts.Observer.(EventObserver); ok {
+		eo.ProviderEvent(ev.key.Provider, eventEvict, ev.cause)
 	}
 }
 
@@ -577,8 +674,7 @@ func (c *Cache) Invalidate(key CacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
-		c.lru.Remove(el)
-		delete(c.entries, key)
+		c.removeLocked(el)
 	}
 }
 
@@ -602,8 +698,7 @@ func (c *Cache) invalidateCredentialLocal(credential, version string) {
 	defer c.mu.Unlock()
 	for k, el := range c.entries {
 		if k.Credential == credential && k.Version == version {
-			c.lru.Remove(el)
-			delete(c.entries, k)
+			c.removeLocked(el)
 		}
 	}
 }
@@ -624,8 +719,7 @@ func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.lru.Remove(el)
-	delete(c.entries, key)
+	c.removeLocked(el)
 	c.mu.Unlock()
 	c.forgetShared(key, cred)
 	return true
@@ -671,8 +765,7 @@ func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 		e.err = fmt.Errorf("credential %q: provider %s returned a credential that cannot be used: %w: %w: %w", key.Credential, key.Provider, err, ErrUnusable, ErrUnavailable)
 		e.errUntil = c.opts.Now().Add(c.opts.ErrorBackoff)
 	} else {
-		c.lru.Remove(el)
-		delete(c.entries, key)
+		c.removeLocked(el)
 	}
 	c.mu.Unlock()
 	c.forgetShared(key, cred)
@@ -700,7 +793,7 @@ func (c *Cache) Close() {
 		c.wg.Wait()
 		c.mu.Lock()
 		clear(c.entries)
-		c.lru.Init()
+		clear(c.holders)
 		c.mu.Unlock()
 	})
 }
