@@ -38,6 +38,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -132,8 +133,11 @@ type Gateway struct {
 	resolver *resolver
 	dialer   *dialer
 	// pools hold the upstream connections, apart by the class of address
-	// they go to (pool.go).
-	pools *upstreamPools
+	// they go to (pool.go): the trust generation in force, replaced as a
+	// whole when upstream.ca_bundle is reloaded (ReloadConfig); trustMu
+	// orders those reloads.
+	pools   atomic.Pointer[upstreamPools]
+	trustMu sync.Mutex
 	// upstream sends requests (forward.go); buffers are the body-copy
 	// and relay buffers.
 	upstream http.RoundTripper
@@ -153,9 +157,12 @@ type Gateway struct {
 	// over admin.max_connections; adminOpen is its count.
 	adminAdmit *connAdmission
 	adminOpen  atomic.Int64
-	// restartPending is what NoteConfig found last: the settings of
-	// the config file that changed and wait for a restart.
-	restartPending    atomic.Pointer[[]string]
+	// configState is what ReloadConfig found last: the settings of the
+	// config file that changed and wait for a restart, and its error.
+	configState atomic.Pointer[configState]
+	// startFiles are the files the config names that are read at start
+	// only, with their digests then (ReloadConfig names those changed).
+	startFiles        []startFile
 	mitmLn            *connListener
 	mitmSrv, adminSrv *http.Server
 	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
@@ -206,6 +213,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
 		clientLog: lograte.New(clientLogEvery, nil), libLog: lograte.New(libraryLogEvery, nil)}
 	g.flights.fire = g.expireFlights
+	g.startFiles = startOnlyFiles(cfg)
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -251,7 +259,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		}
 	}
 
-	roots, err := upstreamRoots(cfg.Upstream.CABundle)
+	trust, err := loadUpstreamTrust(cfg.Upstream.CABundle)
 	if err != nil {
 		return nil, err
 	}
@@ -322,10 +330,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}
 	g.resolver = &resolver{pins: cfg.resolve, dns: dns}
 	g.dialer = newDialer(cfg.Upstream.DialTimeout.D())
-	g.pools = newUpstreamPools(func(private, keepAlive bool) *upstreamPool {
-		return g.newUpstreamPool(roots, private, keepAlive)
-	}, g.store.Current)
-	g.upstream = timedTransport{t: g.pools.public.t, g: g}
+	g.pools.Store(g.newUpstreamGeneration(trust))
+	g.upstream = timedTransport{t: g.pools.Load().public.t, g: g}
 	g.buffers = newBufferPool()
 	g.connect = goproxy.NewProxyHttpServer()
 	g.connect.Logger = log.New(g.libraryLog(slog.LevelDebug), "goproxy: ", 0)
@@ -475,22 +481,46 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	return p
 }
 
-func upstreamRoots(bundle string) (*x509.CertPool, error) {
+// upstreamTrust is what upstream servers are verified against: the
+// system roots and the certificates of upstream.ca_bundle, as read from
+// bundle with content digest.
+type upstreamTrust struct {
+	roots  *x509.CertPool
+	bundle string
+	digest [32]byte
+}
+
+// loadUpstreamTrust reads upstream.ca_bundle (bundle, "" for none) on top
+// of the system roots.
+func loadUpstreamTrust(bundle string) (upstreamTrust, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
 	}
+	tr := upstreamTrust{roots: roots, bundle: bundle}
 	if bundle == "" {
-		return roots, nil
+		return tr, nil
 	}
 	pem, err := os.ReadFile(bundle)
 	if err != nil {
-		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
+		return upstreamTrust{}, fmt.Errorf("upstream.ca_bundle: %w", err)
 	}
-	if roots, err = cabundle.AddRoots(roots, pem); err != nil {
-		return nil, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
+	if tr.roots, err = cabundle.AddRoots(roots, pem); err != nil {
+		return upstreamTrust{}, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
 	}
-	return roots, nil
+	tr.digest = sha256.Sum256(pem)
+	return tr, nil
+}
+
+// newUpstreamGeneration builds the upstream pools of one trust
+// generation: every one of its transports verifies against tr's roots
+// and keeps TLS sessions of its own.
+func (g *Gateway) newUpstreamGeneration(tr upstreamTrust) *upstreamPools {
+	u := newUpstreamPools(func(private, keepAlive bool) *upstreamPool {
+		return g.newUpstreamPool(tr.roots, private, keepAlive)
+	}, g.store.Current)
+	u.bundle, u.digest = tr.bundle, tr.digest
+	return u
 }
 
 // listenError explains a failed bind of the config key's address: an
@@ -770,7 +800,7 @@ func (g *Gateway) onReload(err error) {
 	// Connections to special-purpose addresses were allowed by the old
 	// policy's allow_private settings: retire them. Connections to other
 	// addresses are allowed under any policy and stay pooled.
-	g.pools.reload()
+	g.pools.Load().reload()
 	// What is open was admitted by the old policy: decide it again.
 	g.policyChanged()
 }
@@ -895,7 +925,7 @@ func (g *Gateway) shutdown() {
 		g.long.wait(wctx)
 		wcancel()
 	}
-	g.pools.closeIdle()
+	g.pools.Load().closeIdle()
 	_ = g.adminSrv.Close()
 	g.Close()
 	g.log.Info("shut down")

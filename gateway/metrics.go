@@ -40,8 +40,10 @@ type metrics struct {
 	connsOpen atomic.Int64
 	connsMax  prometheus.Gauge
 	// restartPending counts the settings changed in the config file
-	// that wait for a restart (Gateway.NoteConfig).
+	// that wait for a restart (Gateway.ReloadConfig).
 	restartPending prometheus.Gauge
+	// trustReloads counts reloads of upstream.ca_bundle by result.
+	trustReloads   *prometheus.CounterVec
 	connsRefused   *prometheus.CounterVec
 	acceptErrors   *prometheus.CounterVec
 	tunnels        prometheus.Gauge
@@ -198,6 +200,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_config_restart_pending",
 		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
 	})
+	m.trustReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_upstream_trust_reloads_total",
+		Help: "Reloads of upstream.ca_bundle (on SIGHUP, when its path or content changed) by result: ok (new upstream connections verify against it; connections verified before are not reused), error (the bundle did not load; the last good one stays in force, and the log and /readyz's detail say why).",
+	}, []string{"result"})
 	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_connections_refused_total",
 		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen, admin) and the limit that refused (global: limits.max_connections, or admin.max_connections on admin; per_source: limits.max_connections_per_source).",
@@ -271,7 +277,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.trustReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

@@ -751,7 +751,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in, cred: cred}
+	x.st = reqState{addrs: a.addrs, pool: g.pools.Load().forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in, cred: cred}
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
