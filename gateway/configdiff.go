@@ -190,7 +190,7 @@ func (g *Gateway) ReloadConfig(next *Config) ([]string, error) {
 	}
 	// The running config, with what this and earlier reloads applied.
 	running := *g.cfg
-	running.Upstream.CABundle = g.pools.Load().bundle
+	running.Upstream.CABundle = g.pools.Load().trust.bundle
 	changed := ConfigChanges(&running, next)
 	changed = slices.DeleteFunc(changed, func(k string) bool { return slices.Contains(reloadedSettings, k) })
 	// A file read at start only whose content changed waits for a
@@ -236,7 +236,7 @@ func (g *Gateway) reloadUpstreamTrust(bundle string) (bool, error) {
 		return false, err
 	}
 	cur := g.pools.Load()
-	if tr.bundle == cur.bundle && tr.digest == cur.digest {
+	if tr.bundle == cur.trust.bundle && tr.digest == cur.trust.digest {
 		return false, nil
 	}
 	next := g.newUpstreamGeneration(tr)

@@ -200,7 +200,7 @@ var reloadedChecks = map[string]func(t *testing.T, tg *testGateway, next *Config
 		if got := reloadConfig(t, tg.gw, next); namesSetting(got, "upstream.ca_bundle") {
 			t.Errorf("upstream.ca_bundle applied yet named as waiting for a restart: %v", got)
 		}
-		if got := tg.gw.pools.Load().bundle; got != next.Upstream.CABundle {
+		if got := tg.gw.pools.Load().trust.bundle; got != next.Upstream.CABundle {
 			t.Errorf("upstream trust in force is read from %q, want %q", got, next.Upstream.CABundle)
 		}
 	},

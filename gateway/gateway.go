@@ -383,7 +383,7 @@ const upstreamSessions = 512
 // newUpstreamPool builds the transports of one upstream pool: to
 // special-purpose addresses (private) or to others, keeping idle
 // connections or not.
-func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool) *upstreamPool {
+func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool) *upstreamPool {
 	cfg := g.cfg
 	p := &upstreamPool{private: private, dialer: g.dialer}
 	// New upstream connections resume the TLS sessions of earlier ones
@@ -399,7 +399,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// destination, whatever HTTPS_PROXY its own environment has.
 		Proxy:                  nil,
 		DialContext:            p.dial,
-		TLSClientConfig:        upstreamTLS(roots, sessions, nil),
+		TLSClientConfig:        upstreamTLS(trust, sessions, nil),
 		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
 		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
 		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
@@ -417,7 +417,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	// Clone: that would carry the h2 ALPN settings Clone puts in place.
 	p.h1 = &http.Transport{
 		DialContext:            p.dial,
-		TLSClientConfig:        upstreamTLS(roots, sessions, []string{"http/1.1"}),
+		TLSClientConfig:        upstreamTLS(trust, sessions, []string{"http/1.1"}),
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
@@ -437,7 +437,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
 		// to those that speak nothing else (dialH1 tells them apart;
 		// the transport bridges).
-		p.tlsConf = upstreamTLS(roots, sessions, nil)
+		p.tlsConf = upstreamTLS(trust, sessions, nil)
 		p.handshakeTimeout = p.t.TLSHandshakeTimeout
 		p.h1m = p.h1.Clone()
 		p.h1m.DialTLSContext = p.dialH1
@@ -472,7 +472,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
 		}
 		if cfg.Upstream.HTTP2 == HTTP2Never {
-			p.tlsConf = upstreamTLS(roots, sessions, nil)
+			p.tlsConf = upstreamTLS(trust, sessions, nil)
 			p.handshakeTimeout = p.t.TLSHandshakeTimeout
 			p.h1c.DialTLS, p.h1c.Fallback = p.dialTLSH1, p.h1
 		}
@@ -481,32 +481,23 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	return p
 }
 
-// upstreamTrust is what upstream servers are verified against: the
-// system roots and the certificates of upstream.ca_bundle, as read from
-// bundle with content digest.
-type upstreamTrust struct {
-	roots  *x509.CertPool
-	bundle string
-	digest [32]byte
-}
-
 // loadUpstreamTrust reads upstream.ca_bundle (bundle, "" for none) on top
 // of the system roots.
-func loadUpstreamTrust(bundle string) (upstreamTrust, error) {
+func loadUpstreamTrust(bundle string) (*upstreamTrust, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
 	}
-	tr := upstreamTrust{roots: roots, bundle: bundle}
+	tr := &upstreamTrust{roots: roots, bundle: bundle}
 	if bundle == "" {
 		return tr, nil
 	}
 	pem, err := os.ReadFile(bundle)
 	if err != nil {
-		return upstreamTrust{}, fmt.Errorf("upstream.ca_bundle: %w", err)
+		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
 	}
 	if tr.roots, err = cabundle.AddRoots(roots, pem); err != nil {
-		return upstreamTrust{}, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
+		return nil, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
 	}
 	tr.digest = sha256.Sum256(pem)
 	return tr, nil
@@ -515,11 +506,11 @@ func loadUpstreamTrust(bundle string) (upstreamTrust, error) {
 // newUpstreamGeneration builds the upstream pools of one trust
 // generation: every one of its transports verifies against tr's roots
 // and keeps TLS sessions of its own.
-func (g *Gateway) newUpstreamGeneration(tr upstreamTrust) *upstreamPools {
+func (g *Gateway) newUpstreamGeneration(tr *upstreamTrust) *upstreamPools {
 	u := newUpstreamPools(func(private, keepAlive bool) *upstreamPool {
-		return g.newUpstreamPool(tr.roots, private, keepAlive)
+		return g.newUpstreamPool(tr, private, keepAlive)
 	}, g.store.Current)
-	u.bundle, u.digest = tr.bundle, tr.digest
+	u.trust = tr
 	return u
 }
 

@@ -296,11 +296,8 @@ func (p *upstreamPool) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 // at bundle's digest). A reload of the bundle builds a new generation and
 // retires this one (retireTo).
 type upstreamPools struct {
-	// bundle is the upstream.ca_bundle the generation's roots were read
-	// from ("" for the system roots alone), and digest its content's
-	// SHA-256.
-	bundle string
-	digest [32]byte
+	// trust is what every pool of the generation verifies against.
+	trust *upstreamTrust
 	// next is the generation that replaced this one; nil while current.
 	next atomic.Pointer[upstreamPools]
 
@@ -382,6 +379,9 @@ func (u *upstreamPools) retireLocked() {
 // the others as they come back (released). Busy HTTP/2 connections of a
 // pool no request holds any more close at idle_conn_timeout.
 func (u *upstreamPools) retireTo(next *upstreamPools) {
+	// Handshakes its pools still make are verified under next's trust
+	// too (upstreamTrust.verify).
+	u.trust.next.Store(next.trust)
 	u.mu.Lock()
 	u.public.next.Store(next.public)
 	u.oneShot.next.Store(next.oneShot)

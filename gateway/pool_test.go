@@ -17,7 +17,8 @@ import (
 
 // countingOrigin is a TLS origin on 127.0.0.1 that counts the
 // connections it accepted and answers "ok PATH". A request for /slow
-// signals arrived and answers once release is closed.
+// signals arrived and answers once release is closed; /slow401 does the
+// same and answers 401.
 type countingOrigin struct {
 	addr  netip.AddrPort
 	conns atomic.Int64
@@ -35,11 +36,15 @@ func startCountingOrigin(t *testing.T, pki *testPKI) *countingOrigin {
 		if r.Header.Get("Authorization") != "" {
 			o.creds.Add(1)
 		}
-		if r.URL.Path == "/slow" {
+		if r.URL.Path == "/slow" || r.URL.Path == "/slow401" {
 			o.arrived <- struct{}{}
 			select {
 			case <-o.release:
 			case <-r.Context().Done():
+				return
+			}
+			if r.URL.Path == "/slow401" {
+				http.Error(w, "token rejected", http.StatusUnauthorized)
 				return
 			}
 		}

@@ -1159,6 +1159,12 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
+		if st.pool != nil {
+			// Chosen again: a reload of upstream.ca_bundle since the
+			// first attempt retired the pool, and the new credential
+			// goes out under the trust in force (invariant 1).
+			t = st.pool.transport(st, r.URL)
+		}
 		resp, err = tt.g.reissue(t, r, resp, st)
 	}
 	if st != nil {

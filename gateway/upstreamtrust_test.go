@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -239,7 +240,7 @@ func TestTrustGenerationRetires(t *testing.T) {
 		t.Fatal("the private pool was not replaced by the policy reload")
 	}
 
-	next := g.newUpstreamGeneration(upstreamTrust{roots: nil, bundle: "next"})
+	next := g.newUpstreamGeneration(&upstreamTrust{bundle: "next"})
 	g.pools.Store(next)
 	old.retireTo(next)
 	for _, c := range []struct {
@@ -265,5 +266,110 @@ func TestTrustGenerationRetires(t *testing.T) {
 	defer old.mu.Unlock()
 	if old.priv != nil {
 		t.Error("the retired generation made a private pool after its retirement")
+	}
+}
+
+// TestReissueAfterTrustReload: a request whose credential the upstream
+// answers 401 is sent again with a new credential (reissue); when
+// upstream.ca_bundle stopped trusting that upstream while the first
+// attempt was in flight, the second one goes out under the new trust —
+// refused — not over the connection the old trust verified (invariant 1).
+func TestReissueAfterTrustReload(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%t", h2), func(t *testing.T) {
+			pkiA, pkiB := newTestPKI(t, "a.origin.test"), newTestPKI(t, "b.origin.test")
+			oA := startCountingOrigin(t, pkiA)
+			tg := newTestGateway(t, pkiA, nil)
+			t.Setenv("CREDGATE_GATEWAY_TEST_REISSUABLE", "reissued-"+tg.token)
+			writeFile(t, tg.dir, "origin-ca.pem", caBundle(pkiA))
+			writeFile(t, tg.dir, "policy.yaml", []byte(strings.Replace(trustPolicy, "credentials:\n", "credentials:\n  reissuable:\n    provider: gwtest-reissuable\n    env: CREDGATE_GATEWAY_TEST_REISSUABLE\n", 1)+
+				"\n"))
+			pol := strings.Replace(string(mustRead(t, filepath.Join(tg.dir, "policy.yaml"))), "to: a, inject: {credential: token", "to: a, inject: {credential: reissuable", 1)
+			writeFile(t, tg.dir, "policy.yaml", []byte(pol))
+			tg.run(t, fmt.Sprintf("resolve:\n  \"a.origin.test:443\": %q\n", oA.addr))
+			c := tg.client(t, h2)
+			// The credential cached (a fresh one is not reissued), and a
+			// connection to A pooled.
+			if resp, err := c.Get("https://a.origin.test/warm"); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("warm-up: %v %v", resp, err)
+			} else {
+				resp.Body.Close()
+			}
+
+			done := make(chan int, 1)
+			go func() {
+				resp, err := c.Get("https://a.origin.test/slow401")
+				if err != nil {
+					done <- 0
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				done <- resp.StatusCode
+			}()
+			<-oA.arrived
+			writeFile(t, tg.dir, "origin-ca.pem", caBundle(pkiB))
+			next, err := LoadConfig(tg.gw.cfg.File())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tg.gw.ReloadConfig(next); err != nil {
+				t.Fatal(err)
+			}
+			close(oA.release)
+			st := <-done
+			if got := oA.creds.Load(); got != 2 {
+				t.Errorf("A, no longer trusted, received %d requests with a credential, want 2 (the warm-up and the attempt before the reload); the answer was %d", got, st)
+			}
+			if st != http.StatusBadGateway {
+				t.Errorf("the reissued request to an upstream no longer trusted: %d, want 502", st)
+			}
+		})
+	}
+}
+
+// TestRetiredPoolHandshakesUnderNewTrust: a pool of a retired trust
+// generation that still makes a handshake (a transport's own retry of a
+// request in flight at the reload, a new HTTP/2 connection for it) is
+// held to the trust in force as well as its own: after the bundle went
+// from A and C to B and C, its handshake with A's origin fails and with
+// C's succeeds. Real TLS origins on 127.0.0.1.
+func TestRetiredPoolHandshakesUnderNewTrust(t *testing.T) {
+	pkiA, pkiB, pkiC := newTestPKI(t, "a.origin.test"), newTestPKI(t, "b.origin.test"), newTestPKI(t, "c.origin.test")
+	oA, oC := startCountingOrigin(t, pkiA), startCountingOrigin(t, pkiC)
+	tg := newTestGateway(t, pkiC, nil)
+	writeFile(t, tg.dir, "origin-ca.pem", caBundle(pkiA, pkiC))
+	writeFile(t, tg.dir, "policy.yaml", []byte(trustPolicy))
+	tg.run(t, "")
+	old := tg.gw.pools.Load().oneShot // a private pool: it may dial 127.0.0.1
+	handshake := func(host string, o *countingOrigin) error {
+		ctx := context.WithValue(t.Context(), stateKey, &reqState{addrs: []netip.AddrPort{o.addr}})
+		c, err := old.dialTLS(ctx, "tcp", host+":443", alpnH1)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	for _, o := range []struct {
+		host string
+		o    *countingOrigin
+	}{{"a.origin.test", oA}, {"c.origin.test", oC}} {
+		if err := handshake(o.host, o.o); err != nil {
+			t.Fatalf("before the reload, %s: %v", o.host, err)
+		}
+	}
+	writeFile(t, tg.dir, "origin-ca.pem", caBundle(pkiB, pkiC))
+	next, err := LoadConfig(tg.gw.cfg.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.gw.ReloadConfig(next); err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake("a.origin.test", oA); err == nil || !strings.Contains(err.Error(), "upstream.ca_bundle was reloaded") {
+		t.Errorf("the retired pool's handshake with A, no longer trusted: %v, want refused", err)
+	}
+	if err := handshake("c.origin.test", oC); err != nil {
+		t.Errorf("the retired pool's handshake with C, trusted by both: %v", err)
 	}
 }
