@@ -253,6 +253,7 @@ func reportConfigChanges(logger *slog.Logger, gw *gateway.Gateway, running *gate
 	if err != nil {
 		logger.Warn("SIGHUP: the gateway config has errors; the running config stays in force (the policy is still reloaded)",
 			slog.String("config", running.File()), slog.String("error", oneLine(err.Error())))
+		gw.ConfigReloadFailed(err)
 		return
 	}
 	_, _ = gw.ReloadConfig(next) // it logs what it did not apply

@@ -170,17 +170,19 @@ type configState struct {
 
 // ReloadConfig applies next, the gateway config file as re-read (on
 // SIGHUP), to the running gateway. upstream.ca_bundle — a new path, or
-// new content at the same path — is applied at once (reloadUpstreamTrust);
-// a bundle that does not load is refused with an error naming the file
-// and the block, the last good one stays in force, and the error is
-// logged, returned and shown in /readyz's detail (config.error) until a
-// reload succeeds. Every other changed setting waits for a restart, and
-// so does a file the config names whose content changed if the gateway
-// reads it at start only (startOnlyFiles; cache.redis.tls.ca,
-// audit.checkpoint.key_file...): each is named by its key in one warning, and the list is exposed until a
-// restart or until the file matches the running config again, as
-// credgate_config_restart_pending and in /readyz's detail
-// (config.needs_restart). It returns the keys that wait for a restart.
+// new content at the same path — is applied at once
+// (reloadUpstreamTrust); a bundle that does not load is refused with an
+// error naming the file and the block, the last good one stays in force,
+// and the error is logged, returned, counted in
+// credgate_config_reloads_total{result="error"} and shown in /readyz's
+// detail (config.error) until a reload succeeds. Every other changed
+// setting waits for a restart, and so does a file the config names whose
+// content changed if the gateway reads it at start only (startOnlyFiles:
+// cache.redis.tls.ca, audit.checkpoint.key_file...): each is named by its
+// key in one warning, and the list is exposed until a restart or until
+// the files match what runs again, as credgate_config_restart_pending and
+// in /readyz's detail (config.needs_restart). It returns the keys that
+// wait for a restart.
 func (g *Gateway) ReloadConfig(next *Config) ([]string, error) {
 	var applyErr error
 	if _, err := g.reloadUpstreamTrust(next.Upstream.CABundle); err != nil {
@@ -202,6 +204,11 @@ func (g *Gateway) ReloadConfig(next *Config) ([]string, error) {
 	}
 	prev := g.configState.Swap(st)
 	g.metrics.restartPending.Set(float64(len(changed)))
+	result := "ok"
+	if applyErr != nil {
+		result = "error"
+	}
+	g.metrics.configReloads.WithLabelValues(result).Inc()
 	switch {
 	case len(changed) > 0:
 		g.log.Warn("gateway config settings changed that only a restart applies; the running values stay in force until credgate serve is restarted",
@@ -211,6 +218,20 @@ func (g *Gateway) ReloadConfig(next *Config) ([]string, error) {
 			slog.String("config", next.File()))
 	}
 	return slices.Clone(changed), applyErr
+}
+
+// ConfigReloadFailed records that the gateway config file, re-read (on
+// SIGHUP), did not load: err (which the caller logs) is counted in
+// credgate_config_reloads_total{result="error"} and shown in /readyz's
+// detail (config.error) until a reload succeeds; the running config, and
+// what waits for a restart, stay as they were.
+func (g *Gateway) ConfigReloadFailed(err error) {
+	st := &configState{err: oneLineErr(err)}
+	if prev := g.configState.Load(); prev != nil {
+		st.needsRestart = prev.needsRestart
+	}
+	g.configState.Store(st)
+	g.metrics.configReloads.WithLabelValues("error").Inc()
 }
 
 // oneLineErr is err's message on one line (a bundle's error may quote
@@ -232,7 +253,6 @@ func (g *Gateway) reloadUpstreamTrust(bundle string) (bool, error) {
 	defer g.trustMu.Unlock()
 	tr, err := loadUpstreamTrust(bundle)
 	if err != nil {
-		g.metrics.trustReloads.WithLabelValues("error").Inc()
 		return false, err
 	}
 	cur := g.pools.Load()
@@ -242,7 +262,6 @@ func (g *Gateway) reloadUpstreamTrust(bundle string) (bool, error) {
 	next := g.newUpstreamGeneration(tr)
 	g.pools.Store(next)
 	cur.retireTo(next)
-	g.metrics.trustReloads.WithLabelValues("ok").Inc()
 	g.log.Info("upstream.ca_bundle reloaded: new upstream connections verify against it; connections verified under the previous trust are not reused",
 		slog.String("ca_bundle", bundle))
 	return true, nil

@@ -42,8 +42,8 @@ type metrics struct {
 	// restartPending counts the settings changed in the config file
 	// that wait for a restart (Gateway.ReloadConfig).
 	restartPending prometheus.Gauge
-	// trustReloads counts reloads of upstream.ca_bundle by result.
-	trustReloads   *prometheus.CounterVec
+	// configReloads counts re-reads of the gateway config by result.
+	configReloads  *prometheus.CounterVec
 	connsRefused   *prometheus.CounterVec
 	acceptErrors   *prometheus.CounterVec
 	tunnels        prometheus.Gauge
@@ -200,9 +200,9 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_config_restart_pending",
 		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
 	})
-	m.trustReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "credgate_upstream_trust_reloads_total",
-		Help: "Reloads of upstream.ca_bundle (on SIGHUP, when its path or content changed) by result: ok (new upstream connections verify against it; connections verified before are not reused), error (the bundle did not load; the last good one stays in force, and the log and /readyz's detail say why).",
+	m.configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_config_reloads_total",
+		Help: "Re-reads of the gateway config file (on SIGHUP) by result: ok (what reloads was applied, what waits for a restart is counted in credgate_config_restart_pending), error (the file did not load, or a setting the reload applies, upstream.ca_bundle, could not be: the last good config stays in force, and the log and /readyz's detail, config.error, say why).",
 	}, []string{"result"})
 	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_connections_refused_total",
@@ -277,7 +277,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.trustReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.configReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

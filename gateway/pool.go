@@ -292,9 +292,9 @@ func (p *upstreamPool) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 
 // upstreamPools hands each request the pool its decision and checked
 // addresses allow. It is one trust generation: every pool of it verifies
-// upstream servers against the same roots (upstream.ca_bundle as read
-// at bundle's digest). A reload of the bundle builds a new generation and
-// retires this one (retireTo).
+// upstream servers against the same roots (trust). A reload of
+// upstream.ca_bundle builds a new generation and retires this one
+// (retireTo).
 type upstreamPools struct {
 	// trust is what every pool of the generation verifies against.
 	trust *upstreamTrust
@@ -362,8 +362,8 @@ func (u *upstreamPools) retireLocked() {
 	// (transport). HTTP/1 connections in use now are closed when they
 	// come back: after CloseIdleConnections a transport keeps no
 	// returning connection until a request asks it for one. Busy HTTP/2
-	// connections stay until idle_conn_timeout, reachable by no request
-	// of a later generation.
+	// connections, reachable by no request of a later generation, are
+	// closed as the requests holding them end (released).
 	u.priv.closeIdle()
 	u.priv, u.privGen = nil, nil
 }
@@ -374,10 +374,9 @@ func (u *upstreamPools) retireLocked() {
 // generation and has not yet sent anything goes out under next's trust,
 // and no connection verified under this generation's roots is handed to
 // a request after it (nor are its TLS session caches used again; each
-// generation has its own). Requests in flight
-// finish on the connections they hold; the idle ones are closed now and
-// the others as they come back (released). Busy HTTP/2 connections of a
-// pool no request holds any more close at idle_conn_timeout.
+// generation has its own). Requests in flight finish on the connections
+// they hold; the idle ones are closed now and the others as the requests
+// holding them end (released).
 func (u *upstreamPools) retireTo(next *upstreamPools) {
 	// Handshakes its pools still make are verified under next's trust
 	// too (upstreamTrust.verify).

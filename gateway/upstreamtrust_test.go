@@ -58,7 +58,7 @@ func caBundle(pkis ...*testPKI) []byte {
 // without pause through the reload, all succeed. A bundle that does not
 // load keeps the last good one (invariant 9), with an error in the log,
 // the returned error, /readyz's detail and
-// credgate_upstream_trust_reloads_total{result="error"}.
+// credgate_config_reloads_total{result="error"}.
 func TestReloadUpstreamCABundle(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("h2=%t", h2), func(t *testing.T) {
@@ -164,9 +164,6 @@ func TestReloadUpstreamCABundle(t *testing.T) {
 			}
 			want("b.origin.test", "/y", http.StatusOK)
 			poll.True(t, 10*time.Second, "the retired pool's connections to A closed", func() bool { return oA.open.Load() == 0 })
-			if got := counterValue(t, tg.gw.metrics.trustReloads.WithLabelValues("ok")); got != 1 {
-				t.Errorf(`credgate_upstream_trust_reloads_total{result="ok"} = %v, want 1`, got)
-			}
 
 			// A broken bundle: refused, B and C still trusted, A not.
 			writeFile(t, tg.dir, "origin-ca.pem", append(caBundle(pkiB), "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"...))
@@ -181,8 +178,8 @@ func TestReloadUpstreamCABundle(t *testing.T) {
 			want("b.origin.test", "/z", http.StatusOK)
 			want("c.origin.test", "/z", http.StatusOK)
 			want("a.origin.test", "/z", http.StatusBadGateway)
-			if got := counterValue(t, tg.gw.metrics.trustReloads.WithLabelValues("error")); got != 1 {
-				t.Errorf(`credgate_upstream_trust_reloads_total{result="error"} = %v, want 1`, got)
+			if got := counterValue(t, tg.gw.metrics.configReloads.WithLabelValues("error")); got != 1 {
+				t.Errorf(`credgate_config_reloads_total{result="error"} = %v, want 1`, got)
 			}
 			readyzErr := func() string {
 				_, body, err := adminGetStatus(t, tg, "/readyz", token)
@@ -201,6 +198,24 @@ func TestReloadUpstreamCABundle(t *testing.T) {
 			if e := readyzErr(); !strings.Contains(e, "upstream.ca_bundle") {
 				t.Errorf("/readyz detail config.error = %q, want the bundle's error", e)
 			}
+			// As credgate serve's SIGHUP finds it first: the config does
+			// not load (CheckFiles), nothing of it is applied.
+			broken, err := LoadConfig(tg.gw.cfg.File())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := broken.CheckFiles(); err == nil {
+				t.Error("CheckFiles accepts the broken bundle")
+			} else {
+				tg.gw.ConfigReloadFailed(err)
+			}
+			if e := readyzErr(); !strings.Contains(e, "upstream.ca_bundle") {
+				t.Errorf("/readyz detail config.error = %q after a config that does not load, want the bundle's error", e)
+			}
+			if got := counterValue(t, tg.gw.metrics.configReloads.WithLabelValues("error")); got != 2 {
+				t.Errorf(`credgate_config_reloads_total{result="error"} = %v, want 2`, got)
+			}
+			want("b.origin.test", "/z2", http.StatusOK)
 
 			// Fixed: A and C again, the error gone.
 			writeFile(t, tg.dir, "origin-ca.pem", caBundle(pkiA, pkiC))
