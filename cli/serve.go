@@ -241,9 +241,10 @@ func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 
 // reportConfigChanges re-reads the gateway config on SIGHUP: a running
 // gateway reloads its policy (and the CA and TLS files on their
-// reload_interval), but the rest of the config is read only at start, so
-// each changed setting is named by its key as needing a restart, in the
-// log and on the admin listener (Gateway.NoteConfig).
+// reload_interval) and applies upstream.ca_bundle; the rest of the config
+// is read only at start, so each other changed setting is named by its
+// key as needing a restart, in the log and on the admin listener
+// (Gateway.ReloadConfig).
 func reportConfigChanges(logger *slog.Logger, gw *gateway.Gateway, running *gateway.Config) {
 	if running.File() == "" {
 		return
@@ -252,9 +253,10 @@ func reportConfigChanges(logger *slog.Logger, gw *gateway.Gateway, running *gate
 	if err != nil {
 		logger.Warn("SIGHUP: the gateway config has errors; the running config stays in force (the policy is still reloaded)",
 			slog.String("config", running.File()), slog.String("error", oneLine(err.Error())))
+		gw.ConfigReloadFailed(err)
 		return
 	}
-	gw.NoteConfig(next)
+	_, _ = gw.ReloadConfig(next) // it logs what it did not apply
 }
 
 // catchSIGPIPE makes a write to a stdout or stderr pipe whose reader is

@@ -166,13 +166,15 @@ type readyzDetail struct {
 	SVID       *readyzSVID   `json:"svid,omitempty"`
 	KillSwitch *SwitchesView `json:"kill_switch"`
 	// Config is what differs between the config file, as last re-read,
-	// and the running config (Gateway.NoteConfig); omitted when nothing.
+	// and the running config (Gateway.ReloadConfig); omitted when nothing.
 	Config *readyzConfig `json:"config,omitempty"`
 }
 
-// readyzConfig names the config settings that wait for a restart.
+// readyzConfig names the config settings that wait for a restart, and
+// the error of a setting the last config reload could not apply.
 type readyzConfig struct {
 	NeedsRestart []string `json:"needs_restart"`
+	Error        string   `json:"error,omitempty"`
 }
 
 type readyzPolicy struct {
@@ -247,8 +249,8 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	// else. The detail says what is disabled.
 	sv := g.switchesView()
 	d.KillSwitch = &sv
-	if p := g.pendingRestart(); p != nil {
-		d.Config = &readyzConfig{NeedsRestart: p}
+	if p, e := g.pendingRestart(), g.reloadError(); p != nil || e != "" {
+		d.Config = &readyzConfig{NeedsRestart: p, Error: e}
 	}
 	writeJSON(w, status, d)
 }

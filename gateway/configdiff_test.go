@@ -90,8 +90,8 @@ func TestReloadNamesEveryLimit(t *testing.T) {
 	for _, key := range keys {
 		t.Run(key, func(t *testing.T) {
 			want := []string{"limits." + key}
-			if diff := cmp.Diff(want, tg.gw.NoteConfig(reread(t, "limits:\n"+changes[key]))); diff != "" {
-				t.Errorf("NoteConfig (-want +got):\n%s", diff)
+			if diff := cmp.Diff(want, reloadConfig(t, tg.gw, reread(t, "limits:\n"+changes[key]))); diff != "" {
+				t.Errorf("ReloadConfig (-want +got):\n%s", diff)
 			}
 			if !strings.Contains(tg.logs.String(), `"needs_restart":["limits.`+key+`"]`) {
 				t.Errorf("no warning names limits.%s", key)
@@ -111,8 +111,8 @@ func TestReloadNamesEveryLimit(t *testing.T) {
 	}
 
 	// The file as it runs again: nothing pending.
-	if got := tg.gw.NoteConfig(reread(t, "")); len(got) != 0 {
-		t.Errorf("the running file re-read: NoteConfig = %v, want none", got)
+	if got := reloadConfig(t, tg.gw, reread(t, "")); len(got) != 0 {
+		t.Errorf("the running file re-read: ReloadConfig = %v, want none", got)
 	}
 	if got := gaugeValue(t, tg.gw.metrics.restartPending); got != 0 {
 		t.Errorf("credgate_config_restart_pending = %v after the file matched again, want 0", got)

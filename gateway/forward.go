@@ -87,6 +87,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 			defer st.upBody.release()
 		}
 	}
+	if st != nil && st.pool != nil {
+		// After the Close below (defers run last first): a pool retired
+		// while the response was relayed closes the connection it held
+		// once it is idle.
+		defer st.pool.released()
+	}
 	defer resp.Body.Close()
 	if _, cut := cutInFlight(r, st); cut {
 		// Cut in flight (the kill switch, the identity's loss, a

@@ -38,6 +38,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -132,8 +133,11 @@ type Gateway struct {
 	resolver *resolver
 	dialer   *dialer
 	// pools hold the upstream connections, apart by the class of address
-	// they go to (pool.go).
-	pools *upstreamPools
+	// they go to (pool.go): the trust generation in force, replaced as a
+	// whole when upstream.ca_bundle is reloaded (ReloadConfig); trustMu
+	// orders those reloads.
+	pools   atomic.Pointer[upstreamPools]
+	trustMu sync.Mutex
 	// upstream sends requests (forward.go); buffers are the body-copy
 	// and relay buffers.
 	upstream http.RoundTripper
@@ -153,9 +157,12 @@ type Gateway struct {
 	// over admin.max_connections; adminOpen is its count.
 	adminAdmit *connAdmission
 	adminOpen  atomic.Int64
-	// restartPending is what NoteConfig found last: the settings of
-	// the config file that changed and wait for a restart.
-	restartPending    atomic.Pointer[[]string]
+	// configState is what ReloadConfig found last: the settings of the
+	// config file that changed and wait for a restart, and its error.
+	configState atomic.Pointer[configState]
+	// startFiles are the files the config names that are read at start
+	// only, with their digests then (ReloadConfig names those changed).
+	startFiles        []startFile
 	mitmLn            *connListener
 	mitmSrv, adminSrv *http.Server
 	// proxy serves the proxy listeners' requests (serveProxy), on h1Srv.
@@ -206,6 +213,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
 		clientLog: lograte.New(clientLogEvery, nil), libLog: lograte.New(libraryLogEvery, nil)}
 	g.flights.fire = g.expireFlights
+	g.startFiles = startOnlyFiles(cfg)
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -251,7 +259,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		}
 	}
 
-	roots, err := upstreamRoots(cfg.Upstream.CABundle)
+	trust, err := loadUpstreamTrust(cfg.Upstream.CABundle)
 	if err != nil {
 		return nil, err
 	}
@@ -322,10 +330,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}
 	g.resolver = &resolver{pins: cfg.resolve, dns: dns}
 	g.dialer = newDialer(cfg.Upstream.DialTimeout.D())
-	g.pools = newUpstreamPools(func(private, keepAlive bool) *upstreamPool {
-		return g.newUpstreamPool(roots, private, keepAlive)
-	}, g.store.Current)
-	g.upstream = timedTransport{t: g.pools.public.t, g: g}
+	g.pools.Store(g.newUpstreamGeneration(trust))
+	g.upstream = timedTransport{t: g.pools.Load().public.t, g: g}
 	g.buffers = newBufferPool()
 	g.connect = goproxy.NewProxyHttpServer()
 	g.connect.Logger = log.New(g.libraryLog(slog.LevelDebug), "goproxy: ", 0)
@@ -377,7 +383,7 @@ const upstreamSessions = 512
 // newUpstreamPool builds the transports of one upstream pool: to
 // special-purpose addresses (private) or to others, keeping idle
 // connections or not.
-func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool) *upstreamPool {
+func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool) *upstreamPool {
 	cfg := g.cfg
 	p := &upstreamPool{private: private, dialer: g.dialer}
 	// New upstream connections resume the TLS sessions of earlier ones
@@ -393,7 +399,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// destination, whatever HTTPS_PROXY its own environment has.
 		Proxy:                  nil,
 		DialContext:            p.dial,
-		TLSClientConfig:        upstreamTLS(roots, sessions, nil),
+		TLSClientConfig:        upstreamTLS(trust, sessions, nil),
 		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
 		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
 		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
@@ -411,7 +417,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	// Clone: that would carry the h2 ALPN settings Clone puts in place.
 	p.h1 = &http.Transport{
 		DialContext:            p.dial,
-		TLSClientConfig:        upstreamTLS(roots, sessions, []string{"http/1.1"}),
+		TLSClientConfig:        upstreamTLS(trust, sessions, []string{"http/1.1"}),
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
@@ -431,7 +437,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 		// HTTP/1.1 clients: HTTP/1.1 to upstreams that speak it, HTTP/2
 		// to those that speak nothing else (dialH1 tells them apart;
 		// the transport bridges).
-		p.tlsConf = upstreamTLS(roots, sessions, nil)
+		p.tlsConf = upstreamTLS(trust, sessions, nil)
 		p.handshakeTimeout = p.t.TLSHandshakeTimeout
 		p.h1m = p.h1.Clone()
 		p.h1m.DialTLSContext = p.dialH1
@@ -466,7 +472,7 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
 		}
 		if cfg.Upstream.HTTP2 == HTTP2Never {
-			p.tlsConf = upstreamTLS(roots, sessions, nil)
+			p.tlsConf = upstreamTLS(trust, sessions, nil)
 			p.handshakeTimeout = p.t.TLSHandshakeTimeout
 			p.h1c.DialTLS, p.h1c.Fallback = p.dialTLSH1, p.h1
 		}
@@ -475,22 +481,37 @@ func (g *Gateway) newUpstreamPool(roots *x509.CertPool, private, keepAlive bool)
 	return p
 }
 
-func upstreamRoots(bundle string) (*x509.CertPool, error) {
+// loadUpstreamTrust reads upstream.ca_bundle (bundle, "" for none) on top
+// of the system roots.
+func loadUpstreamTrust(bundle string) (*upstreamTrust, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
 	}
+	tr := &upstreamTrust{roots: roots, bundle: bundle}
 	if bundle == "" {
-		return roots, nil
+		return tr, nil
 	}
 	pem, err := os.ReadFile(bundle)
 	if err != nil {
 		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
 	}
-	if roots, err = cabundle.AddRoots(roots, pem); err != nil {
+	if tr.roots, err = cabundle.AddRoots(roots, pem); err != nil {
 		return nil, fmt.Errorf("upstream.ca_bundle: %s: %w", bundle, err)
 	}
-	return roots, nil
+	tr.digest = sha256.Sum256(pem)
+	return tr, nil
+}
+
+// newUpstreamGeneration builds the upstream pools of one trust
+// generation: every one of its transports verifies against tr's roots
+// and keeps TLS sessions of its own.
+func (g *Gateway) newUpstreamGeneration(tr *upstreamTrust) *upstreamPools {
+	u := newUpstreamPools(func(private, keepAlive bool) *upstreamPool {
+		return g.newUpstreamPool(tr, private, keepAlive)
+	}, g.store.Current)
+	u.trust = tr
+	return u
 }
 
 // listenError explains a failed bind of the config key's address: an
@@ -770,7 +791,7 @@ func (g *Gateway) onReload(err error) {
 	// Connections to special-purpose addresses were allowed by the old
 	// policy's allow_private settings: retire them. Connections to other
 	// addresses are allowed under any policy and stay pooled.
-	g.pools.reload()
+	g.pools.Load().reload()
 	// What is open was admitted by the old policy: decide it again.
 	g.policyChanged()
 }
@@ -895,7 +916,7 @@ func (g *Gateway) shutdown() {
 		g.long.wait(wctx)
 		wcancel()
 	}
-	g.pools.closeIdle()
+	g.pools.Load().closeIdle()
 	_ = g.adminSrv.Close()
 	g.Close()
 	g.log.Info("shut down")

@@ -46,9 +46,9 @@ func TestUpstreamH1ClientUsed(t *testing.T) {
 			}
 			// The test policy allows the origin's loopback address:
 			// the private pool serves it.
-			tg.gw.pools.mu.Lock()
-			h1c := tg.gw.pools.priv.h1c
-			tg.gw.pools.mu.Unlock()
+			tg.gw.pools.Load().mu.Lock()
+			h1c := tg.gw.pools.Load().priv.h1c
+			tg.gw.pools.Load().mu.Unlock()
 			if tc.setting == "always" {
 				if h1c != nil {
 					t.Fatal("http2: always has an h1client")
@@ -152,9 +152,9 @@ func TestUpstreamH1ClientPost(t *testing.T) {
 			if u.body != tc.body || u.auth != "Bearer "+tg.token || u.ct != "application/json" || u.cl != wantCL {
 				t.Errorf("origin got %d bytes (equal: %v), Authorization %q, Content-Type %q, length %d", len(u.body), u.body == tc.body, u.auth, u.ct, u.cl)
 			}
-			tg.gw.pools.mu.Lock()
-			h1c := tg.gw.pools.priv.h1c
-			tg.gw.pools.mu.Unlock()
+			tg.gw.pools.Load().mu.Lock()
+			h1c := tg.gw.pools.Load().priv.h1c
+			tg.gw.pools.Load().mu.Unlock()
 			want := 0
 			if tc.fast {
 				want = 1

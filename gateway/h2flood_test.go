@@ -359,7 +359,7 @@ func TestHTTP2ClientAbuse(t *testing.T) {
 		return ms.HeapInuse
 	}
 	settled := func(n int) bool {
-		tg.gw.pools.closeIdle()
+		tg.gw.pools.Load().closeIdle()
 		return runtime.NumGoroutine() <= n
 	}
 	waitFor(t, 10*time.Second, "the warm-up's connections closed", func() bool { return settled(40) })

@@ -185,7 +185,7 @@ func TestHTTP2HostileOrigin(t *testing.T) {
 	tg.run(t, fmt.Sprintf("resolve: {%q: %q, %q: %q}\n", apiHost+":443", tg.origin.addr, evilHost+":443", evil.addr))
 
 	settled := func(n int) bool {
-		tg.gw.pools.closeIdle()
+		tg.gw.pools.Load().closeIdle()
 		return runtime.NumGoroutine() <= n
 	}
 	good := func(c *http.Client) error {

@@ -40,8 +40,10 @@ type metrics struct {
 	connsOpen atomic.Int64
 	connsMax  prometheus.Gauge
 	// restartPending counts the settings changed in the config file
-	// that wait for a restart (Gateway.NoteConfig).
+	// that wait for a restart (Gateway.ReloadConfig).
 	restartPending prometheus.Gauge
+	// configReloads counts re-reads of the gateway config by result.
+	configReloads  *prometheus.CounterVec
 	connsRefused   *prometheus.CounterVec
 	acceptErrors   *prometheus.CounterVec
 	tunnels        prometheus.Gauge
@@ -198,6 +200,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_config_restart_pending",
 		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
 	})
+	m.configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgate_config_reloads_total",
+		Help: "Re-reads of the gateway config file (on SIGHUP) by result: ok (what reloads was applied, what waits for a restart is counted in credgate_config_restart_pending), error (the file did not load, or a setting the reload applies, upstream.ca_bundle, could not be: the last good config stays in force, and the log and /readyz's detail, config.error, say why).",
+	}, []string{"result"})
 	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_connections_refused_total",
 		Help: "Client connections refused when accepted (connection_limit), by listener (listen, tls_listen, admin) and the limit that refused (global: limits.max_connections, or admin.max_connections on admin; per_source: limits.max_connections_per_source).",
@@ -271,7 +277,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.configReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

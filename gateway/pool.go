@@ -63,10 +63,33 @@ type upstreamPool struct {
 	// certs present a TLS client certificate (the tlsclient injector),
 	// one transport per certificate, in this pool's class.
 	certs *clientTransports
-	// retired is set when a reload replaced the policy generation this
-	// pool served; fallback then takes its requests.
-	retired  atomic.Bool
-	fallback *upstreamPool
+	// next is set when the pool is retired: a policy reload replaced the
+	// generation a private pool served, or a reload of upstream.ca_bundle
+	// replaced the trust every pool verified under. Requests that picked
+	// this pool before then go to next (and on, as next retires too).
+	next atomic.Pointer[upstreamPool]
+}
+
+// current is the pool that serves a request that picked p: p, or the
+// pool it was retired to.
+func (p *upstreamPool) current() *upstreamPool {
+	for n := p.next.Load(); n != nil; n = p.next.Load() {
+		p = n
+	}
+	return p
+}
+
+// released is called when a request that picked p is done with its
+// upstream response: the idle connections of every retired pool on the
+// way from p to the current one are closed, so that a connection such a
+// request had in use (an HTTP/2 one above all, which CloseIdleConnections
+// cannot refuse back as it does HTTP/1 ones) is closed once it is idle
+// rather than at idle_conn_timeout: a retired pool closes when drained.
+func (p *upstreamPool) released() {
+	for n := p.next.Load(); n != nil; n = p.next.Load() {
+		p.closeIdle()
+		p = n
+	}
 }
 
 // transport returns the round tripper for one request to u: the client
@@ -74,9 +97,7 @@ type upstreamPool struct {
 // request under upstream.http2: match goes to h1m, or to match once h1m's
 // dialer found the upstream to speak HTTP/2 alone.
 func (p *upstreamPool) transport(st *reqState, u *url.URL) http.RoundTripper {
-	if p.retired.Load() && p.fallback != nil {
-		p = p.fallback
-	}
+	p = p.current()
 	switch {
 	case st.cert != nil:
 		return p.certs.get(st.cert)
@@ -270,8 +291,16 @@ func (p *upstreamPool) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 }
 
 // upstreamPools hands each request the pool its decision and checked
-// addresses allow.
+// addresses allow. It is one trust generation: every pool of it verifies
+// upstream servers against the same roots (trust). A reload of
+// upstream.ca_bundle builds a new generation and retires this one
+// (retireTo).
 type upstreamPools struct {
+	// trust is what every pool of the generation verifies against.
+	trust *upstreamTrust
+	// next is the generation that replaced this one; nil while current.
+	next atomic.Pointer[upstreamPools]
+
 	newPool func(private, keepAlive bool) *upstreamPool
 	// current is the policy in force.
 	current func() *policy.Policy
@@ -298,6 +327,11 @@ func (u *upstreamPools) forRequest(pol *policy.Policy, allowPrivate bool, addrs 
 		return u.public
 	}
 	u.mu.Lock()
+	if n := u.next.Load(); n != nil {
+		// Retired while the request chose: the new trust serves it.
+		u.mu.Unlock()
+		return n.forRequest(pol, allowPrivate, addrs)
+	}
 	defer u.mu.Unlock()
 	if u.priv != nil && u.privGen == pol {
 		return u.priv
@@ -309,7 +343,6 @@ func (u *upstreamPools) forRequest(pol *policy.Policy, allowPrivate bool, addrs 
 	// announced): retire the old pool now.
 	u.retireLocked()
 	u.priv, u.privGen = u.newPool(true, true), pol
-	u.priv.fallback = u.oneShot
 	return u.priv
 }
 
@@ -324,15 +357,44 @@ func (u *upstreamPools) retireLocked() {
 	if u.priv == nil {
 		return
 	}
-	u.priv.retired.Store(true)
+	u.priv.next.Store(u.oneShot)
 	// Requests that picked this pool before now go to oneShot
 	// (transport). HTTP/1 connections in use now are closed when they
 	// come back: after CloseIdleConnections a transport keeps no
 	// returning connection until a request asks it for one. Busy HTTP/2
-	// connections stay until idle_conn_timeout, reachable by no request
-	// of a later generation.
+	// connections, reachable by no request of a later generation, are
+	// closed as the requests holding them end (released).
 	u.priv.closeIdle()
 	u.priv, u.privGen = nil, nil
+}
+
+// retireTo replaces this trust generation by next: each of its pools is
+// retired to next's pool of the same kind (a private one to next's
+// oneShot, which keeps nothing), so a request that chose a pool of this
+// generation and has not yet sent anything goes out under next's trust,
+// and no connection verified under this generation's roots is handed to
+// a request after it (nor are its TLS session caches used again; each
+// generation has its own). Requests in flight finish on the connections
+// they hold; the idle ones are closed now and the others as the requests
+// holding them end (released).
+func (u *upstreamPools) retireTo(next *upstreamPools) {
+	// Handshakes its pools still make are verified under next's trust
+	// too (upstreamTrust.verify).
+	u.trust.next.Store(next.trust)
+	u.mu.Lock()
+	u.public.next.Store(next.public)
+	u.oneShot.next.Store(next.oneShot)
+	priv := u.priv
+	if priv != nil {
+		priv.next.Store(next.oneShot)
+	}
+	u.priv, u.privGen = nil, nil
+	u.next.Store(next)
+	u.mu.Unlock()
+	u.closeIdle()
+	if priv != nil {
+		priv.closeIdle()
+	}
 }
 
 // closeIdle closes every idle upstream connection (shutdown).

@@ -17,23 +17,34 @@ import (
 
 // countingOrigin is a TLS origin on 127.0.0.1 that counts the
 // connections it accepted and answers "ok PATH". A request for /slow
-// signals arrived and answers once release is closed.
+// signals arrived and answers once release is closed; /slow401 does the
+// same and answers 401.
 type countingOrigin struct {
-	addr    netip.AddrPort
-	conns   atomic.Int64
-	arrived chan struct{}
-	release chan struct{}
+	addr  netip.AddrPort
+	conns atomic.Int64
+	// open counts the connections not yet closed; creds the requests
+	// that arrived with an Authorization field.
+	open, creds atomic.Int64
+	arrived     chan struct{}
+	release     chan struct{}
 }
 
 func startCountingOrigin(t *testing.T, pki *testPKI) *countingOrigin {
 	t.Helper()
 	o := &countingOrigin{arrived: make(chan struct{}, 1), release: make(chan struct{})}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
+		if r.Header.Get("Authorization") != "" {
+			o.creds.Add(1)
+		}
+		if r.URL.Path == "/slow" || r.URL.Path == "/slow401" {
 			o.arrived <- struct{}{}
 			select {
 			case <-o.release:
 			case <-r.Context().Done():
+				return
+			}
+			if r.URL.Path == "/slow401" {
+				http.Error(w, "token rejected", http.StatusUnauthorized)
 				return
 			}
 		}
@@ -42,8 +53,12 @@ func startCountingOrigin(t *testing.T, pki *testPKI) *countingOrigin {
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}, NextProtos: []string{"h2", "http/1.1"}} // as real servers offer
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			o.conns.Add(1)
+			o.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			o.open.Add(-1)
 		}
 	}
 	srv.StartTLS()
@@ -143,7 +158,7 @@ func TestPooledPrivateConnections(t *testing.T) {
 				cert = &c
 			}
 			send := func(allowPrivate bool, path string) (string, error) {
-				st := &reqState{addrs: addrs, pool: g.pools.forRequest(g.store.Current(), allowPrivate, addrs), http1: tt.http1, cert: cert}
+				st := &reqState{addrs: addrs, pool: g.pools.Load().forRequest(g.store.Current(), allowPrivate, addrs), http1: tt.http1, cert: cert}
 				ctx := context.WithValue(t.Context(), stateKey, st)
 				req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+apiHost+path, nil)
 				if err != nil {
@@ -186,9 +201,9 @@ func TestPooledPrivateConnections(t *testing.T) {
 				if (tt.http1 || strings.Contains(tt.upstream, "never")) && !tt.cert {
 					// An HTTP/1.1 GET: the private pool's h1client
 					// sent it and keeps its connection.
-					g.pools.mu.Lock()
-					p := g.pools.priv
-					g.pools.mu.Unlock()
+					g.pools.Load().mu.Lock()
+					p := g.pools.Load().priv
+					g.pools.Load().mu.Unlock()
 					if p == nil || p.h1c.Idle() != 1 {
 						t.Fatal("the first request's connection is not idle in the private pool's h1client")
 					}

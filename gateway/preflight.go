@@ -312,7 +312,7 @@ func (c *Config) CheckFiles() error {
 		serverFiles([]string{"admin", "tls"}, "admin.tls", ListenerTLS{Cert: a.Cert, Key: a.Key, ClientCA: a.ClientCA}, false)
 	}
 	if b := c.Upstream.CABundle; b != "" && !missing[b] {
-		if _, err := upstreamRoots(b); err != nil {
+		if _, err := loadUpstreamTrust(b); err != nil {
 			at(err, "upstream", "ca_bundle")
 		}
 	}

@@ -756,7 +756,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	x.st = reqState{addrs: a.addrs, pool: g.pools.forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in, cred: cred}
+	x.st = reqState{addrs: a.addrs, pool: g.pools.Load().forRequest(a.pol, d.AllowPrivate, a.addrs), http1: g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2, body: ib, in: &x.in, cred: cred}
 	st := &x.st
 	sw := &st.sw
 	sw.ResponseWriter = w
@@ -1167,6 +1167,12 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
+		if st.pool != nil {
+			// Chosen again: a reload of upstream.ca_bundle since the
+			// first attempt retired the pool, and the new credential
+			// goes out under the trust in force (invariant 1).
+			t = st.pool.transport(st, r.URL)
+		}
 		resp, err = tt.g.reissue(t, r, resp, st)
 	}
 	if st != nil {

@@ -124,7 +124,7 @@ func TestInterceptedSessionsResume(t *testing.T) {
 			t.Fatalf("connection %d: %+v, want 200 resumed=%v", i, r, wantResumed)
 		}
 		// The next connection to the origin is a new one.
-		tg.gw.pools.closeIdle()
+		tg.gw.pools.Load().closeIdle()
 	}
 	seen := tg.origin.all()
 	if len(seen) != 3 {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 )
 
 // minUpstreamRSABits is the smallest RSA key the gateway accepts in an
@@ -18,16 +19,62 @@ import (
 const minUpstreamRSABits = 2048
 
 // upstreamTLS is the TLS client configuration of every connection to a
-// destination (the one place it is built): verified against roots, TLS
-// 1.2 or later, and checked further by verifyUpstream.
-func upstreamTLS(roots *x509.CertPool, sessions tls.ClientSessionCache, protos []string) *tls.Config {
+// destination (the one place it is built): verified against trust's
+// roots, TLS 1.2 or later, and checked further by trust.verify.
+func upstreamTLS(trust *upstreamTrust, sessions tls.ClientSessionCache, protos []string) *tls.Config {
 	return &tls.Config{
-		RootCAs:            roots,
+		RootCAs:            trust.roots,
 		MinVersion:         tls.VersionTLS12,
 		NextProtos:         protos,
 		ClientSessionCache: sessions,
-		VerifyConnection:   verifyUpstream,
+		VerifyConnection:   trust.verify,
 	}
+}
+
+// upstreamTrust is what upstream servers are verified against: the
+// system roots and the certificates of upstream.ca_bundle, as read from
+// bundle with content digest. Each reload of the bundle makes a new one,
+// with pools of its own (newUpstreamGeneration).
+type upstreamTrust struct {
+	roots  *x509.CertPool
+	bundle string
+	digest [32]byte
+	// next is the trust that replaced this one; nil while in force.
+	next atomic.Pointer[upstreamTrust]
+}
+
+// current is the trust in force: t or the one that replaced it.
+func (t *upstreamTrust) current() *upstreamTrust {
+	for n := t.next.Load(); n != nil; n = t.next.Load() {
+		t = n
+	}
+	return t
+}
+
+// verify is every upstream handshake's VerifyConnection, after crypto/tls
+// verified the chain against t's roots: verifyUpstream's checks, and, when
+// t was replaced by a reload of upstream.ca_bundle since, verification
+// against the trust in force too. A handshake a pool of a retired
+// generation still makes — a transport's retry of a request that was in
+// flight at the reload, a new HTTP/2 connection for it — reaches only a
+// server both trusts accept: nothing is sent under a trust withdrawn.
+func (t *upstreamTrust) verify(cs tls.ConnectionState) error {
+	if err := verifyUpstream(cs); err != nil {
+		return err
+	}
+	cur := t.current()
+	if cur == t || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: cur.roots, Intermediates: inter, DNSName: cs.ServerName})
+	if err != nil {
+		return fmt.Errorf("gateway: upstream certificate not trusted since upstream.ca_bundle was reloaded: %w", err)
+	}
+	return verifyUpstream(tls.ConnectionState{VerifiedChains: chains})
 }
 
 // weakCertError is a verified upstream chain the gateway still refuses.

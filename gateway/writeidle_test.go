@@ -183,7 +183,7 @@ func TestWriteIdleTimeout(t *testing.T) {
 	}
 	settled := func(n int) bool {
 		// Pooled upstream connections are not the client's doing.
-		tg.gw.pools.closeIdle()
+		tg.gw.pools.Load().closeIdle()
 		return runtime.NumGoroutine() <= n
 	}
 	waitFor(t, 10*time.Second, "the warm-up's connections closed", func() bool {
