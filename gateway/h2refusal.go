@@ -16,13 +16,6 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// codeHTTP2Refused: the HTTP/2 server refused a stream or a connection
-// inside an intercepted tunnel before a handler ran (a malformed frame or
-// header block, a pseudo-header field it will not serve, more streams
-// than allowed, a reset or frame flood, a lost PING, a bad preface). The
-// audit line's http2_error names the class of it.
-const codeHTTP2Refused = "http2_refused"
-
 // configureHTTP2 makes the intercepting server serve HTTP/2 with
 // golang.org/x/net/http2, one Server value per connection, so that what
 // the library refuses before a handler runs is audited with the tunnel
