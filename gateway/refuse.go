@@ -45,9 +45,8 @@ const (
 	// codeHTTP2Refused: the HTTP/2 server refused a stream or a
 	// connection inside an intercepted tunnel before a handler ran (a
 	// malformed frame or header block, a pseudo-header field it will not
-	// serve, more streams than allowed, a reset or frame flood, a lost
-	// PING, a bad preface); the audit line's http2_error names the class
-	// (h2Conn).
+	// serve, more streams than allowed, a frame flood, a bad preface);
+	// the audit line's http2_error names the class (h2Conn).
 	codeHTTP2Refused = "http2_refused"
 )
 
