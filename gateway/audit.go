@@ -86,6 +86,10 @@ type event struct {
 	// placeholders; written only when not zero.
 	Scrubbed  int64
 	Custodied int
+	// HTTP2Error is the class of what the HTTP/2 server refused before a
+	// handler ran (code http2_refused): the name golang.org/x/net/http2
+	// gives it in CountError; written only when set.
+	HTTP2Error string
 	// Range is "removed" when the gateway took Range (or If-Range) off
 	// the request so that its response is whole and scrubbed whole (a
 	// rule's ranges: whole); written only when set.
@@ -437,6 +441,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	if ev.Custodied > 0 {
 		b = append(b, `,"custodied":`...)
 		b = strconv.AppendInt(b, int64(ev.Custodied), 10)
+	}
+	if ev.HTTP2Error != "" {
+		b = append(b, `,"http2_error":`...)
+		b = appendString(b, ev.HTTP2Error)
 	}
 	// Fields added later go here, before the receipt fields.
 	b = appendPlaceholderFields(b, ev)

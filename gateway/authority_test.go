@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"golang.org/x/net/http2"
 	"strings"
 	"testing"
 	"time"
@@ -48,12 +49,12 @@ default: deny
 // authority must be the tunnel's destination, and what the policy's
 // conditions see is the same on both protocols. A Host field that
 // disagrees with the tunnel (another host, another port), or a second
-// one, is refused (421 host_mismatch over HTTP/2, where Go's server
-// leaves every Host field in the header map beside :authority; 400
+// one, is refused (over HTTP/2 the server resets the stream itself for
+// any Host field but one equal to :authority, audited http2_refused; 400
 // malformed_request for two Host fields over HTTP/1.1, whose server
-// refuses them), audited, and never reaches the origin; one that agrees
-// is no header of the request for conditions and injectors, as over
-// HTTP/1.1. Before, HTTP/2 forwarded the request with the credential
+// refuses them, 421 host_mismatch for one that disagrees), audited, and
+// never reaches the origin; one that agrees is no header of the request
+// for conditions and injectors, as over HTTP/1.1. Before, HTTP/2 forwarded the request with the credential
 // whatever Host fields it carried, and conditions judged them.
 func TestRequestAuthorityAgrees(t *testing.T) {
 	pki := newTestPKI(t, apiHost)
@@ -70,18 +71,21 @@ func TestRequestAuthorityAgrees(t *testing.T) {
 		h1Code      string
 		h2Status    int
 		h2Code      string
+		// h2Reset: the HTTP/2 server resets the stream itself
+		// (golang.org/x/net/http2), with this class in the audit line.
+		h2Reset string
 	}{
 		{name: "authority-only", hosts: nil, h1Status: 400, h1Code: "malformed_request", h2Status: 200},
 		{name: "same", hosts: []string{apiHost}, h1Status: 200, h2Status: 200},
-		{name: "same-port", hosts: []string{apiHost + ":443"}, h1Status: 200, h2Status: 200},
-		{name: "same-case", hosts: []string{"API.Origin.Test"}, h1Status: 200, h2Status: 200},
+		{name: "same-port", hosts: []string{apiHost + ":443"}, h1Status: 200, h2Reset: "stream_PROTOCOL_ERROR_authority_host_mismatch"},
+		{name: "same-case", hosts: []string{"API.Origin.Test"}, h1Status: 200, h2Reset: "stream_PROTOCOL_ERROR_authority_host_mismatch"},
 		{name: "host-only", hosts: []string{apiHost}, noAuthority: true, h1Status: 200, h2Status: 200},
-		{name: "other-host", hosts: []string{"evil.example"}, h1Status: 421, h1Code: codeHostMismatch, h2Status: 421, h2Code: codeHostMismatch},
-		{name: "other-port", hosts: []string{apiHost + ":8443"}, h1Status: 421, h1Code: codeHostMismatch, h2Status: 421, h2Code: codeHostMismatch},
-		{name: "twice-same", hosts: []string{apiHost, apiHost}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
-		{name: "twice-other", hosts: []string{apiHost, "evil.example"}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
-		{name: "twice-other-first", hosts: []string{"evil.example", apiHost}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
-		{name: "empty", hosts: []string{""}, h1Status: 400, h1Code: "malformed_request", h2Status: 421, h2Code: codeHostMismatch},
+		{name: "other-host", hosts: []string{"evil.example"}, h1Status: 421, h1Code: codeHostMismatch, h2Reset: "stream_PROTOCOL_ERROR_authority_host_mismatch"},
+		{name: "other-port", hosts: []string{apiHost + ":8443"}, h1Status: 421, h1Code: codeHostMismatch, h2Reset: "stream_PROTOCOL_ERROR_authority_host_mismatch"},
+		{name: "twice-same", hosts: []string{apiHost, apiHost}, h1Status: 400, h1Code: "malformed_request", h2Reset: "stream_PROTOCOL_ERROR_multiple_host_headers"},
+		{name: "twice-other", hosts: []string{apiHost, "evil.example"}, h1Status: 400, h1Code: "malformed_request", h2Reset: "stream_PROTOCOL_ERROR_multiple_host_headers"},
+		{name: "twice-other-first", hosts: []string{"evil.example", apiHost}, h1Status: 400, h1Code: "malformed_request", h2Reset: "stream_PROTOCOL_ERROR_multiple_host_headers"},
+		{name: "empty", hosts: []string{""}, h1Status: 400, h1Code: "malformed_request", h2Reset: "stream_PROTOCOL_ERROR_authority_host_mismatch"},
 	}
 	for _, proto := range []string{"h1", "h2"} {
 		for _, under := range []string{"judged", "plain"} {
@@ -113,8 +117,23 @@ func TestRequestAuthorityAgrees(t *testing.T) {
 						for _, v := range tc.hosts {
 							fields = append(fields, [2]string{"host", v})
 						}
+						before := strings.Count(tg.audit.String(), `"http2_error":"`+tc.h2Reset+`"`)
 						h.headers(1, fields, true)
 						a := h.read(1)[1]
+						if tc.h2Reset != "" {
+							if !a.Reset || a.ErrCode != http2.ErrCodeProtocol {
+								t.Fatalf("answered %q (reset %v %v), want the stream reset PROTOCOL_ERROR", a.Status, a.Reset, a.ErrCode)
+							}
+							waitFor(t, 5*time.Second, "the audit line of the reset", func() bool {
+								return strings.Count(tg.audit.String(), `"http2_error":"`+tc.h2Reset+`"`) > before
+							})
+							for _, s := range tg.origin.all() {
+								if s.Path == path {
+									t.Errorf("reset, but the origin received %+v", s)
+								}
+							}
+							return
+						}
 						if a.Reset {
 							t.Fatalf("stream reset %v, want an answer", a.ErrCode)
 						}

@@ -45,10 +45,23 @@ func benchKeepAlive(b *testing.B, tg *testGateway) {
 	benchPost(b, tg, "")
 }
 
+// BenchmarkInjectKeepAliveHTTP2 is BenchmarkInjectKeepAlive over HTTP/2
+// inside the tunnels: the client's requests share its connections as
+// streams, served by one x/net/http2 Server per connection whose written
+// frames h2Conn scans (configureHTTP2).
+func BenchmarkInjectKeepAliveHTTP2(b *testing.B) {
+	benchRequests(b, startGateway(b), "", true)
+}
+
 // benchPost is benchKeepAlive with a POST of body to the origin's /echo
 // when body is not empty.
 func benchPost(b *testing.B, tg *testGateway, body string) {
-	c := tg.client(b, false)
+	benchRequests(b, tg, body, false)
+}
+
+// benchRequests is benchPost over HTTP/2 in the tunnels when h2 is set.
+func benchRequests(b *testing.B, tg *testGateway, body string, h2 bool) {
+	c := tg.client(b, h2)
 	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	url, want := "https://"+apiHost+"/v1/bench", ""
 	if body != "" {

@@ -398,7 +398,7 @@ const (
 // responses than relay1xx passes on.
 var errTooMany1xx = fmt.Errorf("the upstream sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response", max1xx, max1xxBytes)
 
-// h2BodyField caches where net/http's HTTP/2 request body keeps whether
+// h2BodyField caches where the HTTP/2 server's request body keeps whether
 // its client sent Expect: 100-continue (set by the first h2ExpectsContinue).
 var h2BodyField atomic.Pointer[struct {
 	typ reflect.Type
@@ -407,7 +407,7 @@ var h2BodyField atomic.Pointer[struct {
 
 // h2ExpectsContinue reports whether the client of an HTTP/2 request whose
 // body is body sent Expect: 100-continue and waits for a 100 before
-// sending the body. net/http's HTTP/2 server removes that field from the
+// sending the body. Go's HTTP/2 server removes that field from the
 // request and keeps it only in its body (an unexported needsContinue,
 // read here through reflection: there is no API), so the gateway could
 // not pass it on and the upstream could not decide. Reports false if a
@@ -421,7 +421,9 @@ func h2ExpectsContinue(body io.Reader) bool {
 	if f := h2BodyField.Load(); f != nil && f.typ == e.Type() {
 		return e.FieldByIndex(f.idx).Bool()
 	}
-	if e.Type().Name() != "http2requestBody" {
+	// The intercepting server's (golang.org/x/net/http2, configureHTTP2),
+	// or net/http's bundled copy of it.
+	if n := e.Type().Name(); n != "requestBody" && n != "http2requestBody" {
 		return false
 	}
 	sf, ok := e.Type().FieldByName("needsContinue")

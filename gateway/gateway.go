@@ -608,20 +608,23 @@ func (g *Gateway) listen(ctx context.Context) error {
 			// OPTIONS * is the gateway's to refuse and audit, not net/http's
 			// to answer 200 (over HTTP/2 in a tunnel).
 			DisableGeneralOptionsHandler: true,
-			// What Go's HTTP/2 server refuses before a handler runs (a
-			// :path that does not parse: the stream is reset) is counted;
-			// it cannot be audited: net/http names no connection to it.
+			// What the HTTP/2 server refuses before a handler runs is
+			// counted and audited per connection (configureHTTP2): no
+			// CountError here, it would take precedence.
 			// limits.write_idle_timeout: a connection to which nothing
 			// could be written for 1.5 times it is closed; its streams'
 			// writes are cut before, by watchWrites (between 1 and 1.25
 			// times it), which says why in their audit lines.
-			HTTP2: &http.HTTP2Config{CountError: g.metrics.HTTP2Error, WriteByteTimeout: cfg.Limits.WriteIdleTimeout.D() * 3 / 2},
+			HTTP2: &http.HTTP2Config{WriteByteTimeout: cfg.Limits.WriteIdleTimeout.D() * 3 / 2},
 		}
 	}
 	g.proxy = g.recoverPanics(http.HandlerFunc(g.serveProxy))
 	g.intercepted = g.recoverPanics(http.HandlerFunc(g.serveIntercepted))
 	g.mitmSrv = base(g.watchWrites(g.intercepted))
 	g.mitmSrv.ConnContext = interceptedConnContext
+	if err := g.configureHTTP2(g.mitmSrv); err != nil {
+		return fmt.Errorf("HTTP/2 server: %w", err)
+	}
 	g.h1Srv = &h1.Server{
 		Limits: h1.Limits{
 			MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,

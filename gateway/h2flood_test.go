@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -367,6 +368,7 @@ func TestHTTP2ClientAbuse(t *testing.T) {
 	for _, tc := range h2FloodCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(tg.origin.all())
+			auditFrom := len(tg.audit.String())
 			h := h2RawTunnel(t, tg, apiHost)
 			t0 := time.Now()
 			tc.run(t, h)
@@ -391,6 +393,18 @@ func TestHTTP2ClientAbuse(t *testing.T) {
 			if hp > baseHeap+32<<20 {
 				t.Errorf("heap in use %d MiB after, base %d MiB", hp>>20, baseHeap>>20)
 			}
+			// What the server refused is audited (TestEveryHTTP2RefusalAuditedOnce).
+			refused := map[string]int{}
+			for l := range strings.SplitSeq(tg.audit.String()[auditFrom:], "\n") {
+				var ev struct {
+					Code       string
+					HTTP2Error string `json:"http2_error"`
+				}
+				if json.Unmarshal([]byte(l), &ev) == nil && ev.Code == codeHTTP2Refused {
+					refused[ev.HTTP2Error]++
+				}
+			}
+			t.Logf("audited refusals: %v", refused)
 			if reached > tc.maxOrigin {
 				t.Errorf("the origin received %d requests, want at most %d", reached, tc.maxOrigin)
 			}

@@ -31,6 +31,23 @@ type h2Raw struct {
 // sends the preface and SETTINGS.
 func h2RawTunnel(t *testing.T, tg *testGateway, host string) *h2Raw {
 	t.Helper()
+	tc := h2TLSTunnel(t, tg, host)
+	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	h := &h2Raw{t: t, c: tc, fr: http2.NewFramer(tc, tc)}
+	h.enc = hpack.NewEncoder(&h.hbuf)
+	h.dec = hpack.NewDecoder(4096, nil)
+	if err := h.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// h2TLSTunnel opens an intercepted tunnel to host and negotiates h2: what
+// is sent next is the client's.
+func h2TLSTunnel(t *testing.T, tg *testGateway, host string) *tls.Conn {
+	t.Helper()
 	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -58,16 +75,7 @@ func h2RawTunnel(t *testing.T, tg *testGateway, host string) *h2Raw {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN %q, want h2", p)
 	}
-	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	h := &h2Raw{t: t, c: tc, fr: http2.NewFramer(tc, tc)}
-	h.enc = hpack.NewEncoder(&h.hbuf)
-	h.dec = hpack.NewDecoder(4096, nil)
-	if err := h.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	return h
+	return tc
 }
 
 // headers sends one HEADERS frame on stream with fields in order (names

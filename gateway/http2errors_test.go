@@ -13,13 +13,13 @@ import (
 
 // TestHTTP2ResetPathsCounted: a stream whose :path net/http cannot parse
 // (url.ParseRequestURI) is reset by Go's HTTP/2 server (PROTOCOL_ERROR)
-// before the gateway's handler runs. Nothing reaches the origin and
-// nothing can be audited (net/http's CountError names no connection),
-// but each one is counted in credgate_http2_errors_total, and the
-// connection goes on serving. A :path with a control byte is reset
-// earlier, by the framer, which calls no CountError: the test pins that
-// it is not counted (docs/policy.md says so). The frames are written by
-// hand: Go's client would retry a reset stream.
+// before the gateway's handler runs. Nothing reaches the origin, each
+// one is audited http2_refused (no path named) and counted in
+// credgate_http2_errors_total, and the connection goes on serving. A
+// :path with a control byte is reset earlier, by the framer, which calls
+// no CountError: the test pins that it is audited but not counted
+// (docs/policy.md says so). The frames are written by hand: Go's client
+// would retry a reset stream.
 func TestHTTP2ResetPathsCounted(t *testing.T) {
 	tg := startCanonGateway(t)
 	h := h2RawTunnel(t, tg, apiHost)
@@ -66,9 +66,12 @@ func TestHTTP2ResetPathsCounted(t *testing.T) {
 	})
 	for _, p := range bad {
 		if strings.Contains(tg.audit.String(), p) {
-			t.Errorf("an audit line names %q: the test's premise (not audited) changed; document it", p)
+			t.Errorf("an audit line names %q: the server refused it before parsing; no line may name its bytes", p)
 		}
 	}
+	waitFor(t, 5*time.Second, "one http2_refused line per bad path", func() bool {
+		return strings.Count(tg.audit.String(), `"code":"`+codeHTTP2Refused+`"`) == len(bad)
+	})
 }
 
 // TestHTTP2RefusedBeforeHandler pins the other streams Go's HTTP/2 server
@@ -78,7 +81,8 @@ func TestHTTP2ResetPathsCounted(t *testing.T) {
 // :scheme other than http or https are reset (PROTOCOL_ERROR) and
 // counted; connection-specific fields (Connection, TE other than
 // trailers) are answered 400 by net/http, without the gateway's reason
-// header. None is forwarded or audited.
+// header. None is forwarded; the resets are audited http2_refused
+// (TestEveryHTTP2RefusalAuditedOnce), the 400s are not.
 func TestHTTP2RefusedBeforeHandler(t *testing.T) {
 	tg := startCanonGateway(t)
 	h := h2RawTunnel(t, tg, apiHost)
@@ -122,7 +126,7 @@ func TestHTTP2RefusedBeforeHandler(t *testing.T) {
 	for _, tc := range cases {
 		for _, f := range tc.fields {
 			if f[0] == ":path" && strings.Contains(tg.audit.String(), `"path":"`+f[1]+`"`) {
-				t.Errorf("an audit line names %q: the premise (refused before the handler, not audited) changed; update docs/policy.md", f[1])
+				t.Errorf("an audit line names %q: the premise (refused before the handler, no line names its path) changed; update docs/policy.md", f[1])
 			}
 		}
 	}

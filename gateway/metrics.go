@@ -267,7 +267,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	}, []string{"route", "code"})
 	m.http2Errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_http2_errors_total",
-		Help: "HTTP/2 errors Go's HTTP/2 server handled itself on a client connection, by net/http's error type (stream_PROTOCOL_ERROR_bad_path: a stream whose :path does not parse, reset before the gateway saw a request, so not audited).",
+		Help: "HTTP/2 errors the HTTP/2 server of the intercepted tunnels handled itself, by golang.org/x/net/http2's CountError class (stream_PROTOCOL_ERROR_bad_path: a stream whose :path does not parse, reset before the gateway saw a request); each is also audited http2_refused.",
 	}, []string{"type"})
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
@@ -283,9 +283,9 @@ func newMetrics(leafCount func() float64) *metrics {
 	return m
 }
 
-// HTTP2Error counts an error of Go's HTTP/2 server; it is the
-// HTTP2Config.CountError of the gateway's servers. errType is one of a
-// fixed set of names net/http makes (no client bytes in it).
+// HTTP2Error counts an error of the intercepting HTTP/2 server; h2Conn's
+// CountError calls it. errType is one of a fixed set of names
+// golang.org/x/net/http2 makes (no client bytes in it).
 func (m *metrics) HTTP2Error(errType string) { m.http2Errors.WithLabelValues(errType).Inc() }
 
 // request records one finished request or CONNECT.

@@ -29,8 +29,8 @@ import (
 // untrusted client certificate on tls_listen (identity_invalid) — each
 // leave one line, with the code, and (checked at cleanup) no secret.
 // Before, the 4 failed handshakes left none: a debug log line only.
-// What Go's HTTP/2 server refuses before a handler runs is counted, not
-// audited (TestHTTP2RefusedBeforeHandler; docs/audit-and-metrics.md).
+// What Go's HTTP/2 server refuses before a handler runs is
+// TestEveryHTTP2RefusalAuditedOnce's.
 func TestEveryRefusalAuditedOnce(t *testing.T) {
 	tg := startGateway(t)
 	untrusted, err := testpki.NewAuthority("untrusted client CA")

@@ -42,6 +42,12 @@ const (
 	codeRateLimited        = "rate_limited"
 	codeMalformedRequest   = "malformed_request"
 	codeClientTLSError     = "client_tls_error"
+	// codeHTTP2Refused: the HTTP/2 server refused a stream or a
+	// connection inside an intercepted tunnel before a handler ran (a
+	// malformed frame or header block, a pseudo-header field it will not
+	// serve, more streams than allowed, a frame flood, a bad preface);
+	// the audit line's http2_error names the class (h2Conn).
+	codeHTTP2Refused = "http2_refused"
 )
 
 // statusClientClosed is the status of a request whose client went away

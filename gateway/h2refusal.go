@@ -1,0 +1,262 @@
+//lint:file-ignore SA1019 x/net/http2.Server (deprecated for http.Server.HTTP2) is the one HTTP/2 server whose CountError can be one per connection: net/http's HTTP2Config.CountError is one per server and names no connection (configureHTTP2)
+
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/credgate/credgate/policy"
+	"golang.org/x/net/http2"
+)
+
+// configureHTTP2 makes the intercepting server serve HTTP/2 with
+// golang.org/x/net/http2, one Server value per connection, so that what
+// the library refuses before a handler runs is audited with the tunnel
+// it happened in (h2Conn): net/http's bundled server has one CountError
+// per server, which names no connection, so those refusals could be
+// counted but not audited.
+//
+// x/net/http2.Server is deprecated in favour of http.Server.HTTP2, which
+// offers no per-connection hook. From Go 1.27 x/net serves it with
+// net/http's own server: whether the per-connection CountError and the
+// graceful shutdown still hold then is TestEveryHTTP2RefusalAuditedOnce's
+// and TestHTTP2ShutdownGraceful's to say.
+//
+// ConfigureServer registers the graceful shutdown of every connection of
+// h2 with srv.Shutdown (GOAWAY, then the streams finish); the copies made
+// per connection keep h2's internal state, so they are registered too.
+// srv.HTTP2 supplies the limits (its CountError must stay nil: it would
+// take precedence over the per-connection one).
+func (g *Gateway) configureHTTP2(srv *http.Server) error {
+	h2 := &http2.Server{}
+	if err := http2.ConfigureServer(srv, h2); err != nil {
+		return err
+	}
+	srv.TLSNextProto[http2.NextProtoTLS] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
+		// net/http's handler for a connection handed to TLSNextProto
+		// carries the connection's context (ConnContext: the tunnel).
+		ctx := g.baseCtx
+		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
+			ctx = bc.BaseContext()
+		}
+		tc, _ := c.NetConn().(*tunnelConn)
+		if tc == nil {
+			h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
+			return
+		}
+		w := &h2Conn{Conn: c, g: g, ctx: ctx, tc: tc}
+		s := *h2
+		s.CountError = w.countError
+		s.ServeConn(w, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
+		w.end()
+	}
+	return nil
+}
+
+// h2Conn is an intercepted HTTP/2 connection as the HTTP/2 server sees
+// it: it audits, once each, the refusals the server makes before a
+// handler runs. Every refusal ends in a frame the server writes to the
+// client — RST_STREAM or GOAWAY with an error code — or in the server
+// closing the connection; Write reads the headers of the frames going
+// out (no payload but those two frames' error codes) to see them. The
+// library names most of them in CountError (the class, before the frame
+// is written): a frame takes the oldest class not yet written; one the
+// library named no class for is "stream_CODE" or "conn_CODE"; classes
+// left when the connection ends (a lost PING: no frame) are written
+// then; and a connection the server closed with neither (a preface that
+// is not HTTP/2, too many control frames queued) is "conn_closed".
+//
+// The server writes one frame batch at a time; mu guards the scanner
+// anyway, and the small state of what was seen.
+type h2Conn struct {
+	*tls.Conn
+	g   *Gateway
+	ctx context.Context
+	tc  *tunnelConn
+
+	mu sync.Mutex
+	// hdr holds the frame header being read, and for RST_STREAM and
+	// GOAWAY the payload up to their error code.
+	hdr     [17]byte
+	n, want int
+	skip    int // payload bytes of the current frame still to pass
+	// pending are the classes CountError named whose frame is not yet
+	// written.
+	pending []string
+	// readErr, writeErr and goAway: the client's side ended, a write
+	// failed, a GOAWAY went out; cut: the server closed the connection
+	// with none of these.
+	readErr, writeErr, goAway, cut bool
+	closeOnce                      sync.Once
+}
+
+func (c *h2Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		c.readErr = true
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *h2Conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	if err != nil {
+		c.writeErr = true
+	}
+	classes := c.scan(p[:n])
+	c.mu.Unlock()
+	for _, class := range classes {
+		c.audit(class)
+	}
+	return n, err
+}
+
+// Close records whether the server cut a connection the client kept
+// open without saying why on the wire.
+func (c *h2Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.cut = !c.readErr && !c.writeErr && !c.goAway
+		c.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// scan follows the frames in p, written after those already scanned, and
+// returns the classes of the refusals among them. c.mu is held.
+func (c *h2Conn) scan(p []byte) []string {
+	var out []string
+	for len(p) > 0 {
+		if c.skip > 0 {
+			k := min(c.skip, len(p))
+			c.skip -= k
+			p = p[k:]
+			continue
+		}
+		need := 9
+		if c.n >= 9 {
+			need += c.want
+		}
+		k := copy(c.hdr[c.n:need], p)
+		c.n += k
+		p = p[k:]
+		if c.n < need {
+			continue
+		}
+		length := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+		if c.n == 9 {
+			c.want = 0
+			switch http2.FrameType(c.hdr[3]) {
+			case http2.FrameRSTStream:
+				c.want = min(4, length)
+			case http2.FrameGoAway:
+				c.want = min(8, length)
+			}
+			if c.want > 0 {
+				continue
+			}
+		}
+		if class, ok := c.refusal(http2.FrameType(c.hdr[3]), c.hdr[9:c.n]); ok {
+			out = append(out, class)
+		}
+		c.skip = length - c.want
+		c.n, c.want = 0, 0
+	}
+	return out
+}
+
+// refusal reports whether a frame of type ft whose payload begins with
+// payload refuses the client, and its class. RST_STREAM NO_ERROR, CANCEL
+// and INTERNAL_ERROR are the server ending streams for its own reasons
+// (the handler's answer came first, a handler failed), and GOAWAY
+// NO_ERROR a graceful close (idle, shutdown): none is a refusal. c.mu is
+// held.
+func (c *h2Conn) refusal(ft http2.FrameType, payload []byte) (string, bool) {
+	var code http2.ErrCode
+	scope := "stream_"
+	switch {
+	case ft == http2.FrameRSTStream && len(payload) == 4:
+		code = http2.ErrCode(binary.BigEndian.Uint32(payload))
+		if code == http2.ErrCodeNo || code == http2.ErrCodeCancel || code == http2.ErrCodeInternal {
+			return "", false
+		}
+	case ft == http2.FrameGoAway && len(payload) == 8:
+		c.goAway = true
+		code, scope = http2.ErrCode(binary.BigEndian.Uint32(payload[4:])), "conn_"
+		if code == http2.ErrCodeNo {
+			return "", false
+		}
+	default:
+		return "", false
+	}
+	if len(c.pending) > 0 {
+		class := c.pending[0]
+		c.pending = c.pending[1:]
+		return class, true
+	}
+	return scope + code.String(), true
+}
+
+// countError is the connection's http2.Server.CountError: errType
+// counts in credgate_http2_errors_total at once and is audited with the
+// frame that follows it (or when the connection ends).
+func (c *h2Conn) countError(errType string) {
+	c.g.metrics.HTTP2Error(errType)
+	c.mu.Lock()
+	c.pending = append(c.pending, errType)
+	c.mu.Unlock()
+}
+
+// end audits what the connection's end leaves: classes whose frame was
+// never written, or the server's silent cut.
+func (c *h2Conn) end() {
+	c.mu.Lock()
+	pending, cut := c.pending, c.cut && len(c.pending) == 0
+	c.pending = nil
+	c.mu.Unlock()
+	for _, class := range pending {
+		c.audit(class)
+	}
+	if cut {
+		c.audit("conn_closed")
+	}
+}
+
+// audit writes the line of one refusal of class.
+func (c *h2Conn) audit(class string) { c.g.refuseHTTP2(c.ctx, c.tc, class) }
+
+// refuseHTTP2 audits and counts what the HTTP/2 server of tunnel tc
+// refused before a handler ran (class: "stream_PROTOCOL_ERROR_bad_path_method",
+// "conn_ENHANCE_YOUR_CALM_too_many_early_resets", "conn_COMPRESSION_ERROR",
+// ...): one audit line naming the tunnel's workload and destination, no
+// method or path (the server parsed none it would serve). The server
+// answers the client itself (RST_STREAM, GOAWAY, or closes the
+// connection); status is 0.
+func (g *Gateway) refuseHTTP2(ctx context.Context, tc *tunnelConn, class string) {
+	start := time.Now()
+	e := event{Time: start, Scheme: "https", Host: tc.dest.host, Port: tc.dest.port,
+		Decision: policy.Deny.String(), Code: codeHTTP2Refused, HTTP2Error: class}
+	wl := g.auditIdentity(ctx, tc.ev)
+	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
+	if wantPresented(wl, e.Code) {
+		e.Presented = presented(tc.ev)
+	}
+	g.metrics.refusals.WithLabelValues(e.Code).Inc()
+	e.Duration = time.Since(start)
+	g.metrics.request(e.Decision, "", 0, e.Duration)
+	g.audit.write(&e)
+	g.logClientRefusal(ctx, e.Code, "HTTP/2 server refused a stream or connection before the gateway saw a request",
+		slog.String("connect", tc.dest.hostPort()), slog.String("source", e.Source), slog.String("http2_error", class))
+}
+
+var _ net.Conn = (*h2Conn)(nil)
