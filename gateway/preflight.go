@@ -206,9 +206,9 @@ func fileProblem(f namedFile) string {
 	st, err := os.Stat(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Sprintf("%s: %s does not exist (%s; a relative path is relative to the config file's directory)", key, f.path, f.hint)
+		return fmt.Sprintf("%s: %s does not exist (%s; a relative path is relative to the config file's directory); correct the path or put the file there", key, f.path, f.hint)
 	case err != nil:
-		return fmt.Sprintf("%s: %s cannot be read: %v", key, f.path, errors.Unwrap(err))
+		return fmt.Sprintf("%s: %s cannot be read: %v; make it readable by the gateway's user", key, f.path, errors.Unwrap(err))
 	case st.IsDir():
 		return fmt.Sprintf("%s: %s is a directory; name the file in it (%s)", key, f.path, f.hint)
 	}
