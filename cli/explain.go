@@ -114,6 +114,9 @@ func parseHeaders(hs []string) (http.Header, error) {
 		if !ok || name == "" || !httpguts.ValidHeaderFieldName(name) {
 			return nil, fmt.Errorf("explain: --header %q: want \"Name: value\", with a valid field name", f)
 		}
+		if strings.EqualFold(name, "Host") {
+			return nil, fmt.Errorf("explain: --header %q: the URL names the host; the gateway takes the authority from the CONNECT target or the absolute URI, not from a Host field", f)
+		}
 		value = strings.TrimSpace(value)
 		if !httpguts.ValidHeaderFieldValue(value) {
 			return nil, fmt.Errorf("explain: --header %q: the value holds a control character", f)
