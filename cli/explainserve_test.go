@@ -277,7 +277,12 @@ func (e *explainEnv) config(t *testing.T, name, mode string, switches string) st
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), fmt.Appendf(nil, explainPolicy, mode, e.originPort), 0o600); err != nil {
+	pol := fmt.Sprintf(explainPolicy, mode, e.originPort)
+	if mode == "#observe api" {
+		// Observe mode on one destination only.
+		pol = strings.Replace(pol, "    hosts: [api.test]\n", "    hosts: [api.test]\n    mode: observe\n", 1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "switches.json")
@@ -568,7 +573,8 @@ func explainRequests(originPort int) []probeReq {
 
 // TestExplainMatchesServe is the differential test of explain and serve
 // (docs/cli.md#explain): for a policy in enforce mode, in observe mode
-// and with kill switches in force, and for every request of
+// (everywhere, and on one destination) and with kill switches in force
+// (rules, a workload, a credential), and for every request of
 // explainRequests from every caller, explain's decision, rule, code,
 // credential, status and refusal reason are what the running gateway
 // answered and audited.
@@ -578,7 +584,9 @@ func TestExplainMatchesServe(t *testing.T) {
 	scenarios := []struct{ name, mode, switches string }{
 		{"enforce", "", ""},
 		{"observe", "mode: observe", ""},
+		{"observe-destination", "#observe api", ""},
 		{"killswitch", "", `{"version":1,"switches":[{"kind":"rule","name":"api-read","since":"` + since + `"},{"kind":"workload","name":"tokened","since":"` + since + `"},{"kind":"rule","name":"tun","since":"` + since + `"}]}`},
+		{"killswitch-credential", "", `{"version":1,"switches":[{"kind":"credential","name":"tok","since":"` + since + `"}]}`},
 	}
 	var failed, total, injected atomic.Int64
 	t.Cleanup(func() {
