@@ -240,6 +240,9 @@ func explain(ctx context.Context, l *loaded, pres presentation, source string, a
 		if err != nil {
 			return nil, err
 		}
+		if j.Issuer, err = l.config.Issuer(); err != nil {
+			return nil, fmt.Errorf("explain: %w", err)
+		}
 	}
 	gx, err := j.Explain(ctx, gateway.Probe{Evidence: ev, Method: method, URL: rawURL, Header: header})
 	if err != nil {

@@ -217,6 +217,16 @@ func newExplainEnv(t *testing.T) *explainEnv {
 	_ = keyPath
 	e.roots = ca.Pool()
 	e.roots.AppendCertsFromPEM(mustReadFile(t, certPath))
+	// An interception CA limited to some names (credgate ca init
+	// --permit), for the scenario that uses it.
+	if err := os.Mkdir(filepath.Join(e.dir, "permit"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	permitCert, _, err := mitm.WriteCAWith(filepath.Join(e.dir, "permit"), mitm.CAOptions{Permit: []string{"api.test", "wild.test", "127.0.0.1/32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.roots.AppendCertsFromPEM(mustReadFile(t, permitCert))
 	var pub *ecdsa.PublicKey
 	e.signer, pub = explainSigner(t)
 	e.forger, _ = explainSigner(t)
@@ -270,8 +280,9 @@ func (e *explainEnv) token(t *testing.T, which string) string {
 }
 
 // config writes the policy (mode) and the gateway config, with the kill
-// switch state file holding switches, and returns the config's path.
-func (e *explainEnv) config(t *testing.T, name, mode string, switches string) string {
+// switch state file holding switches and, with permit, the interception
+// CA limited to some names, and returns the config's path.
+func (e *explainEnv) config(t *testing.T, name, mode string, switches string, permit bool) string {
 	t.Helper()
 	dir := filepath.Join(e.dir, name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -292,6 +303,10 @@ func (e *explainEnv) config(t *testing.T, name, mode string, switches string) st
 		}
 	}
 	o, p := e.origin.Listener.Addr().String(), e.plain.Listener.Addr().String()
+	caDir := e.dir
+	if permit {
+		caDir = filepath.Join(e.dir, "permit")
+	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 policy: policy.yaml
@@ -317,7 +332,7 @@ identity:
         profile: kubernetes
         audiences: [credgate]
         jwks_file: %q
-`, filepath.Join(e.dir, "ca.pem"), filepath.Join(e.dir, "ca-key.pem"), filepath.Join(e.dir, "origin-ca.pem"), state,
+`, filepath.Join(caDir, "ca.pem"), filepath.Join(caDir, "ca-key.pem"), filepath.Join(e.dir, "origin-ca.pem"), state,
 		o, o, o, o, o, p, p, o, o, o, filepath.Join(e.dir, "jwks.json"))
 	path := filepath.Join(dir, "credgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -574,19 +589,24 @@ func explainRequests(originPort int) []probeReq {
 // TestExplainMatchesServe is the differential test of explain and serve
 // (docs/cli.md#explain): for a policy in enforce mode, in observe mode
 // (everywhere, and on one destination) and with kill switches in force
-// (rules, a workload, a credential), and for every request of
+// (rules, a workload, a credential), or an interception CA limited to
+// some names, and for every request of
 // explainRequests from every caller, explain's decision, rule, code,
 // credential, status and refusal reason are what the running gateway
 // answered and audited.
 func TestExplainMatchesServe(t *testing.T) {
 	e := newExplainEnv(t)
 	since := time.Now().UTC().Format(time.RFC3339)
-	scenarios := []struct{ name, mode, switches string }{
-		{"enforce", "", ""},
-		{"observe", "mode: observe", ""},
-		{"observe-destination", "#observe api", ""},
-		{"killswitch", "", `{"version":1,"switches":[{"kind":"rule","name":"api-read","since":"` + since + `"},{"kind":"workload","name":"tokened","since":"` + since + `"},{"kind":"rule","name":"tun","since":"` + since + `"}]}`},
-		{"killswitch-credential", "", `{"version":1,"switches":[{"kind":"credential","name":"tok","since":"` + since + `"}]}`},
+	scenarios := []struct {
+		name, mode, switches string
+		permit               bool
+	}{
+		{"enforce", "", "", false},
+		{"observe", "mode: observe", "", false},
+		{"observe-destination", "#observe api", "", false},
+		{"killswitch", "", `{"version":1,"switches":[{"kind":"rule","name":"api-read","since":"` + since + `"},{"kind":"workload","name":"tokened","since":"` + since + `"},{"kind":"rule","name":"tun","since":"` + since + `"}]}`, false},
+		{"killswitch-credential", "", `{"version":1,"switches":[{"kind":"credential","name":"tok","since":"` + since + `"}]}`, false},
+		{"ca-permit", "", "", true},
 	}
 	var failed, total, injected atomic.Int64
 	t.Cleanup(func() {
@@ -595,7 +615,7 @@ func TestExplainMatchesServe(t *testing.T) {
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
-			cfgPath := e.config(t, sc.name, sc.mode, sc.switches)
+			cfgPath := e.config(t, sc.name, sc.mode, sc.switches, sc.permit)
 			gw, audit := liveGateway(t, cfgPath)
 			l, err := load(context.Background(), cfgPath)
 			if err != nil {

@@ -364,7 +364,9 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	// now: a host the interception CA may not or cannot sign for is
 	// refused with an answer and an audit line, not a failed handshake.
 	if _, err := g.issuer.Certificate(r.Context(), dest.host); err != nil {
-		return reject(w, dest, d, leafRefusal(dest, err, d.Rule))
+		// Audited as the refusal it is, not as the intercept decision
+		// it refused (TestExplainMatchesServe found "intercept" there).
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, leafRefusal(dest, err, d.Rule))
 	}
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
 		g.intercept(client, ev, dest, addrs, d.AllowPrivate)

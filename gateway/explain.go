@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
@@ -47,6 +48,10 @@ type Judge struct {
 	Switches *killswitch.Snapshot
 	// Config is the gateway config, for its resolve map; nil for none.
 	Config *Config
+	// Issuer is the interception CA's leaf issuer (Config.Issuer), which
+	// refuses a host the CA's name constraints do not permit; nil when
+	// not known.
+	Issuer *mitm.Issuer
 }
 
 // Explanation is what the gateway does with a Probe, as far as it can be
@@ -100,13 +105,13 @@ func (ex *Explanation) refused(stage string, d policy.Decision, f refusal) *Expl
 // Explain decides p as the gateway would, with the same functions in
 // the same order as a CONNECT (handleConnect) and the request inside it
 // (handle), or an absolute-form request (serveProxy): the target check,
-// identity, the method, path and header checks, the decision, the
+// identity, the kill switch, the address check, the interception CA's
+// leaf, the method, path and header checks, the decision, the
 // encoded-slash check, the placeholder tripwire of a refused request,
 // the kill switch and the special-purpose address check. What it cannot
 // know is left out: rate limits in use, DNS answers (the address check
 // applies to IP literals and Config's resolve map only), the
-// interception CA's name constraints, the credential's fetch and the
-// upstream's answer. TestExplainMatchesServe holds it to the running
+// credential's fetch, the request body and the upstream's answer. TestExplainMatchesServe holds it to the running
 // gateway.
 func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 	scheme, authority, reqTarget, err := splitProbeURL(p.URL)
@@ -173,6 +178,12 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 		if d.Action == policy.Tunnel {
 			ex.Decision, ex.Allowed, ex.Stage = d, true, "connect"
 			return ex, nil
+		}
+		// The leaf the handshake would present (handleConnect).
+		if j.Issuer != nil {
+			if _, err := j.Issuer.Certificate(ctx, dest.host); err != nil {
+				return ex.refused("connect", d, leafRefusal(dest, err, d.Rule)), nil
+			}
 		}
 	}
 	cp, _, f := (*Gateway)(nil).prepareRequest(r)
