@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -37,7 +38,7 @@ func SignerNames() []string { return signers.Names() }
 func CheckSigner(name string, settings *yaml.Node) error {
 	newFn, ok := signers.Lookup(name)
 	if !ok {
-		return fmt.Errorf("unknown checkpoint signer %q; compiled in: %v", name, signers.Names())
+		return fmt.Errorf("unknown checkpoint signer %q; name one that is compiled in (%s), or build credgate with the signer's package imported", name, strings.Join(signers.Names(), ", "))
 	}
 	s := newFn()
 	if err := yamlstrict.Decode(settings, s); err != nil {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -17,13 +17,14 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/cabundle"
-	"github.com/credgate/credgate/internal/canonical"
+	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 )
@@ -35,6 +36,7 @@ func newExplainCmd() *cobra.Command {
 		workloadLess bool
 		certFile     string
 		tokenFile    string
+		headers      []string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain -c FILE [--source IP | --workload-less] METHOD URL",
@@ -76,7 +78,11 @@ it would be denied, 1 on errors.`,
 			if err != nil {
 				return err
 			}
-			ex, err := explain(cmd.Context(), l, pres, source, workloadLess, args[0], args[1])
+			header, err := parseHeaders(headers)
+			if err != nil {
+				return err
+			}
+			ex, err := explain(cmd.Context(), l, pres, source, workloadLess, args[0], args[1], header)
 			if err != nil {
 				return err
 			}
@@ -84,7 +90,7 @@ it would be denied, 1 on errors.`,
 			// A request observe mode lets through is still one the
 			// policy refuses: exit as denied, so a script checking the
 			// policy is not fooled by observe mode.
-			if !ex.allowed || ex.final.WouldDeny {
+			if !ex.Allowed || ex.Decision.WouldDeny {
 				return &exitCode{code: exitDenied, reported: true}
 			}
 			return nil
@@ -94,8 +100,30 @@ it would be denied, 1 on errors.`,
 	cmd.Flags().StringVar(&source, "source", "127.0.0.1", "client IP address the request comes from")
 	cmd.Flags().BoolVar(&workloadLess, "workload-less", false, "ask for an anonymous caller with no verified factor")
 	cmd.Flags().StringVar(&certFile, "cert", "", "client certificate chain (PEM) presented on the TLS listener; needs a gateway config")
+	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "a request header field, \"Name: value\" (repeatable), as the client sends it: when: conditions, method overrides and placeholders see it")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the token sent in Proxy-Authorization (- for stdin); needs a gateway config")
 	return cmd
+}
+
+// parseHeaders reads --header values, "Name: value" as curl -H takes them.
+func parseHeaders(hs []string) (http.Header, error) {
+	h := http.Header{}
+	for _, f := range hs {
+		name, value, ok := strings.Cut(f, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || !httpguts.ValidHeaderFieldName(name) {
+			return nil, fmt.Errorf("explain: --header %q: want \"Name: value\", with a valid field name", f)
+		}
+		if strings.EqualFold(name, "Host") {
+			return nil, fmt.Errorf("explain: --header %q: the URL names the host; the gateway takes the authority from the CONNECT target or the absolute URI, not from a Host field", f)
+		}
+		value = strings.TrimSpace(value)
+		if !httpguts.ValidHeaderFieldValue(value) {
+			return nil, fmt.Errorf("explain: --header %q: the value holds a control character", f)
+		}
+		h.Add(name, value)
+	}
+	return h, nil
 }
 
 // presentation is what a simulated client presents beside its address.
@@ -156,58 +184,22 @@ func presented(stdin io.Reader, l *loaded, certFile, tokenFile string) (presenta
 	return p, nil
 }
 
-// explanation is everything explain prints.
+// explanation is everything explain prints: the gateway's Explanation
+// of the request and the request as asked.
 type explanation struct {
-	workload identity.Workload
-	method   string
-	target   string // what was asked, normalised
-	scheme   string
-	connect  *policy.Decision // nil for plain http
-	request  *policy.Decision // nil when the CONNECT decision ended it
-	final    policy.Decision
-	allowed  bool
-	// identityErr is why the gateway would refuse the connection before
-	// deciding anything.
-	identityErr error
-	// address is the address check, "" when explain does not know the
-	// address (a name it would have to look up in DNS).
-	address string
+	*gateway.Explanation
+	method string
+	target string // what was asked, normalised
+	scheme string
+	// switches says which kill switch state was consulted ("" when no
+	// gateway config was given).
+	switches string
 }
 
-// checkAddress applies the gateway's special-purpose address check to
-// the address host:port is known to have without DNS: an IP literal, or
-// the gateway config's resolve map. It reports whether d survives it;
-// when not, ex.final becomes the private_address refusal.
-func (ex *explanation) checkAddress(l *loaded, host string, port int, d policy.Decision) bool {
-	var a netip.Addr
-	var from string
-	if ip, err := netip.ParseAddr(host); err == nil {
-		a, from = ip, "IP literal"
-	} else if l.config != nil {
-		if ap, ok := l.config.Pinned(host, port); ok {
-			a, from = ap.Addr(), "resolve map"
-		}
-	}
-	if !a.IsValid() {
-		return true
-	}
-	reason, refused := gateway.CheckAddress(host, port, a)
-	switch {
-	case !refused:
-		ex.address = a.String() + " (" + from + "): not special-purpose"
-	case d.AllowPrivate:
-		ex.address = a.String() + " (" + from + "): special-purpose, allowed by allow_private on destination " + d.Destination
-	default:
-		ex.address = a.String() + " (" + from + "): refused"
-		ex.final = policy.Decision{Action: policy.Deny, Rule: d.Rule, Destination: d.Destination, Code: "private_address", Reason: reason}
-		ex.allowed = false
-		return false
-	}
-	return true
-}
-
-func explain(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool, method, rawURL string) (*explanation, error) {
-	pol := l.policy
+// explain decides METHOD URL as the gateway would, with the gateway's
+// own decision sequence (gateway.Judge.Explain): explain only presents
+// the request and prints the answer.
+func explain(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool, method, rawURL string, header http.Header) (*explanation, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("explain: URL: %w", err)
@@ -236,119 +228,126 @@ func explain(ctx context.Context, l *loaded, pres presentation, source string, a
 	}
 	method = strings.ToUpper(method)
 
-	w, idErr, err := resolveWorkload(ctx, l, pres, source, anonymous)
+	ev, ids, done, err := resolver(ctx, l, pres, source, anonymous)
 	if err != nil {
 		return nil, err
 	}
-	ex := &explanation{
-		workload: w,
-		method:   method,
-		target:   scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + path,
-		scheme:   scheme,
-	}
-	if idErr != nil {
-		// The gateway refuses the connection before any policy decision.
-		code := "identity_invalid"
-		switch {
-		case errors.Is(idErr, identity.ErrFactorConflict):
-			code = "factor_conflict"
-		case errors.Is(idErr, identity.ErrUnavailable):
-			code = "identity_unavailable"
+	defer done()
+	j := gateway.Judge{Policy: l.policy, Identity: ids, Config: l.config}
+	var switches string
+	if l.config != nil {
+		j.Switches, switches, err = switchState(l.config)
+		if err != nil {
+			return nil, err
 		}
-		ex.identityErr = idErr
-		ex.final = policy.Decision{Action: policy.Deny, Code: code, Reason: idErr.Error()}
-		return ex, nil
-	}
-	if scheme == "https" {
-		d := pol.Decide(policy.Query{Workload: w, Connect: true, Host: host, Port: port})
-		ex.connect = &d
-		ex.final = d
-		if d.Action == policy.Deny || !ex.checkAddress(l, host, port, d) {
-			return ex, nil
-		}
-		if d.Action == policy.Tunnel {
-			ex.allowed = true
-			return ex, nil
+		if j.Issuer, err = l.config.Issuer(); err != nil {
+			return nil, fmt.Errorf("explain: %w", err)
 		}
 	}
-	// The path as the gateway judges it (invariant 11): refused spellings
-	// are explained as the gateway refuses them.
-	cp, err := canonical.ParsePath(path)
+	gx, err := j.Explain(ctx, gateway.Probe{Evidence: ev, Method: method, URL: rawURL, Header: header})
 	if err != nil {
-		var pe *canonical.PathError
-		problem := "is not canonical"
-		if errors.As(err, &pe) {
-			problem = pe.Problem
-		}
-		d := policy.Decision{Action: policy.Deny, Code: "bad_path", Reason: "the request path " + problem + "; the gateway answers 400"}
-		ex.request, ex.final = &d, d
-		return ex, nil
+		return nil, err
 	}
-	d := pol.Decide(policy.Query{Workload: w, Scheme: scheme, Host: host, Port: port, Method: method, Path: cp.Decoded})
-	if (d.Action == policy.Inject || d.Action == policy.Forward) && cp.CheckEncodedSlash(d.EncodedSlashes) != nil {
-		d = policy.Decision{Action: policy.Deny, Rule: d.Rule, Destination: d.Destination, Code: "bad_path",
-			Reason: fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow (encoded_slashes: true)", d.Destination)}
-	}
-	ex.request = &d
-	ex.final = d
-	ex.allowed = d.Action == policy.Inject || d.Action == policy.Forward
-	if ex.allowed {
-		ex.checkAddress(l, host, port, d)
-	}
-	return ex, nil
+	return &explanation{Explanation: gx, method: method, scheme: scheme, switches: switches,
+		target: scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + path}, nil
 }
 
-// resolveWorkload names the caller at source the way the gateway does. With
-// a gateway config it builds the configured verifiers, so a presented
-// certificate or token is verified for real; idErr is the gateway's
-// reason to refuse the connection, err a failure to explain at all.
-func resolveWorkload(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool) (w identity.Workload, idErr, err error) {
-	if anonymous {
-		return identity.Workload{}, nil, nil
+// switchState reads the kill switch state a gateway of cfg starts with:
+// admin.state_file, which is the state in force on a gateway without
+// cache.redis. With Redis the fleet's state is in Redis, which explain
+// does not contact: the file is then what this replica last saw.
+func switchState(cfg *gateway.Config) (*killswitch.Snapshot, string, error) {
+	if cfg.Admin.StateFile == "" {
+		if len(cfg.Cache.Redis.Addrs) > 0 {
+			return nil, "not consulted: the switches are in Redis (cache.redis), which explain does not contact; credgate admin list shows them", nil
+		}
+		return nil, "not known: without admin.state_file or cache.redis a switch lives only in the running gateway's memory; credgate admin list shows them", nil
+	}
+	snap, err := killswitch.ReadStateFile(cfg.Admin.StateFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("explain: admin.state_file: %w", err)
+	}
+	what := fmt.Sprintf("%d in force in admin.state_file %s", snap.Len(), cfg.Admin.StateFile)
+	if len(cfg.Cache.Redis.Addrs) > 0 {
+		what += " (as this replica last saw them: the fleet's state is in Redis, which explain does not contact)"
+	}
+	return snap, what, nil
+}
+
+// anonymous is the resolver of --workload-less: a caller with no verified
+// factor.
+type anonymous struct{}
+
+func (anonymous) Resolve(context.Context, identity.Evidence, []identity.Spec) (identity.Workload, error) {
+	return identity.Workload{}, nil
+}
+
+// resolver is the evidence of a caller at source presenting pres, and
+// the identity resolver that verifies it the way the gateway does. With a
+// gateway config it builds the configured verifiers, so a presented
+// certificate or token is verified for real. done releases the resolver.
+func resolver(ctx context.Context, l *loaded, pres presentation, source string, anon bool) (ev identity.Evidence, r gatewayResolver, done func(), err error) {
+	done = func() {}
+	if anon {
+		return ev, anonymous{}, done, nil
 	}
 	addr, err := netip.ParseAddr(source)
 	if err != nil {
-		return identity.Workload{}, nil, fmt.Errorf("explain: --source %q is not an IP address", source)
+		return ev, nil, done, fmt.Errorf("explain: --source %q is not an IP address", source)
 	}
-	ev := identity.Evidence{Source: netip.AddrPortFrom(addr, 0)}
+	ev = identity.Evidence{Source: netip.AddrPortFrom(addr, 0)}
 	if pres.token != "" {
 		ev.ProxyAuthorization = "Bearer " + pres.token
 	}
-	r := identity.NewResolver()
-	if l.config != nil {
-		cfg := l.config
-		opts := []identity.Option{identity.WithLogger(slog.New(slog.DiscardHandler))}
-		// Run tokens verify here only with a key_file: a generated key
-		// lives in the running gateway. Revocations are the gateway's too.
-		if rt := cfg.RunTokens; rt != nil && rt.KeyFile != "" {
-			is, err := runtoken.New(*rt, runtoken.Options{})
-			if err != nil {
-				return identity.Workload{}, nil, fmt.Errorf("explain: %w", err)
-			}
-			opts = append(opts, identity.WithLocalIssuer(is))
-		}
-		r, err = identity.New(ctx, cfg.Identity, opts...)
+	if l.config == nil {
+		return ev, identity.NewResolver(), done, nil
+	}
+	cfg := l.config
+	opts := []identity.Option{identity.WithLogger(slog.New(slog.DiscardHandler))}
+	// Run tokens verify here only with a key_file: a generated key
+	// lives in the running gateway. Revocations are the gateway's too.
+	if rt := cfg.RunTokens; rt != nil && rt.KeyFile != "" {
+		is, err := runtoken.New(*rt, runtoken.Options{})
 		if err != nil {
-			return identity.Workload{}, nil, fmt.Errorf("explain: %w", err)
+			return ev, nil, done, fmt.Errorf("explain: %w", err)
 		}
-		defer r.Close()
-		if len(pres.certs) > 0 {
-			switch {
-			case cfg.TLS.ClientCA != "":
-				chains, verr := verifyListener(cfg.TLS.ClientCA, pres.certs)
-				if verr != nil {
-					return identity.Workload{Source: addr}, fmt.Errorf("the TLS listener refuses the certificate: %w", verr), nil
-				}
-				ev.VerifiedChains = chains
-			case len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil:
-				ev.PeerCertificates = pres.certs
-			default:
-				return identity.Workload{}, nil, fmt.Errorf("explain: --cert: the config verifies no client certificates (set tls.client_ca, identity.mtls.bundles or identity.mtls.workload_api)")
+		opts = append(opts, identity.WithLocalIssuer(is))
+	}
+	res, err := identity.New(ctx, cfg.Identity, opts...)
+	if err != nil {
+		return ev, nil, done, fmt.Errorf("explain: %w", err)
+	}
+	done = func() { res.Close() }
+	if len(pres.certs) > 0 {
+		switch {
+		case cfg.TLS.ClientCA != "":
+			chains, verr := verifyListener(cfg.TLS.ClientCA, pres.certs)
+			if verr != nil {
+				return ev, refusingResolver{fmt.Errorf("the TLS listener refuses the certificate: %w", verr)}, done, nil
 			}
+			ev.VerifiedChains = chains
+		case len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil:
+			ev.PeerCertificates = pres.certs
+		default:
+			done()
+			return ev, nil, func() {}, fmt.Errorf("explain: --cert: the config verifies no client certificates (set tls.client_ca, identity.mtls.bundles or identity.mtls.workload_api)")
 		}
 	}
-	w, idErr = r.Resolve(ctx, ev, l.policy.Workloads())
-	return w, idErr, nil
+	return ev, res, done, nil
+}
+
+// gatewayResolver is what gateway.Judge verifies identity with.
+type gatewayResolver interface {
+	Resolve(ctx context.Context, ev identity.Evidence, specs []identity.Spec) (identity.Workload, error)
+}
+
+// refusingResolver answers every caller with err: a client certificate
+// the TLS listener refuses (the gateway's handshake fails; explain shows
+// it as the identity refusal).
+type refusingResolver struct{ err error }
+
+func (r refusingResolver) Resolve(_ context.Context, ev identity.Evidence, _ []identity.Spec) (identity.Workload, error) {
+	return identity.Workload{Source: ev.Source.Addr()}, r.err
 }
 
 // verifyListener verifies certs as the TLS listener does with
@@ -375,48 +374,65 @@ func (ex *explanation) print(out io.Writer) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 
-	wl := ex.workload.DisplayName()
-	if len(ex.workload.Factors) > 0 {
+	wl := ex.Workload.DisplayName()
+	if len(ex.Workload.Factors) > 0 {
 		var fs []string
-		for _, f := range ex.workload.Factors {
+		for _, f := range ex.Workload.Factors {
 			fs = append(fs, f.Kind+"="+f.Subject)
 		}
 		wl += " (verified: " + strings.Join(fs, ", ") + ")"
 	} else {
 		wl += " (no verified factor)"
 	}
+	d := ex.Decision
+	denied := "denied (HTTP " + strconv.Itoa(ex.Status) + ", X-Credgate-Reason: " + orDash(d.Code) + ")"
 	row("request:", ex.method+" "+ex.target)
-	row("workload:", wl)
-	if ex.identityErr != nil {
-		row("identity:", "refused: "+oneLine(ex.identityErr.Error()))
+	if ex.Stage == "target" {
+		row("workload:", "- (not verified: the request is refused before identity)")
+	} else {
+		row("workload:", wl)
+	}
+	if ex.IdentityErr != nil {
+		row("identity:", "refused: "+oneLine(ex.IdentityErr.Error()))
 		row("decision:", "deny")
-		row("code:", ex.final.Code)
-		row("result:", "denied (HTTP 403, X-Credgate-Reason: "+ex.final.Code+")")
+		row("code:", d.Code)
+		row("reason:", d.Reason)
+		row("result:", denied)
 		tw.Flush()
 		return
 	}
-	if ex.connect != nil {
-		row("connect:", summary(*ex.connect))
-	} else {
+	switch {
+	case ex.Connect != nil:
+		row("connect:", summary(*ex.Connect))
+	case ex.scheme == "https":
+		row("connect:", "- (the CONNECT target is refused before any decision)")
+	default:
 		row("connect:", "- (plain http: no CONNECT, the request is judged as it arrives)")
 	}
 	switch {
-	case ex.request != nil:
-		row("request decision:", summary(*ex.request))
-	case ex.connect != nil && ex.connect.Action == policy.Tunnel && ex.allowed:
+	case ex.Request != nil:
+		row("request decision:", summary(*ex.Request))
+	case ex.Connect != nil && ex.Connect.Action == policy.Tunnel && ex.Allowed:
 		row("request decision:", "- (tunnelled: the gateway does not see requests inside the TLS tunnel)")
+	case ex.Stage == "request":
+		row("request decision:", "- (refused before the policy decides: the method, path or header fields)")
 	default:
 		row("request decision:", "- (refused at CONNECT, before any TLS)")
 	}
-	if ex.address != "" {
-		row("address:", ex.address)
+	if ex.Address != "" {
+		row("address:", ex.Address)
 	}
-	d := ex.final
+	if ex.switches != "" {
+		row("kill switch:", ex.switches)
+	}
 	row("decision:", d.Outcome())
 	row("rule:", orDash(d.Rule))
 	row("destination:", orDash(d.Destination))
 	row("code:", orDash(d.Code))
 	row("reason:", orDash(d.Reason))
+	if ex.Switch != "" {
+		row("switch:", ex.Switch)
+	}
 	if d.Inject != nil {
 		row("credential:", d.Inject.Credential+" (fetched per request through the cache; value never shown)")
 		prov := orDash(d.Inject.ProviderName)
@@ -432,7 +448,7 @@ func (ex *explanation) print(out io.Writer) {
 		}
 		row("injector:", inj)
 		if ph := d.Inject.Placeholder; ph != nil {
-			row("placeholder:", placeholderLine(ph, ex.workload, d.Inject))
+			row("placeholder:", placeholderLine(ph, ex.Workload, d.Inject))
 		}
 		switch {
 		case d.Scrub.Off:
@@ -451,15 +467,15 @@ func (ex *explanation) print(out io.Writer) {
 		row("rate limit:", fmt.Sprintf("rule %s: %s, counted per workload", d.Rule, l))
 	}
 	if l := d.WorkloadLimit; l != nil {
-		row("rate limit:", fmt.Sprintf("workload %s: %s, counted across its rules", ex.workload.DisplayName(), l))
+		row("rate limit:", fmt.Sprintf("workload %s: %s, counted across its rules", ex.Workload.DisplayName(), l))
 	}
 	switch {
-	case ex.allowed && d.WouldDeny:
+	case ex.Allowed && d.WouldDeny:
 		row("result:", "would deny (observe mode): let through without a credential, audited as would_deny ("+d.Code+")")
-	case ex.allowed:
+	case ex.Allowed:
 		row("result:", "allowed")
 	default:
-		row("result:", "denied (HTTP 403, X-Credgate-Reason: "+orDash(d.Code)+")")
+		row("result:", denied)
 	}
 	tw.Flush()
 }

@@ -161,8 +161,8 @@ upstream:
 		t.Fatalf("validate: exit %d, want 1\n%s", r.code, r.stdout)
 	}
 	want := []string{
-		path + ":6:8: ca.key: " + filepath.Join(dir, "ca", "ca-key.pem") + " does not exist (write it with: credgate ca init --out DIR; a relative path is relative to the config file's directory)",
-		path + ":8:14: upstream.ca_bundle: " + filepath.Join(dir, "origin-ca.pem") + " does not exist (PEM certificates of the CAs upstream servers are verified against; a relative path is relative to the config file's directory)",
+		path + ":6:8: ca.key: " + filepath.Join(dir, "ca", "ca-key.pem") + " does not exist (write it with: credgate ca init --out DIR; a relative path is relative to the config file's directory); correct the path or put the file there",
+		path + ":8:14: upstream.ca_bundle: " + filepath.Join(dir, "origin-ca.pem") + " does not exist (PEM certificates of the CAs upstream servers are verified against; a relative path is relative to the config file's directory); correct the path or put the file there",
 	}
 	if diff := cmp.Diff(want, strings.Split(strings.TrimSpace(r.stdout), "\n")); diff != "" {
 		t.Errorf("validate output (-want +got):\n%s", diff)

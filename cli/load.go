@@ -22,6 +22,9 @@ type fileKind int
 const (
 	kindPolicy fileKind = iota
 	kindConfig
+	// kindUnparsed is a file that is not YAML: either parser reports
+	// its syntax error, in the same words (yamlstrict.Syntax.Problem).
+	kindUnparsed
 )
 
 // Top-level keys that only one kind of file has: a policy's, and every
@@ -58,11 +61,15 @@ func readInput(path string) ([]byte, error) {
 }
 
 // detectKind tells a gateway config from a policy by its top-level keys.
-// A file that does not parse as a YAML mapping is treated as a policy, so
-// that the policy loader reports the syntax error with its position.
+// A file that does not parse is kindUnparsed, and one that is not a YAML
+// mapping is treated as a policy, so that the loader reports the problem
+// with its position.
 func detectKind(path string, data []byte) (fileKind, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return kindUnparsed, nil
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
 		return kindPolicy, nil
 	}
 	var isPolicy, isConfig bool
@@ -101,6 +108,9 @@ func load(ctx context.Context, path string) (*loaded, error) {
 	kind, err := detectKind(path, data)
 	if err != nil {
 		return nil, err
+	}
+	if kind == kindUnparsed {
+		kind = kindPolicy // its syntax error, as serve words it too
 	}
 	l := &loaded{kind: kind, policyPath: path}
 	if kind == kindConfig {

@@ -276,6 +276,8 @@ func TestExplainErrors(t *testing.T) {
 		{name: "bad scheme", args: []string{"GET", "ftp://api.stripe.com/"}, want: "scheme must be https or http"},
 		{name: "both", args: []string{"--source", "10.0.0.1", "--workload-less", "GET", "https://api.stripe.com/"}, want: "exclude each other"},
 		{name: "one arg", args: []string{"GET"}, want: "accepts 2 arg(s)"},
+		{name: "header without colon", args: []string{"-H", "X-Ticket", "GET", "https://api.stripe.com/"}, want: "want \"Name: value\""},
+		{name: "Host header", args: []string{"-H", "Host: other.test", "GET", "https://api.stripe.com/"}, want: "the URL names the host"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -961,6 +961,6 @@ func position(n *yaml.Node, keys ...string) (int, int) {
 // (Decoding errors go through yamlstrict.Explain, which knows the key
 // path and drops the value.)
 func yamlError(path string, data []byte, err error) error {
-	s := yamlstrict.DescribeSyntax(data, err)
-	return &ConfigError{File: path, Line: s.Line, Col: s.Col, Msg: s.Msg}
+	p := yamlstrict.DescribeSyntax(data, err).Problem()
+	return &ConfigError{File: path, Line: p.Line, Col: p.Col, Msg: p.Msg}
 }

@@ -345,15 +345,9 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	if raw == "" {
 		raw = authority
 	}
-	if _, _, err := canonical.Authority(raw); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "canonical: ")
-		return reject(identity.Workload{}, target{}, policy.Decision{},
-			newRefusal(http.StatusBadRequest, codeBadConnectTarget, msg, ""))
-	}
-	dest, err := parseTarget(authority, 0)
-	if err != nil {
-		return reject(identity.Workload{}, target{}, policy.Decision{},
-			newRefusal(http.StatusBadRequest, codeBadConnectTarget, "CONNECT target "+err.Error()+"; send CONNECT host:port", ""))
+	dest, tf := connectTarget(raw, authority)
+	if tf != nil {
+		return reject(identity.Workload{}, target{}, policy.Decision{}, *tf)
 	}
 	q := policy.Query{Connect: true, Host: dest.host, Port: dest.port}
 	a, f := g.admit(r.Context(), ev, q, dest, pinnedAddrs{}, nil)
@@ -370,11 +364,29 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	// now: a host the interception CA may not or cannot sign for is
 	// refused with an answer and an audit line, not a failed handshake.
 	if _, err := g.issuer.Certificate(r.Context(), dest.host); err != nil {
-		return reject(w, dest, d, leafRefusal(dest, err, d.Rule))
+		// Audited as the refusal it is, not as the intercept decision
+		// it refused (TestExplainMatchesServe found "intercept" there).
+		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, leafRefusal(dest, err, d.Rule))
 	}
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
 		g.intercept(client, ev, dest, addrs, d.AllowPrivate)
 	}}, authority
+}
+
+// connectTarget is the destination of a CONNECT whose request target is
+// raw (as it arrived) and authority (as goproxy passes it on), or its
+// refusal.
+func connectTarget(raw, authority string) (target, *refusal) {
+	if _, _, err := canonical.Authority(raw); err != nil {
+		f := newRefusal(http.StatusBadRequest, codeBadConnectTarget, strings.TrimPrefix(err.Error(), "canonical: "), "")
+		return target{}, &f
+	}
+	dest, err := parseTarget(authority, 0)
+	if err != nil {
+		f := newRefusal(http.StatusBadRequest, codeBadConnectTarget, "CONNECT target "+err.Error()+"; send CONNECT host:port", "")
+		return target{}, &f
+	}
+	return dest, nil
 }
 
 // leafRefusal answers a CONNECT whose host the interception CA does not

@@ -229,7 +229,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 				return err
 			}
 			if g.issuer == nil {
-				g.issuer = mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: cfg.CA.LeafTTL.D(), CacheSize: cfg.CA.LeafCacheSize})
+				g.issuer = newIssuer(cfg.CA, ca)
 			} else {
 				g.issuer.SetCA(ca)
 				// Sessions made under the old CA are not resumed: every

@@ -80,9 +80,20 @@ func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect
 		f.RetryAfter = switchUnverifiedRetry
 		return f, true
 	}
-	snap := g.switches.Snapshot()
-	if snap.Len() == 0 {
+	e := switchMatch(g.switches.Snapshot(), wl, d, connect)
+	if e == nil {
 		return refusal{}, false
+	}
+	return g.switchEntryRefusal(e, d.Rule), true
+}
+
+// switchMatch is the switch of snap that covers a request (connect: a
+// CONNECT) of wl decided d, nil for none: the decision's rule (a
+// CONNECT's only when it tunnels: an intercepted one is judged again per
+// request), the workload, or a credential the decision uses.
+func switchMatch(snap *killswitch.Snapshot, wl identity.Workload, d policy.Decision, connect bool) *killswitch.Entry {
+	if snap == nil || snap.Len() == 0 {
+		return nil
 	}
 	rule := d.Rule
 	if connect && d.Action != policy.Tunnel {
@@ -92,11 +103,7 @@ func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect
 	if d.Inject != nil {
 		creds = d.Inject.Uses()
 	}
-	e := snap.Match(rule, switchCaller(wl), creds...)
-	if e == nil {
-		return refusal{}, false
-	}
-	return g.switchEntryRefusal(e, d.Rule), true
+	return snap.Match(rule, switchCaller(wl), creds...)
 }
 
 // switchCaller is wl as the kill switch matches it: its name, and for an
@@ -114,6 +121,12 @@ func switchCaller(wl identity.Workload) killswitch.Caller {
 // covers, counted in the metrics.
 func (g *Gateway) switchEntryRefusal(e *killswitch.Entry, rule string) refusal {
 	g.swm.refusals.WithLabelValues(string(e.Kind)).Inc()
+	return switchRefusalOf(e, rule)
+}
+
+// switchRefusalOf is the refusal of a request of rule that switch e
+// covers.
+func switchRefusalOf(e *killswitch.Entry, rule string) refusal {
 	reason := fmt.Sprintf("%s is disabled by an operator (kill switch) since %s", e, e.Since.UTC().Format(time.RFC3339))
 	if e.Reason != "" {
 		reason += ": " + e.Reason

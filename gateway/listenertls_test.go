@@ -237,7 +237,7 @@ func dialState(addr string, c *tls.Config) (tls.ConnectionState, error) {
 // TestInterceptionCANameConstraints: with an interception CA limited by
 // `ca init --permit`, a CONNECT the gateway would intercept to a host
 // outside the constraints is refused 403 ca_not_permitted with an audit
-// line (no handshake that fails later, no leaf signed); a host inside is
+// line saying deny (no handshake that fails later, no leaf signed); a host inside is
 // intercepted, and a tunnel rule (no leaf) is unaffected.
 func TestInterceptionCANameConstraints(t *testing.T) {
 	pki := newTestPKI(t, apiHost, tunnelHost)
@@ -276,6 +276,13 @@ func TestInterceptionCANameConstraints(t *testing.T) {
 		}
 		if tc.code != "" {
 			waitFor(t, 5*time.Second, "the audit line", func() bool { return auditHas(tg.audit.String(), tc.host, tc.code) })
+			// Audited as the refusal, not as the intercept decision it
+			// refused.
+			for _, l := range strings.Split(tg.audit.String(), "\n") {
+				if strings.Contains(l, `"code":"`+tc.code+`"`) && !strings.Contains(l, `"decision":"deny"`) {
+					t.Errorf("CONNECT %s refused %s audited as: %s", tc.host, tc.code, l)
+				}
+			}
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
+	"github.com/credgate/credgate/secret"
 	"github.com/credgate/credgate/transform"
 )
 
@@ -99,6 +100,16 @@ func (g *Gateway) placeholders(pol *policy.Policy) (*phIndex, error) {
 	if ix := g.phIndex.Load(); ix != nil && ix.pol == pol {
 		return ix, nil
 	}
+	ix, err := newPHIndex(pol)
+	if err != nil {
+		return nil, err
+	}
+	g.phIndex.Store(ix)
+	return ix, nil
+}
+
+// newPHIndex builds the placeholder index of pol.
+func newPHIndex(pol *policy.Policy) (*phIndex, error) {
 	ix := &phIndex{pol: pol, uses: pol.Placeholders(), custody: pol.HasCustody(), subs: map[phKey]*phEntry{}}
 	if len(ix.uses) > 0 || ix.custody {
 		trips := make([]transform.Tripwire, len(ix.uses), len(ix.uses)+1)
@@ -113,7 +124,6 @@ func (g *Gateway) placeholders(pol *policy.Policy) (*phIndex, error) {
 			return nil, fmt.Errorf("placeholders of policy %s: %w", pol.File(), err)
 		}
 	}
-	g.phIndex.Store(ix)
 	return ix, nil
 }
 
@@ -140,6 +150,18 @@ func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *pr
 	if !ok {
 		return nil, fmt.Errorf("credential %q has no %q field for its placeholder: %w", plan.Credential, plan.Placeholder.Field, errNoPlaceholderField)
 	}
+	sub, err := ix.planSubstituter(plan, wl, ph, v)
+	if err != nil {
+		return nil, err
+	}
+	ix.subs[key] = &phEntry{cred: cred, sub: sub}
+	return sub, nil
+}
+
+// planSubstituter builds the substituter of a rule's placeholder plan for
+// wl: placeholder ph becomes v where the rule allows it, every other
+// placeholder of the policy is a tripwire.
+func (ix *phIndex) planSubstituter(plan *policy.InjectPlan, wl identity.Workload, ph string, v secret.Value) (*transform.Substituter, error) {
 	var trips []transform.Tripwire
 	for _, u := range ix.uses {
 		if u.Placeholder != ph {
@@ -159,8 +181,30 @@ func (ix *phIndex) substituter(d policy.Decision, wl identity.Workload, cred *pr
 	if err != nil {
 		return nil, fmt.Errorf("placeholder of credential %q: %w", plan.Credential, err)
 	}
-	ix.subs[key] = &phEntry{cred: cred, sub: sub}
 	return sub, nil
+}
+
+// substitution is what the placeholder substitution of r's header, path
+// and query would refuse under decision d for wl
+// (transform.ErrPlaceholderMisuse, ErrPlaceholderMissing), judged
+// without the credential: a stand-in value takes its place, so what
+// depends on the value itself (ErrUnsafeValue) is not known. r is
+// rewritten. Explain calls it; the gateway substitutes for real
+// (phState).
+func (ix *phIndex) substitution(d policy.Decision, wl identity.Workload, r *http.Request) error {
+	if ix.trips == nil {
+		return nil
+	}
+	sub := ix.trips
+	if d.Action == policy.Inject && d.Inject.Placeholder != nil {
+		var err error
+		if sub, err = ix.planSubstituter(d.Inject, wl, d.Inject.Placeholder.For(wl), secret.New("stand-in")); err != nil {
+			return err
+		}
+	}
+	r.Body, r.ContentLength, r.GetBody = nil, 0, nil
+	_, err := sub.TransformRequest(r)
+	return err
 }
 
 // errNoPlaceholderField: the credential lacks the field its placeholder
@@ -245,14 +289,27 @@ func (g *Gateway) tripwireOnDenied(x *exchange, a admission) *refusal {
 		return nil // identity did not verify: no workload to hold to account
 	}
 	ix, err := g.placeholders(a.pol)
-	if err != nil || ix.trips == nil {
+	if err != nil {
 		return nil
 	}
-	probe := *x.r
-	probe.Body, probe.ContentLength, probe.GetBody = nil, 0, nil
-	if _, err := ix.trips.TransformRequest(&probe); err != nil && errors.Is(err, transform.ErrPlaceholderMisuse) {
+	if err := ix.misuse(x.r); err != nil {
 		f := g.placeholderRefusal(x, a.wl, a.d, err)
 		return &f
+	}
+	return nil
+}
+
+// misuse is the placeholder misuse (transform.ErrPlaceholderMisuse) in
+// the header, path and query of r, a request no rule lets through, nil
+// when it carries no placeholder. The body is not read.
+func (ix *phIndex) misuse(r *http.Request) error {
+	if ix.trips == nil {
+		return nil
+	}
+	probe := *r
+	probe.Body, probe.ContentLength, probe.GetBody = nil, 0, nil
+	if _, err := ix.trips.TransformRequest(&probe); err != nil && errors.Is(err, transform.ErrPlaceholderMisuse) {
+		return err
 	}
 	return nil
 }
@@ -268,20 +325,10 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 			x.tripwire = me
 			g.tripped(x, wl, d, me)
 		}
-		if me.Tripwire == custodyTripwire.Name {
-			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
-				fmt.Sprintf("the request carries a custody placeholder (%s...) in %s, where it is never put back; the request was not forwarded (a custody placeholder goes back only in the Cookie and Authorization header values, and the headers the custody block names, of requests to the destination that issued it)", CustodyPrefix, misuseAt(me)), d.Rule)
-		}
-		if me.Misplaced {
-			return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
-				fmt.Sprintf("the request carries the placeholder of %s in %s, where rule %q does not allow it to be replaced; the request was not forwarded (put it only where the API takes the credential: the rule's substitute_in)", me.Tripwire, misuseAt(me), d.Rule), d.Rule)
-		}
-		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
-			fmt.Sprintf("the request carries the placeholder of %s, which is not bound to %s for this workload; the request was not forwarded (a placeholder is replaced only for the destination and workload its rule names)", me.Tripwire, x.dest.host), d.Rule)
+		return misuseRefusal(me, d, x.dest.host)
 	case errors.Is(err, transform.ErrPlaceholderMissing):
 		g.metrics.placeholders.missing.Inc()
-		return newRefusal(http.StatusForbidden, codePlaceholderMissing,
-			fmt.Sprintf("rule %q requires the placeholder of credential %q in the request and it carries none; put the placeholder where the API expects the secret", d.Rule, d.Inject.Credential), d.Rule)
+		return missingRefusal(d)
 	case errors.Is(err, transform.ErrUnsafeValue):
 		return newRefusal(http.StatusBadGateway, codePlaceholderUnsafe,
 			"the secret cannot be put where its placeholder is (a header value would hold a control character, or a path segment would become '.' or '..'); the request was not forwarded", d.Rule)
@@ -291,6 +338,29 @@ func (g *Gateway) placeholderRefusal(x *exchange, wl identity.Workload, d policy
 	}
 	g.log.Info("placeholder substitution failed", slog.String("rule", d.Rule), slog.Any("error", err))
 	return newRefusal(http.StatusBadRequest, codeBadRequest, "the request body could not be read for placeholder substitution; the request was not forwarded", d.Rule)
+}
+
+// missingRefusal is the refusal of a request decided d whose rule
+// requires its credential's placeholder (require_placeholder), which the
+// request does not carry.
+func missingRefusal(d policy.Decision) refusal {
+	return newRefusal(http.StatusForbidden, codePlaceholderMissing,
+		fmt.Sprintf("rule %q requires the placeholder of credential %q in the request and it carries none; put the placeholder where the API expects the secret", d.Rule, d.Inject.Credential), d.Rule)
+}
+
+// misuseRefusal is the refusal of a request to host carrying a
+// placeholder where it is not replaced (me), decided d.
+func misuseRefusal(me *transform.MisuseError, d policy.Decision, host string) refusal {
+	if me.Tripwire == custodyTripwire.Name {
+		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+			fmt.Sprintf("the request carries a custody placeholder (%s...) in %s, where it is never put back; the request was not forwarded (a custody placeholder goes back only in the Cookie and Authorization header values, and the headers the custody block names, of requests to the destination that issued it)", CustodyPrefix, misuseAt(me)), d.Rule)
+	}
+	if me.Misplaced {
+		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+			fmt.Sprintf("the request carries the placeholder of %s in %s, where rule %q does not allow it to be replaced; the request was not forwarded (put it only where the API takes the credential: the rule's substitute_in)", me.Tripwire, misuseAt(me), d.Rule), d.Rule)
+	}
+	return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+		fmt.Sprintf("the request carries the placeholder of %s, which is not bound to %s for this workload; the request was not forwarded (a placeholder is replaced only for the destination and workload its rule names)", me.Tripwire, host), d.Rule)
 }
 
 // tripped handles a tripwire: it is logged and counted, and with

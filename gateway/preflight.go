@@ -45,6 +45,30 @@ func pairKey(err error) string {
 // parseCA is the interception CA from the contents of ca.cert and ca.key;
 // New applies it to every version of the files, CheckFiles to the files as
 // they are.
+// newIssuer is the leaf issuer of the interception CA ca under c.
+func newIssuer(c CAConfig, ca *mitm.CA) *mitm.Issuer {
+	return mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: c.LeafTTL.D(), CacheSize: c.LeafCacheSize})
+}
+
+// Issuer reads the interception CA of c and returns its leaf issuer, as
+// the gateway builds it at start: credgate explain asks it whether the
+// CA may sign for a host (its name constraints). Nothing is written.
+func (c *Config) Issuer() (*mitm.Issuer, error) {
+	certPEM, err := os.ReadFile(c.CA.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("ca.cert: %w", err)
+	}
+	keyPEM, err := os.ReadFile(c.CA.Key)
+	if err != nil {
+		return nil, fmt.Errorf("ca.key: %w", err)
+	}
+	ca, err := parseCA(c.CA, certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return newIssuer(c.CA, ca), nil
+}
+
 func parseCA(c CAConfig, certPEM, keyPEM []byte) (*mitm.CA, error) {
 	ca, err := mitm.ParseCA(certPEM, keyPEM, c.Cert, c.Key)
 	if err != nil {
@@ -206,9 +230,9 @@ func fileProblem(f namedFile) string {
 	st, err := os.Stat(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Sprintf("%s: %s does not exist (%s; a relative path is relative to the config file's directory)", key, f.path, f.hint)
+		return fmt.Sprintf("%s: %s does not exist (%s; a relative path is relative to the config file's directory); correct the path or put the file there", key, f.path, f.hint)
 	case err != nil:
-		return fmt.Sprintf("%s: %s cannot be read: %v", key, f.path, errors.Unwrap(err))
+		return fmt.Sprintf("%s: %s cannot be read: %v; make it readable by the gateway's user", key, f.path, errors.Unwrap(err))
 	case st.IsDir():
 		return fmt.Sprintf("%s: %s is a directory; name the file in it (%s)", key, f.path, f.hint)
 	}

@@ -228,14 +228,9 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 			"this is a proxy: send absolute-URI requests (http://host/path) or CONNECT host:port", ""))
 		return
 	}
-	if r.URL.Scheme != "http" {
-		g.refuse(x, newRefusal(http.StatusBadRequest, codeBadRequest,
-			fmt.Sprintf("scheme %q is not proxied as an absolute URI; use CONNECT for https", r.URL.Scheme), ""))
-		return
-	}
-	dest, err := parseTarget(r.URL.Host, 80)
-	if err != nil {
-		g.refuse(x, newRefusal(http.StatusBadRequest, codeBadRequest, "request target "+err.Error(), ""))
+	dest, f := proxyTarget(r.URL)
+	if f != nil {
+		g.refuse(x, *f)
 		return
 	}
 	// For an absolute-form request the URI is authoritative: net/http has
@@ -243,6 +238,22 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	// §3.2.2), so Host and destination agree by construction.
 	x.dest = dest
 	g.handle(x, pinnedAddrs{})
+}
+
+// proxyTarget is the destination of an absolute-URI request on a proxy
+// listener, or its refusal.
+func proxyTarget(u *url.URL) (target, *refusal) {
+	if u.Scheme != "http" {
+		f := newRefusal(http.StatusBadRequest, codeBadRequest,
+			fmt.Sprintf("scheme %q is not proxied as an absolute URI; use CONNECT for https", u.Scheme), "")
+		return target{}, &f
+	}
+	dest, err := parseTarget(u.Host, 80)
+	if err != nil {
+		f := newRefusal(http.StatusBadRequest, codeBadRequest, "request target "+err.Error(), "")
+		return target{}, &f
+	}
+	return dest, nil
 }
 
 // serveIntercepted handles requests inside an intercepted tunnel.
@@ -374,10 +385,56 @@ func (g *Gateway) dropUnderscoreFields(ctx context.Context, h http.Header) {
 			continue
 		}
 		delete(h, k)
-		if g.log.Enabled(ctx, slog.LevelDebug) {
+		if g != nil && g.log.Enabled(ctx, slog.LevelDebug) {
 			g.log.LogAttrs(ctx, slog.LevelDebug, "request header field with '_' in its name dropped", slog.String("field", k))
 		}
 	}
+}
+
+// prepareRequest is everything the gateway does to a request before its
+// identity and decision, in order: the canonical method and path
+// (canonicalRequest), the header fields it removes (names with '_', the
+// fields Connection names, hop-by-hop fields) and the upgrade check. It
+// returns the path in its forms and whether the request is a WebSocket
+// upgrade, or the refusal. g may be nil (Explain): nothing is logged then.
+func (g *Gateway) prepareRequest(r *http.Request) (canonical.Path, bool, *refusal) {
+	cp, f := canonicalRequest(r)
+	if f != nil {
+		return cp, false, f
+	}
+	g.dropUnderscoreFields(r.Context(), r.Header)
+	stripConnectionNamed(r.Header)
+	upgrade, uf := checkUpgrade(r)
+	if uf != nil {
+		return cp, false, uf
+	}
+	hopByHop(r.Header, upgrade)
+	return cp, upgrade, nil
+}
+
+// decisionRefusal is the refusal of a decision that does not let the
+// request (or, connect, the CONNECT) through, nil for one that does.
+func decisionRefusal(d policy.Decision, connect bool) *refusal {
+	allowed := d.Action == policy.Inject || d.Action == policy.Forward
+	if connect {
+		allowed = d.Action != policy.Deny
+	}
+	if allowed {
+		return nil
+	}
+	f := newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule)
+	return &f
+}
+
+// encodedSlashRefusal refuses a path with %2F that d's destination does
+// not admit (encoded_slashes), nil otherwise.
+func encodedSlashRefusal(cp canonical.Path, d policy.Decision) *refusal {
+	if cp.CheckEncodedSlash(d.EncodedSlashes) == nil {
+		return nil
+	}
+	f := newRefusal(http.StatusBadRequest, codeBadPath,
+		fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule)
+	return &f
 }
 
 // stripConnectionNamed removes the request headers the client's
@@ -516,12 +573,8 @@ func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Quer
 		sp.Decided(a.d.Outcome(), a.d.Rule)
 	}
 	d := a.d
-	allowed := d.Action == policy.Inject || d.Action == policy.Forward
-	if q.Connect {
-		allowed = d.Action != policy.Deny
-	}
-	if !allowed {
-		return refused(newRefusal(http.StatusForbidden, d.Code, d.Reason, d.Rule))
+	if f := decisionRefusal(d, q.Connect); f != nil {
+		return a, f
 	}
 	if check != nil {
 		if f := check(d); f != nil {
@@ -662,19 +715,11 @@ func (x *exchange) outbound(ctx context.Context, cp canonical.Path) *http.Reques
 // whose destination is resolved and checked here).
 func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	w, r, ev, scheme, dest := x.w, x.r, x.ev, x.scheme, x.dest
-	cp, f := canonicalRequest(r)
+	cp, upgrade, f := g.prepareRequest(r)
 	if f != nil {
 		g.refuse(x, *f)
 		return
 	}
-	g.dropUnderscoreFields(r.Context(), r.Header)
-	stripConnectionNamed(r.Header)
-	upgrade, uf := checkUpgrade(r)
-	if uf != nil {
-		g.refuse(x, *uf)
-		return
-	}
-	hopByHop(r.Header, upgrade)
 	// Before the body is wrapped: net/http's HTTP/2 server took the
 	// field off (it answers 100 itself when the body is first read).
 	expect := r.ProtoMajor == 2 && r.ContentLength != 0 && h2ExpectsContinue(r.Body)
@@ -703,14 +748,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		defer x.trace.End()
 	}
 	q := policy.Query{Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true}
-	a, f := g.admit(ctx, ev, q, dest, pin, func(d policy.Decision) *refusal {
-		if cp.CheckEncodedSlash(d.EncodedSlashes) == nil {
-			return nil
-		}
-		f := newRefusal(http.StatusBadRequest, codeBadPath,
-			fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule)
-		return &f
-	})
+	a, f := g.admit(ctx, ev, q, dest, pin, func(d policy.Decision) *refusal { return encodedSlashRefusal(cp, d) })
 	x.wl, x.d, x.identified = a.wl, a.d, true
 	if f != nil {
 		if mf := g.tripwireOnDenied(x, a); mf != nil {

@@ -47,7 +47,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad-resolve", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  \"a.test:443\": localhost:1\n", `^c\.yaml:4:3: resolve: .* must be an IP address and port`},
 		{"resolve-no-port", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  a.test: 127.0.0.1:1\n", `resolve: key "a\.test" must be host:port`},
 		{"bad-level", "policy: p.yaml\nca: {cert: c, key: k}\nlog: {level: loud}\n", `^c\.yaml:3:7: log\.level: unknown level "loud"`},
-		{"syntax", "policy: [\n", `^c\.yaml:\d+: `},
+		{"syntax", "policy: [\n", `^c\.yaml:\d+:\d+: invalid YAML: `},
 		{"not-a-mapping", "- a\n", `^c\.yaml:1:1: the config must be a YAML mapping`},
 		{"redis-no-keys", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [r:6379]\n", `^c\.yaml:4:3: cache\.redis\.encryption_keys: at least one key is required`},
 		{"redis-bad-addr", "policy: p.yaml\nca: {cert: c, key: k}\ncache:\n  redis:\n    addrs: [redis]\n    encryption_keys: [{id: a, env: K}]\n", `^c\.yaml:5:5: cache\.redis\.addrs: "redis" is not host:port`},

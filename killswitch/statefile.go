@@ -110,3 +110,18 @@ func writeStateFile(path string, gen uint64, entries []Entry, pending []string) 
 	}
 	return nil
 }
+
+// ReadStateFile returns the switches the state file at path holds, as a
+// gateway without Redis enforces them when it starts from it (a missing
+// file holds none). credgate explain reads it.
+func ReadStateFile(path string) (*Snapshot, error) {
+	entries, _, _, err := readStateFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]Entry, len(entries))
+	for _, e := range entries {
+		m[e.ID()] = e
+	}
+	return newSnapshot(m), nil
+}

@@ -191,6 +191,6 @@ func (ps *parser) document(data []byte) (*yaml.Node, bool) {
 // column, where yamlstrict.DescribeSyntax finds it: a tab, a byte that is
 // not UTF-8), column 1 otherwise.
 func (ps *parser) yamlError(err error) {
-	s := yamlstrict.DescribeSyntax(ps.src, err)
-	ps.errs = append(ps.errs, &Error{File: ps.file, Line: max(s.Line, 1), Col: max(s.Col, 1), Msg: "invalid YAML: " + s.Msg, Err: err})
+	p := yamlstrict.DescribeSyntax(ps.src, err).Problem()
+	ps.errs = append(ps.errs, &Error{File: ps.file, Line: p.Line, Col: p.Col, Msg: p.Msg, Err: err})
 }

@@ -66,6 +66,12 @@ func DescribeSyntax(data []byte, err error) Syntax {
 	return s
 }
 
+// Problem is s as the config and the policy report it: at its line and
+// column (1 where not known), as "invalid YAML: ...".
+func (s Syntax) Problem() Problem {
+	return Problem{Line: max(s.Line, 1), Col: max(s.Col, 1), Msg: "invalid YAML: " + s.Msg}
+}
+
 // firstInvalidUTF8 returns the offset of the first byte of data that is
 // not part of a valid UTF-8 sequence.
 func firstInvalidUTF8(data []byte) (int, bool) {
