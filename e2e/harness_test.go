@@ -298,6 +298,9 @@ type env struct {
 	// in the gateway's output.
 	secrets []string
 
+	// auditKey is the audit checkpoint key file, "" when none.
+	auditKey string
+
 	cmd    *exec.Cmd
 	stdout *syncBuffer // audit lines
 	stderr *syncBuffer // logs

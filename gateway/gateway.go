@@ -191,6 +191,10 @@ type Gateway struct {
 	ready    chan struct{}
 	draining atomic.Bool
 	runOnce  sync.Once
+	// endDrain is closed (once, by EndDrain) to end a shutdown's drain
+	// before shutdown_timeout.
+	endDrain     chan struct{}
+	endDrainOnce sync.Once
 }
 
 // New builds a gateway from cfg: it loads the interception CA and the
@@ -203,7 +207,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
+	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), endDrain: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
 		clientLog: lograte.New(clientLogEvery, nil), libLog: lograte.New(libraryLogEvery, nil)}
 	g.flights.fire = g.expireFlights
 	defer func() {
@@ -853,6 +857,16 @@ func (g *Gateway) run(ctx context.Context) error {
 	return runErr
 }
 
+// EndDrain ends a shutdown's drain at once, as if shutdown_timeout had
+// passed: what is still open is closed (tunnels and WebSockets with their
+// audit lines), the audit log is closed with its final checkpoint and Run
+// returns. Called before Run's context is done, it makes the coming drain
+// end at once. `credgate serve` calls it on a second SIGTERM or SIGINT.
+// It is safe to call more than once, from any goroutine.
+func (g *Gateway) EndDrain() {
+	g.endDrainOnce.Do(func() { close(g.endDrain) })
+}
+
 // shutdown drains and closes everything.
 func (g *Gateway) shutdown() {
 	g.draining.Store(true)
@@ -860,6 +874,14 @@ func (g *Gateway) shutdown() {
 	g.log.Info("shutting down: draining in-flight requests", slog.String("timeout", timeout.String()))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-g.endDrain:
+			g.log.Warn("drain ended before shutdown_timeout on request; closing what is still open")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
 	// New connections are refused from here on (serveClients returns).
 	for _, l := range []net.Listener{g.proxyLn, g.tlsLn} {
