@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/oauth2test"
 )
 
 // checkpointKey writes an Ed25519 audit checkpoint key (PEM PKCS#8, as
@@ -162,6 +165,15 @@ func TestShutdownDrainKinds(t *testing.T) {
 		{name: "plain http request", open: func(t *testing.T, e *env) func(*testing.T) {
 			return goGet(t, e, "http://"+plainHost+inflight("/slow"), false)
 		}},
+		{name: "h1 request outliving the drain", open: func(t *testing.T, e *env) func(*testing.T) {
+			return goGetCut(t, e, "https://"+apiHost+"/slow?ms=60000", false)
+		}, cut: true},
+		{name: "h2 stream outliving the drain", open: func(t *testing.T, e *env) func(*testing.T) {
+			return goGetCut(t, e, "https://"+apiHost+"/slow?ms=60000", true)
+		}, cut: true},
+		{name: "plain http request outliving the drain", open: func(t *testing.T, e *env) func(*testing.T) {
+			return goGetCut(t, e, "http://"+plainHost+"/slow?ms=60000", false)
+		}, cut: true},
 		{name: "h2 idle connection", open: func(t *testing.T, e *env) func(*testing.T) {
 			c := newGoClient(t, e.proxyURL, gwCACert, false)
 			resp, err := c.Get("https://" + apiHost + "/v1/h2")
@@ -240,18 +252,60 @@ func TestShutdownDrainKinds(t *testing.T) {
 	}
 }
 
+// goGetCut starts GET u, which outlives the drain; finish checks that it
+// was answered 503 shutting_down when the drain ended, and audited so.
+func goGetCut(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
+	t.Helper()
+	finish := goGetStatus(t, e, u, h2)
+	return func(t *testing.T) {
+		status, reason, err := finish()
+		if err != nil || status != http.StatusServiceUnavailable || reason != "shutting_down" {
+			t.Errorf("GET %s outliving the drain: %d %q %v, want 503 shutting_down", u, status, reason, err)
+		}
+		e.waitAuditCode(t, "shutting_down")
+	}
+}
+
+// waitAuditCode waits for an audit line with code.
+func (e *env) waitAuditCode(t *testing.T, code string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "an audit line with code "+code, func() error {
+		for _, ev := range e.audit() {
+			if ev.Code == code {
+				return nil
+			}
+		}
+		return fmt.Errorf("none yet")
+	})
+}
+
 // goGet starts GET u through the gateway (h2 inside the tunnel when h2)
 // and returns once the origin has it; finish checks it ended 200.
 func goGet(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
 	t.Helper()
+	finish := goGetStatus(t, e, u, h2)
+	return func(t *testing.T) {
+		status, _, err := finish()
+		if err != nil || status != 200 {
+			t.Errorf("GET %s in flight at SIGTERM: %d %v, want 200", u, status, err)
+		}
+	}
+}
+
+// goGetStatus starts GET u through the gateway (h2 inside the tunnel when
+// h2, else HTTP/1.1) and returns once the origin has it; finish waits for
+// the answer.
+func goGetStatus(t *testing.T, e *env, u string, h2 bool) (finish func() (status int, reason string, err error)) {
+	t.Helper()
 	c := newGoClient(t, e.proxyURL, gwCACert, false)
+	c.Timeout = 0
 	if !h2 {
 		c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
 		c.Transport.(*http.Transport).TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
 	type result struct {
 		status int
-		proto  string
+		reason string
 		err    error
 	}
 	done := make(chan result, 1)
@@ -264,7 +318,10 @@ func goGet(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
 		}
 		_, err = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		done <- result{resp.StatusCode, resp.Proto, err}
+		if err == nil && h2 && resp.ProtoMajor != 2 {
+			err = fmt.Errorf("answered over %s, want HTTP/2", resp.Proto)
+		}
+		done <- result{resp.StatusCode, resp.Header.Get("X-Credgate-Reason"), err}
 	}()
 	waitFor(t, 5*time.Second, "the origin to see "+u, func() error {
 		if len(e.origin.byPath("/slow")) == before {
@@ -272,13 +329,12 @@ func goGet(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
 		}
 		return nil
 	})
-	return func(t *testing.T) {
-		r := <-done
-		if r.err != nil || r.status != 200 {
-			t.Errorf("GET %s in flight at SIGTERM: %d %v, want 200", u, r.status, r.err)
-		}
-		if h2 && r.err == nil && r.proto != "HTTP/2.0" {
-			t.Errorf("GET %s: %s, want HTTP/2.0", u, r.proto)
+	return func() (int, string, error) {
+		select {
+		case r := <-done:
+			return r.status, r.reason, r.err
+		case <-time.After(30 * time.Second):
+			return 0, "", fmt.Errorf("no answer within 30s")
 		}
 	}
 }
@@ -365,11 +421,22 @@ func TestShutdownSignalsDuringDrain(t *testing.T) {
 		then  []os.Signal
 		// cut: the later signals end the drain before shutdown_timeout.
 		cut bool
+		// policy, when set, is written before the later signals: a
+		// reload during the drain puts it in force.
+		policy string
+		// closed is the tunnel's audit "closed" reason.
+		closed string
+		// log must be in the gateway's log.
+		log string
 	}{
-		{"SIGTERM twice", syscall.SIGTERM, []os.Signal{syscall.SIGTERM}, true},
-		{"SIGINT twice", syscall.SIGINT, []os.Signal{syscall.SIGINT}, true},
-		{"SIGTERM then SIGINT", syscall.SIGTERM, []os.Signal{syscall.SIGINT}, true},
-		{"SIGHUP during the drain", syscall.SIGTERM, []os.Signal{syscall.SIGHUP, syscall.SIGHUP}, false},
+		{"SIGTERM twice", syscall.SIGTERM, []os.Signal{syscall.SIGTERM}, true, "", "shutdown", "second signal"},
+		{"SIGINT twice", syscall.SIGINT, []os.Signal{syscall.SIGINT}, true, "", "shutdown", "second signal"},
+		{"SIGTERM then SIGINT", syscall.SIGTERM, []os.Signal{syscall.SIGINT}, true, "", "shutdown", "second signal"},
+		{"SIGHUP during the drain", syscall.SIGTERM, []os.Signal{syscall.SIGHUP, syscall.SIGHUP}, false, "", "shutdown", "policy reloaded on SIGHUP"},
+		// A policy that no longer admits the tunnel, put in force during
+		// the drain, closes it then (invariant 12), not at the drain's end.
+		{"reload revoking a tunnel during the drain", syscall.SIGTERM, []os.Signal{syscall.SIGHUP}, true,
+			strings.Replace(basePolicy, "    to: tunnel\n    action: tunnel\n", "    to: tunnel\n    action: deny\n", 1), "policy_changed", "policy reloaded on SIGHUP"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -379,17 +446,20 @@ func TestShutdownSignalsDuringDrain(t *testing.T) {
 			start := time.Now()
 			e.signal(tc.first)
 			e.waitNotReady(t)
+			if tc.policy != "" {
+				e.writePolicy(tc.policy, envOptions{})
+			}
 			for _, s := range tc.then {
 				e.signal(s)
 			}
+			waitFor(t, 5*time.Second, "the log to say "+tc.log, func() error {
+				if !strings.Contains(e.stderr.String(), tc.log) {
+					return fmt.Errorf("not in the log yet")
+				}
+				return nil
+			})
 			if !tc.cut {
 				// Still draining: the tunnel is open, /readyz 503.
-				waitFor(t, 2*time.Second, "a reload to be attempted", func() error {
-					if !strings.Contains(e.stderr.String(), "SIGHUP") {
-						return fmt.Errorf("no SIGHUP in the log yet")
-					}
-					return nil
-				})
 				if exited, err := e.wait(0); exited {
 					t.Fatalf("gateway exited on SIGHUP during the drain: %v", err)
 				}
@@ -412,7 +482,7 @@ func TestShutdownSignalsDuringDrain(t *testing.T) {
 			if !tc.cut && took < timeout-time.Second {
 				t.Errorf("exited %s after SIGTERM, before shutdown_timeout (%s), with a tunnel open", took.Round(time.Millisecond), timeout)
 			}
-			e.wantAuditClosed(t, "shutdown")
+			e.wantAuditClosed(t, tc.closed)
 			e.verifyFinal(t)
 		})
 	}
@@ -443,6 +513,126 @@ func TestShutdownRacesReload(t *testing.T) {
 				e.signal(s)
 			}
 			e.checkExit(t, start, 5*time.Second, false)
+		})
+	}
+}
+
+// drainFetchPolicy injects a credential of an OAuth2 token endpoint the
+// test holds.
+const drainFetchPolicy = `workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  saas:
+    hosts: [other.origin.test]
+    allow_private: true
+credentials:
+  client-secret:
+    provider: static
+    env: CREDGATE_E2E_OAUTH2_SECRET
+  held:
+    provider: oauth2
+    token_url: TOKEN_URL
+    client_id: gateway
+    client_secret: {credential: client-secret}
+rules:
+  - {name: held, from: local, to: saas, inject: {credential: held, as: bearer}}
+default: deny
+`
+
+// TestShutdownDrainsProviderFetch: SIGTERM while a request waits for its
+// credential from a slow token endpoint. Released within
+// shutdown_timeout, the request completes with the credential; held past
+// it, the request is answered 503 shutting_down (fail closed) with its
+// audit line before the gateway exits 0, and nothing is forwarded without
+// the credential. And a client that leaves while its credential is being
+// fetched is audited (499 client_aborted); before, neither was.
+func TestShutdownDrainsProviderFetch(t *testing.T) {
+	t.Parallel()
+	const timeout = 4 * time.Second
+	for _, mode := range []string{"released during the drain", "held past the drain", "client leaves"} {
+		release := mode == "released during the drain"
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			as := oauth2test.New(oauth2test.Options{})
+			t.Cleanup(as.Close)
+			secret := randomToken(t)
+			as.AddSecretClient("gateway", secret)
+			o := startAuthOrigin(t, map[string]introspector{"v1": fromServer(as)})
+			key := checkpointKey(t, t.TempDir())
+			e := startEnv(t, envOptions{
+				Policy:          strings.Replace(drainFetchPolicy, "TOKEN_URL", as.TokenURL(), 1),
+				Resolve:         map[string]string{otherHost + ":443": o.addr},
+				Env:             []string{"CREDGATE_E2E_OAUTH2_SECRET=" + secret},
+				ShutdownTimeout: timeout,
+				AuditConfig:     fmt.Sprintf("  checkpoint:\n    key_file: %q\n", key),
+			})
+			e.auditKey = key
+			e.secrets = append(e.secrets, secret)
+			t.Cleanup(func() { e.secrets = append(e.secrets, o.tokens()...) })
+			as.Hold()
+			t.Cleanup(as.Release)
+			c := newGoClient(t, e.proxyURL, gwCACert, false)
+			type result struct {
+				status int
+				reason string
+				err    error
+			}
+			done := make(chan result, 1)
+			ctx, leave := context.WithCancel(context.Background())
+			defer leave()
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+otherHost+"/v1/held", nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					done <- result{err: err}
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				done <- result{resp.StatusCode, resp.Header.Get("X-Credgate-Reason"), nil}
+			}()
+			waitFor(t, 5*time.Second, "the token request to be held", func() error {
+				if as.Held() == 0 {
+					return fmt.Errorf("none held")
+				}
+				return nil
+			})
+			if mode == "client leaves" {
+				leave()
+				<-done
+				e.waitAuditCode(t, "client_aborted")
+				return
+			}
+			start := time.Now()
+			e.signal(syscall.SIGTERM)
+			e.waitNotReady(t)
+			if release {
+				as.Release()
+			}
+			r := <-done
+			switch {
+			case release && (r.err != nil || r.status != 200):
+				t.Errorf("request whose credential came during the drain: %d %s %v, want 200", r.status, r.reason, r.err)
+			case !release && (r.err != nil || r.status != http.StatusServiceUnavailable || r.reason != "shutting_down"):
+				t.Errorf("request whose credential never came: %d %s %v, want 503 shutting_down", r.status, r.reason, r.err)
+			}
+			if !release {
+				if got := o.byPath("/v1/held"); len(got) != 0 {
+					t.Errorf("the origin got %d requests without their credential", len(got))
+				}
+			}
+			t.Logf("answer: %d %s %v", r.status, r.reason, r.err)
+			e.checkExit(t, start, timeout, !release)
+			var found bool
+			for _, ev := range e.audit() {
+				if ev.Path == "/v1/held" {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no audit line for the request\n%s", tail(e.stdout.String(), 5))
+			}
 		})
 	}
 }
