@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,6 +112,30 @@ type drainCase struct {
 	// closed is the audit "closed" reason the work's line must carry ("" =
 	// no long-lived line).
 	closed string
+	// extra, when set, returns more gateway config (top-level keys).
+	extra func(t *testing.T, dir string) string
+}
+
+// tlsListenConfig serves tls_listen with a leaf of the origin CA for
+// 127.0.0.1.
+func tlsListenConfig(t *testing.T, dir string) string {
+	t.Helper()
+	leaf, err := originCA.Leaf("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, keyFile := filepath.Join(dir, "listener.pem"), filepath.Join(dir, "listener-key.pem")
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("tls_listen: 127.0.0.1:0\ntls:\n  cert: %q\n  key: %q\n", cert, keyFile)
 }
 
 // TestShutdownDrainKinds: SIGTERM with one kind of work open at a time.
@@ -174,6 +199,19 @@ func TestShutdownDrainKinds(t *testing.T) {
 		{name: "plain http request outliving the drain", open: func(t *testing.T, e *env) func(*testing.T) {
 			return goGetCut(t, e, "http://"+plainHost+"/slow?ms=60000", false)
 		}, cut: true},
+		{name: "tls_listen request waiting on the origin", extra: tlsListenConfig, open: func(t *testing.T, e *env) func(*testing.T) {
+			// The client speaks TLS to the proxy (HTTPS_PROXY=https://…),
+			// trusting the origin CA for it and the gateway CA inside.
+			pool := gwCAPool.Clone()
+			pool.AddCert(originCA.Cert)
+			tr := &http.Transport{
+				Proxy:             http.ProxyURL(&url.URL{Scheme: "https", Host: e.tlsProxyAddr}),
+				TLSClientConfig:   &tls.Config{RootCAs: pool},
+				ForceAttemptHTTP2: true,
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			return goGetWith(t, e, &http.Client{Transport: tr}, "https://"+apiHost+inflight("/slow"), false)
+		}},
 		{name: "h2 idle connection", open: func(t *testing.T, e *env) func(*testing.T) {
 			c := newGoClient(t, e.proxyURL, gwCACert, false)
 			resp, err := c.Get("https://" + apiHost + "/v1/h2")
@@ -234,7 +272,11 @@ func TestShutdownDrainKinds(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := startDrainEnv(t, timeout)
+			var extra string
+			if tc.extra != nil {
+				extra = tc.extra(t, t.TempDir())
+			}
+			e := startDrainEnvWith(t, timeout, extra)
 			finish := tc.open(t, e)
 			start := time.Now()
 			e.signal(syscall.SIGTERM)
@@ -256,7 +298,7 @@ func TestShutdownDrainKinds(t *testing.T) {
 // was answered 503 shutting_down when the drain ended, and audited so.
 func goGetCut(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
 	t.Helper()
-	finish := goGetStatus(t, e, u, h2)
+	finish := goGetStatus(t, e, nil, u, h2)
 	return func(t *testing.T) {
 		status, reason, err := finish()
 		if err != nil || status != http.StatusServiceUnavailable || reason != "shutting_down" {
@@ -283,7 +325,13 @@ func (e *env) waitAuditCode(t *testing.T, code string) {
 // and returns once the origin has it; finish checks it ended 200.
 func goGet(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
 	t.Helper()
-	finish := goGetStatus(t, e, u, h2)
+	return goGetWith(t, e, nil, u, h2)
+}
+
+// goGetWith is goGet with client c (nil: a client of the proxy listener).
+func goGetWith(t *testing.T, e *env, c *http.Client, u string, h2 bool) func(*testing.T) {
+	t.Helper()
+	finish := goGetStatus(t, e, c, u, h2)
 	return func(t *testing.T) {
 		status, _, err := finish()
 		if err != nil || status != 200 {
@@ -292,13 +340,15 @@ func goGet(t *testing.T, e *env, u string, h2 bool) func(*testing.T) {
 	}
 }
 
-// goGetStatus starts GET u through the gateway (h2 inside the tunnel when
-// h2, else HTTP/1.1) and returns once the origin has it; finish waits for
+// goGetStatus starts GET u through the gateway with c (nil: a client of
+// the proxy listener; h2 inside the tunnel when h2, else HTTP/1.1) and returns once the origin has it; finish waits for
 // the answer.
-func goGetStatus(t *testing.T, e *env, u string, h2 bool) (finish func() (status int, reason string, err error)) {
+func goGetStatus(t *testing.T, e *env, c *http.Client, u string, h2 bool) (finish func() (status int, reason string, err error)) {
 	t.Helper()
-	c := newGoClient(t, e.proxyURL, gwCACert, false)
-	c.Timeout = 0
+	if c == nil {
+		c = newGoClient(t, e.proxyURL, gwCACert, false)
+		c.Timeout = 0
+	}
 	if !h2 {
 		c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
 		c.Transport.(*http.Transport).TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
@@ -343,8 +393,14 @@ func goGetStatus(t *testing.T, e *env, u string, h2 bool) (finish func() (status
 // its final checkpoint can be checked.
 func startDrainEnv(t *testing.T, timeout time.Duration) *env {
 	t.Helper()
+	return startDrainEnvWith(t, timeout, "")
+}
+
+// startDrainEnvWith is startDrainEnv with extra gateway config.
+func startDrainEnvWith(t *testing.T, timeout time.Duration, extra string) *env {
+	t.Helper()
 	key := checkpointKey(t, t.TempDir())
-	e := startEnv(t, envOptions{ShutdownTimeout: timeout,
+	e := startEnv(t, envOptions{ShutdownTimeout: timeout, ExtraConfig: extra,
 		AuditConfig: fmt.Sprintf("  checkpoint:\n    key_file: %q\n", key)})
 	e.auditKey = key
 	return e
