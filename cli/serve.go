@@ -28,7 +28,9 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve -c FILE",
 		Short: "Run the gateway",
 		Long: `Run the gateway with the config FILE until SIGINT or SIGTERM, then drain
-in-flight requests for up to shutdown_timeout. SIGHUP reloads the policy
+in-flight requests for up to shutdown_timeout; a second SIGINT or SIGTERM
+ends the drain at once (what is open is closed with its audit line, the
+audit log still ends with its final checkpoint). SIGHUP reloads the policy
 (a bad policy is rejected and the last good one stays in force) and logs
 each other config setting that changed and needs a restart to apply.
 Logs are JSON lines on stderr.`,
@@ -65,11 +67,51 @@ Logs are JSON lines on stderr.`,
 // waits for it to drain. SIGHUP reloads the policy. When ready is non-nil
 // it is called once the listeners are up.
 func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready func(*gateway.Gateway)) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// After the first signal, the default action returns: a second ^C
-	// kills a gateway that is slow to drain.
-	go func() { <-ctx.Done(); stop() }()
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The first SIGINT/SIGTERM starts the drain; a second ends it at once
+	// (Gateway.EndDrain: what is open is cut with its audit lines, and the
+	// audit log still ends with its final checkpoint, so that an operator's
+	// second ^C, or a supervisor that signals twice, loses no audit line);
+	// after that the default action returns, and a third kills a gateway
+	// stuck in its close (an audit sink that does not take the last lines).
+	term := make(chan os.Signal, 2)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(term)
+	built := make(chan *gateway.Gateway, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-term:
+		case <-done:
+			return
+		}
+		cancel()
+		var gw *gateway.Gateway
+		select {
+		case gw = <-built:
+		case <-term:
+			// A second signal while the gateway is still being built
+			// (New returns on the cancelled context).
+			signal.Stop(term)
+			return
+		case <-done:
+			return
+		}
+		select {
+		case <-term:
+		case <-done:
+			return
+		}
+		logger.Warn("second signal: ending the drain now; a third kills the process")
+		gw.EndDrain()
+		signal.Stop(term)
+	}()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -84,6 +126,7 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	if err != nil {
 		return err
 	}
+	built <- gw
 	log.SetOutput(gw.LibraryLog(slog.LevelWarn))
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Run(ctx) }()
@@ -92,10 +135,6 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	case <-gw.Ready():
 	case err := <-errc:
 		return err
-	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
 	}
 	attrs := []any{slog.String("proxy", gw.ProxyAddr().String()), slog.String("admin", gw.AdminAddr().String())}
 	if a := gw.TLSProxyAddr(); a != nil {

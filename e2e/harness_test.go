@@ -298,6 +298,9 @@ type env struct {
 	// in the gateway's output.
 	secrets []string
 
+	// auditKey is the audit checkpoint key file, "" when none.
+	auditKey string
+
 	cmd    *exec.Cmd
 	stdout *syncBuffer // audit lines
 	stderr *syncBuffer // logs
@@ -443,6 +446,24 @@ var servingLine = regexp.MustCompile(`"msg":"credgate serving".*`)
 // start runs `credgate serve` and waits for its "credgate serving" log line
 // (which names the bound addresses) and for /readyz.
 func (e *env) start() {
+	e.t.Helper()
+	e.launch()
+	waitFor(e.t, 10*time.Second, "/readyz", func() error {
+		resp, err := http.Get("http://" + e.adminAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// launch runs `credgate serve` and waits for its "credgate serving" log
+// line, which names the bound addresses (not for /readyz).
+func (e *env) launch() {
 	t := e.t
 	t.Helper()
 	e.stdout, e.stderr = &syncBuffer{}, &syncBuffer{}
@@ -484,17 +505,6 @@ func (e *env) start() {
 		return nil
 	})
 	e.proxyURL = "http://" + e.proxyAddr
-	waitFor(t, 10*time.Second, "/readyz", func() error {
-		resp, err := http.Get("http://" + e.adminAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		return nil
-	})
 }
 
 // signal sends sig to the gateway.

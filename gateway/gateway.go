@@ -193,11 +193,17 @@ type Gateway struct {
 	h1Srv       *h1.Server
 	intercepted http.Handler
 	// baseCtx is the parent of every request context: New's, without its
-	// cancellation.
-	baseCtx  context.Context
+	// cancellation. cutRequests cancels it, with errDrainEnded, when a
+	// shutdown's drain ends with requests still running.
+	baseCtx     context.Context
+	cutRequests context.CancelCauseFunc
 	ready    chan struct{}
 	draining atomic.Bool
 	runOnce  sync.Once
+	// endDrain is closed (once, by EndDrain) to end a shutdown's drain
+	// before shutdown_timeout.
+	endDrain     chan struct{}
+	endDrainOnce sync.Once
 }
 
 // New builds a gateway from cfg: it loads the interception CA and the
@@ -210,7 +216,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
+	g := &Gateway{cfg: cfg, log: logger, ready: make(chan struct{}), endDrain: make(chan struct{}), fetchLog: lograte.New(fetchLogEvery, nil),
 		clientLog: lograte.New(clientLogEvery, nil), libLog: lograte.New(libraryLogEvery, nil)}
 	g.flights.fire = g.expireFlights
 	g.startFiles = startOnlyFiles(cfg)
@@ -594,7 +600,7 @@ func (g *Gateway) listen(ctx context.Context) error {
 			slog.String("admin_listen", aln.Addr().String()))
 	}
 	g.mitmLn = newConnListener(g.proxyLn.Addr())
-	g.baseCtx = context.WithoutCancel(ctx)
+	g.baseCtx, g.cutRequests = context.WithCancelCause(context.WithoutCancel(ctx))
 
 	errLog := log.New(g.libraryLog(slog.LevelDebug), "", 0)
 	base := func(h http.Handler) *http.Server {
@@ -877,13 +883,59 @@ func (g *Gateway) run(ctx context.Context) error {
 	return runErr
 }
 
+// EndDrain ends a shutdown's drain at once, as if shutdown_timeout had
+// passed: what is still open is closed (tunnels and WebSockets with their
+// audit lines), the audit log is closed with its final checkpoint and Run
+// returns. Called before Run's context is done, it makes the coming drain
+// end at once. `credgate serve` calls it on a second SIGTERM or SIGINT.
+// It is safe to call more than once, from any goroutine.
+func (g *Gateway) EndDrain() {
+	g.endDrainOnce.Do(func() { close(g.endDrain) })
+}
+
+// errDrainEnded is the cause of the cancellation of every request still
+// running when a shutdown's drain ends (shutdown_timeout passed, or
+// EndDrain): each is answered 503 shutting_down and audited.
+var errDrainEnded = errors.New("the gateway shut down: shutdown_timeout passed (or a second signal ended the drain) while the request was in flight")
+
+// shutdownAnswerGrace is how long requests cut at the end of the drain
+// (errDrainEnded) get to write their answer and audit line before their
+// connections are closed.
+const shutdownAnswerGrace = time.Second
+
 // shutdown drains and closes everything.
 func (g *Gateway) shutdown() {
 	g.draining.Store(true)
 	timeout := g.cfg.ShutdownTimeout.D()
 	g.log.Info("shutting down: draining in-flight requests", slog.String("timeout", timeout.String()))
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	drain, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-g.endDrain:
+			g.log.Warn("drain ended before shutdown_timeout on request; closing what is still open")
+			cancel()
+		case <-drain.Done():
+		}
+	}()
+	// When the drain ends with work left, requests still running are
+	// cancelled (errDrainEnded): one waiting for its credential, its
+	// identity or its upstream is answered 503 shutting_down, one whose
+	// response is streaming is cut, each with its audit line, within
+	// shutdownAnswerGrace; then their connections are closed (closing).
+	// Tunnels and WebSockets are closed with theirs.
+	closing, closeNow := context.WithCancel(context.Background())
+	defer closeNow()
+	var cutLong int
+	cutDone := make(chan struct{})
+	stopCut := context.AfterFunc(drain, func() {
+		defer close(cutDone)
+		g.cutRequests(errDrainEnded)
+		cutLong = g.long.closeAll(closedShutdown)
+		t := time.AfterFunc(shutdownAnswerGrace, closeNow)
+		<-closing.Done()
+		t.Stop()
+	})
 
 	// New connections are refused from here on (serveClients returns).
 	for _, l := range []net.Listener{g.proxyLn, g.tlsLn} {
@@ -895,24 +947,29 @@ func (g *Gateway) shutdown() {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := g.mitmSrv.Shutdown(ctx); err != nil {
-			// The deadline passed: cut what is left.
+		if err := g.mitmSrv.Shutdown(closing); err != nil {
+			// The grace passed: cut what is left.
 			_ = g.mitmSrv.Close()
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		g.long.wait(ctx)
+		g.long.wait(drain)
 	}()
 	go func() {
 		defer wg.Done()
-		if n := g.h1Srv.Shutdown(ctx); n > 0 {
-			g.log.Warn("closed client connections still busy at the end of shutdown_timeout", slog.Int("connections", n))
+		if n := g.h1Srv.Shutdown(closing); n > 0 {
+			g.log.Warn("closed client connections still busy after shutdown_timeout", slog.Int("connections", n))
 		}
 	}()
 	wg.Wait()
-	if n := g.long.closeAll(closedShutdown); n > 0 {
-		g.log.Warn("closed tunnels and WebSockets still open at the end of shutdown_timeout", slog.Int("connections", n))
+	if !stopCut() {
+		// The drain ended with work left: the cut runs.
+		closeNow()
+		<-cutDone
+	}
+	if cutLong > 0 {
+		g.log.Warn("closed tunnels and WebSockets still open at the end of shutdown_timeout", slog.Int("connections", cutLong))
 		// Their relays end now; let them write their audit lines before
 		// the audit output closes.
 		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
@@ -933,6 +990,9 @@ func (g *Gateway) Close() {
 		if l != nil {
 			_ = l.Close()
 		}
+	}
+	if g.cutRequests != nil {
+		g.cutRequests(errDrainEnded)
 	}
 	g.recheck.stop()
 	g.flights.stop()

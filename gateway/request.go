@@ -777,7 +777,11 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		cred, hit, err = g.cache.GetBound(ctx, bind)
 		if err != nil {
 			if ctx.Err() != nil {
-				sp.Fail(codeRequestBodyAborted) // the client went away
+				// The client went away, or the drain ended: answered
+				// (for a client that only half-closed) and audited.
+				f := ctxRefusal(ctx, d.Rule)
+				sp.Fail(f.Code)
+				g.refuse(x, f)
 				return
 			}
 			f := g.credentialRefusal(x, d.Inject, d, err)
@@ -1326,9 +1330,9 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	if r.Context().Err() != nil {
-		// The client went away: the answer, written for a client that
-		// only half-closed, reaches nobody.
-		f := newRefusal(statusClientClosed, codeRequestBodyAborted, "client closed the request", "")
+		// The client went away (the answer, written for a client that
+		// only half-closed, reaches nobody), or the drain ended.
+		f := ctxRefusal(r.Context(), "")
 		if st != nil {
 			st.refusal = &f
 		}
@@ -1371,6 +1375,16 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	f.write(w)
+}
+
+// ctxRefusal is the refusal of a request whose context was cancelled
+// before it was answered: 503 shutting_down when the drain of a shutdown
+// ended (errDrainEnded), else the client went away (499 client_aborted).
+func ctxRefusal(ctx context.Context, rule string) refusal {
+	if errors.Is(context.Cause(ctx), errDrainEnded) {
+		return newRefusal(http.StatusServiceUnavailable, codeShuttingDown, "the gateway shut down (shutdown_timeout passed) before this request was answered; it may have reached the upstream; retry", rule)
+	}
+	return newRefusal(statusClientClosed, codeRequestBodyAborted, "client closed the request", rule)
 }
 
 // upstreamTLSWhy says why an upstream certificate did not verify and what
