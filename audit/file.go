@@ -3,11 +3,13 @@ package audit
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/credgate/credgate/internal/atomicfile"
+	"github.com/credgate/credgate/internal/episode"
 )
 
 // RotatedSuffixFormat is the time layout of a rotated file's suffix:
@@ -29,6 +31,9 @@ type FileOptions struct {
 	Mode os.FileMode
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Log receives rotation failures, once per failure episode; nil
+	// discards them.
+	Log *slog.Logger
 }
 
 // RotatingFile is an append-only file that is renamed aside and reopened
@@ -44,6 +49,8 @@ type RotatingFile struct {
 	f      *os.File
 	size   int64
 	opened time.Time
+	// rot is the rotation's failure episodes.
+	rot episode.Tracker
 }
 
 // OpenFile opens (appending to) or creates path. If the file does not end
@@ -55,6 +62,9 @@ func OpenFile(path string, opts FileOptions) (*RotatingFile, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	r := &RotatingFile{path: path, opts: opts}
 	if err := r.open(); err != nil {
@@ -103,6 +113,12 @@ func (r *RotatingFile) Write(p []byte) (int, error) {
 		if err := r.rotate(); err != nil {
 			// Keep appending to the current file rather than lose lines.
 			r.opened = r.opts.Now()
+			if r.rot.Fail(time.Now(), err.Error()) {
+				r.opts.Log.Error("audit file rotation failed; appending to the current file and trying again at each write (logged once until a rotation succeeds; /readyz shows the state)",
+					slog.String("file", r.path), slog.Any("error", err))
+			}
+		} else if st, ended := r.rot.OK(); ended {
+			r.opts.Log.Warn("audit file rotation works again", slog.String("file", r.path), slog.Uint64("failures", st.EpisodeFailures))
 		}
 	}
 	n, err := r.f.Write(p)
@@ -136,6 +152,12 @@ func (r *RotatingFile) rotate() error {
 	_ = old.Close()
 	return nil
 }
+
+// Status returns the state of the rotation.
+func (r *RotatingFile) Status() OutputStatus { return r.rot.Status() }
+
+// RotateErrors returns how many rotations failed.
+func (r *RotatingFile) RotateErrors() uint64 { return r.rot.Status().Failures }
 
 // Close closes the file.
 func (r *RotatingFile) Close() error {

@@ -3,7 +3,6 @@ package audit
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 )
 
@@ -53,18 +52,20 @@ type recordLine struct {
 	Type string `json:"type"`
 }
 
-// ReadRecords calls fn with each request line of files, in order. It
-// skips checkpoint lines, lines that are not whole JSON objects (a write
-// cut short) and the admin API's lines; fn's error stops the reading and
+// ReadRecords calls fn with each request line of files, in order (gzip'd
+// rotated files as they are). It skips checkpoint lines, lines that are
+// not whole JSON objects (a write cut short), lines longer than
+// DefaultMaxLineBytes (read no further than that) and the admin API's
+// lines; fn's error stops the reading and
 // is returned. The chain is not checked here: run Verify for that.
 func ReadRecords(files []string, fn func(Record) error) error {
 	for _, name := range files {
-		f, err := os.Open(name)
+		f, closeLog, err := openLog(name)
 		if err != nil {
 			return fmt.Errorf("audit read: %w", err)
 		}
 		var fnErr error
-		err = readLines(f, func(n int, line []byte, complete bool) {
+		err = readLines(f, 0, func(n int, line []byte, complete bool) {
 			if fnErr != nil || !complete {
 				return
 			}
@@ -78,8 +79,8 @@ func ReadRecords(files []string, fn func(Record) error) error {
 				r.Time = t
 			}
 			fnErr = fn(r)
-		})
-		_ = f.Close()
+		}, func(int, int64) {})
+		closeLog()
 		if err != nil {
 			return fmt.Errorf("audit read: %s: %w", name, err)
 		}

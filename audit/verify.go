@@ -51,6 +51,10 @@ const (
 	// KindDuplicateFile is a file given twice (the same file under one
 	// name or two): its lines would count twice.
 	KindDuplicateFile = "duplicate_file"
+	// KindLongLine is a line longer than VerifyOptions.MaxLineBytes: no
+	// line the gateway writes is that long, and verify does not hold it
+	// in memory to find out what it is.
+	KindLongLine = "line_too_long"
 )
 
 // KindCut is the warning for a line cut short by a crash (the start of a
@@ -182,6 +186,10 @@ type VerifyOptions struct {
 	// must start at seq 1 or at its replica's Start (or before it); a
 	// replica named here must have lines in the files.
 	Starts map[string]Start
+	// MaxLineBytes is the longest line read (without its newline); a
+	// longer one is a KindLongLine break, read no further than the bound.
+	// Zero means DefaultMaxLineBytes.
+	MaxLineBytes int
 }
 
 // Start anchors where a replica's retained log starts (`credgate audit
@@ -346,7 +354,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			return nil, fmt.Errorf("audit verify: %w", err)
 		}
 		whole, lines := 0, 0
-		err = readLines(f, func(n int, line []byte, complete bool) {
+		err = readLines(f, opts.MaxLineBytes, func(n int, line []byte, complete bool) {
 			lines++
 			pos := Pos{File: name, Line: n}
 			var lf lineFields
@@ -392,6 +400,12 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 				order = append(order, *lf.Replica)
 			}
 			byReplica[*lf.Replica] = append(byReplica[*lf.Replica], r)
+		}, func(n int, size int64) {
+			lines++
+			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name, Line: n}, Kind: KindLongLine,
+				Msg: fmt.Sprintf("the line is %d bytes long, over the %d bytes verify reads of one line: no line the gateway writes is that long "+
+					"(a request's path is at most limits.max_header_bytes), so it was inserted or overwritten; if limits.max_header_bytes "+
+					"was raised past a few MiB, give --max-line-bytes", size, lineBound(opts.MaxLineBytes))})
 		})
 		closeLog()
 		if err != nil {
@@ -459,15 +473,67 @@ func cutShort(line []byte, complete bool) bool {
 	return errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// readLines calls fn for each line of r; complete is false for a last
-// line without its newline.
-func readLines(r io.Reader, fn func(n int, line []byte, complete bool)) error {
+// DefaultMaxLineBytes is the longest line Verify and ReadRecords read
+// when no other bound is given (`audit verify --max-line-bytes`). A
+// gateway's line holds a request's path, at most limits.max_header_bytes
+// (64 KiB by default) and up to 6 times that JSON-escaped, and short
+// fields: 16 MiB leaves room for limits.max_header_bytes up to 2 MiB.
+const DefaultMaxLineBytes = 16 << 20
+
+// lineBound is the line bound in force for a configured one (zero: the
+// default).
+func lineBound(n int) int {
+	if n <= 0 {
+		return DefaultMaxLineBytes
+	}
+	return n
+}
+
+// readLines calls fn for each line of r, without its newline; complete is
+// false for a last line without its newline. line is valid only during the
+// call. A line longer than maxLine bytes is read no further than that
+// bound (zero: DefaultMaxLineBytes): long is called with its number and
+// length instead of fn.
+func readLines(r io.Reader, bound int, fn func(n int, line []byte, complete bool), long func(n int, size int64)) error {
+	maxLine := lineBound(bound)
 	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
 	for n := 1; ; n++ {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			complete := line[len(line)-1] == '\n'
-			fn(n, bytes.TrimSuffix(line, []byte{'\n'}), complete)
+		buf = buf[:0]
+		var size, read int64 // the line's bytes, and with its newline
+		over := false
+		var err error
+		for {
+			var chunk []byte
+			chunk, err = br.ReadSlice('\n')
+			size += int64(len(chunk))
+			read += int64(len(chunk))
+			if len(chunk) > 0 && chunk[len(chunk)-1] == '\n' {
+				size-- // the newline
+			}
+			switch {
+			case over:
+			case len(buf)+len(chunk) > maxLine+1: // more than maxLine bytes and a newline
+				over, buf = true, buf[:0]
+			default:
+				if len(buf)+len(chunk) > cap(buf) {
+					// Double, not append's 1.25: a line near the bound
+					// costs twice the bound in all, not five times.
+					buf = append(make([]byte, 0, min(max(2*cap(buf), len(buf)+len(chunk)), maxLine+1)), buf...)
+				}
+				buf = append(buf, chunk...)
+			}
+			if err != bufio.ErrBufferFull {
+				break
+			}
+		}
+		if read > 0 {
+			complete := !over && len(buf) > 0 && buf[len(buf)-1] == '\n'
+			if over || (!complete && len(buf) > maxLine) {
+				long(n, size)
+			} else {
+				fn(n, bytes.TrimSuffix(buf, []byte{'\n'}), complete)
+			}
 		}
 		if err == io.EOF {
 			return nil

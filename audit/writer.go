@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/credgate/credgate/internal/episode"
 	"github.com/credgate/credgate/internal/mono"
 )
 
@@ -143,6 +144,12 @@ type Writer struct {
 	dropped atomic.Uint64
 	written atomic.Uint64
 	errs    atomic.Uint64
+	// health is the sink's failure episodes: logged when one starts and
+	// ends, not at every retry.
+	health episode.Tracker
+	// dropping is true from the first line dropped (Drop) until a
+	// dropped line recording the loss reached the sink.
+	dropping atomic.Bool
 
 	kick chan struct{}
 	stop chan struct{}
@@ -224,6 +231,10 @@ func (w *Writer) Write(obj []byte) {
 			w.droppedSince++
 			w.mu.Unlock()
 			w.dropped.Add(1)
+			if !w.dropping.Swap(true) {
+				w.opts.Log.Error("audit output not keeping up: dropping audit lines (audit.on_stall: drop); a dropped line in the chain will record how many once the output takes lines again (credgate_audit_dropped_total counts them; logged once until then)",
+					slog.Int("buffer_bytes", w.opts.BufferBytes))
+			}
 			return
 		}
 		w.full.Store(true)
@@ -279,6 +290,39 @@ func (w *Writer) Written() uint64 { return w.written.Load() }
 
 // Errors returns how many sink writes failed (each is retried).
 func (w *Writer) Errors() uint64 { return w.errs.Load() }
+
+// OutputStatus is the state of an audit output (the sink of a Writer,
+// the rotation of a RotatingFile, an OTLP export): whether it is failing,
+// since when, how many failures, and the last one's text (an OS or
+// transport error: a path or an address, never a line's content).
+type OutputStatus = episode.Status
+
+// Status returns the state of the sink.
+func (w *Writer) Status() OutputStatus { return w.health.Status() }
+
+// Dropping reports whether lines were dropped (Drop) that no dropped line
+// in the sink records yet.
+func (w *Writer) Dropping() bool { return w.dropping.Load() }
+
+// sinkFailed counts a failed sink write and logs it when it begins a
+// failure episode.
+func (w *Writer) sinkFailed(err error) {
+	w.errs.Add(1)
+	if w.health.Fail(time.Now(), err.Error()) {
+		w.opts.Log.Error("audit output write failed; retrying until it takes the lines (logged once until it recovers; credgate_audit_write_errors_total counts each failure, /readyz shows the state)",
+			slog.Any("error", err), slog.String("on_stall", w.opts.OnStall.String()))
+	}
+}
+
+// sinkOK notes a write the sink took, and logs the end of a failure
+// episode.
+func (w *Writer) sinkOK(lines int) {
+	w.written.Add(uint64(lines))
+	if st, ended := w.health.OK(); ended {
+		w.opts.Log.Warn("audit output recovered: it takes lines again",
+			slog.Uint64("failures", st.EpisodeFailures), slog.Duration("failing_for", time.Since(st.Since).Round(time.Millisecond)))
+	}
+}
 
 func (w *Writer) flushLoop() {
 	defer close(w.done)
@@ -365,6 +409,10 @@ func (w *Writer) flush(ctx context.Context, final bool) error {
 	if werr := w.writeOut(ctx, out, w.outLines); werr != nil {
 		err = werr
 	}
+	if dropped > 0 && err == nil && w.dropping.Swap(false) {
+		w.opts.Log.Warn("audit lines were dropped while the output did not keep up; a dropped line in the chain records them",
+			slog.Uint64("dropped", dropped), slog.Uint64("dropped_total", w.dropped.Load()))
+	}
 	w.out = out[:0] // at most kickBytes plus a line and a checkpoint
 	// The taken buffer becomes the spare for the next swap.
 	w.spare, w.spareEnds = batch[:0], ends[:0]
@@ -395,13 +443,16 @@ func (w *Writer) writeOut(ctx context.Context, out []byte, lines int) error {
 	for {
 		n, err := w.sink.Write(out)
 		if err == nil {
-			w.written.Add(uint64(lines))
+			w.sinkOK(lines)
 			return nil
 		}
-		w.errs.Add(1)
-		w.opts.Log.Error("audit sink write failed; retrying", slog.Any("error", err))
+		w.sinkFailed(err)
 		out = out[n:]
 		if ctx.Err() != nil {
+			// Stopped while the write failed: what it did not take waits
+			// for the next flush, as below.
+			w.carry = append(w.carry[:0], out...)
+			w.carryLines = lines
 			return fmt.Errorf("audit: write: %w", err)
 		}
 		t := time.NewTimer(backoff)
@@ -412,12 +463,12 @@ func (w *Writer) writeOut(ctx context.Context, out []byte, lines int) error {
 			// the next flush.
 			n, err := w.sink.Write(out)
 			if err != nil {
-				w.errs.Add(1)
+				w.sinkFailed(err)
 				w.carry = append(w.carry[:0], out[n:]...)
 				w.carryLines = lines
 				return fmt.Errorf("audit: write: %w", err)
 			}
-			w.written.Add(uint64(lines))
+			w.sinkOK(lines)
 			return nil
 		case <-t.C:
 		}

@@ -30,9 +30,10 @@ func newAuditVerifyCmd() *cobra.Command {
 		requireTail bool
 		requireFin  bool
 		starts      []string
+		maxLine     int
 	)
 	cmd := &cobra.Command{
-		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail | --require-final] [--start REPLICA=SEQ[:PREV]]... FILE...",
+		Use:   "verify [--pubkey FILE]... [--transit-key MOUNT/KEY]... [--require-signed-tail | --require-final] [--start REPLICA=SEQ[:PREV]]... [--max-line-bytes N] FILE...",
 		Short: "Check the hash chains and signed checkpoints of audit files",
 		Long: `Check the audit lines in FILE... (rotated files in any order, gzip'd ones as
 they are; lines of several replicas interleaved in a file, or one file per
@@ -51,7 +52,8 @@ is only a warning), empty (a file with no whole audit line: nothing to
 verify; leave out the file of a gateway that served no request), truncated
 (a chain that does not start at seq 1: its first lines were deleted, or older
 rotated files were left out), after_final (lines appended after a chain's
-final checkpoint), duplicate_file (a file given twice), unsigned_tail with
+final checkpoint), duplicate_file (a file given twice), line_too_long (a line
+over --max-line-bytes, 16 MiB by default, read no further), unsigned_tail with
 --require-signed-tail or --require-final, and not_final with --require-final;
 then one summary line per replica with the last verified and last signed
 position.
@@ -108,7 +110,10 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 				}
 				anchors[id] = st
 			}
-			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail, RequireFinal: requireFin, Starts: anchors})
+			if maxLine < 0 {
+				return fmt.Errorf("audit verify: --max-line-bytes %d: want a number of bytes (0: the default, %d)", maxLine, audit.DefaultMaxLineBytes)
+			}
+			rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, RequireSignedTail: requireTail, RequireFinal: requireFin, Starts: anchors, MaxLineBytes: maxLine})
 			if err != nil {
 				return err
 			}
@@ -123,6 +128,7 @@ Exit 0 when everything verifies (and something did), 1 on any break or error.`,
 	cmd.Flags().StringArrayVar(&transitKeys, "transit-key", nil, "Vault transit ed25519 key MOUNT/KEY whose versions verify checkpoint signatures (VAULT_ADDR, VAULT_TOKEN; repeatable)")
 	cmd.Flags().BoolVar(&requireTail, "require-signed-tail", false, "fail when lines follow a replica's last signed checkpoint")
 	cmd.Flags().BoolVar(&requireFin, "require-final", false, "fail a chain not closed by its signed final checkpoint (for the files of replicas that have stopped; implies --require-signed-tail)")
+	cmd.Flags().IntVar(&maxLine, "max-line-bytes", audit.DefaultMaxLineBytes, "longest line read; a longer one is a line_too_long break (raise it only if limits.max_header_bytes is over 2 MiB)")
 	cmd.Flags().StringArrayVar(&starts, "start", nil, "REPLICA=SEQ[:PREV]: the replica's retained log starts at SEQ (older files deleted by retention); without it a chain must start at seq 1 (repeatable)")
 	return cmd
 }

@@ -142,8 +142,14 @@ func (p *idPKI) token(t *testing.T, ns string, forged bool) string {
 	return tok
 }
 
+// liveBatchToken is the token the test TokenReview endpoint
+// authenticates as service account batch/runner: a projected
+// service-account token's shape, with an exp (in 2100), which the
+// kubernetes factor requires.
+const liveBatchToken = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMiLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YmF0Y2g6cnVubmVyIiwiZXhwIjo0MTAyNDQ0ODAwfQ.c2lnbmF0dXJl"
+
 // startTokenReview emulates the Kubernetes TokenReview endpoint: token
-// "live-batch-token" is a service account of namespace batch; every other
+// liveBatchToken is a service account of namespace batch; every other
 // token is unauthenticated (deleted pod, revoked). It checks the
 // gateway's own bearer token and the audience.
 func (p *idPKI) startTokenReview(t *testing.T) {
@@ -162,7 +168,7 @@ func (p *idPKI) startTokenReview(t *testing.T) {
 		}
 		_ = json.NewDecoder(r.Body).Decode(&tr)
 		status := map[string]any{"authenticated": false, "error": "token has been invalidated"}
-		if tr.Spec.Token == "live-batch-token" {
+		if tr.Spec.Token == liveBatchToken {
 			status = map[string]any{"authenticated": true, "audiences": tr.Spec.Audiences, "user": map[string]any{
 				"username": "system:serviceaccount:batch:runner", "uid": "2",
 				"extra": map[string]any{"authentication.kubernetes.io/pod-name": []string{"runner-1"}}}}
@@ -268,7 +274,7 @@ func TestIdentityFactors(t *testing.T) {
 	// Kubernetes TokenReview: accepted while the API server says so; a
 	// revoked token (pod deleted) is refused.
 	t.Run("tokenreview", func(t *testing.T) {
-		r := goClient{}.Do(t, e, clientRequest{URL: "https://" + apiHost + "/v1/reviewed", ProxyUserinfo: "batch:live-batch-token"})
+		r := goClient{}.Do(t, e, clientRequest{URL: "https://" + apiHost + "/v1/reviewed", ProxyUserinfo: "batch:" + liveBatchToken})
 		if r.Err != "" || r.Status != http.StatusOK {
 			t.Fatalf("live token: status %d err %s", r.Status, r.Err)
 		}

@@ -165,6 +165,9 @@ type readyzDetail struct {
 	Redis      string        `json:"redis,omitempty"`
 	SVID       *readyzSVID   `json:"svid,omitempty"`
 	KillSwitch *SwitchesView `json:"kill_switch"`
+	// Audit is the state of the audit outputs: a failing output, a
+	// failing rotation, lines dropped.
+	Audit *readyzAudit `json:"audit"`
 	// Config is what differs between the config file, as last re-read,
 	// and the running config (Gateway.ReloadConfig); omitted when nothing.
 	Config *readyzConfig `json:"config,omitempty"`
@@ -249,6 +252,7 @@ func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	// else. The detail says what is disabled.
 	sv := g.switchesView()
 	d.KillSwitch = &sv
+	d.Audit = g.audit.readyz()
 	if p, e := g.pendingRestart(), g.reloadError(); p != nil || e != "" {
 		d.Config = &readyzConfig{NeedsRestart: p, Error: e}
 	}

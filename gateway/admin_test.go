@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // TestReadyzDetailNeedsToken: /readyz answers everyone with its status
@@ -219,5 +222,67 @@ func TestTokenReviewMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestReadyzShowsFailingAuditOutput: an audit output that refuses writes
+// (a full disk) shows in /readyz's detail as failing, with since when,
+// how many failures and the error, and as ok again once it takes lines;
+// the log says so once when it starts and once when it ends, however
+// many lines and retries came between.
+func TestReadyzShowsFailingAuditOutput(t *testing.T) {
+	const token = "readyz-audit-token-0123456789"
+	tokFile := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tokFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tg := startSwitchGateway(t, fmt.Sprintf("admin:\n  token_file: %q\n", tokFile))
+	auditState := func() readyzAudit {
+		t.Helper()
+		_, body, err := adminGetStatus(t, tg, "/readyz", token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Audit *readyzAudit `json:"audit"`
+		}
+		if err := json.Unmarshal([]byte(body), &d); err != nil || d.Audit == nil {
+			t.Fatalf("/readyz detail without audit: %v %s", err, body)
+		}
+		return *d.Audit
+	}
+	if st := auditState(); st.Output.State != "ok" || st.Output.Failures != 0 {
+		t.Errorf("before: audit %+v, want ok", st)
+	}
+	restore := sync.OnceFunc(tg.audit.FailWrites(errors.New("write /var/log/credgate/audit.log: no space left on device")))
+	t.Cleanup(restore)
+	client := tg.client(t, false)
+	for i := range 5 {
+		resp, err := client.Get(fmt.Sprintf("https://%s/v1/failing-output-%d", apiHost, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var st readyzAudit
+	poll.True(t, 10*time.Second, "/readyz shows the audit output failing, twice retried", func() bool {
+		st = auditState()
+		return st.Output.State == "failing" && st.Output.Failures >= 3
+	})
+	if !strings.Contains(st.Output.Error, "no space left on device") || st.Output.Since == "" {
+		t.Errorf("failing audit output %+v: want the error and since when", st.Output)
+	}
+	restore()
+	poll.True(t, 10*time.Second, "/readyz shows the audit output ok again", func() bool {
+		st = auditState()
+		return st.Output.State == "ok"
+	})
+	logs := tg.logs.String()
+	if n := strings.Count(logs, "audit output write failed"); n != 1 {
+		t.Errorf("%d log lines say the audit output failed, want 1:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, "audit output recovered"); n != 1 {
+		t.Errorf("%d log lines say the audit output recovered, want 1:\n%s", n, logs)
 	}
 }

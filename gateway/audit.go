@@ -135,7 +135,7 @@ type auditor struct {
 	// store, once set, names the policy version of lines that do not.
 	store *policy.Store
 	// file is the rotating file output, closed after w.
-	file io.Closer
+	file *audit.RotatingFile
 	// otlp is the OTLP log sink beside the output, closed after w.
 	otlp *otlpsink.Sink
 	// signer is a checkpoint signer from the registry (audit.LoadSigner),
@@ -162,7 +162,7 @@ func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger)
 			if err := checkAuditOutput(cfg.Output, cfg.Rotate.MaxBytes != 0 || cfg.Rotate.Every != 0); err != nil {
 				return nil, err
 			}
-			f, err := audit.OpenFile(cfg.Output, audit.FileOptions{MaxBytes: cfg.Rotate.MaxBytes, Every: cfg.Rotate.Every.D()})
+			f, err := audit.OpenFile(cfg.Output, audit.FileOptions{MaxBytes: cfg.Rotate.MaxBytes, Every: cfg.Rotate.Every.D(), Log: a.log})
 			if err != nil {
 				return nil, fmt.Errorf("audit.output: %w", err)
 			}
@@ -304,6 +304,55 @@ func (a *auditor) Close() error {
 		}
 	}
 	return err
+}
+
+// readyzAudit is the audit part of /readyz's detail: each output's
+// state, and the lines dropped or held up.
+type readyzAudit struct {
+	Output   readyzOutput  `json:"output"`
+	Rotation *readyzOutput `json:"rotation,omitempty"`
+	OTLP     *readyzOutput `json:"otlp,omitempty"`
+	// Stalled: the buffer is full or a write has taken longer than
+	// audit.stall_timeout.
+	Stalled bool `json:"stalled"`
+	// Dropped counts the lines audit.on_stall: drop discarded;
+	// DroppedUnrecorded is true while some of them are recorded by no
+	// dropped line in the output yet.
+	Dropped           uint64 `json:"dropped"`
+	DroppedUnrecorded bool   `json:"dropped_unrecorded,omitempty"`
+}
+
+// readyzOutput is one audit output's state.
+type readyzOutput struct {
+	// State is ok or failing.
+	State    string `json:"state"`
+	Since    string `json:"since,omitempty"`
+	Failures uint64 `json:"failures"`
+	// Error is the last failure's text (an OS or transport error; an
+	// OTLP one with the header values redacted).
+	Error string `json:"error,omitempty"`
+}
+
+func outputView(st audit.OutputStatus) readyzOutput {
+	v := readyzOutput{State: "ok", Failures: st.Failures, Error: st.LastError}
+	if st.Failing {
+		v.State, v.Since = "failing", st.Since.UTC().Format(time.RFC3339)
+	}
+	return v
+}
+
+// readyz returns the audit outputs' state for /readyz.
+func (a *auditor) readyz() *readyzAudit {
+	r := &readyzAudit{Output: outputView(a.w.Status()), Stalled: a.w.Stalled(), Dropped: a.w.Dropped(), DroppedUnrecorded: a.w.Dropping()}
+	if a.file != nil {
+		v := outputView(a.file.Status())
+		r.Rotation = &v
+	}
+	if a.otlp != nil {
+		v := outputView(a.otlp.Status())
+		r.OTLP = &v
+	}
+	return r
 }
 
 // stalled reports whether requests are to be refused because the audit
@@ -496,9 +545,28 @@ func presented(ev identity.Evidence) []string {
 	return out
 }
 
-// auditWriter exports the audit writer's counters.
-func (m *metrics) auditWriter(w *audit.Writer) {
+// auditWriter exports the audit writer's counters, and those of the
+// file output's rotation and the OTLP export (zero when there is none).
+func (m *metrics) auditWriter(w *audit.Writer, file *audit.RotatingFile, otlp *otlpsink.Sink) {
 	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_audit_rotate_errors_total",
+			Help: "Failed rotations of the audit file (audit.rotate); the gateway goes on appending to the current file.",
+		}, func() float64 {
+			if file == nil {
+				return 0
+			}
+			return float64(file.Status().Failures)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_audit_otlp_export_errors_total",
+			Help: "Failed exports of audit lines to audit.otlp (each is retried).",
+		}, func() float64 {
+			if otlp == nil {
+				return 0
+			}
+			return float64(otlp.Status().Failures)
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "credgate_audit_lines_total",
 			Help: "Audit lines written to the sink (checkpoints included).",

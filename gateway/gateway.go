@@ -281,7 +281,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
 	g.metrics.policyFile(g.store.FileInForce)
 	g.audit.store = g.store
-	g.metrics.auditWriter(g.audit.w)
+	g.metrics.auditWriter(g.audit.w, g.audit.file, g.audit.otlp)
 
 	cacheOpts := providers.CacheOptions{
 		DefaultTTL:   cfg.Cache.DefaultTTL.D(),

@@ -26,7 +26,7 @@ func MetricNames() []string {
 	newSwitchMetrics(m.reg, true)
 	w := audit.NewWriter(io.Discard, audit.Options{})
 	defer w.Close()
-	m.auditWriter(w)
+	m.auditWriter(w, nil, nil)
 	m.policyFile(func() bool { return true })
 
 	descs := make(chan *prometheus.Desc)

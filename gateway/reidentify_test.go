@@ -15,9 +15,11 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// reviewedToken is the opaque token the test TokenReview endpoint
-// authenticates, as service account jobs/runner.
-const reviewedToken = "live-jobs-token"
+// reviewedToken is the token the test TokenReview endpoint
+// authenticates, as service account jobs/runner: a projected
+// service-account token's shape, with an exp (in 2100), which the
+// kubernetes factor requires.
+const reviewedToken = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMiLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6am9iczpydW5uZXIiLCJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJl"
 
 // startTokenReview emulates the Kubernetes TokenReview endpoint:
 // reviewedToken is service account jobs/runner, every other token is

@@ -267,6 +267,11 @@ type KubernetesConfig struct {
 	ReviewSources int `yaml:"review_sources"`
 	// Timeout limits one review. Default DefaultFetchTimeout.
 	Timeout time.Duration `yaml:"timeout"`
+	// AllowTokensWithoutExp accepts tokens the API server authenticates
+	// that carry no exp claim: legacy service-account tokens (Secrets of
+	// type kubernetes.io/service-account-token), which never expire. Off
+	// by default: mount projected service-account tokens instead.
+	AllowTokensWithoutExp bool `yaml:"allow_tokens_without_exp"`
 }
 
 // PostureConfig configures the posture feed: a JSON object keyed by

@@ -230,6 +230,13 @@ func (v *tokenReviewVerifier) review(ctx context.Context, tok string) (*Factor, 
 	if uc, ok := peekClaims(tok); ok && uc.Expiry > 0 {
 		// The API server verified the token, so its exp is genuine.
 		f.Expires = time.Unix(int64(uc.Expiry), 0)
+	} else if !v.cfg.AllowTokensWithoutExp {
+		// A legacy service-account token (a Secret of type
+		// kubernetes.io/service-account-token) never expires: stolen,
+		// it identifies the workload until its Secret is deleted.
+		return nil, fmt.Errorf("token review: the API server authenticated %s, but the token has no exp claim: a legacy service-account token, which never expires, is not accepted; "+
+			"mount a projected service-account token instead (a serviceAccountToken volume with an audience of identity.kubernetes.audiences and expirationSeconds), "+
+			"or set identity.kubernetes.allow_tokens_without_exp: true to accept tokens that never expire: %w", quoteShort(st.User.Username), ErrInvalid)
 	}
 	return f, nil
 }

@@ -49,14 +49,15 @@ func TestTokenReviewFlood(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newFakeClock()
 			api := newAPIServer(t)
-			api.authenticate("good-token", "system:serviceaccount:billing:api", nil, "")
-			api.authenticate("late-token", "system:serviceaccount:billing:worker", nil, "")
+			goodToken, lateToken := projectedToken("good"), projectedToken("late")
+			api.authenticate(goodToken, "system:serviceaccount:billing:api", nil, "")
+			api.authenticate(lateToken, "system:serviceaccount:billing:worker", nil, "")
 			cfg := api.config(t)
 			cfg.NegativeCacheSize = 100 // smaller than the flood: bounded
 			v := newTestTokenReview(t, clock, cfg, nil)
 			ctx := context.Background()
 			good := netip.MustParseAddrPort("10.2.0.1:4000")
-			if _, err := v.Verify(ctx, Evidence{Source: good, ProxyAuthorization: "Bearer good-token"}); err != nil {
+			if _, err := v.Verify(ctx, Evidence{Source: good, ProxyAuthorization: "Bearer " + goodToken}); err != nil {
 				t.Fatal(err)
 			}
 			before := api.hits.Load()
@@ -83,14 +84,14 @@ func TestTokenReviewFlood(t *testing.T) {
 
 			// The good token, cached before, needs no review.
 			before = api.hits.Load()
-			if f, err := v.Verify(ctx, Evidence{Source: good, ProxyAuthorization: "Bearer good-token"}); err != nil || f == nil {
+			if f, err := v.Verify(ctx, Evidence{Source: good, ProxyAuthorization: "Bearer " + goodToken}); err != nil || f == nil {
 				t.Fatalf("good token after the flood: %v", err)
 			}
 			if api.hits.Load() != before {
 				t.Error("the good token cached before the flood was reviewed again")
 			}
 			// Another source's new token is reviewed and accepted.
-			if _, err := v.Verify(ctx, Evidence{Source: netip.MustParseAddrPort("10.3.0.1:4000"), ProxyAuthorization: "Bearer late-token"}); err != nil {
+			if _, err := v.Verify(ctx, Evidence{Source: netip.MustParseAddrPort("10.3.0.1:4000"), ProxyAuthorization: "Bearer " + lateToken}); err != nil {
 				t.Fatalf("new good token from another source during the flood: %v", err)
 			}
 			// The flooding source's budget refills at review_rate.

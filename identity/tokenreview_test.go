@@ -110,7 +110,8 @@ func newTestTokenReview(t *testing.T, c *fakeClock, cfg KubernetesConfig, jv *jw
 func TestTokenReview(t *testing.T) {
 	clock := newFakeClock()
 	api := newAPIServer(t)
-	api.authenticate("good-token", "system:serviceaccount:billing:api", nil, "api-7f9")
+	goodToken := projectedToken("good")
+	api.authenticate(goodToken, "system:serviceaccount:billing:api", nil, "api-7f9")
 	api.authenticate("other-audience", "system:serviceaccount:billing:api", []string{"vault"}, "")
 	api.authenticate("human", "alice@example.org", nil, "")
 	// "revoked" is unknown to the server: authenticated false, as for a
@@ -124,9 +125,9 @@ func TestTokenReview(t *testing.T) {
 		wantErr error
 		inMsg   string
 	}{
-		{name: "authenticated service account", tok: "good-token",
-			// An opaque token has no exp: the factor expires with the
-			// review's answer.
+		{name: "authenticated service account", tok: goodToken,
+			// The factor expires with the review's answer, before the
+			// token's exp.
 			want: &Factor{Kind: KindKubernetes, Subject: "system:serviceaccount:billing:api", Attributes: map[string]string{"namespace": "billing", "service_account": "api", "pod": "api-7f9"},
 				Expires: t0.Add(DefaultTokenReviewCacheTTL)}},
 		{name: "revoked", tok: "revoked", wantErr: ErrInvalid, inMsg: "did not authenticate"},
@@ -167,14 +168,14 @@ func TestTokenReview(t *testing.T) {
 	// Answers, good and bad, are cached briefly.
 	before := api.hits.Load()
 	for range 5 {
-		v.Verify(context.Background(), bearer("good-token"))
+		v.Verify(context.Background(), bearer(goodToken))
 		v.Verify(context.Background(), bearer("revoked"))
 	}
 	if got := api.hits.Load() - before; got != 0 {
 		t.Fatalf("cached answers caused %d reviews", got)
 	}
 	clock.Advance(DefaultTokenReviewCacheTTL)
-	if _, err := v.Verify(context.Background(), bearer("good-token")); err != nil {
+	if _, err := v.Verify(context.Background(), bearer(goodToken)); err != nil {
 		t.Fatal(err)
 	}
 	if got := api.hits.Load() - before; got != 1 {
@@ -182,10 +183,10 @@ func TestTokenReview(t *testing.T) {
 	}
 	// A pod deleted meanwhile: the next review refuses the token.
 	api.mu.Lock()
-	delete(api.reviews, "good-token")
+	delete(api.reviews, goodToken)
 	api.mu.Unlock()
 	clock.Advance(DefaultTokenReviewCacheTTL)
-	if _, err := v.Verify(context.Background(), bearer("good-token")); !errors.Is(err, ErrInvalid) {
+	if _, err := v.Verify(context.Background(), bearer(goodToken)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("revoked after the cache TTL: error %v, want ErrInvalid", err)
 	}
 }
@@ -193,17 +194,18 @@ func TestTokenReview(t *testing.T) {
 func TestTokenReviewUnavailable(t *testing.T) {
 	clock := newFakeClock()
 	api := newAPIServer(t)
-	api.authenticate("t", "system:serviceaccount:a:b", nil, "")
+	tok := projectedToken("t")
+	api.authenticate(tok, "system:serviceaccount:a:b", nil, "")
 	cfg := api.config(t)
 
 	api.status.Store(http.StatusInternalServerError)
 	v := newTestTokenReview(t, clock, cfg, nil)
-	if _, err := v.Verify(context.Background(), bearer("t")); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalid) {
+	if _, err := v.Verify(context.Background(), bearer(tok)); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalid) {
 		t.Fatalf("API server error: %v, want ErrUnavailable only", err)
 	}
 	api.status.Store(0)
 	// Errors are not cached: the next try works.
-	if _, err := v.Verify(context.Background(), bearer("t")); err != nil {
+	if _, err := v.Verify(context.Background(), bearer(tok)); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
 

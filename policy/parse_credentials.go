@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -12,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -82,7 +85,9 @@ func (ps *parser) composeCredentials(creds []*credential, keys map[*credential]*
 			acyclic = cc.visit(c) && acyclic
 		}
 	}
-	if !acyclic {
+	if !acyclic || len(ps.errs) > 0 {
+		// The policy will not load: wire nothing (a provider whose
+		// Inputs was abandoned may still be running it).
 		return
 	}
 	versioned := map[*credential]bool{}
@@ -97,8 +102,29 @@ func (ps *parser) composeCredentials(creds []*credential, keys map[*credential]*
 		for _, in := range inputs[c] {
 			m[in.name] = in.p
 		}
-		comp.SetInputs(m)
+		// Bounded like every step of a plugin's load: a SetInputs that
+		// never returns fails this load. The provider it still runs in
+		// is released once it returns, not while it runs.
+		if _, err := module.Step(ps.ctx, fmt.Sprintf("provider %q: SetInputs", c.provider), func(context.Context) (struct{}, error) {
+			comp.SetInputs(m)
+			return struct{}{}, nil
+		}, func() { _ = cleanup([]*credential{c}, nil) }); err != nil {
+			ps.abandon(c, keys[c], err)
+		}
 	}
+}
+
+// abandon reports err, a step of c's provider that failed or was
+// abandoned (module.Step), at key; an abandoned provider is no longer
+// released with the others when the load fails: the step's late
+// function releases it once the step returns.
+func (ps *parser) abandon(c *credential, key *yaml.Node, err error) {
+	ps.errorf(key, "credential %q: %v", c.name, err)
+	ps.errs[len(ps.errs)-1].Err = err
+	if !errors.Is(err, module.ErrAbandoned) {
+		return
+	}
+	ps.built = slices.DeleteFunc(ps.built, func(b *credential) bool { return b == c })
 }
 
 // credentialInputs maps each Composer credential to the credentials it
@@ -110,7 +136,14 @@ func (ps *parser) credentialInputs(creds []*credential, keys map[*credential]*ya
 		if !ok {
 			continue
 		}
-		for _, in := range comp.Inputs() {
+		names, err := module.Step(ps.ctx, fmt.Sprintf("provider %q: Inputs", c.provider), func(context.Context) ([]string, error) {
+			return comp.Inputs(), nil
+		}, func() { _ = cleanup([]*credential{c}, nil) })
+		if err != nil {
+			ps.abandon(c, keys[c], err)
+			continue
+		}
+		for _, in := range names {
 			ic, known := ps.creds[in]
 			switch {
 			case !known:

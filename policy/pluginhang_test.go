@@ -41,6 +41,11 @@ func (p *hangProvider) Provision(context.Context) error         { p.maybe("Provi
 func (p *hangProvider) Validate() error                         { p.maybe("Validate"); return nil }
 func (p *hangProvider) CheckSources() []providers.SourceProblem { p.maybe("CheckSources"); return nil }
 
+// Inputs and SetInputs make it a Composer (reading no credential), so
+// that the steps of wiring composed credentials can hang too.
+func (p *hangProvider) Inputs() []string                        { p.maybe("Inputs"); return nil }
+func (p *hangProvider) SetInputs(map[string]providers.Provider) { p.maybe("SetInputs") }
+
 // hangInjector blocks in CheckHost when its `in` says so.
 type hangInjector struct {
 	In string `yaml:"in"`
@@ -62,20 +67,22 @@ func (i *hangInjector) CheckHost(string) error {
 
 var (
 	_ providers.SourceChecker = (*hangProvider)(nil)
+	_ providers.Composer      = (*hangProvider)(nil)
 	_ injectors.HostChecker   = (*hangInjector)(nil)
 )
 
 // TestHungPluginStepBounded checks the class "a plugin step that never
 // returns while a policy loads fails that load, it does not hold it": a
-// provider's Provision or Validate, an injector's Provision or CheckHost
-// that blocks (ignoring its context) fails a reload within the step
+// provider's Provision, Validate, Inputs or SetInputs (the wiring of a
+// composed credential), an injector's Provision or CheckHost that blocks (ignoring its context) fails a reload within the step
 // bound (module.WithStepTimeout) with an error naming the plugin, the
 // step and the bound, and the last good policy stays in force; the same
 // policy fails the start-up (NewStore) likewise; a provider's
 // CheckSources that blocks is reported as that credential's source
 // problem. Before, each of them held the reload (the gateway never loaded
 // another policy), the start-up or `credgate validate` for as long as
-// the plugin blocked (5 of 5 cases hung).
+// the plugin blocked (5 of 5 cases hung; Inputs and SetInputs, added
+// later, 2 of 2).
 func TestHungPluginStepBounded(t *testing.T) {
 	const step = 100 * time.Millisecond
 	bound := step + 5*time.Second // slack for a loaded machine
@@ -108,6 +115,8 @@ func TestHungPluginStepBounded(t *testing.T) {
 	for _, tc := range []struct{ cred, inj, want string }{
 		{"Provision", "none", `provider "policytest-hang": Provision`},
 		{"Validate", "none", `provider "policytest-hang": Validate`},
+		{"Inputs", "none", `provider "policytest-hang": Inputs`},
+		{"SetInputs", "none", `provider "policytest-hang": SetInputs`},
 		{"none", "Provision", `injector "policytest-hang-inj": Provision`},
 		{"none", "CheckHost", `injector "policytest-hang-inj": CheckHost`},
 	} {

@@ -55,6 +55,10 @@ func (p *panicProvider) Validate() error {
 	return nil
 }
 func (p *panicProvider) CheckSources() []providers.SourceProblem { p.maybe("CheckSources"); return nil }
+
+// Inputs and SetInputs make it a Composer reading no credential.
+func (p *panicProvider) Inputs() []string                        { p.maybe("Inputs"); return nil }
+func (p *panicProvider) SetInputs(map[string]providers.Provider) { p.maybe("SetInputs") }
 func (p *panicProvider) Cleanup() error {
 	if p.In == "Cleanup" {
 		panicCleanups.Add(1)
@@ -112,7 +116,7 @@ func TestPluginPanicKeepsThePolicy(t *testing.T) {
 			"as: policytest-inj}", "as: policytest-panic-inj, in: "+inj+"}", 1)
 	}
 	for _, tc := range []struct{ cred, inj string }{
-		{"Provision", "none"}, {"Validate", "none"}, {"none", "CheckHost"},
+		{"Provision", "none"}, {"Validate", "none"}, {"none", "CheckHost"}, {"Inputs", "none"}, {"SetInputs", "none"},
 	} {
 		t.Run(tc.cred+"/"+tc.inj, func(t *testing.T) {
 			writeFile(t, path, withPanic(tc.cred, tc.inj))

@@ -31,7 +31,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/internal/backoff"
+	"github.com/credgate/credgate/internal/episode"
 	"github.com/credgate/credgate/internal/otlp"
 )
 
@@ -78,6 +80,9 @@ type Sink struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	lost   atomic.Uint64
+	// health is the receiver's failure episodes: logged when one
+	// starts and ends, not at every retry.
+	health episode.Tracker
 	// headers are redacted from export errors (otlp.ErrorText).
 	headers map[string]string
 }
@@ -179,10 +184,19 @@ func (s *Sink) Write(p []byte) (int, error) {
 	for n := 0; ; n++ {
 		err := s.exp.Export(s.ctx, recs)
 		if err == nil {
+			if st, ended := s.health.OK(); ended {
+				s.log.Warn("audit OTLP export recovered: the receiver takes lines again",
+					slog.Uint64("failures", st.EpisodeFailures), slog.Duration("failing_for", time.Since(st.Since).Round(time.Millisecond)))
+			}
 			return len(p), nil
 		}
-		// The error names the receiver and the failure, never a line.
-		s.log.Warn("audit OTLP export failed; retrying", slog.String("error", otlp.ErrorText(err, s.headers)))
+		// The error names the receiver and the failure, never a line
+		// nor a header value.
+		text := otlp.ErrorText(err, s.headers)
+		if s.health.Fail(time.Now(), text) {
+			s.log.Error("audit OTLP export failed; retrying until the receiver takes the lines (logged once until it recovers; credgate_audit_otlp_export_errors_total counts each failure, /readyz shows the state)",
+				slog.String("error", text))
+		}
 		if backoff.Wait(s.ctx, 50*time.Millisecond, time.Second, n) != nil {
 			s.abandoned(p)
 			return len(p), nil
@@ -196,6 +210,10 @@ func (s *Sink) abandoned(p []byte) {
 	s.lost.Add(n)
 	s.log.Error("audit OTLP export abandoned at shutdown; the lines are in audit.output only", slog.Uint64("lines", n))
 }
+
+// Status returns the state of the export: whether it is failing, since
+// when, how many exports failed.
+func (s *Sink) Status() audit.OutputStatus { return s.health.Status() }
 
 // Lost returns how many lines were given up on (Abandon).
 func (s *Sink) Lost() uint64 { return s.lost.Load() }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/internal/poll"
+	"github.com/credgate/credgate/internal/syncbuf"
 )
 
 // recorder is an exporter that fails the first fails exports, then keeps
@@ -154,4 +156,29 @@ func TestAbandonEndsRetries(t *testing.T) {
 		t.Errorf("lost %d lines, file %q; want 1 lost and the line in the file", s.Lost(), file.String())
 	}
 	_ = s.Close()
+}
+
+// TestExportFailureEpisode: a receiver that refuses 3 exports, then takes
+// them, costs one log line when the failure starts and one when it ends
+// (not one per retry); each failure is counted and the status says so.
+func TestExportFailureEpisode(t *testing.T) {
+	var buf syncbuf.Buffer
+	rec := &recorder{fails: 3}
+	s := NewWithExporter(Config{}, rec, slog.New(slog.NewJSONHandler(&buf, nil)))
+	defer s.Close()
+	if _, err := s.Write([]byte("{\"a\":1}\n")); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 {
+		t.Errorf("%d WARN/ERROR lines, want 2 (the failure and the recovery):\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	if st := s.Status(); st.Failing || st.Failures != 3 || st.EpisodeFailures != 3 || st.LastError == "" {
+		t.Errorf("status %+v: want 3 failures in an episode that ended", st)
+	}
 }

@@ -149,6 +149,7 @@ redis:
 identity:
   tokenReview:
     enabled: true
+    allowTokensWithoutExp: true
   jwt:
     issuers:
       - issuer: https://token.actions.githubusercontent.com

@@ -115,6 +115,7 @@ identity:
     reviewRate: 0.5
     reviewBurst: 4
     reviewSources: 3000
+    allowTokensWithoutExp: true
 `, `
 kubernetes:
   api_server: https://kubernetes.default.svc
@@ -129,7 +130,8 @@ kubernetes:
   review_rate: 0.5
   review_burst: 4
   review_sources: 3000
-  timeout: 3s`},
+  timeout: 3s
+  allow_tokens_without_exp: true`},
 		{"posture endpoint", `
 identity:
   posture:

@@ -13,12 +13,17 @@ import (
 type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
+	// fail, when set, is every Write's error (FailWrites).
+	fail error
 }
 
 // Write appends p; it never fails.
 func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.fail != nil {
+		return 0, s.fail
+	}
 	return s.b.Write(p)
 }
 
@@ -35,6 +40,20 @@ func (s *Buffer) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.Reset()
+}
+
+// FailWrites makes every Write fail with err until restore is called: a
+// sink that refuses writes (a full disk), for tests of what a failing
+// log or audit output does.
+func (s *Buffer) FailWrites(err error) (restore func()) {
+	s.mu.Lock()
+	s.fail = err
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.fail = nil
+		s.mu.Unlock()
+	}
 }
 
 // Hold blocks every Write (and read) until release is called: a sink

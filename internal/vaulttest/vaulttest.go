@@ -347,6 +347,9 @@ func (r *req) str(k string) string {
 func (s *Server) now() time.Time { return s.opts.Now() }
 
 func (s *Server) serve(w http.ResponseWriter, hr *http.Request) {
+	// Vault's clock: what the instants it states (a certificate's
+	// NotAfter) are on.
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	s.mu.Lock()
 	gate := s.gate
 	s.mu.Unlock()

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 )
 
 // ErrNotDir is wrapped by Dir's error when the path exists but is not a
@@ -24,12 +23,6 @@ var ErrIsDir = errors.New("is a directory")
 // ErrDenied is wrapped by Dir's and File's errors when the path exists
 // but the process may not write it.
 var ErrDenied = errors.New("not writable by this process")
-
-// access modes of access(2).
-const (
-	wOK = 0x2
-	xOK = 0x1
-)
 
 // Dir returns nil when dir is an existing directory in which the process
 // may create, rename and remove files (write and search permission, as
@@ -45,7 +38,7 @@ func Dir(dir string) error {
 	case !st.IsDir():
 		return fmt.Errorf("%s: %w", dir, ErrNotDir)
 	}
-	if err := syscall.Access(dir, wOK|xOK); err != nil {
+	if err := access(dir, true); err != nil {
 		return fmt.Errorf("%s: %w (%w)", dir, ErrDenied, err)
 	}
 	return nil
@@ -64,7 +57,7 @@ func File(path string) error {
 	case st.IsDir():
 		return fmt.Errorf("%s: %w", path, ErrIsDir)
 	}
-	if err := syscall.Access(path, wOK); err != nil {
+	if err := access(path, false); err != nil {
 		return fmt.Errorf("%s: %w (%w)", path, ErrDenied, err)
 	}
 	return nil

@@ -81,6 +81,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -197,6 +198,8 @@ type Provider struct {
 	sourceIDT   template
 	backoff     retry.BackoffDelayer // nil: the SDK's jittered exponential backoff
 	now         func() time.Time     // nil: time.Now (tests: the cache's fake clock)
+	// log is where ServerExpiry says a Date it did not trust (providers.Env).
+	log *slog.Logger
 }
 
 // clock returns the provider's time.
@@ -265,7 +268,8 @@ func (p *Provider) Validate() error {
 
 // Provision applies the defaults and parses the templates. It reads no
 // file and contacts nothing: the STS client is built at the first Fetch.
-func (p *Provider) Provision(context.Context) error {
+func (p *Provider) Provision(ctx context.Context) error {
+	p.log = providers.EnvFrom(ctx).Log
 	if p.Region == "" {
 		p.Region = DefaultRegion
 	}
@@ -543,7 +547,7 @@ func (p *Provider) assumeRole(ctx context.Context, req providers.Request, in ses
 	if err != nil {
 		return nil, classify("assume role "+p.RoleARN, httpclient.RedactValues(err, append(sent, p.ExternalID)...))
 	}
-	return onGatewayClock(out.Credentials, out.ResultMetadata, start), nil
+	return p.onGatewayClock(out.Credentials, out.ResultMetadata, start), nil
 }
 
 // callerToken returns the workload's verified token that
@@ -582,7 +586,7 @@ func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token strin
 		// the SDK quotes.
 		return nil, classify("assume role with web identity "+p.RoleARN, httpclient.RedactValues(err, token))
 	}
-	return onGatewayClock(out.Credentials, out.ResultMetadata, start), nil
+	return p.onGatewayClock(out.Credentials, out.ResultMetadata, start), nil
 }
 
 // onGatewayClock moves creds' Expiration, an instant on STS's clock, to
@@ -592,12 +596,12 @@ func (p *Provider) webIdentity(ctx context.Context, in sessionInput, token strin
 // the keys on its own clock; a gateway clock behind it would otherwise
 // sign with keys AWS already refuses, one ahead by more than the
 // lifetime would take every answer for expired.
-func onGatewayClock(creds *ststypes.Credentials, meta middleware.Metadata, start time.Time) *ststypes.Credentials {
+func (p *Provider) onGatewayClock(creds *ststypes.Credentials, meta middleware.Metadata, start time.Time) *ststypes.Credentials {
 	if creds == nil || creds.Expiration == nil {
 		return creds
 	}
 	date, _ := awsmiddleware.GetServerTime(meta)
-	exp := providers.ServerExpiry(*creds.Expiration, date, start)
+	exp := providers.ServerExpiry(p.log, "awssts "+p.RoleARN, *creds.Expiration, date, start)
 	creds.Expiration = &exp
 	return creds
 }

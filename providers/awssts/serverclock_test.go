@@ -3,6 +3,7 @@ package awssts
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,9 +15,12 @@ import (
 // from the gateway's (a day either way, minutes, none), the credential's
 // Expiry on the gateway's clock is the lifetime STS granted (15 minutes
 // here) counted from the request, never later: a gateway clock behind
-// STS's no longer keeps keys AWS already refuses, one ahead no longer
-// takes fresh keys for expired. Without a readable Date header the
-// Expiration is kept as it is. Before the fix Expiration was taken as it
+// STS's no longer keeps keys AWS already refuses, one ahead (up to
+// providers.MaxDateLag) no longer takes fresh keys for expired. A Date
+// further behind is not trusted to stretch the keys' life: Expiration is
+// kept as stated (so keys from an STS 20 minutes behind are refused as
+// expired, and the log says to check the clocks). Without a readable
+// Date header the Expiration is kept as it is. Before the fix Expiration was taken as it
 // is: 8 or 9 of the 13 cases failed (all but the half-second skews and
 // the Date-less ones; the same clock by the sub-second rounding of
 // Expiration, run to run).
@@ -28,11 +32,14 @@ func TestExpirationOnGatewayClock(t *testing.T) {
 		date func(stsNow time.Time) string
 		// want is the expiry's distance from the request; wantErr a
 		// part of the error instead.
-		want time.Duration
+		want    time.Duration
+		wantErr string
 	}{
-		{name: "STS a day behind", skew: -26 * time.Hour, want: life},
-		{name: "STS two hours behind", skew: -2 * time.Hour, want: life},
-		{name: "STS 20 minutes behind, more than the lifetime", skew: -20 * time.Minute, want: life},
+		{name: "STS a day behind: not trusted", skew: -26 * time.Hour, wantErr: "already expired"},
+		{name: "STS two hours behind: not trusted", skew: -2 * time.Hour, wantErr: "already expired"},
+		{name: "STS 20 minutes behind, more than the lifetime: not trusted", skew: -20 * time.Minute, wantErr: "already expired"},
+		{name: "STS 10 minutes behind: not trusted", skew: -10 * time.Minute, want: life - 10*time.Minute},
+		{name: "STS 4 minutes behind", skew: -4 * time.Minute, want: life},
 		{name: "STS a minute behind", skew: -time.Minute, want: life},
 		{name: "STS half a second behind", skew: -500 * time.Millisecond, want: life},
 		{name: "same clock", skew: 0, want: life},
@@ -58,6 +65,12 @@ func TestExpirationOnGatewayClock(t *testing.T) {
 			start := time.Now()
 			key := providers.CacheKey{Credential: "aws", Scope: p.CacheScope(req), Provider: "awssts"}
 			cred, _, err := cache.Get(context.Background(), key, func(ctx context.Context) (*providers.Credential, error) { return p.Fetch(ctx, req) })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Get: %v, want an error saying %q", err, tc.wantErr)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatalf("Get: %v", err)
 			}

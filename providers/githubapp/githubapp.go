@@ -158,11 +158,14 @@ type Provider struct {
 	// instMu guards inst, the installation ID found by a lookup.
 	instMu sync.Mutex
 	inst   int64
+	// log is where ServerExpiry says a Date it did not trust (providers.Env).
+	log *slog.Logger
 }
 
 // Provision applies defaults and prepares the HTTP client and signer. It
 // reads and contacts nothing.
-func (p *Provider) Provision(context.Context) error {
+func (p *Provider) Provision(ctx context.Context) error {
+	p.log = providers.EnvFrom(ctx).Log
 	if p.BaseURL == "" {
 		p.BaseURL = DefaultBaseURL
 	}
@@ -445,7 +448,7 @@ func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.C
 	// expires_at is on GitHub's clock: counted from sent by the
 	// answer's Date, so that a gateway clock off GitHub's neither
 	// serves the token past its end nor takes it for expired.
-	exp := providers.ServerExpiry(out.ExpiresAt, date, sent)
+	exp := providers.ServerExpiry(p.log, "github-app "+p.base, out.ExpiresAt, date, sent)
 	if out.ExpiresAt.IsZero() {
 		exp = sent.Add(time.Hour)
 	}

@@ -320,7 +320,7 @@ func (p *Provider) generateAccessToken(ctx context.Context, federated string) (*
 	}
 	// expireTime is on Google's clock: counted on the gateway's from the
 	// answer's Date.
-	exp := providers.ServerExpiry(out.ExpireTime, a.date, a.start)
+	exp := providers.ServerExpiry(a.log, op, out.ExpireTime, a.date, a.start)
 	if !exp.After(a.start.Add(expiryMargin)) {
 		return nil, fmt.Errorf("%s: the access token expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, out.ExpireTime.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
 	}

@@ -166,6 +166,8 @@ type Provider struct {
 	now    func() time.Time
 
 	providers.InputSet `yaml:"-"`
+	// log is where ServerExpiry says a Date it did not trust (providers.Env).
+	log *slog.Logger
 }
 
 // KeyFile says where a service-account JSON key comes from: a file, or
@@ -192,7 +194,8 @@ type serviceAccountKey struct {
 
 // Provision applies defaults and prepares the client and signer. It reads
 // nothing but ca_cert and contacts nothing.
-func (p *Provider) Provision(context.Context) error {
+func (p *Provider) Provision(ctx context.Context) error {
+	p.log = providers.EnvFrom(ctx).Log
 	if p.Mode == "" {
 		p.Mode = ModeAccessToken
 	}
@@ -589,7 +592,7 @@ func idTokenCredential(op, tok string, a *answer) (*providers.Credential, error)
 		return nil, fmt.Errorf("%s: the ID token in the answer has no readable exp claim", op)
 	}
 	stated := time.Unix(claims.Exp, 0)
-	exp := providers.ServerExpiry(stated, a.date, a.start)
+	exp := providers.ServerExpiry(a.log, op, stated, a.date, a.start)
 	if !exp.After(a.start.Add(expiryMargin)) {
 		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, stated.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
 	}
@@ -612,6 +615,8 @@ type answer struct {
 	// date is the answer's Date header: Google's clock, which the
 	// instants it states (expireTime, an ID token's exp) are on.
 	date time.Time
+	// log is the provider's (ServerExpiry).
+	log *slog.Logger
 }
 
 // refused words an answer no caller recognised: the status and the code.
@@ -645,7 +650,7 @@ func (p *Provider) post(ctx context.Context, op, target, contentType string, bod
 	if endpoint.Unavailable(resp.StatusCode) {
 		return nil, fmt.Errorf("%s: Google answered %s: %w", op, resp.Status, providers.ErrUnavailable)
 	}
-	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start, date: providers.AnswerDate(resp.Header)}
+	a := &answer{status: resp.StatusCode, text: resp.Status, body: data, start: start, date: providers.AnswerDate(resp.Header), log: p.log}
 	var e struct {
 		Error json.RawMessage `json:"error"`
 	}

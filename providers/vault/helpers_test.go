@@ -183,6 +183,9 @@ type envOpts struct {
 	fakeClock    bool   // the provider (and the emulator, if used) run on a fake clock
 	namespace    string // emulator namespace
 	tls          bool   // emulator serves HTTPS
+	// skew puts the emulator's clock this far from the gateway's (real)
+	// one; it implies emulatorOnly.
+	skew time.Duration
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -191,12 +194,15 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.fakeClock {
 		e.clock = newFakeClock()
 	}
-	if realServer != nil && !o.emulatorOnly {
+	if realServer != nil && !o.emulatorOnly && o.skew == 0 {
 		e.addr, e.root, e.kind = realServer.Addr, realServer.Token, realServer.Kind
 	} else {
 		opts := vaulttest.Options{Namespace: o.namespace, TLS: o.tls}
 		if e.clock != nil {
 			opts.Now = e.clock.Now
+		}
+		if o.skew != 0 {
+			opts.Now = func() time.Time { return time.Now().Add(o.skew) }
 		}
 		e.emu = vaulttest.NewServer(opts)
 		t.Cleanup(e.emu.Close)

@@ -184,8 +184,11 @@ func (p *PKIProvider) Fetch(ctx context.Context, req providers.Request) (*provid
 	path := p.Mount + "/issue/" + p.Role
 	op := "issue a certificate for " + cn + " from " + path
 	sent := p.clock.Now() // a lease's TTL runs from no later than this
+	var date time.Time    // the answer's Date: Vault's clock
 	sec, tok, err := p.client.doToken(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
-		return a.Logical().WriteWithContext(ctx, path, body)
+		return a.WithResponseCallbacks(func(r *api.Response) {
+			date = providers.AnswerDate(r.Header)
+		}).Logical().WriteWithContext(ctx, path, body)
 	})
 	if err != nil {
 		return nil, err
@@ -194,6 +197,9 @@ func (p *PKIProvider) Fetch(ctx context.Context, req providers.Request) (*provid
 	if err != nil {
 		return nil, fmt.Errorf("vault-pki: %s: %w", op, err)
 	}
+	// NotAfter is on Vault's clock: counted on the gateway's from the
+	// answer's Date, as every expiry a server states.
+	cred.Expiry = providers.ServerExpiry(p.client.env.Log, "vault-pki "+path, cred.Expiry, date, sent)
 	if sec.LeaseID != "" && sec.LeaseDuration > 0 {
 		// generate_lease: the certificate's lease is the child of the
 		// gateway's token; Vault revokes the certificate when the token

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The soak's fault mode (issue 21, `make soak-faults`, soak -faults):

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command credgate-bench measures credgate against the direct call and a
 // bare goproxy MITM proxy on the same machine, in one run, and prints the
 // figures issue 2 asks for; and credgate with its Redis backend (and a
@@ -11,6 +13,11 @@
 //	credgate-bench floor ...       the least work any header-injecting MITM proxy does (started by run; a bound, not a proxy)
 //
 // Everything listens on 127.0.0.1 and stops by itself; see bench/README.md.
+//
+// It runs on Linux only (every file says so): it pins the load generator
+// with sched_setaffinity and taskset, reads /proc, kills its peers with
+// Pdeathsig and drops binaries from the page cache with fadvise, and the
+// figures it reports are Linux's (docs/performance.md).
 package main
 
 import (

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Faults between the gateway and the origin (issue 21): in fault mode a

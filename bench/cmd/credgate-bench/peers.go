@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The proxies users would pick instead of credgate (issue 20), measured in

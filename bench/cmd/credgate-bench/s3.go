@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The S3 leg of the soak's fault mode: a real MinIO (internal/miniotest)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Issue 20's scale scenarios: one HTTP/2 client with many streams

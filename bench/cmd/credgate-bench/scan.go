@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The soak's secret scan: every secret value the run handed the gateway

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Redis under Sentinel for the soak's fault mode (soak -faults -sentinel):

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The soak (issue 21, `make soak`): the real credgate binary, set up as

@@ -452,6 +452,9 @@ kubernetes:
   review_burst: {{ int64 .reviewBurst }}
   review_sources: {{ int64 .reviewSources }}
   timeout: {{ .timeout }}
+  {{- if .allowTokensWithoutExp }}
+  allow_tokens_without_exp: true
+  {{- end }}
 {{- end }}
 {{- end }}
 {{- with $id.posture }}
