@@ -197,9 +197,9 @@ type Gateway struct {
 	// shutdown's drain ends with requests still running.
 	baseCtx     context.Context
 	cutRequests context.CancelCauseFunc
-	ready    chan struct{}
-	draining atomic.Bool
-	runOnce  sync.Once
+	ready       chan struct{}
+	draining    atomic.Bool
+	runOnce     sync.Once
 	// endDrain is closed (once, by EndDrain) to end a shutdown's drain
 	// before shutdown_timeout.
 	endDrain     chan struct{}
