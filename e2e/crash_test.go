@@ -92,12 +92,15 @@ func TestCrashRestart(t *testing.T) {
 		let     []string
 		refused atomic.Int64
 	)
+	// The restart keeps the proxy's port; the workers read its URL once,
+	// not from e, which the restart writes.
+	proxyURL := e.proxyURL
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; !stop.Load(); i++ {
-				hc := newGoClient(t, e.proxyURL, gwCACert, false)
+				hc := newGoClient(t, proxyURL, gwCACert, false)
 				hc.Timeout = 5 * time.Second
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("https://%s/v1/during-%d-%d", apiHost, w, i), nil)
