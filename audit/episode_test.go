@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/syncbuf"
 )
 
@@ -133,6 +134,12 @@ func TestOutputFailureEpisodes(t *testing.T) {
 			var buf syncbuf.Buffer
 			log := slog.New(slog.NewJSONHandler(&buf, nil))
 			w, status, heal := tc.run(t, log)
+			// The writer logs a start or an end after the sink's call
+			// returns, which is what the cases wait for: wait for the
+			// lines and the state, then check them exactly.
+			poll.Within(2*time.Second, func() bool {
+				return len(logLines(&buf)) >= tc.want.logs && status().Failing == tc.want.failing
+			})
 			st := status()
 			if got := logLines(&buf); len(got) != tc.want.logs {
 				t.Errorf("%d WARN/ERROR log lines, want %d (once when the failure starts, once when it ends):\n%s", len(got), tc.want.logs, strings.Join(got, "\n"))

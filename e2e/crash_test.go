@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,19 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// freeAddr returns a 127.0.0.1 address nothing listens on now, so that a
-// restarted gateway listens where its clients already point.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/credgate/credgate/internal/freeport"
+)
 
 // crash kills the gateway with SIGKILL, as the OOM killer or a node
 // failure does.
@@ -53,7 +42,7 @@ func TestCrashRestart(t *testing.T) {
 	state := filepath.Join(dir, "switches.json")
 	auditFile := filepath.Join(dir, "audit.log")
 	key := checkpointKey(t, dir)
-	listen := freeAddr(t)
+	listen := freeport.Addr(t) // the restarted gateway listens where its clients already point
 	e := &env{t: t, dir: dir, origin: startOrigin(t), token: randomToken(t)}
 	e.configPath = filepath.Join(e.dir, "credgate.yaml")
 	e.policyPath = filepath.Join(e.dir, "policy.yaml")
