@@ -243,6 +243,69 @@ func TestDashboardCoversTheGateway(t *testing.T) {
 	}
 }
 
+// unwatched names the metric families the gateway exports that neither
+// the dashboard nor an alert uses, each with why: an operator reads them
+// when investigating, not on the overview.
+var unwatched = map[string]string{}
+
+// TestEveryMetricWatched: every credgate_ metric family the gateway
+// exports (gateway.MetricNames, every optional part enabled) is used by a
+// dashboard query or an alert, or is in unwatched with a reason — so a
+// metric added to the gateway is not left off the dashboard by default.
+// An entry of unwatched that the dashboard or the alerts use, or that is
+// not exported, is an error too.
+func TestEveryMetricWatched(t *testing.T) {
+	queries := dashboardQueries(t, renderedDashboard(t))
+	_, rules := renderedRules(t)
+	for _, r := range rules {
+		queries["alert "+r.Alert] = r.Expr
+	}
+	used := map[string]bool{}
+	for where, q := range queries {
+		expr, err := parser.ParseExpr(q)
+		if err != nil {
+			t.Errorf("%s: %v", where, err)
+			continue
+		}
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok {
+				name := vs.Name
+				for _, m := range vs.LabelMatchers {
+					if m.Name == "__name__" {
+						name = m.Value
+					}
+				}
+				used[name] = true
+				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+					used[strings.TrimSuffix(name, suffix)] = true
+				}
+			}
+			return nil
+		})
+	}
+	exported := gateway.MetricNames()
+	for _, name := range exported {
+		if !strings.HasPrefix(name, "credgate_") {
+			// The Go runtime's and the process collector's standard
+			// families (go_*, process_*): the Process panel shows the few
+			// an operator watches; the rest are for investigation.
+			continue
+		}
+		why, listed := unwatched[name]
+		switch {
+		case used[name] && listed:
+			t.Errorf("%s is used by the dashboard or an alert but listed as unwatched (%s)", name, why)
+		case !used[name] && !listed:
+			t.Errorf("%s: no dashboard query or alert uses it; add a panel or an alert, or list it in unwatched with the reason", name)
+		}
+	}
+	for name := range unwatched {
+		if !slices.Contains(exported, name) {
+			t.Errorf("unwatched lists %s, which the gateway does not export", name)
+		}
+	}
+}
+
 // TestAlertsExplainThemselves checks that each alert has a severity, a
 // summary, a description of what to check, and a runbook_url pointing at
 // its own section of docs/audit-and-metrics.md; and the alerts issue 18
