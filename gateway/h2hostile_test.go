@@ -40,11 +40,16 @@ type hostileCase struct {
 	b        func(c *h2OriginConn, f *http2.MetaHeadersFrame)
 	// status is what the client must get (0: any answer, as long as it
 	// comes in time); failed: 502 or 504; broken: the response breaks
-	// off after its headers.
-	status int
-	failed bool
-	broken bool
-	body   string
+	// off after its headers. orFailed: the answer may instead be 502 or
+	// 504 — an origin's failure is a race with the gateway's progress
+	// (headers still arriving at response_header_timeout on a loaded
+	// machine; a body that breaks before the gateway sent the head on,
+	// which it then answers 502 rather than a 200 that breaks).
+	status   int
+	failed   bool
+	broken   bool
+	orFailed bool
+	body     string
 }
 
 // hostileOriginCases are what an HTTP/2 origin can do that Go's server
@@ -117,7 +122,7 @@ func hostileOriginCases() []hostileCase {
 		// over the transport's 1 MiB limit.
 		{name: "huge_headers", b: func(c *h2OriginConn, f *http2.MetaHeadersFrame) {
 			c.writeBlock(f.StreamID, true, c.block([2]string{":status", "200"}, [2]string{"x-big", strings.Repeat("a", 2<<20)}))
-		}, status: http.StatusBadGateway},
+		}, failed: true},
 		{name: "huge_trailers", b: func(c *h2OriginConn, f *http2.MetaHeadersFrame) {
 			hdr := c.block([2]string{":status", "200"})
 			c.write(func(fr *http2.Framer) error {
@@ -131,7 +136,7 @@ func hostileOriginCases() []hostileCase {
 				fields = append(fields, [2]string{fmt.Sprintf("x-t%d", i), strings.Repeat("t", 512)})
 			}
 			c.writeBlock(f.StreamID, true, c.block(fields...))
-		}, status: http.StatusOK, broken: true},
+		}, status: http.StatusOK, broken: true, orFailed: true},
 		// Headers, then a reset: the client's response breaks off.
 		{name: "rst_after_headers", b: func(c *h2OriginConn, f *http2.MetaHeadersFrame) {
 			blk := c.block([2]string{":status", "200"})
@@ -257,13 +262,14 @@ func TestHTTP2HostileOrigin(t *testing.T) {
 					if d > 2*headerTimeout+time.Second {
 						t.Errorf("answered after %v, want within about response_header_timeout (%v)", d.Round(time.Millisecond), headerTimeout)
 					}
-					if tc.status != 0 && status != tc.status {
+					failedInstead := tc.orFailed && (status == http.StatusBadGateway || status == http.StatusGatewayTimeout)
+					if tc.status != 0 && status != tc.status && !failedInstead {
 						t.Errorf("status %d, want %d", status, tc.status)
 					}
 					if tc.failed && status != http.StatusBadGateway && status != http.StatusGatewayTimeout {
 						t.Errorf("status %d, want 502 or 504", status)
 					}
-					if tc.broken != (bodyErr != nil) {
+					if tc.broken != (bodyErr != nil) && !failedInstead {
 						t.Errorf("body error %v, want broken %v", bodyErr, tc.broken)
 					}
 					switch status {
