@@ -51,10 +51,6 @@ func h2Refusals() []h2Refusal {
 		}
 		return []byte(buf.String())
 	}
-	// body opens stream 1 with a request whose body is still to come.
-	body := func(h *h2Raw, extra ...[2]string) {
-		h.headers(1, append([][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/v1/body"}}, extra...), false)
-	}
 	// secret is a credential-like value the client sends: it must not
 	// reach the audit line (TestEveryHTTP2RefusalAuditedOnce).
 	secret := [2]string{"authorization", "Bearer " + h2ClientSecret}
@@ -111,10 +107,6 @@ func h2Refusals() []h2Refusal {
 		{"two TE fields", func(h *h2Raw, m string) {
 			h.headers(1, get("/v1/"+m, [2]string{"te", "trailers"}, [2]string{"te", "trailers"}), true)
 		}, h2ClassTE},
-		{"connection-specific field with a body to come", func(h *h2Raw, _ string) {
-			body(h, [2]string{"connection", "close"})
-			_ = h.fr.WriteData(1, true, []byte(h2ClientSecret))
-		}, h2ClassConnectionField},
 		// Header blocks and frames the protocol forbids.
 		{"HPACK block that does not decode", raw([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), "conn_COMPRESSION_ERROR"},
 		{"CONTINUATION without HEADERS", func(h *h2Raw, _ string) { _ = h.fr.WriteContinuation(1, true, []byte{0x82}) }, "conn_PROTOCOL_ERROR"},
