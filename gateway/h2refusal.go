@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,7 +53,7 @@ func (g *Gateway) configureHTTP2(srv *http.Server) error {
 			h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
 			return
 		}
-		w := &h2Conn{Conn: c, g: g, ctx: ctx, tc: tc}
+		w := &h2Conn{Conn: c, g: g, ctx: ctx, tc: tc, in: newH2Mirror(h2, hs)}
 		s := *h2
 		s.CountError = w.countError
 		s.ServeConn(w, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
@@ -73,6 +75,16 @@ func (g *Gateway) configureHTTP2(srv *http.Server) error {
 // then; and a connection the server closed with neither (a preface that
 // is not HTTP/2, too many control frames queued) is "conn_closed".
 //
+// Two refusals are not frames but answers: the library serves a request
+// whose header list is over the limit (431) or carries a
+// connection-specific field or a TE other than trailers (400) with a
+// handler of its own, and names them in no CountError. Read decodes the
+// client's header blocks a second time, with the framer's own code and
+// the server's limits (in, h2Mirror), and marks those streams (answered);
+// the first HEADERS frame the server writes on a marked stream is the
+// library's answer, audited then (a RST_STREAM on it unmarks it: the
+// server refused it otherwise, audited as above).
+//
 // The server writes one frame batch at a time; mu guards the scanner
 // anyway, and the small state of what was seen.
 type h2Conn struct {
@@ -90,15 +102,25 @@ type h2Conn struct {
 	// pending are the classes CountError named whose frame is not yet
 	// written.
 	pending []string
+	// in reads the client's header blocks (only Read touches it);
+	// answered are the streams the library will answer itself, with
+	// the class of each.
+	in       *h2Mirror
+	answered map[uint32]string
 	// readErr, writeErr and goAway: the client's side ended, a write
 	// failed, a GOAWAY went out; cut: the server closed the connection
 	// with none of these.
 	readErr, writeErr, goAway, cut bool
-	closeOnce                      sync.Once
+	// connRefused: a GOAWAY with an error code went out.
+	connRefused bool
+	closeOnce   sync.Once
 }
 
 func (c *h2Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if c.in != nil {
+		c.in.feed(p[:n], c.answer)
+	}
 	if err != nil {
 		c.mu.Lock()
 		c.readErr = true
@@ -113,7 +135,9 @@ func (c *h2Conn) Write(p []byte) (int, error) {
 	if err != nil {
 		c.writeErr = true
 	}
-	classes := c.scan(p[:n])
+	// All of p: what the server sent, whether or not it got through (a
+	// failed write ends the connection, so the scan need not follow).
+	classes := c.scan(p)
 	c.mu.Unlock()
 	for _, class := range classes {
 		c.audit(class)
@@ -156,6 +180,13 @@ func (c *h2Conn) scan(p []byte) []string {
 		length := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
 		if c.n == 9 {
 			c.want = 0
+			if http2.FrameType(c.hdr[3]) == http2.FrameHeaders && len(c.answered) > 0 {
+				if class, ok := c.answered[h2StreamID(c.hdr[:9])]; ok {
+					delete(c.answered, h2StreamID(c.hdr[:9]))
+					c.g.metrics.HTTP2Error(class)
+					out = append(out, class)
+				}
+			}
 			switch http2.FrameType(c.hdr[3]) {
 			case http2.FrameRSTStream:
 				c.want = min(4, length)
@@ -187,6 +218,7 @@ func (c *h2Conn) refusal(ft http2.FrameType, payload []byte) (string, bool) {
 	switch {
 	case ft == http2.FrameRSTStream && len(payload) == 4:
 		code = http2.ErrCode(binary.BigEndian.Uint32(payload))
+		delete(c.answered, h2StreamID(c.hdr[:9]))
 		if code == http2.ErrCodeNo || code == http2.ErrCodeCancel || code == http2.ErrCodeInternal {
 			return "", false
 		}
@@ -196,6 +228,7 @@ func (c *h2Conn) refusal(ft http2.FrameType, payload []byte) (string, bool) {
 		if code == http2.ErrCodeNo {
 			return "", false
 		}
+		c.connRefused = true
 	default:
 		return "", false
 	}
@@ -217,13 +250,44 @@ func (c *h2Conn) countError(errType string) {
 	c.mu.Unlock()
 }
 
+// maxAnswered bounds h2Conn.answered: a client that sends more such
+// requests than this without reading the answers has the rest unaudited.
+const maxAnswered = 1024
+
+// answer marks stream id as one the library will answer itself (class
+// is why): its answer's HEADERS frame is counted in
+// credgate_http2_errors_total and audited (scan).
+func (c *h2Conn) answer(id uint32, class string) {
+	c.mu.Lock()
+	if c.answered == nil {
+		c.answered = map[uint32]string{}
+	}
+	if len(c.answered) < maxAnswered {
+		c.answered[id] = class
+	}
+	c.mu.Unlock()
+}
+
 // end audits what the connection's end leaves: classes whose frame was
 // never written, or the server's silent cut.
 func (c *h2Conn) end() {
 	c.mu.Lock()
 	pending, cut := c.pending, c.cut && len(c.pending) == 0
-	c.pending = nil
+	// A marked stream whose answer the server never wrote (the client
+	// reset it or left first) was refused all the same; unless the
+	// server refused the whole connection, audited as such.
+	var answered []string
+	if !c.connRefused {
+		for _, id := range slices.Sorted(maps.Keys(c.answered)) {
+			answered = append(answered, c.answered[id])
+		}
+	}
+	c.pending, c.answered = nil, nil
 	c.mu.Unlock()
+	for _, class := range answered {
+		c.g.metrics.HTTP2Error(class)
+		c.audit(class)
+	}
 	for _, class := range pending {
 		c.audit(class)
 	}
@@ -238,14 +302,15 @@ func (c *h2Conn) audit(class string) { c.g.refuseHTTP2(c.ctx, c.tc, class) }
 // refuseHTTP2 audits and counts what the HTTP/2 server of tunnel tc
 // refused before a handler ran (class: "stream_PROTOCOL_ERROR_bad_path_method",
 // "conn_ENHANCE_YOUR_CALM_too_many_early_resets", "conn_COMPRESSION_ERROR",
-// ...): one audit line naming the tunnel's workload and destination, no
-// method or path (the server parsed none it would serve). The server
-// answers the client itself (RST_STREAM, GOAWAY, or closes the
-// connection); status is 0.
+// "stream_400_connection_specific_field", ...; docs/audit-and-metrics.md
+// lists them): one audit line naming the tunnel's workload and
+// destination, no method or path (the gateway served none). The server
+// answers the client itself: RST_STREAM, GOAWAY or a closed connection
+// (status 0), or its own 400 or 431 (h2ClassStatus).
 func (g *Gateway) refuseHTTP2(ctx context.Context, tc *tunnelConn, class string) {
 	start := time.Now()
 	e := event{Time: start, Scheme: "https", Host: tc.dest.host, Port: tc.dest.port,
-		Decision: policy.Deny.String(), Code: codeHTTP2Refused, HTTP2Error: class}
+		Decision: policy.Deny.String(), Code: codeHTTP2Refused, HTTP2Error: class, Status: h2ClassStatus(class)}
 	wl := g.auditIdentity(ctx, tc.ev)
 	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
 	if wantPresented(wl, e.Code) {
@@ -253,7 +318,7 @@ func (g *Gateway) refuseHTTP2(ctx context.Context, tc *tunnelConn, class string)
 	}
 	g.metrics.refusals.WithLabelValues(e.Code).Inc()
 	e.Duration = time.Since(start)
-	g.metrics.request(e.Decision, "", 0, e.Duration)
+	g.metrics.request(e.Decision, "", e.Status, e.Duration)
 	g.audit.write(&e)
 	g.logClientRefusal(ctx, e.Code, "HTTP/2 server refused a stream or connection before the gateway saw a request",
 		slog.String("connect", tc.dest.hostPort()), slog.String("source", e.Source), slog.String("http2_error", class))
