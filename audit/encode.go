@@ -11,6 +11,7 @@ package audit
 
 import (
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -89,4 +90,26 @@ func appendChain(b, obj []byte, seq uint64, replica []byte, prev *[32]byte) []by
 	b = append(b, `,"prev":"`...)
 	b = appendHex(b, prev[:])
 	return append(b, `"}`...)
+}
+
+// AppendTime appends t in UTC as TimeFormat lays it out
+// (t.UTC().AppendFormat(b, TimeFormat)), without interpreting the layout
+// on every call: the audit line's time is written once per request. A
+// year outside 0–9999 is left to AppendFormat.
+func AppendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, TimeFormat)
+	}
+	hour, minute, sec := t.Clock()
+	milli := t.Nanosecond() / 1e6
+	return append(b,
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+int(month)/10), byte('0'+int(month)%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), '.',
+		byte('0'+milli/100), byte('0'+milli/10%10), byte('0'+milli%10), 'Z')
 }

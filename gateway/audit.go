@@ -418,7 +418,7 @@ func (a *auditor) fingerprint(cred *providers.Credential) string {
 // adds the chain fields and the newline.
 func appendEvent(b []byte, ev *event) []byte {
 	b = append(b, `{"time":"`...)
-	b = ev.Time.UTC().AppendFormat(b, audit.TimeFormat)
+	b = audit.AppendTime(b, ev.Time)
 	b = append(b, `","workload":`...)
 	b = appendString(b, ev.Workload)
 	b = append(b, `,"factors":[`...)
@@ -472,9 +472,9 @@ func appendEvent(b []byte, ev *event) []byte {
 	b = append(b, `,"bytes_out":`...)
 	b = strconv.AppendInt(b, ev.BytesOut, 10)
 	b = append(b, `,"duration_ms":`...)
-	b = strconv.AppendFloat(b, ms(ev.Duration), 'f', -1, 64)
+	b = appendMS(b, ev.Duration)
 	b = append(b, `,"upstream_ms":`...)
-	b = strconv.AppendFloat(b, ms(ev.Upstream), 'f', -1, 64)
+	b = appendMS(b, ev.Upstream)
 	if ev.Switch != "" {
 		b = append(b, `,"switch":`...)
 		b = appendString(b, ev.Switch)
@@ -511,6 +511,30 @@ func appendEvent(b []byte, ev *event) []byte {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// appendMS appends ms(d) as strconv.AppendFloat(b, ms(d), 'f', -1, 64)
+// does, from the whole microseconds without the float's shortest-digits
+// search. Below 10^12 µs (11.5 days) the float is within a fraction of
+// its ulp (at most 2^-23 ms there) of the decimal µs/1000, and no other
+// decimal of three fraction digits or fewer lies that close, so the
+// shortest digits are that decimal without its trailing zeros; longer or
+// negative durations are left to AppendFloat (TestAppendMS).
+func appendMS(b []byte, d time.Duration) []byte {
+	us := d.Microseconds()
+	if us < 0 || us >= 1e12 {
+		return strconv.AppendFloat(b, ms(d), 'f', -1, 64)
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	f := us % 1000
+	if f == 0 {
+		return b
+	}
+	b = append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
+	for b[len(b)-1] == '0' {
+		b = b[:len(b)-1]
+	}
+	return b
+}
 
 // appendString appends s as a JSON string (audit.AppendString).
 func appendString(b []byte, s string) []byte { return audit.AppendString(b, s) }

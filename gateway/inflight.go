@@ -109,13 +109,20 @@ type inFlight struct {
 	// under the set's lock, read after the round trip ended).
 	mu  sync.Mutex
 	cut *refusal
+	// prev and next link f into its set's list while listed is true
+	// (under the set's lock).
+	prev, next *inFlight
+	listed     bool
 }
 
-// flightSet holds the requests being forwarded.
+// flightSet holds the requests being forwarded: a list linked through
+// the inFlight values themselves (in the requests' reqState), so a
+// request joins and leaves it without hashing or allocating. Scans walk
+// it under mu as they walked a map; their order never mattered.
 type flightSet struct {
-	mu  sync.Mutex
-	m   map[*inFlight]struct{}
-	seq uint64
+	mu   sync.Mutex
+	head *inFlight
+	seq  uint64
 	// timer fires at armed, the earliest deadline among the requests in
 	// flight when it was armed (zero: not armed); made by the first
 	// request with a deadline, with fire.
@@ -130,12 +137,15 @@ type flightSet struct {
 func (s *flightSet) add(f *inFlight) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[*inFlight]struct{}{}
-	}
 	s.seq++
 	f.seq = s.seq
-	s.m[f] = struct{}{}
+	if !f.listed {
+		f.prev, f.next, f.listed = nil, s.head, true
+		if s.head != nil {
+			s.head.prev = f
+		}
+		s.head = f
+	}
 	s.arm(f.deadline)
 }
 
@@ -182,7 +192,7 @@ func (s *flightSet) pick(keep func(*inFlight) bool) []flightCheck {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []flightCheck
-	for f := range s.m {
+	for f := s.head; f != nil; f = f.next {
 		if f.refusal() == nil && keep(f) {
 			out = append(out, flightCheck{f: f, seq: f.seq, ev: f.ev, name: f.name, deadline: f.deadline, judged: f.judged})
 		}
@@ -195,7 +205,7 @@ func (s *flightSet) pick(keep func(*inFlight) bool) []flightCheck {
 func (s *flightSet) still(c flightCheck, fn func(*inFlight)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[c.f]; !ok || c.f.seq != c.seq {
+	if !c.f.listed || c.f.seq != c.seq {
 		return false
 	}
 	fn(c.f)
@@ -235,7 +245,7 @@ func (g *Gateway) expireFlights() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var next time.Time
-	for f := range s.m {
+	for f := s.head; f != nil; f = f.next {
 		if !f.deadline.IsZero() && (next.IsZero() || f.deadline.Before(next)) && f.refusal() == nil {
 			next = f.deadline
 		}
@@ -304,10 +314,34 @@ func (f *inFlight) identityLost(g *Gateway, code string) {
 	f.cutWith(r, errIdentityLost)
 }
 
+// remove takes f out of the set; removing it again (or one never
+// added) does nothing.
 func (s *flightSet) remove(f *inFlight) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.m, f)
+	if !f.listed {
+		return
+	}
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		s.head = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	}
+	f.prev, f.next, f.listed = nil, nil, false
+}
+
+// len is the number of requests in the set (tests).
+func (s *flightSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for f := s.head; f != nil; f = f.next {
+		n++
+	}
+	return n
 }
 
 // cancelMatching cancels the requests snap covers and returns how many.
@@ -315,7 +349,7 @@ func (s *flightSet) cancelMatching(g *Gateway, snap *killswitch.Snapshot) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for f := range s.m {
+	for f := s.head; f != nil; f = f.next {
 		if f.switchOff(g, snap) {
 			n++
 		}
