@@ -1,11 +1,14 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credgate/credgate/internal/atomicfile"
@@ -36,21 +39,64 @@ type FileOptions struct {
 	Log *slog.Logger
 }
 
+// ReopenReason says why a RotatingFile opened its path again.
+type ReopenReason int
+
+const (
+	// ReopenRemoved: the path named no file (rm, or mv without a new
+	// file: logrotate's nocreate).
+	ReopenRemoved ReopenReason = iota
+	// ReopenReplaced: the path names another file than the one written
+	// (mv, then a new file created by another: logrotate's create).
+	ReopenReplaced
+	// ReopenTruncated: the file is shorter than what was written to it
+	// (logrotate's copytruncate, or truncate).
+	ReopenTruncated
+	// ReopenSignal: asked for by Reopen (SIGHUP).
+	ReopenSignal
+	numReopenReasons
+)
+
+var reopenReasons = [numReopenReasons]string{"removed", "replaced", "truncated", "signal"}
+
+// String is the reason's metric label.
+func (r ReopenReason) String() string {
+	if r < 0 || r >= numReopenReasons {
+		return "unknown"
+	}
+	return reopenReasons[r]
+}
+
+// ReopenReasons lists every ReopenReason, in order.
+func ReopenReasons() []ReopenReason {
+	out := make([]ReopenReason, numReopenReasons)
+	for i := range out {
+		out[i] = ReopenReason(i)
+	}
+	return out
+}
+
 // RotatingFile is an append-only file that is renamed aside and reopened
 // when it grows past a size or age. It rotates only between writes, and
 // the Writer hands it whole lines, so no line is ever split across files;
-// the hash chain simply continues in the new file. Safe for concurrent
-// use.
+// the hash chain simply continues in the new file. Before each write it
+// checks that its path still names the file it writes (one stat): when
+// another process removed, renamed, replaced or truncated it (an external
+// logrotate, an operator), it opens the path again, creating the file if
+// needed, and the chain continues there. Safe for concurrent use.
 type RotatingFile struct {
 	path string
 	opts FileOptions
 
 	mu     sync.Mutex
 	f      *os.File
+	info   os.FileInfo // of f, as opened
 	size   int64
 	opened time.Time
 	// rot is the rotation's failure episodes.
 	rot episode.Tracker
+	// reopens counts the reopenings by ReopenReason.
+	reopens [numReopenReasons]atomic.Uint64
 }
 
 // OpenFile opens (appending to) or creates path. If the file does not end
@@ -83,10 +129,10 @@ func (r *RotatingFile) open() error {
 		_ = f.Close()
 		return fmt.Errorf("audit file: %w", err)
 	}
-	r.f, r.size, r.opened = f, st.Size(), r.opts.Now()
-	if r.size > 0 {
+	size := st.Size()
+	if size > 0 {
 		var last [1]byte
-		if _, err := f.ReadAt(last[:], r.size-1); err != nil && err != io.EOF {
+		if _, err := f.ReadAt(last[:], size-1); err != nil && err != io.EOF {
 			_ = f.Close()
 			return fmt.Errorf("audit file: read its last byte: %w", err)
 		}
@@ -95,9 +141,53 @@ func (r *RotatingFile) open() error {
 				_ = f.Close()
 				return fmt.Errorf("audit file: end the cut last line: %w", err)
 			}
-			r.size++
+			size++
 		}
 	}
+	r.f, r.info, r.size, r.opened = f, st, size, r.opts.Now()
+	return nil
+}
+
+// reopen opens the path again (creating the file if it is gone) and
+// closes the file written so far; on failure it keeps that file. Rotation
+// and every reopening go through it.
+func (r *RotatingFile) reopen() error {
+	old := r.f
+	if err := r.open(); err != nil {
+		return err
+	}
+	_ = old.Close()
+	return nil
+}
+
+// check reopens the path when it no longer names the file written, or
+// that file is shorter than written: someone else removed, renamed,
+// replaced or truncated it. It returns an error, and the write waits
+// (the Writer retries it), when the path cannot be opened again (its
+// directory gone, no permission to create the file): lines written to a
+// file no path names would be lost.
+func (r *RotatingFile) check() error {
+	st, err := os.Stat(r.path)
+	var reason ReopenReason
+	switch {
+	case err == nil && os.SameFile(st, r.info):
+		if st.Size() >= r.size {
+			return nil
+		}
+		reason = ReopenTruncated
+	case err == nil:
+		reason = ReopenReplaced
+	case errors.Is(err, fs.ErrNotExist):
+		reason = ReopenRemoved
+	default:
+		return fmt.Errorf("audit file: cannot tell whether %s is still the file written, so the lines wait: %w", r.path, err)
+	}
+	if err := r.reopen(); err != nil {
+		return fmt.Errorf("audit file %s was %s by another process and cannot be opened again, so the lines wait (retried): %w", r.path, reason, err)
+	}
+	r.reopens[reason].Add(1)
+	r.opts.Log.Warn("audit file replaced or removed under the gateway: reopened; the chain continues in the file at its path",
+		slog.String("file", r.path), slog.String("reason", reason.String()))
 	return nil
 }
 
@@ -107,6 +197,9 @@ func (r *RotatingFile) Write(p []byte) (int, error) {
 	defer r.mu.Unlock()
 	if r.f == nil {
 		return 0, errClosed
+	}
+	if err := r.check(); err != nil {
+		return 0, err
 	}
 	if r.size > 0 && ((r.opts.MaxBytes > 0 && r.size+int64(len(p)) > r.opts.MaxBytes) ||
 		(r.opts.Every > 0 && r.opts.Now().Sub(r.opened) >= r.opts.Every)) {
@@ -130,7 +223,11 @@ func (r *RotatingFile) Write(p []byte) (int, error) {
 func (r *RotatingFile) rotate() error {
 	name := r.path + "." + r.opts.Now().UTC().Format(RotatedSuffixFormat)
 	for i := 1; ; i++ {
-		if _, err := os.Lstat(name); os.IsNotExist(err) {
+		// Any error but "it exists" ends the search (not only "it does
+		// not": a name too long, a directory no longer searchable made
+		// this loop spin for ever, the file's lock held); the rename
+		// below then reports it.
+		if _, err := os.Lstat(name); err != nil {
 			break
 		}
 		name = fmt.Sprintf("%s.%s-%d", r.path, r.opts.Now().UTC().Format(RotatedSuffixFormat), i)
@@ -143,14 +240,37 @@ func (r *RotatingFile) rotate() error {
 	if err := atomicfile.Rename(r.path, name); err != nil {
 		return fmt.Errorf("audit file: rotate: %w", err)
 	}
-	old := r.f
-	if err := r.open(); err != nil {
-		// Renamed but no new file: go on writing to the renamed one.
-		r.f = old
+	// Renamed but no new file: the next write's check opens the path
+	// again, and the lines wait until it can.
+	return r.reopen()
+}
+
+// Reopen opens the path again now, creating the file if it is gone, and
+// closes the file written so far; the chain continues in the file at the
+// path. It is what an external log rotation's postrotate asks for
+// (credgate serve calls it on SIGHUP); a write would reopen a removed,
+// renamed or truncated file by itself (check), Reopen only makes it
+// immediate. On failure the current file is kept.
+func (r *RotatingFile) Reopen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil {
+		return errClosed
+	}
+	if err := r.reopen(); err != nil {
 		return err
 	}
-	_ = old.Close()
+	r.reopens[ReopenSignal].Add(1)
+	r.opts.Log.Info("audit file reopened on request", slog.String("file", r.path))
 	return nil
+}
+
+// Reopens returns how many times the file was opened again for reason.
+func (r *RotatingFile) Reopens(reason ReopenReason) uint64 {
+	if reason < 0 || reason >= numReopenReasons {
+		return 0
+	}
+	return r.reopens[reason].Load()
 }
 
 // Status returns the state of the rotation.

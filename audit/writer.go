@@ -143,7 +143,10 @@ type Writer struct {
 	base    mono.Base
 	dropped atomic.Uint64
 	written atomic.Uint64
-	errs    atomic.Uint64
+	// unwritten counts the lines made (chained, numbered) that the sink
+	// has not taken yet.
+	unwritten atomic.Int64
+	errs      atomic.Uint64
 	// health is the sink's failure episodes: logged when one starts and
 	// ends, not at every retry.
 	health episode.Tracker
@@ -288,6 +291,18 @@ func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 // Written returns how many lines reached the sink.
 func (w *Writer) Written() uint64 { return w.written.Load() }
 
+// Pending returns how many lines the sink has not taken yet: those
+// waiting in the buffer and those the flusher made and is writing or
+// holds for the next flush. It does not wait for a write in progress, so
+// it can say, when a sink takes no write at shutdown, how many lines
+// were given up.
+func (w *Writer) Pending() uint64 {
+	w.mu.Lock()
+	n := len(w.ends)
+	w.mu.Unlock()
+	return uint64(n) + uint64(max(w.unwritten.Load(), 0))
+}
+
 // Errors returns how many sink writes failed (each is retried).
 func (w *Writer) Errors() uint64 { return w.errs.Load() }
 
@@ -318,6 +333,7 @@ func (w *Writer) sinkFailed(err error) {
 // episode.
 func (w *Writer) sinkOK(lines int) {
 	w.written.Add(uint64(lines))
+	w.unwritten.Add(-int64(lines))
 	if st, ended := w.health.OK(); ended {
 		w.opts.Log.Warn("audit output recovered: it takes lines again",
 			slog.Uint64("failures", st.EpisodeFailures), slog.Duration("failing_for", time.Since(st.Since).Round(time.Millisecond)))
@@ -492,6 +508,7 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // Unchained, then a newline.
 func (w *Writer) line(out, obj []byte) []byte {
 	w.outLines++
+	w.unwritten.Add(1)
 	if w.opts.Unchained {
 		out = append(out, obj...)
 		return append(out, '\n')

@@ -30,9 +30,12 @@ func newServeCmd() *cobra.Command {
 		Long: `Run the gateway with the config FILE until SIGINT or SIGTERM, then drain
 in-flight requests for up to shutdown_timeout; a second SIGINT or SIGTERM
 ends the drain at once (what is open is closed with its audit line, the
-audit log still ends with its final checkpoint). SIGHUP reloads the policy
-(a bad policy is rejected and the last good one stays in force) and logs
-each other config setting that changed and needs a restart to apply.
+audit log still ends with its final checkpoint). SIGHUP reopens the audit
+file (after an external log rotation), reloads the policy (a bad policy is
+rejected and the last good one stays in force) and logs each other config
+setting that changed and needs a restart to apply. The exit status is 1
+when audit lines were given up at shutdown (an audit output that took no
+write).
 Logs are JSON lines on stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -64,7 +67,8 @@ Logs are JSON lines on stderr.`,
 }
 
 // serve runs a gateway until ctx is done or SIGINT/SIGTERM arrives, then
-// waits for it to drain. SIGHUP reloads the policy. When ready is non-nil
+// waits for it to drain. SIGHUP reopens the audit file and reloads the
+// policy. When ready is non-nil
 // it is called once the listeners are up.
 func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready func(*gateway.Gateway)) error {
 	logger := opts.Logger
@@ -147,6 +151,11 @@ func serve(ctx context.Context, cfg *gateway.Config, opts gateway.Options, ready
 	for {
 		select {
 		case <-hup:
+			// A log rotation's postrotate sends SIGHUP: the audit file
+			// is opened again first.
+			if err := gw.ReopenAuditFile(); err != nil {
+				logger.Error("audit file not reopened on SIGHUP; the gateway goes on writing to the file it has open and reopens it at its next write if it was removed, renamed or truncated", slog.Any("error", err))
+			}
 			reportConfigChanges(logger, gw, cfg)
 			if err := gw.ReloadPolicy(ctx); err != nil {
 				// The gateway keeps the last good policy; it has logged

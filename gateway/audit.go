@@ -143,14 +143,25 @@ type auditor struct {
 	signer audit.Signer
 	// log says when Close gives up the lines an output would not take.
 	log *slog.Logger
+	// output names audit.output in that message.
+	output string
+	// lost is Close's errOutputStuck, when it gave lines up: Run returns
+	// it, so that the process exits non-zero.
+	lost error
 }
 
 // newAuditor builds the audit writer the config describes, writing to out
 // instead of audit.output when out is set.
 func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger) (*auditor, error) {
-	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}, log: log}
+	a := &auditor{pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}, log: log, output: cfg.Output}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case out != nil:
+		a.output = auditOutputGiven
+	case a.output == "":
+		a.output = "stdout"
 	}
 	if out == nil {
 		switch cfg.Output {
@@ -237,6 +248,10 @@ func readKeyFile(path string) ([]byte, error) {
 	return k, nil
 }
 
+// auditOutputGiven names, in logs, the output given to New
+// (Options.Audit) in place of audit.output.
+const auditOutputGiven = "Options.Audit"
+
 // otlpShutdownGrace bounds how long Close waits for the OTLP receiver.
 const otlpShutdownGrace = 5 * time.Second
 
@@ -248,7 +263,9 @@ const otlpShutdownGrace = 5 * time.Second
 const outputCloseGrace = 10 * time.Second
 
 // errOutputStuck is Close's error when audit.output took no write for
-// outputCloseGrace.
+// outputCloseGrace: Run returns it (wrapped with how many lines and
+// where), and credgate serve exits non-zero, since the audit trail lacks
+// those lines.
 var errOutputStuck = fmt.Errorf("audit output took no write for %s at shutdown; the lines still buffered were not written", outputCloseGrace)
 
 // closeFile releases the outputs opened before a later setting failed.
@@ -289,9 +306,12 @@ func (a *auditor) Close() error {
 	case <-grace.C:
 		// The writer's goroutine stays blocked in the output's Write;
 		// the process is ending.
-		err = errOutputStuck
+		lost := a.w.Pending()
+		err = fmt.Errorf("%w: %d lines not written to %s", errOutputStuck, lost, a.output)
+		a.lost = err
 		a.log.Error("audit output took no write at shutdown: the lines still buffered are given up; check what reads audit.output (a stdout pipe, a network file system)",
-			slog.Duration("waited", outputCloseGrace), slog.Uint64("lines_written", a.w.Written()))
+			slog.String("output", a.output), slog.Duration("waited", outputCloseGrace),
+			slog.Uint64("lines_not_written", lost), slog.Uint64("lines_written", a.w.Written()))
 	}
 	if a.otlp != nil {
 		if cerr := a.otlp.Close(); err == nil {
@@ -304,6 +324,21 @@ func (a *auditor) Close() error {
 		}
 	}
 	return err
+}
+
+// ReopenAuditFile opens audit.output again, when it is a file: what an
+// external log rotation's postrotate asks for with SIGHUP (credgate serve
+// calls it then). The gateway also reopens the file by itself at its next
+// write when it finds it removed, renamed or truncated; this makes it
+// immediate. It does nothing when audit.output is stdout or stderr.
+func (g *Gateway) ReopenAuditFile() error {
+	if g.audit == nil || g.audit.file == nil {
+		return nil
+	}
+	if err := g.audit.file.Reopen(); err != nil {
+		return fmt.Errorf("audit.output: reopen: %w", err)
+	}
+	return nil
 }
 
 // readyzAudit is the audit part of /readyz's detail: each output's
@@ -613,4 +648,26 @@ func (m *metrics) auditWriter(w *audit.Writer, file *audit.RotatingFile, otlp *o
 			return 0
 		}),
 	)
+	m.reg.MustRegister(reopensCollector{file})
+}
+
+// reopensDesc is credgate_audit_reopens_total.
+var reopensDesc = prometheus.NewDesc("credgate_audit_reopens_total",
+	"Times the audit file was opened again, by reason: removed, replaced or truncated by another process (an external logrotate, an operator), or signal (SIGHUP); the chain continues in the file at the path.",
+	[]string{"reason"}, nil)
+
+// reopensCollector exports the audit file's reopenings, one series per
+// reason (zero when the output is not a file).
+type reopensCollector struct{ file *audit.RotatingFile }
+
+func (reopensCollector) Describe(ch chan<- *prometheus.Desc) { ch <- reopensDesc }
+
+func (c reopensCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, reason := range audit.ReopenReasons() {
+		var n uint64
+		if c.file != nil {
+			n = c.file.Reopens(reason)
+		}
+		ch <- prometheus.MustNewConstMetric(reopensDesc, prometheus.CounterValue, float64(n), reason.String())
+	}
 }

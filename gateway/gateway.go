@@ -880,6 +880,10 @@ func (g *Gateway) run(ctx context.Context) error {
 	stopWatch()
 	<-watchDone
 	g.shutdown()
+	if runErr == nil && g.audit != nil {
+		// Audit lines given up at shutdown: a failed exit.
+		runErr = g.audit.lost
+	}
 	return runErr
 }
 

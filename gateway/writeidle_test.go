@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // writeIdle is the tests' limits.write_idle_timeout.
@@ -315,8 +318,10 @@ func TestShutdownWithHostileClients(t *testing.T) {
 
 // TestShutdownWithStuckAuditOutput: an audit output that takes no write
 // (a stdout pipe no one reads) does not keep Run from returning. The lines
-// still buffered are given up after outputCloseGrace and the log says
-// so. Before, the audit writer's Close waited for the output for ever.
+// still buffered are given up after outputCloseGrace, the log says so
+// with how many and where, and Run returns errOutputStuck (credgate serve
+// exits non-zero). Before, the audit writer's Close waited for the output
+// for ever.
 func TestShutdownWithStuckAuditOutput(t *testing.T) {
 	tg := startGateway(t)
 	get := func(path string) {
@@ -329,6 +334,7 @@ func TestShutdownWithStuckAuditOutput(t *testing.T) {
 		resp.Body.Close()
 	}
 	get("/v1/before-the-stall")
+	poll.True(t, 10*time.Second, "the first line written", func() bool { return strings.Contains(tg.audit.String(), "before-the-stall") })
 	// The output takes nothing from now on (its Write waits for the
 	// lock); released before tg.run's cleanup reads it.
 	release := sync.OnceFunc(tg.audit.Hold())
@@ -342,15 +348,18 @@ func TestShutdownWithStuckAuditOutput(t *testing.T) {
 		if d := time.Since(t0); d < outputCloseGrace {
 			t.Errorf("Run returned after %s, before the output's grace of %s", d, outputCloseGrace)
 		}
-		if err != nil {
-			t.Errorf("Run: %v", err)
+		if !errors.Is(err, errOutputStuck) || !strings.Contains(err.Error(), "1 lines not written to "+auditOutputGiven) {
+			t.Errorf("Run: %v, want errOutputStuck naming 1 line not written to %s", err, auditOutputGiven)
 		}
+		tg.stop = func() error { return nil } // the error is this test's
 	case <-time.After(outputCloseGrace + 20*time.Second):
 		release()
 		t.Fatalf("Run did not return %s after shutdown began with the audit output stuck", time.Since(t0))
 	}
 	release()
-	if !strings.Contains(tg.logs.String(), "audit output took no write at shutdown") {
-		t.Errorf("the log does not say the buffered lines were given up:\n%s", tg.logs.String())
+	logs := tg.logs.String()
+	if !strings.Contains(logs, "audit output took no write at shutdown") ||
+		!strings.Contains(logs, `"lines_not_written":1`) || !strings.Contains(logs, `"output":"`+auditOutputGiven+`"`) {
+		t.Errorf("the log does not say the buffered lines were given up, how many and where:\n%s", logs)
 	}
 }
