@@ -38,7 +38,7 @@ VERSION   ?= $(shell awk '$$1=="appVersion:"{gsub(/"/,"",$$2); print $$2}' chart
 IMAGE     ?= ghcr.io/credgate/credgate
 export VERSION IMAGE
 
-.PHONY: all test tools fmt-check vet cross-build staticcheck test-go test-spire build image release demo bench soak soak-faults fuzz clean
+.PHONY: all test tools fmt-check vet cross-build staticcheck test-go test-spire build image release demo bench pgo soak soak-faults fuzz clean
 
 all: build
 
@@ -120,6 +120,14 @@ bench:
 	else \
 		$(GO) run ./bench/cmd/...; \
 	fi
+
+# scripts/pgo.sh writes cmd/credgate/default.pgo, a CPU profile of
+# credgate under the bench's keep-alive and newconn scenarios, which go
+# build then uses for profile-guided optimisation. Not committed: it did
+# not measurably help (docs/performance.md); this is how to try again.
+# PGO_FLAGS are passed to bench/run.sh, e.g. PGO_FLAGS="-rounds 5".
+pgo:
+	GO=$(GO) bash scripts/pgo.sh $(PGO_FLAGS)
 
 # bench/run.sh soak builds credgate and the driver and runs the soak
 # (SOAK_FLAGS are passed on, e.g. SOAK_FLAGS="-duration 1m"); non-zero

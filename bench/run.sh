@@ -13,7 +13,10 @@
 #   bench/run.sh -scenarios all   # plus issue 20's scale scenarios (h2-streams,
 #                                 # bigbody, idle10k): 4-6 more minutes
 # Environment: GO (default go), BENCH_OUT (also write the Markdown report
-# there), BENCH_JSON (also write JSON results there).
+# there), BENCH_JSON (also write JSON results there), CREDGATE_BUILD_FLAGS
+# (more `go build` flags for credgate, e.g. -pgo=off to measure the binary
+# without profile-guided optimisation), CREDGATE_BIN (measure this
+# prebuilt credgate instead of building one; scripts/pgo.sh uses it).
 #
 # `bench/run.sh soak [flags]` (what `make soak` runs) builds the same two
 # binaries and runs `credgate-bench soak` instead: the long-running suite
@@ -34,7 +37,12 @@ trap 'rm -rf "$bin"' EXIT
 # baseline too: the two proxies are built alike.
 echo "bench: building credgate and the benchmark driver (static, -trimpath)" >&2
 CGO_ENABLED=0 "$GO" build -trimpath -o "$bin/credgate-bench" ./bench/cmd/credgate-bench
-CGO_ENABLED=0 "$GO" build -trimpath -o "$bin/credgate" ./cmd/credgate
+if [ -n "${CREDGATE_BIN:-}" ]; then
+	cp "$CREDGATE_BIN" "$bin/credgate"
+else
+	# shellcheck disable=SC2086 # CREDGATE_BUILD_FLAGS is a list of flags
+	CGO_ENABLED=0 "$GO" build -trimpath ${CREDGATE_BUILD_FLAGS:-} -o "$bin/credgate" ./cmd/credgate
+fi
 
 if [ "${1:-}" = soak ]; then
 	shift
