@@ -160,8 +160,12 @@ func h2RefusalsBesideARequest() []h2Refusal {
 	get := func(path string) [][2]string {
 		return [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", apiHost}, {":path", path}}
 	}
+	// A request whose answer waits for its whole body (the origin's
+	// /echo reads it first): the refusal in its body always comes before
+	// the answer. (An answer first would close the stream, and the frame
+	// would be refused as one on a closed stream instead.)
 	body := func(h *h2Raw, extra ...[2]string) {
-		h.headers(1, append([][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/v1/body"}}, extra...), false)
+		h.headers(1, append([][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/echo"}}, extra...), false)
 	}
 	return []h2Refusal{
 		{"HEADERS on a lower stream than the last", func(h *h2Raw, m string) {
