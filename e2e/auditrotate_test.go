@@ -27,15 +27,7 @@ func TestAuditFileExternalRotation(t *testing.T) {
 	e.policyPath = filepath.Join(dir, "policy.yaml")
 	e.auditKey = key
 	e.writePolicy("", envOptions{})
-	e.writeConfig(envOptions{AuditConfig: fmt.Sprintf("  checkpoint:\n    key_file: %q\n", key)})
-	cfg, err := os.ReadFile(e.configPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = []byte(strings.Replace(string(cfg), "  output: stdout", "  output: "+auditFile, 1))
-	if err := os.WriteFile(e.configPath, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	e.writeConfig(envOptions{AuditConfig: fmt.Sprintf("  checkpoint:\n    key_file: %q\n", key), AuditOutput: auditFile})
 	e.start()
 
 	c := newGoClient(t, e.proxyURL, gwCACert, false)

@@ -51,13 +51,13 @@ func TestCrashRestart(t *testing.T) {
 	e.writeConfig(envOptions{
 		ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\n  state_file: %q\n", tokFile, state),
 		AuditConfig: fmt.Sprintf("  checkpoint:\n    key_file: %q\n    lines: 5\n", key),
+		AuditOutput: auditFile,
 	})
 	cfg, err := os.ReadFile(e.configPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg = []byte(strings.Replace(strings.Replace(string(cfg), "listen: 127.0.0.1:0\nadmin", "listen: "+listen+"\nadmin", 1),
-		"  output: stdout", "  output: "+auditFile, 1))
+	cfg = []byte(strings.Replace(string(cfg), "listen: 127.0.0.1:0\nadmin", "listen: "+listen+"\nadmin", 1))
 	if err := os.WriteFile(e.configPath, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}

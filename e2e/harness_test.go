@@ -273,6 +273,9 @@ type envOptions struct {
 	// AuditConfig is appended inside the config's audit: block (keys
 	// indented by two spaces, e.g. "  on_stall: fail_closed\n").
 	AuditConfig string
+	// AuditOutput is audit.output: a file path; "" is stdout (the
+	// lines e.audit reads).
+	AuditOutput string
 }
 
 // env is one gateway process in front of one origin.
@@ -380,6 +383,10 @@ func (e *env) writeConfig(opts envOptions) {
 	if shutdown == 0 {
 		shutdown = 10 * time.Second
 	}
+	auditOutput := "stdout"
+	if opts.AuditOutput != "" {
+		auditOutput = strconv.Quote(opts.AuditOutput)
+	}
 	tlsPort := strconv.Itoa(e.origin.TLSAddr.Port)
 	pins := map[string]string{
 		"api.origin.test:443":        "127.0.0.1:" + tlsPort,
@@ -415,11 +422,11 @@ resolve:
 cache:
   fetch_timeout: 5s
 %[9]saudit:
-  output: stdout
+  output: %[11]s
 %[10]slog:
   level: debug
 shutdown_timeout: %[6]s
-%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig, opts.AuditConfig)
+%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig, opts.AuditConfig, auditOutput)
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
