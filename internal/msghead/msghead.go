@@ -144,12 +144,23 @@ var class = func() (t [256]uint8) {
 // from, for the caller to cut the start line's from too. Values are
 // trimmed of spaces and tabs, names canonical and repeated names' values
 // kept in order, as textproto.ReadMIMEHeader does.
-func Fields(head []byte, lineEnd int) (text string, h http.Header) {
+//
+// vals, when it has room for every field, holds the header's values
+// (each name's first one; h's slices are cut from it with no room to
+// grow into a neighbour's): an array in the caller's own allocation for
+// the message, which spares one allocation per head. It must belong to
+// this message alone, never reused for another: the header keeps it.
+func Fields(head []byte, lineEnd int, vals []string) (text string, h http.Header) {
 	fields := head[lineEnd+2 : len(head)-2]
 	n := bytes.Count(fields, crlf)
 	text = string(head[:len(head)-2])
 	h = make(http.Header, n)
-	strs := make([]string, n)
+	var strs []string
+	if cap(vals) >= n {
+		strs = vals[:n:n]
+	} else {
+		strs = make([]string, n)
+	}
 	var key [64]byte
 	for off := lineEnd + 2; off < len(text); {
 		i := off + bytes.Index(head[off:], crlf)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"testing"
 	"testing/iotest"
@@ -276,5 +277,35 @@ func BenchmarkReadRequest(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestOriginFormIsParseRequestURI holds originForm to url.ParseRequestURI
+// on every target plainTarget lets through, for each visible ASCII byte
+// in the path, in the query and at either's end, and for the '?'
+// spellings (none, an empty query, two of them).
+func TestOriginFormIsParseRequestURI(t *testing.T) {
+	targets := []string{"/", "/?", "/??", "/a?", "/a?b?c", "/a?b", "//x/y", "/a//b/", "/a%2Fb", "/%zz", "/a?%zz", "/a#b", "/a?b#c"}
+	for c := byte('!'); c <= '~'; c++ {
+		s := string(c)
+		targets = append(targets, "/"+s, "/a"+s+"b", "/a"+s+"?q", "/?"+s, "/a?b"+s+"c", "/"+s+s)
+	}
+	plain := 0
+	for _, target := range targets {
+		if !plainTarget(target) {
+			continue
+		}
+		plain++
+		want, err := url.ParseRequestURI(target)
+		if err != nil {
+			t.Errorf("%q: plainTarget took it, ParseRequestURI refuses it: %v", target, err)
+			continue
+		}
+		if got := originForm(target); !reflect.DeepEqual(&got, want) {
+			t.Errorf("%q:\n got %#v\nwant %#v", target, got, *want)
+		}
+	}
+	if plain < len(targets)/2 {
+		t.Errorf("plainTarget took %d of %d targets: the common ones must not go to ParseRequestURI", plain, len(targets))
 	}
 }

@@ -704,9 +704,12 @@ func (c *conn) serveRequest() bool {
 	c.hdr.on = true
 	// The common request by the fast path (fastrequest.go), any other by
 	// ReadRequest.
-	req := readFastRequest(c.br, lim.MaxHeaderBytes+4096)
+	var req *http.Request
+	fr := readFast(c.br, lim.MaxHeaderBytes+4096)
 	var err error
-	if req == nil {
+	if fr != nil {
+		req = &fr.req
+	} else {
 		req, err = http.ReadRequest(c.br)
 	}
 	c.hdr.on = false
@@ -746,11 +749,24 @@ func (c *conn) serveRequest() bool {
 		req.Close = true
 	}
 
-	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1}
+	// The response and the body's wrapper are the fast request's own
+	// (one allocation with it); never reused for another request.
+	var w *response
+	if fr != nil {
+		w = &fr.w
+	} else {
+		w = new(response)
+	}
+	*w = response{c: c, req: req, header: make(http.Header), contentLength: -1}
 	w.wantsClose = req.Close || !req.ProtoAtLeast(1, 1)
 	var b *body
 	if hasBody(req.Body) {
-		b = &body{rc: req.Body, c: c}
+		if fr != nil {
+			b = &fr.b
+		} else {
+			b = new(body)
+		}
+		*b = body{rc: req.Body, c: c}
 		req.Body, w.body = b, b
 		// The body is read without the header's deadline
 		// (limits.body_idle_timeout is the gateway's, per read). A
