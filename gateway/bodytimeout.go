@@ -401,14 +401,14 @@ func (*upstreamIdleError) Temporary() bool { return false }
 type upstreamBody struct {
 	io.ReadCloser
 	w      *stallWatch
-	cancel context.CancelCauseFunc
+	cancel canceller
 }
 
 // watchResponse puts resp's body under b, cancelling the request's
 // flight (cancel) when it stalls; it reports false, leaving resp alone,
 // for a response without a body. The caller calls b.release after the
 // last use of resp.Body.
-func (g *Gateway) watchResponse(b *upstreamBody, resp *http.Response, cancel context.CancelCauseFunc) bool {
+func (g *Gateway) watchResponse(b *upstreamBody, resp *http.Response, cancel canceller) bool {
 	idle := g.cfg.Upstream.ResponseIdleTimeout.D()
 	if idle <= 0 || cancel == nil || resp.Body == nil || resp.Body == http.NoBody {
 		return false
@@ -421,7 +421,7 @@ func (g *Gateway) watchResponse(b *upstreamBody, resp *http.Response, cancel con
 }
 
 // cutStalled implements stallCutter.
-func (b *upstreamBody) cutStalled() { b.cancel(errUpstreamIdle) }
+func (b *upstreamBody) cutStalled() { b.cancel.cancelCause(errUpstreamIdle) }
 
 // Read implements io.Reader.
 func (b *upstreamBody) Read(p []byte) (int, error) {

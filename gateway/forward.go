@@ -83,7 +83,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		// deferred below (defers run last first). An upgrade request
 		// answered with an ordinary response is relayed as one, and
 		// watched as one.
-		if g.watchResponse(&st.upBody, resp, st.flight.cancel) {
+		if g.watchResponse(&st.upBody, resp, &st.flight) {
 			defer st.upBody.release()
 		}
 	}

@@ -101,12 +101,21 @@ type inFlight struct {
 	// judged is the decision that admitted the request, for deciding it
 	// again after a reload (read and written under the set's lock).
 	judged judgement
-	cancel context.CancelCauseFunc
+	// ctx is the flight's context, made from parent by startFlight;
+	// ctxCancel cancels it. Cancel it with cancelCause only, which also
+	// calls abort: the h1client's round trip's (h1client.Cancellation,
+	// through reqState), set and taken under mu; cancelled is set (under
+	// mu) once cancelCause ran.
+	ctx, parent context.Context
+	ctxCancel   context.CancelCauseFunc
+	abort       func()
+	cancelled   bool
 	// body is the client's request body, whose pending read the switch
 	// ends too (nil without one).
 	body *idleBody
 	// cut is the refusal of the switch that cancelled the request (set
-	// under the set's lock, read after the round trip ended).
+	// under the set's lock, read after the round trip ended). mu guards
+	// abort and cancelled too.
 	mu  sync.Mutex
 	cut *refusal
 	// prev and next link f into its set's list while listed is true
@@ -380,8 +389,63 @@ func (f *inFlight) cutWith(r refusal, cause error) {
 		f.cut = &r
 	}
 	f.mu.Unlock()
-	f.cancel(cause)
+	f.cancelCause(cause)
 	f.body.switchOff()
+}
+
+// canceller cancels a request with a cause: *inFlight (cancelCause), or
+// a context's own cancel func (cancelFunc, tests).
+type canceller interface{ cancelCause(cause error) }
+
+// cancelFunc is a context.CancelCauseFunc as a canceller.
+type cancelFunc context.CancelCauseFunc
+
+func (c cancelFunc) cancelCause(cause error) { c(cause) }
+
+// cancelCause cancels f's context with cause, then calls the round
+// trip's abort registered with OnCancel, as context.AfterFunc on the
+// context would have.
+func (f *inFlight) cancelCause(cause error) {
+	f.ctxCancel(cause)
+	f.mu.Lock()
+	f.cancelled = true
+	abort := f.abort
+	f.abort = nil
+	f.mu.Unlock()
+	if abort != nil {
+		abort()
+	}
+}
+
+// Context implements h1client.Cancellation: the outbound request's
+// context, whose own cancellation is the flight's (cancelCause).
+func (st *reqState) Context() context.Context { return &st.ctx }
+
+// Parent implements h1client.Cancellation: what the flight's context
+// was made from.
+func (st *reqState) Parent() context.Context { return st.flight.parent }
+
+// OnCancel implements h1client.Cancellation.
+func (st *reqState) OnCancel(abort func()) {
+	f := &st.flight
+	f.mu.Lock()
+	if !f.cancelled {
+		f.abort = abort
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	abort()
+}
+
+// StopOnCancel implements h1client.Cancellation.
+func (st *reqState) StopOnCancel() bool {
+	f := &st.flight
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	stopped := f.abort != nil
+	f.abort = nil
+	return stopped
 }
 
 // refusal returns the refusal of what cut the request in flight (the
@@ -403,8 +467,10 @@ func (f *inFlight) refusal() *refusal {
 // admits it (jd: the decision, judged) cancel it from now on. Call
 // endFlight(f) when the request is done.
 func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) context.Context {
+	f.parent = ctx
 	ctx, cancel := context.WithCancelCause(ctx)
-	f.rule, f.caller, f.cancel, f.body, f.judged = d.Rule, switchCaller(wl), cancel, body, jd
+	f.ctx, f.ctxCancel, f.abort, f.cancelled = ctx, cancel, nil, false
+	f.rule, f.caller, f.body, f.judged = d.Rule, switchCaller(wl), body, jd
 	f.ev, f.name = ev, wl.Name
 	if exp := wl.Expires(); !exp.IsZero() {
 		f.deadline = exp.Add(g.cfg.Limits.InFlightIdentityGrace.D())
@@ -436,7 +502,7 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 // request).
 func (g *Gateway) endFlight(f *inFlight) {
 	g.flights.remove(f)
-	f.cancel(nil)
+	f.cancelCause(nil)
 }
 
 // cutInFlight returns the refusal of what cut r in flight (the kill

@@ -155,6 +155,10 @@ func (c *stateCtx) Value(key any) any {
 		}
 	case h1client.AttemptsKey{}:
 		return c.st // upstreamTries, through GotConn (retries.go)
+	case h1client.CancellationKey{}:
+		if f := &c.st.flight; f.ctx != nil && c.Context == f.ctx {
+			return c.st // the flight's cancellation (inflight.go)
+		}
 	}
 	return c.Context.Value(key)
 }
@@ -1178,10 +1182,10 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	t0 := time.Now()
 	if st != nil && tt.g != nil {
-		st.tries.start(tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel)
+		st.tries.start(tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), &st.flight)
 		defer st.tries.stop()
 		if r.Body == &st.reqBody {
-			st.upload.watch(&st.reqBody, tt.g.cfg.Upstream.ResponseIdleTimeout.D(), tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel)
+			st.upload.watch(&st.reqBody, tt.g.cfg.Upstream.ResponseIdleTimeout.D(), tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), &st.flight)
 			defer st.upload.stop()
 		}
 	}
@@ -1270,7 +1274,7 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	}
 	g.log.Info("upstream rejected a cached credential; retried once with a new one",
 		slog.String("credential", rp.bind.Key.Credential), slog.String("host", r.URL.Host))
-	st.tries.start(g.cfg.Upstream.ResponseHeaderTimeout.D(), st.flight.cancel) // its attempts counted afresh
+	st.tries.start(g.cfg.Upstream.ResponseHeaderTimeout.D(), &st.flight) // its attempts counted afresh
 	return t.RoundTrip(r2)
 }
 

@@ -44,14 +44,14 @@ type upstreamTries struct {
 	n      int
 	first  time.Time
 	limit  time.Duration
-	cancel context.CancelCauseFunc
+	cancel canceller
 	timer  *time.Timer
 }
 
 // start begins counting the attempts of one round trip (the request, or
 // its reissue after a 401) under response_header_timeout limit; cancel
 // ends the request.
-func (u *upstreamTries) start(limit time.Duration, cancel context.CancelCauseFunc) {
+func (u *upstreamTries) start(limit time.Duration, cancel canceller) {
 	u.stop()
 	u.n, u.limit, u.cancel = 0, limit, cancel
 }
@@ -83,15 +83,15 @@ func (st *reqState) GotConn(httptrace.GotConnInfo) {
 	case u.n == 1:
 		u.first = time.Now()
 	case u.n > upstreamAttempts:
-		u.cancel(errUpstreamRetries)
+		u.cancel.cancelCause(errUpstreamRetries)
 	case u.n == 2 && u.limit > 0:
 		left := u.limit - time.Since(u.first)
 		if left <= 0 {
-			u.cancel(errUpstreamRetryTimeout)
+			u.cancel.cancelCause(errUpstreamRetryTimeout)
 			return
 		}
 		cancel := u.cancel
-		u.timer = time.AfterFunc(left, func() { cancel(errUpstreamRetryTimeout) })
+		u.timer = time.AfterFunc(left, func() { cancel.cancelCause(errUpstreamRetryTimeout) })
 	}
 }
 
@@ -139,7 +139,7 @@ func retriesRefusal(r *http.Request, st *reqState) (refusal, bool) {
 // timer is made for requests with a body only.
 type uploadWatch struct {
 	idle, header time.Duration
-	cancel       context.CancelCauseFunc
+	cancel       canceller
 	start        time.Time
 	t            *time.Timer
 	// pending counts the body's reads in progress; last is when the last
@@ -152,7 +152,7 @@ type uploadWatch struct {
 }
 
 // watch starts w for one round trip whose body b the transport reads.
-func (w *uploadWatch) watch(b *countingBody, idle, header time.Duration, cancel context.CancelCauseFunc) {
+func (w *uploadWatch) watch(b *countingBody, idle, header time.Duration, cancel canceller) {
 	if idle <= 0 || cancel == nil {
 		return
 	}
@@ -212,7 +212,7 @@ func (w *uploadWatch) fire() {
 	idle := time.Since(w.start) - time.Duration(w.last.Load())
 	if idle >= limit {
 		w.done.Store(true)
-		w.cancel(cause)
+		w.cancel.cancelCause(cause)
 		return
 	}
 	w.t.Reset(limit - idle)

@@ -166,7 +166,7 @@ func TestStateCtxAttempts(t *testing.T) {
 	if !ok {
 		t.Fatal("no h1client.Attempts under h1client.AttemptsKey")
 	}
-	st.tries.start(0, cancel)
+	st.tries.start(0, cancelFunc(cancel))
 	defer st.tries.stop()
 	for i := range upstreamAttempts {
 		a.GotConn(httptrace.GotConnInfo{})
@@ -181,5 +181,69 @@ func TestStateCtxAttempts(t *testing.T) {
 	traced := h1client.WithTrace(httptest.NewRequest("GET", "https://example.com/", nil).WithContext(ctx))
 	if trace := httptrace.ContextClientTrace(traced.Context()); trace == nil || trace.GotConn == nil || trace.Got1xxResponse != nil {
 		t.Errorf("WithTrace without a 1xx relay: trace %+v, want GotConn alone", trace)
+	}
+}
+
+// TestFlightCancellation: the outbound request's context holds the
+// flight's h1client.Cancellation, for the h1client to abort a round
+// trip without an AfterFunc on the per-request context: every
+// cancellation of the flight (cancelCause: the kill switch, a timeout,
+// the request's end) calls the abort registered, once, after the context
+// is cancelled with its cause; registered after the cancellation, it is
+// called at once; StopOnCancel reports whether it had not been called,
+// and the next cancellation calls nothing. A context derived from the
+// outbound one (a tracer's) does not offer it as its own.
+func TestFlightCancellation(t *testing.T) {
+	newState := func() *reqState {
+		st := &reqState{}
+		f := &st.flight
+		f.parent = context.Background()
+		f.ctx, f.ctxCancel = context.WithCancelCause(f.parent)
+		st.ctx = stateCtx{Context: f.ctx, st: st}
+		return st
+	}
+	st := newState()
+	ctx := context.Context(&st.ctx)
+	own, ok := ctx.Value(h1client.CancellationKey{}).(h1client.Cancellation)
+	if !ok || own.Context() != ctx || own.Parent() != context.Background() {
+		t.Fatalf("the outbound context's Cancellation: %v (ok %v), want the flight's, for this context", own, ok)
+	}
+	aborts := 0
+	own.OnCancel(func() {
+		aborts++
+		if cause := context.Cause(ctx); !errors.Is(cause, errSwitchedOff) {
+			t.Errorf("abort called before the context was cancelled with its cause (cause %v)", cause)
+		}
+	})
+	st.flight.cancelCause(errSwitchedOff)
+	st.flight.cancelCause(errors.New("again"))
+	if aborts != 1 {
+		t.Errorf("abort called %d times, want 1", aborts)
+	}
+	if own.StopOnCancel() {
+		t.Error("StopOnCancel reports the abort had not been called")
+	}
+	own.OnCancel(func() { aborts++ })
+	if aborts != 2 {
+		t.Error("an abort registered after the cancellation was not called at once")
+	}
+
+	st = newState()
+	own = context.Context(&st.ctx).Value(h1client.CancellationKey{}).(h1client.Cancellation)
+	own.OnCancel(func() { t.Error("abort called after StopOnCancel") })
+	if !own.StopOnCancel() {
+		t.Error("StopOnCancel reports the abort had been called, before any cancellation")
+	}
+	st.flight.cancelCause(nil)
+
+	type spanKey struct{}
+	st = newState()
+	traced := context.WithValue(&st.ctx, spanKey{}, "span")
+	if own, ok := traced.Value(h1client.CancellationKey{}).(h1client.Cancellation); ok && own.Context() == traced {
+		t.Error("a context derived from the outbound one offers the flight's Cancellation as its own")
+	}
+	st.ctx.Context = context.Background()
+	if _, ok := context.Context(&st.ctx).Value(h1client.CancellationKey{}).(h1client.Cancellation); ok {
+		t.Error("a stateCtx over another context than the flight's offers the flight's Cancellation")
 	}
 }

@@ -47,7 +47,9 @@
 //     HEAD, OPTIONS, TRACE, or an Idempotency-Key): with its body,
 //     which the Client holds; a POST without a key is never sent twice;
 //   - the request's context aborts a blocked write or read (a deadline in
-//     the past, set by context.AfterFunc: no goroutine per request);
+//     the past, set by context.AfterFunc: no goroutine per request; for a
+//     context with a Cancellation, AfterFunc on its parent and the
+//     Cancellation's own hook, which cost no allocation of the context's);
 //   - idle connections are bounded per host (MaxIdleConnsPerHost) and
 //     closed after IdleConnTimeout by one timer per Client.
 //
@@ -245,6 +247,32 @@ type Informational interface {
 
 // InformationalKey is the context key of a request's Informational.
 type InformationalKey struct{}
+
+// Cancellation is the own cancellation of a context made for one
+// request, told to the Client so that the round trip's abort needs no
+// context.AfterFunc on that context: the first registration on a new
+// context costs it a map and a channel, with AfterFunc's own two five
+// allocations per request. A request whose context ctx holds one under
+// CancellationKey, with Context() == ctx, is cancelled exactly when
+// Parent() is or its own cancellation fires: the Client arranges for its
+// abort with context.AfterFunc on Parent (a context that outlives the
+// request, whose map and channel are made once) and with OnCancel for
+// the rest. Any other request's context gets context.AfterFunc.
+type Cancellation interface {
+	// Context is the context whose own cancellation this is.
+	Context() context.Context
+	// Parent is the context Context derives from, cancelled with it.
+	Parent() context.Context
+	// OnCancel has abort called when the context's own cancellation
+	// fires, at once when it has fired; one abort at a time.
+	OnCancel(abort func())
+	// StopOnCancel undoes OnCancel; it reports whether abort had not
+	// been called (as the stop func of context.AfterFunc).
+	StopOnCancel() bool
+}
+
+// CancellationKey is the context key of a request's Cancellation.
+type CancellationKey struct{}
 
 // informational is the receiver of ctx's 1xx responses: its
 // Informational and its ClientTrace's Got1xxResponse, either alone, or
@@ -507,6 +535,10 @@ type conn struct {
 	br    *bufio.Reader // nil while idle
 	tls   *tls.ConnectionState
 	abort func() // sets a deadline in the past (context.AfterFunc)
+	// stopCtx and own undo watch (unwatch): the AfterFunc's stop, and
+	// the request context's Cancellation when it has one.
+	stopCtx func() bool
+	own     Cancellation
 	// raw is the socket under nc (nil when it has none); peek looks at
 	// it, setting pending.
 	raw     syscall.RawConn
@@ -568,9 +600,9 @@ func isTimeout(err error) bool {
 // reads the response headers to r; trace is r's ClientTrace (nil for
 // none). On an error pc is closed.
 func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trace *httptrace.ClientTrace) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, pc.abort)
+	pc.watch(ctx)
 	fail := func(err error) (*http.Response, error) {
-		stop()
+		pc.unwatch()
 		pc.close()
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
@@ -651,23 +683,47 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trac
 		}
 	}
 	if resp.Body == http.NoBody {
-		pc.release(stop, !resp.Close)
+		pc.release(!resp.Close)
 		return resp, nil
 	}
 	if fast != nil {
-		fast.body = body{rc: resp.Body, pc: pc, stop: stop, ctx: ctx, keep: !resp.Close}
+		fast.body = body{rc: resp.Body, pc: pc, ctx: ctx, keep: !resp.Close}
 		resp.Body = &fast.body
 		return resp, nil
 	}
-	resp.Body = &body{rc: resp.Body, pc: pc, stop: stop, ctx: ctx, keep: !resp.Close}
+	resp.Body = &body{rc: resp.Body, pc: pc, ctx: ctx, keep: !resp.Close}
 	return resp, nil
 }
 
-// release ends the round trip on pc: stop is the context's AfterFunc's;
-// the connection goes back to the pool when keep and nothing speaks
-// against it, else it is closed.
-func (pc *conn) release(stop func() bool, keep bool) {
-	if !stop() {
+// watch arranges for pc's blocked writes and reads to be aborted (a
+// deadline in the past) once ctx is cancelled, until unwatch: through
+// ctx's Cancellation when it has one, else context.AfterFunc.
+func (pc *conn) watch(ctx context.Context) {
+	if own, ok := ctx.Value(CancellationKey{}).(Cancellation); ok && own.Context() == ctx {
+		pc.own = own
+		pc.stopCtx = context.AfterFunc(own.Parent(), pc.abort)
+		own.OnCancel(pc.abort)
+		return
+	}
+	pc.stopCtx = context.AfterFunc(ctx, pc.abort)
+}
+
+// unwatch undoes watch; it reports false when the abort was called (or
+// may yet run): pc's deadline may then have passed.
+func (pc *conn) unwatch() bool {
+	stopped := pc.stopCtx()
+	if pc.own != nil {
+		stopped = pc.own.StopOnCancel() && stopped
+	}
+	pc.stopCtx, pc.own = nil, nil
+	return stopped
+}
+
+// release ends the round trip on pc, undoing its watch; the connection
+// goes back to the pool when keep and nothing speaks against it, else it
+// is closed.
+func (pc *conn) release(keep bool) {
+	if !pc.unwatch() {
 		keep = false // the context ended: pc's deadline has passed
 	}
 	if !keep || pc.sawEOF || pc.br.Buffered() != 0 {
@@ -715,7 +771,6 @@ var errReadAfterClose = errors.New("http: read on closed response body")
 type body struct {
 	rc   io.ReadCloser
 	pc   *conn
-	stop func() bool
 	ctx  context.Context
 	keep bool
 
@@ -742,9 +797,9 @@ func (b *body) Read(p []byte) (int, error) {
 		return n, b.err
 	case err == io.EOF:
 		b.err = io.EOF
-		b.pc.release(b.stop, b.keep)
+		b.pc.release(b.keep)
 	default:
-		b.stop()
+		b.pc.unwatch()
 		b.pc.close()
 		if b.ctx.Err() != nil {
 			err = context.Cause(b.ctx)
@@ -759,7 +814,7 @@ func (b *body) Close() error {
 	defer b.mu.Unlock()
 	if b.err == nil {
 		// Before the end: the rest is not read, the connection goes.
-		b.stop()
+		b.pc.unwatch()
 		b.pc.close()
 	}
 	b.err = errReadAfterClose

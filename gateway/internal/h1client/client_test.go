@@ -759,54 +759,189 @@ func TestHeaderTimeout(t *testing.T) {
 }
 
 // TestCancelAbortsUpstream: the request's context ending aborts a
-// blocked header read and a blocked body read at once.
+// blocked header read and a blocked body read at once, whichever way it
+// ends: a context the Client watches with context.AfterFunc, and one
+// with a Cancellation (the gateway's in-flight context) cancelled on its
+// own (through OnCancel) or through its parent (AfterFunc on Parent). A
+// request that completes leaves no abort registered, and its connection
+// pooled.
 func TestCancelAbortsUpstream(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	var o *rawOrigin
-	o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
-		req, err := readRequest(br)
-		if err != nil {
-			return
-		}
-		if bytes.Contains(req, []byte("/body")) {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
-		}
-		arrived <- struct{}{}
-		if _, err := br.ReadByte(); err != nil {
-			o.closed.Add(1) // the client closed: it stopped waiting
-		}
-	})
-	c := newClient(t)
-	c.ResponseHeaderTimeout = time.Hour
+	for _, how := range []string{"context", "own", "parent"} {
+		t.Run(how, func(t *testing.T) {
+			arrived := make(chan struct{}, 1)
+			var o *rawOrigin
+			o = startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+				for {
+					req, err := readRequest(br)
+					if err != nil {
+						return
+					}
+					if bytes.Contains(req, []byte("/ok")) {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					if bytes.Contains(req, []byte("/body")) {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+					}
+					arrived <- struct{}{}
+					if _, err := br.ReadByte(); err != nil {
+						o.closed.Add(1) // the client closed: it stopped waiting
+					}
+					return
+				}
+			})
+			c := newClient(t)
+			// Longer than any abort takes: an abort that never comes
+			// fails the header read with a timeout.
+			c.ResponseHeaderTimeout = 10 * time.Second
+			// newCtx returns the request's context and what cancels it.
+			var own []*ownCancel
+			newCtx := func() (context.Context, func()) {
+				switch how {
+				case "context":
+					return context.WithCancel(t.Context())
+				}
+				oc := newOwnCancel(t.Context())
+				own = append(own, oc)
+				if how == "own" {
+					return oc.req, func() { oc.cancelOwn(nil) }
+				}
+				return oc.req, oc.cancelParent
+			}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	go func() { <-arrived; cancel() }()
-	if _, _, err := get(t, c, ctx, "GET", "http://"+o.addr+"/headers"); !errors.Is(err, context.Canceled) {
-		t.Errorf("header read: %v, want context.Canceled", err)
-	}
-	poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 1 })
+			ctx, cancel := newCtx()
+			if _, body, err := get(t, c, ctx, "GET", "http://"+o.addr+"/ok"); err != nil || body != "ok" {
+				t.Fatalf("GET /ok: %q, %v", body, err)
+			}
+			if c.Idle() != 1 {
+				t.Fatalf("%d idle connections after a complete response, want 1", c.Idle())
+			}
+			for _, oc := range own {
+				if oc.registered() {
+					t.Fatal("an abort is still registered with the Cancellation after the response's end")
+				}
+			}
+			cancel()
 
-	ctx, cancel = context.WithCancel(t.Context())
-	defer cancel()
-	r, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr+"/body", nil)
-	resp, err := c.RoundTrip(r)
-	if err != nil {
-		t.Fatal(err)
+			ctx, cancel = newCtx()
+			go func() { <-arrived; cancel() }()
+			if _, _, err := get(t, c, ctx, "GET", "http://"+o.addr+"/headers"); !errors.Is(err, context.Canceled) {
+				t.Errorf("header read: %v, want context.Canceled", err)
+			}
+			poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 1 })
+
+			ctx, cancel = newCtx()
+			defer cancel()
+			r, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr+"/body", nil)
+			resp, err := c.RoundTrip(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-arrived
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(resp.Body, buf); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			if _, err := resp.Body.Read(buf); !errors.Is(err, context.Canceled) {
+				t.Errorf("body read: %v, want context.Canceled", err)
+			}
+			resp.Body.Close()
+			poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 2 })
+			if c.Idle() != 0 {
+				t.Errorf("%d idle connections after cancelled requests", c.Idle())
+			}
+			for i, oc := range own {
+				if !oc.used() {
+					t.Errorf("request %d: the Client did not use the context's Cancellation", i+1)
+				}
+			}
+		})
 	}
-	<-arrived
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(resp.Body, buf); err != nil {
-		t.Fatal(err)
+}
+
+// ownCancel is the Cancellation of a context (req), as the gateway's
+// in-flight context's: its own cancellation (cancelOwn) calls the abort
+// registered with OnCancel; its parent's cancellation (cancelParent)
+// does not.
+type ownCancel struct {
+	req          *ownCtx
+	parent       context.Context
+	cancel       context.CancelCauseFunc
+	cancelParent context.CancelFunc
+
+	mu        sync.Mutex
+	abort     func()
+	cancelled bool
+	uses      int
+}
+
+// ownCtx is a context holding its Cancellation.
+type ownCtx struct {
+	context.Context
+	oc *ownCancel
+}
+
+func (c *ownCtx) Value(key any) any {
+	if key == (CancellationKey{}) {
+		return c.oc
 	}
-	cancel()
-	if _, err := resp.Body.Read(buf); !errors.Is(err, context.Canceled) {
-		t.Errorf("body read: %v, want context.Canceled", err)
+	return c.Context.Value(key)
+}
+
+func newOwnCancel(ctx context.Context) *ownCancel {
+	oc := &ownCancel{}
+	oc.parent, oc.cancelParent = context.WithCancel(ctx)
+	inner, cancel := context.WithCancelCause(oc.parent)
+	oc.req, oc.cancel = &ownCtx{Context: inner, oc: oc}, cancel
+	return oc
+}
+
+func (oc *ownCancel) Context() context.Context { return oc.req }
+func (oc *ownCancel) Parent() context.Context  { return oc.parent }
+
+func (oc *ownCancel) OnCancel(abort func()) {
+	oc.mu.Lock()
+	oc.uses++
+	if !oc.cancelled {
+		oc.abort = abort
+		oc.mu.Unlock()
+		return
 	}
-	resp.Body.Close()
-	poll.True(t, 5*time.Second, "the connection closed", func() bool { return o.closed.Load() == 2 })
-	if c.Idle() != 0 {
-		t.Errorf("%d idle connections after cancelled requests", c.Idle())
+	oc.mu.Unlock()
+	abort()
+}
+
+func (oc *ownCancel) StopOnCancel() bool {
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	stopped := oc.abort != nil
+	oc.abort = nil
+	return stopped
+}
+
+func (oc *ownCancel) cancelOwn(cause error) {
+	oc.cancel(cause)
+	oc.mu.Lock()
+	oc.cancelled = true
+	abort := oc.abort
+	oc.abort = nil
+	oc.mu.Unlock()
+	if abort != nil {
+		abort()
 	}
+}
+
+func (oc *ownCancel) registered() bool {
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	return oc.abort != nil
+}
+
+func (oc *ownCancel) used() bool {
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	return oc.uses > 0
 }
 
 // TestHostileResponses: malformed responses end in an error (a body
