@@ -144,9 +144,18 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	dst := w.Header()
-	for k, vv := range resp.Header {
-		dst[k] = vv
+	// The upstream's header becomes the client's when the server can
+	// take it over (package h1's): no map made, nothing copied. Nothing
+	// reads resp.Header below for a field the relay or the server's
+	// WriteHeader changes (Content-Type is only added as nil).
+	var dst http.Header
+	if adoptHeader(w, resp.Header) {
+		dst = resp.Header
+	} else {
+		dst = w.Header()
+		for k, vv := range resp.Header {
+			dst[k] = vv
+		}
 	}
 	relayFraming(dst, resp, r.ProtoMajor)
 	announced := len(resp.Trailer)
@@ -233,6 +242,26 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, vv := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vv
+	}
+}
+
+// headerAdopter is a ResponseWriter that can take a header map over in
+// place of its own empty one (package h1's response).
+type headerAdopter interface{ AdoptHeader(h http.Header) bool }
+
+// adoptHeader makes h w's header when w, or the writer it wraps (every
+// wrapper of the gateway's passes Header through), can take it over in
+// place of an empty one, and reports whether it did.
+func adoptHeader(w http.ResponseWriter, h http.Header) bool {
+	for {
+		switch t := w.(type) {
+		case headerAdopter:
+			return t.AdoptHeader(h)
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
 	}
 }
 

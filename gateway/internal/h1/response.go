@@ -36,8 +36,28 @@ type response struct {
 	err        error
 }
 
-// Header implements http.ResponseWriter.
-func (w *response) Header() http.Header { return w.header }
+// Header implements http.ResponseWriter. The map is made on first use,
+// unless AdoptHeader gave one.
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the response's header, in place of one that is
+// still empty, and reports whether it did (not once a field was set or
+// the header written). A handler relaying a header map it owns (a
+// proxy's, its upstream response's) saves the map and the copy; h is
+// the response's from then on, and what the server adds to it as it
+// writes the header (Date, Connection, the framing fields) shows in it.
+func (w *response) AdoptHeader(h http.Header) bool {
+	if len(w.header) > 0 || w.wroteHeader || w.hijacked || h == nil {
+		return false
+	}
+	w.header = h
+	return true
+}
 
 // WriteHeader implements http.ResponseWriter.
 func (w *response) WriteHeader(code int) {
@@ -66,7 +86,7 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	h := w.header
+	h := w.Header()
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	if cl := h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
@@ -342,8 +362,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // whether the connection can carry another request.
 func (w *response) finish() bool {
 	if !w.wroteHeader {
-		if w.header.Get("Content-Length") == "" && w.req.Method != http.MethodHead {
-			w.header.Set("Content-Length", "0")
+		if h := w.Header(); h.Get("Content-Length") == "" && w.req.Method != http.MethodHead {
+			h.Set("Content-Length", "0")
 		}
 		w.WriteHeader(http.StatusOK)
 	}

@@ -757,7 +757,7 @@ func (c *conn) serveRequest() bool {
 	} else {
 		w = new(response)
 	}
-	*w = response{c: c, req: req, header: make(http.Header), contentLength: -1}
+	*w = response{c: c, req: req, contentLength: -1} // the header made on first use (Header, AdoptHeader)
 	w.wantsClose = req.Close || !req.ProtoAtLeast(1, 1)
 	var b *body
 	if hasBody(req.Body) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -390,5 +391,41 @@ func TestHijackKeepsByteReadInBackground(t *testing.T) {
 	fmt.Fprint(c, "\x16")
 	if s := <-got; s != "\x16" {
 		t.Fatalf("the hijacker got %q, want the byte sent after the request", s)
+	}
+}
+
+// TestAdoptHeader: a response takes a header map over only in place of
+// an empty one, before its header is written; the map is then its own
+// (what the handler or the server sets shows in it), and the one it had
+// is not changed.
+func TestAdoptHeader(t *testing.T) {
+	up := http.Header{"Content-Type": {"text/plain"}}
+	w := &response{}
+	if !w.AdoptHeader(up) {
+		t.Fatal("a new response refused to adopt a header")
+	}
+	w.Header().Set("X-Set", "1")
+	if up.Get("X-Set") != "1" || w.Header().Get("Content-Type") != "text/plain" {
+		t.Fatalf("the adopted header is not the response's: %v, response %v", up, w.Header())
+	}
+	for name, prep := range map[string]func(*response){
+		"a field set":     func(w *response) { w.Header().Set("X-Own", "1") },
+		"header written":  func(w *response) { w.wroteHeader = true },
+		"hijacked":        func(w *response) { w.hijacked = true },
+		"another adopted": func(w *response) { w.AdoptHeader(http.Header{"X-First": {"1"}}) },
+	} {
+		w := &response{}
+		prep(w)
+		before := w.Header().Clone()
+		other := http.Header{"X-Other": {"1"}}
+		if w.AdoptHeader(other) {
+			t.Errorf("%s: adopted a header", name)
+		}
+		if !reflect.DeepEqual(w.Header(), before) || len(other) != 1 {
+			t.Errorf("%s: header %v after a refused adoption, want %v (the offered one %v untouched)", name, w.Header(), before, other)
+		}
+	}
+	if (&response{}).AdoptHeader(nil) {
+		t.Error("adopted a nil header")
 	}
 }
