@@ -154,6 +154,9 @@ type tunnelConn struct {
 	ev           identity.Evidence
 	done         func()
 	closeOnce    sync.Once
+	// watch watches the context of the tunnel's HTTP/1.1 requests for
+	// the one in flight (inflight.go).
+	watch flightWatch
 }
 
 func (c *tunnelConn) Close() error {

@@ -110,6 +110,8 @@ type inFlight struct {
 	ctxCancel   context.CancelCauseFunc
 	abort       func()
 	cancelled   bool
+	// watch, when set, covers the cancellation of parent (watchParent).
+	watch *flightWatch
 	// body is the client's request body, whose pending read the switch
 	// ends too (nil without one).
 	body *idleBody
@@ -417,19 +419,95 @@ func (f *inFlight) cancelCause(cause error) {
 	}
 }
 
+// flightWatch is one context.AfterFunc on the context of an intercepted
+// connection's HTTP/1.1 requests (the h1 server's, one per connection),
+// made at its first request, in place of one per request on the flight's
+// parent: when it is cancelled, the flight of the request in flight has
+// its round trip's abort called. Its requests come one after the other:
+// it covers one flight at a time.
+type flightWatch struct {
+	mu     sync.Mutex
+	ctx    context.Context // the context watched; nil until the first request
+	flight *inFlight       // the flight covered, nil between requests
+}
+
+// enter has w cover f, whose context was made from ctx, and reports
+// whether it does: not when ctx is another context than the one watched
+// (the first one seen), or another flight is covered.
+func (w *flightWatch) enter(ctx context.Context, f *inFlight) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx == nil {
+		w.ctx = ctx
+		context.AfterFunc(ctx, w.fire) // runs at the connection's end at the latest
+	}
+	if w.ctx != ctx || w.flight != nil {
+		return false
+	}
+	w.flight = f
+	return true
+}
+
+// leave ends w's cover of f.
+func (w *flightWatch) leave(f *inFlight) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.flight == f {
+		w.flight = nil
+	}
+}
+
+// fire calls the abort of the flight covered: its context was cancelled
+// with the watched one, before fire runs, so an abort registered later
+// sees that (OnCancel).
+func (w *flightWatch) fire() {
+	w.mu.Lock()
+	f := w.flight
+	w.mu.Unlock()
+	if f != nil {
+		f.takeAbort()
+	}
+}
+
+// watchParent has w cover the cancellation of f's parent, when it can:
+// the h1client then registers nothing on it (Parent is nil).
+func (f *inFlight) watchParent(w *flightWatch) {
+	if w.enter(f.parent, f) {
+		f.watch = w
+	}
+}
+
+// takeAbort calls the abort registered with OnCancel, if one is.
+func (f *inFlight) takeAbort() {
+	f.mu.Lock()
+	abort := f.abort
+	f.abort = nil
+	f.mu.Unlock()
+	if abort != nil {
+		abort()
+	}
+}
+
 // Context implements h1client.Cancellation: the outbound request's
 // context, whose own cancellation is the flight's (cancelCause).
 func (st *reqState) Context() context.Context { return &st.ctx }
 
 // Parent implements h1client.Cancellation: what the flight's context
-// was made from.
-func (st *reqState) Parent() context.Context { return st.flight.parent }
+// was made from, or nil when the tunnel's flightWatch covers it.
+func (st *reqState) Parent() context.Context {
+	if st.flight.watch != nil {
+		return nil
+	}
+	return st.flight.parent
+}
 
-// OnCancel implements h1client.Cancellation.
+// OnCancel implements h1client.Cancellation. A context already
+// cancelled, by its own cancellation or its parent's, has abort called
+// at once.
 func (st *reqState) OnCancel(abort func()) {
 	f := &st.flight
 	f.mu.Lock()
-	if !f.cancelled {
+	if !f.cancelled && f.ctx.Err() == nil {
 		f.abort = abort
 		f.mu.Unlock()
 		return
@@ -469,7 +547,7 @@ func (f *inFlight) refusal() *refusal {
 func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) context.Context {
 	f.parent = ctx
 	ctx, cancel := context.WithCancelCause(ctx)
-	f.ctx, f.ctxCancel, f.abort, f.cancelled = ctx, cancel, nil, false
+	f.ctx, f.ctxCancel, f.abort, f.cancelled, f.watch = ctx, cancel, nil, false, nil
 	f.rule, f.caller, f.body, f.judged = d.Rule, switchCaller(wl), body, jd
 	f.ev, f.name = ev, wl.Name
 	if exp := wl.Expires(); !exp.IsZero() {
@@ -503,6 +581,10 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 func (g *Gateway) endFlight(f *inFlight) {
 	g.flights.remove(f)
 	f.cancelCause(nil)
+	if f.watch != nil {
+		f.watch.leave(f)
+		f.watch = nil
+	}
 }
 
 // cutInFlight returns the refusal of what cut r in flight (the kill

@@ -272,7 +272,7 @@ func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a tunnel", http.StatusInternalServerError)
 		return
 	}
-	x := &exchange{w: w, r: r, start: start, ev: tc.ev, scheme: "https", dest: tc.dest}
+	x := &exchange{w: w, r: r, start: start, ev: tc.ev, scheme: "https", dest: tc.dest, tunnel: tc}
 	// r.Host is the Host header (HTTP/1.1) or :authority (HTTP/2; the
 	// Host field without one); an HTTP/1.1 absolute-form request line's
 	// authority replaces the Host field (RFC 9112 §3.2.2), and the Host
@@ -486,6 +486,9 @@ type exchange struct {
 	ev     identity.Evidence
 	scheme string
 	dest   target
+	// tunnel is the intercepted connection the request came in on (nil
+	// on a proxy listener).
+	tunnel *tunnelConn
 	wl     identity.Workload // once identity verified
 	d      policy.Decision   // once the policy decided
 	// identified is set once identity ran on ev (admit, or refuse for a
@@ -821,8 +824,14 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// identity and upstream.response_idle_timeout. When the upstream
 	// switches protocols, forward hands it over to the long-lived
 	// connection's registration (relayUpgrade).
+	parent := octx
 	octx = g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
 	defer g.endFlight(&st.flight)
+	if x.tunnel != nil && r.ProtoMajor == 1 && parent == r.Context() {
+		// The tunnel's one watch of its connection's context covers
+		// the parent for the h1client (flightWatch).
+		st.flight.watchParent(&x.tunnel.watch)
+	}
 	st.ctx = stateCtx{Context: octx, st: st}
 	out := x.outbound(&st.ctx, cp)
 	if expect {

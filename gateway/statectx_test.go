@@ -6,11 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/internal/canonical"
+	"github.com/credgate/credgate/internal/poll"
 )
 
 // TestStateCtxAsWithValue holds stateCtx to what it replaces,
@@ -245,5 +247,67 @@ func TestFlightCancellation(t *testing.T) {
 	st.ctx.Context = context.Background()
 	if _, ok := context.Context(&st.ctx).Value(h1client.CancellationKey{}).(h1client.Cancellation); ok {
 		t.Error("a stateCtx over another context than the flight's offers the flight's Cancellation")
+	}
+}
+
+// TestFlightWatch: a tunnel's flightWatch covers the cancellation of its
+// HTTP/1.1 requests' context for the flight in flight, one at a time, so
+// that the h1client registers nothing per request on it (Parent nil):
+// the context's cancellation calls the covered flight's abort, or, for
+// one registered after it, OnCancel calls it at once. A flight on another
+// context, or beside the one covered, is not covered (the h1client then
+// watches its Parent itself); a flight that ended is covered no more.
+func TestFlightWatch(t *testing.T) {
+	conn, cancelConn := context.WithCancel(context.Background())
+	defer cancelConn()
+	var w flightWatch
+	newState := func(parent context.Context) *reqState {
+		st := &reqState{}
+		f := &st.flight
+		f.parent = parent
+		f.ctx, f.ctxCancel = context.WithCancelCause(parent)
+		st.ctx = stateCtx{Context: f.ctx, st: st}
+		f.watchParent(&w)
+		return st
+	}
+	end := func(st *reqState) {
+		st.flight.cancelCause(nil)
+		st.flight.watch.leave(&st.flight)
+		st.flight.watch = nil
+	}
+
+	first := newState(conn)
+	if first.Parent() != nil {
+		t.Fatal("the first flight on the connection's context is not covered")
+	}
+	if beside := newState(conn); beside.Parent() != conn {
+		t.Error("a second flight beside the one covered is covered too")
+	}
+	other, cancelOther := context.WithCancel(context.Background())
+	defer cancelOther()
+	if st := newState(other); st.Parent() != other {
+		t.Error("a flight on another context than the watched one is covered")
+	}
+	first.OnCancel(func() { t.Error("the abort of a flight that ended was called") })
+	if !first.StopOnCancel() {
+		t.Fatal("StopOnCancel: the abort was called")
+	}
+	end(first)
+
+	second := newState(conn)
+	if second.Parent() != nil {
+		t.Fatal("the next flight on the connection's context is not covered")
+	}
+	var aborted atomic.Bool
+	second.OnCancel(func() { aborted.Store(true) })
+	cancelConn()
+	poll.True(t, 5*time.Second, "the covered flight's abort was called", aborted.Load)
+	if second.StopOnCancel() {
+		t.Error("StopOnCancel reports the abort had not been called")
+	}
+	late := false
+	second.OnCancel(func() { late = true })
+	if !late {
+		t.Error("an abort registered after the connection's context ended was not called at once")
 	}
 }

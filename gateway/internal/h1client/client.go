@@ -261,10 +261,12 @@ type InformationalKey struct{}
 type Cancellation interface {
 	// Context is the context whose own cancellation this is.
 	Context() context.Context
-	// Parent is the context Context derives from, cancelled with it.
+	// Parent is the context Context derives from, cancelled with it;
+	// nil when OnCancel covers its cancellation too.
 	Parent() context.Context
 	// OnCancel has abort called when the context's own cancellation
-	// fires, at once when it has fired; one abort at a time.
+	// fires (and Parent's, when Parent is nil), at once when it has
+	// fired; one abort at a time.
 	OnCancel(abort func())
 	// StopOnCancel undoes OnCancel; it reports whether abort had not
 	// been called (as the stop func of context.AfterFunc).
@@ -701,7 +703,9 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trac
 func (pc *conn) watch(ctx context.Context) {
 	if own, ok := ctx.Value(CancellationKey{}).(Cancellation); ok && own.Context() == ctx {
 		pc.own = own
-		pc.stopCtx = context.AfterFunc(own.Parent(), pc.abort)
+		if p := own.Parent(); p != nil {
+			pc.stopCtx = context.AfterFunc(p, pc.abort)
+		}
 		own.OnCancel(pc.abort)
 		return
 	}
@@ -711,7 +715,10 @@ func (pc *conn) watch(ctx context.Context) {
 // unwatch undoes watch; it reports false when the abort was called (or
 // may yet run): pc's deadline may then have passed.
 func (pc *conn) unwatch() bool {
-	stopped := pc.stopCtx()
+	stopped := true
+	if pc.stopCtx != nil {
+		stopped = pc.stopCtx()
+	}
 	if pc.own != nil {
 		stopped = pc.own.StopOnCancel() && stopped
 	}

@@ -766,7 +766,7 @@ func TestHeaderTimeout(t *testing.T) {
 // request that completes leaves no abort registered, and its connection
 // pooled.
 func TestCancelAbortsUpstream(t *testing.T) {
-	for _, how := range []string{"context", "own", "parent"} {
+	for _, how := range []string{"context", "own", "parent", "covered parent"} {
 		t.Run(how, func(t *testing.T) {
 			arrived := make(chan struct{}, 1)
 			var o *rawOrigin
@@ -803,8 +803,14 @@ func TestCancelAbortsUpstream(t *testing.T) {
 				}
 				oc := newOwnCancel(t.Context())
 				own = append(own, oc)
-				if how == "own" {
+				switch how {
+				case "own":
 					return oc.req, func() { oc.cancelOwn(nil) }
+				case "covered parent":
+					// The Cancellation covers its parent (Parent nil),
+					// as the gateway's tunnel watch does.
+					oc.covers = true
+					return oc.req, func() { oc.cancelParent(); oc.takeAbort() }
 				}
 				return oc.req, oc.cancelParent
 			}
@@ -863,12 +869,15 @@ func TestCancelAbortsUpstream(t *testing.T) {
 // ownCancel is the Cancellation of a context (req), as the gateway's
 // in-flight context's: its own cancellation (cancelOwn) calls the abort
 // registered with OnCancel; its parent's cancellation (cancelParent)
-// does not.
+// does not, unless it covers its parent (covers: Parent is nil, and the
+// test calls takeAbort).
 type ownCancel struct {
 	req          *ownCtx
 	parent       context.Context
 	cancel       context.CancelCauseFunc
 	cancelParent context.CancelFunc
+
+	covers bool
 
 	mu        sync.Mutex
 	abort     func()
@@ -898,12 +907,17 @@ func newOwnCancel(ctx context.Context) *ownCancel {
 }
 
 func (oc *ownCancel) Context() context.Context { return oc.req }
-func (oc *ownCancel) Parent() context.Context  { return oc.parent }
+func (oc *ownCancel) Parent() context.Context {
+	if oc.covers {
+		return nil
+	}
+	return oc.parent
+}
 
 func (oc *ownCancel) OnCancel(abort func()) {
 	oc.mu.Lock()
 	oc.uses++
-	if !oc.cancelled {
+	if !oc.cancelled && oc.req.Err() == nil {
 		oc.abort = abort
 		oc.mu.Unlock()
 		return
@@ -924,6 +938,12 @@ func (oc *ownCancel) cancelOwn(cause error) {
 	oc.cancel(cause)
 	oc.mu.Lock()
 	oc.cancelled = true
+	oc.mu.Unlock()
+	oc.takeAbort()
+}
+
+func (oc *ownCancel) takeAbort() {
+	oc.mu.Lock()
 	abort := oc.abort
 	oc.abort = nil
 	oc.mu.Unlock()
