@@ -139,6 +139,7 @@ func (t *Table) TransformResponse(resp *http.Response, follow *Tables) (*ScrubCo
 		}
 		expect = -1
 	}
+	lb.buf = lb.small[:0]
 	lb.init(lb.body, t, follow, &lb.c, expect)
 	if grpcFramed(resp.Header) {
 		lb.frames = &grpcFrames{}
@@ -155,6 +156,10 @@ type ender interface{ end() error }
 type liveBody struct {
 	liveReader
 	bodyEnds
+	// small is buf's first backing array, for a body of a few hundred
+	// bytes and its look-behind: part of the body's allocation, which is
+	// this response's alone.
+	small [512]byte
 }
 
 // end scrubs the trailers with the table in use when the body ended.
@@ -251,7 +256,9 @@ func (s *liveReader) setTable(t *Table, at int) {
 	for _, sc := range t.stages {
 		s.stages = append(s.stages, liveStage{m: sc.m, r: at, seen: -1})
 	}
-	if need := s.size + t.maxLen; len(s.buf) < need {
+	if need := s.size + t.maxLen; need <= cap(s.buf) && len(s.buf) < need {
+		s.buf = s.buf[:need] // the bytes held stay where they are
+	} else if len(s.buf) < need {
 		b := make([]byte, need)
 		copy(b, s.buf[:s.w])
 		s.buf = b
