@@ -129,12 +129,17 @@ type reqState struct {
 	// ctx is the outbound request's context (stateCtx): part of
 	// reqState, so no allocation of its own.
 	ctx stateCtx
+	// space is where the h1client reads the upstream's response (the
+	// first one it reads itself): part of reqState, which is this
+	// request's alone.
+	space h1client.ResponseSpace
 }
 
 // stateCtx is the outbound request's context: its parent (the flight's)
 // with the request's reqState under stateKey, for the transport, the
 // dialler and the response hooks, and as the h1client's Informational
-// (the 1xx relay) and Attempts (the count of upstreamTries). It is context.WithValue(parent,
+// (the 1xx relay), Attempts (the count of upstreamTries), Cancellation
+// (the flight's, inflight.go) and ResponseSpace. It is context.WithValue(parent,
 // stateKey, st) without the allocation: a field of the reqState it
 // names. Done, Err, Deadline and every other key are the parent's, so
 // the context package still finds the parent's cancellation (Cause, and
@@ -155,6 +160,8 @@ func (c *stateCtx) Value(key any) any {
 		}
 	case h1client.AttemptsKey{}:
 		return c.st // upstreamTries, through GotConn (retries.go)
+	case h1client.ResponseSpaceKey{}:
+		return &c.st.space
 	case h1client.CancellationKey{}:
 		if f := &c.st.flight; f.ctx != nil && c.Context == f.ctx {
 			return c.st // the flight's cancellation (inflight.go)

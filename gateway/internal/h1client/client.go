@@ -637,8 +637,9 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trac
 	var resp *http.Response
 	var fast *fastResponse
 	var got1xx func(int, textproto.MIMEHeader) error // found at the first 1xx
+	space, _ := ctx.Value(ResponseSpaceKey{}).(*ResponseSpace)
 	for {
-		if fast = readFastResponse(pc.br, r, max); fast != nil {
+		if fast = readFastResponse(pc.br, r, max, space); fast != nil {
 			resp = &fast.resp // a final response (response.go)
 			break
 		}

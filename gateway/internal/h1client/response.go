@@ -38,10 +38,36 @@ type fastResponse struct {
 	vals [16]string
 }
 
+// ResponseSpace is room for one response the Client reads itself (the
+// response, its body and its values), in an allocation the caller makes
+// for the request anyway: a request whose context holds a
+// *ResponseSpace under ResponseSpaceKey has its first such response read
+// into it, and any other (a second attempt's, a reissue's) into an
+// allocation of its own, so that no response ever overwrites another.
+// Its zero value is ready; it must belong to that request alone, never
+// to be used for another.
+type ResponseSpace struct {
+	fr   fastResponse
+	used bool
+}
+
+// ResponseSpaceKey is the context key of a request's *ResponseSpace.
+type ResponseSpaceKey struct{}
+
+// take returns the space's response the first time, a new one after
+// (or for a nil space).
+func (sp *ResponseSpace) take() *fastResponse {
+	if sp == nil || sp.used {
+		return new(fastResponse)
+	}
+	sp.used = true
+	return &sp.fr
+}
+
 // readFastResponse reads r's response from br when it is of the common
-// form above; it returns nil, having consumed nothing, otherwise. max
-// bounds the header block.
-func readFastResponse(br *bufio.Reader, r *http.Request, max int64) *fastResponse {
+// form above, into sp's room when it has some; it returns nil, having
+// consumed nothing, otherwise. max bounds the header block.
+func readFastResponse(br *bufio.Reader, r *http.Request, max int64, sp *ResponseSpace) *fastResponse {
 	if r.Method == http.MethodHead {
 		return nil
 	}
@@ -52,7 +78,7 @@ func readFastResponse(br *bufio.Reader, r *http.Request, max int64) *fastRespons
 	nl := bytes.Index(head, crlf)
 	line := head[:nl]
 	code := int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
-	fr := new(fastResponse)
+	fr := sp.take()
 	text, h := msghead.Fields(head, nl, fr.vals[:])
 	cl := h["Content-Length"]
 	if len(cl) != 1 || h["Transfer-Encoding"] != nil || h["Trailer"] != nil || h["Pragma"] != nil {

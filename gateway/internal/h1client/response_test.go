@@ -3,10 +3,14 @@ package h1client
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/credgate/credgate/internal/msghead/msgheadtest"
@@ -22,12 +26,12 @@ func checkFast(t *testing.T, data []byte, method string) (accepted bool) {
 		return false
 	}
 	// It never waits for bytes ReadResponse would not wait for.
-	if msgheadtest.AskedMore(data, func(br *bufio.Reader) { readFastResponse(br, req, 1<<20) }) &&
+	if msgheadtest.AskedMore(data, func(br *bufio.Reader) { readFastResponse(br, req, 1<<20, nil) }) &&
 		!msgheadtest.AskedMore(data, func(br *bufio.Reader) { _, _ = http.ReadResponse(br, req) }) {
 		t.Fatalf("%q: waited for more bytes where ReadResponse did not", data)
 	}
 	br := bufio.NewReaderSize(bytes.NewReader(data), 4<<10)
-	fr := readFastResponse(br, req, 1<<20)
+	fr := readFastResponse(br, req, 1<<20, nil)
 	if fr == nil {
 		rest, _ := io.ReadAll(br)
 		if !bytes.Equal(rest, data) {
@@ -154,7 +158,7 @@ func TestFastResponseAllocs(t *testing.T) {
 	n := testing.AllocsPerRun(100, func() {
 		rd.Reset(data)
 		br.Reset(rd)
-		if readFastResponse(br, req, 1<<20) == nil {
+		if readFastResponse(br, req, 1<<20, nil) == nil {
 			t.Fatal("declined")
 		}
 	})
@@ -187,4 +191,52 @@ func FuzzFastResponse(f *testing.F) {
 		}
 		checkFast(t, data, m)
 	})
+}
+
+// TestResponseSpace: a request's ResponseSpace holds the first response
+// the Client reads itself; a second one read for the same request (a
+// reissue's) gets its own allocation, and the first keeps its status,
+// fields and body.
+func TestResponseSpace(t *testing.T) {
+	var n atomic.Int64
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readRequest(br); err != nil {
+				return
+			}
+			i := n.Add(1)
+			fmt.Fprintf(c, "HTTP/1.1 20%d OK\r\nX-N: %d\r\nContent-Length: 2\r\n\r\nr%d", i, i, i)
+		}
+	})
+	c := newClient(t)
+	space := &ResponseSpace{}
+	ctx := context.WithValue(t.Context(), ResponseSpaceKey{}, space)
+	send := func() (*http.Response, string) {
+		t.Helper()
+		r, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr+"/", nil)
+		resp, err := c.RoundTrip(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	first, body1 := send()
+	if first != &space.fr.resp {
+		t.Fatal("the first response was not read into the request's ResponseSpace")
+	}
+	second, body2 := send()
+	if second == first {
+		t.Fatal("a second response was read into the space the first one holds")
+	}
+	if first.StatusCode != 201 || first.Header.Get("X-N") != "1" || body1 != "r1" {
+		t.Errorf("first response after the second: %d %v %q, want 201, X-N 1, r1", first.StatusCode, first.Header, body1)
+	}
+	if second.StatusCode != 202 || second.Header.Get("X-N") != "2" || body2 != "r2" {
+		t.Errorf("second response: %d %v %q, want 202, X-N 2, r2", second.StatusCode, second.Header, body2)
+	}
 }
