@@ -101,16 +101,20 @@ type inFlight struct {
 	// judged is the decision that admitted the request, for deciding it
 	// again after a reload (read and written under the set's lock).
 	judged judgement
-	// ctx is the flight's context, made from parent by startFlight;
+	// ctx is the flight's context, made from parent by startFlight (or
+	// the tunnel's, shared by its requests one after the other: watch);
 	// ctxCancel cancels it. Cancel it with cancelCause only, which also
 	// calls abort: the h1client's round trip's (h1client.Cancellation,
 	// through reqState), set and taken under mu; cancelled is set (under
-	// mu) once cancelCause ran.
+	// mu) once cancelCause ran, ended once endFlight did, after which
+	// cancelCause does nothing.
 	ctx, parent context.Context
 	ctxCancel   context.CancelCauseFunc
 	abort       func()
 	cancelled   bool
-	// watch, when set, covers the cancellation of parent (watchParent).
+	ended       bool
+	// watch, when set, is the tunnel's flightWatch, which covers the
+	// cancellation of parent and lent ctx.
 	watch *flightWatch
 	// body is the client's request body, whose pending read the switch
 	// ends too (nil without one).
@@ -408,8 +412,13 @@ func (c cancelFunc) cancelCause(cause error) { c(cause) }
 // trip's abort registered with OnCancel, as context.AfterFunc on the
 // context would have.
 func (f *inFlight) cancelCause(cause error) {
-	f.ctxCancel(cause)
 	f.mu.Lock()
+	if f.ended {
+		// The tunnel's next request may hold the context now.
+		f.mu.Unlock()
+		return
+	}
+	f.ctxCancel(cause) // under mu: endFlight waits for it
 	f.cancelled = true
 	abort := f.abort
 	f.abort = nil
@@ -419,21 +428,29 @@ func (f *inFlight) cancelCause(cause error) {
 	}
 }
 
-// flightWatch is one context.AfterFunc on the context of an intercepted
-// connection's HTTP/1.1 requests (the h1 server's, one per connection),
-// made at its first request, in place of one per request on the flight's
-// parent: when it is cancelled, the flight of the request in flight has
-// its round trip's abort called. Its requests come one after the other:
-// it covers one flight at a time.
+// flightWatch serves the flights of an intercepted connection's HTTP/1.1
+// requests, which come one after the other on one context (the h1
+// server's, one per connection): one context.AfterFunc on that context,
+// made at the first request, in place of one per request on the flight's
+// parent (when it is cancelled, the flight in flight has its round
+// trip's abort called), and one flight context made from it, lent to
+// each request in turn, in place of one per request. A cut cancels the
+// flight context of the request it cuts, and the next request gets a
+// new one; a flight that ended can no longer cancel it (inFlight.ended),
+// so nothing of one request reaches the next.
 type flightWatch struct {
 	mu     sync.Mutex
 	ctx    context.Context // the context watched; nil until the first request
 	flight *inFlight       // the flight covered, nil between requests
+	// fctx is the flight context made from ctx, fcancel its cancel.
+	fctx    context.Context
+	fcancel context.CancelCauseFunc
 }
 
-// enter has w cover f, whose context was made from ctx, and reports
-// whether it does: not when ctx is another context than the one watched
-// (the first one seen), or another flight is covered.
+// enter has w cover f, whose parent is ctx, lending it the flight
+// context, and reports whether it does: not when ctx is another context
+// than the one watched (the first one seen), or another flight is
+// covered.
 func (w *flightWatch) enter(ctx context.Context, f *inFlight) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -444,7 +461,11 @@ func (w *flightWatch) enter(ctx context.Context, f *inFlight) bool {
 	if w.ctx != ctx || w.flight != nil {
 		return false
 	}
+	if w.fctx == nil || w.fctx.Err() != nil {
+		w.fctx, w.fcancel = context.WithCancelCause(ctx)
+	}
 	w.flight = f
+	f.ctx, f.ctxCancel, f.watch = w.fctx, w.fcancel, w
 	return true
 }
 
@@ -466,14 +487,6 @@ func (w *flightWatch) fire() {
 	w.mu.Unlock()
 	if f != nil {
 		f.takeAbort()
-	}
-}
-
-// watchParent has w cover the cancellation of f's parent, when it can:
-// the h1client then registers nothing on it (Parent is nil).
-func (f *inFlight) watchParent(w *flightWatch) {
-	if w.enter(f.parent, f) {
-		f.watch = w
 	}
 }
 
@@ -544,10 +557,12 @@ func (f *inFlight) refusal() *refusal {
 // and the revocation of the identity and a policy reload that no longer
 // admits it (jd: the decision, judged) cancel it from now on. Call
 // endFlight(f) when the request is done.
-func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) context.Context {
-	f.parent = ctx
-	ctx, cancel := context.WithCancelCause(ctx)
-	f.ctx, f.ctxCancel, f.abort, f.cancelled, f.watch = ctx, cancel, nil, false, nil
+func (g *Gateway) startFlight(ctx context.Context, f *inFlight, tw *flightWatch, body *idleBody, ev identity.Evidence, wl identity.Workload, d policy.Decision, jd judgement) context.Context {
+	f.parent, f.abort, f.cancelled, f.ended, f.watch = ctx, nil, false, false, nil
+	if tw == nil || !tw.enter(ctx, f) {
+		f.ctx, f.ctxCancel = context.WithCancelCause(ctx)
+	}
+	ctx = f.ctx
 	f.rule, f.caller, f.body, f.judged = d.Rule, switchCaller(wl), body, jd
 	f.ev, f.name = ev, wl.Name
 	if exp := wl.Expires(); !exp.IsZero() {
@@ -580,10 +595,16 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, body *idleBody, 
 // request).
 func (g *Gateway) endFlight(f *inFlight) {
 	g.flights.remove(f)
-	f.cancelCause(nil)
+	if f.watch == nil {
+		f.cancelCause(nil)
+	}
+	f.mu.Lock()
+	f.ended = true
+	f.abort = nil
+	f.mu.Unlock()
 	if f.watch != nil {
+		// The tunnel's flight context lives on for its next request.
 		f.watch.leave(f)
-		f.watch = nil
 	}
 }
 

@@ -494,7 +494,7 @@ func TestReloadRejudgesAtRegistration(t *testing.T) {
 				got := lc.endReason()
 				tg.gw.closeLong(lc)
 				f := &inFlight{}
-				tg.gw.startFlight(t.Context(), f, nil, identity.Evidence{}, wl, d, jd)
+				tg.gw.startFlight(t.Context(), f, nil, nil, identity.Evidence{}, wl, d, jd)
 				cut := f.refusal()
 				tg.gw.endFlight(f)
 				if change == "none" {

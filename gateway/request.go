@@ -831,14 +831,15 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// identity and upstream.response_idle_timeout. When the upstream
 	// switches protocols, forward hands it over to the long-lived
 	// connection's registration (relayUpgrade).
-	parent := octx
-	octx = g.startFlight(octx, &st.flight, ib, ev, a.wl, d, jd)
-	defer g.endFlight(&st.flight)
-	if x.tunnel != nil && r.ProtoMajor == 1 && parent == r.Context() {
-		// The tunnel's one watch of its connection's context covers
-		// the parent for the h1client (flightWatch).
-		st.flight.watchParent(&x.tunnel.watch)
+	var tw *flightWatch
+	if x.tunnel != nil && r.ProtoMajor == 1 && octx == r.Context() {
+		// The tunnel's HTTP/1.1 requests share its connection's context:
+		// one watch of it, and one flight context, serve them all
+		// (flightWatch).
+		tw = &x.tunnel.watch
 	}
+	octx = g.startFlight(octx, &st.flight, tw, ib, ev, a.wl, d, jd)
+	defer g.endFlight(&st.flight)
 	st.ctx = stateCtx{Context: octx, st: st}
 	out := x.outbound(&st.ctx, cp)
 	if expect {

@@ -250,51 +250,39 @@ func TestFlightCancellation(t *testing.T) {
 	}
 }
 
-// TestFlightWatch: a tunnel's flightWatch covers the cancellation of its
-// HTTP/1.1 requests' context for the flight in flight, one at a time, so
-// that the h1client registers nothing per request on it (Parent nil):
-// the context's cancellation calls the covered flight's abort, or, for
-// one registered after it, OnCancel calls it at once. A flight on another
-// context, or beside the one covered, is not covered (the h1client then
-// watches its Parent itself); a flight that ended is covered no more.
+// TestFlightWatch: a tunnel's flightWatch serves its HTTP/1.1 requests'
+// flights, one at a time, on its connection's context: it covers that
+// context's cancellation, so that the h1client registers nothing per
+// request on it (Parent nil): the context's cancellation calls the
+// covered flight's abort, or, for one registered after it, OnCancel
+// calls it at once; and it lends each flight one flight context. A
+// flight on another context, or beside the one covered, is not covered
+// and gets its own context (the h1client then watches its Parent
+// itself).
 func TestFlightWatch(t *testing.T) {
 	conn, cancelConn := context.WithCancel(context.Background())
 	defer cancelConn()
+	var g Gateway
 	var w flightWatch
-	newState := func(parent context.Context) *reqState {
-		st := &reqState{}
-		f := &st.flight
-		f.parent = parent
-		f.ctx, f.ctxCancel = context.WithCancelCause(parent)
-		st.ctx = stateCtx{Context: f.ctx, st: st}
-		f.watchParent(&w)
-		return st
-	}
-	end := func(st *reqState) {
-		st.flight.cancelCause(nil)
-		st.flight.watch.leave(&st.flight)
-		st.flight.watch = nil
-	}
-
-	first := newState(conn)
+	first := newWatchedState(&w, conn)
 	if first.Parent() != nil {
 		t.Fatal("the first flight on the connection's context is not covered")
 	}
-	if beside := newState(conn); beside.Parent() != conn {
-		t.Error("a second flight beside the one covered is covered too")
+	if beside := newWatchedState(&w, conn); beside.Parent() != conn || beside.flight.ctx == first.flight.ctx {
+		t.Error("a second flight beside the one covered is covered too, or shares its context")
 	}
 	other, cancelOther := context.WithCancel(context.Background())
 	defer cancelOther()
-	if st := newState(other); st.Parent() != other {
+	if st := newWatchedState(&w, other); st.Parent() != other {
 		t.Error("a flight on another context than the watched one is covered")
 	}
 	first.OnCancel(func() { t.Error("the abort of a flight that ended was called") })
 	if !first.StopOnCancel() {
 		t.Fatal("StopOnCancel: the abort was called")
 	}
-	end(first)
+	g.endFlight(&first.flight)
 
-	second := newState(conn)
+	second := newWatchedState(&w, conn)
 	if second.Parent() != nil {
 		t.Fatal("the next flight on the connection's context is not covered")
 	}
@@ -310,4 +298,72 @@ func TestFlightWatch(t *testing.T) {
 	if !late {
 		t.Error("an abort registered after the connection's context ended was not called at once")
 	}
+}
+
+// TestFlightWatchSharesNothing is the class test of the flight context a
+// tunnel lends its requests one after the other: every way a request's
+// flight is cancelled (the kill switch and the loss of its identity or
+// of its policy through cutWith, upstreamTries, uploadWatch and the
+// response's stall watch through their canceller, the request's end)
+// reaches the next request on the tunnel neither while it waits (a
+// cancellation of the ended flight, as a late timer's: nothing) nor
+// afterwards (a cut flight's context is not lent again: the next flight
+// gets a new one, without its cause). Requests that end uncut share one
+// context.
+func TestFlightWatchSharesNothing(t *testing.T) {
+	ways := map[string]func(st *reqState){
+		"cut":        func(st *reqState) { st.flight.cutWith(refusal{Code: codeDisabledInFlight}, errSwitchedOff) },
+		"tries":      func(st *reqState) { st.tries.start(0, &st.flight); st.tries.cancel.cancelCause(errUpstreamRetries) },
+		"upload":     func(st *reqState) { st.flight.cancelCause(errUpstreamBodyStall) },
+		"stall":      func(st *reqState) { (&upstreamBody{cancel: &st.flight}).cutStalled() },
+		"end-cancel": func(st *reqState) { st.flight.cancelCause(nil) },
+	}
+	for name, cancel := range ways {
+		t.Run(name, func(t *testing.T) {
+			conn, cancelConn := context.WithCancel(context.Background())
+			defer cancelConn()
+			var g Gateway
+			var w flightWatch
+
+			a := newWatchedState(&w, conn)
+			g.endFlight(&a.flight)
+			b := newWatchedState(&w, conn)
+			if b.flight.ctx != a.flight.ctx {
+				t.Fatal("two requests that ended uncut did not share the tunnel's flight context")
+			}
+			// A late cancellation of the ended flight a.
+			cancel(a)
+			if err := context.Cause(&b.ctx); err != nil {
+				t.Fatalf("the ended request's cancellation reached the next one: %v", err)
+			}
+			// b is cancelled in flight, then ends; c comes next.
+			cancel(b)
+			if b.ctx.Err() == nil {
+				t.Fatal("the flight's cancellation did not cancel its context")
+			}
+			g.endFlight(&b.flight)
+			c := newWatchedState(&w, conn)
+			if err := context.Cause(&c.ctx); err != nil || c.flight.ctx == b.flight.ctx {
+				t.Fatalf("the request after a cancelled one got its context (cause %v)", err)
+			}
+			cancel(b)
+			cancel(a)
+			if err := c.ctx.Err(); err != nil {
+				t.Fatalf("an ended request's cancellation reached the one in flight: %v", err)
+			}
+		})
+	}
+}
+
+// newWatchedState is a request's state whose flight starts on parent as
+// startFlight starts it, under the tunnel watch w.
+func newWatchedState(w *flightWatch, parent context.Context) *reqState {
+	st := &reqState{}
+	f := &st.flight
+	f.parent = parent
+	if !w.enter(parent, f) {
+		f.ctx, f.ctxCancel = context.WithCancelCause(parent)
+	}
+	st.ctx = stateCtx{Context: f.ctx, st: st}
+	return st
 }
