@@ -130,16 +130,19 @@ type reqState struct {
 	// reqState, so no allocation of its own.
 	ctx stateCtx
 	// space is where the h1client reads the upstream's response (the
-	// first one it reads itself): part of reqState, which is this
+	// first one it reads itself), and slot where a built-in injector
+	// sets its value (the first one): part of reqState, which is this
 	// request's alone.
 	space h1client.ResponseSpace
+	slot  injectors.ValueSlot
 }
 
 // stateCtx is the outbound request's context: its parent (the flight's)
 // with the request's reqState under stateKey, for the transport, the
 // dialler and the response hooks, and as the h1client's Informational
 // (the 1xx relay), Attempts (the count of upstreamTries), Cancellation
-// (the flight's, inflight.go) and ResponseSpace. It is context.WithValue(parent,
+// (the flight's, inflight.go) and ResponseSpace, and the injectors'
+// ValueSlot. It is context.WithValue(parent,
 // stateKey, st) without the allocation: a field of the reqState it
 // names. Done, Err, Deadline and every other key are the parent's, so
 // the context package still finds the parent's cancellation (Cause, and
@@ -162,6 +165,8 @@ func (c *stateCtx) Value(key any) any {
 		return c.st // upstreamTries, through GotConn (retries.go)
 	case h1client.ResponseSpaceKey{}:
 		return &c.st.space
+	case injectors.ValueSlotKey{}:
+		return &c.st.slot
 	case h1client.CancellationKey{}:
 		if f := &c.st.flight; f.ctx != nil && c.Context == f.ctx {
 			return c.st // the flight's cancellation (inflight.go)

@@ -148,7 +148,7 @@ func (h *Header) Inject(r *http.Request, cred *providers.Credential) error {
 	if err := headerValue("header", h.canonical, v); err != nil {
 		return err
 	}
-	r.Header.Set(h.canonical, v)
+	setHeader(r, h.canonical, v)
 	return nil
 }
 
@@ -239,7 +239,7 @@ func (b *Bearer) Inject(r *http.Request, cred *providers.Credential) error {
 	if err := headerValue("bearer", "Authorization", v); err != nil {
 		return err
 	}
-	r.Header.Set("Authorization", v)
+	setHeader(r, "Authorization", v)
 	return nil
 }
 
@@ -296,7 +296,7 @@ func (b *Basic) Inject(r *http.Request, cred *providers.Credential) error {
 	if !httpguts.ValidHeaderFieldValue(p) || strings.IndexByte(p, '\t') >= 0 {
 		return fmt.Errorf("basic: the %q field contains a line break or control character: %w", b.PasswordField, ErrInvalidValue)
 	}
-	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u+":"+p)))
+	setHeader(r, "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u+":"+p)))
 	return nil
 }
 
