@@ -14,8 +14,8 @@ import (
 func TestValueSlot(t *testing.T) {
 	for _, tc := range []struct {
 		name, settings, field string
-		first, second     map[string]string // credential fields
-		want1, want2      string
+		first, second         map[string]string // credential fields
+		want1, want2          string
 	}{
 		{"bearer", "", "Authorization", map[string]string{"token": "one"}, map[string]string{"token": "two"}, "Bearer one", "Bearer two"},
 		{"basic", "", "Authorization", map[string]string{"username": "u", "password": "one"}, map[string]string{"username": "u", "password": "two"}, "Basic dTpvbmU=", "Basic dTp0d28="},
