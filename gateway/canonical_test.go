@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // canonPolicy allows /v1/* with a credential and denies paths under it
@@ -257,8 +259,8 @@ func TestMethodCanonicalForConditions(t *testing.T) {
 // every one it forwards, reads the path the origin received the way
 // common servers do (strict RFC 3986, merged slashes, backslash as slash,
 // ';' parameters stripped, case folded, decoded twice, trailing slash
-// dropped or added): under every reading it must match the allowing rule
-// and no denying rule.
+// dropped or added, Unicode compatibility normalization): under every
+// reading it must match the allowing rule and no denying rule.
 func TestPathDifferential(t *testing.T) {
 	tg := startCanonGateway(t)
 	spellings := pathSpellings()
@@ -327,6 +329,16 @@ var serverReadings = map[string]func(string) (string, bool){
 		return decodeClean(regexp.MustCompile(`;[^/]*`).ReplaceAllString(p, ""), true)
 	},
 	"case fold": func(p string) (string, bool) { return decodeClean(strings.ToLower(p), true) },
+	// Servers and frameworks that normalize the decoded path with NFKC
+	// (or Windows' best-fit conversion of fullwidth forms) read
+	// U+FF0F as '/', U+FF0E U+FF0E and U+2025 as "..", U+FF41 as 'a'.
+	"Unicode compatibility (NFKC)": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		return cleanKeepSlash(strings.ReplaceAll(norm.NFKC.String(d), "\\", "/")), true
+	},
 	"decode twice": func(p string) (string, bool) {
 		d, err := url.PathUnescape(p)
 		if err != nil {
@@ -399,7 +411,11 @@ func removeDots(p string) string {
 func pathSpellings() []string {
 	bases := []string{"/v1/admin/users", "/v1/secret", "/v1/charges/ch_1", "/v1/private", "/v1/internal"}
 	inserts := []string{"//", "/./", "/../", "/%2e/", "/%2E%2E/", "/..;/", ";x/", "%2F", "%2f..%2f", "\\", "%5C", "%5c..%5c",
-		"/%252e%252e/", "%252F", "/.%2e/", "%00/", "%C0%AF", "/x/../", "/X/../", "/;/", "%3B/"}
+		"/%252e%252e/", "%252F", "/.%2e/", "%00/", "%C0%AF", "/x/../", "/X/../", "/;/", "%3B/",
+		"/%25u002e%25u002e/", "%25u002f",
+		// Unicode compatibility characters: fullwidth solidus, full stop
+		// and reverse solidus, two dot leader, small full stop.
+		"%EF%BC%8F", "/x%EF%BC%8F..%EF%BC%8F", "/x/%EF%BC%8E%EF%BC%8E/", "/x/%E2%80%A5/", "/x/%EF%B9%92%EF%B9%92/", "/x%EF%BC%BC..%EF%BC%BC"}
 	seen := map[string]bool{}
 	var out []string
 	add := func(s string) {
@@ -430,6 +446,11 @@ func pathSpellings() []string {
 			add(b[:i] + "%25" + enc[1:] + b[i+1:])
 			if c := b[i]; c >= 'a' && c <= 'z' {
 				add(b[:i] + string(c-32) + b[i+1:])
+			}
+			// The fullwidth form of the character (U+FF01-FF5E),
+			// which NFKC turns back into it.
+			if c := b[i]; c > ' ' && c < 0x7f {
+				add(b[:i] + url.PathEscape(string(rune(c)-0x21+0xFF01)) + b[i+1:])
 			}
 		}
 	}

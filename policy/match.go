@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/credgate/credgate/internal/canonical"
 )
 
 // hostPattern is a validated destination host: an exact name, an IP literal
@@ -165,6 +167,9 @@ func compileGlob(s string) (glob, string) {
 		if seg == "." || seg == ".." {
 			return glob{}, fmt.Sprintf("path %q has a dot segment; the gateway refuses requests with one (400 bad_path), so the rule could never match", s)
 		}
+	}
+	if canonical.CompatibilityASCII(s) {
+		return glob{}, fmt.Sprintf("path %q has a Unicode compatibility character (such as fullwidth '／' or 'ａ', '‥'); the gateway refuses requests whose path has one (400 bad_path), since servers normalizing it read the ASCII it stands for, so the rule could never match; write the ASCII character", s)
 	}
 	if i := strings.Index(s, "//"); i >= 0 {
 		return glob{}, fmt.Sprintf("path %q has an empty segment (//); the gateway refuses requests with one (400 bad_path), so the rule could never match", s)

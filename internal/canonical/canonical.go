@@ -6,7 +6,8 @@
 // It refuses rather than repairs: a spelling that common servers route
 // differently from a strict RFC 3986 reading (empty segments, dot
 // segments, backslashes, encoded slashes, double encoding, ';' path
-// parameters, control characters, invalid UTF-8, lower-case methods,
+// parameters, control characters, invalid UTF-8, Unicode compatibility
+// characters that normalize to ASCII, lower-case methods,
 // userinfo in an authority, a method override naming another method) is
 // an error that says what is wrong, so the gateway never forwards a
 // request whose meaning on the upstream could differ from what its
@@ -18,6 +19,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Path is a request path that passed the checks.
@@ -52,11 +55,12 @@ var (
 	ErrSemicolon      = &PathError{"has a ';' (path parameters, also %3B)"}
 	ErrControl        = &PathError{"has a control character, space or byte outside ASCII that is not percent-encoded"}
 	ErrBadEscape      = &PathError{"has a '%' that is not followed by two hex digits"}
-	ErrDoubleEncoded  = &PathError{"is percent-encoded twice (%25 followed by two hex digits)"}
+	ErrDoubleEncoded  = &PathError{"is percent-encoded twice (%25 followed by two hex digits, or by uXXXX)"}
 	ErrBadUTF8        = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
 	ErrEncodedControl = &PathError{"encodes a control character (%00-%1F or %7F)"}
 	ErrEncodedSlash   = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
 	ErrUnescaped      = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
+	ErrCompatibility  = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
 )
 
 // Is lets errors.Is compare a *PathError by its problem.
@@ -109,7 +113,12 @@ func TargetPath(target string) string {
 //     which net/url would encode on the way out;
 //   - '%' not followed by two hex digits, and double encoding: a decoded
 //     path that still contains '%' followed by two hex digits;
-//   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF).
+//   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF);
+//   - a decoded character whose Unicode compatibility form (NFKC) holds
+//     an ASCII character: fullwidth '／' (%EF%BC%8F) and '．', '‥',
+//     'ａ', the Kelvin sign, ligatures. Servers that normalize paths or
+//     the names routed from them, and Windows' best-fit conversion, read
+//     them as the ASCII they stand for ("..", "/", "admin").
 //
 // %2F is reported through Path.EncodedSlash, not refused: whether it is
 // acceptable depends on the destination (CheckEncodedSlash).
@@ -161,6 +170,11 @@ func ParsePath(raw string) (Path, error) {
 		if !utf8.ValidString(p.Decoded) {
 			return Path{}, ErrBadUTF8
 		}
+		// Raw bytes outside ASCII were refused above, so only an
+		// escaped path can decode to a compatibility character.
+		if compatibilityASCII(p.Decoded) {
+			return Path{}, ErrCompatibility
+		}
 	}
 	// Segments are judged on the decoded form, so "%2E%2E" and, where
 	// encoded slashes are allowed, "a%2F..%2Fb" are dot segments too.
@@ -201,10 +215,47 @@ func checkSegments(d string) error {
 	return nil
 }
 
-// hasEscape reports whether s contains '%' followed by two hex digits.
+// CompatibilityASCII reports whether the decoded path d holds a Unicode
+// compatibility character that ParsePath refuses (ErrCompatibility): one
+// whose NFKC form holds an ASCII character. The policy refuses a path
+// glob with one, which no request could match.
+func CompatibilityASCII(d string) bool { return compatibilityASCII(d) }
+
+// compatibilityASCII reports whether the valid UTF-8 string d holds a
+// non-ASCII character whose compatibility normalization (NFKC) holds an
+// ASCII character. Only characters with a decomposition are normalized
+// (most have none), one at a time: composition never yields ASCII, so a
+// character's neighbours cannot change the answer.
+func compatibilityASCII(d string) bool {
+	for i := 0; i < len(d); {
+		if d[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		p := norm.NFKC.PropertiesString(d[i:])
+		n := p.Size()
+		if n == 0 {
+			n = 1
+		}
+		if len(p.Decomposition()) > 0 {
+			if strings.ContainsFunc(norm.NFKC.String(d[i:i+n]), func(r rune) bool { return r < utf8.RuneSelf }) {
+				return true
+			}
+		}
+		i += n
+	}
+	return false
+}
+
+// hasEscape reports whether s contains '%' followed by two hex digits,
+// or an IIS-style %uXXXX escape (which a server decoding twice with
+// %u support reads as the character).
 func hasEscape(s string) bool {
 	for i := strings.IndexByte(s, '%'); i >= 0; {
 		if i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+		if i+5 < len(s) && (s[i+1] == 'u' || s[i+1] == 'U') && isHex(s[i+2]) && isHex(s[i+3]) && isHex(s[i+4]) && isHex(s[i+5]) {
 			return true
 		}
 		j := strings.IndexByte(s[i+1:], '%')
