@@ -329,6 +329,17 @@ var serverReadings = map[string]func(string) (string, bool){
 		return decodeClean(regexp.MustCompile(`;[^/]*`).ReplaceAllString(p, ""), true)
 	},
 	"case fold": func(p string) (string, bool) { return decodeClean(strings.ToLower(p), true) },
+	// Java's equalsIgnoreCase and servers comparing upper-cased paths
+	// (Python's upper(), .NET's invariant upper case) equate a
+	// character with another whose upper case is the same: U+0131
+	// (dotless ı) with 'i', U+017F (long ſ) with 's'.
+	"case fold through upper case": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		return cleanKeepSlash(strings.ToLower(strings.ToUpper(d))), true
+	},
 	// Servers and frameworks that normalize the decoded path with NFKC
 	// (or Windows' best-fit conversion of fullwidth forms) read
 	// U+FF0F as '/', U+FF0E U+FF0E and U+2025 as "..", U+FF41 as 'a'.
@@ -446,6 +457,16 @@ func pathSpellings() []string {
 			add(b[:i] + "%25" + enc[1:] + b[i+1:])
 			if c := b[i]; c >= 'a' && c <= 'z' {
 				add(b[:i] + string(c-32) + b[i+1:])
+			}
+			// Characters whose upper or lower case is an ASCII
+			// letter: dotless ı, dotted İ, long ſ, the Kelvin sign.
+			for _, u := range []struct {
+				ascii byte
+				r     rune
+			}{{'i', '\u0131'}, {'i', '\u0130'}, {'s', '\u017F'}, {'k', '\u212A'}} {
+				if b[i] == u.ascii {
+					add(b[:i] + url.PathEscape(string(u.r)) + b[i+1:])
+				}
 			}
 			// The fullwidth form of the character (U+FF01-FF5E),
 			// which NFKC turns back into it.
