@@ -329,6 +329,21 @@ var serverReadings = map[string]func(string) (string, bool){
 		return decodeClean(regexp.MustCompile(`;[^/]*`).ReplaceAllString(p, ""), true)
 	},
 	"case fold": func(p string) (string, bool) { return decodeClean(strings.ToLower(p), true) },
+	// A server (or a front proxy rewriting the target, as Apache's
+	// mod_rewrite and nginx's proxy_pass with $uri do: CVE-2023-25690,
+	// CVE-2024-38474) that decodes the path before it splits off the
+	// query and fragment reads %3F as the query's start, %23 as the
+	// fragment's.
+	"decode, then split at ? or #": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		if i := strings.IndexAny(d, "?#"); i >= 0 {
+			d = d[:i]
+		}
+		return cleanKeepSlash(d), true
+	},
 	// Java's equalsIgnoreCase and servers comparing upper-cased paths
 	// (Python's upper(), .NET's invariant upper case) equate a
 	// character with another whose upper case is the same: U+0131
@@ -423,7 +438,7 @@ func pathSpellings() []string {
 	bases := []string{"/v1/admin/users", "/v1/secret", "/v1/charges/ch_1", "/v1/private", "/v1/internal"}
 	inserts := []string{"//", "/./", "/../", "/%2e/", "/%2E%2E/", "/..;/", ";x/", "%2F", "%2f..%2f", "\\", "%5C", "%5c..%5c",
 		"/%252e%252e/", "%252F", "/.%2e/", "%00/", "%C0%AF", "/x/../", "/X/../", "/;/", "%3B/",
-		"/%25u002e%25u002e/", "%25u002f",
+		"/%25u002e%25u002e/", "%25u002f", "%3F/", "%23/",
 		// Unicode compatibility characters: fullwidth solidus, full stop
 		// and reverse solidus, two dot leader, small full stop.
 		"%EF%BC%8F", "/x%EF%BC%8F..%EF%BC%8F", "/x/%EF%BC%8E%EF%BC%8E/", "/x/%E2%80%A5/", "/x/%EF%B9%92%EF%B9%92/", "/x%EF%BC%BC..%EF%BC%BC"}
@@ -445,6 +460,11 @@ func pathSpellings() []string {
 		add(b + "/..")
 		add(b + "%2F")
 		add(b + "%20")
+		add(b + "%3F")
+		add(b + "%3fx=1")
+		add(b + "%23")
+		add(b + "%23x")
+		add(b + "%3F/../../v1/charges")
 		for i := 0; i < len(b); i++ {
 			if b[i] == '/' {
 				for _, ins := range inserts {

@@ -6,7 +6,7 @@
 // It refuses rather than repairs: a spelling that common servers route
 // differently from a strict RFC 3986 reading (empty segments, dot
 // segments, backslashes, encoded slashes, double encoding, ';' path
-// parameters, control characters, invalid UTF-8, Unicode compatibility
+// parameters, encoded '?' and '#', control characters, invalid UTF-8, Unicode compatibility
 // characters that normalize to ASCII, lower-case methods,
 // userinfo in an authority, a method override naming another method) is
 // an error that says what is wrong, so the gateway never forwards a
@@ -48,19 +48,20 @@ func (e *PathError) Error() string { return "canonical: the request path " + e.P
 // The problems ParsePath reports; tests and callers compare with
 // errors.Is against these values.
 var (
-	ErrNotAbsolute    = &PathError{"does not start with '/'"}
-	ErrEmptySegment   = &PathError{"has an empty segment (//)"}
-	ErrDotSegment     = &PathError{"has a dot segment (/./ or /../, also percent-encoded)"}
-	ErrBackslash      = &PathError{"has a backslash (\\ or %5C)"}
-	ErrSemicolon      = &PathError{"has a ';' (path parameters, also %3B)"}
-	ErrControl        = &PathError{"has a control character, space or byte outside ASCII that is not percent-encoded"}
-	ErrBadEscape      = &PathError{"has a '%' that is not followed by two hex digits"}
-	ErrDoubleEncoded  = &PathError{"is percent-encoded twice (%25 followed by two hex digits, or by uXXXX)"}
-	ErrBadUTF8        = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
-	ErrEncodedControl = &PathError{"encodes a control character (%00-%1F or %7F)"}
-	ErrEncodedSlash   = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
-	ErrUnescaped      = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
-	ErrCompatibility  = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
+	ErrNotAbsolute      = &PathError{"does not start with '/'"}
+	ErrEmptySegment     = &PathError{"has an empty segment (//)"}
+	ErrDotSegment       = &PathError{"has a dot segment (/./ or /../, also percent-encoded)"}
+	ErrBackslash        = &PathError{"has a backslash (\\ or %5C)"}
+	ErrSemicolon        = &PathError{"has a ';' (path parameters, also %3B)"}
+	ErrControl          = &PathError{"has a control character, space or byte outside ASCII that is not percent-encoded"}
+	ErrBadEscape        = &PathError{"has a '%' that is not followed by two hex digits"}
+	ErrDoubleEncoded    = &PathError{"is percent-encoded twice (%25 followed by two hex digits, or by uXXXX)"}
+	ErrBadUTF8          = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
+	ErrEncodedControl   = &PathError{"encodes a control character (%00-%1F or %7F)"}
+	ErrEncodedSlash     = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
+	ErrUnescaped        = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
+	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start"}
+	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
 )
 
 // Is lets errors.Is compare a *PathError by its problem.
@@ -107,6 +108,10 @@ func TargetPath(target string) string {
 //   - "." and ".." segments, raw or percent-encoded;
 //   - '\' raw or as %5C (some servers treat it as '/');
 //   - ';' raw or as %3B (path parameters, which some servers strip);
+//   - '?' and '#' as %3F and %23: a server, or a front proxy rewriting
+//     the target, that decodes the path before it splits off the query
+//     (Apache mod_rewrite, CVE-2024-38474; nginx proxy_pass with $uri)
+//     routes "/v1/secret%3Fx" as "/v1/secret";
 //   - control characters, space and non-ASCII bytes not percent-encoded,
 //     and %00-%1F, %7F;
 //   - the other characters a path must percent-encode (" < > ^ ` { | } # ?),
@@ -146,6 +151,8 @@ func ParsePath(raw string) (Path, error) {
 				return Path{}, ErrBackslash
 			case b == ';':
 				return Path{}, ErrSemicolon
+			case b == '?' || b == '#':
+				return Path{}, ErrEncodedDelimiter
 			case b < 0x20 || b == 0x7f:
 				return Path{}, ErrEncodedControl
 			}

@@ -98,6 +98,10 @@ func TestParsePath(t *testing.T) {
 		{"/v1/a|b", ErrUnescaped},
 		{"/v1/a#b", ErrUnescaped},
 		{`/v1/allowed%2Fx"`, ErrUnescaped},
+		{"/v1/secret%3F", ErrEncodedDelimiter},
+		{"/v1/secret%3fx=1", ErrEncodedDelimiter},
+		{"/v1/secret%23", ErrEncodedDelimiter},
+		{"/v1/admin%3F/public", ErrEncodedDelimiter},
 		{"/v1/%25u002e%25u002e/admin", ErrDoubleEncoded},
 		{"/v1/%25U002F", ErrDoubleEncoded},
 		{"/v1/x/%EF%BC%8E%EF%BC%8E/admin", ErrCompatibility},
@@ -273,7 +277,7 @@ func TestAuthority(t *testing.T) {
 // control character survives.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{"/", "/v1/charges", "/v1/%2e%2e/x", "/a//b", "/a%2Fb", "/%252F", "/a;b", "/a\\b",
-		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25", "/v1/%EF%BC%8E%EF%BC%8E/x", "/v1/%25u002e"} {
+		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25", "/v1/%EF%BC%8E%EF%BC%8E/x", "/v1/%25u002e", "/v1/x%3Fy", "/v1/x%23"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -310,8 +314,8 @@ func FuzzParsePath(f *testing.F) {
 				t.Fatalf("ParsePath(%q): decoded %q has %U, whose compatibility form %q holds ASCII", raw, d, r, norm.NFKC.String(string(r)))
 			}
 		}
-		if strings.ContainsAny(d, "\\;") || !utf8.ValidString(d) {
-			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';' or invalid UTF-8", raw, d)
+		if strings.ContainsAny(d, "\\;?#") || !utf8.ValidString(d) {
+			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';', '?', '#' or invalid UTF-8", raw, d)
 		}
 		for _, r := range d {
 			if r < 0x20 || r == 0x7f {
