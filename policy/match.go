@@ -242,15 +242,17 @@ func matchParts(parts []string, path string) bool {
 // case, which lower-casing alone keeps apart ("/v1/admın" would dodge a
 // deny on "/v1/admin*"). Patterns are folded with it too.
 func foldPath(p string) string {
+	upper := false
 	for i := 0; i < len(p); i++ {
-		if c := p[i]; c >= 0x80 {
+		switch c := p[i]; {
+		case c >= 0x80:
 			return strings.ToLower(strings.ToUpper(p))
+		case 'A' <= c && c <= 'Z':
+			upper = true
 		}
 	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; 'A' <= c && c <= 'Z' {
-			return strings.ToLower(p)
-		}
+	if upper {
+		return strings.ToLower(p)
 	}
 	return p
 }
