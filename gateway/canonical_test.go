@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -365,6 +366,21 @@ var serverReadings = map[string]func(string) (string, bool){
 		}
 		return cleanKeepSlash(strings.ReplaceAll(norm.NFKC.String(d), "\\", "/")), true
 	},
+	// Unicode's NFKC_Casefold (ICU, IDNA) also removes default-ignorable
+	// characters: a zero-width space or a soft hyphen inside "admin".
+	"NFKC_Casefold (ignorables removed)": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		d = strings.Map(func(r rune) rune {
+			if unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+				return -1
+			}
+			return r
+		}, d)
+		return cleanKeepSlash(strings.ToLower(norm.NFKC.String(d))), true
+	},
 	"decode twice": func(p string) (string, bool) {
 		d, err := url.PathUnescape(p)
 		if err != nil {
@@ -488,6 +504,9 @@ func pathSpellings() []string {
 					add(b[:i] + url.PathEscape(string(u.r)) + b[i+1:])
 				}
 			}
+			// A zero-width space and a soft hyphen before it.
+			add(b[:i] + "%E2%80%8B" + b[i:])
+			add(b[:i] + "%C2%AD" + b[i:])
 			// The fullwidth form of the character (U+FF01-FF5E),
 			// which NFKC turns back into it.
 			if c := b[i]; c > ' ' && c < 0x7f {

@@ -488,6 +488,7 @@ func TestGlobsThatCouldNeverMatch(t *testing.T) {
 		{"/v1/ａdmin*", "compatibility character"},
 		{"/v1/x／y", "compatibility character"},
 		{"/v1/x‥y", "compatibility character"},
+		{"/v1/adm\u200bin", "default-ignorable"},
 	} {
 		if _, msg := compileGlob(tt.pattern); !strings.Contains(msg, tt.want) {
 			t.Errorf("compileGlob(%q) = %q, want a message containing %q", tt.pattern, msg, tt.want)

@@ -168,8 +168,11 @@ func compileGlob(s string) (glob, string) {
 			return glob{}, fmt.Sprintf("path %q has a dot segment; the gateway refuses requests with one (400 bad_path), so the rule could never match", s)
 		}
 	}
-	if canonical.CompatibilityASCII(s) {
+	switch canonical.CheckRunes(s) {
+	case canonical.ErrCompatibility:
 		return glob{}, fmt.Sprintf("path %q has a Unicode compatibility character (such as fullwidth '／' or 'ａ', '‥'); the gateway refuses requests whose path has one (400 bad_path), since servers normalizing it read the ASCII it stands for, so the rule could never match; write the ASCII character", s)
+	case canonical.ErrIgnorable:
+		return glob{}, fmt.Sprintf("path %q has a zero-width, format or other default-ignorable character (such as U+200B or a soft hyphen); the gateway refuses requests whose path has one (400 bad_path), so the rule could never match; remove it", s)
 	}
 	if i := strings.Index(s, "//"); i >= 0 {
 		return glob{}, fmt.Sprintf("path %q has an empty segment (//); the gateway refuses requests with one (400 bad_path), so the rule could never match", s)

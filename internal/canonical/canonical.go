@@ -6,9 +6,10 @@
 // It refuses rather than repairs: a spelling that common servers route
 // differently from a strict RFC 3986 reading (empty segments, dot
 // segments, backslashes, encoded slashes, double encoding, ';' path
-// parameters, encoded '?' and '#', control characters, invalid UTF-8, Unicode compatibility
-// characters that normalize to ASCII, lower-case methods,
-// userinfo in an authority, a method override naming another method) is
+// parameters, encoded '?' and '#', control characters, invalid UTF-8,
+// Unicode compatibility characters that normalize to ASCII,
+// default-ignorable characters, lower-case methods, userinfo in an
+// authority, a method override naming another method) is
 // an error that says what is wrong, so the gateway never forwards a
 // request whose meaning on the upstream could differ from what its
 // policy judged.
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -60,6 +62,7 @@ var (
 	ErrEncodedControl   = &PathError{"encodes a control character (%00-%1F or %7F)"}
 	ErrEncodedSlash     = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
 	ErrUnescaped        = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
+	ErrIgnorable        = &PathError{"has a zero-width, format or other default-ignorable character (U+200B, a soft hyphen, a bidirectional control, a variation selector) that servers normalizing it drop"}
 	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start"}
 	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
 )
@@ -123,7 +126,10 @@ func TargetPath(target string) string {
 //     an ASCII character: fullwidth '／' (%EF%BC%8F) and '．', '‥',
 //     'ａ', the Kelvin sign, ligatures. Servers that normalize paths or
 //     the names routed from them, and Windows' best-fit conversion, read
-//     them as the ASCII they stand for ("..", "/", "admin").
+//     them as the ASCII they stand for ("..", "/", "admin");
+//   - a decoded default-ignorable character (zero-width space, soft
+//     hyphen, bidirectional controls, variation selectors), which
+//     NFKC_Casefold removes ("adm%E2%80%8Bin" read as "admin").
 //
 // %2F is reported through Path.EncodedSlash, not refused: whether it is
 // acceptable depends on the destination (CheckEncodedSlash).
@@ -178,9 +184,9 @@ func ParsePath(raw string) (Path, error) {
 			return Path{}, ErrBadUTF8
 		}
 		// Raw bytes outside ASCII were refused above, so only an
-		// escaped path can decode to a compatibility character.
-		if compatibilityASCII(p.Decoded) {
-			return Path{}, ErrCompatibility
+		// escaped path can decode to a character outside ASCII.
+		if err := CheckRunes(p.Decoded); err != nil {
+			return Path{}, err
 		}
 	}
 	// Segments are judged on the decoded form, so "%2E%2E" and, where
@@ -222,36 +228,50 @@ func checkSegments(d string) error {
 	return nil
 }
 
-// CompatibilityASCII reports whether the decoded path d holds a Unicode
-// compatibility character that ParsePath refuses (ErrCompatibility): one
-// whose NFKC form holds an ASCII character. The policy refuses a path
-// glob with one, which no request could match.
-func CompatibilityASCII(d string) bool { return compatibilityASCII(d) }
-
-// compatibilityASCII reports whether the valid UTF-8 string d holds a
-// non-ASCII character whose compatibility normalization (NFKC) holds an
-// ASCII character. Only characters with a decomposition are normalized
-// (most have none), one at a time: composition never yields ASCII, so a
-// character's neighbours cannot change the answer.
-func compatibilityASCII(d string) bool {
+// CheckRunes refuses a decoded path (valid UTF-8) holding a character
+// servers read as another or drop: one whose compatibility normalization
+// (NFKC) holds an ASCII character (ErrCompatibility), or a default-
+// ignorable one (ErrIgnorable). ParsePath applies it; the policy refuses
+// a path glob it refuses, which no request could match.
+func CheckRunes(d string) error {
 	for i := 0; i < len(d); {
 		if d[i] < utf8.RuneSelf {
 			i++
 			continue
 		}
-		p := norm.NFKC.PropertiesString(d[i:])
-		n := p.Size()
-		if n == 0 {
-			n = 1
+		r, n := utf8.DecodeRuneInString(d[i:])
+		if ignorable(r) {
+			return ErrIgnorable
 		}
-		if len(p.Decomposition()) > 0 {
-			if strings.ContainsFunc(norm.NFKC.String(d[i:i+n]), func(r rune) bool { return r < utf8.RuneSelf }) {
-				return true
-			}
+		if compatibilityASCII(d[i : i+n]) {
+			return ErrCompatibility
 		}
 		i += n
 	}
-	return false
+	return nil
+}
+
+// ignorable reports whether r is a format character (general category
+// Cf: zero-width space and joiners, the soft hyphen, bidirectional
+// controls, the byte order mark), a variation selector or another
+// default-ignorable code point (the Hangul fillers): characters Unicode's
+// NFKC_Casefold mapping (ICU, IDNA) removes, so "adm\u200bin" would be
+// routed as "admin" by a server that normalizes with it.
+func ignorable(r rune) bool {
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Variation_Selector, r) ||
+		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}
+
+// compatibilityASCII reports whether c, one non-ASCII character, has a
+// compatibility normalization (NFKC) that holds an ASCII character. Only
+// characters with a decomposition are normalized (most have none), one at
+// a time: composition never yields ASCII, so a character's neighbours
+// cannot change the answer.
+func compatibilityASCII(c string) bool {
+	if len(norm.NFKC.PropertiesString(c).Decomposition()) == 0 {
+		return false
+	}
+	return strings.ContainsFunc(norm.NFKC.String(c), func(r rune) bool { return r < utf8.RuneSelf })
 }
 
 // hasEscape reports whether s contains '%' followed by two hex digits,

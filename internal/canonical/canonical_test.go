@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -126,7 +127,9 @@ func TestParsePath(t *testing.T) {
 // U+FF0F as '/', U+2025 as "..", U+FF41 as 'a': a path the policy
 // matched under an allowed prefix, or as something other than a denied
 // name, would reach another resource there. Every rune is tried, and the
-// best-known members by name.
+// best-known members by name. So are default-ignorable characters
+// (zero-width, format, variation selectors), which NFKC_Casefold drops:
+// "adm%E2%80%8Bin" is "admin" to a server normalizing with it.
 func TestCompatibilityCharacters(t *testing.T) {
 	for _, c := range []struct {
 		r    rune
@@ -161,26 +164,49 @@ func TestCompatibilityCharacters(t *testing.T) {
 			t.Errorf("%q: %v, want it accepted (no ASCII in its compatibility form)", s, err)
 		}
 	}
-	refused, accepted := 0, 0
+	for _, c := range []struct {
+		r    rune
+		name string
+	}{
+		{'\u200B', "ZERO WIDTH SPACE"},
+		{'\u200D', "ZERO WIDTH JOINER"},
+		{'\u00AD', "SOFT HYPHEN"},
+		{'\u202E', "RIGHT-TO-LEFT OVERRIDE"},
+		{'\uFEFF', "ZERO WIDTH NO-BREAK SPACE (BOM)"},
+		{'\uFE0F', "VARIATION SELECTOR-16"},
+		{'\u3164', "HANGUL FILLER"},
+		{'\U000E0041', "TAG LATIN CAPITAL LETTER A"},
+	} {
+		raw := "/v1/adm" + url.PathEscape(string(c.r)) + "in"
+		if _, err := ParsePath(raw); !errors.Is(err, ErrIgnorable) {
+			t.Errorf("%U %s (%s): %v, want %v", c.r, c.name, raw, err, ErrIgnorable)
+		}
+	}
+	compat, ignored, accepted := 0, 0, 0
 	for r := rune(0x80); r <= utf8.MaxRune; r++ {
 		if !utf8.ValidRune(r) {
 			continue
 		}
 		s := string(r)
 		ascii := strings.ContainsFunc(norm.NFKC.String(s), func(x rune) bool { return x < utf8.RuneSelf })
+		ign := unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 		_, err := ParsePath("/v1/a" + url.PathEscape(s) + "b")
 		switch {
-		case ascii && !errors.Is(err, ErrCompatibility):
+		case ign && !errors.Is(err, ErrIgnorable):
+			t.Errorf("%U (default-ignorable): %v, want %v", r, err, ErrIgnorable)
+		case !ign && ascii && !errors.Is(err, ErrCompatibility):
 			t.Errorf("%U (NFKC %q): %v, want %v", r, norm.NFKC.String(s), err, ErrCompatibility)
-		case !ascii && err != nil:
+		case !ign && !ascii && err != nil:
 			t.Errorf("%U: %v, want it accepted", r, err)
+		case ign:
+			ignored++
 		case ascii:
-			refused++
+			compat++
 		default:
 			accepted++
 		}
 	}
-	t.Logf("%d non-ASCII runes refused, %d accepted", refused, accepted)
+	t.Logf("non-ASCII runes: %d compatibility forms of ASCII and %d default-ignorable refused, %d accepted", compat, ignored, accepted)
 }
 
 func TestEncodedSlash(t *testing.T) {
@@ -310,8 +336,9 @@ func FuzzParsePath(f *testing.F) {
 			t.Fatalf("ParsePath(%q): decoded %q, but path.Clean gives %q", raw, d, clean)
 		}
 		for _, r := range d {
-			if r >= utf8.RuneSelf && strings.ContainsFunc(norm.NFKC.String(string(r)), func(x rune) bool { return x < utf8.RuneSelf }) {
-				t.Fatalf("ParsePath(%q): decoded %q has %U, whose compatibility form %q holds ASCII", raw, d, r, norm.NFKC.String(string(r)))
+			if r >= utf8.RuneSelf && (strings.ContainsFunc(norm.NFKC.String(string(r)), func(x rune) bool { return x < utf8.RuneSelf }) ||
+				unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)) {
+				t.Fatalf("ParsePath(%q): decoded %q has %U, default-ignorable or whose compatibility form %q holds ASCII", raw, d, r, norm.NFKC.String(string(r)))
 			}
 		}
 		if strings.ContainsAny(d, "\\;?#") || !utf8.ValidString(d) {
