@@ -198,3 +198,43 @@ func TestDenyCaseEquivalence(t *testing.T) {
 	}
 	t.Logf("%d ASCII letters have non-ASCII equals; %d paths", len(equal), cases)
 }
+
+// TestDenyMethodEquivalence: servers run a GET handler for HEAD (Go's
+// ServeMux "GET /x" patterns, Express, Rails, Flask, Django, Spring: RFC
+// 9110 §9.3.2 makes HEAD a GET without content), with its side effects
+// and its response's fields, so a deny rule naming GET denies HEAD too,
+// whatever the other rules say; naming HEAD does not deny GET, and allow
+// rules match the methods they name and nothing else.
+func TestDenyMethodEquivalence(t *testing.T) {
+	for _, tc := range []struct {
+		methods string
+		method  string
+		denied  bool
+	}{
+		{"[GET]", "GET", true},
+		{"[GET]", "HEAD", true},
+		{"[GET, POST]", "HEAD", true},
+		{"[get]", "HEAD", true},
+		{"[POST]", "HEAD", false},
+		{"[HEAD]", "HEAD", true},
+		{"[HEAD]", "GET", false},
+		{"[DELETE]", "HEAD", false},
+	} {
+		p := mustParse(t, fmt.Sprintf(slashPolicy, "deny", "/v1/secret*", "methods: "+tc.methods+", action: deny"))
+		for _, host := range []string{"api.test", "fold.test"} {
+			d := p.Decide(request("w", tc.method, "https", host, 443, "/v1/secret/x"))
+			if got := d.Rule == "deny" && d.Action == Deny; got != tc.denied {
+				t.Errorf("deny methods %s, %s https://%s/v1/secret/x: %s by rule %q (%s), want denied by it: %v", tc.methods, tc.method, host, d.Action, d.Rule, d.Code, tc.denied)
+			}
+		}
+		allow := mustParse(t, fmt.Sprintf(slashPolicy, "allow", "/v1/secret*", "methods: "+tc.methods+", inject: {credential: c, as: policytest-inj}"))
+		named := false
+		for _, m := range strings.Split(strings.Trim(tc.methods, "[]"), ",") {
+			named = named || strings.EqualFold(strings.TrimSpace(m), tc.method)
+		}
+		d := allow.Decide(request("w", tc.method, "https", "api.test", 443, "/v1/secret/x"))
+		if got := d.Rule == "allow"; got != named {
+			t.Errorf("allow methods %s, %s: matched %v, want %v (allow rules match the methods they name only)", tc.methods, tc.method, got, named)
+		}
+	}
+}
