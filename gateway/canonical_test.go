@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // canonPolicy allows /v1/* with a credential and denies paths under it
@@ -257,8 +260,8 @@ func TestMethodCanonicalForConditions(t *testing.T) {
 // every one it forwards, reads the path the origin received the way
 // common servers do (strict RFC 3986, merged slashes, backslash as slash,
 // ';' parameters stripped, case folded, decoded twice, trailing slash
-// dropped or added): under every reading it must match the allowing rule
-// and no denying rule.
+// dropped or added, Unicode compatibility normalization): under every
+// reading it must match the allowing rule and no denying rule.
 func TestPathDifferential(t *testing.T) {
 	tg := startCanonGateway(t)
 	spellings := pathSpellings()
@@ -327,6 +330,57 @@ var serverReadings = map[string]func(string) (string, bool){
 		return decodeClean(regexp.MustCompile(`;[^/]*`).ReplaceAllString(p, ""), true)
 	},
 	"case fold": func(p string) (string, bool) { return decodeClean(strings.ToLower(p), true) },
+	// A server (or a front proxy rewriting the target, as Apache's
+	// mod_rewrite and nginx's proxy_pass with $uri do: CVE-2023-25690,
+	// CVE-2024-38474) that decodes the path before it splits off the
+	// query and fragment reads %3F as the query's start, %23 as the
+	// fragment's.
+	"decode, then split at ? or #": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		if i := strings.IndexAny(d, "?#"); i >= 0 {
+			d = d[:i]
+		}
+		return cleanKeepSlash(d), true
+	},
+	// Java's equalsIgnoreCase and servers comparing upper-cased paths
+	// (Python's upper(), .NET's invariant upper case) equate a
+	// character with another whose upper case is the same: U+0131
+	// (dotless ı) with 'i', U+017F (long ſ) with 's'.
+	"case fold through upper case": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		return cleanKeepSlash(strings.ToLower(strings.ToUpper(d))), true
+	},
+	// Servers and frameworks that normalize the decoded path with NFKC
+	// (or Windows' best-fit conversion of fullwidth forms) read
+	// U+FF0F as '/', U+FF0E U+FF0E and U+2025 as "..", U+FF41 as 'a'.
+	"Unicode compatibility (NFKC)": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		return cleanKeepSlash(strings.ReplaceAll(norm.NFKC.String(d), "\\", "/")), true
+	},
+	// Unicode's NFKC_Casefold (ICU, IDNA) also removes default-ignorable
+	// characters: a zero-width space or a soft hyphen inside "admin".
+	"NFKC_Casefold (ignorables removed)": func(p string) (string, bool) {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		d = strings.Map(func(r rune) rune {
+			if unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+				return -1
+			}
+			return r
+		}, d)
+		return cleanKeepSlash(strings.ToLower(norm.NFKC.String(d))), true
+	},
 	"decode twice": func(p string) (string, bool) {
 		d, err := url.PathUnescape(p)
 		if err != nil {
@@ -399,7 +453,11 @@ func removeDots(p string) string {
 func pathSpellings() []string {
 	bases := []string{"/v1/admin/users", "/v1/secret", "/v1/charges/ch_1", "/v1/private", "/v1/internal"}
 	inserts := []string{"//", "/./", "/../", "/%2e/", "/%2E%2E/", "/..;/", ";x/", "%2F", "%2f..%2f", "\\", "%5C", "%5c..%5c",
-		"/%252e%252e/", "%252F", "/.%2e/", "%00/", "%C0%AF", "/x/../", "/X/../", "/;/", "%3B/"}
+		"/%252e%252e/", "%252F", "/.%2e/", "%00/", "%C0%AF", "/x/../", "/X/../", "/;/", "%3B/",
+		"/%25u002e%25u002e/", "%25u002f", "%3F/", "%23/",
+		// Unicode compatibility characters: fullwidth solidus, full stop
+		// and reverse solidus, two dot leader, small full stop.
+		"%EF%BC%8F", "/x%EF%BC%8F..%EF%BC%8F", "/x/%EF%BC%8E%EF%BC%8E/", "/x/%E2%80%A5/", "/x/%EF%B9%92%EF%B9%92/", "/x%EF%BC%BC..%EF%BC%BC"}
 	seen := map[string]bool{}
 	var out []string
 	add := func(s string) {
@@ -418,6 +476,11 @@ func pathSpellings() []string {
 		add(b + "/..")
 		add(b + "%2F")
 		add(b + "%20")
+		add(b + "%3F")
+		add(b + "%3fx=1")
+		add(b + "%23")
+		add(b + "%23x")
+		add(b + "%3F/../../v1/charges")
 		for i := 0; i < len(b); i++ {
 			if b[i] == '/' {
 				for _, ins := range inserts {
@@ -430,6 +493,24 @@ func pathSpellings() []string {
 			add(b[:i] + "%25" + enc[1:] + b[i+1:])
 			if c := b[i]; c >= 'a' && c <= 'z' {
 				add(b[:i] + string(c-32) + b[i+1:])
+			}
+			// Characters whose upper or lower case is an ASCII
+			// letter: dotless ı, dotted İ, long ſ, the Kelvin sign.
+			for _, u := range []struct {
+				ascii byte
+				r     rune
+			}{{'i', '\u0131'}, {'i', '\u0130'}, {'s', '\u017F'}, {'k', '\u212A'}} {
+				if b[i] == u.ascii {
+					add(b[:i] + url.PathEscape(string(u.r)) + b[i+1:])
+				}
+			}
+			// A zero-width space and a soft hyphen before it.
+			add(b[:i] + "%E2%80%8B" + b[i:])
+			add(b[:i] + "%C2%AD" + b[i:])
+			// The fullwidth form of the character (U+FF01-FF5E),
+			// which NFKC turns back into it.
+			if c := b[i]; c > ' ' && c < 0x7f {
+				add(b[:i] + url.PathEscape(string(rune(c)-0x21+0xFF01)) + b[i+1:])
 			}
 		}
 	}

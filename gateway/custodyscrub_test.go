@@ -372,7 +372,7 @@ func TestCustodyScrubsUpgrade(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSet-Cookie: %s\r\nX-Session: %s\r\n\r\n", cookie, custodyForms()["base64"].echo)
+			fmt.Fprintf(rw, "%sSet-Cookie: %s\r\nX-Session: %s\r\n\r\n", wsSwitch(r), cookie, custodyForms()["base64"].echo)
 			rw.Write(wsFrame(true, 1, []byte(`{"hello":"`+custodyValue+`"}`)))
 			rw.Write(wsFrame(true, 2, []byte(custodyForms()["query"].echo)))
 			rw.Flush()

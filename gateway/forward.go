@@ -614,7 +614,9 @@ const codeUpgradeNotAllowed = "upgrade_not_allowed"
 // checkUpgrade judges a request's protocol upgrade before anything else
 // is done with it. The one upgrade relayed is WebSocket (RFC 6455): an
 // Upgrade field whose every token is "websocket" (any case), on a GET
-// over HTTP/1.1 with Connection: upgrade; it reports true for that. Any
+// over HTTP/1.1 with Connection: upgrade and one valid Sec-WebSocket-Key
+// (relayUpgrade checks the upstream's answer to it); it reports true for
+// that. Any
 // other Upgrade field — h2c, a list naming another protocol beside
 // websocket, a versioned token, websocket without Connection: upgrade or
 // on another method — and a CONNECT inside an intercepted connection (a
@@ -659,6 +661,9 @@ func checkUpgrade(r *http.Request) (bool, *refusal) {
 		!httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		return refuse("a WebSocket upgrade must be a GET over HTTP/1.1 with Connection: upgrade")
 	}
+	if _, ok := webSocketKey(r.Header); !ok {
+		return refuse("a WebSocket upgrade must carry one Sec-WebSocket-Key, the base64 form of 16 random bytes (RFC 6455 §4.1): the gateway relays the upgrade only when the upstream's Sec-WebSocket-Accept answers it")
+	}
 	return true, nil
 }
 
@@ -675,12 +680,17 @@ func quoteToken(s string) string {
 // are relayed both ways as a long-lived connection registered with the
 // rule, workload and credential that allowed the upgrade (closed by the
 // kill switch, at the identity's expiry, when idle and at the maximum
-// lifetime). The upstream must have switched to websocket, and named no
-// extension the upgrade request did not offer.
+// lifetime). The upstream must have switched to websocket, answered the
+// request's Sec-WebSocket-Key, and named no extension the upgrade request
+// did not offer.
 func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *http.Response, lc *longConn) {
 	up := resp.Header["Upgrade"]
 	if len(up) != 1 || !strings.EqualFold(textproto.TrimString(up[0]), "websocket") {
 		g.upstreamError(w, r, fmt.Errorf("upstream switched to %s, not to the websocket the client asked for", quoteToken(strings.Join(up, ", "))))
+		return
+	}
+	if !webSocketAccepted(r.Header, resp.Header) {
+		g.upstreamError(w, r, errors.New("upstream's 101 did not complete the WebSocket handshake: no Sec-WebSocket-Accept answering the request's Sec-WebSocket-Key (RFC 6455 §4.2.2), so what the client sends next could reach it as requests no rule decided"))
 		return
 	}
 	if ext := resp.Header["Sec-Websocket-Extensions"]; len(ext) > 0 && len(r.Header["Sec-Websocket-Extensions"]) == 0 {

@@ -153,7 +153,7 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 				http.Error(w, "want upgrade", http.StatusBadRequest)
 				return
 			}
-			wsEcho(w)
+			wsEcho(w, r)
 		case "/upgrade-any", "/ws-wrong":
 			// Switches to whatever the client asks for (an origin that
 			// would accept h2c), or, for /ws-wrong, to h2c whatever it
@@ -171,7 +171,7 @@ func startOrigin(t testing.TB, pki *testPKI) *testOrigin {
 				return
 			}
 			defer c.Close()
-			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\nunchecked bytes", up)
+			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\nunchecked bytes", up, wsAccept(r.Header.Get("Sec-Websocket-Key")))
 			rw.Flush()
 			_, _ = io.Copy(io.Discard, rw)
 		case "/echo":
@@ -729,13 +729,13 @@ func TestCertificatesReloaded(t *testing.T) {
 // test origins' WebSocket stand-in: the client's lines are not framed
 // (nothing parses that direction without placeholders), the origin's
 // answers are, as the gateway scrubs them frame by frame.
-func wsEcho(w http.ResponseWriter) {
+func wsEcho(w http.ResponseWriter, r *http.Request) {
 	c, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return
 	}
 	defer c.Close()
-	fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	fmt.Fprint(rw, wsSwitch(r)+"\r\n")
 	rw.Flush()
 	for {
 		line, err := rw.ReadString('\n')

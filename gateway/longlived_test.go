@@ -129,15 +129,17 @@ func TestCheckUpgrade(t *testing.T) {
 		{"no upgrade", "GET", 1, http.Header{}, false, ""},
 		{"connection upgrade without Upgrade", "GET", 1, http.Header{"Connection": {"upgrade"}}, false, ""},
 		{"empty Upgrade", "GET", 1, http.Header{"Upgrade": {" , "}, "Connection": {"upgrade"}}, false, ""},
-		{"websocket", "GET", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, true, ""},
-		{"WebSocket, keep-alive", "GET", 1, http.Header{"Upgrade": {"WebSocket"}, "Connection": {"keep-alive, Upgrade"}}, true, ""},
-		{"WEBSOCKET twice", "GET", 1, http.Header{"Upgrade": {"WEBSOCKET", "websocket"}, "Connection": {"upgrade"}}, true, ""},
+		{"websocket", "GET", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}, "Sec-Websocket-Key": {wsKey}}, true, ""},
+		{"WebSocket, keep-alive", "GET", 1, http.Header{"Upgrade": {"WebSocket"}, "Connection": {"keep-alive, Upgrade"}, "Sec-Websocket-Key": {wsKey}}, true, ""},
+		{"WEBSOCKET twice", "GET", 1, http.Header{"Upgrade": {"WEBSOCKET", "websocket"}, "Connection": {"upgrade"}, "Sec-Websocket-Key": {wsKey}}, true, ""},
 		{"h2c", "GET", 1, http.Header{"Upgrade": {"h2c"}, "Connection": {"Upgrade, HTTP2-Settings"}, "Http2-Settings": {"AAMAAABkAAQAAP__"}}, false, `"h2c"`},
 		{"H2C", "GET", 1, http.Header{"Upgrade": {"H2C"}, "Connection": {"upgrade"}}, false, `"H2C"`},
 		{"websocket, h2c", "GET", 1, http.Header{"Upgrade": {"websocket, h2c"}, "Connection": {"upgrade"}}, false, `"h2c"`},
 		{"h2c then websocket fields", "GET", 1, http.Header{"Upgrade": {"websocket", "h2c"}, "Connection": {"upgrade"}}, false, `"h2c"`},
 		{"versioned websocket", "GET", 1, http.Header{"Upgrade": {"websocket/13"}, "Connection": {"upgrade"}}, false, `"websocket/13"`},
 		{"TLS/1.0", "GET", 1, http.Header{"Upgrade": {"TLS/1.0"}, "Connection": {"upgrade"}}, false, `"TLS/1.0"`},
+		{"websocket without Sec-WebSocket-Key", "GET", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"upgrade"}}, false, "Sec-WebSocket-Key"},
+		{"websocket with a short key", "GET", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"upgrade"}, "Sec-Websocket-Key": {"dGVzdA=="}}, false, "Sec-WebSocket-Key"},
 		{"websocket without Connection: upgrade", "GET", 1, http.Header{"Upgrade": {"websocket"}}, false, "Connection: upgrade"},
 		{"websocket on POST", "POST", 1, http.Header{"Upgrade": {"websocket"}, "Connection": {"upgrade"}}, false, "GET"},
 		{"websocket over HTTP/1.0", "GET", 0, http.Header{"Upgrade": {"websocket"}, "Connection": {"upgrade"}}, false, "HTTP/1.1"},
@@ -181,8 +183,8 @@ func TestUpgradeSpellingsThroughGateway(t *testing.T) {
 		{"websocket on POST", "POST /upgrade-any HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0", 400, codeUpgradeNotAllowed, false},
 		{"CONNECT in the tunnel", "CONNECT api.origin.test:443 HTTP/1.1", 400, policy.CodeBadMethod, false},
 		{"Connection: upgrade alone", "GET /upgrade-any HTTP/1.1\r\nConnection: upgrade", 200, "", true},
-		{"upstream switches to h2c", "GET /ws-wrong HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade", 502, codeUpstreamError, true},
-		{"WebSocket, any case", "GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade", 101, "", true},
+		{"upstream switches to h2c", "GET /ws-wrong HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", 502, codeUpstreamError, true},
+		{"WebSocket, any case", "GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", 101, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(tg.origin.all())
@@ -782,7 +784,7 @@ func TestWebSocketPlainListener(t *testing.T) {
 	var seenAuth atomic.Value
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seenAuth.Store(r.Header.Get("Authorization"))
-		wsEcho(w)
+		wsEcho(w, r)
 	}))
 	t.Cleanup(plain.Close)
 	writeFile(t, tg.dir, "policy.yaml", []byte(bodyPolicy))

@@ -222,7 +222,7 @@ func TestWebSocketLongPayloadScrubsCredentialInjectedLater(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		fmt.Fprint(rw, wsSwitch(r)+"\r\n")
 		rw.Write(wsFrame(true, 1, []byte("hello")))
 		rw.Write(frame[:hdrLen+before])
 		rw.Flush()

@@ -100,7 +100,7 @@ func TestWebSocketScrubsCredentialInjectedLater(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		fmt.Fprint(rw, wsSwitch(r)+"\r\n")
 		rw.Write(wsFrame(true, 1, []byte("hello")))
 		rw.Write(wsFrame(false, 1, []byte("start ")))
 		rw.Write(ping[:splitAt]) // the secret not yet sent

@@ -80,7 +80,7 @@ func TestWebSocketFramesScrubbed(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		fmt.Fprint(rw, wsSwitch(r)+"\r\n")
 		rw.Write(wsFrame(true, 1, []byte(`{"op":"hello","you_sent":"`+scrubSecret+`"}`)))
 		rw.Flush()
 		// Interactive: the next frames only after the client answered.
@@ -199,7 +199,7 @@ func TestWebSocketFramesScrubberCannotRead(t *testing.T) {
 					return
 				}
 				defer c.Close()
-				fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+				fmt.Fprint(rw, wsSwitch(r))
 				if tc.extensions != "" {
 					fmt.Fprintf(rw, "Sec-WebSocket-Extensions: %s\r\n", tc.extensions)
 				}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/credgate/credgate/internal/canonical"
 )
 
 // hostPattern is a validated destination host: an exact name, an IP literal
@@ -128,8 +130,8 @@ type glob struct {
 	// parts are the literal pieces between stars. With no star, parts has
 	// one element and the match is exact.
 	parts []string
-	// folded are parts in lower case, for case-insensitive matching
-	// against a lower-cased path.
+	// folded are parts case-folded (foldPath), for case-insensitive
+	// matching against a folded path.
 	folded []string
 	// slashAdded are the folded parts of the pattern a path must match
 	// for the path with one '/' appended to match g, other than through
@@ -166,13 +168,19 @@ func compileGlob(s string) (glob, string) {
 			return glob{}, fmt.Sprintf("path %q has a dot segment; the gateway refuses requests with one (400 bad_path), so the rule could never match", s)
 		}
 	}
+	switch canonical.CheckRunes(s) {
+	case canonical.ErrCompatibility:
+		return glob{}, fmt.Sprintf("path %q has a Unicode compatibility character (such as fullwidth '／' or 'ａ', '‥'); the gateway refuses requests whose path has one (400 bad_path), since servers normalizing it read the ASCII it stands for, so the rule could never match; write the ASCII character", s)
+	case canonical.ErrIgnorable:
+		return glob{}, fmt.Sprintf("path %q has a zero-width, format or other default-ignorable character (such as U+200B or a soft hyphen); the gateway refuses requests whose path has one (400 bad_path), so the rule could never match; remove it", s)
+	}
 	if i := strings.Index(s, "//"); i >= 0 {
 		return glob{}, fmt.Sprintf("path %q has an empty segment (//); the gateway refuses requests with one (400 bad_path), so the rule could never match", s)
 	}
 	if strings.Contains(s, "**") {
 		return glob{}, fmt.Sprintf("path %q contains \"**\"; a single '*' already matches across '/'", s)
 	}
-	g := glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(strings.ToLower(s), "*")}
+	g := glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(foldPath(s), "*")}
 	// p+"/" matches a pattern ending in a literal '/' exactly when p
 	// matches the pattern without it, and a pattern ending in "/*" also
 	// when p matches the pattern without the "/*" (the star matching
@@ -187,7 +195,7 @@ func compileGlob(s string) (glob, string) {
 		bare = s[:len(s)-1]
 	}
 	if bare != "" {
-		g.slashAdded = strings.Split(strings.ToLower(bare), "*")
+		g.slashAdded = strings.Split(foldPath(bare), "*")
 	}
 	return g, ""
 }
@@ -195,7 +203,7 @@ func compileGlob(s string) (glob, string) {
 // match reports whether path matches g. It does not allocate.
 func (g *glob) match(path string) bool { return matchParts(g.parts, path) }
 
-// matchFolded reports whether lowerPath, a path in lower case, matches g
+// matchFolded reports whether lowerPath, a path folded by foldPath, matches g
 // case-insensitively.
 func (g *glob) matchFolded(lowerPath string) bool { return matchParts(g.folded, lowerPath) }
 
@@ -227,13 +235,27 @@ func matchParts(parts []string, path string) bool {
 	return true
 }
 
-// foldPath returns p in lower case, allocating only when p has an
-// upper-case or non-ASCII letter.
+// foldPath returns p case-folded, the form deny rules and path_case:
+// insensitive destinations match, allocating only when p has an
+// upper-case or non-ASCII letter. A path with non-ASCII letters is
+// upper-cased before it is lower-cased, so that a character is folded
+// with every other one a server may take it for: Java's
+// equalsIgnoreCase and servers comparing upper-cased paths equate
+// dotless 'ı' (U+0131) with 'i' and long 'ſ' with 's' through their upper
+// case, which lower-casing alone keeps apart ("/v1/admın" would dodge a
+// deny on "/v1/admin*"). Patterns are folded with it too.
 func foldPath(p string) string {
+	upper := false
 	for i := 0; i < len(p); i++ {
-		if c := p[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
-			return strings.ToLower(p)
+		switch c := p[i]; {
+		case c >= 0x80:
+			return strings.ToLower(strings.ToUpper(p))
+		case 'A' <= c && c <= 'Z':
+			upper = true
 		}
+	}
+	if upper {
+		return strings.ToLower(p)
 	}
 	return p
 }

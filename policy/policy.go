@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -278,8 +279,13 @@ func (r *rule) matchesFrom(name string) bool {
 	return false
 }
 
+// matchesMethod reports whether the rule covers method m: any method
+// when it lists none, else the ones it lists; a deny rule listing GET
+// also covers HEAD, since servers run the GET handler for HEAD (RFC 9110
+// §9.3.2), so HEAD cannot dodge a deny on GET.
 func (r *rule) matchesMethod(m string) bool {
-	return r.methods == nil || r.namesMethod(m)
+	return r.methods == nil || r.namesMethod(m) ||
+		r.act == ruleDeny && m == http.MethodHead && r.namesMethod(http.MethodGet)
 }
 
 // namesMethod reports whether the rule lists m in methods explicitly.

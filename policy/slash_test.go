@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // slashPatterns are rule paths of every shape: exact with and without a
@@ -152,4 +153,88 @@ func FuzzGlobSlashAdded(f *testing.F) {
 			t.Errorf("glob %q: matchFoldedSlashAdded(%q) = %v, matchFolded(%q) = %v", pattern, lp, got, lp+"/", want)
 		}
 	})
+}
+
+// TestDenyCaseEquivalence is the class test for case folding beyond
+// ASCII: a server that routes case-insensitively may take a character
+// for another whose upper or lower case is the same (Java's
+// equalsIgnoreCase compares both; Python's upper() and .NET's invariant
+// upper case map dotless 'ı' to 'I' and long 'ſ' to 'S'), so every
+// non-ASCII rune that equals an ASCII letter that way, put in place of
+// that letter in a denied path, must be denied too (and matched by an
+// allow rule of a path_case: insensitive destination). The reference is
+// unicode.ToUpper and ToLower over every rune, apart from the matcher.
+func TestDenyCaseEquivalence(t *testing.T) {
+	equal := map[byte][]rune{}
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		for c := byte('a'); c <= 'z'; c++ {
+			if unicode.ToUpper(r) == unicode.ToUpper(rune(c)) || unicode.ToLower(r) == rune(c) {
+				equal[c] = append(equal[c], r)
+			}
+		}
+	}
+	if len(equal) == 0 {
+		t.Fatal("no rune equals an ASCII letter: the test checks nothing")
+	}
+	deny := mustParse(t, fmt.Sprintf(slashPolicy, "deny", "/v1/*admin*", "action: deny"))
+	allow := mustParse(t, fmt.Sprintf(slashPolicy, "allow", "/v1/s*/pr*vate/kelvin*", "inject: {credential: c, as: policytest-inj}"))
+	cases := 0
+	for _, base := range []string{"/v1/admin", "/v1/x/ADMIN/keys", "/v1/skeys/private/kelvin"} {
+		for i := 0; i < len(base); i++ {
+			c := base[i] | 0x20
+			for _, r := range equal[c] {
+				p := base[:i] + string(r) + base[i+1:]
+				cases++
+				for _, host := range []string{"api.test", "fold.test"} {
+					if d := deny.Decide(request("w", "GET", "https", host, 443, p)); strings.Contains(strings.ToLower(base), "admin") && !(d.Rule == "deny" && d.Action == Deny) {
+						t.Errorf("deny /v1/*admin*, GET https://%s%s (%U for %q): %s by rule %q, want denied", host, p, r, c, d.Action, d.Rule)
+					}
+				}
+				if d := allow.Decide(request("w", "GET", "https", "fold.test", 443, p)); strings.HasPrefix(base, "/v1/skeys") && !(d.Rule == "allow" && d.Action == Inject) {
+					t.Errorf("path_case: insensitive allow, GET https://fold.test%s (%U for %q): %s by rule %q, want it allowed", p, r, c, d.Action, d.Rule)
+				}
+			}
+		}
+	}
+	t.Logf("%d ASCII letters have non-ASCII equals; %d paths", len(equal), cases)
+}
+
+// TestDenyMethodEquivalence: servers run a GET handler for HEAD (Go's
+// ServeMux "GET /x" patterns, Express, Rails, Flask, Django, Spring: RFC
+// 9110 §9.3.2 makes HEAD a GET without content), with its side effects
+// and its response's fields, so a deny rule naming GET denies HEAD too,
+// whatever the other rules say; naming HEAD does not deny GET, and allow
+// rules match the methods they name and nothing else.
+func TestDenyMethodEquivalence(t *testing.T) {
+	for _, tc := range []struct {
+		methods string
+		method  string
+		denied  bool
+	}{
+		{"[GET]", "GET", true},
+		{"[GET]", "HEAD", true},
+		{"[GET, POST]", "HEAD", true},
+		{"[get]", "HEAD", true},
+		{"[POST]", "HEAD", false},
+		{"[HEAD]", "HEAD", true},
+		{"[HEAD]", "GET", false},
+		{"[DELETE]", "HEAD", false},
+	} {
+		p := mustParse(t, fmt.Sprintf(slashPolicy, "deny", "/v1/secret*", "methods: "+tc.methods+", action: deny"))
+		for _, host := range []string{"api.test", "fold.test"} {
+			d := p.Decide(request("w", tc.method, "https", host, 443, "/v1/secret/x"))
+			if got := d.Rule == "deny" && d.Action == Deny; got != tc.denied {
+				t.Errorf("deny methods %s, %s https://%s/v1/secret/x: %s by rule %q (%s), want denied by it: %v", tc.methods, tc.method, host, d.Action, d.Rule, d.Code, tc.denied)
+			}
+		}
+		allow := mustParse(t, fmt.Sprintf(slashPolicy, "allow", "/v1/secret*", "methods: "+tc.methods+", inject: {credential: c, as: policytest-inj}"))
+		named := false
+		for _, m := range strings.Split(strings.Trim(tc.methods, "[]"), ",") {
+			named = named || strings.EqualFold(strings.TrimSpace(m), tc.method)
+		}
+		d := allow.Decide(request("w", tc.method, "https", "api.test", 443, "/v1/secret/x"))
+		if got := d.Rule == "allow"; got != named {
+			t.Errorf("allow methods %s, %s: matched %v, want %v (allow rules match the methods they name only)", tc.methods, tc.method, got, named)
+		}
+	}
 }

@@ -6,8 +6,10 @@
 // It refuses rather than repairs: a spelling that common servers route
 // differently from a strict RFC 3986 reading (empty segments, dot
 // segments, backslashes, encoded slashes, double encoding, ';' path
-// parameters, control characters, invalid UTF-8, lower-case methods,
-// userinfo in an authority, a method override naming another method) is
+// parameters, encoded '?' and '#', control characters, invalid UTF-8,
+// Unicode compatibility characters that normalize to ASCII,
+// default-ignorable characters, lower-case methods, userinfo in an
+// authority, a method override naming another method) is
 // an error that says what is wrong, so the gateway never forwards a
 // request whose meaning on the upstream could differ from what its
 // policy judged.
@@ -17,7 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Path is a request path that passed the checks.
@@ -45,18 +50,21 @@ func (e *PathError) Error() string { return "canonical: the request path " + e.P
 // The problems ParsePath reports; tests and callers compare with
 // errors.Is against these values.
 var (
-	ErrNotAbsolute    = &PathError{"does not start with '/'"}
-	ErrEmptySegment   = &PathError{"has an empty segment (//)"}
-	ErrDotSegment     = &PathError{"has a dot segment (/./ or /../, also percent-encoded)"}
-	ErrBackslash      = &PathError{"has a backslash (\\ or %5C)"}
-	ErrSemicolon      = &PathError{"has a ';' (path parameters, also %3B)"}
-	ErrControl        = &PathError{"has a control character, space or byte outside ASCII that is not percent-encoded"}
-	ErrBadEscape      = &PathError{"has a '%' that is not followed by two hex digits"}
-	ErrDoubleEncoded  = &PathError{"is percent-encoded twice (%25 followed by two hex digits)"}
-	ErrBadUTF8        = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
-	ErrEncodedControl = &PathError{"encodes a control character (%00-%1F or %7F)"}
-	ErrEncodedSlash   = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
-	ErrUnescaped      = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
+	ErrNotAbsolute      = &PathError{"does not start with '/'"}
+	ErrEmptySegment     = &PathError{"has an empty segment (//)"}
+	ErrDotSegment       = &PathError{"has a dot segment (/./ or /../, also percent-encoded)"}
+	ErrBackslash        = &PathError{"has a backslash (\\ or %5C)"}
+	ErrSemicolon        = &PathError{"has a ';' (path parameters, also %3B)"}
+	ErrControl          = &PathError{"has a control character, space or byte outside ASCII that is not percent-encoded"}
+	ErrBadEscape        = &PathError{"has a '%' that is not followed by two hex digits"}
+	ErrDoubleEncoded    = &PathError{"is percent-encoded twice (%25 followed by two hex digits, or by uXXXX)"}
+	ErrBadUTF8          = &PathError{"decodes to bytes that are not valid UTF-8 (overlong or truncated sequences)"}
+	ErrEncodedControl   = &PathError{"encodes a control character (%00-%1F or %7F)"}
+	ErrEncodedSlash     = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
+	ErrUnescaped        = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
+	ErrIgnorable        = &PathError{"has a zero-width, format or other default-ignorable character (U+200B, a soft hyphen, a bidirectional control, a variation selector) that servers normalizing it drop"}
+	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start"}
+	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
 )
 
 // Is lets errors.Is compare a *PathError by its problem.
@@ -103,13 +111,25 @@ func TargetPath(target string) string {
 //   - "." and ".." segments, raw or percent-encoded;
 //   - '\' raw or as %5C (some servers treat it as '/');
 //   - ';' raw or as %3B (path parameters, which some servers strip);
+//   - '?' and '#' as %3F and %23: a server, or a front proxy rewriting
+//     the target, that decodes the path before it splits off the query
+//     (Apache mod_rewrite, CVE-2024-38474; nginx proxy_pass with $uri)
+//     routes "/v1/secret%3Fx" as "/v1/secret";
 //   - control characters, space and non-ASCII bytes not percent-encoded,
 //     and %00-%1F, %7F;
 //   - the other characters a path must percent-encode (" < > ^ ` { | } # ?),
 //     which net/url would encode on the way out;
 //   - '%' not followed by two hex digits, and double encoding: a decoded
 //     path that still contains '%' followed by two hex digits;
-//   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF).
+//   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF);
+//   - a decoded character whose Unicode compatibility form (NFKC) holds
+//     an ASCII character: fullwidth '／' (%EF%BC%8F) and '．', '‥',
+//     'ａ', the Kelvin sign, ligatures. Servers that normalize paths or
+//     the names routed from them, and Windows' best-fit conversion, read
+//     them as the ASCII they stand for ("..", "/", "admin");
+//   - a decoded default-ignorable character (zero-width space, soft
+//     hyphen, bidirectional controls, variation selectors), which
+//     NFKC_Casefold removes ("adm%E2%80%8Bin" read as "admin").
 //
 // %2F is reported through Path.EncodedSlash, not refused: whether it is
 // acceptable depends on the destination (CheckEncodedSlash).
@@ -137,6 +157,8 @@ func ParsePath(raw string) (Path, error) {
 				return Path{}, ErrBackslash
 			case b == ';':
 				return Path{}, ErrSemicolon
+			case b == '?' || b == '#':
+				return Path{}, ErrEncodedDelimiter
 			case b < 0x20 || b == 0x7f:
 				return Path{}, ErrEncodedControl
 			}
@@ -160,6 +182,11 @@ func ParsePath(raw string) (Path, error) {
 		}
 		if !utf8.ValidString(p.Decoded) {
 			return Path{}, ErrBadUTF8
+		}
+		// Raw bytes outside ASCII were refused above, so only an
+		// escaped path can decode to a character outside ASCII.
+		if err := CheckRunes(p.Decoded); err != nil {
+			return Path{}, err
 		}
 	}
 	// Segments are judged on the decoded form, so "%2E%2E" and, where
@@ -201,10 +228,61 @@ func checkSegments(d string) error {
 	return nil
 }
 
-// hasEscape reports whether s contains '%' followed by two hex digits.
+// CheckRunes refuses a decoded path (valid UTF-8) holding a character
+// servers read as another or drop: one whose compatibility normalization
+// (NFKC) holds an ASCII character (ErrCompatibility), or a default-
+// ignorable one (ErrIgnorable). ParsePath applies it; the policy refuses
+// a path glob it refuses, which no request could match.
+func CheckRunes(d string) error {
+	for i := 0; i < len(d); {
+		if d[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(d[i:])
+		if ignorable(r) {
+			return ErrIgnorable
+		}
+		if compatibilityASCII(d[i : i+n]) {
+			return ErrCompatibility
+		}
+		i += n
+	}
+	return nil
+}
+
+// ignorable reports whether r is a format character (general category
+// Cf: zero-width space and joiners, the soft hyphen, bidirectional
+// controls, the byte order mark), a variation selector or another
+// default-ignorable code point (the Hangul fillers): characters Unicode's
+// NFKC_Casefold mapping (ICU, IDNA) removes, so "adm\u200bin" would be
+// routed as "admin" by a server that normalizes with it.
+func ignorable(r rune) bool {
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Variation_Selector, r) ||
+		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}
+
+// compatibilityASCII reports whether c, one non-ASCII character, has a
+// compatibility normalization (NFKC) that holds an ASCII character. Only
+// characters with a decomposition are normalized (most have none), one at
+// a time: composition never yields ASCII, so a character's neighbours
+// cannot change the answer.
+func compatibilityASCII(c string) bool {
+	if len(norm.NFKC.PropertiesString(c).Decomposition()) == 0 {
+		return false
+	}
+	return strings.ContainsFunc(norm.NFKC.String(c), func(r rune) bool { return r < utf8.RuneSelf })
+}
+
+// hasEscape reports whether s contains '%' followed by two hex digits,
+// or an IIS-style %uXXXX escape (which a server decoding twice with
+// %u support reads as the character).
 func hasEscape(s string) bool {
 	for i := strings.IndexByte(s, '%'); i >= 0; {
 		if i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+		if i+5 < len(s) && (s[i+1] == 'u' || s[i+1] == 'U') && isHex(s[i+2]) && isHex(s[i+3]) && isHex(s[i+4]) && isHex(s[i+5]) {
 			return true
 		}
 		j := strings.IndexByte(s[i+1:], '%')

@@ -7,7 +7,10 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestParsePath(t *testing.T) {
@@ -96,6 +99,16 @@ func TestParsePath(t *testing.T) {
 		{"/v1/a|b", ErrUnescaped},
 		{"/v1/a#b", ErrUnescaped},
 		{`/v1/allowed%2Fx"`, ErrUnescaped},
+		{"/v1/secret%3F", ErrEncodedDelimiter},
+		{"/v1/secret%3fx=1", ErrEncodedDelimiter},
+		{"/v1/secret%23", ErrEncodedDelimiter},
+		{"/v1/admin%3F/public", ErrEncodedDelimiter},
+		{"/v1/%25u002e%25u002e/admin", ErrDoubleEncoded},
+		{"/v1/%25U002F", ErrDoubleEncoded},
+		{"/v1/x/%EF%BC%8E%EF%BC%8E/admin", ErrCompatibility},
+		{"/v1/x%EF%BC%8F..%EF%BC%8Fadmin", ErrCompatibility},
+		{"/v1/x/%E2%80%A5/admin", ErrCompatibility},
+		{"/v1/%EF%BD%81dmin", ErrCompatibility},
 	}
 	for _, c := range bad {
 		_, err := ParsePath(c.raw)
@@ -103,6 +116,97 @@ func TestParsePath(t *testing.T) {
 			t.Errorf("ParsePath(%q) = %v, want %v", c.raw, err, c.want)
 		}
 	}
+}
+
+// TestCompatibilityCharacters is the class test for Unicode
+// compatibility characters: a decoded path may hold any non-ASCII
+// character except one whose compatibility normalization (NFKC) holds an
+// ASCII character. Servers and frameworks that normalize a path (or the
+// identifiers routed from it) with NFKC, and Windows' best-fit conversion
+// of fullwidth forms, read "%EF%BC%8E%EF%BC%8E" (U+FF0E twice) as "..",
+// U+FF0F as '/', U+2025 as "..", U+FF41 as 'a': a path the policy
+// matched under an allowed prefix, or as something other than a denied
+// name, would reach another resource there. Every rune is tried, and the
+// best-known members by name. So are default-ignorable characters
+// (zero-width, format, variation selectors), which NFKC_Casefold drops:
+// "adm%E2%80%8Bin" is "admin" to a server normalizing with it.
+func TestCompatibilityCharacters(t *testing.T) {
+	for _, c := range []struct {
+		r    rune
+		name string
+	}{
+		{'\uFF0E', "FULLWIDTH FULL STOP"},
+		{'\uFF0F', "FULLWIDTH SOLIDUS"},
+		{'\uFF3C', "FULLWIDTH REVERSE SOLIDUS"},
+		{'\uFF1B', "FULLWIDTH SEMICOLON"},
+		{'\uFF05', "FULLWIDTH PERCENT SIGN"},
+		{'\uFF41', "FULLWIDTH LATIN SMALL LETTER A"},
+		{'\u2024', "ONE DOT LEADER"},
+		{'\u2025', "TWO DOT LEADER"},
+		{'\u2026', "HORIZONTAL ELLIPSIS"},
+		{'\uFE52', "SMALL FULL STOP"},
+		{'\uFE68', "SMALL REVERSE SOLIDUS"},
+		{'\u2100', "ACCOUNT OF (a/c)"},
+		{'\u212A', "KELVIN SIGN"},
+		{'\u017F', "LATIN SMALL LETTER LONG S"},
+		{'\uFB01', "LATIN SMALL LIGATURE FI"},
+		{'\u00A0', "NO-BREAK SPACE"},
+		{'\u00B2', "SUPERSCRIPT TWO"},
+		{'\U0001D41A', "MATHEMATICAL BOLD SMALL A"},
+	} {
+		raw := "/v1/x/" + url.PathEscape(string(c.r)) + "/admin"
+		if _, err := ParsePath(raw); !errors.Is(err, ErrCompatibility) {
+			t.Errorf("%U %s (%s): %v, want %v", c.r, c.name, raw, err, ErrCompatibility)
+		}
+	}
+	for _, s := range []string{"café", "東京", "Привет", "straße", "µ", "İstanbul", "ｶﾀｶﾅ", "한국어"} {
+		if _, err := ParsePath("/v1/" + url.PathEscape(s)); err != nil {
+			t.Errorf("%q: %v, want it accepted (no ASCII in its compatibility form)", s, err)
+		}
+	}
+	for _, c := range []struct {
+		r    rune
+		name string
+	}{
+		{'\u200B', "ZERO WIDTH SPACE"},
+		{'\u200D', "ZERO WIDTH JOINER"},
+		{'\u00AD', "SOFT HYPHEN"},
+		{'\u202E', "RIGHT-TO-LEFT OVERRIDE"},
+		{'\uFEFF', "ZERO WIDTH NO-BREAK SPACE (BOM)"},
+		{'\uFE0F', "VARIATION SELECTOR-16"},
+		{'\u3164', "HANGUL FILLER"},
+		{'\U000E0041', "TAG LATIN CAPITAL LETTER A"},
+	} {
+		raw := "/v1/adm" + url.PathEscape(string(c.r)) + "in"
+		if _, err := ParsePath(raw); !errors.Is(err, ErrIgnorable) {
+			t.Errorf("%U %s (%s): %v, want %v", c.r, c.name, raw, err, ErrIgnorable)
+		}
+	}
+	compat, ignored, accepted := 0, 0, 0
+	for r := rune(0x80); r <= utf8.MaxRune; r++ {
+		if !utf8.ValidRune(r) {
+			continue
+		}
+		s := string(r)
+		ascii := strings.ContainsFunc(norm.NFKC.String(s), func(x rune) bool { return x < utf8.RuneSelf })
+		ign := unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+		_, err := ParsePath("/v1/a" + url.PathEscape(s) + "b")
+		switch {
+		case ign && !errors.Is(err, ErrIgnorable):
+			t.Errorf("%U (default-ignorable): %v, want %v", r, err, ErrIgnorable)
+		case !ign && ascii && !errors.Is(err, ErrCompatibility):
+			t.Errorf("%U (NFKC %q): %v, want %v", r, norm.NFKC.String(s), err, ErrCompatibility)
+		case !ign && !ascii && err != nil:
+			t.Errorf("%U: %v, want it accepted", r, err)
+		case ign:
+			ignored++
+		case ascii:
+			compat++
+		default:
+			accepted++
+		}
+	}
+	t.Logf("non-ASCII runes: %d compatibility forms of ASCII and %d default-ignorable refused, %d accepted", compat, ignored, accepted)
 }
 
 func TestEncodedSlash(t *testing.T) {
@@ -199,7 +303,7 @@ func TestAuthority(t *testing.T) {
 // control character survives.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{"/", "/v1/charges", "/v1/%2e%2e/x", "/a//b", "/a%2Fb", "/%252F", "/a;b", "/a\\b",
-		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25"} {
+		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25", "/v1/%EF%BC%8E%EF%BC%8E/x", "/v1/%25u002e", "/v1/x%3Fy", "/v1/x%23"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -231,8 +335,14 @@ func FuzzParsePath(f *testing.F) {
 		if clean != d {
 			t.Fatalf("ParsePath(%q): decoded %q, but path.Clean gives %q", raw, d, clean)
 		}
-		if strings.ContainsAny(d, "\\;") || !utf8.ValidString(d) {
-			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';' or invalid UTF-8", raw, d)
+		for _, r := range d {
+			if r >= utf8.RuneSelf && (strings.ContainsFunc(norm.NFKC.String(string(r)), func(x rune) bool { return x < utf8.RuneSelf }) ||
+				unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)) {
+				t.Fatalf("ParsePath(%q): decoded %q has %U, default-ignorable or whose compatibility form %q holds ASCII", raw, d, r, norm.NFKC.String(string(r)))
+			}
+		}
+		if strings.ContainsAny(d, "\\;?#") || !utf8.ValidString(d) {
+			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';', '?', '#' or invalid UTF-8", raw, d)
 		}
 		for _, r := range d {
 			if r < 0x20 || r == 0x7f {
