@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/credgate/credgate/transform"
 )
 
 // codeBodyTimeout answers a request whose client stopped sending the body
@@ -435,6 +437,10 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Arrived implements transform.Arrival: whether the rest of the body
+// under it is in memory.
+func (b *upstreamBody) Arrived() bool { return transform.ArrivedWhole(b.ReadCloser) }
 
 // stalled reports whether the watchdog cut the body.
 func (b *upstreamBody) stalled() bool { return b.w.cut() }

@@ -7,8 +7,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/secret"
 	"github.com/credgate/credgate/transform"
 )
@@ -219,5 +222,81 @@ func TestBufferPool(t *testing.T) {
 		p.Put(b)
 	}); n != 0 {
 		t.Errorf("Get and Put: %v allocations, want 0", n)
+	}
+}
+
+// flushCounter is a ResponseWriter that counts flushes, which the header
+// timer makes from its own goroutine.
+type flushCounter struct {
+	recordingWriter
+	n atomic.Int64
+}
+
+func (w *flushCounter) Flush() { w.n.Add(1) }
+
+// arrivalBody is an upstream body whose Read takes wait (it waits for
+// the headers' flush when until is set), and that says whether it has
+// arrived whole (transform.Arrival).
+type arrivalBody struct {
+	data    string
+	arrived bool
+	wait    time.Duration
+	until   func() bool
+}
+
+func (b *arrivalBody) Read(p []byte) (int, error) {
+	if b.until != nil && !poll.Within(10*time.Second, b.until) {
+		return 0, errors.New("the headers were never flushed")
+	}
+	time.Sleep(b.wait)
+	return copy(p, b.data), io.EOF
+}
+
+func (b *arrivalBody) Arrived() bool { return b.arrived }
+
+// TestReadFirstArrived: the first read of a body that has arrived whole
+// arms no header timer (arming one wakes an idle runtime thread; the
+// read cannot wait anyway), so its headers leave with it even when the
+// read itself takes longer than headerHold; a body that has not arrived,
+// or cannot tell, still has its headers flushed alone when its first
+// read waits. The response idle watchdog's body passes the arrival of
+// the body under it on.
+func TestReadFirstArrived(t *testing.T) {
+	g := &Gateway{buffers: newBufferPool()}
+	const data = `{"ok":true}`
+	for _, tc := range []struct {
+		name    string
+		arrived bool
+		body    func(b *arrivalBody) io.Reader
+	}{
+		{"arrived", true, func(b *arrivalBody) io.Reader { return b }},
+		{"not arrived", false, func(b *arrivalBody) io.Reader { return b }},
+		{"cannot tell", false, func(b *arrivalBody) io.Reader { return struct{ io.Reader }{b} }},
+	} {
+		w := &flushCounter{recordingWriter: recordingWriter{header: http.Header{}, failAfter: -1}}
+		b := &arrivalBody{data: data, arrived: tc.arrived}
+		if tc.arrived {
+			b.wait = 10 * headerHold // a timer, had one been armed, fires meanwhile
+		} else {
+			b.until = func() bool { return w.n.Load() > 0 }
+		}
+		if err := g.copyBody(t.Context(), w, http.NewResponseController(w), tc.body(b), false, int64(len(data))); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if flushed := w.n.Load() > 0; flushed == tc.arrived || w.body.String() != data {
+			t.Errorf("%s: headers flushed alone %v, body %q", tc.name, flushed, w.body.String())
+		}
+	}
+	for _, arrived := range []bool{true, false} {
+		ub := &upstreamBody{ReadCloser: struct {
+			io.ReadCloser
+			transform.Arrival
+		}{io.NopCloser(nil), &arrivalBody{arrived: arrived}}}
+		if got := transform.ArrivedWhole(ub); got != arrived {
+			t.Errorf("upstreamBody over a body arrived %v: Arrived %v", arrived, got)
+		}
+	}
+	if transform.ArrivedWhole(&upstreamBody{ReadCloser: io.NopCloser(nil)}) {
+		t.Error("upstreamBody over a body that cannot tell: Arrived")
 	}
 }

@@ -584,8 +584,17 @@ func (h *headerTimer) fire() {
 // readFirst is the first read of a body of known length: the headers,
 // written but still buffered, wait for it (to leave in one write with a
 // body that came with them) only headerHold; a slow upstream's headers
-// reach the client as soon as they arrived.
+// reach the client as soon as they arrived. A body that has arrived
+// whole already (transform.ArrivedWhole: the common small answer, which
+// came with its headers) is read without the timer, since the read
+// cannot wait: setting even a timer that is stopped at once wakes an
+// idle thread of the runtime to watch it (wakeNetPoller), on the
+// request's critical path (docs/performance.md, "Critical path at a
+// fixed rate").
 func readFirst(rc *http.ResponseController, body io.Reader, cr chunkReader, buf []byte) ([]byte, error) {
+	if transform.ArrivedWhole(body) {
+		return readChunk(body, cr, buf)
+	}
 	h := headerTimers.Get().(*headerTimer)
 	h.rc = rc
 	h.wg.Add(1)

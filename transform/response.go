@@ -371,6 +371,26 @@ func (b *bodyEnds) drain() error {
 	return nil
 }
 
+// Arrived implements Arrival: the scrubbed body (decoded or not) is
+// read from the raw body alone, so it waits for nothing once the raw
+// body arrived whole.
+func (b *bodyEnds) Arrived() bool { return ArrivedWhole(b.raw) }
+
+// Arrival is a body that can tell whether the rest of it is in memory
+// already, so that reading it to its end waits for nothing from its
+// source (the gateway's upstream client's bodies, and the scrubbed
+// bodies over them).
+type Arrival interface {
+	Arrived() bool
+}
+
+// ArrivedWhole reports whether r is an Arrival whose rest has arrived;
+// false for a reader that cannot tell.
+func ArrivedWhole(r io.Reader) bool {
+	a, ok := r.(Arrival)
+	return ok && a.Arrived()
+}
+
 // Close closes the decoder, if any, and the raw body.
 func (b *bodyEnds) Close() error {
 	var first error

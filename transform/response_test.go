@@ -393,3 +393,60 @@ func TestStackedCodingsBounded(t *testing.T) {
 		t.Errorf("10000 stacked codings: %v allocations, want a handful (no decoder built)", allocs)
 	}
 }
+
+// arrivalBody is a raw response body that says whether its rest has
+// arrived.
+type arrivalBody struct {
+	io.Reader
+	arrived bool
+}
+
+func (b *arrivalBody) Close() error  { return nil }
+func (b *arrivalBody) Arrived() bool { return b.arrived }
+
+// TestScrubbedBodyArrival: every body TransformResponse makes (the
+// Scrubber's, keeping the length or not, over an encoded body or not, and
+// a Table's) reports the arrival of the raw body under it, since it
+// reads nothing else; a raw body that cannot tell makes one that cannot
+// either.
+func TestScrubbedBodyArrival(t *testing.T) {
+	keep := NewScrubber([]secret.Value{secret.New(testSecret)}, ScrubOptions{KeepLength: true})
+	table, err := NewTable(keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrap := map[string]func(*http.Response) error{
+		"scrubber":         func(r *http.Response) error { _, err := scrubber(t).TransformResponse(r); return err },
+		"scrubber, length": func(r *http.Response) error { _, err := keep.TransformResponse(r); return err },
+		"table":            func(r *http.Response) error { _, err := table.TransformResponse(r, nil); return err },
+	}
+	plain := `{"echo":"` + testSecret + `"}`
+	for name, transform := range wrap {
+		for _, encoding := range []string{"", "gzip"} {
+			for _, raw := range []io.Reader{&arrivalBody{arrived: true}, &arrivalBody{}, nil} {
+				data := plain
+				if encoding != "" {
+					data = string(compress(t, encoding, []byte(plain)))
+				}
+				var body io.ReadCloser = io.NopCloser(strings.NewReader(data))
+				want := false
+				if a, ok := raw.(*arrivalBody); ok {
+					a.Reader, want, body = strings.NewReader(data), a.arrived, a
+				}
+				resp := &http.Response{StatusCode: 200, Header: http.Header{}, Body: body, ContentLength: int64(len(data))}
+				if encoding != "" {
+					resp.Header.Set("Content-Encoding", encoding)
+				}
+				if err := transform(resp); err != nil {
+					t.Fatal(err)
+				}
+				if resp.Body == body {
+					t.Fatalf("%s %q: body not transformed", name, encoding)
+				}
+				if got := ArrivedWhole(resp.Body); got != want {
+					t.Errorf("%s %q, raw arrived %v: scrubbed body Arrived %v", name, encoding, want, got)
+				}
+			}
+		}
+	}
+}

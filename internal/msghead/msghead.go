@@ -307,6 +307,17 @@ func (b *LengthBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Arrived reports whether the rest of the body is in the reader under it
+// already (a *bufio.Reader's buffer, which it tells), so that reading it
+// to its end waits for nothing; false when the reader cannot tell.
+func (b *LengthBody) Arrived() bool {
+	if b.sawEOF {
+		return true
+	}
+	br, ok := b.lr.R.(interface{ Buffered() int })
+	return ok && int64(br.Buffered()) >= b.lr.N
+}
+
 // Close does nothing: the caller decides what becomes of an unread rest
 // (the upstream client closes the connection, the server drains it
 // within its bound).

@@ -184,6 +184,9 @@ type Server struct {
 	// parker holds the handed-off connections that wait on no goroutine
 	// (park_linux.go).
 	parker parker
+	// watches holds the connections whose handler runs, for the
+	// background read that notices a client leaving (watch.go).
+	watches watchList
 
 	// The connections being served, for the drain on shutdown.
 	mu       sync.Mutex
@@ -415,15 +418,21 @@ type conn struct {
 	upgraded atomic.Bool
 
 	// The watch for the client leaving while a handler runs: armed once
-	// the request is read, a timer starts a background read of one byte
-	// (kept in src for the next request) after backgroundReadDelay.
+	// the request is read, the server's watch list (watch.go) starts a
+	// background read of one byte (kept in src for the next request)
+	// after backgroundReadDelay.
 	bgMu      sync.Mutex
 	handling  bool          // a handler runs
-	bgArmed   bool          // the timer is set or the read runs
+	bgArmed   bool          // the connection is in the watch list or the read runs
+	bgGen     atomic.Uint64 // counts the watches: a read started for an earlier one does not run
 	bgReading bool          // the background read runs
 	bgDone    chan struct{} // closed when the background read returns
-	bgTimer   *time.Timer   // made on first use, kept until the connection is handed off
 	gone      bool          // the background read saw the client leave
+
+	// The connection's place in the server's watch list, under its
+	// lock, and since when it is watched (the list's mono time).
+	wprev, wnext *conn
+	wsince       time.Duration
 }
 
 // source reads the connection, after the byte the idle wait read.
@@ -532,7 +541,6 @@ func (c *conn) run(first bool) {
 		case awaitHandoff:
 			c.s.handoffs.Add(1)
 			c.lookRaw()
-			c.dropWatchTimer()
 			if c.s.beforeIdleWait != nil {
 				c.s.beforeIdleWait()
 			}
@@ -939,9 +947,9 @@ func (c *conn) linger() {
 
 // watch arms the watch for the client leaving, once the request is read
 // and while its handler runs: after backgroundReadDelay a background read
-// of the connection starts (backgroundRead). It is called by the server
-// for a request without a body, and by the body at its end (from
-// whichever goroutine reads it).
+// of the connection starts (backgroundRead), from the server's watch
+// list. It is called by the server for a request without a body, and by
+// the body at its end (from whichever goroutine reads it).
 func (c *conn) watch() {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
@@ -949,21 +957,19 @@ func (c *conn) watch() {
 		return
 	}
 	c.bgArmed = true
-	if c.bgTimer == nil {
-		c.bgTimer = time.AfterFunc(backgroundReadDelay, c.backgroundRead)
-		return
-	}
-	c.bgTimer.Reset(backgroundReadDelay)
+	c.bgGen.Add(1)
+	c.s.watches.add(c)
 }
 
 // backgroundRead reads one byte of the connection while a handler runs
 // (net/http's startBackgroundRead): a byte is the start of a pipelined
 // request, kept for it; the end of the stream or an error other than a
 // timeout means the client left, and cancels the connection's context
-// so that the handler's upstream request ends.
-func (c *conn) backgroundRead() {
+// so that the handler's upstream request ends. gen is the watch it was
+// started for: a later one's handler has not run for the delay yet.
+func (c *conn) backgroundRead(gen uint64) {
 	c.bgMu.Lock()
-	if !c.bgArmed || c.bgReading || c.br != nil && c.br.Buffered() > 0 || c.src.has {
+	if !c.bgArmed || gen != c.bgGen.Load() || c.bgReading || c.br != nil && c.br.Buffered() > 0 || c.src.has {
 		// Stopped meanwhile, or a pipelined request is already here.
 		c.bgMu.Unlock()
 		return
@@ -997,7 +1003,7 @@ func (c *conn) stopWatching() {
 		return
 	}
 	c.bgArmed = false
-	c.bgTimer.Stop()
+	c.s.watches.remove(c)
 	if !c.bgReading {
 		c.bgMu.Unlock()
 		return
@@ -1007,18 +1013,6 @@ func (c *conn) stopWatching() {
 	c.bgMu.Unlock()
 	<-done
 	_ = c.tc.SetReadDeadline(time.Time{})
-}
-
-// dropWatchTimer lets the GC have the watch's timer of a connection that
-// is handed off (a runtime timer, about 150 bytes a connection): its next
-// request, if any, makes another. No handler runs then, so the timer is
-// stopped.
-func (c *conn) dropWatchTimer() {
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	if !c.bgArmed {
-		c.bgTimer = nil
-	}
 }
 
 // isGone reports whether the background read saw the client leave.

@@ -410,3 +410,68 @@ func FuzzSameBytesAsTransport(f *testing.F) {
 		}
 	})
 }
+
+// TestBodyArrived: a response body reports Arrived (the gateway then
+// reads its first bytes without arming the header timer) only when the
+// rest of it is in the connection's buffer: a small answer written at
+// once, as the common API answer comes, is; one whose body the origin
+// holds back is not until it was read to its end; and one read by
+// ReadResponse (chunked here) is not before its end, since nothing says
+// what it holds.
+func TestBodyArrived(t *testing.T) {
+	release := make(chan struct{})
+	o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			switch {
+			case bytes.Contains(req, []byte(" /whole ")):
+				_, err = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+			case bytes.Contains(req, []byte(" /held ")):
+				if _, err = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe"); err == nil {
+					<-release
+					_, err = io.WriteString(c, "llo")
+				}
+			default:
+				_, err = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	c := newClient(t)
+	arrived := func(r io.Reader) bool { a, ok := r.(interface{ Arrived() bool }); return ok && a.Arrived() }
+	for _, tc := range []struct {
+		path   string
+		before bool
+	}{{"/whole", true}, {"/held", false}, {"/chunked", false}} {
+		r, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+o.addr+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.RoundTrip(r)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		if got := arrived(resp.Body); got != tc.before {
+			t.Errorf("%s: Arrived() = %v before the body was read, want %v", tc.path, got, tc.before)
+		}
+		if tc.path == "/held" {
+			close(release)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != "hello" {
+			t.Fatalf("%s: body %q, %v", tc.path, b, err)
+		}
+		if !arrived(resp.Body) {
+			t.Errorf("%s: not Arrived() at the body's end", tc.path)
+		}
+		resp.Body.Close()
+		if arrived(resp.Body) {
+			t.Errorf("%s: Arrived() after Close", tc.path)
+		}
+	}
+}

@@ -89,6 +89,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/credgate/credgate/internal/msghead"
 	"github.com/credgate/credgate/internal/socket"
 )
 
@@ -815,6 +816,20 @@ func (b *body) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// Arrived reports whether the rest of the body is in the connection's
+// read buffer already, so that reading it to its end waits for nothing
+// from the upstream: for a response the fast path read (response.go);
+// false for any other, and once the body was closed or failed.
+func (b *body) Arrived() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return b.err == io.EOF
+	}
+	lb, ok := b.rc.(*msghead.LengthBody)
+	return ok && lb.Arrived()
 }
 
 func (b *body) Close() error {
