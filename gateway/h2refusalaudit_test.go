@@ -148,8 +148,15 @@ func h2Refusals() []h2Refusal {
 			}
 		}, "conn_PROTOCOL_ERROR_ack_mystery"},
 		{"DATA padding longer than the frame", func(h *h2Raw, _ string) {
-			h.headers(1, [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/v1/pad"}}, false)
-			_ = h.fr.WriteRawFrame(http2.FrameData, http2.FlagDataPadded|http2.FlagDataEndStream, 1, []byte{9, 'x'})
+			// Both frames in one write: the server reads the DATA frame
+			// right after the HEADERS it started the handler for, long
+			// before that handler could have answered (written apart,
+			// the origin's 200 sometimes came first under load).
+			fr, bw := h.flood()
+			blk := h.encode([][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", apiHost}, {":path", "/v1/pad"}})
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk, EndHeaders: true})
+			_ = fr.WriteRawFrame(http2.FrameData, http2.FlagDataPadded|http2.FlagDataEndStream, 1, []byte{9, 'x'})
+			_ = bw.Flush()
 		}, "frame_data_pad_too_big"},
 	}
 }
