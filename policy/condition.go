@@ -13,6 +13,8 @@ import (
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/overloads"
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/interpreter"
 	"gopkg.in/yaml.v3"
 )
@@ -208,6 +210,9 @@ type conditionVarsFor struct {
 	factors map[string]map[string]string
 	attrs   map[string]string
 	headers map[string]string
+	// repeated are the headers sent in more than one field line
+	// (conditionHeaders); reading one is an error (repeatedHeaderMap).
+	repeated map[string]int
 }
 
 func newConditionVars(q *Query) *conditionVarsFor {
@@ -267,7 +272,10 @@ func (v *conditionVarsFor) ResolveName(name string) (any, bool) {
 		return v.q.Path, true
 	case "request.headers":
 		if v.headers == nil {
-			v.headers = conditionHeaders(v.q.Header)
+			v.headers, v.repeated = conditionHeaders(v.q.Header)
+		}
+		if v.repeated != nil {
+			return repeatedHeaderMap{Mapper: types.DefaultTypeAdapter.NativeToValue(v.headers).(traits.Mapper), repeated: v.repeated}, true
 		}
 		return v.headers, true
 	case "now":
@@ -280,17 +288,85 @@ func (v *conditionVarsFor) ResolveName(name string) (any, bool) {
 func (v *conditionVarsFor) Parent() interpreter.Activation { return nil }
 
 // conditionHeaders lower-cases header names and joins repeated values
-// with ", ", leaving out headers that carry credentials.
-func conditionHeaders(h http.Header) map[string]string {
-	out := make(map[string]string, len(h))
+// with ", ", leaving out headers that carry credentials. repeated are the
+// fields sent in more than one field line (keys that differ only in case
+// are one field), with their number of lines; nil when none is.
+func conditionHeaders(h http.Header) (out map[string]string, repeated map[string]int) {
+	out = make(map[string]string, len(h))
 	for k, vs := range h {
 		lk := strings.ToLower(k)
-		if hiddenHeaders[lk] {
+		if hiddenHeaders[lk] || len(vs) == 0 {
 			continue
 		}
-		out[lk] = strings.Join(vs, ", ")
+		n := len(vs)
+		if prev, ok := out[lk]; ok {
+			// Another spelling of the same name (a header map not in
+			// canonical form).
+			out[lk] = prev + ", " + strings.Join(vs, ", ")
+			n += repeated[lk]
+			if n == len(vs) {
+				n++ // the earlier spelling's line(s): at least one
+			}
+		} else {
+			out[lk] = strings.Join(vs, ", ")
+		}
+		if n > 1 {
+			if repeated == nil {
+				repeated = make(map[string]int)
+			}
+			repeated[lk] = n
+		}
 	}
-	return out
+	return out, repeated
+}
+
+// repeatedHeaderMap is request.headers when the request repeats a field:
+// reading a repeated field (index, select, has(), in, or a macro's
+// value) is an evaluation error, so the rule refuses the request as
+// condition_error. Its joined value is not what every upstream reads:
+// with "X-Act-As: bob" and "X-Act-As: admin" a condition sees
+// "bob, admin", which does not start with "admin", and an upstream that
+// takes the last field acts as admin. A condition that does not read the
+// repeated field decides as before.
+type repeatedHeaderMap struct {
+	traits.Mapper
+	repeated map[string]int
+}
+
+// refuse is the error for key when it names a repeated field, else nil.
+func (m repeatedHeaderMap) refuse(key ref.Val) ref.Val {
+	k, ok := key.(types.String)
+	if !ok {
+		return nil
+	}
+	if n := m.repeated[string(k)]; n > 1 {
+		return types.NewErr("request header %q is sent in %d field lines, and a condition does not judge a repeated field (upstreams differ in which one they read); send it once", string(k), n)
+	}
+	return nil
+}
+
+// Find implements traits.Mapper.
+func (m repeatedHeaderMap) Find(key ref.Val) (ref.Val, bool) {
+	if err := m.refuse(key); err != nil {
+		return err, false
+	}
+	return m.Mapper.Find(key)
+}
+
+// Get implements traits.Indexer.
+func (m repeatedHeaderMap) Get(key ref.Val) ref.Val {
+	if err := m.refuse(key); err != nil {
+		return err
+	}
+	return m.Mapper.Get(key)
+}
+
+// Contains implements traits.Container.
+func (m repeatedHeaderMap) Contains(key ref.Val) ref.Val {
+	if err := m.refuse(key); err != nil {
+		return err
+	}
+	return m.Mapper.Contains(key)
 }
 
 // conditionPosition maps a position inside a `when:` expression to the

@@ -272,7 +272,7 @@ func TestConditionHidesCredentials(t *testing.T) {
 	}
 	defer p.Close()
 	d := p.Decide(Query{Workload: identity.Workload{Name: "billing"}, Scheme: "https", Host: "api.stripe.com", Method: "GET", Path: "/",
-		Header: http.Header{"Authorization": {"Bearer x"}, "Proxy-Authorization": {"Bearer y"}, "X-A": {"1", "2"}}})
+		Header: http.Header{"Authorization": {"Bearer x"}, "Proxy-Authorization": {"Bearer y"}, "X-A": {"1, 2"}}})
 	if d.Action != Inject {
 		t.Fatalf("Decide = %v %s: %s", d.Action, d.Code, d.Reason)
 	}
@@ -395,5 +395,94 @@ func TestConditionTimeZoneLocal(t *testing.T) {
 		if len(issues) != 1 || !strings.Contains(issues[0].msg, `"Local" is the gateway host's own`) || !strings.Contains(issues[0].msg, `"Europe/Berlin"`) {
 			t.Errorf("%s: issues %+v, want one saying to name the zone", src, issues)
 		}
+	}
+}
+
+// TestConditionRepeatedHeader: a condition that reads a header the
+// request sends in more than one field line, in any way CEL can read a
+// map's value (index, select, has(), in, a macro's value), refuses the
+// request as condition_error: its joined value is not what an upstream
+// that takes one of the lines reads ("X-Act-As: bob" and "X-Act-As:
+// admin" join to "bob, admin", which does not start with "admin"). A
+// condition that reads other headers, only the keys, or nothing of them
+// decides as before.
+func TestConditionRepeatedHeader(t *testing.T) {
+	web := identity.Workload{Name: "web", Source: netip.MustParseAddr("10.2.0.1")}
+	twice := http.Header{"X-Act-As": {"bob", "admin"}, "Tenant": {"a", "b"}, "Other": {"y"}}
+	spellings := http.Header{"X-Act-As": {"bob"}, "x-act-as": {"admin"}, "Other": {"y"}}
+	once := http.Header{"X-Act-As": {"bob"}, "Tenant": {"a"}, "Other": {"y"}}
+	refused := []string{
+		`!request.headers["x-act-as"].startsWith("admin")`,
+		`request.headers["x-act-as"] == "bob"`,
+		`request.headers.tenant == "a"`,
+		`has(request.headers.tenant)`,
+		`!has(request.headers.tenant)`,
+		`"tenant" in request.headers`,
+		`!("x-act-as" in request.headers)`,
+		`request.headers.exists(k, request.headers[k] == "admin") == false`,
+		`request.headers.all(k, request.headers[k] != "admin")`,
+		`request.headers.filter(k, request.headers[k].size() > 0).size() > 0`,
+	}
+	// Conditions that do not read a repeated field's value.
+	decided := []string{
+		`request.headers["other"] == "y"`,
+		`request.headers.size() > 0`,
+		`request.headers.all(k, k != "nothing")`,
+		`request.method == "GET" || request.headers["x-act-as"] == "bob"`,
+	}
+	const pol = `workloads:
+  web:
+    cidrs: [10.2.0.0/16]
+destinations:
+  api:
+    hosts: [api.example.com]
+credentials:
+  live:
+    provider: policytest
+    value: sk
+rules:
+  - name: act
+    from: web
+    to: api
+    when: '%s'
+    inject: {credential: live, as: policytest-inj}
+default: deny
+`
+	decide := func(t *testing.T, expr string, h http.Header) Decision {
+		t.Helper()
+		p, err := Parse(context.Background(), "p.yaml", []byte(fmt.Sprintf(pol, expr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		return p.Decide(Query{Workload: web, Scheme: "https", Host: "api.example.com", Method: "GET", Path: "/", Header: h})
+	}
+	for _, expr := range refused {
+		for name, h := range map[string]http.Header{"two lines": twice, "two spellings": spellings} {
+			if name == "two spellings" && !strings.Contains(expr, "x-act-as") {
+				continue
+			}
+			t.Run(name+"/"+expr, func(t *testing.T) {
+				d := decide(t, expr, h)
+				if d.Action != Deny || d.Code != "condition_error" {
+					t.Fatalf("Decide = %v code %q (%s), want deny condition_error", d.Action, d.Code, d.Reason)
+				}
+				if !strings.Contains(d.Reason, "field lines") || !strings.Contains(d.Reason, "send it once") {
+					t.Errorf("reason %q does not name the repeated field and the fix", d.Reason)
+				}
+			})
+			t.Run("once/"+expr, func(t *testing.T) {
+				if d := decide(t, expr, once); d.Code == "condition_error" {
+					t.Fatalf("a field sent once: %v code %q (%s)", d.Action, d.Code, d.Reason)
+				}
+			})
+		}
+	}
+	for _, expr := range decided {
+		t.Run("decided/"+expr, func(t *testing.T) {
+			if d := decide(t, expr, twice); d.Action != Inject {
+				t.Fatalf("Decide = %v code %q (%s), want inject", d.Action, d.Code, d.Reason)
+			}
+		})
 	}
 }
