@@ -255,6 +255,54 @@ func TestMethodCanonicalForConditions(t *testing.T) {
 	}
 }
 
+// TestCompatibilityNamesForwarded: names in ordinary CJK and other
+// non-English text, with fullwidth parentheses, colon, digits and
+// letters, circled digits, '™', '…' or a fullwidth '．' inside a name,
+// are forwarded byte for byte (the origin receives exactly the target
+// sent); the compatibility characters that a server normalizing with
+// NFKC reads as a delimiter or dot segment are refused with bad_path, and
+// a deny rule matches the NFKC form ('ａdmin' is denied by /v1/admin*).
+func TestCompatibilityNamesForwarded(t *testing.T) {
+	tg := startCanonGateway(t)
+	for _, tt := range []struct {
+		name   string
+		status int
+		code   string
+	}{
+		{"議事録（2026）.pdf", 200, ""},
+		{"報告：第１四半期！", 200, ""},
+		{"ｆｉｌｅ．ｔｘｔ", 200, ""},
+		{"①②③™½ﬁ", 200, ""},
+		{"Ｑ＆Ａ…/x", 200, ""},
+		{"한국어（ＡＢＣ）", 200, ""},
+		{"なぜ？", 400, "bad_path"},
+		{"a／b", 400, "bad_path"},
+		{"．．/x", 400, "bad_path"},
+		{"ａdmin", 403, "denied_by_rule"},
+		{"ａｄｍｉｎ/users", 403, "denied_by_rule"},
+		{"ⓐdmin", 403, "denied_by_rule"},
+	} {
+		var segs []string
+		for seg := range strings.SplitSeq(tt.name, "/") {
+			segs = append(segs, url.PathEscape(seg))
+		}
+		target := "/v1/" + strings.Join(segs, "/")
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, apiHost, "GET "+target+" HTTP/1.1\r\nHost: "+apiHost+"\r\n\r\n")
+		if status != tt.status || code != tt.code {
+			t.Errorf("GET %s (%s): %d %q, want %d %q", target, tt.name, status, code, tt.status, tt.code)
+			continue
+		}
+		all := tg.origin.all()
+		switch {
+		case status != 200 && len(all) != before:
+			t.Errorf("GET %s (%s): refused, but the origin received it", target, tt.name)
+		case status == 200 && (len(all) != before+1 || all[before].URI != target):
+			t.Errorf("GET %s (%s): the origin received %v, want exactly %q", target, tt.name, all[before:], target)
+		}
+	}
+}
+
 // TestPathDifferential generates path spellings around the allowed and
 // denied paths of canonPolicy, sends each through the gateway and, for
 // every one it forwards, reads the path the origin received the way

@@ -7,8 +7,8 @@
 // differently from a strict RFC 3986 reading (empty segments, dot
 // segments, backslashes, encoded slashes, double encoding, ';' path
 // parameters, encoded '?' and '#', control characters, invalid UTF-8,
-// Unicode compatibility characters that normalize to ASCII,
-// default-ignorable characters, lower-case methods, userinfo in an
+// Unicode compatibility characters that normalize to a path delimiter or
+// a dot segment, default-ignorable characters, lower-case methods, userinfo in an
 // authority, a method override naming another method) is
 // an error that says what is wrong, so the gateway never forwards a
 // request whose meaning on the upstream could differ from what its
@@ -64,7 +64,7 @@ var (
 	ErrUnescaped        = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
 	ErrIgnorable        = &PathError{"has a zero-width, format or other default-ignorable character (U+200B, a soft hyphen, a bidirectional control, a variation selector) that servers normalizing it drop"}
 	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start"}
-	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
+	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing the path (NFKC) read as a delimiter ('／' or '＼' as a slash, '％', '；', '？', '＃'), or a segment they read as '.' or '..' ('．', '‥'); no request can carry it safely: rename the object or segment without that character"}
 )
 
 // Is lets errors.Is compare a *PathError by its problem.
@@ -123,10 +123,14 @@ func TargetPath(target string) string {
 //     path that still contains '%' followed by two hex digits;
 //   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF);
 //   - a decoded character whose Unicode compatibility form (NFKC) holds
-//     an ASCII character: fullwidth '／' (%EF%BC%8F) and '．', '‥',
-//     'ａ', the Kelvin sign, ligatures. Servers that normalize paths or
-//     the names routed from them, and Windows' best-fit conversion, read
-//     them as the ASCII they stand for ("..", "/", "admin");
+//     a character the checks above treat as structural — '/', '\', '%',
+//     ';', '?', '#' or a control character: fullwidth '／' (%EF%BC%8F),
+//     '＼', '％', '；', '？', '＃', U+037E — and a segment whose NFKC form
+//     is "." or ".." ('．', '‥', '．．'). Servers that normalize paths
+//     read them as the delimiter or the dot segment. Other compatibility
+//     characters ('ａ', '１', '（', '：', '①', '™', '…') are accepted:
+//     they cannot change which segments a path has, and the policy's deny
+//     rules match the path's NFKC form as well as the path itself;
 //   - a decoded default-ignorable character (zero-width space, soft
 //     hyphen, bidirectional controls, variation selectors), which
 //     NFKC_Casefold removes ("adm%E2%80%8Bin" read as "admin").
@@ -183,16 +187,18 @@ func ParsePath(raw string) (Path, error) {
 		if !utf8.ValidString(p.Decoded) {
 			return Path{}, ErrBadUTF8
 		}
-		// Raw bytes outside ASCII were refused above, so only an
-		// escaped path can decode to a character outside ASCII.
-		if err := CheckRunes(p.Decoded); err != nil {
-			return Path{}, err
-		}
 	}
 	// Segments are judged on the decoded form, so "%2E%2E" and, where
 	// encoded slashes are allowed, "a%2F..%2Fb" are dot segments too.
 	if err := checkSegments(p.Decoded); err != nil {
 		return Path{}, err
+	}
+	// Raw bytes outside ASCII were refused above, so only an escaped
+	// path can decode to a character outside ASCII.
+	if escaped {
+		if err := CheckRunes(p.Decoded); err != nil {
+			return Path{}, err
+		}
 	}
 	return p, nil
 }
@@ -229,11 +235,22 @@ func checkSegments(d string) error {
 }
 
 // CheckRunes refuses a decoded path (valid UTF-8) holding a character
-// servers read as another or drop: one whose compatibility normalization
-// (NFKC) holds an ASCII character (ErrCompatibility), or a default-
-// ignorable one (ErrIgnorable). ParsePath applies it; the policy refuses
-// a path glob it refuses, which no request could match.
+// servers read as another or drop: a default-ignorable one
+// (ErrIgnorable); one whose compatibility normalization (NFKC) holds a
+// structural character ('/', '\', '%', ';', '?', '#', a control
+// character: ErrCompatibility); or compatibility characters that make a
+// segment of the path's NFKC form "." or ".." (ErrCompatibility).
+// ParsePath applies it; the policy refuses a path glob it refuses, which
+// no request could match.
+//
+// The dot rule is exact rather than a blanket refusal of characters
+// whose NFKC form holds '.' ('…', '⒈', a fullwidth '．' inside
+// "ｆｉｌｅ．ｔｘｔ"): with delimiters refused, NFKC cannot add or remove a
+// '/' (it never composes across one, and maps no character to nothing),
+// so the segments of the NFKC form are the NFKC forms of the segments,
+// and checking them for "." and ".." is the definition of the danger.
 func CheckRunes(d string) error {
+	dots := false
 	for i := 0; i < len(d); {
 		if d[i] < utf8.RuneSelf {
 			i++
@@ -243,10 +260,20 @@ func CheckRunes(d string) error {
 		if ignorable(r) {
 			return ErrIgnorable
 		}
-		if compatibilityASCII(d[i : i+n]) {
+		switch compatibility(d[i : i+n]) {
+		case compatDelimiter:
 			return ErrCompatibility
+		case compatDot:
+			dots = true
 		}
 		i += n
+	}
+	if dots {
+		for seg := range strings.SplitSeq(norm.NFKC.String(d), "/") {
+			if seg == "." || seg == ".." {
+				return ErrCompatibility
+			}
+		}
 	}
 	return nil
 }
@@ -262,16 +289,42 @@ func ignorable(r rune) bool {
 		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
 }
 
-// compatibilityASCII reports whether c, one non-ASCII character, has a
-// compatibility normalization (NFKC) that holds an ASCII character. Only
-// characters with a decomposition are normalized (most have none), one at
-// a time: composition never yields ASCII, so a character's neighbours
-// cannot change the answer.
-func compatibilityASCII(c string) bool {
+// Structural are the ASCII characters whose appearance in a path's NFKC
+// form, from a compatibility character, CheckRunes refuses: the
+// delimiters and escape the checks of ParsePath treat as structure
+// ('/', '\', '%', ';', '?', '#') and the control characters. '.' is
+// judged by segment instead (CheckRunes). The characters ParsePath
+// refuses only raw (space, '"', '<', '>', '^', '`', '{', '|', '}') are
+// accepted percent-encoded, so their compatibility forms are no more
+// than the encoded character. Tests read it.
+const Structural = "/\\%;?#"
+
+// The kinds of character compatibility reports.
+const (
+	compatNone      = iota // no NFKC form holding a structural ASCII character
+	compatDelimiter        // NFKC holds a delimiter, '%' or a control character
+	compatDot              // NFKC holds '.' (and no delimiter)
+)
+
+// compatibility classifies c, one non-ASCII character, by the structural
+// ASCII its compatibility normalization (NFKC) holds. Only characters
+// with a decomposition are normalized (most have none), one at a time:
+// composition never yields ASCII, so a character's neighbours cannot
+// change the answer.
+func compatibility(c string) int {
 	if len(norm.NFKC.PropertiesString(c).Decomposition()) == 0 {
-		return false
+		return compatNone
 	}
-	return strings.ContainsFunc(norm.NFKC.String(c), func(r rune) bool { return r < utf8.RuneSelf })
+	kind := compatNone
+	for _, r := range norm.NFKC.String(c) {
+		switch {
+		case r < 0x20 || r == 0x7f || strings.ContainsRune(Structural, r):
+			return compatDelimiter
+		case r == '.':
+			kind = compatDot
+		}
+	}
+	return kind
 }
 
 // hasEscape reports whether s contains '%' followed by two hex digits,
