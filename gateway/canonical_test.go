@@ -176,6 +176,45 @@ func TestEncodedSlashesOptIn(t *testing.T) {
 	}
 }
 
+// TestEncodedDelimitersOptIn: %3F and %23 are refused (400 bad_path,
+// nothing forwarded) for a destination that does not set
+// encoded_delimiters: true, even under a rule allowing the path; one that
+// does receives them unchanged, and its rules match the decoded path.
+func TestEncodedDelimitersOptIn(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(strings.Replace(canonPolicy, "    encoded_slashes: true\n", "    encoded_slashes: true\n    encoded_delimiters: true\n", 1)))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	for _, tt := range []struct {
+		host, target string
+		status       int
+	}{
+		{apiHost, "/v1/what%3F.pdf", 400},
+		{apiHost, "/v1/issue%2312", 400},
+		{apiHost, "/v1/secret%3Fx", 400},
+		{tunnelHost, "/api/v4/projects/x/files/what%3F.md", 200},
+		{tunnelHost, "/api/v4/projects/x/files/issue%2312%23notes", 200},
+		{tunnelHost, "/api/v4/projects/group%2Fproject/files/a%3Fb", 200},
+		{tunnelHost, "/api/v4%3F/projects/x", 403},
+		{tunnelHost, "/api/v4/projects/%3F/..", 400},
+		{tunnelHost, "/api/v4/projects/%253F", 400},
+	} {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, tt.host, "GET "+tt.target+" HTTP/1.1\r\nHost: "+tt.host+"\r\n\r\n")
+		if status != tt.status {
+			t.Errorf("%s%s: %d %s, want %d", tt.host, tt.target, status, code, tt.status)
+			continue
+		}
+		all := tg.origin.all()
+		switch {
+		case status != 200 && len(all) != before:
+			t.Errorf("%s%s: refused %d, but the origin received it", tt.host, tt.target, status)
+		case status == 200 && all[before].URI != tt.target:
+			t.Errorf("%s%s: origin received %q, want it unchanged", tt.host, tt.target, all[before].URI)
+		}
+	}
+}
+
 // TestConnectionHeaderCannotDropCredential: a header the client names in
 // Connection is removed before injection, so naming the injected header
 // there cannot strip the credential while the audit says "inject".

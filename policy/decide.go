@@ -361,7 +361,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 				continue
 			}
 		}
-		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes}
+		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes, EncodedDelimiters: d.encodedDelimiters}
 		if p.HasCustody() {
 			dec.CustodyHeaders = p.custodyHeaders[d.name]
 			dec.CustodyVersion = p.CustodyVersion(d.name, who)

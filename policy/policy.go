@@ -148,6 +148,9 @@ type destination struct {
 	// encodedSlashes admits paths with %2F; rules match their decoded
 	// form and the encoded form is forwarded unchanged.
 	encodedSlashes bool
+	// encodedDelimiters admits paths with %3F and %23; rules match their
+	// decoded form and the encoded form is forwarded unchanged.
+	encodedDelimiters bool
 	// foldCase: the API routes paths case-insensitively, so every rule
 	// to it matches paths case-insensitively (deny rules always do).
 	foldCase bool

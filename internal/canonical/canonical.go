@@ -35,8 +35,14 @@ type Path struct {
 	Decoded string
 	// EncodedSlash is set when Raw encodes a '/' as %2F inside a segment.
 	// Such a path is only acceptable for a destination that opts in
-	// (PathOptions.EncodedSlashes); its Decoded form has a '/' there.
+	// (encoded_slashes, CheckEncodedSlash); its Decoded form has a '/'
+	// there.
 	EncodedSlash bool
+	// EncodedDelimiter is set when Raw encodes a '?' or '#' as %3F or
+	// %23. Such a path is only acceptable for a destination that opts in
+	// (encoded_delimiters, CheckEncodedDelimiter); its Decoded form has
+	// the '?' or '#'.
+	EncodedDelimiter bool
 }
 
 // PathError says why a path was refused. Problem is a fixed phrase that
@@ -63,7 +69,7 @@ var (
 	ErrEncodedSlash     = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
 	ErrUnescaped        = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
 	ErrIgnorable        = &PathError{"has a zero-width, format or other default-ignorable character (U+200B, a soft hyphen, a bidirectional control, a variation selector) that servers normalizing it drop"}
-	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start"}
+	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start; the destination does not set encoded_delimiters: true"}
 	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing the path (NFKC) read as a delimiter ('／' or '＼' as a slash, '％', '；', '？', '＃'), or a segment they read as '.' or '..' ('．', '‥'); no request can carry it safely: rename the object or segment without that character"}
 )
 
@@ -111,10 +117,6 @@ func TargetPath(target string) string {
 //   - "." and ".." segments, raw or percent-encoded;
 //   - '\' raw or as %5C (some servers treat it as '/');
 //   - ';' raw or as %3B (path parameters, which some servers strip);
-//   - '?' and '#' as %3F and %23: a server, or a front proxy rewriting
-//     the target, that decodes the path before it splits off the query
-//     (Apache mod_rewrite, CVE-2024-38474; nginx proxy_pass with $uri)
-//     routes "/v1/secret%3Fx" as "/v1/secret";
 //   - control characters, space and non-ASCII bytes not percent-encoded,
 //     and %00-%1F, %7F;
 //   - the other characters a path must percent-encode (" < > ^ ` { | } # ?),
@@ -135,8 +137,14 @@ func TargetPath(target string) string {
 //     hyphen, bidirectional controls, variation selectors), which
 //     NFKC_Casefold removes ("adm%E2%80%8Bin" read as "admin").
 //
-// %2F is reported through Path.EncodedSlash, not refused: whether it is
-// acceptable depends on the destination (CheckEncodedSlash).
+// %2F is reported through Path.EncodedSlash, and %3F and %23 through
+// Path.EncodedDelimiter, not refused: whether they are acceptable depends
+// on the destination (CheckEncodedSlash, CheckEncodedDelimiter).
+// A server, or a front proxy rewriting the target, that decodes the path
+// before it splits off the query (Apache mod_rewrite, CVE-2024-38474;
+// nginx proxy_pass with $uri) routes "/v1/secret%3Fx" as "/v1/secret",
+// so the gateway refuses an encoded '?' or '#' unless the destination's
+// API is known to keep it in the name (S3 and GCS object keys).
 func ParsePath(raw string) (Path, error) {
 	if raw == "" {
 		return Path{Raw: "/", Decoded: "/"}, nil
@@ -162,7 +170,7 @@ func ParsePath(raw string) (Path, error) {
 			case b == ';':
 				return Path{}, ErrSemicolon
 			case b == '?' || b == '#':
-				return Path{}, ErrEncodedDelimiter
+				p.EncodedDelimiter = true
 			case b < 0x20 || b == 0x7f:
 				return Path{}, ErrEncodedControl
 			}
@@ -208,6 +216,16 @@ func ParsePath(raw string) (Path, error) {
 func (p Path) CheckEncodedSlash(allowed bool) error {
 	if p.EncodedSlash && !allowed {
 		return ErrEncodedSlash
+	}
+	return nil
+}
+
+// CheckEncodedDelimiter refuses a path with %3F or %23 unless the
+// destination allows encoded delimiters (for object stores such as S3
+// and GCS, whose keys may hold '?' and '#').
+func (p Path) CheckEncodedDelimiter(allowed bool) error {
+	if p.EncodedDelimiter && !allowed {
+		return ErrEncodedDelimiter
 	}
 	return nil
 }

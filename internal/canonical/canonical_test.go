@@ -105,10 +105,6 @@ func TestParsePath(t *testing.T) {
 		{"/v1/a|b", ErrUnescaped},
 		{"/v1/a#b", ErrUnescaped},
 		{`/v1/allowed%2Fx"`, ErrUnescaped},
-		{"/v1/secret%3F", ErrEncodedDelimiter},
-		{"/v1/secret%3fx=1", ErrEncodedDelimiter},
-		{"/v1/secret%23", ErrEncodedDelimiter},
-		{"/v1/admin%3F/public", ErrEncodedDelimiter},
 		{"/v1/%25u002e%25u002e/admin", ErrDoubleEncoded},
 		{"/v1/%25U002F", ErrDoubleEncoded},
 		{"/v1/x/%EF%BC%8E%EF%BC%8E/admin", ErrCompatibility},
@@ -283,6 +279,42 @@ func TestEncodedSlash(t *testing.T) {
 	}
 }
 
+// TestEncodedDelimiter: %3F and %23 are refused unless the destination
+// sets encoded_delimiters: true (S3 and GCS object keys may hold '?' and
+// '#'); then the rules match the decoded form and the upstream receives
+// the encoded one.
+func TestEncodedDelimiter(t *testing.T) {
+	cases := []struct {
+		raw     string
+		allowed bool
+		decoded string
+		want    error
+	}{
+		{"/v1/secret%3F", false, "", ErrEncodedDelimiter},
+		{"/v1/secret%3fx=1", false, "", ErrEncodedDelimiter},
+		{"/v1/secret%23", false, "", ErrEncodedDelimiter},
+		{"/v1/admin%3F/public", false, "", ErrEncodedDelimiter},
+		{"/bucket/what%3F.pdf", true, "/bucket/what?.pdf", nil},
+		{"/bucket/issue%2312", true, "/bucket/issue#12", nil},
+		{"/bucket/plain", false, "/bucket/plain", nil},
+		{"/bucket/%3F/..", true, "", ErrDotSegment},
+		{"/bucket/%253F", true, "", ErrDoubleEncoded},
+		{"/bucket/%EF%BC%9F", true, "", ErrCompatibility},
+	}
+	for _, c := range cases {
+		p, err := ParsePath(c.raw)
+		if err == nil {
+			err = p.CheckEncodedDelimiter(c.allowed)
+		}
+		if !errors.Is(err, c.want) || (err == nil && p.Decoded != c.decoded) {
+			t.Errorf("%q allowed=%v: %+v, %v; want %q, %v", c.raw, c.allowed, p, err, c.decoded, c.want)
+		}
+		if err == nil && p.Raw != c.raw {
+			t.Errorf("%q: Raw changed to %q; the encoded form must be forwarded unchanged", c.raw, p.Raw)
+		}
+	}
+}
+
 func TestMethod(t *testing.T) {
 	for _, m := range []string{"GET", "POST", "DELETE", "PROPFIND", "M-SEARCH", "X_CUSTOM", "BREW1"} {
 		if err := Method(m); err != nil {
@@ -390,8 +422,9 @@ func FuzzParsePath(f *testing.F) {
 		// The path a server normalizing with NFKC reads has the same
 		// segments, none of them a dot segment, and no delimiter more.
 		n := norm.NFKC.String(d)
-		if strings.Count(n, "/") != strings.Count(d, "/") || strings.ContainsAny(n, "\\;?#") ||
-			strings.Count(n, "%") != strings.Count(d, "%") {
+		if strings.Count(n, "/") != strings.Count(d, "/") || strings.ContainsAny(n, "\\;") ||
+			strings.Count(n, "%") != strings.Count(d, "%") || strings.Count(n, "?") != strings.Count(d, "?") ||
+			strings.Count(n, "#") != strings.Count(d, "#") {
 			t.Fatalf("ParsePath(%q): decoded %q reads as %q under NFKC (a delimiter more)", raw, d, n)
 		}
 		for seg := range strings.SplitSeq(n, "/") {
@@ -399,8 +432,11 @@ func FuzzParsePath(f *testing.F) {
 				t.Fatalf("ParsePath(%q): decoded %q reads as %q under NFKC (a dot segment)", raw, d, n)
 			}
 		}
-		if strings.ContainsAny(d, "\\;?#") || !utf8.ValidString(d) {
-			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';', '?', '#' or invalid UTF-8", raw, d)
+		if strings.ContainsAny(d, "\\;") || !utf8.ValidString(d) {
+			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';' or invalid UTF-8", raw, d)
+		}
+		if strings.ContainsAny(d, "?#") != p.EncodedDelimiter || p.CheckEncodedDelimiter(false) == nil && p.EncodedDelimiter {
+			t.Fatalf("ParsePath(%q): decoded %q, EncodedDelimiter %v: a '?' or '#' must be reported, and refused by default", raw, d, p.EncodedDelimiter)
 		}
 		for _, r := range d {
 			if r < 0x20 || r == 0x7f {
