@@ -5,14 +5,14 @@
 //
 // It refuses rather than repairs: a spelling that common servers route
 // differently from a strict RFC 3986 reading (empty segments, dot
-// segments, backslashes, encoded slashes, double encoding, ';' path
-// parameters, encoded '?' and '#', control characters, invalid UTF-8,
-// Unicode compatibility characters that normalize to a path delimiter or
-// a dot segment, default-ignorable characters, lower-case methods, userinfo in an
-// authority, a method override naming another method) is
-// an error that says what is wrong, so the gateway never forwards a
-// request whose meaning on the upstream could differ from what its
-// policy judged.
+// segments, backslashes, double encoding, ';' path parameters, control
+// characters, invalid UTF-8, Unicode compatibility characters that
+// normalize to a path delimiter or a dot segment, default-ignorable
+// characters, lower-case methods, userinfo in an authority, a method
+// override naming another method; encoded slashes and encoded '?' and
+// '#' unless the destination opts in) is an error that says what is
+// wrong, so the gateway never forwards a request whose meaning on the
+// upstream could differ from what its policy judged.
 package canonical
 
 import (
@@ -307,15 +307,15 @@ func ignorable(r rune) bool {
 		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
 }
 
-// Structural are the ASCII characters whose appearance in a path's NFKC
+// structural are the ASCII characters whose appearance in a path's NFKC
 // form, from a compatibility character, CheckRunes refuses: the
 // delimiters and escape the checks of ParsePath treat as structure
 // ('/', '\', '%', ';', '?', '#') and the control characters. '.' is
 // judged by segment instead (CheckRunes). The characters ParsePath
 // refuses only raw (space, '"', '<', '>', '^', '`', '{', '|', '}') are
 // accepted percent-encoded, so their compatibility forms are no more
-// than the encoded character. Tests read it.
-const Structural = "/\\%;?#"
+// than the encoded character.
+const structural = "/\\%;?#"
 
 // The kinds of character compatibility reports.
 const (
@@ -336,7 +336,7 @@ func compatibility(c string) int {
 	kind := compatNone
 	for _, r := range norm.NFKC.String(c) {
 		switch {
-		case r < 0x20 || r == 0x7f || strings.ContainsRune(Structural, r):
+		case r < 0x20 || r == 0x7f || strings.ContainsRune(structural, r):
 			return compatDelimiter
 		case r == '.':
 			kind = compatDot
