@@ -176,6 +176,45 @@ func TestEncodedSlashesOptIn(t *testing.T) {
 	}
 }
 
+// TestEncodedDelimitersOptIn: %3F and %23 are refused (400 bad_path,
+// nothing forwarded) for a destination that does not set
+// encoded_delimiters: true, even under a rule allowing the path; one that
+// does receives them unchanged, and its rules match the decoded path.
+func TestEncodedDelimitersOptIn(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(strings.Replace(canonPolicy, "    encoded_slashes: true\n", "    encoded_slashes: true\n    encoded_delimiters: true\n", 1)))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	for _, tt := range []struct {
+		host, target string
+		status       int
+	}{
+		{apiHost, "/v1/what%3F.pdf", 400},
+		{apiHost, "/v1/issue%2312", 400},
+		{apiHost, "/v1/secret%3Fx", 400},
+		{tunnelHost, "/api/v4/projects/x/files/what%3F.md", 200},
+		{tunnelHost, "/api/v4/projects/x/files/issue%2312%23notes", 200},
+		{tunnelHost, "/api/v4/projects/group%2Fproject/files/a%3Fb", 200},
+		{tunnelHost, "/api/v4%3F/projects/x", 403},
+		{tunnelHost, "/api/v4/projects/%3F/..", 400},
+		{tunnelHost, "/api/v4/projects/%253F", 400},
+	} {
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, tt.host, "GET "+tt.target+" HTTP/1.1\r\nHost: "+tt.host+"\r\n\r\n")
+		if status != tt.status {
+			t.Errorf("%s%s: %d %s, want %d", tt.host, tt.target, status, code, tt.status)
+			continue
+		}
+		all := tg.origin.all()
+		switch {
+		case status != 200 && len(all) != before:
+			t.Errorf("%s%s: refused %d, but the origin received it", tt.host, tt.target, status)
+		case status == 200 && all[before].URI != tt.target:
+			t.Errorf("%s%s: origin received %q, want it unchanged", tt.host, tt.target, all[before].URI)
+		}
+	}
+}
+
 // TestConnectionHeaderCannotDropCredential: a header the client names in
 // Connection is removed before injection, so naming the injected header
 // there cannot strip the credential while the audit says "inject".
@@ -251,6 +290,54 @@ func TestMethodCanonicalForConditions(t *testing.T) {
 			if got := tg.origin.all()[before]; got.Path != tt.path {
 				t.Errorf("%s %s: origin got %s", tt.method, tt.path, got.Path)
 			}
+		}
+	}
+}
+
+// TestCompatibilityNamesForwarded: names in ordinary CJK and other
+// non-English text, with fullwidth parentheses, colon, digits and
+// letters, circled digits, '™', '…' or a fullwidth '．' inside a name,
+// are forwarded byte for byte (the origin receives exactly the target
+// sent); the compatibility characters that a server normalizing with
+// NFKC reads as a delimiter or dot segment are refused with bad_path, and
+// a deny rule matches the NFKC form ('ａdmin' is denied by /v1/admin*).
+func TestCompatibilityNamesForwarded(t *testing.T) {
+	tg := startCanonGateway(t)
+	for _, tt := range []struct {
+		name   string
+		status int
+		code   string
+	}{
+		{"議事録（2026）.pdf", 200, ""},
+		{"報告：第１四半期！", 200, ""},
+		{"ｆｉｌｅ．ｔｘｔ", 200, ""},
+		{"①②③™½ﬁ", 200, ""},
+		{"Ｑ＆Ａ…/x", 200, ""},
+		{"한국어（ＡＢＣ）", 200, ""},
+		{"なぜ？", 400, "bad_path"},
+		{"a／b", 400, "bad_path"},
+		{"．．/x", 400, "bad_path"},
+		{"ａdmin", 403, "denied_by_rule"},
+		{"ａｄｍｉｎ/users", 403, "denied_by_rule"},
+		{"ⓐdmin", 403, "denied_by_rule"},
+	} {
+		var segs []string
+		for seg := range strings.SplitSeq(tt.name, "/") {
+			segs = append(segs, url.PathEscape(seg))
+		}
+		target := "/v1/" + strings.Join(segs, "/")
+		before := len(tg.origin.all())
+		status, code := rawRequest(t, tg, apiHost, "GET "+target+" HTTP/1.1\r\nHost: "+apiHost+"\r\n\r\n")
+		if status != tt.status || code != tt.code {
+			t.Errorf("GET %s (%s): %d %q, want %d %q", target, tt.name, status, code, tt.status, tt.code)
+			continue
+		}
+		all := tg.origin.all()
+		switch {
+		case status != 200 && len(all) != before:
+			t.Errorf("GET %s (%s): refused, but the origin received it", target, tt.name)
+		case status == 200 && (len(all) != before+1 || all[before].URI != target):
+			t.Errorf("GET %s (%s): the origin received %v, want exactly %q", target, tt.name, all[before:], target)
 		}
 	}
 }

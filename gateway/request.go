@@ -443,14 +443,20 @@ func decisionRefusal(d policy.Decision, connect bool) *refusal {
 }
 
 // encodedSlashRefusal refuses a path with %2F that d's destination does
-// not admit (encoded_slashes), nil otherwise.
+// not admit (encoded_slashes), or with %3F or %23 that it does not admit
+// (encoded_delimiters), nil otherwise.
 func encodedSlashRefusal(cp canonical.Path, d policy.Decision) *refusal {
-	if cp.CheckEncodedSlash(d.EncodedSlashes) == nil {
-		return nil
+	if cp.CheckEncodedSlash(d.EncodedSlashes) != nil {
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule)
+		return &f
 	}
-	f := newRefusal(http.StatusBadRequest, codeBadPath,
-		fmt.Sprintf("the request path encodes a '/' as %%2F, which destination %q does not allow; set encoded_slashes: true on it if its API needs encoded slashes", d.Destination), d.Rule)
-	return &f
+	if cp.CheckEncodedDelimiter(d.EncodedDelimiters) != nil {
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			fmt.Sprintf("the request path encodes a '?' or '#' (%%3F, %%23), which servers decoding the path before they split off the query read as its start, and destination %q does not allow it; set encoded_delimiters: true on it if its API keeps them in names (S3 and GCS object keys)", d.Destination), d.Rule)
+		return &f
+	}
+	return nil
 }
 
 // stripConnectionNamed removes the request headers the client's

@@ -314,13 +314,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		return Decision{Action: Deny, Code: CodeBadMethod,
 			Reason: "CONNECT opens a tunnel to the gateway; it is not a request the gateway forwards inside one"}, nil
 	}
-	lowered := ""
-	lower := func() string {
-		if lowered == "" {
-			lowered = foldPath(q.Path)
-		}
-		return lowered
-	}
+	forms := pathForms{path: q.Path}
 	var methodMiss, pathMiss, condMiss *candidate
 	var methodMissDest, pathMissDest *destination
 	var vars *conditionVarsFor
@@ -333,7 +327,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		if d == nil {
 			continue
 		}
-		pathOK := c.r.matchesPath(q.Path, lower, d)
+		pathOK := c.r.matchesPath(&forms, d)
 		if !c.r.matchesMethod(method) || method == http.MethodTrace && c.r.act == ruleInject && !c.r.namesMethod(method) {
 			if pathOK {
 				if methodMiss == nil {
@@ -367,7 +361,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 				continue
 			}
 		}
-		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes}
+		dec := Decision{Rule: r.name, Destination: d.name, AllowPrivate: d.allowPrivate, EncodedSlashes: d.encodedSlashes, EncodedDelimiters: d.encodedDelimiters}
 		if p.HasCustody() {
 			dec.CustodyHeaders = p.custodyHeaders[d.name]
 			dec.CustodyVersion = p.CustodyVersion(d.name, who)

@@ -485,16 +485,19 @@ func TestGlobsThatCouldNeverMatch(t *testing.T) {
 		{"/v1/caf%C3%A9", "write it decoded"},
 		{"/v1/group%2Fproject", "write it decoded"},
 		{"/v1/\x01", "control character"},
-		{"/v1/ａdmin*", "compatibility character"},
 		{"/v1/x／y", "compatibility character"},
-		{"/v1/x‥y", "compatibility character"},
+		{"/v1/x/‥/y", "compatibility character"},
+		{"/v1/.．", "compatibility character"},
+		{"/v1/x？", "compatibility character"},
+		{"/v1/％2F", "compatibility character"},
 		{"/v1/adm\u200bin", "default-ignorable"},
 	} {
 		if _, msg := compileGlob(tt.pattern); !strings.Contains(msg, tt.want) {
 			t.Errorf("compileGlob(%q) = %q, want a message containing %q", tt.pattern, msg, tt.want)
 		}
 	}
-	for _, ok := range []string{"/v1/a b", "/v1/café*", "/v1/東京/*", "/v1/...", "/v1/.well-known/*", "/v1/*", "/"} {
+	for _, ok := range []string{"/v1/a b", "/v1/café*", "/v1/東京/*", "/v1/...", "/v1/.well-known/*", "/v1/*", "/",
+		"/v1/ａdmin*", "/v1/x‥y", "/v1/議事録（*）.pdf", "/v1/ｆｉｌｅ．ｔｘｔ"} {
 		if _, msg := compileGlob(ok); msg != "" {
 			t.Errorf("compileGlob(%q): %s", ok, msg)
 		}

@@ -115,9 +115,14 @@ type Decision struct {
 	// with %2F (encoded_slashes: true); the gateway refuses such a path
 	// otherwise.
 	EncodedSlashes bool
+	// EncodedDelimiters is true when the matched destination admits
+	// paths with %3F or %23 (encoded_delimiters: true); the gateway
+	// refuses such a path otherwise.
+	EncodedDelimiters bool
 	// WouldDeny is true when the policy refuses the request but observe
 	// mode lets it through: Action is Tunnel (CONNECT) or Forward, never
-	// Inject, AllowPrivate and EncodedSlashes are false, Code is the
+	// Inject, AllowPrivate, EncodedSlashes and EncodedDelimiters are
+	// false, Code is the
 	// refusal's code and Rule the deny rule, if one decided.
 	WouldDeny bool
 	// Inject is set when Action is Inject.

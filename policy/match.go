@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/credgate/credgate/internal/canonical"
+	"golang.org/x/text/unicode/norm"
 )
 
 // hostPattern is a validated destination host: an exact name, an IP literal
@@ -137,6 +139,10 @@ type glob struct {
 	// for the path with one '/' appended to match g, other than through
 	// a final '*' (see matchFoldedSlashAdded); nil when no path can.
 	slashAdded []string
+	// compat is the pattern's compatibility form (foldCompat) compiled,
+	// which deny rules match too, when the pattern holds a character
+	// NFKC changes; nil otherwise.
+	compat *glob
 }
 
 // compileGlob validates a path glob. The returned message, when not "",
@@ -170,7 +176,7 @@ func compileGlob(s string) (glob, string) {
 	}
 	switch canonical.CheckRunes(s) {
 	case canonical.ErrCompatibility:
-		return glob{}, fmt.Sprintf("path %q has a Unicode compatibility character (such as fullwidth '／' or 'ａ', '‥'); the gateway refuses requests whose path has one (400 bad_path), since servers normalizing it read the ASCII it stands for, so the rule could never match; write the ASCII character", s)
+		return glob{}, fmt.Sprintf("path %q has a Unicode compatibility character that servers normalizing paths (NFKC) read as a delimiter (fullwidth '／', '＼', '％', '；', '？', '＃') or that makes a '.' or '..' segment ('．', '‥'); the gateway refuses requests whose path has one (400 bad_path), so the rule could never match; remove it", s)
 	case canonical.ErrIgnorable:
 		return glob{}, fmt.Sprintf("path %q has a zero-width, format or other default-ignorable character (such as U+200B or a soft hyphen); the gateway refuses requests whose path has one (400 bad_path), so the rule could never match; remove it", s)
 	}
@@ -180,7 +186,18 @@ func compileGlob(s string) (glob, string) {
 	if strings.Contains(s, "**") {
 		return glob{}, fmt.Sprintf("path %q contains \"**\"; a single '*' already matches across '/'", s)
 	}
-	g := glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(foldPath(s), "*")}
+	g := compileFolded(s, foldPath(s))
+	if c := foldCompat(s); c != "" {
+		cg := compileFolded(s, c)
+		g.compat = &cg
+	}
+	return g, ""
+}
+
+// compileFolded compiles a validated pattern s whose folded form is f
+// (foldPath or foldCompat of s).
+func compileFolded(s, f string) glob {
+	g := glob{src: s, parts: strings.Split(s, "*"), folded: strings.Split(f, "*")}
 	// p+"/" matches a pattern ending in a literal '/' exactly when p
 	// matches the pattern without it, and a pattern ending in "/*" also
 	// when p matches the pattern without the "/*" (the star matching
@@ -189,15 +206,15 @@ func compileGlob(s string) (glob, string) {
 	// matches p.
 	bare := ""
 	switch {
-	case strings.HasSuffix(s, "/*"):
-		bare = s[:len(s)-2]
-	case strings.HasSuffix(s, "/"):
-		bare = s[:len(s)-1]
+	case strings.HasSuffix(f, "/*"):
+		bare = f[:len(f)-2]
+	case strings.HasSuffix(f, "/"):
+		bare = f[:len(f)-1]
 	}
 	if bare != "" {
-		g.slashAdded = strings.Split(foldPath(bare), "*")
+		g.slashAdded = strings.Split(bare, "*")
 	}
-	return g, ""
+	return g
 }
 
 // match reports whether path matches g. It does not allocate.
@@ -214,6 +231,18 @@ func (g *glob) matchFoldedSlashAdded(lowerPath string) bool {
 		return true
 	}
 	return g.slashAdded != nil && matchParts(g.slashAdded, lowerPath)
+}
+
+// matchDeny reports whether p, a folded path, matches g the way a deny
+// rule matches: case-insensitively, with or without one trailing '/'.
+func (g *glob) matchDeny(p string) bool {
+	if g.matchFolded(p) {
+		return true
+	}
+	if len(p) > 0 && p[len(p)-1] == '/' {
+		return len(p) > 1 && g.matchFolded(p[:len(p)-1])
+	}
+	return g.matchFoldedSlashAdded(p)
 }
 
 func matchParts(parts []string, path string) bool {
@@ -245,19 +274,47 @@ func matchParts(parts []string, path string) bool {
 // case, which lower-casing alone keeps apart ("/v1/admın" would dodge a
 // deny on "/v1/admin*"). Patterns are folded with it too.
 func foldPath(p string) string {
+	f, _ := foldPathASCII(p)
+	return f
+}
+
+// foldPathASCII is foldPath, also reporting whether p is all ASCII (from
+// the same scan).
+func foldPathASCII(p string) (string, bool) {
 	upper := false
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
 		case c >= 0x80:
-			return strings.ToLower(strings.ToUpper(p))
+			return strings.ToLower(strings.ToUpper(p)), false
 		case 'A' <= c && c <= 'Z':
 			upper = true
 		}
 	}
 	if upper {
-		return strings.ToLower(p)
+		return strings.ToLower(p), true
 	}
-	return p
+	return p, true
+}
+
+// foldCompat returns p's Unicode compatibility form (NFKC) folded by
+// foldPath, the form a server normalizing paths reads and deny rules
+// match as well as p's, or "" when NFKC leaves p unchanged (always for an
+// ASCII p; a request's path is known to be ASCII from its case fold, so
+// it does not call this). Servers and frameworks that normalize
+// identifiers with NFKC read fullwidth 'ａｄｍｉｎ', circled 'ⓐ', the
+// ligature 'ﬁ' as "admin", "a", "fi"; the canonical checks refuse the
+// compatibility characters that would change a path's segments, so this
+// form has the same segments as p.
+func foldCompat(p string) string {
+	for i := 0; i < len(p); i++ {
+		if p[i] >= utf8.RuneSelf {
+			if norm.NFKC.IsNormalString(p) {
+				return ""
+			}
+			return foldPath(norm.NFKC.String(p))
+		}
+	}
+	return ""
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110 tchar), as a

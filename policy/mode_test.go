@@ -130,7 +130,7 @@ func TestObserveMode(t *testing.T) {
 			if diff := cmp.Diff(tt.want, observedOf(d)); diff != "" {
 				t.Errorf("Decide (-want +got):\n%s", diff)
 			}
-			if d.WouldDeny && (d.Inject != nil || d.AllowPrivate && d.Code != "path_not_allowed" && d.Code != "method_not_allowed" || d.EncodedSlashes || d.RuleLimit != nil) {
+			if d.WouldDeny && (d.Inject != nil || d.AllowPrivate && d.Code != "path_not_allowed" && d.Code != "method_not_allowed" || d.EncodedSlashes || d.EncodedDelimiters || d.RuleLimit != nil) {
 				t.Errorf("would_deny decision carries a credential or a loosening: %+v", d)
 			}
 			if d.WouldDeny && !strings.Contains(d.Reason, "observe mode") {

@@ -22,10 +22,10 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 		}
 		what := fmt.Sprintf("destination %q", name)
 		if body := deref(e.val); !isNull(body) && body.Kind != yaml.MappingNode {
-			ps.errorf(body, "%s must be a mapping with hosts and optionally ports, allow_private, path_case, encoded_slashes and mode", what)
+			ps.errorf(body, "%s must be a mapping with hosts and optionally ports, allow_private, path_case, encoded_slashes, encoded_delimiters and mode", what)
 			continue
 		}
-		fs := ps.fields(e.val, what, "hosts", "ports", "allow_private", "path_case", "encoded_slashes", "mode")
+		fs := ps.fields(e.val, what, "hosts", "ports", "allow_private", "path_case", "encoded_slashes", "encoded_delimiters", "mode")
 		if h, ok := fs["hosts"]; ok {
 			vals, nodes := ps.list(h.val, what+" hosts", false)
 			for i, v := range vals {
@@ -65,6 +65,9 @@ func (ps *parser) parseDestinations(f field) map[string]*destination {
 		}
 		if es, ok := fs["encoded_slashes"]; ok {
 			d.encodedSlashes = ps.boolean(es.val, what+" encoded_slashes")
+		}
+		if ed, ok := fs["encoded_delimiters"]; ok {
+			d.encodedDelimiters = ps.boolean(ed.val, what+" encoded_delimiters")
 		}
 		if m, ok := fs["mode"]; ok && ps.parseMode(m, what) {
 			ps.observeDests = append(ps.observeDests, d)

@@ -103,7 +103,7 @@ default: deny
 			`p.yaml:4:23: destination "a": port "443" is quoted; write it as a plain number`,
 			`p.yaml:4:30: destination "a": port "x" must be a number from 1 to 65535`,
 			`p.yaml:5:20: destination "a" allow_private must be true or false`,
-			`p.yaml:6:5: unknown field "host" in destination "a"; known fields are hosts, ports, allow_private, path_case, encoded_slashes, mode`,
+			`p.yaml:6:5: unknown field "host" in destination "a"; known fields are hosts, ports, allow_private, path_case, encoded_slashes, encoded_delimiters, mode`,
 			`p.yaml:7:3: destination "b" has no hosts; add hosts: [api.example.com]`,
 			`p.yaml:9:12: destination "c" hosts is empty; list at least one value or remove it`,
 			`p.yaml:11:12: destination "d" hosts must be a list, like [a, b]`,

@@ -148,6 +148,9 @@ type destination struct {
 	// encodedSlashes admits paths with %2F; rules match their decoded
 	// form and the encoded form is forwarded unchanged.
 	encodedSlashes bool
+	// encodedDelimiters admits paths with %3F and %23; rules match their
+	// decoded form and the encoded form is forwarded unchanged.
+	encodedDelimiters bool
 	// foldCase: the API routes paths case-insensitively, so every rule
 	// to it matches paths case-insensitively (deny rules always do).
 	foldCase bool
@@ -301,43 +304,75 @@ func (r *rule) namesMethod(m string) bool {
 	return false
 }
 
-// matchesPath reports whether the rule's paths match the request path p
-// (decoded, canonical). lower returns p in lower case, computed once per
-// request. Paths match case-insensitively when the destination says its
-// API routes them so (path_case: insensitive), and always for a deny
-// rule. A deny rule also matches when p with one trailing '/' removed
-// (p ends in '/') or added (it does not) matches: a server that ignores
-// the slash routes all of them to the same handler, so a deny must not be
-// dodged by the spelling its pattern did not use. Allow rules match p
-// alone.
-func (r *rule) matchesPath(p string, lower func() string, d *destination) bool {
+// matchesPath reports whether the rule's paths match the request path
+// (decoded, canonical) whose forms f computes once per request. Paths
+// match case-insensitively when the destination says its API routes them
+// so (path_case: insensitive), and always for a deny rule. A deny rule
+// also matches when the path with one trailing '/' removed (it ends in
+// '/') or added (it does not) matches: a server that ignores the slash
+// routes all of them to the same handler, so a deny must not be dodged by
+// the spelling its pattern did not use. A deny rule matches the path's
+// Unicode compatibility form (NFKC) too, and its pattern's, so "ａdmin"
+// and "ⓐdmin" are denied by a deny on "*admin*": a server normalizing the
+// path reads them as "admin". Allow rules match the path alone (folded
+// for case on a path_case: insensitive destination): an allow is never
+// widened by a reading the upstream may not share.
+func (r *rule) matchesPath(f *pathForms, d *destination) bool {
 	if r.paths == nil {
 		return true
 	}
-	deny := r.act == ruleDeny
-	if deny || d.foldCase {
-		p = lower()
+	if r.act == ruleDeny {
+		p, c := f.folded(), f.compat()
+		for i := range r.paths {
+			for g := &r.paths[i]; g != nil; g = g.compat {
+				if g.matchDeny(p) || c != "" && g.matchDeny(c) {
+					return true
+				}
+			}
+		}
+		return false
 	}
-	slash := len(p) > 0 && p[len(p)-1] == '/'
 	for i := range r.paths {
 		g := &r.paths[i]
-		switch {
-		case deny:
-			if g.matchFolded(p) {
-				return true
-			}
-			if slash && len(p) > 1 && g.matchFolded(p[:len(p)-1]) || !slash && g.matchFoldedSlashAdded(p) {
-				return true
-			}
-		case d.foldCase:
-			if g.matchFolded(p) {
-				return true
-			}
-		case g.match(p):
+		if d.foldCase && g.matchFolded(f.folded()) || !d.foldCase && g.match(f.path) {
 			return true
 		}
 	}
 	return false
+}
+
+// pathForms holds a request path and, computed the first time a rule
+// asks, the forms of it rules match.
+type pathForms struct {
+	path string
+	// fold is foldPath(path), "" until computed; ascii says whether
+	// path is all ASCII, known once fold is.
+	fold  string
+	ascii bool
+	// nfkc is foldCompat(path); nfkcDone says whether it was computed.
+	nfkc     string
+	nfkcDone bool
+}
+
+// folded returns the path case-folded (foldPath).
+func (f *pathForms) folded() string {
+	if f.fold == "" {
+		f.fold, f.ascii = foldPathASCII(f.path)
+	}
+	return f.fold
+}
+
+// compat returns the path's compatibility form folded (foldCompat), or
+// "" when it is the folded path itself. An ASCII path costs nothing more
+// than its case fold.
+func (f *pathForms) compat() string {
+	if !f.nfkcDone {
+		if f.folded(); !f.ascii {
+			f.nfkc = foldCompat(f.path)
+		}
+		f.nfkcDone = true
+	}
+	return f.nfkc
 }
 
 // LoadFile reads and parses the policy file at path. Errors in the file

@@ -101,9 +101,10 @@ func coversTo(a, b *rule) bool {
 }
 
 // coversHostOf reports whether da admits host hb on every port db admits
-// it, treating encoded slashes alike. (Path case is coversPaths'.)
+// it, treating encoded slashes and delimiters alike. (Path case is
+// coversPaths'.)
 func coversHostOf(da, db *destination, hb hostPattern) bool {
-	if da.encodedSlashes != db.encodedSlashes || (da.ports == nil) != (db.ports == nil) {
+	if da.encodedSlashes != db.encodedSlashes || da.encodedDelimiters != db.encodedDelimiters || (da.ports == nil) != (db.ports == nil) {
 		return false
 	}
 	for _, port := range db.ports {

@@ -5,14 +5,14 @@
 //
 // It refuses rather than repairs: a spelling that common servers route
 // differently from a strict RFC 3986 reading (empty segments, dot
-// segments, backslashes, encoded slashes, double encoding, ';' path
-// parameters, encoded '?' and '#', control characters, invalid UTF-8,
-// Unicode compatibility characters that normalize to ASCII,
-// default-ignorable characters, lower-case methods, userinfo in an
-// authority, a method override naming another method) is
-// an error that says what is wrong, so the gateway never forwards a
-// request whose meaning on the upstream could differ from what its
-// policy judged.
+// segments, backslashes, double encoding, ';' path parameters, control
+// characters, invalid UTF-8, Unicode compatibility characters that
+// normalize to a path delimiter or a dot segment, default-ignorable
+// characters, lower-case methods, userinfo in an authority, a method
+// override naming another method; encoded slashes and encoded '?' and
+// '#' unless the destination opts in) is an error that says what is
+// wrong, so the gateway never forwards a request whose meaning on the
+// upstream could differ from what its policy judged.
 package canonical
 
 import (
@@ -35,8 +35,14 @@ type Path struct {
 	Decoded string
 	// EncodedSlash is set when Raw encodes a '/' as %2F inside a segment.
 	// Such a path is only acceptable for a destination that opts in
-	// (PathOptions.EncodedSlashes); its Decoded form has a '/' there.
+	// (encoded_slashes, CheckEncodedSlash); its Decoded form has a '/'
+	// there.
 	EncodedSlash bool
+	// EncodedDelimiter is set when Raw encodes a '?' or '#' as %3F or
+	// %23. Such a path is only acceptable for a destination that opts in
+	// (encoded_delimiters, CheckEncodedDelimiter); its Decoded form has
+	// the '?' or '#'.
+	EncodedDelimiter bool
 }
 
 // PathError says why a path was refused. Problem is a fixed phrase that
@@ -63,8 +69,8 @@ var (
 	ErrEncodedSlash     = &PathError{"encodes a '/' as %2F; the destination does not set encoded_slashes: true"}
 	ErrUnescaped        = &PathError{"has a character that must be percent-encoded in a path (\" < > ^ ` { | } # ?)"}
 	ErrIgnorable        = &PathError{"has a zero-width, format or other default-ignorable character (U+200B, a soft hyphen, a bidirectional control, a variation selector) that servers normalizing it drop"}
-	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start"}
-	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing it (NFKC, best-fit) read as ASCII (fullwidth '／' '．', '‥', 'ａ'); send the ASCII character itself"}
+	ErrEncodedDelimiter = &PathError{"encodes a '?' or '#' (%3F, %23), which servers decoding the path before they split off the query read as its start; the destination does not set encoded_delimiters: true"}
+	ErrCompatibility    = &PathError{"has a Unicode compatibility character that servers normalizing the path (NFKC) read as a delimiter ('／' or '＼' as a slash, '％', '；', '？', '＃'), or a segment they read as '.' or '..' ('．', '‥'); no request can carry it safely: rename the object or segment without that character"}
 )
 
 // Is lets errors.Is compare a *PathError by its problem.
@@ -111,10 +117,6 @@ func TargetPath(target string) string {
 //   - "." and ".." segments, raw or percent-encoded;
 //   - '\' raw or as %5C (some servers treat it as '/');
 //   - ';' raw or as %3B (path parameters, which some servers strip);
-//   - '?' and '#' as %3F and %23: a server, or a front proxy rewriting
-//     the target, that decodes the path before it splits off the query
-//     (Apache mod_rewrite, CVE-2024-38474; nginx proxy_pass with $uri)
-//     routes "/v1/secret%3Fx" as "/v1/secret";
 //   - control characters, space and non-ASCII bytes not percent-encoded,
 //     and %00-%1F, %7F;
 //   - the other characters a path must percent-encode (" < > ^ ` { | } # ?),
@@ -123,16 +125,26 @@ func TargetPath(target string) string {
 //     path that still contains '%' followed by two hex digits;
 //   - a decoded path that is not valid UTF-8 (overlong '/' as %C0%AF);
 //   - a decoded character whose Unicode compatibility form (NFKC) holds
-//     an ASCII character: fullwidth '／' (%EF%BC%8F) and '．', '‥',
-//     'ａ', the Kelvin sign, ligatures. Servers that normalize paths or
-//     the names routed from them, and Windows' best-fit conversion, read
-//     them as the ASCII they stand for ("..", "/", "admin");
+//     a character the checks above treat as structural — '/', '\', '%',
+//     ';', '?', '#' or a control character: fullwidth '／' (%EF%BC%8F),
+//     '＼', '％', '；', '？', '＃', U+037E — and a segment whose NFKC form
+//     is "." or ".." ('．', '‥', '．．'). Servers that normalize paths
+//     read them as the delimiter or the dot segment. Other compatibility
+//     characters ('ａ', '１', '（', '：', '①', '™', '…') are accepted:
+//     they cannot change which segments a path has, and the policy's deny
+//     rules match the path's NFKC form as well as the path itself;
 //   - a decoded default-ignorable character (zero-width space, soft
 //     hyphen, bidirectional controls, variation selectors), which
 //     NFKC_Casefold removes ("adm%E2%80%8Bin" read as "admin").
 //
-// %2F is reported through Path.EncodedSlash, not refused: whether it is
-// acceptable depends on the destination (CheckEncodedSlash).
+// %2F is reported through Path.EncodedSlash, and %3F and %23 through
+// Path.EncodedDelimiter, not refused: whether they are acceptable depends
+// on the destination (CheckEncodedSlash, CheckEncodedDelimiter).
+// A server, or a front proxy rewriting the target, that decodes the path
+// before it splits off the query (Apache mod_rewrite, CVE-2024-38474;
+// nginx proxy_pass with $uri) routes "/v1/secret%3Fx" as "/v1/secret",
+// so the gateway refuses an encoded '?' or '#' unless the destination's
+// API is known to keep it in the name (S3 and GCS object keys).
 func ParsePath(raw string) (Path, error) {
 	if raw == "" {
 		return Path{Raw: "/", Decoded: "/"}, nil
@@ -158,7 +170,7 @@ func ParsePath(raw string) (Path, error) {
 			case b == ';':
 				return Path{}, ErrSemicolon
 			case b == '?' || b == '#':
-				return Path{}, ErrEncodedDelimiter
+				p.EncodedDelimiter = true
 			case b < 0x20 || b == 0x7f:
 				return Path{}, ErrEncodedControl
 			}
@@ -183,16 +195,18 @@ func ParsePath(raw string) (Path, error) {
 		if !utf8.ValidString(p.Decoded) {
 			return Path{}, ErrBadUTF8
 		}
-		// Raw bytes outside ASCII were refused above, so only an
-		// escaped path can decode to a character outside ASCII.
-		if err := CheckRunes(p.Decoded); err != nil {
-			return Path{}, err
-		}
 	}
 	// Segments are judged on the decoded form, so "%2E%2E" and, where
 	// encoded slashes are allowed, "a%2F..%2Fb" are dot segments too.
 	if err := checkSegments(p.Decoded); err != nil {
 		return Path{}, err
+	}
+	// Raw bytes outside ASCII were refused above, so only an escaped
+	// path can decode to a character outside ASCII.
+	if escaped {
+		if err := CheckRunes(p.Decoded); err != nil {
+			return Path{}, err
+		}
 	}
 	return p, nil
 }
@@ -202,6 +216,16 @@ func ParsePath(raw string) (Path, error) {
 func (p Path) CheckEncodedSlash(allowed bool) error {
 	if p.EncodedSlash && !allowed {
 		return ErrEncodedSlash
+	}
+	return nil
+}
+
+// CheckEncodedDelimiter refuses a path with %3F or %23 unless the
+// destination allows encoded delimiters (for object stores such as S3
+// and GCS, whose keys may hold '?' and '#').
+func (p Path) CheckEncodedDelimiter(allowed bool) error {
+	if p.EncodedDelimiter && !allowed {
+		return ErrEncodedDelimiter
 	}
 	return nil
 }
@@ -229,11 +253,22 @@ func checkSegments(d string) error {
 }
 
 // CheckRunes refuses a decoded path (valid UTF-8) holding a character
-// servers read as another or drop: one whose compatibility normalization
-// (NFKC) holds an ASCII character (ErrCompatibility), or a default-
-// ignorable one (ErrIgnorable). ParsePath applies it; the policy refuses
-// a path glob it refuses, which no request could match.
+// servers read as another or drop: a default-ignorable one
+// (ErrIgnorable); one whose compatibility normalization (NFKC) holds a
+// structural character ('/', '\', '%', ';', '?', '#', a control
+// character: ErrCompatibility); or compatibility characters that make a
+// segment of the path's NFKC form "." or ".." (ErrCompatibility).
+// ParsePath applies it; the policy refuses a path glob it refuses, which
+// no request could match.
+//
+// The dot rule is exact rather than a blanket refusal of characters
+// whose NFKC form holds '.' ('…', '⒈', a fullwidth '．' inside
+// "ｆｉｌｅ．ｔｘｔ"): with delimiters refused, NFKC cannot add or remove a
+// '/' (it never composes across one, and maps no character to nothing),
+// so the segments of the NFKC form are the NFKC forms of the segments,
+// and checking them for "." and ".." is the definition of the danger.
 func CheckRunes(d string) error {
+	dots := false
 	for i := 0; i < len(d); {
 		if d[i] < utf8.RuneSelf {
 			i++
@@ -243,10 +278,20 @@ func CheckRunes(d string) error {
 		if ignorable(r) {
 			return ErrIgnorable
 		}
-		if compatibilityASCII(d[i : i+n]) {
+		switch compatibility(d[i : i+n]) {
+		case compatDelimiter:
 			return ErrCompatibility
+		case compatDot:
+			dots = true
 		}
 		i += n
+	}
+	if dots {
+		for seg := range strings.SplitSeq(norm.NFKC.String(d), "/") {
+			if seg == "." || seg == ".." {
+				return ErrCompatibility
+			}
+		}
 	}
 	return nil
 }
@@ -262,16 +307,42 @@ func ignorable(r rune) bool {
 		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
 }
 
-// compatibilityASCII reports whether c, one non-ASCII character, has a
-// compatibility normalization (NFKC) that holds an ASCII character. Only
-// characters with a decomposition are normalized (most have none), one at
-// a time: composition never yields ASCII, so a character's neighbours
-// cannot change the answer.
-func compatibilityASCII(c string) bool {
+// structural are the ASCII characters whose appearance in a path's NFKC
+// form, from a compatibility character, CheckRunes refuses: the
+// delimiters and escape the checks of ParsePath treat as structure
+// ('/', '\', '%', ';', '?', '#') and the control characters. '.' is
+// judged by segment instead (CheckRunes). The characters ParsePath
+// refuses only raw (space, '"', '<', '>', '^', '`', '{', '|', '}') are
+// accepted percent-encoded, so their compatibility forms are no more
+// than the encoded character.
+const structural = "/\\%;?#"
+
+// The kinds of character compatibility reports.
+const (
+	compatNone      = iota // no NFKC form holding a structural ASCII character
+	compatDelimiter        // NFKC holds a delimiter, '%' or a control character
+	compatDot              // NFKC holds '.' (and no delimiter)
+)
+
+// compatibility classifies c, one non-ASCII character, by the structural
+// ASCII its compatibility normalization (NFKC) holds. Only characters
+// with a decomposition are normalized (most have none), one at a time:
+// composition never yields ASCII, so a character's neighbours cannot
+// change the answer.
+func compatibility(c string) int {
 	if len(norm.NFKC.PropertiesString(c).Decomposition()) == 0 {
-		return false
+		return compatNone
 	}
-	return strings.ContainsFunc(norm.NFKC.String(c), func(r rune) bool { return r < utf8.RuneSelf })
+	kind := compatNone
+	for _, r := range norm.NFKC.String(c) {
+		switch {
+		case r < 0x20 || r == 0x7f || strings.ContainsRune(structural, r):
+			return compatDelimiter
+		case r == '.':
+			kind = compatDot
+		}
+	}
+	return kind
 }
 
 // hasEscape reports whether s contains '%' followed by two hex digits,

@@ -30,6 +30,12 @@ func TestParsePath(t *testing.T) {
 		{"/v1/100%25", "/v1/100%"},
 		{"/v1/%25zz", "/v1/%zz"},
 		{"/v1/a,b=c", "/v1/a,b=c"},
+		{"/v1/%EF%BD%81dmin", "/v1/ａdmin"},
+		{"/v1/" + url.PathEscape("議事録（2026）.pdf"), "/v1/議事録（2026）.pdf"},
+		{"/v1/" + url.PathEscape("ｆｉｌｅ．ｔｘｔ"), "/v1/ｆｉｌｅ．ｔｘｔ"},
+		{"/v1/" + url.PathEscape("…") + "/x", "/v1/…/x"},
+		{"/v1/" + url.PathEscape("．．．") + "/x", "/v1/．．．/x"},
+		{"/v1/" + url.PathEscape("①™½ﬁ：！"), "/v1/①™½ﬁ：！"},
 	}
 	for _, c := range ok {
 		p, err := ParsePath(c.raw)
@@ -99,16 +105,17 @@ func TestParsePath(t *testing.T) {
 		{"/v1/a|b", ErrUnescaped},
 		{"/v1/a#b", ErrUnescaped},
 		{`/v1/allowed%2Fx"`, ErrUnescaped},
-		{"/v1/secret%3F", ErrEncodedDelimiter},
-		{"/v1/secret%3fx=1", ErrEncodedDelimiter},
-		{"/v1/secret%23", ErrEncodedDelimiter},
-		{"/v1/admin%3F/public", ErrEncodedDelimiter},
 		{"/v1/%25u002e%25u002e/admin", ErrDoubleEncoded},
 		{"/v1/%25U002F", ErrDoubleEncoded},
 		{"/v1/x/%EF%BC%8E%EF%BC%8E/admin", ErrCompatibility},
 		{"/v1/x%EF%BC%8F..%EF%BC%8Fadmin", ErrCompatibility},
 		{"/v1/x/%E2%80%A5/admin", ErrCompatibility},
-		{"/v1/%EF%BD%81dmin", ErrCompatibility},
+		{"/v1/x/.%EF%BC%8E/admin", ErrCompatibility},
+		{"/v1/x/%EF%BC%8E", ErrCompatibility},
+		{"/v1/%EF%BC%9F", ErrCompatibility},
+		{"/v1/%EF%BC%83x", ErrCompatibility},
+		{"/v1/%EF%BC%85%32F", ErrCompatibility},
+		{"/v1/x%CD%BEy", ErrCompatibility},
 	}
 	for _, c := range bad {
 		_, err := ParsePath(c.raw)
@@ -119,17 +126,19 @@ func TestParsePath(t *testing.T) {
 }
 
 // TestCompatibilityCharacters is the class test for Unicode
-// compatibility characters: a decoded path may hold any non-ASCII
-// character except one whose compatibility normalization (NFKC) holds an
-// ASCII character. Servers and frameworks that normalize a path (or the
-// identifiers routed from it) with NFKC, and Windows' best-fit conversion
-// of fullwidth forms, read "%EF%BC%8E%EF%BC%8E" (U+FF0E twice) as "..",
-// U+FF0F as '/', U+2025 as "..", U+FF41 as 'a': a path the policy
-// matched under an allowed prefix, or as something other than a denied
-// name, would reach another resource there. Every rune is tried, and the
-// best-known members by name. So are default-ignorable characters
-// (zero-width, format, variation selectors), which NFKC_Casefold drops:
-// "adm%E2%80%8Bin" is "admin" to a server normalizing with it.
+// compatibility characters. Servers and frameworks that normalize a path
+// (or the identifiers routed from it) with NFKC read
+// "%EF%BC%8E%EF%BC%8E" (U+FF0E twice) as "..", U+FF0F as '/', U+2025 as
+// "..", U+FF41 as 'a'. A path is refused when its NFKC form has a
+// structural character it did not have ('/', '\', '%', ';', '?', '#', a
+// control character) or a "." or ".." segment; other compatibility
+// characters ('ａ', '（', '１', '①', '™') are forwarded, and deny rules
+// match the path's NFKC form (policy's TestDenyCompatibilityEquivalence).
+// Every rune is tried in four places against that reference, computed
+// from the NFKC form of the whole path, and the best-known members by
+// name. So are default-ignorable characters (zero-width, format,
+// variation selectors), which NFKC_Casefold drops: "adm%E2%80%8Bin" is
+// "admin" to a server normalizing with it, and they are always refused.
 func TestCompatibilityCharacters(t *testing.T) {
 	for _, c := range []struct {
 		r    rune
@@ -140,28 +149,26 @@ func TestCompatibilityCharacters(t *testing.T) {
 		{'\uFF3C', "FULLWIDTH REVERSE SOLIDUS"},
 		{'\uFF1B', "FULLWIDTH SEMICOLON"},
 		{'\uFF05', "FULLWIDTH PERCENT SIGN"},
-		{'\uFF41', "FULLWIDTH LATIN SMALL LETTER A"},
+		{'\uFF1F', "FULLWIDTH QUESTION MARK"},
+		{'\uFF03', "FULLWIDTH NUMBER SIGN"},
+		{'\u037E', "GREEK QUESTION MARK (';')"},
 		{'\u2024', "ONE DOT LEADER"},
 		{'\u2025', "TWO DOT LEADER"},
-		{'\u2026', "HORIZONTAL ELLIPSIS"},
+		{'\uFE30', "PRESENTATION FORM FOR VERTICAL TWO DOT LEADER"},
 		{'\uFE52', "SMALL FULL STOP"},
 		{'\uFE68', "SMALL REVERSE SOLIDUS"},
 		{'\u2100', "ACCOUNT OF (a/c)"},
-		{'\u212A', "KELVIN SIGN"},
-		{'\u017F', "LATIN SMALL LETTER LONG S"},
-		{'\uFB01', "LATIN SMALL LIGATURE FI"},
-		{'\u00A0', "NO-BREAK SPACE"},
-		{'\u00B2', "SUPERSCRIPT TWO"},
-		{'\U0001D41A', "MATHEMATICAL BOLD SMALL A"},
+		{'\u2047', "DOUBLE QUESTION MARK"},
 	} {
 		raw := "/v1/x/" + url.PathEscape(string(c.r)) + "/admin"
 		if _, err := ParsePath(raw); !errors.Is(err, ErrCompatibility) {
 			t.Errorf("%U %s (%s): %v, want %v", c.r, c.name, raw, err, ErrCompatibility)
 		}
 	}
-	for _, s := range []string{"café", "東京", "Привет", "straße", "µ", "İstanbul", "ｶﾀｶﾅ", "한국어"} {
+	for _, s := range []string{"café", "東京", "Привет", "straße", "µ", "İstanbul", "ｶﾀｶﾅ", "한국어",
+		"議事録（2026）", "ａｄｍｉｎ", "①", "™", "½", "ﬁ", "K", "ſ", "\u00a0", "²", "𝐚", "…", "ｆｉｌｅ．ｔｘｔ", "⒈"} {
 		if _, err := ParsePath("/v1/" + url.PathEscape(s)); err != nil {
-			t.Errorf("%q: %v, want it accepted (no ASCII in its compatibility form)", s, err)
+			t.Errorf("%q: %v, want it accepted (its NFKC form adds no delimiter or dot segment)", s, err)
 		}
 	}
 	for _, c := range []struct {
@@ -182,31 +189,66 @@ func TestCompatibilityCharacters(t *testing.T) {
 			t.Errorf("%U %s (%s): %v, want %v", c.r, c.name, raw, err, ErrIgnorable)
 		}
 	}
-	compat, ignored, accepted := 0, 0, 0
+	// safeNFKC is the reference: the NFKC form of decoded d has the
+	// same number of '/' as d, none of the other structural characters
+	// or control characters, and no "." or ".." segment.
+	safeNFKC := func(d string) bool {
+		n := norm.NFKC.String(d)
+		if strings.Count(n, "/") != strings.Count(d, "/") || strings.ContainsAny(n, "\\%;?#") ||
+			strings.ContainsFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return false
+		}
+		for seg := range strings.SplitSeq(n, "/") {
+			if seg == "." || seg == ".." {
+				return false
+			}
+		}
+		return true
+	}
+	refused, ignored, compat, interacts := 0, 0, 0, 0
 	for r := rune(0x80); r <= utf8.MaxRune; r++ {
 		if !utf8.ValidRune(r) {
 			continue
 		}
 		s := string(r)
-		ascii := strings.ContainsFunc(norm.NFKC.String(s), func(x rune) bool { return x < utf8.RuneSelf })
 		ign := unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
-		_, err := ParsePath("/v1/a" + url.PathEscape(s) + "b")
-		switch {
-		case ign && !errors.Is(err, ErrIgnorable):
-			t.Errorf("%U (default-ignorable): %v, want %v", r, err, ErrIgnorable)
-		case !ign && ascii && !errors.Is(err, ErrCompatibility):
-			t.Errorf("%U (NFKC %q): %v, want %v", r, norm.NFKC.String(s), err, ErrCompatibility)
-		case !ign && !ascii && err != nil:
-			t.Errorf("%U: %v, want it accepted", r, err)
-		case ign:
+		if ign {
 			ignored++
-		case ascii:
-			compat++
-		default:
-			accepted++
+		}
+		for _, ctx := range []string{"/v1/a%sb", "/v1/%s/b", "/v1/.%s/b", "/v1/%s./b"} {
+			d := strings.Replace(ctx, "%s", s, 1)
+			_, err := ParsePath(strings.Replace(ctx, "%s", url.PathEscape(s), 1))
+			switch {
+			case ign && !errors.Is(err, ErrIgnorable):
+				t.Errorf("%U (default-ignorable) in %q: %v, want %v", r, d, err, ErrIgnorable)
+			case !ign && !safeNFKC(d) && !errors.Is(err, ErrCompatibility):
+				t.Errorf("%q (%U; NFKC %q): %v, want %v", d, r, norm.NFKC.String(d), err, ErrCompatibility)
+			case !ign && safeNFKC(d) && err != nil:
+				t.Errorf("%q (%U; NFKC %q): %v, want it accepted", d, r, norm.NFKC.String(d), err)
+			case !ign && err != nil && ctx == "/v1/a%sb":
+				refused++
+			}
+		}
+		// An accepted character whose NFKC form holds ASCII must not
+		// change its ASCII neighbours under NFKC: the literal parts of
+		// an allow rule's glob around it then read the same to a
+		// normalizing server (docs/policy.md).
+		n := norm.NFKC.String(s)
+		if ign || !strings.ContainsFunc(n, func(x rune) bool { return x < utf8.RuneSelf }) {
+			continue
+		}
+		if _, err := ParsePath("/v1/a" + url.PathEscape(s) + "b"); err != nil {
+			continue
+		}
+		compat++
+		for x := byte(' '); x < 0x7f; x++ {
+			if got := norm.NFKC.String(string(x) + s + string(x)); got != string(x)+n+string(x) {
+				interacts++
+				t.Errorf("%U between %q: NFKC %q, want %q", r, x, got, string(x)+n+string(x))
+			}
 		}
 	}
-	t.Logf("non-ASCII runes: %d compatibility forms of ASCII and %d default-ignorable refused, %d accepted", compat, ignored, accepted)
+	t.Logf("non-ASCII runes: %d refused inside a segment, %d default-ignorable refused; %d accepted compatibility forms of ASCII (%d change a neighbour)", refused, ignored, compat, interacts)
 }
 
 func TestEncodedSlash(t *testing.T) {
@@ -227,6 +269,42 @@ func TestEncodedSlash(t *testing.T) {
 		p, err := ParsePath(c.raw)
 		if err == nil {
 			err = p.CheckEncodedSlash(c.allowed)
+		}
+		if !errors.Is(err, c.want) || (err == nil && p.Decoded != c.decoded) {
+			t.Errorf("%q allowed=%v: %+v, %v; want %q, %v", c.raw, c.allowed, p, err, c.decoded, c.want)
+		}
+		if err == nil && p.Raw != c.raw {
+			t.Errorf("%q: Raw changed to %q; the encoded form must be forwarded unchanged", c.raw, p.Raw)
+		}
+	}
+}
+
+// TestEncodedDelimiter: %3F and %23 are refused unless the destination
+// sets encoded_delimiters: true (S3 and GCS object keys may hold '?' and
+// '#'); then the rules match the decoded form and the upstream receives
+// the encoded one.
+func TestEncodedDelimiter(t *testing.T) {
+	cases := []struct {
+		raw     string
+		allowed bool
+		decoded string
+		want    error
+	}{
+		{"/v1/secret%3F", false, "", ErrEncodedDelimiter},
+		{"/v1/secret%3fx=1", false, "", ErrEncodedDelimiter},
+		{"/v1/secret%23", false, "", ErrEncodedDelimiter},
+		{"/v1/admin%3F/public", false, "", ErrEncodedDelimiter},
+		{"/bucket/what%3F.pdf", true, "/bucket/what?.pdf", nil},
+		{"/bucket/issue%2312", true, "/bucket/issue#12", nil},
+		{"/bucket/plain", false, "/bucket/plain", nil},
+		{"/bucket/%3F/..", true, "", ErrDotSegment},
+		{"/bucket/%253F", true, "", ErrDoubleEncoded},
+		{"/bucket/%EF%BC%9F", true, "", ErrCompatibility},
+	}
+	for _, c := range cases {
+		p, err := ParsePath(c.raw)
+		if err == nil {
+			err = p.CheckEncodedDelimiter(c.allowed)
 		}
 		if !errors.Is(err, c.want) || (err == nil && p.Decoded != c.decoded) {
 			t.Errorf("%q allowed=%v: %+v, %v; want %q, %v", c.raw, c.allowed, p, err, c.decoded, c.want)
@@ -303,7 +381,8 @@ func TestAuthority(t *testing.T) {
 // control character survives.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{"/", "/v1/charges", "/v1/%2e%2e/x", "/a//b", "/a%2Fb", "/%252F", "/a;b", "/a\\b",
-		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25", "/v1/%EF%BC%8E%EF%BC%8E/x", "/v1/%25u002e", "/v1/x%3Fy", "/v1/x%23"} {
+		"/%C0%AF", "/v1/%61dmin", "/v1/caf%C3%A9/", "/v1/%25", "/v1/%EF%BC%8E%EF%BC%8E/x", "/v1/%25u002e", "/v1/x%3Fy", "/v1/x%23",
+		"/v1/.%EF%BC%8E/x", "/v1/%E2%80%A6/x", "/v1/%EF%BD%81dmin", "/v1/%EF%BC%88%EF%BC%91%EF%BC%89"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -336,13 +415,28 @@ func FuzzParsePath(f *testing.F) {
 			t.Fatalf("ParsePath(%q): decoded %q, but path.Clean gives %q", raw, d, clean)
 		}
 		for _, r := range d {
-			if r >= utf8.RuneSelf && (strings.ContainsFunc(norm.NFKC.String(string(r)), func(x rune) bool { return x < utf8.RuneSelf }) ||
-				unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)) {
-				t.Fatalf("ParsePath(%q): decoded %q has %U, default-ignorable or whose compatibility form %q holds ASCII", raw, d, r, norm.NFKC.String(string(r)))
+			if r >= utf8.RuneSelf && unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+				t.Fatalf("ParsePath(%q): decoded %q has %U, default-ignorable", raw, d, r)
 			}
 		}
-		if strings.ContainsAny(d, "\\;?#") || !utf8.ValidString(d) {
-			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';', '?', '#' or invalid UTF-8", raw, d)
+		// The path a server normalizing with NFKC reads has the same
+		// segments, none of them a dot segment, and no delimiter more.
+		n := norm.NFKC.String(d)
+		if strings.Count(n, "/") != strings.Count(d, "/") || strings.ContainsAny(n, "\\;") ||
+			strings.Count(n, "%") != strings.Count(d, "%") || strings.Count(n, "?") != strings.Count(d, "?") ||
+			strings.Count(n, "#") != strings.Count(d, "#") {
+			t.Fatalf("ParsePath(%q): decoded %q reads as %q under NFKC (a delimiter more)", raw, d, n)
+		}
+		for seg := range strings.SplitSeq(n, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("ParsePath(%q): decoded %q reads as %q under NFKC (a dot segment)", raw, d, n)
+			}
+		}
+		if strings.ContainsAny(d, "\\;") || !utf8.ValidString(d) {
+			t.Fatalf("ParsePath(%q): decoded %q has '\\', ';' or invalid UTF-8", raw, d)
+		}
+		if strings.ContainsAny(d, "?#") != p.EncodedDelimiter || p.CheckEncodedDelimiter(false) == nil && p.EncodedDelimiter {
+			t.Fatalf("ParsePath(%q): decoded %q, EncodedDelimiter %v: a '?' or '#' must be reported, and refused by default", raw, d, p.EncodedDelimiter)
 		}
 		for _, r := range d {
 			if r < 0x20 || r == 0x7f {

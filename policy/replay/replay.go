@@ -61,7 +61,8 @@ func Decide(p *policy.Policy, r audit.Record) Outcome {
 		return Outcome{Decision: policy.Deny.String(), Code: "bad_path"}
 	}
 	d := p.Decide(policy.Query{Workload: wl, Scheme: r.Scheme, Host: r.Host, Port: r.Port, Method: r.Method, Path: cp.Decoded, Now: r.Time})
-	if (d.Action == policy.Inject || d.Action == policy.Forward) && cp.CheckEncodedSlash(d.EncodedSlashes) != nil {
+	if (d.Action == policy.Inject || d.Action == policy.Forward) &&
+		(cp.CheckEncodedSlash(d.EncodedSlashes) != nil || cp.CheckEncodedDelimiter(d.EncodedDelimiters) != nil) {
 		return Outcome{Decision: policy.Deny.String(), Code: "bad_path", Rule: d.Rule}
 	}
 	return out(d)

@@ -136,3 +136,25 @@ func TestDiff(t *testing.T) {
 		})
 	}
 }
+
+// TestEncodedDelimitersReplayed: replay refuses %3F and %23 as the
+// gateway does, unless the destination sets encoded_delimiters: true.
+func TestEncodedDelimitersReplayed(t *testing.T) {
+	off := parse(t, oldPolicy)
+	on := parse(t, strings.Replace(oldPolicy, "    hosts: [api.stripe.com]\n", "    hosts: [api.stripe.com]\n    encoded_delimiters: true\n", 1))
+	for _, tt := range []struct {
+		p    *policy.Policy
+		r    audit.Record
+		want Outcome
+	}{
+		{off, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%3Fx"), Outcome{"deny", "bad_path", "charges"}},
+		{off, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"deny", "bad_path", "charges"}},
+		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%3Fx"), Outcome{"inject", "", "charges"}},
+		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"inject", "", "charges"}},
+		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds%3F/charges"), Outcome{"deny", "path_not_allowed", ""}},
+	} {
+		if diff := cmp.Diff(tt.want, Decide(tt.p, tt.r)); diff != "" {
+			t.Errorf("%s: Decide (-want +got):\n%s", tt.r.Path, diff)
+		}
+	}
+}

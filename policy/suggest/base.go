@@ -43,7 +43,7 @@ func readBase(opts Options) (*base, error) {
 						for _, h := range dv.Content {
 							d.hosts = append(d.hosts, strings.ToLower(strings.TrimSuffix(h.Value, ".")))
 						}
-					case "allow_private", "path_case", "encoded_slashes":
+					case "allow_private", "path_case", "encoded_slashes", "encoded_delimiters":
 						d.settings = append(d.settings, &yaml.Node{Kind: yaml.ScalarNode, Value: dk}, dv)
 					}
 				}

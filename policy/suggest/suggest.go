@@ -29,9 +29,10 @@ type Options struct {
 	// BaseFile and Base are the policy in force when the traffic was
 	// recorded (optional). Its workloads and credentials are copied, the
 	// inject settings of the rules the lines name are reused, and its
-	// destinations' allow_private, path_case and encoded_slashes carry
-	// over to the hosts they list. Without it, workloads are written with
-	// the source addresses seen, and recorded injections are an error.
+	// destinations' allow_private, path_case, encoded_slashes and
+	// encoded_delimiters carry over to the hosts they list. Without it,
+	// workloads are written with the source addresses seen, and recorded
+	// injections are an error.
 	BaseFile string
 	Base     []byte
 	// MaxLiterals is how many distinct values a path segment may take
@@ -100,7 +101,8 @@ type base struct {
 
 type baseDest struct {
 	hosts []string
-	// settings are allow_private, path_case and encoded_slashes, as set.
+	// settings are allow_private, path_case, encoded_slashes and
+	// encoded_delimiters, as set.
 	settings []*yaml.Node // key, value pairs
 }
 

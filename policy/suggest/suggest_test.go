@@ -199,3 +199,27 @@ func TestSuggestWithoutBase(t *testing.T) {
 		}
 	}
 }
+
+// TestSuggestKeepsEncodedDelimiters: a base destination's
+// encoded_delimiters carries over to the suggestion for its hosts, so a
+// recorded %3F request is still admitted under it.
+func TestSuggestKeepsEncodedDelimiters(t *testing.T) {
+	t.Setenv("CREDGATE_SUGGEST_TEST_KEY", "sk_test_suggest")
+	base := strings.Replace(recordedPolicy, "    hosts: [api.stripe.com]\n", "    hosts: [api.stripe.com]\n    encoded_delimiters: true\n", 1)
+	recs := []audit.Record{record("inject", "charges", "GET", "api.stripe.com", "/v1/charges/ch_1", 1)}
+	var out bytes.Buffer
+	if err := Write(&out, recs, Options{BaseFile: "recorded.yaml", Base: []byte(base), Now: time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "encoded_delimiters: true") {
+		t.Fatalf("encoded_delimiters did not carry over:\n%s", out.String())
+	}
+	p, err := policy.Parse(context.Background(), "suggested.yaml", out.Bytes())
+	if err != nil {
+		t.Fatalf("the suggestion does not parse: %v\n%s", err, out.String())
+	}
+	defer p.Close()
+	if o := replay.Decide(p, record("", "", "GET", "api.stripe.com", "/v1/charges/ch_1", 0)); o.Decision == "deny" {
+		t.Errorf("GET /v1/charges/ch_1: %s under the suggestion, want allowed\n%s", o, out.String())
+	}
+}
