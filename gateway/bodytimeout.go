@@ -408,11 +408,14 @@ type upstreamBody struct {
 
 // watchResponse puts resp's body under b, cancelling the request's
 // flight (cancel) when it stalls; it reports false, leaving resp alone,
-// for a response without a body. The caller calls b.release after the
-// last use of resp.Body.
+// for a response without a body, and for one whose whole body is in
+// memory already (transform.ArrivedWhole: the common small answer the
+// h1client read with its headers), whose reads wait for nothing from the
+// upstream and so cannot stall: no timer is armed and stopped for it. The
+// caller calls b.release after the last use of resp.Body.
 func (g *Gateway) watchResponse(b *upstreamBody, resp *http.Response, cancel canceller) bool {
 	idle := g.cfg.Upstream.ResponseIdleTimeout.D()
-	if idle <= 0 || cancel == nil || resp.Body == nil || resp.Body == http.NoBody {
+	if idle <= 0 || cancel == nil || resp.Body == nil || resp.Body == http.NoBody || transform.ArrivedWhole(resp.Body) {
 		return false
 	}
 	b.ReadCloser, b.cancel = resp.Body, cancel

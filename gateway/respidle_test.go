@@ -317,3 +317,102 @@ func TestResponseIdleTimeoutRefusedUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// pipeArrival is a response body that says whether its rest is in memory
+// (transform.Arrival) and, when it is not, waits on a pipe that never
+// delivers: a stalled upstream.
+type pipeArrival struct {
+	io.ReadCloser
+	arrived bool
+}
+
+func (b pipeArrival) Arrived() bool { return b.arrived }
+
+// cutRecorder is a canceller that records the cause it was cancelled
+// with.
+type cutRecorder chan error
+
+func (c cutRecorder) cancelCause(err error) {
+	select {
+	case c <- err:
+	default:
+	}
+}
+
+// TestWatchResponseArrival: upstream.response_idle_timeout's watch is
+// skipped exactly for a body that cannot stall (none, or all of it in
+// memory: transform.ArrivedWhole), and a body that may still wait for
+// the upstream is watched and cut when it stalls, whatever else it is.
+func TestWatchResponseArrival(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	g := &Gateway{cfg: &Config{Upstream: Upstream{ResponseIdleTimeout: Duration(idle)}}}
+	for _, tc := range []struct {
+		name  string
+		body  func() io.ReadCloser
+		watch bool
+	}{
+		{"no body", func() io.ReadCloser { return nil }, false},
+		{"NoBody", func() io.ReadCloser { return http.NoBody }, false},
+		{"arrived", func() io.ReadCloser {
+			return pipeArrival{ReadCloser: io.NopCloser(strings.NewReader("x")), arrived: true}
+		}, false},
+		{"not arrived", func() io.ReadCloser { r, _ := io.Pipe(); return pipeArrival{ReadCloser: r} }, true},
+		{"cannot tell", func() io.ReadCloser { r, _ := io.Pipe(); return r }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := tc.body()
+			resp := &http.Response{Body: body}
+			var b upstreamBody
+			cut := make(cutRecorder, 1)
+			watched := g.watchResponse(&b, resp, cut)
+			if watched != tc.watch {
+				t.Fatalf("watchResponse = %v, want %v", watched, tc.watch)
+			}
+			if !watched {
+				if resp.Body != body || b.w != nil {
+					t.Errorf("an unwatched body was wrapped (%T) or took a watch", resp.Body)
+				}
+				return
+			}
+			defer b.release()
+			read := make(chan struct{})
+			go func() { // waits on the silent pipe until it is closed
+				defer close(read)
+				_, _ = resp.Body.Read(make([]byte, 1))
+			}()
+			select {
+			case err := <-cut:
+				if err != errUpstreamIdle {
+					t.Errorf("cut with %v, want errUpstreamIdle", err)
+				}
+			case <-time.After(20 * idle):
+				t.Fatalf("a stalled body was not cut within %v", 20*idle)
+			}
+			_ = body.Close()
+			<-read // before release: the body is not read after it
+		})
+	}
+}
+
+// BenchmarkWatchResponse is what upstream.response_idle_timeout's watch
+// costs one response (watchResponse, then release): "watched" for a body
+// that may wait for the upstream, "arrived" for one whose whole body is
+// in memory, which is not watched.
+func BenchmarkWatchResponse(b *testing.B) {
+	g := &Gateway{cfg: &Config{Upstream: Upstream{ResponseIdleTimeout: Duration(DefaultResponseIdleTimeout)}}}
+	for _, arrived := range []bool{false, true} {
+		name := map[bool]string{false: "watched", true: "arrived"}[arrived]
+		b.Run(name, func(b *testing.B) {
+			var body io.ReadCloser = pipeArrival{ReadCloser: http.NoBody, arrived: arrived}
+			cut := make(cutRecorder, 1)
+			var ub upstreamBody
+			b.ReportAllocs()
+			for b.Loop() {
+				resp := http.Response{Body: body}
+				if g.watchResponse(&ub, &resp, cut) {
+					ub.release()
+				}
+			}
+		})
+	}
+}
