@@ -202,6 +202,9 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		return verifiedToken{}, fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
 	}
 	h := parsed.Headers[0]
+	if err := checkHeader(h); err != nil {
+		return verifiedToken{}, fmt.Errorf("issuer %s: %w", name, err)
+	}
 	keys, err := is.keys.candidates(ctx, h.KeyID, h.Algorithm)
 	if err != nil {
 		return verifiedToken{}, err
@@ -285,6 +288,28 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		}
 	}
 	return verifiedToken{f: f, is: is, key: used, local: is.local, jti: std.ID}, nil
+}
+
+// jwsExtensions are the JWS header parameters that change how a token is
+// verified and that no JWT uses (RFC 7515 4.1.11 crit, RFC 7797 b64).
+var jwsExtensions = []jose.HeaderKey{"crit", "b64"}
+
+// checkHeader refuses a token whose protected header carries a JWS
+// extension. go-jose honours "b64": false (with "crit": ["b64"]): the
+// signature then covers the payload bytes unencoded, which is what a
+// detached or unencoded-payload JWS (RFC 7797) signs, so a signature the
+// issuer's key made over some other JSON document would verify as a
+// token. A JWT's payload is always base64url-encoded (RFC 7519 7.1) and
+// it has no critical extensions; any other "crit" was refused as a bad
+// signature, which it is not. Keys named in the header (jwk, jku, x5u,
+// x5c) are never used: only the issuer's key set verifies.
+func checkHeader(h jose.Header) error {
+	for _, k := range jwsExtensions {
+		if _, ok := h.ExtraHeaders[k]; ok {
+			return fmt.Errorf("token header carries %q, a JWS extension no JWT uses (a JWT has no critical header parameters and a base64url-encoded payload); have the issuer sign a plain JWT: %w", string(k), ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // claimProblem words a go-jose validation error.
