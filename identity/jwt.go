@@ -209,6 +209,13 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 	if err != nil {
 		return verifiedToken{}, err
 	}
+	if len(keys) > maxCandidateKeys {
+		// Each candidate costs a signature check, and a refused token
+		// is not remembered: a token without a kid (or with one many
+		// keys share) would make the gateway try every key of a large
+		// key set, for every forged token a client sends.
+		return verifiedToken{}, fmt.Errorf("issuer %s: token's key id %s matches %d of the issuer's %s keys, more than the %d tried per token; have the issuer name its signing key in the kid header: %w", name, quoteShort(h.KeyID), len(keys), h.Algorithm, maxCandidateKeys, ErrInvalid)
+	}
 	var (
 		std   jwt.Claims
 		extra tokenClaims
@@ -289,6 +296,11 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 	}
 	return verifiedToken{f: f, is: is, key: used, local: is.local, jti: std.ID}, nil
 }
+
+// maxCandidateKeys is the most keys of an issuer's key set one token's
+// signature is checked against: those its kid names (every key, for a
+// token without one) that are usable with its alg.
+const maxCandidateKeys = 16
 
 // jwsExtensions are the JWS header parameters that change how a token is
 // verified and that no JWT uses (RFC 7515 4.1.11 crit, RFC 7797 b64).
