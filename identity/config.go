@@ -512,6 +512,12 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// kubernetesAttributes are set only from a Kubernetes service-account
+// token (the kubernetes profile, TokenReview); Claims of no profile may
+// map onto them, since the namespace and service_account selectors
+// stand for a verified Kubernetes service account.
+var kubernetesAttributes = []string{AttrNamespace, AttrServiceAccount, AttrPod}
+
 // reservedAttributes are set by verifiers; Claims may not map onto them.
 var reservedAttributes = []string{AttrIssuer, AttrSub, AttrTokenCertThumbprint, AttrCertThumbprint, AttrSPIFFEID, AttrTrustDomain, AttrPath, AttrSubject}
 
@@ -575,13 +581,15 @@ func (is IssuerConfig) validate(key string) []error {
 			add("issuer", "is required with discovery_url: the discovery document must name it")
 		}
 	}
-	for claim, attr := range is.Claims {
-		if claim == "" || attr == "" {
+	for _, claim := range slices.Sorted(maps.Keys(is.Claims)) {
+		attr := is.Claims[claim]
+		switch {
+		case claim == "" || attr == "":
 			add("claims", "claim and attribute names must not be empty")
-			continue
-		}
-		if slices.Contains(reservedAttributes, attr) || ok && slices.Contains(prof.attrs, attr) {
+		case slices.Contains(reservedAttributes, attr) || ok && slices.Contains(prof.attrs, attr):
 			add("claims", "attribute %q is set by the %s profile itself; map %q to another name", attr, is.Profile, claim)
+		case slices.Contains(kubernetesAttributes, attr):
+			add("claims", "attribute %q is a Kubernetes service account's, which the workload selectors namespace and service_account read, and only a service-account token sets it (profile kubernetes, or identity.kubernetes): a claim of this issuer mapped onto it would pass for one; map %q to another name and select it under claims:", attr, claim)
 		}
 	}
 	for _, p := range []struct {

@@ -59,8 +59,31 @@ jwt:
 			"identity.jwt.issuers[0].jwks_url: \"http://plain.example/jwks\" must use https",
 			"identity.jwt.issuers[1].trust_domain: the spiffe profile needs the trust domain",
 			`identity.jwt.issuers[2].profile: unknown profile "magic"`,
+			`identity.jwt.issuers[2].claims: attribute "namespace" is a Kubernetes service account's`,
 			`identity.jwt.issuers[2].claims: attribute "sub" is set by the magic profile itself`,
 			`identity.jwt.issuers[2].issuer: "https://i.example" is already configured by jwt.issuers[1]`,
+		}},
+		// The namespace and service_account selectors stand for a
+		// verified Kubernetes service account: before, an OIDC or
+		// GitHub Actions issuer's claim mapped onto namespace (a GitLab
+		// namespace_path, a group) passed for one.
+		{"other profiles' claims onto Kubernetes attributes", `
+jwt:
+  issuers:
+    - issuer: https://idp.example
+      audiences: [a]
+      jwks_file: k.json
+      claims: {ns: namespace, sa: service_account, pod_name: pod, team: team}
+    - issuer: https://token.actions.githubusercontent.com
+      profile: github-actions
+      audiences: [a]
+      jwks_file: k.json
+      claims: {repository_owner: namespace}
+`, []string{
+			`identity.jwt.issuers[0].claims: attribute "namespace" is a Kubernetes service account's`,
+			`identity.jwt.issuers[0].claims: attribute "pod" is a Kubernetes service account's`,
+			`identity.jwt.issuers[0].claims: attribute "service_account" is a Kubernetes service account's`,
+			`identity.jwt.issuers[1].claims: attribute "namespace" is a Kubernetes service account's`,
 		}},
 		{"kubernetes profile claims onto namespace", `
 jwt:

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Limits on what a verifier's factor may say: its subject and attributes
@@ -22,7 +24,8 @@ const (
 )
 
 // checkFactor says what in f's subject or attributes is beyond the
-// limits above, invalid UTF-8 or a control character, or nil. It names
+// limits above, invalid UTF-8 or a control character, or a spiffe_id
+// that is not canonical (checkSPIFFEAttributes), or nil. It names
 // the attribute (its key quoted and cut short), never a value.
 func checkFactor(f *Factor) error {
 	if n := len(f.Attributes); n > MaxFactorAttributes {
@@ -41,6 +44,36 @@ func checkFactor(f *Factor) error {
 		if why := checkText(v, MaxFactorValueBytes); why != "" {
 			return fmt.Errorf("attribute %s: its value %s", quoteShort(k), why)
 		}
+	}
+	return checkSPIFFEAttributes(f.Attributes)
+}
+
+// checkSPIFFEAttributes says what is wrong with a factor's spiffe_id,
+// or nil. Spec's spiffe selectors compare it as text (an exact ID, or a
+// prefix of whole segments), which is sound only for a canonical SPIFFE
+// ID: "spiffe://td/ns/billing/../admin", ".../billing//x", ".../%2e%2e"
+// or ".../billing/x/" would match spiffe://td/ns/billing/* while naming
+// another workload, or none, anywhere else. So spiffe_id must be a
+// SPIFFE ID as go-spiffe parses and prints it, and
+// trust_domain and path, when the factor carries them too, must be its
+// own. The built-in verifiers only make such IDs; a plugin is held to it.
+func checkSPIFFEAttributes(attrs map[string]string) error {
+	v, ok := attrs[AttrSPIFFEID]
+	if !ok {
+		return nil
+	}
+	id, err := spiffeid.FromString(v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("attribute %s is not a SPIFFE ID: %v", AttrSPIFFEID, err)
+	case id.String() != v:
+		return fmt.Errorf("attribute %s is not written as a SPIFFE ID is (spiffe://trust-domain/path)", AttrSPIFFEID)
+	}
+	if td, ok := attrs[AttrTrustDomain]; ok && td != id.TrustDomain().Name() {
+		return fmt.Errorf("attribute %s is not the trust domain of attribute %s", AttrTrustDomain, AttrSPIFFEID)
+	}
+	if p, ok := attrs[AttrPath]; ok && p != id.Path() {
+		return fmt.Errorf("attribute %s is not the path of attribute %s", AttrPath, AttrSPIFFEID)
 	}
 	return nil
 }

@@ -556,7 +556,7 @@ func verify(ctx context.Context, v Verifier, ev Evidence) (f *Factor, err error)
 		return nil, fmt.Errorf("the verifier returned a factor of kind %q; a verifier's factors are of its own kind (a bug in the plugin): %w", f.Kind, ErrInvalid)
 	}
 	if err := checkFactor(f); err != nil {
-		return nil, fmt.Errorf("the verifier returned a factor it may not: %v; a factor holds at most %d attributes, keys of %d and values and subject of %d bytes of UTF-8 without control characters: %w", err, MaxFactorAttributes, MaxFactorKeyBytes, MaxFactorValueBytes, ErrInvalid)
+		return nil, fmt.Errorf("the verifier returned a factor it may not: %v; a factor holds at most %d attributes, keys of %d and values and subject of %d bytes of UTF-8 without control characters, and a spiffe_id attribute is a SPIFFE ID as written by go-spiffe (with its own trust_domain and path): %w", err, MaxFactorAttributes, MaxFactorKeyBytes, MaxFactorValueBytes, ErrInvalid)
 	}
 	return f, nil
 }

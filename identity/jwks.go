@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -302,9 +303,10 @@ func holdsKey(keys []jose.JSONWebKey, pub crypto.PublicKey) bool {
 }
 
 // parseJWKS returns the public signing keys of a JSON Web Key Set. Keys
-// that do not parse, encryption keys and symmetric keys are skipped: a
-// symmetric key would let whoever knows it mint tokens, and a public key
-// must never be usable as an HMAC secret.
+// that do not parse, keys not declared for verifying signatures
+// (signingKeyPurpose) and symmetric keys are skipped: a symmetric key
+// would let whoever knows it mint tokens, and a public key must never be
+// usable as an HMAC secret.
 func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -314,11 +316,14 @@ func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	}
 	var out []jose.JSONWebKey
 	for _, raw := range set.Keys {
+		if !signingKeyPurpose(raw) {
+			continue
+		}
 		var key jose.JSONWebKey
 		if err := key.UnmarshalJSON(raw); err != nil {
 			continue
 		}
-		if key.Use == "enc" || !key.Valid() {
+		if !signingUse(key.Use) || !key.Valid() {
 			continue
 		}
 		if _, symmetric := key.Key.([]byte); symmetric {
@@ -333,10 +338,55 @@ func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 		out = append(out, key)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("holds no usable public signing key")
+		return nil, errors.New("holds no usable public signing key (symmetric keys, and keys whose use is not \"sig\" or \"jwt-svid\", whose key_ops lack \"verify\" or whose alg is not a signature algorithm, are skipped)")
 	}
 	return out, nil
 }
+
+// signingKeyPurpose reports whether a JSON Web Key declares nothing that
+// excludes verifying token signatures with it (RFC 7517 4.2-4.4): its
+// "use", when present, is "sig" (or "jwt-svid", a SPIFFE bundle's JWT
+// authority); its "key_ops", when present, hold "verify"; its "alg", when
+// present, is an asymmetric signature algorithm. A key published for
+// something else is not one of the issuer's token signing keys and is
+// skipped: a key to encrypt to the issuer (use "enc", key_ops like
+// ["encrypt", "wrapKey"], alg RSA-OAEP or ECDH-ES), a SPIFFE bundle's
+// X.509 CA (use "x509-svid": whoever holds an upstream CA's key must not
+// mint JWT-SVIDs), any other or mis-cased use, and members not of these
+// JSON types. Member names are matched exactly, as go-jose matches them
+// (go-jose reads "use" but not "key_ops"); an empty "use" or "alg" says
+// nothing and counts as absent.
+func signingKeyPurpose(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return false
+	}
+	str := func(name string) (string, bool) {
+		v, ok := m[name]
+		if !ok {
+			return "", true
+		}
+		var s string
+		return s, json.Unmarshal(v, &s) == nil
+	}
+	if use, ok := str("use"); !ok || !signingUse(use) {
+		return false
+	}
+	if alg, ok := str("alg"); !ok || alg != "" && !slices.Contains(asymmetricAlgorithms, alg) {
+		return false
+	}
+	if v, ok := m["key_ops"]; ok {
+		var ops []string
+		if json.Unmarshal(v, &ops) != nil || !slices.Contains(ops, "verify") {
+			return false
+		}
+	}
+	return true
+}
+
+// signingUse reports whether a JSON Web Key's "use" allows verifying
+// token signatures: none, "sig", or a SPIFFE bundle's "jwt-svid".
+func signingUse(use string) bool { return use == "" || use == "sig" || use == "jwt-svid" }
 
 // httpClient returns a client that trusts caFile (PEM) instead of the
 // system roots when caFile is set, never follows redirects to another

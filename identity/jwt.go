@@ -202,9 +202,19 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		return verifiedToken{}, fmt.Errorf("issuer %s: token must carry exactly one signature: %w", name, ErrInvalid)
 	}
 	h := parsed.Headers[0]
+	if err := checkHeader(h); err != nil {
+		return verifiedToken{}, fmt.Errorf("issuer %s: %w", name, err)
+	}
 	keys, err := is.keys.candidates(ctx, h.KeyID, h.Algorithm)
 	if err != nil {
 		return verifiedToken{}, err
+	}
+	if len(keys) > maxCandidateKeys {
+		// Each candidate costs a signature check, and a refused token
+		// is not remembered: a token without a kid (or with one many
+		// keys share) would make the gateway try every key of a large
+		// key set, for every forged token a client sends.
+		return verifiedToken{}, fmt.Errorf("issuer %s: token's key id %s matches %d of the issuer's %s keys, more than the %d tried per token; have the issuer name its signing key in the kid header: %w", name, quoteShort(h.KeyID), len(keys), h.Algorithm, maxCandidateKeys, ErrInvalid)
 	}
 	var (
 		std   jwt.Claims
@@ -285,6 +295,33 @@ func (v *jwtVerifier) verify(ctx context.Context, is *issuer, tok string, now ti
 		}
 	}
 	return verifiedToken{f: f, is: is, key: used, local: is.local, jti: std.ID}, nil
+}
+
+// maxCandidateKeys is the most keys of an issuer's key set one token's
+// signature is checked against: those its kid names (every key, for a
+// token without one) that are usable with its alg.
+const maxCandidateKeys = 16
+
+// jwsExtensions are the JWS header parameters that change how a token is
+// verified and that no JWT uses (RFC 7515 4.1.11 crit, RFC 7797 b64).
+var jwsExtensions = []jose.HeaderKey{"crit", "b64"}
+
+// checkHeader refuses a token whose protected header carries a JWS
+// extension. go-jose honours "b64": false (with "crit": ["b64"]): the
+// signature then covers the payload bytes unencoded, which is what a
+// detached or unencoded-payload JWS (RFC 7797) signs, so a signature the
+// issuer's key made over some other JSON document would verify as a
+// token. A JWT's payload is always base64url-encoded (RFC 7519 7.1) and
+// it has no critical extensions; any other "crit" was refused as a bad
+// signature, which it is not. Keys named in the header (jwk, jku, x5u,
+// x5c) are never used: only the issuer's key set verifies.
+func checkHeader(h jose.Header) error {
+	for _, k := range jwsExtensions {
+		if _, ok := h.ExtraHeaders[k]; ok {
+			return fmt.Errorf("token header carries %q, a JWS extension no JWT uses (a JWT has no critical header parameters and a base64url-encoded payload); have the issuer sign a plain JWT: %w", string(k), ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // claimProblem words a go-jose validation error.

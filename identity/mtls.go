@@ -324,6 +324,9 @@ func (v *mtlsVerifier) verifyChain(st *trustState, certs []*x509.Certificate, no
 // factor turns a verified chain into the mtls factor.
 func (v *mtlsVerifier) factor(chain []*x509.Certificate) (*Factor, error) {
 	leaf := chain[0]
+	if err := checkClientLeaf(leaf); err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256(leaf.Raw)
 	f := &Factor{Kind: KindMTLS, Attributes: map[string]string{
 		AttrCertThumbprint: base64.RawURLEncoding.EncodeToString(sum[:]),
@@ -353,6 +356,29 @@ func (v *mtlsVerifier) factor(chain []*x509.Certificate) (*Factor, error) {
 	f.Subject = leaf.Subject.String()
 	f.Attributes[AttrSubject] = f.Subject
 	return f, nil
+}
+
+// checkClientLeaf refuses a client certificate issued for something
+// other than a TLS client, whoever verified its chain: one whose extended
+// key usage is set without clientAuth (or anyExtendedKeyUsage), such as
+// a server-only certificate, and a CA certificate presented as a leaf.
+// crypto/tls held certificates of tls.client_ca to the first rule, and
+// x509svid.Verify to the second, but not the other way round: the same
+// certificate identified a caller or not depending on which path
+// verified it.
+func checkClientLeaf(leaf *x509.Certificate) error {
+	if leaf.IsCA {
+		return fmt.Errorf("client certificate %s is a CA certificate (basic constraints CA:TRUE); present a leaf certificate issued for client authentication: %w", describeCert(leaf), ErrInvalid)
+	}
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return nil
+		}
+	}
+	return fmt.Errorf("client certificate %s has an extended key usage without clientAuth: it was not issued for TLS client authentication; issue it with clientAuth (SPIRE's X.509-SVIDs carry serverAuth and clientAuth): %w", describeCert(leaf), ErrInvalid)
 }
 
 func hasSPIFFEURI(c *x509.Certificate) bool {
