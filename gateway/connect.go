@@ -526,6 +526,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
 	lc := g.newLong(kindTunnel, ev, w, d, jd)
+	lc.frames = g.tunnelSNI(lc, client, dest, sourceString(ev))
 	g.openLong(lc)
 	lc.start(client, upstream)
 	g.relay(lc, client, upstream)
