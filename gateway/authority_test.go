@@ -228,3 +228,53 @@ func TestHTTP2AuthoritySpellings(t *testing.T) {
 		})
 	}
 }
+
+// TestAbsoluteFormInTunnel: an HTTP/1.1 request in an intercepted tunnel
+// whose request line is in absolute form names its authority there (RFC
+// 9112 §3.2.2: the Host field is then ignored); that authority must be
+// the tunnel's destination, read as the CONNECT target is, and the origin
+// receives the one canonical Host. Another host or port is 421
+// host_mismatch, "//host/path" is a path (400 bad_path), and nothing
+// refused reaches the origin. (All passed when written.)
+func TestAbsoluteFormInTunnel(t *testing.T) {
+	pki := newTestPKI(t, apiHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(authorityPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+	for i, tc := range []struct {
+		prefix, host string // request target is prefix+path; Host field
+		status       int
+		code         string
+	}{
+		{"https://api.origin.test", apiHost, 200, ""},
+		{"https://API.ORIGIN.TEST.", apiHost, 200, ""},
+		{"https://api.origin.test:443", apiHost, 200, ""},
+		{"https://api.origin.test", "evil.example", 200, ""},
+		{"http://api.origin.test:443", apiHost, 200, ""},
+		{"https://evil.example", apiHost, 421, codeHostMismatch},
+		{"https://api.origin.test:8443", apiHost, 421, codeHostMismatch},
+		// The tunnel is https: the scheme changes nothing, the port
+		// left out is the tunnel's 443.
+		{"http://api.origin.test", apiHost, 200, ""},
+		{"https://127.1", apiHost, 421, codeHostMismatch},
+		{"//evil.example", apiHost, 400, codeBadPath},
+	} {
+		path := fmt.Sprintf("/v1/plain/absolute/%d", i)
+		status, code := rawRequest(t, tg, apiHost, "GET "+tc.prefix+path+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
+		if status != tc.status || code != tc.code {
+			t.Errorf("GET %s%s (Host %s): %d %q, want %d %q", tc.prefix, path, tc.host, status, code, tc.status, tc.code)
+		}
+		var got []seen
+		for _, s := range tg.origin.all() {
+			if strings.HasSuffix(s.Path, path) {
+				got = append(got, s)
+			}
+		}
+		switch {
+		case tc.status != 200 && len(got) != 0:
+			t.Errorf("GET %s%s: refused, but the origin received %+v", tc.prefix, path, got)
+		case tc.status == 200 && (len(got) != 1 || got[0].Host != apiHost || got[0].URI != path):
+			t.Errorf("GET %s%s: the origin received %+v, want one request for %s%s", tc.prefix, path, got, apiHost, path)
+		}
+	}
+}
