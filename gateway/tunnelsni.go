@@ -27,7 +27,7 @@ var errHelloRead = errors.New("ClientHello read")
 // that other host. When the client's first bytes are a TLS handshake
 // record, its ClientHello is read whole (within
 // limits.read_header_timeout) before any byte goes on; an SNI naming
-// another host than dest (any host, for an IP literal), or a ClientHello
+// another host than dest (any host name, for an IP literal), or a ClientHello
 // crypto/tls cannot read (or that is not whole within the timeout),
 // closes the tunnel (sni_mismatch) with nothing of it sent; a client
 // that leaves during its ClientHello ends the tunnel as it would. A ClientHello without SNI, and bytes that are not TLS
@@ -36,7 +36,7 @@ func (g *Gateway) tunnelSNI(lc *longConn, client net.Conn, dest target, source s
 	return func(r io.Reader) io.Reader {
 		return &helloGate{r: r, check: func() (io.Reader, error) {
 			next, sni, err := tunnelHello(client, g.cfg.Limits.ReadHeaderTimeout.D())
-			if err == nil && (sni == "" || sni == dest.host && !dest.ip) {
+			if err == nil && (sni == "" || sni == dest.host) {
 				return next, nil
 			}
 			if err != nil && (lc.endReason() != "" || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)) {
