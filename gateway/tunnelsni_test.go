@@ -148,3 +148,57 @@ func TestTunnelSNIAgrees(t *testing.T) {
 		}
 	})
 }
+
+// TestTunnelSNIToIPLiteral: a spliced tunnel to an IP literal admits a
+// ClientHello without SNI (what clients send for an address) and closes
+// one whose SNI names a host: the address may serve many names.
+func TestTunnelSNIToIPLiteral(t *testing.T) {
+	pki := newTestPKI(t, apiHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(`
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  ip:
+    hosts: [127.0.0.1]
+    allow_private: true
+rules:
+  - name: ip
+    from: local
+    to: ip
+    action: tunnel
+default: deny
+`))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"127.0.0.1:443\": %q\n", tg.origin.addr))
+	for _, tt := range []struct {
+		sni string
+		ok  bool
+	}{{"", true}, {apiHost, false}} {
+		c, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		fmt.Fprint(c, "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+		var head []byte
+		for !strings.HasSuffix(string(head), "\r\n\r\n") {
+			b := make([]byte, 1)
+			if _, err := io.ReadFull(c, b); err != nil {
+				t.Fatalf("CONNECT: %v after %q", err, head)
+			}
+			head = append(head, b[0])
+		}
+		before := strings.Count(tg.audit.String(), `"closed":"sni_mismatch"`)
+		err = tls.Client(c, &tls.Config{ServerName: tt.sni, InsecureSkipVerify: true}).Handshake()
+		c.Close()
+		if (err == nil) != tt.ok {
+			t.Errorf("SNI %q: handshake %v, want ok=%v", tt.sni, err, tt.ok)
+		}
+		if !tt.ok {
+			waitFor(t, 5*time.Second, "the tunnel's closing line", func() bool {
+				return strings.Count(tg.audit.String(), `"closed":"sni_mismatch"`) > before
+			})
+		}
+	}
+}
