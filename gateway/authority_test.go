@@ -163,3 +163,118 @@ func TestRequestAuthorityAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2AuthoritySpellings: the :authority of an HTTP/2 request in an
+// intercepted tunnel is read as the CONNECT target is. Its spellings of
+// the tunnel's destination (case, a trailing dot, the default port
+// written out, with leading zeros) are served, and the origin receives
+// the one canonical Host and SNI; one naming another host or port, no
+// host, or a host that ends in a number is refused 421 host_mismatch; one
+// with userinfo is reset by the HTTP/2 server (RFC 9113 §8.3.1). Nothing
+// refused reaches the origin. (All passed when written: kept beside
+// TestRequestAuthorityAgrees, which varies the Host fields instead.)
+func TestHTTP2AuthoritySpellings(t *testing.T) {
+	pki := newTestPKI(t, apiHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(authorityPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+	for i, tc := range []struct {
+		authority string
+		status    string // "" for a stream reset
+		code      string
+	}{
+		{"API.ORIGIN.TEST", "200", ""},
+		{"api.origin.test.", "200", ""},
+		{"api.origin.test:443", "200", ""},
+		{"api.origin.test:0443", "200", ""},
+		{"evil.example", "421", codeHostMismatch},
+		{"api.origin.test:8443", "421", codeHostMismatch},
+		{"api.origin.test:443:443", "421", codeHostMismatch},
+		{"[::1]", "421", codeHostMismatch},
+		{"127.1", "421", codeHostMismatch},
+		{"", "421", codeHostMismatch},
+		{"u@api.origin.test", "", ""},
+		{"api.origin.test@evil.example", "", ""},
+	} {
+		t.Run(tc.authority, func(t *testing.T) {
+			h := h2RawTunnel(t, tg, apiHost)
+			path := fmt.Sprintf("/v1/plain/authority/%d", i)
+			h.headers(1, [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", tc.authority}, {":path", path}}, true)
+			a := h.read(1)[1]
+			if tc.status == "" {
+				if !a.Reset || a.ErrCode != http2.ErrCodeProtocol {
+					t.Fatalf("answered %q (reset %v %v), want the stream reset PROTOCOL_ERROR", a.Status, a.Reset, a.ErrCode)
+				}
+			} else if a.Status != tc.status || a.Field(ReasonHeader) != tc.code {
+				t.Fatalf("answered %q %q (reset %v), want %s %q", a.Status, a.Field(ReasonHeader), a.Reset, tc.status, tc.code)
+			}
+			if tc.status != "200" {
+				for _, s := range tg.origin.all() {
+					if s.Path == path {
+						t.Errorf("refused, but the origin received %+v", s)
+					}
+				}
+				return
+			}
+			var got []seen
+			for _, s := range tg.origin.all() {
+				if s.Path == path {
+					got = append(got, s)
+				}
+			}
+			if len(got) != 1 || got[0].Host != apiHost || got[0].SNI != apiHost || got[0].Header.Get("Authorization") != "Bearer "+tg.token {
+				t.Errorf("the origin received %+v, want one request with Host and SNI %s and the credential", got, apiHost)
+			}
+		})
+	}
+}
+
+// TestAbsoluteFormInTunnel: an HTTP/1.1 request in an intercepted tunnel
+// whose request line is in absolute form names its authority there (RFC
+// 9112 §3.2.2: the Host field is then ignored); that authority must be
+// the tunnel's destination, read as the CONNECT target is, and the origin
+// receives the one canonical Host. Another host or port is 421
+// host_mismatch, "//host/path" is a path (400 bad_path), and nothing
+// refused reaches the origin. (All passed when written.)
+func TestAbsoluteFormInTunnel(t *testing.T) {
+	pki := newTestPKI(t, apiHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(authorityPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
+	for i, tc := range []struct {
+		prefix, host string // request target is prefix+path; Host field
+		status       int
+		code         string
+	}{
+		{"https://api.origin.test", apiHost, 200, ""},
+		{"https://API.ORIGIN.TEST.", apiHost, 200, ""},
+		{"https://api.origin.test:443", apiHost, 200, ""},
+		{"https://api.origin.test", "evil.example", 200, ""},
+		{"http://api.origin.test:443", apiHost, 200, ""},
+		{"https://evil.example", apiHost, 421, codeHostMismatch},
+		{"https://api.origin.test:8443", apiHost, 421, codeHostMismatch},
+		// The tunnel is https: the scheme changes nothing, the port
+		// left out is the tunnel's 443.
+		{"http://api.origin.test", apiHost, 200, ""},
+		{"https://127.1", apiHost, 421, codeHostMismatch},
+		{"//evil.example", apiHost, 400, codeBadPath},
+	} {
+		path := fmt.Sprintf("/v1/plain/absolute/%d", i)
+		status, code := rawRequest(t, tg, apiHost, "GET "+tc.prefix+path+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
+		if status != tc.status || code != tc.code {
+			t.Errorf("GET %s%s (Host %s): %d %q, want %d %q", tc.prefix, path, tc.host, status, code, tc.status, tc.code)
+		}
+		var got []seen
+		for _, s := range tg.origin.all() {
+			if strings.HasSuffix(s.Path, path) {
+				got = append(got, s)
+			}
+		}
+		switch {
+		case tc.status != 200 && len(got) != 0:
+			t.Errorf("GET %s%s: refused, but the origin received %+v", tc.prefix, path, got)
+		case tc.status == 200 && (len(got) != 1 || got[0].Host != apiHost || got[0].URI != path):
+			t.Errorf("GET %s%s: the origin received %+v, want one request for %s%s", tc.prefix, path, got, apiHost, path)
+		}
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -789,10 +791,17 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	cfg.Tracing.OTLP.ResolvePaths(dir)
 	cfg.resolve = map[string]netip.AddrPort{}
-	for from, to := range cfg.Resolve {
-		host, port, err := net.SplitHostPort(from)
-		if err != nil || host == "" || !validPort(port, false) {
-			bad(fmt.Sprintf("resolve: key %q must be host:port, e.g. \"api.example.com:443\"", from), "resolve", from)
+	// A key is read as a CONNECT target is (parseTarget), and kept in the
+	// form the resolver looks destinations up by: a key no destination
+	// can have would be a pin that never applies, and two spellings of
+	// one destination two pins of which map order would pick one.
+	keyOf := map[string]string{}
+	for _, from := range slices.Sorted(maps.Keys(cfg.Resolve)) {
+		to := cfg.Resolve[from]
+		dest, err := parseTarget(from, 0)
+		if err != nil {
+			// err begins with the key, quoted.
+			bad(fmt.Sprintf("resolve: key %v; write host:port as a CONNECT names it, e.g. \"api.example.com:443\"", err), "resolve", from)
 			continue
 		}
 		ap, err := netip.ParseAddrPort(to)
@@ -800,7 +809,13 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			bad(fmt.Sprintf("resolve: %q: value %q must be an IP address and port, e.g. \"127.0.0.1:9443\"", from, to), "resolve", from)
 			continue
 		}
-		cfg.resolve[resolveKey(host, port)] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		k := pinKey(dest.host, dest.port)
+		if other, ok := keyOf[k]; ok {
+			bad(fmt.Sprintf("resolve: keys %q and %q name the same destination %s; keep one", other, from, dest.hostPort()), "resolve", from)
+			continue
+		}
+		keyOf[k] = from
+		cfg.resolve[k] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -874,9 +889,9 @@ func (c *Config) PolicyPath() string { return c.Policy }
 // File returns the path the config was loaded from, "" when built by hand.
 func (c *Config) File() string { return c.file }
 
-func resolveKey(host, port string) string {
-	return strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), ".")) + ":" + port
-}
+// pinKey is the key of the resolve map for a destination (a target's
+// host and port): the resolver and the config agree on it.
+func pinKey(host string, port int) string { return host + ":" + strconv.Itoa(port) }
 
 func validPort(p string, zeroOK bool) bool {
 	n, err := strconv.Atoi(p)

@@ -81,10 +81,19 @@ func parseTarget(authority string, defPort int) (target, error) {
 			return t, nil
 		}
 	}
-	if !canonical.HostName(host) {
-		return target{}, fmt.Errorf("%q is not a valid host name", authority)
+	if err := canonical.CheckHost(host); err != nil {
+		return target{}, hostError(authority, err)
 	}
 	return t, nil
+}
+
+// hostError says why the host of authority is no destination.
+func hostError(authority string, err error) error {
+	if errors.Is(err, canonical.ErrHostSyntax) {
+		return fmt.Errorf("%q is not a valid host name", authority)
+	}
+	// The problem without its package prefix; still errors.Is-able.
+	return fmt.Errorf("%q: %s%.0w", authority, strings.TrimPrefix(err.Error(), "canonical: "), err)
 }
 
 // errMissingPort stands for net.SplitHostPort's error on an authority
@@ -517,6 +526,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 	g.metrics.tunnels.Inc()
 	defer g.metrics.tunnels.Dec()
 	lc := g.newLong(kindTunnel, ev, w, d, jd)
+	lc.frames = g.tunnelSNI(lc, client, dest, sourceString(ev))
 	g.openLong(lc)
 	lc.start(client, upstream)
 	g.relay(lc, client, upstream)

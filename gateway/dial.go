@@ -239,7 +239,7 @@ func CheckAddress(host string, port int, a netip.Addr) (reason string, refused b
 // Pinned returns the address the config's resolve map gives host:port,
 // which the gateway dials instead of asking DNS.
 func (c *Config) Pinned(host string, port int) (netip.AddrPort, bool) {
-	ap, ok := c.resolve[resolveKey(host, strconv.Itoa(port))]
+	ap, ok := c.resolve[pinKey(host, port)]
 	return ap, ok
 }
 
@@ -262,7 +262,7 @@ type resolver struct {
 
 // lookup returns the addresses of host:port, in preference order.
 func (r *resolver) lookup(ctx context.Context, host string, port int) ([]netip.AddrPort, error) {
-	if ap, ok := r.pins[host+":"+strconv.Itoa(port)]; ok {
+	if ap, ok := r.pins[pinKey(host, port)]; ok {
 		return []netip.AddrPort{ap}, nil
 	}
 	if a, err := netip.ParseAddr(host); err == nil {

@@ -70,10 +70,13 @@ const (
 	closedIdle          = "idle"
 	closedMaxLifetime   = "max_lifetime"
 	closedShutdown      = "shutdown"
+	// closedSNIMismatch: a spliced tunnel's TLS ClientHello named another
+	// host than the CONNECT target, or could not be read (tunnelSNI).
+	closedSNIMismatch = "sni_mismatch"
 )
 
 // closeReasons lists the reasons, for the metrics' label values.
-var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdentityRevoked, closedPolicyChanged, closedIdle, closedMaxLifetime, closedShutdown}
+var closeReasons = []string{closedEnded, closedKillSwitch, closedIdentityExpired, closedIdentityRevoked, closedPolicyChanged, closedIdle, closedMaxLifetime, closedShutdown, closedSNIMismatch}
 
 // longConn is one long-lived connection and what allowed it.
 type longConn struct {

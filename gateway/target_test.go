@@ -41,8 +41,8 @@ func parseTargetRef(authority string, defPort int) (target, error) {
 		t.host, t.ip = a.Unmap().String(), true
 		return t, nil
 	}
-	if !canonical.HostName(host) {
-		return target{}, fmt.Errorf("%q is not a valid host name", authority)
+	if err := canonical.CheckHost(host); err != nil {
+		return target{}, hostError(authority, err)
 	}
 	return t, nil
 }

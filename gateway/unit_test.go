@@ -45,7 +45,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"client-ca-and-workload-api", "policy: p.yaml\nca: {cert: c, key: k}\ntls_listen: :3129\ntls: {cert: c, key: k, client_ca: ca}\nidentity: {mtls: {workload_api: {socket: \"unix:///s\"}}}\n", `tls\.client_ca .* or identity\.mtls\.bundles / identity\.mtls\.workload_api`},
 		{"bad-workload-api-socket", "policy: p.yaml\nca: {cert: c, key: k}\nidentity: {mtls: {workload_api: {socket: /run/spire/agent.sock}}}\n", `identity\.mtls\.workload_api\.socket: "/run/spire/agent\.sock"`},
 		{"bad-resolve", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  \"a.test:443\": localhost:1\n", `^c\.yaml:4:3: resolve: .* must be an IP address and port`},
-		{"resolve-no-port", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  a.test: 127.0.0.1:1\n", `resolve: key "a\.test" must be host:port`},
+		{"resolve-no-port", "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n  a.test: 127.0.0.1:1\n", `resolve: key "a\.test" is not host:port; write host:port as a CONNECT names it`},
 		{"bad-level", "policy: p.yaml\nca: {cert: c, key: k}\nlog: {level: loud}\n", `^c\.yaml:3:7: log\.level: unknown level "loud"`},
 		{"syntax", "policy: [\n", `^c\.yaml:\d+:\d+: invalid YAML: `},
 		{"not-a-mapping", "- a\n", `^c\.yaml:1:1: the config must be a YAML mapping`},
@@ -101,6 +101,61 @@ func TestParseConfigDefaultsAndPaths(t *testing.T) {
 		30 * time.Second, 65536, netip.MustParseAddrPort("127.0.0.1:9443")}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestResolveKeysAsDestinations is the class of "a resolve pin the
+// config accepts that never applies, or applies by chance": a key is read
+// as a CONNECT target is, so every spelling of a destination pins that
+// destination (the port with leading zeros, an IPv4-mapped or
+// non-canonical IPv6 literal, upper case and a trailing dot); a key no
+// destination can have is refused naming the key and the cause, and two
+// keys naming one destination are refused, not left to map order. Before,
+// the four spellings after the first pinned nothing (the gateway asked
+// DNS or dialled the literal instead), the first three bad keys were
+// accepted, and of two keys for api.example.com one won by map order
+// (or the :0443 one was never used).
+func TestResolveKeysAsDestinations(t *testing.T) {
+	const head = "policy: p.yaml\nca: {cert: c, key: k}\nresolve:\n"
+	for _, tt := range []struct{ key, connect string }{
+		{"API.Example.COM.:443", "api.example.com:443"},
+		{"api.example.com:0443", "api.example.com:443"},
+		{"[::FFFF:127.0.0.1]:443", "127.0.0.1:443"},
+		{"[2001:0DB8:0::1]:443", "[2001:db8::1]:443"},
+		{"[::ffff:a00:1]:8443", "10.0.0.1:8443"},
+	} {
+		cfg, err := ParseConfig("c.yaml", []byte(head+fmt.Sprintf("  %q: 127.0.0.1:9443\n", tt.key)))
+		if err != nil {
+			t.Errorf("%s: %v", tt.key, err)
+			continue
+		}
+		dest, err := parseTarget(tt.connect, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ap, ok := cfg.Pinned(dest.host, dest.port); !ok || ap != netip.MustParseAddrPort("127.0.0.1:9443") {
+			t.Errorf("resolve key %q: CONNECT %s is pinned to %v (%v), want 127.0.0.1:9443", tt.key, tt.connect, ap, ok)
+		}
+		r := &resolver{pins: cfg.resolve}
+		if a, err := r.lookup(t.Context(), dest.host, dest.port); err != nil || len(a) != 1 || a[0] != netip.MustParseAddrPort("127.0.0.1:9443") {
+			t.Errorf("resolve key %q: the resolver finds %v, %v for %s", tt.key, a, err, tt.connect)
+		}
+	}
+	for _, tt := range []struct{ keys, want string }{
+		{"  \"127.1:443\": 127.0.0.1:1\n", `resolve: key "127\.1:443": the host ends in a number`},
+		{"  \"bücher.test:443\": 127.0.0.1:1\n", `resolve: key "bücher\.test:443" is not a valid host name`},
+		{"  \"[fe80::1%eth0]:443\": 127.0.0.1:1\n", `resolve: key "\[fe80::1%eth0\]:443": zoned addresses are not allowed`},
+		{"  \"a.test:0\": 127.0.0.1:1\n", `resolve: key "a\.test:0" has no valid port`},
+		{"  \"::1:443\": 127.0.0.1:1\n", `resolve: key "::1:443" is not host:port`},
+		{"  \"api.example.com.:443\": 127.0.0.1:1\n  \"API.example.com:443\": 127.0.0.1:2\n",
+			`resolve: keys "API\.example\.com:443" and "api\.example\.com\.:443" name the same destination api\.example\.com:443; keep one`},
+		{"  \"api.example.com:443\": 127.0.0.1:1\n  \"api.example.com:0443\": 127.0.0.1:2\n",
+			`resolve: keys "api\.example\.com:0443" and "api\.example\.com:443" name the same destination`},
+	} {
+		_, err := ParseConfig("c.yaml", []byte(head+tt.keys))
+		if err == nil || !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+			t.Errorf("resolve:\n%s: %v, want an error matching %s", tt.keys, err, tt.want)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -57,6 +58,17 @@ func parseHostPattern(s string) (hostPattern, string) {
 		if msg := checkLabel(s, label); msg != "" {
 			return hostPattern{}, msg
 		}
+	}
+	// What the gateway refuses as a CONNECT target or Host could never
+	// match: a host ending in a number (127.1 is an IPv4 address to
+	// clients, a name to DNS) or an xn-- label that is not IDNA's.
+	switch err := canonical.CheckHost(h); {
+	case errors.Is(err, canonical.ErrHostNumeric):
+		return hostPattern{}, fmt.Sprintf("host %q ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1", s)
+	case errors.Is(err, canonical.ErrHostALabel):
+		return hostPattern{}, fmt.Sprintf("host %q has an xn-- label that is not the form IDNA gives the name it encodes (undecodable, an encoding of plain ASCII, or of characters IDNA maps to others such as fullwidth letters); the gateway refuses such a destination, so write the name's xn-- form as IDNA produces it", s)
+	case err != nil:
+		return hostPattern{}, fmt.Sprintf("host %q is not a valid host name", s)
 	}
 	return hostPattern{name: h, wildcard: wildcard}, ""
 }

@@ -108,6 +108,20 @@ default: deny
 			`p.yaml:9:12: destination "c" hosts is empty; list at least one value or remove it`,
 			`p.yaml:11:12: destination "d" hosts must be a list, like [a, b]`,
 		}},
+		{"hosts clients read otherwise", `destinations:
+  a:
+    hosts: [127.1, "2130706433", 0x7f.1, 0177.0.0.1, "*.1", api.example.1, xn--mi7cqau.example.com, xn--zz.example, 127.0.0.1, "::ffff:10.0.0.1", xn--mnchen-3ya.example, 0x7f.example]
+default: deny
+`, []string{
+			`p.yaml:3:13: destination "a": host "127.1" ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1`,
+			`p.yaml:3:20: destination "a": host "2130706433" ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1`,
+			`p.yaml:3:34: destination "a": host "0x7f.1" ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1`,
+			`p.yaml:3:42: destination "a": host "0177.0.0.1" ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1`,
+			`p.yaml:3:54: destination "a": host "*.1" ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1`,
+			`p.yaml:3:61: destination "a": host "api.example.1" ends in a number, which clients read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; the gateway refuses such a destination, so write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1`,
+			`p.yaml:3:76: destination "a": host "xn--mi7cqau.example.com" has an xn-- label that is not the form IDNA gives the name it encodes (undecodable, an encoding of plain ASCII, or of characters IDNA maps to others such as fullwidth letters); the gateway refuses such a destination, so write the name's xn-- form as IDNA produces it`,
+			`p.yaml:3:101: destination "a": host "xn--zz.example" has an xn-- label that is not the form IDNA gives the name it encodes (undecodable, an encoding of plain ASCII, or of characters IDNA maps to others such as fullwidth letters); the gateway refuses such a destination, so write the name's xn-- form as IDNA produces it`,
+		}},
 		{"credentials", `credentials:
   a:
     value: x

@@ -22,6 +22,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -484,25 +485,94 @@ func Authority(target string) (host, port string, err error) {
 
 // HostName reports whether h (lower case, no trailing dot) is a host name
 // the gateway accepts as a destination and names in a leaf certificate:
+// CheckHost finds nothing wrong with it.
+func HostName(h string) bool { return CheckHost(h) == nil }
+
+// The problems CheckHost reports; callers compare with errors.Is.
+var (
+	// ErrHostSyntax: not dot-separated labels of letters, digits, '-'
+	// and '_'.
+	ErrHostSyntax = errors.New("canonical: not a host name: write dot-separated labels of 1 to 63 letters, digits, '-' and '_', none starting or ending with '-', 253 bytes at most, no wildcard, international names in their xn-- form")
+	// ErrHostNumeric: the last label is a number.
+	ErrHostNumeric = errors.New("canonical: the host ends in a number, which browsers, curl and C resolvers (inet_aton) read as an IPv4 address (127.1, 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1) and DNS as a name; write an IPv4 address as four decimal numbers without leading zeros, like 127.0.0.1")
+	// ErrHostALabel: an xn-- label is not the A-label IDNA makes of the
+	// name it encodes.
+	ErrHostALabel = errors.New("canonical: an xn-- label is not the form IDNA (UTS #46) gives the name it encodes, so clients and servers that apply IDNA read another name than DNS does (xn--mi7cqau is fullwidth \"ａｐｉ\", which IDNA reads as api); write the name's xn-- form as IDNA produces it")
+)
+
+// CheckHost checks that h (lower case, no trailing dot) is a host name
+// the gateway accepts as a destination and names in a leaf certificate:
 // dot-separated labels of 1 to 63 letters, digits, '-' and '_' (found in
-// real host names), none starting or ending with '-', 253 bytes at most.
-// Internationalised names are written in their xn-- form; a wildcard is
-// never a host name. The CONNECT parser and the leaf issuer share it, so a
-// name one accepts the other does not refuse.
-func HostName(h string) bool {
+// real host names), none starting or ending with '-', 253 bytes at most
+// (ErrHostSyntax). Internationalised names are written in their xn--
+// form, and an xn-- label must be the A-label IDNA makes of the name it
+// encodes (ErrHostALabel). A wildcard is never a host name. A host whose
+// last label is a number as the WHATWG URL standard reads one (all
+// decimal digits, or 0x and hex digits) is no name either
+// (ErrHostNumeric): it is an IPv4 address to a browser, curl or
+// inet_aton, and a canonical one (a.b.c.d) never reaches CheckHost,
+// whose callers parse IP literals first. The CONNECT parser, the policy's
+// hosts and the leaf issuer share it, so a name one accepts the others do
+// not refuse, and every name the gateway looks up in DNS is one that all
+// its readers read alike.
+func CheckHost(h string) error {
 	if len(h) == 0 || len(h) > 253 {
-		return false
+		return ErrHostSyntax
 	}
+	last := ""
 	for l := range strings.SplitSeq(h, ".") {
 		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
+			return ErrHostSyntax
 		}
 		for i := 0; i < len(l); i++ {
 			c := l[i]
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
+				return ErrHostSyntax
 			}
+		}
+		if strings.HasPrefix(l, "xn--") && !aLabel(l) {
+			return ErrHostALabel
+		}
+		last = l
+	}
+	if isNumber(last) {
+		return ErrHostNumeric
+	}
+	return nil
+}
+
+// isNumber reports whether a host label is a number to the WHATWG URL
+// standard's IPv4 parser ("ends in a number"): decimal digits, or "0x"
+// followed by hex digits (none too). Such a host is parsed as an IPv4
+// address by browsers and curl, and inet_aton reads it so too.
+func isNumber(l string) bool {
+	if l == "" {
+		return false
+	}
+	digits := l
+	hex := false
+	if rest, ok := strings.CutPrefix(l, "0x"); ok {
+		digits, hex = rest, true
+	}
+	for i := 0; i < len(digits); i++ {
+		c := digits[i]
+		if !(c >= '0' && c <= '9' || hex && c >= 'a' && c <= 'f') {
+			return false
 		}
 	}
 	return true
+}
+
+// aLabel reports whether an xn-- label (lower case) is the A-label IDNA
+// lookup (UTS #46, non-transitional) makes of the Unicode label it
+// encodes: not undecodable Punycode, not an encoding of ASCII ("xn--abc-"
+// is "abc"), nor of characters IDNA maps to others (fullwidth or
+// upper-case letters, compatibility forms).
+func aLabel(l string) bool {
+	u, err := idna.Punycode.ToUnicode(l)
+	if err != nil || u == "" {
+		return false
+	}
+	a, err := idna.Lookup.ToASCII(u)
+	return err == nil && a == l
 }
