@@ -418,6 +418,9 @@ func (g *Gateway) prepareRequest(r *http.Request) (canonical.Path, bool, *refusa
 	if f != nil {
 		return cp, false, f
 	}
+	if f := fieldValueSpace(r.Header); f != nil {
+		return cp, false, f
+	}
 	g.dropUnderscoreFields(r.Context(), r.Header)
 	stripConnectionNamed(r.Header)
 	upgrade, uf := checkUpgrade(r)
@@ -427,6 +430,31 @@ func (g *Gateway) prepareRequest(r *http.Request) (canonical.Path, bool, *refusa
 	hopByHop(r.Header, upgrade)
 	return cp, upgrade, nil
 }
+
+// fieldValueSpace refuses a request with a header field value that
+// begins or ends with white space (SP or HTAB), nil otherwise. HTTP/1.1's
+// parser removes it (RFC 9112 §5.1), so only an HTTP/2 request can carry
+// it, where RFC 9113 §8.2.1 makes the request malformed — and an
+// intermediary must not forward a malformed request: the policy and
+// every condition would judge " admin" while the HTTP/1.1 upstream, whose
+// parser (and the gateway's own writer) removes the white space, acts on
+// "admin" (request.headers["x-act-as"].startsWith("admin") passed). The
+// reason names the field, never its value. It allocates nothing for a
+// request without such a value.
+func fieldValueSpace(h http.Header) *refusal {
+	for k, vv := range h {
+		for _, v := range vv {
+			if v != "" && (isSpaceOrTab(v[0]) || isSpaceOrTab(v[len(v)-1])) {
+				f := newRefusal(http.StatusBadRequest, codeMalformedRequest,
+					fmt.Sprintf("the value of the header field %q begins or ends with white space, which HTTP/2 forbids (RFC 9113 section 8.2.1) and HTTP/1.1 servers remove, so the upstream would act on another value than the policy judged; send the value without it", k), "")
+				return &f
+			}
+		}
+	}
+	return nil
+}
+
+func isSpaceOrTab(c byte) bool { return c == ' ' || c == '\t' }
 
 // decisionRefusal is the refusal of a decision that does not let the
 // request (or, connect, the CONNECT) through, nil for one that does.
