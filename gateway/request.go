@@ -375,7 +375,28 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 			"the request path "+problem+"; servers route such spellings differently, so send the normalised path", "")
 		return canonical.Path{}, &f
 	}
+	if !targetQuery(r.URL.RawQuery) {
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			"the request query holds a space or control character, which a request target cannot hold: sent on in an HTTP/1.1 request line it would end the target there; percent-encode it (%20)", "")
+		return canonical.Path{}, &f
+	}
 	return p, nil
+}
+
+// targetQuery reports whether q, a request's raw query, can be sent in an
+// HTTP/1.1 request line as it is: no space, HTAB or other control byte
+// (RFC 9112 §3.2). HTTP/1.1's parser never gives one (the request line
+// would not parse), but Go's HTTP/2 server takes a space in :path, which
+// the gateway would write into the upstream's request line ("GET
+// /v1/x?a b HTTP/1.1"), ending the target where the client's did not
+// (an upstream reading "b HTTP/1.1" as the version, or the words apart).
+func targetQuery(q string) bool {
+	for i := range len(q) {
+		if c := q[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // overrideReason is the refusal reason for a method override o on a
