@@ -375,7 +375,28 @@ func canonicalRequest(r *http.Request) (canonical.Path, *refusal) {
 			"the request path "+problem+"; servers route such spellings differently, so send the normalised path", "")
 		return canonical.Path{}, &f
 	}
+	if !targetQuery(r.URL.RawQuery) {
+		f := newRefusal(http.StatusBadRequest, codeBadPath,
+			"the request query holds a space or control character, which a request target cannot hold: sent on in an HTTP/1.1 request line it would end the target there; percent-encode it (%20)", "")
+		return canonical.Path{}, &f
+	}
 	return p, nil
+}
+
+// targetQuery reports whether q, a request's raw query, can be sent in an
+// HTTP/1.1 request line as it is: no space, HTAB or other control byte
+// (RFC 9112 §3.2). HTTP/1.1's parser never gives one (the request line
+// would not parse), but Go's HTTP/2 server takes a space in :path, which
+// the gateway would write into the upstream's request line ("GET
+// /v1/x?a b HTTP/1.1"), ending the target where the client's did not
+// (an upstream reading "b HTTP/1.1" as the version, or the words apart).
+func targetQuery(q string) bool {
+	for i := range len(q) {
+		if c := q[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // overrideReason is the refusal reason for a method override o on a
@@ -418,6 +439,9 @@ func (g *Gateway) prepareRequest(r *http.Request) (canonical.Path, bool, *refusa
 	if f != nil {
 		return cp, false, f
 	}
+	if f := fieldValueSpace(r.Header); f != nil {
+		return cp, false, f
+	}
 	g.dropUnderscoreFields(r.Context(), r.Header)
 	stripConnectionNamed(r.Header)
 	upgrade, uf := checkUpgrade(r)
@@ -427,6 +451,31 @@ func (g *Gateway) prepareRequest(r *http.Request) (canonical.Path, bool, *refusa
 	hopByHop(r.Header, upgrade)
 	return cp, upgrade, nil
 }
+
+// fieldValueSpace refuses a request with a header field value that
+// begins or ends with white space (SP or HTAB), nil otherwise. HTTP/1.1's
+// parser removes it (RFC 9112 §5.1), so only an HTTP/2 request can carry
+// it, where RFC 9113 §8.2.1 makes the request malformed — and an
+// intermediary must not forward a malformed request: the policy and
+// every condition would judge " admin" while the HTTP/1.1 upstream, whose
+// parser (and the gateway's own writer) removes the white space, acts on
+// "admin" (request.headers["x-act-as"].startsWith("admin") passed). The
+// reason names the field, never its value. It allocates nothing for a
+// request without such a value.
+func fieldValueSpace(h http.Header) *refusal {
+	for k, vv := range h {
+		for _, v := range vv {
+			if v != "" && (isSpaceOrTab(v[0]) || isSpaceOrTab(v[len(v)-1])) {
+				f := newRefusal(http.StatusBadRequest, codeMalformedRequest,
+					fmt.Sprintf("the value of the header field %q begins or ends with white space, which HTTP/2 forbids (RFC 9113 section 8.2.1) and HTTP/1.1 servers remove, so the upstream would act on another value than the policy judged; send the value without it", k), "")
+				return &f
+			}
+		}
+	}
+	return nil
+}
+
+func isSpaceOrTab(c byte) bool { return c == ' ' || c == '\t' }
 
 // decisionRefusal is the refusal of a decision that does not let the
 // request (or, connect, the CONNECT) through, nil for one that does.

@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -412,4 +413,64 @@ func TestScrubInformational(t *testing.T) {
 	waitFor(t, 5*time.Second, fmt.Sprintf("%d audit lines counting 6 scrubbed occurrences", want), func() bool {
 		return strings.Count(tg.audit.String(), `"scrubbed":6`) == want
 	})
+}
+
+// TestScrubSecretInFieldName: an upstream that echoes the injected
+// credential as a field name — of the final response, of a 103 and of a
+// trailer, in the case it chose — reaches no client with it, in any
+// case, over HTTP/1.1 and HTTP/2 (clients and upstreams, upstream.http2:
+// match); the response's other fields pass. Go's clients canonicalise a
+// name, so before the fields reached the client with the secret's case
+// changed (transform TestScrubFieldNames is the class).
+func TestScrubSecretInFieldName(t *testing.T) {
+	tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		w.Header()["X-Hint-"+tok] = []string{"1"}
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		delete(w.Header(), "X-Hint-"+tok)
+		delete(w.Header(), "Link")
+		w.Header()[tok] = []string{"alone"}
+		w.Header()["X-"+strings.ToUpper(tok)] = []string{"upper"}
+		w.Header()[http.CanonicalHeaderKey(tok+"-suffix")] = []string{"canonical"}
+		w.Header().Set("X-Fine", "kept")
+		fmt.Fprint(w, "body")
+		w.(http.Flusher).Flush() // chunked: trailers follow
+		w.Header()[http.TrailerPrefix+"X-T-"+tok] = []string{"1"}
+		w.Header()[http.TrailerPrefix+"X-Fine-Trailer"] = []string{"kept"}
+	}), nil)
+	lower := strings.ToLower(tg.token)
+	for _, h2 := range []bool{false, true} {
+		var names []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			for k := range h {
+				names = append(names, fmt.Sprint(code, " ", k))
+			}
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), http.MethodGet, "https://"+apiHost+"/v1/names", nil)
+		resp, err := tg.client(t, h2).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for k := range resp.Header {
+			names = append(names, k)
+		}
+		for k := range resp.Trailer {
+			names = append(names, "trailer "+k)
+		}
+		if resp.StatusCode != http.StatusOK || string(body) != "body" || resp.Header.Get("X-Fine") != "kept" || resp.Trailer.Get("X-Fine-Trailer") != "kept" {
+			t.Fatalf("h2=%v: %s %q, X-Fine %q, trailer %q: want 200 with the other fields", h2, resp.Status, body, resp.Header.Get("X-Fine"), resp.Trailer.Get("X-Fine-Trailer"))
+		}
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "103 ") }) {
+			t.Errorf("h2=%v: no 103 reached the client: %q", h2, names)
+		}
+		for _, n := range names {
+			if strings.Contains(strings.ToLower(n), lower) {
+				t.Errorf("h2=%v: the client saw the credential in the field name %q", h2, strings.ReplaceAll(strings.ToLower(n), lower, "<credential>"))
+			}
+		}
+	}
 }

@@ -11,9 +11,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/andybalholm/brotli"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/secret"
 )
@@ -54,7 +56,10 @@ type ScrubOptions struct {
 // response headers, body and trailers. Build one per request from the
 // secrets injected into it; it is immutable and safe for concurrent use.
 type Scrubber struct {
-	m        *matcher
+	m *matcher
+	// names finds m's forms in a field name, whatever its case
+	// (nameHolds); built on first use.
+	names    *nameIndex
 	identity bool
 	keepLen  bool
 	marker   string
@@ -85,7 +90,7 @@ func NewScrubber(values []secret.Value, opts ScrubOptions) *Scrubber {
 			ns = append(ns, needle{find: []byte(f), repl: []byte(repl), act: replace, id: i})
 		}
 	}
-	return &Scrubber{m: newMatcher(ns), identity: opts.IdentityEncoding, keepLen: opts.KeepLength, marker: marker, minLen: minLen}
+	return &Scrubber{m: newMatcher(ns), names: &nameIndex{}, identity: opts.IdentityEncoding, keepLen: opts.KeepLength, marker: marker, minLen: minLen}
 }
 
 // Combine returns one Scrubber for the secrets of every one of ss (nil
@@ -105,10 +110,10 @@ func Combine(ss ...*Scrubber) *Scrubber {
 		ns = append(ns, s.m.needles...)
 	}
 	if first == nil {
-		return &Scrubber{m: newMatcher(nil), marker: secret.Redacted, minLen: DefaultMinLength}
+		return &Scrubber{m: newMatcher(nil), names: &nameIndex{}, marker: secret.Redacted, minLen: DefaultMinLength}
 	}
 	c := *first
-	c.m = newMatcher(ns)
+	c.m, c.names = newMatcher(ns), &nameIndex{}
 	return &c
 }
 
@@ -137,7 +142,7 @@ func Layer(base *Scrubber, ss ...*Scrubber) *Scrubber {
 		}
 	}
 	c := *base
-	c.m = newMatcher(ns)
+	c.m, c.names = newMatcher(ns), &nameIndex{}
 	return &c
 }
 
@@ -253,11 +258,22 @@ func (s *Scrubber) Bytes(b []byte) ([]byte, int) {
 	return out, n
 }
 
-// Header redacts every value of h in place and returns how many
-// occurrences it redacted.
+// Header redacts every value of h in place, removes every field whose
+// name holds a form of a secret, and returns how many occurrences it
+// redacted or removed. A name is searched whatever its case: the
+// upstream's case does not reach the gateway (Go's HTTP/1.1 client
+// canonicalises a name, upper-casing the letter after each '-'; HTTP/2
+// sends names in lower case), so an upstream echoing the secret as a
+// field name would otherwise pass it on with only its case changed. A
+// name cannot hold the marker (it is no token), so the field goes whole.
 func (s *Scrubber) Header(h http.Header) int {
 	total := 0
 	for k, vs := range h {
+		if s.nameHolds(k) {
+			delete(h, k)
+			total++
+			continue
+		}
 		for i, v := range vs {
 			out, n := s.Bytes([]byte(v))
 			if n > 0 {
@@ -531,4 +547,64 @@ func (s Scrubber) Format(f fmt.State, _ rune) {
 		n = len(s.m.needles)
 	}
 	fmt.Fprintf(f, "transform.Scrubber{forms: %d}", n)
+}
+
+// nameIndex is a Scrubber's search of field names: its forms that a name
+// can hold (only token characters, RFC 9110 §5.6.2), in lower case.
+type nameIndex struct {
+	once sync.Once
+	m    *matcher
+}
+
+// matcher returns the index's matcher, building it from forms on first
+// use.
+func (x *nameIndex) matcher(forms *matcher) *matcher {
+	x.once.Do(func() {
+		var ns []needle
+		for _, n := range forms.needles {
+			if !isToken(n.find) {
+				continue
+			}
+			ns = append(ns, needle{find: bytes.ToLower(n.find), act: n.act, id: n.id})
+		}
+		x.m = newMatcher(ns)
+	})
+	return x.m
+}
+
+// nameHolds reports whether the field name holds a form of one of s's
+// secrets, ignoring the case of ASCII letters.
+func (s *Scrubber) nameHolds(name string) bool {
+	if s.m.empty() || len(name) < s.m.minLen {
+		return false
+	}
+	m := s.names.matcher(s.m)
+	if m.empty() || len(name) < m.minLen {
+		return false
+	}
+	var buf [128]byte
+	b := buf[:0]
+	if len(name) > len(buf) {
+		b = make([]byte, 0, len(name))
+	}
+	for i := range len(name) {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	at, _ := m.first(b)
+	return at >= 0
+}
+
+// isToken reports whether b is made of token characters only (RFC 9110
+// §5.6.2), the characters of a field name.
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return len(b) > 0
 }

@@ -138,3 +138,37 @@ func FuzzFramingScan(f *testing.F) {
 		}
 	})
 }
+
+// TestBrokenBodyAnnouncesClose is the class "a request body whose framing
+// breaks while it is read" (a chunk size that is no hex number or
+// overflows, a chunk's data not followed by CRLF, a bare LF after a chunk
+// size): the handler's answer to the failed read says Connection: close,
+// and the connection closes after it, so a client never sends a next
+// request, nor takes the rest of the broken body for one. Before, the
+// answer said nothing of the close that followed (the connection was
+// closed all the same).
+func TestBrokenBodyAnnouncesClose(t *testing.T) {
+	addr := startServer(t, &Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, "broken body", http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, "whole")
+	}))
+	for _, tt := range []struct{ name, body string }{
+		{"size not hex", "zz\r\nhello\r\n0\r\n\r\n"},
+		{"size overflows", "10000000000000005\r\nhello\r\n0\r\n\r\n"},
+		{"data without CRLF", "5\r\nhelloXX0\r\n\r\n"},
+		{"bare LF line ends", "5\nhello\n0\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := dial(t, addr)
+			_, _ = io.WriteString(c, "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+tt.body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, body := readResp(t, br, "POST")
+			if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+				t.Fatalf("%s %q, Connection: close %v; want 400 and close", resp.Status, body, resp.Close)
+			}
+			expectClosed(t, c, br, 5*time.Second)
+		})
+	}
+}

@@ -203,9 +203,10 @@ func (w *response) writeStatusLine(code int) {
 
 // bodyLeft reports, as the final response begins, that the request body
 // will not be read to its end: the client was never asked for it (100
-// Continue not sent: it waits, and the upstream answered without it), or
-// more is left than the server drains. The response then says
-// Connection: close. A body of unknown length is drained after the
+// Continue not sent: it waits, and the upstream answered without it), a
+// read of it failed (a broken chunked encoding: where the next request
+// would start is unknown), or more is left than the server drains. The
+// response then says Connection: close. A body of unknown length is drained after the
 // response if it can be (net/http reads up to maxUnreadBody of it before
 // writing the header; here the response goes first).
 func (w *response) bodyLeft() bool {
@@ -213,7 +214,7 @@ func (w *response) bodyLeft() bool {
 	if b == nil || b.eof.Load() {
 		return false
 	}
-	if b.cont != nil && !w.continued {
+	if b.cont != nil && !w.continued || b.broken.Load() {
 		return true
 	}
 	return w.req.ContentLength >= 0 && w.req.ContentLength-b.n.Load() > maxUnreadBody
