@@ -189,10 +189,18 @@ const (
 // was the client's: 499 client_aborted when the client went away
 // mid-body, 400 bad_request when the framing was malformed (the client is
 // still there to be told). It lives in the exchange: no allocation.
+//
+// A read that fails once the gateway itself has closed the body (the
+// upstream client closes it when the upstream answered without reading
+// it all, or when the exchange is cut for another reason; HTTP/2's server
+// then fails a pending read with "body closed by handler") is not the
+// client's failure and records nothing: the exchange's own cause stays
+// the one the answer and the audit line give.
 type clientBody struct {
 	io.ReadCloser
-	ctx  context.Context // the request's: cancelled when an HTTP/2 client resets the stream
-	fail atomic.Uint32
+	ctx    context.Context // the request's: cancelled when an HTTP/2 client resets the stream
+	fail   atomic.Uint32
+	closed atomic.Bool // Close was called: later read failures are ours
 }
 
 // wrapClientBody puts b under r's body, before anything else wraps or
@@ -208,10 +216,17 @@ func wrapClientBody(b *clientBody, r *http.Request) {
 // Read implements io.Reader.
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.fail.Load() == bodyReadOK {
+	if err != nil && err != io.EOF && b.fail.Load() == bodyReadOK && !b.closed.Load() {
 		b.fail.CompareAndSwap(bodyReadOK, classifyBodyErr(b.ctx, err))
 	}
 	return n, err
+}
+
+// Close implements io.Closer: it marks the body closed before closing
+// it, so that a read the close fails is not taken for the client's.
+func (b *clientBody) Close() error {
+	b.closed.Store(true)
+	return b.ReadCloser.Close()
 }
 
 // classifyBodyErr tells a client that went away (the connection closed or

@@ -159,6 +159,15 @@ func TestGRPCCompressedNotPassed(t *testing.T) {
 						t.Errorf("the client read %q (%v); want the first message and none of the compressed one", body, err)
 					}
 					want := calls.Add(1)
+					defer func() {
+						if t.Failed() {
+							for _, l := range strings.Split(tg.audit.String(), "\n") {
+								if strings.Contains(l, "Zipped") {
+									t.Logf("AUDIT %s", l)
+								}
+							}
+						}
+					}()
 					waitFor(t, 5*time.Second, "the call's audit line with response_not_scrubbable", func() bool {
 						n := 0
 						for _, l := range strings.Split(tg.audit.String(), "\n") {
