@@ -355,6 +355,10 @@ func misuseRefusal(me *transform.MisuseError, d policy.Decision, host string) re
 		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
 			fmt.Sprintf("the request carries a custody placeholder (%s...) in %s, where it is never put back; the request was not forwarded (a custody placeholder goes back only in the Cookie and Authorization header values, and the headers the custody block names, of requests to the destination that issued it)", CustodyPrefix, misuseAt(me)), d.Rule)
 	}
+	if me.Misplaced && me.Ambiguous != "" {
+		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
+			fmt.Sprintf("the request carries the placeholder of %s in %s, in a value that servers read as different fields: %s; the request was not forwarded", me.Tripwire, misuseAt(me), me.Ambiguous), d.Rule)
+	}
 	if me.Misplaced {
 		return newRefusal(http.StatusForbidden, codePlaceholderMisuse,
 			fmt.Sprintf("the request carries the placeholder of %s in %s, where rule %q does not allow it to be replaced; the request was not forwarded (put it only where the API takes the credential: the rule's substitute_in)", me.Tripwire, misuseAt(me), d.Rule), d.Rule)

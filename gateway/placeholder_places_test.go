@@ -84,6 +84,10 @@ type placesPosition struct {
 	// streamed is a body longer than the in-memory limit: a refusal cuts
 	// it off in the stream, after its head and first bytes were sent.
 	streamed bool
+	// ambiguous puts the placeholder where the gateway and some servers
+	// read different fields: under a rule naming the field (r-fields)
+	// the refusal says so.
+	ambiguous bool
 	// build makes the request for path (the case's own path under its
 	// rule's prefix; a path position adds the placeholder to it).
 	build func(path string) (p string, h http.Header, ctype, body string)
@@ -121,6 +125,17 @@ var placesPositions = []placesPosition{
 	{name: "query name", where: "query", allowedBy: []string{"query"},
 		build: func(p string) (string, http.Header, string, string) {
 			return p + "?" + placesPH + "=api_key", nil, "", ""
+		}},
+	{name: "form token after ;", where: "form", allowedBy: []string{"form"}, ambiguous: true,
+		build: func(p string) (string, http.Header, string, string) {
+			// A server that does not split on ';' reads text. (In the
+			// query the pair holding ';' is dropped: sentQuery.)
+			return p, nil, "application/x-www-form-urlencoded", "text=hi;token=" + placesPH
+		}},
+	{name: "form token in JSON", where: "form", allowedBy: []string{"form"}, ambiguous: true,
+		build: func(p string) (string, http.Header, string, string) {
+			// A server that parses JSON whatever the type reads text.
+			return p, nil, "application/x-www-form-urlencoded", `{"text":"a&token=` + placesPH + `"}`
 		}},
 	{name: "form token", where: "form", allowedBy: []string{"form", "form:token"},
 		build: func(p string) (string, http.Header, string, string) {
@@ -324,6 +339,9 @@ func placesRequest(t *testing.T, c *http.Client, o *testOrigin, rec *placesRecei
 	} else {
 		if resp.StatusCode != 403 || resp.Header.Get(ReasonHeader) != codePlaceholderMisuse {
 			t.Errorf("status %d %s %q, want 403 %s", resp.StatusCode, resp.Header.Get(ReasonHeader), text, codePlaceholderMisuse)
+		}
+		if says := strings.Contains(text, "servers read as different fields"); says != (pos.ambiguous && strings.HasPrefix(path, "/r-fields/")) {
+			t.Errorf("refusal %q: naming the parser differential %v, want %v", text, says, !says)
 		}
 		if len(got) != 0 && !pos.streamed {
 			t.Errorf("the refused request reached the origin: %s", got[0].URI)

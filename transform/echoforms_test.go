@@ -2,6 +2,7 @@ package transform
 
 import (
 	"bytes"
+	"fmt"
 	"html"
 	htmltemplate "html/template"
 	"strings"
@@ -17,7 +18,8 @@ import (
 // quote keeps '/' but escapes '+', encodeURIComponent keeps '!'()*',
 // Java's URLEncoder escapes '~'), an HTML page (html/template writes
 // &#43;, Python &quot; and &#x27;, PHP &#039;) or numeric character
-// references and \u escapes of every character — is scrubbed. The
+// references and \u escapes of every character, or hex of its bytes
+// (%x, %X) — is scrubbed. The
 // spellings are those the libraries' documentation gives, typed by hand,
 // and the live output of Go's html.EscapeString, text/template's
 // HTMLEscapeString and html/template; before, only Go's URL and JSON
@@ -53,6 +55,8 @@ func TestScrubOtherEncodersSpellings(t *testing.T) {
 		"go text/template HTMLEscape":    texttemplate.HTMLEscapeString(v),
 		"go html/template text":          tmpl.String(),
 		"go html/template attribute":     attrValue,
+		"hex %x":                         fmt.Sprintf("%x", v),
+		"hex %X":                         fmt.Sprintf("%X", v),
 	}
 	s := NewScrubber([]secret.Value{secret.New(v)}, ScrubOptions{KeepLength: true})
 	for name, sp := range spellings {

@@ -3,6 +3,7 @@ package transform
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -93,6 +94,11 @@ var echoEncoders = []echoEncoder{
 	}},
 	{"every character but letters and digits \\u", jsonEscape(func(r rune) bool { return !alnum(r) }, false)},
 	{"every character but letters and digits \\u lower", jsonEscape(func(r rune) bool { return !alnum(r) }, true)},
+	// Hex of the bytes: Go's %x and %X, hex.EncodeToString, Python's
+	// bytes.hex(), a hexdump's digits; what an upstream's debugging
+	// output or an error naming the bytes it got writes.
+	{"hex", func(v string) string { return hex.EncodeToString([]byte(v)) }},
+	{"hex upper", func(v string) string { return strings.ToUpper(hex.EncodeToString([]byte(v))) }},
 	// HTML text and attributes.
 	{"go html.EscapeString", strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace},
 	{"go html/template", strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "+", "&#43;").Replace},

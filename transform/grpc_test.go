@@ -98,8 +98,10 @@ func TestGRPCMessagesNotHeldBack(t *testing.T) {
 				}
 				// The rest of the form, sent as if the message went on:
 				// never passed.
+				// (Looked for after the first message, whose length
+				// prefix may be the same byte as a one-byte rest.)
 				got, err = scrubbedGRPC(t, s, ct, first, f[k:]+" more")
-				if strings.Contains(got, f[k:]) || !errors.Is(err, ErrGRPCFraming) {
+				if strings.Contains(strings.TrimPrefix(got, whole), f[k:]) || !errors.Is(err, ErrGRPCFraming) {
 					t.Errorf("%s: %q then the rest of the form unframed: passed %q (%v), want the body cut before the rest", ct, f[:k], got, err)
 				}
 				// Then a proper message: passes, scrubbed.

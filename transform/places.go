@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
@@ -44,14 +45,19 @@ func (p Place) String() string {
 // JSON pointer) the current match is the value of, and false when the
 // match is not inside one field's value (in a name, outside any string,
 // in a body that does not parse) or the field cannot be established.
-type fieldFunc func() (string, bool)
+// ambiguous, when not empty, says why the field cannot be established
+// although the match is in a value: the servers upstream read that value
+// as another field's (a parser differential), and the gateway refuses
+// rather than choose one reading.
+type fieldFunc func() (name string, ok bool, ambiguous string)
 
 // allows reports whether b may be substituted at where: in header
 // (InHeader, InBasicAuth), in the field field returns (nil: the field is
-// not known, as in a streamed body).
-func (b *Binding) allows(where Where, header string, field fieldFunc) bool {
+// not known, as in a streamed body). When it may not and a named place
+// was refused because the field is ambiguous, ambiguous says why.
+func (b *Binding) allows(where Where, header string, field fieldFunc) (ok bool, ambiguous string) {
 	if b.Places == nil {
-		return true
+		return true, ""
 	}
 	var name string
 	known, asked := false, false
@@ -60,11 +66,11 @@ func (b *Binding) allows(where Where, header string, field fieldFunc) bool {
 			continue
 		}
 		if p.Name == "" {
-			return true
+			return true, ""
 		}
 		if where == InHeader {
 			if strings.EqualFold(p.Name, header) {
-				return true
+				return true, ""
 			}
 			continue
 		}
@@ -72,23 +78,40 @@ func (b *Binding) allows(where Where, header string, field fieldFunc) bool {
 			continue
 		}
 		if !asked {
-			name, known = field()
+			name, known, ambiguous = field()
 			asked = true
 		}
 		if known && p.Name == name {
-			return true
+			return true, ""
 		}
 	}
-	return false
+	return false, ambiguous
 }
 
 // paramAt returns the decoded name of the parameter of a
 // `name=value&...` string (a raw query or a form body) whose value holds
-// the byte at, and false when at is in a parameter's name. Both '&' and
-// ';' end a parameter: a server that splits on ';' as well must not see
-// the value in another parameter than the one allowed.
-func paramAt(s []byte, at int) (string, bool) {
-	start := bytes.LastIndexAny(s[:at], "&;") + 1
+// the byte at, and false when at is in a parameter's name. Servers differ
+// on ';': some end a parameter there too (Rack before 3, Python before
+// 3.9.2, Perl's CGI.pm, Go before 1.17), others do not (WHATWG URL, PHP,
+// Node, Python since 3.9.2; Go since 1.17 drops the pair). The value must
+// be the same parameter's under both readings: in "cb=x;key=PH" a server
+// splitting on ';' sees key, one that does not sees cb (which it may echo
+// or store); that is ambiguous, and refused.
+func paramAt(s []byte, at int) (name string, ok bool, ambiguous string) {
+	amp, ampOK := paramName(s, at, "&")
+	semi, semiOK := paramName(s, at, "&;")
+	switch {
+	case ampOK && semiOK && amp == semi:
+		return amp, true, ""
+	case ampOK || semiOK:
+		return "", false, "';' in the parameter: servers that split parameters on ';' and servers that do not read the placeholder as the value of different parameters (send the parameter on its own, after '&')"
+	}
+	return "", false, ""
+}
+
+// paramName is paramAt for one set of separators.
+func paramName(s []byte, at int, seps string) (string, bool) {
+	start := bytes.LastIndexAny(s[:at], seps) + 1
 	eq := bytes.IndexByte(s[start:at], '=')
 	if eq < 0 {
 		return "", false // in the name
@@ -98,6 +121,27 @@ func paramAt(s []byte, at int) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// formAt is paramAt for a whole application/x-www-form-urlencoded body.
+// Every form encoder (browsers' WHATWG serializer, Go's url.Values,
+// Python's urlencode, curl --data-urlencode, URLSearchParams) escapes
+// control characters, '"', '\', '{', '}', '<' and '>'; a body that holds
+// one raw is not a form serialization but, most likely, JSON, multipart
+// or XML under a form Content-Type, which an upstream that parses its
+// body without looking at Content-Type (a JSON API) reads with other
+// fields: {"text":"a&token=PH"} is field token to the gateway and member
+// text to such a server. A named field is not established in it.
+func formAt(body []byte, at int) (string, bool, string) {
+	if i := bytes.IndexFunc(body, notFormByte); i >= 0 {
+		return "", false, fmt.Sprintf("the body is not an application/x-www-form-urlencoded serialization (byte %d is %q, which form encoders escape): an upstream that reads it as JSON, multipart or XML would see the placeholder in another field (percent-encode the body, or send it with its own Content-Type)", i, body[i])
+	}
+	return paramAt(body, at)
+}
+
+// notFormByte reports a rune form encoders never leave unescaped.
+func notFormByte(r rune) bool {
+	return r < ' ' || r == 0x7f || strings.ContainsRune("\"\\{}<>", r)
 }
 
 // jsonFields finds, in a whole JSON body, the string value each match
@@ -120,20 +164,20 @@ type jsonSpan struct {
 // body[at] lies in, and false when none does (a key, a bare word,
 // invalid JSON). A placeholder holds no '"' or backslash: one that starts
 // inside a string's content ends inside it.
-func (j *jsonFields) at(at int) (string, bool) {
+func (j *jsonFields) at(at int) (string, bool, string) {
 	if !j.parsed {
 		j.parsed = true
 		j.spans, j.err = jsonStringValues(j.body)
 	}
 	if j.err != nil {
-		return "", false
+		return "", false, ""
 	}
 	for _, sp := range j.spans {
 		if sp.start <= at && at < sp.end {
-			return sp.pointer, true
+			return sp.pointer, true, ""
 		}
 	}
-	return "", false
+	return "", false, ""
 }
 
 // jsonFrame is one open container while a JSON text is read.

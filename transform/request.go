@@ -119,12 +119,20 @@ type MisuseError struct {
 	// Misplaced is set when the placeholder is bound to this request but
 	// was found outside the binding's Places.
 	Misplaced bool
+	// Ambiguous, when Misplaced, says why a named place (query:NAME,
+	// form:NAME) could not be established although the placeholder is in
+	// a value: servers read that value as different fields' (a parser
+	// differential), and what to send instead. Empty otherwise.
+	Ambiguous string
 }
 
 func (e *MisuseError) Error() string {
 	at := string(e.Where)
 	if e.Header != "" {
 		at += " " + e.Header
+	}
+	if e.Misplaced && e.Ambiguous != "" {
+		return fmt.Sprintf("transform: placeholder %q found in %s, whose field is ambiguous (%s): %v", e.Tripwire, at, e.Ambiguous, ErrPlaceholderMisuse)
 	}
 	if e.Misplaced {
 		return fmt.Sprintf("transform: placeholder %q found in %s, where it may not be substituted: %v", e.Tripwire, at, ErrPlaceholderMisuse)
@@ -301,8 +309,8 @@ func (s *Substituter) onHitField(rep *Report, where Where, header string, field 
 			return &MisuseError{Tripwire: s.trips[n.id].Name, Where: where, Header: header}
 		}
 		b := &s.bindings[n.id]
-		if !b.allows(where, header, field) {
-			return &MisuseError{Tripwire: b.Name, Where: where, Header: header, Misplaced: true}
+		if ok, ambiguous := b.allows(where, header, field); !ok {
+			return &MisuseError{Tripwire: b.Name, Where: where, Header: header, Misplaced: true, Ambiguous: ambiguous}
 		}
 		rep.add(where, header, b.Name)
 		return nil
@@ -479,7 +487,7 @@ func (s *Substituter) escaped(rep *Report, where Where, raw string, enc encoding
 	var cur int
 	var field fieldFunc
 	if where == InQuery {
-		field = func() (string, bool) { return paramAt([]byte(raw), cur) }
+		field = func() (string, bool, string) { return paramAt([]byte(raw), cur) }
 	}
 	onHit := s.onHitField(rep, where, "", field)
 	if !strings.Contains(raw, "%") {
@@ -543,9 +551,14 @@ func unhex(c byte) byte {
 }
 
 // bodyEncoding returns how values are spelled in a body of this type, and
-// whether it is transformed at all.
+// whether it is transformed at all. A body whose type is ambiguous is not:
+// with two Content-Type fields servers differ on which one they read (Go
+// and Node the first, others the last or both joined), and a
+// Content-Encoding field, even an empty one beside another, may mean the
+// bytes are compressed. Left alone, the placeholder reaches the upstream
+// as itself, never the secret.
 func bodyEncoding(h http.Header) (encoding, Where, bool) {
-	if h.Get("Content-Encoding") != "" {
+	if len(h.Values("Content-Encoding")) > 0 || len(h.Values("Content-Type")) != 1 {
 		return 0, "", false
 	}
 	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
@@ -587,10 +600,10 @@ func (s *Substituter) body(rep *Report, r *http.Request, h http.Header) (io.Read
 		var field fieldFunc
 		switch where {
 		case InForm:
-			field = func() (string, bool) { return paramAt(b, cur) }
+			field = func() (string, bool, string) { return formAt(b, cur) }
 		case InJSON:
 			jf := &jsonFields{body: b}
-			field = func() (string, bool) { return jf.at(cur) }
+			field = func() (string, bool, string) { return jf.at(cur) }
 		}
 		out, err := m.applyAt(b, s.onHitField(rep, where, "", field), &cur)
 		if err != nil {
