@@ -248,20 +248,9 @@ func openAll(t *testing.T, tg *testGateway, bearer string) *openThings {
 	// handler has left it (the audit line is written after the answer):
 	// a scan that came in between counted a fifth request in flight.
 	waitFor(t, 5*time.Second, "the kept-alive requests to leave the requests in flight", func() bool {
-		return tg.gw.flights.count() == 4
+		return tg.gw.flights.len() == 4
 	})
 	return o
-}
-
-// count is how many requests s holds.
-func (s *flightSet) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for f := s.head; f != nil; f = f.next {
-		n++
-	}
-	return n
 }
 
 // wantScanned checks that the reload's scan decided every one of
