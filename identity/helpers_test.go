@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
@@ -94,8 +96,15 @@ func newCA(t testing.TB, name string) *testCA {
 type leafOpts struct {
 	cn        string
 	uris      []string
+	dns       []string
 	notBefore time.Time
 	notAfter  time.Time
+	// eku are the extended key usages (nil: clientAuth), noEKU leaves
+	// them out, unknownEKU adds an OID Go does not name, and isCA makes
+	// the leaf a CA certificate.
+	eku               []x509.ExtKeyUsage
+	noEKU, unknownEKU bool
+	isCA              bool
 }
 
 func (ca *testCA) issue(t testing.TB, o leafOpts) *x509.Certificate {
@@ -116,7 +125,18 @@ func (ca *testCA) issue(t testing.TB, o leafOpts) *x509.Certificate {
 		NotBefore:    o.notBefore,
 		NotAfter:     o.notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  o.eku,
+		DNSNames:     o.dns,
+	}
+	if o.eku == nil && !o.noEKU {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	if o.unknownEKU {
+		tmpl.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 3, 6, 1, 4, 1, 55555, 1}}
+	}
+	if o.isCA {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
 	for _, u := range o.uris {
 		pu, err := url.Parse(u)
@@ -297,4 +317,22 @@ func (o *oidcServer) issuerConfig(profile string, aud ...string) IssuerConfig {
 		DiscoveryURL: o.srv.URL + "/.well-known/openid-configuration",
 		CAFile:       o.caFile,
 	}
+}
+
+// twoBundleVerifier is an mtls verifier with two bundles: tdCA's, bound
+// to trust domain prod.example.org, and anyCA's, for any certificate.
+func twoBundleVerifier(t *testing.T) (v *mtlsVerifier, tdCA, anyCA *testCA) {
+	t.Helper()
+	dir := t.TempDir()
+	tdCA, anyCA = newCA(t, "trust domain CA"), newCA(t, "generic CA")
+	cfg := Config{MTLS: MTLSConfig{Bundles: []TrustBundle{
+		{File: writeFile(t, dir, "td.pem", tdCA.pem()), TrustDomain: "prod.example.org"},
+		{File: writeFile(t, dir, "any.pem", anyCA.pem())},
+	}}}.WithDefaults()
+	v, err := newMTLSVerifier(context.Background(), cfg.MTLS, testOptions(newFakeClock()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v, tdCA, anyCA
 }

@@ -2,59 +2,10 @@ package identity
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
-	"math/big"
-	"net/url"
 	"testing"
-	"time"
 )
-
-// purposeCert is a client certificate of ca with these extended key
-// usages (unknown: an OID Go does not name) and basic constraints.
-func purposeCert(t *testing.T, ca *testCA, uri string, eku []x509.ExtKeyUsage, unknown bool, isCA bool) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)),
-		Subject:      pkix.Name{CommonName: "client"},
-		NotBefore:    t0.Add(-time.Hour),
-		NotAfter:     t0.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  eku,
-	}
-	if unknown {
-		tmpl.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 3, 6, 1, 4, 1, 55555, 1}}
-	}
-	if isCA {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	}
-	if uri != "" {
-		u, err := url.Parse(uri)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = []*url.URL{u}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 // TestClientCertificatePurpose: a client certificate identifies a caller
 // only if it was issued for TLS client authentication, and the answer is
@@ -68,18 +19,7 @@ func purposeCert(t *testing.T, ca *testCA, uri string, eku []x509.ExtKeyUsage, u
 // through the listener and a generic bundle while x509svid refused it:
 // 9 of the 40 verifications below accepted such a certificate.
 func TestClientCertificatePurpose(t *testing.T) {
-	clock := newFakeClock()
-	dir := t.TempDir()
-	tdCA, anyCA := newCA(t, "trust domain CA"), newCA(t, "generic CA")
-	cfg := Config{MTLS: MTLSConfig{Bundles: []TrustBundle{
-		{File: writeFile(t, dir, "td.pem", tdCA.pem()), TrustDomain: "prod.example.org"},
-		{File: writeFile(t, dir, "any.pem", anyCA.pem())},
-	}}}.WithDefaults()
-	v, err := newMTLSVerifier(context.Background(), cfg.MTLS, testOptions(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
+	v, tdCA, anyCA := twoBundleVerifier(t)
 	const id = "spiffe://prod.example.org/ns/billing/sa/api"
 	client, server := x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth
 	tests := []struct {
@@ -110,7 +50,11 @@ func TestClientCertificatePurpose(t *testing.T) {
 			{"certificate of a generic bundle", anyCA, ""},
 		} {
 			t.Run(tt.name+"/"+path.name, func(t *testing.T) {
-				leaf := purposeCert(t, path.ca, path.uri, tt.eku, tt.unknown, tt.isCA)
+				o := leafOpts{cn: "client", eku: tt.eku, noEKU: tt.eku == nil, unknownEKU: tt.unknown, isCA: tt.isCA}
+				if path.uri != "" {
+					o.uris = []string{path.uri}
+				}
+				leaf := path.ca.issue(t, o)
 				// What crypto/tls does with tls.client_ca
 				// (VerifyClientCertIfGiven), then the mtls factor.
 				roots := x509.NewCertPool()

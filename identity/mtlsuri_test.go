@@ -2,16 +2,9 @@ package identity
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
-	"net/url"
 	"testing"
-	"time"
 )
 
 // TestSPIFFEIDFromURISANOnly: an X.509-SVID's SPIFFE ID is its one URI
@@ -24,45 +17,8 @@ import (
 // scheme's case is not significant (URLs lower-case it). All passed when
 // written: a guard for the probes of an outside review.
 func TestSPIFFEIDFromURISANOnly(t *testing.T) {
-	clock := newFakeClock()
-	dir := t.TempDir()
-	tdCA, anyCA := newCA(t, "trust domain CA"), newCA(t, "generic CA")
-	cfg := Config{MTLS: MTLSConfig{Bundles: []TrustBundle{
-		{File: writeFile(t, dir, "td.pem", tdCA.pem()), TrustDomain: "prod.example.org"},
-		{File: writeFile(t, dir, "any.pem", anyCA.pem())},
-	}}}.WithDefaults()
-	v, err := newMTLSVerifier(context.Background(), cfg.MTLS, testOptions(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
+	v, tdCA, anyCA := twoBundleVerifier(t)
 	spec := Spec{Name: "admin", SPIFFE: []SPIFFEPattern{MustParseSPIFFEPattern("spiffe://prod.example.org/*")}}
-	issue := func(ca *testCA, cn string, dns, uris []string) *x509.Certificate {
-		t.Helper()
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: cn},
-			NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, DNSNames: dns}
-		for _, s := range uris {
-			u, err := url.Parse(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tmpl.URIs = append(tmpl.URIs, u)
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	const refused = ""
 	tests := []struct {
 		name   string
@@ -91,7 +47,7 @@ func TestSPIFFEIDFromURISANOnly(t *testing.T) {
 	for _, tt := range tests {
 		for _, ca := range []*testCA{tdCA, anyCA} {
 			t.Run(tt.name+"/"+ca.cert.Subject.CommonName, func(t *testing.T) {
-				c := issue(ca, tt.cn, tt.dns, tt.uris)
+				c := ca.issue(t, leafOpts{cn: tt.cn, dns: tt.dns, uris: tt.uris})
 				f, err := v.Verify(context.Background(), Evidence{PeerCertificates: []*x509.Certificate{c}})
 				switch {
 				case tt.wantID == refused:
