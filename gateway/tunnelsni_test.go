@@ -56,15 +56,7 @@ func TestTunnelSNIAgrees(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
 		fmt.Fprintf(c, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", tunnelHost, tunnelHost)
-		// The 200, read byte by byte: nothing after it is taken.
-		var head []byte
-		for !strings.HasSuffix(string(head), "\r\n\r\n") {
-			b := make([]byte, 1)
-			if _, err := io.ReadFull(c, b); err != nil {
-				t.Fatalf("CONNECT: %v after %q", err, head)
-			}
-			head = append(head, b[0])
-		}
+		head := readConnectHead(t, c)
 		if !strings.HasPrefix(string(head), "HTTP/1.1 200") {
 			t.Fatalf("CONNECT: %q", head)
 		}
@@ -181,13 +173,8 @@ default: deny
 		}
 		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
 		fmt.Fprint(c, "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
-		var head []byte
-		for !strings.HasSuffix(string(head), "\r\n\r\n") {
-			b := make([]byte, 1)
-			if _, err := io.ReadFull(c, b); err != nil {
-				t.Fatalf("CONNECT: %v after %q", err, head)
-			}
-			head = append(head, b[0])
+		if head := readConnectHead(t, c); !strings.HasPrefix(string(head), "HTTP/1.1 200") {
+			t.Fatalf("CONNECT: %q", head)
 		}
 		before := strings.Count(tg.audit.String(), `"closed":"sni_mismatch"`)
 		err = tls.Client(c, &tls.Config{ServerName: tt.sni, InsecureSkipVerify: true}).Handshake()
@@ -201,4 +188,19 @@ default: deny
 			})
 		}
 	}
+}
+
+// readConnectHead reads the answer to a CONNECT from c byte by byte, up
+// to the blank line: nothing after it is taken.
+func readConnectHead(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	var head []byte
+	for !strings.HasSuffix(string(head), "\r\n\r\n") {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatalf("CONNECT: %v after %q", err, head)
+		}
+		head = append(head, b[0])
+	}
+	return head
 }
