@@ -730,6 +730,17 @@ func (g *Gateway) credentialRefusal(x *exchange, plan *policy.InjectPlan, d poli
 	return f
 }
 
+// copySourceRefusal answers a request of an inject rule that names a
+// second object in the copy or rename field name (canonical.SourceField),
+// which the rule does not allow: the service would read or move that
+// object with the injected credential, outside the paths the rule
+// matched (S3's CopyObject from another bucket into the rule's).
+func copySourceRefusal(d policy.Decision, name string) refusal {
+	return newRefusal(http.StatusForbidden, codeCopySourceNotAllowed,
+		fmt.Sprintf("the request names a second object in %s, which the service would read or move with credential %q outside the paths rule %q matched; the request was not forwarded: to allow copies and renames through this rule, set allow_copy_source: true in its inject block (and narrow the credential to what the rule's callers may read)",
+			name, d.Inject.Credential, d.Rule), d.Rule)
+}
+
 // credentialHostRefusal answers a request whose credential is valid only
 // on other hosts (providers.Credential.Hosts: a Salesforce token and its
 // instance) than the destination, which the rule's pattern matched.
@@ -835,6 +846,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// What decided, for deciding the request (or its WebSocket) again
 	// after a reload: before anything rewrites its headers.
 	jd := judged(a.pol, q, a.wl, d)
+
+	if d.Action == policy.Inject && !d.Inject.AllowCopySource {
+		if name, ok := canonical.SourceField(r.Header); ok {
+			g.refuse(x, copySourceRefusal(d, name))
+			return
+		}
+	}
 
 	var cred *providers.Credential
 	var hit bool
