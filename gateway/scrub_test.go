@@ -120,6 +120,11 @@ func scrubOrigin(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Encoding", "br")
 		bw := brotli.NewWriter(w)
 		out, closer = bw, bw
+	case "br24":
+		// A 16 MiB window: over the 4 MiB the gateway decodes.
+		w.Header().Set("Content-Encoding", "br")
+		bw := brotli.NewWriterOptions(w, brotli.WriterOptions{Quality: 5, LGWin: 24})
+		out, closer = bw, bw
 	case "zstd":
 		w.Header().Set("Content-Encoding", "zstd")
 	}
@@ -251,7 +256,8 @@ func TestScrubRandomChunking(t *testing.T) {
 }
 
 // TestScrubSettings: the opt-out passes the echo through (the documented
-// risk), encoded: refuse and an encoding the gateway cannot decode fail
+// risk), encoded: refuse, an encoding the gateway cannot decode and a
+// brotli body whose window is over transform.MaxBrotliWindowBits fail
 // closed with 502, encoded: identity asks upstream for identity.
 func TestScrubSettings(t *testing.T) {
 	tg := startScrubGateway(t)
@@ -259,7 +265,7 @@ func TestScrubSettings(t *testing.T) {
 	if status, got := getScrubbed(t, c, "/raw/echo?form=raw&split=3"); status != 200 || !strings.Contains(got, scrubSecret) {
 		t.Errorf("scrub: {enabled: false}: status %d, want the echo unscrubbed:\n%s", status, got)
 	}
-	for _, path := range []string{"/refuse/echo?form=raw&enc=gzip", "/s/echo?form=raw&enc=zstd"} {
+	for _, path := range []string{"/refuse/echo?form=raw&enc=gzip", "/s/echo?form=raw&enc=zstd", "/s/echo?form=raw&enc=br24"} {
 		status, got := getScrubbed(t, c, path)
 		if status != http.StatusBadGateway || !strings.Contains(got, codeResponseNotScrubbable) || len(leaks(got)) > 0 {
 			t.Errorf("%s: status %d, want 502 %s without the secret:\n%s", path, status, codeResponseNotScrubbable, got)
