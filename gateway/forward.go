@@ -239,6 +239,20 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				// A gRPC message the scrubber cannot read.
 				st.abortCode = codeResponseNotScrubbable
 				g.metrics.refusals.WithLabelValues(codeResponseNotScrubbable).Inc()
+			case r.Context().Err() != nil:
+				// The client went away while the gateway waited for
+				// the upstream's next bytes (its connection closed, its
+				// stream reset): the server cancelled the request, and
+				// with it the upstream read that failed here. The
+				// client's doing, as before the answer began
+				// (upstreamError), not the upstream's; or the end of a
+				// shutdown's drain (shutting_down).
+				if f := ctxRefusal(r.Context(), ""); f.Code != codeRequestBodyAborted {
+					st.abortCode = f.Code
+					g.metrics.refusals.WithLabelValues(f.Code).Inc()
+				} else {
+					st.abortCode = codeRequestBodyAborted
+				}
 			}
 		}
 		panic(http.ErrAbortHandler)
