@@ -39,6 +39,21 @@ func removeHopHeaders(h http.Header) {
 	hopHeaders.Remove(h) // canonical already
 }
 
+// removeUpstreamFields deletes from the fields of an upstream's response
+// — the final one's header and trailers, a 1xx's, a 101's — what never
+// reaches the client: the hop-by-hop fields and those the Connection
+// field names (removeHopHeaders), and ReasonHeader. On the client's side
+// of the gateway X-Credgate-Reason is the gateway's own word: its
+// refusals and upstream failures carry it, each with an audit line, and
+// clients branch on it (a kill switch's disabled, quarantined,
+// credential_unavailable). An upstream's copy would pass the upstream's
+// answer off as one of the gateway's, which no audit line records; a
+// client's copy is never forwarded upstream either (gatewayHeaders).
+func removeUpstreamFields(h http.Header) {
+	removeHopHeaders(h)
+	delete(h, ReasonHeader)
+}
+
 // forward sends the outbound request r (built by handle: destination,
 // gateway headers removed, credential injected, reqState in its context)
 // upstream and relays the response to w. It does what
@@ -128,7 +143,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		g.relayUpgrade(w, r, resp, st.long)
 		return
 	}
-	removeHopHeaders(resp.Header)
+	removeUpstreamFields(resp.Header)
+	removeUpstreamFields(resp.Trailer) // the fields announced; filled after the body
 	if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 		// No content, whatever a Content-Length says (RFC 9110 §6.4.1,
 		// §8.6): nothing is read. Go's HTTP/2 client fails the read of a
@@ -223,11 +239,26 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				// A gRPC message the scrubber cannot read.
 				st.abortCode = codeResponseNotScrubbable
 				g.metrics.refusals.WithLabelValues(codeResponseNotScrubbable).Inc()
+			case r.Context().Err() != nil:
+				// The client went away while the gateway waited for
+				// the upstream's next bytes (its connection closed, its
+				// stream reset): the server cancelled the request, and
+				// with it the upstream read that failed here. The
+				// client's doing, as before the answer began
+				// (upstreamError), not the upstream's; or the end of a
+				// shutdown's drain (shutting_down).
+				if f := ctxRefusal(r.Context(), ""); f.Code != codeRequestBodyAborted {
+					st.abortCode = f.Code
+					g.metrics.refusals.WithLabelValues(f.Code).Inc()
+				} else {
+					st.abortCode = codeRequestBodyAborted
+				}
 			}
 		}
 		panic(http.ErrAbortHandler)
 	}
 	_ = resp.Body.Close() // fills resp.Trailer
+	removeUpstreamFields(resp.Trailer)
 	if len(resp.Trailer) == 0 {
 		if st != nil && cl >= 0 && !stream {
 			st.whole = true // handle sends it before the audit line
@@ -399,7 +430,7 @@ func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 		kept = dst.Clone()
 		clear(dst)
 	}
-	removeHopHeaders(http.Header(h))
+	removeUpstreamFields(http.Header(h))
 	if !st.resp.scrubInformational(http.Header(h)) {
 		return nil // custody: only the final response is passed on
 	}
@@ -723,7 +754,7 @@ func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	if sw, ok := w.(*statusWriter); ok {
 		sw.status = http.StatusSwitchingProtocols
 	}
-	removeHopHeaders(resp.Header)
+	removeUpstreamFields(resp.Header)
 	resp.Header["Connection"] = []string{"Upgrade"}
 	resp.Header["Upgrade"] = []string{"websocket"}
 	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
