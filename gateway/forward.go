@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/transform"
 )
@@ -447,8 +448,8 @@ func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 
 // max1xx and max1xxBytes bound the informational responses an upstream
 // may send before its final one (relay1xx): a few 103 Early Hints or 102
-// Processing are what servers send; max1xxBytes is the upstream clients'
-// own limit on a response's header block (MaxResponseHeaderBytes).
+// Processing are what servers send; max1xxBytes bounds their fields in
+// all (each is bounded by upstream.max_response_header_bytes too).
 const (
 	max1xx      = 64
 	max1xxBytes = 1 << 20
@@ -457,6 +458,30 @@ const (
 // errTooMany1xx fails an upstream request whose upstream sent more 1xx
 // responses than relay1xx passes on.
 var errTooMany1xx = fmt.Errorf("the upstream sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response", max1xx, max1xxBytes)
+
+// responseHeadersTooLarge says whether err is, or may be, an upstream
+// client's refusal of a response header block over
+// upstream.max_response_header_bytes: "" for no; "yes" for the h1client's
+// ErrResponseHeadersTooLarge and net/http's HTTP/1.1 and HTTP/2 transports'
+// own (which export no error value to test for: their texts are matched);
+// the HTTP/2 error code for the HTTP/2 client's connection errors, which
+// it gives for a field over the limit (COMPRESSION_ERROR, hpack's string
+// limit) and a list over it (PROTOCOL_ERROR) as for other broken frames.
+// TestUpstreamResponseHeaderLimit runs every upstream client.
+func responseHeadersTooLarge(err error) string {
+	if errors.Is(err, h1client.ErrResponseHeadersTooLarge) {
+		return "yes"
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "net/http: server response headers exceeded "),
+		strings.Contains(msg, "http2: response header list larger than advertised limit"):
+		return "yes"
+	case msg == "connection error: COMPRESSION_ERROR", msg == "connection error: PROTOCOL_ERROR":
+		return strings.TrimPrefix(msg, "connection error: ")
+	}
+	return ""
+}
 
 // h2BodyField caches where the HTTP/2 server's request body keeps whether
 // its client sent Expect: 100-continue (set by the first h2ExpectsContinue).

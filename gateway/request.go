@@ -1454,6 +1454,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	var hostErr x509.HostnameError
 	var weak *weakCertError
 	var netErr net.Error
+	tooLarge := responseHeadersTooLarge(err)
 	switch {
 	case errors.Is(err, injectors.ErrBodyTooLarge):
 		// A streaming injector met a part of the body (an aws-chunked
@@ -1461,6 +1462,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		f = newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("a part of the request body to %s was larger than the injector may hold to sign it", dest), "")
 	case errors.Is(err, errTooMany1xx):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("%s sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response; the upstream request was cancelled", dest, max1xx, max1xxBytes), "")
+	case tooLarge == "yes":
+		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the response headers of %s were larger than upstream.max_response_header_bytes (%d bytes); the upstream request was cancelled; raise the setting if %s sends headers that large", dest, g.cfg.Upstream.MaxResponseHeaderBytes, dest), "")
+	case tooLarge != "":
+		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the HTTP/2 connection to %s broke (%s): response headers larger than upstream.max_response_header_bytes (%d bytes) are one cause, frames %s encoded wrongly the other; the upstream request was cancelled", dest, tooLarge, g.cfg.Upstream.MaxResponseHeaderBytes, dest), "")
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &weak):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify: %s; nothing was sent", dest, upstreamTLSWhy(err)), "")
 	case isTLSHandshakeError(err):
