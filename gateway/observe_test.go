@@ -28,6 +28,9 @@ destinations:
   tunnel:
     hosts: [tunnel.origin.test]
     allow_private: true
+  blocked:
+    hosts: [blocked.origin.test]
+    allow_private: true
 credentials:
   token:
     provider: static
@@ -38,6 +41,11 @@ rules:
     to: api
     paths: [/v1/listed*]
     inject: {credential: token, as: bearer}
+  - name: blocked-sys
+    from: local
+    to: blocked
+    paths: [/v1/sys*]
+    action: deny
 default: deny
 `
 
@@ -45,7 +53,8 @@ default: deny
 // does not list, without a credential, and the request is audited as
 // would_deny; in enforce mode the same request is refused. In both modes
 // the allowed request gets its credential, a connection no rule names is
-// not sent to a private address, and a kill switch still refuses.
+// not sent to a private address (nor is one only a deny rule names), and
+// a kill switch still refuses.
 func TestObserveMode(t *testing.T) {
 	const adminToken = "admin-token-0123456789abcdef"
 	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", adminToken)
@@ -61,6 +70,11 @@ func TestObserveMode(t *testing.T) {
 		listed   want
 		unlisted want
 		noRule   want
+		// denyMiss is a path a deny rule to a destination with
+		// allow_private does not cover: the deny rule lets nobody
+		// reach that destination, so observe mode keeps the request
+		// off its private address.
+		denyMiss want
 		switched want
 	}{
 		{
@@ -68,6 +82,7 @@ func TestObserveMode(t *testing.T) {
 			listed:   want{status: 200, credential: true, reached: true, line: `"path":"/v1/listed/1","rule":"listed","decision":"inject","code":""`},
 			unlisted: want{status: 200, reached: true, line: `"path":"/v1/unlisted","rule":"","decision":"would_deny","code":"path_not_allowed",.*"status":200`},
 			noRule:   want{status: 403, reason: codePrivateAddress, line: `"method":"CONNECT",.*"host":"tunnel.origin.test",.*"decision":"deny","code":"private_address"`},
+			denyMiss: want{status: 403, reason: codePrivateAddress, line: `"host":"blocked.origin.test",.*"path":"/v1/other",.*"decision":"deny","code":"private_address"`},
 			switched: want{status: 403, reason: codeDisabled, line: `"path":"/v1/unlisted-off",.*"decision":"deny","code":"disabled",.*"switch":"workload:local"`},
 		},
 		{
@@ -75,16 +90,17 @@ func TestObserveMode(t *testing.T) {
 			listed:   want{status: 200, credential: true, reached: true, line: `"path":"/v1/listed/1","rule":"listed","decision":"inject","code":""`},
 			unlisted: want{status: 403, reason: "path_not_allowed", line: `"path":"/v1/unlisted","rule":"","decision":"deny","code":"path_not_allowed",.*"status":403`},
 			noRule:   want{status: 403, reason: "no_rule", line: `"method":"CONNECT",.*"host":"tunnel.origin.test",.*"decision":"deny","code":"no_rule"`},
+			denyMiss: want{status: 403, reason: "path_not_allowed", line: `"host":"blocked.origin.test",.*"path":"/v1/other",.*"decision":"deny","code":"path_not_allowed"`},
 			// The policy refuses before the kill switch is consulted.
 			switched: want{status: 403, reason: "path_not_allowed", line: `"path":"/v1/unlisted-off",.*"decision":"deny","code":"path_not_allowed"`},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
-			pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+			pki := newTestPKI(t, apiHost, tunnelHost, "blocked.origin.test", "credgate.test")
 			tg := newTestGateway(t, pki, startOrigin(t, pki))
 			writeFile(t, tg.dir, "policy.yaml", []byte(strings.Replace(observeTestPolicy, "MODE", tt.mode, 1)))
-			tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\nadmin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n", tg.origin.addr, tg.origin.addr))
+			tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\n  \"blocked.origin.test:443\": %q\nadmin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n", tg.origin.addr, tg.origin.addr, tg.origin.addr))
 			c := tg.client(t, false)
 			check := func(url string, w want) {
 				t.Helper()
@@ -117,6 +133,7 @@ func TestObserveMode(t *testing.T) {
 			check("https://"+apiHost+"/v1/listed/1", tt.listed)
 			check("https://"+apiHost+"/v1/unlisted", tt.unlisted)
 			check("https://"+tunnelHost+"/v1/anything", tt.noRule)
+			check("https://blocked.origin.test/v1/other", tt.denyMiss)
 
 			st, _, _ := adminCall(t, tg, "/admin/v1/disable", adminToken, `{"kind":"workload","name":"local","by":"test"}`)
 			if st != http.StatusOK {
