@@ -37,6 +37,7 @@ rules:
     from: "*"
     to: stripe
     action: tunnel
+    rate_limit: {rps: 1, burst: 2}
   - name: tunnel
     from: ["*", anonymous]
     to: tunnelled
@@ -60,7 +61,9 @@ func TestRateLimitDecisions(t *testing.T) {
 	}{
 		{"inject, both limits", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/charges"), limits{&RateLimit{RPS: 2.5, Burst: 3}, b50}},
 		{"inject, rule limit only", request("web", "POST", "https", "api.stripe.com", 443, "/v1/charges"), limits{&RateLimit{RPS: 2.5, Burst: 3}, nil}},
-		{"forward, workload limit only", request("billing", "GET", "https", "api.stripe.com", 443, "/v1/other"), limits{nil, b50}},
+		// charges makes the gateway intercept api.stripe.com: each request
+		// stripe-other forwards counts against its limit.
+		{"forward by a tunnel rule inside an intercepted connection", request("billing", "GET", "https", "api.stripe.com", 443, "/v1/other"), limits{&RateLimit{RPS: 1, Burst: 2}, b50}},
 		{"tunnel at CONNECT", connect("billing", "t.example.com", 443), limits{&RateLimit{RPS: 0.5, Burst: 3}, b50}},
 		{"anonymous tunnel", connect("", "t.example.com", 443), limits{&RateLimit{RPS: 0.5, Burst: 3}, nil}},
 		{"intercept carries none", connect("billing", "api.stripe.com", 443), limits{}},
