@@ -227,7 +227,7 @@ func TestRateLimitCountsLaterRefusals(t *testing.T) {
 	}
 	want := []answer{
 		{403, "path_not_allowed"}, {403, "path_not_allowed"},
-		{403, "connect " + http.StatusText(403)}, {429, "connect " + http.StatusText(429)},
+		{403, "connect " + http.StatusText(http.StatusForbidden)}, {429, "connect " + http.StatusText(http.StatusTooManyRequests)},
 		{502, codeCredentialNotConfigured}, {429, codeRateLimited},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
