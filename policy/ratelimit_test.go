@@ -78,6 +78,31 @@ func TestRateLimitDecisions(t *testing.T) {
 			}
 		})
 	}
+	// Observe mode: a would_deny request (or tunnelled CONNECT) counts
+	// against its workload's limit, never a rule's (docs/policy.md
+	// "Observe mode").
+	obs := mustParse(t, "mode: observe\n"+rateLimitPolicy)
+	for _, tt := range []struct {
+		name string
+		q    Query
+		want limits
+	}{
+		{"would_deny, no rule", request("billing", "GET", "https", "nowhere.example.com", 443, "/"), limits{nil, b50}},
+		{"would_deny, deny rule", request("billing", "GET", "https", "blocked.example.com", 443, "/"), limits{nil, b50}},
+		{"would_deny CONNECT", connect("billing", "blocked.example.com", 443), limits{nil, b50}},
+		{"would_deny, workload without a limit", request("web", "GET", "https", "nowhere.example.com", 443, "/"), limits{}},
+		{"allowed, as in enforce mode", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/charges"), limits{&RateLimit{RPS: 2.5, Burst: 3}, b50}},
+	} {
+		t.Run("observe/"+tt.name, func(t *testing.T) {
+			d := obs.Decide(tt.q)
+			if diff := cmp.Diff(tt.want, limits{d.RuleLimit, d.WorkloadLimit}); diff != "" {
+				t.Errorf("limits (-want +got):\n%s", diff)
+			}
+			if wd := d.Outcome() == WouldDeny; wd != (tt.name != "allowed, as in enforce mode") {
+				t.Errorf("outcome %s", d.Outcome())
+			}
+		})
+	}
 	if got := p.WorkloadRateLimit("web"); got != nil {
 		t.Errorf("WorkloadRateLimit(web) = %v, want nil", got)
 	}
