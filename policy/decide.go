@@ -334,11 +334,9 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		pathOK := c.r.matchesPath(&forms, d)
 		if !c.r.matchesMethod(method) || method == http.MethodTrace && c.r.act == ruleInject && !c.r.namesMethod(method) {
 			if pathOK {
-				if methodMiss == nil {
-					methodMiss = c
-				}
-			} else if pathMiss == nil {
-				pathMiss = c
+				methodMiss = namedMiss(methodMiss, c)
+			} else {
+				pathMiss = namedMiss(pathMiss, c)
 			}
 			if reach == nil && c.r.reachable(q.Scheme) {
 				reach = d
@@ -346,9 +344,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 			continue
 		}
 		if !pathOK {
-			if pathMiss == nil {
-				pathMiss = c
-			}
+			pathMiss = namedMiss(pathMiss, c)
 			if reach == nil && c.r.reachable(q.Scheme) {
 				reach = d
 			}
@@ -406,15 +402,33 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 	case condMiss != nil:
 		return Decision{Action: Deny, Code: "condition_not_met",
 			Reason: fmt.Sprintf("rule %q would apply to %s from %s, but its condition is not met", condMiss.r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))}, nil
+	case methodMiss != nil && methodMiss.r.act == ruleDeny:
+		return Decision{Action: Deny, Code: "method_not_allowed",
+			Reason: fmt.Sprintf("no rule lets %s reach %s with method %s (rule %q denies other requests there)", caller(who), hostPort(host, port), method, methodMiss.r.name)}, reach
 	case methodMiss != nil:
 		return Decision{Action: Deny, Code: "method_not_allowed",
 			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}, reach
+	case pathMiss != nil && pathMiss.r.act == ruleDeny:
+		return Decision{Action: Deny, Code: "path_not_allowed",
+			Reason: fmt.Sprintf("no rule lets %s send %s %s to %s (rule %q denies other requests there)", caller(who), method, q.Path, hostPort(host, port), pathMiss.r.name)}, reach
 	case pathMiss != nil:
 		return Decision{Action: Deny, Code: "path_not_allowed",
 			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not %s %s", pathMiss.r.name, caller(who), hostPort(host, port), method, q.Path)}, reach
 	}
 	return Decision{Action: Deny, Code: "no_rule",
 		Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}, nil
+}
+
+// namedMiss is the rule a method_not_allowed or path_not_allowed reason
+// names, given the one named so far (nil for none) and the next rule c
+// that missed the same way: the first that admits requests (inject or
+// tunnel), else the first deny rule, which lets nobody reach the host and
+// is named as such.
+func namedMiss(named, c *candidate) *candidate {
+	if named == nil || named.r.act == ruleDeny && c.r.act != ruleDeny {
+		return c
+	}
+	return named
 }
 
 // conditionError refuses when a rule's condition cannot be evaluated:
