@@ -22,7 +22,8 @@ import (
 // HTTPS admin listener — accepts TLS 1.2 and 1.3 only and, under TLS 1.2,
 // only ECDHE key exchange with AEAD ciphers (no CBC mode, no SHA-1 MAC,
 // no RSA key exchange, no 3DES); it selects only the ALPN protocols it
-// serves. The interception handshake without SNI (CONNECT to an IP
+// serves (a client offering only h2 gets it where HTTP/2 is served and is
+// refused elsewhere; one offering none gets HTTP/1.1 without ALPN). The interception handshake without SNI (CONNECT to an IP
 // literal) presents a leaf valid for that IP; with an SNI naming another
 // IP it is refused.
 func TestListenerTLSOffers(t *testing.T) {
@@ -58,6 +59,8 @@ func TestListenerTLSOffers(t *testing.T) {
 		offer{name: "alpn-unknown-only", alpn: []string{"spdy/3.1"}},
 		offer{name: "alpn-h2-and-unknown", alpn: []string{"spdy/3.1", "h2"}, wantOK: true, wantProtoFrom: []string{"h2", ""}},
 		offer{name: "alpn-http1", alpn: []string{"http/1.1"}, wantOK: true, wantProtoFrom: []string{"http/1.1"}},
+		offer{name: "alpn-h2-only", alpn: []string{"h2"}, wantOK: true, wantProtoFrom: []string{"h2"}},
+		offer{name: "alpn-none", wantOK: true, wantProtoFrom: []string{""}},
 	)
 
 	listeners := []struct {
@@ -88,7 +91,7 @@ func TestListenerTLSOffers(t *testing.T) {
 				}
 				st, err := l.handshake(t, c)
 				wantOK := o.wantOK
-				if !l.h2 && o.name == "alpn-h2-and-unknown" {
+				if !l.h2 && (o.name == "alpn-h2-and-unknown" || o.name == "alpn-h2-only") {
 					wantOK = false // an HTTP/1.1 listener shares no protocol with it (RFC 7301 §3.2)
 				}
 				if wantOK != (err == nil) {
@@ -102,7 +105,7 @@ func TestListenerTLSOffers(t *testing.T) {
 				want := o.wantProtoFrom
 				if !l.h2 {
 					want = []string{"http/1.1", ""}
-					if o.alpn[0] == "spdy/3.1" {
+					if len(o.alpn) == 0 || o.alpn[0] == "spdy/3.1" {
 						want = []string{""}
 					}
 				}

@@ -155,6 +155,94 @@ func TestRateLimits(t *testing.T) {
 	}
 }
 
+// laterRefusalPolicy has rule limits of one request (per 100 s) on rules
+// whose requests are refused after the limits admitted them: a
+// destination that resolves to a loopback address without allow_private,
+// and a credential whose environment variable is not set.
+const laterRefusalPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+destinations:
+  api:
+    hosts: [api.origin.test]
+    allow_private: true
+  public:
+    hosts: [public.origin.test]
+credentials:
+  unset:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_UNSET_RATELIMIT
+rules:
+  - name: public
+    from: local
+    to: public
+    action: tunnel
+    rate_limit: {rps: 0.01, burst: 1}
+  - name: unset
+    from: local
+    to: api
+    paths: [/unset/*]
+    inject: {credential: unset, as: bearer}
+    rate_limit: {rps: 0.01, burst: 1}
+default: deny
+`
+
+// TestRateLimitCountsLaterRefusals: the limits count what they admit
+// (docs/policy.md "What counts"), so a request the policy and the limits
+// admitted and a later stage refused — its destination's address is a
+// loopback one (private_address), its credential is not configured —
+// used its room, and the next one is refused rate_limited; a request the
+// policy refuses (path_not_allowed) charges nothing.
+func TestRateLimitCountsLaterRefusals(t *testing.T) {
+	pki := newTestPKI(t, apiHost, "public.origin.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(laterRefusalPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"public.origin.test:443\": %q\n", tg.origin.addr, tg.origin.addr))
+	c := tg.client(t, false)
+	type answer struct {
+		Status int
+		Reason string
+	}
+	get := func(url string) answer {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			// A refused CONNECT: the transport's error names the status.
+			for _, a := range []answer{{403, codePrivateAddress}, {429, codeRateLimited}} {
+				if strings.Contains(err.Error(), http.StatusText(a.Status)) {
+					return answer{a.Status, "connect " + http.StatusText(a.Status)}
+				}
+			}
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return answer{resp.StatusCode, resp.Header.Get(ReasonHeader)}
+	}
+	got := []answer{
+		get("https://" + apiHost + "/nope"), get("https://" + apiHost + "/nope"), // policy refusals: no limit charged
+		get("https://public.origin.test/a"), get("https://public.origin.test/b"),
+		get("https://" + apiHost + "/unset/a"), get("https://" + apiHost + "/unset/b"),
+	}
+	want := []answer{
+		{403, "path_not_allowed"}, {403, "path_not_allowed"},
+		{403, "connect " + http.StatusText(http.StatusForbidden)}, {429, "connect " + http.StatusText(http.StatusTooManyRequests)},
+		{502, codeCredentialNotConfigured}, {429, codeRateLimited},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("answers (-want +got):\n%s", diff)
+	}
+	waitFor(t, 5*time.Second, "the audit lines", func() bool {
+		a := tg.audit.String()
+		return strings.Contains(a, `"host":"public.origin.test",`) && strings.Contains(a, `"code":"private_address"`) &&
+			strings.Count(a, `"code":"rate_limited"`) == 2
+	})
+	if n := len(tg.origin.all()); n != 0 {
+		t.Errorf("the origin saw %d requests, want none", n)
+	}
+}
+
 func metricsText(t *testing.T, tg *testGateway) string {
 	t.Helper()
 	resp, err := http.Get("http://" + tg.gw.AdminAddr().String() + "/metrics")

@@ -204,10 +204,12 @@ func (c *candidate) destFor(port, defPort int) *destination {
 // condition_not_met becomes Tunnel (CONNECT) or Forward with WouldDeny
 // set: no credential, and public addresses only, except that a
 // method_not_allowed or path_not_allowed request keeps the allow_private
-// of the destination whose rule lets this caller reach the host (the
-// address is one the policy lets this caller reach; only the method or
-// path is not). A CONNECT that a rule must intercept is intercepted as in
-// enforce mode.
+// of the destination of an inject or tunnel rule without a condition that
+// lets this caller through to this scheme, host and port with another
+// method or path (the address is one the policy lets this caller reach;
+// only the method or path is not). A deny rule, or a rule whose condition
+// may refuse this caller, lends no allow_private. A CONNECT that a rule
+// must intercept is intercepted as in enforce mode.
 func (p *Policy) Decide(q Query) Decision {
 	host, isIP := normaliseQueryHost(q.Host)
 	defPort := 443
@@ -299,8 +301,10 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 
 // decideRequest decides a request inside a tunnel or a plain http one.
 // For a method_not_allowed or path_not_allowed refusal it also returns the
-// destination of the rule that lets the caller reach the host (observe
-// mode's address check follows that destination's allow_private).
+// destination of the first rule that would let the caller through to this
+// scheme, host and port with another method or path (reachable), nil for
+// none: observe mode's address check follows that destination's
+// allow_private.
 func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, port, defPort int) (Decision, *destination) {
 	// One canonical method: what the rule matches is what the conditions
 	// see and the upstream receives, so a method that is not an
@@ -316,7 +320,7 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 	}
 	forms := pathForms{path: q.Path}
 	var methodMiss, pathMiss, condMiss *candidate
-	var methodMissDest, pathMissDest *destination
+	var reach *destination
 	var vars *conditionVarsFor
 	for i := range cands {
 		c := &cands[i]
@@ -330,17 +334,19 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 		pathOK := c.r.matchesPath(&forms, d)
 		if !c.r.matchesMethod(method) || method == http.MethodTrace && c.r.act == ruleInject && !c.r.namesMethod(method) {
 			if pathOK {
-				if methodMiss == nil {
-					methodMiss, methodMissDest = c, d
-				}
-			} else if pathMiss == nil {
-				pathMiss, pathMissDest = c, d
+				methodMiss = namedMiss(methodMiss, c)
+			} else {
+				pathMiss = namedMiss(pathMiss, c)
+			}
+			if reach == nil && c.r.reachable(q.Scheme) {
+				reach = d
 			}
 			continue
 		}
 		if !pathOK {
-			if pathMiss == nil {
-				pathMiss, pathMissDest = c, d
+			pathMiss = namedMiss(pathMiss, c)
+			if reach == nil && c.r.reachable(q.Scheme) {
+				reach = d
 			}
 			continue
 		}
@@ -396,15 +402,33 @@ func (p *Policy) decideRequest(q Query, cands []candidate, who, host string, por
 	case condMiss != nil:
 		return Decision{Action: Deny, Code: "condition_not_met",
 			Reason: fmt.Sprintf("rule %q would apply to %s from %s, but its condition is not met", condMiss.r.name, requestLine(method, q.Scheme, host, port, defPort, q.Path), caller(who))}, nil
+	case methodMiss != nil && methodMiss.r.act == ruleDeny:
+		return Decision{Action: Deny, Code: "method_not_allowed",
+			Reason: fmt.Sprintf("no rule lets %s reach %s with method %s (rule %q denies other requests there)", caller(who), hostPort(host, port), method, methodMiss.r.name)}, reach
 	case methodMiss != nil:
 		return Decision{Action: Deny, Code: "method_not_allowed",
-			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}, methodMissDest
+			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not with method %s", methodMiss.r.name, caller(who), hostPort(host, port), method)}, reach
+	case pathMiss != nil && pathMiss.r.act == ruleDeny:
+		return Decision{Action: Deny, Code: "path_not_allowed",
+			Reason: fmt.Sprintf("no rule lets %s send %s %s to %s (rule %q denies other requests there)", caller(who), method, q.Path, hostPort(host, port), pathMiss.r.name)}, reach
 	case pathMiss != nil:
 		return Decision{Action: Deny, Code: "path_not_allowed",
-			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not %s %s", pathMiss.r.name, caller(who), hostPort(host, port), method, q.Path)}, pathMissDest
+			Reason: fmt.Sprintf("rule %q lets %s reach %s, but not %s %s", pathMiss.r.name, caller(who), hostPort(host, port), method, q.Path)}, reach
 	}
 	return Decision{Action: Deny, Code: "no_rule",
 		Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}, nil
+}
+
+// namedMiss is the rule a method_not_allowed or path_not_allowed reason
+// names, given the one named so far (nil for none) and the next rule c
+// that missed the same way: the first that admits requests (inject or
+// tunnel), else the first deny rule, which lets nobody reach the host and
+// is named as such.
+func namedMiss(named, c *candidate) *candidate {
+	if named == nil || named.r.act == ruleDeny && c.r.act != ruleDeny {
+		return c
+	}
+	return named
 }
 
 // conditionError refuses when a rule's condition cannot be evaluated:

@@ -298,11 +298,29 @@ func TestDecideReasons(t *testing.T) {
 		{request("billing", "GET", "http", "plain.test", 80, "/x"), `rule "plain-billing" would inject credential "gh", but GET http://plain.test/x is plain http and the rule does not set plaintext: true`},
 		{request("web", "POST", "https", "api.github.com", 443, "/repos/x"), `rule "github" lets workload "web" reach api.github.com:443, but not with method POST`},
 		{request("web", "GET", "https", "api.github.com", 443, "/user"), `rule "github" lets workload "web" reach api.github.com:443, but not GET /user`},
+		// A deny rule lets nobody reach the host: the reason names the
+		// rule that admits other requests (folded-items), and a deny
+		// rule only where no such rule missed.
+		{request("billing", "GET", "https", "api.folded.test", 443, "/other"), `rule "folded-items" lets workload "billing" reach api.folded.test:443, but not GET /other`},
 		{request("web", "GET", "https", "api.stripe.com", 443, "/"), `rule "stripe-tunnel" forwards GET https://api.stripe.com/ from workload "web" without a credential`},
 		{connect("billing", "::1", 8443), `rule "internal" lets workload "billing" tunnel to [::1]:8443 without interception`},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, p.Decide(tt.q).Reason); diff != "" {
+			t.Errorf("Decide(%+v).Reason mismatch (-want +got):\n%s", tt.q, diff)
+		}
+	}
+	// Only a deny rule (vault-sys-blocked) covers the host for web: it is
+	// not said to let web reach it.
+	pr := mustParse(t, privateReachPolicy)
+	for _, tt := range []struct {
+		q    Query
+		want string
+	}{
+		{request("web", "GET", "https", "vault.internal.test", 443, "/other"), `no rule lets workload "web" send GET /other to vault.internal.test:443 (rule "vault-sys-blocked" denies other requests there)`},
+		{request("billing", "POST", "https", "vault.internal.test", 443, "/v1/secret/x"), `rule "vault-read" lets workload "billing" reach vault.internal.test:443, but not with method POST`},
+	} {
+		if diff := cmp.Diff(tt.want, pr.Decide(tt.q).Reason); diff != "" {
 			t.Errorf("Decide(%+v).Reason mismatch (-want +got):\n%s", tt.q, diff)
 		}
 	}

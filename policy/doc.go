@@ -46,8 +46,10 @@
 // rules' own refusals (no_rule, denied_by_rule, method_not_allowed,
 // path_not_allowed, condition_not_met) into a Tunnel or Forward decision
 // with WouldDeny set: no credential, public addresses only (except that
-// a method or path miss keeps the allow_private of the destination whose
-// rule lets the caller reach the host). Decision.Outcome names it
+// a method or path miss keeps the allow_private of the destination of an
+// inject or tunnel rule without a condition that lets the caller through
+// to that scheme, host and port by another method or path; never a deny
+// rule's). Decision.Outcome names it
 // "would_deny" for the audit line and metrics. Every other refusal stays.
 //
 // # Loading and reloading

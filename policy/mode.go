@@ -66,9 +66,11 @@ func buildObserveIndex(dests []*destination) index {
 // (Forward) or connection (Tunnel) goes through without a credential,
 // under the caller's workload rate limit, and is audited as WouldDeny with
 // d's code. It reaches public addresses only, unless miss is set: the
-// destination of a rule that lets this caller reach the host but not with
-// this method or path, whose allow_private then applies (the address is
-// one the policy already lets this caller reach).
+// destination of a rule that would let this caller through to this
+// scheme, host and port with another method or path (rule.reachable: an
+// inject or tunnel rule without a condition; never a deny rule), whose
+// allow_private then applies (the address is one the policy already lets
+// this caller reach).
 func (p *Policy) wouldDeny(d Decision, connect bool, who string, miss *destination) Decision {
 	act := Forward
 	if connect {

@@ -177,21 +177,82 @@ func TestModeErrors(t *testing.T) {
 	}
 }
 
+// privateReachPolicy has destinations that allow private addresses and
+// rules that name them without letting every caller reach them: a deny
+// rule with paths, a rule for one workload only, and a rule whose
+// condition only one workload meets.
+const privateReachPolicy = `
+workloads:
+  billing:
+    cidrs: [10.1.0.0/16]
+  web:
+    cidrs: [10.2.0.0/16]
+destinations:
+  vault:
+    hosts: [vault.internal.test]
+    allow_private: true
+  gated:
+    hosts: [gated.internal.test]
+    allow_private: true
+credentials:
+  tok:
+    provider: policytest
+    value: v
+rules:
+  - name: vault-sys-blocked
+    from: [billing, web]
+    to: vault
+    paths: [/v1/sys*]
+    action: deny
+  - name: vault-read
+    from: billing
+    to: vault
+    methods: [GET]
+    paths: [/v1/secret/*]
+    inject: {credential: tok, as: policytest-inj}
+  - name: gated
+    from: [billing, web]
+    to: gated
+    methods: [GET]
+    paths: [/v1/*]
+    when: 'workload.name == "billing"'
+    inject: {credential: tok, as: policytest-inj}
+default: deny
+`
+
 // TestObserveNeverLoosensBeyondWouldDeny compares every decision of a
 // policy with the same policy in observe mode, over a cross product of
 // callers, hosts, ports, methods and paths: an allowed decision is the
 // same; a refusal either stays the same or (for the rules' own codes
-// only) becomes a would_deny Tunnel/Forward that injects nothing, allows
-// no special-purpose address unless a rule lets the caller reach the
-// destination, and admits no encoded slash.
+// only) becomes a would_deny Tunnel/Forward that injects nothing and
+// admits no encoded slash. A would_deny allows special-purpose addresses
+// only where the enforced policy lets the same caller reach the same
+// host and port, with allow_private, by another method or path of the
+// set: never through a deny rule, a rule of another caller, or a rule
+// whose condition this caller does not meet.
 func TestObserveNeverLoosensBeyondWouldDeny(t *testing.T) {
-	enforce := mustParse(t, decidePolicy)
-	observe := mustParse(t, "mode: observe\n"+decidePolicy)
+	for _, tc := range []struct {
+		name, src string
+		hosts     []string
+		paths     []string
+	}{
+		{"decide", decidePolicy,
+			[]string{"api.stripe.com", "x.api.stripe.com", "plain.test", "api.github.com", "svc.internal.test", "10.0.0.5", "::1", "api.folded.test", "http-intake.datadoghq.com", "unknown.test"},
+			[]string{"/", "/v1/refunds/1", "/v1/charges", "/v1/balance", "/repos/x", "/api/items/admin", "/API/ITEMS/ADMIN"}},
+		{"private reach", privateReachPolicy,
+			[]string{"vault.internal.test", "gated.internal.test", "unknown.test"},
+			[]string{"/", "/v1/sys/seal", "/v1/secret/x", "/v1/x", "/other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { observeNeverLoosens(t, tc.src, tc.hosts, tc.paths) })
+	}
+}
+
+func observeNeverLoosens(t *testing.T, src string, hosts, paths []string) {
+	enforce := mustParse(t, src)
+	observe := mustParse(t, "mode: observe\n"+src)
 	callers := []string{"billing", "web", ""}
-	hosts := []string{"api.stripe.com", "x.api.stripe.com", "plain.test", "api.github.com", "svc.internal.test", "10.0.0.5", "::1", "api.folded.test", "http-intake.datadoghq.com", "unknown.test"}
 	ports := []int{0, 80, 443, 8080, 8443}
 	methods := []string{"GET", "POST", "DELETE", "get", "TRACE", "CONNECT"}
-	paths := []string{"/", "/v1/refunds/1", "/v1/charges", "/v1/balance", "/repos/x", "/api/items/admin", "/API/ITEMS/ADMIN"}
 	var queries []Query
 	for _, who := range callers {
 		for _, h := range hosts {
@@ -205,6 +266,31 @@ func TestObserveNeverLoosensBeyondWouldDeny(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+	// reach: the caller, host and port the enforced policy lets through
+	// (inject or forward) to special-purpose addresses for some query.
+	type where struct {
+		who, scheme, host string
+		port              int
+	}
+	whereOf := func(q Query) where {
+		w := where{q.Workload.Name, q.Scheme, q.Host, q.Port}
+		if q.Connect {
+			w.scheme = "https"
+		}
+		if w.port == 0 {
+			w.port = 443
+			if w.scheme == "http" {
+				w.port = 80
+			}
+		}
+		return w
+	}
+	reach := map[where]bool{}
+	for _, q := range queries {
+		if e := enforce.Decide(q); (e.Action == Inject || e.Action == Forward || e.Action == Tunnel) && e.AllowPrivate {
+			reach[whereOf(q)] = true
 		}
 	}
 	wouldDeny := 0
@@ -225,10 +311,12 @@ func TestObserveNeverLoosensBeyondWouldDeny(t *testing.T) {
 		switch {
 		case !o.WouldDeny || o.Action != want || o.Code != e.Code:
 			t.Errorf("%s (connect %v): %+v, want a would_deny %s with code %s", what, q.Connect, summarise(o), want, e.Code)
-		case o.Inject != nil || o.RuleLimit != nil || o.EncodedSlashes:
+		case o.Inject != nil || o.RuleLimit != nil || o.EncodedSlashes || o.EncodedDelimiters:
 			t.Errorf("%s (connect %v): would_deny carries a credential, a rule limit or encoded slashes: %+v", what, q.Connect, o)
 		case o.AllowPrivate && e.Code != "path_not_allowed" && e.Code != "method_not_allowed":
 			t.Errorf("%s (connect %v): would_deny %s allows special-purpose addresses", what, q.Connect, e.Code)
+		case o.AllowPrivate && !reach[whereOf(q)]:
+			t.Errorf("%s (connect %v): would_deny %s allows special-purpose addresses the enforced policy lets this caller reach by no request", what, q.Connect, e.Code)
 		}
 	}
 	if wouldDeny == 0 {

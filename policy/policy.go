@@ -266,6 +266,24 @@ func (r *rule) conditional() bool {
 	return r.methods != nil || r.paths != nil || r.cond != nil && r.act != ruleTunnel
 }
 
+// reachable reports whether the rule, matching a caller, host and port,
+// lets that caller through to them over scheme with some method and path:
+// an inject rule (over http only with plaintext) or a tunnel rule,
+// without a `when:` condition, which could refuse this very caller (its
+// posture, its source, the time) whatever the method and path. A deny
+// rule lets nobody through. Observe mode lets a would_deny request that
+// only missed such a rule's methods or paths reach the special-purpose
+// addresses its destination allows.
+func (r *rule) reachable(scheme string) bool {
+	switch {
+	case r.cond != nil:
+		return false
+	case r.act == ruleInject:
+		return scheme != "http" || r.plaintext
+	}
+	return r.act == ruleTunnel
+}
+
 // matchesFrom reports whether the rule applies to the caller.
 func (r *rule) matchesFrom(name string) bool {
 	if name == "" {

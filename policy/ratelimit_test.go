@@ -37,6 +37,7 @@ rules:
     from: "*"
     to: stripe
     action: tunnel
+    rate_limit: {rps: 1, burst: 2}
   - name: tunnel
     from: ["*", anonymous]
     to: tunnelled
@@ -60,7 +61,9 @@ func TestRateLimitDecisions(t *testing.T) {
 	}{
 		{"inject, both limits", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/charges"), limits{&RateLimit{RPS: 2.5, Burst: 3}, b50}},
 		{"inject, rule limit only", request("web", "POST", "https", "api.stripe.com", 443, "/v1/charges"), limits{&RateLimit{RPS: 2.5, Burst: 3}, nil}},
-		{"forward, workload limit only", request("billing", "GET", "https", "api.stripe.com", 443, "/v1/other"), limits{nil, b50}},
+		// charges makes the gateway intercept api.stripe.com: each request
+		// stripe-other forwards counts against its limit.
+		{"forward by a tunnel rule inside an intercepted connection", request("billing", "GET", "https", "api.stripe.com", 443, "/v1/other"), limits{&RateLimit{RPS: 1, Burst: 2}, b50}},
 		{"tunnel at CONNECT", connect("billing", "t.example.com", 443), limits{&RateLimit{RPS: 0.5, Burst: 3}, b50}},
 		{"anonymous tunnel", connect("", "t.example.com", 443), limits{&RateLimit{RPS: 0.5, Burst: 3}, nil}},
 		{"intercept carries none", connect("billing", "api.stripe.com", 443), limits{}},
@@ -72,6 +75,31 @@ func TestRateLimitDecisions(t *testing.T) {
 			d := p.Decide(tt.q)
 			if diff := cmp.Diff(tt.want, limits{d.RuleLimit, d.WorkloadLimit}); diff != "" {
 				t.Errorf("limits (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// Observe mode: a would_deny request (or tunnelled CONNECT) counts
+	// against its workload's limit, never a rule's (docs/policy.md
+	// "Observe mode").
+	obs := mustParse(t, "mode: observe\n"+rateLimitPolicy)
+	for _, tt := range []struct {
+		name string
+		q    Query
+		want limits
+	}{
+		{"would_deny, no rule", request("billing", "GET", "https", "nowhere.example.com", 443, "/"), limits{nil, b50}},
+		{"would_deny, deny rule", request("billing", "GET", "https", "blocked.example.com", 443, "/"), limits{nil, b50}},
+		{"would_deny CONNECT", connect("billing", "blocked.example.com", 443), limits{nil, b50}},
+		{"would_deny, workload without a limit", request("web", "GET", "https", "nowhere.example.com", 443, "/"), limits{}},
+		{"allowed, as in enforce mode", request("billing", "POST", "https", "api.stripe.com", 443, "/v1/charges"), limits{&RateLimit{RPS: 2.5, Burst: 3}, b50}},
+	} {
+		t.Run("observe/"+tt.name, func(t *testing.T) {
+			d := obs.Decide(tt.q)
+			if diff := cmp.Diff(tt.want, limits{d.RuleLimit, d.WorkloadLimit}); diff != "" {
+				t.Errorf("limits (-want +got):\n%s", diff)
+			}
+			if wd := d.Outcome() == WouldDeny; wd != (tt.name != "allowed, as in enforce mode") {
+				t.Errorf("outcome %s", d.Outcome())
 			}
 		})
 	}
