@@ -71,6 +71,8 @@ func TestConfigYAMLHazards(t *testing.T) {
 		{"no as a listen address", base + "listen: no\n", `listen: "no" is not host:port`},
 		{"port out of range", base + "listen: \":70000\"\n", "is not host:port"},
 		{"billion laughs", "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n" + base, `c.yaml:1:1: unknown field "a"`},
+		{"billion laughs, deeper", "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n" + base, "c.yaml:6:29: YAML aliases (*name) expand this gateway config by more than 1000000 values"},
+		{"aliases that multiply", base + "identity: {jwt: {issuers: [&i {audiences: [&a x" + strings.Repeat(", *a", 1100) + "]}" + strings.Repeat(", *i", 1100) + "]}}\n", "c.yaml:3:8068: YAML aliases (*name) expand this gateway config by more than 1000000 values"},
 		{"deep nesting", base + "upstream: " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + "\n", "upstream: want a mapping"},
 		{"not a mapping", "- a\n", "c.yaml:1:1: the config must be a YAML mapping"},
 		{"empty", "", "empty config"},
