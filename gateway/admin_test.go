@@ -111,12 +111,12 @@ func TestAdminListenerCutsSlowClients(t *testing.T) {
 		// wantStatus, when set, is the status line read before the close.
 		wantStatus string
 	}{
-		{"headers never finished (slowloris)", "GET /readyz HTTP/1.1\r\nHost: admin\r\nX-Slow: 1\r\n", ""},
+		{"headers never finished (slowloris)", "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n", ""},
 		{"request line only", "GET /readyz HTTP/1.1\r\n", ""},
 		{"nothing sent", "", ""},
-		{"body never sent", "POST /admin/v1/disable HTTP/1.1\r\nHost: admin\r\nContent-Length: 100\r\n\r\n{", "HTTP/1.1 403"},
-		{"idle keep-alive after an answer", "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n", "HTTP/1.1 200"},
-		{"header block too large", "GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Big: " + strings.Repeat("a", 8<<10) + "\r\n\r\n", "HTTP/1.1 431"},
+		{"body never sent", "POST /admin/v1/disable HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{", "HTTP/1.1 403"},
+		{"idle keep-alive after an answer", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "HTTP/1.1 200"},
+		{"header block too large", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + strings.Repeat("a", 8<<10) + "\r\n\r\n", "HTTP/1.1 431"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
