@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"github.com/credgate/credgate/internal/cfgfile"
+
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -9,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 )
 
@@ -40,7 +41,7 @@ func NewKeySigner(key ed25519.PrivateKey) Signer { return keySigner{key: key} }
 // KEY", as `openssl genpkey -algorithm ed25519` writes it). Errors name the
 // file, never the key.
 func LoadKeyFile(path string) (Signer, error) {
-	data, err := os.ReadFile(path)
+	data, err := cfgfile.ReadSecret(path)
 	if err != nil {
 		return nil, fmt.Errorf("audit signing key: %w", err)
 	}

@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -477,9 +480,7 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		return
 	}
 	var req switchRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeAdminBody(w, r, 16<<10, &req); err != nil {
 		fail(http.StatusBadRequest, codeAdminBadReq, "the body must be a JSON object {\"kind\":\"rule|workload|source|credential\",\"name\":\"...\",\"by\":\"...\",\"reason\":\"...\"}: "+err.Error(), "")
 		return
 	}
@@ -598,4 +599,65 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// decodeAdminBody decodes the body of an admin API call, at most limit
+// bytes, into v: exactly one JSON object whose keys v has fields for,
+// each once. encoding/json would take a key given twice (or twice in
+// different case: it matches field names without regard to case) as its
+// last value and ignore what follows the object, so that
+// {"kind":"rule","name":"payments","name":"billing"} disabled billing
+// while a reader of the body — an operator, a proxy in front of the
+// admin listener checking who may switch what — saw payments: the call
+// is refused instead, as the proxy refuses a request that servers could
+// read two ways.
+func decodeAdminBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("the body is not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		k := foldKey(key)
+		if seen[k] {
+			return fmt.Errorf("the key %q is given twice (keys are matched without regard to case)", key)
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("something follows the JSON object; send one object")
+	}
+	dec = json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// foldKey is key with each rune replaced by the smallest rune of its
+// simple case folding orbit: two keys encoding/json matches to the same
+// field (it compares them as bytes.EqualFold does: "reaſon", with a long
+// s, is "reason") fold to the same string.
+func foldKey(key string) string {
+	return strings.Map(func(r rune) rune {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		return m
+	}, key)
 }

@@ -111,12 +111,12 @@ func TestAdminListenerCutsSlowClients(t *testing.T) {
 		// wantStatus, when set, is the status line read before the close.
 		wantStatus string
 	}{
-		{"headers never finished (slowloris)", "GET /readyz HTTP/1.1\r\nHost: admin\r\nX-Slow: 1\r\n", ""},
+		{"headers never finished (slowloris)", "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n", ""},
 		{"request line only", "GET /readyz HTTP/1.1\r\n", ""},
 		{"nothing sent", "", ""},
-		{"body never sent", "POST /admin/v1/disable HTTP/1.1\r\nHost: admin\r\nContent-Length: 100\r\n\r\n{", "HTTP/1.1 403"},
-		{"idle keep-alive after an answer", "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n", "HTTP/1.1 200"},
-		{"header block too large", "GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Big: " + strings.Repeat("a", 8<<10) + "\r\n\r\n", "HTTP/1.1 431"},
+		{"body never sent", "POST /admin/v1/disable HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{", "HTTP/1.1 403"},
+		{"idle keep-alive after an answer", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "HTTP/1.1 200"},
+		{"header block too large", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + strings.Repeat("a", 8<<10) + "\r\n\r\n", "HTTP/1.1 431"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,5 +284,63 @@ func TestReadyzShowsFailingAuditOutput(t *testing.T) {
 	}
 	if n := strings.Count(logs, "audit output recovered"); n != 1 {
 		t.Errorf("%d log lines say the audit output recovered, want 1:\n%s", n, logs)
+	}
+}
+
+// TestAdminBodyOneReading is the class of admin API bodies that
+// encoding/json reads one way and a reader of the JSON (an operator, a
+// proxy in front of the admin listener) may read another: a key given
+// twice, also in another case or spelled with a rune that folds to the
+// same one (the Kelvin sign K, the long s ſ), and anything after the
+// object. Each is refused 400 bad_request by POST /admin/v1/disable and
+// changes nothing; one object with each key once is taken. Before,
+// {"kind":"rule","name":"payments","name":"billing"} disabled billing
+// (the last value), and a second object after the first was ignored.
+func TestAdminBodyOneReading(t *testing.T) {
+	const token = "admin-body-class-token-0123456789"
+	dir := t.TempDir()
+	writeFile(t, dir, "admin.token", []byte(token))
+	tg := startSwitchGateway(t, fmt.Sprintf("admin:\n  token_file: %q\n", filepath.Join(dir, "admin.token")))
+	for _, c := range []struct {
+		name, body string
+		ok         bool
+	}{
+		{"one object", `{"kind":"rule","name":"body-a","reason":"x"}`, true},
+		{"one object, spaces around", " \n{\"kind\":\"rule\",\"name\":\"body-b\"}\n ", true},
+		{"key case differs, once", `{"KIND":"rule","Name":"body-c"}`, true},
+		{"name twice", `{"kind":"rule","name":"body-d","name":"body-e"}`, false},
+		{"name twice in another case", `{"kind":"rule","name":"body-d","NAME":"body-e"}`, false},
+		{"kind twice", `{"kind":"workload","kind":"rule","name":"body-d"}`, false},
+		{"Kelvin sign", `{"kind":"rule","\u212aind":"workload","name":"body-d"}`, false},
+		{"long s", `{"kind":"rule","name":"body-d","reason":"a","rea\u017fon":"b"}`, false},
+		{"a second object", `{"kind":"rule","name":"body-d"}{"kind":"rule","name":"body-e"}`, false},
+		{"trailing bytes", `{"kind":"rule","name":"body-d"} x`, false},
+		{"an array", `[{"kind":"rule","name":"body-d"}]`, false},
+		{"unknown key", `{"kind":"rule","name":"body-d","expires":"1h"}`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(tg.gw.switches.Snapshot().Entries())
+			st, code, body := adminCall(t, tg, "/admin/v1/disable", token, c.body)
+			after := len(tg.gw.switches.Snapshot().Entries())
+			if c.ok {
+				if st != http.StatusOK || after != before+1 {
+					t.Errorf("%d %s %v (switches %d -> %d); want it taken", st, code, body, before, after)
+				}
+				return
+			}
+			if st != http.StatusBadRequest || code != codeAdminBadReq || after != before {
+				t.Errorf("%d %s %v (switches %d -> %d); want 400 %s and nothing changed", st, code, body, before, after, codeAdminBadReq)
+			}
+		})
+	}
+	// What encoding/json matches to one field folds to one key.
+	for _, pair := range [][2]string{{"kind", "KIND"}, {"kind", "\u212aind"}, {"reason", "rea\u017fon"}, {"by", "BY"}} {
+		if foldKey(pair[0]) != foldKey(pair[1]) {
+			t.Errorf("foldKey(%q) = %q, foldKey(%q) = %q: encoding/json matches both to one field", pair[0], foldKey(pair[0]), pair[1], foldKey(pair[1]))
+		}
+		var v switchRequest
+		if err := json.Unmarshal([]byte(fmt.Sprintf(`{%q:"x"}`, pair[1])), &v); err != nil || v == (switchRequest{}) {
+			t.Errorf("encoding/json does not match %q to a field (%v): the table's premise is wrong", pair[1], err)
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -85,7 +88,8 @@ func diffCounts(before, after map[[2]string]float64) map[[2]string]float64 {
 // in credgate_admin_api_requests_total under its route pattern and code,
 // and writes exactly one audit line naming the method, path, status,
 // code and who called (never the token); probe routes (/healthz, /readyz,
-// /metrics) are counted and not audited.
+// /metrics) are counted and not audited, but for a request refused for
+// naming the loopback listener by a DNS name (admin_host_refused).
 func TestAdminRequestsAuditedAndCounted(t *testing.T) {
 	const admin = "admin-audit-class-token-0123456789"
 	const wrong = "admin-audit-wrong-token-ffffffffff"
@@ -101,6 +105,7 @@ func TestAdminRequestsAuditedAndCounted(t *testing.T) {
 
 	type call struct {
 		name, method, path, token string
+		host                      string // the Host header; "" for the listener's address
 		route                     string // the metric's route label
 		audited                   bool
 		wantStatus                int    // 0: any status below 400
@@ -129,7 +134,11 @@ func TestAdminRequestsAuditedAndCounted(t *testing.T) {
 			call{name: "wrong method", method: other, path: rt.Path(), token: admin, route: "unmatched", audited: true,
 				wantStatus: http.StatusMethodNotAllowed, wantCode: codeAdminMethod},
 			call{name: "unknown path", method: rt.Method(), path: rt.Path() + "-unknown", token: admin, route: "unmatched", audited: true,
-				wantStatus: http.StatusNotFound, wantCode: codeAdminNotFound})
+				wantStatus: http.StatusNotFound, wantCode: codeAdminNotFound},
+			// A page's domain re-resolved to the loopback listener (DNS
+			// rebinding): refused, and audited even on a probe's route.
+			call{name: "DNS name as Host", method: rt.Method(), path: rt.Path(), token: admin, host: "rebind.example:9090", route: rt.Pattern, audited: true,
+				wantStatus: http.StatusForbidden, wantCode: codeAdminHost})
 	}
 	// A last audited request after the others: its line comes after any
 	// line a probe wrongly wrote.
@@ -157,6 +166,9 @@ func TestAdminRequestsAuditedAndCounted(t *testing.T) {
 		}
 		if c.token != "" {
 			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		if c.host != "" {
+			req.Host = c.host
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -311,6 +323,109 @@ func TestAdminPanicAnswered(t *testing.T) {
 	for where, s := range map[string]string{"audit": tg.audit.String(), "log": tg.logs.String()} {
 		if strings.Contains(s, secret) {
 			t.Errorf("the panic's secret appears in the %s", where)
+		}
+	}
+}
+
+// TestAdminHostRebinding is the class of Host names a request to the
+// admin listener may carry (DNS rebinding: a web page re-resolving its
+// own domain to 127.0.0.1 makes the browser send the page's domain as
+// Host, and reads the answers as its own origin's). Over a loopback
+// connection on plain HTTP, a DNS name other than localhost is refused
+// 403 admin_host_refused on every route, probes included, and the
+// answer holds nothing of what the route serves; an IP address or
+// localhost in any spelling is served. Over admin.tls, and on a
+// connection that arrived on another address (unit level: the tests
+// listen on loopback only), nothing is refused for its Host. Before,
+// every spelling was served: /metrics (rule and workload names) to any
+// page.
+func TestAdminHostRebinding(t *testing.T) {
+	hosts := []struct {
+		host    string
+		allowed bool
+	}{
+		{"127.0.0.1:PORT", true},
+		{"127.0.0.1", true},
+		{"localhost:PORT", true},
+		{"LocalHost:PORT", true},
+		{"localhost.:PORT", true},
+		{"[::1]:PORT", true},
+		{"10.1.2.3:PORT", true}, // an IP address is no page's domain
+		{"[fe80::1%25eth0]:PORT", true},
+		{"rebind.example", false},
+		{"rebind.example:PORT", false},
+		{"REBIND.EXAMPLE.:PORT", false},
+		{"127.0.0.1.nip.io:PORT", false},
+		{"localhost.rebind.example:PORT", false},
+		{"app.localhost:PORT", false},
+		{"0x7f000001:PORT", false}, // browsers send 127.0.0.1; only a name reads so
+		{"2130706433:PORT", false},
+		{"xn--80ak6aa92e.com:PORT", false},
+	}
+	const token = "admin-host-class-token-0123456789"
+	dir := t.TempDir()
+	writeFile(t, dir, "admin.token", []byte(token))
+	ca := adminPKI(t, dir, "admin CA")
+	plain := startSwitchGateway(t, fmt.Sprintf("admin:\n  token_file: %q\n", filepath.Join(dir, "admin.token")))
+	secure := startSwitchGateway(t, fmt.Sprintf("admin:\n  token_file: %q\n  tls:\n    cert: %q\n    key: %q\n",
+		filepath.Join(dir, "admin.token"), filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem")))
+	for _, l := range []struct {
+		name   string
+		tg     *testGateway
+		scheme string
+		client *http.Client
+	}{{"plain HTTP", plain, "http", http.DefaultClient}, {"admin.tls", secure, "https", httpsClient(t, ca.Pool())}} {
+		addr := l.tg.gw.AdminAddr().String()
+		_, port, _ := net.SplitHostPort(addr)
+		for _, h := range hosts {
+			for _, path := range []string{"/healthz", "/metrics", "/admin/v1/switches"} {
+				req, err := http.NewRequest(http.MethodGet, l.scheme+"://"+addr+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Host = strings.ReplaceAll(h.host, "PORT", port)
+				req.Header.Set("Authorization", "Bearer "+token)
+				resp, err := l.client.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s Host %s: %v", l.name, path, req.Host, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				refused := resp.StatusCode == http.StatusForbidden && resp.Header.Get(ReasonHeader) == codeAdminHost
+				if want := !h.allowed && l.scheme == "http"; refused != want {
+					t.Errorf("%s GET %s Host %s: %d %q, want refused=%v", l.name, path, req.Host, resp.StatusCode, resp.Header.Get(ReasonHeader), want)
+				}
+				if refused && (strings.Contains(string(b), "credgate_") || strings.Contains(string(b), "disabled")) {
+					t.Errorf("%s GET %s Host %s: the refusal carries the route's answer: %s", l.name, path, req.Host, b)
+				}
+			}
+		}
+	}
+	// The same request arriving on a non-loopback address, or over TLS:
+	// not refused whatever its Host.
+	for _, c := range []struct {
+		name  string
+		local net.Addr
+		tls   bool
+		want  bool // refused
+	}{
+		{"loopback", &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9090}, false, true},
+		{"loopback IPv6", &net.TCPAddr{IP: net.IPv6loopback, Port: 9090}, false, true},
+		{"loopback 127.0.0.2", &net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 9090}, false, true},
+		{"IPv4-mapped loopback", &net.TCPAddr{IP: net.ParseIP("::ffff:127.0.0.1"), Port: 9090}, false, true},
+		{"pod address", &net.TCPAddr{IP: net.ParseIP("10.0.0.5"), Port: 9090}, false, false},
+		{"loopback over TLS", &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9090}, true, false},
+		{"no local address", nil, false, false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://rebind.example:9090/metrics", nil)
+		if c.local != nil {
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, c.local))
+		}
+		if c.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if got := adminHostRefusal(r) != ""; got != c.want {
+			t.Errorf("%s: refused=%v, want %v", c.name, got, c.want)
 		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ const (
 	codeAdminNotFound = "not_found"
 	codeAdminMethod   = "method_not_allowed"
 	codeAdminInternal = "internal_error"
+	codeAdminHost     = "admin_host_refused"
 )
 
 // adminUnmatched is the route label of a request no route matched.
@@ -107,6 +110,10 @@ func (g *Gateway) serveAdmin(m *adminMux) http.Handler {
 				panic(http.ErrAbortHandler)
 			}
 		}()
+		if why := adminHostRefusal(r); why != "" {
+			adminError(aw, http.StatusForbidden, codeAdminHost, why)
+			return
+		}
 		if !matched {
 			m.serveUnmatched(aw, r)
 			return
@@ -167,7 +174,7 @@ func (g *Gateway) adminDone(r *http.Request, rt adminRoute, matched bool, status
 		label = "ok"
 	}
 	g.metrics.adminRequests.WithLabelValues(routeLabel(rt, matched), label).Inc()
-	if matched && rt.Probe && !panicked {
+	if matched && rt.Probe && !panicked && code != codeAdminHost {
 		return
 	}
 	decision := "admin"
@@ -207,4 +214,62 @@ func adminPresented(r *http.Request, ev identity.Evidence) []string {
 		out = append(out, "authorization:"+strings.ToLower(scheme))
 	}
 	return out
+}
+
+// adminHostRefusal returns why r is refused for the name its Host header
+// gives the admin listener, or "" when it is not: a request that reached
+// the listener through a loopback address over plain HTTP must name it
+// by an IP address or as localhost.
+//
+// Such a request comes from this machine, perhaps from a browser, and a
+// web page can make a browser send it: by DNS rebinding, a page of
+// attacker.example re-resolves its own name to 127.0.0.1 and reads the
+// answers as its own origin's. The Host header then still names the
+// page's domain, which no client of the admin listener uses: kubelet
+// probes and Prometheus name an IP address, kubectl port-forward and
+// credgate admin localhost or 127.0.0.1. Over admin.tls the browser
+// would refuse the listener's certificate for the attacker's name, and a
+// request that arrived on another address did not come from this
+// machine's browsers, so neither is checked: a service name such as
+// cg-credgate-admin.egress.svc keeps working. Refused before the route
+// is served, so that no probe's answer (/metrics names rules and
+// workloads) reaches the page either, and audited (a rebinding attempt
+// is worth a line).
+func adminHostRefusal(r *http.Request) string {
+	if r.TLS != nil {
+		return ""
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !addrIsLoopback(local) || adminHostAllowed(r.Host) {
+		return ""
+	}
+	return "the admin listener was reached through a loopback address under a DNS name: name it as localhost or by its IP address (http://127.0.0.1:PORT); a browser page re-resolving its own name to this machine (DNS rebinding) sends such requests (docs/config.md#admin)"
+}
+
+// addrIsLoopback reports whether a is a TCP address on a loopback
+// interface.
+func addrIsLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// adminHostAllowed reports whether host (a Host header, with or without
+// a port) names the admin listener as a loopback client may: an IP
+// address, localhost (which browsers resolve to this machine themselves,
+// RFC 6761, so no page's domain can be it), or nothing (an HTTP/1.0
+// request without Host, which no browser sends).
+func adminHostAllowed(host string) bool {
+	if host == "" {
+		return true
+	}
+	h := host
+	if sh, _, err := net.SplitHostPort(host); err == nil {
+		h = sh
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return strings.EqualFold(strings.TrimSuffix(h, "."), "localhost")
 }

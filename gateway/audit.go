@@ -20,6 +20,7 @@ import (
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/transform"
@@ -237,7 +238,7 @@ func newAuditor(ctx context.Context, cfg Audit, out io.Writer, log *slog.Logger)
 
 // readKeyFile reads a base64 key of at least 16 bytes.
 func readKeyFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := cfgfile.ReadSecret(path)
 	if err != nil {
 		return nil, err
 	}

@@ -592,6 +592,11 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, &ConfigError{File: path, Line: root.Line, Col: root.Column, Msg: "the config must be a YAML mapping of keys such as listen, policy, ca"}
 	}
+	// Aliases that expand the file far beyond its written size are
+	// refused before UnknownKeys and the checks below follow them.
+	if p := yamlstrict.AliasExpansion(root, "gateway config"); p != nil {
+		return nil, &ConfigError{File: path, Line: p.Line, Col: p.Col, Msg: p.Msg}
+	}
 	// Refused as in the policy: yaml.v3 would merge them, but every
 	// position the config reports for a merged value would be the
 	// anchor's.

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // ConfigChanges names the settings whose values differ between a and b,
@@ -138,8 +140,10 @@ func fileDigest(path string) [32]byte {
 	if err != nil || !st.Mode().IsRegular() || st.Size() > maxDigestFile {
 		return [32]byte{}
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	// cfgfile.Read checks the file it opened, not the path: one swapped
+	// for a named pipe after the Stat is refused too, never waited on.
+	b, err := cfgfile.Read(path)
+	if err != nil || len(b) > maxDigestFile {
 		return [32]byte{}
 	}
 	return sha256.Sum256(b)

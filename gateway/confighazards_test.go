@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/filewatch"
 )
 
 // configErrors flattens what ParseConfig returned into its ConfigErrors,
@@ -68,9 +70,14 @@ func TestConfigYAMLHazards(t *testing.T) {
 		{"octal size with a sign", "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlimits: {max_header_bytes: +065536}\n", "c.yaml:3:28: max_header_bytes: a number with a leading zero"},
 		{"hexadecimal size", "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlimits: {max_header_bytes: 0x10000}\n", ""},
 		{"plain size", "policy: p.yaml\nca: {cert: c.pem, key: k.pem}\nlimits: {max_header_bytes: 65536}\n", ""},
+		{"yes as a boolean", base + "audit: {chain: yes}\n", "c.yaml:3:16: audit.chain: yes is a boolean to YAML 1.1 readers (yaml.v3 takes it as one) and text to YAML 1.2 readers"},
+		{"off quoted as a boolean", base + "tracing: {insecure: \"off\"}\n", "c.yaml:3:21: tracing.insecure: off is a boolean"},
+		{"true as a boolean", base + "audit: {chain: true}\n", ""},
 		{"no as a listen address", base + "listen: no\n", `listen: "no" is not host:port`},
 		{"port out of range", base + "listen: \":70000\"\n", "is not host:port"},
 		{"billion laughs", "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n" + base, `c.yaml:1:1: unknown field "a"`},
+		{"billion laughs, deeper", "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n" + base, "c.yaml:6:29: YAML aliases (*name) expand this gateway config by more than 1000000 values"},
+		{"aliases that multiply", base + "identity: {jwt: {issuers: [&i {audiences: [&a x" + strings.Repeat(", *a", 1100) + "]}" + strings.Repeat(", *i", 1100) + "]}}\n", "c.yaml:3:8068: YAML aliases (*name) expand this gateway config by more than 1000000 values"},
 		{"deep nesting", base + "upstream: " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + "\n", "upstream: want a mapping"},
 		{"not a mapping", "- a\n", "c.yaml:1:1: the config must be a YAML mapping"},
 		{"empty", "", "empty config"},
@@ -241,6 +248,147 @@ func TestSecretFilesNotRegular(t *testing.T) {
 					}
 				case <-time.After(5 * time.Second):
 					t.Errorf("still reading %s after 5s", k.path)
+				}
+			})
+		}
+	}
+}
+
+// TestConfigFilesNotRegular is the class "a file the config names that
+// is not one", for every file the config names (namedFiles, read from
+// the registration) and every reader that reads such a file while the
+// gateway starts or runs: a named pipe (whose read waits for a writer
+// forever), a link to /dev/zero (read until memory runs out) and, for
+// the readers, a file larger than a config file may be. Each is refused
+// promptly, saying what the path is and naming the key. Before,
+// credgate validate, serve's start and a SIGHUP hung on a named pipe as
+// upstream.ca_bundle, ca.cert or identity.posture.file, and the poller
+// of a certificate, bundle, key set or posture file stopped for good on
+// one swapped in while the gateway ran (only the secret files were
+// refused: TestSecretFilesNotRegular).
+func TestConfigFilesNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "file.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Let a reader the old code left blocked in open(2) go.
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	zero := filepath.Join(dir, "file.zero")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "file.big")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sparse: no disk.
+	if err := f.Truncate(cfgfile.MaxBytes + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// within runs read and fails the test unless it returns within 5s.
+	within := func(t *testing.T, what string, read func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- read() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: still reading after 5s", what)
+			return nil
+		}
+	}
+
+	// credgate validate and serve's preflight (CheckFiles), with each
+	// named file in turn a named pipe or a link to /dev/zero.
+	files := t.TempDir()
+	var names []string
+	everyFileConfig(t, func(name string) string {
+		names = append(names, name)
+		return writeFile(t, files, name, []byte("content of "+name+"\n"))
+	})
+	if len(names) < 20 {
+		t.Fatalf("only %d files named; everyFileConfig misses some", len(names))
+	}
+	for _, k := range []struct{ name, path, want string }{
+		{"fifo", fifo, "is a named pipe (FIFO), not a regular file"},
+		{"dev_zero", zero, "is a device, not a regular file"},
+	} {
+		for _, name := range names {
+			c := everyFileConfig(t, func(n string) string {
+				if n == name {
+					return k.path
+				}
+				return filepath.Join(files, n)
+			})
+			key := ""
+			for _, nf := range c.namedFiles() {
+				if nf.path == k.path {
+					key = keyPath(nf.keys...)
+				}
+			}
+			t.Run("validate/"+k.name+"/"+key, func(t *testing.T) {
+				if key == "" {
+					t.Fatalf("namedFiles does not name the file everyFileConfig calls %s", name)
+				}
+				err := within(t, "CheckFiles", c.CheckFiles)
+				if want := key + ": " + k.path + " " + k.want; err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("CheckFiles with %s as %s: %v; want an error saying %q", key, k.name, err, want)
+				}
+			})
+		}
+	}
+
+	// The readers of those files while the gateway starts and runs.
+	readers := []struct {
+		name string
+		read func(path string) error
+	}{
+		{"filewatch (certificates, CA pair, bundles, key sets, posture)", func(p string) error {
+			_, err := (&filewatch.Reloader{Paths: []string{p}, What: "test file", Apply: func([][]byte) error { return nil }}).Load()
+			return err
+		}},
+		{"upstream.ca_bundle (start and SIGHUP)", func(p string) error {
+			_, err := loadUpstreamTrust(p)
+			return err
+		}},
+		{"interception CA (start)", func(p string) error {
+			_, err := mitm.LoadCA(p, p)
+			return err
+		}},
+		{"interception CA (credgate explain)", func(p string) error {
+			_, err := (&Config{CA: CAConfig{Cert: p, Key: p}}).Issuer()
+			return err
+		}},
+		{"fingerprint key (start)", func(p string) error {
+			_, err := readKeyFile(p)
+			return err
+		}},
+		{"SIGHUP digest of a start-only file", func(p string) error {
+			if fileDigest(p) != ([32]byte{}) {
+				return errors.New("digested")
+			}
+			// Not read (the zero digest): what each kind below says.
+			return errors.New("not a regular file: bytes, more than allowed")
+		}},
+	}
+	for _, k := range []struct{ name, path, want string }{
+		{"fifo", fifo, "not a regular file"},
+		{"dev_zero", zero, "not a regular file"},
+		{"too_large", big, "bytes, more than"},
+	} {
+		for _, rd := range readers {
+			t.Run("read/"+k.name+"/"+rd.name, func(t *testing.T) {
+				err := within(t, rd.name, func() error { return rd.read(k.path) })
+				if err == nil || !strings.Contains(err.Error(), k.want) {
+					t.Errorf("got %v, want an error saying %q", err, k.want)
 				}
 			})
 		}

@@ -223,44 +223,12 @@ func TestReloadEveryConfigFile(t *testing.T) {
 	// A config that names every file namedFiles knows; not a valid one
 	// (nothing is started from it), only the names matter.
 	dir := t.TempDir()
-	f := func(name string) string { return writeFile(t, dir, name, []byte("start content of "+name+"\n")) }
-	var every Config
-	if err := yaml.Unmarshal(fmt.Appendf(nil, `
-policy: %s
-ca: {cert: %s, key: %s}
-tls: {cert: %s, key: %s, client_ca: %s}
-upstream: {ca_bundle: %s}
-cache:
-  redis:
-    addrs: [127.0.0.1:1]
-    password_file: %s
-    tls: {ca: %s, cert: %s, key: %s}
-    encryption_keys: [{file: %s}]
-admin:
-  token_file: %s
-  tls: {cert: %s, key: %s, client_ca: %s}
-audit:
-  checkpoint: {key_file: %s}
-  fingerprint_key_file: %s
-  otlp: {endpoint: "127.0.0.1:1", ca: %s, headers: {x-key: {file: %s}}}
-identity:
-  mtls: {bundles: [{trust_domain: example.org, file: %s}]}
-  jwt: {issuers: [{issuer: "https://issuer.test", jwks_file: %s}]}
-  posture: {file: %s}
-run_tokens: {key_file: %s}
-tracing: {enabled: true, endpoint: "127.0.0.1:1", ca: %s, headers: {x-key: {file: %s}}}
-`, f("policy"), f("ca.cert"), f("ca.key"), f("tls.cert"), f("tls.key"), f("tls.client_ca"), f("ca_bundle"),
-		f("redis.password"), f("redis.ca"), f("redis.cert"), f("redis.key"), f("redis.enc"),
-		f("admin.token"), f("admin.cert"), f("admin.key"), f("admin.client_ca"),
-		f("checkpoint.key"), f("fp.key"), f("audit-otlp.ca"), f("audit-otlp.header"),
-		f("bundle.pem"), f("jwks.json"), f("posture.json"), f("runtoken.key"), f("tracing.ca"), f("tracing.header")), &every); err != nil {
-		t.Fatal(err)
-	}
+	every := everyFileConfig(t, func(name string) string { return writeFile(t, dir, name, []byte("start content of "+name+"\n")) })
 	files := every.namedFiles()
 	if len(files) < 20 {
 		t.Fatalf("only %d files named; the config above misses some", len(files))
 	}
-	tg.gw.startFiles = startOnlyFiles(&every)
+	tg.gw.startFiles = startOnlyFiles(every)
 	running, err := LoadConfig(tg.gw.cfg.File())
 	if err != nil {
 		t.Fatal(err)
@@ -322,4 +290,44 @@ func reloadConfig(t *testing.T, g *Gateway, next *Config) []string {
 		t.Errorf("ReloadConfig: %v", err)
 	}
 	return keys
+}
+
+// everyFileConfig is a config that names every file namedFiles knows,
+// each path made by f from a short name; not a valid config (nothing is
+// started from it), only the names matter.
+func everyFileConfig(t *testing.T, f func(name string) string) *Config {
+	t.Helper()
+	var every Config
+	if err := yaml.Unmarshal(fmt.Appendf(nil, `
+policy: %s
+ca: {cert: %s, key: %s}
+tls: {cert: %s, key: %s, client_ca: %s}
+upstream: {ca_bundle: %s}
+cache:
+  redis:
+    addrs: [127.0.0.1:1]
+    password_file: %s
+    tls: {ca: %s, cert: %s, key: %s}
+    encryption_keys: [{file: %s}]
+admin:
+  token_file: %s
+  tls: {cert: %s, key: %s, client_ca: %s}
+audit:
+  checkpoint: {key_file: %s}
+  fingerprint_key_file: %s
+  otlp: {endpoint: "127.0.0.1:1", ca: %s, headers: {x-key: {file: %s}}}
+identity:
+  mtls: {bundles: [{trust_domain: example.org, file: %s}]}
+  jwt: {issuers: [{issuer: "https://issuer.test", jwks_file: %s}]}
+  posture: {file: %s}
+run_tokens: {key_file: %s}
+tracing: {enabled: true, endpoint: "127.0.0.1:1", ca: %s, headers: {x-key: {file: %s}}}
+`, f("policy"), f("ca.cert"), f("ca.key"), f("tls.cert"), f("tls.key"), f("tls.client_ca"), f("ca_bundle"),
+		f("redis.password"), f("redis.ca"), f("redis.cert"), f("redis.key"), f("redis.enc"),
+		f("admin.token"), f("admin.cert"), f("admin.key"), f("admin.client_ca"),
+		f("checkpoint.key"), f("fp.key"), f("audit-otlp.ca"), f("audit-otlp.header"),
+		f("bundle.pem"), f("jwks.json"), f("posture.json"), f("runtoken.key"), f("tracing.ca"), f("tracing.header")), &every); err != nil {
+		t.Fatal(err)
+	}
+	return &every
 }

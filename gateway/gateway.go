@@ -49,7 +49,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +64,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/cabundle"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
 	"github.com/credgate/credgate/internal/panics"
@@ -498,7 +498,7 @@ func loadUpstreamTrust(bundle string) (*upstreamTrust, error) {
 	if bundle == "" {
 		return tr, nil
 	}
-	pem, err := os.ReadFile(bundle)
+	pem, err := cfgfile.Read(bundle)
 	if err != nil {
 		return nil, fmt.Errorf("upstream.ca_bundle: %w", err)
 	}

@@ -590,6 +590,24 @@ func (g *Gateway) startFlight(ctx context.Context, f *inFlight, tw *flightWatch,
 	return ctx
 }
 
+// cutWaiting returns the refusal of a request that was cut (st.flight)
+// while it waited for its credential, and whether it was: one the kill
+// switch covers is refused as any request it covers is, 403 disabled
+// (nothing reached the upstream), one whose identity was lost or that a
+// reload no longer admits with the code of its cut.
+func (g *Gateway) cutWaiting(st *reqState, wl identity.Workload, d policy.Decision) (refusal, bool) {
+	cut := st.flight.refusal()
+	if cut == nil {
+		return refusal{}, false
+	}
+	if cut.Code == codeDisabledInFlight {
+		if f, off := g.switchRefusal(wl, d, false); off {
+			return f, true
+		}
+	}
+	return *cut, true
+}
+
 // endFlight ends what startFlight(f) began: f leaves the requests in
 // flight, and its context is cancelled (a method, not a closure made per
 // request).

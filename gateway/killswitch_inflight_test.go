@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/providers"
 )
 
 // TestKillSwitchCutsRequestsInFlight checks the class "no request that a
@@ -201,6 +203,85 @@ func TestKillSwitchCutsStreamedBodies(t *testing.T) {
 				}
 			case <-time.After(3 * time.Second):
 				t.Fatalf("the streamed request went on after its rule was disabled; audit:\n%s\nlogs:\n%s", tg.audit.String(), tg.logs.String())
+			}
+		})
+	}
+}
+
+// TestKillSwitchEndsCredentialWait: a request waiting for its credential
+// (a provider that does not answer: a slow Vault, an OAuth2 server
+// timing out) when a switch covering it is set — its rule, its
+// credential, its workload — is answered at once 403 disabled, audited
+// with the switch, and nothing reaches the origin. Before, it waited for
+// the fetch (here 30 s, the fetch timeout) and was only then refused,
+// the kill switch's promise (in force when credgate admin returns) kept
+// for the upstream but not for the client; all three cases failed.
+func TestKillSwitchEndsCredentialWait(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	pol := strings.Replace(testPolicy, "credentials:\n", "credentials:\n  slow:\n    provider: gwtest-misfetch\n    do: hang\n", 1)
+	pol = strings.Replace(pol, "rules:\n", "rules:\n  - name: slow\n    from: local\n    to: api\n    paths: [/slow/*]\n    inject: {credential: slow, as: bearer}\n", 1)
+	writeFile(t, tg.dir, "policy.yaml", []byte(pol))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\ncache: {fetch_timeout: 30s}\nadmin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n", tg.origin.addr))
+	t.Cleanup(func() {
+		hungFetches.mu.Lock()
+		close(hungFetches.ch)
+		hungFetches.ch = make(chan struct{})
+		hungFetches.mu.Unlock()
+	})
+	for _, sw := range []struct{ kind, name string }{{"rule", "slow"}, {"credential", "slow"}, {"workload", "local"}} {
+		t.Run(sw.kind, func(t *testing.T) {
+			path := "/slow/" + sw.kind
+			type answer struct {
+				status int
+				code   string
+				err    error
+			}
+			misses := counterValue(t, tg.gw.metrics.cacheResults[providers.CacheMiss])
+			done := make(chan answer, 1)
+			go func() {
+				c := tg.client(t, false)
+				c.Timeout = 60 * time.Second
+				resp, err := c.Get("https://" + apiHost + path)
+				if err != nil {
+					done <- answer{err: err}
+					return
+				}
+				resp.Body.Close()
+				done <- answer{status: resp.StatusCode, code: resp.Header.Get(ReasonHeader)}
+			}()
+			// The request waits for its credential: the cache counts
+			// its miss, then waits for the fetch.
+			waitFor(t, 10*time.Second, "the request waiting for its credential", func() bool {
+				return counterValue(t, tg.gw.metrics.cacheResults[providers.CacheMiss]) == misses+1
+			})
+			body := fmt.Sprintf(`{"kind":%q,"name":%q,"reason":"test"}`, sw.kind, sw.name)
+			if st, _, b := adminCall(t, tg, "/admin/v1/disable", token, body); st != http.StatusOK {
+				t.Fatalf("disable: %d %v", st, b)
+			}
+			defer func() {
+				if st, _, b := adminCall(t, tg, "/admin/v1/enable", token, body); st != http.StatusOK {
+					t.Errorf("enable: %d %v", st, b)
+				}
+			}()
+			select {
+			case a := <-done:
+				if a.err != nil || a.status != http.StatusForbidden || a.code != codeDisabled {
+					t.Errorf("answered %d %q (%v), want 403 %s", a.status, a.code, a.err, codeDisabled)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request still waits for its credential 10 s after the switch covering it was set")
+			}
+			wantAudited(t, tg, path, http.StatusForbidden, codeDisabled)
+			if !strings.Contains(tg.audit.String(), fmt.Sprintf(`"switch":"%s:%s"`, sw.kind, sw.name)) {
+				t.Errorf("no audit line names the switch %s:%s", sw.kind, sw.name)
+			}
+			for _, s := range tg.origin.all() {
+				if strings.HasPrefix(s.Path, "/slow/") {
+					t.Errorf("the origin received %s %s", s.Method, s.URI)
+				}
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/otlp"
 	"github.com/credgate/credgate/internal/writable"
 	"github.com/credgate/credgate/killswitch"
@@ -54,11 +55,11 @@ func newIssuer(c CAConfig, ca *mitm.CA) *mitm.Issuer {
 // the gateway builds it at start: credgate explain asks it whether the
 // CA may sign for a host (its name constraints). Nothing is written.
 func (c *Config) Issuer() (*mitm.Issuer, error) {
-	certPEM, err := os.ReadFile(c.CA.Cert)
+	certPEM, err := cfgfile.Read(c.CA.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("ca.cert: %w", err)
 	}
-	keyPEM, err := os.ReadFile(c.CA.Key)
+	keyPEM, err := cfgfile.Read(c.CA.Key)
 	if err != nil {
 		return nil, fmt.Errorf("ca.key: %w", err)
 	}
@@ -235,6 +236,11 @@ func fileProblem(f namedFile) string {
 		return fmt.Sprintf("%s: %s cannot be read: %v; make it readable by the gateway's user", key, f.path, errors.Unwrap(err))
 	case st.IsDir():
 		return fmt.Sprintf("%s: %s is a directory; name the file in it (%s)", key, f.path, f.hint)
+	case !st.Mode().IsRegular():
+		// A named pipe's read waits for a writer, a device's (a link to
+		// /dev/zero) may never end: every loader reads through cfgfile,
+		// which refuses them too; said here once, with the key.
+		return fmt.Sprintf("%s: %s is %s, not a regular file; name a regular file (a symbolic link to one is fine): %s", key, f.path, cfgfile.Kind(st.Mode()), f.hint)
 	}
 	// O_NONBLOCK: opening a named pipe must not wait for a writer (the
 	// file's own loader then says what it is); it changes nothing for a
@@ -302,7 +308,7 @@ func (c *Config) CheckFiles() error {
 			if missing[p] {
 				return nil, false
 			}
-			b, err := os.ReadFile(p)
+			b, err := cfgfile.Read(p)
 			if err != nil {
 				at(fmt.Errorf("%s: %w", strings.Join(keys, "."), err), keys...)
 				return nil, false

@@ -124,7 +124,7 @@ func redisOptions(cfg Redis) (*redis.UniversalOptions, error) {
 	if cfg.TLS.Enabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLS.ServerName}
 		if cfg.TLS.CA != "" {
-			pem, err := os.ReadFile(cfg.TLS.CA)
+			pem, err := cfgfile.Read(cfg.TLS.CA)
 			if err != nil {
 				return nil, &keyError{key: "tls.ca", err: fmt.Errorf("cache.redis.tls.ca: %w", err)}
 			}

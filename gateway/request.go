@@ -854,6 +854,35 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
+	// x.st is still zero (handle runs once per exchange): its fields are
+	// set in place, not from a composite literal, which the compiler
+	// builds whole on the stack (about 1.9 KB zeroed) and then copies.
+	st := &x.st
+	// Every request is in flight from here until its response ends, an
+	// upgrade request too: answered with an ordinary response (not 101),
+	// it is relayed as one and cut as one by the kill switch, the loss of
+	// its identity and upstream.response_idle_timeout. When the upstream
+	// switches protocols, forward hands it over to the long-lived
+	// connection's registration (relayUpgrade). Registered before its
+	// credential is fetched: a kill switch, the loss of its identity or a
+	// reload that covers a request waiting for a slow provider ends the
+	// wait at once, not when the fetch returns.
+	var tw *flightWatch
+	if x.tunnel != nil && r.ProtoMajor == 1 && ctx == r.Context() {
+		// The tunnel's HTTP/1.1 requests share its connection's context:
+		// one watch of it, and one flight context, serve them all
+		// (flightWatch).
+		tw = &x.tunnel.watch
+	}
+	octx := g.startFlight(ctx, &st.flight, tw, ib, ev, a.wl, d, jd)
+	defer g.endFlight(&st.flight)
+	if f, cut := g.cutWaiting(st, a.wl, d); cut {
+		// Covered between its decision and now: nothing is fetched or
+		// sent.
+		g.refuse(x, f)
+		return
+	}
+
 	var cred *providers.Credential
 	var hit bool
 	var bind providers.Binding
@@ -866,8 +895,15 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 			sp.Credential(d.Inject.Credential, d.Inject.ProviderName)
 			bind.Fetch = tracing.Fetch(sp, d.Inject.Credential, d.Inject.ProviderName, bind.Fetch)
 		}
-		cred, hit, err = g.cache.GetBound(ctx, bind)
+		cred, hit, err = g.cache.GetBound(octx, bind)
 		if err != nil {
+			if f, cut := g.cutWaiting(st, a.wl, d); cut {
+				// Cut while it waited for its credential: nothing was
+				// sent.
+				sp.Fail(f.Code)
+				g.refuse(x, f)
+				return
+			}
 			if ctx.Err() != nil {
 				// The client went away, or the drain ended: answered
 				// (for a client that only half-closed) and audited.
@@ -890,15 +926,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 
-	// x.st is still zero (handle runs once per exchange): its fields are
-	// set in place, not from a composite literal, which the compiler
-	// builds whole on the stack (about 1.9 KB zeroed) and then copies.
-	st := &x.st
 	st.addrs, st.pool, st.body, st.in, st.cred = a.addrs, g.pools.Load().forRequest(a.pol, d.AllowPrivate, a.addrs), ib, &x.in, cred
 	st.http1 = g.cfg.Upstream.HTTP2 == HTTP2Match && r.ProtoMajor < 2
 	sw := &st.sw
 	sw.ResponseWriter = w
-	octx := ctx
 	if r.ProtoAtLeast(1, 1) && (scheme == "https" || r.Header["Expect"] == nil) {
 		// A server must not send 1xx responses to an HTTP/1.0 client
 		// (RFC 9110 §15.2). Not on the plain listener with Expect:
@@ -907,21 +938,6 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// goroutine cannot take.
 		st.informational(sw)
 	}
-	// Every request is in flight until its response ends, an upgrade
-	// request too: answered with an ordinary response (not 101), it is
-	// relayed as one and cut as one by the kill switch, the loss of its
-	// identity and upstream.response_idle_timeout. When the upstream
-	// switches protocols, forward hands it over to the long-lived
-	// connection's registration (relayUpgrade).
-	var tw *flightWatch
-	if x.tunnel != nil && r.ProtoMajor == 1 && octx == r.Context() {
-		// The tunnel's HTTP/1.1 requests share its connection's context:
-		// one watch of it, and one flight context, serve them all
-		// (flightWatch).
-		tw = &x.tunnel.watch
-	}
-	octx = g.startFlight(octx, &st.flight, tw, ib, ev, a.wl, d, jd)
-	defer g.endFlight(&st.flight)
 	st.ctx = stateCtx{Context: octx, st: st}
 	out := x.outbound(&st.ctx, cp)
 	if expect {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"log/slog"
@@ -111,9 +110,7 @@ func (g *Gateway) runTokenCall(w http.ResponseWriter, r *http.Request, v any) bo
 		adminError(w, http.StatusNotFound, codeRunTokensOff, "run tokens are off: set run_tokens (with the workloads credgate run may ask for) in the gateway config")
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 32<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := decodeAdminBody(w, r, 32<<10, v); err != nil {
 		adminError(w, http.StatusBadRequest, codeAdminBadReq, "the body is not the JSON object this endpoint takes: "+err.Error())
 		return false
 	}

@@ -172,6 +172,13 @@ func (ps *parser) document(data []byte) (*yaml.Node, bool) {
 		return nil, false
 	}
 	root := &doc
+	// Aliases that expand the file far beyond its written size (a
+	// "billion laughs") are refused before anything follows them: the
+	// parser below does, at every alias.
+	if p := yamlstrict.AliasExpansion(root, "policy"); p != nil {
+		ps.errs = append(ps.errs, &Error{File: ps.file, Line: p.Line, Col: p.Col, Msg: p.Msg})
+		return nil, false
+	}
 	// Merge keys anywhere (provider and injector settings included),
 	// refused as the gateway config refuses them.
 	for _, p := range yamlstrict.MergeKeys(root, "policy") {

@@ -39,6 +39,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/credgate/credgate/internal/canonical"
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // File names WriteCA writes into its directory.
@@ -215,11 +216,11 @@ var ErrBadHost = errors.New("not a host name a certificate can name")
 // PRIVATE KEY"), and checks that they belong together and that the
 // certificate is a CA that is valid now. Only ECDSA keys are supported.
 func LoadCA(certPath, keyPath string) (*CA, error) {
-	certPEM, err := os.ReadFile(certPath)
+	certPEM, err := cfgfile.Read(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("mitm: CA certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(keyPath)
+	keyPEM, err := cfgfile.ReadSecret(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("mitm: CA key: %w", err)
 	}

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +37,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/fleet"
 	"github.com/credgate/credgate/secret"
 )
@@ -280,7 +280,7 @@ func CheckKeyFile(file string) error {
 
 // readKey reads a PEM private key file.
 func readKey(file string) (*signingKey, error) {
-	data, err := os.ReadFile(file)
+	data, err := cfgfile.ReadSecret(file)
 	if err != nil {
 		return nil, fmt.Errorf("run_tokens.key_file: %w (write one with: openssl genpkey -algorithm ed25519 -out FILE)", err)
 	}

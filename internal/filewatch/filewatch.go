@@ -9,11 +9,12 @@
 package filewatch
 
 import (
+	"github.com/credgate/credgate/internal/cfgfile"
+
 	"context"
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -51,7 +52,7 @@ func (r *Reloader) Load() (changed bool, err error) {
 	h := sha256.New()
 	contents := make([][]byte, 0, len(r.Paths))
 	for _, p := range r.Paths {
-		data, err := os.ReadFile(p)
+		data, err := cfgfile.Read(p)
 		if err != nil {
 			return false, fmt.Errorf("read %s %s: %w", r.What, p, err)
 		}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/internal/cabundle"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/secret"
 	"github.com/credgate/credgate/transform"
 )
@@ -131,7 +132,7 @@ func (e *Endpoint) HeaderValues(section string) (map[string]string, error) {
 			}
 			out[name] = s
 		case v.File != "":
-			b, err := os.ReadFile(v.File)
+			b, err := cfgfile.ReadSecret(v.File)
 			if err != nil {
 				return nil, fmt.Errorf("%s.headers.%s: %w (the file holds the header's value)", section, name, err)
 			}
@@ -153,7 +154,7 @@ func (e *Endpoint) TLSConfig(section string) (*tls.Config, error) {
 	if e.CA == "" {
 		return c, nil
 	}
-	pem, err := os.ReadFile(e.CA)
+	pem, err := cfgfile.Read(e.CA)
 	if err != nil {
 		return nil, fmt.Errorf("%s.ca: %w", section, err)
 	}

@@ -158,6 +158,13 @@ func check(n *yaml.Node, t reflect.Type, probs *[]problem, pos *[]Problem, path 
 						*pos = append(*pos, Problem{Line: v.Line, Col: v.Column, Msg: msg})
 					}
 				}
+				if v := resolved(val); isBool(ft) && YAML11Bool(v) {
+					msg := fmt.Sprintf("%s: %s", keyPath(path, k.Value), fmt.Sprintf(NotPlainBool, v.Value))
+					*probs = append(*probs, problem{line: v.Line, msg: fmt.Sprintf("line %d: %s", v.Line, msg)})
+					if pos != nil {
+						*pos = append(*pos, Problem{Line: v.Line, Col: v.Column, Msg: msg})
+					}
+				}
 				check(val, ft, probs, pos, keyPath(path, k.Value))
 				continue
 			}
@@ -210,6 +217,41 @@ func PlainInt(n *yaml.Node) bool {
 		return true
 	}
 	return !leadingZeroRE.MatchString(n.Value)
+}
+
+// NotPlainBool says what is wrong with a boolean YAML11Bool reports (a
+// format verb for the value, one of yaml.v3's fixed set, never a secret)
+// and what to write instead.
+const NotPlainBool = "%s is a boolean to YAML 1.1 readers (yaml.v3 takes it as one) and text to YAML 1.2 readers (linters, other tools, a policy's own settings); write true or false"
+
+// yaml11Bools are the scalars yaml.v3 resolves as text but decodes into
+// a bool field as YAML 1.1 did.
+var yaml11Bools = map[string]bool{
+	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true, "on": true, "On": true, "ON": true,
+	"n": true, "N": true, "no": true, "No": true, "NO": true, "off": true, "Off": true, "OFF": true,
+}
+
+// YAML11Bool reports whether n is a scalar such as yes, no, on or off,
+// quoted or not: text in YAML 1.2 (and to yaml.v3's resolver), a
+// boolean when yaml.v3 decodes it into a bool (quoted too, where "true"
+// quoted is refused). Loaders refuse it in a bool setting, as
+// the policy refuses allow_private: no, so that every reader of the file
+// reads the same value.
+func YAML11Bool(n *yaml.Node) bool {
+	n = resolved(n)
+	return n != nil && n.Kind == yaml.ScalarNode && n.Tag == "!!str" && yaml11Bools[n.Value]
+}
+
+// isBool reports whether t (through pointers) is a bool that decodes
+// itself by yaml.v3's rules.
+func isBool(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return false
+	}
+	return t.Kind() == reflect.Bool
 }
 
 // resolved follows aliases.

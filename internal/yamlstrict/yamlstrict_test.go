@@ -2,6 +2,7 @@ package yamlstrict
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -142,5 +143,64 @@ func TestNodeFieldsAreOpaque(t *testing.T) {
 	got := UnknownKeys(node(t, "by_key: {p: {a: 1}}\nnmae: x\n"), &v)
 	if len(got) != 1 || got[0].Msg != `unknown field "nmae"; known fields are node, ptr, by_key, list, name` {
 		t.Errorf("UnknownKeys = %v, want one unknown field \"nmae\"", got)
+	}
+}
+
+// TestYAML11BoolRefused is the class of scalars yaml.v3 decodes into a
+// bool as YAML 1.1 did while YAML 1.2 readers (and yaml.v3's own
+// resolver) read them as text: y, yes, on, n, no, off in any of their
+// cases, quoted or not. Decode refuses each in a bool field, in a
+// struct, through a pointer, below a list; true and false pass, and the
+// same words stay text in a string field. Before, audit: {chain: off}
+// and "yes" quoted were taken as booleans silently, where the policy
+// refuses allow_private: no.
+func TestYAML11BoolRefused(t *testing.T) {
+	type inner struct {
+		On  bool   `yaml:"on"`
+		Ptr *bool  `yaml:"ptr"`
+		S   string `yaml:"s"`
+	}
+	type outer struct {
+		In   inner   `yaml:"in"`
+		List []inner `yaml:"list"`
+	}
+	for _, c := range []struct {
+		in   string
+		want string // "" accepted
+	}{
+		{"in: {on: true}", ""},
+		{"in: {on: false, ptr: true}", ""},
+		{"in: {s: yes}", ""},
+		{"in: {s: off}", ""},
+		{"in: {on: yes}", "line 1: in.on: yes is a boolean to YAML 1.1 readers"},
+		{"in: {on: No}", "line 1: in.on: No is a boolean"},
+		{"in: {on: OFF}", "line 1: in.on: OFF is a boolean"},
+		{"in: {on: y}", "line 1: in.on: y is a boolean"},
+		{"in: {on: \"yes\"}", "line 1: in.on: yes is a boolean"},
+		{"in: {on: 'on'}", "line 1: in.on: on is a boolean"},
+		{"in: {ptr: n}", "line 1: in.ptr: n is a boolean"},
+		{"list:\n  - {on: true}\n  - {on: off}", "line 3: list[1].on: off is a boolean"},
+		{"a: &a yes\nin: {on: *a}", "line 1: in.on: yes is a boolean"},
+	} {
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(c.in), &n); err != nil {
+			t.Fatal(err)
+		}
+		var v outer
+		err := Decode(&n, &v)
+		if c.in == "a: &a yes\nin: {on: *a}" {
+			// The unknown key "a" is reported too; the alias is judged
+			// by what it stands for.
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%q: %v, want %q", c.in, err, c.want)
+			}
+			continue
+		}
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%q: refused: %v", c.in, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%q: %v, want %q", c.in, err, c.want)
+		}
 	}
 }
