@@ -374,6 +374,11 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 					Msg: "the line has no seq, replica or prev: it was not written by a chaining writer (inserted, or audit.chain is off)"})
 				return
 			}
+			if *lf.Seq == 0 {
+				rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica,
+					Msg: "seq 0: the gateway numbers the lines of a chain from 1, so the line was edited or inserted"})
+				return
+			}
 			sum := sha256.Sum256(line)
 			r := rec{pos: pos, seq: *lf.Seq, hash: sum, fi: fi}
 			if len(*lf.Prev) == 64 && strings.ToLower(*lf.Prev) == *lf.Prev {
@@ -623,13 +628,21 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 	// below), so a chain starting later lost its first lines, unless the
 	// operator anchored where the retained log starts.
 	first := stream[genuine[c.FirstSeq]]
-	switch st, ok := opts.Starts[id]; {
-	case ok && c.FirstSeq > st.Seq:
+	st, anchored := opts.Starts[id]
+	switch {
+	case anchored && c.FirstSeq > st.Seq:
 		problem(first, KindTruncated, "the chain starts at seq %d, but the retained log starts at seq %d (--start): seq %d..%d were deleted, or a rotated file was left out", c.FirstSeq, st.Seq, st.Seq, c.FirstSeq-1)
-	case ok && c.FirstSeq == st.Seq && st.Prev != "" && (!first.prevOK || hex.EncodeToString(first.prev[:]) != st.Prev):
-		problem(first, KindTruncated, "the first line's prev is not the one --start recorded for seq %d: it is not the line the retained log starts at (edited, or the log was cut and forged)", st.Seq)
-	case !ok && c.FirstSeq != 1:
+	case !anchored && c.FirstSeq != 1:
 		problem(first, KindTruncated, "the chain starts at seq %d: seq 1..%d are not in the files given, so its first lines were deleted, or older rotated files were left out. Give the older files too or, when retention deleted them, say where the retained log starts: --start %s=%d", c.FirstSeq, c.FirstSeq-1, inert(id), c.FirstSeq)
+	}
+	// The anchor's prev binds line st.Seq wherever the chain starts: a
+	// chain that starts before the anchor (older files given too, or lines
+	// forged before it) must still carry the recorded prev at st.Seq, or
+	// the anchor would prove nothing about a log forged to start earlier.
+	if i, ok := genuine[st.Seq]; anchored && st.Prev != "" && ok && c.FirstSeq <= st.Seq {
+		if r := stream[i]; !r.prevOK || hex.EncodeToString(r.prev[:]) != st.Prev {
+			problem(r, KindTruncated, "the prev of seq %d is not the one --start recorded for it: it is not the line the retained log starts at (edited, or the log was cut and forged)", st.Seq)
+		}
 	}
 
 	// Walk the chain in seq order; the whole part ends at the first break.
