@@ -135,6 +135,37 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 			}
 			c.Close()
 		}},
+		// A request the client started and left unfinished: one line,
+		// client_aborted, wherever the cut falls and however the
+		// connection ends (before, a cut inside the request line or a
+		// field name, or a TLS end without close_notify, was audited as
+		// malformed_request 400, any other cut not at all;
+		// TestRequestCutShortAudited has the timeouts).
+		{"request cut in its request line", codeRequestBodyAborted, func(t *testing.T, m string) {
+			c := dial(t, "listen")
+			fmt.Fprint(c, "GET http://"+apiHost+"/v1/"+m+" HT")
+			c.Close()
+		}},
+		{"request cut after a field", codeRequestBodyAborted, func(t *testing.T, m string) {
+			c := dial(t, "listen")
+			fmt.Fprint(c, "GET http://"+apiHost+"/v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
+			c.Close()
+		}},
+		{"CONNECT cut in a field name", codeRequestBodyAborted, func(t *testing.T, m string) {
+			c := dial(t, "listen")
+			fmt.Fprint(c, "CONNECT "+apiHost+":443 HTTP/1.1\r\nHo")
+			c.Close()
+		}},
+		{"tunnel: request cut, TLS close_notify", codeRequestBodyAborted, func(t *testing.T, m string) {
+			tc, _ := h1Tunnel(t, tg)
+			fmt.Fprint(tc, "GET /v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
+			tc.Close()
+		}},
+		{"tunnel: request cut, no close_notify", codeRequestBodyAborted, func(t *testing.T, m string) {
+			tc, _ := h1Tunnel(t, tg)
+			fmt.Fprint(tc, "GET /v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
+			tc.NetConn().Close()
+		}},
 		{"tls_listen: no TLS from the client", codeClientTLSError, func(t *testing.T, _ string) {
 			c := dial(t, "tls_listen")
 			fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -315,4 +346,86 @@ func TestEveryPolicyRefusalAuditedOnce(t *testing.T) {
 		{"an upstream that refuses connections", codeUpstreamUnreach, get("dead.origin.test", "/v1/MARK")},
 		{"a header block over max_header_bytes", codeMalformedRequest, get(apiHost, "/v1/MARK", "X-Big: "+strings.Repeat("a", 8192)+"\r\n")},
 	})
+}
+
+// TestRequestCutShortAudited: a request whose header block the client
+// started and then let stall past limits.read_header_timeout is audited
+// once, header_timeout with status 408 and nothing answered, on the proxy
+// listener and inside a tunnel; a connection that sends nothing, or
+// nothing after a served request, is not (nothing was asked). Before, a
+// stalled request left no line.
+func TestRequestCutShortAudited(t *testing.T) {
+	tg := startLimitedGateway(t, "  read_header_timeout: 300ms\n  idle_timeout: 300ms\n")
+	lines := func() []map[string]any {
+		var out []map[string]any
+		for l := range strings.SplitSeq(strings.TrimSpace(tg.audit.String()), "\n") {
+			var ev map[string]any
+			if l != "" && json.Unmarshal([]byte(l), &ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) (net.Conn, *bufio.Reader)
+		send string
+		want string // the code of the one line; "" for none
+	}{
+		{"proxy listener: stalled in a field", dialListen(tg), "GET http://" + apiHost + "/v1/stall HTTP/1.1\r\nHost: a", codeHeaderTimeout},
+		{"proxy listener: stalled in the request line", dialListen(tg), "GET http://" + apiHost + "/v1/st", codeHeaderTimeout},
+		{"tunnel: stalled after a field", func(t *testing.T) (net.Conn, *bufio.Reader) {
+			c, br := h1Tunnel(t, tg)
+			return c, br
+		}, "GET /v1/stall HTTP/1.1\r\nHost: " + apiHost + "\r\n", codeHeaderTimeout},
+		{"proxy listener: nothing sent", dialListen(tg), "", ""},
+		{"tunnel: nothing sent", func(t *testing.T) (net.Conn, *bufio.Reader) {
+			c, br := h1Tunnel(t, tg)
+			return c, br
+		}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			from := len(lines())
+			c, br := tc.open(t)
+			fmt.Fprint(c, tc.send)
+			// The gateway ends the connection without an answer.
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if b, err := br.ReadByte(); err == nil {
+				t.Fatalf("the gateway answered (first byte %q)", b)
+			}
+			c.Close()
+			sentinel := "sentinel-" + strings.ReplaceAll(tc.name, " ", "-")
+			sentinel = strings.NewReplacer(":", "", ",", "").Replace(sentinel)
+			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
+			var got []map[string]any
+			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
+				all := lines()
+				for j := from; j < len(all); j++ {
+					if all[j]["host"] == sentinel+".test" {
+						got = all[from:j]
+						return true
+					}
+				}
+				return false
+			})
+			switch {
+			case tc.want == "" && len(got) != 0:
+				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)
+			case tc.want != "" && (len(got) != 1 || got[0]["code"] != tc.want || got[0]["status"] != float64(http.StatusRequestTimeout) || got[0]["path"] != ""):
+				t.Fatalf("audit lines %v, want one with code %s, status 408 and no path", got, tc.want)
+			}
+		})
+	}
+}
+
+// dialListen returns a dialer of tg's proxy listener.
+func dialListen(tg *testGateway) func(t *testing.T) (net.Conn, *bufio.Reader) {
+	return func(t *testing.T) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", tg.listenerAddr("listen"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
 }
