@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/policy"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestEveryRefusalAuditedOnce is the class "every request or connection
@@ -165,6 +168,27 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 			tc, _ := h1Tunnel(t, tg)
 			fmt.Fprint(tc, "GET /v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
 			tc.NetConn().Close()
+		}},
+		// The same over HTTP/2 inside a tunnel (before, no line).
+		{"tunnel h2: connection preface cut", codeRequestBodyAborted, func(t *testing.T, _ string) {
+			c := h2TLSTunnel(t, tg, apiHost)
+			_, _ = io.WriteString(c, http2.ClientPreface[:10])
+			c.Close()
+		}},
+		{"tunnel h2: header block without END_HEADERS", codeRequestBodyAborted, func(t *testing.T, m string) {
+			h := h2RawTunnel(t, tg, apiHost)
+			h.hbuf.Reset()
+			for _, f := range reqFields("/v1/" + m) {
+				_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndHeaders: false})
+			h.c.Close()
+		}},
+		{"tunnel h2: HEADERS frame cut in its payload", codeRequestBodyAborted, func(t *testing.T, _ string) {
+			h := h2RawTunnel(t, tg, apiHost)
+			// A HEADERS frame header of stream 1 announcing 40 bytes, and 5.
+			_, _ = h.c.Write([]byte{0, 0, 40, byte(http2.FrameHeaders), byte(http2.FlagHeadersEndHeaders), 0, 0, 0, 1, 0x82, 0x87, 0x84, 0x41, 0x01})
+			h.c.Close()
 		}},
 		{"tls_listen: no TLS from the client", codeClientTLSError, func(t *testing.T, _ string) {
 			c := dial(t, "tls_listen")
