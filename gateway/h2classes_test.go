@@ -229,11 +229,10 @@ func TestH2MirrorUnfinished(t *testing.T) {
 		{"not HTTP/2", "GET / HTTP/1.1\r\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newH2Mirror(&http2.Server{}, &http.Server{})
 			// Byte by byte and whole: the answer does not depend on how
 			// the reads split the bytes.
 			for _, step := range []int{1, len(tc.sent) + 1} {
-				m = newH2Mirror(&http2.Server{}, &http.Server{})
+				m := newH2Mirror(&http2.Server{}, &http.Server{})
 				for p := tc.sent; p != ""; {
 					k := min(step, len(p))
 					m.feed([]byte(p[:k]), func(uint32, string) {})
