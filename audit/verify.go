@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
@@ -67,12 +68,46 @@ type Pos struct {
 	Line int
 }
 
+// String is FILE:LINE (FILE alone for a file's own problem), the name
+// printed inert: a name comes from a directory whoever writes the files
+// may write too (audit.log* expands to every file there), so a name
+// holding a newline and "OK: 1 chains verified", or a terminal escape
+// that conceals what follows, would forge the report as file contents
+// could (inert).
 func (p Pos) String() string {
 	if p.Line == 0 {
-		return p.File
+		return inertName(p.File)
 	}
-	return fmt.Sprintf("%s:%d", p.File, p.Line)
+	return fmt.Sprintf("%s:%d", inertName(p.File), p.Line)
 }
+
+// maxInertName is the longest file name a report prints whole: longer
+// than any path a system takes (PATH_MAX is 4096 on Linux).
+const maxInertName = 8192
+
+// inertName is inert for a file name: quoted by the same rules, but cut
+// only past maxInertName (a deep path is longer than maxInert).
+func inertName(s string) string { return inertCut(s, maxInertName) }
+
+// nameErr returns err, an error of opening or reading file name, with
+// the name printed inert (inertName): os.PathError's text holds the name
+// as it is. The error it wraps is kept for errors.Is and errors.As.
+func nameErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == name {
+		return &inertPathError{pe}
+	}
+	return fmt.Errorf("%s: %w", inertName(name), err)
+}
+
+// inertPathError is an fs.PathError whose text prints its path inert.
+type inertPathError struct{ pe *fs.PathError }
+
+func (e *inertPathError) Error() string {
+	return e.pe.Op + " " + inertName(e.pe.Path) + ": " + e.pe.Err.Error()
+}
+
+func (e *inertPathError) Unwrap() error { return e.pe }
 
 // Problem is one break found by Verify.
 type Problem struct {
@@ -101,8 +136,11 @@ const maxInert = 128
 // distrusts: whoever edited them could otherwise write a newline and
 // "OK: 1 chains verified", or terminal escapes that hide the BREAK lines,
 // into the report.
-func inert(s string) string {
-	plain := len(s) <= maxInert && s != ""
+func inert(s string) string { return inertCut(s, maxInert) }
+
+// inertCut is inert with max in place of maxInert.
+func inertCut(s string, max int) string {
+	plain := len(s) <= max && s != ""
 	for _, r := range s {
 		if !plain {
 			break
@@ -113,8 +151,8 @@ func inert(s string) string {
 		return s
 	}
 	cut := ""
-	if len(s) > maxInert {
-		n := maxInert
+	if len(s) > max {
+		n := max
 		for n > 0 && !utf8.RuneStart(s[n]) {
 			n--
 		}
@@ -246,14 +284,14 @@ type rec struct {
 func openLog(name string) (io.Reader, func(), error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nameErr(name, err)
 	}
 	br := bufio.NewReaderSize(f, 64<<10)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			_ = f.Close()
-			return nil, nil, fmt.Errorf("%s: a gzip file that does not decompress: %w", name, err)
+			return nil, nil, fmt.Errorf("%s: a gzip file that does not decompress: %w", inertName(name), err)
 		}
 		zr.Multistream(true)
 		return zr, func() { _ = f.Close() }, nil
@@ -342,7 +380,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			seen = append(seen, st)
 			if dup >= 0 {
 				rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindDuplicateFile,
-					Msg: fmt.Sprintf("the same file as %s, given before: its lines would count twice; give each file once", seenName[dup])})
+					Msg: fmt.Sprintf("the same file as %s, given before: its lines would count twice; give each file once", inertName(seenName[dup]))})
 				continue
 			}
 			seenName[len(seen)-1] = name
@@ -414,7 +452,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 		})
 		closeLog()
 		if err != nil {
-			return nil, fmt.Errorf("audit verify: %s: %w", name, err)
+			return nil, fmt.Errorf("audit verify: %w", nameErr(name, err))
 		}
 		if whole == 0 {
 			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindEmpty, Msg: emptyMsg(lines)})
