@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credgate/credgate/policy"
@@ -118,6 +119,9 @@ type h2Conn struct {
 	// unfinished (h2Mirror.unfinished): audited client_aborted at the
 	// end when nothing else of the connection is.
 	left bool
+	// open is h2Mirror.unfinished after the last read, for end: the
+	// reader may still be in Read when the server ends the connection.
+	open atomic.Bool
 	// connRefused: a GOAWAY with an error code went out.
 	connRefused bool
 	closeOnce   sync.Once
@@ -125,13 +129,14 @@ type h2Conn struct {
 
 func (c *h2Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if c.in != nil {
+	if c.in != nil && n > 0 {
 		c.in.feed(p[:n], c.answer)
+		c.open.Store(c.in.unfinished())
 	}
 	if err != nil {
-		// Only this goroutine reads the mirror: its state is asked here,
-		// at the read that ended the client's side.
-		left := c.in != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) && c.in.unfinished()
+		// The client ended its side (not the server's close, nor a
+		// deadline) with a request unfinished.
+		left := !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) && c.open.Load()
 		c.mu.Lock()
 		c.readErr = true
 		c.left = c.left || left && !c.goAway
@@ -280,11 +285,18 @@ func (c *h2Conn) answer(id uint32, class string) {
 }
 
 // end audits what the connection's end leaves: classes whose frame was
-// never written, or the server's silent cut.
+// never written, or the server's silent cut; else a request the client
+// began and left unfinished — client_aborted when the client ended its
+// side, header_timeout when the server's GOAWAY (its idle timeout) came
+// first, shutting_down when that GOAWAY was the gateway's shutdown.
 func (c *h2Conn) end() {
 	c.mu.Lock()
 	pending, cut := c.pending, c.cut && len(c.pending) == 0
-	left := c.left && !c.cut && !c.connRefused && len(c.pending) == 0 && len(c.answered) == 0
+	quiet := !c.cut && !c.connRefused && len(c.pending) == 0 && len(c.answered) == 0
+	left := c.left && quiet
+	// The server sent its GOAWAY (no error: the idle timeout, or a
+	// shutdown) while the client had a header block unfinished.
+	stalled := !c.left && c.goAway && quiet && c.open.Load()
 	// A marked stream whose answer the server never wrote (the client
 	// reset it or left first) was refused all the same; unless the
 	// server refused the whole connection, audited as such.
@@ -306,8 +318,13 @@ func (c *h2Conn) end() {
 	if cut {
 		c.audit("conn_closed")
 	}
-	if left {
+	switch {
+	case left:
 		c.g.auditCutShort(c.ctx, c.tc)
+	case stalled && c.g.draining.Load():
+		c.g.auditInTunnel(c.ctx, c.tc, &event{Code: codeShuttingDown, Status: http.StatusServiceUnavailable})
+	case stalled:
+		c.g.auditInTunnel(c.ctx, c.tc, &event{Code: codeHeaderTimeout, Status: http.StatusRequestTimeout})
 	}
 }
 

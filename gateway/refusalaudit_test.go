@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -437,6 +438,51 @@ func TestRequestCutShortAudited(t *testing.T) {
 				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)
 			case tc.want != "" && (len(got) != 1 || got[0]["code"] != tc.want || got[0]["status"] != float64(http.StatusRequestTimeout) || got[0]["path"] != ""):
 				t.Fatalf("audit lines %v, want one with code %s, status 408 and no path", got, tc.want)
+			}
+		})
+	}
+	// HTTP/2 in a tunnel: the server ends the connection at its idle
+	// timeout (a GOAWAY) with the header block unfinished; with no
+	// request begun, the same end leaves no line.
+	for _, tc := range []struct {
+		name  string
+		block bool
+	}{{"tunnel h2: header block stalled", true}, {"tunnel h2: nothing asked", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			from := len(lines())
+			h := h2RawTunnel(t, tg, apiHost)
+			if tc.block {
+				h.hbuf.Reset()
+				for _, f := range reqFields("/v1/stall") {
+					_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+				}
+				if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndHeaders: false}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, h.c); err != nil {
+				t.Fatalf("the gateway did not end the connection: %v", err)
+			}
+			h.c.Close()
+			sentinel := "sentinel-h2-" + strconv.FormatBool(tc.block)
+			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
+			var got []map[string]any
+			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
+				all := lines()
+				for j := from; j < len(all); j++ {
+					if all[j]["host"] == sentinel+".test" {
+						got = all[from:j]
+						return true
+					}
+				}
+				return false
+			})
+			switch {
+			case !tc.block && len(got) != 0:
+				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)
+			case tc.block && (len(got) != 1 || got[0]["code"] != codeHeaderTimeout || got[0]["status"] != float64(http.StatusRequestTimeout) || got[0]["host"] != apiHost):
+				t.Fatalf("audit lines %v, want one with code %s, status 408 and the tunnel's host", got, codeHeaderTimeout)
 			}
 		})
 	}
