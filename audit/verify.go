@@ -199,11 +199,38 @@ type Report struct {
 	Chains   []Chain
 	// SignaturesChecked is false when no public key was given.
 	SignaturesChecked bool
+	// MoreProblems and MoreWarnings count those past the first
+	// MaxReported of each, which the report does not keep: what
+	// whoever writes the files puts there (a gzip'd file of 200 MB of
+	// blank lines is 200 KB) cannot make verify's memory grow with it.
+	MoreProblems, MoreWarnings int
+}
+
+// MaxReported is how many problems, and how many warnings, a Report
+// keeps; the rest are counted (Report.MoreProblems, MoreWarnings).
+const MaxReported = 1000
+
+// addProblem keeps p, or counts it past MaxReported.
+func (r *Report) addProblem(p Problem) {
+	if len(r.Problems) >= MaxReported {
+		r.MoreProblems++
+		return
+	}
+	r.Problems = append(r.Problems, p)
+}
+
+// addWarning keeps w, or counts it past MaxReported.
+func (r *Report) addWarning(w Problem) {
+	if len(r.Warnings) >= MaxReported {
+		r.MoreWarnings++
+		return
+	}
+	r.Warnings = append(r.Warnings, w)
 }
 
 // OK reports whether every chain verified. A report with no chain is
 // never OK (a KindEmpty problem says so).
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+func (r *Report) OK() bool { return len(r.Problems) == 0 && r.MoreProblems == 0 }
 
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
@@ -379,7 +406,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			}
 			seen = append(seen, st)
 			if dup >= 0 {
-				rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindDuplicateFile,
+				rep.addProblem(Problem{Pos: Pos{File: name}, Kind: KindDuplicateFile,
 					Msg: fmt.Sprintf("the same file as %s, given before: its lines would count twice; give each file once", inertName(seenName[dup]))})
 				continue
 			}
@@ -398,22 +425,22 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			var lf lineFields
 			if !complete || json.Unmarshal(line, &lf) != nil {
 				if !cutShort(line, complete) {
-					rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled,
+					rep.addProblem(Problem{Pos: pos, Kind: KindGarbled,
 						Msg: "not an audit line (a JSON object) nor the start of one cut short by a crash: the line was overwritten or inserted"})
 					return
 				}
-				rep.Warnings = append(rep.Warnings, Problem{Pos: pos, Kind: KindCut,
+				rep.addWarning(Problem{Pos: pos, Kind: KindCut,
 					Msg: "not a whole JSON line (a write cut short by a crash or a full disk); any line missing because of it shows as deleted"})
 				return
 			}
 			whole++
 			if lf.Seq == nil || lf.Replica == nil || lf.Prev == nil {
-				rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindUnchained,
+				rep.addProblem(Problem{Pos: pos, Kind: KindUnchained,
 					Msg: "the line has no seq, replica or prev: it was not written by a chaining writer (inserted, or audit.chain is off)"})
 				return
 			}
 			if *lf.Seq == 0 {
-				rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica,
+				rep.addProblem(Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica,
 					Msg: "seq 0: the gateway numbers the lines of a chain from 1, so the line was edited or inserted"})
 				return
 			}
@@ -429,7 +456,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 				want, known := canonical(&lf, raw, r.seq, *lf.Replica, &r.prev)
 				switch {
 				case !known:
-					rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica, Seq: r.seq,
+					rep.addProblem(Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica, Seq: r.seq,
 						Msg: fmt.Sprintf("a line of type %s, which the gateway does not write (only checkpoint and dropped): it was inserted or edited", inert(*lf.Type))})
 				case !r.prevOK || !bytes.Equal(want, line):
 					r.oddType = *lf.Type
@@ -445,7 +472,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			byReplica[*lf.Replica] = append(byReplica[*lf.Replica], r)
 		}, func(n int, size int64) {
 			lines++
-			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name, Line: n}, Kind: KindLongLine,
+			rep.addProblem(Problem{Pos: Pos{File: name, Line: n}, Kind: KindLongLine,
 				Msg: fmt.Sprintf("the line is %d bytes long, over the %d bytes verify reads of one line: no line the gateway writes is that long "+
 					"(a request's path is at most limits.max_header_bytes), so it was inserted or overwritten; if limits.max_header_bytes "+
 					"was raised past a few MiB, give --max-line-bytes", size, lineBound(opts.MaxLineBytes))})
@@ -455,7 +482,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			return nil, fmt.Errorf("audit verify: %w", nameErr(name, err))
 		}
 		if whole == 0 {
-			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindEmpty, Msg: emptyMsg(lines)})
+			rep.addProblem(Problem{Pos: Pos{File: name}, Kind: KindEmpty, Msg: emptyMsg(lines)})
 		}
 	}
 	sort.Strings(order)
@@ -470,14 +497,14 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	}
 	sort.Strings(anchored)
 	for _, id := range anchored {
-		rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindTruncated, Replica: id, Seq: opts.Starts[id].Seq,
+		rep.addProblem(Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindTruncated, Replica: id, Seq: opts.Starts[id].Seq,
 			Msg: "--start names this replica, but the files given hold none of its lines: its whole log was deleted, or these are not its files"})
 	}
 	if len(rep.Chains) == 0 && len(rep.Problems) == 0 {
 		// Not reached while every file needs a whole line (each is a
 		// chain's or a problem); kept so that no change to the rules above
 		// can turn "nothing verified" into OK.
-		rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindEmpty,
+		rep.addProblem(Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindEmpty,
 			Msg: "no chain in the files given: nothing was verified"})
 	}
 	return rep, nil
@@ -590,7 +617,11 @@ func readLines(r io.Reader, bound int, fn func(n int, line []byte, complete bool
 func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.PublicKey, opts VerifyOptions) Chain {
 	c := Chain{Replica: id, Lines: len(recs)}
 	problem := func(r rec, kind, format string, args ...any) {
-		rep.Problems = append(rep.Problems, Problem{Pos: r.pos, Kind: kind, Replica: id, Seq: r.seq, Msg: fmt.Sprintf(format, args...)})
+		if len(rep.Problems) >= MaxReported {
+			rep.MoreProblems++ // not formatted: not printed
+			return
+		}
+		rep.addProblem(Problem{Pos: r.pos, Kind: kind, Replica: id, Seq: r.seq, Msg: fmt.Sprintf(format, args...)})
 	}
 	// Stream order: the replica's lines file by file (files ordered by
 	// the first seq they hold of it), in line order within a file.
@@ -815,8 +846,14 @@ func (r *Report) WriteText(w io.Writer) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "BREAK %s\n", p)
 	}
+	if r.MoreProblems > 0 {
+		fmt.Fprintf(w, "BREAK and %d more breaks, not listed (only the first %d are)\n", r.MoreProblems, MaxReported)
+	}
 	for _, p := range r.Warnings {
 		fmt.Fprintf(w, "warning %s\n", p)
+	}
+	if r.MoreWarnings > 0 {
+		fmt.Fprintf(w, "warning and %d more warnings, not listed (only the first %d are)\n", r.MoreWarnings, MaxReported)
 	}
 	for _, c := range r.Chains {
 		fmt.Fprintf(w, "replica %s: %d lines in %d files, seq %d..%d; ", inert(c.Replica), c.Lines, c.Files, c.FirstSeq, c.LastSeq)
@@ -844,6 +881,6 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.OK() {
 		fmt.Fprintf(w, "OK: %d chains verified\n", len(r.Chains))
 	} else {
-		fmt.Fprintf(w, "FAIL: %d breaks\n", len(r.Problems))
+		fmt.Fprintf(w, "FAIL: %d breaks\n", len(r.Problems)+r.MoreProblems)
 	}
 }
