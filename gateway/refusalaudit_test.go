@@ -465,6 +465,17 @@ func TestRequestCutShortAudited(t *testing.T) {
 				t.Fatalf("the gateway did not end the connection: %v", err)
 			}
 			h.c.Close()
+			// The server audits when the connection's serving ends,
+			// which may be after the client saw the end: wait
+			// (boundedly) for the line before the sentinel.
+			_ = poll.Within(5*time.Second, func() bool {
+				for _, ev := range lines()[from:] {
+					if ev["code"] == codeHeaderTimeout {
+						return true
+					}
+				}
+				return !tc.block
+			})
 			sentinel := "sentinel-h2-" + strconv.FormatBool(tc.block)
 			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
 			var got []map[string]any

@@ -233,3 +233,40 @@ func TestRefusedCutShort(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedNotForOwnClose: a header block cut because the server
+// closed the connection itself (Shutdown past its deadline, as the
+// gateway's own closes of a tunnel) is not reported as the client's cut.
+func TestRefusedNotForOwnClose(t *testing.T) {
+	var mu sync.Mutex
+	var calls []Refusal
+	s := &Server{
+		Limits: Limits{MaxHeaderBytes: 4096, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second},
+		Refused: func(_ context.Context, r Refusal) Answer {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, r)
+			return Answer{}
+		},
+	}
+	addr := startServer(t, s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	c, br := dial(t, addr)
+	if _, err := io.WriteString(c, "GET /v1/x HTTP/1.1\r\nHo"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the connection tracked", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 1
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	s.Shutdown(ctx)
+	expectClosed(t, c, br, 5*time.Second)
+	waitForgotten(t, s)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 0 {
+		t.Fatalf("Refused called for a connection the server closed: %+v", calls)
+	}
+}

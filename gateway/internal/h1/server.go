@@ -548,14 +548,18 @@ const (
 
 // cut reports how the header block being read was cut short: "" when
 // it was not (its blank line came, or no byte of a request came before
-// the connection ended: nothing was asked). A block whose reading ended
+// the connection ended: nothing was asked), or when the gateway closed
+// the connection itself. A block whose reading ended
 // with a read error before its blank line is cut whatever the parser
 // made of the bytes before it: a request line or field cut by the end of
 // the stream is read as a whole line and may not parse, and over TLS the
 // end comes as EOF with a close_notify and as another error without one.
 func (h *headerReader) cut() string {
 	switch {
-	case !h.started || h.err == nil || h.scan.done:
+	case !h.started || h.err == nil || h.scan.done || errors.Is(h.err, net.ErrClosed):
+		// Not begun, not cut, or cut by the gateway's own close (a
+		// shutdown, a tunnel a kill switch or a reload ended): not the
+		// client's doing.
 		return ""
 	case isTimeout(h.err):
 		return CutTimeout
@@ -774,6 +778,11 @@ func (c *conn) serveRequest() bool {
 			// The client started a request and went away, or was too
 			// slow: nothing to answer, but Refused hears of it.
 			c.cutShort(cut)
+		case c.hdr.err != nil && !c.hdr.scan.done:
+			// The reading ended before the block did, and not by the
+			// client (the gateway closed the connection) or before a
+			// byte: whatever the parser made of a part, nothing to
+			// answer.
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isTimeout(err), errors.Is(err, net.ErrClosed):
 			// The client went away or was too slow before a request
 			// started: nothing was asked.
