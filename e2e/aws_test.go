@@ -303,6 +303,17 @@ func TestAWSS3ThroughGateway(t *testing.T) {
 		t.Errorf("presigned GET: %d %q, want 400 unsupported_request", resp.StatusCode, resp.Header.Get("X-Credgate-Reason"))
 	}
 
+	// A copy names its source in x-amz-copy-source, which the rule's
+	// paths never judged (e2e-ro is readable through s3-session too):
+	// refused with 403 copy_source_not_allowed, nothing copied.
+	_, err = client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String("copied.csv"), CopySource: aws.String("e2e-ro/report.csv")})
+	if !errors.As(err, &re) || re.HTTPStatusCode() != http.StatusForbidden {
+		t.Errorf("CopyObject from e2e-ro: %v, want 403 copy_source_not_allowed from the gateway", err)
+	}
+	if _, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("copied.csv")}); err == nil {
+		t.Errorf("the refused CopyObject copied the object")
+	}
+
 	// curl --aws-sigv4 as a second client.
 	if _, err := exec.LookPath("curl"); err == nil {
 		out, err := exec.Command("curl", "-sS", "--fail-with-body", "--proxy", e.proxyURL, "--cacert", gwCACert,

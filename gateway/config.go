@@ -38,19 +38,27 @@ const (
 	DefaultResponseIdleTimeout   = 5 * time.Minute
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 64
-	DefaultMaxHeaderBytes        = 64 << 10
-	DefaultReadHeaderTimeout     = 10 * time.Second
-	DefaultIdleTimeout           = 120 * time.Second
-	DefaultBodyIdleTimeout       = 60 * time.Second
-	DefaultWriteIdleTimeout      = 60 * time.Second
-	DefaultLongLivedIdleTimeout  = 15 * time.Minute
-	DefaultLongLivedMaxLifetime  = 24 * time.Hour
+	// DefaultMaxResponseHeaderBytes is upstream.max_response_header_bytes.
+	DefaultMaxResponseHeaderBytes = 64 << 10
+	DefaultMaxHeaderBytes         = 64 << 10
+	DefaultReadHeaderTimeout      = 10 * time.Second
+	DefaultIdleTimeout            = 120 * time.Second
+	DefaultBodyIdleTimeout        = 60 * time.Second
+	DefaultWriteIdleTimeout       = 60 * time.Second
+	DefaultLongLivedIdleTimeout   = 15 * time.Minute
+	DefaultLongLivedMaxLifetime   = 24 * time.Hour
 	// DefaultInFlightIdentityGrace is limits.in_flight_identity_grace.
 	DefaultInFlightIdentityGrace = 30 * time.Second
 	DefaultShutdownTimeout       = 30 * time.Second
 	DefaultAuditOutput           = "stdout"
 	DefaultReloadInterval        = 30 * time.Second
 	DefaultTicketRotation        = time.Hour
+)
+
+// The range of upstream.max_response_header_bytes.
+const (
+	minResponseHeaderBytes = 1 << 10
+	maxResponseHeaderBytes = 16 << 20
 )
 
 // The range of ca.leaf_ttl.
@@ -185,6 +193,11 @@ type Upstream struct {
 	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost bounds idle keep-alive connections per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// MaxResponseHeaderBytes bounds a response's header block from an
+	// upstream (HTTP/1.1: the status line and fields; HTTP/2: the field
+	// list as SETTINGS_MAX_HEADER_LIST_SIZE counts it). A larger one is
+	// answered 502 upstream_error.
+	MaxResponseHeaderBytes int64 `yaml:"max_response_header_bytes"`
 	// HTTP2 says when HTTP/2 is used to upstreams that offer it:
 	// "match" (the client's protocol: HTTP/2 for HTTP/2 clients,
 	// HTTP/1.1 for HTTP/1.1 clients), "always" or "never".
@@ -685,6 +698,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.Upstream.MaxIdleConnsPerHost < 0 {
 		bad("upstream.max_idle_conns_per_host must not be negative", "upstream", "max_idle_conns_per_host")
 	}
+	if n := cfg.Upstream.MaxResponseHeaderBytes; n != 0 && (n < minResponseHeaderBytes || n > maxResponseHeaderBytes) {
+		bad(fmt.Sprintf("upstream.max_response_header_bytes: %d is outside %d to %d (16 MiB); leave it out for %d (64 KiB)", n, minResponseHeaderBytes, maxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), "upstream", "max_response_header_bytes")
+	}
 	switch cfg.Upstream.HTTP2 {
 	case "", HTTP2Match, HTTP2Always, HTTP2Never:
 	default:
@@ -852,6 +868,9 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Upstream.ResponseIdleTimeout, DefaultResponseIdleTimeout)
 	setD(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
 	setI(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	if c.Upstream.MaxResponseHeaderBytes == 0 {
+		c.Upstream.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
 	setS(&c.Upstream.HTTP2, HTTP2Match)
 	setI(&c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setD(&c.Limits.ReadHeaderTimeout, DefaultReadHeaderTimeout)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/credgate/credgate/gateway/internal/h1"
+	"github.com/credgate/credgate/gateway/internal/h1client"
 	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/transform"
 )
@@ -37,6 +38,21 @@ func removeHopHeaders(h http.Header) {
 		}
 	}
 	hopHeaders.Remove(h) // canonical already
+}
+
+// removeUpstreamFields deletes from the fields of an upstream's response
+// — the final one's header and trailers, a 1xx's, a 101's — what never
+// reaches the client: the hop-by-hop fields and those the Connection
+// field names (removeHopHeaders), and ReasonHeader. On the client's side
+// of the gateway X-Credgate-Reason is the gateway's own word: its
+// refusals and upstream failures carry it, each with an audit line, and
+// clients branch on it (a kill switch's disabled, quarantined,
+// credential_unavailable). An upstream's copy would pass the upstream's
+// answer off as one of the gateway's, which no audit line records; a
+// client's copy is never forwarded upstream either (gatewayHeaders).
+func removeUpstreamFields(h http.Header) {
+	removeHopHeaders(h)
+	delete(h, ReasonHeader)
 }
 
 // forward sends the outbound request r (built by handle: destination,
@@ -128,7 +144,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		g.relayUpgrade(w, r, resp, st.long)
 		return
 	}
-	removeHopHeaders(resp.Header)
+	removeUpstreamFields(resp.Header)
+	removeUpstreamFields(resp.Trailer) // the fields announced; filled after the body
 	if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 		// No content, whatever a Content-Length says (RFC 9110 §6.4.1,
 		// §8.6): nothing is read. Go's HTTP/2 client fails the read of a
@@ -223,11 +240,26 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				// A gRPC message the scrubber cannot read.
 				st.abortCode = codeResponseNotScrubbable
 				g.metrics.refusals.WithLabelValues(codeResponseNotScrubbable).Inc()
+			case r.Context().Err() != nil:
+				// The client went away while the gateway waited for
+				// the upstream's next bytes (its connection closed, its
+				// stream reset): the server cancelled the request, and
+				// with it the upstream read that failed here. The
+				// client's doing, as before the answer began
+				// (upstreamError), not the upstream's; or the end of a
+				// shutdown's drain (shutting_down).
+				if f := ctxRefusal(r.Context(), ""); f.Code != codeRequestBodyAborted {
+					st.abortCode = f.Code
+					g.metrics.refusals.WithLabelValues(f.Code).Inc()
+				} else {
+					st.abortCode = codeRequestBodyAborted
+				}
 			}
 		}
 		panic(http.ErrAbortHandler)
 	}
 	_ = resp.Body.Close() // fills resp.Trailer
+	removeUpstreamFields(resp.Trailer)
 	if len(resp.Trailer) == 0 {
 		if st != nil && cl >= 0 && !stream {
 			st.whole = true // handle sends it before the audit line
@@ -399,7 +431,7 @@ func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 		kept = dst.Clone()
 		clear(dst)
 	}
-	removeHopHeaders(http.Header(h))
+	removeUpstreamFields(http.Header(h))
 	if !st.resp.scrubInformational(http.Header(h)) {
 		return nil // custody: only the final response is passed on
 	}
@@ -416,8 +448,8 @@ func (st *reqState) relay1xx(code int, h textproto.MIMEHeader) error {
 
 // max1xx and max1xxBytes bound the informational responses an upstream
 // may send before its final one (relay1xx): a few 103 Early Hints or 102
-// Processing are what servers send; max1xxBytes is the upstream clients'
-// own limit on a response's header block (MaxResponseHeaderBytes).
+// Processing are what servers send; max1xxBytes bounds their fields in
+// all (each is bounded by upstream.max_response_header_bytes too).
 const (
 	max1xx      = 64
 	max1xxBytes = 1 << 20
@@ -426,6 +458,30 @@ const (
 // errTooMany1xx fails an upstream request whose upstream sent more 1xx
 // responses than relay1xx passes on.
 var errTooMany1xx = fmt.Errorf("the upstream sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response", max1xx, max1xxBytes)
+
+// responseHeadersTooLarge says whether err is, or may be, an upstream
+// client's refusal of a response header block over
+// upstream.max_response_header_bytes: "" for no; "yes" for the h1client's
+// ErrResponseHeadersTooLarge and net/http's HTTP/1.1 and HTTP/2 transports'
+// own (which export no error value to test for: their texts are matched);
+// the HTTP/2 error code for the HTTP/2 client's connection errors, which
+// it gives for a field over the limit (COMPRESSION_ERROR, hpack's string
+// limit) and a list over it (PROTOCOL_ERROR) as for other broken frames.
+// TestUpstreamResponseHeaderLimit runs every upstream client.
+func responseHeadersTooLarge(err error) string {
+	if errors.Is(err, h1client.ErrResponseHeadersTooLarge) {
+		return "yes"
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "net/http: server response headers exceeded "),
+		strings.Contains(msg, "http2: response header list larger than advertised limit"):
+		return "yes"
+	case msg == "connection error: COMPRESSION_ERROR", msg == "connection error: PROTOCOL_ERROR":
+		return strings.TrimPrefix(msg, "connection error: ")
+	}
+	return ""
+}
 
 // h2BodyField caches where the HTTP/2 server's request body keeps whether
 // its client sent Expect: 100-continue (set by the first h2ExpectsContinue).
@@ -723,7 +779,7 @@ func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	if sw, ok := w.(*statusWriter); ok {
 		sw.status = http.StatusSwitchingProtocols
 	}
-	removeHopHeaders(resp.Header)
+	removeUpstreamFields(resp.Header)
 	resp.Header["Connection"] = []string{"Upgrade"}
 	resp.Header["Upgrade"] = []string{"websocket"}
 	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")

@@ -414,7 +414,7 @@ func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool)
 		DisableKeepAlives:      !keepAlive,
 		ExpectContinueTimeout:  time.Second,
 		ForceAttemptHTTP2:      true,
-		MaxResponseHeaderBytes: 1 << 20,
+		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
 		// Bodies are passed through as the upstream sent them.
 		DisableCompression: true,
 		WriteBufferSize:    upstreamWriteBuffer,

@@ -721,6 +721,10 @@ func TestLimitsConfig(t *testing.T) {
 		{"negative response idle timeout", "upstream: {response_idle_timeout: -1s}\n", `^c\.yaml:3:\d+: upstream\.response_idle_timeout: want a duration .*not negative`},
 		{"unknown key", "limits:\n  long_lived: {max_age: 1h}\n", `^c\.yaml:4:16: unknown field "max_age"`},
 		{"not a duration", "limits:\n  long_lived: {idle_timeout: forever}\n", `^c\.yaml:4:\d+: limits\.long_lived\.idle_timeout: want a duration`},
+		{"response header bytes", "upstream: {max_response_header_bytes: 1048576}\n", ""},
+		{"tiny response header bytes", "upstream:\n  max_response_header_bytes: 100\n", `^c\.yaml:4:3: upstream\.max_response_header_bytes: 100 is outside 1024 to 16777216 \(16 MiB\); leave it out for 65536`},
+		{"huge response header bytes", "upstream: {max_response_header_bytes: 17000000}\n", `^c\.yaml:3:\d+: upstream\.max_response_header_bytes: 17000000 is outside`},
+		{"negative response header bytes", "upstream: {max_response_header_bytes: -1}\n", `^c\.yaml:3:\d+: upstream\.max_response_header_bytes: -1 is outside`},
 		{"cache max_ttl", "cache: {max_ttl: 2h, default_ttl: 2h}\n", ""},
 		{"cache default_ttl over max_ttl", "cache:\n  max_ttl: 1h\n  default_ttl: 2h\n", `^c\.yaml:5:3: cache\.default_ttl \(2h0m0s\) is longer than cache\.max_ttl \(1h0m0s\)`},
 		{"cache default_ttl over the default max_ttl", "cache: {default_ttl: 48h}\n", `^c\.yaml:3:\d+: cache\.default_ttl \(48h0m0s\) is longer than cache\.max_ttl \(24h0m0s\)`},
@@ -740,6 +744,13 @@ func TestLimitsConfig(t *testing.T) {
 				}
 				if strings.Contains(tc.text, "max_ttl: 2h") && cfg.Cache.MaxTTL.D() != 2*time.Hour {
 					t.Errorf("cache.max_ttl = %s, want 2h", cfg.Cache.MaxTTL.D())
+				}
+				wantHeader := int64(DefaultMaxResponseHeaderBytes)
+				if strings.Contains(tc.text, "max_response_header_bytes") {
+					wantHeader = 1 << 20
+				}
+				if n := cfg.Upstream.MaxResponseHeaderBytes; n != wantHeader {
+					t.Errorf("upstream.max_response_header_bytes = %d, want %d", n, wantHeader)
 				}
 				if d := cfg.Upstream.ResponseIdleTimeout.D(); d != DefaultResponseIdleTimeout {
 					t.Errorf("upstream.response_idle_timeout defaults to %s, want %s", d, DefaultResponseIdleTimeout)

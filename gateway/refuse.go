@@ -69,6 +69,11 @@ const codeCANotPermitted = "ca_not_permitted"
 // verifies); 502.
 const codeInterceptionUnavailable = "interception_unavailable"
 
+// codeCopySourceNotAllowed: an inject rule's request names a second
+// object in a copy or rename field (canonical.SourceHeaders) and the rule
+// does not set allow_copy_source; 403.
+const codeCopySourceNotAllowed = "copy_source_not_allowed"
+
 // codeCredentialHostMismatch: the credential is valid only on other hosts
 // (providers.Credential.Hosts) than the request's destination; 403.
 const codeCredentialHostMismatch = "credential_host_mismatch"

@@ -730,6 +730,17 @@ func (g *Gateway) credentialRefusal(x *exchange, plan *policy.InjectPlan, d poli
 	return f
 }
 
+// copySourceRefusal answers a request of an inject rule that names a
+// second object in the copy or rename field name (canonical.SourceField),
+// which the rule does not allow: the service would read or move that
+// object with the injected credential, outside the paths the rule
+// matched (S3's CopyObject from another bucket into the rule's).
+func copySourceRefusal(d policy.Decision, name string) refusal {
+	return newRefusal(http.StatusForbidden, codeCopySourceNotAllowed,
+		fmt.Sprintf("the request names a second object in %s, which the service would read or move with credential %q outside the paths rule %q matched; the request was not forwarded: to allow copies and renames through this rule, set allow_copy_source: true in its inject block (and narrow the credential to what the rule's callers may read)",
+			name, d.Inject.Credential, d.Rule), d.Rule)
+}
+
 // credentialHostRefusal answers a request whose credential is valid only
 // on other hosts (providers.Credential.Hosts: a Salesforce token and its
 // instance) than the destination, which the rule's pattern matched.
@@ -835,6 +846,13 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	// What decided, for deciding the request (or its WebSocket) again
 	// after a reload: before anything rewrites its headers.
 	jd := judged(a.pol, q, a.wl, d)
+
+	if d.Action == policy.Inject && !d.Inject.AllowCopySource {
+		if name, ok := canonical.SourceField(r.Header); ok {
+			g.refuse(x, copySourceRefusal(d, name))
+			return
+		}
+	}
 
 	var cred *providers.Credential
 	var hit bool
@@ -1450,6 +1468,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	var hostErr x509.HostnameError
 	var weak *weakCertError
 	var netErr net.Error
+	tooLarge := responseHeadersTooLarge(err)
 	switch {
 	case errors.Is(err, injectors.ErrBodyTooLarge):
 		// A streaming injector met a part of the body (an aws-chunked
@@ -1457,6 +1476,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		f = newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("a part of the request body to %s was larger than the injector may hold to sign it", dest), "")
 	case errors.Is(err, errTooMany1xx):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("%s sent more than %d informational (1xx) responses, or more than %d bytes of them, before its final response; the upstream request was cancelled", dest, max1xx, max1xxBytes), "")
+	case tooLarge == "yes":
+		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the response headers of %s were larger than upstream.max_response_header_bytes (%d bytes); the upstream request was cancelled; raise the setting if %s sends headers that large", dest, g.cfg.Upstream.MaxResponseHeaderBytes, dest), "")
+	case tooLarge != "":
+		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the HTTP/2 connection to %s broke (%s): response headers larger than upstream.max_response_header_bytes (%d bytes) are one cause, frames %s encoded wrongly the other; the upstream request was cancelled", dest, tooLarge, g.cfg.Upstream.MaxResponseHeaderBytes, dest), "")
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &weak):
 		f = newRefusal(http.StatusBadGateway, codeUpstreamTLS, fmt.Sprintf("the TLS certificate of %s did not verify: %s; nothing was sent", dest, upstreamTLSWhy(err)), "")
 	case isTLSHandshakeError(err):

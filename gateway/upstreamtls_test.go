@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -140,6 +141,7 @@ type certSpec struct {
 	isCA      bool
 	eku       []x509.ExtKeyUsage
 	permitted []string // name constraints (for an intermediate)
+	cn        string   // the subject's common name; "hostile" when empty
 }
 
 // sign makes a certificate of spec signed by parent (self-signed when
@@ -157,7 +159,7 @@ func sign(t *testing.T, spec certSpec, parent *x509.Certificate, parentKey crypt
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(now.UnixNano()),
-		Subject:               pkix.Name{CommonName: "hostile"},
+		Subject:               pkix.Name{CommonName: cmp.Or(spec.cn, "hostile")},
 		DNSNames:              spec.names,
 		IPAddresses:           spec.ips,
 		NotBefore:             now.Add(-time.Hour),
@@ -210,7 +212,9 @@ func serverConf(key crypto.Signer, chain ...*x509.Certificate) *tls.Config {
 // self-signed, an untrusted root, an incomplete chain, valid for the IP
 // only, an intermediate whose name constraints exclude the host, a SHA-1
 // signature, an RSA key under 2048 bits, a leaf that is a CA, a leaf for
-// client authentication only, TLS 1.0/1.1 only, no common ALPN protocol —
+// client authentication only, a wildcard that is not the host's leftmost
+// label (two labels up, under the host, a partial label), the host in the
+// common name alone, TLS 1.0/1.1 only, no common ALPN protocol —
 // is refused with 502 upstream_tls_error naming the cause, audited, and
 // receives not one byte of the request, for HTTP/1.1 and HTTP/2 clients and
 // for a rule presenting a TLS client certificate upstream (tlsclient). The
@@ -272,6 +276,20 @@ func TestUpstreamTLSRefusedBeforeRequest(t *testing.T) {
 			return serverConf(k, c)
 		}, "unknown authority"},
 		{"ip-only", func(h string) *tls.Config { return leafFor(h, certSpec{ips: []net.IP{net.IPv4(127, 0, 0, 1)}}) }, "name mismatch"},
+		// Wildcards match one whole leftmost label (RFC 6125 §6.4.3, as
+		// Go and browsers read it): *.test does not cover x.hostile.test,
+		// *.H does not cover H itself, and a partial label (par*.hostile.test)
+		// is no wildcard at all.
+		{"wildcard-control", func(h string) *tls.Config {
+			return leafFor(h, certSpec{names: []string{"*" + h[strings.Index(h, "."):]}})
+		}, ""},
+		{"wildcard-two-levels", func(h string) *tls.Config { return leafFor(h, certSpec{names: []string{"*.test"}}) }, "name mismatch"},
+		{"wildcard-below-host", func(h string) *tls.Config { return leafFor(h, certSpec{names: []string{"*." + h}}) }, "name mismatch"},
+		{"wildcard-partial", func(h string) *tls.Config {
+			return leafFor(h, certSpec{names: []string{h[:3] + "*" + h[strings.Index(h, "."):]}})
+		}, "name mismatch"},
+		// The host only in the subject's common name: no SAN at all.
+		{"common-name-only", func(h string) *tls.Config { return leafFor(h, certSpec{names: []string{}, cn: h}) }, "name mismatch"},
 		{"name-constrained-intermediate", func(h string) *tls.Config {
 			ic, ik := sign(t, certSpec{isCA: true, permitted: []string{"allowed.test"}}, root, rootKey)
 			c, k := sign(t, certSpec{names: []string{h}}, ic, ik)
@@ -438,7 +456,13 @@ default: deny
 			}
 		})
 	}
-	t.Logf("%d of %d refusal cells failed", failed, len(protos)*(len(cases)-2))
+	refusals := 0
+	for _, c := range cases {
+		if c.want != "" {
+			refusals++
+		}
+	}
+	t.Logf("%d of %d refusal cells failed", failed, len(protos)*refusals)
 }
 
 // auditHas reports whether an audit line names host and code.

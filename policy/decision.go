@@ -186,6 +186,15 @@ type InjectPlan struct {
 	// SubstituteInDefault is set when the rule names no places and
 	// SubstituteIn is DefaultSubstituteIn.
 	SubstituteInDefault bool
+	// AllowCopySource lets a request of the rule name a second object in
+	// a copy or rename field (canonical.SourceHeaders: S3's
+	// x-amz-copy-source, GCS's x-goog-copy-source, Azure's
+	// x-ms-copy-source, ...), which the service reads or moves with the
+	// injected credential wherever the field says: the rule's paths judge
+	// only the request's own path. False (the rule's allow_copy_source
+	// unset): the gateway refuses such a request, 403
+	// copy_source_not_allowed.
+	AllowCopySource bool
 	// inputs are the credentials Provider reads (providers.Composer),
 	// recursively: their scopes are part of the cache key.
 	inputs []providers.Input

@@ -65,7 +65,8 @@ func RetryAfter(err error, now time.Time) (time.Duration, bool) {
 // CacheOptions configure a Cache. Zero fields take the defaults above.
 type CacheOptions struct {
 	// DefaultTTL is how long a credential without its own Expiry is kept.
-	// It is at most MaxTTL.
+	// It is at most MaxTTL. The cache hands such a credential to Shared,
+	// and out, with that Expiry set (capExpiry), so it expires there too.
 	DefaultTTL time.Duration
 	// MaxTTL is the longest a credential is kept, in this cache and in
 	// Shared, whatever its Expiry: a credential whose Expiry is later is
@@ -571,16 +572,24 @@ func (c *Cache) event(key CacheKey, result string) {
 	}
 }
 
-// capExpiry returns cred, or a copy of it whose Expiry is now+MaxTTL
-// when its own is later. The copy shares Fields, Hosts and Revoked. A
-// credential without Expiry is kept for DefaultTTL, which is at most
-// MaxTTL.
+// capExpiry returns cred with the Expiry the cache keeps it until: cred
+// itself when its own Expiry is at most now+MaxTTL, otherwise a copy
+// whose Expiry is now+MaxTTL, or, when it has none, a copy whose Expiry
+// is now+DefaultTTL (at most MaxTTL). A copy shares Fields, Hosts and
+// Revoked. The shared tier stores that Expiry, so a credential without
+// one expires there, and on every replica that reads it, DefaultTTL
+// after it was fetched: the shared tier's own default (rediscache's
+// DefaultTTL) never decides how long such a credential lives, and a
+// replica reading it late keeps it only for what is left, not for
+// another DefaultTTL.
 func (c *Cache) capExpiry(cred *Credential, now time.Time) *Credential {
-	if cred == nil || cred.Expiry.IsZero() {
+	if cred == nil {
 		return cred
 	}
 	limit := now.Add(c.opts.MaxTTL)
-	if !cred.Expiry.After(limit) {
+	if cred.Expiry.IsZero() {
+		limit = now.Add(c.opts.DefaultTTL)
+	} else if !cred.Expiry.After(limit) {
 		return cred
 	}
 	capped := *cred

@@ -462,8 +462,9 @@ func decodeResponse(resp *http.Response) (io.ReadCloser, error) {
 const MaxStackedCodings = 3
 
 // decode returns body decoded through each coding of Content-Encoding, the
-// last applied first. More than MaxStackedCodings codings, or one it
-// does not know, is ErrUnsupportedEncoding, before any decoder is built.
+// last applied first. More than MaxStackedCodings codings, brotli more
+// than once, or a coding it does not know, is ErrUnsupportedEncoding,
+// before any decoder is built.
 func decode(body io.Reader, header []string) (io.ReadCloser, error) {
 	var codings []string
 	for _, h := range header {
@@ -476,9 +477,16 @@ func decode(body io.Reader, header []string) (io.ReadCloser, error) {
 			}
 		}
 	}
+	brs := 0
 	for _, c := range codings {
 		switch c {
-		case "gzip", "x-gzip", "deflate", "br":
+		case "br":
+			// Each brotli decoder may cost its window
+			// (MaxBrotliWindowBits); one per response.
+			if brs++; brs > 1 {
+				return nil, fmt.Errorf("%w: brotli applied more than once (ask upstream for one coding or identity)", ErrUnsupportedEncoding)
+			}
+		case "gzip", "x-gzip", "deflate":
 		default:
 			return nil, fmt.Errorf("%w: %q (ask upstream for identity or drop the rule's scrubbing)", ErrUnsupportedEncoding, c)
 		}
@@ -510,10 +518,65 @@ func decode(body io.Reader, header []string) (io.ReadCloser, error) {
 				r = fr
 			}
 		case "br":
-			r = brotli.NewReader(r)
+			br := bufio.NewReaderSize(r, 16) // the smallest: one byte is peeked
+			if err := checkBrotliWindow(br); err != nil {
+				return nil, err
+			}
+			r = brotli.NewReader(br)
 		}
 	}
 	return &closeBoth{Reader: r, closers: closers}, nil
+}
+
+// MaxBrotliWindowBits bounds the window of a brotli stream the gateway
+// decodes: 2^22 bytes (4 MiB), the reference encoder's default window
+// (BROTLI_DEFAULT_WINDOW), which Node's and Python's encoders keep too;
+// nginx's and Apache's brotli modules use smaller ones. A decoder's ring
+// buffer grows to the window the stream's first byte declares as its
+// output grows, and RFC 7932 allows 16 MiB (WBITS 24): a hostile upstream's
+// 418 bytes of brotli (32 MiB of zeros) made the gateway allocate 31 MiB
+// for one response, and hold it as long as the upstream kept the response
+// open. A stream with a larger window is ErrUnsupportedEncoding, before
+// its decoder is built.
+const MaxBrotliWindowBits = 22
+
+// checkBrotliWindow reads the window size (WBITS, RFC 7932 §9.1) from the
+// first byte of the brotli stream br, without consuming it, and returns
+// ErrUnsupportedEncoding when it is over MaxBrotliWindowBits or the
+// large-window extension (not RFC 7932; the decoder refuses it too). A
+// body that ends before its first byte is left to the decoder, which
+// reports it.
+func checkBrotliWindow(br *bufio.Reader) error {
+	b, err := br.Peek(1)
+	if err != nil {
+		return nil
+	}
+	bits := brotliWindowBits(b[0])
+	if bits < 0 {
+		return fmt.Errorf("%w: a brotli stream with the large-window extension (not RFC 7932; ask upstream for gzip or identity)", ErrUnsupportedEncoding)
+	}
+	if bits > MaxBrotliWindowBits {
+		return fmt.Errorf("%w: a brotli stream with a %d MiB window (WBITS %d), over the %d MiB the gateway decodes (ask upstream for gzip, identity, or brotli with a window of at most %d bits)", ErrUnsupportedEncoding, 1<<(bits-20), bits, 1<<(MaxBrotliWindowBits-20), MaxBrotliWindowBits)
+	}
+	return nil
+}
+
+// brotliWindowBits is the WBITS a brotli stream's first byte declares
+// (RFC 7932 §9.1: 16 in one bit, 17 to 24 in four, 10 to 15 and 17 in
+// seven), or -1 for the large-window extension's marker.
+func brotliWindowBits(b byte) int {
+	if b&1 == 0 {
+		return 16
+	}
+	switch n, m := b>>1&7, b>>4&7; {
+	case n != 0:
+		return 17 + int(n)
+	case m == 1:
+		return -1
+	case m != 0:
+		return 8 + int(m)
+	}
+	return 17
 }
 
 // closeBoth closes each of its closers, returning the first error.

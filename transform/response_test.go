@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -358,6 +359,14 @@ func TestStackedCodingsBounded(t *testing.T) {
 				} else {
 					err = DecodeResponse(resp)
 				}
+				if coding == "br" && depth > 1 && depth <= MaxStackedCodings {
+					// One brotli decoder per response: each may cost
+					// its window (TestBrotliWindowBounded).
+					if !errors.Is(err, ErrUnsupportedEncoding) || !strings.Contains(err.Error(), "more than once") {
+						t.Errorf("%s %d x br: err = %v, want ErrUnsupportedEncoding naming brotli applied more than once", via, depth, err)
+					}
+					continue
+				}
 				if depth > MaxStackedCodings {
 					if !errors.Is(err, ErrUnsupportedEncoding) || !strings.Contains(err.Error(), "stacked") {
 						t.Errorf("%s %d x %s: err = %v, want ErrUnsupportedEncoding naming the stacked codings", via, depth, coding, err)
@@ -446,6 +455,76 @@ func TestScrubbedBodyArrival(t *testing.T) {
 				if got := ArrivedWhole(resp.Body); got != want {
 					t.Errorf("%s %q, raw arrived %v: scrubbed body Arrived %v", name, encoding, want, got)
 				}
+			}
+		}
+	}
+}
+
+// TestBrotliWindowBounded: a brotli body is decoded only when the window
+// its first byte declares is at most MaxBrotliWindowBits, through
+// TransformResponse and DecodeResponse alike; a larger one (RFC 7932
+// allows 16 MiB) is ErrUnsupportedEncoding naming the window, before a
+// decoder is built. The body is twice the window of zeros, so that the
+// decoder's ring buffer grows to the window: what an accepted stream
+// costs is bounded by its window, and a refused one costs next to
+// nothing. Before, 418 bytes of brotli with a 16 MiB window (32 MiB of
+// zeros) made the decoder allocate 31 MiB. Every WBITS the encoder can
+// write (10 to 24) is parsed as the encoder wrote it.
+func TestBrotliWindowBounded(t *testing.T) {
+	s := scrubber(t)
+	for bits := 10; bits <= 24; bits++ {
+		var b bytes.Buffer
+		w := brotli.NewWriterOptions(&b, brotli.WriterOptions{Quality: 5, LGWin: bits})
+		zeros := make([]byte, min(64<<10, 2<<bits))
+		for range 2 << bits / len(zeros) {
+			if _, err := w.Write(zeros); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		body := b.Bytes()
+		if got := brotliWindowBits(body[0]); got != bits {
+			t.Fatalf("WBITS %d: the first byte %#x parsed as %d", bits, body[0], got)
+		}
+		for _, via := range []string{"TransformResponse", "DecodeResponse"} {
+			resp := &http.Response{Header: http.Header{"Content-Encoding": {"br"}}, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			var err error
+			n := int64(0)
+			if via == "TransformResponse" {
+				_, err = s.TransformResponse(resp)
+			} else {
+				err = DecodeResponse(resp)
+			}
+			if err == nil {
+				n, err = io.Copy(io.Discard, resp.Body)
+			}
+			runtime.ReadMemStats(&after)
+			alloc := after.TotalAlloc - before.TotalAlloc
+			// Whatever the stream declares, one response's decoder
+			// costs at most 10 MiB (a 4 MiB window).
+			if ceiling := uint64(10 << 20); alloc > ceiling {
+				t.Errorf("%s, WBITS %d: %d bytes allocated, over the ceiling of %d", via, bits, alloc, ceiling)
+			}
+			if bits > MaxBrotliWindowBits {
+				if !errors.Is(err, ErrUnsupportedEncoding) || !strings.Contains(err.Error(), "window") {
+					t.Errorf("%s, WBITS %d: err = %v, want ErrUnsupportedEncoding naming the window", via, bits, err)
+				}
+				if alloc > 1<<20 {
+					t.Errorf("%s, WBITS %d: %d bytes allocated to refuse it", via, bits, alloc)
+				}
+				continue
+			}
+			if err != nil || n != 2<<bits {
+				t.Errorf("%s, WBITS %d: %d bytes decoded, %v; want %d", via, bits, n, err, 2<<bits)
+			}
+			// The ring buffer doubles up to the window; the rest is
+			// the decoder's tables and buffers.
+			if bound := uint64(2<<bits + 2<<20); alloc > bound {
+				t.Errorf("%s, WBITS %d: %d bytes allocated, want at most %d", via, bits, alloc, bound)
 			}
 		}
 	}

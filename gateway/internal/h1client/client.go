@@ -648,7 +648,7 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trac
 		if err != nil {
 			switch {
 			case pc.limit <= 0:
-				err = fmt.Errorf("h1client: the upstream's response headers exceeded %d bytes", max)
+				err = fmt.Errorf("%w: over %d bytes", ErrResponseHeadersTooLarge, max)
 			case d > 0 && isTimeout(err) && ctx.Err() == nil:
 				err = headerTimeoutError{d}
 			}
@@ -770,6 +770,10 @@ func (c *Client) maxHeader() int64 {
 	}
 	return 1 << 20
 }
+
+// ErrResponseHeadersTooLarge is the error of a response whose header
+// block (a 1xx's or the final one's) is over MaxResponseHeaderBytes.
+var ErrResponseHeadersTooLarge = errors.New("h1client: the upstream's response headers are too large")
 
 // errReadAfterClose is what Read returns once Close was called, as
 // Transport's response bodies do.
