@@ -191,3 +191,63 @@ func TestVerifyLineBound(t *testing.T) {
 	}
 	t.Logf("%d of %d cases failed", failed, len(cases))
 }
+
+// TestVerifyProblemsBounded: the breaks and warnings a report keeps are
+// bounded (MaxReported each, the rest counted and summed in the FAIL
+// line), so that what whoever writes the files puts there cannot make
+// verify's memory grow with it: 200,000 blank lines (a 200 KB gzip'd file
+// of 200 MB of them took 24 GB before), as many lines cut short, and a
+// chained line repeated 5,000 times each fail with every break counted
+// and at most MaxReported kept, in a few MiB.
+func TestVerifyProblemsBounded(t *testing.T) {
+	line := chained(`{"path":"/v1/x"}`, 1, "gw-a", [32]byte{})
+	for _, tc := range []struct {
+		name           string
+		data           string
+		breaks, warned int
+	}{
+		{"blank lines", strings.Repeat("\n", 200000), 200000 + 1, 0}, // and the file is empty
+		{"cut lines", strings.Repeat("{\"path\":\"/v\n", 200000), 1, 200000},
+		{"one line repeated", strings.Repeat(line+"\n", 5000), 5000, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			zw := gzip.NewWriter(&b)
+			_, _ = zw.Write([]byte(tc.data))
+			_ = zw.Close()
+			path := filepath.Join(t.TempDir(), "audit.log.gz")
+			if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			rep, err := Verify([]string{path}, VerifyOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+				t.Errorf("the report holds %d MiB", grew>>20)
+			}
+			if rep.OK() || len(rep.Problems) > MaxReported || len(rep.Warnings) > MaxReported {
+				t.Fatalf("OK %v, %d problems and %d warnings kept, want not OK and at most %d each", rep.OK(), len(rep.Problems), len(rep.Warnings), MaxReported)
+			}
+			if got := len(rep.Problems) + rep.MoreProblems; got != tc.breaks {
+				t.Errorf("%d breaks counted, want %d", got, tc.breaks)
+			}
+			if got := len(rep.Warnings) + rep.MoreWarnings; got != tc.warned {
+				t.Errorf("%d warnings counted, want %d", got, tc.warned)
+			}
+			var out bytes.Buffer
+			rep.WriteText(&out)
+			if n := strings.Count(out.String(), "\n"); n > 2*MaxReported+10 {
+				t.Errorf("the report is %d lines long", n)
+			}
+			if !strings.HasSuffix(out.String(), fmt.Sprintf("FAIL: %d breaks\n", tc.breaks)) {
+				t.Errorf("the report does not end with the count of every break:\n...%s", out.String()[max(0, out.Len()-300):])
+			}
+		})
+	}
+}

@@ -82,7 +82,7 @@ func ReadRecords(files []string, fn func(Record) error) error {
 		}, func(int, int64) {})
 		closeLog()
 		if err != nil {
-			return fmt.Errorf("audit read: %s: %w", name, err)
+			return fmt.Errorf("audit read: %w", nameErr(name, err))
 		}
 		if fnErr != nil {
 			return fnErr

@@ -191,6 +191,41 @@ func TestVerifyTruncation(t *testing.T) {
 			l.names, l.lines = l.names[1:], l.lines[1:]
 			return starts
 		}, want: []want{{KindTruncated, "gw-a"}}},
+		{name: "rotation: --start with a prev, all files given, line SEQ's prev not it", cut: func(t *testing.T, l *logFiles) map[string]Start {
+			// Before, the anchor's prev was checked only when the chain
+			// started at the anchor: one starting earlier skipped it.
+			return map[string]Start{"gw-a": {Seq: 7, Prev: strings.Repeat("ab", 32)}, "gw-b": {Seq: 9, Prev: l.prevOf(t, "gw-b", 9)}}
+		}, want: []want{{KindTruncated, "gw-a"}}},
+		{name: "rotation: --start with a prev, the retained log replaced by a forged chain starting before it", cut: func(t *testing.T, l *logFiles) map[string]Start {
+			starts := map[string]Start{}
+			for r, s := range firstSeqs(t, l.lines[1]) {
+				starts[r] = Start{Seq: s, Prev: l.prevOf(t, r, s)}
+			}
+			l.names, l.lines = l.names[1:], l.lines[1:]
+			// gw-a's lines out, a chain of unsigned lines (an unsigned
+			// tail, which passes without --require-signed-tail) in,
+			// numbered from one before the anchor.
+			for fi := range l.lines {
+				var keep []string
+				for _, s := range l.lines[fi] {
+					if !strings.Contains(s, `"replica":"gw-a"`) {
+						keep = append(keep, s)
+					}
+				}
+				l.lines[fi] = keep
+			}
+			var prev [32]byte
+			for seq := starts["gw-a"].Seq - 1; seq <= starts["gw-a"].Seq+2; seq++ {
+				line := chained(`{"workload":"mallory","path":"/v1/forged"}`, seq, "gw-a", prev)
+				l.appendLine(line)
+				prev = hashOf(line)
+			}
+			return starts
+		}, want: []want{{KindTruncated, "gw-a"}}},
+		{name: "a line numbered seq 0 before the anchor", cut: func(t *testing.T, l *logFiles) map[string]Start {
+			l.lines[0] = append([]string{chained(`{"workload":"mallory"}`, 0, "gw-a", [32]byte{}) + "\n"}, l.lines[0]...)
+			return map[string]Start{"gw-a": {Seq: 1}}
+		}, want: []want{{KindGarbled, "gw-a"}}},
 		{name: "rotation: --start names a replica with no line", cut: func(t *testing.T, l *logFiles) map[string]Start {
 			return map[string]Start{"gw-c": {Seq: 1}}
 		}, want: []want{{KindTruncated, "gw-c"}}},

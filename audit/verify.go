@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
@@ -67,12 +68,46 @@ type Pos struct {
 	Line int
 }
 
+// String is FILE:LINE (FILE alone for a file's own problem), the name
+// printed inert: a name comes from a directory whoever writes the files
+// may write too (audit.log* expands to every file there), so a name
+// holding a newline and "OK: 1 chains verified", or a terminal escape
+// that conceals what follows, would forge the report as file contents
+// could (inert).
 func (p Pos) String() string {
 	if p.Line == 0 {
-		return p.File
+		return inertName(p.File)
 	}
-	return fmt.Sprintf("%s:%d", p.File, p.Line)
+	return fmt.Sprintf("%s:%d", inertName(p.File), p.Line)
 }
+
+// maxInertName is the longest file name a report prints whole: longer
+// than any path a system takes (PATH_MAX is 4096 on Linux).
+const maxInertName = 8192
+
+// inertName is inert for a file name: quoted by the same rules, but cut
+// only past maxInertName (a deep path is longer than maxInert).
+func inertName(s string) string { return inertCut(s, maxInertName) }
+
+// nameErr returns err, an error of opening or reading file name, with
+// the name printed inert (inertName): os.PathError's text holds the name
+// as it is. The error it wraps is kept for errors.Is and errors.As.
+func nameErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == name {
+		return &inertPathError{pe}
+	}
+	return fmt.Errorf("%s: %w", inertName(name), err)
+}
+
+// inertPathError is an fs.PathError whose text prints its path inert.
+type inertPathError struct{ pe *fs.PathError }
+
+func (e *inertPathError) Error() string {
+	return e.pe.Op + " " + inertName(e.pe.Path) + ": " + e.pe.Err.Error()
+}
+
+func (e *inertPathError) Unwrap() error { return e.pe }
 
 // Problem is one break found by Verify.
 type Problem struct {
@@ -101,8 +136,11 @@ const maxInert = 128
 // distrusts: whoever edited them could otherwise write a newline and
 // "OK: 1 chains verified", or terminal escapes that hide the BREAK lines,
 // into the report.
-func inert(s string) string {
-	plain := len(s) <= maxInert && s != ""
+func inert(s string) string { return inertCut(s, maxInert) }
+
+// inertCut is inert with max in place of maxInert.
+func inertCut(s string, max int) string {
+	plain := len(s) <= max && s != ""
 	for _, r := range s {
 		if !plain {
 			break
@@ -113,8 +151,8 @@ func inert(s string) string {
 		return s
 	}
 	cut := ""
-	if len(s) > maxInert {
-		n := maxInert
+	if len(s) > max {
+		n := max
 		for n > 0 && !utf8.RuneStart(s[n]) {
 			n--
 		}
@@ -161,11 +199,38 @@ type Report struct {
 	Chains   []Chain
 	// SignaturesChecked is false when no public key was given.
 	SignaturesChecked bool
+	// MoreProblems and MoreWarnings count those past the first
+	// MaxReported of each, which the report does not keep: what
+	// whoever writes the files puts there (a gzip'd file of 200 MB of
+	// blank lines is 200 KB) cannot make verify's memory grow with it.
+	MoreProblems, MoreWarnings int
+}
+
+// MaxReported is how many problems, and how many warnings, a Report
+// keeps; the rest are counted (Report.MoreProblems, MoreWarnings).
+const MaxReported = 1000
+
+// addProblem keeps p, or counts it past MaxReported.
+func (r *Report) addProblem(p Problem) {
+	if len(r.Problems) >= MaxReported {
+		r.MoreProblems++
+		return
+	}
+	r.Problems = append(r.Problems, p)
+}
+
+// addWarning keeps w, or counts it past MaxReported.
+func (r *Report) addWarning(w Problem) {
+	if len(r.Warnings) >= MaxReported {
+		r.MoreWarnings++
+		return
+	}
+	r.Warnings = append(r.Warnings, w)
 }
 
 // OK reports whether every chain verified. A report with no chain is
 // never OK (a KindEmpty problem says so).
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+func (r *Report) OK() bool { return len(r.Problems) == 0 && r.MoreProblems == 0 }
 
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
@@ -246,14 +311,14 @@ type rec struct {
 func openLog(name string) (io.Reader, func(), error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nameErr(name, err)
 	}
 	br := bufio.NewReaderSize(f, 64<<10)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			_ = f.Close()
-			return nil, nil, fmt.Errorf("%s: a gzip file that does not decompress: %w", name, err)
+			return nil, nil, fmt.Errorf("%s: a gzip file that does not decompress: %w", inertName(name), err)
 		}
 		zr.Multistream(true)
 		return zr, func() { _ = f.Close() }, nil
@@ -341,8 +406,8 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			}
 			seen = append(seen, st)
 			if dup >= 0 {
-				rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindDuplicateFile,
-					Msg: fmt.Sprintf("the same file as %s, given before: its lines would count twice; give each file once", seenName[dup])})
+				rep.addProblem(Problem{Pos: Pos{File: name}, Kind: KindDuplicateFile,
+					Msg: fmt.Sprintf("the same file as %s, given before: its lines would count twice; give each file once", inertName(seenName[dup]))})
 				continue
 			}
 			seenName[len(seen)-1] = name
@@ -360,18 +425,23 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			var lf lineFields
 			if !complete || json.Unmarshal(line, &lf) != nil {
 				if !cutShort(line, complete) {
-					rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled,
+					rep.addProblem(Problem{Pos: pos, Kind: KindGarbled,
 						Msg: "not an audit line (a JSON object) nor the start of one cut short by a crash: the line was overwritten or inserted"})
 					return
 				}
-				rep.Warnings = append(rep.Warnings, Problem{Pos: pos, Kind: KindCut,
+				rep.addWarning(Problem{Pos: pos, Kind: KindCut,
 					Msg: "not a whole JSON line (a write cut short by a crash or a full disk); any line missing because of it shows as deleted"})
 				return
 			}
 			whole++
 			if lf.Seq == nil || lf.Replica == nil || lf.Prev == nil {
-				rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindUnchained,
+				rep.addProblem(Problem{Pos: pos, Kind: KindUnchained,
 					Msg: "the line has no seq, replica or prev: it was not written by a chaining writer (inserted, or audit.chain is off)"})
+				return
+			}
+			if *lf.Seq == 0 {
+				rep.addProblem(Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica,
+					Msg: "seq 0: the gateway numbers the lines of a chain from 1, so the line was edited or inserted"})
 				return
 			}
 			sum := sha256.Sum256(line)
@@ -386,7 +456,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 				want, known := canonical(&lf, raw, r.seq, *lf.Replica, &r.prev)
 				switch {
 				case !known:
-					rep.Problems = append(rep.Problems, Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica, Seq: r.seq,
+					rep.addProblem(Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica, Seq: r.seq,
 						Msg: fmt.Sprintf("a line of type %s, which the gateway does not write (only checkpoint and dropped): it was inserted or edited", inert(*lf.Type))})
 				case !r.prevOK || !bytes.Equal(want, line):
 					r.oddType = *lf.Type
@@ -402,17 +472,17 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 			byReplica[*lf.Replica] = append(byReplica[*lf.Replica], r)
 		}, func(n int, size int64) {
 			lines++
-			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name, Line: n}, Kind: KindLongLine,
+			rep.addProblem(Problem{Pos: Pos{File: name, Line: n}, Kind: KindLongLine,
 				Msg: fmt.Sprintf("the line is %d bytes long, over the %d bytes verify reads of one line: no line the gateway writes is that long "+
 					"(a request's path is at most limits.max_header_bytes), so it was inserted or overwritten; if limits.max_header_bytes "+
 					"was raised past a few MiB, give --max-line-bytes", size, lineBound(opts.MaxLineBytes))})
 		})
 		closeLog()
 		if err != nil {
-			return nil, fmt.Errorf("audit verify: %s: %w", name, err)
+			return nil, fmt.Errorf("audit verify: %w", nameErr(name, err))
 		}
 		if whole == 0 {
-			rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: name}, Kind: KindEmpty, Msg: emptyMsg(lines)})
+			rep.addProblem(Problem{Pos: Pos{File: name}, Kind: KindEmpty, Msg: emptyMsg(lines)})
 		}
 	}
 	sort.Strings(order)
@@ -427,14 +497,14 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	}
 	sort.Strings(anchored)
 	for _, id := range anchored {
-		rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindTruncated, Replica: id, Seq: opts.Starts[id].Seq,
+		rep.addProblem(Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindTruncated, Replica: id, Seq: opts.Starts[id].Seq,
 			Msg: "--start names this replica, but the files given hold none of its lines: its whole log was deleted, or these are not its files"})
 	}
 	if len(rep.Chains) == 0 && len(rep.Problems) == 0 {
 		// Not reached while every file needs a whole line (each is a
 		// chain's or a problem); kept so that no change to the rules above
 		// can turn "nothing verified" into OK.
-		rep.Problems = append(rep.Problems, Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindEmpty,
+		rep.addProblem(Problem{Pos: Pos{File: strings.Join(files, ", ")}, Kind: KindEmpty,
 			Msg: "no chain in the files given: nothing was verified"})
 	}
 	return rep, nil
@@ -547,7 +617,11 @@ func readLines(r io.Reader, bound int, fn func(n int, line []byte, complete bool
 func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.PublicKey, opts VerifyOptions) Chain {
 	c := Chain{Replica: id, Lines: len(recs)}
 	problem := func(r rec, kind, format string, args ...any) {
-		rep.Problems = append(rep.Problems, Problem{Pos: r.pos, Kind: kind, Replica: id, Seq: r.seq, Msg: fmt.Sprintf(format, args...)})
+		if len(rep.Problems) >= MaxReported {
+			rep.MoreProblems++ // not formatted: not printed
+			return
+		}
+		rep.addProblem(Problem{Pos: r.pos, Kind: kind, Replica: id, Seq: r.seq, Msg: fmt.Sprintf(format, args...)})
 	}
 	// Stream order: the replica's lines file by file (files ordered by
 	// the first seq they hold of it), in line order within a file.
@@ -623,13 +697,21 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 	// below), so a chain starting later lost its first lines, unless the
 	// operator anchored where the retained log starts.
 	first := stream[genuine[c.FirstSeq]]
-	switch st, ok := opts.Starts[id]; {
-	case ok && c.FirstSeq > st.Seq:
+	st, anchored := opts.Starts[id]
+	switch {
+	case anchored && c.FirstSeq > st.Seq:
 		problem(first, KindTruncated, "the chain starts at seq %d, but the retained log starts at seq %d (--start): seq %d..%d were deleted, or a rotated file was left out", c.FirstSeq, st.Seq, st.Seq, c.FirstSeq-1)
-	case ok && c.FirstSeq == st.Seq && st.Prev != "" && (!first.prevOK || hex.EncodeToString(first.prev[:]) != st.Prev):
-		problem(first, KindTruncated, "the first line's prev is not the one --start recorded for seq %d: it is not the line the retained log starts at (edited, or the log was cut and forged)", st.Seq)
-	case !ok && c.FirstSeq != 1:
+	case !anchored && c.FirstSeq != 1:
 		problem(first, KindTruncated, "the chain starts at seq %d: seq 1..%d are not in the files given, so its first lines were deleted, or older rotated files were left out. Give the older files too or, when retention deleted them, say where the retained log starts: --start %s=%d", c.FirstSeq, c.FirstSeq-1, inert(id), c.FirstSeq)
+	}
+	// The anchor's prev binds line st.Seq wherever the chain starts: a
+	// chain that starts before the anchor (older files given too, or lines
+	// forged before it) must still carry the recorded prev at st.Seq, or
+	// the anchor would prove nothing about a log forged to start earlier.
+	if i, ok := genuine[st.Seq]; anchored && st.Prev != "" && ok && c.FirstSeq <= st.Seq {
+		if r := stream[i]; !r.prevOK || hex.EncodeToString(r.prev[:]) != st.Prev {
+			problem(r, KindTruncated, "the prev of seq %d is not the one --start recorded for it: it is not the line the retained log starts at (edited, or the log was cut and forged)", st.Seq)
+		}
 	}
 
 	// Walk the chain in seq order; the whole part ends at the first break.
@@ -764,8 +846,14 @@ func (r *Report) WriteText(w io.Writer) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "BREAK %s\n", p)
 	}
+	if r.MoreProblems > 0 {
+		fmt.Fprintf(w, "BREAK and %d more breaks, not listed (only the first %d are)\n", r.MoreProblems, MaxReported)
+	}
 	for _, p := range r.Warnings {
 		fmt.Fprintf(w, "warning %s\n", p)
+	}
+	if r.MoreWarnings > 0 {
+		fmt.Fprintf(w, "warning and %d more warnings, not listed (only the first %d are)\n", r.MoreWarnings, MaxReported)
 	}
 	for _, c := range r.Chains {
 		fmt.Fprintf(w, "replica %s: %d lines in %d files, seq %d..%d; ", inert(c.Replica), c.Lines, c.Files, c.FirstSeq, c.LastSeq)
@@ -793,6 +881,6 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.OK() {
 		fmt.Fprintf(w, "OK: %d chains verified\n", len(r.Chains))
 	} else {
-		fmt.Fprintf(w, "FAIL: %d breaks\n", len(r.Problems))
+		fmt.Fprintf(w, "FAIL: %d breaks\n", len(r.Problems)+r.MoreProblems)
 	}
 }

@@ -620,12 +620,12 @@ func (m *metrics) auditWriter(w *audit.Writer, file *audit.RotatingFile, otlp *o
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "credgate_audit_otlp_export_errors_total",
-			Help: "Failed exports of audit lines to audit.otlp (each is retried).",
+			Help: "Failed exports of audit lines to audit.otlp (each is retried), and exports the receiver took in part (the records it rejected are not sent again).",
 		}, func() float64 {
 			if otlp == nil {
 				return 0
 			}
-			return float64(otlp.Status().Failures)
+			return float64(otlp.Status().Failures + otlp.Rejected())
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "credgate_audit_lines_total",

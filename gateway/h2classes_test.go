@@ -184,3 +184,64 @@ func BenchmarkH2MirrorFeed(b *testing.B) {
 		i++
 	}
 }
+
+// TestH2MirrorUnfinished: the mirror says a request was begun and left
+// unfinished (audited client_aborted when the client ends its side
+// there) for part of the connection preface and part of the header block
+// opening a new stream, and not for nothing sent, a whole preface, a
+// whole request, a partial frame of another kind, or trailers of a
+// stream already open (that stream's handler audits it).
+func TestH2MirrorUnfinished(t *testing.T) {
+	var enc bytes.Buffer
+	he := hpack.NewEncoder(&enc)
+	for _, f := range reqFields("/v1/x") {
+		_ = he.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := append([]byte(nil), enc.Bytes()...)
+	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload []byte) []byte {
+		var b bytes.Buffer
+		fr := http2.NewFramer(&b, nil)
+		_ = fr.WriteRawFrame(typ, flags, id, payload)
+		return b.Bytes()
+	}
+	settings := frame(http2.FrameSettings, 0, 0, nil)
+	start := http2.ClientPreface + string(settings)
+	whole := frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, 1, block)
+	for _, tc := range []struct {
+		name string
+		sent string
+		want bool
+	}{
+		{"nothing", "", false},
+		{"part of the preface", http2.ClientPreface[:7], true},
+		{"the preface", http2.ClientPreface, false},
+		{"the preface and SETTINGS", start, false},
+		{"part of a frame header", start + string(whole[:4]), false},
+		{"a HEADERS frame header", start + string(whole[:9]), true},
+		{"part of a HEADERS payload", start + string(whole[:12]), true},
+		{"HEADERS without END_HEADERS", start + string(frame(http2.FrameHeaders, 0, 1, block)), true},
+		{"HEADERS and CONTINUATION without END_HEADERS", start + string(frame(http2.FrameHeaders, 0, 1, block[:3])) + string(frame(http2.FrameContinuation, 0, 1, block[3:])), true},
+		{"HEADERS and CONTINUATION with END_HEADERS", start + string(frame(http2.FrameHeaders, 0, 1, block[:3])) + string(frame(http2.FrameContinuation, http2.FlagContinuationEndHeaders, 1, block[3:])), false},
+		{"a whole request", start + string(whole), false},
+		{"part of a PING", start + string(frame(http2.FramePing, 0, 0, make([]byte, 8))[:12]), false},
+		{"part of DATA of an open stream", start + string(frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, block)) + string(frame(http2.FrameData, 0, 1, []byte("abcdef"))[:11]), false},
+		{"trailers of an open stream without END_HEADERS", start + string(frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, block)) + string(frame(http2.FrameHeaders, http2.FlagHeadersEndStream, 1, []byte{0x40, 1, 'x', 1, 'y'})), false},
+		{"not HTTP/2", "GET / HTTP/1.1\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Byte by byte and whole: the answer does not depend on how
+			// the reads split the bytes.
+			for _, step := range []int{1, len(tc.sent) + 1} {
+				m := newH2Mirror(&http2.Server{}, &http.Server{})
+				for p := tc.sent; p != ""; {
+					k := min(step, len(p))
+					m.feed([]byte(p[:k]), func(uint32, string) {})
+					p = p[k:]
+				}
+				if got := m.unfinished(); got != tc.want {
+					t.Errorf("fed %d bytes at a time: unfinished %v, want %v", step, got, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -203,5 +203,24 @@ func h2OwnAnswer(mh *http2.MetaHeadersFrame) string {
 
 func (m *h2Mirror) stop() { m.off, m.blk = true, nil }
 
+// unfinished reports whether the client, at the point the mirror has
+// read to, left a request begun and unfinished: it sent part of the
+// connection preface, or part of the header block that opens a new
+// stream (a HEADERS frame, and CONTINUATION frames, without END_HEADERS
+// yet). Trailers of a stream already open are that stream's handler's
+// to audit; a mirror out of step knows nothing.
+func (m *h2Mirror) unfinished() bool {
+	switch {
+	case m.off:
+		return false
+	case m.preface > 0:
+		return m.preface < len(http2.ClientPreface)
+	case len(m.blk) >= 9:
+		id := h2StreamID(m.blk)
+		return id%2 == 1 && id > m.maxID
+	}
+	return false
+}
+
 // h2StreamID is the stream of a frame header.
 func h2StreamID(hdr []byte) uint32 { return binary.BigEndian.Uint32(hdr[5:9]) & (1<<31 - 1) }

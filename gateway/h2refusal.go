@@ -6,12 +6,15 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credgate/credgate/policy"
@@ -111,6 +114,14 @@ type h2Conn struct {
 	// failed, a GOAWAY went out; cut: the server closed the connection
 	// with none of these.
 	readErr, writeErr, goAway, cut bool
+	// left: the client ended its side (its read failed other than by
+	// the server's close or a deadline) with a request begun and
+	// unfinished (h2Mirror.unfinished): audited client_aborted at the
+	// end when nothing else of the connection is.
+	left bool
+	// open is h2Mirror.unfinished after the last read, for end: the
+	// reader may still be in Read when the server ends the connection.
+	open atomic.Bool
 	// connRefused: a GOAWAY with an error code went out.
 	connRefused bool
 	closeOnce   sync.Once
@@ -118,12 +129,17 @@ type h2Conn struct {
 
 func (c *h2Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if c.in != nil {
+	if c.in != nil && n > 0 {
 		c.in.feed(p[:n], c.answer)
+		c.open.Store(c.in.unfinished())
 	}
 	if err != nil {
+		// The client ended its side (not the server's close, nor a
+		// deadline) with a request unfinished.
+		left := !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) && c.open.Load()
 		c.mu.Lock()
 		c.readErr = true
+		c.left = c.left || left && !c.goAway
 		c.mu.Unlock()
 	}
 	return n, err
@@ -269,10 +285,18 @@ func (c *h2Conn) answer(id uint32, class string) {
 }
 
 // end audits what the connection's end leaves: classes whose frame was
-// never written, or the server's silent cut.
+// never written, or the server's silent cut; else a request the client
+// began and left unfinished — client_aborted when the client ended its
+// side, header_timeout when the server's GOAWAY (its idle timeout) came
+// first, shutting_down when that GOAWAY was the gateway's shutdown.
 func (c *h2Conn) end() {
 	c.mu.Lock()
 	pending, cut := c.pending, c.cut && len(c.pending) == 0
+	quiet := !c.cut && !c.connRefused && len(c.pending) == 0 && len(c.answered) == 0
+	left := c.left && quiet
+	// The server sent its GOAWAY (no error: the idle timeout, or a
+	// shutdown) while the client had a header block unfinished.
+	stalled := !c.left && c.goAway && quiet && c.open.Load()
 	// A marked stream whose answer the server never wrote (the client
 	// reset it or left first) was refused all the same; unless the
 	// server refused the whole connection, audited as such.
@@ -294,6 +318,40 @@ func (c *h2Conn) end() {
 	if cut {
 		c.audit("conn_closed")
 	}
+	switch {
+	case left:
+		c.g.auditCutShort(c.ctx, c.tc)
+	case stalled && c.g.draining.Load():
+		c.g.auditInTunnel(c.ctx, c.tc, &event{Code: codeShuttingDown, Status: http.StatusServiceUnavailable})
+	case stalled:
+		c.g.auditInTunnel(c.ctx, c.tc, &event{Code: codeHeaderTimeout, Status: http.StatusRequestTimeout})
+	}
+}
+
+// auditCutShort audits a request the client began in tunnel tc and left
+// unfinished when it ended its side (an HTTP/2 connection preface or
+// header block cut short): client_aborted, status 499, no method or
+// path, nothing answered — as the HTTP/1.1 server's Refusal.Cut.
+func (g *Gateway) auditCutShort(ctx context.Context, tc *tunnelConn) {
+	g.auditInTunnel(ctx, tc, &event{Code: codeRequestBodyAborted, Status: statusClientClosed})
+}
+
+// auditInTunnel audits and counts e, a denial in tunnel tc that no
+// request of the gateway's reached (its Code, Status and HTTP2Error
+// set): it names the tunnel's destination and workload, no method or
+// path.
+func (g *Gateway) auditInTunnel(ctx context.Context, tc *tunnelConn, e *event) {
+	start := time.Now()
+	e.Time, e.Scheme, e.Host, e.Port, e.Decision = start, "https", tc.dest.host, tc.dest.port, policy.Deny.String()
+	wl := g.auditIdentity(ctx, tc.ev)
+	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
+	if wantPresented(wl, e.Code) {
+		e.Presented = presented(tc.ev)
+	}
+	g.metrics.refusals.WithLabelValues(e.Code).Inc()
+	e.Duration = time.Since(start)
+	g.metrics.request(e.Decision, "", e.Status, e.Duration)
+	g.audit.write(e)
 }
 
 // audit writes the line of one refusal of class.
@@ -308,18 +366,8 @@ func (c *h2Conn) audit(class string) { c.g.refuseHTTP2(c.ctx, c.tc, class) }
 // answers the client itself: RST_STREAM, GOAWAY or a closed connection
 // (status 0), or its own 400 or 431 (h2ClassStatus).
 func (g *Gateway) refuseHTTP2(ctx context.Context, tc *tunnelConn, class string) {
-	start := time.Now()
-	e := event{Time: start, Scheme: "https", Host: tc.dest.host, Port: tc.dest.port,
-		Decision: policy.Deny.String(), Code: codeHTTP2Refused, HTTP2Error: class, Status: h2ClassStatus(class)}
-	wl := g.auditIdentity(ctx, tc.ev)
-	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
-	if wantPresented(wl, e.Code) {
-		e.Presented = presented(tc.ev)
-	}
-	g.metrics.refusals.WithLabelValues(e.Code).Inc()
-	e.Duration = time.Since(start)
-	g.metrics.request(e.Decision, "", e.Status, e.Duration)
-	g.audit.write(&e)
+	e := event{Code: codeHTTP2Refused, HTTP2Error: class, Status: h2ClassStatus(class)}
+	g.auditInTunnel(ctx, tc, &e)
 	g.logClientRefusal(ctx, e.Code, "HTTP/2 server refused a stream or connection before the gateway saw a request",
 		slog.String("connect", tc.dest.hostPort()), slog.String("source", e.Source), slog.String("http2_error", class))
 }

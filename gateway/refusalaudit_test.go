@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/policy"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestEveryRefusalAuditedOnce is the class "every request or connection
@@ -134,6 +138,58 @@ func TestEveryRefusalAuditedOnce(t *testing.T) {
 				_, _ = tc.Read(make([]byte, 1))
 			}
 			c.Close()
+		}},
+		// A request the client started and left unfinished: one line,
+		// client_aborted, wherever the cut falls and however the
+		// connection ends (before, a cut inside the request line or a
+		// field name, or a TLS end without close_notify, was audited as
+		// malformed_request 400, any other cut not at all;
+		// TestRequestCutShortAudited has the timeouts).
+		{"request cut in its request line", codeRequestBodyAborted, func(t *testing.T, m string) {
+			c := dial(t, "listen")
+			fmt.Fprint(c, "GET http://"+apiHost+"/v1/"+m+" HT")
+			c.Close()
+		}},
+		{"request cut after a field", codeRequestBodyAborted, func(t *testing.T, m string) {
+			c := dial(t, "listen")
+			fmt.Fprint(c, "GET http://"+apiHost+"/v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
+			c.Close()
+		}},
+		{"CONNECT cut in a field name", codeRequestBodyAborted, func(t *testing.T, m string) {
+			c := dial(t, "listen")
+			fmt.Fprint(c, "CONNECT "+apiHost+":443 HTTP/1.1\r\nHo")
+			c.Close()
+		}},
+		{"tunnel: request cut, TLS close_notify", codeRequestBodyAborted, func(t *testing.T, m string) {
+			tc, _ := h1Tunnel(t, tg)
+			fmt.Fprint(tc, "GET /v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
+			tc.Close()
+		}},
+		{"tunnel: request cut, no close_notify", codeRequestBodyAborted, func(t *testing.T, m string) {
+			tc, _ := h1Tunnel(t, tg)
+			fmt.Fprint(tc, "GET /v1/"+m+" HTTP/1.1\r\nHost: "+apiHost+"\r\n")
+			tc.NetConn().Close()
+		}},
+		// The same over HTTP/2 inside a tunnel (before, no line).
+		{"tunnel h2: connection preface cut", codeRequestBodyAborted, func(t *testing.T, _ string) {
+			c := h2TLSTunnel(t, tg, apiHost)
+			_, _ = io.WriteString(c, http2.ClientPreface[:10])
+			c.Close()
+		}},
+		{"tunnel h2: header block without END_HEADERS", codeRequestBodyAborted, func(t *testing.T, m string) {
+			h := h2RawTunnel(t, tg, apiHost)
+			h.hbuf.Reset()
+			for _, f := range reqFields("/v1/" + m) {
+				_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndHeaders: false})
+			h.c.Close()
+		}},
+		{"tunnel h2: HEADERS frame cut in its payload", codeRequestBodyAborted, func(t *testing.T, _ string) {
+			h := h2RawTunnel(t, tg, apiHost)
+			// A HEADERS frame header of stream 1 announcing 40 bytes, and 5.
+			_, _ = h.c.Write([]byte{0, 0, 40, byte(http2.FrameHeaders), byte(http2.FlagHeadersEndHeaders), 0, 0, 0, 1, 0x82, 0x87, 0x84, 0x41, 0x01})
+			h.c.Close()
 		}},
 		{"tls_listen: no TLS from the client", codeClientTLSError, func(t *testing.T, _ string) {
 			c := dial(t, "tls_listen")
@@ -315,4 +371,142 @@ func TestEveryPolicyRefusalAuditedOnce(t *testing.T) {
 		{"an upstream that refuses connections", codeUpstreamUnreach, get("dead.origin.test", "/v1/MARK")},
 		{"a header block over max_header_bytes", codeMalformedRequest, get(apiHost, "/v1/MARK", "X-Big: "+strings.Repeat("a", 8192)+"\r\n")},
 	})
+}
+
+// TestRequestCutShortAudited: a request whose header block the client
+// started and then let stall past limits.read_header_timeout is audited
+// once, header_timeout with status 408 and nothing answered, on the proxy
+// listener and inside a tunnel; a connection that sends nothing, or
+// nothing after a served request, is not (nothing was asked). Before, a
+// stalled request left no line.
+func TestRequestCutShortAudited(t *testing.T) {
+	tg := startLimitedGateway(t, "  read_header_timeout: 300ms\n  idle_timeout: 300ms\n")
+	lines := func() []map[string]any {
+		var out []map[string]any
+		for l := range strings.SplitSeq(strings.TrimSpace(tg.audit.String()), "\n") {
+			var ev map[string]any
+			if l != "" && json.Unmarshal([]byte(l), &ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) (net.Conn, *bufio.Reader)
+		send string
+		want string // the code of the one line; "" for none
+	}{
+		{"proxy listener: stalled in a field", dialListen(tg), "GET http://" + apiHost + "/v1/stall HTTP/1.1\r\nHost: a", codeHeaderTimeout},
+		{"proxy listener: stalled in the request line", dialListen(tg), "GET http://" + apiHost + "/v1/st", codeHeaderTimeout},
+		{"tunnel: stalled after a field", func(t *testing.T) (net.Conn, *bufio.Reader) {
+			c, br := h1Tunnel(t, tg)
+			return c, br
+		}, "GET /v1/stall HTTP/1.1\r\nHost: " + apiHost + "\r\n", codeHeaderTimeout},
+		{"proxy listener: nothing sent", dialListen(tg), "", ""},
+		{"tunnel: nothing sent", func(t *testing.T) (net.Conn, *bufio.Reader) {
+			c, br := h1Tunnel(t, tg)
+			return c, br
+		}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			from := len(lines())
+			c, br := tc.open(t)
+			fmt.Fprint(c, tc.send)
+			// The gateway ends the connection without an answer.
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if b, err := br.ReadByte(); err == nil {
+				t.Fatalf("the gateway answered (first byte %q)", b)
+			}
+			c.Close()
+			sentinel := "sentinel-" + strings.ReplaceAll(tc.name, " ", "-")
+			sentinel = strings.NewReplacer(":", "", ",", "").Replace(sentinel)
+			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
+			var got []map[string]any
+			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
+				all := lines()
+				for j := from; j < len(all); j++ {
+					if all[j]["host"] == sentinel+".test" {
+						got = all[from:j]
+						return true
+					}
+				}
+				return false
+			})
+			switch {
+			case tc.want == "" && len(got) != 0:
+				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)
+			case tc.want != "" && (len(got) != 1 || got[0]["code"] != tc.want || got[0]["status"] != float64(http.StatusRequestTimeout) || got[0]["path"] != ""):
+				t.Fatalf("audit lines %v, want one with code %s, status 408 and no path", got, tc.want)
+			}
+		})
+	}
+	// HTTP/2 in a tunnel: the server ends the connection at its idle
+	// timeout (a GOAWAY) with the header block unfinished; with no
+	// request begun, the same end leaves no line.
+	for _, tc := range []struct {
+		name  string
+		block bool
+	}{{"tunnel h2: header block stalled", true}, {"tunnel h2: nothing asked", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			from := len(lines())
+			h := h2RawTunnel(t, tg, apiHost)
+			if tc.block {
+				h.hbuf.Reset()
+				for _, f := range reqFields("/v1/stall") {
+					_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+				}
+				if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndHeaders: false}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, h.c); err != nil {
+				t.Fatalf("the gateway did not end the connection: %v", err)
+			}
+			h.c.Close()
+			// The server audits when the connection's serving ends,
+			// which may be after the client saw the end: wait
+			// (boundedly) for the line before the sentinel.
+			_ = poll.Within(5*time.Second, func() bool {
+				for _, ev := range lines()[from:] {
+					if ev["code"] == codeHeaderTimeout {
+						return true
+					}
+				}
+				return !tc.block
+			})
+			sentinel := "sentinel-h2-" + strconv.FormatBool(tc.block)
+			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
+			var got []map[string]any
+			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
+				all := lines()
+				for j := from; j < len(all); j++ {
+					if all[j]["host"] == sentinel+".test" {
+						got = all[from:j]
+						return true
+					}
+				}
+				return false
+			})
+			switch {
+			case !tc.block && len(got) != 0:
+				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)
+			case tc.block && (len(got) != 1 || got[0]["code"] != codeHeaderTimeout || got[0]["status"] != float64(http.StatusRequestTimeout) || got[0]["host"] != apiHost):
+				t.Fatalf("audit lines %v, want one with code %s, status 408 and the tunnel's host", got, codeHeaderTimeout)
+			}
+		})
+	}
+}
+
+// dialListen returns a dialer of tg's proxy listener.
+func dialListen(tg *testGateway) func(t *testing.T) (net.Conn, *bufio.Reader) {
+	return func(t *testing.T) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", tg.listenerAddr("listen"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
 }

@@ -41,7 +41,11 @@ const (
 	codeRequestBodyAborted = "client_aborted"
 	codeRateLimited        = "rate_limited"
 	codeMalformedRequest   = "malformed_request"
-	codeClientTLSError     = "client_tls_error"
+	// codeHeaderTimeout: the client started a request and did not finish
+	// its header block within limits.read_header_timeout (h1.CutTimeout);
+	// audited, nothing answered.
+	codeHeaderTimeout  = "header_timeout"
+	codeClientTLSError = "client_tls_error"
 	// codeHTTP2Refused: the HTTP/2 server refused a stream or a
 	// connection inside an intercepted tunnel before a handler ran (a
 	// malformed frame or header block, a pseudo-header field it will not

@@ -1192,7 +1192,11 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 // refuseUnreadable audits and counts a request that the HTTP/1.1 server
 // answered itself, without a handler, because it could not read it or
 // will not serve it (h1.Server.Refused): 400, 431, 505 or 417
-// malformed_request, with the gateway's reason header and JSON body.
+// malformed_request, with the gateway's reason header and JSON body; and
+// a request whose header block the client started and did not finish
+// (h1.Refusal.Cut; nothing is answered): client_aborted (499) when it
+// closed or reset the connection, header_timeout (408) when it was
+// slower than limits.read_header_timeout.
 // Inside a tunnel the audit line names the tunnel's workload (identity
 // resolved from the CONNECT's evidence, as for every request in the
 // tunnel) and destination; on a proxy listener, the workload the
@@ -1202,7 +1206,17 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 // the request parsed: never bytes of what did not.
 func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer {
 	start := time.Now()
-	f := newRefusal(r.Status, codeMalformedRequest, g.unreadableReason(r), "")
+	var f refusal
+	switch r.Cut {
+	case h1.CutClosed:
+		f = newRefusal(statusClientClosed, codeRequestBodyAborted,
+			"the client closed the connection before its request's header block ended; nothing was answered", "")
+	case h1.CutTimeout:
+		f = newRefusal(http.StatusRequestTimeout, codeHeaderTimeout,
+			fmt.Sprintf("the client did not finish its request's header block within limits.read_header_timeout (%s); nothing was answered", g.cfg.Limits.ReadHeaderTimeout.D()), "")
+	default:
+		f = newRefusal(r.Status, codeMalformedRequest, g.unreadableReason(r), "")
+	}
 	e := event{Time: start, Method: r.Method, Path: r.Path, Decision: policy.Deny.String(), Code: f.Code, Status: f.Status}
 	var ev identity.Evidence
 	if tc, _ := ctx.Value(tunnelKey).(*tunnelConn); tc != nil {

@@ -16,9 +16,11 @@ package otlpsink
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,7 +87,45 @@ type Sink struct {
 	health episode.Tracker
 	// headers are redacted from export errors (otlp.ErrorText).
 	headers map[string]string
+	// rejects and rejected: exports the receiver answered with a
+	// partial success (records rejected, not to be sent again).
+	rejects  episode.Tracker
+	rejected atomic.Uint64
 }
+
+// partialSuccessPrefix starts the text of the error the OTLP log
+// exporters return for a partial-success answer (their internal
+// PartialSuccess type, which no other package can name);
+// TestPartialSuccessNotRetried pins it against the real exporter.
+const partialSuccessPrefix = "OTLP partial success: "
+
+// partialSuccess reports whether err holds nothing but partial-success
+// answers (the receiver took the export and rejected some of its
+// records), and their text.
+func partialSuccess(err error) (string, bool) {
+	if err == nil {
+		return "", false
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var texts []string
+		for _, e := range j.Unwrap() {
+			t, ok := partialSuccess(e)
+			if !ok {
+				return "", false
+			}
+			texts = append(texts, t)
+		}
+		return strings.Join(texts, "; "), len(texts) > 0
+	}
+	if !strings.HasPrefix(err.Error(), partialSuccessPrefix) {
+		return "", false
+	}
+	return err.Error(), true
+}
+
+// Rejected returns how many exports the receiver answered with a partial
+// success: it rejected some of their records, which are not sent again.
+func (s *Sink) Rejected() uint64 { return s.rejected.Load() }
 
 // New builds the sink cfg describes. It does not connect: an unreachable
 // receiver shows as a stalled audit sink. Errors name the setting to fix.
@@ -148,7 +188,10 @@ func NewWithExporter(cfg Config, exp sdklog.Exporter, log *slog.Logger) *Sink {
 
 // Write exports the whole lines in p, one record each, and returns when
 // the receiver took them; a failed export is retried (50ms doubling to
-// 1s) until it succeeds. After Abandon (or Close) it gives up: the lines
+// 1s) until it succeeds. A partial success (the receiver took the export
+// but rejected some records) is not retried, as OTLP requires: the
+// rejected lines are in the primary output only, logged once per run of
+// such answers and counted (Rejected). After Abandon (or Close) it gives up: the lines
 // are counted as lost (Lost), logged, and reported written, so that a
 // receiver that is down cannot hold the gateway's shutdown; they are in
 // the primary output. The Writer calls it from one goroutine at a time.
@@ -183,6 +226,23 @@ func (s *Sink) Write(p []byte) (int, error) {
 	}
 	for n := 0; ; n++ {
 		err := s.exp.Export(s.ctx, recs)
+		if rejected, ok := partialSuccess(err); ok {
+			// The receiver took the request and rejected some records
+			// for good (a record over its size limit, say): OTLP says
+			// not to send it again, and sending it again would repeat
+			// the records it kept and stall the audit sink for as long
+			// as it rejects. The lines are in the primary output.
+			s.rejected.Add(1)
+			if s.rejects.Fail(time.Now(), rejected) {
+				s.log.Error("audit OTLP receiver rejected audit lines it was sent; they are in audit.output only (logged once until it takes a whole export again)",
+					slog.String("error", otlp.ErrorText(errors.New(rejected), s.headers)))
+			}
+			err = nil
+		} else if err == nil {
+			if st, ended := s.rejects.OK(); ended {
+				s.log.Warn("audit OTLP receiver takes whole exports again", slog.Uint64("exports_with_rejections", st.EpisodeFailures))
+			}
+		}
 		if err == nil {
 			if st, ended := s.health.OK(); ended {
 				s.log.Warn("audit OTLP export recovered: the receiver takes lines again",

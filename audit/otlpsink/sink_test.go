@@ -4,16 +4,21 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	sdklog "go.opentelemetry.io/otel/sdk/log"
+	collogpb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	"google.golang.org/grpc"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/internal/otlp"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/syncbuf"
 )
@@ -180,5 +185,87 @@ func TestExportFailureEpisode(t *testing.T) {
 	}
 	if st := s.Status(); st.Failing || st.Failures != 3 || st.EpisodeFailures != 3 || st.LastError == "" {
 		t.Errorf("status %+v: want 3 failures in an episode that ended", st)
+	}
+}
+
+// partialReceiver is an OTLP/gRPC logs receiver that takes every export
+// and answers each with a partial success: one record rejected.
+type partialReceiver struct {
+	collogpb.UnimplementedLogsServiceServer
+	mu      sync.Mutex
+	exports int
+	records int
+}
+
+func (p *partialReceiver) Export(_ context.Context, req *collogpb.ExportLogsServiceRequest) (*collogpb.ExportLogsServiceResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.exports++
+	for _, rl := range req.ResourceLogs {
+		for _, sl := range rl.ScopeLogs {
+			p.records += len(sl.LogRecords)
+		}
+	}
+	return &collogpb.ExportLogsServiceResponse{PartialSuccess: &collogpb.ExportLogsPartialSuccess{
+		RejectedLogRecords: 1, ErrorMessage: "log record too large"}}, nil
+}
+
+func (p *partialReceiver) counts() (int, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exports, p.records
+}
+
+// TestPartialSuccessNotRetried: a receiver that takes an export but
+// rejects some of its records (an OTLP partial success) is not sent it
+// again — OTLP says not to, and each retry repeated the records it kept —
+// and the audit sink goes on: each Write is one export, the rejection is
+// logged once and counted (Rejected). Through the real gRPC exporter, so
+// that the error text partialSuccess recognises is the exporter's. Before,
+// the export was retried every second for as long as the receiver
+// rejected (a line over its size limit, which a client's long path can
+// make: forever), stalling the audit sink and repeating the kept records.
+func TestPartialSuccessNotRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	rcv := &partialReceiver{}
+	collogpb.RegisterLogsServiceServer(srv, rcv)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	logs := &syncbuf.Buffer{}
+	s, err := New(t.Context(), Config{OTLP: otlp.Endpoint{Endpoint: ln.Addr().String(), Insecure: true}}, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	for i := range 2 {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = s.Write([]byte(fmt.Sprintf("{\"n\":%d}\n{\"n\":%d}\n", 2*i, 2*i+1)))
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			s.Abandon() // let the Write return
+			<-done
+			exports, _ := rcv.counts()
+			t.Fatalf("Write %d did not return within 10s: the receiver was sent the export %d times", i, exports)
+		}
+	}
+	if exports, records := rcv.counts(); exports != 2 || records != 4 {
+		t.Errorf("the receiver got %d exports of %d records in all, want 2 of 4 (no export sent again)", exports, records)
+	}
+	if n := s.Rejected(); n != 2 {
+		t.Errorf("Rejected() = %d, want 2", n)
+	}
+	if st := s.Status(); st.Failures != 0 {
+		t.Errorf("%d failures counted, want 0: the receiver took every export", st.Failures)
+	}
+	if n := strings.Count(logs.String(), "audit OTLP receiver rejected audit lines"); n != 1 || !strings.Contains(logs.String(), "log record too large") {
+		t.Errorf("the rejection logged %d times, want once with the receiver's message:\n%s", n, logs.String())
 	}
 }

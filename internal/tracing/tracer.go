@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -32,6 +34,32 @@ const (
 	SpanProvider   = "credgate.provider.fetch"
 	SpanUpstream   = "credgate.upstream"
 )
+
+// MaxAttributeBytes bounds every string attribute value a span gets:
+// a longer one (a client's path, method or host) is cut to at most this
+// many bytes, at a character boundary. The spans of sampled requests wait
+// in the SDK's queue (2048 spans) until exported, so without a bound a
+// client that sets the sampled flag and sends paths of
+// limits.max_header_bytes would hold that queue times its header limit
+// in memory (about 128 MiB with the defaults) while the receiver is slow
+// or down. The audit line keeps the whole path.
+const MaxAttributeBytes = 1024
+
+// str is attribute.String with the value bounded by MaxAttributeBytes.
+// A value cut is copied: a substring would keep the whole request line
+// it was cut from alive for as long as the span waits in the queue (the
+// SDK's own length limit keeps such substrings, and counts characters,
+// not bytes).
+func str(k, v string) attribute.KeyValue {
+	if len(v) > MaxAttributeBytes {
+		n := MaxAttributeBytes
+		for n > 0 && !utf8.RuneStart(v[n]) {
+			n--
+		}
+		v = strings.Clone(v[:n])
+	}
+	return attribute.String(k, v)
+}
 
 // instrumentation is the tracer's instrumentation scope.
 const instrumentation = "github.com/credgate/credgate/gateway"
@@ -114,9 +142,9 @@ func (e loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 // tests); cfg's endpoint settings are not used.
 func NewWithExporter(cfg Config, exp sdktrace.SpanExporter) *Tracer {
 	cfg.ApplyDefaults()
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", cfg.ServiceName)))
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(str("service.name", cfg.ServiceName)))
 	if err != nil {
-		res = resource.NewSchemaless(attribute.String("service.name", cfg.ServiceName))
+		res = resource.NewSchemaless(str("service.name", cfg.ServiceName))
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
@@ -187,11 +215,11 @@ func (t *Tracer) Start(ctx context.Context, h http.Header, method, scheme, host 
 	}
 	ctx, span := t.tracer.Start(parent, SpanRequest, trace.WithSpanKind(trace.SpanKindServer))
 	span.SetAttributes(
-		attribute.String("http.request.method", method),
-		attribute.String("url.scheme", scheme),
-		attribute.String("server.address", host),
+		str("http.request.method", method),
+		str("url.scheme", scheme),
+		str("server.address", host),
 		attribute.Int("server.port", port),
-		attribute.String("url.path", path),
+		str("url.path", path),
 	)
 	return ctx, Request{t: t, rec: &recorded{span: span}}
 }
@@ -208,13 +236,13 @@ func (r *Request) Outcome(workload, rule, decision, code string, status int) {
 	}
 	sp := r.rec.span
 	sp.SetAttributes(
-		attribute.String("credgate.workload", workload),
-		attribute.String("credgate.rule", rule),
-		attribute.String("credgate.decision", decision),
+		str("credgate.workload", workload),
+		str("credgate.rule", rule),
+		str("credgate.decision", decision),
 		attribute.Int("http.response.status_code", status),
 	)
 	if code != "" {
-		sp.SetAttributes(attribute.String("credgate.code", code))
+		sp.SetAttributes(str("credgate.code", code))
 		sp.SetStatus(codes.Error, code)
 	}
 }
@@ -253,8 +281,8 @@ func (r *Request) Upstream(ctx context.Context, h http.Header, method, host stri
 	ctx, up = r.t.tracer.Start(ctx, SpanUpstream, trace.WithSpanKind(trace.SpanKindClient))
 	r.rec.up = up
 	up.SetAttributes(
-		attribute.String("http.request.method", method),
-		attribute.String("server.address", host),
+		str("http.request.method", method),
+		str("server.address", host),
 		attribute.Int("server.port", port),
 	)
 	delete(h, "Traceparent")
@@ -298,7 +326,7 @@ func (r *Request) UpstreamDone(status int, code string) {
 		up.SetAttributes(attribute.Int("http.response.status_code", status))
 	}
 	if code != "" {
-		up.SetAttributes(attribute.String("credgate.code", code))
+		up.SetAttributes(str("credgate.code", code))
 		up.SetStatus(codes.Error, code)
 	}
 	up.End()
@@ -338,7 +366,7 @@ func (s Span) Fail(code string) {
 		return
 	}
 	s.s.SetStatus(codes.Error, code)
-	s.s.SetAttributes(attribute.String("credgate.code", code))
+	s.s.SetAttributes(str("credgate.code", code))
 	s.s.End()
 }
 
@@ -347,7 +375,7 @@ func (s Span) Decided(decision, rule string) {
 	if s.s == nil {
 		return
 	}
-	s.s.SetAttributes(attribute.String("credgate.decision", decision), attribute.String("credgate.rule", rule))
+	s.s.SetAttributes(str("credgate.decision", decision), str("credgate.rule", rule))
 	s.s.End()
 }
 
@@ -357,7 +385,7 @@ func (s Span) Credential(credential, provider string) {
 	if s.s == nil {
 		return
 	}
-	s.s.SetAttributes(attribute.String("credgate.credential", credential), attribute.String("credgate.provider", provider))
+	s.s.SetAttributes(str("credgate.credential", credential), str("credgate.provider", provider))
 }
 
 // CacheResult ends a credential span: whether the cache answered (hit)
@@ -386,7 +414,7 @@ func Fetch[T any](s Span, credential, provider string, fetch func(context.Contex
 	return func(ctx context.Context) (T, error) {
 		ctx, sp := s.t.tracer.Start(trace.ContextWithSpanContext(ctx, parent), SpanProvider, trace.WithSpanKind(trace.SpanKindClient))
 		if sp.IsRecording() {
-			sp.SetAttributes(attribute.String("credgate.credential", credential), attribute.String("credgate.provider", provider))
+			sp.SetAttributes(str("credgate.credential", credential), str("credgate.provider", provider))
 		}
 		v, err := fetch(ctx)
 		if err != nil {

@@ -161,11 +161,15 @@ type Server struct {
 	// serve it: a request line or header block that does not parse (400),
 	// a header block over MaxHeaderBytes (431), an HTTP version other
 	// than 1.x (505), no Host (400), an invalid header field (400), an
-	// Expect other than 100-continue (417). It is not called when the
-	// client went away or was too slow (nothing is answered then). It
-	// runs on the connection's goroutine before the answer is written;
-	// ctx is the connection's context (Serve's ctx, cancelled when the
-	// connection ends). What it returns is added to the answer.
+	// Expect other than 100-continue (417); and, with Refusal.Cut set and
+	// nothing answered, for a request the client started (a byte of it
+	// read) but did not finish the header block of:
+	// it closed or reset the connection, or was too slow. It is not
+	// called for a connection that ends or times out between requests
+	// (nothing was asked). It runs on the connection's goroutine before
+	// the answer is written; ctx is the connection's context (Serve's
+	// ctx, cancelled when the connection ends). What it returns is added
+	// to the answer.
 	Refused func(ctx context.Context, r Refusal) Answer
 
 	// readers and writers are the pooled per-request buffers.
@@ -198,8 +202,12 @@ type Server struct {
 
 // Refusal is a request the server answered itself (Server.Refused).
 type Refusal struct {
-	// Status is the answer's status.
+	// Status is the answer's status; 0 when the request was cut short
+	// (Cut): nothing is answered.
 	Status int
+	// Cut, when not empty, says how the client left its request's
+	// header block unfinished: CutClosed or CutTimeout.
+	Cut string
 	// Reason is the text the server's own answer says ("malformed HTTP
 	// request", "missing required Host header", ...): fixed words, never
 	// bytes of the request.
@@ -510,14 +518,53 @@ type headerReader struct {
 	lr   *io.LimitedReader
 	on   bool
 	scan framingScan
+	// started: a byte of the header block was read; err: the read error
+	// that ended the reading of the block, if one did. Both are reset
+	// with scan.
+	started bool
+	err     error
 }
 
 func (h *headerReader) Read(p []byte) (int, error) {
 	n, err := h.lr.Read(p)
 	if h.on {
 		h.scan.feed(p[:n])
+		h.started = h.started || n > 0
+		if err != nil && h.err == nil {
+			h.err = err
+		}
 	}
 	return n, err
+}
+
+// Kinds of a header block cut short (Refusal.Cut).
+const (
+	// CutClosed: the client closed or reset the connection.
+	CutClosed = "closed"
+	// CutTimeout: the client sent no more of it within
+	// Limits.ReadHeaderTimeout.
+	CutTimeout = "timeout"
+)
+
+// cut reports how the header block being read was cut short: "" when
+// it was not (its blank line came, or no byte of a request came before
+// the connection ended: nothing was asked), or when the gateway closed
+// the connection itself. A block whose reading ended
+// with a read error before its blank line is cut whatever the parser
+// made of the bytes before it: a request line or field cut by the end of
+// the stream is read as a whole line and may not parse, and over TLS the
+// end comes as EOF with a close_notify and as another error without one.
+func (h *headerReader) cut() string {
+	switch {
+	case !h.started || h.err == nil || h.scan.done || errors.Is(h.err, net.ErrClosed):
+		// Not begun, not cut, or cut by the gateway's own close (a
+		// shutdown, a tunnel a kill switch or a reload ended): not the
+		// client's doing.
+		return ""
+	case isTimeout(h.err):
+		return CutTimeout
+	}
+	return CutClosed
 }
 
 func (c *conn) serve() {
@@ -703,11 +750,13 @@ func (c *conn) serveRequest() bool {
 	// The header block starts with what br holds already (a pipelined
 	// request) and goes on with what it reads.
 	c.hdr.scan.reset()
+	c.hdr.started, c.hdr.err = false, nil
 	if c.br == nil {
 		c.br = s.reader(&c.hdr)
 	} else if n := c.br.Buffered(); n > 0 {
 		held, _ := c.br.Peek(n)
 		c.hdr.scan.feed(held)
+		c.hdr.started = true
 	}
 	c.hdr.on = true
 	// The common request by the fast path (fastrequest.go), any other by
@@ -722,11 +771,21 @@ func (c *conn) serveRequest() bool {
 	}
 	c.hdr.on = false
 	if err != nil {
-		switch {
+		switch cut := c.hdr.cut(); {
 		case c.lr.N <= 0:
 			c.plainError(http.StatusRequestHeaderFieldsTooLarge, "request header fields too large", nil)
+		case cut != "":
+			// The client started a request and went away, or was too
+			// slow: nothing to answer, but Refused hears of it.
+			c.cutShort(cut)
+		case c.hdr.err != nil && !c.hdr.scan.done:
+			// The reading ended before the block did, and not by the
+			// client (the gateway closed the connection) or before a
+			// byte: whatever the parser made of a part, nothing to
+			// answer.
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isTimeout(err), errors.Is(err, net.ErrClosed):
-			// The client went away or was too slow: nothing to answer.
+			// The client went away or was too slow before a request
+			// started: nothing was asked.
 		default:
 			c.plainError(http.StatusBadRequest, "malformed HTTP request", nil)
 		}
@@ -895,6 +954,20 @@ func (c *conn) plainError(status int, msg string, req *http.Request) {
 	}
 	// The client may still be sending (an oversized header block).
 	c.linger()
+}
+
+// cutShort tells Refused of a request whose header block the client did
+// not finish (cut is CutClosed or CutTimeout); nothing is answered: the
+// client is gone, or is too slow to be waited for.
+func (c *conn) cutShort(cut string) {
+	if c.s.Refused == nil {
+		return
+	}
+	reason := "the client closed the connection before its request's header block ended"
+	if cut == CutTimeout {
+		reason = "the client did not finish its request's header block within the read header timeout"
+	}
+	c.s.Refused(c.ctx, Refusal{Reason: reason, Cut: cut, RemoteAddr: c.remote, TLS: c.tlsState})
 }
 
 // answerOwnFields are the fields of a refusal's answer the server writes
