@@ -362,7 +362,9 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 		return reject(identity.Workload{}, target{}, policy.Decision{}, *tf)
 	}
 	q := policy.Query{Connect: true, Host: dest.host, Port: dest.port}
-	a, f := g.admit(r.Context(), ev, q, dest, pinnedAddrs{}, nil)
+	// A CONNECT fetches no credential (the requests inside the tunnel
+	// are admitted, and hold their policy, one by one): not held.
+	a, f := g.admit(r.Context(), g.store.Current(), ev, q, dest, pinnedAddrs{}, nil)
 	if f != nil {
 		return reject(a.wl, dest, policy.Decision{Action: policy.Deny, Rule: a.d.Rule}, *f)
 	}

@@ -274,6 +274,9 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		Logger:   logger,
 		OnReload: g.onReload,
 		OnRetire: g.onRetire,
+		// A request holds its policy until it ends (Store.Acquire); one
+		// still holding it after the longest a request may run is stuck.
+		MaxCloseDelay: cfg.Limits.LongLived.MaxLifetime.D(),
 	})
 	if err != nil {
 		return nil, err

@@ -619,10 +619,11 @@ type admission struct {
 // the decision (check, nil for a CONNECT), kill switch, rate limit, and
 // the addresses to dial (the pinned ones when the decision allows them,
 // else resolved and checked now). On a refusal it returns what to answer;
-// a's workload and decision say how far it got, for the audit line.
-func (g *Gateway) admit(ctx context.Context, ev identity.Evidence, q policy.Query, dest target, pin pinnedAddrs, check func(policy.Decision) *refusal) (a admission, f *refusal) {
+// a's workload and decision say how far it got, for the audit line. pol
+// is the policy to decide with: the request's held one (Store.Acquire).
+func (g *Gateway) admit(ctx context.Context, pol *policy.Policy, ev identity.Evidence, q policy.Query, dest target, pin pinnedAddrs, check func(policy.Decision) *refusal) (a admission, f *refusal) {
 	refused := func(r refusal) (admission, *refusal) { return a, &r }
-	a.pol = g.store.Current()
+	a.pol = pol
 	var sp tracing.Span // stays zero (no-op) when tracing is off
 	if g.tracer != nil {
 		sp = g.tracer.Stage(ctx, tracing.SpanIdentity)
@@ -833,7 +834,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		defer x.trace.End()
 	}
 	q := policy.Query{Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, NoAllowReason: true}
-	a, f := g.admit(ctx, ev, q, dest, pin, func(d policy.Decision) *refusal { return encodedSlashRefusal(cp, d) })
+	// The request holds the policy that decides it until it ends: its
+	// providers stay open for its credential's fetch and a 401's reissue
+	// even when a reload replaces it meanwhile (policy.Store.Acquire).
+	pol := g.store.Acquire()
+	defer g.store.Release(pol)
+	a, f := g.admit(ctx, pol, ev, q, dest, pin, func(d policy.Decision) *refusal { return encodedSlashRefusal(cp, d) })
 	x.wl, x.d, x.identified = a.wl, a.d, true
 	if f != nil {
 		if mf := g.tripwireOnDenied(x, a); mf != nil {

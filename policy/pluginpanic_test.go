@@ -108,7 +108,7 @@ func TestPluginPanicKeepsThePolicy(t *testing.T) {
 	path := filepath.Join(dir, "policy.yaml")
 	writeFile(t, path, storePolicy(1))
 	var logs syncBuffer
-	s := newTestStore(t, path, StoreOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil)), CloseDelay: time.Millisecond})
+	s := newTestStore(t, path, StoreOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil)), MaxCloseDelay: time.Millisecond})
 	good := s.Current()
 	withPanic := func(cred, inj string) string {
 		return strings.Replace(strings.Replace(storePolicy(1),
@@ -251,7 +251,7 @@ func TestReloadsLeakNoGoroutine(t *testing.T) {
 		return strings.Replace(storePolicy(n), "c: {provider: policytest, value: x}", fmt.Sprintf("c: {provider: policytest-goroutine, fail: %v}", fail), 1)
 	}
 	writeFile(t, path, pol(1, false))
-	s := newTestStore(t, path, StoreOptions{CloseDelay: time.Millisecond})
+	s := newTestStore(t, path, StoreOptions{MaxCloseDelay: time.Millisecond})
 	before := runtime.NumGoroutine()
 	for i := range 40 {
 		writeFile(t, path, pol(2+i, i%2 == 0))

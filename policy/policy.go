@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -58,6 +59,10 @@ type Policy struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// users counts the holds of Store.Acquire not yet released; retired
+	// is set once a reload replaced the policy (Store.retire).
+	users   atomic.Int64
+	retired atomic.Bool
 }
 
 // SourceProblems reads, now, every environment variable and file that the

@@ -20,8 +20,10 @@ import (
 
 // Default StoreOptions values.
 const (
-	// DefaultCloseDelay is how long a replaced policy's providers stay open.
-	DefaultCloseDelay = time.Minute
+	// DefaultMaxCloseDelay is the longest a replaced policy's providers
+	// stay open for the requests still holding it: the default of
+	// limits.long_lived.max_lifetime, the longest a request may run.
+	DefaultMaxCloseDelay = 24 * time.Hour
 	// DefaultDebounce is how long Watch waits for file events to settle.
 	DefaultDebounce = 250 * time.Millisecond
 )
@@ -36,14 +38,16 @@ type StoreOptions struct {
 	// for example to count reloads in a metric. It runs without locks held.
 	OnReload func(err error)
 	// OnRetire, if set, is called with a replaced policy just before its
-	// providers are released (after CloseDelay), for example to drop
-	// cached credentials those providers are about to revoke.
+	// providers are released (once the last hold of it is released, or
+	// MaxCloseDelay passed), for example to drop cached credentials those
+	// providers are about to revoke.
 	OnRetire func(old *Policy)
-	// CloseDelay is the grace period between replacing a policy and
-	// releasing its providers (Close), so that requests that already hold
-	// the old *Policy can still fetch their credential. Default
-	// DefaultCloseDelay; it should exceed the credential fetch timeout.
-	CloseDelay time.Duration
+	// MaxCloseDelay bounds how long a replaced policy's providers stay
+	// open for requests still holding it (Acquire): a request stuck
+	// longer no longer keeps them, and its next fetch may fail. A replaced
+	// policy nobody holds is closed at once. Default DefaultMaxCloseDelay;
+	// the gateway sets limits.long_lived.max_lifetime.
+	MaxCloseDelay time.Duration
 	// Debounce is how long Watch waits after the last file event before
 	// reloading, so that an editor's write-rename sequence or a ConfigMap
 	// symlink swap causes one reload. Default DefaultDebounce.
@@ -53,12 +57,15 @@ type StoreOptions struct {
 // Store holds the current policy of a policy file and replaces it on
 // reload. Current is lock-free.
 //
-// Lifetime of replaced policies: a request calls Current once and keeps
-// the *Policy it got for its whole life, so a reload never changes the
-// decision of a request in flight. The replaced policy's providers are
-// released after a grace period (StoreOptions.CloseDelay), not by
-// reference counting: the provider is only used between a decision and
-// the credential fetch, which the fetch timeout bounds.
+// Lifetime of replaced policies: a request takes the policy in force once
+// (Acquire) and keeps it for its whole life, so a reload never changes the
+// decision of a request in flight, and its providers stay open for the
+// request's fetches (the first, a 401's reissue) however long it runs. A
+// replaced policy's providers are released (Close) when the last request
+// holding it releases it (Release), at once when none does, and at the
+// latest StoreOptions.MaxCloseDelay after the reload, so that a stuck
+// request cannot keep them forever. Many reloads in a row leave open only
+// the replaced policies still held, with one timer each.
 type Store struct {
 	path string
 	opts StoreOptions
@@ -71,6 +78,8 @@ type Store struct {
 	// against the last rejected content, so a bad file put back after
 	// the good one in force is reported (and counted) every time.
 	lastSeen string
+	// retiring holds the replaced policies still held at their reload
+	// and not closed yet, each with its MaxCloseDelay timer.
 	retiring map[*Policy]*time.Timer
 	closed   bool
 
@@ -94,8 +103,8 @@ func NewStore(ctx context.Context, path string, opts StoreOptions) (*Store, erro
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.CloseDelay <= 0 {
-		opts.CloseDelay = DefaultCloseDelay
+	if opts.MaxCloseDelay <= 0 {
+		opts.MaxCloseDelay = DefaultMaxCloseDelay
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDebounce
@@ -110,9 +119,38 @@ func NewStore(ctx context.Context, path string, opts StoreOptions) (*Store, erro
 	return s, nil
 }
 
-// Current returns the policy in force. Callers keep the returned pointer
-// for the duration of one connection or request.
+// Current returns the policy in force, not held: a reload may close its
+// providers at any time. It serves what only reads the policy (its rules,
+// workloads, stats, deciding again); a request that fetches a credential
+// takes its policy with Acquire.
 func (s *Store) Current() *Policy { return s.cur.Load() }
+
+// Acquire returns the policy in force, held: its providers stay open,
+// even after a reload replaced it, until Release(p) (or MaxCloseDelay
+// after the reload). Every Acquire needs one Release. Lock-free.
+func (s *Store) Acquire() *Policy {
+	for {
+		p := s.cur.Load()
+		p.users.Add(1)
+		// Still in force after the hold was counted: a reload from now
+		// on sees the hold (retire). Replaced meanwhile: the reload may
+		// have closed p without seeing it; take the new one (a reload is
+		// rare and serialised, so this repeats seldom).
+		if s.cur.Load() == p {
+			return p
+		}
+		s.Release(p)
+	}
+}
+
+// Release ends a hold of p taken by Acquire. The last hold of a replaced
+// policy closes its providers (in a goroutine of its own: a Cleanup that
+// revokes a lease does not delay the request that released it).
+func (s *Store) Release(p *Policy) {
+	if p.users.Add(-1) == 0 && p.retired.Load() {
+		go s.closeRetired(p, false)
+	}
+}
 
 // Path returns the policy file's path.
 func (s *Store) Path() string { return s.path }
@@ -200,26 +238,61 @@ func (s *Store) warnSources(p *Policy) {
 	}
 }
 
-// retire closes old after the grace period. Called with s.mu held.
+// retire closes old once nothing holds it, at the latest after
+// MaxCloseDelay. Called with s.mu held.
 func (s *Store) retire(old *Policy) {
 	if old == nil {
 		return
 	}
-	s.retiring[old] = time.AfterFunc(s.opts.CloseDelay, func() {
-		s.mu.Lock()
-		_, still := s.retiring[old]
-		delete(s.retiring, old)
-		s.mu.Unlock()
-		if !still {
-			return // Close got there first
-		}
-		if s.opts.OnRetire != nil {
-			s.opts.OnRetire(old)
-		}
-		if err := old.Close(); err != nil {
-			s.log.Warn("releasing a replaced policy's providers failed", "file", s.path, "error", err)
-		}
-	})
+	old.retired.Store(true)
+	if old.users.Load() == 0 {
+		// Nothing holds it (an Acquire that counts its hold from now on
+		// sees the new policy and lets it go): closed now, not listed.
+		go s.release(old)
+		return
+	}
+	// Held: the last Release closes it (it sees retired, set above, or
+	// this count was 0). The timer is the bound on a stuck request.
+	s.retiring[old] = time.AfterFunc(s.opts.MaxCloseDelay, func() { s.closeRetired(old, true) })
+}
+
+// closeRetired releases the providers of old, replaced by a reload while
+// held, once: the first of its last Release, its MaxCloseDelay timer
+// (capped) and Store.Close does it.
+func (s *Store) closeRetired(old *Policy, capped bool) {
+	s.mu.Lock()
+	t, still := s.retiring[old]
+	delete(s.retiring, old)
+	s.mu.Unlock()
+	if !still {
+		return // closed already
+	}
+	t.Stop()
+	if capped {
+		s.log.Warn("a replaced policy's providers are released while requests still hold it; their next credential fetch fails",
+			"file", s.path, "requests", old.users.Load(), "max_close_delay", s.opts.MaxCloseDelay.String(),
+			"fix", "raise limits.long_lived.max_lifetime if requests run longer, or find what keeps them")
+	}
+	s.release(old)
+}
+
+// release calls OnRetire with old, replaced by a reload, then closes it.
+func (s *Store) release(old *Policy) {
+	if s.opts.OnRetire != nil {
+		s.opts.OnRetire(old)
+	}
+	if err := old.Close(); err != nil {
+		s.log.Warn("releasing a replaced policy's providers failed", "file", s.path, "error", err)
+	}
+}
+
+// Retired returns how many replaced policies are still open because
+// requests hold them (Acquire): those a reload replaced while in use,
+// until their last Release or MaxCloseDelay.
+func (s *Store) Retired() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.retiring)
 }
 
 // Close releases the current policy and every replaced policy still in its

@@ -103,8 +103,8 @@ func TestStoreReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	writeFile(t, path, storePolicy(1))
 	var rec reloads
-	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, CloseDelay: time.Hour})
-	first := s.Current()
+	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, MaxCloseDelay: time.Hour})
+	first := s.Acquire() // as a request in flight across the reload holds it
 	oldProv := first.Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
 
 	// A broken file is rejected and the last good policy stays.
@@ -121,7 +121,7 @@ func TestStoreReload(t *testing.T) {
 		t.Fatalf("last good policy no longer injects: %+v", got)
 	}
 
-	// A valid change is picked up; the old policy stays usable (grace period).
+	// A valid change is picked up; the old policy stays usable (held).
 	writeFile(t, path, storePolicy(2))
 	if err := s.Reload(context.Background()); err != nil {
 		t.Fatalf("Reload(valid): %v", err)
@@ -130,14 +130,14 @@ func TestStoreReload(t *testing.T) {
 		t.Fatalf("rules after reload = %d, want 2", got)
 	}
 	if n := oldProv.cleanups.Load(); n != 0 {
-		t.Fatalf("replaced policy cleaned up before its grace period (%d)", n)
+		t.Fatalf("replaced policy cleaned up while held (%d)", n)
 	}
 	got := rec.snapshot()
 	if len(got) != 2 || got[0] == nil || got[1] != nil {
 		t.Fatalf("OnReload calls = %v, want [error, nil]", got)
 	}
 
-	// Close releases the current and the retiring policy at once.
+	// Close releases the current and the held replaced policy at once.
 	newProv := s.Current().Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestStoreReload(t *testing.T) {
 func TestStoreClosesReplacedPolicyAfterGrace(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	writeFile(t, path, storePolicy(1))
-	s := newTestStore(t, path, StoreOptions{CloseDelay: 10 * time.Millisecond})
+	s := newTestStore(t, path, StoreOptions{MaxCloseDelay: 10 * time.Millisecond})
 	old := s.Current().Decide(request("w", "GET", "https", "d.test", 443, "/")).Inject.Provider.(*testProvider)
 	writeFile(t, path, storePolicy(3))
 	if err := s.Reload(context.Background()); err != nil {
@@ -167,7 +167,7 @@ func TestStoreWatch(t *testing.T) {
 	path := filepath.Join(dir, "policy.yaml")
 	writeFile(t, path, storePolicy(1))
 	var rec reloads
-	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 20 * time.Millisecond, CloseDelay: time.Millisecond})
+	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 20 * time.Millisecond, MaxCloseDelay: time.Millisecond})
 	startWatch(t, s)
 	first := s.Current()
 
@@ -238,7 +238,7 @@ func TestStoreWatchConfigMap(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "policy.yaml"), path); err != nil {
 		t.Fatal(err)
 	}
-	s := newTestStore(t, path, StoreOptions{Debounce: 20 * time.Millisecond, CloseDelay: time.Millisecond})
+	s := newTestStore(t, path, StoreOptions{Debounce: 20 * time.Millisecond, MaxCloseDelay: time.Millisecond})
 	startWatch(t, s)
 
 	version("..v2", storePolicy(2))
@@ -269,7 +269,7 @@ func TestStoreOnRetireBeforeClose(t *testing.T) {
 	var retired atomic.Pointer[Policy]
 	var cleanupsAtRetire atomic.Int32
 	var old *testProvider
-	s := newTestStore(t, path, StoreOptions{CloseDelay: 10 * time.Millisecond, OnRetire: func(p *Policy) {
+	s := newTestStore(t, path, StoreOptions{MaxCloseDelay: 10 * time.Millisecond, OnRetire: func(p *Policy) {
 		cleanupsAtRetire.Store(old.cleanups.Load())
 		retired.Store(p)
 	}})
@@ -305,7 +305,7 @@ func TestStoreWatchBesideABusyFile(t *testing.T) {
 			}
 			writeFile(t, path, storePolicy(1))
 			var rec reloads
-			s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 50 * time.Millisecond, CloseDelay: time.Millisecond})
+			s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 50 * time.Millisecond, MaxCloseDelay: time.Millisecond})
 			startWatch(t, s)
 
 			busy := filepath.Join(dir, "audit.jsonl")
@@ -387,7 +387,7 @@ func TestStoreReportsEveryChange(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "policy.yaml")
 			writeFile(t, path, content[good])
 			var rec reloads
-			s := newTestStore(t, path, StoreOptions{OnReload: rec.record, CloseDelay: time.Hour})
+			s := newTestStore(t, path, StoreOptions{OnReload: rec.record, MaxCloseDelay: time.Hour})
 			for i, step := range c.steps {
 				if step == missing {
 					if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

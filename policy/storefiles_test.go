@@ -22,7 +22,7 @@ func TestStoreWatchNotAFile(t *testing.T) {
 	path := filepath.Join(dir, "policy.yaml")
 	writeFile(t, path, storePolicy(1))
 	var rec reloads
-	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 20 * time.Millisecond, CloseDelay: time.Millisecond})
+	s := newTestStore(t, path, StoreOptions{OnReload: rec.record, Debounce: 20 * time.Millisecond, MaxCloseDelay: time.Millisecond})
 	startWatch(t, s)
 	first := s.Current()
 	replace := func(make func(tmp string) error) {
@@ -97,7 +97,7 @@ func TestStoreFileInForce(t *testing.T) {
 	const missing = ""
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	writeFile(t, path, storePolicy(1))
-	s := newTestStore(t, path, StoreOptions{CloseDelay: time.Hour})
+	s := newTestStore(t, path, StoreOptions{MaxCloseDelay: time.Hour})
 	if !s.FileInForce() {
 		t.Fatal("FileInForce false after the start-up load")
 	}
