@@ -210,3 +210,27 @@ func testReloadKeepsProviders(t *testing.T, blockAt int32, h2 bool, reloads int)
 		return pr.closes.Load() == int32(reloads) && tg.gw.store.Retired() == 0
 	})
 }
+
+// TestReloadKeepsWebSocketsPolicy: a WebSocket holds the policy that
+// admitted it until it closes (its upgrade request is in flight until
+// then): a reload that still admits it leaves it open and its replaced
+// policy with it, which is released when the WebSocket closes.
+func TestReloadKeepsWebSocketsPolicy(t *testing.T) {
+	tg := startGateway(t)
+	lc := openLongClient(t, tg, kindWebSocket, "")
+	if !lc.alive() {
+		t.Fatal("the WebSocket does not echo")
+	}
+	writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy+"# generation 2\n"))
+	if err := tg.gw.ReloadPolicy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := tg.gw.store.Retired(); n != 1 {
+		t.Errorf("replaced policies open while the WebSocket holds one: %d, want 1", n)
+	}
+	if !lc.alive() {
+		t.Fatal("the WebSocket stopped echoing after a reload that still admits it")
+	}
+	_ = lc.c.Close()
+	waitFor(t, 10*time.Second, "the WebSocket's replaced policy to be released once it closed", func() bool { return tg.gw.store.Retired() == 0 })
+}
