@@ -24,6 +24,7 @@ import (
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/internal/cabundle"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/providers"
@@ -353,7 +354,7 @@ func (r refusingResolver) Resolve(_ context.Context, ev identity.Evidence, _ []i
 // verifyListener verifies certs as the TLS listener does with
 // tls.client_ca (tls.VerifyClientCertIfGiven).
 func verifyListener(caFile string, certs []*x509.Certificate) ([][]*x509.Certificate, error) {
-	data, err := os.ReadFile(caFile)
+	data, err := cfgfile.Read(caFile)
 	if err != nil {
 		return nil, err
 	}

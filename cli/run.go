@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // DefaultNoProxy is credgate run's NO_PROXY: this machine, which the
@@ -237,7 +238,7 @@ func (o *runOptions) gatewayCA(ctx context.Context, cfg *gateway.Config, ac *adm
 		file = cfg.CA.Cert
 	}
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := cfgfile.Read(file)
 		if err != nil {
 			return nil, fmt.Errorf("run: the gateway CA: %w (pass --ca FILE, the gateway's ca.cert)", err)
 		}

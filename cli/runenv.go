@@ -17,6 +17,8 @@ import (
 	"crypto/x509"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // nodePreload is the NODE_OPTIONS=--require script that makes Node
@@ -116,7 +118,7 @@ func systemRoots(getenv func(string) string) ([]byte, string) {
 		files = append([]string{f}, files...)
 	}
 	for _, f := range files {
-		if b, err := os.ReadFile(f); err == nil && len(parseCerts(b)) > 0 {
+		if b, err := cfgfile.Read(f); err == nil && len(parseCerts(b)) > 0 {
 			return b, f
 		}
 	}

@@ -347,6 +347,7 @@ func TestConfigFilesNotRegular(t *testing.T) {
 	}
 
 	// The readers of those files while the gateway starts and runs.
+	regular := writeFile(t, dir, "regular.pem", []byte("not PEM, never parsed\n"))
 	readers := []struct {
 		name string
 		read func(path string) error
@@ -369,6 +370,20 @@ func TestConfigFilesNotRegular(t *testing.T) {
 		}},
 		{"fingerprint key (start)", func(p string) error {
 			_, err := readKeyFile(p)
+			return err
+		}},
+		{"cache.redis.tls.cert (start)", func(p string) error {
+			_, err := redisOptions(Redis{TLS: RedisTLS{Enabled: true, Cert: p, Key: regular}})
+			if err != nil && !strings.Contains(err.Error(), "cache.redis.tls.cert: "+p) {
+				return fmt.Errorf("does not name the setting: %w", err)
+			}
+			return err
+		}},
+		{"cache.redis.tls.key (start)", func(p string) error {
+			_, err := redisOptions(Redis{TLS: RedisTLS{Enabled: true, Cert: regular, Key: p}})
+			if err != nil && !strings.Contains(err.Error(), "cache.redis.tls.key: "+p) {
+				return fmt.Errorf("does not name the setting: %w", err)
+			}
 			return err
 		}},
 		{"SIGHUP digest of a start-only file", func(p string) error {

@@ -133,7 +133,15 @@ func redisOptions(cfg Redis) (*redis.UniversalOptions, error) {
 			}
 		}
 		if cfg.TLS.Cert != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+			certPEM, err := cfgfile.Read(cfg.TLS.Cert)
+			if err != nil {
+				return nil, &keyError{key: "tls.cert", err: fmt.Errorf("cache.redis.tls.cert: %w", err)}
+			}
+			keyPEM, err := cfgfile.ReadSecret(cfg.TLS.Key)
+			if err != nil {
+				return nil, &keyError{key: "tls.key", err: fmt.Errorf("cache.redis.tls.key: %w", err)}
+			}
+			cert, err := tls.X509KeyPair(certPEM, keyPEM)
 			if err != nil {
 				return nil, &keyError{key: "tls." + pairKey(err), err: fmt.Errorf("cache.redis.tls.cert/key: %w", err)}
 			}

@@ -222,22 +222,45 @@ func sendRaw(t *testing.T, tg *testGateway, s string) {
 	_, _ = http.ReadResponse(bufio.NewReader(c), nil)
 }
 
+// auditLines returns the audit lines the gateway wrote so far, parsed.
+func auditLines(tg *testGateway) []map[string]any {
+	var out []map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(tg.audit.String()), "\n") {
+		var ev map[string]any
+		if l != "" && json.Unmarshal([]byte(l), &ev) == nil {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// linesBeforeSentinel sends a refusal to the host sentinel+".test" and
+// returns the audit lines from the from'th up to the sentinel's: once
+// the sentinel's line is written, every line of what came before it is.
+func linesBeforeSentinel(t *testing.T, tg *testGateway, from int, sentinel string) []map[string]any {
+	t.Helper()
+	sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
+	var got []map[string]any
+	waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
+		all := auditLines(tg)
+		for j := from; j < len(all); j++ {
+			if all[j]["host"] == sentinel+".test" {
+				got = all[from:j]
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
 // checkOneAuditLineEach runs the cases one after the other and checks
 // that each left exactly one audit line, with its code: the lines
 // between the case and a sentinel refusal sent after it (once the
 // sentinel's line is written, every line of the case is).
 func checkOneAuditLineEach(t *testing.T, tg *testGateway, cases []refusalCase) {
 	t.Helper()
-	lines := func() []map[string]any {
-		var out []map[string]any
-		for l := range strings.SplitSeq(strings.TrimSpace(tg.audit.String()), "\n") {
-			var ev map[string]any
-			if l != "" && json.Unmarshal([]byte(l), &ev) == nil {
-				out = append(out, ev)
-			}
-		}
-		return out
-	}
+	lines := func() []map[string]any { return auditLines(tg) }
 	missing := 0
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -257,18 +280,7 @@ func checkOneAuditLineEach(t *testing.T, tg *testGateway, cases []refusalCase) {
 			// A sentinel refusal after the case: once its line is
 			// written, every line of the case is too.
 			sentinel := fmt.Sprintf("sentinel-%d", i)
-			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
-			var got []map[string]any
-			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
-				all := lines()
-				for j := from; j < len(all); j++ {
-					if all[j]["host"] == sentinel+".test" {
-						got = all[from:j]
-						return true
-					}
-				}
-				return false
-			})
+			got := linesBeforeSentinel(t, tg, from, sentinel)
 			if len(got) != 1 || got[0]["code"] != c.code {
 				missing++
 				t.Errorf("%d audit lines, want exactly one with code %s: %v\n%s", len(got), c.code, got, tg.logs.String())
@@ -381,16 +393,7 @@ func TestEveryPolicyRefusalAuditedOnce(t *testing.T) {
 // stalled request left no line.
 func TestRequestCutShortAudited(t *testing.T) {
 	tg := startLimitedGateway(t, "  read_header_timeout: 300ms\n  idle_timeout: 300ms\n")
-	lines := func() []map[string]any {
-		var out []map[string]any
-		for l := range strings.SplitSeq(strings.TrimSpace(tg.audit.String()), "\n") {
-			var ev map[string]any
-			if l != "" && json.Unmarshal([]byte(l), &ev) == nil {
-				out = append(out, ev)
-			}
-		}
-		return out
-	}
+	lines := func() []map[string]any { return auditLines(tg) }
 	for _, tc := range []struct {
 		name string
 		open func(t *testing.T) (net.Conn, *bufio.Reader)
@@ -421,18 +424,7 @@ func TestRequestCutShortAudited(t *testing.T) {
 			c.Close()
 			sentinel := "sentinel-" + strings.ReplaceAll(tc.name, " ", "-")
 			sentinel = strings.NewReplacer(":", "", ",", "").Replace(sentinel)
-			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
-			var got []map[string]any
-			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
-				all := lines()
-				for j := from; j < len(all); j++ {
-					if all[j]["host"] == sentinel+".test" {
-						got = all[from:j]
-						return true
-					}
-				}
-				return false
-			})
+			got := linesBeforeSentinel(t, tg, from, sentinel)
 			switch {
 			case tc.want == "" && len(got) != 0:
 				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)
@@ -477,18 +469,7 @@ func TestRequestCutShortAudited(t *testing.T) {
 				return !tc.block
 			})
 			sentinel := "sentinel-h2-" + strconv.FormatBool(tc.block)
-			sendRaw(t, tg, "GET http://"+sentinel+".test/x HTTP/1.1\r\nHost: "+sentinel+".test\r\n\r\n")
-			var got []map[string]any
-			waitFor(t, 10*time.Second, "the sentinel's audit line", func() bool {
-				all := lines()
-				for j := from; j < len(all); j++ {
-					if all[j]["host"] == sentinel+".test" {
-						got = all[from:j]
-						return true
-					}
-				}
-				return false
-			})
+			got := linesBeforeSentinel(t, tg, from, sentinel)
 			switch {
 			case !tc.block && len(got) != 0:
 				t.Fatalf("%d audit lines for a connection that asked nothing: %v", len(got), got)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/httpclient"
 )
 
@@ -427,9 +427,9 @@ func get(ctx context.Context, c *http.Client, url, bearerFile string) ([]byte, e
 	}
 	req.Header.Set("Accept", "application/json")
 	if bearerFile != "" {
-		tok, err := os.ReadFile(bearerFile)
+		tok, err := cfgfile.ReadSecretContext(ctx, bearerFile)
 		if err != nil {
-			return nil, fmt.Errorf("read bearer token file: %w", err)
+			return nil, fmt.Errorf("read bearer_token_file: %w", err)
 		}
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	}

@@ -9,12 +9,13 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // tokenReviewPath is the Kubernetes API's TokenReview endpoint.
@@ -174,8 +175,10 @@ func (v *tokenReviewVerifier) review(ctx context.Context, tok string) (*Factor, 
 	if err != nil {
 		return nil, fmt.Errorf("token review: %w", err)
 	}
-	own, err := os.ReadFile(v.cfg.TokenFile)
+	own, err := cfgfile.ReadSecretContext(ctx, v.cfg.TokenFile)
 	if err != nil {
+		// cfgfile's words say what a named pipe, device or oversized
+		// file in its place is; the review cannot be made: unavailable.
 		return nil, fmt.Errorf("token review: read the gateway's token_file: %v: %w", err, ErrUnavailable)
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(own)))

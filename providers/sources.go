@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -47,6 +48,42 @@ func CheckEnv(what, name string) error {
 	return nil
 }
 
+// ReadFile reads the file a provider's setting names while a fetch waits,
+// through cfgfile: a named pipe (whose read waits for a writer forever,
+// holding the request and every later fetch of the credential), a device
+// such as /dev/zero (read until memory runs out), a directory and a file
+// over cfgfile.MaxSecretBytes (64 KiB, far more than a token, a key or a
+// certificate chain needs) are refused at once, never read, and ctx ends
+// the read. setting names the setting ("google: key.file"), holds what
+// the file should hold ("the key"); errors are FileError's. Every
+// provider, injector and verifier reads a configured file through
+// ReadFile or cfgfile (internal/cfgfile TestNoUncheckedFileReads).
+func ReadFile(ctx context.Context, setting, holds, path string) ([]byte, error) {
+	b, err := cfgfile.ReadSecretContext(ctx, path)
+	if err != nil {
+		return nil, FileError(setting, path, holds, err)
+	}
+	return b, nil
+}
+
+// FileError describes err, from reading through cfgfile the file path
+// that setting names ("google: key.file"), saying what to fix: a file
+// that is not a regular one or is too large wraps ErrNotConfigured with
+// cfgfile's words (what the path is and what to name instead); a file
+// that cannot be opened or read says why (no such file, permission
+// denied) and to check the path and the permission; ctx's error is
+// wrapped as it is. It never holds the file's content.
+func FileError(setting, path, holds string, err error) error {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, cfgfile.ErrNotRegular), errors.Is(err, cfgfile.ErrTooLarge):
+		return fmt.Errorf("%s: %w: %w", setting, err, ErrNotConfigured)
+	case errors.As(err, &pe):
+		return fmt.Errorf("%s %s: cannot read %s (%w); check the path and the gateway's permission to read it", setting, path, holds, pe.Err)
+	}
+	return fmt.Errorf("%s %s: %w", setting, path, err)
+}
+
 // CheckFile returns nil when path names a readable regular file (or a
 // link to one) that holds more than line breaks, else an error naming the
 // path (said relative to the working directory when it is relative) and
@@ -67,12 +104,15 @@ func CheckFile(what, path, holds string) error {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%s: %s is %s, not a regular file; point it at a file holding %s: %w", what, where, cfgfile.Kind(fi.Mode()), holds, ErrNotConfigured)
 		}
-		b, err = os.ReadFile(path)
+		b, err = cfgfile.Read(path)
 	}
 	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s: %s does not exist; create it holding %s, or correct the path: %w", what, where, holds, ErrNotConfigured)
+	case errors.Is(err, cfgfile.ErrNotRegular), errors.Is(err, cfgfile.ErrTooLarge):
+		// Swapped in since the Stat: cfgfile's words.
+		return fmt.Errorf("%s: %w; point it at a file holding %s: %w", what, err, holds, ErrNotConfigured)
 	case errors.As(err, &pe):
 		return fmt.Errorf("%s: %s cannot be read (%w); give the gateway's user permission to read it: %w", what, where, pe.Err, ErrNotConfigured)
 	case err != nil:

@@ -10,6 +10,7 @@
 package cfgfile
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -36,7 +37,16 @@ var ErrTooLarge = errors.New("file too large")
 // MaxBytes, gets an error that says what it is and what to do, wrapping
 // ErrNotRegular or ErrTooLarge.
 func Read(path string) ([]byte, error) {
-	return read(path, MaxBytes, "a config, policy or state file")
+	return read(context.Background(), path, MaxBytes, "a config, policy or state file")
+}
+
+// ReadContext is Read for a file read while a request waits (a CA bundle
+// or a certificate a provider reads when it fetches): it returns ctx's
+// error, wrapped, when ctx is done before the file is opened or between
+// the chunks it is read in. A read of a regular file does not wait on
+// another process, so the bound on its size bounds its time.
+func ReadContext(ctx context.Context, path string) ([]byte, error) {
+	return read(ctx, path, MaxBytes, "a config, policy or state file")
 }
 
 // MaxSecretBytes bounds a file ReadSecret returns: 64 KiB, far more than
@@ -49,10 +59,23 @@ const MaxSecretBytes = 64 << 10
 // would hold each such request forever, and one linked to /dev/zero would
 // be read until memory ran out. Its errors never quote the content.
 func ReadSecret(path string) ([]byte, error) {
-	return read(path, MaxSecretBytes, "a secret file")
+	return read(context.Background(), path, MaxSecretBytes, "a secret file")
 }
 
-func read(path string, limit int64, what string) ([]byte, error) {
+// ReadSecretContext is ReadSecret for a file read while a request waits
+// (a provider's token, key or credential file, read when it fetches),
+// with ReadContext's handling of ctx.
+func ReadSecretContext(ctx context.Context, path string) ([]byte, error) {
+	return read(ctx, path, MaxSecretBytes, "a secret file")
+}
+
+// chunk is how much read takes between two looks at its context.
+const chunk = 32 << 10
+
+func read(ctx context.Context, path string, limit int64, what string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
 	// O_NONBLOCK: opening a named pipe must not wait for a writer (the
 	// Stat below refuses it); it changes nothing for a regular file.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -70,14 +93,32 @@ func read(path string, limit int64, what string) ([]byte, error) {
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%s holds %d bytes, more than the %d %s may: %w; is it the right file?", path, fi.Size(), limit, what, ErrTooLarge)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	data := make([]byte, 0, min(fi.Size(), limit)+1)
+	r := io.LimitReader(f, limit+1)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		n, err := io.CopyN(sliceWriter{&data}, r, chunk)
+		if err == io.EOF || err == nil && n < chunk {
+			break
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("%s grew past %d bytes while read, more than %s may: %w; is it the right file?", path, limit, what, ErrTooLarge)
 	}
 	return data, nil
+}
+
+// sliceWriter appends what is written to the slice it points at.
+type sliceWriter struct{ b *[]byte }
+
+func (w sliceWriter) Write(p []byte) (int, error) {
+	*w.b = append(*w.b, p...)
+	return len(p), nil
 }
 
 // Kind names a non-regular file mode for people ("a directory", "a named

@@ -1,6 +1,7 @@
 package cfgfile
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"net"
@@ -61,7 +62,7 @@ func TestRead(t *testing.T) {
 		{big, ErrTooLarge, "holds 101 bytes, more than the 100"},
 		{filepath.Join(dir, "missing.yaml"), fs.ErrNotExist, "no such file"},
 	} {
-		data, err := read(c.path, 100, "a test file")
+		data, err := read(context.Background(), c.path, 100, "a test file")
 		if c.want == "" {
 			if err != nil || string(data) != "default: deny\n" {
 				t.Errorf("%s: %q, %v", c.path, data, err)
@@ -71,5 +72,23 @@ func TestRead(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || c.isErr != nil && !errors.Is(err, c.isErr) {
 			t.Errorf("%s: got %v, want %q (%v)", c.path, err, c.want, c.isErr)
 		}
+	}
+}
+
+// TestReadContext: a read for a waiting request stops when its context
+// is done, and reads a file of several chunks whole (chunk is 32 KiB).
+func TestReadContext(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "key.pem")
+	want := strings.Repeat("k", MaxSecretBytes-1)
+	if err := os.WriteFile(file, []byte(want), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadSecretContext(t.Context(), file); err != nil || string(got) != want {
+		t.Fatalf("ReadSecretContext: %d bytes, %v; want %d bytes", len(got), err, len(want))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := ReadContext(ctx, file); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), file) {
+		t.Errorf("ReadContext with a done context: %v; want context.Canceled naming the file", err)
 	}
 }

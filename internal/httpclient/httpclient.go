@@ -25,11 +25,11 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/credgate/credgate/internal/cabundle"
+	"github.com/credgate/credgate/internal/cfgfile"
 )
 
 // NewTransport returns a new transport with the defaults of
@@ -116,11 +116,12 @@ func Configure(tr *http.Transport) {
 	}
 }
 
-// ReadRoots reads a PEM file of CA certificates. The error names the
-// file (an *fs.PathError when it cannot be read) but says nothing of its
-// contents; callers prefix the setting's name.
+// ReadRoots reads a PEM file of CA certificates through cfgfile (a named
+// pipe, a device or a file over cfgfile.MaxBytes is refused, never read).
+// The error names the file (an *fs.PathError when it cannot be read) but
+// says nothing of its contents; callers prefix the setting's name.
 func ReadRoots(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
+	data, err := cfgfile.Read(file)
 	if err != nil {
 		return nil, err
 	}

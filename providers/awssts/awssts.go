@@ -84,7 +84,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -103,6 +102,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/cabundle"
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
@@ -332,7 +332,7 @@ func (p *Provider) newClient(ctx context.Context) (*sts.Client, error) {
 		}),
 	}
 	if p.CAFile != "" {
-		pem, err := os.ReadFile(p.CAFile)
+		pem, err := cfgfile.Read(p.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("awssts: read ca_file: %w", err)
 		}
@@ -466,9 +466,9 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	var creds *ststypes.Credentials
 	switch {
 	case p.WebIdentityTokenFile != "":
-		tok, rerr := os.ReadFile(p.WebIdentityTokenFile)
+		tok, rerr := providers.ReadFile(ctx, "awssts: web_identity_token_file", "the web identity token", p.WebIdentityTokenFile)
 		if rerr != nil {
-			return nil, fmt.Errorf("awssts: read web_identity_token_file: %w", errors.Unwrap(rerr))
+			return nil, rerr
 		}
 		creds, err = p.webIdentity(ctx, in, strings.TrimSpace(string(tok)))
 	case p.WebIdentityFrom != "":

@@ -62,7 +62,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -483,9 +482,9 @@ func (p *Provider) certificate(ctx context.Context, req providers.Request) (*x50
 	var where string
 	if c.File != "" {
 		where = "client_certificate.file " + c.File
-		b, err := os.ReadFile(c.File)
+		b, err := providers.ReadFile(ctx, "client_certificate.file", "the certificate", c.File)
 		if err != nil {
-			return nil, where, fmt.Errorf("%s: cannot read the certificate (%w); check the path and the gateway's permission to read it", where, errors.Unwrap(err))
+			return nil, where, err
 		}
 		data = b
 	} else {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -174,9 +173,9 @@ func (p *Provider) subjectToken(ctx context.Context, req providers.Request) (str
 		}
 		return tok, nil
 	case st.File != "":
-		b, err := os.ReadFile(st.File)
+		b, err := providers.ReadFile(ctx, "google: workload_identity.subject_token.file", "the token", st.File)
 		if err != nil {
-			return "", fmt.Errorf("google: workload_identity.subject_token.file %s: cannot read the token (%w); check the path and the gateway's permission to read it: %w", st.File, errors.Unwrap(err), providers.ErrNotConfigured)
+			return "", fmt.Errorf("%w%.0w", err, providers.ErrNotConfigured)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {

@@ -66,7 +66,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -410,9 +409,9 @@ func (p *Provider) account(ctx context.Context, req providers.Request) (account,
 	var where string
 	if p.Key.File != "" {
 		where = "key.file " + p.Key.File
-		b, err := os.ReadFile(p.Key.File)
+		b, err := providers.ReadFile(ctx, "google: key.file", "the key", p.Key.File)
 		if err != nil {
-			return account{}, fmt.Errorf("google: %s: cannot read the key (%w); check the path and the gateway's permission to read it", where, errors.Unwrap(err))
+			return account{}, err
 		}
 		data = b
 	} else {

@@ -42,7 +42,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"slices"
 	"strings"
 
@@ -268,12 +267,8 @@ func New(k KeySource, setting string, fetch Fetcher) (Signer, error) {
 		return nil, fmt.Errorf("%s.passphrase.credential %q: no way to read other credentials was given", setting, k.Passphrase.Credential)
 	case k.File != "":
 		where := setting + ".file " + k.File
-		return &pemSigner{alg: k.Algorithm, kid: k.KeyID, where: where, pass: passphraseReader(k, setting, fetch), read: func(context.Context) ([]byte, error) {
-			b, err := os.ReadFile(k.File)
-			if err != nil {
-				return nil, fmt.Errorf("%s: cannot read the key (%w); check the path and the gateway's permission to read it", where, errors.Unwrap(err))
-			}
-			return b, nil
+		return &pemSigner{alg: k.Algorithm, kid: k.KeyID, where: where, pass: passphraseReader(k, setting, fetch), read: func(ctx context.Context) ([]byte, error) {
+			return providers.ReadFile(ctx, setting+".file", "the key", k.File)
 		}}, nil
 	default:
 		if fetch == nil {

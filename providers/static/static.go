@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -115,7 +116,7 @@ func (p *Provider) Fetch(ctx context.Context, _ providers.Request) (*providers.C
 		return nil, fmt.Errorf("static: %w", err)
 	}
 	if p.Fields == nil {
-		v, err := Source{Env: p.Env, File: p.File}.read()
+		v, err := Source{Env: p.Env, File: p.File}.read(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -123,7 +124,7 @@ func (p *Provider) Fetch(ctx context.Context, _ providers.Request) (*providers.C
 	}
 	fields := make(map[string]providers.Secret, len(p.Fields))
 	for name, src := range p.Fields {
-		v, err := src.read()
+		v, err := src.read(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +133,7 @@ func (p *Provider) Fetch(ctx context.Context, _ providers.Request) (*providers.C
 	return &providers.Credential{Fields: fields}, nil
 }
 
-func (s Source) read() (string, error) {
+func (s Source) read(ctx context.Context) (string, error) {
 	if s.Env != "" {
 		v := os.Getenv(s.Env)
 		if v == "" {
@@ -140,8 +141,11 @@ func (s Source) read() (string, error) {
 		}
 		return v, nil
 	}
-	b, err := os.ReadFile(s.File)
+	b, err := cfgfile.ReadSecretContext(ctx, s.File)
 	switch {
+	case errors.Is(err, cfgfile.ErrNotRegular), errors.Is(err, cfgfile.ErrTooLarge):
+		// cfgfile's words name the path, what it is and the fix.
+		return "", fmt.Errorf("static: file: %w: %w%.0w", err, providers.ErrNotConfigured, providers.ErrUnavailable)
 	case errors.Is(err, fs.ErrNotExist):
 		where := ""
 		if !filepath.IsAbs(s.File) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -37,7 +38,7 @@ func (c *Client) login(ctx context.Context) (loginResult, error) {
 	case MethodAppRole:
 		roleID := a.RoleID
 		if a.RoleIDFile != "" {
-			v, err := readFile("role_id_file", a.RoleIDFile)
+			v, err := readFile(ctx, "role_id_file", a.RoleIDFile)
 			if err != nil {
 				return loginResult{}, fmt.Errorf("approle login: %w", err)
 			}
@@ -49,7 +50,7 @@ func (c *Client) login(ctx context.Context) (loginResult, error) {
 		}
 		return c.loginWith(ctx, a.Method, map[string]any{"role_id": roleID, "secret_id": secretID.Reveal()})
 	case MethodKubernetes, MethodJWT:
-		jwt, err := readFile("token_file", a.TokenFile)
+		jwt, err := readFile(ctx, "token_file", a.TokenFile)
 		if err != nil {
 			return loginResult{}, fmt.Errorf("%s login: %w", a.Method, err)
 		}
@@ -99,7 +100,7 @@ func (c *Client) loginToken(ctx context.Context) (loginResult, error) {
 	a := c.srv.Auth
 	var v string
 	if a.TokenFile != "" {
-		s, err := readFile("token_file", a.TokenFile)
+		s, err := readFile(ctx, "token_file", a.TokenFile)
 		if err != nil {
 			return loginResult{}, fmt.Errorf("token login: %w", err)
 		}
@@ -150,7 +151,7 @@ func (c *Client) loginToken(ctx context.Context) (loginResult, error) {
 // Called with c.sem held.
 func (c *Client) appRoleSecretID(ctx context.Context) (providers.Secret, error) {
 	a := c.srv.Auth
-	v, err := readFile("secret_id_file", a.SecretIDFile)
+	v, err := readFile(ctx, "secret_id_file", a.SecretIDFile)
 	if err != nil {
 		return providers.Secret{}, err
 	}
@@ -203,12 +204,18 @@ func (c *Client) appRoleSecretID(ctx context.Context) (providers.Secret, error) 
 	return c.secretID, nil
 }
 
-// readFile returns a file's contents without surrounding white space. A
-// missing or empty file wraps providers.ErrUnavailable (it may be written
-// later, by Vault Agent, the kubelet or an operator).
-func readFile(key, path string) (string, error) {
-	b, err := os.ReadFile(path)
+// readFile returns a file's contents without surrounding white space,
+// read through cfgfile: a named pipe, a device, a directory or a file over
+// cfgfile.MaxSecretBytes is refused at once, never read (wrapping
+// providers.ErrNotConfigured: a setting to fix). A missing or
+// empty file wraps providers.ErrUnavailable (it may be written later, by
+// Vault Agent, the kubelet or an operator).
+func readFile(ctx context.Context, key, path string) (string, error) {
+	b, err := cfgfile.ReadSecretContext(ctx, path)
 	switch {
+	case errors.Is(err, cfgfile.ErrNotRegular), errors.Is(err, cfgfile.ErrTooLarge):
+		// cfgfile's words say what the path is and what to name.
+		return "", fmt.Errorf("%s: %w: %w", key, err, providers.ErrNotConfigured)
 	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("%s %s does not exist: %w", key, path, providers.ErrUnavailable)
 	case err != nil:
