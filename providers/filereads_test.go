@@ -141,3 +141,31 @@ func TestConfiguredFilesNotRegular(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckFileAgreesWithRead is the class "credgate validate's check of
+// a file a setting names passes a file the fetch then refuses": for every
+// size about the bounds, CheckFile passes exactly the files ReadFile (the
+// fetch's reader) reads, and CheckCAFile exactly those cfgfile.Read (the
+// CA readers') reads. Before, CheckFile held every file to the CA bound:
+// a 100 KiB token file passed validate and failed every fetch.
+func TestCheckFileAgreesWithRead(t *testing.T) {
+	dir := t.TempDir()
+	for _, size := range []int{1, cfgfile.MaxSecretBytes - 1, cfgfile.MaxSecretBytes, cfgfile.MaxSecretBytes + 1, 100 << 10} {
+		path := filepath.Join(dir, fmt.Sprintf("f%d", size))
+		if err := os.WriteFile(path, []byte(strings.Repeat("k", size)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, readErr := providers.ReadFile(t.Context(), "test: file", "the credential", path)
+		checkErr := providers.CheckFile("test: file", path, "the credential")
+		if (readErr == nil) != (checkErr == nil) {
+			t.Errorf("%d bytes: CheckFile says %v, the fetch's ReadFile %v", size, checkErr, readErr)
+		}
+		if checkErr != nil && !errors.Is(checkErr, providers.ErrNotConfigured) {
+			t.Errorf("%d bytes: CheckFile's error %v does not wrap ErrNotConfigured", size, checkErr)
+		}
+		_, caErr := cfgfile.Read(path)
+		if checkCA := providers.CheckCAFile("test: ca_file", path, "PEM CA certificates"); (caErr == nil) != (checkCA == nil) {
+			t.Errorf("%d bytes: CheckCAFile says %v, cfgfile.Read %v", size, checkCA, caErr)
+		}
+	}
+}

@@ -90,8 +90,21 @@ func FileError(setting, path, holds string, err error) error {
 // the fix, wrapping ErrNotConfigured. what names the setting, holds what
 // the file should hold ("the credential", "a PEM private key"). A named
 // pipe or device is refused without being opened, so a check never
-// blocks. Only presence is checked, not the contents' format.
+// blocks. Only presence is checked, not the contents' format. The file
+// is held to the bound ReadFile reads it with (cfgfile.MaxSecretBytes), so
+// a file the check passes is one a fetch can read; CheckCAFile is for
+// files of CA certificates, which may be larger.
 func CheckFile(what, path, holds string) error {
+	return checkFile(what, path, holds, cfgfile.ReadSecret)
+}
+
+// CheckCAFile is CheckFile for a file of PEM CA certificates, held to
+// cfgfile.Read's larger bound (the bound of httpclient.ReadRoots).
+func CheckCAFile(what, path, holds string) error {
+	return checkFile(what, path, holds, cfgfile.Read)
+}
+
+func checkFile(what, path, holds string, read func(string) ([]byte, error)) error {
 	where := path
 	if !filepath.IsAbs(path) {
 		if wd, werr := os.Getwd(); werr == nil {
@@ -104,7 +117,7 @@ func CheckFile(what, path, holds string) error {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%s: %s is %s, not a regular file; point it at a file holding %s: %w", what, where, cfgfile.Kind(fi.Mode()), holds, ErrNotConfigured)
 		}
-		b, err = cfgfile.Read(path)
+		b, err = read(path)
 	}
 	var pe *fs.PathError
 	switch {

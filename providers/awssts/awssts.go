@@ -720,16 +720,16 @@ func sanitizeSessionName(s string) string {
 // the provider first calls STS or fetches.
 func (p *Provider) CheckSources() []providers.SourceProblem {
 	var out []providers.SourceProblem
-	file := func(setting, path, holds string) {
+	file := func(setting, path, holds string, check func(what, path, holds string) error) {
 		if path == "" {
 			return
 		}
-		if err := providers.CheckFile("awssts: "+setting, path, holds); err != nil {
+		if err := check("awssts: "+setting, path, holds); err != nil {
 			out = append(out, providers.SourceProblem{Setting: setting, Err: err})
 		}
 	}
-	file("ca_file", p.CAFile, "PEM CA certificates")
-	file("web_identity_token_file", p.WebIdentityTokenFile, "the web identity token")
+	file("ca_file", p.CAFile, "PEM CA certificates", providers.CheckCAFile)
+	file("web_identity_token_file", p.WebIdentityTokenFile, "the web identity token", providers.CheckFile)
 	return out
 }
 
