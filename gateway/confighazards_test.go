@@ -13,6 +13,7 @@ import (
 
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/cfgfile/cfgfiletest"
 	"github.com/credgate/credgate/internal/filewatch"
 )
 
@@ -166,30 +167,9 @@ func TestLoadConfigNotAFile(t *testing.T) {
 // larger than a secret, promptly and saying what the path is.
 func TestSecretFilesNotRegular(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "token.fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Let a reader the old code left blocked in open(2) go.
-		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close()
-		}
-	})
-	zero := filepath.Join(dir, "token.zero")
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
-	big := filepath.Join(dir, "token.big")
-	f, err := os.Create(big)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Sparse: a megabyte of zeros, no disk.
-	if err := f.Truncate(1 << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	fifo := cfgfiletest.Fifo(t, dir, "token.fifo")
+	zero := cfgfiletest.DevZero(t, dir, "token.zero")
+	big := cfgfiletest.Sparse(t, dir, "token.big", 1<<20)
 	subdir := filepath.Join(dir, "token.d")
 	if err := os.Mkdir(subdir, 0o700); err != nil {
 		t.Fatal(err)
@@ -268,30 +248,9 @@ func TestSecretFilesNotRegular(t *testing.T) {
 // refused: TestSecretFilesNotRegular).
 func TestConfigFilesNotRegular(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "file.fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Let a reader the old code left blocked in open(2) go.
-		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close()
-		}
-	})
-	zero := filepath.Join(dir, "file.zero")
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
-	big := filepath.Join(dir, "file.big")
-	f, err := os.Create(big)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Sparse: no disk.
-	if err := f.Truncate(cfgfile.MaxBytes + 1); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	fifo := cfgfiletest.Fifo(t, dir, "file.fifo")
+	zero := cfgfiletest.DevZero(t, dir, "file.zero")
+	big := cfgfiletest.Sparse(t, dir, "file.big", cfgfile.MaxBytes+1)
 	// within runs read and fails the test unless it returns within 5s.
 	within := func(t *testing.T, what string, read func() error) error {
 		t.Helper()

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/cfgfile/cfgfiletest"
 	"github.com/credgate/credgate/providers"
 	_ "github.com/credgate/credgate/providers/awssts"
 	_ "github.com/credgate/credgate/providers/google"
@@ -36,37 +36,14 @@ import (
 // TestNoUncheckedFileReads keeps every other reader on cfgfile.
 func TestConfiguredFilesNotRegular(t *testing.T) {
 	dir := t.TempDir()
-	fifo := filepath.Join(dir, "file.fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Let a reader that old code left blocked in open(2) go.
-		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close()
-		}
-	})
-	zero := filepath.Join(dir, "file.zero")
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
+	fifo := cfgfiletest.Fifo(t, dir, "file.fifo")
+	zero := cfgfiletest.DevZero(t, dir, "file.zero")
 	subdir := filepath.Join(dir, "file.dir")
 	if err := os.Mkdir(subdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	// big returns a sparse file (no disk) of n bytes.
-	big := func(n int64) string {
-		p := filepath.Join(dir, fmt.Sprintf("file.%d", n))
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := f.Truncate(n); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	big := func(n int64) string { return cfgfiletest.Sparse(t, dir, fmt.Sprintf("file.%d", n), n) }
 	fetch := func(name, settings string) func(ctx context.Context) error {
 		return func(ctx context.Context) error {
 			var node yaml.Node
