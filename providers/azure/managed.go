@@ -57,7 +57,8 @@ const (
 	imdsAddr = "169.254.169.254"
 	// miRetries is how many times a managed identity fetch retries a
 	// transient answer (404 while IMDS updates or a new identity
-	// propagates, 408, 410, 429, 5xx, a timeout): MSAL's three.
+	// propagates, 408, 410, 429, 5xx, a refused connection): MSAL's
+	// three. A timeout is not retried within the fetch.
 	miRetries = 3
 	// miRetryBase and miRetryLimit bound the backoff between them:
 	// Microsoft asks for at least a second before retrying a 5xx.
@@ -294,7 +295,11 @@ func (p *Provider) managedOnce(ctx context.Context) (_ *providers.Credential, re
 		}
 		var ne net.Error
 		if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-			return nil, true, fmt.Errorf("%s: %s did not answer within %s (timeout): %s: %w", op, where, p.Timeout, p.unreachableFix(), providers.ErrUnavailable)
+			// Not retried within the fetch: off Azure, or with IMDS
+			// blocked, every attempt would wait the whole timeout (no
+			// host answers 169.254.169.254), holding the request for
+			// minutes. The cache's error backoff tries again later.
+			return nil, false, fmt.Errorf("%s: %s did not answer within %s (timeout): %s: %w", op, where, p.Timeout, p.unreachableFix(), providers.ErrUnavailable)
 		}
 		return nil, true, fmt.Errorf("%s: cannot reach %s (%v): %s: %w", op, where, err, p.unreachableFix(), providers.ErrUnavailable)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,6 +207,32 @@ func TestManagedIdentityRefusals(t *testing.T) {
 	if _, err := fetch(p, identity.Workload{}); !errors.Is(err, providers.ErrUnavailable) || !strings.Contains(err.Error(), "cannot reach") {
 		t.Errorf("no server: %v", err)
 	}
+
+	// An endpoint that never answers (off Azure, IMDS blocked): one
+	// attempt, not four, each waiting the whole timeout.
+	stalled := make(chan struct{})
+	var hits int
+	var mu sync.Mutex
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		select {
+		case <-stalled:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(stalled); hang.Close() })
+	p = load(t, "resource: "+storage+"\nmanaged_identity: {endpoint: "+hang.URL+"}\ntimeout: 100ms\n", nil)
+	azure.SetRetryBase(p, time.Millisecond)
+	if _, err := fetch(p, identity.Workload{}); !errors.Is(err, providers.ErrUnavailable) || !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("a silent endpoint: %v, want ErrUnavailable and timeout", err)
+	}
+	mu.Lock()
+	if hits != 1 {
+		t.Errorf("%d attempts at a silent endpoint, want 1", hits)
+	}
+	mu.Unlock()
 
 	// A redirect is never followed.
 	var followed int
