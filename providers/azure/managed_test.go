@@ -344,5 +344,14 @@ func TestManagedIdentityConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return strings.Replace(settings, m.URL, url, 1)
 		},
+		// The identity endpoint refuses (400, as for an identity
+		// unassigned meanwhile) until switched back.
+		Unauthorized: func(on bool) {
+			if on {
+				m.FailNext(http.StatusBadRequest, 1<<30)
+			} else {
+				m.FailNext(0, 0)
+			}
+		},
 	})
 }
