@@ -189,8 +189,7 @@ type Provider struct {
 	miURL      string           // the token endpoint, without query
 	miHeader   providers.Secret // App Service's IDENTITY_HEADER
 	miResource string           // resource sent
-	getenv     func(string) string
-	retryBase  time.Duration // the first backoff of a retry; tests shorten it
+	retryBase  time.Duration    // the first backoff of a retry; tests shorten it
 }
 
 // SecretRef names another credential of the policy holding a secret.

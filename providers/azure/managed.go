@@ -126,10 +126,7 @@ var miResIDRe = sync.OnceValue(func() *regexp.Regexp {
 // Service sets do not change in a running process).
 func (p *Provider) provisionManaged() {
 	m := p.ManagedIdentity
-	getenv := p.getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
+	getenv := os.Getenv
 	if m.Source == "" {
 		m.Source = SourceAuto
 	}
@@ -230,9 +227,18 @@ func (p *Provider) checkManagedSources() []providers.SourceProblem {
 		return nil
 	}
 	var out []providers.SourceProblem
-	if p.ManagedIdentity.Endpoint == "" && p.miURL == "" {
+	switch {
+	case p.miURL == "":
 		out = append(out, providers.SourceProblem{Setting: "managed_identity.source",
 			Err: fmt.Errorf("azure: managed_identity (app_service): environment variable %s is not set in the gateway's environment (App Service, Functions and Container Apps set it when an identity is enabled; enable one, or set source: imds on a VM): %w", EnvIdentityEndpoint, providers.ErrNotConfigured)})
+	case p.ManagedIdentity.Endpoint == "":
+		// The environment's endpoint gets the rule a configured one
+		// gets: the identity header never crosses a network in clear.
+		base, _, _ := strings.Cut(p.miURL, "?") // its own query is kept
+		if err := checkMIEndpoint(base); err != nil {
+			out = append(out, providers.SourceProblem{Setting: "managed_identity.source",
+				Err: fmt.Errorf("azure: managed_identity (app_service): environment variable %s %v: %w", EnvIdentityEndpoint, err, providers.ErrNotConfigured)})
+		}
 	}
 	if p.miHeader.IsZero() {
 		out = append(out, providers.SourceProblem{Setting: "managed_identity.source",
@@ -272,7 +278,15 @@ func (p *Provider) managedOnce(ctx context.Context) (_ *providers.Credential, re
 	}
 	actx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(actx, http.MethodGet, p.miURL+"?"+q.Encode(), nil)
+	hreq, err := http.NewRequestWithContext(actx, http.MethodGet, p.miURL, nil)
+	if err == nil {
+		// An endpoint from the environment may carry a query of its own.
+		merged := hreq.URL.Query()
+		for k, v := range q {
+			merged[k] = v
+		}
+		hreq.URL.RawQuery = merged.Encode()
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: %s is not a usable endpoint URL: %w", op, httpclient.Display(p.miURL), providers.ErrNotConfigured)
 	}

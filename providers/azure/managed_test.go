@@ -136,6 +136,23 @@ func TestManagedIdentityAppService(t *testing.T) {
 	if _, err := fetch(p, identity.Workload{}); !errors.Is(err, providers.ErrNotConfigured) {
 		t.Errorf("no environment: %v, want ErrNotConfigured", err)
 	}
+	// An IDENTITY_ENDPOINT in plain http off the host is refused: the
+	// identity header would cross the network in clear.
+	t.Setenv(azure.EnvIdentityEndpoint, "http://10.1.2.3:8081/msi/token")
+	t.Setenv(azure.EnvIdentityHeader, miHeader)
+	p = load(t, fmt.Sprintf("resource: %s\nmanaged_identity: {source: app_service}\n", storage), nil)
+	if _, err := fetch(p, identity.Workload{}); !errors.Is(err, providers.ErrNotConfigured) || !strings.Contains(err.Error(), "plain http") {
+		t.Errorf("IDENTITY_ENDPOINT off the host: %v, want ErrNotConfigured and plain http", err)
+	}
+	// One with a query of its own keeps it.
+	t.Setenv(azure.EnvIdentityEndpoint, m.AppServiceURL()+"?extra=1")
+	p = load(t, fmt.Sprintf("resource: %s\nmanaged_identity: {}\n", storage), nil)
+	if _, err := fetch(p, identity.Workload{}); err != nil {
+		t.Errorf("IDENTITY_ENDPOINT with a query: %v (refused %q)", err, m.Refused())
+	}
+	t.Setenv(azure.EnvIdentityEndpoint, "")
+	t.Setenv(azure.EnvIdentityHeader, "")
+
 	// source auto without the environment is IMDS.
 	p = load(t, fmt.Sprintf("resource: %s\nmanaged_identity: {}\n", storage), nil)
 	if !strings.Contains(fmt.Sprint(p), "imds") {
