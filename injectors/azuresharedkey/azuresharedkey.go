@@ -1,5 +1,5 @@
 // Package azuresharedkey is the "azure-sharedkey" injector: it signs
-// requests to Azure Storage (Blob, Queue, File, Data Lake) with the
+// requests to Azure Storage (Blob, Queue, File, Data Lake, Table) with the
 // storage account's key, as "Authorize with Shared Key" documents it.
 // Applications keep their Azure SDKs and tools, configured with no key
 // (azblob.NewClientWithNoCredential) or a placeholder key; the gateway
@@ -11,6 +11,8 @@
 //	account: acmereports        # optional: default the credential's account_name, else the host's first label
 //	key_field: account_key      # optional: the credential field holding the base64 account key (default account_key, then token)
 //	version: 2025-05-05         # optional: x-ms-version to force; default the client's, else DefaultVersion
+//	service: auto               # optional: auto (by host), table, or blob/queue/file/dfs (one signing)
+//	scheme: SharedKey           # optional: SharedKey, or SharedKeyLite (Table service only)
 //
 // # What is signed
 //
@@ -27,6 +29,12 @@
 // lower-cased and sorted, "\nname:value[,value...]" with values decoded
 // and sorted). The injector sets x-ms-date to the current time and
 // x-ms-version when the client sent none (or always, with version).
+//
+// The Table service signs otherwise (table.go): VERB, Content-MD5,
+// Content-Type, the date (x-ms-date) and a canonicalized resource that
+// keeps only the comp query parameter; Shared Key Lite for Table signs
+// the date and that resource alone. A request to ACCOUNT.table.core.
+// windows.net (or a sovereign cloud's) is signed so with service auto.
 //
 // The body is never read: Shared Key covers Content-Length and
 // Content-MD5 but not the bytes, so uploads stream through untouched.
@@ -62,11 +70,13 @@ const Name = "azure-sharedkey"
 func init() {
 	injectors.Register(injectors.Module{
 		Name: Name,
-		Doc:  "Azure Storage Shared Key re-signing (Blob, Queue, File), bodies streamed unread",
+		Doc:  "Azure Storage Shared Key re-signing (Blob, Queue, File, Data Lake; Table with Shared Key or Shared Key Lite), bodies streamed unread",
 		SettingDocs: map[string]string{
 			"account":   "the storage account name (default: the credential's account_name, else the host's first label)",
 			"key_field": "credential field holding the base64 account key (default account_key, then token)",
-			"version":   "x-ms-version to force (default: the client's, else " + DefaultVersion + ")",
+			"version":   "x-ms-version to force (default: the client's, else " + DefaultVersion + ", " + DefaultTableVersion + " for the Table service)",
+			"service":   "auto (default: the Table service's signing for ACCOUNT.table.core.windows.net, else Blob/Queue/File's), table, or blob, queue, file, dfs",
+			"scheme":    "SharedKey (default) or SharedKeyLite (Table service only; needs service: table)",
 		},
 		New: func() injectors.Injector { return new(Injector) },
 	})
@@ -109,6 +119,11 @@ type Injector struct {
 	KeyField string `yaml:"key_field"`
 	// Version, if set, is the x-ms-version sent, replacing the client's.
 	Version string `yaml:"version"`
+	// Service selects the string to sign: auto (default: by host), table,
+	// or blob, queue, file, dfs (which sign alike).
+	Service string `yaml:"service"`
+	// Scheme is SharedKey (default) or SharedKeyLite (Table only).
+	Scheme string `yaml:"scheme"`
 
 	now func() time.Time // the signing clock; tests set it
 }
@@ -129,7 +144,7 @@ func (s *Injector) Validate() error {
 	if s.Version != "" && (!versionRe.MatchString(s.Version) || s.Version < minVersion) {
 		return fmt.Errorf("%s: version %q is not a storage service version such as %s (%s or later)", Name, s.Version, DefaultVersion, minVersion)
 	}
-	return nil
+	return s.validateTable()
 }
 
 // Headers implements injectors.HeaderNames: the client's signature and
@@ -197,6 +212,10 @@ func (s *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 	account, err := s.account(r, cred)
 	if err != nil {
 		return err
+	}
+	if s.isTable(r) {
+		s.signTable(r, key, account)
+		return nil
 	}
 	// Everything checked: rewrite.
 	canonicalXMS(r.Header)

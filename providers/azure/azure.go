@@ -25,6 +25,14 @@
 //     Each workload gets its own token, kept no longer than the workload
 //     token it was issued for.
 //
+// Or, with no application at all, managed_identity: a managed identity of
+// the Azure resource the gateway runs on (managed.go). On a VM or VM
+// scale set (AKS nodes included) the gateway asks the Instance Metadata
+// Service, GET http://169.254.169.254/metadata/identity/oauth2/token
+// with Metadata: true; on App Service, Functions and Container Apps the
+// local endpoint IDENTITY_ENDPOINT, with the X-IDENTITY-HEADER secret
+// App Service puts in IDENTITY_HEADER.
+//
 // The credential has providers.FieldToken, for the bearer injector.
 //
 // # Settings
@@ -41,6 +49,8 @@
 //	#   credential: app-cert                      # fields certificate and private_key
 //	#   private_key: {transit: {...}}             # or a key kept apart
 //	# federated: {factor: jwt}                    # the workload's verified token
+//	# managed_identity: {}                        # instead of tenant, client_id and the above:
+//	# managed_identity: {client_id: GUID}         # the host's system-assigned or a user-assigned identity
 //	ca_cert: /etc/ssl/extra.pem
 //	timeout: 10s
 package azure
@@ -91,6 +101,7 @@ func init() {
 			"client_secret":      "another credential holding a client secret's value: {credential: NAME, field: token}",
 			"client_certificate": "a certificate credential: {file: PEM} or {credential: NAME}, with private_key (jwtsign) when the key is kept apart",
 			"federated":          "workload identity federation: {factor: jwt} presents the caller's verified token as the client assertion",
+			"managed_identity":   "instead of an app registration: the managed identity of the Azure resource the gateway runs on ({} system-assigned, or one of client_id, object_id, msi_res_id; source auto, imds or app_service; endpoint for tests)",
 			"ca_cert":            "PEM roots for the token endpoint instead of the system roots",
 			"timeout":            "bound on each token request",
 		},
@@ -129,6 +140,7 @@ const (
 	ModeSecret      = "client_secret"
 	ModeCertificate = "client_certificate"
 	ModeFederated   = "federated"
+	ModeManaged     = "managed_identity"
 )
 
 // Provider is the "azure" provider. Its exported fields are its settings;
@@ -153,6 +165,9 @@ type Provider struct {
 	ClientCertificate *Certificate `yaml:"client_certificate"`
 	// Federated presents the workload's verified token as the assertion.
 	Federated *Federated `yaml:"federated"`
+	// ManagedIdentity gets the token of a managed identity of the Azure
+	// resource the gateway runs on, instead of an app registration's.
+	ManagedIdentity *ManagedIdentity `yaml:"managed_identity"`
 	// CACert is a PEM file of roots for the token endpoint, instead of the
 	// system roots.
 	CACert string `yaml:"ca_cert"`
@@ -168,6 +183,13 @@ type Provider struct {
 	signer   jwtsign.Signer
 	client   *http.Client
 	now      func() time.Time
+
+	// Managed identity state (managed.go).
+	miSource   string           // imds or app_service, auto resolved
+	miURL      string           // the token endpoint, without query
+	miHeader   providers.Secret // App Service's IDENTITY_HEADER
+	miResource string           // resource sent
+	retryBase  time.Duration    // the first backoff of a retry; tests shorten it
 }
 
 // SecretRef names another credential of the policy holding a secret.
@@ -252,6 +274,9 @@ func (p *Provider) Provision(context.Context) error {
 		}
 	case p.Federated != nil:
 		p.mode = ModeFederated
+	case p.ManagedIdentity != nil:
+		p.mode = ModeManaged
+		p.provisionManaged()
 	}
 	host := p.AuthorityHost
 	if h, ok := authorityHosts[strings.ToLower(host)]; ok {
@@ -268,16 +293,35 @@ func (p *Provider) Provision(context.Context) error {
 	}
 	p.client = c
 	p.cache = providers.NewScope("azure").AddList("settings", []string{p.mode, p.tokenURL, p.ClientID, p.scope}).String()
+	if p.mode == ModeManaged {
+		kind, id := p.ManagedIdentity.idKind()
+		p.cache = providers.NewScope("azure").AddList("settings", []string{p.mode, p.miSource, p.miURL, kind, id, p.miResource}).String()
+	}
 	return nil
 }
 
 // Validate checks the settings and says what to change.
 func (p *Provider) Validate() error {
 	n := 0
-	for _, set := range []bool{p.ClientSecret != nil, p.ClientCertificate != nil, p.Federated != nil} {
+	for _, set := range []bool{p.ClientSecret != nil, p.ClientCertificate != nil, p.Federated != nil, p.ManagedIdentity != nil} {
 		if set {
 			n++
 		}
+	}
+	if p.ManagedIdentity != nil && n == 1 {
+		if err := p.validateManaged(); err != nil {
+			return err
+		}
+		if (p.Resource == "") == (p.Scope == "") {
+			return errors.New("azure: set resource (e.g. https://storage.azure.com) or scope (e.g. https://graph.microsoft.com/.default), exactly one")
+		}
+		if p.Resource != "" && (strings.HasSuffix(p.Resource, "/.default") || strings.ContainsAny(p.Resource, " \t")) {
+			return fmt.Errorf("azure: resource %q must be an application ID URI without /.default", p.Resource)
+		}
+		if p.Scope != "" && (!strings.HasSuffix(p.Scope, "/.default") || strings.ContainsAny(p.Scope, " \t")) {
+			return fmt.Errorf("azure: scope %q must be one resource followed by /.default (a managed identity token is for one resource)", p.Scope)
+		}
+		return nil
 	}
 	switch {
 	case p.Tenant == "":
@@ -297,7 +341,7 @@ func (p *Provider) Validate() error {
 	case p.Resource != "" && (strings.HasSuffix(p.Resource, "/.default") || strings.ContainsAny(p.Resource, " \t")):
 		return fmt.Errorf("azure: resource %q must be an application ID URI without /.default (the gateway appends it)", p.Resource)
 	case n != 1:
-		return errors.New("azure: set exactly one of client_secret, client_certificate and federated (how the application authenticates)")
+		return errors.New("azure: set exactly one of client_secret, client_certificate, federated (how the application authenticates) and managed_identity (no application: the identity of the Azure resource the gateway runs on)")
 	}
 	if _, ok := authorityHosts[strings.ToLower(p.AuthorityHost)]; !ok {
 		if err := httpclient.CheckURL(p.AuthorityHost); err != nil {
@@ -394,6 +438,9 @@ func (p *Provider) Cleanup() error {
 
 // op names a fetch in errors.
 func (p *Provider) op() string {
+	if p.mode == ModeManaged {
+		return p.miOp()
+	}
 	return fmt.Sprintf("azure: token for client %s in tenant %s (%s, %s)", p.ClientID, p.Tenant, p.scope, p.mode)
 }
 
@@ -404,13 +451,20 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		if err == nil || !retry {
 			return cred, err
 		}
-		if ctx.Err() != nil || attempt >= retries {
+		maxRetries, base, limit := retries, 200*time.Millisecond, 2*time.Second
+		if p.mode == ModeManaged {
+			maxRetries, base, limit = miRetries, miRetryBase, miRetryLimit
+		}
+		if p.retryBase > 0 {
+			base, limit = p.retryBase, p.retryBase
+		}
+		if ctx.Err() != nil || attempt >= maxRetries {
 			if !errors.Is(err, providers.ErrUnavailable) {
 				err = fmt.Errorf("%w: %w", err, providers.ErrUnavailable)
 			}
 			return nil, err
 		}
-		if werr := backoff.Wait(ctx, 200*time.Millisecond, 2*time.Second, attempt+1); werr != nil {
+		if werr := backoff.Wait(ctx, base, limit, attempt+1); werr != nil {
 			return nil, err
 		}
 	}
@@ -418,6 +472,9 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 
 // fetchOnce makes one token request; retry reports a transient failure.
 func (p *Provider) fetchOnce(ctx context.Context, req providers.Request) (_ *providers.Credential, retry bool, _ error) {
+	if p.mode == ModeManaged {
+		return p.managedOnce(ctx)
+	}
 	form := url.Values{
 		"grant_type": {"client_credentials"},
 		"client_id":  {p.ClientID},
@@ -670,10 +727,7 @@ func (p *Provider) post(ctx context.Context, form url.Values) (_ *providers.Cred
 		if life == 0 {
 			life = 3599 * time.Second
 		}
-		exp := start.Add(life).Add(-expiryMargin)
-		if life <= 2*expiryMargin {
-			exp = start.Add(life / 2)
-		}
+		exp := cacheExpiry(start, start.Add(life))
 		return &providers.Credential{
 			Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},
 			Expiry: exp,
@@ -757,6 +811,9 @@ func (p *Provider) fix(ee entraError, sent time.Time, date string) string {
 
 // String describes the provider; it is what every fmt verb and slog print.
 func (p *Provider) String() string {
+	if p.mode == ModeManaged {
+		return fmt.Sprintf("azure(managed identity %s, %s, %s)", p.miSource, p.ManagedIdentity.describe(), p.miResource)
+	}
 	return fmt.Sprintf("azure(tenant %s, client %s, %s, %s)", p.Tenant, p.ClientID, p.scope, p.mode)
 }
 
@@ -774,6 +831,9 @@ func (p *Provider) LogValue() slog.Value { return slog.StringValue(p.String()) }
 // (providers.SourceChecker); a key read from the certificate's own file
 // is reported once.
 func (p *Provider) CheckSources() []providers.SourceProblem {
+	if p.mode == ModeManaged {
+		return p.checkManagedSources()
+	}
 	c := p.ClientCertificate
 	if c == nil {
 		return nil

@@ -496,7 +496,7 @@ func TestConformance(t *testing.T) {
 func TestCacheScopeClass(t *testing.T) {
 	providertest.CheckScopes(t, providertest.ScopeCheck{
 		Fixed: []string{"tenant", "client_id", "resource", "scope", "authority_host", "client_secret", "client_certificate",
-			"federated", "ca_cert", "timeout"},
+			"federated", "managed_identity", "ca_cert", "timeout"},
 		New: func(t *testing.T, _ map[string]string) providers.Provider {
 			return providertest.Load(t, azure.Name, "tenant: t\nclient_id: c\nresource: r\nfederated: {}\n")
 		},
