@@ -4,7 +4,8 @@
 // Datadog (any host of a Datadog site). Each checks credentials where its
 // service documents them and answers as it would:
 //
-//   - Stripe: "Authorization: Bearer <secret key>" (401 otherwise), and
+//   - Stripe: "Authorization: Bearer <secret key>" (401 otherwise), a
+//     Stripe-Version, when sent, of Stripe's form (400 otherwise), and
 //     records Stripe-Account, Stripe-Version and Idempotency-Key;
 //   - Twilio: HTTP Basic with an API key SID and secret (or the Account
 //     SID and auth token), and the Account SID in the path
@@ -12,7 +13,8 @@
 //     credentials are for (401 / 404 otherwise);
 //   - Slack: oauth.v2.access with grant_type=refresh_token issues a new
 //     access token and a new refresh token, and the refresh token used
-//     stops working (single-use, like Slack's rotation); Web API methods
+//     stops working (single-use, like Slack's rotation); an issued access
+//     token stops working at its expires_in (token_expired); Web API methods
 //     take the token as Bearer or in the token field of a form body
 //     ({"ok":false,"error":"invalid_auth"} otherwise);
 //   - Datadog: GET /api/v1/validate checks DD-API-KEY; other /api/ calls
@@ -32,12 +34,19 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/credgate/credgate/internal/fakekit"
 )
+
+// stripeVersion is a Stripe-Version as Stripe documents it ("Versioning",
+// docs.stripe.com/api/versioning): a release date, with the release's
+// name since 2024-09-30 ("2024-09-30.acacia"). Stripe answers 400 to any
+// other value.
+var stripeVersion = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?$`)
 
 // Options configure the fake's accounts and keys.
 type Options struct {
@@ -58,6 +67,8 @@ type Options struct {
 	// (default 12 h).
 	SlackClientID, SlackClientSecret, SlackRefreshToken, SlackBotToken string
 	SlackTokenLifetime                                                 time.Duration
+	// Now is the fake's clock, for Slack token expiry; default time.Now.
+	Now func() time.Time
 	// OnSlackRefresh, if set, is told each refresh token the fake issues
 	// (a test standing in for an operator who stores it in a source).
 	OnSlackRefresh func(refreshToken string)
@@ -90,8 +101,8 @@ type Fake struct {
 
 	mu        sync.Mutex
 	seen      []Seen
-	refresh   map[string]bool // valid Slack refresh tokens
-	access    map[string]bool // valid Slack access tokens
+	refresh   map[string]bool      // valid Slack refresh tokens
+	access    map[string]time.Time // valid Slack access tokens, by expiry
 	refreshes int
 	spent     []string // used refresh tokens
 	n         int
@@ -102,7 +113,10 @@ func New(opts Options) *Fake {
 	if opts.SlackTokenLifetime == 0 {
 		opts.SlackTokenLifetime = 12 * time.Hour
 	}
-	f := &Fake{opts: opts, refresh: map[string]bool{}, access: map[string]bool{}}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	f := &Fake{opts: opts, refresh: map[string]bool{}, access: map[string]time.Time{}}
 	if opts.SlackRefreshToken != "" {
 		f.refresh[opts.SlackRefreshToken] = true
 	}
@@ -210,6 +224,11 @@ func (f *Fake) stripe(w http.ResponseWriter, r *http.Request) {
 			"type": "invalid_request_error", "message": "Invalid API Key provided"}})
 		return
 	}
+	if v := r.Header.Get("Stripe-Version"); v != "" && !stripeVersion.MatchString(v) {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
+			"type": "invalid_request_error", "message": "Invalid Stripe API version: " + v}})
+		return
+	}
 	if !strings.HasPrefix(r.URL.Path, "/v1/customers") {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "Unrecognized request URL"}})
 		return
@@ -220,7 +239,10 @@ func (f *Fake) stripe(w http.ResponseWriter, r *http.Request) {
 
 // twilio checks Basic credentials and the account in the path.
 func (f *Fake) twilio(w http.ResponseWriter, r *http.Request) {
-	_ = r.ParseForm()
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 20001, "message": "Invalid form body", "status": 400})
+		return
+	}
 	user, pass, hasBasic := r.BasicAuth()
 	o := f.opts
 	authOK := hasBasic && ((o.TwilioKeySID != "" && user == o.TwilioKeySID && pass == o.TwilioKeySecret) ||
@@ -272,9 +294,18 @@ func (f *Fake) slack(w http.ResponseWriter, r *http.Request) {
 		in, tok = "form", form
 	}
 	f.mu.Lock()
-	ok := tok != "" && (f.access[tok] || tok == f.opts.SlackBotToken)
+	exp, rotating := f.access[tok]
 	f.mu.Unlock()
+	// A rotating token stops working at its expiry ("Using token
+	// rotation", api.slack.com: token_expired); the bot token does not
+	// rotate.
+	expired := rotating && !f.opts.Now().Before(exp)
+	ok := tok != "" && ((rotating && !expired) || tok == f.opts.SlackBotToken)
 	f.record(Seen{Service: "slack", Method: r.Method, Path: r.URL.EscapedPath(), OK: ok, TokenIn: in, Header: r.Header.Clone()})
+	if expired {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": "token_expired"})
+		return
+	}
 	if !ok {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": "invalid_auth"})
 		return
@@ -325,7 +356,7 @@ func (f *Fake) slackRefresh(w http.ResponseWriter, r *http.Request) {
 	f.refreshes++
 	access := fmt.Sprintf("xoxe.xoxb-1-saastest-%d-%s", f.n, base64.RawURLEncoding.EncodeToString([]byte(rt))[:8])
 	next := fmt.Sprintf("xoxe-1-saastest-%d", f.n)
-	f.access[access] = true
+	f.access[access] = f.opts.Now().Add(f.opts.SlackTokenLifetime)
 	f.refresh[next] = true
 	f.mu.Unlock()
 	if f.opts.OnSlackRefresh != nil {
