@@ -23,6 +23,8 @@ func TestFakeRefusesWrongCredentials(t *testing.T) {
 		TwilioAccountSID: "AC0123", TwilioKeySID: "SK0123", TwilioKeySecret: "key-secret", TwilioAuthToken: "auth-token",
 		SlackBotToken: "xoxb-right",
 		DatadogAPIKey: "dd-api", DatadogAppKey: "dd-app",
+		AtlassianEmail: "ops@acme.example", AtlassianToken: "atl-right", ShopifyToken: "shpat_right",
+		PagerDutyToken: "pd-right", GitHubPAT: "github_pat_right", AzureOpenAIKey: "aoai-right",
 	})
 	t.Cleanup(f.Close)
 	client := f.Client()
@@ -59,6 +61,22 @@ func TestFakeRefusesWrongCredentials(t *testing.T) {
 		{"stripe a second Stripe-Account", "api.stripe.com", "GET", "/v1/customers/cus_1", "", h{"Authorization": "Bearer sk_test_right", "Stripe-Account": "acct_1", "+Stripe-Account": "acct_2"}, [2]string{}, 400, "more than once"},
 		{"twilio malformed form body", "api.twilio.com", "POST", "/2010-04-01/Accounts/AC0123/Messages.json", "To=%zz", h{"Content-Type": "application/x-www-form-urlencoded"}, [2]string{"SK0123", "key-secret"}, 400, ""},
 		{"datadog a second DD-API-KEY", "api.datadoghq.eu", "GET", "/api/v1/validate", "", h{"DD-API-KEY": "dd-api", "+DD-API-KEY": "client"}, [2]string{}, 400, "more than once"},
+		{"atlassian right token", "acme.atlassian.net", "GET", "/rest/api/3/myself", "", nil, [2]string{"ops@acme.example", "atl-right"}, 200, ""},
+		{"atlassian another e-mail", "acme.atlassian.net", "GET", "/rest/api/3/myself", "", nil, [2]string{"eve@acme.example", "atl-right"}, 401, "authenticated"},
+		{"atlassian token as Bearer", "acme.atlassian.net", "GET", "/rest/api/3/myself", "", h{"Authorization": "Bearer atl-right"}, [2]string{}, 401, ""},
+		{"shopify right token", "acme.myshopify.com", "GET", "/admin/api/2025-01/shop.json", "", h{"X-Shopify-Access-Token": "shpat_right"}, [2]string{}, 200, ""},
+		{"shopify token as Bearer", "acme.myshopify.com", "GET", "/admin/api/2025-01/shop.json", "", h{"Authorization": "Bearer shpat_right"}, [2]string{}, 401, "Invalid API key"},
+		{"shopify wrong token", "acme.myshopify.com", "GET", "/admin/api/2025-01/shop.json", "", h{"X-Shopify-Access-Token": "shpat_wrong"}, [2]string{}, 401, ""},
+		{"pagerduty right token", "api.pagerduty.com", "GET", "/incidents", "", h{"Authorization": "Token token=pd-right"}, [2]string{}, 200, ""},
+		{"pagerduty token as Bearer", "api.pagerduty.com", "GET", "/incidents", "", h{"Authorization": "Bearer pd-right"}, [2]string{}, 401, "Authentication failed"},
+		{"github PAT as Bearer", "api.github.com", "GET", "/user", "", h{"Authorization": "Bearer github_pat_right"}, [2]string{}, 200, ""},
+		{"github PAT as token", "api.github.com", "GET", "/user", "", h{"Authorization": "token github_pat_right"}, [2]string{}, 200, ""},
+		{"github wrong PAT", "api.github.com", "GET", "/user", "", h{"Authorization": "Bearer github_pat_wrong"}, [2]string{}, 401, "Bad credentials"},
+		{"github a second Authorization", "api.github.com", "GET", "/user", "", h{"Authorization": "Bearer github_pat_right", "+Authorization": "token placeholder"}, [2]string{}, 400, "more than once"},
+		{"azure openai right key", "acme.openai.azure.com", "POST", "/openai/deployments/gpt/chat/completions?api-version=2024-10-21", "{}", h{"Api-Key": "aoai-right"}, [2]string{}, 200, ""},
+		{"azure openai no api-version", "acme.openai.azure.com", "POST", "/openai/deployments/gpt/chat/completions", "{}", h{"Api-Key": "aoai-right"}, [2]string{}, 404, "Resource not found"},
+		{"azure openai wrong key", "acme.openai.azure.com", "POST", "/openai/deployments/gpt/chat/completions?api-version=2024-10-21", "{}", h{"Api-Key": "aoai-wrong"}, [2]string{}, 401, "Access denied"},
+		{"azure openai a second api-key", "acme.openai.azure.com", "POST", "/openai/deployments/gpt/chat/completions?api-version=2024-10-21", "{}", h{"Api-Key": "aoai-right", "+Api-Key": "placeholder"}, [2]string{}, 400, "more than once"},
 		{"datadog keys swapped", "api.datadoghq.eu", "GET", "/api/v1/monitor", "", h{"DD-API-KEY": "dd-app", "DD-APPLICATION-KEY": "dd-api"}, [2]string{}, 403, ""},
 	}
 	for _, tt := range tests {

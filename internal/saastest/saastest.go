@@ -20,6 +20,19 @@
 //   - Datadog: GET /api/v1/validate checks DD-API-KEY; other /api/ calls
 //     need DD-API-KEY and DD-APPLICATION-KEY (403 otherwise).
 //
+// It also checks the services the catalogue reaches through generic
+// injectors, each where its documentation puts the credential:
+//
+//   - Atlassian Cloud (*.atlassian.net): HTTP Basic email:API token;
+//   - Shopify Admin API (*.myshopify.com, /admin/api/...):
+//     X-Shopify-Access-Token;
+//   - PagerDuty REST API (api.pagerduty.com): "Authorization: Token
+//     token=KEY";
+//   - GitHub with a personal access token (api.github.com): "Bearer PAT"
+//     or "token PAT";
+//   - Azure OpenAI (*.openai.azure.com): the api-key header and an
+//     api-version query parameter (404 "Resource not found" without it).
+//
 // It exists so that the plugins' tests and e2e drive real clients
 // (stripe-go, twilio-go, slack-go) against a peer that verifies them.
 package saastest
@@ -75,6 +88,12 @@ type Options struct {
 
 	// DatadogAPIKey and DatadogAppKey are the keys Datadog accepts.
 	DatadogAPIKey, DatadogAppKey string
+
+	// The services the catalogue reaches with generic injectors (no
+	// plugin): AtlassianEmail and AtlassianToken (Basic), ShopifyToken
+	// (X-Shopify-Access-Token), PagerDutyToken ("Token token="),
+	// GitHubPAT (Bearer or token) and AzureOpenAIKey (api-key).
+	AtlassianEmail, AtlassianToken, ShopifyToken, PagerDutyToken, GitHubPAT, AzureOpenAIKey string
 }
 
 // Seen is one API request as the fake saw it.
@@ -197,6 +216,9 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		f.slack(w, r)
 	case strings.HasSuffix(host, ".datadoghq.com") || strings.HasSuffix(host, ".datadoghq.eu") || strings.HasSuffix(host, ".ddog-gov.com"):
 		f.datadog(w, r)
+	case strings.HasSuffix(host, ".atlassian.net"), strings.HasSuffix(host, ".myshopify.com"), host == "api.pagerduty.com",
+		host == "api.github.com", strings.HasSuffix(host, ".openai.azure.com"):
+		f.generic(w, r, host)
 	case strings.HasPrefix(r.URL.Path, "/api/"):
 		// Slack on the server's own address, for the provider's tests
 		// that reach the token endpoint by IP.
@@ -384,4 +406,51 @@ func (f *Fake) datadog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": []any{}})
+}
+
+// generic checks the services reached by generic injectors: the
+// credential where each documents it, nothing else accepted, and
+// answers each one's own refusal.
+func (f *Fake) generic(w http.ResponseWriter, r *http.Request, host string) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	o := f.opts
+	auth := r.Header.Get("Authorization")
+	var service string
+	var ok bool
+	var status = http.StatusUnauthorized
+	var refusal any
+	switch {
+	case strings.HasSuffix(host, ".atlassian.net"):
+		service = "atlassian"
+		user, pass, basic := r.BasicAuth()
+		ok = basic && o.AtlassianToken != "" && user == o.AtlassianEmail && pass == o.AtlassianToken
+		refusal = map[string]any{"errorMessages": []string{"Client must be authenticated to access this resource."}}
+	case strings.HasSuffix(host, ".myshopify.com"):
+		service = "shopify"
+		ok = o.ShopifyToken != "" && r.Header.Get("X-Shopify-Access-Token") == o.ShopifyToken &&
+			auth == "" && strings.HasPrefix(r.URL.Path, "/admin/api/")
+		refusal = map[string]any{"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
+	case host == "api.pagerduty.com":
+		service = "pagerduty"
+		ok = o.PagerDutyToken != "" && auth == "Token token="+o.PagerDutyToken
+		refusal = map[string]any{"error": map[string]any{"message": "Authentication failed", "code": 2006}}
+	case host == "api.github.com":
+		service = "github"
+		ok = o.GitHubPAT != "" && (auth == "Bearer "+o.GitHubPAT || auth == "token "+o.GitHubPAT)
+		refusal = map[string]any{"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
+	default:
+		service = "azure-openai"
+		ok = o.AzureOpenAIKey != "" && r.Header.Get("Api-Key") == o.AzureOpenAIKey && auth == ""
+		refusal = map[string]any{"error": map[string]any{"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
+		if ok && r.URL.Query().Get("api-version") == "" {
+			ok, status = false, http.StatusNotFound
+			refusal = map[string]any{"error": map[string]any{"code": "404", "message": "Resource not found"}}
+		}
+	}
+	f.record(Seen{Service: service, Method: r.Method, Path: r.URL.EscapedPath(), OK: ok, Header: r.Header.Clone()})
+	if !ok {
+		writeJSON(w, status, refusal)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"service": service, "path": r.URL.Path})
 }
