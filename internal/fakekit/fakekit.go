@@ -27,7 +27,7 @@ import (
 // or hang up, are expected in tests. A request that repeats one of
 // CredentialFields is answered 400 before h sees it.
 func StartTLS(h http.Handler, cert *tls.Certificate) *httptest.Server {
-	srv := httptest.NewUnstartedServer(refuseRepeated(h))
+	srv := httptest.NewUnstartedServer(RefuseRepeated(h))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if cert != nil {
 		srv.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}

@@ -42,9 +42,10 @@ func RepeatedField(h http.Header) string {
 	return ""
 }
 
-// refuseRepeated answers 400 to a request that repeats a credential
-// field, and passes every other request to next.
-func refuseRepeated(next http.Handler) http.Handler {
+// RefuseRepeated answers 400 to a request that repeats a credential
+// field, and passes every other request to next. StartTLS wraps every
+// fake in it; a fake served otherwise (plain HTTP) wraps itself.
+func RefuseRepeated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if name := RepeatedField(r.Header); name != "" {
 			http.Error(w, fmt.Sprintf("fakekit: header %s sent more than once; it is a singleton field (RFC 9110 §5.3)", name), http.StatusBadRequest)
