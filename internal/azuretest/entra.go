@@ -445,6 +445,11 @@ func (e *Entra) verifyAssertion(app App, raw, tokenURL string) (method, subject 
 	if len(keys) == 0 {
 		return "", "", &entraError{400, "invalid_request", 5002738, "Key was not found in the issuer's JWKS."}
 	}
+	// A key that names its algorithm (RFC 7517 §4.4, "alg") verifies
+	// only that one: RS512 by an RS256 key is a forgery of the header.
+	if ka := keys[0].Algorithm; ka != "" && ka != alg {
+		return "", "", &entraError{400, "invalid_request", 5002738, "Federated assertion alg " + alg + " is not the key's " + ka + "."}
+	}
 	if _, _, err := jwtsign.Verify(raw, alg, keys[0].Key); err != nil {
 		return "", "", &entraError{400, "invalid_request", 5002738, "Federated assertion failed signature validation."}
 	}

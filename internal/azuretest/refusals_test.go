@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/credgate/credgate/internal/azuretest"
 	"github.com/credgate/credgate/internal/fakekit"
 )
@@ -271,4 +273,55 @@ func TestStorageRefusesWhatAzureRefuses(t *testing.T) {
 	if code := bearer(storageTok, "2025-05-05"); code != http.StatusForbidden {
 		t.Errorf("an expired token: %d, want 403", code)
 	}
+}
+
+// TestEntraRefusesForgedFederatedTokens: a federated identity credential
+// ("Workload identity federation") admits a token of its issuer whose
+// sub and aud match, signed by the key its kid names in the issuer's
+// JWKS, and current; forged signatures, another issuer, subject or
+// audience, an expired token and an unknown or missing kid are refused.
+func TestEntraRefusesForgedFederatedTokens(t *testing.T) {
+	clk := &clock{now: time.Unix(1_800_000_000, 0)}
+	e := azuretest.NewEntra(azuretest.EntraOptions{Now: clk.Now})
+	t.Cleanup(e.Close)
+	key := fakekit.RSAKey(t)
+	const issuer, subject = "https://oidc.example/cluster", "system:serviceaccount:egress:credgate"
+	e.AddApp(azuretest.App{Tenant: "contoso", ClientID: "app-1", Federated: []azuretest.FederatedCredential{{
+		Issuer: issuer, Subject: subject,
+		JWKS: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "fk", Algorithm: "RS256", Use: "sig"}}},
+	}}})
+	assert := func(tok string) int {
+		t.Helper()
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"app-1"}, "scope": {"https://storage.azure.com/.default"},
+			"client_assertion_type": {azuretest.AssertionTypeJWT}, "client_assertion": {tok}}
+		resp, err := e.Client().Post(e.TokenURL("contoso"), "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	now := clk.Now()
+	valid := map[string]any{"iss": issuer, "sub": subject, "aud": azuretest.FederatedAudience,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	kid := map[string]any{"kid": "fk"}
+	if code := assert(fakekit.SignRS256(t, key, valid, kid)); code != http.StatusOK {
+		t.Fatalf("a valid federated token: %d; refused %q", code, e.Refused())
+	}
+	forged, err := fakekit.RefusedTokens(valid, key, kid, []fakekit.ClaimChange{
+		{Name: "another issuer", Claim: "iss", Value: "https://evil.example"},
+		{Name: "another subject", Claim: "sub", Value: "system:serviceaccount:egress:other"},
+		{Name: "another audience", Claim: "aud", Value: "api://other"},
+		{Name: "expired beyond the skew", Claim: "exp", Value: now.Add(-6 * time.Minute).Unix()},
+		{Name: "no exp", Claim: "exp", Value: nil},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged = append(forged,
+		fakekit.Forgery{Name: "kid of no key in the JWKS", Token: fakekit.SignRS256(t, key, valid, map[string]any{"kid": "other"})},
+		fakekit.Forgery{Name: "no kid", Token: fakekit.SignRS256(t, key, valid, nil)},
+	)
+	fakekit.ExpectRefused(t, forged, assert, http.StatusBadRequest, http.StatusUnauthorized)
 }
