@@ -5,12 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/internal/oauth2test"
 )
 
@@ -50,9 +49,9 @@ type authOrigin struct {
 func startAuthOrigin(t *testing.T, by map[string]introspector) *authOrigin {
 	t.Helper()
 	o := &authOrigin{by: by}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(o.serve))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{originLeaf}}
-	srv.StartTLS()
+	// A second Authorization beside the injected one is refused (400),
+	// as by every fake: Header.Get below reads only the first.
+	srv := fakekit.StartTLS(http.HandlerFunc(o.serve), &originLeaf)
 	t.Cleanup(srv.Close)
 	o.addr = srv.Listener.Addr().String()
 	return o

@@ -30,8 +30,9 @@
 // Container, Put Blob, Get Blob, Get Blob Properties, Delete Blob and
 // List Blobs, enough for azblob's client. Every request must carry
 // Authorization "SharedKey ACCOUNT:SIGNATURE", recomputed over the
-// documented StringToSign with the account key, and an x-ms-date within 15
-// minutes; or, with Options.CheckBearer, an Entra bearer token.
+// documented StringToSign with the account key, an x-ms-version and an
+// x-ms-date within 15 minutes; or, with Options.CheckBearer, an Entra
+// bearer token and an x-ms-version of 2017-11-09 or later.
 //
 // The package is test machinery, hence under internal/.
 package azuretest
@@ -373,6 +374,10 @@ func (e *Entra) verifyAssertion(app App, raw, tokenURL string) (method, subject 
 	thumb, isCert := hdr["x5t#S256"].(string)
 	maxLife := time.Duration(0) // a federated token's lifetime is its issuer's business
 	if isCert {
+		// Stricter than Entra, which "currently places no restriction
+		// on the exp time" but asks for at most 5-10 minutes after nbf
+		// ("Certificate credentials"): an hour still refuses a signer
+		// that mints long-lived assertions.
 		maxLife = time.Hour
 	}
 	if !timeOK(claims, now, skew, maxLife) {
@@ -439,6 +444,11 @@ func (e *Entra) verifyAssertion(app App, raw, tokenURL string) (method, subject 
 	keys := fc.JWKS.Key(kid)
 	if len(keys) == 0 {
 		return "", "", &entraError{400, "invalid_request", 5002738, "Key was not found in the issuer's JWKS."}
+	}
+	// A key that names its algorithm (RFC 7517 §4.4, "alg") verifies
+	// only that one: RS512 by an RS256 key is a forgery of the header.
+	if ka := keys[0].Algorithm; ka != "" && ka != alg {
+		return "", "", &entraError{400, "invalid_request", 5002738, "Federated assertion alg " + alg + " is not the key's " + ka + "."}
 	}
 	if _, _, err := jwtsign.Verify(raw, alg, keys[0].Key); err != nil {
 		return "", "", &entraError{400, "invalid_request", 5002738, "Federated assertion failed signature validation."}

@@ -27,6 +27,10 @@ import (
 // MaxDateSkew is how far x-ms-date may be from the server's clock.
 const MaxDateSkew = 15 * time.Minute
 
+// MinBearerVersion is the first x-ms-version with which the storage
+// services accept an Entra bearer token.
+const MinBearerVersion = "2017-11-09"
+
 // StorageOptions configure a Storage fake.
 type StorageOptions struct {
 	// Certificate is the TLS certificate; default httptest's.
@@ -201,6 +205,11 @@ func serviceKey(name string) string {
 func (s *Storage) authenticate(r *http.Request) (string, error) {
 	auth := r.Header.Get("Authorization")
 	if tok, ok := strings.CutPrefix(auth, "Bearer "); ok && s.opts.CheckBearer != nil {
+		// "Authorize with Microsoft Entra ID" (Storage REST API): an OAuth
+		// token is accepted from service version 2017-11-09 on.
+		if v := r.Header.Get("x-ms-version"); v < MinBearerVersion {
+			return "", fmt.Errorf("x-ms-version %q: a bearer token needs version %s or later", v, MinBearerVersion)
+		}
 		if err := s.opts.CheckBearer(tok); err != nil {
 			return "", fmt.Errorf("bearer token refused: %w", err)
 		}

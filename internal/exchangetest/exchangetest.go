@@ -9,9 +9,10 @@
 //     hex(HMAC-SHA256(secretKey, totalParams)), where totalParams is the
 //     query string (without signature) concatenated with the request
 //     body; a timestamp parameter in milliseconds within recvWindow
-//     (default 5000 ms) of the server's clock and at most 1000 ms ahead.
-//     Errors: 401 {"code":-2014/-2015}, 400 {"code":-1022} (signature),
-//     400 {"code":-1021} (timestamp).
+//     (default 5000 ms, at most 60000) of the server's clock and at most
+//     1000 ms ahead. Errors: 401 {"code":-2014/-2015}, 400 {"code":-1022}
+//     (signature), 400 {"code":-1021} (timestamp), 400 {"code":-1131}
+//     (recvWindow over 60000).
 //   - OKX (REST "Authentication", the same scheme as Coinbase Exchange
 //     with a raw secret): OK-ACCESS-KEY, OK-ACCESS-PASSPHRASE,
 //     OK-ACCESS-TIMESTAMP (ISO 8601 UTC with milliseconds, within 30 s),
@@ -48,6 +49,9 @@ import (
 
 	"github.com/credgate/credgate/internal/fakekit"
 )
+
+// MaxRecvWindow is the widest recvWindow Binance accepts, in ms.
+const MaxRecvWindow = 60000
 
 // Options configure a Server.
 type Options struct {
@@ -196,6 +200,11 @@ func (s *Server) binance(r *http.Request, body []byte) (int, string, string) {
 	if rw := q.Get("recvWindow"); rw != "" {
 		if window, err = strconv.ParseInt(rw, 10, 64); err != nil {
 			return http.StatusBadRequest, "-1100", "Illegal characters found in parameter 'recvWindow'."
+		}
+		// "Timing security" (developers.binance.com, Endpoint security
+		// type): recvWindow may widen the window, but not past 60000 ms.
+		if window <= 0 || window > MaxRecvWindow {
+			return http.StatusBadRequest, "-1131", "recvWindow must be less than 60000"
 		}
 	}
 	now := s.opts.Now().UnixMilli()

@@ -24,9 +24,10 @@ import (
 // StartTLS serves h over TLS on 127.0.0.1 with cert (nil: httptest's own
 // certificate) and returns the started server; the caller closes it. The
 // server's error log is discarded: clients that refuse the certificate,
-// or hang up, are expected in tests.
+// or hang up, are expected in tests. A request that repeats one of
+// CredentialFields is answered 400 before h sees it.
 func StartTLS(h http.Handler, cert *tls.Certificate) *httptest.Server {
-	srv := httptest.NewUnstartedServer(h)
+	srv := httptest.NewUnstartedServer(RefuseRepeated(h))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if cert != nil {
 		srv.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}

@@ -41,3 +41,41 @@ func TestStartTLS(t *testing.T) {
 		t.Errorf("status %d, want 404 over TLS and a PEM certificate", resp.StatusCode)
 	}
 }
+
+// TestStartTLSRefusesRepeatedCredentialFields: every fake started by
+// StartTLS answers 400 to a request carrying a credential field twice
+// (the client's and an injected one side by side), whichever field it
+// is, and lets one copy of each through.
+func TestStartTLSRefusesRepeatedCredentialFields(t *testing.T) {
+	srv := fakekit.StartTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
+	t.Cleanup(srv.Close)
+	send := func(h http.Header) int {
+		t.Helper()
+		r, err := http.NewRequest("GET", srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header = h
+		resp, err := srv.Client().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	once := http.Header{}
+	for _, name := range fakekit.CredentialFields {
+		once.Set(name, "v1")
+	}
+	if code := send(once); code != http.StatusOK {
+		t.Fatalf("one of each credential field: %d, want 200", code)
+	}
+	for _, name := range fakekit.CredentialFields {
+		h := http.Header{}
+		h.Add(name, "client-value")
+		h.Add(name, "injected-value")
+		if code := send(h); code != http.StatusBadRequest {
+			t.Errorf("%s twice: %d, want 400", name, code)
+		}
+	}
+}

@@ -18,9 +18,9 @@ import (
 
 // SignJWT signs claims as a compact JWS with key, written here apart from
 // providers/jwtsign so that the tests of a fake do not sign with the code
-// the fake verifies with. alg is RS256 or RS512 (key an *rsa.PrivateKey),
-// HS256 (key a []byte) or none (key ignored, empty signature). extra adds
-// header fields (kid, x5t#S256, ...).
+// the fake verifies with. alg is RS256, RS512 or PS256 (key an
+// *rsa.PrivateKey), HS256 (key a []byte) or none (key ignored, empty
+// signature). extra adds header fields (kid, x5t#S256, ...).
 func SignJWT(alg string, key any, claims map[string]any, extra map[string]any) (string, error) {
 	header := map[string]any{"alg": alg, "typ": "JWT"}
 	maps.Copy(header, extra)
@@ -56,6 +56,15 @@ func SignJWT(alg string, key any, claims map[string]any, extra map[string]any) (
 			h, digest = crypto.SHA512, s[:]
 		}
 		if sig, err = rsa.SignPKCS1v15(rand.Reader, k, h, digest); err != nil {
+			return "", err
+		}
+	case "PS256":
+		k, ok := key.(*rsa.PrivateKey)
+		if !ok {
+			return "", fmt.Errorf("fakekit: PS256 needs an *rsa.PrivateKey")
+		}
+		sum := sha256.Sum256([]byte(input))
+		if sig, err = rsa.SignPSS(rand.Reader, k, crypto.SHA256, sum[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}); err != nil {
 			return "", err
 		}
 	default:

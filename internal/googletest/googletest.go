@@ -562,6 +562,13 @@ func (s *Server) verifySubject(pool Pool, raw string) (sub, refusal string) {
 	if err != nil {
 		return "", "Unable to parse the ID Token."
 	}
+	// A key that names its algorithm (RFC 7517 §4.4) verifies only that
+	// one; go-jose picks the key by kid but does not compare the two.
+	if h := tok.Headers[0]; len(pool.JWKS.Key(h.KeyID)) > 0 {
+		if ka := pool.JWKS.Key(h.KeyID)[0].Algorithm; ka != "" && ka != h.Algorithm {
+			return "", "Invalid ID Token signature."
+		}
+	}
 	var c jwt.Claims
 	if err := tok.Claims(pool.JWKS, &c); err != nil {
 		return "", "Invalid ID Token signature."

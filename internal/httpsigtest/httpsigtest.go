@@ -4,7 +4,8 @@
 // the request it received, checks the signature with the public key (or
 // HMAC secret) registered for the keyid, the created/expires window, that
 // the components it requires are covered, and that Content-Digest is the
-// digest of the body it read. It is the server side of the tests of the
+// digest of the body it read (in an algorithm it supports), and that a
+// query is covered. It is the server side of the tests of the
 // httpsig injector; it shares no code with it.
 package httpsigtest
 
@@ -33,6 +34,8 @@ import (
 	"time"
 
 	"github.com/dunglas/httpsfv"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // Key verifies signatures made with one keyid.
@@ -50,8 +53,9 @@ type Verifier struct {
 	// Keys maps keyids to keys.
 	Keys map[string]Key
 	// Required lists components every signature must cover. Default
-	// @method, @authority, @path and, for a request with a body,
-	// content-digest.
+	// @method, @authority, @path, for a request with a body
+	// content-digest, and for a request with a query @query (or
+	// @target-uri or @request-target, which contain it).
 	Required []string
 	// MaxAge bounds how old created may be (default 5 minutes); created
 	// may be at most a minute in the future.
@@ -163,6 +167,17 @@ func (v *Verifier) verifyOne(r *http.Request, body []byte, label string, il http
 			return "", fmt.Errorf("signature %s: %s is not covered (covered: %s)", label, want, strings.Join(covered, " "))
 		}
 	}
+	// A query the signature does not cover could be changed in flight
+	// without breaking it: RFC 9421 §7.2.1 (insufficient coverage) has
+	// the verifier require what its application needs, and an API's
+	// query selects what the request does. So a request with a query
+	// needs @query, or a component that contains it (@target-uri,
+	// @request-target).
+	if v.Required == nil && r.URL.RawQuery != "" && !slices.ContainsFunc(covered, func(c string) bool {
+		return c == "@query" || c == "@target-uri" || c == "@request-target"
+	}) {
+		return "", fmt.Errorf("signature %s: the request has a query and @query is not covered (covered: %s)", label, strings.Join(covered, " "))
+	}
 	params, err := httpsfv.Marshal(httpsfv.List{il})
 	if err != nil {
 		return "", err
@@ -237,6 +252,7 @@ func checkDigest(r *http.Request, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("the Content-Digest header is not a structured-field dictionary: %w", err)
 	}
+	known := 0
 	for _, alg := range d.Names() {
 		m, _ := d.Get(alg)
 		it, _ := m.(httpsfv.Item)
@@ -252,9 +268,16 @@ func checkDigest(r *http.Request, body []byte) error {
 		default:
 			continue
 		}
+		known++
 		if !hmac.Equal(got, want) {
 			return fmt.Errorf("the Content-Digest %s does not match the %d-byte body received", alg, len(body))
 		}
+	}
+	// RFC 9530 §2: a recipient that supports none of the algorithms
+	// cannot check the body; a signed Content-Digest of only unknown
+	// algorithms would leave the body unverified.
+	if known == 0 {
+		return fmt.Errorf("the Content-Digest names no supported algorithm (sha-256, sha-512)")
 	}
 	return nil
 }
@@ -332,11 +355,7 @@ type Server struct {
 // NewServer starts a Server with cert (nil: httptest's own) and v.
 func NewServer(cert *tls.Certificate, v *Verifier) *Server {
 	s := &Server{v: v}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	if cert != nil {
-		s.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
-	}
-	s.StartTLS()
+	s.Server = fakekit.StartTLS(http.HandlerFunc(s.serve), cert)
 	s.Addr = s.Listener.Addr().(*net.TCPAddr).String()
 	return s
 }

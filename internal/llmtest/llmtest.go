@@ -9,7 +9,8 @@
 //     401 {"error":{"code":"invalid_api_key",...}}. Serves POST
 //     /v1/chat/completions and GET /v1/models.
 //   - Anthropic (api.anthropic.com): x-api-key and an anthropic-version
-//     header (400 without one). 401 {"type":"error","error":{"type":
+//     header naming a documented version (400 without one or with
+//     another). 401 {"type":"error","error":{"type":
 //     "authentication_error",...}}. Serves POST /v1/messages.
 //   - Gemini (generativelanguage.googleapis.com): x-goog-api-key or
 //     ?key=. 400 {"error":{"status":"INVALID_ARGUMENT",...
@@ -26,11 +27,17 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/credgate/credgate/internal/fakekit"
 )
+
+// AnthropicVersions are the anthropic-version values the API documents
+// ("Versions", docs.anthropic.com: 2023-06-01, and 2023-01-01 the
+// initial release); any other value is refused with 400.
+var AnthropicVersions = []string{"2023-06-01", "2023-01-01"}
 
 // Options configure a Server.
 type Options struct {
@@ -165,6 +172,10 @@ func (s *Server) anthropic(w http.ResponseWriter, r *http.Request) {
 	}
 	if x.Version == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "anthropic-version: header is required"}})
+		return
+	}
+	if !slices.Contains(AnthropicVersions, x.Version) {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "anthropic-version: " + x.Version + " is not a valid version"}})
 		return
 	}
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {

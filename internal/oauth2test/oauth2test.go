@@ -41,6 +41,8 @@ import (
 	"github.com/go-oauth2/oauth2/v4/models"
 	"github.com/go-oauth2/oauth2/v4/server"
 	"github.com/go-oauth2/oauth2/v4/store"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // Grant type URNs.
@@ -106,7 +108,7 @@ func New(opts Options) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", s.token)
 	mux.HandleFunc("/introspect", s.introspect)
-	s.http = httptest.NewServer(mux)
+	s.http = httptest.NewServer(fakekit.RefuseRepeated(mux))
 	s.URL = s.http.URL
 	return s
 }

@@ -4,7 +4,8 @@
 // Datadog (any host of a Datadog site). Each checks credentials where its
 // service documents them and answers as it would:
 //
-//   - Stripe: "Authorization: Bearer <secret key>" (401 otherwise), and
+//   - Stripe: "Authorization: Bearer <secret key>" (401 otherwise), a
+//     Stripe-Version, when sent, of Stripe's form (400 otherwise), and
 //     records Stripe-Account, Stripe-Version and Idempotency-Key;
 //   - Twilio: HTTP Basic with an API key SID and secret (or the Account
 //     SID and auth token), and the Account SID in the path
@@ -12,11 +13,25 @@
 //     credentials are for (401 / 404 otherwise);
 //   - Slack: oauth.v2.access with grant_type=refresh_token issues a new
 //     access token and a new refresh token, and the refresh token used
-//     stops working (single-use, like Slack's rotation); Web API methods
+//     stops working (single-use, like Slack's rotation); an issued access
+//     token stops working at its expires_in (token_expired); Web API methods
 //     take the token as Bearer or in the token field of a form body
 //     ({"ok":false,"error":"invalid_auth"} otherwise);
 //   - Datadog: GET /api/v1/validate checks DD-API-KEY; other /api/ calls
 //     need DD-API-KEY and DD-APPLICATION-KEY (403 otherwise).
+//
+// It also checks the services the catalogue reaches through generic
+// injectors, each where its documentation puts the credential:
+//
+//   - Atlassian Cloud (*.atlassian.net): HTTP Basic email:API token;
+//   - Shopify Admin API (*.myshopify.com, /admin/api/...):
+//     X-Shopify-Access-Token;
+//   - PagerDuty REST API (api.pagerduty.com): "Authorization: Token
+//     token=KEY";
+//   - GitHub with a personal access token (api.github.com): "Bearer PAT"
+//     or "token PAT";
+//   - Azure OpenAI (*.openai.azure.com): the api-key header and an
+//     api-version query parameter (404 "Resource not found" without it).
 //
 // It exists so that the plugins' tests and e2e drive real clients
 // (stripe-go, twilio-go, slack-go) against a peer that verifies them.
@@ -32,12 +47,19 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/credgate/credgate/internal/fakekit"
 )
+
+// stripeVersion is a Stripe-Version as Stripe documents it ("Versioning",
+// docs.stripe.com/api/versioning): a release date, with the release's
+// name since 2024-09-30 ("2024-09-30.acacia"). Stripe answers 400 to any
+// other value.
+var stripeVersion = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?$`)
 
 // Options configure the fake's accounts and keys.
 type Options struct {
@@ -58,12 +80,20 @@ type Options struct {
 	// (default 12 h).
 	SlackClientID, SlackClientSecret, SlackRefreshToken, SlackBotToken string
 	SlackTokenLifetime                                                 time.Duration
+	// Now is the fake's clock, for Slack token expiry; default time.Now.
+	Now func() time.Time
 	// OnSlackRefresh, if set, is told each refresh token the fake issues
 	// (a test standing in for an operator who stores it in a source).
 	OnSlackRefresh func(refreshToken string)
 
 	// DatadogAPIKey and DatadogAppKey are the keys Datadog accepts.
 	DatadogAPIKey, DatadogAppKey string
+
+	// The services the catalogue reaches with generic injectors (no
+	// plugin): AtlassianEmail and AtlassianToken (Basic), ShopifyToken
+	// (X-Shopify-Access-Token), PagerDutyToken ("Token token="),
+	// GitHubPAT (Bearer or token) and AzureOpenAIKey (api-key).
+	AtlassianEmail, AtlassianToken, ShopifyToken, PagerDutyToken, GitHubPAT, AzureOpenAIKey string
 }
 
 // Seen is one API request as the fake saw it.
@@ -90,8 +120,8 @@ type Fake struct {
 
 	mu        sync.Mutex
 	seen      []Seen
-	refresh   map[string]bool // valid Slack refresh tokens
-	access    map[string]bool // valid Slack access tokens
+	refresh   map[string]bool      // valid Slack refresh tokens
+	access    map[string]time.Time // valid Slack access tokens, by expiry
 	refreshes int
 	spent     []string // used refresh tokens
 	n         int
@@ -102,7 +132,10 @@ func New(opts Options) *Fake {
 	if opts.SlackTokenLifetime == 0 {
 		opts.SlackTokenLifetime = 12 * time.Hour
 	}
-	f := &Fake{opts: opts, refresh: map[string]bool{}, access: map[string]bool{}}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	f := &Fake{opts: opts, refresh: map[string]bool{}, access: map[string]time.Time{}}
 	if opts.SlackRefreshToken != "" {
 		f.refresh[opts.SlackRefreshToken] = true
 	}
@@ -183,6 +216,9 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		f.slack(w, r)
 	case strings.HasSuffix(host, ".datadoghq.com") || strings.HasSuffix(host, ".datadoghq.eu") || strings.HasSuffix(host, ".ddog-gov.com"):
 		f.datadog(w, r)
+	case strings.HasSuffix(host, ".atlassian.net"), strings.HasSuffix(host, ".myshopify.com"), host == "api.pagerduty.com",
+		host == "api.github.com", strings.HasSuffix(host, ".openai.azure.com"):
+		f.generic(w, r, host)
 	case strings.HasPrefix(r.URL.Path, "/api/"):
 		// Slack on the server's own address, for the provider's tests
 		// that reach the token endpoint by IP.
@@ -210,6 +246,11 @@ func (f *Fake) stripe(w http.ResponseWriter, r *http.Request) {
 			"type": "invalid_request_error", "message": "Invalid API Key provided"}})
 		return
 	}
+	if v := r.Header.Get("Stripe-Version"); v != "" && !stripeVersion.MatchString(v) {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
+			"type": "invalid_request_error", "message": "Invalid Stripe API version: " + v}})
+		return
+	}
 	if !strings.HasPrefix(r.URL.Path, "/v1/customers") {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "Unrecognized request URL"}})
 		return
@@ -220,7 +261,10 @@ func (f *Fake) stripe(w http.ResponseWriter, r *http.Request) {
 
 // twilio checks Basic credentials and the account in the path.
 func (f *Fake) twilio(w http.ResponseWriter, r *http.Request) {
-	_ = r.ParseForm()
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": 20001, "message": "Invalid form body", "status": 400})
+		return
+	}
 	user, pass, hasBasic := r.BasicAuth()
 	o := f.opts
 	authOK := hasBasic && ((o.TwilioKeySID != "" && user == o.TwilioKeySID && pass == o.TwilioKeySecret) ||
@@ -272,9 +316,18 @@ func (f *Fake) slack(w http.ResponseWriter, r *http.Request) {
 		in, tok = "form", form
 	}
 	f.mu.Lock()
-	ok := tok != "" && (f.access[tok] || tok == f.opts.SlackBotToken)
+	exp, rotating := f.access[tok]
 	f.mu.Unlock()
+	// A rotating token stops working at its expiry ("Using token
+	// rotation", api.slack.com: token_expired); the bot token does not
+	// rotate.
+	expired := rotating && !f.opts.Now().Before(exp)
+	ok := tok != "" && ((rotating && !expired) || tok == f.opts.SlackBotToken)
 	f.record(Seen{Service: "slack", Method: r.Method, Path: r.URL.EscapedPath(), OK: ok, TokenIn: in, Header: r.Header.Clone()})
+	if expired {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": "token_expired"})
+		return
+	}
 	if !ok {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": "invalid_auth"})
 		return
@@ -325,7 +378,7 @@ func (f *Fake) slackRefresh(w http.ResponseWriter, r *http.Request) {
 	f.refreshes++
 	access := fmt.Sprintf("xoxe.xoxb-1-saastest-%d-%s", f.n, base64.RawURLEncoding.EncodeToString([]byte(rt))[:8])
 	next := fmt.Sprintf("xoxe-1-saastest-%d", f.n)
-	f.access[access] = true
+	f.access[access] = f.opts.Now().Add(f.opts.SlackTokenLifetime)
 	f.refresh[next] = true
 	f.mu.Unlock()
 	if f.opts.OnSlackRefresh != nil {
@@ -353,4 +406,51 @@ func (f *Fake) datadog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": []any{}})
+}
+
+// generic checks the services reached by generic injectors: the
+// credential where each documents it, nothing else accepted, and
+// answers each one's own refusal.
+func (f *Fake) generic(w http.ResponseWriter, r *http.Request, host string) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	o := f.opts
+	auth := r.Header.Get("Authorization")
+	var service string
+	var ok bool
+	var status = http.StatusUnauthorized
+	var refusal any
+	switch {
+	case strings.HasSuffix(host, ".atlassian.net"):
+		service = "atlassian"
+		user, pass, basic := r.BasicAuth()
+		ok = basic && o.AtlassianToken != "" && user == o.AtlassianEmail && pass == o.AtlassianToken
+		refusal = map[string]any{"errorMessages": []string{"Client must be authenticated to access this resource."}}
+	case strings.HasSuffix(host, ".myshopify.com"):
+		service = "shopify"
+		ok = o.ShopifyToken != "" && r.Header.Get("X-Shopify-Access-Token") == o.ShopifyToken &&
+			auth == "" && strings.HasPrefix(r.URL.Path, "/admin/api/")
+		refusal = map[string]any{"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
+	case host == "api.pagerduty.com":
+		service = "pagerduty"
+		ok = o.PagerDutyToken != "" && auth == "Token token="+o.PagerDutyToken
+		refusal = map[string]any{"error": map[string]any{"message": "Authentication failed", "code": 2006}}
+	case host == "api.github.com":
+		service = "github"
+		ok = o.GitHubPAT != "" && (auth == "Bearer "+o.GitHubPAT || auth == "token "+o.GitHubPAT)
+		refusal = map[string]any{"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
+	default:
+		service = "azure-openai"
+		ok = o.AzureOpenAIKey != "" && r.Header.Get("Api-Key") == o.AzureOpenAIKey && auth == ""
+		refusal = map[string]any{"error": map[string]any{"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
+		if ok && r.URL.Query().Get("api-version") == "" {
+			ok, status = false, http.StatusNotFound
+			refusal = map[string]any{"error": map[string]any{"code": "404", "message": "Resource not found"}}
+		}
+	}
+	f.record(Seen{Service: service, Method: r.Method, Path: r.URL.EscapedPath(), OK: ok, Header: r.Header.Clone()})
+	if !ok {
+		writeJSON(w, status, refusal)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"service": service, "path": r.URL.Path})
 }

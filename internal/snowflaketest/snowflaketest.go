@@ -10,7 +10,9 @@
 //     one of the user's public keys (RSA_PUBLIC_KEY, RSA_PUBLIC_KEY_2);
 //   - an RS256 signature that verifies with that key;
 //   - iat not in the future and exp after now, at most one hour after iat
-//     (a minute of skew).
+//     (a minute of skew);
+//   - on a host under snowflakecomputing.com, sub's account being the
+//     host's (HostAccount): a JWT is good only at its own account.
 //
 // A JWT that fails any check is answered 401 with Snowflake's error body
 // (code 390144, "JWT token is invalid."), as Snowflake does; an accepted
@@ -30,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -183,6 +186,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// HostAccount returns the account identifier, as a key-pair JWT names
+// it, of a Snowflake account URL's host: the first label upper-cased
+// (ORGNAME-ACCOUNTNAME, or an account locator without its region and
+// cloud; the locator before "-" in a .global host). ok is false for a
+// host that is not under snowflakecomputing.com (a test calling the fake
+// by its address).
+func HostAccount(hostport string) (acct string, ok bool) {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	rest, ok := strings.CutSuffix(strings.ToLower(host), ".snowflakecomputing.com")
+	if !ok || rest == "" {
+		return "", false
+	}
+	labels := strings.Split(rest, ".")
+	first := labels[0]
+	if len(labels) > 1 && labels[1] == "global" {
+		first, _, _ = strings.Cut(first, "-")
+	}
+	return strings.ToUpper(first), true
+}
+
 // verify checks the request's key-pair JWT.
 func (s *Server) verify(r *http.Request) (Claims, error) {
 	if tt := r.Header.Get("X-Snowflake-Authorization-Token-Type"); tt != "KEYPAIR_JWT" {
@@ -229,6 +255,15 @@ func (s *Server) verify(r *http.Request) (Claims, error) {
 		return Claims{}, errors.New("iat and exp are required numbers")
 	}
 	c := Claims{Issuer: unverified.Iss, Subject: unverified.Sub, IssuedAt: time.Unix(int64(iat), 0), Exp: time.Unix(int64(exp), 0)}
+	// The account a request reaches is its host's: a JWT is good only at
+	// its own account's URL ("Using key-pair authentication", Snowflake
+	// SQL API: the account identifier in iss and sub is the account's,
+	// without region or cloud).
+	if acct, ok := HostAccount(r.Host); ok {
+		if sa, _, _ := strings.Cut(c.Subject, "."); sa != acct {
+			return Claims{}, fmt.Errorf("the JWT is for account %s, the request reached account %s", sa, acct)
+		}
+	}
 	now := s.opts.Now()
 	switch {
 	case c.IssuedAt.After(now.Add(ClockSkew)):
