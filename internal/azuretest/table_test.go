@@ -114,8 +114,14 @@ func TestTableRefuses(t *testing.T) {
 		{"two Authorization headers", good, []string{"SharedKey acct:" + sig, "SharedKey acct:" + sig}},
 		{"no Authorization", good, nil},
 	} {
-		if got := send(tc.q, tc.auth...); got != http.StatusForbidden {
-			t.Errorf("%s: %d, want 403", tc.name, got)
+		want := http.StatusForbidden
+		if len(tc.auth) > 1 {
+			// fakekit.StartTLS answers a repeated credential field with
+			// 400 before the Table service looks at it.
+			want = http.StatusBadRequest
+		}
+		if got := send(tc.q, tc.auth...); got != want {
+			t.Errorf("%s: %d, want %d", tc.name, got, want)
 		}
 	}
 }
