@@ -773,3 +773,47 @@ IPv4 tail) cannot pass a check written with one spelling.
 {{- end -}}
 
 
+
+{{/*
+credgate.stopBudget is the longest a stopping pod may take, in seconds,
+from the start of its termination to the gateway's exit, as a dict
+{seconds, from}: the preStop sleep (preStopSleepSeconds), then, after
+SIGTERM, the drain (config.shutdownTimeout), then the gateway's close
+(gateway/gateway.go shutdown and Close, gateway/audit.go Close): requests
+cut at the end of the drain get 1s to write their answer and audit line,
+tunnels and WebSockets cut then 1s for their audit lines, the audit output
+up to 10s to take the last lines and the final checkpoint, and with
+config.tracing up to 5s to export the last spans. terminationGracePeriodSeconds
+must be above it, or kubelet's SIGKILL cuts the drain or the audit tail
+(and the log line saying what was lost). e2e/helm's TestTimeBudgets reads
+these steps from the gateway's source and computes the same from the
+rendered config.
+*/}}
+{{- define "credgate.stopBudget" -}}
+{{- $sleep := int .Values.preStopSleepSeconds }}
+{{- $drain := include "credgate.seconds" .Values.config.shutdownTimeout | int }}
+{{- $s := add $sleep $drain 12 }}
+{{- $from := list (printf "preStopSleepSeconds %d" $sleep) (printf "config.shutdownTimeout %s" .Values.config.shutdownTimeout) "12s for the gateway's close (answers and audit lines of what the drain cut, the audit output's last lines)" }}
+{{- if .Values.config.tracing.enabled }}
+{{- $s = add $s 5 }}{{ $from = append $from "5s for config.tracing's last spans" }}
+{{- end }}
+{{- toJson (dict "seconds" $s "from" (join " + " $from)) }}
+{{- end }}
+
+{{/*
+credgate.terminationGracePeriod is terminationGracePeriodSeconds: the value,
+or (when null) credgate.stopBudget plus 2s for the rest of the exit. An
+explicit value not above the budget fails the render.
+*/}}
+{{- define "credgate.terminationGracePeriod" -}}
+{{- $b := include "credgate.stopBudget" . | fromJson }}
+{{- $need := int $b.seconds }}
+{{- $g := .Values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $g }}
+{{- add $need 2 }}
+{{- else if le (int $g) $need }}
+{{- fail (printf "terminationGracePeriodSeconds %d is not above the %ds a stopping gateway may take (%s): kubelet would kill it (SIGKILL) while it drains or writes its last audit lines; set terminationGracePeriodSeconds to at least %d, or null to have it computed, or shorten config.shutdownTimeout or preStopSleepSeconds" (int $g) $need $b.from (add $need 1)) }}
+{{- else }}
+{{- int $g }}
+{{- end }}
+{{- end }}
