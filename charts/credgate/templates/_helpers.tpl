@@ -898,3 +898,42 @@ explicit value not above the budget fails the render.
 {{- int $g }}
 {{- end }}
 {{- end }}
+
+{{/*
+credgate.portEgress: NetworkPolicy egress rules to endpoints that may be
+in the cluster (the API server, Redis, OTLP receivers, Vault, JWKS and
+posture URLs), args (list $ PORTS). They name ports only, since selectors
+and ipBlocks do not reach in-cluster peers alike on every CNI; but port
+80 is where the cloud metadata services listen (169.254.169.254 and the
+others the upstream rule excludes), so an endpoint on port 80 is reached
+only in the cluster's pods (any namespace) or through
+networkPolicy.gateway.egressCIDRs, which exclude them (e2e/helm
+TestNetworkPolicyRefusesMetadata).
+*/}}
+{{- define "credgate.portEgress" -}}
+{{- $root := index . 0 }}
+{{- $plain := list }}{{ $http := false }}
+{{- range index . 1 }}{{ if eq (int .) 80 }}{{ $http = true }}{{ else }}{{ $plain = append $plain (int .) }}{{ end }}{{ end }}
+{{- with $plain | uniq }}
+- ports:
+    {{- range . }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- if $http }}
+- to:
+    - namespaceSelector: {}
+    {{- range $root.Values.networkPolicy.gateway.egressCIDRs }}
+    - ipBlock:
+        cidr: {{ .cidr }}
+        {{- with .except }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+    {{- end }}
+  ports:
+    - port: 80
+      protocol: TCP
+{{- end }}
+{{- end }}
