@@ -37,7 +37,10 @@ identity:
     timeout: 15s
 config:
   shutdownTimeout: 2m
-terminationGracePeriodSeconds: 135
+  tracing:
+    enabled: true
+    endpoint: otel-collector.monitoring.svc:4317
+terminationGracePeriodSeconds: 150
 preStopSleepSeconds: 10
 autoscaling:
   enabled: true
@@ -125,16 +128,13 @@ func TestTimeBudgets(t *testing.T) {
 				}
 			}
 
-			// Stop: preStop sleep, then SIGTERM and at most
-			// shutdown_timeout of draining, inside the grace period.
+			// Stop: preStop sleep, then SIGTERM, at most shutdown_timeout
+			// of draining and the gateway's close (gatewayStopSteps,
+			// read from its source), inside the grace period.
 			grace := time.Duration(num(pod["terminationGracePeriodSeconds"])) * time.Second
 			sleep := time.Duration(num(get(ctr, "lifecycle.preStop.sleep.seconds"))) * time.Second
-			drain, err := time.ParseDuration(fmt.Sprint(cfg["shutdown_timeout"]))
-			if err != nil {
-				t.Fatalf("shutdown_timeout %v: %v", cfg["shutdown_timeout"], err)
-			}
-			if grace <= sleep+drain {
-				t.Errorf("terminationGracePeriodSeconds %s is not above the preStop sleep %s + shutdown_timeout %s: kubelet kills the gateway while it drains", grace, sleep, drain)
+			if stop := stopBudget(t, cfg); grace <= sleep+stop {
+				t.Errorf("terminationGracePeriodSeconds %s is not above the preStop sleep %s + the gateway's stop %s (shutdown_timeout %v and its close): kubelet kills the gateway while it drains or writes its audit tail", grace, sleep, stop, cfg["shutdown_timeout"])
 			}
 
 			// Autoscaling: a utilization target is a share of the request.
@@ -163,12 +163,16 @@ func TestTimeBudgetsRefused(t *testing.T) {
 		args    []string
 		wantErr []string
 	}{
-		{"drain longer than the grace period", []string{"--set", "config.shutdownTimeout=60s"},
+		{"drain longer than the grace period", []string{"--set", "config.shutdownTimeout=60s", "--set", "terminationGracePeriodSeconds=40"},
 			[]string{"terminationGracePeriodSeconds", "config.shutdownTimeout"}},
 		{"drain in minutes", []string{"--set", "config.shutdownTimeout=1m30s", "--set", "terminationGracePeriodSeconds=90"},
-			[]string{"terminationGracePeriodSeconds", "96"}},
-		{"preStop sleep eats the grace period", []string{"--set", "preStopSleepSeconds=15"},
+			[]string{"terminationGracePeriodSeconds", "at least 108"}},
+		{"preStop sleep eats the grace period", []string{"--set", "preStopSleepSeconds=15", "--set", "terminationGracePeriodSeconds=40"},
 			[]string{"terminationGracePeriodSeconds", "preStopSleepSeconds"}},
+		{"grace period covers the drain but not the audit tail", []string{"--set", "terminationGracePeriodSeconds=40"},
+			[]string{"terminationGracePeriodSeconds 40", "at least 48", "audit output"}},
+		{"tracing's last spans", []string{"--set", "config.tracing.enabled=true", "--set", "config.tracing.endpoint=otel:4317", "--set", "terminationGracePeriodSeconds=50"},
+			[]string{"terminationGracePeriodSeconds 50", "at least 53", "config.tracing"}},
 		{"start-up probe shorter than the SVID wait", append(spire, "--set", "startupProbe.failureThreshold=5"),
 			[]string{"startupProbe", "spire.startTimeout"}},
 		{"start-up probe shorter than the JWKS fetches", []string{"--set", "identity.jwt.kubernetes.enabled=true",

@@ -298,6 +298,7 @@ issuerRef: {name: cg-credgate-selfsigned, kind: Issuer, group: cert-manager.io}`
 		{"identity", deploy, fullname, pod + "volumes.[name=kube-api]", `
 name: kube-api
 projected:
+  defaultMode: 0440
   sources:
     - serviceAccountToken: {expirationSeconds: 3600, path: token}
     - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}

@@ -113,7 +113,7 @@ func dialedPorts(t *testing.T, cfg map[string]any) map[string]int {
 // feed, Redis, OTLP receivers, Vault): a port left out fails the gateway
 // at start or on its first token, with nothing in the chart to say why.
 func TestNetworkPolicyAllowsEndpoints(t *testing.T) {
-	vs := append(variants(), variant{name: "endpoints", values: endpointsValues})
+	vs := append(variants(), variant{name: "endpoints", values: endpointsValues}, variant{name: "endpoints-on-port-80", values: endpointsOn80Values})
 	for _, v := range vs {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
@@ -152,15 +152,41 @@ func TestNetworkPolicyAllowsEndpoints(t *testing.T) {
 // never reach on its own.
 var metadataAddrs = []string{"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "fe80::a9fe:a9fe"}
 
+// endpointsOn80Values put every endpoint the gateway config dials besides
+// upstreams and may be on port 80 (plain HTTP): the API server
+// (kubernetesAPIPorts), Redis, the OTLP receivers and the posture feed
+// (Vault and the API server's URL must be https).
+const endpointsOn80Values = `
+networkPolicy:
+  gateway:
+    enabled: true
+    kubernetesAPIPorts: [80]
+identity:
+  tokenReview: {enabled: true}
+  posture: {url: "http://posture.platform.svc/v1/records"}
+redis:
+  enabled: true
+  address: redis.cache.svc:80
+  encryptionKeys: [{id: k1, secretName: redis-keys, secretKey: k1}]
+config:
+  tracing: {enabled: true, endpoint: "otel-collector.monitoring.svc:80", insecure: true}
+  audit:
+    otlp: {endpoint: "otel-collector.monitoring.svc:80", insecure: true}
+`
+
 // TestNetworkPolicyRefusesMetadata checks that the gateway's NetworkPolicy,
-// in every variant that renders it, lets the gateway reach no metadata
-// address on port 80, where those services listen (plain HTTP): defence in
-// depth under invariant 8, for IPv4 and IPv6 alike. (Rules for endpoints
-// that may be in the cluster, the API server among them, name only ports,
-// since selectors and ipBlocks do not reach in-cluster peers alike on
-// every CNI; none of them is port 80.)
+// in every variant that renders it and one that puts every endpoint on
+// port 80, lets the gateway reach no metadata address on port 80, where
+// those services listen (plain HTTP): defence in depth under invariant 8,
+// for IPv4 and IPv6 alike. Rules for endpoints that may be in the cluster,
+// the API server among them, name only ports, since selectors and
+// ipBlocks do not reach in-cluster peers alike on every CNI; one on port
+// 80 is limited to the cluster's pods and the upstream CIDRs
+// (credgate.portEgress). Before, a posture feed, OTLP receiver, Redis or
+// API server port on 80 opened port 80 to every address, the metadata
+// services' included.
 func TestNetworkPolicyRefusesMetadata(t *testing.T) {
-	for _, v := range variants() {
+	for _, v := range append(variants(), variant{name: "endpoints-on-port-80", values: endpointsOn80Values}) {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
 			np := find(parse(t, render(t, v)), "NetworkPolicy", fullname)
@@ -168,7 +194,7 @@ func TestNetworkPolicyRefusesMetadata(t *testing.T) {
 				t.Skip("no gateway NetworkPolicy in this variant")
 			}
 			rules, _ := get(np, "spec.egress").([]any)
-			for _, a := range metadataAddrs {
+			for _, a := range append([]string{"169.254.170.2"}, metadataAddrs...) {
 				addr := netip.MustParseAddr(a)
 				for i, r := range rules {
 					if egressAllows(t, r, addr, 80) {

@@ -47,12 +47,12 @@ func TestNotes(t *testing.T) {
 			"Each replica keeps its own in-memory credential cache; to share one, see Redis in the chart README.",
 			"identified by their source address only",
 			"give such clients a bundle of the system roots plus ca.crt",
-		}, []string{"configmap cg-credgate-ca", "redis", "Proxy-Authorization"}},
+		}, []string{"configmap cg-credgate-ca", "redis", "Proxy-Authorization", "One replica"}},
 		{"admin over TLS", []string{"--set", "admin.tls.enabled=true", "--set", "admin.tls.existingSecret=a"}, []string{
 			"Admin:  https://cg-credgate-admin.egress.svc:9090",
 		}, []string{"Admin:  http://"}},
-		{"one replica", []string{"--set", "replicaCount=1"}, nil, []string{"Each replica"}},
-		{"autoscaled", []string{"--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}, []string{"Each replica"}, nil},
+		{"one replica", []string{"--set", "replicaCount=1"}, []string{"One replica: every node drain"}, []string{"Each replica"}},
+		{"autoscaled", []string{"--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}, []string{"Each replica"}, []string{"One replica"}},
 		{"service-account tokens", []string{"--set", "identity.jwt.kubernetes.enabled=true", "--set", "identity.tokenReview.enabled=true"}, []string{
 			`a service-account token for the audience "credgate"`,
 			"(jwt factor, kubernetes factor via TokenReview)",

@@ -604,13 +604,94 @@ credgate.seconds turns a Go duration ("90s", "1m30s", "500ms", "1.5h";
 values.schema.json's duration pattern) into whole seconds, rounded up.
 */}}
 {{- define "credgate.seconds" -}}
+{{- include "credgate.durationSeconds" . | float64 | ceil | int }}
+{{- end }}
+
+{{/* credgate.durationSeconds: a Go duration in seconds, exactly (a float). */}}
+{{- define "credgate.durationSeconds" -}}
 {{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
 {{- $total := 0.0 }}
 {{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
 {{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
 {{- $total = addf $total (mulf (float64 $n) (get $units (trimPrefix $n .))) }}
 {{- end }}
-{{- ceil $total | int }}
+{{- $total }}
+{{- end }}
+
+{{/*
+credgate.checkGatewayRanges fails the render on a value the gateway's own
+config validation refuses at start (gateway/config.go, identity,
+run_tokens), so that a bad value is an install error naming the value,
+not pods that crash-loop: each duration with the range the gateway
+accepts (0 is the gateway's default wherever it is allowed), the settings
+that must agree with each other, the Redis key ids, and the resolve:
+addresses. Only settings the chart renders are checked, as the gateway
+checks only what its config has. e2e/helm TestSchemaAgreesWithGateway
+renders values on both sides of each boundary and asks the real gateway.
+*/}}
+{{- define "credgate.checkGatewayRanges" -}}
+{{- $c := .Values.config }}
+{{- $dur := list }}
+{{- $soon := "too short to be meant; they are usually seconds to hours" }}
+{{- $dur = append $dur (list "config.ca.leafTTL" $c.ca.leafTTL 60.0 34300800.0 "1m" "9528h (397 days)" "clients refuse longer-lived server certificates (the CA/Browser Forum's limit is 398 days), and a shorter one would be signed again at nearly every handshake") }}
+{{- range $k, $v := dict "config.upstream.responseIdleTimeout" $c.upstream.responseIdleTimeout "config.limits.bodyIdleTimeout" $c.limits.bodyIdleTimeout "config.limits.writeIdleTimeout" $c.limits.writeIdleTimeout "config.limits.inFlightIdentityGrace" $c.limits.inFlightIdentityGrace "config.limits.longLived.idleTimeout" $c.limits.longLived.idleTimeout "config.limits.longLived.maxLifetime" $c.limits.longLived.maxLifetime }}
+{{- $dur = append $dur (list $k $v 0.1 0.0 "100ms" "" $soon) }}
+{{- end }}
+{{- $dur = append $dur (list "config.cache.maxTTL" $c.cache.maxTTL 1.0 0.0 "1s" "" "it is usually hours") }}
+{{- if $c.runTokens.enabled }}
+{{- $dur = append $dur (list "config.runTokens.ttl" $c.runTokens.ttl 60.0 0.0 "1m" "" "a token must outlive the command it starts") }}
+{{- $dur = append $dur (list "config.runTokens.rotateInterval" $c.runTokens.rotateInterval 60.0 0.0 "1m" "" "a key must outlive the tokens it signs") }}
+{{- end }}
+{{- if or .Values.identity.jwt.kubernetes.enabled .Values.identity.jwt.issuers }}
+{{- $dur = append $dur (list "identity.jwt.clockSkew" .Values.identity.jwt.clockSkew 0.0 300.0 "0s" "5m" "a longer leeway accepts tokens long expired") }}
+{{- end }}
+{{- range $dur }}
+{{- $name := index . 0 }}{{ $v := index . 1 }}{{ $min := index . 2 }}{{ $max := index . 3 }}
+{{- $s := include "credgate.durationSeconds" $v | float64 }}
+{{- if and (gt $s 0.0) (or (lt $s $min) (and (gt $max 0.0) (gt $s $max))) }}
+{{- fail (printf "%s %s: use %s, or 0s for the gateway's default (%s); the gateway would refuse it at start" $name $v (ternary (printf "at least %s" (index . 4)) (printf "%s to %s" (index . 4) (index . 5)) (eq (index . 5) "")) (index . 6)) }}
+{{- end }}
+{{- end }}
+{{- /* Settings that must agree (0s: the gateway's default). */}}
+{{- $ll := $c.limits.longLived }}
+{{- $life := include "credgate.durationSeconds" $ll.maxLifetime | float64 }}
+{{- if eq $life 0.0 }}{{ $life = 86400.0 }}{{ end }}
+{{- if gt (include "credgate.durationSeconds" $ll.idleTimeout | float64) $life }}
+{{- fail (printf "config.limits.longLived.idleTimeout %s is longer than maxLifetime %s and would never apply; shorten it or raise maxLifetime" $ll.idleTimeout $ll.maxLifetime) }}
+{{- end }}
+{{- $maxTTL := include "credgate.durationSeconds" $c.cache.maxTTL | float64 }}
+{{- if eq $maxTTL 0.0 }}{{ $maxTTL = 86400.0 }}{{ end }}
+{{- if gt (include "credgate.durationSeconds" $c.cache.defaultTTL | float64) $maxTTL }}
+{{- fail (printf "config.cache.defaultTTL %s is longer than config.cache.maxTTL %s, which caps it; shorten defaultTTL or raise maxTTL" $c.cache.defaultTTL $c.cache.maxTTL) }}
+{{- end }}
+{{- with $c.runTokens }}
+{{- if .enabled }}
+{{- $ttl := include "credgate.durationSeconds" .ttl | float64 }}{{ if eq $ttl 0.0 }}{{ $ttl = 900.0 }}{{ end }}
+{{- $max := include "credgate.durationSeconds" .maxTTL | float64 }}{{ if eq $max 0.0 }}{{ $max = 43200.0 }}{{ end }}
+{{- if lt $max $ttl }}
+{{- fail (printf "config.runTokens.maxTTL %s is shorter than config.runTokens.ttl %s; raise maxTTL or shorten ttl" .maxTTL .ttl) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.redis.enabled }}
+{{- $ids := dict }}
+{{- range $i, $k := .Values.redis.encryptionKeys }}
+{{- if hasKey $ids (toString $k.id) }}
+{{- fail (printf "redis.encryptionKeys[%d]: id %q is also the id of redis.encryptionKeys[%d]; give each key its own id (the id is stored with every sealed entry)" $i (toString $k.id) (get $ids (toString $k.id))) }}
+{{- end }}
+{{- $_ := set $ids (toString $k.id) $i }}
+{{- end }}
+{{- end }}
+{{- range $from, $to := $c.resolve }}
+{{- $t := toString $to }}
+{{- $host := regexReplaceAll ":[0-9]+$" $t "" }}
+{{- $port := regexFind "[0-9]+$" $t }}
+{{- $v4 := regexMatch "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$" $host }}
+{{- $v6 := and (hasPrefix "[" $host) (hasSuffix "]" $host) (include "credgate.ipv6Full" (trimSuffix "]" (trimPrefix "[" $host)) | ne "") }}
+{{- if not (and (regexMatch ":[0-9]+$" $t) (or $v4 $v6) (le (int $port) 65535) (ge (int $port) 1)) }}
+{{- fail (printf "config.resolve %q: %q must be an IP address and port (e.g. \"10.20.0.5:8443\" or \"[2001:db8::5]:8443\"), not a name: the gateway dials it as written" $from $t) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -773,3 +854,86 @@ IPv4 tail) cannot pass a check written with one spelling.
 {{- end -}}
 
 
+
+{{/*
+credgate.stopBudget is the longest a stopping pod may take, in seconds,
+from the start of its termination to the gateway's exit, as a dict
+{seconds, from}: the preStop sleep (preStopSleepSeconds), then, after
+SIGTERM, the drain (config.shutdownTimeout), then the gateway's close
+(gateway/gateway.go shutdown and Close, gateway/audit.go Close): requests
+cut at the end of the drain get 1s to write their answer and audit line,
+tunnels and WebSockets cut then 1s for their audit lines, the audit output
+up to 10s to take the last lines and the final checkpoint, and with
+config.tracing up to 5s to export the last spans. terminationGracePeriodSeconds
+must be above it, or kubelet's SIGKILL cuts the drain or the audit tail
+(and the log line saying what was lost). e2e/helm's TestTimeBudgets reads
+these steps from the gateway's source and computes the same from the
+rendered config.
+*/}}
+{{- define "credgate.stopBudget" -}}
+{{- $sleep := int .Values.preStopSleepSeconds }}
+{{- $drain := include "credgate.seconds" .Values.config.shutdownTimeout | int }}
+{{- $s := add $sleep $drain 12 }}
+{{- $from := list (printf "preStopSleepSeconds %d" $sleep) (printf "config.shutdownTimeout %s" .Values.config.shutdownTimeout) "12s for the gateway's close (answers and audit lines of what the drain cut, the audit output's last lines)" }}
+{{- if .Values.config.tracing.enabled }}
+{{- $s = add $s 5 }}{{ $from = append $from "5s for config.tracing's last spans" }}
+{{- end }}
+{{- toJson (dict "seconds" $s "from" (join " + " $from)) }}
+{{- end }}
+
+{{/*
+credgate.terminationGracePeriod is terminationGracePeriodSeconds: the value,
+or (when null) credgate.stopBudget plus 2s for the rest of the exit. An
+explicit value not above the budget fails the render.
+*/}}
+{{- define "credgate.terminationGracePeriod" -}}
+{{- $b := include "credgate.stopBudget" . | fromJson }}
+{{- $need := int $b.seconds }}
+{{- $g := .Values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $g }}
+{{- add $need 2 }}
+{{- else if le (int $g) $need }}
+{{- fail (printf "terminationGracePeriodSeconds %d is not above the %ds a stopping gateway may take (%s): kubelet would kill it (SIGKILL) while it drains or writes its last audit lines; set terminationGracePeriodSeconds to at least %d, or null to have it computed, or shorten config.shutdownTimeout or preStopSleepSeconds" (int $g) $need $b.from (add $need 1)) }}
+{{- else }}
+{{- int $g }}
+{{- end }}
+{{- end }}
+
+{{/*
+credgate.portEgress: NetworkPolicy egress rules to endpoints that may be
+in the cluster (the API server, Redis, OTLP receivers, Vault, JWKS and
+posture URLs), args (list $ PORTS). They name ports only, since selectors
+and ipBlocks do not reach in-cluster peers alike on every CNI; but port
+80 is where the cloud metadata services listen (169.254.169.254 and the
+others the upstream rule excludes), so an endpoint on port 80 is reached
+only in the cluster's pods (any namespace) or through
+networkPolicy.gateway.egressCIDRs, which exclude them (e2e/helm
+TestNetworkPolicyRefusesMetadata).
+*/}}
+{{- define "credgate.portEgress" -}}
+{{- $root := index . 0 }}
+{{- $plain := list }}{{ $http := false }}
+{{- range index . 1 }}{{ if eq (int .) 80 }}{{ $http = true }}{{ else }}{{ $plain = append $plain (int .) }}{{ end }}{{ end }}
+{{- with $plain | uniq }}
+- ports:
+    {{- range . }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- if $http }}
+- to:
+    - namespaceSelector: {}
+    {{- range $root.Values.networkPolicy.gateway.egressCIDRs }}
+    - ipBlock:
+        cidr: {{ .cidr }}
+        {{- with .except }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+    {{- end }}
+  ports:
+    - port: 80
+      protocol: TCP
+{{- end }}
+{{- end }}
