@@ -18,7 +18,8 @@ import (
 // in policy holds the decision to that); refused CONNECTs (no rule, an
 // unconditional deny, a tunnel rule's false condition) and spliced
 // tunnels sign none. Each row is one CONNECT; the cache size after it is
-// checked.
+// checked, and at the end the signing counter and the CA's expiry on
+// /metrics.
 func TestLeafOnlyForInterceptableConnect(t *testing.T) {
 	pki := newTestPKI(t, apiHost, tunnelHost)
 	tg := newTestGateway(t, pki, startOrigin(t, pki))
@@ -121,6 +122,14 @@ default: deny
 		}
 		if n := tg.gw.issuer.Len(); n != tc.leaves {
 			t.Errorf("after CONNECT %s: %d cached leaf certificates, want %d", tc.authority, n, tc.leaves)
+		}
+	}
+	// Each cached leaf was signed once; the CA's end is on /metrics.
+	metrics := adminGet(t, tg, "/metrics")
+	for _, want := range []string{"credgate_leaf_certificates 4\n", "credgate_leaf_certificates_signed_total 4\n",
+		fmt.Sprintf("credgate_interception_ca_expiry_timestamp_seconds %g\n", float64(tg.gw.issuer.CACertificate().NotAfter.Unix()))} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
 		}
 	}
 }

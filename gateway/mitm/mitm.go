@@ -36,6 +36,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -366,6 +367,9 @@ type Issuer struct {
 	opts IssuerOptions
 	sf   singleflight.Group
 
+	// signed counts the leaves signed (Stats).
+	signed atomic.Uint64
+
 	mu    sync.Mutex
 	ca    *CA
 	gen   int       // incremented by SetCA; leaves of older generations are not cached
@@ -443,6 +447,23 @@ func (is *Issuer) CACertificate() *x509.Certificate {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	return is.ca.Cert
+}
+
+// IssuerStats is what an Issuer reports for metrics.
+type IssuerStats struct {
+	// CANotAfter is the end of the signing CA's validity: past it no
+	// leaf is signed.
+	CANotAfter time.Time
+	// Signed counts the leaf certificates signed since the Issuer was
+	// made (cache misses, renewals, leaves of a CA replaced meanwhile).
+	Signed uint64
+}
+
+// Stats returns the Issuer's figures now.
+func (is *Issuer) Stats() IssuerStats {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return IssuerStats{CANotAfter: is.ca.Cert.NotAfter, Signed: is.signed.Load()}
 }
 
 // Len returns the number of cached leaf certificates.
@@ -539,6 +560,7 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	is.signed.Add(1)
 	// What a client will check, checked first: the CA's name constraints
 	// (ca init --permit, or those of a CA from another PKI) above all.
 	if _, err := parsed.Verify(ca.verifyOptions(host, now)); err != nil {
