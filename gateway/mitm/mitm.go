@@ -200,6 +200,12 @@ type CA struct {
 	// it already holds), the CA certificate for an intermediate CA, then
 	// the issuers the CA file lists after it, but a self-signed root.
 	chain [][]byte
+	// anchor is the CA file's last certificate, what clients must trust
+	// (Cert itself, or the root the file lists above it).
+	anchor *x509.Certificate
+	// notBefore and notAfter bound the validity of the certificates of
+	// the file: leaves are signed within them.
+	notBefore, notAfter time.Time
 	// roots hold the CA file's last certificate (Cert, or the root above
 	// it) and inters the ones below it: every leaf is verified against
 	// them before it is handed out (name constraints, path lengths,
@@ -322,6 +328,16 @@ func (ca *CA) setChain(ders [][]byte, certName string) error {
 		certs = append(certs, c)
 	}
 	top := certs[len(certs)-1]
+	ca.anchor, ca.notBefore, ca.notAfter = top, ca.Cert.NotBefore, ca.Cert.NotAfter
+	for _, c := range certs[1:] {
+		// A leaf is valid only while every certificate above it is.
+		if c.NotBefore.After(ca.notBefore) {
+			ca.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(ca.notAfter) {
+			ca.notAfter = c.NotAfter
+		}
+	}
 	ca.roots.AddCert(top)
 	if len(certs) > 1 {
 		ca.inters = x509.NewCertPool()
@@ -441,18 +457,19 @@ func (is *Issuer) SetCA(ca *CA) {
 	clear(is.byKey)
 }
 
-// CACertificate returns the certificate of the CA that signs leaves now
-// (what clients must trust).
+// CACertificate returns what clients must trust for the leaves signed
+// now: the CA certificate, or the root the CA file lists above it.
 func (is *Issuer) CACertificate() *x509.Certificate {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	return is.ca.Cert
+	return is.ca.anchor
 }
 
 // IssuerStats is what an Issuer reports for metrics.
 type IssuerStats struct {
-	// CANotAfter is the end of the signing CA's validity: past it no
-	// leaf is signed.
+	// CANotAfter is the end of the signing CA's validity (or of an
+	// issuer's the CA file lists, when that ends first): past it no leaf
+	// is signed.
 	CANotAfter time.Time
 	// Signed counts the leaf certificates signed since the Issuer was
 	// made (cache misses, renewals, leaves of a CA replaced meanwhile).
@@ -463,7 +480,7 @@ type IssuerStats struct {
 func (is *Issuer) Stats() IssuerStats {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	return IssuerStats{CANotAfter: is.ca.Cert.NotAfter, Signed: is.signed.Load()}
+	return IssuerStats{CANotAfter: is.ca.notAfter, Signed: is.signed.Load()}
 }
 
 // Len returns the number of cached leaf certificates.
@@ -511,12 +528,12 @@ func (ca *CA) signLeaf(host string, now time.Time, ttl time.Duration) (der []byt
 	// Within the CA's validity: some clients refuse a leaf valid outside
 	// its issuer's.
 	notBefore := now.Add(-leafSkew)
-	if notBefore.Before(ca.Cert.NotBefore) {
-		notBefore = ca.Cert.NotBefore
+	if notBefore.Before(ca.notBefore) {
+		notBefore = ca.notBefore
 	}
 	notAfter = now.Add(ttl)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
+	if notAfter.After(ca.notAfter) {
+		notAfter = ca.notAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -552,9 +569,9 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	ca, gen := is.ca, is.gen
 	is.mu.Unlock()
 	now := is.opts.Now()
-	if now.After(ca.Cert.NotAfter) || now.Before(ca.Cert.NotBefore) {
+	if now.After(ca.notAfter) || now.Before(ca.notBefore) {
 		return nil, fmt.Errorf("mitm: leaf certificate for %s: the interception CA is not valid now (valid %s to %s); rotate it: credgate ca init --out DIR and point ca.cert and ca.key at the new files",
-			host, ca.Cert.NotBefore.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+			host, ca.notBefore.UTC().Format(time.RFC3339), ca.notAfter.UTC().Format(time.RFC3339))
 	}
 	der, parsed, notAfter, err := ca.signLeaf(host, now, is.opts.LeafTTL)
 	if err != nil {

@@ -86,8 +86,14 @@ func TestLeafChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	strictPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: strictDER})
+	// A root that ends before the intermediate under it: leaves end with
+	// the root.
+	shortKey, shortInterKey := newKey(t), newKey(t)
+	shortRoot, shortRootPEM := newCertValidity(t, "short root", shortKey, time.Now().Add(-time.Hour), time.Now().Add(30*time.Minute))
+	shortInter, shortInterPEM := newCert(t, "intermediate of the short root", shortInterKey, shortRoot, shortKey)
 	roots := x509.NewCertPool()
 	roots.AddCert(root)
+	roots.AddCert(shortRoot)
 	cat := func(pems ...[]byte) []byte { return bytes.Join(pems, nil) }
 
 	for _, tc := range []struct {
@@ -105,6 +111,7 @@ func TestLeafChain(t *testing.T) {
 		// intermediate was dropped and the client could not).
 		{"sub-intermediate and its issuer", cat(subPEM, interPEM), keyPEM(t, subKey), 3, sub, ""},
 		{"sub-intermediate, issuer and root", cat(subPEM, interPEM, rootPEM), keyPEM(t, subKey), 3, sub, ""},
+		{"intermediate of a root that ends first", cat(shortInterPEM, shortRootPEM), keyPEM(t, shortInterKey), 2, shortInter, ""},
 		{"issuers out of order", cat(subPEM, rootPEM, interPEM), keyPEM(t, subKey), 0, nil, "did not issue certificate 1"},
 		{"an unrelated certificate", cat(interPEM, subPEM), keyPEM(t, interKey), 0, nil, "did not issue certificate 1"},
 		{"root's path length forbids the intermediate", cat(interPEM, strictPEM), keyPEM(t, interKey), 0, nil, "cannot issue server certificates"},
@@ -145,6 +152,37 @@ func TestLeafChain(t *testing.T) {
 			}
 			if c := chains[0]; len(c) < 2 || !c[1].Equal(tc.chainTo) {
 				t.Fatalf("leaf's issuer in the verified chain is not the CA")
+			}
+			// What clients must trust (admin /ca.pem) is the file's last
+			// certificate, and the leaf and the expiry metric end with
+			// the first of the file's certificates to end.
+			var file []*x509.Certificate
+			for rest := tc.certPEM; ; {
+				var b *pem.Block
+				if b, rest = pem.Decode(rest); b == nil {
+					break
+				}
+				c, err := x509.ParseCertificate(b.Bytes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				file = append(file, c)
+			}
+			is := NewIssuer(ca, IssuerOptions{})
+			if top := file[len(file)-1]; !is.CACertificate().Equal(top) {
+				t.Errorf("CACertificate is %q, want %q", is.CACertificate().Subject, top.Subject)
+			}
+			end := file[0].NotAfter
+			for _, c := range file {
+				if c.NotAfter.Before(end) {
+					end = c.NotAfter
+				}
+			}
+			if leaf.NotAfter.After(end) {
+				t.Errorf("the leaf ends %v, after a certificate of its chain (%v)", leaf.NotAfter, end)
+			}
+			if got := is.Stats().CANotAfter; !got.Equal(end) {
+				t.Errorf("Stats().CANotAfter %v, want %v", got, end)
 			}
 		})
 	}
