@@ -161,8 +161,12 @@ type tunnelConn struct {
 	// with it.
 	allowPrivate bool
 	ev           identity.Evidence
-	done         func()
-	closeOnce    sync.Once
+	// w is the workload the CONNECT was admitted as: the audit line of a
+	// handshake refused in the tunnel names it (the requests inside are
+	// identified each on their own).
+	w         identity.Workload
+	done      func()
+	closeOnce sync.Once
 	// watch watches the context of the tunnel's HTTP/1.1 requests for
 	// the one in flight (inflight.go).
 	watch flightWatch
@@ -242,7 +246,7 @@ func (g *Gateway) checkSNI(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	sni := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if sni != "" && sni != tc.dest.host {
 		g.metrics.refusals.WithLabelValues(codeSNIMismatch).Inc()
-		g.auditConnect(time.Now(), tc.ev, identity.Workload{Source: tc.ev.Source.Addr().Unmap()}, tc.dest,
+		g.auditConnect(time.Now(), tc.ev, tc.w, tc.dest,
 			policy.Decision{Action: policy.Deny, Code: codeSNIMismatch}, 0, "")
 		g.logClientRefusal(hello.Context(), codeSNIMismatch, "refused TLS handshake: SNI differs from the CONNECT target",
 			slog.String("connect", tc.dest.hostPort()), slog.String("sni", sni))
@@ -276,11 +280,13 @@ var errNoLeaf = errors.New("no leaf certificate for the tunnel")
 // CA could not make is interception_unavailable; anything else the
 // client did (no common version or cipher, not TLS, rejected the
 // gateway's certificate — it does not trust the interception CA —, too
-// slow) is client_tls_error. A handshake refused for its SNI was audited
+// slow) is client_tls_error. The line names w: inside a tunnel the
+// workload its CONNECT was admitted as, on tls_listen the source only
+// (nothing verified yet). A handshake refused for its SNI was audited
 // by checkSNI, and a client that closed before sending any byte asked
 // nothing: neither is audited here. Before, each was a debug log line
 // only: nothing in the audit log showed the attempt.
-func (g *Gateway) refuseHandshake(start time.Time, ev identity.Evidence, dest target, listener string, err error) {
+func (g *Gateway) refuseHandshake(start time.Time, ev identity.Evidence, w identity.Workload, dest target, listener string, err error) {
 	if errors.Is(err, errSNIMismatch) || errors.Is(err, io.EOF) {
 		g.log.Debug("TLS handshake with a client failed", slog.String("listener", listener), slog.String("connect", dest.hostPort()), slog.Any("error", err))
 		return
@@ -299,8 +305,7 @@ func (g *Gateway) refuseHandshake(start time.Time, ev identity.Evidence, dest ta
 	if dest.host == "" {
 		method = ""
 	}
-	g.auditConnection(start, ev, identity.Workload{Source: ev.Source.Addr().Unmap()}, method, dest,
-		policy.Decision{Action: policy.Deny, Code: code}, 0, "")
+	g.auditConnection(start, ev, w, method, dest, policy.Decision{Action: policy.Deny, Code: code}, 0, "")
 	attrs := []slog.Attr{slog.String("listener", listener), slog.String("source", sourceString(ev)), slog.String("error", err.Error())}
 	if dest.host != "" {
 		attrs = append(attrs, slog.String("connect", dest.hostPort()))
@@ -383,7 +388,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, leafRefusal(dest, err, d.Rule))
 	}
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
-		g.intercept(client, ev, dest, addrs, d.AllowPrivate)
+		g.intercept(client, ev, w, dest, addrs, d.AllowPrivate)
 	}}, authority
 }
 
@@ -472,19 +477,19 @@ const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
 // leaf certificate and the SNI check) and serves the requests inside: an
 // HTTP/2 client on the intercepting net/http server, an HTTP/1.1 client
 // on the h1 server (gateway/internal/h1), both with serveIntercepted.
-func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, dest target, addrs []netip.AddrPort, allowPrivate bool) {
+func (g *Gateway) intercept(client net.Conn, ev identity.Evidence, w identity.Workload, dest target, addrs []netip.AddrPort, allowPrivate bool) {
 	if _, err := io.WriteString(client, connectEstablished); err != nil {
 		_ = client.Close()
 		return
 	}
 	g.metrics.tunnels.Inc()
-	tc := &tunnelConn{Conn: client, dest: dest, addrs: addrs, allowPrivate: allowPrivate, ev: ev, done: func() { g.metrics.tunnels.Dec() }}
+	tc := &tunnelConn{Conn: client, dest: dest, addrs: addrs, allowPrivate: allowPrivate, ev: ev, w: w, done: func() { g.metrics.tunnels.Dec() }}
 	conn := tls.Server(tc, g.mitmTLS)
 	// The handshake presents the leaf certificate after the SNI check
 	// (leafCertificate); it must finish within read_header_timeout.
 	start := time.Now()
 	if err := handshake(conn, g.cfg.Limits.ReadHeaderTimeout.D()); err != nil {
-		g.refuseHandshake(start, ev, dest, "listen", err)
+		g.refuseHandshake(start, ev, w, dest, "listen", err)
 		_ = conn.Close()
 		return
 	}

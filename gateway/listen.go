@@ -92,7 +92,7 @@ func (g *Gateway) serveClient(c net.Conn) {
 			if ap, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil {
 				ev.Source, ev.SourceText = ap, ap.Addr().Unmap().String()
 			}
-			g.refuseHandshake(start, ev, target{}, "tls_listen", err)
+			g.refuseHandshake(start, ev, identity.Workload{Source: ev.Source.Addr().Unmap()}, target{}, "tls_listen", err)
 			_ = c.Close()
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 )
 
@@ -21,6 +22,7 @@ import (
 func MetricNames() []string {
 	m := newMetrics(func() float64 { return 0 })
 	m.enableRedis()
+	m.interceptionCA(func() mitm.IssuerStats { return mitm.IssuerStats{} })
 	m.enableSVID(func() identity.SVIDStatus { return identity.SVIDStatus{} })
 	m.enableTokenReview(func() identity.TokenReviewStats { return identity.TokenReviewStats{} })
 	newSwitchMetrics(m.reg, true)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/providers/rediscache"
@@ -328,6 +329,21 @@ func (m *metrics) enableRedis() {
 		m.sharedRejected.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared, m.sharedRejected)
+}
+
+// interceptionCA registers the interception CA's metrics, read from
+// stats at each scrape.
+func (m *metrics) interceptionCA(stats func() mitm.IssuerStats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgate_interception_ca_expiry_timestamp_seconds",
+			Help: "End of the interception CA's validity (ca.cert's NotAfter, Unix time): past it every intercepted CONNECT is refused 502 interception_unavailable.",
+		}, func() float64 { return float64(stats().CANotAfter.Unix()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_leaf_certificates_signed_total",
+			Help: "Leaf certificates the interception CA signed (a host not in the leaf cache, or its leaf in the last fifth of its life).",
+		}, func() float64 { return float64(stats().Signed) }),
+	)
 }
 
 // enableSVID registers the SPIFFE Workload API metrics (only gateways

@@ -76,8 +76,9 @@ func TestObserveMode(t *testing.T) {
 		noRule   want
 		// denyMiss is a path a deny rule to a destination with
 		// allow_private does not cover: the deny rule lets nobody
-		// reach that destination, so observe mode keeps the request
-		// off its private address.
+		// reach that destination, so its CONNECT is refused (enforce)
+		// or would_deny (observe), and observe mode keeps the
+		// connection off its private address.
 		denyMiss want
 		// phMiss is an unlisted path with the credential's placeholder
 		// in a header: never substituted outside its rule.
@@ -89,7 +90,7 @@ func TestObserveMode(t *testing.T) {
 			listed:   want{status: 200, credential: true, reached: true, line: `"path":"/v1/listed/1","rule":"listed","decision":"inject","code":""`},
 			unlisted: want{status: 200, reached: true, line: `"path":"/v1/unlisted","rule":"","decision":"would_deny","code":"path_not_allowed",.*"status":200`},
 			noRule:   want{status: 403, reason: codePrivateAddress, line: `"method":"CONNECT",.*"host":"tunnel.origin.test",.*"decision":"deny","code":"private_address"`},
-			denyMiss: want{status: 403, reason: codePrivateAddress, line: `"host":"blocked.origin.test",.*"path":"/v1/other",.*"decision":"deny","code":"private_address"`},
+			denyMiss: want{status: 403, reason: codePrivateAddress, line: `"method":"CONNECT",.*"host":"blocked.origin.test",.*"decision":"deny","code":"private_address"`},
 			phMiss:   want{status: 403, reason: codePlaceholderMisuse, line: `"path":"/v1/unlisted-ph",.*"code":"placeholder_misuse"`},
 			switched: want{status: 403, reason: codeDisabled, line: `"path":"/v1/unlisted-off",.*"decision":"deny","code":"disabled",.*"switch":"workload:local"`},
 		},
@@ -98,7 +99,7 @@ func TestObserveMode(t *testing.T) {
 			listed:   want{status: 200, credential: true, reached: true, line: `"path":"/v1/listed/1","rule":"listed","decision":"inject","code":""`},
 			unlisted: want{status: 403, reason: "path_not_allowed", line: `"path":"/v1/unlisted","rule":"","decision":"deny","code":"path_not_allowed",.*"status":403`},
 			noRule:   want{status: 403, reason: "no_rule", line: `"method":"CONNECT",.*"host":"tunnel.origin.test",.*"decision":"deny","code":"no_rule"`},
-			denyMiss: want{status: 403, reason: "path_not_allowed", line: `"host":"blocked.origin.test",.*"path":"/v1/other",.*"decision":"deny","code":"path_not_allowed"`},
+			denyMiss: want{status: 403, reason: "denied_by_rule", line: `"method":"CONNECT",.*"host":"blocked.origin.test",.*"decision":"deny","code":"denied_by_rule"`},
 			phMiss:   want{status: 403, reason: codePlaceholderMisuse, line: `"path":"/v1/unlisted-ph",.*"code":"placeholder_misuse"`},
 			// The policy refuses before the kill switch is consulted.
 			switched: want{status: 403, reason: "path_not_allowed", line: `"path":"/v1/unlisted-off",.*"decision":"deny","code":"path_not_allowed"`},

@@ -177,9 +177,13 @@ func (c *candidate) destFor(port, defPort int) *destination {
 // matches the caller and whose `to` covers the host and port, in file
 // order, up to the first one that does not look at the request (no methods,
 // paths or condition): rules after it can never decide a request inside the tunnel.
-// No candidate: Deny "no_rule". Any candidate injects, or denies by method
-// or path: Intercept, naming the first such rule. Otherwise the first
-// candidate decides: Tunnel, or Deny "denied_by_rule".
+// No candidate: Deny "no_rule". Only deny rules among the candidates: Deny
+// "denied_by_rule" naming the first (every request inside the tunnel would
+// be refused, so no leaf certificate is signed for it), or
+// "condition_not_met" when a tunnel rule's false condition was skipped.
+// Any candidate injects, or denies by method, path or condition:
+// Intercept, naming the first such rule. Otherwise the first candidate
+// decides: Tunnel, or Deny "denied_by_rule".
 //
 // For a request the first candidate whose methods and paths also match
 // decides: Inject (a plain http request additionally needs the rule's
@@ -238,6 +242,11 @@ func (p *Policy) Decide(q Query) Decision {
 func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, port, defPort int) Decision {
 	var first, forcing, condMiss *candidate
 	var firstDest, forcingDest *destination
+	// admits: some candidate is an inject or tunnel rule, so some request
+	// inside the tunnel may be let through. Without one every request is
+	// refused, and the CONNECT is refused as a whole: intercepting it
+	// would sign a leaf certificate (and hold a tunnel) for nothing.
+	admits := false
 	var vars *conditionVarsFor
 	for i := range cands {
 		c := &cands[i]
@@ -272,6 +281,7 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 		if first == nil {
 			first, firstDest = c, d
 		}
+		admits = admits || c.r.act != ruleDeny
 		if forcing == nil && (c.r.act == ruleInject || c.r.act == ruleDeny && c.r.conditional()) {
 			forcing, forcingDest = c, d
 		}
@@ -286,6 +296,13 @@ func (p *Policy) decideConnect(q *Query, cands []candidate, who, host string, po
 	case first == nil:
 		return Decision{Action: Deny, Code: "no_rule",
 			Reason: fmt.Sprintf("no rule allows %s to reach %s", caller(who), hostPort(host, port))}
+	case !admits && condMiss != nil:
+		// Deny rules only, and a tunnel rule whose condition is not met.
+		return Decision{Action: Deny, Code: "condition_not_met",
+			Reason: fmt.Sprintf("rule %q would let %s reach %s, but its condition is not met", condMiss.r.name, caller(who), hostPort(host, port))}
+	case !admits && first.r.conditional():
+		return Decision{Action: Deny, Rule: first.r.name, Destination: firstDest.name, Code: "denied_by_rule",
+			Reason: fmt.Sprintf("rule %q denies %s some requests to %s and no rule lets any other through", first.r.name, caller(who), hostPort(host, port))}
 	case forcing != nil:
 		return Decision{Action: Intercept, Rule: forcing.r.name, Destination: forcingDest.name, AllowPrivate: forcingDest.allowPrivate,
 			Reason: fmt.Sprintf("rule %q must see the requests %s sends to %s, so the connection is intercepted", forcing.r.name, caller(who), hostPort(host, port))}

@@ -8,7 +8,9 @@
 // lived, and kept in a bounded least-recently-used cache; concurrent first
 // handshakes for one host sign one certificate. A handshake sends the leaf
 // alone when the CA is self-signed (the client holds it as a trust anchor)
-// and the leaf with the CA certificate when the CA is an intermediate.
+// and the leaf with the CA certificate, and the issuers the CA file lists
+// after it, when the CA is an intermediate. A CA loads only if a client
+// would accept the leaves it signs.
 package mitm
 
 import (
@@ -34,6 +36,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -194,11 +197,20 @@ type CA struct {
 	leafKey *ecdsa.PrivateKey
 	// chain is what a handshake sends after the leaf: nothing for a
 	// self-signed CA (a client can only trust it as a trust anchor, which
-	// it already holds), the CA certificate for an intermediate CA.
+	// it already holds), the CA certificate for an intermediate CA, then
+	// the issuers the CA file lists after it, but a self-signed root.
 	chain [][]byte
-	// roots hold Cert alone: every leaf is verified against it before it
-	// is handed out (the CA's own name constraints, validity).
-	roots *x509.CertPool
+	// anchor is the CA file's last certificate, what clients must trust
+	// (Cert itself, or the root the file lists above it).
+	anchor *x509.Certificate
+	// notBefore and notAfter bound the validity of the certificates of
+	// the file: leaves are signed within them.
+	notBefore, notAfter time.Time
+	// roots hold the CA file's last certificate (Cert, or the root above
+	// it) and inters the ones below it: every leaf is verified against
+	// them before it is handed out (name constraints, path lengths,
+	// validity).
+	roots, inters *x509.CertPool
 	// leafSKI is the subject key identifier of leafKey (RFC 5280
 	// 4.2.1.2, method 1).
 	leafSKI []byte
@@ -268,11 +280,83 @@ func ParseCA(certPEM, keyPEM []byte, certName, keyName string) (*CA, error) {
 	}
 	ski := sha1.Sum(pk.PublicKey.Bytes)
 	ca := &CA{Cert: cert, key: key, leafKey: leafKey, roots: x509.NewCertPool(), leafSKI: ski[:]}
-	ca.roots.AddCert(cert)
-	if !selfSigned(cert) {
-		ca.chain = [][]byte{cert.Raw}
+	if err := ca.setChain(pair.Certificate, certName); err != nil {
+		return nil, err
+	}
+	// A CA whose every leaf a client refuses — an extended key usage
+	// without serverAuth, a critical extension no client knows — is
+	// refused now, naming the file, rather than at every CONNECT (each a
+	// 502). The probe leaf names no host: the CA's name constraints are
+	// per host and are checked per CONNECT (ErrNotPermitted).
+	_, probe, _, err := ca.signLeaf("", now, time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("mitm: CA %s with key %s: %w", certName, keyName, err)
+	}
+	if _, err := probe.Verify(ca.verifyOptions("", now)); err != nil {
+		return nil, fmt.Errorf("mitm: CA certificate %s cannot issue server certificates clients accept: %w; %s", certName, err, caFix(cert))
 	}
 	return ca, nil
+}
+
+// caFix says how to mend a CA whose leaves do not verify.
+func caFix(cert *x509.Certificate) string {
+	if len(cert.ExtKeyUsage) > 0 || len(cert.UnknownExtKeyUsage) > 0 {
+		return "its extended key usage must include serverAuth (or be absent); issue a CA without the extension, or run credgate ca init"
+	}
+	return "issue another CA, or run credgate ca init"
+}
+
+// setChain takes the certificates of the CA file (ders: the CA first,
+// then, optionally, its issuers in order up to a root). A handshake sends
+// the leaf with the CA and those issuers, the root left out; every leaf is
+// verified up to the file's last certificate, so the issuers' constraints
+// (path length, name constraints, extended key usage) are checked too.
+// A certificate that does not issue the one before it is refused: a
+// client would be sent a chain that does not chain.
+func (ca *CA) setChain(ders [][]byte, certName string) error {
+	certs := []*x509.Certificate{ca.Cert}
+	for i, der := range ders[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("mitm: CA certificate %s, certificate %d: %w", certName, i+2, err)
+		}
+		prev := certs[len(certs)-1]
+		if !bytes.Equal(prev.RawIssuer, c.RawSubject) || prev.CheckSignatureFrom(c) != nil {
+			return fmt.Errorf("mitm: CA certificate %s: certificate %d (%q) did not issue certificate %d (%q); list the CA first, then each issuer in order (or the CA alone)",
+				certName, i+2, c.Subject.String(), i+1, prev.Subject.String())
+		}
+		certs = append(certs, c)
+	}
+	top := certs[len(certs)-1]
+	ca.anchor, ca.notBefore, ca.notAfter = top, ca.Cert.NotBefore, ca.Cert.NotAfter
+	for _, c := range certs[1:] {
+		// A leaf is valid only while every certificate above it is.
+		if c.NotBefore.After(ca.notBefore) {
+			ca.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(ca.notAfter) {
+			ca.notAfter = c.NotAfter
+		}
+	}
+	ca.roots.AddCert(top)
+	if len(certs) > 1 {
+		ca.inters = x509.NewCertPool()
+		for _, c := range certs[:len(certs)-1] {
+			ca.inters.AddCert(c)
+		}
+	}
+	for _, c := range certs {
+		if c != top || !selfSigned(c) {
+			ca.chain = append(ca.chain, c.Raw)
+		}
+	}
+	return nil
+}
+
+// verifyOptions are what a leaf for host is verified with before it is
+// handed out: what a client trusting the top of the CA file checks.
+func (ca *CA) verifyOptions(host string, now time.Time) x509.VerifyOptions {
+	return x509.VerifyOptions{DNSName: host, Roots: ca.roots, Intermediates: ca.inters, CurrentTime: now}
 }
 
 // selfSigned reports whether cert is a root: issued by its own subject and
@@ -298,6 +382,9 @@ type IssuerOptions struct {
 type Issuer struct {
 	opts IssuerOptions
 	sf   singleflight.Group
+
+	// signed counts the leaves signed (Stats).
+	signed atomic.Uint64
 
 	mu    sync.Mutex
 	ca    *CA
@@ -370,12 +457,30 @@ func (is *Issuer) SetCA(ca *CA) {
 	clear(is.byKey)
 }
 
-// CACertificate returns the certificate of the CA that signs leaves now
-// (what clients must trust).
+// CACertificate returns what clients must trust for the leaves signed
+// now: the CA certificate, or the root the CA file lists above it.
 func (is *Issuer) CACertificate() *x509.Certificate {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	return is.ca.Cert
+	return is.ca.anchor
+}
+
+// IssuerStats is what an Issuer reports for metrics.
+type IssuerStats struct {
+	// CANotAfter is the end of the signing CA's validity (or of an
+	// issuer's the CA file lists, when that ends first): past it no leaf
+	// is signed.
+	CANotAfter time.Time
+	// Signed counts the leaf certificates signed since the Issuer was
+	// made (cache misses, renewals, leaves of a CA replaced meanwhile).
+	Signed uint64
+}
+
+// Stats returns the Issuer's figures now.
+func (is *Issuer) Stats() IssuerStats {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return IssuerStats{CANotAfter: is.ca.notAfter, Signed: is.signed.Load()}
 }
 
 // Len returns the number of cached leaf certificates.
@@ -412,28 +517,23 @@ func leafName(host string) (string, error) {
 // whose clocks are behind.
 const leafSkew = 5 * time.Minute
 
-func (is *Issuer) issue(host string) (*tls.Certificate, error) {
-	is.mu.Lock()
-	ca, gen := is.ca, is.gen
-	is.mu.Unlock()
-	now := is.opts.Now()
-	if now.After(ca.Cert.NotAfter) || now.Before(ca.Cert.NotBefore) {
-		return nil, fmt.Errorf("mitm: leaf certificate for %s: the interception CA is not valid now (valid %s to %s); rotate it: credgate ca init --out DIR and point ca.cert and ca.key at the new files",
-			host, ca.Cert.NotBefore.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))
-	}
+// signLeaf signs a leaf certificate for host (leafName's form; "" for a
+// leaf naming no host, which only ParseCA's check makes) valid from
+// leafSkew before now for ttl, both within the CA's validity.
+func (ca *CA) signLeaf(host string, now time.Time, ttl time.Duration) (der []byte, parsed *x509.Certificate, notAfter time.Time, err error) {
 	serial, err := randomSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, time.Time{}, err
 	}
 	// Within the CA's validity: some clients refuse a leaf valid outside
 	// its issuer's.
 	notBefore := now.Add(-leafSkew)
-	if notBefore.Before(ca.Cert.NotBefore) {
-		notBefore = ca.Cert.NotBefore
+	if notBefore.Before(ca.notBefore) {
+		notBefore = ca.notBefore
 	}
-	notAfter := now.Add(is.opts.LeafTTL)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
+	notAfter = now.Add(ttl)
+	if notAfter.After(ca.notAfter) {
+		notAfter = ca.notAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -448,23 +548,39 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 	if len(host) <= 64 { // ub-common-name (RFC 5280); the SAN is what clients check
 		tmpl.Subject.CommonName = host
 	}
-	ip, ipErr := netip.ParseAddr(host)
-	if ipErr == nil {
+	if ip, ipErr := netip.ParseAddr(host); ipErr == nil {
 		tmpl.IPAddresses = []net.IP{ip.AsSlice()}
-	} else {
+	} else if host != "" {
 		tmpl.DNSNames = []string{host}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &ca.leafKey.PublicKey, ca.key)
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &ca.leafKey.PublicKey, ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("mitm: sign leaf certificate for %s: %w", host, err)
+		return nil, nil, time.Time{}, fmt.Errorf("mitm: sign leaf certificate for %s: %w", host, err)
 	}
-	parsed, err := x509.ParseCertificate(der)
+	parsed, err = x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("mitm: parse leaf certificate for %s: %w", host, err)
+		return nil, nil, time.Time{}, fmt.Errorf("mitm: parse leaf certificate for %s: %w", host, err)
 	}
+	return der, parsed, notAfter, nil
+}
+
+func (is *Issuer) issue(host string) (*tls.Certificate, error) {
+	is.mu.Lock()
+	ca, gen := is.ca, is.gen
+	is.mu.Unlock()
+	now := is.opts.Now()
+	if now.After(ca.notAfter) || now.Before(ca.notBefore) {
+		return nil, fmt.Errorf("mitm: leaf certificate for %s: the interception CA is not valid now (valid %s to %s); rotate it: credgate ca init --out DIR and point ca.cert and ca.key at the new files",
+			host, ca.notBefore.UTC().Format(time.RFC3339), ca.notAfter.UTC().Format(time.RFC3339))
+	}
+	der, parsed, notAfter, err := ca.signLeaf(host, now, is.opts.LeafTTL)
+	if err != nil {
+		return nil, err
+	}
+	is.signed.Add(1)
 	// What a client will check, checked first: the CA's name constraints
 	// (ca init --permit, or those of a CA from another PKI) above all.
-	if _, err := parsed.Verify(x509.VerifyOptions{DNSName: host, Roots: ca.roots, CurrentTime: now}); err != nil {
+	if _, err := parsed.Verify(ca.verifyOptions(host, now)); err != nil {
 		var inv x509.CertificateInvalidError
 		if errors.As(err, &inv) && inv.Reason == x509.CANotAuthorizedForThisName {
 			return nil, fmt.Errorf("mitm: leaf certificate for %s: %w (%s); widen it with a new CA (credgate ca init --permit), or make the rule action: tunnel", host, ErrNotPermitted, inv.Detail)

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -65,27 +66,64 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 }
 
 // TestLeafChain: a self-signed CA's leaves are sent alone, an
-// intermediate CA's with the CA certificate, and either chain verifies
-// against the root a client trusts, as crypto/tls verifies it (the
-// certificates after the leaf are the intermediates).
+// intermediate CA's with the CA certificate and the issuers the CA file
+// lists after it (a root left out), and each chain verifies against the
+// root a client trusts, as crypto/tls verifies it (the certificates after
+// the leaf are the intermediates). A CA file whose certificates do not
+// chain, or whose root forbids the CA, is refused at load.
 func TestLeafChain(t *testing.T) {
-	rootKey, interKey := newKey(t), newKey(t)
+	rootKey, interKey, subKey := newKey(t), newKey(t), newKey(t)
 	root, rootPEM := newCert(t, "root", rootKey, nil, nil)
 	inter, interPEM := newCert(t, "intermediate", interKey, root, rootKey)
+	sub, subPEM := newCert(t, "sub-intermediate", subKey, inter, interKey)
+	_ = sub
+	// A root whose path length (0) admits no intermediate: a client
+	// trusting it refuses every leaf of an intermediate below it.
+	strictTmpl := *root
+	strictTmpl.MaxPathLen, strictTmpl.MaxPathLenZero = 0, true
+	strictDER, err := x509.CreateCertificate(rand.Reader, &strictTmpl, &strictTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: strictDER})
+	// A root that ends before the intermediate under it: leaves end with
+	// the root.
+	shortKey, shortInterKey := newKey(t), newKey(t)
+	shortRoot, shortRootPEM := newCertValidity(t, "short root", shortKey, time.Now().Add(-time.Hour), time.Now().Add(30*time.Minute))
+	shortInter, shortInterPEM := newCert(t, "intermediate of the short root", shortInterKey, shortRoot, shortKey)
 	roots := x509.NewCertPool()
 	roots.AddCert(root)
+	roots.AddCert(shortRoot)
+	cat := func(pems ...[]byte) []byte { return bytes.Join(pems, nil) }
 
 	for _, tc := range []struct {
 		name          string
 		certPEM, kPEM []byte
 		want          int // certificates sent
 		chainTo       *x509.Certificate
+		err           string // part of ParseCA's error; "" loads
 	}{
-		{"self-signed", rootPEM, keyPEM(t, rootKey), 1, root},
-		{"intermediate", interPEM, keyPEM(t, interKey), 2, inter},
+		{"self-signed", rootPEM, keyPEM(t, rootKey), 1, root, ""},
+		{"intermediate", interPEM, keyPEM(t, interKey), 2, inter, ""},
+		{"intermediate and its root", cat(interPEM, rootPEM), keyPEM(t, interKey), 2, inter, ""},
+		// The file's chain is sent: a client holding only the root
+		// verifies the sub-intermediate's leaf (before, the
+		// intermediate was dropped and the client could not).
+		{"sub-intermediate and its issuer", cat(subPEM, interPEM), keyPEM(t, subKey), 3, sub, ""},
+		{"sub-intermediate, issuer and root", cat(subPEM, interPEM, rootPEM), keyPEM(t, subKey), 3, sub, ""},
+		{"intermediate of a root that ends first", cat(shortInterPEM, shortRootPEM), keyPEM(t, shortInterKey), 2, shortInter, ""},
+		{"issuers out of order", cat(subPEM, rootPEM, interPEM), keyPEM(t, subKey), 0, nil, "did not issue certificate 1"},
+		{"an unrelated certificate", cat(interPEM, subPEM), keyPEM(t, interKey), 0, nil, "did not issue certificate 1"},
+		{"root's path length forbids the intermediate", cat(interPEM, strictPEM), keyPEM(t, interKey), 0, nil, "cannot issue server certificates"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ca, err := ParseCA(tc.certPEM, tc.kPEM, "ca.pem", "ca-key.pem")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "ca.pem") {
+					t.Fatalf("ParseCA: %v, want an error naming ca.pem and %q", err, tc.err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,6 +152,37 @@ func TestLeafChain(t *testing.T) {
 			}
 			if c := chains[0]; len(c) < 2 || !c[1].Equal(tc.chainTo) {
 				t.Fatalf("leaf's issuer in the verified chain is not the CA")
+			}
+			// What clients must trust (admin /ca.pem) is the file's last
+			// certificate, and the leaf and the expiry metric end with
+			// the first of the file's certificates to end.
+			var file []*x509.Certificate
+			for rest := tc.certPEM; ; {
+				var b *pem.Block
+				if b, rest = pem.Decode(rest); b == nil {
+					break
+				}
+				c, err := x509.ParseCertificate(b.Bytes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				file = append(file, c)
+			}
+			is := NewIssuer(ca, IssuerOptions{})
+			if top := file[len(file)-1]; !is.CACertificate().Equal(top) {
+				t.Errorf("CACertificate is %q, want %q", is.CACertificate().Subject, top.Subject)
+			}
+			end := file[0].NotAfter
+			for _, c := range file {
+				if c.NotAfter.Before(end) {
+					end = c.NotAfter
+				}
+			}
+			if leaf.NotAfter.After(end) {
+				t.Errorf("the leaf ends %v, after a certificate of its chain (%v)", leaf.NotAfter, end)
+			}
+			if got := is.Stats().CANotAfter; !got.Equal(end) {
+				t.Errorf("Stats().CANotAfter %v, want %v", got, end)
 			}
 		})
 	}
@@ -451,4 +520,96 @@ func newCertValidity(t *testing.T, name string, key *ecdsa.PrivateKey, nb, na ti
 		t.Fatal(err)
 	}
 	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestCALoadsOnlyIfClientsAcceptItsLeaves: a configured CA loads exactly
+// when a client (crypto/x509, verifying for a server name) accepts a leaf
+// it signs. A CA whose extended key usage leaves out serverAuth, or that
+// carries a critical extension no client knows, loaded before and then
+// failed every CONNECT (502 interception_unavailable); it is now refused
+// at load, naming the file and the fix. Differential: each CA's verdict
+// against a leaf signed with its key outside the package.
+func TestCALoadsOnlyIfClientsAcceptItsLeaves(t *testing.T) {
+	unknownOID := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
+	for _, tc := range []struct {
+		name string
+		mod  func(*x509.Certificate)
+		want string // part of the load error; "" loads
+	}{
+		{"no EKU", nil, ""},
+		{"EKU serverAuth", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} }, ""},
+		{"EKU any", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} }, ""},
+		{"EKU serverAuth and clientAuth", func(c *x509.Certificate) {
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+		}, ""},
+		{"EKU clientAuth only", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth} }, "serverAuth"},
+		{"EKU codeSigning and email", func(c *x509.Certificate) {
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning, x509.ExtKeyUsageEmailProtection}
+		}, "serverAuth"},
+		{"EKU an unknown purpose only", func(c *x509.Certificate) { c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{unknownOID} }, "serverAuth"},
+		{"critical unknown extension", func(c *x509.Certificate) {
+			c.ExtraExtensions = []pkix.Extension{{Id: unknownOID, Critical: true, Value: []byte{5, 0}}}
+		}, "cannot issue server certificates"},
+		{"non-critical unknown extension", func(c *x509.Certificate) {
+			c.ExtraExtensions = []pkix.Extension{{Id: unknownOID, Value: []byte{5, 0}}}
+		}, ""},
+		{"path length 0", func(c *x509.Certificate) { c.MaxPathLenZero = true }, ""},
+		{"name constraints", func(c *x509.Certificate) { c.PermittedDNSDomains = []string{"example.com"} }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := newKey(t)
+			tmpl := &x509.Certificate{
+				SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: tc.name},
+				NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+				KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+			}
+			if tc.mod != nil {
+				tc.mod(tmpl)
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caCert, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What a client makes of a leaf this CA signs.
+			leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), DNSNames: []string{"api.example.com"},
+				NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+			leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &newKey(t).PublicKey, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, err := x509.ParseCertificate(leafDER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			roots := x509.NewCertPool()
+			roots.AddCert(caCert)
+			_, clientErr := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "api.example.com"})
+
+			ca, err := ParseCA(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM(t, key), "ca.pem", "ca-key.pem")
+			if (err == nil) != (clientErr == nil) {
+				t.Fatalf("ParseCA: %v; but a client verifying its leaf: %v", err, clientErr)
+			}
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "ca.pem") {
+					t.Fatalf("ParseCA: %v, want an error naming ca.pem and %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := NewIssuer(ca, IssuerOptions{}).Certificate(context.Background(), "api.example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := got.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "api.example.com"}); err != nil {
+				t.Errorf("a client refuses the leaf the CA signed: %v", err)
+			}
+		})
+	}
 }
