@@ -67,6 +67,9 @@ func TestParseTargets(t *testing.T) {
 		{"userinfo", Endpoint{Format: Graph}, req("/v1.0/$batch", "", `{"requests":[{"method":"GET","url":"https://h.test@evil.test/x"}]}`), nil, ErrOtherHost},
 		{"odata reference", Endpoint{Format: ODataJSON}, req("/svc/$batch", "", `{"requests":[{"method":"GET","url":"$1/Orders"}]}`), nil, ErrReference},
 		{"trailing data", Endpoint{Format: Graph}, req("/v1.0/$batch", "", `{"requests":[{"method":"GET","url":"a"}]}{"requests":[]}`), nil, ErrMalformed},
+		{"boundary in a part", Endpoint{Format: MultipartHTTP}, req("/batch/drive/v3", "multipart/mixed; boundary=b", "--b\r\nContent-Type: application/http\r\n\r\nGET /drive/v3/files\r\n\n--b\nContent-Type: application/http\n\nDELETE /drive/v3/files/x\r\n--b--\r\n"), nil, ErrMalformed},
+		{"boundary in the preamble", Endpoint{Format: MultipartHTTP}, req("/batch/drive/v3", "multipart/mixed; boundary=b", "x--b\r\n--b\r\nContent-Type: application/http\r\n\r\nGET /drive/v3/files\r\n--b--\r\n"), nil, ErrMalformed},
+		{"boundary in the epilogue", Endpoint{Format: MultipartHTTP}, req("/batch/drive/v3", "multipart/mixed; boundary=b", "--b\r\nContent-Type: application/http\r\n\r\nGET /drive/v3/files\r\n--b--\r\n--b\r\nContent-Type: application/http\r\n\r\nDELETE /x\r\n--b--\r\n"), nil, ErrMalformed},
 		{"nested change sets", Endpoint{Format: MultipartHTTP}, req("/s/$batch", "multipart/mixed; boundary=b", "--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--c\r\nContent-Type: multipart/mixed; boundary=d\r\n\r\n--d--\r\n--c--\r\n--b--\r\n"), nil, ErrMalformed},
 	} {
 		subs, err := Parse(c.ep, c.r)

@@ -32,9 +32,18 @@ func parseMultipart(req Request) ([]Sub, error) {
 }
 
 // readParts appends the requests of the parts of body to subs.
+//
+// Multipart parsers differ at the edges (a delimiter after a bare LF,
+// transport padding after it, text before the first one), and a part the
+// service finds where this reader found none would run unjudged. Every
+// delimiter line holds "--" and the boundary, so the body may hold that
+// string exactly where this reader used it: once per part and once to
+// close. Anything more (the boundary in a preamble, an epilogue, a part's
+// content, a delimiter this reader did not take) is refused.
 func readParts(req Request, body []byte, boundary string, depth int, subs *[]Sub) error {
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
-	for {
+	delims := bytes.Count(body, []byte("--"+boundary))
+	for parts := 0; ; parts++ {
 		i := len(*subs)
 		if i >= maxParts {
 			return fail(-1, ErrTooMany, fmt.Sprintf("it has more than %d parts", maxParts))
@@ -43,6 +52,9 @@ func readParts(req Request, body []byte, boundary string, depth int, subs *[]Sub
 		// itself, which the service may not.
 		p, err := mr.NextRawPart()
 		if errors.Is(err, io.EOF) {
+			if delims != parts+1 {
+				return fail(-1, ErrMalformed, "its boundary appears in the body other than as the delimiter of a part (in a preamble, an epilogue, a part's content, or a delimiter line services read differently); choose a boundary its parts do not contain")
+			}
 			return nil
 		}
 		if err != nil {
