@@ -66,7 +66,7 @@ type batchVerdict struct {
 // and put back as it came: what the upstream receives is what was judged.
 func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canonical.Path, ib *idleBody) batchVerdict {
 	r, d := x.r, a.d
-	ep, ok := batch.Lookup(x.dest.host, cp.Decoded, r.Header.Get("Content-Type"))
+	ep, ok := endpointOf(d, x.dest.host, cp.Decoded, r.Header.Get("Content-Type"))
 	if !ok {
 		return batchVerdict{}
 	}
@@ -188,10 +188,23 @@ func (g *Gateway) judgeSub(a admission, q policy.Query, s batch.Sub, target stri
 			return policy.Decision{}, "names a second object in " + name + ", which rule " + fmt.Sprintf("%q", d.Rule) + " does not allow (allow_copy_source)"
 		}
 	}
-	if _, nested := batch.Lookup(q.Host, scp.Decoded, sr.Header.Get("Content-Type")); nested {
+	if _, nested := endpointOf(sd, q.Host, scp.Decoded, sr.Header.Get("Content-Type")); nested {
 		return policy.Decision{}, "is itself a batch, whose sub-requests the gateway does not read"
 	}
 	return sd, ""
+}
+
+// endpointOf is the batch endpoint a request to host with the decoded
+// path names under decision d: the gateway's table (batch.Lookup), else
+// the paths the inject rule's batch setting marks.
+func endpointOf(d policy.Decision, host, path, contentType string) (batch.Endpoint, bool) {
+	if ep, ok := batch.Lookup(host, path, contentType); ok {
+		return ep, true
+	}
+	if d.Action == policy.Inject && d.Inject.Batch.Matches(path) {
+		return batch.Endpoint{Format: batch.Format(d.Inject.Batch.Format), Service: fmt.Sprintf("rule %q's batch (%s)", d.Rule, d.Inject.Batch.Format), Max: 1000}, true
+	}
+	return batch.Endpoint{}, false
 }
 
 // decodedBatch returns the body of a batch whose header is h, decoded

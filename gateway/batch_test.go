@@ -36,6 +36,9 @@ destinations:
   google:
     hosts: [www.googleapis.com]
     allow_private: true
+  partner:
+    hosts: [api.origin.test]
+    allow_private: true
 credentials:
   token:
     provider: static
@@ -72,6 +75,12 @@ rules:
     methods: [GET, POST]
     paths: ["/batch/*", "/drive/v3/*", "/storage/v1/*"]
     inject: {credential: token, as: bearer}
+  - name: partner
+    from: local
+    to: partner
+    methods: [GET, POST]
+    paths: ["/odata/*"]
+    inject: {credential: token, as: bearer, batch: {format: multipart-http, paths: [/odata/batch]}}
   - name: graph-open
     from: local
     to: graph
@@ -315,6 +324,9 @@ func TestBatchEdges(t *testing.T) {
 		{"allow_batch", graphHost, "/beta/$batch", "application/json", `{"requests":[{"id":"1","method":"DELETE","url":"/users/a"}]}`, false, 200, "", ""},
 		{"batch encoded", graphHost, "/v1.0/%24batch", "application/json", `{"requests":[{"id":"1","method":"DELETE","url":"/users/a"}]}`, false, 403, codeBatchNotAllowed, "DELETE"},
 		{"batch upper case", graphHost, "/v1.0/$BATCH", "application/json", `{"requests":[{"id":"1","method":"DELETE","url":"/users/a"}]}`, false, 403, codeBatchNotAllowed, "DELETE"},
+		{"marked refused", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nDELETE /odata/People(1) HTTP/1.1\r\n\r\n--x--\r\n", false, 403, codeBatchNotAllowed, "sub-request 0 (DELETE /odata/People(1)) of the batch to the rule"},
+		{"marked admitted", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nGET People HTTP/1.1\r\n\r\n--x--\r\n", false, 200, "", ""},
+		{"marked nested", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nPOST /odata/batch HTTP/1.1\r\n\r\n--x--\r\n", false, 403, codeBatchNotAllowed, "itself a batch"},
 		{"unknown coding", graphHost, "/v1.0/$batch", "application/json", `{"requests":[]}`, false, 400, codeBadBatch, "content coding"},
 	}
 	for i, k := range cases {

@@ -205,6 +205,10 @@ type InjectPlan struct {
 	// refuses the batch, 403 batch_request_not_allowed, unless this rule
 	// admits each one.
 	AllowBatch bool
+	// Batch, when set, marks paths of the rule's destination as a batch
+	// endpoint the gateway's table does not know, and the format of its
+	// sub-requests (the rule's inject batch setting).
+	Batch *BatchMark
 	// inputs are the credentials Provider reads (providers.Composer),
 	// recursively: their scopes are part of the cache key.
 	inputs []providers.Input

@@ -241,7 +241,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		ps.errorf(body, "%s: inject must be a mapping like {credential: name, as: bearer}", what)
 		return
 	}
-	settings, got := ps.split(body, what+" inject", "credential", "as", "substitute_in", "allow_copy_source", "allow_batch")
+	settings, got := ps.split(body, what+" inject", "credential", "as", "substitute_in", "allow_copy_source", "allow_batch", "batch")
 	cf, ok := got["credential"]
 	if !ok {
 		ps.errorf(inj.key, "%s: inject has no credential; add credential: <name>", what)
@@ -316,6 +316,9 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 	}
 	if bf, ok := got["allow_batch"]; ok {
 		r.plan.AllowBatch = ps.boolean(bf.val, what+" inject allow_batch")
+	}
+	if mf, ok := got["batch"]; ok {
+		r.plan.Batch = ps.parseBatchMark(mf, what)
 	}
 }
 

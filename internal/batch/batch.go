@@ -364,3 +364,10 @@ func refersTo(u string) bool {
 	}
 	return false
 }
+
+// Formats are the formats a policy may name for an endpoint the table
+// does not know (a rule's inject batch setting): those Parse judges one
+// request at a time.
+func Formats() []Format {
+	return []Format{Graph, ODataJSON, MultipartHTTP, SalesforceComposite, SalesforceBatch, SalesforceGraph}
+}
