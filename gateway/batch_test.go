@@ -217,42 +217,48 @@ func TestBatchSubrequestsJudged(t *testing.T) {
 					subs[i].url = urlFor(f, subs[i].url)
 				}
 				for _, gz := range []bool{false, true} {
-					n++
-					id := fmt.Sprintf("batch-%d", n)
-					t.Run(fmt.Sprintf("h2=%v/%s/%s/gzip=%v", h2, f.name, k.name, gz), func(t *testing.T) {
-						body := f.build(subs)
-						req, _ := http.NewRequest("POST", "https://"+f.host+f.path, bytes.NewReader(gzipped(body, gz)))
-						req.Header.Set("Content-Type", f.contentType)
-						req.Header.Set("X-Probe-Id", id)
-						if gz {
-							req.Header.Set("Content-Encoding", "gzip")
-						}
-						resp, err := c.Do(req)
-						if err != nil {
-							t.Fatal(err)
-						}
-						rb, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						arrived := tg.origin.find(id)
-						if !k.refuse {
-							if resp.StatusCode != http.StatusOK || arrived == nil {
-								t.Fatalf("status %d (%s), reached %v; want it forwarded", resp.StatusCode, rb, arrived != nil)
+					for _, chunked := range []bool{false, true} {
+						n++
+						id := fmt.Sprintf("batch-%d", n)
+						t.Run(fmt.Sprintf("h2=%v/%s/%s/gzip=%v/chunked=%v", h2, f.name, k.name, gz, chunked), func(t *testing.T) {
+							body := f.build(subs)
+							var rd io.Reader = bytes.NewReader(gzipped(body, gz))
+							if chunked {
+								rd = io.MultiReader(rd) // no length: chunked (HTTP/1.1), no content-length (HTTP/2)
 							}
-							if got := arrived.Header.Get("Content-Length"); got != fmt.Sprint(len(gzipped(body, gz))) {
-								t.Errorf("the upstream got Content-Length %s, want the batch's %d bytes unchanged", got, len(gzipped(body, gz)))
+							req, _ := http.NewRequest("POST", "https://"+f.host+f.path, rd)
+							req.Header.Set("Content-Type", f.contentType)
+							req.Header.Set("X-Probe-Id", id)
+							if gz {
+								req.Header.Set("Content-Encoding", "gzip")
 							}
-							return
-						}
-						if resp.StatusCode != http.StatusForbidden || resp.Header.Get(ReasonHeader) != codeBatchNotAllowed {
-							t.Errorf("status %d reason %q (%.300s), want 403 %s", resp.StatusCode, resp.Header.Get(ReasonHeader), rb, codeBatchNotAllowed)
-						}
-						if arrived != nil {
-							t.Errorf("the refused batch reached the upstream")
-						}
-						if !strings.Contains(string(rb), "sub-request ") || !strings.Contains(string(rb), "allow_batch") {
-							t.Errorf("the reason should name the sub-request and the setting: %s", rb)
-						}
-					})
+							resp, err := c.Do(req)
+							if err != nil {
+								t.Fatal(err)
+							}
+							rb, _ := io.ReadAll(resp.Body)
+							resp.Body.Close()
+							arrived := tg.origin.find(id)
+							if !k.refuse {
+								if resp.StatusCode != http.StatusOK || arrived == nil {
+									t.Fatalf("status %d (%s), reached %v; want it forwarded", resp.StatusCode, rb, arrived != nil)
+								}
+								if got := arrived.Header.Get("Content-Length"); got != fmt.Sprint(len(gzipped(body, gz))) {
+									t.Errorf("the upstream got Content-Length %s, want the batch's %d bytes unchanged", got, len(gzipped(body, gz)))
+								}
+								return
+							}
+							if resp.StatusCode != http.StatusForbidden || resp.Header.Get(ReasonHeader) != codeBatchNotAllowed {
+								t.Errorf("status %d reason %q (%.300s), want 403 %s", resp.StatusCode, resp.Header.Get(ReasonHeader), rb, codeBatchNotAllowed)
+							}
+							if arrived != nil {
+								t.Errorf("the refused batch reached the upstream")
+							}
+							if !strings.Contains(string(rb), "sub-request ") || !strings.Contains(string(rb), "allow_batch") {
+								t.Errorf("the reason should name the sub-request and the setting: %s", rb)
+							}
+						})
+					}
 				}
 			}
 		}
@@ -403,7 +409,13 @@ func TestBatchObserveMode(t *testing.T) {
 // verdict on sending it as a request of its own: forwarded exactly when
 // the top-level request is forwarded.
 func TestBatchDifferential(t *testing.T) {
-	tg := startCanonGateway(t)
+	// canonPolicy, its v1 rule marking /v1/composite as a batch in
+	// Salesforce's composite format (urls host-relative, JSON-escaped).
+	pol := strings.Replace(canonPolicy, "inject: {credential: token, as: bearer}", "inject: {credential: token, as: bearer, batch: {format: salesforce-composite, paths: [/v1/composite]}}", 1)
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(pol))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", tg.origin.addr))
 	c := tg.client(t, false)
 	spellings := pathSpellings()
 	n, admitted := 0, 0
@@ -415,22 +427,31 @@ func TestBatchDifferential(t *testing.T) {
 			n++
 			status, _ := rawRequest(t, tg, apiHost, fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\n\r\n", method, p, apiHost))
 			top := status == http.StatusOK
-			id := fmt.Sprintf("diff-%d", n)
-			req, _ := http.NewRequest("POST", "https://"+apiHost+"/v1/$batch", bytes.NewReader(multipartBody([]sub{{method, p}})))
-			req.Header.Set("Content-Type", "multipart/mixed; boundary=b0undary")
-			req.Header.Set("X-Probe-Id", id)
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rb, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			batched := resp.StatusCode == http.StatusOK
-			if batched != top {
-				t.Errorf("%s %q: on its own forwarded=%v (%d), in a batch forwarded=%v (%d %.200s)", method, p, top, status, batched, resp.StatusCode, rb)
-			}
-			if !batched && tg.origin.find(id) != nil {
-				t.Errorf("%s %q: the refused batch reached the upstream", method, p)
+			for _, f := range []struct{ path, ct string }{
+				{"/v1/$batch", "multipart/mixed; boundary=b0undary"},
+				{"/v1/composite", "application/json"},
+			} {
+				id := fmt.Sprintf("diff-%d-%s", n, f.path)
+				body := multipartBody([]sub{{method, p}})
+				if f.ct == "application/json" {
+					body = jsonBody("compositeRequest", []sub{{method, p}}, "")
+				}
+				req, _ := http.NewRequest("POST", "https://"+apiHost+f.path, bytes.NewReader(body))
+				req.Header.Set("Content-Type", f.ct)
+				req.Header.Set("X-Probe-Id", id)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rb, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				batched := resp.StatusCode == http.StatusOK
+				if batched != top {
+					t.Errorf("%s %q: on its own forwarded=%v (%d), in a batch to %s forwarded=%v (%d %.200s)", method, p, top, status, f.path, batched, resp.StatusCode, rb)
+				}
+				if !batched && tg.origin.find(id) != nil {
+					t.Errorf("%s %q: the refused batch to %s reached the upstream", method, p, f.path)
+				}
 			}
 			if top {
 				admitted++
