@@ -56,7 +56,8 @@ type batchVerdict struct {
 	// the batch goes on without the credential (Forward, WouldDeny).
 	observe *policy.Decision
 	// expectRead: the body was read, so the client's Expect:
-	// 100-continue is answered (by the server) and not forwarded.
+	// 100-continue is answered (by the server) and not forwarded; set
+	// on a verdict that lets the batch through.
 	expectRead bool
 }
 
@@ -101,20 +102,13 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 	r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(raw)), int64(len(raw)), nil
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
 	v := batchVerdict{expectRead: true}
-	body, f := decodedBatch(r.Header, raw)
-	if f != "" {
-		out := refused(http.StatusBadRequest, codeBadBatch, f+"; the batch was not forwarded")
-		if strings.Contains(f, "larger than") {
-			out = refused(http.StatusRequestEntityTooLarge, codeBodyTooLarge, f+"; the batch was not forwarded: send smaller batches")
-		}
-		out.expectRead = true
-		return out
+	body, f := decodedBatch(r.Header, raw, d.Rule)
+	if f != nil {
+		return batchVerdict{refusal: f}
 	}
 	subs, err := batch.Parse(ep, batch.Request{Host: x.dest.host, Port: x.dest.port, Scheme: x.scheme, RawPath: cp.Raw, ContentType: r.Header.Get("Content-Type"), Body: body})
 	if err != nil {
-		out := batchParseRefusal(ep, d, err, fix)
-		out.expectRead = true
-		return out
+		return batchParseRefusal(ep, d, err, fix)
 	}
 	v.judged = len(subs)
 	var would *policy.Decision
@@ -209,24 +203,28 @@ func endpointOf(d policy.Decision, host, path, contentType string) (batch.Endpoi
 
 // decodedBatch returns the body of a batch whose header is h, decoded
 // from its content codings (transform.DecodeResponse: gzip, deflate, br;
-// bounded to batch.MaxBody), or why it cannot be read.
-func decodedBatch(h http.Header, raw []byte) ([]byte, string) {
+// bounded to batch.MaxBody), or the refusal of one it cannot read.
+func decodedBatch(h http.Header, raw []byte, rule string) ([]byte, *refusal) {
 	if len(h.Values("Content-Encoding")) == 0 {
-		return raw, ""
+		return raw, nil
+	}
+	refused := func(status int, code, reason string) ([]byte, *refusal) {
+		f := newRefusal(status, code, reason+"; the batch was not forwarded", rule)
+		return nil, &f
 	}
 	resp := &http.Response{Header: http.Header{"Content-Encoding": h.Values("Content-Encoding")}, Body: io.NopCloser(bytes.NewReader(raw))}
 	if err := transform.DecodeResponse(resp); err != nil {
-		return nil, "the body of the batch has a content coding the gateway cannot decode to judge its sub-requests (it decodes gzip, deflate and br); send it uncompressed"
+		return refused(http.StatusBadRequest, codeBadBatch, "the body of the batch has a content coding the gateway cannot decode to judge its sub-requests (it decodes gzip, deflate and br); send it uncompressed")
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, batch.MaxBody+1))
 	if err != nil {
-		return nil, "the body of the batch does not decode as its Content-Encoding says; send it uncompressed"
+		return refused(http.StatusBadRequest, codeBadBatch, "the body of the batch does not decode as its Content-Encoding says; send it uncompressed")
 	}
 	if len(b) > batch.MaxBody {
-		return nil, fmt.Sprintf("the body of the batch decodes to more than %d bytes, the most the gateway reads to judge its sub-requests", batch.MaxBody)
+		return refused(http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("the body of the batch decodes to more than %d bytes, the most the gateway reads to judge its sub-requests: send smaller batches", batch.MaxBody))
 	}
-	return b, ""
+	return b, nil
 }
 
 // batchParseRefusal is the refusal of a batch whose body batch.Parse

@@ -333,6 +333,8 @@ func TestBatchEdges(t *testing.T) {
 		{"marked refused", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nDELETE /odata/People(1) HTTP/1.1\r\n\r\n--x--\r\n", false, 403, codeBatchNotAllowed, "sub-request 0 (DELETE /odata/People(1)) of the batch to the rule"},
 		{"marked admitted", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nGET People HTTP/1.1\r\n\r\n--x--\r\n", false, 200, "", ""},
 		{"marked nested", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nPOST /odata/batch HTTP/1.1\r\n\r\n--x--\r\n", false, 403, codeBatchNotAllowed, "itself a batch"},
+		{"gzip bomb", graphHost, "/v1.0/$batch", "application/json", "", false, 413, codeBodyTooLarge, "decodes to more than"},
+		{"too large", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"/users/a"}]}` + strings.Repeat(" ", 1<<20), true, 413, codeBodyTooLarge, "larger than"},
 		{"unknown coding", graphHost, "/v1.0/$batch", "application/json", `{"requests":[]}`, false, 400, codeBadBatch, "content coding"},
 	}
 	for i, k := range cases {
@@ -345,8 +347,16 @@ func TestBatchEdges(t *testing.T) {
 			req, _ := http.NewRequest("POST", "https://"+k.host+k.path, body)
 			req.Header.Set("Content-Type", k.ct)
 			req.Header.Set("X-Probe-Id", id)
-			if k.name == "unknown coding" {
+			switch k.name {
+			case "unknown coding":
 				req.Header.Set("Content-Encoding", "zstd")
+			case "gzip bomb":
+				// 2 MiB of JSON white space in 2 KiB.
+				b := gzipped([]byte(`{"requests":[{"id":"1","method":"GET","url":"/users/a"}]}`+strings.Repeat(" ", 2<<20)), true)
+				req, _ = http.NewRequest("POST", "https://"+k.host+k.path, bytes.NewReader(b))
+				req.Header.Set("Content-Type", k.ct)
+				req.Header.Set("X-Probe-Id", id)
+				req.Header.Set("Content-Encoding", "gzip")
 			}
 			resp, err := c.Do(req)
 			if err != nil {
