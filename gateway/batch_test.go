@@ -318,6 +318,8 @@ func TestBatchEdges(t *testing.T) {
 		{"too many", graphHost, "/v1.0/$batch", "application/json", string(jsonBody("requests", many, "")), false, 400, codeBadBatch, "more sub-requests"},
 		{"other host", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"https://evil.example/v1.0/users"}]}`, false, 403, codeBatchNotAllowed, "another host"},
 		{"other host field", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"/users","headers":{"Host":"evil.example"}}]}`, false, 403, codeBatchNotAllowed, "another host"},
+		{"query spaces", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"/users?$filter=importance eq 'high'"}]}`, false, 200, "", ""},
+		{"query spaces override", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"/users/a?x=a b&_method=DELETE"}]}`, false, 403, codeBatchNotAllowed, "bad_method"},
 		{"same host absolute", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"https://graph.microsoft.com/v1.0/users"}]}`, false, 200, "", ""},
 		{"nested", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"POST","url":"/$batch"}]}`, false, 403, codeBatchNotAllowed, "itself a batch"},
 		{"reference", sfHost, "/services/data/v60.0/composite", "application/json", `{"compositeRequest":[{"method":"GET","url":"/services/data/v60.0/sobjects/Account/@{r0.id}","referenceId":"r1"}]}`, false, 403, codeBatchNotAllowed, "refers to the result"},

@@ -55,6 +55,9 @@ func TestParseTargets(t *testing.T) {
 	}{
 		{"graph", Endpoint{Format: Graph, Max: 20}, req("/v1.0/$batch", "", `{"requests":[{"id":"1","method":"GET","url":"/users/a?$select=id"},{"id":"2","method":"GET","url":"me"}]}`),
 			[][]string{{"/v1.0/users/a?$select=id"}, {"/v1.0/me"}}, nil},
+		{"graph query spaces", Endpoint{Format: Graph, Max: 20}, req("/v1.0/$batch", "", `{"requests":[{"id":"1","method":"GET","url":"/me/messages?$filter=importance eq 'high'&$select=from"}]}`),
+			[][]string{{"/v1.0/me/messages?$filter=importance%20eq%20'high'&$select=from"}}, nil},
+		{"path space", Endpoint{Format: Graph}, req("/v1.0/$batch", "", `{"requests":[{"method":"GET","url":"/users/a b"}]}`), nil, ErrMalformed},
 		{"odata both readings", Endpoint{Format: ODataJSON}, req("/svc/$batch", "", `{"requests":[{"method":"GET","url":"/svc/People"},{"method":"GET","url":"People"}]}`),
 			[][]string{{"/svc/People", "/svc/svc/People"}, {"/svc/People"}}, nil},
 		{"sf batch", Endpoint{Format: SalesforceBatch}, req("/services/data/v60.0/composite/batch", "", `{"batchRequests":[{"method":"GET","url":"v60.0/limits"}]}`),
