@@ -118,26 +118,36 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 			if why == "" {
 				continue
 			}
-			path := canonical.TargetPath(target)
+			// Clipped: a method or path of the body could be as long as it.
+			path, method, why := clip(canonical.TargetPath(target), 256), clip(s.Method, 256), clip(why, 1024)
 			if sd.WouldDeny {
 				// Observe mode would let this request through on its own,
 				// without a credential: so goes the batch.
 				if would == nil {
 					would = &policy.Decision{Action: policy.Forward, WouldDeny: true, Rule: d.Rule, Destination: d.Destination,
 						Code: codeBatchNotAllowed, AllowPrivate: d.AllowPrivate, WorkloadLimit: d.WorkloadLimit,
-						Reason: fmt.Sprintf("sub-request %d (%s %s) of the batch %s; observe mode lets the batch through without a credential", s.Index, s.Method, path, why)}
+						Reason: fmt.Sprintf("sub-request %d (%s %s) of the batch %s; observe mode lets the batch through without a credential", s.Index, method, path, why)}
 				}
 				continue
 			}
 			f := newRefusal(http.StatusForbidden, codeBatchNotAllowed,
 				fmt.Sprintf("sub-request %d (%s %s) of the batch to the %s endpoint %s; the service would run it with credential %q of rule %q, which admitted the batch, so the batch was not forwarded: %s",
-					s.Index, s.Method, path, ep.Service, why, d.Inject.Credential, d.Rule, fix), d.Rule)
+					s.Index, method, path, ep.Service, why, d.Inject.Credential, d.Rule, fix), d.Rule)
 			v.refusal = &f
 			return v
 		}
 	}
 	v.observe = would
 	return v
+}
+
+// clip shortens s, a method or path of a batch's body or a sentence
+// naming them, to most bytes for a refusal's reason.
+func clip(s string, most int) string {
+	if len(s) <= most {
+		return s
+	}
+	return s[:most] + "..."
 }
 
 // judgeSub judges one target of sub-request s as a top-level request of

@@ -337,6 +337,7 @@ func TestBatchEdges(t *testing.T) {
 		{"marked nested", apiHost, "/odata/batch", "multipart/mixed; boundary=x", "--x\r\nContent-Type: application/http\r\n\r\nPOST /odata/batch HTTP/1.1\r\n\r\n--x--\r\n", false, 403, codeBatchNotAllowed, "itself a batch"},
 		{"gzip bomb", graphHost, "/v1.0/$batch", "application/json", "", false, 413, codeBodyTooLarge, "decodes to more than"},
 		{"too large", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"/users/a"}]}` + strings.Repeat(" ", 1<<20), true, 413, codeBodyTooLarge, "larger than"},
+		{"long path", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"DELETE","url":"/users/` + strings.Repeat("a", 20000) + `"}]}`, false, 403, codeBatchNotAllowed, "..."},
 		{"unknown coding", graphHost, "/v1.0/$batch", "application/json", `{"requests":[]}`, false, 400, codeBadBatch, "content coding"},
 	}
 	for i, k := range cases {
@@ -372,6 +373,9 @@ func TestBatchEdges(t *testing.T) {
 			}
 			if (k.status == 200) != (arrived != nil) {
 				t.Errorf("status %d, reached the upstream %v", k.status, arrived != nil)
+			}
+			if len(rb) > 4096 {
+				t.Errorf("the refusal is %d bytes: a reason names what the body holds clipped", len(rb))
 			}
 			if !strings.Contains(string(rb), k.says) {
 				t.Errorf("the reason should say %q: %s", k.says, rb)
