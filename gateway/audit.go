@@ -95,6 +95,9 @@ type event struct {
 	// the request so that its response is whole and scrubbed whole (a
 	// rule's ranges: whole); written only when set.
 	Range string
+	// Batch is the number of sub-requests of a batch the gateway judged
+	// one by one (batch.go); written only when not zero.
+	Batch int
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -536,6 +539,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	if ev.Range != "" {
 		b = append(b, `,"range":`...)
 		b = appendString(b, ev.Range)
+	}
+	if ev.Batch > 0 {
+		b = append(b, `,"batch":`...)
+		b = strconv.AppendInt(b, int64(ev.Batch), 10)
 	}
 	b = append(b, `,"policy_version":`...)
 	b = appendString(b, ev.PolicyVersion)

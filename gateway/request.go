@@ -577,6 +577,9 @@ type exchange struct {
 	// in is the client's request body under every reader of it
 	// (clientBody): how a read of it failed.
 	in clientBody
+	// batch is the number of sub-requests of a batch judged (batch.go),
+	// for the audit line.
+	batch int
 	// out and outURL are the outbound request and its URL (outbound):
 	// part of the exchange, so no allocation of their own.
 	out    http.Request
@@ -857,6 +860,22 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		if name, ok := canonical.SourceField(r.Header); ok {
 			g.refuse(x, copySourceRefusal(d, name))
 			return
+		}
+	}
+	if d.Action == policy.Inject && !d.Inject.AllowBatch {
+		// A batch endpoint's sub-requests, judged one by one before the
+		// credential is fetched (batch.go).
+		v := g.judgeBatch(x, a, q, cp, ib)
+		x.batch = v.judged
+		if v.expectRead {
+			expect = false // read: the server answered the client's 100
+		}
+		if v.refusal != nil {
+			g.refuse(x, *v.refusal)
+			return
+		}
+		if v.observe != nil {
+			d, a.d, x.d = *v.observe, *v.observe, *v.observe
 		}
 	}
 
@@ -1157,6 +1176,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 		Rule:     x.d.Rule,
 		Decision: x.d.Outcome(),
 		Code:     x.d.Code,
+		Batch:    x.batch,
 	}
 	if wantPresented(x.wl, x.d.Code) {
 		e.Presented = presented(x.ev)

@@ -195,6 +195,20 @@ type InjectPlan struct {
 	// unset): the gateway refuses such a request, 403
 	// copy_source_not_allowed.
 	AllowCopySource bool
+	// AllowBatch lets a request of the rule to a batch endpoint (Microsoft
+	// Graph's and OData's $batch, Salesforce's composite resources,
+	// Google's /batch; internal/batch) carry sub-requests the rule's
+	// methods and paths do not admit: the service runs each with the
+	// injected credential, so the setting hands the caller every path the
+	// credential reaches. False (the rule's allow_batch unset): the
+	// gateway judges every sub-request as a request of its own and
+	// refuses the batch, 403 batch_request_not_allowed, unless this rule
+	// admits each one.
+	AllowBatch bool
+	// Batch, when set, marks paths of the rule's destination as a batch
+	// endpoint the gateway's table does not know, and the format of its
+	// sub-requests (the rule's inject batch setting).
+	Batch *BatchMark
 	// inputs are the credentials Provider reads (providers.Composer),
 	// recursively: their scopes are part of the cache key.
 	inputs []providers.Input

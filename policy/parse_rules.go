@@ -241,7 +241,7 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 		ps.errorf(body, "%s: inject must be a mapping like {credential: name, as: bearer}", what)
 		return
 	}
-	settings, got := ps.split(body, what+" inject", "credential", "as", "substitute_in", "allow_copy_source")
+	settings, got := ps.split(body, what+" inject", "credential", "as", "substitute_in", "allow_copy_source", "allow_batch", "batch")
 	cf, ok := got["credential"]
 	if !ok {
 		ps.errorf(inj.key, "%s: inject has no credential; add credential: <name>", what)
@@ -313,6 +313,12 @@ func (ps *parser) parseAction(r *rule, fs map[string]field, rn *yaml.Node, what 
 	ps.substituteIn(r.plan, sf, set, inj.key, what)
 	if cs, ok := got["allow_copy_source"]; ok {
 		r.plan.AllowCopySource = ps.boolean(cs.val, what+" inject allow_copy_source")
+	}
+	if bf, ok := got["allow_batch"]; ok {
+		r.plan.AllowBatch = ps.boolean(bf.val, what+" inject allow_batch")
+	}
+	if mf, ok := got["batch"]; ok {
+		r.plan.Batch = ps.parseBatchMark(mf, what)
 	}
 }
 

@@ -104,6 +104,13 @@ func rules() []rule {
 			"providers": "the canonical request is computed before any stage; it must depend on none",
 			"injectors": "the canonical request is computed before any stage; it must depend on none",
 		})},
+		{From: "internal/batch", BadDeps: with(map[string]string{
+			"policy":             "the sub-requests of a batch are read before they are judged; the reader judges nothing",
+			"identity":           "the batch reader knows no stage",
+			"providers":          "the batch reader knows no stage",
+			"injectors":          "the batch reader knows no stage",
+			"internal/canonical": "the gateway canonicalises sub-requests with the code of top-level requests; the reader must not grow a second canonicaliser",
+		})},
 		// No plugin imports another plugin: shared pieces are packages of
 		// their own. (providers/jwtsign still reaches providers/vault for
 		// its transit client; that client is to move to a package of its own.)
