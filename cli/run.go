@@ -47,8 +47,10 @@ func newRunCmd() *cobra.Command {
 		Use:   "run [flags] -- COMMAND [ARGS...]",
 		Short: "Run a command with the proxy, the gateway CA and a run token set for every common client",
 		Long: `Run COMMAND with everything a client needs to go through the gateway:
-HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and lower case), a CA bundle of the system
-roots plus the gateway CA for curl, Python, Node, Go, the AWS SDKs and git,
+HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY (and lower case; every other
+*_proxy variable it inherits is pointed at the gateway too), a CA bundle of
+the system roots plus the gateway CA for curl, Python, Node, Go, the AWS
+SDKs, git, pip and npm,
 a Java trust store, git's http.proxy, and Node's proxy support.
 
 With --workload NAME the gateway issues a short-lived token naming that

@@ -143,25 +143,40 @@ type runEnv struct {
 // things (NODE_OPTIONS, JAVA_TOOL_OPTIONS, GIT_CONFIG_COUNT) extend what
 // base holds instead of replacing it.
 func (r runEnv) vars(base []string) []envVar {
-	get := func(k string) string {
-		for i := len(base) - 1; i >= 0; i-- {
-			if v, ok := strings.CutPrefix(base[i], k+"="); ok {
-				return v
-			}
-		}
-		return ""
+	inherited := make(map[string]string, len(base))
+	for _, kv := range base {
+		k, v, _ := strings.Cut(kv, "=")
+		inherited[k] = v // the last one wins, as in mergeEnv
 	}
+	get := func(k string) string { return inherited[k] }
 	proxy := r.Proxy.String()
 	var out []envVar
 	add := func(k, v string) { out = append(out, envVar{k, v}) }
-	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+	// ALL_PROXY: curl's proxy for every scheme without a variable of its
+	// own (ftp, ws, wss...), which would otherwise go direct or through a
+	// proxy the caller had set.
+	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"} {
 		add(k, proxy)
 	}
 	add("NO_PROXY", r.NoProxy)
 	add("no_proxy", r.NoProxy)
+	// Every other proxy variable the caller's environment holds is
+	// overridden too (proxyVarValue): a client that reads it would
+	// otherwise leave the gateway.
+	set := map[string]bool{}
+	for _, v := range out {
+		set[v.Key] = true
+	}
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if v, ok := proxyVarValue(k, proxy, r.NoProxy); ok && !set[k] {
+			set[k] = true
+			add(k, v)
+		}
+	}
 	// The CA bundle: curl, Python (ssl, requests), Go (SSL_CERT_FILE),
-	// Node (added to its roots), the AWS SDKs and git.
-	for _, k := range []string{"CURL_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE", "GIT_SSL_CAINFO"} {
+	// Node (added to its roots), the AWS SDKs, git, pip and npm.
+	for _, k := range []string{"CURL_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT", "npm_config_cafile"} {
 		add(k, r.Files.Bundle)
 	}
 	// Node: its own proxy support where it has it, the preload elsewhere.
@@ -173,6 +188,13 @@ func (r runEnv) vars(base []string) []envVar {
 	n, _ := strconv.Atoi(get("GIT_CONFIG_COUNT"))
 	if n < 0 {
 		n = 0
+	}
+	// A proxy the caller's entries set (http.<url>.proxy and
+	// remote.<name>.proxy win over http.proxy) is the gateway too.
+	for i := range min(n, maxGitConfigCount) {
+		if strings.HasSuffix(strings.ToLower(get("GIT_CONFIG_KEY_"+strconv.Itoa(i))), ".proxy") {
+			add("GIT_CONFIG_VALUE_"+strconv.Itoa(i), proxy)
+		}
 	}
 	git := []envVar{{"http.proxy", proxy}, {"http.proxyAuthMethod", "basic"}}
 	add("GIT_CONFIG_COUNT", strconv.Itoa(n+len(git)))
@@ -201,6 +223,30 @@ func (r runEnv) vars(base []string) []envVar {
 		add("CREDGATE_RUN_WORKLOAD", r.Workload)
 	}
 	return out
+}
+
+// maxGitConfigCount bounds the caller's GIT_CONFIG_COUNT entries
+// credgate run reads (git itself refuses a count it cannot hold).
+const maxGitConfigCount = 1 << 16
+
+// proxyVarValue reports whether a variable named k, inherited from the
+// caller, is one that clients read as a proxy or a list of hosts that
+// bypass it, and returns what credgate run sets it to instead: the
+// gateway (proxy) for a proxy, the NO_PROXY list (noProxy) for a list.
+// The class is every name that ends in _proxy in any case — Python's
+// urllib reads each such name, lower-cased, as <scheme>_proxy (NO_proxy
+// is its no_proxy, Https_proxy its https_proxy), curl reads
+// <scheme>_proxy, pip PIP_PROXY, npm npm_config_https_proxy, Yarn
+// YARN_HTTPS_PROXY — and npm's npm_config_noproxy.
+func proxyVarValue(k, proxy, noProxy string) (string, bool) {
+	l := strings.ToLower(k)
+	switch {
+	case l == "npm_config_noproxy", strings.HasSuffix(l, "no_proxy"):
+		return noProxy, true
+	case strings.HasSuffix(l, "_proxy"):
+		return proxy, true
+	}
+	return "", false
 }
 
 // joinOpts appends options to a space-separated option list. Options
