@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -56,8 +57,9 @@ a Java trust store, git's http.proxy, and Node's proxy support.
 With --workload NAME the gateway issues a short-lived token naming that
 workload (admin API, run_tokens in the gateway config); it is the proxy
 URL's password, so the jwt factor identifies the command, and it is
-revoked when the command exits. The command's exit code is credgate run's;
-SIGINT and SIGTERM are passed on to it.
+revoked when the command exits. The command's exit code is credgate run's
+(127/126 when it is not found or cannot be executed); SIGINT, SIGTERM,
+SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are passed on to it.
 
   credgate run -c credgate.yaml --workload agent -- python3 agent.py
   eval "$(credgate run --print-env --workload ci)"        # a shell or CI job
@@ -135,13 +137,6 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	if err != nil {
 		return err
 	}
-	var tok *gateway.RunTokenResponse
-	if o.workload != "" {
-		if tok, err = o.issue(ctx, ac); err != nil {
-			return err
-		}
-		proxy.User = url.UserPassword("token", tok.Token)
-	}
 	dir, err := os.MkdirTemp("", "credgate-run-")
 	if err == nil {
 		err = os.Chmod(dir, 0o700)
@@ -149,7 +144,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	if err != nil {
 		return fmt.Errorf("run: private directory: %w (set TMPDIR to a writable directory)", err)
 	}
-	keep := o.printEnv
+	keep := false // --print-env keeps the files once it has printed them
 	defer func() {
 		if !keep {
 			_ = os.RemoveAll(dir)
@@ -161,10 +156,21 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	}
 	files, err := writeRunFiles(dir, sys, caPEM)
 	if err != nil {
-		if tok != nil {
-			o.revoke(ac, tok, cmd.ErrOrStderr())
-		}
 		return err
+	}
+	// The token last: nothing that can fail before the command starts
+	// (a command not found among them) leaves one issued and not revoked.
+	if !o.printEnv {
+		if _, err := exec.LookPath(args[0]); err != nil {
+			return notStarted(args[0], err)
+		}
+	}
+	var tok *gateway.RunTokenResponse
+	if o.workload != "" {
+		if tok, err = o.issue(ctx, ac); err != nil {
+			return err
+		}
+		proxy.User = url.UserPassword("token", tok.Token)
 	}
 	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
 	vars := env.vars(os.Environ())
@@ -174,6 +180,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 			fmt.Fprintf(cmd.ErrOrStderr(), "; the token for %s is not revoked and expires at %s", tok.Workload, tok.Expires.UTC().Format(time.RFC3339))
 		}
 		fmt.Fprintln(cmd.ErrOrStderr())
+		keep = true
 		return printEnv(cmd.OutOrStdout(), o.format, vars)
 	}
 	code, err := runChild(ctx, args, mergeEnv(os.Environ(), vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -284,22 +291,30 @@ func (o *runOptions) revoke(ac *adminClient, tok *gateway.RunTokenResponse, stde
 	}
 }
 
-// runChild runs args with env, passing SIGINT, SIGTERM and SIGHUP on,
-// and returns its exit code (128+N when a signal N ended it).
+// Exit codes of a command that did not start, as a POSIX shell's.
+const (
+	exitNotExecutable = 126
+	exitNotFound      = 127
+)
+
+// runChild runs args with env, passing forwardedSignals on, and returns
+// its exit code (128+N when a signal N ended it). A command that does not
+// start is an *exitCode of 127 (not found) or 126 (found, not
+// executable), as a shell's.
 func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	path, err := exec.LookPath(args[0])
 	if err != nil {
-		return 0, fmt.Errorf("run: %w", err)
+		return 0, notStarted(args[0], err)
 	}
 	c := exec.Command(path, args[1:]...)
 	c.Args[0] = args[0]
 	c.Env = env
 	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
 	if err := c.Start(); err != nil {
-		return 0, fmt.Errorf("run: start %s: %w", args[0], err)
+		return 0, notStarted(args[0], err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -328,4 +343,22 @@ func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, 
 		return 128 + int(ws.Signal()), nil
 	}
 	return ee.ExitCode(), nil
+}
+
+// notStarted is the error of a command that could not be started: 127
+// when there is no such file (or its #! interpreter is missing), 126 when
+// it is there but cannot be executed (permissions, a directory, a script
+// without #!).
+func notStarted(name string, err error) error {
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return &exitCode{code: exitNotFound, err: fmt.Errorf("run: %s: command not found in $PATH (%w)", name, err)}
+	case errors.Is(err, fs.ErrNotExist):
+		return &exitCode{code: exitNotFound, err: fmt.Errorf("run: %s: no such file, or its #! interpreter is missing: %w", name, err)}
+	case errors.Is(err, syscall.ENOEXEC):
+		return &exitCode{code: exitNotExecutable, err: fmt.Errorf("run: %s: cannot execute: not a binary this system runs, nor a script starting with #!: %w", name, err)}
+	}
+	// Permissions, a directory (EISDIR), a binary in the current
+	// directory that $PATH names as "." (exec.ErrDot), anything else.
+	return &exitCode{code: exitNotExecutable, err: fmt.Errorf("run: %s: cannot execute: %w", name, err)}
 }

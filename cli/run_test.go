@@ -1,18 +1,24 @@
 package cli
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // TestExplainRunToken: with run_tokens.key_file, explain verifies a run
@@ -80,7 +86,43 @@ func TestRunChildExitCode(t *testing.T) {
 			t.Errorf("sh -c %q: %d %v, want %d", c.script, code, err, c.want)
 		}
 	}
-	if _, err := runChild(t.Context(), []string{"credgate-no-such-command"}, nil, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "executable file not found") {
+	var ec *exitCode
+	if _, err := runChild(t.Context(), []string{"credgate-no-such-command"}, nil, nil, io.Discard, io.Discard); !errors.As(err, &ec) || ec.code != exitNotFound || !strings.Contains(err.Error(), "command not found") {
 		t.Errorf("a missing command: %v", err)
+	}
+}
+
+// TestRunCommandNotFoundIssuesNoToken: a command that is not there exits
+// 127 before credgate run asks for a token (none issued, none to revoke)
+// and leaves no files. The e2e TestCredgateRunProcess has the other codes.
+func TestRunCommandNotFoundIssuesNoToken(t *testing.T) {
+	var calls atomic.Int32
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		http.Error(w, "no", http.StatusTeapot)
+	}))
+	defer admin.Close()
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("CREDGATE_ADMIN_TOKEN", "run-test-admin-token-0123456789")
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"run", "--ca", caFile, "--gateway", "127.0.0.1:9", "--admin", admin.URL, "--workload", "agent", "--", "credgate-no-such-command"}, &out, &errb)
+	if code != exitNotFound || !strings.Contains(errb.String(), "credgate-no-such-command: command not found") {
+		t.Errorf("exit %d %s, want %d: command not found", code, errb.String(), exitNotFound)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the admin API was called %d times", n)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left %s behind", left[0].Name())
 	}
 }
