@@ -238,7 +238,15 @@ const maxGitConfigCount = 1 << 16
 // is its no_proxy, Https_proxy its https_proxy), curl reads
 // <scheme>_proxy, pip PIP_PROXY, npm npm_config_https_proxy, Yarn
 // YARN_HTTPS_PROXY — and npm's npm_config_noproxy.
+//
+// Only names a shell can hold (envName) are in the class: --print-env
+// writes each override as shell or $GITHUB_ENV text, where any other name
+// would be code or further variables, and the names that direct a client
+// (a URL scheme or "no" before _proxy) are all of that form.
 func proxyVarValue(k, proxy, noProxy string) (string, bool) {
+	if !envName(k) {
+		return "", false
+	}
 	l := strings.ToLower(k)
 	switch {
 	case l == "npm_config_noproxy", strings.HasSuffix(l, "no_proxy"):
@@ -304,10 +312,28 @@ func mergeEnv(base []string, vars []envVar) []string {
 	return out
 }
 
+// envName reports whether k is a portable variable name (POSIX:
+// letters, digits and underscores, not starting with a digit).
+func envName(k string) bool {
+	if k == "" || (k[0] >= '0' && k[0] <= '9') {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !(c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
 // printEnv writes vars for a shell (export K='V') or for GitHub Actions'
 // $GITHUB_ENV file (K=V, or a heredoc for a value with a newline).
 func printEnv(w io.Writer, format string, vars []envVar) error {
 	for _, v := range vars {
+		if !envName(v.Key) {
+			// Never printed: in either format the name is not quoted.
+			return fmt.Errorf("run --print-env: %q is not a variable name a shell can hold", v.Key)
+		}
 		var err error
 		switch format {
 		case "github":

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -348,5 +349,61 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 				t.Errorf("the caller's other proxy saw %q", got)
 			}
 		})
+	}
+}
+
+// TestPrintEnvInheritedNames: the caller's environment chooses the names
+// of the proxy variables credgate run overrides, and --print-env prints
+// them. Names no shell can hold — a command, a second assignment, a line
+// for $GITHUB_ENV — are left out of the class, and printEnv refuses to
+// write one: sourcing the shell output runs nothing else, the github
+// output sets only credgate run's variables.
+func TestPrintEnvInheritedNames(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	marker := filepath.Join(t.TempDir(), "injected")
+	proxy, _ := url.Parse("http://127.0.0.1:3128")
+	r := runEnv{Proxy: proxy, NoProxy: DefaultNoProxy, Files: runFiles{Bundle: "/b", TrustStore: "/t", NodePreload: "/n"}}
+	hostile := []string{
+		"x;touch " + marker + ";_proxy=v",
+		"x$(touch " + marker + ")_proxy=v",
+		"x`touch " + marker + "`_proxy=v",
+		"A\nEVIL=1\nB_proxy=v",
+		"EVIL<<EOF\nx_proxy=v",
+		"1_proxy=v",
+		"a-b_proxy=v",
+		"Https_proxy=http://other:1", // a name like this one is overridden
+	}
+	vars := r.vars(hostile)
+	var names []string
+	for _, v := range vars {
+		if !envName(v.Key) {
+			t.Errorf("vars overrides %q", v.Key)
+		}
+		names = append(names, v.Key)
+	}
+	if !slices.Contains(names, "Https_proxy") {
+		t.Error("Https_proxy not overridden")
+	}
+	for _, format := range []string{"shell", "github"} {
+		var b bytes.Buffer
+		if err := printEnv(&b, format, vars); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(b.String(), "EVIL") || strings.Contains(b.String(), "touch") {
+			t.Errorf("%s output holds an inherited name:\n%s", format, b.String())
+		}
+		if format == "shell" {
+			if out, err := exec.Command("sh", "-c", b.String()).CombinedOutput(); err != nil {
+				t.Errorf("sh: %v\n%s", err, out)
+			}
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("sourcing the output ran an inherited name")
+	}
+	if err := printEnv(io.Discard, "shell", []envVar{{"x;id", "v"}}); err == nil {
+		t.Error("printEnv wrote a name that is not one")
 	}
 }
