@@ -248,8 +248,10 @@ func (p *proxyRecorder) take() []string {
 // http.<url>.proxy entry), a bypass list of every host (NO_proxy=*,
 // npm_config_noproxy) — real clients under credgate run's environment
 // (curl, Python's urllib behind a shell that reorders the environment,
-// Node's https.get, git, Go's net/http proxy choice) send their request
-// to the gateway, with the token, and nothing to the other proxy. Before,
+// Node's https.get and http.get, git, Go's net/http proxy choice) send
+// their request to the gateway, with the token, and nothing to the other
+// proxy; so do plain http:// requests (Node 20's http.get went direct
+// before: the preload covered https only). Before,
 // 3 of 5 left the gateway: Python went direct (NO_proxy=*, read after
 // no_proxy once a shell reordered the environment), curl's ftp:// went
 // to the caller's ALL_PROXY, git to its http.<url>.proxy.
@@ -327,6 +329,11 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 		{"python3 urllib", []string{"sh", "-c", `exec python3 -c 'import urllib.request; urllib.request.urlopen("https://api.example.test/x", timeout=10)'`}, "CONNECT api.example.test:443 +auth"},
 		{"node https.get", []string{"node", "-e", `require('https').get('https://api.example.test/x', {timeout: 10000}).on('error', () => process.exit(1))`}, "CONNECT api.example.test:443 +auth"},
 		{"git ls-remote", []string{"git", "ls-remote", "https://api.example.test/r.git"}, "CONNECT api.example.test:443 +auth"},
+		// Plain http://: an absolute-URI request to the proxy.
+		{"curl http", []string{"curl", "-sS", "--max-time", "10", "http://api.example.test/x"}, "GET http://api.example.test/x +auth"},
+		{"python3 urllib http", []string{"sh", "-c", `exec python3 -c 'import urllib.request; urllib.request.urlopen("http://api.example.test/x", timeout=10)'`}, "GET http://api.example.test/x +auth"},
+		// Node 20 went direct (the preload covered https only).
+		{"node http.get", []string{"node", "-e", `require('http').get('http://api.example.test/x', {timeout: 10000}).on('error', () => process.exit(1))`}, "GET http://api.example.test/x +auth"},
 	}
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
