@@ -210,7 +210,7 @@ func (o *runOptions) proxyURL(cfg *gateway.Config) (*url.URL, error) {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("run: --gateway %q is not a proxy URL such as http://127.0.0.1:3128 (the gateway's listen)", o.gateway)
 	}
 	u.Path, u.User = "", nil

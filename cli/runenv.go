@@ -208,17 +208,27 @@ func (r runEnv) vars(base []string) []envVar {
 	if port == "" {
 		port = "80"
 	}
-	java := []string{
-		"-Djavax.net.ssl.trustStore=" + r.Files.TrustStore,
-		"-Djavax.net.ssl.trustStoreType=PKCS12",
-		"-Djavax.net.ssl.trustStorePassword=" + trustStorePassword,
+	javaProxy := []string{
 		"-Dhttps.proxyHost=" + host, "-Dhttps.proxyPort=" + port,
 		"-Dhttp.proxyHost=" + host, "-Dhttp.proxyPort=" + port,
 	}
 	if np := javaNonProxyHosts(r.NoProxy); np != "" {
-		java = append(java, "-Dhttp.nonProxyHosts="+np)
+		javaProxy = append(javaProxy, "-Dhttp.nonProxyHosts="+np)
 	}
+	java := append([]string{
+		"-Djavax.net.ssl.trustStore=" + r.Files.TrustStore,
+		"-Djavax.net.ssl.trustStoreType=PKCS12",
+		"-Djavax.net.ssl.trustStorePassword=" + trustStorePassword,
+	}, javaProxy...)
 	add("JAVA_TOOL_OPTIONS", joinOpts(get("JAVA_TOOL_OPTIONS"), java...))
+	// The java launcher reads JDK_JAVA_OPTIONS, and the JVM _JAVA_OPTIONS,
+	// after JAVA_TOOL_OPTIONS: a proxy the caller set there would win.
+	// Where the caller set either, the proxy options end it too.
+	for _, k := range []string{"JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"} {
+		if v := get(k); strings.TrimSpace(v) != "" {
+			add(k, joinOpts(v, javaProxy...))
+		}
+	}
 	if r.Workload != "" {
 		add("CREDGATE_RUN_WORKLOAD", r.Workload)
 	}

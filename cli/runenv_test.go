@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -170,9 +171,17 @@ func TestRunAddresses(t *testing.T) {
 	if u, err := o.proxyURL(nil); err != nil || u.String() != "http://127.0.0.1:3128" {
 		t.Errorf("proxyURL: %v %v", u, err)
 	}
-	o.gateway = "https://gw/x"
-	if _, err := o.proxyURL(nil); err == nil {
-		t.Error("an https proxy URL with a path was accepted")
+	// Nothing but scheme, host and port: a client reads a query or
+	// fragment in a proxy URL as part of the port, or drops it.
+	for _, bad := range []string{"https://gw/x", "http://gw:3128/x", "http://gw:3128?x=1", "http://gw:3128/?", "http://gw:3128#f", "ftp://gw:21"} {
+		o.gateway = bad
+		if _, err := o.proxyURL(nil); err == nil || !strings.Contains(err.Error(), "is not a proxy URL") {
+			t.Errorf("--gateway %s: %v", bad, err)
+		}
+	}
+	o.gateway = "http://user:pass@gw:3128/"
+	if u, err := o.proxyURL(nil); err != nil || u.String() != "http://gw:3128" {
+		t.Errorf("userinfo and / dropped: %v %v", u, err)
 	}
 }
 
@@ -233,6 +242,8 @@ func newProxyRecorder(t *testing.T) *proxyRecorder {
 
 func (p *proxyRecorder) url() string { return "http://" + p.ln.Addr().String() }
 
+func (p *proxyRecorder) port() string { return strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port) }
+
 // take returns what the recorder saw since the last call.
 func (p *proxyRecorder) take() []string {
 	p.mu.Lock()
@@ -275,6 +286,9 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 		"ftp_proxy": decoy.url(), "PIP_PROXY": decoy.url(), "npm_config_https_proxy": decoy.url(), "npm_config_proxy": decoy.url(),
 		"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "http.https://api.example.test.proxy", "GIT_CONFIG_VALUE_0": decoy.url(),
 		"GIT_CONFIG_KEY_1": "remote.origin.proxy", "GIT_CONFIG_VALUE_1": decoy.url(),
+		// Read after JAVA_TOOL_OPTIONS, by the launcher and the JVM.
+		"JDK_JAVA_OPTIONS": "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=" + decoy.port(),
+		"_JAVA_OPTIONS":    "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=" + decoy.port(),
 	}
 	base := []string{"HOME=" + t.TempDir(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0"}
 	for _, kv := range os.Environ() {
@@ -300,7 +314,7 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 		if strings.HasSuffix(strings.ToLower(k), "no_proxy") || k == "npm_config_noproxy" {
 			want = DefaultNoProxy
 		}
-		if strings.HasPrefix(k, "GIT_CONFIG") {
+		if strings.HasPrefix(k, "GIT_CONFIG") || strings.HasSuffix(k, "JAVA_OPTIONS") {
 			continue
 		}
 		if m[k] != want {
@@ -317,6 +331,17 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 		t.Errorf("Go net/http proxy: %v %v", u, err)
 	}
 
+	javaGet := filepath.Join(t.TempDir(), "Get.java")
+	if err := os.WriteFile(javaGet, []byte(`public class Get {
+  public static void main(String[] a) throws Exception {
+    var c = (javax.net.ssl.HttpsURLConnection) new java.net.URL("https://api.example.test/x").openConnection();
+    c.setConnectTimeout(10000); c.setReadTimeout(10000);
+    c.getResponseCode();
+  }
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	clients := []struct {
 		name string
 		args []string
@@ -332,14 +357,20 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 		// Plain http://: an absolute-URI request to the proxy.
 		{"curl http", []string{"curl", "-sS", "--max-time", "10", "http://api.example.test/x"}, "GET http://api.example.test/x +auth"},
 		{"python3 urllib http", []string{"sh", "-c", `exec python3 -c 'import urllib.request; urllib.request.urlopen("http://api.example.test/x", timeout=10)'`}, "GET http://api.example.test/x +auth"},
+		// Java sends no token (docs/agents.md); javac: the source
+		// launcher needs a JDK.
+		{"java", []string{"java", javaGet}, "CONNECT api.example.test:443"},
 		// Node 20 went direct (the preload covered https only).
 		{"node http.get", []string{"node", "-e", `require('http').get('http://api.example.test/x', {timeout: 10000}).on('error', () => process.exit(1))`}, "GET http://api.example.test/x +auth"},
 	}
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
 			bin := c.args[0]
-			if bin == "sh" {
+			switch bin {
+			case "sh":
 				bin = "python3"
+			case "java":
+				bin = "javac"
 			}
 			if _, err := exec.LookPath(bin); err != nil {
 				t.Skipf("%s is not installed", bin)
