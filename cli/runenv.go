@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -202,6 +203,19 @@ func (r runEnv) vars(base []string) []envVar {
 		add("GIT_CONFIG_KEY_"+strconv.Itoa(n+i), kv.Key)
 		add("GIT_CONFIG_VALUE_"+strconv.Itoa(n+i), kv.Value)
 	}
+	// GIT_CONFIG_PARAMETERS (what a parent git's -c passes on) is read
+	// after GIT_CONFIG_COUNT: where the caller has it, the same entries,
+	// and the gateway for each of its keys ending in .proxy, end it.
+	if params := get("GIT_CONFIG_PARAMETERS"); strings.TrimSpace(params) != "" {
+		var extra []string
+		for _, m := range gitParamProxyKey.FindAllStringSubmatch(params, -1) {
+			extra = append(extra, gitParam(m[1], proxy))
+		}
+		for _, kv := range git {
+			extra = append(extra, gitParam(kv.Key, kv.Value))
+		}
+		add("GIT_CONFIG_PARAMETERS", strings.TrimSpace(params)+" "+strings.Join(extra, " "))
+	}
 	// Java: the trust store and the proxy (Java takes no credentials
 	// from these properties: the token is not sent; docs/agents.md).
 	host, port := r.Proxy.Hostname(), r.Proxy.Port()
@@ -233,6 +247,17 @@ func (r runEnv) vars(base []string) []envVar {
 		add("CREDGATE_RUN_WORKLOAD", r.Workload)
 	}
 	return out
+}
+
+// gitParamProxyKey finds the keys ending in .proxy (any case) of a
+// GIT_CONFIG_PARAMETERS value: 'key'='value' entries, or 'key=value' in
+// the older form.
+var gitParamProxyKey = regexp.MustCompile(`'([^'=]*\.(?i:proxy))'?=`)
+
+// gitParam is one GIT_CONFIG_PARAMETERS entry, 'key'='value', each
+// part single-quoted as git quotes it (singleQuote).
+func gitParam(k, v string) string {
+	return singleQuote(k) + "=" + singleQuote(v)
 }
 
 // maxGitConfigCount bounds the caller's GIT_CONFIG_COUNT entries
@@ -367,11 +392,18 @@ func printEnv(w io.Writer, format string, vars []envVar) error {
 }
 
 // shellQuote quotes s for a POSIX shell: as is when it holds only
-// characters no shell treats specially, else in single quotes, each
-// single quote written as '\”.
+// characters no shell treats specially, else in single quotes
+// (singleQuote).
 func shellQuote(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:,=@%+") == "" {
 		return s
 	}
+	return singleQuote(s)
+}
+
+// singleQuote quotes s in single quotes, each single quote in it closed,
+// escaped with a backslash and reopened: the POSIX shell's form, which
+// git's GIT_CONFIG_PARAMETERS uses too.
+func singleQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

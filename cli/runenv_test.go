@@ -286,6 +286,8 @@ func TestRunEnvInheritedProxies(t *testing.T) {
 		"ftp_proxy": decoy.url(), "PIP_PROXY": decoy.url(), "npm_config_https_proxy": decoy.url(), "npm_config_proxy": decoy.url(),
 		"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "http.https://api.example.test.proxy", "GIT_CONFIG_VALUE_0": decoy.url(),
 		"GIT_CONFIG_KEY_1": "remote.origin.proxy", "GIT_CONFIG_VALUE_1": decoy.url(),
+		// A parent git's -c, read after GIT_CONFIG_COUNT; both forms.
+		"GIT_CONFIG_PARAMETERS": "'http.https://api.example.test/r.git.proxy'='" + decoy.url() + "' 'http.Proxy=" + decoy.url() + "'",
 		// Read after JAVA_TOOL_OPTIONS, by the launcher and the JVM.
 		"JDK_JAVA_OPTIONS": "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=" + decoy.port(),
 		"_JAVA_OPTIONS":    "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=" + decoy.port(),
