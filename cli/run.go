@@ -173,7 +173,8 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		proxy.User = url.UserPassword("token", tok.Token)
 	}
 	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
-	vars := env.vars(os.Environ())
+	base, adminVars := withoutAdminCredentials(os.Environ())
+	vars := env.vars(base)
 	if o.printEnv {
 		fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: files in %s (kept; remove them when done)", dir)
 		if tok != nil {
@@ -181,9 +182,12 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		}
 		fmt.Fprintln(cmd.ErrOrStderr())
 		keep = true
+		if err := printUnset(cmd.OutOrStdout(), o.format, adminVars); err != nil {
+			return err
+		}
 		return printEnv(cmd.OutOrStdout(), o.format, vars)
 	}
-	code, err := runChild(ctx, args, mergeEnv(os.Environ(), vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+	code, err := runChild(ctx, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 	if tok != nil {
 		o.revoke(ac, tok, cmd.ErrOrStderr())
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -124,5 +125,59 @@ func TestRunCommandNotFoundIssuesNoToken(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Errorf("left %s behind", left[0].Name())
+	}
+}
+
+// TestRunKeepsAdminCredentials: the admin token (or the files of the
+// token and the admin client certificate) that let credgate run ask for
+// the run token never reach the command: with them it could issue tokens
+// for any workload and use the whole admin API. --print-env unsets them
+// in the shell it is evaluated in. Before, the command inherited all four.
+func TestRunKeepsAdminCredentials(t *testing.T) {
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The admin client certificate's files: credgate run loads them for
+	// an https admin URL (which it never calls without --workload).
+	certFile, keyFile, err := ca.WriteFiles(t.TempDir(), "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const adminToken = "run-test-admin-token-0123456789"
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("CREDGATE_ADMIN_TOKEN", adminToken)
+	t.Setenv("CREDGATE_ADMIN_TOKEN_FILE", filepath.Join(t.TempDir(), "admin.token"))
+	t.Setenv("CREDGATE_ADMIN_CERT", certFile)
+	t.Setenv("CREDGATE_ADMIN_KEY", keyFile)
+	t.Setenv("CREDGATE_ADMIN_URL", "https://127.0.0.1:9")
+	t.Setenv("CREDGATE_RUN_TEST_KEPT", "kept")
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"run", "--ca", caFile, "--gateway", "127.0.0.1:9", "--", "env"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, k := range adminCredentialVars {
+		if strings.Contains(out.String(), k+"=") {
+			t.Errorf("the command's environment holds %s", k)
+		}
+	}
+	if !strings.Contains(out.String(), "CREDGATE_RUN_TEST_KEPT=kept") || !strings.Contains(out.String(), "HTTPS_PROXY=") {
+		t.Errorf("the command's environment lost the rest:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"run", "--print-env", "--ca", caFile, "--gateway", "127.0.0.1:9"}, &out, &errb); code != 0 {
+		t.Fatalf("--print-env: exit %d: %s", code, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "unset CREDGATE_ADMIN_TOKEN CREDGATE_ADMIN_TOKEN_FILE CREDGATE_ADMIN_CERT CREDGATE_ADMIN_KEY\n") || strings.Contains(out.String(), adminToken) {
+		t.Errorf("--print-env:\n%s", out.String())
+	}
+	sh, err := exec.Command("sh", "-c", out.String()+`printf '%s' "${CREDGATE_ADMIN_TOKEN-unset}"`).Output()
+	if err != nil || string(sh) != "unset" {
+		t.Errorf("sh after the printed lines: %q %v", sh, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -326,6 +327,46 @@ func javaNonProxyHosts(noProxy string) string {
 		}
 	}
 	return strings.Join(out, "|")
+}
+
+// adminCredentialVars are the variables that give credgate run (and
+// credgate admin) the admin API: the token itself, or the files of the
+// token and of the admin client certificate. Whoever holds them may issue
+// run tokens for any workload run_tokens lists and use the whole admin
+// API, so the command does not get them.
+var adminCredentialVars = []string{"CREDGATE_ADMIN_TOKEN", "CREDGATE_ADMIN_TOKEN_FILE", "CREDGATE_ADMIN_CERT", "CREDGATE_ADMIN_KEY"}
+
+// withoutAdminCredentials returns env without adminCredentialVars, and
+// the names it removed, in adminCredentialVars' order.
+func withoutAdminCredentials(env []string) (kept, removed []string) {
+	seen := map[string]bool{}
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(adminCredentialVars, k) {
+			seen[k] = true
+			continue
+		}
+		kept = append(kept, kv)
+	}
+	for _, k := range adminCredentialVars {
+		if seen[k] {
+			removed = append(removed, k)
+		}
+	}
+	return kept, removed
+}
+
+// printUnset writes, for a shell, an unset line for each name (the
+// admin credentials --print-env's caller holds); $GITHUB_ENV cannot
+// unset a variable, so the github format writes nothing.
+func printUnset(w io.Writer, format string, names []string) error {
+	if format != "shell" || len(names) == 0 {
+		return nil
+	}
+	if _, err := fmt.Fprintf(w, "unset %s\n", strings.Join(names, " ")); err != nil {
+		return fmt.Errorf("run --print-env: %w", err)
+	}
+	return nil
 }
 
 // mergeEnv returns base with vars set (replacing earlier values).
