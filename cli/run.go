@@ -171,6 +171,9 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 			return err
 		}
 		proxy.User = url.UserPassword("token", tok.Token)
+		if !loopbackHost(proxy.Hostname()) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: warning: the run token goes to the gateway at %s in clear text (an http:// proxy URL), on every connection the command opens; anyone on that path can take it until it expires or is revoked: give workload %s cidrs (docs/agents.md)\n", proxy.Host, o.workload)
+		}
 	}
 	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
 	base, adminVars := withoutAdminCredentials(os.Environ())
@@ -219,6 +222,16 @@ func (o *runOptions) proxyURL(cfg *gateway.Config) (*url.URL, error) {
 	}
 	u.Path, u.User = "", nil
 	return u, nil
+}
+
+// loopbackHost reports whether host (a proxy URL's, without brackets)
+// is this machine: localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // localAddr turns a listen address into one to connect to: an empty or

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -16,7 +17,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/internal/testpki"
@@ -179,5 +182,54 @@ func TestRunKeepsAdminCredentials(t *testing.T) {
 	sh, err := exec.Command("sh", "-c", out.String()+`printf '%s' "${CREDGATE_ADMIN_TOKEN-unset}"`).Output()
 	if err != nil || string(sh) != "unset" {
 		t.Errorf("sh after the printed lines: %q %v", sh, err)
+	}
+}
+
+// TestRunWarnsOfClearTextToken: with a token and a gateway that is not
+// this machine, credgate run says the token crosses the network in clear
+// text (an http:// proxy URL), naming neither the token nor anything of
+// it; to a loopback gateway it says nothing. The token is revoked at exit.
+func TestRunWarnsOfClearTextToken(t *testing.T) {
+	const runToken = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"
+	var revoked atomic.Int32
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/admin/v1/run-tokens":
+			_ = json.NewEncoder(w).Encode(gateway.RunTokenResponse{Token: runToken, ID: "j1", Workload: "agent", Expires: time.Now().Add(time.Minute)})
+		case "/admin/v1/run-tokens/revoke":
+			revoked.Add(1)
+			_ = json.NewEncoder(w).Encode(gateway.RunTokenRevokeResponse{ID: "j1", Scope: "replica"})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer admin.Close()
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("CREDGATE_ADMIN_TOKEN", "run-test-admin-token-0123456789")
+	for gw, warn := range map[string]bool{"127.0.0.1:3128": false, "localhost:3128": false, "[::1]:3128": false, "gw.example.test:3128": true, "10.1.2.3:3128": true} {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), []string{"run", "--ca", caFile, "--gateway", gw, "--admin", admin.URL, "--workload", "agent", "--", "true"}, &out, &errb)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", gw, code, errb.String())
+		}
+		if got := strings.Contains(errb.String(), "in clear text"); got != warn {
+			t.Errorf("--gateway %s: warned %v, want %v: %s", gw, got, warn, errb.String())
+		}
+		for _, piece := range strings.Split(runToken, ".") {
+			if strings.Contains(errb.String(), piece) {
+				t.Errorf("--gateway %s: stderr holds a piece of the token: %s", gw, errb.String())
+			}
+		}
+	}
+	if n := revoked.Load(); n != 5 {
+		t.Errorf("%d revocations, want 5", n)
 	}
 }

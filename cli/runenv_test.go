@@ -179,6 +179,12 @@ func TestRunAddresses(t *testing.T) {
 			t.Errorf("--gateway %s: %v", bad, err)
 		}
 	}
+	for host, want := range map[string]bool{"127.0.0.1": true, "::1": true, "127.1.2.3": true, "localhost": true, "LocalHost": true,
+		"gw": false, "10.0.0.1": false, "localhost.example.com": false, "::ffff:10.0.0.1": false} {
+		if got := loopbackHost(host); got != want {
+			t.Errorf("loopbackHost(%q) = %v", host, got)
+		}
+	}
 	o.gateway = "http://user:pass@gw:3128/"
 	if u, err := o.proxyURL(nil); err != nil || u.String() != "http://gw:3128" {
 		t.Errorf("userinfo and / dropped: %v %v", u, err)
