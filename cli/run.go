@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -132,10 +133,24 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	if ac.transport, err = ac.newTransport(); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	ctx := cmd.Context()
+	// From here on a signal does not end credgate run by its default
+	// action: before the command starts it ends the setup (the token
+	// revoked if there is one, the files removed) with 128+N, after it is
+	// passed on to the command.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	ctx, setupDone := setupSignals(cmd.Context(), sigs)
+	defer setupDone()
+	interrupted := func(err error) error {
+		if s := setupDone(); s != nil {
+			return signalExit(s)
+		}
+		return err
+	}
 	caPEM, err := o.gatewayCA(ctx, cfg, ac)
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
 	dir, err := os.MkdirTemp("", "credgate-run-")
 	if err == nil {
@@ -168,12 +183,18 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	var tok *gateway.RunTokenResponse
 	if o.workload != "" {
 		if tok, err = o.issue(ctx, ac); err != nil {
-			return err
+			return interrupted(err)
 		}
 		proxy.User = url.UserPassword("token", tok.Token)
 		if !loopbackHost(proxy.Hostname()) {
 			fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: warning: the run token goes to the gateway at %s in clear text (an http:// proxy URL), on every connection the command opens; anyone on that path can take it until it expires or is revoked: give workload %s cidrs (docs/agents.md)\n", proxy.Host, o.workload)
 		}
+	}
+	if s := setupDone(); s != nil {
+		if tok != nil {
+			o.revoke(ac, tok, cmd.ErrOrStderr())
+		}
+		return signalExit(s)
 	}
 	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
 	base, adminVars := withoutAdminCredentials(os.Environ())
@@ -190,7 +211,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		}
 		return printEnv(cmd.OutOrStdout(), o.format, vars)
 	}
-	code, err := runChild(ctx, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+	code, err := runChildSignals(cmd.Context(), sigs, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 	if tok != nil {
 		o.revoke(ac, tok, cmd.ErrOrStderr())
 	}
@@ -308,6 +329,38 @@ func (o *runOptions) revoke(ac *adminClient, tok *gateway.RunTokenResponse, stde
 	}
 }
 
+// setupSignals returns ctx cancelled at the first signal of sigs, and
+// done, which ends the watch and returns that signal (nil when none came;
+// later signals stay in sigs). done may be called more than once.
+func setupSignals(ctx context.Context, sigs <-chan os.Signal) (context.Context, func() os.Signal) {
+	ctx, cancel := context.WithCancel(ctx)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	var got os.Signal
+	go func() {
+		defer close(exited)
+		select {
+		case got = <-sigs:
+			cancel()
+		case <-quit:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() os.Signal {
+		once.Do(func() { close(quit); <-exited; cancel() })
+		return got
+	}
+}
+
+// signalExit is the exit of credgate run ended by signal s before the
+// command started: 128+N, as a shell's.
+func signalExit(s os.Signal) error {
+	code := exitError
+	if n, ok := s.(syscall.Signal); ok {
+		code = 128 + int(n)
+	}
+	return &exitCode{code: code, err: fmt.Errorf("run: %v before the command started; nothing was run", s)}
+}
+
 // Exit codes of a command that did not start, as a POSIX shell's.
 const (
 	exitNotExecutable = 126
@@ -319,6 +372,15 @@ const (
 // start is an *exitCode of 127 (not found) or 126 (found, not
 // executable), as a shell's.
 func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	return runChildSignals(ctx, sigs, args, env, stdin, stdout, stderr)
+}
+
+// runChildSignals is runChild passing on the signals of sigs, which the
+// caller registered with signal.Notify.
+func runChildSignals(ctx context.Context, sigs <-chan os.Signal, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	path, err := exec.LookPath(args[0])
 	if err != nil {
 		return 0, notStarted(args[0], err)
@@ -327,9 +389,6 @@ func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, 
 	c.Args[0] = args[0]
 	c.Env = env
 	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwardedSignals...)
-	defer signal.Stop(sigs)
 	if err := c.Start(); err != nil {
 		return 0, notStarted(args[0], err)
 	}

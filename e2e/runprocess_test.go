@@ -5,6 +5,8 @@ package e2e
 import (
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,7 +64,10 @@ func noFilesLeft(t *testing.T, tmp string) {
 // that does not start exits 127 (not found) or 126 (not executable) with
 // a message naming the cause, as a shell's; every signal whose default
 // action would end credgate run is passed on, and credgate run waits for
-// the command, returns its code and removes its files (SIGQUIT ended
+// the command, returns its code and removes its files, and one that comes
+// before the command starts ends credgate run with 128+N, nothing run and
+// no files left (SIGTERM while the token was asked for killed it, leaving
+// its directory, before); (SIGQUIT ended
 // credgate run before, leaving the command running and the files behind;
 // SIGUSR1, SIGUSR2 and SIGALRM were dropped); a command that handles
 // SIGTERM and goes on is waited for; arguments, standard input and a long
@@ -125,6 +130,46 @@ func TestCredgateRunProcess(t *testing.T) {
 			}
 			noFilesLeft(t, tmp)
 		}
+	})
+	t.Run("a signal before the command starts", func(t *testing.T) {
+		// The admin API takes the token request and does not answer:
+		// SIGTERM then ends credgate run with 143, nothing run, no files
+		// left. Before, SIGTERM killed it there, leaving the directory.
+		asked := make(chan struct{}, 1)
+		admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Read to the end: the server then watches the connection,
+			// and the context ends when credgate run closes it.
+			_, _ = io.Copy(io.Discard, r.Body)
+			asked <- struct{}{}
+			select {
+			case <-r.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
+		}))
+		defer admin.Close()
+		tmp, marker := t.TempDir(), filepath.Join(t.TempDir(), "ran")
+		cmd := credgateRunLocal(t, tmp, "--admin", admin.URL, "--workload", "agent", "--timeout", "60s", "--", "touch", marker)
+		cmd.Env = append(cmd.Env, "CREDGATE_ADMIN_TOKEN=e2e-admin-token-0123456789")
+		var out syncbuf.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-asked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("credgate run never asked for the token")
+		}
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if got := exitCodeOf(t, cmd.Wait()); got != 143 || !strings.Contains(out.String(), "before the command started") {
+			t.Errorf("credgate run exited %d, want 143 (128+SIGTERM): %s", got, out.String())
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Error("the command ran")
+		}
+		noFilesLeft(t, tmp)
 	})
 	t.Run("a command that handles SIGTERM and goes on is waited for", func(t *testing.T) {
 		tmp, f := t.TempDir(), filepath.Join(t.TempDir(), "child")
