@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -47,15 +49,18 @@ func newRunCmd() *cobra.Command {
 		Use:   "run [flags] -- COMMAND [ARGS...]",
 		Short: "Run a command with the proxy, the gateway CA and a run token set for every common client",
 		Long: `Run COMMAND with everything a client needs to go through the gateway:
-HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and lower case), a CA bundle of the system
-roots plus the gateway CA for curl, Python, Node, Go, the AWS SDKs and git,
+HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY (and lower case; every other
+*_proxy variable it inherits is pointed at the gateway too), a CA bundle of
+the system roots plus the gateway CA for curl, Python, Node, Go, the AWS
+SDKs, git, pip and npm,
 a Java trust store, git's http.proxy, and Node's proxy support.
 
 With --workload NAME the gateway issues a short-lived token naming that
 workload (admin API, run_tokens in the gateway config); it is the proxy
 URL's password, so the jwt factor identifies the command, and it is
-revoked when the command exits. The command's exit code is credgate run's;
-SIGINT and SIGTERM are passed on to it.
+revoked when the command exits. The command's exit code is credgate run's
+(127/126 when it is not found or cannot be executed); SIGINT, SIGTERM,
+SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are passed on to it.
 
   credgate run -c credgate.yaml --workload agent -- python3 agent.py
   eval "$(credgate run --print-env --workload ci)"        # a shell or CI job
@@ -128,17 +133,24 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	if ac.transport, err = ac.newTransport(); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	ctx := cmd.Context()
-	caPEM, err := o.gatewayCA(ctx, cfg, ac)
-	if err != nil {
+	// From here on a signal does not end credgate run by its default
+	// action: before the command starts it ends the setup (the token
+	// revoked if there is one, the files removed) with 128+N, after it is
+	// passed on to the command.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	ctx, setupDone := setupSignals(cmd.Context(), sigs)
+	defer setupDone()
+	interrupted := func(err error) error {
+		if s := setupDone(); s != nil {
+			return signalExit(s)
+		}
 		return err
 	}
-	var tok *gateway.RunTokenResponse
-	if o.workload != "" {
-		if tok, err = o.issue(ctx, ac); err != nil {
-			return err
-		}
-		proxy.User = url.UserPassword("token", tok.Token)
+	caPEM, err := o.gatewayCA(ctx, cfg, ac)
+	if err != nil {
+		return interrupted(err)
 	}
 	dir, err := os.MkdirTemp("", "credgate-run-")
 	if err == nil {
@@ -147,7 +159,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	if err != nil {
 		return fmt.Errorf("run: private directory: %w (set TMPDIR to a writable directory)", err)
 	}
-	keep := o.printEnv
+	keep := false // --print-env keeps the files once it has printed them
 	defer func() {
 		if !keep {
 			_ = os.RemoveAll(dir)
@@ -159,22 +171,47 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	}
 	files, err := writeRunFiles(dir, sys, caPEM)
 	if err != nil {
+		return err
+	}
+	// The token last: nothing that can fail before the command starts
+	// (a command not found among them) leaves one issued and not revoked.
+	if !o.printEnv {
+		if _, err := exec.LookPath(args[0]); err != nil {
+			return notStarted(args[0], err)
+		}
+	}
+	var tok *gateway.RunTokenResponse
+	if o.workload != "" {
+		if tok, err = o.issue(ctx, ac); err != nil {
+			return interrupted(err)
+		}
+		proxy.User = url.UserPassword("token", tok.Token)
+		if !loopbackHost(proxy.Hostname()) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: warning: the run token goes to the gateway at %s in clear text (an http:// proxy URL), on every connection the command opens; anyone on that path can take it until it expires or is revoked: give workload %s cidrs (docs/agents.md)\n", proxy.Host, o.workload)
+		}
+	}
+	if s := setupDone(); s != nil {
 		if tok != nil {
 			o.revoke(ac, tok, cmd.ErrOrStderr())
 		}
-		return err
+		return signalExit(s)
 	}
 	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
-	vars := env.vars(os.Environ())
+	base, adminVars := withoutAdminCredentials(os.Environ())
+	vars := env.vars(base)
 	if o.printEnv {
 		fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: files in %s (kept; remove them when done)", dir)
 		if tok != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "; the token for %s is not revoked and expires at %s", tok.Workload, tok.Expires.UTC().Format(time.RFC3339))
 		}
 		fmt.Fprintln(cmd.ErrOrStderr())
+		keep = true
+		if err := printUnset(cmd.OutOrStdout(), o.format, adminVars); err != nil {
+			return err
+		}
 		return printEnv(cmd.OutOrStdout(), o.format, vars)
 	}
-	code, err := runChild(ctx, args, mergeEnv(os.Environ(), vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+	code, err := runChildSignals(cmd.Context(), sigs, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 	if tok != nil {
 		o.revoke(ac, tok, cmd.ErrOrStderr())
 	}
@@ -201,11 +238,21 @@ func (o *runOptions) proxyURL(cfg *gateway.Config) (*url.URL, error) {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("run: --gateway %q is not a proxy URL such as http://127.0.0.1:3128 (the gateway's listen)", o.gateway)
 	}
 	u.Path, u.User = "", nil
 	return u, nil
+}
+
+// loopbackHost reports whether host (a proxy URL's, without brackets)
+// is this machine: localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // localAddr turns a listen address into one to connect to: an empty or
@@ -282,22 +329,68 @@ func (o *runOptions) revoke(ac *adminClient, tok *gateway.RunTokenResponse, stde
 	}
 }
 
-// runChild runs args with env, passing SIGINT, SIGTERM and SIGHUP on,
-// and returns its exit code (128+N when a signal N ended it).
+// setupSignals returns ctx cancelled at the first signal of sigs, and
+// done, which ends the watch and returns that signal (nil when none came;
+// later signals stay in sigs). done may be called more than once.
+func setupSignals(ctx context.Context, sigs <-chan os.Signal) (context.Context, func() os.Signal) {
+	ctx, cancel := context.WithCancel(ctx)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	var got os.Signal
+	go func() {
+		defer close(exited)
+		select {
+		case got = <-sigs:
+			cancel()
+		case <-quit:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() os.Signal {
+		once.Do(func() { close(quit); <-exited; cancel() })
+		return got
+	}
+}
+
+// signalExit is the exit of credgate run ended by signal s before the
+// command started: 128+N, as a shell's.
+func signalExit(s os.Signal) error {
+	code := exitError
+	if n, ok := s.(syscall.Signal); ok {
+		code = 128 + int(n)
+	}
+	return &exitCode{code: code, err: fmt.Errorf("run: %v before the command started; nothing was run", s)}
+}
+
+// Exit codes of a command that did not start, as a POSIX shell's.
+const (
+	exitNotExecutable = 126
+	exitNotFound      = 127
+)
+
+// runChild runs args with env, passing forwardedSignals on, and returns
+// its exit code (128+N when a signal N ended it). A command that does not
+// start is an *exitCode of 127 (not found) or 126 (found, not
+// executable), as a shell's.
 func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	return runChildSignals(ctx, sigs, args, env, stdin, stdout, stderr)
+}
+
+// runChildSignals is runChild passing on the signals of sigs, which the
+// caller registered with signal.Notify.
+func runChildSignals(ctx context.Context, sigs <-chan os.Signal, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	path, err := exec.LookPath(args[0])
 	if err != nil {
-		return 0, fmt.Errorf("run: %w", err)
+		return 0, notStarted(args[0], err)
 	}
 	c := exec.Command(path, args[1:]...)
 	c.Args[0] = args[0]
 	c.Env = env
 	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	if err := c.Start(); err != nil {
-		return 0, fmt.Errorf("run: start %s: %w", args[0], err)
+		return 0, notStarted(args[0], err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -326,4 +419,22 @@ func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, 
 		return 128 + int(ws.Signal()), nil
 	}
 	return ee.ExitCode(), nil
+}
+
+// notStarted is the error of a command that could not be started: 127
+// when there is no such file (or its #! interpreter is missing), 126 when
+// it is there but cannot be executed (permissions, a directory, a script
+// without #!).
+func notStarted(name string, err error) error {
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return &exitCode{code: exitNotFound, err: fmt.Errorf("run: %s: command not found in $PATH (%w)", name, err)}
+	case errors.Is(err, fs.ErrNotExist):
+		return &exitCode{code: exitNotFound, err: fmt.Errorf("run: %s: no such file, or its #! interpreter is missing: %w", name, err)}
+	case errors.Is(err, syscall.ENOEXEC):
+		return &exitCode{code: exitNotExecutable, err: fmt.Errorf("run: %s: cannot execute: not a binary this system runs, nor a script starting with #!: %w", name, err)}
+	}
+	// Permissions, a directory (EISDIR), a binary in the current
+	// directory that $PATH names as "." (exec.ErrDot), anything else.
+	return &exitCode{code: exitNotExecutable, err: fmt.Errorf("run: %s: cannot execute: %w", name, err)}
 }

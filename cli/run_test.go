@@ -1,18 +1,28 @@
 package cli
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/testpki"
 )
 
 // TestExplainRunToken: with run_tokens.key_file, explain verifies a run
@@ -80,7 +90,146 @@ func TestRunChildExitCode(t *testing.T) {
 			t.Errorf("sh -c %q: %d %v, want %d", c.script, code, err, c.want)
 		}
 	}
-	if _, err := runChild(t.Context(), []string{"credgate-no-such-command"}, nil, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "executable file not found") {
+	var ec *exitCode
+	if _, err := runChild(t.Context(), []string{"credgate-no-such-command"}, nil, nil, io.Discard, io.Discard); !errors.As(err, &ec) || ec.code != exitNotFound || !strings.Contains(err.Error(), "command not found") {
 		t.Errorf("a missing command: %v", err)
+	}
+}
+
+// TestRunCommandNotFoundIssuesNoToken: a command that is not there exits
+// 127 before credgate run asks for a token (none issued, none to revoke)
+// and leaves no files. The e2e TestCredgateRunProcess has the other codes.
+func TestRunCommandNotFoundIssuesNoToken(t *testing.T) {
+	var calls atomic.Int32
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		http.Error(w, "no", http.StatusTeapot)
+	}))
+	defer admin.Close()
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("CREDGATE_ADMIN_TOKEN", "run-test-admin-token-0123456789")
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"run", "--ca", caFile, "--gateway", "127.0.0.1:9", "--admin", admin.URL, "--workload", "agent", "--", "credgate-no-such-command"}, &out, &errb)
+	if code != exitNotFound || !strings.Contains(errb.String(), "credgate-no-such-command: command not found") {
+		t.Errorf("exit %d %s, want %d: command not found", code, errb.String(), exitNotFound)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the admin API was called %d times", n)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left %s behind", left[0].Name())
+	}
+}
+
+// TestRunKeepsAdminCredentials: the admin token (or the files of the
+// token and the admin client certificate) that let credgate run ask for
+// the run token never reach the command: with them it could issue tokens
+// for any workload and use the whole admin API. --print-env unsets them
+// in the shell it is evaluated in. Before, the command inherited all four.
+func TestRunKeepsAdminCredentials(t *testing.T) {
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The admin client certificate's files: credgate run loads them for
+	// an https admin URL (which it never calls without --workload).
+	certFile, keyFile, err := ca.WriteFiles(t.TempDir(), "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const adminToken = "run-test-admin-token-0123456789"
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("CREDGATE_ADMIN_TOKEN", adminToken)
+	t.Setenv("CREDGATE_ADMIN_TOKEN_FILE", filepath.Join(t.TempDir(), "admin.token"))
+	t.Setenv("CREDGATE_ADMIN_CERT", certFile)
+	t.Setenv("CREDGATE_ADMIN_KEY", keyFile)
+	t.Setenv("CREDGATE_ADMIN_URL", "https://127.0.0.1:9")
+	t.Setenv("CREDGATE_RUN_TEST_KEPT", "kept")
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"run", "--ca", caFile, "--gateway", "127.0.0.1:9", "--", "env"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, k := range adminCredentialVars {
+		if strings.Contains(out.String(), k+"=") {
+			t.Errorf("the command's environment holds %s", k)
+		}
+	}
+	if !strings.Contains(out.String(), "CREDGATE_RUN_TEST_KEPT=kept") || !strings.Contains(out.String(), "HTTPS_PROXY=") {
+		t.Errorf("the command's environment lost the rest:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"run", "--print-env", "--ca", caFile, "--gateway", "127.0.0.1:9"}, &out, &errb); code != 0 {
+		t.Fatalf("--print-env: exit %d: %s", code, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "unset CREDGATE_ADMIN_TOKEN CREDGATE_ADMIN_TOKEN_FILE CREDGATE_ADMIN_CERT CREDGATE_ADMIN_KEY\n") || strings.Contains(out.String(), adminToken) {
+		t.Errorf("--print-env:\n%s", out.String())
+	}
+	sh, err := exec.Command("sh", "-c", out.String()+`printf '%s' "${CREDGATE_ADMIN_TOKEN-unset}"`).Output()
+	if err != nil || string(sh) != "unset" {
+		t.Errorf("sh after the printed lines: %q %v", sh, err)
+	}
+}
+
+// TestRunWarnsOfClearTextToken: with a token and a gateway that is not
+// this machine, credgate run says the token crosses the network in clear
+// text (an http:// proxy URL), naming neither the token nor anything of
+// it; to a loopback gateway it says nothing. The token is revoked at exit.
+func TestRunWarnsOfClearTextToken(t *testing.T) {
+	const runToken = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"
+	var revoked atomic.Int32
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/admin/v1/run-tokens":
+			_ = json.NewEncoder(w).Encode(gateway.RunTokenResponse{Token: runToken, ID: "j1", Workload: "agent", Expires: time.Now().Add(time.Minute)})
+		case "/admin/v1/run-tokens/revoke":
+			revoked.Add(1)
+			_ = json.NewEncoder(w).Encode(gateway.RunTokenRevokeResponse{ID: "j1", Scope: "replica"})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer admin.Close()
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("CREDGATE_ADMIN_TOKEN", "run-test-admin-token-0123456789")
+	for gw, warn := range map[string]bool{"127.0.0.1:3128": false, "localhost:3128": false, "[::1]:3128": false, "gw.example.test:3128": true, "10.1.2.3:3128": true} {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), []string{"run", "--ca", caFile, "--gateway", gw, "--admin", admin.URL, "--workload", "agent", "--", "true"}, &out, &errb)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", gw, code, errb.String())
+		}
+		if got := strings.Contains(errb.String(), "in clear text"); got != warn {
+			t.Errorf("--gateway %s: warned %v, want %v: %s", gw, got, warn, errb.String())
+		}
+		for _, piece := range strings.Split(runToken, ".") {
+			if strings.Contains(errb.String(), piece) {
+				t.Errorf("--gateway %s: stderr holds a piece of the token: %s", gw, errb.String())
+			}
+		}
+	}
+	if n := revoked.Load(); n != 5 {
+		t.Errorf("%d revocations, want 5", n)
 	}
 }

@@ -123,7 +123,9 @@ func runEnvOf(t *testing.T) []string {
 
 // TestCredgateRun runs curl, python3, node, git, a Go program and Java
 // under `credgate run --workload agent`: each reaches the origin through
-// the gateway with nothing set up by the test, the credential arrives,
+// the gateway with nothing set up by the test (curl and Python also with
+// the caller's environment naming another proxy and NO_proxy=*), the
+// credential arrives,
 // and the workload is the one the run token names. The token is refused
 // once the command has exited, and a token signed by another key is
 // refused.
@@ -149,14 +151,18 @@ func TestCredgateRun(t *testing.T) {
 	// The static credential startEnv made is what the git origin wants.
 	token.Store(&e.token)
 
-	credgateRun := func(t *testing.T, args ...string) (string, error) {
+	credgateRunEnv := func(t *testing.T, extraEnv []string, args ...string) (string, error) {
 		t.Helper()
 		full := append([]string{"run", "--gateway", e.proxyURL, "--admin", "http://" + e.adminAddr, "--token-file", adminTok, "--workload", "agent", "--"}, args...)
 		cmd := exec.Command(binPath, full...)
-		cmd.Env = runEnvOf(t)
+		cmd.Env = append(runEnvOf(t), extraEnv...)
 		cmd.Dir = t.TempDir()
 		out, err := cmd.CombinedOutput()
 		return string(out), err
+	}
+	credgateRun := func(t *testing.T, args ...string) (string, error) {
+		t.Helper()
+		return credgateRunEnv(t, nil, args...)
 	}
 	arrived := func(t *testing.T, path string) {
 		t.Helper()
@@ -285,6 +291,24 @@ func main() {
 		if got := e.origin.one(t, "/java"); got.Header.Get("Authorization") != "Bearer "+e.token {
 			t.Errorf("java: the origin did not receive the injected credential")
 		}
+	})
+	t.Run("the caller's proxy variables", func(t *testing.T) {
+		// Another proxy and a bypass of every host under spellings
+		// Python's urllib reads (it lower-cases every *_proxy name); a
+		// shell between credgate run and Python reorders them. Before,
+		// Python went direct (NO_proxy=*).
+		decoy := "http://127.0.0.1:9"
+		hostile := []string{"NO_proxy=*", "No_Proxy=*", "Https_proxy=" + decoy, "HTTPS_proxy=" + decoy, "ALL_PROXY=" + decoy, "all_proxy=" + decoy}
+		out, err := credgateRunEnv(t, hostile, "sh", "-c", `exec python3 -c 'import urllib.request; print(urllib.request.urlopen("https://api.origin.test/run/inherited-python").read().decode())'`)
+		if err != nil || !strings.Contains(out, "ok /run/inherited-python") {
+			t.Fatalf("credgate run python3 with the caller's proxy variables: %v\n%s", err, out)
+		}
+		arrived(t, "/run/inherited-python")
+		out, err = credgateRunEnv(t, hostile, "curl", "-sS", "-f", "https://api.origin.test/run/inherited-curl")
+		if err != nil || !strings.Contains(out, "ok /run/inherited-curl") {
+			t.Fatalf("credgate run curl with the caller's proxy variables: %v\n%s", err, out)
+		}
+		arrived(t, "/run/inherited-curl")
 	})
 	t.Run("exit code and revocation after exit", func(t *testing.T) {
 		envFile := filepath.Join(t.TempDir(), "proxy")

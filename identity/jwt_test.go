@@ -412,6 +412,12 @@ func TestProxyToken(t *testing.T) {
 			t.Errorf("error %q contains the credential", err)
 		}
 	}
+	// The token in the user name (http://<jwt>@proxy) is refused with
+	// the fix, not as an empty token, and the error holds no piece of it.
+	_, err := proxyToken("Basic "+b64("abc.def.ghi:"), 64)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "put the token in the password") || strings.Contains(err.Error(), "abc") {
+		t.Errorf("the token in the user name: %v", err)
+	}
 }
 
 // FuzzVerifyToken feeds arbitrary Proxy-Authorization values to the jwt

@@ -44,9 +44,13 @@ func proxyToken(header string, maxBytes int) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("the Proxy-Authorization Basic credentials are not valid base64: %w", ErrInvalid)
 		}
-		_, pass, ok := strings.Cut(string(raw), ":")
+		user, pass, ok := strings.Cut(string(raw), ":")
 		if !ok {
 			return "", fmt.Errorf("the Proxy-Authorization Basic credentials have no ':'; put the token in the password: %w", ErrInvalid)
+		}
+		if pass == "" && user != "" {
+			// http://<token>@proxy: the token in the user name.
+			return "", fmt.Errorf("the Proxy-Authorization Basic credentials have a user name and an empty password; put the token in the password (http://token:<token>@proxy): %w", ErrInvalid)
 		}
 		tok = pass
 	default:

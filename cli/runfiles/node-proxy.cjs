@@ -1,4 +1,5 @@
-// credgate run: HTTPS_PROXY for https.request/https.get on Node versions
+// credgate run: HTTPS_PROXY for https.request/https.get (and HTTP_PROXY
+// for http.request/http.get) on Node versions
 // that do not read it themselves (before NODE_USE_ENV_PROXY, which Node
 // 20 ignores). Loaded with NODE_OPTIONS=--require; on a Node whose global
 // agent already follows the proxy variables it does nothing. It tunnels through the proxy with CONNECT, sending the
@@ -56,4 +57,29 @@
     }
   }
   https.globalAgent = new TunnelAgent({ keepAlive: true });
+
+  // http.request/http.get: sent to the proxy as absolute-URI requests
+  // (GET http://host/path) with the token, as curl and Python send them;
+  // without this, plain http:// went direct on Node 20.
+  const http = require('http');
+  if (http.globalAgent && http.globalAgent.options && http.globalAgent.options.proxyEnv) return;
+  const hraw = process.env.http_proxy || process.env.HTTP_PROXY;
+  if (!hraw) return;
+  const hproxy = new URL(hraw);
+  const hauth = hproxy.username || hproxy.password
+    ? 'Basic ' + Buffer.from(decodeURIComponent(hproxy.username) + ':' + decodeURIComponent(hproxy.password)).toString('base64')
+    : '';
+  class ForwardAgent extends http.Agent {
+    addRequest(req, options) {
+      const host = options.host || options.hostname || 'localhost';
+      if (!bypass(host)) {
+        const port = Number(options.port) || 80;
+        req.path = 'http://' + (net.isIPv6(host) ? '[' + host + ']' : host) + (port === 80 ? '' : ':' + port) + req.path;
+        if (hauth) req.setHeader('Proxy-Authorization', hauth);
+        options = Object.assign({}, options, { host: hproxy.hostname.replace(/^\[|\]$/g, ''), hostname: undefined, port: Number(hproxy.port) || 80, socketPath: undefined });
+      }
+      return super.addRequest(req, options);
+    }
+  }
+  http.globalAgent = new ForwardAgent({ keepAlive: true });
 })();
