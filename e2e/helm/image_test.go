@@ -18,8 +18,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// imageSizeBudget is the most the image's files may add up to.
-const imageSizeBudget = 40 << 20
+// imageSizeBudget is the most the image's files may add up to: a guard
+// against a dependency or embedded file that bloats the image, not a
+// limit on the catalogue. 40 MB was passed at 8f777ea (the binary,
+// every provider and injector compiled in, is 39.9 MiB); the margin
+// leaves room for growth of the same kind.
+const imageSizeBudget = 44 << 20
 
 // ociImage is what TestImage reads back from the OCI archive `make image`
 // writes: the image config and the files of its layers.
