@@ -18,8 +18,10 @@
 package httpclient
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -182,4 +184,19 @@ func Display(raw string) string {
 		raw = raw[:start] + raw[start+i+1:]
 	}
 	return raw
+}
+
+// DoError reads an error of http.Client.Do for a message: cause is the
+// error without the *url.Error around it (which repeats the method and
+// the URL, and a URL may carry what a message must not), and timeout
+// reports whether the exchange ran out of time (the request's deadline,
+// the client's Timeout, or a network timeout), which callers tell apart
+// from an endpoint that cannot be reached.
+func DoError(err error) (cause error, timeout bool) {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne net.Error
+	return err, errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }

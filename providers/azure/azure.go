@@ -69,7 +69,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -695,12 +694,8 @@ func (p *Provider) post(ctx context.Context, form url.Values) (_ *providers.Cred
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, false, fmt.Errorf("%s: %w", op, cerr)
 		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		err, timeout := httpclient.DoError(err)
+		if timeout {
 			return nil, true, fmt.Errorf("%s: %s did not answer within %s (timeout); check the gateway's network path to it: %w", op, httpclient.Display(p.tokenURL), p.Timeout, providers.ErrUnavailable)
 		}
 		return nil, true, fmt.Errorf("%s: cannot reach %s (%v); check authority_host and the gateway's network path: %w", op, httpclient.Display(p.tokenURL), err, providers.ErrUnavailable)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -303,12 +302,8 @@ func (p *Provider) managedOnce(ctx context.Context) (_ *providers.Credential, re
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, false, fmt.Errorf("%s: %w", op, cerr)
 		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		err, timeout := httpclient.DoError(err)
+		if timeout {
 			// Not retried within the fetch: off Azure, or with IMDS
 			// blocked, every attempt would wait the whole timeout (no
 			// host answers 169.254.169.254), holding the request for

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/credgate/credgate/internal/backoff"
+	"github.com/credgate/credgate/internal/httpclient"
 	"github.com/credgate/credgate/providers"
 )
 
@@ -196,13 +197,10 @@ func describe(err error) (retry bool, msg string) {
 		}
 		return retry, msg
 	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
+	err, timeout := httpclient.DoError(err)
 	var ne net.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case timeout:
 		return true, "the token endpoint did not answer in time"
 	case errors.As(err, &ne), errors.Is(err, net.ErrClosed):
 		return true, "the token endpoint is unreachable: " + errString(err)
