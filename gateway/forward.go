@@ -202,12 +202,21 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 		_ = rc.Flush()
 	}
 	err = g.copyBody(r.Context(), w, rc, resp.Body, stream, cl)
-	if _, cut := cutInFlight(r, st); err == nil && (cut || st != nil && st.upBody.stalled()) {
+	gone := clientGone(r, st)
+	left := gone != nil && st != nil && gone == st.flight.parent
+	if _, cut := cutInFlight(r, st); err == nil && (cut || st != nil && st.upBody.stalled() || left && cl < 0) {
 		// A request cut in flight (the kill switch, the loss of its
 		// identity, a stalled upstream) never ends cleanly, whatever
 		// the upstream client reported: net/http's Transport has
-		// answered such a cut with the body's clean end.
-		err = context.Cause(r.Context())
+		// answered such a cut with the body's clean end. So has it the
+		// cancellation of a client that went away during a body of
+		// unknown length, whose end (the last chunk) the client never
+		// got.
+		if left && !cut {
+			err = context.Cause(gone)
+		} else {
+			err = context.Cause(r.Context())
+		}
 	}
 	if err != nil {
 		// The body broke off: the client must not see a complete
@@ -240,7 +249,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				// A gRPC message the scrubber cannot read.
 				st.abortCode = codeResponseNotScrubbable
 				g.metrics.refusals.WithLabelValues(codeResponseNotScrubbable).Inc()
-			case r.Context().Err() != nil:
+			case gone != nil:
 				// The client went away while the gateway waited for
 				// the upstream's next bytes (its connection closed, its
 				// stream reset): the server cancelled the request, and
@@ -248,7 +257,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				// client's doing, as before the answer began
 				// (upstreamError), not the upstream's; or the end of a
 				// shutdown's drain (shutting_down).
-				if f := ctxRefusal(r.Context(), ""); f.Code != codeRequestBodyAborted {
+				if f := ctxRefusal(gone, ""); f.Code != codeRequestBodyAborted {
 					st.abortCode = f.Code
 					g.metrics.refusals.WithLabelValues(f.Code).Inc()
 				} else {
@@ -804,4 +813,24 @@ func (g *Gateway) relayUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	}
 	g.relay(lc, conn, back)
 	g.closeLong(lc)
+}
+
+// clientGone returns the context whose end means the client went away
+// (its connection closed, its stream reset, or the drain's end), when it
+// has ended, else nil: the flight's parent, the inbound request's
+// context. r is the outbound request, whose context is cancelled from
+// that one; the abort of the upstream read (h1client's, through the
+// flight's watch of the parent) may run before r's context is, so r's
+// own is not the one to ask after a failed read. Without a flight (st
+// nil), r's.
+func clientGone(r *http.Request, st *reqState) context.Context {
+	if st != nil && st.flight.parent != nil {
+		if st.flight.parent.Err() != nil {
+			return st.flight.parent
+		}
+	}
+	if r.Context().Err() != nil {
+		return r.Context()
+	}
+	return nil
 }
