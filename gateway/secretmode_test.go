@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -131,5 +132,57 @@ func TestSecretModeWarnings(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSecretModeLoggedOncePerLoad: serve judges the secret files when it
+// starts and when it re-reads its config (SIGHUP), not when it reads a
+// secret: an admin token of mode 0644, read at each of 5 admin requests,
+// is logged once at start and once per config re-read, and the gauge
+// follows the file's mode.
+func TestSecretModeLoggedOncePerLoad(t *testing.T) {
+	const token = "loose-mode-token-0123456789abcdef"
+	tokFile := filepath.Join(t.TempDir(), "admin.token")
+	writeFile(t, filepath.Dir(tokFile), "admin.token", []byte(token))
+	if err := os.Chmod(tokFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tg := startSwitchGateway(t, "admin:\n  token_file: "+tokFile+"\n")
+	const msg = "secret file readable or writable by others"
+	count := func() int { return strings.Count(tg.logs.String(), msg) }
+	if got := count(); got != 1 {
+		t.Fatalf("%d warnings at start, want 1:\n%s", got, tg.logs.String())
+	}
+	if !strings.Contains(tg.logs.String(), "admin.token_file") {
+		t.Errorf("the warning does not name admin.token_file:\n%s", tg.logs.String())
+	}
+	for range 5 {
+		if st, code, body := adminCall(t, tg, "/admin/v1/disable", token, `{"kind":"rule"}`); st == http.StatusUnauthorized || st == http.StatusServiceUnavailable {
+			t.Fatalf("admin call: %d %s %v", st, code, body)
+		}
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("%d warnings after 5 admin requests, want 1 (not one per read)", got)
+	}
+	if g := gaugeValue(t, tg.gw.metrics.secretLooseMode); g != 1 {
+		t.Errorf("credgate_secret_files_loose_mode = %v, want 1", g)
+	}
+	next, err := LoadConfig(tg.gw.cfg.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadConfig(t, tg.gw, next)
+	if got := count(); got != 2 {
+		t.Errorf("%d warnings after a config re-read, want 2", got)
+	}
+	if err := os.Chmod(tokFile, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	reloadConfig(t, tg.gw, next)
+	if got, g := count(), gaugeValue(t, tg.gw.metrics.secretLooseMode); got != 2 || g != 0 {
+		t.Errorf("after chmod 0400 and a re-read: %d warnings (want 2), gauge %v (want 0)", got, g)
+	}
+	if strings.Contains(tg.logs.String(), token) {
+		t.Errorf("the log holds the admin token")
 	}
 }
