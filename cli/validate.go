@@ -37,7 +37,10 @@ FILE:LINE:COL: message. A valid policy may also get warnings, printed as
 "FILE:LINE:COL: warning: ..." before the ok line without changing the exit
 code: a rule that can never decide a request because an earlier rule
 always does (rules are tried in file order), a placeholder rule without
-substitute_in.
+substitute_in, a secret file of the config (ca.key, admin.token_file, the
+Redis password and keys, the audit and run-token keys) that others may
+read or the group or others may write (chmod 0400, or the Secret volume's
+defaultMode 0440).
 
 --list prints the names of the compiled-in providers, injectors and identity
 factor kinds; credgate plugins describes them and their settings.`,
@@ -72,7 +75,13 @@ factor kinds; credgate plugins describes them and their settings.`,
 					return &exitCode{code: exitError, reported: true, err: probs}
 				}
 			}
-			// Warnings do not fail validation: the policy runs as written.
+			// Warnings do not fail validation: the policy runs as written,
+			// and serve reads a secret file of loose mode (logging it).
+			if l.config != nil {
+				for _, w := range l.config.SecretModeWarnings() {
+					fmt.Fprintf(out, "%s:%d:%d: warning: %s\n", w.File, w.Line, w.Col, w.Msg)
+				}
+			}
 			for _, w := range l.policy.Warnings() {
 				fmt.Fprintf(out, "%s:%d:%d: warning: %s\n", w.File, w.Line, w.Col, w.Msg)
 			}

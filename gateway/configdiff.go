@@ -213,6 +213,7 @@ func (g *Gateway) ReloadConfig(next *Config) ([]string, error) {
 		result = "error"
 	}
 	g.metrics.configReloads.WithLabelValues(result).Inc()
+	g.warnSecretModes(next)
 	switch {
 	case len(changed) > 0:
 		g.log.Warn("gateway config settings changed that only a restart applies; the running values stay in force until credgate serve is restarted",

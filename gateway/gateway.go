@@ -254,6 +254,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	g.reloaders = append(g.reloaders, caReloader)
 	g.metrics = newMetrics(func() float64 { return float64(g.issuer.Len()) })
 	g.metrics.interceptionCA(g.issuer.Stats)
+	g.warnSecretModes(cfg)
 
 	if g.audit, err = newAuditor(ctx, cfg.Audit, opts.Audit, logger); err != nil {
 		return nil, err

@@ -43,6 +43,9 @@ type metrics struct {
 	// restartPending counts the settings changed in the config file
 	// that wait for a restart (Gateway.ReloadConfig).
 	restartPending prometheus.Gauge
+	// secretLooseMode counts the secret files the config names whose
+	// mode lets others read them (Gateway.warnSecretModes).
+	secretLooseMode prometheus.Gauge
 	// configReloads counts re-reads of the gateway config by result.
 	configReloads  *prometheus.CounterVec
 	connsRefused   *prometheus.CounterVec
@@ -201,6 +204,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_config_restart_pending",
 		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
 	})
+	m.secretLooseMode = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_secret_files_loose_mode",
+		Help: "Secret files the gateway config names (ca.key, admin.token_file, Redis password and keys, audit and run-token keys, ...) that others than the gateway's user may read (mode & 0o004) or its group or others may write (mode & 0o022), or that a user other than root and the gateway's owns; judged at start and at each config re-read (SIGHUP). The log's warning names each setting. 0 when every one is 0400, 0440, 0600 or 0640.",
+	})
 	m.configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_config_reloads_total",
 		Help: "Re-reads of the gateway config file (on SIGHUP) by result: ok (what reloads was applied, what waits for a restart is counted in credgate_config_restart_pending), error (the file did not load, or a setting the reload applies, upstream.ca_bundle, could not be: the last good config stays in force, and the log and /readyz's detail, config.error, say why).",
@@ -278,7 +285,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.configReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.secretLooseMode, m.configReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

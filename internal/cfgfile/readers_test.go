@@ -58,6 +58,50 @@ var uncheckedReads = map[string]string{
 // (and validate), a link to /dev/zero was read until memory ran out (16
 // findings). Entries that match nothing fail too, so the list stays true.
 func TestNoUncheckedFileReads(t *testing.T) {
+	used := map[string]bool{}
+	var calls int
+	walkGo(t, func(rel string, lineNo int, line string) {
+		for _, loc := range fileOpeners.FindAllStringIndex(line, -1) {
+			calls++
+			call := callText(line[loc[0]:])
+			key := rel + ": " + call
+			if _, ok := uncheckedReads[key]; ok {
+				used[key] = true
+				continue
+			}
+			if dir := allowedDir(rel); dir != "" {
+				used[dir] = true
+				continue
+			}
+			t.Errorf("%s:%d: %s reads a file by name without cfgfile: if the path is one a user configures, read it with cfgfile.Read/ReadSecret (or their Context forms, or providers.ReadFile in a provider); else add %q to uncheckedReads with the reason", rel, lineNo, call, key)
+		}
+	})
+	if calls < 20 {
+		t.Fatalf("only %d calls found: is the scan reading the module?", calls)
+	}
+	reportStale(t, "uncheckedReads", uncheckedReads, used)
+}
+
+// reportStale fails on each key of list that used does not hold.
+func reportStale(t *testing.T, name string, list map[string]string, used map[string]bool) {
+	t.Helper()
+	var stale []string
+	for k := range list {
+		if !used[k] {
+			stale = append(stale, k)
+		}
+	}
+	sort.Strings(stale)
+	for _, k := range stale {
+		t.Errorf("%s has %q, which matches no call: remove it", name, k)
+	}
+}
+
+// walkGo calls fn with each line, not a comment, of the module's non-test
+// Go files (other modules, testdata and hidden folders left out), rel
+// being the file's path from the module root with slashes.
+func walkGo(t *testing.T, fn func(rel string, lineNo int, line string)) {
+	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
@@ -65,8 +109,6 @@ func TestNoUncheckedFileReads(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		t.Fatalf("module root not found at %s: %v", root, err)
 	}
-	used := map[string]bool{}
-	var calls int
 	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -96,38 +138,12 @@ func TestNoUncheckedFileReads(t *testing.T) {
 			if strings.HasPrefix(strings.TrimSpace(line), "//") {
 				continue
 			}
-			for _, loc := range fileOpeners.FindAllStringIndex(line, -1) {
-				calls++
-				call := callText(line[loc[0]:])
-				key := rel + ": " + call
-				if _, ok := uncheckedReads[key]; ok {
-					used[key] = true
-					continue
-				}
-				if dir := allowedDir(rel); dir != "" {
-					used[dir] = true
-					continue
-				}
-				t.Errorf("%s:%d: %s reads a file by name without cfgfile: if the path is one a user configures, read it with cfgfile.Read/ReadSecret (or their Context forms, or providers.ReadFile in a provider); else add %q to uncheckedReads with the reason", rel, i+1, call, key)
-			}
+			fn(rel, i+1, line)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if calls < 20 {
-		t.Fatalf("only %d calls found: is the scan reading the module?", calls)
-	}
-	var stale []string
-	for k := range uncheckedReads {
-		if !used[k] {
-			stale = append(stale, k)
-		}
-	}
-	sort.Strings(stale)
-	for _, k := range stale {
-		t.Errorf("uncheckedReads has %q, which matches no call: remove it", k)
 	}
 }
 

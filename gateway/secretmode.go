@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+
+	"github.com/credgate/credgate/internal/cfgfile"
+)
+
+// secretSettings classifies every file setting namedFiles lists: true
+// for a file that holds a secret (a private key, a token, a password, a
+// sealing key), whose mode Config.SecretModeWarnings judges; false for a
+// certificate, a CA bundle, a key set or a policy, which anyone may read.
+// A list index is written "[]", a header name "*". A setting namedFiles
+// lists that is not here is judged as a secret, and
+// TestSecretSettingsClassified fails on it.
+var secretSettings = map[string]bool{
+	"policy":                             false,
+	"ca.cert":                            false,
+	"ca.key":                             true,
+	"tls.cert":                           false,
+	"tls.key":                            true,
+	"tls.client_ca":                      false,
+	"upstream.ca_bundle":                 false,
+	"cache.redis.password_file":          true,
+	"cache.redis.tls.ca":                 false,
+	"cache.redis.tls.cert":               false,
+	"cache.redis.tls.key":                true,
+	"cache.redis.encryption_keys[].file": true,
+	"admin.token_file":                   true,
+	"admin.tls.cert":                     false,
+	"admin.tls.key":                      true,
+	"admin.tls.client_ca":                false,
+	"audit.checkpoint.key_file":          true,
+	"audit.fingerprint_key_file":         true,
+	"audit.otlp.ca":                      false,
+	"audit.otlp.headers.*.file":          true,
+	"tracing.ca":                         false,
+	"tracing.headers.*.file":             true,
+	"identity.mtls.bundles[].file":       false,
+	"identity.jwt.issuers[].jwks_file":   false,
+	"identity.posture.file":              false,
+	"run_tokens.key_file":                true,
+}
+
+// indexRE matches a list index as keyPath writes it.
+var indexRE = regexp.MustCompile(`\[[0-9]+\]`)
+
+// settingClass is keys written as secretSettings' keys are: indices as
+// "[]", the name under "headers" as "*".
+func settingClass(keys []string) string {
+	norm := make([]string, len(keys))
+	copy(norm, keys)
+	for i := range norm {
+		if i > 0 && norm[i-1] == "headers" {
+			norm[i] = "*"
+		}
+	}
+	return indexRE.ReplaceAllString(keyPath(norm...), "[]")
+}
+
+// looseSecret is a secret file of the config whose mode is loose.
+type looseSecret struct {
+	key       string // the setting, "admin.token_file"
+	line, col int
+	mode      *cfgfile.LooseMode
+}
+
+// looseSecrets judges every secret file the config names (secretSettings)
+// with cfgfile.CheckSecretMode. A file that cannot be looked at is left
+// out: CheckFiles reports it.
+func (c *Config) looseSecrets() []looseSecret {
+	var out []looseSecret
+	seen := map[string]bool{}
+	for _, f := range c.namedFiles() {
+		// A setting not classified yet is judged: a false warning on a
+		// certificate is the safer mistake (and the test fails on it).
+		if secret, known := secretSettings[settingClass(f.keys)]; f.path == "" || known && !secret {
+			continue
+		}
+		key := keyPath(f.keys...)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		lm, err := cfgfile.CheckSecretMode(f.path)
+		if err != nil || lm == nil {
+			continue
+		}
+		l, col := valuePosition(c.root, f.keys...)
+		out = append(out, looseSecret{key: key, line: l, col: col, mode: lm})
+	}
+	return out
+}
+
+// SecretModeWarnings returns one warning per secret file the config
+// names (secretSettings) whose mode lets others read it, or the group or
+// others write it, or whose owner is neither root nor the gateway's user
+// (cfgfile.CheckSecretMode), at the key that names it. They do not fail
+// validation or start: a Kubernetes Secret volume is 0644 unless its
+// defaultMode says otherwise, and refusing it would stop a working
+// gateway. The words name the setting, the file, its mode and the fix,
+// never the content.
+func (c *Config) SecretModeWarnings() []*ConfigError {
+	var out []*ConfigError
+	for _, ls := range c.looseSecrets() {
+		out = append(out, &ConfigError{File: c.file, Line: ls.line, Col: ls.col, Msg: ls.key + ": " + ls.mode.String()})
+	}
+	return out
+}
+
+// warnSecretModes logs cfg's loose secret files, one line per file, and
+// sets credgate_secret_files_loose_mode to their number. New calls it at
+// start and ReloadConfig at each re-read of the config: the secrets
+// themselves are read far more often (the admin token at each admin
+// request that presents one), never with a warning.
+func (g *Gateway) warnSecretModes(cfg *Config) {
+	ls := cfg.looseSecrets()
+	g.metrics.secretLooseMode.Set(float64(len(ls)))
+	for _, l := range ls {
+		g.log.Warn("secret file readable or writable by others than the gateway's user; it is used anyway",
+			slog.String("setting", l.key), slog.String("file", l.mode.Path),
+			slog.String("mode", fmt.Sprintf("%04o", uint32(l.mode.Mode))), slog.String("detail", l.mode.String()))
+	}
+}

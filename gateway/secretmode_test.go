@@ -1,0 +1,188 @@
+//go:build !windows
+
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestSecretSettingsClassified: every file setting the config can name
+// (everyFileConfig names each one namedFiles knows) is in secretSettings,
+// secret or not, and every entry there is one namedFiles lists.
+func TestSecretSettingsClassified(t *testing.T) {
+	dir := t.TempDir()
+	every := everyFileConfig(t, func(name string) string { return filepath.Join(dir, name) })
+	seen := map[string]bool{}
+	for _, nf := range every.namedFiles() {
+		class := settingClass(nf.keys)
+		seen[class] = true
+		if _, ok := secretSettings[class]; !ok {
+			t.Errorf("%s (%s) is a file setting secretSettings does not classify: add it, true when the file holds a secret (its mode is judged), false for a certificate, a CA bundle or a policy", keyPath(nf.keys...), class)
+		}
+	}
+	for class := range secretSettings {
+		if !seen[class] {
+			t.Errorf("secretSettings has %q, which namedFiles does not list: remove it (or name it in everyFileConfig)", class)
+		}
+	}
+}
+
+// secretModeCases are the modes tried on each secret setting, with
+// whether the gateway warns: group-readable (fsGroup; the chart mounts
+// 0440) is fine, readable by others or writable by group or others is
+// not.
+var secretModeCases = []struct {
+	mode os.FileMode
+	warn bool
+}{
+	{0o400, false}, {0o440, false}, {0o600, false}, {0o640, false},
+	{0o644, true}, {0o666, true}, {0o604, true}, {0o620, true},
+}
+
+// TestSecretModeWarnings is the class "a secret file of the config that
+// others may read or write is named": for every secret setting
+// (secretSettings) × mode, Config.SecretModeWarnings warns at exactly that
+// setting, naming it, the file, its mode and the fix, never the file's
+// content; Gateway.warnSecretModes logs the same once per file and sets
+// credgate_secret_files_loose_mode. Files that hold no secret (certificates,
+// CA bundles, the policy) get no warning at 0644.
+func TestSecretModeWarnings(t *testing.T) {
+	dir := t.TempDir()
+	content := func(name string) string { return "secret-content-of-" + name }
+	paths := map[string]string{} // setting class => file
+	every := everyFileConfig(t, func(name string) string { return writeFile(t, dir, name, []byte(content(name))) })
+	var secrets []string
+	for _, nf := range every.namedFiles() {
+		class := settingClass(nf.keys)
+		paths[keyPath(nf.keys...)] = nf.path
+		if secretSettings[class] {
+			secrets = append(secrets, keyPath(nf.keys...))
+		}
+	}
+	sort.Strings(secrets)
+	if len(secrets) < 12 {
+		t.Fatalf("only %d secret settings: %v", len(secrets), secrets)
+	}
+	// chmodAll sets every file: secrets to secretMode, the others to
+	// otherMode.
+	chmodAll := func(secretMode, otherMode os.FileMode) {
+		for key, p := range paths {
+			m := otherMode
+			for _, s := range secrets {
+				if s == key {
+					m = secretMode
+				}
+			}
+			if err := os.Chmod(p, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	chmodAll(0o400, 0o644)
+	if ws := every.SecretModeWarnings(); len(ws) != 0 {
+		t.Fatalf("secrets 0400, certificates and bundles 0644: warnings %v, want none", ws)
+	}
+
+	for _, key := range secrets {
+		for _, tc := range secretModeCases {
+			t.Run(fmt.Sprintf("%s/%04o", key, uint32(tc.mode)), func(t *testing.T) {
+				chmodAll(0o400, 0o644)
+				file := paths[key]
+				if err := os.Chmod(file, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				ws := every.SecretModeWarnings()
+				var logBuf bytes.Buffer
+				g := &Gateway{log: slog.New(slog.NewTextHandler(&logBuf, nil)), metrics: newMetrics(func() float64 { return 0 })}
+				g.warnSecretModes(every)
+				if gauge := gaugeValue(t, g.metrics.secretLooseMode); gauge != float64(len(ws)) {
+					t.Errorf("credgate_secret_files_loose_mode = %v, want %d", gauge, len(ws))
+				}
+				if !tc.warn {
+					if len(ws) != 0 || logBuf.Len() != 0 {
+						t.Fatalf("warnings %v, log %q; want none", ws, logBuf.String())
+					}
+					return
+				}
+				if len(ws) != 1 {
+					t.Fatalf("warnings %v, want one at %s", ws, key)
+				}
+				msg := ws[0].Msg
+				for _, want := range []string{key + ": ", file, fmt.Sprintf("mode %04o", uint32(tc.mode)), "chmod 0400 " + file, "defaultMode"} {
+					if !strings.Contains(msg, want) {
+						t.Errorf("warning %q does not say %q", msg, want)
+					}
+				}
+				logged := logBuf.String()
+				if strings.Count(logged, "\n") != 1 || !strings.Contains(logged, "setting="+key) {
+					t.Errorf("log %q: want one line naming setting=%s", logged, key)
+				}
+				for _, out := range []string{msg, logged} {
+					if strings.Contains(out, "secret-content-of-") {
+						t.Errorf("a file's content is in %q", out)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSecretModeLoggedOncePerLoad: serve judges the secret files when it
+// starts and when it re-reads its config (SIGHUP), not when it reads a
+// secret: an admin token of mode 0644, read at each of 5 admin requests,
+// is logged once at start and once per config re-read, and the gauge
+// follows the file's mode.
+func TestSecretModeLoggedOncePerLoad(t *testing.T) {
+	const token = "loose-mode-token-0123456789abcdef"
+	tokFile := filepath.Join(t.TempDir(), "admin.token")
+	writeFile(t, filepath.Dir(tokFile), "admin.token", []byte(token))
+	if err := os.Chmod(tokFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tg := startSwitchGateway(t, "admin:\n  token_file: "+tokFile+"\n")
+	const msg = "secret file readable or writable by others"
+	count := func() int { return strings.Count(tg.logs.String(), msg) }
+	if got := count(); got != 1 {
+		t.Fatalf("%d warnings at start, want 1:\n%s", got, tg.logs.String())
+	}
+	if !strings.Contains(tg.logs.String(), "admin.token_file") {
+		t.Errorf("the warning does not name admin.token_file:\n%s", tg.logs.String())
+	}
+	for range 5 {
+		if st, code, body := adminCall(t, tg, "/admin/v1/disable", token, `{"kind":"rule"}`); st == http.StatusUnauthorized || st == http.StatusServiceUnavailable {
+			t.Fatalf("admin call: %d %s %v", st, code, body)
+		}
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("%d warnings after 5 admin requests, want 1 (not one per read)", got)
+	}
+	if g := gaugeValue(t, tg.gw.metrics.secretLooseMode); g != 1 {
+		t.Errorf("credgate_secret_files_loose_mode = %v, want 1", g)
+	}
+	next, err := LoadConfig(tg.gw.cfg.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadConfig(t, tg.gw, next)
+	if got := count(); got != 2 {
+		t.Errorf("%d warnings after a config re-read, want 2", got)
+	}
+	if err := os.Chmod(tokFile, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	reloadConfig(t, tg.gw, next)
+	if got, g := count(), gaugeValue(t, tg.gw.metrics.secretLooseMode); got != 2 || g != 0 {
+		t.Errorf("after chmod 0400 and a re-read: %d warnings (want 2), gauge %v (want 0)", got, g)
+	}
+	if strings.Contains(tg.logs.String(), token) {
+		t.Errorf("the log holds the admin token")
+	}
+}
