@@ -68,7 +68,9 @@ func seriesOf(t *testing.T, tg *testGateway, adminToken string) map[string]bool 
 // and /metrics scraped again: the set of series must be the same. The
 // families: request methods no rule names, hosts under a wildcard
 // destination, paths (also of a deny rule), header fields and user
-// agents, Host fields, CONNECT ports and hosts, SNIs, Proxy-Authorization
+// agents, Host fields, CONNECT ports and hosts, SNIs, TLS handshakes
+// (ALPN protocols, versions and cipher suites refused, bytes that are no
+// ClientHello), Proxy-Authorization
 // schemes, JWT subjects and service accounts of the workload (through a
 // rate limit), tokens of namespaces no workload names, tokens of unknown
 // issuers, kill switch names (disabled and enabled through the admin API),
@@ -231,6 +233,36 @@ admin:
 				_ = tls.Client(conn, &tls.Config{ServerName: tag + ".sni.test", RootCAs: tg.caPool}).Handshake()
 			}
 		}, []string{`credgate_refusals_total{code="sni_mismatch"}`}},
+		{"client TLS handshakes", func(tag string, i int) {
+			// ALPN protocols no listener serves, versions and cipher
+			// suites it refuses, bytes that are no ClientHello.
+			hello := func(cfg *tls.Config, junk string) {
+				conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(conn)
+				fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\nProxy-Authorization: Bearer %s\r\n\r\n", apiHost, apiHost, jobs)
+				resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+				if err != nil || resp.StatusCode != http.StatusOK {
+					return // counted all the same; want says whether TLS was reached
+				}
+				if cfg == nil {
+					_, _ = io.WriteString(conn, junk)
+					_, _ = io.Copy(io.Discard, br)
+					return
+				}
+				_ = tls.Client(conn, cfg).Handshake()
+			}
+			hello(&tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"x-" + tag}}, "")
+			hello(&tls.Config{ServerName: apiHost, RootCAs: tg.caPool, MaxVersion: tls.VersionTLS11}, "")
+			hello(&tls.Config{ServerName: apiHost, RootCAs: tg.caPool, MaxVersion: tls.VersionTLS12,
+				CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}, "")
+			hello(nil, fmt.Sprintf("\x16\x03\x01\x00\x05%c%s\r\n\r\n", byte(i), tag))
+			hello(nil, "GET /"+tag+" HTTP/1.1\r\nHost: "+tag+"\r\n\r\n")
+		}, []string{`credgate_refusals_total{code="client_tls_error"}`}},
 		{"proxy-authorization schemes", func(tag string, _ int) {
 			raw(fmt.Sprintf("CONNECT %s:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: S%s %s\r\n\r\n", apiHost, tag, tag))
 		}, []string{`credgate_refusals_total{code="identity_invalid"}`}},
