@@ -200,14 +200,14 @@ admin:
 			get(c, "M"+strings.ToUpper(tag), api+"/v1/x")
 			get(c2, "M"+strings.ToUpper(tag), api+"/v1/x")
 			raw("M" + strings.ToUpper(tag) + " http://" + apiHost + "/x HTTP/1.1\r\nHost: " + apiHost + "\r\nProxy-Authorization: Bearer " + jobs + "\r\n\r\n")
-		}, []string{`credgate_refusals_total{code="method_not_allowed"}`}},
+		}, []string{`credgate_requests_total{decision="deny",rule="",status="403"}`, `credgate_refusals_total{code="method_not_allowed"}`}},
 		{"wildcard hosts", func(tag string, _ int) {
 			get(c, http.MethodGet, "https://"+tag+".wild.origin.test/v1/x")
-		}, []string{`credgate_requests_total{decision="inject",rule="wild",status="200"}`}},
+		}, []string{`credgate_requests_total{decision="inject",rule="wild",status="200"}`, `credgate_provider_fetch_duration_seconds_count{provider="static"}`}},
 		{"paths", func(tag string, _ int) {
 			get(c, http.MethodGet, api+"/v1/"+tag+"/%2F..;x="+tag+"?q="+tag)
 			get(c2, http.MethodGet, api+"/deny/"+tag)
-		}, []string{`credgate_requests_total{decision="deny",rule="deny-paths",status="403"}`, `credgate_refusals_total{code="bad_path"}`}},
+		}, []string{`credgate_requests_total{decision="deny",rule="deny-paths",status="403"}`, `credgate_requests_total{decision="deny",rule="",status="400"}`, `credgate_refusals_total{code="bad_path"}`, `credgate_refusals_total{code="denied_by_rule"}`}},
 		{"headers and user agents", func(tag string, _ int) {
 			get(c, http.MethodGet, api+"/v1/x", "X-"+tag, tag, "User-Agent", "agent/"+tag,
 				"Traceparent", fmt.Sprintf("00-%032x-00f067aa0ba902b7-01", len(tag)*7919+int(tag[len(tag)-1])))
@@ -215,7 +215,7 @@ admin:
 		{"host fields", func(tag string, _ int) {
 			get(c, http.MethodGet, api+"/v1/x", "Host", tag+".other.test")
 			get(c2, http.MethodGet, api+"/v1/x", "Host", apiHost+":"+strconv.Itoa(2000+len(tag)*100+int(tag[len(tag)-1])))
-		}, []string{`credgate_refusals_total{code="host_mismatch"}`}},
+		}, []string{`credgate_refusals_total{code="host_mismatch"}`, `credgate_requests_total{decision="deny",rule="",status="421"}`}},
 		{"connect ports and hosts", func(tag string, i int) {
 			raw(fmt.Sprintf("CONNECT %s:%d HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Bearer %s\r\n\r\n", apiHost, 1000+i, jobs))
 			raw(fmt.Sprintf("CONNECT %s.nowhere.test:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Bearer %s\r\n\r\n", tag, jobs))
@@ -232,7 +232,7 @@ admin:
 			if resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect}); err == nil && resp.StatusCode == http.StatusOK {
 				_ = tls.Client(conn, &tls.Config{ServerName: tag + ".sni.test", RootCAs: tg.caPool}).Handshake()
 			}
-		}, []string{`credgate_refusals_total{code="sni_mismatch"}`}},
+		}, []string{`credgate_refusals_total{code="sni_mismatch"}`, `credgate_requests_total{decision="deny",rule="",status="other"}`}},
 		{"client TLS handshakes", func(tag string, i int) {
 			// ALPN protocols no listener serves, versions and cipher
 			// suites it refuses, bytes that are no ClientHello.
@@ -271,7 +271,7 @@ admin:
 			get(wc, http.MethodGet, api+"/limited/x")
 			get(wc, http.MethodGet, api+"/limited/x")
 			wc.CloseIdleConnections()
-		}, []string{`credgate_rate_limited_total{limit="rule",rule="limited",workload="jobs"}`, `credgate_requests_total{decision="inject",rule="limited",status="200"}`}},
+		}, []string{`credgate_rate_limited_total{limit="rule",rule="limited",workload="jobs"}`, `credgate_requests_total{decision="deny",rule="limited",status="429"}`, `credgate_refusals_total{code="rate_limited"}`, `credgate_requests_total{decision="inject",rule="limited",status="200"}`}},
 		{"unmatched namespaces", func(tag string, _ int) {
 			wc := bearerClient(t, tg, false, token(signer, "https://k8s.test", "ns-"+tag, "sa-"+tag))
 			get(wc, http.MethodGet, api+"/v1/x")
@@ -293,14 +293,14 @@ admin:
 				admin(http.MethodPost, "/admin/v1/disable", adminToken, switchBody(kind, name))
 				admin(http.MethodPost, "/admin/v1/enable", adminToken, switchBody(kind, name))
 			}
-		}, []string{`credgate_admin_requests_total{action="disable",result="ok"}`, `credgate_admin_requests_total{action="enable",result="ok"}`}},
+		}, []string{`credgate_admin_requests_total{action="disable",result="ok"}`, `credgate_admin_requests_total{action="enable",result="ok"}`, `credgate_admin_api_requests_total{code="ok",route="POST /admin/v1/disable"}`, `credgate_admin_api_requests_total{code="ok",route="POST /admin/v1/enable"}`}},
 		{"refused admin calls", func(tag string, _ int) {
 			admin(http.MethodPost, "/admin/v1/disable", "t-"+tag, switchBody("rule", tag))
 			admin(http.MethodPost, "/admin/v1/disable", adminToken, switchBody("kind-"+tag, tag))
 			admin(http.MethodPost, "/admin/v1/enable", adminToken, "{"+tag)
 			admin(http.MethodGet, "/admin/v1/"+tag, adminToken, "")
 			admin("M"+strings.ToUpper(tag), "/admin/v1/disable", adminToken, "")
-		}, []string{`credgate_admin_requests_total{action="disable",result="unauthorized"}`, `credgate_admin_requests_total{action="disable",result="bad_request"}`, `credgate_admin_api_requests_total{code="not_found",route="unmatched"}`, `credgate_admin_api_requests_total{code="method_not_allowed",route="unmatched"}`}},
+		}, []string{`credgate_admin_requests_total{action="disable",result="unauthorized"}`, `credgate_admin_requests_total{action="disable",result="bad_request"}`, `credgate_admin_requests_total{action="enable",result="bad_request"}`, `credgate_admin_api_requests_total{code="bad_request",route="POST /admin/v1/disable"}`, `credgate_admin_api_requests_total{code="bad_request",route="POST /admin/v1/enable"}`, `credgate_admin_api_requests_total{code="unauthorized",route="POST /admin/v1/disable"}`, `credgate_admin_api_requests_total{code="not_found",route="unmatched"}`, `credgate_admin_api_requests_total{code="method_not_allowed",route="unmatched"}`}},
 		{"client HTTP/2 frames", func(tag string, i int) {
 			// A :path that does not parse, a connection-specific field, a
 			// stream reset and a GOAWAY with made-up codes and debug data.
@@ -317,9 +317,11 @@ admin:
 			}
 			h.headers(1, req("x"+tag), true)
 			h.headers(3, req("/v1/"+tag, [2]string{"connection", "c-" + tag}), true)
-			h.headers(5, req("/v1/"+tag), false)
-			_ = h.fr.WriteRSTStream(5, http2.ErrCode(0x1000+i))
-			_ = h.fr.WriteGoAway(5, http2.ErrCode(0x2000+i), []byte(tag))
+			// Both streams answered (1 reset, 3 a 400) before the rest, so
+			// that each value ends the same way.
+			h.read(1, 3)
+			_ = h.fr.WriteRSTStream(1, http2.ErrCode(0x1000+i))
+			_ = h.fr.WriteGoAway(3, http2.ErrCode(0x2000+i), []byte(tag))
 			// The server acknowledges the PING after handling the frames
 			// before it.
 			_ = h.fr.WritePing(false, [8]byte{'c', 'a', 'r', 'd'})
@@ -332,7 +334,7 @@ admin:
 					break
 				}
 			}
-		}, []string{`credgate_http2_errors_total{type="stream_PROTOCOL_ERROR_bad_path"}`, `credgate_http2_errors_total{type="stream_400_connection_specific_field"}`}},
+		}, []string{`credgate_http2_errors_total{type="stream_PROTOCOL_ERROR_bad_path"}`, `credgate_http2_errors_total{type="stream_400_connection_specific_field"}`, `credgate_refusals_total{code="http2_refused"}`}},
 		{"upstream status codes", func(_ string, i int) {
 			get(c, http.MethodGet, api+"/status/"+strconv.Itoa(230+i))
 		}, []string{`credgate_requests_total{decision="inject",rule="api",status="2xx"}`}},
@@ -340,17 +342,26 @@ admin:
 			// 0–13 are the codes RFC 9113 names, the rest made up.
 			get(c, http.MethodGet, "https://"+evilHost+"/rst/"+strconv.Itoa(i*7))
 			get(c2, http.MethodGet, "https://"+evilHost+"/rst/"+strconv.Itoa(i*7+1))
-		}, []string{`credgate_requests_total{decision="deny",rule="evil",status="502"}`}},
+		}, []string{`credgate_requests_total{decision="deny",rule="evil",status="502"}`, `credgate_refusals_total{code="upstream_error"}`}},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
 			tag := func(i int) string { return fmt.Sprintf("q%s%d", strings.ReplaceAll(fam.name[:3], " ", ""), i) }
 			fam.send(tag(0), 0)
-			first := seriesOf(t, tg, adminToken)
-			for _, w := range fam.want {
-				if !first[w] {
-					t.Errorf("no series %s: the family did not reach the gateway as planned", w)
+			// A request is counted as its handler ends, which may be after
+			// the client has the answer: wait for the series the family
+			// makes.
+			var first map[string]bool
+			missing := func() []string {
+				first = seriesOf(t, tg, adminToken)
+				var m []string
+				for _, w := range fam.want {
+					if !first[w] {
+						m = append(m, w)
+					}
 				}
+				return m
 			}
+			waitFor(t, 10*time.Second, fmt.Sprintf("the first value's series %v (the family did not reach the gateway as planned)", fam.want), func() bool { return len(missing()) == 0 })
 			for i := 1; i < n; i++ {
 				fam.send(tag(i), i)
 			}
