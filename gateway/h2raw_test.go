@@ -48,13 +48,24 @@ func h2RawTunnel(t *testing.T, tg *testGateway, host string) *h2Raw {
 // is sent next is the client's.
 func h2TLSTunnel(t *testing.T, tg *testGateway, host string) *tls.Conn {
 	t.Helper()
+	return h2TLSTunnelAs(t, tg, host, "")
+}
+
+// h2TLSTunnelAs is h2TLSTunnel with the CONNECT's Proxy-Authorization
+// ("" for none).
+func h2TLSTunnelAs(t *testing.T, tg *testGateway, host, proxyAuth string) *tls.Conn {
+	t.Helper()
 	conn, err := net.Dial("tcp", tg.gw.ProxyAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", host, host)
+	auth := ""
+	if proxyAuth != "" {
+		auth = "Proxy-Authorization: " + proxyAuth + "\r\n"
+	}
+	fmt.Fprintf(conn, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n%s\r\n", host, host, auth)
 	// The 200 to CONNECT, read byte by byte so that nothing after it is
 	// taken from the TLS stream.
 	var head []byte
