@@ -311,6 +311,101 @@ func main() {
 		}
 		arrived(t, "/run/go")
 	})
+	t.Run("go: HTTP/2 and a WebSocket inside relayed tunnels", func(t *testing.T) {
+		// The relay is a byte pipe after CONNECT: HTTP/2 (negotiated
+		// with the gateway's interception) and a WebSocket (upgraded
+		// inside a tunnel, echoing) pass through it.
+		src := filepath.Join(t.TempDir(), "main.go")
+		prog := `package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+)
+
+func fail(f string, a ...any) { fmt.Printf(f+"\n", a...); os.Exit(2) }
+
+func main() {
+	resp, err := http.Get("https://api.origin.test/run/go-h2")
+	if err != nil {
+		fail("h2: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.Proto, resp.StatusCode, strings.TrimSpace(string(b)))
+
+	// A WebSocket by hand: CONNECT through the proxy the environment
+	// names, TLS, the upgrade, one masked text frame, its echo.
+	req, _ := http.NewRequest("GET", "https://api.origin.test/ws", nil)
+	pu, err := http.ProxyFromEnvironment(req)
+	if err != nil || pu == nil {
+		fail("no proxy: %v", err)
+	}
+	c, err := net.Dial("tcp", pu.Host)
+	if err != nil {
+		fail("dial proxy: %v", err)
+	}
+	pass, _ := pu.User.Password()
+	auth := base64.StdEncoding.EncodeToString([]byte(pu.User.Username() + ":" + pass))
+	fmt.Fprintf(c, "CONNECT api.origin.test:443 HTTP/1.1\r\nHost: api.origin.test:443\r\nProxy-Authorization: Basic %s\r\n\r\n", auth)
+	br := bufio.NewReader(c)
+	cr, err := http.ReadResponse(br, nil)
+	if err != nil || cr.StatusCode != 200 {
+		fail("CONNECT: %v %v", cr, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "api.origin.test", NextProtos: []string{"http/1.1"}})
+	fmt.Fprintf(tc, "GET /ws HTTP/1.1\r\nHost: api.origin.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://api.origin.test\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	tbr := bufio.NewReader(tc)
+	ur, err := http.ReadResponse(tbr, nil)
+	if err != nil || ur.StatusCode != 101 {
+		fail("upgrade: %v %v", ur, err)
+	}
+	msg := []byte("hello through the relay")
+	mask := []byte{1, 2, 3, 4}
+	frame := []byte{0x81, 0x80 | byte(len(msg))}
+	frame = append(frame, mask...)
+	for i, m := range msg {
+		frame = append(frame, m^mask[i%4])
+	}
+	if _, err := tc.Write(frame); err != nil {
+		fail("ws write: %v", err)
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(tbr, head); err != nil {
+		fail("ws read: %v", err)
+	}
+	echo := make([]byte, head[1]&0x7f)
+	if _, err := io.ReadFull(tbr, echo); err != nil {
+		fail("ws read: %v", err)
+	}
+	fmt.Printf("ws echo: %s\n", echo)
+}
+`
+		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(filepath.Dir(src), "goh2ws")
+		build := exec.Command("go", "build", "-o", bin, src)
+		build.Dir = filepath.Dir(src)
+		build.Env = append(os.Environ(), "GOFLAGS=", "GO111MODULE=on")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		out, err := credgateRun(t, bin)
+		if err != nil || !strings.Contains(out, "HTTP/2.0 200 ok /run/go-h2") || !strings.Contains(out, "ws echo: hello through the relay") {
+			t.Fatalf("credgate run go h2/ws program: %v\n%s", err, out)
+		}
+		arrived(t, "/run/go-h2")
+		if ws := e.origin.byPath("/ws"); len(ws) == 0 || ws[len(ws)-1].Header.Get("Authorization") != "Bearer "+e.token {
+			t.Errorf("the WebSocket upgrade reached the origin without the injected credential")
+		}
+	})
 	t.Run("git ls-remote", func(t *testing.T) {
 		out, err := credgateRun(t, "git", "ls-remote", "https://git.origin.test/acme/widgets.git")
 		if err != nil || !strings.Contains(out, "refs/heads/main") {
