@@ -55,6 +55,10 @@ destinations:
   git:
     hosts: [git.origin.test]
     allow_private: true
+  plain:
+    hosts: [plain.origin.test]
+    ports: [80]
+    allow_private: true
 credentials:
   api-token:
     provider: static
@@ -67,6 +71,11 @@ rules:
   - name: agent-git
     from: agent
     to: git
+    inject: {credential: api-token, as: bearer}
+  - name: agent-plain
+    from: agent
+    to: plain
+    plaintext: true
     inject: {credential: api-token, as: bearer}
   - name: java-api
     from: local
@@ -404,6 +413,48 @@ func main() {
 		arrived(t, "/run/go-h2")
 		if ws := e.origin.byPath("/ws"); len(ws) == 0 || ws[len(ws)-1].Header.Get("Authorization") != "Bearer "+e.token {
 			t.Errorf("the WebSocket upgrade reached the origin without the injected credential")
+		}
+	})
+	t.Run("plain http:// requests, one per relayed connection", func(t *testing.T) {
+		// Absolute-URI requests (GET http://host/path) through the relay:
+		// each is the last of its connection (the relay adds Connection:
+		// close), so curl's second request opens another and gets the
+		// token too; Python's urllib and Node's http.get (the preload)
+		// the same way.
+		for _, c := range []struct {
+			name  string
+			args  []string
+			paths []string
+		}{
+			{"curl, two requests", []string{"curl", "-sS", "-f", "http://plain.origin.test/run/plain-curl-1", "http://plain.origin.test/run/plain-curl-2"}, []string{"/run/plain-curl-1", "/run/plain-curl-2"}},
+			{"python3 urllib", []string{"python3", "-c", `import urllib.request; print(urllib.request.urlopen("http://plain.origin.test/run/plain-python").read().decode())`}, []string{"/run/plain-python"}},
+			{"node http.get (the preload)", []string{"node", "-e", `require('http').get('http://plain.origin.test/run/plain-node', (r) => { let b = ''; r.on('data', (d) => b += d); r.on('end', () => { console.log(b); process.exit(r.statusCode === 200 ? 0 : 1); }); }).on('error', (e) => { console.error(e.message); process.exit(2); });`}, []string{"/run/plain-node"}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				out, err := credgateRun(t, c.args...)
+				if err != nil {
+					t.Fatalf("credgate run %s: %v\n%s", c.args[0], err, out)
+				}
+				for _, p := range c.paths {
+					if !strings.Contains(out, "ok "+p) {
+						t.Errorf("no answer for %s:\n%s", p, out)
+					}
+					if got := e.origin.one(t, p); got.Header.Get("Authorization") != "Bearer "+e.token {
+						t.Errorf("%s: the origin did not receive the injected credential", p)
+					}
+					waitFor(t, 5*time.Second, "the audit line of "+p, func() error {
+						for _, ev := range e.audit() {
+							if ev.Path == p {
+								if ev.Workload != "agent" || ev.Rule != "agent-plain" {
+									return fmt.Errorf("audit of %s: workload %q rule %q", p, ev.Workload, ev.Rule)
+								}
+								return nil
+							}
+						}
+						return fmt.Errorf("no audit line for %s", p)
+					})
+				}
+			})
 		}
 	})
 	t.Run("git ls-remote", func(t *testing.T) {

@@ -236,7 +236,9 @@ func (r *Relay) accept() {
 
 // serve relays one client connection.
 func (r *Relay) serve(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	// Until the head is read and forwarded, a client that sends nothing
+	// or reads no answer of the relay's is cut.
+	_ = c.SetDeadline(time.Now().Add(headTimeout))
 	br := bufio.NewReaderSize(c, MaxHead)
 	block, ok := headBlock(br)
 	if !ok {
@@ -259,7 +261,6 @@ func (r *Relay) serve(c net.Conn) {
 		answer(c, http.StatusBadRequest, "credgate run relay: send proxy requests here (CONNECT host:port, or an absolute URL such as GET http://host/path)")
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
 	// A request that is not a tunnel (CONNECT) or an upgrade is the last
 	// of its connection: the relay reads no request after it, so a later
 	// one would reach the gateway without the relay's rewrite.
@@ -273,6 +274,7 @@ func (r *Relay) serve(c net.Conn) {
 		answer(c, http.StatusBadGateway, msg)
 		return
 	}
+	_ = c.SetDeadline(time.Time{})
 	if !r.track(gw) {
 		return
 	}
