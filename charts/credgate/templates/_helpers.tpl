@@ -191,6 +191,7 @@ admin:
   {{- if .Values.redis.enabled }}
   resync_interval: {{ .Values.admin.resyncInterval }}
   {{- end }}
+  max_switches: {{ int64 .Values.admin.maxSwitches }}
   {{- with .Values.admin.tls }}
   {{- if .enabled }}
   tls:
