@@ -210,3 +210,42 @@ func TestSharedStructuresBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamIdleBoundEveryTransport: upstream.max_idle_conns bounds the
+// idle connections of every client of an upstream pool (Go's transports
+// and the gateway's HTTP/1.1 client, whose bound and eviction h1client
+// TestMaxIdleConns tests with 10× its capacity of hosts), under each
+// upstream.http2 mode; its default is DefaultMaxIdleConns. Before, the
+// total was unbounded: a caller reaching many names under a wildcard
+// destination kept an idle connection (a file descriptor) per name for
+// idle_conn_timeout, taking the descriptors other callers' connections
+// need.
+func TestUpstreamIdleBoundEveryTransport(t *testing.T) {
+	for _, mode := range []string{HTTP2Match, HTTP2Never, HTTP2Always} {
+		for _, set := range []int{0, 7} {
+			t.Run(fmt.Sprintf("%s/%d", mode, set), func(t *testing.T) {
+				pki := newTestPKI(t, apiHost, tunnelHost)
+				tg := newTestGateway(t, pki, startOrigin(t, pki))
+				tg.upstreamExtra = ", http2: " + mode
+				if set != 0 {
+					tg.upstreamExtra += fmt.Sprintf(", max_idle_conns: %d", set)
+				}
+				writeFile(t, tg.dir, "policy.yaml", []byte(testPolicy))
+				tg.run(t, "")
+				want := set
+				if want == 0 {
+					want = DefaultMaxIdleConns
+				}
+				p := tg.gw.pools.Load().public
+				for name, tr := range map[string]*http.Transport{"t": p.t, "h1": p.h1, "h1m": p.h1m, "match": p.match} {
+					if tr != nil && tr.MaxIdleConns != want {
+						t.Errorf("transport %s keeps %d idle connections, want %d", name, tr.MaxIdleConns, want)
+					}
+				}
+				if p.h1c != nil && p.h1c.MaxIdleConns != want {
+					t.Errorf("the HTTP/1.1 client keeps %d idle connections, want %d", p.h1c.MaxIdleConns, want)
+				}
+			})
+		}
+	}
+}
