@@ -363,7 +363,8 @@ func (s *Switch) Close() error {
 // Disable puts e in force: on every replica when Redis is configured and
 // answers, on this one otherwise (and on every replica once Redis answers
 // again). e.Since defaults to now. Disabling what is disabled already
-// changes nothing and returns the entry in force.
+// changes nothing and returns the entry in force. A new switch beyond
+// Options.MaxEntries fails with ErrFull.
 func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 	return s.disable(ctx, e, s.maxEntries(), "admin.max_switches")
 }
