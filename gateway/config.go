@@ -38,6 +38,9 @@ const (
 	DefaultResponseIdleTimeout   = 5 * time.Minute
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 64
+	// DefaultMaxIdleConns bounds the idle upstream connections to all
+	// hosts together (upstream.max_idle_conns).
+	DefaultMaxIdleConns = 1024
 	// DefaultMaxResponseHeaderBytes is upstream.max_response_header_bytes.
 	DefaultMaxResponseHeaderBytes = 64 << 10
 	DefaultMaxHeaderBytes         = 64 << 10
@@ -193,6 +196,12 @@ type Upstream struct {
 	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost bounds idle keep-alive connections per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// MaxIdleConns bounds idle keep-alive connections to all upstreams
+	// together: a caller that reaches many names (a wildcard destination)
+	// would otherwise keep one idle connection, a file descriptor, per
+	// name for idle_conn_timeout. Past it the connection idle the longest
+	// is closed.
+	MaxIdleConns int `yaml:"max_idle_conns"`
 	// MaxResponseHeaderBytes bounds a response's header block from an
 	// upstream (HTTP/1.1: the status line and fields; HTTP/2: the field
 	// list as SETTINGS_MAX_HEADER_LIST_SIZE counts it). A larger one is
@@ -703,6 +712,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.Upstream.MaxIdleConnsPerHost < 0 {
 		bad("upstream.max_idle_conns_per_host must not be negative", "upstream", "max_idle_conns_per_host")
 	}
+	if cfg.Upstream.MaxIdleConns < 0 {
+		bad(fmt.Sprintf("upstream.max_idle_conns must not be negative (leave it out for %d)", DefaultMaxIdleConns), "upstream", "max_idle_conns")
+	}
 	if n := cfg.Upstream.MaxResponseHeaderBytes; n != 0 && (n < minResponseHeaderBytes || n > maxResponseHeaderBytes) {
 		bad(fmt.Sprintf("upstream.max_response_header_bytes: %d is outside %d to %d (16 MiB); leave it out for %d (64 KiB)", n, minResponseHeaderBytes, maxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), "upstream", "max_response_header_bytes")
 	}
@@ -873,6 +885,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Upstream.ResponseIdleTimeout, DefaultResponseIdleTimeout)
 	setD(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
 	setI(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	setI(&c.Upstream.MaxIdleConns, DefaultMaxIdleConns)
 	if c.Upstream.MaxResponseHeaderBytes == 0 {
 		c.Upstream.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}

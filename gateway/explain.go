@@ -181,7 +181,7 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 		}
 		// The leaf the handshake would present (handleConnect).
 		if j.Issuer != nil {
-			if _, err := j.Issuer.Certificate(ctx, dest.host); err != nil {
+			if _, err := j.Issuer.Certificate(ctx, "", dest.host); err != nil {
 				return ex.refused("connect", d, leafRefusal(dest, err, d.Rule)), nil
 			}
 		}

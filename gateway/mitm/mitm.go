@@ -374,6 +374,15 @@ type IssuerOptions struct {
 	LeafTTL time.Duration
 	// CacheSize bounds the cached leaf certificates (DefaultLeafCacheSize).
 	CacheSize int
+	// Share is the fair share of the cache of one owner (a workload):
+	// when the cache is full, a new leaf evicts the least recently used
+	// leaf of the owner holding the most leaves if that owner holds more
+	// than Share, and the least recently used leaf of all only when no
+	// owner does. So one owner that opens tunnels to many names evicts
+	// the others' leaves only while it grows to its share; beyond it its
+	// new leaves replace its own. Default: a quarter of CacheSize, at
+	// least 1 (ShareOf).
+	Share int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -391,12 +400,23 @@ type Issuer struct {
 	gen   int       // incremented by SetCA; leaves of older generations are not cached
 	lru   list.List // of *leaf, front = most recently used
 	byKey map[string]*list.Element
+	// owners holds each owner's leaves (front = most recently used);
+	// over, the owners holding more than opts.Share (at most
+	// CacheSize/Share+1 of them), among which eviction looks first.
+	owners map[string]*list.List
+	over   map[string]struct{}
 }
 
 type leaf struct {
 	host    string
 	cert    *tls.Certificate
 	renewAt time.Time
+	// owner is the owner whose handshake put the leaf in the cache; it
+	// keeps it while the leaf stays (a hit by another owner, or a
+	// renewal, does not move it), so that no owner can take another's
+	// leaves into its share and evict them there.
+	owner string
+	own   *list.Element // in owners[owner]
 }
 
 // NewIssuer returns an Issuer signing with ca.
@@ -407,16 +427,25 @@ func NewIssuer(ca *CA, opts IssuerOptions) *Issuer {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = DefaultLeafCacheSize
 	}
+	if opts.Share <= 0 {
+		opts.Share = ShareOf(opts.CacheSize)
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Issuer{ca: ca, opts: opts, byKey: map[string]*list.Element{}}
+	return &Issuer{ca: ca, opts: opts, byKey: map[string]*list.Element{}, owners: map[string]*list.List{}, over: map[string]struct{}{}}
 }
+
+// ShareOf is the default fair share of one owner in a leaf cache of
+// size leaves: a quarter of it, at least 1.
+func ShareOf(size int) int { return max(size/4, 1) }
 
 // Certificate returns a leaf certificate for host (a DNS name or an IP
 // literal, without port), from the cache when one is there and not in the
-// last fifth of its lifetime.
-func (is *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificate, error) {
+// last fifth of its lifetime. owner is who asks (the workload's name; ""
+// for anonymous callers and offline tools): a leaf signed now counts
+// against its share of the cache (IssuerOptions.Share).
+func (is *Issuer) Certificate(ctx context.Context, owner, host string) (*tls.Certificate, error) {
 	host, err := leafName(host)
 	if err != nil {
 		return nil, err
@@ -427,13 +456,16 @@ func (is *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificat
 		l := el.Value.(*leaf)
 		if now.Before(l.renewAt) {
 			is.lru.MoveToFront(el)
+			is.owners[l.owner].MoveToFront(l.own)
 			is.mu.Unlock()
 			return l.cert, nil
 		}
 	}
 	is.mu.Unlock()
 
-	ch := is.sf.DoChan(host, func() (any, error) { return is.issue(host) })
+	// One signature per host at a time: the owner of the first caller
+	// is the leaf's.
+	ch := is.sf.DoChan(host, func() (any, error) { return is.issue(owner, host) })
 	select {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("mitm: leaf certificate for %s: %w", host, ctx.Err())
@@ -455,6 +487,8 @@ func (is *Issuer) SetCA(ca *CA) {
 	is.gen++
 	is.lru.Init()
 	clear(is.byKey)
+	clear(is.owners)
+	clear(is.over)
 }
 
 // CACertificate returns what clients must trust for the leaves signed
@@ -488,6 +522,57 @@ func (is *Issuer) Len() int {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	return is.lru.Len()
+}
+
+// Held returns the number of cached leaf certificates owner holds.
+func (is *Issuer) Held(owner string) int {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if o := is.owners[owner]; o != nil {
+		return o.Len()
+	}
+	return 0
+}
+
+// addLocked puts l, new in the cache, at the front of the cache's and
+// its owner's lists.
+func (is *Issuer) addLocked(l *leaf) {
+	o := is.owners[l.owner]
+	if o == nil {
+		o = list.New()
+		is.owners[l.owner] = o
+	}
+	l.own = o.PushFront(l)
+	if o.Len() > is.opts.Share {
+		is.over[l.owner] = struct{}{}
+	}
+	is.byKey[l.host] = is.lru.PushFront(l)
+}
+
+// evictLocked removes one leaf from a cache over its size: the least
+// recently used of the owner holding the most leaves, when it holds
+// more than its share; otherwise the least recently used of all.
+func (is *Issuer) evictLocked() {
+	var victim *leaf
+	most := is.opts.Share
+	for owner := range is.over {
+		if o := is.owners[owner]; o.Len() > most || (o.Len() == most && victim != nil && owner < victim.owner) {
+			most, victim = o.Len(), o.Back().Value.(*leaf)
+		}
+	}
+	if victim == nil {
+		victim = is.lru.Back().Value.(*leaf)
+	}
+	is.lru.Remove(is.byKey[victim.host])
+	delete(is.byKey, victim.host)
+	o := is.owners[victim.owner]
+	o.Remove(victim.own)
+	if o.Len() <= is.opts.Share {
+		delete(is.over, victim.owner)
+	}
+	if o.Len() == 0 {
+		delete(is.owners, victim.owner)
+	}
 }
 
 // leafName is host as a leaf names it: a DNS name in lower case without
@@ -564,7 +649,7 @@ func (ca *CA) signLeaf(host string, now time.Time, ttl time.Duration) (der []byt
 	return der, parsed, notAfter, nil
 }
 
-func (is *Issuer) issue(host string) (*tls.Certificate, error) {
+func (is *Issuer) issue(owner, host string) (*tls.Certificate, error) {
 	is.mu.Lock()
 	ca, gen := is.ca, is.gen
 	is.mu.Unlock()
@@ -593,7 +678,7 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 		Leaf:        parsed,
 	}
 	life := notAfter.Sub(now)
-	l := &leaf{host: host, cert: cert, renewAt: now.Add(life * 4 / 5)}
+	renewAt := now.Add(life * 4 / 5)
 
 	is.mu.Lock()
 	defer is.mu.Unlock()
@@ -601,15 +686,16 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 		return cert, nil // signed by a CA replaced meanwhile: use once, do not cache
 	}
 	if el, ok := is.byKey[host]; ok {
-		el.Value = l
+		// A renewal: the leaf keeps its place in its owner's share.
+		l := el.Value.(*leaf)
+		l.cert, l.renewAt = cert, renewAt
 		is.lru.MoveToFront(el)
-	} else {
-		is.byKey[host] = is.lru.PushFront(l)
+		is.owners[l.owner].MoveToFront(l.own)
+		return cert, nil
 	}
+	is.addLocked(&leaf{host: host, owner: owner, cert: cert, renewAt: renewAt})
 	for is.lru.Len() > is.opts.CacheSize {
-		old := is.lru.Back()
-		is.lru.Remove(old)
-		delete(is.byKey, old.Value.(*leaf).host)
+		is.evictLocked()
 	}
 	return cert, nil
 }

@@ -117,6 +117,7 @@ upstream:
   response_idle_timeout: {{ $c.upstream.responseIdleTimeout }}
   idle_conn_timeout: {{ $c.upstream.idleConnTimeout }}
   max_idle_conns_per_host: {{ $c.upstream.maxIdleConnsPerHost }}
+  max_idle_conns: {{ int64 $c.upstream.maxIdleConns }}
   max_response_header_bytes: {{ $c.upstream.maxResponseHeaderBytes | int64 }}
   http2: {{ $c.upstream.http2 }}
 {{- with $c.resolve }}
@@ -191,6 +192,7 @@ admin:
   {{- if .Values.redis.enabled }}
   resync_interval: {{ .Values.admin.resyncInterval }}
   {{- end }}
+  max_switches: {{ int64 .Values.admin.maxSwitches }}
   {{- with .Values.admin.tls }}
   {{- if .enabled }}
   tls:
