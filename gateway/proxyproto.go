@@ -178,15 +178,7 @@ func (g *Gateway) acceptProxyHeader(c net.Conn, p *proxyHeaders) (_ net.Conn, vi
 		return nil, via, false
 	}
 	trusted := p.trusts(peer.Addr())
-	var h *proxyproto.Header
-	var err error
-	if trusted {
-		if err = wholeV1Line(br); err == nil {
-			h, err = proxyproto.Read(br)
-		}
-	} else {
-		err = untrustedHeader(br)
-	}
+	hsrc, local, err := readProxyHeader(br, trusted)
 	_ = c.SetReadDeadline(time.Time{})
 	src := peer
 	switch {
@@ -204,25 +196,15 @@ func (g *Gateway) acceptProxyHeader(c net.Conn, p *proxyHeaders) (_ net.Conn, vi
 		_ = c.Close()
 		return nil, via, false
 	case err != nil:
-		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			err = errProxyHeaderIncomplete
-		}
 		g.refuseProxyHeader(start, p, peer, codeProxyProtocolInvalid,
 			fmt.Sprintf("connection refused: the PROXY header from %s is invalid; it must be one v1 line (at most 107 bytes) or one v2 header naming a TCP source over IPv4 or IPv6", peer.Addr()), err)
 		_ = c.Close()
 		return nil, via, false
-	case h.Command.IsLocal():
+	case local:
 		// A connection the load balancer made itself (a v2 LOCAL health
 		// check, a v1 UNKNOWN): its own address is the source.
 	default:
-		s, ferr := headerSource(h)
-		if ferr != nil {
-			g.refuseProxyHeader(start, p, peer, codeProxyProtocolInvalid,
-				fmt.Sprintf("connection refused: the PROXY header from %s names no client IP address the cidrs factor can judge", peer.Addr()), ferr)
-			_ = c.Close()
-			return nil, via, false
-		}
-		src, via = s, peer.Addr()
+		src, via = hsrc, peer.Addr()
 	}
 	pc := &proxiedConn{Conn: c, remote: net.TCPAddrFromAddrPort(src)}
 	if br.Buffered() > 0 {
@@ -237,6 +219,38 @@ func (g *Gateway) acceptProxyHeader(c net.Conn, p *proxyHeaders) (_ net.Conn, vi
 		cc.src, cc.sourced = s, true
 	}
 	return pc, via, true
+}
+
+// readProxyHeader reads the PROXY header br begins with, if any, from a
+// peer trusted or not. It returns the header's client address; local when
+// the header is a v2 LOCAL or v1 UNKNOWN one (the load balancer's own
+// connection, whose address is the peer's); proxyproto.ErrNoProxyProtocol
+// when br begins with something else (nothing of it consumed);
+// errUntrustedHeader when an untrusted peer's bytes begin a header (read
+// no further); errProxyHeaderIncomplete or what is wrong with a header
+// otherwise. Only a trusted peer's header is parsed, and only a TCP source
+// over IPv4 or IPv6 is returned.
+func readProxyHeader(br *bufio.Reader, trusted bool) (src netip.AddrPort, local bool, err error) {
+	if !trusted {
+		return netip.AddrPort{}, false, untrustedHeader(br)
+	}
+	var h *proxyproto.Header
+	if err = wholeV1Line(br); err == nil {
+		h, err = proxyproto.Read(br)
+	}
+	switch {
+	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
+		return netip.AddrPort{}, false, err
+	case err != nil:
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("%w: %w", errProxyHeaderIncomplete, err)
+		}
+		return netip.AddrPort{}, false, err
+	case h.Command.IsLocal():
+		return netip.AddrPort{}, true, nil
+	}
+	src, err = headerSource(h)
+	return src, false, err
 }
 
 // errUntrustedHeader: a PROXY header signature from an untrusted peer.

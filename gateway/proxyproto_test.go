@@ -72,6 +72,9 @@ type ppHeader struct {
 func v2Header(cmd proxyproto.ProtocolVersionAndCommand, fam proxyproto.AddressFamilyAndProtocol, src string) []byte {
 	h := &proxyproto.Header{Version: 2, Command: cmd, TransportProtocol: fam,
 		SourceAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: 40000}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP(ppLB), Port: 3128}}
+	if fam.IsDatagram() && !fam.IsUnix() {
+		h.SourceAddr, h.DestinationAddr = &net.UDPAddr{IP: net.ParseIP(src), Port: 40000}, &net.UDPAddr{IP: net.ParseIP(ppLB), Port: 3128}
+	}
 	if fam.IsUnix() {
 		h.SourceAddr, h.DestinationAddr = &net.UnixAddr{Net: "unix", Name: "/run/a"}, &net.UnixAddr{Net: "unix", Name: "/run/b"}
 	}
@@ -458,4 +461,53 @@ func TestUntrustedHeaderLooksNoFurther(t *testing.T) {
 			t.Errorf("%q: consumed, %q left", tc.in, rest)
 		}
 	}
+}
+
+// FuzzProxyHeader: for any bytes, readProxyHeader never panics; from an
+// untrusted peer it consumes nothing and reports a header exactly when
+// the bytes begin with a signature; from a trusted one a source is
+// returned only from a header that parsed, and it is a TCP client address
+// (never unspecified, multicast or mapped), and a header refused or absent
+// leaves no source.
+func FuzzProxyHeader(f *testing.F) {
+	for _, h := range ppHeaders {
+		f.Add(append(h.bytes(ppBehind), "GET / HTTP/1.1\r\n\r\n"...))
+	}
+	f.Add([]byte("PROXY TCP6 ::ffff:10.0.0.1 ::1 1 2\r\n"))
+	f.Add([]byte("PROXY TCP4 0.0.0.0 127.0.0.1 1 2\r\n"))
+	f.Add(v2Header(proxyproto.PROXY, proxyproto.UDPv4, ppBehind))
+	f.Add(v2Header(proxyproto.PROXY, proxyproto.TCPv6, "::1"))
+	f.Add([]byte("\x16\x03\x01\x00\x05hello"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), proxyHeaderBuffer)
+		_, _, err := readProxyHeader(br, false)
+		rest, _ := io.ReadAll(br)
+		if !bytes.Equal(rest, data) {
+			t.Fatalf("untrusted: consumed %d bytes", len(data)-len(rest))
+		}
+		sig := bytes.HasPrefix(data, proxyproto.SIGV1) || bytes.HasPrefix(data, proxyproto.SIGV2)
+		if got := errors.Is(err, errUntrustedHeader); got != sig {
+			t.Fatalf("untrusted: header %t, signature %t (%v)", got, sig, err)
+		}
+		br = bufio.NewReaderSize(bytes.NewReader(data), proxyHeaderBuffer)
+		src, local, err := readProxyHeader(br, true)
+		switch {
+		case err != nil || local:
+			if src.IsValid() {
+				t.Fatalf("trusted: source %s with err %v, local %t", src, err, local)
+			}
+			if errors.Is(err, proxyproto.ErrNoProxyProtocol) {
+				if rest, _ := io.ReadAll(br); !bytes.Equal(rest, data) {
+					t.Fatalf("trusted, no header: consumed %d bytes", len(data)-len(rest))
+				}
+			}
+		default:
+			if !sig {
+				t.Fatalf("trusted: source %s from bytes without a signature", src)
+			}
+			if a := src.Addr(); !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Is4In6() {
+				t.Fatalf("trusted: source %s", src)
+			}
+		}
+	})
 }
