@@ -511,3 +511,69 @@ func FuzzProxyHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestProxyProtocolViaOnEveryLine: every audit line of a connection whose
+// source a trusted PROXY header named carries that source and the load
+// balancer as via, whatever wrote it: a refused CONNECT, a refused
+// absolute-form request, a request that does not parse (on the listener
+// and inside a tunnel), a tunnelled request and the tunnel's lines.
+func TestProxyProtocolViaOnEveryLine(t *testing.T) {
+	tg := startPPGateway(t, false)
+	hdr := "PROXY TCP4 " + ppBehind + " " + ppLB + " 40000 3128\r\n"
+	send := func(s string) {
+		c, err := net.Dial("tcp", tg.listenerAddr("listen"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		fmt.Fprint(c, hdr+s)
+		_, _ = io.Copy(io.Discard, c)
+	}
+	from := len(auditLines(tg))
+	send("CONNECT nowhere.test:443 HTTP/1.1\r\nHost: nowhere.test:443\r\n\r\n")
+	send("GET http://nowhere.test/x HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
+	send("GET http://nowhere.test/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+	// A tunnel whose second request does not parse.
+	c, err := net.Dial("tcp", tg.listenerAddr("listen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	fmt.Fprintf(c, "%sCONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", hdr, apiHost, apiHost)
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	inner := tls.Client(&rwConn{Conn: c, rw: struct {
+		io.Reader
+		io.Writer
+	}{br, c}}, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"http/1.1"}})
+	fmt.Fprintf(inner, "GET /via-ok HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+	ibr := bufio.NewReader(inner)
+	if resp, err := http.ReadResponse(ibr, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("tunnelled request: %v %v", resp, err)
+	} else {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	fmt.Fprintf(inner, "GET /a b c HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+	_, _ = io.Copy(io.Discard, ibr)
+	c.Close()
+	var lines []map[string]any
+	waitFor(t, 10*time.Second, "the audit lines", func() bool {
+		lines = auditLines(tg)[from:]
+		return len(lines) >= 5
+	})
+	var got []string
+	for _, l := range lines {
+		got = append(got, fmt.Sprint(l["method"], " ", l["path"], " ", l["code"]))
+		if l["source"] != ppBehind || l["via"] != ppLB {
+			t.Errorf("line %v %v: source %v via %v, want %s via %s", l["path"], l["code"], l["source"], l["via"], ppBehind, ppLB)
+		}
+	}
+	want := []string{"CONNECT  no_rule", "GET /x no_rule", "  malformed_request", "GET /via-ok ", "  malformed_request"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("lines %q, want %q", got, want)
+	}
+}
