@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // ppPolicy names a workload for each loopback address the PROXY protocol
@@ -516,7 +518,8 @@ func FuzzProxyHeader(f *testing.F) {
 // source a trusted PROXY header named carries that source and the load
 // balancer as via, whatever wrote it: a refused CONNECT, a refused
 // absolute-form request, a request that does not parse (on the listener
-// and inside a tunnel), a tunnelled request and the tunnel's lines.
+// and inside a tunnel), a tunnelled request, and an HTTP/2 request the
+// tunnel's HTTP/2 server refuses (auditInTunnel; it had no via before).
 func TestProxyProtocolViaOnEveryLine(t *testing.T) {
 	tg := startPPGateway(t, false)
 	hdr := "PROXY TCP4 " + ppBehind + " " + ppLB + " 40000 3128\r\n"
@@ -560,10 +563,37 @@ func TestProxyProtocolViaOnEveryLine(t *testing.T) {
 	fmt.Fprintf(inner, "GET /a b c HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
 	_, _ = io.Copy(io.Discard, ibr)
 	c.Close()
+	// An HTTP/2 tunnel whose request the HTTP/2 server refuses.
+	c, err = net.Dial("tcp", tg.listenerAddr("listen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	fmt.Fprintf(c, "%sCONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", hdr, apiHost, apiHost)
+	var head []byte
+	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) { // byte by byte: nothing of the TLS stream
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatalf("CONNECT: %v after %q", err, head)
+		}
+		head = append(head, b[0])
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: apiHost, RootCAs: tg.caPool, NextProtos: []string{"h2"}})
+	if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatalf("h2 tunnel: %v %q", err, tc.ConnectionState().NegotiatedProtocol)
+	}
+	_, _ = io.WriteString(tc, http2.ClientPreface)
+	h := &h2Raw{t: t, c: tc, fr: http2.NewFramer(tc, tc)}
+	h.enc, h.dec = hpack.NewEncoder(&h.hbuf), hpack.NewDecoder(4096, nil)
+	if err := h.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	h.headers(1, [][2]string{{":method", "GET"}, {":scheme", "ftp"}, {":authority", apiHost}, {":path", "/h2"}}, true)
 	var lines []map[string]any
 	waitFor(t, 10*time.Second, "the audit lines", func() bool {
 		lines = auditLines(tg)[from:]
-		return len(lines) >= 5
+		return len(lines) >= 6
 	})
 	var got []string
 	for _, l := range lines {
@@ -572,7 +602,7 @@ func TestProxyProtocolViaOnEveryLine(t *testing.T) {
 			t.Errorf("line %v %v: source %v via %v, want %s via %s", l["path"], l["code"], l["source"], l["via"], ppBehind, ppLB)
 		}
 	}
-	want := []string{"CONNECT  no_rule", "GET /x no_rule", "  malformed_request", "GET /via-ok ", "  malformed_request"}
+	want := []string{"CONNECT  no_rule", "GET /x no_rule", "  malformed_request", "GET /via-ok ", "  malformed_request", "  " + codeHTTP2Refused}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("lines %q, want %q", got, want)
 	}
