@@ -82,6 +82,10 @@ type Config struct {
 	TLSListen string `yaml:"tls_listen"`
 	// TLS configures the TLS listener.
 	TLS ListenerTLS `yaml:"tls"`
+	// ProxyProtocol reads the PROXY protocol header a TCP load balancer
+	// in front of a proxy listener sends (off by default);
+	// docs/config.md#proxy_protocol.
+	ProxyProtocol ProxyProtocolListeners `yaml:"proxy_protocol"`
 	// AdminListen serves /healthz, /readyz and /metrics.
 	AdminListen string `yaml:"admin_listen"`
 	// Policy is the policy file, watched and reloaded on change and SIGHUP.
@@ -652,6 +656,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	if cfg.TLSListen == "" && (cfg.TLS.Cert != "" || cfg.TLS.ClientCA != "" || cfg.TLS.SVID) {
 		bad("tls: is set but tls_listen is not; set tls_listen or remove tls", "tls")
+	}
+	for _, e := range cfg.ProxyProtocol.check(cfg.TLSListen != "") {
+		head, _, _ := strings.Cut(e.Error(), ": ")
+		bad(e.Error(), splitKeyPath(head)...)
 	}
 	for _, l := range []struct{ key, val string }{{"listen", cfg.Listen}, {"tls_listen", cfg.TLSListen}, {"admin_listen", cfg.AdminListen}} {
 		if l.val == "" {

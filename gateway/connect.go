@@ -346,6 +346,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	r := pctx.Req
 	start := time.Now()
 	ev := evidence(r)
+	ev.Via = g.viaOf(r.Context())
 	reject := func(w identity.Workload, dest target, d policy.Decision, f refusal) (*goproxy.ConnectAction, string) {
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		d.Code = f.Code
@@ -545,6 +546,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		Workload: w.DisplayName(),
 		Factors:  w.Factors,
 		Source:   sourceString(ev),
+		Via:      viaString(ev),
 		Method:   http.MethodConnect,
 		Scheme:   "https",
 		Host:     dest.host,
@@ -584,6 +586,7 @@ func (g *Gateway) auditConnection(start time.Time, ev identity.Evidence, w ident
 		Workload:  w.DisplayName(),
 		Factors:   w.Factors,
 		Source:    sourceString(ev),
+		Via:       viaString(ev),
 		Method:    method,
 		Scheme:    "https",
 		Host:      dest.host,

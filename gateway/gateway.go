@@ -149,6 +149,10 @@ type Gateway struct {
 	tickets *tickets.Keys
 
 	proxyLn, tlsLn, adminLn net.Listener
+	// listenPP and tlsPP are the PROXY protocol of listen and tls_listen,
+	// nil where it is off; proxyHeadersOn says one is on.
+	listenPP, tlsPP *proxyHeaders
+	proxyHeadersOn  bool
 	// connAdmit counts the proxy listeners' open client connections and
 	// refuses those over limits.max_connections and
 	// max_connections_per_source (admit.go).
@@ -562,9 +566,16 @@ func (g *Gateway) listen(ctx context.Context) error {
 	// The defaults depend on the machine: say what is in force.
 	g.log.Info("client connection limits", slog.Int("max_connections", total), slog.Int("max_connections_per_source", perSource))
 	refusals := g.newConnRefusals("listen", true, total, perSource)
-	g.proxyLn = &admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+	if g.listenPP, err = newProxyHeaders("listen", cfg.ProxyProtocol.Listen); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	g.proxyLn = &admitListener{Listener: ln, adm: g.connAdmit, sourceLater: g.listenPP != nil, refused: func(c net.Conn, limit string, src netip.Addr) {
 		g.refuseConnection(refusals, c, limit, src)
 	}}
+	if g.listenPP != nil {
+		g.listenPP.refusals = refusals
+	}
 
 	if cfg.TLSListen != "" {
 		identityVerifies := len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil
@@ -583,10 +594,23 @@ func (g *Gateway) listen(ctx context.Context) error {
 			return listenError("tls_listen", cfg.TLSListen, err)
 		}
 		refusals := g.newConnRefusals("tls_listen", false, total, perSource)
-		g.tlsLn = tls.NewListener(&admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+		if g.tlsPP, err = newProxyHeaders("tls_listen", cfg.ProxyProtocol.TLSListen); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		aln := &admitListener{Listener: ln, adm: g.connAdmit, sourceLater: g.tlsPP != nil, refused: func(c net.Conn, limit string, src netip.Addr) {
 			g.refuseConnection(refusals, c, limit, src)
-		}}, tlsCfg)
+		}}
+		if g.tlsPP != nil {
+			// The PROXY header comes before the TLS handshake: the TLS
+			// layer is put on after it (serveClient).
+			g.tlsPP.tls, g.tlsPP.refusals = tlsCfg, refusals
+			g.tlsLn = aln
+		} else {
+			g.tlsLn = tls.NewListener(aln, tlsCfg)
+		}
 	}
+	g.proxyHeadersOn = g.listenPP != nil || g.tlsPP != nil
 
 	aln, err := lc.Listen(ctx, "tcp", cfg.AdminListen)
 	if err != nil {
@@ -848,14 +872,14 @@ func (g *Gateway) run(ctx context.Context) error {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	serveClients := func(name string, ln net.Listener) {
-		if err := g.serveClients(ctx, name, ln); err != nil {
+	serveClients := func(name string, ln net.Listener, pp *proxyHeaders) {
+		if err := g.serveClients(ctx, name, ln, pp); err != nil {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	go serveClients("listen", g.proxyLn)
+	go serveClients("listen", g.proxyLn, g.listenPP)
 	if g.tlsLn != nil {
-		go serveClients("tls_listen", g.tlsLn)
+		go serveClients("tls_listen", g.tlsLn, g.tlsPP)
 	}
 	go serve("intercept", g.mitmSrv, g.mitmLn)
 	go serve("admin_listen", g.adminSrv, g.adminLn)

@@ -239,6 +239,7 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := &exchange{w: w, r: r, start: time.Now(), ev: evidence(r), scheme: "http"}
+	x.ev.Via = g.viaOf(r.Context())
 	if !r.URL.IsAbs() {
 		g.refuse(x, newRefusal(http.StatusBadRequest, codeNotProxyRequest,
 			"this is a proxy: send absolute-URI requests (http://host/path) or CONNECT host:port", ""))
@@ -1168,6 +1169,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 		Workload: x.wl.DisplayName(),
 		Factors:  x.wl.Factors,
 		Source:   sourceOf(x.wl.Factors, x.ev),
+		Via:      viaString(x.ev),
 		Method:   x.r.Method,
 		Scheme:   x.scheme,
 		Host:     x.dest.host,
@@ -1254,12 +1256,13 @@ func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer 
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			ev.Source = ap
 		}
+		ev.Via = g.viaOf(ctx)
 		if r.TLS != nil {
 			ev.VerifiedChains, ev.PeerCertificates = r.TLS.VerifiedChains, r.TLS.PeerCertificates
 		}
 	}
 	wl := g.auditIdentity(ctx, ev)
-	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, ev)
+	e.Workload, e.Factors, e.Source, e.Via = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, ev), viaString(ev)
 	if wantPresented(wl, f.Code) {
 		e.Presented = presented(ev)
 	}

@@ -96,6 +96,30 @@ tls:
   {{- end }}
   reload_interval: {{ .Values.tls.reloadInterval }}
 {{- end }}
+{{- with $c.proxyProtocol }}
+{{- range $k, $p := dict "listen" .listen "tlsListen" .tlsListen }}
+{{- if and $p.required (not $p.trusted) }}
+{{- fail (printf "config.proxyProtocol.%s.required is set but trusted is empty; list the load balancers' CIDRs in trusted, or unset required" $k) }}
+{{- end }}
+{{- range $p.trusted }}
+{{- if or (eq . "0.0.0.0/0") (eq . "::/0") }}
+{{- fail (printf "config.proxyProtocol.%s.trusted: %s trusts every peer, so any client could write its own PROXY header and choose its source address; list only the load balancers' addresses" $k .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (not $.Values.tls.enabled) (or .tlsListen.trusted .tlsListen.required) }}
+{{- fail "config.proxyProtocol.tlsListen is set but tls.enabled is false; enable tls or remove it" }}
+{{- end }}
+proxy_protocol:
+  listen:
+    trusted: {{ .listen.trusted | toJson }}
+    required: {{ .listen.required }}
+  {{- if $.Values.tls.enabled }}
+  tls_listen:
+    trusted: {{ .tlsListen.trusted | toJson }}
+    required: {{ .tlsListen.required }}
+  {{- end }}
+{{- end }}
 admin_listen: ":{{ .Values.adminPort }}"
 policy: policy/{{ .Values.policyKey }}
 ca:
