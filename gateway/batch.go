@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -139,6 +140,33 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 	}
 	v.observe = would
 	return v
+}
+
+// judgesBatch reports whether a request with query q and decision d goes
+// to a batch endpoint whose sub-requests judgeBatch judges: an inject
+// rule without allow_batch, to an endpoint of the table or of the rule's
+// batch setting.
+func judgesBatch(q policy.Query, d policy.Decision) bool {
+	if q.Connect || d.Action != policy.Inject || d.Inject.AllowBatch {
+		return false
+	}
+	_, ok := endpointOf(d, q.Host, q.Path, q.Header.Get("Content-Type"))
+	return ok
+}
+
+// chargeBatch charges the rate limits of a batch admitted by a, whose
+// judged sub-requests the service runs as requests of their own: each
+// is charged to the limits it would be charged to sent alone — those of
+// the rule that admitted the batch, which admits every one (judgeSub),
+// and of the workload — all at once or none, before the credential is
+// fetched, so a refused batch sends and charges nothing. A batch without
+// sub-requests (no body) counts as one request. admit charged nothing
+// for it (admission.perSub).
+func (g *Gateway) chargeBatch(ctx context.Context, a admission, judged int) (refusal, bool) {
+	if !a.perSub {
+		return refusal{}, true
+	}
+	return g.rateLimit(ctx, a.wl, a.d, max(1, judged))
 }
 
 // clip shortens s, a method or path of a batch's body or a sentence

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/credgate/credgate/internal/redistest"
+)
+
+// batchLimitPolicy gives each batch format a rule of its own with a rule
+// limit of 4 requests (one per 1000 s: nothing refills during the test),
+// the three Salesforce formats on three API versions, and the workload a
+// limit of 40 over all its rules; rule free (no limit of its own) probes
+// the workload's room.
+const batchLimitPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+    rate_limit: {rps: 0.001, burst: 40}
+destinations:
+  graph:
+    hosts: [graph.microsoft.com]
+    allow_private: true
+  sf:
+    hosts: [acme.my.salesforce.com]
+    allow_private: true
+  google:
+    hosts: [www.googleapis.com]
+    allow_private: true
+credentials:
+  token:
+    provider: static
+    env: CREDGATE_GATEWAY_TEST_TOKEN
+rules:
+  - name: graph
+    from: local
+    to: graph
+    paths: ["/v1.0/*"]
+    inject: {credential: token, as: bearer}
+    rate_limit: {rps: 0.001, burst: 4}
+  - {name: sf-composite, from: local, to: sf, paths: ["/services/data/v60.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
+  - {name: sf-batch, from: local, to: sf, paths: ["/services/data/v61.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
+  - {name: sf-graph, from: local, to: sf, paths: ["/services/data/v62.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
+  - {name: google, from: local, to: google, paths: ["/batch/*", "/drive/v3/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
+  - {name: free, from: local, to: google, paths: ["/storage/v1/*"], inject: {credential: token, as: bearer}}
+default: deny
+`
+
+// TestBatchRateLimit is the class "a batch multiplies its caller's rate
+// limit by its sub-requests": for every batch format, with the
+// per-process limiter and with Redis, the same requests are sent one by
+// one to one gateway and as batches to another. A batch is charged one
+// request per sub-request to the limits each would be charged alone (its
+// rule's and its workload's), all or none, before anything is sent: a
+// batch of 3 leaves the rule's and the workload's room exactly as 3
+// single requests do; a batch of 2 with room for 1 is refused 429
+// rate_limited with Retry-After, charged nothing and never forwarded
+// (where the singles pass one); a batch larger than the rule's burst is
+// refused 429 without Retry-After (no wait admits it). Before, each
+// batch counted as one request.
+func TestBatchRateLimit(t *testing.T) {
+	type backend struct {
+		name   string
+		config func(t *testing.T, ns string) string
+	}
+	backends := []backend{{"local", func(*testing.T, string) string { return "" }}}
+	var srv *redistest.Server
+	backends = append(backends, backend{"redis", func(t *testing.T, ns string) string {
+		if srv == nil {
+			srv = redistest.Start(t)
+		}
+		key := testRedisKeyEnv(t)
+		return fmt.Sprintf("cache:\n  redis:\n    addrs: [%q]\n    namespace: %s\n    encryption_keys: [{id: %s, env: %s}]\n", srv.Addr(), ns, key.ID, key.Env)
+	}})
+	// Each format's requests, on its rule's API version.
+	versions := map[string]string{"salesforce-composite": "v60.0", "salesforce-batch": "v61.0", "salesforce-graph": "v62.0"}
+	at := func(f batchFormat) (path, ok string) {
+		v := versions[f.name]
+		switch f.host {
+		case graphHost:
+			return f.path, "/v1.0/users/alice"
+		case sfHost:
+			return strings.Replace(f.path, "v60.0", v, 1), "/services/data/" + v + "/sobjects/Account/001"
+		}
+		return f.path, "/drive/v3/files/abc"
+	}
+	type answer struct {
+		Status     int
+		Code       string
+		RetryAfter bool
+	}
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			start := func(ns string) *testGateway {
+				pki := newTestPKI(t, graphHost, sfHost, googleHost)
+				tg := newTestGateway(t, pki, startOrigin(t, pki))
+				writeFile(t, tg.dir, "policy.yaml", []byte(batchLimitPolicy))
+				tg.run(t, fmt.Sprintf("resolve:\n  \"graph.microsoft.com:443\": %q\n  \"acme.my.salesforce.com:443\": %q\n  \"www.googleapis.com:443\": %q\n%s",
+					tg.origin.addr, tg.origin.addr, tg.origin.addr, be.config(t, ns)))
+				return tg
+			}
+			singles, batches := start("singles"), start("batches")
+			cs, cb := singles.client(t, false), batches.client(t, false)
+			do := func(c *http.Client, req *http.Request) answer {
+				t.Helper()
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return answer{resp.StatusCode, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After") != ""}
+			}
+			get := func(c *http.Client, host, path string) answer {
+				req, _ := http.NewRequest("GET", "https://"+host+path, nil)
+				return do(c, req)
+			}
+			// room is how many more single requests to host/path are
+			// admitted (at most 50).
+			room := func(c *http.Client, host, path string) int {
+				for k := range 50 {
+					if a := get(c, host, path); a.Status != http.StatusOK {
+						return k
+					}
+				}
+				return 50
+			}
+			n := 0
+			send := func(f batchFormat, count int) (answer, string) {
+				path, ok := at(f)
+				subs := make([]sub, count)
+				for i := range subs {
+					subs[i] = sub{"GET", urlFor(f, ok)}
+					if f.name == "salesforce-batch" {
+						subs[i].url = strings.TrimPrefix(ok, "/services/data/")
+					}
+				}
+				n++
+				id := fmt.Sprintf("limit-%d", n)
+				req, _ := http.NewRequest("POST", "https://"+f.host+path, bytes.NewReader(f.build(subs)))
+				req.Header.Set("Content-Type", f.contentType)
+				req.Header.Set("X-Probe-Id", id)
+				return do(cb, req), id
+			}
+			ok200 := answer{Status: 200}
+			limited := answer{Status: 429, Code: codeRateLimited, RetryAfter: true}
+			never := answer{Status: 429, Code: codeRateLimited}
+			for _, f := range batchFormats {
+				_, ok := at(f)
+				var gotS, gotB []answer
+				for range 3 {
+					gotS = append(gotS, get(cs, f.host, ok))
+				}
+				a, _ := send(f, 3)
+				gotB = append(gotB, a)
+				// Room 1: a batch of 2 is refused whole, and sends nothing;
+				// one of 5 exceeds the burst of 4.
+				a, id := send(f, 2)
+				gotB = append(gotB, a)
+				if batches.origin.find(id) != nil {
+					t.Errorf("%s: the rate-limited batch reached the upstream", f.name)
+				}
+				a, _ = send(f, 5)
+				gotB = append(gotB, a)
+				if diff := cmp.Diff([]answer{ok200, ok200, ok200}, gotS); diff != "" {
+					t.Errorf("%s: singles (-want +got):\n%s", f.name, diff)
+				}
+				if diff := cmp.Diff([]answer{ok200, limited, never}, gotB); diff != "" {
+					t.Errorf("%s: batches of 3, 2, 5 (-want +got):\n%s", f.name, diff)
+				}
+				rs, rb := room(cs, f.host, ok), room(cb, f.host, ok)
+				if rs != 1 || rb != rs {
+					t.Errorf("%s: the rule's room after 3 singles %d, after a batch of 3 and two refused batches %d; want 1 and 1", f.name, rs, rb)
+				}
+			}
+			// The workload's limit: 5 formats × 4 requests charged on
+			// each gateway, 20 of 40.
+			rs, rb := room(cs, googleHost, "/storage/v1/b"), room(cb, googleHost, "/storage/v1/b")
+			if rs != 20 || rb != rs {
+				t.Errorf("the workload's room: %d after singles, %d after batches; want 20 and 20", rs, rb)
+			}
+			waitFor(t, 5*time.Second, "the audit lines of the refused batches", func() bool {
+				return strings.Count(batches.audit.String(), `"code":"rate_limited"`) >= 2*len(batchFormats)
+			})
+			body := metricsText(t, batches)
+			if !strings.Contains(body, `credgate_rate_limited_total{limit="rule",rule="graph",workload="local"} 3`) {
+				t.Errorf("/metrics lacks the graph rule's 3 refusals (2 batches, 1 probe):\n%s", grepLines(body, "credgate_rate_limited_total"))
+			}
+		})
+	}
+}
