@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/credgate/credgate/internal/batch"
 	"github.com/credgate/credgate/internal/canonical"
@@ -60,6 +63,10 @@ type batchVerdict struct {
 	// 100-continue is answered (by the server) and not forwarded; set
 	// on a verdict that lets the batch through.
 	expectRead bool
+	// held is the bytes of the batch budget (Gateway.batchBuf) the body
+	// holds while the request lasts: the caller gives them back when it
+	// ends, whatever the verdict.
+	held int
 }
 
 // judgeBatch judges the sub-requests of x's request, admitted by a (an
@@ -72,9 +79,10 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 	if !ok {
 		return batchVerdict{}
 	}
+	var held int // of g.batchBuf, given back by the caller (batchVerdict.held)
 	refused := func(status int, code, reason string) batchVerdict {
 		f := newRefusal(status, code, reason, d.Rule)
-		return batchVerdict{refusal: &f}
+		return batchVerdict{refusal: &f, held: held}
 	}
 	fix := fmt.Sprintf("send each request on its own, or, to let rule %q pass any batch, set allow_batch: true in its inject block (which hands its callers every request credential %q can make)", d.Rule, d.Inject.Credential)
 	if ep.Format == batch.SalesforceRecords {
@@ -84,6 +92,17 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return batchVerdict{} // nothing for the service to run
 	}
+	// The body is held for the request's life (forwarded from memory):
+	// its room in the gateway-wide budget first, as much as it says it
+	// has (the most read when it does not say).
+	want := batch.MaxBody
+	if r.ContentLength > 0 && r.ContentLength < batch.MaxBody {
+		want = int(r.ContentLength)
+	}
+	if !g.batchBuf.take(want) {
+		return g.batchFull(ep, d)
+	}
+	held = want
 	raw, err := io.ReadAll(io.LimitReader(r.Body, batch.MaxBody+1))
 	_ = r.Body.Close()
 	if err != nil {
@@ -91,7 +110,7 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 			return refused(http.StatusRequestTimeout, codeBodyTimeout, "the client stalled the body of the batch (no byte for limits.body_idle_timeout); the batch was not forwarded")
 		}
 		if f, failed := clientBodyRefusal(&x.in, ib, "the batch was not forwarded", d.Rule); failed {
-			return batchVerdict{refusal: &f}
+			return batchVerdict{refusal: &f, held: held}
 		}
 		return refused(http.StatusBadRequest, codeBadRequest, "the body of the batch could not be read; the batch was not forwarded")
 	}
@@ -99,17 +118,33 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 		return refused(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
 			fmt.Sprintf("the body of the batch to the %s endpoint is larger than %d bytes, the most the gateway reads to judge its sub-requests; the batch was not forwarded: send smaller batches", ep.Service, batch.MaxBody))
 	}
+	if len(raw) < held {
+		// Shorter than it said, or than the most: what it holds.
+		g.batchBuf.give(held - len(raw))
+		held = len(raw)
+	}
 	// Put back as it came: forwarded unchanged, with its length known.
 	r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(raw)), int64(len(raw)), nil
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
-	v := batchVerdict{expectRead: true}
+	v := batchVerdict{expectRead: true, held: held}
+	if len(r.Header.Values("Content-Encoding")) > 0 {
+		// Decoded, it is held a second time while it is judged.
+		if !g.batchBuf.take(batch.MaxBody) {
+			bv := g.batchFull(ep, d)
+			bv.held = held
+			return bv
+		}
+		defer g.batchBuf.give(batch.MaxBody)
+	}
 	body, f := decodedBatch(r.Header, raw, d.Rule)
 	if f != nil {
-		return batchVerdict{refusal: f}
+		return batchVerdict{refusal: f, held: held}
 	}
 	subs, err := batch.Parse(ep, batch.Request{Host: x.dest.host, Port: x.dest.port, Scheme: x.scheme, RawPath: cp.Raw, ContentType: r.Header.Get("Content-Type"), Body: body})
 	if err != nil {
-		return batchParseRefusal(ep, d, err, fix)
+		bv := batchParseRefusal(ep, d, err, fix)
+		bv.held = held
+		return bv
 	}
 	v.judged = len(subs)
 	var would *policy.Decision
@@ -167,6 +202,65 @@ func (g *Gateway) chargeBatch(ctx context.Context, a admission, judged int) (ref
 		return refusal{}, true
 	}
 	return g.rateLimit(ctx, a.wl, a.d, max(1, judged))
+}
+
+// codeBatchCapacity: the gateway holds as many bytes of batch bodies as
+// limits.batch_buffer_bytes allows, so a batch whose body it would have
+// to read to judge is not read; 503 with Retry-After.
+const codeBatchCapacity = "batch_capacity"
+
+// batchBudget bounds the bytes of batch bodies held at once over all
+// requests (limits.batch_buffer_bytes): each request to a batch endpoint
+// buffers its body (up to batch.MaxBody) for its whole life, and its
+// decoded form while it is judged, so without a bound N concurrent
+// batches hold N MiB. It is a semaphore by bytes that never waits: a
+// batch it has no room for is refused at once (batchFull), before its
+// body is read. Safe for concurrent use; max 0 is no bound.
+type batchBudget struct {
+	max int // 0: no bound
+	// gauge, if set, shows used (credgate_batch_buffer_bytes).
+	gauge prometheus.Gauge
+	mu    sync.Mutex
+	// used is the bytes taken and not given back.
+	used int
+}
+
+// take reserves n bytes, reporting whether they fit.
+func (b *batchBudget) take(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.max > 0 && b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	b.show()
+	return true
+}
+
+// give returns n bytes taken before.
+func (b *batchBudget) give(n int) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	b.show()
+}
+
+// show sets the gauge; b.mu is held.
+func (b *batchBudget) show() {
+	if b.gauge != nil {
+		b.gauge.Set(float64(b.used))
+	}
+}
+
+// batchFull is the refusal of a batch the budget has no room for.
+func (g *Gateway) batchFull(ep batch.Endpoint, d policy.Decision) batchVerdict {
+	f := newRefusal(http.StatusServiceUnavailable, codeBatchCapacity,
+		fmt.Sprintf("the gateway holds as many batch bodies as limits.batch_buffer_bytes (%d bytes) allows, reading each to judge its sub-requests; the batch to the %s endpoint was not read or forwarded; retry after 1s", g.batchBuf.max, ep.Service), d.Rule)
+	f.RetryAfter = 1
+	return batchVerdict{refusal: &f}
 }
 
 // clip shortens s, a method or path of a batch's body or a sentence

@@ -196,3 +196,121 @@ func TestBatchRateLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchCapacity is the class "concurrent batches each buffer up to
+// 1 MiB, without a bound over all": with limits.batch_buffer_bytes at its
+// least (2 MiB), two batches declaring 1 MiB bodies that their clients
+// hold open fill it (credgate_batch_buffer_bytes shows 2 MiB); a third,
+// small batch is refused at once 503 batch_capacity with Retry-After,
+// audited, nothing sent, whether it would be admitted or not; once a held
+// batch ends its bytes are given back and a batch passes again, and when
+// all end the gauge is 0. A value under 2 MiB other than 0 is refused at
+// load naming the key.
+func TestBatchCapacity(t *testing.T) {
+	for _, bad := range []string{"1048576", "-1"} {
+		_, err := ParseConfig("c.yaml", []byte("limits:\n  batch_buffer_bytes: "+bad+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "limits.batch_buffer_bytes") || !strings.Contains(err.Error(), "0 is off") {
+			t.Errorf("batch_buffer_bytes %s: %v, want a refusal naming the key and the fix", bad, err)
+		}
+	}
+	for _, good := range []string{"0", "2097152"} {
+		if _, err := ParseConfig("c.yaml", []byte("limits:\n  batch_buffer_bytes: "+good+"\n")); err != nil && strings.Contains(err.Error(), "batch_buffer_bytes") {
+			t.Errorf("batch_buffer_bytes %s: %v", good, err)
+		}
+	}
+
+	pki := newTestPKI(t, graphHost)
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	writeFile(t, tg.dir, "policy.yaml", []byte(batchPolicy))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"graph.microsoft.com:443\": %q\nlimits:\n  batch_buffer_bytes: %d\n", tg.origin.addr, MinBatchBufferBytes))
+	const head = `{"requests":[{"id":"1","method":"GET","url":"/users/a"}]}`
+	gauge := func() string {
+		return grepLines(metricsText(t, tg), "credgate_batch_buffer_bytes ")
+	}
+	type held struct {
+		w    *io.PipeWriter
+		done chan int
+	}
+	var open []held
+	for i := range 2 {
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("POST", "https://"+graphHost+"/v1.0/$batch", pr)
+		req.ContentLength = 1 << 20
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Probe-Id", fmt.Sprintf("held-%d", i))
+		h := held{pw, make(chan int, 1)}
+		c := tg.client(t, false)
+		go func() {
+			resp, err := c.Do(req)
+			if err != nil {
+				h.done <- -1
+				return
+			}
+			resp.Body.Close()
+			h.done <- resp.StatusCode
+		}()
+		if _, err := pw.Write([]byte(head)); err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, h)
+	}
+	t.Cleanup(func() {
+		for _, h := range open {
+			h.w.CloseWithError(io.ErrUnexpectedEOF)
+		}
+	})
+	waitFor(t, 5*time.Second, "two held batches of 1 MiB", func() bool {
+		return strings.Contains(gauge(), fmt.Sprintf("credgate_batch_buffer_bytes %g", float64(MinBatchBufferBytes)))
+	})
+	c := tg.client(t, false)
+	small := func(id, method string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "https://"+graphHost+"/v1.0/$batch", strings.NewReader(`{"requests":[{"id":"1","method":"`+method+`","url":"/users/a"}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Probe-Id", id)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for _, method := range []string{"GET", "DELETE"} {
+		resp := small("over-"+method, method)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != codeBatchCapacity || resp.Header.Get("Retry-After") != "1" {
+			t.Errorf("%s batch with the budget full: %d %q Retry-After %q, want 503 %s Retry-After 1", method, resp.StatusCode, resp.Header.Get(ReasonHeader), resp.Header.Get("Retry-After"), codeBatchCapacity)
+		}
+		if tg.origin.find("over-"+method) != nil {
+			t.Errorf("the refused %s batch reached the upstream", method)
+		}
+	}
+	// A request that is no batch does not use the budget.
+	if resp, err := c.Get("https://" + graphHost + "/v1.0/users/a"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("a plain request with the budget full: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// The first held batch ends: its 1 MiB comes back.
+	if _, err := open[0].w.Write([]byte(strings.Repeat(" ", 1<<20-len(head)))); err != nil {
+		t.Fatal(err)
+	}
+	open[0].w.Close()
+	if st := <-open[0].done; st != http.StatusOK {
+		t.Fatalf("the first held batch: status %d, want 200", st)
+	}
+	waitFor(t, 5*time.Second, "the first batch's bytes given back", func() bool {
+		return strings.Contains(gauge(), fmt.Sprintf("credgate_batch_buffer_bytes %g", float64(1<<20)))
+	})
+	if resp := small("after", "GET"); resp.StatusCode != http.StatusOK {
+		t.Errorf("a batch after one ended: %d %q, want 200", resp.StatusCode, resp.Header.Get(ReasonHeader))
+	}
+	open[1].w.CloseWithError(io.ErrUnexpectedEOF) // the client gives up
+	<-open[1].done
+	waitFor(t, 5*time.Second, "every byte given back", func() bool {
+		return strings.Contains(gauge(), "credgate_batch_buffer_bytes 0")
+	})
+	waitFor(t, 5*time.Second, "the batch_capacity audit lines", func() bool {
+		return strings.Count(tg.audit.String(), `"code":"`+codeBatchCapacity+`"`) == 2
+	})
+}

@@ -872,6 +872,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// A batch endpoint's sub-requests, judged one by one before the
 		// credential is fetched (batch.go).
 		v := g.judgeBatch(x, a, q, cp, ib)
+		defer g.batchBuf.give(v.held) // its body, forwarded from memory, until the request ends
 		x.batch = v.judged
 		if v.expectRead {
 			expect = false // read: the server answered the client's 100
