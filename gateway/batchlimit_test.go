@@ -16,7 +16,7 @@ import (
 
 // batchLimitPolicy gives each batch format a rule of its own with a rule
 // limit of 4 requests (one per 1000 s: nothing refills during the test),
-// the three Salesforce formats on three API versions, and the workload a
+// the four Salesforce formats on four API versions, and the workload a
 // limit of 40 over all its rules; rule free (no limit of its own) probes
 // the workload's room.
 const batchLimitPolicy = `
@@ -48,6 +48,7 @@ rules:
   - {name: sf-composite, from: local, to: sf, paths: ["/services/data/v60.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
   - {name: sf-batch, from: local, to: sf, paths: ["/services/data/v61.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
   - {name: sf-graph, from: local, to: sf, paths: ["/services/data/v62.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
+  - {name: sf-connect, from: local, to: sf, paths: ["/services/data/v63.0/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
   - {name: google, from: local, to: google, paths: ["/batch/*", "/drive/v3/*"], inject: {credential: token, as: bearer}, rate_limit: {rps: 0.001, burst: 4}}
   - {name: free, from: local, to: google, paths: ["/storage/v1/*"], inject: {credential: token, as: bearer}}
 default: deny
@@ -80,7 +81,7 @@ func TestBatchRateLimit(t *testing.T) {
 		return fmt.Sprintf("cache:\n  redis:\n    addrs: [%q]\n    namespace: %s\n    encryption_keys: [{id: %s, env: %s}]\n", srv.Addr(), ns, key.ID, key.Env)
 	}})
 	// Each format's requests, on its rule's API version.
-	versions := map[string]string{"salesforce-composite": "v60.0", "salesforce-batch": "v61.0", "salesforce-graph": "v62.0"}
+	versions := map[string]string{"salesforce-composite": "v60.0", "salesforce-batch": "v61.0", "salesforce-graph": "v62.0", "salesforce-connect": "v63.0"}
 	at := func(f batchFormat) (path, ok string) {
 		v := versions[f.name]
 		switch f.host {
@@ -180,11 +181,11 @@ func TestBatchRateLimit(t *testing.T) {
 					t.Errorf("%s: the rule's room after 3 singles %d, after a batch of 3 and two refused batches %d; want 1 and 1", f.name, rs, rb)
 				}
 			}
-			// The workload's limit: 5 formats × 4 requests charged on
-			// each gateway, 20 of 40.
+			// The workload's limit: 4 requests per format charged on
+			// each gateway, of 40.
 			rs, rb := room(cs, googleHost, "/storage/v1/b"), room(cb, googleHost, "/storage/v1/b")
-			if rs != 20 || rb != rs {
-				t.Errorf("the workload's room: %d after singles, %d after batches; want 20 and 20", rs, rb)
+			if want := 40 - 4*len(batchFormats); rs != want || rb != rs {
+				t.Errorf("the workload's room: %d after singles, %d after batches; want %d and %d", rs, rb, want, want)
 			}
 			waitFor(t, 5*time.Second, "the audit lines of the refused batches", func() bool {
 				return strings.Count(batches.audit.String(), `"code":"rate_limited"`) >= 2*len(batchFormats)
