@@ -60,8 +60,7 @@ type batchVerdict struct {
 	// the batch goes on without the credential (Forward, WouldDeny).
 	observe *policy.Decision
 	// expectRead: the body was read, so the client's Expect:
-	// 100-continue is answered (by the server) and not forwarded; set
-	// on a verdict that lets the batch through.
+	// 100-continue is answered (by the server) and not forwarded.
 	expectRead bool
 	// held is the bytes of the batch budget (Gateway.batchBuf) the body
 	// holds while the request lasts: the caller gives them back when it
@@ -84,10 +83,8 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 		f := newRefusal(status, code, reason, d.Rule)
 		return batchVerdict{refusal: &f, held: held}
 	}
-	fix := fmt.Sprintf("send each request on its own, or, to let rule %q pass any batch, set allow_batch: true in its inject block (which hands its callers every request credential %q can make)", d.Rule, d.Inject.Credential)
-	if ep.Format == batch.SalesforceRecords {
-		return refused(http.StatusForbidden, codeBatchNotAllowed,
-			fmt.Sprintf("the request goes to the %s endpoint, whose records name the objects it creates, updates or deletes with credential %q, not requests the policy can judge; the batch was not forwarded: %s", ep.Service, d.Inject.Credential, fix))
+	if f := recordsRefusal(ep, d); f != nil {
+		return batchVerdict{refusal: f}
 	}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return batchVerdict{} // nothing for the service to run
@@ -114,20 +111,17 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 		}
 		return refused(http.StatusBadRequest, codeBadRequest, "the body of the batch could not be read; the batch was not forwarded")
 	}
-	if len(raw) > batch.MaxBody {
-		return refused(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
-			fmt.Sprintf("the body of the batch to the %s endpoint is larger than %d bytes, the most the gateway reads to judge its sub-requests; the batch was not forwarded: send smaller batches", ep.Service, batch.MaxBody))
-	}
 	if len(raw) < held {
 		// Shorter than it said, or than the most: what it holds.
 		g.batchBuf.give(held - len(raw))
 		held = len(raw)
 	}
-	// Put back as it came: forwarded unchanged, with its length known.
-	r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(raw)), int64(len(raw)), nil
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
-	v := batchVerdict{expectRead: true, held: held}
-	if len(r.Header.Values("Content-Encoding")) > 0 {
+	if len(raw) <= batch.MaxBody {
+		// Put back as it came: forwarded unchanged, with its length known.
+		r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(raw)), int64(len(raw)), nil
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
+	}
+	if len(r.Header.Values("Content-Encoding")) > 0 && len(raw) <= batch.MaxBody {
 		// Decoded, it is held a second time while it is judged.
 		if !g.batchBuf.take(batch.MaxBody) {
 			bv := g.batchFull(ep, d)
@@ -136,26 +130,79 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 		}
 		defer g.batchBuf.give(batch.MaxBody)
 	}
-	body, f := decodedBatch(r.Header, raw, d.Rule)
+	v, _ := g.judgeBatchBody(batchBody{a: a, q: q, ep: ep, dest: x.dest, scheme: x.scheme, rawPath: cp.Raw, header: r.Header, raw: raw}, false)
+	v.held, v.expectRead = held, true
+	return v
+}
+
+// batchBody is a batch's body and what judging it needs: the admission
+// of its request (a), its query, its endpoint and where it goes.
+type batchBody struct {
+	a       admission
+	q       policy.Query
+	ep      batch.Endpoint
+	dest    target
+	scheme  string
+	rawPath string // the batch request's canonical path as sent
+	header  http.Header
+	raw     []byte // as sent, before any content coding is decoded
+}
+
+// SubVerdict is the verdict on one target of one sub-request of a batch
+// (Explanation.Batch): what the gateway decided for it as a request of
+// its own.
+type SubVerdict struct {
+	// Index is the sub-request's position in the batch, from 0.
+	Index int
+	// Method and Target are the sub-request's method and request target
+	// as the service resolves it (clipped to 256 bytes).
+	Method, Target string
+	// Rule is the rule whose decision admitted it ("" when none did).
+	Rule string
+	// Refused is why the batch's rule does not admit it ("" when it
+	// does); WouldDeny, when observe mode would let it through on its
+	// own without a credential.
+	Refused   string
+	WouldDeny bool
+}
+
+// judgeBatchBody judges b's sub-requests, after the checks of the body
+// as sent (its size) and its decoding: the part of judging a batch that
+// needs no connection, so that serve (judgeBatch) and explain
+// (Judge.Explain) decide with the same code. It returns the verdict —
+// the refusal of the first sub-request the batch's rule does not admit,
+// or observe mode's decision — and, with all, the verdict on every
+// target of every sub-request (serve stops at the first refused one).
+func (g *Gateway) judgeBatchBody(b batchBody, all bool) (batchVerdict, []SubVerdict) {
+	d, ep := b.a.d, b.ep
+	if len(b.raw) > batch.MaxBody {
+		f := newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
+			fmt.Sprintf("the body of the batch to the %s endpoint is larger than %d bytes, the most the gateway reads to judge its sub-requests; the batch was not forwarded: send smaller batches", ep.Service, batch.MaxBody), d.Rule)
+		return batchVerdict{refusal: &f}, nil
+	}
+	body, f := decodedBatch(b.header, b.raw, d.Rule)
 	if f != nil {
-		return batchVerdict{refusal: f, held: held}
+		return batchVerdict{refusal: f}, nil
 	}
-	subs, err := batch.Parse(ep, batch.Request{Host: x.dest.host, Port: x.dest.port, Scheme: x.scheme, RawPath: cp.Raw, ContentType: r.Header.Get("Content-Type"), Body: body})
+	fix := batchFix(d)
+	subs, err := batch.Parse(ep, batch.Request{Host: b.dest.host, Port: b.dest.port, Scheme: b.scheme, RawPath: b.rawPath, ContentType: b.header.Get("Content-Type"), Body: body})
 	if err != nil {
-		bv := batchParseRefusal(ep, d, err, fix)
-		bv.held = held
-		return bv
+		return batchParseRefusal(ep, d, err, fix), nil
 	}
-	v.judged = len(subs)
+	v := batchVerdict{judged: len(subs)}
+	var verdicts []SubVerdict
 	var would *policy.Decision
 	for _, s := range subs {
 		for _, target := range s.Targets {
-			sd, why := g.judgeSub(a, q, s, target)
+			sd, why := g.judgeSub(b.a, b.q, s, target)
+			// Clipped: a method or path of the body could be as long as it.
+			path, method, why := clip(canonical.TargetPath(target), 256), clip(s.Method, 256), clip(why, 1024)
+			if all {
+				verdicts = append(verdicts, SubVerdict{Index: s.Index, Method: method, Target: clip(target, 256), Rule: sd.Rule, Refused: why, WouldDeny: sd.WouldDeny && why != ""})
+			}
 			if why == "" {
 				continue
 			}
-			// Clipped: a method or path of the body could be as long as it.
-			path, method, why := clip(canonical.TargetPath(target), 256), clip(s.Method, 256), clip(why, 1024)
 			if sd.WouldDeny {
 				// Observe mode would let this request through on its own,
 				// without a credential: so goes the batch.
@@ -166,15 +213,37 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 				}
 				continue
 			}
-			f := newRefusal(http.StatusForbidden, codeBatchNotAllowed,
-				fmt.Sprintf("sub-request %d (%s %s) of the batch to the %s endpoint %s; the service would run it with credential %q of rule %q, which admitted the batch, so the batch was not forwarded: %s",
-					s.Index, method, path, ep.Service, why, d.Inject.Credential, d.Rule, fix), d.Rule)
-			v.refusal = &f
-			return v
+			if v.refusal == nil {
+				f := newRefusal(http.StatusForbidden, codeBatchNotAllowed,
+					fmt.Sprintf("sub-request %d (%s %s) of the batch to the %s endpoint %s; the service would run it with credential %q of rule %q, which admitted the batch, so the batch was not forwarded: %s",
+						s.Index, method, path, ep.Service, why, d.Inject.Credential, d.Rule, fix), d.Rule)
+				v.refusal = &f
+			}
+			if !all {
+				return v, nil
+			}
 		}
 	}
-	v.observe = would
-	return v
+	if v.refusal == nil {
+		v.observe = would
+	}
+	return v, verdicts
+}
+
+// batchFix is what a batch refusal tells the caller to do.
+func batchFix(d policy.Decision) string {
+	return fmt.Sprintf("send each request on its own, or, to let rule %q pass any batch, set allow_batch: true in its inject block (which hands its callers every request credential %q can make)", d.Rule, d.Inject.Credential)
+}
+
+// recordsRefusal is the refusal of a request to one of Salesforce's
+// record collections (batch.SalesforceRecords), nil for another endpoint.
+func recordsRefusal(ep batch.Endpoint, d policy.Decision) *refusal {
+	if ep.Format != batch.SalesforceRecords {
+		return nil
+	}
+	f := newRefusal(http.StatusForbidden, codeBatchNotAllowed,
+		fmt.Sprintf("the request goes to the %s endpoint, whose records name the objects it creates, updates or deletes with credential %q, not requests the policy can judge; the batch was not forwarded: %s", ep.Service, d.Inject.Credential, batchFix(d)), d.Rule)
+	return &f
 }
 
 // judgesBatch reports whether a request with query q and decision d goes
