@@ -107,6 +107,13 @@ rules:
     methods: [GET, POST]
     paths: [/odata/*]
     inject: {credential: tok, as: bearer}
+  - name: api-small
+    from: plain
+    to: api
+    methods: [GET, POST]
+    paths: [/small/*]
+    rate_limit: {rps: 1000, burst: 2}
+    inject: {credential: tok, as: bearer}
   - name: api-ph
     from: plain
     to: api
@@ -663,7 +670,8 @@ func TestExplainMatchesServe(t *testing.T) {
 // $batch bodies to api.test (JSON and multipart, plain and gzip'd) whose
 // sub-requests rule api-odata admits, or refuses for each class —
 // method, a deny rule, another rule, a reference, a method override, a
-// hostile path — a body that does not parse, one over 1 MiB, none.
+// hostile path — a body that does not parse, one over 1 MiB, none, and
+// batches of 2 and 3 under a rule whose rate limit has a burst of 2.
 func explainBatches() []probeReq {
 	js := func(subs ...string) string {
 		return `{"requests":[` + strings.Join(subs, ",") + `]}`
@@ -687,29 +695,38 @@ func explainBatches() []probeReq {
 	type batchReq struct {
 		header http.Header
 		body   string
+		url    string // "" for https://api.test/odata/$batch
 	}
 	reqs := []batchReq{
-		{jsonCT, js(sub("GET", "/odata/People"), sub("GET", "People"), sub("POST", "/odata/People"))},
-		{jsonCT, js(sub("GET", "/odata/People"), sub("DELETE", "/odata/People(1)"))},
-		{jsonCT, js(sub("GET", "/admin/users"))},
-		{jsonCT, js(sub("GET", "/v1/items"))},
-		{jsonCT, js(sub("GET", "$1/Orders"))},
-		{jsonCT, js(sub("GET", "/odata/People?_method=DELETE"))},
-		{jsonCT, js(sub("GET", "/odata/a%2Fb"), sub("GET", "/odata/../admin"))},
-		{jsonCT, js(sub("GET", "https://evil.test/odata/People"))},
-		{jsonCT, js(sub("GET", "/odata/$batch"))},
-		{jsonCT, `{"requests":[`},
-		{jsonCT, js(sub("GET", "/odata/People")) + strings.Repeat(" ", 1<<20)},
-		{jsonCT, ""},
-		{multiCT, mp("GET /odata/People", "GET People")},
-		{multiCT, mp("GET /odata/People", "DELETE /odata/People(1)")},
-		{http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}}, gz.String()},
-		{http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"zstd"}}, js(sub("GET", "/odata/People"))},
+		{jsonCT, js(sub("GET", "/odata/People"), sub("GET", "People"), sub("POST", "/odata/People")), ""},
+		{jsonCT, js(sub("GET", "/odata/People"), sub("DELETE", "/odata/People(1)")), ""},
+		{jsonCT, js(sub("GET", "/admin/users")), ""},
+		{jsonCT, js(sub("GET", "/v1/items")), ""},
+		{jsonCT, js(sub("GET", "$1/Orders")), ""},
+		{jsonCT, js(sub("GET", "/odata/People?_method=DELETE")), ""},
+		{jsonCT, js(sub("GET", "/odata/a%2Fb"), sub("GET", "/odata/../admin")), ""},
+		{jsonCT, js(sub("GET", "https://evil.test/odata/People")), ""},
+		{jsonCT, js(sub("GET", "/odata/$batch")), ""},
+		{jsonCT, `{"requests":[`, ""},
+		{jsonCT, js(sub("GET", "/odata/People")) + strings.Repeat(" ", 1<<20), ""},
+		{jsonCT, "", ""},
+		{multiCT, mp("GET /odata/People", "GET People"), ""},
+		{multiCT, mp("GET /odata/People", "DELETE /odata/People(1)"), ""},
+		{http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}}, gz.String(), ""},
+		{http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"zstd"}}, js(sub("GET", "/odata/People")), ""},
+		// Rule api-small's burst of 2: a batch of 2 fits, one of 3 never
+		// does (429 without Retry-After, which explain knows).
+		{jsonCT, js(sub("GET", "/small/a"), sub("GET", "/small/b")), "https://api.test/small/$batch"},
+		{jsonCT, js(sub("GET", "/small/a"), sub("GET", "/small/b"), sub("GET", "/small/c")), "https://api.test/small/$batch"},
 	}
 	var out []probeReq
 	for _, source := range []string{"127.0.0.2", "127.0.0.5"} {
 		for _, r := range reqs {
-			out = append(out, probeReq{source: source, method: "POST", url: "https://api.test/odata/$batch", header: r.header, body: r.body})
+			u := r.url
+			if u == "" {
+				u = "https://api.test/odata/$batch"
+			}
+			out = append(out, probeReq{source: source, method: "POST", url: u, header: r.header, body: r.body})
 		}
 	}
 	return out
@@ -734,7 +751,7 @@ func TestExplainBatchMatchesServe(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.policy.Close()
-			refused := 0
+			refused, never := 0, 0
 			for i, p := range explainBatches() {
 				p.header = p.header.Clone()
 				p.header.Set("X-Probe-Id", fmt.Sprintf("%s-%d", sc.name, i))
@@ -742,12 +759,15 @@ func TestExplainBatchMatchesServe(t *testing.T) {
 				if got != want {
 					t.Errorf("%s body %.80q:\n explain %+v\n serve   %+v", p, p.body, got, want)
 				}
-				if want.Code == "batch_request_not_allowed" {
+				switch want.Code {
+				case "batch_request_not_allowed":
 					refused++
+				case "rate_limited":
+					never++
 				}
 			}
-			if refused < 5 {
-				t.Errorf("only %d batches refused for a sub-request: the table checks little", refused)
+			if refused < 6 || never != 1 {
+				t.Errorf("%d batches refused for a sub-request, %d for a rate limit: want at least 6 and 1, else the table checks little", refused, never)
 			}
 		})
 	}

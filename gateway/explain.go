@@ -261,6 +261,11 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 				if v.refusal != nil {
 					return ex.refused("batch", d, *v.refusal), nil
 				}
+				// A batch more than a rate limit's burst, which no wait
+				// admits (chargeBatch): known without the limits in use.
+				if f, never := neverFits(ex.Workload, d, v.judged); never {
+					return ex.refused("batch", d, f), nil
+				}
 				if v.observe != nil {
 					d = *v.observe
 				}

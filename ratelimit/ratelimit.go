@@ -65,6 +65,13 @@ const (
 	MaxBurst = 1_000_000
 )
 
+// Fits reports whether n requests at once can ever be admitted by l:
+// n is at most its burst (clamped as Burst says). AllowN refuses more
+// with Never.
+func (l Limit) Fits(n int) bool {
+	return n <= min(max(1, l.Burst), MaxBurst)
+}
+
 // interval is the emission interval 1/Rate and tolerance the burst's span
 // Burst/Rate, in whole microseconds.
 func (l Limit) interval() (interval, tolerance int64) {
@@ -279,7 +286,7 @@ func (l *Limiter) AllowN(ctx context.Context, group string, n int, checks ...Che
 	}
 	n = max(1, n)
 	for i, c := range checks {
-		if n > min(max(1, c.Limit.Burst), MaxBurst) {
+		if !c.Limit.Fits(n) {
 			return Result{Refused: i, Never: true}
 		}
 	}
