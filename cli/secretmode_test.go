@@ -79,3 +79,110 @@ func TestValidateWarnsOnLooseSecretMode(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateWarnsOnLooseCredentialFile: validate on a gateway config
+// judges the policy's credential files as the config's secret files are
+// judged, printing "POLICY:LINE:COL: warning: credential "C": PROVIDER:
+// SETTING: FILE has mode MODE (...); ... chmod 0400 FILE ... defaultMode"
+// at each file's setting and exiting 0: a static file:, a static field's
+// file, a Vault token file (method token) are secrets; a Vault
+// kubernetes login's token_file is a service-account token, warned of
+// only when the group or others may write it. With a credential whose
+// source is missing, validate fails (exit 1) and still prints the
+// warnings. No file's content is printed.
+func TestValidateWarnsOnLooseCredentialFile(t *testing.T) {
+	const creds = `  c:
+    provider: static
+    file: DIR/static.cred
+  f:
+    provider: static
+    fields:
+      api_key: {file: DIR/field.cred}
+  v:
+    provider: vault
+    server: {address: "https://vault.test:8200", auth: {method: token, token_file: DIR/vault.token}}
+    path: secret/data/x
+    field: y
+  k:
+    provider: vault
+    server: {address: "https://vault.test:8200", auth: {method: kubernetes, role: credgate, token_file: DIR/sa.token}}
+    path: secret/data/x
+    field: y`
+	files := []struct {
+		name, setting, cred string
+		token               bool // a service-account token: write and owner only
+	}{
+		{"static.cred", "static: file", "c", false},
+		{"field.cred", "static: fields.api_key.file", "f", false},
+		{"vault.token", "vault: server.auth.token_file", "v", false},
+		{"sa.token", "vault: server.auth.token_file", "k", true},
+	}
+	for _, tc := range []struct {
+		mode    os.FileMode
+		missing bool // a credential whose env: is unset too
+	}{{0o600, false}, {0o640, false}, {0o440, false}, {0o644, false}, {0o666, false}, {0o620, false}, {0o644, true}} {
+		t.Run(fmt.Sprintf("%04o/missing=%v", uint32(tc.mode), tc.missing), func(t *testing.T) {
+			path := gatewayDir(t)
+			dir := filepath.Dir(path)
+			for _, f := range files {
+				p := filepath.Join(dir, f.name)
+				writeFile(t, p, []byte("content-never-printed-"+f.name+"\n"))
+				if err := os.Chmod(p, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := creds
+			if tc.missing {
+				os.Unsetenv("CREDGATE_TEST_LOOSE_UNSET")
+				c += "\n  m: {provider: static, env: CREDGATE_TEST_LOOSE_UNSET}"
+			}
+			pol := strings.ReplaceAll(strings.Replace(sourcesPolicy, "%s", c, 1), "DIR", dir)
+			polPath := filepath.Join(dir, "policy.yaml")
+			writeFile(t, polPath, []byte(pol))
+			r := runCLI(t, "validate", "-c", path)
+			out := r.stdout + r.stderr
+			wantCode := 0
+			if tc.missing {
+				wantCode = exitError
+			}
+			if r.code != wantCode {
+				t.Fatalf("validate: exit %d, want %d\n%s", r.code, wantCode, out)
+			}
+			secretWarns := tc.mode&0o026 != 0
+			tokenWarns := tc.mode&0o022 != 0
+			var want int
+			for _, f := range files {
+				file := filepath.Join(dir, f.name)
+				warns := secretWarns
+				if f.token {
+					warns = tokenWarns
+				}
+				line, col := 0, 0
+				for i, l := range strings.Split(pol, "\n") {
+					if j := strings.Index(l, file); j >= 0 {
+						line, col = i+1, j+1
+					}
+				}
+				w := fmt.Sprintf("%s:%d:%d: warning: credential %q: %s: %s has mode %04o", polPath, line, col, f.cred, f.setting, file, uint32(tc.mode))
+				if got := strings.Contains(out, w); got != warns {
+					t.Errorf("%s: warning %q printed %v, want %v:\n%s", f.name, w, got, warns, out)
+				}
+				if warns {
+					want++
+					if !strings.Contains(out, "chmod 0400 "+file) {
+						t.Errorf("%s: the fix is not printed:\n%s", f.name, out)
+					}
+				}
+				if strings.Contains(out, "content-never-printed-") {
+					t.Errorf("validate printed a file's content:\n%s", out)
+				}
+			}
+			if got := strings.Count(out, ": warning: "); got != want {
+				t.Errorf("%d warnings, want %d:\n%s", got, want, out)
+			}
+			if tc.missing && !strings.Contains(out, "CREDGATE_TEST_LOOSE_UNSET is not set") {
+				t.Errorf("the missing variable is not reported:\n%s", out)
+			}
+		})
+	}
+}

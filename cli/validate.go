@@ -38,9 +38,13 @@ FILE:LINE:COL: message. A valid policy may also get warnings, printed as
 code: a rule that can never decide a request because an earlier rule
 always does (rules are tried in file order), a placeholder rule without
 substitute_in, a secret file of the config (ca.key, admin.token_file, the
-Redis password and keys, the audit and run-token keys) that others may
-read or the group or others may write (chmod 0400, or the Secret volume's
-defaultMode 0440).
+Redis password and keys, the audit and run-token keys) or of a policy
+credential (a static file:, a Vault token, role_id or secret_id file, a
+private key file) that others may read or the group or others may write,
+or another user owns (chmod 0400, or the Secret volume's defaultMode
+0440); a service-account token file (awssts web_identity_token_file,
+google subject_token.file, vault kubernetes/jwt token_file) is warned of
+only when the group or others may write it or another user owns it.
 
 --list prints the names of the compiled-in providers, injectors and identity
 factor kinds; credgate plugins describes them and their settings.`,
@@ -65,13 +69,18 @@ factor kinds; credgate plugins describes them and their settings.`,
 				return &exitCode{code: exitError, reported: true, err: err}
 			}
 			defer l.policy.Close()
+			var looseCreds policy.ErrorList
 			if l.kind == kindConfig {
 				// Where serve runs: the credentials' own variables and
-				// files must be there too, or their requests fail.
-				if probs := l.policy.SourceProblems(); probs != nil {
+				// files must be there too, or their requests fail; and
+				// their secret files are judged as the config's are.
+				probs, warns := l.policy.CheckSources()
+				looseCreds = warns
+				if probs != nil {
 					for _, line := range errorLines(probs) {
 						fmt.Fprintln(out, line)
 					}
+					printWarnings(out, looseCreds)
 					return &exitCode{code: exitError, reported: true, err: probs}
 				}
 			}
@@ -82,9 +91,8 @@ factor kinds; credgate plugins describes them and their settings.`,
 					fmt.Fprintf(out, "%s:%d:%d: warning: %s\n", w.File, w.Line, w.Col, w.Msg)
 				}
 			}
-			for _, w := range l.policy.Warnings() {
-				fmt.Fprintf(out, "%s:%d:%d: warning: %s\n", w.File, w.Line, w.Col, w.Msg)
-			}
+			printWarnings(out, looseCreds)
+			printWarnings(out, l.policy.Warnings())
 			for _, w := range l.policy.Shadowed() {
 				fmt.Fprintln(out, w.Error())
 			}
@@ -103,6 +111,13 @@ factor kinds; credgate plugins describes them and their settings.`,
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "gateway config or policy file (YAML)")
 	cmd.Flags().BoolVar(&list, "list", false, "list registered providers, injectors and identity factor kinds")
 	return cmd
+}
+
+// printWarnings prints each of ws as "FILE:LINE:COL: warning: MESSAGE".
+func printWarnings(w io.Writer, ws policy.ErrorList) {
+	for _, e := range ws {
+		fmt.Fprintf(w, "%s:%d:%d: warning: %s\n", e.File, e.Line, e.Col, e.Msg)
+	}
 }
 
 // printRegistry lists what this binary has compiled in.

@@ -16,7 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+func gaugeValue(t *testing.T, g prometheus.Metric) float64 {
 	t.Helper()
 	var m dto.Metric
 	if err := g.Write(&m); err != nil {

@@ -287,6 +287,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
+	g.countPolicySecretModes()
 	g.metrics.policyFile(g.store.FileInForce)
 	g.audit.store = g.store
 	g.metrics.auditWriter(g.audit.w, g.audit.file, g.audit.otlp)
@@ -806,6 +807,7 @@ func (g *Gateway) onReload(err error) {
 	}
 	g.metrics.reloads.WithLabelValues("ok").Inc()
 	g.metrics.rules.Set(float64(g.store.Current().Stats().Rules))
+	g.countPolicySecretModes()
 	// Connections to special-purpose addresses were allowed by the old
 	// policy's allow_private settings: retire them. Connections to other
 	// addresses are allowed under any policy and stay pooled.

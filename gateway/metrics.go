@@ -45,9 +45,14 @@ type metrics struct {
 	// restartPending counts the settings changed in the config file
 	// that wait for a restart (Gateway.ReloadConfig).
 	restartPending prometheus.Gauge
-	// secretLooseMode counts the secret files the config names whose
-	// mode lets others read them (Gateway.warnSecretModes).
-	secretLooseMode prometheus.Gauge
+	// secretLooseConfig counts the secret files the config names whose
+	// mode or owner is loose (Gateway.warnSecretModes, at start and each
+	// config re-read), secretLoosePolicy the policy in force's credential
+	// files (policy.Store.LooseSecretFiles, at each policy load);
+	// secretLooseMode reports their sum, so that neither re-read can
+	// overwrite the other's count.
+	secretLooseConfig, secretLoosePolicy atomic.Int64
+	secretLooseMode                      prometheus.GaugeFunc
 	// configReloads counts re-reads of the gateway config by result.
 	configReloads  *prometheus.CounterVec
 	connsRefused   *prometheus.CounterVec
@@ -210,10 +215,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_config_restart_pending",
 		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
 	})
-	m.secretLooseMode = prometheus.NewGauge(prometheus.GaugeOpts{
+	m.secretLooseMode = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "credgate_secret_files_loose_mode",
-		Help: "Secret files the gateway config names (ca.key, admin.token_file, Redis password and keys, audit and run-token keys, ...) that others than the gateway's user may read (mode & 0o004) or its group or others may write (mode & 0o022), or that a user other than root and the gateway's owns; judged at start and at each config re-read (SIGHUP). The log's warning names each setting. 0 when every one is 0400, 0440, 0600 or 0640.",
-	})
+		Help: "Secret files that others than the gateway's user may read (mode & 0o004) or its group or others may write (mode & 0o022), or that a user other than root and the gateway's owns: those the gateway config names (ca.key, admin.token_file, Redis password and keys, audit and run-token keys, ...), judged at start and at each config re-read (SIGHUP), plus the policy's credential files (a static file:, Vault token, role_id and secret_id files, private keys of github-app, snowflake, salesforce, google, oauth2 and azure), judged at each policy load; a service-account token file (awssts web_identity_token_file, google subject_token.file, vault kubernetes and jwt token_file) only for write and owner. The log's warnings name each setting. 0 when every one is 0400, 0440, 0600 or 0640.",
+	}, func() float64 { return float64(m.secretLooseConfig.Load() + m.secretLoosePolicy.Load()) })
 	m.configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_config_reloads_total",
 		Help: "Re-reads of the gateway config file (on SIGHUP) by result: ok (what reloads was applied, what waits for a restart is counted in credgate_config_restart_pending), error (the file did not load, or a setting the reload applies, upstream.ca_bundle, could not be: the last good config stays in force, and the log and /readyz's detail, config.error, say why).",

@@ -111,16 +111,27 @@ func (c *Config) SecretModeWarnings() []*ConfigError {
 }
 
 // warnSecretModes logs cfg's loose secret files, one line per file, and
-// sets credgate_secret_files_loose_mode to their number. New calls it at
-// start and ReloadConfig at each re-read of the config: the secrets
-// themselves are read far more often (the admin token at each admin
-// request that presents one), never with a warning.
+// counts them in credgate_secret_files_loose_mode (with the policy's
+// credential files, which the policy store judges at each policy load:
+// countPolicySecretModes). New calls it at start and ReloadConfig at each
+// re-read of the config: the secrets themselves are read far more often
+// (the admin token at each admin request that presents one), never with
+// a warning.
 func (g *Gateway) warnSecretModes(cfg *Config) {
 	ls := cfg.looseSecrets()
-	g.metrics.secretLooseMode.Set(float64(len(ls)))
+	g.metrics.secretLooseConfig.Store(int64(len(ls)))
 	for _, l := range ls {
 		g.log.Warn("secret file readable or writable by others than the gateway's user; it is used anyway",
 			slog.String("setting", l.key), slog.String("file", l.mode.Path),
 			slog.String("mode", fmt.Sprintf("%04o", uint32(l.mode.Mode))), slog.String("detail", l.mode.String()))
 	}
+}
+
+// countPolicySecretModes counts the policy in force's credential files of
+// loose mode in credgate_secret_files_loose_mode, as the store judged (and
+// logged) them when it loaded the policy (policy.Store.LooseSecretFiles).
+// New calls it once the store has its first policy, onReload after each
+// reload that put one in force.
+func (g *Gateway) countPolicySecretModes() {
+	g.metrics.secretLoosePolicy.Store(int64(g.store.LooseSecretFiles()))
 }

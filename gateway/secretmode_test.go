@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -184,5 +185,100 @@ func TestSecretModeLoggedOncePerLoad(t *testing.T) {
 	}
 	if strings.Contains(tg.logs.String(), token) {
 		t.Errorf("the log holds the admin token")
+	}
+}
+
+// TestPolicySecretModeLoggedOncePerLoad: serve judges the policy's
+// credential files when it loads a policy (at start and at each reload),
+// not when it fetches a credential: a static credential's file: of mode
+// 0644, read for 5 injected requests, is logged once at start and once
+// per policy reload, at the policy file's line, naming the credential,
+// the setting, the file and its mode, never its content; the gauge counts
+// it with the config's loose secret files (an admin token of mode 0644
+// here), each kept across the other's re-read, and follows the chmod.
+func TestPolicySecretModeLoggedOncePerLoad(t *testing.T) {
+	pki := newTestPKI(t, apiHost, tunnelHost, "credgate.test")
+	tg := newTestGateway(t, pki, startOrigin(t, pki))
+	credFile := writeFile(t, tg.dir, "token.cred", []byte(tg.token+"\n"))
+	adminFile := writeFile(t, tg.dir, "admin.token", []byte("loose-admin-token-0123456789abcdef"))
+	for _, f := range []string{credFile, adminFile} {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const envLine = "    provider: static\n    env: CREDGATE_GATEWAY_TEST_TOKEN\n"
+	if strings.Count(testPolicy, envLine) != 1 {
+		t.Fatalf("testPolicy's token credential is not %q", envLine)
+	}
+	pol := strings.Replace(testPolicy, envLine, "    provider: static\n    file: "+credFile+"\n", 1)
+	polPath := writeFile(t, tg.dir, "policy.yaml", []byte(pol))
+	tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n  \"tunnel.origin.test:443\": %q\nadmin:\n  token_file: %s\n", tg.origin.addr, tg.origin.addr, adminFile))
+
+	const msg = "credential file readable or writable by others than the gateway's user"
+	count := func() int { return strings.Count(tg.logs.String(), msg) }
+	line := 0
+	for i, l := range strings.Split(pol, "\n") {
+		if strings.Contains(l, "file: "+credFile) {
+			line = i + 1
+		}
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("%d warnings at start, want 1:\n%s", got, tg.logs.String())
+	}
+	for _, want := range []string{fmt.Sprintf("%s:%d:11", polPath, line), `credential \"token\": static: file: ` + credFile + " has mode 0644", "chmod 0400 " + credFile} {
+		if !strings.Contains(tg.logs.String(), want) {
+			t.Errorf("the warning does not say %q:\n%s", want, tg.logs.String())
+		}
+	}
+	gauge := func() float64 { return gaugeValue(t, tg.gw.metrics.secretLooseMode) }
+	if g := gauge(); g != 2 {
+		t.Errorf("credgate_secret_files_loose_mode = %v, want 2 (the admin token and the credential file)", g)
+	}
+
+	c := tg.client(t, false)
+	for i := range 5 {
+		resp, err := c.Get(fmt.Sprintf("https://%s/v1/loose/%d", apiHost, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %s", i, resp.Status)
+		}
+	}
+	if got := tg.origin.all(); len(got) != 5 || got[4].Header.Get("Authorization") != "Bearer "+tg.token {
+		t.Fatalf("origin saw %d requests, want 5 with the file's credential", len(got))
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("%d warnings after 5 requests, want 1 (not one per fetch)", got)
+	}
+
+	ctx := context.Background()
+	if err := tg.gw.ReloadPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, g := count(), gauge(); got != 2 || g != 2 {
+		t.Errorf("after a policy reload: %d warnings (want 2), gauge %v (want 2)", got, g)
+	}
+	// A config re-read judges its own files and keeps the policy's count.
+	next, err := LoadConfig(tg.gw.cfg.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(adminFile, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	reloadConfig(t, tg.gw, next)
+	if g := gauge(); g != 1 {
+		t.Errorf("after chmod 0400 of the admin token and a config re-read: gauge %v, want 1 (the credential file)", g)
+	}
+	if err := os.Chmod(credFile, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.gw.ReloadPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, g := count(), gauge(); got != 2 || g != 0 {
+		t.Errorf("after chmod 0400 of the credential file and a policy reload: %d warnings (want 2), gauge %v (want 0)", got, g)
 	}
 }

@@ -65,19 +65,28 @@ type Policy struct {
 	retired atomic.Bool
 }
 
-// SourceProblems reads, now, every environment variable and file that the
-// policy's credentials name and read only when they fetch
-// (providers.SourceChecker), and returns one Error per variable that is
-// unset or empty and per file that is missing, unreadable or empty, at
-// the line of its setting (or of the credential's name when the setting
-// has no line of its own, such as a provider's default), sorted by
-// position; nil when every source can be read. The policy stays valid:
-// a credential with a problem fails each request that uses it (502
-// credential_not_configured) until its source is there. `credgate
-// validate` reports them as errors, `credgate serve` logs them as
-// warnings when a policy is loaded. No value read is kept or reported.
+// SourceProblems is CheckSources' problems, without its warnings.
 func (p *Policy) SourceProblems() ErrorList {
-	var out ErrorList
+	probs, _ := p.CheckSources()
+	return probs
+}
+
+// CheckSources reads, now, every environment variable and file that the
+// policy's credentials name and read only when they fetch
+// (providers.SourceChecker). problems has one Error per variable that is
+// unset or empty and per file that is missing, unreadable or empty;
+// warnings one per secret file whose mode or owner is loose (others may
+// read it, the group or others write it, another user owns it:
+// providers.CheckSecretFile, the rule of the gateway config's secret
+// files), which is used anyway. Each is at the line of its setting (or
+// of the credential's name when the setting has no line of its own, such
+// as a provider's default), sorted by position; nil when there is none.
+// The policy stays valid: a credential with a problem fails each request
+// that uses it (502 credential_not_configured) until its source is
+// there. `credgate validate` reports problems as errors and warnings as
+// warnings; `credgate serve` logs both as warnings when a policy is
+// loaded. No value read is kept or reported.
+func (p *Policy) CheckSources() (problems, warnings ErrorList) {
 	for _, c := range p.creds {
 		sc, ok := c.p.(providers.SourceChecker)
 		if !ok {
@@ -99,14 +108,16 @@ func (p *Policy) SourceProblems() ErrorList {
 			if at != nil {
 				e.Line, e.Col = at.Line, at.Column
 			}
-			out = append(out, e)
+			if sp.Warning {
+				warnings = append(warnings, e)
+			} else {
+				problems = append(problems, e)
+			}
 		}
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	out.sort()
-	return out
+	problems.sort()
+	warnings.sort()
+	return problems, warnings
 }
 
 // settingNode returns the value node at path (mapping keys joined by

@@ -16,6 +16,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/providers"
 )
 
 // Default StoreOptions values.
@@ -87,6 +88,9 @@ type Store struct {
 	// fileBad is set while the file, as last read, is not the policy in
 	// force: rejected or unreadable (FileInForce).
 	fileBad atomic.Bool
+	// looseFiles counts the policy in force's credential files of loose
+	// mode, as judged when it was loaded (LooseSecretFiles).
+	looseFiles atomic.Int64
 }
 
 // FileInForce reports whether the policy file, as the store last read
@@ -228,15 +232,38 @@ func (s *Store) reloadLocked(ctx context.Context, force bool) (bool, error) {
 }
 
 // warnSources logs one warning per credential source of p that cannot be
-// read now (Policy.SourceProblems). They do not reject the policy: the
-// credential fails the requests that use it, and only those, with 502
-// credential_not_configured, as it would if the source went away later.
+// read now, and one per credential file whose mode or owner is loose
+// (Policy.CheckSources), and counts the latter (LooseSecretFiles). It runs
+// once per load of a policy (NewStore, each reload that puts one in
+// force), not per fetch: a static file read at every request is judged
+// here only. Neither rejects the policy: a credential whose source is
+// missing fails the requests that use it, and only those, with 502
+// credential_not_configured, as it would if the source went away later;
+// a file of loose mode is used.
 func (s *Store) warnSources(p *Policy) {
-	for _, e := range p.SourceProblems() {
+	probs, warns := p.CheckSources()
+	for _, e := range probs {
 		s.log.Warn("credential source not available; requests that use the credential get 502 credential_not_configured until it is",
 			"at", fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Col), "error", e.Msg)
 	}
+	var loose int64
+	for _, e := range warns {
+		msg := "credential source warning; the credential is used"
+		if errors.Is(e.Err, providers.ErrLooseMode) {
+			loose++
+			msg = "credential file readable or writable by others than the gateway's user; it is used anyway"
+		}
+		s.log.Warn(msg, "at", fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Col), "warning", e.Msg)
+	}
+	s.looseFiles.Store(loose)
 }
+
+// LooseSecretFiles is the number of credential files of the policy in
+// force whose mode or owner was loose when it was loaded (Policy.CheckSources'
+// warnings wrapping providers.ErrLooseMode): the gateway counts them in
+// credgate_secret_files_loose_mode. A rejected reload leaves it as it was.
+// Lock-free.
+func (s *Store) LooseSecretFiles() int { return int(s.looseFiles.Load()) }
 
 // retire closes old once nothing holds it, at the latest after
 // MaxCloseDelay. Called with s.mu held.

@@ -20,9 +20,21 @@ type SourceProblem struct {
 	// "key.file"), so that the policy can point at its line.
 	Setting string
 	// Err names the variable or file and says how to fix it; it never
-	// holds a value. It wraps ErrNotConfigured.
+	// holds a value. It wraps ErrNotConfigured, or ErrLooseMode when
+	// Warning is set.
 	Err error
+	// Warning marks a problem that does not stop the source being read:
+	// a secret file whose mode lets others than the gateway's user read
+	// it, or the group or others write it, or whose owner is neither root
+	// nor the gateway's user (CheckSecretFile, CheckTokenFile). The file
+	// is used anyway; `credgate validate` prints it as a warning without
+	// failing, serve logs it once per policy load.
+	Warning bool
 }
+
+// ErrLooseMode is wrapped by the Err of a SourceProblem that is a
+// Warning about a secret file's mode (CheckSecretFile, CheckTokenFile).
+var ErrLooseMode = errors.New("secret file mode is loose")
 
 // SourceChecker is implemented by providers that read their credential,
 // or what they present to get one, from environment variables or files
@@ -96,6 +108,45 @@ func FileError(setting, path, holds string, err error) error {
 // files of CA certificates, which may be larger.
 func CheckFile(what, path, holds string) error {
 	return checkFile(what, path, holds, cfgfile.ReadSecret)
+}
+
+// CheckSecretFile is CheckFile for a file that holds a secret (a
+// credential, a private key, a Vault token or AppRole id), as a
+// SourceChecker reports it: no problem when the file can be read and
+// only the gateway's user (and its group) may read it; else one problem
+// at setting: CheckFile's error when it cannot be read, or a Warning
+// when its mode or owner is loose by the rule the gateway config's
+// secret files are judged by (cfgfile.CheckSecretMode: readable by
+// others, writable by the group or others, owned by another user than
+// root and the gateway's), saying the file, its mode and the fix (chmod
+// 0400, or the Secret volume's defaultMode). The file is used either
+// way. module names the provider in the message ("static"), setting is
+// the setting's path in its settings ("fields.api_key.file"), holds what
+// the file should hold ("the credential"). Nothing read is reported.
+func CheckSecretFile(module, setting, path, holds string) []SourceProblem {
+	return checkSecretFile(module, setting, path, holds, cfgfile.CheckSecretMode)
+}
+
+// CheckTokenFile is CheckSecretFile for a file holding a Kubernetes
+// service-account token or a token of that kind (a projected, short-lived,
+// audience-bound JWT that the kubelet writes and rotates): Kubernetes
+// mounts it 0644, so readable by others is not judged; writable by the
+// group or others and a foreign owner are (cfgfile.CheckTokenMode).
+func CheckTokenFile(module, setting, path, holds string) []SourceProblem {
+	return checkSecretFile(module, setting, path, holds, cfgfile.CheckTokenMode)
+}
+
+func checkSecretFile(module, setting, path, holds string, judge func(string) (*cfgfile.LooseMode, error)) []SourceProblem {
+	what := module + ": " + setting
+	if err := CheckFile(what, path, holds); err != nil {
+		return []SourceProblem{{Setting: setting, Err: err}}
+	}
+	lm, err := judge(path)
+	if err != nil || lm == nil {
+		// Gone since CheckFile looked: the fetch that reads it says so.
+		return nil
+	}
+	return []SourceProblem{{Setting: setting, Warning: true, Err: fmt.Errorf("%s: %s%.0w", what, lm, ErrLooseMode)}}
 }
 
 // CheckCAFile is CheckFile for a file of PEM CA certificates, held to

@@ -46,11 +46,31 @@ func (l *LooseMode) String() string {
 // is not or when the platform has no such modes (Windows). An error is
 // os.Stat's: a file that cannot be looked at is one its reader reports.
 func CheckSecretMode(path string) (*LooseMode, error) {
+	return checkMode(path, false)
+}
+
+// CheckTokenMode is CheckSecretMode for a Kubernetes service-account
+// token (a projected volume's token, or a token of that kind: short-lived,
+// bound to an audience, rotated by the kubelet): readable by others is
+// not judged, as Kubernetes itself mounts such a token 0644 unless the
+// pod runs as one user, and a warning on it would fire in every pod with
+// no fix the operator can make short of replacing the projection; the
+// token expires within the hour and is worth nothing to another
+// audience. Writable by the group or others and a foreign owner are
+// judged as for any secret: whoever can replace the token chooses the
+// identity the gateway presents.
+func CheckTokenMode(path string) (*LooseMode, error) {
+	return checkMode(path, true)
+}
+
+// checkMode is CheckSecretMode and CheckTokenMode: readOK leaves out
+// "readable by others".
+func checkMode(path string, readOK bool) (*LooseMode, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	probs := looseness(fi.Mode(), owner(fi), os.Geteuid())
+	probs := looseness(fi.Mode(), owner(fi), os.Geteuid(), readOK)
 	if len(probs) == 0 {
 		return nil, nil
 	}
@@ -59,13 +79,15 @@ func CheckSecretMode(path string) (*LooseMode, error) {
 
 // looseness is CheckSecretMode's judgement of a file of mode m owned by
 // uid (-1: unknown) for a gateway running as euid (-1: a platform without
-// owners).
-func looseness(m fs.FileMode, uid, euid int) []string {
+// owners); readOK (CheckTokenMode) leaves out "readable by others". It is
+// the one copy of the rule: the gateway config's secret files and the
+// policy's credential files are judged by it.
+func looseness(m fs.FileMode, uid, euid int, readOK bool) []string {
 	if euid < 0 {
 		return nil
 	}
 	var out []string
-	if m&0o004 != 0 {
+	if m&0o004 != 0 && !readOK {
 		out = append(out, "readable by others")
 	}
 	switch {

@@ -84,26 +84,40 @@ func TestCheckSecretMode(t *testing.T) {
 
 // TestLooseness is looseness' owner rule: root and the gateway's own user
 // may own a secret, another user may not (it can chmod or rewrite it);
-// no owners (Windows, euid -1) judges nothing.
+// no owners (Windows, euid -1) judges nothing; and its token rule
+// (CheckTokenMode): everything but "readable by others".
 func TestLooseness(t *testing.T) {
 	for _, tc := range []struct {
 		mode      os.FileMode
 		uid, euid int
+		readOK    bool
 		want      string
 	}{
-		{0o400, 0, 1000, ""},
-		{0o400, 1000, 1000, ""},
-		{0o400, 2000, 1000, "owned by uid 2000"},
-		{0o440, 2000, 0, "owned by uid 2000"},
-		{0o644, 1000, -1, ""},
-		{0o622, 1000, 1000, "writable by group and others"},
-		{0o620, 1000, 1000, "writable by group"},
-		{0o602, 1000, 1000, "writable by others"},
-		{0o604, 1000, 1000, "readable by others"},
+		{0o400, 0, 1000, false, ""},
+		{0o400, 1000, 1000, false, ""},
+		{0o400, 2000, 1000, false, "owned by uid 2000"},
+		{0o440, 2000, 0, false, "owned by uid 2000"},
+		{0o644, 1000, -1, false, ""},
+		{0o622, 1000, 1000, false, "writable by group and others"},
+		{0o620, 1000, 1000, false, "writable by group"},
+		{0o602, 1000, 1000, false, "writable by others"},
+		{0o604, 1000, 1000, false, "readable by others"},
+		// CheckTokenMode: a projected token's 0644 is Kubernetes' own;
+		// write and owner are judged as for any secret.
+		{0o644, 0, 1000, true, ""},
+		{0o444, 1000, 1000, true, ""},
+		{0o666, 0, 1000, true, "writable by group and others"},
+		{0o646, 0, 1000, true, "writable by others"},
+		{0o664, 0, 1000, true, "writable by group"},
+		{0o644, 2000, 1000, true, "owned by uid 2000"},
+		{0o644, 1000, -1, true, ""},
 	} {
-		got := strings.Join(looseness(tc.mode, tc.uid, tc.euid), ", ")
+		got := strings.Join(looseness(tc.mode, tc.uid, tc.euid, tc.readOK), ", ")
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("looseness(%04o, uid %d, euid %d) = %q, want %q", tc.mode, tc.uid, tc.euid, got, tc.want)
+			t.Errorf("looseness(%04o, uid %d, euid %d, readOK %v) = %q, want %q", tc.mode, tc.uid, tc.euid, tc.readOK, got, tc.want)
+		}
+		if tc.readOK && strings.Contains(got, "readable") {
+			t.Errorf("looseness(%04o, readOK) = %q: judged a token's read bit", tc.mode, got)
 		}
 	}
 }

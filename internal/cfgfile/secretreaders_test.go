@@ -9,17 +9,21 @@ import (
 // secretReaders matches a call that reads a secret file: this package's
 // ReadSecret and ReadSecretContext, and the wrappers the gateway and the
 // providers read their secrets through.
-var secretReaders = regexp.MustCompile(`\b(cfgfile\.ReadSecret(Context)?|providers\.(ReadFile|CheckFile)|readSecret)\(`)
+var secretReaders = regexp.MustCompile(`\b(cfgfile\.ReadSecret(Context)?|providers\.(ReadFile|CheckFile|CheckSecretFile|CheckTokenFile)|readSecret)\(`)
 
 // secretModeClasses classifies each call secretReaders finds in the
 // module's non-test code ("FILE: CALL", as uncheckedReads): whether the
 // mode of the file it reads is judged (cfgfile.CheckSecretMode, through
-// gateway.Config.SecretModeWarnings: credgate validate warns, serve logs
-// at start and on a config reload and counts it in
+// gateway.Config.SecretModeWarnings for the gateway config's files, or
+// providers.CheckSecretFile/CheckTokenFile through Policy.CheckSources for
+// the policy's credential files: credgate validate warns, serve logs at
+// start and on a config or policy reload and counts it in
 // credgate_secret_files_loose_mode), and where; or why not. A new reader
 // of a secret is not here, and TestSecretReadersClassified fails on it:
 // add its setting to gateway's secretSettings (when the gateway config
-// names the file), or say here why its mode is not judged.
+// names the file), check it with providers.CheckSecretFile in its
+// provider's CheckSources (when the policy names it), or say here why its
+// mode is not judged.
 var secretModeClasses = map[string]string{
 	"gateway/mitm/mitm.go: cfgfile.ReadSecret(keyPath)":               "judged: ca.key",
 	"gateway/admin.go: readSecret(t.file, env)":                       "judged: admin.token_file",
@@ -40,21 +44,39 @@ var secretModeClasses = map[string]string{
 	"identity/jwks.go: cfgfile.ReadSecretContext(ctx, bearerFile)":             "not judged: identity.jwt.issuers[].bearer_token_file, usually the pod's service-account token (0644 as Kubernetes mounts it)",
 	"identity/tokenreview.go: cfgfile.ReadSecretContext(ctx, v.cfg.TokenFile)": "not judged: the kubernetes factor's token_file, the pod's service-account token (0644 as Kubernetes mounts it)",
 
-	// The policy's credentials: their files are checked by
-	// Policy.SourceProblems (CheckSources), which has errors and no
-	// warnings yet; not judged until it has.
-	"providers/awssts/awssts.go: providers.ReadFile(ctx, \"awssts: web_identity_token_file\", \"the web identity token\", p.WebIdentityTokenFile)": "not judged yet: a policy credential's file (and a projected service-account token, 0644 as Kubernetes mounts it)",
-	"providers/static/static.go: cfgfile.ReadSecretContext(ctx, s.File)":                                                                           "not judged yet: a policy credential's file",
-	"providers/static/static.go: providers.CheckFile(\"static: \"+setting, s.File, \"the credential\")":                                            "not judged yet: a policy credential's file",
-	"providers/google/google.go: providers.ReadFile(ctx, \"google: key.file\", \"the key\", p.Key.File)":                                           "not judged yet: a policy credential's file",
-	"providers/google/google.go: providers.CheckFile(\"google: \"+setting, path, holds)":                                                           "not judged yet: a policy credential's file",
-	"providers/google/federation.go: providers.ReadFile(ctx, \"google: workload_identity.subject_token.file\", \"the token\", st.File)":            "not judged yet: a policy credential's file",
-	"providers/vault/server.go: providers.CheckFile(\"vault: \"+prefix+\"auth.\"+key, path, holds)":                                                "not judged yet: a policy credential's file",
-	"providers/vault/login.go: cfgfile.ReadSecretContext(ctx, path)":                                                                               "not judged yet: a policy credential's file",
-	"providers/jwtsign/jwtsign.go: providers.CheckFile(module+\": \"+prefix+\"file\", k.File, \"the PEM private key\")":                            "not judged yet: a policy credential's file",
-	"providers/jwtsign/jwtsign.go: providers.ReadFile(ctx, setting+\".file\", \"the key\", k.File)":                                                "not judged yet: a policy credential's file",
-	"providers/azure/azure.go: providers.ReadFile(ctx, \"client_certificate.file\", \"the certificate\", c.File)":                                  "not judged yet: a policy credential's file",
-	"providers/azure/azure.go: providers.CheckFile(\"azure: client_certificate.file\", c.File, \"the PEM certificate\")":                           "not judged yet: a policy credential's file",
+	// The policy's credentials: each provider's CheckSources judges its
+	// files (providers.CheckSecretFile, or CheckTokenFile for a
+	// service-account token) by the rule above, once per policy load:
+	// Policy.CheckSources' warnings, which credgate validate prints, the
+	// policy store logs and counts (credgate_secret_files_loose_mode) when
+	// it loads a policy; never per fetch. The fetch-time reads are of the
+	// same files (providers/all TestEveryCredentialFileModeJudged holds
+	// every file setting to its class).
+	"providers/static/static.go: providers.CheckSecretFile(\"static\", prefix+\"file\", s.File, \"the credential\")":                                   "judged: static file, fields.*.file",
+	"providers/static/static.go: cfgfile.ReadSecretContext(ctx, s.File)":                                                                               "judged at policy load (CheckSecretFile): static file, fields.*.file",
+	"providers/google/google.go: providers.CheckSecretFile(\"google\", \"key.file\", p.Key.File, \"the service account's JSON key\")":                  "judged: google key.file",
+	"providers/google/google.go: providers.ReadFile(ctx, \"google: key.file\", \"the key\", p.Key.File)":                                               "judged at policy load (CheckSecretFile): google key.file",
+	"providers/vault/server.go: providers.CheckSecretFile(\"vault\", prefix+\"auth.token_file\", a.TokenFile, \"a Vault token\")":                      "judged: vault auth.token_file (method token)",
+	"providers/vault/server.go: providers.CheckSecretFile(\"vault\", prefix+\"auth.role_id_file\", a.RoleIDFile, \"the AppRole role_id\")":             "judged: vault auth.role_id_file",
+	"providers/vault/server.go: providers.CheckSecretFile(\"vault\", prefix+\"auth.secret_id_file\", a.SecretIDFile, \"the AppRole secret_id\")":       "judged: vault auth.secret_id_file",
+	"providers/vault/login.go: cfgfile.ReadSecretContext(ctx, path)":                                                                                   "judged at policy load (CheckSecretFile, CheckTokenFile): vault auth.token_file, role_id_file, secret_id_file",
+	"providers/jwtsign/jwtsign.go: providers.CheckSecretFile(module, prefix+\"file\", k.File, \"the PEM private key\")":                                "judged: private_key.file of github-app, snowflake, salesforce, google, oauth2 client_key, azure",
+	"providers/jwtsign/jwtsign.go: providers.ReadFile(ctx, setting+\".file\", \"the key\", k.File)":                                                    "judged at policy load (CheckSecretFile): the jwtsign key files",
+	"providers/azure/azure.go: providers.CheckSecretFile(\"azure\", \"client_certificate.file\", c.File, \"the PEM certificate and its private key\")": "judged: azure client_certificate.file holding its key",
+	"providers/azure/azure.go: providers.ReadFile(ctx, \"client_certificate.file\", \"the certificate\", c.File)":                                      "judged at policy load (CheckSecretFile) when it holds the key; a certificate alone is not a secret",
+	"providers/azure/azure.go: providers.CheckFile(\"azure: client_certificate.file\", c.File, \"the PEM certificate\")":                               "not judged: a certificate alone (its key in client_certificate.private_key.file, judged there), which anyone may read",
+
+	// Service-account tokens of the policy: judged for write and owner
+	// only (cfgfile.CheckTokenMode): Kubernetes mounts a projected token
+	// 0644 unless the pod runs as one user, it lives an hour at most and
+	// is bound to an audience, so "readable by others" would warn in
+	// every pod with no fix; whoever may write it chooses the identity
+	// the gateway presents, so write and owner still count.
+	"providers/awssts/awssts.go: providers.CheckTokenFile(\"awssts\", \"web_identity_token_file\", p.WebIdentityTokenFile, \"the web identity token\")":                       "judged as a token (write, owner): awssts web_identity_token_file",
+	"providers/awssts/awssts.go: providers.ReadFile(ctx, \"awssts: web_identity_token_file\", \"the web identity token\", p.WebIdentityTokenFile)":                            "judged at policy load as a token (CheckTokenFile): awssts web_identity_token_file",
+	"providers/google/google.go: providers.CheckTokenFile(\"google\", \"workload_identity.subject_token.file\", p.WorkloadIdentity.SubjectToken.File, \"the subject token\")": "judged as a token (write, owner): google workload_identity.subject_token.file",
+	"providers/google/federation.go: providers.ReadFile(ctx, \"google: workload_identity.subject_token.file\", \"the token\", st.File)":                                       "judged at policy load as a token (CheckTokenFile): google workload_identity.subject_token.file",
+	"providers/vault/server.go: providers.CheckTokenFile(\"vault\", prefix+\"auth.token_file\", a.TokenFile, \"the JWT presented at login\")":                                 "judged as a token (write, owner): vault auth.token_file (methods kubernetes, jwt)",
 }
 
 // TestSecretReadersClassified is the class "every secret file the gateway

@@ -287,6 +287,13 @@ func rules() []rule {
 			"providers": "ports for the peers tests start; it knows no stage",
 			"injectors": "ports for the peers tests start; it knows no stage",
 		})},
+		{From: "internal/runrelay", BadDeps: with(map[string]string{
+			"gateway":   "credgate run's relay is the client side of the proxy listener: it forwards bytes and never decides",
+			"policy":    "the relay forwards to the gateway, which decides",
+			"identity":  "the relay presents a token; the gateway verifies it",
+			"providers": "the relay never sees a credential to a destination",
+			"injectors": "the relay must not know how requests are rewritten",
+		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd":               wiring["cmd"],
 			"cli":               wiring["cli"],

@@ -717,19 +717,20 @@ func sanitizeSessionName(s string) string {
 
 // CheckSources reports ca_file and web_identity_token_file when they
 // cannot be read now (providers.SourceChecker); both are read only when
-// the provider first calls STS or fetches.
+// the provider first calls STS or fetches. The token file is judged for
+// a loose mode as a token (providers.CheckTokenFile).
 func (p *Provider) CheckSources() []providers.SourceProblem {
 	var out []providers.SourceProblem
-	file := func(setting, path, holds string, check func(what, path, holds string) error) {
-		if path == "" {
-			return
-		}
-		if err := check("awssts: "+setting, path, holds); err != nil {
-			out = append(out, providers.SourceProblem{Setting: setting, Err: err})
+	if p.CAFile != "" {
+		if err := providers.CheckCAFile("awssts: ca_file", p.CAFile, "PEM CA certificates"); err != nil {
+			out = append(out, providers.SourceProblem{Setting: "ca_file", Err: err})
 		}
 	}
-	file("ca_file", p.CAFile, "PEM CA certificates", providers.CheckCAFile)
-	file("web_identity_token_file", p.WebIdentityTokenFile, "the web identity token", providers.CheckFile)
+	if p.WebIdentityTokenFile != "" {
+		// A projected service-account token (EKS's IRSA mounts one):
+		// judged for write and owner only, 0644 is Kubernetes' own.
+		out = append(out, providers.CheckTokenFile("awssts", "web_identity_token_file", p.WebIdentityTokenFile, "the web identity token")...)
+	}
 	return out
 }
 

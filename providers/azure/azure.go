@@ -834,12 +834,20 @@ func (p *Provider) CheckSources() []providers.SourceProblem {
 		return nil
 	}
 	var out []providers.SourceProblem
-	if c.File != "" {
+	// The key is in the certificate's file by default (Provision sets
+	// private_key.file to it): the file then holds a secret, and its
+	// mode is judged (providers.CheckSecretFile); a certificate alone
+	// anyone may read.
+	keyInFile := c.File != "" && (!c.PrivateKey.IsSet() || c.PrivateKey.File == c.File)
+	switch {
+	case keyInFile:
+		out = append(out, providers.CheckSecretFile("azure", "client_certificate.file", c.File, "the PEM certificate and its private key")...)
+	case c.File != "":
 		if err := providers.CheckFile("azure: client_certificate.file", c.File, "the PEM certificate"); err != nil {
 			out = append(out, providers.SourceProblem{Setting: "client_certificate.file", Err: err})
 		}
 	}
-	if c.PrivateKey.File == c.File && c.File != "" {
+	if keyInFile {
 		return out
 	}
 	return append(out, c.PrivateKey.CheckSources("azure", "client_certificate.private_key.")...)

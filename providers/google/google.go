@@ -697,18 +697,14 @@ func (p *Provider) LogValue() slog.Value { return slog.StringValue(p.String()) }
 // they cannot be read now (providers.SourceChecker).
 func (p *Provider) CheckSources() []providers.SourceProblem {
 	var out []providers.SourceProblem
-	file := func(setting, path, holds string) {
-		if path == "" {
-			return
-		}
-		if err := providers.CheckFile("google: "+setting, path, holds); err != nil {
-			out = append(out, providers.SourceProblem{Setting: setting, Err: err})
-		}
+	if p.Key.File != "" {
+		out = append(out, providers.CheckSecretFile("google", "key.file", p.Key.File, "the service account's JSON key")...)
 	}
-	file("key.file", p.Key.File, "the service account's JSON key")
 	out = append(out, p.PrivateKey.CheckSources("google", "private_key.")...)
-	if p.WorkloadIdentity != nil {
-		file("workload_identity.subject_token.file", p.WorkloadIdentity.SubjectToken.File, "the subject token")
+	if p.WorkloadIdentity != nil && p.WorkloadIdentity.SubjectToken.File != "" {
+		// A workload's OIDC token, mostly a projected service-account
+		// token: judged for write and owner only (0644 is Kubernetes').
+		out = append(out, providers.CheckTokenFile("google", "workload_identity.subject_token.file", p.WorkloadIdentity.SubjectToken.File, "the subject token")...)
 	}
 	return out
 }

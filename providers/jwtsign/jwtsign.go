@@ -157,14 +157,13 @@ type Transit struct {
 
 // CheckSources reports, as providers.SourceChecker does, the key file
 // (File) or the transit login's file or variable (Transit) when it cannot
-// be read now; prefix is the path of k's settings ("private_key."), and
+// be read now, and as a warning when its mode is loose
+// (providers.CheckSecretFile); prefix is the path of k's settings ("private_key."), and
 // module names the provider in the messages.
 func (k KeySource) CheckSources(module, prefix string) []providers.SourceProblem {
 	switch {
 	case k.File != "":
-		if err := providers.CheckFile(module+": "+prefix+"file", k.File, "the PEM private key"); err != nil {
-			return []providers.SourceProblem{{Setting: prefix + "file", Err: err}}
-		}
+		return providers.CheckSecretFile(module, prefix+"file", k.File, "the PEM private key")
 	case k.Transit != nil:
 		out := k.Transit.Server.CheckSources(prefix + "transit.server.")
 		for i := range out {

@@ -184,20 +184,15 @@ func (p *Provider) CheckSources() []providers.SourceProblem {
 	return out
 }
 
-// check reports s's variable or file when it cannot be read; prefix is
-// the path of s's settings ("" or "fields.NAME.").
+// check reports s's variable or file when it cannot be read, and the
+// file when its mode is loose (a warning); prefix is the path of s's
+// settings ("" or "fields.NAME.").
 func (s Source) check(prefix string) []providers.SourceProblem {
-	var setting string
-	var err error
-	if s.Env != "" {
-		setting = prefix + "env"
-		err = providers.CheckEnv("static: "+setting, s.Env)
-	} else {
-		setting = prefix + "file"
-		err = providers.CheckFile("static: "+setting, s.File, "the credential")
+	if s.Env == "" {
+		return providers.CheckSecretFile("static", prefix+"file", s.File, "the credential")
 	}
-	if err != nil {
-		return []providers.SourceProblem{{Setting: setting, Err: err}}
+	if err := providers.CheckEnv("static: "+prefix+"env", s.Env); err != nil {
+		return []providers.SourceProblem{{Setting: prefix + "env", Err: err}}
 	}
 	return nil
 }

@@ -981,32 +981,34 @@ func (c *Client) revokeSelf(ctx context.Context) error {
 // reads at login (token_file or token_env for token, with VAULT_TOKEN by
 // default; token_file for kubernetes and jwt, by default the chart's
 // service-account token; role_id_file and secret_id_file for approle) and
-// reports each that is missing, unreadable or empty; prefix is the path
+// reports each that is missing, unreadable or empty, and as a warning each
+// whose mode is loose (providers.CheckSecretFile; the kubernetes and jwt
+// token_file as a token, providers.CheckTokenFile); prefix is the path
 // of s's settings ("server."). Vault Agent or the kubelet may write a
 // file after the gateway starts: the login then succeeds from then on.
 func (s Server) CheckSources(prefix string) []providers.SourceProblem {
 	a := s.withDefaults().Auth
 	var out []providers.SourceProblem
-	file := func(key, path, holds string) {
-		if path == "" {
-			return
-		}
-		if err := providers.CheckFile("vault: "+prefix+"auth."+key, path, holds); err != nil {
-			out = append(out, providers.SourceProblem{Setting: prefix + "auth." + key, Err: err})
-		}
-	}
 	switch a.Method {
 	case MethodToken:
 		if a.TokenFile != "" {
-			file("token_file", a.TokenFile, "a Vault token")
+			out = append(out, providers.CheckSecretFile("vault", prefix+"auth.token_file", a.TokenFile, "a Vault token")...)
 		} else if err := providers.CheckEnv("vault: "+prefix+"auth.token_env", a.TokenEnv); err != nil {
 			out = append(out, providers.SourceProblem{Setting: prefix + "auth.token_env", Err: err})
 		}
 	case MethodKubernetes, MethodJWT:
-		file("token_file", a.TokenFile, "the JWT presented at login")
+		// By default the pod's service-account token, 0644 as
+		// Kubernetes mounts it: judged for write and owner only.
+		if a.TokenFile != "" {
+			out = append(out, providers.CheckTokenFile("vault", prefix+"auth.token_file", a.TokenFile, "the JWT presented at login")...)
+		}
 	case MethodAppRole:
-		file("role_id_file", a.RoleIDFile, "the AppRole role_id")
-		file("secret_id_file", a.SecretIDFile, "the AppRole secret_id")
+		if a.RoleIDFile != "" {
+			out = append(out, providers.CheckSecretFile("vault", prefix+"auth.role_id_file", a.RoleIDFile, "the AppRole role_id")...)
+		}
+		if a.SecretIDFile != "" {
+			out = append(out, providers.CheckSecretFile("vault", prefix+"auth.secret_id_file", a.SecretIDFile, "the AppRole secret_id")...)
+		}
 	}
 	return out
 }
