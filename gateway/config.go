@@ -21,6 +21,7 @@ import (
 	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/batch"
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
@@ -50,6 +51,12 @@ const (
 	DefaultWriteIdleTimeout       = 60 * time.Second
 	DefaultLongLivedIdleTimeout   = 15 * time.Minute
 	DefaultLongLivedMaxLifetime   = 24 * time.Hour
+	// DefaultBatchBufferBytes is limits.batch_buffer_bytes: 32 batch
+	// bodies of 1 MiB.
+	DefaultBatchBufferBytes = 32 << 20
+	// MinBatchBufferBytes is the least limits.batch_buffer_bytes other
+	// than 0: one batch body of the largest size, as sent and decoded.
+	MinBatchBufferBytes = 2 * batch.MaxBody
 	// DefaultInFlightIdentityGrace is limits.in_flight_identity_grace.
 	DefaultInFlightIdentityGrace = 30 * time.Second
 	DefaultShutdownTimeout       = 30 * time.Second
@@ -266,6 +273,13 @@ type Limits struct {
 	// one as its IPv4 address). Unset: a quarter of MaxConnections in
 	// force; 0 is off.
 	MaxConnectionsPerSource *int `yaml:"max_connections_per_source"`
+	// BatchBufferBytes caps the bytes of batch bodies the gateway holds
+	// at once, over all requests, to judge their sub-requests
+	// (docs/security.md, "Request-in-request endpoints"): each batch
+	// body as sent, and decoded while it is judged. A batch over it is
+	// refused 503 batch_capacity. Unset: DefaultBatchBufferBytes; 0 is
+	// off; otherwise at least MinBatchBufferBytes.
+	BatchBufferBytes *int `yaml:"batch_buffer_bytes"`
 }
 
 // LongLived bounds the connections whose bytes are relayed without a
@@ -742,6 +756,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			bad("limits."+c.key+" must not be negative (a number of connections; 0 is off, leave it out for the default)", "limits", c.key)
 		}
 	}
+	if n := cfg.Limits.BatchBufferBytes; n != nil && *n != 0 && *n < MinBatchBufferBytes {
+		bad(fmt.Sprintf("limits.batch_buffer_bytes: %d is less than %d (2 MiB, one batch body of the largest size as sent and decoded); 0 is off, leave it out for %d (32 MiB)", *n, MinBatchBufferBytes, DefaultBatchBufferBytes), "limits", "batch_buffer_bytes")
+	}
 	if cfg.Limits.BodyMinRate < 0 {
 		bad("limits.body_min_rate must not be negative (bytes per second; 0 is off)", "limits", "body_min_rate")
 	}
@@ -906,6 +923,10 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Limits.LongLived.IdleTimeout, DefaultLongLivedIdleTimeout)
 	setD(&c.Limits.LongLived.MaxLifetime, DefaultLongLivedMaxLifetime)
 	setD(&c.Limits.InFlightIdentityGrace, DefaultInFlightIdentityGrace)
+	if c.Limits.BatchBufferBytes == nil {
+		n := DefaultBatchBufferBytes
+		c.Limits.BatchBufferBytes = &n
+	}
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.SessionTickets.Rotation, DefaultTicketRotation)

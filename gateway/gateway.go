@@ -101,7 +101,10 @@ type Gateway struct {
 	cache   *providers.Cache
 	shared  *sharedCache // nil without cache.redis
 	limiter *ratelimit.Limiter
-	ids     *identity.Resolver
+	// batchBuf bounds the batch bodies held at once
+	// (limits.batch_buffer_bytes, batch.go).
+	batchBuf batchBudget
+	ids      *identity.Resolver
 	// runTokens issues credgate run's tokens (run_tokens); nil when off.
 	runTokens *runtoken.Issuer
 	issuer    *mitm.Issuer
@@ -321,6 +324,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
 		return nil, err
 	}
+	g.batchBuf.max, g.batchBuf.gauge = *cfg.Limits.BatchBufferBytes, g.metrics.batchHeld // max set by ApplyDefaults
 	idOpts := []identity.Option{identity.WithLogger(logger), identity.WithOnChange(g.evidenceChanged)}
 	if cfg.RunTokens != nil {
 		if g.runTokens, err = g.newRunTokens(); err != nil {

@@ -616,6 +616,10 @@ type admission struct {
 	wl    identity.Workload
 	d     policy.Decision
 	addrs []netip.AddrPort
+	// perSub: the request goes to a batch endpoint whose sub-requests
+	// are judged (judgeBatch), so admit left the rate limit to
+	// chargeBatch, which charges each sub-request once they are judged.
+	perSub bool
 }
 
 // admit is the one decision sequence of every CONNECT and every request
@@ -663,8 +667,10 @@ func (g *Gateway) admit(ctx context.Context, pol *policy.Policy, ev identity.Evi
 	if f, off := g.switchRefusal(wl, d, q.Connect); off {
 		return refused(f)
 	}
-	if f, ok := g.rateLimit(ctx, wl, d); !ok {
-		return refused(f)
+	if a.perSub = judgesBatch(q, d); !a.perSub {
+		if f, ok := g.rateLimit(ctx, wl, d, 1); !ok {
+			return refused(f)
+		}
 	}
 	a.addrs = pin.addrs
 	if a.addrs == nil || (pin.private && !d.AllowPrivate) {
@@ -867,12 +873,17 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// A batch endpoint's sub-requests, judged one by one before the
 		// credential is fetched (batch.go).
 		v := g.judgeBatch(x, a, q, cp, ib)
+		defer g.batchBuf.give(v.held) // its body, forwarded from memory, until the request ends
 		x.batch = v.judged
 		if v.expectRead {
 			expect = false // read: the server answered the client's 100
 		}
 		if v.refusal != nil {
 			g.refuse(x, *v.refusal)
+			return
+		}
+		if f, ok := g.chargeBatch(ctx, a, v.judged); !ok {
+			g.refuse(x, f)
 			return
 		}
 		if v.observe != nil {

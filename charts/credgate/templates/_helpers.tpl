@@ -164,6 +164,7 @@ limits:
   {{- if not (kindIs "invalid" $c.limits.maxConnectionsPerSource) }}
   max_connections_per_source: {{ $c.limits.maxConnectionsPerSource | int64 }}
   {{- end }}
+  batch_buffer_bytes: {{ $c.limits.batchBufferBytes | int64 }}
   long_lived:
     idle_timeout: {{ $c.limits.longLived.idleTimeout }}
     max_lifetime: {{ $c.limits.longLived.maxLifetime }}
