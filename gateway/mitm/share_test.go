@@ -42,6 +42,9 @@ func TestLeafCacheFairShare(t *testing.T) {
 		{name: "cache full of victims at their share", victims: map[string]int{"a": share, "b": share, "c": share, "d": share}, hostiles: []string{"crawler"}, maxLost: share},
 		{name: "victim above its share keeps at least its share", victims: map[string]int{"billing": size - share}, hostiles: []string{"crawler"}, maxLost: size - 2*share},
 		{name: "two hostile owners", victims: map[string]int{"billing": share}, hostiles: []string{"crawler", "scanner"}, maxLost: 0},
+		// The old rule (global LRU while no owner held over a quarter)
+		// lost share (4) leaves here; the largest-owner rule loses 1.
+		{name: "cache full of owners of one leaf each", victims: singles(size), hostiles: []string{"crawler"}, maxLost: 1},
 		{name: "hostile touches the victims' hosts first", victims: map[string]int{"a": share, "b": share}, hostiles: []string{"crawler"}, touch: true, maxLost: 0},
 	}
 	for _, tc := range tests {
@@ -97,4 +100,13 @@ func TestLeafCacheFairShare(t *testing.T) {
 			}
 		})
 	}
+}
+
+// singles is n owners of one host each.
+func singles(n int) map[string]int {
+	m := map[string]int{}
+	for i := range n {
+		m[fmt.Sprintf("w%d", i)] = 1
+	}
+	return m
 }
