@@ -15,7 +15,6 @@ package mitm
 
 import (
 	"bytes"
-	"container/list"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/fairlru"
 )
 
 // File names WriteCA writes into its directory.
@@ -373,16 +373,14 @@ type IssuerOptions struct {
 	// LeafTTL is each leaf certificate's lifetime (DefaultLeafTTL).
 	LeafTTL time.Duration
 	// CacheSize bounds the cached leaf certificates (DefaultLeafCacheSize).
+	// The cache is shared fairly between owners (workloads): a leaf
+	// counts against the owner whose handshake had it signed, and a full
+	// cache evicts the least recently used leaf of the owner holding the
+	// most (internal/fairlru). So one owner that opens tunnels to many
+	// names evicts another's leaves only while it holds fewer than that
+	// one; beyond, its new leaves replace its own. An owner alone uses
+	// the whole cache as an LRU.
 	CacheSize int
-	// Share is the fair share of the cache of one owner (a workload):
-	// when the cache is full, a new leaf evicts the least recently used
-	// leaf of the owner holding the most leaves if that owner holds more
-	// than Share, and the least recently used leaf of all only when no
-	// owner does. So one owner that opens tunnels to many names evicts
-	// the others' leaves only while it grows to its share; beyond it its
-	// new leaves replace its own. Default: a quarter of CacheSize, at
-	// least 1 (ShareOf).
-	Share int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -395,28 +393,19 @@ type Issuer struct {
 	// signed counts the leaves signed (Stats).
 	signed atomic.Uint64
 
-	mu    sync.Mutex
-	ca    *CA
-	gen   int       // incremented by SetCA; leaves of older generations are not cached
-	lru   list.List // of *leaf, front = most recently used
-	byKey map[string]*list.Element
-	// owners holds each owner's leaves (front = most recently used);
-	// over, the owners holding more than opts.Share (at most
-	// CacheSize/Share+1 of them), among which eviction looks first.
-	owners map[string]*list.List
-	over   map[string]struct{}
+	mu  sync.Mutex
+	ca  *CA
+	gen int // incremented by SetCA; leaves of older generations are not cached
+	// leaves are keyed by host; each counts against the owner whose
+	// handshake put it in the cache, and keeps that owner while it stays
+	// (a hit by another owner, or a renewal, does not move it), so that
+	// no owner can take another's leaves into its count.
+	leaves *fairlru.Cache[string, *leaf, string]
 }
 
 type leaf struct {
-	host    string
 	cert    *tls.Certificate
 	renewAt time.Time
-	// owner is the owner whose handshake put the leaf in the cache; it
-	// keeps it while the leaf stays (a hit by another owner, or a
-	// renewal, does not move it), so that no owner can take another's
-	// leaves into its share and evict them there.
-	owner string
-	own   *list.Element // in owners[owner]
 }
 
 // NewIssuer returns an Issuer signing with ca.
@@ -427,24 +416,17 @@ func NewIssuer(ca *CA, opts IssuerOptions) *Issuer {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = DefaultLeafCacheSize
 	}
-	if opts.Share <= 0 {
-		opts.Share = ShareOf(opts.CacheSize)
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Issuer{ca: ca, opts: opts, byKey: map[string]*list.Element{}, owners: map[string]*list.List{}, over: map[string]struct{}{}}
+	return &Issuer{ca: ca, opts: opts, leaves: fairlru.New[string, *leaf, string](opts.CacheSize)}
 }
-
-// ShareOf is the default fair share of one owner in a leaf cache of
-// size leaves: a quarter of it, at least 1.
-func ShareOf(size int) int { return max(size/4, 1) }
 
 // Certificate returns a leaf certificate for host (a DNS name or an IP
 // literal, without port), from the cache when one is there and not in the
 // last fifth of its lifetime. owner is who asks (the workload's name; ""
 // for anonymous callers and offline tools): a leaf signed now counts
-// against its share of the cache (IssuerOptions.Share).
+// against its count in the cache (IssuerOptions.CacheSize).
 func (is *Issuer) Certificate(ctx context.Context, owner, host string) (*tls.Certificate, error) {
 	host, err := leafName(host)
 	if err != nil {
@@ -452,14 +434,9 @@ func (is *Issuer) Certificate(ctx context.Context, owner, host string) (*tls.Cer
 	}
 	now := is.opts.Now()
 	is.mu.Lock()
-	if el, ok := is.byKey[host]; ok {
-		l := el.Value.(*leaf)
-		if now.Before(l.renewAt) {
-			is.lru.MoveToFront(el)
-			is.owners[l.owner].MoveToFront(l.own)
-			is.mu.Unlock()
-			return l.cert, nil
-		}
+	if l, ok := is.leaves.Get(host); ok && now.Before(l.renewAt) {
+		is.mu.Unlock()
+		return l.cert, nil
 	}
 	is.mu.Unlock()
 
@@ -485,10 +462,7 @@ func (is *Issuer) SetCA(ca *CA) {
 	defer is.mu.Unlock()
 	is.ca = ca
 	is.gen++
-	is.lru.Init()
-	clear(is.byKey)
-	clear(is.owners)
-	clear(is.over)
+	is.leaves.Clear()
 }
 
 // CACertificate returns what clients must trust for the leaves signed
@@ -521,58 +495,14 @@ func (is *Issuer) Stats() IssuerStats {
 func (is *Issuer) Len() int {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	return is.lru.Len()
+	return is.leaves.Len()
 }
 
 // Held returns the number of cached leaf certificates owner holds.
 func (is *Issuer) Held(owner string) int {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	if o := is.owners[owner]; o != nil {
-		return o.Len()
-	}
-	return 0
-}
-
-// addLocked puts l, new in the cache, at the front of the cache's and
-// its owner's lists.
-func (is *Issuer) addLocked(l *leaf) {
-	o := is.owners[l.owner]
-	if o == nil {
-		o = list.New()
-		is.owners[l.owner] = o
-	}
-	l.own = o.PushFront(l)
-	if o.Len() > is.opts.Share {
-		is.over[l.owner] = struct{}{}
-	}
-	is.byKey[l.host] = is.lru.PushFront(l)
-}
-
-// evictLocked removes one leaf from a cache over its size: the least
-// recently used of the owner holding the most leaves, when it holds
-// more than its share; otherwise the least recently used of all.
-func (is *Issuer) evictLocked() {
-	var victim *leaf
-	most := is.opts.Share
-	for owner := range is.over {
-		if o := is.owners[owner]; o.Len() > most || (o.Len() == most && victim != nil && owner < victim.owner) {
-			most, victim = o.Len(), o.Back().Value.(*leaf)
-		}
-	}
-	if victim == nil {
-		victim = is.lru.Back().Value.(*leaf)
-	}
-	is.lru.Remove(is.byKey[victim.host])
-	delete(is.byKey, victim.host)
-	o := is.owners[victim.owner]
-	o.Remove(victim.own)
-	if o.Len() <= is.opts.Share {
-		delete(is.over, victim.owner)
-	}
-	if o.Len() == 0 {
-		delete(is.owners, victim.owner)
-	}
+	return is.leaves.Held(owner)
 }
 
 // leafName is host as a leaf names it: a DNS name in lower case without
@@ -685,17 +615,7 @@ func (is *Issuer) issue(owner, host string) (*tls.Certificate, error) {
 	if gen != is.gen {
 		return cert, nil // signed by a CA replaced meanwhile: use once, do not cache
 	}
-	if el, ok := is.byKey[host]; ok {
-		// A renewal: the leaf keeps its place in its owner's share.
-		l := el.Value.(*leaf)
-		l.cert, l.renewAt = cert, renewAt
-		is.lru.MoveToFront(el)
-		is.owners[l.owner].MoveToFront(l.own)
-		return cert, nil
-	}
-	is.addLocked(&leaf{host: host, owner: owner, cert: cert, renewAt: renewAt})
-	for is.lru.Len() > is.opts.CacheSize {
-		is.evictLocked()
-	}
+	// A renewal keeps the leaf's owner (fairlru.Cache.Add).
+	is.leaves.Add(host, owner, &leaf{cert: cert, renewAt: renewAt})
 	return cert, nil
 }

@@ -9,8 +9,11 @@ import (
 
 // TestLeafCacheFairShare: one owner (a workload) opening tunnels to many
 // names under a wildcard rule — 10× the cache's size — evicts the leaves
-// of the others only while it grows to its share (a quarter of the cache),
-// whatever it opens after; and the cache never holds more than its size.
+// of the others only while it holds fewer than they do, whatever it opens
+// after; and the cache never holds more than its size. (The rule was
+// "the largest owner if over a quarter, else the global LRU"; now always
+// the largest owner, internal/fairlru: the bounds below are unchanged,
+// and the rule keeps at least as many of the victims' leaves in each.)
 // Before, the cache was one LRU: the hostile owner's names evicted every
 // leaf of the others, each signed again at the victim's next handshake.
 func TestLeafCacheFairShare(t *testing.T) {
@@ -19,7 +22,7 @@ func TestLeafCacheFairShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size = 16
-	share := ShareOf(size)
+	const share = size / 4
 	tests := []struct {
 		name string
 		// victims are the other owners and how many hosts each uses,
@@ -39,6 +42,9 @@ func TestLeafCacheFairShare(t *testing.T) {
 		{name: "cache full of victims at their share", victims: map[string]int{"a": share, "b": share, "c": share, "d": share}, hostiles: []string{"crawler"}, maxLost: share},
 		{name: "victim above its share keeps at least its share", victims: map[string]int{"billing": size - share}, hostiles: []string{"crawler"}, maxLost: size - 2*share},
 		{name: "two hostile owners", victims: map[string]int{"billing": share}, hostiles: []string{"crawler", "scanner"}, maxLost: 0},
+		// The old rule (global LRU while no owner held over a quarter)
+		// lost share (4) leaves here; the largest-owner rule loses 1.
+		{name: "cache full of owners of one leaf each", victims: singles(size), hostiles: []string{"crawler"}, maxLost: 1},
 		{name: "hostile touches the victims' hosts first", victims: map[string]int{"a": share, "b": share}, hostiles: []string{"crawler"}, touch: true, maxLost: 0},
 	}
 	for _, tc := range tests {
@@ -75,7 +81,7 @@ func TestLeafCacheFairShare(t *testing.T) {
 			}
 			lost := 0
 			for _, v := range victimHosts {
-				if _, ok := is.byKey[v[1]]; !ok {
+				if _, ok := is.leaves.Peek(v[1]); !ok {
 					lost++
 				}
 			}
@@ -83,12 +89,24 @@ func TestLeafCacheFairShare(t *testing.T) {
 				t.Errorf("the victims lost %d of their %d leaves to the hostile owners, bound %d", lost, len(victimHosts), tc.maxLost)
 			}
 			held := 0
-			for owner := range is.owners {
+			for owner := range tc.victims {
 				held += is.Held(owner)
 			}
-			if held != is.Len() || len(is.byKey) != is.Len() {
-				t.Errorf("bookkeeping: owners hold %d, index %d, cache %d", held, len(is.byKey), is.Len())
+			for _, owner := range tc.hostiles {
+				held += is.Held(owner)
+			}
+			if held != is.Len() {
+				t.Errorf("bookkeeping: owners hold %d, cache %d", held, is.Len())
 			}
 		})
 	}
+}
+
+// singles is n owners of one host each.
+func singles(n int) map[string]int {
+	m := map[string]int{}
+	for i := range n {
+		m[fmt.Sprintf("w%d", i)] = 1
+	}
+	return m
 }

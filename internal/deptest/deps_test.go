@@ -104,6 +104,12 @@ func rules() []rule {
 			"providers": "the canonical request is computed before any stage; it must depend on none",
 			"injectors": "the canonical request is computed before any stage; it must depend on none",
 		})},
+		{From: "internal/fairlru", BadDeps: with(map[string]string{
+			"policy":    "the fair cache is plumbing the leaf and credential caches share; it knows no stage",
+			"identity":  "the fair cache is plumbing the leaf and credential caches share; it knows no stage",
+			"providers": "providers import the fair cache, not the other way round",
+			"injectors": "the fair cache is plumbing the leaf and credential caches share; it knows no stage",
+		})},
 		{From: "internal/batch", BadDeps: with(map[string]string{
 			"policy":             "the sub-requests of a batch are read before they are judged; the reader judges nothing",
 			"identity":           "the batch reader knows no stage",
