@@ -1,7 +1,7 @@
 package cli
 
 // The `credgate policy` subcommands: cobra wiring only; the logic is in
-// policy/suggest, policy/replay and audit.ReadRecords.
+// policy/suggest, gateway/replay and audit.ReadRecords.
 
 import (
 	"fmt"
@@ -10,7 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/credgate/credgate/audit"
-	"github.com/credgate/credgate/policy/replay"
+	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/gateway/replay"
 	"github.com/credgate/credgate/policy/suggest"
 )
 
@@ -136,8 +137,19 @@ which print "credgate: ..." on stderr).`,
 			if err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
-			changes := replay.Diff(oldL.policy, newL.policy, recs)
-			if err := replay.WriteText(cmd.OutOrStdout(), changes, len(recs)); err != nil {
+			oldJ, err := replayJudge(oldL)
+			if err != nil {
+				return fmt.Errorf("policy diff: %s: %w", args[0], err)
+			}
+			newJ, err := replayJudge(newL)
+			if err != nil {
+				return fmt.Errorf("policy diff: %s: %w", args[1], err)
+			}
+			changes, skipped, err := replay.Diff(cmd.Context(), oldJ, newJ, recs)
+			if err != nil {
+				return fmt.Errorf("policy diff: %w", err)
+			}
+			if err := replay.WriteText(cmd.OutOrStdout(), changes, len(recs), skipped); err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
 			if len(changes) > 0 {
@@ -148,4 +160,17 @@ which print "credgate: ..." on stderr).`,
 	}
 	cmd.Flags().StringSliceVar(&auditFiles, "audit", nil, "audit log file(s) to replay (repeat or comma-separate)")
 	return cmd
+}
+
+// replayJudge is the gateway's decision path for l: its policy and, for a
+// gateway config, its resolve map and its interception CA's names.
+func replayJudge(l *loaded) (gateway.Judge, error) {
+	j := gateway.Judge{Policy: l.policy, Config: l.config}
+	if l.config != nil {
+		var err error
+		if j.Issuer, err = l.config.Issuer(); err != nil {
+			return j, err
+		}
+	}
+	return j, nil
 }

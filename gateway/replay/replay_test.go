@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/policy"
 	_ "github.com/credgate/credgate/providers/static"
 )
@@ -53,6 +54,16 @@ func parse(t *testing.T, src string) *policy.Policy {
 	return p
 }
 
+// decide is Decide with the judge of p alone.
+func decide(t *testing.T, p *policy.Policy, r audit.Record) Outcome {
+	t.Helper()
+	o, err := Decide(context.Background(), gateway.Judge{Policy: p}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 func rec(wl, method, scheme, host, path string) audit.Record {
 	port := 443
 	if scheme == "http" {
@@ -80,7 +91,7 @@ func TestDecideMatchesTheGateway(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, Decide(p, tt.r)); diff != "" {
+			if diff := cmp.Diff(tt.want, decide(t, p, tt.r)); diff != "" {
 				t.Errorf("Decide (-want +got):\n%s", diff)
 			}
 		})
@@ -119,7 +130,10 @@ func TestDiff(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			changes := Diff(oldP, parse(t, tt.new), recs)
+			changes, _, err := Diff(context.Background(), gateway.Judge{Policy: oldP}, gateway.Judge{Policy: parse(t, tt.new)}, recs)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, c := range changes {
 				got = append(got, c.Old.String()+" -> "+c.New.String()+": "+c.Request()+" x"+strconv.Itoa(c.Count))
 			}
@@ -127,7 +141,7 @@ func TestDiff(t *testing.T) {
 				t.Errorf("Diff (-want +got):\n%s", diff)
 			}
 			var buf bytes.Buffer
-			if err := WriteText(&buf, changes, len(recs)); err != nil {
+			if err := WriteText(&buf, changes, len(recs), 0); err != nil {
 				t.Fatal(err)
 			}
 			if !strings.HasSuffix(buf.String(), strconv.Itoa(len(tt.want))+" request(s) change outcome, from 6 audit line(s) replayed\n") {
@@ -153,8 +167,37 @@ func TestEncodedDelimitersReplayed(t *testing.T) {
 		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"inject", "", "charges"}},
 		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds%3F/charges"), Outcome{"deny", "path_not_allowed", ""}},
 	} {
-		if diff := cmp.Diff(tt.want, Decide(tt.p, tt.r)); diff != "" {
+		if diff := cmp.Diff(tt.want, decide(t, tt.p, tt.r)); diff != "" {
 			t.Errorf("%s: Decide (-want +got):\n%s", tt.r.Path, diff)
+		}
+	}
+}
+
+// TestDiffHostileLines: a refused line that is no request a policy
+// decides (a malformed request's line, with no host) is the same under
+// every policy and is counted, not replayed; a line that claims a request
+// went through but is not one the gateway writes (a wildcard host, a path
+// with a query that would be replayed as another path) is an error naming
+// it, never decided as something else.
+func TestDiffHostileLines(t *testing.T) {
+	p := parse(t, oldPolicy)
+	malformed := audit.Record{Pos: audit.Pos{File: "a.log", Line: 2}, Workload: "anonymous", Method: "get", Decision: "deny", Code: "malformed_request"}
+	changes, skipped, err := Diff(context.Background(), gateway.Judge{Policy: p}, gateway.Judge{Policy: p}, []audit.Record{malformed, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges")})
+	if err != nil || len(changes) != 0 || skipped != 1 {
+		t.Errorf("Diff with a malformed request's line = %v, %d skipped, %v; want no change, 1 skipped", changes, skipped, err)
+	}
+	var buf bytes.Buffer
+	if err := WriteText(&buf, changes, 2, skipped); err != nil || !strings.Contains(buf.String(), "from 2 audit line(s) replayed (1 refused before any policy decided it") {
+		t.Errorf("WriteText: %v\n%s", err, buf.String())
+	}
+	for _, r := range []audit.Record{
+		rec("billing", "GET", "https", "*.stripe.com", "/v1/charges"),
+		rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds?/v1/charges"),
+		rec("*", "GET", "https", "api.stripe.com", "/v1/charges"),
+	} {
+		r.Decision, r.Pos.Line = "inject", 9
+		if _, _, err := Diff(context.Background(), gateway.Judge{Policy: p}, gateway.Judge{Policy: p}, []audit.Record{r}); err == nil || !strings.HasPrefix(err.Error(), "a.log:9: not a request line the gateway writes") {
+			t.Errorf("%+v: Diff error = %v, want one naming a.log:9", r, err)
 		}
 	}
 }

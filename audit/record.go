@@ -1,0 +1,67 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	canon "github.com/credgate/credgate/internal/canonical"
+)
+
+// Check reports whether r's request fields are ones the gateway writes:
+// a method token, https or http, a host name (canon.CheckHost) or IP
+// literal, a port, a path in wire form without query (empty for a
+// CONNECT), a workload name and a source address. The tools that replay
+// audit lines or turn them into policy (credgate policy suggest and
+// diff) read a request only after Check, so a hand-edited or hostile
+// line cannot make them decide, or write into a policy, anything but the
+// request it records: a host "*.com" or "a.test/x", a path with '?', a
+// newline or a workload "*" is an error naming the line and the field.
+func (r Record) Check() error {
+	var problems []string
+	bad := func(field, format string, args ...any) {
+		problems = append(problems, field+" "+fmt.Sprintf(format, args...))
+	}
+	if canon.Method(r.Method) != nil {
+		bad("method", "%q is not a method token (upper-case letters, digits and !#$%%&'*+-.^_`|~)", r.Method)
+	}
+	if r.Scheme != "https" && r.Scheme != "http" {
+		bad("scheme", "%q is neither https nor http", r.Scheme)
+	}
+	if a, err := netip.ParseAddr(r.Host); err == nil {
+		if a.Zone() != "" || a.Is4In6() {
+			bad("host", "%q is not an IP literal as the gateway writes one (no zone, IPv4 unmapped)", r.Host)
+		}
+	} else if canon.CheckHost(r.Host) != nil {
+		bad("host", "%q is not a host name (lower-case dot-separated labels, no wildcard) nor an IP literal", r.Host)
+	}
+	if r.Port < 1 || r.Port > 65535 {
+		bad("port", "%d is not a port (1 to 65535)", r.Port)
+	}
+	switch {
+	case r.Method == "CONNECT":
+		if r.Path != "" {
+			bad("path", "%q is set on a CONNECT line", r.Path)
+		}
+	case !strings.HasPrefix(r.Path, "/"):
+		bad("path", "%q does not start with '/'", r.Path)
+	case strings.ContainsFunc(r.Path, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '?' || c == '#' }):
+		bad("path", "%q is not a request path in wire form (printable ASCII, no query or fragment)", r.Path)
+	}
+	switch {
+	case r.Workload == "" || r.Workload == "*":
+		bad("workload", "%q is not a workload name (a name, or anonymous)", r.Workload)
+	case strings.ContainsFunc(r.Workload, func(c rune) bool { return c <= ' ' || c == 0x7f || c == ',' }):
+		bad("workload", "%q has spaces, commas or control characters", r.Workload)
+	}
+	if r.Source != "" {
+		if a, err := netip.ParseAddr(r.Source); err != nil || a.Zone() != "" {
+			bad("source", "%q is not an IP address", r.Source)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: not a request line the gateway writes: %w", r.Pos, errors.New(strings.Join(problems, "; ")))
+}
