@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	canon "github.com/credgate/credgate/internal/canonical"
 )
@@ -52,8 +53,8 @@ func (r Record) Check() error {
 	switch {
 	case r.Workload == "" || r.Workload == "*":
 		bad("workload", "%q is not a workload name (a name, or anonymous)", r.Workload)
-	case strings.ContainsFunc(r.Workload, func(c rune) bool { return c <= ' ' || c == 0x7f || c == ',' }):
-		bad("workload", "%q has spaces, commas or control characters", r.Workload)
+	case !utf8.ValidString(r.Workload) || strings.ContainsFunc(r.Workload, func(c rune) bool { return c <= ' ' || c == 0x7f || c == ',' }):
+		bad("workload", "%q has spaces, commas, control characters or bytes that are not UTF-8", r.Workload)
 	}
 	if r.Source != "" {
 		if a, err := netip.ParseAddr(r.Source); err != nil || a.Zone() != "" {

@@ -66,6 +66,7 @@ func TestRecordCheck(t *testing.T) {
 		{"workload", func(r *Record) { r.Workload = "a b" }},
 		{"workload", func(r *Record) { r.Workload = "a,b" }},
 		{"workload", func(r *Record) { r.Workload = "a\nb" }},
+		{"workload", func(r *Record) { r.Workload = "a\xffb" }},
 		{"source", func(r *Record) { r.Source = "10.0.0.0/8" }},
 		{"source", func(r *Record) { r.Source = "host" }},
 	}

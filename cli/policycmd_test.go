@@ -58,7 +58,7 @@ func TestPolicySuggestAndDiff(t *testing.T) {
 	}
 	// The suggestion allows what billing did, in enforce mode.
 	r = runCLI(t, "policy", "diff", "testdata/observe-policy.yaml", suggested, "--audit", auditFile)
-	want := "would_deny [path_not_allowed] -> inject by rule billing-api.stripe.com\n  billing          GET https://api.stripe.com/v1/refunds  (1 line(s), first " + auditFile + ":2)\n"
+	want := "would_deny [path_not_allowed] -> inject by rule billing-api.stripe.com with credential stripe-key\n  billing          GET https://api.stripe.com/v1/refunds  (1 line(s), first " + auditFile + ":2)\n"
 	if r.code != exitError || !strings.Contains(r.stdout, want) {
 		t.Errorf("diff against the suggestion: exit %d, want 1 and\n%s\ngot\n%s%s", r.code, want, r.stdout, r.stderr)
 	}

@@ -19,8 +19,8 @@ import (
 // running gateway of each scenario of TestExplainMatchesServe is sent
 // every request of explainRequests that an audit line records whole, and
 // each of its audit lines, read back with audit.ReadRecords and replayed
-// under the same gateway config, must get the decision, code and rule the
-// gateway wrote. Left out are what a line does not record, and replay
+// under the same gateway config, must get the decision, code, rule and
+// credential the gateway wrote. Left out are what a line does not record, and replay
 // therefore documents as not replayed: request header fields (the
 // x-ticket condition, method-override headers, placeholders), the query,
 // a forged token (identity refusals), and kill switches.
@@ -75,7 +75,7 @@ func TestReplayMatchesServe(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if want := (replay.Outcome{Decision: r.Decision, Code: r.Code, Rule: r.Rule}); got != want {
+				if want := (replay.Outcome{Decision: r.Decision, Code: r.Code, Rule: r.Rule, Credential: r.Credential}); got != want {
 					failed.Add(1)
 					t.Errorf("%s: %s %s %s://%s:%d%s:\n replay %s\n serve  %s", r.Pos, r.Workload, r.Method, r.Scheme, r.Host, r.Port, r.Path, got, want)
 				}

@@ -34,9 +34,11 @@ import (
 )
 
 // Outcome is what a policy does with a request: the audit line's
-// decision and code, and the rule that decided.
+// decision and code, the rule that decided, and the credential injected
+// (so a rule that keeps its name but injects another credential is a
+// change).
 type Outcome struct {
-	Decision, Code, Rule string
+	Decision, Code, Rule, Credential string
 }
 
 func (o Outcome) String() string {
@@ -46,6 +48,9 @@ func (o Outcome) String() string {
 	}
 	if o.Rule != "" {
 		s += " by rule " + o.Rule
+	}
+	if o.Credential != "" {
+		s += " with credential " + o.Credential
 	}
 	return s
 }
@@ -115,6 +120,8 @@ func Decide(ctx context.Context, j gateway.Judge, r audit.Record) (Outcome, erro
 	o := Outcome{Decision: d.Outcome(), Code: d.Code, Rule: d.Rule}
 	if !ex.Allowed {
 		o.Decision = policy.Deny.String()
+	} else if d.Action == policy.Inject && d.Inject != nil {
+		o.Credential = d.Inject.Credential
 	}
 	return o, nil
 }

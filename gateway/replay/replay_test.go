@@ -80,14 +80,14 @@ func TestDecideMatchesTheGateway(t *testing.T) {
 		r    audit.Record
 		want Outcome
 	}{
-		{"inject", rec("billing", "POST", "https", "api.stripe.com", "/v1/charges"), Outcome{"inject", "", "charges"}},
-		{"path", rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds"), Outcome{"deny", "path_not_allowed", ""}},
-		{"method", rec("billing", "DELETE", "https", "api.stripe.com", "/v1/charges/ch_1"), Outcome{"deny", "method_not_allowed", ""}},
-		{"connect refused", rec("billing", "GET", "https", "unknown.test", "/"), Outcome{"deny", "no_rule", ""}},
-		{"tunnelled request", rec("billing", "POST", "https", "intake.example.com", "/v1/logs"), Outcome{"tunnel", "", "intake"}},
-		{"tunnel line", rec("billing", "CONNECT", "https", "intake.example.com", ""), Outcome{"tunnel", "", "intake"}},
-		{"anonymous", rec("anonymous", "GET", "https", "api.stripe.com", "/v1/charges"), Outcome{"deny", "no_rule", ""}},
-		{"bad path", rec("billing", "GET", "https", "api.stripe.com", "/v1/charges/..%2F"), Outcome{"deny", "bad_path", ""}},
+		{"inject", rec("billing", "POST", "https", "api.stripe.com", "/v1/charges"), Outcome{"inject", "", "charges", "stripe-live"}},
+		{"path", rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds"), Outcome{"deny", "path_not_allowed", "", ""}},
+		{"method", rec("billing", "DELETE", "https", "api.stripe.com", "/v1/charges/ch_1"), Outcome{"deny", "method_not_allowed", "", ""}},
+		{"connect refused", rec("billing", "GET", "https", "unknown.test", "/"), Outcome{"deny", "no_rule", "", ""}},
+		{"tunnelled request", rec("billing", "POST", "https", "intake.example.com", "/v1/logs"), Outcome{"tunnel", "", "intake", ""}},
+		{"tunnel line", rec("billing", "CONNECT", "https", "intake.example.com", ""), Outcome{"tunnel", "", "intake", ""}},
+		{"anonymous", rec("anonymous", "GET", "https", "api.stripe.com", "/v1/charges"), Outcome{"deny", "no_rule", "", ""}},
+		{"bad path", rec("billing", "GET", "https", "api.stripe.com", "/v1/charges/..%2F"), Outcome{"deny", "bad_path", "", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,9 +116,9 @@ func TestDiff(t *testing.T) {
 	}{
 		{"same policy", oldPolicy, nil},
 		{"narrowed methods", strings.Replace(oldPolicy, "methods: [GET, POST]", "methods: [GET]", 1),
-			[]string{"inject by rule charges -> deny [method_not_allowed]: POST https://api.stripe.com/v1/charges x2"}},
+			[]string{"inject by rule charges with credential stripe-live -> deny [method_not_allowed]: POST https://api.stripe.com/v1/charges x2"}},
 		{"widened paths", strings.Replace(oldPolicy, "paths: [/v1/charges*]", "paths: [/v1/charges*, /v1/refunds*]", 1),
-			[]string{"deny [path_not_allowed] -> inject by rule charges: GET https://api.stripe.com/v1/refunds x1"}},
+			[]string{"deny [path_not_allowed] -> inject by rule charges with credential stripe-live: GET https://api.stripe.com/v1/refunds x1"}},
 		{"tunnel removed", strings.Replace(oldPolicy, "    to: intake\n    action: tunnel", "    to: intake\n    action: deny", 1),
 			[]string{"tunnel by rule intake -> deny [denied_by_rule] by rule intake: CONNECT intake.example.com x1"}},
 		{"observe mode", "mode: observe\n" + oldPolicy, []string{
@@ -161,11 +161,11 @@ func TestEncodedDelimitersReplayed(t *testing.T) {
 		r    audit.Record
 		want Outcome
 	}{
-		{off, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%3Fx"), Outcome{"deny", "bad_path", "charges"}},
-		{off, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"deny", "bad_path", "charges"}},
-		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%3Fx"), Outcome{"inject", "", "charges"}},
-		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"inject", "", "charges"}},
-		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds%3F/charges"), Outcome{"deny", "path_not_allowed", ""}},
+		{off, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%3Fx"), Outcome{"deny", "bad_path", "charges", ""}},
+		{off, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"deny", "bad_path", "charges", ""}},
+		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%3Fx"), Outcome{"inject", "", "charges", "stripe-live"}},
+		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/charges%23x"), Outcome{"inject", "", "charges", "stripe-live"}},
+		{on, rec("billing", "GET", "https", "api.stripe.com", "/v1/refunds%3F/charges"), Outcome{"deny", "path_not_allowed", "", ""}},
 	} {
 		if diff := cmp.Diff(tt.want, decide(t, tt.p, tt.r)); diff != "" {
 			t.Errorf("%s: Decide (-want +got):\n%s", tt.r.Path, diff)

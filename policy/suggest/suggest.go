@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -21,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
 )
 
@@ -52,16 +52,34 @@ var admitted = map[string]bool{
 	policy.WouldDeny:        true,
 }
 
-// groupKey is one workload × destination.
+// groupKey is one workload × destination × inject rule: the requests
+// one base inject rule injected ("" for the requests that went through
+// without a credential), so that each suggested path keeps the very
+// credential and injector it was seen with.
 type groupKey struct {
 	workload, scheme, host string
 	port                   int
+	rule                   string
 }
 
 // seen counts one method and path (or one CONNECT) of a group.
 type seen struct {
 	n           int
 	first, last time.Time
+}
+
+// merge adds o's counts and times to s.
+func (s *seen) merge(o *seen) {
+	if o.n == 0 {
+		return
+	}
+	if s.n == 0 || o.first.Before(s.first) {
+		s.first = o.first
+	}
+	if s.n == 0 || o.last.After(s.last) {
+		s.last = o.last
+	}
+	s.n += o.n
 }
 
 func (s *seen) add(t time.Time) {
@@ -76,13 +94,14 @@ func (s *seen) add(t time.Time) {
 
 type group struct {
 	key groupKey
+	// ambiguous: requests without a credential to a host where several
+	// inject rules of the caller injected others.
+	ambiguous bool
 	// requests by decoded path, then method.
 	requests map[string]map[string]*seen
 	// tunnel counts CONNECTs spliced without interception, forward the
 	// requests a tunnel rule forwarded on an intercepted host.
 	tunnel, forward seen
-	// rules are the base rules named by the group's inject lines, by count.
-	rules map[string]int
 	// skipped are paths a glob cannot express, by count.
 	skipped map[string]int
 }
@@ -120,14 +139,23 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 		if !admitted[r.Decision] || r.Closed != "" {
 			continue
 		}
+		// What a suggestion allows is written from these fields: each
+		// must be what the gateway writes, so that it means in the
+		// policy exactly what was seen.
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("suggest: %w", err)
+		}
 		lines++
 		k := groupKey{workload: r.Workload, scheme: r.Scheme, host: r.Host, port: r.Port}
+		if r.Decision == policy.Inject.String() && r.Method != "CONNECT" {
+			k.rule = r.Rule
+		}
 		if r.Method == "CONNECT" {
 			k.scheme = "https"
 		}
 		g := groups[k]
 		if g == nil {
-			g = &group{key: k, requests: map[string]map[string]*seen{}, rules: map[string]int{}, skipped: map[string]int{}}
+			g = &group{key: k, requests: map[string]map[string]*seen{}, skipped: map[string]int{}}
 			groups[k] = g
 		}
 		if r.Workload != policy.FromAnonymous && r.Source != "" && !slices.Contains(sources[r.Workload], r.Source) {
@@ -150,10 +178,15 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 			if _, ok := b.injects[r.Rule]; !ok {
 				return fmt.Errorf("suggest: %s: the request was injected by rule %q, which the base policy %s does not have as an inject rule; pass the policy in force when it was recorded", r.Pos, r.Rule, opts.BaseFile)
 			}
-			g.rules[r.Rule]++
 		}
-		p, err := url.PathUnescape(r.Path)
-		if err != nil || strings.ContainsAny(p, "*?#[]{}\\;%") || strings.Contains(p, "//") || !strings.HasPrefix(p, "/") {
+		// The path as the policy matched it: the gateway's own
+		// canonical form, decoded. One with glob syntax, or that the
+		// gateway admits only with encoded_slashes or
+		// encoded_delimiters (which a base destination may carry over,
+		// or not), cannot be written as a path glob that means it.
+		cp, err := canonical.ParsePath(r.Path)
+		p := cp.Decoded
+		if err != nil || cp.EncodedSlash || cp.EncodedDelimiter || strings.ContainsAny(p, "*?#[]{}\\;%") || strings.Contains(p, "//") {
 			g.skipped[r.Path]++
 			continue
 		}
@@ -172,7 +205,45 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 	if len(groups) == 0 {
 		return fmt.Errorf("suggest: no admitted request in the audit lines (only inject, forward, tunnel and would_deny lines count)")
 	}
+	mergeObserved(groups)
 	return emit(w, b, groups, sources, lines, opts)
+}
+
+// mergeObserved gives the requests a caller sent to a host without a
+// credential (observe mode) the inject rule that injected its other
+// requests there, when exactly one did; with several, which credential
+// they would need is not known, and they stay apart (not allowed).
+func mergeObserved(groups map[groupKey]*group) {
+	for k, g := range groups {
+		if k.rule != "" || len(g.requests) == 0 {
+			continue
+		}
+		var into *group
+		n := 0
+		for k2, g2 := range groups {
+			if k2.rule != "" && k2.workload == k.workload && k2.scheme == k.scheme && k2.host == k.host && k2.port == k.port {
+				into, n = g2, n+1
+			}
+		}
+		if n != 1 {
+			g.ambiguous = n > 1
+			continue
+		}
+		for p, ms := range g.requests {
+			if into.requests[p] == nil {
+				into.requests[p] = map[string]*seen{}
+			}
+			for m, s := range ms {
+				x := into.requests[p][m]
+				if x == nil {
+					x = &seen{}
+					into.requests[p][m] = x
+				}
+				x.merge(s)
+			}
+		}
+		g.requests = map[string]map[string]*seen{}
+	}
 }
 
 // rulePlan is one suggested rule.
@@ -202,7 +273,10 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		if a.port != c.port {
 			return a.port < c.port
 		}
-		return a.scheme < c.scheme
+		if a.scheme != c.scheme {
+			return a.scheme < c.scheme
+		}
+		return a.rule < c.rule
 	})
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "# Suggested by `credgate policy suggest` on %s from %d audit lines.\n", now.UTC().Format(time.RFC3339), lines)
@@ -272,10 +346,11 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 	// Credentials the inject rules use.
 	var creds []string
 	for _, k := range keys {
-		for r := range groups[k].rules {
-			if c := b.injCred[r]; c != "" && !slices.Contains(creds, c) {
-				creds = append(creds, c)
-			}
+		if k.rule == "" || len(groups[k].requests) == 0 {
+			continue
+		}
+		if c := b.injCred[k.rule]; c != "" && !slices.Contains(creds, c) {
+			creds = append(creds, c)
 		}
 	}
 	sort.Strings(creds)
@@ -305,7 +380,7 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		g := groups[k]
 		from := yamlString(k.workload)
 		dest := yamlString(destName(k))
-		inj := g.injectRule()
+		inj := k.rule
 		if len(g.requests) > 0 && inj != "" {
 			for _, rp := range g.plans(opts.MaxLiterals) {
 				// A method is any token the gateway lets through
@@ -328,14 +403,19 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		}
 		if len(g.requests) > 0 && inj == "" {
 			// Seen without a credential in observe mode, on a host no
-			// inject rule of the caller covers: a tunnel rule would open
-			// the whole host (past any deny rule that made the gateway
-			// intercept), so nothing is allowed; the comment says what.
+			// inject rule of the caller covers (or several do): a tunnel
+			// rule would open the whole host (past any deny rule that
+			// made the gateway intercept), and which credential is not
+			// known, so nothing is allowed; the comment says what.
+			why := "no rule allows a path without one: write an inject rule, or a tunnel rule for the whole host"
+			if g.ambiguous {
+				why = "several inject rules of this caller injected other requests to this host, so which credential it needs is not known: add its path to one of them"
+			}
 			for _, p := range sortedKeys(g.requests) {
 				for _, m := range sortedKeys(g.requests[p]) {
 					s := g.requests[p][m]
-					fmt.Fprintf(&out, "  # not allowed: %s %s://%s%s (%s ×%d, first %s, last %s) went through without a credential in observe mode; no rule allows a path without one: write an inject rule, or a tunnel rule for the whole host\n",
-						m, k.scheme, k.host, yamlString(p), m, s.n, stamp(s.first), stamp(s.last))
+					fmt.Fprintf(&out, "  # not allowed: %s %s://%s%s (%s ×%d, first %s, last %s) went through without a credential in observe mode; %s\n",
+						m, k.scheme, k.host, yamlString(p), m, s.n, stamp(s.first), stamp(s.last), why)
 				}
 			}
 		}
@@ -362,19 +442,6 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 	out.WriteString("default: deny\n")
 	_, err := w.Write(out.Bytes())
 	return err
-}
-
-// injectRule names the base inject rule the group's requests use: the
-// one most lines name (a group's requests seen without a credential, in
-// observe mode, get the same credential). "" when none.
-func (g *group) injectRule() string {
-	best, n := "", 0
-	for r, c := range g.rules {
-		if c > n || c == n && r < best {
-			best, n = r, c
-		}
-	}
-	return best
 }
 
 // plans groups the group's path templates by their exact set of methods,
@@ -474,12 +541,20 @@ func defaultPort(scheme string) int {
 
 var plainRE = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
 
-// yamlString writes s as a YAML scalar: bare when it cannot be misread,
-// else double-quoted (a JSON string is a valid YAML double-quoted one).
+// yamlString writes s as a YAML scalar that reads back as the string s:
+// bare when YAML itself resolves the bare form to that string (not a
+// number, bool, null, timestamp or other tag: 0x1F, 1_000, ~, Yes,
+// 2026-12-02 stay quoted), else double-quoted. s is valid UTF-8 (the
+// audit lines' fields are checked, and decoded paths are valid UTF-8), so
+// its JSON form is a YAML double-quoted scalar of the same characters.
+// TestYAMLStringRoundTrip holds it to yaml.v3.
 func yamlString(s string) string {
 	if plainRE.MatchString(s) && !strings.HasPrefix(s, "-") && !strings.HasPrefix(s, ".") {
-		if _, err := strconv.ParseFloat(s, 64); err != nil && s != "true" && s != "false" && s != "null" && s != "yes" && s != "no" && s != "on" && s != "off" {
-			return s
+		var doc yaml.Node
+		if yaml.Unmarshal([]byte(s), &doc) == nil && len(doc.Content) == 1 {
+			if n := doc.Content[0]; n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == s {
+				return s
+			}
 		}
 	}
 	b, _ := json.Marshal(s)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/gateway"
@@ -232,5 +233,22 @@ func TestSuggestKeepsEncodedDelimiters(t *testing.T) {
 	defer p.Close()
 	if o := decide(t, p, record("", "", "GET", "api.stripe.com", "/v1/charges/ch_1", 0)); o.Decision == "deny" {
 		t.Errorf("GET /v1/charges/ch_1: %s under the suggestion, want allowed\n%s", o, out.String())
+	}
+}
+
+// TestYAMLStringRoundTrip: every value suggest writes from an audit line
+// (a name, host, path or method) reads back through yaml.v3 as the same
+// string, whatever YAML would make of it bare: numbers in every base,
+// booleans of YAML 1.1, null, timestamps, indicators, unicode.
+func TestYAMLStringRoundTrip(t *testing.T) {
+	for _, s := range []string{
+		"api.stripe.com", "0x1F", "0o17", "1_000", "1e3", ".inf", "-1", "~", "null", "Null", "NULL", "true", "True", "yes", "Yes", "y", "n", "on", "Off",
+		"2026-12-02", "2026-12-02T06:00:00Z", "12:30", "*", "*A", "&a", "!x", "#", "a #b", "a: b", "{a}", "[a]", "- x", "?", "|", ">", "%x", "@x", "`x",
+		"'", `"`, "a\nb", "é", "/v1/é", "\u2028", "\t", "", "<<", "=",
+	} {
+		var got string
+		if err := yaml.Unmarshal([]byte("v: "+yamlString(s)), &struct{ V *string }{&got}); err != nil || got != s {
+			t.Errorf("yamlString(%q) = %s, reads back as %q (%v)", s, yamlString(s), got, err)
+		}
 	}
 }
