@@ -13,13 +13,21 @@ import (
 // Check reports whether r's request fields are ones the gateway writes:
 // a method token, https or http, a host name (canon.CheckHost) or IP
 // literal, a port, a path in wire form without query (empty for a
-// CONNECT), a workload name and a source address. The tools that replay
+// CONNECT), a workload name, a source address, and a decision the
+// gateway makes of such a request (never inject or forward for a
+// CONNECT; an inject names its rule and credential). The tools that replay
 // audit lines or turn them into policy (credgate policy suggest and
 // diff) read a request only after Check, so a hand-edited or hostile
 // line cannot make them decide, or write into a policy, anything but the
 // request it records: a host "*.com" or "a.test/x", a path with '?', a
 // newline or a workload "*" is an error naming the line and the field.
-func (r Record) Check() error {
+func (r Record) Check() error { return r.check(true) }
+
+// CheckRequest is Check of the request fields alone, not the decision: for
+// a request to be decided (a replay of a line, or a probe built like one).
+func (r Record) CheckRequest() error { return r.check(false) }
+
+func (r Record) check(decision bool) error {
 	var problems []string
 	bad := func(field, format string, args ...any) {
 		problems = append(problems, field+" "+fmt.Sprintf(format, args...))
@@ -55,6 +63,15 @@ func (r Record) Check() error {
 		bad("workload", "%q is not a workload name (a name, or anonymous)", r.Workload)
 	case !utf8.ValidString(r.Workload) || strings.ContainsFunc(r.Workload, func(c rune) bool { return c <= ' ' || c == 0x7f || c == ',' }):
 		bad("workload", "%q has spaces, commas, control characters or bytes that are not UTF-8", r.Workload)
+	}
+	switch {
+	case !decision:
+	case r.Decision != "inject" && r.Decision != "forward" && r.Decision != "tunnel" && r.Decision != "would_deny" && r.Decision != "deny":
+		bad("decision", "%q is none of inject, forward, tunnel, would_deny, deny", r.Decision)
+	case r.Method == "CONNECT" && (r.Decision == "inject" || r.Decision == "forward"):
+		bad("decision", "%q on a CONNECT line (a CONNECT is tunnelled, intercepted without a line, or refused)", r.Decision)
+	case r.Decision == "inject" && (r.Rule == "" || r.Credential == ""):
+		bad("decision", "inject names no rule or no credential")
 	}
 	if r.Source != "" {
 		if a, err := netip.ParseAddr(r.Source); err != nil || a.Zone() != "" {

@@ -11,11 +11,13 @@ import (
 // written into a URL or a policy (a wildcard host, a host with a path, a
 // path with a query or a newline, a workload "*") never passes.
 func TestRecordCheck(t *testing.T) {
-	good := Record{Pos: Pos{File: "a.log", Line: 3}, Workload: "billing", Source: "10.1.2.3", Method: "GET", Scheme: "https", Host: "api.stripe.com", Port: 443, Path: "/v1/charges/ch_1%2Fx"}
+	good := Record{Pos: Pos{File: "a.log", Line: 3}, Decision: "inject", Rule: "charges", Credential: "stripe", Workload: "billing", Source: "10.1.2.3", Method: "GET", Scheme: "https", Host: "api.stripe.com", Port: 443, Path: "/v1/charges/ch_1%2Fx"}
 	ok := []func(*Record){
 		func(*Record) {},
 		func(r *Record) { r.Workload = "anonymous" },
-		func(r *Record) { r.Method, r.Path = "CONNECT", "" },
+		func(r *Record) { r.Method, r.Path, r.Decision = "CONNECT", "", "tunnel" },
+		func(r *Record) { r.Method, r.Path, r.Decision = "CONNECT", "", "would_deny" },
+		func(r *Record) { r.Decision, r.Rule, r.Credential = "deny", "", "" },
 		func(r *Record) { r.Host = "127.0.0.1" },
 		func(r *Record) { r.Host = "::1" },
 		func(r *Record) { r.Host = "x_y.wild.test" },
@@ -60,13 +62,18 @@ func TestRecordCheck(t *testing.T) {
 		{"path", func(r *Record) { r.Path = "/v1/a b" }},
 		{"path", func(r *Record) { r.Path = "/v1/\n- x" }},
 		{"path", func(r *Record) { r.Path = "/v1/é" }},
-		{"path", func(r *Record) { r.Method = "CONNECT" }},
+		{"path", func(r *Record) { r.Method, r.Decision = "CONNECT", "tunnel" }},
 		{"workload", func(r *Record) { r.Workload = "*" }},
 		{"workload", func(r *Record) { r.Workload = "" }},
 		{"workload", func(r *Record) { r.Workload = "a b" }},
 		{"workload", func(r *Record) { r.Workload = "a,b" }},
 		{"workload", func(r *Record) { r.Workload = "a\nb" }},
 		{"workload", func(r *Record) { r.Workload = "a\xffb" }},
+		{"decision", func(r *Record) { r.Method, r.Path = "CONNECT", "" }},
+		{"decision", func(r *Record) { r.Method, r.Path, r.Decision = "CONNECT", "", "forward" }},
+		{"decision", func(r *Record) { r.Decision = "admin" }},
+		{"decision", func(r *Record) { r.Decision = "" }},
+		{"decision", func(r *Record) { r.Credential = "" }},
 		{"source", func(r *Record) { r.Source = "10.0.0.0/8" }},
 		{"source", func(r *Record) { r.Source = "host" }},
 	}

@@ -83,10 +83,10 @@ func (c recorded) Resolve(_ context.Context, _ identity.Evidence, specs []identi
 // is the policy; j.Config, when set, its resolve map; j.Issuer, when set,
 // the interception CA's names; j.Identity is replaced by the line's
 // caller). A CONNECT line's outcome is its CONNECT's: refused, tunnelled,
-// or intercept. A line that is not one the gateway writes (audit.Record.Check)
-// is an error naming it.
+// or intercept. A request that is not one the gateway writes
+// (audit.Record.CheckRequest) is an error naming its line.
 func Decide(ctx context.Context, j gateway.Judge, r audit.Record) (Outcome, error) {
-	if err := r.Check(); err != nil {
+	if err := r.CheckRequest(); err != nil {
 		return Outcome{}, err
 	}
 	src, _ := netip.ParseAddr(r.Source)
@@ -167,10 +167,10 @@ func (c Change) Request() string {
 // change may allow what was refused. The second line of a spliced tunnel
 // (the one saying how it ended) is not a request and is skipped. A
 // refused line that is not a request the gateway could have decided
-// (audit.Record.Check: a malformed request, a lower-case method, a bad
-// CONNECT target, all refused before any policy was consulted) has the
-// same outcome under every policy: it is not replayed, and counted in
-// skipped. Any other line that fails Check is an error naming it.
+// (audit.Record.CheckRequest: a malformed request, a lower-case method, a
+// bad CONNECT target, all refused before any policy was consulted) has
+// the same outcome under every policy: it is not replayed, and counted in
+// skipped. Any other line that fails CheckRequest is an error naming it.
 func Diff(ctx context.Context, oldJ, newJ gateway.Judge, recs []audit.Record) (changes []Change, skipped int, err error) {
 	type key struct {
 		wl, method, scheme, host string
@@ -188,7 +188,7 @@ func Diff(ctx context.Context, oldJ, newJ gateway.Judge, recs []audit.Record) (c
 			c.Count++
 			continue
 		}
-		if err := r.Check(); err != nil {
+		if err := r.CheckRequest(); err != nil {
 			if r.Decision == policy.Deny.String() {
 				skipped++
 				continue

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sort"
@@ -97,6 +98,8 @@ type group struct {
 	// ambiguous: requests without a credential to a host where several
 	// inject rules of the caller injected others.
 	ambiguous bool
+	// twice are the requests another inject rule injected too.
+	twice []twice
 	// requests by decoded path, then method.
 	requests map[string]map[string]*seen
 	// tunnel counts CONNECTs spliced without interception, forward the
@@ -115,7 +118,9 @@ type base struct {
 	injects   map[string]*yaml.Node
 	plaintext map[string]bool
 	injCred   map[string]string
-	dests     []baseDest
+	// injFrom are the inject rules' from values.
+	injFrom map[string][]string
+	dests   []baseDest
 }
 
 type baseDest struct {
@@ -165,9 +170,19 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 			g.tunnel.add(r.Time)
 			continue
 		}
+		cp, err := canonical.ParsePath(r.Path)
+		if err != nil {
+			return fmt.Errorf("suggest: %s: the line says %s %s was let through (%s), but the gateway refuses that path (%w): not a line the gateway writes", r.Pos, r.Method, strconv.Quote(r.Path), r.Decision, err)
+		}
 		if r.Decision == policy.Forward.String() {
 			// A tunnel rule forwarded it on an intercepted host: the
 			// suggestion has the tunnel rule, never a credential for it.
+			// One with %2F, %3F or %23 went through only because its
+			// destination allowed them, which the suggestion's may not.
+			if cp.EncodedSlash || cp.EncodedDelimiter {
+				g.skipped[r.Path]++
+				continue
+			}
 			g.forward.add(r.Time)
 			continue
 		}
@@ -178,15 +193,23 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 			if _, ok := b.injects[r.Rule]; !ok {
 				return fmt.Errorf("suggest: %s: the request was injected by rule %q, which the base policy %s does not have as an inject rule; pass the policy in force when it was recorded", r.Pos, r.Rule, opts.BaseFile)
 			}
+			// The rule's credential is given to the line's workload only
+			// when the rule was the workload's: a line naming another
+			// caller would widen the credential to it.
+			if from := b.injFrom[r.Rule]; !slices.Contains(from, r.Workload) && (!slices.Contains(from, policy.FromAny) || r.Workload == policy.FromAnonymous) {
+				return fmt.Errorf("suggest: %s: the line says rule %q injected credential %q for workload %q, but that rule of the base policy %s is from %s; pass the policy in force when it was recorded", r.Pos, r.Rule, r.Credential, r.Workload, opts.BaseFile, strings.Join(from, ", "))
+			}
+			if c := b.injCred[r.Rule]; c != r.Credential {
+				return fmt.Errorf("suggest: %s: the line says rule %q injected credential %q, but that rule of the base policy %s injects %q; pass the policy in force when it was recorded", r.Pos, r.Rule, r.Credential, opts.BaseFile, c)
+			}
 		}
 		// The path as the policy matched it: the gateway's own
 		// canonical form, decoded. One with glob syntax, or that the
 		// gateway admits only with encoded_slashes or
 		// encoded_delimiters (which a base destination may carry over,
 		// or not), cannot be written as a path glob that means it.
-		cp, err := canonical.ParsePath(r.Path)
 		p := cp.Decoded
-		if err != nil || cp.EncodedSlash || cp.EncodedDelimiter || strings.ContainsAny(p, "*?#[]{}\\;%") || strings.Contains(p, "//") {
+		if cp.EncodedSlash || cp.EncodedDelimiter || strings.ContainsAny(p, "*?#[]{}\\;%") || strings.Contains(p, "//") {
 			g.skipped[r.Path]++
 			continue
 		}
@@ -206,7 +229,53 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 		return fmt.Errorf("suggest: no admitted request in the audit lines (only inject, forward, tunnel and would_deny lines count)")
 	}
 	mergeObserved(groups)
+	dropTwiceInjected(groups)
 	return emit(w, b, groups, sources, lines, opts)
+}
+
+// dropTwiceInjected removes a method and path that two inject rules of
+// one caller injected to one host (a policy changed while the traffic was
+// recorded) from both groups: whichever rule came first in the file would
+// inject its credential into the other's requests. They are listed as
+// not allowed instead.
+func dropTwiceInjected(groups map[groupKey]*group) {
+	for k, g := range groups {
+		if k.rule == "" {
+			continue
+		}
+		for k2, g2 := range groups {
+			if k2.rule == "" || k2.rule <= k.rule || k2.workload != k.workload || k2.scheme != k.scheme || k2.host != k.host || k2.port != k.port {
+				continue
+			}
+			for p, ms := range g.requests {
+				for p2, ms2 := range g2.requests {
+					if !mayMatch(p, p2) {
+						continue
+					}
+					for m, s := range ms {
+						if s2 := ms2[m]; s2 != nil {
+							g.twice = append(g.twice, twice{method: m, path: p, rules: k.rule + ", " + k2.rule, seen: *s})
+							g2.twice = append(g2.twice, twice{method: m, path: p2, rules: k.rule + ", " + k2.rule, seen: *s2})
+						}
+					}
+				}
+			}
+		}
+	}
+	for _, g := range groups {
+		for _, tw := range g.twice {
+			delete(g.requests[tw.path], tw.method)
+			if len(g.requests[tw.path]) == 0 {
+				delete(g.requests, tw.path)
+			}
+		}
+	}
+}
+
+// twice is a method and path two inject rules injected.
+type twice struct {
+	method, path, rules string
+	seen                seen
 }
 
 // mergeObserved gives the requests a caller sent to a host without a
@@ -276,6 +345,12 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		if a.scheme != c.scheme {
 			return a.scheme < c.scheme
 		}
+		// A host's inject rules come before its tunnel rule (the group
+		// without a rule), which would otherwise match their requests
+		// first and forward them without the credential.
+		if (a.rule == "") != (c.rule == "") {
+			return c.rule == ""
+		}
 		return a.rule < c.rule
 	})
 	var out bytes.Buffer
@@ -334,12 +409,20 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		if k.port != defaultPort(k.scheme) {
 			fmt.Fprintf(&out, "    ports: [%d]\n", k.port)
 		}
+		allowPrivate := false
 		if b != nil {
 			if d := b.destFor(k.host); d != nil {
 				for i := 0; i+1 < len(d.settings); i += 2 {
 					fmt.Fprintf(&out, "    %s: %s\n", d.settings[i].Value, d.settings[i+1].Value)
+					allowPrivate = allowPrivate || d.settings[i].Value == "allow_private"
 				}
 			}
+		}
+		if _, err := netip.ParseAddr(k.host); err == nil && !allowPrivate {
+			// Whether the gateway let it through because a destination
+			// set allow_private is not in the audit line; suggest never
+			// widens to special-purpose addresses on its own.
+			fmt.Fprintf(&out, "    # %s is an IP literal: if it is a special-purpose address (loopback, private, link-local, ...), the gateway refuses it (private_address) unless this destination sets allow_private: true; add it if intended\n", k.host)
 		}
 	}
 
@@ -382,7 +465,7 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 		dest := yamlString(destName(k))
 		inj := k.rule
 		if len(g.requests) > 0 && inj != "" {
-			for _, rp := range g.plans(opts.MaxLiterals) {
+			for _, rp := range g.plans(opts.MaxLiterals, siblingPaths(groups, k)) {
 				// A method is any token the gateway lets through
 				// (canonical.Method), '*', '&', '!', '#', '~' and
 				// quotes included: YAML syntax unless quoted.
@@ -430,6 +513,13 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 			}
 			fmt.Fprintf(&out, "  - name: %s\n    from: %s\n    to: %s\n    action: tunnel\n", yamlString(ruleName(k.workload+"-"+destName(k)+"-tunnel")), from, dest)
 		}
+		sort.Slice(g.twice, func(i, j int) bool {
+			return g.twice[i].path+" "+g.twice[i].method < g.twice[j].path+" "+g.twice[j].method
+		})
+		for _, tw := range g.twice {
+			fmt.Fprintf(&out, "  # not allowed: %s %s://%s%s (%s ×%d, first %s, last %s) was injected by two rules (%s), so which credential it needs is not known: add it to one of them\n",
+				tw.method, k.scheme, k.host, yamlString(tw.path), tw.method, tw.seen.n, stamp(tw.seen.first), stamp(tw.seen.last), tw.rules)
+		}
 		var skipped []string
 		for p := range g.skipped {
 			skipped = append(skipped, p)
@@ -446,13 +536,26 @@ func emit(w io.Writer, b *base, groups map[groupKey]*group, sources map[string][
 
 // plans groups the group's path templates by their exact set of methods,
 // so that a rule's methods × paths is exactly what was seen.
-func (g *group) plans(maxLiterals int) []rulePlan {
+//
+// others are the paths other inject rules of the caller injected to the
+// same host: a template that could match one of them is not used (its
+// paths stay literal), since the first rule in the file wins and that
+// request would get this group's credential.
+func (g *group) plans(maxLiterals int, others []string) []rulePlan {
 	paths := make([]string, 0, len(g.requests))
 	for p := range g.requests {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
 	tmpl := templates(paths, maxLiterals)
+	for _, p := range paths {
+		for _, o := range others {
+			if mayMatch(tmpl[p], o) {
+				tmpl[p] = p
+				break
+			}
+		}
+	}
 	type agg struct {
 		methods map[string]*seen
 	}
@@ -513,6 +616,52 @@ func (g *group) plans(maxLiterals int) []rulePlan {
 		out = append(out, *byMethods[k])
 	}
 	return out
+}
+
+// siblingPaths returns the paths the other inject groups of k's caller
+// and destination hold.
+func siblingPaths(groups map[groupKey]*group, k groupKey) []string {
+	var out []string
+	for k2, g2 := range groups {
+		if k2.rule != "" && k2.rule != k.rule && k2.workload == k.workload && k2.scheme == k.scheme && k2.host == k.host && k2.port == k.port {
+			for p := range g2.requests {
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// mayMatch reports whether the path glob t could match path p under any
+// destination setting: case-insensitively, with or without one trailing
+// '/', a '*' matching any run of characters ('/' included). It errs
+// towards yes: a yes only keeps a path literal.
+func mayMatch(t, p string) bool {
+	t, p = strings.ToLower(t), strings.ToLower(p)
+	return globMatch(t, p) || globMatch(t, p+"/") || len(p) > 1 && strings.HasSuffix(p, "/") && globMatch(t, p[:len(p)-1])
+}
+
+// globMatch matches p against t, where '*' matches any run of
+// characters.
+func globMatch(t, p string) bool {
+	parts := strings.Split(t, "*")
+	if len(parts) == 1 {
+		return t == p
+	}
+	if !strings.HasPrefix(p, parts[0]) {
+		return false
+	}
+	p = p[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, part := range parts[1 : len(parts)-1] {
+		i := strings.Index(p, part)
+		if i < 0 {
+			return false
+		}
+		p = p[i+len(part):]
+	}
+	return len(p) >= len(last) && strings.HasSuffix(p, last)
 }
 
 // sortedKeys returns m's keys in order.
