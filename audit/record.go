@@ -83,3 +83,26 @@ func (r Record) check(decision bool) error {
 	}
 	return fmt.Errorf("%s: not a request line the gateway writes: %w", r.Pos, errors.New(strings.Join(problems, "; ")))
 }
+
+// Lines hands request lines to fn one at a time, in order, and stops at
+// fn's first error, which it returns: the offline tools read audit logs
+// through it, so their memory grows with what they keep of the lines
+// (distinct requests), not with the log.
+type Lines func(fn func(Record) error) error
+
+// FileLines reads the request lines of files (ReadRecords).
+func FileLines(files []string) Lines {
+	return func(fn func(Record) error) error { return ReadRecords(files, fn) }
+}
+
+// SliceLines hands out recs.
+func SliceLines(recs []Record) Lines {
+	return func(fn func(Record) error) error {
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}

@@ -1,7 +1,7 @@
 package cli
 
 // The `credgate policy` subcommands: cobra wiring only; the logic is in
-// policy/suggest, gateway/replay and audit.ReadRecords.
+// policy/suggest, gateway/replay and audit.FileLines (audit.ReadRecords).
 
 import (
 	"fmt"
@@ -22,16 +22,6 @@ func newPolicyCmd() *cobra.Command {
 	}
 	cmd.AddCommand(newPolicySuggestCmd(), newPolicyDiffCmd())
 	return cmd
-}
-
-// readAudit reads the request lines of files.
-func readAudit(files []string) ([]audit.Record, error) {
-	var recs []audit.Record
-	err := audit.ReadRecords(files, func(r audit.Record) error {
-		recs = append(recs, r)
-		return nil
-	})
-	return recs, err
 }
 
 func newPolicySuggestCmd() *cobra.Command {
@@ -63,12 +53,9 @@ policy diff.`,
 			if len(auditFiles) == 0 {
 				return fmt.Errorf("policy suggest: --audit FILE is required")
 			}
-			recs, err := readAudit(auditFiles)
-			if err != nil {
-				return fmt.Errorf("policy suggest: %w", err)
-			}
 			opts := suggest.Options{MaxLiterals: maxLiterals}
 			if basePath != "" {
+				var err error
 				opts.BaseFile = basePath
 				if opts.Base, err = os.ReadFile(basePath); err != nil {
 					return fmt.Errorf("policy suggest: --policy: %w", err)
@@ -83,7 +70,7 @@ policy diff.`,
 				defer f.Close()
 				out = f
 			}
-			if err := suggest.Write(out, recs, opts); err != nil {
+			if err := suggest.WriteFrom(out, audit.FileLines(auditFiles), opts); err != nil {
 				return err
 			}
 			if f, ok := out.(*os.File); ok && outPath != "" {
@@ -133,10 +120,6 @@ which print "credgate: ..." on stderr).`,
 				return fmt.Errorf("policy diff: %s: %w", args[1], err)
 			}
 			defer newL.policy.Close()
-			recs, err := readAudit(auditFiles)
-			if err != nil {
-				return fmt.Errorf("policy diff: %w", err)
-			}
 			oldJ, err := replayJudge(oldL)
 			if err != nil {
 				return fmt.Errorf("policy diff: %s: %w", args[0], err)
@@ -145,11 +128,11 @@ which print "credgate: ..." on stderr).`,
 			if err != nil {
 				return fmt.Errorf("policy diff: %s: %w", args[1], err)
 			}
-			changes, skipped, err := replay.Diff(cmd.Context(), oldJ, newJ, recs)
+			changes, skipped, read, err := replay.DiffFrom(cmd.Context(), oldJ, newJ, audit.FileLines(auditFiles))
 			if err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
-			if err := replay.WriteText(cmd.OutOrStdout(), changes, len(recs), skipped); err != nil {
+			if err := replay.WriteText(cmd.OutOrStdout(), changes, read, skipped); err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
 			if len(changes) > 0 {

@@ -172,6 +172,14 @@ func (c Change) Request() string {
 // the same outcome under every policy: it is not replayed, and counted in
 // skipped. Any other line that fails CheckRequest is an error naming it.
 func Diff(ctx context.Context, oldJ, newJ gateway.Judge, recs []audit.Record) (changes []Change, skipped int, err error) {
+	changes, skipped, _, err = DiffFrom(ctx, oldJ, newJ, audit.SliceLines(recs))
+	return changes, skipped, err
+}
+
+// DiffFrom is Diff over lines read one at a time: it keeps one entry per
+// distinct request, not the lines, and also returns how many lines it
+// read.
+func DiffFrom(ctx context.Context, oldJ, newJ gateway.Judge, lines audit.Lines) (changes []Change, skipped, read int, err error) {
 	type key struct {
 		wl, method, scheme, host string
 		port                     int
@@ -179,35 +187,40 @@ func Diff(ctx context.Context, oldJ, newJ gateway.Judge, recs []audit.Record) (c
 	}
 	byKey := map[key]*Change{}
 	var keys []key
-	for _, r := range recs {
+	err = lines(func(r audit.Record) error {
+		read++
 		if r.Closed != "" {
-			continue
+			return nil
 		}
 		k := key{r.Workload, r.Method, r.Scheme, r.Host, r.Port, r.Path}
 		if c, ok := byKey[k]; ok {
 			c.Count++
-			continue
+			return nil
 		}
 		if err := r.CheckRequest(); err != nil {
 			if r.Decision == policy.Deny.String() {
 				skipped++
-				continue
+				return nil
 			}
-			return nil, 0, err
+			return err
 		}
 		o, err := Decide(ctx, oldJ, r)
 		if err != nil {
-			return nil, 0, err
+			return err
 		}
 		n, err := Decide(ctx, newJ, r)
 		if err != nil {
-			return nil, 0, err
+			return err
 		}
 		c := &Change{Workload: r.Workload, Method: r.Method, Scheme: r.Scheme, Host: r.Host, Port: r.Port, Path: r.Path, Old: o, New: n, Count: 1, First: r.Pos}
 		byKey[k] = c
 		if o != n {
 			keys = append(keys, k)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, read, err
 	}
 	out := make([]Change, 0, len(keys))
 	for _, k := range keys {
@@ -223,7 +236,7 @@ func Diff(ctx context.Context, oldJ, newJ gateway.Judge, recs []audit.Record) (c
 		}
 		return a.Request() < b.Request()
 	})
-	return out, skipped, nil
+	return out, skipped, read, nil
 }
 
 // WriteText prints changes grouped by change (old → new), one request a

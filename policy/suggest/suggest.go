@@ -133,16 +133,22 @@ type baseDest struct {
 // Write reads records and writes the suggested policy to w. The policy
 // validates (`credgate validate`) when the base's credentials do.
 func Write(w io.Writer, recs []audit.Record, opts Options) error {
+	return WriteFrom(w, audit.SliceLines(recs), opts)
+}
+
+// WriteFrom is Write over lines read one at a time: it keeps one entry
+// per distinct caller, host, path and method, not the lines.
+func WriteFrom(w io.Writer, lines audit.Lines, opts Options) error {
 	b, err := readBase(opts)
 	if err != nil {
 		return err
 	}
 	groups := map[groupKey]*group{}
 	sources := map[string][]string{}
-	lines := 0
-	for _, r := range recs {
+	n := 0
+	each := func(r audit.Record) error {
 		if !admitted[r.Decision] || r.Closed != "" {
-			continue
+			return nil
 		}
 		// What a suggestion allows is written from these fields: each
 		// must be what the gateway writes, so that it means in the
@@ -150,7 +156,7 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 		if err := r.Check(); err != nil {
 			return fmt.Errorf("suggest: %w", err)
 		}
-		lines++
+		n++
 		k := groupKey{workload: r.Workload, scheme: r.Scheme, host: r.Host, port: r.Port}
 		if r.Decision == policy.Inject.String() && r.Method != "CONNECT" {
 			k.rule = r.Rule
@@ -168,7 +174,7 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 		}
 		if r.Method == "CONNECT" {
 			g.tunnel.add(r.Time)
-			continue
+			return nil
 		}
 		cp, err := canonical.ParsePath(r.Path)
 		if err != nil {
@@ -181,10 +187,10 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 			// destination allowed them, which the suggestion's may not.
 			if cp.EncodedSlash || cp.EncodedDelimiter {
 				g.skipped[r.Path]++
-				continue
+				return nil
 			}
 			g.forward.add(r.Time)
-			continue
+			return nil
 		}
 		if r.Decision == policy.Inject.String() {
 			if b == nil {
@@ -211,7 +217,7 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 		p := cp.Decoded
 		if cp.EncodedSlash || cp.EncodedDelimiter || strings.ContainsAny(p, "*?#[]{}\\;%") || strings.Contains(p, "//") {
 			g.skipped[r.Path]++
-			continue
+			return nil
 		}
 		m := g.requests[p]
 		if m == nil {
@@ -224,13 +230,25 @@ func Write(w io.Writer, recs []audit.Record, opts Options) error {
 			m[r.Method] = s
 		}
 		s.add(r.Time)
+		return nil
+	}
+	var bad error // the first line suggest refuses
+	err = lines(func(r audit.Record) error {
+		bad = each(r)
+		return bad
+	})
+	switch {
+	case bad != nil:
+		return bad
+	case err != nil:
+		return fmt.Errorf("suggest: %w", err)
 	}
 	if len(groups) == 0 {
 		return fmt.Errorf("suggest: no admitted request in the audit lines (only inject, forward, tunnel and would_deny lines count)")
 	}
 	mergeObserved(groups)
 	dropTwiceInjected(groups)
-	return emit(w, b, groups, sources, lines, opts)
+	return emit(w, b, groups, sources, n, opts)
 }
 
 // dropTwiceInjected removes a method and path that two inject rules of
