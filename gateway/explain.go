@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
@@ -38,6 +39,9 @@ type Probe struct {
 	// Content-Encoding names); nil for none. Only a request to a batch
 	// endpoint has its body judged: its sub-requests (BatchExplanation).
 	Body []byte
+	// Now is the time `when:` conditions see as `now`; zero means the
+	// current time (a replayed audit line passes its own time).
+	Now time.Time
 }
 
 // Judge is what Explain decides with: the state a running gateway holds.
@@ -188,7 +192,7 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 		if !resolve() {
 			return ex, nil
 		}
-		d := j.Policy.Decide(policy.Query{Workload: ex.Workload, Connect: true, Host: dest.host, Port: dest.port})
+		d := j.Policy.Decide(policy.Query{Workload: ex.Workload, Connect: true, Host: dest.host, Port: dest.port, Now: p.Now})
 		ex.Connect = &d
 		if f := decisionRefusal(d, true); f != nil {
 			return ex.refused("connect", d, *f), nil
@@ -217,7 +221,7 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 	if scheme == "http" && !resolve() {
 		return ex, nil
 	}
-	q := policy.Query{Workload: ex.Workload, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header}
+	q := policy.Query{Workload: ex.Workload, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, Now: p.Now}
 	d := j.Policy.Decide(q)
 	ex.Request = &d
 	if f := decisionRefusal(d, false); f != nil {
