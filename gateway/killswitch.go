@@ -167,7 +167,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 		}),
 		verify: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_switch_verify_failures_total",
-			Help: "Kill switch states and messages read from Redis that were not put in force because they do not verify, by reason (unsigned, bad_mac, unknown_key, rollback, malformed). The last verified state stays in force.",
+			Help: "Kill switch states and messages read from Redis that were not put in force because they do not verify, by reason (unsigned, bad_mac, unknown_key, rollback, malformed). The last verified state stays in force. newer_version: a verified state holding fields a newer credgate wrote that this version cannot read; its readable switches are in force, and while one of those fields is a switch this replica refuses every request; upgrade it.",
 		}, []string{"reason"}),
 		wroteBack: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_switch_written_back_total",
@@ -187,7 +187,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 	}
 	reg.MustRegister(m.disabled, m.refusals, m.syncErrors, m.admin)
 	if redis {
-		for _, r := range []string{killswitch.ReasonUnsigned, killswitch.ReasonBadMAC, killswitch.ReasonUnknownKey, killswitch.ReasonRollback, killswitch.ReasonMalformed} {
+		for _, r := range killswitch.Reasons {
 			m.verify.WithLabelValues(r)
 		}
 		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored, killswitch.WroteRepaired} {

@@ -13,9 +13,15 @@ import (
 	"github.com/credgate/credgate/internal/writable"
 )
 
+// stateFileVersion is the version of the state file this credgate
+// writes and reads. A change that an older reader would misread (a
+// field that narrows or adds a switch) raises it; a file of a higher
+// version is refused with an error that says so.
+const stateFileVersion = 1
+
 // stateFile is the state file's content.
 type stateFile struct {
-	// Version is 1.
+	// Version is stateFileVersion.
 	Version int `json:"version"`
 	// Generation is the state's generation in Redis, so that a replica
 	// that restarts still refuses an older state copied back into Redis.
@@ -77,11 +83,20 @@ func readStateFile(path string) (entries []Entry, gen uint64, pending map[string
 	if err := json.Unmarshal(b, &sf); err != nil {
 		return nil, 0, nil, fmt.Errorf("killswitch: state file %s is not valid JSON (%v); fix or remove it (switches it held are then enabled)", path, err)
 	}
-	if sf.Version != 1 {
-		return nil, 0, nil, fmt.Errorf("killswitch: state file %s: unknown version %d (want 1)", path, sf.Version)
+	// A file this version cannot read wholly is refused, not read in
+	// part: the switches it cannot read would be lifted (fail closed:
+	// the gateway does not start).
+	switch {
+	case sf.Version > stateFileVersion:
+		return nil, 0, nil, fmt.Errorf("killswitch: state file %s has version %d, newer than this credgate reads (%d): it was written by a newer credgate; run that version or a newer one (rolling back: start this version only once no switch of the newer version is in force, and with a state file it wrote)", path, sf.Version, stateFileVersion)
+	case sf.Version != stateFileVersion:
+		return nil, 0, nil, fmt.Errorf("killswitch: state file %s: unknown version %d (want %d); fix or remove it (switches it held are then enabled)", path, sf.Version, stateFileVersion)
 	}
 	for i, e := range sf.Switches {
 		if err := e.Validate(); err != nil {
+			if _, kerr := ParseKind(string(e.Kind)); kerr != nil && e.Kind != "" {
+				return nil, 0, nil, fmt.Errorf("killswitch: state file %s: switch %d is of kind %q, which this version of credgate does not know: it was written by a newer credgate; run that version (or enable the switch there first), since this one cannot enforce it: %w", path, i, inertField(string(e.Kind)), err)
+			}
 			return nil, 0, nil, fmt.Errorf("killswitch: state file %s: switch %d: %w", path, i, err)
 		}
 	}
@@ -101,7 +116,7 @@ func writeStateFile(path string, gen uint64, entries []Entry, pending []string) 
 	if entries == nil {
 		entries = []Entry{}
 	}
-	b, err := json.MarshalIndent(stateFile{Version: 1, Generation: gen, Switches: entries, Pending: pending}, "", "  ")
+	b, err := json.MarshalIndent(stateFile{Version: stateFileVersion, Generation: gen, Switches: entries, Pending: pending}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("killswitch: state file: %w", err)
 	}

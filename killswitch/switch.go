@@ -36,6 +36,11 @@ const genField = "_gen"
 // read of the fleet's state.
 var ErrUnavailable = errors.New("killswitch: Redis is unavailable")
 
+// ErrNewerState is returned by a change while the state in Redis holds
+// fields a newer credgate wrote that this version cannot read
+// (ReasonNewer): writing it would drop them.
+var ErrNewerState = errors.New("the state in Redis was written by a newer credgate")
+
 // Scope says where a change took effect.
 type Scope string
 
@@ -186,6 +191,13 @@ type Switch struct {
 	unverified atomic.Pointer[string]
 	// held is Status.Held.
 	held atomic.Bool
+	// newer is set while the state in force came from a newer credgate
+	// and holds a switch this version cannot enforce (ReasonNewer): Held
+	// is then false, so the gateway refuses every request.
+	newer atomic.Bool
+	// newerMsg is the ReasonNewer detail of the state in force, empty
+	// when it has none (Status.Unverified says it).
+	newerMsg atomic.Pointer[string]
 	// file is what the state file was last written with.
 	file struct {
 		snap    *Snapshot
@@ -320,8 +332,10 @@ func (s *Switch) Status() Status {
 	if s.rdb == nil {
 		return Status{Backend: "memory", Up: true, Held: true}
 	}
-	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load(), Held: s.held.Load()}
+	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load(), Held: s.Held()}
 	if u := s.unverified.Load(); u != nil {
+		st.Unverified = *u
+	} else if u := s.newerMsg.Load(); u != nil {
 		st.Unverified = *u
 	}
 	if ns := s.lastSync.Load(); ns != 0 {
@@ -332,7 +346,9 @@ func (s *Switch) Status() Status {
 
 // Held reports whether this replica holds a verified state (Status's
 // Held) without building a Status: the request path asks it every time.
-func (s *Switch) Held() bool { return s.rdb == nil || s.held.Load() }
+// A state a newer credgate wrote with a switch this version cannot
+// enforce is not held (ReasonNewer): fail closed.
+func (s *Switch) Held() bool { return s.rdb == nil || (s.held.Load() && !s.newer.Load()) }
 
 // Close stops the subscriber. It does not close the Redis client.
 func (s *Switch) Close() error {
@@ -374,6 +390,9 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 		m[id] = e
 		return true
 	})
+	if errors.Is(err, ErrNewerState) {
+		return Result{}, err
+	}
 	if err != nil {
 		if old, ok := s.known[id]; ok {
 			// Disabled fleet-wide as far as this replica knows.
@@ -425,6 +444,9 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 		delete(m, id)
 		return true
 	})
+	if errors.Is(err, ErrNewerState) {
+		return Result{}, fmt.Errorf("%w; %s stays disabled", err, probe)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("%w; %s stays disabled, retry when Redis answers: %v", ErrUnavailable, probe, err)
 	}
@@ -484,6 +506,7 @@ func (s *Switch) acceptLocked(st *remoteState) (map[string]Entry, uint64) {
 	case st.err == nil:
 		s.known, s.gen = st.entries, st.gen
 		s.verified()
+		s.newerLocked(st)
 		return s.known, s.gen
 	}
 	s.verifyFailed(st.err)
@@ -517,6 +540,13 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, repair bo
 		restored, flushed := s.writeBackLocked(next, st)
 		repaired := repair && s.repairable(st)
 		changed := change(next, st)
+		if len(st.newer) > 0 && st.err == nil && (changed || restored+flushed > 0 || repaired) {
+			// Writing would drop the fields this version cannot read,
+			// lifting the switches a newer replica set: refuse (pending
+			// disables stay in force here, and pending).
+			s.applyLocked("redis")
+			return false, fmt.Errorf("killswitch: %w: the state in %s %s; make the change through a replica of the newer version", ErrNewerState, s.hash, st.newerDetail())
+		}
 		if !changed && restored+flushed == 0 && !repaired {
 			// Redis answered and holds every pending disable already.
 			clear(s.pending)
@@ -665,6 +695,35 @@ func (s *Switch) syncedLocked() {
 	if s.opts.Observer != nil {
 		s.opts.Observer.Synced(now)
 	}
+}
+
+// newerLocked records whether st, a verified state put in force, holds
+// fields a newer credgate wrote that this version cannot read: logged
+// once per state, counted every read (Observer.VerifyFailed ReasonNewer),
+// and, when one is a switch, the replica no longer holds an enforceable
+// state (Held false: it refuses every request, fail closed).
+func (s *Switch) newerLocked(st *remoteState) {
+	s.newer.Store(st.newerSwitches)
+	if len(st.newer) == 0 {
+		if s.newerMsg.Swap(nil) != nil {
+			s.log.Info("kill switch: the state in Redis holds nothing this version cannot read any more", slog.Uint64("generation", s.gen))
+		}
+		return
+	}
+	msg := st.newerDetail()
+	if s.opts.Observer != nil {
+		s.opts.Observer.VerifyFailed(ReasonNewer)
+	}
+	if old := s.newerMsg.Swap(&msg); old != nil && *old == msg {
+		return
+	}
+	if st.newerSwitches {
+		s.log.Error("kill switch: the state in Redis holds a switch this version cannot enforce; this replica refuses every request (503 kill_switch_unverified, /readyz not ready) rather than let through what it may disable, and writes nothing to Redis. Upgrade this replica, or enable that switch through a replica of the newer version",
+			slog.String("key", s.hash), slog.String("reason", ReasonNewer), slog.String("detail", msg))
+		return
+	}
+	s.log.Warn("kill switch: the state in Redis holds metadata this version cannot read; its switches are in force, but this replica writes nothing to Redis (a write would drop it). Upgrade this replica",
+		slog.String("key", s.hash), slog.String("reason", ReasonNewer), slog.String("detail", msg))
 }
 
 // verified records that the state in Redis verified.
