@@ -52,10 +52,10 @@ const (
 	// ReasonNewer: validly signed, but holding fields this version cannot
 	// read (a switch kind it does not know, a name it does not accept, a
 	// metadata field): written by a newer credgate. Its readable switches
-	// are in force; the replica refuses every request while it holds a
-	// switch it cannot enforce (Held is false), and writes nothing to
-	// Redis (a write would drop what it cannot read, lifting those
-	// switches) until it is upgraded or the state holds none.
+	// are in force, the fields it cannot read are kept as they are in
+	// every state it writes (never dropped: that would lift what they
+	// disable), and the replica refuses every request while one of them
+	// is a switch it cannot enforce (Held is false).
 	ReasonNewer = "newer_version"
 )
 
@@ -183,9 +183,11 @@ type remoteState struct {
 	// err is why the state does not verify.
 	err *errVerify
 	// newer are the fields of a verified state that this version cannot
-	// read (ReasonNewer), sorted; newerSwitches is set when one of them
-	// is a switch rather than metadata (a field beginning with "_").
+	// read (ReasonNewer), sorted; foreign holds them with their values;
+	// newerSwitches is set when one of them is a switch rather than
+	// metadata (a field beginning with "_").
 	newer         []string
+	foreign       map[string]string
 	newerSwitches bool
 }
 
@@ -227,12 +229,12 @@ func (m *macKeys) verifyState(hash string, all map[string]string) remoteState {
 			continue
 		}
 		if strings.HasPrefix(f, "_") {
-			st.newer = append(st.newer, f)
+			st.addForeign(f, v)
 			continue
 		}
 		e, err := parseEntry(f, v)
 		if err != nil {
-			st.newer = append(st.newer, f)
+			st.addForeign(f, v)
 			st.newerSwitches = true
 			continue
 		}
@@ -240,6 +242,15 @@ func (m *macKeys) verifyState(hash string, all map[string]string) remoteState {
 	}
 	slices.Sort(st.newer)
 	return st
+}
+
+// addForeign records a field this version cannot read.
+func (st *remoteState) addForeign(f, v string) {
+	if st.foreign == nil {
+		st.foreign = map[string]string{}
+	}
+	st.newer = append(st.newer, f)
+	st.foreign[f] = v
 }
 
 // newerDetail describes the fields of st this version cannot read.

@@ -36,11 +36,6 @@ const genField = "_gen"
 // read of the fleet's state.
 var ErrUnavailable = errors.New("killswitch: Redis is unavailable")
 
-// ErrNewerState is returned by a change while the state in Redis holds
-// fields a newer credgate wrote that this version cannot read
-// (ReasonNewer): writing it would drop them.
-var ErrNewerState = errors.New("the state in Redis was written by a newer credgate")
-
 // Scope says where a change took effect.
 type Scope string
 
@@ -195,6 +190,10 @@ type Switch struct {
 	// and holds a switch this version cannot enforce (ReasonNewer): Held
 	// is then false, so the gateway refuses every request.
 	newer atomic.Bool
+	// foreign are the fields of the state in force that a newer credgate
+	// wrote and this version cannot read (ReasonNewer), with their
+	// values: every state this replica writes carries them.
+	foreign map[string]string
 	// newerMsg is the ReasonNewer detail of the state in force, empty
 	// when it has none (Status.Unverified says it).
 	newerMsg atomic.Pointer[string]
@@ -203,6 +202,7 @@ type Switch struct {
 		snap    *Snapshot
 		gen     uint64
 		pending []string
+		foreign map[string]string
 	}
 	// lastSync (unix nanoseconds) and npending are Status's lock-free
 	// copies.
@@ -279,7 +279,7 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		s.mac = mk
 	}
 	if opts.StateFile != "" {
-		entries, gen, pending, err := readStateFile(opts.StateFile)
+		entries, gen, pending, newer, err := readStateFile(opts.StateFile)
 		if err != nil {
 			return nil, err
 		}
@@ -297,6 +297,15 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		// Entries or a generation: a state this or another replica
 		// held verified when it wrote the file.
 		s.held.Store(gen > 0 || len(entries) > 0)
+		if s.rdb != nil && len(newer) > 0 {
+			st := remoteState{gen: gen}
+			for f, v := range newer {
+				st.addForeign(f, v)
+				st.newerSwitches = st.newerSwitches || !strings.HasPrefix(f, "_")
+			}
+			slices.Sort(st.newer)
+			s.newerLocked(&st)
+		}
 	}
 	s.mu.Lock()
 	s.applyLocked("state file")
@@ -390,9 +399,6 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 		m[id] = e
 		return true
 	})
-	if errors.Is(err, ErrNewerState) {
-		return Result{}, err
-	}
 	if err != nil {
 		if old, ok := s.known[id]; ok {
 			// Disabled fleet-wide as far as this replica knows.
@@ -444,9 +450,6 @@ func (s *Switch) Enable(ctx context.Context, kind Kind, name string) (Result, er
 		delete(m, id)
 		return true
 	})
-	if errors.Is(err, ErrNewerState) {
-		return Result{}, fmt.Errorf("%w; %s stays disabled", err, probe)
-	}
 	if err != nil {
 		return Result{}, fmt.Errorf("%w; %s stays disabled, retry when Redis answers: %v", ErrUnavailable, probe, err)
 	}
@@ -540,13 +543,6 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, repair bo
 		restored, flushed := s.writeBackLocked(next, st)
 		repaired := repair && s.repairable(st)
 		changed := change(next, st)
-		if len(st.newer) > 0 && st.err == nil && (changed || restored+flushed > 0 || repaired) {
-			// Writing would drop the fields this version cannot read,
-			// lifting the switches a newer replica set: refuse (pending
-			// disables stay in force here, and pending).
-			s.applyLocked("redis")
-			return false, fmt.Errorf("killswitch: %w: the state in %s %s; make the change through a replica of the newer version", ErrNewerState, s.hash, st.newerDetail())
-		}
 		if !changed && restored+flushed == 0 && !repaired {
 			// Redis answered and holds every pending disable already.
 			clear(s.pending)
@@ -564,6 +560,14 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, repair bo
 		for id, e := range next {
 			v, _ := json.Marshal(e)
 			fields[id] = string(v)
+		}
+		// Fields a newer credgate wrote that this version cannot read
+		// are written back as they are: dropping them would lift the
+		// switches they hold.
+		for f, v := range s.foreign {
+			if _, ok := fields[f]; !ok {
+				fields[f] = v
+			}
 		}
 		fields[genField] = strconv.FormatUint(gen, 10)
 		fields[macField] = s.mac.sign(stateParts(s.hash, gen, fields))
@@ -703,6 +707,7 @@ func (s *Switch) syncedLocked() {
 // and, when one is a switch, the replica no longer holds an enforceable
 // state (Held false: it refuses every request, fail closed).
 func (s *Switch) newerLocked(st *remoteState) {
+	s.foreign = st.foreign
 	s.newer.Store(st.newerSwitches)
 	if len(st.newer) == 0 {
 		if s.newerMsg.Swap(nil) != nil {
@@ -718,11 +723,11 @@ func (s *Switch) newerLocked(st *remoteState) {
 		return
 	}
 	if st.newerSwitches {
-		s.log.Error("kill switch: the state in Redis holds a switch this version cannot enforce; this replica refuses every request (503 kill_switch_unverified, /readyz not ready) rather than let through what it may disable, and writes nothing to Redis. Upgrade this replica, or enable that switch through a replica of the newer version",
+		s.log.Error("kill switch: the state in Redis holds a switch this version cannot enforce; this replica refuses every request (503 kill_switch_unverified, /readyz not ready) rather than let through what it may disable; it keeps the switch in every state it writes. Upgrade this replica, or enable that switch through a replica of the newer version",
 			slog.String("key", s.hash), slog.String("reason", ReasonNewer), slog.String("detail", msg))
 		return
 	}
-	s.log.Warn("kill switch: the state in Redis holds metadata this version cannot read; its switches are in force, but this replica writes nothing to Redis (a write would drop it). Upgrade this replica",
+	s.log.Warn("kill switch: the state in Redis holds metadata this version cannot read; its switches are in force, and this replica keeps the metadata as it is in every state it writes. Upgrade this replica",
 		slog.String("key", s.hash), slog.String("reason", ReasonNewer), slog.String("detail", msg))
 }
 
@@ -801,11 +806,11 @@ func (s *Switch) writeStateFileLocked(next *Snapshot) {
 		return
 	}
 	pending := slices.Sorted(maps.Keys(s.pending))
-	if s.file.snap == next && s.file.gen == s.gen && slices.Equal(s.file.pending, pending) {
+	if s.file.snap == next && s.file.gen == s.gen && slices.Equal(s.file.pending, pending) && maps.Equal(s.file.foreign, s.foreign) {
 		return
 	}
-	s.file.snap, s.file.gen, s.file.pending = next, s.gen, pending
-	if err := writeStateFile(s.opts.StateFile, s.gen, next.entries, pending); err != nil {
+	s.file.snap, s.file.gen, s.file.pending, s.file.foreign = next, s.gen, pending, s.foreign
+	if err := writeStateFile(s.opts.StateFile, s.gen, next.entries, pending, s.foreign); err != nil {
 		// Written again at the next change.
 		s.file.snap = nil
 		s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))

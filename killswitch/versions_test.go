@@ -45,9 +45,9 @@ func entryJSON(e Entry) string {
 // rollback): for each shape a writer of version N-1, N or N+1 leaves, a
 // replica of this version reading it (the real reader, on a real Redis)
 // never lifts a switch: a switch it can read is in force, a switch it
-// cannot read makes it refuse every request (Held false), and it writes
-// nothing that would drop what it cannot read, neither on an admin
-// change nor on its periodic repair.
+// cannot read makes it refuse every request (Held false), and every
+// state it writes (an admin change, a periodic read) keeps what it cannot
+// read as it was written.
 func TestRedisStateVersions(t *testing.T) {
 	const hash = "test:switches"
 	charges := entry(Rule, "charges")
@@ -77,7 +77,7 @@ func TestRedisStateVersions(t *testing.T) {
 			[]string{"rule:charges"}, true, false},
 		{"truncated entry", map[string]string{charges.ID(): `{"kind":"ru`},
 			[]string{"rule:charges"}, true, false},
-		{"empty state", map[string]string{}, nil, true, false},
+		{"current, another switch", map[string]string{"rule:placeholder": entryJSON(entry(Rule, "placeholder"))}, []string{"rule:placeholder"}, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,31 +120,46 @@ func TestRedisStateVersions(t *testing.T) {
 			if tt.newer != strings.Contains(st.Unverified, "newer credgate") {
 				t.Errorf("Status.Unverified = %q, want it to say newer credgate: %v", st.Unverified, tt.newer)
 			}
-			_, err = s.Disable(ctx, entry(Workload, "batch"))
-			if tt.newer {
-				if !errors.Is(err, ErrNewerState) || !strings.Contains(err.Error(), "upgrade this replica") {
-					t.Errorf("Disable: %v, want ErrNewerState naming the fix", err)
-				}
-				if _, err := s.Enable(ctx, Rule, "charges"); !errors.Is(err, ErrNewerState) {
-					t.Errorf("Enable: %v, want ErrNewerState", err)
-				}
-				after, err := rc.HGetAll(ctx, hash).Result()
-				must(t, err)
-				if len(after) != len(before) {
-					t.Errorf("the hash changed: %v, was %v", after, before)
-				}
-				for f, v := range before {
-					if after[f] != v {
-						t.Errorf("field %q = %q, was %q: this version wrote over a newer state", f, after[f], v)
-					}
-				}
-				return
-			}
-			if err != nil {
+			// A change on this replica, and its periodic repair, keep
+			// every field it cannot read as the newer writer wrote it.
+			if _, err := s.Disable(ctx, entry(Workload, "batch")); err != nil {
 				t.Fatalf("Disable: %v", err)
 			}
-			if _, ok := s.Snapshot().Get(Workload, "batch"); !ok || !s.Held() {
+			if _, err := s.Enable(ctx, Rule, "charges"); err != nil {
+				t.Fatalf("Enable: %v", err)
+			}
+			if _, ok := s.Snapshot().Get(Workload, "batch"); !ok || s.Held() != tt.held {
 				t.Errorf("after Disable: batch in force %v, Held %v", ok, s.Held())
+			}
+			n := obs.verifyCount(ReasonNewer)
+			waitFor(t, 2*time.Second, "more periodic reads", func() error {
+				if tt.newer && obs.verifyCount(ReasonNewer) < n+3 {
+					return errors.New("not yet")
+				}
+				return nil
+			})
+			after, err := rc.HGetAll(ctx, hash).Result()
+			must(t, err)
+			for f, v := range before {
+				if f == genField || f == macField || f == charges.ID() {
+					continue
+				}
+				if after[f] != v {
+					t.Errorf("field %q = %q, was %q: this version dropped or changed what it cannot read", f, after[f], v)
+				}
+			}
+			if _, ok := after["workload:batch"]; !ok {
+				t.Errorf("workload:batch not written: %v", after)
+			}
+			if _, ok := after[charges.ID()]; ok {
+				t.Errorf("rule:charges still in Redis after Enable: %v", after)
+			}
+			// What this replica wrote verifies for any replica holding
+			// the key (a newer one reads it as it wrote it).
+			mk, err := newMACKeys(testKeys)
+			must(t, err)
+			if st := mk.verifyState(hash, after); st.err != nil || len(st.newer) != len(before)-3 {
+				t.Errorf("the state written: err %v, unreadable fields %v", st.err, st.newer)
 			}
 		})
 	}
@@ -220,5 +235,35 @@ func TestStateFileVersions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStateFileKeepsNewerFields: a replica that read a state holding a
+// switch a newer credgate wrote keeps it in its state file, so that,
+// restarted while Redis is unavailable, it still refuses every request
+// rather than enforce only the switches it can read.
+func TestStateFileKeepsNewerFields(t *testing.T) {
+	const hash = "test:switches"
+	srv := redistest.Start(t)
+	rc := srv.Client()
+	charges := entry(Rule, "charges")
+	writeSignedFields(t, rc, hash, 5, map[string]string{charges.ID(): entryJSON(charges), "tenant:acme": `{"kind":"tenant"}`})
+	state := filepath.Join(t.TempDir(), "switches.json")
+	a := newRedisSwitch(t, srv, Options{StateFile: state})
+	if a.Held() {
+		t.Fatal("Held with a switch this version cannot enforce")
+	}
+	b, err := os.ReadFile(state)
+	must(t, err)
+	if !strings.Contains(string(b), `"tenant:acme"`) {
+		t.Fatalf("the state file does not keep the newer switch:\n%s", b)
+	}
+	srv.Stop()
+	r := newRedisSwitch(t, srv, Options{StateFile: state})
+	if _, ok := r.Snapshot().Get(Rule, "charges"); !ok || r.Held() {
+		t.Errorf("restarted while Redis is down: charges in force %v, Held %v; want true, false", ok, r.Held())
+	}
+	if !strings.Contains(r.Status().Unverified, `"tenant:acme"`) {
+		t.Errorf("Status.Unverified = %q, want it to name the field", r.Status().Unverified)
 	}
 }

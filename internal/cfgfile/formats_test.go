@@ -37,7 +37,7 @@ var persistedFormats = map[string]string{
 	"identity/runtoken/runtoken.go: :runtoken:revoked:": "tested: TestRevocationValueShapes, TestRevocationSurvivesRedisLoss",
 	"ratelimit/ratelimit.go: :rl:{":                     "not a security boundary: a bucket is a number; one that is not reads as full, another Redis type falls back to per-replica limits (docs/scaling.md); a new bucket format takes a new prefix",
 
-	"killswitch/statefile.go: atomicfile.Write(path, append(b, '\\n'), 0o600)":           "tested: TestStateFileVersions",
+	"killswitch/statefile.go: atomicfile.Write(path, append(b, '\\n'), 0o600)":           "tested: TestStateFileVersions, TestStateFileKeepsNewerFields",
 	"audit/file.go: os.OpenFile(r.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, r.opts.Mode)": "tested: TestVerifyNewerLines",
 
 	"gateway/mitm/mitm.go: os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)":                    "not shared: credgate ca init writes a PEM CA certificate and key, standard formats",
