@@ -152,6 +152,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzRestrictedCoversNetip$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzClientBodyBlame$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTarget$$' -fuzztime=$(FUZZTIME) ./gateway
+	$(GO) test -run='^$$' -fuzz='^FuzzProxyHeader$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzChunkBuffer$$' -fuzztime=$(FUZZTIME) ./injectors/sigv4
 	$(GO) test -run='^$$' -fuzz='^FuzzParsePath$$' -fuzztime=$(FUZZTIME) ./internal/canonical
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthority$$' -fuzztime=$(FUZZTIME) ./internal/canonical

@@ -274,7 +274,8 @@ Audit lines follow, one per request. Press Ctrl-C to stop.
 `, proxy, gw.AdminAddr(), demo.Host, env.Origin.Addr(), env.Dir, env.CACert, url)
 }
 
-// lockedWriter serialises writes from the gateway's goroutines.
+// lockedWriter serialises writes from several goroutines (the demo's
+// gateway; credgate run's command and relay).
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -23,6 +24,7 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
 	"github.com/credgate/credgate/injectors"
+	"github.com/credgate/credgate/internal/batch"
 	"github.com/credgate/credgate/internal/cabundle"
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/killswitch"
@@ -38,6 +40,7 @@ func newExplainCmd() *cobra.Command {
 		certFile     string
 		tokenFile    string
 		headers      []string
+		data, binary string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain -c FILE [--source IP | --workload-less] METHOD URL",
@@ -59,6 +62,13 @@ holds a token as sent in Proxy-Authorization (JWT or Kubernetes
 TokenReview; "-" reads it from standard input). The output says which
 factors verified and which workload they resolved to; the token itself is
 never printed.
+
+--data-binary DATA (or @FILE, @- for standard input) is the request body,
+as curl takes it; -d/--data too, with curl's rule that @FILE loses its CR
+and LF bytes. A request an inject rule admits to a batch endpoint (Graph or
+OData $batch, a Salesforce composite resource or Connect batch, Google's
+/batch) has its body judged as the gateway judges it: each sub-request's
+verdict is printed, and the batch is refused for the first one refused.
 
 Exit 0 when the request would be allowed (inject, forward or tunnel), 3 when
 it would be denied, 1 on errors.`,
@@ -83,7 +93,11 @@ it would be denied, 1 on errors.`,
 			if err != nil {
 				return err
 			}
-			ex, err := explain(cmd.Context(), l, pres, source, workloadLess, args[0], args[1], header)
+			body, err := readBody(cmd.InOrStdin(), data, binary, tokenFile == "-")
+			if err != nil {
+				return err
+			}
+			ex, err := explain(cmd.Context(), l, pres, source, workloadLess, args[0], args[1], header, body)
 			if err != nil {
 				return err
 			}
@@ -103,7 +117,53 @@ it would be denied, 1 on errors.`,
 	cmd.Flags().StringVar(&certFile, "cert", "", "client certificate chain (PEM) presented on the TLS listener; needs a gateway config")
 	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "a request header field, \"Name: value\" (repeatable), as the client sends it: when: conditions, method overrides and placeholders see it")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the token sent in Proxy-Authorization (- for stdin); needs a gateway config")
+	cmd.Flags().StringVar(&binary, "data-binary", "", "the request body, exactly as sent: DATA, @FILE or @- (stdin), as curl --data-binary; a batch's sub-requests are judged")
+	cmd.Flags().StringVarP(&data, "data", "d", "", "the request body as curl -d sends it: DATA, or @FILE / @- with its CR and LF bytes removed")
 	return cmd
+}
+
+// readBody reads the body of --data (curl -d: @FILE loses its CR and LF
+// bytes) or --data-binary (exactly as given): DATA, @FILE or @- (stdin,
+// which --token-file - may not share). At most batch.MaxBody+1 bytes are
+// read from a file: a larger body is refused by the gateway whatever
+// follows. nil when neither is set.
+func readBody(stdin io.Reader, data, binary string, stdinTaken bool) ([]byte, error) {
+	if data != "" && binary != "" {
+		return nil, fmt.Errorf("explain: --data and --data-binary exclude each other (give the body once)")
+	}
+	arg, strip := binary, false
+	if data != "" {
+		arg, strip = data, true
+	}
+	name, fromFile := strings.CutPrefix(arg, "@")
+	if !fromFile {
+		if arg == "" {
+			return nil, nil
+		}
+		return []byte(arg), nil
+	}
+	var r io.Reader
+	switch {
+	case name == "-" && stdinTaken:
+		return nil, fmt.Errorf("explain: the body and --token-file cannot both be read from standard input")
+	case name == "-":
+		r = stdin
+	default:
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("explain: body: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, batch.MaxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("explain: body %s: %w", arg, err)
+	}
+	if strip {
+		b = bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r"), nil), []byte("\n"), nil)
+	}
+	return b, nil
 }
 
 // parseHeaders reads --header values, "Name: value" as curl -H takes them.
@@ -200,7 +260,7 @@ type explanation struct {
 // explain decides METHOD URL as the gateway would, with the gateway's
 // own decision sequence (gateway.Judge.Explain): explain only presents
 // the request and prints the answer.
-func explain(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool, method, rawURL string, header http.Header) (*explanation, error) {
+func explain(ctx context.Context, l *loaded, pres presentation, source string, anonymous bool, method, rawURL string, header http.Header, body []byte) (*explanation, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("explain: URL: %w", err)
@@ -245,7 +305,7 @@ func explain(ctx context.Context, l *loaded, pres presentation, source string, a
 			return nil, fmt.Errorf("explain: %w", err)
 		}
 	}
-	gx, err := j.Explain(ctx, gateway.Probe{Evidence: ev, Method: method, URL: rawURL, Header: header})
+	gx, err := j.Explain(ctx, gateway.Probe{Evidence: ev, Method: method, URL: rawURL, Header: header, Body: body})
 	if err != nil {
 		return nil, err
 	}
@@ -433,6 +493,26 @@ func (ex *explanation) print(out io.Writer) {
 	row("reason:", orDash(d.Reason))
 	if ex.Switch != "" {
 		row("switch:", ex.Switch)
+	}
+	if b := ex.Batch; b != nil {
+		switch {
+		case b.Judged > 0:
+			row("batch:", fmt.Sprintf("%s, %d sub-requests, each judged as a request of its own and counted as one by the rate limits", b.Service, b.Judged))
+		case len(b.Subs) == 0 && ex.Stage != "batch":
+			row("batch:", b.Service+": no body given (--data-binary @FILE), so no sub-request was judged; the gateway judges each before it fetches the credential")
+		default:
+			row("batch:", b.Service)
+		}
+		for _, v := range b.Subs {
+			verdict := "admitted by rule " + v.Rule
+			switch {
+			case v.WouldDeny:
+				verdict = "would deny (observe mode): " + v.Refused
+			case v.Refused != "":
+				verdict = "refused: " + v.Refused
+			}
+			row(fmt.Sprintf("  sub-request %d:", v.Index), v.Method+" "+v.Target+": "+verdict)
+		}
 	}
 	if d.Inject != nil {
 		row("credential:", d.Inject.Credential+" (fetched per request through the cache; value never shown)")

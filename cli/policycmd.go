@@ -1,7 +1,7 @@
 package cli
 
 // The `credgate policy` subcommands: cobra wiring only; the logic is in
-// policy/suggest, policy/replay and audit.ReadRecords.
+// policy/suggest, gateway/replay and audit.FileLines (audit.ReadRecords).
 
 import (
 	"fmt"
@@ -10,7 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/credgate/credgate/audit"
-	"github.com/credgate/credgate/policy/replay"
+	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/gateway/replay"
 	"github.com/credgate/credgate/policy/suggest"
 )
 
@@ -21,16 +22,6 @@ func newPolicyCmd() *cobra.Command {
 	}
 	cmd.AddCommand(newPolicySuggestCmd(), newPolicyDiffCmd())
 	return cmd
-}
-
-// readAudit reads the request lines of files.
-func readAudit(files []string) ([]audit.Record, error) {
-	var recs []audit.Record
-	err := audit.ReadRecords(files, func(r audit.Record) error {
-		recs = append(recs, r)
-		return nil
-	})
-	return recs, err
 }
 
 func newPolicySuggestCmd() *cobra.Command {
@@ -62,12 +53,9 @@ policy diff.`,
 			if len(auditFiles) == 0 {
 				return fmt.Errorf("policy suggest: --audit FILE is required")
 			}
-			recs, err := readAudit(auditFiles)
-			if err != nil {
-				return fmt.Errorf("policy suggest: %w", err)
-			}
 			opts := suggest.Options{MaxLiterals: maxLiterals}
 			if basePath != "" {
+				var err error
 				opts.BaseFile = basePath
 				if opts.Base, err = os.ReadFile(basePath); err != nil {
 					return fmt.Errorf("policy suggest: --policy: %w", err)
@@ -82,7 +70,7 @@ policy diff.`,
 				defer f.Close()
 				out = f
 			}
-			if err := suggest.Write(out, recs, opts); err != nil {
+			if err := suggest.WriteFrom(out, audit.FileLines(auditFiles), opts); err != nil {
 				return err
 			}
 			if f, ok := out.(*os.File); ok && outPath != "" {
@@ -132,12 +120,19 @@ which print "credgate: ..." on stderr).`,
 				return fmt.Errorf("policy diff: %s: %w", args[1], err)
 			}
 			defer newL.policy.Close()
-			recs, err := readAudit(auditFiles)
+			oldJ, err := replayJudge(oldL)
+			if err != nil {
+				return fmt.Errorf("policy diff: %s: %w", args[0], err)
+			}
+			newJ, err := replayJudge(newL)
+			if err != nil {
+				return fmt.Errorf("policy diff: %s: %w", args[1], err)
+			}
+			changes, skipped, read, err := replay.DiffFrom(cmd.Context(), oldJ, newJ, audit.FileLines(auditFiles))
 			if err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
-			changes := replay.Diff(oldL.policy, newL.policy, recs)
-			if err := replay.WriteText(cmd.OutOrStdout(), changes, len(recs)); err != nil {
+			if err := replay.WriteText(cmd.OutOrStdout(), changes, read, skipped); err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
 			if len(changes) > 0 {
@@ -148,4 +143,17 @@ which print "credgate: ..." on stderr).`,
 	}
 	cmd.Flags().StringSliceVar(&auditFiles, "audit", nil, "audit log file(s) to replay (repeat or comma-separate)")
 	return cmd
+}
+
+// replayJudge is the gateway's decision path for l: its policy and, for a
+// gateway config, its resolve map and its interception CA's names.
+func replayJudge(l *loaded) (gateway.Judge, error) {
+	j := gateway.Judge{Policy: l.policy, Config: l.config}
+	if l.config != nil {
+		var err error
+		if j.Issuer, err = l.config.Issuer(); err != nil {
+			return j, err
+		}
+	}
+	return j, nil
 }

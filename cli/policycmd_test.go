@@ -58,7 +58,7 @@ func TestPolicySuggestAndDiff(t *testing.T) {
 	}
 	// The suggestion allows what billing did, in enforce mode.
 	r = runCLI(t, "policy", "diff", "testdata/observe-policy.yaml", suggested, "--audit", auditFile)
-	want := "would_deny [path_not_allowed] -> inject by rule billing-api.stripe.com\n  billing          GET https://api.stripe.com/v1/refunds  (1 line(s), first " + auditFile + ":2)\n"
+	want := "would_deny [path_not_allowed] -> inject by rule billing-api.stripe.com with credential stripe-key\n  billing          GET https://api.stripe.com/v1/refunds  (1 line(s), first " + auditFile + ":2)\n"
 	if r.code != exitError || !strings.Contains(r.stdout, want) {
 		t.Errorf("diff against the suggestion: exit %d, want 1 and\n%s\ngot\n%s%s", r.code, want, r.stdout, r.stderr)
 	}
@@ -67,5 +67,44 @@ func TestPolicySuggestAndDiff(t *testing.T) {
 	}
 	if r := runCLI(t, "policy", "suggest"); r.code != exitError || !strings.Contains(r.stderr, "--audit FILE is required") {
 		t.Errorf("suggest without --audit: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestPolicyHostileAudit: policy suggest and diff over an audit file with
+// lines cut short, a line longer than the reader takes, a malformed
+// request's refusal, and then a line whose host is a wildcard: the lines
+// that are not whole audit lines are skipped as audit.ReadRecords skips
+// them, the refusal is not replayed (counted), and the wildcard line is
+// an error naming its file and line, never a rule or a guess.
+func TestPolicyHostileAudit(t *testing.T) {
+	setEnv(t)
+	dir := t.TempDir()
+	auditFile := filepath.Join(dir, "audit.log")
+	hostile := auditLines +
+		`{"time":"2026-12-02T06:03:00.000Z","workload":"billing","source":"10.1.2` + "\n" +
+		`{"time":"2026-12-02T06:03:00.000Z","path":"/` + strings.Repeat("a", 17<<20) + `"}` + "\n" +
+		`{"time":"2026-12-02T06:04:00.000Z","workload":"anonymous","source":"10.1.2.3","method":"get","scheme":"","host":"","port":0,"path":"","rule":"","decision":"deny","code":"malformed_request","credential":"","status":400}` + "\n"
+	wild := `{"time":"2026-12-02T06:05:00.000Z","workload":"billing","source":"10.1.2.3","method":"GET","scheme":"https","host":"*.com","port":443,"path":"/v1/refunds","rule":"","decision":"would_deny","code":"no_rule","credential":"","status":200}` + "\n"
+	if err := os.WriteFile(auditFile, []byte(hostile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "policy", "diff", "testdata/observe-policy.yaml", "testdata/observe-policy.yaml", "--audit", auditFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "0 request(s) change outcome, from 4 audit line(s) replayed (1 refused before any policy decided it") {
+		t.Errorf("diff over cut and malformed lines: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, "policy", "suggest", "--audit", auditFile, "--policy", "testdata/observe-policy.yaml"); r.code != 0 {
+		t.Errorf("suggest over cut and malformed lines: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if err := os.WriteFile(auditFile, []byte(hostile+wild), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"policy", "diff", "testdata/observe-policy.yaml", "testdata/observe-policy.yaml", "--audit", auditFile},
+		{"policy", "suggest", "--audit", auditFile, "--policy", "testdata/observe-policy.yaml"},
+	} {
+		r := runCLI(t, args...)
+		if want := auditFile + `:7: not a request line the gateway writes: host "*.com"`; r.code != exitError || !strings.Contains(r.stderr, want) || strings.Contains(r.stdout, "*.com") {
+			t.Errorf("%s over a wildcard host: exit %d, want 1 and %q on stderr\nstdout %q\nstderr %q", args[1], r.code, want, r.stdout, r.stderr)
+		}
 	}
 }

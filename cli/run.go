@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/runrelay"
 )
 
 // DefaultNoProxy is credgate run's NO_PROXY: this machine, which the
@@ -39,6 +42,12 @@ type runOptions struct {
 	printEnv bool
 	format   string
 	by       string
+	// relay: the command's proxy is a relay of credgate run's on
+	// 127.0.0.1 that adds the token (runrelay); false: the gateway
+	// itself, with the token in the proxy URL.
+	relay bool
+	// gatewayRootsFile: more PEM roots for an https:// gateway's certificate.
+	gatewayRootsFile string
 }
 
 func newRunCmd() *cobra.Command {
@@ -56,9 +65,14 @@ SDKs, git, pip and npm,
 a Java trust store, git's http.proxy, and Node's proxy support.
 
 With --workload NAME the gateway issues a short-lived token naming that
-workload (admin API, run_tokens in the gateway config); it is the proxy
-URL's password, so the jwt factor identifies the command, and it is
-revoked when the command exits. The command's exit code is credgate run's
+workload (admin API, run_tokens in the gateway config), so the jwt factor
+identifies the command, and it is revoked when the command exits. The
+command does not get the token: its proxy is a relay credgate run serves
+on 127.0.0.1 for as long as the command runs, which adds the token to
+each connection it forwards to the gateway (over TLS to the gateway's
+tls_listen with --gateway https://HOST:PORT) and admits only clients that
+present the per-run secret in its proxy URL. --relay=false gives the
+command the gateway itself, with the token in the proxy URL, as before. The command's exit code is credgate run's
 (127/126 when it is not found or cannot be executed); SIGINT, SIGTERM,
 SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are passed on to it.
 
@@ -66,8 +80,9 @@ SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are passed on to it.
   eval "$(credgate run --print-env --workload ci)"        # a shell or CI job
   credgate run --print-env --format=github >> "$GITHUB_ENV"
 
-With --print-env the files stay (in the printed directory) and the token
-is not revoked: it expires after its TTL.`,
+With --print-env there is no relay (nothing stays to serve it): the token
+is in the printed proxy URL, the files stay (in the printed directory) and
+the token is not revoked: it expires after its TTL.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.printEnv {
 				if len(args) > 0 {
@@ -94,6 +109,8 @@ is not revoked: it expires after its TTL.`,
 	fl.StringVar(&o.noProxy, "no-proxy", DefaultNoProxy, "NO_PROXY for the command")
 	fl.BoolVar(&o.printEnv, "print-env", false, "print the variables instead of running a command (files kept, token not revoked)")
 	fl.StringVar(&o.format, "format", "shell", "with --print-env: shell (export K='V') or github (K=V lines for $GITHUB_ENV)")
+	fl.BoolVar(&o.relay, "relay", true, "give the command a relay on 127.0.0.1 that adds the token (the command never holds it); false: the gateway itself, the token in the proxy URL (--print-env always)")
+	fl.StringVar(&o.gatewayRootsFile, "gateway-ca", "", "PEM CA certificates that may sign an https:// gateway's certificate (tls_listen's tls.cert), beside the system roots and the gateway CA")
 	fl.StringVar(&o.by, "by", defaultOperator(), "who asks for the token (logged by the gateway; declared, not verified)")
 	fl.StringVar(&adminURL, "admin", os.Getenv("CREDGATE_ADMIN_URL"), "the gateway's admin URL (default: the config's admin_listen, else http://"+gateway.DefaultAdminListen+"; env CREDGATE_ADMIN_URL)")
 	fl.StringVar(&ac.tokenFile, "token-file", os.Getenv("CREDGATE_ADMIN_TOKEN_FILE"), "file holding the admin token (env CREDGATE_ADMIN_TOKEN_FILE; or the token itself in CREDGATE_ADMIN_TOKEN)")
@@ -120,6 +137,19 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	proxy, err := o.proxyURL(cfg)
 	if err != nil {
 		return err
+	}
+	relay := o.relay && !o.printEnv
+	if proxy.Scheme == "https" && !relay {
+		return fmt.Errorf("run: --gateway %s is the gateway's tls_listen, which only credgate run's relay speaks to (clients take http:// proxy URLs); run the command under credgate run without --relay=false or --print-env, or name the gateway's plain listen", proxy)
+	}
+	var gatewayRoots []byte
+	if o.gatewayRootsFile != "" {
+		if gatewayRoots, err = cfgfile.Read(o.gatewayRootsFile); err != nil {
+			return fmt.Errorf("run: --gateway-ca: %w", err)
+		}
+		if len(parseCerts(gatewayRoots)) == 0 {
+			return fmt.Errorf("run: --gateway-ca %s holds no PEM certificate", o.gatewayRootsFile)
+		}
 	}
 	if adminURL == "" {
 		adminURL = "http://" + gateway.DefaultAdminListen
@@ -185,9 +215,11 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		if tok, err = o.issue(ctx, ac); err != nil {
 			return interrupted(err)
 		}
-		proxy.User = url.UserPassword("token", tok.Token)
-		if !loopbackHost(proxy.Hostname()) {
-			fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: warning: the run token goes to the gateway at %s in clear text (an http:// proxy URL), on every connection the command opens; anyone on that path can take it until it expires or is revoked: give workload %s cidrs (docs/agents.md)\n", proxy.Host, o.workload)
+		if !relay {
+			proxy.User = url.UserPassword("token", tok.Token)
+		}
+		if proxy.Scheme == "http" && !loopbackHost(proxy.Hostname()) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "credgate run: warning: the run token goes to the gateway at %s in clear text (an http:// proxy URL), on every connection the command opens; anyone on that path can take it until it expires or is revoked: name the gateway's tls_listen (--gateway https://HOST:PORT), or give workload %s cidrs (docs/agents.md)\n", proxy.Host, o.workload)
 		}
 	}
 	if s := setupDone(); s != nil {
@@ -196,7 +228,40 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		}
 		return signalExit(s)
 	}
+	closeRelay := func() {}
+	// The command's stderr and the relay's messages: one writer, locked
+	// where it is not a file (exec copies to it from a goroutine).
+	stderr := cmd.ErrOrStderr()
+	if _, ok := stderr.(*os.File); !ok {
+		stderr = &lockedWriter{w: stderr}
+	}
 	env := runEnv{Proxy: proxy, NoProxy: o.noProxy, Files: files, Workload: o.workload}
+	if relay {
+		token := ""
+		if tok != nil {
+			token = tok.Token
+		}
+		roots := x509.NewCertPool()
+		for _, c := range parseCerts(slices.Concat(sys, []byte("\n"), caPEM, []byte("\n"), gatewayRoots)) {
+			roots.AddCert(c)
+		}
+		rl, err := runrelay.Start(cmd.Context(), runrelay.Config{Gateway: proxy, Roots: roots, Token: token, Log: stderr})
+		if err != nil {
+			if tok != nil {
+				o.revoke(ac, tok, cmd.ErrOrStderr())
+			}
+			return fmt.Errorf("run: %w", err)
+		}
+		defer rl.Close()
+		env.Proxy = rl.URL()
+		// Java sends no proxy credentials (docs/agents.md): it cannot
+		// use the relay, and never held the token; it keeps the plain
+		// gateway, as before.
+		if proxy.Scheme == "http" {
+			env.JavaProxy = proxy
+		}
+		closeRelay = func() { _ = rl.Close() }
+	}
 	base, adminVars := withoutAdminCredentials(os.Environ())
 	vars := env.vars(base)
 	if o.printEnv {
@@ -211,7 +276,10 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		}
 		return printEnv(cmd.OutOrStdout(), o.format, vars)
 	}
-	code, err := runChildSignals(cmd.Context(), sigs, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+	code, err := runChildSignals(cmd.Context(), sigs, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), stderr)
+	// The relay dies with the command: what the command left running
+	// loses the gateway with it, then the token is revoked.
+	closeRelay()
 	if tok != nil {
 		o.revoke(ac, tok, cmd.ErrOrStderr())
 	}
@@ -238,8 +306,8 @@ func (o *runOptions) proxyURL(cfg *gateway.Config) (*url.URL, error) {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, fmt.Errorf("run: --gateway %q is not a proxy URL such as http://127.0.0.1:3128 (the gateway's listen)", o.gateway)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("run: --gateway %q is not a proxy URL such as http://127.0.0.1:3128 (the gateway's listen) or https://gw.example.com:3129 (its tls_listen)", o.gateway)
 	}
 	u.Path, u.User = "", nil
 	return u, nil

@@ -233,3 +233,69 @@ func TestRunWarnsOfClearTextToken(t *testing.T) {
 		t.Errorf("%d revocations, want 5", n)
 	}
 }
+
+// TestRunRelayEnv: by default the command's proxy variables name credgate
+// run's relay (a per-run secret, never the token) and Java the gateway
+// itself; --relay=false and --print-env put the token in the proxy URL,
+// as documented.
+func TestRunRelayEnv(t *testing.T) {
+	const runToken = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.cmVsYXktZW52LXRlc3Q"
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/admin/v1/run-tokens":
+			_ = json.NewEncoder(w).Encode(gateway.RunTokenResponse{Token: runToken, ID: "j1", Workload: "agent", Expires: time.Now().Add(time.Minute)})
+		case "/admin/v1/run-tokens/revoke":
+			_ = json.NewEncoder(w).Encode(gateway.RunTokenRevokeResponse{ID: "j1", Scope: "replica"})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer admin.Close()
+	ca, err := testpki.NewAuthority("credgate run test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("CREDGATE_ADMIN_TOKEN", "run-test-admin-token-0123456789")
+	common := []string{"--ca", caFile, "--gateway", "127.0.0.1:3128", "--admin", admin.URL, "--workload", "agent"}
+	for _, c := range []struct {
+		name      string
+		args      []string
+		token     bool   // the token in what the command (or the shell) gets
+		proxyPref string // HTTPS_PROXY's start
+	}{
+		{"relay", append(append([]string{"run"}, common...), "--", "env"), false, "HTTPS_PROXY=http://credgate:"},
+		{"--relay=false", append(append([]string{"run", "--relay=false"}, common...), "--", "env"), true, "HTTPS_PROXY=http://token:"},
+		{"--print-env", append([]string{"run", "--print-env"}, common...), true, "export HTTPS_PROXY=http://token:"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(t.Context(), c.args, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			if got := strings.Contains(out.String(), runToken); got != c.token {
+				t.Errorf("the token in the output: %v, want %v", got, c.token)
+			}
+			var proxy string
+			for _, l := range strings.Split(out.String(), "\n") {
+				if strings.HasPrefix(l, c.proxyPref) {
+					proxy = l
+				}
+			}
+			if proxy == "" {
+				t.Fatalf("no line starting %q:\n%s", c.proxyPref, out.String())
+			}
+			if !c.token && !strings.Contains(proxy, "@127.0.0.1:") {
+				t.Errorf("HTTPS_PROXY is not the relay: %s", proxy)
+			}
+			// Java sends no proxy credentials: the gateway itself.
+			if !strings.Contains(out.String(), "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=3128") {
+				t.Errorf("Java's proxy is not the gateway:\n%s", out.String())
+			}
+		})
+	}
+}

@@ -138,6 +138,9 @@ type runEnv struct {
 	Files runFiles
 	// Workload is the workload the token names, "" without a token.
 	Workload string
+	// JavaProxy is Java's proxy, nil for Proxy: Java sends no proxy
+	// credentials, so it cannot use credgate run's relay.
+	JavaProxy *url.URL
 }
 
 // vars returns the variables to set, in a fixed order. base is the
@@ -219,7 +222,11 @@ func (r runEnv) vars(base []string) []envVar {
 	}
 	// Java: the trust store and the proxy (Java takes no credentials
 	// from these properties: the token is not sent; docs/agents.md).
-	host, port := r.Proxy.Hostname(), r.Proxy.Port()
+	jp := r.Proxy
+	if r.JavaProxy != nil {
+		jp = r.JavaProxy
+	}
+	host, port := jp.Hostname(), jp.Port()
 	if port == "" {
 		port = "80"
 	}

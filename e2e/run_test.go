@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,10 +17,13 @@ import (
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -50,6 +55,10 @@ destinations:
   git:
     hosts: [git.origin.test]
     allow_private: true
+  plain:
+    hosts: [plain.origin.test]
+    ports: [80]
+    allow_private: true
 credentials:
   api-token:
     provider: static
@@ -62,6 +71,11 @@ rules:
   - name: agent-git
     from: agent
     to: git
+    inject: {credential: api-token, as: bearer}
+  - name: agent-plain
+    from: agent
+    to: plain
+    plaintext: true
     inject: {credential: api-token, as: bearer}
   - name: java-api
     from: local
@@ -113,6 +127,58 @@ func startGitOrigin(t *testing.T, gitBin string, token *atomic.Pointer[string]) 
 	return srv.Listener.Addr().String()
 }
 
+// runTokenRecorder stands between credgate run and the gateway's admin
+// API and keeps the run tokens the gateway issues, so that a test can
+// look for them where they must not be.
+type runTokenRecorder struct {
+	url    string
+	mu     sync.Mutex
+	tokens []string
+}
+
+// recordRunTokens starts a runTokenRecorder in front of adminAddr.
+func recordRunTokens(t *testing.T, adminAddr string) *runTokenRecorder {
+	t.Helper()
+	r := &runTokenRecorder{}
+	target := &url.URL{Scheme: "http", Host: adminAddr}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path != "/admin/v1/run-tokens" || resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		var tr struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal(body, &tr); err != nil || tr.Token == "" {
+			return fmt.Errorf("run token answer without a token: %v", err)
+		}
+		r.mu.Lock()
+		r.tokens = append(r.tokens, tr.Token)
+		r.mu.Unlock()
+		return nil
+	}
+	srv := httptest.NewServer(rp)
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+// last is the token issued last.
+func (r *runTokenRecorder) last(t *testing.T) string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.tokens) == 0 {
+		t.Fatal("no run token was issued")
+	}
+	return r.tokens[len(r.tokens)-1]
+}
+
 // runEnvOf is the environment credgate run starts in: no proxy or CA
 // settings of the test process, the admin token file, and a HOME of its
 // own (git).
@@ -150,10 +216,13 @@ func TestCredgateRun(t *testing.T) {
 	})
 	// The static credential startEnv made is what the git origin wants.
 	token.Store(&e.token)
+	// credgate run asks for its tokens through this recorder: the test
+	// knows each token the command must not see.
+	issued := recordRunTokens(t, e.adminAddr)
 
 	credgateRunEnv := func(t *testing.T, extraEnv []string, args ...string) (string, error) {
 		t.Helper()
-		full := append([]string{"run", "--gateway", e.proxyURL, "--admin", "http://" + e.adminAddr, "--token-file", adminTok, "--workload", "agent", "--"}, args...)
+		full := append([]string{"run", "--gateway", e.proxyURL, "--admin", issued.url, "--token-file", adminTok, "--workload", "agent", "--"}, args...)
 		cmd := exec.Command(binPath, full...)
 		cmd.Env = append(runEnvOf(t), extraEnv...)
 		cmd.Dir = t.TempDir()
@@ -251,6 +320,143 @@ func main() {
 		}
 		arrived(t, "/run/go")
 	})
+	t.Run("go: HTTP/2 and a WebSocket inside relayed tunnels", func(t *testing.T) {
+		// The relay is a byte pipe after CONNECT: HTTP/2 (negotiated
+		// with the gateway's interception) and a WebSocket (upgraded
+		// inside a tunnel, echoing) pass through it.
+		src := filepath.Join(t.TempDir(), "main.go")
+		prog := `package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+)
+
+func fail(f string, a ...any) { fmt.Printf(f+"\n", a...); os.Exit(2) }
+
+func main() {
+	resp, err := http.Get("https://api.origin.test/run/go-h2")
+	if err != nil {
+		fail("h2: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.Proto, resp.StatusCode, strings.TrimSpace(string(b)))
+
+	// A WebSocket by hand: CONNECT through the proxy the environment
+	// names, TLS, the upgrade, one masked text frame, its echo.
+	req, _ := http.NewRequest("GET", "https://api.origin.test/ws", nil)
+	pu, err := http.ProxyFromEnvironment(req)
+	if err != nil || pu == nil {
+		fail("no proxy: %v", err)
+	}
+	c, err := net.Dial("tcp", pu.Host)
+	if err != nil {
+		fail("dial proxy: %v", err)
+	}
+	pass, _ := pu.User.Password()
+	auth := base64.StdEncoding.EncodeToString([]byte(pu.User.Username() + ":" + pass))
+	fmt.Fprintf(c, "CONNECT api.origin.test:443 HTTP/1.1\r\nHost: api.origin.test:443\r\nProxy-Authorization: Basic %s\r\n\r\n", auth)
+	br := bufio.NewReader(c)
+	cr, err := http.ReadResponse(br, nil)
+	if err != nil || cr.StatusCode != 200 {
+		fail("CONNECT: %v %v", cr, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "api.origin.test", NextProtos: []string{"http/1.1"}})
+	fmt.Fprintf(tc, "GET /ws HTTP/1.1\r\nHost: api.origin.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://api.origin.test\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	tbr := bufio.NewReader(tc)
+	ur, err := http.ReadResponse(tbr, nil)
+	if err != nil || ur.StatusCode != 101 {
+		fail("upgrade: %v %v", ur, err)
+	}
+	msg := []byte("hello through the relay")
+	mask := []byte{1, 2, 3, 4}
+	frame := []byte{0x81, 0x80 | byte(len(msg))}
+	frame = append(frame, mask...)
+	for i, m := range msg {
+		frame = append(frame, m^mask[i%4])
+	}
+	if _, err := tc.Write(frame); err != nil {
+		fail("ws write: %v", err)
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(tbr, head); err != nil {
+		fail("ws read: %v", err)
+	}
+	echo := make([]byte, head[1]&0x7f)
+	if _, err := io.ReadFull(tbr, echo); err != nil {
+		fail("ws read: %v", err)
+	}
+	fmt.Printf("ws echo: %s\n", echo)
+}
+`
+		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(filepath.Dir(src), "goh2ws")
+		build := exec.Command("go", "build", "-o", bin, src)
+		build.Dir = filepath.Dir(src)
+		build.Env = append(os.Environ(), "GOFLAGS=", "GO111MODULE=on")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		out, err := credgateRun(t, bin)
+		if err != nil || !strings.Contains(out, "HTTP/2.0 200 ok /run/go-h2") || !strings.Contains(out, "ws echo: hello through the relay") {
+			t.Fatalf("credgate run go h2/ws program: %v\n%s", err, out)
+		}
+		arrived(t, "/run/go-h2")
+		if ws := e.origin.byPath("/ws"); len(ws) == 0 || ws[len(ws)-1].Header.Get("Authorization") != "Bearer "+e.token {
+			t.Errorf("the WebSocket upgrade reached the origin without the injected credential")
+		}
+	})
+	t.Run("plain http:// requests, one per relayed connection", func(t *testing.T) {
+		// Absolute-URI requests (GET http://host/path) through the relay:
+		// each is the last of its connection (the relay adds Connection:
+		// close), so curl's second request opens another and gets the
+		// token too; Python's urllib and Node's http.get (the preload)
+		// the same way.
+		for _, c := range []struct {
+			name  string
+			args  []string
+			paths []string
+		}{
+			{"curl, two requests", []string{"curl", "-sS", "-f", "http://plain.origin.test/run/plain-curl-1", "http://plain.origin.test/run/plain-curl-2"}, []string{"/run/plain-curl-1", "/run/plain-curl-2"}},
+			{"python3 urllib", []string{"python3", "-c", `import urllib.request; print(urllib.request.urlopen("http://plain.origin.test/run/plain-python").read().decode())`}, []string{"/run/plain-python"}},
+			{"node http.get (the preload)", []string{"node", "-e", `require('http').get('http://plain.origin.test/run/plain-node', (r) => { let b = ''; r.on('data', (d) => b += d); r.on('end', () => { console.log(b); process.exit(r.statusCode === 200 ? 0 : 1); }); }).on('error', (e) => { console.error(e.message); process.exit(2); });`}, []string{"/run/plain-node"}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				out, err := credgateRun(t, c.args...)
+				if err != nil {
+					t.Fatalf("credgate run %s: %v\n%s", c.args[0], err, out)
+				}
+				for _, p := range c.paths {
+					if !strings.Contains(out, "ok "+p) {
+						t.Errorf("no answer for %s:\n%s", p, out)
+					}
+					if got := e.origin.one(t, p); got.Header.Get("Authorization") != "Bearer "+e.token {
+						t.Errorf("%s: the origin did not receive the injected credential", p)
+					}
+					waitFor(t, 5*time.Second, "the audit line of "+p, func() error {
+						for _, ev := range e.audit() {
+							if ev.Path == p {
+								if ev.Workload != "agent" || ev.Rule != "agent-plain" {
+									return fmt.Errorf("audit of %s: workload %q rule %q", p, ev.Workload, ev.Rule)
+								}
+								return nil
+							}
+						}
+						return fmt.Errorf("no audit line for %s", p)
+					})
+				}
+			})
+		}
+	})
 	t.Run("git ls-remote", func(t *testing.T) {
 		out, err := credgateRun(t, "git", "ls-remote", "https://git.origin.test/acme/widgets.git")
 		if err != nil || !strings.Contains(out, "refs/heads/main") {
@@ -310,18 +516,69 @@ func main() {
 		}
 		arrived(t, "/run/inherited-curl")
 	})
-	t.Run("exit code and revocation after exit", func(t *testing.T) {
-		envFile := filepath.Join(t.TempDir(), "proxy")
-		out, err := credgateRun(t, "sh", "-c", `printf %s "$HTTPS_PROXY" > "$0"; exit 7`, envFile)
+	t.Run("node fetch", func(t *testing.T) {
+		// fetch() (undici) follows HTTPS_PROXY only where Node reads
+		// NODE_USE_ENV_PROXY (22.21+, 24+), which credgate run sets; on
+		// older Node it goes direct, reaching neither the relay nor the
+		// gateway (docs/agents.md).
+		ver, err := exec.Command("node", "-p", "process.versions.node").Output()
+		if err != nil {
+			t.Skip("node is not installed")
+		}
+		var major, minor int
+		fmt.Sscanf(strings.TrimSpace(string(ver)), "%d.%d", &major, &minor)
+		envProxy := major >= 24 || (major == 22 && minor >= 21)
+		script := `fetch('https://api.origin.test/run/node-fetch').then(async (r) => { console.log(r.status, await r.text()); process.exit(r.status === 200 ? 0 : 1); }, (e) => { console.error('fetch failed:', e.cause ? e.cause.code || e.cause.message : e.message); process.exit(3); });`
+		out, err := credgateRun(t, "node", "-e", script)
+		if envProxy {
+			if err != nil || !strings.Contains(out, "ok /run/node-fetch") {
+				t.Fatalf("node %s fetch: %v\n%s", ver, err, out)
+			}
+			arrived(t, "/run/node-fetch")
+			return
+		}
+		if err == nil || !strings.Contains(out, "fetch failed") {
+			t.Fatalf("node %s fetch: %v\n%s, want it to fail going direct", ver, err, out)
+		}
+		if n := len(e.origin.byPath("/run/node-fetch")); n != 0 {
+			t.Fatalf("node %s fetch reached the origin %d times", ver, n)
+		}
+	})
+	t.Run("the command holds no token; revocation after exit", func(t *testing.T) {
+		proxyFile, envFile := filepath.Join(t.TempDir(), "proxy"), filepath.Join(t.TempDir(), "environ")
+		out, err := credgateRun(t, "sh", "-c", `printf %s "$HTTPS_PROXY" > "$0"; cat /proc/self/environ /proc/$$/environ > "$1"; env >> "$1"; exit 7`, proxyFile, envFile)
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
 			t.Fatalf("credgate run sh -c 'exit 7': %v, want exit status 7\n%s", err, out)
 		}
-		proxy, err := os.ReadFile(envFile)
-		if err != nil || !strings.Contains(string(proxy), "token:") {
-			t.Fatalf("the child's HTTPS_PROXY carries no token: %v", err)
+		tok := issued.last(t)
+		proxy, err := os.ReadFile(proxyFile)
+		if err != nil {
+			t.Fatal(err)
 		}
+		environ, err := os.ReadFile(envFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The token, or its signature, anywhere in what the command
+		// could read of its environment.
+		sig := tok[strings.LastIndex(tok, ".")+1:]
+		for name, b := range map[string][]byte{"HTTPS_PROXY": proxy, "/proc/self/environ and env": environ} {
+			if bytes.Contains(b, []byte(sig)) {
+				t.Errorf("%s holds the run token", name)
+			}
+		}
+		if !strings.HasPrefix(string(proxy), "http://credgate:") || !strings.Contains(string(proxy), "@127.0.0.1:") {
+			t.Fatalf("HTTPS_PROXY is not the relay: %q", proxy)
+		}
+		// The relay is gone with the command.
 		c := newGoClient(t, string(proxy), gwCACert, false)
+		if resp, err := c.Get("https://api.origin.test/run/after-exit"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("the relay answered %d after the command exited", resp.StatusCode)
+		}
+		// The token itself, straight to the gateway: revoked.
+		c = newGoClient(t, strings.Replace(e.proxyURL, "http://", "http://token:"+tok+"@", 1), gwCACert, false)
 		resp, err := c.Get("https://api.origin.test/run/revoked")
 		if err == nil {
 			resp.Body.Close()
@@ -330,11 +587,29 @@ func main() {
 		if !strings.Contains(err.Error(), "Forbidden") {
 			t.Errorf("revoked token: %v, want 403 Forbidden", err)
 		}
-		if n := len(e.origin.byPath("/run/revoked")); n != 0 {
-			t.Errorf("the origin saw %d requests with a revoked token", n)
+		if n := len(e.origin.byPath("/run/revoked")) + len(e.origin.byPath("/run/after-exit")); n != 0 {
+			t.Errorf("the origin saw %d requests after exit", n)
 		}
 		e.waitLog(t, "token was revoked")
-		e.secrets = append(e.secrets, strings.TrimPrefix(strings.Split(string(proxy), "@")[0], "http://token:"))
+		e.secrets = append(e.secrets, tok)
+	})
+	t.Run("the relay refuses a wrong or missing secret", func(t *testing.T) {
+		for _, c := range []struct{ name, proxy string }{
+			{"wrong secret", `http://credgate:0000@${HTTPS_PROXY#*@}`},
+			{"no credentials", `http://${HTTPS_PROXY#*@}`},
+			{"the secret as the user name", `http://${HTTPS_PROXY#http://credgate:}`},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				path := "/run/relay-" + strings.ReplaceAll(c.name, " ", "-")
+				out, err := credgateRun(t, "sh", "-c", `exec curl -sS -o /dev/null -w 'connect=%{http_connect}' --proxy "`+c.proxy+`" https://api.origin.test`+path)
+				if err == nil || !strings.Contains(out, "connect=407") {
+					t.Fatalf("curl with %s: %v\n%s, want the relay's 407", c.name, err, out)
+				}
+				if n := len(e.origin.byPath(path)); n != 0 {
+					t.Errorf("the origin saw %d requests", n)
+				}
+			})
+		}
 	})
 	t.Run("SIGTERM is passed on and the child's code returned", func(t *testing.T) {
 		ready := filepath.Join(t.TempDir(), "ready")
@@ -408,6 +683,118 @@ func main() {
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "403 workload_not_allowed") {
 			t.Fatalf("token for an unlisted workload: %v\n%s", err, out)
+		}
+	})
+}
+
+// TestCredgateRunRelayTLS: with --gateway https://… credgate run's relay
+// speaks TLS to the gateway's tls_listen, so the run token never crosses
+// the network in clear text; clients that take no https:// proxy URL
+// (curl's default, Python's urllib, Node's preload) reach it through the
+// relay. A gateway whose certificate no trusted CA signed is refused by
+// the relay, which says so; the token is revoked at exit either way.
+// --relay=false and --print-env cannot use an https:// gateway.
+func TestCredgateRunRelayTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	adminTok := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(adminTok, []byte(randomToken(t)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOptions{
+		Policy: runPolicy,
+		ExtraConfig: tlsListenConfig(t, dir) +
+			fmt.Sprintf("admin:\n  token_file: %q\nrun_tokens:\n  workloads: [agent]\n  ttl: 5m\n", adminTok),
+	})
+	if e.tlsProxyAddr == "" {
+		t.Fatal("the gateway has no tls_listen address")
+	}
+	gateway := "https://" + e.tlsProxyAddr
+	revocations := func() int {
+		n := 0
+		for _, ev := range e.audit() {
+			if ev.Path == "/admin/v1/run-tokens/revoke" && ev.Status == 200 {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		name  string
+		flags []string
+		args  []string
+		path  string
+		want  string // in the output; for a failure, credgate run's message
+		ok    bool
+	}{
+		{name: "curl", flags: []string{"--gateway-ca", originCACert}, path: "/tls/curl", ok: true,
+			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/curl"}},
+		{name: "python3 urllib", flags: []string{"--gateway-ca", originCACert}, path: "/tls/python", ok: true,
+			args: []string{"python3", "-c", `import urllib.request; print(urllib.request.urlopen("https://api.origin.test/tls/python").read().decode())`}},
+		{name: "node https.get", flags: []string{"--gateway-ca", originCACert}, path: "/tls/node", ok: true,
+			args: []string{"node", "-e", `require('https').get('https://api.origin.test/tls/node', (res) => { let b = ''; res.on('data', (d) => b += d); res.on('end', () => { console.log(res.statusCode, b); process.exit(res.statusCode === 200 ? 0 : 1); }); }).on('error', (e) => { console.error(e.message); process.exit(2); });`}},
+		{name: "a gateway certificate of a CA not trusted", path: "/tls/wrong-ca",
+			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/wrong-ca"}, want: "not signed by a CA credgate run trusts"},
+		{name: "--relay=false", flags: []string{"--relay=false"}, path: "/tls/no-relay",
+			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/no-relay"}, want: "only credgate run's relay speaks to"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := exec.LookPath(c.args[0]); err != nil {
+				t.Skipf("%s is not installed", c.args[0])
+			}
+			before := revocations()
+			full := append([]string{"run", "--gateway", gateway, "--admin", "http://" + e.adminAddr, "--token-file", adminTok, "--workload", "agent"}, c.flags...)
+			cmd := exec.Command(binPath, append(append(full, "--"), c.args...)...)
+			cmd.Env = runEnvOf(t)
+			out, err := cmd.CombinedOutput()
+			if !c.ok {
+				if err == nil || !strings.Contains(string(out), c.want) {
+					t.Fatalf("credgate run: %v\n%s, want a failure saying %q", err, out, c.want)
+				}
+				if n := len(e.origin.byPath(c.path)); n != 0 {
+					t.Errorf("the origin saw %d requests", n)
+				}
+				if c.flags == nil {
+					waitFor(t, 5*time.Second, "the revocation", func() error {
+						if revocations() == before {
+							return errors.New("the token was not revoked")
+						}
+						return nil
+					})
+				}
+				return
+			}
+			if err != nil || !strings.Contains(string(out), "ok "+c.path) {
+				t.Fatalf("credgate run %s: %v\n%s", c.args[0], err, out)
+			}
+			if strings.Contains(string(out), "clear text") {
+				t.Errorf("warned of clear text over TLS: %s", out)
+			}
+			if got := e.origin.one(t, c.path); got.Header.Get("Authorization") != "Bearer "+e.token {
+				t.Errorf("the origin did not receive the injected credential")
+			}
+			waitFor(t, 5*time.Second, "the audit line and the revocation", func() error {
+				for _, ev := range e.audit() {
+					if ev.Path == c.path {
+						if ev.Workload != "agent" || ev.Rule != "agent-api" {
+							return fmt.Errorf("audit of %s: workload %q rule %q", c.path, ev.Workload, ev.Rule)
+						}
+						if revocations() == before {
+							return errors.New("the token was not revoked")
+						}
+						return nil
+					}
+				}
+				return fmt.Errorf("no audit line for %s", c.path)
+			})
+		})
+	}
+	t.Run("--print-env", func(t *testing.T) {
+		cmd := exec.Command(binPath, "run", "--print-env", "--gateway", gateway, "--ca", gwCACert)
+		cmd.Env = runEnvOf(t)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "only credgate run's relay speaks to") {
+			t.Fatalf("--print-env with an https gateway: %v\n%s", err, out)
 		}
 	})
 }

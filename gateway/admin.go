@@ -88,6 +88,12 @@ type Admin struct {
 	// through the admin listener, which the proxy listeners' caps do
 	// not count.
 	MaxConnections *int `yaml:"max_connections"`
+	// MaxSwitches bounds the kill switches in force, all kinds together
+	// (default killswitch.DefaultMaxEntries, at least 1): a disable over
+	// it is refused 409 switch_limit, a tripwire's quarantine over three
+	// quarters of it is not set. The state is kept whole in Redis and the
+	// state file and re-read by every replica.
+	MaxSwitches int `yaml:"max_switches"`
 }
 
 // applyDefaults fills the admin listener's limits.
@@ -107,6 +113,9 @@ func (a *Admin) applyDefaults() {
 	if a.MaxConnections == nil {
 		n := DefaultAdminMaxConnections
 		a.MaxConnections = &n
+	}
+	if a.MaxSwitches == 0 {
+		a.MaxSwitches = killswitch.DefaultMaxEntries
 	}
 }
 
@@ -134,6 +143,9 @@ func (a *Admin) check(file string, root *yaml.Node, dir string) []error {
 	}
 	if a.MaxConnections != nil && *a.MaxConnections < 1 {
 		bad(fmt.Sprintf("admin.max_connections: use at least 1 (the admin listener's connections are always capped; leave it out for %d)", DefaultAdminMaxConnections), "max_connections")
+	}
+	if a.MaxSwitches < 0 {
+		bad(fmt.Sprintf("admin.max_switches: use at least 1 (leave it out for %d)", killswitch.DefaultMaxEntries), "max_switches")
 	}
 	for _, p := range []*string{&a.TokenFile, &a.StateFile, &a.TLS.Cert, &a.TLS.Key, &a.TLS.ClientCA} {
 		if *p != "" && !filepath.IsAbs(*p) {
@@ -377,6 +389,7 @@ const (
 	codeAdminOff        = "admin_api_off"
 	codeAdminBadReq     = "bad_request"
 	codeSwitchUnavail   = "switch_unavailable"
+	codeSwitchLimit     = "switch_limit"
 	codeAdminTokenFile  = "admin_token_unreadable"
 	codeAdminClientCert = "client_certificate_required"
 )
@@ -506,6 +519,10 @@ func (g *Gateway) serveSwitch(w http.ResponseWriter, r *http.Request, action str
 		res, err = g.switches.Enable(ctx, kind, req.Name)
 	}
 	if err != nil {
+		if errors.Is(err, killswitch.ErrFull) {
+			fail(http.StatusConflict, codeSwitchLimit, strings.TrimPrefix(err.Error(), "killswitch: "), sw)
+			return
+		}
 		if errors.Is(err, killswitch.ErrUnavailable) {
 			fail(http.StatusServiceUnavailable, codeSwitchUnavail, fmt.Sprintf("Redis is unavailable: %s stays disabled (one disabled on this replica during the outage is written to every replica when Redis answers); retry when Redis answers", probe), sw)
 			return

@@ -118,36 +118,49 @@ func newConnAdmission(total, perSource int, open *atomic.Int64) *connAdmission {
 // admit counts a connection from src and returns "", or the limit that
 // refuses it (limitGlobal, limitPerSource), counting nothing then.
 func (a *connAdmission) admit(src netip.Addr) string {
-	if n := a.open.Add(1); a.max > 0 && n > a.max {
-		a.open.Add(-1)
+	if !a.admitTotal() {
 		return limitGlobal
 	}
-	if a.perSource > 0 {
-		a.mu.Lock()
-		n := a.bySource[src]
-		if n >= a.perSource {
-			a.mu.Unlock()
-			a.open.Add(-1)
-			return limitPerSource
-		}
-		a.bySource[src] = n + 1
-		a.mu.Unlock()
+	if a.perSource > 0 && !a.admitSource(src) {
+		a.open.Add(-1)
+		return limitPerSource
 	}
 	return ""
 }
 
-// release uncounts a connection admit counted.
-func (a *connAdmission) release(src netip.Addr) {
-	if a.perSource > 0 {
-		a.mu.Lock()
-		if n := a.bySource[src] - 1; n > 0 {
-			a.bySource[src] = n
-		} else {
-			delete(a.bySource, src)
-		}
-		a.mu.Unlock()
+// admitTotal counts a connection against max_connections only; false
+// when over it (nothing counted).
+func (a *connAdmission) admitTotal() bool {
+	if n := a.open.Add(1); a.max > 0 && n > a.max {
+		a.open.Add(-1)
+		return false
 	}
-	a.open.Add(-1)
+	return true
+}
+
+// admitSource counts a connection from src against the per-source cap
+// (which must be on); false when over it (nothing counted). A listener
+// that reads PROXY headers calls it once the header named the source.
+func (a *connAdmission) admitSource(src netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := a.bySource[src]
+	if n >= a.perSource {
+		return false
+	}
+	a.bySource[src] = n + 1
+	return true
+}
+
+// releaseSource uncounts what admitSource counted.
+func (a *connAdmission) releaseSource(src netip.Addr) {
+	a.mu.Lock()
+	if n := a.bySource[src] - 1; n > 0 {
+		a.bySource[src] = n
+	} else {
+		delete(a.bySource, src)
+	}
+	a.mu.Unlock()
 }
 
 // sources is the number of client addresses with an open connection (0
@@ -179,6 +192,10 @@ type admitListener struct {
 	adm *connAdmission
 	// refused handles a connection over limit: it answers and closes it.
 	refused func(c net.Conn, limit string, src netip.Addr)
+	// sourceLater admits against max_connections only: the listener
+	// reads PROXY headers, and the per-source cap counts the header's
+	// source (acceptProxyHeader), not the load balancer's address.
+	sourceLater bool
 }
 
 // Accept returns the next admitted connection.
@@ -188,6 +205,13 @@ func (l *admitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		if l.sourceLater {
+			if !l.adm.admitTotal() {
+				l.refused(c, limitGlobal, netip.Addr{})
+				continue
+			}
+			return &countedConn{Conn: c, adm: l.adm}, nil
+		}
 		var src netip.Addr
 		if l.adm.perSource > 0 {
 			src = sourceKey(c.RemoteAddr())
@@ -196,21 +220,27 @@ func (l *admitListener) Accept() (net.Conn, error) {
 			l.refused(c, limit, src)
 			continue
 		}
-		return &countedConn{Conn: c, adm: l.adm, src: src}, nil
+		return &countedConn{Conn: c, adm: l.adm, src: src, sourced: l.adm.perSource > 0}, nil
 	}
 }
 
 // countedConn releases its admission once, on the first Close.
 type countedConn struct {
 	net.Conn
-	adm    *connAdmission
-	src    netip.Addr
-	closed atomic.Bool
+	adm *connAdmission
+	// src is the address counted against the per-source cap, when
+	// sourced.
+	src     netip.Addr
+	sourced bool
+	closed  atomic.Bool
 }
 
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.adm.release(c.src)
+		if c.sourced {
+			c.adm.releaseSource(c.src)
+		}
+		c.adm.open.Add(-1)
 	}
 	return c.Conn.Close()
 }

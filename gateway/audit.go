@@ -43,8 +43,11 @@ type event struct {
 	Presented []string
 	// Operator names who called the admin API, as verified: admin_token,
 	// client_cert:SUBJECT, or both; written only when set; never a token.
-	Operator   string
-	Source     string
+	Operator string
+	Source   string
+	// Via is the address of the trusted load balancer whose PROXY header
+	// named Source; written only when set.
+	Via        string
 	Method     string
 	Scheme     string
 	Host       string
@@ -484,6 +487,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	}
 	b = append(b, `,"source":`...)
 	b = appendString(b, ev.Source)
+	if ev.Via != "" {
+		b = append(b, `,"via":`...)
+		b = appendString(b, ev.Via)
+	}
 	b = append(b, `,"method":`...)
 	b = appendString(b, ev.Method)
 	b = append(b, `,"scheme":`...)

@@ -149,6 +149,21 @@ var batchFormats = []batchFormat{
 		return b
 	}},
 	{"google", googleHost, "/batch/drive/v3", "multipart/mixed; boundary=b0undary", multipartBody},
+	// Connect REST API's batch, as its documentation spells it: methods
+	// "Get", "Post"; urls /vNN.N/... (the gateway reads /services/data/
+	// before them).
+	{"salesforce-connect", sfHost, "/services/data/v60.0/connect/batch", "application/json", func(s []sub) []byte {
+		var items []map[string]any
+		for _, x := range s {
+			m := x.method
+			if m == strings.ToUpper(m) && len(m) > 1 {
+				m = m[:1] + strings.ToLower(m[1:])
+			}
+			items = append(items, map[string]any{"method": m, "url": x.url})
+		}
+		b, _ := json.Marshal(map[string]any{"batchRequests": items, "haltOnError": false})
+		return b
+	}},
 }
 
 // urlFor writes the top-level path p as format f's sub-request url.
@@ -158,6 +173,8 @@ func urlFor(f batchFormat, p string) string {
 		return strings.TrimPrefix(p, "/v1.0")
 	case "salesforce-batch":
 		return strings.TrimPrefix(p, "/services/data/")
+	case "salesforce-connect":
+		return strings.TrimPrefix(p, "/services/data")
 	}
 	return p
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/credgate/credgate/audit/otlpsink"
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/batch"
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/internal/yamlstrict"
@@ -38,6 +39,9 @@ const (
 	DefaultResponseIdleTimeout   = 5 * time.Minute
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 64
+	// DefaultMaxIdleConns bounds the idle upstream connections to all
+	// hosts together (upstream.max_idle_conns).
+	DefaultMaxIdleConns = 1024
 	// DefaultMaxResponseHeaderBytes is upstream.max_response_header_bytes.
 	DefaultMaxResponseHeaderBytes = 64 << 10
 	DefaultMaxHeaderBytes         = 64 << 10
@@ -47,6 +51,12 @@ const (
 	DefaultWriteIdleTimeout       = 60 * time.Second
 	DefaultLongLivedIdleTimeout   = 15 * time.Minute
 	DefaultLongLivedMaxLifetime   = 24 * time.Hour
+	// DefaultBatchBufferBytes is limits.batch_buffer_bytes: 32 batch
+	// bodies of 1 MiB.
+	DefaultBatchBufferBytes = 32 << 20
+	// MinBatchBufferBytes is the least limits.batch_buffer_bytes other
+	// than 0: one batch body of the largest size, as sent and decoded.
+	MinBatchBufferBytes = 2 * batch.MaxBody
 	// DefaultInFlightIdentityGrace is limits.in_flight_identity_grace.
 	DefaultInFlightIdentityGrace = 30 * time.Second
 	DefaultShutdownTimeout       = 30 * time.Second
@@ -79,6 +89,10 @@ type Config struct {
 	TLSListen string `yaml:"tls_listen"`
 	// TLS configures the TLS listener.
 	TLS ListenerTLS `yaml:"tls"`
+	// ProxyProtocol reads the PROXY protocol header a TCP load balancer
+	// in front of a proxy listener sends (off by default);
+	// docs/config.md#proxy_protocol.
+	ProxyProtocol ProxyProtocolListeners `yaml:"proxy_protocol"`
 	// AdminListen serves /healthz, /readyz and /metrics.
 	AdminListen string `yaml:"admin_listen"`
 	// Policy is the policy file, watched and reloaded on change and SIGHUP.
@@ -193,6 +207,12 @@ type Upstream struct {
 	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
 	// MaxIdleConnsPerHost bounds idle keep-alive connections per upstream.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// MaxIdleConns bounds idle keep-alive connections to all upstreams
+	// together: a caller that reaches many names (a wildcard destination)
+	// would otherwise keep one idle connection, a file descriptor, per
+	// name for idle_conn_timeout. Past it the connection idle the longest
+	// is closed.
+	MaxIdleConns int `yaml:"max_idle_conns"`
 	// MaxResponseHeaderBytes bounds a response's header block from an
 	// upstream (HTTP/1.1: the status line and fields; HTTP/2: the field
 	// list as SETTINGS_MAX_HEADER_LIST_SIZE counts it). A larger one is
@@ -253,6 +273,13 @@ type Limits struct {
 	// one as its IPv4 address). Unset: a quarter of MaxConnections in
 	// force; 0 is off.
 	MaxConnectionsPerSource *int `yaml:"max_connections_per_source"`
+	// BatchBufferBytes caps the bytes of batch bodies the gateway holds
+	// at once, over all requests, to judge their sub-requests
+	// (docs/security.md, "Request-in-request endpoints"): each batch
+	// body as sent, and decoded while it is judged. A batch over it is
+	// refused 503 batch_capacity. Unset: DefaultBatchBufferBytes; 0 is
+	// off; otherwise at least MinBatchBufferBytes.
+	BatchBufferBytes *int `yaml:"batch_buffer_bytes"`
 }
 
 // LongLived bounds the connections whose bytes are relayed without a
@@ -644,6 +671,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.TLSListen == "" && (cfg.TLS.Cert != "" || cfg.TLS.ClientCA != "" || cfg.TLS.SVID) {
 		bad("tls: is set but tls_listen is not; set tls_listen or remove tls", "tls")
 	}
+	for _, e := range cfg.ProxyProtocol.check(cfg.TLSListen != "") {
+		head, _, _ := strings.Cut(e.Error(), ": ")
+		bad(e.Error(), splitKeyPath(head)...)
+	}
 	for _, l := range []struct{ key, val string }{{"listen", cfg.Listen}, {"tls_listen", cfg.TLSListen}, {"admin_listen", cfg.AdminListen}} {
 		if l.val == "" {
 			continue
@@ -703,6 +734,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if cfg.Upstream.MaxIdleConnsPerHost < 0 {
 		bad("upstream.max_idle_conns_per_host must not be negative", "upstream", "max_idle_conns_per_host")
 	}
+	if cfg.Upstream.MaxIdleConns < 0 {
+		bad(fmt.Sprintf("upstream.max_idle_conns must not be negative (leave it out for %d)", DefaultMaxIdleConns), "upstream", "max_idle_conns")
+	}
 	if n := cfg.Upstream.MaxResponseHeaderBytes; n != 0 && (n < minResponseHeaderBytes || n > maxResponseHeaderBytes) {
 		bad(fmt.Sprintf("upstream.max_response_header_bytes: %d is outside %d to %d (16 MiB); leave it out for %d (64 KiB)", n, minResponseHeaderBytes, maxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), "upstream", "max_response_header_bytes")
 	}
@@ -721,6 +755,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		if c.v != nil && *c.v < 0 {
 			bad("limits."+c.key+" must not be negative (a number of connections; 0 is off, leave it out for the default)", "limits", c.key)
 		}
+	}
+	if n := cfg.Limits.BatchBufferBytes; n != nil && *n != 0 && *n < MinBatchBufferBytes {
+		bad(fmt.Sprintf("limits.batch_buffer_bytes: %d is less than %d (2 MiB, one batch body of the largest size as sent and decoded); 0 is off, leave it out for %d (32 MiB)", *n, MinBatchBufferBytes, DefaultBatchBufferBytes), "limits", "batch_buffer_bytes")
 	}
 	if cfg.Limits.BodyMinRate < 0 {
 		bad("limits.body_min_rate must not be negative (bytes per second; 0 is off)", "limits", "body_min_rate")
@@ -873,6 +910,7 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Upstream.ResponseIdleTimeout, DefaultResponseIdleTimeout)
 	setD(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
 	setI(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	setI(&c.Upstream.MaxIdleConns, DefaultMaxIdleConns)
 	if c.Upstream.MaxResponseHeaderBytes == 0 {
 		c.Upstream.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}
@@ -885,6 +923,10 @@ func (c *Config) ApplyDefaults() {
 	setD(&c.Limits.LongLived.IdleTimeout, DefaultLongLivedIdleTimeout)
 	setD(&c.Limits.LongLived.MaxLifetime, DefaultLongLivedMaxLifetime)
 	setD(&c.Limits.InFlightIdentityGrace, DefaultInFlightIdentityGrace)
+	if c.Limits.BatchBufferBytes == nil {
+		n := DefaultBatchBufferBytes
+		c.Limits.BatchBufferBytes = &n
+	}
 	setD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setD(&c.CA.ReloadInterval, DefaultReloadInterval)
 	setD(&c.SessionTickets.Rotation, DefaultTicketRotation)

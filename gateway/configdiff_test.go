@@ -64,6 +64,7 @@ func TestReloadNamesEveryLimit(t *testing.T) {
 		"in_flight_identity_grace":   "  in_flight_identity_grace: 9s\n",
 		"max_connections":            "  max_connections: 99\n",
 		"max_connections_per_source": "  max_connections_per_source: 9\n",
+		"batch_buffer_bytes":         "  batch_buffer_bytes: 4194304\n",
 	}
 	keys := slices.Sorted(maps.Keys(changes))
 	if diff := cmp.Diff(slices.Sorted(slices.Values(leafKeys(reflect.TypeOf(Limits{}), ""))), keys); diff != "" {

@@ -262,7 +262,7 @@ func (g *Gateway) leafCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 	if !ok {
 		return nil, errors.New("gateway: handshake on a connection that is not a tunnel")
 	}
-	c, err := g.issuer.Certificate(hello.Context(), tc.dest.host)
+	c, err := g.issuer.Certificate(hello.Context(), tc.w.Name, tc.dest.host)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoLeaf, err)
 	}
@@ -346,6 +346,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	r := pctx.Req
 	start := time.Now()
 	ev := evidence(r)
+	ev.Via = g.viaOf(r.Context())
 	reject := func(w identity.Workload, dest target, d policy.Decision, f refusal) (*goproxy.ConnectAction, string) {
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		d.Code = f.Code
@@ -382,7 +383,7 @@ func (g *Gateway) handleConnect(authority string, pctx *goproxy.ProxyCtx) (*gopr
 	// The leaf the handshake will present, made (or found in the cache)
 	// now: a host the interception CA may not or cannot sign for is
 	// refused with an answer and an audit line, not a failed handshake.
-	if _, err := g.issuer.Certificate(r.Context(), dest.host); err != nil {
+	if _, err := g.issuer.Certificate(r.Context(), w.Name, dest.host); err != nil {
 		// Audited as the refusal it is, not as the intercept decision
 		// it refused (TestExplainMatchesServe found "intercept" there).
 		return reject(w, dest, policy.Decision{Action: policy.Deny, Rule: d.Rule}, leafRefusal(dest, err, d.Rule))
@@ -545,6 +546,7 @@ func (g *Gateway) splice(start time.Time, client net.Conn, ev identity.Evidence,
 		Workload: w.DisplayName(),
 		Factors:  w.Factors,
 		Source:   sourceString(ev),
+		Via:      viaString(ev),
 		Method:   http.MethodConnect,
 		Scheme:   "https",
 		Host:     dest.host,
@@ -584,6 +586,7 @@ func (g *Gateway) auditConnection(start time.Time, ev identity.Evidence, w ident
 		Workload:  w.DisplayName(),
 		Factors:   w.Factors,
 		Source:    sourceString(ev),
+		Via:       viaString(ev),
 		Method:    method,
 		Scheme:    "https",
 		Host:      dest.host,

@@ -527,7 +527,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 			before := counterValue(t, tg.gw.metrics.acceptErrors.WithLabelValues("test"))
 			go func() {
 				defer close(done)
-				loopErr = tg.gw.serveClients(ctx, "test", ln)
+				loopErr = tg.gw.serveClients(ctx, "test", ln, nil)
 			}()
 			defer func() {
 				cancel()

@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/killswitch"
 	"github.com/credgate/credgate/policy"
 	"github.com/credgate/credgate/transform"
@@ -33,6 +35,13 @@ type Probe struct {
 	URL string
 	// Header holds the request's header fields, as sent.
 	Header http.Header
+	// Body is the request's body as sent (after any content coding its
+	// Content-Encoding names); nil for none. Only a request to a batch
+	// endpoint has its body judged: its sub-requests (BatchExplanation).
+	Body []byte
+	// Now is the time `when:` conditions see as `now`; zero means the
+	// current time (a replayed audit line passes its own time).
+	Now time.Time
 }
 
 // Judge is what Explain decides with: the state a running gateway holds.
@@ -86,8 +95,25 @@ type Explanation struct {
 	Address string
 	// Stage is where it ended: "target", "identity", "connect",
 	// "request" (before the decision: the method, path and header
-	// checks) or "decision".
+	// checks), "decision" or "batch" (a sub-request of its body).
 	Stage string
+	// Batch is how the body of a request an inject rule admits to a
+	// batch endpoint was judged; nil for any other request.
+	Batch *BatchExplanation
+}
+
+// BatchExplanation is how Explain judged a batch's body: as the gateway
+// judges it before the credential is fetched (judgeBatchBody).
+type BatchExplanation struct {
+	// Service names the endpoint ("Microsoft Graph $batch").
+	Service string
+	// Subs is the verdict on each target of each sub-request, in order;
+	// empty when the body has none or did not parse (the refusal says
+	// why). The gateway refuses the batch for the first one refused.
+	Subs []SubVerdict
+	// Judged is how many sub-requests the body holds: the requests the
+	// rate limits count the batch as (0: one request).
+	Judged int
 }
 
 // refused makes ex's answer the refusal f of stage, after decision d
@@ -108,10 +134,12 @@ func (ex *Explanation) refused(stage string, d policy.Decision, f refusal) *Expl
 // identity, the kill switch, the address check, the interception CA's
 // leaf, the method, path and header checks, the decision, the
 // encoded-slash check, the placeholder tripwire of a refused request,
-// the kill switch and the special-purpose address check. What it cannot
-// know is left out: rate limits in use, DNS answers (the address check
-// applies to IP literals and Config's resolve map only), the
-// credential's fetch, the request body and the upstream's answer. TestExplainMatchesServe holds it to the running
+// the kill switch, the special-purpose address check, the copy-source
+// check and, for a request to a batch endpoint, its body's sub-requests
+// (judgeBatchBody). What it cannot know is left out: rate limits in use,
+// the batch budget in use, DNS answers (the address check applies to IP
+// literals and Config's resolve map only), the credential's fetch and
+// the upstream's answer. TestExplainMatchesServe holds it to the running
 // gateway.
 func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 	scheme, authority, reqTarget, err := splitProbeURL(p.URL)
@@ -164,7 +192,7 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 		if !resolve() {
 			return ex, nil
 		}
-		d := j.Policy.Decide(policy.Query{Workload: ex.Workload, Connect: true, Host: dest.host, Port: dest.port})
+		d := j.Policy.Decide(policy.Query{Workload: ex.Workload, Connect: true, Host: dest.host, Port: dest.port, Now: p.Now})
 		ex.Connect = &d
 		if f := decisionRefusal(d, true); f != nil {
 			return ex.refused("connect", d, *f), nil
@@ -181,7 +209,7 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 		}
 		// The leaf the handshake would present (handleConnect).
 		if j.Issuer != nil {
-			if _, err := j.Issuer.Certificate(ctx, dest.host); err != nil {
+			if _, err := j.Issuer.Certificate(ctx, "", dest.host); err != nil {
 				return ex.refused("connect", d, leafRefusal(dest, err, d.Rule)), nil
 			}
 		}
@@ -193,7 +221,7 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 	if scheme == "http" && !resolve() {
 		return ex, nil
 	}
-	q := policy.Query{Workload: ex.Workload, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header}
+	q := policy.Query{Workload: ex.Workload, Scheme: scheme, Host: dest.host, Port: dest.port, Method: r.Method, Path: cp.Decoded, Header: r.Header, Now: p.Now}
 	d := j.Policy.Decide(q)
 	ex.Request = &d
 	if f := decisionRefusal(d, false); f != nil {
@@ -217,6 +245,36 @@ func (j Judge) Explain(ctx context.Context, p Probe) (*Explanation, error) {
 	}
 	if f := j.address(ex, dest, d); f != nil {
 		return ex.refused("decision", d, *f), nil
+	}
+	if d.Action == policy.Inject && !d.Inject.AllowCopySource {
+		if name, ok := canonical.SourceField(r.Header); ok {
+			return ex.refused("decision", d, copySourceRefusal(d, name)), nil
+		}
+	}
+	if d.Action == policy.Inject && !d.Inject.AllowBatch {
+		// The body of a batch (judgeBatch), with serve's own code.
+		if ep, ok := endpointOf(d, dest.host, cp.Decoded, r.Header.Get("Content-Type")); ok {
+			ex.Batch = &BatchExplanation{Service: ep.Service}
+			if f := recordsRefusal(ep, d); f != nil {
+				return ex.refused("batch", d, *f), nil
+			}
+			if len(p.Body) > 0 {
+				a := admission{pol: j.Policy, wl: ex.Workload, d: d}
+				v, subs := (*Gateway)(nil).judgeBatchBody(batchBody{a: a, q: q, ep: ep, dest: dest, scheme: scheme, rawPath: cp.Raw, header: r.Header, raw: p.Body}, true)
+				ex.Batch.Subs, ex.Batch.Judged = subs, v.judged
+				if v.refusal != nil {
+					return ex.refused("batch", d, *v.refusal), nil
+				}
+				// A batch more than a rate limit's burst, which no wait
+				// admits (chargeBatch): known without the limits in use.
+				if f, never := neverFits(ex.Workload, d, v.judged); never {
+					return ex.refused("batch", d, f), nil
+				}
+				if v.observe != nil {
+					d = *v.observe
+				}
+			}
+		}
 	}
 	// The placeholder substitution (phState), which refuses a
 	// placeholder where the decision does not replace it, or a required

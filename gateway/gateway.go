@@ -101,7 +101,10 @@ type Gateway struct {
 	cache   *providers.Cache
 	shared  *sharedCache // nil without cache.redis
 	limiter *ratelimit.Limiter
-	ids     *identity.Resolver
+	// batchBuf bounds the batch bodies held at once
+	// (limits.batch_buffer_bytes, batch.go).
+	batchBuf batchBudget
+	ids      *identity.Resolver
 	// runTokens issues credgate run's tokens (run_tokens); nil when off.
 	runTokens *runtoken.Issuer
 	issuer    *mitm.Issuer
@@ -149,6 +152,10 @@ type Gateway struct {
 	tickets *tickets.Keys
 
 	proxyLn, tlsLn, adminLn net.Listener
+	// listenPP and tlsPP are the PROXY protocol of listen and tls_listen,
+	// nil where it is off; proxyHeadersOn says one is on.
+	listenPP, tlsPP *proxyHeaders
+	proxyHeadersOn  bool
 	// connAdmit counts the proxy listeners' open client connections and
 	// refuses those over limits.max_connections and
 	// max_connections_per_source (admit.go).
@@ -317,6 +324,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	if g.limiter, err = newLimiter(ctx, cfg, g.shared, logger, g.metrics); err != nil {
 		return nil, err
 	}
+	g.batchBuf.max, g.batchBuf.gauge = *cfg.Limits.BatchBufferBytes, g.metrics.batchHeld // max set by ApplyDefaults
 	idOpts := []identity.Option{identity.WithLogger(logger), identity.WithOnChange(g.evidenceChanged)}
 	if cfg.RunTokens != nil {
 		if g.runTokens, err = g.newRunTokens(); err != nil {
@@ -415,7 +423,7 @@ func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool)
 		TLSHandshakeTimeout:    cfg.Upstream.TLSHandshakeTimeout.D(),
 		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
 		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
-		MaxIdleConns:           0,
+		MaxIdleConns:           cfg.Upstream.MaxIdleConns,
 		MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
 		DisableKeepAlives:      !keepAlive,
 		ExpectContinueTimeout:  time.Second,
@@ -433,6 +441,7 @@ func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool)
 		TLSHandshakeTimeout:    p.t.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 		IdleConnTimeout:        p.t.IdleConnTimeout,
+		MaxIdleConns:           p.t.MaxIdleConns,
 		MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
 		DisableKeepAlives:      !keepAlive,
 		ExpectContinueTimeout:  p.t.ExpectContinueTimeout,
@@ -458,6 +467,7 @@ func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool)
 			DialTLSContext:         p.dialH2,
 			ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 			IdleConnTimeout:        p.t.IdleConnTimeout,
+			MaxIdleConns:           p.t.MaxIdleConns,
 			MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
 			DisableKeepAlives:      !keepAlive,
 			ExpectContinueTimeout:  p.t.ExpectContinueTimeout,
@@ -480,6 +490,7 @@ func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool)
 			Fallback:               p.h1m,
 			ResponseHeaderTimeout:  p.t.ResponseHeaderTimeout,
 			IdleConnTimeout:        p.t.IdleConnTimeout,
+			MaxIdleConns:           p.t.MaxIdleConns,
 			MaxIdleConnsPerHost:    p.t.MaxIdleConnsPerHost,
 			MaxResponseHeaderBytes: p.t.MaxResponseHeaderBytes,
 		}
@@ -559,9 +570,16 @@ func (g *Gateway) listen(ctx context.Context) error {
 	// The defaults depend on the machine: say what is in force.
 	g.log.Info("client connection limits", slog.Int("max_connections", total), slog.Int("max_connections_per_source", perSource))
 	refusals := g.newConnRefusals("listen", true, total, perSource)
-	g.proxyLn = &admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+	if g.listenPP, err = newProxyHeaders("listen", cfg.ProxyProtocol.Listen); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	g.proxyLn = &admitListener{Listener: ln, adm: g.connAdmit, sourceLater: g.listenPP != nil, refused: func(c net.Conn, limit string, src netip.Addr) {
 		g.refuseConnection(refusals, c, limit, src)
 	}}
+	if g.listenPP != nil {
+		g.listenPP.refusals = refusals
+	}
 
 	if cfg.TLSListen != "" {
 		identityVerifies := len(cfg.Identity.MTLS.Bundles) > 0 || cfg.Identity.MTLS.WorkloadAPI != nil
@@ -580,10 +598,23 @@ func (g *Gateway) listen(ctx context.Context) error {
 			return listenError("tls_listen", cfg.TLSListen, err)
 		}
 		refusals := g.newConnRefusals("tls_listen", false, total, perSource)
-		g.tlsLn = tls.NewListener(&admitListener{Listener: ln, adm: g.connAdmit, refused: func(c net.Conn, limit string, src netip.Addr) {
+		if g.tlsPP, err = newProxyHeaders("tls_listen", cfg.ProxyProtocol.TLSListen); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		aln := &admitListener{Listener: ln, adm: g.connAdmit, sourceLater: g.tlsPP != nil, refused: func(c net.Conn, limit string, src netip.Addr) {
 			g.refuseConnection(refusals, c, limit, src)
-		}}, tlsCfg)
+		}}
+		if g.tlsPP != nil {
+			// The PROXY header comes before the TLS handshake: the TLS
+			// layer is put on after it (serveClient).
+			g.tlsPP.tls, g.tlsPP.refusals = tlsCfg, refusals
+			g.tlsLn = aln
+		} else {
+			g.tlsLn = tls.NewListener(aln, tlsCfg)
+		}
 	}
+	g.proxyHeadersOn = g.listenPP != nil || g.tlsPP != nil
 
 	aln, err := lc.Listen(ctx, "tcp", cfg.AdminListen)
 	if err != nil {
@@ -845,14 +876,14 @@ func (g *Gateway) run(ctx context.Context) error {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	serveClients := func(name string, ln net.Listener) {
-		if err := g.serveClients(ctx, name, ln); err != nil {
+	serveClients := func(name string, ln net.Listener, pp *proxyHeaders) {
+		if err := g.serveClients(ctx, name, ln, pp); err != nil {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	go serveClients("listen", g.proxyLn)
+	go serveClients("listen", g.proxyLn, g.listenPP)
 	if g.tlsLn != nil {
-		go serveClients("tls_listen", g.tlsLn)
+		go serveClients("tls_listen", g.tlsLn, g.tlsPP)
 	}
 	go serve("intercept", g.mitmSrv, g.mitmLn)
 	go serve("admin_listen", g.adminSrv, g.adminLn)

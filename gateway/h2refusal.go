@@ -344,7 +344,7 @@ func (g *Gateway) auditInTunnel(ctx context.Context, tc *tunnelConn, e *event) {
 	start := time.Now()
 	e.Time, e.Scheme, e.Host, e.Port, e.Decision = start, "https", tc.dest.host, tc.dest.port, policy.Deny.String()
 	wl := g.auditIdentity(ctx, tc.ev)
-	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev)
+	e.Workload, e.Factors, e.Source, e.Via = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, tc.ev), viaString(tc.ev)
 	if wantPresented(wl, e.Code) {
 		e.Presented = presented(tc.ev)
 	}

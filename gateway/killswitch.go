@@ -39,6 +39,7 @@ func (g *Gateway) startKillSwitch(ctx context.Context) error {
 	opts := killswitch.Options{
 		StateFile:      cfg.Admin.StateFile,
 		ResyncInterval: cfg.Admin.ResyncInterval.D(),
+		MaxEntries:     cfg.Admin.MaxSwitches,
 		Logger:         g.log.With(slog.String("component", "killswitch")),
 		Observer:       switchObserver{g: g},
 	}
@@ -176,7 +177,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 		}, []string{"reason"}),
 		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_admin_requests_total",
-			Help: "Admin API requests that change state, by action (disable, enable) and result (ok, unchanged, unauthorized, admin_api_off, bad_request, switch_unavailable, admin_token_unreadable).",
+			Help: "Admin API requests that change state, by action (disable, enable) and result (ok, unchanged, unauthorized, admin_api_off, bad_request, switch_unavailable, switch_limit, admin_token_unreadable).",
 		}, []string{"action", "result"}),
 	}
 	for _, k := range killswitch.Kinds {

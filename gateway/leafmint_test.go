@@ -123,6 +123,11 @@ default: deny
 		if n := tg.gw.issuer.Len(); n != tc.leaves {
 			t.Errorf("after CONNECT %s: %d cached leaf certificates, want %d", tc.authority, n, tc.leaves)
 		}
+		// Each leaf counts against the share of the workload whose
+		// CONNECT had it signed (TestLeafCacheFairShare).
+		if n := tg.gw.issuer.Held("local"); n != tc.leaves {
+			t.Errorf("after CONNECT %s: workload local holds %d cached leaf certificates, want %d", tc.authority, n, tc.leaves)
+		}
 	}
 	// Each cached leaf was signed once; the CA's end is on /metrics.
 	metrics := adminGet(t, tg, "/metrics")

@@ -49,7 +49,11 @@ var listenerCipherSuites = []uint16{
 // and which stopped the gateway before. Each is counted
 // (credgate_accept_errors_total) and logged at most once per
 // clientLogEvery.
-func (g *Gateway) serveClients(ctx context.Context, name string, ln net.Listener) error {
+//
+// pp, when not nil, is the listener's PROXY protocol: each connection's
+// header is read on its own goroutine (acceptProxyHeader), never in the
+// accept loop.
+func (g *Gateway) serveClients(ctx context.Context, name string, ln net.Listener, pp *proxyHeaders) error {
 	failures := 0
 	for {
 		c, err := ln.Accept()
@@ -72,7 +76,7 @@ func (g *Gateway) serveClients(ctx context.Context, name string, ln net.Listener
 			continue
 		}
 		failures = 0
-		go g.serveClient(c)
+		go g.serveClient(c, pp)
 	}
 }
 
@@ -82,13 +86,28 @@ const (
 	acceptBackoffLimit = time.Second
 )
 
-// serveClient serves one proxy listener connection: a TLS one after its
-// handshake, bounded by read_header_timeout (net/http's bound too).
-func (g *Gateway) serveClient(c net.Conn) {
+// serveClient serves one proxy listener connection: after its PROXY
+// header when pp is set, a TLS one after its handshake, each bounded by
+// read_header_timeout (net/http's bound too).
+func (g *Gateway) serveClient(c net.Conn, pp *proxyHeaders) {
+	ctx := g.baseCtx
+	var via netip.Addr
+	if pp != nil {
+		var ok bool
+		if c, via, ok = g.acceptProxyHeader(c, pp); !ok {
+			return
+		}
+		if via.IsValid() {
+			ctx = context.WithValue(ctx, viaKey{}, via)
+		}
+		if pp.tls != nil {
+			c = tls.Server(c, pp.tls)
+		}
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		start := time.Now()
 		if err := handshake(tc, g.cfg.Limits.ReadHeaderTimeout.D()); err != nil {
-			var ev identity.Evidence
+			ev := identity.Evidence{Via: via}
 			if ap, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil {
 				ev.Source, ev.SourceText = ap, ap.Addr().Unmap().String()
 			}
@@ -105,7 +124,7 @@ func (g *Gateway) serveClient(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	g.h1Srv.Serve(g.baseCtx, hc, g.proxy)
+	g.h1Srv.Serve(ctx, hc, g.proxy)
 }
 
 // handshake runs c's TLS handshake with a client within timeout (0: no

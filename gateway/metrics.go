@@ -40,6 +40,8 @@ type metrics struct {
 	// it. connsMax is limits.max_connections in force (0: off).
 	connsOpen atomic.Int64
 	connsMax  prometheus.Gauge
+	// batchHeld is the bytes of batch bodies held now (batchBudget).
+	batchHeld prometheus.Gauge
 	// restartPending counts the settings changed in the config file
 	// that wait for a restart (Gateway.ReloadConfig).
 	restartPending prometheus.Gauge
@@ -205,6 +207,10 @@ func newMetrics(leafCount func() float64) *metrics {
 		Name: "credgate_connections_max",
 		Help: "limits.max_connections in force: the most open client connections the proxy listeners admit; 0 is no limit.",
 	})
+	m.batchHeld = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credgate_batch_buffer_bytes",
+		Help: "Bytes of batch bodies the gateway holds now to judge their sub-requests (as sent, and decoded while judged), of limits.batch_buffer_bytes; a batch over it is refused 503 batch_capacity.",
+	})
 	m.restartPending = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "credgate_config_restart_pending",
 		Help: "Settings of the gateway config file that changed since start (found when it is re-read, on SIGHUP) and apply only after a restart; 0 when the file matches the running config. The log line and /readyz's detail name them.",
@@ -290,7 +296,7 @@ func newMetrics(leafCount func() float64) *metrics {
 		m.cacheResults[r] = m.cache.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamLatency, m.refusals, m.cache, m.fetchDuration,
-		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.restartPending, m.secretLooseMode, m.configReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
+		m.providerErrors, m.reloads, m.rules, m.connections, m.connsMax, m.batchHeld, m.restartPending, m.secretLooseMode, m.configReloads, m.connsRefused, m.acceptErrors, m.tunnels, m.longLived, m.longClosed, m.leafCerts, m.rateLimited, m.limiterBackend,
 		m.http2Errors, m.adminRequests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.placeholders = newPlaceholderMetrics(m.reg)
 	return m

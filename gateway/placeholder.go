@@ -400,7 +400,7 @@ func (g *Gateway) tripped(x *exchange, wl identity.Workload, d policy.Decision, 
 	defer cancel()
 	e.By = "credgate tripwire"
 	e.Reason = fmt.Sprintf("placeholder_misuse: the placeholder of %s was sent to %s in %s", me.Tripwire, x.dest.host, misuseAt(me))
-	if _, err := g.switches.Disable(ctx, e); err != nil {
+	if _, err := g.switches.Quarantine(ctx, e); err != nil {
 		g.log.Error("placeholder misuse: quarantine failed; disable it by hand", slog.String("quarantines", e.ID()), slog.Any("error", err))
 		return
 	}

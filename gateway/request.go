@@ -239,6 +239,7 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := &exchange{w: w, r: r, start: time.Now(), ev: evidence(r), scheme: "http"}
+	x.ev.Via = g.viaOf(r.Context())
 	if !r.URL.IsAbs() {
 		g.refuse(x, newRefusal(http.StatusBadRequest, codeNotProxyRequest,
 			"this is a proxy: send absolute-URI requests (http://host/path) or CONNECT host:port", ""))
@@ -615,6 +616,10 @@ type admission struct {
 	wl    identity.Workload
 	d     policy.Decision
 	addrs []netip.AddrPort
+	// perSub: the request goes to a batch endpoint whose sub-requests
+	// are judged (judgeBatch), so admit left the rate limit to
+	// chargeBatch, which charges each sub-request once they are judged.
+	perSub bool
 }
 
 // admit is the one decision sequence of every CONNECT and every request
@@ -662,8 +667,10 @@ func (g *Gateway) admit(ctx context.Context, pol *policy.Policy, ev identity.Evi
 	if f, off := g.switchRefusal(wl, d, q.Connect); off {
 		return refused(f)
 	}
-	if f, ok := g.rateLimit(ctx, wl, d); !ok {
-		return refused(f)
+	if a.perSub = judgesBatch(q, d); !a.perSub {
+		if f, ok := g.rateLimit(ctx, wl, d, 1); !ok {
+			return refused(f)
+		}
 	}
 	a.addrs = pin.addrs
 	if a.addrs == nil || (pin.private && !d.AllowPrivate) {
@@ -866,12 +873,17 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		// A batch endpoint's sub-requests, judged one by one before the
 		// credential is fetched (batch.go).
 		v := g.judgeBatch(x, a, q, cp, ib)
+		defer g.batchBuf.give(v.held) // its body, forwarded from memory, until the request ends
 		x.batch = v.judged
 		if v.expectRead {
 			expect = false // read: the server answered the client's 100
 		}
 		if v.refusal != nil {
 			g.refuse(x, *v.refusal)
+			return
+		}
+		if f, ok := g.chargeBatch(ctx, a, v.judged); !ok {
+			g.refuse(x, f)
 			return
 		}
 		if v.observe != nil {
@@ -1168,6 +1180,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 		Workload: x.wl.DisplayName(),
 		Factors:  x.wl.Factors,
 		Source:   sourceOf(x.wl.Factors, x.ev),
+		Via:      viaString(x.ev),
 		Method:   x.r.Method,
 		Scheme:   x.scheme,
 		Host:     x.dest.host,
@@ -1254,12 +1267,13 @@ func (g *Gateway) refuseUnreadable(ctx context.Context, r h1.Refusal) h1.Answer 
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			ev.Source = ap
 		}
+		ev.Via = g.viaOf(ctx)
 		if r.TLS != nil {
 			ev.VerifiedChains, ev.PeerCertificates = r.TLS.VerifiedChains, r.TLS.PeerCertificates
 		}
 	}
 	wl := g.auditIdentity(ctx, ev)
-	e.Workload, e.Factors, e.Source = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, ev)
+	e.Workload, e.Factors, e.Source, e.Via = wl.DisplayName(), wl.Factors, sourceOf(wl.Factors, ev), viaString(ev)
 	if wantPresented(wl, f.Code) {
 		e.Presented = presented(ev)
 	}

@@ -317,7 +317,7 @@ func TestMITMIssuer(t *testing.T) {
 	}
 	is := mitm.NewIssuer(ca, mitm.IssuerOptions{LeafTTL: time.Hour, CacheSize: 2})
 	ctx := context.Background()
-	a1, err := is.Certificate(ctx, "A.example.com.")
+	a1, err := is.Certificate(ctx, "", "A.example.com.")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,15 +330,15 @@ func TestMITMIssuer(t *testing.T) {
 	if d := a1.Leaf.NotAfter.Sub(a1.Leaf.NotBefore); d > time.Hour+10*time.Minute {
 		t.Errorf("leaf lifetime %s, want about 1h", d)
 	}
-	a2, _ := is.Certificate(ctx, "a.example.com")
+	a2, _ := is.Certificate(ctx, "", "a.example.com")
 	if a1 != a2 {
 		t.Errorf("second call signed a new certificate instead of using the cache")
 	}
-	ip, err := is.Certificate(ctx, "127.0.0.1")
+	ip, err := is.Certificate(ctx, "", "127.0.0.1")
 	if err != nil || len(ip.Leaf.IPAddresses) != 1 || len(ip.Leaf.DNSNames) != 0 {
 		t.Errorf("IP leaf: %v %v", ip.Leaf.IPAddresses, err)
 	}
-	_, _ = is.Certificate(ctx, "c.example.com")
+	_, _ = is.Certificate(ctx, "", "c.example.com")
 	if is.Len() != 2 {
 		t.Errorf("cache holds %d, want the bound 2", is.Len())
 	}

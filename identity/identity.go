@@ -100,8 +100,12 @@ var ErrUnavailable = errors.New("identity: verifier unavailable")
 // gateway. Nothing in it has been trusted yet except what the TLS stack
 // verified (VerifiedChains).
 type Evidence struct {
-	// Source is the client's address on the accepted TCP connection.
+	// Source is the client's address on the accepted TCP connection, or
+	// the one a trusted load balancer's PROXY protocol header named.
 	Source netip.AddrPort
+	// Via, when valid, is the address of the trusted load balancer whose
+	// PROXY header named Source. It is audited, never a factor.
+	Via netip.Addr
 	// SourceText, when set, is Source's address (unmapped) as text,
 	// formatted once for the connection by the caller: the source factor's
 	// Subject is then this string rather than a new one per resolution.

@@ -106,7 +106,7 @@ func TestTokenReviewFlood(t *testing.T) {
 	}
 }
 
-// TestTTLCacheBounded: the bounded TTL map drops its oldest entry when
+// TestTTLCacheBounded: the bounded TTL map drops its least recently used entry when
 // full, expires entries, and an update keeps a key once.
 func TestTTLCacheBounded(t *testing.T) {
 	c := newTTLCache[int, string](3)
@@ -128,6 +128,41 @@ func TestTTLCacheBounded(t *testing.T) {
 	}
 	if _, ok := c.get(2, now.Add(time.Second)); ok {
 		t.Error("an expired entry was returned")
+	}
+}
+
+// TestTTLCacheVictimSurvivesFlood: a caller that puts 10× the cache's
+// size of keys (tokens of an issuer that mints on request, verified or
+// reviewed one by one) never grows the cache past its bound, and evicts
+// another caller's entry only when that one went unused for the cache's
+// size of them: a victim that uses its token at least that often is
+// never verified (or reviewed, against its source's budget) again.
+// Before, the entry inserted first went whatever its use: every victim's
+// token was evicted by the flood.
+func TestTTLCacheVictimSurvivesFlood(t *testing.T) {
+	const size = 16
+	for _, every := range []int{1, size / 2, size - 1} {
+		t.Run(fmt.Sprintf("victim every %d", every), func(t *testing.T) {
+			c := newTTLCache[string, string](size)
+			now := t0
+			c.put("victim", "billing", now.Add(time.Hour), now)
+			misses := 0
+			for i := range 10 * size {
+				c.put(fmt.Sprintf("hostile-%d", i), "crawler", now.Add(time.Hour), now)
+				if c.len() > size {
+					t.Fatalf("after %d keys the cache holds %d, bound %d", i+1, c.len(), size)
+				}
+				if (i+1)%every == 0 {
+					if _, ok := c.get("victim", now); !ok {
+						misses++
+						c.put("victim", "billing", now.Add(time.Hour), now)
+					}
+				}
+			}
+			if misses != 0 {
+				t.Errorf("the victim's entry was evicted %d times", misses)
+			}
+		})
 	}
 }
 

@@ -7,8 +7,10 @@ import (
 )
 
 // ttlCache maps keys (token hashes, source prefixes) to values that
-// expire, and holds at most max of them: when full, the entry inserted
-// first goes, so memory is bounded whatever callers send. It is the one
+// expire, and holds at most max of them: when full, the entry used least
+// recently goes, so memory is bounded whatever callers send, and a caller
+// that puts many keys (tokens it can mint) evicts another's only when
+// that one went unused for max of them. It is the one
 // bounded TTL map of the package: the JWT verifier's token cache, and the
 // TokenReview verifier's answers, rejections and per-source budgets each
 // use their own instance, so entries of one kind never evict another's.
@@ -16,7 +18,7 @@ import (
 type ttlCache[K comparable, V any] struct {
 	mu    sync.Mutex
 	m     map[K]*list.Element
-	order *list.List // of *ttlEntry[K, V], oldest insertion first
+	order *list.List // of *ttlEntry[K, V], least recently used first
 	max   int
 }
 
@@ -46,11 +48,12 @@ func (c *ttlCache[K, V]) get(k K, now time.Time) (V, bool) {
 		delete(c.m, k)
 		return zero, false
 	}
+	c.order.MoveToBack(el)
 	return e.val, true
 }
 
 // put stores v under k until until. When the cache is full, the entry
-// inserted first goes (expired or not).
+// used least recently goes (expired or not).
 func (c *ttlCache[K, V]) put(k K, v V, until, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

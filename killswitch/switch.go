@@ -24,7 +24,16 @@ const (
 	DefaultNamespace      = "credgate"
 	DefaultOpTimeout      = 500 * time.Millisecond
 	DefaultResyncInterval = 5 * time.Second
+	// DefaultMaxEntries bounds the switches in force (Options.MaxEntries).
+	DefaultMaxEntries = 4096
 )
+
+// ErrFull is returned by Disable and Quarantine when the switches in
+// force reach their bound (Options.MaxEntries; for Quarantine, three
+// quarters of it): the state is stored in Redis and the state file,
+// re-read by every replica every resync interval and rewritten whole on
+// every change, so it is not left to grow without bound.
+var ErrFull = errors.New("killswitch: too many switches in force")
 
 // genField is the hash field counting changes. Its presence tells a hash
 // that holds the fleet's state (perhaps with nothing disabled) from one
@@ -152,6 +161,14 @@ type Options struct {
 	Observer Observer
 	// Now is the clock (tests).
 	Now func() time.Time
+	// MaxEntries bounds the switches in force, all kinds together
+	// (DefaultMaxEntries when zero): a disable beyond it fails with
+	// ErrFull, and a quarantine (Quarantine, a tripwire's) beyond three
+	// quarters of it, so that callers who trip tripwires from many
+	// addresses cannot take the room an operator needs in an incident.
+	// A state read from Redis or the state file is put in force whatever
+	// its size.
+	MaxEntries int
 }
 
 // Switch is the set of disabled items in force on this replica, kept in
@@ -371,8 +388,33 @@ func (s *Switch) Close() error {
 // Disable puts e in force: on every replica when Redis is configured and
 // answers, on this one otherwise (and on every replica once Redis answers
 // again). e.Since defaults to now. Disabling what is disabled already
-// changes nothing and returns the entry in force.
+// changes nothing and returns the entry in force. A new switch beyond
+// Options.MaxEntries fails with ErrFull.
 func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
+	return s.disable(ctx, e, s.maxEntries(), "admin.max_switches")
+}
+
+// Quarantine is Disable for a switch the gateway sets by itself (a
+// tripwire's): it fails with ErrFull once three quarters of MaxEntries
+// are in force, keeping the last quarter for operators.
+func (s *Switch) Quarantine(ctx context.Context, e Entry) (Result, error) {
+	m := s.maxEntries()
+	return s.disable(ctx, e, m-m/4, "three quarters of admin.max_switches, the share of switches a tripwire may set")
+}
+
+func (s *Switch) maxEntries() int {
+	if s.opts.MaxEntries > 0 {
+		return s.opts.MaxEntries
+	}
+	return DefaultMaxEntries
+}
+
+// errFull is ErrFull for a switch e refused at limit (named by what).
+func errFull(e Entry, n, limit int, what string) error {
+	return fmt.Errorf("%w: %d are in force, %s is %d; %s was not disabled: enable switches no longer needed (or disable a workload or credential that covers many rules) first, or raise admin.max_switches", ErrFull, n, what, limit, e)
+}
+
+func (s *Switch) disable(ctx context.Context, e Entry, limit int, what string) (Result, error) {
 	if e.Since.IsZero() {
 		e.Since = s.opts.Now().UTC()
 	}
@@ -386,19 +428,30 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 		if old, ok := s.known[id]; ok {
 			return Result{Entry: old, Scope: ScopeReplica}, nil
 		}
+		if n := len(s.known); n >= limit {
+			return Result{}, errFull(e, n, limit, what)
+		}
 		s.known[id] = e
 		s.applyLocked("admin API")
 		return Result{Entry: e, Changed: true, Scope: ScopeReplica}, nil
 	}
 	stored := e
+	full := 0 // the switches in force when e found no room
 	changed, err := s.commitLocked(ctx, "disable", e, true, func(m map[string]Entry, _ remoteState) bool {
 		if old, ok := m[id]; ok {
 			stored = old
 			return false
 		}
+		if len(m) >= limit {
+			full = len(m)
+			return false
+		}
 		m[id] = e
 		return true
 	})
+	if err == nil && full > 0 {
+		return Result{}, errFull(e, full, limit, what)
+	}
 	if err != nil {
 		if old, ok := s.known[id]; ok {
 			// Disabled fleet-wide as far as this replica knows.
@@ -406,6 +459,9 @@ func (s *Switch) Disable(ctx context.Context, e Entry) (Result, error) {
 		}
 		if old, ok := s.pending[id]; ok {
 			return Result{Entry: old, Scope: ScopeReplica, Pending: true}, nil
+		}
+		if n := len(s.known) + len(s.pending); n >= limit {
+			return Result{}, errFull(e, n, limit, what)
 		}
 		s.pending[id] = e
 		s.log.Warn("kill switch: Redis unavailable; the switch is in force on this replica and will be written to Redis when it answers",

@@ -1,7 +1,6 @@
 package providers
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgate/credgate/internal/fairlru"
 	"github.com/credgate/credgate/internal/module"
 )
 
@@ -88,9 +88,10 @@ type CacheOptions struct {
 	// exceed it, the least recently used entry of the largest holder goes
 	// (Binding.Holder: the workload of a per-caller credential or a
 	// custody value; "" holds the credentials shared by all), the new
-	// key's own holder winning ties: a workload with many scopes evicts
-	// its own entries before anyone else's, never another workload's
-	// while it holds more than that one. Evictions are reported to an
+	// key's own holder winning ties, then the holder used least recently
+	// (internal/fairlru): a workload with many scopes evicts its own
+	// entries before anyone else's, never another workload's while it
+	// holds more than that one. Evictions are reported to an
 	// EventObserver as event "evict", results EvictOwnEntries and
 	// EvictLargestHolder.
 	MaxEntries int
@@ -182,12 +183,10 @@ type Cache struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	entries map[CacheKey]*list.Element // values are *entry, in their holder's list
-	// holders are each holder's entries, front = most recently used
-	// (MaxEntries); a holder with none has no list.
-	holders map[string]*list.List
+	mu     sync.Mutex
+	closed bool
+	// entries count against their holders' shares of MaxEntries.
+	entries *fairlru.Cache[CacheKey, *entry, string]
 	// abandoned counts, per provider, its fetches that were abandoned
 	// and have not returned yet (callProvider).
 	abandoned map[providerID]int
@@ -199,10 +198,7 @@ type providerID struct{ credential, version, provider string }
 
 // entry is one key's state. Fields are guarded by Cache.mu.
 type entry struct {
-	key CacheKey
-	// holder is whose share of MaxEntries the entry counts against: the
-	// holder of the Get that created it.
-	holder    string
+	key       CacheKey
 	cred      *Credential // nil until a fetch succeeds
 	expires   time.Time   // cred is valid before this
 	refreshAt time.Time   // a Get at or after this starts a refresh
@@ -248,7 +244,7 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.SharedTimeout <= 0 {
 		opts.SharedTimeout = 2 * time.Second
 	}
-	c := &Cache{opts: opts, entries: map[CacheKey]*list.Element{}, holders: map[string]*list.List{}, abandoned: map[providerID]int{}}
+	c := &Cache{opts: opts, entries: fairlru.New[CacheKey, *entry, string](opts.MaxEntries), abandoned: map[providerID]int{}}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if opts.Shared != nil {
 		opts.Shared.Watch(c.remoteInvalidation)
@@ -293,11 +289,9 @@ func (c *Cache) get(ctx context.Context, key CacheKey, holder string, fetch func
 		cred, err := c.fetch(fctx, key, fetch, now)
 		return cred, false, err
 	}
-	var e *entry
-	var evicted []eviction
-	if el, ok := c.entries[key]; ok {
-		c.holders[el.Value.(*entry).holder].MoveToFront(el)
-		e = el.Value.(*entry)
+	var evicted *eviction
+	e, ok := c.entries.Get(key)
+	if ok {
 		if e.cred.revoked() {
 			e.cred = nil // the provider said it is no longer valid: fetch anew
 		}
@@ -317,22 +311,23 @@ func (c *Cache) get(ctx context.Context, key CacheKey, holder string, fetch func
 			return nil, false, err
 		}
 	} else {
-		e = &entry{key: key, holder: holder}
-		l := c.holders[holder]
-		if l == nil {
-			l = list.New()
-			c.holders[holder] = l
+		// A full cache evicts first (MaxEntries): never the new key.
+		// The entry counts against the holder of the Get that made it.
+		e = &entry{key: key}
+		if ev, ok := c.entries.Add(key, holder, e); ok {
+			evicted = &eviction{key: ev.Key, cause: EvictLargestHolder}
+			if ev.Owner == holder {
+				evicted.cause = EvictOwnEntries
+			}
 		}
-		c.entries[key] = l.PushFront(e)
-		evicted = c.evictLocked(e)
 	}
 	if e.call == nil {
 		c.start(ctx, e, fetch)
 	}
 	cl := e.call
 	c.mu.Unlock()
-	for _, ev := range evicted {
-		c.evictEvent(ev)
+	if evicted != nil {
+		c.evictEvent(*evicted)
 	}
 	c.observe(key, CacheMiss)
 
@@ -377,7 +372,7 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 	// have moved on meanwhile, and the joiner be told to retry at a time
 	// already past: Retry-After 0).
 	now := c.opts.Now()
-	if el, ok := c.entries[e.key]; ok && el.Value == e {
+	if cur, ok := c.entries.Peek(e.key); ok && cur == e {
 		if err == nil {
 			e.cred, e.err = cred, nil
 			e.expires = cred.Expiry
@@ -610,63 +605,11 @@ const (
 
 const eventEvict = "evict"
 
-// eviction is one entry evictLocked dropped, reported after c.mu is
+// eviction is one entry a new key evicted, reported after c.mu is
 // released.
 type eviction struct {
 	key   CacheKey
 	cause string
-}
-
-// evictLocked drops entries beyond MaxEntries after added was created:
-// each time the least recently used entry of the holder with the most
-// entries (added not counted; added's holder first among equals, then
-// the first name), so that one holder's flood of keys evicts its own.
-// c.mu is held. A fetch in flight for an evicted entry still completes
-// for its waiters; its result is just not kept. The cost is one pass
-// over the holders per eviction, only when the cache is full.
-func (c *Cache) evictLocked(added *entry) []eviction {
-	var out []eviction
-	for len(c.entries) > c.opts.MaxEntries {
-		victim, most := "", -1
-		for h, l := range c.holders {
-			n := l.Len()
-			if h == added.holder {
-				n--
-			}
-			switch {
-			case n <= 0:
-			case n > most,
-				n == most && victim != added.holder && (h == added.holder || h < victim):
-				victim, most = h, n
-			}
-		}
-		if most <= 0 {
-			return out // only added is left
-		}
-		el := c.holders[victim].Back()
-		if el.Value == added {
-			el = el.Prev()
-		}
-		e := el.Value.(*entry)
-		c.removeLocked(el)
-		cause := EvictLargestHolder
-		if victim == added.holder {
-			cause = EvictOwnEntries
-		}
-		out = append(out, eviction{key: e.key, cause: cause})
-	}
-	return out
-}
-
-// removeLocked drops the entry of el from the cache. c.mu is held.
-func (c *Cache) removeLocked(el *list.Element) {
-	e := el.Value.(*entry)
-	l := c.holders[e.holder]
-	l.Remove(el)
-	if l.Len() == 0 {
-		delete(c.holders, e.holder)
-	}
-	delete(c.entries, e.key)
 }
 
 // evictEvent reports an eviction to the Observer when it is an
@@ -682,9 +625,7 @@ func (c *Cache) evictEvent(ev eviction) {
 func (c *Cache) Invalidate(key CacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[key]; ok {
-		c.removeLocked(el)
-	}
+	c.entries.Remove(key)
 }
 
 // InvalidateCredential forgets every cached key of one credential
@@ -705,11 +646,9 @@ func (c *Cache) InvalidateCredential(credential, version string) {
 func (c *Cache) invalidateCredentialLocal(credential, version string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, el := range c.entries {
-		if k.Credential == credential && k.Version == version {
-			c.removeLocked(el)
-		}
-	}
+	c.entries.DeleteFunc(func(k CacheKey, _ *entry) bool {
+		return k.Credential == credential && k.Version == version
+	})
 }
 
 // Forget drops key's cached credential if it is still cred: the caller
@@ -723,12 +662,12 @@ func (c *Cache) invalidateCredentialLocal(credential, version string) {
 // fetches a new one, and the other replicas are told to drop it.
 func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
 	c.mu.Lock()
-	el, ok := c.entries[key]
-	if !ok || cred == nil || el.Value.(*entry).cred != cred {
+	e, ok := c.entries.Peek(key)
+	if !ok || cred == nil || e.cred != cred {
 		c.mu.Unlock()
 		return false
 	}
-	c.removeLocked(el)
+	c.entries.Remove(key)
 	c.mu.Unlock()
 	c.forgetShared(key, cred)
 	return true
@@ -759,12 +698,11 @@ func (c *Cache) forgetShared(key CacheKey, cred *Credential) {
 // name no value.
 func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 	c.mu.Lock()
-	el, ok := c.entries[key]
-	if !ok || cred == nil || el.Value.(*entry).cred != cred {
+	e, ok := c.entries.Peek(key)
+	if !ok || cred == nil || e.cred != cred {
 		c.mu.Unlock()
 		return false
 	}
-	e := el.Value.(*entry)
 	if c.opts.ErrorBackoff > 0 {
 		e.cred = nil
 		if e.unwatch != nil {
@@ -774,7 +712,7 @@ func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 		e.err = fmt.Errorf("credential %q: provider %s returned a credential that cannot be used: %w: %w: %w", key.Credential, key.Provider, err, ErrUnusable, ErrUnavailable)
 		e.errUntil = c.opts.Now().Add(c.opts.ErrorBackoff)
 	} else {
-		c.removeLocked(el)
+		c.entries.Remove(key)
 	}
 	c.mu.Unlock()
 	c.forgetShared(key, cred)
@@ -786,7 +724,7 @@ func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.entries)
+	return c.entries.Len()
 }
 
 // Close cancels fetches in flight (their waiters get an error wrapping
@@ -801,8 +739,7 @@ func (c *Cache) Close() {
 		c.cancel()
 		c.wg.Wait()
 		c.mu.Lock()
-		clear(c.entries)
-		clear(c.holders)
+		c.entries.Clear()
 		c.mu.Unlock()
 	})
 }

@@ -89,8 +89,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func (c *Cache) inFlight(key CacheKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.entries[key]
-	return ok && el.Value.(*entry).call != nil
+	e, ok := c.entries.Peek(key)
+	return ok && e.call != nil
 }
 
 func tok(v string, exp time.Time) *Credential {

@@ -65,6 +65,13 @@ const (
 	MaxBurst = 1_000_000
 )
 
+// Fits reports whether n requests at once can ever be admitted by l:
+// n is at most its burst (clamped as Burst says). AllowN refuses more
+// with Never.
+func (l Limit) Fits(n int) bool {
+	return n <= min(max(1, l.Burst), MaxBurst)
+}
+
 // interval is the emission interval 1/Rate and tolerance the burst's span
 // Burst/Rate, in whole microseconds.
 func (l Limit) interval() (interval, tolerance int64) {
@@ -98,6 +105,10 @@ type Result struct {
 	// Shared is true when Redis decided, false when the in-process
 	// limiter did.
 	Shared bool
+	// Never is true when AllowN was asked for more requests at once than
+	// the burst of check Refused: no wait admits them (RetryAfter is 0),
+	// and nothing was asked of a backend.
+	Never bool
 }
 
 // Observer receives the limiter's events; the gateway turns them into
@@ -148,8 +159,9 @@ type Limiter struct {
 	wg     sync.WaitGroup
 }
 
-// gcraScript decides every KEYS[i] with ARGV[2i-1] (the emission interval)
-// and ARGV[2i] (the burst tolerance), both in microseconds, against the
+// gcraScript decides every KEYS[i] with ARGV[2i-1] (the emission interval,
+// times the requests decided at once: AllowN) and ARGV[2i] (the burst
+// tolerance), both in microseconds, against the
 // Redis server's clock: all are charged, or none. It returns {1, 0, 0}
 // when admitted, else {0, wait in microseconds, index of the limit with
 // the longest wait}. TATs are written with %.0f: Lua's default number
@@ -257,26 +269,46 @@ func (l *Limiter) Close() error {
 // is the keys' Cluster hash tag, so all checks of one call must belong to
 // the same group. No check admits everything.
 func (l *Limiter) Allow(ctx context.Context, group string, checks ...Check) Result {
+	return l.AllowN(ctx, group, 1, checks...)
+}
+
+// AllowN decides n requests at once (a batch whose sub-requests the
+// service runs as n requests) against checks, as Allow decides one:
+// admitted only when every check has room for all n, and only then is
+// each charged n. n requests admitted at once leave a limit exactly as n
+// requests admitted one after the other at the same instant (GCRA with
+// weight n: the TAT advances by n emission intervals). n below 1 is 1;
+// more than a check's burst is refused with Never set, since no wait
+// would admit it.
+func (l *Limiter) AllowN(ctx context.Context, group string, n int, checks ...Check) Result {
 	if len(checks) == 0 {
 		return Result{Allowed: true, Refused: -1}
 	}
+	n = max(1, n)
+	for i, c := range checks {
+		if !c.Limit.Fits(n) {
+			return Result{Refused: i, Never: true}
+		}
+	}
 	if l.rdb != nil && l.redis.Up() {
-		res, err := l.allowShared(ctx, group, checks)
+		res, err := l.allowShared(ctx, group, n, checks)
 		if err == nil {
 			return res
 		}
 		l.fail(err)
 	}
-	return l.local.allow(group, checks)
+	return l.local.allow(group, n, checks)
 }
 
-func (l *Limiter) allowShared(ctx context.Context, group string, checks []Check) (Result, error) {
+func (l *Limiter) allowShared(ctx context.Context, group string, n int, checks []Check) (Result, error) {
 	keys := make([]string, len(checks))
 	args := make([]any, 0, 2*len(checks))
 	for i, c := range checks {
 		keys[i] = l.key(group, c.Key)
 		iv, tol := c.Limit.interval()
-		args = append(args, iv, tol)
+		// The script advances a TAT by its interval argument: n
+		// requests' worth (n ≤ burst, so at most the tolerance).
+		args = append(args, iv*int64(n), tol)
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	defer cancel()
@@ -316,7 +348,7 @@ var probeCheck = Check{Key: "probe", Limit: Limit{Rate: 1e6, Burst: 1e6}}
 
 // probe runs the script once, as a request would.
 func (l *Limiter) probe(ctx context.Context) error {
-	_, err := l.allowShared(ctx, "probe", []Check{probeCheck})
+	_, err := l.allowShared(ctx, "probe", 1, []Check{probeCheck})
 	return err
 }
 
@@ -368,7 +400,7 @@ func newLocal(now func() time.Time) *local {
 	return &local{now: now, start: now(), tats: map[string]int64{}, sweepAt: minSweep}
 }
 
-func (lc *local) allow(group string, checks []Check) Result {
+func (lc *local) allow(group string, n int, checks []Check) Result {
 	now := lc.now().Sub(lc.start).Microseconds()
 	var buf [4]string
 	keys := buf[:0]
@@ -388,7 +420,7 @@ func (lc *local) allow(group string, checks []Check) Result {
 			tat = now
 		}
 		tat = min(tat, now+tolerance) // as gcraScript: a TAT an older limit wrote owes at most this one's burst
-		nt := tat + interval
+		nt := tat + interval*int64(n)
 		if over := nt - now - tolerance; over > 0 && over > wait {
 			wait, worst = over, i
 		}

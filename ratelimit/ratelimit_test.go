@@ -150,7 +150,7 @@ func TestLocalSweep(t *testing.T) {
 	lc := newLocal(clk.Now)
 	c := Limit{Rate: 1000, Burst: 1}
 	for i := range 3 * minSweep {
-		lc.allow("g"+strconv.Itoa(i), []Check{{Key: "k", Limit: c}})
+		lc.allow("g"+strconv.Itoa(i), 1, []Check{{Key: "k", Limit: c}})
 		clk.Advance(time.Millisecond)
 	}
 	lc.mu.Lock()
@@ -529,4 +529,115 @@ func TestLimitsOfDifferentGroupsApart(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d cases shared a bucket", failed, 2*len(pairs))
+}
+
+// TestAllowNMatchesSingles is the differential test of AllowN, in process
+// and in Redis: n requests decided at once leave every limit exactly as n
+// requests sent one by one at the same instant when all n fit (the room
+// left after is the same), and charge nothing when they do not (all or
+// nothing, where the singles would have charged the ones that fit); n
+// over a limit's burst is refused with Never, asking no backend; a
+// refused n is admitted once its RetryAfter has passed.
+func TestAllowNMatchesSingles(t *testing.T) {
+	ctx := context.Background()
+	backends := []struct {
+		name string
+		new  func(t *testing.T, clk *fakeClock) *Limiter
+	}{
+		{"local", func(t *testing.T, clk *fakeClock) *Limiter { return newLimiter(t, Options{Now: clk.Now}) }},
+		{"redis", func(t *testing.T, _ *fakeClock) *Limiter {
+			srv := redistest.Start(t)
+			l := newLimiter(t, Options{Client: newClient(t, srv.Addr()), Namespace: "n"})
+			if !l.Shared() {
+				t.Fatal("limiter not shared with Redis up")
+			}
+			return l
+		}},
+	}
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+			l := be.new(t, clk)
+			// One request per 1000 s: Redis's clock cannot refill a
+			// bucket during the test.
+			limit := func(burst int) []Check {
+				return []Check{{Key: "w", Limit: Limit{Rate: 0.001, Burst: burst + 2}}, {Key: "r:x", Limit: Limit{Rate: 0.001, Burst: burst}}}
+			}
+			// room is how many more single requests group admits now.
+			room := func(group string, checks []Check) int {
+				for k := 0; k <= MaxBurst; k++ {
+					if r := l.Allow(ctx, group, checks...); !r.Allowed {
+						return k
+					}
+					if k > 20 {
+						t.Fatalf("group %s admits more than 20 requests", group)
+					}
+				}
+				return -1
+			}
+			for burst := 1; burst <= 4; burst++ {
+				checks := limit(burst)
+				for pre := 0; pre <= burst; pre++ {
+					for n := 1; n <= burst+1; n++ {
+						name := fmt.Sprintf("burst%d-pre%d-n%d", burst, pre, n)
+						batch, singles := be.name+"-b-"+name, be.name+"-s-"+name
+						for range pre {
+							l.Allow(ctx, batch, checks...)
+							l.Allow(ctx, singles, checks...)
+						}
+						r := l.AllowN(ctx, batch, n, checks...)
+						admitted := 0
+						for range n {
+							if l.Allow(ctx, singles, checks...).Allowed {
+								admitted++
+							}
+						}
+						switch {
+						case n > burst:
+							if r.Allowed || !r.Never || r.Refused != 1 || r.RetryAfter != 0 {
+								t.Errorf("%s: %+v, want refused by check 1 with Never", name, r)
+							}
+							if got, want := room(batch, checks), burst-pre; got != want {
+								t.Errorf("%s: a batch over the burst left room %d, want %d (uncharged)", name, got, want)
+							}
+						case admitted == n:
+							if !r.Allowed {
+								t.Errorf("%s: refused (%+v), but %d singles were admitted", name, r, n)
+							}
+							if got, want := room(batch, checks), room(singles, checks); got != want {
+								t.Errorf("%s: room after the batch %d, after the singles %d", name, got, want)
+							}
+						default:
+							if r.Allowed || r.Never || r.RetryAfter <= 0 {
+								t.Errorf("%s: %+v, want refused with a wait (only %d of %d singles fit)", name, r, admitted, n)
+							}
+							if got, want := room(batch, checks), burst-pre; got != want {
+								t.Errorf("%s: a refused batch left room %d, want %d (uncharged)", name, got, want)
+							}
+						}
+					}
+				}
+			}
+			if be.name != "local" {
+				return
+			}
+			// The wait of a refused batch admits it, and no less does.
+			checks := limit(4)
+			for range 3 {
+				l.Allow(ctx, "wait", checks...)
+			}
+			r := l.AllowN(ctx, "wait", 3, checks...)
+			if r.Allowed || r.RetryAfter != 2000*time.Second {
+				t.Fatalf("3 with room 1 of 4: %+v, want refused with 2000s to wait", r)
+			}
+			clk.Advance(r.RetryAfter - time.Second)
+			if r := l.AllowN(ctx, "wait", 3, checks...); r.Allowed {
+				t.Errorf("admitted a second before its RetryAfter: %+v", r)
+			}
+			clk.Advance(time.Second)
+			if r := l.AllowN(ctx, "wait", 3, checks...); !r.Allowed {
+				t.Errorf("refused once its RetryAfter passed: %+v", r)
+			}
+		})
+	}
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # test-tools.sh installs what `make test` needs beyond Go, and caches it so a
 # second run does nothing:
-#   - curl and python3 (the e2e tests drive them as real proxy clients) and
-#     redis-server (the shared-cache tests start a real Redis): installed
-#     with apt-get when missing (apt-get update only then);
+#   - curl and python3 (the e2e tests drive them as real proxy clients),
+#     redis-server (the shared-cache tests start a real Redis) and haproxy
+#     (gateway TestProxyProtocolBehindHAProxy puts it in front of the
+#     gateway, sending PROXY headers): installed with apt-get when missing
+#     (apt-get update only then);
 #   - buildah (e2e/helm's TestImage builds the container image with it,
 #     offline, FROM scratch): installed with apt-get when no image builder
 #     works here (podman, buildah, or docker with a running daemon); if it
@@ -27,6 +29,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # redis-server: the shared-cache tests start a real one on 127.0.0.1.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# haproxy: a real load balancer sending PROXY protocol v1/v2 headers.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		log "missing ${missing[*]} and no apt-get here: install them and rerun"

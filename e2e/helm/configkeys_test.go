@@ -133,6 +133,9 @@ config:
   limits:
     maxConnections: 5000000
     maxConnectionsPerSource: 0
+  proxyProtocol:
+    listen: {trusted: [10.0.128.0/24], required: true}
+    tlsListen: {trusted: ["fd00::/64"]}
 tls:
   enabled: true
   existingSecret: listener-tls

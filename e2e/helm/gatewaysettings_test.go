@@ -39,7 +39,7 @@ func TestGatewaySettingsConfig(t *testing.T) {
 		{"default", `
 session_tickets: {enabled: true, rotation: 1h}
 audit: {output: stdout, chain: true, on_stall: block, buffer_bytes: 4194304, stall_timeout: 1s}
-admin: {read_header_timeout: 5s, read_timeout: 30s, write_timeout: 30s, idle_timeout: 60s, max_header_bytes: 16384, max_connections: 256}
+admin: {read_header_timeout: 5s, read_timeout: 30s, write_timeout: 30s, idle_timeout: 60s, max_header_bytes: 16384, max_connections: 256, max_switches: 4096}
 upstream_http2: match`},
 		{"gateway-settings", `
 session_tickets: {enabled: false, rotation: 30m}
@@ -89,11 +89,12 @@ admin:
   idle_timeout: 45s
   max_header_bytes: 8192
   max_connections: 32
+  max_switches: 512
 upstream_http2: never`},
 		{"redis", `
 session_tickets: {enabled: true, rotation: 1h}
 audit: {output: stdout, chain: true, on_stall: block, buffer_bytes: 4194304, stall_timeout: 1s}
-admin: {token_file: admin-token/token, resync_interval: 5s, read_header_timeout: 5s, read_timeout: 30s, write_timeout: 30s, idle_timeout: 60s, max_header_bytes: 16384, max_connections: 256}
+admin: {token_file: admin-token/token, resync_interval: 5s, read_header_timeout: 5s, read_timeout: 30s, write_timeout: 30s, idle_timeout: 60s, max_header_bytes: 16384, max_connections: 256, max_switches: 4096}
 upstream_http2: match`},
 		{"audit-vault-transit", `
 session_tickets: {enabled: true, rotation: 1h}
@@ -116,7 +117,7 @@ audit:
   on_stall: block
   buffer_bytes: 4194304
   stall_timeout: 1s
-admin: {read_header_timeout: 5s, read_timeout: 30s, write_timeout: 30s, idle_timeout: 60s, max_header_bytes: 16384, max_connections: 256}
+admin: {read_header_timeout: 5s, read_timeout: 30s, write_timeout: 30s, idle_timeout: 60s, max_header_bytes: 16384, max_connections: 256, max_switches: 4096}
 upstream_http2: match`},
 	}
 	for _, tt := range tests {

@@ -213,6 +213,7 @@ admin:
   tokenSecret: {name: credgate-admin}
   stateFile: /var/lib/credgate/switches.json
   limits: {readHeaderTimeout: 3s, readTimeout: 20s, writeTimeout: 25s, idleTimeout: 45s, maxHeaderBytes: 8192, maxConnections: 32}
+  maxSwitches: 512
 extraVolumes:
   - {name: audit-log, emptyDir: {sizeLimit: 1Gi}}
   - {name: switch-state, emptyDir: {sizeLimit: 1Mi}}

@@ -41,6 +41,14 @@ func TestSchemaAgreesWithGateway(t *testing.T) {
 		args []string
 	}{
 		{"defaults", nil},
+		// proxy_protocol: CIDRs of the load balancers only.
+		{"proxy protocol", set("config.proxyProtocol.listen.trusted[0]=10.0.128.0/24", "config.proxyProtocol.listen.required=true")},
+		{"proxy protocol bare address", set("config.proxyProtocol.listen.trusted[0]=10.0.128.1")},
+		{"proxy protocol every peer", set("config.proxyProtocol.listen.trusted[0]=0.0.0.0/0")},
+		{"proxy protocol every v6 peer", set("config.proxyProtocol.listen.trusted[0]=::/0")},
+		{"proxy protocol required alone", set("config.proxyProtocol.listen.required=true")},
+		{"proxy protocol tls without tls", set("config.proxyProtocol.tlsListen.trusted[0]=10.0.128.0/24")},
+		{"proxy protocol tls", set("tls.enabled=true", "tls.existingSecret=gw-tls", "config.proxyProtocol.tlsListen.trusted[0]=fd00::/64")},
 		// ca.leaf_ttl: 1m to 397 days.
 		{"leaf TTL 1m", set("config.ca.leafTTL=1m")},
 		{"leaf TTL 59s", set("config.ca.leafTTL=59s")},

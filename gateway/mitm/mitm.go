@@ -15,7 +15,6 @@ package mitm
 
 import (
 	"bytes"
-	"container/list"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/internal/cfgfile"
+	"github.com/credgate/credgate/internal/fairlru"
 )
 
 // File names WriteCA writes into its directory.
@@ -373,6 +373,13 @@ type IssuerOptions struct {
 	// LeafTTL is each leaf certificate's lifetime (DefaultLeafTTL).
 	LeafTTL time.Duration
 	// CacheSize bounds the cached leaf certificates (DefaultLeafCacheSize).
+	// The cache is shared fairly between owners (workloads): a leaf
+	// counts against the owner whose handshake had it signed, and a full
+	// cache evicts the least recently used leaf of the owner holding the
+	// most (internal/fairlru). So one owner that opens tunnels to many
+	// names evicts another's leaves only while it holds fewer than that
+	// one; beyond, its new leaves replace its own. An owner alone uses
+	// the whole cache as an LRU.
 	CacheSize int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -386,15 +393,17 @@ type Issuer struct {
 	// signed counts the leaves signed (Stats).
 	signed atomic.Uint64
 
-	mu    sync.Mutex
-	ca    *CA
-	gen   int       // incremented by SetCA; leaves of older generations are not cached
-	lru   list.List // of *leaf, front = most recently used
-	byKey map[string]*list.Element
+	mu  sync.Mutex
+	ca  *CA
+	gen int // incremented by SetCA; leaves of older generations are not cached
+	// leaves are keyed by host; each counts against the owner whose
+	// handshake put it in the cache, and keeps that owner while it stays
+	// (a hit by another owner, or a renewal, does not move it), so that
+	// no owner can take another's leaves into its count.
+	leaves *fairlru.Cache[string, *leaf, string]
 }
 
 type leaf struct {
-	host    string
 	cert    *tls.Certificate
 	renewAt time.Time
 }
@@ -410,30 +419,30 @@ func NewIssuer(ca *CA, opts IssuerOptions) *Issuer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Issuer{ca: ca, opts: opts, byKey: map[string]*list.Element{}}
+	return &Issuer{ca: ca, opts: opts, leaves: fairlru.New[string, *leaf, string](opts.CacheSize)}
 }
 
 // Certificate returns a leaf certificate for host (a DNS name or an IP
 // literal, without port), from the cache when one is there and not in the
-// last fifth of its lifetime.
-func (is *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificate, error) {
+// last fifth of its lifetime. owner is who asks (the workload's name; ""
+// for anonymous callers and offline tools): a leaf signed now counts
+// against its count in the cache (IssuerOptions.CacheSize).
+func (is *Issuer) Certificate(ctx context.Context, owner, host string) (*tls.Certificate, error) {
 	host, err := leafName(host)
 	if err != nil {
 		return nil, err
 	}
 	now := is.opts.Now()
 	is.mu.Lock()
-	if el, ok := is.byKey[host]; ok {
-		l := el.Value.(*leaf)
-		if now.Before(l.renewAt) {
-			is.lru.MoveToFront(el)
-			is.mu.Unlock()
-			return l.cert, nil
-		}
+	if l, ok := is.leaves.Get(host); ok && now.Before(l.renewAt) {
+		is.mu.Unlock()
+		return l.cert, nil
 	}
 	is.mu.Unlock()
 
-	ch := is.sf.DoChan(host, func() (any, error) { return is.issue(host) })
+	// One signature per host at a time: the owner of the first caller
+	// is the leaf's.
+	ch := is.sf.DoChan(host, func() (any, error) { return is.issue(owner, host) })
 	select {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("mitm: leaf certificate for %s: %w", host, ctx.Err())
@@ -453,8 +462,7 @@ func (is *Issuer) SetCA(ca *CA) {
 	defer is.mu.Unlock()
 	is.ca = ca
 	is.gen++
-	is.lru.Init()
-	clear(is.byKey)
+	is.leaves.Clear()
 }
 
 // CACertificate returns what clients must trust for the leaves signed
@@ -487,7 +495,14 @@ func (is *Issuer) Stats() IssuerStats {
 func (is *Issuer) Len() int {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	return is.lru.Len()
+	return is.leaves.Len()
+}
+
+// Held returns the number of cached leaf certificates owner holds.
+func (is *Issuer) Held(owner string) int {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.leaves.Held(owner)
 }
 
 // leafName is host as a leaf names it: a DNS name in lower case without
@@ -564,7 +579,7 @@ func (ca *CA) signLeaf(host string, now time.Time, ttl time.Duration) (der []byt
 	return der, parsed, notAfter, nil
 }
 
-func (is *Issuer) issue(host string) (*tls.Certificate, error) {
+func (is *Issuer) issue(owner, host string) (*tls.Certificate, error) {
 	is.mu.Lock()
 	ca, gen := is.ca, is.gen
 	is.mu.Unlock()
@@ -593,23 +608,14 @@ func (is *Issuer) issue(host string) (*tls.Certificate, error) {
 		Leaf:        parsed,
 	}
 	life := notAfter.Sub(now)
-	l := &leaf{host: host, cert: cert, renewAt: now.Add(life * 4 / 5)}
+	renewAt := now.Add(life * 4 / 5)
 
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if gen != is.gen {
 		return cert, nil // signed by a CA replaced meanwhile: use once, do not cache
 	}
-	if el, ok := is.byKey[host]; ok {
-		el.Value = l
-		is.lru.MoveToFront(el)
-	} else {
-		is.byKey[host] = is.lru.PushFront(l)
-	}
-	for is.lru.Len() > is.opts.CacheSize {
-		old := is.lru.Back()
-		is.lru.Remove(old)
-		delete(is.byKey, old.Value.(*leaf).host)
-	}
+	// A renewal keeps the leaf's owner (fairlru.Cache.Add).
+	is.leaves.Add(host, owner, &leaf{cert: cert, renewAt: renewAt})
 	return cert, nil
 }

@@ -127,7 +127,7 @@ func TestLeafChain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cert, err := NewIssuer(ca, IssuerOptions{}).Certificate(context.Background(), "api.example.test")
+			cert, err := NewIssuer(ca, IssuerOptions{}).Certificate(context.Background(), "", "api.example.test")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -301,7 +301,7 @@ func TestLeafProperties(t *testing.T) {
 	} {
 		t.Run(tc.host, func(t *testing.T) {
 			is := NewIssuer(tc.ca, IssuerOptions{LeafTTL: tc.ttl, Now: func() time.Time { return now }})
-			cert, err := is.Certificate(context.Background(), tc.host)
+			cert, err := is.Certificate(context.Background(), "", tc.host)
 			if tc.want == "" {
 				if err == nil {
 					t.Fatalf("issued a leaf naming %v %v", cert.Leaf.DNSNames, cert.Leaf.IPAddresses)
@@ -339,7 +339,7 @@ func TestLeafCache(t *testing.T) {
 	for range 2 {
 		for _, h := range hosts {
 			for _, spelling := range []string{h, strings.ToUpper(h) + ".", "[" + h + "]"} {
-				c, err := is.Certificate(ctx, spelling)
+				c, err := is.Certificate(ctx, "", spelling)
 				if strings.HasPrefix(spelling, "[") && !strings.Contains(h, ":") {
 					continue // brackets are for IPv6 literals; what it gives does not matter here
 				}
@@ -358,18 +358,18 @@ func TestLeafCache(t *testing.T) {
 			}
 		}
 	}
-	a, _ := is.Certificate(ctx, "a.example")
+	a, _ := is.Certificate(ctx, "", "a.example")
 	other, err := LoadCA(WriteCAFor(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	is.SetCA(other)
-	b, _ := is.Certificate(ctx, "a.example")
+	b, _ := is.Certificate(ctx, "", "a.example")
 	if a == b || b.Leaf.CheckSignatureFrom(other.Cert) != nil {
 		t.Errorf("after SetCA the leaf is not the new CA's")
 	}
 	now = other.Cert.NotAfter.Add(time.Second)
-	if _, err := is.Certificate(ctx, "e.example"); err == nil || !strings.Contains(err.Error(), "not valid now") {
+	if _, err := is.Certificate(ctx, "", "e.example"); err == nil || !strings.Contains(err.Error(), "not valid now") {
 		t.Errorf("a leaf from an expired CA: %v", err)
 	}
 }
@@ -475,7 +475,7 @@ func TestPermittedCA(t *testing.T) {
 		"evilexample.com": false, "example.com.evil.test": false, "other.test": false, "com": false,
 		"11.0.0.1": false, "127.0.0.1": false, "::1": false, "::ffff:10.0.0.1": true, // is 10.0.0.1
 	} {
-		_, err := is.Certificate(context.Background(), host)
+		_, err := is.Certificate(context.Background(), "", host)
 		if ok != (err == nil) || (!ok && !errors.Is(err, ErrNotPermitted)) {
 			t.Errorf("%s: %v, want permitted %v", host, err, ok)
 		}
@@ -603,7 +603,7 @@ func TestCALoadsOnlyIfClientsAcceptItsLeaves(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := NewIssuer(ca, IssuerOptions{}).Certificate(context.Background(), "api.example.com")
+			got, err := NewIssuer(ca, IssuerOptions{}).Certificate(context.Background(), "", "api.example.com")
 			if err != nil {
 				t.Fatal(err)
 			}

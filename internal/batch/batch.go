@@ -50,6 +50,11 @@ const (
 	// SalesforceGraph is /composite/graph: {"graphs":[{"graphId",
 	// "compositeRequest":[...]}]}.
 	SalesforceGraph Format = "salesforce-graph"
+	// SalesforceConnect is Connect REST API's /connect/batch:
+	// {"batchRequests":[{"method","url","richInput"}],"haltOnError"},
+	// each method an enumeration value ("Get", "HttpPost") and each url
+	// /services/data/vNN.N/... or /vNN.N/... (under /services/data).
+	SalesforceConnect Format = "salesforce-connect"
 	// SalesforceRecords is /composite/sobjects and /composite/tree: the
 	// records of a body name the objects acted on, not request targets;
 	// Parse refuses them (ErrNotJudgeable).
@@ -103,7 +108,7 @@ var graphHosts = map[string]bool{
 //   - on any host (a Salesforce org's instance may be any of the hosts
 //     the salesforce provider's instance_hosts admits),
 //     /services/data/VERSION/[tooling/]composite and its batch, graph,
-//     sobjects and tree resources;
+//     sobjects and tree resources, and /services/data/VERSION/connect/batch;
 //   - on googleapis.com and its subdomains, /batch and paths under it:
 //     MultipartHTTP.
 func Lookup(host, path, contentType string) (Endpoint, bool) {
@@ -124,6 +129,9 @@ func Lookup(host, path, contentType string) (Endpoint, bool) {
 	}
 	if len(segs) >= 4 && segs[0] == "services" && segs[1] == "data" {
 		rest := segs[3:]
+		if len(rest) == 2 && rest[0] == "connect" && rest[1] == "batch" {
+			return Endpoint{Format: SalesforceConnect, Service: "Salesforce Connect batch", Max: 25}, true
+		}
 		if rest[0] == "tooling" {
 			rest = rest[1:]
 		}
@@ -223,7 +231,7 @@ func Parse(ep Endpoint, req Request) ([]Sub, error) {
 	switch ep.Format {
 	case Graph, ODataJSON:
 		subs, err = parseJSONRequests(ep.Format, req)
-	case SalesforceComposite, SalesforceBatch, SalesforceGraph:
+	case SalesforceComposite, SalesforceBatch, SalesforceGraph, SalesforceConnect:
 		subs, err = parseSalesforce(ep.Format, req)
 	case MultipartHTTP:
 		subs, err = parseMultipart(req)
@@ -344,6 +352,16 @@ func resolve(f Format, req Request, i int, u string) ([]string, error) {
 			return []string{u, base + strings.TrimPrefix(u, "/")}, nil
 		}
 		return []string{base + u}, nil
+	case SalesforceConnect:
+		// The two forms the resource documents; anything else is not
+		// guessed at.
+		switch l := strings.ToLower(u); {
+		case strings.HasPrefix(l, "/services/"):
+			return []string{u}, nil
+		case len(l) > 2 && l[1] == 'v' && l[2] >= '0' && l[2] <= '9':
+			return []string{"/services/data" + u}, nil
+		}
+		return nil, fail(i, ErrMalformed, "its url starts with neither /services/data/vNN.N/ nor /vNN.N/, the forms the Connect batch resource takes")
 	case SalesforceBatch:
 		if strings.HasPrefix(strings.ToLower(u), "/services/") {
 			return []string{u}, nil
@@ -376,5 +394,5 @@ func refersTo(u string) bool {
 // does not know (a rule's inject batch setting): those Parse judges one
 // request at a time.
 func Formats() []Format {
-	return []Format{Graph, ODataJSON, MultipartHTTP, SalesforceComposite, SalesforceBatch, SalesforceGraph}
+	return []Format{Graph, ODataJSON, MultipartHTTP, SalesforceComposite, SalesforceBatch, SalesforceGraph, SalesforceConnect}
 }

@@ -26,6 +26,11 @@ func TestLookup(t *testing.T) {
 		{"acme.my.salesforce.com", "/services/data/v60.0/tooling/composite/graph", "", SalesforceGraph},
 		{"acme.my.salesforce.com", "/services/data/v60.0/composite/sobjects/Account", "", SalesforceRecords},
 		{"acme.my.salesforce.com", "/services/data/v60.0/composite/tree/Account", "", SalesforceRecords},
+		{"acme.my.salesforce.com", "/services/data/v60.0/connect/batch", "application/json", SalesforceConnect},
+		{"acme.my.salesforce.com", "/services/data/v60.0/Connect/Batch/", "", SalesforceConnect},
+		{"acme.my.salesforce.com", "/services/data/v60.0/connect/batch/x", "", ""},
+		{"acme.my.salesforce.com", "/services/data/v60.0/chatter/feed-elements/batch", "", ""},
+		{"acme.my.salesforce.com", "/services/data/v60.0/jobs/ingest", "", ""},
 		{"www.googleapis.com", "/batch/drive/v3", "", MultipartHTTP},
 		{"storage.googleapis.com", "/BATCH/storage/v1", "", MultipartHTTP},
 		{"www.googleapis.com", "/drive/v3/files", "", ""},
@@ -62,6 +67,16 @@ func TestParseTargets(t *testing.T) {
 			[][]string{{"/svc/People", "/svc/svc/People"}, {"/svc/People"}}, nil},
 		{"sf batch", Endpoint{Format: SalesforceBatch}, req("/services/data/v60.0/composite/batch", "", `{"batchRequests":[{"method":"GET","url":"v60.0/limits"}]}`),
 			[][]string{{"/services/data/v60.0/limits"}}, nil},
+		// Connect REST API's documented Batch Input: methods "Get" (and
+		// "HttpGet"), urls /services/data/vNN.N/... or /vNN.N/...
+		{"sf connect", Endpoint{Format: SalesforceConnect, Max: 25}, req("/services/data/v60.0/connect/batch", "application/json",
+			`{"batchRequests":[{"method":"Get","url":"/v60.0/chatter/feeds/news/me/feed-elements"},{"method":"HttpPost","url":"/services/data/v60.0/chatter/feed-elements","richInput":{"subjectId":"me"}}],"haltOnError":false}`),
+			[][]string{{"/services/data/v60.0/chatter/feeds/news/me/feed-elements"}, {"/services/data/v60.0/chatter/feed-elements"}}, nil},
+		{"sf connect method", Endpoint{Format: SalesforceConnect}, req("/services/data/v60.0/connect/batch", "", `{"batchRequests":[{"method":"Fetch","url":"/v60.0/x"}]}`), nil, ErrMalformed},
+		{"sf connect relative url", Endpoint{Format: SalesforceConnect}, req("/services/data/v60.0/connect/batch", "", `{"batchRequests":[{"method":"Get","url":"chatter/users/me"}]}`), nil, ErrMalformed},
+		{"sf connect other root", Endpoint{Format: SalesforceConnect}, req("/services/data/v60.0/connect/batch", "", `{"batchRequests":[{"method":"Get","url":"/apexrest/x"}]}`), nil, ErrMalformed},
+		{"sf connect reference", Endpoint{Format: SalesforceConnect}, req("/services/data/v60.0/connect/batch", "", `{"batchRequests":[{"method":"Get","url":"/v60.0/chatter/users/@{r.id}"}]}`), nil, ErrReference},
+		{"sf connect multipart", Endpoint{Format: SalesforceConnect}, req("/services/data/v60.0/connect/batch", "multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"json\"\r\n\r\n{}\r\n--b--\r\n"), nil, ErrMalformed},
 		{"multipart", Endpoint{Format: MultipartHTTP}, req("/batch/drive/v3", "multipart/mixed; boundary=b", "--b\r\nContent-Type: application/http\r\n\r\nGET /drive/v3/files\r\n\r\n--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--c\r\nContent-Type: application/http\r\n\r\nDELETE https://h.test/x HTTP/1.1\r\n\r\n--c--\r\n--b--\r\n"),
 			[][]string{{"/drive/v3/files"}, {"/x"}}, nil},
 		{"too many", Endpoint{Format: Graph, Max: 1}, req("/v1.0/$batch", "", `{"requests":[{"method":"GET","url":"a"},{"method":"GET","url":"b"}]}`), nil, ErrTooMany},
@@ -105,7 +120,8 @@ func FuzzParse(f *testing.F) {
 	f.Add(3, `{"compositeRequest":[{"method":"GET","url":"/services/data/v60.0/limits"}]}`, "application/json")
 	f.Add(4, `{"batchRequests":[{"method":"GET","url":"v60.0/limits"}]}`, "application/json")
 	f.Add(5, `{"graphs":[{"graphId":"1","compositeRequest":[{"method":"GET","url":"/x"}]}]}`, "application/json")
-	formats := []Format{Graph, ODataJSON, MultipartHTTP, SalesforceComposite, SalesforceBatch, SalesforceGraph, SalesforceRecords}
+	f.Add(7, `{"batchRequests":[{"method":"Get","url":"/v60.0/chatter/users/me"}],"haltOnError":false}`, "application/json")
+	formats := []Format{Graph, ODataJSON, MultipartHTTP, SalesforceComposite, SalesforceBatch, SalesforceGraph, SalesforceRecords, SalesforceConnect}
 	f.Fuzz(func(t *testing.T, which int, body, ct string) {
 		if len(body) > MaxBody {
 			return

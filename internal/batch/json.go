@@ -152,6 +152,11 @@ func subsOf(f Format, req Request, items []json.RawMessage, first int, mName, uN
 		if err != nil || m == "" {
 			return nil, fail(i, ErrMalformed, "it has no method (a string)")
 		}
+		if f == SalesforceConnect {
+			if m = connectMethod(m); m == "" {
+				return nil, fail(i, ErrMalformed, "its method is none of the Connect batch resource's (Delete, Get, Head, Patch, Post, Put, or HttpGet and the like)")
+			}
+		}
 		u, err := o.str(uName)
 		if err != nil {
 			return nil, fail(i, ErrMalformed, err.Error())
@@ -160,13 +165,29 @@ func subsOf(f Format, req Request, items []json.RawMessage, first int, mName, uN
 		if err != nil {
 			return nil, err
 		}
-		h, err := o.header(hName)
-		if err != nil {
-			return nil, fail(i, ErrMalformed, err.Error())
+		var h http.Header
+		if hName != "" {
+			if h, err = o.header(hName); err != nil {
+				return nil, fail(i, ErrMalformed, err.Error())
+			}
 		}
 		subs = append(subs, Sub{Index: i, Method: m, Targets: t, Header: h})
 	}
 	return subs, nil
+}
+
+// connectMethod is the HTTP method the Connect batch resource runs for
+// its method value m, an enumeration it documents both as "Get" and as
+// "HttpGet": any case of either, the method in upper case; "" for any
+// other value.
+func connectMethod(m string) string {
+	u := strings.ToUpper(m)
+	u = strings.TrimPrefix(u, "HTTP")
+	switch u {
+	case "DELETE", "GET", "HEAD", "PATCH", "POST", "PUT":
+		return u
+	}
+	return ""
 }
 
 // exact refuses a member spelled like one of names but for its case
@@ -199,15 +220,19 @@ func parseSalesforce(f Format, req Request) ([]Sub, error) {
 			return nil, fail(-1, ErrMalformed, "its body has no compositeRequest array of sub-requests")
 		}
 		return subsOf(f, req, items, 0, "method", "url", "httpHeaders")
-	case SalesforceBatch:
+	case SalesforceBatch, SalesforceConnect:
 		if err := top.exact("batchRequests"); err != nil {
 			return nil, fail(-1, ErrMalformed, err.Error())
 		}
 		items, err := top.array("batchRequests")
 		if err != nil || len(items) == 0 {
-			return nil, fail(-1, ErrMalformed, "its body has no batchRequests array of sub-requests")
+			return nil, fail(-1, ErrMalformed, "its body has no batchRequests array of sub-requests (a Connect batch with binary parts, multipart/form-data, is not read: send it as JSON)")
 		}
-		return subsOf(f, req, items, 0, "method", "url", "httpHeaders")
+		hName := "httpHeaders"
+		if f == SalesforceConnect {
+			hName = "" // its sub-requests carry no header fields
+		}
+		return subsOf(f, req, items, 0, "method", "url", hName)
 	}
 	// SalesforceGraph
 	if err := top.exact("graphs"); err != nil {

@@ -104,6 +104,12 @@ func rules() []rule {
 			"providers": "the canonical request is computed before any stage; it must depend on none",
 			"injectors": "the canonical request is computed before any stage; it must depend on none",
 		})},
+		{From: "internal/fairlru", BadDeps: with(map[string]string{
+			"policy":    "the fair cache is plumbing the leaf and credential caches share; it knows no stage",
+			"identity":  "the fair cache is plumbing the leaf and credential caches share; it knows no stage",
+			"providers": "providers import the fair cache, not the other way round",
+			"injectors": "the fair cache is plumbing the leaf and credential caches share; it knows no stage",
+		})},
 		{From: "internal/batch", BadDeps: with(map[string]string{
 			"policy":             "the sub-requests of a batch are read before they are judged; the reader judges nothing",
 			"identity":           "the batch reader knows no stage",
@@ -286,6 +292,13 @@ func rules() []rule {
 			"identity":  "ports for the peers tests start; it knows no stage",
 			"providers": "ports for the peers tests start; it knows no stage",
 			"injectors": "ports for the peers tests start; it knows no stage",
+		})},
+		{From: "internal/runrelay", BadDeps: with(map[string]string{
+			"gateway":   "credgate run's relay is the client side of the proxy listener: it forwards bytes and never decides",
+			"policy":    "the relay forwards to the gateway, which decides",
+			"identity":  "the relay presents a token; the gateway verifies it",
+			"providers": "the relay never sees a credential to a destination",
+			"injectors": "the relay must not know how requests are rewritten",
 		})},
 		{From: "gateway", BadDeps: map[string]string{
 			"cmd":               wiring["cmd"],

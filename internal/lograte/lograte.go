@@ -69,3 +69,11 @@ func (l *Limiter) Allow(key string) (ok bool, suppressed int) {
 	e.last, e.suppressed = now, 0
 	return true, n
 }
+
+// Len returns the number of keys the Limiter holds: at most MaxKeys+1
+// (the keys past MaxKeys share one entry).
+func (l *Limiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.keys)
+}

@@ -19,7 +19,7 @@ func readBase(opts Options) (*base, error) {
 		return nil, fmt.Errorf("suggest: base policy %s: %w", opts.BaseFile, err)
 	}
 	b := &base{workloads: map[string]*yaml.Node{}, credentials: map[string]*yaml.Node{},
-		injects: map[string]*yaml.Node{}, plaintext: map[string]bool{}, injCred: map[string]string{}}
+		injects: map[string]*yaml.Node{}, plaintext: map[string]bool{}, injCred: map[string]string{}, injFrom: map[string][]string{}}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
@@ -67,6 +67,17 @@ func readBase(opts Options) (*base, error) {
 				}
 				if pt := fs["plaintext"]; pt != nil && pt.Value == "true" {
 					b.plaintext[name.Value] = true
+				}
+				if from := fs["from"]; from != nil {
+					for from.Kind == yaml.AliasNode {
+						from = from.Alias
+					}
+					if from.Kind == yaml.ScalarNode {
+						b.injFrom[name.Value] = []string{from.Value}
+					}
+					for _, f := range from.Content {
+						b.injFrom[name.Value] = append(b.injFrom[name.Value], f.Value)
+					}
 				}
 			}
 		}

@@ -10,7 +10,6 @@ import (
 	"github.com/credgate/credgate/audit"
 	"github.com/credgate/credgate/internal/canonical"
 	"github.com/credgate/credgate/policy"
-	"github.com/credgate/credgate/policy/replay"
 )
 
 // TestSuggestMethodsAnyToken: a method is whatever token the gateway
@@ -43,11 +42,11 @@ func TestSuggestMethodsAnyToken(t *testing.T) {
 				}
 				defer p.Close()
 				for _, r := range recs {
-					if o := replay.Decide(p, r); o.Decision == "deny" {
+					if o := decide(t, p, r); o.Decision == "deny" {
 						t.Errorf("%s %s: %s under the suggestion, want allowed\n%s", r.Method, r.Path, o, out.String())
 					}
 				}
-				if o := replay.Decide(p, record("", "", "PUT", "api.stripe.com", "/v1/odd", 0)); o.Decision != "deny" {
+				if o := decide(t, p, record("", "", "PUT", "api.stripe.com", "/v1/odd", 0)); o.Decision != "deny" {
 					t.Errorf("PUT /v1/odd: %s, want deny\n%s", o, out.String())
 				}
 				if strings.Count(out.String(), "- name:") > 2 {

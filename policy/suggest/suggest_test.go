@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/audit"
+	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/gateway/replay"
 	"github.com/credgate/credgate/policy"
-	"github.com/credgate/credgate/policy/replay"
 	_ "github.com/credgate/credgate/providers/static"
 )
 
@@ -84,6 +86,16 @@ rules:
 default: deny
 `
 
+// decide replays r under p through the gateway's decision path.
+func decide(t *testing.T, p *policy.Policy, r audit.Record) replay.Outcome {
+	t.Helper()
+	o, err := replay.Decide(context.Background(), gateway.Judge{Policy: p}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 func record(dec, rule, method, host, path string, min int) audit.Record {
 	r := audit.Record{Time: time.Date(2026, 12, 2, 6, min, 0, 0, time.UTC), Workload: "billing", Source: "10.1.2.3",
 		Method: method, Scheme: "https", Host: host, Port: 443, Path: path, Rule: rule, Decision: dec}
@@ -117,7 +129,7 @@ func TestSuggestAllowsExactlyWhatWasSeen(t *testing.T) {
 	}
 	defer p.Close()
 	for _, r := range recs[:4] {
-		if o := replay.Decide(p, r); o.Decision != "inject" && o.Decision != "tunnel" {
+		if o := decide(t, p, r); o.Decision != "inject" && o.Decision != "tunnel" {
 			t.Errorf("%s %s%s: %s under the suggestion, want allowed\n%s", r.Method, r.Host, r.Path, o, got)
 		}
 	}
@@ -127,7 +139,7 @@ func TestSuggestAllowsExactlyWhatWasSeen(t *testing.T) {
 		record("", "", "POST", "api.stripe.com", "/v1/charges/ch_3MmlLrLkdIwHu7ix", 0),
 		record("", "", "GET", "api.other.test", "/", 0),
 	} {
-		if o := replay.Decide(p, r); o.Decision != "deny" {
+		if o := decide(t, p, r); o.Decision != "deny" {
 			t.Errorf("%s %s%s: %s under the suggestion, want deny\n%s", r.Method, r.Host, r.Path, o, got)
 		}
 	}
@@ -194,7 +206,7 @@ func TestSuggestWithoutBase(t *testing.T) {
 		t.Errorf("no workload from the source seen:\n%s", out.String())
 	}
 	for _, r := range recs {
-		if o := replay.Decide(p, r); o.Decision != "tunnel" && o.Decision != "forward" {
+		if o := decide(t, p, r); o.Decision != "tunnel" && o.Decision != "forward" {
 			t.Errorf("%s:%d: %s, want tunnel or forward", r.Host, r.Port, o)
 		}
 	}
@@ -219,7 +231,24 @@ func TestSuggestKeepsEncodedDelimiters(t *testing.T) {
 		t.Fatalf("the suggestion does not parse: %v\n%s", err, out.String())
 	}
 	defer p.Close()
-	if o := replay.Decide(p, record("", "", "GET", "api.stripe.com", "/v1/charges/ch_1", 0)); o.Decision == "deny" {
+	if o := decide(t, p, record("", "", "GET", "api.stripe.com", "/v1/charges/ch_1", 0)); o.Decision == "deny" {
 		t.Errorf("GET /v1/charges/ch_1: %s under the suggestion, want allowed\n%s", o, out.String())
+	}
+}
+
+// TestYAMLStringRoundTrip: every value suggest writes from an audit line
+// (a name, host, path or method) reads back through yaml.v3 as the same
+// string, whatever YAML would make of it bare: numbers in every base,
+// booleans of YAML 1.1, null, timestamps, indicators, unicode.
+func TestYAMLStringRoundTrip(t *testing.T) {
+	for _, s := range []string{
+		"api.stripe.com", "0x1F", "0o17", "1_000", "1e3", ".inf", "-1", "~", "null", "Null", "NULL", "true", "True", "yes", "Yes", "y", "n", "on", "Off",
+		"2026-12-02", "2026-12-02T06:00:00Z", "12:30", "*", "*A", "&a", "!x", "#", "a #b", "a: b", "{a}", "[a]", "- x", "?", "|", ">", "%x", "@x", "`x",
+		"'", `"`, "a\nb", "é", "/v1/é", "\u2028", "\t", "", "<<", "=",
+	} {
+		var got string
+		if err := yaml.Unmarshal([]byte("v: "+yamlString(s)), &struct{ V *string }{&got}); err != nil || got != s {
+			t.Errorf("yamlString(%q) = %s, reads back as %q (%v)", s, yamlString(s), got, err)
+		}
 	}
 }

@@ -96,6 +96,30 @@ tls:
   {{- end }}
   reload_interval: {{ .Values.tls.reloadInterval }}
 {{- end }}
+{{- with $c.proxyProtocol }}
+{{- range $k, $p := dict "listen" .listen "tlsListen" .tlsListen }}
+{{- if and $p.required (not $p.trusted) }}
+{{- fail (printf "config.proxyProtocol.%s.required is set but trusted is empty; list the load balancers' CIDRs in trusted, or unset required" $k) }}
+{{- end }}
+{{- range $p.trusted }}
+{{- if or (eq . "0.0.0.0/0") (eq . "::/0") }}
+{{- fail (printf "config.proxyProtocol.%s.trusted: %s trusts every peer, so any client could write its own PROXY header and choose its source address; list only the load balancers' addresses" $k .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (not $.Values.tls.enabled) (or .tlsListen.trusted .tlsListen.required) }}
+{{- fail "config.proxyProtocol.tlsListen is set but tls.enabled is false; enable tls or remove it" }}
+{{- end }}
+proxy_protocol:
+  listen:
+    trusted: {{ .listen.trusted | toJson }}
+    required: {{ .listen.required }}
+  {{- if $.Values.tls.enabled }}
+  tls_listen:
+    trusted: {{ .tlsListen.trusted | toJson }}
+    required: {{ .tlsListen.required }}
+  {{- end }}
+{{- end }}
 admin_listen: ":{{ .Values.adminPort }}"
 policy: policy/{{ .Values.policyKey }}
 ca:
@@ -117,6 +141,7 @@ upstream:
   response_idle_timeout: {{ $c.upstream.responseIdleTimeout }}
   idle_conn_timeout: {{ $c.upstream.idleConnTimeout }}
   max_idle_conns_per_host: {{ $c.upstream.maxIdleConnsPerHost }}
+  max_idle_conns: {{ int64 $c.upstream.maxIdleConns }}
   max_response_header_bytes: {{ $c.upstream.maxResponseHeaderBytes | int64 }}
   http2: {{ $c.upstream.http2 }}
 {{- with $c.resolve }}
@@ -139,6 +164,7 @@ limits:
   {{- if not (kindIs "invalid" $c.limits.maxConnectionsPerSource) }}
   max_connections_per_source: {{ $c.limits.maxConnectionsPerSource | int64 }}
   {{- end }}
+  batch_buffer_bytes: {{ $c.limits.batchBufferBytes | int64 }}
   long_lived:
     idle_timeout: {{ $c.limits.longLived.idleTimeout }}
     max_lifetime: {{ $c.limits.longLived.maxLifetime }}
@@ -191,6 +217,7 @@ admin:
   {{- if .Values.redis.enabled }}
   resync_interval: {{ .Values.admin.resyncInterval }}
   {{- end }}
+  max_switches: {{ int64 .Values.admin.maxSwitches }}
   {{- with .Values.admin.tls }}
   {{- if .enabled }}
   tls:

@@ -116,11 +116,17 @@ type Client struct {
 	// MaxIdleConnsPerHost bounds the idle connections per scheme and
 	// host:port; 0 is http.DefaultMaxIdleConnsPerHost.
 	MaxIdleConnsPerHost int
+	// MaxIdleConns bounds the idle connections to all hosts together,
+	// as Transport's: a connection coming back to a full pool closes the
+	// one idle the longest; 0 is no limit.
+	MaxIdleConns int
 	// MaxResponseHeaderBytes bounds the response headers; 0 is 1 MiB.
 	MaxResponseHeaderBytes int64
 
 	mu   sync.Mutex
 	idle map[connKey][]*conn // per key, oldest first
+	// nidle counts the connections in idle.
+	nidle int
 	// closing is set by CloseIdleConnections: a connection coming back
 	// is closed, until a request asks for one (as Transport does).
 	closing bool
@@ -910,6 +916,7 @@ func (c *Client) takeIdle(k connKey) *conn {
 		old := append([]*conn(nil), stack...)
 		clear(stack)
 		c.idle[k] = stack[:0]
+		c.nidle -= len(old)
 		c.mu.Unlock()
 		for _, pc := range old {
 			pc.close()
@@ -918,6 +925,7 @@ func (c *Client) takeIdle(k connKey) *conn {
 	}
 	stack[len(stack)-1] = nil
 	c.idle[k] = stack[:len(stack)-1]
+	c.nidle--
 	c.mu.Unlock()
 	return pc
 }
@@ -942,7 +950,12 @@ func (c *Client) put(pc *conn) {
 	if c.idle == nil {
 		c.idle = make(map[connKey][]*conn)
 	}
+	var evicted *conn
+	if c.MaxIdleConns > 0 && c.nidle >= c.MaxIdleConns {
+		evicted = c.evictOldestLocked()
+	}
 	c.idle[pc.key] = append(c.idle[pc.key], pc)
+	c.nidle++
 	if c.IdleConnTimeout > 0 && !c.swept {
 		c.swept = true
 		if c.sweep == nil {
@@ -952,6 +965,36 @@ func (c *Client) put(pc *conn) {
 		}
 	}
 	c.mu.Unlock()
+	if evicted != nil {
+		evicted.close()
+	}
+}
+
+// evictOldestLocked takes out of the pool the connection idle the
+// longest, of any host, for the caller to close (MaxIdleConns). One pass
+// over the hosts, only when the pool is full. c.mu is held.
+func (c *Client) evictOldestLocked() *conn {
+	var oldest connKey
+	var at time.Time
+	for k, stack := range c.idle {
+		if len(stack) > 0 && (at.IsZero() || stack[0].idleAt.Before(at)) {
+			oldest, at = k, stack[0].idleAt
+		}
+	}
+	stack := c.idle[oldest]
+	if len(stack) == 0 {
+		return nil
+	}
+	pc := stack[0]
+	rest := copy(stack, stack[1:])
+	clear(stack[rest:])
+	if rest == 0 {
+		delete(c.idle, oldest)
+	} else {
+		c.idle[oldest] = stack[:rest]
+	}
+	c.nidle--
+	return pc
 }
 
 func (c *Client) expired(pc *conn, now time.Time) bool {
@@ -971,6 +1014,7 @@ func (c *Client) sweepIdle() {
 			n++
 		}
 		old = append(old, stack[:n]...)
+		c.nidle -= n
 		if n == len(stack) {
 			delete(c.idle, k)
 			continue
@@ -1003,6 +1047,7 @@ func (c *Client) CloseIdleConnections() {
 		old = append(old, stack...)
 	}
 	c.idle = nil
+	c.nidle = 0
 	c.closing = true
 	if c.swept {
 		c.sweep.Stop()

@@ -1196,3 +1196,54 @@ func mustPort(t *testing.T, addr string) string {
 	}
 	return u.Port()
 }
+
+// TestMaxIdleConns: a caller reaching many hosts (10× MaxIdleConns of
+// them, as under a wildcard destination) leaves at most MaxIdleConns
+// idle connections in the pool — before, one per host, each a file
+// descriptor, for IdleConnTimeout — and the connections past it are
+// closed, the one idle the longest first; a victim that uses its host
+// more often than the pool turns over keeps its one connection (dials
+// counted, never timed).
+func TestMaxIdleConns(t *testing.T) {
+	const max = 8
+	var o *rawOrigin
+	o = startRawOrigin(t, nil, serveFixed(&o, nil, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	var mu sync.Mutex
+	dials := map[string]int{}
+	d := &net.Dialer{}
+	c := &Client{Fallback: failRT{t}, IdleConnTimeout: time.Minute, MaxIdleConnsPerHost: 4, MaxIdleConns: max,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dials[addr]++
+			mu.Unlock()
+			return d.DialContext(ctx, network, o.addr) // every name is the one origin
+		}}
+	t.Cleanup(c.CloseIdleConnections)
+	ctx := context.Background()
+	victim := func() {
+		t.Helper()
+		if _, body, err := get(t, c, ctx, "GET", "http://victim.test/x"); err != nil || body != "ok" {
+			t.Fatalf("victim: %q, %v", body, err)
+		}
+	}
+	victim()
+	for i := range 10 * max {
+		if _, body, err := get(t, c, ctx, "GET", fmt.Sprintf("http://h%d.wild.test/x", i)); err != nil || body != "ok" {
+			t.Fatalf("host %d: %q, %v", i, body, err)
+		}
+		if n := c.Idle(); n > max {
+			t.Fatalf("after %d hosts %d idle connections, bound %d", i+1, n, max)
+		}
+		if i%(max/2) == 0 {
+			victim()
+		}
+	}
+	mu.Lock()
+	vd := dials["victim.test:80"]
+	mu.Unlock()
+	if vd != 1 {
+		t.Errorf("the victim dialled %d connections, want 1 (its idle one was closed by the flood)", vd)
+	}
+	// Every connection past the bound was closed (the origin saw it).
+	poll.True(t, 5*time.Second, "the evicted connections closed", func() bool { return o.closed.Load() >= int64(10*max+1-max) })
+}
