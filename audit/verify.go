@@ -457,7 +457,7 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 				switch {
 				case !known:
 					rep.addProblem(Problem{Pos: pos, Kind: KindGarbled, Replica: *lf.Replica, Seq: r.seq,
-						Msg: fmt.Sprintf("a line of type %s, which the gateway does not write (only checkpoint and dropped): it was inserted or edited", inert(*lf.Type))})
+						Msg: fmt.Sprintf("a line of type %s, which this version of credgate does not write (only checkpoint and dropped): it was inserted or edited, or written by a newer credgate (then verify with that version: credgate version shows it)", inert(*lf.Type))})
 				case !r.prevOK || !bytes.Equal(want, line):
 					r.oddType = *lf.Type
 				}
@@ -808,7 +808,7 @@ func verifyChain(rep *Report, id string, recs []rec, keys map[string]ed25519.Pub
 	// The last line is hashed by no other: a line of the writer's own
 	// there must be byte for byte as the writer writes it.
 	if last := stream[genuine[c.LastSeq]]; last.oddType != "" {
-		problem(last, KindEdited, "the %s line is not byte for byte as the gateway writes it (its whitespace, key order, escapes or fields were changed): it was edited", inert(last.oddType))
+		problem(last, KindEdited, "the %s line is not byte for byte as this version of credgate writes it (its whitespace, key order, escapes or fields were changed): it was edited, or written by a newer credgate (then verify with that version: credgate version shows it)", inert(last.oddType))
 		if whole {
 			unmark(c.LastSeq)
 		}

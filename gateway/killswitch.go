@@ -71,13 +71,14 @@ func (g *Gateway) startKillSwitch(ctx context.Context) error {
 // a tunnel.
 //
 // A replica that holds no verified state (with Redis: no admin.state_file,
-// and Redis unavailable since it started or its state not verifying)
+// and Redis unavailable since it started or its state not verifying), or
+// a state with a switch a newer credgate wrote that it cannot enforce,
 // cannot tell whether the request is disabled: it refuses it, 503
 // kill_switch_unverified, as its /readyz says (fail closed).
 func (g *Gateway) switchRefusal(wl identity.Workload, d policy.Decision, connect bool) (refusal, bool) {
 	if !g.switches.Held() {
 		f := newRefusal(http.StatusServiceUnavailable, codeSwitchUnverified,
-			"this replica holds no verified kill switch state (Redis has been unavailable since it started, or the state in Redis does not verify, and it has no admin.state_file), so it cannot tell whether an operator disabled this request; it was not forwarded. Retry: another replica, or this one once Redis answers, serves it", d.Rule)
+			"this replica holds no kill switch state it can enforce (Redis has been unavailable since it started, or the state in Redis does not verify, and it has no admin.state_file; or the state holds a switch a newer credgate wrote, which this version cannot enforce until it is upgraded), so it cannot tell whether an operator disabled this request; it was not forwarded. Retry: another replica, or this one once Redis answers, serves it", d.Rule)
 		f.RetryAfter = switchUnverifiedRetry
 		return f, true
 	}
@@ -168,7 +169,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 		}),
 		verify: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_switch_verify_failures_total",
-			Help: "Kill switch states and messages read from Redis that were not put in force because they do not verify, by reason (unsigned, bad_mac, unknown_key, rollback, malformed). The last verified state stays in force.",
+			Help: "Kill switch states and messages read from Redis that were not put in force because they do not verify, by reason (unsigned, bad_mac, unknown_key, rollback, malformed). The last verified state stays in force. newer_version: a verified state holding fields a newer credgate wrote that this version cannot read; its readable switches are in force, and while one of those fields is a switch this replica refuses every request; upgrade it.",
 		}, []string{"reason"}),
 		wroteBack: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credgate_switch_written_back_total",
@@ -188,7 +189,7 @@ func newSwitchMetrics(reg *prometheus.Registry, redis bool) *switchMetrics {
 	}
 	reg.MustRegister(m.disabled, m.refusals, m.syncErrors, m.admin)
 	if redis {
-		for _, r := range []string{killswitch.ReasonUnsigned, killswitch.ReasonBadMAC, killswitch.ReasonUnknownKey, killswitch.ReasonRollback, killswitch.ReasonMalformed} {
+		for _, r := range killswitch.Reasons {
 			m.verify.WithLabelValues(r)
 		}
 		for _, r := range []string{killswitch.WrotePending, killswitch.WroteRestored, killswitch.WroteRepaired} {

@@ -270,7 +270,7 @@ func newMetrics(leafCount func() float64) *metrics {
 	}, []string{"result"})
 	m.sharedRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_shared_cache_rejected_total",
-		Help: "Shared (Redis) cache entries read but not used (a miss), by reason: undecryptable (foreign, edited, moved from another key, or an unknown key), expired (past the expiry sealed into it), rollback (older than an entry this replica already saw).",
+		Help: "Shared (Redis) cache entries read but not used (a miss), by reason: undecryptable (foreign, edited, moved from another key, or an unknown key), expired (past the expiry sealed into it), rollback (older than an entry this replica already saw), newer_format (sealed by a newer credgate: upgrade this replica).",
 	}, []string{"reason"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "credgate_rate_limited_total",
@@ -343,7 +343,7 @@ func (m *metrics) enableRedis() {
 	for _, r := range []string{"hit", "miss", "waited", "bypass"} {
 		m.shared.WithLabelValues(r)
 	}
-	for _, r := range []string{rediscache.RejectUndecryptable, rediscache.RejectExpired, rediscache.RejectRollback} {
+	for _, r := range rediscache.Rejects {
 		m.sharedRejected.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.redisUp, m.redisErrors, m.shared, m.sharedRejected)

@@ -49,7 +49,19 @@ const (
 	ReasonUnknownKey = "unknown_key" // signed with a key not configured here
 	ReasonRollback   = "rollback"    // validly signed, but older than the state already seen
 	ReasonMalformed  = "malformed"   // generation or MAC unreadable
+	// ReasonNewer: validly signed, but holding fields this version cannot
+	// read (a switch kind it does not know, a name it does not accept, a
+	// metadata field): written by a newer credgate. Its readable switches
+	// are in force, the fields it cannot read are kept as they are in
+	// every state it writes (never dropped: that would lift what they
+	// disable), and the replica refuses every request while one of them
+	// is a switch it cannot enforce (Held is false).
+	ReasonNewer = "newer_version"
 )
+
+// Reasons lists every reason a state or message read from Redis was not
+// (or not wholly) put in force, for metrics.
+var Reasons = []string{ReasonUnsigned, ReasonBadMAC, ReasonUnknownKey, ReasonRollback, ReasonMalformed, ReasonNewer}
 
 // MaxGeneration is the highest generation a state may carry: a fleet
 // that made a change every nanosecond would take 146 years to reach it.
@@ -170,6 +182,13 @@ type remoteState struct {
 	entries map[string]Entry
 	// err is why the state does not verify.
 	err *errVerify
+	// newer are the fields of a verified state that this version cannot
+	// read (ReasonNewer), sorted; foreign holds them with their values;
+	// newerSwitches is set when one of them is a switch rather than
+	// metadata (a field beginning with "_").
+	newer         []string
+	foreign       map[string]string
+	newerSwitches bool
 }
 
 // verifyState checks a hash read from Redis against the keys.
@@ -200,19 +219,67 @@ func (m *macKeys) verifyState(hash string, all map[string]string) remoteState {
 		st.err = err.(*errVerify)
 		return st
 	}
+	// The MAC verified: every field was written by a credgate holding
+	// the key. One this version cannot read was written by a newer one
+	// (a new kind of switch, a longer name, new metadata): it is neither
+	// garbage nor tampering, and it must not be dropped.
 	st.entries = make(map[string]Entry, len(all))
 	for f, v := range all {
 		if f == genField || f == macField {
 			continue
 		}
+		if strings.HasPrefix(f, "_") {
+			st.addForeign(f, v)
+			continue
+		}
 		e, err := parseEntry(f, v)
 		if err != nil {
-			st.err = &errVerify{ReasonMalformed, err.Error()}
-			return st
+			st.addForeign(f, v)
+			st.newerSwitches = true
+			continue
 		}
 		st.entries[f] = e
 	}
+	slices.Sort(st.newer)
 	return st
+}
+
+// addForeign records a field this version cannot read.
+func (st *remoteState) addForeign(f, v string) {
+	if st.foreign == nil {
+		st.foreign = map[string]string{}
+	}
+	st.newer = append(st.newer, f)
+	st.foreign[f] = v
+}
+
+// newerDetail describes the fields of st this version cannot read.
+func (st *remoteState) newerDetail() string {
+	const max = 5
+	names := st.newer
+	more := ""
+	if len(names) > max {
+		names, more = names[:max], fmt.Sprintf(" and %d more", len(st.newer)-max)
+	}
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = strconv.Quote(inertField(n))
+	}
+	return fmt.Sprintf("generation %d holds fields this version of credgate cannot read (%s%s): it was written by a newer credgate; upgrade this replica", st.gen, strings.Join(quoted, ", "), more)
+}
+
+// inertField cuts a field name read from Redis for a log line: at most
+// 80 bytes, control characters replaced.
+func inertField(f string) string {
+	if len(f) > 80 {
+		f = f[:80] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, f)
 }
 
 // messageParts is what a message's MAC covers.

@@ -203,11 +203,23 @@ type Switch struct {
 	unverified atomic.Pointer[string]
 	// held is Status.Held.
 	held atomic.Bool
+	// newer is set while the state in force came from a newer credgate
+	// and holds a switch this version cannot enforce (ReasonNewer): Held
+	// is then false, so the gateway refuses every request.
+	newer atomic.Bool
+	// foreign are the fields of the state in force that a newer credgate
+	// wrote and this version cannot read (ReasonNewer), with their
+	// values: every state this replica writes carries them.
+	foreign map[string]string
+	// newerMsg is the ReasonNewer detail of the state in force, empty
+	// when it has none (Status.Unverified says it).
+	newerMsg atomic.Pointer[string]
 	// file is what the state file was last written with.
 	file struct {
 		snap    *Snapshot
 		gen     uint64
 		pending []string
+		foreign map[string]string
 	}
 	// lastSync (unix nanoseconds) and npending are Status's lock-free
 	// copies.
@@ -284,7 +296,7 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		s.mac = mk
 	}
 	if opts.StateFile != "" {
-		entries, gen, pending, err := readStateFile(opts.StateFile)
+		entries, gen, pending, newer, err := readStateFile(opts.StateFile)
 		if err != nil {
 			return nil, err
 		}
@@ -302,6 +314,15 @@ func New(ctx context.Context, opts Options) (*Switch, error) {
 		// Entries or a generation: a state this or another replica
 		// held verified when it wrote the file.
 		s.held.Store(gen > 0 || len(entries) > 0)
+		if s.rdb != nil && len(newer) > 0 {
+			st := remoteState{gen: gen}
+			for f, v := range newer {
+				st.addForeign(f, v)
+				st.newerSwitches = st.newerSwitches || !strings.HasPrefix(f, "_")
+			}
+			slices.Sort(st.newer)
+			s.newerLocked(&st)
+		}
 	}
 	s.mu.Lock()
 	s.applyLocked("state file")
@@ -337,8 +358,10 @@ func (s *Switch) Status() Status {
 	if s.rdb == nil {
 		return Status{Backend: "memory", Up: true, Held: true}
 	}
-	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load(), Held: s.held.Load()}
+	st := Status{Backend: "redis", Up: s.redis.Up(), Pending: int(s.npending.Load()), Generation: s.ngen.Load(), Held: s.Held()}
 	if u := s.unverified.Load(); u != nil {
+		st.Unverified = *u
+	} else if u := s.newerMsg.Load(); u != nil {
 		st.Unverified = *u
 	}
 	if ns := s.lastSync.Load(); ns != 0 {
@@ -349,7 +372,9 @@ func (s *Switch) Status() Status {
 
 // Held reports whether this replica holds a verified state (Status's
 // Held) without building a Status: the request path asks it every time.
-func (s *Switch) Held() bool { return s.rdb == nil || s.held.Load() }
+// A state a newer credgate wrote with a switch this version cannot
+// enforce is not held (ReasonNewer): fail closed.
+func (s *Switch) Held() bool { return s.rdb == nil || (s.held.Load() && !s.newer.Load()) }
 
 // Close stops the subscriber. It does not close the Redis client.
 func (s *Switch) Close() error {
@@ -540,6 +565,7 @@ func (s *Switch) acceptLocked(st *remoteState) (map[string]Entry, uint64) {
 	case st.err == nil:
 		s.known, s.gen = st.entries, st.gen
 		s.verified()
+		s.newerLocked(st)
 		return s.known, s.gen
 	}
 	s.verifyFailed(st.err)
@@ -590,6 +616,14 @@ func (s *Switch) commitLocked(ctx context.Context, op string, e Entry, repair bo
 		for id, e := range next {
 			v, _ := json.Marshal(e)
 			fields[id] = string(v)
+		}
+		// Fields a newer credgate wrote that this version cannot read
+		// are written back as they are: dropping them would lift the
+		// switches they hold.
+		for f, v := range s.foreign {
+			if _, ok := fields[f]; !ok {
+				fields[f] = v
+			}
 		}
 		fields[genField] = strconv.FormatUint(gen, 10)
 		fields[macField] = s.mac.sign(stateParts(s.hash, gen, fields))
@@ -723,6 +757,36 @@ func (s *Switch) syncedLocked() {
 	}
 }
 
+// newerLocked records whether st, a verified state put in force, holds
+// fields a newer credgate wrote that this version cannot read: logged
+// once per state, counted every read (Observer.VerifyFailed ReasonNewer),
+// and, when one is a switch, the replica no longer holds an enforceable
+// state (Held false: it refuses every request, fail closed).
+func (s *Switch) newerLocked(st *remoteState) {
+	s.foreign = st.foreign
+	s.newer.Store(st.newerSwitches)
+	if len(st.newer) == 0 {
+		if s.newerMsg.Swap(nil) != nil {
+			s.log.Info("kill switch: the state in Redis holds nothing this version cannot read any more", slog.Uint64("generation", s.gen))
+		}
+		return
+	}
+	msg := st.newerDetail()
+	if s.opts.Observer != nil {
+		s.opts.Observer.VerifyFailed(ReasonNewer)
+	}
+	if old := s.newerMsg.Swap(&msg); old != nil && *old == msg {
+		return
+	}
+	if st.newerSwitches {
+		s.log.Error("kill switch: the state in Redis holds a switch this version cannot enforce; this replica refuses every request (503 kill_switch_unverified, /readyz not ready) rather than let through what it may disable; it keeps the switch in every state it writes. Upgrade this replica, or enable that switch through a replica of the newer version",
+			slog.String("key", s.hash), slog.String("reason", ReasonNewer), slog.String("detail", msg))
+		return
+	}
+	s.log.Warn("kill switch: the state in Redis holds metadata this version cannot read; its switches are in force, and this replica keeps the metadata as it is in every state it writes. Upgrade this replica",
+		slog.String("key", s.hash), slog.String("reason", ReasonNewer), slog.String("detail", msg))
+}
+
 // verified records that the state in Redis verified.
 func (s *Switch) verified() {
 	if old := s.unverified.Swap(nil); old != nil {
@@ -798,11 +862,11 @@ func (s *Switch) writeStateFileLocked(next *Snapshot) {
 		return
 	}
 	pending := slices.Sorted(maps.Keys(s.pending))
-	if s.file.snap == next && s.file.gen == s.gen && slices.Equal(s.file.pending, pending) {
+	if s.file.snap == next && s.file.gen == s.gen && slices.Equal(s.file.pending, pending) && maps.Equal(s.file.foreign, s.foreign) {
 		return
 	}
-	s.file.snap, s.file.gen, s.file.pending = next, s.gen, pending
-	if err := writeStateFile(s.opts.StateFile, s.gen, next.entries, pending); err != nil {
+	s.file.snap, s.file.gen, s.file.pending, s.file.foreign = next, s.gen, pending, s.foreign
+	if err := writeStateFile(s.opts.StateFile, s.gen, next.entries, pending, s.foreign); err != nil {
 		// Written again at the next change.
 		s.file.snap = nil
 		s.log.Warn("kill switch: writing the state file failed; the switches are in force but may not survive a restart", slog.Any("error", err))

@@ -63,7 +63,7 @@ type Observer interface {
 	SharedLookup(result string)
 	// Rejected is called for every entry read from Redis that was not
 	// used, by reason: RejectUndecryptable, RejectExpired,
-	// RejectRollback. The read then counts as a miss.
+	// RejectRollback, RejectNewer. The read then counts as a miss.
 	Rejected(reason string)
 }
 
@@ -367,7 +367,15 @@ func (s *Store) get(ctx context.Context, key providers.CacheKey, ek string, refr
 	if err != nil {
 		// A key retired too early, or a foreign entry: fetch anew and
 		// overwrite it.
-		s.opts.Logger.Warn("shared cache entry cannot be opened; fetching anew", slog.String("credential", key.Credential), slog.Any("error", err))
+		if errors.Is(err, errNewer) {
+			// A rolling upgrade in progress, or a rollback: a miss, and
+			// the entry is overwritten in this version's format.
+			s.opts.Logger.Warn("shared cache entry was sealed by a newer credgate; fetching anew and overwriting it in this version's format. Upgrade this replica",
+				slog.String("credential", key.Credential), slog.String("key", ek), slog.Any("error", err))
+			s.reject(RejectNewer)
+			return nil, nil, RejectNewer, nil
+		}
+		s.opts.Logger.Warn("shared cache entry cannot be opened; fetching anew", slog.String("credential", key.Credential), slog.String("key", ek), slog.Any("error", err))
 		s.reject(RejectUndecryptable)
 		return nil, nil, RejectUndecryptable, nil
 	}

@@ -1,6 +1,7 @@
 package rediscache
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/credgate/credgate/providers"
@@ -37,6 +39,13 @@ type Key struct {
 // misses and are overwritten.
 const magic = "cg2"
 
+// formatVersion is the number in magic. An entry whose magic is "cg"
+// followed by a higher number was sealed by a newer credgate: it is a
+// miss (RejectNewer), never opened as this format. A change to the
+// envelope or to record that an older reader would misread (a field that
+// narrows where or how long a credential may be used) raises it.
+const formatVersion = 2
+
 // Reasons an entry was rejected (Observer.Rejected).
 const (
 	// RejectUndecryptable: unknown format, a key not configured, or an
@@ -49,7 +58,17 @@ const (
 	// RejectRollback: older than an entry this replica already accepted
 	// or rejected for the key (an older sealed value copied back).
 	RejectRollback = "rollback"
+	// RejectNewer: sealed by a newer credgate, in a format or with fields
+	// this version does not read (a rolling upgrade in progress, or a
+	// rollback). A miss; the entry is overwritten in this format.
+	RejectNewer = "newer_format"
 )
+
+// Rejects lists every reason an entry is rejected, for metrics.
+var Rejects = []string{RejectUndecryptable, RejectExpired, RejectRollback, RejectNewer}
+
+// errNewer marks an entry sealed by a newer credgate (RejectNewer).
+var errNewer = errors.New("written by a newer credgate; upgrade this replica")
 
 // sealed is an opened entry.
 type sealed struct {
@@ -153,10 +172,29 @@ func (s *sealer) seal(redisKey string, cred *providers.Credential, fetchedAt tim
 	return aead.Seal(out, nonce, plain, additionalData(hdr, redisKey)), nil
 }
 
+// newerFormat reports whether data starts with the magic of a format
+// newer than this one ("cg" and a higher number, then a key id length),
+// and its number.
+func newerFormat(data []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(data, []byte("cg"))
+	if !ok {
+		return 0, false
+	}
+	v, n := 0, 0
+	for n < len(rest) && n < 4 && rest[n] >= '0' && rest[n] <= '9' {
+		v = v*10 + int(rest[n]-'0')
+		n++
+	}
+	return v, n > 0 && v > formatVersion
+}
+
 // open opens an entry read from redisKey. Expiry and version are checked
 // by the caller.
 func (s *sealer) open(redisKey string, data []byte) (sealed, error) {
 	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic {
+		if v, ok := newerFormat(data); ok {
+			return sealed{}, fmt.Errorf("rediscache: entry of format cg%d, newer than this version reads (%s): %w", v, magic, errNewer)
+		}
 		return sealed{}, errors.New("rediscache: entry has an unknown format")
 	}
 	n := int(data[len(magic)])
@@ -181,9 +219,20 @@ func (s *sealer) open(redisKey string, data []byte) (sealed, error) {
 		return sealed{}, fmt.Errorf("rediscache: open entry sealed with key %q: %w", id, err)
 	}
 	defer clear(plain)
+	// The entry opened under a key of the fleet: a field this version
+	// does not know was sealed by a newer one, and may narrow the use of
+	// the credential (as Hosts did): not read in part.
 	var rec record
-	if json.Unmarshal(plain, &rec) != nil {
+	dec := json.NewDecoder(bytes.NewReader(plain))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
 		// The decoder's message could quote the plaintext: leave it out.
+		if strings.HasPrefix(err.Error(), "json: unknown field") {
+			return sealed{}, fmt.Errorf("rediscache: entry holds a field this version does not know: %w", errNewer)
+		}
+		return sealed{}, errors.New("rediscache: decode entry: not a credential record")
+	}
+	if dec.More() {
 		return sealed{}, errors.New("rediscache: decode entry: not a credential record")
 	}
 	cred := &providers.Credential{Fields: make(map[string]providers.Secret, len(rec.Fields))}
