@@ -376,7 +376,7 @@ func TestPolicySecretModeLoggedOncePerLoad(t *testing.T) {
 }
 
 // fileSettingsOf lists the settings of config type typ (found from its
-// yaml tags) whose key names a file: "file" or ending in "_file", written
+// yaml keys, yamlKey) whose key names a file: "file" or ending in "_file", written
 // as secretSettings' keys (a list's "[]", a map's "*").
 func fileSettingsOf(typ reflect.Type) []string {
 	var out []string
@@ -401,18 +401,12 @@ func fileSettingsOf(typ reflect.Type) []string {
 		}
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() {
+			name, inline, ok := yamlKey(f)
+			switch {
+			case !ok:
 				continue
-			}
-			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if f.Anonymous || strings.Contains(opts, "inline") {
+			case inline:
 				walk(f.Type, prefix, depth+1)
-				continue
-			}
-			if name == "" {
 				continue
 			}
 			key := name
