@@ -15,46 +15,82 @@ import (
 // at the key of each secret file others may read or the group or others
 // may write ("FILE:LINE:COL: warning: KEY: ... chmod 0400 ..."), exits 0
 // (serve reads the file anyway), and prints no warning for the modes a
-// Secret volume with fsGroup gives (0440, 0640) or 0400/0600. No file's
+// Secret volume with fsGroup gives (0440, 0640) or 0400/0600. Identity's
+// token files (a jwt issuer's and the posture feed's bearer_token_file,
+// the kubernetes factor's token_file) are warned of only when the group
+// or others may write them: 0644 and 0444 print nothing. No file's
 // content is in the output.
 func TestValidateWarnsOnLooseSecretMode(t *testing.T) {
 	setEnv(t)
 	good := filesContent(t)
 	secrets := []struct {
-		file string
-		keys []string
+		file  string
+		keys  []string
+		token bool // identity's service-account token: write and owner only
 	}{
-		{"ca/ca-key.pem", []string{"ca", "key"}},
-		{"tls-key.pem", []string{"tls", "key"}},
-		{"admin.token", []string{"admin", "token_file"}},
-		{"admin-tls-key.pem", []string{"admin", "tls", "key"}},
-		{"checkpoint.key", []string{"audit", "checkpoint", "key_file"}},
-		{"fp.key", []string{"audit", "fingerprint_key_file"}},
-		{"run.key", []string{"run_tokens", "key_file"}},
+		{"ca/ca-key.pem", []string{"ca", "key"}, false},
+		{"tls-key.pem", []string{"tls", "key"}, false},
+		{"admin.token", []string{"admin", "token_file"}, false},
+		{"admin-tls-key.pem", []string{"admin", "tls", "key"}, false},
+		{"checkpoint.key", []string{"audit", "checkpoint", "key_file"}, false},
+		{"fp.key", []string{"audit", "fingerprint_key_file"}, false},
+		{"run.key", []string{"run_tokens", "key_file"}, false},
+		{"jwks.bearer", []string{"identity", "jwt", "issuers", "0", "bearer_token_file"}, true},
+		{"sa.token", []string{"identity", "kubernetes", "token_file"}, true},
+		{"posture.bearer", []string{"identity", "posture", "bearer_token_file"}, true},
 	}
 	dir := t.TempDir()
+	good["jwks.bearer"] = []byte("jwks-bearer-token-content\n")
+	good["sa.token"] = []byte("service-account-token-content\n")
+	good["posture.bearer"] = []byte("posture-bearer-token-content\n")
 	for name, b := range good {
 		writeFile(t, filepath.Join(dir, name), b)
+	}
+	// The token files are each 0644 as Kubernetes mounts them: no warning.
+	for _, name := range []string{"jwks.bearer", "sa.token", "posture.bearer"} {
+		if err := os.Chmod(filepath.Join(dir, name), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var cfg []string
 	for _, s := range filesConfig {
 		cfg = append(cfg, s.yaml)
 	}
+	// Identity fetches nothing in validate: the URLs are never dialled.
+	cfg = append(cfg, `identity:
+  jwt:
+    issuers:
+      - issuer: https://issuer.test
+        audiences: [credgate]
+        jwks_url: https://127.0.0.1:1/jwks
+        bearer_token_file: jwks.bearer
+  kubernetes:
+    api_server: https://127.0.0.1:1
+    audiences: [credgate]
+    token_file: sa.token
+  posture:
+    url: https://127.0.0.1:1/posture
+    bearer_token_file: posture.bearer`)
 	text := strings.Join(cfg, "\n") + "\n"
 	path := filepath.Join(dir, "credgate.yaml")
 	writeFile(t, path, []byte(text))
 
 	for _, s := range secrets {
-		for _, tc := range []struct {
+		type modeCase struct {
 			mode os.FileMode
 			warn bool
-		}{{0o400, false}, {0o440, false}, {0o600, false}, {0o640, false}, {0o644, true}, {0o666, true}, {0o604, true}} {
+		}
+		cases, restore := []modeCase{{0o400, false}, {0o440, false}, {0o600, false}, {0o640, false}, {0o644, true}, {0o666, true}, {0o604, true}}, os.FileMode(0o600)
+		if s.token {
+			cases, restore = []modeCase{{0o400, false}, {0o644, false}, {0o444, false}, {0o664, true}, {0o646, true}, {0o666, true}}, 0o644
+		}
+		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%s/%04o", s.file, uint32(tc.mode)), func(t *testing.T) {
 				file := filepath.Join(dir, s.file)
 				if err := os.Chmod(file, tc.mode); err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { _ = os.Chmod(file, 0o600) })
+				t.Cleanup(func() { _ = os.Chmod(file, restore) })
 				v := runCLI(t, "validate", "-c", path)
 				if v.code != 0 {
 					t.Fatalf("validate: exit %d, want 0:\n%s%s", v.code, v.stdout, v.stderr)

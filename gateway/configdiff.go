@@ -23,6 +23,23 @@ func ConfigChanges(a, b *Config) []string {
 	return changed
 }
 
+// yamlKey is the key yaml.v3 decodes struct field f from: its tag's name,
+// or its Go name in lower case; inline when the tag says so. ok is false
+// for a field yaml.v3 skips (unexported, or tagged "-").
+func yamlKey(f reflect.StructField) (name string, inline, ok bool) {
+	if !f.IsExported() {
+		return "", false, false
+	}
+	name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" {
+		return "", false, false
+	}
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	return name, slices.Contains(strings.Split(opts, ","), "inline"), true
+}
+
 // diffValues appends to changed the keys under prefix whose values differ
 // between the structs a and b.
 func diffValues(a, b reflect.Value, prefix string, changed *[]string) {
@@ -30,18 +47,12 @@ func diffValues(a, b reflect.Value, prefix string, changed *[]string) {
 	n := len(*changed)
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		name, inline, ok := yamlKey(f)
+		if !ok {
 			continue
-		}
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
 		}
 		key := prefix + name
-		if opts == "inline" {
+		if inline {
 			key = strings.TrimSuffix(prefix, ".")
 		}
 		fa, fb := a.Field(i), b.Field(i)
@@ -53,7 +64,7 @@ func diffValues(a, b reflect.Value, prefix string, changed *[]string) {
 		}
 		if fa.Kind() == reflect.Struct {
 			sub := prefix
-			if opts != "inline" {
+			if !inline {
 				sub = key + "."
 			}
 			before := len(*changed)

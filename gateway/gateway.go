@@ -67,6 +67,7 @@ import (
 	"github.com/credgate/credgate/internal/cfgfile"
 	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/lograte"
+	"github.com/credgate/credgate/internal/module"
 	"github.com/credgate/credgate/internal/panics"
 	"github.com/credgate/credgate/internal/tracing"
 	"github.com/credgate/credgate/killswitch"
@@ -1073,8 +1074,15 @@ func (g *Gateway) Close() {
 		g.tracer = nil
 	}
 	if g.store != nil {
+		// Every open policy's providers' Cleanup (Vault's
+		// revoke_on_cleanup) together, each abandoned after
+		// module.CleanupTimeout: the chart's stop budget counts one.
 		if err := g.store.Close(); err != nil {
-			g.log.Warn("releasing the policy's providers failed", slog.Any("error", err))
+			msg := "releasing the policy's providers failed"
+			if errors.Is(err, module.ErrAbandoned) {
+				msg = "releasing the policy's providers was cut at its bound; what they had not revoked stays valid until it expires"
+			}
+			g.log.Warn(msg, slog.Any("error", err), slog.String("bound", module.CleanupTimeout.String()))
 		}
 	}
 	for _, c := range g.closers {

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 
+	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/internal/cfgfile"
 )
 
@@ -44,6 +46,47 @@ var secretSettings = map[string]bool{
 	"run_tokens.key_file":                true,
 }
 
+// tokenSettings are the token files of the identity config: the bearer
+// tokens identity sends when it fetches a key set or a posture feed, and
+// the kubernetes factor's own token for TokenReview. Their mode is judged
+// as a service-account token's (cfgfile.CheckTokenMode: group or others
+// may write it, or a foreign user owns it; readable by others is fine):
+// they are usually the pod's service-account token, which Kubernetes
+// mounts 0644, short-lived and bound to an audience. They are not in
+// namedFiles, which lists the files that must exist at start and whose
+// change waits for a restart: these are read at each fetch (a missing one
+// fails that fetch, reported then), so validate does not require them and
+// a change to one needs no restart. TestSecretSettingsClassified fails on
+// a file setting of the config that is in neither map.
+var tokenSettings = map[string]bool{
+	"identity.jwt.issuers[].bearer_token_file": true,
+	"identity.kubernetes.token_file":           true,
+	"identity.posture.bearer_token_file":       true,
+}
+
+// tokenFiles lists the token files the identity config names
+// (tokenSettings): the kubernetes factor's token_file at its default when
+// unset, as identity reads it there.
+func (c *Config) tokenFiles() []namedFile {
+	var files []namedFile
+	for i, is := range c.Identity.JWT.Issuers {
+		if is.BearerTokenFile != "" {
+			files = append(files, namedFile{[]string{"identity", "jwt", "issuers", strconv.Itoa(i), "bearer_token_file"}, is.BearerTokenFile, "the bearer token sent with the issuer's key set fetches"})
+		}
+	}
+	if k := c.Identity.Kubernetes; k != nil {
+		f := k.TokenFile
+		if f == "" {
+			f = identity.DefaultKubernetesTokenFile
+		}
+		files = append(files, namedFile{[]string{"identity", "kubernetes", "token_file"}, f, "the gateway's service-account token, sent with each TokenReview"})
+	}
+	if p := c.Identity.Posture; p != nil && p.BearerTokenFile != "" {
+		files = append(files, namedFile{[]string{"identity", "posture", "bearer_token_file"}, p.BearerTokenFile, "the bearer token sent with the posture feed's fetches"})
+	}
+	return files
+}
+
 // indexRE matches a list index as keyPath writes it.
 var indexRE = regexp.MustCompile(`\[[0-9]+\]`)
 
@@ -68,28 +111,35 @@ type looseSecret struct {
 }
 
 // looseSecrets judges every secret file the config names (secretSettings)
-// with cfgfile.CheckSecretMode. A file that cannot be looked at is left
-// out: CheckFiles reports it.
+// with cfgfile.CheckSecretMode, and identity's token files (tokenSettings)
+// with cfgfile.CheckTokenMode. A file that cannot be looked at is left
+// out: CheckFiles reports a missing secret file, identity a missing token
+// at its fetch.
 func (c *Config) looseSecrets() []looseSecret {
 	var out []looseSecret
 	seen := map[string]bool{}
-	for _, f := range c.namedFiles() {
-		// A setting not classified yet is judged: a false warning on a
-		// certificate is the safer mistake (and the test fails on it).
-		if secret, known := secretSettings[settingClass(f.keys)]; f.path == "" || known && !secret {
-			continue
-		}
+	judge := func(f namedFile, check func(string) (*cfgfile.LooseMode, error)) {
 		key := keyPath(f.keys...)
-		if seen[key] {
-			continue
+		if f.path == "" || seen[key] {
+			return
 		}
 		seen[key] = true
-		lm, err := cfgfile.CheckSecretMode(f.path)
+		lm, err := check(f.path)
 		if err != nil || lm == nil {
-			continue
+			return
 		}
 		l, col := valuePosition(c.root, f.keys...)
 		out = append(out, looseSecret{key: key, line: l, col: col, mode: lm})
+	}
+	for _, f := range c.namedFiles() {
+		// A setting not classified yet is judged: a false warning on a
+		// certificate is the safer mistake (and the test fails on it).
+		if secret, known := secretSettings[settingClass(f.keys)]; !known || secret {
+			judge(f, cfgfile.CheckSecretMode)
+		}
+	}
+	for _, f := range c.tokenFiles() {
+		judge(f, cfgfile.CheckTokenMode)
 	}
 	return out
 }
@@ -97,7 +147,9 @@ func (c *Config) looseSecrets() []looseSecret {
 // SecretModeWarnings returns one warning per secret file the config
 // names (secretSettings) whose mode lets others read it, or the group or
 // others write it, or whose owner is neither root nor the gateway's user
-// (cfgfile.CheckSecretMode), at the key that names it. They do not fail
+// (cfgfile.CheckSecretMode), and per token file of identity
+// (tokenSettings) the group or others may write or a foreign user owns
+// (cfgfile.CheckTokenMode), at the key that names it. They do not fail
 // validation or start: a Kubernetes Secret volume is 0644 unless its
 // defaultMode says otherwise, and refusing it would stop a working
 // gateway. The words name the setting, the file, its mode and the fix,

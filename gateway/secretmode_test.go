@@ -10,17 +10,49 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/credgate/credgate/identity"
 )
+
+// notSecretFiles are the file settings of the config (fileSettingsOf) that
+// neither secretSettings nor tokenSettings judges, and why.
+var notSecretFiles = map[string]string{
+	"admin.state_file":               "the kill switches in force, no secret (written by the gateway, 0600)",
+	"identity.jwt.issuers[].ca_file": "a CA bundle, which anyone may read",
+	"identity.kubernetes.ca_file":    "a CA bundle, which anyone may read",
+	"identity.posture.ca_file":       "a CA bundle, which anyone may read",
+}
+
+// withTokenFiles is every (everyFileConfig) naming each of identity's
+// token files (tokenSettings) too.
+func withTokenFiles(t *testing.T, every *Config, f func(name string) string) *Config {
+	t.Helper()
+	if len(every.Identity.JWT.Issuers) != 1 || every.Identity.Posture == nil {
+		t.Fatal("everyFileConfig names no jwt issuer or no posture feed")
+	}
+	every.Identity.JWT.Issuers[0].BearerTokenFile = f("jwks.bearer")
+	every.Identity.Posture.BearerTokenFile = f("posture.bearer")
+	every.Identity.Kubernetes = &identity.KubernetesConfig{TokenFile: f("sa.token")}
+	return every
+}
 
 // TestSecretSettingsClassified: every file setting the config can name
 // (everyFileConfig names each one namedFiles knows) is in secretSettings,
-// secret or not, and every entry there is one namedFiles lists.
+// secret or not, and every entry there is one namedFiles lists; every
+// token file of identity (tokenFiles) is in tokenSettings and each entry
+// there is one tokenFiles lists; and every setting of the config's types
+// whose key names a file ("file", "*_file": fileSettingsOf) is in one of
+// the two or in notSecretFiles with its reason, so a new token setting
+// fails here until its mode is judged.
 func TestSecretSettingsClassified(t *testing.T) {
 	dir := t.TempDir()
-	every := everyFileConfig(t, func(name string) string { return filepath.Join(dir, name) })
+	name := func(name string) string { return filepath.Join(dir, name) }
+	every := withTokenFiles(t, everyFileConfig(t, name), name)
 	seen := map[string]bool{}
 	for _, nf := range every.namedFiles() {
 		class := settingClass(nf.keys)
@@ -32,6 +64,39 @@ func TestSecretSettingsClassified(t *testing.T) {
 	for class := range secretSettings {
 		if !seen[class] {
 			t.Errorf("secretSettings has %q, which namedFiles does not list: remove it (or name it in everyFileConfig)", class)
+		}
+	}
+	seenTokens := map[string]bool{}
+	for _, nf := range every.tokenFiles() {
+		class := settingClass(nf.keys)
+		seenTokens[class] = true
+		if !tokenSettings[class] {
+			t.Errorf("%s (%s) is a token file tokenSettings does not list", keyPath(nf.keys...), class)
+		}
+	}
+	for class := range tokenSettings {
+		if !seenTokens[class] {
+			t.Errorf("tokenSettings has %q, which tokenFiles does not list: remove it (or name it in withTokenFiles)", class)
+		}
+	}
+	settings := fileSettingsOf(reflect.TypeFor[Config]())
+	if len(settings) < 15 {
+		t.Fatalf("only %d file settings found in Config's yaml tags: %v", len(settings), settings)
+	}
+	used := map[string]bool{}
+	for _, s := range settings {
+		_, secret := secretSettings[s]
+		switch {
+		case secret, tokenSettings[s]:
+		case notSecretFiles[s] != "":
+			used[s] = true
+		default:
+			t.Errorf("%s names a file whose mode nothing judges: list it in namedFiles and secretSettings (a secret the gateway reads at start), in tokenFiles and tokenSettings (a service-account token read at each fetch), or in notSecretFiles with the reason", s)
+		}
+	}
+	for s := range notSecretFiles {
+		if !used[s] {
+			t.Errorf("notSecretFiles has %q, which is no file setting of Config or is judged: remove it", s)
 		}
 	}
 }
@@ -48,19 +113,33 @@ var secretModeCases = []struct {
 	{0o644, true}, {0o666, true}, {0o604, true}, {0o620, true},
 }
 
+// tokenModeCases are the modes tried on each token file of identity
+// (tokenSettings): readable by others is fine (Kubernetes mounts a
+// service-account token 0644), writable by group or others is not.
+var tokenModeCases = []struct {
+	mode os.FileMode
+	warn bool
+}{
+	{0o400, false}, {0o440, false}, {0o644, false}, {0o444, false},
+	{0o664, true}, {0o646, true}, {0o620, true}, {0o666, true},
+}
+
 // TestSecretModeWarnings is the class "a secret file of the config that
 // others may read or write is named": for every secret setting
 // (secretSettings) × mode, Config.SecretModeWarnings warns at exactly that
 // setting, naming it, the file, its mode and the fix, never the file's
 // content; Gateway.warnSecretModes logs the same once per file and sets
 // credgate_secret_files_loose_mode. Files that hold no secret (certificates,
-// CA bundles, the policy) get no warning at 0644.
+// CA bundles, the policy) get no warning at 0644. Identity's token files
+// (tokenSettings) × tokenModeCases likewise: warned when the group or
+// others may write them, never for others reading them.
 func TestSecretModeWarnings(t *testing.T) {
 	dir := t.TempDir()
 	content := func(name string) string { return "secret-content-of-" + name }
 	paths := map[string]string{} // setting class => file
-	every := everyFileConfig(t, func(name string) string { return writeFile(t, dir, name, []byte(content(name))) })
-	var secrets []string
+	write := func(name string) string { return writeFile(t, dir, name, []byte(content(name))) }
+	every := withTokenFiles(t, everyFileConfig(t, write), write)
+	var secrets, tokens []string
 	for _, nf := range every.namedFiles() {
 		class := settingClass(nf.keys)
 		paths[keyPath(nf.keys...)] = nf.path
@@ -68,12 +147,16 @@ func TestSecretModeWarnings(t *testing.T) {
 			secrets = append(secrets, keyPath(nf.keys...))
 		}
 	}
-	sort.Strings(secrets)
-	if len(secrets) < 12 {
-		t.Fatalf("only %d secret settings: %v", len(secrets), secrets)
+	for _, nf := range every.tokenFiles() {
+		paths[keyPath(nf.keys...)] = nf.path
+		tokens = append(tokens, keyPath(nf.keys...))
 	}
-	// chmodAll sets every file: secrets to secretMode, the others to
-	// otherMode.
+	sort.Strings(secrets)
+	if len(secrets) < 12 || len(tokens) != len(tokenSettings) {
+		t.Fatalf("only %d secret settings: %v; %d token settings: %v", len(secrets), secrets, len(tokens), tokens)
+	}
+	// chmodAll sets every file: secrets to secretMode, the others
+	// (certificates, bundles, tokens) to otherMode.
 	chmodAll := func(secretMode, otherMode os.FileMode) {
 		for key, p := range paths {
 			m := otherMode
@@ -89,11 +172,20 @@ func TestSecretModeWarnings(t *testing.T) {
 	}
 	chmodAll(0o400, 0o644)
 	if ws := every.SecretModeWarnings(); len(ws) != 0 {
-		t.Fatalf("secrets 0400, certificates and bundles 0644: warnings %v, want none", ws)
+		t.Fatalf("secrets 0400, certificates, bundles and service-account tokens 0644: warnings %v, want none", ws)
 	}
 
-	for _, key := range secrets {
-		for _, tc := range secretModeCases {
+	cases := func(key string) []struct {
+		mode os.FileMode
+		warn bool
+	} {
+		if slices.Contains(tokens, key) {
+			return tokenModeCases
+		}
+		return secretModeCases
+	}
+	for _, key := range append(secrets, tokens...) {
+		for _, tc := range cases(key) {
 			t.Run(fmt.Sprintf("%s/%04o", key, uint32(tc.mode)), func(t *testing.T) {
 				chmodAll(0o400, 0o644)
 				file := paths[key]
@@ -281,4 +373,54 @@ func TestPolicySecretModeLoggedOncePerLoad(t *testing.T) {
 	if got, g := count(), gauge(); got != 2 || g != 0 {
 		t.Errorf("after chmod 0400 of the credential file and a policy reload: %d warnings (want 2), gauge %v (want 0)", got, g)
 	}
+}
+
+// fileSettingsOf lists the settings of config type typ (found from its
+// yaml keys, yamlKey) whose key names a file: "file" or ending in "_file", written
+// as secretSettings' keys (a list's "[]", a map's "*").
+func fileSettingsOf(typ reflect.Type) []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string, depth int)
+	walk = func(t reflect.Type, prefix string, depth int) {
+		if depth > 12 {
+			return
+		}
+		switch t.Kind() {
+		case reflect.Pointer:
+			walk(t.Elem(), prefix, depth+1)
+			return
+		case reflect.Slice, reflect.Array:
+			walk(t.Elem(), prefix+"[]", depth+1)
+			return
+		case reflect.Map:
+			walk(t.Elem(), prefix+".*", depth+1)
+			return
+		case reflect.Struct:
+		default:
+			return
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, inline, ok := yamlKey(f)
+			switch {
+			case !ok:
+				continue
+			case inline:
+				walk(f.Type, prefix, depth+1)
+				continue
+			}
+			key := name
+			if prefix != "" {
+				key = prefix + "." + name
+			}
+			if f.Type.Kind() == reflect.String && (name == "file" || strings.HasSuffix(name, "_file")) {
+				out = append(out, key)
+				continue
+			}
+			walk(f.Type, key, depth+1)
+		}
+	}
+	walk(typ, "", 0)
+	sort.Strings(out)
+	return out
 }

@@ -167,7 +167,9 @@ func TestPluginPanicKeepsThePolicy(t *testing.T) {
 // rejected within module.CleanupTimeout (and the next reload loads), and
 // releasing a policy whose provider hangs in Cleanup (a replaced policy,
 // the gateway's shutdown: Store.Close) returns within it, with an error
-// saying the Cleanup was abandoned. Before, both waited for as long as
+// saying the Cleanup was abandoned; Store.Close with three such policies
+// (the one in force, two replaced ones still held) within one bound, not
+// three. Before, both waited for as long as
 // the Cleanup blocked: the reload goroutine never loaded another policy
 // and the gateway never finished shutting down (the test hung at the reload before).
 func TestHungCleanupBounded(t *testing.T) {
@@ -207,6 +209,33 @@ func TestHungCleanupBounded(t *testing.T) {
 	}
 	if err := within("releasing a policy whose Cleanup hangs", p.Close); !errors.Is(err, module.ErrAbandoned) {
 		t.Errorf("Close: %v, want an error wrapping module.ErrAbandoned", err)
+	}
+
+	// The shutdown: the policy in force and two replaced ones still held
+	// by requests, each hanging in Cleanup, are released by Store.Close
+	// within one module.CleanupTimeout, not one per policy (15s before).
+	hangs := strings.Replace(hung, "HangAfterFailing", "Hang", 1)
+	writeFile(t, path, hangs)
+	if err := s.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for n := range 2 {
+		s.Acquire() // never released: a request the drain left
+		writeFile(t, path, strings.Replace(hangs, "d.test", fmt.Sprintf("d%d.test", n), -1))
+		if err := s.Reload(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Retired(); got != 2 {
+		t.Fatalf("%d replaced policies held, want 2", got)
+	}
+	start := time.Now()
+	err = within("Store.Close with three policies whose Cleanup hangs", s.Close)
+	if el := time.Since(start); el >= 2*module.CleanupTimeout {
+		t.Errorf("Store.Close took %s, want under %s (one module.CleanupTimeout for all)", el, 2*module.CleanupTimeout)
+	}
+	if !errors.Is(err, module.ErrAbandoned) || strings.Count(err.Error(), "Cleanup") < 3 {
+		t.Errorf("Store.Close: %v, want the three hung Cleanups reported abandoned", err)
 	}
 }
 

@@ -324,7 +324,12 @@ func (s *Store) Retired() int {
 
 // Close releases the current policy and every replaced policy still in its
 // grace period. Call it once the gateway has drained; Current keeps
-// returning the last policy, whose providers are released.
+// returning the last policy, whose providers are released. The policies
+// are released together, so Close returns within one
+// module.CleanupTimeout however many replaced policies are still open:
+// the gateway's stop budget (the chart's terminationGracePeriodSeconds)
+// counts one. A Cleanup still running then (Vault's revoke_on_cleanup
+// against a slow Vault) is abandoned and reported in the error.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -339,11 +344,13 @@ func (s *Store) Close() error {
 	}
 	clear(s.retiring)
 	s.mu.Unlock()
-	errs := []error{}
-	for _, p := range pending {
-		errs = append(errs, p.Close())
+	pending = append(pending, s.cur.Load())
+	errs := make([]error, len(pending))
+	var wg sync.WaitGroup
+	for i, p := range pending {
+		wg.Go(func() { errs[i] = p.Close() })
 	}
-	errs = append(errs, s.cur.Load().Close())
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

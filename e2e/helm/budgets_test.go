@@ -40,7 +40,7 @@ config:
   tracing:
     enabled: true
     endpoint: otel-collector.monitoring.svc:4317
-terminationGracePeriodSeconds: 150
+terminationGracePeriodSeconds: 160
 preStopSleepSeconds: 10
 autoscaling:
   enabled: true
@@ -166,13 +166,13 @@ func TestTimeBudgetsRefused(t *testing.T) {
 		{"drain longer than the grace period", []string{"--set", "config.shutdownTimeout=60s", "--set", "terminationGracePeriodSeconds=40"},
 			[]string{"terminationGracePeriodSeconds", "config.shutdownTimeout"}},
 		{"drain in minutes", []string{"--set", "config.shutdownTimeout=1m30s", "--set", "terminationGracePeriodSeconds=90"},
-			[]string{"terminationGracePeriodSeconds", "at least 108"}},
+			[]string{"terminationGracePeriodSeconds", "at least 113"}},
 		{"preStop sleep eats the grace period", []string{"--set", "preStopSleepSeconds=15", "--set", "terminationGracePeriodSeconds=40"},
 			[]string{"terminationGracePeriodSeconds", "preStopSleepSeconds"}},
 		{"grace period covers the drain but not the audit tail", []string{"--set", "terminationGracePeriodSeconds=40"},
-			[]string{"terminationGracePeriodSeconds 40", "at least 48", "audit output"}},
+			[]string{"terminationGracePeriodSeconds 40", "at least 53", "audit output"}},
 		{"tracing's last spans", []string{"--set", "config.tracing.enabled=true", "--set", "config.tracing.endpoint=otel:4317", "--set", "terminationGracePeriodSeconds=50"},
-			[]string{"terminationGracePeriodSeconds 50", "at least 53", "config.tracing"}},
+			[]string{"terminationGracePeriodSeconds 50", "at least 58", "config.tracing"}},
 		{"start-up probe shorter than the SVID wait", append(spire, "--set", "startupProbe.failureThreshold=5"),
 			[]string{"startupProbe", "spire.startTimeout"}},
 		{"start-up probe shorter than the JWKS fetches", []string{"--set", "identity.jwt.kubernetes.enabled=true",

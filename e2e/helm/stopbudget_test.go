@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/printer"
 	"go/token"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -56,17 +57,44 @@ var gatewayStopConsts = map[string]time.Duration{
 	"outputCloseGrace":    10 * time.Second,
 }
 
+// stopClose is a call of the gateway's stop path whose wait is bounded in
+// another package: by const bound, declared in file.
+type stopClose struct {
+	fn    string // the function of gateway/ that calls it, "Recv.Name"
+	call  string // the call, as in the source
+	bound string // the const that bounds it, "pkg.Name"
+	file  string // the file of the repository declaring bound
+	// users are the files of the repository whose code the call runs
+	// that must bound it by the const (each names it).
+	users []string
+	d     time.Duration // what the chart counts for it
+}
+
+// gatewayStopCloses are the waits of the stop bounded outside gateway/,
+// which the chart's credgate.stopBudget counts too.
+var gatewayStopCloses = []stopClose{
+	// The policy's providers' Cleanup (Vault's revoke_on_cleanup revokes
+	// leases and its token): Store.Close releases every open policy
+	// together, each Cleanup abandoned (and logged) at the bound.
+	{fn: "Gateway.Close", call: "g.store.Close", bound: "module.CleanupTimeout", file: "internal/module/module.go",
+		users: []string{"policy/policy.go"}, d: 5 * time.Second},
+}
+
 // stopWaitCalls are the calls that start a bounded wait.
 var stopWaitCalls = []string{"context.WithTimeout", "context.WithDeadline", "time.AfterFunc", "time.NewTimer", "time.After", "time.Sleep"}
 
 // TestStopStepsMatchGateway reads the stop path of gateway/ (Gateway.shutdown,
 // Gateway.Close, auditor.Close) and checks that its waits and their
-// durations are those gatewayStopSteps and gatewayStopConsts list, which
-// TestTimeBudgets holds terminationGracePeriodSeconds to.
+// durations are those gatewayStopSteps and gatewayStopConsts list, and
+// that the waits bounded elsewhere (gatewayStopCloses: the policy's
+// providers' cleanup) are still called and bounded by the const the
+// table counts, read from its package's source; TestTimeBudgets holds
+// terminationGracePeriodSeconds to their sum.
 func TestStopStepsMatchGateway(t *testing.T) {
 	fset := token.NewFileSet()
 	var got []stopStep
 	consts := map[string]string{}
+	closeCalls := map[string][]string{} // every call of each stop function
 	for _, file := range []string{"gateway.go", "audit.go"} {
 		f, err := parser.ParseFile(fset, filepath.Join(repoRoot, "gateway", file), nil, 0)
 		if err != nil {
@@ -100,6 +128,7 @@ func TestStopStepsMatchGateway(t *testing.T) {
 						return true
 					}
 					name := exprString(t, fset, call.Fun)
+					closeCalls[fn] = append(closeCalls[fn], name)
 					if !slices.Contains(stopWaitCalls, name) || len(call.Args) == 0 {
 						return true
 					}
@@ -142,6 +171,29 @@ func TestStopStepsMatchGateway(t *testing.T) {
 			t.Errorf("const %s = %s (%s), the chart's credgate.stopBudget counts %s", name, src, d, want)
 		}
 	}
+	for _, c := range gatewayStopCloses {
+		if !slices.Contains(closeCalls[c.fn], c.call) {
+			t.Errorf("%s no longer calls %s: remove it from gatewayStopCloses and the chart's credgate.stopBudget", c.fn, c.call)
+		}
+		pkg, name, _ := strings.Cut(c.bound, ".")
+		src, ok := constIn(t, filepath.Join(repoRoot, c.file), name)
+		if !ok {
+			t.Errorf("const %s not found in %s", c.bound, c.file)
+			continue
+		}
+		if d, ok := parseDurationExpr(src); !ok || d != c.d {
+			t.Errorf("const %s = %s in %s, the chart's credgate.stopBudget counts %s for %s", c.bound, src, c.file, c.d, c.call)
+		}
+		for _, u := range c.users {
+			b, err := os.ReadFile(filepath.Join(repoRoot, u))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), pkg+"."+name) {
+				t.Errorf("%s no longer bounds %s's wait by %s: read what bounds it now and count that in the chart", u, c.call, c.bound)
+			}
+		}
+	}
 	for _, s := range gatewayStopSteps {
 		if s.d == 0 || gatewayStopConsts[s.arg] != 0 {
 			continue
@@ -150,6 +202,32 @@ func TestStopStepsMatchGateway(t *testing.T) {
 			t.Errorf("%s: %s is %v, the table says %s", key(s), s.arg, d, s.d)
 		}
 	}
+}
+
+// constIn returns the source of the value of const name declared in
+// file.
+func constIn(t *testing.T, file, name string) (string, bool) {
+	t.Helper()
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, file, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, decl := range f.Decls {
+		d, ok := decl.(*ast.GenDecl)
+		if !ok || d.Tok != token.CONST {
+			continue
+		}
+		for _, sp := range d.Specs {
+			vs := sp.(*ast.ValueSpec)
+			for i, n := range vs.Names {
+				if n.Name == name && i < len(vs.Values) {
+					return exprString(t, fset, vs.Values[i]), true
+				}
+			}
+		}
+	}
+	return "", false
 }
 
 // stopBudget is how long the gateway the rendered config describes may
@@ -167,6 +245,9 @@ func stopBudget(t *testing.T, cfg map[string]any) time.Duration {
 			continue
 		}
 		total += s.d
+	}
+	for _, c := range gatewayStopCloses {
+		total += c.d
 	}
 	return total
 }

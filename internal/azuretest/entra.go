@@ -116,8 +116,7 @@ type Entra struct {
 
 	mu      sync.Mutex
 	apps    map[string]App // by tenant + "/" + client ID
-	tokens  map[string]Issued
-	grants  int
+	issued  *fakekit.TokenStore[Issued]
 	fault   int
 	stall   chan struct{} // non-nil while stalled; closed to release
 	refused []string      // AADSTS codes answered
@@ -142,7 +141,7 @@ func NewEntra(opts EntraOptions) *Entra {
 	if opts.Skew == 0 {
 		opts.Skew = 5 * time.Minute
 	}
-	e := &Entra{opts: opts, apps: map[string]App{}, tokens: map[string]Issued{}, jtis: map[string]bool{}}
+	e := &Entra{opts: opts, apps: map[string]App{}, issued: fakekit.NewTokenStore[Issued](opts.Now), jtis: map[string]bool{}}
 	e.srv = fakekit.StartTLS(http.HandlerFunc(e.serve), opts.Certificate)
 	e.URL = e.srv.URL
 	e.Addr = e.srv.Listener.Addr().String()
@@ -193,11 +192,7 @@ func (e *Entra) Stall(on bool) {
 }
 
 // Grants returns how many tokens were issued.
-func (e *Entra) Grants() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.grants
-}
+func (e *Entra) Grants() int { return e.issued.Grants() }
 
 // Refused returns the AADSTS codes of refused token requests, in order.
 func (e *Entra) Refused() []string {
@@ -207,38 +202,13 @@ func (e *Entra) Refused() []string {
 }
 
 // Tokens returns the access tokens issued.
-func (e *Entra) Tokens() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make([]string, 0, len(e.tokens))
-	for t := range e.tokens {
-		out = append(out, t)
-	}
-	return out
-}
+func (e *Entra) Tokens() []string { return e.issued.Tokens() }
 
 // TokenInfo returns what an unexpired token was issued for.
-func (e *Entra) TokenInfo(tok string) (Issued, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	in, ok := e.tokens[tok]
-	if !ok || !e.opts.Now().Before(in.Expires) {
-		return Issued{}, false
-	}
-	return in, true
-}
+func (e *Entra) TokenInfo(tok string) (Issued, bool) { return e.issued.Info(tok) }
 
 // CheckToken returns nil when tok is an unexpired token for resource.
-func (e *Entra) CheckToken(tok, resource string) error {
-	in, ok := e.TokenInfo(tok)
-	switch {
-	case !ok:
-		return fmt.Errorf("token unknown or expired")
-	case in.Resource != resource:
-		return fmt.Errorf("token is for %s, not %s", in.Resource, resource)
-	}
-	return nil
-}
+func (e *Entra) CheckToken(tok, resource string) error { return e.issued.Check(tok, resource) }
 
 // entraError is Entra's error answer.
 type entraError struct {
@@ -348,10 +318,7 @@ func (e *Entra) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := "eyFake." + newID() + newID()
 	iss.Expires = e.opts.Now().Add(TokenLifetime)
-	e.mu.Lock()
-	e.tokens[tok] = iss
-	e.grants++
-	e.mu.Unlock()
+	e.issued.Add(tok, iss, iss.Resource, iss.Expires)
 	writeJSON(w, http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": int(TokenLifetime.Seconds()),
 		"ext_expires_in": int(TokenLifetime.Seconds()), "access_token": tok})
 }

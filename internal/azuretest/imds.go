@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // IMDS token paths and versions, as Microsoft documents them ("How to use
@@ -89,8 +91,7 @@ type IMDS struct {
 
 	mu         sync.Mutex
 	identities []ManagedIdentity
-	tokens     map[string]MIIssued
-	grants     int
+	issued     *fakekit.TokenStore[MIIssued]
 	requests   int
 	failStatus int
 	failLeft   int
@@ -102,7 +103,7 @@ func NewIMDS(opts IMDSOptions) *IMDS {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m := &IMDS{opts: opts, tokens: map[string]MIIssued{}}
+	m := &IMDS{opts: opts, issued: fakekit.NewTokenStore[MIIssued](opts.Now)}
 	m.srv = httptest.NewServer(http.HandlerFunc(m.serve))
 	m.URL = m.srv.URL
 	return m
@@ -138,11 +139,7 @@ func (m *IMDS) Requests() int {
 }
 
 // Grants returns how many tokens were issued.
-func (m *IMDS) Grants() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.grants
-}
+func (m *IMDS) Grants() int { return m.issued.Grants() }
 
 // Refused returns why requests were refused, in order.
 func (m *IMDS) Refused() []string {
@@ -152,38 +149,13 @@ func (m *IMDS) Refused() []string {
 }
 
 // Tokens returns the access tokens issued.
-func (m *IMDS) Tokens() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]string, 0, len(m.tokens))
-	for t := range m.tokens {
-		out = append(out, t)
-	}
-	return out
-}
+func (m *IMDS) Tokens() []string { return m.issued.Tokens() }
 
 // TokenInfo returns what an unexpired token was issued for.
-func (m *IMDS) TokenInfo(tok string) (MIIssued, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	in, ok := m.tokens[tok]
-	if !ok || !m.opts.Now().Before(in.Expires) {
-		return MIIssued{}, false
-	}
-	return in, true
-}
+func (m *IMDS) TokenInfo(tok string) (MIIssued, bool) { return m.issued.Info(tok) }
 
 // CheckToken returns nil when tok is an unexpired token for resource.
-func (m *IMDS) CheckToken(tok, resource string) error {
-	in, ok := m.TokenInfo(tok)
-	switch {
-	case !ok:
-		return fmt.Errorf("token unknown or expired")
-	case in.Resource != resource:
-		return fmt.Errorf("token is for %s, not %s", in.Resource, resource)
-	}
-	return nil
-}
+func (m *IMDS) CheckToken(tok, resource string) error { return m.issued.Check(tok, resource) }
 
 func (m *IMDS) refuse(w http.ResponseWriter, status int, code, desc string) {
 	m.mu.Lock()
@@ -309,10 +281,7 @@ func (m *IMDS) serve(w http.ResponseWriter, r *http.Request) {
 	if appService {
 		iss.Variant = "app_service"
 	}
-	m.mu.Lock()
-	m.tokens[tok] = iss
-	m.grants++
-	m.mu.Unlock()
+	m.issued.Add(tok, iss, iss.Resource, iss.Expires)
 	clientID := identity
 	if identity == "system" {
 		clientID = "00000000-0000-0000-0000-000000000001"

@@ -21,7 +21,7 @@ var secretReaders = regexp.MustCompile(`\b(cfgfile\.ReadSecret(Context)?|provide
 // credgate_secret_files_loose_mode), and where; or why not. A new reader
 // of a secret is not here, and TestSecretReadersClassified fails on it:
 // add its setting to gateway's secretSettings (when the gateway config
-// names the file), check it with providers.CheckSecretFile in its
+// names the file; tokenSettings for a service-account token), check it with providers.CheckSecretFile in its
 // provider's CheckSources (when the policy names it), or say here why its
 // mode is not judged.
 var secretModeClasses = map[string]string{
@@ -37,12 +37,13 @@ var secretModeClasses = map[string]string{
 	"internal/otlp/endpoint.go: cfgfile.ReadSecret(v.File)":           "judged: audit.otlp.headers.*.file, tracing.headers.*.file",
 	"providers/sources.go: cfgfile.ReadSecretContext(ctx, path)":      "providers.ReadFile itself: its callers are classified",
 
-	// A Kubernetes service-account token: the automounted one
-	// (kube-api-access) is 0644 by Kubernetes' own defaultMode, short-lived
-	// and audience-bound; a warning on it would fire in every pod and
-	// could be silenced only by replacing the automount.
-	"identity/jwks.go: cfgfile.ReadSecretContext(ctx, bearerFile)":             "not judged: identity.jwt.issuers[].bearer_token_file, usually the pod's service-account token (0644 as Kubernetes mounts it)",
-	"identity/tokenreview.go: cfgfile.ReadSecretContext(ctx, v.cfg.TokenFile)": "not judged: the kubernetes factor's token_file, the pod's service-account token (0644 as Kubernetes mounts it)",
+	// Identity's tokens, usually a Kubernetes service-account token (the
+	// automounted one is 0644 by Kubernetes' own defaultMode, short-lived
+	// and audience-bound): judged as a token (cfgfile.CheckTokenMode,
+	// write and owner only) through gateway's tokenSettings, at start and
+	// at each config re-read, never at each fetch.
+	"identity/jwks.go: cfgfile.ReadSecretContext(ctx, bearerFile)":             "judged as a token (write, owner): identity.jwt.issuers[].bearer_token_file, identity.posture.bearer_token_file",
+	"identity/tokenreview.go: cfgfile.ReadSecretContext(ctx, v.cfg.TokenFile)": "judged as a token (write, owner): identity.kubernetes.token_file",
 
 	// The policy's credentials: each provider's CheckSources judges its
 	// files (providers.CheckSecretFile, or CheckTokenFile for a

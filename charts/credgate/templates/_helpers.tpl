@@ -890,7 +890,10 @@ SIGTERM, the drain (config.shutdownTimeout), then the gateway's close
 (gateway/gateway.go shutdown and Close, gateway/audit.go Close): requests
 cut at the end of the drain get 1s to write their answer and audit line,
 tunnels and WebSockets cut then 1s for their audit lines, the audit output
-up to 10s to take the last lines and the final checkpoint, and with
+up to 10s to take the last lines and the final checkpoint, the policy's
+providers up to 5s for their cleanup (Vault's revoke_on_cleanup revoking
+leases; policy.Store.Close, bounded by internal/module CleanupTimeout, cut
+and logged beyond it), and with
 config.tracing up to 5s to export the last spans. terminationGracePeriodSeconds
 must be above it, or kubelet's SIGKILL cuts the drain or the audit tail
 (and the log line saying what was lost). e2e/helm's TestTimeBudgets reads
@@ -900,8 +903,8 @@ rendered config.
 {{- define "credgate.stopBudget" -}}
 {{- $sleep := int .Values.preStopSleepSeconds }}
 {{- $drain := include "credgate.seconds" .Values.config.shutdownTimeout | int }}
-{{- $s := add $sleep $drain 12 }}
-{{- $from := list (printf "preStopSleepSeconds %d" $sleep) (printf "config.shutdownTimeout %s" .Values.config.shutdownTimeout) "12s for the gateway's close (answers and audit lines of what the drain cut, the audit output's last lines)" }}
+{{- $s := add $sleep $drain 17 }}
+{{- $from := list (printf "preStopSleepSeconds %d" $sleep) (printf "config.shutdownTimeout %s" .Values.config.shutdownTimeout) "17s for the gateway's close (answers and audit lines of what the drain cut, the audit output's last lines, the policy's providers' cleanup)" }}
 {{- if .Values.config.tracing.enabled }}
 {{- $s = add $s 5 }}{{ $from = append $from "5s for config.tracing's last spans" }}
 {{- end }}
