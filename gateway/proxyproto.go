@@ -206,7 +206,7 @@ func (g *Gateway) acceptProxyHeader(c net.Conn, p *proxyHeaders) (_ net.Conn, vi
 	default:
 		src, via = hsrc, peer.Addr()
 	}
-	pc := &proxiedConn{Conn: c, remote: net.TCPAddrFromAddrPort(src)}
+	pc := &proxiedConn{prereadConn: prereadConn{Conn: c}, remote: net.TCPAddrFromAddrPort(src)}
 	if br.Buffered() > 0 {
 		pc.r = br
 	}
@@ -379,28 +379,14 @@ func (g *Gateway) refuseProxyHeader(start time.Time, p *proxyHeaders, peer netip
 
 // proxiedConn is a connection whose PROXY header was read: RemoteAddr is
 // the client's address (the header's source, or the peer's), and reads
-// return first what the header's read buffered after it.
+// return first what the header's read buffered after it (prereadConn).
 type proxiedConn struct {
-	net.Conn
-	r      *bufio.Reader // nil once drained
+	prereadConn
 	remote net.Addr
 }
 
 // RemoteAddr is the client's address.
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
-
-func (c *proxiedConn) Read(p []byte) (int, error) {
-	if c.r != nil {
-		if c.r.Buffered() > 0 {
-			return c.r.Read(p) // reads only what is buffered
-		}
-		c.r = nil
-	}
-	return c.Conn.Read(p)
-}
-
-// CloseWrite half-closes when the underlying connection can.
-func (c *proxiedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // NetConn returns the wrapped connection.
 func (c *proxiedConn) NetConn() net.Conn { return c.Conn }
