@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
 )
@@ -47,14 +48,15 @@ func TestSetGCFloor(t *testing.T) {
 		name string
 		env  map[string]string
 		on   bool
+		min  uint64 // the floor set, when on
 		log  string
 	}{
-		{"default", nil, true, `"bytes":16777216`},
-		{"GOGC wins", map[string]string{"GOGC": "200"}, false, "GOGC is set"},
-		{"set", map[string]string{"CREDGATE_GC_MIN_HEAP": "64MiB"}, true, `"bytes":67108864`},
-		{"off", map[string]string{"CREDGATE_GC_MIN_HEAP": "off"}, false, "GC heap floor off"},
-		{"zero", map[string]string{"CREDGATE_GC_MIN_HEAP": "0"}, false, "GC heap floor off"},
-		{"bad", map[string]string{"CREDGATE_GC_MIN_HEAP": "32MB"}, true, "nor off: using the default"},
+		{"default", nil, true, 16 << 20, `"bytes":16777216`},
+		{"GOGC wins", map[string]string{"GOGC": "200"}, false, 0, "GOGC is set"},
+		{"set", map[string]string{"CREDGATE_GC_MIN_HEAP": "64MiB"}, true, 64 << 20, `"bytes":67108864`},
+		{"off", map[string]string{"CREDGATE_GC_MIN_HEAP": "off"}, false, 0, "GC heap floor off"},
+		{"zero", map[string]string{"CREDGATE_GC_MIN_HEAP": "0"}, false, 0, "GC heap floor off"},
+		{"bad", map[string]string{"CREDGATE_GC_MIN_HEAP": "32MB"}, true, 16 << 20, "nor off: using the default"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("GOGC", "")
@@ -63,13 +65,24 @@ func TestSetGCFloor(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			var logs bytes.Buffer
+			before := liveHeap()
 			f := setGCFloor(slog.New(slog.NewJSONHandler(&logs, nil)))
+			after := liveHeap()
 			if (f != nil) != tc.on {
 				t.Fatalf("floor set = %v, want %v; logs: %s", f != nil, tc.on, logs.String())
 			}
 			if f != nil {
-				if p := f.Percent(); p <= 100 {
-					t.Errorf("percent %d: the floor is far above this test's heap", p)
+				// The floor never lowers the percentage; it raises it when
+				// the live heap the last GC found is well under the floor.
+				// Other tests of this process may hold a heap near a
+				// 16 MiB floor, so "raised" is asked only when the heap
+				// was under a quarter of it on both sides of the start.
+				p := f.Percent()
+				if p < 100 {
+					t.Errorf("percent %d: the floor lowered GOGC=100", p)
+				}
+				if before < tc.min/4 && after < tc.min/4 && p <= 100 {
+					t.Errorf("percent %d with a live heap of %d-%d bytes under a floor of %d: not raised", p, before, after, tc.min)
 				}
 				f.Stop()
 			}
@@ -81,4 +94,15 @@ func TestSetGCFloor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// liveHeap is the live heap the last GC cycle found, the figure the
+// floor tunes by.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
