@@ -178,7 +178,7 @@ func TestVerifyLineBound(t *testing.T) {
 				return
 			}
 			var got []int
-			if err := ReadRecords(files, func(r Record) error { got = append(got, r.Pos.Line); return nil }); err != nil {
+			if err := ReadRecords(files, nil, func(r Record) error { got = append(got, r.Pos.Line); return nil }); err != nil {
 				t.Fatalf("ReadRecords: %v", err)
 			}
 			if len(got) == 0 || got[len(got)-1] <= tc.long {

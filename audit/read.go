@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -52,13 +53,44 @@ type recordLine struct {
 	Type string `json:"type"`
 }
 
+// Cut counts the lines ReadRecords skipped because they are not JSON
+// objects — a write cut short by a crash, most likely, or a last line
+// without its newline — and names the first, so that a tool reading an
+// incomplete log can say so.
+type Cut struct {
+	// Lines is the number of lines skipped.
+	Lines int
+	// First is where the first of them is.
+	First Pos
+}
+
+// String is the summary of c for an operator, "" when no line was
+// skipped.
+func (c Cut) String() string {
+	if c.Lines == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d lines skipped: not JSON (cut short?) — %s of the first", c.Lines, c.First)
+}
+
+// note counts the line at p.
+func (c *Cut) note(p Pos) {
+	if c == nil {
+		return
+	}
+	if c.Lines == 0 {
+		c.First = p
+	}
+	c.Lines++
+}
+
 // ReadRecords calls fn with each request line of files, in order (gzip'd
 // rotated files as they are). It skips checkpoint lines, lines that are
-// not whole JSON objects (a write cut short), lines longer than
-// DefaultMaxLineBytes (read no further than that) and the admin API's
-// lines; fn's error stops the reading and
-// is returned. The chain is not checked here: run Verify for that.
-func ReadRecords(files []string, fn func(Record) error) error {
+// not whole JSON objects (a write cut short: counted in cut, when not
+// nil), lines longer than DefaultMaxLineBytes (read no further than that)
+// and the admin API's lines; fn's error stops the reading and is
+// returned. The chain is not checked here: run Verify for that.
+func ReadRecords(files []string, cut *Cut, fn func(Record) error) error {
 	for _, name := range files {
 		f, closeLog, err := openLog(name)
 		if err != nil {
@@ -66,11 +98,15 @@ func ReadRecords(files []string, fn func(Record) error) error {
 		}
 		var fnErr error
 		err = readLines(f, 0, func(n int, line []byte, complete bool) {
-			if fnErr != nil || !complete {
+			if fnErr != nil || len(bytes.TrimSpace(line)) == 0 {
 				return
 			}
 			var l recordLine
-			if json.Unmarshal(line, &l) != nil || l.Type != "" || l.Decision == "admin" || l.Method == "" {
+			if !complete || json.Unmarshal(line, &l) != nil {
+				cut.note(Pos{File: name, Line: n})
+				return
+			}
+			if l.Type != "" || l.Decision == "admin" || l.Method == "" {
 				return
 			}
 			r := l.Record

@@ -90,9 +90,10 @@ func (r Record) check(decision bool) error {
 // (distinct requests), not with the log.
 type Lines func(fn func(Record) error) error
 
-// FileLines reads the request lines of files (ReadRecords).
-func FileLines(files []string) Lines {
-	return func(fn func(Record) error) error { return ReadRecords(files, fn) }
+// FileLines reads the request lines of files (ReadRecords), counting in
+// cut (when not nil) the lines skipped as not JSON.
+func FileLines(files []string, cut *Cut) Lines {
+	return func(fn func(Record) error) error { return ReadRecords(files, cut, fn) }
 }
 
 // SliceLines hands out recs.

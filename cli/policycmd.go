@@ -70,9 +70,11 @@ policy diff.`,
 				defer f.Close()
 				out = f
 			}
-			if err := suggest.WriteFrom(out, audit.FileLines(auditFiles), opts); err != nil {
+			var cut audit.Cut
+			if err := suggest.WriteFrom(out, audit.FileLines(auditFiles, &cut), opts); err != nil {
 				return err
 			}
+			warnCut(cmd, "policy suggest", cut)
 			if f, ok := out.(*os.File); ok && outPath != "" {
 				if err := f.Close(); err != nil {
 					return fmt.Errorf("policy suggest: -o: %w", err)
@@ -128,13 +130,15 @@ which print "credgate: ..." on stderr).`,
 			if err != nil {
 				return fmt.Errorf("policy diff: %s: %w", args[1], err)
 			}
-			changes, skipped, read, err := replay.DiffFrom(cmd.Context(), oldJ, newJ, audit.FileLines(auditFiles))
+			var cut audit.Cut
+			changes, skipped, read, err := replay.DiffFrom(cmd.Context(), oldJ, newJ, audit.FileLines(auditFiles, &cut))
 			if err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
 			if err := replay.WriteText(cmd.OutOrStdout(), changes, read, skipped); err != nil {
 				return fmt.Errorf("policy diff: %w", err)
 			}
+			warnCut(cmd, "policy diff", cut)
 			if len(changes) > 0 {
 				return &exitCode{code: exitError, reported: true}
 			}
@@ -143,6 +147,15 @@ which print "credgate: ..." on stderr).`,
 	}
 	cmd.Flags().StringSliceVar(&auditFiles, "audit", nil, "audit log file(s) to replay (repeat or comma-separate)")
 	return cmd
+}
+
+// warnCut tells the operator, on stderr, that the audit files cmd (named
+// what) read held lines that are not JSON (cut short), which it skipped:
+// its output covers an incomplete log. The exit status is not changed.
+func warnCut(cmd *cobra.Command, what string, cut audit.Cut) {
+	if cut.Lines > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "credgate %s: warning: %s; run credgate audit verify to learn whether the log was cut\n", what, cut)
+	}
 }
 
 // replayJudge is the gateway's decision path for l: its policy and, for a

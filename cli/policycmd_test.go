@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,12 +89,19 @@ func TestPolicyHostileAudit(t *testing.T) {
 	if err := os.WriteFile(auditFile, []byte(hostile), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The cut line is skipped, counted and named on stderr; the exit
+	// status is the same. Before, it was skipped in silence.
+	cutLine := strings.Count(auditLines, "\n") + 1
+	cutSays := fmt.Sprintf("1 lines skipped: not JSON (cut short?) — %s:%d of the first", auditFile, cutLine)
 	r := runCLI(t, "policy", "diff", "testdata/observe-policy.yaml", "testdata/observe-policy.yaml", "--audit", auditFile)
 	if r.code != 0 || !strings.Contains(r.stdout, "0 request(s) change outcome, from 4 audit line(s) replayed (1 refused before any policy decided it") {
 		t.Errorf("diff over cut and malformed lines: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := runCLI(t, "policy", "suggest", "--audit", auditFile, "--policy", "testdata/observe-policy.yaml"); r.code != 0 {
-		t.Errorf("suggest over cut and malformed lines: exit %d, stderr %q", r.code, r.stderr)
+	if !strings.Contains(r.stderr, "credgate policy diff: warning: "+cutSays) || strings.Contains(r.stdout, "skipped") {
+		t.Errorf("diff over a cut line: stderr %q, want %q (and not on stdout: %q)", r.stderr, cutSays, r.stdout)
+	}
+	if r := runCLI(t, "policy", "suggest", "--audit", auditFile, "--policy", "testdata/observe-policy.yaml"); r.code != 0 || !strings.Contains(r.stderr, "credgate policy suggest: warning: "+cutSays) || strings.Contains(r.stdout, "skipped") {
+		t.Errorf("suggest over cut and malformed lines: exit %d, stderr %q, want %q on it", r.code, r.stderr, cutSays)
 	}
 	if err := os.WriteFile(auditFile, []byte(hostile+wild), 0o600); err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func TestReplayMatchesServe(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := 0
-			err = audit.ReadRecords([]string{logPath}, func(r audit.Record) error {
+			err = audit.ReadRecords([]string{logPath}, nil, func(r audit.Record) error {
 				if r.Closed != "" {
 					return nil
 				}

@@ -72,6 +72,7 @@ type batchVerdict struct {
 // inject rule without allow_batch) with query q, when it is sent to a
 // batch endpoint. The body is read whole (at most batch.MaxBody, decoded)
 // and put back as it came: what the upstream receives is what was judged.
+// One whose Content-Length is over batch.MaxBody is refused unread.
 func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canonical.Path, ib *idleBody) batchVerdict {
 	r, d := x.r, a.d
 	ep, ok := endpointOf(d, x.dest.host, cp.Decoded, r.Header.Get("Content-Type"))
@@ -88,6 +89,14 @@ func (g *Gateway) judgeBatch(x *exchange, a admission, q policy.Query, cp canoni
 	}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return batchVerdict{} // nothing for the service to run
+	}
+	if r.ContentLength > batch.MaxBody {
+		// Its length says it is larger than the most read: refused from
+		// that alone, before a byte of it is read (an Expect:
+		// 100-continue client sends none) or room is taken for it. A body
+		// of unknown length (chunked) is read up to the bound below.
+		f := batchTooLarge(ep, d)
+		return batchVerdict{refusal: &f}
 	}
 	// The body is held for the request's life (forwarded from memory):
 	// its room in the gateway-wide budget first, as much as it says it
@@ -176,8 +185,7 @@ type SubVerdict struct {
 func (g *Gateway) judgeBatchBody(b batchBody, all bool) (batchVerdict, []SubVerdict) {
 	d, ep := b.a.d, b.ep
 	if len(b.raw) > batch.MaxBody {
-		f := newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
-			fmt.Sprintf("the body of the batch to the %s endpoint is larger than %d bytes, the most the gateway reads to judge its sub-requests; the batch was not forwarded: send smaller batches", ep.Service, batch.MaxBody), d.Rule)
+		f := batchTooLarge(ep, d)
 		return batchVerdict{refusal: &f}, nil
 	}
 	body, f := decodedBatch(b.header, b.raw, d.Rule)
@@ -228,6 +236,14 @@ func (g *Gateway) judgeBatchBody(b batchBody, all bool) (batchVerdict, []SubVerd
 		v.observe = would
 	}
 	return v, verdicts
+}
+
+// batchTooLarge is the refusal of a batch to ep, admitted with decision
+// d, whose body is larger than batch.MaxBody: by its declared length
+// (judgeBatch) or by what was read (judgeBatchBody), the same answer.
+func batchTooLarge(ep batch.Endpoint, d policy.Decision) refusal {
+	return newRefusal(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
+		fmt.Sprintf("the body of the batch to the %s endpoint is larger than %d bytes, the most the gateway reads to judge its sub-requests; the batch was not forwarded: send smaller batches", ep.Service, batch.MaxBody), d.Rule)
 }
 
 // batchFix is what a batch refusal tells the caller to do.

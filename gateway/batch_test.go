@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/internal/batch"
 )
 
 const (
@@ -356,9 +358,19 @@ func TestBatchEdges(t *testing.T) {
 		{"too large", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"GET","url":"/users/a"}]}` + strings.Repeat(" ", 1<<20), true, 413, codeBodyTooLarge, "larger than"},
 		{"long path", graphHost, "/v1.0/$batch", "application/json", `{"requests":[{"id":"1","method":"DELETE","url":"/users/` + strings.Repeat("a", 20000) + `"}]}`, false, 403, codeBatchNotAllowed, "..."},
 		{"unknown coding", graphHost, "/v1.0/$batch", "application/json", `{"requests":[]}`, false, 400, codeBadBatch, "content coding"},
+		// A length over the bound is refused from the field, no body byte
+		// read: the client waits for 100-continue, which never comes, so
+		// it sends none (declaredTooLarge). Before, the gateway read
+		// batch.MaxBody+1 bytes first.
+		{"declared too large", graphHost, "/v1.0/$batch", "application/json", "", false, 413, codeBodyTooLarge, "larger than"},
+		{"declared too large h2", graphHost, "/v1.0/$batch", "application/json", "", false, 413, codeBodyTooLarge, "larger than"},
 	}
 	for i, k := range cases {
 		t.Run(k.name, func(t *testing.T) {
+			if strings.HasPrefix(k.name, "declared too large") {
+				declaredTooLarge(t, tg, strings.HasSuffix(k.name, "h2"), k.host+k.path, k.ct, k.status, k.code, k.says)
+				return
+			}
 			id := fmt.Sprintf("edge-%d", i)
 			var body io.Reader = strings.NewReader(k.body)
 			if k.chunked {
@@ -399,6 +411,48 @@ func TestBatchEdges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// declaredTooLarge is TestBatchEdges' row of a batch whose
+// Content-Length is over batch.MaxBody, over HTTP/1.1 or HTTP/2: the
+// client sends Expect: 100-continue and waits for the 100 as long as the
+// test lasts, so a body byte sent means the gateway asked for the body.
+// The answer is the refusal of a body read past the bound, audited so,
+// with no byte of the body read and none reaching the upstream.
+func declaredTooLarge(t *testing.T, tg *testGateway, h2 bool, hostPath, ct string, status int, code, says string) {
+	t.Helper()
+	c := tg.client(t, h2)
+	c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
+	id := fmt.Sprintf("declared-%v", h2)
+	// countingBody: the gateway's own counter of body bytes.
+	body := &countingBody{ReadCloser: io.NopCloser(strings.NewReader(strings.Repeat(" ", batch.MaxBody+1)))}
+	req, _ := http.NewRequest("POST", "https://"+hostPath, body)
+	req.ContentLength = batch.MaxBody + 1
+	req.Header.Set("Content-Type", ct)
+	req.Header.Set("Expect", "100-continue")
+	req.Header.Set("X-Probe-Id", id)
+	before := strings.Count(tg.audit.String(), `"code":"`+code+`"`)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != status || resp.Header.Get(ReasonHeader) != code || !strings.Contains(string(rb), says) {
+		t.Fatalf("status %d reason %q (%.300s), want %d %q saying %q", resp.StatusCode, resp.Header.Get(ReasonHeader), rb, status, code, says)
+	}
+	if h2 != (resp.ProtoMajor == 2) {
+		t.Fatalf("answered over %s, want HTTP/2 %v", resp.Proto, h2)
+	}
+	if n := body.n.Load(); n != 0 {
+		t.Errorf("the client sent %d bytes of the body: the gateway asked for a body its length already refused", n)
+	}
+	if tg.origin.find(id) != nil {
+		t.Error("the batch reached the upstream")
+	}
+	waitFor(t, 5*time.Second, "the refusal's audit line", func() bool {
+		return strings.Count(tg.audit.String(), `"code":"`+code+`"`) > before
+	})
 }
 
 // TestBatchObserveMode: in observe mode a batch with a sub-request the

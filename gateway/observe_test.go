@@ -219,7 +219,7 @@ func TestSuggestFromRecordedRun(t *testing.T) {
 	})
 	auditFile := writeFile(t, rec.dir, "audit.log", []byte(rec.audit.String()))
 	var recs []audit.Record
-	if err := audit.ReadRecords([]string{auditFile}, func(r audit.Record) error { recs = append(recs, r); return nil }); err != nil {
+	if err := audit.ReadRecords([]string{auditFile}, nil, func(r audit.Record) error { recs = append(recs, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	var suggested bytes.Buffer
