@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/gateway/mitm"
+	"github.com/credgate/credgate/internal/freeport"
 )
 
 // TestProxyProtocolBehindHAProxy puts a real HAProxy (Debian's haproxy,
@@ -38,12 +39,7 @@ func TestProxyProtocolBehindHAProxy(t *testing.T) {
 	tg := startPPGateway(t, true)
 	ports := make([]int, 3)
 	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		ports[i] = freeport.Get(t) // haproxy binds them: claimed, not picked and released
 	}
 	cfg := fmt.Sprintf(`global
   maxconn 100

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -325,9 +326,7 @@ func TestRelayGatewayErrors(t *testing.T) {
 	}
 	tlsGW := startFakeGateway(t, &leaf)
 	plainGW := startFakeGateway(t, nil)
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := freeport.Addr(t) // claimed and never listened on: unreachable
 	for _, c := range []struct {
 		name  string
 		cfg   Config
