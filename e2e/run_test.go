@@ -284,7 +284,6 @@ func TestCredgateRun(t *testing.T) {
 		arrived(t, "/run/node")
 	})
 	t.Run("go net/http", func(t *testing.T) {
-		src := filepath.Join(t.TempDir(), "main.go")
 		prog := `package main
 
 import (
@@ -304,16 +303,7 @@ func main() {
 	fmt.Println(resp.StatusCode, string(b))
 }
 `
-		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		bin := filepath.Join(filepath.Dir(src), "goclient")
-		build := exec.Command("go", "build", "-o", bin, src)
-		build.Dir = filepath.Dir(src)
-		build.Env = append(os.Environ(), "GOFLAGS=", "GO111MODULE=on")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build: %v\n%s", err, out)
-		}
+		bin := buildGoProgram(t, prog, "goclient")
 		out, err := credgateRun(t, bin)
 		if err != nil || !strings.Contains(out, "200 ok /run/go") {
 			t.Fatalf("credgate run go program: %v\n%s", err, out)
@@ -324,7 +314,6 @@ func main() {
 		// The relay is a byte pipe after CONNECT: HTTP/2 (negotiated
 		// with the gateway's interception) and a WebSocket (upgraded
 		// inside a tunnel, echoing) pass through it.
-		src := filepath.Join(t.TempDir(), "main.go")
 		prog := `package main
 
 import (
@@ -396,16 +385,7 @@ func main() {
 	fmt.Printf("ws echo: %s\n", echo)
 }
 `
-		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		bin := filepath.Join(filepath.Dir(src), "goh2ws")
-		build := exec.Command("go", "build", "-o", bin, src)
-		build.Dir = filepath.Dir(src)
-		build.Env = append(os.Environ(), "GOFLAGS=", "GO111MODULE=on")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build: %v\n%s", err, out)
-		}
+		bin := buildGoProgram(t, prog, "goh2ws")
 		out, err := credgateRun(t, bin)
 		if err != nil || !strings.Contains(out, "HTTP/2.0 200 ok /run/go-h2") || !strings.Contains(out, "ws echo: hello through the relay") {
 			t.Fatalf("credgate run go h2/ws program: %v\n%s", err, out)
@@ -888,4 +868,23 @@ func TestCredgateRunFleet(t *testing.T) {
 	if n := len(b.origin.byPath("/fleet/after")); n != 0 {
 		t.Errorf("the origin saw %d requests with the revoked token", n)
 	}
+}
+
+// buildGoProgram builds the one-file Go program prog, outside this
+// module, and returns the path of its binary, named name.
+func buildGoProgram(t *testing.T, prog, name string) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.go")
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, src)
+	build.Dir = dir
+	build.Env = append(os.Environ(), "GOFLAGS=", "GO111MODULE=on")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
