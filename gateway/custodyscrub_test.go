@@ -160,11 +160,9 @@ func custodyOrigin(w http.ResponseWriter, r *http.Request) {
 			ctype = "text/plain"
 		}
 	case "informational":
-		w.Header().Set("X-Echo", f)
-		w.Header().Set("Link", "<https://cdn.test/"+f+">; rel=preload")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("X-Echo")
-		w.Header().Del("Link")
+		if !sendInformational(w, r, http.StatusEarlyHints, http.Header{"X-Echo": {f}, "Link": {"<https://cdn.test/" + f + ">; rel=preload"}}) {
+			return
+		}
 	case "trailer":
 		w.Header().Set("Trailer", "X-Echo-Trailer")
 	}

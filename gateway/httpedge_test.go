@@ -65,9 +65,9 @@ func resolveLines(entries []string) string {
 func TestInformationalResponsesRelayed(t *testing.T) {
 	tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusProcessing)
-		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
+		if !sendInformational(w, r, http.StatusEarlyHints, http.Header{"Link": {"</style.css>; rel=preload; as=style"}}) {
+			return
+		}
 		fmt.Fprint(w, "final")
 	}), nil)
 	type info struct {

@@ -26,14 +26,19 @@ func TestInformationalFlood(t *testing.T) {
 	big := strings.Repeat("a", 200<<10)
 	flood := func(code, n int, value string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
+			// The header map is set once and never changed after a 1xx:
+			// net/http's HTTP/2 server encodes a 1xx frame from the
+			// handler's own map, and when the gateway resets the stream
+			// WriteHeader returns while that encoding still runs on
+			// another goroutine. So the final response carries the Link
+			// field too.
+			w.Header().Set("Link", value)
 			for i := 0; n < 0 || i < n; i++ {
 				if r.Context().Err() != nil {
 					return
 				}
-				w.Header().Set("Link", value)
 				w.WriteHeader(code)
 			}
-			w.Header().Del("Link")
 			_, _ = io.WriteString(w, "final")
 		}
 	}
@@ -89,4 +94,28 @@ func TestInformationalFlood(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sendInformational sends a 1xx response carrying fields, then takes
+// them out of w's header map so the final response does not carry them.
+// It reports whether the handler may go on; when it returns false the
+// request is gone and the handler must return without touching w's
+// header map again. net/http's HTTP/2 server encodes a 1xx from the
+// handler's own map on another goroutine, and when the peer resets the
+// stream (the gateway refusing the 1xx) WriteHeader returns while that
+// encoding may still run: a change to the map then is a data race. The
+// stream's context is cancelled before WriteHeader is released, so the
+// check below sees every reset.
+func sendInformational(w http.ResponseWriter, r *http.Request, code int, fields http.Header) bool {
+	for k, v := range fields {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(code)
+	if r.Context().Err() != nil {
+		return false
+	}
+	for k := range fields {
+		delete(w.Header(), k)
+	}
+	return true
 }

@@ -44,9 +44,9 @@ func TestUpstreamResponseHeaderLimit(t *testing.T) {
 	})
 	origin.route("/hints", func(w http.ResponseWriter, r *http.Request) {
 		drain(r)
-		w.Header().Set("Link", "</"+strings.Repeat("a", 70<<10)+">; rel=preload")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
+		if !sendInformational(w, r, http.StatusEarlyHints, http.Header{"Link": {"</" + strings.Repeat("a", 70<<10) + ">; rel=preload"}}) {
+			return
+		}
 		_, _ = io.WriteString(w, "final")
 	})
 	type want struct {

@@ -369,12 +369,10 @@ func TestScrubInformational(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		f := scrubForms()[r.URL.Query().Get("form")]
 		for _, code := range []int{http.StatusProcessing, http.StatusEarlyHints, 199} {
-			w.Header().Set("X-Echo", f)
-			w.Header().Set("Link", "<https://cdn.test/"+f+">; rel=preload")
-			w.WriteHeader(code)
+			if !sendInformational(w, r, code, http.Header{"X-Echo": {f}, "Link": {"<https://cdn.test/" + f + ">; rel=preload"}}) {
+				return
+			}
 		}
-		w.Header().Del("X-Echo")
-		w.Header().Del("Link")
 		fmt.Fprint(w, "final")
 	})
 	for name := range scrubForms() {
@@ -431,11 +429,9 @@ func TestScrubInformational(t *testing.T) {
 func TestScrubSecretInFieldName(t *testing.T) {
 	tg := startEdgeGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		w.Header()["X-Hint-"+tok] = []string{"1"}
-		w.Header().Set("Link", "</style.css>; rel=preload")
-		w.WriteHeader(http.StatusEarlyHints)
-		delete(w.Header(), "X-Hint-"+tok)
-		delete(w.Header(), "Link")
+		if !sendInformational(w, r, http.StatusEarlyHints, http.Header{"X-Hint-" + tok: {"1"}, "Link": {"</style.css>; rel=preload"}}) {
+			return
+		}
 		w.Header()[tok] = []string{"alone"}
 		w.Header()["X-"+strings.ToUpper(tok)] = []string{"upper"}
 		w.Header()[http.CanonicalHeaderKey(tok+"-suffix")] = []string{"canonical"}
