@@ -333,6 +333,10 @@ func TestErrors(t *testing.T) {
 			"github-app: sign the app JWT for app 4242: private_key.file /nonexistent/app.pem: cannot read the key", false)
 	})
 	t.Run("ctx cancelled", func(t *testing.T) {
+		// A mint the "timeout" case held may not have left Hold yet (its
+		// handler runs on after its client gave up): counted below, it
+		// would have the ctx cancelled before this Fetch's mint is held.
+		waitFor(t, "earlier held mints to leave", func() bool { return f.gh.Held() == 0 })
 		f.gh.Hold()
 		defer f.gh.Release()
 		p := f.load(t, base+"app_id: 4242\nprivate_key: {file: KEY}\ninstallation_id: 777\n")
@@ -347,7 +351,7 @@ func TestErrors(t *testing.T) {
 		select {
 		case err := <-done:
 			if !errors.Is(err, context.Canceled) {
-				t.Errorf("err = %v, want context.Canceled", err)
+				t.Errorf("err = %v, want context.Canceled (mints held now: %d)", err, f.gh.Held())
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("Fetch did not return after its ctx was cancelled")
