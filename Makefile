@@ -146,6 +146,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./policy
 	$(GO) test -run='^$$' -fuzz='^FuzzGlobSlashAdded$$' -fuzztime=$(FUZZTIME) ./policy
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/batch
+	$(GO) test -run='^$$' -fuzz='^FuzzLookup$$' -fuzztime=$(FUZZTIME) ./internal/batch
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestParse$$' -fuzztime=$(FUZZTIME) ./gateway
 	$(GO) test -run='^$$' -fuzz='^FuzzH1Conn$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1
 	$(GO) test -run='^$$' -fuzz='^FuzzFramingScan$$' -fuzztime=$(FUZZTIME) ./gateway/internal/h1

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Format is how a batch endpoint spells its sub-requests.
@@ -112,44 +113,77 @@ var graphHosts = map[string]bool{
 //   - on googleapis.com and its subdomains, /batch and paths under it:
 //     MultipartHTTP.
 func Lookup(host, path, contentType string) (Endpoint, bool) {
-	p := strings.ToLower(strings.TrimSuffix(path, "/"))
-	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	last := segs[len(segs)-1]
+	// Every request asks (twice: admit and serve), so the path is read
+	// in place: its first segments and its last, compared as
+	// strings.ToLower would spell them (lowerIs), without a copy or a
+	// slice of segments.
+	var head [6]string // the first segments; n counts them all
+	n, last := 0, ""
+	for rest := strings.TrimPrefix(strings.TrimSuffix(path, "/"), "/"); ; {
+		seg, tail, more := strings.Cut(rest, "/")
+		if n < len(head) {
+			head[n] = seg
+		}
+		n, last = n+1, seg
+		if !more {
+			break
+		}
+		rest = tail
+	}
 	switch {
-	case last == "$batch" && graphHosts[host]:
+	case lowerIs(last, "$batch") && graphHosts[host]:
 		return Endpoint{Format: Graph, Service: "Microsoft Graph $batch", Max: 20}, true
-	case last == "$batch" && isMultipart(contentType):
+	case lowerIs(last, "$batch") && isMultipart(contentType):
 		return Endpoint{Format: MultipartHTTP, Service: "OData $batch", Max: maxParts}, true
-	case last == "$batch":
+	case lowerIs(last, "$batch"):
 		return Endpoint{Format: ODataJSON, Service: "OData $batch", Max: maxParts}, true
 	case host == "googleapis.com" || strings.HasSuffix(host, ".googleapis.com"):
-		if segs[0] == "batch" {
+		if lowerIs(head[0], "batch") {
 			return Endpoint{Format: MultipartHTTP, Service: "Google batch", Max: 1000}, true
 		}
 	}
-	if len(segs) >= 4 && segs[0] == "services" && segs[1] == "data" {
-		rest := segs[3:]
-		if len(rest) == 2 && rest[0] == "connect" && rest[1] == "batch" {
+	if n >= 4 && lowerIs(head[0], "services") && lowerIs(head[1], "data") {
+		// rest holds the first segments after the version, size counts
+		// them all.
+		rest, size := head[3:], n-3
+		if size == 2 && lowerIs(rest[0], "connect") && lowerIs(rest[1], "batch") {
 			return Endpoint{Format: SalesforceConnect, Service: "Salesforce Connect batch", Max: 25}, true
 		}
-		if rest[0] == "tooling" {
-			rest = rest[1:]
+		if lowerIs(rest[0], "tooling") {
+			rest, size = rest[1:], size-1
 		}
-		if len(rest) == 0 || rest[0] != "composite" {
+		if size == 0 || !lowerIs(rest[0], "composite") {
 			return Endpoint{}, false
 		}
 		switch {
-		case len(rest) == 1:
+		case size == 1:
 			return Endpoint{Format: SalesforceComposite, Service: "Salesforce composite", Max: 25}, true
-		case len(rest) == 2 && rest[1] == "batch":
+		case size == 2 && lowerIs(rest[1], "batch"):
 			return Endpoint{Format: SalesforceBatch, Service: "Salesforce composite batch", Max: 25}, true
-		case len(rest) == 2 && rest[1] == "graph":
+		case size == 2 && lowerIs(rest[1], "graph"):
 			return Endpoint{Format: SalesforceGraph, Service: "Salesforce composite graph", Max: 500}, true
-		case rest[1] == "sobjects" || rest[1] == "tree":
-			return Endpoint{Format: SalesforceRecords, Service: "Salesforce composite " + rest[1], Max: 0}, true
+		case lowerIs(rest[1], "sobjects"):
+			return Endpoint{Format: SalesforceRecords, Service: "Salesforce composite sobjects", Max: 0}, true
+		case lowerIs(rest[1], "tree"):
+			return Endpoint{Format: SalesforceRecords, Service: "Salesforce composite tree", Max: 0}, true
 		}
 	}
 	return Endpoint{}, false
+}
+
+// lowerIs reports whether strings.ToLower(s) == want, for want in lower
+// case ASCII, without making the lowered copy: each rune of s must lower
+// (unicode.ToLower, as strings.ToLower maps it) to want's byte at the
+// same place. An invalid byte lowers to utf8.RuneError, never ASCII.
+func lowerIs(s, want string) bool {
+	i := 0
+	for _, r := range s {
+		if i == len(want) || unicode.ToLower(r) != rune(want[i]) {
+			return false
+		}
+		i++
+	}
+	return i == len(want)
 }
 
 func isMultipart(ct string) bool {

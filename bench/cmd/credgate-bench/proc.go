@@ -165,27 +165,33 @@ const clockTick = 10 * time.Millisecond
 
 // cpuTime reads the user+system CPU time pid has used so far.
 func cpuTime(pid int) (time.Duration, error) {
+	u, s, err := cpuTimes(pid)
+	return u + s, err
+}
+
+// cpuTimes reads the user and the system CPU time pid has used so far.
+func cpuTimes(pid int) (user, sys time.Duration, err error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0, fmt.Errorf("read CPU time of %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("read CPU time of %d: %w", pid, err)
 	}
 	// The command name (field 2) may hold spaces; fields after it start
 	// after the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: too few fields", pid)
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: too few fields", pid)
 	}
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	s, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
 	}
-	return time.Duration(u+s) * clockTick, nil
+	return time.Duration(u) * clockTick, time.Duration(s) * clockTick, nil
 }
 
 // settledRSS polls VmRSS until three readings 200 ms apart agree within

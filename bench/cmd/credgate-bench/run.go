@@ -59,6 +59,9 @@ type runConfig struct {
 	perfTarget string
 	// perfScenario is the closed-loop scenario -perf records.
 	perfScenario string
+	// syscalls counts each proxy's system calls and context switches in
+	// its closed-loop windows (perf stat tracepoints; syscalls.go).
+	syscalls bool
 	// scale holds the flags of the opt-in scale scenarios (scale.go).
 	scale scaleConfig
 }
@@ -103,6 +106,7 @@ func cmdRun(args []string) error {
 	fs.StringVar(&rc.perf, "perf", "", "record the -perf-target proxy with `perf record -g` during its first keep-alive window into this file")
 	fs.StringVar(&rc.perfTarget, "perf-target", "credgate", "proxy to record with -perf (credgate, goproxy or floor)")
 	fs.StringVar(&rc.perfScenario, "perf-scenario", "keepalive", "scenario whose first window -perf records (keepalive, keepalive-post, newconn or newconn-resume)")
+	fs.BoolVar(&rc.syscalls, "syscalls", false, "count each proxy's system calls, goroutine wake-ups (futex) and context switches per request in its closed-loop and fixed-rate windows with `perf stat` tracepoints, printed to stderr (load-independent, unlike rps)")
 	fs.IntVar(&rc.scale.h2Streams, "h2-streams", 100, "h2-streams: concurrent streams of the one HTTP/2 client (and HTTP/1.1 connections of the comparison rows)")
 	fs.StringVar(&bigSize, "bigbody-size", "1GiB", "bigbody: size of each upload and download (bytes, or with KiB, MiB, GiB)")
 	fs.IntVar(&rc.scale.bigRounds, "bigbody-rounds", 1, "bigbody: transfers per target and direction")
@@ -647,7 +651,14 @@ func closedLoop(ctx context.Context, rc runConfig, ts []target, skipped map[stri
 		if rc.perf != "" && scenario == rc.perfScenario && round == 0 && t.lg.Name == rc.perfTarget && t.proc != nil {
 			perf = startPerf(rc, t.proc.pid())
 		}
+		var sc *syscallCount
+		if rc.syscalls && t.proc != nil {
+			sc = countSyscalls(t.proc.pid(), rc.warmup, rc.window)
+		}
 		r := loadgen.ClosedLoop(ctx, t.lg, rc.conns, rc.warmup, rc.window, newConn)
+		if sc != nil {
+			progress("syscalls: %s, %s (round %d): %s", kind, t.lg.Name, round+1, sc.perRequest(r.Requests))
+		}
 		if perf != nil {
 			if err := perf.Wait(); err != nil {
 				progress("perf record: %v", err)
@@ -698,7 +709,16 @@ func fixedRate(ctx context.Context, rc runConfig, ts []target, skipped map[strin
 	return rounds(ctx, rc, ts, skipped, func(round int, t target) (loadgen.Result, *cpuWindow, error) {
 		progress("fixed rate: %s, %.0f rps, %s (round %d/%d)", t.lg.Name, rc.rate, rc.warmup+rc.rateWindow, round+1, rc.rounds)
 		var cw *cpuWindow
-		r, err := loadgen.OpenLoop(ctx, t.lg, rc.rate, rc.pool, rc.warmup, rc.rateWindow, func() { cw = sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.rateWindow) })
+		var sc *syscallCount
+		r, err := loadgen.OpenLoop(ctx, t.lg, rc.rate, rc.pool, rc.warmup, rc.rateWindow, func() {
+			cw = sampleCPU(t.proc, t.helpers, originPID, rc.warmup, rc.rateWindow)
+			if rc.syscalls && t.proc != nil {
+				sc = countSyscalls(t.proc.pid(), rc.warmup, rc.rateWindow)
+			}
+		})
+		if sc != nil {
+			progress("syscalls: fixed rate, %s (round %d): %s", t.lg.Name, round+1, sc.perRequest(r.Requests))
+		}
 		return r, cw, err
 	})
 }
