@@ -342,8 +342,10 @@ func javaNonProxyHosts(noProxy string) string {
 // credgate admin) the admin API: the token itself, or the files of the
 // token and of the admin client certificate. Whoever holds them may issue
 // run tokens for any workload run_tokens lists and use the whole admin
-// API, so the command does not get them.
-var adminCredentialVars = []string{"CREDGATE_ADMIN_TOKEN", "CREDGATE_ADMIN_TOKEN_FILE", "CREDGATE_ADMIN_CERT", "CREDGATE_ADMIN_KEY"}
+// API, so the command does not get them. Nor does it get the files of
+// the client certificate the relay presents for it (the mtls factor):
+// like the run token, the relay holds that identity, not the command.
+var adminCredentialVars = []string{"CREDGATE_ADMIN_TOKEN", "CREDGATE_ADMIN_TOKEN_FILE", "CREDGATE_ADMIN_CERT", "CREDGATE_ADMIN_KEY", "CREDGATE_GATEWAY_CERT", "CREDGATE_GATEWAY_KEY"}
 
 // withoutAdminCredentials returns env without adminCredentialVars, and
 // the names it removed, in adminCredentialVars' order.

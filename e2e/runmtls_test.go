@@ -43,10 +43,10 @@ default: deny
 // --gateway-cert/--gateway-key (the relay presents the certificate on
 // the gateway's tls_listen and adds the token); without the certificate
 // the request is refused and credgate run names the flags; with the
-// certificate and no run token it is refused too. The certificate is
-// re-read when its files change: a run started after a rotation presents
-// the new one without anything else changing (the relay's own reload is
-// runrelay's TestRelayClientCert).
+// certificate and no run token, or another workload's certificate, it is
+// refused too. The command's environment holds neither
+// CREDGATE_GATEWAY_CERT nor CREDGATE_GATEWAY_KEY. Rotation of the files
+// is runrelay's TestRelayClientCert.
 func TestCredgateRunRelayMTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -107,7 +107,8 @@ func TestCredgateRunRelayMTLS(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			full := append([]string{"run", "--gateway", gateway, "--gateway-ca", originCACert, "--admin", "http://" + e.adminAddr, "--token-file", adminTok}, c.flags...)
-			cmd := exec.Command(binPath, append(full, "--", "curl", "-sS", "-f", "https://api.origin.test"+c.path)...)
+			// The command gets neither file of the relay's certificate.
+			cmd := exec.Command(binPath, append(full, "--", "sh", "-c", `if [ -n "$CREDGATE_GATEWAY_CERT$CREDGATE_GATEWAY_KEY" ]; then echo the command got the certificate files; exit 9; fi; exec curl -sS -f "$0"`, "https://api.origin.test"+c.path)...)
 			cmd.Env = append(runEnvOf(t), c.env...)
 			out, err := cmd.CombinedOutput()
 			if !c.ok {
