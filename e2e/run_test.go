@@ -39,8 +39,9 @@ import (
 // runPolicy: workload agent is whoever presents a run token naming it
 // (issuer urn:credgate:run); only agent may reach the origin and the git
 // origin, with the credential injected. Callers without a token are
-// local, which may reach /java only (Java sends no token: see
-// docs/agents.md).
+// local, which may reach /java only: Java sends no proxy credentials, and
+// where the relay cannot admit it by its user (not Linux) it reaches the
+// gateway without the token (docs/agents.md).
 const runPolicy = `
 workloads:
   agent:
