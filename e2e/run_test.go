@@ -691,14 +691,29 @@ func main() {
 // without a JDK.
 func javaGet(t *testing.T, url string) string {
 	t.Helper()
+	return javaProgram(t, `var c = (javax.net.ssl.HttpsURLConnection) new java.net.URL("`+url+`").openConnection();
+    System.out.println(c.getResponseCode() + " " + new String(c.getInputStream().readAllBytes()));`)
+}
+
+// javaHTTPClient is javaGet with java.net.http.HttpClient, which takes
+// the proxy properties only through ProxySelector.getDefault().
+func javaHTTPClient(t *testing.T, url string) string {
+	t.Helper()
+	return javaProgram(t, `var c = java.net.http.HttpClient.newBuilder().proxy(java.net.ProxySelector.getDefault()).build();
+    var r = c.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create("`+url+`")).build(), java.net.http.HttpResponse.BodyHandlers.ofString());
+    System.out.println(r.statusCode() + " " + r.body());`)
+}
+
+// javaProgram writes class Get with body as its main method.
+func javaProgram(t *testing.T, body string) string {
+	t.Helper()
 	if _, err := exec.LookPath("javac"); err != nil {
 		t.Skip("no JDK installed (java and javac; Debian default-jdk-headless)")
 	}
 	src := filepath.Join(t.TempDir(), "Get.java")
 	prog := `public class Get {
   public static void main(String[] a) throws Exception {
-    var c = (javax.net.ssl.HttpsURLConnection) new java.net.URL("` + url + `").openConnection();
-    System.out.println(c.getResponseCode() + " " + new String(c.getInputStream().readAllBytes()));
+    ` + body + `
   }
 }
 `
@@ -712,7 +727,8 @@ func javaGet(t *testing.T, url string) string {
 // speaks TLS to the gateway's tls_listen, so the run token never crosses
 // the network in clear text; clients that take no https:// proxy URL
 // (curl's default, Python's urllib, Node's preload) reach it through the
-// relay. A gateway whose certificate no trusted CA signed is refused by
+// relay, and so does Java (HttpsURLConnection, HttpClient), which sends no
+// proxy credentials, on Linux. A gateway whose certificate no trusted CA signed is refused by
 // the relay, which says so; the token is revoked at exit either way.
 // --relay=false and --print-env cannot use an https:// gateway.
 func TestCredgateRunRelayTLS(t *testing.T) {
@@ -747,7 +763,9 @@ func TestCredgateRunRelayTLS(t *testing.T) {
 		path  string
 		want  string // in the output; for a failure, credgate run's message
 		ok    bool
-		java  bool // Java: admitted by the relay as the user's own client (Linux)
+		// java writes the Java program: admitted by the relay as the
+		// user's own client (Linux).
+		java func(*testing.T, string) string
 	}{
 		{name: "curl", flags: []string{"--gateway-ca", originCACert}, path: "/tls/curl", ok: true,
 			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/curl"}},
@@ -755,7 +773,9 @@ func TestCredgateRunRelayTLS(t *testing.T) {
 			args: []string{"python3", "-c", `import urllib.request; print(urllib.request.urlopen("https://api.origin.test/tls/python").read().decode())`}},
 		{name: "node https.get", flags: []string{"--gateway-ca", originCACert}, path: "/tls/node", ok: true,
 			args: []string{"node", "-e", `require('https').get('https://api.origin.test/tls/node', (res) => { let b = ''; res.on('data', (d) => b += d); res.on('end', () => { console.log(res.statusCode, b); process.exit(res.statusCode === 200 ? 0 : 1); }); }).on('error', (e) => { console.error(e.message); process.exit(2); });`}},
-		{name: "java HttpsURLConnection", flags: []string{"--gateway-ca", originCACert}, path: "/tls/java", ok: true, java: true,
+		{name: "java HttpsURLConnection", flags: []string{"--gateway-ca", originCACert}, path: "/tls/java", ok: true, java: javaGet,
+			args: []string{"java"}},
+		{name: "java HttpClient", flags: []string{"--gateway-ca", originCACert}, path: "/tls/java-httpclient", ok: true, java: javaHTTPClient,
 			args: []string{"java"}},
 		{name: "a gateway certificate of a CA not trusted", path: "/tls/wrong-ca",
 			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/wrong-ca"}, want: "not signed by a CA credgate run trusts"},
@@ -766,11 +786,11 @@ func TestCredgateRunRelayTLS(t *testing.T) {
 			if _, err := exec.LookPath(c.args[0]); err != nil {
 				t.Skipf("%s is not installed", c.args[0])
 			}
-			if c.java {
+			if c.java != nil {
 				if runtime.GOOS != "linux" {
 					t.Skip("the relay admits Java (which sends no proxy credentials) on Linux only")
 				}
-				c.args = append(c.args, javaGet(t, "https://api.origin.test"+c.path))
+				c.args = append(c.args, c.java(t, "https://api.origin.test"+c.path))
 			}
 			before := revocations()
 			full := append([]string{"run", "--gateway", gateway, "--admin", "http://" + e.adminAddr, "--token-file", adminTok, "--workload", "agent"}, c.flags...)
