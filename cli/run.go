@@ -48,6 +48,9 @@ type runOptions struct {
 	relay bool
 	// gatewayRootsFile: more PEM roots for an https:// gateway's certificate.
 	gatewayRootsFile string
+	// gatewayCert and gatewayKey: the client certificate the relay
+	// presents to an https:// gateway (the mtls factor).
+	gatewayCert, gatewayKey string
 }
 
 func newRunCmd() *cobra.Command {
@@ -70,8 +73,10 @@ identifies the command, and it is revoked when the command exits. The
 command does not get the token: its proxy is a relay credgate run serves
 on 127.0.0.1 for as long as the command runs, which adds the token to
 each connection it forwards to the gateway (over TLS to the gateway's
-tls_listen with --gateway https://HOST:PORT) and admits only clients that
-present the per-run secret in its proxy URL. --relay=false gives the
+tls_listen with --gateway https://HOST:PORT, presenting --gateway-cert
+there when given) and admits only clients that present the per-run secret
+in its proxy URL, or, on Linux, that send no proxy credentials from a
+socket of this user (Java). --relay=false gives the
 command the gateway itself, with the token in the proxy URL, as before. The command's exit code is credgate run's
 (127/126 when it is not found or cannot be executed); SIGINT, SIGTERM,
 SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are passed on to it.
@@ -111,6 +116,8 @@ the token is not revoked: it expires after its TTL.`,
 	fl.StringVar(&o.format, "format", "shell", "with --print-env: shell (export K='V') or github (K=V lines for $GITHUB_ENV)")
 	fl.BoolVar(&o.relay, "relay", true, "give the command a relay on 127.0.0.1 that adds the token (the command never holds it); false: the gateway itself, the token in the proxy URL (--print-env always)")
 	fl.StringVar(&o.gatewayRootsFile, "gateway-ca", "", "PEM CA certificates that may sign an https:// gateway's certificate (tls_listen's tls.cert), beside the system roots and the gateway CA")
+	fl.StringVar(&o.gatewayCert, "gateway-cert", os.Getenv("CREDGATE_GATEWAY_CERT"), "client certificate (PEM) the relay presents to an https:// gateway whose workload requires the mtls factor; re-read when it changes (env CREDGATE_GATEWAY_CERT)")
+	fl.StringVar(&o.gatewayKey, "gateway-key", os.Getenv("CREDGATE_GATEWAY_KEY"), "the --gateway-cert certificate's key (PEM; env CREDGATE_GATEWAY_KEY)")
 	fl.StringVar(&o.by, "by", defaultOperator(), "who asks for the token (logged by the gateway; declared, not verified)")
 	fl.StringVar(&adminURL, "admin", os.Getenv("CREDGATE_ADMIN_URL"), "the gateway's admin URL (default: the config's admin_listen, else http://"+gateway.DefaultAdminListen+"; env CREDGATE_ADMIN_URL)")
 	fl.StringVar(&ac.tokenFile, "token-file", os.Getenv("CREDGATE_ADMIN_TOKEN_FILE"), "file holding the admin token (env CREDGATE_ADMIN_TOKEN_FILE; or the token itself in CREDGATE_ADMIN_TOKEN)")
@@ -141,6 +148,12 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 	relay := o.relay && !o.printEnv
 	if proxy.Scheme == "https" && !relay {
 		return fmt.Errorf("run: --gateway %s is the gateway's tls_listen, which only credgate run's relay speaks to (clients take http:// proxy URLs); run the command under credgate run without --relay=false or --print-env, or name the gateway's plain listen", proxy)
+	}
+	if (o.gatewayCert == "") != (o.gatewayKey == "") {
+		return errors.New("run: --gateway-cert and --gateway-key go together (env CREDGATE_GATEWAY_CERT, CREDGATE_GATEWAY_KEY): pass both")
+	}
+	if o.gatewayCert != "" && (proxy.Scheme != "https" || !relay) {
+		return fmt.Errorf("run: --gateway-cert is presented by credgate run's relay to an https:// gateway (its tls_listen); --gateway %s is not one, or there is no relay (--relay=false, --print-env)", proxy)
 	}
 	var gatewayRoots []byte
 	if o.gatewayRootsFile != "" {
@@ -245,7 +258,8 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		for _, c := range parseCerts(slices.Concat(sys, []byte("\n"), caPEM, []byte("\n"), gatewayRoots)) {
 			roots.AddCert(c)
 		}
-		rl, err := runrelay.Start(cmd.Context(), runrelay.Config{Gateway: proxy, Roots: roots, Token: token, Log: stderr})
+		rl, err := runrelay.Start(cmd.Context(), runrelay.Config{Gateway: proxy, Roots: roots, Token: token, Log: stderr,
+			ClientCert: o.gatewayCert, ClientKey: o.gatewayKey, SameUser: true})
 		if err != nil {
 			if tok != nil {
 				o.revoke(ac, tok, cmd.ErrOrStderr())
@@ -254,10 +268,10 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		}
 		defer rl.Close()
 		env.Proxy = rl.URL()
-		// Java sends no proxy credentials (docs/agents.md): it cannot
-		// use the relay, and never held the token; it keeps the plain
-		// gateway, as before.
-		if proxy.Scheme == "http" {
+		// Java sends no proxy credentials (docs/agents.md): on Linux the
+		// relay admits it as this user's client (SameUser); elsewhere it
+		// keeps the plain gateway, as before, without the token.
+		if !runrelay.SameUserSupported && proxy.Scheme == "http" {
 			env.JavaProxy = proxy
 		}
 		closeRelay = func() { _ = rl.Close() }

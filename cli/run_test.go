@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/credgate/credgate/gateway"
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity/runtoken"
+	"github.com/credgate/credgate/internal/runrelay"
 	"github.com/credgate/credgate/internal/testpki"
 )
 
@@ -235,9 +237,10 @@ func TestRunWarnsOfClearTextToken(t *testing.T) {
 }
 
 // TestRunRelayEnv: by default the command's proxy variables name credgate
-// run's relay (a per-run secret, never the token) and Java the gateway
-// itself; --relay=false and --print-env put the token in the proxy URL,
-// as documented.
+// run's relay (a per-run secret, never the token), and so do Java's
+// where the relay admits it by its user (Linux; elsewhere Java gets the
+// gateway itself); --relay=false and --print-env put the token in the
+// proxy URL, as documented.
 func TestRunRelayEnv(t *testing.T) {
 	const runToken = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.cmVsYXktZW52LXRlc3Q"
 	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -292,9 +295,18 @@ func TestRunRelayEnv(t *testing.T) {
 			if !c.token && !strings.Contains(proxy, "@127.0.0.1:") {
 				t.Errorf("HTTPS_PROXY is not the relay: %s", proxy)
 			}
-			// Java sends no proxy credentials: the gateway itself.
-			if !strings.Contains(out.String(), "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=3128") {
-				t.Errorf("Java's proxy is not the gateway:\n%s", out.String())
+			// Java sends no proxy credentials: the relay where it admits
+			// Java by its user, else the gateway itself.
+			javaPort := "3128"
+			if !c.token && runrelay.SameUserSupported {
+				u, err := url.Parse(strings.TrimPrefix(proxy, "HTTPS_PROXY="))
+				if err != nil {
+					t.Fatal(err)
+				}
+				javaPort = u.Port()
+			}
+			if !strings.Contains(out.String(), "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort="+javaPort+" ") {
+				t.Errorf("Java's proxy is not 127.0.0.1:%s:\n%s", javaPort, out.String())
 			}
 		})
 	}

@@ -139,7 +139,8 @@ type runEnv struct {
 	// Workload is the workload the token names, "" without a token.
 	Workload string
 	// JavaProxy is Java's proxy, nil for Proxy: Java sends no proxy
-	// credentials, so it cannot use credgate run's relay.
+	// credentials, so where the relay cannot admit it by its user (not
+	// Linux) it gets the gateway itself.
 	JavaProxy *url.URL
 }
 
@@ -221,7 +222,8 @@ func (r runEnv) vars(base []string) []envVar {
 		add("GIT_CONFIG_PARAMETERS", strings.TrimSpace(params)+" "+strings.Join(extra, " "))
 	}
 	// Java: the trust store and the proxy (Java takes no credentials
-	// from these properties: the token is not sent; docs/agents.md).
+	// from these properties; the relay admits it by its user on Linux,
+	// and adds the token; docs/agents.md).
 	jp := r.Proxy
 	if r.JavaProxy != nil {
 		jp = r.JavaProxy
@@ -340,8 +342,10 @@ func javaNonProxyHosts(noProxy string) string {
 // credgate admin) the admin API: the token itself, or the files of the
 // token and of the admin client certificate. Whoever holds them may issue
 // run tokens for any workload run_tokens lists and use the whole admin
-// API, so the command does not get them.
-var adminCredentialVars = []string{"CREDGATE_ADMIN_TOKEN", "CREDGATE_ADMIN_TOKEN_FILE", "CREDGATE_ADMIN_CERT", "CREDGATE_ADMIN_KEY"}
+// API, so the command does not get them. Nor does it get the files of
+// the client certificate the relay presents for it (the mtls factor):
+// like the run token, the relay holds that identity, not the command.
+var adminCredentialVars = []string{"CREDGATE_ADMIN_TOKEN", "CREDGATE_ADMIN_TOKEN_FILE", "CREDGATE_ADMIN_CERT", "CREDGATE_ADMIN_KEY", "CREDGATE_GATEWAY_CERT", "CREDGATE_GATEWAY_KEY"}
 
 // withoutAdminCredentials returns env without adminCredentialVars, and
 // the names it removed, in adminCredentialVars' order.

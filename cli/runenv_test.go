@@ -200,6 +200,33 @@ func TestRunArgs(t *testing.T) {
 	if code := run(t.Context(), []string{"run", "--print-env", "--", "true"}, &out, &errb); code != exitError || !strings.Contains(errb.String(), "--print-env prints the variables and runs nothing") {
 		t.Errorf("--print-env with a command: %d %s", code, errb.String())
 	}
+	// The relay's client certificate: a pair, to an https:// gateway,
+	// through the relay. Refused before anything is asked of the admin
+	// API (there is none at 127.0.0.1:9).
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"certificate without key", []string{"--gateway", "https://127.0.0.1:3129", "--gateway-cert", "c.pem"}, "--gateway-cert and --gateway-key go together"},
+		{"key without certificate", []string{"--gateway", "https://127.0.0.1:3129", "--gateway-key", "k.pem"}, "--gateway-cert and --gateway-key go together"},
+		{"plain gateway", []string{"--gateway", "http://127.0.0.1:3128", "--gateway-cert", "c.pem", "--gateway-key", "k.pem"}, "--gateway-cert is presented by credgate run's relay to an https:// gateway"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			errb.Reset()
+			args := append(append([]string{"run", "--admin", "http://127.0.0.1:9"}, c.args...), "--", "true")
+			if code := run(t.Context(), args, &out, &errb); code != exitError || !strings.Contains(errb.String(), c.want) {
+				t.Errorf("%d %s, want %q", code, errb.String(), c.want)
+			}
+		})
+	}
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("CREDGATE_GATEWAY_CERT", "c.pem")
+		errb.Reset()
+		if code := run(t.Context(), []string{"run", "--gateway", "https://127.0.0.1:3129", "--", "true"}, &out, &errb); code != exitError || !strings.Contains(errb.String(), "go together") {
+			t.Errorf("CREDGATE_GATEWAY_CERT without a key: %d %s", code, errb.String())
+		}
+	})
 }
 
 // proxyRecorder is a stand-in proxy on 127.0.0.1 that records the first

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,8 +39,9 @@ import (
 // runPolicy: workload agent is whoever presents a run token naming it
 // (issuer urn:credgate:run); only agent may reach the origin and the git
 // origin, with the credential injected. Callers without a token are
-// local, which may reach /java only (Java sends no token: see
-// docs/agents.md).
+// local, which may reach /java only: Java sends no proxy credentials, and
+// where the relay cannot admit it by its user (not Linux) it reaches the
+// gateway without the token (docs/agents.md).
 const runPolicy = `
 workloads:
   agent:
@@ -455,28 +457,31 @@ func main() {
 		})
 	})
 	t.Run("java trust store and proxy", func(t *testing.T) {
-		// java File.java (the source launcher) needs a JDK.
-		if _, err := exec.LookPath("javac"); err != nil {
-			t.Skip("no JDK installed (java and javac; Debian default-jdk-headless)")
-		}
-		src := filepath.Join(t.TempDir(), "Get.java")
-		prog := `public class Get {
-  public static void main(String[] a) throws Exception {
-    var c = (javax.net.ssl.HttpsURLConnection) new java.net.URL("https://api.origin.test/java").openConnection();
-    System.out.println(c.getResponseCode() + " " + new String(c.getInputStream().readAllBytes()));
-  }
-}
-`
-		if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out, err := credgateRun(t, "java", src)
+		// Java sends no proxy credentials: on Linux the relay admits it
+		// as the user's own client and adds the token (workload agent);
+		// elsewhere it has the gateway itself and no token (local).
+		out, err := credgateRun(t, "java", javaGet(t, "https://api.origin.test/java"))
 		if err != nil || !strings.Contains(out, "200 ok /java") {
 			t.Fatalf("credgate run java: %v\n%s", err, out)
 		}
 		if got := e.origin.one(t, "/java"); got.Header.Get("Authorization") != "Bearer "+e.token {
 			t.Errorf("java: the origin did not receive the injected credential")
 		}
+		want, rule := "local", "java-api"
+		if runtime.GOOS == "linux" {
+			want, rule = "agent", "agent-api"
+		}
+		waitFor(t, 5*time.Second, "the audit line of /java", func() error {
+			for _, ev := range e.audit() {
+				if ev.Path == "/java" {
+					if ev.Workload != want || ev.Rule != rule {
+						return fmt.Errorf("audit of /java: workload %q rule %q, want %s by %s", ev.Workload, ev.Rule, want, rule)
+					}
+					return nil
+				}
+			}
+			return errors.New("no audit line for /java")
+		})
 	})
 	t.Run("the caller's proxy variables", func(t *testing.T) {
 		// Another proxy and a bypass of every host under spellings
@@ -576,7 +581,6 @@ func main() {
 	t.Run("the relay refuses a wrong or missing secret", func(t *testing.T) {
 		for _, c := range []struct{ name, proxy string }{
 			{"wrong secret", `http://credgate:0000@${HTTPS_PROXY#*@}`},
-			{"no credentials", `http://${HTTPS_PROXY#*@}`},
 			{"the secret as the user name", `http://${HTTPS_PROXY#http://credgate:}`},
 		} {
 			t.Run(c.name, func(t *testing.T) {
@@ -590,6 +594,20 @@ func main() {
 				}
 			})
 		}
+	})
+	t.Run("no credentials: the user's own client (Linux)", func(t *testing.T) {
+		// What Java does: no Proxy-Authorization at all. The relay admits
+		// a client of credgate run's own user (the kernel's socket
+		// table); another user's is refused (runrelay's
+		// TestRelaySameUserOtherUser).
+		if runtime.GOOS != "linux" {
+			t.Skip("Linux only")
+		}
+		out, err := credgateRun(t, "sh", "-c", `exec curl -sS -f --proxy "http://${HTTPS_PROXY#*@}" https://api.origin.test/run/relay-no-credentials`)
+		if err != nil || !strings.Contains(out, "ok /run/relay-no-credentials") {
+			t.Fatalf("curl without credentials: %v\n%s", err, out)
+		}
+		arrived(t, "/run/relay-no-credentials")
 	})
 	t.Run("SIGTERM is passed on and the child's code returned", func(t *testing.T) {
 		ready := filepath.Join(t.TempDir(), "ready")
@@ -667,11 +685,50 @@ func main() {
 	})
 }
 
+// javaGet writes a one-file Java program (run as java Get.java: the
+// source launcher, which needs a JDK) that GETs url with
+// HttpsURLConnection and prints the status and body; it skips the test
+// without a JDK.
+func javaGet(t *testing.T, url string) string {
+	t.Helper()
+	return javaProgram(t, `var c = (javax.net.ssl.HttpsURLConnection) new java.net.URL("`+url+`").openConnection();
+    System.out.println(c.getResponseCode() + " " + new String(c.getInputStream().readAllBytes()));`)
+}
+
+// javaHTTPClient is javaGet with java.net.http.HttpClient, which takes
+// the proxy properties only through ProxySelector.getDefault().
+func javaHTTPClient(t *testing.T, url string) string {
+	t.Helper()
+	return javaProgram(t, `var c = java.net.http.HttpClient.newBuilder().proxy(java.net.ProxySelector.getDefault()).build();
+    var r = c.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create("`+url+`")).build(), java.net.http.HttpResponse.BodyHandlers.ofString());
+    System.out.println(r.statusCode() + " " + r.body());`)
+}
+
+// javaProgram writes class Get with body as its main method.
+func javaProgram(t *testing.T, body string) string {
+	t.Helper()
+	if _, err := exec.LookPath("javac"); err != nil {
+		t.Skip("no JDK installed (java and javac; Debian default-jdk-headless)")
+	}
+	src := filepath.Join(t.TempDir(), "Get.java")
+	prog := `public class Get {
+  public static void main(String[] a) throws Exception {
+    ` + body + `
+  }
+}
+`
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
 // TestCredgateRunRelayTLS: with --gateway https://… credgate run's relay
 // speaks TLS to the gateway's tls_listen, so the run token never crosses
 // the network in clear text; clients that take no https:// proxy URL
 // (curl's default, Python's urllib, Node's preload) reach it through the
-// relay. A gateway whose certificate no trusted CA signed is refused by
+// relay, and so does Java (HttpsURLConnection, HttpClient), which sends no
+// proxy credentials, on Linux. A gateway whose certificate no trusted CA signed is refused by
 // the relay, which says so; the token is revoked at exit either way.
 // --relay=false and --print-env cannot use an https:// gateway.
 func TestCredgateRunRelayTLS(t *testing.T) {
@@ -706,6 +763,9 @@ func TestCredgateRunRelayTLS(t *testing.T) {
 		path  string
 		want  string // in the output; for a failure, credgate run's message
 		ok    bool
+		// java writes the Java program: admitted by the relay as the
+		// user's own client (Linux).
+		java func(*testing.T, string) string
 	}{
 		{name: "curl", flags: []string{"--gateway-ca", originCACert}, path: "/tls/curl", ok: true,
 			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/curl"}},
@@ -713,6 +773,10 @@ func TestCredgateRunRelayTLS(t *testing.T) {
 			args: []string{"python3", "-c", `import urllib.request; print(urllib.request.urlopen("https://api.origin.test/tls/python").read().decode())`}},
 		{name: "node https.get", flags: []string{"--gateway-ca", originCACert}, path: "/tls/node", ok: true,
 			args: []string{"node", "-e", `require('https').get('https://api.origin.test/tls/node', (res) => { let b = ''; res.on('data', (d) => b += d); res.on('end', () => { console.log(res.statusCode, b); process.exit(res.statusCode === 200 ? 0 : 1); }); }).on('error', (e) => { console.error(e.message); process.exit(2); });`}},
+		{name: "java HttpsURLConnection", flags: []string{"--gateway-ca", originCACert}, path: "/tls/java", ok: true, java: javaGet,
+			args: []string{"java"}},
+		{name: "java HttpClient", flags: []string{"--gateway-ca", originCACert}, path: "/tls/java-httpclient", ok: true, java: javaHTTPClient,
+			args: []string{"java"}},
 		{name: "a gateway certificate of a CA not trusted", path: "/tls/wrong-ca",
 			args: []string{"curl", "-sS", "-f", "https://api.origin.test/tls/wrong-ca"}, want: "not signed by a CA credgate run trusts"},
 		{name: "--relay=false", flags: []string{"--relay=false"}, path: "/tls/no-relay",
@@ -721,6 +785,12 @@ func TestCredgateRunRelayTLS(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := exec.LookPath(c.args[0]); err != nil {
 				t.Skipf("%s is not installed", c.args[0])
+			}
+			if c.java != nil {
+				if runtime.GOOS != "linux" {
+					t.Skip("the relay admits Java (which sends no proxy credentials) on Linux only")
+				}
+				c.args = append(c.args, c.java(t, "https://api.origin.test"+c.path))
 			}
 			before := revocations()
 			full := append([]string{"run", "--gateway", gateway, "--admin", "http://" + e.adminAddr, "--token-file", adminTok, "--workload", "agent"}, c.flags...)

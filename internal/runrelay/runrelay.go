@@ -7,7 +7,8 @@
 //
 // It reads one request head per connection — CONNECT host:port, or an
 // absolute-form request (GET http://host/path) — checks the per-run
-// secret the command presents as its proxy password, rewrites only the
+// secret the command presents as its proxy password (or, with SameUser
+// on Linux, that a client sending no credentials is this user's), rewrites only the
 // head's Proxy-Authorization (the command's removed, the relay's own
 // added), and from then on is a byte pipe in both directions: what runs
 // inside a tunnel (TLS, HTTP/2, WebSockets) is the gateway's to see,
@@ -17,6 +18,7 @@ package runrelay
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -27,13 +29,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/credgate/credgate/internal/filewatch"
 	"github.com/credgate/credgate/internal/msghead"
 )
 
@@ -53,6 +59,9 @@ const (
 	dialTimeout = 10 * time.Second
 	// copyBuffer is the size of each direction's copy buffer.
 	copyBuffer = 32 << 10
+	// DefaultReloadInterval is Config.ReloadInterval's default, the
+	// gateway's tls.reload_interval's.
+	DefaultReloadInterval = 30 * time.Second
 )
 
 // User is the user name of the relay's proxy URL; the relay checks only
@@ -73,6 +82,24 @@ type Config struct {
 	// (the gateway identifies the relay's connections by their other
 	// factors). It is never logged nor written anywhere else.
 	Token string
+	// ClientCert and ClientKey are PEM files of the client certificate
+	// the relay presents to an https gateway (its tls_listen with
+	// tls.client_ca or identity.mtls: the mtls factor); "" presents
+	// none. They are read at Start (an error then is Start's) and again
+	// every ReloadInterval when they change (internal/filewatch, as the
+	// gateway reloads its own): each new connection presents the pair in
+	// force, and a pair that does not load is logged and the last good
+	// one kept.
+	ClientCert, ClientKey string
+	// ReloadInterval is how often ClientCert and ClientKey are checked;
+	// 0 is DefaultReloadInterval.
+	ReloadInterval time.Duration
+	// SameUser admits a client that presents no proxy credentials at all
+	// when its socket belongs to the user this process runs as (Linux:
+	// the kernel's socket table; elsewhere it admits none this way), for
+	// clients that cannot send the secret (Java). A client presenting
+	// credentials must present the secret either way.
+	SameUser bool
 	// Log receives the relay's own failures (the gateway unreachable, a
 	// certificate refused), each distinct message once; nil discards
 	// them. No secret value is in them.
@@ -87,6 +114,10 @@ type Relay struct {
 	authLine []byte      // "Proxy-Authorization: Bearer …\r\n", or nil
 	secret   []byte
 	log      io.Writer
+	sameUser bool
+	// clientCert is the client certificate in force (nil: none).
+	clientCert atomic.Pointer[tls.Certificate]
+	hasCert    bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -106,6 +137,12 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 	if g == nil || (g.Scheme != "http" && g.Scheme != "https") || g.Host == "" {
 		return nil, errors.New("relay: the gateway must be an http:// or https:// proxy URL")
 	}
+	if (cfg.ClientCert == "") != (cfg.ClientKey == "") {
+		return nil, errors.New("relay: a client certificate needs both its certificate and its key file")
+	}
+	if cfg.ClientCert != "" && g.Scheme != "https" {
+		return nil, fmt.Errorf("relay: a client certificate is presented to an https:// gateway (its tls_listen) only; %s is plain TCP", g.Redacted())
+	}
 	if strings.ContainsAny(cfg.Token, "\r\n") {
 		return nil, errors.New("relay: the run token holds a line break")
 	}
@@ -118,13 +155,14 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: listen on 127.0.0.1: %w", err)
 	}
 	r := &Relay{
-		ln:      ln,
-		gateway: &url.URL{Scheme: g.Scheme, Host: g.Host},
-		secret:  []byte(hex.EncodeToString(secret[:])),
-		log:     cfg.Log,
-		slots:   make(chan struct{}, MaxConns),
-		conns:   map[net.Conn]struct{}{},
-		logged:  map[string]bool{},
+		ln:       ln,
+		gateway:  &url.URL{Scheme: g.Scheme, Host: g.Host},
+		secret:   []byte(hex.EncodeToString(secret[:])),
+		log:      cfg.Log,
+		sameUser: cfg.SameUser && SameUserSupported,
+		slots:    make(chan struct{}, MaxConns),
+		conns:    map[net.Conn]struct{}{},
+		logged:   map[string]bool{},
 	}
 	if r.log == nil {
 		r.log = io.Discard
@@ -137,10 +175,38 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 			NextProtos: []string{"http/1.1"},
 		}
 	}
+	var certs *filewatch.Reloader
+	if cfg.ClientCert != "" {
+		r.hasCert = true
+		certs = &filewatch.Reloader{
+			Paths: []string{cfg.ClientCert, cfg.ClientKey}, What: "relay client certificate",
+			Interval: cmp.Or(cfg.ReloadInterval, DefaultReloadInterval),
+			Log:      slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{ReplaceAttr: withoutTime})),
+			Apply: func(files [][]byte) error {
+				c, err := tls.X509KeyPair(files[0], files[1])
+				if err != nil {
+					return err
+				}
+				r.clientCert.Store(&c)
+				return nil
+			},
+		}
+		if _, err := certs.Load(); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+	}
 	if cfg.Token != "" {
 		r.authLine = []byte("Proxy-Authorization: Bearer " + cfg.Token + "\r\n")
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
+	if certs != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			certs.Run(r.ctx)
+		}()
+	}
 	r.wg.Add(1)
 	go r.accept()
 	go func() {
@@ -252,7 +318,7 @@ func (r *Relay) serve(c net.Conn) {
 		answer(c, http.StatusBadRequest, "credgate run relay: the request head does not parse")
 		return
 	}
-	if !r.authorized(req.Header.Values("Proxy-Authorization")) {
+	if !r.authorized(req.Header.Values("Proxy-Authorization")) && !r.sameUserPeer(c, req) {
 		answerAuth(c)
 		return
 	}
@@ -267,7 +333,7 @@ func (r *Relay) serve(c net.Conn) {
 	keep := connect || req.Header.Get("Upgrade") != ""
 	out := r.rewrite(head, keep)
 
-	gw, raw, err := r.dial()
+	gw, raw, askedCert, err := r.dial()
 	if err != nil {
 		msg := fmt.Sprintf("credgate run relay: the gateway at %s: %v", r.gateway, err)
 		r.logOnce(msg)
@@ -283,7 +349,38 @@ func (r *Relay) serve(c net.Conn) {
 	if _, err := gw.Write(out); err != nil {
 		return
 	}
-	pipe(c, br, gw, raw)
+	pipe(c, br, gw, raw, func(status int) { r.refused(status, askedCert) })
+}
+
+// sameUserPeer reports whether c, whose request presents no proxy
+// credentials, may be admitted as a client of this process's user
+// (Config.SameUser).
+func (r *Relay) sameUserPeer(c net.Conn, req *http.Request) bool {
+	if !r.sameUser || len(req.Header.Values("Proxy-Authorization")) != 0 {
+		return false
+	}
+	uid, err := peerUID(c)
+	return err == nil && uid == os.Getuid()
+}
+
+// refused is called with the status of the gateway's answer when it
+// refused a request (403, 407): without a client certificate the
+// likeliest cause the relay can name is a workload that requires the
+// mtls factor.
+func (r *Relay) refused(status int, askedCert bool) {
+	if r.hasCert || !askedCert {
+		return
+	}
+	r.logOnce(fmt.Sprintf("relay: the gateway at %s refused a request (%d) and had asked for a client certificate, which credgate run presents none of: if the workload requires the mtls factor, pass --gateway-cert FILE and --gateway-key FILE (env CREDGATE_GATEWAY_CERT, CREDGATE_GATEWAY_KEY)", r.gateway, status))
+}
+
+// withoutTime drops the time of the relay's reload log lines (stderr of
+// an interactive command).
+func withoutTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
 
 // headBlock returns the request head at the start of br, of msghead's
@@ -334,8 +431,10 @@ func (r *Relay) rewrite(head []byte, keep bool) []byte {
 }
 
 // dial connects to the gateway, with TLS for an https gateway. raw is the
-// TCP connection under gw.
-func (r *Relay) dial() (gw net.Conn, raw *net.TCPConn, err error) {
+// TCP connection under gw; askedCert reports whether the gateway asked
+// for a client certificate (the relay presents the pair in force, or
+// none).
+func (r *Relay) dial() (gw net.Conn, raw *net.TCPConn, askedCert bool, err error) {
 	ctx, cancel := context.WithTimeout(r.ctx, dialTimeout)
 	defer cancel()
 	host := r.gateway.Host
@@ -349,29 +448,42 @@ func (r *Relay) dial() (gw net.Conn, raw *net.TCPConn, err error) {
 	d := net.Dialer{KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return nil, nil, fmt.Errorf("unreachable: %w", err)
+		return nil, nil, false, fmt.Errorf("unreachable: %w", err)
 	}
 	raw, _ = c.(*net.TCPConn)
 	if r.tls == nil {
-		return c, raw, nil
+		return c, raw, false, nil
 	}
-	tc := tls.Client(c, r.tls)
+	cfg := r.tls.Clone()
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		askedCert = true
+		if cert := r.clientCert.Load(); cert != nil {
+			return cert, nil
+		}
+		return &tls.Certificate{}, nil
+	}
+	tc := tls.Client(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = c.Close()
 		var ue x509.UnknownAuthorityError
 		if errors.As(err, &ue) {
-			return nil, nil, fmt.Errorf("its certificate is not signed by a CA credgate run trusts (the system roots and the gateway CA, or --gateway-ca): %w", err)
+			return nil, nil, false, fmt.Errorf("its certificate is not signed by a CA credgate run trusts (the system roots and the gateway CA, or --gateway-ca): %w", err)
 		}
-		return nil, nil, fmt.Errorf("TLS handshake (is it tls_listen?): %w", err)
+		if askedCert && !r.hasCert {
+			return nil, nil, false, fmt.Errorf("TLS handshake: it requires a client certificate and credgate run presents none (pass --gateway-cert FILE and --gateway-key FILE, env CREDGATE_GATEWAY_CERT, CREDGATE_GATEWAY_KEY): %w", err)
+		}
+		return nil, nil, false, fmt.Errorf("TLS handshake (is it tls_listen?): %w", err)
 	}
-	return tc, raw, nil
+	return tc, raw, askedCert, nil
 }
 
 // pipe copies client (whose unread bytes br holds) to gw and back until
 // both directions end. The end of one direction's stream is passed on as
 // a half-close; an error (a reset, an abort) closes both connections,
-// the gateway's with a reset when it was the client's.
-func pipe(client net.Conn, br *bufio.Reader, gw net.Conn, gwRaw *net.TCPConn) {
+// the gateway's with a reset when it was the client's. onRefused is
+// called with the status of the gateway's first answer when it is 403
+// or 407.
+func pipe(client net.Conn, br *bufio.Reader, gw net.Conn, gwRaw *net.TCPConn, onRefused func(int)) {
 	done := make(chan struct{}, 2)
 	abort := func() {
 		if gwRaw != nil {
@@ -393,7 +505,25 @@ func pipe(client net.Conn, br *bufio.Reader, gw net.Conn, gwRaw *net.TCPConn) {
 	go func() {
 		defer func() { done <- struct{}{} }()
 		buf := make([]byte, copyBuffer)
-		if _, err := io.CopyBuffer(client, onlyReader{gw}, buf); err != nil {
+		// The status line of the gateway's answer, read into buf
+		// before the copy: "HTTP/1.1 403".
+		n, err := io.ReadAtLeast(gw, buf, len("HTTP/1.1 403"))
+		if n > 0 {
+			if st := answerStatus(buf[:n]); st == http.StatusForbidden || st == http.StatusProxyAuthRequired {
+				onRefused(st)
+			}
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				_ = gw.Close()
+				_ = client.Close()
+				return
+			}
+		}
+		if err == nil {
+			_, err = io.CopyBuffer(client, onlyReader{gw}, buf)
+		} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = nil
+		}
+		if err != nil {
 			_ = gw.Close()
 			_ = client.Close()
 			return
@@ -402,6 +532,22 @@ func pipe(client net.Conn, br *bufio.Reader, gw net.Conn, gwRaw *net.TCPConn) {
 	}()
 	<-done
 	<-done
+}
+
+// answerStatus is the status code of an HTTP/1.x status line at the
+// start of b, 0 when it is not one.
+func answerStatus(b []byte) int {
+	if len(b) < 12 || !bytes.HasPrefix(b, []byte("HTTP/1.")) || b[8] != ' ' {
+		return 0
+	}
+	st := 0
+	for _, d := range b[9:12] {
+		if d < '0' || d > '9' {
+			return 0
+		}
+		st = st*10 + int(d-'0')
+	}
+	return st
 }
 
 // onlyReader hides a connection's WriterTo/ReaderFrom, so io.CopyBuffer
