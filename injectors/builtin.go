@@ -69,6 +69,26 @@ func field(who string, cred *providers.Credential, name string) (string, error) 
 	return s.Reveal(), nil
 }
 
+// headerField returns the named field for use in a header value: as
+// field, and refused as the value's fault (ErrInvalidValue) when it
+// begins or ends with a space or tab. HTTP drops whitespace around a
+// field value (RFC 9110 §5.5; Go's client trims it when writing, servers
+// when reading, and HTTP/2 calls such a value malformed), so the upstream
+// would receive another value than the credential's: one the response
+// scrubber, which searches for the credential's own bytes, does not find
+// when the upstream echoes it. Such a value is a mistake at the source
+// (a key pasted with a trailing space), never one a service issued.
+func headerField(who, header string, cred *providers.Credential, name string) (string, error) {
+	v, err := field(who, cred, name)
+	if err != nil {
+		return "", err
+	}
+	if v != strings.Trim(v, " \t") {
+		return "", fmt.Errorf("%s: the credential's %q field for header %s begins or ends with a space or tab, which HTTP drops from a header value (the upstream would receive another value than the credential's); remove it at the source: %w", who, name, header, ErrInvalidValue)
+	}
+	return v, nil
+}
+
 // headerValue checks that v is a valid header value (no CR, LF or other
 // control bytes), so a credential can never split or smuggle headers.
 func headerValue(who, header, v string) error {
@@ -133,7 +153,7 @@ func (h *Header) Validate() error {
 func (h *Header) Inject(r *http.Request, cred *providers.Credential) error {
 	data := make(map[string]string, len(h.fields))
 	for _, f := range h.fields {
-		v, err := field("header "+h.canonical, cred, f)
+		v, err := headerField("header "+h.canonical, h.canonical, cred, f)
 		if err != nil {
 			return err
 		}
@@ -231,7 +251,7 @@ func (b *Bearer) Provision() error {
 
 // Inject replaces the Authorization header.
 func (b *Bearer) Inject(r *http.Request, cred *providers.Credential) error {
-	v, err := field("bearer", cred, b.Field)
+	v, err := headerField("bearer", "Authorization", cred, b.Field)
 	if err != nil {
 		return err
 	}
