@@ -20,7 +20,8 @@ import (
 // returns that the gateway cannot use, over providers (static file,
 // static fields, an OAuth2 token endpoint, a Vault KV read) × unusable
 // values (CR LF, LF, NUL, too large, empty, a Basic user name with ':'
-// or a line break, a bearer token beginning or ending with whitespace),
+// or a line break, a bearer token beginning or ending with whitespace
+// or holding a character that is not ASCII),
 // with the credential cache in memory and with the
 // Redis tier. Each case: the source returns the unusable value and the
 // request is refused without reaching the origin; the source is fixed;
@@ -107,6 +108,8 @@ func TestUnusableCredentialNotKept(t *testing.T) {
 		// Basic carries it intact (base64).
 		{"trailing-space", good + " ", "", "static-basic"},
 		{"leading-tab", "\t" + good, "", "static-basic"},
+		// A server reads a byte that is not ASCII as ISO-8859-1.
+		{"not-ascii", good + "é", "", "static-basic"},
 	}
 	type tcase struct {
 		name string

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -70,14 +71,22 @@ func field(who string, cred *providers.Credential, name string) (string, error) 
 }
 
 // headerField returns the named field for use in a header value: as
-// field, and refused as the value's fault (ErrInvalidValue) when it
-// begins or ends with a space or tab. HTTP drops whitespace around a
-// field value (RFC 9110 §5.5; Go's client trims it when writing, servers
-// when reading, and HTTP/2 calls such a value malformed), so the upstream
-// would receive another value than the credential's: one the response
-// scrubber, which searches for the credential's own bytes, does not find
-// when the upstream echoes it. Such a value is a mistake at the source
-// (a key pasted with a trailing space), never one a service issued.
+// field, and refused as the value's fault (ErrInvalidValue) when the
+// upstream would read another text than the credential's bytes, which
+// the response scrubber searches for, so that it would not find the
+// value in the upstream's echo:
+//
+//   - a space or tab at either end: HTTP drops whitespace around a field
+//     value (RFC 9110 §5.5; Go's client trims it when writing, servers
+//     when reading, and HTTP/2 calls such a value malformed);
+//   - a byte that is not ASCII: servers read it as ISO-8859-1 (RFC 9110
+//     §5.5's historical charset; Python's http.server, Node), and echo
+//     the characters so read in UTF-8 or as JSON escapes.
+//
+// Neither is a value a service issues (tokens and keys are ASCII, RFC
+// 6750's b64token); both are mistakes at the source (a key pasted with
+// a trailing space or a typographic character). Basic carries any bytes
+// intact (base64) and reads its fields with field.
 func headerField(who, header string, cred *providers.Credential, name string) (string, error) {
 	v, err := field(who, cred, name)
 	if err != nil {
@@ -85,6 +94,11 @@ func headerField(who, header string, cred *providers.Credential, name string) (s
 	}
 	if v != strings.Trim(v, " \t") {
 		return "", fmt.Errorf("%s: the credential's %q field for header %s begins or ends with a space or tab, which HTTP drops from a header value (the upstream would receive another value than the credential's); remove it at the source: %w", who, name, header, ErrInvalidValue)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf {
+			return "", fmt.Errorf("%s: the credential's %q field for header %s holds a byte that is not ASCII, which servers read as other characters (ISO-8859-1) than the credential's; no token or key has one: check the value at the source: %w", who, name, header, ErrInvalidValue)
+		}
 	}
 	return v, nil
 }

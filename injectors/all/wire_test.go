@@ -30,17 +30,19 @@ var wirePublic = []string{providers.FieldUsername, providers.FieldAccessKeyID, p
 // TestEveryInjectorSendsTheValueItScrubs: for every registered injector
 // and every secret field it reads, a value that begins or ends with a
 // space or a tab (a key pasted with a trailing space into Vault or a
-// static file, a token endpoint's answer) is either refused as the
-// value's fault (the gateway drops the credential, answers 503 and sends
-// nothing), or reaches an HTTP/1.1 upstream in a form the response
-// scrubber finds: an upstream echoing everything it received (request
-// line, header fields as it parsed them, body) has no trace of the value
-// left once the scrubber built from the credential ran over it. HTTP
-// drops whitespace around a header field's value (Go's client when
-// writing, servers when reading), so before, bearer, header and the
-// header templates of the plugins (anthropic, openai, headers...) sent
-// "tok" for a credential " tok" or "tok ", which the scrubber, knowing
-// only the credential's bytes, let through to the client in an echo.
+// static file, a token endpoint's answer) or holds a character that is
+// not ASCII is either refused as the value's fault (the gateway drops
+// the credential, answers 503 and sends nothing), or reaches an HTTP/1.1
+// upstream in a form the response scrubber finds: an upstream echoing
+// everything it received (request line, header fields as it parsed
+// them, and as a server reading them as ISO-8859-1 echoes them, body)
+// has no trace of the value left once the scrubber built from the
+// credential ran over it. HTTP drops whitespace around a header field's
+// value (Go's client when writing, servers when reading), so before,
+// bearer, header and the header templates of the plugins (anthropic,
+// openai, headers...) sent "tok" for a credential " tok" or "tok ",
+// which the scrubber, knowing only the credential's bytes, let through
+// to the client in an echo; and "toké" was echoed as "tokÃ©".
 func TestEveryInjectorSendsTheValueItScrubs(t *testing.T) {
 	_, edKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -105,12 +107,22 @@ func TestEveryInjectorSendsTheValueItScrubs(t *testing.T) {
 	}
 
 	// The upstream: it answers with everything it received, as it
-	// parsed it.
+	// parsed it, and the header fields once more as a server reading
+	// them as ISO-8859-1 (Python's http.server) echoes them in UTF-8.
 	var echo bytes.Buffer
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b bytes.Buffer
 		fmt.Fprintf(&b, "%s %s\n", r.Method, r.RequestURI)
 		_ = r.Header.Write(&b)
+		for name, vv := range r.Header {
+			for _, v := range vv {
+				latin1 := make([]rune, len(v))
+				for i := range len(v) {
+					latin1[i] = rune(v[i])
+				}
+				fmt.Fprintf(&b, "%s: %s\n", name, string(latin1))
+			}
+		}
 		body, _ := io.ReadAll(r.Body)
 		b.Write(body)
 		_, _ = w.Write(b.Bytes())
@@ -151,7 +163,7 @@ func TestEveryInjectorSendsTheValueItScrubs(t *testing.T) {
 				if slices.Contains(wirePublic, field) {
 					continue
 				}
-				for _, spaced := range []string{" " + v, v + " ", "\t" + v, v + "\t", "  " + v + "  "} {
+				for _, spaced := range []string{" " + v, v + " ", "\t" + v, v + "\t", "  " + v + "  ", v + "é", "ü" + v, v + "\u00a0"} {
 					total++
 					fields := slices.Clone(tc.good)
 					fields[i+1] = spaced
