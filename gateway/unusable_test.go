@@ -20,7 +20,9 @@ import (
 // returns that the gateway cannot use, over providers (static file,
 // static fields, an OAuth2 token endpoint, a Vault KV read) × unusable
 // values (CR LF, LF, NUL, too large, empty, a Basic user name with ':'
-// or a line break), with the credential cache in memory and with the
+// or a line break, a bearer token beginning or ending with whitespace
+// or holding a character that is not ASCII),
+// with the credential cache in memory and with the
 // Redis tier. Each case: the source returns the unusable value and the
 // request is refused without reaching the origin; the source is fixed;
 // the next request (after the cache's error backoff, 50ms) gets the good
@@ -93,13 +95,21 @@ func TestUnusableCredentialNotKept(t *testing.T) {
 	unusable := []struct {
 		name, v string
 		only    string // the one provider the value is unusable for, or ""
+		skip    string // a provider the value is usable for, or ""
 	}{
-		{"crlf", good + "\r\nX-Injected: 1", ""},
-		{"lf", good + "\nx", ""},
-		{"nul", good + "\x00x", ""},
-		{"too-large", large, ""},
-		{"empty", "", ""},
-		{"colon", "us:er", "static-basic"},
+		{"crlf", good + "\r\nX-Injected: 1", "", ""},
+		{"lf", good + "\nx", "", ""},
+		{"nul", good + "\x00x", "", ""},
+		{"too-large", large, "", ""},
+		{"empty", "", "", ""},
+		{"colon", "us:er", "static-basic", ""},
+		// HTTP drops whitespace around a header value: the origin
+		// would get another value than the one the scrubber knows.
+		// Basic carries it intact (base64).
+		{"trailing-space", good + " ", "", "static-basic"},
+		{"leading-tab", "\t" + good, "", "static-basic"},
+		// A server reads a byte that is not ASCII as ISO-8859-1.
+		{"not-ascii", good + "é", "", "static-basic"},
 	}
 	type tcase struct {
 		name string
@@ -109,7 +119,7 @@ func TestUnusableCredentialNotKept(t *testing.T) {
 	var cases []tcase
 	for _, p := range providers {
 		for _, u := range unusable {
-			if u.only == "" || u.only == p.name {
+			if (u.only == "" || u.only == p.name) && u.skip != p.name {
 				cases = append(cases, tcase{p.name + "-" + u.name, p, u.v})
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -67,6 +68,39 @@ func field(who string, cred *providers.Credential, name string) (string, error) 
 		return "", fmt.Errorf("%s: credential has no %q field: %w", who, name, ErrMissingField)
 	}
 	return s.Reveal(), nil
+}
+
+// headerField returns the named field for use in a header value: as
+// field, and refused as the value's fault (ErrInvalidValue) when the
+// upstream would read another text than the credential's bytes, which
+// the response scrubber searches for, so that it would not find the
+// value in the upstream's echo:
+//
+//   - a space or tab at either end: HTTP drops whitespace around a field
+//     value (RFC 9110 §5.5; Go's client trims it when writing, servers
+//     when reading, and HTTP/2 calls such a value malformed);
+//   - a byte that is not ASCII: servers read it as ISO-8859-1 (RFC 9110
+//     §5.5's historical charset; Python's http.server, Node), and echo
+//     the characters so read in UTF-8 or as JSON escapes.
+//
+// Neither is a value a service issues (tokens and keys are ASCII, RFC
+// 6750's b64token); both are mistakes at the source (a key pasted with
+// a trailing space or a typographic character). Basic carries any bytes
+// intact (base64) and reads its fields with field.
+func headerField(who, header string, cred *providers.Credential, name string) (string, error) {
+	v, err := field(who, cred, name)
+	if err != nil {
+		return "", err
+	}
+	if v != strings.Trim(v, " \t") {
+		return "", fmt.Errorf("%s: the credential's %q field for header %s begins or ends with a space or tab, which HTTP drops from a header value (the upstream would receive another value than the credential's); remove it at the source: %w", who, name, header, ErrInvalidValue)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf {
+			return "", fmt.Errorf("%s: the credential's %q field for header %s holds a byte that is not ASCII, which servers read as other characters (ISO-8859-1) than the credential's; no token or key has one: check the value at the source: %w", who, name, header, ErrInvalidValue)
+		}
+	}
+	return v, nil
 }
 
 // headerValue checks that v is a valid header value (no CR, LF or other
@@ -133,7 +167,7 @@ func (h *Header) Validate() error {
 func (h *Header) Inject(r *http.Request, cred *providers.Credential) error {
 	data := make(map[string]string, len(h.fields))
 	for _, f := range h.fields {
-		v, err := field("header "+h.canonical, cred, f)
+		v, err := headerField("header "+h.canonical, h.canonical, cred, f)
 		if err != nil {
 			return err
 		}
@@ -231,7 +265,7 @@ func (b *Bearer) Provision() error {
 
 // Inject replaces the Authorization header.
 func (b *Bearer) Inject(r *http.Request, cred *providers.Credential) error {
-	v, err := field("bearer", cred, b.Field)
+	v, err := headerField("bearer", "Authorization", cred, b.Field)
 	if err != nil {
 		return err
 	}

@@ -186,7 +186,7 @@ func (s *HeaderSet) Render(who string, cred *providers.Credential) (RenderedHead
 					b.WriteString(p.text)
 					continue
 				}
-				v, err := field(who+" header "+h.name, cred, p.field)
+				v, err := headerField(who+" header "+h.name, h.name, cred, p.field)
 				if err != nil {
 					return nil, err
 				}
@@ -195,7 +195,7 @@ func (s *HeaderSet) Render(who string, cred *providers.Credential) (RenderedHead
 		} else {
 			data := make(map[string]string, len(h.fields))
 			for _, f := range h.fields {
-				v, err := field(who+" header "+h.name, cred, f)
+				v, err := headerField(who+" header "+h.name, h.name, cred, f)
 				if err != nil {
 					return nil, err
 				}

@@ -198,13 +198,21 @@ type providerID struct{ credential, version, provider string }
 
 // entry is one key's state. Fields are guarded by Cache.mu.
 type entry struct {
-	key       CacheKey
-	cred      *Credential // nil until a fetch succeeds
-	expires   time.Time   // cred is valid before this
-	refreshAt time.Time   // a Get at or after this starts a refresh
-	err       error       // the last fetch error, if it failed
-	errUntil  time.Time   // err is returned before this
-	call      *call       // the fetch in flight, if any
+	key  CacheKey
+	cred *Credential // nil until a fetch succeeds
+	// shared is the credential Shared returned for cred: the one it
+	// holds and drops (Forget). It differs from cred when capExpiry
+	// moved cred's expiry (a copy), and is nil without Shared.
+	shared *Credential
+	// dropShared is a revoked credential of Shared that the next fetch
+	// drops from it before asking it (Get found cred revoked): else the
+	// fetch would read it back, since Revoked is not stored there.
+	dropShared *Credential
+	expires    time.Time // cred is valid before this
+	refreshAt  time.Time // a Get at or after this starts a refresh
+	err        error     // the last fetch error, if it failed
+	errUntil   time.Time // err is returned before this
+	call       *call     // the fetch in flight, if any
 	// unwatch stops watching cred.Revoked (nil when not watched), so
 	// refreshes do not pile up watchers on a long-lived Revoked.
 	unwatch func() bool
@@ -216,6 +224,10 @@ type call struct {
 	cred *Credential
 	err  error
 }
+
+// fetched is what one fetch got: cred, as the cache hands it out, and
+// shared, the credential Shared returned for it (entry.shared).
+type fetched struct{ cred, shared *Credential }
 
 // NewCache returns a Cache with opts, zero fields defaulted.
 func NewCache(opts CacheOptions) *Cache {
@@ -286,14 +298,20 @@ func (c *Cache) get(ctx context.Context, key CacheKey, holder string, fetch func
 		c.mu.Unlock()
 		fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 		defer cancel()
-		cred, err := c.fetch(fctx, key, fetch, now)
-		return cred, false, err
+		f, err := c.fetch(fctx, key, fetch, now)
+		return f.cred, false, err
 	}
 	var evicted *eviction
 	e, ok := c.entries.Get(key)
 	if ok {
 		if e.cred.revoked() {
-			e.cred = nil // the provider said it is no longer valid: fetch anew
+			// The provider said it is no longer valid: fetch anew, and
+			// drop it from Shared first (Forget, which the revocation
+			// also calls, does nothing once it is gone from here).
+			if e.shared != nil {
+				e.dropShared = e.shared
+			}
+			e.cred, e.shared = nil, nil
 		}
 		if e.cred != nil && now.Before(e.expires) {
 			if !now.Before(e.refreshAt) && e.call == nil {
@@ -343,22 +361,29 @@ func (c *Cache) get(ctx context.Context, key CacheKey, holder string, fetch func
 func (c *Cache) start(ctx context.Context, e *entry, fetch func(context.Context) (*Credential, error)) {
 	cl := &call{done: make(chan struct{})}
 	e.call = cl
+	drop := e.dropShared
+	e.dropShared = nil
 	c.wg.Add(1)
 	// The credential being replaced, for providers that rotate a part
 	// of it (Previous).
-	go c.run(WithPrevious(context.WithoutCancel(ctx), e.cred), e, cl, fetch)
+	go c.run(WithPrevious(context.WithoutCancel(ctx), e.cred), e, cl, drop, fetch)
 }
 
 // run performs one fetch and publishes its result to e (if e is still
-// cached) and to everyone waiting on cl.
-func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context.Context) (*Credential, error)) {
+// cached) and to everyone waiting on cl. drop, when set, is a revoked
+// credential of Shared that it drops from there first.
+func (c *Cache) run(base context.Context, e *entry, cl *call, drop *Credential, fetch func(context.Context) (*Credential, error)) {
 	defer c.wg.Done()
+	if drop != nil {
+		c.forgetShared(e.key, drop)
+	}
 	fctx, cancel := context.WithTimeout(base, c.opts.FetchTimeout)
 	defer cancel()
 	stop := context.AfterFunc(c.closing, cancel)
 	defer stop()
 
-	cred, err := c.fetch(fctx, e.key, fetch, c.opts.Now())
+	f, err := c.fetch(fctx, e.key, fetch, c.opts.Now())
+	cred := f.cred
 	if err != nil && c.closing.Err() != nil {
 		err = fmt.Errorf("credential %q: %w: %w", e.key.Credential, ErrCacheClosed, err)
 	}
@@ -374,7 +399,7 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 	now := c.opts.Now()
 	if cur, ok := c.entries.Peek(e.key); ok && cur == e {
 		if err == nil {
-			e.cred, e.err = cred, nil
+			e.cred, e.shared, e.err = cred, f.shared, nil
 			e.expires = cred.Expiry
 			if e.expires.IsZero() {
 				e.expires = now.Add(c.opts.DefaultTTL)
@@ -428,8 +453,12 @@ func (c *Cache) run(base context.Context, e *entry, cl *call, fetch func(context
 // fetch calls the provider's fetch function (through the shared cache
 // when there is one), turning a nil credential, an unusable one
 // (CheckUsable: an expired one too), a timeout or a panic into an error,
-// and reports provider calls to the Observer.
-func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error), now time.Time) (cred *Credential, err error) {
+// and reports provider calls to the Observer. The credential it returns
+// may be a copy (capExpiry) of the one Shared holds, which it returns
+// too (fetched.shared), for Forget.
+func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Context) (*Credential, error), now time.Time) (fetched, error) {
+	var cred *Credential
+	var err error
 	call := func(ctx context.Context) (cred *Credential, err error) {
 		start := time.Now()
 		defer func() {
@@ -458,13 +487,13 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 	}
 	switch {
 	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable):
-		return nil, fmt.Errorf("credential %q: fetch timed out after %s: %w: %w", key.Credential, c.opts.FetchTimeout, ErrUnavailable, err)
+		return fetched{}, fmt.Errorf("credential %q: fetch timed out after %s: %w: %w", key.Credential, c.opts.FetchTimeout, ErrUnavailable, err)
 	case err != nil:
-		return nil, err
+		return fetched{}, err
 	case cred == nil:
-		return nil, fmt.Errorf("credential %q: provider %s returned no credential", key.Credential, key.Provider)
+		return fetched{}, fmt.Errorf("credential %q: provider %s returned no credential", key.Credential, key.Provider)
 	case cred.revoked():
-		return nil, fmt.Errorf("credential %q: provider %s returned a credential that it has revoked: %w", key.Credential, key.Provider, ErrUnavailable)
+		return fetched{}, fmt.Errorf("credential %q: provider %s returned a credential that it has revoked: %w", key.Credential, key.Provider, ErrUnavailable)
 	}
 	if err := CheckUsable(cred, key.Credential, key.Provider, now); err != nil {
 		// Checked again for what Shared held (stored by a replica that
@@ -475,11 +504,16 @@ func (c *Cache) fetch(ctx context.Context, key CacheKey, fetch func(context.Cont
 			c.opts.Shared.Forget(sctx, key, cred)
 			cancel()
 		}
-		return nil, err
+		return fetched{}, err
+	}
+	f := fetched{shared: cred}
+	if c.opts.Shared == nil {
+		f.shared = nil
 	}
 	// Shared may hold an entry stored under a longer cap (another
 	// replica's configuration, or before an upgrade).
-	return c.capExpiry(cred, now), nil
+	f.cred = c.capExpiry(cred, now)
+	return f, nil
 }
 
 // AbandonAfter is how long after its context ends (FetchTimeout, or the
@@ -667,17 +701,19 @@ func (c *Cache) Forget(key CacheKey, cred *Credential) bool {
 		c.mu.Unlock()
 		return false
 	}
+	shared := e.shared
 	c.entries.Remove(key)
 	c.mu.Unlock()
-	c.forgetShared(key, cred)
+	c.forgetShared(key, shared)
 	return true
 }
 
-// forgetShared removes key's shared entry if it still holds cred, and
-// tells the other replicas to drop theirs (Forget, Reject): no-op
-// without a SharedCache.
+// forgetShared removes key's shared entry if it still holds cred (the
+// credential Shared returned: entry.shared), and tells the other
+// replicas to drop theirs (Forget, Reject, a revocation): no-op without
+// a SharedCache or a credential.
 func (c *Cache) forgetShared(key CacheKey, cred *Credential) {
-	if c.opts.Shared == nil {
+	if c.opts.Shared == nil || cred == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.SharedTimeout)
@@ -703,8 +739,9 @@ func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 		c.mu.Unlock()
 		return false
 	}
+	shared := e.shared
 	if c.opts.ErrorBackoff > 0 {
-		e.cred = nil
+		e.cred, e.shared = nil, nil
 		if e.unwatch != nil {
 			e.unwatch()
 			e.unwatch = nil
@@ -715,7 +752,7 @@ func (c *Cache) Reject(key CacheKey, cred *Credential, err error) bool {
 		c.entries.Remove(key)
 	}
 	c.mu.Unlock()
-	c.forgetShared(key, cred)
+	c.forgetShared(key, shared)
 	return true
 }
 

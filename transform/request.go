@@ -451,7 +451,13 @@ func (s *Substituter) headerValue(rep *Report, name, v string) (string, error) {
 			}
 		}
 	}
-	out, err := s.m[encRaw].apply([]byte(v), s.onHit(rep, InHeader, name))
+	onHit := s.onHit(rep, InHeader, name)
+	out, err := s.m[encRaw].apply([]byte(v), func(n *needle) error {
+		if n.act != trip && !sameOnTheWire(n.repl) {
+			return fmt.Errorf("transform: header %s: the secret begins or ends with a space or tab, or holds a byte that is not ASCII, which a server would read as another value than the secret: %w", name, ErrUnsafeValue)
+		}
+		return onHit(n)
+	})
 	if err != nil {
 		return "", err
 	}
@@ -459,6 +465,26 @@ func (s *Substituter) headerValue(rep *Report, name, v string) (string, error) {
 		return "", fmt.Errorf("transform: header %s: %w", name, err)
 	}
 	return string(out), nil
+}
+
+// sameOnTheWire reports whether a secret put in a header value reaches
+// the upstream as these bytes: not when it begins or ends with a space or
+// tab, which HTTP drops around a field value (and the secret may end the
+// value), nor when it holds a byte that is not ASCII, which servers read
+// as ISO-8859-1. Else the upstream would receive, and could echo, a
+// value the response scrubber, searching for the secret's bytes, does
+// not find (the injectors refuse the same for the fields they put in
+// headers). Basic credentials carry any bytes intact (base64).
+func sameOnTheWire(secret []byte) bool {
+	if len(secret) > 0 && (secret[0] == ' ' || secret[0] == '\t' || secret[len(secret)-1] == ' ' || secret[len(secret)-1] == '\t') {
+		return false
+	}
+	for _, c := range secret {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // checkHeader refuses bytes net/http would refuse or that would split a

@@ -206,9 +206,11 @@ var vaultNames = map[string]string{
 }
 
 // field returns the named credential field (or its Vault spelling). A
-// value with a control character or a space is refused as the value's
-// fault (injectors.ErrInvalidValue): the access key and the session token
-// go into header values, and no AWS key holds either.
+// value with a control character, a space or a character that is not
+// ASCII is refused as the value's fault (injectors.ErrInvalidValue): the
+// access key and the session token go into header values, where servers
+// read non-ASCII bytes as other characters (ISO-8859-1) than the
+// scrubber searches for, and no AWS key holds any of them.
 func (s *Injector) field(cred *providers.Credential, name string, required bool) (string, error) {
 	v, ok := cred.Field(name)
 	if !ok {
@@ -217,10 +219,10 @@ func (s *Injector) field(cred *providers.Credential, name string, required bool)
 		}
 	}
 	if ok {
-		if val := v.Reveal(); strings.IndexFunc(val, func(c rune) bool { return c <= ' ' || c == 0x7f }) < 0 {
+		if val := v.Reveal(); strings.IndexFunc(val, func(c rune) bool { return c <= ' ' || c >= 0x7f }) < 0 {
 			return val, nil
 		}
-		return "", fmt.Errorf("sigv4: the credential's %q field holds a space or control character, which no AWS key has: %w", name, injectors.ErrInvalidValue)
+		return "", fmt.Errorf("sigv4: the credential's %q field holds a space, a control character or a character that is not ASCII, which no AWS key has: %w", name, injectors.ErrInvalidValue)
 	}
 	if !required {
 		return "", nil

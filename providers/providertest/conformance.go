@@ -118,6 +118,11 @@ type BadSettings struct {
 //     proxy environment). net/http reads that environment once per
 //     process, so the check runs in a fresh copy of the test binary
 //     started with it set;
+//   - forget-shared: with Issued, for a provider whose binding asks for
+//     reissue, an upstream's 401 (Cache.Forget) drops the credential from
+//     a shared tier that, like Redis, drops only the credential it handed
+//     out, with a max_ttl shorter than the credential's life and the
+//     default: the next Get fetches a new one (checkForgetReachesShared);
 //   - unauthorized: with Unauthorized, a Fetch the service refuses
 //     returns an error that does not wrap providers.ErrUnavailable (the
 //     gateway answers 502 and does not retry: a revoked key or client
@@ -144,6 +149,9 @@ func CheckConformance(t *testing.T, c Conformance) {
 	t.Run("no-proxy", func(t *testing.T) { checkNoProxy(t, c) })
 	if c.Unauthorized != nil {
 		t.Run("unauthorized", func(t *testing.T) { checkUnauthorized(t, c) })
+	}
+	if c.Issued != nil {
+		t.Run("forget-shared", func(t *testing.T) { checkForgetReachesShared(t, c) })
 	}
 }
 
