@@ -1,0 +1,313 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/internal/registrytest"
+)
+
+// registriesPolicy is examples/registries.yaml with the hosts on the
+// fake: read-only CI credentials for an npm registry (Bearer), a Python
+// index (Basic) and a Go module proxy (Basic). Only GET and HEAD are
+// allowed, so a publish (npm PUT, twine POST) is refused by policy.
+const registriesPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+    require: [source]
+destinations:
+  npm-registry: {hosts: [npm.registry.test], allow_private: true}
+  python-index: {hosts: [pypi.internal.test], allow_private: true}
+  go-proxy: {hosts: [goproxy.internal.test], allow_private: true}
+credentials:
+  npm-read-token: {provider: static, env: E2E_NPM_TOKEN}
+  python-index-read:
+    provider: static
+    fields:
+      username: {env: E2E_PYPI_USER}
+      password: {env: E2E_PYPI_PASSWORD}
+  go-proxy-read:
+    provider: static
+    fields:
+      username: {env: E2E_GOPROXY_USER}
+      password: {env: E2E_GOPROXY_PASSWORD}
+rules:
+  - name: npm-read
+    from: local
+    to: npm-registry
+    methods: [GET, HEAD]
+    inject: {credential: npm-read-token, as: bearer}
+  - name: python-index-read
+    from: local
+    to: python-index
+    methods: [GET, HEAD]
+    paths: [/simple/*, /packages/*]
+    inject: {credential: python-index-read, as: basic}
+  - name: go-proxy-read
+    from: local
+    to: go-proxy
+    methods: [GET, HEAD]
+    inject: {credential: go-proxy-read, as: basic}
+default: deny
+`
+
+// TestPackageRegistries drives the real package managers a CI job runs
+// (npm, pip, the go command) through the gateway to internal/registrytest,
+// which implements each registry's protocol and refuses a missing or
+// wrong credential as the registry does. Each client is configured only
+// with HTTPS_PROXY and its CA setting and holds no credential: the
+// registry must see the injected one, nothing the client wrote (its
+// cache, lock file, output) may contain it, and a publish is refused by
+// the read-only policy before it reaches the registry.
+func TestPackageRegistries(t *testing.T) {
+	t.Parallel()
+	const (
+		npmToken   = "npm_E2Er3adOnlyT0ken0123456789abcdef"
+		pypiUser   = "ci-reader"
+		pypiPass   = "pypi-e2e-r3ad-0nly-passw0rd"
+		goUser     = "ci-reader"
+		goPass     = "goproxy-e2e-r3ad-0nly-passw0rd"
+		npmHost    = "npm.registry.test"
+		pypiHost   = "pypi.internal.test"
+		goProxHost = "goproxy.internal.test"
+	)
+	secrets := []string{npmToken, pypiPass, goPass}
+	leaf, err := originCA.Leaf(npmHost, pypiHost, goProxHost, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake, err := registrytest.New(registrytest.Options{Certificate: &leaf,
+		NPMHost: npmHost, NPMToken: npmToken,
+		PyPIHost: pypiHost, PyPIUser: pypiUser, PyPIPassword: pypiPass,
+		GoProxyHost: goProxHost, GoProxyUser: goUser, GoProxyPassword: goPass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	reportPeer(t, "registries: fake npm registry, Python index and Go module proxy (internal/registrytest) at %s", fake.URL)
+	e := startEnv(t, envOptions{
+		Policy:  registriesPolicy,
+		Resolve: map[string]string{npmHost + ":443": fake.Addr, pypiHost + ":443": fake.Addr, goProxHost + ":443": fake.Addr},
+		Env: []string{"E2E_NPM_TOKEN=" + npmToken, "E2E_PYPI_USER=" + pypiUser, "E2E_PYPI_PASSWORD=" + pypiPass,
+			"E2E_GOPROXY_USER=" + goUser, "E2E_GOPROXY_PASSWORD=" + goPass},
+	})
+	e.secrets = append(e.secrets, secrets...)
+
+	// seenOK checks that registry saw requests, each with the injected
+	// credential.
+	seenOK := func(t *testing.T, registry string) {
+		t.Helper()
+		n := 0
+		for _, s := range fake.Requests() {
+			if s.Registry != registry {
+				continue
+			}
+			n++
+			if !s.OK {
+				t.Errorf("%s: %s %s arrived without the injected credential", registry, s.Method, s.Path)
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s: the registry saw no request", registry)
+		}
+	}
+
+	t.Run("npm install", func(t *testing.T) {
+		t.Parallel()
+		if _, err := exec.LookPath("npm"); err != nil {
+			t.Skip("npm is not installed (scripts/test-tools.sh installs it)")
+		}
+		dir := t.TempDir()
+		home := filepath.Join(dir, "home")
+		project := filepath.Join(dir, "project")
+		mkdirs(t, home, project)
+		// An empty user config: no _authToken anywhere.
+		npmrc := filepath.Join(home, ".npmrc")
+		writeFileT(t, npmrc, "")
+		out := runRegistryClient(t, e, project, "npm", []string{"install", registrytest.NPMPackage,
+			"--registry", "https://" + npmHost + "/", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel", "warn"},
+			"HOME="+home, "NODE_EXTRA_CA_CERTS="+gwCACert, "npm_config_userconfig="+npmrc,
+			"npm_config_cache="+filepath.Join(dir, "cache"), "npm_config_globalconfig="+filepath.Join(dir, "global-npmrc"))
+		b, err := os.ReadFile(filepath.Join(project, "node_modules", registrytest.NPMPackage, "index.js"))
+		if err != nil || !strings.Contains(string(b), "registrytest") {
+			t.Fatalf("the installed package: %v %q\n%s", err, b, out)
+		}
+		var lock struct {
+			Packages map[string]struct{ Integrity, Resolved string } `json:"packages"`
+		}
+		b, err = os.ReadFile(filepath.Join(project, "package-lock.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &lock)
+		}
+		if err != nil {
+			t.Fatalf("package-lock.json: %v", err)
+		}
+		if got := lock.Packages["node_modules/"+registrytest.NPMPackage].Integrity; got != fake.NPMIntegrity() {
+			t.Errorf("lock integrity %q, want the registry's %q", got, fake.NPMIntegrity())
+		}
+		tarball := false
+		for _, s := range fake.Requests() {
+			tarball = tarball || s.Registry == "npm" && strings.HasSuffix(s.Path, ".tgz")
+		}
+		if !tarball {
+			t.Errorf("npm did not fetch the tarball from the registry")
+		}
+		seenOK(t, "npm")
+		assertNotInTree(t, dir, out, secrets)
+	})
+
+	t.Run("pip download", func(t *testing.T) {
+		t.Parallel()
+		if err := exec.Command("python3", "-m", "pip", "--version").Run(); err != nil {
+			t.Skipf("python3 -m pip does not run (%v); scripts/test-tools.sh installs python3-pip", err)
+		}
+		dir := t.TempDir()
+		home, dest := filepath.Join(dir, "home"), filepath.Join(dir, "dest")
+		mkdirs(t, home, dest)
+		out := runRegistryClient(t, e, dir, "python3", []string{"-m", "pip", "download", "--index-url", "https://" + pypiHost + "/simple/",
+			"--cert", gwCACert, "--no-deps", "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--dest", dest,
+			registrytest.PyPIProject + "==" + registrytest.PyPIVersion},
+			"HOME="+home, "PIP_CONFIG_FILE="+os.DevNull, "PYTHONNOUSERSITE=1")
+		whl, err := filepath.Glob(filepath.Join(dest, "*.whl"))
+		if err != nil || len(whl) != 1 {
+			t.Fatalf("pip downloaded %v (%v)\n%s", whl, err, out)
+		}
+		b, err := os.ReadFile(whl[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != fake.WheelSHA256() {
+			t.Errorf("the wheel differs from the index's")
+		}
+		seenOK(t, "pypi")
+		assertNotInTree(t, dir, out, secrets)
+	})
+
+	t.Run("go mod download", func(t *testing.T) {
+		t.Parallel()
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			t.Skip("the go command is not on PATH")
+		}
+		dir := t.TempDir()
+		home, work := filepath.Join(dir, "home"), filepath.Join(dir, "work")
+		mkdirs(t, home, work)
+		out := runRegistryClient(t, e, work, goBin, []string{"mod", "download", "-json", registrytest.GoModule + "@" + registrytest.GoVersion},
+			"HOME="+home, "GOENV=off", "GOTOOLCHAIN=local", "GOPATH="+filepath.Join(dir, "gopath"),
+			"GOMODCACHE="+filepath.Join(dir, "modcache"), "GOFLAGS=-mod=mod -modcacherw",
+			"GOPROXY=https://"+goProxHost, "GOSUMDB=off", "GONOSUMDB=acme.internal.test", "GOPRIVATE=", "GONOPROXY=",
+			"GOAUTH=off", "NETRC="+filepath.Join(home, "no-netrc"), "SSL_CERT_FILE="+gwCACert)
+		var res struct{ Path, Version, Zip, Sum, Error string }
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("go mod download -json: %v\n%s", err, out)
+		}
+		if res.Error != "" || res.Version != registrytest.GoVersion || !strings.HasPrefix(res.Sum, "h1:") {
+			t.Fatalf("go mod download: %+v", res)
+		}
+		if _, err := os.Stat(res.Zip); err != nil {
+			t.Errorf("module zip: %v", err)
+		}
+		seenOK(t, "goproxy")
+		assertNotInTree(t, dir, out, secrets)
+	})
+
+	t.Run("publish refused by policy", func(t *testing.T) {
+		t.Parallel()
+		c := newGoClient(t, e.proxyURL, gwCACert, false)
+		for _, tc := range []struct{ method, url, code string }{
+			{"PUT", "https://" + npmHost + "/" + registrytest.NPMPackage, "method_not_allowed"},                // npm publish
+			{"DELETE", "https://" + npmHost + "/" + registrytest.NPMPackage + "/-rev/1", "method_not_allowed"}, // npm unpublish
+			{"POST", "https://" + pypiHost + "/legacy/", "path_not_allowed"},                                   // twine upload
+			{"GET", "https://" + pypiHost + "/admin/", "path_not_allowed"},                                     // outside the read paths
+		} {
+			req, err := http.NewRequest(tc.method, tc.url, strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			checkDenial(t, resp.StatusCode, resp.Header, string(body), http.StatusForbidden, tc.code, "*")
+		}
+		for _, s := range fake.Requests() {
+			if s.Method != http.MethodGet && s.Method != http.MethodHead || strings.HasPrefix(s.Path, "/admin") {
+				t.Errorf("%s: %s %s reached the registry", s.Registry, s.Method, s.Path)
+			}
+		}
+	})
+}
+
+// runRegistryClient runs a package manager in dir with clientEnv's proxy
+// settings plus extra, bounded in time, and returns its combined output.
+func runRegistryClient(t *testing.T, e *env, dir, name string, args []string, extra ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = clientEnv(e.proxyURL, extra...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("%s %s: %v", filepath.Base(name), args[0], time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, tail(stdout.String(), 40), tail(stderr.String(), 40))
+	}
+	return stdout.String() + stderr.String()
+}
+
+// assertNotInTree fails if any secret appears in output or in any file
+// under dir (the client's home, config, cache and what it installed):
+// the client never held the credential.
+func assertNotInTree(t *testing.T, dir, output string, secrets []string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(output, s) {
+			t.Errorf("a registry credential appears in the client's output")
+		}
+	}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, s := range secrets {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("a registry credential appears in the client's file %s", p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("walk %s: %v", dir, err)
+	}
+}
+
+func mkdirs(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
