@@ -22,14 +22,16 @@ import (
 // registriesPolicy is examples/registries.yaml with the hosts on the
 // fake: read-only CI credentials for an npm registry (Bearer), a Python
 // index (Basic) and a Go module proxy (Basic). Only GET and HEAD are
-// allowed, so a publish (npm PUT, twine POST) is refused by policy.
+// allowed, so a publish (npm PUT, twine POST) is refused by policy. The
+// npm registry sets encoded_slashes: npm asks for a scoped package as
+// /@scope%2fname.
 const registriesPolicy = `
 workloads:
   local:
     cidrs: [127.0.0.1/32]
     require: [source]
 destinations:
-  npm-registry: {hosts: [npm.registry.test], allow_private: true}
+  npm-registry: {hosts: [npm.registry.test], allow_private: true, encoded_slashes: true}
   python-index: {hosts: [pypi.internal.test], allow_private: true}
   go-proxy: {hosts: [goproxy.internal.test], allow_private: true}
 credentials:
@@ -67,7 +69,8 @@ default: deny
 // TestPackageRegistries drives the real package managers a CI job runs
 // (npm, pip, the go command) through the gateway to internal/registrytest,
 // which implements each registry's protocol and refuses a missing or
-// wrong credential as the registry does. Each client is configured only
+// wrong credential as the registry does. npm installs an unscoped and a
+// scoped package (/@acme%2fgadget). Each client is configured only
 // with HTTPS_PROXY and its CA setting and holds no credential: the
 // registry must see the injected one, nothing the client wrote (its
 // cache, lock file, output) may contain it, and a publish is refused by
@@ -137,33 +140,40 @@ func TestPackageRegistries(t *testing.T) {
 		// An empty user config: no _authToken anywhere.
 		npmrc := filepath.Join(home, ".npmrc")
 		writeFileT(t, npmrc, "")
-		out := runRegistryClient(t, e, project, "npm", []string{"install", registrytest.NPMPackage,
+		out := runRegistryClient(t, e, project, "npm", []string{"install", registrytest.NPMPackage, registrytest.NPMScopedPackage,
 			"--registry", "https://" + npmHost + "/", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel", "warn"},
 			"HOME="+home, "NODE_EXTRA_CA_CERTS="+gwCACert, "npm_config_userconfig="+npmrc,
 			"npm_config_cache="+filepath.Join(dir, "cache"), "npm_config_globalconfig="+filepath.Join(dir, "global-npmrc"))
-		b, err := os.ReadFile(filepath.Join(project, "node_modules", registrytest.NPMPackage, "index.js"))
-		if err != nil || !strings.Contains(string(b), "registrytest") {
-			t.Fatalf("the installed package: %v %q\n%s", err, b, out)
+		pkgs := []string{registrytest.NPMPackage, registrytest.NPMScopedPackage}
+		for _, p := range pkgs {
+			b, err := os.ReadFile(filepath.Join(project, "node_modules", filepath.FromSlash(p), "index.js"))
+			if err != nil || !strings.Contains(string(b), p+" from registrytest") {
+				t.Fatalf("the installed package %s: %v %q\n%s", p, err, b, out)
+			}
 		}
 		var lock struct {
 			Packages map[string]struct{ Integrity, Resolved string } `json:"packages"`
 		}
-		b, err = os.ReadFile(filepath.Join(project, "package-lock.json"))
+		b, err := os.ReadFile(filepath.Join(project, "package-lock.json"))
 		if err == nil {
 			err = json.Unmarshal(b, &lock)
 		}
 		if err != nil {
 			t.Fatalf("package-lock.json: %v", err)
 		}
-		if got := lock.Packages["node_modules/"+registrytest.NPMPackage].Integrity; got != fake.NPMIntegrity() {
-			t.Errorf("lock integrity %q, want the registry's %q", got, fake.NPMIntegrity())
-		}
-		tarball := false
+		tarballs := 0
 		for _, s := range fake.Requests() {
-			tarball = tarball || s.Registry == "npm" && strings.HasSuffix(s.Path, ".tgz")
+			if s.Registry == "npm" && strings.HasSuffix(s.Path, ".tgz") {
+				tarballs++
+			}
 		}
-		if !tarball {
-			t.Errorf("npm did not fetch the tarball from the registry")
+		for _, p := range pkgs {
+			if got := lock.Packages["node_modules/"+p].Integrity; got != fake.NPMIntegrity(p) {
+				t.Errorf("%s: lock integrity %q, want the registry's %q", p, got, fake.NPMIntegrity(p))
+			}
+		}
+		if tarballs != len(pkgs) {
+			t.Errorf("npm fetched %d tarballs from the registry, want %d", tarballs, len(pkgs))
 		}
 		seenOK(t, "npm")
 		assertNotInTree(t, dir, out, secrets)

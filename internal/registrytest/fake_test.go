@@ -38,7 +38,10 @@ func TestFakeRefusesWhatRegistriesRefuse(t *testing.T) {
 		want                     int
 		wantBody                 string
 	}{
-		{"npm packument", "npm.test", "GET", "/acme-widget", bearer("npm-right"), [2]string{}, 200, f.NPMIntegrity()},
+		{"npm packument", "npm.test", "GET", "/acme-widget", bearer("npm-right"), [2]string{}, 200, f.NPMIntegrity(registrytest.NPMPackage)},
+		{"npm scoped packument", "npm.test", "GET", "/@acme%2fgadget", bearer("npm-right"), [2]string{}, 200, f.NPMIntegrity(registrytest.NPMScopedPackage)},
+		{"npm scoped tarball", "npm.test", "GET", "/@acme/gadget/-/gadget-1.0.0.tgz", bearer("npm-right"), [2]string{}, 200, ""},
+		{"npm scoped no token", "npm.test", "GET", "/@acme%2fgadget", nil, [2]string{}, 401, `"error"`},
 		{"npm tarball", "npm.test", "GET", "/acme-widget/-/acme-widget-1.0.0.tgz", bearer("npm-right"), [2]string{}, 200, ""},
 		{"npm no token", "npm.test", "GET", "/acme-widget", nil, [2]string{}, 401, `"error"`},
 		{"npm wrong token", "npm.test", "GET", "/acme-widget", bearer("npm-wrong"), [2]string{}, 401, `"error"`},

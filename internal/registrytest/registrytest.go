@@ -4,7 +4,7 @@
 // credentials where the registry documents them:
 //
 //   - npm (Options.NPMHost): the registry API's packument
-//     (GET /NAME, the full or the abbreviated "corgi" document) and the
+//     (GET /NAME, or /@SCOPE%2fNAME for a scoped package) and the
 //     tarball (GET /NAME/-/NAME-VERSION.tgz) whose dist.integrity is the
 //     sha512 the fake computed; every request needs
 //     "Authorization: Bearer TOKEN" (npm's _authToken) and is answered
@@ -56,8 +56,10 @@ import (
 
 // The package each registry serves.
 const (
-	// NPMPackage is the npm package name, at NPMVersion.
-	NPMPackage, NPMVersion = "acme-widget", "1.0.0"
+	// NPMPackage is an npm package name, at NPMVersion;
+	// NPMScopedPackage a scoped one at the same version, which npm
+	// requests as /@acme%2fgadget (the "/" escaped).
+	NPMPackage, NPMScopedPackage, NPMVersion = "acme-widget", "@acme/gadget", "1.0.0"
 	// PyPIProject is the Python project (PEP 503-normalised), at
 	// PyPIVersion, as one wheel.
 	PyPIProject, PyPIVersion = "acme-widget", "1.0.0"
@@ -100,7 +102,8 @@ type Fake struct {
 	opts Options
 	srv  *httptest.Server
 
-	npmTarball, wheel, goZip []byte
+	npmTarballs  map[string][]byte // by package name
+	wheel, goZip []byte
 
 	mu   sync.Mutex
 	seen []Seen
@@ -110,8 +113,11 @@ type Fake struct {
 func New(opts Options) (*Fake, error) {
 	f := &Fake{opts: opts}
 	var err error
-	if f.npmTarball, err = npmTarball(); err != nil {
-		return nil, fmt.Errorf("registrytest: npm tarball: %w", err)
+	f.npmTarballs = map[string][]byte{}
+	for _, name := range []string{NPMPackage, NPMScopedPackage} {
+		if f.npmTarballs[name], err = npmTarball(name); err != nil {
+			return nil, fmt.Errorf("registrytest: npm tarball: %w", err)
+		}
 	}
 	if f.wheel, err = wheel(); err != nil {
 		return nil, fmt.Errorf("registrytest: wheel: %w", err)
@@ -145,9 +151,10 @@ func (f *Fake) Requests() []Seen {
 	return append([]Seen(nil), f.seen...)
 }
 
-// NPMIntegrity is the tarball's dist.integrity (sha512, SRI form).
-func (f *Fake) NPMIntegrity() string {
-	s := sha512.Sum512(f.npmTarball)
+// NPMIntegrity is the dist.integrity (sha512, SRI form) of the package
+// name's tarball.
+func (f *Fake) NPMIntegrity(name string) string {
+	s := sha512.Sum512(f.npmTarballs[name])
 	return "sha512-" + base64.StdEncoding.EncodeToString(s[:])
 }
 
@@ -204,38 +211,49 @@ func (f *Fake) npm(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "Unable to authenticate, need: Bearer"})
 		return
 	}
-	base := "https://" + f.opts.NPMHost
-	tarPath := "/" + NPMPackage + "/-/" + NPMPackage + "-" + NPMVersion + ".tgz"
-	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/"+NPMPackage:
-		sha := sha1.Sum(f.npmTarball)
-		version := map[string]any{
-			"name": NPMPackage, "version": NPMVersion,
-			"dist": map[string]any{"tarball": base + tarPath, "integrity": f.NPMIntegrity(), "shasum": hex.EncodeToString(sha[:])},
+	// The registry's package path: /NAME, or /@SCOPE%2fNAME for a
+	// scoped package (npm escapes the "/"; either case of the escape).
+	escaped := strings.Replace(r.URL.EscapedPath(), "%2F", "%2f", 1)
+	for name, tarball := range f.npmTarballs {
+		pkgPath := "/" + strings.Replace(name, "/", "%2f", 1)
+		_, base, _ := strings.Cut(name, "/")
+		if base == "" {
+			base = name
 		}
-		writeJSON(w, http.StatusOK, map[string]any{
-			"name": NPMPackage, "dist-tags": map[string]string{"latest": NPMVersion},
-			"versions": map[string]any{NPMVersion: version}, "modified": "2026-12-01T00:00:00.000Z",
-		})
-	case r.Method == http.MethodGet && r.URL.Path == tarPath:
-		w.Header().Set("Content-Type", "application/octet-stream")
-		_, _ = w.Write(f.npmTarball)
-	case r.Method == http.MethodPut && r.URL.Path == "/"+NPMPackage:
-		_, _ = io.Copy(io.Discard, r.Body)
-		writeJSON(w, http.StatusCreated, map[string]any{"ok": true})
-	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not found"})
+		tarPath := "/" + name + "/-/" + base + "-" + NPMVersion + ".tgz"
+		switch {
+		case r.Method == http.MethodGet && escaped == pkgPath:
+			sha := sha1.Sum(tarball)
+			version := map[string]any{
+				"name": name, "version": NPMVersion,
+				"dist": map[string]any{"tarball": "https://" + f.opts.NPMHost + tarPath, "integrity": f.NPMIntegrity(name), "shasum": hex.EncodeToString(sha[:])},
+			}
+			writeJSON(w, http.StatusOK, map[string]any{
+				"name": name, "dist-tags": map[string]string{"latest": NPMVersion},
+				"versions": map[string]any{NPMVersion: version}, "modified": "2026-12-01T00:00:00.000Z",
+			})
+			return
+		case r.Method == http.MethodGet && r.URL.Path == tarPath:
+			w.Header().Set("Content-Type", "application/octet-stream")
+			_, _ = w.Write(tarball)
+			return
+		case r.Method == http.MethodPut && escaped == pkgPath:
+			_, _ = io.Copy(io.Discard, r.Body)
+			writeJSON(w, http.StatusCreated, map[string]any{"ok": true})
+			return
+		}
 	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not found"})
 }
 
-func npmTarball() ([]byte, error) {
+func npmTarball(name string) ([]byte, error) {
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
-	pkg := fmt.Sprintf(`{"name":%q,"version":%q,"main":"index.js","license":"MIT"}`, NPMPackage, NPMVersion)
+	pkg := fmt.Sprintf(`{"name":%q,"version":%q,"main":"index.js","license":"MIT"}`, name, NPMVersion)
 	files := []struct{ name, body string }{
 		{"package/package.json", pkg},
-		{"package/index.js", "module.exports = 'acme-widget from registrytest';\n"},
+		{"package/index.js", fmt.Sprintf("module.exports = '%s from registrytest';\n", name)},
 	}
 	for _, fl := range files {
 		if err := tw.WriteHeader(&tar.Header{Name: fl.name, Mode: 0o644, Size: int64(len(fl.body)), Typeflag: tar.TypeReg}); err != nil {
