@@ -21,8 +21,9 @@ import (
 
 // registriesPolicy is examples/registries.yaml with the hosts on the
 // fake: read-only CI credentials for an npm registry (Bearer), a Python
-// index (Basic) and a Go module proxy (Basic). Only GET and HEAD are
-// allowed, so a publish (npm PUT, twine POST) is refused by policy. The
+// index, a Go module proxy and a Maven repository (Basic). Only GET and HEAD are
+// allowed, so a publish (npm PUT, twine POST, mvn deploy PUT) is refused
+// by policy. The
 // npm registry sets encoded_slashes: npm asks for a scoped package as
 // /@scope%2fname.
 const registriesPolicy = `
@@ -34,6 +35,7 @@ destinations:
   npm-registry: {hosts: [npm.registry.test], allow_private: true, encoded_slashes: true}
   python-index: {hosts: [pypi.internal.test], allow_private: true}
   go-proxy: {hosts: [goproxy.internal.test], allow_private: true}
+  maven-repo: {hosts: [maven.internal.test], allow_private: true}
 credentials:
   npm-read-token: {provider: static, env: E2E_NPM_TOKEN}
   python-index-read:
@@ -46,6 +48,11 @@ credentials:
     fields:
       username: {env: E2E_GOPROXY_USER}
       password: {env: E2E_GOPROXY_PASSWORD}
+  maven-read:
+    provider: static
+    fields:
+      username: {env: E2E_MAVEN_USER}
+      password: {env: E2E_MAVEN_PASSWORD}
 rules:
   - name: npm-read
     from: local
@@ -63,11 +70,17 @@ rules:
     to: go-proxy
     methods: [GET, HEAD]
     inject: {credential: go-proxy-read, as: basic}
+  - name: maven-read
+    from: local
+    to: maven-repo
+    methods: [GET, HEAD]
+    paths: [/releases/*]
+    inject: {credential: maven-read, as: basic}
 default: deny
 `
 
 // TestPackageRegistries drives the real package managers a CI job runs
-// (npm, pip, the go command) through the gateway to internal/registrytest,
+// (npm, pip, the go command, Maven) through the gateway to internal/registrytest,
 // which implements each registry's protocol and refuses a missing or
 // wrong credential as the registry does. npm installs an unscoped and a
 // scoped package (/@acme%2fgadget). Each client is configured only
@@ -86,26 +99,31 @@ func TestPackageRegistries(t *testing.T) {
 		npmHost    = "npm.registry.test"
 		pypiHost   = "pypi.internal.test"
 		goProxHost = "goproxy.internal.test"
+		mvnUser    = "ci-reader"
+		mvnPass    = "maven-e2e-r3ad-0nly-passw0rd"
+		mvnHost    = "maven.internal.test"
 	)
-	secrets := []string{npmToken, pypiPass, goPass}
-	leaf, err := originCA.Leaf(npmHost, pypiHost, goProxHost, "127.0.0.1")
+	secrets := []string{npmToken, pypiPass, goPass, mvnPass}
+	leaf, err := originCA.Leaf(npmHost, pypiHost, goProxHost, mvnHost, "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	fake, err := registrytest.New(registrytest.Options{Certificate: &leaf,
 		NPMHost: npmHost, NPMToken: npmToken,
 		PyPIHost: pypiHost, PyPIUser: pypiUser, PyPIPassword: pypiPass,
-		GoProxyHost: goProxHost, GoProxyUser: goUser, GoProxyPassword: goPass})
+		GoProxyHost: goProxHost, GoProxyUser: goUser, GoProxyPassword: goPass,
+		MavenHost: mvnHost, MavenUser: mvnUser, MavenPassword: mvnPass})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(fake.Close)
-	reportPeer(t, "registries: fake npm registry, Python index and Go module proxy (internal/registrytest) at %s", fake.URL)
+	reportPeer(t, "registries: fake npm registry, Python index, Go module proxy and Maven repository (internal/registrytest) at %s", fake.URL)
 	e := startEnv(t, envOptions{
 		Policy:  registriesPolicy,
-		Resolve: map[string]string{npmHost + ":443": fake.Addr, pypiHost + ":443": fake.Addr, goProxHost + ":443": fake.Addr},
+		Resolve: map[string]string{npmHost + ":443": fake.Addr, pypiHost + ":443": fake.Addr, goProxHost + ":443": fake.Addr, mvnHost + ":443": fake.Addr},
 		Env: []string{"E2E_NPM_TOKEN=" + npmToken, "E2E_PYPI_USER=" + pypiUser, "E2E_PYPI_PASSWORD=" + pypiPass,
-			"E2E_GOPROXY_USER=" + goUser, "E2E_GOPROXY_PASSWORD=" + goPass},
+			"E2E_GOPROXY_USER=" + goUser, "E2E_GOPROXY_PASSWORD=" + goPass,
+			"E2E_MAVEN_USER=" + mvnUser, "E2E_MAVEN_PASSWORD=" + mvnPass},
 	})
 	e.secrets = append(e.secrets, secrets...)
 
@@ -234,14 +252,72 @@ func TestPackageRegistries(t *testing.T) {
 		assertNotInTree(t, dir, out, secrets)
 	})
 
+	t.Run("mvn validate", func(t *testing.T) {
+		t.Parallel()
+		for _, tool := range []string{"mvn", "keytool"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Skipf("%s is not installed (scripts/test-tools.sh installs maven)", tool)
+			}
+		}
+		dir := t.TempDir()
+		home, project, repo := filepath.Join(dir, "home"), filepath.Join(dir, "project"), filepath.Join(dir, "repo")
+		mkdirs(t, home, project, repo)
+		// Maven ignores HTTPS_PROXY: its proxy comes from settings.xml,
+		// which holds no <server> credentials.
+		host, port, _ := strings.Cut(e.proxyAddr, ":")
+		settings := filepath.Join(dir, "settings.xml")
+		writeFileT(t, settings, `<settings><proxies><proxy><id>credgate</id><active>true</active><protocol>https</protocol>`+
+			`<host>`+host+`</host><port>`+port+`</port></proxy></proxies></settings>`)
+		// A build extension is resolved (pom, jar and their .sha1) by
+		// Maven's core when it reads the project, so "validate" fetches
+		// it without any plugin, which would have to come from Maven
+		// Central. The repository replaces "central", so nothing else is
+		// asked for elsewhere.
+		repoXML := `<id>central</id><url>https://` + mvnHost + registrytest.MavenRepoPath + `</url>` +
+			`<releases><checksumPolicy>fail</checksumPolicy></releases><snapshots><enabled>false</enabled></snapshots>`
+		writeFileT(t, filepath.Join(project, "pom.xml"), `<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>ci</groupId><artifactId>job</artifactId><version>1</version><packaging>pom</packaging>
+  <repositories><repository>`+repoXML+`</repository></repositories>
+  <pluginRepositories><pluginRepository>`+repoXML+`</pluginRepository></pluginRepositories>
+  <build><extensions><extension><groupId>`+registrytest.MavenGroup+`</groupId><artifactId>`+registrytest.MavenArtifact+
+			`</artifactId><version>`+registrytest.MavenVersion+`</version></extension></extensions></build>
+</project>
+`)
+		trust := filepath.Join(dir, "credgate.p12")
+		if out, err := exec.Command("keytool", "-importcert", "-noprompt", "-alias", "credgate", "-file", gwCACert,
+			"-keystore", trust, "-storetype", "PKCS12", "-storepass", "changeit").CombinedOutput(); err != nil {
+			t.Fatalf("keytool: %v\n%s", err, out)
+		}
+		out := runRegistryClient(t, e, project, "mvn", []string{"-B", "-s", settings, "-Dmaven.repo.local=" + repo, "validate"},
+			"HOME="+home, "MAVEN_OPTS=-Djavax.net.ssl.trustStore="+trust+" -Djavax.net.ssl.trustStorePassword=changeit -Djavax.net.ssl.trustStoreType=PKCS12")
+		_, jarPath := registrytest.MavenPaths()
+		local := filepath.Join(repo, filepath.FromSlash(strings.TrimPrefix(jarPath, registrytest.MavenRepoPath+"/")))
+		if _, err := os.Stat(local); err != nil {
+			t.Fatalf("the artifact is not in the local repository: %v\n%s", err, tail(out, 40))
+		}
+		fetched := map[string]bool{}
+		for _, s := range fake.Requests() {
+			if s.Registry == "maven" && s.Method == http.MethodGet {
+				fetched[s.Path] = true
+			}
+		}
+		if !fetched[jarPath] || !fetched[jarPath+".sha1"] {
+			t.Errorf("maven fetched %v, want the jar and its .sha1", fetched)
+		}
+		seenOK(t, "maven")
+		assertNotInTree(t, dir, out, secrets)
+	})
+
 	t.Run("publish refused by policy", func(t *testing.T) {
 		t.Parallel()
 		c := newGoClient(t, e.proxyURL, gwCACert, false)
 		for _, tc := range []struct{ method, url, code string }{
-			{"PUT", "https://" + npmHost + "/" + registrytest.NPMPackage, "method_not_allowed"},                // npm publish
-			{"DELETE", "https://" + npmHost + "/" + registrytest.NPMPackage + "/-rev/1", "method_not_allowed"}, // npm unpublish
-			{"POST", "https://" + pypiHost + "/legacy/", "path_not_allowed"},                                   // twine upload
-			{"GET", "https://" + pypiHost + "/admin/", "path_not_allowed"},                                     // outside the read paths
+			{"PUT", "https://" + npmHost + "/" + registrytest.NPMPackage, "method_not_allowed"},                      // npm publish
+			{"DELETE", "https://" + npmHost + "/" + registrytest.NPMPackage + "/-rev/1", "method_not_allowed"},       // npm unpublish
+			{"POST", "https://" + pypiHost + "/legacy/", "path_not_allowed"},                                         // twine upload
+			{"GET", "https://" + pypiHost + "/admin/", "path_not_allowed"},                                           // outside the read paths
+			{"PUT", "https://" + mvnHost + "/releases/com/acme/widget/1.0.1/widget-1.0.1.jar", "method_not_allowed"}, // mvn deploy
 		} {
 			req, err := http.NewRequest(tc.method, tc.url, strings.NewReader("{}"))
 			if err != nil {

@@ -21,6 +21,7 @@ func TestFakeRefusesWhatRegistriesRefuse(t *testing.T) {
 		NPMHost: "npm.test", NPMToken: "npm-right",
 		PyPIHost: "pypi.test", PyPIUser: "u", PyPIPassword: "py-right",
 		GoProxyHost: "goproxy.test", GoProxyUser: "u", GoProxyPassword: "go-right",
+		MavenHost: "maven.test", MavenUser: "u", MavenPassword: "mvn-right",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +30,7 @@ func TestFakeRefusesWhatRegistriesRefuse(t *testing.T) {
 	client := f.Client()
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	type h = map[string]string
+	pomPath, jarPath := registrytest.MavenPaths()
 	bearer := func(tok string) h { return h{"Authorization": "Bearer " + tok} }
 	const json691 = "application/vnd.pypi.simple.v1+json"
 	tests := []struct {
@@ -65,6 +67,13 @@ func TestFakeRefusesWhatRegistriesRefuse(t *testing.T) {
 		{"goproxy unknown version", "goproxy.test", "GET", "/acme.internal.test/widget/@v/v9.9.9.info", nil, [2]string{"u", "go-right"}, 404, "not found"},
 		{"goproxy no credentials", "goproxy.test", "GET", "/acme.internal.test/widget/@v/list", nil, [2]string{}, 401, ""},
 		{"goproxy wrong password", "goproxy.test", "GET", "/acme.internal.test/widget/@v/list", nil, [2]string{"u", "go-wrong"}, 401, ""},
+		{"maven pom", "maven.test", "GET", pomPath, nil, [2]string{"u", "mvn-right"}, 200, "<artifactId>widget</artifactId>"},
+		{"maven jar", "maven.test", "GET", jarPath, nil, [2]string{"u", "mvn-right"}, 200, "META-INF/MANIFEST.MF"},
+		{"maven jar sha1", "maven.test", "GET", jarPath + ".sha1", nil, [2]string{"u", "mvn-right"}, 200, ""},
+		{"maven metadata", "maven.test", "GET", "/releases/com/acme/widget/maven-metadata.xml", nil, [2]string{"u", "mvn-right"}, 200, "<release>1.0.0</release>"},
+		{"maven unknown", "maven.test", "GET", "/releases/com/acme/other/1.0/other-1.0.pom", nil, [2]string{"u", "mvn-right"}, 404, ""},
+		{"maven no credentials", "maven.test", "GET", pomPath, nil, [2]string{}, 401, ""},
+		{"maven wrong password", "maven.test", "GET", pomPath, nil, [2]string{"u", "mvn-wrong"}, 401, ""},
 		{"unknown host", "other.test", "GET", "/", nil, [2]string{}, 421, ""},
 	}
 	for _, tc := range tests {

@@ -1,4 +1,4 @@
-// Package registrytest is a fake of three private package registries on
+// Package registrytest is a fake of four private package registries on
 // one TLS server on 127.0.0.1, telling them apart by the Host of each
 // request, each implementing the protocol its client speaks and checking
 // credentials where the registry documents them:
@@ -21,10 +21,16 @@
 //     ($module/@v/list, $version.info, .mod, .zip, @latest) for one
 //     module whose zip is laid out as golang.org/x/mod/zip lays it out
 //     (every file under "module@version/"); HTTP Basic (the go command's
-//     GOAUTH / .netrc), 401 otherwise.
+//     GOAUTH / .netrc), 401 otherwise;
+//   - Maven (Options.MavenHost): a Maven 2 repository layout under
+//     /releases/ (GROUP/ARTIFACT/maven-metadata.xml, VERSION/ARTIFACT-VERSION.pom
+//     and .jar, each with its .sha1) for one artifact; HTTP Basic (what
+//     a settings.xml <server> would send), 401 with WWW-Authenticate:
+//     Basic otherwise, as Nexus and Artifactory answer.
 //
 // It exists so that the e2e tests drive the real clients (npm, pip, the
-// go command) through the gateway against a peer that verifies them.
+// go command, Maven) through the gateway against a peer that verifies
+// them.
 package registrytest
 
 import (
@@ -65,6 +71,9 @@ const (
 	PyPIProject, PyPIVersion = "acme-widget", "1.0.0"
 	// GoModule is the module path, at GoVersion.
 	GoModule, GoVersion = "acme.internal.test/widget", "v1.0.0"
+	// MavenGroup, MavenArtifact and MavenVersion name the Maven artifact
+	// (a jar), under MavenRepoPath.
+	MavenGroup, MavenArtifact, MavenVersion, MavenRepoPath = "com.acme", "widget", "1.0.0", "/releases"
 )
 
 // Options configure the fake's hosts and credentials.
@@ -82,11 +91,14 @@ type Options struct {
 	// GoProxyHost is the module proxy's host; GoProxyUser and
 	// GoProxyPassword the Basic credentials it takes.
 	GoProxyHost, GoProxyUser, GoProxyPassword string
+	// MavenHost is the Maven repository's host; MavenUser and
+	// MavenPassword the Basic credentials it takes.
+	MavenHost, MavenUser, MavenPassword string
 }
 
 // Seen is one request as the fake saw it.
 type Seen struct {
-	Registry string // npm, pypi, goproxy
+	Registry string // npm, pypi, goproxy, maven
 	Method   string
 	Path     string // as received, escaped
 	OK       bool   // the credentials were accepted
@@ -104,6 +116,7 @@ type Fake struct {
 
 	npmTarballs  map[string][]byte // by package name
 	wheel, goZip []byte
+	maven        map[string][]byte // repository files by path
 
 	mu   sync.Mutex
 	seen []Seen
@@ -124,6 +137,9 @@ func New(opts Options) (*Fake, error) {
 	}
 	if f.goZip, err = goZip(); err != nil {
 		return nil, fmt.Errorf("registrytest: module zip: %w", err)
+	}
+	if f.maven, err = mavenFiles(); err != nil {
+		return nil, fmt.Errorf("registrytest: maven jar: %w", err)
 	}
 	f.srv = fakekit.StartTLS(http.HandlerFunc(f.serve), opts.Certificate)
 	f.URL = f.srv.URL
@@ -182,6 +198,8 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		f.pypi(w, r)
 	case host != "" && host == f.opts.GoProxyHost:
 		f.goproxy(w, r)
+	case host != "" && host == f.opts.MavenHost:
+		f.mavenRepo(w, r)
 	default:
 		http.Error(w, "registrytest: unknown host "+host, http.StatusMisdirectedRequest)
 	}
@@ -424,6 +442,90 @@ func goZip() ([]byte, error) {
 		{p + "go.mod", goMod},
 		{p + "widget.go", "// Package widget is registrytest's module.\npackage widget\n\n// Name names it.\nconst Name = \"acme widget\"\n"},
 	})
+}
+
+// ---------------------------------------------------------------------------
+// Maven repository layout (maven.apache.org/repository/layout.html)
+
+// MavenPaths returns the repository paths of the artifact's pom and jar.
+func MavenPaths() (pom, jar string) {
+	return mavenPaths(MavenGroup, MavenArtifact, MavenVersion)
+}
+
+func mavenPaths(group, artifact, version string) (pom, jar string) {
+	base := MavenRepoPath + "/" + strings.ReplaceAll(group, ".", "/") + "/" + artifact + "/" + version + "/" + artifact + "-" + version
+	return base + ".pom", base + ".jar"
+}
+
+// mavenFiles lays out the artifact, and a stand-in for
+// org.codehaus.plexus:plexus-utils:1.1, which Maven adds to every build
+// extension and plugin that does not depend on plexus-utils (a private
+// repository proxying Maven Central serves it; the stand-in is an empty
+// jar, as nothing loads a class from it).
+func mavenFiles() (map[string][]byte, error) {
+	jar, err := zipOf([]struct{ name, body string }{
+		{"META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nCreated-By: registrytest\r\n\r\n"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{}
+	for _, a := range [][3]string{{MavenGroup, MavenArtifact, MavenVersion}, {"org.codehaus.plexus", "plexus-utils", "1.1"}} {
+		pomPath, jarPath := mavenPaths(a[0], a[1], a[2])
+		files[pomPath] = []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>%s</groupId>
+  <artifactId>%s</artifactId>
+  <version>%s</version>
+  <packaging>jar</packaging>
+</project>
+`, a[0], a[1], a[2]))
+		files[jarPath] = jar
+	}
+	meta := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<metadata>
+  <groupId>%s</groupId>
+  <artifactId>%s</artifactId>
+  <versioning>
+    <latest>%s</latest>
+    <release>%s</release>
+    <versions><version>%s</version></versions>
+    <lastUpdated>20261201000000</lastUpdated>
+  </versioning>
+</metadata>
+`, MavenGroup, MavenArtifact, MavenVersion, MavenVersion, MavenVersion)
+	files[MavenRepoPath+"/"+strings.ReplaceAll(MavenGroup, ".", "/")+"/"+MavenArtifact+"/maven-metadata.xml"] = []byte(meta)
+	for p, b := range files {
+		sum := sha1.Sum(b)
+		files[p+".sha1"] = []byte(hex.EncodeToString(sum[:]))
+	}
+	return files, nil
+}
+
+func (f *Fake) mavenRepo(w http.ResponseWriter, r *http.Request) {
+	ok := basicOK(r, f.opts.MavenUser, f.opts.MavenPassword)
+	f.record(r, "maven", ok)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="Sonatype Nexus Repository Manager"`)
+		http.Error(w, "401 Unauthorized", http.StatusUnauthorized)
+		return
+	}
+	b, found := f.maven[r.URL.Path]
+	switch {
+	case r.Method == http.MethodPut:
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		http.Error(w, "405 Method Not Allowed", http.StatusMethodNotAllowed)
+	case !found:
+		http.Error(w, "404 Not Found", http.StatusNotFound)
+	default:
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(b)
+		}
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
