@@ -4,8 +4,9 @@
 #   - curl and python3 (the e2e tests drive them as real proxy clients),
 #     redis-server (the shared-cache tests start a real Redis) and haproxy
 #     (gateway TestProxyProtocolBehindHAProxy puts it in front of the
-#     gateway, sending PROXY headers): installed with apt-get when missing
-#     (apt-get update only then);
+#     gateway, sending PROXY headers), npm, pip and maven (e2e
+#     TestPackageRegistries drives them against fake private registries):
+#     installed with apt-get when missing (apt-get update only then);
 #   - buildah (e2e/helm's TestImage builds the container image with it,
 #     offline, FROM scratch): installed with apt-get when no image builder
 #     works here (podman, buildah, or docker with a running daemon); if it
@@ -31,6 +32,11 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # haproxy: a real load balancer sending PROXY protocol v1/v2 headers.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# npm, pip and mvn (with keytool): real package managers against fake
+# private registries.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+{ command -v mvn >/dev/null 2>&1 && command -v keytool >/dev/null 2>&1; } || missing+=(maven)
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		log "missing ${missing[*]} and no apt-get here: install them and rerun"
