@@ -50,6 +50,7 @@ var persistedFormats = map[string]string{
 	"internal/demo/origin.go: os.WriteFile(caFile, pki.caPEM, 0o644)":                                     "not shared: the demo's CA certificate (PEM)",
 	"internal/demo/origin.go: os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)":                 "not shared: the demo's files, written once",
 	"providers/providertest/conformance.go: os.WriteFile(path, []byte(b.String()), 0o600)":                "test support: a conformance report",
+	"internal/registrytest/registrytest.go: os.WriteFile(p, fakekit.CertPEM(f.srv), 0o600)":               "test support: the fake registry's CA for the clients",
 	"internal/saastest/saastest.go: os.WriteFile(p, b, 0o600)":                                            "test support",
 	"internal/redistest/redistest.go: os.WriteFile(conf, []byte(text), 0o600)":                            "test support: redis-server's configuration",
 	"internal/miniotest/miniotest.go: os.WriteFile(filepath.Join(certs, name), b, 0o600)":                 "test support",
