@@ -63,6 +63,9 @@ type upstreamPool struct {
 	// certs present a TLS client certificate (the tlsclient injector),
 	// one transport per certificate, in this pool's class.
 	certs *clientTransports
+	// h2 counts the HTTP/2 connections of every pool that keeps
+	// connections (one for the gateway); nil in a pool that keeps none.
+	h2 *h2Conns
 	// next is set when the pool is retired: a policy reload replaced the
 	// generation a private pool served, or a reload of upstream.ca_bundle
 	// replaced the trust every pool verified under. Requests that picked
