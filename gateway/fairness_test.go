@@ -209,11 +209,11 @@ func TestSharedStructuresBounded(t *testing.T) {
 				capacity: max,
 				// The victim's connection holds a request all along.
 				victimBefore: func(t *testing.T) {
-					s.begin("api.stripe.com:443")
-					held, _ = s.use(victim, "api.stripe.com:443")
+					s.begin(alpnKey{"api.stripe.com", "443"})
+					held, _ = s.use(victim, alpnKey{"api.stripe.com", "443"})
 				},
 				hostile: func(t *testing.T, i int) {
-					host := fmt.Sprintf("b%d.wild.example:443", i)
+					host := alpnKey{fmt.Sprintf("b%d.wild.example", i), "443"}
 					s.begin(host)
 					e, _ := s.use(&fakeConn{}, host)
 					s.end(host, []*h2UpConn{e})
@@ -221,7 +221,7 @@ func TestSharedStructuresBounded(t *testing.T) {
 				size:  s.Len,
 				bound: max,
 				lost: func(t *testing.T) int {
-					s.end("api.stripe.com:443", []*h2UpConn{held})
+					s.end(alpnKey{"api.stripe.com", "443"}, []*h2UpConn{held})
 					if victim.closed.Load() {
 						return 1
 					}

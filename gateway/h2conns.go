@@ -54,7 +54,7 @@ type h2Conns struct {
 	// idle holds the connections no request holds, front = most recent.
 	idle list.List
 	// hosts counts the requests on their way to each host:port.
-	hosts map[string]int
+	hosts map[alpnKey]int
 	// recent are the connections closed for the bound lately: a
 	// request handed one is marked (closedHit).
 	recent [16]io.Closer
@@ -67,7 +67,7 @@ type h2Conns struct {
 // h2UpConn is one HTTP/2 upstream connection in h2Conns.
 type h2UpConn struct {
 	c    io.Closer
-	host string
+	host alpnKey
 	reqs int
 	// el is the connection's place in idle while reqs is 0.
 	el *list.Element
@@ -76,7 +76,7 @@ type h2UpConn struct {
 }
 
 func newH2Conns(max int, idleTimeout time.Duration) *h2Conns {
-	return &h2Conns{max: max, idleTimeout: idleTimeout, conns: map[io.Closer]*h2UpConn{}, hosts: map[string]int{}}
+	return &h2Conns{max: max, idleTimeout: idleTimeout, conns: map[io.Closer]*h2UpConn{}, hosts: map[alpnKey]int{}}
 }
 
 // Len is the number of HTTP/2 connections counted.
@@ -86,8 +86,8 @@ func (s *h2Conns) Len() int {
 	return len(s.conns)
 }
 
-// begin counts a request on its way to host.
-func (s *h2Conns) begin(host string) {
+// begin counts a request on its way to host (its host and port).
+func (s *h2Conns) begin(host alpnKey) {
 	s.mu.Lock()
 	s.hosts[host]++
 	s.mu.Unlock()
@@ -95,7 +95,7 @@ func (s *h2Conns) begin(host string) {
 
 // use records that a request to host was handed c (GotConn). It reports
 // whether c was closed for the bound already.
-func (s *h2Conns) use(c io.Closer, host string) (e *h2UpConn, closedHit bool) {
+func (s *h2Conns) use(c io.Closer, host alpnKey) (e *h2UpConn, closedHit bool) {
 	s.mu.Lock()
 	e = s.conns[c]
 	if e == nil {
@@ -120,7 +120,7 @@ func (s *h2Conns) use(c io.Closer, host string) (e *h2UpConn, closedHit bool) {
 
 // end releases a request to host that was handed the connections held
 // (each once per time it was handed it).
-func (s *h2Conns) end(host string, held []*h2UpConn) {
+func (s *h2Conns) end(host alpnKey, held []*h2UpConn) {
 	now := time.Now()
 	s.mu.Lock()
 	if s.hosts[host]--; s.hosts[host] <= 0 {
@@ -179,8 +179,11 @@ func closeAll(cs []io.Closer) {
 // h2Use is one request's part in h2Conns (part of reqState).
 type h2Use struct {
 	set  *h2Conns
-	host string
+	host alpnKey
 	held []*h2UpConn
+	// buf holds held's first entries: no allocation for a request
+	// handed one or two connections.
+	buf [2]*h2UpConn
 	// closedHit: the request was handed a connection closed for the
 	// bound (h2Conns).
 	closedHit bool
@@ -191,8 +194,7 @@ func (h *h2Use) begin(set *h2Conns, u *url.URL) {
 	if set == nil || h.set != nil {
 		return
 	}
-	k := alpnKeyOf(u)
-	h.set, h.host = set, k.host+":"+k.port
+	h.set, h.host, h.held = set, alpnKeyOf(u), h.buf[:0]
 	set.begin(h.host)
 }
 

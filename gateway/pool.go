@@ -122,6 +122,18 @@ func (p *upstreamPool) transport(st *reqState, u *url.URL) http.RoundTripper {
 	return p.t
 }
 
+// mayHTTP2 reports whether t, a round tripper p.transport returned, may
+// send a request over HTTP/2 (the HTTP/2 connections it is handed are
+// counted in p.h2): not the gateway's HTTP/1.1 client nor a transport
+// that speaks HTTP/1.1 alone.
+func mayHTTP2(p *upstreamPool, t http.RoundTripper) bool {
+	if _, own := t.(*h1client.Client); own {
+		return false
+	}
+	p = p.current()
+	return t != http.RoundTripper(p.h1) && (p.h1m == nil || t != http.RoundTripper(p.h1m))
+}
+
 // alpnH1 and alpnH2 are what dialH1 and dialH2 offer: one protocol at a time,
 // since servers choose by their own preference and most prefer h2.
 var (

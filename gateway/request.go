@@ -1353,7 +1353,7 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		t = st.pool.transport(st, r.URL)
 	}
 	t0 := time.Now()
-	if st != nil && st.pool != nil {
+	if st != nil && st.pool != nil && mayHTTP2(st.pool, t) {
 		// Released by the forwarder once the response was relayed.
 		st.h2.begin(st.pool.h2, r.URL)
 	}
@@ -1391,6 +1391,7 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if r2.Body != r.Body {
 			st.upload.stop() // the copy's reads are not the body's
 		}
+		st.h2.begin(st.pool.h2, r.URL) // match: HTTP/2
 		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {
