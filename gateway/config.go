@@ -211,7 +211,8 @@ type Upstream struct {
 	// together: a caller that reaches many names (a wildcard destination)
 	// would otherwise keep one idle connection, a file descriptor, per
 	// name for idle_conn_timeout. Past it the connection idle the longest
-	// is closed.
+	// is closed. It bounds the HTTP/2 upstream connections of every pool
+	// together too (h2Conns), which net/http keeps outside its pool.
 	MaxIdleConns int `yaml:"max_idle_conns"`
 	// MaxResponseHeaderBytes bounds a response's header block from an
 	// upstream (HTTP/1.1: the status line and fields; HTTP/2: the field

@@ -2,13 +2,19 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/credgate/credgate/gateway/mitm"
 	"github.com/credgate/credgate/identity"
@@ -191,6 +197,39 @@ func TestSharedStructuresBounded(t *testing.T) {
 				maxLost: 1,
 			}
 		}},
+		{"upstream HTTP/2 connections: many upstream names", func(t *testing.T) structure {
+			// h2Conns alone, with connections that record their Close;
+			// TestUpstreamHTTP2ConnBound drives it through the gateway
+			// and real HTTP/2 connections.
+			const max = 16
+			s := newH2Conns(max, time.Hour)
+			victim := &fakeConn{}
+			var held *h2UpConn
+			return structure{
+				capacity: max,
+				// The victim's connection holds a request all along.
+				victimBefore: func(t *testing.T) {
+					s.begin(alpnKey{"api.stripe.com", "443"})
+					held, _ = s.use(victim, alpnKey{"api.stripe.com", "443"})
+				},
+				hostile: func(t *testing.T, i int) {
+					host := alpnKey{fmt.Sprintf("b%d.wild.example", i), "443"}
+					s.begin(host)
+					e, _ := s.use(&fakeConn{}, host)
+					s.end(host, []*h2UpConn{e})
+				},
+				size:  s.Len,
+				bound: max,
+				lost: func(t *testing.T) int {
+					s.end(alpnKey{"api.stripe.com", "443"}, []*h2UpConn{held})
+					if victim.closed.Load() {
+						return 1
+					}
+					return 0
+				},
+				maxLost: 0,
+			}
+		}},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
@@ -214,7 +253,8 @@ func TestSharedStructuresBounded(t *testing.T) {
 // TestUpstreamIdleBoundEveryTransport: upstream.max_idle_conns bounds the
 // idle connections of every client of an upstream pool (Go's transports
 // and the gateway's HTTP/1.1 client, whose bound and eviction h1client
-// TestMaxIdleConns tests with 10× its capacity of hosts), under each
+// TestMaxIdleConns tests with 10× its capacity of hosts, and the HTTP/2
+// connections of every pool together, TestUpstreamHTTP2ConnBound), under each
 // upstream.http2 mode; its default is DefaultMaxIdleConns. Before, the
 // total was unbounded: a caller reaching many names under a wildcard
 // destination kept an idle connection (a file descriptor) per name for
@@ -245,7 +285,186 @@ func TestUpstreamIdleBoundEveryTransport(t *testing.T) {
 				if p.h1c != nil && p.h1c.MaxIdleConns != want {
 					t.Errorf("the HTTP/1.1 client keeps %d idle connections, want %d", p.h1c.MaxIdleConns, want)
 				}
+				// HTTP/2 connections, kept by net/http outside its pool:
+				// TestUpstreamHTTP2ConnBound.
+				if p.h2 == nil || p.h2.max != want {
+					t.Errorf("the HTTP/2 connections are not bounded by %d", want)
+				}
 			})
 		}
 	}
+}
+
+// h2BoundPolicy has a wildcard destination whose names a hostile
+// workload floods, beside the victim's api destination.
+const h2BoundPolicy = `
+workloads:
+  local: {cidrs: [127.0.0.1/32]}
+destinations:
+  api: {hosts: [api.origin.test], allow_private: true}
+  wild: {hosts: ["*.wild.origin.test"], allow_private: true}
+credentials:
+  token: {provider: static, env: CREDGATE_GATEWAY_TEST_TOKEN}
+rules:
+  - {name: api, from: local, to: api, inject: {credential: token, as: bearer}}
+  - {name: wild, from: local, to: wild, inject: {credential: token, as: bearer}}
+default: deny
+`
+
+// connCountingOrigin is an HTTPS origin that offers protos and counts
+// the connections it accepted and those open now. /hold answers once
+// release is closed, after telling held.
+type connCountingOrigin struct {
+	addr           string
+	accepted, open atomic.Int64
+	held           chan struct{}
+	release        chan struct{}
+}
+
+func startConnCountingOrigin(t *testing.T, pki *testPKI, protos []string) *connCountingOrigin {
+	t.Helper()
+	o := &connCountingOrigin{held: make(chan struct{}, 1), release: make(chan struct{})}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprint(w, "first ")
+			w.(http.Flusher).Flush()
+			o.held <- struct{}{}
+			select {
+			case <-o.release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.leaf}, NextProtos: protos}
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			o.accepted.Add(1)
+			o.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			o.open.Add(-1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	o.addr = srv.Listener.Addr().String()
+	return o
+}
+
+// TestUpstreamHTTP2ConnBound: upstream.max_idle_conns bounds the HTTP/2
+// upstream connections too, to all hosts together (h2Conns), through
+// every transport that speaks HTTP/2 upstream: the default one (HTTP/2
+// clients under match and always) and match's bridge (HTTP/1.1 clients
+// to an upstream that speaks HTTP/2 alone). A hostile workload reaches
+// 10× the bound of names over HTTP/2: after each, the connections open
+// at the origin come back to at most the bound (the idle longest
+// closed), the victim's connection, holding a response in flight all
+// along, survives it, and requests to one host share one connection.
+// Before, net/http's HTTP/2 client kept one connection per name until
+// idle_conn_timeout, outside MaxIdleConns.
+func TestUpstreamHTTP2ConnBound(t *testing.T) {
+	const bound = 4
+	for _, tc := range []struct {
+		name     string
+		mode     string
+		clientH2 bool
+		protos   []string
+	}{
+		{"always: HTTP/2 clients", HTTP2Always, true, []string{"h2", "http/1.1"}},
+		{"match: HTTP/2 clients", HTTP2Match, true, []string{"h2", "http/1.1"}},
+		{"match: HTTP/1.1 clients to an HTTP/2-only upstream", HTTP2Match, false, []string{"h2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pki := newTestPKI(t, apiHost, "*.wild.origin.test")
+			o := startConnCountingOrigin(t, pki, tc.protos)
+			tg := newTestGateway(t, pki, &testOrigin{addr: o.addr})
+			tg.upstreamExtra = fmt.Sprintf(", http2: %s, max_idle_conns: %d", tc.mode, bound)
+			writeFile(t, tg.dir, "policy.yaml", []byte(h2BoundPolicy))
+			var resolve strings.Builder
+			fmt.Fprintf(&resolve, "resolve:\n  %q: %q\n  \"reuse.wild.origin.test:443\": %q\n", apiHost+":443", o.addr, o.addr)
+			for i := range 10 * bound {
+				fmt.Fprintf(&resolve, "  \"h%d.wild.origin.test:443\": %q\n", i, o.addr)
+			}
+			tg.run(t, resolve.String())
+			get := func(c *http.Client, url string) string {
+				t.Helper()
+				resp, err := c.Get(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET %s: %s %q %v", url, resp.Status, body, err)
+				}
+				return string(body)
+			}
+
+			// The victim's response stays in flight through the flood.
+			victim := make(chan string, 1)
+			vc := tg.client(t, tc.clientH2)
+			go func() {
+				resp, err := vc.Get("https://" + apiHost + "/hold")
+				if err != nil {
+					victim <- err.Error()
+					return
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err != nil {
+					victim <- err.Error()
+					return
+				}
+				victim <- string(b)
+			}()
+			select {
+			case <-o.held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the victim's request did not reach the origin")
+			}
+
+			hostile := tg.client(t, tc.clientH2)
+			for i := range 10 * bound {
+				get(hostile, fmt.Sprintf("https://h%d.wild.origin.test/x", i))
+				waitFor(t, 5*time.Second, fmt.Sprintf("at most %d HTTP/2 upstream connections after %d names", bound, i+1), func() bool {
+					return tg.gw.h2conns.Len() <= bound && o.open.Load() <= bound
+				})
+			}
+			if n := tg.gw.h2conns.closed.Load(); n < uint64(10*bound-bound) {
+				t.Errorf("%d connections closed for the bound, want at least %d", n, 10*bound-bound)
+			}
+
+			close(o.release)
+			select {
+			case got := <-victim:
+				if got != "first ok" {
+					t.Fatalf("the victim's response: %q, want it whole", got)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the victim's response did not end")
+			}
+
+			// One host, many requests: one connection.
+			get(hostile, "https://reuse.wild.origin.test/first")
+			before := o.accepted.Load()
+			for i := range 20 {
+				get(hostile, fmt.Sprintf("https://reuse.wild.origin.test/again/%d", i))
+			}
+			if n := o.accepted.Load() - before; n != 0 {
+				t.Errorf("20 requests to one host opened %d connections more, want 0 (reused)", n)
+			}
+		})
+	}
+}
+
+// fakeConn is a connection of h2Conns that records its Close.
+type fakeConn struct{ closed atomic.Bool }
+
+func (c *fakeConn) Close() error {
+	c.closed.Store(true)
+	return nil
 }

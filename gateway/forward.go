@@ -90,6 +90,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 
 	resp, err := g.upstream.RoundTrip(r)
+	if st != nil {
+		// After the response body's Close deferred below (defers run
+		// last first): the HTTP/2 connections the request held may be
+		// closed for upstream.max_idle_conns from then on.
+		defer st.h2.end()
+	}
 	if err != nil {
 		g.upstreamError(w, r, err)
 		return

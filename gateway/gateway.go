@@ -136,6 +136,9 @@ type Gateway struct {
 
 	resolver *resolver
 	dialer   *dialer
+	// h2conns bounds the HTTP/2 upstream connections of every pool
+	// (upstream.max_idle_conns; h2conns.go).
+	h2conns *h2Conns
 	// pools hold the upstream connections, apart by the class of address
 	// they go to (pool.go): the trust generation in force, replaced as a
 	// whole when upstream.ca_bundle is reloaded (ReloadConfig); trustMu
@@ -351,6 +354,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (_ *Gateway, err error)
 	}
 	g.resolver = &resolver{pins: cfg.resolve, dns: dns}
 	g.dialer = newDialer(cfg.Upstream.DialTimeout.D())
+	g.h2conns = newH2Conns(cfg.Upstream.MaxIdleConns, cfg.Upstream.IdleConnTimeout.D())
+	g.metrics.upstreamHTTP2(g.h2conns)
 	g.pools.Store(g.newUpstreamGeneration(trust))
 	g.upstream = timedTransport{t: g.pools.Load().public.t, g: g}
 	g.buffers = newBufferPool()
@@ -407,6 +412,9 @@ const upstreamSessions = 512
 func (g *Gateway) newUpstreamPool(trust *upstreamTrust, private, keepAlive bool) *upstreamPool {
 	cfg := g.cfg
 	p := &upstreamPool{private: private, dialer: g.dialer}
+	if keepAlive {
+		p.h2 = g.h2conns
+	}
 	// New upstream connections resume the TLS sessions of earlier ones
 	// (one cache per pool, so per class of address and per policy
 	// generation as the pool is; a pool that keeps no connection keeps no

@@ -23,6 +23,7 @@ func MetricNames() []string {
 	m := newMetrics(func() float64 { return 0 })
 	m.enableRedis()
 	m.interceptionCA(func() mitm.IssuerStats { return mitm.IssuerStats{} })
+	m.upstreamHTTP2(newH2Conns(0, 0))
 	m.enableSVID(func() identity.SVIDStatus { return identity.SVIDStatus{} })
 	m.enableTokenReview(func() identity.TokenReviewStats { return identity.TokenReviewStats{} })
 	newSwitchMetrics(m.reg, true)

@@ -364,6 +364,21 @@ func (m *metrics) interceptionCA(stats func() mitm.IssuerStats) {
 	)
 }
 
+// upstreamHTTP2 registers the metrics of the HTTP/2 upstream connection
+// bound (h2conns.go), read from s at each scrape.
+func (m *metrics) upstreamHTTP2(s *h2Conns) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgate_upstream_http2_connections",
+			Help: "HTTP/2 upstream connections counted against upstream.max_idle_conns (those open, and those closed by the HTTP/2 client and not yet forgotten): an upper bound of the HTTP/2 connections open to upstreams.",
+		}, func() float64 { return float64(s.Len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgate_upstream_http2_connections_closed_total",
+			Help: "Idle HTTP/2 upstream connections closed because upstream.max_idle_conns were counted (the one idle longest, of any host): a fast rate means the gateway reaches more HTTP/2 upstreams than it keeps connections to.",
+		}, func() float64 { return float64(s.closed.Load()) }),
+	)
+}
+
 // enableSVID registers the SPIFFE Workload API metrics (only gateways
 // with identity.mtls.workload_api show them), read from status at each
 // scrape.

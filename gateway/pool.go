@@ -63,6 +63,9 @@ type upstreamPool struct {
 	// certs present a TLS client certificate (the tlsclient injector),
 	// one transport per certificate, in this pool's class.
 	certs *clientTransports
+	// h2 counts the HTTP/2 connections of every pool that keeps
+	// connections (one for the gateway); nil in a pool that keeps none.
+	h2 *h2Conns
 	// next is set when the pool is retired: a policy reload replaced the
 	// generation a private pool served, or a reload of upstream.ca_bundle
 	// replaced the trust every pool verified under. Requests that picked
@@ -117,6 +120,18 @@ func (p *upstreamPool) transport(st *reqState, u *url.URL) http.RoundTripper {
 		return p.h1c
 	}
 	return p.t
+}
+
+// mayHTTP2 reports whether t, a round tripper p.transport returned, may
+// send a request over HTTP/2 (the HTTP/2 connections it is handed are
+// counted in p.h2): not the gateway's HTTP/1.1 client nor a transport
+// that speaks HTTP/1.1 alone.
+func mayHTTP2(p *upstreamPool, t http.RoundTripper) bool {
+	if _, own := t.(*h1client.Client); own {
+		return false
+	}
+	p = p.current()
+	return t != http.RoundTripper(p.h1) && (p.h1m == nil || t != http.RoundTripper(p.h1m))
 }
 
 // alpnH1 and alpnH2 are what dialH1 and dialH2 offer: one protocol at a time,

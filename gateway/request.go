@@ -126,6 +126,9 @@ type reqState struct {
 	// (retries.go).
 	tries  upstreamTries
 	upload uploadWatch
+	// h2 counts the request against the HTTP/2 upstream connections it
+	// was handed, and its host, in the pool's h2Conns (h2conns.go).
+	h2 h2Use
 	// ctx is the outbound request's context (stateCtx): part of
 	// reqState, so no allocation of its own.
 	ctx stateCtx
@@ -1350,6 +1353,10 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		t = st.pool.transport(st, r.URL)
 	}
 	t0 := time.Now()
+	if st != nil && st.pool != nil && mayHTTP2(st.pool, t) {
+		// Released by the forwarder once the response was relayed.
+		st.h2.begin(st.pool.h2, r.URL)
+	}
 	if st != nil && tt.g != nil {
 		st.tries.start(tt.g.cfg.Upstream.ResponseHeaderTimeout.D(), &st.flight)
 		defer st.tries.stop()
@@ -1365,6 +1372,11 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r = h1client.WithTrace(in)
 	}
 	resp, err := t.RoundTrip(r)
+	if err != nil && st != nil && st.h2.retry(r.Body != nil && r.Body != http.NoBody) && r.Context().Err() == nil {
+		// Handed an HTTP/2 connection h2Conns closed as the request
+		// came to it: nothing of the request reached the upstream.
+		resp, err = t.RoundTrip(r)
+	}
 	if errors.Is(err, errHTTP2Only) && st != nil {
 		// Found out while dialling, before anything of the request was
 		// sent (an HTTP/1.1 client's body, on the HTTP/1.1 loop, is
@@ -1379,6 +1391,7 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if r2.Body != r.Body {
 			st.upload.stop() // the copy's reads are not the body's
 		}
+		st.h2.begin(st.pool.h2, r.URL) // match: HTTP/2
 		resp, err = st.pool.transport(st, r.URL).RoundTrip(h1client.WithTrace(r2))
 	}
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && st != nil && st.reissue != nil && tt.g != nil {

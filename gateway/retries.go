@@ -73,7 +73,8 @@ func (u *upstreamTries) stop() {
 // second arms a timer that cancels the request when
 // response_header_timeout has passed since the first, so that the
 // backoff between tries ends with it.
-func (st *reqState) GotConn(httptrace.GotConnInfo) {
+func (st *reqState) GotConn(info httptrace.GotConnInfo) {
+	st.h2.gotConn(info)
 	u := &st.tries
 	if u.cancel == nil {
 		return

@@ -247,7 +247,9 @@ func TestDashboardCoversTheGateway(t *testing.T) {
 // the dashboard nor an alert uses, each with why: an operator reads them
 // when investigating, not on the overview.
 var unwatched = map[string]string{
-	"credgate_leaf_certificates_signed_total": "read when investigating leaf cache churn, beside credgate_leaf_certificates",
+	"credgate_leaf_certificates_signed_total":          "read when investigating leaf cache churn, beside credgate_leaf_certificates",
+	"credgate_upstream_http2_connections":              "read when investigating descriptors held to upstreams; bounded by upstream.max_idle_conns",
+	"credgate_upstream_http2_connections_closed_total": "read when investigating upstream connection churn (many HTTP/2 upstream names, upstream.max_idle_conns too low)",
 }
 
 // TestEveryMetricWatched: every credgate_ metric family the gateway
