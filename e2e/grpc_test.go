@@ -90,10 +90,10 @@ default: deny
 // credential the gateway injects.
 type grpcOrigin struct {
 	testgrpc.UnimplementedTestServiceServer
-	addr  string
-	mu sync.Mutex
+	addr string
+	mu   sync.Mutex
 	// token is the credential the gateway injects.
-	token string
+	token   string
 	calls   map[string]int // per full method, calls that had the credential
 	badAuth []string       // full methods of calls without it
 	// deadlines are the time left, at the server, of calls that had a
@@ -106,7 +106,7 @@ type grpcOrigin struct {
 
 func startGRPCOrigin(t *testing.T) *grpcOrigin {
 	t.Helper()
-	o := &grpcOrigin{ calls: map[string]int{}, ended: make(chan string, 16)}
+	o := &grpcOrigin{calls: map[string]int{}, ended: make(chan string, 16)}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -289,9 +289,11 @@ func grpcClientMain(scenario string) int {
 		emit(step, start, err, s)
 	}
 	scenarios := map[string]func(){
-		"calls":     func() { grpcCalls(c, run) },
-		"methods":   func() { grpcMethods(c, run) },
-		"unary":     func() { run("unary", 10*time.Second, func(ctx context.Context) (grpcStep, error) { return grpcUnary(ctx, c) }) },
+		"calls":   func() { grpcCalls(c, run) },
+		"methods": func() { grpcMethods(c, run) },
+		"unary": func() {
+			run("unary", 10*time.Second, func(ctx context.Context) (grpcStep, error) { return grpcUnary(ctx, c) })
+		},
 		"bidi-hold": func() { grpcBidiHold(c, emit) },
 	}
 	f, ok := scenarios[scenario]
@@ -442,8 +444,8 @@ func grpcCalls(c testgrpc.TestServiceClient, run grpcRun) {
 func pingPong(s grpc.BidiStreamingClient[testgrpc.StreamingOutputCallRequest, testgrpc.StreamingOutputCallResponse], n int) (int, error) {
 	got := 0
 	for i := 0; i < n; i++ {
-		if err := s.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 8}}}); err != nil {
-			return got, err
+		if err := s.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 8}}}); err != nil && !errors.Is(err, io.EOF) {
+			return got, err // io.EOF: the call ended; Recv says how
 		}
 		if _, err := s.Recv(); err != nil {
 			return got, err
@@ -693,5 +695,96 @@ func TestGRPCThroughGateway(t *testing.T) {
 		// by the client's cancellation at the same moment, whichever
 		// comes first; the cancelled one by the cancellation.
 		t.Errorf("the held calls ended at the server as %v, want one cancelled", seen)
+	}
+}
+
+// TestGRPCRefusals: a call the policy refuses (here a method the rule for
+// its destination does not allow) is reported by grpc-go as
+// PermissionDenied with the gateway's code and reason in the message,
+// and audited with the refusal's status; the allowed method passes. A
+// destination no rule names is refused at the CONNECT, before any call:
+// grpc-go reports Unavailable naming the proxy's 403.
+func TestGRPCRefusals(t *testing.T) {
+	e, o := startGRPCEnv(t, envOptions{})
+	steps := startGRPCClient(t, e, "methods", otherHost+":443").all(t)
+	if s := steps["unary"]; s.Code != "OK" {
+		t.Errorf("the allowed UnaryCall: %s %q", s.Code, s.Msg)
+	}
+	for name, method := range map[string]string{"bidi": "FullDuplexCall", "server-stream": "StreamingOutputCall"} {
+		s := steps[name]
+		want := fmt.Sprintf(`credgate path_not_allowed: rule "grpc-unary-only" lets workload "local" reach other.origin.test:443, but not POST /grpc.testing.TestService/%s`, method)
+		if s.Code != "PermissionDenied" || s.Msg != want {
+			t.Errorf("%s: %s %q, want PermissionDenied %q", name, s.Code, s.Msg, want)
+		}
+		if n := o.count(method); n != 0 {
+			t.Errorf("the server saw %d %s calls", n, method)
+		}
+	}
+	waitFor(t, 5*time.Second, "the refusals' audit lines", func() error {
+		n := 0
+		for _, a := range e.audit() {
+			if a.Code == "path_not_allowed" && a.Status == 403 && strings.HasPrefix(a.Path, "/grpc.testing.TestService/") {
+				n++
+			}
+		}
+		if n != 2 {
+			return fmt.Errorf("%d path_not_allowed lines with status 403, want 2", n)
+		}
+		return nil
+	})
+
+	s := startGRPCClient(t, e, "unary", tunnelHost+":443").next(t, "unary")
+	if s.Code != "Unavailable" || !strings.Contains(s.Msg, "403") {
+		t.Errorf("a destination no rule names: %s %q, want Unavailable naming the CONNECT's 403", s.Code, s.Msg)
+	}
+	t.Logf("CONNECT refused: %s %q", s.Code, s.Msg)
+}
+
+// TestGRPCKillSwitch: disabling the rule cuts an open bidi stream (the
+// client sees an error within a second), the audit line of the stream
+// says disabled_in_flight, and the next call is refused PermissionDenied
+// "credgate disabled".
+func TestGRPCKillSwitch(t *testing.T) {
+	tokFile, token := writeAdminToken(t, t.TempDir())
+	e, _ := startGRPCEnv(t, envOptions{ExtraConfig: fmt.Sprintf("admin:\n  token_file: %q\n", tokFile)})
+	e.secrets = append(e.secrets, token)
+	c := startGRPCClient(t, e, "bidi-hold", apiHost+":443")
+	if s := c.next(t, "open"); s.Code != "OK" {
+		t.Fatalf("open: %s %q", s.Code, s.Msg)
+	}
+	t0 := time.Now()
+	if out, code := adminCLI(t, e, "--token-file", tokFile, "disable", "rule", "grpc-test-service", "--reason", "INC-9"); code != 0 {
+		t.Fatalf("credgate admin disable: exit %d\n%s", code, out)
+	}
+	t1 := time.Now()
+	s := c.next(t, "cut")
+	took := time.Since(t0)
+	t.Logf("the open stream was cut: %s %q, %s after the CLI started (it took %s)", s.Code, s.Msg, took.Round(time.Millisecond), t1.Sub(t0).Round(time.Millisecond))
+	if s.Code == "OK" || took-t1.Sub(t0) >= time.Second {
+		t.Errorf("the open stream: %s %q %s after the switch, want an error within 1s", s.Code, s.Msg, took-t1.Sub(t0))
+	}
+	waitFor(t, 5*time.Second, "the cut stream's audit line", func() error {
+		for _, a := range e.audit() {
+			if a.Path == "/grpc.testing.TestService/FullDuplexCall" && a.Code == "disabled_in_flight" && a.Rule == "grpc-test-service" {
+				return nil
+			}
+		}
+		return errors.New("no FullDuplexCall line with code disabled_in_flight")
+	})
+	u := startGRPCClient(t, e, "unary", apiHost+":443").next(t, "unary")
+	if u.Code != "PermissionDenied" || !strings.HasPrefix(u.Msg, "credgate disabled: ") {
+		t.Errorf("a call after the switch: %s %q, want PermissionDenied \"credgate disabled: ...\"", u.Code, u.Msg)
+	}
+}
+
+// TestGRPCUpstreamHTTP1: under upstream.http2: never the call goes to the
+// gRPC server over HTTP/1.1, which it closes: the client gets Unavailable
+// at once (not a hang) with a message saying gRPC needs HTTP/2 and what
+// to set.
+func TestGRPCUpstreamHTTP1(t *testing.T) {
+	e, _ := startGRPCEnv(t, envOptions{UpstreamConfig: "  http2: never\n"})
+	s := startGRPCClient(t, e, "unary", apiHost+":443").next(t, "unary")
+	if s.Code != "Unavailable" || !strings.HasPrefix(s.Msg, "credgate upstream_error: ") || !strings.Contains(s.Msg, "upstream.http2 is never") || s.MS > 5000 {
+		t.Errorf("under upstream.http2: never: %s %q after %dms, want Unavailable naming upstream.http2 at once", s.Code, s.Msg, s.MS)
 	}
 }

@@ -228,7 +228,7 @@ var idempotent = map[string]bool{
 // serveProxy handles requests on the proxy listeners: CONNECT goes to
 // goproxy, absolute-URI requests are forwarded, anything else is refused.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if g.refuseAuditStalled(w) {
+	if g.refuseAuditStalled(w, r) {
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -275,7 +275,7 @@ func proxyTarget(u *url.URL) (target, *refusal) {
 
 // serveIntercepted handles requests inside an intercepted tunnel.
 func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
-	if g.refuseAuditStalled(w) {
+	if g.refuseAuditStalled(w, r) {
 		return
 	}
 	start := time.Now()
@@ -1047,6 +1047,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	switch {
 	case status == 0 && st.refusal != nil:
 		status = st.refusal.Status // nothing could be written: the client left
+	case st.refusal != nil && status == http.StatusOK && isGRPC(x.r):
+		status = st.refusal.Status // answered as a gRPC refusal: 200 on the wire
 	case status == 0:
 		status = http.StatusOK
 	}
@@ -1200,7 +1202,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 // refuse answers a request the gateway will not forward, counts the
 // refusal and audits it with what x knows so far.
 func (g *Gateway) refuse(x *exchange, f refusal) {
-	f.write(x.w)
+	f.write(x.w, x.r)
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	if !x.identified {
 		// Refused before identity (a path or method the gateway will not
@@ -1468,7 +1470,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// (inflight.go); a body read it ended is its doing too.
 		st.refusal = f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if st != nil && st.body.cutOff() {
@@ -1476,7 +1478,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if st != nil {
@@ -1486,20 +1488,20 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			// upstream's.
 			st.refusal = &f
 			g.metrics.refusals.WithLabelValues(f.Code).Inc()
-			f.write(w)
+			f.write(w, r)
 			return
 		}
 	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if f, ok := retriesRefusal(r, st); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if r.Context().Err() != nil {
@@ -1510,7 +1512,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			st.refusal = &f
 		}
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	var ue *url.Error
@@ -1547,12 +1549,17 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	default:
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the connection to %s failed", dest), "")
 	}
+	if f.Code == codeUpstreamError && g.cfg.Upstream.HTTP2 == HTTP2Never && grpcNeedsHTTP2(r) {
+		// A gRPC server closes an HTTP/1.1 request's connection (EOF):
+		// say why, not only that it failed.
+		f.Reason += "; this is a gRPC call, which needs HTTP/2 to the upstream, and upstream.http2 is never, so it was sent over HTTP/1.1: set upstream.http2 to match (or always) in the gateway config"
+	}
 	g.log.Info("upstream request failed", slog.String("host", dest), slog.String("code", f.Code), slog.String("error", g.logText(st, err)))
 	if st != nil {
 		st.refusal = &f
 	}
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	f.write(w)
+	f.write(w, r)
 }
 
 // ctxRefusal is the refusal of a request whose context was cancelled
