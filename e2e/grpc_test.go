@@ -389,7 +389,7 @@ func grpcCalls(c testgrpc.TestServiceClient, run grpcRun) {
 		return grpcStep{}, err
 	})
 	run("concurrent", 20*time.Second, func(ctx context.Context) (grpcStep, error) {
-		const streams = 64
+		const streams = 100
 		var wg sync.WaitGroup
 		errs := make(chan error, streams)
 		for i := 0; i < streams; i++ {
@@ -536,6 +536,11 @@ func startGRPCClient(t *testing.T, e *env, scenario, target string) *grpcChild {
 	}
 	cmd.Env = append(env, grpcClientEnv+"="+scenario, grpcTargetEnv+"="+target,
 		"HTTPS_PROXY="+e.proxyURL, "SSL_CERT_FILE="+gwCACert)
+	for _, kv := range cmd.Env {
+		if strings.Contains(kv, e.token) {
+			t.Fatal("the gRPC client's environment holds the credential")
+		}
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -621,7 +626,7 @@ func startGRPCEnv(t *testing.T, opts envOptions) (*env, *grpcOrigin) {
 // gateway: every kind of call passes with the injected credential, which
 // the client never holds; status, metadata and trailers reach the client
 // unchanged; deadlines and cancellation reach the server; 4 MiB messages
-// pass both ways; 64 concurrent streams share one connection; a response
+// pass both ways; 100 concurrent streams share one connection; a response
 // echoing the credential is scrubbed.
 func TestGRPCThroughGateway(t *testing.T) {
 	e, o := startGRPCEnv(t, envOptions{})
@@ -632,7 +637,7 @@ func TestGRPCThroughGateway(t *testing.T) {
 		"client-stream": {Code: "OK", N: 500},
 		"bidi":          {Code: "OK", N: 5},
 		"large":         {Code: "OK", N: grpcLarge},
-		"concurrent":    {Code: "OK", N: 64},
+		"concurrent":    {Code: "OK", N: 100},
 		"deadline":      {Code: "DeadlineExceeded"},
 		"cancel":        {Code: "Canceled"},
 	}
