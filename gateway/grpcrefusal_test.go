@@ -239,3 +239,74 @@ func TestGRPCRefusalsAgreeWithJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestKillSwitchEndsGRPCCall: a gRPC call over HTTP/2 whose response has
+// begun, cut by the kill switch, ends with trailers naming the refusal
+// (grpc-status UNAVAILABLE, grpc-message "credgate disabled_in_flight:
+// ...", X-Credgate-Reason), which gRPC clients report as a status, and
+// is audited disabled_in_flight with the status sent (200). Before, the
+// stream was reset and grpc-go reported INTERNAL "stream terminated by
+// RST_STREAM". Over HTTP/1.1 (no gRPC there) the response is cut as any.
+func TestKillSwitchEndsGRPCCall(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	t.Setenv("CREDGATE_GATEWAY_TEST_ADMIN", token)
+	tg := startSwitchGateway(t, "admin:\n  token_env: CREDGATE_GATEWAY_TEST_ADMIN\n")
+	tg.origin.route("/grpc.Echo/Hold", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		_, _ = w.Write(grpcFrame("first"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // until the gateway cancels
+	})
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, "https://"+apiHost+"/grpc.Echo/Hold", strings.NewReader(string(grpcFrame("hi"))))
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			resp, err := tg.client(t, h2).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			first := make([]byte, len(grpcFrame("first")))
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatalf("the first message: %v", err)
+			}
+			n := len(auditLines(tg))
+			sw := `{"kind":"rule","name":"api","reason":"test"}`
+			if st, _, body := adminCall(t, tg, "/admin/v1/disable", token, sw); st != 200 {
+				t.Fatalf("disable: %d %v", st, body)
+			}
+			defer func() {
+				if st, _, body := adminCall(t, tg, "/admin/v1/enable", token, sw); st != 200 {
+					t.Errorf("enable: %d %v", st, body)
+				}
+			}()
+			rest, err := io.ReadAll(resp.Body)
+			if !h2 {
+				if err == nil {
+					t.Errorf("HTTP/1.1: the cut response ended cleanly (%q)", rest)
+				}
+			} else {
+				msg, _ := url.PathUnescape(resp.Trailer.Get("Grpc-Message"))
+				if err != nil || len(rest) != 0 || resp.Trailer.Get("Grpc-Status") != "14" ||
+					!strings.HasPrefix(msg, "credgate disabled_in_flight: ") || resp.Trailer.Get(ReasonHeader) != codeDisabledInFlight {
+					t.Errorf("HTTP/2: then %q (%v), trailers %v; want the end with grpc-status 14 and the refusal", rest, err, resp.Trailer)
+				}
+			}
+			var line map[string]any
+			waitFor(t, 10*time.Second, "the cut call's audit line", func() bool {
+				for _, l := range auditLines(tg)[n:] {
+					if l["path"] == "/grpc.Echo/Hold" {
+						line = l
+						return true
+					}
+				}
+				return false
+			})
+			if line["code"] != codeDisabledInFlight || fmt.Sprint(line["status"]) != "200" {
+				t.Errorf("audit line: code %v status %v, want %s 200", line["code"], line["status"], codeDisabledInFlight)
+			}
+		})
+	}
+}

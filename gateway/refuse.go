@@ -186,6 +186,23 @@ func (f refusal) writeGRPC(w http.ResponseWriter, mt string) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// setGRPCTrailers sets, in h, the trailers that end a gRPC call f cut
+// after its response began: grpc-status, grpc-message and the reason
+// header as writeGRPC sends them in a refusal's header block
+// (http.TrailerPrefix: the header block went without announcing them).
+func (f refusal) setGRPCTrailers(h http.Header) {
+	h.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(int(grpcCode(f.Status))))
+	h.Set(http.TrailerPrefix+"Grpc-Message", grpcPercentEncode("credgate "+f.Code+": "+f.Reason))
+	h.Set(http.TrailerPrefix+ReasonHeader, f.Code)
+}
+
+// grpcResponse reports whether a response with header h carries gRPC
+// messages (application/grpc, with or without a +suffix).
+func grpcResponse(h http.Header) bool {
+	mt, ok := grpcMediaTypeOf(h.Get("Content-Type"))
+	return ok && (mt == "application/grpc" || strings.HasPrefix(mt, "application/grpc+"))
+}
+
 // grpcMediaType reports whether r is a gRPC or gRPC-Web call, by its
 // Content-Type (application/grpc, application/grpc-web and
 // application/grpc-web-text, each also with a +suffix such as +proto),
@@ -194,7 +211,11 @@ func grpcMediaType(r *http.Request) (string, bool) {
 	if r == nil {
 		return "", false
 	}
-	ct := r.Header.Get("Content-Type")
+	return grpcMediaTypeOf(r.Header.Get("Content-Type"))
+}
+
+// grpcMediaTypeOf is grpcMediaType of a Content-Type value.
+func grpcMediaTypeOf(ct string) (string, bool) {
 	if len(ct) < len("application/grpc") || !strings.EqualFold(ct[:len("application/grpc")], "application/grpc") {
 		return "", false // not one: told apart before the parse
 	}

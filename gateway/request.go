@@ -77,6 +77,10 @@ type reqState struct {
 	resp *responseHooks
 	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
 	http1 bool
+	// grpcEnded: forward ended a gRPC call it cut with trailers naming
+	// the refusal (refusal.setGRPCTrailers), so handle returns rather
+	// than abort the stream.
+	grpcEnded bool
 	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
 	// long-lived connection it becomes when the upstream switches.
 	long *longConn
@@ -1096,7 +1100,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if g.tracer != nil {
 		x.trace.Outcome(ev2.Workload, ev2.Rule, ev2.Decision, ev2.Code, ev2.Status)
 	}
-	if aborted {
+	if aborted && !st.grpcEnded {
 		panic(http.ErrAbortHandler) // the server cuts the client's response
 	}
 }
