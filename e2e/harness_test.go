@@ -273,6 +273,9 @@ type envOptions struct {
 	// AuditConfig is appended inside the config's audit: block (keys
 	// indented by two spaces, e.g. "  on_stall: fail_closed\n").
 	AuditConfig string
+	// UpstreamConfig is appended inside the config's upstream: block
+	// (keys indented by two spaces, e.g. "  http2: never\n").
+	UpstreamConfig string
 	// AuditOutput is audit.output: a file path; "" is stdout (the
 	// lines e.audit reads).
 	AuditOutput string
@@ -415,7 +418,7 @@ upstream:
   dial_timeout: 5s
   tls_handshake_timeout: 5s
   response_header_timeout: 20s
-resolve:
+%[12]sresolve:
 %[7]slimits:
   max_header_bytes: 65536
   read_header_timeout: 5s
@@ -426,7 +429,7 @@ cache:
 %[10]slog:
   level: debug
 shutdown_timeout: %[6]s
-%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig, opts.AuditConfig, auditOutput)
+%[8]s`, gwCACert, gwCAKey, originCACert, tlsPort, e.origin.PlainAddr.Port, shutdown, resolve.String(), opts.ExtraConfig, opts.CacheConfig, opts.AuditConfig, auditOutput, opts.UpstreamConfig)
 	if err := os.WriteFile(e.configPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

@@ -43,6 +43,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if scenario := os.Getenv(grpcClientEnv); scenario != "" {
+		// This binary started again as a gRPC client (grpc_test.go).
+		os.Exit(grpcClientMain(scenario))
+	}
 	os.Exit(runMain(m))
 }
 

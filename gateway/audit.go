@@ -114,13 +114,13 @@ const codeAuditStalled = "audit_stalled"
 // refuseAuditStalled answers 503 when the audit sink is stalled under
 // audit.on_stall: fail_closed, and reports whether it did. The refusal is
 // counted, not audited: its line could not be written either.
-func (g *Gateway) refuseAuditStalled(w http.ResponseWriter) bool {
+func (g *Gateway) refuseAuditStalled(w http.ResponseWriter, r *http.Request) bool {
 	if !g.audit.stalled() {
 		return false
 	}
 	g.metrics.refusals.WithLabelValues(codeAuditStalled).Inc()
 	newRefusal(http.StatusServiceUnavailable, codeAuditStalled,
-		"the gateway's audit log is not being written (its sink is stalled) and audit.on_stall is fail_closed; retry later", "").write(w)
+		"the gateway's audit log is not being written (its sink is stalled) and audit.on_stall is fail_closed; retry later", "").write(w, r)
 	return true
 }
 

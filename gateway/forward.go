@@ -270,6 +270,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 					st.abortCode = codeRequestBodyAborted
 				}
 			}
+			if cut && r.ProtoMajor == 2 && grpcNeedsHTTP2(r) && grpcResponse(resp.Header) {
+				// A gRPC call over HTTP/2 that the kill switch (or the
+				// loss of its identity) cut: it ends with trailers
+				// naming the refusal, which gRPC clients report as a
+				// status, rather than a reset stream (INTERNAL);
+				// handle returns instead of passing the abort on.
+				f.setGRPCTrailers(w.Header())
+				st.grpcEnded = true
+			}
 		}
 		panic(http.ErrAbortHandler)
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // ReasonHeader carries the machine-readable reason of every answer the
@@ -145,14 +147,163 @@ func (f refusal) setHeader(h http.Header) {
 	}
 }
 
-// write sends f on a ResponseWriter.
-func (f refusal) write(w http.ResponseWriter) {
+// write sends f on a ResponseWriter as the answer to r: for a gRPC
+// request (grpcMediaType) a gRPC one (writeGRPC), else f.Status with the
+// JSON body.
+func (f refusal) write(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
+	if mt, ok := grpcMediaType(r); ok {
+		f.writeGRPC(w, mt)
+		return
+	}
 	f.setHeader(h)
 	b := f.body()
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(f.Status)
 	_, _ = w.Write(b)
+}
+
+// writeGRPC sends f as a gRPC call's refusal, which gRPC clients report
+// as a status with a message (as Envoy's ext_authz answers gRPC calls):
+// a Trailers-Only response, status 200 with grpc-status (grpcCode of
+// f.Status), grpc-message ("credgate CODE: REASON", percent-encoded) and
+// no body, in the request's media type mt, with the gateway's reason
+// header, Cache-Control and Retry-After as every refusal has. Over
+// HTTP/2 the header block ends the stream, since nothing is written
+// after it; over HTTP/1.1 (gRPC-Web) the body is empty. The audit line
+// and metrics keep f.Status, the refusal's class.
+func (f refusal) writeGRPC(w http.ResponseWriter, mt string) {
+	h := w.Header()
+	h.Set("Content-Type", mt)
+	h.Set("Cache-Control", "no-store")
+	h.Set(ReasonHeader, f.Code)
+	if f.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
+	}
+	h.Set("Grpc-Status", strconv.Itoa(int(grpcCode(f.Status))))
+	h.Set("Grpc-Message", grpcPercentEncode("credgate "+f.Code+": "+f.Reason))
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
+}
+
+// setGRPCTrailers sets, in h, the trailers that end a gRPC call f cut
+// after its response began: grpc-status, grpc-message and the reason
+// header as writeGRPC sends them in a refusal's header block
+// (http.TrailerPrefix: the header block went without announcing them).
+func (f refusal) setGRPCTrailers(h http.Header) {
+	h.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(int(grpcCode(f.Status))))
+	h.Set(http.TrailerPrefix+"Grpc-Message", grpcPercentEncode("credgate "+f.Code+": "+f.Reason))
+	h.Set(http.TrailerPrefix+ReasonHeader, f.Code)
+}
+
+// grpcResponse reports whether a response with header h carries gRPC
+// messages (application/grpc, with or without a +suffix).
+func grpcResponse(h http.Header) bool {
+	mt, ok := grpcMediaTypeOf(h.Get("Content-Type"))
+	return ok && (mt == "application/grpc" || strings.HasPrefix(mt, "application/grpc+"))
+}
+
+// grpcMediaType reports whether r is a gRPC or gRPC-Web call, by its
+// Content-Type (application/grpc, application/grpc-web and
+// application/grpc-web-text, each also with a +suffix such as +proto),
+// and returns its media type, which the refusal's answer carries.
+func grpcMediaType(r *http.Request) (string, bool) {
+	if r == nil {
+		return "", false
+	}
+	return grpcMediaTypeOf(r.Header.Get("Content-Type"))
+}
+
+// grpcMediaTypeOf is grpcMediaType of a Content-Type value.
+func grpcMediaTypeOf(ct string) (string, bool) {
+	if len(ct) < len("application/grpc") || !strings.EqualFold(ct[:len("application/grpc")], "application/grpc") {
+		return "", false // not one: told apart before the parse
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", false
+	}
+	for _, base := range []string{"application/grpc", "application/grpc-web", "application/grpc-web-text"} {
+		if mt == base || strings.HasPrefix(mt, base+"+") {
+			return mt, true
+		}
+	}
+	return "", false
+}
+
+// isGRPC reports whether r is a gRPC or gRPC-Web call (grpcMediaType).
+func isGRPC(r *http.Request) bool {
+	_, ok := grpcMediaType(r)
+	return ok
+}
+
+// grpcNeedsHTTP2 reports whether r is a gRPC call of the kind that only
+// HTTP/2 carries (application/grpc, not gRPC-Web).
+func grpcNeedsHTTP2(r *http.Request) bool {
+	mt, ok := grpcMediaType(r)
+	return ok && (mt == "application/grpc" || strings.HasPrefix(mt, "application/grpc+"))
+}
+
+// grpcStatus is a gRPC status code (google.golang.org/grpc/codes).
+type grpcStatus int
+
+// The gRPC status codes a refusal maps to.
+const (
+	grpcCanceled          grpcStatus = 1
+	grpcUnknown           grpcStatus = 2
+	grpcInvalidArgument   grpcStatus = 3
+	grpcDeadlineExceeded  grpcStatus = 4
+	grpcPermissionDenied  grpcStatus = 7
+	grpcResourceExhausted grpcStatus = 8
+	grpcInternal          grpcStatus = 13
+	grpcUnavailable       grpcStatus = 14
+	grpcUnauthenticated   grpcStatus = 16
+)
+
+// grpcCode is the gRPC status of a refusal answered with HTTP status
+// status (docs/policy.md, "Refusals to gRPC calls"): the code Google's
+// API design pairs with that status, so that a gRPC client's retry
+// policy (which retries UNAVAILABLE) treats a refusal as it would the
+// HTTP client its status.
+func grpcCode(status int) grpcStatus {
+	switch status {
+	case http.StatusBadRequest, http.StatusMisdirectedRequest, http.StatusExpectationFailed:
+		return grpcInvalidArgument
+	case http.StatusUnauthorized, http.StatusProxyAuthRequired:
+		return grpcUnauthenticated
+	case http.StatusForbidden:
+		return grpcPermissionDenied
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return grpcDeadlineExceeded
+	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge, http.StatusTooManyRequests:
+		return grpcResourceExhausted
+	case statusClientClosed:
+		return grpcCanceled
+	case http.StatusInternalServerError:
+		return grpcInternal
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return grpcUnavailable
+	}
+	return grpcUnknown
+}
+
+// grpcPercentEncode encodes a grpc-message value as the gRPC protocol
+// asks (PROTOCOL-HTTP2.md): every byte outside printable ASCII, and '%',
+// as %XX.
+func grpcPercentEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // response builds f as an *http.Response, for goproxy's CONNECT rejection

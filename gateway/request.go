@@ -77,6 +77,10 @@ type reqState struct {
 	resp *responseHooks
 	// http1: send the request upstream over HTTP/1.1 (upstream.http2).
 	http1 bool
+	// grpcEnded: forward ended a gRPC call it cut with trailers naming
+	// the refusal (refusal.setGRPCTrailers), so handle returns rather
+	// than abort the stream.
+	grpcEnded bool
 	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
 	// long-lived connection it becomes when the upstream switches.
 	long *longConn
@@ -231,7 +235,7 @@ var idempotent = map[string]bool{
 // serveProxy handles requests on the proxy listeners: CONNECT goes to
 // goproxy, absolute-URI requests are forwarded, anything else is refused.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if g.refuseAuditStalled(w) {
+	if g.refuseAuditStalled(w, r) {
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -278,7 +282,7 @@ func proxyTarget(u *url.URL) (target, *refusal) {
 
 // serveIntercepted handles requests inside an intercepted tunnel.
 func (g *Gateway) serveIntercepted(w http.ResponseWriter, r *http.Request) {
-	if g.refuseAuditStalled(w) {
+	if g.refuseAuditStalled(w, r) {
 		return
 	}
 	start := time.Now()
@@ -1050,6 +1054,8 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	switch {
 	case status == 0 && st.refusal != nil:
 		status = st.refusal.Status // nothing could be written: the client left
+	case st.refusal != nil && status == http.StatusOK && isGRPC(x.r):
+		status = st.refusal.Status // answered as a gRPC refusal: 200 on the wire
 	case status == 0:
 		status = http.StatusOK
 	}
@@ -1097,7 +1103,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	if g.tracer != nil {
 		x.trace.Outcome(ev2.Workload, ev2.Rule, ev2.Decision, ev2.Code, ev2.Status)
 	}
-	if aborted {
+	if aborted && !st.grpcEnded {
 		panic(http.ErrAbortHandler) // the server cuts the client's response
 	}
 }
@@ -1203,7 +1209,7 @@ func (g *Gateway) event(x *exchange, path string) event {
 // refuse answers a request the gateway will not forward, counts the
 // refusal and audits it with what x knows so far.
 func (g *Gateway) refuse(x *exchange, f refusal) {
-	f.write(x.w)
+	f.write(x.w, x.r)
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	if !x.identified {
 		// Refused before identity (a path or method the gateway will not
@@ -1481,7 +1487,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// (inflight.go); a body read it ended is its doing too.
 		st.refusal = f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if st != nil && st.body.cutOff() {
@@ -1489,7 +1495,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if st != nil {
@@ -1499,20 +1505,20 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			// upstream's.
 			st.refusal = &f
 			g.metrics.refusals.WithLabelValues(f.Code).Inc()
-			f.write(w)
+			f.write(w, r)
 			return
 		}
 	}
 	if f, ok := g.placeholderStreamRefusal(r, st, err); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if f, ok := retriesRefusal(r, st); ok {
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	if r.Context().Err() != nil {
@@ -1523,7 +1529,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			st.refusal = &f
 		}
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
-		f.write(w)
+		f.write(w, r)
 		return
 	}
 	var ue *url.Error
@@ -1560,12 +1566,17 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	default:
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the connection to %s failed", dest), "")
 	}
+	if f.Code == codeUpstreamError && g.cfg.Upstream.HTTP2 == HTTP2Never && grpcNeedsHTTP2(r) {
+		// A gRPC server closes an HTTP/1.1 request's connection (EOF):
+		// say why, not only that it failed.
+		f.Reason += "; this is a gRPC call, which needs HTTP/2 to the upstream, and upstream.http2 is never, so it was sent over HTTP/1.1: set upstream.http2 to match (or always) in the gateway config"
+	}
 	g.log.Info("upstream request failed", slog.String("host", dest), slog.String("code", f.Code), slog.String("error", g.logText(st, err)))
 	if st != nil {
 		st.refusal = &f
 	}
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	f.write(w)
+	f.write(w, r)
 }
 
 // ctxRefusal is the refusal of a request whose context was cancelled

@@ -576,7 +576,7 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 	if h == nil {
 		return true
 	}
-	fail := func(code, reason string) bool { return g.failResponse(w, st, code, reason) }
+	fail := func(code, reason string) bool { return g.failResponse(w, resp.Request, st, code, reason) }
 	if h.whole && resp.StatusCode == http.StatusPartialContent {
 		// The request carried no Range (it was removed, or refused), or
 		// a field the gateway does not know asked for a range: a piece
@@ -626,7 +626,7 @@ func (g *Gateway) transformResponse(w http.ResponseWriter, resp *http.Response, 
 
 // failResponse answers the client 502 code for a response of st that
 // must not reach it, and reports false (transformResponse's answer).
-func (g *Gateway) failResponse(w http.ResponseWriter, st *reqState, code, reason string) bool {
+func (g *Gateway) failResponse(w http.ResponseWriter, r *http.Request, st *reqState, code, reason string) bool {
 	f := newRefusal(http.StatusBadGateway, code, reason, st.resp.rule)
 	if st.upBody.stalled() {
 		// Custody or a decoder read the body before its headers went
@@ -636,7 +636,7 @@ func (g *Gateway) failResponse(w http.ResponseWriter, st *reqState, code, reason
 	}
 	st.refusal = &f
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
-	f.write(w)
+	f.write(w, r)
 	return false
 }
 
@@ -662,7 +662,7 @@ func (g *Gateway) keepInCustody(w http.ResponseWriter, resp *http.Response, st *
 	}
 	if err != nil {
 		g.log.Warn("custody: response not passed on", "rule", h.rule, "error", g.logText(st, err))
-		return g.failResponse(w, st, codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
+		return g.failResponse(w, resp.Request, st, codeCustodyFailed, fmt.Sprintf("rule %q keeps values of this response in custody, and the response could not be processed (see the gateway's log line \"custody: response not passed on\"); it was not passed on", h.rule))
 	}
 	h.captured = n
 	if n > 0 {
