@@ -76,8 +76,9 @@ each connection it forwards to the gateway (over TLS to the gateway's
 tls_listen with --gateway https://HOST:PORT, presenting --gateway-cert
 there when given) and admits only clients that present the per-run secret
 in its proxy URL, or, on Linux, that send no proxy credentials from a
-socket of this user (Java). --relay=false gives the
-command the gateway itself, with the token in the proxy URL, as before. The command's exit code is credgate run's
+socket the command or one of its descendants holds (Java); not other
+processes of this user, nor the other containers of a Kubernetes pod.
+--relay=false gives the command the gateway itself, with the token in the proxy URL, as before. The command's exit code is credgate run's
 (127/126 when it is not found or cannot be executed); SIGINT, SIGTERM,
 SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are passed on to it.
 
@@ -242,6 +243,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		return signalExit(s)
 	}
 	closeRelay := func() {}
+	var started func(pid int)
 	// The command's stderr and the relay's messages: one writer, locked
 	// where it is not a file (exec copies to it from a goroutine).
 	stderr := cmd.ErrOrStderr()
@@ -259,7 +261,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 			roots.AddCert(c)
 		}
 		rl, err := runrelay.Start(cmd.Context(), runrelay.Config{Gateway: proxy, Roots: roots, Token: token, Log: stderr,
-			ClientCert: o.gatewayCert, ClientKey: o.gatewayKey, SameUser: true})
+			ClientCert: o.gatewayCert, ClientKey: o.gatewayKey, Descendants: true})
 		if err != nil {
 			if tok != nil {
 				o.revoke(ac, tok, cmd.ErrOrStderr())
@@ -269,12 +271,14 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		defer rl.Close()
 		env.Proxy = rl.URL()
 		// Java sends no proxy credentials (docs/agents.md): on Linux the
-		// relay admits it as this user's client (SameUser); elsewhere it
-		// keeps the plain gateway, as before, without the token.
-		if !runrelay.SameUserSupported && proxy.Scheme == "http" {
+		// relay admits it as one of the command's processes
+		// (Descendants, from started's SetCommand); elsewhere it keeps
+		// the plain gateway, as before, without the token.
+		if !runrelay.DescendantsSupported && proxy.Scheme == "http" {
 			env.JavaProxy = proxy
 		}
 		closeRelay = func() { _ = rl.Close() }
+		started = rl.SetCommand
 	}
 	base, adminVars := withoutAdminCredentials(os.Environ())
 	vars := env.vars(base)
@@ -290,7 +294,7 @@ func (o *runOptions) run(cmd *cobra.Command, ac *adminClient, adminURL string, a
 		}
 		return printEnv(cmd.OutOrStdout(), o.format, vars)
 	}
-	code, err := runChildSignals(cmd.Context(), sigs, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), stderr)
+	code, err := runChildSignals(cmd.Context(), sigs, args, mergeEnv(base, vars), cmd.InOrStdin(), cmd.OutOrStdout(), stderr, started)
 	// The relay dies with the command: what the command left running
 	// loses the gateway with it, then the token is revoked.
 	closeRelay()
@@ -457,12 +461,14 @@ func runChild(ctx context.Context, args, env []string, stdin io.Reader, stdout, 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
-	return runChildSignals(ctx, sigs, args, env, stdin, stdout, stderr)
+	return runChildSignals(ctx, sigs, args, env, stdin, stdout, stderr, nil)
 }
 
 // runChildSignals is runChild passing on the signals of sigs, which the
-// caller registered with signal.Notify.
-func runChildSignals(ctx context.Context, sigs <-chan os.Signal, args, env []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+// caller registered with signal.Notify, and calling started (when not
+// nil) with the command's process ID once it has started, before
+// waiting for it.
+func runChildSignals(ctx context.Context, sigs <-chan os.Signal, args, env []string, stdin io.Reader, stdout, stderr io.Writer, started func(pid int)) (int, error) {
 	path, err := exec.LookPath(args[0])
 	if err != nil {
 		return 0, notStarted(args[0], err)
@@ -473,6 +479,9 @@ func runChildSignals(ctx context.Context, sigs <-chan os.Signal, args, env []str
 	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
 	if err := c.Start(); err != nil {
 		return 0, notStarted(args[0], err)
+	}
+	if started != nil {
+		started(c.Process.Pid)
 	}
 	done := make(chan struct{})
 	go func() {

@@ -238,7 +238,8 @@ func TestRunWarnsOfClearTextToken(t *testing.T) {
 
 // TestRunRelayEnv: by default the command's proxy variables name credgate
 // run's relay (a per-run secret, never the token), and so do Java's
-// where the relay admits it by its user (Linux; elsewhere Java gets the
+// where the relay admits the command's own processes without it (Linux;
+// elsewhere Java gets the
 // gateway itself); --relay=false and --print-env put the token in the
 // proxy URL, as documented.
 func TestRunRelayEnv(t *testing.T) {
@@ -296,9 +297,9 @@ func TestRunRelayEnv(t *testing.T) {
 				t.Errorf("HTTPS_PROXY is not the relay: %s", proxy)
 			}
 			// Java sends no proxy credentials: the relay where it admits
-			// Java by its user, else the gateway itself.
+			// the command's processes without them, else the gateway.
 			javaPort := "3128"
-			if !c.token && runrelay.SameUserSupported {
+			if !c.token && runrelay.DescendantsSupported {
 				u, err := url.Parse(strings.TrimPrefix(proxy, "HTTPS_PROXY="))
 				if err != nil {
 					t.Fatal(err)

@@ -139,8 +139,8 @@ type runEnv struct {
 	// Workload is the workload the token names, "" without a token.
 	Workload string
 	// JavaProxy is Java's proxy, nil for Proxy: Java sends no proxy
-	// credentials, so where the relay cannot admit it by its user (not
-	// Linux) it gets the gateway itself.
+	// credentials, so where the relay cannot admit it as one of the
+	// command's processes (not Linux) it gets the gateway itself.
 	JavaProxy *url.URL
 }
 
@@ -222,8 +222,8 @@ func (r runEnv) vars(base []string) []envVar {
 		add("GIT_CONFIG_PARAMETERS", strings.TrimSpace(params)+" "+strings.Join(extra, " "))
 	}
 	// Java: the trust store and the proxy (Java takes no credentials
-	// from these properties; the relay admits it by its user on Linux,
-	// and adds the token; docs/agents.md).
+	// from these properties; the relay admits it on Linux as one of the
+	// command's processes, and adds the token; docs/agents.md).
 	jp := r.Proxy
 	if r.JavaProxy != nil {
 		jp = r.JavaProxy

@@ -40,8 +40,8 @@ import (
 // (issuer urn:credgate:run); only agent may reach the origin and the git
 // origin, with the credential injected. Callers without a token are
 // local, which may reach /java only: Java sends no proxy credentials, and
-// where the relay cannot admit it by its user (not Linux) it reaches the
-// gateway without the token (docs/agents.md).
+// where the relay cannot admit it as one of the command's processes (not
+// Linux) it reaches the gateway without the token (docs/agents.md).
 const runPolicy = `
 workloads:
   agent:
@@ -595,19 +595,66 @@ func main() {
 			})
 		}
 	})
-	t.Run("no credentials: the user's own client (Linux)", func(t *testing.T) {
+	t.Run("no credentials: the command's own processes (Linux)", func(t *testing.T) {
 		// What Java does: no Proxy-Authorization at all. The relay admits
-		// a client of credgate run's own user (the kernel's socket
-		// table); another user's is refused (runrelay's
-		// TestRelaySameUserOtherUser).
+		// a client whose socket the command or one of its descendants
+		// holds (the kernel's socket table and /proc); another user's is
+		// refused (runrelay's TestRelayDescendantsOtherUser), and so is
+		// any process outside the command (the next subtest).
 		if runtime.GOOS != "linux" {
 			t.Skip("Linux only")
 		}
-		out, err := credgateRun(t, "sh", "-c", `exec curl -sS -f --proxy "http://${HTTPS_PROXY#*@}" https://api.origin.test/run/relay-no-credentials`)
-		if err != nil || !strings.Contains(out, "ok /run/relay-no-credentials") {
-			t.Fatalf("curl without credentials: %v\n%s", err, out)
+		for _, c := range []struct{ name, script string }{
+			{"the command", `exec curl -sS -f --proxy "http://${HTTPS_PROXY#*@}" https://api.origin.test/run/relay-no-credentials-command`},
+			{"a grandchild", `curl -sS -f --proxy "http://${HTTPS_PROXY#*@}" https://api.origin.test/run/relay-no-credentials-grandchild; exit $?`},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				path := "/run/relay-no-credentials-" + strings.Fields(c.name)[1]
+				out, err := credgateRun(t, "sh", "-c", c.script)
+				if err != nil || !strings.Contains(out, "ok "+path) {
+					t.Fatalf("curl without credentials: %v\n%s", err, out)
+				}
+				arrived(t, path)
+			})
 		}
-		arrived(t, "/run/relay-no-credentials")
+	})
+	t.Run("no credentials: a process outside the command is refused (Linux)", func(t *testing.T) {
+		// A process of the same user that is not the command's (here
+		// curl started by the test while the command runs: what another
+		// container of a Kubernetes pod sharing the loopback, or another
+		// credgate run, is) is refused 407 without the secret: before,
+		// the relay admitted every client of its user.
+		if runtime.GOOS != "linux" {
+			t.Skip("Linux only")
+		}
+		dir := t.TempDir()
+		addrFile, done := filepath.Join(dir, "addr"), filepath.Join(dir, "done")
+		cmd := exec.Command(binPath, "run", "--gateway", e.proxyURL, "--admin", "http://"+e.adminAddr, "--token-file", adminTok, "--workload", "agent", "--",
+			"sh", "-c", `echo "${HTTPS_PROXY#*@}" > "$0.tmp" && mv "$0.tmp" "$0"; while [ ! -e "$1" ]; do sleep 0.05; done`, addrFile, done)
+		cmd.Env = runEnvOf(t)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = os.WriteFile(done, nil, 0o600)
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("credgate run: %v", err)
+			}
+		}()
+		var addr string
+		waitFor(t, 10*time.Second, "the command to write its relay's address", func() error {
+			b, err := os.ReadFile(addrFile)
+			addr = strings.TrimSpace(string(b))
+			return err
+		})
+		out, err := exec.CommandContext(t.Context(), "curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "connect=%{http_connect}",
+			"--proxy", "http://"+addr, "https://api.origin.test/run/relay-outside").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "connect=407") {
+			t.Fatalf("curl outside the command: %v\n%s, want the relay's 407", err, out)
+		}
+		if n := len(e.origin.byPath("/run/relay-outside")); n != 0 {
+			t.Errorf("the origin saw %d requests", n)
+		}
 	})
 	t.Run("SIGTERM is passed on and the child's code returned", func(t *testing.T) {
 		ready := filepath.Join(t.TempDir(), "ready")

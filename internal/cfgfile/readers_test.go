@@ -22,7 +22,10 @@ var fileOpeners = regexp.MustCompile(`\b(os\.(ReadFile|Open|OpenFile|ReadDir)|io
 // every call below it. A new reader of a configured path is not here, and
 // TestNoUncheckedFileReads fails on it.
 var uncheckedReads = map[string]string{
-	"internal/runrelay/peeruid_linux.go: os.Open(file)":                                                                                             "the kernel's /proc/net/tcp and tcp6 socket tables (fixed names, not configured), read to find the owner of a loopback client's socket",
+	"internal/runrelay/peer_linux.go: os.Open(file)":                                                                                                "the kernel's /proc/net/tcp and tcp6 socket tables (fixed names, not configured), read to find the owner and inode of a loopback client's socket",
+	`internal/runrelay/peer_linux.go: os.Open("/proc")`:                                                                                             "the process list (a fixed name, not configured), read (bounded) to find the command's descendants",
+	`internal/runrelay/peer_linux.go: os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")`:                                                          "a process's kernel status line (a fixed name under /proc, not configured; a few hundred bytes), read for its parent",
+	"internal/runrelay/peer_linux.go: os.Open(dir)":                                                                                                 "a descendant's /proc/PID/fd directory (not configured), listed (bounded) and each entry's link read (os.Readlink) to find which process holds a client's socket",
 	"internal/cfgfile/cfgfile.go: os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)":                                                             "the one checked open: O_NONBLOCK, then the Stat that refuses what is not a regular file",
 	"gateway/preflight.go: os.OpenFile(f.path, os.O_RDONLY|syscall.O_NONBLOCK, 0)":                                                                  "CheckFiles' fileProblem: opens without blocking only to Stat the file, reads nothing",
 	"gateway/mitm/mitm.go: os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)":                                                              "writes a new CA file (credgate ca init); O_EXCL refuses an existing path",

@@ -7,9 +7,9 @@
 //
 // It reads one request head per connection — CONNECT host:port, or an
 // absolute-form request (GET http://host/path) — checks the per-run
-// secret the command presents as its proxy password (or, with SameUser
-// on Linux, that a client sending no credentials is this user's), rewrites only the
-// head's Proxy-Authorization (the command's removed, the relay's own
+// secret the command presents as its proxy password (or, with
+// Descendants on Linux, that a client sending no credentials is the
+// command's own process), rewrites only the head's Proxy-Authorization (the command's removed, the relay's own
 // added), and from then on is a byte pipe in both directions: what runs
 // inside a tunnel (TLS, HTTP/2, WebSockets) is the gateway's to see,
 // half-closes and aborts pass through, and buffers are bounded.
@@ -33,7 +33,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,12 +93,17 @@ type Config struct {
 	// ReloadInterval is how often ClientCert and ClientKey are checked;
 	// 0 is DefaultReloadInterval.
 	ReloadInterval time.Duration
-	// SameUser admits a client that presents no proxy credentials at all
-	// when its socket belongs to the user this process runs as (Linux:
-	// the kernel's socket table; elsewhere it admits none this way), for
-	// clients that cannot send the secret (Java). A client presenting
-	// credentials must present the secret either way.
-	SameUser bool
+	// Descendants admits a client that presents no proxy credentials at
+	// all when its socket is this user's and held by the command's own
+	// processes: the process named by SetCommand or one of its
+	// descendants (Linux: the kernel's socket table and /proc; elsewhere
+	// it admits none this way), for clients that cannot send the secret
+	// (Java). Until SetCommand, none is admitted this way. The user
+	// alone is not the boundary: the other containers of a Kubernetes
+	// pod share the loopback and often the uid, and other processes of
+	// this user (another credgate run) have their own runs. A client
+	// presenting credentials must present the secret either way.
+	Descendants bool
 	// Log receives the relay's own failures (the gateway unreachable, a
 	// certificate refused), each distinct message once; nil discards
 	// them. No secret value is in them.
@@ -114,7 +118,10 @@ type Relay struct {
 	authLine []byte      // "Proxy-Authorization: Bearer …\r\n", or nil
 	secret   []byte
 	log      io.Writer
-	sameUser bool
+	// descendants is Config.Descendants where it is supported; command
+	// is the process SetCommand named (0: none yet).
+	descendants bool
+	command     atomic.Int64
 	// clientCert is the client certificate in force (nil: none).
 	clientCert atomic.Pointer[tls.Certificate]
 	hasCert    bool
@@ -155,14 +162,14 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: listen on 127.0.0.1: %w", err)
 	}
 	r := &Relay{
-		ln:       ln,
-		gateway:  &url.URL{Scheme: g.Scheme, Host: g.Host},
-		secret:   []byte(hex.EncodeToString(secret[:])),
-		log:      cfg.Log,
-		sameUser: cfg.SameUser && SameUserSupported,
-		slots:    make(chan struct{}, MaxConns),
-		conns:    map[net.Conn]struct{}{},
-		logged:   map[string]bool{},
+		ln:          ln,
+		gateway:     &url.URL{Scheme: g.Scheme, Host: g.Host},
+		secret:      []byte(hex.EncodeToString(secret[:])),
+		log:         cfg.Log,
+		descendants: cfg.Descendants && DescendantsSupported,
+		slots:       make(chan struct{}, MaxConns),
+		conns:       map[net.Conn]struct{}{},
+		logged:      map[string]bool{},
 	}
 	if r.log == nil {
 		r.log = io.Discard
@@ -218,6 +225,11 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 
 // Addr is the relay's address, 127.0.0.1:PORT.
 func (r *Relay) Addr() string { return r.ln.Addr().String() }
+
+// SetCommand names the process credgate run started (Config.Descendants):
+// from then on a client presenting no proxy credentials is admitted when
+// its socket is held by pid or one of pid's descendants.
+func (r *Relay) SetCommand(pid int) { r.command.Store(int64(pid)) }
 
 // URL is the proxy URL the command gets: http://credgate:SECRET@127.0.0.1:PORT.
 func (r *Relay) URL() *url.URL {
@@ -318,7 +330,7 @@ func (r *Relay) serve(c net.Conn) {
 		answer(c, http.StatusBadRequest, "credgate run relay: the request head does not parse")
 		return
 	}
-	if !r.authorized(req.Header.Values("Proxy-Authorization")) && !r.sameUserPeer(c, req) {
+	if !r.authorized(req.Header.Values("Proxy-Authorization")) && !r.commandPeer(c, req) {
 		answerAuth(c)
 		return
 	}
@@ -352,15 +364,14 @@ func (r *Relay) serve(c net.Conn) {
 	pipe(c, br, gw, raw, func(status int) { r.refused(status, askedCert) })
 }
 
-// sameUserPeer reports whether c, whose request presents no proxy
-// credentials, may be admitted as a client of this process's user
-// (Config.SameUser).
-func (r *Relay) sameUserPeer(c net.Conn, req *http.Request) bool {
-	if !r.sameUser || len(req.Header.Values("Proxy-Authorization")) != 0 {
+// commandPeer reports whether c, whose request presents no proxy
+// credentials, may be admitted as the command's own process
+// (Config.Descendants).
+func (r *Relay) commandPeer(c net.Conn, req *http.Request) bool {
+	if !r.descendants || len(req.Header.Values("Proxy-Authorization")) != 0 {
 		return false
 	}
-	uid, err := peerUID(c)
-	return err == nil && uid == os.Getuid()
+	return commandPeer(c, int(r.command.Load())) == nil
 }
 
 // refused is called with the status of the gateway's answer when it
