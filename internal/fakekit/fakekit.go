@@ -18,6 +18,8 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -40,6 +42,13 @@ func StartTLS(h http.Handler, cert *tls.Certificate) *httptest.Server {
 // file.
 func CertPEM(srv *httptest.Server) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
+// WriteCAFile writes CertPEM(srv) to the file name in dir and returns its
+// path, for a client's CA setting.
+func WriteCAFile(srv *httptest.Server, dir, name string) (string, error) {
+	p := filepath.Join(dir, name)
+	return p, os.WriteFile(p, CertPEM(srv), 0o600)
 }
 
 // ErrNotJWT is DecodeJWT's error for anything but a compact JWS whose

@@ -51,8 +51,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -150,8 +148,7 @@ func New(opts Options) (*Fake, error) {
 // CAFile writes the server's certificate as PEM to a file in dir and
 // returns its path.
 func (f *Fake) CAFile(dir string) (string, error) {
-	p := filepath.Join(dir, "registrytest-ca.pem")
-	return p, os.WriteFile(p, fakekit.CertPEM(f.srv), 0o600)
+	return fakekit.WriteCAFile(f.srv, dir, "registrytest-ca.pem")
 }
 
 // Close stops the server.

@@ -45,8 +45,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -149,9 +147,7 @@ func New(opts Options) *Fake {
 // Options.Certificate is nil) as PEM to a file in dir and returns its
 // path, for clients' ca_cert settings.
 func (f *Fake) CAFile(dir string) (string, error) {
-	p := filepath.Join(dir, "saastest-ca.pem")
-	b := fakekit.CertPEM(f.srv)
-	return p, os.WriteFile(p, b, 0o600)
+	return fakekit.WriteCAFile(f.srv, dir, "saastest-ca.pem")
 }
 
 // Close stops the server.
