@@ -43,27 +43,7 @@ type faultCase struct {
 // kept): injectors.FaultOf tells them apart, never FaultInjector for
 // either. The table must list every registered injector.
 func TestEveryInjectorErrorSaysWhose(t *testing.T) {
-	_, edKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(edKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	ca, err := testpki.NewAuthority("fault CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.ClientLeaf("client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := testpki.PEM(leaf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edPEM, certPEM, keyPEM := testKeys(t)
 	const (
 		tok     = "tok-0123456789abcdef"
 		crlf    = "tok\r\nX-Injected: 1"
@@ -163,4 +143,31 @@ func TestEveryInjectorErrorSaysWhose(t *testing.T) {
 		})
 	}
 	t.Logf("%d of %d cases failed", failed, total)
+}
+
+// testKeys returns an Ed25519 private key and a client certificate with
+// its key, as PEM, for the injectors that sign or present one.
+func testKeys(t *testing.T) (edPEM string, certPEM, keyPEM []byte) {
+	t.Helper()
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(edKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testpki.NewAuthority("injectors CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.ClientLeaf("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err = testpki.PEM(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), certPEM, keyPEM
 }

@@ -2,10 +2,6 @@ package all_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +13,6 @@ import (
 	"github.com/credgate/credgate/identity"
 	"github.com/credgate/credgate/injectors"
 	"github.com/credgate/credgate/injectors/injectortest"
-	"github.com/credgate/credgate/internal/testpki"
 	"github.com/credgate/credgate/providers"
 	"github.com/credgate/credgate/transform"
 )
@@ -44,27 +39,7 @@ var wirePublic = []string{providers.FieldUsername, providers.FieldAccessKeyID, p
 // which the scrubber, knowing only the credential's bytes, let through
 // to the client in an echo; and "toké" was echoed as "tokÃ©".
 func TestEveryInjectorSendsTheValueItScrubs(t *testing.T) {
-	_, edKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(edKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	ca, err := testpki.NewAuthority("wire CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.ClientLeaf("client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := testpki.PEM(leaf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edPEM, certPEM, keyPEM := testKeys(t)
 	const (
 		tok   = "tok-0123456789abcdef"
 		ddAPI = "0123456789abcdef0123456789abcdef"
