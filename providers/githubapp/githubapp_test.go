@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/internal/githubtest"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/internal/vaulttest"
@@ -333,25 +336,54 @@ func TestErrors(t *testing.T) {
 			"github-app: sign the app JWT for app 4242: private_key.file /nonexistent/app.pem: cannot read the key", false)
 	})
 	t.Run("ctx cancelled", func(t *testing.T) {
-		// A mint the "timeout" case held may not have left Hold yet (its
-		// handler runs on after its client gave up): counted below, it
-		// would have the ctx cancelled before this Fetch's mint is held.
-		waitFor(t, "earlier held mints to leave", func() bool { return f.gh.Held() == 0 })
-		f.gh.Hold()
-		defer f.gh.Release()
-		p := f.load(t, base+"app_id: 4242\nprivate_key: {file: KEY}\ninstallation_id: 777\n")
+		// A GitHub that takes the mint and never answers: the fake's
+		// Hold ends a held mint when the server sees the client leave,
+		// and a 201 then written could reach the client with its ctx
+		// already cancelled (CI saw err = nil twice). Here no answer
+		// ever comes, so only the ctx can end the Fetch.
+		taken := make(chan struct{}, 1)
+		var held []net.Conn
+		var mu sync.Mutex
+		srv := fakekit.StartTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			taken <- struct{}{}
+		}), nil)
+		t.Cleanup(func() {
+			mu.Lock()
+			for _, c := range held {
+				c.Close()
+			}
+			mu.Unlock()
+			srv.Close()
+		})
+		ca, err := fakekit.WriteCAFile(srv, t.TempDir(), "silent-ca.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := f.load(t, "base_url: "+srv.URL+"\nca_cert: "+ca+"\napp_id: 4242\nprivate_key: {file: KEY}\ninstallation_id: 777\n")
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() {
 			_, err := p.Fetch(ctx, providers.Request{Credential: "github"})
 			done <- err
 		}()
-		waitFor(t, "the mint held by the fake", func() bool { return f.gh.Held() > 0 })
+		select {
+		case <-taken:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the mint did not reach the silent GitHub")
+		}
 		cancel()
 		select {
 		case err := <-done:
 			if !errors.Is(err, context.Canceled) {
-				t.Errorf("err = %v, want context.Canceled (mints held now: %d)", err, f.gh.Held())
+				t.Errorf("err = %v, want context.Canceled", err)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("Fetch did not return after its ctx was cancelled")
