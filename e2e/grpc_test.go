@@ -647,6 +647,14 @@ func TestGRPCThroughGateway(t *testing.T) {
 			t.Errorf("%s: no result", name)
 			continue
 		}
+		if name == "deadline" && got.Code == "Unavailable" && strings.Contains(got.Msg, "upstream_error") {
+			// The deadline travels to the server as grpc-timeout, and
+			// grpc-go's server enforces it too: when the server's fires
+			// first it resets the stream (CANCEL), which reaches the
+			// client as the gateway's upstream_error before the client's
+			// own deadline does (seen once in CI). Either ends the call.
+			continue
+		}
 		if got.Code != w.Code || got.N != w.N {
 			t.Errorf("%s: %s %q n=%d, want %s n=%d", name, got.Code, got.Msg, got.N, w.Code, w.N)
 		}
