@@ -264,13 +264,13 @@ func (p *Provider) stsExchange(ctx context.Context, req providers.Request, subje
 		return nil, a.refused(op)
 	}
 	var out struct {
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
+		AccessToken string          `json:"access_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(a.body, &out); err != nil || out.AccessToken == "" {
 		return nil, fmt.Errorf("%s: the answer has no access_token; check that sts_url is Google's STS", op)
 	}
-	return accessTokenCredential(out.AccessToken, a.start, out.ExpiresIn), nil
+	return accessTokenCredential(op, out.AccessToken, a.start, out.ExpiresIn)
 }
 
 // orStatus is the answer's error code, or its status.
