@@ -71,7 +71,7 @@ func CheckExpiry(field string, exp, now time.Time) error {
 	if exp.After(now) {
 		return nil
 	}
-	return fmt.Errorf("%s is %s, not after the time the answer arrived (%s; counted by the answer's Date header when it had one: check both clocks): %w: %w",
+	return fmt.Errorf("%s is %s: already expired when the answer arrived (%s; if the source's credentials are fresh, check its clock and the gateway's): %w: %w",
 		field, exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), ErrBadLifetime, ErrUnavailable)
 }
 
