@@ -124,7 +124,8 @@ type BadSettings struct {
 //   - ctx: with Stalled, Fetch returns an error within 2s of its context's
 //     cancellation;
 //   - hostile: with Stalled, against each broken or hostile answer of
-//     hostileCases (redirects, endless and slow bodies, malformed JSON, an
+//     hostileCases (redirects, endless and slow bodies, malformed JSON,
+//     a token whose every lifetime field says 0, -3600 or "soon", an
 //     echo of the request), Fetch fails in bounded time and memory,
 //     follows no redirect and puts no secret it sent in its error
 //     (checkHostile);
