@@ -169,6 +169,7 @@ type Server struct {
 	impersonations int
 	idTokens       int
 	lifetime       fakekit.LifetimeOverride
+	impLifetime    fakekit.LifetimeOverride
 }
 
 // federated is a federated access token the STS issued.
@@ -285,6 +286,12 @@ func (s *Server) APICalls() []string {
 // as expires_in from now on (nil: 3599 again): a lifetime shape of the
 // providers conformance suite. The token itself still lives an hour.
 func (s *Server) SetLifetime(l *fakekit.Lifetime) { s.lifetime.Set(l) }
+
+// SetImpersonationLifetime makes generateAccessToken answers state l as
+// expireTime from now on (nil: the token's own again): a lifetime shape
+// of the providers conformance suite. The token itself still lives its
+// requested lifetime.
+func (s *Server) SetImpersonationLifetime(l *fakekit.Lifetime) { s.impLifetime.Set(l) }
 
 // expiresIn sets the answer's expires_in: 3599, or the lifetime set.
 func (s *Server) expiresIn(answer map[string]any) map[string]any {
@@ -666,7 +673,14 @@ func (s *Server) iamCredentials(w http.ResponseWriter, r *http.Request) {
 		s.tokens[tok] = issued{email: email, scopes: body.Scope, expires: exp}
 		s.impersonations++
 		s.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"accessToken": tok, "expireTime": exp.UTC().Format(time.RFC3339)})
+		answer := map[string]any{"accessToken": tok, "expireTime": exp.UTC().Format(time.RFC3339)}
+		if l, ok := s.impLifetime.Get(); ok {
+			delete(answer, "expireTime")
+			if raw, ok := l.Instant(s.opts.Now()); ok {
+				answer["expireTime"] = json.RawMessage(raw)
+			}
+		}
+		writeJSON(w, http.StatusOK, answer)
 	case "generateIdToken":
 		if body.Audience == "" {
 			apiError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Audience required.")

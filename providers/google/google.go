@@ -604,7 +604,7 @@ func idTokenCredential(op, tok string, a *answer) (*providers.Credential, error)
 	stated := time.Unix(claims.Exp, 0)
 	exp := providers.ServerExpiry(a.log, op, stated, a.date, a.start)
 	if !exp.After(a.start.Add(expiryMargin)) {
-		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, stated.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
+		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s (its exp), already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w: %w", op, stated.UTC().Format(time.RFC3339), expiryMargin, providers.ErrBadLifetime, providers.ErrUnavailable)
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
