@@ -13,8 +13,9 @@ const MaxSeconds = math.MaxInt32
 // a credential endpoint) as a Duration, at most MaxSeconds. Multiplied
 // out unchecked, a number above about 9.2e9 overflows time.Duration and
 // wraps, often negative: a token the endpoint issued for long would be
-// taken as expired before it arrived. A negative n returns 0: callers
-// treat 0 as "no lifetime given".
+// taken as expired before it arrived. A negative n returns 0. Seconds
+// only converts: a lifetime a source states is read with LifetimeSeconds,
+// which refuses 0 and negative counts (never "no lifetime given").
 func Seconds[N ~int | ~int64](n N) time.Duration {
 	switch {
 	case n <= 0:

@@ -121,7 +121,14 @@ type Entra struct {
 	stall   chan struct{} // non-nil while stalled; closed to release
 	refused []string      // AADSTS codes answered
 	jtis    map[string]bool
+	life    fakekit.LifetimeOverride
 }
+
+// SetLifetime makes token answers state l as expires_in (and
+// ext_expires_in) from now on (nil: TokenLifetime again): a lifetime
+// shape of the providers conformance suite. The token itself still
+// lives TokenLifetime.
+func (e *Entra) SetLifetime(l *fakekit.Lifetime) { e.life.Set(l) }
 
 // Issued describes an access token the fake issued.
 type Issued struct {
@@ -319,8 +326,17 @@ func (e *Entra) serve(w http.ResponseWriter, r *http.Request) {
 	tok := "eyFake." + newID() + newID()
 	iss.Expires = e.opts.Now().Add(TokenLifetime)
 	e.issued.Add(tok, iss, iss.Resource, iss.Expires)
-	writeJSON(w, http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": int(TokenLifetime.Seconds()),
-		"ext_expires_in": int(TokenLifetime.Seconds()), "access_token": tok})
+	answer := map[string]any{"token_type": "Bearer", "expires_in": int(TokenLifetime.Seconds()),
+		"ext_expires_in": int(TokenLifetime.Seconds()), "access_token": tok}
+	if l, ok := e.life.Get(); ok {
+		delete(answer, "expires_in")
+		delete(answer, "ext_expires_in")
+		if raw, ok := l.JSON(); ok {
+			answer["expires_in"] = json.RawMessage(raw)
+			answer["ext_expires_in"] = json.RawMessage(raw)
+		}
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 // TokenURLFor is the token endpoint as the client addressed it (the Host

@@ -1,6 +1,7 @@
 package azuretest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -96,7 +97,16 @@ type IMDS struct {
 	failStatus int
 	failLeft   int
 	refused    []string
+	life       fakekit.LifetimeOverride
 }
+
+// SetLifetime makes token answers state l from now on (nil: the token's
+// own again): as expires_on (the epoch second l.Seconds from now, in a
+// string; l.Raw verbatim) and, from IMDS, as expires_in (l.Seconds in a
+// string; l.Raw verbatim). Absent leaves both out. A lifetime shape of
+// the providers conformance suite; the token itself still lives
+// TokenLifetime.
+func (m *IMDS) SetLifetime(l *fakekit.Lifetime) { m.life.Set(l) }
 
 // NewIMDS starts an IMDS fake; call Close when done.
 func NewIMDS(opts IMDSOptions) *IMDS {
@@ -299,5 +309,24 @@ func (m *IMDS) serve(w http.ResponseWriter, r *http.Request) {
 		body["ext_expires_in"] = body["expires_in"]
 		body["not_before"] = strconv.FormatInt(now.Unix(), 10)
 	}
-	writeJSON(w, http.StatusOK, body)
+	answer := map[string]any{}
+	for k, v := range body {
+		answer[k] = v
+	}
+	if l, ok := m.life.Get(); ok {
+		delete(answer, "expires_on")
+		delete(answer, "expires_in")
+		if raw, ok := l.JSON(); ok {
+			on := raw
+			if l.Raw == "" {
+				raw = strconv.Quote(raw)
+				on = strconv.Quote(strconv.FormatInt(now.Unix()+l.Seconds, 10))
+			}
+			answer["expires_on"] = json.RawMessage(on)
+			if !appService {
+				answer["expires_in"] = json.RawMessage(raw)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, answer)
 }

@@ -116,7 +116,14 @@ type Server struct {
 	held      int
 	lastJWTs  []string
 	gitDenied int
+	lifetime  fakekit.LifetimeOverride
 }
+
+// SetLifetime makes mint answers state l as expires_at from now on (nil:
+// the token's own expiry again): l.Seconds from the fake's now, or l.Raw
+// verbatim; a lifetime shape of the providers conformance suite. The
+// token itself still lives TokenTTL.
+func (s *Server) SetLifetime(l *fakekit.Lifetime) { s.lifetime.Set(l) }
 
 // New starts a Server; call Close when done.
 func New(opts Options) *Server {
@@ -455,6 +462,12 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, a App, idStr strin
 	s.mints++
 	s.mu.Unlock()
 	out := map[string]any{"token": tok, "expires_at": t.Expires.UTC().Format(time.RFC3339), "permissions": perms, "repository_selection": "all"}
+	if l, ok := s.lifetime.Get(); ok {
+		delete(out, "expires_at")
+		if raw, ok := l.Instant(s.opts.Now()); ok {
+			out["expires_at"] = json.RawMessage(raw)
+		}
+	}
 	if body.Repositories != nil {
 		out["repository_selection"] = "selected"
 		var repos []map[string]any

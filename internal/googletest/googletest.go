@@ -168,6 +168,8 @@ type Server struct {
 	exchanges      int
 	impersonations int
 	idTokens       int
+	lifetime       fakekit.LifetimeOverride
+	impLifetime    fakekit.LifetimeOverride
 }
 
 // federated is a federated access token the STS issued.
@@ -278,6 +280,29 @@ func (s *Server) APICalls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.apiCalls)
+}
+
+// SetLifetime makes the token endpoint's and the STS's answers state l
+// as expires_in from now on (nil: 3599 again): a lifetime shape of the
+// providers conformance suite. The token itself still lives an hour.
+func (s *Server) SetLifetime(l *fakekit.Lifetime) { s.lifetime.Set(l) }
+
+// SetImpersonationLifetime makes generateAccessToken answers state l as
+// expireTime from now on (nil: the token's own again): a lifetime shape
+// of the providers conformance suite. The token itself still lives its
+// requested lifetime.
+func (s *Server) SetImpersonationLifetime(l *fakekit.Lifetime) { s.impLifetime.Set(l) }
+
+// expiresIn sets the answer's expires_in: 3599, or the lifetime set.
+func (s *Server) expiresIn(answer map[string]any) map[string]any {
+	answer["expires_in"] = 3599
+	if l, ok := s.lifetime.Get(); ok {
+		delete(answer, "expires_in")
+		if raw, ok := l.JSON(); ok {
+			answer["expires_in"] = json.RawMessage(raw)
+		}
+	}
+	return answer
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -404,7 +429,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.tokens[tok] = issued{email: c.Iss, sub: c.Sub, scopes: strings.Fields(c.Scope), expires: s.opts.Now().Add(time.Hour)}
 	s.grants++
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": 3599, "token_type": "Bearer"})
+	writeJSON(w, http.StatusOK, s.expiresIn(map[string]any{"access_token": tok, "token_type": "Bearer"}))
 }
 
 func (s *Server) api(w http.ResponseWriter, r *http.Request) {
@@ -551,8 +576,8 @@ func (s *Server) sts(w http.ResponseWriter, r *http.Request) {
 	s.feds[tok] = federated{principal: pool.Principal(sub), pool: pool, scopes: strings.Fields(f.Get("scope")), expires: s.opts.Now().Add(time.Hour)}
 	s.exchanges++
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-		"token_type": "Bearer", "expires_in": 3599})
+	writeJSON(w, http.StatusOK, s.expiresIn(map[string]any{"access_token": tok, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+		"token_type": "Bearer"}))
 }
 
 // verifySubject verifies a subject token against the pool's issuer and
@@ -648,7 +673,14 @@ func (s *Server) iamCredentials(w http.ResponseWriter, r *http.Request) {
 		s.tokens[tok] = issued{email: email, scopes: body.Scope, expires: exp}
 		s.impersonations++
 		s.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"accessToken": tok, "expireTime": exp.UTC().Format(time.RFC3339)})
+		answer := map[string]any{"accessToken": tok, "expireTime": exp.UTC().Format(time.RFC3339)}
+		if l, ok := s.impLifetime.Get(); ok {
+			delete(answer, "expireTime")
+			if raw, ok := l.Instant(s.opts.Now()); ok {
+				answer["expireTime"] = json.RawMessage(raw)
+			}
+		}
+		writeJSON(w, http.StatusOK, answer)
 	case "generateIdToken":
 		if body.Audience == "" {
 			apiError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Audience required.")

@@ -82,6 +82,7 @@ type Server struct {
 	issued      []string // access tokens issued, in order
 	requestsNum atomic.Int64
 	held        atomic.Int64
+	lifetime    fakekit.LifetimeOverride
 }
 
 // New starts a server on 127.0.0.1; t.Cleanup-style callers stop it with
@@ -156,6 +157,11 @@ func (s *Server) FailWith(status int) {
 	s.failStatus = status
 }
 
+// SetLifetime makes token answers state l as expires_in from now on
+// (nil: the token's own lifetime again): a lifetime shape of the
+// providers conformance suite. The token itself still lives TokenTTL.
+func (s *Server) SetLifetime(l *fakekit.Lifetime) { s.lifetime.Set(l) }
+
 // Hold makes token requests wait until Release (a slow endpoint).
 func (s *Server) Hold() {
 	s.mu.Lock()
@@ -215,6 +221,12 @@ func (s *Server) respondToken(w http.ResponseWriter, data map[string]any, header
 	}
 	if status == http.StatusOK {
 		s.noteIssued(data)
+		if l, ok := s.lifetime.Get(); ok {
+			delete(data, "expires_in")
+			if raw, ok := l.JSON(); ok {
+				data["expires_in"] = json.RawMessage(raw)
+			}
+		}
 	}
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.Header().Set("Cache-Control", "no-store")

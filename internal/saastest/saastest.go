@@ -123,7 +123,14 @@ type Fake struct {
 	refreshes int
 	spent     []string // used refresh tokens
 	n         int
+	lifetime  fakekit.LifetimeOverride
 }
+
+// SetSlackLifetime makes Slack's refresh answers state l as expires_in
+// from now on (nil: SlackTokenLifetime again): a lifetime shape of the
+// providers conformance suite. The token itself still lives
+// SlackTokenLifetime.
+func (f *Fake) SetSlackLifetime(l *fakekit.Lifetime) { f.lifetime.Set(l) }
 
 // New starts the fake on 127.0.0.1.
 func New(opts Options) *Fake {
@@ -380,9 +387,16 @@ func (f *Fake) slackRefresh(w http.ResponseWriter, r *http.Request) {
 	if f.opts.OnSlackRefresh != nil {
 		f.opts.OnSlackRefresh(next)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "app_id": "A1", "token_type": "bot", "access_token": access,
+	answer := map[string]any{"ok": true, "app_id": "A1", "token_type": "bot", "access_token": access,
 		"refresh_token": next, "expires_in": int64(f.opts.SlackTokenLifetime / time.Second), "scope": "chat:write",
-		"team": map[string]any{"id": "T1", "name": "saastest"}})
+		"team": map[string]any{"id": "T1", "name": "saastest"}}
+	if l, ok := f.lifetime.Get(); ok {
+		delete(answer, "expires_in")
+		if raw, ok := l.JSON(); ok {
+			answer["expires_in"] = json.RawMessage(raw)
+		}
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 // datadog checks the keys.

@@ -61,6 +61,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/credgate/credgate/internal/fakekit"
 )
 
 // Options configure an emulator.
@@ -101,6 +103,7 @@ type Server struct {
 	wraps       map[string]*wrapped
 	kv          map[string][]map[string]any // mount/name -> versions (index 0 = v1)
 	leases      map[string]*Lease
+	leaseLife   fakekit.LifetimeOverride
 	roles       map[string]map[string]any // mount/role -> settings as written
 	roleIDs     map[string]string         // role_id -> mount/role
 	secretIDs   map[string]string         // secret_id -> mount/role
@@ -219,6 +222,11 @@ func (s *Server) Hold() (release func()) {
 		})
 	}
 }
+
+// SetLeaseLifetime makes a secrets engine's creds answers state l as
+// lease_duration from now on (nil: the lease's own again), a lifetime
+// shape for the providers' tests; the lease itself keeps its TTL.
+func (s *Server) SetLeaseLifetime(l *fakekit.Lifetime) { s.leaseLife.Set(l) }
 
 // RefuseLeaseRenewals makes sys/leases/renew answer 400.
 func (s *Server) RefuseLeaseRenewals(refuse bool) { s.mu.Lock(); s.refuseRenew = refuse; s.mu.Unlock() }
@@ -955,7 +963,14 @@ func (s *Server) dbOp(r *req, mount, rest string) (int, any, error) {
 		}
 		l := s.newLease(r, mount+"/creds/"+role, ttl, maxTTL, true)
 		l.Username = "v-" + role + "-" + randHex(6)
-		return 200, secret(map[string]any{"username": l.Username, "password": "A1a-" + randHex(16)}, l.ID, ttl, true), nil
+		answer := secret(map[string]any{"username": l.Username, "password": "A1a-" + randHex(16)}, l.ID, ttl, true)
+		if lt, ok := s.leaseLife.Get(); ok {
+			delete(answer, "lease_duration")
+			if raw, ok := lt.JSON(); ok {
+				answer["lease_duration"] = json.RawMessage(raw)
+			}
+		}
+		return 200, answer, nil
 	}
 	return 0, nil, fail(404, "no handler for route %q", mount+"/"+rest)
 }

@@ -496,6 +496,12 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	if creds.Expiration == nil || creds.Expiration.IsZero() {
 		return nil, fmt.Errorf("awssts: assume %s: the answer's credentials have no Expiration; check that endpoint is an STS endpoint", p.RoleARN)
 	}
+	// An Expiration already past (on the gateway's clock, after
+	// onGatewayClock) is STS's fault, named here rather than left to
+	// the cache's generic "already expired".
+	if err := providers.CheckExpiry("Expiration", *creds.Expiration, p.clock()); err != nil {
+		return nil, fmt.Errorf("awssts: assume %s: the answer's %w", p.RoleARN, err)
+	}
 	return &providers.Credential{Fields: map[string]providers.Secret{
 		providers.FieldAccessKeyID:     providers.NewSecret(aws.ToString(creds.AccessKeyId)),
 		providers.FieldSecretAccessKey: providers.NewSecret(aws.ToString(creds.SecretAccessKey)),
@@ -625,6 +631,12 @@ func classify(op string, err error) error {
 	var rd *httpclient.RedirectError
 	if errors.As(err, &rd) || errors.Is(err, httpclient.ErrAnswerTooLarge) {
 		return fmt.Errorf("awssts: %s: %w", op, err)
+	}
+	// Expiration is the one time in STS's answer: a time the SDK cannot
+	// parse is that field's, named without the SDK's message (which
+	// quotes what the endpoint sent).
+	if strings.Contains(err.Error(), "unable to parse time string") {
+		return fmt.Errorf("awssts: %s: the answer's Expiration is not an ISO 8601 time: %w: %w", op, providers.ErrBadLifetime, providers.ErrUnavailable)
 	}
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == http.StatusTooManyRequests) {

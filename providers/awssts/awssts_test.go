@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/internal/poll"
 	"github.com/credgate/credgate/providers"
 )
@@ -40,6 +42,9 @@ type fakeSTS struct {
 	// of now's.
 	date func() string
 	n    atomic.Int64
+	// life, when set, is the Expiration stated (fakekit.Lifetime.Instant
+	// as the element's text; absent leaves the element out).
+	life fakekit.LifetimeOverride
 }
 
 func newFakeSTS(t *testing.T, now func() time.Time) *fakeSTS {
@@ -79,9 +84,18 @@ func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Date", f.now().UTC().Format(http.TimeFormat)) // the server's clock
 	}
-	exp := f.now().Add(15 * time.Minute).UTC().Format(time.RFC3339)
+	exp := "<Expiration>" + f.now().Add(15*time.Minute).UTC().Format(time.RFC3339) + "</Expiration>"
+	if l, ok := f.life.Get(); ok {
+		exp = ""
+		if v, ok := l.Instant(f.now()); ok {
+			if l.Raw == "" {
+				v, _ = strconv.Unquote(v)
+			}
+			exp = "<Expiration>" + v + "</Expiration>"
+		}
+	}
 	fmt.Fprintf(w, `<%sResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><%sResult><Credentials>
-<AccessKeyId>ASIAFAKE%d</AccessKeyId><SecretAccessKey>NO_LEAK_issued_secret_%d</SecretAccessKey><SessionToken>NO_LEAK_issued_token_%d</SessionToken><Expiration>%s</Expiration>
+<AccessKeyId>ASIAFAKE%d</AccessKeyId><SecretAccessKey>NO_LEAK_issued_secret_%d</SecretAccessKey><SessionToken>NO_LEAK_issued_token_%d</SessionToken>%s
 </Credentials></%sResult><ResponseMetadata><RequestId>req-%d</RequestId></ResponseMetadata></%sResponse>`,
 		action, action, n, n, n, exp, action, n, action)
 }

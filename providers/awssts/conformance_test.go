@@ -45,5 +45,7 @@ func TestConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return role + "endpoint: " + url + "\nretries: 0\n"
 		},
+		Lifetime:      sts.life.Set,
+		LifetimeField: "Expiration",
 	})
 }

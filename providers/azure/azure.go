@@ -125,6 +125,11 @@ const (
 	AssertionLifetime = 5 * time.Minute
 	// AssertionType is client_assertion_type for both assertion modes.
 	AssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	// DefaultTokenLifetime is the lifetime of an Entra token answer
+	// without expires_in (Entra always sends it): the shortest of the
+	// 60 to 90 minutes Entra documents for an access token's default
+	// lifetime, less a second.
+	DefaultTokenLifetime = 3599 * time.Second
 	// expiryMargin is how much earlier than Entra says a token is treated
 	// as expired (clock skew, transit time).
 	expiryMargin = time.Minute
@@ -717,10 +722,12 @@ func (p *Provider) post(ctx context.Context, form url.Values) (_ *providers.Cred
 		if out.TokenType != "" && !strings.EqualFold(out.TokenType, "Bearer") {
 			return nil, false, fmt.Errorf("%s: token_type is %q, not Bearer", op, safe(out.TokenType))
 		}
-		secs, _ := strconv.ParseInt(strings.Trim(string(out.ExpiresIn), `"`), 10, 64)
-		life := providers.Seconds(secs)
-		if life == 0 {
-			life = 3599 * time.Second
+		life, present, err := providers.LifetimeSeconds("expires_in", out.ExpiresIn)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: the answer's %w", op, err)
+		}
+		if !present {
+			life = DefaultTokenLifetime
 		}
 		exp := cacheExpiry(start, start.Add(life))
 		return &providers.Credential{

@@ -487,6 +487,9 @@ func TestConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return strings.Replace(settings, f.entra.URL, url, 1)
 		},
+		Lifetime:        f.entra.SetLifetime,
+		LifetimeField:   "expires_in",
+		DefaultLifetime: azure.DefaultTokenLifetime,
 	})
 }
 

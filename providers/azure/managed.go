@@ -403,18 +403,46 @@ func (p *Provider) parseManaged(data []byte, start time.Time) (*providers.Creden
 	if out.TokenType != "" && !strings.EqualFold(out.TokenType, "Bearer") {
 		return nil, fmt.Errorf("token_type is %q, not Bearer", safe(out.TokenType))
 	}
-	var exp time.Time
-	if on, ok := jsonSeconds(out.ExpiresOn); ok && on > 0 {
-		exp = time.Unix(on, 0)
-	} else if in, ok := jsonSeconds(out.ExpiresIn); ok && in > 0 {
-		exp = start.Add(providers.Seconds(in))
-	} else {
-		return nil, errors.New("the answer holds neither expires_on nor expires_in (seconds); the gateway cannot tell how long the token lasts")
+	exp, err := managedExpiry(out.ExpiresOn, out.ExpiresIn, start)
+	if err != nil {
+		return nil, err
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},
 		Expiry: cacheExpiry(start, exp),
 	}, nil
+}
+
+// managedExpiry is when a managed identity token expires: at
+// expires_on (seconds since the epoch, a string in IMDS's and App
+// Service's answers, a number in some others), or else expires_in
+// after start. An expires_on that is not a whole number falls back to
+// a valid expires_in; either field 0, negative, or an expiry not after
+// start is refused naming the field (providers.ErrBadLifetime), and an
+// answer with neither is refused: the identity endpoints always send
+// expires_on, and no default lifetime is guessed.
+func managedExpiry(expiresOn, expiresIn json.RawMessage, start time.Time) (time.Time, error) {
+	in, inPresent, inErr := providers.LifetimeSeconds("expires_in", expiresIn)
+	if s := strings.TrimSpace(string(expiresOn)); s != "" && s != "null" {
+		on, ok := jsonSeconds(expiresOn)
+		switch {
+		case ok:
+			exp := time.Unix(on, 0)
+			if err := providers.CheckExpiry("expires_on", exp, start); err != nil {
+				return time.Time{}, err
+			}
+			return exp, nil
+		case !inPresent || inErr != nil:
+			return time.Time{}, fmt.Errorf("expires_on is not a whole number of seconds since the epoch, and expires_in gives no lifetime either: %w: %w", providers.ErrBadLifetime, providers.ErrUnavailable)
+		}
+	}
+	switch {
+	case inErr != nil:
+		return time.Time{}, inErr
+	case !inPresent:
+		return time.Time{}, errors.New("the answer holds neither expires_on nor expires_in (seconds); the gateway cannot tell how long the token lasts")
+	}
+	return start.Add(in), nil
 }
 
 // jsonSeconds reads a whole number of seconds given as a JSON number or

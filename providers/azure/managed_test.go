@@ -370,5 +370,9 @@ func TestManagedIdentityConformance(t *testing.T) {
 				m.FailNext(0, 0)
 			}
 		},
+		// expires_on and expires_in state the same shape; expires_on
+		// decides, and an answer without either is refused.
+		Lifetime:      m.SetLifetime,
+		LifetimeField: "expires_on",
 	})
 }

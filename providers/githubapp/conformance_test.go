@@ -37,5 +37,8 @@ func TestConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return expand("base_url: " + url + "\napp_id: 4242\nprivate_key: {file: KEY}\ninstallation_id: 777\n")
 		},
+		Lifetime:        f.gh.SetLifetime,
+		LifetimeField:   "expires_at",
+		DefaultLifetime: githubapp.TokenLifetime,
 	})
 }

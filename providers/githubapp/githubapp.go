@@ -101,6 +101,10 @@ const (
 	// JWTLifetime is how far exp is set ahead; GitHub accepts at most 10
 	// minutes.
 	JWTLifetime = 9 * time.Minute
+	// TokenLifetime is the lifetime GitHub documents for installation
+	// tokens (an hour): what a mint answer without expires_at gets.
+	// GitHub always sends expires_at.
+	TokenLifetime = time.Hour
 	// apiVersion is the REST API version requested.
 	apiVersion = "2022-11-28"
 	// maxRepositories is the most repositories a token request may name.
@@ -430,8 +434,8 @@ func (p *Provider) installation(ctx context.Context, jwt string) (id int64, look
 func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.Credential, error) {
 	path := fmt.Sprintf("/app/installations/%d/access_tokens", id)
 	var out struct {
-		Token     string    `json:"token"`
-		ExpiresAt time.Time `json:"expires_at"`
+		Token     string          `json:"token"`
+		ExpiresAt json.RawMessage `json:"expires_at"`
 	}
 	sent := p.now()
 	date, err := p.call(ctx, http.MethodPost, path, jwt, p.body, http.StatusCreated, &out)
@@ -445,12 +449,9 @@ func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.C
 	case out.Token == "":
 		return nil, fmt.Errorf("github-app: mint a token for installation %d of %s: the answer has no token", id, p.app())
 	}
-	// expires_at is on GitHub's clock: counted from sent by the
-	// answer's Date, so that a gateway clock off GitHub's neither
-	// serves the token past its end nor takes it for expired.
-	exp := providers.ServerExpiry(p.log, "github-app "+p.base, out.ExpiresAt, date, sent)
-	if out.ExpiresAt.IsZero() {
-		exp = sent.Add(time.Hour)
+	exp, err := p.expiry(out.ExpiresAt, date, sent)
+	if err != nil {
+		return nil, fmt.Errorf("github-app: mint a token for installation %d of %s: the answer's %w", id, p.app(), err)
 	}
 	tok := providers.NewSecret(out.Token)
 	return &providers.Credential{
@@ -461,6 +462,28 @@ func (p *Provider) mint(ctx context.Context, jwt string, id int64) (*providers.C
 		},
 		Expiry: exp,
 	}, nil
+}
+
+// expiry is when an installation token expires on the gateway's clock.
+// expires_at is on GitHub's clock: counted from sent by the answer's
+// Date, so that a gateway clock off GitHub's neither serves the token
+// past its end nor takes it for expired. An answer without expires_at
+// gets the hour GitHub documents for installation tokens; one that is
+// not an RFC 3339 time, or is not after sent, is refused naming the
+// field (providers.ErrBadLifetime), never kept for that hour.
+func (p *Provider) expiry(raw json.RawMessage, date, sent time.Time) (time.Time, error) {
+	if s := strings.TrimSpace(string(raw)); s == "" || s == "null" {
+		return sent.Add(TokenLifetime), nil
+	}
+	var at time.Time
+	if err := json.Unmarshal(raw, &at); err != nil {
+		return time.Time{}, fmt.Errorf("expires_at is not an RFC 3339 time: %w: %w", providers.ErrBadLifetime, providers.ErrUnavailable)
+	}
+	exp := providers.ServerExpiry(p.log, "github-app "+p.base, at, date, sent)
+	if err := providers.CheckExpiry("expires_at", exp, sent); err != nil {
+		return time.Time{}, err
+	}
+	return exp, nil
 }
 
 // errScope marks a 422 (a scope the installation does not have).

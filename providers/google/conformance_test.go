@@ -35,5 +35,8 @@ func TestConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return expand("key: {file: JSONKEY}\nscopes: [" + cloudScope + "]\ntoken_url: " + url + "/token\n")
 		},
+		Lifetime:        f.g.SetLifetime,
+		LifetimeField:   "expires_in",
+		DefaultLifetime: google.AccessTokenLifetime,
 	})
 }

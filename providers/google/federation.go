@@ -264,13 +264,13 @@ func (p *Provider) stsExchange(ctx context.Context, req providers.Request, subje
 		return nil, a.refused(op)
 	}
 	var out struct {
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
+		AccessToken string          `json:"access_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(a.body, &out); err != nil || out.AccessToken == "" {
 		return nil, fmt.Errorf("%s: the answer has no access_token; check that sts_url is Google's STS", op)
 	}
-	return accessTokenCredential(out.AccessToken, a.start, out.ExpiresIn), nil
+	return accessTokenCredential(op, out.AccessToken, a.start, out.ExpiresIn)
 }
 
 // orStatus is the answer's error code, or its status.
@@ -321,7 +321,7 @@ func (p *Provider) generateAccessToken(ctx context.Context, federated string) (*
 	// answer's Date.
 	exp := providers.ServerExpiry(a.log, op, out.ExpireTime, a.date, a.start)
 	if !exp.After(a.start.Add(expiryMargin)) {
-		return nil, fmt.Errorf("%s: the access token expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, out.ExpireTime.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
+		return nil, fmt.Errorf("%s: the answer's expireTime is %s: the access token expires at it, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w: %w", op, out.ExpireTime.UTC().Format(time.RFC3339), expiryMargin, providers.ErrBadLifetime, providers.ErrUnavailable)
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(out.AccessToken)},

@@ -318,6 +318,9 @@ func TestConformanceWorkloadIdentity(t *testing.T) {
 			}
 		},
 		Secrets: []string{subject},
+		// The served token is the impersonated one: its expireTime.
+		Lifetime:      f.g.SetImpersonationLifetime,
+		LifetimeField: "expireTime",
 	})
 }
 

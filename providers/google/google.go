@@ -116,6 +116,10 @@ const (
 	// Lifetime is the lifetime of assertions and self-signed JWTs; Google
 	// accepts at most one hour.
 	Lifetime = time.Hour
+	// AccessTokenLifetime is the lifetime Google documents for its
+	// access tokens (an hour): what a token answer without expires_in
+	// gets. Google always sends expires_in.
+	AccessTokenLifetime = time.Hour
 	// expiryMargin is how much earlier than Google says a token is
 	// treated as expired (clock skew, transit time).
 	expiryMargin   = time.Minute
@@ -539,9 +543,9 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 		return nil, a.refused(op)
 	}
 	var out struct {
-		AccessToken string `json:"access_token"`
-		IDToken     string `json:"id_token"`
-		ExpiresIn   int64  `json:"expires_in"`
+		AccessToken string          `json:"access_token"`
+		IDToken     string          `json:"id_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(a.body, &out); err != nil {
 		return nil, fmt.Errorf("%s: the answer is not JSON: %w", op, providers.ErrUnavailable)
@@ -555,23 +559,30 @@ func (p *Provider) exchange(ctx context.Context, acct account, assertion string)
 	if out.AccessToken == "" {
 		return nil, fmt.Errorf("%s: the answer has no access_token", op)
 	}
-	return accessTokenCredential(out.AccessToken, a.start, out.ExpiresIn), nil
+	return accessTokenCredential(op, out.AccessToken, a.start, out.ExpiresIn)
 }
 
 // accessTokenCredential is an access token that expires expiresIn
-// seconds after start (an hour when the answer gave no lifetime), a
-// margin early: expiryMargin, at most half the lifetime, so that a token
-// granted for less than two margins is used for half its life rather
-// than refused as expired on arrival.
-func accessTokenCredential(tok string, start time.Time, expiresIn int64) *providers.Credential {
-	life := providers.Seconds(expiresIn)
-	if expiresIn <= 0 {
-		life = Lifetime
+// seconds after start, a margin early: expiryMargin, at most half the
+// lifetime, so that a token granted for less than two margins is used
+// for half its life rather than refused as expired on arrival. An
+// answer without expires_in gets AccessTokenLifetime, the lifetime
+// Google documents for its access tokens; 0, a negative count or a
+// value that is not a whole number of seconds is refused, naming
+// expires_in (providers.LifetimeSeconds): never served for a default
+// hour.
+func accessTokenCredential(op, tok string, start time.Time, expiresIn json.RawMessage) (*providers.Credential, error) {
+	life, present, err := providers.LifetimeSeconds("expires_in", expiresIn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: the answer's %w", op, err)
+	}
+	if !present {
+		life = AccessTokenLifetime
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},
 		Expiry: start.Add(life - min(expiryMargin, life/2)),
-	}
+	}, nil
 }
 
 // idTokenCredential is an ID token that expires at its exp claim, a
@@ -593,7 +604,7 @@ func idTokenCredential(op, tok string, a *answer) (*providers.Credential, error)
 	stated := time.Unix(claims.Exp, 0)
 	exp := providers.ServerExpiry(a.log, op, stated, a.date, a.start)
 	if !exp.After(a.start.Add(expiryMargin)) {
-		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s, already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w", op, stated.UTC().Format(time.RFC3339), expiryMargin, providers.ErrUnavailable)
+		return nil, fmt.Errorf("%s: the ID token in the answer expires at %s (its exp), already past or within %s by the clock of the answer (its Date header; without one, the gateway's clock: check it): %w: %w", op, stated.UTC().Format(time.RFC3339), expiryMargin, providers.ErrBadLifetime, providers.ErrUnavailable)
 	}
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(tok)},

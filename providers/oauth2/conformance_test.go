@@ -38,5 +38,8 @@ func TestConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return "token_url: " + url + "/token\n" + client
 		},
+		Lifetime:        srv.SetLifetime,
+		LifetimeField:   "expires_in",
+		DefaultLifetime: DefaultExpiresIn,
 	})
 }

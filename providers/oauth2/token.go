@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -126,17 +127,35 @@ func (p *Provider) fetchOnce(ctx context.Context, req providers.Request) (cred *
 	if strings.EqualFold(tok.TokenType, "DPoP") {
 		return nil, false, fmt.Errorf("oauth2: %s: the server issued a DPoP-bound token, which the gateway cannot present", p.opLabel)
 	}
-	return p.credential(tok, start, p.now()), false, nil
+	cred, err = p.credential(tok, start)
+	if err != nil {
+		return nil, false, fmt.Errorf("oauth2: %s: %w", p.opLabel, err)
+	}
+	return cred, false, nil
 }
 
-// credential turns a token into a Credential. x/oauth2 set tok.Expiry
-// to expires_in after the answer arrived; the token may have been issued
-// as early as start, so the lifetime is counted from start, and shortened
-// by the margin.
-func (p *Provider) credential(tok *xoauth2.Token, start, arrived time.Time) *providers.Credential {
-	life := p.DefaultExpiresIn
-	if !tok.Expiry.IsZero() {
-		life = tok.Expiry.Sub(arrived)
+// credential turns a token into a Credential that expires expires_in
+// after start (the token may have been issued as early as that),
+// shortened by the margin. expires_in is read from the answer itself,
+// not from x/oauth2's tok.Expiry, which cannot tell an absent
+// expires_in from 0 (both leave it zero) and takes a negative one for
+// an expiry in the past: an absent (or, in a form-encoded answer,
+// empty) expires_in gets DefaultExpiresIn; 0, a negative count and a
+// value that is not a whole number of seconds are refused, naming the
+// field (providers.LifetimeSeconds).
+func (p *Provider) credential(tok *xoauth2.Token, start time.Time) (*providers.Credential, error) {
+	var raw []byte
+	switch v := tok.Extra("expires_in"); v {
+	case nil, "":
+	default:
+		raw, _ = json.Marshal(v)
+	}
+	life, present, err := providers.LifetimeSeconds("expires_in", raw)
+	if err != nil {
+		return nil, fmt.Errorf("the token endpoint's answer: %w", err)
+	}
+	if !present {
+		life = p.DefaultExpiresIn
 	}
 	life -= min(p.ExpiryMargin, life/10)
 	typ := tok.TokenType
@@ -149,7 +168,7 @@ func (p *Provider) credential(tok *xoauth2.Token, start, arrived time.Time) *pro
 			FieldTokenType:       providers.NewSecret(typ),
 		},
 		Expiry: start.Add(life),
-	}
+	}, nil
 }
 
 // clientSecret returns the client secret from its credential or inline.
@@ -214,6 +233,11 @@ func describe(err error) (retry bool, msg string) {
 	msg = err.Error()
 	if strings.Contains(msg, "missing access_token") {
 		return false, "the token endpoint's answer has no access_token"
+	}
+	if strings.Contains(msg, "cannot parse json") && (strings.Contains(msg, "into Number") || strings.Contains(msg, "strconv.ParseInt")) {
+		// x/oauth2 decodes expires_in, its one numeric field, itself;
+		// its error does not name the field.
+		return true, "the token endpoint's answer has an expires_in that is not a whole number of seconds"
 	}
 	// Anything else (EOF, a malformed answer) is treated as transient.
 	return true, "the token request failed: " + errString(err)

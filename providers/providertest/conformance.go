@@ -64,6 +64,19 @@ type Conformance struct {
 	// Vault token, a subject token) that no error may contain; the
 	// fetched credential's own values are checked too.
 	Secrets []string
+	// Lifetime, when set, makes the provider's service state l as the
+	// lifetime of every credential it issues from now on (nil: its own
+	// again), in its own field: LifetimeField. The lifetime check
+	// (checkLifetime) states each shape of lifetimeShapes. Every
+	// provider whose service states a lifetime sets it.
+	Lifetime func(l *Lifetime)
+	// LifetimeField is the field of the service's answer that states the
+	// lifetime (expires_in, expires_at, lease_duration, Expiration): an
+	// error refusing a lifetime names it.
+	LifetimeField string
+	// DefaultLifetime is the lifetime the provider documents for an
+	// answer without LifetimeField; 0 when it refuses such an answer.
+	DefaultLifetime time.Duration
 	// Inputs are the other credentials a provider that reads them
 	// (providers.Composer) names in its settings, by name: each is
 	// written beside the tested credential in the policy of the settings
@@ -102,10 +115,17 @@ type BadSettings struct {
 //     at or after it fetches anew and returns a credential that has not
 //     expired, or an error. Without NoExpiry, a credential with no Expiry
 //     fails it;
+//   - lifetime: with Lifetime, the service states each lifetime shape
+//     of lifetimeShapes (absent, 0, -1, -3600, past, ten years, not a
+//     number, 3600.0, "3600"): a zero, negative, past or unreadable one
+//     is refused with an error naming LifetimeField, an absent one gets
+//     at most DefaultLifetime, a plausible one is honoured, never a
+//     default hour (checkLifetime);
 //   - ctx: with Stalled, Fetch returns an error within 2s of its context's
 //     cancellation;
 //   - hostile: with Stalled, against each broken or hostile answer of
-//     hostileCases (redirects, endless and slow bodies, malformed JSON, an
+//     hostileCases (redirects, endless and slow bodies, malformed JSON,
+//     a token whose every lifetime field says 0, -3600 or "soon", an
 //     echo of the request), Fetch fails in bounded time and memory,
 //     follows no redirect and puts no secret it sent in its error
 //     (checkHostile);
@@ -141,6 +161,9 @@ func CheckConformance(t *testing.T, c Conformance) {
 	t.Run("single-fetch", func(t *testing.T) { checkSingleFetch(t, c) })
 	if !c.NoExpiry {
 		t.Run("expiry", func(t *testing.T) { checkExpiry(t, c) })
+	}
+	if c.Lifetime != nil {
+		t.Run("lifetime", func(t *testing.T) { checkLifetime(t, c) })
 	}
 	if c.Stalled != nil {
 		t.Run("ctx", func(t *testing.T) { checkCancel(t, c) })

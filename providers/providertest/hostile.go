@@ -162,11 +162,29 @@ var hostileCases = []hostileCase{
 	{name: "empty-200", serve: fixed(http.StatusOK, "application/json", "")},
 	{name: "json-null", serve: fixed(http.StatusOK, "application/json", "null")},
 	{name: "json-wrong-types", serve: fixed(http.StatusOK, "application/json", `{"access_token":7,"token":[1],"expires_in":"soon","data":"x","auth":1,"expires_at":false}`)},
+	// A complete-looking credential whose stated lifetime is over on
+	// arrival (every provider's lifetime field at once): refused, never
+	// kept for a default period (see checkLifetime).
+	{name: "json-lifetime-zero", serve: fixed(http.StatusOK, "application/json", lifetimeBody("0", `"0"`, `"1970-01-01T00:00:00Z"`))},
+	{name: "json-lifetime-negative", serve: fixed(http.StatusOK, "application/json", lifetimeBody("-3600", `"1000000000"`, `"2001-09-09T01:46:40Z"`))},
+	{name: "json-lifetime-not-a-number", serve: fixed(http.StatusOK, "application/json", lifetimeBody(`"soon"`, `"soon"`, `"soon"`))},
 	echoCase(http.StatusBadRequest),
 	echoCase(http.StatusUnauthorized),
 	echoCase(http.StatusForbidden),
 	echoCase(http.StatusInternalServerError),
 	echoCase(http.StatusOK),
+}
+
+// lifetimeBody is a 200 answer with a token in every provider's field
+// (access_token, token, Slack's ok and refresh_token, STS-less JSON) and
+// the lifetime given in each provider's lifetime field: seconds for
+// expires_in and lease_duration, on for expires_on (epoch seconds), at
+// for expires_at and expireTime.
+func lifetimeBody(seconds, on, at string) string {
+	return `{"ok":true,"access_token":"hostile-token-abcdefgh","accessToken":"hostile-token-abcdefgh","token":"hostile-token-abcdefgh",` +
+		`"refresh_token":"xoxe-1-hostile-abcdefgh","token_type":"Bearer","expires_in":` + seconds + `,"expires_on":` + on +
+		`,"expires_at":` + at + `,"expireTime":` + at + `,"lease_id":"hostile/lease","lease_duration":` + seconds +
+		`,"data":{"token":"hostile-token-abcdefgh"}}`
 }
 
 // recorder is a server that notes every request it gets.

@@ -199,11 +199,11 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 
 // tokenResponse is oauth.v2.access's answer.
 type tokenResponse struct {
-	OK           bool   `json:"ok"`
-	Error        string `json:"error"`
-	AccessToken  string `json:"access_token"`
-	RefreshToken string `json:"refresh_token"`
-	ExpiresIn    int64  `json:"expires_in"`
+	OK           bool            `json:"ok"`
+	Error        string          `json:"error"`
+	AccessToken  string          `json:"access_token"`
+	RefreshToken string          `json:"refresh_token"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
 }
 
 // refresh exchanges one refresh token. Slack answers HTTP 200 with
@@ -240,10 +240,15 @@ func (p *Provider) refresh(ctx context.Context, secret, rt providers.Secret) (*p
 	if !tr.OK {
 		return nil, refusal(op, tr.Error)
 	}
-	if tr.AccessToken == "" || tr.RefreshToken == "" || tr.ExpiresIn <= 0 {
+	life, present, err := providers.LifetimeSeconds("expires_in", tr.ExpiresIn)
+	switch {
+	case tr.AccessToken == "" || tr.RefreshToken == "" || !present:
 		return nil, fmt.Errorf("%s: the answer lacks access_token, refresh_token or expires_in; turn on token rotation for the app (OAuth & Permissions → Advanced token security)", op)
+	case err != nil:
+		// Slack's rotated tokens last 12 hours; 0 or less is a broken
+		// answer, not a token to keep for a guessed period.
+		return nil, fmt.Errorf("%s: the answer's %w", op, err)
 	}
-	life := providers.Seconds(tr.ExpiresIn)
 	margin := min(life/10, time.Minute)
 	return &providers.Credential{
 		Fields: map[string]providers.Secret{

@@ -110,6 +110,8 @@ func TestConformance(t *testing.T) {
 		Stalled: func(url string) string {
 			return "client_id: \"" + clientID + "\"\nsource: slack-app\ntoken_url: " + url + "/api/oauth.v2.access\n"
 		},
+		Lifetime:      f.fake.SetSlackLifetime,
+		LifetimeField: "expires_in",
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/credgate/credgate/identity"
+	"github.com/credgate/credgate/internal/fakekit"
 	"github.com/credgate/credgate/internal/freeport"
 	"github.com/credgate/credgate/internal/vaulttest"
 	"github.com/credgate/credgate/providers"
@@ -542,5 +543,53 @@ func TestLeaseServedWhileVaultSealed(t *testing.T) {
 	c3 := mustFetch(t, p, identity.Workload{})
 	if reveal(c3)["username"] != reveal(c1)["username"] || e.emu.Leases()[0].Renewals != 1 {
 		t.Errorf("after unseal: username %q, renewals %d; want the same lease renewed once", reveal(c3)["username"], e.emu.Leases()[0].Renewals)
+	}
+}
+
+// TestLeaseDurationStated: a leased secret (one with a lease_id) whose
+// lease_duration is 0, negative, absent or not a number is refused,
+// naming lease_duration, never kept as if it were not leased (before,
+// lease_duration 0 or less made it a static secret, kept for
+// cache.default_ttl or ttl); a plausible one is honoured (renewed at two
+// thirds of it). KV reads have no lease_id: their lease_duration says
+// nothing of the secret's end, and they keep ttl or cache.default_ttl.
+func TestLeaseDurationStated(t *testing.T) {
+	e, db := dbEnv(t)
+	p := e.load(t, "vault", e.serverYAML(tokenAuth)+"path: "+db+"/creds/billing-ro")
+	billing := workload("billing", nil)
+	for _, tc := range []struct {
+		name string
+		l    fakekit.Lifetime
+		bad  bool
+	}{
+		{"zero", fakekit.Lifetime{Seconds: 0}, true},
+		{"minus-one", fakekit.Lifetime{Seconds: -1}, true},
+		{"minus-3600", fakekit.Lifetime{Seconds: -3600}, true},
+		{"absent", fakekit.Lifetime{Absent: true}, true},
+		{"not-a-number", fakekit.Lifetime{Raw: `"soon"`}, true},
+		{"float", fakekit.Lifetime{Raw: "3600.5"}, true},
+		{"plausible-60", fakekit.Lifetime{Seconds: 60}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.emu.SetLeaseLifetime(&tc.l)
+			t.Cleanup(func() { e.emu.SetLeaseLifetime(nil) })
+			start := e.clock.Now()
+			c, err := p.Fetch(t.Context(), providers.Request{Credential: "db", Workload: billing})
+			if !tc.bad {
+				if err != nil {
+					t.Fatalf("Fetch: %v", err)
+				}
+				if want := start.Add(40 * time.Second); !c.Expiry.Equal(want) {
+					t.Errorf("Expiry = %v, want %v (two thirds of the stated 60s)", c.Expiry, want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Fetch returned a credential expiring %v after the request; want an error naming lease_duration", c.Expiry.Sub(start))
+			}
+			if !strings.Contains(err.Error(), "lease_duration") {
+				t.Errorf("the error does not name lease_duration: %v", err)
+			}
+		})
 	}
 }

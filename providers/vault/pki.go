@@ -200,7 +200,10 @@ func (p *PKIProvider) Fetch(ctx context.Context, req providers.Request) (*provid
 	// NotAfter is on Vault's clock: counted on the gateway's from the
 	// answer's Date, as every expiry a server states.
 	cred.Expiry = providers.ServerExpiry(p.client.env.Log, "vault-pki "+path, cred.Expiry, date, sent)
-	if sec.LeaseID != "" && sec.LeaseDuration > 0 {
+	if sec.LeaseID != "" {
+		if err := leaseLifetime(sec); err != nil {
+			return nil, fmt.Errorf("vault-pki: %s: %w", op, err)
+		}
 		// generate_lease: the certificate's lease is the child of the
 		// gateway's token; Vault revokes the certificate when the token
 		// dies. Replace it before then, and drop it if the token is

@@ -241,7 +241,10 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 	if err != nil {
 		return nil, fmt.Errorf("vault: %s: %w", op, err)
 	}
-	if sec.LeaseID != "" && sec.LeaseDuration > 0 {
+	if sec.LeaseID != "" {
+		if err := leaseLifetime(sec); err != nil {
+			return nil, fmt.Errorf("vault: %s: %w", op, err)
+		}
 		return p.leases.add(path, sec, fields, tok, sent), nil
 	}
 	cred := &providers.Credential{Fields: fields}
@@ -249,6 +252,20 @@ func (p *Provider) Fetch(ctx context.Context, req providers.Request) (*providers
 		cred.Expiry = p.clock.Now().Add(p.TTL)
 	}
 	return cred, nil
+}
+
+// leaseLifetime refuses a leased secret whose lease_duration is 0 or
+// negative: the lease, and the secret with it, ended when it was
+// issued. (A secret without a lease_id, such as a KV v1 or v2 read, is
+// not leased: its lease_duration, 0 or KV v1's refresh hint, says
+// nothing of its end, and ttl or cache.default_ttl applies.) It is
+// never kept as if it were not leased.
+func leaseLifetime(sec *api.Secret) error {
+	if sec.LeaseDuration > 0 {
+		return nil
+	}
+	return fmt.Errorf("the answer's lease_duration is %d for a leased secret: the lease ends on arrival (check the role's default_ttl and max_ttl): %w: %w",
+		sec.LeaseDuration, providers.ErrBadLifetime, providers.ErrUnavailable)
 }
 
 // secretData returns the key/value data of sec, unwrapping a KV v2
