@@ -315,8 +315,10 @@ func WithoutParams(rawQuery string, names ...string) string {
 // it: percent-decoded with '+' as a space (a name that does not decode
 // stays as sent), cut at a NUL (C strings) and at '[' (PHP and Rails
 // read api_key[] and api_key[0] as api_key), leading spaces removed and
-// ' ' and '.' read as '_' (PHP), and lower-cased (ASP.NET and others
-// match names without case).
+// ' ' and '.' read as '_' (PHP), and case-folded through upper case
+// then lower case (ASP.NET and others match names without case; Java's
+// equalsIgnoreCase and servers comparing upper-cased names read dotless
+// 'ı' as 'i' and the long 'ſ' as 's', which lower-casing alone keeps).
 func paramKey(name string) string {
 	if u, err := url.QueryUnescape(name); err == nil {
 		name = u
@@ -331,7 +333,7 @@ func paramKey(name string) string {
 		}
 		return r
 	}, name)
-	return strings.ToLower(name)
+	return strings.ToLower(strings.ToUpper(name))
 }
 
 // Interface guards.
