@@ -130,6 +130,7 @@ func TestMethodOverrideRefused(t *testing.T) {
 		{"query, encoded name, lower hex", "POST", "%5fmethod=DELETE", nil, "_method"},
 		{"query, twice", "POST", "_method=POST&_method=DELETE", nil, "_method"},
 		{"query, PHP's dot", "POST", ".method=DELETE", nil, "_method"},
+		{"query, PHP's NUL cut", "POST", "a=1&_method%00x=DELETE", nil, "_method"},
 		{"same method", "POST", "", hv("X-HTTP-Method-Override", "post"), ""},
 		{"same method, every name", "POST", "", hv("X-HTTP-Method-Override", "POST", "x-http-method", "POST, post", "X-Method-Override", "POST"), ""},
 		{"same method, query", "POST", "_method=POST&_method=post", nil, ""},

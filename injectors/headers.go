@@ -290,33 +290,41 @@ func WithoutParams(rawQuery string, names ...string) string {
 	if rawQuery == "" {
 		return ""
 	}
-	keys := make([]string, len(names))
-	for i, n := range names {
-		keys[i] = paramKey(n)
-	}
 	var parts []string
 	for kv := range strings.SplitSeq(rawQuery, "&") {
-		drop := false
-		for piece := range strings.SplitSeq(kv, ";") {
-			k, _, _ := strings.Cut(piece, "=")
-			if slices.Contains(keys, paramKey(k)) {
-				drop = true
-				break
-			}
-		}
-		if !drop {
+		if !PartNames(kv, names...) {
 			parts = append(parts, kv)
 		}
 	}
 	return strings.Join(parts, "&")
 }
 
+// PartNames reports whether kv, one '&'-separated part of a query string
+// or form body ("name=value"), may be read by some server as a parameter
+// named one of names: its name, or that of any ';'-separated piece of it,
+// compared as WithoutParams compares names. An injector that puts a value
+// in a form body uses it to find the client's copies of that field.
+func PartNames(kv string, names ...string) bool {
+	for piece := range strings.SplitSeq(kv, ";") {
+		k, _, _ := strings.Cut(piece, "=")
+		key := paramKey(k)
+		for _, n := range names {
+			if key == paramKey(n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // paramKey is a query parameter's name as the most lenient server reads
 // it: percent-decoded with '+' as a space (a name that does not decode
 // stays as sent), cut at a NUL (C strings) and at '[' (PHP and Rails
 // read api_key[] and api_key[0] as api_key), leading spaces removed and
-// ' ' and '.' read as '_' (PHP), and lower-cased (ASP.NET and others
-// match names without case).
+// ' ' and '.' read as '_' (PHP), and case-folded through upper case
+// then lower case (ASP.NET and others match names without case; Java's
+// equalsIgnoreCase and servers comparing upper-cased names read dotless
+// 'ı' as 'i' and the long 'ſ' as 's', which lower-casing alone keeps).
 func paramKey(name string) string {
 	if u, err := url.QueryUnescape(name); err == nil {
 		name = u
@@ -331,7 +339,7 @@ func paramKey(name string) string {
 		}
 		return r
 	}, name)
-	return strings.ToLower(name)
+	return strings.ToLower(strings.ToUpper(name))
 }
 
 // Interface guards.

@@ -167,9 +167,18 @@ func TestWithoutParamsLookAlikes(t *testing.T) {
 		"api_key[]", "api_key[0]", "api_key[x]", "api_key%5B%5D", "api_key[", // PHP, Rails arrays
 		"api.key", "api+key", "api%20key", "api%2Ekey", " api_key", "+api_key", // PHP: ' ' and '.' are '_'
 		"api_key%00", "api_key%00junk", // C strings
+		// Java's equalsIgnoreCase, Python's upper() and others comparing
+		// upper-cased names: dotless ı (U+0131) upper-cases to I, the
+		// Kelvin sign (U+212A) lower-cases to k.
+		"ap%C4%B1_key", "AP%C4%B1_KEY", "api_%E2%84%AAey",
 	}
 	// Names that only resemble it.
 	other := []string{"api_keys", "xapi_key", "apikey", "api-key", "api__key", "key", "api", "api_ke", "api_key2", "%ZZapi_key", "api_%6Bey_x"}
+	// The long s (U+017F) upper-cases to S: a server comparing
+	// upper-cased names reads it as "signature".
+	if got := WithoutParams("a=1&%C5%BFignature=evil&b=2", "signature"); got != "a=1&b=2" {
+		t.Errorf("WithoutParams(long s) = %q, want a=1&b=2", got)
+	}
 	for _, injected := range []string{"api_key", "API_KEY", "api.key"} {
 		for _, n := range same {
 			for _, q := range []string{n + "=evil", "a=1&" + n + "=evil&b=2", n, "a=1;" + n + "=evil", n + "=evil;b=2&c=3"} {

@@ -108,7 +108,7 @@ func (i *Injector) Inject(r *http.Request, cred *providers.Credential) error {
 		}
 	}
 	r.Header.Set("Authorization", "Bearer "+tok)
-	if strings.Contains(r.URL.RawQuery, "token") {
+	if r.URL.RawQuery != "" {
 		r.URL.RawQuery = injectors.WithoutParams(r.URL.RawQuery, "token")
 	}
 	return nil
@@ -146,19 +146,18 @@ func isForm(r *http.Request) bool {
 }
 
 // withToken returns body with every token field removed and the token
-// put where the first one was, and whether there was one. The other
-// fields keep their order and encoding.
+// put where the first one was, and whether there was one. A token field
+// is every spelling a server may read as "token" (injectors.PartNames:
+// any escape, case, "+token" and "token%00x" as PHP reads them,
+// "token[]", a ";token=" piece): Slack takes the body's token before the
+// Authorization header, and PHP-style parsers the last of several. The
+// other fields keep their order and encoding.
 func withToken(body []byte, tok string) ([]byte, bool) {
 	var out bytes.Buffer
 	out.Grow(len(body) + len(tok))
 	found := false
 	for pair := range bytes.SplitSeq(body, []byte("&")) {
-		k, _, _ := bytes.Cut(pair, []byte("="))
-		name := string(k)
-		if u, err := url.QueryUnescape(name); err == nil {
-			name = u
-		}
-		if name == "token" {
+		if injectors.PartNames(string(pair), "token") {
 			if found {
 				continue
 			}

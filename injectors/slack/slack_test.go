@@ -32,6 +32,17 @@ func TestInject(t *testing.T) {
 		{name: "form body without a token: untouched", ctype: "application/x-www-form-urlencoded",
 			body: "channel=C1&text=hi", wantBody: "channel=C1&text=hi"},
 		{name: "token query parameter removed", query: "token=xoxb-placeholder&channel=C1", wantQuery: "channel=C1"},
+		// Spellings a server reads as token (PHP drops a leading space
+		// and ends a name at a NUL; arrays; case; ';'): each replaced or
+		// removed like token itself.
+		{name: "form token look-alikes after the token", ctype: "application/x-www-form-urlencoded",
+			body: "token=a&+token=b&channel=C1&token%00x=c&TOKEN=d&token[]=e&x=1;token=f&%20token=g", wantBody: "token=" + tok + "&channel=C1"},
+		{name: "form token look-alike alone", ctype: "application/x-www-form-urlencoded",
+			body: "channel=C1&+token=b", wantBody: "channel=C1&token=" + tok},
+		{name: "form names that only resemble token", ctype: "application/x-www-form-urlencoded",
+			body: "tokens=a&xtoken=b&token_type=c", wantBody: "tokens=a&xtoken=b&token_type=c"},
+		{name: "token query parameter in capitals alone", query: "TOKEN=a&channel=C1", wantQuery: "channel=C1"},
+		{name: "token query look-alikes removed", query: "TOKEN=a&channel=C1&%74oken=b&+token=c&token%00=d&tok%65n[]=e", wantQuery: "channel=C1"},
 		{name: "rotated token", token: "xoxe.xoxb-1-abc", ctype: "application/json", body: "{}", wantBody: "{}"},
 		{name: "refresh token refused", token: "xoxe-1-abc", wantErr: injectors.ErrInvalidValue},
 		{name: "not a Slack token", token: "sk_live_abc", wantErr: injectors.ErrInvalidValue},

@@ -43,8 +43,9 @@ type Override struct {
 // trimmed and compared case-insensitively; empty elements name nothing.
 // Query parameters are separated by '&' or ';' (Rack 2 reads both); the
 // name is compared after percent- and '+'-decoding, with leading spaces
-// dropped and a leading '.' read as '_', as PHP names the parameter
-// ($_GET turns ".method" into "_method"). A `_method` in a form body is
+// dropped, a leading '.' read as '_' and the name cut at a NUL, as PHP
+// names the parameter ($_GET turns ".method" and "_method%00x" into
+// "_method"). A `_method` in a form body is
 // not read: the body is not inspected. It allocates only for an override
 // it reports.
 func MethodOverride(method string, h map[string][]string, rawQuery string) (Override, bool) {
@@ -117,6 +118,11 @@ func isOverrideParam(key string) bool {
 		case c == '%' && i+2 < len(key) && isHex(key[i+1]) && isHex(key[i+2]):
 			c = unhex(key[i+1])<<4 | unhex(key[i+2])
 			i += 2
+		}
+		if c == 0 {
+			// PHP registers a name up to its first NUL (a C string),
+			// so what follows is not part of it.
+			return n == len(OverrideParam)
 		}
 		if n == 0 && c == ' ' {
 			continue // PHP drops leading spaces of a name

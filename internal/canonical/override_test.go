@@ -44,6 +44,12 @@ func TestMethodOverride(t *testing.T) {
 		{"query, PHP dot", "POST", nil, ".method=DELETE", "query parameter _method", "DELETE"},
 		{"query, PHP leading space", "POST", nil, "+%20_method=DELETE", "query parameter _method", "DELETE"},
 		{"query, bad escape in value", "POST", nil, "_method=%ZZ", "query parameter _method", ""},
+		// PHP registers a name up to its first NUL (a C string): Laravel
+		// and Symfony read "_method%00x" as _method.
+		{"query, PHP NUL cut", "POST", nil, "_method%00=DELETE", "query parameter _method", "DELETE"},
+		{"query, PHP NUL cut, rest", "POST", nil, "a=1&_method%00junk=DELETE", "query parameter _method", "DELETE"},
+		{"query, PHP NUL cut, dot", "POST", nil, ".method%00.x=DELETE", "query parameter _method", "DELETE"},
+		{"query, NUL before the name ends", "POST", nil, "_meth%00od=DELETE", "", ""},
 		{"query, other names", "POST", nil, "x_method=DELETE&_methods=DELETE&_Method=DELETE&method=DELETE&_method", "", ""},
 		{"query, same method", "GET", nil, "_method=GET", "", ""},
 	} {

@@ -37,6 +37,27 @@ const (
 	maxFDs          = 1 << 20
 )
 
+// process names one process for the life of it: its id and its start
+// time (clock ticks after boot, /proc/PID/stat's field 22). An id alone
+// is not a name: once its process has exited and been reaped, the
+// kernel gives it to the next process started, which may be anyone's.
+type process struct {
+	pid   int
+	start uint64
+}
+
+// commandProcess names pid, the command credgate run started, by its id
+// and start time, read while the command cannot yet have been reaped
+// (credgate run waits for it later); the zero process when pid is not
+// running.
+func commandProcess(pid int) process {
+	st, ok := readStat(pid)
+	if !ok {
+		return process{}
+	}
+	return process{pid: pid, start: st.start}
+}
+
 // commandPeer returns nil when the client end of c, a TCP connection
 // accepted on loopback, is a socket of this process's user held by
 // process root (the command credgate run started) or one of its
@@ -45,8 +66,17 @@ const (
 // (and often the uid), but their processes are no descendants of root
 // (nor, without a shared PID namespace, in this /proc at all), and
 // neither is any other process of this user on the machine.
-func commandPeer(c net.Conn, root int) error {
-	if root <= 0 {
+//
+// Processes are named by id and start time (process), and a holder is
+// admitted only when, after its descriptors were read, it and every
+// process between it and root are still the processes the tree was
+// built from: an id read at one moment and used at another may have
+// passed to another process in between (the command reaped and its id
+// reused before the relay closes; a descendant exited and its id taken
+// by a process of another container sharing the PID namespace, whose
+// descriptors, or children, would otherwise count as the command's).
+func commandPeer(c net.Conn, root process) error {
+	if root.pid <= 0 {
 		return errors.New("the command has not started")
 	}
 	uid, inode, err := peerSocket(c)
@@ -63,16 +93,16 @@ func commandPeer(c net.Conn, root int) error {
 	budget := maxFDs
 	// The command itself first (Java started directly, or exec'd by a
 	// wrapper script), then the tree of /proc.
-	if holds(root, link, &budget) {
-		return nil
+	if holds(root.pid, link, &budget) {
+		return stillDescends(root.pid, nil, root)
 	}
-	pids, err := descendants(root)
+	pids, tree, err := descendants(root.pid)
 	if err != nil {
 		return err
 	}
 	for _, pid := range pids {
 		if holds(pid, link, &budget) {
-			return nil
+			return stillDescends(pid, tree, root)
 		}
 		if budget <= 0 {
 			return fmt.Errorf("over %d descriptors read", maxFDs)
@@ -81,15 +111,39 @@ func commandPeer(c net.Conn, root int) error {
 	return errors.New("the client's socket is held by no process of the command's")
 }
 
+// stillDescends returns nil when pid, whose descriptors were just read,
+// and each process between it and root (by the parents in tree, the
+// stat of each process as read when the tree was built) are still those
+// processes, with the same parents, and root is still the command; else
+// an error saying the tree changed while it was read.
+func stillDescends(pid int, tree map[int]stat, root process) error {
+	for n := 0; n <= maxDescendants; n++ {
+		now, ok := readStat(pid)
+		if pid == root.pid {
+			if !ok || now.start != root.start {
+				return errors.New("the command has exited (its process id names another process)")
+			}
+			return nil
+		}
+		then, known := tree[pid]
+		if !ok || !known || now != then {
+			return fmt.Errorf("process %d exited or changed while the process tree was read", pid)
+		}
+		pid = then.ppid
+	}
+	return fmt.Errorf("process tree: over %d processes below the command", maxDescendants)
+}
+
 // descendants returns the processes below root (root excluded), from the
-// parent of each process of /proc/PID/stat. A process that exits while
-// /proc is read is skipped.
-func descendants(root int) ([]int, error) {
+// parent of each process of /proc/PID/stat, and the stat of every
+// process read. A process that exits while /proc is read is skipped.
+func descendants(root int) ([]int, map[int]stat, error) {
 	d, err := os.Open("/proc")
 	if err != nil {
-		return nil, fmt.Errorf("process tree: %w", err)
+		return nil, nil, fmt.Errorf("process tree: %w", err)
 	}
 	defer d.Close()
+	tree := map[int]stat{}
 	children := map[int][]int{}
 	for n := 0; ; {
 		names, err := d.Readdirnames(1024)
@@ -99,17 +153,18 @@ func descendants(root int) ([]int, error) {
 				continue // not a process
 			}
 			if n++; n > maxProcs {
-				return nil, fmt.Errorf("process tree: over %d processes", maxProcs)
+				return nil, nil, fmt.Errorf("process tree: over %d processes", maxProcs)
 			}
-			if ppid, ok := parentOf(pid); ok {
-				children[ppid] = append(children[ppid], pid)
+			if st, ok := readStat(pid); ok {
+				tree[pid] = st
+				children[st.ppid] = append(children[st.ppid], pid)
 			}
 		}
 		if errors.Is(err, io.EOF) || (err == nil && len(names) == 0) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("process tree: %w", err)
+			return nil, nil, fmt.Errorf("process tree: %w", err)
 		}
 	}
 	var out []int
@@ -123,31 +178,51 @@ func descendants(root int) ([]int, error) {
 		}
 		seen[pid] = true
 		if out = append(out, pid); len(out) > maxDescendants {
-			return nil, fmt.Errorf("process tree: over %d processes below the command", maxDescendants)
+			return nil, nil, fmt.Errorf("process tree: over %d processes below the command", maxDescendants)
 		}
 		queue = append(queue, children[pid]...)
 	}
-	return out, nil
+	return out, tree, nil
 }
 
-// parentOf returns the parent of pid from /proc/PID/stat ("pid (comm)
-// state ppid ..."; comm may hold spaces and parentheses, so the fields
-// are those after its last ')'); false when pid has exited.
-func parentOf(pid int) (int, bool) {
+// stat is what the relay takes of /proc/PID/stat: the parent and the
+// start time, which together with the id name a process's place in the
+// tree (process).
+type stat struct {
+	ppid  int
+	start uint64
+}
+
+// readStat reads pid's stat ("pid (comm) state ppid ... starttime ...";
+// comm may hold spaces and parentheses, so the fields are those after
+// its last ')', starttime the 20th of them); false when pid has exited.
+func readStat(pid int) (stat, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return stat{}, false
 	}
+	return parseStat(b)
+}
+
+// parseStat parses the contents of /proc/PID/stat (readStat).
+func parseStat(b []byte) (stat, bool) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false
+		return stat{}, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, false
+	if len(f) < 20 {
+		return stat{}, false
 	}
 	ppid, err := strconv.Atoi(f[1])
-	return ppid, err == nil
+	if err != nil {
+		return stat{}, false
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return stat{}, false
+	}
+	return stat{ppid: ppid, start: start}, true
 }
 
 // holds reports whether one of pid's descriptors is link ("socket:[INODE]"),

@@ -267,13 +267,13 @@ func TestProcNetEntry(t *testing.T) {
 	}
 	// This process holds the client end: it is the command's own when
 	// it is the command, not when the command is its parent.
-	if err := commandPeer(s, os.Getpid()); err != nil {
+	if err := commandPeer(s, commandProcess(os.Getpid())); err != nil {
 		t.Errorf("commandPeer(this process) = %v, want nil", err)
 	}
-	if err := commandPeer(s, os.Getppid()); err != nil {
+	if err := commandPeer(s, commandProcess(os.Getppid())); err != nil {
 		t.Errorf("commandPeer(this process's parent) = %v, want nil (this process is its descendant)", err)
 	}
-	if err := commandPeer(s, 0); err == nil {
+	if err := commandPeer(s, process{}); err == nil {
 		t.Errorf("commandPeer(no command) = nil, want an error")
 	}
 	if _, _, err := peerSocket(fakeConn{}); err == nil {
@@ -329,5 +329,107 @@ func TestRelayDescendantsOtherUser(t *testing.T) {
 		g.Close()
 		t.Fatal("the gateway got a connection")
 	default:
+	}
+}
+
+// TestCommandPeerNamesProcesses is the class of "a process id read at one
+// moment is used at another, when it may name another process": the
+// command reaped by credgate run while the relay still runs, or a
+// descendant exited, and the id given to a process that is not the
+// command's (another container sharing the PID namespace). A command or
+// an ancestor of the socket's holder whose id now names a process started
+// at another time admits nothing. Before, the relay knew the command by
+// its id alone: the cases naming this process's id with another start
+// time were admitted.
+func TestCommandPeerNamesProcesses(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if s, err := ln.Accept(); err == nil {
+			accepted <- s
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-accepted
+	defer s.Close()
+	self, parent := commandProcess(os.Getpid()), commandProcess(os.Getppid())
+	if self.start == 0 || parent.start == 0 {
+		t.Fatalf("start times %d, %d: /proc/PID/stat not read", self.start, parent.start)
+	}
+	for _, tc := range []struct {
+		name  string
+		root  process
+		admit bool
+	}{
+		{"the command holds the socket", self, true},
+		{"a descendant holds it", parent, true},
+		{"the command's id now names this process", process{pid: self.pid, start: self.start + 1}, false},
+		{"the command's id now names this process's parent", process{pid: parent.pid, start: parent.start - 1}, false},
+		{"no command", process{}, false},
+	} {
+		err := commandPeer(s, tc.root)
+		if (err == nil) != tc.admit {
+			t.Errorf("%s: commandPeer = %v, admit %v", tc.name, err, tc.admit)
+		}
+	}
+	// A tree read before an ancestor of the holder exited and its id
+	// passed on: the holder's parent as read then was another process.
+	st, ok := readStat(os.Getpid())
+	if !ok {
+		t.Fatal("readStat(self) failed")
+	}
+	pst, ok := readStat(os.Getppid())
+	if !ok {
+		t.Fatal("readStat(parent) failed")
+	}
+	grand := process{pid: pst.ppid}
+	if gst, ok := readStat(pst.ppid); ok {
+		grand.start = gst.start
+	}
+	for _, tc := range []struct {
+		name string
+		tree map[int]stat
+		ok   bool
+	}{
+		{"unchanged", map[int]stat{os.Getpid(): st, os.Getppid(): pst}, true},
+		{"the parent replaced", map[int]stat{os.Getpid(): st, os.Getppid(): {ppid: pst.ppid, start: pst.start + 1}}, false},
+		{"the holder replaced", map[int]stat{os.Getpid(): {ppid: st.ppid, start: st.start - 1}, os.Getppid(): pst}, false},
+		{"the holder reparented", map[int]stat{os.Getpid(): {ppid: pst.ppid, start: st.start}, os.Getppid(): pst}, false},
+		{"the parent not read", map[int]stat{os.Getpid(): st}, false},
+	} {
+		if err := stillDescends(os.Getpid(), tc.tree, grand); (err == nil) != tc.ok {
+			t.Errorf("%s: stillDescends = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+// TestParseStat: /proc/PID/stat's parent and start time, with a command
+// name holding spaces and parentheses.
+func TestParseStat(t *testing.T) {
+	rest := " S 42 7 7 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100"
+	for _, tc := range []struct {
+		in   string
+		want stat
+		ok   bool
+	}{
+		{"123 (sleep)" + rest, stat{ppid: 42, start: 987654}, true},
+		{"123 (a) b) (c)" + rest, stat{ppid: 42, start: 987654}, true},
+		{"123 (x y)" + rest, stat{ppid: 42, start: 987654}, true},
+		{"123 (sleep) S 42 7", stat{}, false},
+		{"123 sleep S 42", stat{}, false},
+		{"123 (sleep) S x" + rest[4:], stat{}, false},
+	} {
+		got, ok := parseStat([]byte(tc.in))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parseStat(%q) = %+v, %v; want %+v, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
 	}
 }

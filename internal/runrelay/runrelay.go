@@ -119,9 +119,9 @@ type Relay struct {
 	secret   []byte
 	log      io.Writer
 	// descendants is Config.Descendants where it is supported; command
-	// is the process SetCommand named (0: none yet).
+	// is the process SetCommand named (nil: none yet).
 	descendants bool
-	command     atomic.Int64
+	command     atomic.Pointer[process]
 	// clientCert is the client certificate in force (nil: none).
 	clientCert atomic.Pointer[tls.Certificate]
 	hasCert    bool
@@ -228,8 +228,14 @@ func (r *Relay) Addr() string { return r.ln.Addr().String() }
 
 // SetCommand names the process credgate run started (Config.Descendants):
 // from then on a client presenting no proxy credentials is admitted when
-// its socket is held by pid or one of pid's descendants.
-func (r *Relay) SetCommand(pid int) { r.command.Store(int64(pid)) }
+// its socket is held by pid or one of pid's descendants. Call it before
+// the command is waited for: the process is named by its id and start
+// time, so that once it has exited no process given its id later is
+// taken for it.
+func (r *Relay) SetCommand(pid int) {
+	p := commandProcess(pid)
+	r.command.Store(&p)
+}
 
 // URL is the proxy URL the command gets: http://credgate:SECRET@127.0.0.1:PORT.
 func (r *Relay) URL() *url.URL {
@@ -371,7 +377,8 @@ func (r *Relay) commandPeer(c net.Conn, req *http.Request) bool {
 	if !r.descendants || len(req.Header.Values("Proxy-Authorization")) != 0 {
 		return false
 	}
-	return commandPeer(c, int(r.command.Load())) == nil
+	p := r.command.Load()
+	return p != nil && commandPeer(c, *p) == nil
 }
 
 // refused is called with the status of the gateway's answer when it
