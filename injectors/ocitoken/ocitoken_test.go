@@ -147,6 +147,11 @@ func TestScope(t *testing.T) {
 		{"GET", "/v2/app/blobs/notadigest", nil, true},
 		{"GET", "/v2/app/other/x", nil, true},
 		{"GET", "/v3/app/manifests/v1", nil, true},
+		// Realms served on the registry's own host (Harbor, GAR, Quay):
+		// a client asking one through the rule gets no Basic credential.
+		{"GET", "/service/token?service=harbor-registry", nil, true},
+		{"GET", "/v2/token?scope=repository:x:pull", nil, true},
+		{"GET", "/v2/auth", nil, true},
 		{"GET", "/", nil, true},
 		{"OPTIONS", "/v2/app/manifests/v1", nil, true},
 		{"GET", "/v2/a%2Fb/manifests/v1", nil, true},
