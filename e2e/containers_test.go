@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"os"
@@ -532,4 +533,119 @@ func (b *buildahRun) run(t *testing.T, what string, args ...string) string {
 		t.Fatalf("%v\n%s", err, tail(out, 30))
 	}
 	return out
+}
+
+// blobRedirectPolicy is examples/containers.yaml's shape for a registry
+// whose blobs redirect to object storage: oci-token on the registry, a
+// tunnel without credential to the storage host.
+const blobRedirectPolicy = `
+workloads:
+  local:
+    cidrs: [127.0.0.1/32]
+    require: [source]
+destinations:
+  registry: {hosts: [registry.token.test], allow_private: true}
+  blob-storage: {hosts: [blobs.storage.test], allow_private: true}
+credentials:
+  registry-robot:
+    provider: static
+    fields:
+      username: {env: E2E_REGISTRY_USER}
+      password: {env: E2E_REGISTRY_PASSWORD}
+rules:
+  - name: registry-pull
+    from: local
+    to: registry
+    methods: [GET, HEAD]
+    inject: {credential: registry-robot, as: oci-token, realm: "{{.Realm}}", service: registry.token.test, ca_cert: "{{.RealmCA}}"}
+  - name: blob-downloads
+    from: local
+    to: blob-storage
+    action: tunnel
+default: deny
+`
+
+// TestContainerRegistryBlobRedirect: a registry answering a blob GET with
+// a 307 to a presigned URL on object storage (Docker Hub, GHCR, ECR,
+// registries on S3). The gateway returns the redirect (it follows none);
+// the client follows it through the tunnel rule, and the storage host
+// receives no credential: no Authorization, neither the password nor the
+// registry's token, while the registry got the token.
+func TestContainerRegistryBlobRedirect(t *testing.T) {
+	t.Parallel()
+	ts := startTokenService(t)
+	const blob = "layer bytes from object storage"
+	var mu sync.Mutex
+	var regAuth, storageHeaders []http.Header
+	storageLeaf, err := originCA.Leaf("blobs.storage.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage := fakekit.StartTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		storageHeaders = append(storageHeaders, r.Header.Clone())
+		mu.Unlock()
+		if r.URL.Query().Get("X-Amz-Signature") == "" {
+			http.Error(w, "not presigned", http.StatusForbidden)
+			return
+		}
+		_, _ = io.WriteString(w, blob)
+	}), &storageLeaf)
+	t.Cleanup(storage.Close)
+	regLeaf, err := originCA.Leaf("registry.token.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := fakekit.StartTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		regAuth = append(regAuth, r.Header.Clone())
+		mu.Unlock()
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+ts.realm+`",service="registry.token.test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		http.Redirect(w, r, "https://blobs.storage.test/docker/registry/v2/blobs/ab/data?X-Amz-Signature=presigned", http.StatusTemporaryRedirect)
+	}), &regLeaf)
+	t.Cleanup(reg.Close)
+
+	e := startEnv(t, envOptions{
+		Policy:  strings.NewReplacer("{{.Realm}}", ts.realm, "{{.RealmCA}}", originCACert).Replace(blobRedirectPolicy),
+		Resolve: map[string]string{"registry.token.test:443": reg.Listener.Addr().String(), "blobs.storage.test:443": storage.Listener.Addr().String()},
+		Env:     []string{"E2E_REGISTRY_USER=" + registryUser, "E2E_REGISTRY_PASSWORD=" + registryPassword},
+	})
+	// The client trusts the gateway's CA (the registry is intercepted)
+	// and the storage's own (the tunnel is not).
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	gw, err := os.ReadFile(gwCACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFileT(t, bundle, string(gw)+string(originCA.CertPEM))
+	c := newGoClient(t, e.proxyURL, bundle, true)
+	resp, err := c.Get("https://registry.token.test/v2/ci/app/blobs/sha256:" + strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != blob {
+		t.Fatalf("the blob: %d %q", resp.StatusCode, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(regAuth) != 1 || !strings.HasPrefix(regAuth[0].Get("Authorization"), "Bearer ") {
+		t.Errorf("the registry got %d requests, Authorization %v: want one with the token", len(regAuth), regAuth)
+	}
+	if len(storageHeaders) != 1 {
+		t.Fatalf("the storage got %d requests, want 1", len(storageHeaders))
+	}
+	secrets := append([]string{registryPassword}, ts.issued()...)
+	for name, vv := range storageHeaders[0] {
+		for _, v := range vv {
+			if strings.EqualFold(name, "Authorization") || slices.ContainsFunc(secrets, func(s string) bool { return strings.Contains(v, s) }) {
+				t.Errorf("the storage host got %s: %q: no registry credential may follow the redirect", name, v)
+			}
+		}
+	}
 }
