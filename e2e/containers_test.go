@@ -91,7 +91,8 @@ const (
 // buildah gets only HTTPS_PROXY and the gateway's CA (--cert-dir), no
 // auth.json. It pushes an image to ci/app and pulls it back; a push to
 // another repository is refused by the read-only rule and never reaches
-// the registry. Every request the registry logged was authenticated as
+// the registry. skopeo copies the image out the same way, when it is
+// installed. Every request the registry logged was authenticated as
 // the robot; no file buildah wrote and none of its output holds the
 // password or any token the token service issued; the token service saw
 // only the gateway, with the robot's Basic credentials, asking for the
@@ -144,6 +145,24 @@ func TestContainerRegistries(t *testing.T) {
 			b.run(t, "pull", "pull", "--cert-dir", b.certDir, "--retry", "0", ref)
 			if out := b.run(t, "inspect", "inspect", "--type", "image", "--format", "{{index .ImageAnnotations \"org.opencontainers.image.title\"}}{{index .OCIv1.Config.Labels \"org.opencontainers.image.title\"}}", reg.host+"/ci/app:v1"); !strings.Contains(out, "credgate-e2e") {
 				t.Errorf("the pulled image lacks the pushed label: %q", out)
+			}
+			if _, err := exec.LookPath("skopeo"); err != nil {
+				t.Log("skopeo is not installed (scripts/test-tools.sh installs it): its copy is not checked")
+			} else {
+				// skopeo, the same way: the proxy, the CA, no credentials.
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				caArgs := []string{"--src-cert-dir", b.certDir}
+				cmd := exec.CommandContext(ctx, "skopeo", append(append([]string{"copy", "--retry-times", "0", "--policy", filepath.Join(b.dir, "policy.json")}, caArgs...),
+					ref, "oci:"+filepath.Join(b.dir, "skopeo-copy")+":v1")...)
+				cmd.Env, cmd.Dir = b.env, b.dir
+				out, err := cmd.CombinedOutput()
+				cancel()
+				b.output = append(b.output, string(out))
+				if err != nil {
+					t.Errorf("skopeo copy %s: %v\n%s", ref, err, tail(string(out), 20))
+				} else if _, err := os.Stat(filepath.Join(b.dir, "skopeo-copy", "index.json")); err != nil {
+					t.Errorf("skopeo copy wrote no OCI layout: %v", err)
+				}
 			}
 			// A push the policy does not allow fails before the registry.
 			out, err := b.runErr("push elsewhere", "push", "--cert-dir", b.certDir, "--retry", "0", reg.host+"/ci/app:v1", "docker://"+reg.host+"/ci/other:v1")

@@ -5,7 +5,8 @@
 #     redis-server (the shared-cache tests start a real Redis) and haproxy
 #     (gateway TestProxyProtocolBehindHAProxy puts it in front of the
 #     gateway, sending PROXY headers), npm, pip and maven (e2e
-#     TestPackageRegistries drives them against fake private registries):
+#     TestPackageRegistries drives them against fake private registries),
+#     skopeo (e2e TestContainerRegistries copies an image with it):
 #     installed with apt-get when missing (apt-get update only then);
 #   - buildah (e2e/helm's TestImage builds the container image with it,
 #     offline, FROM scratch; e2e TestContainerRegistries pushes and pulls
@@ -39,6 +40,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 { command -v mvn >/dev/null 2>&1 && command -v keytool >/dev/null 2>&1; } || missing+=(maven)
+# skopeo: a second real registry client in e2e TestContainerRegistries.
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		log "missing ${missing[*]} and no apt-get here: install them and rerun"
