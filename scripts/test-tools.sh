@@ -5,12 +5,15 @@
 #     redis-server (the shared-cache tests start a real Redis) and haproxy
 #     (gateway TestProxyProtocolBehindHAProxy puts it in front of the
 #     gateway, sending PROXY headers), npm, pip and maven (e2e
-#     TestPackageRegistries drives them against fake private registries):
+#     TestPackageRegistries drives them against fake private registries),
+#     skopeo (e2e TestContainerRegistries copies an image with it):
 #     installed with apt-get when missing (apt-get update only then);
 #   - buildah (e2e/helm's TestImage builds the container image with it,
-#     offline, FROM scratch): installed with apt-get when no image builder
-#     works here (podman, buildah, or docker with a running daemon); if it
-#     cannot be installed, TestImage skips and says why;
+#     offline, FROM scratch; e2e TestContainerRegistries pushes and pulls
+#     images with it through the gateway): installed with apt-get when
+#     missing; if it cannot be installed, TestContainerRegistries skips,
+#     and TestImage uses podman or docker when there is one, else skips,
+#     each saying why;
 #   - staticcheck, pinned, built with `go install` into $CREDGATE_TOOLS_BIN
 #     (default ~/.cache/credgate/bin); skipped when that version is present.
 # Usage: bash scripts/test-tools.sh      (the Makefile's `tools` target runs it)
@@ -37,6 +40,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 { command -v mvn >/dev/null 2>&1 && command -v keytool >/dev/null 2>&1; } || missing+=(maven)
+# skopeo: a second real registry client in e2e TestContainerRegistries.
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		log "missing ${missing[*]} and no apt-get here: install them and rerun"
@@ -49,19 +54,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}"
 fi
 
-# An image builder for TestImage (about 25 s of apt-get on a cold machine).
-if ! command -v podman >/dev/null 2>&1 && ! command -v buildah >/dev/null 2>&1 &&
-	! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+# buildah: TestImage's builder and TestContainerRegistries' registry client
+# (about 25 s of apt-get on a cold machine).
+if ! command -v buildah >/dev/null 2>&1; then
 	if command -v apt-get >/dev/null 2>&1; then
 		sudo=()
 		if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-		log "installing buildah with apt-get (the image test's builder)"
+		log "installing buildah with apt-get (the image test's builder, the container registry test's client)"
 		if ! { "${sudo[@]}" apt-get update -qq &&
 			DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends buildah; }; then
-			log "buildah could not be installed; TestImage will skip and say why"
+			log "buildah could not be installed; TestContainerRegistries (and TestImage without podman or docker) will skip and say why"
 		fi
 	else
-		log "no image builder (podman, buildah, docker) and no apt-get: TestImage will skip"
+		log "no buildah and no apt-get: TestContainerRegistries (and TestImage without podman or docker) will skip"
 	fi
 fi
 

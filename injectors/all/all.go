@@ -14,6 +14,7 @@ import (
 	_ "github.com/credgate/credgate/injectors/gemini"         // gemini: x-goog-api-key
 	_ "github.com/credgate/credgate/injectors/hmac"           // hmac: request signing configured in the policy (Binance, OKX, partner APIs)
 	_ "github.com/credgate/credgate/injectors/httpsig"        // httpsig: HTTP Message Signatures (RFC 9421) with Content-Digest
+	_ "github.com/credgate/credgate/injectors/ocitoken"       // oci-token: container registries' token exchange done by the gateway, a token per repository and action
 	_ "github.com/credgate/credgate/injectors/openai"         // openai: Bearer key, optional OpenAI-Organization / OpenAI-Project
 	_ "github.com/credgate/credgate/injectors/sigv4"          // sigv4: AWS Signature Version 4 re-signing, streaming aws-chunked uploads
 	_ "github.com/credgate/credgate/injectors/slack"          // slack: Bearer token, and in the token field of form bodies

@@ -80,6 +80,8 @@ func TestEveryInjectorErrorSaysWhose(t *testing.T) {
 			badRequest: withBody(api, bigBody)},
 		"httpsig": {settings: "{key_id: k, max_body: 10}", url: api, good: []string{"private_key", edPEM}, badValue: []string{"private_key", "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"},
 			badRequest: withBody(api, bigBody)},
+		"oci-token": {settings: ociRealm(t), url: "https://registry.example.com/v2/app/manifests/v1", good: []string{"username", "u", "password", "p"}, badValue: []string{"username", "u", "password", crlf},
+			badRequest: get("https://registry.example.com/admin")},
 		"openai":      {url: "https://api.openai.com/v1/models", good: []string{"token", tok}, badValue: []string{"token", crlf}},
 		"placeholder": {url: api, good: []string{"token", tok}},
 		"query":       {settings: "param: key", url: api, good: []string{"token", tok}, badValue: []string{"token", ""}},
@@ -170,4 +172,21 @@ func testKeys(t *testing.T) (edPEM string, certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), certPEM, keyPEM
+}
+
+// ociRealm starts a registry token service on 127.0.0.1 that issues a
+// token to any HTTP Basic credential, and returns oci-token settings
+// naming it.
+func ociRealm(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := r.BasicAuth(); !ok {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"token":"registry-token-0123","expires_in":300}`))
+	}))
+	t.Cleanup(srv.Close)
+	return "{realm: " + srv.URL + "/token, service: registry.example.com}"
 }

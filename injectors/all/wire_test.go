@@ -64,6 +64,7 @@ func TestEveryInjectorSendsTheValueItScrubs(t *testing.T) {
 		"headers":         {settings: "headers: {X-Api-Key: '{{.token}}', X-Auth: 'Key {{.other}}'}", url: api, good: []string{"token", tok, "other", "other-0123456789"}},
 		"hmac":            {settings: "string_to_sign: '{{.method}}'\nsignature: {header: X-Sig}", url: api, good: []string{"secret", "s3cr3t-0123456789"}},
 		"httpsig":         {settings: "{key_id: k}", url: api, good: []string{"private_key", edPEM}},
+		"oci-token":       {settings: ociRealm(t), url: "https://registry.example.com/v2/app/manifests/v1", good: []string{"username", "user-0123456789", "password", "pass-0123456789"}},
 		"openai":          {url: "https://api.openai.com/v1/models", good: []string{"token", tok}},
 		"placeholder":     {url: api, good: []string{"token", tok}},
 		"query":           {settings: "param: key", url: api, good: []string{"token", tok}},
