@@ -284,6 +284,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 					}
 					end.setGRPCTrailers(w.Header())
 					st.grpcEnded = true
+					st.grpcStatus = strconv.Itoa(int(end.grpcStatus()))
 				}
 			}
 		}
@@ -291,6 +292,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = resp.Body.Close() // fills resp.Trailer
 	removeUpstreamFields(resp.Trailer)
+	if st != nil {
+		st.grpcStatus = grpcSent(r, resp)
+	}
 	if len(resp.Trailer) == 0 {
 		if st != nil && cl >= 0 && !stream {
 			st.whole = true // handle sends it before the audit line

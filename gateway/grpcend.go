@@ -262,3 +262,24 @@ func (g *Gateway) grpcEnding(r *http.Request, st *reqState, err error, abortCode
 	return newRefusal(http.StatusBadGateway, codeUpstreamError,
 		fmt.Sprintf("the connection to %s broke while the response was relayed; the rest of the response did not come", dest), ""), true
 }
+
+// grpcSent returns the grpc-status of the upstream's complete response
+// resp to the gRPC call r, as the client got it: from its trailers, or
+// from its header (a Trailers-Only answer); "" when r is not a gRPC call
+// or the value is not 1 to 3 digits (the audit line writes it as a
+// number, and nothing else of the upstream's).
+func grpcSent(r *http.Request, resp *http.Response) string {
+	v, ok := resp.Trailer["Grpc-Status"]
+	if !ok {
+		v = resp.Header["Grpc-Status"]
+	}
+	if len(v) != 1 || len(v[0]) == 0 || len(v[0]) > 3 || !isGRPC(r) {
+		return ""
+	}
+	for i := 0; i < len(v[0]); i++ {
+		if v[0][i] < '0' || v[0][i] > '9' {
+			return ""
+		}
+	}
+	return v[0]
+}

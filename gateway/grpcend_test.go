@@ -220,7 +220,7 @@ func grpcEndingCases() []grpcEndingCase {
 // Trailers-Only answer, or in trailers that end a response that began —
 // never as a reset stream (which grpc-go reports as INTERNAL "stream
 // terminated by RST_STREAM"), with grpc-message "credgate CODE: ..." and
-// an audit line with the same code. A call whose grpc-timeout passes is
+// an audit line with the same code and that grpc_status. A call whose grpc-timeout passes is
 // ended by the gateway with DEADLINE_EXCEEDED, also when the upstream
 // never enforces it; an upstream's reset is reported as a direct call
 // reports it (CANCEL as CANCELLED, ...), not as UNAVAILABLE.
@@ -301,6 +301,11 @@ func TestGRPCCallEndings(t *testing.T) {
 			})
 			if got := fmt.Sprint(line["code"]); tc.code != "" && got != tc.code || fmt.Sprint(line["status"]) != strconv.Itoa(tc.auditStatus) {
 				t.Errorf("audit line: code %v status %v, want %q %d", line["code"], line["status"], tc.code, tc.auditStatus)
+			}
+			// The line says the grpc-status the client got, whoever
+			// sent it; none where it got none.
+			if g, ok := line["grpc_status"]; tc.grpcStatus == "" && ok || tc.grpcStatus != "" && fmt.Sprint(g) != tc.grpcStatus {
+				t.Errorf("audit line: grpc_status %v, want %q", g, tc.grpcStatus)
 			}
 		})
 	}

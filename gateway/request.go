@@ -81,6 +81,9 @@ type reqState struct {
 	// the refusal (refusal.setGRPCTrailers), so handle returns rather
 	// than abort the stream.
 	grpcEnded bool
+	// grpcStatus is the grpc-status the client of a gRPC call got, for
+	// the audit line ("": none seen; grpcSent).
+	grpcStatus string
 	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
 	// long-lived connection it becomes when the upstream switches.
 	long *longConn
@@ -1090,6 +1093,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 	ev2.Status = status
+	ev2.GRPCStatus = st.grpcStatus
+	if st.refusal != nil && sw.status == http.StatusOK && isGRPC(x.r) {
+		ev2.GRPCStatus = strconv.Itoa(int(st.refusal.grpcStatus())) // answered as a gRPC refusal
+	}
 	ev2.BytesIn = body.n.Load()
 	ev2.BytesOut = sw.n
 	if st.long != nil && status == http.StatusSwitchingProtocols {
@@ -1226,6 +1233,9 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	ev := g.event(x, x.r.URL.EscapedPath())
 	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
+	if isGRPC(x.r) {
+		e.GRPCStatus = strconv.Itoa(int(f.grpcStatus()))
+	}
 	e.Tripwire = x.tripwire
 	if q := x.quarantined.Load(); q != nil {
 		e.Quarantined = *q
