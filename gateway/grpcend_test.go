@@ -187,11 +187,6 @@ func grpcEndingCases() []grpcEndingCase {
 			status: 200, grpcStatus: "1", inTrailers: true, code: codeUpstreamError, auditStatus: 200},
 		{name: "streaming-reset-internal", origin: resetAfter(http2.ErrCodeInternal),
 			status: 200, grpcStatus: "13", inTrailers: true, code: codeUpstreamError, auditStatus: 200},
-		// The upstream's connection breaks mid-response.
-		{name: "streaming-conn-broken", origin: func(c *h2OriginConn, stream uint32) {
-			headers(c, stream)
-			_ = c.c.Close()
-		}, status: 200, grpcStatus: "14", inTrailers: true, code: codeUpstreamError, auditStatus: 200},
 		// The upstream stalls the response (upstream.response_idle_timeout).
 		{name: "streaming-idle", origin: headers,
 			status: 200, grpcStatus: "4", inTrailers: true, code: codeUpstreamIdle, auditStatus: 200},
@@ -211,6 +206,13 @@ func grpcEndingCases() []grpcEndingCase {
 		{name: "lb-502", origin: func(c *h2OriginConn, stream uint32) {
 			c.respond(stream, "502", "<html>bad gateway</html>", [2]string{"content-type", "text/html"})
 		}, status: 502, auditStatus: 502},
+		// The upstream's connection breaks mid-response. Last: a call
+		// after it could be sent on the connection before the gateway
+		// sees it closed.
+		{name: "streaming-conn-broken", origin: func(c *h2OriginConn, stream uint32) {
+			headers(c, stream)
+			_ = c.c.Close()
+		}, status: 200, grpcStatus: "14", inTrailers: true, code: codeUpstreamError, auditStatus: 200},
 	}
 }
 

@@ -1094,8 +1094,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	ev2.Status = status
 	ev2.GRPCStatus = st.grpcStatus
-	if st.refusal != nil && sw.status == http.StatusOK && isGRPC(x.r) {
-		ev2.GRPCStatus = strconv.Itoa(int(st.refusal.grpcStatus())) // answered as a gRPC refusal
+	if st.refusal != nil && sw.status == http.StatusOK && isGRPC(x.r) && st.refusal.Code != codeRequestBodyAborted {
+		// Answered as a gRPC refusal; not for a client that went away,
+		// whose answer mostly reached nobody.
+		ev2.GRPCStatus = strconv.Itoa(int(st.refusal.grpcStatus()))
 	}
 	ev2.BytesIn = body.n.Load()
 	ev2.BytesOut = sw.n
@@ -1233,7 +1235,9 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	ev := g.event(x, x.r.URL.EscapedPath())
 	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
-	if isGRPC(x.r) {
+	if isGRPC(x.r) && f.Code != codeRequestBodyAborted {
+		// Not for a client that went away: its answer mostly reached
+		// nobody.
 		e.GRPCStatus = strconv.Itoa(int(f.grpcStatus()))
 	}
 	e.Tripwire = x.tripwire
