@@ -596,6 +596,8 @@ type auditEvent struct {
 	Credential string `json:"credential"`
 	Status     int    `json:"status"`
 	Closed     string `json:"closed"`
+	// GRPCStatus is the grpc-status a gRPC call's client got (nil: none).
+	GRPCStatus *int `json:"grpc_status"`
 }
 
 // audit returns the audit events written so far.

@@ -101,6 +101,11 @@ type event struct {
 	// Batch is the number of sub-requests of a batch the gateway judged
 	// one by one (batch.go); written only when not zero.
 	Batch int
+	// GRPCStatus is the grpc-status a gRPC call's client got (grpcSent):
+	// the gateway's own (a refusal, trailers ending a cut call) or the
+	// upstream's, in its trailers or Trailers-Only answer; written only
+	// when set, always 1 to 3 digits.
+	GRPCStatus string
 }
 
 // DefaultAuditFlushInterval bounds how long an audit line waits in the
@@ -550,6 +555,10 @@ func appendEvent(b []byte, ev *event) []byte {
 	if ev.Batch > 0 {
 		b = append(b, `,"batch":`...)
 		b = strconv.AppendInt(b, int64(ev.Batch), 10)
+	}
+	if ev.GRPCStatus != "" {
+		b = append(b, `,"grpc_status":`...)
+		b = append(b, ev.GRPCStatus...) // digits only (grpcSent)
 	}
 	b = append(b, `,"policy_version":`...)
 	b = appendString(b, ev.PolicyVersion)

@@ -270,20 +270,31 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 					st.abortCode = codeRequestBodyAborted
 				}
 			}
-			if cut && r.ProtoMajor == 2 && grpcNeedsHTTP2(r) && grpcResponse(resp.Header) {
-				// A gRPC call over HTTP/2 that the kill switch (or the
-				// loss of its identity) cut: it ends with trailers
-				// naming the refusal, which gRPC clients report as a
-				// status, rather than a reset stream (INTERNAL);
-				// handle returns instead of passing the abort on.
-				f.setGRPCTrailers(w.Header())
-				st.grpcEnded = true
+			if r.ProtoMajor == 2 && grpcNeedsHTTP2(r) && grpcResponse(resp.Header) {
+				// A gRPC call over HTTP/2 cut by the upstream or the
+				// gateway (the kill switch, its deadline, a reset...):
+				// it ends with trailers naming why, which gRPC clients
+				// report as a status, rather than a reset stream
+				// (INTERNAL); handle returns instead of passing the
+				// abort on (grpcEnding).
+				if end, ok := g.grpcEnding(r, st, err, st.abortCode, f); ok {
+					if end.Code != st.abortCode {
+						st.abortCode = end.Code
+						g.metrics.refusals.WithLabelValues(end.Code).Inc()
+					}
+					end.setGRPCTrailers(w.Header())
+					st.grpcEnded = true
+					st.grpcStatus = strconv.Itoa(int(end.grpcStatus()))
+				}
 			}
 		}
 		panic(http.ErrAbortHandler)
 	}
 	_ = resp.Body.Close() // fills resp.Trailer
 	removeUpstreamFields(resp.Trailer)
+	if st != nil {
+		st.grpcStatus = grpcSent(r, resp)
+	}
 	if len(resp.Trailer) == 0 {
 		if st != nil && cl >= 0 && !stream {
 			st.whole = true // handle sends it before the audit line

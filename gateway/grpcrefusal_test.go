@@ -226,6 +226,8 @@ func TestGRPCRefusalsAgreeWithJSON(t *testing.T) {
 					{"audit code", fmt.Sprint(ga["code"]), fmt.Sprint(ja["code"])},
 					{"audit status", fmt.Sprint(ga["status"]), fmt.Sprint(ja["status"])},
 					{"audit decision", fmt.Sprint(ga["decision"]), fmt.Sprint(ja["decision"])},
+					{"audit grpc_status", fmt.Sprint(ga["grpc_status"]), strconv.Itoa(int(grpcCode(jr.StatusCode)))},
+					{"JSON audit grpc_status", fmt.Sprint(ja["grpc_status"]), "<nil>"},
 				}
 				for _, ch := range checks {
 					if ch.got != ch.want {
@@ -306,6 +308,9 @@ func TestKillSwitchEndsGRPCCall(t *testing.T) {
 			})
 			if line["code"] != codeDisabledInFlight || fmt.Sprint(line["status"]) != "200" {
 				t.Errorf("audit line: code %v status %v, want %s 200", line["code"], line["status"], codeDisabledInFlight)
+			}
+			if g, ok := line["grpc_status"]; h2 && fmt.Sprint(g) != "14" || !h2 && ok {
+				t.Errorf("audit line: grpc_status %v, want 14 over HTTP/2 (the trailers), none over HTTP/1.1 (cut)", g)
 			}
 		})
 	}

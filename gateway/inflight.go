@@ -627,14 +627,15 @@ func (g *Gateway) endFlight(f *inFlight) {
 }
 
 // cutInFlight returns the refusal of what cut r in flight (the kill
-// switch, the expiry or revocation of its identity, a policy reload) when
+// switch, the expiry or revocation of its identity, a policy reload, a
+// gRPC call's deadline: grpcend.go) when
 // r's context was
 // cancelled by it.
 func cutInFlight(r *http.Request, st *reqState) (*refusal, bool) {
 	if st == nil {
 		return nil, false
 	}
-	if cause := context.Cause(r.Context()); !errors.Is(cause, errSwitchedOff) && !errors.Is(cause, errIdentityLost) && !errors.Is(cause, errPolicyChanged) {
+	if cause := context.Cause(r.Context()); !errors.Is(cause, errSwitchedOff) && !errors.Is(cause, errIdentityLost) && !errors.Is(cause, errPolicyChanged) && !errors.Is(cause, errGRPCDeadline) {
 		return nil, false
 	}
 	f := st.flight.refusal()

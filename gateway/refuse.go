@@ -98,6 +98,18 @@ type refusal struct {
 	// Switch is the kill switch that refused ("rule:NAME"), for the
 	// audit line.
 	Switch string `json:"-"`
+	// GRPC, when not zero, is the grpc-status a gRPC call gets in place
+	// of grpcCode(Status): an upstream's reset of the call's stream is
+	// reported as a direct call would report it (grpcResetCode).
+	GRPC grpcStatus `json:"-"`
+}
+
+// grpcStatus is the grpc-status of f's answer to a gRPC call.
+func (f refusal) grpcStatus() grpcStatus {
+	if f.GRPC != 0 {
+		return f.GRPC
+	}
+	return grpcCode(f.Status)
 }
 
 // errorWord is the body's "error" field for a status.
@@ -180,7 +192,7 @@ func (f refusal) writeGRPC(w http.ResponseWriter, mt string) {
 	if f.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
 	}
-	h.Set("Grpc-Status", strconv.Itoa(int(grpcCode(f.Status))))
+	h.Set("Grpc-Status", strconv.Itoa(int(f.grpcStatus())))
 	h.Set("Grpc-Message", grpcPercentEncode("credgate "+f.Code+": "+f.Reason))
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusOK)
@@ -191,7 +203,7 @@ func (f refusal) writeGRPC(w http.ResponseWriter, mt string) {
 // header as writeGRPC sends them in a refusal's header block
 // (http.TrailerPrefix: the header block went without announcing them).
 func (f refusal) setGRPCTrailers(h http.Header) {
-	h.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(int(grpcCode(f.Status))))
+	h.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(int(f.grpcStatus())))
 	h.Set(http.TrailerPrefix+"Grpc-Message", grpcPercentEncode("credgate "+f.Code+": "+f.Reason))
 	h.Set(http.TrailerPrefix+ReasonHeader, f.Code)
 }

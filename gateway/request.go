@@ -81,6 +81,9 @@ type reqState struct {
 	// the refusal (refusal.setGRPCTrailers), so handle returns rather
 	// than abort the stream.
 	grpcEnded bool
+	// grpcStatus is the grpc-status the client of a gRPC call got, for
+	// the audit line ("": none seen; grpcSent).
+	grpcStatus string
 	// long, set for a WebSocket upgrade checkUpgrade accepted, is the
 	// long-lived connection it becomes when the upstream switches.
 	long *longConn
@@ -920,6 +923,10 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 	}
 	octx := g.startFlight(ctx, &st.flight, tw, ib, ev, a.wl, d, jd)
 	defer g.endFlight(&st.flight)
+	// A gRPC call's grpc-timeout cuts it as the kill switch does
+	// (grpcend.go); the timer stops before the flight ends.
+	deadline := g.armGRPCDeadline(r, &st.flight, x.start, dest)
+	defer deadline.stop()
 	if f, cut := g.cutWaiting(st, a.wl, d); cut {
 		// Covered between its decision and now: nothing is fetched or
 		// sent.
@@ -1086,6 +1093,12 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		}
 	}
 	ev2.Status = status
+	ev2.GRPCStatus = st.grpcStatus
+	if st.refusal != nil && sw.status == http.StatusOK && isGRPC(x.r) && st.refusal.Code != codeRequestBodyAborted {
+		// Answered as a gRPC refusal; not for a client that went away,
+		// whose answer mostly reached nobody.
+		ev2.GRPCStatus = strconv.Itoa(int(st.refusal.grpcStatus()))
+	}
 	ev2.BytesIn = body.n.Load()
 	ev2.BytesOut = sw.n
 	if st.long != nil && status == http.StatusSwitchingProtocols {
@@ -1222,6 +1235,11 @@ func (g *Gateway) refuse(x *exchange, f refusal) {
 	ev := g.event(x, x.r.URL.EscapedPath())
 	e := &ev
 	e.Decision, e.Code, e.Status, e.Switch = policy.Deny.String(), f.Code, f.Status, f.Switch
+	if isGRPC(x.r) && f.Code != codeRequestBodyAborted {
+		// Not for a client that went away: its answer mostly reached
+		// nobody.
+		e.GRPCStatus = strconv.Itoa(int(f.grpcStatus()))
+	}
 	e.Tripwire = x.tripwire
 	if q := x.quarantined.Load(); q != nil {
 		e.Quarantined = *q
@@ -1491,8 +1509,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	if st != nil && st.body.cutOff() {
-		f := newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
-			fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
+		f := g.bodyTimeoutRefusal()
 		st.refusal = &f
 		g.metrics.refusals.WithLabelValues(f.Code).Inc()
 		f.write(w, r)
@@ -1532,6 +1549,17 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		f.write(w, r)
 		return
 	}
+	if st != nil && st.x != nil {
+		if f, ok := grpcDeadlinePassed(r, st.x.start, err, ""); ok {
+			// The upstream enforced the call's grpc-timeout (a reset,
+			// or the gateway's own wait timed out) once it had passed.
+			g.log.Info("upstream request failed after the gRPC call's deadline", slog.String("host", r.URL.Host), slog.String("error", g.logText(st, err)))
+			st.refusal = &f
+			g.metrics.refusals.WithLabelValues(f.Code).Inc()
+			f.write(w, r)
+			return
+		}
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
@@ -1565,6 +1593,11 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		f = newRefusal(http.StatusGatewayTimeout, codeUpstreamTimeout, fmt.Sprintf("%s did not answer in time", dest), "")
 	default:
 		f = newRefusal(http.StatusBadGateway, codeUpstreamError, fmt.Sprintf("the connection to %s failed", dest), "")
+		if code, reset := upstreamResetCode(err); reset && isGRPC(r) {
+			// The gRPC server reset the call's stream: the client is
+			// told what it would be calling directly.
+			f = upstreamResetRefusal(dest, code, false)
+		}
 	}
 	if f.Code == codeUpstreamError && g.cfg.Upstream.HTTP2 == HTTP2Never && grpcNeedsHTTP2(r) {
 		// A gRPC server closes an HTTP/1.1 request's connection (EOF):
@@ -1577,6 +1610,14 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	g.metrics.refusals.WithLabelValues(f.Code).Inc()
 	f.write(w, r)
+}
+
+// bodyTimeoutRefusal answers a request whose client stalled its body
+// (limits.body_idle_timeout, limits.body_min_rate) while it was sent
+// upstream.
+func (g *Gateway) bodyTimeoutRefusal() refusal {
+	return newRefusal(http.StatusRequestTimeout, codeBodyTimeout,
+		fmt.Sprintf("the client stalled the request body (no byte for %s, or slower than limits.body_min_rate); the upstream request was cancelled", g.cfg.Limits.BodyIdleTimeout.D()), "")
 }
 
 // ctxRefusal is the refusal of a request whose context was cancelled
