@@ -234,30 +234,9 @@ func TestContainerRegistries(t *testing.T) {
 }
 
 // distributionBinary returns CNCF Distribution's registry, built by
-// scripts/distribution.sh into the tools directory (cached: a second run
-// only checks the version).
+// scripts/distribution.sh into the tools directory.
 func distributionBinary(t *testing.T) (string, error) {
-	t.Helper()
-	bin := os.Getenv("CREDGATE_TOOLS_BIN")
-	if bin == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", err
-		}
-		bin = filepath.Join(home, ".cache", "credgate", "bin")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "scripts", "distribution.sh"))
-	cmd.Env = append(minimalEnv(), "CREDGATE_TOOLS_BIN="+bin)
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Logf("scripts/distribution.sh output:\n%s", tail(string(out), 30))
-		return "", fmt.Errorf("scripts/distribution.sh failed after %v (%w): %s", time.Since(start).Round(time.Second), err, tail(strings.TrimSpace(string(out)), 1))
-	}
-	t.Logf("scripts/distribution.sh (%v): %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(tail(string(out), 1)))
-	return filepath.Join(bin, "registry"), nil
+	return buildTool(t, "distribution.sh", "registry", 40*time.Minute)
 }
 
 // registry is a running Distribution registry with TLS on 127.0.0.1.

@@ -45,33 +45,10 @@ type authServer interface {
 }
 
 // hydraBinary returns Ory Hydra v2.3.0, built by scripts/hydra.sh into
-// the tools directory (cached: a second run only checks the version).
+// the tools directory. Hydra reads its whole configuration from the
+// environment as well, so buildTool's minimal environment matters here.
 func hydraBinary(t *testing.T) (string, error) {
-	t.Helper()
-	bin := os.Getenv("CREDGATE_TOOLS_BIN")
-	if bin == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", err
-		}
-		bin = filepath.Join(home, ".cache", "credgate", "bin")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "scripts", "hydra.sh"))
-	// Hydra reads its whole configuration from the environment as well:
-	// whatever the test process carries (make exports VERSION, which
-	// Hydra takes for its config schema "version" and exits) must not
-	// reach it. Only what a process needs, then Hydra's own settings.
-	cmd.Env = append(minimalEnv(), "CREDGATE_TOOLS_BIN="+bin)
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Logf("scripts/hydra.sh output:\n%s", tail(string(out), 30))
-		return "", fmt.Errorf("scripts/hydra.sh failed after %v (%w): %s", time.Since(start).Round(time.Second), err, tail(strings.TrimSpace(string(out)), 1))
-	}
-	t.Logf("scripts/hydra.sh (%v): %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(tail(string(out), 1)))
-	return filepath.Join(bin, "hydra"), nil
+	return buildTool(t, "hydra.sh", "hydra", 45*time.Minute)
 }
 
 // minimalEnv is PATH, HOME and TMPDIR of the test process, for a peer

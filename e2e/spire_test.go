@@ -91,9 +91,9 @@ type spire struct {
 // test saying how to build them.
 func spireBinaries(t *testing.T) (server, agent string) {
 	t.Helper()
-	bin := os.Getenv("CREDGATE_TOOLS_BIN")
-	if bin == "" {
-		bin = filepath.Join(os.Getenv("HOME"), ".cache", "credgate", "bin")
+	bin, err := toolsBin()
+	if err != nil {
+		t.Skip(err)
 	}
 	server, agent = filepath.Join(bin, "spire-server"), filepath.Join(bin, "spire-agent")
 	for _, p := range []string{server, agent} {

@@ -32,20 +32,7 @@ type collector struct {
 // collectorBinary returns the Collector's path, or skips the test saying
 // how to build it.
 func collectorBinary(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("CREDGATE_TOOLS_BIN")
-	if bin == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Skipf("no home directory to find the Collector in: %v", err)
-		}
-		bin = filepath.Join(home, ".cache", "credgate", "bin")
-	}
-	p := filepath.Join(bin, "otelcol-credgate")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("%s missing: run bash scripts/otelcol.sh (make tools) to test tracing against a real OpenTelemetry Collector", p)
-	}
-	return p
+	return builtTool(t, "otelcol-credgate", "otelcol.sh")
 }
 
 // startCollector starts a Collector for the test and waits until both
