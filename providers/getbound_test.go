@@ -71,8 +71,7 @@ func TestGetBoundSameAsGet(t *testing.T) {
 		clock.Advance(55 * time.Second)
 		get() // due for a refresh: hit v1, a refresh starts
 		waitFor(t, "the refresh", func() bool { return p.calls.Load() == 2 && !c.inFlight(b.Key) })
-		// The refresh runs in the background.
-		out[len(out)-1].Fetches = p.calls.Load()
+		out[len(out)-1].Fetches = p.calls.Load() // the refresh runs in the background
 		get() // fresh again: v2
 		clock.Advance(2 * time.Minute)
 		get() // expired: fetch v3
