@@ -937,7 +937,7 @@ func (g *Gateway) handle(x *exchange, pin pinnedAddrs) {
 		if g.tracer != nil {
 			sp = g.tracer.Stage(ctx, tracing.SpanCredential)
 			sp.Credential(d.Inject.Credential, d.Inject.ProviderName)
-			bind.Fetch = tracing.Fetch(sp, d.Inject.Credential, d.Inject.ProviderName, bind.FetchFunc())
+			bind.Fetch = tracing.Fetch(sp, d.Inject.Credential, d.Inject.ProviderName, bind.Fetch)
 		}
 		cred, hit, err = g.cache.GetBound(octx, bind)
 		if err != nil {

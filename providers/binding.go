@@ -15,11 +15,7 @@ type Binding struct {
 	// the caller's scope (Scoped.CacheScope, "" for one credential for
 	// everyone).
 	Key CacheKey
-	// Fetch, when set, is the fetch that fills the key instead of the
-	// bound provider's (a wrapper around FetchFunc's: tracing, tests).
-	// Bind leaves it nil, so that a request whose credential is cached
-	// builds no fetch at all (Cache.GetBound builds FetchFunc's on a
-	// miss or a refresh only).
+	// Fetch asks the provider for the credential for this caller.
 	Fetch func(context.Context) (*Credential, error)
 	// Reissue reports that a 401 from the upstream to a request carrying
 	// this credential should drop it from the cache (Reissuer).
@@ -30,21 +26,6 @@ type Binding struct {
 	// by every caller. A workload with many scopes then evicts its own
 	// entries, not other workloads'.
 	Holder string
-
-	// p and req are the bound provider and the caller's request, for
-	// FetchFunc.
-	p   Provider
-	req Request
-}
-
-// FetchFunc returns the fetch that fills b's key: Fetch when set, else
-// the bound provider's Fetch for the bound caller.
-func (b Binding) FetchFunc() func(context.Context) (*Credential, error) {
-	if b.Fetch != nil {
-		return b.Fetch
-	}
-	p, req := b.p, b.req
-	return func(ctx context.Context) (*Credential, error) { return p.Fetch(ctx, req) }
 }
 
 // Bind binds p's credential — key's Credential, Version and Provider —
@@ -76,9 +57,8 @@ func BindComposed(p Provider, inputs []Input, key CacheKey, wl identity.Workload
 	return Binding{
 		Holder:  holder,
 		Key:     key,
+		Fetch:   func(ctx context.Context) (*Credential, error) { return p.Fetch(ctx, req) },
 		Reissue: ok && ri.ReissueOnUnauthorized(),
-		p:       p,
-		req:     req,
 	}
 }
 
@@ -116,8 +96,5 @@ func ComposedScope(p Provider, inputs []Input, req Request) string {
 
 // GetBound returns the binding's credential from the cache; see Get.
 func (c *Cache) GetBound(ctx context.Context, b Binding) (cred *Credential, hit bool, err error) {
-	if cred, ok := c.fresh(b.Key); ok {
-		return cred, true, nil
-	}
-	return c.get(ctx, b.Key, b.Holder, b.FetchFunc())
+	return c.get(ctx, b.Key, b.Holder, b.Fetch)
 }

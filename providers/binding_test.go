@@ -28,7 +28,7 @@ func TestBind(t *testing.T) {
 	if b.Key != (CacheKey{Credential: "c", Version: "v", Provider: "p", Scope: "wl=billing"}) || !b.Reissue {
 		t.Errorf("Bind = %+v", b)
 	}
-	cred, err := b.FetchFunc()(context.Background())
+	cred, err := b.Fetch(context.Background())
 	if s, _ := cred.Field(FieldToken); err != nil || s.Reveal() != "for-billing" {
 		t.Errorf("Fetch = %v, %v", s.Reveal(), err)
 	}

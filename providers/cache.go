@@ -357,28 +357,6 @@ func (c *Cache) get(ctx context.Context, key CacheKey, holder string, fetch func
 	}
 }
 
-// fresh returns key's credential when the cache holds it valid, not
-// revoked and not yet due for a refresh: get's hit that needs no fetch,
-// so that GetBound builds none. Anything else (a miss, a refresh due, a
-// backoff, a closed cache) is get's to answer.
-func (c *Cache) fresh(key CacheKey) (*Credential, bool) {
-	now := c.opts.Now()
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, false
-	}
-	e, ok := c.entries.Get(key)
-	if !ok || e.cred == nil || e.cred.revoked() || !now.Before(e.expires) || !now.Before(e.refreshAt) {
-		c.mu.Unlock()
-		return nil, false
-	}
-	cred := e.cred
-	c.mu.Unlock()
-	c.observe(key, CacheHit)
-	return cred, true
-}
-
 // start begins a fetch for e in the background. c.mu is held.
 func (c *Cache) start(ctx context.Context, e *entry, fetch func(context.Context) (*Credential, error)) {
 	cl := &call{done: make(chan struct{})}

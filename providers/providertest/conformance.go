@@ -335,7 +335,7 @@ func checkSingleFetch(t *testing.T, c Conformance) {
 			<-start
 			// Each request binds the provider, as the gateway does.
 			b := providers.Bind(p, providers.CacheKey{Credential: c.Request.Credential, Version: "v1", Provider: c.Name}, c.Request.Workload)
-			fetch := b.FetchFunc()
+			fetch := b.Fetch
 			b.Fetch = func(ctx context.Context) (*providers.Credential, error) {
 				mu.Lock()
 				fetches++
@@ -399,7 +399,7 @@ func checkExpiry(t *testing.T, c Conformance) {
 	b := providers.Bind(p, providers.CacheKey{Credential: c.Request.Credential, Version: "v1", Provider: c.Name}, c.Request.Workload)
 	var mu sync.Mutex
 	fetches := 0
-	fetch := b.FetchFunc()
+	fetch := b.Fetch
 	b.Fetch = func(ctx context.Context) (*providers.Credential, error) {
 		mu.Lock()
 		fetches++
