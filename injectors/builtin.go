@@ -4,12 +4,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"text/template"
 	"text/template/parse"
 	"unicode/utf8"
@@ -18,7 +15,6 @@ import (
 
 	"github.com/credgate/credgate/internal/headerset"
 	"github.com/credgate/credgate/providers"
-	"github.com/credgate/credgate/secret"
 )
 
 // The built-in injectors are registered here rather than in sub-packages:
@@ -257,33 +253,7 @@ func templateFields(n parse.Node, out []string) []string {
 type Bearer struct {
 	// Field is the credential field holding the token. Default "token".
 	Field string `yaml:"field"`
-
-	// last is the header value formatted for the token last injected
-	// (bearerMemo), so that a cached credential's requests share one
-	// "Bearer <token>" instead of building it each time.
-	last atomic.Pointer[bearerMemo]
 }
-
-// bearerMemo is a header value Bearer formatted and checked, and the
-// token it was formatted from: a pure function of the token, so a
-// request whose token is the same (the cache hands out one Credential
-// until it is refreshed) reuses it. Both are Secrets, so a Bearer that
-// reaches a log line or an error prints neither. It lives no longer than
-// the credential it was formatted for: a cleanup on that Credential
-// drops it once the Credential is unreachable (refreshed, revoked or
-// evicted from the cache and no request holding it).
-type bearerMemo struct {
-	token  providers.Secret
-	header providers.Secret
-}
-
-// Format implements fmt.Formatter: every verb prints secret.Redacted
-// (fmt does not reach the Secrets' own methods through unexported
-// fields, so the memo redacts itself).
-func (bearerMemo) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(secret.Redacted)) }
-
-// LogValue implements slog.LogValuer.
-func (bearerMemo) LogValue() slog.Value { return slog.StringValue(secret.Redacted) }
 
 // Provision applies the default field.
 func (b *Bearer) Provision() error {
@@ -295,21 +265,14 @@ func (b *Bearer) Provision() error {
 
 // Inject replaces the Authorization header.
 func (b *Bearer) Inject(r *http.Request, cred *providers.Credential) error {
-	tok, err := headerField("bearer", "Authorization", cred, b.Field)
+	v, err := headerField("bearer", "Authorization", cred, b.Field)
 	if err != nil {
 		return err
 	}
-	if m := b.last.Load(); m != nil && m.token.Reveal() == tok {
-		setHeader(r, "Authorization", m.header.Reveal())
-		return nil
-	}
-	v := "Bearer " + tok
+	v = "Bearer " + v
 	if err := headerValue("bearer", "Authorization", v); err != nil {
 		return err
 	}
-	m := &bearerMemo{token: providers.NewSecret(tok), header: providers.NewSecret(v)}
-	b.last.Store(m)
-	runtime.AddCleanup(cred, func(m *bearerMemo) { b.last.CompareAndSwap(m, nil) }, m)
 	setHeader(r, "Authorization", v)
 	return nil
 }
