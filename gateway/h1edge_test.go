@@ -194,6 +194,11 @@ func TestH1ExpectContinueEndToEnd(t *testing.T) {
 // on until the response-header timeout).
 func TestH1ClientLeavesLongPoll(t *testing.T) {
 	tg := startGateway(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("audit lines:\n%s", tg.audit.String())
+		}
+	})
 	arrived, ended := make(chan struct{}, 1), make(chan time.Time, 1)
 	tg.origin.route("/longpoll", func(w http.ResponseWriter, r *http.Request) {
 		// Read first: net/http's server notices the gateway's

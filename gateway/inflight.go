@@ -478,26 +478,22 @@ func (w *flightWatch) leave(f *inFlight) {
 	}
 }
 
-// fire calls the abort of the flight covered: its context was cancelled
-// with the watched one, before fire runs, so an abort registered later
-// sees that (OnCancel).
+// fire cancels the flight covered with the watched context's cause, then
+// calls its round trip's abort (cancelCause). The flight context is the
+// watched one's child and is cancelled with it, but by the watched
+// context's cancel, which starts fire (context.AfterFunc) before, after
+// or while it reaches that child (its children are a map): left to that,
+// the abort could fail the round trip while its context still reported
+// no error, and the client's leaving would be answered and audited as
+// the upstream's failure (a 504 upstream_timeout, since the abort is a
+// deadline in the past). Whoever sees the aborted round trip fail finds
+// its context cancelled (TestAbortAfterContextCancelled).
 func (w *flightWatch) fire() {
 	w.mu.Lock()
 	f := w.flight
 	w.mu.Unlock()
 	if f != nil {
-		f.takeAbort()
-	}
-}
-
-// takeAbort calls the abort registered with OnCancel, if one is.
-func (f *inFlight) takeAbort() {
-	f.mu.Lock()
-	abort := f.abort
-	f.abort = nil
-	f.mu.Unlock()
-	if abort != nil {
-		abort()
+		f.cancelCause(context.Cause(w.ctx))
 	}
 }
 

@@ -132,3 +132,52 @@ func testUnauthorizedReissue(t *testing.T, h2 bool) {
 		}
 	}
 }
+
+// TestEveryInjectedCredentialScrubbable: every credential value the
+// gateway sends an upstream is in the table of every held credential
+// before it is sent, whichever way it was obtained — the first injection
+// of a credential, and the new value a 401 had reissued mid-request —
+// and whether or not the rule that sent it scrubs its own responses: an
+// upstream that keeps the value may send it back through any scrubbing
+// rule, on a stream already open too (TestStreamScrubsCredentialInjectedLater,
+// TestWebSocketLongPayloadScrubsCredentialInjectedLater). Before, a value
+// reissued under a rule with scrubbing off was never in the table.
+func TestEveryInjectedCredentialScrubbable(t *testing.T) {
+	for _, scrub := range []string{"", "\n    scrub: {enabled: false}"} {
+		t.Run(fmt.Sprintf("scrub-off=%v", scrub != ""), func(t *testing.T) {
+			pki := newTestPKI(t, apiHost)
+			o := startOrigin(t, pki)
+			tg := newTestGateway(t, pki, o)
+			policy := strings.Replace(testPolicy, "inject: {credential: reissuable, as: bearer}", "inject: {credential: reissuable, as: bearer}"+scrub, 1)
+			writeFile(t, tg.dir, "policy.yaml", []byte(policy))
+			tg.run(t, fmt.Sprintf("resolve:\n  \"api.origin.test:443\": %q\n", o.addr))
+			c := tg.client(t, false)
+			scrubbable := func(v string) bool {
+				b := []byte(v)
+				for _, s := range tg.gw.scrubbers.current().appendTo(nil) {
+					b, _ = s.Bytes(b)
+				}
+				return !strings.Contains(string(b), v)
+			}
+			for i, way := range []string{"first injection", "reissued after a 401"} {
+				v := fmt.Sprintf("scrubbable-%d-%s", i, tg.token)
+				t.Setenv("CREDGATE_GATEWAY_TEST_REISSUABLE", v)
+				o.mu.Lock()
+				o.accept = v
+				o.mu.Unlock()
+				resp, err := c.Get("https://" + apiHost + fmt.Sprintf("/auth/%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("%s: status %d", way, resp.StatusCode)
+				}
+				if !scrubbable(v) {
+					t.Errorf("%s: the value sent is not in the table of every held credential", way)
+				}
+			}
+		})
+	}
+}

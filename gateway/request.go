@@ -1474,9 +1474,14 @@ func (g *Gateway) reissue(t http.RoundTripper, r *http.Request, resp *http.Respo
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
 	st.reissued, st.reissuedCred = true, cred
+	// Before the retry is sent, known to every scrubbing rule, this
+	// one's or not, as prepareResponse registers the first credential:
+	// an upstream that keeps the new value may send it back in another
+	// rule's response (TestEveryInjectedCredentialScrubbable).
+	s := g.scrubbers.get(cred)
 	if st.resp != nil && st.resp.credScrubbed {
-		// Before the retry is sent: its 1xx responses are scrubbed too.
-		st.resp.addScrubber(g.scrubbers.get(cred))
+		// Its 1xx responses are scrubbed too.
+		st.resp.addScrubber(s)
 	}
 	g.log.Info("upstream rejected a cached credential; retried once with a new one",
 		slog.String("credential", rp.bind.Key.Credential), slog.String("host", r.URL.Host))

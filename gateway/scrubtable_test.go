@@ -154,3 +154,42 @@ func scrubThroughT(t *testing.T, ss []*transform.Scrubber, body []byte) []byte {
 	}
 	return out
 }
+
+// TestEveryPublishedTableFollowable: every table of every held credential
+// the gateway publishes can be followed by a streaming body (its live
+// Table is built, and is the one published to followers), from the first
+// credential on — whose pending layer sits on the empty base, before any
+// rebuild — and through each addition, and scrubs every credential
+// registered so far, whatever the background rebuild has folded in.
+// Before, a table whose base was empty (the gateway's first credentials,
+// before the first rebuild published; or after every credential was
+// dropped) had no live Table: a long WebSocket payload or a stream that
+// began then kept a fixed table and passed on a credential injected
+// while it streamed (TestWebSocketLongPayloadScrubsCredentialInjectedLater
+// failed that way under load: 0 redactions).
+func TestEveryPublishedTableFollowable(t *testing.T) {
+	var s scrubbers
+	var creds []*providers.Credential
+	for i := range 4 {
+		v := fmt.Sprintf("followable-secret-%d-value", i)
+		c := &providers.Credential{Fields: map[string]providers.Secret{providers.FieldToken: providers.NewSecret(v)}}
+		creds = append(creds, c)
+		s.register(keyOf(c), c)
+		tbl := s.table.Load()
+		if tbl == nil || tbl.live == nil {
+			t.Fatalf("after credential %d: the published table has no live Table (pending %d)", i, tbl.pending)
+		}
+		live := s.live.Load()
+		if live == nil {
+			t.Fatalf("after credential %d: no live Table published to followers", i)
+		}
+		for j, c := range creds {
+			want, _ := c.Field(providers.FieldToken)
+			out, _ := live.Bytes([]byte("<" + want.Reveal() + ">"))
+			if bytes.Contains(out, []byte("secret")) {
+				t.Errorf("after credential %d: the live Table passes credential %d on: %q", i, j, out)
+			}
+		}
+	}
+	runtime.KeepAlive(creds)
+}

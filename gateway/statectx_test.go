@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -366,4 +367,127 @@ func newWatchedState(w *flightWatch, parent context.Context) *reqState {
 	}
 	st.ctx = stateCtx{Context: f.ctx, st: st}
 	return st
+}
+
+// TestAbortAfterContextCancelled is the class test of "the client left"
+// racing "the upstream failed": whatever cancels a flight — its tunnel's
+// connection ending (flightWatch.fire), a cut (cancelCause) — calls the
+// round trip's abort (a deadline in the past on the upstream connection)
+// only once the flight's context reports the cancellation, with its
+// cause: the round trip's failure is then found to be the context's
+// doing (upstreamError's r.Context().Err(): 499 client_aborted), never
+// the upstream's (a 504 upstream_timeout, which TestH1ClientLeavesLongPoll
+// met in CI). The connection's context is a laggingParent, whose cancel
+// reaches the flight context only after the abort ran, or after a
+// second: a parent's cancel starts its AfterFuncs and cancels its
+// children in no set order. (The h1client's abort on a Cancellation's
+// Parent: its TestAbortFollowsContext.)
+func TestAbortAfterContextCancelled(t *testing.T) {
+	errLeft := errors.New("the client left")
+	for _, tc := range []struct {
+		name   string
+		cancel func(p *laggingParent, st *reqState)
+		cause  error
+	}{
+		{"tunnel connection ends", func(p *laggingParent, _ *reqState) { p.cancel(errLeft) }, errLeft},
+		{"cut", func(_ *laggingParent, st *reqState) { st.flight.cancelCause(errSwitchedOff) }, errSwitchedOff},
+		{"cut, then the connection ends", func(p *laggingParent, st *reqState) {
+			st.flight.cancelCause(errSwitchedOff)
+			p.cancel(errLeft)
+		}, errSwitchedOff},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newLaggingParent()
+			var w flightWatch
+			st := newWatchedState(&w, p)
+			own := context.Context(&st.ctx).Value(h1client.CancellationKey{}).(h1client.Cancellation)
+			if own.Parent() != nil {
+				t.Fatal("the flight is not covered by its tunnel's watch")
+			}
+			// cause is what the flight's context reported when the abort
+			// ran (called once: OnCancel).
+			var cause error
+			aborted := make(chan struct{})
+			own.OnCancel(func() {
+				cause = context.Cause(own.Context())
+				close(aborted)
+			})
+			p.after = func() {
+				select {
+				case <-aborted:
+				case <-time.After(time.Second):
+				}
+			}
+			tc.cancel(p, st)
+			select {
+			case <-aborted:
+				if !errors.Is(cause, tc.cause) {
+					t.Fatalf("the abort ran while the flight's context reported cause %v, want %v", cause, tc.cause)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the flight's abort was not called")
+			}
+		})
+	}
+}
+
+// laggingParent is a context whose cancel runs the functions registered
+// on it (context.AfterFunc's, and its children's cancellation, through
+// its AfterFunc method) in the order they were registered, calling after
+// (when set) after each: an order a parent's cancel may take.
+type laggingParent struct {
+	done  chan struct{}
+	after func()
+
+	mu    sync.Mutex
+	err   error
+	funcs []func()
+}
+
+func newLaggingParent() *laggingParent { return &laggingParent{done: make(chan struct{})} }
+
+func (p *laggingParent) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (p *laggingParent) Done() <-chan struct{}       { return p.done }
+func (p *laggingParent) Value(any) any               { return nil }
+
+func (p *laggingParent) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// AfterFunc is what context.AfterFunc and context.WithCancelCause use on
+// a parent that has it.
+func (p *laggingParent) AfterFunc(f func()) func() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := len(p.funcs)
+	p.funcs = append(p.funcs, f)
+	return func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		stopped := p.funcs[i] != nil && p.err == nil
+		p.funcs[i] = nil
+		return stopped
+	}
+}
+
+func (p *laggingParent) cancel(err error) {
+	p.mu.Lock()
+	if p.err != nil {
+		p.mu.Unlock()
+		return
+	}
+	p.err = err
+	close(p.done)
+	funcs := p.funcs
+	p.mu.Unlock()
+	for _, f := range funcs {
+		if f != nil {
+			f()
+			if p.after != nil {
+				p.after()
+			}
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -138,5 +139,43 @@ func TestLayer(t *testing.T) {
 	}
 	if got, n := Layer(Combine(), newS[3]).Bytes([]byte("x fresh/new+value y")); n != 1 || strings.Contains(string(got), "fresh") {
 		t.Errorf("Layer on an empty base made %q (%d redactions)", got, n)
+	}
+}
+
+// TestLayerOptions: a layer of KeepLength Scrubbers can be held by a
+// Table whatever its base — one with secrets, and the empty one (Combine
+// of none) a table of every held credential starts from, and returns to
+// when every credential was dropped — and redacts its secrets keeping
+// lengths. Before, a layer took the empty base's options (no KeepLength),
+// NewTable refused the pair, and the gateway published a table no
+// streaming body could follow: a credential injected while a long
+// WebSocket payload streamed was passed on in the clear
+// (gateway TestWebSocketLongPayloadScrubsCredentialInjectedLater).
+func TestLayerOptions(t *testing.T) {
+	keep := func(vs ...string) *Scrubber {
+		var ss []secret.Value
+		for _, v := range vs {
+			ss = append(ss, secret.New(v))
+		}
+		return NewScrubber(ss, ScrubOptions{KeepLength: true})
+	}
+	for name, base := range map[string]*Scrubber{
+		"empty (Combine of none)": Combine(),
+		"empty Combine of one":    Combine(keep()),
+		"with secrets":            Combine(keep("base-secret-value-1")),
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, ss := range [][]*Scrubber{{keep("later-secret-value-2")}, {nil, keep("later-secret-value-2"), keep("another-secret-value-3")}} {
+				tbl, err := NewTable(base, Layer(base, ss...))
+				if err != nil {
+					t.Fatalf("NewTable(base, Layer(base, ...)): %v", err)
+				}
+				in := []byte("x later-secret-value-2 y")
+				out, n := tbl.Bytes(append([]byte(nil), in...))
+				if n != 1 || len(out) != len(in) || bytes.Contains(out, []byte("later-secret")) {
+					t.Fatalf("%q (%d redactions), want the secret redacted, length kept", out, n)
+				}
+			}
+		})
 	}
 }

@@ -123,12 +123,19 @@ func Combine(ss ...*Scrubber) *Scrubber {
 // that holds a form of one of base's secrets, redacted by base first),
 // so the two together redact what Combine(base, ss...) redacts, without
 // building base's table again: its cost is that of ss's forms, whatever
-// the size of base. Its options are base's.
+// the size of base. Its options are base's, or, when base redacts
+// nothing (Combine of none: it has no options of its own), those of the
+// first of ss, as Combine's: a layer of KeepLength Scrubbers on an empty
+// base keeps lengths, so that a Table can hold it (TestLayerOptions).
 func Layer(base *Scrubber, ss ...*Scrubber) *Scrubber {
 	var ns []needle
+	opts := base
 	for _, s := range ss {
 		if s == nil {
 			continue
+		}
+		if opts == base && base.m.empty() {
+			opts = s
 		}
 		for _, n := range s.m.needles {
 			ns = append(ns, n)
@@ -141,7 +148,7 @@ func Layer(base *Scrubber, ss ...*Scrubber) *Scrubber {
 			}
 		}
 	}
-	c := *base
+	c := *opts
 	c.m, c.names = newMatcher(ns), &nameIndex{}
 	return &c
 }

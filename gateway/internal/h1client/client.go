@@ -268,12 +268,15 @@ type InformationalKey struct{}
 type Cancellation interface {
 	// Context is the context whose own cancellation this is.
 	Context() context.Context
-	// Parent is the context Context derives from, cancelled with it;
-	// nil when OnCancel covers its cancellation too.
+	// Parent is the context Context derives from, cancelled with it:
+	// Context's Done is closed once Parent's is (the abort on Parent
+	// waits for it); nil when OnCancel covers its cancellation too.
 	Parent() context.Context
 	// OnCancel has abort called when the context's own cancellation
 	// fires (and Parent's, when Parent is nil), at once when it has
-	// fired; one abort at a time.
+	// fired; one abort at a time. abort is called only once Context
+	// reports the cancellation (Err is not nil): a read or write it
+	// fails must be found to be the context's doing.
 	OnCancel(abort func())
 	// StopOnCancel undoes OnCancel; it reports whether abort had not
 	// been called (as the stop func of context.AfterFunc).
@@ -544,6 +547,11 @@ type conn struct {
 	br    *bufio.Reader // nil while idle
 	tls   *tls.ConnectionState
 	abort func() // sets a deadline in the past (context.AfterFunc)
+	// abortOwn is abort for the AfterFunc on a Cancellation's Parent: it
+	// waits until ownCtx (the Cancellation's Context) is cancelled too
+	// (see watch).
+	abortOwn func()
+	ownCtx   context.Context
 	// stopCtx and own undo watch (unwatch): the AfterFunc's stop, and
 	// the request context's Cancellation when it has one.
 	stopCtx func() bool
@@ -708,11 +716,24 @@ func (pc *conn) roundTrip(ctx context.Context, r *http.Request, rb *reqBuf, trac
 // watch arranges for pc's blocked writes and reads to be aborted (a
 // deadline in the past) once ctx is cancelled, until unwatch: through
 // ctx's Cancellation when it has one, else context.AfterFunc.
+//
+// The abort never comes before ctx reports its cancellation: a write or
+// read it fails is classified by ctx.Err() (here, and by the caller),
+// and one failed while ctx still reported none would be the upstream's
+// failure (a timeout, the deadline in the past) instead of the caller's
+// cancellation. AfterFunc on ctx itself runs once ctx is cancelled; on a
+// Cancellation's Parent it may run before the parent's cancel reached
+// ctx (a parent cancels its children in no set order, after starting its
+// AfterFuncs), so that abort (abortOwn) waits for ctx, which the
+// Cancellation's contract says is cancelled with its parent. ownCtx is
+// written here only: a connection whose abortOwn may have run is closed,
+// never watched again (release, roundTrip's fail).
 func (pc *conn) watch(ctx context.Context) {
 	if own, ok := ctx.Value(CancellationKey{}).(Cancellation); ok && own.Context() == ctx {
 		pc.own = own
 		if p := own.Parent(); p != nil {
-			pc.stopCtx = context.AfterFunc(p, pc.abort)
+			pc.ownCtx = ctx
+			pc.stopCtx = context.AfterFunc(p, pc.abortOwn)
 		}
 		own.OnCancel(pc.abort)
 		return
@@ -883,6 +904,10 @@ func (c *Client) get(ctx context.Context, k connKey, fresh bool) (*conn, error) 
 	k.host, k.port = strings.Clone(k.host), strings.Clone(k.port)
 	pc := &conn{c: c, key: k, nc: nc, raw: socket.Raw(nc)}
 	pc.abort = func() { _ = nc.SetDeadline(aLongTimeAgo) }
+	pc.abortOwn = func() {
+		<-pc.ownCtx.Done()
+		pc.abort()
+	}
 	pc.peek = func(fd uintptr) bool {
 		pc.pending = socket.Readable(fd)
 		return true // look, never wait

@@ -1247,3 +1247,76 @@ func TestMaxIdleConns(t *testing.T) {
 	// Every connection past the bound was closed (the origin saw it).
 	poll.True(t, 5*time.Second, "the evicted connections closed", func() bool { return o.closed.Load() >= int64(10*max+1-max) })
 }
+
+// TestAbortFollowsContext: a round trip aborted because its context is
+// being cancelled fails with the context's cause, never with the
+// deadline the abort sets (a timeout, which the gateway answers 504
+// upstream_timeout): the abort never comes before the context reports
+// its cancellation. A Cancellation's context is cancelled with its
+// Parent, but by the parent's cancel, which starts its AfterFuncs (the
+// Client's abort among them) before, after or while it reaches the
+// child; here the request's context lags its parent until the test
+// cancels it, for a header read and a body read. (The Cancellation
+// covering its parent, Parent nil, is its implementer's to order: the
+// gateway's TestAbortAfterContextCancelled.)
+func TestAbortFollowsContext(t *testing.T) {
+	errLeft := errors.New("the client left")
+	for _, read := range []string{"headers", "body"} {
+		t.Run(read, func(t *testing.T) {
+			arrived := make(chan struct{}, 1)
+			o := startRawOrigin(t, nil, func(c net.Conn, br *bufio.Reader) {
+				req, err := readRequest(br)
+				if err != nil {
+					return
+				}
+				if bytes.Contains(req, []byte("/body")) {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+				}
+				arrived <- struct{}{}
+				_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+				_, _ = br.ReadByte() // until the client closes
+			})
+			c := newClient(t)
+			c.ResponseHeaderTimeout = 10 * time.Second
+			// The request's context lags its parent: cancelled only
+			// when the test says (lag), as the parent's cancel may
+			// reach it after the AfterFuncs on the parent ran.
+			oc := &ownCancel{}
+			oc.parent, oc.cancelParent = context.WithCancel(t.Context())
+			inner, lag := context.WithCancelCause(t.Context())
+			oc.req, oc.cancel = &ownCtx{Context: inner, oc: oc}, lag
+			defer oc.cancelParent()
+			defer lag(nil)
+
+			done := make(chan error, 1)
+			go func() {
+				r, _ := http.NewRequestWithContext(oc.req, "GET", "http://"+o.addr+"/"+read, nil)
+				resp, err := c.RoundTrip(r)
+				if err == nil {
+					defer resp.Body.Close()
+					_, err = io.ReadAll(resp.Body)
+				}
+				done <- err
+			}()
+			<-arrived
+			oc.cancelParent()
+			// An abort that did not wait for the request's context
+			// fails the read now, with a timeout; it is given this long
+			// to (wrongly) do so before the context is cancelled.
+			select {
+			case err := <-done:
+				t.Fatalf("the round trip ended (%v) before its context was cancelled", err)
+			case <-time.After(200 * time.Millisecond):
+			}
+			lag(errLeft)
+			select {
+			case err := <-done:
+				if !errors.Is(err, errLeft) || isTimeout(err) {
+					t.Fatalf("error %v, want the context's cause (%v), not a timeout", err, errLeft)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the round trip was not aborted once its context was cancelled")
+			}
+		})
+	}
+}
