@@ -217,6 +217,10 @@ const maxTokenBytes = 32 << 10
 // returned with less than 60 seconds to live").
 const defaultTokenLife = 60 * time.Second
 
+// maxTokenLife caps how long a token is kept, whatever the realm states:
+// registries grant minutes, and a day bounds what a mistaken realm costs.
+const maxTokenLife = 24 * time.Hour
+
 // token is one exchanged token and when to stop sending it: before it
 // expires, by a margin of a quarter of its life (at most 30 s) for the
 // request's journey and clock skew.
@@ -259,9 +263,9 @@ func (in *Injector) exchange(ctx context.Context, user, pass string, scope []str
 		return token{}, fmt.Errorf("oci-token: %s: status %d from the token service", what, resp.StatusCode)
 	}
 	var body struct {
-		Token       string `json:"token"`
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
+		Token       string          `json:"token"`
+		AccessToken string          `json:"access_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTokenResponse)).Decode(&body); err != nil {
 		return token{}, fmt.Errorf("oci-token: %s: the answer is not a token response (JSON with token or access_token)", what)
@@ -273,10 +277,17 @@ func (in *Injector) exchange(ctx context.Context, user, pass string, scope []str
 	if v == "" || len(v) > maxTokenBytes || !b64token(v) {
 		return token{}, fmt.Errorf("oci-token: %s: the answer holds no token usable as a Bearer value (empty, over %d bytes, or not RFC 6750 b64token characters)", what, maxTokenBytes)
 	}
-	life := time.Duration(body.ExpiresIn) * time.Second
-	if body.ExpiresIn <= 0 || body.ExpiresIn > int64(24*time.Hour/time.Second) {
+	// The providers' one reading of a stated lifetime: absent is the
+	// spec's 60 s; 0, negative or not a whole number is refused naming
+	// the field, never kept a default period.
+	life, present, err := providers.LifetimeSeconds("expires_in", body.ExpiresIn)
+	switch {
+	case err != nil:
+		return token{}, fmt.Errorf("oci-token: %s: %w", what, err)
+	case !present:
 		life = defaultTokenLife
 	}
+	life = min(life, maxTokenLife)
 	// Counted from before the request: the realm issued it no earlier.
 	return token{value: v, refresh: start.Add(life - min(30*time.Second, life/4))}, nil
 }

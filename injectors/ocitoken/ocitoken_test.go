@@ -34,16 +34,16 @@ type realm struct {
 	caFile string
 
 	mu        sync.Mutex
-	exchanges [][]string // scopes of each accepted exchange
-	status    int        // answer instead of a token when not 0
-	expiresIn int64
-	hold      chan struct{} // when set, exchanges wait for it to close
-	held      chan struct{} // receives once per exchange that waits
+	exchanges [][]string      // scopes of each accepted exchange
+	status    int             // answer instead of a token when not 0
+	expiresIn json.RawMessage // expires_in as sent; left out when nil
+	hold      chan struct{}   // when set, exchanges wait for it to close
+	held      chan struct{}   // receives once per exchange that waits
 }
 
 func startRealm(t *testing.T) *realm {
 	t.Helper()
-	rl := &realm{expiresIn: 300}
+	rl := &realm{expiresIn: json.RawMessage("300")}
 	rl.srv = fakekit.StartTLS(http.HandlerFunc(rl.serve), nil)
 	t.Cleanup(rl.srv.Close)
 	ca, err := fakekit.WriteCAFile(rl.srv, t.TempDir(), "realm-ca.pem")
@@ -78,7 +78,11 @@ func (rl *realm) serve(w http.ResponseWriter, r *http.Request) {
 	n := len(rl.exchanges)
 	rl.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"token": fmt.Sprintf("tok.%d", n), "expires_in": exp, "issued_at": time.Now().UTC().Format(time.RFC3339)})
+	answer := map[string]any{"token": fmt.Sprintf("tok.%d", n), "issued_at": time.Now().UTC().Format(time.RFC3339)}
+	if exp != nil {
+		answer["expires_in"] = exp
+	}
+	_ = json.NewEncoder(w).Encode(answer)
 }
 
 func (rl *realm) seen() [][]string {
@@ -234,7 +238,7 @@ func TestExchangeAndCache(t *testing.T) {
 // is sent for 45 of them.
 func TestShortTokens(t *testing.T) {
 	rl := startRealm(t)
-	rl.expiresIn = 0
+	rl.expiresIn = nil
 	inj := rl.load(t, "")
 	now := time.Now()
 	inj.tokens.now = func() time.Time { return now }
@@ -246,6 +250,54 @@ func TestShortTokens(t *testing.T) {
 		if got, err := inject(t, inj, registryCred(), "GET", "/v2/app/manifests/v1"); err != nil || got != step.want {
 			t.Fatalf("step %d: %q, %v; want %q", i, got, err, step.want)
 		}
+	}
+}
+
+// TestStatedLifetime: the realm's expires_in is read as every provider
+// reads a stated lifetime (providers.LifetimeSeconds): 0, negative or not
+// a whole number is the token service's fault, named, nothing injected
+// and nothing cached; a string of digits or a huge count is a lifetime,
+// kept at most maxTokenLife.
+func TestStatedLifetime(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		keep time.Duration // 0: refused
+	}{
+		{"0", 0}, {"-1", 0}, {"-3600", 0}, {`"soon"`, 0}, {"3600.5", 0}, {"true", 0}, {"{}", 0},
+		{`"300"`, 300*time.Second - 30*time.Second},
+		{"99999999999999999999", maxTokenLife - 30*time.Second},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			rl := startRealm(t)
+			rl.expiresIn = json.RawMessage(tc.raw)
+			inj := rl.load(t, "")
+			now := time.Now()
+			inj.tokens.now = func() time.Time { return now }
+			got, err := inject(t, inj, registryCred(), "GET", "/v2/app/manifests/v1")
+			if tc.keep == 0 {
+				if err == nil || got != "" || !strings.Contains(err.Error(), "expires_in") || injectors.FaultOf(err) != injectors.FaultInjector {
+					t.Fatalf("expires_in %s: got %q, %v; want an error naming expires_in, the token service's fault, nothing injected", tc.raw, got, err)
+				}
+				if strings.Contains(err.Error(), "tok.") || strings.Contains(err.Error(), testPassword) {
+					t.Errorf("the error holds a token or the password: %v", err)
+				}
+				if _, err := inject(t, inj, registryCred(), "GET", "/v2/app/manifests/v1"); err == nil || len(rl.seen()) != 2 {
+					t.Errorf("a refused answer was cached: %d exchanges, %v", len(rl.seen()), err)
+				}
+				return
+			}
+			if err != nil || got != "Bearer tok.1" {
+				t.Fatalf("expires_in %s: %q, %v", tc.raw, got, err)
+			}
+			now = now.Add(tc.keep - time.Second)
+			if got, _ := inject(t, inj, registryCred(), "GET", "/v2/app/manifests/v1"); got != "Bearer tok.1" {
+				t.Errorf("expires_in %s: %q before the refresh time, want the cached tok.1", tc.raw, got)
+			}
+			now = now.Add(2 * time.Second)
+			if got, _ := inject(t, inj, registryCred(), "GET", "/v2/app/manifests/v1"); got != "Bearer tok.2" {
+				t.Errorf("expires_in %s: %q after the refresh time, want a new tok.2", tc.raw, got)
+			}
+		})
 	}
 }
 
